@@ -1,0 +1,126 @@
+"""Run every available engine over a study and assemble ``subject_summary.csv``.
+
+Engines register the summary columns they derive. A column whose engine does not exist yet is still
+written (empty), and the analysis manifest says which engine will fill it, so downstream code can
+rely on the full set of spec columns (``../shared/spec/study-format.md``, "Required outputs").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from cartlab import __version__
+from cartlab.model import SUBJECT_SUMMARY_COLUMNS, Study
+
+#: the dtype of each summary column (grades are integers, days numbers, mrd_negative boolean)
+SUMMARY_DTYPES: dict[str, pl.DataType] = {
+    "subject_id": pl.String,
+    "crs_grade_astct": pl.Int64,
+    "crs_onset_day": pl.Float64,
+    "crs_resolution_day": pl.Float64,
+    "icans_grade_astct": pl.Int64,
+    "icaht_early_grade": pl.Int64,
+    "icaht_late_grade": pl.Int64,
+    "best_response": pl.String,
+    "best_response_day": pl.Float64,
+    "mrd_negative": pl.Boolean,
+    "car_cmax": pl.Float64,
+    "car_tmax": pl.Float64,
+    "car_auc_0_28": pl.Float64,
+    "car_tlast": pl.Float64,
+}
+
+#: which capability derives which summary columns (for the manifest of pending columns)
+PLANNED_ENGINES = {
+    "grading (CRS/ICANS/ICAHT)": (
+        "crs_grade_astct",
+        "crs_onset_day",
+        "crs_resolution_day",
+        "icans_grade_astct",
+        "icaht_early_grade",
+        "icaht_late_grade",
+    ),
+    "response (ELN 2022 / ALL)": ("best_response", "best_response_day", "mrd_negative"),
+    "kinetics (NCA)": ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast"),
+}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A summary engine: a pure function from a study to one row per subject."""
+
+    name: str
+    columns: tuple[str, ...]
+    run: Callable[[Study], pl.DataFrame]  # returns subject_id + columns
+    citation: str = ""
+
+
+@dataclass
+class Registry:
+    engines: list[Engine] = field(default_factory=list)
+
+    def register(self, engine: Engine) -> Engine:
+        clash = set(engine.columns) & {c for e in self.engines for c in e.columns}
+        if clash:
+            raise ValueError(f"columns {sorted(clash)} are already derived by another engine")
+        self.engines.append(engine)
+        return engine
+
+
+REGISTRY = Registry()
+
+
+def subject_summary(study: Study, registry: Registry = REGISTRY) -> pl.DataFrame:
+    """One row per subject with every spec column; columns without an engine are empty."""
+    out = study.subjects.select("subject_id")
+    for engine in registry.engines:
+        part = engine.run(study).select("subject_id", *engine.columns)
+        out = out.join(part, on="subject_id", how="left", maintain_order="left")
+    missing = [c for c in SUBJECT_SUMMARY_COLUMNS if c not in out.columns]
+    out = out.with_columns(pl.lit(None, dtype=SUMMARY_DTYPES[c]).alias(c) for c in missing)
+    extra = [c for c in out.columns if c not in SUBJECT_SUMMARY_COLUMNS]
+    return out.select(
+        *[pl.col(c).cast(SUMMARY_DTYPES[c]) for c in SUBJECT_SUMMARY_COLUMNS], *extra
+    )
+
+
+def manifest(study: Study, registry: Registry = REGISTRY) -> dict:
+    """What ran, on what input, and which columns are still waiting for their engine."""
+    derived = {c for e in registry.engines for c in e.columns}
+    pending = {
+        name: [c for c in cols if c not in derived]
+        for name, cols in PLANNED_ENGINES.items()
+        if any(c not in derived for c in cols)
+    }
+    return {
+        "cartlab_version": __version__,
+        "study_id": study.study_id,
+        "n_subjects": study.subjects.height,
+        "inputs": study.sources.to_dicts(),
+        "engines": [
+            {"name": e.name, "columns": list(e.columns), "citation": e.citation}
+            for e in registry.engines
+        ],
+        "pending_columns": pending,
+        "note": "pending columns are present in subject_summary.csv and empty until their engine exists",
+    }
+
+
+def write_summary(summary: pl.DataFrame, out_dir: str | Path, meta: dict) -> Path:
+    """Write ``subject_summary.csv`` (booleans as true/false, empty = not evaluable) + manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "subject_summary.csv"
+    text = summary.with_columns(
+        pl.col(pl.Boolean).cast(pl.String).str.to_lowercase()
+    )
+    tmp = path.with_suffix(".csv.tmp")
+    text.write_csv(tmp)
+    tmp.replace(path)
+    (out / "analysis.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    return path

@@ -1,0 +1,1 @@
+"""cartlab.app — see the project issues for the capability this package will hold."""

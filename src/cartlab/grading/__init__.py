@@ -1,0 +1,1 @@
+"""cartlab.grading — see the project issues for the capability this package will hold."""

@@ -1,0 +1,90 @@
+"""The parameter dictionary (``params_v1.yaml``): codes, canonical units, conversions, ranges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import yaml
+
+from cartlab.units import Conversion, UnitError, conversion
+
+
+@dataclass(frozen=True)
+class Param:
+    code: str
+    label: str
+    group: str
+    unit: str  # canonical unit; "" = unitless score
+    accepts: tuple[str, ...] = ()
+    empty_unit: str | None = None
+    molar_mass_g_mol: float | None = None
+    equivalents_per_mol: float | None = None
+    plausible: tuple[float, float] | None = None
+    text_values: tuple[str, ...] = ()
+    integer: bool = False
+    origin: str = "spec"
+
+    @property
+    def unitless(self) -> bool:
+        return self.unit == ""
+
+    def conversion_from(self, unit: str | None) -> Conversion:
+        """Affine map from ``unit`` (as written in a file) to the canonical unit.
+
+        Raises :class:`~cartlab.units.UnitError` (unknown unit, wrong dimension, or a missing unit
+        where the dictionary gives no meaning to an empty one).
+        """
+        unit = (unit or "").strip()
+        if self.unitless:
+            if unit in ("", "score", "points"):
+                return Conversion(1.0)
+            raise UnitError(f"{self.code} is a unitless score; unit {unit!r} is not allowed")
+        if unit == "":
+            if self.empty_unit is None:
+                raise UnitError(
+                    f"unit missing: {self.code} needs a unit (canonical {self.unit!r}; "
+                    f"accepted {', '.join((self.unit,) + self.accepts)})"
+                )
+            unit = self.empty_unit
+        return conversion(unit, self.unit, self.molar_mass_g_mol, self.equivalents_per_mol)
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    version: int
+    params: dict[str, Param] = field(default_factory=dict)
+
+    def __contains__(self, code: str) -> bool:
+        return code in self.params
+
+    def __getitem__(self, code: str) -> Param:
+        return self.params[code]
+
+    def codes(self) -> list[str]:
+        return list(self.params)
+
+
+@lru_cache(maxsize=1)
+def load_dictionary() -> Dictionary:
+    """The shipped parameter dictionary (format v1)."""
+    text = resources.files("cartlab.io").joinpath("params_v1.yaml").read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    params = {}
+    for code, p in raw["params"].items():
+        params[code] = Param(
+            code=code,
+            label=p["label"],
+            group=p["group"],
+            unit=str(p["unit"]),
+            accepts=tuple(str(u) for u in p.get("accepts", ())),
+            empty_unit=p.get("empty_unit"),
+            molar_mass_g_mol=p.get("molar_mass_g_mol"),
+            equivalents_per_mol=p.get("equivalents_per_mol"),
+            plausible=tuple(float(x) for x in p["plausible"]) if "plausible" in p else None,
+            text_values=tuple(p.get("text_values", ())),
+            integer=bool(p.get("integer", False)),
+            origin=p.get("origin", "spec"),
+        )
+    return Dictionary(version=int(raw["version"]), params=params)

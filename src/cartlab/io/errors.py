@@ -1,0 +1,61 @@
+"""Validation issues: every problem names its file, its rows and its column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Issue:
+    """One problem found in a study folder.
+
+    ``rows`` are 1-based data-row numbers (the header is line 1, so row ``r`` is on line ``r + 1``
+    of a CSV file); an empty list means the problem is with the file or its header.
+    """
+
+    file: str
+    column: str | None
+    message: str
+    rows: list[int] = field(default_factory=list)
+    severity: str = "error"  # "error" | "warning"
+
+    def where(self, max_rows: int = 8) -> str:
+        if not self.rows:
+            loc = "header (line 1)" if self.column else "file"
+        elif len(self.rows) == 1:
+            r = self.rows[0]
+            loc = f"row {r} (line {r + 1})"
+        else:
+            shown = ", ".join(str(r) for r in self.rows[:max_rows])
+            more = len(self.rows) - max_rows
+            loc = f"rows {shown}" + (f" and {more:,} more ({len(self.rows):,} rows)" if more > 0 else "")
+        col = f", column '{self.column}'" if self.column else ""
+        return f"{self.file}, {loc}{col}"
+
+    def __str__(self) -> str:
+        return f"{self.where()}: {self.message}"
+
+    def to_dict(self) -> dict:
+        return {
+            "severity": self.severity,
+            "file": self.file,
+            "rows": self.rows,
+            "column": self.column,
+            "message": self.message,
+        }
+
+
+class StudyValidationError(ValueError):
+    """A study folder breaks the format; ``issues`` lists every problem found (all files, all rows)."""
+
+    def __init__(self, issues: list[Issue], folder: str = ""):
+        self.issues = [i for i in issues if i.severity == "error"]
+        self.warnings = [i for i in issues if i.severity != "error"]
+        self.folder = folder
+        n = len(self.issues)
+        head = f"{folder}: " if folder else ""
+        lines = [f"{head}{n} problem{'s' if n != 1 else ''} found"]
+        lines += [f"  - {i}" for i in self.issues[:50]]
+        if n > 50:
+            lines.append(f"  ... and {n - 50} more")
+        super().__init__("\n".join(lines))

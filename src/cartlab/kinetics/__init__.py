@@ -1,0 +1,1 @@
+"""cartlab.kinetics — see the project issues for the capability this package will hold."""

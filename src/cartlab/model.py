@@ -1,0 +1,201 @@
+"""The canonical data model: one long observation table plus subjects, doses, interventions, events.
+
+Every engine reads these frames (polars) and nothing else, so real, imported and simulated patients
+are served alike. Column lists here are the contract between ``cartlab.io`` (which builds them from
+the study folder format v1, see ``../shared/spec/study-format.md``), ``cartlab.store`` (which
+persists them in DuckDB) and the engines.
+
+Conventions
+-----------
+* ``day`` is days relative to the first CAR-T infusion (day 0 exists; 14.5 is noon of day 14).
+* ``value``/``lln``/``uln``/``lloq`` are in the parameter's canonical unit (``unit``); the values
+  as given in the source are kept in ``orig_*`` columns so the study can be written back losslessly.
+* ``source`` is the data-provenance label (``paper``, ``reconstructed``, ``synthetic``, ``observed``
+  or empty) and ``source_note`` says what part of a row is reconstructed.
+* ``src_file``/``src_sha256``/``src_row`` say which file and which data row (1-based, header
+  excluded) produced the row.
+* ``extra`` holds the unknown extra columns of the source row as a JSON object (they are kept and
+  written back, never dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+FORMAT_VERSION = "1"
+
+PROVENANCE = {
+    "src_file": pl.String,
+    "src_sha256": pl.String,
+    "src_row": pl.Int64,
+}
+
+COMMON_TAIL = {
+    "source": pl.String,
+    "source_note": pl.String,
+    "extra": pl.String,
+    **PROVENANCE,
+}
+
+SUBJECTS = {
+    "subject_id": pl.String,
+    "sex": pl.String,
+    "age_years": pl.Float64,
+    "weight_kg": pl.Float64,
+    "height_cm": pl.Float64,
+    "disease": pl.String,
+    "target": pl.String,
+    "infusion_date": pl.String,
+    "infusion_datetime": pl.String,
+    "last_followup_day": pl.Float64,
+    **COMMON_TAIL,
+}
+
+DOSES = {
+    "subject_id": pl.String,
+    "day": pl.Float64,
+    "datetime": pl.String,
+    "agent": pl.String,
+    "dose": pl.Float64,  # in ``unit`` (canonical: cells/kg, cells, mg/m2, mg, mg/kg)
+    "unit": pl.String,
+    "orig_dose": pl.Float64,
+    "orig_unit": pl.String,
+    **COMMON_TAIL,
+}
+
+OBSERVATIONS = {
+    "subject_id": pl.String,
+    "day": pl.Float64,
+    "datetime": pl.String,
+    "param": pl.String,
+    "analyte": pl.String,
+    "value": pl.Float64,  # canonical unit
+    "value_text": pl.String,
+    "unit": pl.String,  # canonical unit of the param ("" when unitless)
+    "lln": pl.Float64,
+    "uln": pl.Float64,
+    "lloq": pl.Float64,
+    "censor": pl.String,  # "<", "<=", ">", ">=" when value_text is a censored result like "<50"
+    "censor_limit": pl.Float64,  # the bound of a censored result, canonical unit
+    "specimen": pl.String,
+    "orig_value": pl.Float64,
+    "orig_unit": pl.String,
+    "orig_lln": pl.Float64,
+    "orig_uln": pl.Float64,
+    "orig_lloq": pl.Float64,
+    **COMMON_TAIL,
+}
+
+INTERVENTIONS = {
+    "subject_id": pl.String,
+    "start_day": pl.Float64,
+    "end_day": pl.Float64,
+    "start_datetime": pl.String,
+    "end_datetime": pl.String,
+    "category": pl.String,
+    "agent": pl.String,
+    "dose": pl.Float64,
+    "dose_unit": pl.String,
+    "o2_device": pl.String,
+    "o2_flow_lpm": pl.Float64,
+    "fio2": pl.Float64,
+    "indication": pl.String,
+    **COMMON_TAIL,
+}
+
+EVENTS = {
+    "subject_id": pl.String,
+    "day": pl.Float64,
+    "datetime": pl.String,
+    "event": pl.String,
+    "detail": pl.String,
+    "attribution": pl.String,
+    **COMMON_TAIL,
+}
+
+TABLES: dict[str, dict[str, pl.DataType]] = {
+    "subjects": SUBJECTS,
+    "doses": DOSES,
+    "observations": OBSERVATIONS,
+    "interventions": INTERVENTIONS,
+    "events": EVENTS,
+}
+
+#: Columns that say where a row came from (file, hash, row); not part of the data itself.
+PROVENANCE_COLUMNS = tuple(PROVENANCE)
+
+#: Columns of ``subject_summary.csv`` required by the spec, in order.
+SUBJECT_SUMMARY_COLUMNS = (
+    "subject_id",
+    "crs_grade_astct",
+    "crs_onset_day",
+    "crs_resolution_day",
+    "icans_grade_astct",
+    "icaht_early_grade",
+    "icaht_late_grade",
+    "best_response",
+    "best_response_day",
+    "mrd_negative",
+    "car_cmax",
+    "car_tmax",
+    "car_auc_0_28",
+    "car_tlast",
+)
+
+
+def empty_frame(table: str) -> pl.DataFrame:
+    """An empty canonical frame of ``table`` with the right schema."""
+    return pl.DataFrame(schema=TABLES[table])
+
+
+def conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
+    """Return ``df`` with exactly the canonical columns of ``table`` (missing ones null), in order."""
+    schema = TABLES[table]
+    cols = []
+    for name, dtype in schema.items():
+        if name in df.columns:
+            cols.append(pl.col(name).cast(dtype))
+        else:
+            cols.append(pl.lit(None, dtype=dtype).alias(name))
+    return df.select(cols)
+
+
+@dataclass
+class Study:
+    """A study in canonical form: five frames plus the list of source files it was read from."""
+
+    study_id: str
+    subjects: pl.DataFrame
+    doses: pl.DataFrame = field(default_factory=lambda: empty_frame("doses"))
+    observations: pl.DataFrame = field(default_factory=lambda: empty_frame("observations"))
+    interventions: pl.DataFrame = field(default_factory=lambda: empty_frame("interventions"))
+    events: pl.DataFrame = field(default_factory=lambda: empty_frame("events"))
+    #: one row per source file: file, format, sha256, n_rows
+    sources: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(
+            schema={"file": pl.String, "format": pl.String, "sha256": pl.String, "n_rows": pl.Int64}
+        )
+    )
+
+    def table(self, name: str) -> pl.DataFrame:
+        return getattr(self, name)
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {name: getattr(self, name) for name in TABLES}
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return self.subjects["subject_id"].to_list()
+
+    def subject(self, subject_id: str) -> "Study":
+        """The same study restricted to one subject."""
+        kw = {
+            name: df.filter(pl.col("subject_id") == subject_id) for name, df in self.tables().items()
+        }
+        return Study(study_id=self.study_id, sources=self.sources, **kw)
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        parts = ", ".join(f"{n}={self.table(n).height}" for n in TABLES)
+        return f"Study({self.study_id!r}, {parts})"

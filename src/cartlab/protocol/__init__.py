@@ -1,0 +1,1 @@
+"""cartlab.protocol — see the project issues for the capability this package will hold."""

@@ -1,0 +1,452 @@
+"""Self-contained HTML reports: one page per subject plus an index for a study (cohort).
+
+The pages need nothing but the file itself: CSS is inline, the course figure is an embedded base64
+PNG (``data:`` URI), there are no scripts and no links outside the output folder. All data are
+escaped by jinja2's autoescaping (templates in ``templates/``).
+
+Honesty rule: whenever a subject's rows include ``reconstructed`` or ``synthetic`` values the page
+opens with a banner saying so, with counts of paper-stated vs reconstructed rows, and every table
+row shows its ``source`` (reconstructed rows are highlighted).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from cartlab.model import SUBJECT_SUMMARY_COLUMNS, TABLES, Study
+from cartlab.report.figures import (
+    LYMPHODEPLETION_AGENTS,
+    RECONSTRUCTED_CAPTION,
+    course_figure,
+    fmt_dose,
+    is_car_t_agent,
+    provenance_kind,
+)
+
+__all__ = [
+    "write_subject_report",
+    "write_study_report",
+    "render_subject_html",
+    "render_study_html",
+    "subject_filename",
+    "provenance_counts",
+]
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+EMPTY = "—"
+ENGINE_NOTE = "engine not yet available"
+
+SUBJECT_FIELDS = [
+    ("subject_id", "Subject"),
+    ("sex", "Sex"),
+    ("age_years", "Age (years)"),
+    ("weight_kg", "Weight (kg)"),
+    ("height_cm", "Height (cm)"),
+    ("disease", "Disease"),
+    ("target", "CAR target"),
+    ("infusion_date", "Infusion date"),
+    ("infusion_datetime", "Infusion date/time"),
+    ("last_followup_day", "Last follow-up (day)"),
+    ("source", "Source"),
+    ("source_note", "Source note"),
+]
+
+
+def _env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# formatting helpers
+
+
+def _cell(v: Any) -> str:
+    """One table cell as text; missing → "—"."""
+    if v is None:
+        return EMPTY
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return EMPTY
+        if v.is_integer() and abs(v) < 1e15:
+            return f"{int(v):,}" if abs(v) >= 1000 else str(int(v))
+        return f"{v:,.6g}" if abs(v) < 1e6 else f"{v:.6g}"
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 1000 else str(v)
+    s = str(v)
+    return s if s.strip() else EMPTY
+
+
+def _day(v: Any) -> str:
+    return _cell(v)
+
+
+def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[str, ...] = ()) -> dict:
+    """``{"headers": [...], "rows": [{"cells": [...], "prov": ...}]}`` for the template.
+
+    Columns entirely empty in ``df`` are dropped unless listed in ``always``.
+    """
+    keep = [
+        (col, header)
+        for col, header in columns
+        if col in df.columns and (col in always or any(_cell(x) != EMPTY for x in df[col].to_list()))
+    ]
+    rows = []
+    for r in df.iter_rows(named=True):
+        rows.append(
+            {
+                "cells": [_cell(r[c]) for c, _ in keep],
+                "prov": provenance_kind(r.get("source")),
+            }
+        )
+    num = [df[c].dtype.is_numeric() for c, _ in keep]
+    return {"headers": [h for _, h in keep], "rows": rows, "num": num}
+
+
+def subject_filename(subject_id: str) -> str:
+    """A safe file name for a subject's page (``subject_<id>.html``; hashed when sanitised)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", subject_id).strip("._-")
+    if safe != subject_id or not safe:
+        safe = (safe[:40] + "-" if safe else "") + hashlib.sha1(subject_id.encode()).hexdigest()[:8]
+    return f"subject_{safe}.html"
+
+
+def provenance_counts(study: Study) -> dict[str, Any]:
+    """Row counts by ``source`` over the five tables: paper / reconstructed / synthetic / observed."""
+    counts = {"paper": 0, "reconstructed": 0, "synthetic": 0, "observed": 0}
+    per_table: dict[str, dict[str, int]] = {}
+    for name, df in study.tables().items():
+        t = {"paper": 0, "reconstructed": 0, "synthetic": 0, "observed": 0}
+        src = df["source"].fill_null("").str.strip_chars().str.to_lowercase() if df.height else []
+        for s in src:
+            key = s if s in ("paper", "reconstructed", "synthetic") else "observed"
+            t[key] += 1
+        per_table[name] = t
+        for k, v in t.items():
+            counts[k] += v
+    total = sum(counts.values())
+    return {
+        **counts,
+        "total": total,
+        "not_measured": counts["reconstructed"] + counts["synthetic"],
+        "per_table": per_table,
+    }
+
+
+def _figure_png_b64(study: Study, subject_id: str, day_range) -> tuple[str, dict]:
+    fig = course_figure(study, subject_id, day_range=day_range)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return base64.b64encode(buf.getvalue()).decode("ascii"), getattr(fig, "cartlab_info", {})
+
+
+def _dose_role(agent: str | None, day: float | None) -> str:
+    if is_car_t_agent(agent):
+        return "CAR-T infusion"
+    a = (agent or "").lower()
+    if day is not None and -21 <= day < 0 and any(x in a for x in LYMPHODEPLETION_AGENTS):
+        return "lymphodepletion"
+    if day is not None and day < 0:
+        return "pre-infusion (bridging / other)"
+    return "other anticancer therapy"
+
+
+def _doses_table(doses: pl.DataFrame) -> dict:
+    df = doses.sort("day", nulls_last=True)
+    df = df.with_columns(
+        pl.struct(["agent", "day"])
+        .map_elements(lambda s: _dose_role(s["agent"], s["day"]), return_dtype=pl.String)
+        .alias("_role"),
+        pl.struct(["dose", "unit"])
+        .map_elements(lambda s: fmt_dose(s["dose"], s["unit"]) or None, return_dtype=pl.String)
+        .alias("_dose"),
+    ) if df.height else df.with_columns(pl.lit(None, pl.String).alias("_role"),
+                                       pl.lit(None, pl.String).alias("_dose"))
+    return _table(
+        df,
+        [("day", "Day"), ("datetime", "Date/time"), ("_role", "Role"), ("agent", "Agent"),
+         ("_dose", "Dose"), ("source", "Source"), ("source_note", "Source note")],
+        always=("day", "agent", "_dose", "source"),
+    )
+
+
+def _interventions_table(itv: pl.DataFrame) -> dict:
+    return _table(
+        itv.sort("start_day", nulls_last=True),
+        [("start_day", "Start day"), ("end_day", "End day"), ("category", "Category"),
+         ("agent", "Agent"), ("dose", "Dose"), ("dose_unit", "Dose unit"),
+         ("o2_device", "O₂ device"), ("o2_flow_lpm", "O₂ flow (L/min)"), ("fio2", "FiO₂"),
+         ("indication", "Indication"), ("source", "Source"), ("source_note", "Source note")],
+        always=("start_day", "end_day", "category", "source"),
+    )
+
+
+def _events_table(ev: pl.DataFrame) -> dict:
+    return _table(
+        ev.sort("day", nulls_last=True),
+        [("day", "Day"), ("datetime", "Date/time"), ("event", "Event"), ("detail", "Detail"),
+         ("attribution", "Attribution"), ("source", "Source"), ("source_note", "Source note")],
+        always=("day", "event", "source"),
+    )
+
+
+def _paper_values_table(obs: pl.DataFrame) -> dict:
+    df = obs.filter(pl.col("source").fill_null("").str.to_lowercase() == "paper").sort(
+        ["day", "param"], nulls_last=True
+    )
+    df = df.with_columns(
+        pl.when(pl.col("value_text").is_not_null())
+        .then(pl.col("value_text"))
+        .otherwise(pl.col("value").map_elements(_cell, return_dtype=pl.String))
+        .alias("_value")
+    ) if df.height else df.with_columns(pl.lit(None, pl.String).alias("_value"))
+    return _table(
+        df,
+        [("day", "Day"), ("param", "Parameter"), ("analyte", "Analyte"), ("_value", "Value"),
+         ("unit", "Unit"), ("specimen", "Specimen"), ("source_note", "Source note")],
+        always=("day", "param", "_value", "unit"),
+    )
+
+
+def _observation_overview(obs: pl.DataFrame) -> dict:
+    if obs.height == 0:
+        return {"headers": [], "rows": [], "num": []}
+    src = pl.col("source").fill_null("").str.to_lowercase()
+    agg = (
+        obs.group_by("param")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("day").min().alias("first"),
+            pl.col("day").max().alias("last"),
+            (src == "paper").sum().alias("paper"),
+            src.is_in(["reconstructed", "synthetic"]).sum().alias("recon"),
+            pl.col("unit").drop_nulls().first().alias("unit"),
+        )
+        .sort("param")
+    )
+    rows = []
+    for r in agg.iter_rows(named=True):
+        n_obs = r["n"] - r["paper"] - r["recon"]
+        rows.append(
+            {
+                "cells": [r["param"], _cell(r["unit"]), str(r["n"]), _day(r["first"]), _day(r["last"]),
+                          str(r["paper"]), str(r["recon"]), str(n_obs)],
+                "prov": "reconstructed" if r["recon"] == r["n"] else "mixed",
+            }
+        )
+    return {
+        "num": [False, False] + [True] * 6,
+        "headers": ["Parameter", "Unit", "Rows", "First day", "Last day", "Stated in paper",
+                    "Reconstructed / synthetic", "Measured"],
+        "rows": rows,
+    }
+
+
+def _summary_block(summary: pl.DataFrame | None, subject_id: str) -> dict:
+    if summary is not None and "subject_id" in summary.columns:
+        cols = [c for c in summary.columns if c != "subject_id"]
+        rows = summary.filter(pl.col("subject_id").cast(pl.String) == subject_id)
+    else:
+        cols, rows = [c for c in SUBJECT_SUMMARY_COLUMNS if c != "subject_id"], None
+    if rows is None or rows.height == 0:
+        cells = [EMPTY] * len(cols)
+    else:
+        r = rows.row(0, named=True)
+        cells = [_cell(r[c]) for c in cols]
+    return {
+        "given": summary is not None,
+        "items": list(zip(cols, cells)),
+        "any_empty": any(c == EMPTY for c in cells),
+    }
+
+
+def _sources_table(study: Study, sub: Study | None) -> dict:
+    counts: dict[str, int] = {}
+    if sub is not None:
+        for df in sub.tables().values():
+            for f in df["src_file"].drop_nulls().to_list():
+                counts[f] = counts.get(f, 0) + 1
+                base = Path(f).name
+                if base != f:
+                    counts[base] = counts.get(base, 0) + 1
+    rows = []
+    for r in study.sources.iter_rows(named=True):
+        f = r.get("file")
+        cells = [_cell(f), _cell(r.get("format")), _cell(r.get("sha256")), _cell(r.get("n_rows"))]
+        if sub is not None:
+            n = counts.get(f or "", counts.get(Path(f or "").name, 0))
+            cells.append(str(n))
+        rows.append({"cells": cells, "prov": "observed"})
+    headers = ["File", "Format", "SHA-256", "Rows in file"]
+    if sub is not None:
+        headers.append("Rows of this subject")
+    return {"headers": headers, "rows": rows, "num": [False, False, False, True, True]}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cartlab")
+    except Exception:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def _subject_facts(sub: Study, subject_id: str) -> tuple[list[tuple[str, str]], str]:
+    if sub.subjects.height == 0:
+        return [("Subject", subject_id)], "observed"
+    r = sub.subjects.row(0, named=True)
+    items = [(label, _cell(r.get(col))) for col, label in SUBJECT_FIELDS]
+    items = [(k, v) for k, v in items if v != EMPTY or k in ("Subject", "Source")]
+    if r.get("extra"):
+        try:
+            extra = json.loads(r["extra"])
+            items += [(str(k), _cell(v)) for k, v in extra.items()]
+        except (ValueError, AttributeError):
+            items.append(("Extra", str(r["extra"])))
+    return items, provenance_kind(r.get("source"))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def render_subject_html(
+    study: Study,
+    subject_id: str,
+    *,
+    summary: pl.DataFrame | None = None,
+    title: str | None = None,
+    day_range: tuple[float, float] | None = None,
+    index_href: str | None = None,
+) -> str:
+    """The HTML text of one subject's report (see :func:`write_subject_report`)."""
+    sub = study.subject(subject_id)
+    if all(df.is_empty() for df in sub.tables().values()):
+        raise KeyError(f"subject {subject_id!r} not in study {study.study_id!r}")
+    png, info = _figure_png_b64(study, subject_id, day_range)
+    facts, facts_prov = _subject_facts(sub, subject_id)
+    ctx = {
+        "title": title or f"{study.study_id} — subject {subject_id}",
+        "study_id": study.study_id,
+        "subject_id": subject_id,
+        "counts": provenance_counts(sub),
+        "table_names": list(TABLES),
+        "facts": facts,
+        "facts_prov": facts_prov,
+        "doses": _doses_table(sub.doses),
+        "interventions": _interventions_table(sub.interventions),
+        "events": _events_table(sub.events),
+        "paper_values": _paper_values_table(sub.observations),
+        "overview": _observation_overview(sub.observations),
+        "summary": _summary_block(summary, subject_id),
+        "sources": _sources_table(study, sub),
+        "figure_png": png,
+        "figure_info": info,
+        "recon_caption": RECONSTRUCTED_CAPTION,
+        "engine_note": ENGINE_NOTE,
+        "empty": EMPTY,
+        "index_href": index_href,
+        "version": _version(),
+        "generated": _dt.date.today().isoformat(),
+    }
+    return _env().get_template("subject.html.j2").render(**ctx)
+
+
+def write_subject_report(
+    study: Study,
+    subject_id: str,
+    out_dir,
+    *,
+    summary: pl.DataFrame | None = None,
+    title: str | None = None,
+    day_range: tuple[float, float] | None = None,
+    index_href: str | None = None,
+) -> Path:
+    """Write ``out_dir/subject_<id>.html`` (self-contained) and return its path.
+
+    ``summary`` is a ``subject_summary``-like frame (one row per subject); its columns for this
+    subject are shown, missing values as "—". Raises ``KeyError`` for an unknown subject.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html = render_subject_html(study, subject_id, summary=summary, title=title,
+                               day_range=day_range, index_href=index_href)
+    path = out / subject_filename(subject_id)
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFrame | None = None,
+                      title: str | None = None) -> str:
+    """The HTML text of a study index page; ``links`` maps subject_id → relative file name."""
+    show_cols = []
+    if summary is not None and "subject_id" in summary.columns:
+        show_cols = [c for c in summary.columns if c != "subject_id"]
+    rows = []
+    ids = list(dict.fromkeys(study.subject_ids + list(links)))
+    for sid in ids:
+        sub = study.subject(sid)
+        c = provenance_counts(sub)
+        r = sub.subjects.row(0, named=True) if sub.subjects.height else {}
+        srow = None
+        if show_cols:
+            m = summary.filter(pl.col("subject_id").cast(pl.String) == sid)
+            srow = m.row(0, named=True) if m.height else None
+        rows.append(
+            {
+                "subject_id": sid,
+                "href": links.get(sid),
+                "cells": [_cell(r.get(k)) for k in ("sex", "age_years", "disease", "target")],
+                "summary": [_cell(srow[k]) if srow else EMPTY for k in show_cols],
+                "counts": c,
+            }
+        )
+    ctx = {
+        "title": title or f"{study.study_id} — study report",
+        "study_id": study.study_id,
+        "counts": provenance_counts(study),
+        "rows": rows,
+        "summary_cols": show_cols,
+        "summary_given": summary is not None,
+        "sources": _sources_table(study, None),
+        "engine_note": ENGINE_NOTE,
+        "empty": EMPTY,
+        "version": _version(),
+        "generated": _dt.date.today().isoformat(),
+    }
+    return _env().get_template("index.html.j2").render(**ctx)
+
+
+def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = None, *,
+                       title: str | None = None) -> Path:
+    """Write one report per subject plus ``out_dir/index.html`` linking them; return the index."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    links: dict[str, str] = {}
+    for sid in dict.fromkeys(study.subject_ids):
+        if sid is None:
+            continue
+        p = write_subject_report(study, sid, out, summary=summary, index_href="index.html")
+        links[sid] = p.name
+    path = out / "index.html"
+    path.write_text(render_study_html(study, links, summary=summary, title=title), encoding="utf-8")
+    return path

@@ -1,0 +1,1 @@
+"""cartlab.twin — see the project issues for the capability this package will hold."""

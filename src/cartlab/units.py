@@ -1,0 +1,178 @@
+"""Explicit unit handling with pint.
+
+Unit spellings seen in clinical data ("10^9/L", "cells/uL", "/mm3", "copies/ug gDNA", "mEq/L",
+"µmol/L", "°F") are normalised to pint expressions, then converted to a parameter's canonical unit.
+A spelling pint does not know, or one of the wrong dimension, raises :class:`UnitError`: cartlab
+never guesses a unit.
+
+Conversions are computed once per (param, unit) pair as an affine map ``canonical = scale*x + offset``
+(the offset is non-zero only for temperatures), so whole columns convert with one vectorised
+multiply-add.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pint
+
+__all__ = ["UnitError", "Conversion", "ureg", "normalise_spelling", "conversion", "parse_unit"]
+
+
+class UnitError(ValueError):
+    """An unknown unit, or a unit of the wrong dimension for the parameter."""
+
+
+def _registry() -> pint.UnitRegistry:
+    reg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True, on_redefinition="raise")
+    for line in (
+        "copy = 1 = copies",
+        "cell = 1 = cells",
+        "beat = 1 = beats",
+        "breath = 1 = breaths",
+        "fraction = 1",
+        "ratio = 1",
+        # WHO international unit of enzyme activity as used on lab reports: 1 IU/L = 1 U/L
+        "international_enzyme_unit = enzyme_unit = IU",
+    ):
+        reg.define(line)
+    return reg
+
+
+ureg = _registry()
+
+# Exact spellings (after whitespace folding) mapped to pint expressions. Everything here is a
+# documented synonym, not a guess; anything else goes to pint as written after the generic rewrites.
+_SPELLINGS = {
+    "%": "percent",
+    "C": "degC",
+    "°C": "degC",
+    "degC": "degC",
+    "F": "degF",
+    "°F": "degF",
+    "degF": "degF",
+    "GI/L": "1e9/L",  # CDISC controlled terminology: giga-units per litre
+    "bpm": "beats/min",
+    "sec": "s",
+    "fraction": "fraction",
+    "": "dimensionless",
+}
+
+_GDNA = re.compile(r"\s*(g\s*DNA|gDNA|genomic DNA)\s*$", re.IGNORECASE)
+
+
+def normalise_spelling(unit: str) -> str:
+    """Rewrite a clinical unit spelling into a pint expression (no conversion, no guessing)."""
+    s = " ".join(unit.replace("µ", "u").replace("μ", "u").split())
+    if s in _SPELLINGS:
+        return _SPELLINGS[s]
+    # "copies/ug gDNA" -> "copies/ug": the qualifier names the matrix, not a unit
+    s = _GDNA.sub("", s)
+    # "x10^9/L", "×10^9/L" -> "10^9/L"
+    s = re.sub(r"^[x×]\s*(?=10)", "", s)
+    # 10^9 / 10E9 / 10e9 -> 1e9
+    s = re.sub(r"\b10\s*\^\s*(-?\d+)", r"1e\1", s)
+    s = re.sub(r"\b10[Ee](-?\d+)", r"1e\1", s)
+    # leading "/" means per: "/uL" -> "1/uL"
+    if s.startswith("/"):
+        s = "1" + s
+    # mm3 / m2 / dm3 style powers -> mm**3
+    s = re.sub(r"\b([A-Za-z]+)([23])\b", r"\1**\2", s)
+    s = s.replace("^", "**")
+    return s
+
+
+def parse_unit(unit: str) -> pint.Unit | pint.Quantity:
+    """Parse a unit spelling; raise :class:`UnitError` if pint cannot."""
+    expr = normalise_spelling(unit)
+    try:
+        return ureg.parse_expression(expr)
+    except Exception as exc:  # pint raises several error types (UndefinedUnitError, tokenizer errors)
+        raise UnitError(f"unknown unit {unit!r}") from exc
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """``canonical = scale * value + offset``."""
+
+    scale: float
+    offset: float = 0.0
+
+    def __call__(self, x: float) -> float:
+        return self.scale * x + self.offset
+
+
+def _quantity(value: float, unit: str) -> pint.Quantity:
+    parsed = parse_unit(unit)
+    if isinstance(parsed, ureg.Quantity):
+        # e.g. "1e9/L" parses to a Quantity with magnitude 1e9
+        return ureg.Quantity(value * parsed.magnitude, parsed.units)
+    return ureg.Quantity(value, parsed)
+
+
+@lru_cache(maxsize=4096)
+def conversion(
+    unit: str,
+    canonical: str,
+    molar_mass_g_mol: float | None = None,
+    equivalents_per_mol: float | None = None,
+) -> Conversion:
+    """The affine map from ``unit`` to ``canonical``.
+
+    ``molar_mass_g_mol`` enables mass <-> amount-of-substance conversion (mg/dL <-> umol/L);
+    ``equivalents_per_mol`` enables mEq <-> mmol for an ion of that charge.
+    Raises :class:`UnitError` for unknown units and for dimension mismatches.
+    """
+    eq_factor = 1.0
+    src = unit
+    if equivalents_per_mol and re.search(r"\b[mu]?[Ee]q\b", unit):
+        # 1 mEq of an ion of charge z is 1/z mmol; pint has no equivalents, so rewrite explicitly.
+        src = re.sub(r"\b([mu]?)[Ee]q\b", r"\1mol", unit)
+        eq_factor = 1.0 / equivalents_per_mol
+
+    def to_canonical(v: float) -> float:
+        q = _quantity(v * eq_factor, src)
+        target = parse_unit(canonical)
+        target_units = target.units if isinstance(target, ureg.Quantity) else target
+        target_mag = target.magnitude if isinstance(target, ureg.Quantity) else 1.0
+        try:
+            if molar_mass_g_mol:
+                with ureg.context("chemistry", mw=molar_mass_g_mol * ureg("g/mol")):
+                    out = q.to(target_units)
+            else:
+                out = q.to(target_units)
+        except pint.DimensionalityError as exc:
+            raise UnitError(
+                f"unit {unit!r} cannot be converted to {canonical!r} (different dimension)"
+            ) from exc
+        return float(out.magnitude) / target_mag
+
+    try:
+        zero = to_canonical(0.0)
+        one = to_canonical(1.0)
+        if zero != 0.0:
+            # an offset scale (temperature): take the slope from pint's delta units, exactly
+            src_u = _quantity(1.0, unit).units
+            tgt = parse_unit(canonical)
+            tgt_u = tgt.units if isinstance(tgt, ureg.Quantity) else tgt
+            scale = float(ureg.Quantity(1.0, f"delta_{src_u}").to(f"delta_{tgt_u}").magnitude)
+        else:
+            scale = one
+    except UnitError:
+        raise
+    except Exception as exc:  # any other pint failure is an unknown unit
+        raise UnitError(f"unknown unit {unit!r}") from exc
+    return Conversion(scale=_tidy(scale), offset=_tidy(zero))
+
+
+def _tidy(x: float) -> float:
+    """The shortest decimal within 4 ulp of ``x`` (0.0010000000000000002 -> 0.001)."""
+    if x == 0.0:
+        return 0.0
+    for digits in range(1, 18):
+        y = float(f"{x:.{digits}g}")
+        if abs(y - x) <= 4 * abs(x) * 2.220446049250313e-16:
+            return y
+    return x

@@ -1,0 +1,160 @@
+"""End-to-end through the installed `cartlab` command (subprocesses, as a user runs it)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cartlab.model import SUBJECT_SUMMARY_COLUMNS
+
+from conftest import write
+from test_store import assert_snapshots_equal, snapshot
+
+CARTLAB = [sys.executable, "-m", "cartlab"]
+
+
+def run(*args, cwd=None, env=None):
+    e = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*CARTLAB, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e)
+
+
+def test_help_on_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo"):
+        assert cmd in out.stdout
+        h = run(cmd, "--help")
+        assert h.returncode == 0 and "Example" in h.stdout, cmd
+
+
+def test_validate_ok_and_json(small_study):
+    ok = run("validate", small_study)
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    js = run("validate", small_study, "--json")
+    assert js.returncode == 0 and json.loads(js.stdout) == []
+
+
+def test_import_list_show(seed_copy, tmp_path):
+    db = tmp_path / "c.duckdb"
+    r = run("import", seed_copy, "--store", db)
+    assert r.returncode == 0, r.stderr
+    assert "imported" in r.stdout
+    again = run("import", seed_copy, "--store", db)
+    assert again.returncode == 0 and "unchanged" in again.stdout
+    ls = run("list", "--store", db, "--subjects")
+    assert ls.returncode == 0 and "seed_case" in ls.stdout and "CD7-AML-001" in ls.stdout
+    show = run("show", "CD7-AML-001", "--store", db, "--from", "12", "--to", "16")
+    assert show.returncode == 0, show.stderr
+    assert "183,945" in show.stdout and "reconstructed" in show.stdout
+    missing = run("show", "nobody", "--store", db)
+    assert missing.returncode == 1 and "no subject" in missing.stderr
+
+
+def test_store_via_environment(seed_copy, tmp_path):
+    db = tmp_path / "env.duckdb"
+    r = run("import", seed_copy, env={"CARTLAB_STORE": str(db)})
+    assert r.returncode == 0 and db.exists()
+
+
+BAD = {
+    "wrong_unit": (
+        "observations.csv",
+        "subject_id,day,param,value,unit\nS1,1,NEUT,0.5,10^9/L\nS1,2,NEUT,0.4,mg/dL\n",
+        "observations.csv, row 2 (line 3), column 'unit'",
+    ),
+    "missing_required_column": (
+        "observations.csv",
+        "subject_id,day,value,unit\nS1,1,0.5,10^9/L\n",
+        "observations.csv, header (line 1), column 'param'",
+    ),
+    "text_in_numeric": (
+        "observations.csv",
+        "subject_id,day,param,value,unit\nS1,1,NEUT,0.5,10^9/L\nS1,2,NEUT,low,10^9/L\n",
+        "observations.csv, row 2 (line 3), column 'value'",
+    ),
+    "duplicate_subject": (
+        "subjects.csv",
+        "subject_id,sex\nS1,F\nS2,M\nS2,M\n",
+        "subjects.csv, rows 2, 3, column 'subject_id'",
+    ),
+    "unknown_subject": (
+        "observations.csv",
+        "subject_id,day,param,value,unit\nS1,1,NEUT,0.5,10^9/L\nS7,2,NEUT,0.4,10^9/L\n",
+        "observations.csv, row 2 (line 3), column 'subject_id'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("command", ["import", "validate", "analyze"])
+def test_bad_input_rejected_store_unchanged(case, command, tmp_path, small_study):
+    fname, text, where = BAD[case]
+    db = tmp_path / "store.duckdb"
+    out_dir = tmp_path / "analysis"
+    good = run("import", small_study, "--store", db, "--study-id", "kept")
+    assert good.returncode == 0
+    before = snapshot(db)
+    bad = tmp_path / "bad"
+    shutil.copytree(small_study, bad)
+    if fname == "subjects.csv":
+        (bad / "observations.csv").write_text("subject_id,day,param,value,unit\nS1,1,NEUT,0.5,10^9/L\n")
+        for f in ("doses.csv", "interventions.csv", "events.csv"):
+            (bad / f).unlink()
+    (bad / fname).write_text(text)
+    args = {"import": ("import", bad, "--store", db), "validate": ("validate", bad),
+            "analyze": ("analyze", bad, "--out", out_dir)}[command]
+    r = run(*args)
+    assert r.returncode != 0
+    assert where in r.stderr, r.stderr
+    assert_snapshots_equal(before, snapshot(db))
+    assert not out_dir.exists()
+
+
+def test_bad_import_does_not_create_a_store(tmp_path, small_study):
+    (small_study / "observations.csv").write_text("subject_id,day,param,value,unit\nS1,1,NEUT,x,10^9/L\n")
+    db = tmp_path / "new.duckdb"
+    r = run("import", small_study, "--store", db)
+    assert r.returncode == 1 and not db.exists()
+
+
+def test_analyze_seed_case_writes_all_spec_columns(seed_copy, tmp_path):
+    out = tmp_path / "d"
+    r = run("analyze", seed_copy, "--out", out)
+    assert r.returncode == 0, r.stderr
+    with open(out / "subject_summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0].keys())[: len(SUBJECT_SUMMARY_COLUMNS)] == SUBJECT_SUMMARY_COLUMNS
+    assert [r["subject_id"] for r in rows] == ["CD7-AML-001"]
+    meta = json.loads((out / "analysis.json").read_text())
+    assert meta["study_id"] == "seed_case" and meta["inputs"]
+    # every spec column is either derived by an engine or listed as pending
+    derived = {c for e in meta["engines"] for c in e["columns"]}
+    pending = {c for cs in meta["pending_columns"].values() for c in cs}
+    assert derived | pending == set(SUBJECT_SUMMARY_COLUMNS) - {"subject_id"}
+
+
+def test_report_command(seed_copy, tmp_path):
+    r = run("report", seed_copy, "--out", tmp_path / "rep", "--subject", "CD7-AML-001")
+    assert r.returncode == 0, r.stderr
+    html = next((tmp_path / "rep").glob("*.html")).read_text()
+    assert "reconstructed" in html and "183,945" in html
+
+
+def test_demo_end_to_end(tmp_path):
+    r = run("demo", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "report:" in r.stdout
+    out = tmp_path / "out"
+    assert (out / "analysis" / "subject_summary.csv").exists()
+    assert (out / "report" / "index.html").exists()
+    assert (out / "cartlab.duckdb").exists()
+    # running it twice works (idempotent import into the same store)
+    again = run("demo", "--out", out)
+    assert again.returncode == 0, again.stderr

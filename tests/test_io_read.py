@@ -1,0 +1,133 @@
+"""Reading the study folder format v1: canonical conversion, time anchoring, extras, provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cartlab.io import StudyValidationError, read_study, validate_study
+from cartlab.model import TABLES
+
+from conftest import write
+
+
+def obs(study, **kw):
+    df = study.observations
+    for k, v in kw.items():
+        df = df.filter(pl.col(k) == v)
+    return df
+
+
+def test_reads_all_tables_with_canonical_schema(small_study):
+    s = read_study(small_study)
+    assert s.study_id == "small"
+    for name, schema in TABLES.items():
+        assert dict(s.table(name).schema) == schema, name
+    assert s.subjects.height == 2 and s.observations.height == 10
+    assert s.interventions.height == 2 and s.events.height == 2 and s.doses.height == 3
+
+
+def test_units_converted_and_originals_kept(small_study):
+    s = read_study(small_study)
+    t = obs(s, param="TEMP").row(0, named=True)
+    assert t["value"] == 38.0 and t["unit"] == "degC"
+    assert t["orig_value"] == 100.4 and t["orig_unit"] == "F"
+    n = obs(s, param="NEUT").row(0, named=True)
+    assert n["value"] == 0.5 and n["lln"] == 1.5 and n["unit"] == "10^9/L"
+    crp = obs(s, param="CRP").row(0, named=True)
+    assert crp["value"] == 30.0 and crp["uln"] == 5.0
+    bili = obs(s, param="BILI").row(0, named=True)
+    assert bili["value"] == pytest.approx(1.2 * 17.104, rel=1e-4)
+    k = obs(s, param="K").row(0, named=True)
+    assert k["value"] == 4.1 and k["unit"] == "mmol/L"
+    mrd = obs(s, param="MRDFCM").row(0, named=True)
+    assert mrd["value"] == 2.5e-4 and mrd["unit"] == "fraction"
+    mol = obs(s, param="MOLAR").row(0, named=True)
+    assert mol["analyte"] == "FLT3-ITD" and mol["value"] == 5.9
+
+
+def test_censored_value_text(small_study):
+    s = read_study(small_study)
+    blq = obs(s, param="CARCOPY", day=1.0).row(0, named=True)
+    assert blq["value"] is None and blq["value_text"] == "<50"
+    assert blq["censor"] == "<" and blq["censor_limit"] == 50.0 and blq["lloq"] == 50.0
+
+
+def test_datetime_is_anchored_to_infusion_date(small_study):
+    s = read_study(small_study)
+    n = obs(s, param="NEUT").row(0, named=True)
+    assert n["day"] == 1.5 and n["datetime"] == "2022-01-11T12:00"
+
+
+def test_dose_units_canonical(small_study):
+    s = read_study(small_study)
+    car = s.doses.filter(pl.col("subject_id") == "S2").row(0, named=True)
+    assert car["dose"] == 1e6 and car["unit"] == "cells/kg"
+    assert car["orig_dose"] == 1.0 and car["orig_unit"] == "10^6 cells/kg"
+
+
+def test_extra_columns_kept(small_study):
+    s = read_study(small_study)
+    assert json.loads(s.subjects["extra"][0]) == {"site": "Suzhou"}
+
+
+def test_provenance_on_every_row(small_study):
+    s = read_study(small_study)
+    for name, df in s.tables().items():
+        if df.height:
+            assert df["src_file"].null_count() == 0, name
+            assert df["src_sha256"].str.len_chars().min() == 64
+            assert df["src_row"].to_list() == list(range(1, df.height + 1))
+    assert set(s.sources["file"]) == {
+        "subjects.csv", "doses.csv", "observations.csv", "interventions.csv", "events.csv"
+    }
+
+
+def test_only_subjects_is_required(tmp_path):
+    write(tmp_path / "s", "subjects.csv", "subject_id\nA\nB")
+    s = read_study(tmp_path / "s")
+    assert s.subjects.height == 2 and s.observations.height == 0
+
+
+def test_parquet_reads_like_csv(small_study, tmp_path):
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    for f in small_study.glob("*.csv"):
+        pl.read_csv(f, infer_schema_length=0).write_parquet(pq / f"{f.stem}.parquet")
+    a, b = read_study(small_study), read_study(pq, study_id="small")
+    for name in TABLES:
+        cols = [c for c in TABLES[name] if c not in ("src_file", "src_sha256")]
+        assert a.table(name).select(cols).equals(b.table(name).select(cols)), name
+
+
+def test_typed_parquet_columns(tmp_path):
+    f = tmp_path / "t"
+    f.mkdir()
+    pl.DataFrame({"subject_id": ["A"], "age_years": [17.0]}).write_parquet(f / "subjects.parquet")
+    pl.DataFrame(
+        {"subject_id": ["A"], "day": [1.5], "param": ["NEUT"], "value": [0.4], "unit": ["10^9/L"]}
+    ).write_parquet(f / "observations.parquet")
+    s = read_study(f)
+    assert s.observations["value"][0] == 0.4 and s.observations["day"][0] == 1.5
+
+
+def test_whitespace_and_case_of_enums(tmp_path):
+    f = tmp_path / "w"
+    write(f, "subjects.csv", "subject_id,sex,disease\n A ,f,aml")
+    write(f, "observations.csv", "subject_id,day,param,value,unit\nA,1, neut ,0.4, 10^9/L ")
+    s = read_study(f)
+    assert s.subjects.row(0, named=True)["sex"] == "F"
+    assert s.subjects.row(0, named=True)["disease"] == "AML"
+    assert s.observations["param"][0] == "NEUT"
+
+
+def test_validate_returns_empty_for_valid(small_study):
+    assert validate_study(small_study) == []
+
+
+def test_not_a_folder(tmp_path):
+    with pytest.raises(StudyValidationError, match="not a folder"):
+        read_study(tmp_path / "nope")

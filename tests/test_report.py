@@ -1,0 +1,263 @@
+"""Tests of cartlab.report: the course figure and the self-contained HTML reports."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.text
+import polars as pl
+import pytest
+
+from cartlab.model import Study, conform
+from cartlab.report import course_figure, write_study_report, write_subject_report
+from cartlab.report.figures import RECONSTRUCTED_CAPTION
+from cartlab.report.html import subject_filename
+
+SID = "CD7-AML-001"
+EVIL = "<script>alert(1)</script>"
+SHA = "9f2c" + "0" * 56 + "beef"
+
+
+def _obs(sid, day, param, value, unit, source, **kw):
+    return {"subject_id": sid, "day": float(day), "param": param, "value": value, "unit": unit,
+            "source": source, "specimen": "PB", **kw}
+
+
+def make_study(*, reconstructed: bool = True, evil_subject: bool = True) -> Study:
+    """Seed-like case: paper anchors, reconstructed curves (optional), a BLQ result; plus a
+    second subject (id ``<script>…``) with observed NEUT only and no CARCOPY."""
+    r = "reconstructed" if reconstructed else "paper"
+    obs = [
+        _obs(SID, -1, "CARCOPY", None, "copies/ug gDNA", r, value_text="<50", censor="<",
+             censor_limit=50.0),
+        _obs(SID, 7, "CARCOPY", 8200.0, "copies/ug gDNA", r),
+        _obs(SID, 14, "CARCOPY", 183945.0, "copies/ug gDNA", "paper"),
+        _obs(SID, 28, "CARCOPY", 5084.0, "copies/ug gDNA", "paper"),
+        _obs(SID, 4.3, "TEMP", 38.9, "degC", r),
+        _obs(SID, 4.7, "TEMP", 39.4, "degC", "paper"),
+        _obs(SID, 8, "TEMP", 37.0, "degC", r),
+        _obs(SID, 4, "CRP", 150.0, "mg/L", r),
+        _obs(SID, 5, "IL6", 1200.0, "pg/mL", r),
+        _obs(SID, 5, "IL10", 150.0, "pg/mL", r),
+        _obs(SID, 5, "IFNG", None, "pg/mL", r, value_text="<2", censor="<", censor_limit=2.0),
+        _obs(SID, 5, "NEUT", 0.05, "10^9/L", r),
+        _obs(SID, 10, "NEUT", 0.0, "10^9/L", r),
+        _obs(SID, 5, "PLAT", 20.0, "10^9/L", r),
+    ]
+    subjects = [{"subject_id": SID, "sex": "F", "age_years": 17.0, "disease": "AML",
+                 "target": "CD7", "source": "paper"}]
+    if evil_subject:
+        subjects.append({"subject_id": EVIL, "sex": "M", "age_years": 40.0, "disease": "T-ALL"})
+        obs += [_obs(EVIL, d, "NEUT", v, "10^9/L", "observed") for d, v in [(0, 1.1), (7, 0.2)]]
+    doses = [
+        {"subject_id": SID, "day": float(d), "agent": "fludarabine", "dose": 30.0, "unit": "mg/m2",
+         "source": "paper"}
+        for d in (-5, -4, -3)
+    ] + [
+        {"subject_id": SID, "day": 0.0, "agent": "CAR-T", "dose": 1e6, "unit": "cells/kg",
+         "source": "paper"},
+        {"subject_id": SID, "day": 2.0, "agent": "CAR-T", "dose": 4e6, "unit": "cells/kg",
+         "source": "paper"},
+    ]
+    itv = [{"subject_id": SID, "start_day": 5.0, "end_day": 7.0, "category": "vasopressor",
+            "agent": "norepinephrine", "indication": "CRS", "source": r,
+            "source_note": "days not stated in the paper"}]
+    ev = [{"subject_id": SID, "day": 17.0, "event": "marrow <assessment>", "detail": "MLFS & MRD",
+           "source": "paper"}]
+    sources = pl.DataFrame({"file": ["observations.csv", "subjects.csv"], "format": ["csv", "csv"],
+                            "sha256": [SHA, "1" * 64], "n_rows": [len(obs), len(subjects)]})
+    return Study(
+        study_id="demo",
+        subjects=conform(pl.DataFrame(subjects), "subjects"),
+        doses=conform(pl.DataFrame(doses), "doses"),
+        observations=conform(pl.DataFrame(obs, infer_schema_length=None), "observations"),
+        interventions=conform(pl.DataFrame(itv), "interventions"),
+        events=conform(pl.DataFrame(ev), "events"),
+        sources=sources,
+    )
+
+
+def empty_study() -> Study:
+    return Study(study_id="empty", subjects=conform(pl.DataFrame({"subject_id": ["S1"]}), "subjects"))
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+
+
+def _axes(fig) -> dict:
+    return {ax.get_label(): ax for ax in fig.axes}
+
+
+# ------------------------------------------------------------------------------------ figure
+
+
+def test_figure_panels_and_scales():
+    fig = course_figure(make_study(), SID)
+    axes = _axes(fig)
+    assert {"treatment", "car", "temp", "crp", "cytokines", "counts"} <= set(axes)
+    assert axes["car"].get_yscale() == "log"
+    assert axes["cytokines"].get_yscale() == "log"
+    assert axes["temp"].get_yscale() == "linear"
+    # shared day axis
+    assert axes["car"].get_xlim() == axes["counts"].get_xlim()
+    lo, hi = axes["counts"].get_xlim()
+    assert lo < -5 and hi > 28
+    info = fig.cartlab_info
+    assert info["has_paper"] and info["has_reconstructed"]
+    assert all(info["panels_with_data"].values())
+    # paper values annotated
+    texts = _texts(fig)
+    assert "183,945" in texts and "5,084" in texts
+    assert any(t.startswith("39.4") for t in texts)
+    # fever and ANC lines
+    assert any(abs(line.get_ydata()[0] - 38.0) < 1e-9 for line in axes["temp"].get_lines()
+               if len(line.get_ydata()) == 2)
+
+
+def test_blq_drawn_at_limit_with_down_triangle():
+    fig = course_figure(make_study(), SID)
+    car = _axes(fig)["car"]
+    blq = [ln for ln in car.get_lines() if ln.get_marker() == "v"]
+    assert len(blq) == 1
+    assert blq[0].get_xdata()[0] == -1 and blq[0].get_ydata()[0] == 50
+    # zero ANC on the log axis is drawn at the floor as "below", not dropped
+    counts = _axes(fig)["counts"]
+    assert any(ln.get_marker() == "v" for ln in counts.get_lines())
+
+
+def test_paper_filled_reconstructed_open():
+    fig = course_figure(make_study(), SID)
+    car = _axes(fig)["car"]
+    pts = {ln.get_xdata()[0]: ln for ln in car.get_lines() if ln.get_marker() in ("o", "v")}
+    assert pts[14].get_markerfacecolor() != "white"  # paper: filled
+    assert pts[7].get_markerfacecolor() == "white"  # reconstructed: open
+
+
+def test_reconstructed_caption_only_when_reconstructed_rows():
+    fig = course_figure(make_study(), SID)
+    assert RECONSTRUCTED_CAPTION in _texts(fig)
+    assert "open markers = reconstructed (synthetic) values, not measured" in _texts(fig)
+    fig2 = course_figure(make_study(reconstructed=False), SID)
+    assert RECONSTRUCTED_CAPTION not in _texts(fig2)
+    assert not fig2.cartlab_info["has_reconstructed"]
+    # observed-only subject: no caption either
+    fig3 = course_figure(make_study(), EVIL)
+    assert RECONSTRUCTED_CAPTION not in _texts(fig3)
+
+
+def test_caption_follows_day_range():
+    # only the paper anchors (days 14 and 28) in range, but the strip's reconstructed vasopressor
+    # (days 5-7) is out of range too → no reconstructed caption
+    fig = course_figure(make_study(), SID, day_range=(13, 30))
+    assert fig.cartlab_info["day_range"] == (13, 30)
+    assert RECONSTRUCTED_CAPTION not in _texts(fig)
+
+
+def test_subject_without_car_copies_says_no_data():
+    fig = course_figure(make_study(), EVIL)
+    axes = _axes(fig)
+    assert axes["car"].get_yscale() == "log"
+    car_texts = [t.get_text() for t in axes["car"].texts]
+    assert "no data" in car_texts
+    assert "no data" in [t.get_text() for t in axes["cytokines"].texts]
+    assert fig.cartlab_info["panels_with_data"]["counts"] is True
+    assert fig.cartlab_info["panels_with_data"]["car"] is False
+    fig.canvas.draw()  # renders without error
+
+
+def test_figure_empty_subject_and_unknown_subject():
+    fig = course_figure(empty_study(), "S1")
+    assert not any(fig.cartlab_info["panels_with_data"].values())
+    fig.canvas.draw()
+    with pytest.raises(KeyError):
+        course_figure(empty_study(), "nobody")
+
+
+def test_figure_dollar_in_text_is_not_mathtext():
+    s = make_study()
+    s.subjects = s.subjects.with_columns(pl.lit("$x$ disease").alias("disease"))
+    course_figure(s, SID).canvas.draw()
+
+
+# ------------------------------------------------------------------------------------ html
+
+
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+
+
+def test_subject_report_self_contained_banner_provenance(tmp_path):
+    summary = pl.DataFrame({"subject_id": [SID], "crs_grade_astct": [3], "best_response": [None]},
+                           schema_overrides={"best_response": pl.String})
+    p = write_subject_report(make_study(), SID, tmp_path, summary=summary)
+    html = p.read_text(encoding="utf-8")
+    assert p.parent == tmp_path and p.suffix == ".html"
+    assert not EXTERNAL.search(html)
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html.lower()
+    assert "data:image/png;base64," in html
+    # banner with counts
+    assert "This case contains reconstructed values" in html
+    assert re.search(r"source = paper</code>\): \d+ rows", html)
+    # provenance hash
+    assert SHA in html
+    # summary: given value + em dash with the engine note
+    assert "crs_grade_astct" in html and ">3<" in html
+    assert "—" in html and "engine not yet available" in html
+    # escaped data
+    assert "marrow &lt;assessment&gt;" in html and "MLFS &amp; MRD" in html
+    # tables
+    assert "lymphodepletion" in html and "CAR-T infusion" in html and "norepinephrine" in html
+
+
+def test_no_banner_without_reconstructed_rows(tmp_path):
+    html = write_subject_report(make_study(reconstructed=False), SID, tmp_path).read_text()
+    assert "contains reconstructed values" not in html
+    assert RECONSTRUCTED_CAPTION.capitalize() not in html
+
+
+def test_subject_id_is_escaped(tmp_path):
+    p = write_subject_report(make_study(), EVIL, tmp_path)
+    html = p.read_text(encoding="utf-8")
+    assert EVIL not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html.lower()
+    assert "<" not in p.name and ">" not in p.name and p.name == subject_filename(EVIL)
+
+
+def test_empty_tables_and_no_summary(tmp_path):
+    p = write_subject_report(empty_study(), "S1", tmp_path, title="Empty <case>")
+    html = p.read_text(encoding="utf-8")
+    assert "Empty &lt;case&gt;" in html
+    assert "no doses recorded" in html and "no interventions recorded" in html
+    assert "no events recorded" in html
+    assert "engine not yet available" in html
+    assert "crs_grade_astct" in html  # default summary columns shown as —
+    assert "contains reconstructed values" not in html
+    assert not EXTERNAL.search(html)
+    with pytest.raises(KeyError):
+        write_subject_report(empty_study(), "nobody", tmp_path)
+
+
+def test_study_report_index_links_each_subject(tmp_path):
+    out = tmp_path / "report"
+    idx = write_study_report(make_study(), out)
+    assert idx == out / "index.html"
+    html = idx.read_text(encoding="utf-8")
+    assert not EXTERNAL.search(html)
+    assert "<script" not in html.lower()
+    assert "This study contains reconstructed values" in html
+    for sid in (SID, EVIL):
+        name = subject_filename(sid)
+        assert f'href="{name}"' in html
+        sub_html = (out / name).read_text(encoding="utf-8")
+        assert 'href="index.html"' in sub_html
+    assert SHA in html
+
+
+def test_study_report_empty_study(tmp_path):
+    s = Study(study_id="none", subjects=conform(pl.DataFrame({"subject_id": []},
+                                                             schema={"subject_id": pl.String}),
+                                                "subjects"))
+    html = write_study_report(s, tmp_path).read_text(encoding="utf-8")
+    assert "no subjects" in html
