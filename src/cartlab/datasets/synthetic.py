@@ -333,7 +333,8 @@ def _course(rng: np.random.Generator, n: int, d0: int, d1: int) -> SimpleNamespa
         np.where((relapse_day < big) & (rng.random(n) < 0.5), relapse_day + rng.integers(3, 11, n), big),
     )
     hsct_p = np.where(np.isin(dis, (AML, TALL, TLBL)), 0.35, np.where(dis == BALL, 0.15, 0.0))
-    hsct_day = np.where(responder & (relapse_day == big) & (rng.random(n) < hsct_p), rng.integers(30, 61, n), big)
+    hsct = responder & (relapse_day == big) & (rng.random(n) < hsct_p)
+    hsct_day = np.where(hsct, rng.integers(30, 61, n), big)
     edema = (I == 4) & (rng.random(n) < 0.10)
     death_crs = np.where((G == 4) & (rng.random(n) < 0.25), p + plen + rng.integers(0, 7, n), big)
     death_inf = np.where(infected & (rng.random(n) < 0.10), inf_day + rng.integers(3, 15, n), big)
@@ -367,8 +368,8 @@ def _course(rng: np.random.Generator, n: int, d0: int, d1: int) -> SimpleNamespa
     )
     mild = rng.random(n) < 0.15
     nad = np.where(mild, rng.uniform(-0.25, 0.1, n), rng.uniform(-2.0, -0.35, n))
-    tn = rng.integers(0, 6, n).astype(float)
-    dn = np.clip(np.exp(rng.normal(np.log(8), 0.6, n)) * (1 + 0.15 * G), 1, 50)
+    tn = rng.integers(0, 5, n).astype(float)
+    dn = np.clip(np.exp(rng.normal(np.log(4.5), 0.7, n)) * (1 + 0.15 * G), 1, 50)
     dn = np.where(mild, rng.uniform(2, 6, n), dn)
     dn = np.where(~mild & (rng.random(n) < 0.08), 90.0, dn)  # no recovery (aplasia)
     rr = rng.integers(4, 11, n).astype(float)
@@ -410,10 +411,10 @@ def _course(rng: np.random.Generator, n: int, d0: int, d1: int) -> SimpleNamespa
     hb_rise = rng.uniform(0.3, 0.8, n)
     hb_rec = tn + np.minimum(dn, 40) + rr + 5
     t = c.dg[None, :].astype(float)
+    h0, fall, rise, rec_t = hb0[:, None], hb_fall[:, None], hb_rise[:, None], hb_rec[:, None]
     hb_trend = np.where(
-        t < -5, hb0[:, None],
-        np.where(t < hb_rec[:, None], hb0[:, None] - hb_fall[:, None] * (t + 5),
-                 hb0[:, None] - hb_fall[:, None] * (hb_rec[:, None] + 5) + hb_rise[:, None] * (t - hb_rec[:, None])),
+        t < -5, h0,
+        np.where(t < rec_t, h0 - fall * (t + 5), h0 - fall * (rec_t + 5) + rise * (t - rec_t)),
     )
     hb_trend = np.minimum(hb_trend, np.maximum(hb0, 125)[:, None] + 10)
     plat = np.empty((n, nd))
@@ -531,19 +532,20 @@ def _expand(
 
 
 def _vitals(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
-    """TEMP, SYSBP, DIABP, HR, OXYSAT: 4/day around infusion and during CRS/ICANS, then fewer."""
+    """TEMP, SYSBP, DIABP, HR, OXYSAT: 4/day days -1..14 and during CRS/ICANS, 3/day to day 32, then daily."""
     n, dg = c.n, c.dg
     D = dg[None, :]
     frac = np.array([0.25, 0.5, 0.75, 0.875])
     intensive = ((D >= -1) & (D <= 14)) | c.in_crs | (c.isev > 0) | c.fever | c.hypo | c.hypox
-    ward = ((D >= 15) & (D <= 28)) & ~intensive
+    ward = ((D >= 15) & (D <= 32)) & ~intensive
     slots = np.where(
         intensive[..., None], True,
         np.where(ward[..., None], np.array([True, True, True, False]), np.array([False, True, False, False])),
     )
-    des = np.where(intensive, rng.integers(0, 4, (n, dg.size)), np.where(ward, rng.integers(0, 3, (n, dg.size)), 1))
+    des = np.where(intensive, rng.integers(0, 4, (n, dg.size)),
+                   np.where(ward, rng.integers(0, 3, (n, dg.size)), 1))
     event_day = c.fever | c.hypo | c.hypox
-    p_miss = np.where((D > 28) & ~intensive, 0.15, 0.03)
+    p_miss = np.where((D > 32) & ~intensive, 0.15, 0.03)
     day_ok = ((rng.random((n, dg.size)) >= p_miss) | event_day) & (D <= c.last[:, None])
     s, di, k = np.nonzero(slots & day_ok[..., None])
     t = dg[di] + frac[k]
@@ -587,9 +589,9 @@ def _day_grid(c: SimpleNamespace, mask: np.ndarray, rng: np.random.Generator, p_
 
 
 def _cbc(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
-    """WBC, NEUT, LYM, MONO, HGB, PLAT, PBBLAST: daily to day 28, then every other day."""
+    """WBC, NEUT, LYM, MONO, HGB, PLAT, PBBLAST: daily to day 35, then every other day."""
     D = c.dg[None, :]
-    sched = np.broadcast_to((D <= 28) | (D % 2 == 0), (c.n, c.dg.size))
+    sched = np.broadcast_to((D <= 35) | (D % 2 == 0), (c.n, c.dg.size))
     s, di = _day_grid(c, sched, rng, 0.04)
     t = c.dg[di].astype(float)
     m = s.size
@@ -618,10 +620,10 @@ def _cbc(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
 
 
 def _chemistry(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
-    """CRP, FERRITIN, ALT, AST, BILI, CREAT, LDH, FIBRINO, K, SODIUM: daily d0-14, else 3/week."""
+    """CRP, FERRITIN, ALT, AST, BILI, CREAT, LDH, FIBRINO, K, SODIUM: daily to day 14, then 3/week."""
     n = c.n
     D = c.dg[None, :]
-    sched = ((D < 0) & (D % 2 == 1)) | ((D >= 0) & (D <= 14)) | ((D > 14) & np.isin(D % 7, (1, 3, 5)))
+    sched = (D <= 14) | ((D > 14) & np.isin(D % 7, (1, 3, 5)))
     sched = sched | c.in_crs | c.fever
     s, di = _day_grid(c, sched, rng, 0.05)
     t = c.dg[di].astype(float)
@@ -636,7 +638,9 @@ def _chemistry(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
         return np.asarray(table)[G] + rng.uniform(-jitter, jitter, n)[s]
 
     crs_b = _bump(t, o + 1.5, np.full(m, 1.5), 1.5 + L / 3)
-    crp = 10 ** (per_subject(0.2, 1.3) + amp([0.5, 1.1, 1.4, 1.55, 1.7]) * crs_b + 1.1 * inf + rng.normal(0, 0.06, m))
+    crp = 10 ** (per_subject(0.2, 1.3) + amp([0.5, 1.1, 1.4, 1.55, 1.7]) * crs_b + 1.1 * inf
+                 + rng.normal(0, 0.06, m))
+    crp = crp / (1 + crp / 600)  # saturates below ~600 mg/L
     ferr_b = _bump(t, o + 3, np.full(m, 2.0), 3 + L / 3)
     ferr = 10 ** (per_subject(2.3, 3.5) + 0.2 * c.cd7[s] + amp([0.1, 0.4, 0.7, 1.0, 1.3], 0.1) * ferr_b
                   + rng.normal(0, 0.05, m))
@@ -650,7 +654,8 @@ def _chemistry(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
     ldh = 10 ** (np.where(c.leuk[s], per_subject(2.3, 3.1), per_subject(2.2, 2.7))
                  + amp([0.05, 0.1, 0.2, 0.3, 0.4], 0.05) * crs_b + rng.normal(0, 0.04, m))
     consume = (G >= 3) & (rng.random(n)[s] < 0.5)
-    fib = per_subject(2.0, 4.5) + np.where(consume, -rng.uniform(1.0, 2.5, n)[s], rng.uniform(0.5, 2.0, n)[s]) * ferr_b
+    fib_shift = np.where(consume, -rng.uniform(1.0, 2.5, n)[s], rng.uniform(0.5, 2.0, n)[s])
+    fib = per_subject(2.0, 4.5) + fib_shift * ferr_b
     fib = np.maximum(fib + rng.normal(0, 0.15, m), 0.4)
     k = np.clip(rng.normal(4.1, 0.35, m), 2.8, 6.0)
     na = np.clip(rng.normal(139, 2.2, m) - rng.uniform(2, 6, n)[s] * crs_b * (G > 0), 122, 150)
@@ -699,7 +704,7 @@ def _neuro(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
     """ICE (age >= 12) or CAPD (< 12) and LOC twice daily, days 0-21."""
     n, dg = c.n, c.dg
     D = dg[None, :]
-    sched = np.broadcast_to((D >= 0) & (D <= 21), (n, dg.size)) & ((rng.random((n, dg.size)) >= 0.05) | (c.isev > 0))
+    sched = ((D >= 0) & (D <= 21)) & ((rng.random((n, dg.size)) >= 0.05) | (c.isev > 0))
     s, di, k = np.nonzero(sched[..., None] & (D <= c.last[:, None])[..., None] & np.ones((1, 1, 2), bool))
     t = dg[di] + np.array([0.375, 0.875])[k]
     m = s.size
@@ -774,7 +779,8 @@ def _marrow(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
     neg = rng.random(m) < 0.7
     mrd_cr = np.where(neg, np.where(rng.random(m) < 0.5, 0.0, rng.uniform(0.01, 0.9, m) * thr),
                       rng.uniform(1e-3, 4e-2, m))
-    mrd = np.where((kind == 1) & (resp == 0), mrd_cr, np.minimum(blast / 100 * rng.uniform(0.7, 1.1, m), 0.99))
+    mrd_blasts = np.minimum(blast / 100 * rng.uniform(0.7, 1.1, m), 0.99)
+    mrd = np.where((kind == 1) & (resp == 0), mrd_cr, mrd_blasts)
     antigen_loss = (kind == 2) & ~c.cd7[s] & (rng.random(m) < 0.2)
     tgt = np.where(antigen_loss, rng.uniform(0, 10, m), rng.uniform(70, 100, m))
     vals = np.stack([blast, cell, mrd, tgt], axis=1)
@@ -803,7 +809,8 @@ def _marrow(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
     vaf = vaf0[ms2, slot] * np.where(post, np.where(clear, rng.uniform(0, 0.04, ms2.size),
                                                     rng.uniform(0.3, 1.0, ms2.size)), 1.0)
     h = has
-    frames.append(_emit(c, ms2[h], mt2[h], 7, _P["MOLVAF"], vaf[h], analyte=_MOL[genes[ms2, slot]][h], spec=_BM))
+    frames.append(_emit(c, ms2[h], mt2[h], 7, _P["MOLVAF"], vaf[h], analyte=_MOL[genes[ms2, slot]][h],
+                        spec=_BM))
     return pl.concat(frames)
 
 
@@ -825,7 +832,9 @@ def _observations(c: SimpleNamespace, rng: np.random.Generator, step: Callable[[
     ts = t[idx]
     whole = np.floor(ts)
     frac = ts - whole
-    minutes = np.where(frac == 0, rng.integers(300, 660, idx.size), np.round(frac * 1440) + rng.integers(0, 50, idx.size))
+    # labs (whole days) get a morning draw time; vitals keep their slot plus a few minutes
+    minutes = np.where(frac == 0, rng.integers(300, 660, idx.size),
+                       np.round(frac * 1440) + rng.integers(0, 50, idx.size))
     date_only = (frac == 0) & (rng.random(idx.size) < 0.3)
     date = c.inf_date[s[idx]] + whole.astype(np.int64).astype("timedelta64[D]")
     stamp = date.astype("datetime64[s]") + (minutes * 60).astype(np.int64).astype("timedelta64[s]")
@@ -916,10 +925,10 @@ def _doses(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
         "agent": _strs(np.concatenate(rows_agent)),
         "dose": np.concatenate(rows_dose),
         "unit": _strs(np.concatenate(rows_unit)),
-    }).sort(["s", "day"], maintain_order=True)
-    return df.select(
-        ids.gather(df["s"]).alias("subject_id"), "day", "agent", "dose", "unit", pl.lit(SOURCE).alias("source")
-    )
+    })
+    df = df.filter(pl.col("day") <= pl.Series(c.last).gather(df["s"])).sort(["s", "day"], maintain_order=True)
+    return df.select(ids.gather(df["s"]).alias("subject_id"), "day", "agent", "dose", "unit",
+                     pl.lit(SOURCE).alias("source"))
 
 
 _ITV_SCHEMA = {
@@ -943,7 +952,9 @@ def _itv(s: np.ndarray, start, end, category: str, **cols) -> pl.DataFrame:
         else:
             data[k] = np.broadcast_to(v, (m,))
     df = pl.DataFrame(data)
-    df = df.with_columns([pl.lit(None, dtype=dt).alias(k) for k, dt in _ITV_SCHEMA.items() if k not in df.columns])
+    df = df.with_columns(
+        [pl.lit(None, dtype=dt).alias(k) for k, dt in _ITV_SCHEMA.items() if k not in df.columns]
+    )
     return df.select([pl.col(k).cast(dt) for k, dt in _ITV_SCHEMA.items()]).with_columns(
         pl.col(pl.Float64).fill_nan(None)
     )
@@ -986,9 +997,10 @@ def _interventions(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame
         elif lvl == 3:
             dev = np.array(["high_flow_nasal_cannula", "face_mask", "non_rebreather"])[
                 _pick(rng, n, np.tile([0.7, 0.2, 0.1], (n, 1)))][r]
-            flow = np.select([dev == "high_flow_nasal_cannula", dev == "face_mask"],
-                             [np.round(rng.uniform(20, 50, r.size)), np.round(rng.uniform(6, 10, r.size))], 15.0)
-            fio2 = np.where(dev == "high_flow_nasal_cannula", np.round(rng.uniform(0.4, 0.7, r.size), 2), np.nan)
+            hfnc = dev == "high_flow_nasal_cannula"
+            hf_flow, mask_flow = np.round(rng.uniform(20, 50, r.size)), np.round(rng.uniform(6, 10, r.size))
+            flow = np.select([hfnc, dev == "face_mask"], [hf_flow, mask_flow], 15.0)
+            fio2 = np.where(hfnc, np.round(rng.uniform(0.4, 0.7, r.size), 2), np.nan)
         else:
             dev = np.where(rng.random(n) < 0.4, "bipap", "mechanical_ventilation")[r]
             flow = np.full(r.size, np.nan)
@@ -1019,8 +1031,8 @@ def _interventions(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame
     si = np.nonzero(c.ster_icans)[0]
     ster_len = 2 + rng.integers(0, 4, n)
     parts.append(_itv(si, c.ipk[si], c.ipk[si] + ster_len[si] - 1, "corticosteroid", agent="dexamethasone",
-                      dose=np.where(c.age < 12, 0.5, 10.0)[si], dose_unit=np.where(c.age < 12, "mg/kg", "mg")[si],
-                      indication="ICANS"))
+                      dose=np.where(c.age < 12, 0.5, 10.0)[si],
+                      dose_unit=np.where(c.age < 12, "mg/kg", "mg")[si], indication="ICANS"))
     ak = np.nonzero(c.anakinra)[0]
     parts.append(_itv(ak, c.ipk[ak] + 1, c.ipk[ak] + 3 + rng.integers(0, 5, ak.size), "anakinra",
                       agent="anakinra", dose=100.0, dose_unit="mg", indication="ICANS"))
@@ -1080,11 +1092,13 @@ def _events(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
             "attribution": _strs([attribution] * idx.size),
         }))
 
-    add((c.I >= 3) & (rng.random(n) < 0.35), c.ipk, "seizure", "generalised tonic-clonic, terminated with levetiracetam", "ICANS")
+    add((c.I >= 3) & (rng.random(n) < 0.35), c.ipk, "seizure",
+        "generalised tonic-clonic, terminated with levetiracetam", "ICANS")
     add((c.I == 4) & (rng.random(n) < 0.25), c.ipk, "seizure_life_threatening", "status epilepticus", "ICANS")
     add((c.I == 4) & (rng.random(n) < 0.08), c.ipk, "motor_weakness", "hemiparesis", "ICANS")
     add(c.edema, c.ipk + 1, "cerebral_edema_diffuse", "diffuse cerebral oedema on CT", "ICANS")
-    add((c.age < 6) & (c.I == 0) & (c.G >= 1) & (rng.random(n) < 0.1), c.o, "seizure", "febrile seizure", "other")
+    febrile = (c.age < 6) & (c.I == 0) & (c.G >= 1) & (rng.random(n) < 0.1)
+    add(febrile, c.o, "seizure", "febrile seizure", "other")
     add(c.infected, c.inf_day, "infection", _INFECTIONS[rng.integers(0, _INFECTIONS.size, n)], "other")
     add((c.dis == TLBL) & (rng.random(n) < 0.7), np.full(n, max(c.d0, -7)), "extramedullary_disease",
         "mediastinal mass at screening", None)
@@ -1095,7 +1109,9 @@ def _events(c: SimpleNamespace, rng: np.random.Generator) -> pl.DataFrame:
                            np.where(c.death_cause == "cerebral oedema", "ICANS", "other"))
     idx = np.nonzero(c.dead)[0]
     parts.append(pl.DataFrame({
-        "s": idx.astype(np.int64), "day": c.death_day[idx].astype(float), "event": _strs(["death"] * idx.size),
+        "s": idx.astype(np.int64),
+        "day": c.death_day[idx].astype(float),
+        "event": _strs(["death"] * idx.size),
         "detail": _strs(c.death_cause[idx]),
         "attribution": _strs(attribution[idx]),
     }))
