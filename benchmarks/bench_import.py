@@ -33,7 +33,8 @@ def rowwise(params: dict) -> dict:
     baseline_requires=("cartlab.units", "yaml"),
 )
 def import_study(params: dict) -> dict:
-    """``cartlab.io.read_study`` (validation + canonical conversion), then ``Store.import_study``."""
+    """``cartlab.io.read_study`` (validation + canonical conversion), then ``Store.import_study``
+    of the validated study (one DuckDB transaction), as ``cartlab import`` does."""
     from cartlab.io import read_study
     from cartlab.store import Store
 
@@ -42,7 +43,8 @@ def import_study(params: dict) -> dict:
     db.unlink(missing_ok=True)
     store = Store(db)
     try:
-        store.import_study(params["_path"])
+        result = store.import_study(study, folder=params["_path"])
+        assert result.action == "imported", result
     finally:
         store.close()
     return {"observations": study.observations.height}
