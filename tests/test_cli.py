@@ -8,13 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from cartlab.model import SUBJECT_SUMMARY_COLUMNS
 
-from conftest import write
 from test_store import assert_snapshots_equal, snapshot
 
 CARTLAB = [sys.executable, "-m", "cartlab"]
@@ -28,7 +26,7 @@ def run(*args, cwd=None, env=None):
 def test_help_on_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo"):
+    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic"):
         assert cmd in out.stdout
         h = run(cmd, "--help")
         assert h.returncode == 0 and "Example" in h.stdout, cmd
@@ -158,3 +156,12 @@ def test_demo_end_to_end(tmp_path):
     # running it twice works (idempotent import into the same store)
     again = run("demo", "--out", out)
     assert again.returncode == 0, again.stderr
+
+
+def test_synthetic_then_validate_and_import(tmp_path):
+    folder = tmp_path / "coh"
+    r = run("synthetic", folder, "--n", "12", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    assert run("validate", folder).returncode == 0
+    imp = run("import", folder, "--store", tmp_path / "c.duckdb")
+    assert imp.returncode == 0 and "12 subjects" in imp.stdout.replace(",", "")

@@ -17,7 +17,6 @@ from cartlab.io import StudyValidationError, read_study
 from cartlab.model import TABLES
 from cartlab.store import Store, StoreError
 
-from conftest import write
 
 
 def snapshot(db: Path) -> dict:

@@ -29,14 +29,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
-import yaml
 
-from cartlab.units import conversion
+from cartlab.io.dictionary import load_dictionary
 
 __all__ = ["synthetic_cohort", "SITES", "SITE_UNITS"]
 
 SOURCE = "synthetic"
-_PARAMS_FILE = Path(__file__).resolve().parent.parent / "io" / "params_v1.yaml"
 
 DISEASES = ("AML", "T-ALL", "T-LBL", "B-ALL", "LBCL", "FL", "MCL")
 AML, TALL, TLBL, BALL, LBCL, FL, MCL = range(len(DISEASES))
@@ -126,15 +124,9 @@ _REF = {
 
 
 @lru_cache(maxsize=1)
-def _dictionary() -> dict:
-    with open(_PARAMS_FILE, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)["params"]
-
-
-@lru_cache(maxsize=1)
 def _unit_table() -> SimpleNamespace:
     """Per (site, param) index into flat arrays of spelling, affine conversion and rounding."""
-    params = _dictionary()
+    params = load_dictionary()
     spellings: list[str] = []
     scale, offset, dec, sig = [], [], [], []
     index = np.zeros((len(SITES), len(PARAMS)), dtype=np.int32)
@@ -145,12 +137,10 @@ def _unit_table() -> SimpleNamespace:
         units = (units,) * len(SITES) if isinstance(units, str) else units
         for i, u in enumerate(units):
             if (code, u) not in seen:
-                canon = str(p["unit"])
-                if canon == "" or u == canon:
+                if p.unitless or u == p.unit:
                     c_scale, c_off = 1.0, 0.0
                 else:
-                    src = u or p.get("empty_unit", canon)
-                    c = conversion(src, canon, p.get("molar_mass_g_mol"), p.get("equivalents_per_mol"))
+                    c = p.conversion_from(u)
                     c_scale, c_off = c.scale, c.offset
                 d = _DECIMALS.get(code, 0)
                 seen[(code, u)] = len(spellings)
@@ -160,8 +150,9 @@ def _unit_table() -> SimpleNamespace:
                 dec.append(d[u] if isinstance(d, dict) else d)
                 sig.append(_SIG.get(code, 0))
             index[i, j] = seen[(code, u)]
-    lo = np.array([params[c].get("plausible", [-np.inf, np.inf])[0] for c in PARAMS], dtype=float)
-    hi = np.array([params[c].get("plausible", [-np.inf, np.inf])[1] for c in PARAMS], dtype=float)
+    bounds = [params[c].plausible or (-np.inf, np.inf) for c in PARAMS]
+    lo = np.array([b[0] for b in bounds], dtype=float)
+    hi = np.array([b[1] for b in bounds], dtype=float)
     ref = np.array([_REF.get(c, (np.nan, np.nan)) for c in PARAMS], dtype=float)
     return SimpleNamespace(
         index=index, spelling=spellings, scale=np.array(scale), offset=np.array(offset),

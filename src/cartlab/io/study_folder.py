@@ -22,7 +22,7 @@ import polars as pl
 
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue, StudyValidationError
-from cartlab.io.schema import DOSE_UNITS, FILES, Column, FileSpec
+from cartlab.io.schema import DOSE_UNITS, FILES, FileSpec
 from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
 

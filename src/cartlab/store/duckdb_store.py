@@ -104,7 +104,6 @@ class Store:
         self.close()
 
     def _create_schema(self) -> None:
-        c = self.con
         self._exec("BEGIN TRANSACTION")
         self._exec("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         self._exec(
@@ -211,7 +210,6 @@ class Store:
 
     def delete_study(self, study_id: str) -> bool:
         """Remove a study; returns whether it existed."""
-        c = self.con
         existed = self.fingerprint_of(study_id) is not None
         self._exec("BEGIN TRANSACTION")
         for name in ("source_files", "studies", *TABLES):
