@@ -26,7 +26,7 @@ def run(*args, cwd=None, env=None):
 def test_help_on_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic"):
+    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic", "export"):
         assert cmd in out.stdout
         h = run(cmd, "--help")
         assert h.returncode == 0 and "Example" in h.stdout, cmd
@@ -165,3 +165,16 @@ def test_synthetic_then_validate_and_import(tmp_path):
     assert run("validate", folder).returncode == 0
     imp = run("import", folder, "--store", tmp_path / "c.duckdb")
     assert imp.returncode == 0 and "12 subjects" in imp.stdout.replace(",", "")
+
+
+def test_import_export_round_trip(small_study, tmp_path):
+    from cartlab.io import read_study
+    from test_roundtrip import assert_same
+
+    db = tmp_path / "r.duckdb"
+    assert run("import", small_study, "--store", db).returncode == 0
+    r = run("export", "small", tmp_path / "exported", "--store", db)
+    assert r.returncode == 0, r.stderr
+    assert_same(read_study(small_study), read_study(tmp_path / "exported", study_id="small"))
+    bad = run("export", "nope", tmp_path / "x", "--store", db)
+    assert bad.returncode == 1 and "no study" in bad.stderr

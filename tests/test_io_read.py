@@ -130,3 +130,18 @@ def test_validate_returns_empty_for_valid(small_study):
 def test_not_a_folder(tmp_path):
     with pytest.raises(StudyValidationError, match="not a folder"):
         read_study(tmp_path / "nope")
+
+
+def test_intervention_datetimes_anchor_on_infusion_datetime(tmp_path):
+    f = tmp_path / "dt"
+    write(f, "subjects.csv", "subject_id,infusion_datetime\nA,2022-03-01T10:00:00")
+    write(
+        f,
+        "interventions.csv",
+        "subject_id,start_datetime,end_datetime,category,agent\n"
+        "A,2022-03-05T22:00,2022-03-07T10:00,vasopressor,norepinephrine\n"
+        "A,2022-03-06T10:00:00Z,,tocilizumab,tocilizumab",
+    )
+    iv = read_study(f).interventions
+    assert iv["start_day"].to_list() == [4.5, 5.0]
+    assert iv["end_day"].to_list() == [6.0, None]

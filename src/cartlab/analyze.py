@@ -15,25 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from cartlab import __version__
-from cartlab.model import SUBJECT_SUMMARY_COLUMNS, Study
-
-#: the dtype of each summary column (grades are integers, days numbers, mrd_negative boolean)
-SUMMARY_DTYPES: dict[str, pl.DataType] = {
-    "subject_id": pl.String,
-    "crs_grade_astct": pl.Int64,
-    "crs_onset_day": pl.Float64,
-    "crs_resolution_day": pl.Float64,
-    "icans_grade_astct": pl.Int64,
-    "icaht_early_grade": pl.Int64,
-    "icaht_late_grade": pl.Int64,
-    "best_response": pl.String,
-    "best_response_day": pl.Float64,
-    "mrd_negative": pl.Boolean,
-    "car_cmax": pl.Float64,
-    "car_tmax": pl.Float64,
-    "car_auc_0_28": pl.Float64,
-    "car_tlast": pl.Float64,
-}
+from cartlab.model import SUBJECT_SUMMARY, SUBJECT_SUMMARY_COLUMNS, Study
 
 #: which capability derives which summary columns (for the manifest of pending columns)
 PLANNED_ENGINES = {
@@ -82,10 +64,10 @@ def subject_summary(study: Study, registry: Registry = REGISTRY) -> pl.DataFrame
         part = engine.run(study).select("subject_id", *engine.columns)
         out = out.join(part, on="subject_id", how="left", maintain_order="left")
     missing = [c for c in SUBJECT_SUMMARY_COLUMNS if c not in out.columns]
-    out = out.with_columns(pl.lit(None, dtype=SUMMARY_DTYPES[c]).alias(c) for c in missing)
+    out = out.with_columns(pl.lit(None, dtype=SUBJECT_SUMMARY[c]).alias(c) for c in missing)
     extra = [c for c in out.columns if c not in SUBJECT_SUMMARY_COLUMNS]
     return out.select(
-        *[pl.col(c).cast(SUMMARY_DTYPES[c]) for c in SUBJECT_SUMMARY_COLUMNS], *extra
+        *[pl.col(c).cast(SUBJECT_SUMMARY[c]) for c in SUBJECT_SUMMARY_COLUMNS], *extra
     )
 
 

@@ -257,6 +257,33 @@ def show_cmd(
         console.print("[dim]* reconstructed or synthetic value (not measured); see the source_note column[/]")
 
 
+@app.command("export")
+def export_cmd(
+    study_id: Annotated[str, typer.Argument(help="Study id in the store (see cartlab list).")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the study folder into.")],
+    store: StoreOpt = DEFAULT_STORE_PATH,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> None:
+    """Write a stored study back out as a study folder (values and units as they were given).
+
+    [bold]Example[/]: cartlab export seed_case exported/ --format parquet
+    """
+    from cartlab.io import write_study
+    from cartlab.store import StoreError
+
+    if fmt not in ("csv", "parquet"):
+        err.print("[red]--format must be csv or parquet[/]")
+        raise typer.Exit(2)
+    with _open_store(store, read_only=True) as s:
+        try:
+            study = s.load_study(study_id)
+        except StoreError as exc:
+            err.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+    path = write_study(study, out, fmt=fmt)
+    console.print(f"[green]wrote[/] {path} ({study.subjects.height} subjects)")
+
+
 @app.command("analyze")
 def analyze_cmd(
     study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],

@@ -126,23 +126,25 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
 #: Columns that say where a row came from (file, hash, row); not part of the data itself.
 PROVENANCE_COLUMNS = tuple(PROVENANCE)
 
-#: Columns of ``subject_summary.csv`` required by the spec, in order.
-SUBJECT_SUMMARY_COLUMNS = (
-    "subject_id",
-    "crs_grade_astct",
-    "crs_onset_day",
-    "crs_resolution_day",
-    "icans_grade_astct",
-    "icaht_early_grade",
-    "icaht_late_grade",
-    "best_response",
-    "best_response_day",
-    "mrd_negative",
-    "car_cmax",
-    "car_tmax",
-    "car_auc_0_28",
-    "car_tlast",
-)
+#: Columns of ``subject_summary.csv`` required by the spec, in order, with their types (grades are
+#: integers, days numbers, ``mrd_negative`` a boolean; empty = not evaluable).
+SUBJECT_SUMMARY: dict[str, pl.DataType] = {
+    "subject_id": pl.String,
+    "crs_grade_astct": pl.Int64,
+    "crs_onset_day": pl.Float64,
+    "crs_resolution_day": pl.Float64,
+    "icans_grade_astct": pl.Int64,
+    "icaht_early_grade": pl.Int64,
+    "icaht_late_grade": pl.Int64,
+    "best_response": pl.String,
+    "best_response_day": pl.Float64,
+    "mrd_negative": pl.Boolean,
+    "car_cmax": pl.Float64,
+    "car_tmax": pl.Float64,
+    "car_auc_0_28": pl.Float64,
+    "car_tlast": pl.Float64,
+}
+SUBJECT_SUMMARY_COLUMNS = tuple(SUBJECT_SUMMARY)
 
 
 def empty_frame(table: str) -> pl.DataFrame:

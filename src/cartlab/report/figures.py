@@ -477,6 +477,20 @@ def _draw_strip(ax, lanes, tracker: _Tracker, lo: float, hi: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _draw_params(ax, obs, params, log, tracker, default_unit):
+    """Draw several params on one axis; returns (legend handles, missing labels, unit shown)."""
+    handles, missing, unit = [], [], default_unit
+    for p in params:
+        s = _series(obs, p, log=log)
+        if len(s):
+            _draw_series(ax, s, COLORS[p], tracker)
+            handles.append(_series_handle(COLORS[p], LABELS[p]))
+            unit = _unit(s, unit)
+        else:
+            missing.append(LABELS[p])
+    return handles, missing, unit
+
+
 def course_figure(
     study: Study,
     subject_id: str,
@@ -592,15 +606,7 @@ def course_figure(
     ax_cyt.set_label("cytokines")
     _log_axis(ax_cyt)
     ax_cyt.set_title("Serum cytokines", loc="left", fontsize=9.5)
-    handles, missing, unit = [], [], "pg/mL"
-    for p in ("IL6", "IL10", "IFNG"):
-        s = _series(obs, p, log=True)
-        if len(s):
-            _draw_series(ax_cyt, s, COLORS[p], tracker)
-            handles.append(_series_handle(COLORS[p], LABELS[p]))
-            unit = _unit(s, unit)
-        else:
-            missing.append(LABELS[p])
+    handles, missing, unit = _draw_params(ax_cyt, obs, ("IL6", "IL10", "IFNG"), True, tracker, "pg/mL")
     ax_cyt.set_ylabel(f"Cytokines\n({unit})", fontsize=8.5)
     if handles:
         ax_cyt.autoscale_view()
@@ -617,15 +623,7 @@ def course_figure(
     if counts_log:
         _log_axis(ax_cnt)
     ax_cnt.set_title("Blood counts", loc="left", fontsize=9.5)
-    handles, missing, unit = [], [], "10^9/L"
-    for p in ("NEUT", "PLAT", "WBC"):
-        s = _series(obs, p, log=counts_log)
-        if len(s):
-            _draw_series(ax_cnt, s, COLORS[p], tracker)
-            handles.append(_series_handle(COLORS[p], LABELS[p]))
-            unit = s.unit or unit
-        else:
-            missing.append(LABELS[p])
+    handles, missing, unit = _draw_params(ax_cnt, obs, ("NEUT", "PLAT", "WBC"), counts_log, tracker, "10^9/L")
     ax_cnt.axhline(0.5, color=COLORS["NEUT"], ls="--", lw=0.9, alpha=0.7, zorder=1)
     ax_cnt.text(1.005, 0.5, "ANC\n0.5", transform=ax_cnt.get_yaxis_transform(), ha="left",
                 va="center", fontsize=7, color=COLORS["NEUT"])
