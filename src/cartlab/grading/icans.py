@@ -1,0 +1,174 @@
+"""ASTCT 2019 ICANS grading from ICE/CAPD scores, level of consciousness and neurological events.
+
+Lee DW et al., Biol Blood Marrow Transplant 2019;25(4):625-638, Tables 3-5; rules in
+``criteria/astct_icans_2019.yaml``. ICE is used from age 12, CAPD below (whichever is recorded
+when the age is missing); events attributed to another cause are excluded.
+
+>>> from cartlab.datasets import seed_case
+>>> icans_summary(seed_case())["icans_grade_astct"].to_list()
+[0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from cartlab.grading.common import EVIDENCE, domain_grade, evidence_ref, load_criteria, rule_texts
+from cartlab.grading.crs import episodes
+from cartlab.model import Study
+
+
+@dataclass(frozen=True)
+class IcansOptions:
+    """Options of ASTCT ICANS grading.
+
+    * ``ice_min_age_years`` (12): ICE from this age, CAPD below it.
+    * ``excluded_attributions`` (("other",)): events with these attributions do not count.
+    * ``episode_join_gap_days`` (1): see :func:`cartlab.grading.crs.episodes`.
+    """
+
+    ice_min_age_years: float | None = None
+    excluded_attributions: tuple[str, ...] | None = None
+    episode_join_gap_days: int = 1
+    criteria: str = "astct_icans_2019"
+
+    def resolved(self) -> dict:
+        table = load_criteria(self.criteria)
+        out = dict(table["defaults"])
+        for k in ("ice_min_age_years", "excluded_attributions"):
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
+        return out
+
+
+def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
+    """ICANS grade per subject and calendar day with the rule, a reason and evidence."""
+    options = options or IcansOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
+    obs = study.observations.with_columns(
+        pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref")
+    )
+    age = study.subjects.select("subject_id", "age_years")
+    scores = obs.filter(pl.col("param").is_in(["ICE", "CAPD"]) & pl.col("value").is_not_null()).join(
+        age, on="subject_id", how="left"
+    )
+    # ICE from the age threshold, CAPD below it; both when the age is unknown
+    use = (
+        pl.when(pl.col("age_years").is_null()).then(True)
+        .when(pl.col("param") == "ICE").then(pl.col("age_years") >= opts["ice_min_age_years"])
+        .otherwise(pl.col("age_years") < opts["ice_min_age_years"])
+    )
+    scores = scores.filter(use)
+    ice = (
+        scores.filter(pl.col("param") == "ICE").sort("value")
+        .group_by("subject_id", "d")
+        .agg(pl.col("value").first().alias("ice_min"), pl.col("ref").first().alias("ice_ref"))
+    )
+    capd = (
+        scores.filter(pl.col("param") == "CAPD").sort("value", descending=True)
+        .group_by("subject_id", "d")
+        .agg(pl.col("value").first().alias("capd_max"), pl.col("ref").first().alias("capd_ref"))
+    )
+    levels = table["loc_levels"]
+    loc = (
+        obs.filter((pl.col("param") == "LOC") & pl.col("value_text").is_not_null())
+        .with_columns(pl.col("value_text").replace_strict(levels, default=None, return_dtype=pl.Int64).alias("lvl"))
+        .sort("lvl", descending=True)
+        .group_by("subject_id", "d")
+        .agg(
+            pl.col("lvl").first().alias("loc_level"),
+            pl.col("value_text").first().alias("loc"),
+            pl.col("ref").first().alias("loc_ref"),
+        )
+    )
+    ev_rules = {r["event"]: r for r in table["events"]}
+    ev = (
+        study.events.filter(
+            pl.col("event").is_in(list(ev_rules))
+            & (pl.col("attribution").is_null() | ~pl.col("attribution").is_in(list(opts["excluded_attributions"])))
+        )
+        .with_columns(
+            pl.col("day").floor().cast(pl.Int64).alias("d"),
+            evidence_ref().alias("ref"),
+            pl.col("event").replace_strict({k: int(v["grade"]) for k, v in ev_rules.items()}, return_dtype=pl.Int64).alias("eg"),
+            pl.col("event").replace_strict({k: v["id"] for k, v in ev_rules.items()}, return_dtype=pl.String).alias("erule"),
+        )
+        .sort("eg", descending=True)
+        .group_by("subject_id", "d")
+        .agg(
+            pl.col("eg").first().alias("event_grade"),
+            pl.col("erule").first().alias("event_rule"),
+            pl.col("event").unique(maintain_order=True).str.join(", ").alias("events"),
+            pl.col("ref").unique(maintain_order=True).alias("event_refs"),
+        )
+    )
+    grid = pl.concat([f.select("subject_id", "d") for f in (ice, capd, loc, ev)]).unique()
+    f = grid
+    for part in (ice, capd, loc, ev):
+        f = f.join(part, on=["subject_id", "d"], how="left")
+    f = f.with_columns(pl.col("loc_level").fill_null(0), pl.col("event_grade").fill_null(0))
+    f = f.with_columns(
+        *domain_grade(table["ice"], opts, "ice"),
+        *domain_grade(table["capd"], opts, "capd"),
+        pl.col("loc_level").alias("loc_grade"),
+        pl.when(pl.col("loc_level") > 0).then(pl.lit(table["loc"][0]["id"])).alias("loc_rule"),
+    )
+    domains = ["ice", "capd", "loc", "event"]
+    grade = pl.max_horizontal(*[pl.col(f"{d}_grade") for d in domains])
+    rule = pl.lit(None, dtype=pl.String)
+    for d in reversed(domains):  # the first domain reaching the maximum names the rule
+        rule = pl.when((pl.col(f"{d}_grade") == grade) & (grade > 0)).then(pl.col(f"{d}_rule")).otherwise(rule)
+    f = f.with_columns(grade.alias("grade"), rule.alias("rule"))
+
+    texts = rule_texts(table, ("ice", "capd", "events"), opts)
+    bits = [
+        pl.when(pl.col("ice_min").is_not_null()).then(pl.format("ICE {}", pl.col("ice_min").cast(pl.Int64))),
+        pl.when(pl.col("capd_max").is_not_null()).then(pl.format("CAPD {}", pl.col("capd_max").cast(pl.Int64))),
+        pl.when(pl.col("loc").is_not_null()).then(pl.format("consciousness: {}", pl.col("loc"))),
+        pl.when(pl.col("events").is_not_null()).then(pl.format("events: {}", pl.col("events"))),
+    ]
+    loc_text = pl.format("depressed level of consciousness: {}", pl.col("loc"))
+    rule_text = (
+        pl.when(pl.col("rule") == table["loc"][0]["id"]).then(loc_text)
+        .otherwise(pl.col("rule").replace_strict(texts, default=pl.col("rule")))
+    )
+    reason = pl.concat_str(
+        [
+            pl.concat_str(bits, separator="; ", ignore_nulls=True),
+            pl.format("grade {}{}", pl.col("grade"),
+                      pl.when(pl.col("rule").is_not_null()).then(pl.format(": {}", rule_text)).otherwise(pl.lit(""))),
+        ],
+        separator=" -> ",
+    )
+    empty = pl.lit([], dtype=EVIDENCE)
+
+    def one(c: str) -> pl.Expr:
+        return pl.when(pl.col(c).is_not_null()).then(pl.concat_list(pl.col(c))).otherwise(empty)
+
+    evidence = pl.concat_list(one("ice_ref"), one("capd_ref"), one("loc_ref"), pl.col("event_refs").fill_null(empty))
+    return (
+        f.with_columns(reason.alias("reason"), evidence.alias("evidence"))
+        .rename({"d": "day"})
+        .select("subject_id", "day", "grade", "rule", "reason", "evidence", "ice_min", "capd_max",
+                "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade")
+        .sort("subject_id", "day")
+    )
+
+
+def icans_episodes(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
+    """ICANS episodes (ADAE-like)."""
+    options = options or IcansOptions()
+    return episodes(icans_daily(study, options),
+                    "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019",
+                    options.episode_join_gap_days)
+
+
+def icans_summary(study: Study, options: IcansOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``icans_grade_astct`` per subject: maximum daily grade; empty without any neuro data."""
+    daily = daily if daily is not None else icans_daily(study, options)
+    agg = daily.group_by("subject_id").agg(pl.col("grade").max().alias("icans_grade_astct"))
+    return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")

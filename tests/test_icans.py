@@ -1,0 +1,86 @@
+"""ASTCT 2019 ICANS: ICE/CAPD/LOC/events boundaries, age rule, attribution, seed case."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from cartlab.datasets import seed_case
+from cartlab.grading.icans import IcansOptions, icans_daily, icans_episodes, icans_summary
+
+from grading_helpers import study
+
+
+def g(s, day=1, options=None):
+    return icans_daily(s, options).filter(pl.col("day") == day).row(0, named=True)
+
+
+@pytest.mark.parametrize("ice, grade", [(10, 0), (9, 1), (7, 1), (6, 2), (3, 2), (2, 3), (1, 3), (0, 3)])
+def test_ice(ice, grade):
+    assert g(study(obs=[("A", 1, "ICE", float(ice))]))["grade"] == grade
+
+
+def test_ice_zero_unarousable_is_4():
+    s = study(obs=[("A", 1, "ICE", 0.0), ("A", 1, "LOC", None, "unarousable")])
+    r = g(s)
+    assert r["grade"] == 4 and r["rule"] == "icans.ice.0_unarousable"
+
+
+@pytest.mark.parametrize("capd, grade", [(0, 0), (1, 1), (8, 1), (9, 3), (20, 3)])
+def test_capd_for_children(capd, grade):
+    s = study(subjects=[{"subject_id": "A", "age_years": 8.0}], obs=[("A", 1, "CAPD", float(capd))])
+    assert g(s)["grade"] == grade
+
+
+@pytest.mark.parametrize("age, expected", [(11.9, 3), (12.0, 1), (30.0, 1), (None, 3)])
+def test_age_picks_the_score(age, expected):
+    # ICE 8 (grade 1) and CAPD 10 (grade 3) on the same day: which one counts depends on age
+    s = study(subjects=[{"subject_id": "A", "age_years": age}],
+              obs=[("A", 1, "ICE", 8.0), ("A", 1, "CAPD", 10.0)])
+    assert g(s)["grade"] == expected
+
+
+def test_age_threshold_option():
+    s = study(subjects=[{"subject_id": "A", "age_years": 14.0}], obs=[("A", 1, "ICE", 8.0), ("A", 1, "CAPD", 10.0)])
+    assert g(s, options=IcansOptions(ice_min_age_years=16))["grade"] == 3
+
+
+@pytest.mark.parametrize("loc, grade", [("alert", 0), ("awakens_spontaneously", 1), ("awakens_to_voice", 2),
+                                        ("awakens_to_tactile", 3), ("unarousable", 4)])
+def test_level_of_consciousness(loc, grade):
+    assert g(study(obs=[("A", 1, "LOC", None, loc)]))["grade"] == grade
+
+
+@pytest.mark.parametrize("event, grade", [("seizure", 3), ("seizure_life_threatening", 4), ("motor_weakness", 4),
+                                          ("cerebral_edema_focal", 3), ("cerebral_edema_diffuse", 4)])
+def test_events(event, grade):
+    s = study(obs=[("A", 1, "ICE", 10.0)], events=[{"subject_id": "A", "day": 1.0, "event": event}])
+    r = g(s)
+    assert r["grade"] == grade and "events.csv:1" in r["evidence"]
+
+
+def test_events_attributed_to_other_causes_excluded():
+    ev = [{"subject_id": "A", "day": 1.0, "event": "seizure", "attribution": "other"}]
+    assert icans_summary(study(obs=[("A", 1, "ICE", 10.0)], events=ev))["icans_grade_astct"].to_list() == [0]
+    ev[0]["attribution"] = "ICANS"
+    assert icans_summary(study(obs=[("A", 1, "ICE", 10.0)], events=ev))["icans_grade_astct"].to_list() == [3]
+
+
+def test_worst_domain_wins_and_episode():
+    s = study(obs=[("A", 1, "ICE", 5.0), ("A", 2, "ICE", 8.0), ("A", 3, "ICE", 10.0)],
+              events=[{"subject_id": "A", "day": 2.0, "event": "seizure"}])
+    d = dict(icans_daily(s).select("day", "grade").iter_rows())
+    assert d == {1: 2, 2: 3, 3: 0}
+    ep = icans_episodes(s)
+    assert ep.select("ASTDY", "AENDY", "ATOXGR").rows() == [(1, 2, 3)]
+
+
+def test_no_neuro_data_is_not_evaluable():
+    assert icans_summary(study(obs=[("A", 1, "TEMP", 37.0)]))["icans_grade_astct"].to_list() == [None]
+
+
+def test_seed_case_icans_0():
+    s = seed_case()
+    assert icans_summary(s)["icans_grade_astct"].to_list() == [0]
+    d = icans_daily(s)
+    assert d.height == 22 and set(d["grade"]) == {0}
