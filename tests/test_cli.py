@@ -26,7 +26,7 @@ def run(*args, cwd=None, env=None):
 def test_help_on_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic", "export"):
+    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic", "export", "explain"):
         assert cmd in out.stdout
         h = run(cmd, "--help")
         assert h.returncode == 0 and "Example" in h.stdout, cmd
@@ -178,3 +178,25 @@ def test_import_export_round_trip(small_study, tmp_path):
     assert_same(read_study(small_study), read_study(tmp_path / "exported", study_id="small"))
     bad = run("export", "nope", tmp_path / "x", "--store", db)
     assert bad.returncode == 1 and "no study" in bad.stderr
+
+
+def test_explain_crs_and_icans(seed_copy, tmp_path):
+    db = tmp_path / "x.duckdb"
+    assert run("import", seed_copy, "--store", db).returncode == 0
+    r = run("explain", "CD7-AML-001", "--what", "crs", "--store", db)
+    assert r.returncode == 0, r.stderr
+    assert "ASTCT CRS grade 3" in r.stdout and "crs.hypotension.one_vasopressor" in r.stdout
+    assert "interventions.csv:2" in r.stdout
+    i = run("explain", "CD7-AML-001", "--what", "icans", "--store", db, "--all-days")
+    assert i.returncode == 0 and "ICANS grade 0" in i.stdout and "ICE 10" in i.stdout
+    bad = run("explain", "CD7-AML-001", "--what", "nonsense", "--store", db)
+    assert bad.returncode == 2
+
+
+def test_analyze_fills_grading_columns(seed_copy, tmp_path):
+    out = tmp_path / "a"
+    assert run("analyze", seed_copy, "--out", out).returncode == 0
+    with open(out / "subject_summary.csv") as fh:
+        row = next(csv.DictReader(fh))
+    assert (row["crs_grade_astct"], row["crs_onset_day"], row["crs_resolution_day"], row["icans_grade_astct"]) == (
+        "3", "3.0", "14.0", "0")

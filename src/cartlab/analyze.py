@@ -54,7 +54,32 @@ class Registry:
         return engine
 
 
-REGISTRY = Registry()
+def builtin_registry() -> Registry:
+    """The engines cartlab ships, each deriving its columns of ``subject_summary.csv``."""
+    from cartlab.grading.crs import crs_summary
+    from cartlab.grading.icans import icans_summary
+
+    reg = Registry()
+    reg.register(
+        Engine(
+            "ASTCT 2019 CRS",
+            ("crs_grade_astct", "crs_onset_day", "crs_resolution_day"),
+            crs_summary,
+            "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 1",
+        )
+    )
+    reg.register(
+        Engine(
+            "ASTCT 2019 ICANS",
+            ("icans_grade_astct",),
+            icans_summary,
+            "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4",
+        )
+    )
+    return reg
+
+
+REGISTRY = builtin_registry()
 
 
 def subject_summary(study: Study, registry: Registry = REGISTRY) -> pl.DataFrame:

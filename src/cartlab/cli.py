@@ -284,6 +284,49 @@ def export_cmd(
     console.print(f"[green]wrote[/] {path} ({study.subjects.height} subjects)")
 
 
+@app.command("explain")
+def explain_cmd(
+    subject: Annotated[str, typer.Argument(help="Subject id.")],
+    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, ...")] = "crs",
+    store: StoreOpt = DEFAULT_STORE_PATH,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
+    all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,
+) -> None:
+    """Explain a derived grade day by day: the data, the rule that fired, and the source rows.
+
+    [bold]Example[/]: cartlab explain CD7-AML-001 --what crs
+    """
+    import polars as pl
+    from rich.markup import escape
+
+    from cartlab.grading.explain import EXPLAINERS, explain
+    from cartlab.store import StoreError
+
+    if what not in EXPLAINERS:
+        err.print(f"[red]cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}[/]")
+        raise typer.Exit(2)
+    with _open_store(store, read_only=True) as s:
+        try:
+            data = s.subject(subject, study)
+        except StoreError as exc:
+            err.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+    ex = explain(data, what)
+    console.print(f"[bold]{escape(subject)}[/] · {escape(ex.headline)}")
+    console.print(f"[dim]{escape(ex.criteria)}[/]", soft_wrap=True)
+    days = ex.days if all_days else ex.days.filter((pl.col("grade") > 0) | pl.col("rule").is_not_null())
+    if days.height == 0:
+        console.print("no day scored above 0 (use --all-days to see every assessed day)")
+        return
+    t = Table(header_style="bold", show_lines=False)
+    for c in ("day", "grade", "rule", "why", "source rows"):
+        t.add_column(c, overflow="fold")
+    for r in days.iter_rows(named=True):
+        t.add_row(f"{r['day']:g}", str(r["grade"]), escape(r["rule"] or ""), escape(r["reason"] or ""),
+                  escape(", ".join(r["evidence"] or [])))
+    console.print(t)
+
+
 @app.command("analyze")
 def analyze_cmd(
     study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
