@@ -118,6 +118,41 @@ def manifest(study: Study, registry: Registry = REGISTRY) -> dict:
     }
 
 
+def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
+    """The per-day and per-episode tables behind the summary (written next to it by analyze)."""
+    from cartlab.grading.adam import adae_toxicity
+    from cartlab.grading.crs import crs_daily
+    from cartlab.grading.crs import episodes as _episodes
+    from cartlab.grading.icans import icans_daily
+
+    crs_d, icans_d = crs_daily(study), icans_daily(study)
+    parts = [
+        _episodes(crs_d, "Cytokine release syndrome", "ASTCT 2019"),
+        _episodes(icans_d, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
+    ]
+    return {
+        "crs_daily": crs_d,
+        "icans_daily": icans_d,
+        "adae_toxicity": adae_toxicity(study, parts),
+    }
+
+
+def write_tables(tables: dict[str, pl.DataFrame], out_dir: str | Path) -> list[Path]:
+    """Write each table as ``<name>.csv`` (list columns joined with '; ')."""
+    from cartlab.grading.adam import to_csv_frame
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in tables.items():
+        path = out / f"{name}.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        to_csv_frame(df).write_csv(tmp)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
 def write_summary(summary: pl.DataFrame, out_dir: str | Path, meta: dict) -> Path:
     """Write ``subject_summary.csv`` (booleans as true/false, empty = not evaluable) + manifest."""
     out = Path(out_dir)

@@ -339,15 +339,18 @@ def analyze_cmd(
 
     [bold]Example[/]: cartlab analyze studies/NCT04762485 --out results/
     """
-    from cartlab.analyze import manifest, subject_summary, write_summary
+    from cartlab.analyze import detail_tables, manifest, subject_summary, write_summary, write_tables
 
     study = _read_or_exit(study_dir)
     with _progress("analysing") as step:
         step("engines")
         summary = subject_summary(study)
+        tables = detail_tables(study)
         meta = manifest(study)
+        step("writing")
+        write_tables(tables, out)
         path = write_summary(summary, out, meta)
-    console.print(f"[green]wrote[/] {path} ({summary.height} subjects)")
+    console.print(f"[green]wrote[/] {path} ({summary.height} subjects) and {', '.join(t + '.csv' for t in tables)}")
     if meta["pending_columns"]:
         cols = ", ".join(c for cs in meta["pending_columns"].values() for c in cs)
         console.print(f"[dim]empty until their engine exists: {cols}[/]")
@@ -413,7 +416,7 @@ def demo_cmd(
 
     [bold]Example[/]: cartlab demo --out out/
     """
-    from cartlab.analyze import manifest, subject_summary, write_summary
+    from cartlab.analyze import detail_tables, manifest, subject_summary, write_summary, write_tables
     from cartlab.datasets import seed_case_path
     from cartlab.report import write_study_report
     from cartlab.store import Store
@@ -431,6 +434,7 @@ def demo_cmd(
     with Store(store_path, read_only=True) as s:
         study = s.load_study("seed_case")
     summary = subject_summary(study)
+    write_tables(detail_tables(study), out / "analysis")
     path = write_summary(summary, out / "analysis", manifest(study))
     console.print(f"3. analysis: {path}")
     report = write_study_report(study, out / "report", summary=summary)

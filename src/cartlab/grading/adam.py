@@ -1,0 +1,65 @@
+"""ADaM-style outputs of the grading engines.
+
+* :func:`adae_toxicity`: an ADAE-like episodes table (one row per CRS / ICANS episode, ICAHT per
+  subject) with ASTDY/AENDY/ADURN, the grade (ATOXGR), the grading scale (ATOXGRS), the rule and the
+  evidence rows, so an episode can be traced back to the flowsheet.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cartlab.grading.common import EVIDENCE
+from cartlab.model import Study
+
+ADAE_SCHEMA = {
+    "STUDYID": pl.String,
+    "USUBJID": pl.String,
+    "AESEQ": pl.Int64,
+    "AETERM": pl.String,
+    "ASTDY": pl.Int64,
+    "AENDY": pl.Int64,
+    "ADURN": pl.Int64,
+    "ADURU": pl.String,
+    "ATOXGR": pl.Int64,
+    "ATOXGRS": pl.String,
+    "RULE": pl.String,
+    "REASON": pl.String,
+    "EVIDENCE": EVIDENCE,
+}
+
+
+def adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) -> pl.DataFrame:
+    """CRS and ICANS episodes (ASTCT 2019) of every subject as one ADAE-like frame."""
+    from cartlab.grading.crs import crs_episodes
+    from cartlab.grading.icans import icans_episodes
+
+    parts = parts if parts is not None else [crs_episodes(study), icans_episodes(study)]
+    rows = [
+        p.select(
+            pl.lit(study.study_id).alias("STUDYID"),
+            pl.col("subject_id").alias("USUBJID"),
+            pl.col("AETERM"),
+            pl.col("ASTDY").cast(pl.Int64),
+            pl.col("AENDY").cast(pl.Int64),
+            pl.col("ADURN").cast(pl.Int64),
+            pl.lit("DAYS").alias("ADURU"),
+            pl.col("ATOXGR").cast(pl.Int64),
+            pl.col("ATOXGRS"),
+            pl.col("rule").alias("RULE"),
+            pl.col("reason").alias("REASON"),
+            pl.col("evidence").cast(EVIDENCE).alias("EVIDENCE"),
+        )
+        for p in parts
+        if p.height
+    ]
+    if not rows:
+        return pl.DataFrame(schema=ADAE_SCHEMA)
+    out = pl.concat(rows).sort("USUBJID", "ASTDY", "AETERM")
+    out = out.with_columns(pl.int_range(1, pl.len() + 1).over("USUBJID").cast(pl.Int64).alias("AESEQ"))
+    return out.select(list(ADAE_SCHEMA))
+
+
+def to_csv_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """Lists (evidence) joined with '; ' so the frame can be written as CSV."""
+    return df.with_columns(pl.col(c).list.join("; ") for c, t in df.schema.items() if isinstance(t, pl.List))
