@@ -103,3 +103,54 @@ def test_import_benchmark_end_to_end(tmp_path: Path) -> None:
         assert code == 0
         assert result["run"]["info"]["observations"] == rows
         assert result["run"]["max_rss"] > 0
+
+
+def test_grading_benchmark_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real grading benchmark on 20 subjects: every lab row graded by both sides, identically."""
+    monkeypatch.setenv("CARTLAB_BENCH_GRADING_N", "20")
+    out = tmp_path / "results.json"
+    code = _load_runner().main(["--only", "grading", "--json", str(out), "--timeout", "300"])
+    (result,) = json.loads(out.read_text())
+    assert result["setup"]["status"] == "ok", result["setup"]["error"]
+    setup = result["setup"]["info"]
+    assert setup["subjects"] == 20 and setup["observations"] > 10_000
+    assert setup["lab_rows"] > setup["adlb_rows"] > 1000
+    assert result["run"]["status"] in ("ok", "unavailable")
+    if result["run"]["status"] == "ok":
+        assert code == 0
+        assert result["run"]["info"]["adlb_rows_graded"] == setup["adlb_rows"]
+        assert result["run"]["info"]["grading_total_s"] > 0
+        # the baseline compares every one of its grades with cartlab's ATOXGRL/ATOXGRH
+        assert result["baseline"]["status"] == "ok", result["baseline"]["error"]
+        assert result["baseline"]["info"]["identical_grades"] == setup["lab_rows"]
+
+
+def test_rowwise_ctcae_agrees_with_admiral_vectors() -> None:
+    """The hand-written baseline rules give admiral's grades on its SI test vectors for every term
+    they cover (so a benchmark mismatch points at cartlab, not at the baseline)."""
+    import csv
+
+    import baselines
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "ctcae" / "ctcae_v5_admiral_vectors.csv"
+
+    def num(text: str) -> float | None:
+        return float(text) if text.strip() else None
+
+    covered: set[str] = set()
+    wrong = []
+    with open(fixture, newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            term = (r["term"] or "").strip().upper()
+            if r["metadata"] != "atoxgr_criteria_ctcv5" or (term, r["direction"].strip().upper()) not in baselines._CTCAE_RULES:
+                continue
+            high = tuple(x.strip() for x in (r["high_indicator"] or "HIGH").replace(",", "|").split("|"))
+            row = (r["term"], r["direction"], num(r["aval"]), num(r["anrlo"]), num(r["anrhi"]), num(r["base"]),
+                   r["bnrind"] or None, num(r["pchg"]), r["unit"] or None)
+            (got,) = baselines.rowwise_ctcae([row], high_indicator=high)
+            want = int(r["expected_grade"]) if r["expected_grade"].strip() else None
+            covered.add(term)
+            if got != want:
+                wrong.append((r["testnum"], row, want, got))
+    assert covered == {t for t, _ in baselines._CTCAE_RULES}  # every rule has admiral vectors
+    assert not wrong, wrong[:5]

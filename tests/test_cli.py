@@ -26,7 +26,8 @@ def run(*args, cwd=None, env=None):
 def test_help_on_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic", "export", "explain"):
+    for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic", "export", "explain",
+                "ctcae"):
         assert cmd in out.stdout
         h = run(cmd, "--help")
         assert h.returncode == 0 and "Example" in h.stdout, cmd

@@ -57,6 +57,7 @@ class Registry:
 def builtin_registry() -> Registry:
     """The engines cartlab ships, each deriving its columns of ``subject_summary.csv``."""
     from cartlab.grading.crs import crs_summary
+    from cartlab.grading.hematotox import icaht_summary
     from cartlab.grading.icans import icans_summary
 
     reg = Registry()
@@ -74,6 +75,14 @@ def builtin_registry() -> Registry:
             ("icans_grade_astct",),
             icans_summary,
             "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4",
+        )
+    )
+    reg.register(
+        Engine(
+            "EHA/EBMT 2023 ICAHT",
+            ("icaht_early_grade", "icaht_late_grade"),
+            icaht_summary,
+            "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
         )
     )
     return reg
@@ -119,20 +128,56 @@ def manifest(study: Study, registry: Registry = REGISTRY) -> dict:
 
 
 def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
-    """The per-day and per-episode tables behind the summary (written next to it by analyze)."""
+    """The per-row, per-day and per-episode tables behind the summary (written next to it by analyze).
+
+    * ``adlb``: CTCAE v5 lab grades (ADLB-like: ATOXGRL/ATOXGRH/ATOXGR/BTOXGR, rule, evidence).
+    * ``crs_daily`` / ``icans_daily``: ASTCT 2019 daily grades with the rule and source rows.
+    * ``crs_cross_scale``: per subject, ASTCT next to Lee 2014, Penn, CARTOX and MSKCC (ranges and
+      missing inputs where a scale cannot be settled); ``crs_cross_scale_pairwise`` and
+      ``crs_cross_scale_summary``: the cohort concordance.
+    * ``icaht`` / ``icaht_daily``: early and late ICAHT with durations, and the ANC series behind it.
+    * ``count_recovery``, ``car_hematotox``, ``easix``: recovery days and pre-lymphodepletion scores.
+    * ``iec_hs_flags``: the days the computable IEC-HS criteria are met (for review, not a diagnosis).
+    * ``adae_toxicity``: CRS, ICANS and ICAHT episodes as one ADAE-like table.
+    """
     from cartlab.grading.adam import adae_toxicity
-    from cartlab.grading.crs import crs_daily
+    from cartlab.grading.crs import crs_daily, crs_summary
     from cartlab.grading.crs import episodes as _episodes
+    from cartlab.grading.crs_legacy import crs_cross_scale_cohort, organ_grades_from_adlb
+    from cartlab.grading.ctcae import derive_ctcae
+    from cartlab.grading.hematotox import (
+        car_hematotox,
+        easix,
+        icaht,
+        icaht_daily,
+        icaht_episodes,
+        iec_hs_flags,
+        recovery_days,
+    )
     from cartlab.grading.icans import icans_daily
 
+    adlb = derive_ctcae(study)
     crs_d, icans_d = crs_daily(study), icans_daily(study)
+    cross = crs_cross_scale_cohort(study, crs_summary(study, daily=crs_d), organ_grades_from_adlb(adlb))
+    icaht_s = icaht(study)
     parts = [
         _episodes(crs_d, "Cytokine release syndrome", "ASTCT 2019"),
         _episodes(icans_d, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
+        icaht_episodes(study, graded=icaht_s),
     ]
     return {
+        "adlb": adlb,
         "crs_daily": crs_d,
         "icans_daily": icans_d,
+        "crs_cross_scale": cross["subjects"],
+        "crs_cross_scale_pairwise": cross["pairwise"],
+        "crs_cross_scale_summary": cross["summary"],
+        "icaht": icaht_s,
+        "icaht_daily": icaht_daily(study),
+        "count_recovery": recovery_days(study),
+        "car_hematotox": car_hematotox(study),
+        "easix": easix(study),
+        "iec_hs_flags": iec_hs_flags(study),
         "adae_toxicity": adae_toxicity(study, parts),
     }
 

@@ -287,7 +287,7 @@ def export_cmd(
 @app.command("explain")
 def explain_cmd(
     subject: Annotated[str, typer.Argument(help="Subject id.")],
-    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, ...")] = "crs",
+    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,
@@ -314,7 +314,12 @@ def explain_cmd(
     ex = explain(data, what)
     console.print(f"[bold]{escape(subject)}[/] · {escape(ex.headline)}")
     console.print(f"[dim]{escape(ex.criteria)}[/]", soft_wrap=True)
-    days = ex.days if all_days else ex.days.filter((pl.col("grade") > 0) | pl.col("rule").is_not_null())
+    if all_days:
+        days = ex.days
+    elif "shown" in ex.days.columns:
+        days = ex.days.filter(pl.col("shown"))
+    else:
+        days = ex.days.filter((pl.col("grade") > 0) | pl.col("rule").is_not_null())
     if days.height == 0:
         console.print("no day scored above 0 (use --all-days to see every assessed day)")
         return
@@ -322,9 +327,77 @@ def explain_cmd(
     for c in ("day", "grade", "rule", "why", "source rows"):
         t.add_column(c, overflow="fold")
     for r in days.iter_rows(named=True):
-        t.add_row(f"{r['day']:g}", str(r["grade"]), escape(r["rule"] or ""), escape(r["reason"] or ""),
+        grade = "" if r["grade"] is None else str(r["grade"])
+        t.add_row(f"{r['day']:g}", grade, escape(r["rule"] or ""), escape(r["reason"] or ""),
                   escape(", ".join(r["evidence"] or [])))
     console.print(t)
+
+
+def _parse_option_value(text: str):
+    low = text.strip().lower()
+    if low in ("true", "yes", "1"):
+        return True
+    if low in ("false", "no", "0"):
+        return False
+    return text.strip()
+
+
+@app.command("ctcae")
+def ctcae_cmd(
+    input_csv: Annotated[Path, typer.Argument(help="CSV with term, direction, aval (+ anrlo, anrhi, base, unit, bnrind, pchg).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: the input rows plus grade and grade_reason.")],
+    units: Annotated[str, typer.Option("--units", help="Criteria unit system: SI, US or auto (by each row's unit).")] = "auto",
+    version: Annotated[str, typer.Option("--version", help="CTCAE version of the criteria tables.")] = "5.0",
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", help="An ambiguous-criterion option as NAME=VALUE (repeatable), e.g. "
+        "hypokalemia_symptomatic=false; see cartlab.grading.ctcae.OPTION_DOCS.")] = None,
+) -> None:
+    """Grade a plain lab table with CTCAE (v5.0 default; SI and US conventional units).
+
+    Every input column is kept, in the same row order; [bold]grade[/] (0-4, empty = cannot be graded)
+    and [bold]grade_reason[/] (the rule in words and its criteria id) are added. Ambiguous criteria
+    follow admiral's (worst-case) reading by default; change them with --option.
+
+    [bold]Example[/]: cartlab ctcae labs.csv --out labs_graded.csv --option hypokalemia_symptomatic=false
+    """
+    from dataclasses import fields
+
+    from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions, ctcae_command
+
+    if not input_csv.is_file():
+        err.print(f"[red]{input_csv}: no such file[/]")
+        raise typer.Exit(1)
+    known = {f.name for f in fields(CtcaeOptions)} - {"extra", "version", "units"}
+    kwargs: dict = {"version": version, "units": units}
+    extra: dict = {}
+    for item in option or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            err.print(f"[red]--option {item!r}: write NAME=VALUE[/]")
+            raise typer.Exit(2)
+        if name in ("high_indicator", "low_indicator"):
+            kwargs[name] = tuple(v.strip() for v in value.split("|") if v.strip())
+        elif name in known:
+            kwargs[name] = _parse_option_value(value)
+        else:
+            extra[name] = _parse_option_value(value)
+    try:
+        opts = CtcaeOptions(**kwargs, extra=extra)
+        with _progress(f"grading {input_csv.name}") as step:
+            step("CTCAE")
+            summary = ctcae_command(input_csv, out, options=opts)
+    except (ValueError, KeyError) as exc:
+        err.print(f"[red]{input_csv}: {exc}[/]", soft_wrap=True)
+        if extra:
+            err.print(f"[dim]known options: {', '.join(sorted(OPTION_DOCS))}[/]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    by = ", ".join(f"grade {g}: {n}" for g, n in sorted(summary["by_grade"].items()))
+    console.print(f"[green]wrote[/] {out}: {summary['rows']} rows, {summary['graded']} graded ({by}), "
+                  f"{summary['not_gradable']} not gradable; criteria {', '.join(summary['criteria'])}")
+    if "expected_agree" in summary:
+        console.print(f"expected_grade column: {summary['expected_agree']} agree, "
+                      f"{summary['expected_mismatch']} differ")
 
 
 @app.command("analyze")

@@ -30,11 +30,12 @@ ADAE_SCHEMA = {
 
 
 def adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) -> pl.DataFrame:
-    """CRS and ICANS episodes (ASTCT 2019) of every subject as one ADAE-like frame."""
+    """CRS and ICANS episodes (ASTCT 2019) and ICAHT (EHA/EBMT 2023) of every subject, one ADAE-like frame."""
     from cartlab.grading.crs import crs_episodes
+    from cartlab.grading.hematotox import icaht_episodes
     from cartlab.grading.icans import icans_episodes
 
-    parts = parts if parts is not None else [crs_episodes(study), icans_episodes(study)]
+    parts = parts if parts is not None else [crs_episodes(study), icans_episodes(study), icaht_episodes(study)]
     rows = [
         p.select(
             pl.lit(study.study_id).alias("STUDYID"),

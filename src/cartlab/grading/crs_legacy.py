@@ -52,6 +52,7 @@ __all__ = [
     "crs_legacy_daily",
     "crs_legacy_subject",
     "grade_crs_scale",
+    "organ_grades_from_adlb",
     "scale_table",
 ]
 
@@ -1107,3 +1108,16 @@ def crs_cross_scale_cohort(
         "scales": [", ".join(keys)] * 7,
     }, schema={"metric": pl.String, "value": pl.Float64, "scales": pl.String})
     return {"subjects": subj, "pairwise": pairwise, "summary": summary}
+
+
+def organ_grades_from_adlb(adlb: pl.DataFrame) -> pl.DataFrame:
+    """The ``organ_grades`` input of the legacy scales from the CTCAE engine's ADLB frame.
+
+    One row per graded lab observation with ``ATOXGR`` known: ``organ`` = the param code (the
+    scales' ``organ_vocabulary`` excludes the haematological ones), ``grade`` = |ATOXGR|,
+    ``is_transaminase`` for ALT/AST, and the ADLB row's evidence.
+    """
+    return adlb.filter(pl.col("ATOXGR").is_not_null() & pl.col("day").is_not_null()).select(
+        "subject_id", "day", pl.col("param").alias("organ"), pl.col("ATOXGR").abs().alias("grade"),
+        pl.col("param").is_in(["ALT", "AST"]).alias("is_transaminase"), "evidence",
+    )

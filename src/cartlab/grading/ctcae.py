@@ -906,7 +906,9 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     )
     out_path = Path(out_csv)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out.write_csv(out_path)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    out.write_csv(tmp)
+    tmp.replace(out_path)  # nothing partial is left under the output name
     counts = graded["grade"].value_counts()
     summary: dict[str, Any] = {
         "rows": raw.height,

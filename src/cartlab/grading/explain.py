@@ -1,8 +1,11 @@
 """Day-by-day explanations of derived grades (for ``cartlab explain``).
 
 Each explainer takes one subject's :class:`Study` and returns an :class:`Explanation`: a headline,
-the criteria/options used, and a frame with one row per day (``day``, ``grade``, ``rule``,
-``reason``, ``evidence``).
+the criteria/options used, and a frame with one row per day or observation (``day``, ``grade``,
+``rule``, ``reason``, ``evidence`` and, for some, ``shown``: the rows worth listing by default).
+
+``crs`` and ``icans`` (ASTCT 2019), ``crs-scales`` (Lee 2014, Penn, CARTOX, MSKCC side by side),
+``ctcae`` (CTCAE v5 lab grades) and ``icaht`` (EHA/EBMT 2023, with the daily ANC series).
 """
 
 from __future__ import annotations
@@ -59,7 +62,106 @@ def _icans(study: Study) -> Explanation:
                        daily.select("day", "grade", "rule", "reason", "evidence"))
 
 
-EXPLAINERS: dict[str, Callable[[Study], Explanation]] = {"crs": _crs, "icans": _icans}
+def _ctcae(study: Study) -> Explanation:
+    from cartlab.grading.ctcae import CtcaeOptions, criteria_names, derive_ctcae
+
+    opts = CtcaeOptions()
+    adlb = derive_ctcae(study, opts)
+    graded = adlb.filter(pl.col("ATOXGR").is_not_null())
+    worst = (
+        graded.filter(pl.col("ATOXGR") != 0)
+        .with_columns(pl.col("ATOXGR").abs().alias("_g"))
+        .sort(["_g", "day"], descending=[True, False])
+        .group_by("term", maintain_order=True).first()
+    )
+    if adlb.height == 0:
+        head = "CTCAE not evaluable: no lab parameter of the CTCAE v5 criteria"
+    elif worst.height == 0:
+        head = f"CTCAE v{opts.version}: every graded lab value is grade 0 ({graded.height} values)"
+    else:
+        parts = [f"{r['term']} {r['_g']} (day {r['day']:g})" for r in worst.iter_rows(named=True)]
+        head = f"CTCAE v{opts.version} worst lab grades: " + "; ".join(parts)
+    days = adlb.select(
+        "day",
+        pl.col("ATOXGR").abs().alias("grade"),
+        pl.col("rule"),
+        pl.concat_str(
+            [pl.col("param"), pl.lit(" "), pl.col("AVAL").round_sig_figs(6).cast(pl.String), pl.lit(" "),
+             pl.col("AVALU").fill_null(""), pl.lit(" ("), pl.col("term").fill_null("both directions"),
+             pl.lit("; baseline "), pl.col("BASE").round_sig_figs(6).cast(pl.String).fill_null("none"),
+             pl.lit("): "), pl.col("grade_reason")],
+            ignore_nulls=False,
+        ).alias("reason"),
+        pl.col("evidence"),
+        (pl.col("ATOXGR").fill_null(0) != 0).alias("shown"),
+    )
+    crit = ", ".join(criteria_names(opts.version, "SI"))
+    return Explanation("ctcae", head, f"CTCAE v{opts.version} ({crit}); signed ATOXGR: negative = low direction",
+                       days)
+
+
+def _icaht(study: Study) -> Explanation:
+    from cartlab.grading.common import load_criteria
+    from cartlab.grading.hematotox import IcahtOptions, icaht, icaht_daily
+
+    opts = IcahtOptions()
+    r = icaht(study, opts).row(0, named=True)
+    e, late = r["icaht_early_grade"], r["icaht_late_grade"]
+    head = (f"early ICAHT grade {'not evaluable' if e is None else e}, "
+            f"late ICAHT grade {'not evaluable' if late is None else late}. {r['reason']}")
+    daily = icaht_daily(study, opts)
+    levels = [c for c in daily.columns if c.startswith("anc_le_")]
+    below = [pl.when(pl.col(c)).then(pl.lit(c.replace("anc_le_", "<= "))).otherwise(None) for c in levels]
+    days = daily.select(
+        "day",
+        pl.lit(None, dtype=pl.Int64).alias("grade"),
+        pl.when(pl.col("window").is_not_null())
+        .then(pl.concat_str([pl.lit("icaht."), pl.col("window"), pl.lit(".day")])).otherwise(None).alias("rule"),
+        pl.concat_str(
+            [pl.col("window").fill_null("outside the ICAHT windows"), pl.lit(": "), pl.col("reason"),
+             pl.lit(" -> ANC "), pl.concat_str(below, separator=", ", ignore_nulls=True).fill_null(""),
+             pl.lit(" /uL")],
+        ).alias("reason"),
+        pl.col("evidence"),
+        (pl.col("window").is_not_null() & pl.any_horizontal([pl.col(c).fill_null(False) for c in levels])).alias("shown"),
+    )
+    crit = load_criteria(opts.criteria)
+    options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
+    return Explanation("icaht", head, f"{crit['citation']} | options: {options}", days)
+
+
+def _crs_scales(study: Study) -> Explanation:
+    from cartlab.grading.crs import crs_summary
+    from cartlab.grading.crs_legacy import crs_cross_scale, crs_legacy_daily, organ_grades_from_adlb
+    from cartlab.grading.ctcae import derive_ctcae
+
+    organ = organ_grades_from_adlb(derive_ctcae(study))
+    x = crs_cross_scale(study, crs_summary(study), organ).row(0, named=True)
+    parts = [f"ASTCT {x['crs_grade_astct'] if x['crs_grade_astct'] is not None else 'not evaluable'}"]
+    for s, label in (("lee2014", "Lee 2014"), ("penn", "Penn"), ("cartox", "CARTOX"), ("mskcc", "MSKCC")):
+        lo, hi = x[f"crs_grade_{s}_min"], x[f"crs_grade_{s}_max"]
+        g = f"{lo}" if lo == hi else f"{lo}-{hi if hi is not None else '?'} (missing: {', '.join(x[f'crs_{s}_missing'])})"
+        parts.append(f"{label} {g}")
+    head = "CRS by scale: " + "; ".join(parts)
+    daily = crs_legacy_daily(study, organ_grades=organ)
+    days = daily.sort("day", "scale").select(
+        "day",
+        pl.when(pl.col("grade_min") == pl.col("grade_max")).then(pl.col("grade_min").cast(pl.String))
+        .otherwise(pl.concat_str([pl.col("grade_min").cast(pl.String), pl.lit("-"),
+                                  pl.col("grade_max").cast(pl.String)])).alias("grade"),
+        pl.concat_str([pl.col("scale"), pl.lit(": "), pl.col("rule").fill_null("")]).alias("rule"),
+        "reason", "evidence",
+        (pl.col("grade_max").fill_null(1) > 0).alias("shown"),
+    )
+    from cartlab.grading.common import load_criteria
+
+    crit = " | ".join(load_criteria(f"crs_{s}")["citation"] for s in ("lee2014", "penn", "cartox", "mskcc"))
+    return Explanation("crs-scales", head, crit, days)
+
+
+EXPLAINERS: dict[str, Callable[[Study], Explanation]] = {
+    "crs": _crs, "icans": _icans, "crs-scales": _crs_scales, "ctcae": _ctcae, "icaht": _icaht,
+}
 
 
 def explain(study: Study, what: str) -> Explanation:

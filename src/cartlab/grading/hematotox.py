@@ -59,6 +59,8 @@ __all__ = [
     "easix",
     "icaht",
     "icaht_daily",
+    "icaht_episodes",
+    "icaht_summary",
     "iec_hs_flags",
     "recovery_days",
 ]
@@ -524,6 +526,49 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
                "rule", "reason", "evidence"])
     return f.select(cols).cast({"icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
                                 "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
+
+
+def icaht_summary(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
+    """``icaht_early_grade`` and ``icaht_late_grade`` per subject (the ``subject_summary.csv`` columns)."""
+    return icaht(study, options).select("subject_id", "icaht_early_grade", "icaht_late_grade")
+
+
+def icaht_episodes(study: Study, options: IcahtOptions | None = None,
+                   graded: pl.DataFrame | None = None) -> pl.DataFrame:
+    """ICAHT as ADAE-like rows (EHA/EBMT 2023): one early and one late row per subject with grade >= 1.
+
+    Early: ASTDY/AENDY = the longest (joined) run of ANC at or below the first early level (500/uL by
+    default) and ADURN its length in days. Late: ASTDY/AENDY = the late window, ADURN = its length.
+    ``graded`` is the output of :func:`icaht` when already computed.
+    """
+    f = graded if graded is not None else icaht(study, options)
+    table = load_criteria((options or IcahtOptions()).criteria)
+    first = _early_level_names(table, _levels(table))[0]  # the shallowest early level (500/uL)
+    schema = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
+              "AENDY": pl.Int64, "ADURN": pl.Int64, "ATOXGR": pl.Int64, "ATOXGRS": pl.String,
+              "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+    scale = "EHA/EBMT 2023 ICAHT"
+    early = f.filter(pl.col("icaht_early_grade") >= 1).select(
+        "subject_id", pl.lit(1, dtype=pl.Int64).alias("episode"),
+        pl.lit("Immune effector cell-associated hematotoxicity, early (days 0-30)").alias("AETERM"),
+        pl.col(f"anc_le_{first}_start").cast(pl.Int64).alias("ASTDY"),
+        pl.col(f"anc_le_{first}_end").cast(pl.Int64).alias("AENDY"),
+        pl.col(f"anc_le_{first}_days").cast(pl.Int64).alias("ADURN"),
+        pl.col("icaht_early_grade").alias("ATOXGR"), pl.lit(scale).alias("ATOXGRS"),
+        pl.col("early_rule").alias("rule"), pl.col("early_reason").alias("reason"),
+        pl.col("early_evidence").alias("evidence"),
+    )
+    late = f.filter(pl.col("icaht_late_grade") >= 1).select(
+        "subject_id", pl.lit(2, dtype=pl.Int64).alias("episode"),
+        pl.lit("Immune effector cell-associated hematotoxicity, late (after day 30)").alias("AETERM"),
+        pl.col("late_window_start").cast(pl.Int64).alias("ASTDY"),
+        pl.col("late_window_end").cast(pl.Int64).alias("AENDY"),
+        (pl.col("late_window_end") - pl.col("late_window_start") + 1).cast(pl.Int64).alias("ADURN"),
+        pl.col("icaht_late_grade").alias("ATOXGR"), pl.lit(scale).alias("ATOXGRS"),
+        pl.col("late_rule").alias("rule"), pl.col("late_reason").alias("reason"),
+        pl.col("late_evidence").alias("evidence"),
+    )
+    return pl.concat([early.cast(schema), late.cast(schema)]).sort("subject_id", "episode")
 
 
 def _early_reason(r: dict, opts: dict, levels: dict[str, float], names: list[str], texts: dict[str, str],

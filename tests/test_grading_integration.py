@@ -1,0 +1,142 @@
+"""The grading engines wired together: ADLB -> legacy CRS organ toxicity, ICAHT episodes in ADAE,
+``cartlab analyze`` detail tables, ``cartlab ctcae`` (the conformance CSV contract) and
+``cartlab explain --what ctcae|icaht|crs-scales``, all on real inputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cartlab.datasets import seed_case
+from cartlab.grading.adam import adae_toxicity
+from cartlab.grading.crs import crs_summary
+from cartlab.grading.crs_legacy import SCALES, crs_cross_scale, organ_grades_from_adlb
+from cartlab.grading.ctcae import derive_ctcae
+from cartlab.grading.hematotox import icaht, icaht_episodes, icaht_summary
+
+from test_cli import run
+
+VECTORS = Path(__file__).parent / "fixtures" / "ctcae" / "ctcae_v5_admiral_vectors.csv"
+
+
+@pytest.fixture(scope="module")
+def seed():
+    return seed_case()
+
+
+def test_organ_grades_from_the_ctcae_engine_settle_the_legacy_scales(seed):
+    """Real CTCAE grades (not a stand-in): the seed's worst transaminitis is grade 3, so Lee 2014 and
+    CARTOX settle at 2 (their grade 3 needs grade 4 transaminitis); Penn and MSKCC stay 3."""
+    og = organ_grades_from_adlb(derive_ctcae(seed))
+    assert set(og.columns) == {"subject_id", "day", "organ", "grade", "is_transaminase", "evidence"}
+    assert og.filter(pl.col("is_transaminase"))["grade"].max() == 3
+    assert og.filter(pl.col("organ") == "NEUT")["grade"].max() == 4  # present, excluded by the scales
+    x = crs_cross_scale(seed, crs_summary(seed), og).row(0, named=True)
+    assert [x[f"crs_grade_{s}"] for s in SCALES] == [2, 3, 2, 3]
+    assert x["crs_grade_astct"] == 3 and x["same_grade_all_scales"] is False
+    assert all(x[f"crs_{s}_missing"] == [] for s in SCALES)
+
+
+def test_icaht_episodes_of_the_seed_case(seed):
+    ep = icaht_episodes(seed)
+    early, late = ep.row(0, named=True), ep.row(1, named=True)
+    assert (early["ATOXGR"], early["ASTDY"], early["AENDY"], early["ADURN"]) == (3, 1, 30, 30)
+    assert early["rule"] == "icaht.early.g3_anc500_ge14" and "observations.csv:268" in early["evidence"]
+    assert late["ATOXGR"] == 3 and (late["ASTDY"], late["AENDY"]) == (31, 60)
+    assert icaht_summary(seed).row(0) == ("CD7-AML-001", 3, 3)
+
+
+def test_icaht_episodes_only_for_grades_at_least_1(seed):
+    graded = icaht(seed).with_columns(pl.lit(0, dtype=pl.Int64).alias("icaht_late_grade"))
+    ep = icaht_episodes(seed, graded=graded)
+    assert ep["episode"].to_list() == [1]
+
+
+def test_adae_has_crs_and_icaht_rows(seed):
+    adae = adae_toxicity(seed)
+    terms = adae["AETERM"].to_list()
+    assert "Cytokine release syndrome" in terms
+    assert sum(t.startswith("Immune effector cell-associated hematotoxicity") for t in terms) == 2
+    assert adae["AESEQ"].to_list() == list(range(1, adae.height + 1))
+    crs = adae.filter(pl.col("AETERM") == "Cytokine release syndrome").row(0, named=True)
+    assert (crs["ATOXGR"], crs["ATOXGRS"], crs["ASTDY"], crs["AENDY"]) == (3, "ASTCT 2019", 3, 14)
+
+
+def test_analyze_writes_every_grading_table(seed_copy, tmp_path):
+    out = tmp_path / "a"
+    r = run("analyze", seed_copy, "--out", out)
+    assert r.returncode == 0, r.stderr
+    with open(out / "subject_summary.csv") as fh:
+        row = next(csv.DictReader(fh))
+    assert (row["icaht_early_grade"], row["icaht_late_grade"]) == ("3", "3")
+    for name in ("adlb", "crs_daily", "icans_daily", "crs_cross_scale", "crs_cross_scale_pairwise",
+                 "crs_cross_scale_summary", "icaht", "icaht_daily", "count_recovery", "car_hematotox",
+                 "easix", "iec_hs_flags", "adae_toxicity"):
+        assert (out / f"{name}.csv").is_file(), name
+    adlb = pl.read_csv(out / "adlb.csv", infer_schema_length=None)
+    neut = adlb.filter(pl.col("param") == "NEUT")
+    assert neut["ATOXGR"].min() == -4 and set(neut["ATOXDSCL"].unique()) == {"Neutrophil count decreased"}
+    assert adlb.filter(pl.col("ABLFL") == "Y").height == adlb["param"].n_unique()  # one baseline per param
+    cross = pl.read_csv(out / "crs_cross_scale.csv").row(0, named=True)
+    assert (cross["crs_grade_astct"], cross["crs_grade_lee2014"], cross["crs_grade_penn"]) == (3, 2, 3)
+    rec = pl.read_csv(out / "count_recovery.csv").row(0, named=True)
+    assert rec["neutrophil_recovery_day"] == 39.0
+    hem = pl.read_csv(out / "car_hematotox.csv").row(0, named=True)
+    assert (hem["hematotox_score"], hem["hematotox_risk"]) == (5, "high")
+
+
+def test_ctcae_command_reproduces_all_admiral_vectors(tmp_path):
+    out = tmp_path / "graded.csv"
+    r = run("ctcae", VECTORS, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "1157 agree, 0 differ" in r.stdout
+    with open(VECTORS, newline="") as a, open(out, newline="") as b:
+        src, got = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert len(got) == len(src) == 1157
+    for s, g in zip(src, got):
+        assert {k: g[k] for k in s} == s  # every input column kept, same order of rows
+        assert g["grade"] == s["expected_grade"], (s, g)
+        assert g["grade_reason"]
+
+
+def test_ctcae_command_options_change_grades(tmp_path):
+    src = tmp_path / "k.csv"
+    src.write_text("term,direction,aval,anrlo,anrhi,unit\nHypokalemia,L,3.2,3.5,5.1,mmol/L\n")
+    default, relaxed = tmp_path / "d.csv", tmp_path / "r.csv"
+    assert run("ctcae", src, "--out", default).returncode == 0
+    r = run("ctcae", src, "--out", relaxed, "--option", "hypokalemia_symptomatic=false")
+    assert r.returncode == 0, r.stderr
+    assert pl.read_csv(default)["grade"].to_list() == [2]  # admiral: assume symptomatic
+    assert pl.read_csv(relaxed)["grade"].to_list() == [1]
+
+
+def test_ctcae_command_bad_input(tmp_path):
+    missing = run("ctcae", tmp_path / "nope.csv", "--out", tmp_path / "o.csv")
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    src = tmp_path / "bad.csv"
+    src.write_text("term,aval\nAnemia,80\n")
+    r = run("ctcae", src, "--out", tmp_path / "o.csv")
+    assert r.returncode == 1 and "direction" in r.stderr and not (tmp_path / "o.csv").exists()
+    src.write_text("term,direction,aval\nAnemia,L,80\n")
+    r = run("ctcae", src, "--out", tmp_path / "o.csv", "--option", "no_such_option=1")
+    assert r.returncode == 1 and "no_such_option" in r.stderr
+    r = run("ctcae", src, "--out", tmp_path / "o.csv", "--option", "novalue")
+    assert r.returncode == 2
+
+
+def test_explain_ctcae_icaht_and_crs_scales(seed_copy, tmp_path):
+    db = tmp_path / "x.duckdb"
+    assert run("import", seed_copy, "--store", db).returncode == 0
+    c = run("explain", "CD7-AML-001", "--what", "ctcae", "--store", db)
+    assert c.returncode == 0, c.stderr
+    assert "Neutrophil count decreased 4" in c.stdout and "ctcae_v5:" in c.stdout
+    assert "observations.csv:" in c.stdout
+    i = run("explain", "CD7-AML-001", "--what", "icaht", "--store", db)
+    assert i.returncode == 0, i.stderr
+    assert "early ICAHT grade 3" in i.stdout and "icaht.early.day" in i.stdout
+    s = run("explain", "CD7-AML-001", "--what", "crs-scales", "--store", db)
+    assert s.returncode == 0, s.stderr
+    assert "Lee 2014 2; Penn 3; CARTOX 2; MSKCC 3" in s.stdout and "penn.g3.low_dose_vasopressor" in s.stdout
