@@ -140,3 +140,14 @@ def test_explain_ctcae_icaht_and_crs_scales(seed_copy, tmp_path):
     s = run("explain", "CD7-AML-001", "--what", "crs-scales", "--store", db)
     assert s.returncode == 0, s.stderr
     assert "Lee 2014 2; Penn 3; CARTOX 2; MSKCC 3" in s.stdout and "penn.g3.low_dose_vasopressor" in s.stdout
+
+
+def test_subject_report_has_the_toxicity_section(seed, tmp_path):
+    from cartlab.report import write_subject_report
+
+    page = write_subject_report(seed, "CD7-AML-001", tmp_path).read_text(encoding="utf-8")
+    tox = page[page.index('id="toxicity"'):page.index('id="summary"')]
+    assert "Cytokine release syndrome" in tox and "crs.hypotension.one_vasopressor" in tox
+    assert "icaht.early.g3_anc500_ge14" in tox and "penn.g3.low_dose_vasopressor" in tox
+    assert "ctcae_v5:neutrophil_count_decreased:g4" in tox
+    assert "reconstructed rows is itself a reconstruction" in tox

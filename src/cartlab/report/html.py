@@ -279,6 +279,48 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str) -> dict:
     }
 
 
+def _toxicity_block(sub: Study) -> dict:
+    """Toxicity grading of one subject: ADAE-like episodes, CRS on every scale, worst CTCAE lab grades."""
+    from cartlab.grading.adam import adae_toxicity
+    from cartlab.grading.crs import crs_summary
+    from cartlab.grading.crs_legacy import SCALES, crs_cross_scale, organ_grades_from_adlb
+    from cartlab.grading.ctcae import derive_ctcae
+
+    adlb = derive_ctcae(sub)
+    episodes = adae_toxicity(sub).with_columns(pl.col("EVIDENCE").list.len().alias("n_rows"))
+    cross = crs_cross_scale(sub, crs_summary(sub), organ_grades_from_adlb(adlb))
+    labels = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX/MDACC", "mskcc": "MSKCC"}
+    scale_rows = []
+    if cross.height:
+        x = cross.row(0, named=True)
+        scale_rows.append({"scale": "ASTCT 2019", "grade": x.get("crs_grade_astct"), "missing": None,
+                           "rule": None, "reason": "see the episode table"})
+        for sc in SCALES:
+            lo, hi = x[f"crs_grade_{sc}_min"], x[f"crs_grade_{sc}_max"]
+            grade = str(lo) if lo == hi else f"{lo}–{hi if hi is not None else '?'} (range)"
+            scale_rows.append({"scale": labels.get(sc, sc), "grade": grade,
+                               "missing": ", ".join(x[f"crs_{sc}_missing"] or []) or None,
+                               "rule": x[f"crs_{sc}_rule"], "reason": x[f"crs_{sc}_reason"]})
+    scales = pl.DataFrame(scale_rows, schema={"scale": pl.String, "grade": pl.String, "missing": pl.String,
+                                              "rule": pl.String, "reason": pl.String})
+    worst = (
+        adlb.filter(pl.col("ATOXGR").fill_null(0) != 0)
+        .with_columns(pl.col("ATOXGR").abs().alias("grade"))
+        .sort(["grade", "day"], descending=[True, False])
+        .group_by("term", maintain_order=True).first()
+        .select("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule")
+    )
+    return {
+        "episodes": _table(episodes, [("AETERM", "Toxicity"), ("ATOXGR", "Grade"), ("ATOXGRS", "Scale"),
+                                      ("ASTDY", "Start day"), ("AENDY", "End day"), ("ADURN", "Days"),
+                                      ("RULE", "Rule"), ("REASON", "Why"), ("n_rows", "Source rows")]),
+        "scales": _table(scales, [("scale", "CRS scale"), ("grade", "Maximum grade"), ("missing", "Missing inputs"),
+                                  ("rule", "Rule"), ("reason", "Why")]),
+        "ctcae": _table(worst, [("term", "CTCAE v5 term"), ("grade", "Worst grade"), ("day", "First day"),
+                                ("AVAL", "Value"), ("AVALU", "Unit"), ("BASE", "Baseline"), ("rule", "Rule")]),
+    }
+
+
 def _sources_table(study: Study, sub: Study | None) -> dict:
     counts: dict[str, int] = {}
     if sub is not None:
@@ -358,6 +400,7 @@ def render_subject_html(
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
         "summary": _summary_block(summary, subject_id),
+        "toxicity": _toxicity_block(sub),
         "sources": _sources_table(study, sub),
         "figure_png": png,
         "figure_info": info,
