@@ -59,6 +59,7 @@ def builtin_registry() -> Registry:
     from cartlab.grading.crs import crs_summary
     from cartlab.grading.hematotox import icaht_summary
     from cartlab.grading.icans import icans_summary
+    from cartlab.response.best import response_summary
 
     reg = Registry()
     reg.register(
@@ -83,6 +84,14 @@ def builtin_registry() -> Registry:
             ("icaht_early_grade", "icaht_late_grade"),
             icaht_summary,
             "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
+        )
+    )
+    reg.register(
+        Engine(
+            "ELN 2022 AML / ALL response",
+            ("best_response", "best_response_day", "mrd_negative"),
+            response_summary,
+            "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
         )
     )
     return reg
@@ -139,6 +148,10 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
     * ``count_recovery``, ``car_hematotox``, ``easix``: recovery days and pre-lymphodepletion scores.
     * ``iec_hs_flags``: the days the computable IEC-HS criteria are met (for review, not a diagnosis).
     * ``adae_toxicity``: CRS, ICANS and ICAHT episodes as one ADAE-like table.
+    * ``marrow_response``: ELN 2022 (AML) / CR-CRi-NR (ALL) at each marrow, with MRD and evidence;
+      ``best_response``: best overall response, time to response, relapse, duration of response;
+      ``adrs``: ADaM-style ADRS (OVRLRESP per assessment, BOR per subject).
+    * ``molecular_response``: log10 reduction per marker; ``antigen_loss``: target antigen on blasts.
     """
     from cartlab.grading.adam import adae_toxicity
     from cartlab.grading.crs import crs_daily, crs_summary
@@ -155,6 +168,9 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
         recovery_days,
     )
     from cartlab.grading.icans import icans_daily
+    from cartlab.response.best import best_response, derive_adrs
+    from cartlab.response.marrow import marrow_response
+    from cartlab.response.molecular import antigen_loss, molecular_response
 
     adlb = derive_ctcae(study)
     crs_d, icans_d = crs_daily(study), icans_daily(study)
@@ -179,6 +195,11 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
         "easix": easix(study),
         "iec_hs_flags": iec_hs_flags(study),
         "adae_toxicity": adae_toxicity(study, parts),
+        "marrow_response": marrow_response(study),
+        "best_response": best_response(study),
+        "adrs": derive_adrs(study),
+        "molecular_response": molecular_response(study),
+        "antigen_loss": antigen_loss(study),
     }
 
 

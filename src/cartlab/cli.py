@@ -287,7 +287,7 @@ def export_cmd(
 @app.command("explain")
 def explain_cmd(
     subject: Annotated[str, typer.Argument(help="Subject id.")],
-    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht.")] = "crs",
+    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, response.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,

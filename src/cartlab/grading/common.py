@@ -27,9 +27,10 @@ def evidence_ref(file_col: str = "src_file", row_col: str = "src_row") -> pl.Exp
 
 
 @lru_cache(maxsize=None)
-def load_criteria(name: str) -> dict[str, Any]:
-    """A criteria table shipped in ``cartlab/grading/criteria/<name>.yaml`` (parsed YAML)."""
-    path = resources.files("cartlab.grading").joinpath("criteria", f"{name}.yaml")
+def load_criteria(name: str, package: str = "cartlab.grading") -> dict[str, Any]:
+    """A criteria table shipped in ``<package>/criteria/<name>.yaml`` (parsed YAML), by default
+    ``cartlab/grading/criteria``; ``cartlab.response`` keeps its tables the same way."""
+    path = resources.files(package).joinpath("criteria", f"{name}.yaml")
     if not path.is_file():
         raise FileNotFoundError(f"no criteria table {name!r} (looked for {path})")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))

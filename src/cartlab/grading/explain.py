@@ -5,7 +5,8 @@ the criteria/options used, and a frame with one row per day or observation (``da
 ``rule``, ``reason``, ``evidence`` and, for some, ``shown``: the rows worth listing by default).
 
 ``crs`` and ``icans`` (ASTCT 2019), ``crs-scales`` (Lee 2014, Penn, CARTOX, MSKCC side by side),
-``ctcae`` (CTCAE v5 lab grades) and ``icaht`` (EHA/EBMT 2023, with the daily ANC series).
+``ctcae`` (CTCAE v5 lab grades), ``icaht`` (EHA/EBMT 2023, with the daily ANC series) and
+``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions).
 """
 
 from __future__ import annotations
@@ -159,7 +160,28 @@ def _crs_scales(study: Study) -> Explanation:
     return Explanation("crs-scales", head, crit, days)
 
 
+def _response(study: Study) -> Explanation:
+    from cartlab.response.best import best_response
+    from cartlab.response.marrow import marrow_response
+    from cartlab.response.molecular import molecular_response
+
+    a = marrow_response(study)
+    b = best_response(study, assessments=a).row(0, named=True)
+    head = (f"best response {b['best_response']} on day {b['best_response_day']:g}"
+            if b["best_response_day"] is not None else f"best response {b['best_response'] or 'not evaluable'}")
+    if b["mrd_negative"] is not None:
+        head += f", MRD {'negative' if b['mrd_negative'] else 'positive'} at that marrow"
+    head += f". {b['reason']}"
+    mol = molecular_response(study)
+    days = pl.concat([
+        a.select("day", pl.col("category").alias("grade"), "rule", "reason", "evidence"),
+        mol.select("day", pl.lit(None, dtype=pl.String).alias("grade"), "rule", "reason", "evidence"),
+    ]).sort("day").with_columns(pl.lit(True).alias("shown"))
+    return Explanation("response", head, str(b["criteria"] or "no response criteria for this disease"), days)
+
+
 EXPLAINERS: dict[str, Callable[[Study], Explanation]] = {
+    "response": _response,
     "crs": _crs, "icans": _icans, "crs-scales": _crs_scales, "ctcae": _ctcae, "icaht": _icaht,
 }
 

@@ -1,0 +1,202 @@
+"""Best overall response, time to and duration of response, ORR, and the ADRS frame.
+
+Conventions (study-format v1, "Derivation conventions", Response): best response ranks
+CR > CRh > CRi > MLFS > PR > NR > NE, ties go to the first day; ``mrd_negative`` is taken at the
+best-response marrow (empty when MRDFCM was not measured that day). Assessments after an allogeneic
+HSCT or a new therapy are not responses to the CAR-T and are left out by default
+(``BestResponseOptions.end_events``). The overall response rate counts the categories the trial
+defines (``orr_categories``; NCT04762485: CR + CRi + MLFS + PR, the default adds CRh, which ELN 2022
+introduced and which that trial's definition predates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import EVIDENCE
+from cartlab.model import Study
+from cartlab.grading.common import load_criteria
+from cartlab.response.marrow import (
+    CATEGORY_RANK,
+    PACKAGE,
+    ResponseOptions,
+    criteria_for_disease,
+    marrow_response,
+    relapse,
+)
+
+__all__ = [
+    "ADRS_COLUMNS",
+    "BestResponseOptions",
+    "best_response",
+    "derive_adrs",
+    "response_summary",
+]
+
+
+@dataclass(frozen=True)
+class BestResponseOptions:
+    """* ``orr_categories``: the categories counted as response (time to / duration of response).
+    * ``end_events``: assessments on days after the first of these events are not counted.
+    * ``landmark_day``: when set, only assessments up to this day count (e.g. 28 or 90).
+    * ``response``: options of the per-assessment criteria.
+    """
+
+    orr_categories: tuple[str, ...] = ("CR", "CRh", "CRi", "MLFS", "PR")
+    end_events: tuple[str, ...] = ("allo_hsct", "new_therapy")
+    landmark_day: float | None = None
+    response: ResponseOptions = ResponseOptions()
+
+    def __post_init__(self) -> None:
+        bad = [c for c in self.orr_categories if c not in CATEGORY_RANK]
+        if bad:
+            raise ValueError(f"unknown response categories {bad}; known: {list(CATEGORY_RANK)}")
+
+
+_BEST_SCHEMA = {
+    "subject_id": pl.String, "criteria": pl.String, "best_response": pl.String,
+    "best_response_mrd": pl.String, "best_response_day": pl.Float64, "mrd_negative": pl.Boolean,
+    "n_assessments": pl.Int64, "first_response_day": pl.Float64, "responder": pl.Boolean,
+    "relapse_day": pl.Float64, "relapse_rule": pl.String, "mrd_relapse_day": pl.Float64,
+    "dor_days": pl.Float64, "dor_event": pl.Boolean, "end_day": pl.Float64, "end_reason": pl.String,
+    "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
+}
+
+
+def _end_days(study: Study, events: tuple[str, ...]) -> dict[str, tuple[float, str, str | None]]:
+    out: dict[str, tuple[float, str, str | None]] = {}
+    ev = study.events.filter(pl.col("event").is_in(list(events)) & pl.col("day").is_not_null()).sort("day")
+    for r in ev.iter_rows(named=True):
+        if r["subject_id"] not in out:
+            ref = f"{r['src_file']}:{r['src_row']}" if r.get("src_file") else None
+            out[r["subject_id"]] = (float(r["day"]), r["event"], ref)
+    return out
+
+
+def best_response(study: Study, options: BestResponseOptions | None = None,
+                  assessments: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Best overall response per subject, with time to response, relapse and duration of response.
+
+    Subjects whose disease has no response criteria get an empty ``best_response`` (not evaluable by
+    these criteria); AML/ALL subjects without a post-infusion marrow get ``NE``. Duration of response:
+    first response day to relapse (event) or to the last follow-up / end event (censored).
+    """
+    options = options or BestResponseOptions()
+    a = assessments if assessments is not None else marrow_response(study, options.response)
+    ends = _end_days(study, options.end_events)
+    rel = {r["subject_id"]: r for r in relapse(study, a, options.response).iter_rows(named=True)}
+    deaths = {r["subject_id"]: float(r["day"]) for r in
+              study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
+              .unique("subject_id", keep="first").iter_rows(named=True)}
+    by = {k[0]: v for k, v in a.partition_by("subject_id", as_dict=True).items()} if a.height else {}
+    rows = []
+    for s in study.subjects.iter_rows(named=True):
+        sid = s["subject_id"]
+        crit = options.response.criteria or criteria_for_disease(s["disease"])
+        if crit is None:
+            rows.append({"subject_id": sid, "criteria": None, "rule": "response.no_criteria",
+                         "reason": f"no response criteria for disease {s['disease']!r} (AML: ELN 2022; ALL/LBL)",
+                         "n_assessments": 0, "evidence": []})
+            continue
+        part = by.get(sid)
+        end = ends.get(sid)
+        recs = [] if part is None else part.sort("day").to_dicts()
+        window = recs
+        notes = []
+        if end is not None:
+            window = [r for r in window if r["day"] <= end[0]]
+            if len(window) < len(recs):
+                notes.append(f"{len(recs) - len(window)} assessment(s) after {end[1]} on day {end[0]:g} not counted")
+        if options.landmark_day is not None:
+            kept = [r for r in window if r["day"] <= options.landmark_day]
+            if len(kept) < len(window):
+                notes.append(f"{len(window) - len(kept)} assessment(s) after the landmark day {options.landmark_day:g} not counted")
+            window = kept
+        if not window:
+            rows.append({"subject_id": sid, "criteria": load_criteria(crit, PACKAGE)["standard"],
+                         "best_response": "NE", "best_response_mrd": "NE",
+                         "n_assessments": 0, "responder": False, "rule": "response.NE",
+                         "reason": "not evaluable: no post-infusion marrow assessment" + (f" ({'; '.join(notes)})" if notes else ""),
+                         "evidence": []})
+            continue
+        best = min(window, key=lambda r: (CATEGORY_RANK[r["category"]], r["day"]))
+        resp = [r for r in window if r["category"] in options.orr_categories]
+        first = resp[0]["day"] if resp else None
+        rr = rel.get(sid) or {}
+        relapse_day = rr.get("relapse_day")
+        if relapse_day is not None and first is not None and relapse_day <= first:
+            relapse_day = None
+        death = deaths.get(sid)
+        dor = dor_event = None
+        if first is not None:
+            stop = [(d, True) for d in (relapse_day, death) if d is not None]
+            if stop:
+                dor, dor_event = min(stop)[0] - first, True
+            else:
+                cens = [d for d in (s.get("last_followup_day"), end[0] if end else None) if d is not None]
+                if cens:
+                    dor, dor_event = min(cens) - first, False
+        reason = (f"best of {len(window)} assessment(s): {best['category']} on day {best['day']:g} "
+                  f"({best['rule']})")
+        if best["mrd_negative"] is not None:
+            reason += f"; MRDFCM {best['mrd_fcm']:.3g} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
+        if notes:
+            reason += "; " + "; ".join(notes)
+        rows.append({
+            "subject_id": sid, "criteria": best["criteria"], "best_response": best["category"],
+            "best_response_mrd": best["category_mrd"], "best_response_day": best["day"],
+            "mrd_negative": best["mrd_negative"], "n_assessments": len(window), "first_response_day": first,
+            "responder": first is not None, "relapse_day": relapse_day, "relapse_rule": rr.get("relapse_rule") if relapse_day is not None else None,
+            "mrd_relapse_day": rr.get("mrd_relapse_day"), "dor_days": dor, "dor_event": dor_event,
+            "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
+            "rule": best["rule"], "reason": reason, "evidence": best["evidence"],
+        })
+    return pl.DataFrame(rows, schema=_BEST_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_BEST_SCHEMA)
+
+
+def response_summary(study: Study) -> pl.DataFrame:
+    """The ``subject_summary.csv`` columns ``best_response``, ``best_response_day``, ``mrd_negative``."""
+    return best_response(study).select("subject_id", "best_response", "best_response_day", "mrd_negative")
+
+
+ADRS_COLUMNS = ("STUDYID", "USUBJID", "PARAMCD", "PARAM", "AVALC", "ADY", "CRIT", "RSSCAT", "MRDNEG",
+                "RULE", "REASON", "EVIDENCE")
+
+
+def derive_adrs(study: Study, options: BestResponseOptions | None = None) -> pl.DataFrame:
+    """ADaM-style ADRS: one ``OVRLRESP`` row per marrow assessment and one ``BOR`` row per subject."""
+    options = options or BestResponseOptions()
+    a = marrow_response(study, options.response)
+    b = best_response(study, options, a)
+    per = a.select(
+        pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+        pl.lit("OVRLRESP").alias("PARAMCD"), pl.lit("Overall response at the marrow assessment").alias("PARAM"),
+        pl.col("category").alias("AVALC"), pl.col("day").alias("ADY"), pl.col("criteria").alias("CRIT"),
+        pl.col("category_mrd").alias("RSSCAT"), pl.col("mrd_negative").alias("MRDNEG"),
+        pl.col("rule").alias("RULE"), pl.col("reason").alias("REASON"), pl.col("evidence").alias("EVIDENCE"),
+    )
+    bor = b.filter(pl.col("criteria").is_not_null()).select(
+        pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+        pl.lit("BOR").alias("PARAMCD"), pl.lit("Best overall response").alias("PARAM"),
+        pl.col("best_response").alias("AVALC"), pl.col("best_response_day").alias("ADY"),
+        pl.col("criteria").alias("CRIT"), pl.col("best_response_mrd").alias("RSSCAT"),
+        pl.col("mrd_negative").alias("MRDNEG"), pl.col("rule").alias("RULE"), pl.col("reason").alias("REASON"),
+        pl.col("evidence").alias("EVIDENCE"),
+    )
+    return pl.concat([per, bor], how="vertical_relaxed").sort("USUBJID", "PARAMCD", "ADY", nulls_last=True).select(ADRS_COLUMNS)
+
+
+def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Overall response rate of a best-response frame (subjects with criteria), with the exact CI."""
+    from cartlab.response.endpoints import clopper_pearson
+
+    cats = categories or BestResponseOptions().orr_categories
+    evaluable = best.filter(pl.col("criteria").is_not_null())
+    n = evaluable.height
+    k = int(evaluable["best_response"].is_in(list(cats)).sum())
+    lo, hi = clopper_pearson(k, n) if n else (None, None)
+    return {"n": n, "responders": k, "orr": (k / n) if n else None, "ci_low": lo, "ci_high": hi,
+            "categories": list(cats), "method": "Clopper-Pearson exact 95% CI"}

@@ -1,0 +1,506 @@
+"""Response at each marrow assessment: ELN 2022 for AML, CR/CRi/NR for ALL, with MRD and relapse.
+
+The criteria are data (``criteria/eln2022_aml.yaml``, ``criteria/all_car_t.yaml``; see the comment
+at the top of either for the rule language and the features). This module computes the features of
+each assessment from the canonical frames and evaluates the ordered categories; it holds no
+threshold of its own. Every assessment carries ``rule`` (the category's id), ``reason`` (the
+features and why no better category holds), ``missing_inputs`` (what was not measured),
+``could_be`` (better categories that missing inputs leave open: never a silent guess) and
+``evidence`` (the ``"<file>:<row>"`` of every row used).
+
+Public API
+----------
+* :class:`ResponseOptions` — every documented choice; ``None`` = the criteria table's default.
+* :func:`marrow_response` — one row per post-infusion marrow assessment of every AML/ALL subject.
+* :func:`eln2022_response` / :func:`all_response` — the same restricted to one criteria table.
+* :func:`relapse` — hematologic relapse and MRD relapse after response, per subject.
+* :func:`criteria_for_disease` — which criteria table applies to a disease.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import EVIDENCE, load_criteria
+from cartlab.model import Study
+
+__all__ = [
+    "CATEGORY_RANK",
+    "RESPONSE_TABLES",
+    "ResponseOptions",
+    "all_response",
+    "criteria_for_disease",
+    "eln2022_response",
+    "marrow_response",
+    "relapse",
+]
+
+PACKAGE = "cartlab.response"
+#: the shipped response criteria tables
+RESPONSE_TABLES = ("eln2022_aml", "all_car_t")
+#: best-response ranking (study-format v1: CR > CRh > CRi > MLFS > PR > NR > NE)
+CATEGORY_RANK = {"CR": 0, "CRh": 1, "CRi": 2, "MLFS": 3, "PR": 4, "NR": 5, "NE": 6}
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+        "!=": operator.ne}
+
+
+@dataclass(frozen=True)
+class ResponseOptions:
+    """Options of the response criteria; ``None`` takes the criteria table's default.
+
+    * ``count_window_days`` (3): ANC, platelets and PB blasts from the marrow day, else the nearest
+      day within +/- this many days (ties: the earlier day).
+    * ``emd_window`` ("since_infusion"): an ``extramedullary_disease`` event from day 0 to the
+      marrow day makes the assessment "with EMD"; "assessment_day": only within the count window.
+    * ``platelet_transfusion_free_days`` (None): when set, a platelet count within this many days
+      after a platelet transfusion is not used.
+    * ``min_cellularity_pct`` (10): MLFS needs BMCELL >= this when BMCELL is given (not aplastic).
+    * ``cri_min_recovered_counts`` (1, AML): CRi needs this many of ANC >= 1.0 / PLT >= 100; 0 makes
+      CRi "either count may be short" (then MLFS only when a marrow criterion fails... never).
+    * ``use_crh`` (True, AML): False drops the CRh category.
+    * ``mrd_threshold`` (AML 1e-3, ALL 1e-4) and ``mrd_threshold_inclusive`` (False): MRDFCM below
+      (or at, when inclusive) the threshold is MRD negative.
+    * ``pre_treatment_before_day`` (0): the pre-treatment marrow is the last BMBLAST before this day.
+    * ``criteria``: force one table for every subject instead of choosing by ``disease``.
+    """
+
+    count_window_days: int | None = None
+    emd_window: str | None = None
+    platelet_transfusion_free_days: int | None = None
+    min_cellularity_pct: float | None = None
+    cri_min_recovered_counts: int | None = None
+    use_crh: bool | None = None
+    mrd_threshold: float | None = None
+    mrd_threshold_inclusive: bool | None = None
+    pre_treatment_before_day: float = 0.0
+    criteria: str | None = None
+
+    def resolved(self, table: dict[str, Any]) -> dict[str, Any]:
+        """The table's defaults overlaid with the options set here (unknown ones are refused)."""
+        out = dict(table["defaults"])
+        for f in fields(self):
+            if f.name in ("criteria", "pre_treatment_before_day"):
+                continue
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            if f.name not in out:
+                raise ValueError(f"option {f.name} does not apply to {table['standard']}")
+            out[f.name] = v
+        if out.get("emd_window") not in ("since_infusion", "assessment_day"):
+            raise ValueError("emd_window must be 'since_infusion' or 'assessment_day'")
+        out["pre_treatment_before_day"] = self.pre_treatment_before_day
+        return out
+
+
+def _table(name: str) -> dict[str, Any]:
+    return load_criteria(name, PACKAGE)
+
+
+def criteria_for_disease(disease: str | None) -> str | None:
+    """The response table whose ``diseases`` list the disease (case-insensitive), else None."""
+    if disease is None:
+        return None
+    d = str(disease).strip().upper()
+    for name in RESPONSE_TABLES:
+        if d in {x.upper() for x in _table(name)["diseases"]}:
+            return name
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the rule language (three-valued: True / False / None = unknown because an input is missing)
+
+
+def _val(v: Any, opts: dict[str, Any]) -> Any:
+    if isinstance(v, str) and v.startswith("$"):
+        if v[1:] not in opts:
+            raise KeyError(f"rule refers to unknown option {v[1:]!r}")
+        return opts[v[1:]]
+    return v
+
+
+def holds(cond: dict[str, Any], feats: dict[str, Any], opts: dict[str, Any]) -> bool | None:
+    """Evaluate one condition on one assessment's features (None = unknown)."""
+    if "any" in cond:
+        rs = [holds(c, feats, opts) for c in cond["any"]]
+        return True if True in rs else (None if None in rs else False)
+    if "all" in cond:
+        rs = [holds(c, feats, opts) for c in cond["all"]]
+        return False if False in rs else (None if None in rs else True)
+    if "count" in cond:
+        rs = [holds(c, feats, opts) for c in cond["count"]]
+        op, target = _OPS[cond["op"]], _val(cond["value"], opts)
+        n_true, n_unknown = rs.count(True), rs.count(None)
+        outcomes = {op(k, target) for k in range(n_true, n_true + n_unknown + 1)}
+        return outcomes.pop() if len(outcomes) == 1 else None
+    v = feats.get(cond["feature"])
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    op = _OPS.get(cond["op"])
+    if op is None:
+        raise ValueError(f"unknown operator {cond['op']!r} in {cond}")
+    return bool(op(v, _val(cond["value"], opts)))
+
+
+def _leaves(cond: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    for key in ("any", "all", "count"):
+        if key in cond:
+            for c in cond[key]:
+                yield from _leaves(c)
+            return
+    yield cond
+
+
+def _cond_text(cond: dict[str, Any], opts: dict[str, Any]) -> str:
+    if "any" in cond or "all" in cond:
+        key = "any" if "any" in cond else "all"
+        return f"{key} of (" + "; ".join(_cond_text(c, opts) for c in cond[key]) + ")"
+    if "count" in cond:
+        inner = "; ".join(_cond_text(c, opts) for c in cond["count"])
+        return f"{cond['op']} {_val(cond['value'], opts)} of ({inner})"
+    return f"{cond['feature']} {cond['op']} {_val(cond['value'], opts)}"
+
+
+def _categories(table: dict[str, Any], opts: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for c in table["categories"]:
+        gate = c.get("option") or {}
+        if all(opts.get(k) == v for k, v in gate.items()):
+            out.append(c)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+
+
+def _ref(r: dict[str, Any]) -> str | None:
+    f, n = r.get("src_file"), r.get("src_row")
+    return None if f is None or n is None else f"{f}:{n}"
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "missing"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _nearest(rows: list[dict[str, Any]], day: float, window: float) -> dict[str, Any] | None:
+    """The row on the marrow's calendar day, else the nearest within the window (ties: earlier)."""
+    best = None
+    for r in rows:
+        dist = abs(math.floor(r["day"]) - math.floor(day))
+        if dist > window:
+            continue
+        key = (dist, r["day"])
+        if best is None or key < best[0]:
+            best = (key, r)
+    return None if best is None else best[1]
+
+
+@dataclass
+class _SubjectData:
+    obs: dict[str, list[dict[str, Any]]]
+    emd: list[dict[str, Any]]
+    plt_tx: list[float]
+    events: list[dict[str, Any]]
+
+
+def _by_subject(study: Study) -> dict[str, _SubjectData]:
+    params = ["BMBLAST", "BMCELL", "PBBLAST", "NEUT", "PLAT", "MRDFCM"]
+    obs = (
+        study.observations.filter(pl.col("param").is_in(params) & pl.col("value").is_not_null()
+                                  & pl.col("day").is_not_null())
+        .select("subject_id", "day", "param", "value", "src_file", "src_row")
+        .sort("subject_id", "day", "src_row", nulls_last=True)
+    )
+    out: dict[str, _SubjectData] = defaultdict(lambda: _SubjectData(defaultdict(list), [], [], []))
+    for r in obs.iter_rows(named=True):
+        out[r["subject_id"]].obs[r["param"]].append(r)
+    ev = study.events.filter(pl.col("day").is_not_null()).sort("subject_id", "day")
+    for r in ev.iter_rows(named=True):
+        out[r["subject_id"]].events.append(r)
+        if r["event"] == "extramedullary_disease":
+            out[r["subject_id"]].emd.append(r)
+    iv = study.interventions.filter((pl.col("category") == "platelet_transfusion") & pl.col("start_day").is_not_null())
+    for r in iv.iter_rows(named=True):
+        out[r["subject_id"]].plt_tx.append(float(r["start_day"]))
+    return out
+
+
+def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | None,
+              opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Features of one assessment, the rows behind each (for the reason) and the evidence."""
+    d, w = marrow["day"], float(opts["count_window_days"])
+    used: dict[str, Any] = {"BMBLAST": marrow}
+    day_rows = {p: [r for r in sd.obs.get(p, []) if math.floor(r["day"]) == math.floor(d)] for p in ("BMCELL", "MRDFCM")}
+    cell = day_rows["BMCELL"][-1] if day_rows["BMCELL"] else None
+    mrd = day_rows["MRDFCM"][-1] if day_rows["MRDFCM"] else None
+    anc = _nearest(sd.obs.get("NEUT", []), d, w)
+    free = opts.get("platelet_transfusion_free_days")
+    plats = sd.obs.get("PLAT", [])
+    if free is not None:
+        plats = [r for r in plats if not any(0 <= r["day"] - t <= float(free) for t in sd.plt_tx)]
+    plt = _nearest(plats, d, w)
+    pb = _nearest(sd.obs.get("PBBLAST", []), d, w)
+    if opts["emd_window"] == "since_infusion":
+        emd_rows = [e for e in sd.emd if 0 <= e["day"] <= d + w]
+    else:
+        emd_rows = [e for e in sd.emd if abs(math.floor(e["day"]) - math.floor(d)) <= w]
+    used.update({"BMCELL": cell, "MRDFCM": mrd, "NEUT": anc, "PLAT": plt, "PBBLAST": pb, "PRE": pre})
+    bm = marrow["value"]
+    red = None
+    if pre is not None and pre["value"] > 0:
+        red = 100.0 * (pre["value"] - bm) / pre["value"]
+    feats = {
+        "bm_blast_pct": bm,
+        "pb_blast_pct": None if pb is None else pb["value"],
+        "emd": bool(emd_rows),
+        "anc": None if anc is None else anc["value"],
+        "plt": None if plt is None else plt["value"],
+        "bm_cellularity_pct": None if cell is None else cell["value"],
+        "not_aplastic": True if cell is None else cell["value"] >= float(opts["min_cellularity_pct"]),
+        "blast_reduction_pct": red,
+    }
+    evidence = [x for x in (_ref(r) for r in used.values() if r is not None) if x]
+    evidence += [x for x in (_ref(e) for e in emd_rows) if x]
+    return feats, used, list(dict.fromkeys(evidence))
+
+
+_FEATURE_LABEL = {
+    "bm_blast_pct": "marrow blasts (BMBLAST)",
+    "pb_blast_pct": "peripheral blasts (PBBLAST within the count window)",
+    "anc": "ANC (NEUT within the count window)",
+    "plt": "platelets (PLAT within the count window)",
+    "blast_reduction_pct": "pre-treatment marrow blasts (for the % reduction)",
+    "bm_cellularity_pct": "marrow cellularity (BMCELL)",
+}
+
+
+def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
+    def at(p: str) -> str:
+        r = used.get(p)
+        return "" if r is None else f" (day {r['day']:g})"
+
+    parts = [f"BMBLAST {_fmt(feats['bm_blast_pct'])}%",
+             f"PBBLAST {_fmt(feats['pb_blast_pct'])}{'%' if feats['pb_blast_pct'] is not None else ''}{at('PBBLAST')}",
+             f"ANC {_fmt(feats['anc'])}{at('NEUT')}", f"PLT {_fmt(feats['plt'])}{at('PLAT')}",
+             f"EMD {_fmt(feats['emd'])}"]
+    if feats["bm_cellularity_pct"] is not None:
+        parts.append(f"cellularity {_fmt(feats['bm_cellularity_pct'])}%")
+    if feats["blast_reduction_pct"] is not None:
+        parts.append(f"blast reduction {_fmt(feats['blast_reduction_pct'])}% from {_fmt(used['PRE']['value'])}%")
+    return ", ".join(parts)
+
+
+def _assess(feats: dict[str, Any], cats: list[dict[str, Any]], opts: dict[str, Any]) -> dict[str, Any]:
+    could_be: list[str] = []
+    failed: list[str] = []  # "CR (anc >= 1.0; plt >= 100 not met)"
+    missing: set[str] = set()
+    for c in cats:
+        results = [holds(cond, feats, opts) for cond in c["when"]]
+        if all(r is True for r in results):
+            return {"category": c["category"], "rule": c["id"], "text": c["text"].format(**opts),
+                    "could_be": could_be, "failed": failed, "missing": sorted(missing)}
+        if False not in results:  # only unknowns stand in the way
+            could_be.append(c["category"])
+        unmet = []
+        for cond, r in zip(c["when"], results):
+            if r is None:
+                missing |= {leaf["feature"] for leaf in _leaves(cond)
+                            if feats.get(leaf["feature"]) is None}
+            elif r is False:
+                unmet.append(_cond_text(cond, opts))
+        if unmet:
+            failed.append(f"{c['category']} ({'; '.join(unmet)} not met)")
+    raise ValueError("the criteria table has no catch-all category (a category with no conditions)")
+
+
+_SCHEMA = {
+    "subject_id": pl.String, "disease": pl.String, "criteria": pl.String, "day": pl.Float64,
+    "category": pl.String, "category_mrd": pl.String, "rule": pl.String, "reason": pl.String,
+    "could_be": pl.List(pl.String), "missing_inputs": pl.List(pl.String),
+    "bm_blast_pct": pl.Float64, "pb_blast_pct": pl.Float64, "anc": pl.Float64, "anc_day": pl.Float64,
+    "plt": pl.Float64, "plt_day": pl.Float64, "emd": pl.Boolean, "bm_cellularity_pct": pl.Float64,
+    "pre_bm_blast_pct": pl.Float64, "pre_bm_day": pl.Float64, "blast_reduction_pct": pl.Float64,
+    "mrd_fcm": pl.Float64, "mrd_threshold": pl.Float64, "mrd_negative": pl.Boolean,
+    "mrd_detectable": pl.Boolean, "evidence": EVIDENCE,
+}
+
+
+def _mrd(mrd_row: dict[str, Any] | None, opts: dict[str, Any]) -> tuple[float | None, bool | None, bool | None]:
+    if mrd_row is None:
+        return None, None, None
+    v, thr = mrd_row["value"], float(opts["mrd_threshold"])
+    neg = v <= thr if opts["mrd_threshold_inclusive"] else v < thr
+    return v, neg, v > 0
+
+
+def marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
+    """Response at every post-infusion marrow assessment (BMBLAST with day > 0) of AML/ALL subjects.
+
+    The table is chosen by ``subjects.disease`` (``criteria_for_disease``) unless
+    ``options.criteria`` forces one; subjects of other diseases are skipped. The pre-treatment
+    marrow is the last BMBLAST before day 0. ``category_mrd`` adds ``_MRD-`` to CR/CRh/CRi when
+    MRDFCM on the marrow day is below the threshold (ELN 2022 "CR without MRD"; ALL MRD-negative).
+    """
+    options = options or ResponseOptions()
+    if options.criteria is not None and options.criteria not in RESPONSE_TABLES:
+        raise ValueError(f"unknown response criteria {options.criteria!r}; choose one of {RESPONSE_TABLES}")
+    data = _by_subject(study)
+    rows = []
+    for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
+        name = options.criteria or criteria_for_disease(subj["disease"])
+        if name is None:
+            continue
+        table = _table(name)
+        opts = options.resolved(table)
+        cats = _categories(table, opts)
+        sd = data.get(subj["subject_id"])
+        if sd is None:
+            continue
+        marrows = sd.obs.get("BMBLAST", [])
+        before = [m for m in marrows if m["day"] < opts["pre_treatment_before_day"]]
+        pre = before[-1] if before else None
+        for m in marrows:
+            if m["day"] <= 0:
+                continue
+            feats, used, evidence = _features(sd, m, pre, opts)
+            a = _assess(feats, cats, opts)
+            mrd_v, mrd_neg, mrd_det = _mrd(used["MRDFCM"], opts)
+            cat_mrd = f"{a['category']}_MRD-" if a["category"] in ("CR", "CRh", "CRi") and mrd_neg else a["category"]
+            reason = f"day {m['day']:g}: {_describe(feats, used)} -> {a['text']}"
+            if a["failed"]:
+                reason += " | not " + ", ".join(a["failed"])
+            if a["could_be"]:
+                reason += (f" | could be {', '.join(a['could_be'])}: missing "
+                           + ", ".join(_FEATURE_LABEL.get(x, x) for x in a["missing"]))
+            if mrd_v is not None:
+                reason += (f" | MRDFCM {mrd_v:.3g} {'<=' if opts['mrd_threshold_inclusive'] else '<'} "
+                           f"{opts['mrd_threshold']:g}: {'negative' if mrd_neg else 'positive'}"
+                           f"{' (detectable, low level)' if mrd_neg and mrd_det else ''}")
+            rows.append({
+                "subject_id": subj["subject_id"], "disease": subj["disease"], "criteria": table["standard"],
+                "day": float(m["day"]), "category": a["category"], "category_mrd": cat_mrd, "rule": a["rule"],
+                "reason": reason, "could_be": a["could_be"],
+                "missing_inputs": [_FEATURE_LABEL.get(x, x) for x in a["missing"]] if a["could_be"] else [],
+                "bm_blast_pct": feats["bm_blast_pct"], "pb_blast_pct": feats["pb_blast_pct"],
+                "anc": feats["anc"], "anc_day": None if used["NEUT"] is None else used["NEUT"]["day"],
+                "plt": feats["plt"], "plt_day": None if used["PLAT"] is None else used["PLAT"]["day"],
+                "emd": feats["emd"], "bm_cellularity_pct": feats["bm_cellularity_pct"],
+                "pre_bm_blast_pct": None if pre is None else pre["value"],
+                "pre_bm_day": None if pre is None else pre["day"],
+                "blast_reduction_pct": feats["blast_reduction_pct"],
+                "mrd_fcm": mrd_v, "mrd_threshold": float(opts["mrd_threshold"]), "mrd_negative": mrd_neg,
+                "mrd_detectable": mrd_det, "evidence": evidence,
+            })
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
+
+
+def eln2022_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
+    """ELN 2022 AML response at each marrow assessment (Döhner 2022, Table 7), AML subjects only."""
+    return _only(study, options, "eln2022_aml")
+
+
+def all_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
+    """ALL CR/CRi/NR at each marrow assessment (ELIANA definitions), ALL/LBL subjects only."""
+    return _only(study, options, "all_car_t")
+
+
+def _only(study: Study, options: ResponseOptions | None, name: str) -> pl.DataFrame:
+    out = marrow_response(study, options)
+    diseases = {d.upper() for d in _table(name)["diseases"]}
+    forced = options is not None and options.criteria is not None
+    return out if forced else out.filter(pl.col("disease").str.to_uppercase().is_in(list(diseases)))
+
+
+# ---------------------------------------------------------------------------------------------
+# relapse
+
+
+_RELAPSE_SCHEMA = {
+    "subject_id": pl.String, "response_day": pl.Float64, "response_category": pl.String,
+    "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
+    "mrd_relapse_day": pl.Float64, "mrd_relapse_reason": pl.String, "evidence": EVIDENCE,
+}
+
+
+def relapse(study: Study, assessments: pl.DataFrame | None = None,
+            options: ResponseOptions | None = None) -> pl.DataFrame:
+    """Hematologic relapse and MRD relapse after the first response, per responding subject.
+
+    Relapse (criteria table ``relapse:``): the first later assessment with marrow blasts >= 5% or new
+    EMD, the second of >= 2 PBBLAST > 0 samples >= 7 days apart after the response, or a recorded
+    ``relapse`` event - whichever comes first. MRD relapse: after an MRD-negative assessment, the
+    first later MRDFCM at or above the threshold (conversion to MRD positivity; ELN MRD WP 2021).
+    """
+    options = options or ResponseOptions()
+    a = assessments if assessments is not None else marrow_response(study, options)
+    data = _by_subject(study)
+    rows = []
+    for sid, part in a.sort("subject_id", "day").partition_by("subject_id", as_dict=True).items():
+        sid = sid[0]
+        table = _table(options.criteria or criteria_for_disease(part["disease"][0]))
+        rel = table["relapse"]
+        opts = options.resolved(table)
+        recs = part.to_dicts()
+        first = next((r for r in recs if r["category"] in rel["after_categories"]), None)
+        if first is None:
+            continue
+        cands: list[tuple[float, str, str, list[str]]] = []
+        for r in recs:
+            if r["day"] <= first["day"]:
+                continue
+            for rule in rel["rules"]:
+                if all(holds(c, {**r, "emd": r["emd"]}, opts) is True for c in rule["when"]):
+                    cands.append((r["day"], rule["id"], f"day {r['day']:g}: {rule['text']} ({rule['citation']})", r["evidence"]))
+                    break
+        sd = data.get(sid)
+        if sd is not None:
+            pbs = [x for x in sd.obs.get("PBBLAST", []) if x["day"] > first["day"] and x["value"] > 0]
+            need, gap = int(rel["pb_blast_samples"]), float(rel["pb_blast_min_days_apart"])
+            for i, x in enumerate(pbs):
+                earlier = [y for y in pbs[:i] if x["day"] - y["day"] >= gap]
+                if len(earlier) + 1 >= need:
+                    refs = [z for z in (_ref(earlier[0]), _ref(x)) if z]
+                    cands.append((x["day"], f"{table['standard'].split()[0].lower()}.relapse.pb_blasts",
+                                  f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
+                                  f"(days {earlier[0]['day']:g} and {x['day']:g})", refs))
+                    break
+            for e in sd.events:
+                if e["event"] in rel["relapse_events"] and e["day"] > first["day"]:
+                    cands.append((e["day"], "event.relapse", f"day {e['day']:g}: relapse recorded in events.csv",
+                                  [z for z in [_ref(e)] if z]))
+                    break
+        best = min(cands, key=lambda c: c[0]) if cands else None
+        mrd_day, mrd_reason, mrd_ev = None, None, []
+        neg = next((r for r in recs if r["mrd_negative"] is True), None)
+        if neg is not None and sd is not None:
+            thr = float(opts["mrd_threshold"])
+            for x in sd.obs.get("MRDFCM", []):
+                if x["day"] > neg["day"] and x["value"] >= thr:
+                    mrd_day = x["day"]
+                    mrd_reason = (f"MRD negative on day {neg['day']:g}, MRDFCM {x['value']:.3g} >= {thr:g} "
+                                  f"on day {x['day']:g}")
+                    mrd_ev = [z for z in [_ref(x)] if z]
+                    break
+        rows.append({
+            "subject_id": sid, "response_day": first["day"], "response_category": first["category"],
+            "relapse_day": None if best is None else best[0], "relapse_rule": None if best is None else best[1],
+            "relapse_reason": "no relapse after the response" if best is None else best[2],
+            "mrd_relapse_day": mrd_day, "mrd_relapse_reason": mrd_reason,
+            "evidence": list(dict.fromkeys((best[3] if best else []) + mrd_ev)),
+        })
+    return pl.DataFrame(rows, schema=_RELAPSE_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_RELAPSE_SCHEMA)

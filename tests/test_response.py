@@ -1,0 +1,365 @@
+"""Response assessment (cartlab.response): ELN 2022 AML and ALL categories at every boundary, each
+documented option, MRD, relapse, best response, molecular log reductions, antigen loss, the seed
+case, and a property test against an independent implementation of the study-format v1 rules."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cartlab.datasets import seed_case
+from cartlab.model import Study, conform
+from cartlab.response import (
+    BestResponseOptions,
+    MolecularOptions,
+    ResponseOptions,
+    all_response,
+    antigen_loss,
+    best_response,
+    derive_adrs,
+    eln2022_response,
+    marrow_response,
+    molecular_response,
+    relapse,
+    response_summary,
+)
+from cartlab.response.marrow import holds
+
+
+def make(obs, disease="AML", events=(), iv=(), subjects=None) -> Study:
+    """``obs``: (day, param, value[, analyte]) for subject A, or dicts."""
+    rows = []
+    for i, r in enumerate(obs):
+        if isinstance(r, dict):
+            rows.append({"src_file": "observations.csv", "src_row": i + 1, "subject_id": "A", **r})
+        else:
+            rows.append({"subject_id": "A", "day": float(r[0]), "param": r[1], "value": float(r[2]),
+                         "analyte": r[3] if len(r) > 3 else None, "src_file": "observations.csv", "src_row": i + 1})
+    subjects = subjects or [{"subject_id": "A", "disease": disease, "last_followup_day": 100.0}]
+
+    def frame(items, table, file):
+        if not items:
+            return conform(pl.DataFrame(), table).clear()
+        items = [{"src_file": file, "src_row": i + 1, **x} for i, x in enumerate(items)]
+        return conform(pl.DataFrame(items, infer_schema_length=None), table)
+
+    return Study(
+        study_id="t",
+        subjects=conform(pl.DataFrame(subjects, infer_schema_length=None), "subjects"),
+        observations=conform(pl.DataFrame(rows, infer_schema_length=None), "observations"),
+        events=frame(list(events), "events", "events.csv"),
+        interventions=frame(list(iv), "interventions", "interventions.csv"),
+    )
+
+
+def marrow(bm=0.0, pb=0.0, anc=2.0, plt=150.0, day=28, pre=40.0, extra=(), disease="AML", **kw):
+    obs = [(-5, "BMBLAST", pre), (day, "BMBLAST", bm), (day, "PBBLAST", pb), (day, "NEUT", anc), (day, "PLAT", plt),
+           *extra]
+    return make([o for o in obs if o[2] is not None], disease=disease, **kw)
+
+
+def cat(study: Study, options: ResponseOptions | None = None) -> str:
+    r = marrow_response(study, options)
+    assert r.height == 1, r
+    return r["category"][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# ELN 2022 boundaries
+
+
+@pytest.mark.parametrize("bm,expected", [(4.9, "CR"), (5.0, "PR"), (5.1, "PR")])
+def test_marrow_blast_boundary(bm, expected):
+    # pre-treatment 40%: 5.0 and 5.1 are a >= 50% reduction with full counts -> PR
+    assert cat(marrow(bm=bm)) == expected
+
+
+@pytest.mark.parametrize("anc,plt,expected", [
+    (1.0, 100, "CR"), (0.99, 100, "CRh"), (1.0, 99, "CRh"), (0.99, 99, "CRh"),
+    (0.5, 50, "CRh"), (0.49, 50, "MLFS"), (0.5, 49, "MLFS"), (0.49, 49, "MLFS"),
+    (0.49, 100, "CRi"), (1.0, 49, "CRi"), (0.1, 150, "CRi"), (3.0, 10, "CRi"),
+])
+def test_count_boundaries(anc, plt, expected):
+    """CR needs ANC >= 1.0 and PLT >= 100; CRh (checked before CRi, ELN 2022) ANC >= 0.5 and PLT >= 50;
+    CRi exactly one of ANC >= 1.0 / PLT >= 100; neither -> MLFS."""
+    assert cat(marrow(anc=anc, plt=plt)) == expected
+
+
+@pytest.mark.parametrize("pre,bm,expected", [(20.0, 10.0, "PR"), (20.0, 10.01, "NR"), (50.0, 25.0, "PR"),
+                                             (60.0, 25.1, "NR"), (8.0, 4.0, "CR")])
+def test_partial_remission_exactly_50_percent(pre, bm, expected):
+    assert cat(marrow(bm=bm, pre=pre)) == expected
+
+
+def test_pr_needs_the_hematologic_criteria_of_cr():
+    assert cat(marrow(bm=10.0, pre=40.0, anc=0.99)) == "NR"
+    assert cat(marrow(bm=10.0, pre=40.0, plt=99)) == "NR"
+
+
+def test_circulating_blasts_and_emd_prevent_remission():
+    assert cat(marrow(pb=1.0)) == "NR"
+    emd = [{"subject_id": "A", "day": 20.0, "event": "extramedullary_disease"}]
+    assert cat(marrow(events=emd)) == "NR"
+    # EMD before infusion does not count (default window: since day 0)
+    old = [{"subject_id": "A", "day": -10.0, "event": "extramedullary_disease"}]
+    assert cat(marrow(events=old)) == "CR"
+
+
+def test_emd_window_option():
+    emd = [{"subject_id": "A", "day": 10.0, "event": "extramedullary_disease"}]
+    assert cat(marrow(events=emd)) == "NR"
+    assert cat(marrow(events=emd), ResponseOptions(emd_window="assessment_day")) == "CR"
+    with pytest.raises(ValueError, match="emd_window"):
+        marrow_response(marrow(), ResponseOptions(emd_window="sometimes"))
+
+
+def test_mlfs_needs_a_non_aplastic_marrow_when_cellularity_is_given():
+    low = marrow(anc=0.1, plt=10, extra=[(28, "BMCELL", 9.0)])
+    assert cat(low) == "NR"
+    assert cat(marrow(anc=0.1, plt=10, extra=[(28, "BMCELL", 10.0)])) == "MLFS"
+    assert cat(marrow(anc=0.1, plt=10)) == "MLFS"  # not given: not judged aplastic
+    assert cat(low, ResponseOptions(min_cellularity_pct=5)) == "MLFS"
+
+
+def test_count_window_option_and_nearest_day():
+    s = make([(-5, "BMBLAST", 30.0), (28, "BMBLAST", 0.0), (28, "PBBLAST", 0.0), (25, "NEUT", 2.0), (31, "NEUT", 0.2),
+              (30, "PLAT", 200.0)])
+    r = marrow_response(s).row(0, named=True)
+    assert (r["anc"], r["anc_day"], r["category"]) == (2.0, 25.0, "CR")  # ties: the earlier day
+    r2 = marrow_response(s, ResponseOptions(count_window_days=1)).row(0, named=True)
+    assert r2["anc"] is None and r2["category"] == "MLFS"
+    assert r2["could_be"] == ["CR", "CRh", "CRi"] and any("ANC" in m for m in r2["missing_inputs"])
+
+
+def test_platelet_transfusion_option():
+    tx = [{"subject_id": "A", "start_day": 26.0, "category": "platelet_transfusion"}]
+    s = marrow(iv=tx)
+    assert cat(s) == "CR"
+    r = marrow_response(s, ResponseOptions(platelet_transfusion_free_days=7)).row(0, named=True)
+    # the count 2 days after a transfusion is not used: PLT unknown, ANC 2.0 recovered -> CRi, could be CR/CRh
+    assert r["plt"] is None and r["category"] == "CRi" and r["could_be"] == ["CR", "CRh"]
+    assert cat(s, ResponseOptions(platelet_transfusion_free_days=1)) == "CR"
+
+
+def test_cri_and_crh_options():
+    s = marrow(anc=0.6, plt=60)
+    assert cat(s) == "CRh"
+    assert cat(s, ResponseOptions(use_crh=False)) == "MLFS"
+    assert cat(s, ResponseOptions(use_crh=False, cri_min_recovered_counts=0)) == "CRi"
+    assert cat(marrow(anc=0.1, plt=10), ResponseOptions(cri_min_recovered_counts=0)) == "CRi"
+    with pytest.raises(ValueError, match="does not apply"):
+        marrow_response(marrow(disease="B-ALL"), ResponseOptions(use_crh=False))
+
+
+def test_missing_peripheral_blasts_is_not_assumed_absent():
+    r = marrow_response(marrow(pb=None)).row(0, named=True)
+    assert r["category"] == "NR" and "CR" in r["could_be"] and "MLFS" in r["could_be"]
+
+
+@pytest.mark.parametrize("mrd,inclusive,neg", [(0.00099, False, True), (0.001, False, False), (0.001, True, True),
+                                               (0.0011, True, False)])
+def test_mrd_threshold_aml(mrd, inclusive, neg):
+    s = marrow(extra=[(28, "MRDFCM", mrd)])
+    r = marrow_response(s, ResponseOptions(mrd_threshold_inclusive=inclusive)).row(0, named=True)
+    assert r["mrd_negative"] is neg
+    assert r["category_mrd"] == ("CR_MRD-" if neg else "CR")
+
+
+def test_mrd_threshold_option_and_absent_mrd():
+    s = marrow(extra=[(28, "MRDFCM", 0.0005)])
+    assert marrow_response(s, ResponseOptions(mrd_threshold=1e-4))["mrd_negative"][0] is False
+    assert marrow_response(marrow())["mrd_negative"][0] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# ALL
+
+
+@pytest.mark.parametrize("bm,anc,plt,expected", [(4.9, 1.0, 100, "CR"), (4.9, 0.99, 100, "CRi"),
+                                                 (4.9, 1.0, 99, "CRi"), (4.9, 0.1, 5, "CRi"), (5.0, 2, 200, "NR")])
+def test_all_categories(bm, anc, plt, expected):
+    assert cat(marrow(bm=bm, anc=anc, plt=plt, disease="B-ALL")) == expected
+
+
+@pytest.mark.parametrize("mrd,neg", [(0.000099, True), (0.0001, False), (0.00025, False)])
+def test_all_mrd_threshold_1e4(mrd, neg):
+    r = all_response(marrow(disease="T-ALL", extra=[(28, "MRDFCM", mrd)])).row(0, named=True)
+    assert r["criteria"] == "ALL CAR-T response" and r["mrd_negative"] is neg
+
+
+def test_disease_dispatch_and_forced_criteria():
+    lbcl = marrow(disease="LBCL")
+    assert marrow_response(lbcl).height == 0
+    assert eln2022_response(marrow(disease="B-ALL")).height == 0
+    assert cat(lbcl, ResponseOptions(criteria="all_car_t")) == "CR"
+    with pytest.raises(ValueError, match="unknown response criteria"):
+        marrow_response(lbcl, ResponseOptions(criteria="iwg2003"))
+    b = best_response(lbcl).row(0, named=True)
+    assert b["best_response"] is None and b["rule"] == "response.no_criteria"
+
+
+# ---------------------------------------------------------------------------------------------
+# relapse, best response, ADRS
+
+
+def _course(extra=(), events=(), disease="AML"):
+    obs = [(-5, "BMBLAST", 40.0), (28, "BMBLAST", 1.0), (28, "PBBLAST", 0.0), (28, "NEUT", 2.0),
+           (28, "PLAT", 150.0), (28, "MRDFCM", 0.0002), *extra]
+    return make(obs, disease=disease, events=events)
+
+
+def test_relapse_by_marrow_and_mrd_conversion():
+    s = _course([(60, "BMBLAST", 12.0), (60, "PBBLAST", 0.0), (60, "NEUT", 2.0), (60, "PLAT", 150.0),
+                 (45, "MRDFCM", 0.002)])
+    r = relapse(s).row(0, named=True)
+    assert (r["response_day"], r["relapse_day"], r["relapse_rule"]) == (28.0, 60.0, "eln2022.relapse.marrow")
+    assert r["mrd_relapse_day"] == 45.0
+    b = best_response(s).row(0, named=True)
+    assert (b["best_response"], b["best_response_day"], b["relapse_day"]) == ("CR", 28.0, 60.0)
+    assert (b["dor_days"], b["dor_event"]) == (32.0, True)
+
+
+def test_relapse_by_peripheral_blasts_needs_two_samples_a_week_apart():
+    near = _course([(40, "PBBLAST", 2.0), (45, "PBBLAST", 3.0)])
+    assert relapse(near)["relapse_day"][0] is None
+    apart = _course([(40, "PBBLAST", 2.0), (47, "PBBLAST", 3.0)])
+    r = relapse(apart).row(0, named=True)
+    assert r["relapse_day"] == 47.0 and r["relapse_rule"].endswith("relapse.pb_blasts")
+
+
+def test_relapse_by_event_and_by_new_emd():
+    ev = _course(events=[{"subject_id": "A", "day": 50.0, "event": "relapse"}])
+    assert relapse(ev).row(0, named=True)["relapse_day"] == 50.0
+    emd = _course(extra=[(70, "BMBLAST", 0.0), (70, "PBBLAST", 0.0)],
+                  events=[{"subject_id": "A", "day": 65.0, "event": "extramedullary_disease"}])
+    r = relapse(emd).row(0, named=True)
+    assert (r["relapse_day"], r["relapse_rule"]) == (70.0, "eln2022.relapse.emd")
+
+
+def test_best_response_ranking_ties_and_end_events():
+    obs = [(-5, "BMBLAST", 40.0), (14, "BMBLAST", 3.0), (14, "PBBLAST", 0.0), (14, "NEUT", 0.2), (14, "PLAT", 20.0),
+           (28, "BMBLAST", 1.0), (28, "PBBLAST", 0.0), (28, "NEUT", 1.5), (28, "PLAT", 120.0),
+           (56, "BMBLAST", 2.0), (56, "PBBLAST", 0.0), (56, "NEUT", 1.5), (56, "PLAT", 120.0)]
+    s = make(obs, events=[{"subject_id": "A", "day": 40.0, "event": "allo_hsct"}])
+    b = best_response(s).row(0, named=True)
+    assert (b["best_response"], b["best_response_day"], b["first_response_day"]) == ("CR", 28.0, 14.0)
+    assert b["n_assessments"] == 2 and "after allo_hsct" in b["reason"]
+    b2 = best_response(s, BestResponseOptions(end_events=())).row(0, named=True)
+    assert b2["n_assessments"] == 3 and b2["best_response_day"] == 28.0  # tie CR on 28 and 56: first day
+    b3 = best_response(s, BestResponseOptions(landmark_day=20)).row(0, named=True)
+    assert b3["best_response"] == "MLFS"
+    b4 = best_response(s, BestResponseOptions(orr_categories=("CR",))).row(0, named=True)
+    assert b4["first_response_day"] == 28.0
+    with pytest.raises(ValueError, match="unknown response categories"):
+        BestResponseOptions(orr_categories=("CR", "VGPR"))
+
+
+def test_not_evaluable_without_post_infusion_marrow():
+    s = make([(-5, "BMBLAST", 40.0), (10, "NEUT", 1.0)])
+    b = best_response(s).row(0, named=True)
+    assert b["best_response"] == "NE" and b["criteria"] == "ELN 2022 AML"
+    assert response_summary(s).row(0) == ("A", "NE", None, None)
+
+
+def test_adrs_frame():
+    s = _course()
+    adrs = derive_adrs(s)
+    assert adrs["PARAMCD"].to_list() == ["BOR", "OVRLRESP"]
+    bor = adrs.filter(pl.col("PARAMCD") == "BOR").row(0, named=True)
+    assert (bor["AVALC"], bor["RSSCAT"], bor["MRDNEG"], bor["ADY"]) == ("CR", "CR_MRD-", True, 28.0)
+    assert bor["EVIDENCE"] and bor["RULE"] == "eln2022.CR"
+
+
+# ---------------------------------------------------------------------------------------------
+# molecular response and antigen loss
+
+
+def test_molecular_log_reduction_and_undetectable():
+    s = make([
+        {"day": -3.0, "param": "MOLVAF", "analyte": "NPM1", "value": 40.0},
+        {"day": 28.0, "param": "MOLVAF", "analyte": "NPM1", "value": 0.4},
+        {"day": 56.0, "param": "MOLVAF", "analyte": "NPM1", "value": 0.0, "lloq": 0.01},
+        {"day": 60.0, "param": "MOLVAF", "analyte": "NPM1", "value": 0.0},
+        {"day": 28.0, "param": "FUSION", "analyte": "X::Y", "value": 1.0},
+    ])
+    m = molecular_response(s).sort("param", "day")
+    fusion, *npm1 = m.rows(named=True)
+    assert fusion["rule"] == "molecular.no_baseline" and fusion["log10_reduction"] is None
+    assert npm1[0]["log10_reduction"] == pytest.approx(2.0, abs=1e-12)
+    assert npm1[1]["log10_reduction"] is None and npm1[1]["log10_reduction_at_least"] == pytest.approx(math.log10(4000))
+    assert npm1[2]["rule"] == "molecular.undetectable" and npm1[2]["log10_reduction_at_least"] is None
+    later = molecular_response(s, MolecularOptions(baseline_before_day=30)).filter(pl.col("analyte") == "NPM1")
+    assert later["baseline"].to_list() == [0.4, 0.4]
+
+
+def test_antigen_loss_flag_and_threshold_option():
+    s = make([{"day": -5.0, "param": "TGTBLAST", "analyte": "CD7", "value": 95.0},
+              {"day": 90.0, "param": "TGTBLAST", "analyte": "CD7", "value": 12.0},
+              {"day": 90.0, "param": "BMBLAST", "value": 30.0}])
+    r = antigen_loss(s).row(0, named=True)
+    assert r["antigen_loss"] is True and r["with_relapse_marrow"] is True and "antigen-negative" in r["reason"]
+    assert antigen_loss(s, MolecularOptions(antigen_negative_below_pct=10))["antigen_loss"][0] is False
+
+
+# ---------------------------------------------------------------------------------------------
+# the seed case (acceptance)
+
+
+def test_seed_case_response():
+    s = seed_case()
+    r = eln2022_response(s).row(0, named=True)
+    assert (r["day"], r["category"], r["rule"]) == (17.0, "MLFS", "eln2022.MLFS")
+    assert r["mrd_fcm"] == pytest.approx(2.5e-4) and r["mrd_threshold"] == 1e-3 and r["mrd_negative"] is True
+    assert r["mrd_detectable"] is True and "observations.csv:" in r["evidence"][0]
+    b = response_summary(s).row(0, named=True)
+    assert (b["best_response"], b["best_response_day"], b["mrd_negative"]) == ("MLFS", 17.0, True)
+    m = {x["analyte"]: x["log10_reduction"] for x in molecular_response(s).iter_rows(named=True)}
+    assert round(m["FLT3-ITD"], 2) == 1.00 and round(m["TP53del"], 2) == 0.90
+    assert m["SKAP2::RUNX1"] is None  # no baseline stated
+
+
+# ---------------------------------------------------------------------------------------------
+# property test: the engine equals a direct transcription of study-format v1 (AML defaults)
+
+
+def _reference(bm, pb, anc, plt, pre, cell):
+    if bm < 5 and pb == 0:
+        if anc >= 1.0 and plt >= 100:
+            return "CR"
+        if anc >= 0.5 and plt >= 50:
+            return "CRh"
+        if (anc >= 1.0) != (plt >= 100):
+            return "CRi"
+        if cell is None or cell >= 10:
+            return "MLFS"
+    if anc >= 1.0 and plt >= 100 and 5 <= bm <= 25 and pre > 0 and (pre - bm) / pre * 100 >= 50:
+        return "PR"
+    return "NR"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    bm=st.sampled_from([0.0, 2.0, 4.9, 5.0, 5.1, 10.0, 12.5, 25.0, 25.1, 60.0]),
+    pb=st.sampled_from([0.0, 0.5]),
+    anc=st.sampled_from([0.05, 0.49, 0.5, 0.99, 1.0, 3.0]),
+    plt=st.sampled_from([10.0, 49.0, 50.0, 99.0, 100.0, 250.0]),
+    pre=st.sampled_from([8.0, 20.0, 25.0, 50.0, 90.0]),
+    cell=st.sampled_from([None, 5.0, 10.0, 40.0]),
+)
+def test_engine_equals_reference(bm, pb, anc, plt, pre, cell):
+    extra = [] if cell is None else [(28, "BMCELL", cell)]
+    assert cat(marrow(bm=bm, pb=pb, anc=anc, plt=plt, pre=pre, extra=extra)) == _reference(bm, pb, anc, plt, pre, cell)
+
+
+def test_three_valued_logic():
+    assert holds({"feature": "x", "op": ">=", "value": 1}, {"x": None}, {}) is None
+    cnt = {"count": [{"feature": "a", "op": ">=", "value": 1}, {"feature": "b", "op": ">=", "value": 1}],
+           "op": ">=", "value": 1}
+    assert holds(cnt, {"a": 2, "b": None}, {}) is True
+    assert holds(cnt, {"a": 0, "b": None}, {}) is None
+    assert holds(cnt, {"a": 0, "b": 0}, {}) is False
+    assert holds({"any": [{"feature": "a", "op": "==", "value": 1}]}, {"a": 1}, {}) is True
