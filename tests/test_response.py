@@ -363,3 +363,32 @@ def test_three_valued_logic():
     assert holds(cnt, {"a": 0, "b": None}, {}) is None
     assert holds(cnt, {"a": 0, "b": 0}, {}) is False
     assert holds({"any": [{"feature": "a", "op": "==", "value": 1}]}, {"a": 1}, {}) is True
+
+
+def test_cli_analyze_and_explain_response(seed_copy, tmp_path):
+    import csv
+
+    from test_cli import run
+
+    out = tmp_path / "a"
+    r = run("analyze", seed_copy, "--out", out)
+    assert r.returncode == 0, r.stderr
+    with open(out / "subject_summary.csv") as fh:
+        row = next(csv.DictReader(fh))
+    assert (row["best_response"], row["best_response_day"], row["mrd_negative"]) == ("MLFS", "17.0", "true")
+    for name in ("marrow_response", "best_response", "adrs", "molecular_response", "antigen_loss"):
+        assert (out / f"{name}.csv").is_file(), name
+    db = tmp_path / "x.duckdb"
+    assert run("import", seed_copy, "--store", db).returncode == 0
+    e = run("explain", "CD7-AML-001", "--what", "response", "--store", db)
+    assert e.returncode == 0, e.stderr
+    assert "best response MLFS on day 17" in e.stdout and "eln2022.MLFS" in e.stdout
+    assert "log10(59.4 / 5.9) = 1.00" in e.stdout and "log10(72 / 9) = 0.90" in e.stdout
+
+
+def test_subject_report_has_the_response_section(tmp_path):
+    from cartlab.report import write_subject_report
+
+    page = write_subject_report(seed_case(), "CD7-AML-001", tmp_path).read_text(encoding="utf-8")
+    sec = page[page.index('id="response"'):page.index('id="summary"')]
+    assert "MLFS" in sec and "eln2022.MLFS" in sec and "FLT3-ITD" in sec and "log10(59.4 / 5.9) = 1.00" in sec

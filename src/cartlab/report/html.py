@@ -321,6 +321,24 @@ def _toxicity_block(sub: Study) -> dict:
     }
 
 
+def _response_block(sub: Study) -> dict:
+    """Response of one subject: each marrow assessment (ELN 2022 / ALL) and molecular log reductions."""
+    from cartlab.response.marrow import marrow_response
+    from cartlab.response.molecular import molecular_response
+
+    a = marrow_response(sub)
+    mol = molecular_response(sub)
+    return {
+        "marrow": _table(a, [("day", "Day"), ("category_mrd", "Response"), ("criteria", "Criteria"),
+                             ("bm_blast_pct", "Marrow blasts %"), ("anc", "ANC"), ("plt", "PLT"),
+                             ("mrd_fcm", "MRD (flow, fraction)"), ("mrd_negative", "MRD negative"),
+                             ("rule", "Rule"), ("reason", "Why")]),
+        "molecular": _table(mol, [("param", "Param"), ("analyte", "Marker"), ("baseline", "Baseline"),
+                                  ("day", "Day"), ("value", "Value"), ("log10_reduction", "log10 reduction"),
+                                  ("reason", "Why")]),
+    }
+
+
 def _sources_table(study: Study, sub: Study | None) -> dict:
     counts: dict[str, int] = {}
     if sub is not None:
@@ -401,6 +419,7 @@ def render_subject_html(
         "overview": _observation_overview(sub.observations),
         "summary": _summary_block(summary, subject_id),
         "toxicity": _toxicity_block(sub),
+        "response": _response_block(sub),
         "sources": _sources_table(study, sub),
         "figure_png": png,
         "figure_info": info,
