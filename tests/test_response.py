@@ -392,3 +392,25 @@ def test_subject_report_has_the_response_section(tmp_path):
     page = write_subject_report(seed_case(), "CD7-AML-001", tmp_path).read_text(encoding="utf-8")
     sec = page[page.index('id="response"'):page.index('id="summary"')]
     assert "MLFS" in sec and "eln2022.MLFS" in sec and "FLT3-ITD" in sec and "log10(59.4 / 5.9) = 1.00" in sec
+
+
+def test_pre_treatment_marrow_option():
+    s = make([(-20, "BMBLAST", 80.0), (-2, "BMBLAST", 20.0), (28, "BMBLAST", 10.0), (28, "PBBLAST", 0.0),
+              (28, "NEUT", 2.0), (28, "PLAT", 150.0)])
+    r = marrow_response(s).row(0, named=True)
+    assert (r["pre_bm_blast_pct"], r["blast_reduction_pct"], r["category"]) == (20.0, 50.0, "PR")
+    r2 = marrow_response(s, ResponseOptions(pre_treatment_before_day=-10)).row(0, named=True)
+    assert (r2["pre_bm_blast_pct"], r2["category"]) == (80.0, "PR")
+    none = make([(28, "BMBLAST", 10.0), (28, "PBBLAST", 0.0), (28, "NEUT", 2.0), (28, "PLAT", 150.0)])
+    r3 = marrow_response(none).row(0, named=True)
+    assert r3["category"] == "NR" and r3["could_be"] == ["PR"] and "pre-treatment" in r3["missing_inputs"][0]
+
+
+def test_molecular_params_option():
+    s = make([{"day": -3.0, "param": "MOLVAF", "analyte": "NPM1", "value": 40.0},
+              {"day": 28.0, "param": "MOLVAF", "analyte": "NPM1", "value": 0.4},
+              {"day": -3.0, "param": "FISHPCT", "analyte": "TP53del", "value": 50.0},
+              {"day": 28.0, "param": "FISHPCT", "analyte": "TP53del", "value": 5.0}])
+    assert molecular_response(s).height == 2
+    only = molecular_response(s, MolecularOptions(params=("FISHPCT",)))
+    assert only["analyte"].to_list() == ["TP53del"] and only["log10_reduction"][0] == pytest.approx(1.0)
