@@ -118,7 +118,7 @@ def rowwise_observations(folder: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# CTCAE v5 lab grading, one row at a time (the reference for benchmarks/bench_ctcae.py)
+# CTCAE v5 lab grading, one row at a time (the reference for bench_ctcae.py and bench_grading.py)
 
 #: column order of the rows rowwise_ctcae() takes
 CTCAE_COLUMNS = ("term", "direction", "aval", "anrlo", "anrhi", "base", "bnrind", "pchg", "unit")
@@ -159,6 +159,10 @@ def _mul(f, x):
     return None if x is None else f * x
 
 
+def _add(x, o):
+    return None if x is None else x + o
+
+
 def _low_counts(g4, g3, g2):
     def grade(aval, lln, uln, base, high, pchg):
         if _lt(aval, g4):
@@ -188,6 +192,38 @@ def _liver(f4, f3, f2, g1_base, g1_inclusive):
         hit = _ge if g1_inclusive else _gt
         return 1 if hit(aval, _mul(g1_base, base)) else 0
     return grade
+
+
+def _high_counts(g4, g3, g2):
+    """Fixed cut-offs for grades 4/3/2 (None = no such grade), then grade 1 above ULN."""
+    def grade(aval, lln, uln, base, high, pchg):
+        for g, cut in ((4, g4), (3, g3), (2, g2)):
+            if cut is not None and _gt(aval, cut):
+                return g
+        if uln is None:
+            return None
+        return 1 if _gt(aval, uln) else 0
+    return grade
+
+
+def _leukocytosis(aval, lln, uln, base, high, pchg):
+    return 3 if _gt(aval, 100) else 0
+
+
+def _lymphocytes_high(aval, lln, uln, base, high, pchg):
+    if _gt(aval, 20):
+        return 3
+    return 2 if _gt(aval, 4) else 0
+
+
+def _hemoglobin_high(aval, lln, uln, base, high, pchg):
+    if uln is None:
+        return None
+    if _gt(aval, _add(uln, 40)):
+        return 3
+    if _gt(aval, _add(uln, 20)):
+        return 2
+    return 1 if _gt(aval, uln) else 0
 
 
 def _anemia(aval, lln, uln, base, high, pchg):
@@ -275,14 +311,21 @@ _CTCAE_RULES = {
     ("HYPOKALEMIA", "L"): ("mmol/L", _hypokalemia),
     ("HYPONATREMIA", "L"): ("mmol/L", _hyponatremia),
     ("INR INCREASED", "H"): (None, _inr),
+    # the other terms derive_ctcae grades on cartlab's synthetic cohort (benchmarks/bench_grading.py)
+    ("HEMOGLOBIN INCREASED", "H"): ("g/L", _hemoglobin_high),
+    ("LEUKOCYTOSIS", "H"): ("10^9/L", _leukocytosis),
+    ("LYMPHOCYTE COUNT INCREASED", "H"): ("10^9/L", _lymphocytes_high),
+    ("HYPERKALEMIA", "H"): ("mmol/L", _high_counts(7, 6, 5.5)),
+    ("HYPERNATREMIA", "H"): ("mmol/L", _high_counts(160, 155, 150)),
 }
 
 
 def rowwise_ctcae(rows, high_indicator: tuple[str, ...] = ("HIGH",)) -> list[int | None]:
     """Grade rows (tuples in CTCAE_COLUMNS order) one at a time with hand-written rules.
 
-    Covers the 13 SI terms of the ctcae benchmark; other terms, a wrong or missing unit where the
-    term checks units, or a missing AVAL give None — as cartlab's engine does.
+    Covers the 13 SI terms of the ctcae benchmark and the 5 further terms of the grading benchmark
+    (the 18 terms derive_ctcae grades on the synthetic cohort); other terms, a wrong or missing unit
+    where the term checks units, or a missing AVAL give None — as cartlab's engine does.
     """
     rules = {(t, d): (u.upper() if u else None, f) for (t, d), (u, f) in _CTCAE_RULES.items()}
     out: list[int | None] = []

@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from cartlab.grading.common import EVIDENCE, evidence_ref, load_criteria
@@ -625,6 +626,22 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
     ``criteria``: None (the tables of ``options.version``/``options.units``), a table name, a
     loaded table mapping, or a sequence of them in precedence order.
     """
+    gid, labels = _grade_codes(frame, criteria, options)
+    grades = {i: g for i, (g, _, _) in enumerate(labels)}
+    rules = {i: r for i, (_, r, _) in enumerate(labels)}
+    reasons = {i: s for i, (_, _, s) in enumerate(labels)}
+    out = pl.DataFrame({"_gid": gid}).select(
+        pl.col("_gid").replace_strict(grades, return_dtype=pl.Int64).alias("grade"),
+        pl.col("_gid").replace_strict(reasons, return_dtype=pl.String).alias("grade_reason"),
+        pl.col("_gid").replace_strict(rules, return_dtype=pl.String).alias("rule"),
+    )
+    return frame.with_columns(out.get_columns())
+
+
+def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions | None = None
+                 ) -> tuple[pl.Series, list[tuple[int | None, str | None, str]]]:
+    """The engine behind :func:`grade_labs`: per row the id of the outcome (Int32), and the outcomes
+    (grade, rule id, reason) indexed by that id. Rows are graded per dispatch partition."""
     options = options or CtcaeOptions()
     cols = frame.columns
     if criteria is None and "criteria_units" in cols and options.units != "auto":
@@ -688,19 +705,10 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
         lo = _indicators(kv.get("low_indicator"), options.low_indicator)
         pieces.append(_grade_partition(part, d.entry, gids, hi, lo, options.signif_digits, top))
 
-    if pieces:
-        gid = pl.concat(pl.collect_all(pieces)).sort("_row")["_gid"]
-    else:
-        gid = pl.Series("_gid", [], dtype=pl.Int32)
-    grades = {i: g for i, (g, _, _) in enumerate(labels)}
-    rules = {i: r for i, (_, r, _) in enumerate(labels)}
-    reasons = {i: s for i, (_, _, s) in enumerate(labels)}
-    out = pl.DataFrame({"_gid": gid}).select(
-        pl.col("_gid").replace_strict(grades, return_dtype=pl.Int64).alias("grade"),
-        pl.col("_gid").replace_strict(reasons, return_dtype=pl.String).alias("grade_reason"),
-        pl.col("_gid").replace_strict(rules, return_dtype=pl.String).alias("rule"),
-    )
-    return frame.with_columns(out.get_columns())
+    gid = np.zeros(work.height, dtype=np.int32)
+    for piece in (pl.collect_all(pieces) if pieces else []):
+        gid[piece["_row"].to_numpy()] = piece["_gid"].to_numpy()  # scatter back to input order
+    return pl.Series("_gid", gid, dtype=pl.Int32), labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -761,19 +769,42 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     obs = study.observations if hasattr(study, "observations") else study
     tables = _tables(None, CtcaeOptions(**{**_opts_dict(options), "units": "SI"}))
     pmap = _param_terms(tables)
-    low_terms = {p: e.term for (p, d), e in pmap.items() if d == "L"}
-    high_terms = {p: e.term for (p, d), e in pmap.items() if d == "H"}
     params = sorted({p for p, _ in pmap})
 
     for col in ("src_file", "src_row", "datetime", "lln", "uln", "unit"):
         if col not in obs.columns:
             obs = obs.with_columns(pl.lit(None).alias(col))
+    # only the columns the derivation needs travel through it; one sort, then order-keeping joins
     f = (
-        obs.with_row_index("_obs")
+        obs.select("subject_id", "day", "datetime", "param", "value", "unit", "lln", "uln", "src_file", "src_row")
+        .with_row_index("_obs")
         .filter(pl.col("param").is_in(params))
-        .with_columns(evidence_ref().alias("_ref"))
         .sort(["subject_id", "param", "day", "_obs"], nulls_last=True)
     )
+    # baselines are per subject, so large inputs are derived in subject chunks (bounded memory)
+    if f.height <= _CHUNK_ROWS:
+        return _derive_chunk(f, tables, pmap, options)
+    counts = f.group_by("subject_id", maintain_order=True).len()
+    chunk = (counts["len"].cum_sum() // _CHUNK_ROWS).to_list()
+    bounds = [0]
+    for k in range(1, len(chunk)):
+        if chunk[k] != chunk[k - 1]:
+            bounds.append(k)
+    bounds.append(len(chunk))
+    starts = [0, *counts["len"].cum_sum().to_list()]
+    parts = [_derive_chunk(f.slice(starts[a], starts[b] - starts[a]), tables, pmap, options)
+             for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return pl.concat(parts)
+
+
+#: rows of graded params per derivation chunk (see derive_ctcae)
+_CHUNK_ROWS = 1_000_000
+
+
+def _derive_chunk(f: pl.DataFrame, tables: list[_Table], pmap: dict, options: CtcaeOptions) -> pl.DataFrame:
+    """derive_ctcae on observations of whole subjects, already filtered and sorted."""
+    low_terms = {p: e.term for (p, d), e in pmap.items() if d == "L"}
+    high_terms = {p: e.term for (p, d), e in pmap.items() if d == "H"}
     before = pl.col("day") <= options.baseline_day if options.baseline_inclusive else pl.col("day") < options.baseline_day
     base = (
         f.filter(before & pl.col("value").is_not_null())
@@ -782,10 +813,10 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
         .select(
             "subject_id", "param",
             pl.col("value").alias("BASE"), pl.col("lln").alias("_blln"), pl.col("uln").alias("_buln"),
-            pl.col("_obs").alias("_bobs"), pl.col("_ref").alias("_bref"),
+            pl.col("_obs").alias("_bobs"), pl.col("src_file").alias("_bfile"), pl.col("src_row").alias("_brow"),
         )
     )
-    f = f.join(base, on=["subject_id", "param"], how="left", nulls_equal=True).with_columns(
+    f = f.join(base, on=["subject_id", "param"], how="left", nulls_equal=True, maintain_order="left").with_columns(
         pl.when(pl.col("_obs") == pl.col("_bobs")).then(pl.lit("Y")).otherwise(None).alias("ABLFL"),
         pl.when(pl.col("BASE").is_null()).then(None)
         .when(pl.col("_buln").is_not_null() & (pl.col("BASE") > pl.col("_buln"))).then(pl.lit("HIGH"))
@@ -796,20 +827,41 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
         .then((pl.col("value") - pl.col("BASE")) / pl.col("BASE") * 100).otherwise(None).alias("PCHG"),
         pl.col("param").replace_strict(low_terms, default=None, return_dtype=pl.String).alias("ATOXDSCL"),
         pl.col("param").replace_strict(high_terms, default=None, return_dtype=pl.String).alias("ATOXDSCH"),
-    )
+    ).drop("_blln", "_buln")
 
-    def graded(direction: str, term_col: str) -> pl.DataFrame:
-        g = f.filter(pl.col(term_col).is_not_null()).select(
-            "_obs", pl.col(term_col).alias("term"), pl.lit(direction).alias("direction"),
-            pl.col("value").alias("aval"), pl.col("lln").alias("anrlo"), pl.col("uln").alias("anrhi"),
-            pl.col("BASE").alias("base"), pl.col("BNRIND").alias("bnrind"), pl.col("PCHG").alias("pchg"),
-            pl.col("unit").alias("unit"),
+    # both directions graded in one engine call; outcomes come back as small integer codes
+    inputs = []
+    for direction, term_col in (("L", "ATOXDSCL"), ("H", "ATOXDSCH")):
+        inputs.append(
+            f.with_row_index("_i").filter(pl.col(term_col).is_not_null()).select(
+                "_i", pl.col(term_col).alias("term"), pl.lit(direction).alias("direction"),
+                pl.col("value").alias("aval"), pl.col("lln").alias("anrlo"), pl.col("uln").alias("anrhi"),
+                pl.col("BASE").alias("base"), pl.col("BNRIND").alias("bnrind"), pl.col("PCHG").alias("pchg"),
+                pl.col("unit").alias("unit"),
+            )
         )
-        g = grade_labs(g, tables, options)
-        return g.select("_obs", pl.col("grade").alias(f"ATOXGR{direction}"),
-                        pl.col("rule").alias(f"_rule{direction}"), pl.col("grade_reason").alias(f"_why{direction}"))
+    graded_in = pl.concat(inputs)
+    codes, labels = _grade_codes(graded_in.drop("_i"), tables, options)
+    n_low = inputs[0].height
+    grade_of = np.array([-1 if g is None else g for g, _, _ in labels], dtype=np.int64)
+    gid = {"L": np.full(f.height, -1, dtype=np.int64), "H": np.full(f.height, -1, dtype=np.int64)}
+    idx = graded_in["_i"].to_numpy()
+    code = codes.to_numpy()
+    gid["L"][idx[:n_low]] = code[:n_low]
+    gid["H"][idx[n_low:]] = code[n_low:]
 
-    f = f.join(graded("L", "ATOXDSCL"), on="_obs", how="left").join(graded("H", "ATOXDSCH"), on="_obs", how="left")
+    def grades(g: np.ndarray) -> pl.Series:
+        out = np.where(g >= 0, grade_of[np.maximum(g, 0)], -1)
+        return pl.Series(out, dtype=pl.Int64)
+
+    f = f.with_columns(
+        grades(gid["L"]).alias("ATOXGRL"), grades(gid["H"]).alias("ATOXGRH"),
+        pl.Series("_gL", gid["L"], dtype=pl.Int64), pl.Series("_gH", gid["H"], dtype=pl.Int64),
+    ).with_columns(
+        # -1 marks "no term in this direction" (no code) or "not gradable" (grade None)
+        pl.when(pl.col("ATOXGRL") >= 0).then(pl.col("ATOXGRL")).otherwise(None).alias("ATOXGRL"),
+        pl.when(pl.col("ATOXGRH") >= 0).then(pl.col("ATOXGRH")).otherwise(None).alias("ATOXGRH"),
+    )
     f = f.with_columns(combine_atoxgr().alias("ATOXGR"))
     dec = (
         pl.when(pl.col("ATOXGR") < 0).then(pl.lit("L"))
@@ -819,26 +871,44 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
         .otherwise(None)
     )
     f = f.with_columns(dec.alias("direction"))
+    # the deciding outcome (one code) or both ("L: ...; H: ..."): one string lookup per distinct key
+    nlab = len(labels)
+    key = (
+        pl.when(pl.col("direction") == "L").then(pl.col("_gL"))
+        .when(pl.col("direction") == "H").then(pl.col("_gH"))
+        .otherwise(nlab + pl.col("_gL") * nlab + pl.col("_gH"))
+    )
+    f = f.with_columns(key.alias("_key"))
+    rule_map: dict[int, str] = {}
+    why_map: dict[int, str] = {}
+    for k in f["_key"].unique().to_list():
+        if k is None:
+            continue
+        if k < nlab:
+            rule_map[k], why_map[k] = labels[k][1] or "", labels[k][2]
+        else:
+            a, b = divmod(k - nlab, nlab)
+            rule_map[k] = f"L: {labels[a][1]}; H: {labels[b][1]}"
+            why_map[k] = f"L: {labels[a][2]}; H: {labels[b][2]}"
     f = f.with_columns(
         pl.when(pl.col("direction") == "L").then(pl.col("ATOXDSCL"))
         .when(pl.col("direction") == "H").then(pl.col("ATOXDSCH")).otherwise(None).alias("term"),
-        pl.when(pl.col("direction") == "L").then(pl.col("_ruleL"))
-        .when(pl.col("direction") == "H").then(pl.col("_ruleH"))
-        .otherwise(pl.concat_str([pl.lit("L: "), pl.col("_ruleL"), pl.lit("; H: "), pl.col("_ruleH")])).alias("rule"),
-        pl.when(pl.col("direction") == "L").then(pl.col("_whyL"))
-        .when(pl.col("direction") == "H").then(pl.col("_whyH"))
-        .otherwise(pl.concat_str([pl.lit("L: "), pl.col("_whyL"), pl.lit("; H: "), pl.col("_whyH")])).alias("grade_reason"),
+        # few distinct texts over millions of rows: categorical (compares and prints as text)
+        pl.col("_key").replace_strict(rule_map, default=None, return_dtype=pl.String).cast(pl.Categorical).alias("rule"),
+        pl.col("_key").replace_strict(why_map, default=None, return_dtype=pl.String).cast(pl.Categorical)
+        .alias("grade_reason"),
     )
     btox = f.filter(pl.col("ABLFL") == "Y").select("subject_id", "param", pl.col("ATOXGR").alias("BTOXGR"))
-    f = f.join(btox, on=["subject_id", "param"], how="left", nulls_equal=True)
+    f = f.join(btox, on=["subject_id", "param"], how="left", nulls_equal=True, maintain_order="left")
+    sep = "\x1f"
+    own = evidence_ref()
+    other = pl.when(pl.col("BASE").is_not_null() & (pl.col("_bobs") != pl.col("_obs"))).then(
+        evidence_ref("_bfile", "_brow"))
+    joined = pl.concat_str([own, other], separator=sep, ignore_nulls=True)
     f = f.with_columns(
-        pl.concat_list([
-            pl.col("_ref"),
-            pl.when(pl.col("BASE").is_not_null() & (pl.col("_bobs") != pl.col("_obs"))).then(pl.col("_bref")).otherwise(None),
-        ]).list.drop_nulls().cast(EVIDENCE).alias("evidence"),
+        pl.when(joined == "").then(pl.lit([], dtype=EVIDENCE)).otherwise(joined.str.split(sep)).alias("evidence"),
     )
     f = f.rename({"value": "AVAL", "unit": "AVALU", "lln": "ANRLO", "uln": "ANRHI"})
-    f = f.sort(["subject_id", "param", "day", "_obs"], nulls_last=True)
     return f.select(ADLB_COLUMNS)
 
 

@@ -106,8 +106,10 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 def _subject_ids(study: Study) -> list[str]:
     ids = list(study.subjects["subject_id"].to_list()) if study.subjects.height else []
+    seen = set(ids)
     for sid in study.observations["subject_id"].unique(maintain_order=True).to_list():
-        if sid not in ids:
+        if sid not in seen:
+            seen.add(sid)
             ids.append(sid)
     return ids
 
@@ -330,10 +332,13 @@ def _late_windows(study: Study, opts: dict[str, Any]) -> dict[str, dict[str, Any
     ).with_columns(evidence_ref().alias("ref")).sort("day")
     lfu = dict(zip(study.subjects["subject_id"].to_list(), study.subjects["last_followup_day"].to_list())) \
         if study.subjects.height else {}
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for row in ev.iter_rows(named=True):
+        by_subject.setdefault(row["subject_id"], []).append(row)
     out: dict[str, dict[str, Any]] = {}
     for sid in _subject_ids(study):
         ends: list[tuple[float, str, list[str]]] = [(float(opts["late_end_day"]), f"day {opts['late_end_day']}", [])]
-        for row in ev.filter(pl.col("subject_id") == sid).iter_rows(named=True):
+        for row in by_subject.get(sid, ()):
             ends.append((float(row["day"]), row["event"], _uniq([row["ref"]])))
         if opts["late_end_at_last_followup"] and lfu.get(sid) is not None:
             ends.append((float(lfu[sid]), "last follow-up", []))
