@@ -414,3 +414,41 @@ def test_molecular_params_option():
     assert molecular_response(s).height == 2
     only = molecular_response(s, MolecularOptions(params=("FISHPCT",)))
     assert only["analyte"].to_list() == ["TP53del"] and only["log10_reduction"][0] == pytest.approx(1.0)
+
+
+def test_relapse_derived_from_marrow_feeds_the_adtte():
+    from cartlab.response.endpoints import derive_adtte
+
+    s = _course([(60, "BMBLAST", 12.0), (60, "PBBLAST", 0.0), (60, "NEUT", 2.0), (60, "PLAT", 150.0)])
+    a = marrow_response(s)
+    resp = a.select("subject_id", pl.col("category").alias("best_response"),
+                    pl.col("day").alias("best_response_day"), "evidence")
+    without = derive_adtte(s, responses=resp).filter(pl.col("PARAMCD") == "RFS").row(0, named=True)
+    assert without["CNSR"] == 1  # events.csv has no relapse
+    adtte = derive_adtte(s, responses=resp, relapses=relapse(s, a))
+    rfs = adtte.filter(pl.col("PARAMCD") == "RFS").row(0, named=True)
+    assert (rfs["STARTDY"], rfs["ADY"], rfs["AVAL"], rfs["CNSR"]) == (28.0, 60.0, 32.0, 0)
+    assert "observations.csv:7" in rfs["evidence"]  # the day-60 marrow
+    cir = adtte.filter(pl.col("PARAMCD") == "CIR").row(0, named=True)
+    assert cir["EVENT"] == 1
+
+
+def test_analyze_writes_cohort_endpoints(tmp_path):
+    from cartlab.analyze import detail_tables
+    from cartlab.datasets import synthetic_cohort
+    from cartlab.io import read_study
+
+    study = read_study(synthetic_cohort(40, seed=2, out_dir=tmp_path / "c"))
+    t = detail_tables(study)
+    rr = t["response_rates"]
+    overall = rr.filter(pl.col("endpoint").eq("ORR") & pl.col("criteria").is_null()).row(0, named=True)
+    best = t["best_response"].filter(pl.col("criteria").is_not_null())
+    assert overall["n"] == best.height
+    assert overall["n_responders"] == best["best_response"].is_in(["CR", "CRh", "CRi", "MLFS", "PR"]).sum()
+    assert set(rr.filter(pl.col("criteria").is_not_null())["criteria"]) <= {"ELN 2022 AML", "ALL CAR-T response"}
+    km = t["km"]
+    assert "OS" in set(km["PARAMCD"])
+    for p, part in km.partition_by("PARAMCD", as_dict=True).items():
+        assert (part["survival"].diff().drop_nulls() <= 1e-12).all(), p
+    os_rows = t["adtte"].filter(pl.col("PARAMCD") == "OS")
+    assert os_rows.height == study.subjects.height and os_rows["CNSR"].is_in([0, 1]).all()

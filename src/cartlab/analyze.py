@@ -152,6 +152,9 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
       ``best_response``: best overall response, time to response, relapse, duration of response;
       ``adrs``: ADaM-style ADRS (OVRLRESP per assessment, BOR per subject).
     * ``molecular_response``: log10 reduction per marker; ``antigen_loss``: target antigen on blasts.
+    * ``adtte``: OS, EFS, RFS, LFS and CIR per subject (ELN 2022 Table 9); cohort ``response_rates``
+      (ORR and CR/CRh/CRi with exact CIs), ``km`` (Kaplan-Meier of OS, EFS, LFS with log(-log) CIs
+      and numbers at risk) and ``cumulative_incidence`` (relapse, death without relapse competing).
     """
     from cartlab.grading.adam import adae_toxicity
     from cartlab.grading.crs import crs_daily, crs_summary
@@ -168,11 +171,17 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
         recovery_days,
     )
     from cartlab.grading.icans import icans_daily
-    from cartlab.response.best import best_response, derive_adrs
-    from cartlab.response.marrow import marrow_response
+    from cartlab.response.best import best_response, derive_adrs, orr
+    from cartlab.response.endpoints import cumulative_incidence, derive_adtte, km_estimate
+    from cartlab.response.marrow import marrow_response, relapse
     from cartlab.response.molecular import antigen_loss, molecular_response
 
     adlb = derive_ctcae(study)
+    marrow = marrow_response(study)
+    best = best_response(study, assessments=marrow)
+    assessments = marrow.select("subject_id", pl.col("category").alias("best_response"),
+                                pl.col("day").alias("best_response_day"), "evidence")
+    adtte = derive_adtte(study, responses=assessments, relapses=relapse(study, marrow))
     crs_d, icans_d = crs_daily(study), icans_daily(study)
     cross = crs_cross_scale_cohort(study, crs_summary(study, daily=crs_d), organ_grades_from_adlb(adlb))
     icaht_s = icaht(study)
@@ -195,9 +204,23 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
         "easix": easix(study),
         "iec_hs_flags": iec_hs_flags(study),
         "adae_toxicity": adae_toxicity(study, parts),
-        "marrow_response": marrow_response(study),
-        "best_response": best_response(study),
+        "marrow_response": marrow,
+        "best_response": best,
         "adrs": derive_adrs(study),
+        "adtte": adtte,
+        "response_rates": pl.concat([
+            orr(best, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
+            for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi")))
+            for by in (None, "criteria")
+        ], how="diagonal_relaxed"),
+        "km": pl.concat([km_estimate(adtte, p) for p in ("OS", "EFS", "LFS")
+                         if adtte.filter((pl.col("PARAMCD") == p) & pl.col("AVAL").is_not_null()).height],
+                        how="diagonal_relaxed") if adtte.height else pl.DataFrame(),
+        "cumulative_incidence": pl.concat([
+            cumulative_incidence(adtte, 1).with_columns(pl.lit("relapse").alias("event")),
+            cumulative_incidence(adtte, 2).with_columns(pl.lit("death without relapse").alias("event")),
+        ], how="diagonal_relaxed") if adtte.filter((pl.col("PARAMCD") == "CIR") & pl.col("AVAL").is_not_null()).height
+        else pl.DataFrame(),
         "molecular_response": molecular_response(study),
         "antigen_loss": antigen_loss(study),
     }

@@ -12,8 +12,6 @@ introduced and which that trial's definition predates).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import polars as pl
 
 from cartlab.grading.common import EVIDENCE
@@ -33,6 +31,7 @@ __all__ = [
     "BestResponseOptions",
     "best_response",
     "derive_adrs",
+    "orr",
     "response_summary",
 ]
 
@@ -189,14 +188,13 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None) -> pl.
     return pl.concat([per, bor], how="vertical_relaxed").sort("USUBJID", "PARAMCD", "ADY", nulls_last=True).select(ADRS_COLUMNS)
 
 
-def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Overall response rate of a best-response frame (subjects with criteria), with the exact CI."""
-    from cartlab.response.endpoints import clopper_pearson
+def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str | None = None) -> pl.DataFrame:
+    """Overall response rate of a best-response frame with its exact (Clopper-Pearson) 95% CI.
+
+    The denominator is every subject with response criteria (AML/ALL; intention to treat, NE counts
+    as non-response); ``categories`` default to :class:`BestResponseOptions`' ``orr_categories``.
+    """
+    from cartlab.response.endpoints import response_rate
 
     cats = categories or BestResponseOptions().orr_categories
-    evaluable = best.filter(pl.col("criteria").is_not_null())
-    n = evaluable.height
-    k = int(evaluable["best_response"].is_in(list(cats)).sum())
-    lo, hi = clopper_pearson(k, n) if n else (None, None)
-    return {"n": n, "responders": k, "orr": (k / n) if n else None, "ci_low": lo, "ci_high": hi,
-            "categories": list(cats), "method": "Clopper-Pearson exact 95% CI"}
+    return response_rate(best.filter(pl.col("criteria").is_not_null()), set(cats), by=by)

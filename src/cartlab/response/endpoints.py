@@ -1,0 +1,938 @@
+"""Response rates and time-to-event endpoints: Clopper-Pearson rates, ADTTE, Kaplan-Meier, Aalen-Johansen.
+
+Definitions follow the ELN 2022 outcome measures (Döhner H, Wei AH, Appelbaum FR, et al. Diagnosis
+and management of AML in adults: 2022 recommendations from an international expert panel on behalf
+of the ELN. *Blood* 2022;140(12):1345-1377, Table 9 "Outcome measures for clinical trials in AML";
+hematologic relapse as in its Table 7). They are data in ``criteria/endpoints.yaml`` (one entry per
+parameter and one per rule id, each with its citation); the code here evaluates them. Every ADTTE
+row carries ``rule`` (the rule id), ``reason`` (a sentence) and ``evidence`` (``"<file>:<row>"``
+references of the source rows that fixed its day).
+
+Public functions (pure functions of frames):
+
+* :func:`clopper_pearson` - exact binomial confidence interval of k successes in n trials.
+* :func:`response_rate` - n, responders, rate and Clopper-Pearson interval, overall or per group.
+* :func:`derive_adtte` - ADaM-style ADTTE (OS, EFS, RFS, LFS, CIR) from a :class:`~cartlab.model.Study`
+  and a responses frame; options in :class:`EndpointOptions`.
+* :func:`km_estimate`, :func:`median_survival`, :func:`number_at_risk` - Kaplan-Meier estimates
+  (computed by ``lifelines.KaplanMeierFitter``), medians with CI, numbers at risk.
+* :func:`cumulative_incidence` / :func:`aalen_johansen` - Aalen-Johansen cumulative incidence with a
+  competing event, computed exactly here (see the function for why not by lifelines' fitter).
+
+Time is in days on cartlab's day scale (day 0 = first CAR-T infusion, which plays ELN's "day 1 of
+randomization or registration"). ``STARTDY`` is the day a parameter's clock starts (0, or the
+remission day for RFS and CIR), ``ADY`` the day of the event or censoring, ``AVAL = ADY - STARTDY``.
+
+Parameters (population, origin, events):
+
+* **OS** - all subjects; day 0 to death from any cause; otherwise censored when last known alive.
+* **EFS** - all subjects; day 0 to treatment failure, hematologic relapse from CR/CRh/CRi, or death,
+  whichever first. Treatment failure (ELN 2022) = no CR, CRh or CRi by the landmark
+  (``EndpointOptions.efs_landmark_day``): a subject *evaluable for response* (any response row whose
+  category is not ``NE``/empty) without remission by the landmark, or a subject who *dies before the
+  landmark without a response assessment*, has an EFS event **at day 0** (ELN: "considered an event
+  at day 1 of randomization"); a subject alive and not evaluable is **censored at day 0**; a subject
+  in remission by the landmark has an event at relapse (on or after the remission day) or death, else is
+  censored when last known alive.
+* **RFS** - subjects achieving CR, CRh or CRi (at any time); from the first remission day to
+  hematologic relapse or death; otherwise censored when last known alive. ("RFS and disease-free
+  survival have been used with the same definition", ELN 2017 Table 7 footnote.)
+* **LFS** - leukemia-free survival: the RFS population and events with the clock at day 0 (the
+  CAR-T infusion) instead of the remission day, as CAR-T series commonly report it (cartlab
+  convention).
+* **CIR** - competing-risk input: the RFS population from the first remission day; ``EVENT`` 1 =
+  hematologic relapse, 2 = death without relapse (competing), 0 = censored when last known alive.
+  ``cumulative_incidence(adtte, 1)`` is the CIR, ``cumulative_incidence(adtte, 2)`` the cumulative
+  incidence of death without relapse (ELN asks to report both).
+
+Conventions (documented defaults, options in :class:`EndpointOptions`):
+
+* Events before day 0 (history, e.g. the relapse that led to CAR-T) are not outcomes.
+* Hematologic relapse = an event in ``relapse_events`` (``relapse``, ``extramedullary_disease``;
+  ELN 2022 Table 7: marrow blasts >= 5%, reappearing blood blasts, or development of extramedullary
+  disease) on or after the remission day (a relapse recorded on the remission day contradicts the
+  remission; it is counted, AVAL 0 for RFS, rather than dropped). On one day relapse precedes death.
+* Last known alive = the latest of ``subjects.last_followup_day`` and the days of the subject's
+  non-death events and response assessments (a record on a day shows the subject was followed
+  then). ELN censors EFS "on the date last assessed for response"; cartlab has no separate
+  assessment date and uses the last-known-alive day for every parameter.
+* A subject needing censoring with no ``last_followup_day`` and no event or assessment raises a
+  ``ValueError`` naming the subject, unless ``missing_followup="last_observation"`` (then the latest
+  day of any of the subject's rows - observations, doses, interventions, events - is used).
+* ``censor_at_allo_hsct`` / ``censor_at_new_therapy`` (default False, as ELN 2022, which does not
+  censor at either): censor at the first such event (day >= 0) when no endpoint event comes before
+  it; an endpoint event on the same day counts as the event. Response assessments after the
+  censoring day are then ignored (a remission after HSCT or new therapy is not the CAR-T's).
+* The remission day is the earliest remission row of the ``responses`` frame. The frame may hold one
+  row per subject (best response: its day is then used, which is the first *best* day, not
+  necessarily the first remission day) or one row per assessment (then the first remission counts).
+
+Estimators:
+
+* Kaplan-Meier: ``lifelines.KaplanMeierFitter``; pointwise CI by the exponential Greenwood formula,
+  i.e. Greenwood's variance of log S transformed to the log(-log S) scale:
+  ``S(t) ** exp(+-z * sqrt(sum d/(n(n-d))) / |log S(t)|)`` (Kalbfleisch & Prentice 2002, R
+  ``survfit(conf.type = "log-log")``); the median is the first time with S(t) <= 0.5 and its CI the
+  times at which the lower / upper pointwise bands first reach 0.5 (Brookmeyer & Crowley 1982 style
+  band inversion, lifelines ``median_survival_times``; R takes a midpoint when S equals 0.5 exactly
+  on a flat stretch, lifelines and cartlab the first time).
+* Aalen-Johansen: see :func:`aalen_johansen`.
+
+>>> from cartlab.datasets import seed_case
+>>> adtte = derive_adtte(seed_case())
+>>> adtte.select("PARAMCD", "AVAL", "CNSR", "evidence").row(0)
+('OS', 60.0, 1, ['subjects.csv:1', 'events.csv:1'])
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+from scipy import stats
+
+from cartlab.grading.common import EVIDENCE
+from cartlab.model import Study
+
+__all__ = [
+    "ADTTE_SCHEMA",
+    "PARAMCDS",
+    "EndpointOptions",
+    "aalen_johansen",
+    "clopper_pearson",
+    "cumulative_incidence",
+    "derive_adtte",
+    "endpoint_definitions",
+    "km_estimate",
+    "median_survival",
+    "number_at_risk",
+    "response_rate",
+]
+
+#: The ADTTE parameters, in output order.
+PARAMCDS: tuple[str, ...] = ("OS", "EFS", "RFS", "LFS", "CIR")
+
+#: Columns of :func:`derive_adtte`.
+ADTTE_SCHEMA: dict[str, pl.DataType] = {
+    "STUDYID": pl.String,
+    "subject_id": pl.String,
+    "PARAMCD": pl.String,
+    "PARAM": pl.String,
+    "ANLFL": pl.String,  # "Y" = in the parameter's population (AVAL/CNSR given); null = not defined
+    "STARTDY": pl.Float64,  # day the clock starts (day scale: 0 = first CAR-T infusion)
+    "ADY": pl.Float64,  # day of the event or censoring
+    "AVAL": pl.Float64,  # ADY - STARTDY, days
+    "AVALU": pl.String,
+    "CNSR": pl.Int64,  # 0 = event, 1 = censored (CIR: 0 for either event type)
+    "EVENT": pl.Int64,  # 0 = censored, 1 = event (CIR: 1 = relapse, 2 = death without relapse)
+    "EVNTDESC": pl.String,
+    "CNSDTDSC": pl.String,
+    "SRCDOM": pl.String,  # table of the row that fixed ADY: subjects, events, responses, ...
+    "rule": pl.String,
+    "reason": pl.String,
+    "evidence": EVIDENCE,
+}
+
+
+def _check_level(level: float) -> float:
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    return level
+
+
+def _z(level: float) -> float:
+    return float(stats.norm.ppf(1.0 - (1.0 - level) / 2.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# response rates
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided confidence interval of a binomial proportion k/n.
+
+    ``lo = Beta^-1(alpha/2; k, n-k+1)`` and ``hi = Beta^-1(1-alpha/2; k+1, n-k)`` with
+    ``alpha = 1 - level`` (Clopper CJ, Pearson ES. *Biometrika* 1934;26:404-413), with ``lo = 0`` when
+    k = 0 and ``hi = 1`` when k = n. It is the interval of R's ``binom.test``; e.g. k=3, n=10 gives
+    (0.06673951, 0.65245285).
+    """
+    level = _check_level(level)
+    if isinstance(k, bool) or isinstance(n, bool) or int(k) != k or int(n) != n:
+        raise ValueError(f"k and n must be integers, got k={k!r}, n={n!r}")
+    k, n = int(k), int(n)
+    if n <= 0:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be in 0..n ({n}), got {k}")
+    alpha = 1.0 - level
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2.0, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1.0 - alpha / 2.0, k + 1, n - k))
+    return lo, hi
+
+
+def _by_cols(by: str | Sequence[str] | None) -> list[str]:
+    if by is None:
+        return []
+    return [by] if isinstance(by, str) else list(by)
+
+
+def _partitions(df: pl.DataFrame, by: list[str]) -> list[tuple[dict[str, Any], pl.DataFrame]]:
+    """(group key dict, rows) per group, groups sorted by their key (nulls last)."""
+    missing = [c for c in by if c not in df.columns]
+    if missing:
+        raise ValueError(f"by: column(s) {missing} not in the frame (columns: {df.columns})")
+    if not by:
+        return [({}, df)]
+    if df.height == 0:
+        return []
+    parts = df.partition_by(by, as_dict=True, maintain_order=True)
+    keys = sorted(parts, key=lambda key: tuple((v is None, v if v is not None else 0) for v in key))
+    return [(dict(zip(by, key)), parts[key]) for key in keys]
+
+
+def response_rate(
+    frame: pl.DataFrame,
+    responders: Iterable[str],
+    column: str = "best_response",
+    level: float = 0.95,
+    by: str | Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Response rate with its exact (Clopper-Pearson) confidence interval, overall or per group.
+
+    ``frame`` has one row per subject (e.g. the output of the best-response engine); every row is in
+    the denominator (intention to treat: ``NE`` and empty responses count as non-responders), a row is
+    a responder when ``column`` is in ``responders`` (e.g. ``{"CR", "CRh", "CRi"}`` for the ELN 2022
+    composite complete remission rate, or ``{"CR", "CRi", "MLFS", "PR"}`` for an ORR).
+
+    Columns: the ``by`` columns, ``n``, ``n_responders``, ``rate``, ``ci_low``, ``ci_high``, ``level``,
+    ``method`` ("Clopper-Pearson exact"), ``responders`` (the categories counted as response),
+    ``category_counts`` (e.g. ``"CR=2, NR=1, (missing)=1"``), ``rule``, ``reason`` and ``evidence``
+    (the responders' ``evidence`` when the frame has that column). An empty frame without ``by``
+    gives one row with n = 0 and empty rate and interval.
+    """
+    level = _check_level(level)
+    if isinstance(responders, str):
+        responders = {responders}
+    resp = sorted(set(responders))
+    if not resp:
+        raise ValueError("responders must name at least one response category")
+    if column not in frame.columns:
+        raise ValueError(f"column {column!r} not in the frame (columns: {frame.columns})")
+    cols = _by_cols(by)
+    has_ev = "evidence" in frame.columns
+    rows = []
+    parts = _partitions(frame, cols)
+    if not cols and frame.height == 0:
+        parts = [({}, frame)]
+    for key, sub in parts:
+        if "subject_id" in sub.columns and sub["subject_id"].is_duplicated().any():
+            dup = sorted(set(sub.filter(pl.col("subject_id").is_duplicated())["subject_id"].to_list()))
+            raise ValueError(f"response_rate expects one row per subject; repeated: {dup}")
+        values = sub[column].to_list()
+        n = len(values)
+        k = sum(1 for v in values if v in resp)
+        counts = Counter("(missing)" if v is None else str(v) for v in values)
+        order = sorted(counts, key=lambda c: (c == "(missing)", -counts[c], c))
+        ev: list[str] = []
+        if has_ev:
+            for v, refs in zip(values, sub["evidence"].to_list()):
+                if v in resp:
+                    ev += [r for r in (refs or []) if r is not None and r not in ev]
+        if n:
+            lo, hi = clopper_pearson(k, n, level)
+            rate = k / n
+            reason = (f"{k} of {n} subjects with {column} in {{{', '.join(resp)}}} -> rate {rate:.4g}, "
+                      f"{level:.0%} Clopper-Pearson exact CI {lo:.4g}-{hi:.4g}")
+        else:
+            lo = hi = rate = None
+            reason = "no subjects -> rate not estimable"
+        rows.append({**key, "n": n, "n_responders": k, "rate": rate, "ci_low": lo, "ci_high": hi, "level": level,
+                     "method": "Clopper-Pearson exact", "responders": resp,
+                     "category_counts": ", ".join(f"{c}={counts[c]}" for c in order),
+                     "rule": "response_rate.clopper_pearson", "reason": reason, "evidence": ev})
+    schema = {**{c: frame.schema[c] for c in cols}, "n": pl.Int64, "n_responders": pl.Int64, "rate": pl.Float64,
+              "ci_low": pl.Float64, "ci_high": pl.Float64, "level": pl.Float64, "method": pl.String,
+              "responders": pl.List(pl.String), "category_counts": pl.String, "rule": pl.String,
+              "reason": pl.String, "evidence": EVIDENCE}
+    return pl.DataFrame(rows, schema=schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# ADTTE
+
+
+@lru_cache(maxsize=None)
+def endpoint_definitions() -> dict[str, Any]:
+    """The endpoint table ``cartlab/response/criteria/endpoints.yaml`` (parsed YAML)."""
+    path = resources.files("cartlab.response").joinpath("criteria", "endpoints.yaml")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for key in ("version", "citation", "params", "rules"):
+        if key not in data:
+            raise ValueError(f"endpoints.yaml lacks {key!r}")
+    return data
+
+
+def _rule_text(rule_id: str, **fields: Any) -> str:
+    rules = {r["id"]: r for r in endpoint_definitions()["rules"]}
+    if rule_id not in rules:
+        raise KeyError(f"rule {rule_id!r} is not in endpoints.yaml")
+    return rules[rule_id]["text"].format(**fields)
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    """Options of :func:`derive_adtte`; the defaults are ELN 2022 Table 9's reading.
+
+    * ``censor_at_allo_hsct`` (False): censor at the first ``allo_hsct`` event (ELN 2022 does not).
+    * ``censor_at_new_therapy`` (False): censor at the first ``new_therapy`` event (ELN 2022 does not).
+    * ``efs_landmark_day`` (None): the EFS treatment-failure landmark - remission (CR/CRh/CRi) must
+      be reached on or before this day; None = by the end of follow-up. ELN 2022 asks for a
+      pre-defined landmark ("e.g., after two cycles of intensive chemotherapy or 180 d for
+      non-intensive therapy"); for CAR-T a day-28 (or day-30) marrow is usual, so set it per protocol.
+    * ``remission_categories`` (CR, CRh, CRi): responses that count as remission (ELN 2022 EFS, RFS,
+      CIR). ``not_evaluable_categories`` (NE): responses that are no response assessment (an empty
+      response is never an assessment).
+    * ``relapse_events`` (relapse, extramedullary_disease): events that are hematologic relapse when
+      on or after the remission day (ELN 2022 Table 7 counts development of extramedullary disease).
+    * ``missing_followup`` ("error"): a subject needing censoring without ``last_followup_day``, event
+      or assessment raises ``ValueError``; "last_observation" censors at the latest day of any of the
+      subject's rows instead.
+    * ``params`` (None): the parameters to derive; None = OS alone without a ``responses`` frame, all
+      of :data:`PARAMCDS` with one.
+    """
+
+    censor_at_allo_hsct: bool = False
+    censor_at_new_therapy: bool = False
+    efs_landmark_day: float | None = None
+    remission_categories: tuple[str, ...] = ("CR", "CRh", "CRi")
+    not_evaluable_categories: tuple[str, ...] = ("NE",)
+    relapse_events: tuple[str, ...] = ("relapse", "extramedullary_disease")
+    missing_followup: str = "error"
+    params: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.missing_followup not in ("error", "last_observation"):
+            raise ValueError(f"missing_followup must be 'error' or 'last_observation', got {self.missing_followup!r}")
+        if self.params is not None:
+            bad = [p for p in self.params if p not in PARAMCDS]
+            if bad:
+                raise ValueError(f"unknown ADTTE parameter(s) {bad}; known: {list(PARAMCDS)}")
+        if self.efs_landmark_day is not None and not math.isfinite(float(self.efs_landmark_day)):
+            raise ValueError("efs_landmark_day must be a finite number of days or None")
+        if "death" in self.relapse_events:
+            raise ValueError("relapse_events must not contain 'death'")
+
+
+def _ref(file: Any, row: Any) -> str | None:
+    if file is None or row is None:
+        return None
+    return f"{file}:{int(row)}"
+
+
+def _uniq(refs: Iterable[str | None]) -> list[str]:
+    out: list[str] = []
+    for r in refs:
+        if r is not None and r not in out:
+            out.append(r)
+    return out
+
+
+def _fmt_day(d: float) -> str:
+    return f"{d:g}"
+
+
+def _responses_by_subject(responses: pl.DataFrame | None, ids: list[str]) -> dict[str, list[dict]]:
+    """Per subject: response rows {category, day, refs}, sorted by day (rows without a day last)."""
+    if responses is None:
+        return {}
+    need = ("subject_id", "best_response", "best_response_day")
+    missing = [c for c in need if c not in responses.columns]
+    if missing:
+        raise ValueError(f"responses frame lacks column(s) {missing} (needs {list(need)}; optional evidence)")
+    unknown = sorted(set(responses["subject_id"].drop_nulls().to_list()) - set(ids))
+    if unknown:
+        raise ValueError(f"responses name subject(s) not in the study: {unknown}")
+    has_ev = "evidence" in responses.columns
+    has_src = "src_file" in responses.columns and "src_row" in responses.columns
+    out: dict[str, list[dict]] = {}
+    for r in responses.iter_rows(named=True):
+        if r["subject_id"] is None:
+            continue
+        refs = list(r["evidence"] or []) if has_ev else ([_ref(r["src_file"], r["src_row"])] if has_src else [])
+        day = r["best_response_day"]
+        out.setdefault(r["subject_id"], []).append(
+            {"category": r["best_response"], "day": None if day is None else float(day), "refs": _uniq(refs)})
+    for rows in out.values():
+        rows.sort(key=lambda x: (x["day"] is None, x["day"] if x["day"] is not None else 0.0))
+    return out
+
+
+def _other_days(study: Study) -> dict[str, list[tuple[float, str | None, str]]]:
+    """Per subject: (day, ref, table) of every observation, dose, intervention and event row."""
+    out: dict[str, list[tuple[float, str | None, str]]] = {}
+    specs = (("observations", ("day",)), ("doses", ("day",)), ("interventions", ("start_day", "end_day")),
+             ("events", ("day",)))
+    for table, cols in specs:
+        df = study.table(table)
+        for r in df.iter_rows(named=True):
+            for c in cols:
+                if r.get(c) is not None:
+                    out.setdefault(r["subject_id"], []).append((float(r[c]), _ref(r["src_file"], r["src_row"]), table))
+    return out
+
+
+@dataclass
+class _Subject:
+    sid: str
+    fu: tuple[float, str | None] | None  # last_followup_day, ref
+    events: list[dict]  # day >= 0, sorted
+    responses: list[dict]  # all response rows
+    usable: list[dict]  # response rows not after the censoring day
+    censor: dict | None  # first active censoring event
+    other: list[tuple[float, str | None, str]]
+
+    def first(self, kinds: Iterable[str], after: float | None = None, strict: bool = False) -> dict | None:
+        """The earliest event of ``kinds`` (after ``after``), with the refs of all such rows that day."""
+        kinds = set(kinds)
+        hits = [e for e in self.events if e["event"] in kinds
+                and (after is None or (e["day"] > after if strict else e["day"] >= after))]
+        if not hits:
+            return None
+        day = hits[0]["day"]
+        same = [e for e in hits if e["day"] == day]
+        return {"day": day, "event": same[0]["event"], "refs": _uniq(e["ref"] for e in same)}
+
+    def last_alive(self, missing_followup: str) -> dict | None:
+        """Last day known alive: last_followup_day, non-death events, response assessments."""
+        cands: list[tuple[float, str | None, str, str]] = []
+        if self.fu is not None:
+            cands.append((self.fu[0], self.fu[1], f"last_followup_day {_fmt_day(self.fu[0])}", "subjects"))
+        for e in self.events:
+            if e["event"] != "death":
+                cands.append((e["day"], e["ref"], f"{e['event']} on day {_fmt_day(e['day'])}", "events"))
+        for r in self.responses:
+            if r["day"] is not None:
+                for ref in r["refs"] or [None]:
+                    cands.append((r["day"], ref, f"response {r['category']} on day {_fmt_day(r['day'])}", "responses"))
+        if self.fu is None and missing_followup == "last_observation":
+            for day, ref, table in self.other:
+                cands.append((day, ref, f"last {table} row, day {_fmt_day(day)}", table))
+        if not cands:
+            return None
+        day = max(c[0] for c in cands)
+        top = [c for c in cands if c[0] == day]
+        how = "; ".join(_uniq(c[2] + (f" ({c[1]})" if c[1] else "") for c in top))
+        return {"day": day, "refs": _uniq(c[1] for c in top), "how": how, "srcdom": top[0][3]}
+
+
+def _subjects(study: Study, responses: dict[str, list[dict]], opts: EndpointOptions,
+              relapses: pl.DataFrame | None = None) -> list[_Subject]:
+    ids = _study_ids(study)
+    fu: dict[str, tuple[float, str | None]] = {}
+    for r in study.subjects.iter_rows(named=True):
+        if r["last_followup_day"] is not None:
+            fu[r["subject_id"]] = (float(r["last_followup_day"]), _ref(r["src_file"], r["src_row"]))
+    ev = (study.events.filter(pl.col("day").is_not_null() & (pl.col("day") >= 0) & pl.col("event").is_not_null())
+          .sort(["day", "src_row"], nulls_last=True))
+    events: dict[str, list[dict]] = {}
+    for r in ev.iter_rows(named=True):
+        events.setdefault(r["subject_id"], []).append(
+            {"day": float(r["day"]), "event": r["event"], "ref": _ref(r["src_file"], r["src_row"])})
+    if relapses is not None:  # relapse derived from the data (e.g. cartlab.response.marrow.relapse)
+        for r in relapses.filter(pl.col("relapse_day").is_not_null()).iter_rows(named=True):
+            refs = list(r.get("evidence") or []) or [None]
+            events.setdefault(r["subject_id"], []).extend(
+                {"day": float(r["relapse_day"]), "event": "relapse", "ref": ref} for ref in refs)
+        for evs in events.values():
+            evs.sort(key=lambda e: e["day"])
+    censor_kinds = [k for k, on in (("allo_hsct", opts.censor_at_allo_hsct), ("new_therapy", opts.censor_at_new_therapy)) if on]
+    other = _other_days(study) if opts.missing_followup == "last_observation" else {}
+    out = []
+    for sid in ids:
+        s = _Subject(sid, fu.get(sid), events.get(sid, []), responses.get(sid, []), [], None, other.get(sid, []))
+        s.censor = s.first(censor_kinds) if censor_kinds else None
+        cday = s.censor["day"] if s.censor else None
+        s.usable = [r for r in s.responses if cday is None or r["day"] is None or r["day"] <= cday]
+        out.append(s)
+    return out
+
+
+def _study_ids(study: Study) -> list[str]:
+    ids = list(study.subjects["subject_id"].to_list())
+    seen = set(ids)
+    for sid in study.events["subject_id"].unique(maintain_order=True).to_list():
+        if sid is not None and sid not in seen:
+            seen.add(sid)
+            ids.append(sid)
+    return ids
+
+
+_CENSOR_DESC = {"allo_hsct": "ALLOGENEIC HSCT", "new_therapy": "NEW ANTICANCER THERAPY"}
+
+
+def _event_desc(event: str) -> str:
+    return {"death": "DEATH", "relapse": "RELAPSE",
+            "extramedullary_disease": "RELAPSE (EXTRAMEDULLARY DISEASE)"}.get(event, f"RELAPSE ({event.upper()})")
+
+
+def _assessments(rows: list[dict]) -> str:
+    if not rows:
+        return "no response assessment"
+    return ", ".join(f"{r['category'] or 'empty'}" + (f" on day {_fmt_day(r['day'])}" if r["day"] is not None else "")
+                     for r in rows)
+
+
+class _Missing(Exception):
+    pass
+
+
+def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: EndpointOptions) -> dict:
+    """Event, or censoring at the censoring event / last known alive, for a clock started at ``origin``.
+
+    ``event``: {day, code, rule, reason, refs, desc, srcdom} or None.
+    """
+    c = s.censor
+    if event is not None and (c is None or event["day"] <= c["day"]):
+        return {"ADY": event["day"], "CNSR": 0, "EVENT": event["code"], "EVNTDESC": event["desc"], "CNSDTDSC": None,
+                "SRCDOM": event["srcdom"], "rule": event["rule"], "reason": event["reason"], "evidence": event["refs"]}
+    if c is not None:
+        if c["day"] < origin:  # pragma: no cover - responses after the censoring day are dropped
+            raise ValueError(f"subject {s.sid}: censoring day {c['day']:g} before the clock start {origin:g}")
+        rule = f"censor.{c['event']}"
+        return {"ADY": c["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None, "CNSDTDSC": _CENSOR_DESC[c["event"]],
+                "SRCDOM": "events", "rule": rule, "reason": _rule_text(rule, what=what, day=c["day"]),
+                "evidence": c["refs"]}
+    alive = s.last_alive(opts.missing_followup)
+    if alive is None:
+        raise _Missing(s.sid)
+    if alive["day"] < origin:
+        raise ValueError(f"subject {s.sid}: last known alive on day {alive['day']:g}, before the clock start "
+                         f"{origin:g}")
+    return {"ADY": alive["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None, "CNSDTDSC": "LAST KNOWN ALIVE",
+            "SRCDOM": alive["srcdom"], "rule": "censor.last_alive",
+            "reason": _rule_text("censor.last_alive", what=what, day=alive["day"], how=alive["how"]),
+            "evidence": alive["refs"]}
+
+
+def _death_or_relapse(s: _Subject, origin: float, rem: dict, prefix: str, opts: EndpointOptions,
+                      competing: bool = False) -> dict | None:
+    """The first relapse on or after the remission day, or death."""
+    relapse = s.first(opts.relapse_events, after=rem["day"])
+    death = s.first(["death"], after=None)
+    if death is not None and death["day"] < rem["day"]:
+        raise ValueError(f"subject {s.sid}: death on day {death['day']:g} before the remission on day {rem['day']:g}")
+    rem_txt = f"{rem['category']} on day {_fmt_day(rem['day'])}"
+    cands = []
+    if relapse is not None:
+        rule = f"{prefix}.relapse"
+        cands.append((relapse["day"], 0, {"code": 1, "rule": rule, "desc": _event_desc(relapse["event"]),
+                                          "reason": _rule_text(rule, remission=rem_txt, event=relapse["event"],
+                                                               day=relapse["day"]),
+                                          "refs": relapse["refs"], "day": relapse["day"]}))
+    if death is not None:
+        rule = f"{prefix}.death_without_relapse" if competing else f"{prefix}.death"
+        cands.append((death["day"], 1, {"code": 2 if competing else 1, "rule": rule,
+                                        "desc": "DEATH WITHOUT RELAPSE" if competing else "DEATH",
+                                        "reason": _rule_text(rule, remission=rem_txt, day=death["day"]),
+                                        "refs": death["refs"], "day": death["day"]}))
+    if not cands:
+        return None
+    ev = min(cands, key=lambda c: (c[0], c[1]))[2]
+    ev["refs"] = _uniq(rem["refs"] + ev["refs"])
+    ev["srcdom"] = "events"
+    return ev
+
+
+def _remission(rows: list[dict], opts: EndpointOptions, sid: str, landmark: float | None = None) -> dict | None:
+    rem = [r for r in rows if r["category"] in opts.remission_categories]
+    for r in rem:
+        if r["day"] is None:
+            raise ValueError(f"subject {sid}: remission response {r['category']!r} without best_response_day")
+    rem = [r for r in rem if landmark is None or r["day"] <= landmark]
+    return min(rem, key=lambda r: r["day"]) if rem else None
+
+
+def _params_rows(s: _Subject, params: tuple[str, ...], opts: EndpointOptions) -> list[dict]:
+    defs = endpoint_definitions()["params"]
+    out = []
+
+    def row(paramcd: str, start: float | None, body: dict | None, anl: bool = True) -> None:
+        base = {"subject_id": s.sid, "PARAMCD": paramcd, "PARAM": defs[paramcd]["param"], "ANLFL": "Y" if anl else None,
+                "STARTDY": start, "AVALU": "DAYS"}
+        if body is None:
+            body = {}
+        r = {**base, **body}
+        if anl:
+            r["AVAL"] = r["ADY"] - start
+        out.append(r)
+
+    for paramcd in params:
+        if paramcd == "OS":
+            d = s.first(["death"])
+            ev = None if d is None else {"day": d["day"], "code": 1, "rule": "os.death", "desc": "DEATH",
+                                         "reason": _rule_text("os.death", day=d["day"]), "refs": d["refs"],
+                                         "srcdom": "events"}
+            row("OS", 0.0, _close(s, 0.0, ev, "death", opts))
+        elif paramcd == "EFS":
+            lm = opts.efs_landmark_day
+            lm_txt = "the end of follow-up" if lm is None else f"day {_fmt_day(float(lm))}"
+            rem = _remission(s.usable, opts, s.sid, None if lm is None else float(lm))
+            if rem is not None:
+                ev = _death_or_relapse(s, 0.0, rem, "efs", opts)
+                body = _close(s, 0.0, ev, "relapse or death", opts)
+                body["evidence"] = _uniq(rem["refs"] + body["evidence"])
+                row("EFS", 0.0, body)
+                continue
+            evaluable = [r for r in s.usable if r["category"] is not None
+                         and r["category"] not in opts.not_evaluable_categories]
+            death = s.first(["death"])
+            if evaluable:
+                body = {"ADY": 0.0, "CNSR": 0, "EVENT": 1, "EVNTDESC": "TREATMENT FAILURE", "CNSDTDSC": None,
+                        "SRCDOM": "responses", "rule": "efs.treatment_failure",
+                        "reason": _rule_text("efs.treatment_failure", landmark=lm_txt,
+                                             assessments=_assessments(evaluable)),
+                        "evidence": _uniq(ref for r in evaluable for ref in r["refs"])}
+            elif death is not None and (lm is None or death["day"] <= float(lm)):
+                body = {"ADY": 0.0, "CNSR": 0, "EVENT": 1, "EVNTDESC": "TREATMENT FAILURE", "CNSDTDSC": None,
+                        "SRCDOM": "events", "rule": "efs.death_without_assessment",
+                        "reason": _rule_text("efs.death_without_assessment", day=death["day"], landmark=lm_txt),
+                        "evidence": death["refs"]}
+            else:
+                body = {"ADY": 0.0, "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
+                        "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": "responses" if s.usable else None,
+                        "rule": "efs.not_evaluable",
+                        "reason": _rule_text("efs.not_evaluable", landmark=lm_txt,
+                                             assessments=_assessments(s.usable)),
+                        "evidence": _uniq(ref for r in s.usable for ref in r["refs"])}
+            row("EFS", 0.0, body)
+        else:  # RFS, LFS, CIR: subjects achieving remission
+            rem = _remission(s.usable, opts, s.sid)
+            if rem is None:
+                row(paramcd, None, {"ADY": None, "AVAL": None, "CNSR": None, "EVENT": None, "EVNTDESC": None,
+                                    "CNSDTDSC": None, "SRCDOM": None, "rule": "not_in_remission",
+                                    "reason": _rule_text("not_in_remission", paramcd=paramcd,
+                                                         assessments=_assessments(s.usable)),
+                                    "evidence": _uniq(ref for r in s.usable for ref in r["refs"])}, anl=False)
+                continue
+            origin = 0.0 if paramcd == "LFS" else rem["day"]
+            prefix = paramcd.lower()
+            ev = _death_or_relapse(s, origin, rem, prefix, opts, competing=paramcd == "CIR")
+            body = _close(s, origin, ev, "relapse or death", opts)
+            body["evidence"] = _uniq(rem["refs"] + body["evidence"])
+            row(paramcd, origin, body)
+    return out
+
+
+def derive_adtte(study: Study, options: EndpointOptions | None = None,
+                 responses: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
+    """ADaM-style ADTTE: one row per subject and parameter (OS, EFS, RFS, LFS, CIR), ELN 2022 Table 9.
+
+    ``responses``: subject_id, best_response, best_response_day (and optionally ``evidence``, a list of
+    ``"<file>:<row>"``), one row per subject or per assessment - e.g. the best-response engine's
+    output. Without it only OS is derived (EFS, RFS, LFS and CIR need the response).
+    ``relapses``: subject_id, relapse_day (and ``evidence``), relapses derived from the data (marrow
+    blasts, circulating blasts, EMD: :func:`cartlab.response.marrow.relapse`), counted as relapse
+    events in addition to the ``relapse_events`` of events.csv.
+
+    Definitions (module docstring and ``criteria/endpoints.yaml``): OS = death from any cause; EFS =
+    treatment failure (no CR/CRh/CRi by ``efs_landmark_day``: event at day 0 when evaluable or dead
+    before the landmark without assessment, censored at day 0 when alive and not evaluable), relapse
+    or death; RFS = relapse or death from the first remission day; LFS = the same from day 0; CIR =
+    relapse (EVENT 1) with death without relapse competing (EVENT 2), from the remission day. Censoring
+    on the day last known alive (``last_followup_day`` or a later event or assessment), or at HSCT /
+    new therapy when those options are on. RFS/LFS/CIR rows of subjects never in remission have
+    ``ANLFL`` empty, empty ``AVAL``/``CNSR`` and say why.
+
+    Columns: :data:`ADTTE_SCHEMA` (``CNSR`` 0 = event, 1 = censored; ``EVENT`` 0 = censored, 1 =
+    event, for CIR 1 = relapse, 2 = death without relapse). Raises ``ValueError`` naming every subject
+    that needs censoring but has no ``last_followup_day`` and no event or assessment (see
+    ``EndpointOptions.missing_followup``).
+    """
+    opts = options or EndpointOptions()
+    params = opts.params if opts.params is not None else (("OS",) if responses is None else PARAMCDS)
+    params = tuple(p for p in PARAMCDS if p in params)
+    if responses is None and any(p != "OS" for p in params):
+        raise ValueError(f"parameters {[p for p in params if p != 'OS']} need a responses frame "
+                         "(subject_id, best_response, best_response_day)")
+    resp = _responses_by_subject(responses, _study_ids(study))
+    rows: list[dict] = []
+    missing: list[str] = []
+    for s in _subjects(study, resp, opts, relapses):
+        try:
+            rows += _params_rows(s, params, opts)
+        except _Missing:
+            missing.append(s.sid)
+    if missing:
+        raise ValueError(
+            f"subject(s) {missing}: no last_followup_day and no event or response assessment to censor at; "
+            "give subjects.last_followup_day, or use EndpointOptions(missing_followup='last_observation') to "
+            "censor at the subject's last recorded row")
+    for r in rows:
+        r["STUDYID"] = study.study_id
+    if not rows:
+        return pl.DataFrame(schema=ADTTE_SCHEMA)
+    return pl.DataFrame(rows, schema=ADTTE_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# estimators
+
+
+def _tte_rows(adtte: pl.DataFrame, paramcd: str | None, need: tuple[str, ...] = ("AVAL", "CNSR")) -> pl.DataFrame:
+    """The analysable rows of one parameter: PARAMCD match, ANLFL = Y (when present), AVAL >= 0."""
+    df = adtte
+    if paramcd is not None:
+        if "PARAMCD" not in df.columns:
+            raise ValueError(f"paramcd={paramcd!r} given but the frame has no PARAMCD column")
+        df = df.filter(pl.col("PARAMCD") == paramcd)
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {missing}")
+    if "ANLFL" in df.columns:
+        df = df.filter(pl.col("ANLFL") == "Y")
+    null = df.filter(pl.any_horizontal([pl.col(c).is_null() for c in need]))
+    if null.height:
+        raise ValueError(f"{null.height} analysable row(s) with empty {'/'.join(need)}")
+    aval = df["AVAL"].cast(pl.Float64)
+    if df.height and (not np.all(np.isfinite(aval.to_numpy())) or aval.min() < 0):
+        raise ValueError("AVAL must be finite and >= 0")
+    if "CNSR" in need and df.height and not set(df["CNSR"].to_list()) <= {0, 1}:
+        raise ValueError("CNSR must be 0 (event) or 1 (censored)")
+    return df
+
+
+def _kmf(sub: pl.DataFrame, level: float):
+    from lifelines import KaplanMeierFitter
+
+    return KaplanMeierFitter(alpha=1.0 - level).fit(
+        sub["AVAL"].cast(pl.Float64).to_numpy(), event_observed=(sub["CNSR"].to_numpy() == 0), label="S")
+
+
+def km_estimate(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence[str] | None = None,
+                level: float = 0.95) -> pl.DataFrame:
+    """Kaplan-Meier estimate of one ADTTE parameter, overall or per ``by`` group.
+
+    Computed by ``lifelines.KaplanMeierFitter`` (product limit ``S(t) = prod_{t_i <= t} (1 - d_i/n_i)``)
+    on the rows with ``ANLFL == "Y"``; events are ``CNSR == 0``. The pointwise ``level`` CI is
+    lifelines' default, the exponential Greenwood ("log-log") interval
+    ``S(t) ** exp(+-z * sqrt(sum d_i/(n_i(n_i-d_i))) / |log S(t)|)`` (equal to R ``survfit`` with
+    ``conf.type = "log-log"``; bounds equal S where the variance is 0, e.g. S = 1).
+
+    Columns: ``PARAMCD``, the ``by`` columns, ``time`` (0 and every distinct AVAL), ``n_at_risk``
+    (AVAL >= time), ``n_events``, ``n_censored`` (at that time), ``survival``, ``ci_low``, ``ci_high``.
+    """
+    level = _check_level(level)
+    df = _tte_rows(adtte, paramcd)
+    cols = _by_cols(by)
+    schema = {"PARAMCD": pl.String, **{c: df.schema[c] for c in cols if c in df.columns}, "time": pl.Float64,
+              "n_at_risk": pl.Int64, "n_events": pl.Int64, "n_censored": pl.Int64, "survival": pl.Float64,
+              "ci_low": pl.Float64, "ci_high": pl.Float64}
+    frames = []
+    for key, sub in _partitions(df, cols):
+        if sub.height == 0:
+            continue
+        kmf = _kmf(sub, level)
+        et = kmf.event_table
+        sf = kmf.survival_function_["S"].reindex(et.index)
+        ci = kmf.confidence_interval_.reindex(et.index)
+        frames.append(pl.DataFrame({
+            "PARAMCD": [paramcd] * len(et), **{c: [key[c]] * len(et) for c in cols},
+            "time": et.index.to_numpy(dtype=float), "n_at_risk": et["at_risk"].to_numpy(dtype=np.int64),
+            "n_events": et["observed"].to_numpy(dtype=np.int64), "n_censored": et["censored"].to_numpy(dtype=np.int64),
+            "survival": sf.to_numpy(dtype=float), "ci_low": ci.iloc[:, 0].to_numpy(dtype=float),
+            "ci_high": ci.iloc[:, 1].to_numpy(dtype=float),
+        }, schema=schema))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+def median_survival(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence[str] | None = None,
+                    level: float = 0.95) -> pl.DataFrame:
+    """Kaplan-Meier median with its CI, overall or per ``by`` group.
+
+    The median is the first time with S(t) <= 0.5 (lifelines ``median_survival_time_``); the CI is
+    the first times at which the lower and upper pointwise log(-log) bands reach 0.5 (lifelines
+    ``median_survival_times(confidence_interval_)``, the Brookmeyer-Crowley band inversion also used
+    by R ``print.survfit``). A median or bound that is not reached is empty and the reason says so.
+
+    Columns: ``PARAMCD``, the ``by`` columns, ``n``, ``n_events``, ``median``, ``median_ci_low``,
+    ``median_ci_high``, ``level``, ``method``, ``reason``.
+    """
+    from lifelines.utils import median_survival_times
+
+    level = _check_level(level)
+    df = _tte_rows(adtte, paramcd)
+    cols = _by_cols(by)
+    rows = []
+    for key, sub in _partitions(df, cols):
+        kmf = _kmf(sub, level)
+        med = float(kmf.median_survival_time_)
+        band = median_survival_times(kmf.confidence_interval_)
+        lo, hi = float(band.iloc[0, 0]), float(band.iloc[0, 1])
+        fin = [None if not math.isfinite(v) else v for v in (med, lo, hi)]
+        n_ev = int((sub["CNSR"] == 0).sum())
+        ci_txt = " - ".join("not reached" if v is None else f"{v:g}" for v in fin[1:])
+        reason = (f"{n_ev} event(s) in {sub.height} subject(s); median "
+                  + ("not reached" if fin[0] is None else f"{fin[0]:g} days")
+                  + f", {level:.0%} CI {ci_txt}")
+        rows.append({"PARAMCD": paramcd, **key, "n": sub.height, "n_events": n_ev, "median": fin[0],
+                     "median_ci_low": fin[1], "median_ci_high": fin[2], "level": level,
+                     "method": "Kaplan-Meier; CI by inversion of the log(-log) pointwise band", "reason": reason})
+    schema = {"PARAMCD": pl.String, **{c: df.schema[c] for c in cols}, "n": pl.Int64, "n_events": pl.Int64,
+              "median": pl.Float64, "median_ci_low": pl.Float64, "median_ci_high": pl.Float64, "level": pl.Float64,
+              "method": pl.String, "reason": pl.String}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def number_at_risk(adtte: pl.DataFrame, paramcd: str | None, times: Iterable[float],
+                   by: str | Sequence[str] | None = None) -> pl.DataFrame:
+    """Numbers at risk at chosen times (the table under a KM plot), overall or per ``by`` group.
+
+    ``n_at_risk`` at t = subjects with AVAL >= t (a subject with its event or censoring at t is still
+    at risk at t, as in lifelines' event table and R ``summary(survfit)``); ``n_events_cum`` and
+    ``n_censored_cum`` = events (CNSR 0) and censorings with AVAL <= t.
+
+    Columns: ``PARAMCD``, the ``by`` columns, ``time``, ``n_at_risk``, ``n_events_cum``, ``n_censored_cum``.
+    """
+    ts = [float(t) for t in times]
+    df = _tte_rows(adtte, paramcd)
+    cols = _by_cols(by)
+    rows = []
+    for key, sub in _partitions(df, cols):
+        aval = sub["AVAL"].cast(pl.Float64).to_numpy()
+        ev = sub["CNSR"].to_numpy() == 0
+        for t in ts:
+            rows.append({"PARAMCD": paramcd, **key, "time": t, "n_at_risk": int((aval >= t).sum()),
+                         "n_events_cum": int(((aval <= t) & ev).sum()),
+                         "n_censored_cum": int(((aval <= t) & ~ev).sum())})
+    schema = {"PARAMCD": pl.String, **{c: df.schema[c] for c in cols}, "time": pl.Float64, "n_at_risk": pl.Int64,
+              "n_events_cum": pl.Int64, "n_censored_cum": pl.Int64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def aalen_johansen(durations: Sequence[float], events: Sequence[int], event_of_interest: int = 1,
+                   level: float = 0.95) -> pl.DataFrame:
+    """Aalen-Johansen cumulative incidence of one event type in the presence of competing events.
+
+    ``events``: 0 = censored, k >= 1 = event of type k. At each distinct time t_j with n_j at risk
+    (duration >= t_j), d_j events of any type and d_kj of the type of interest,
+    ``F_k(t) = sum_{t_j <= t} S(t_j-) d_kj / n_j`` where S is the all-cause Kaplan-Meier survival
+    (Aalen & Johansen, *Scand J Stat* 1978;5:141-150; Kalbfleisch & Prentice 2002 §8.2). Tied times,
+    also of different event types, are handled exactly - no jitter is needed: the formula gives the
+    same value as any ordering of the tied events.
+
+    Variance and CI are those of ``lifelines.AalenJohansenFitter`` (Collett, *Modelling Survival Data
+    in Medical Research*, 3rd ed., p. 411; a Greenwood-type delta-method variance):
+    ``Var F(t) = sum (F(t)-F(t_j))^2 d_j/(n_j(n_j-d_j)) + sum S(t_j-)^2 d_kj(n_j-d_kj)/n_j^3
+    - 2 sum (F(t)-F(t_j)) S(t_j-) d_kj/n_j^2``, and the interval on the log(-log F) scale,
+    ``exp(-exp(log(-log F) +- z sqrt(Var) / (F |log F|)))``. Where ``n_j = d_j`` the first term is 0
+    (lifelines gives NaN there); where F = 0 (or 1) both bounds equal F.
+
+    Why not lifelines' fitter: it "cannot handle tied event times" and, when different event types
+    share a time, randomly jitters *all* event times by up to ``jitter_level`` (a warning; reproducible
+    only with ``seed``), which also moves events past censorings at the same time and changes the
+    estimate; it also forces F = 0 on its first row, wrong when events occur at time 0. On tie-free
+    data this function equals lifelines to 1e-12 (tests/test_endpoints.py).
+
+    Columns: ``time`` (0 and every distinct duration), ``n_at_risk``, ``n_events`` (of interest),
+    ``n_competing``, ``n_censored``, ``cif``, ``variance``, ``ci_low``, ``ci_high``.
+    """
+    level = _check_level(level)
+    t = np.asarray(durations, dtype=float)
+    e = np.asarray(events)
+    if t.shape != e.shape or t.ndim != 1:
+        raise ValueError("durations and events must be 1-d and of the same length")
+    if t.size and (not np.all(np.isfinite(t)) or t.min() < 0):
+        raise ValueError("durations must be finite and >= 0")
+    if e.size and (np.any(e < 0) or np.any(e != np.round(e))):
+        raise ValueError("events must be integers >= 0 (0 = censored)")
+    e = e.astype(np.int64)
+    k = int(event_of_interest)
+    if k < 1:
+        raise ValueError("event_of_interest must be an event code >= 1")
+    schema = {"time": pl.Float64, "n_at_risk": pl.Int64, "n_events": pl.Int64, "n_competing": pl.Int64,
+              "n_censored": pl.Int64, "cif": pl.Float64, "variance": pl.Float64, "ci_low": pl.Float64,
+              "ci_high": pl.Float64}
+    if t.size == 0:
+        return pl.DataFrame(schema=schema)
+    times = np.unique(t)
+    if times[0] > 0:
+        times = np.concatenate([[0.0], times])
+    n = np.array([(t >= x).sum() for x in times], dtype=np.int64)
+    d_all = np.array([((t == x) & (e > 0)).sum() for x in times], dtype=np.int64)
+    d_k = np.array([((t == x) & (e == k)).sum() for x in times], dtype=np.int64)
+    cens = np.array([((t == x) & (e == 0)).sum() for x in times], dtype=np.int64)
+    lag_s = np.ones(len(times))
+    s = 1.0
+    for j in range(len(times)):
+        lag_s[j] = s
+        s *= 1.0 - d_all[j] / n[j]
+    cif = np.minimum(np.cumsum(lag_s * d_k / n), 1.0)  # a sum of 1 may round to 1 + 2e-16
+    # the variance, accumulated as lifelines does (a * (x - b)^2 and a * (x - b) expanded)
+    q_const = q_lin = q_quad = 0.0
+    l_const = l_lin = 0.0
+    second = 0.0
+    var = np.zeros(len(times))
+    for j in range(len(times)):
+        f = float(cif[j])
+        a = 0.0 if n[j] == d_all[j] else d_all[j] / n[j] / (n[j] - d_all[j])
+        q_const += a * (f ** 2)
+        q_lin -= 2 * a * f
+        q_quad += a
+        second += (lag_s[j] ** 2) * d_k[j] * (n[j] - d_k[j]) / (n[j] ** 3)
+        c = lag_s[j] * d_k[j] / (n[j] ** 2)
+        l_const -= c * f
+        l_lin += c
+        var[j] = (q_const + q_lin * f + q_quad * (f ** 2)) + second - 2 * (l_const + l_lin * f)
+    z = _z(level)
+    lo = cif.copy()
+    hi = cif.copy()
+    inside = (cif > 0) & (cif < 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = np.log(-np.log(cif[inside]))
+        se = np.sqrt(np.maximum(var[inside], 0.0)) / (cif[inside] * np.abs(np.log(cif[inside])))
+    lo[inside] = np.exp(-np.exp(g + z * se))
+    hi[inside] = np.exp(-np.exp(g - z * se))
+    return pl.DataFrame({"time": times, "n_at_risk": n, "n_events": d_k, "n_competing": d_all - d_k,
+                         "n_censored": cens, "cif": cif, "variance": var, "ci_low": lo, "ci_high": hi}, schema=schema)
+
+
+def cumulative_incidence(adtte_cr: pl.DataFrame, event_of_interest: int = 1, level: float = 0.95,
+                         paramcd: str | None = "CIR", by: str | Sequence[str] | None = None) -> pl.DataFrame:
+    """Aalen-Johansen cumulative incidence from a competing-risk ADTTE (``AVAL`` and ``EVENT`` codes).
+
+    ``event_of_interest`` 1 on the CIR rows of :func:`derive_adtte` = cumulative incidence of relapse
+    with death without relapse competing (ELN 2022 Table 9); 2 = cumulative incidence of death
+    without relapse. Rows are filtered to ``paramcd`` (when the frame has ``PARAMCD``; None = all rows)
+    and ``ANLFL == "Y"``. Estimator, variance and CI: :func:`aalen_johansen` (exact with ties; equals
+    ``lifelines.AalenJohansenFitter`` on tie-free data).
+
+    Columns: ``PARAMCD``, the ``by`` columns, ``event_of_interest``, then those of :func:`aalen_johansen`.
+    """
+    level = _check_level(level)
+    df = adtte_cr
+    if paramcd is not None and "PARAMCD" not in df.columns:
+        paramcd = None
+    df = _tte_rows(df, paramcd, need=("AVAL", "EVENT"))
+    cols = _by_cols(by)
+    frames = []
+    for key, sub in _partitions(df, cols):
+        aj = aalen_johansen(sub["AVAL"].cast(pl.Float64).to_numpy(), sub["EVENT"].to_numpy(), event_of_interest, level)
+        frames.append(aj.select(
+            pl.lit(paramcd, dtype=pl.String).alias("PARAMCD"),
+            *[pl.lit(key[c], dtype=df.schema[c]).alias(c) for c in cols],
+            pl.lit(int(event_of_interest), dtype=pl.Int64).alias("event_of_interest"),
+            pl.all()))
+    if frames:
+        return pl.concat(frames)
+    schema = {"PARAMCD": pl.String, **{c: df.schema[c] for c in cols}, "event_of_interest": pl.Int64,
+              **aalen_johansen([], [], event_of_interest, level).schema}
+    return pl.DataFrame(schema=schema)
