@@ -151,3 +151,17 @@ def test_subject_report_has_the_toxicity_section(seed, tmp_path):
     assert "icaht.early.g3_anc500_ge14" in tox and "penn.g3.low_dose_vasopressor" in tox
     assert "ctcae_v5:neutrophil_count_decreased:g4" in tox
     assert "reconstructed rows is itself a reconstruction" in tox
+
+
+def test_analyze_output_is_reproducible_across_hash_seeds(seed_copy, tmp_path):
+    """Same input, same bytes: no set/dict iteration order leaks into any table."""
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"h{seed}"
+        r = run("analyze", seed_copy, "--out", out, env={"PYTHONHASHSEED": seed})
+        assert r.returncode == 0, r.stderr
+        outs.append(out)
+    names = sorted(p.name for p in outs[0].glob("*.csv"))
+    assert names == sorted(p.name for p in outs[1].glob("*.csv")) and len(names) > 20
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name

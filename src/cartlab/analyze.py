@@ -59,6 +59,7 @@ def builtin_registry() -> Registry:
     from cartlab.grading.crs import crs_summary
     from cartlab.grading.hematotox import icaht_summary
     from cartlab.grading.icans import icans_summary
+    from cartlab.kinetics.car import kinetics_summary
     from cartlab.response.best import response_summary
 
     reg = Registry()
@@ -92,6 +93,14 @@ def builtin_registry() -> Registry:
             ("best_response", "best_response_day", "mrd_negative"),
             response_summary,
             "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
+        )
+    )
+    reg.register(
+        Engine(
+            "CAR-T kinetics (NCA)",
+            ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast"),
+            kinetics_summary,
+            "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
         )
     )
     return reg
@@ -155,10 +164,22 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
     * ``adtte``: OS, EFS, RFS, LFS and CIR per subject (ELN 2022 Table 9); cohort ``response_rates``
       (ORR and CR/CRh/CRi with exact CIs), ``km`` (Kaplan-Meier of OS, EFS, LFS with log(-log) CIs
       and numbers at risk) and ``cumulative_incidence`` (relapse, death without relapse competing).
+    * ``car_kinetics`` (NCA per subject: PKNCA-named parameters, method, warnings), ``adpc``, ``adpp``
+      and ``exposure_response`` (Cmax/AUC0-28 vs response and CRS: Mann-Whitney, logistic).
     """
-    from cartlab.grading.adam import adae_toxicity
     from cartlab.grading.crs import crs_daily, crs_summary
-    from cartlab.grading.crs import episodes as _episodes
+
+    crs_d = crs_daily(study)
+    crs = crs_summary(study, daily=crs_d)
+    tables = _grading_tables(study, crs_d, crs)
+    tables.update(_response_tables(study))
+    tables.update(_kinetics_tables(study, tables["best_response"], crs))
+    return tables
+
+
+def _grading_tables(study: Study, crs_d: pl.DataFrame, crs: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    from cartlab.grading.adam import adae_toxicity
+    from cartlab.grading.crs import episodes
     from cartlab.grading.crs_legacy import crs_cross_scale_cohort, organ_grades_from_adlb
     from cartlab.grading.ctcae import derive_ctcae
     from cartlab.grading.hematotox import (
@@ -171,23 +192,14 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
         recovery_days,
     )
     from cartlab.grading.icans import icans_daily
-    from cartlab.response.best import best_response, derive_adrs, orr
-    from cartlab.response.endpoints import cumulative_incidence, derive_adtte, km_estimate
-    from cartlab.response.marrow import marrow_response, relapse
-    from cartlab.response.molecular import antigen_loss, molecular_response
 
     adlb = derive_ctcae(study)
-    marrow = marrow_response(study)
-    best = best_response(study, assessments=marrow)
-    assessments = marrow.select("subject_id", pl.col("category").alias("best_response"),
-                                pl.col("day").alias("best_response_day"), "evidence")
-    adtte = derive_adtte(study, responses=assessments, relapses=relapse(study, marrow))
-    crs_d, icans_d = crs_daily(study), icans_daily(study)
-    cross = crs_cross_scale_cohort(study, crs_summary(study, daily=crs_d), organ_grades_from_adlb(adlb))
+    icans_d = icans_daily(study)
+    cross = crs_cross_scale_cohort(study, crs, organ_grades_from_adlb(adlb))
     icaht_s = icaht(study)
     parts = [
-        _episodes(crs_d, "Cytokine release syndrome", "ASTCT 2019"),
-        _episodes(icans_d, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
+        episodes(crs_d, "Cytokine release syndrome", "ASTCT 2019"),
+        episodes(icans_d, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
         icaht_episodes(study, graded=icaht_s),
     ]
     return {
@@ -204,25 +216,59 @@ def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
         "easix": easix(study),
         "iec_hs_flags": iec_hs_flags(study),
         "adae_toxicity": adae_toxicity(study, parts),
+    }
+
+
+def _has_times(adtte: pl.DataFrame, paramcd: str) -> bool:
+    return adtte.filter((pl.col("PARAMCD") == paramcd) & pl.col("AVAL").is_not_null()).height > 0
+
+
+def _response_tables(study: Study) -> dict[str, pl.DataFrame]:
+    from cartlab.response.best import best_response, derive_adrs, orr
+    from cartlab.response.endpoints import cumulative_incidence, derive_adtte, km_estimate
+    from cartlab.response.marrow import marrow_response, relapse
+    from cartlab.response.molecular import antigen_loss, molecular_response
+
+    marrow = marrow_response(study)
+    best = best_response(study, assessments=marrow)
+    # every assessment (not only the best) so that the first remission day starts RFS/CIR
+    assessments = marrow.select("subject_id", pl.col("category").alias("best_response"),
+                                pl.col("day").alias("best_response_day"), "evidence")
+    adtte = derive_adtte(study, responses=assessments, relapses=relapse(study, marrow))
+    rates = pl.concat([
+        orr(best, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
+        for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi")))
+        for by in (None, "criteria")
+    ], how="diagonal_relaxed")
+    km = [km_estimate(adtte, p) for p in ("OS", "EFS", "LFS") if _has_times(adtte, p)]
+    cif = [cumulative_incidence(adtte, code).with_columns(pl.lit(what).alias("event"))
+           for code, what in ((1, "relapse"), (2, "death without relapse"))] if _has_times(adtte, "CIR") else []
+    return {
         "marrow_response": marrow,
         "best_response": best,
-        "adrs": derive_adrs(study),
+        "adrs": derive_adrs(study, assessments=marrow, best=best),
         "adtte": adtte,
-        "response_rates": pl.concat([
-            orr(best, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
-            for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi")))
-            for by in (None, "criteria")
-        ], how="diagonal_relaxed"),
-        "km": pl.concat([km_estimate(adtte, p) for p in ("OS", "EFS", "LFS")
-                         if adtte.filter((pl.col("PARAMCD") == p) & pl.col("AVAL").is_not_null()).height],
-                        how="diagonal_relaxed") if adtte.height else pl.DataFrame(),
-        "cumulative_incidence": pl.concat([
-            cumulative_incidence(adtte, 1).with_columns(pl.lit("relapse").alias("event")),
-            cumulative_incidence(adtte, 2).with_columns(pl.lit("death without relapse").alias("event")),
-        ], how="diagonal_relaxed") if adtte.filter((pl.col("PARAMCD") == "CIR") & pl.col("AVAL").is_not_null()).height
-        else pl.DataFrame(),
+        "response_rates": rates,
+        "km": pl.concat(km, how="diagonal_relaxed") if km else pl.DataFrame(),
+        "cumulative_incidence": pl.concat(cif, how="diagonal_relaxed") if cif else pl.DataFrame(),
         "molecular_response": molecular_response(study),
         "antigen_loss": antigen_loss(study),
+    }
+
+
+def _kinetics_tables(study: Study, best: pl.DataFrame, crs: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    from cartlab.kinetics.car import car_kinetics, derive_adpc, derive_adpp, kinetics_summary
+    from cartlab.kinetics.exposure import exposure_response
+
+    k = car_kinetics(study)
+    exposure = (kinetics_summary(study, kinetics=k)
+                .join(best.select("subject_id", "best_response"), on="subject_id", how="left")
+                .join(crs.select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
+    return {
+        "car_kinetics": k,
+        "adpc": derive_adpc(study),
+        "adpp": derive_adpp(study, kinetics=k),
+        "exposure_response": exposure_response(exposure),
     }
 
 

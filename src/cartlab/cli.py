@@ -287,7 +287,7 @@ def export_cmd(
 @app.command("explain")
 def explain_cmd(
     subject: Annotated[str, typer.Argument(help="Subject id.")],
-    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, response.")] = "crs",
+    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, response, kinetics.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,
@@ -398,6 +398,42 @@ def ctcae_cmd(
     if "expected_agree" in summary:
         console.print(f"expected_grade column: {summary['expected_agree']} agree, "
                       f"{summary['expected_mismatch']} differ")
+
+
+@app.command("nca")
+def nca_cmd(
+    table: Annotated[Path, typer.Argument(help="CSV: one row per sample (any concentration-time data, not only CAR-T).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: one row per subject and interval.")],
+    subject: Annotated[str, typer.Option("--subject", help="Subject column.")],
+    time: Annotated[str, typer.Option("--time", help="Time column (numbers).")],
+    conc: Annotated[str, typer.Option("--conc", help="Concentration column (numbers; '<x' = below x).")],
+    lloq: Annotated[Optional[str], typer.Option("--lloq", help="LLOQ column: conc below it is BLQ.")] = None,
+    method: Annotated[str, typer.Option(
+        "--method", help="AUC interpolation: lin-up/log-down (default, PKNCA), linear, lin-log, log-up/log-down.")]
+    = "lin-up/log-down",
+    interval: Annotated[Optional[list[str]], typer.Option(
+        "--interval", help="START,END (repeatable; END may be inf). Default: 0,inf.")] = None,
+) -> None:
+    """Non-compartmental analysis with PKNCA's rules and column names (cmax, tmax, tlast, clast.obs,
+    auclast, aucall, aucinf.obs, lambda.z, half.life, r.squared, adj.r.squared, lambda.z.n.points ...).
+
+    BLQ: 0 before the first quantifiable value, dropped between, 0 after the last (PKNCA defaults);
+    lambda.z by PKNCA's best-fit selection (adjusted R², >= 3 points, Tmax excluded).
+
+    [bold]Example[/]: cartlab nca theoph.csv --subject Subject --time Time --conc conc --out nca.csv
+    """
+    from cartlab.kinetics.nca import nca_command
+
+    try:
+        with _progress(f"NCA of {table.name}") as step:
+            step("profiles")
+            summary = nca_command(table, out, subject=subject, time=time, conc=conc, lloq=lloq, method=method,
+                                  intervals=interval or None)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"[green]wrote[/] {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()
+                                                       if not isinstance(v, (list, dict))), soft_wrap=True)
 
 
 @app.command("analyze")

@@ -63,4 +63,5 @@ def adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) -> pl.D
 
 def to_csv_frame(df: pl.DataFrame) -> pl.DataFrame:
     """Lists (evidence) joined with '; ' so the frame can be written as CSV."""
-    return df.with_columns(pl.col(c).list.join("; ") for c, t in df.schema.items() if isinstance(t, pl.List))
+    return df.with_columns(pl.col(c).list.eval(pl.element().cast(pl.String)).list.join("; ")
+                           for c, t in df.schema.items() if isinstance(t, pl.List))

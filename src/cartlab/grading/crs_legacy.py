@@ -859,7 +859,8 @@ def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions 
         top = [(r, fs) for r, fs in sure if r["grade"] == gmin]
         raise_ = [(r, unk, fs) for r, unk, fs in maybe if r["grade"] > gmin]
         missing = sorted({why for _, unk, _ in raise_ for f in unk for why in (unknown.get(f) or [f])})
-        feats = {f for _, fs in top for f in fs} | {f for _, _, fs in raise_ for f in fs}
+        # ordered (not a set): evidence must come out in the same order on every run
+        feats = list(dict.fromkeys([*(f for _, fs in top for f in fs), *(f for _, _, fs in raise_ for f in fs)]))
         refs = list(dict.fromkeys(ref for f in feats for g in _FEATURES[f][2] for ref in evid.get(g, [])))
         if top:
             rule = top[0][0]["id"]

@@ -6,7 +6,8 @@ the criteria/options used, and a frame with one row per day or observation (``da
 
 ``crs`` and ``icans`` (ASTCT 2019), ``crs-scales`` (Lee 2014, Penn, CARTOX, MSKCC side by side),
 ``ctcae`` (CTCAE v5 lab grades), ``icaht`` (EHA/EBMT 2023, with the daily ANC series) and
-``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions).
+``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions) and
+``kinetics`` (the CAR profile behind Cmax, Tmax, AUC0-28 and Tlast).
 """
 
 from __future__ import annotations
@@ -180,7 +181,35 @@ def _response(study: Study) -> Explanation:
     return Explanation("response", head, str(b["criteria"] or "no response criteria for this disease"), days)
 
 
+def _kinetics(study: Study) -> Explanation:
+    from cartlab.kinetics.car import car_kinetics, car_profiles
+
+    k = car_kinetics(study)
+    if k.height == 0:
+        return Explanation("kinetics", "no CARCOPY or CARCELL sample after the first infusion", "",
+                           pl.DataFrame(schema={"day": pl.Float64, "grade": pl.String, "rule": pl.String,
+                                                "reason": pl.String, "evidence": pl.List(pl.String)}))
+    r = k.row(0, named=True)
+    head = r["reason"] + (f"; warnings: {'; '.join(r['warnings'])}" if r.get("warnings") else "")
+    if r.get("lambda.z") is not None:
+        head += f"; lambda.z {r['lambda.z']:.4g}/day (half-life {r['half.life']:.3g} days; {r['lambda.z.reason']})"
+    prof = car_profiles(study)
+    days = prof.select(
+        pl.col("day"), pl.lit(None, dtype=pl.String).alias("grade"),
+        pl.when(pl.col("imputed")).then(pl.lit("kinetics.imputed_zero"))
+        .when(pl.col("blq")).then(pl.lit("kinetics.blq")).otherwise(pl.lit("kinetics.sample")).alias("rule"),
+        pl.format("{} {} at time {} d{}", pl.col("param"),
+                  pl.when(pl.col("blq")).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
+                  .otherwise(pl.col("conc").cast(pl.String)), pl.col("time"),
+                  pl.when(pl.col("imputed")).then(pl.lit(" (0 imputed at the infusion: no CAR-T before it)"))
+                  .when(pl.col("blq")).then(pl.lit(" (below LLOQ)")).otherwise(pl.lit(""))).alias("reason"),
+        "evidence", pl.lit(True).alias("shown"),
+    )
+    return Explanation("kinetics", head, "PKNCA rules (Denney et al. 2015) via cartlab.kinetics.nca", days)
+
+
 EXPLAINERS: dict[str, Callable[[Study], Explanation]] = {
+    "kinetics": _kinetics,
     "response": _response,
     "crs": _crs, "icans": _icans, "crs-scales": _crs_scales, "ctcae": _ctcae, "icaht": _icaht,
 }

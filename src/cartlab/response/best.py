@@ -165,11 +165,15 @@ ADRS_COLUMNS = ("STUDYID", "USUBJID", "PARAMCD", "PARAM", "AVALC", "ADY", "CRIT"
                 "RULE", "REASON", "EVIDENCE")
 
 
-def derive_adrs(study: Study, options: BestResponseOptions | None = None) -> pl.DataFrame:
-    """ADaM-style ADRS: one ``OVRLRESP`` row per marrow assessment and one ``BOR`` row per subject."""
+def derive_adrs(study: Study, options: BestResponseOptions | None = None,
+                assessments: pl.DataFrame | None = None, best: pl.DataFrame | None = None) -> pl.DataFrame:
+    """ADaM-style ADRS: one ``OVRLRESP`` row per marrow assessment and one ``BOR`` row per subject.
+
+    ``assessments`` / ``best``: :func:`marrow_response` / :func:`best_response` when already computed.
+    """
     options = options or BestResponseOptions()
-    a = marrow_response(study, options.response)
-    b = best_response(study, options, a)
+    a = assessments if assessments is not None else marrow_response(study, options.response)
+    b = best if best is not None else best_response(study, options, a)
     per = a.select(
         pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.lit("OVRLRESP").alias("PARAMCD"), pl.lit("Overall response at the marrow assessment").alias("PARAM"),

@@ -1,0 +1,274 @@
+"""CAR-T cellular kinetics from the canonical tables: profiles, NCA summary, ADPC and ADPP.
+
+The measured quantity is CARCOPY (CAR transgene copies/ug genomic DNA by qPCR), else CARCELL (CAR+
+cells/uL by flow) for a subject without CARCOPY (study-format v1, "Derivation conventions",
+Cellular kinetics). Time is days from the first CAR-T infusion (the study's day axis; ``time_from
+="last"`` measures from the most recent infusion instead). Conventions, each an option:
+
+* BLQ (a ``<x`` result or a value below ``lloq``): 0 before the first quantifiable value, dropped
+  between quantifiable values, 0 after the last (PKNCA's default ``conc.blq``, and the study
+  contract).
+* Samples before the first infusion are not part of the profile, and the profile starts with a
+  concentration of 0 at the infusion when no sample was taken at that moment (no CAR-T is in the
+  blood before it is given: PKNCA's ``start_conc0`` imputation). ``zero_at_infusion=False`` turns
+  this off (an AUC window starting before the first sample is then not computable).
+* ``car_auc_0_28``: AUC over days 0-28 by ``method`` (linear-up/log-down by default), interpolating
+  at day 28 when there is no sample that day.
+
+Every value carries the rows it came from (``evidence``) and the method; the NCA itself is
+:func:`cartlab.kinetics.nca.nca`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import polars as pl
+
+from cartlab.grading.common import EVIDENCE, evidence_ref
+from cartlab.model import Study
+
+__all__ = [
+    "CAR_PARAMS",
+    "CarKineticsOptions",
+    "car_kinetics",
+    "car_profiles",
+    "derive_adpc",
+    "derive_adpp",
+    "kinetics_summary",
+]
+
+#: measured quantities, in order of preference
+CAR_PARAMS = ("CARCOPY", "CARCELL")
+
+
+def _is_car_t(agent: str | None) -> bool:
+    from cartlab.report.figures import is_car_t_agent
+
+    return is_car_t_agent(agent)
+
+
+@dataclass(frozen=True)
+class CarKineticsOptions:
+    """* ``param``: force CARCOPY or CARCELL (default: CARCOPY, else CARCELL per subject).
+    * ``method``: AUC interpolation ("lin-up/log-down" default; "linear", "lin-log", "log-up/log-down").
+    * ``auc_window`` ((0, 28)): the ``car_auc_0_28`` window in days.
+    * ``time_from`` ("first"): days from the first CAR-T infusion, or "last" (the most recent one).
+    * ``zero_at_infusion`` (True): a concentration of 0 at time 0 when no sample is there.
+    """
+
+    param: str | None = None
+    method: str = "lin-up/log-down"
+    auc_window: tuple[float, float] = (0.0, 28.0)
+    time_from: str = "first"
+    zero_at_infusion: bool = True
+
+    def __post_init__(self) -> None:
+        if self.param is not None and self.param not in CAR_PARAMS:
+            raise ValueError(f"param must be one of {CAR_PARAMS}, not {self.param!r}")
+        if self.time_from not in ("first", "last"):
+            raise ValueError("time_from must be 'first' or 'last'")
+        lo, hi = self.auc_window
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ValueError(f"auc_window must be two finite days, start < end, not {self.auc_window!r}")
+
+
+def _infusions(study: Study) -> pl.DataFrame:
+    d = study.doses.filter(pl.col("day").is_not_null())
+    if d.height == 0:
+        return pl.DataFrame(schema={"subject_id": pl.String, "day": pl.Float64})
+    mask = [_is_car_t(a) for a in d["agent"].to_list()]
+    return d.filter(pl.Series(mask, dtype=pl.Boolean)).select("subject_id", "day").sort("subject_id", "day")
+
+
+_PROFILE_SCHEMA = {
+    "subject_id": pl.String, "param": pl.String, "day": pl.Float64, "time": pl.Float64,
+    "conc": pl.Float64, "lloq": pl.Float64, "blq": pl.Boolean, "value_text": pl.String,
+    "unit": pl.String, "imputed": pl.Boolean, "evidence": EVIDENCE,
+}
+
+
+def car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
+    """One row per CAR kinetic sample after the first infusion (plus the imputed 0 at infusion).
+
+    ``conc`` is the value in the canonical unit (null for a censored ``<x`` result), ``lloq`` the
+    row's LLOQ or the censoring limit, ``blq`` whether the sample is below it; ``time`` follows
+    ``time_from``. BLQ handling itself happens in the NCA (first/middle/last policies).
+    """
+    options = options or CarKineticsOptions()
+    obs = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS)) & pl.col("day").is_not_null())
+    if options.param is not None:
+        obs = obs.filter(pl.col("param") == options.param)
+    else:  # per subject: CARCOPY when it has any, else CARCELL
+        has_copy = obs.filter(pl.col("param") == "CARCOPY")["subject_id"].unique().to_list()
+        obs = obs.filter((pl.col("param") == "CARCOPY") | ~pl.col("subject_id").is_in(has_copy))
+    inf = _infusions(study)
+    first = inf.group_by("subject_id").agg(pl.col("day").min().alias("_first"))
+    obs = obs.join(first, on="subject_id", how="left").with_columns(pl.col("_first").fill_null(0.0))
+    obs = obs.filter(pl.col("day") >= pl.col("_first"))
+    if options.time_from == "last" and inf.height:
+        obs = obs.sort("subject_id", "day").join_asof(
+            inf.sort("subject_id", "day").rename({"day": "_last"}), left_on="day", right_on="_last",
+            by="subject_id", strategy="backward", check_sortedness=False)
+        ref = pl.coalesce(pl.col("_last"), pl.col("_first"))
+    else:
+        ref = pl.col("_first")
+    limit = pl.coalesce(pl.col("censor_limit"), pl.col("lloq"))
+    prof = obs.select(
+        "subject_id", "param", "day", (pl.col("day") - ref).alias("time"),
+        pl.col("value").alias("conc"), limit.alias("lloq"),
+        (pl.col("censor").is_in(["<", "<="]).fill_null(False)
+         | (pl.col("value").is_not_null() & limit.is_not_null() & (pl.col("value") < limit))).alias("blq"),
+        "value_text", "unit", pl.lit(False).alias("imputed"),
+        pl.concat_list(evidence_ref()).list.drop_nulls().alias("evidence"),
+    )
+    if options.zero_at_infusion:
+        at0 = prof.filter(pl.col("time") == 0)["subject_id"].unique().to_list()
+        starts = prof.group_by("subject_id", maintain_order=True).agg(
+            pl.col("param").first(), pl.col("unit").first(), pl.col("day").min().alias("_d"))
+        starts = starts.filter(~pl.col("subject_id").is_in(at0)).join(first, on="subject_id", how="left")
+        zero = starts.select(
+            "subject_id", "param", pl.col("_first").fill_null(0.0).alias("day"), pl.lit(0.0).alias("time"),
+            pl.lit(0.0).alias("conc"), pl.lit(None, dtype=pl.Float64).alias("lloq"), pl.lit(False).alias("blq"),
+            pl.lit(None, dtype=pl.String).alias("value_text"), "unit", pl.lit(True).alias("imputed"),
+            pl.lit([], dtype=EVIDENCE).alias("evidence"),
+        )
+        prof = pl.concat([prof.cast(_PROFILE_SCHEMA), zero.cast(_PROFILE_SCHEMA)])
+    return prof.cast(_PROFILE_SCHEMA).sort("subject_id", "time")
+
+
+def car_kinetics(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
+    """NCA of every subject's CAR profile: PKNCA-named parameters over all data and the AUC window.
+
+    Columns: ``subject_id``, ``param``, ``unit``, the NCA columns of the whole profile (``cmax``,
+    ``tmax``, ``tlast``, ``clast.obs``, ``auclast``, ``lambda.z``, ``half.life`` ...), ``auc_window``
+    (the AUC over ``auc_window``), ``method``, ``warnings``, ``rule``, ``reason`` and ``evidence``.
+    """
+    from cartlab.kinetics.nca import NcaOptions, nca
+
+    options = options or CarKineticsOptions()
+    prof = car_profiles(study, options)
+    schema_extra = {"subject_id": pl.String}
+    if prof.height == 0:
+        return pl.DataFrame(schema={**schema_extra, "param": pl.String, "cmax": pl.Float64, "tmax": pl.Float64,
+                                    "tlast": pl.Float64, "auc_window": pl.Float64, "method": pl.String,
+                                    "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
+    # the NCA sees quantifiable values as conc and BLQ samples as conc 0 with their LLOQ
+    frame = prof.select("subject_id", "time", pl.when(pl.col("blq")).then(None).otherwise(pl.col("conc")).alias("conc"),
+                        pl.when(pl.col("blq")).then(pl.col("lloq")).otherwise(None).alias("lloq"),
+                        pl.when(pl.col("blq")).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
+                        .otherwise(None).alias("value_text"))
+    lo, hi = options.auc_window
+    res = nca(frame, subject="subject_id", time="time", conc="conc", lloq="lloq", value_text="value_text",
+              intervals=((0.0, math.inf), (lo, hi)), options=NcaOptions(method=options.method))
+    whole = res.filter(pl.col("end").is_infinite()).rename({"rule": "lambda.z.rule", "reason": "lambda.z.reason"})
+    win = res.filter(pl.col("end") == hi).select("subject_id", pl.col("aucint").alias("_aucint"))
+    # BLQ after the last quantifiable sample and inside the window: the curve is 0 from there on
+    # (study contract: BLQ after the last quantifiable value is 0), so the window AUC is AUCall
+    zero_after = (prof.join(whole.select("subject_id", "tlast"), on="subject_id", how="left")
+                  .filter(pl.col("blq") & (pl.col("time") > pl.col("tlast")) & (pl.col("time") <= hi))
+                  .group_by("subject_id").agg(pl.col("time").min().alias("_zero_at")))
+    meta = prof.group_by("subject_id", maintain_order=True).agg(
+        pl.col("param").first(), pl.col("unit").first(), pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).alias("evidence"),
+        pl.col("imputed").any().alias("zero_imputed"))
+    out = (whole.join(win, on="subject_id", how="left").join(zero_after, on="subject_id", how="left")
+           .join(meta, on="subject_id", how="left"))
+    use_all = pl.col("_zero_at").is_not_null() & pl.lit(lo == 0.0)
+    out = out.with_columns(
+        pl.when(use_all).then(pl.col("aucall")).otherwise(pl.col("_aucint")).alias("auc_window"),
+        pl.when(use_all).then(pl.format("AUCall: concentration 0 from the BLQ sample on day {}", pl.col("_zero_at")))
+        .when(pl.col("_aucint").is_null()).then(pl.lit("not computable: the window reaches past the last "
+                                                       "quantifiable sample and lambda.z is not estimable"))
+        .otherwise(pl.lit("AUC over the window (PKNCA aucint)")).alias("auc_window_basis"),
+    ).drop("_aucint", "_zero_at")
+    out = out.with_columns(
+        pl.lit(options.method).alias("method"),
+        pl.lit("car_kinetics.nca").alias("rule"),
+        pl.format("{} NCA from {} samples (time from the {} infusion{}): Cmax {} at day {}, last quantifiable day {}, "
+                  "AUC{}-{} {} by {} ({})",
+                  pl.col("param"), pl.col("n_samples"), pl.lit(options.time_from),
+                  pl.when(pl.col("zero_imputed")).then(pl.lit("; concentration 0 imputed at the infusion"))
+                  .otherwise(pl.lit("")),
+                  pl.col("cmax").round_sig_figs(6), pl.col("tmax"), pl.col("tlast"), pl.lit(f"{lo:g}"),
+                  pl.lit(f"{hi:g}"), pl.col("auc_window").round_sig_figs(6), pl.lit(options.method),
+                  pl.col("auc_window_basis")).alias("reason"),
+    )
+    return out
+
+
+def kinetics_summary(study: Study, options: CarKineticsOptions | None = None,
+                     kinetics: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``car_cmax``, ``car_tmax``, ``car_auc_0_28``, ``car_tlast`` per subject (subject_summary.csv).
+
+    ``kinetics``: the :func:`car_kinetics` frame when already computed.
+    """
+    k = kinetics if kinetics is not None else car_kinetics(study, options)
+    return study.subjects.select("subject_id").join(
+        k.select("subject_id", pl.col("cmax").alias("car_cmax"), pl.col("tmax").alias("car_tmax"),
+                 pl.col("auc_window").alias("car_auc_0_28"), pl.col("tlast").alias("car_tlast")),
+        on="subject_id", how="left", maintain_order="left")
+
+
+ADPC_COLUMNS = ("STUDYID", "USUBJID", "PARAMCD", "AVAL", "AVALU", "AVALC", "BLQFL", "ADY", "AFRLT", "ARRLT",
+                "NFRLT", "DTYPE", "EVIDENCE")
+
+
+def derive_adpc(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
+    """ADaM-style ADPC: one row per CAR kinetic sample after the first infusion.
+
+    AFRLT = actual time from the first infusion (days), ARRLT = from the most recent infusion,
+    NFRLT = the nominal (planned) day, taken as the calendar day (floor of AFRLT); DTYPE = "IMPUTED"
+    for the concentration of 0 placed at the infusion.
+    """
+    options = options or CarKineticsOptions()
+    first = car_profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "first"}))
+    last = car_profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "last"}))
+    first = first.with_columns(last["time"].alias("_rel")) if first.height == last.height else \
+        first.with_columns(pl.col("time").alias("_rel"))
+    return first.select(
+        pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+        pl.col("param").alias("PARAMCD"), pl.col("conc").alias("AVAL"), pl.col("unit").alias("AVALU"),
+        pl.col("value_text").alias("AVALC"), pl.when(pl.col("blq")).then(pl.lit("Y")).otherwise(None).alias("BLQFL"),
+        pl.col("day").alias("ADY"), pl.col("time").alias("AFRLT"), pl.col("_rel").alias("ARRLT"),
+        pl.col("time").floor().alias("NFRLT"),
+        pl.when(pl.col("imputed")).then(pl.lit("IMPUTED")).otherwise(None).alias("DTYPE"),
+        pl.col("evidence").alias("EVIDENCE"),
+    )
+
+
+#: ADPP test codes (CDISC PKPARMCD) and the NCA column each comes from
+PPTESTCD = {
+    "CMAX": ("cmax", "Max Conc"), "TMAX": ("tmax", "Time of CMAX"), "CLST": ("clast.obs", "Last Nonzero Conc"),
+    "TLST": ("tlast", "Time of Last Nonzero Conc"), "AUCLST": ("auclast", "AUC to Last Nonzero Conc"),
+    "AUCALL": ("aucall", "AUC All"), "AUCIFO": ("aucinf.obs", "AUC Infinity Obs"),
+    "AUCINT": ("auc_window", "AUC from T1 to T2"), "LAMZ": ("lambda.z", "Lambda z"),
+    "LAMZHL": ("half.life", "Half-Life Lambda z"), "R2ADJ": ("adj.r.squared", "R Squared Adjusted"),
+    "LAMZNPT": ("lambda.z.n.points", "Number of Points for Lambda z"),
+}
+
+
+def derive_adpp(study: Study, options: CarKineticsOptions | None = None,
+                kinetics: pl.DataFrame | None = None) -> pl.DataFrame:
+    """ADaM-style ADPP: one row per subject and PK parameter (CDISC PPTESTCD), with the method.
+
+    ``kinetics``: the :func:`car_kinetics` frame when already computed (with the same options).
+    """
+    options = options or CarKineticsOptions()
+    k = kinetics if kinetics is not None else car_kinetics(study, options)
+    lo, hi = options.auc_window
+    parts = []
+    for code, (col, label) in PPTESTCD.items():
+        if col not in k.columns:
+            continue
+        parts.append(k.select(
+            pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+            pl.col("param").alias("PARAMCD"), pl.lit(code).alias("PPTESTCD"), pl.lit(label).alias("PPTEST"),
+            pl.col(col).cast(pl.Float64).alias("AVAL"),
+            pl.lit(f"{lo:g}" if code == "AUCINT" else None, dtype=pl.String).alias("PPSTINT"),
+            pl.lit(f"{hi:g}" if code == "AUCINT" else None, dtype=pl.String).alias("PPENINT"),
+            pl.col("method").alias("METHOD"), pl.col("evidence").alias("EVIDENCE"),
+        ))
+    if not parts:
+        return pl.DataFrame()
+    return pl.concat(parts).sort("USUBJID", "PPTESTCD")

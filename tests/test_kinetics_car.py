@@ -1,0 +1,183 @@
+"""CAR-T kinetics from the canonical tables: profiles, the subject_summary columns, ADPC/ADPP and
+exposure-response (cartlab.kinetics.car / exposure), on the seed case and small hand-made studies."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cartlab.datasets import seed_case
+from cartlab.kinetics.car import (
+    CarKineticsOptions,
+    car_kinetics,
+    car_profiles,
+    derive_adpc,
+    derive_adpp,
+    kinetics_summary,
+)
+from cartlab.kinetics.exposure import exposure_response
+from cartlab.model import Study, conform
+
+
+def _lin_up_log_down(t, c):
+    """Hand-written reference: linear when rising or to/from zero, log trapezoid when falling."""
+    auc = 0.0
+    for (t1, c1), (t2, c2) in zip(zip(t, c), zip(t[1:], c[1:])):
+        if c2 < c1 and c2 > 0:
+            auc += (c1 - c2) * (t2 - t1) / math.log(c1 / c2)
+        else:
+            auc += (c1 + c2) / 2 * (t2 - t1)
+    return auc
+
+
+def make(rows, doses=((0.0, "CAR-T"),), subject="A") -> Study:
+    obs = [{"subject_id": subject, "src_file": "observations.csv", "src_row": i + 1, **r} for i, r in enumerate(rows)]
+    d = [{"subject_id": subject, "day": day, "agent": agent, "dose": 1e6, "unit": "cells/kg",
+          "src_file": "doses.csv", "src_row": i + 1} for i, (day, agent) in enumerate(doses)]
+    return Study(study_id="t", subjects=conform(pl.DataFrame({"subject_id": [subject]}), "subjects"),
+                 observations=conform(pl.DataFrame(obs, infer_schema_length=None), "observations"),
+                 doses=conform(pl.DataFrame(d), "doses"))
+
+
+def cc(day, value=None, text=None, lloq=50.0, param="CARCOPY"):
+    r = {"day": float(day), "param": param, "value": value, "value_text": text, "lloq": lloq,
+         "unit": "copies/ug" if param == "CARCOPY" else "cells/uL"}
+    if text and text.startswith("<"):
+        r["censor"], r["censor_limit"] = "<", float(text[1:])
+    return r
+
+
+def test_seed_case_summary_columns():
+    s = seed_case()
+    row = kinetics_summary(s).row(0, named=True)
+    assert row["car_cmax"] == 183945.0 and row["car_tmax"] == 14.0
+    assert row["car_tlast"] >= 49.0
+    k = car_kinetics(s).row(0, named=True)
+    assert k["method"] == "lin-up/log-down" and "lin-up/log-down" in k["reason"]
+    assert "observations.csv:482" in k["evidence"]  # the paper's day-14 peak row (data row 482)
+    prof = car_profiles(s).filter(pl.col("time") <= 28)
+    pts = prof.filter(~pl.col("blq")).sort("time")
+    expected = _lin_up_log_down(pts["time"].to_list(), pts["conc"].to_list())
+    assert row["car_auc_0_28"] == pytest.approx(expected, rel=1e-9)
+    # day 28 has a sample (the paper's 5,084), so no interpolation is needed at the window end
+    assert 28.0 in pts["time"].to_list()
+
+
+def test_profile_starts_at_zero_and_drops_pre_infusion_samples():
+    s = make([cc(-1, text="<50"), cc(2, 100.0), cc(7, 5000.0), cc(14, 800.0)])
+    p = car_profiles(s)
+    assert p["time"].to_list() == [0.0, 2.0, 7.0, 14.0] and p["imputed"].to_list() == [True, False, False, False]
+    off = car_profiles(s, CarKineticsOptions(zero_at_infusion=False))
+    assert off["time"].to_list() == [2.0, 7.0, 14.0]
+
+
+def test_auc_window_interpolates_at_day_28():
+    s = make([cc(0, text="<50"), cc(7, 10000.0), cc(21, 1000.0), cc(35, 100.0)])
+    k = kinetics_summary(s).row(0, named=True)
+    # log-down between day 21 and 35: C(28) = 1000 * (100/1000)^(7/14)
+    c28 = 1000.0 * (0.1 ** 0.5)
+    expected = _lin_up_log_down([0, 7, 21, 28], [0.0, 10000.0, 1000.0, c28])
+    assert k["car_auc_0_28"] == pytest.approx(expected, rel=1e-9)
+    assert (k["car_cmax"], k["car_tmax"], k["car_tlast"]) == (10000.0, 7.0, 35.0)
+
+
+def test_blq_middle_dropped_last_zero():
+    s = make([cc(0, text="<50"), cc(7, 4000.0), cc(10, text="<50"), cc(14, 1000.0), cc(21, text="<50")])
+    k = kinetics_summary(s).row(0, named=True)
+    assert k["car_tlast"] == 14.0
+    expected = _lin_up_log_down([0, 7, 14, 21], [0.0, 4000.0, 1000.0, 0.0])
+    assert k["car_auc_0_28"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_carcell_when_no_carcopy_and_time_from_last_infusion():
+    s = make([cc(0, 0.0, param="CARCELL", lloq=None), cc(5, 20.0, param="CARCELL", lloq=None),
+              cc(9, 50.0, param="CARCELL", lloq=None), cc(20, 5.0, param="CARCELL", lloq=None)],
+             doses=((0.0, "CAR-T"), (2.0, "CAR-T")))
+    k = car_kinetics(s).row(0, named=True)
+    assert k["param"] == "CARCELL" and k["cmax"] == 50.0 and k["tmax"] == 9.0
+    last = car_profiles(s, CarKineticsOptions(time_from="last"))
+    assert last.filter(pl.col("day") == 9.0)["time"][0] == 7.0
+    with pytest.raises(ValueError):
+        CarKineticsOptions(param="IL6")
+
+
+def test_adpc_and_adpp():
+    s = seed_case()
+    adpc = derive_adpc(s)
+    assert {"AFRLT", "ARRLT", "NFRLT", "BLQFL", "EVIDENCE"} <= set(adpc.columns)
+    d14 = adpc.filter(pl.col("ADY") == 14.0).row(0, named=True)
+    # split dose days 0 and 2: day 14 is 14 days after the first and 12 after the most recent
+    assert (d14["AVAL"], d14["AFRLT"], d14["ARRLT"]) == (183945.0, 14.0, 12.0)
+    assert adpc.filter(pl.col("DTYPE") == "IMPUTED").height == 1
+    adpp = derive_adpp(s)
+    cmax = adpp.filter(pl.col("PPTESTCD") == "CMAX").row(0, named=True)
+    assert cmax["AVAL"] == 183945.0 and cmax["METHOD"] == "lin-up/log-down"
+    auc = adpp.filter(pl.col("PPTESTCD") == "AUCINT").row(0, named=True)
+    assert (auc["PPSTINT"], auc["PPENINT"]) == ("0", "28")
+
+
+def test_exposure_response_statistics():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(3)
+    n = 60
+    resp = rng.random(n) < 0.5
+    cmax = 10 ** (4 + 0.8 * resp + rng.normal(0, 0.5, n))
+    summary = pl.DataFrame({
+        "subject_id": [f"S{i}" for i in range(n)], "car_cmax": cmax, "car_auc_0_28": cmax * 9,
+        "best_response": np.where(resp, "CR", "NR"), "crs_grade_astct": np.where(cmax > 3e4, 3, 1),
+    })
+    er = exposure_response(summary)
+    r = er.filter((pl.col("exposure") == "car_cmax") & (pl.col("outcome") == "responder")).row(0, named=True)
+    u = mannwhitneyu(cmax[resp], cmax[~resp], alternative="two-sided")
+    assert r["mann_whitney_u"] == pytest.approx(u.statistic) and r["mann_whitney_p"] == pytest.approx(u.pvalue)
+    assert r["n"] == n and r["n_event"] == int(resp.sum())
+    assert r["or_per_10fold"] > 1 and r["or_ci_low"] < r["or_per_10fold"] < r["or_ci_high"]
+    sep = er.filter((pl.col("exposure") == "car_cmax") & (pl.col("outcome") == "crs_grade_ge3")).row(0, named=True)
+    assert sep["or_per_10fold"] is None and "not fitted" in sep["logit_note"]  # perfect separation
+    with pytest.raises(ValueError, match="unknown outcome"):
+        exposure_response(summary, outcomes=("death",))
+
+
+def test_cli_nca_reproduces_pknca_on_theoph(tmp_path):
+    from pathlib import Path
+
+    from test_cli import run
+
+    fx = Path(__file__).parent / "fixtures" / "nca"
+    src = fx / "theoph_input.csv" if (fx / "theoph_input.csv").exists() else \
+        Path(__file__).resolve().parents[2] / "shared" / "conformance" / "nca" / "theoph_input.csv"
+    ref = pl.read_csv(src.with_name("theoph_pknca_reference.csv"))
+    for method, suffix in (("lin-up/log-down", "_linuplogdown"), ("linear", "_linear")):
+        out = tmp_path / f"nca{suffix}.csv"
+        r = run("nca", src, "--subject", "Subject", "--time", "Time", "--conc", "conc", "--method", method, "--out", out)
+        assert r.returncode == 0, r.stderr
+        got = pl.read_csv(out).sort("Subject")
+        for col in ("cmax", "tmax", "tlast", "clast.obs", "lambda.z", "half.life", "adj.r.squared", "lambda.z.n.points"):
+            np.testing.assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=1e-9, err_msg=col)
+        for col in ("auclast", "aucinf.obs"):
+            np.testing.assert_allclose(got[col].to_numpy(), ref[col + suffix].to_numpy(), rtol=1e-9, err_msg=col)
+    bad = run("nca", src, "--subject", "Nope", "--time", "Time", "--conc", "conc", "--out", tmp_path / "x.csv")
+    assert bad.returncode == 1 and "Nope" in bad.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_cli_analyze_and_explain_kinetics(seed_copy, tmp_path):
+    import csv
+
+    from test_cli import run
+
+    out = tmp_path / "a"
+    assert run("analyze", seed_copy, "--out", out).returncode == 0
+    with open(out / "subject_summary.csv") as fh:
+        row = next(csv.DictReader(fh))
+    assert (row["car_cmax"], row["car_tmax"]) == ("183945.0", "14.0") and float(row["car_auc_0_28"]) > 0
+    for name in ("car_kinetics", "adpc", "adpp", "exposure_response"):
+        assert (out / f"{name}.csv").is_file(), name
+    db = tmp_path / "x.duckdb"
+    assert run("import", seed_copy, "--store", db).returncode == 0
+    e = run("explain", "CD7-AML-001", "--what", "kinetics", "--store", db)
+    assert e.returncode == 0, e.stderr
+    assert "Cmax 183945" in e.stdout and "lin-up/log-down" in e.stdout and "observations.csv:482" in e.stdout
