@@ -340,3 +340,413 @@ def rowwise_ctcae(rows, high_indicator: tuple[str, ...] = ("HIGH",)) -> list[int
             continue
         out.append(grade(aval, anrlo, anrhi, base, bnrind in high_indicator, pchg))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# NCA, one subject at a time (the reference for bench_nca.py and tests/test_nca.py)
+#
+# The rules of cartlab.kinetics.nca (PKNCA's documented rules; see that module's docstring),
+# written the straightforward way: group the rows by subject, then per subject and interval
+# plain Python lists and the math module; every lambda.z candidate set is fitted from scratch.
+
+import re as _re  # noqa: E402 - used by the NCA baseline only
+
+_NCA_CENSORED = _re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+
+
+class _NcaDefaults:
+    method = "lin-up/log-down"
+    blq_first, blq_middle, blq_last = "keep", "drop", "keep"
+    min_hl_points = 3
+    allow_tmax_in_half_life = False
+    adj_r_squared_factor = 1e-4
+    min_span_ratio = 2.0
+    first_tmax = True
+    lambda_z_times: dict = {}
+    lambda_z_range: dict = {}
+    lambda_z_exclude: dict = {}
+    lambda_z_fixed: dict = {}
+    time_from = "first"
+    min_samples_before_tmax = 3
+
+
+def _nca_use_log(method, t1, c1, t2, c2, tmax):
+    if method == "linear":
+        return False
+    if method == "lin-up/log-down":
+        return c2 < c1 and c2 > 0
+    pos = c1 > 0 and c2 > 0 and c1 != c2
+    if method == "lin-log":
+        return pos and tmax is not None and t2 > tmax
+    return pos
+
+
+def _nca_area(method, t1, c1, t2, c2, tmax):
+    if _nca_use_log(method, t1, c1, t2, c2, tmax):
+        return (t2 - t1) * (c2 - c1) / math.log(c2 / c1)
+    return (t2 - t1) * (c1 + c2) / 2.0
+
+
+def _nca_interp(method, t1, c1, t2, c2, x, tmax):
+    f = (x - t1) / (t2 - t1)
+    if _nca_use_log(method, t1, c1, t2, c2, tmax):
+        return math.exp(math.log(c1) + f * (math.log(c2) - math.log(c1)))
+    return c1 + f * (c2 - c1)
+
+
+def _nca_tmax(ts, cs, first):
+    """(cmax, index of tmax or None)."""
+    if not cs:
+        return None, None
+    cmax = max(cs)
+    if cmax <= 0:
+        return cmax, None
+    hits = [i for i, c in enumerate(cs) if c == cmax]
+    return cmax, hits[0] if first else hits[-1]
+
+
+def _nca_conc_at(method, ts, cs, x, tlast, tmax, mode):
+    """conc of the cleaned profile at x: None before the first sample; after tlast 0 ("last")
+    or the AUCall triangle ("all")."""
+    j = 0
+    while j < len(ts) and ts[j] <= x:
+        j += 1
+    if j == 0:
+        return None
+    t1, c1 = ts[j - 1], cs[j - 1]
+    if t1 == x:
+        return c1
+    if tlast is not None and x <= tlast:
+        return _nca_interp(method, t1, c1, ts[j], cs[j], x, tmax)
+    if mode == "all" and c1 > 0 and j < len(ts):
+        return c1 * (ts[j] - x) / (ts[j] - t1)
+    return 0.0
+
+
+def _nca_curve_auc(method, pts, first_tmax, cut, triangle):
+    """AUC along points [(t, c)]: to the last positive point (cut) or all; + AUCall triangle."""
+    last_pos = None
+    for i, (_, c) in enumerate(pts):
+        if c > 0:
+            last_pos = i
+    tmax = None
+    if method == "lin-log":
+        _, im = _nca_tmax([p[0] for p in pts], [p[1] for p in pts], first_tmax)
+        tmax = pts[im][0] if im is not None else None
+    end = len(pts) - 1
+    if cut:
+        if last_pos is None:
+            return 0.0
+        end = last_pos
+    auc = 0.0
+    for i in range(end):
+        (t1, c1), (t2, c2) = pts[i], pts[i + 1]
+        auc += _nca_area(method, t1, c1, t2, c2, tmax)
+    if triangle and last_pos is not None and last_pos < len(pts) - 1:
+        (t1, c1), (t2, _) = pts[last_pos], pts[last_pos + 1]
+        auc += (t2 - t1) * c1 / 2.0
+    return auc
+
+
+def _nca_fits(xs, ys, tlast, kmin):
+    """Least squares ln(conc) ~ time of the last k points for every k >= kmin, adding one point
+    at a time from the last one backwards (running sums relative to the last point)."""
+    n = len(xs)
+    x0, y0 = xs[-1], ys[-1]
+    sx = sy = sxx = sxy = syy = 0.0
+    fits = []
+    for k in range(1, n + 1):
+        x, y = xs[n - k] - x0, ys[n - k] - y0
+        sx += x
+        sy += y
+        sxx += x * x
+        sxy += x * y
+        syy += y * y
+        if k < max(kmin, 2):
+            continue
+        cxx = sxx - sx * sx / k
+        cxy = sxy - sx * sy / k
+        cyy = syy - sy * sy / k
+        slope = cxy / cxx
+        r2 = 1.0 - (cyy - cxy * slope) / cyy if cyy != 0 else math.nan
+        adj = 1.0 - (1.0 - r2) * (k - 1.0) / (k - 2.0) if k > 2 else math.nan
+        icpt = (sy - slope * sx) / k
+        fits.append({"lambda.z": -slope, "r.squared": r2, "adj.r.squared": adj,
+                     "clast.pred": math.exp(y0 + icpt + slope * (tlast - x0)),
+                     "lambda.z.time.first": xs[n - k], "lambda.z.time.last": x0, "lambda.z.n.points": k,
+                     "_declines": -slope * -x > 1e-10})
+    return fits
+
+
+def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None):
+    """All results of one subject: samples = [(time, conc or None, blq)] sorted by time."""
+    method = o.method
+    # BLQ rows -> 0, missing dropped, then the first/middle/last rules over the whole profile
+    kept = [(t, 0.0 if b else c, b) for t, c, b in samples if b or (c is not None and not math.isnan(c))]
+    pos_idx = [i for i, (_, c, _) in enumerate(kept) if c > 0]
+    clean = []
+    for i, (t, c, b) in enumerate(kept):
+        if c == 0:
+            if not pos_idx or i < pos_idx[0]:
+                rule = o.blq_first
+            elif i > pos_idx[-1]:
+                rule = o.blq_last
+            else:
+                rule = o.blq_middle
+            if rule == "drop":
+                continue
+            if rule != "keep":
+                c = float(rule)
+        clean.append((t, c))
+    ts = [t for t, _ in clean]
+    cs = [c for _, c in clean]
+    n1 = len(ts)
+    tl_w = None
+    for t, c in clean:
+        if c > 0:
+            tl_w, cl_w = t, c
+    _, im_w = _nca_tmax(ts, cs, o.first_tmax)
+    tmax_w = ts[im_w] if im_w is not None else None
+    # the subject's own lambda.z entry, else the None default of lambda_z_range / lambda_z_fixed
+    own = any(sid in getattr(o, name) for name in
+              ("lambda_z_times", "lambda_z_range", "lambda_z_fixed", "lambda_z_exclude"))
+    fixed = o.lambda_z_fixed.get(sid) if own else o.lambda_z_fixed.get(None)
+    rng = o.lambda_z_range.get(sid) if own else o.lambda_z_range.get(None)
+    in_manual = None
+    if sid in o.lambda_z_times:
+        manual = set(float(x) for x in o.lambda_z_times[sid])
+        in_manual = lambda t: t in manual  # noqa: E731
+    elif rng is not None:
+        lo_r, hi_r = rng
+        in_manual = lambda t: lo_r <= t <= hi_r  # noqa: E731
+    excluded = set(float(x) for x in o.lambda_z_exclude.get(sid, ()))
+    out = []
+    for a, b in intervals:
+        res: dict = {"subject": sid, "start": a, "end": b}
+        win = [(t, c) for t, c in clean if a <= t <= b]
+        wt = [t for t, _ in win]
+        wc = [c for _, c in win]
+        nw = len(win)
+        res["n_samples"] = nw
+        res["n_blq"] = sum(1 for t, _, bq in samples if bq and a <= t <= b)
+        cmax, im = _nca_tmax(wt, wc, o.first_tmax)
+        res["cmax"] = cmax
+        res["tmax"] = wt[im] if im is not None else None
+        tlast = clast = None
+        for t, c in win:
+            if c > 0:
+                tlast, clast = t, c
+        res["tlast"], res["clast.obs"] = tlast, clast
+        # lambda.z
+        lz = None
+        nc = 0
+        two = False
+        if fixed is None:
+            if in_manual is not None:
+                cand = [(t, c) for t, c in win if c > 0 and in_manual(t)]
+                nc = len(cand)
+                if nc >= 2:
+                    fit = _nca_fits([t for t, _ in cand], [math.log(c) for _, c in cand], tlast, nc)[-1]
+                    if fit["_declines"]:
+                        lz = fit
+            elif im is not None:
+                cand = [(t, c) for i, (t, c) in enumerate(win)
+                        if c > 0 and (i >= im if o.allow_tmax_in_half_life else i > im) and t not in excluded]
+                nc = len(cand)
+                if nc >= o.min_hl_points:
+                    xs = [t for t, _ in cand]
+                    ys = [math.log(c) for _, c in cand]
+                    fits = _nca_fits(xs, ys, tlast, o.min_hl_points)
+                    adjs = [f["adj.r.squared"] for f in fits if not math.isnan(f["adj.r.squared"])]
+                    best = max(adjs) if adjs else -math.inf
+                    two = o.min_hl_points == 2 and nc == 2
+                    for f in fits:
+                        if f["_declines"] and (two or f["adj.r.squared"] > best - o.adj_r_squared_factor):
+                            lz = f  # the last qualifying = the most points
+                    two = two and lz is not None
+        for key in ("lambda.z", "r.squared", "adj.r.squared", "lambda.z.n.points", "lambda.z.time.first",
+                    "lambda.z.time.last", "clast.pred"):
+            res[key] = lz[key] if lz is not None else None
+        if fixed is not None:
+            res["lambda.z"] = float(fixed)
+        lam = res["lambda.z"]
+        res["half.life"] = math.log(2.0) / lam if lam is not None else None
+        res["span.ratio"] = ((res["lambda.z.time.last"] - res["lambda.z.time.first"]) / res["half.life"]
+                             if lz is not None else None)
+        # AUClast / AUCall / AUCinf.obs
+        auclast = aucall = None
+        if n1 > 1 and tl_w is None:
+            auclast = aucall = 0.0
+        elif n1 > 1 and a >= ts[0]:
+            curves = {}
+            for mode in ("last", "all"):
+                pts = [(a, _nca_conc_at(method, ts, cs, a, tl_w, tmax_w, mode))]
+                pts += [(t, c) for t, c in clean if a < t < b]
+                if math.isfinite(b):
+                    pts.append((b, _nca_conc_at(method, ts, cs, b, tl_w, tmax_w, mode)))
+                curves[mode] = pts
+            auclast = _nca_curve_auc(method, curves["last"], o.first_tmax, True, False)
+            aucall = _nca_curve_auc(method, curves["all"], o.first_tmax, True, True)
+        res["auclast"], res["aucall"] = auclast, aucall
+        if n1 > 1 and tl_w is None:
+            res["aucinf.obs"] = 0.0
+        else:
+            res["aucinf.obs"] = auclast + clast / lam if None not in (auclast, clast, lam) else None
+        # aucint (lambda.z tail after tlast) and aucint.last
+        aucint = aucint_last = None
+        if n1 > 1:
+            part1 = 0.0
+            if tl_w is not None and a < min(b, tl_w):
+                hi = min(b, tl_w)
+                c_lo = 0.0 if a < ts[0] else _nca_conc_at(method, ts, cs, a, tl_w, tmax_w, "last")
+                pts = [(a, c_lo)] + [(t, c) for t, c in clean if a < t < hi]
+                c_hi = 0.0 if hi < ts[0] else _nca_conc_at(method, ts, cs, hi, tl_w, tmax_w, "last")
+                pts.append((hi, c_hi))
+                part1 = _nca_curve_auc(method, pts, o.first_tmax, False, False)
+            aucint_last = part1
+            if tl_w is not None and b > tl_w:
+                if lam is not None:
+                    lo = max(a, tl_w)
+                    far = math.exp(-lam * (b - tl_w)) if math.isfinite(b) else 0.0
+                    aucint = part1 + cl_w / lam * (math.exp(-lam * (lo - tl_w)) - far)
+            else:
+                aucint = part1
+        res["aucint"], res["aucint.last"] = aucint, aucint_last
+        if threshold is not None:
+            res["time_above"] = _nca_time_above(method, wt, wc, float(threshold), res["tmax"])
+        # warnings (codes)
+        tmax_ok = res["tmax"] is not None
+        auto = in_manual is None and fixed is None
+        checks = (
+            ("no_samples", nw == 0),
+            ("all_blq", nw > 0 and not tmax_ok),
+            ("one_sample", n1 == 1),
+            ("auc_before_first", n1 > 1 and a < ts[0] and tl_w is not None),
+            ("start_after_last_sample", n1 > 0 and a > ts[-1]),
+            ("aucinf_finite_interval", math.isfinite(b) and res["aucinf.obs"] is not None),
+            ("too_few_points_half_life", auto and tmax_ok and nc < o.min_hl_points),
+            ("no_positive_lambda_z", auto and nc >= o.min_hl_points and lz is None),
+            ("two_point_half_life", auto and two),
+            ("manual_lambda_z_invalid", in_manual is not None and fixed is None and lz is None),
+            ("span_ratio_below_min", res["span.ratio"] is not None and res["span.ratio"] < o.min_span_ratio),
+            ("aucint_no_lambda_z", tl_w is not None and b > tl_w and lam is None),
+            ("aucint_before_first", n1 > 1 and a < ts[0] and tl_w is not None),
+            ("sparse_early_sampling", tmax_ok and im < o.min_samples_before_tmax),
+            ("above_uloq", above),
+            ("no_dose_time", not offset_known),
+        )
+        res["codes"] = [code for code, hit in checks if hit]
+        out.append(res)
+    return out
+
+
+def _nca_time_above(method, wt, wc, thr, tmax):
+    if len(wt) < 2:
+        return None
+    tot = 0.0
+    for i in range(len(wt) - 1):
+        t1, c1, t2, c2 = wt[i], wc[i], wt[i + 1], wc[i + 1]
+        a1, a2 = c1 >= thr, c2 >= thr
+        if a1 and a2:
+            tot += t2 - t1
+        elif a1 or a2:
+            if method != "linear" and thr > 0 and _nca_use_log(method, t1, c1, t2, c2, tmax):
+                f = math.log(thr / c1) / math.log(c2 / c1) if a1 else math.log(c2 / thr) / math.log(c2 / c1)
+            else:
+                f = (thr - c1) / (c2 - c1) if a1 else (c2 - thr) / (c2 - c1)
+            tot += f * (t2 - t1)
+    return tot
+
+
+def rowwise_nca(rows, *, intervals=((0.0, math.inf),), options=None, doses=None, threshold=None) -> list[dict]:
+    """NCA per subject in pure Python: ``rows`` = (subject, time, conc, lloq, value_text) tuples
+    (lloq / value_text may be None). ``options`` is a cartlab NcaOptions or None (PKNCA's
+    defaults); ``doses`` = (subject, dose time) tuples. One dict per subject and interval, in the
+    order subjects first appear, with the numeric results and the warning ``codes``."""
+    o = options or _NcaDefaults()
+    offsets: dict = {}
+    if doses is not None:
+        for sid, t in doses:
+            if t is None:
+                continue
+            prev = offsets.get(sid)
+            if prev is None:
+                offsets[sid] = t
+            else:
+                offsets[sid] = min(prev, t) if o.time_from == "first" else max(prev, t)
+    subjects: dict = {}
+    for sid, t, c, lloq, vt in rows:
+        blq = False
+        above = False
+        if c is not None and math.isnan(c):
+            c = None
+        if vt is not None:
+            m = _NCA_CENSORED.match(vt)
+            if m:
+                if m.group(1) in ("<", "<=", "≤"):
+                    blq = True
+                elif c is None:
+                    c, above = float(m.group(2)), True
+        if c is not None and (c == 0 or (lloq is not None and c < lloq)):
+            blq = True
+        if doses is not None:
+            t = t - offsets.get(sid, 0.0)
+        subjects.setdefault(sid, []).append((t, c, blq, above))
+    out = []
+    for sid, samples in subjects.items():
+        samples.sort(key=lambda s: s[0])
+        above = any(s[3] for s in samples)
+        out.extend(_nca_profile(sid, [s[:3] for s in samples], intervals, o,
+                                doses is None or sid in offsets, above, threshold))
+    return out
+
+
+def nca_results_frame(results: list[dict], columns):
+    """The baseline results as a polars frame (subject_id, start, end, columns..., codes)."""
+    import polars as pl
+
+    data = {"subject_id": [r["subject"] for r in results], "start": [r["start"] for r in results],
+            "end": [r["end"] for r in results]}
+    for c in columns:
+        data[c] = [r[c] for r in results]
+    data["codes"] = [r["codes"] for r in results]
+    return pl.DataFrame(data, strict=False, infer_schema_length=None)
+
+
+def compare_nca(mine, theirs, columns, rtol=1e-12, r2_atol=1e-12) -> list[str]:
+    """Differences between two NCA result frames (same row order): null vs value, a relative
+    difference above rtol, or other warning codes. Returns descriptions (empty = identical).
+
+    r.squared and adj.r.squared are computed as 1 - x, so their precision is absolute (~1e-16
+    whatever their size): for them a difference up to r2_atol is also accepted (an adjusted r2
+    of 2e-4 from a poor fit may differ at the 1e-12 relative level between two summation
+    orders)."""
+    import numpy as np
+
+    bad: list[str] = []
+    if mine.height != theirs.height:
+        return [f"row counts differ: {mine.height} vs {theirs.height}"]
+    keys = ("subject_id", "start", "end")
+    for k in keys:
+        if mine[k].cast(theirs[k].dtype).to_list() != theirs[k].to_list():
+            return [f"row keys differ in {k}"]
+    for c in columns:
+        a = mine[c].cast(float).fill_null(np.nan).to_numpy()
+        b = theirs[c].cast(float).fill_null(np.nan).to_numpy()
+        na, nb = np.isnan(a), np.isnan(b)
+        with np.errstate(invalid="ignore"):
+            rel = np.abs(a - b) / np.maximum(np.abs(a), np.abs(b))
+        close = rel <= rtol
+        if c in ("r.squared", "adj.r.squared"):
+            close |= np.abs(a - b) <= r2_atol
+        off = (na != nb) | (~na & ~nb & (a != b) & ~close)
+        for i in np.nonzero(off)[0][:5]:
+            bad.append(f"{mine['subject_id'][int(i)]} [{mine['start'][int(i)]}, {mine['end'][int(i)]}] {c}: "
+                       f"baseline {a[i]!r} vs cartlab {b[i]!r}")
+    if "codes" in theirs.columns:
+        for i, (x, y) in enumerate(zip(mine["codes"].to_list(), theirs["codes"].to_list())):
+            if sorted(x) != sorted(y):
+                bad.append(f"{mine['subject_id'][i]} warnings: baseline {x} vs cartlab {y}")
+                if len(bad) > 20:
+                    break
+    return bad

@@ -59,12 +59,15 @@ from ``start`` to ``end`` through the samples strictly inside, with the concentr
 and (finite) ``end`` taken from the sample there, else interpolated when at or before the
 profile's ``tlast``, else extrapolated: 0 for AUClast; for AUCall the straight line from ``clast``
 at ``tlast`` to 0 at the first BLQ sample after it (PKNCA's vignette: "integrate linearly the
-triangle between Tlast and the time of zero concentration after Tlast"; PKNCA 0.12's
-``extrapolate.conc`` draws that line mirrored, ``(t-tlast)/(tnext-tlast)*clast``, which agrees at
-the midpoint only — cartlab draws the triangle). AUClast integrates that curve to its last
+triangle between Tlast and the time of zero concentration after Tlast"; the ``extrapolate.conc``
+source in PKNCA's repository draws that line mirrored, ``(t-tlast)/(tnext-tlast)*clast``, which
+agrees at the midpoint only — cartlab draws the triangle). AUClast integrates that curve to its last
 positive point; AUCall adds the linear triangle to the next point when that is BLQ; ``aucinf.obs``
-= AUClast + ``clast.obs / lambda.z``. A ``start`` before the first sample gives null
-(``auc_before_first``); a profile without a quantifiable value gives 0.
+= AUClast + ``clast.obs / lambda.z`` (also for a finite interval, as PKNCA's ``pk.calc.auc``,
+with the warning ``aucinf_finite_interval``). A ``start`` before the first sample gives null
+(``auc_before_first``); a profile with a single measured concentration gives null (PKNCA #176);
+a profile without a quantifiable value gives 0. For ``"lin-log"`` the tmax that splits linear
+from log is that of the curve being integrated (PKNCA recomputes it per curve).
 
 ``aucint`` (PKNCA ``aucint.inf.obs``): the AUC over exactly ``[start, end]`` of the curve that
 interpolates the samples (method above) up to ``tlast`` and follows ``clast*exp(-lambda.z*(t -
