@@ -26,6 +26,11 @@ def evidence_ref(file_col: str = "src_file", row_col: str = "src_row") -> pl.Exp
     return pl.concat_str(pl.col(file_col), pl.lit(":"), pl.col(row_col).cast(pl.String))
 
 
+def unique_refs(refs) -> list[str]:
+    """The non-null references in first-seen order, each once (for ``evidence`` lists)."""
+    return list(dict.fromkeys(r for r in refs if r is not None))
+
+
 @lru_cache(maxsize=None)
 def load_criteria(name: str, package: str = "cartlab.grading") -> dict[str, Any]:
     """A criteria table shipped in ``<package>/criteria/<name>.yaml`` (parsed YAML), by default

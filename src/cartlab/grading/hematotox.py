@@ -39,6 +39,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.grading.common import (
+    unique_refs,
     EVIDENCE,
     domain_grade,
     evidence_ref,
@@ -151,11 +152,7 @@ def _daily(obs: pl.DataFrame, how: str) -> pl.DataFrame:
 
 
 def _uniq(refs: Iterable[str | None]) -> list[str]:
-    out: list[str] = []
-    for r in refs:
-        if r is not None and r not in out:
-            out.append(r)
-    return out
+    return unique_refs(refs)
 
 
 def _lymphodepletion_days(study: Study, agents: Iterable[str]) -> dict[str, tuple[float, list[str]]]:

@@ -99,7 +99,7 @@ import polars as pl
 import yaml
 from scipy import stats
 
-from cartlab.grading.common import EVIDENCE
+from cartlab.grading.common import EVIDENCE, unique_refs
 from cartlab.model import Study
 
 __all__ = [
@@ -339,11 +339,7 @@ def _ref(file: Any, row: Any) -> str | None:
 
 
 def _uniq(refs: Iterable[str | None]) -> list[str]:
-    out: list[str] = []
-    for r in refs:
-        if r is not None and r not in out:
-            out.append(r)
-    return out
+    return unique_refs(refs)
 
 
 def _fmt_day(d: float) -> str:
