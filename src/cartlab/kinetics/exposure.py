@@ -8,7 +8,7 @@ odds ratio per 10-fold higher exposure. These are the analyses CAR-T kinetic pap
 Stein et al. 2019 relate Cmax/AUC0-28 to response; Mueller et al. 2017 to CRS).
 
 Outcomes (from the engines' summary columns): ``responder`` = best response in the ORR categories
-(CR, CRh, CRi, MLFS, PR), ``crs_grade_ge3`` = ASTCT CRS grade >= 3, ``crs_any`` = grade >= 1.
+of :class:`cartlab.response.best.BestResponseOptions` (CR, CRh, CRi, MLFS, PR), ``crs_grade_ge3`` = ASTCT CRS grade >= 3, ``crs_any`` = grade >= 1.
 Exposures <= 0 or missing are left out (and counted).
 """
 
@@ -23,8 +23,14 @@ import polars as pl
 
 __all__ = ["OUTCOMES", "exposure_response", "exposure_response_frame", "plot_exposure_response"]
 
+def _orr_categories() -> list[str]:
+    from cartlab.response.best import BestResponseOptions
+
+    return list(BestResponseOptions().orr_categories)
+
+
 OUTCOMES = {
-    "responder": (pl.col("best_response").is_in(["CR", "CRh", "CRi", "MLFS", "PR"]),
+    "responder": (pl.col("best_response").is_in(_orr_categories()),
                   pl.col("best_response").is_not_null() & (pl.col("best_response") != "")),
     "crs_grade_ge3": (pl.col("crs_grade_astct") >= 3, pl.col("crs_grade_astct").is_not_null()),
     "crs_any": (pl.col("crs_grade_astct") >= 1, pl.col("crs_grade_astct").is_not_null()),
