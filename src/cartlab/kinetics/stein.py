@@ -258,16 +258,19 @@ def _expansion_integral(u, tl, tt, ts, ftoci, fster):
     return out
 
 
+def _shape(p):
+    """The quantities both the curve and its integral derive from one parameter set:
+    (alpha, beta, fb, tlag, ftoci, fster, rho, log R0, peak time)."""
+    lfold = np.log(p["foldx"])
+    rho = lfold / p["tmax"]
+    lr0 = np.log(p["cmax"]) - lfold
+    fb = np.minimum(p["fb"], _FB_MAX)
+    return p["alpha"], p["beta"], fb, p["tlag"], p["ftoci"], p["fster"], rho, lr0, p["tlag"] + p["tmax"]
+
+
 def _log_single(tau, p, tt, ts):
     """log C of one dose term at times ``tau`` since that dose; params have a trailing axis."""
-    foldx, tmax, cmax = p["foldx"], p["tmax"], p["cmax"]
-    alpha, beta = p["alpha"], p["beta"]
-    fb = np.minimum(p["fb"], _FB_MAX)
-    tl, ftoci, fster = p["tlag"], p["ftoci"], p["fster"]
-    lfold = np.log(foldx)
-    rho = lfold / tmax
-    lr0 = np.log(cmax) - lfold
-    tpk = tl + tmax
+    alpha, beta, fb, tl, ftoci, fster, rho, lr0, tpk = _shape(p)
     lexp = lr0 + rho * _expansion_integral(np.minimum(tau, tpk), tl, tt, ts, ftoci, fster)
     lpk = lr0 + rho * _expansion_integral(tpk, tl, tt, ts, ftoci, fster)
     d = np.maximum(tau - tpk, 0.0)
@@ -347,14 +350,8 @@ def _expm1_over(r, u):
 
 def _F_single(T, p, tt, ts):
     """Integral from 0 to T (arrays of shape S) of one dose term."""
-    foldx, tmax, cmax = p["foldx"], p["tmax"], p["cmax"]
-    alpha, beta = p["alpha"], p["beta"]
-    fb = np.minimum(p["fb"], _FB_MAX)
-    tl, ftoci, fster = p["tlag"], p["ftoci"], p["fster"]
-    lfold = np.log(foldx)
-    rho = lfold / tmax
-    r0 = cmax / foldx
-    tpk = tl + tmax
+    alpha, beta, fb, tl, ftoci, fster, rho, _, tpk = _shape(p)
+    r0 = p["cmax"] / p["foldx"]
     F = r0 * np.clip(T, 0.0, tl)
     e1 = np.minimum(tt, ts)
     e2 = np.maximum(tt, ts)
