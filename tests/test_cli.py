@@ -27,7 +27,7 @@ def test_help_on_every_command():
     out = run("--help")
     assert out.returncode == 0
     for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic", "export", "explain",
-                "ctcae"):
+                "ctcae", "nca", "protocols", "dose", "eligibility", "deviations"):
         assert cmd in out.stdout
         h = run(cmd, "--help")
         assert h.returncode == 0 and "Example" in h.stdout, cmd
@@ -154,6 +154,11 @@ def test_demo_end_to_end(tmp_path):
     assert (out / "analysis" / "subject_summary.csv").exists()
     assert (out / "report" / "index.html").exists()
     assert (out / "cartlab.duckdb").exists()
+    # the shipped NCT04762485 protocol: dose plan, eligibility, deviations and the dosing sheet
+    for name in ("dose_plan", "eligibility", "protocol_deviations"):
+        assert (out / "analysis" / f"{name}.csv").exists(), name
+    sheet = (out / "report" / "dosing_sheet.html").read_text(encoding="utf-8")
+    assert "weight and height are reconstructed (synthetic)" in sheet and "45.6" in sheet
     # running it twice works (idempotent import into the same store)
     again = run("demo", "--out", out)
     assert again.returncode == 0, again.stderr

@@ -145,6 +145,33 @@ def manifest(study: Study, registry: Registry = REGISTRY) -> dict:
     }
 
 
+def protocol_tables(study: Study, protocol) -> dict[str, pl.DataFrame]:
+    """Protocol views of a study: ``dose_plan`` (planned administrations per subject from their
+    weight, height and screening creatinine), ``eligibility`` (every criterion per subject),
+    ``eligibility_verdict`` and ``protocol_deviations``."""
+    from cartlab.protocol import (
+        DOSE_PLAN_SCHEMA,
+        eligibility_verdict,
+        planned_doses,
+        protocol_deviations,
+        screen_eligibility,
+    )
+
+    plans = []
+    for sid in study.subject_ids:
+        plan, _why = planned_doses(study, protocol, sid)
+        if plan is not None:
+            plans.append(plan.select(pl.lit(sid).alias("subject_id"), pl.all()))
+    empty = pl.DataFrame(schema={"subject_id": pl.String, **DOSE_PLAN_SCHEMA})
+    elig = screen_eligibility(study, protocol)
+    return {
+        "dose_plan": pl.concat(plans) if plans else empty,
+        "eligibility": elig,
+        "eligibility_verdict": eligibility_verdict(elig),
+        "protocol_deviations": protocol_deviations(study, protocol),
+    }
+
+
 def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
     """The per-row, per-day and per-episode tables behind the summary (written next to it by analyze).
 

@@ -1,1 +1,31 @@
-"""cartlab.protocol — see the project issues for the capability this package will hold."""
+"""cartlab.protocol — CAR-T protocols as data: eligibility, lymphodepletion and CAR-T dosing,
+monitoring schedule, response plan; dose calculation, eligibility screening, deviations.
+
+    from cartlab.protocol import load_protocol, Patient, dose_plan
+    p = load_protocol("nct04762485")            # shipped id, or a YAML file path
+    plan = dose_plan(p, Patient(weight_kg=52, height_cm=160, age_years=17, sex="F"))
+
+Shipped protocols: :func:`shipped_protocols`. Formulas: :mod:`cartlab.protocol.formulas`.
+"""
+
+from cartlab.protocol.deviations import DEVIATION_SCHEMA, planned_doses, protocol_deviations
+from cartlab.protocol.dosing import (
+    DOSE_PLAN_SCHEMA,
+    DoseOptions,
+    DosingError,
+    Patient,
+    body_size,
+    creatinine_mg_dl,
+    dose_plan,
+    plan_to_doses,
+    renal_rules,
+)
+from cartlab.protocol.eligibility import ELIGIBILITY_SCHEMA, eligibility_verdict, screen_eligibility
+from cartlab.protocol.schema import Protocol, ProtocolError, load_protocol, parse_protocol, shipped_protocols
+
+__all__ = [
+    "Protocol", "ProtocolError", "load_protocol", "parse_protocol", "shipped_protocols",
+    "Patient", "DoseOptions", "DosingError", "body_size", "dose_plan", "plan_to_doses", "creatinine_mg_dl", "renal_rules",
+    "DOSE_PLAN_SCHEMA", "screen_eligibility", "eligibility_verdict", "ELIGIBILITY_SCHEMA",
+    "protocol_deviations", "planned_doses", "DEVIATION_SCHEMA",
+]

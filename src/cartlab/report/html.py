@@ -339,6 +339,36 @@ def _response_block(sub: Study) -> dict:
     }
 
 
+def _protocol_block(sub: Study, subject_id: str, protocol) -> dict | None:
+    """The protocol view of one subject: planned doses (from the subject's own weight and BSA),
+    eligibility screening and deviations (``None`` without a protocol)."""
+    if protocol is None:
+        return None
+    from cartlab.protocol import planned_doses, protocol_deviations, screen_eligibility
+    from cartlab.protocol.sheet import format_dose
+
+    plan, why = planned_doses(sub, protocol, subject_id)
+    if plan is not None:
+        plan = plan.with_columns(
+            pl.struct("dose", "unit").map_elements(lambda r: format_dose(r["dose"], r["unit"]),
+                                                   return_dtype=pl.String).alias("dose_text"))
+    elig = screen_eligibility(sub, protocol, subject_id)
+    dev = protocol_deviations(sub, protocol).with_columns(
+        pl.col("evidence").list.join(", ").alias("source_rows"))
+    return {
+        "id": protocol.id, "title": protocol.title, "version": protocol.version, "source": protocol.source,
+        "plan_note": why,
+        "plan": _table(plan, [("day", "Day"), ("agent", "Agent"), ("dose_text", "Planned dose"), ("unit", "Unit"),
+                              ("basis", "Basis"), ("adjustment", "Adjustment"), ("rule", "Rule"),
+                              ("source", "Source")]) if plan is not None else None,
+        "eligibility": _table(elig, [("criterion_id", "Criterion"), ("kind", "Kind"), ("status", "Status"),
+                                     ("value", "Value"), ("unit", "Unit"), ("day", "Day"), ("reason", "Why"),
+                                     ("source", "Source")]),
+        "deviations": _table(dev, [("category", "Category"), ("item", "Item"), ("detail", "Detail"),
+                                   ("rule", "Rule"), ("source_rows", "Source rows")]),
+    }
+
+
 def _sources_table(study: Study, sub: Study | None) -> dict:
     counts: dict[str, int] = {}
     if sub is not None:
@@ -397,8 +427,10 @@ def render_subject_html(
     title: str | None = None,
     day_range: tuple[float, float] | None = None,
     index_href: str | None = None,
+    protocol=None,
 ) -> str:
-    """The HTML text of one subject's report (see :func:`write_subject_report`)."""
+    """The HTML text of one subject's report (see :func:`write_subject_report`); with a
+    ``protocol`` (:class:`cartlab.protocol.Protocol`) it gains the protocol section."""
     sub = study.subject(subject_id)
     if all(df.is_empty() for df in sub.tables().values()):
         raise KeyError(f"subject {subject_id!r} not in study {study.study_id!r}")
@@ -420,6 +452,7 @@ def render_subject_html(
         "summary": _summary_block(summary, subject_id),
         "toxicity": _toxicity_block(sub),
         "response": _response_block(sub),
+        "protocol": _protocol_block(sub, subject_id, protocol),
         "sources": _sources_table(study, sub),
         "figure_png": png,
         "figure_info": info,
@@ -442,6 +475,7 @@ def write_subject_report(
     title: str | None = None,
     day_range: tuple[float, float] | None = None,
     index_href: str | None = None,
+    protocol=None,
 ) -> Path:
     """Write ``out_dir/subject_<id>.html`` (self-contained) and return its path.
 
@@ -451,7 +485,7 @@ def write_subject_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html = render_subject_html(study, subject_id, summary=summary, title=title,
-                               day_range=day_range, index_href=index_href)
+                               day_range=day_range, index_href=index_href, protocol=protocol)
     path = out / subject_filename(subject_id)
     path.write_text(html, encoding="utf-8")
     return path
@@ -499,7 +533,7 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
 
 
 def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = None, *,
-                       title: str | None = None) -> Path:
+                       title: str | None = None, protocol=None) -> Path:
     """Write one report per subject plus ``out_dir/index.html`` linking them; return the index."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -507,7 +541,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
     for sid in dict.fromkeys(study.subject_ids):
         if sid is None:
             continue
-        p = write_subject_report(study, sid, out, summary=summary, index_href="index.html")
+        p = write_subject_report(study, sid, out, summary=summary, index_href="index.html", protocol=protocol)
         links[sid] = p.name
     path = out / "index.html"
     path.write_text(render_study_html(study, links, summary=summary, title=title), encoding="utf-8")

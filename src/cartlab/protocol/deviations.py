@@ -1,0 +1,235 @@
+"""Protocol deviations: what was given (doses.csv) and measured (observations) against the protocol.
+
+:func:`protocol_deviations` is a pure function ``(study, protocol) -> polars.DataFrame`` with one
+row per deviation:
+
+* ``missed_dose`` — a planned administration with no matching dose;
+* ``wrong_day`` — given, but more than ``tolerances.day`` days from the planned day;
+* ``extra_dose`` — a dose of a protocol agent that matches no planned administration;
+* ``unplanned_agent`` — an agent the protocol does not list (bridging therapy is reported here too);
+* ``dose_out_of_tolerance`` — the dose differs from the plan by more than ``tolerances.dose_pct``
+  (CAR-T: ``car_t_dose_pct``), compared on the protocol's basis (mg/m2, mg/kg, mg, cells/kg, cells)
+  using the subject's own BSA and weight, after the protocol's renal adjustment;
+* ``missed_monitoring`` — a scheduled parameter not measured within ``tolerance_days`` of a
+  scheduled day (one row per parameter, listing the days), up to the subject's follow-up end;
+* ``not_checkable`` — what could not be checked and why (e.g. no weight for a per-kg dose).
+
+Every row names the protocol rule and the source rows (``evidence``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import EVIDENCE
+
+__all__ = ["protocol_deviations", "planned_doses", "DEVIATION_SCHEMA"]
+
+DEVIATION_SCHEMA = {
+    "subject_id": pl.String,
+    "category": pl.String,
+    "item": pl.String,  # agent or param
+    "planned_day": pl.Float64,
+    "actual_day": pl.Float64,
+    "planned_dose": pl.Float64,
+    "given_dose": pl.Float64,
+    "unit": pl.String,  # unit of planned_dose / given_dose (the protocol's basis)
+    "difference_pct": pl.Float64,
+    "days": pl.List(pl.Float64),  # missed monitoring days
+    "detail": pl.String,
+    "rule": pl.String,
+    "evidence": EVIDENCE,
+}
+
+
+def _screening_creatinine(obs: pl.DataFrame, first_ld: float | None) -> tuple[float | None, str | None]:
+    """Last creatinine (canonical umol/L) on or before the first lymphodepletion day (else day 0)."""
+    limit = first_ld if first_ld is not None else 0.0
+    c = obs.filter((pl.col("param") == "CREAT") & (pl.col("day") <= limit) & pl.col("value").is_not_null())
+    if c.height == 0:
+        return None, None
+    r = c.sort("day").row(-1, named=True)
+    return float(r["value"]), r["unit"]
+
+
+def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.DataFrame | None, str | None]:
+    """The subject's dose plan from subjects.csv (weight, height, age, sex) and the screening
+    creatinine; ``(None, reason)`` when it cannot be computed."""
+    from cartlab.protocol.dosing import DoseOptions, DosingError, Patient, dose_plan
+
+    sub = study.subjects.filter(pl.col("subject_id") == subject_id)
+    if sub.height == 0:
+        raise ValueError(f"no subject {subject_id!r}")
+    r = sub.row(0, named=True)
+    if r.get("weight_kg") is None or r.get("height_cm") is None:
+        return None, "weight_kg and height_cm are needed to compute the planned doses (subjects.csv)"
+    obs = study.observations.filter(pl.col("subject_id") == subject_id)
+    scr, unit = _screening_creatinine(obs, protocol.first_lymphodepletion_day)
+    sex = r.get("sex") if r.get("sex") in ("F", "M") else None
+    patient = Patient(weight_kg=r["weight_kg"], height_cm=r["height_cm"], age_years=r.get("age_years"), sex=sex,
+                      creatinine=scr, creatinine_unit=unit, subject_id=subject_id)
+    try:
+        return dose_plan(protocol, patient, options or DoseOptions()), None
+    except DosingError as exc:
+        return None, str(exc)
+
+
+def _to_basis(dose: float, unit: str, basis: str, bsa: float | None, weight: float | None) -> float | None:
+    """A given dose expressed on the protocol's basis (None when it cannot be)."""
+    if unit == basis:
+        return dose
+    absolute = {"mg/m2": bsa, "mg/kg": weight, "mg": 1.0, "cells/kg": weight, "cells": 1.0}
+    fu, fb = absolute.get(unit), absolute.get(basis)
+    if fu is None or fb is None:
+        return None
+    if (unit.startswith("cells")) != (basis.startswith("cells")):
+        return None
+    return dose * fu / fb
+
+
+def protocol_deviations(study, protocol, options=None) -> pl.DataFrame:
+    """Every deviation of every subject of ``study`` from ``protocol`` (see the module docstring)."""
+    rows: list[dict[str, Any]] = []
+    tol = protocol.tolerances
+    ld_agents = {a.agent: a for a in protocol.lymphodepletion}
+    car_agent = protocol.car_t.agent.lower()
+    for sid in study.subject_ids:
+        def add(category: str, item: str, detail: str, rule: str, evidence=(), **kw) -> None:
+            rows.append({"subject_id": sid, "category": category, "item": item, "detail": detail,
+                         "rule": rule, "evidence": list(evidence), **kw})
+
+        plan, why = planned_doses(study, protocol, sid, options)
+        sub = study.subjects.filter(pl.col("subject_id") == sid).row(0, named=True)
+        weight = sub.get("weight_kg")
+        given = study.doses.filter(pl.col("subject_id") == sid).with_columns(
+            pl.col("agent").str.to_lowercase().alias("_agent"))
+        if plan is None:
+            add("not_checkable", "doses", f"doses not checked: {why}", f"{protocol.id}.dosing")
+        bsa = None
+        if plan is not None:
+            from cartlab.protocol.dosing import DoseOptions, Patient, body_size
+
+            bsa = body_size(Patient(weight, sub["height_cm"]), protocol, options or DoseOptions())["bsa_m2"]
+        # ---- administrations: match planned and given per agent
+        for agent in list(ld_agents) + [car_agent]:
+            is_car = agent == car_agent
+            if plan is not None:
+                p = plan.filter(pl.col("kind") == ("car_t" if is_car else "lymphodepletion"))
+                p = p if is_car else p.filter(pl.col("agent") == agent)
+                planned = p.to_dicts()
+            else:
+                planned = [{"day": d} for d in (ld_agents[agent].days if not is_car
+                                                 else [i.day for i in protocol.car_t.infusions])]
+            g = given.filter(pl.col("_agent") == agent).sort("day").to_dicts()
+            rule = f"{protocol.id}.{'car_t' if is_car else 'lymphodepletion.' + agent}"
+            name = protocol.car_t.agent if is_car else agent
+            unmatched_g = list(range(len(g)))
+            pairs: list[tuple[dict, dict, bool]] = []
+            left_p = []
+            for pr in planned:
+                best = None
+                for gi in unmatched_g:
+                    if abs(g[gi]["day"] - pr["day"]) <= tol.day + 1e-9:
+                        best = gi
+                        break
+                if best is None:
+                    left_p.append(pr)
+                else:
+                    unmatched_g.remove(best)
+                    pairs.append((pr, g[best], True))
+            # the remaining planned ones take the nearest remaining given dose as a wrong-day match
+            for pr in left_p:
+                if unmatched_g:
+                    gi = min(unmatched_g, key=lambda i: abs(g[i]["day"] - pr["day"]))
+                    unmatched_g.remove(gi)
+                    pairs.append((pr, g[gi], False))
+                    gr = g[gi]
+                    add("wrong_day", name, f"{name} planned on day {pr['day']:g}, given on day {gr['day']:g} "
+                        f"(tolerance {tol.day:g} days)", rule, _refs([gr]), planned_day=pr["day"], actual_day=gr["day"])
+                else:
+                    add("missed_dose", name, f"{name} planned on day {pr['day']:g}: no dose recorded", rule,
+                        planned_day=pr["day"])
+            for gi in unmatched_g:
+                gr = g[gi]
+                add("extra_dose", name, f"{name} given on day {gr['day']:g} ({gr['dose']:g} {gr['unit']}): "
+                    "not in the protocol's schedule", rule, _refs([gr]), actual_day=gr["day"],
+                    given_dose=gr["dose"], unit=gr["unit"])
+            if plan is None:
+                continue
+            limit = tol.car_t_dose_pct if is_car else tol.dose_pct
+            for pr, gr, _ in pairs:
+                basis = pr["protocol_unit"]
+                if pr["protocol_dose"] is None or pr.get("factor") is None:
+                    if pr.get("factor") is None and not is_car:
+                        add("dose_out_of_tolerance", name, f"{name} given on day {gr['day']:g} although the plan "
+                            f"withholds it ({pr['adjustment']})", pr["rule"], _refs([gr]), planned_day=pr["day"],
+                            actual_day=gr["day"], given_dose=gr["dose"], unit=gr["unit"])
+                    elif is_car:
+                        _check_car_range(add, pr, gr, weight, name, rule)
+                    continue
+                # planned dose on the protocol's basis, after renal adjustment / caps
+                planned_basis = _to_basis(pr["dose"], pr["unit"], basis, bsa, weight)
+                given_basis = _to_basis(gr["dose"], gr["unit"], basis, bsa, weight)
+                if given_basis is None:
+                    add("not_checkable", name, f"{name} day {gr['day']:g}: a dose in {gr['unit']} cannot be "
+                        f"compared with the protocol's {basis}", rule, _refs([gr]), actual_day=gr["day"])
+                    continue
+                diff = 100.0 * (given_basis - planned_basis) / planned_basis
+                if abs(diff) > limit + 1e-9:
+                    add("dose_out_of_tolerance", agent,
+                        f"{name} day {gr['day']:g}: given {given_basis:.4g} {basis}, planned {planned_basis:.4g} "
+                        f"{basis} ({diff:+.1f}%, tolerance ±{limit:g}%)" + (f"; plan: {pr['basis']}"),
+                        pr["rule"], _refs([gr]), planned_day=pr["day"], actual_day=gr["day"],
+                        planned_dose=planned_basis, given_dose=given_basis, unit=basis, difference_pct=diff)
+        known = set(ld_agents) | {car_agent}
+        for gr in given.filter(~pl.col("_agent").is_in(list(known))).sort("day").to_dicts():
+            add("unplanned_agent", gr["agent"], f"{gr['agent']} given on day {gr['day']:g} ({gr['dose']:g} "
+                f"{gr['unit']}): not an agent of the protocol (bridging or a protocol change?)",
+                f"{protocol.id}.lymphodepletion", _refs([gr]), actual_day=gr["day"], given_dose=gr["dose"],
+                unit=gr["unit"])
+        _monitoring(add, study, protocol, sid, sub)
+    df = pl.DataFrame(rows, schema=DEVIATION_SCHEMA, orient="row") if rows else pl.DataFrame(schema=DEVIATION_SCHEMA)
+    return df
+
+
+def _check_car_range(add, pr, gr, weight, agent, rule) -> None:
+    """Without a protocol target, a CAR-T dose must lie within the band's range."""
+    lo, hi = pr.get("dose_min"), pr.get("dose_max")
+    cells = _to_basis(gr["dose"], gr["unit"], "cells", None, weight)
+    if cells is None:
+        return
+    if (lo is not None and cells < lo * (1 - 1e-9)) or (hi is not None and cells > hi * (1 + 1e-9)):
+        add("dose_out_of_tolerance", agent, f"{agent} day {gr['day']:g}: {cells:.4g} cells is outside the "
+            f"protocol range {'' if lo is None else f'{lo:.4g}-'}{hi:.4g} cells for this infusion", rule,
+            _refs([gr]), planned_day=pr["day"], actual_day=gr["day"], given_dose=cells, unit="cells")
+
+
+def _refs(rows: list[dict]) -> list[str]:
+    return [f"{r['src_file']}:{r['src_row']}" for r in rows if r.get("src_file")]
+
+
+def _monitoring(add, study, protocol, sid: str, sub: dict) -> None:
+    obs = study.observations.filter(pl.col("subject_id") == sid)
+    ev = study.events.filter(pl.col("subject_id") == sid)
+    end = sub.get("last_followup_day")
+    deaths = ev.filter(pl.col("event") == "death")["day"].to_list()
+    if deaths:
+        end = min([d for d in deaths] + ([end] if end is not None else []))
+    for m in protocol.monitoring:
+        for param in m.params:
+            have = sorted(set(obs.filter(pl.col("param") == param)["day"].to_list()))
+            missed = []
+            for d in m.scheduled_days():
+                if end is not None and d > end:
+                    continue
+                if not any(abs(h - d) <= m.tolerance_days + 1e-9 for h in have):
+                    missed.append(d)
+            if missed:
+                shown = ", ".join(f"{d:g}" for d in missed[:12]) + (f" and {len(missed) - 12} more" if len(missed) > 12 else "")
+                tol_txt = f" (±{m.tolerance_days:g} d)" if m.tolerance_days else ""
+                src = " [schedule reconstructed]" if m.source == "reconstructed" else ""
+                add("missed_monitoring", param, f"{param} not measured on scheduled day(s) {shown}{tol_txt}{src}",
+                    f"{protocol.id}.monitoring.{m.id}", days=[float(d) for d in missed],
+                    planned_day=float(missed[0]))

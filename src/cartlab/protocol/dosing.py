@@ -1,0 +1,405 @@
+"""Dosing from a protocol: lymphodepletion from BSA / weight / renal function, and the CAR-T dose
+per infusion (cells, and infusion volume from the product's concentration and viability).
+
+:func:`dose_plan` is a pure function ``(protocol, patient, options) -> polars.DataFrame`` with one
+row per administration: ``day, agent, dose, unit, basis`` plus the protocol dose, the adjustment
+that was applied and the rule and citation behind it. :func:`body_size` gives the inputs it used
+(BSA, creatinine clearance, eGFR) with their formulas.
+
+Rules are data: BSA and renal formulas in ``criteria/formulas.yaml`` (see
+:mod:`cartlab.protocol.formulas`), renal dose adjustments in ``criteria/renal_adjustment.yaml``,
+input plausibility limits in ``criteria/plausibility.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import polars as pl
+import yaml
+
+__all__ = [
+    "DosingError",
+    "Patient",
+    "DoseOptions",
+    "body_size",
+    "dose_plan",
+    "renal_rules",
+    "renal_adjustment",
+    "plausibility_limits",
+    "creatinine_mg_dl",
+    "plan_to_doses",
+    "DOSE_PLAN_SCHEMA",
+]
+
+
+class DosingError(ValueError):
+    """An input cartlab refuses to dose from (implausible, missing, outside the protocol)."""
+
+
+def _table(name: str) -> dict[str, Any]:
+    path = resources.files("cartlab.protocol").joinpath("criteria", f"{name}.yaml")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
+def renal_rules() -> dict[str, dict[str, Any]]:
+    """Renal dose-adjustment rules by id (``criteria/renal_adjustment.yaml``)."""
+    return dict(_table("renal_adjustment")["rules"])
+
+
+@lru_cache(maxsize=None)
+def plausibility_limits() -> dict[str, dict[str, Any]]:
+    return dict(_table("plausibility")["limits"])
+
+
+def creatinine_mg_dl(value: float, unit: str) -> float:
+    """Serum creatinine converted to mg/dL with pint (umol/L via creatinine's molar mass, as in the
+    parameter dictionary). An unknown unit raises :class:`~cartlab.units.UnitError`."""
+    from cartlab.io.dictionary import load_dictionary
+    from cartlab.units import conversion
+
+    p = load_dictionary()["CREAT"]
+    to_canon = p.conversion_from(unit)
+    canon = to_canon.scale * float(value) + to_canon.offset
+    back = conversion(p.unit, "mg/dL", molar_mass_g_mol=p.molar_mass_g_mol)
+    return back.scale * canon + back.offset
+
+
+@dataclass(frozen=True)
+class Patient:
+    """What dosing needs to know about a patient (at lymphodepletion)."""
+
+    weight_kg: float
+    height_cm: float
+    age_years: float | None = None
+    sex: str | None = None  # "F" or "M"
+    creatinine: float | None = None
+    creatinine_unit: str | None = None
+    subject_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DoseOptions:
+    """Choices behind a dose plan (defaults follow the protocol).
+
+    * ``bsa_method``: ``mosteller`` | ``dubois`` | ``haycock``; ``None`` = the protocol's (Mosteller
+      unless it says otherwise).
+    * ``bsa_decimals``: BSA is rounded to this many decimals before dosing, as printed on the sheet
+      (2 by default; ``None`` = unrounded).
+    * ``renal_function``: ``crcl_cockcroft_gault`` | ``egfr_ckd_epi_2021``; ``None`` = the protocol's.
+    * ``apply_renal_adjustment``: apply the protocol's renal rules (default True).
+    * ``car_dose``: the CAR-T total dose in the band's unit (cells/kg or cells), overriding the
+      protocol's target; must lie within the band's range.
+    * ``product_concentration``: total nucleated cells per mL of the product bag; with
+      ``viability`` and ``car_positive`` (fractions) it gives the infusion volume.
+    * ``plausibility``: overrides of the input limits, e.g. ``{"weight_kg": {"low": 1, "high": 350}}``.
+    """
+
+    bsa_method: str | None = None
+    bsa_decimals: int | None = 2
+    renal_function: str | None = None
+    apply_renal_adjustment: bool = True
+    car_dose: float | None = None
+    product_concentration: float | None = None
+    viability: float = 1.0
+    car_positive: float = 1.0
+    plausibility: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+DOSE_PLAN_SCHEMA = {
+    "day": pl.Float64,
+    "agent": pl.String,
+    "kind": pl.String,  # lymphodepletion | car_t
+    "dose": pl.Float64,  # what to give (absolute: mg or cells); null = not to be given / to choose
+    "unit": pl.String,
+    "basis": pl.String,  # how the dose was computed, in words and numbers
+    "protocol_dose": pl.Float64,  # the protocol's dose on its basis (per m2 / per kg / flat)
+    "protocol_unit": pl.String,
+    "adjustment": pl.String,  # renal or cap adjustment applied (empty = none)
+    "factor": pl.Float64,  # multiplier applied to the protocol dose (1 = none)
+    "dose_min": pl.Float64,  # CAR-T: the band's range in absolute cells
+    "dose_max": pl.Float64,
+    "volume_ml": pl.Float64,  # CAR-T: infusion volume from the product concentration
+    "route": pl.String,
+    "rule": pl.String,
+    "citation": pl.String,
+    "source": pl.String,
+}
+
+
+def _check_range(name: str, value: float | None, options: DoseOptions, label: str) -> None:
+    if value is None:
+        return
+    lim = {**plausibility_limits()[name], **options.plausibility.get(name, {})}
+    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+        raise DosingError(f"{label} must be a number (got {value!r})")
+    if value < lim["low"] or value > lim["high"]:
+        raise DosingError(
+            f"{label} {value:g} {lim['unit']} is implausible: cartlab accepts {lim['low']:g}-{lim['high']:g} "
+            f"{lim['unit']} ({lim['why']}). Check the value and its unit; a real patient outside the "
+            f"limits needs an explicit override (DoseOptions.plausibility).")
+
+
+def _validate_patient(patient: Patient, options: DoseOptions) -> float | None:
+    """Refuse implausible inputs; return creatinine in mg/dL (or None)."""
+    from cartlab.units import UnitError
+
+    if patient.weight_kg is None or patient.height_cm is None:
+        raise DosingError("weight (kg) and height (cm) are both needed for dosing")
+    _check_range("weight_kg", patient.weight_kg, options, "weight")
+    _check_range("height_cm", patient.height_cm, options, "height")
+    _check_range("age_years", patient.age_years, options, "age")
+    bmi = patient.weight_kg / (patient.height_cm / 100.0) ** 2
+    _check_range("bmi_kg_m2", round(bmi, 1), options, f"BMI from {patient.weight_kg:g} kg and {patient.height_cm:g} cm:")
+    if patient.sex is not None and patient.sex not in ("F", "M"):
+        raise DosingError(f"sex must be F or M (got {patient.sex!r}); renal formulas are sex-specific")
+    scr = None
+    if patient.creatinine is not None:
+        if patient.creatinine_unit is None or not str(patient.creatinine_unit).strip():
+            raise DosingError("creatinine needs a unit (mg/dL or umol/L); cartlab never guesses a unit")
+        if patient.creatinine <= 0:
+            raise DosingError(f"creatinine must be positive (got {patient.creatinine:g})")
+        try:
+            scr = creatinine_mg_dl(patient.creatinine, patient.creatinine_unit)
+        except UnitError as exc:
+            raise DosingError(f"creatinine unit {patient.creatinine_unit!r}: {exc}") from None
+        _check_range("creatinine_mg_dl", round(scr, 4), options,
+                     f"creatinine {patient.creatinine:g} {patient.creatinine_unit} =")
+    return scr
+
+
+def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOptions()) -> dict[str, Any]:
+    """BSA, creatinine clearance and eGFR for a patient, each with its formula and citation.
+
+    BSA by the chosen method (Mosteller default); CrCl by Cockcroft–Gault and eGFR by CKD-EPI 2021
+    when age, sex and creatinine are known (else ``None`` with the reason).
+    """
+    from cartlab.protocol import formulas as fx
+
+    scr = _validate_patient(patient, options)
+    method = options.bsa_method or (protocol.dosing.bsa_method if protocol is not None else "mosteller")
+    if method not in fx.BSA_METHODS:
+        raise DosingError(f"unknown BSA method {method!r}; choose one of {', '.join(fx.BSA_METHODS)}")
+    raw = float(fx.bsa(patient.weight_kg, patient.height_cm, method=method))
+    bsa = round(raw, options.bsa_decimals) if options.bsa_decimals is not None else raw
+    cap = protocol.dosing.bsa_cap_m2 if protocol is not None else None
+    capped = cap is not None and bsa > cap
+    info = fx.formula_info(method)
+    out: dict[str, Any] = {
+        "weight_kg": patient.weight_kg, "height_cm": patient.height_cm, "age_years": patient.age_years,
+        "sex": patient.sex, "creatinine": patient.creatinine, "creatinine_unit": patient.creatinine_unit,
+        "creatinine_mg_dl": scr,
+        "bsa_method": method, "bsa_raw_m2": raw, "bsa_m2": min(bsa, cap) if capped else bsa,
+        "bsa_capped": capped, "bsa_cap_m2": cap, "bsa_formula": info["expression"],
+        "bsa_citation": info["citation"],
+        "bmi_kg_m2": patient.weight_kg / (patient.height_cm / 100.0) ** 2,
+    }
+    missing = [n for n, v in (("age", patient.age_years), ("sex", patient.sex), ("creatinine", scr)) if v is None]
+    if missing:
+        why = "not computed: needs " + ", ".join(missing)
+        out.update(crcl_ml_min=None, egfr_ml_min_173=None, renal_note=why)
+    else:
+        out["crcl_ml_min"] = float(fx.crcl_cockcroft_gault(patient.age_years, patient.weight_kg, scr, patient.sex))
+        out["egfr_ml_min_173"] = float(fx.egfr_ckd_epi_2021(scr, patient.age_years, patient.sex))
+        out["renal_note"] = None
+    out["renal_caveat"] = (
+        "Cockcroft-Gault and CKD-EPI 2021 were derived in adults; below 18 years a paediatric estimate "
+        "(e.g. bedside Schwartz) is usual" if patient.age_years is not None and patient.age_years < 18 else None)
+    cg, ckd = fx.formula_info("cockcroft_gault"), fx.formula_info("ckd_epi_2021")
+    out.update(crcl_formula=cg["expression"], crcl_citation=cg["citation"],
+               egfr_formula=ckd["expression"], egfr_citation=ckd["citation"])
+    return out
+
+
+def _in_band(x: float, band: dict[str, Any]) -> bool:
+    lo, hi = band.get("low"), band.get("high")
+    if lo is not None and (x < lo or (x == lo and not band.get("low_inclusive", True))):
+        return False
+    if hi is not None and (x > hi or (x == hi and not band.get("high_inclusive", False))):
+        return False
+    return True
+
+
+def renal_adjustment(rule_id: str, value: float) -> tuple[float | None, str, str]:
+    """``(factor, band id, band text)`` of renal rule ``rule_id`` for a renal-function value
+    (factor ``None`` = do not give). Bounds as written in ``renal_adjustment.yaml``."""
+    rules = renal_rules()
+    if rule_id not in rules:
+        raise DosingError(f"unknown renal rule {rule_id!r}; known: {', '.join(sorted(rules))}")
+    if value is None or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+        raise DosingError(f"renal function must be a non-negative number (got {value!r})")
+    for band in rules[rule_id]["bands"]:
+        if _in_band(value, band):
+            f = band.get("factor")
+            return (None if f is None else float(f)), band["id"], band["text"]
+    raise DosingError(f"renal rule {rule_id}: no band covers {value:g}")
+
+
+def _renal(agent, size: dict[str, Any], measure_default: str, options: DoseOptions) -> tuple[float | None, str, str, str]:
+    """(factor or None = withhold, adjustment text, rule id, citation) for one agent."""
+    rule_id = agent.renal_adjustment
+    if rule_id is None or not options.apply_renal_adjustment:
+        why = "" if rule_id is None else f"renal adjustment {rule_id} switched off"
+        return 1.0, why, "", ""
+    rule = renal_rules()[rule_id]
+    measure = options.renal_function or measure_default or rule.get("measure") or "crcl_cockcroft_gault"
+    key = {"crcl_cockcroft_gault": "crcl_ml_min", "egfr_ckd_epi_2021": "egfr_ml_min_173"}.get(measure)
+    if key is None:
+        raise DosingError(f"unknown renal function measure {measure!r}")
+    value = size.get(key)
+    name = "CrCl (Cockcroft-Gault)" if key == "crcl_ml_min" else "eGFR (CKD-EPI 2021)"
+    unit = "mL/min" if key == "crcl_ml_min" else "mL/min/1.73 m2"
+    if value is None:
+        return 1.0, f"NOT ASSESSED: {rule_id} needs {name} ({size.get('renal_note')})", rule_id, rule["citation"]
+    f, band_id, band_text = renal_adjustment(rule_id, value)
+    text = f"{name} {value:.1f} {unit}: {band_text}"
+    if f is None:
+        return None, text, f"{rule_id}.{band_id}", rule["citation"]
+    return f, ("" if f == 1 else text), f"{rule_id}.{band_id}", rule["citation"]
+
+
+def _fmt(x: float) -> str:
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e5:
+        m, e = f"{x:.3e}".split("e")
+        m = m.rstrip("0").rstrip(".")
+        return f"{m}e{int(e)}"
+    return f"{x:.4g}"
+
+
+def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions()) -> pl.DataFrame:
+    """One row per administration of ``protocol`` for ``patient`` (see :data:`DOSE_PLAN_SCHEMA`).
+
+    Lymphodepletion: ``mg/m2`` x BSA, ``mg/kg`` x weight, ``mg`` flat; then the agent's renal rule
+    (e.g. fludarabine 20% reduction at CrCl 30-70 mL/min) and any per-dose cap. CAR-T: the weight
+    band's dose (the protocol's target, or ``options.car_dose``) x weight for ``cells/kg``, capped at
+    the band's maximum total cells, split over the infusions by their fractions.
+    """
+    size = body_size(patient, protocol, options)
+    rows: list[dict[str, Any]] = []
+    bsa_txt = f"BSA {size['bsa_m2']:.2f} m2 ({size['bsa_method'].capitalize()}" + (
+        f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else "") + ")"
+    for a in protocol.lymphodepletion:
+        if a.unit == "mg/m2":
+            base, basis = a.dose * size["bsa_m2"], f"{a.dose:g} mg/m2 x {bsa_txt}"
+        elif a.unit == "mg/kg":
+            base, basis = a.dose * patient.weight_kg, f"{a.dose:g} mg/kg x {patient.weight_kg:g} kg"
+        else:
+            base, basis = a.dose, f"{a.dose:g} mg flat"
+        factor, adj, rule, cite = _renal(a, size, protocol.dosing.renal_function, options)
+        dose = None if factor is None else base * factor
+        if factor is not None and factor != 1:
+            basis += f" x {factor:g} (renal)"
+        if dose is not None and a.max_dose_mg is not None and dose > a.max_dose_mg:
+            adj = "; ".join(x for x in (adj, f"capped at the protocol maximum {a.max_dose_mg:g} mg") if x)
+            basis += f", capped at {a.max_dose_mg:g} mg"
+            dose = a.max_dose_mg
+        if factor is None:
+            basis += " — WITHHOLD (renal)"
+        for d in a.days:
+            rows.append({
+                "day": d, "agent": a.agent, "kind": "lymphodepletion", "dose": dose, "unit": "mg",
+                "basis": basis, "protocol_dose": a.dose, "protocol_unit": a.unit, "adjustment": adj or None,
+                "factor": factor, "route": a.route, "rule": rule or f"{protocol.id}.lymphodepletion.{a.agent}",
+                "citation": "; ".join(x for x in (a.citation, cite) if x), "source": a.source,
+            })
+    rows += _car_rows(protocol, patient, options)
+    df = pl.DataFrame(rows, schema=DOSE_PLAN_SCHEMA, orient="row") if rows else pl.DataFrame(schema=DOSE_PLAN_SCHEMA)
+    return df.sort(["day", pl.col("kind") != "lymphodepletion", "agent"], maintain_order=True)
+
+
+def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str, Any]]:
+    car = protocol.car_t
+    w = patient.weight_kg
+    band = car.band_for(w)
+    if band is None:
+        raise DosingError(f"{protocol.id}: no CAR-T dose band covers a weight of {w:g} kg "
+                          f"(bands: {'; '.join(b.describe() for b in car.bands)})")
+    per = band.unit
+    chosen = options.car_dose if options.car_dose is not None else band.target
+    if options.car_dose is not None:
+        v = options.car_dose
+        if not isinstance(v, (int, float)) or math.isnan(v) or v <= 0:
+            raise DosingError(f"CAR-T dose must be a positive number of {per} (got {v!r})")
+        if v > band.max:
+            raise DosingError(f"CAR-T dose {_fmt(v)} {per} is above the protocol's maximum {_fmt(band.max)} {per} "
+                              f"({protocol.id}, weight band {band.describe()}; {band.citation})")
+        if band.min is not None and v < band.min:
+            raise DosingError(f"CAR-T dose {_fmt(v)} {per} is below the protocol's minimum {_fmt(band.min)} {per} "
+                              f"({protocol.id}, weight band {band.describe()}; {band.citation})")
+    for name, v in (("product concentration", options.product_concentration),
+                    ("viability", options.viability), ("CAR-positive fraction", options.car_positive)):
+        if v is not None and (not isinstance(v, (int, float)) or math.isnan(v) or v <= 0):
+            raise DosingError(f"{name} must be a positive number (got {v!r})")
+    for name, v in (("viability", options.viability), ("CAR-positive fraction", options.car_positive)):
+        if v > 1:
+            raise DosingError(f"{name} is a fraction between 0 and 1 (got {v:g}; write 0.92 for 92%)")
+
+    def absolute(x: float) -> float:
+        return x * w if per == "cells/kg" else x
+
+    cap = band.max_total_cells
+    lo, hi = (None if band.min is None else absolute(band.min)), absolute(band.max)
+    if cap is not None:
+        lo, hi = (None if lo is None else min(lo, cap)), min(hi, cap)
+    total = None if chosen is None else absolute(chosen)
+    adj = None
+    if total is not None and cap is not None and total > cap:
+        adj = f"capped at the maximum total dose {_fmt(cap)} cells"
+        total = cap
+    live = (options.product_concentration * options.viability * options.car_positive
+            if options.product_concentration is not None else None)
+    rows = []
+    n = len(car.infusions)
+    for inf in sorted(car.infusions, key=lambda i: i.day):
+        split = f" ({inf.fraction:.0%} of the total)" if n > 1 else ""
+        if total is None:
+            dose = None
+            basis = (f"range {'up to ' if band.min is None else _fmt(band.min) + '-'}{_fmt(band.max)} {per}" + (f" x {w:g} kg" if per == "cells/kg" else "")
+                     + f"{split}; no protocol target: choose the dose (--car-dose)")
+        else:
+            dose = total * inf.fraction
+            if per == "cells/kg":
+                basis = f"{_fmt(chosen * inf.fraction)} cells/kg{split} x {w:g} kg"
+            else:
+                basis = f"{_fmt(chosen * inf.fraction)} cells flat{split}"
+            if adj:
+                basis += f"; {adj}"
+        vol = None if (dose is None or live is None) else dose / live
+        if vol is not None:
+            basis += (f"; volume = {_fmt(dose)} / ({_fmt(options.product_concentration)} cells/mL"
+                      f" x viability {options.viability:g} x CAR+ {options.car_positive:g}) = {vol:.1f} mL")
+        rows.append({
+            "day": inf.day, "agent": car.agent, "kind": "car_t", "dose": dose, "unit": "cells",
+            "basis": basis, "protocol_dose": None if chosen is None else chosen * inf.fraction,
+            "protocol_unit": per, "adjustment": adj, "factor": 1.0,
+            "dose_min": None if lo is None else lo * inf.fraction, "dose_max": hi * inf.fraction, "volume_ml": vol, "route": "IV",
+            "rule": f"{protocol.id}.car_t", "citation": band.citation, "source": car.source,
+        })
+    return rows
+
+
+def plan_to_doses(plan: pl.DataFrame, subject_id: str, source: str = "synthetic") -> pl.DataFrame:
+    """A dose plan as canonical ``doses`` rows (:data:`cartlab.model.DOSES`) on the protocol's
+    basis (mg/m2, mg/kg, mg, cells/kg, cells), so a simulated (digital-twin) patient carries the
+    protocol's administrations like a real one. Withheld doses are left out; ``source`` labels the
+    rows (``synthetic`` by default)."""
+    from cartlab.model import conform
+
+    given = plan.filter(pl.col("dose").is_not_null() & pl.col("protocol_dose").is_not_null())
+    df = given.select(
+        pl.lit(subject_id).alias("subject_id"),
+        pl.col("day"),
+        pl.col("agent"),
+        (pl.col("protocol_dose") * pl.col("factor").fill_null(1.0)).alias("dose"),
+        pl.col("protocol_unit").alias("unit"),
+        pl.lit(source).alias("source"),
+        pl.concat_str(pl.lit("planned by "), pl.col("rule"), pl.lit(": "), pl.col("basis")).alias("source_note"),
+    ).with_columns(pl.col("dose").alias("orig_dose"), pl.col("unit").alias("orig_unit"))
+    return conform(df, "doses")

@@ -1,0 +1,210 @@
+"""Body-size and renal-function formulas for CAR-T lymphodepletion dosing.
+
+The formulas are data: ``cartlab/protocol/criteria/formulas.yaml`` holds every coefficient with
+its citation and the pages where it was checked. This module is a small engine that reads that
+table once (cached) and evaluates an entry by its ``kind``:
+
+* ``power_bsa`` - ``c * weight_kg**a * height_cm**b`` (Mosteller, Du Bois, Haycock);
+* ``cockcroft_gault`` - ``(age_offset - age) * weight / (divisor * Scr) * sex_factor``;
+* ``ckd_epi_creatinine`` - ``scale * min(Scr/kappa, 1)**alpha * max(Scr/kappa, 1)**beta *
+  age_base**age * sex_factor``.
+
+All functions are numpy-vectorised: arguments may be floats or array-likes (broadcast together);
+the result is a ``float`` when every argument is a scalar, an ``ndarray`` otherwise. Inputs are
+checked, never guessed: a non-numeric, non-finite (NaN, inf) or non-positive value raises
+:class:`ValueError` naming the argument. Units are fixed (kg, cm, years, creatinine in mg/dL);
+callers convert with pint (:mod:`cartlab.units`) first.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from cartlab.grading.common import load_criteria
+
+__all__ = [
+    "BSA_METHODS",
+    "bsa",
+    "crcl_cockcroft_gault",
+    "egfr_ckd_epi_2021",
+    "formula_info",
+]
+
+_TABLE = "formulas"
+_PACKAGE = "cartlab.protocol"
+_SEXES = ("F", "M")
+
+
+def _number(value: Any, where: str) -> float:
+    """A coefficient from the table: a number, or an exact fraction written ``"p/q"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"formulas.yaml: {where} is a boolean, not a number")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            pass
+    raise ValueError(f"formulas.yaml: {where} = {value!r} is not a number or 'p/q' fraction")
+
+
+def _coefficients(raw: Any, where: str) -> Any:
+    if isinstance(raw, dict):
+        return {k: _coefficients(v, f"{where}.{k}") for k, v in raw.items()}
+    return _number(raw, where)
+
+
+@lru_cache(maxsize=1)
+def _formulas() -> dict[str, dict[str, Any]]:
+    """The parsed table (read once): name -> entry with numeric ``coefficients``."""
+    table = load_criteria(_TABLE, package=_PACKAGE)
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in table["formulas"].items():
+        for key in ("group", "kind", "expression", "coefficients", "citation", "verified_at"):
+            if key not in entry:
+                raise ValueError(f"formulas.yaml: formula {name!r} lacks {key!r}")
+        parsed = dict(entry)
+        parsed["coefficients"] = _coefficients(entry["coefficients"], f"{name}.coefficients")
+        out[name] = parsed
+    return out
+
+
+def _entry(name: str, group: str | None = None) -> dict[str, Any]:
+    formulas = _formulas()
+    if name not in formulas or (group is not None and formulas[name]["group"] != group):
+        valid = [n for n, e in formulas.items() if group is None or e["group"] == group]
+        raise ValueError(f"unknown formula {name!r}; valid: {', '.join(valid)}")
+    return formulas[name]
+
+
+def formula_info(name: str) -> dict[str, Any]:
+    """``{name, expression, citation, verified_at}`` of a formula in the table (a copy)."""
+    e = _entry(name)
+    return {
+        "name": name,
+        "expression": e["expression"],
+        "citation": e["citation"],
+        "verified_at": list(e["verified_at"]),
+    }
+
+
+#: The BSA methods :func:`bsa` accepts, in table order.
+BSA_METHODS: tuple[str, ...] = tuple(n for n, e in _formulas().items() if e["group"] == "bsa")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checking
+
+
+def _positive(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float array whose every element is finite and > 0, else ValueError."""
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or an array of numbers; got {value!r}") from None
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        if arr.ndim == 0:
+            raise ValueError(f"{name} must be a positive finite number; got {arr.item()!r}")
+        idx = np.flatnonzero(bad)
+        raise ValueError(
+            f"{name} must be positive and finite; {idx.size} invalid value(s), "
+            f"first at index {int(idx[0])}: {float(arr.ravel()[idx[0]])!r}"
+        )
+    return arr
+
+
+def _sex(value: Any) -> np.ndarray:
+    """``value`` as an array of "F"/"M" strings, else ValueError."""
+    arr = np.asarray(value, dtype=object)
+    ok = np.vectorize(lambda s: isinstance(s, str) and s in _SEXES, otypes=[bool])(arr)
+    if not np.all(ok):
+        first = arr.item() if arr.ndim == 0 else arr.ravel()[np.flatnonzero(~ok)[0]]
+        raise ValueError(f"sex must be 'F' (female) or 'M' (male); got {first!r}")
+    return arr
+
+
+def _by_sex(sex: np.ndarray, values: dict[str, float]) -> np.ndarray:
+    """The per-sex coefficient for each element of ``sex``."""
+    return np.where(sex == "F", values["F"], values["M"]).astype(float)
+
+
+def _result(out: np.ndarray, *inputs: np.ndarray) -> float | np.ndarray:
+    if all(np.ndim(x) == 0 for x in inputs):
+        return float(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Public formulas
+
+
+def bsa(weight_kg, height_cm, method: str = "mosteller") -> float | np.ndarray:
+    """Body surface area in m2 from weight (kg) and height (cm).
+
+    ``method`` is one of :data:`BSA_METHODS`: ``"mosteller"`` (Mosteller RD, N Engl J Med
+    1987;317:1098: sqrt(H x W / 3600)), ``"dubois"`` (Du Bois D, Du Bois EF, Arch Intern Med
+    1916;17:863) or ``"haycock"`` (Haycock GB et al., J Pediatr 1978;93:62).
+    """
+    key = method.strip().lower() if isinstance(method, str) else method
+    if key not in BSA_METHODS:
+        raise ValueError(f"unknown BSA method {method!r}; valid: {', '.join(BSA_METHODS)}")
+    k = _entry(key, "bsa")["coefficients"]
+    w = _positive(weight_kg, "weight_kg")
+    h = _positive(height_cm, "height_cm")
+    w, h = np.broadcast_arrays(w, h)
+    return _result(k["c"] * w ** k["a"] * h ** k["b"], w, h)
+
+
+def crcl_cockcroft_gault(age_years, weight_kg, creatinine_mg_dl, sex) -> float | np.ndarray:
+    """Creatinine clearance in mL/min (absolute, not per 1.73 m2) by Cockcroft-Gault.
+
+    CrCl = (140 - age) x weight_kg / (72 x Scr) x 0.85 if female (Cockcroft DW, Gault MH, Nephron
+    1976;16:31-41). ``creatinine_mg_dl`` must be in mg/dL: convert umol/L with pint
+    (:mod:`cartlab.units`) before calling. ``sex`` is "F" or "M". ``age_years`` must be below 140
+    (the equation gives a non-positive clearance otherwise). Which weight to pass (actual, ideal,
+    adjusted) is the protocol's choice.
+    """
+    k = _entry("cockcroft_gault", "renal")["coefficients"]
+    age = _positive(age_years, "age_years")
+    if np.any(age >= k["age_offset"]):
+        raise ValueError(
+            f"age_years must be below {k['age_offset']:g} for Cockcroft-Gault; "
+            f"got {float(age.max())!r}"
+        )
+    w = _positive(weight_kg, "weight_kg")
+    scr = _positive(creatinine_mg_dl, "creatinine_mg_dl")
+    s = _sex(sex)
+    age, w, scr, s = np.broadcast_arrays(age, w, scr, s)
+    out = (k["age_offset"] - age) * w / (k["divisor"] * scr) * _by_sex(s, k["sex_factor"])
+    return _result(out, age, w, scr, s)
+
+
+def egfr_ckd_epi_2021(creatinine_mg_dl, age_years, sex) -> float | np.ndarray:
+    """eGFR in mL/min/1.73 m2 by the race-free CKD-EPI 2021 creatinine equation.
+
+    eGFR = 142 x min(Scr/k, 1)^a x max(Scr/k, 1)^-1.200 x 0.9938^age x 1.012 [if female], with
+    k = 0.7 (F) / 0.9 (M) and a = -0.241 (F) / -0.302 (M) (Inker LA et al., N Engl J Med
+    2021;385:1737-49). ``creatinine_mg_dl`` must be IDMS-traceable serum creatinine in mg/dL:
+    convert umol/L with pint (:mod:`cartlab.units`) before calling. ``sex`` is "F" or "M". The
+    equation is validated for adults (>= 18 years); younger ages are computed, not refused.
+    """
+    k = _entry("ckd_epi_2021", "renal")["coefficients"]
+    scr = _positive(creatinine_mg_dl, "creatinine_mg_dl")
+    age = _positive(age_years, "age_years")
+    s = _sex(sex)
+    scr, age, s = np.broadcast_arrays(scr, age, s)
+    ratio = scr / _by_sex(s, k["kappa"])
+    out = (
+        k["scale"]
+        * np.minimum(ratio, 1.0) ** _by_sex(s, k["alpha"])
+        * np.maximum(ratio, 1.0) ** k["beta"]
+        * k["age_base"] ** age
+        * _by_sex(s, k["sex_factor"])
+    )
+    return _result(out, scr, age, s)

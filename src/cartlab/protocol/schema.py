@@ -1,0 +1,515 @@
+"""Protocol files: a CAR-T programme's eligibility, lymphodepletion, CAR-T dose, monitoring and
+response plan as data (YAML, schema ``cartlab-protocol/1``).
+
+A protocol is validated on load; every problem is reported with the file, the line and the key
+path (``lymphodepletion[1].unit``) and nothing is returned half-read. Shipped protocols live in
+``cartlab/protocol/protocols/<id>.yaml`` and are addressable by id (lower case) as well as by path::
+
+    from cartlab.protocol import load_protocol
+    p = load_protocol("nct04762485")
+
+Conventions
+-----------
+* Days are relative to the first CAR-T infusion (day 0), as everywhere in cartlab.
+* Lymphodepletion doses have a basis: ``mg/m2`` (x body-surface area), ``mg/kg`` (x weight) or
+  ``mg`` (flat).
+* A CAR-T dose is given per weight band: ``cells/kg`` (x weight) or ``cells`` (flat), with the
+  labelled/protocol range ``min``..``max`` and an optional ``target``; a split dose lists its
+  infusions with the fraction of the total each one carries.
+* Every number carries a ``citation``; ``source`` says whether it is stated (``published``,
+  ``label``) or ``reconstructed``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "SCHEMA",
+    "ProtocolError",
+    "Protocol",
+    "Criterion",
+    "LymphodepletionAgent",
+    "DoseBand",
+    "Infusion",
+    "CarTDose",
+    "Monitoring",
+    "ResponsePlan",
+    "Tolerances",
+    "DosingRules",
+    "load_protocol",
+    "parse_protocol",
+    "shipped_protocols",
+]
+
+SCHEMA = "cartlab-protocol/1"
+LD_UNITS = ("mg/m2", "mg/kg", "mg")
+CAR_UNITS = ("cells/kg", "cells")
+SUBJECT_FIELDS = ("age_years", "sex", "disease", "target", "weight_kg", "height_cm")
+OPS = ("<", "<=", ">", ">=", "==", "!=", "in", "not_in", "between")
+SOURCES = ("published", "label", "registry", "reconstructed")
+
+
+class ProtocolError(ValueError):
+    """A protocol file breaks the schema; ``problems`` lists (where, message) for every problem."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        n = len(problems)
+        lines = [f"{source}: {n} problem{'s' if n != 1 else ''} in the protocol"]
+        lines += [f"  - {where}: {msg}" if where else f"  - {msg}" for where, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# eligibility
+
+
+class Criterion(_Strict):
+    """One eligibility criterion, as data.
+
+    The condition ``<data> <op> <value>`` is read from one of ``field`` (a subjects.csv column),
+    ``param`` (an observation code, the last value in the screening window) or ``event`` (an event
+    recorded in the window; when none is recorded the criterion is *unknown* unless
+    ``absence_means_no``), or the criterion is ``manual`` (not decidable from the data; always
+    *unknown* with the reason). An inclusion criterion passes when the condition holds; an exclusion
+    criterion passes (does not exclude) when it does not. ``any_of`` combines sub-conditions with OR.
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    text: str
+    kind: Literal["inclusion", "exclusion"] = "inclusion"
+    field: Optional[Literal["age_years", "sex", "disease", "target", "weight_kg", "height_cm"]] = None
+    param: Optional[str] = None
+    analyte: Optional[str] = None
+    event: Optional[str] = None
+    manual: bool = False
+    absence_means_no: bool = False
+    op: Optional[Literal["<", "<=", ">", ">=", "==", "!=", "in", "not_in", "between"]] = None
+    value: Union[float, str, list[Union[float, str]], None] = None
+    unit: Optional[str] = None
+    relative_to: Optional[Literal["uln", "lln"]] = None
+    window: Optional[tuple[float, float]] = None
+    any_of: Optional[list["Criterion"]] = None
+    citation: str = ""
+    note: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Criterion":
+        sources = [n for n in ("field", "param", "event") if getattr(self, n) is not None]
+        if self.any_of:
+            if sources or self.manual:
+                raise ValueError("a criterion with any_of takes its data from its sub-conditions only")
+            return self
+        if self.manual:
+            if sources:
+                raise ValueError("a manual criterion takes no field, param or event")
+            return self
+        if len(sources) != 1:
+            raise ValueError("give exactly one of field, param, event (or manual: true, or any_of)")
+        if self.event is not None:
+            if self.op is not None:
+                raise ValueError("an event criterion is 'the event is recorded in the window'; it takes no op")
+            return self
+        if self.op is None or self.value is None:
+            raise ValueError("op and value are required")
+        if self.op == "between":
+            if not (isinstance(self.value, list) and len(self.value) == 2
+                    and all(isinstance(v, (int, float)) for v in self.value) and self.value[0] <= self.value[1]):
+                raise ValueError("op 'between' needs value [low, high] with low <= high (both inclusive)")
+        elif self.op in ("in", "not_in"):
+            if not isinstance(self.value, list) or not self.value:
+                raise ValueError(f"op {self.op!r} needs a non-empty list value")
+        elif self.op in ("<", "<=", ">", ">=") and not isinstance(self.value, (int, float)):
+            raise ValueError(f"op {self.op!r} needs a number value")
+        if self.relative_to and self.param is None:
+            raise ValueError("relative_to (uln/lln) only applies to a param")
+        if self.relative_to and self.unit:
+            raise ValueError("a value relative to uln/lln is a multiple; it takes no unit")
+        if self.param is not None:
+            from cartlab.io.dictionary import load_dictionary
+
+            d = load_dictionary()
+            if self.param not in d:
+                raise ValueError(f"unknown param {self.param!r} (not in the parameter dictionary)")
+            if self.unit is not None and isinstance(self.value, (int, float, list)):
+                try:
+                    d[self.param].conversion_from(self.unit)
+                except Exception as exc:  # UnitError
+                    raise ValueError(f"unit {self.unit!r} for {self.param}: {exc}") from None
+        return self
+
+
+# -------------------------------------------------------------------------------------------------
+# dosing
+
+
+class DosingRules(_Strict):
+    """How body size enters the doses: BSA formula (Mosteller default), optional BSA cap, and the
+    renal-function estimate used by renal adjustment rules."""
+
+    bsa_method: Literal["mosteller", "dubois", "haycock"] = "mosteller"
+    bsa_cap_m2: Optional[float] = Field(default=None, gt=0)
+    #: None = each renal rule's own measure (Cockcroft-Gault CrCl for the fludarabine labels)
+    renal_function: Optional[Literal["crcl_cockcroft_gault", "egfr_ckd_epi_2021"]] = None
+    citation: str = ""
+
+
+class LymphodepletionAgent(_Strict):
+    """One lymphodepleting agent: dose per administration on its basis, on the listed days."""
+
+    agent: str = Field(min_length=1)
+    dose: float = Field(gt=0)
+    unit: Literal["mg/m2", "mg/kg", "mg"]
+    days: list[float] = Field(min_length=1)
+    route: str = "IV"
+    max_dose_mg: Optional[float] = Field(default=None, gt=0)
+    renal_adjustment: Optional[str] = None
+    citation: str = Field(min_length=1)
+    source: Literal["published", "label", "registry", "reconstructed"] = "published"
+    note: Optional[str] = None
+
+    @field_validator("days")
+    @classmethod
+    def _distinct(cls, v: list[float]) -> list[float]:
+        if len(set(v)) != len(v):
+            raise ValueError("days must not repeat")
+        return sorted(v)
+
+    @field_validator("agent")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.strip().lower()
+
+
+class DoseBand(_Strict):
+    """A CAR-T dose for a weight band (``above_kg`` < weight <= ``up_to_kg``; either may be open)."""
+
+    above_kg: Optional[float] = Field(default=None, ge=0)
+    up_to_kg: Optional[float] = Field(default=None, gt=0)
+    unit: Literal["cells/kg", "cells"]
+    target: Optional[float] = Field(default=None, gt=0)
+    #: the lowest dose allowed (None: the source states no minimum)
+    min: Optional[float] = Field(default=None, gt=0)
+    max: float = Field(gt=0)
+    max_total_cells: Optional[float] = Field(default=None, gt=0)
+    citation: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "DoseBand":
+        lo = self.min if self.min is not None else 0.0
+        if lo > self.max:
+            raise ValueError(f"min {lo:g} is above max {self.max:g}")
+        if self.target is not None and not (lo <= self.target <= self.max):
+            raise ValueError(f"target {self.target:g} is outside min..max {lo:g}..{self.max:g}")
+        if self.above_kg is not None and self.up_to_kg is not None and self.above_kg >= self.up_to_kg:
+            raise ValueError("above_kg must be below up_to_kg")
+        return self
+
+    def holds(self, weight_kg: float) -> bool:
+        return (self.above_kg is None or weight_kg > self.above_kg) and (
+            self.up_to_kg is None or weight_kg <= self.up_to_kg)
+
+    def describe(self) -> str:
+        lo = f"> {self.above_kg:g} kg" if self.above_kg is not None else ""
+        hi = f"<= {self.up_to_kg:g} kg" if self.up_to_kg is not None else ""
+        return " and ".join(x for x in (lo, hi) if x) or "any weight"
+
+
+class Infusion(_Strict):
+    day: float
+    fraction: float = Field(gt=0, le=1)
+
+
+class CarTDose(_Strict):
+    """The CAR-T product and its dose: weight bands, split infusions (fractions of the total)."""
+
+    product: str = Field(min_length=1)
+    agent: str = "CAR-T"
+    cells_counted: str = "CAR-T cells"
+    bands: list[DoseBand] = Field(min_length=1)
+    infusions: list[Infusion] = Field(min_length=1)
+    citation: str = Field(min_length=1)
+    source: Literal["published", "label", "registry", "reconstructed"] = "published"
+    note: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "CarTDose":
+        total = sum(i.fraction for i in self.infusions)
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(f"infusion fractions add up to {total:g}, not 1")
+        days = [i.day for i in self.infusions]
+        if len(set(days)) != len(days):
+            raise ValueError("infusion days must not repeat")
+        # bands must not overlap: probe each band's edges
+        edges = sorted({b.above_kg for b in self.bands if b.above_kg is not None}
+                       | {b.up_to_kg for b in self.bands if b.up_to_kg is not None})
+        probes = [e + d for e in edges for d in (-1e-6, 0.0, 1e-6)] + [1.0, 1000.0]
+        for w in probes:
+            n = sum(b.holds(w) for b in self.bands)
+            if n > 1:
+                raise ValueError(f"dose bands overlap at weight {w:g} kg")
+        return self
+
+    def band_for(self, weight_kg: float) -> DoseBand | None:
+        for b in self.bands:
+            if b.holds(weight_kg):
+                return b
+        return None
+
+
+# -------------------------------------------------------------------------------------------------
+# monitoring, response, tolerances
+
+
+class Monitoring(_Strict):
+    """Which parameters must be measured on which days (explicit list and/or a daily range)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    params: list[str] = Field(min_length=1)
+    days: list[float] = Field(default_factory=list)
+    daily_from: Optional[float] = None
+    daily_to: Optional[float] = None
+    tolerance_days: float = Field(default=0, ge=0)
+    citation: str = Field(min_length=1)
+    source: Literal["published", "label", "registry", "reconstructed"] = "published"
+
+    @model_validator(mode="after")
+    def _check(self) -> "Monitoring":
+        from cartlab.io.dictionary import load_dictionary
+
+        d = load_dictionary()
+        bad = [p for p in self.params if p not in d]
+        if bad:
+            raise ValueError(f"unknown param(s) {', '.join(bad)} (not in the parameter dictionary)")
+        if (self.daily_from is None) != (self.daily_to is None):
+            raise ValueError("give both daily_from and daily_to, or neither")
+        if self.daily_from is not None and self.daily_from > self.daily_to:
+            raise ValueError("daily_from is after daily_to")
+        if not self.days and self.daily_from is None:
+            raise ValueError("give days and/or daily_from..daily_to")
+        return self
+
+    def scheduled_days(self) -> list[float]:
+        out = set(self.days)
+        if self.daily_from is not None:
+            d = self.daily_from
+            while d <= self.daily_to + 1e-9:
+                out.add(d)
+                d += 1
+        return sorted(out)
+
+
+class ResponsePlan(_Strict):
+    """Response assessment: the criteria table per disease, landmark days, the trial's ORR."""
+
+    #: disease -> response criteria; cartlab's engines implement eln2022_aml and all_car_t (others,
+    #: e.g. lugano_2014, are recorded but not assessed)
+    criteria: dict[str, str] = Field(min_length=1)
+    landmarks: list[float] = Field(default_factory=list)
+    orr_categories: list[str] = Field(min_length=1)
+    citation: str = Field(min_length=1)
+
+
+class Tolerances(_Strict):
+    """What counts as a deviation: a dose off by more than ``dose_pct`` percent, an administration
+    more than ``day`` days from its planned day."""
+
+    dose_pct: float = Field(default=10.0, ge=0)
+    car_t_dose_pct: float = Field(default=20.0, ge=0)
+    day: float = Field(default=0.0, ge=0)
+    citation: str = ""
+
+
+class Population(_Strict):
+    disease: list[str] = Field(default_factory=list)
+    target: Optional[str] = None
+
+
+class Protocol(_Strict):
+    """A CAR-T protocol (schema ``cartlab-protocol/1``)."""
+
+    schema_: Literal["cartlab-protocol/1"] = Field(alias="schema")
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    title: str
+    registry: Optional[str] = None
+    version: str
+    citation: str = Field(min_length=1)
+    source: Literal["published", "label", "registry", "reconstructed"]
+    note: Optional[str] = None
+    population: Population = Population()
+    screening_window: tuple[float, float] = (-42.0, -1.0)
+    eligibility: list[Criterion] = Field(default_factory=list)
+    dosing: DosingRules = DosingRules()
+    lymphodepletion: list[LymphodepletionAgent] = Field(default_factory=list)
+    car_t: CarTDose
+    monitoring: list[Monitoring] = Field(default_factory=list)
+    response: Optional[ResponsePlan] = None
+    tolerances: Tolerances = Tolerances()
+    #: where the protocol was read from (set by the loader)
+    path: Optional[str] = Field(default=None, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Protocol":
+        ids = [c.id for c in self.eligibility]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"eligibility ids repeat: {', '.join(dup)}")
+        agents = [a.agent for a in self.lymphodepletion]
+        dup = sorted({a for a in agents if agents.count(a) > 1})
+        if dup:
+            raise ValueError(f"lymphodepletion agents repeat: {', '.join(dup)}")
+        if self.screening_window[0] > self.screening_window[1]:
+            raise ValueError("screening_window: start is after end")
+        from cartlab.protocol.dosing import renal_rules
+
+        known = renal_rules()
+        for a in self.lymphodepletion:
+            if a.renal_adjustment is not None and a.renal_adjustment not in known:
+                raise ValueError(f"lymphodepletion {a.agent}: unknown renal_adjustment "
+                                 f"{a.renal_adjustment!r}; known: {', '.join(sorted(known))}")
+        return self
+
+    # convenience views ------------------------------------------------------------------------
+    @property
+    def first_lymphodepletion_day(self) -> float | None:
+        days = [d for a in self.lymphodepletion for d in a.days]
+        return min(days) if days else None
+
+    def schedule(self) -> list[dict[str, Any]]:
+        """Every planned administration in day order: day, agent, dose, unit (on its basis)."""
+        rows = [{"day": d, "agent": a.agent, "dose": a.dose, "unit": a.unit, "kind": "lymphodepletion"}
+                for a in self.lymphodepletion for d in a.days]
+        rows += [{"day": i.day, "agent": self.car_t.agent, "fraction": i.fraction, "kind": "car_t"}
+                 for i in self.car_t.infusions]
+        return sorted(rows, key=lambda r: (r["day"], r["kind"] != "lymphodepletion", r["agent"]))
+
+
+# -------------------------------------------------------------------------------------------------
+# loading
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (deepest node found along the path)."""
+    line = None
+    for key in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == key or (key == "schema_" and k.value == "schema"):
+                    nxt = v
+                    line = k.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _loc_text(loc: tuple) -> str:
+    out = ""
+    for k in loc:
+        if isinstance(k, int):
+            out += f"[{k}]"
+        else:
+            k = "schema" if k == "schema_" else k
+            out += ("." if out else "") + str(k)
+    return out
+
+
+_NOISE = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def parse_protocol(text: str, source: str = "<protocol>") -> Protocol:
+    """Validate protocol YAML text; raise :class:`ProtocolError` listing every problem."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ProtocolError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(data, dict):
+        raise ProtocolError(source, [("", "a protocol file is a YAML mapping (key: value) at the top level")])
+    if data.get("schema") != SCHEMA:
+        raise ProtocolError(source, [(f"line {_line_of(node, ('schema',)) or 1}, schema",
+                                      f"schema must be {SCHEMA!r} (found {data.get('schema')!r})")])
+    try:
+        return Protocol.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            loc = tuple(e["loc"])
+            # pydantic adds the union member / model name to the location; keep the data path
+            loc = tuple(k for k in loc if not (isinstance(k, str) and (k.startswith("function-") or k in
+                                                                        ("float", "str", "list[union[float,str]]"))))
+            line = _line_of(node, loc)
+            where = (f"line {line}, " if line else "") + (_loc_text(loc) or "top level")
+            msg = _NOISE.sub("", e["msg"])
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key (typo?); see the schema in cartlab.protocol.schema"
+            elif e["type"] == "missing":
+                msg = "required key is missing"
+            elif e["type"] == "literal_error":
+                msg = f"{msg} (found {e.get('input')!r})"
+            problems.append((where, msg))
+        # one message per location
+        seen: dict[str, str] = {}
+        for where, msg in problems:
+            seen.setdefault(where, msg)
+        raise ProtocolError(source, list(seen.items())) from None
+
+
+def _shipped_dir():
+    return resources.files("cartlab.protocol").joinpath("protocols")
+
+
+@lru_cache(maxsize=None)
+def shipped_protocols() -> dict[str, str]:
+    """The protocols shipped with cartlab: id -> title."""
+    out = {}
+    for f in sorted(_shipped_dir().iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".yaml"):
+            p = parse_protocol(f.read_text(encoding="utf-8"), f.name)
+            out[p.id] = p.title
+    return out
+
+
+def load_protocol(id_or_path: str | Path) -> Protocol:
+    """A protocol by shipped id (``nct04762485``) or by YAML file path."""
+    text_id = str(id_or_path)
+    path = Path(text_id)
+    if path.suffix.lower() in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ProtocolError(text_id, [("", "no such protocol file")])
+        p = parse_protocol(path.read_text(encoding="utf-8"), str(path))
+        return p.model_copy(update={"path": str(path)})
+    key = text_id.strip().lower()
+    f = _shipped_dir().joinpath(f"{key}.yaml")
+    if not f.is_file():
+        ids = ", ".join(sorted(shipped_protocols()))
+        raise ProtocolError(text_id, [("", f"no shipped protocol with id {key!r} and no such file; shipped: {ids}")])
+    p = parse_protocol(f.read_text(encoding="utf-8"), f"{key}.yaml")
+    return p.model_copy(update={"path": str(f)})

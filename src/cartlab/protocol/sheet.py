@@ -1,0 +1,218 @@
+"""A printable dosing sheet (HTML or PDF) with every input, formula, rule and citation shown.
+
+:func:`sheet_context` gathers what the sheet shows (pure); :func:`dosing_sheet_html` renders the
+self-contained HTML page (jinja2, autoescaped, inline CSS, print-friendly) and
+:func:`dosing_sheet_pdf` the same content as a PDF (fpdf2, no system libraries).
+:func:`write_dosing_sheet` picks the format from the file extension.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from cartlab import __version__
+
+__all__ = ["sheet_context", "dosing_sheet_html", "dosing_sheet_pdf", "write_dosing_sheet", "format_dose"]
+
+
+def format_dose(dose: float | None, unit: str) -> str:
+    """A dose as printed: mg to 1 decimal, cells as a.bc x10^n."""
+    if dose is None or (isinstance(dose, float) and math.isnan(dose)):
+        return "—"
+    if unit == "cells":
+        if dose == 0:
+            return "0"
+        e = int(math.floor(math.log10(abs(dose))))
+        return f"{dose / 10 ** e:.2f} x10^{e}"
+    return f"{dose:.1f}"
+
+
+def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, patient,
+                  input_note: str | None = None) -> dict[str, Any]:
+    """Everything the sheet prints: patient inputs, derived body size with formulas substituted,
+    the renal rule used, the administrations, warnings and citations. ``input_note`` is printed
+    with the inputs (e.g. that a demo patient's weight and height are reconstructed)."""
+    w, h = size["weight_kg"], size["height_cm"]
+    bsa_sub = {
+        "mosteller": f"sqrt({h:g} x {w:g} / 3600)",
+        "dubois": f"0.007184 x {w:g}^0.425 x {h:g}^0.725",
+        "haycock": f"0.024265 x {w:g}^0.5378 x {h:g}^0.3964",
+    }[size["bsa_method"]]
+    derived = [{
+        "name": f"Body-surface area ({size['bsa_method'].capitalize()})",
+        "formula": size["bsa_formula"],
+        "substituted": f"{bsa_sub} = {size['bsa_raw_m2']:.4f} m2"
+                       + (f", rounded to {size['bsa_m2']:.2f} m2" if options.bsa_decimals is not None else "")
+                       + (f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else ""),
+        "value": f"{size['bsa_m2']:.2f} m2",
+        "citation": size["bsa_citation"],
+    }, {
+        "name": "Body-mass index", "formula": "weight_kg / (height_cm / 100)^2",
+        "substituted": f"{w:g} / ({h:g}/100)^2", "value": f"{size['bmi_kg_m2']:.1f} kg/m2", "citation": "",
+    }]
+    if size.get("crcl_ml_min") is not None:
+        scr = size["creatinine_mg_dl"]
+        f_sex = " x 0.85" if size["sex"] == "F" else ""
+        derived.append({
+            "name": "Creatinine clearance (Cockcroft-Gault)", "formula": size["crcl_formula"],
+            "substituted": f"(140 - {size['age_years']:g}) x {w:g} / (72 x {scr:.3f}){f_sex}",
+            "value": f"{size['crcl_ml_min']:.1f} mL/min", "citation": size["crcl_citation"],
+        })
+        derived.append({
+            "name": "eGFR (CKD-EPI 2021)", "formula": size["egfr_formula"],
+            "substituted": f"Scr {scr:.3f} mg/dL, age {size['age_years']:g}, sex {size['sex']}",
+            "value": f"{size['egfr_ml_min_173']:.1f} mL/min/1.73 m2", "citation": size["egfr_citation"],
+        })
+    else:
+        derived.append({"name": "Renal function", "formula": "Cockcroft-Gault CrCl; CKD-EPI 2021 eGFR",
+                        "substituted": size.get("renal_note") or "", "value": "not computed", "citation": ""})
+    inputs = [("Weight", f"{w:g} kg"), ("Height", f"{h:g} cm"),
+              ("Age", "—" if size["age_years"] is None else f"{size['age_years']:g} years"),
+              ("Sex", size["sex"] or "—")]
+    if size.get("creatinine") is not None:
+        conv = (f" (= {size['creatinine_mg_dl']:.3f} mg/dL)" if size["creatinine_unit"] != "mg/dL" else "")
+        inputs.append(("Serum creatinine", f"{size['creatinine']:g} {size['creatinine_unit']}{conv}"))
+    else:
+        inputs.append(("Serum creatinine", "not given"))
+    if options.product_concentration is not None:
+        inputs.append(("Product concentration", f"{options.product_concentration:.4g} cells/mL"))
+        inputs.append(("Viability", f"{options.viability:g}"))
+        inputs.append(("CAR-positive fraction", f"{options.car_positive:g}"))
+    if options.car_dose is not None:
+        inputs.append(("Chosen CAR-T dose", f"{options.car_dose:.4g} (band unit)"))
+    rows = []
+    warnings = []
+    for r in plan.iter_rows(named=True):
+        rows.append({**r, "dose_text": format_dose(r["dose"], r["unit"]),
+                     "volume_text": "" if r["volume_ml"] is None else f"{r['volume_ml']:.1f} mL",
+                     "reconstructed": r["source"] == "reconstructed"})
+        if r["adjustment"] and r["adjustment"] not in warnings:
+            warnings.append(r["adjustment"])
+        if r["kind"] == "lymphodepletion" and r["factor"] is None and f"WITHHOLD {r['agent']}" not in warnings:
+            warnings.append(f"WITHHOLD {r['agent']}: {r['adjustment']}")
+        if r["kind"] == "car_t" and r["dose"] is None:
+            msg = "CAR-T dose: the protocol gives a range without a target; choose the dose within the range"
+            if msg not in warnings:
+                warnings.append(msg)
+    if size.get("renal_caveat") and size.get("crcl_ml_min") is not None:
+        warnings.append(size["renal_caveat"])
+    citations = sorted({c for c in plan["citation"].to_list() if c})
+    return {
+        "protocol": protocol, "inputs": inputs, "derived": derived, "rows": rows, "warnings": warnings,
+        "citations": citations, "subject_id": patient.subject_id, "input_note": input_note, "version": __version__,
+        "generated": _dt.date.today().isoformat(),
+        "reconstructed": any(r["reconstructed"] for r in rows) or protocol.source == "reconstructed",
+        "options": {
+            "BSA method": size["bsa_method"],
+            "BSA rounding": "none" if options.bsa_decimals is None else f"{options.bsa_decimals} decimals",
+            "Renal adjustment": "applied" if options.apply_renal_adjustment else "switched off",
+            "Renal measure": options.renal_function or protocol.dosing.renal_function or "each rule's own (Cockcroft-Gault)",
+        },
+    }
+
+
+def _env() -> Environment:
+    return Environment(loader=PackageLoader("cartlab.protocol", "templates"),
+                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True)
+
+
+def dosing_sheet_html(ctx: dict[str, Any]) -> str:
+    return _env().get_template("dosing_sheet.html.j2").render(**ctx)
+
+
+def _latin(text: str) -> str:
+    """fpdf2's core fonts are Latin-1: replace the few typographic characters cartlab uses."""
+    table = {"—": "-", "–": "-", "×": "x", "≤": "<=", "≥": ">=", "±": "+/-", "µ": "u", "’": "'", "“": '"', "”": '"'}
+    for a, b in table.items():
+        text = text.replace(a, b)
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def dosing_sheet_pdf(ctx: dict[str, Any]) -> bytes:
+    from fpdf import FPDF
+
+    p = ctx["protocol"]
+    pdf = FPDF(orientation="L", unit="mm", format="A4")
+    pdf.set_auto_page_break(True, margin=12)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 14)
+    pdf.multi_cell(0, 7, _latin(f"Dosing sheet - {p.title}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 9)
+    sub = f"Subject {ctx['subject_id']} - " if ctx["subject_id"] else ""
+    pdf.multi_cell(0, 5, _latin(f"{sub}protocol {p.id} version {p.version} ({p.source}); cartlab {ctx['version']}, "
+                                f"{ctx['generated']}. Day 0 = first CAR-T infusion."), new_x="LMARGIN", new_y="NEXT")
+    if ctx["reconstructed"]:
+        pdf.set_text_color(150, 80, 0)
+        pdf.multi_cell(0, 5, _latin("Items marked * are reconstructed (not stated by the source)."),
+                       new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0, 0, 0)
+    for wmsg in ctx["warnings"]:
+        pdf.set_text_color(180, 0, 0)
+        pdf.multi_cell(0, 5, _latin(f"! {wmsg}"), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0, 0, 0)
+
+    def section(title: str) -> None:
+        pdf.ln(2)
+        pdf.set_font("Helvetica", "B", 11)
+        pdf.cell(0, 6, _latin(title), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "", 8)
+
+    def table(header: list[str], body: list[list[str]], widths: list[float]) -> None:
+        with pdf.table(col_widths=widths, text_align="LEFT", line_height=4.2, first_row_as_headings=True) as t:
+            r = t.row()
+            for hcell in header:
+                r.cell(_latin(hcell))
+            for row in body:
+                r = t.row()
+                for cell in row:
+                    r.cell(_latin(str(cell)))
+
+    section("Inputs")
+    if ctx["input_note"]:
+        pdf.set_text_color(150, 80, 0)
+        pdf.multi_cell(0, 5, _latin(ctx["input_note"]), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0, 0, 0)
+    table(["Input", "Value"], [[a, b] for a, b in ctx["inputs"]], [60, 120])
+    section("Derived values and formulas")
+    table(["Quantity", "Formula", "With the inputs", "Value", "Source"],
+          [[d["name"], d["formula"], d["substituted"], d["value"], d["citation"]] for d in ctx["derived"]],
+          [40, 60, 60, 30, 87])
+    section("Administrations")
+    table(["Day", "Agent", "Dose", "Unit", "Volume", "Basis", "Adjustment", "Rule"],
+          [[f"{r['day']:g}", r["agent"] + ("*" if r["reconstructed"] else ""), r["dose_text"], r["unit"],
+            r["volume_text"], r["basis"], r["adjustment"] or "", r["rule"]] for r in ctx["rows"]],
+          [12, 28, 24, 12, 16, 95, 50, 40])
+    section("Options")
+    table(["Option", "Value"], [[k, v] for k, v in ctx["options"].items()], [60, 120])
+    section("Citations")
+    for c in ctx["citations"]:
+        pdf.multi_cell(0, 4, _latin(f"- {c}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(6)
+    pdf.set_font("Helvetica", "", 9)
+    pdf.cell(0, 6, "Calculated by: ______________________   Checked by: ______________________   "
+                   "Date: ____________", new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def write_dosing_sheet(ctx: dict[str, Any], path: str | Path) -> Path:
+    """Write the sheet as HTML (``.html``/``.htm``) or PDF (``.pdf``); atomically (temp + rename)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".html", ".htm"):
+        data = dosing_sheet_html(ctx).encode("utf-8")
+    elif suffix == ".pdf":
+        data = dosing_sheet_pdf(ctx)
+    else:
+        raise ValueError(f"{path}: the dosing sheet is written as .html or .pdf (got {suffix or 'no extension'})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
