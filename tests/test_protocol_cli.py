@@ -30,6 +30,12 @@ def test_protocols_lists_and_checks():
     one = run("protocols", "NCT04762485")
     assert one.returncode == 0 and "valid" in one.stdout and "decitabine" in one.stdout
     assert "ORR = CR + CRi + MLFS + PR" in one.stdout
+    js = run("protocols", "--json-schema")
+    assert js.returncode == 0
+    import json
+
+    schema = json.loads(js.stdout)
+    assert {"schema", "id", "car_t", "lymphodepletion", "eligibility"} <= set(schema["properties"])
 
 
 def test_dose_seed_patient_csv_has_the_papers_numbers():
@@ -141,7 +147,7 @@ def test_deviations_of_the_seed_and_of_a_label_protocol():
 def test_analyze_and_report_with_a_protocol(tmp_path):
     out = run("analyze", SEED, "--out", tmp_path / "a", "--protocol", "nct04762485")
     assert out.returncode == 0, out.stderr
-    for name in ("dose_plan", "eligibility", "eligibility_verdict", "protocol_deviations"):
+    for name in ("dose_plan", "eligibility", "eligibility_verdict", "protocol_deviations", "protocol_orr"):
         assert (tmp_path / "a" / f"{name}.csv").is_file(), name
     plan = list(csv.DictReader(open(tmp_path / "a" / "dose_plan.csv", encoding="utf-8")))
     assert len(plan) == 12 and plan[0]["subject_id"] == "CD7-AML-001"

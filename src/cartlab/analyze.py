@@ -148,7 +148,9 @@ def manifest(study: Study, registry: Registry = REGISTRY) -> dict:
 def protocol_tables(study: Study, protocol) -> dict[str, pl.DataFrame]:
     """Protocol views of a study: ``dose_plan`` (planned administrations per subject from their
     weight, height and screening creatinine), ``eligibility`` (every criterion per subject),
-    ``eligibility_verdict`` and ``protocol_deviations``."""
+    ``eligibility_verdict``, ``protocol_deviations`` and ``protocol_orr`` (the trial's ORR
+    definition at each of its landmarks, with exact CIs)."""
+    from cartlab.protocol.outcomes import protocol_orr
     from cartlab.protocol import (
         DOSE_PLAN_SCHEMA,
         eligibility_verdict,
@@ -169,6 +171,7 @@ def protocol_tables(study: Study, protocol) -> dict[str, pl.DataFrame]:
         "eligibility": elig,
         "eligibility_verdict": eligibility_verdict(elig),
         "protocol_deviations": protocol_deviations(study, protocol),
+        "protocol_orr": protocol_orr(study, protocol),
     }
 
 

@@ -458,6 +458,7 @@ def _protocol_or_exit(id_or_path: str):
 @app.command("protocols")
 def protocols_cmd(
     protocol: Annotated[Optional[str], typer.Argument(help="A shipped id or a protocol YAML file to check and show.")] = None,
+    json_schema: Annotated[bool, typer.Option("--json-schema", help="Print the protocol file's JSON Schema (for editors).")] = False,
 ) -> None:
     """List the shipped protocols, or validate one protocol (id or file) and show its schedule.
 
@@ -466,6 +467,12 @@ def protocols_cmd(
     from rich.markup import escape
 
     from cartlab.protocol import shipped_protocols
+
+    if json_schema:
+        from cartlab.protocol.schema import Protocol
+
+        sys.stdout.write(json.dumps(Protocol.model_json_schema(by_alias=True), indent=2) + "\n")
+        return
 
     if protocol is None:
         t = Table(header_style="bold")

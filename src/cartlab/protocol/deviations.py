@@ -125,20 +125,17 @@ def protocol_deviations(study, protocol, options=None) -> pl.DataFrame:
             g = given.filter(pl.col("_agent") == agent).sort("day").to_dicts()
             rule = f"{protocol.id}.{'car_t' if is_car else 'lymphodepletion.' + agent}"
             name = protocol.car_t.agent if is_car else agent
-            unmatched_g = list(range(len(g)))
-            pairs: list[tuple[dict, dict, bool]] = []
-            left_p = []
-            for pr in planned:
-                best = None
-                for gi in unmatched_g:
-                    if abs(g[gi]["day"] - pr["day"]) <= tol.day + 1e-9:
-                        best = gi
-                        break
-                if best is None:
-                    left_p.append(pr)
-                else:
-                    unmatched_g.remove(best)
-                    pairs.append((pr, g[best], True))
+            # match within the day tolerance, closest pairs first (an on-time dose is never taken by a
+            # neighbouring planned day)
+            cand = sorted((abs(g[gi]["day"] - pr["day"]), pi, gi) for pi, pr in enumerate(planned)
+                          for gi in range(len(g)) if abs(g[gi]["day"] - pr["day"]) <= tol.day + 1e-9)
+            match: dict[int, int] = {}
+            for _, pi, gi in cand:
+                if pi not in match and gi not in match.values():
+                    match[pi] = gi
+            unmatched_g = [gi for gi in range(len(g)) if gi not in match.values()]
+            pairs: list[tuple[dict, dict, bool]] = [(planned[pi], g[gi], True) for pi, gi in sorted(match.items())]
+            left_p = [pr for pi, pr in enumerate(planned) if pi not in match]
             # the remaining planned ones take the nearest remaining given dose as a wrong-day match
             for pr in left_p:
                 if unmatched_g:
@@ -178,7 +175,7 @@ def protocol_deviations(study, protocol, options=None) -> pl.DataFrame:
                     continue
                 diff = 100.0 * (given_basis - planned_basis) / planned_basis
                 if abs(diff) > limit + 1e-9:
-                    add("dose_out_of_tolerance", agent,
+                    add("dose_out_of_tolerance", name,
                         f"{name} day {gr['day']:g}: given {given_basis:.4g} {basis}, planned {planned_basis:.4g} "
                         f"{basis} ({diff:+.1f}%, tolerance ±{limit:g}%)" + (f"; plan: {pr['basis']}"),
                         pr["rule"], _refs([gr]), planned_day=pr["day"], actual_day=gr["day"],
