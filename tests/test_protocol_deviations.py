@@ -14,7 +14,8 @@ import math
 import polars as pl
 import pytest
 
-from cartlab.model import Study, conform, empty_frame
+from cartlab.model import Study
+from protocol_helpers import frame
 from cartlab.protocol import DEVIATION_SCHEMA, DoseOptions, load_protocol, parse_protocol, planned_doses, protocol_deviations
 from cartlab.protocol.dosing import Patient, body_size
 
@@ -65,9 +66,7 @@ BSA = 1.84
 
 
 def subjects(*rows: dict) -> pl.DataFrame:
-    rows = rows or ({},)
-    out = [{**SUBJECT, "src_file": "subjects.csv", "src_row": i + 1, **r} for i, r in enumerate(rows)]
-    return conform(pl.DataFrame(out), "subjects")
+    return frame("subjects", rows or ({},), **SUBJECT)
 
 
 def compliant_doses(subject_id: str = "S1") -> list[dict]:
@@ -82,14 +81,7 @@ def compliant_doses(subject_id: str = "S1") -> list[dict]:
 
 
 def doses_frame(rows: list[dict]) -> pl.DataFrame:
-    out = []
-    for i, r in enumerate(rows):
-        row = {"subject_id": "S1", "source": "observed", "src_file": "doses.csv", "src_row": i + 1}
-        row.update(r)
-        out.append(row)
-    if not out:
-        return empty_frame("doses")
-    return conform(pl.DataFrame(out, schema_overrides={"day": pl.Float64, "dose": pl.Float64}), "doses")
+    return frame("doses", rows, subject_id="S1", source="observed")
 
 
 def normal_creatinine(subject_id: str = "S1") -> dict:
@@ -98,21 +90,11 @@ def normal_creatinine(subject_id: str = "S1") -> dict:
 
 
 def observations(rows: list[dict]) -> pl.DataFrame:
-    out = []
-    for i, r in enumerate(rows):
-        row = {"subject_id": "S1", "unit": None, "source": "observed", "src_file": "observations.csv", "src_row": i + 1}
-        row.update(r)
-        out.append(row)
-    if not out:
-        return empty_frame("observations")
-    return conform(pl.DataFrame(out, schema_overrides={"day": pl.Float64, "value": pl.Float64}), "observations")
+    return frame("observations", rows, subject_id="S1", unit=None, source="observed")
 
 
 def events(rows: list[dict]) -> pl.DataFrame:
-    out = [{"subject_id": "S1", "src_file": "events.csv", "src_row": i + 1, **r} for i, r in enumerate(rows)]
-    if not out:
-        return empty_frame("events")
-    return conform(pl.DataFrame(out, schema_overrides={"day": pl.Float64}), "events")
+    return frame("events", rows, subject_id="S1")
 
 
 def study(doses: list[dict] | None = None, obs: list[dict] | None = None, subj: pl.DataFrame | None = None,

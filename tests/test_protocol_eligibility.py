@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 
 from cartlab.io.dictionary import load_dictionary
-from cartlab.model import Study, conform, empty_frame
+from cartlab.model import Study
+from protocol_helpers import frame
 from cartlab.protocol import ELIGIBILITY_SCHEMA, eligibility_verdict, load_protocol, parse_protocol, screen_eligibility
 
 # -------------------------------------------------------------------------------------------------
@@ -50,12 +51,7 @@ SUBJECT = dict(subject_id="S1", sex="F", age_years=40.0, weight_kg=70.0, height_
 
 
 def subjects(*rows: dict) -> pl.DataFrame:
-    rows = rows or ({},)
-    out = []
-    for i, r in enumerate(rows):
-        row = {**SUBJECT, "src_file": "subjects.csv", "src_row": i + 1, **r}
-        out.append(row)
-    return conform(pl.DataFrame(out), "subjects")
+    return frame("subjects", rows or ({},), **SUBJECT)
 
 
 _OBS_KEYS = ("subject_id", "day", "param", "analyte", "value", "value_text", "unit", "lln", "uln",
@@ -65,29 +61,13 @@ _OBS_KEYS = ("subject_id", "day", "param", "analyte", "value", "value_text", "un
 def observations(*rows: dict) -> pl.DataFrame:
     """Observation rows in canonical units; src_row numbers them (1-based) unless given."""
     d = load_dictionary()
-    out = []
-    for i, r in enumerate(rows):
-        row = dict.fromkeys(_OBS_KEYS)
-        row.update(subject_id="S1", unit=d[r["param"]].unit, source="observed", src_file="observations.csv",
-                   src_row=i + 1)
-        row.update(r)
-        out.append(row)
-    if not out:
-        return empty_frame("observations")
-    return conform(pl.DataFrame(out, schema_overrides={"value": pl.Float64, "uln": pl.Float64, "lln": pl.Float64,
-                                                        "censor_limit": pl.Float64, "day": pl.Float64}),
-                   "observations")
+    base = dict.fromkeys(k for k in _OBS_KEYS if not k.startswith("src_"))
+    return frame("observations", [{**base, "subject_id": "S1", "unit": d[r["param"]].unit, "source": "observed", **r}
+                                  for r in rows])
 
 
 def events(*rows: dict) -> pl.DataFrame:
-    out = []
-    for i, r in enumerate(rows):
-        row = {"subject_id": "S1", "detail": None, "source": "observed", "src_file": "events.csv", "src_row": i + 1}
-        row.update(r)
-        out.append(row)
-    if not out:
-        return empty_frame("events")
-    return conform(pl.DataFrame(out, schema_overrides={"day": pl.Float64}), "events")
+    return frame("events", rows, subject_id="S1", detail=None, source="observed")
 
 
 def study(subj: pl.DataFrame | None = None, obs=(), ev=()) -> Study:
