@@ -966,3 +966,24 @@ def test_seed_verdict_undetermined_with_no_fail(seed_screen):
     assert r["n_fail"] == 0 and r["failed"] == ""
     assert "ecog" in r["unknown"].split(", ")
     assert r["n_pass"] + r["n_unknown"] == seed_screen.height
+
+
+def test_calendar_date_from_the_infusion_date():
+    p = proto("""
+    - id: alt
+      text: ALT <= 3 x ULN
+      param: ALT
+      op: "<="
+      value: 3
+      relative_to: uln
+    - id: age
+      text: adult
+      field: age_years
+      op: ">="
+      value: 18
+    """)
+    s = study(subjects({"infusion_date": "2021-08-20"}), obs=[{"day": -7.0, "param": "ALT", "value": 30.0, "uln": 40.0}])
+    res = screen_eligibility(s, p).sort("criterion_id")
+    assert res["date"].to_list() == [None, "2021-08-13"]  # age has no day; ALT on day -7
+    no_anchor = screen_eligibility(study(obs=[{"day": -7.0, "param": "ALT", "value": 30.0, "uln": 40.0}]), p)
+    assert no_anchor["date"].is_null().all()

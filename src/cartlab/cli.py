@@ -638,7 +638,8 @@ def eligibility_cmd(
         flagged |= recon
         val = "" if r["value"] is None else f"{r['value']}{' ' + r['unit'] if r['unit'] else ''}{'*' if recon else ''}"
         t.add_row(f"{r['criterion_id']}{' (excl.)' if r['kind'] == 'exclusion' else ''}", st, escape(val),
-                  "" if r["day"] is None else f"{r['day']:g}", escape(r["reason"]))
+                  "" if r["day"] is None else f"{r['day']:g}" + (f" ({r['date']})" if r["date"] else ""),
+                  escape(r["reason"]))
     console.print(t)
     if flagged:
         console.print("[dim]* reconstructed or synthetic value (not measured)[/]")

@@ -31,6 +31,7 @@ ELIGIBILITY_SCHEMA = {
     "value": pl.String,
     "unit": pl.String,
     "day": pl.Float64,
+    "date": pl.String,  # calendar date of the value (from subjects.infusion_date), when known
     "reason": pl.String,
     "source": pl.String,  # provenance of the value used (paper, reconstructed, synthetic, observed)
     "rule": pl.String,
@@ -197,6 +198,20 @@ def _evaluate(c, s: _Subject, window: tuple[float, float]) -> dict[str, Any]:
     return {"cond": ok, "value": _fmt(v), "unit": unit, "day": r["day"], "evidence": _ref(r), "source": _src(r), "reason": reason}
 
 
+def _date(subject: dict, day: float | None) -> str | None:
+    """The calendar date of study day ``day`` (day 0 = ``infusion_date`` / ``infusion_datetime``)."""
+    import datetime as dt
+
+    anchor = subject.get("infusion_date") or (subject.get("infusion_datetime") or "")[:10]
+    if day is None or not anchor:
+        return None
+    try:
+        d0 = dt.date.fromisoformat(anchor[:10])
+    except ValueError:
+        return None
+    return (d0 + dt.timedelta(days=math.floor(day))).isoformat()
+
+
 def screen_eligibility(study, protocol, subject_id: str | None = None) -> pl.DataFrame:
     """Every eligibility criterion of ``protocol`` for every subject (or one) of ``study``.
 
@@ -224,7 +239,8 @@ def screen_eligibility(study, protocol, subject_id: str | None = None) -> pl.Dat
                 reason += f" [note: {c.note.strip()}]"
             rows.append({
                 "subject_id": sid, "criterion_id": c.id, "kind": c.kind, "text": c.text, "status": status,
-                "value": e["value"], "unit": e["unit"], "day": e["day"], "reason": reason,
+                "value": e["value"], "unit": e["unit"], "day": e["day"], "date": _date(s.row, e["day"]),
+                "reason": reason,
                 "source": e.get("source"), "rule": f"{protocol.id}.eligibility.{c.id}", "citation": c.citation, "evidence": e["evidence"],
             })
     return pl.DataFrame(rows, schema=ELIGIBILITY_SCHEMA, orient="row") if rows else pl.DataFrame(schema=ELIGIBILITY_SCHEMA)
