@@ -158,7 +158,8 @@ def test_demo_end_to_end(tmp_path):
     for name in ("dose_plan", "eligibility", "protocol_deviations"):
         assert (out / "analysis" / f"{name}.csv").exists(), name
     sheet = (out / "report" / "dosing_sheet.html").read_text(encoding="utf-8")
-    assert "weight and height are reconstructed (synthetic)" in sheet and "45.6" in sheet
+    assert "reconstructed (synthetic)" in sheet and "45.6" in sheet
+    assert "54 umol/L" in sheet and "fludarabine_label.normal" in sheet  # the seed's screening creatinine
     # running it twice works (idempotent import into the same store)
     again = run("demo", "--out", out)
     assert again.returncode == 0, again.stderr

@@ -810,7 +810,7 @@ def demo_cmd(
     with Store(store_path, read_only=True) as s:
         study = s.load_study("seed_case")
     from cartlab.analyze import protocol_tables
-    from cartlab.protocol import DoseOptions, Patient, body_size, dose_plan, load_protocol
+    from cartlab.protocol import DoseOptions, body_size, dose_plan, load_protocol, subject_patient
     from cartlab.protocol.sheet import sheet_context, write_dosing_sheet
 
     proto = load_protocol("nct04762485")
@@ -824,14 +824,12 @@ def demo_cmd(
     console.print(f"3. analysis: {path} (protocol {proto.id}: dose_plan, eligibility, protocol_deviations)")
     report = write_study_report(study, out / "report", summary=summary, protocol=proto)
     console.print(f"4. report: [bold green]{report.resolve()}[/]")
-    r = study.subjects.row(0, named=True)
-    patient = Patient(weight_kg=r["weight_kg"], height_cm=r["height_cm"], age_years=r["age_years"], sex=r["sex"],
-                      subject_id=r["subject_id"])
+    patient, _ = subject_patient(study, proto, study.subject_ids[0])
     opts = DoseOptions()
     sheet = write_dosing_sheet(sheet_context(proto, dose_plan(proto, patient, opts), body_size(patient, proto, opts),
                                              opts, patient, input_note=(
-        "Demo: age and sex are stated by the paper; weight and height are reconstructed (synthetic), "
-        "not stated by the paper.")), out / "report" / "dosing_sheet.html")
+        "Demo: age and sex are stated by the paper; weight, height and the screening creatinine (day -6) are "
+        "reconstructed (synthetic), not stated by the paper.")), out / "report" / "dosing_sheet.html")
     console.print(f"5. dosing sheet ({proto.id}; weight and height reconstructed): {sheet}")
     console.print(
         "[yellow]Note:[/] rows with source=reconstructed are synthetic, reconstructed around the "

@@ -8,7 +8,7 @@ monitoring schedule, response plan; dose calculation, eligibility screening, dev
 Shipped protocols: :func:`shipped_protocols`. Formulas: :mod:`cartlab.protocol.formulas`.
 """
 
-from cartlab.protocol.deviations import DEVIATION_SCHEMA, planned_doses, protocol_deviations
+from cartlab.protocol.deviations import DEVIATION_SCHEMA, planned_doses, protocol_deviations, subject_patient
 from cartlab.protocol.dosing import (
     DOSE_PLAN_SCHEMA,
     DoseOptions,
@@ -27,5 +27,5 @@ __all__ = [
     "Protocol", "ProtocolError", "load_protocol", "parse_protocol", "shipped_protocols",
     "Patient", "DoseOptions", "DosingError", "body_size", "dose_plan", "plan_to_doses", "creatinine_mg_dl", "renal_rules",
     "DOSE_PLAN_SCHEMA", "screen_eligibility", "eligibility_verdict", "ELIGIBILITY_SCHEMA",
-    "protocol_deviations", "planned_doses", "DEVIATION_SCHEMA",
+    "protocol_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA",
 ]

@@ -25,7 +25,7 @@ import polars as pl
 
 from cartlab.grading.common import EVIDENCE
 
-__all__ = ["protocol_deviations", "planned_doses", "DEVIATION_SCHEMA"]
+__all__ = ["protocol_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA"]
 
 DEVIATION_SCHEMA = {
     "subject_id": pl.String,
@@ -54,10 +54,11 @@ def _screening_creatinine(obs: pl.DataFrame, first_ld: float | None) -> tuple[fl
     return float(r["value"]), r["unit"]
 
 
-def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.DataFrame | None, str | None]:
-    """The subject's dose plan from subjects.csv (weight, height, age, sex) and the screening
-    creatinine; ``(None, reason)`` when it cannot be computed."""
-    from cartlab.protocol.dosing import DoseOptions, DosingError, Patient, dose_plan
+def subject_patient(study, protocol, subject_id: str):
+    """``(Patient, None)`` for dosing a study subject: weight, height, age and sex from subjects.csv
+    and the screening creatinine (the last one on or before the first lymphodepletion day);
+    ``(None, reason)`` when weight or height is missing."""
+    from cartlab.protocol.dosing import Patient
 
     sub = study.subjects.filter(pl.col("subject_id") == subject_id)
     if sub.height == 0:
@@ -68,8 +69,18 @@ def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.Da
     obs = study.observations.filter(pl.col("subject_id") == subject_id)
     scr, unit = _screening_creatinine(obs, protocol.first_lymphodepletion_day)
     sex = r.get("sex") if r.get("sex") in ("F", "M") else None
-    patient = Patient(weight_kg=r["weight_kg"], height_cm=r["height_cm"], age_years=r.get("age_years"), sex=sex,
-                      creatinine=scr, creatinine_unit=unit, subject_id=subject_id)
+    return Patient(weight_kg=r["weight_kg"], height_cm=r["height_cm"], age_years=r.get("age_years"), sex=sex,
+                   creatinine=scr, creatinine_unit=unit, subject_id=subject_id), None
+
+
+def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.DataFrame | None, str | None]:
+    """The subject's dose plan (:func:`subject_patient`); ``(None, reason)`` when it cannot be
+    computed."""
+    from cartlab.protocol.dosing import DoseOptions, DosingError, dose_plan
+
+    patient, why = subject_patient(study, protocol, subject_id)
+    if patient is None:
+        return None, why
     try:
         return dose_plan(protocol, patient, options or DoseOptions()), None
     except DosingError as exc:
