@@ -253,3 +253,51 @@ def test_round_trip_of_a_written_file(tmp_path):
     f.write_text(yaml.safe_dump(data), encoding="utf-8")
     p = load_protocol(str(f))
     assert p.id == "mine" and p.path == str(f)
+
+
+# ---- property: any mutation of a valid file parses or raises ProtocolError, nothing else ---------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**9), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.lists(st.integers(-10, 10), max_size=3),
+                    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+_BASE = yaml.safe_load(open(SHIPPED / "nct04762485.yaml", encoding="utf-8"))
+_ALL_PATHS = [p for p in _paths(_BASE) if p]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(idx=st.integers(0, len(_ALL_PATHS) - 1), value=_VALUES, delete=st.booleans())
+def test_property_mutated_protocols_parse_or_give_a_protocol_error(idx, value, delete):
+    import copy
+
+    data = copy.deepcopy(_BASE)
+    path = _ALL_PATHS[idx]
+    node = data
+    for k in path[:-1]:
+        node = node[k]
+    if delete:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    text = yaml.safe_dump(data, allow_unicode=True)
+    try:
+        p = parse_protocol(text, "mutated.yaml")
+    except ProtocolError as exc:
+        assert exc.problems and all(isinstance(w, str) and m for w, m in exc.problems)
+        assert str(exc).startswith("mutated.yaml: ")
+    else:
+        assert isinstance(p, Protocol)
