@@ -156,3 +156,18 @@ def test_analyze_and_report_with_a_protocol(tmp_path):
     page = next((tmp_path / "r").glob("subject_*.html")).read_text(encoding="utf-8")
     assert 'id="protocol"' in page and "Planned administrations" in page and "missed_monitoring" in page
     assert "30 mg/m2 x BSA 1.52 m2 (Mosteller)" in page
+
+
+def test_dose_for_a_subject_read_from_the_study_data():
+    out = run("dose", "-p", "nct04762485", "--subject", "CD7-AML-001", "--study-dir", SEED, "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    assert "52 kg, 160 cm" in out.stderr and "creatinine 54" in out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    flu = [r for r in rows if r["agent"] == "fludarabine"]
+    assert flu[0]["rule"] == "fludarabine_label.normal" and float(flu[0]["dose"]) == pytest.approx(45.6)
+    # a flag overrides the data
+    heavier = run("dose", "-p", "nct04762485", "--subject", "CD7-AML-001", "--study-dir", SEED, "--weight", 60,
+                  "--format", "csv")
+    car = [r for r in csv.DictReader(io.StringIO(heavier.stdout)) if r["agent"] == "CAR-T"]
+    assert float(car[0]["dose"]) == pytest.approx(6e7)
+    assert run("dose", "-p", "nct04762485").returncode == 2

@@ -440,6 +440,9 @@ def nca_cmd(
 # protocols, dosing, eligibility, deviations
 
 
+StudyDirOpt = Annotated[Optional[Path], typer.Option("--study-dir", help="Read the subject from a study folder instead of the store.")]
+
+
 def _protocol_or_exit(id_or_path: str):
     from cartlab.protocol import ProtocolError, load_protocol
 
@@ -505,8 +508,8 @@ def protocols_cmd(
 @app.command("dose")
 def dose_cmd(
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id (e.g. nct04762485) or YAML file.")],
-    weight: Annotated[float, typer.Option("--weight", help="Body weight in kg.")],
-    height: Annotated[float, typer.Option("--height", help="Height in cm.")],
+    weight: Annotated[Optional[float], typer.Option("--weight", help="Body weight in kg.")] = None,
+    height: Annotated[Optional[float], typer.Option("--height", help="Height in cm.")] = None,
     age: Annotated[Optional[float], typer.Option("--age", help="Age in years (renal formulas).")] = None,
     sex: Annotated[Optional[str], typer.Option("--sex", help="F or M (renal formulas).")] = None,
     creatinine: Annotated[Optional[tuple[float, str]], typer.Option(
@@ -523,9 +526,17 @@ def dose_cmd(
     viability: Annotated[float, typer.Option("--viability", help="Viable fraction of the product (0-1).")] = 1.0,
     car_positive: Annotated[float, typer.Option("--car-positive", help="CAR-positive fraction of viable cells (0-1).")] = 1.0,
     sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Also write a printable dosing sheet (.html or .pdf).")] = None,
-    subject: Annotated[Optional[str], typer.Option("--subject", help="Subject id printed on the sheet.")] = None,
+    subject: Annotated[Optional[str], typer.Option(
+        "--subject", help="Subject id (printed on the sheet); with --study-dir or --store, and no --weight, "
+        "weight, height, age, sex and the screening creatinine are read from the subject's data.")] = None,
+    study_dir: StudyDirOpt = None,
+    store: Annotated[Optional[Path], typer.Option("--store", envvar="CARTLAB_STORE",
+                                                 help="DuckDB store to read --subject from.")] = None,
 ) -> None:
     """Doses of every administration of a protocol for one patient: day, agent, dose, unit, basis.
+
+    The patient is given by --weight/--height (+ --age, --sex, --creatinine), or read from a
+    subject's data (--subject with --study-dir or --store; given flags override the data).
 
     BSA by Mosteller unless chosen otherwise; fludarabine (or any agent with a renal rule) adjusted
     for creatinine clearance when age, sex and creatinine are given; CAR-T cells per infusion from
@@ -543,9 +554,32 @@ def dose_cmd(
         err.print("[red]--format must be table or csv[/]")
         raise typer.Exit(2)
     p = _protocol_or_exit(protocol)
-    patient = Patient(weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
-                      creatinine=creatinine[0] if creatinine else None,
-                      creatinine_unit=creatinine[1] if creatinine else None, subject_id=subject)
+    if (weight is None or height is None) and subject and (study_dir is not None or store is not None):
+        from dataclasses import replace
+
+        from cartlab.protocol import subject_patient
+
+        data = _subject_data(subject, store or DEFAULT_STORE_PATH, None, study_dir)
+        patient, why = subject_patient(data, p, subject)
+        if patient is None:
+            err.print(f"[red]cannot dose {escape(subject)}: {escape(why)}[/]")
+            raise typer.Exit(1)
+        given = {k: v for k, v in (("weight_kg", weight), ("height_cm", height), ("age_years", age),
+                                   ("sex", sex.upper() if sex else None)) if v is not None}
+        if creatinine:
+            given.update(creatinine=creatinine[0], creatinine_unit=creatinine[1])
+        patient = replace(patient, **given)
+        err.print(f"[dim]{escape(subject)}: {patient.weight_kg:g} kg, {patient.height_cm:g} cm, age "
+                  f"{patient.age_years if patient.age_years is not None else '?'}, sex {patient.sex or '?'}, "
+                  f"creatinine {patient.creatinine if patient.creatinine is not None else 'none'} "
+                  f"{patient.creatinine_unit or ''} (from the study data)[/]")
+    elif weight is None or height is None:
+        err.print("[red]give --weight and --height, or --subject with --study-dir/--store[/]")
+        raise typer.Exit(2)
+    else:
+        patient = Patient(weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
+                          creatinine=creatinine[0] if creatinine else None,
+                          creatinine_unit=creatinine[1] if creatinine else None, subject_id=subject)
     try:
         opts = DoseOptions(bsa_method=bsa_method, renal_function=renal_function, apply_renal_adjustment=not no_renal,
                            car_dose=car_dose, product_concentration=product_conc, viability=viability,
@@ -594,9 +628,6 @@ def _subject_data(subject: str, store: Path, study: str | None, study_dir: Path 
         except StoreError as exc:
             err.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
-
-
-StudyDirOpt = Annotated[Optional[Path], typer.Option("--study-dir", help="Read the subject from a study folder instead of the store.")]
 
 
 @app.command("eligibility")
