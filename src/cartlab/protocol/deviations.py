@@ -76,15 +76,51 @@ def subject_patient(study, protocol, subject_id: str):
 def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.DataFrame | None, str | None]:
     """The subject's dose plan (:func:`subject_patient`); ``(None, reason)`` when it cannot be
     computed."""
-    from cartlab.protocol.dosing import DoseOptions, DosingError, dose_plan
+    plan, _size, why = _plan_and_size(study, protocol, subject_id, options)
+    return plan, why
+
+
+def _plan_and_size(study, protocol, subject_id: str, options=None):
+    """(plan, body size, None) or (None, None, reason)."""
+    from cartlab.protocol.dosing import DoseOptions, DosingError, body_size, dose_plan
 
     patient, why = subject_patient(study, protocol, subject_id)
     if patient is None:
-        return None, why
+        return None, None, why
+    options = options or DoseOptions()
     try:
-        return dose_plan(protocol, patient, options or DoseOptions()), None
+        size = body_size(patient, protocol, options)
+        return dose_plan(protocol, patient, options, size=size), size, None
     except DosingError as exc:
-        return None, str(exc)
+        return None, None, str(exc)
+
+
+def _match_days(planned: list[float], given: list[float], tol: float) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[int], list[int]]:
+    """Pair planned and given administrations of one agent by day.
+
+    Within ``tol`` days the closest pairs match first (an on-time dose is never taken by a
+    neighbouring planned day); each remaining planned day then takes the nearest remaining given
+    dose as a wrong-day match. Returns (on-time pairs, wrong-day pairs, missed planned indices,
+    extra given indices); pairs are (planned index, given index).
+    """
+    cand = sorted((abs(g - p), pi, gi) for pi, p in enumerate(planned) for gi, g in enumerate(given)
+                  if abs(g - p) <= tol + 1e-9)
+    match: dict[int, int] = {}
+    for _, pi, gi in cand:
+        if pi not in match and gi not in match.values():
+            match[pi] = gi
+    free = [gi for gi in range(len(given)) if gi not in match.values()]
+    late, missed = [], []
+    for pi in range(len(planned)):
+        if pi in match:
+            continue
+        if free:
+            gi = min(free, key=lambda i: abs(given[i] - planned[pi]))
+            free.remove(gi)
+            late.append((pi, gi))
+        else:
+            missed.append(pi)
+    return sorted(match.items()), late, missed, free
 
 
 def _to_basis(dose: float, unit: str, basis: str, bsa: float | None, weight: float | None) -> float | None:
@@ -111,18 +147,14 @@ def protocol_deviations(study, protocol, options=None) -> pl.DataFrame:
             rows.append({"subject_id": sid, "category": category, "item": item, "detail": detail,
                          "rule": rule, "evidence": list(evidence), **kw})
 
-        plan, why = planned_doses(study, protocol, sid, options)
+        plan, size, why = _plan_and_size(study, protocol, sid, options)
         sub = study.subjects.filter(pl.col("subject_id") == sid).row(0, named=True)
         weight = sub.get("weight_kg")
         given = study.doses.filter(pl.col("subject_id") == sid).with_columns(
             pl.col("agent").str.to_lowercase().alias("_agent"))
         if plan is None:
             add("not_checkable", "doses", f"doses not checked: {why}", f"{protocol.id}.dosing")
-        bsa = None
-        if plan is not None:
-            from cartlab.protocol.dosing import DoseOptions, Patient, body_size
-
-            bsa = body_size(Patient(weight, sub["height_cm"]), protocol, options or DoseOptions())["bsa_m2"]
+        bsa = size["bsa_m2"] if size is not None else None
         # ---- administrations: match planned and given per agent
         for agent in list(ld_agents) + [car_agent]:
             is_car = agent == car_agent
@@ -136,38 +168,24 @@ def protocol_deviations(study, protocol, options=None) -> pl.DataFrame:
             g = given.filter(pl.col("_agent") == agent).sort("day").to_dicts()
             rule = f"{protocol.id}.{'car_t' if is_car else 'lymphodepletion.' + agent}"
             name = protocol.car_t.agent if is_car else agent
-            # match within the day tolerance, closest pairs first (an on-time dose is never taken by a
-            # neighbouring planned day)
-            cand = sorted((abs(g[gi]["day"] - pr["day"]), pi, gi) for pi, pr in enumerate(planned)
-                          for gi in range(len(g)) if abs(g[gi]["day"] - pr["day"]) <= tol.day + 1e-9)
-            match: dict[int, int] = {}
-            for _, pi, gi in cand:
-                if pi not in match and gi not in match.values():
-                    match[pi] = gi
-            unmatched_g = [gi for gi in range(len(g)) if gi not in match.values()]
-            pairs: list[tuple[dict, dict, bool]] = [(planned[pi], g[gi], True) for pi, gi in sorted(match.items())]
-            left_p = [pr for pi, pr in enumerate(planned) if pi not in match]
-            # the remaining planned ones take the nearest remaining given dose as a wrong-day match
-            for pr in left_p:
-                if unmatched_g:
-                    gi = min(unmatched_g, key=lambda i: abs(g[i]["day"] - pr["day"]))
-                    unmatched_g.remove(gi)
-                    pairs.append((pr, g[gi], False))
-                    gr = g[gi]
-                    add("wrong_day", name, f"{name} planned on day {pr['day']:g}, given on day {gr['day']:g} "
-                        f"(tolerance {tol.day:g} days)", rule, _refs([gr]), planned_day=pr["day"], actual_day=gr["day"])
-                else:
-                    add("missed_dose", name, f"{name} planned on day {pr['day']:g}: no dose recorded", rule,
-                        planned_day=pr["day"])
-            for gi in unmatched_g:
+            on_time, late, missed, extra = _match_days([r["day"] for r in planned], [r["day"] for r in g], tol.day)
+            for pi, gi in late:
+                pr, gr = planned[pi], g[gi]
+                add("wrong_day", name, f"{name} planned on day {pr['day']:g}, given on day {gr['day']:g} "
+                    f"(tolerance {tol.day:g} days)", rule, _refs([gr]), planned_day=pr["day"], actual_day=gr["day"])
+            for pi in missed:
+                add("missed_dose", name, f"{name} planned on day {planned[pi]['day']:g}: no dose recorded", rule,
+                    planned_day=planned[pi]["day"])
+            for gi in extra:
                 gr = g[gi]
                 add("extra_dose", name, f"{name} given on day {gr['day']:g} ({gr['dose']:g} {gr['unit']}): "
                     "not in the protocol's schedule", rule, _refs([gr]), actual_day=gr["day"],
                     given_dose=gr["dose"], unit=gr["unit"])
+            pairs = [(planned[pi], g[gi]) for pi, gi in on_time + late]
             if plan is None:
                 continue
             limit = tol.car_t_dose_pct if is_car else tol.dose_pct
-            for pr, gr, _ in pairs:
+            for pr, gr in pairs:
                 basis = pr["protocol_unit"]
                 if pr["protocol_dose"] is None or pr.get("factor") is None:
                     if pr.get("factor") is None and not is_car:
@@ -188,7 +206,7 @@ def protocol_deviations(study, protocol, options=None) -> pl.DataFrame:
                 if abs(diff) > limit + 1e-9:
                     add("dose_out_of_tolerance", name,
                         f"{name} day {gr['day']:g}: given {given_basis:.4g} {basis}, planned {planned_basis:.4g} "
-                        f"{basis} ({diff:+.1f}%, tolerance ±{limit:g}%)" + (f"; plan: {pr['basis']}"),
+                        f"{basis} ({diff:+.1f}%, tolerance ±{limit:g}%); plan: {pr['basis']}",
                         pr["rule"], _refs([gr]), planned_day=pr["day"], actual_day=gr["day"],
                         planned_dose=planned_basis, given_dose=given_basis, unit=basis, difference_pct=diff)
         known = set(ld_agents) | {car_agent}

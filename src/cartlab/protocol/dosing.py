@@ -273,15 +273,17 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions()) -> pl.DataFrame:
+def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
+              size: dict[str, Any] | None = None) -> pl.DataFrame:
     """One row per administration of ``protocol`` for ``patient`` (see :data:`DOSE_PLAN_SCHEMA`).
 
     Lymphodepletion: ``mg/m2`` x BSA, ``mg/kg`` x weight, ``mg`` flat; then the agent's renal rule
     (e.g. fludarabine 20% reduction at CrCl 30-70 mL/min) and any per-dose cap. CAR-T: the weight
     band's dose (the protocol's target, or ``options.car_dose``) x weight for ``cells/kg``, capped at
-    the band's maximum total cells, split over the infusions by their fractions.
+    the band's maximum total cells, split over the infusions by their fractions. ``size`` is
+    :func:`body_size` of the same patient, protocol and options when the caller has it already.
     """
-    size = body_size(patient, protocol, options)
+    size = size if size is not None else body_size(patient, protocol, options)
     rows: list[dict[str, Any]] = []
     bsa_txt = f"BSA {size['bsa_m2']:.2f} m2 ({size['bsa_method'].capitalize()}" + (
         f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else "") + ")"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,7 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
     the renal rule used, the administrations, warnings and citations. ``input_note`` is printed
     with the inputs (e.g. that a demo patient's weight and height are reconstructed)."""
     w, h = size["weight_kg"], size["height_cm"]
-    bsa_sub = {
-        "mosteller": f"sqrt({h:g} x {w:g} / 3600)",
-        "dubois": f"0.007184 x {w:g}^0.425 x {h:g}^0.725",
-        "haycock": f"0.024265 x {w:g}^0.5378 x {h:g}^0.3964",
-    }[size["bsa_method"]]
+    bsa_sub = _substitute(size["bsa_formula"], weight_kg=f"{w:g}", height_cm=f"{h:g}")
     derived = [{
         "name": f"Body-surface area ({size['bsa_method'].capitalize()})",
         "formula": size["bsa_formula"],
@@ -58,10 +55,10 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
     }]
     if size.get("crcl_ml_min") is not None:
         scr = size["creatinine_mg_dl"]
-        f_sex = " x 0.85" if size["sex"] == "F" else ""
         derived.append({
             "name": "Creatinine clearance (Cockcroft-Gault)", "formula": size["crcl_formula"],
-            "substituted": f"(140 - {size['age_years']:g}) x {w:g} / (72 x {scr:.3f}){f_sex}",
+            "substituted": _substitute(size["crcl_formula"], age_years=f"{size['age_years']:g}", weight_kg=f"{w:g}",
+                                       creatinine_mg_dl=f"{scr:.3f}") + f"; sex {size['sex']}",
             "value": f"{size['crcl_ml_min']:.1f} mL/min", "citation": size["crcl_citation"],
         })
         derived.append({
@@ -115,6 +112,14 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
             "Renal measure": options.renal_function or protocol.dosing.renal_function or "each rule's own (Cockcroft-Gault)",
         },
     }
+
+
+def _substitute(expression: str, **values: str) -> str:
+    """The formula text of the criteria table with the patient's numbers in place of its variable
+    names (``sqrt(height_cm x weight_kg / 3600)`` -> ``sqrt(160 x 52 / 3600)``)."""
+    for name, v in values.items():
+        expression = re.sub(rf"\b{re.escape(name)}\b", v, expression)
+    return expression
 
 
 def _env() -> Environment:
