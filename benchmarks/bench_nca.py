@@ -19,7 +19,9 @@ baseline ``baselines.rowwise_nca``: the same rules written per subject in pure P
          (frame to Python rows, then the loop; ``base_loop_s`` is the loop alone). Every numeric
          result is compared with cartlab's (relative 1e-12; r.squared and adj.r.squared also
          absolute 1e-12; nulls must agree) and so are the warning codes; any difference fails
-         the phase. ``speed_up`` = base_nca_s / nca_s.
+         the phase. ``speed_up`` = base_nca_s / nca_s. Then the loop a user writes without
+         vectorisation: cartlab's ``nca`` called once per subject (``loop_s``; same numbers
+         required), ``loop_speed_up`` = loop_s / nca_s.
 """
 
 from __future__ import annotations
@@ -139,6 +141,45 @@ def baseline(params: dict) -> dict:
     return info
 
 
+def baseline_calls(params: dict) -> dict:
+    import polars as pl
+
+    df = pl.read_parquet(params["_path"])
+    theirs_path = Path(params["_path"]).with_name("nca_cartlab.parquet")
+    nca_s = float(theirs_path.with_name("nca_cartlab_time.txt").read_text())
+    return _per_subject_calls(df, pl.read_parquet(theirs_path), nca_s)
+
+
+def _per_subject_calls(df, theirs, nca_s: float) -> dict:
+    """The straightforward loop a user writes without vectorisation: split the table by subject
+    and call cartlab's ``nca`` once per subject (``CARTLAB_BENCH_NCA_LOOP_N`` subjects, default
+    all). Its results must equal the vectorised call's; ``loop_speed_up`` = its time scaled to
+    the whole cohort / nca_s (exact when every subject is run)."""
+    import polars as pl
+
+    import baselines
+    from cartlab.kinetics.nca import NcaOptions, nca
+
+    n_all = df["subject_id"].n_unique()
+    n = min(int(os.environ.get("CARTLAB_BENCH_NCA_LOOP_N", n_all)), n_all)
+    keep = sorted(df["subject_id"].unique().to_list())[:n]
+    sub = df.filter(pl.col("subject_id").is_in(keep))
+    opts = NcaOptions()
+    t0 = time.perf_counter()
+    parts = [nca(g, lloq="lloq", value_text="value_text", intervals=INTERVALS, options=opts)
+             for g in sub.partition_by("subject_id", maintain_order=False)]
+    loop_s = time.perf_counter() - t0
+    order = ("subject_id", "start", "end")
+    mine = pl.concat(parts).select(*order, *COMPARE).sort(order)
+    ref = theirs.filter(pl.col("subject_id").is_in(keep)).select(*order, *COMPARE).sort(order)
+    bad = baselines.compare_nca(mine, ref, COMPARE, rtol=1e-12)
+    if bad:
+        raise AssertionError(f"{len(bad)} differences between per-subject nca calls and one call; first: {bad[:3]}")
+    scaled = loop_s * n_all / n
+    return {"loop_subjects": n, "loop_s": round(loop_s, 2), "loop_ms_per_subject": round(1e3 * loop_s / n, 3),
+            "loop_speed_up": f"{scaled / nca_s:.0f}x" + ("" if n == n_all else f" (scaled from {n} subjects)")}
+
+
 @benchmark(
     "nca",
     title="NCA (cmax, AUCs, lambda.z, ...) of CAR-T-like profiles with nca",
@@ -170,3 +211,15 @@ def run(params: dict) -> dict:
         "rows_per_s": int(out.height / nca_s),
         "with_lambda_z": int(out["lambda.z"].is_not_null().sum()),
     }
+
+
+@benchmark(
+    "nca_calls",
+    title="NCA of CAR-T-like profiles: one nca call vs nca called once per subject",
+    setup=setup,
+    baseline=baseline_calls,
+    requires=("polars", "numpy", "cartlab.kinetics.nca"),
+    baseline_requires=("polars", "numpy", "cartlab.kinetics.nca"),
+)
+def run_calls(params: dict) -> dict:
+    return run(params)

@@ -154,3 +154,38 @@ def test_rowwise_ctcae_agrees_with_admiral_vectors() -> None:
                 wrong.append((r["testnum"], row, want, got))
     assert covered == {t for t, _ in baselines._CTCAE_RULES}  # every rule has admiral vectors
     assert not wrong, wrong[:5]
+
+
+def test_nca_benchmarks_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nca and nca_calls on 40 profiles: both baselines reproduce every value of the one call."""
+    monkeypatch.setenv("CARTLAB_BENCH_NCA_N", "40")
+    out = tmp_path / "results.json"
+    code = _load_runner().main(["--only", "nca", "--only", "nca_calls", "--json", str(out), "--timeout", "300"])
+    results = {r["name"]: r for r in json.loads(out.read_text())}
+    assert code == 0
+    rowwise, calls = results["nca"]["baseline"], results["nca_calls"]["baseline"]
+    assert rowwise["status"] == "ok", rowwise["error"]
+    assert rowwise["info"]["identical_rows"] == 80
+    assert calls["status"] == "ok", calls["error"]
+    assert calls["info"]["loop_subjects"] == 40 and calls["info"]["loop_s"] > 0
+    assert calls["info"]["loop_speed_up"].endswith("x")
+
+
+def test_stein_recovery_study_helpers() -> None:
+    """Seed lists parse; the summary counts a replicate as passing only when all 12 bands hold."""
+    spec = importlib.util.spec_from_file_location("cartlab_stein_recovery", BENCH_DIR / "stein_recovery.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    assert study._seeds("1-3,7") == [1, 2, 3, 7]
+    import polars as pl
+
+    rows = []
+    for seed, foldx_err in ((1, 0.05), (2, 0.12)):
+        for p in study.PARAMS:
+            e = foldx_err if p == "foldx" else 0.0
+            rows.append({"seed": seed, "draw": "moment-matched", "parameter": p, "theta_err": e,
+                         "theta_err_vs_sample": e, "omega2_err": 0.249, "omega2_err_vs_sample": 0.0,
+                         "sigma": 0.56, "fit_seconds": 1.0})
+    text = study._summary(pl.DataFrame(rows))
+    assert "all 12 criteria met in 1)" in text
+    assert "| foldx | +8.5% |" in text and "| 1/2 |" in text

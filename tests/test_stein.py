@@ -392,6 +392,35 @@ def test_population_recovery_plain_draw_within_standard_errors():
 
 
 @pytest.mark.slow
+def test_population_recovery_mean_over_four_replicates():
+    """The issue's bands on the mean error of four independent 500-subject datasets (seeds 1-4).
+
+    One dataset is a draw from an estimator whose foldx typical value has a dataset-to-dataset SD
+    of ~5% even with moment-matched random effects (information limit: the expansion is mostly
+    below LLOQ), so single datasets miss the 10% band now and then (2 of 30). The mean over four
+    halves that SD; this test therefore checks for bias of the estimator, independently of which
+    dataset a seed happens to give. 30 replicates: ``benchmarks/stein_recovery.py`` and
+    ``docs/kinetics/stein_recovery.md``."""
+    th_err = {p: [] for p in PARAMS}
+    om_err = {p: [] for p in PARAMS}
+    for seed in (1, 2, 3, 4):
+        obs = simulate(500, seed=seed, times=DESIGN_2Y, params=STEIN_2019, lloq=50.0, exact_moments=True)
+        fit = SteinPopulationModel(init=BAD_INIT, seed=seed, n_chains=3, compute_ll=False).fit(obs)
+        for p in PARAMS:
+            th_err[p].append(_rel(fit.theta[p], STEIN_2019.theta[p]))
+            om_err[p].append(_rel(fit.omega2[p], STEIN_2019.omega2[p]))
+    rows = [f"{p:6s} theta " + " ".join(f"{100 * e:+5.1f}%" for e in th_err[p])
+            + f"  mean {100 * np.mean(th_err[p]):+5.1f}% | omega2 " + " ".join(f"{100 * e:+5.1f}%" for e in om_err[p])
+            + f"  mean {100 * np.mean(om_err[p]):+5.1f}%" for p in PARAMS]
+    _report("SAEM recovery, mean over 4 moment-matched 500-subject datasets (seeds 1-4), DESIGN_2Y", rows)
+    for p in PARAMS:
+        assert abs(np.mean(th_err[p])) < 0.10, p
+        assert abs(np.mean(om_err[p])) < 0.25, p
+        # and no single dataset is far out (3x the band would mean a failed fit, not bad luck)
+        assert max(abs(e) for e in th_err[p]) < 0.30 and max(abs(e) for e in om_err[p]) < 0.75, p
+
+
+@pytest.mark.slow
 def test_vpc_of_the_population_fit(pop500):
     _, fit = pop500
     v = fit.vpc(n_rep=100, seed=3)

@@ -92,7 +92,10 @@ Precision notes (500 simulated Stein subjects, LLOQ 50; ``tests/test_stein.py``)
 value has an RSE of ~8% whatever the design (its IIV variance 2.4 alone gives the geometric mean of
 500 subjects an SD of 6.9%); the terminal phase needs long follow-up -- the expected RSE of
 omega^2_beta is ~39% with sampling to day 180 (:data:`DESIGN_180D`) and ~12% with monthly samples
-to 1 year and quarterly ones to 2 years (:data:`DESIGN_2Y`).
+to 1 year and quarterly ones to 2 years (:data:`DESIGN_2Y`). Over 30 replicate datasets of 500
+subjects (``benchmarks/stein_recovery.py``, ``docs/kinetics/stein_recovery.md``) no typical value or
+variance is biased by more than 2.2%; a single moment-matched dataset meets "theta within 10%,
+omega^2 within 25%" for all six parameters in 27 of 30, a plain random draw in 15 of 30.
 """
 
 from __future__ import annotations
