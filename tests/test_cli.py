@@ -27,7 +27,7 @@ def test_help_on_every_command():
     out = run("--help")
     assert out.returncode == 0
     for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic", "export", "explain",
-                "ctcae", "nca", "protocols", "dose", "eligibility", "deviations"):
+                "ctcae", "nca", "stein", "protocols", "dose", "eligibility", "deviations"):
         assert cmd in out.stdout
         h = run(cmd, "--help")
         assert h.returncode == 0 and "Example" in h.stdout, cmd
@@ -160,6 +160,10 @@ def test_demo_end_to_end(tmp_path):
     sheet = (out / "report" / "dosing_sheet.html").read_text(encoding="utf-8")
     assert "reconstructed (synthetic)" in sheet and "45.6" in sheet
     assert "54 umol/L" in sheet and "fludarabine_label.normal" in sheet  # the seed's screening creatinine
+    # the seed's Stein fit, its reconstructed samples counted
+    meta = json.loads((out / "stein" / "stein_fit.json").read_text())
+    assert meta["n_observations"] == 12 and meta["n_not_measured"] == 10 and meta["n_converged"] == 1
+    assert "6. Stein 2019 kinetic fit" in r.stdout
     # running it twice works (idempotent import into the same store)
     again = run("demo", "--out", out)
     assert again.returncode == 0, again.stderr

@@ -137,6 +137,7 @@ __all__ = [
     "nca_profile",
     "normalise_method",
     "parse_interval",
+    "read_conc_table",
     "time_above",
 ]
 
@@ -1154,32 +1155,28 @@ def _scan_fields(path: Path) -> list[str]:
     return header
 
 
-def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, time: str, conc: str,
-                lloq: str | None = None, method: str = "lin-up/log-down",
-                intervals: Sequence[Any] | None = None, options: NcaOptions | None = None) -> dict[str, Any]:
-    """``cartlab nca TABLE.csv --subject COL --time COL --conc COL [--lloq COL] [--method M]
-    [--interval START,END]... --out OUT.csv`` (contract: ``../shared/conformance/README.md``).
+def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str, lloq: str | None = None,
+                    extra: Sequence[str] = ()) -> pl.DataFrame:
+    """A concentration-time CSV checked and parsed for the ``nca`` and ``stein`` commands.
 
-    Writes one row per subject and interval with the subject column under its own name and the
-    PKNCA column names of :func:`nca` (lists as text: ``lambda.z.times`` joined by ``;``,
-    ``warnings`` by `` | ``); the file is written to a temporary name and renamed, so nothing
-    partial is left under ``out_csv``. A conc cell ``<x`` is a censored (BLQ) result; ``NA`` or an
-    empty cell is missing. Bad input raises ValueError naming the file, row and column: a missing
-    column, a row with another number of fields than the header, a time or conc that is not a
-    number, a time that does not increase within a subject (file order). Returns a summary.
-    """
+    Returns ``_row`` (1-based data row), the subject column under its own name, ``_time``,
+    ``_conc`` (null for a censored ``<x`` cell or a missing one), ``_vt`` (the censored text),
+    ``_lloq`` (when ``lloq`` is given) and the ``extra`` columns as text. Raises ValueError naming
+    the file, row (and CSV line) and column: a missing column, a row with another number of fields
+    than the header, a time, conc or LLOQ that is not a number, a missing time or subject, a time
+    that does not increase within a subject (file order), a negative concentration."""
     path = Path(input_csv)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     header = _scan_fields(path)
-    need = [c for c in (subject, time, conc, lloq) if c is not None]
+    need = list(dict.fromkeys(c for c in (subject, time, conc, lloq, *extra) if c is not None))
     miss = [c for c in need if c not in header]
     if miss:
         raise ValueError(f"{path}: column(s) {miss} not found; the header has {header}")
     raw = pl.read_csv(path, infer_schema=False, columns=need)
     raw = raw.with_row_index("_row", offset=1)
 
-    def parse(col: str, allow_censored: bool) -> pl.DataFrame:
+    def parse(col: str, allow_censored: bool) -> pl.Expr:
         txt = pl.col(col).str.strip_chars()
         val = txt.replace(list(_NA_TEXT), None).cast(pl.Float64, strict=False)
         cens = txt.str.contains(r"^(<=|<|≤)") if allow_censored else pl.lit(False)
@@ -1202,6 +1199,7 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
             .then(pl.col(conc).str.strip_chars()).alias("_vt")]
     if lloq is not None:
         cols.append(parse(lloq, False).alias("_lloq"))
+    cols += [pl.col(c) for c in extra if c not in (subject, time, conc, lloq)]
     work = raw.select(pl.col("_row"), *cols)
     if work[subject].null_count():
         r = work.filter(pl.col(subject).is_null()).row(0, named=True)
@@ -1218,6 +1216,39 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
         r = neg.row(0, named=True)
         raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {conc!r}: "
                          f"negative concentration {r['_conc']:g}")
+    return work
+
+
+def write_atomic_csv(frame: pl.DataFrame, out_csv: str | Path) -> Path:
+    """Write ``frame`` to a temporary name beside ``out_csv`` and rename it: nothing partial is
+    left under the output name."""
+    out_path = Path(out_csv)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        frame.write_csv(tmp)
+        tmp.replace(out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, time: str, conc: str,
+                lloq: str | None = None, method: str = "lin-up/log-down",
+                intervals: Sequence[Any] | None = None, options: NcaOptions | None = None) -> dict[str, Any]:
+    """``cartlab nca TABLE.csv --subject COL --time COL --conc COL [--lloq COL] [--method M]
+    [--interval START,END]... --out OUT.csv`` (contract: ``../shared/conformance/README.md``).
+
+    Writes one row per subject and interval with the subject column under its own name and the
+    PKNCA column names of :func:`nca` (lists as text: ``lambda.z.times`` joined by ``;``,
+    ``warnings`` by `` | ``); the file is written to a temporary name and renamed, so nothing
+    partial is left under ``out_csv``. A conc cell ``<x`` is a censored (BLQ) result; ``NA`` or an
+    empty cell is missing. Bad input raises ValueError naming the file, row and column: a missing
+    column, a row with another number of fields than the header, a time or conc that is not a
+    number, a time that does not increase within a subject (file order). Returns a summary.
+    """
+    path = Path(input_csv)
+    work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq)
     base = options or NcaOptions()
     opt = NcaOptions(**{f.name: getattr(base, f.name) for f in fields(NcaOptions)} | {"method": method})
     ivs = [parse_interval(iv) for iv in (intervals or [(0.0, math.inf)])]
@@ -1227,18 +1258,11 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
         pl.col("lambda.z.times").cast(pl.List(pl.String)).list.join(";"),
         pl.col("warnings").list.join(" | "),
     )
-    out_path = Path(out_csv)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
-        flat.write_csv(tmp)
-        tmp.replace(out_path)  # nothing partial is left under the output name
-    finally:
-        tmp.unlink(missing_ok=True)
+    out_path = write_atomic_csv(flat, out_csv)
     return {
         "input": str(path),
         "output": str(out_path),
-        "rows": raw.height,
+        "rows": work.height,
         "subjects": out[subject].n_unique(),
         "intervals": [list(iv) for iv in ivs],
         "results": out.height,

@@ -102,7 +102,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -126,6 +126,9 @@ __all__ = [
     "SteinPopulationModel",
     "SteinPopulationFit",
 ]
+
+#: A progress callback: ``progress(stage, done, total)``.
+Progress = Callable[[str, int, int], None]
 
 #: Structural parameters of the model, in order.
 PARAMS: tuple[str, ...] = ("foldx", "tmax", "cmax", "alpha", "fb", "beta")
@@ -561,6 +564,7 @@ def _from_study(study: Any, param: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.
         pl.coalesce(pl.col("censor_limit"), pl.col("lloq")).alias("limit"),
         pl.when(cens.str.starts_with("<")).then(1).when(cens.str.starts_with(">")).then(-1)
         .otherwise(0).alias("cens"),
+        *_provenance(study.observations),
     )
     o = o.join(first, on="subject_id", how="left").with_columns(
         (pl.col("time") - pl.col("t0").fill_null(0.0)).alias("time")
@@ -595,6 +599,14 @@ def _from_study(study: Any, param: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     return o, doses, cov
 
 
+_PROVENANCE = {"source": pl.String, "src_file": pl.String, "src_row": pl.Int64}
+
+
+def _provenance(df: pl.DataFrame) -> list[pl.Expr]:
+    """Provenance columns carried from input rows to fitted observations (null when absent)."""
+    return [pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c) for c, t in _PROVENANCE.items()]
+
+
 def _from_frame(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(long obs, per-subject extra columns) from a plain frame."""
     sid = _first_col(df, ("subject_id", "subject", "id"), "subject")
@@ -620,8 +632,9 @@ def _from_frame(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         lloq.alias("lloq"),
         limit.alias("limit"),
         cens.cast(pl.Int64).alias("cens"),
+        *_provenance(df),
     )
-    known = {sid, tcol, ccol, lcol, bcol, scol, lim, "pred", "value_text"}
+    known = {sid, tcol, ccol, lcol, bcol, scol, lim, "pred", "value_text", *_PROVENANCE}
     extra_cols = [c for c in df.columns if c not in known]
     extra = (
         df.with_columns(pl.col(sid).cast(pl.String).alias("subject_id"))
@@ -691,7 +704,8 @@ def _prepare(
         .alias("reason")
     )
     o = o.with_columns(reason)
-    dropped = o.filter(pl.col("reason").is_not_null()).select("subject_id", "time", "conc", "lloq", "reason")
+    dropped = o.filter(pl.col("reason").is_not_null()).select("subject_id", "time", "conc", "lloq", "reason",
+                                                               *_PROVENANCE)
     o = o.filter(pl.col("reason").is_null()).drop("reason")
     if blq == "half":
         o = o.with_columns(
@@ -741,7 +755,7 @@ def _prepare(
             dose_w[i, : len(times)] = np.asarray(dd) / np.sum(dd)
     obs = o.select(
         "subject_id", "time", pl.when(pl.col("cens") == 0).then(pl.col("conc")).otherwise(None).alias("conc"),
-        "lloq", pl.col("limit"), (pl.col("cens") != 0).alias("blq"),
+        "lloq", pl.col("limit"), (pl.col("cens") != 0).alias("blq"), *_PROVENANCE,
     )
     return _Data(ids, t, logy, cens, mask, tt, ts, dose_t, dose_w, obs, cov, dropped)
 
@@ -1098,12 +1112,18 @@ class SteinModel:
         self.param = param
 
     def fit(self, data: Any, *, doses: pl.DataFrame | None = None,
-            covariates: pl.DataFrame | None = None) -> "SteinFit":
-        """Fit every subject of ``data`` (a cartlab Study or a plain frame; see the module doc)."""
+            covariates: pl.DataFrame | None = None, progress: Progress | None = None) -> "SteinFit":
+        """Fit every subject of ``data`` (a cartlab Study or a plain frame; see the module doc).
+
+        ``progress(stage, done, total)`` is called after each subject."""
         d = _prepare(data, doses=doses, covariates=covariates, param=self.param, blq=self.blq,
                      blq_below_lloq=self.blq_below_lloq, dose_handling=self.dose_handling)
         est = [p for p in PARAMS if p not in self.fixed]
-        fits = [self._fit_one(d.subset([i]), est) for i in range(d.n)]
+        fits = []
+        for i in range(d.n):
+            fits.append(self._fit_one(d.subset([i]), est))
+            if progress is not None:
+                progress(f"subject {d.ids[i]}", i + 1, d.n)
         return SteinFit(self, d, fits)
 
     # -- one subject ---------------------------------------------------------------------
@@ -1240,6 +1260,21 @@ def _plot_subjects(ax_list, obs: pl.DataFrame, curves: dict[str, tuple[np.ndarra
         ax.tick_params(labelsize=7)
 
 
+def _observations_frame(d: _Data, log_ipred: np.ndarray, sigma: np.ndarray,
+                        log_pred: np.ndarray | None = None) -> pl.DataFrame:
+    """Every used observation with ipred (and pred), iwres on the log scale and its provenance."""
+    m = d.mask
+    sig = np.asarray(sigma, dtype=float)
+    sig = np.broadcast_to(sig[:, None] if sig.ndim else sig, m.shape)[m]
+    res = np.where(d.cens[m] == 0, (d.logy[m] - log_ipred[m]) / sig, np.nan)
+    out = d.obs.with_columns(pl.Series("ipred", np.exp(log_ipred[m])),
+                             pl.Series("iwres", res).fill_nan(None))
+    if log_pred is not None:
+        out = out.with_columns(pl.Series("pred", np.exp(log_pred[m])))
+    cols = ["subject_id", "time", "conc", "lloq", "blq", "ipred", "iwres"] + (["pred"] if log_pred is not None else [])
+    return out.select(*cols, *_PROVENANCE)
+
+
 def _figure(figsize):
     """A matplotlib Figure on the Agg canvas (no pyplot state, as cartlab.report does)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -1253,7 +1288,7 @@ def _figure(figsize):
 def _grid_axes(n: int, figsize=None):
     cols = min(4, n)
     rows = int(math.ceil(n / cols))
-    fig = _figure(figsize or (3.2 * cols, 2.6 * rows))
+    fig = _figure(figsize or (max(3.2 * cols, 5.0), max(2.6 * rows, 3.6)))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
@@ -1303,8 +1338,9 @@ class SteinFit:
                 v = f.sigma if p == "sigma" else f.values[p]
                 if p in names:
                     s = float(se_log[names.index(p)])
-                    rows.append((f.subject_id, p, v, v * s, 100 * s, v * math.exp(-1.96 * s),
-                                 v * math.exp(1.96 * s), False, f.converged))
+                    with np.errstate(over="ignore"):  # an unidentifiable parameter: SE(log) huge, CI to inf
+                        lo, hi = v * np.exp(-1.96 * s), v * np.exp(1.96 * s)
+                    rows.append((f.subject_id, p, v, v * s, 100 * s, float(lo), float(hi), False, f.converged))
                 else:
                     rows.append((f.subject_id, p, v, None, None, None, None, True, f.converged))
         return pl.DataFrame(
@@ -1348,6 +1384,14 @@ class SteinFit:
             "time": np.tile(times, len(idx)),
             "pred": c.ravel(),
         })
+
+    def observations(self) -> pl.DataFrame:
+        """Every observation used in the fit: subject_id, time, conc (null when BLQ), lloq, blq,
+        ipred (the fitted curve), iwres ((log conc - log ipred) / sigma; null when BLQ) and the
+        input row's provenance (source, src_file, src_row)."""
+        p = self._params(list(range(len(self.fits))))
+        lf = stein_log_curve(self.data.t, p, **self.data.events())
+        return _observations_frame(self.data, lf, np.array([f.sigma for f in self.fits]))
 
     def plot(self, subject: Any = None, max_subjects: int = 12, figsize=None):
         """Observed (BLQ as open triangles at the LLOQ) vs fitted curve per subject; log scale."""
@@ -1512,16 +1556,29 @@ class SteinPopulationModel:
         self.n_is = n_is
 
     def fit(self, data: Any, *, doses: pl.DataFrame | None = None,
-            covariates: pl.DataFrame | None = None) -> "SteinPopulationFit":
+            covariates: pl.DataFrame | None = None, progress: Progress | None = None) -> "SteinPopulationFit":
+        """Fit the population model to ``data`` (a cartlab Study or a plain frame).
+
+        ``progress(stage, done, total)`` is called after each SAEM iteration and each iteration at
+        the estimate (``total`` = n_burn + n_smooth + n_post + 1 for the log-likelihood)."""
         d = _prepare(data, doses=doses, covariates=covariates, param=self.param, blq=self.blq,
                      blq_below_lloq=self.blq_below_lloq, dose_handling=self.dose_handling)
+        if d.n < 2:
+            raise ValueError(f"a population fit needs at least 2 subjects with {self.param} data (got {d.n}); "
+                             "fit a single subject with SteinModel (cartlab stein without --population)")
         est = [p for p in PARAMS if p not in self.fixed]
         X, cov_names, cov_notes, centers = _covariate_design(d.covariates, self.covariates, self.centers, est)
         rng = np.random.default_rng(self.seed)
         ev = _Evaluator(d, est, self.fixed, self.extras)
         n_chains = self.n_chains or max(1, int(math.ceil(50 / d.n)))
-        state, trace, phi, ll = self._saem(ev, X, est, rng, n_chains)
-        post = self._post(ev, X, est, state, phi, ll, rng)
+        total = self.n_burn + self.n_smooth + max(self.n_post, 1) + 1
+
+        def tick(stage: str, done: int) -> None:
+            if progress is not None:
+                progress(stage, done, total)
+
+        state, trace, phi, ll = self._saem(ev, X, est, rng, n_chains, tick=tick)
+        post = self._post(ev, X, est, state, phi, ll, rng, tick=tick, offset=self.n_burn + self.n_smooth)
         polish = []
         dims = [x.shape[1] for x in X]
         for k in range(self.n_newton if self.compute_se else 0):
@@ -1548,6 +1605,7 @@ class SteinPopulationModel:
         ebe, _ = _batched_newton(obj, start)
         fim = post.get("fim")
         ll_is, ll_se = self._is_loglik(ev, mu, state, post, rng) if self.compute_ll else (None, None)
+        tick("done", total)
         return SteinPopulationFit(
             model=self, data=d, est=est, X=X, cov_names=cov_names, cov_notes=cov_notes, centers=centers,
             state=state, trace=pl.DataFrame(trace), ebe=ebe, cond_mean=post["cond_mean"],
@@ -1591,7 +1649,7 @@ class SteinPopulationModel:
                 steps["cw"][j] *= 1 + 0.4 * (acc.mean() - 0.4)
         return phi, ll
 
-    def _saem(self, ev: _Evaluator, X, est, rng, n_chains):
+    def _saem(self, ev: _Evaluator, X, est, rng, n_chains, tick=None):
         n, P = ev.d.n, len(est)
         b = [np.zeros(x.shape[1]) for x in X]
         for i, p in enumerate(est):
@@ -1638,9 +1696,11 @@ class SteinPopulationModel:
                 row[f"omega2_{p}"] = float(state.omega2[j])
             row["sigma"] = state.sigma
             trace.append(row)
+            if tick is not None:
+                tick("SAEM burn-in" if it < self.n_burn else "SAEM smoothing", it + 1)
         return state, trace, phi, ll
 
-    def _post(self, ev: _Evaluator, X, est, state: _SaemState, phi, ll, rng):
+    def _post(self, ev: _Evaluator, X, est, state: _SaemState, phi, ll, rng, tick=None, offset: int = 0):
         """MCMC at the estimate: conditional means/covariances, best draws, Louis' FIM."""
         n, P = ev.d.n, len(est)
         mu = _mu(X, state.b)
@@ -1661,8 +1721,10 @@ class SteinPopulationModel:
         count = 0
         for _ in range(10):  # warm-up at the final estimate (the chains start from the SAEM state)
             phi, ll = self._mcmc(ev, phi, ll, mu, state, steps, rng)
-        for _ in range(max(self.n_post, 1)):
+        for k in range(max(self.n_post, 1)):
             phi, ll = self._mcmc(ev, phi, ll, mu, state, steps, rng)
+            if tick is not None:
+                tick("standard errors", offset + k + 1)
             C = phi.shape[0]
             lpost = ll - 0.5 * np.sum((phi - mu) ** 2 / om, axis=-1)
             for c in range(C):
@@ -1931,6 +1993,14 @@ class SteinPopulationFit:
         cols["n_obs"] = self.data.mask.sum(axis=1)
         cols["n_blq"] = (self.data.mask & (self.data.cens != 0)).sum(axis=1)
         return pl.DataFrame(cols)
+
+    def observations(self) -> pl.DataFrame:
+        """Every observation used in the fit: subject_id, time, conc (null when BLQ), lloq, blq,
+        ipred (individual EBE curve), iwres ((log conc - log ipred) / sigma; null when BLQ), pred
+        (population curve at the subject's covariates, eta = 0) and the input row's provenance."""
+        ev = _Evaluator(self.data, self.est, self.model.fixed, self.model.extras)
+        return _observations_frame(self.data, ev.logf(self.ebe), self.state.sigma,
+                                   log_pred=ev.logf(_mu(self.X, self.state.b)))
 
     def predict(self, times: Any, subject: Any = None) -> pl.DataFrame:
         """Typical curve (``subject=None``: reference covariates, no comedication, one infusion at 0)

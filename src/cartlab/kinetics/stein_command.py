@@ -1,0 +1,309 @@
+"""``cartlab stein``: fit the Stein 2019 CAR-T kinetic model to a study folder or a plain table.
+
+The edge around :mod:`cartlab.kinetics.stein` (reading, option parsing, writing): per-subject
+maximum-likelihood fits by default, a population SAEM fit with ``population=True``. Every output
+file is written into a temporary folder first and moved into place only when all of them are
+complete, so a failed run leaves nothing partial behind. ``stein_fit.json`` records the input (path
+and SHA-256), every option, the counts and the fit statistics, so each number can be traced to the
+rows (``src_file``/``src_row`` in ``stein_observations.csv``) and settings that produced it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import polars as pl
+
+from cartlab import __version__
+from cartlab.io.study_folder import _sha256
+from cartlab.kinetics.nca import _CENSORED, _NA_TEXT, read_conc_table
+from cartlab.kinetics.stein import PARAMS, STEIN_2019, Progress, SteinModel, SteinPopulationModel
+
+__all__ = ["stein_command", "parse_assignments"]
+
+#: Sources whose values were not measured (the seed's reconstructed course, simulated subjects).
+NOT_MEASURED = ("synthetic", "reconstructed", "simulated")
+
+#: Priors for per-subject MAP fits.
+PRIORS = {"stein2019": STEIN_2019}
+
+CITATION = ("Stein AM, et al. Tisagenlecleucel model-based cellular kinetic analysis of chimeric antigen "
+            "receptor-T cells. CPT Pharmacometrics Syst Pharmacol 2019;8(5):285-295, doi:10.1002/psp4.12388")
+
+
+def parse_assignments(items: Sequence[str], what: str, value_type=str) -> list[tuple[str, Any]]:
+    """``["cmax=log_dose", ...]`` -> ``[("cmax", "log_dose"), ...]``; the parameter must be one of
+    the model's (``foldx, tmax, cmax, alpha, fb, beta``)."""
+    out = []
+    for item in items:
+        m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=\s*(\S.*?)\s*", item)
+        if not m:
+            raise ValueError(f"{what} {item!r}: expected PARAMETER=VALUE, e.g. "
+                             f"{'cmax=log_dose' if value_type is str else 'beta=0.0032'}")
+        p, v = m.group(1), m.group(2)
+        if p not in PARAMS:
+            raise ValueError(f"{what} {item!r}: unknown parameter {p!r} (one of {', '.join(PARAMS)})")
+        if value_type is not str:
+            try:
+                v = value_type(v)
+            except ValueError:
+                raise ValueError(f"{what} {item!r}: {v!r} is not a number") from None
+            ok = 0 < v < 1 if p == "fb" else math.isfinite(v) and v > 0
+            if not ok:
+                raise ValueError(f"{what} {item!r}: {p} must be {'in (0, 1)' if p == 'fb' else 'positive'}")
+        out.append((p, v))
+    return out
+
+
+def _numeric_or_text(col: pl.Series) -> pl.Series:
+    """A covariate column read as text: numbers when every non-empty cell is one."""
+    txt = col.str.strip_chars().replace(list(_NA_TEXT), None)
+    num = txt.cast(pl.Float64, strict=False)
+    return num if num.null_count() == txt.null_count() else txt
+
+
+def _read_table(path: Path, subject: str | None, time: str | None, conc: str | None, lloq: str | None,
+                covariate_cols: Sequence[str]) -> pl.DataFrame:
+    missing = [f"--{n}" for n, v in (("subject", subject), ("time", time), ("conc", conc)) if not v]
+    if missing:
+        raise ValueError(f"{path}: a table needs {', '.join(missing)} (the column names of subject, time and "
+                         "concentration)")
+    header: list[str] = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    extra = list(covariate_cols) + (["source"] if "source" in header else [])
+    work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq, extra=extra)
+    limit = work["_vt"].str.extract(_CENSORED.pattern, 2).cast(pl.Float64)
+    frame = pl.DataFrame({
+        "subject_id": work[subject].cast(pl.String),
+        "time": work["_time"],
+        "conc": work["_conc"],
+        "lloq": work["_lloq"] if lloq else pl.Series([None] * work.height, dtype=pl.Float64),
+        "censor": pl.select(pl.when(pl.lit(work["_vt"]).is_not_null()).then(pl.lit("<"))).to_series(),
+        "censor_limit": limit,
+        "source": work["source"] if "source" in work.columns else pl.Series([None] * work.height, dtype=pl.String),
+        "src_file": pl.Series([path.name] * work.height, dtype=pl.String),
+        "src_row": work["_row"].cast(pl.Int64),
+    })
+    for c in covariate_cols:
+        if c in (subject, time, conc, lloq):
+            raise ValueError(f"{path}: column {c!r} is the subject, time, concentration or LLOQ column, "
+                             "not a covariate")
+        frame = frame.with_columns(_numeric_or_text(work[c]).alias(c))
+        per = frame.group_by("subject_id").agg(pl.col(c).drop_nulls().n_unique().alias("k"))
+        bad = per.filter(pl.col("k") > 1)
+        if bad.height:
+            raise ValueError(f"{path}: column {c!r}: covariate values differ within subject "
+                             f"{bad['subject_id'][0]!r}; a covariate has one value per subject")
+    return frame
+
+
+def _read_doses(path: Path, subject: str | None, time: str | None) -> pl.DataFrame:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    df = pl.read_csv(path, infer_schema=False)
+    sid = subject if subject in df.columns else next((c for c in ("subject_id", "subject", "id") if c in df.columns), None)
+    tcol = time if time in df.columns else next((c for c in ("time", "day") if c in df.columns), None)
+    if sid is None or tcol is None:
+        raise ValueError(f"{path}: needs the subject column ({subject or 'subject_id'}) and a time column "
+                         f"({time or 'time'} or day); the header has {df.columns}")
+    out = df.select(pl.col(sid).alias("subject_id"), pl.col(tcol).alias("time"),
+                    *([pl.col("dose")] if "dose" in df.columns else []))
+    for c in out.columns[1:]:
+        v = out[c].cast(pl.Float64, strict=False)
+        bad = (v.is_null() & out[c].is_not_null()).arg_true()
+        if bad.len():
+            i = int(bad[0])
+            raise ValueError(f"{path}: row {i + 1} (line {i + 2}), column {c!r}: {out[c][i]!r} is not a number")
+        out = out.with_columns(v.alias(c))
+    return out
+
+
+def _write_outputs(files: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write every output into a temporary folder beside ``out_dir``, then move them in."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, obj in files.items():
+            target = tmp / name
+            if isinstance(obj, pl.DataFrame):
+                obj.write_csv(target)
+            elif isinstance(obj, (dict, list)):
+                target.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+            else:  # a matplotlib Figure
+                obj.savefig(target, dpi=110)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in files:
+            os.replace(tmp / name, out_dir / name)
+            written.append(out_dir / name)
+        return written
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _csv_ready(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns([pl.col(c).list.join("; ") for c, t in df.schema.items() if t == pl.List(pl.String)])
+
+
+def stein_command(
+    source: Any,
+    out_dir: str | Path,
+    *,
+    population: bool = False,
+    subject: str | None = None,
+    time: str | None = None,
+    conc: str | None = None,
+    lloq: str | None = None,
+    doses: str | Path | None = None,
+    param: str = "CARCOPY",
+    blq: str = "m3",
+    dose_handling: str = "first",
+    covariates: Sequence[str] = (),
+    fixed: Sequence[str] = (),
+    prior: str | None = None,
+    seed: int = 0,
+    n_burn: int = 300,
+    n_smooth: int = 200,
+    n_post: int = 150,
+    n_chains: int | None = None,
+    vpc_reps: int = 200,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fit the Stein 2019 model and write the results into ``out_dir``.
+
+    ``source``: a cartlab Study, a study folder, or a CSV table (one row per sample; ``subject``,
+    ``time`` (days from the first infusion, or give ``doses``) and ``conc`` name its columns; a
+    conc cell ``<x`` is below the limit x; ``lloq`` names an LLOQ column). ``covariates``:
+    ``PARAMETER=COLUMN`` items (population fit only; for a study the columns are those of
+    :class:`~cartlab.kinetics.stein.SteinPopulationModel`, e.g. ``cmax=log_dose``); ``fixed``:
+    ``PARAMETER=VALUE`` items held fixed; ``prior="stein2019"``: per-subject MAP fits with the
+    published population distribution (:data:`~cartlab.kinetics.stein.STEIN_2019`) as the prior,
+    for sparse subjects whose curve the data alone do not identify.
+
+    Files: ``stein_estimates.csv`` (per-subject fit: parameter, estimate, SE, RSE, 95% CI) or
+    ``stein_population.csv`` (typical values, omega², covariate effects, sigma, shrinkage);
+    ``stein_subjects.csv`` (per-subject parameters and derived Cmax, Tmax, AUC0-28, half-lives);
+    ``stein_observations.csv`` (observed vs ipred/pred, iwres, source rows); ``stein_dropped.csv``;
+    ``stein_fits.png``; population only: ``stein_vpc.csv``, ``stein_vpc.png``, ``stein_trace.csv``;
+    ``stein_fit.json``. Raises ValueError (bad options or table, naming file, row and column).
+    """
+    from cartlab.model import Study
+
+    out_dir = Path(out_dir)
+    cov_items = parse_assignments(covariates, "--covariate")
+    fix_items = dict(parse_assignments(fixed, "--fix", float))
+    if cov_items and not population:
+        raise ValueError("--covariate needs --population (covariate effects are population parameters)")
+    clash = sorted({p for p, _ in cov_items} & set(fix_items))
+    if clash:
+        raise ValueError(f"{', '.join(clash)}: a fixed parameter cannot have covariate effects")
+    cov_spec: dict[str, list[str]] = {}
+    for p, c in cov_items:
+        cov_spec.setdefault(p, []).append(c)
+    if prior is not None and prior.lower() not in PRIORS:
+        raise ValueError(f"--prior {prior!r}: one of {', '.join(PRIORS)}")
+    if prior is not None and population:
+        raise ValueError("--prior is for per-subject fits; a population fit estimates the distribution itself")
+    if blq not in ("m3", "drop", "half"):
+        raise ValueError(f"--blq {blq!r}: one of m3 (Beal M3 likelihood, default), drop, half")
+    if dose_handling not in ("first", "superpose"):
+        raise ValueError(f"--dose-handling {dose_handling!r}: one of first (default), superpose")
+
+    dose_df = None
+    if isinstance(source, Study):
+        data, inputs = source, source.sources.to_dicts()
+        kind = "study"
+    else:
+        path = Path(source)
+        if path.is_dir():
+            from cartlab.io import read_study
+
+            data = read_study(path)
+            inputs, kind = data.sources.to_dicts(), "study"
+        elif path.is_file():
+            data = _read_table(path, subject, time, conc, lloq, [c for _, c in cov_items])
+            inputs, kind = [{"file": str(path), "sha256": _sha256(path)}], "table"
+            if doses is not None:
+                dose_df = _read_doses(Path(doses), subject, time)
+                inputs.append({"file": str(doses), "sha256": _sha256(Path(doses))})
+        else:
+            raise ValueError(f"{path}: no such file or study folder")
+    if kind == "study":
+        given = [f"--{n}" for n, v in (("subject", subject), ("time", time), ("conc", conc), ("lloq", lloq),
+                                       ("doses", doses)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for a table; a study folder has its own columns, LLOQs and "
+                             "doses.csv")
+
+    options = {"population": population, "param": param, "blq": blq, "dose_handling": dose_handling,
+               "covariates": cov_spec, "fixed": fix_items, "ftoci": 1.0, "fster": 1.0, "tlag": 0.0}
+    if population:
+        options.update(seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
+                       vpc_reps=vpc_reps)
+        model = SteinPopulationModel(covariates=cov_spec, fixed=fix_items, seed=seed, n_burn=n_burn,
+                                     n_smooth=n_smooth, n_post=n_post, n_chains=n_chains, blq=blq,
+                                     dose_handling=dose_handling, param=param)
+    else:
+        options["prior"] = prior and prior.lower()
+        model = SteinModel(fixed=fix_items, blq=blq, dose_handling=dose_handling, param=param,
+                           prior=PRIORS[prior.lower()] if prior else None)
+    fit = model.fit(data, doses=dose_df, progress=progress)
+
+    obs = fit.observations()
+    subjects = fit.to_frame()
+    n_not_measured = int(obs["source"].is_in(list(NOT_MEASURED)).sum())
+    files: dict[str, Any] = {}
+    meta: dict[str, Any] = {
+        "cartlab_version": __version__, "command": "stein", "model": "Stein 2019 piecewise CAR-T kinetics",
+        "citation": CITATION, "input_kind": kind, "inputs": inputs, "options": options,
+        "n_subjects": subjects.height, "n_observations": obs.height, "n_blq": int(obs["blq"].sum()),
+        "n_dropped": fit.data.dropped.height,
+        "n_not_measured": n_not_measured,
+        "likelihood": "log-concentration scale; BLQ by " + {"m3": "Beal M3", "drop": "dropping (M1)",
+                                                            "half": "LLOQ/2 imputation"}[blq],
+    }
+    if population:
+        files["stein_population.csv"] = fit.summary()
+        meta.update(loglik=fit.loglik, loglik_se=fit.loglik_se, aic=fit.aic, bic=fit.bic,
+                    n_parameters=fit.n_parameters, n_chains=fit.n_chains, shrinkage_pct=fit.shrinkage(),
+                    estimator="SAEM (Kuhn & Lavielle 2005); SEs by Louis' observed information")
+        if progress is not None:
+            progress("VPC", 0, 0)
+        files["stein_vpc.csv"] = fit.vpc(n_rep=vpc_reps, seed=seed + 1)
+        files["stein_trace.csv"] = fit.trace
+        figs = {"stein_vpc.png": fit.plot(kind="vpc", n_rep=vpc_reps, seed=seed + 1), "stein_fits.png": fit.plot(kind="fits")}
+    else:
+        est = fit.summary()
+        files["stein_estimates.csv"] = est
+        meta.update(n_converged=int(subjects["converged"].sum()),
+                    not_converged=subjects.filter(~pl.col("converged"))["subject_id"].to_list(),
+                    estimator=("maximum a posteriori per subject (prior: Stein 2019 Table 1)" if prior else
+                               "maximum likelihood per subject") + "; SEs from the Hessian (delta method)")
+        figs = {"stein_fits.png": fit.plot()}
+    if n_not_measured:
+        kinds = ", ".join(sorted(set(obs.filter(pl.col("source").is_in(list(NOT_MEASURED)))["source"])))
+        note = f"{n_not_measured} of {obs.height} observations are not measured values (source {kinds})"
+        meta["warning"] = note
+        for fig in figs.values():
+            fig.suptitle(f"includes synthetic data:\n{n_not_measured} of {obs.height} observations {kinds}",
+                         fontsize=7, color="darkred")
+            fig.tight_layout(rect=(0, 0, 1, 0.94))
+    files["stein_subjects.csv"] = subjects
+    files["stein_observations.csv"] = obs
+    files["stein_dropped.csv"] = fit.data.dropped
+    files.update(figs)
+    files["stein_fit.json"] = meta
+    files = {k: _csv_ready(v) if isinstance(v, pl.DataFrame) else v for k, v in files.items()}
+    written = _write_outputs(files, out_dir)
+    meta["written"] = [str(p) for p in written]
+    return meta
