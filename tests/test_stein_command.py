@@ -220,6 +220,12 @@ def test_bad_cells_name_file_row_and_column(tmp_path):
     r = run(bad, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
             "--out", tmp_path / "out")
     assert r.returncode == 1 and "column 'WT': covariate values differ within subject" in r.stderr
+    # a covariate missing for a subject names the subject
+    first = df["ID"][0]
+    df.with_columns(pl.when(pl.col("ID") == first).then(None).otherwise(1.5).alias("WT")).write_csv(bad)
+    r = run(bad, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
+            "--out", tmp_path / "out")
+    assert r.returncode == 1 and f"covariate 'WT' has missing values for 1 subject(s): {first}" in r.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -67,10 +67,10 @@ def _progress(description: str, total: int | None = None):
     ) as prog:
         task = prog.add_task(description, total=total)
 
-        def step(msg: str, advance: int = 0) -> None:
-            prog.update(task, description=f"{description}: {msg}", advance=advance)
+        def step(msg: str, advance: int = 0, *, completed: int | None = None, total: int | None = None) -> None:
+            prog.update(task, description=f"{description}: {msg}", advance=advance, completed=completed,
+                        total=total)
 
-        step.progress, step.task = prog, task  # for callers that set the total and completed count
         yield step
 
 
@@ -483,9 +483,7 @@ def stein_cmd(
     try:
         with _progress("Stein fit", total=1) as step:
             def report(stage: str, done: int, total: int) -> None:
-                step(stage)
-                if total:
-                    step.progress.update(step.task, total=total, completed=done)
+                step(stage, completed=done if total else None, total=total or None)
 
             meta = stein_command(
                 study, out, population=population, subject=subject, time=time, conc=conc, lloq=lloq,

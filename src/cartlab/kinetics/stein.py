@@ -1420,14 +1420,15 @@ def _covariate_design(cov: pl.DataFrame, spec: Mapping[str, Sequence[str]],
     """Per parameter design matrix [1, covariates...] and the covariate descriptions."""
     centers = dict(centers or {})
     n = cov.height
-    columns: dict[str, tuple[np.ndarray, str, float]] = {}
 
     def column(c: str) -> list[tuple[str, np.ndarray, str, float]]:
         if c not in cov.columns:
             raise ValueError(f"covariate {c!r} not found (available: {cov.columns[1:]})")
         s = cov[c]
         if s.null_count():
-            raise ValueError(f"covariate {c!r} has missing values")
+            who = cov.filter(pl.col(c).is_null())["subject_id"].to_list()
+            raise ValueError(f"covariate {c!r} has missing values for {len(who)} subject(s): "
+                             f"{', '.join(map(str, who[:10]))}{' ...' if len(who) > 10 else ''}")
         if s.dtype in (pl.String, pl.Categorical, pl.Enum):
             vals = s.cast(pl.String).to_list()
             levels = sorted(set(vals))
