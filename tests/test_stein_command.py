@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -278,3 +279,31 @@ def test_parse_assignments_accepts_exactly_valid_items(p, v, sep):
     (name, value), = out
     assert name == p and p in PARAMS and sep != ":"
     assert (0 < value < 1) if p == "fb" else (math.isfinite(value) and value > 0)
+
+
+def test_table_with_split_doses(tmp_path):
+    """--doses: time is counted from each subject's first infusion; superpose weights the infusions."""
+    path, df = _table(tmp_path, n=2)
+    shifted = df.with_columns((pl.col("DAY") + 5.0).alias("DAY"))  # infusions on study days 5 and 7
+    shifted.write_csv(path)
+    ids = df["ID"].unique(maintain_order=True).to_list()
+    doses = pl.DataFrame({"ID": [i for i in ids for _ in (0, 1)], "DAY": [5.0, 7.0] * len(ids),
+                          "dose": [1.0, 4.0] * len(ids)})
+    doses.write_csv(tmp_path / "doses.csv")
+    out = tmp_path / "o"
+    r = run(path, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--doses",
+            tmp_path / "doses.csv", "--dose-handling", "superpose", "--out", out)
+    assert r.returncode == 0, r.stderr
+    obs = pl.read_csv(out / "stein_observations.csv")
+    assert np.allclose(obs["time"], df["DAY"])  # back on the first-infusion clock
+    expect = SteinModel(dose_handling="superpose").fit(
+        _expected_frame(shifted), doses=doses.rename({"ID": "subject_id", "DAY": "time"})).to_frame()
+    got = pl.read_csv(out / "stein_subjects.csv")
+    assert np.allclose(got["cmax"], expect["cmax"], rtol=1e-9)
+    meta = json.loads((out / "stein_fit.json").read_text())
+    assert [Path(i["file"]).name for i in meta["inputs"]] == ["conc.csv", "doses.csv"]
+    # a dose that is not a number names its row and column
+    (tmp_path / "bad.csv").write_text("ID,DAY,dose\nA,0,1e6\nA,x,2e6\n")
+    r = run(path, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--doses", tmp_path / "bad.csv",
+            "--out", tmp_path / "b")
+    assert r.returncode == 1 and "bad.csv: row 2 (line 3), column 'DAY': 'x' is not a number" in r.stderr

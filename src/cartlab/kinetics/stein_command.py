@@ -116,16 +116,15 @@ def _read_doses(path: Path, subject: str | None, time: str | None) -> pl.DataFra
     if sid is None or tcol is None:
         raise ValueError(f"{path}: needs the subject column ({subject or 'subject_id'}) and a time column "
                          f"({time or 'time'} or day); the header has {df.columns}")
-    out = df.select(pl.col(sid).alias("subject_id"), pl.col(tcol).alias("time"),
-                    *([pl.col("dose")] if "dose" in df.columns else []))
-    for c in out.columns[1:]:
-        v = out[c].cast(pl.Float64, strict=False)
-        bad = (v.is_null() & out[c].is_not_null()).arg_true()
+    numeric = {tcol: "time", **({"dose": "dose"} if "dose" in df.columns else {})}
+    for c in numeric:
+        v = df[c].cast(pl.Float64, strict=False)
+        bad = (v.is_null() & df[c].is_not_null()).arg_true()
         if bad.len():
             i = int(bad[0])
-            raise ValueError(f"{path}: row {i + 1} (line {i + 2}), column {c!r}: {out[c][i]!r} is not a number")
-        out = out.with_columns(v.alias(c))
-    return out
+            raise ValueError(f"{path}: row {i + 1} (line {i + 2}), column {c!r}: {df[c][i]!r} is not a number")
+    return df.select(pl.col(sid).alias("subject_id"),
+                     *[pl.col(c).cast(pl.Float64).alias(name) for c, name in numeric.items()])
 
 
 def _write_outputs(files: dict[str, Any], out_dir: Path) -> list[Path]:
