@@ -715,6 +715,7 @@ def eligibility_cmd(
     from rich.markup import escape
 
     from cartlab.grading.adam import to_csv_frame
+    from cartlab.model import NOT_MEASURED_SOURCES
     from cartlab.protocol import eligibility_verdict, screen_eligibility
 
     p = _protocol_or_exit(protocol)
@@ -733,7 +734,7 @@ def eligibility_cmd(
     flagged = False
     for r in res.iter_rows(named=True):
         st = {"pass": "[green]pass[/]", "fail": "[red]fail[/]"}.get(r["status"], "[yellow]unknown[/]")
-        recon = r["source"] in ("reconstructed", "synthetic")
+        recon = r["source"] in NOT_MEASURED_SOURCES
         flagged |= recon
         val = "" if r["value"] is None else f"{r['value']}{' ' + r['unit'] if r['unit'] else ''}{'*' if recon else ''}"
         t.add_row(f"{r['criterion_id']}{' (excl.)' if r['kind'] == 'exclusion' else ''}", st, escape(val),

@@ -115,6 +115,10 @@ EVENTS = {
     **COMMON_TAIL,
 }
 
+#: ``source`` labels whose values were not measured (the seed's reconstructed course, synthetic cohorts);
+#: every view that shows such values labels them.
+NOT_MEASURED_SOURCES: tuple[str, ...] = ("reconstructed", "synthetic")
+
 TABLES: dict[str, dict[str, pl.DataType]] = {
     "subjects": SUBJECTS,
     "doses": DOSES,

@@ -130,6 +130,11 @@ __all__ = [
 #: A progress callback: ``progress(stage, done, total)``.
 Progress = Callable[[str, int, int], None]
 
+#: BLQ handling: Beal M3 likelihood (default), M1 (drop), LLOQ/2 imputation.
+BLQ_METHODS: dict[str, str] = {"m3": "Beal M3", "drop": "dropping (M1)", "half": "LLOQ/2 imputation"}
+#: Split infusions: time from the first infusion (Stein's choice) or linear superposition.
+DOSE_HANDLINGS: tuple[str, ...] = ("first", "superpose")
+
 #: Structural parameters of the model, in order.
 PARAMS: tuple[str, ...] = ("foldx", "tmax", "cmax", "alpha", "fb", "beta")
 _EXTRA = ("tlag", "ftoci", "fster")
@@ -654,10 +659,10 @@ def _prepare(
     blq_below_lloq: bool = True,
     dose_handling: str = "first",
 ) -> _Data:
-    if blq not in ("m3", "drop", "half"):
-        raise ValueError("blq must be 'm3', 'drop' or 'half'")
-    if dose_handling not in ("first", "superpose"):
-        raise ValueError("dose_handling must be 'first' or 'superpose'")
+    if blq not in BLQ_METHODS:
+        raise ValueError(f"blq must be one of {', '.join(map(repr, BLQ_METHODS))}")
+    if dose_handling not in DOSE_HANDLINGS:
+        raise ValueError(f"dose_handling must be one of {', '.join(map(repr, DOSE_HANDLINGS))}")
     if _is_study(data):
         o, dose_df, cov = _from_study(data, param)
     else:
@@ -2101,10 +2106,11 @@ class SteinPopulationFit:
             [pl.col(c).fill_nan(None) for c in ("sim_lo", "sim_median", "sim_hi")])
 
     def plot(self, kind: str = "vpc", subject: Any = None, max_subjects: int = 12, n_rep: int = 200,
-             seed: int = 1, figsize=None):
+             seed: int = 1, figsize=None, vpc: pl.DataFrame | None = None):
         """``kind="vpc"``: simulated 5/50/95th percentile bands (90% PI) vs observed percentiles,
-        with the observations and the LLOQ; ``kind="fits"``: observed vs individual (EBE) and
-        typical curves per subject."""
+        with the observations and the LLOQ (``vpc``: a table from :meth:`vpc` to draw instead of
+        simulating again); ``kind="fits"``: observed vs individual (EBE) and typical curves per
+        subject."""
         if kind == "fits":
             ids = (self.data.ids if subject is None else
                    ([subject] if isinstance(subject, str) else list(subject)))[:max_subjects]
@@ -2123,7 +2129,7 @@ class SteinPopulationFit:
             return fig
         if kind != "vpc":
             raise ValueError("kind must be 'vpc' or 'fits'")
-        v = self.vpc(n_rep=n_rep, seed=seed)
+        v = self.vpc(n_rep=n_rep, seed=seed) if vpc is None else vpc
         fig = _figure(figsize or (7, 4.5))
         ax = fig.subplots()
         o = self.data.obs

@@ -25,12 +25,18 @@ import polars as pl
 from cartlab import __version__
 from cartlab.io.study_folder import _sha256
 from cartlab.kinetics.nca import _CENSORED, _NA_TEXT, read_conc_table
-from cartlab.kinetics.stein import PARAMS, STEIN_2019, Progress, SteinModel, SteinPopulationModel
+from cartlab.kinetics.stein import (
+    BLQ_METHODS,
+    DOSE_HANDLINGS,
+    PARAMS,
+    STEIN_2019,
+    Progress,
+    SteinModel,
+    SteinPopulationModel,
+)
+from cartlab.model import NOT_MEASURED_SOURCES
 
 __all__ = ["stein_command", "parse_assignments"]
-
-#: Sources whose values were not measured (the seed's reconstructed course, simulated subjects).
-NOT_MEASURED = ("synthetic", "reconstructed", "simulated")
 
 #: Priors for per-subject MAP fits.
 PRIORS = {"stein2019": STEIN_2019}
@@ -76,28 +82,29 @@ def _read_table(path: Path, subject: str | None, time: str | None, conc: str | N
     if missing:
         raise ValueError(f"{path}: a table needs {', '.join(missing)} (the column names of subject, time and "
                          "concentration)")
-    header: list[str] = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-    extra = list(covariate_cols) + (["source"] if "source" in header else [])
-    work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq, extra=extra)
-    limit = work["_vt"].str.extract(_CENSORED.pattern, 2).cast(pl.Float64)
-    frame = pl.DataFrame({
-        "subject_id": work[subject].cast(pl.String),
-        "time": work["_time"],
-        "conc": work["_conc"],
-        "lloq": work["_lloq"] if lloq else pl.Series([None] * work.height, dtype=pl.Float64),
-        "censor": pl.select(pl.when(pl.lit(work["_vt"]).is_not_null()).then(pl.lit("<"))).to_series(),
-        "censor_limit": limit,
-        "source": work["source"] if "source" in work.columns else pl.Series([None] * work.height, dtype=pl.String),
-        "src_file": pl.Series([path.name] * work.height, dtype=pl.String),
-        "src_row": work["_row"].cast(pl.Int64),
-    })
     for c in covariate_cols:
         if c in (subject, time, conc, lloq):
             raise ValueError(f"{path}: column {c!r} is the subject, time, concentration or LLOQ column, "
                              "not a covariate")
+    header: list[str] = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    has_source = "source" in header  # carried so that synthetic rows stay labelled
+    work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq,
+                           extra=[*covariate_cols, *(["source"] if has_source else [])])
+    frame = work.select(
+        pl.col(subject).cast(pl.String).alias("subject_id"),
+        pl.col("_time").alias("time"),
+        pl.col("_conc").alias("conc"),
+        (pl.col("_lloq") if lloq else pl.lit(None, dtype=pl.Float64)).alias("lloq"),
+        pl.when(pl.col("_vt").is_not_null()).then(pl.lit("<")).alias("censor"),
+        pl.col("_vt").str.extract(_CENSORED.pattern, 2).cast(pl.Float64).alias("censor_limit"),
+        (pl.col("source") if has_source else pl.lit(None, dtype=pl.String)).alias("source"),
+        pl.lit(path.name).alias("src_file"),
+        pl.col("_row").cast(pl.Int64).alias("src_row"),
+    )
+    for c in covariate_cols:
         frame = frame.with_columns(_numeric_or_text(work[c]).alias(c))
         per = frame.group_by("subject_id").agg(pl.col(c).drop_nulls().n_unique().alias("k"))
         bad = per.filter(pl.col("k") > 1)
@@ -213,10 +220,10 @@ def stein_command(
         raise ValueError(f"--prior {prior!r}: one of {', '.join(PRIORS)}")
     if prior is not None and population:
         raise ValueError("--prior is for per-subject fits; a population fit estimates the distribution itself")
-    if blq not in ("m3", "drop", "half"):
-        raise ValueError(f"--blq {blq!r}: one of m3 (Beal M3 likelihood, default), drop, half")
-    if dose_handling not in ("first", "superpose"):
-        raise ValueError(f"--dose-handling {dose_handling!r}: one of first (default), superpose")
+    if blq not in BLQ_METHODS:
+        raise ValueError(f"--blq {blq!r}: one of {', '.join(BLQ_METHODS)} (default m3)")
+    if dose_handling not in DOSE_HANDLINGS:
+        raise ValueError(f"--dose-handling {dose_handling!r}: one of {', '.join(DOSE_HANDLINGS)} (default first)")
 
     dose_df = None
     if isinstance(source, Study):
@@ -260,7 +267,7 @@ def stein_command(
 
     obs = fit.observations()
     subjects = fit.to_frame()
-    n_not_measured = int(obs["source"].is_in(list(NOT_MEASURED)).sum())
+    n_not_measured = int(obs["source"].is_in(list(NOT_MEASURED_SOURCES)).sum())
     files: dict[str, Any] = {}
     meta: dict[str, Any] = {
         "cartlab_version": __version__, "command": "stein", "model": "Stein 2019 piecewise CAR-T kinetics",
@@ -268,8 +275,7 @@ def stein_command(
         "n_subjects": subjects.height, "n_observations": obs.height, "n_blq": int(obs["blq"].sum()),
         "n_dropped": fit.data.dropped.height,
         "n_not_measured": n_not_measured,
-        "likelihood": "log-concentration scale; BLQ by " + {"m3": "Beal M3", "drop": "dropping (M1)",
-                                                            "half": "LLOQ/2 imputation"}[blq],
+        "likelihood": f"log-concentration scale; BLQ by {BLQ_METHODS[blq]}",
     }
     if population:
         files["stein_population.csv"] = fit.summary()
@@ -278,9 +284,10 @@ def stein_command(
                     estimator="SAEM (Kuhn & Lavielle 2005); SEs by Louis' observed information")
         if progress is not None:
             progress("VPC", 0, 0)
-        files["stein_vpc.csv"] = fit.vpc(n_rep=vpc_reps, seed=seed + 1)
+        vpc = fit.vpc(n_rep=vpc_reps, seed=seed + 1)
+        files["stein_vpc.csv"] = vpc
         files["stein_trace.csv"] = fit.trace
-        figs = {"stein_vpc.png": fit.plot(kind="vpc", n_rep=vpc_reps, seed=seed + 1), "stein_fits.png": fit.plot(kind="fits")}
+        figs = {"stein_vpc.png": fit.plot(kind="vpc", vpc=vpc), "stein_fits.png": fit.plot(kind="fits")}
     else:
         est = fit.summary()
         files["stein_estimates.csv"] = est
@@ -290,7 +297,7 @@ def stein_command(
                                "maximum likelihood per subject") + "; SEs from the Hessian (delta method)")
         figs = {"stein_fits.png": fit.plot()}
     if n_not_measured:
-        kinds = ", ".join(sorted(set(obs.filter(pl.col("source").is_in(list(NOT_MEASURED)))["source"])))
+        kinds = ", ".join(sorted(set(obs.filter(pl.col("source").is_in(list(NOT_MEASURED_SOURCES)))["source"])))
         note = f"{n_not_measured} of {obs.height} observations are not measured values (source {kinds})"
         meta["warning"] = note
         for fig in figs.values():

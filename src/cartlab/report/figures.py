@@ -36,7 +36,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogLocator, MaxNLocator, MultipleLocator, NullFormatter
 
-from cartlab.model import Study
+from cartlab.model import NOT_MEASURED_SOURCES, Study
 
 __all__ = [
     "course_figure",
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: ``source`` labels whose values were not measured.
-RECONSTRUCTED_SOURCES = ("reconstructed", "synthetic")
+RECONSTRUCTED_SOURCES = NOT_MEASURED_SOURCES
 
 #: The legend text shown whenever a reconstructed/synthetic item is drawn.
 RECONSTRUCTED_CAPTION = "open markers = reconstructed (synthetic) values, not measured"
