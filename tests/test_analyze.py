@@ -1,35 +1,119 @@
-"""subject_summary: every spec column, typed; engines plug in through the registry."""
+"""The analysis graph: every spec column, tables computed once, one engine failing never sinks the rest."""
 
 import polars as pl
 import pytest
 
-from cartlab.analyze import Engine, Registry, manifest, subject_summary
-from cartlab.datasets import seed_case
+import cartlab.kinetics.car as car
+from cartlab.analyze import STEPS, Analysis, AnalysisOptions
+from cartlab.datasets import seed_case, synthetic_cohort
+from cartlab.errors import EngineError
+from cartlab.io import read_study
 from cartlab.model import SUBJECT_SUMMARY, SUBJECT_SUMMARY_COLUMNS
 
 
-def test_empty_registry_gives_all_columns_empty():
-    s = seed_case()
-    out = subject_summary(s, Registry())
+@pytest.fixture(scope="module")
+def cohort():
+    return read_study(synthetic_cohort(12, seed=5))
+
+
+def test_summary_has_every_spec_column_typed():
+    out = Analysis(seed_case()).subject_summary()
     assert out.columns == list(SUBJECT_SUMMARY_COLUMNS)
     assert dict(out.schema) == SUBJECT_SUMMARY
-    assert out["subject_id"].to_list() == ["CD7-AML-001"]
-    assert all(out[c].null_count() == 1 for c in SUBJECT_SUMMARY_COLUMNS[1:])
-    meta = manifest(s, Registry())
-    assert sum(len(v) for v in meta["pending_columns"].values()) == len(SUBJECT_SUMMARY_COLUMNS) - 1
+    # the paper's facts (case-facts.md): ASTCT CRS 3, MLFS on day 17, Cmax 183,945 copies/ug on day 14
+    row = out.row(0, named=True)
+    assert (row["crs_grade_astct"], row["best_response"], row["best_response_day"]) == (3, "MLFS", 17.0)
+    assert (row["car_cmax"], row["car_tmax"]) == (183945.0, 14.0)
 
 
-def test_engine_fills_its_columns_and_clashes_are_refused():
-    reg = Registry()
+def test_each_table_has_one_producer():
+    names = [n for s in STEPS for n in s.outputs]
+    assert len(names) == len(set(names))
+    for s in STEPS:
+        assert set(s.inputs) <= set(names), s.engine
 
-    def tmax(study):
-        return study.observations.filter(pl.col("param") == "TEMP").group_by("subject_id").agg(
-            pl.col("value").max().alias("car_cmax")  # any column: the mechanism is what is tested
-        )
 
-    reg.register(Engine("demo", ("car_cmax",), tmax))
-    out = subject_summary(seed_case(), reg)
-    assert out["car_cmax"].to_list() == [39.4]
-    assert "car_cmax" not in [c for cs in manifest(seed_case(), reg)["pending_columns"].values() for c in cs]
-    with pytest.raises(ValueError, match="already derived"):
-        reg.register(Engine("again", ("car_cmax",), tmax))
+def test_tables_are_computed_once(monkeypatch):
+    calls = []
+    real = car.car_kinetics
+
+    def counting(study, options=None):
+        calls.append(study.subjects.height)
+        return real(study, options)
+
+    monkeypatch.setattr(car, "car_kinetics", counting)
+    a = Analysis(seed_case())
+    a.tables()
+    a.subject_summary()
+    a.table("adpp")
+    assert calls == [1]
+
+
+def _failing_for(bad: set[str]):
+    real = car.car_kinetics
+
+    def fails(study, options=None):
+        hit = bad & set(study.subject_ids)
+        if hit:
+            raise ZeroDivisionError(f"cannot fit {sorted(hit)}")
+        return real(study, options)
+
+    return fails
+
+
+def test_an_engine_failing_for_one_subject_keeps_the_others(cohort, monkeypatch):
+    bad = cohort.subject_ids[4]
+    monkeypatch.setattr(car, "car_kinetics", _failing_for({bad}))
+    a = Analysis(cohort)
+    tables = a.tables()
+    # the subject is left out of car_kinetics and of what depends on it; everyone else is there
+    assert bad not in tables["car_kinetics"]["subject_id"].to_list()
+    assert tables["car_kinetics"]["subject_id"].n_unique() == cohort.subjects.height - 1
+    assert bad not in tables["adpp"]["USUBJID"].to_list()
+    # other engines are untouched
+    assert tables["crs_daily"]["subject_id"].n_unique() == cohort.subjects.height
+    summary = a.subject_summary()
+    assert summary.height == cohort.subjects.height
+    row = summary.filter(pl.col("subject_id") == bad).row(0, named=True)
+    assert row["car_cmax"] is None and row["crs_grade_astct"] is not None
+    skipped = [s.to_dict() for s in a.skipped]
+    nca = [s for s in skipped if s["tables"] == ["car_kinetics"]]
+    assert nca and nca[0]["subjects"] == [bad] and "ZeroDivisionError" in nca[0]["reason"]
+    assert any(s["tables"] == ["adpp"] and s["subjects"] == [bad] for s in skipped)
+    # the cohort-level exposure-response runs without that subject and says so
+    assert any(w["engine"] == "exposure-response" and bad in w["message"] for w in a.warnings)
+    meta = a.manifest()
+    assert meta["skipped"] == skipped
+    assert {e["engine"]: e["status"] for e in meta["engines"]}["CAR-T kinetics (NCA)"] == "partial"
+
+
+def test_an_engine_failing_for_everyone_is_skipped_whole(cohort, monkeypatch):
+    monkeypatch.setattr(car, "car_kinetics", _failing_for(set(cohort.subject_ids)))
+    a = Analysis(cohort)
+    tables = a.tables()
+    assert "car_kinetics" not in tables and "adpp" not in tables and "exposure_response" not in tables
+    assert "crs_daily" in tables and "adtte" in tables
+    assert a.subject_summary()["car_cmax"].null_count() == cohort.subjects.height
+    with pytest.raises(EngineError, match="car_kinetics"):
+        a.table("car_kinetics")
+
+
+def test_strict_turns_a_skip_into_an_error(cohort, monkeypatch):
+    monkeypatch.setattr(car, "car_kinetics", _failing_for({cohort.subject_ids[0]}))
+    with pytest.raises(EngineError, match=cohort.subject_ids[0]):
+        Analysis(cohort, AnalysisOptions(strict=True)).tables()
+
+
+def test_missing_followup_is_censored_at_the_last_row_with_a_warning(cohort):
+    s = read_study(synthetic_cohort(12, seed=5))
+    s.subjects = s.subjects.with_columns(pl.lit(None, dtype=pl.Float64).alias("last_followup_day"))
+    a = Analysis(s)
+    adtte = a.table("adtte")
+    assert not a.skipped
+    censored = adtte.filter(pl.col("rule") == "censor.last_record")
+    assert censored.height > 0
+    assert set(censored["CNSDTDSC"].to_list()) == {"LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)"}
+    assert any("censor.last_record" in w["message"] for w in a.warnings)
+    # strict keeps the earlier error for subjects with no event or assessment to censor at
+    with pytest.raises(EngineError, match="last_followup_day"):
+        Analysis(s, AnalysisOptions(strict=True)).table("adtte")

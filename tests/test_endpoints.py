@@ -17,6 +17,8 @@ import warnings
 import numpy as np
 import polars as pl
 import pytest
+
+from cartlab.errors import CartlabWarning
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lifelines import AalenJohansenFitter, KaplanMeierFitter
@@ -468,11 +470,17 @@ def test_adtte_missing_followup():
     s = make_study([{"subject_id": "K", "last_followup_day": None}, {"subject_id": "M", "last_followup_day": None},
                     {"subject_id": "N", "last_followup_day": None}],
                    [("M", 30, "death"), ("N", 20, "allo_hsct")], obs=[("K", 12, "NEUT", 1.0), ("K", 5, "NEUT", 0.5)])
+    # --strict (missing_followup="error") keeps the earlier error for a subject with nothing but rows
     with pytest.raises(ValueError, match=r"\['K'\].*last_followup_day"):
-        derive_adtte(s)
-    a = derive_adtte(s, EndpointOptions(missing_followup="last_observation"))
+        derive_adtte(s, EndpointOptions(missing_followup="error"))
+    # the default (spec "Follow-up for time-to-event endpoints"): censored at the last recorded row,
+    # the reason says so, and one warning names the subjects
+    with pytest.warns(CartlabWarning, match=r"2 subject\(s\).*censor.last_record.*K, N"):
+        a = derive_adtte(s)
     k = get(a, "K", "OS")
     assert (k["AVAL"], k["CNSR"], k["evidence"], k["SRCDOM"]) == (12.0, 1, ["observations.csv:1"], "observations")
+    assert k["rule"] == "censor.last_record" and k["CNSDTDSC"] == "LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)"
+    assert "no last_followup_day" in k["reason"] and "day 12" in k["reason"]
     assert get(a, "M", "OS")["CNSR"] == 0
     n = get(a, "N", "OS")  # an event on day 20 shows N was alive then
     assert (n["AVAL"], n["evidence"]) == (20.0, ["events.csv:2"])

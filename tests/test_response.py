@@ -155,9 +155,31 @@ def test_cri_and_crh_options():
         marrow_response(marrow(disease="B-ALL"), ResponseOptions(use_crh=False))
 
 
-def test_missing_peripheral_blasts_is_not_assumed_absent():
-    r = marrow_response(marrow(pb=None)).row(0, named=True)
-    assert r["category"] == "NR" and "CR" in r["could_be"] and "MLFS" in r["could_be"]
+@pytest.mark.parametrize("disease,possible", [("AML", ["CR", "CRh", "CRi", "MLFS"]), ("B-ALL", ["CR", "CRi"])])
+def test_missing_peripheral_blasts_is_not_evaluable(disease, possible):
+    """Blasts < 5% and recovered counts but no PBBLAST in the window: NE (not NR), the categories still
+    possible and the missing input named (spec "Response"; issue 13: missing is not negative)."""
+    r = marrow_response(marrow(pb=None, disease=disease)).row(0, named=True)
+    assert r["category"] == "NE" and r["rule"].endswith("NE.missing_input")
+    assert r["could_be"] == possible
+    assert r["missing_inputs"] == ["peripheral blasts (PBBLAST within the count window)"]
+    assert "could be" in r["reason"] and "PBBLAST" in r["reason"]
+
+
+def test_missing_peripheral_blasts_assumed_absent_on_request():
+    r = marrow_response(marrow(pb=None), ResponseOptions(missing_pb_blasts="assume_absent")).row(0, named=True)
+    assert r["category"] == "CR" and r["pb_blast_pct"] == 0.0
+    assert "assumed 0 (option missing_pb_blasts=assume_absent)" in r["reason"]
+    with pytest.raises(ValueError, match="missing_pb_blasts"):
+        marrow_response(marrow(), ResponseOptions(missing_pb_blasts="zero"))
+
+
+def test_missing_count_leaves_partial_remission_open():
+    # BM 10% from 40% (75% reduction) would be PR with full counts; without ANC it is NE, not NR
+    r = marrow_response(marrow(bm=10.0, anc=None)).row(0, named=True)
+    assert (r["category"], r["could_be"]) == ("NE", ["PR"])
+    # a marrow that fails every better category on what is measured stays NR
+    assert cat(marrow(bm=30.0, anc=None)) == "NR"
 
 
 @pytest.mark.parametrize("mrd,inclusive,neg", [(0.00099, False, True), (0.001, False, False), (0.001, True, True),
@@ -403,7 +425,8 @@ def test_pre_treatment_marrow_option():
     assert (r2["pre_bm_blast_pct"], r2["category"]) == (80.0, "PR")
     none = make([(28, "BMBLAST", 10.0), (28, "PBBLAST", 0.0), (28, "NEUT", 2.0), (28, "PLAT", 150.0)])
     r3 = marrow_response(none).row(0, named=True)
-    assert r3["category"] == "NR" and r3["could_be"] == ["PR"] and "pre-treatment" in r3["missing_inputs"][0]
+    # without a pre-treatment marrow PR (>= 50% reduction) can be neither met nor excluded: NE, not NR
+    assert r3["category"] == "NE" and r3["could_be"] == ["PR"] and "pre-treatment" in r3["missing_inputs"][0]
 
 
 def test_molecular_params_option():

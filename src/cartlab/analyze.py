@@ -1,309 +1,602 @@
-"""Run every available engine over a study and assemble ``subject_summary.csv``.
+"""One analysis of a study: every engine's tables, computed once, with failures isolated.
 
-Engines register the summary columns they derive. A column whose engine does not exist yet is still
-written (empty), and the analysis manifest says which engine will fill it, so downstream code can
-rely on the full set of spec columns (``../shared/spec/study-format.md``, "Required outputs").
+:class:`Analysis` holds a study, the options and (optionally) a protocol. Its tables are declared as
+:class:`Step` s of a small dependency graph (each table has one producer, each producer names the
+tables it reads) and computed lazily, once: ``analysis.table("crs_daily")``.
+
+**One engine failing never sinks the rest.** A step that raises is run again on halves of the
+subjects until the subjects it cannot handle are found (a bisection: a few extra calls, not one per
+subject); their rows are left out, the others are kept, and :attr:`Analysis.skipped` records the
+engine, the subjects, the reason and how to fix it. A step whose input is missing for some subjects
+runs without them and says so. Only invalid input stops a run; ``strict=True`` turns every skip into
+an :class:`~cartlab.errors.EngineError` instead.
+
+:class:`~cartlab.errors.CartlabWarning` s raised by the engines (subjects censored at their last
+recorded row, unknown vasopressor names ...) are collected in :attr:`Analysis.warnings`.
+
+``subject_summary.csv`` (the spec's "Required outputs") is assembled from the engines' summary
+tables; ``analysis.json`` records the inputs, the options, what ran, what was skipped and why.
 """
 
 from __future__ import annotations
 
 import json
+import time
+import warnings as _warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from cartlab import __version__
+from cartlab.errors import CartlabError, CartlabWarning, EngineError
 from cartlab.model import SUBJECT_SUMMARY, SUBJECT_SUMMARY_COLUMNS, Study
-
-#: which capability derives which summary columns (for the manifest of pending columns)
-PLANNED_ENGINES = {
-    "grading (CRS/ICANS/ICAHT)": (
-        "crs_grade_astct",
-        "crs_onset_day",
-        "crs_resolution_day",
-        "icans_grade_astct",
-        "icaht_early_grade",
-        "icaht_late_grade",
-    ),
-    "response (ELN 2022 / ALL)": ("best_response", "best_response_day", "mrd_negative"),
-    "kinetics (NCA)": ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast"),
-}
 
 
 @dataclass(frozen=True)
-class Engine:
-    """A summary engine: a pure function from a study to one row per subject."""
+class AnalysisOptions:
+    """The options of every engine an analysis runs (``None`` = the engine's documented default).
 
-    name: str
-    columns: tuple[str, ...]
-    run: Callable[[Study], pl.DataFrame]  # returns subject_id + columns
-    citation: str = ""
+    ``strict``: a subject or engine that cannot be analysed is an error (exit 1) instead of being
+    skipped, and a subject needing censoring without ``last_followup_day``, event or assessment is
+    an error instead of being censored at its last recorded row.
+    """
+
+    crs: Any = None  # cartlab.grading.crs.CrsOptions
+    icans: Any = None  # cartlab.grading.icans.IcansOptions
+    ctcae: Any = None  # cartlab.grading.ctcae.CtcaeOptions
+    icaht: Any = None  # cartlab.grading.hematotox.IcahtOptions
+    response: Any = None  # cartlab.response.marrow.ResponseOptions
+    best_response: Any = None  # cartlab.response.best.BestResponseOptions
+    endpoints: Any = None  # cartlab.response.endpoints.EndpointOptions
+    kinetics: Any = None  # cartlab.kinetics.car.CarKineticsOptions
+    strict: bool = False
+
+    def endpoint_options(self):
+        from dataclasses import replace
+
+        from cartlab.response.endpoints import EndpointOptions
+
+        opts = self.endpoints or EndpointOptions()
+        return replace(opts, missing_followup="error") if self.strict else opts
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"strict": self.strict}
+        for name in ("crs", "icans", "ctcae", "icaht", "response", "best_response", "endpoints", "kinetics"):
+            value = self.endpoint_options() if name == "endpoints" else getattr(self, name)
+            out[name] = asdict(value) if is_dataclass(value) else ("defaults" if value is None else repr(value))
+        return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """A producer of one or more named tables.
+
+    ``run(study, options, **inputs)`` returns a frame (one output) or a dict of frames (several).
+    ``per_subject``: its rows are per subject, so it can be run on part of the subjects (and failures
+    isolated to the subjects that cause them); cohort steps run whole or not at all.
+    ``write``: the tables are written by ``cartlab analyze`` (internal tables are not).
+    """
+
+    outputs: tuple[str, ...]
+    run: Callable[..., Any]
+    engine: str
+    inputs: tuple[str, ...] = ()
+    per_subject: bool = True
+    write: bool = True
+    fix: str = "check the rows of these subjects named in the reason"
+
+
+# ------------------------------------------------------------------------------------------------
+# the engines, as steps (imports inside: an engine's import cost is paid only when it runs)
+
+
+def _adlb(study, o):
+    from cartlab.grading.ctcae import derive_ctcae
+
+    return derive_ctcae(study, o.ctcae)
+
+
+def _crs_daily(study, o):
+    from cartlab.grading.crs import crs_daily
+
+    return crs_daily(study, o.crs)
+
+
+def _crs_summary(study, o, crs_daily):
+    from cartlab.grading.crs import crs_summary
+
+    return crs_summary(study, o.crs, daily=crs_daily)
+
+
+def _icans_daily(study, o):
+    from cartlab.grading.icans import icans_daily
+
+    return icans_daily(study, o.icans)
+
+
+def _icans_summary(study, o, icans_daily):
+    from cartlab.grading.icans import icans_summary
+
+    return icans_summary(study, o.icans, daily=icans_daily)
+
+
+def _cross_scale(study, o, crs_summary, adlb):
+    from cartlab.grading.crs_legacy import crs_cross_scale_cohort, organ_grades_from_adlb
+
+    cross = crs_cross_scale_cohort(study, crs_summary, organ_grades_from_adlb(adlb))
+    return {"crs_cross_scale": cross["subjects"], "crs_cross_scale_pairwise": cross["pairwise"],
+            "crs_cross_scale_summary": cross["summary"]}
+
+
+def _icaht(study, o):
+    from cartlab.grading.hematotox import icaht
+
+    return icaht(study, o.icaht)
+
+
+def _icaht_daily(study, o):
+    from cartlab.grading.hematotox import icaht_daily
+
+    return icaht_daily(study, o.icaht)
+
+
+def _icaht_summary(study, o, icaht):
+    return study.subjects.select("subject_id").join(
+        icaht.select("subject_id", "icaht_early_grade", "icaht_late_grade"), on="subject_id", how="left",
+        maintain_order="left")
+
+
+def _adae(study, o, crs_daily, icans_daily, icaht):
+    from cartlab.grading.adam import adae_toxicity
+    from cartlab.grading.crs import episodes
+    from cartlab.grading.hematotox import icaht_episodes
+
+    gap = (o.crs.episode_join_gap_days if o.crs is not None else 1)
+    parts = [
+        episodes(crs_daily, "Cytokine release syndrome", "ASTCT 2019", gap),
+        episodes(icans_daily, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
+        icaht_episodes(study, o.icaht, graded=icaht),
+    ]
+    return adae_toxicity(study, parts)
+
+
+def _simple(module: str, name: str, option: str | None = None):
+    """A step running ``module.name(study[, options])``."""
+
+    def run(study, o):
+        import importlib
+
+        fn = getattr(importlib.import_module(module), name)
+        return fn(study, getattr(o, option)) if option else fn(study)
+
+    run.__name__ = name
+    return run
+
+
+def _marrow(study, o):
+    from cartlab.response.marrow import marrow_response
+
+    return marrow_response(study, o.response)
+
+
+def _relapse(study, o, marrow_response):
+    from cartlab.response.marrow import relapse
+
+    return relapse(study, marrow_response, o.response)
+
+
+def _best(study, o, marrow_response):
+    from cartlab.response.best import best_response
+
+    return best_response(study, o.best_response, assessments=marrow_response)
+
+
+def _response_summary(study, o, best_response):
+    return best_response.select("subject_id", "best_response", "best_response_day", "mrd_negative")
+
+
+def _adrs(study, o, marrow_response, best_response):
+    from cartlab.response.best import derive_adrs
+
+    return derive_adrs(study, o.best_response, assessments=marrow_response, best=best_response)
+
+
+def _adtte(study, o, marrow_response, relapse):
+    from cartlab.response.endpoints import derive_adtte
+
+    # every assessment (not only the best) so that the first remission day starts RFS/CIR
+    assessments = marrow_response.select("subject_id", pl.col("category").alias("best_response"),
+                                         pl.col("day").alias("best_response_day"), "evidence")
+    return derive_adtte(study, o.endpoint_options(), responses=assessments, relapses=relapse)
+
+
+def _response_rates(study, o, best_response):
+    from cartlab.response.best import orr
+
+    rates = []
+    for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi"))):
+        for by in (None, "criteria"):
+            r = orr(best_response, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
+            # a cohort rate points at the subject table and the filter that gives its numerator
+            # (listing every responder's source rows made cells of tens of thousands of characters)
+            where = pl.format("best_response.csv: best_response in {{{}}}{}",
+                              pl.col("responders").list.join(", "),
+                              pl.format(", criteria = {}", pl.col("criteria")) if by else pl.lit(""))
+            rates.append(r.with_columns(pl.concat_list(where).alias("evidence")))
+    return pl.concat(rates, how="diagonal_relaxed")
+
+
+def _km(study, o, adtte):
+    from cartlab.response.endpoints import km_estimate
+
+    return pl.concat([km_estimate(adtte, p) for p in ("OS", "EFS", "LFS")], how="diagonal_relaxed")
+
+
+def _cif(study, o, adtte):
+    from cartlab.response.endpoints import cumulative_incidence
+
+    return pl.concat([cumulative_incidence(adtte, code).with_columns(pl.lit(what).alias("event"))
+                      for code, what in ((1, "relapse"), (2, "death without relapse"))], how="diagonal_relaxed")
+
+
+def _car_kinetics(study, o):
+    from cartlab.kinetics.car import car_kinetics
+
+    return car_kinetics(study, o.kinetics)
+
+
+def _kinetics_summary(study, o, car_kinetics):
+    from cartlab.kinetics.car import kinetics_summary
+
+    return kinetics_summary(study, o.kinetics, kinetics=car_kinetics)
+
+
+def _adpc(study, o):
+    from cartlab.kinetics.car import derive_adpc
+
+    return derive_adpc(study, o.kinetics)
+
+
+def _adpp(study, o, car_kinetics):
+    from cartlab.kinetics.car import derive_adpp
+
+    return derive_adpp(study, o.kinetics, kinetics=car_kinetics)
+
+
+def _exposure(study, o, kinetics_summary, best_response, crs_summary):
+    from cartlab.kinetics.exposure import exposure_response
+
+    frame = (kinetics_summary
+             .join(best_response.select("subject_id", "best_response"), on="subject_id", how="left")
+             .join(crs_summary.select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
+    return exposure_response(frame)
+
+
+GRADING_FIX = "check these subjects' observations and interventions (cartlab explain SUBJECT --what crs|icans|icaht)"
+RESPONSE_FIX = "check these subjects' marrow (BMBLAST, BMCELL, MRDFCM) and count rows, and subjects.disease"
+KINETICS_FIX = "check these subjects' CARCOPY/CARCELL rows and CAR-T doses"
+
+STEPS: tuple[Step, ...] = (
+    Step(("adlb",), _adlb, "CTCAE v5 lab grading", fix="check these subjects' lab rows (units, lln/uln)"),
+    Step(("crs_daily",), _crs_daily, "ASTCT 2019 CRS", fix=GRADING_FIX),
+    Step(("crs_summary",), _crs_summary, "ASTCT 2019 CRS", ("crs_daily",), write=False, fix=GRADING_FIX),
+    Step(("icans_daily",), _icans_daily, "ASTCT 2019 ICANS", fix=GRADING_FIX),
+    Step(("icans_summary",), _icans_summary, "ASTCT 2019 ICANS", ("icans_daily",), write=False, fix=GRADING_FIX),
+    Step(("crs_cross_scale", "crs_cross_scale_pairwise", "crs_cross_scale_summary"), _cross_scale,
+         "CRS scales side by side (Lee 2014, Penn, CARTOX, MSKCC)", ("crs_summary", "adlb"), per_subject=False,
+         fix=GRADING_FIX),
+    Step(("icaht",), _icaht, "EHA/EBMT ICAHT", fix="check these subjects' NEUT/PLAT rows"),
+    Step(("icaht_summary",), _icaht_summary, "EHA/EBMT ICAHT", ("icaht",), write=False),
+    Step(("icaht_daily",), _icaht_daily, "EHA/EBMT ICAHT (daily ANC)"),
+    Step(("count_recovery",), _simple("cartlab.grading.hematotox", "recovery_days"), "count recovery"),
+    Step(("car_hematotox",), _simple("cartlab.grading.hematotox", "car_hematotox"), "CAR-HEMATOTOX"),
+    Step(("easix",), _simple("cartlab.grading.hematotox", "easix"), "EASIX"),
+    Step(("iec_hs_flags",), _simple("cartlab.grading.hematotox", "iec_hs_flags"), "IEC-HS flags"),
+    Step(("adae_toxicity",), _adae, "ADAE-like toxicity episodes", ("crs_daily", "icans_daily", "icaht")),
+    Step(("marrow_response",), _marrow, "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),
+    Step(("relapse",), _relapse, "relapse from the marrow", ("marrow_response",), write=False, fix=RESPONSE_FIX),
+    Step(("best_response",), _best, "best response", ("marrow_response",), fix=RESPONSE_FIX),
+    Step(("response_summary",), _response_summary, "best response", ("best_response",), write=False),
+    Step(("adrs",), _adrs, "ADRS", ("marrow_response", "best_response"), fix=RESPONSE_FIX),
+    Step(("adtte",), _adtte, "time-to-event endpoints (ELN 2022 Table 9)", ("marrow_response", "relapse"),
+         fix="give subjects.last_followup_day, or record death/relapse events, for these subjects"),
+    Step(("response_rates",), _response_rates, "response rates", ("best_response",), per_subject=False),
+    Step(("km",), _km, "Kaplan-Meier", ("adtte",), per_subject=False),
+    Step(("cumulative_incidence",), _cif, "cumulative incidence of relapse", ("adtte",), per_subject=False),
+    Step(("molecular_response",), _simple("cartlab.response.molecular", "molecular_response"), "molecular response"),
+    Step(("antigen_loss",), _simple("cartlab.response.molecular", "antigen_loss"), "target-antigen loss"),
+    Step(("car_kinetics",), _car_kinetics, "CAR-T kinetics (NCA)", fix=KINETICS_FIX),
+    Step(("kinetics_summary",), _kinetics_summary, "CAR-T kinetics (NCA)", ("car_kinetics",), write=False,
+         fix=KINETICS_FIX),
+    Step(("adpc",), _adpc, "ADPC", fix=KINETICS_FIX),
+    Step(("adpp",), _adpp, "ADPP", ("car_kinetics",), fix=KINETICS_FIX),
+    Step(("exposure_response",), _exposure, "exposure-response",
+         ("kinetics_summary", "best_response", "crs_summary"), per_subject=False),
+)
+
+#: the summary tables whose columns make ``subject_summary.csv``, with the engine and citation
+SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("crs_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 1",
+     ("crs_grade_astct", "crs_onset_day", "crs_resolution_day")),
+    ("icans_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4", ("icans_grade_astct",)),
+    ("icaht_summary", "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
+     ("icaht_early_grade", "icaht_late_grade")),
+    ("response_summary", "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
+     ("best_response", "best_response_day", "mrd_negative")),
+    ("kinetics_summary", "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
+     ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast")),
+)
+
+
+def _protocol_steps(protocol) -> tuple[Step, ...]:
+    def dose_plan(study, o):
+        from cartlab.protocol import DOSE_PLAN_SCHEMA, planned_doses
+
+        plans = []
+        for sid in study.subject_ids:
+            plan, _why = planned_doses(study, protocol, sid)
+            if plan is not None:
+                plans.append(plan.select(pl.lit(sid).alias("subject_id"), pl.all()))
+        return pl.concat(plans) if plans else pl.DataFrame(schema={"subject_id": pl.String, **DOSE_PLAN_SCHEMA})
+
+    def eligibility(study, o):
+        from cartlab.protocol import screen_eligibility
+
+        return screen_eligibility(study, protocol)
+
+    def verdict(study, o, eligibility):
+        from cartlab.protocol import eligibility_verdict
+
+        return eligibility_verdict(eligibility)
+
+    def deviations(study, o):
+        from cartlab.protocol import protocol_deviations
+
+        return protocol_deviations(study, protocol)
+
+    def orr(study, o):
+        from cartlab.protocol.outcomes import protocol_orr
+
+        return protocol_orr(study, protocol)
+
+    fix = f"check these subjects' weight, height, creatinine and doses against protocol {protocol.id}"
+    return (
+        Step(("dose_plan",), dose_plan, f"protocol {protocol.id}: dose plan", fix=fix),
+        Step(("eligibility",), eligibility, f"protocol {protocol.id}: eligibility", fix=fix),
+        Step(("eligibility_verdict",), verdict, f"protocol {protocol.id}: eligibility", ("eligibility",)),
+        Step(("protocol_deviations",), deviations, f"protocol {protocol.id}: deviations", fix=fix),
+        Step(("protocol_orr",), orr, f"protocol {protocol.id}: ORR", per_subject=False),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Registry:
-    engines: list[Engine] = field(default_factory=list)
+class Skipped:
+    """An engine (or some of its subjects) that could not run, and why."""
 
-    def register(self, engine: Engine) -> Engine:
-        clash = set(engine.columns) & {c for e in self.engines for c in e.columns}
-        if clash:
-            raise ValueError(f"columns {sorted(clash)} are already derived by another engine")
-        self.engines.append(engine)
-        return engine
+    engine: str
+    tables: list[str]
+    subjects: list[str] | None  # None = every subject (the whole step)
+    reason: str
+    fix: str
 
-
-def builtin_registry() -> Registry:
-    """The engines cartlab ships, each deriving its columns of ``subject_summary.csv``."""
-    from cartlab.grading.crs import crs_summary
-    from cartlab.grading.hematotox import icaht_summary
-    from cartlab.grading.icans import icans_summary
-    from cartlab.kinetics.car import kinetics_summary
-    from cartlab.response.best import response_summary
-
-    reg = Registry()
-    reg.register(
-        Engine(
-            "ASTCT 2019 CRS",
-            ("crs_grade_astct", "crs_onset_day", "crs_resolution_day"),
-            crs_summary,
-            "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 1",
-        )
-    )
-    reg.register(
-        Engine(
-            "ASTCT 2019 ICANS",
-            ("icans_grade_astct",),
-            icans_summary,
-            "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4",
-        )
-    )
-    reg.register(
-        Engine(
-            "EHA/EBMT 2023 ICAHT",
-            ("icaht_early_grade", "icaht_late_grade"),
-            icaht_summary,
-            "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
-        )
-    )
-    reg.register(
-        Engine(
-            "ELN 2022 AML / ALL response",
-            ("best_response", "best_response_day", "mrd_negative"),
-            response_summary,
-            "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
-        )
-    )
-    reg.register(
-        Engine(
-            "CAR-T kinetics (NCA)",
-            ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast"),
-            kinetics_summary,
-            "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
-        )
-    )
-    return reg
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine, "tables": self.tables,
+                "subjects": "all" if self.subjects is None else self.subjects,
+                "reason": self.reason, "fix": self.fix}
 
 
-REGISTRY = builtin_registry()
+@dataclass
+class _Result:
+    tables: dict[str, pl.DataFrame] | None  # None = the step produced nothing
+    failed: set[str] = field(default_factory=set)  # subjects left out
 
 
-def subject_summary(study: Study, registry: Registry = REGISTRY) -> pl.DataFrame:
-    """One row per subject with every spec column; columns without an engine are empty."""
-    out = study.subjects.select("subject_id")
-    for engine in registry.engines:
-        part = engine.run(study).select("subject_id", *engine.columns)
-        out = out.join(part, on="subject_id", how="left", maintain_order="left")
-    missing = [c for c in SUBJECT_SUMMARY_COLUMNS if c not in out.columns]
-    out = out.with_columns(pl.lit(None, dtype=SUBJECT_SUMMARY[c]).alias(c) for c in missing)
-    extra = [c for c in out.columns if c not in SUBJECT_SUMMARY_COLUMNS]
-    return out.select(
-        *[pl.col(c).cast(SUBJECT_SUMMARY[c]) for c in SUBJECT_SUMMARY_COLUMNS], *extra
-    )
+def _subject_filter(frame: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
+    for col in ("subject_id", "USUBJID"):
+        if col in frame.columns:
+            return frame.filter(pl.col(col).is_in(ids))
+    return frame
 
 
-def manifest(study: Study, registry: Registry = REGISTRY) -> dict:
-    """What ran, on what input, and which columns are still waiting for their engine."""
-    derived = {c for e in registry.engines for c in e.columns}
-    pending = {
-        name: [c for c in cols if c not in derived]
-        for name, cols in PLANNED_ENGINES.items()
-        if any(c not in derived for c in cols)
-    }
-    return {
-        "cartlab_version": __version__,
-        "study_id": study.study_id,
-        "n_subjects": study.subjects.height,
-        "inputs": study.sources.to_dicts(),
-        "engines": [
-            {"name": e.name, "columns": list(e.columns), "citation": e.citation}
-            for e in registry.engines
-        ],
-        "pending_columns": pending,
-        "note": "pending columns are present in subject_summary.csv and empty until their engine exists",
-    }
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, CartlabError) else text
 
 
-def protocol_tables(study: Study, protocol) -> dict[str, pl.DataFrame]:
-    """Protocol views of a study: ``dose_plan`` (planned administrations per subject from their
-    weight, height and screening creatinine), ``eligibility`` (every criterion per subject),
-    ``eligibility_verdict``, ``protocol_deviations`` and ``protocol_orr`` (the trial's ORR
-    definition at each of its landmarks, with exact CIs)."""
-    from cartlab.protocol.outcomes import protocol_orr
-    from cartlab.protocol import (
-        DOSE_PLAN_SCHEMA,
-        eligibility_verdict,
-        planned_doses,
-        protocol_deviations,
-        screen_eligibility,
-    )
+class Analysis:
+    """Every table of a study's analysis, computed lazily and once, for one set of options.
 
-    plans = []
-    for sid in study.subject_ids:
-        plan, _why = planned_doses(study, protocol, sid)
-        if plan is not None:
-            plans.append(plan.select(pl.lit(sid).alias("subject_id"), pl.all()))
-    empty = pl.DataFrame(schema={"subject_id": pl.String, **DOSE_PLAN_SCHEMA})
-    elig = screen_eligibility(study, protocol)
-    return {
-        "dose_plan": pl.concat(plans) if plans else empty,
-        "eligibility": elig,
-        "eligibility_verdict": eligibility_verdict(elig),
-        "protocol_deviations": protocol_deviations(study, protocol),
-        "protocol_orr": protocol_orr(study, protocol),
-    }
-
-
-def detail_tables(study: Study) -> dict[str, pl.DataFrame]:
-    """The per-row, per-day and per-episode tables behind the summary (written next to it by analyze).
-
-    * ``adlb``: CTCAE v5 lab grades (ADLB-like: ATOXGRL/ATOXGRH/ATOXGR/BTOXGR, rule, evidence).
-    * ``crs_daily`` / ``icans_daily``: ASTCT 2019 daily grades with the rule and source rows.
-    * ``crs_cross_scale``: per subject, ASTCT next to Lee 2014, Penn, CARTOX and MSKCC (ranges and
-      missing inputs where a scale cannot be settled); ``crs_cross_scale_pairwise`` and
-      ``crs_cross_scale_summary``: the cohort concordance.
-    * ``icaht`` / ``icaht_daily``: early and late ICAHT with durations, and the ANC series behind it.
-    * ``count_recovery``, ``car_hematotox``, ``easix``: recovery days and pre-lymphodepletion scores.
-    * ``iec_hs_flags``: the days the computable IEC-HS criteria are met (for review, not a diagnosis).
-    * ``adae_toxicity``: CRS, ICANS and ICAHT episodes as one ADAE-like table.
-    * ``marrow_response``: ELN 2022 (AML) / CR-CRi-NR (ALL) at each marrow, with MRD and evidence;
-      ``best_response``: best overall response, time to response, relapse, duration of response;
-      ``adrs``: ADaM-style ADRS (OVRLRESP per assessment, BOR per subject).
-    * ``molecular_response``: log10 reduction per marker; ``antigen_loss``: target antigen on blasts.
-    * ``adtte``: OS, EFS, RFS, LFS and CIR per subject (ELN 2022 Table 9); cohort ``response_rates``
-      (ORR and CR/CRh/CRi with exact CIs), ``km`` (Kaplan-Meier of OS, EFS, LFS with log(-log) CIs
-      and numbers at risk) and ``cumulative_incidence`` (relapse, death without relapse competing).
-    * ``car_kinetics`` (NCA per subject: PKNCA-named parameters, method, warnings), ``adpc``, ``adpp``
-      and ``exposure_response`` (Cmax/AUC0-28 vs response and CRS: Mann-Whitney, logistic).
+    >>> from cartlab.datasets import seed_case
+    >>> a = Analysis(seed_case())
+    >>> a.subject_summary()["crs_grade_astct"].to_list()
+    [3]
     """
-    from cartlab.grading.crs import crs_daily, crs_summary
 
-    crs_d = crs_daily(study)
-    crs = crs_summary(study, daily=crs_d)
-    tables = _grading_tables(study, crs_d, crs)
-    tables.update(_response_tables(study))
-    tables.update(_kinetics_tables(study, tables["best_response"], crs))
-    return tables
+    def __init__(self, study: Study, options: AnalysisOptions | None = None, protocol=None,
+                 progress: Callable[[str], None] | None = None):
+        self.study = study
+        self.options = options or AnalysisOptions()
+        self.protocol = protocol
+        self.progress = progress or (lambda msg: None)
+        steps = STEPS + (_protocol_steps(protocol) if protocol is not None else ())
+        self.steps = steps
+        self._producer = {name: s for s in steps for name in s.outputs}
+        self._tables: dict[str, pl.DataFrame] = {}
+        self._missing: dict[str, set[str] | None] = {}  # table -> subjects without rows (None = all)
+        self._done: set[tuple[str, ...]] = set()
+        self.skipped: list[Skipped] = []
+        self.warnings: list[dict[str, str]] = []
+        self.timings: dict[str, float] = {}
+
+    # -- public API
+    def table(self, name: str) -> pl.DataFrame:
+        """The table ``name`` (computed on first use); an EngineError if it could not be derived."""
+        if name not in self._producer:
+            raise KeyError(f"no table {name!r}; tables: {', '.join(self.table_names())}")
+        self._compute(self._producer[name])
+        if name not in self._tables:
+            why = next((s.reason for s in self.skipped if name in s.tables), "it could not be derived")
+            raise EngineError(f"table {name!r} is not available: {why}")
+        return self._tables[name]
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` could be derived (computing it if needed)."""
+        if name not in self._producer:
+            return False
+        self._compute(self._producer[name])
+        return name in self._tables
+
+    def table_names(self, written_only: bool = False) -> list[str]:
+        return [n for s in self.steps if s.write or not written_only for n in s.outputs]
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """Every written table that could be derived, in a fixed order."""
+        for s in self.steps:
+            self._compute(s)
+        return {n: self._tables[n] for n in self.table_names(written_only=True) if n in self._tables}
+
+    def subject_summary(self) -> pl.DataFrame:
+        """One row per subject with every spec column (empty = not evaluable or not derived)."""
+        out = self.study.subjects.select("subject_id")
+        for name, _cite, cols in SUMMARY_SOURCES:
+            if self.has(name):
+                part = self._tables[name].select("subject_id", *cols).unique("subject_id", keep="first")
+                out = out.join(part, on="subject_id", how="left", maintain_order="left")
+        out = out.with_columns(pl.lit(None, dtype=SUBJECT_SUMMARY[c]).alias(c)
+                               for c in SUBJECT_SUMMARY_COLUMNS if c not in out.columns)
+        return out.select(*[pl.col(c).cast(SUBJECT_SUMMARY[c]) for c in SUBJECT_SUMMARY_COLUMNS])
+
+    def manifest(self) -> dict[str, Any]:
+        """What ran, on what input, with which options; what was skipped and why (``analysis.json``)."""
+        meta = {
+            "cartlab_version": __version__,
+            "study_id": self.study.study_id,
+            "n_subjects": self.study.subjects.height,
+            "inputs": self.study.sources.to_dicts(),
+            "input_warnings": [w.to_dict() for w in getattr(self.study, "warnings", [])],
+            "options": self.options.to_dict(),
+            "summary_columns": [{"table": t, "columns": list(c), "citation": cite} for t, cite, c in SUMMARY_SOURCES],
+            "engines": [{"engine": s.engine, "tables": list(s.outputs), "seconds": round(self.timings.get(s.outputs[0], 0.0), 3),
+                         "status": self._status(s)} for s in self.steps if s.outputs[0] in self.timings],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "warnings": self.warnings,
+        }
+        if self.protocol is not None:
+            p = self.protocol
+            meta["protocol"] = {"id": p.id, "version": p.version, "path": p.path}
+        return meta
+
+    # -- the engine runner
+    def _status(self, step: Step) -> str:
+        missing = [self._missing.get(n) for n in step.outputs]
+        if any(m is None and n not in self._tables for m, n in zip(missing, step.outputs)):
+            return "skipped"
+        return "partial" if any(missing) else "ok"
+
+    def _compute(self, step: Step) -> None:
+        if step.outputs in self._done:
+            return
+        self._done.add(step.outputs)
+        for name in step.inputs:
+            self._compute(self._producer[name])
+        ids = self.study.subject_ids
+        absent = [n for n in step.inputs if n not in self._tables]
+        if absent:
+            self._skip(step, None, f"needs {', '.join(absent)}, which could not be derived", step.fix)
+            return
+        lacking = sorted({sid for n in step.inputs for sid in (self._missing.get(n) or ())})
+        if lacking:
+            ids = [s for s in ids if s not in set(lacking)]
+            if step.per_subject:
+                self._skip(step, lacking, f"needs {', '.join(step.inputs)}, which could not be derived for "
+                           "these subjects", step.fix, partial=True)
+            else:
+                self.warnings.append({"engine": step.engine, "message": f"computed without {len(lacking)} "
+                                      f"subject(s) whose {', '.join(step.inputs)} could not be derived: "
+                                      f"{', '.join(lacking[:20])}{' ...' if len(lacking) > 20 else ''}"})
+        self.progress(step.engine)
+        start = time.perf_counter()
+        result = self._run_isolated(step, ids)
+        self.timings[step.outputs[0]] = time.perf_counter() - start
+        if result.tables is None:
+            return
+        self._tables.update(result.tables)
+        failed = set(lacking) | result.failed
+        for n in step.outputs:
+            self._missing[n] = failed
+
+    def _call(self, step: Step, ids: list[str]) -> dict[str, pl.DataFrame]:
+        study = self.study if len(ids) == self.study.subjects.height else self.study.subset(ids)
+        inputs = {n: _subject_filter(self._tables[n], ids) for n in step.inputs}
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always", CartlabWarning)
+            out = step.run(study, self.options, **inputs)
+        for w in caught:
+            if issubclass(w.category, CartlabWarning):
+                entry = {"engine": step.engine, "message": str(w.message)}
+                if entry not in self.warnings:
+                    self.warnings.append(entry)
+            else:
+                _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return out if isinstance(out, dict) else {step.outputs[0]: out}
+
+    def _run_isolated(self, step: Step, ids: list[str]) -> _Result:
+        """Run ``step`` on ``ids``; on failure bisect (per-subject steps) to leave out only the culprits."""
+        try:
+            return _Result(self._call(step, ids))
+        except Exception as exc:  # noqa: BLE001 - an engine's failure is recorded, not fatal
+            first_error = exc
+        if not step.per_subject or len(ids) <= 1:
+            self._skip(step, ids if step.per_subject else None, _describe(first_error), step.fix, error=first_error)
+            return _Result(None)
+        parts: list[dict[str, pl.DataFrame]] = []
+        failed: dict[str, str] = {}
+        self._bisect(step, ids, parts, failed)
+        if failed:
+            by_reason: dict[str, list[str]] = {}
+            for sid, why in failed.items():
+                by_reason.setdefault(why, []).append(sid)
+            for why, sids in by_reason.items():
+                self._skip(step, sids, why, step.fix, partial=len(failed) < len(ids), error=first_error)
+        if not parts:
+            return _Result(None, set(failed))
+        tables = {n: pl.concat([p[n] for p in parts], how="diagonal_relaxed") for n in step.outputs}
+        return _Result(tables, set(failed))
+
+    def _bisect(self, step: Step, ids: list[str], parts: list, failed: dict[str, str]) -> None:
+        if len(ids) == 1:
+            try:
+                parts.append(self._call(step, ids))
+            except Exception as exc:  # noqa: BLE001
+                failed[ids[0]] = _describe(exc)
+            return
+        half = len(ids) // 2
+        for chunk in (ids[:half], ids[half:]):
+            try:
+                parts.append(self._call(step, chunk))
+            except Exception:  # noqa: BLE001
+                self._bisect(step, chunk, parts, failed)
+
+    def _skip(self, step: Step, subjects: list[str] | None, reason: str, fix: str, partial: bool = False,
+              error: BaseException | None = None) -> None:
+        if self.options.strict:
+            who = "every subject" if subjects is None else f"subject(s) {', '.join(subjects[:20])}"
+            raise EngineError(f"{step.engine} could not run for {who}: {reason}", hint=fix) from error
+        self.skipped.append(Skipped(step.engine, list(step.outputs), subjects, reason, fix))
 
 
-def _grading_tables(study: Study, crs_d: pl.DataFrame, crs: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    from cartlab.grading.adam import adae_toxicity
-    from cartlab.grading.crs import episodes
-    from cartlab.grading.crs_legacy import crs_cross_scale_cohort, organ_grades_from_adlb
-    from cartlab.grading.ctcae import derive_ctcae
-    from cartlab.grading.hematotox import (
-        car_hematotox,
-        easix,
-        icaht,
-        icaht_daily,
-        icaht_episodes,
-        iec_hs_flags,
-        recovery_days,
-    )
-    from cartlab.grading.icans import icans_daily
-
-    adlb = derive_ctcae(study)
-    icans_d = icans_daily(study)
-    cross = crs_cross_scale_cohort(study, crs, organ_grades_from_adlb(adlb))
-    icaht_s = icaht(study)
-    parts = [
-        episodes(crs_d, "Cytokine release syndrome", "ASTCT 2019"),
-        episodes(icans_d, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
-        icaht_episodes(study, graded=icaht_s),
-    ]
-    return {
-        "adlb": adlb,
-        "crs_daily": crs_d,
-        "icans_daily": icans_d,
-        "crs_cross_scale": cross["subjects"],
-        "crs_cross_scale_pairwise": cross["pairwise"],
-        "crs_cross_scale_summary": cross["summary"],
-        "icaht": icaht_s,
-        "icaht_daily": icaht_daily(study),
-        "count_recovery": recovery_days(study),
-        "car_hematotox": car_hematotox(study),
-        "easix": easix(study),
-        "iec_hs_flags": iec_hs_flags(study),
-        "adae_toxicity": adae_toxicity(study, parts),
-    }
-
-
-def _has_times(adtte: pl.DataFrame, paramcd: str) -> bool:
-    return adtte.filter((pl.col("PARAMCD") == paramcd) & pl.col("AVAL").is_not_null()).height > 0
-
-
-def _response_tables(study: Study) -> dict[str, pl.DataFrame]:
-    from cartlab.response.best import best_response, derive_adrs, orr
-    from cartlab.response.endpoints import cumulative_incidence, derive_adtte, km_estimate
-    from cartlab.response.marrow import marrow_response, relapse
-    from cartlab.response.molecular import antigen_loss, molecular_response
-
-    marrow = marrow_response(study)
-    best = best_response(study, assessments=marrow)
-    # every assessment (not only the best) so that the first remission day starts RFS/CIR
-    assessments = marrow.select("subject_id", pl.col("category").alias("best_response"),
-                                pl.col("day").alias("best_response_day"), "evidence")
-    adtte = derive_adtte(study, responses=assessments, relapses=relapse(study, marrow))
-    rates = pl.concat([
-        orr(best, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
-        for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi")))
-        for by in (None, "criteria")
-    ], how="diagonal_relaxed")
-    km = [km_estimate(adtte, p) for p in ("OS", "EFS", "LFS") if _has_times(adtte, p)]
-    cif = [cumulative_incidence(adtte, code).with_columns(pl.lit(what).alias("event"))
-           for code, what in ((1, "relapse"), (2, "death without relapse"))] if _has_times(adtte, "CIR") else []
-    return {
-        "marrow_response": marrow,
-        "best_response": best,
-        "adrs": derive_adrs(study, assessments=marrow, best=best),
-        "adtte": adtte,
-        "response_rates": rates,
-        "km": pl.concat(km, how="diagonal_relaxed") if km else pl.DataFrame(),
-        "cumulative_incidence": pl.concat(cif, how="diagonal_relaxed") if cif else pl.DataFrame(),
-        "molecular_response": molecular_response(study),
-        "antigen_loss": antigen_loss(study),
-    }
-
-
-def _kinetics_tables(study: Study, best: pl.DataFrame, crs: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    from cartlab.kinetics.car import car_kinetics, derive_adpc, derive_adpp, kinetics_summary
-    from cartlab.kinetics.exposure import exposure_response
-
-    k = car_kinetics(study)
-    exposure = (kinetics_summary(study, kinetics=k)
-                .join(best.select("subject_id", "best_response"), on="subject_id", how="left")
-                .join(crs.select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
-    return {
-        "car_kinetics": k,
-        "adpc": derive_adpc(study),
-        "adpp": derive_adpp(study, kinetics=k),
-        "exposure_response": exposure_response(exposure),
-    }
+# ------------------------------------------------------------------------------------------------
+# writing
 
 
 def write_tables(tables: dict[str, pl.DataFrame], out_dir: str | Path) -> list[Path]:
-    """Write each table as ``<name>.csv`` (list columns joined with '; ')."""
+    """Write each table as ``<name>.csv`` (list columns joined with '; '), each file atomically."""
     from cartlab.grading.adam import to_csv_frame
 
     out = Path(out_dir)
@@ -319,15 +612,52 @@ def write_tables(tables: dict[str, pl.DataFrame], out_dir: str | Path) -> list[P
 
 
 def write_summary(summary: pl.DataFrame, out_dir: str | Path, meta: dict) -> Path:
-    """Write ``subject_summary.csv`` (booleans as true/false, empty = not evaluable) + manifest."""
+    """Write ``subject_summary.csv`` (booleans as true/false, empty = not evaluable) + ``analysis.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "subject_summary.csv"
-    text = summary.with_columns(
-        pl.col(pl.Boolean).cast(pl.String).str.to_lowercase()
-    )
+    text = summary.with_columns(pl.col(pl.Boolean).cast(pl.String).str.to_lowercase())
     tmp = path.with_suffix(".csv.tmp")
     text.write_csv(tmp)
     tmp.replace(path)
-    (out / "analysis.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    tmp_json = out / "analysis.json.tmp"
+    tmp_json.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    tmp_json.replace(out / "analysis.json")
     return path
+
+
+def write_analysis(analysis: Analysis, out_dir: str | Path) -> tuple[Path, dict[str, pl.DataFrame]]:
+    """Compute every table and write them, ``subject_summary.csv`` and ``analysis.json`` into ``out_dir``.
+
+    The tables are computed before anything is written, and each file is replaced atomically.
+    """
+    tables = analysis.tables()
+    summary = analysis.subject_summary()
+    meta = analysis.manifest()
+    stale = [p for p in Path(out_dir).glob("*.csv")
+             if p.stem not in tables and p.name != "subject_summary.csv"] if Path(out_dir).is_dir() else []
+    write_tables(tables, out_dir)
+    for p in stale:  # a table not derived this time must not be mistaken for this run's
+        if p.stem in analysis.table_names(written_only=True):
+            p.unlink()
+    return write_summary(summary, out_dir, meta), tables
+
+
+# ------------------------------------------------------------------------------------------------
+# the earlier functional API (kept: the report and scripts use it)
+
+
+def subject_summary(study: Study, options: AnalysisOptions | None = None) -> pl.DataFrame:
+    """One row per subject with every spec column (``Analysis(study).subject_summary()``)."""
+    return Analysis(study, options).subject_summary()
+
+
+def detail_tables(study: Study, options: AnalysisOptions | None = None) -> dict[str, pl.DataFrame]:
+    """Every written table of ``Analysis(study)`` (see :data:`STEPS`)."""
+    return Analysis(study, options).tables()
+
+
+def protocol_tables(study: Study, protocol) -> dict[str, pl.DataFrame]:
+    """The protocol views (dose_plan, eligibility, eligibility_verdict, protocol_deviations, protocol_orr)."""
+    a = Analysis(study, protocol=protocol)
+    return {n: a.table(n) for s in _protocol_steps(protocol) for n in s.outputs if a.has(n)}

@@ -10,13 +10,34 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cartlab import __version__
+from cartlab.errors import CartlabError
+
+#: click's base of usage errors (typer may vendor click, so found through a public typer class)
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _Group(typer.core.TyperGroup):
+    """The ``cartlab`` group: expected errors become one message and an exit code, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, _ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place where every error is turned into a message
+            if _debug(ctx):
+                raise
+            raise typer.Exit(_report_error(exc)) from None
+
 
 app = typer.Typer(
+    cls=_Group,
     name="cartlab",
     help="cartlab: CAR-T cell therapy data toolkit — ingest, validate, store, analyse, report.",
     no_args_is_help=True,
@@ -36,6 +57,15 @@ StoreOpt = Annotated[
     ),
 ]
 DEFAULT_STORE_PATH = Path("cartlab.duckdb")
+CsvDialectOpt = Annotated[
+    str,
+    typer.Option(
+        "--csv-dialect",
+        envvar="CARTLAB_CSV_DIALECT",
+        help="How the study's CSV files are written: standard (comma-separated, decimal points), european "
+        "(semicolons, decimal commas), semicolon or tab.",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -46,11 +76,52 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = None,
+    debug: Annotated[bool, typer.Option(
+        "--debug", envvar="CARTLAB_DEBUG", help="Show the full traceback of an error (env CARTLAB_DEBUG=1).")] = False,
 ) -> None:
     """cartlab: CAR-T cell therapy data toolkit."""
+    ctx.meta["cartlab_debug"] = debug
+
+
+def _debug(ctx) -> bool:
+    import os
+
+    return bool(ctx.meta.get("cartlab_debug")) or os.environ.get("CARTLAB_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def _report_error(exc: BaseException) -> int:
+    """Print one clear message for ``exc`` on stderr; return the exit code (2 bad input, 1 otherwise)."""
+    from rich.markup import escape
+
+    from cartlab.errors import CartlabError
+    from cartlab.io import StudyValidationError
+    from cartlab.protocol import ProtocolError
+
+    if isinstance(exc, KeyboardInterrupt):
+        err.print("[red]interrupted[/]")
+        return 130
+    if isinstance(exc, StudyValidationError):
+        _print_issues(exc)
+    elif isinstance(exc, ProtocolError):
+        err.print(f"[bold red]{escape(exc.source)}: {len(exc.problems)} problem(s) in the protocol[/]", soft_wrap=True)
+        for where, msg in exc.problems:
+            err.print(f"  [red]✗[/] [bold]{escape(where)}[/]{': ' if where else ''}{escape(msg)}", soft_wrap=True,
+                      highlight=False)
+    elif isinstance(exc, CartlabError):
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        if exc.hint:
+            err.print(f"[dim]{escape(exc.hint)}[/]", soft_wrap=True, highlight=False)
+    else:
+        err.print(f"[red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}", soft_wrap=True,
+                  highlight=False)
+        err.print("[dim]This is a bug in cartlab, not in your data as far as cartlab can tell. Run the same command "
+                  "with --debug (or CARTLAB_DEBUG=1) to see the traceback, and report it.[/]", soft_wrap=True)
+        return 1
+    return getattr(exc, "exit_code", 1)
 
 
 @contextmanager
@@ -95,25 +166,47 @@ def _print_issues(exc) -> None:
     err.print("[red]Nothing was written.[/]")
 
 
-def _read_or_exit(folder: Path, study_id: str | None = None):
-    from cartlab.io import StudyValidationError, read_study
+def _read_or_exit(folder: Path, study_id: str | None = None, csv_dialect: str = "standard"):
+    """Read and validate a study folder (an invalid one raises StudyValidationError: exit 2); print
+    what reading it warned about (files not read, duplicate rows dropped)."""
+    from cartlab.io import read_study
+    from cartlab.io.study_folder import check_study_path
 
-    try:
-        with _progress(f"reading {folder.name}") as step:
-            return read_study(folder, study_id, progress=step)
-    except StudyValidationError as exc:
-        _print_issues(exc)
-        raise typer.Exit(1) from None
+    check_study_path(folder)
+    with _progress(f"reading {folder.name}") as step:
+        study = read_study(folder, study_id, progress=step, csv_dialect=csv_dialect)
+    _print_warnings(study.warnings)
+    return study
+
+
+def _print_warnings(warnings, limit: int = 50) -> None:
+    from rich.markup import escape
+
+    for w in warnings[:limit]:
+        err.print(f"  [yellow]![/] {escape(str(w))}", soft_wrap=True, highlight=False)
+    if len(warnings) > limit:
+        err.print(f"  ... and {len(warnings) - limit} more warnings (cartlab validate --json lists them all)")
 
 
 def _open_store(path: Path, read_only: bool = False):
-    from cartlab.store import Store, StoreError
+    from cartlab.store import Store
 
-    try:
-        return Store(path, read_only=read_only)
-    except StoreError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from None
+    return Store(path, read_only=read_only)
+
+
+def _check_file(path: Path) -> None:
+    """An input file that must exist (bad input: exit 2, saying what the path is instead)."""
+    from cartlab.io.study_folder import describe_path
+
+    if not path.is_file():
+        raise _usage(f"{path}: {describe_path(path)}; expected a file")
+
+
+def _usage(message: str, hint: str | None = None):
+    """Bad input or usage: one message, exit code 2."""
+    from cartlab.errors import InputError
+
+    return InputError(message, hint=hint)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,17 +216,22 @@ def _open_store(path: Path, read_only: bool = False):
 def validate_cmd(
     study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print every issue as JSON.")] = False,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
-    """Validate a study folder; list every problem (file, row, column) of every file.
+    """Validate a study folder; list every problem (file, row, column) of every file, and warn about
+    every file that is not read and every duplicate row.
 
-    Exit code 0 when valid, 1 when not. Nothing is written.
+    Exit code 0 when valid (warnings allowed), 1 when not, 2 when the path is not a study folder.
+    Nothing is written.
 
     [bold]Example[/]: cartlab validate studies/NCT04762485
     """
     from cartlab.io import validate_study
+    from cartlab.io.study_folder import check_study_path
 
+    check_study_path(study_dir)
     with _progress(f"validating {study_dir.name}") as _:
-        issues = validate_study(study_dir)
+        issues = validate_study(study_dir, csv_dialect)
     errors = [i for i in issues if i.severity == "error"]
     if as_json:
         console.print_json(json.dumps([i.to_dict() for i in issues]))
@@ -143,6 +241,7 @@ def validate_cmd(
         _print_issues(StudyValidationError(issues, str(study_dir)))
     else:
         console.print(f"[green]{study_dir}: valid[/] (study folder format v1)")
+        _print_warnings([i for i in issues if i.severity != "error"], limit=500)
     raise typer.Exit(1 if errors else 0)
 
 
@@ -153,6 +252,7 @@ def import_cmd(
     study_id: Annotated[
         Optional[str], typer.Option("--study-id", help="Study id (default: the folder's name).")
     ] = None,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Validate a study folder and import it into the store (one transaction).
 
@@ -161,34 +261,26 @@ def import_cmd(
 
     [bold]Example[/]: cartlab import studies/NCT04762485 --store trial.duckdb
     """
-    from cartlab.io import StudyValidationError, read_study
-    from cartlab.store import Store, StoreError
+    from cartlab.io import read_study
+    from cartlab.io.study_folder import _sha256, check_study_path
+    from cartlab.store import Store
     from cartlab.store.duckdb_store import fingerprint_files, study_files
-    from cartlab.io.study_folder import _sha256
 
-    if not study_dir.is_dir():
-        err.print(f"[red]{study_dir}: not a folder[/]")
-        raise typer.Exit(1)
+    check_study_path(study_dir)
     sid = study_id or study_dir.resolve().name
-    try:
-        with _progress(f"importing {sid}") as step:
-            # validate before the store is even opened: a bad folder never touches it
-            if store.exists():
-                files = [(p.name, _sha256(p)) for p in study_files(study_dir)]
-                with Store(store) as s:
-                    if s.fingerprint_of(sid) == fingerprint_files(sid, files):
-                        console.print(f"{sid}: unchanged (already imported, same files)")
-                        return
-            study = read_study(study_dir, sid, progress=lambda n: step(f"validating {n}"))
+    with _progress(f"importing {sid}") as step:
+        # validate before the store is even opened: a bad folder never touches it
+        if store.exists():
+            files = [(p.name, _sha256(p)) for p in study_files(study_dir)]
             with Store(store) as s:
-                step("writing")
-                result = s.import_study(study, sid, folder=study_dir, progress=step)
-    except StudyValidationError as exc:
-        _print_issues(exc)
-        raise typer.Exit(1) from None
-    except StoreError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from None
+                if s.fingerprint_of(sid) == fingerprint_files(sid, files):
+                    console.print(f"{sid}: unchanged (already imported, same files)")
+                    return
+        study = read_study(study_dir, sid, progress=lambda n: step(f"validating {n}"), csv_dialect=csv_dialect)
+        with Store(store) as s:
+            step("writing")
+            result = s.import_study(study, sid, folder=study_dir, progress=step)
+    _print_warnings(study.warnings)
     console.print(f"[green]{result}[/] -> {store}")
 
 
@@ -242,15 +334,10 @@ def show_cmd(
     [bold]Example[/]: cartlab show CD7-AML-001 --from -7 --to 30
     """
     from cartlab.report.timeline import subject_timeline
-    from cartlab.store import StoreError
 
     s = _open_store(store, read_only=True)
     with s:
-        try:
-            data = s.subject(subject, study)
-        except StoreError as exc:
-            err.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from None
+        data = s.subject(subject, study)
     header, table, flagged = subject_timeline(data, subject, start=start, end=end)
     console.print(header)
     console.print(table)
@@ -270,17 +357,11 @@ def export_cmd(
     [bold]Example[/]: cartlab export seed_case exported/ --format parquet
     """
     from cartlab.io import write_study
-    from cartlab.store import StoreError
 
     if fmt not in ("csv", "parquet"):
-        err.print("[red]--format must be csv or parquet[/]")
-        raise typer.Exit(2)
+        raise _usage("--format must be csv or parquet")
     with _open_store(store, read_only=True) as s:
-        try:
-            study = s.load_study(study_id)
-        except StoreError as exc:
-            err.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from None
+        study = s.load_study(study_id)
     path = write_study(study, out, fmt=fmt)
     console.print(f"[green]wrote[/] {path} ({study.subjects.height} subjects)")
 
@@ -301,17 +382,11 @@ def explain_cmd(
     from rich.markup import escape
 
     from cartlab.grading.explain import EXPLAINERS, explain
-    from cartlab.store import StoreError
 
     if what not in EXPLAINERS:
-        err.print(f"[red]cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}[/]")
-        raise typer.Exit(2)
+        raise _usage(f"cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}")
     with _open_store(store, read_only=True) as s:
-        try:
-            data = s.subject(subject, study)
-        except StoreError as exc:
-            err.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from None
+        data = s.subject(subject, study)
     ex = explain(data, what)
     console.print(f"[bold]{escape(subject)}[/] · {escape(ex.headline)}")
     console.print(f"[dim]{escape(ex.criteria)}[/]", soft_wrap=True)
@@ -365,9 +440,7 @@ def ctcae_cmd(
 
     from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions, ctcae_command
 
-    if not input_csv.is_file():
-        err.print(f"[red]{input_csv}: no such file[/]")
-        raise typer.Exit(1)
+    _check_file(input_csv)
     known = {f.name for f in fields(CtcaeOptions)} - {"extra", "version", "units"}
     kwargs: dict = {"version": version, "units": units}
     extra: dict = {}
@@ -375,8 +448,7 @@ def ctcae_cmd(
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or not name:
-            err.print(f"[red]--option {item!r}: write NAME=VALUE[/]")
-            raise typer.Exit(2)
+            raise _usage(f"--option {item!r}: write NAME=VALUE")
         if name in ("high_indicator", "low_indicator"):
             kwargs[name] = tuple(v.strip() for v in value.split("|") if v.strip())
         elif name in known:
@@ -389,10 +461,10 @@ def ctcae_cmd(
             step("CTCAE")
             summary = ctcae_command(input_csv, out, options=opts)
     except (ValueError, KeyError) as exc:
-        err.print(f"[red]{input_csv}: {exc}[/]", soft_wrap=True)
-        if extra:
-            err.print(f"[dim]known options: {', '.join(sorted(OPTION_DOCS))}[/]", soft_wrap=True)
-        raise typer.Exit(1) from None
+        if isinstance(exc, CartlabError):
+            raise
+        raise _usage(f"{input_csv}: {exc}", hint=f"known options: {', '.join(sorted(OPTION_DOCS))}"
+                     if extra else None) from None
     by = ", ".join(f"grade {g}: {n}" for g, n in sorted(summary["by_grade"].items()))
     console.print(f"[green]wrote[/] {out}: {summary['rows']} rows, {summary['graded']} graded ({by}), "
                   f"{summary['not_gradable']} not gradable; criteria {', '.join(summary['criteria'])}")
@@ -431,8 +503,9 @@ def nca_cmd(
             summary = nca_command(table, out, subject=subject, time=time, conc=conc, lloq=lloq, method=method,
                                   intervals=interval or None)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/]", soft_wrap=True)
-        raise typer.Exit(1) from None
+        if isinstance(exc, CartlabError):
+            raise
+        raise _usage(str(exc)) from None
     console.print(f"[green]wrote[/] {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()
                                                        if not isinstance(v, (list, dict))), soft_wrap=True)
 
@@ -467,6 +540,7 @@ def stein_cmd(
     n_smooth: Annotated[int, typer.Option("--n-smooth", min=1, help="Population: SAEM iterations with decreasing step.")] = 200,
     n_post: Annotated[int, typer.Option("--n-post", min=1, help="Population: MCMC iterations for SEs.")] = 150,
     n_chains: Annotated[Optional[int], typer.Option("--n-chains", min=1, help="Population: chains per subject.")] = None,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Fit the Stein 2019 CAR-T kinetic model (expansion to Tmax, biphasic contraction), per subject
     by maximum likelihood or as a population by SAEM, with the Beal M3 likelihood for BLQ samples.
@@ -479,7 +553,9 @@ def stein_cmd(
     """
     from cartlab.kinetics.stein_command import stein_command
 
-    study = _read_or_exit(source) if source.is_dir() else source
+    if not source.exists():
+        raise _usage(f"{source}: no such file or folder")
+    study = _read_or_exit(source, csv_dialect=csv_dialect) if source.is_dir() else source
     try:
         with _progress("Stein fit", total=1) as step:
             def report(stage: str, done: int, total: int) -> None:
@@ -491,9 +567,9 @@ def stein_cmd(
                 fixed=fix or (), prior=prior, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
                 progress=report)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/]", soft_wrap=True, highlight=False)
-        err.print("[red]Nothing was written.[/]")
-        raise typer.Exit(1) from None
+        if isinstance(exc, CartlabError):
+            raise
+        raise _usage(str(exc), hint="Nothing was written.") from None
     what = "population (SAEM)" if population else "per-subject"
     console.print(f"[green]wrote[/] {out}: {what} fit of {meta['n_subjects']} subject(s), {meta['n_observations']} "
                   f"observations ({meta['n_blq']} BLQ, {meta['n_dropped']} dropped)", soft_wrap=True)
@@ -512,18 +588,10 @@ StudyDirOpt = Annotated[Optional[Path], typer.Option("--study-dir", help="Read t
 
 
 def _protocol_or_exit(id_or_path: str):
-    from cartlab.protocol import ProtocolError, load_protocol
+    """A shipped protocol id or YAML file (an invalid one raises ProtocolError: exit 2)."""
+    from cartlab.protocol import load_protocol
 
-    try:
-        return load_protocol(id_or_path)
-    except ProtocolError as exc:
-        from rich.markup import escape
-
-        err.print(f"[bold red]{escape(exc.source)}: {len(exc.problems)} problem(s) in the protocol[/]", soft_wrap=True)
-        for where, msg in exc.problems:
-            err.print(f"  [red]✗[/] [bold]{escape(where)}[/]{': ' if where else ''}{escape(msg)}", soft_wrap=True,
-                      highlight=False)
-        raise typer.Exit(1) from None
+    return load_protocol(id_or_path)
 
 
 @app.command("protocols")
@@ -619,8 +687,7 @@ def dose_cmd(
     from cartlab.protocol.sheet import format_dose, sheet_context, write_dosing_sheet
 
     if fmt not in ("table", "csv"):
-        err.print("[red]--format must be table or csv[/]")
-        raise typer.Exit(2)
+        raise _usage("--format must be table or csv")
     p = _protocol_or_exit(protocol)
     if (weight is None or height is None) and subject and (study_dir is not None or store is not None):
         from dataclasses import replace
@@ -630,8 +697,7 @@ def dose_cmd(
         data = _subject_data(subject, store or DEFAULT_STORE_PATH, None, study_dir)
         patient, why = subject_patient(data, p, subject)
         if patient is None:
-            err.print(f"[red]cannot dose {escape(subject)}: {escape(why)}[/]")
-            raise typer.Exit(1)
+            raise _usage(f"cannot dose {subject}: {why}")
         given = {k: v for k, v in (("weight_kg", weight), ("height_cm", height), ("age_years", age),
                                    ("sex", sex.upper() if sex else None)) if v is not None}
         if creatinine:
@@ -642,8 +708,7 @@ def dose_cmd(
                   f"creatinine {patient.creatinine if patient.creatinine is not None else 'none'} "
                   f"{patient.creatinine_unit or ''} (from the study data)[/]")
     elif weight is None or height is None:
-        err.print("[red]give --weight and --height, or --subject with --study-dir/--store[/]")
-        raise typer.Exit(2)
+        raise _usage("give --weight and --height, or --subject with --study-dir/--store")
     else:
         patient = Patient(weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
                           creatinine=creatinine[0] if creatinine else None,
@@ -656,14 +721,13 @@ def dose_cmd(
         plan = dose_plan(p, patient, opts)
         path = write_dosing_sheet(sheet_context(p, plan, size, opts, patient), sheet) if sheet else None
     except (DosingError, ValueError) as exc:
-        err.print(f"[red]cannot dose: {escape(str(exc))}[/]", soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise _usage(f"cannot dose: {exc}") from None
     if fmt == "csv":
         sys.stdout.write(plan.write_csv())
     else:
         renal = (f"CrCl {size['crcl_ml_min']:.0f} mL/min (Cockcroft-Gault), eGFR {size['egfr_ml_min_173']:.0f} "
                  "mL/min/1.73 m2 (CKD-EPI 2021)" if size["crcl_ml_min"] is not None else f"renal function {size['renal_note']}")
-        console.print(f"[bold]{escape(p.id)}[/] · {weight:g} kg, {height:g} cm · BSA {size['bsa_m2']:.2f} m2 "
+        console.print(f"[bold]{escape(p.id)}[/] · {patient.weight_kg:g} kg, {patient.height_cm:g} cm · BSA {size['bsa_m2']:.2f} m2 "
                       f"({size['bsa_method'].capitalize()}) · {renal}", soft_wrap=True)
         t = Table(header_style="bold")
         for c in ("day", "agent", "dose", "unit", "basis"):
@@ -682,20 +746,14 @@ def dose_cmd(
 
 
 def _subject_data(subject: str, store: Path, study: str | None, study_dir: Path | None):
-    from cartlab.store import StoreError
 
     if study_dir is not None:
         data = _read_or_exit(study_dir)
         if subject not in data.subject_ids:
-            err.print(f"[red]no subject {subject!r} in {study_dir}[/]")
-            raise typer.Exit(1)
+            raise _usage(f"no subject {subject!r} in {study_dir}")
         return data.subject(subject)
     with _open_store(store, read_only=True) as s:
-        try:
-            return s.subject(subject, study)
-        except StoreError as exc:
-            err.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from None
+        return s.subject(subject, study)
 
 
 @app.command("eligibility")
@@ -765,13 +823,11 @@ def deviations_cmd(
     from cartlab.protocol import protocol_deviations
 
     if not protocol:
-        err.print("[red]--protocol is required[/]")
-        raise typer.Exit(2)
+        raise _usage("--protocol is required")
     p = _protocol_or_exit(protocol)
     if subject is None:
         if study_dir is None:
-            err.print("[red]give a SUBJECT, or --study-dir for every subject of a study folder[/]")
-            raise typer.Exit(2)
+            raise _usage("give a SUBJECT, or --study-dir for every subject of a study folder")
         data = _read_or_exit(study_dir)
     else:
         data = _subject_data(subject, store, study, study_dir)
@@ -791,6 +847,30 @@ def deviations_cmd(
     console.print(t)
 
 
+def _print_skipped(analysis) -> None:
+    """A short table of what could not be analysed (the details are in analysis.json)."""
+    from rich.markup import escape
+
+    if analysis.skipped:
+        t = Table(title="not analysed (see analysis.json, 'skipped')", header_style="bold", title_justify="left")
+        for c in ("engine", "subjects", "reason", "how to fix"):
+            t.add_column(c, overflow="fold")
+        for sk in analysis.skipped[:30]:
+            who = "all" if sk.subjects is None else (", ".join(sk.subjects[:6]) + (
+                f" (+{len(sk.subjects) - 6})" if len(sk.subjects) > 6 else ""))
+            t.add_row(escape(sk.engine), escape(who), escape(sk.reason), escape(sk.fix))
+        err.print(t)
+        if len(analysis.skipped) > 30:
+            err.print(f"... and {len(analysis.skipped) - 30} more")
+    for w in analysis.warnings[:30]:
+        err.print(f"  [yellow]![/] {escape(w['engine'])}: {escape(w['message'])}", soft_wrap=True, highlight=False)
+
+
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict", help="Stop with an error when an engine cannot analyse a subject, or a subject needing censoring "
+    "has no last_followup_day, instead of recording it and going on.")]
+
+
 @app.command("analyze")
 def analyze_cmd(
     study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
@@ -798,35 +878,28 @@ def analyze_cmd(
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Also check the study against a protocol (shipped id or YAML): dose_plan, "
         "eligibility, eligibility_verdict and protocol_deviations tables.")] = None,
+    strict: StrictOpt = False,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
-    """Run every available engine on a study folder and write DIR/subject_summary.csv.
+    """Run every engine on a study folder; write DIR/subject_summary.csv, every table and DIR/analysis.json.
 
-    The summary has every column of the spec; columns whose engine is not available yet are empty
-    and listed under "pending_columns" in DIR/analysis.json.
+    An engine (or a subject in it) that cannot run is left out, listed on the screen and in
+    analysis.json under "skipped" (engine, subjects, reason, how to fix); everything else is written.
 
     [bold]Example[/]: cartlab analyze studies/NCT04762485 --out results/
     """
-    from cartlab.analyze import detail_tables, manifest, protocol_tables, subject_summary, write_summary, write_tables
+    from cartlab.analyze import Analysis, AnalysisOptions, write_analysis
 
     proto = _protocol_or_exit(protocol) if protocol else None
-    study = _read_or_exit(study_dir)
+    study = _read_or_exit(study_dir, csv_dialect=csv_dialect)
     with _progress("analysing") as step:
-        step("engines")
-        summary = subject_summary(study)
-        tables = detail_tables(study)
-        if proto is not None:
-            step(f"protocol {proto.id}")
-            tables.update(protocol_tables(study, proto))
-        meta = manifest(study)
-        if proto is not None:
-            meta["protocol"] = {"id": proto.id, "version": proto.version, "path": proto.path}
+        analysis = Analysis(study, AnalysisOptions(strict=strict), protocol=proto, progress=step)
+        analysis.tables()
         step("writing")
-        write_tables(tables, out)
-        path = write_summary(summary, out, meta)
-    console.print(f"[green]wrote[/] {path} ({summary.height} subjects) and {', '.join(t + '.csv' for t in tables)}")
-    if meta["pending_columns"]:
-        cols = ", ".join(c for cs in meta["pending_columns"].values() for c in cs)
-        console.print(f"[dim]empty until their engine exists: {cols}[/]")
+        path, tables = write_analysis(analysis, out)
+    _print_skipped(analysis)
+    console.print(f"[green]wrote[/] {path} ({study.subjects.height} subjects) and {len(tables)} tables: "
+                  f"{', '.join(t + '.csv' for t in tables)}", soft_wrap=True)
 
 
 @app.command("report")
@@ -836,25 +909,27 @@ def report_cmd(
     subject: Annotated[Optional[str], typer.Option("--subject", help="Only this subject.")] = None,
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Add the protocol section (planned doses, eligibility, deviations).")] = None,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Write an HTML report (course figure in the style of the paper's Figure 1) per subject.
 
     [bold]Example[/]: cartlab report studies/NCT04762485 --subject CD7-AML-001 --out report/
     """
-    from cartlab.analyze import subject_summary
+    from cartlab.analyze import Analysis
     from cartlab.report import write_study_report, write_subject_report
 
     proto = _protocol_or_exit(protocol) if protocol else None
-    study = _read_or_exit(study_dir)
-    summary = subject_summary(study)
-    with _progress("writing report") as _:
+    study = _read_or_exit(study_dir, csv_dialect=csv_dialect)
+    if subject and subject not in study.subject_ids:
+        raise _usage(f"no subject {subject!r} in {study_dir}")
+    with _progress("writing report") as step:
+        analysis = Analysis(study, protocol=proto, progress=step)
+        summary = analysis.subject_summary()
         if subject:
-            if subject not in study.subject_ids:
-                err.print(f"[red]no subject {subject!r} in {study_dir}[/]")
-                raise typer.Exit(1)
             path = write_subject_report(study, subject, out, summary=summary, protocol=proto)
         else:
             path = write_study_report(study, out, summary=summary, protocol=proto)
+    _print_skipped(analysis)
     console.print(f"[green]report:[/] {path}")
 
 
@@ -874,8 +949,7 @@ def synthetic_cmd(
     from cartlab.datasets import synthetic_cohort
 
     if fmt not in ("csv", "parquet"):
-        err.print("[red]--format must be csv or parquet[/]")
-        raise typer.Exit(2)
+        raise _usage("--format must be csv or parquet")
     path = synthetic_cohort(n, seed=seed, out_dir=out, fmt=fmt, progress=err.is_terminal)
     console.print(f"[green]wrote[/] {path} ({n} synthetic subjects, seed {seed})")
 
@@ -892,8 +966,10 @@ def demo_cmd(
 
     [bold]Example[/]: cartlab demo --out out/
     """
-    from cartlab.analyze import detail_tables, manifest, subject_summary, write_summary, write_tables
+    from cartlab.analyze import Analysis, write_analysis
     from cartlab.datasets import seed_case_path
+    from cartlab.protocol import DoseOptions, body_size, dose_plan, load_protocol, subject_patient
+    from cartlab.protocol.sheet import sheet_context, write_dosing_sheet
     from cartlab.report import write_study_report
     from cartlab.store import Store
 
@@ -909,18 +985,12 @@ def demo_cmd(
     console.print(f"2. imported into {store_path}: {result}")
     with Store(store_path, read_only=True) as s:
         study = s.load_study("seed_case")
-    from cartlab.analyze import protocol_tables
-    from cartlab.protocol import DoseOptions, body_size, dose_plan, load_protocol, subject_patient
-    from cartlab.protocol.sheet import sheet_context, write_dosing_sheet
 
     proto = load_protocol("nct04762485")
-    summary = subject_summary(study)
-    tables = detail_tables(study)
-    tables.update(protocol_tables(study, proto))
-    write_tables(tables, out / "analysis")
-    meta = manifest(study)
-    meta["protocol"] = {"id": proto.id, "version": proto.version, "path": proto.path}
-    path = write_summary(summary, out / "analysis", meta)
+    analysis = Analysis(study, protocol=proto)
+    path, _tables = write_analysis(analysis, out / "analysis")
+    _print_skipped(analysis)
+    summary = analysis.subject_summary()
     console.print(f"3. analysis: {path} (protocol {proto.id}: dose_plan, eligibility, protocol_deviations)")
     report = write_study_report(study, out / "report", summary=summary, protocol=proto)
     console.print(f"4. report: [bold green]{report.resolve()}[/]")

@@ -184,6 +184,8 @@ class Study:
             schema={"file": pl.String, "format": pl.String, "sha256": pl.String, "n_rows": pl.Int64}
         )
     )
+    #: what reading the study warned about (``cartlab.io.Issue``: files not read, duplicate rows dropped)
+    warnings: list = field(default_factory=list)
 
     def table(self, name: str) -> pl.DataFrame:
         return getattr(self, name)
@@ -194,6 +196,12 @@ class Study:
     @property
     def subject_ids(self) -> list[str]:
         return self.subjects["subject_id"].to_list()
+
+    def subset(self, subject_ids) -> "Study":
+        """The same study restricted to ``subject_ids`` (order of the subjects table kept)."""
+        ids = list(subject_ids)
+        kw = {name: df.filter(pl.col("subject_id").is_in(ids)) for name, df in self.tables().items()}
+        return Study(study_id=self.study_id, sources=self.sources, warnings=self.warnings, **kw)
 
     def subject(self, subject_id: str) -> "Study":
         """The same study restricted to one subject."""

@@ -18,10 +18,12 @@ from functools import lru_cache
 
 import pint
 
+from cartlab.errors import InputError
+
 __all__ = ["UnitError", "Conversion", "ureg", "normalise_spelling", "conversion", "parse_unit"]
 
 
-class UnitError(ValueError):
+class UnitError(InputError):
     """An unknown unit, or a unit of the wrong dimension for the parameter."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cartlab.errors import InputError
+
 
 @dataclass
 class Issue:
@@ -45,7 +47,7 @@ class Issue:
         }
 
 
-class StudyValidationError(ValueError):
+class StudyValidationError(InputError):
     """A study folder breaks the format; ``issues`` lists every problem found (all files, all rows)."""
 
     def __init__(self, issues: list[Issue], folder: str = ""):

@@ -21,7 +21,10 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.io.dictionary import load_dictionary
+from cartlab.errors import InputError
+from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue, StudyValidationError
+from cartlab.io.folder import CSV_DIALECTS, describe_path, find_tables, missing_subjects_issue, sniff_dialect
 from cartlab.io.schema import DOSE_UNITS, FILES, FileSpec
 from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
@@ -74,14 +77,16 @@ def _sha256(path: Path) -> str:
 class _FileReader:
     """Reads one file of a study folder, collecting issues instead of stopping at the first."""
 
-    def __init__(self, spec: FileSpec, path: Path, issues: list[Issue]):
+    def __init__(self, spec: FileSpec, path: Path, issues: list[Issue], dialect: str = "standard"):
+        self.separator, self.decimal = CSV_DIALECTS[dialect]
+        self.dialect = dialect
         self.spec = spec
         self.path = path
         self.fname = path.name
         self.issues = issues
         self.df: pl.DataFrame | None = None
         self.sha256 = ""
-        self.fmt = path.suffix.lstrip(".")
+        self.fmt = path.suffix.lstrip(".").lower()
         self.extra_cols: list[str] = []
 
     # -- issue helpers
@@ -134,7 +139,7 @@ class _FileReader:
     def _load_csv(self) -> pl.DataFrame | None:
         try:
             with open(self.path, newline="", encoding="utf-8-sig") as fh:
-                header = next(csv.reader(fh), None)
+                header = next(csv.reader(fh, delimiter=self.separator), None)
         except UnicodeDecodeError as exc:
             self.issue(None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
             return None
@@ -147,6 +152,7 @@ class _FileReader:
         try:
             df = pl.read_csv(
                 self.path,
+                separator=self.separator,
                 infer_schema=False,
                 encoding="utf8",
                 new_columns=self.header,
@@ -159,7 +165,7 @@ class _FileReader:
     def _explain_csv_error(self, exc: Exception) -> None:
         n = len(self.header)
         with open(self.path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
+            reader = csv.reader(fh, delimiter=self.separator)
             next(reader, None)
             for i, rec in enumerate(reader, start=1):
                 if rec and len(rec) != n:
@@ -241,6 +247,11 @@ class _FileReader:
             if col.required:
                 self.flag(raw.is_null(), col.name, f"required value {col.name!r} is empty")
             if col.kind == "num":
+                if self.decimal == ",":
+                    self.flag(raw.str.contains(".", literal=True), col.name,
+                              lambda v, c=col.name: f"{c} {v!r} has a decimal point, but the {self.dialect} "
+                              "dialect writes decimals with a comma")
+                    raw = raw.str.replace(",", ".", literal=True)
                 parsed = raw.cast(pl.Float64, strict=False)
                 self.flag(
                     raw.is_not_null() & (parsed.is_null() | ~parsed.is_finite()),
@@ -449,7 +460,10 @@ def _observations(r: _FileReader) -> pl.DataFrame:
         by=pl.lit(None),
     )
     # censored results such as "<50": bound in the row's unit
-    cens = pl.col("value_text").str.extract_groups(_CENSORED.pattern)
+    text = pl.col("value_text")
+    if r.decimal == ",":  # "<0,5" in the european dialect
+        text = text.str.replace(r"^(\s*[<>≤≥]=?\s*[-+]?\d+),(\d+)", "$1.$2")
+    cens = text.str.extract_groups(_CENSORED.pattern)
     df = df.with_columns(
         cens.struct.field("1").replace({"≤": "<=", "≥": ">="}).alias("censor"),
         cens.struct.field("2").cast(pl.Float64, strict=False).alias("__censor_limit"),
@@ -584,32 +598,45 @@ _RULES = {
 # public API
 
 
-def _find_file(folder: Path, name: str, issues: list[Issue]) -> Path | None:
-    found = [folder / f"{name}.{ext}" for ext in ("csv", "parquet") if (folder / f"{name}.{ext}").exists()]
-    if len(found) > 1:
-        issues.append(Issue(f"{name}.csv", None, f"both {name}.csv and {name}.parquet exist: keep one"))
-        return None
-    return found[0] if found else None
-
-
-def _read(folder: str | Path, study_id: str | None, progress: Callable[[str], None] | None) -> tuple[Study | None, list[Issue]]:
+def check_study_path(folder: str | Path) -> Path:
+    """``folder`` as a Path if it is a folder; else an error that says what the path is."""
     folder = Path(folder)
-    issues: list[Issue] = []
     if not folder.is_dir():
-        issues.append(Issue(str(folder), None, "not a folder"))
-        return None, issues
+        raise StudyValidationError([Issue(str(folder), None, describe_path(folder))], str(folder))
+    return folder
+
+
+def _read(
+    folder: str | Path,
+    study_id: str | None,
+    progress: Callable[[str], None] | None,
+    csv_dialect: str = "standard",
+) -> tuple[Study | None, list[Issue]]:
+    folder = Path(folder)
+    if csv_dialect not in CSV_DIALECTS:
+        raise InputError(f"unknown CSV dialect {csv_dialect!r}; choose one of: {', '.join(CSV_DIALECTS)}")
+    if not folder.is_dir():
+        return None, [Issue(str(folder), None, describe_path(folder))]
     step = progress or (lambda name: None)
+    contents, issues = find_tables(folder)
+    # the dialect of every CSV file first: one message per file, not a cascade of row errors
+    wrong_dialect = set()
+    for name, path in contents.tables.items():
+        if path.suffix.lower() == ".csv" and (issue := sniff_dialect(path, csv_dialect)) is not None:
+            issues.append(issue)
+            wrong_dialect.add(name)
+    if "subjects" not in contents.tables:
+        if not any(i.severity == "error" and i.file.lower().startswith("subjects.") for i in issues):
+            issues.append(missing_subjects_issue(contents))
+        return None, issues
+    if "subjects" in wrong_dialect:
+        return None, issues
 
     frames: dict[str, pl.DataFrame] = {}
     sources = []
-    spec = FILES["subjects"]
-    path = _find_file(folder, "subjects", issues)
-    if path is None:
-        if not issues:
-            issues.append(Issue("subjects.csv", None, "subjects.csv is required and missing"))
-        return None, issues
+    path = contents.tables["subjects"]
     step("subjects")
-    sr = _FileReader(spec, path, issues)
+    sr = _FileReader(FILES["subjects"], path, issues, csv_dialect)
     if not sr.load():
         return None, issues
     sr.parse_columns()
@@ -620,17 +647,17 @@ def _read(folder: str | Path, study_id: str | None, progress: Callable[[str], No
     anchors = _anchors(subjects)
 
     for name, rule in _RULES.items():
-        path = _find_file(folder, name, issues)
-        if path is None:
+        path = contents.tables.get(name)
+        if path is None or name in wrong_dialect:
             continue
         step(name)
-        fr = _FileReader(FILES[name], path, issues)
+        fr = _FileReader(FILES[name], path, issues, csv_dialect)
         if not fr.load():
             continue
         fr.parse_columns()
         fr.check_subjects_known(known)
         fr.resolve_times(anchors)
-        frames[name] = rule(fr)
+        frames[name] = drop_duplicates(rule(fr), name, path.name, issues)
         sources.append((path.name, fr.fmt, fr.sha256, frames[name].height))
 
     if any(i.severity == "error" for i in issues):
@@ -656,25 +683,29 @@ def read_study(
     study_id: str | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    csv_dialect: str = "standard",
 ) -> Study:
     """Read and validate a study folder into canonical form.
 
     Raises :class:`StudyValidationError` listing every problem (file, rows, column) of every file.
-    ``study_id`` defaults to the folder's name.
+    ``study_id`` defaults to the folder's name. ``csv_dialect`` is ``standard`` (comma-separated,
+    decimal points), ``european`` (semicolons, decimal commas), ``semicolon`` or ``tab``. Warnings
+    (files not read, duplicate rows dropped) are kept in ``study.warnings``.
 
     >>> from cartlab.datasets import seed_case_path
     >>> read_study(seed_case_path()).subjects["subject_id"].to_list()
     ['CD7-AML-001']
     """
-    study, issues = _read(folder, study_id, progress)
+    study, issues = _read(folder, study_id, progress, csv_dialect)
     if study is None:
         raise StudyValidationError(issues, str(folder))
+    study.warnings = [i for i in issues if i.severity != "error"]
     return study
 
 
-def validate_study(folder: str | Path) -> list[Issue]:
-    """Every issue (errors and warnings) of a study folder; an empty list means it is valid."""
-    _, issues = _read(folder, None, None)
+def validate_study(folder: str | Path, csv_dialect: str = "standard") -> list[Issue]:
+    """Every issue (errors and warnings) of a study folder; no error means it is valid."""
+    _, issues = _read(folder, None, None, csv_dialect)
     return issues
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import polars as pl
 import yaml
 
+from cartlab.errors import InputError
+
 __all__ = [
     "DosingError",
     "Patient",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class DosingError(ValueError):
+class DosingError(InputError):
     """An input cartlab refuses to dose from (implausible, missing, outside the protocol)."""
 
 

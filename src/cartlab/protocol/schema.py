@@ -32,6 +32,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cartlab.errors import InputError
+
 __all__ = [
     "SCHEMA",
     "ProtocolError",
@@ -58,7 +60,7 @@ OPS = ("<", "<=", ">", ">=", "==", "!=", "in", "not_in", "between")
 SOURCES = ("published", "label", "registry", "reconstructed")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InputError):
     """A protocol file breaks the schema; ``problems`` lists (where, message) for every problem."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):

@@ -56,9 +56,13 @@ Conventions (documented defaults, options in :class:`EndpointOptions`):
   non-death events and response assessments (a record on a day shows the subject was followed
   then). ELN censors EFS "on the date last assessed for response"; cartlab has no separate
   assessment date and uses the last-known-alive day for every parameter.
-* A subject needing censoring with no ``last_followup_day`` and no event or assessment raises a
-  ``ValueError`` naming the subject, unless ``missing_followup="last_observation"`` (then the latest
-  day of any of the subject's rows - observations, doses, interventions, events - is used).
+* Follow-up: a subject without ``last_followup_day`` is censored at the latest day of any of its
+  rows - observations, doses, interventions, events, response assessments - (``missing_followup=
+  "last_observation"``, the default; spec: "Follow-up for time-to-event endpoints"); the censoring
+  rule is ``censor.last_record``, ``CNSDTDSC`` says "LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)", and
+  one :class:`~cartlab.errors.CartlabWarning` names the subjects censored so. ``"error"`` (``cartlab
+  analyze --strict``) raises a ``ValueError`` naming them instead. A subject with no row at all to
+  censor at raises either way.
 * ``censor_at_allo_hsct`` / ``censor_at_new_therapy`` (default False, as ELN 2022, which does not
   censor at either): censor at the first such event (day >= 0) when no endpoint event comes before
   it; an endpoint event on the same day counts as the event. Response assessments after the
@@ -87,6 +91,7 @@ Estimators:
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -99,6 +104,7 @@ import polars as pl
 import yaml
 from scipy import stats
 
+from cartlab.errors import CartlabWarning
 from cartlab.grading.common import EVIDENCE, unique_refs
 from cartlab.model import Study
 
@@ -303,9 +309,9 @@ class EndpointOptions:
       response is never an assessment).
     * ``relapse_events`` (relapse, extramedullary_disease): events that are hematologic relapse when
       on or after the remission day (ELN 2022 Table 7 counts development of extramedullary disease).
-    * ``missing_followup`` ("error"): a subject needing censoring without ``last_followup_day``, event
-      or assessment raises ``ValueError``; "last_observation" censors at the latest day of any of the
-      subject's rows instead.
+    * ``missing_followup`` ("last_observation"): a subject without ``last_followup_day`` is censored
+      at the latest day of any of its rows (spec: "Follow-up for time-to-event endpoints"), with a
+      warning naming the subjects; "error" raises ``ValueError`` naming the subjects instead.
     * ``params`` (None): the parameters to derive; None = OS alone without a ``responses`` frame, all
       of :data:`PARAMCDS` with one.
     """
@@ -316,7 +322,7 @@ class EndpointOptions:
     remission_categories: tuple[str, ...] = ("CR", "CRh", "CRi")
     not_evaluable_categories: tuple[str, ...] = ("NE",)
     relapse_events: tuple[str, ...] = ("relapse", "extramedullary_disease")
-    missing_followup: str = "error"
+    missing_followup: str = "last_observation"
     params: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -373,16 +379,22 @@ def _responses_by_subject(responses: pl.DataFrame | None, ids: list[str]) -> dic
 
 
 def _other_days(study: Study) -> dict[str, list[tuple[float, str | None, str]]]:
-    """Per subject: (day, ref, table) of every observation, dose, intervention and event row."""
+    """Per subject: (day, ref, table) of its latest observation, dose, intervention and event rows."""
+    specs = (("observations", "day"), ("doses", "day"), ("interventions", "start_day"),
+             ("interventions", "end_day"), ("events", "day"))
+    parts = [
+        study.table(table).select(
+            "subject_id", pl.col(col).cast(pl.Float64).alias("day"),
+            pl.concat_str(pl.col("src_file"), pl.lit(":"), pl.col("src_row").cast(pl.String)).alias("ref"),
+            pl.lit(table).alias("table"),
+        ).filter(pl.col("day").is_not_null())
+        for table, col in specs
+    ]
+    rows = pl.concat(parts)
+    latest = rows.filter(pl.col("day") == pl.col("day").max().over("subject_id")).unique(maintain_order=True)
     out: dict[str, list[tuple[float, str | None, str]]] = {}
-    specs = (("observations", ("day",)), ("doses", ("day",)), ("interventions", ("start_day", "end_day")),
-             ("events", ("day",)))
-    for table, cols in specs:
-        df = study.table(table)
-        for r in df.iter_rows(named=True):
-            for c in cols:
-                if r.get(c) is not None:
-                    out.setdefault(r["subject_id"], []).append((float(r[c]), _ref(r["src_file"], r["src_row"]), table))
+    for sid, day, ref, table in latest.iter_rows():
+        out.setdefault(sid, []).append((float(day), ref, table))
     return out
 
 
@@ -427,7 +439,8 @@ class _Subject:
         day = max(c[0] for c in cands)
         top = [c for c in cands if c[0] == day]
         how = "; ".join(_uniq(c[2] + (f" ({c[1]})" if c[1] else "") for c in top))
-        return {"day": day, "refs": _uniq(c[1] for c in top), "how": how, "srcdom": top[0][3]}
+        return {"day": day, "refs": _uniq(c[1] for c in top), "how": how, "srcdom": top[0][3],
+                "no_followup": self.fu is None}
 
 
 def _subjects(study: Study, responses: dict[str, list[dict]], opts: EndpointOptions,
@@ -513,9 +526,11 @@ def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: Endp
     if alive["day"] < origin:
         raise ValueError(f"subject {s.sid}: last known alive on day {alive['day']:g}, before the clock start "
                          f"{origin:g}")
-    return {"ADY": alive["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None, "CNSDTDSC": "LAST KNOWN ALIVE",
-            "SRCDOM": alive["srcdom"], "rule": "censor.last_alive",
-            "reason": _rule_text("censor.last_alive", what=what, day=alive["day"], how=alive["how"]),
+    rule = "censor.last_record" if alive["no_followup"] else "censor.last_alive"
+    return {"ADY": alive["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
+            "CNSDTDSC": "LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)" if alive["no_followup"] else "LAST KNOWN ALIVE",
+            "SRCDOM": alive["srcdom"], "rule": rule,
+            "reason": _rule_text(rule, what=what, day=alive["day"], how=alive["how"]),
             "evidence": alive["refs"]}
 
 
@@ -668,10 +683,19 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
         except _Missing:
             missing.append(s.sid)
     if missing:
-        raise ValueError(
-            f"subject(s) {missing}: no last_followup_day and no event or response assessment to censor at; "
-            "give subjects.last_followup_day, or use EndpointOptions(missing_followup='last_observation') to "
-            "censor at the subject's last recorded row")
+        if opts.missing_followup == "error":
+            raise ValueError(
+                f"subject(s) {missing}: no last_followup_day and no event or response assessment to censor at; "
+                "give subjects.last_followup_day, or drop --strict (EndpointOptions(missing_followup="
+                "'last_observation')) to censor at the subject's last recorded row")
+        raise ValueError(f"subject(s) {missing}: no last_followup_day and no row at all to censor at; give "
+                         "subjects.last_followup_day")
+    censored = sorted({r["subject_id"] for r in rows if r.get("rule") == "censor.last_record"})
+    if censored:
+        warnings.warn(CartlabWarning(
+            f"{len(censored)} subject(s) have no last_followup_day and were censored at their last recorded row "
+            f"(ADTTE rule censor.last_record): {', '.join(censored[:20])}{' ...' if len(censored) > 20 else ''}"),
+            stacklevel=2)
     for r in rows:
         r["STUDYID"] = study.study_id
     if not rows:

@@ -67,6 +67,9 @@ class ResponseOptions:
     * ``use_crh`` (True, AML): False drops the CRh category.
     * ``mrd_threshold`` (AML 1e-3, ALL 1e-4) and ``mrd_threshold_inclusive`` (False): MRDFCM below
       (or at, when inclusive) the threshold is MRD negative.
+    * ``missing_pb_blasts`` ("not_evaluable"): a marrow that would be CR/CRh/CRi/MLFS but has no
+      PBBLAST within the count window is NE, naming the categories still possible; "assume_absent"
+      reads the missing value as no circulating blasts (and says so in the reason).
     * ``pre_treatment_before_day`` (0): the pre-treatment marrow is the last BMBLAST before this day.
     * ``criteria``: force one table for every subject instead of choosing by ``disease``.
     """
@@ -79,6 +82,7 @@ class ResponseOptions:
     use_crh: bool | None = None
     mrd_threshold: float | None = None
     mrd_threshold_inclusive: bool | None = None
+    missing_pb_blasts: str | None = None
     pre_treatment_before_day: float = 0.0
     criteria: str | None = None
 
@@ -96,6 +100,8 @@ class ResponseOptions:
             out[f.name] = v
         if out.get("emd_window") not in ("since_infusion", "assessment_day"):
             raise ValueError("emd_window must be 'since_infusion' or 'assessment_day'")
+        if out.get("missing_pb_blasts") not in ("not_evaluable", "assume_absent"):
+            raise ValueError("missing_pb_blasts must be 'not_evaluable' or 'assume_absent'")
         out["pre_treatment_before_day"] = self.pre_treatment_before_day
         return out
 
@@ -264,9 +270,11 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     red = None
     if pre is not None and pre["value"] > 0:
         red = 100.0 * (pre["value"] - bm) / pre["value"]
+    assume_pb = pb is None and opts["missing_pb_blasts"] == "assume_absent"
     feats = {
         "bm_blast_pct": bm,
-        "pb_blast_pct": None if pb is None else pb["value"],
+        "pb_blast_pct": 0.0 if assume_pb else (None if pb is None else pb["value"]),
+        "pb_blast_assumed": assume_pb,
         "emd": bool(emd_rows),
         "anc": None if anc is None else anc["value"],
         "plt": None if plt is None else plt["value"],
@@ -294,8 +302,9 @@ def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
         r = used.get(p)
         return "" if r is None else f" (day {r['day']:g})"
 
-    parts = [f"BMBLAST {_fmt(feats['bm_blast_pct'])}%",
-             f"PBBLAST {_fmt(feats['pb_blast_pct'])}{'%' if feats['pb_blast_pct'] is not None else ''}{at('PBBLAST')}",
+    pb = ("PBBLAST missing, assumed 0 (option missing_pb_blasts=assume_absent)" if feats.get("pb_blast_assumed")
+          else f"PBBLAST {_fmt(feats['pb_blast_pct'])}{'%' if feats['pb_blast_pct'] is not None else ''}{at('PBBLAST')}")
+    parts = [f"BMBLAST {_fmt(feats['bm_blast_pct'])}%", pb,
              f"ANC {_fmt(feats['anc'])}{at('NEUT')}", f"PLT {_fmt(feats['plt'])}{at('PLAT')}",
              f"EMD {_fmt(feats['emd'])}"]
     if feats["bm_cellularity_pct"] is not None:
@@ -305,13 +314,18 @@ def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _assess(feats: dict[str, Any], cats: list[dict[str, Any]], opts: dict[str, Any]) -> dict[str, Any]:
+def _assess(feats: dict[str, Any], cats: list[dict[str, Any]], opts: dict[str, Any],
+            unresolved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The first category whose conditions all hold; when that is the catch-all (no conditions) while
+    a better category is still possible for want of an input, the table's ``unresolved`` (NE)."""
     could_be: list[str] = []
     failed: list[str] = []  # "CR (anc >= 1.0; plt >= 100 not met)"
     missing: set[str] = set()
     for c in cats:
         results = [holds(cond, feats, opts) for cond in c["when"]]
         if all(r is True for r in results):
+            if not c["when"] and could_be and unresolved is not None:
+                c = unresolved
             return {"category": c["category"], "rule": c["id"], "text": c["text"].format(**opts),
                     "could_be": could_be, "failed": failed, "missing": sorted(missing)}
         if False not in results:  # only unknowns stand in the way
@@ -378,7 +392,7 @@ def marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.
             if m["day"] <= 0:
                 continue
             feats, used, evidence = _features(sd, m, pre, opts)
-            a = _assess(feats, cats, opts)
+            a = _assess(feats, cats, opts, table.get("unresolved"))
             mrd_v, mrd_neg, mrd_det = _mrd(used["MRDFCM"], opts)
             cat_mrd = f"{a['category']}_MRD-" if a["category"] in ("CR", "CRh", "CRi") and mrd_neg else a["category"]
             reason = f"day {m['day']:g}: {_describe(feats, used)} -> {a['text']}"

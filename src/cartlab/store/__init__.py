@@ -1,5 +1,5 @@
 """Persistence: canonical studies in an embedded DuckDB file."""
 
-from cartlab.store.duckdb_store import DEFAULT_STORE, ImportResult, Store, StoreError
+from cartlab.store.duckdb_store import DEFAULT_STORE, ImportResult, Store, StoreError, StoreLookupError
 
-__all__ = ["DEFAULT_STORE", "ImportResult", "Store", "StoreError"]
+__all__ = ["DEFAULT_STORE", "ImportResult", "Store", "StoreError", "StoreLookupError"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from cartlab.errors import CartlabError, InputError
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.study_folder import _sha256, read_study
 from cartlab.model import FORMAT_VERSION, TABLES, Study, conform
@@ -29,8 +30,12 @@ SCHEMA_VERSION = "1"
 _DUCK_TYPES = {pl.String: "VARCHAR", pl.Float64: "DOUBLE", pl.Int64: "BIGINT"}
 
 
-class StoreError(RuntimeError):
-    """The store cannot be opened or does not hold what was asked for."""
+class StoreError(CartlabError, RuntimeError):
+    """The store cannot be opened or changed."""
+
+
+class StoreLookupError(StoreError, InputError):
+    """The store has no such study, subject or table, or no store exists at the path (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +52,10 @@ class ImportResult:
 
 def study_files(folder: str | Path) -> list[Path]:
     """The files of a study folder that the format reads, in a fixed order."""
-    folder = Path(folder)
-    out = []
-    for name in TABLES:
-        for ext in ("csv", "parquet"):
-            p = folder / f"{name}.{ext}"
-            if p.exists():
-                out.append(p)
-    return out
+    from cartlab.io.folder import find_tables
+
+    tables = find_tables(Path(folder))[0].tables
+    return [tables[name] for name in TABLES if name in tables]
 
 
 def fingerprint_files(study_id: str, files: list[tuple[str, str]]) -> str:
@@ -81,7 +82,7 @@ class Store:
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
-            raise StoreError(f"no store at {self.path} (import a study first: cartlab import STUDY_DIR)")
+            raise StoreLookupError(f"no store at {self.path} (import a study first: cartlab import STUDY_DIR)")
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
@@ -238,7 +239,7 @@ class Store:
     ) -> pl.DataFrame:
         """A canonical table (optionally of one study / one subject), in source-row order."""
         if name not in TABLES:
-            raise StoreError(f"no table {name!r}; tables: {', '.join(TABLES)}")
+            raise StoreLookupError(f"no table {name!r}; tables: {', '.join(TABLES)}")
         where, args = [], []
         if study_id is not None:
             where.append("study_id = ?")
@@ -259,7 +260,7 @@ class Store:
         """The stored study as a canonical :class:`Study`."""
         if self.fingerprint_of(study_id) is None:
             known = ", ".join(self.studies()["study_id"].to_list()) or "none"
-            raise StoreError(f"no study {study_id!r} in {self.path} (studies: {known})")
+            raise StoreLookupError(f"no study {study_id!r} in {self.path} (studies: {known})")
         frames = {name: conform(self.table(name, study_id), name) for name in TABLES}
         sources = self._query(
             "SELECT file, format, sha256, n_rows FROM source_files WHERE study_id = ? ORDER BY file",
@@ -275,10 +276,10 @@ class Store:
             [subject_id, study_id] if study_id else [subject_id],
         )
         if not rows:
-            raise StoreError(f"no subject {subject_id!r} in {self.path}")
+            raise StoreLookupError(f"no subject {subject_id!r} in {self.path}")
         if len(rows) > 1:
             ids = ", ".join(r[0] for r in rows)
-            raise StoreError(f"subject {subject_id!r} is in several studies ({ids}): pass --study")
+            raise StoreLookupError(f"subject {subject_id!r} is in several studies ({ids}): pass --study")
         return rows[0][0]
 
     def subject(self, subject_id: str, study_id: str | None = None) -> Study:

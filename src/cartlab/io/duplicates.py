@@ -1,0 +1,85 @@
+"""Duplicate and conflicting rows of a study folder table.
+
+* **Exact duplicates** — rows whose data are identical (every column but the provenance and the
+  values as written, so ``38 C`` and ``100.4 F`` at the same time are one measurement): the first
+  is kept, every later copy is dropped, and a warning names the file and the rows dropped. Every
+  engine sees the de-duplicated table, so a duplicated lab row is graded once, not twice.
+* **Conflicts** — two observations of the same subject, parameter, analyte and specimen at the same
+  time with different values: an error naming the rows, since cartlab cannot tell which is right.
+  Vital signs and bedside neurological scores (dictionary groups ``vital`` and ``neuro``) are
+  exempt: several readings a day are normal there, and the engines use the day's worst value.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cartlab.io.dictionary import load_dictionary
+from cartlab.io.errors import Issue
+from cartlab.model import PROVENANCE_COLUMNS, TABLES
+
+#: parameter groups (params_v1.yaml ``group``) whose repeated values at one time are not a conflict
+REPEATED_GROUPS = ("vital", "neuro")
+#: what makes two observations "the same measurement slot"
+OBSERVATION_KEY = ("subject_id", "param", "analyte", "specimen", "day")
+MAX_CONFLICTS = 25
+
+
+def _data_columns(frame: pl.DataFrame, table: str) -> list[str]:
+    return [c for c in TABLES[table] if c in frame.columns and c not in PROVENANCE_COLUMNS
+            and not c.startswith("orig_")]
+
+
+def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Issue]) -> pl.DataFrame:
+    """``frame`` without exact duplicate rows (a warning per file) and with conflicts reported as errors."""
+    if frame.height < 2 or "src_row" not in frame.columns:
+        return frame
+    cols = _data_columns(frame, table)
+    first = pl.struct(cols).is_first_distinct()
+    dropped = frame.filter(~first)
+    if dropped.height:
+        keeper = (frame.with_columns(pl.struct(cols).alias("__k"))
+                  .group_by("__k", maintain_order=True).agg(pl.col("src_row").first().alias("__first")))
+        pairs = (dropped.with_columns(pl.struct(cols).alias("__k")).join(keeper, on="__k", how="left")
+                 .select("src_row", "__first"))
+        examples = "; ".join(f"row {r} repeats row {f}" for r, f in pairs.head(5).iter_rows())
+        issues.append(Issue(
+            fname, None,
+            f"{dropped.height} exact duplicate row(s) dropped (the first copy is kept, every engine sees "
+            f"it once): {examples}{' ...' if pairs.height > 5 else ''}",
+            sorted(dropped["src_row"].to_list()), severity="warning",
+        ))
+        frame = frame.filter(first)
+    if table == "observations":
+        _conflicts(frame, fname, issues)
+    return frame
+
+
+def _conflicts(obs: pl.DataFrame, fname: str, issues: list[Issue]) -> None:
+    repeated = [p.code for p in load_dictionary().params.values() if p.group in REPEATED_GROUPS]
+    key = list(OBSERVATION_KEY)
+    groups = (
+        obs.filter(pl.col("day").is_not_null() & ~pl.col("param").is_in(repeated))
+        .group_by(key)
+        .agg(
+            pl.col("src_row").sort(),
+            pl.struct("value", "value_text").n_unique().alias("__n"),
+        )
+        .filter(pl.col("__n") > 1)
+        .sort(pl.col("src_row").list.first())
+    )
+    for i, g in enumerate(groups.iter_rows(named=True)):
+        if i == MAX_CONFLICTS:
+            rest = groups.slice(i)
+            issues.append(Issue(fname, "value", f"{rest.height} more conflicting measurements",
+                                sorted(r for rs in rest["src_row"].to_list() for r in rs)))
+            break
+        rows = g["src_row"]
+        what = g["param"] + (f" {g['analyte']}" if g["analyte"] else "") + (f" ({g['specimen']})" if g["specimen"] else "")
+        issues.append(Issue(
+            fname, "value",
+            f"conflicting values: {what} of subject {g['subject_id']!r} on day {g['day']:g} is given "
+            f"{len(rows)} times with different values (rows {', '.join(map(str, rows))}); keep the right one, "
+            "or give each measurement its own time (datetime, or a fractional day)",
+            rows,
+        ))

@@ -1,0 +1,171 @@
+"""What is in a study folder before any table is parsed.
+
+* :func:`describe_path` says what a path is when it is not a study folder (missing, an Excel
+  workbook, a CSV file ...), so a message can name it instead of saying only "not a folder".
+* :func:`find_tables` matches the five table names case-insensitively (``Observations.CSV`` is
+  ``observations``) and lists every other file as *not read*, with a specific hint for
+  spreadsheets and CDISC SDTM domains.
+* :func:`sniff_dialect` recognises semicolon- or tab-separated files and decimal commas, so that a
+  European export gets one clear message per file instead of a cascade of row errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cartlab.io.errors import Issue
+
+TABLE_NAMES = ("subjects", "doses", "observations", "interventions", "events")
+TABLE_FORMATS = ("csv", "parquet")
+
+#: CSV dialects a study folder may be read with (``--csv-dialect``): separator and decimal mark
+CSV_DIALECTS: dict[str, tuple[str, str]] = {
+    "standard": (",", "."),
+    "european": (";", ","),
+    "semicolon": (";", "."),
+    "tab": ("\t", "."),
+}
+
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+#: CDISC SDTM domain codes (SDTMIG 3.4) a trial export commonly holds
+SDTM_DOMAINS = frozenset(
+    "dm ex ec lb vs ae cm pr ce fa rs tr tu pc pp qs mb is ds dd mh sv se ta te ti ts tv co su ho cv re "
+    "eg ie oe sc ml suppdm supplb suppae suppex suppcm supprs".split()
+)
+SDTM_FORMATS = (".xpt", ".sas7bdat", ".csv", ".parquet")
+DOC_SUFFIXES = (".md", ".txt", ".rst", ".pdf", ".html", ".json", ".yaml", ".yml", ".docx")
+
+
+def describe_path(path: Path) -> str:
+    """What ``path`` is, for a message about something that should have been a study folder."""
+    if not path.exists():
+        return "no such file or folder"
+    if path.is_dir():
+        return "a folder"
+    suffix = path.suffix.lower()
+    if suffix in SPREADSHEETS:
+        return (f"a spreadsheet ({suffix}), not a study folder: export each sheet to CSV "
+                "(subjects.csv, observations.csv, ...) into one folder")
+    if suffix in (".zip", ".gz", ".tgz", ".tar", ".7z"):
+        return f"an archive ({suffix}), not a study folder: unpack it and pass the folder"
+    if suffix in (".xpt", ".sas7bdat"):
+        return (f"a SAS file ({suffix}), not a study folder: cartlab does not read CDISC SDTM yet; "
+                "convert the domains to the study folder format")
+    if suffix in (".csv", ".parquet"):
+        return f"a single {suffix[1:]} file, not a study folder: pass the folder that holds subjects.csv"
+    return "a file, not a study folder"
+
+
+@dataclass
+class FolderContents:
+    """The table files of a study folder and everything else in it."""
+
+    tables: dict[str, Path]
+    not_read: list[Path]
+
+
+def _not_read_issue(path: Path) -> Issue:
+    name, suffix = path.name, path.suffix.lower()
+    stem = path.name[: -len(path.suffix)].lower() if path.suffix else path.name.lower()
+    if path.is_dir():
+        msg = "not read: a subfolder (a study folder is flat: the tables sit in the folder itself)"
+    elif suffix in SPREADSHEETS:
+        msg = (f"not read: cartlab does not read spreadsheets ({suffix}); export each sheet to CSV named "
+               f"after its table ({', '.join(t + '.csv' for t in TABLE_NAMES)})")
+    elif stem in SDTM_DOMAINS and suffix in SDTM_FORMATS:
+        msg = (f"not read: looks like the CDISC SDTM domain {stem.upper()}; cartlab does not read SDTM yet "
+               "(an SDTM importer is planned); convert it to the study folder format")
+    elif suffix in DOC_SUFFIXES:
+        msg = "not read (documentation or metadata, not a study table)"
+    else:
+        msg = (f"not read: not a study table; the tables are {', '.join(TABLE_NAMES)} "
+               f"(.csv or .parquet, any letter case)")
+    return Issue(name, None, msg, severity="warning")
+
+
+def find_tables(folder: Path) -> tuple[FolderContents, list[Issue]]:
+    """The table files of ``folder`` (names matched case-insensitively) and an issue per other file.
+
+    Two files for one table (``observations.csv`` and ``Observations.CSV``, or a CSV and a Parquet)
+    are an error; every file that is not read is a warning that names it; hidden files are skipped.
+    """
+    issues: list[Issue] = []
+    found: dict[str, list[Path]] = {}
+    not_read: list[Path] = []
+    for p in sorted(folder.iterdir(), key=lambda p: p.name):
+        if p.name.startswith("."):
+            continue
+        stem, _, ext = p.name.rpartition(".")
+        if p.is_file() and stem.lower() in TABLE_NAMES and ext.lower() in TABLE_FORMATS:
+            found.setdefault(stem.lower(), []).append(p)
+        else:
+            not_read.append(p)
+    tables: dict[str, Path] = {}
+    for name, paths in found.items():
+        if len(paths) > 1:
+            issues.append(Issue(paths[0].name, None, f"{len(paths)} files for the {name} table "
+                                f"({', '.join(p.name for p in paths)}): keep one"))
+        else:
+            tables[name] = paths[0]
+    issues += [_not_read_issue(p) for p in not_read]
+    return FolderContents(tables, not_read), issues
+
+
+def missing_subjects_issue(contents: FolderContents) -> Issue:
+    """subjects.csv is missing: say so, with a hint when the folder holds spreadsheets or SDTM."""
+    others = contents.not_read
+    sheets = [p.name for p in others if p.suffix.lower() in SPREADSHEETS]
+    sdtm = [p.name for p in others
+            if p.suffix.lower() in SDTM_FORMATS and p.name.rsplit(".", 1)[0].lower() in SDTM_DOMAINS]
+    msg = "subjects.csv is required and missing"
+    if sheets:
+        msg += (f"; the folder holds spreadsheets ({', '.join(sheets)}): export each sheet to CSV "
+                "(subjects.csv, observations.csv, ...)")
+    if sdtm:
+        msg += (f"; the folder looks like CDISC SDTM ({', '.join(sdtm)}): cartlab does not read SDTM yet "
+                "(an SDTM importer is planned); convert the domains to the study folder format")
+    return Issue("subjects.csv", None, msg)
+
+
+# --------------------------------------------------------------------------------------------
+# CSV dialect
+
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
+_DECIMAL_POINT = re.compile(r"^[-+]?\d+\.\d+$")
+_SEP_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def sniff_dialect(path: Path, dialect: str = "standard", n_lines: int = 50) -> Issue | None:
+    """An error issue when ``path`` is not written in ``dialect`` (semicolons, tabs, decimal commas).
+
+    The separator is the one the header line uses most; the decimal mark is seen in the first
+    ``n_lines`` lines. ``None`` when the file looks right, is empty or cannot be told apart.
+    """
+    sep, dec = CSV_DIALECTS[dialect]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            lines = [line for _, line in zip(range(n_lines), fh)]
+    except (OSError, UnicodeDecodeError):
+        return None  # the reader reports unreadable files itself
+    if not lines:
+        return None
+    counts = {s: lines[0].count(s) for s in _SEP_NAMES}
+    seen_sep = max(counts, key=lambda s: (counts[s], s == sep))
+    if counts[seen_sep] == 0:
+        seen_sep = sep  # a one-column header: nothing to tell
+    cells = [c.strip() for row in csv.reader(lines[1:], delimiter=seen_sep) for c in row]
+    commas = any(_DECIMAL_COMMA.match(c) for c in cells)
+    points = any(_DECIMAL_POINT.match(c) for c in cells)
+    seen_dec = "," if commas and not points else "." if points and not commas else dec
+    if (seen_sep, seen_dec) == (sep, dec):
+        return None
+    what = f"looks {_SEP_NAMES[seen_sep]}-separated with decimal {'commas' if seen_dec == ',' else 'points'}"
+    how = "re-export it as comma-separated with decimal points"
+    suggestion = next((name for name, d in CSV_DIALECTS.items() if d == (seen_sep, seen_dec)), None)
+    if suggestion:
+        how += f", or pass --csv-dialect {suggestion}"
+    return Issue(path.name, None, f"{what}, but is read as {dialect} ({_SEP_NAMES[sep]}-separated, decimal "
+                 f"{'commas' if dec == ',' else 'points'}): {how}")
