@@ -103,18 +103,25 @@ def test_anc_exactly_at_levels_is_inclusive_by_default_and_strict_as_option():
     assert (r["anc_le_100_days"], r["anc_le_500_days"]) == (0, 7)
 
 
-def test_runs_join_across_a_2_day_recovery_but_not_a_3_day_one():
-    two = anc_course([1, 2, 3, 4, 5] + [8, 9, 10, 11, 12])  # recovery on days 6-7
-    three = anc_course([1, 2, 3, 4, 5] + [9, 10, 11, 12, 13])  # recovery on days 6-8
+def test_a_2_day_recovery_is_counted_a_3_day_one_is_not():
+    two = anc_course([1, 2, 3, 4, 5] + [8, 9, 10, 11, 12])  # recovery on days 6-7 (non-stable)
+    three = anc_course([1, 2, 3, 4, 5] + [9, 10, 11, 12, 13])  # recovery on days 6-8 (stable)
     r2, r3 = early(two), early(three)
+    # cumulative (default): 5 + 2 + 5 = 12 days; 5 + 5 = 10 days (the stable recovery not counted)
     assert (r2["anc_le_500_days"], r2["anc_le_500_start"], r2["anc_le_500_end"]) == (12, 1, 12)
     assert r2["icaht_early_grade"] == 2
-    assert "joined" in r2["early_reason"]
-    assert (r3["anc_le_500_days"], r3["anc_le_500_start"]) == (5, 1)
-    assert r3["icaht_early_grade"] == 1
-    # options: recovery days not counted; stricter join rule
+    assert "2 days of non-stable recovery" in r2["early_reason"]
+    assert (r3["anc_le_500_days"], r3["anc_le_500_start"], r3["anc_le_500_end"]) == (10, 1, 13)
+    assert r3["icaht_early_grade"] == 2
+    # the longest-run option: joined run of 12 days; the 3-day recovery separates two 5-day runs
+    assert early(two, duration="longest_run")["anc_le_500_days"] == 12
+    assert "joined" in early(two, duration="longest_run")["early_reason"]
+    r3l = early(three, duration="longest_run")
+    assert (r3l["anc_le_500_days"], r3l["anc_le_500_start"], r3l["icaht_early_grade"]) == (5, 1, 1)
+    # options: recovery days not counted (5 + 5); stricter stable-recovery rule (2 days is stable)
     assert early(two, count_recovery_days_in_run=False)["anc_le_500_days"] == 10
-    assert early(two, stable_recovery_days=2)["anc_le_500_days"] == 5
+    assert early(two, stable_recovery_days=2)["anc_le_500_days"] == 10
+    assert early(two, stable_recovery_days=2, duration="longest_run")["anc_le_500_days"] == 5
 
 
 def test_interpolation_across_missing_days():

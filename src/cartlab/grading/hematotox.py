@@ -1,6 +1,6 @@
-"""Haematotoxicity and inflammation scores: ICAHT, count recovery, CAR-HEMATOTOX, EASIX, IEC-HS flags.
+"""Haematotoxicity and inflammation scores: ICAHT, T-ICAHT, count recovery, CAR-HEMATOTOX, EASIX, IEC-HS flags.
 
-Every threshold lives in a criteria table (``criteria/icaht_2023.yaml``,
+Every threshold lives in a criteria table (``criteria/icaht_2023.yaml``, ``criteria/t_icaht_2025.yaml``,
 ``criteria/car_hematotox_2021.yaml``, ``criteria/easix.yaml``, ``criteria/iec_hs_2023.yaml``) whose
 header says which rows were verified against which source; the code here only evaluates them.
 Every result carries ``rule`` (criteria row id), ``reason`` (a sentence) and ``evidence`` (the
@@ -8,8 +8,11 @@ Every result carries ``rule`` (criteria row id), ``reason`` (a sentence) and ``e
 
 Public functions (all pure functions of a canonical :class:`~cartlab.model.Study`):
 
-* :func:`icaht` - early and late ICAHT grade per subject (EHA/EBMT 2023), with durations and nadir;
-  :func:`icaht_daily` - the daily ANC series behind it (measured or interpolated, flagged).
+* :func:`icaht` - early and late ICAHT grade per subject (EHA/EBMT 2023), with cumulative durations
+  and nadir; :func:`icaht_daily` - the daily ANC series behind it (measured or interpolated, flagged);
+  :func:`icaht_summary`, :func:`icaht_episodes` (defined in :mod:`cartlab.grading.icaht`).
+* :func:`t_icaht` - early and late thrombocytopenia grade (T-ICAHT, Rejeski 2025) and
+  :func:`t_icaht_daily` (defined in :mod:`cartlab.grading.t_icaht`).
 * :func:`recovery_days` - neutrophil and platelet recovery days (ASTCT/CIBMTR definitions).
 * :func:`car_hematotox` - CAR-HEMATOTOX score and risk group from pre-lymphodepletion values, with a
   score range (never a guess) when inputs are missing.
@@ -30,25 +33,34 @@ explicitly with :func:`cartlab.units.conversion`.
 from __future__ import annotations
 
 import math
-import operator
-import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
-from cartlab.grading.common import (
-    unique_refs,
-    EVIDENCE,
-    domain_grade,
-    evidence_ref,
-    load_criteria,
-    rule_text,
+from cartlab.grading.common import EVIDENCE, evidence_ref, load_criteria
+from cartlab.grading.common import unique_refs as _uniq
+from cartlab.grading.hemato_common import CMP as _CMP
+from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
+from cartlab.grading.hemato_common import daily_values as _daily
+from cartlab.grading.hemato_common import empty as _empty
+from cartlab.grading.hemato_common import fmt as _fmt
+from cartlab.grading.hemato_common import from_canonical as _from_canonical
+from cartlab.grading.hemato_common import param_obs as _param_obs
+from cartlab.grading.hemato_common import resolve as _resolve
+from cartlab.grading.hemato_common import subject_ids as _subject_ids
+from cartlab.grading.hemato_common import to_canonical as _to_canonical
+from cartlab.grading.hemato_common import transfusion_days
+from cartlab.grading.icaht import (
+    IcahtOptions,
+    icaht,
+    icaht_daily,
+    icaht_episodes,
+    icaht_summary,
 )
-from cartlab.io.dictionary import load_dictionary
+from cartlab.grading.t_icaht import TIcahtOptions, t_icaht, t_icaht_daily
 from cartlab.model import Study
-from cartlab.units import conversion
 
 __all__ = [
     "CarHematotoxOptions",
@@ -56,6 +68,7 @@ __all__ = [
     "IcahtOptions",
     "IecHsOptions",
     "RecoveryOptions",
+    "TIcahtOptions",
     "car_hematotox",
     "easix",
     "icaht",
@@ -64,95 +77,13 @@ __all__ = [
     "icaht_summary",
     "iec_hs_flags",
     "recovery_days",
+    "t_icaht",
+    "t_icaht_daily",
 ]
-
-_CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
 
 
 # ---------------------------------------------------------------------------------------------
-# shared helpers
-
-
-def _resolve(opts: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    """Criteria-table defaults overridden by the option fields that are not ``None``."""
-    out = dict(defaults)
-    for k, v in asdict(opts).items():
-        if k != "criteria" and v is not None:
-            out[k] = v
-    return out
-
-
-def _canonical_unit(param: str) -> tuple[str, float | None]:
-    p = load_dictionary()[param]
-    return p.unit, p.molar_mass_g_mol
-
-
-def _to_canonical(value: float, unit: str, param: str) -> float:
-    """A cut-off written in ``unit`` expressed in ``param``'s canonical unit."""
-    canon, mm = _canonical_unit(param)
-    return round(conversion(unit, canon, mm)(float(value)), 12)
-
-
-def _from_canonical(value: float, unit: str, param: str) -> float:
-    """A canonical value of ``param`` expressed in ``unit``."""
-    canon, mm = _canonical_unit(param)
-    return conversion(canon, unit, mm)(float(value))
-
-
-def _fmt(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return "NA"
-    return f"{x:.{digits}g}"
-
-
-def _subject_ids(study: Study) -> list[str]:
-    ids = list(study.subjects["subject_id"].to_list()) if study.subjects.height else []
-    seen = set(ids)
-    for sid in study.observations["subject_id"].unique(maintain_order=True).to_list():
-        if sid not in seen:
-            seen.add(sid)
-            ids.append(sid)
-    return ids
-
-
-def _param_obs(study: Study, params: Iterable[str]) -> pl.DataFrame:
-    """Non-null observations of ``params`` with calendar day ``d`` and evidence ``ref``."""
-    return (
-        study.observations.filter(
-            pl.col("param").is_in(list(params)) & pl.col("value").is_not_null() & pl.col("day").is_not_null()
-        )
-        .with_columns(pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
-        .select("subject_id", "param", "day", "d", "value", "lln", "uln", "ref", "src_row")
-    )
-
-
-def _daily(obs: pl.DataFrame, how: str) -> pl.DataFrame:
-    """One value per subject, param and calendar day: the ``how`` (min | max | last | mean) one."""
-    keys = ["subject_id", "param", "d"]
-    if how == "mean":
-        return obs.group_by(keys).agg(
-            pl.col("value").mean(), pl.col("ref").drop_nulls().alias("refs"),
-            pl.col("lln").first(), pl.col("uln").first(),
-        )
-    if how in ("min", "max"):
-        ordered = obs.sort(["value", "day", "src_row"], descending=[how == "max", False, False], nulls_last=True)
-    elif how == "last":
-        ordered = obs.sort(["day", "src_row"], descending=True, nulls_last=True)
-    else:
-        raise ValueError(f"unknown daily value {how!r} (min, max, last or mean)")
-    return ordered.group_by(keys, maintain_order=True).agg(
-        pl.col("value").first(),
-        pl.col("ref").first().alias("ref1"),
-        pl.col("lln").first(),
-        pl.col("uln").first(),
-    ).with_columns(
-        pl.when(pl.col("ref1").is_not_null()).then(pl.concat_list(pl.col("ref1")))
-        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("refs")
-    ).drop("ref1")
-
-
-def _uniq(refs: Iterable[str | None]) -> list[str]:
-    return unique_refs(refs)
+# baseline (pre-lymphodepletion) values
 
 
 def _lymphodepletion_days(study: Study, agents: Iterable[str]) -> dict[str, tuple[float, list[str]]]:
@@ -202,421 +133,6 @@ def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
     return values, refs
 
 
-def _empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    return pl.DataFrame(schema=schema)
-
-
-# ---------------------------------------------------------------------------------------------
-# ICAHT
-
-
-@dataclass(frozen=True)
-class IcahtOptions:
-    """Options of ICAHT grading; ``None`` means the criteria table's default (the project contract).
-
-    * ``early_window`` ((0, 30)): early ICAHT days, inclusive.
-    * ``inclusive`` (True): "ANC <= level"; False = strictly below the level.
-    * ``daily_value`` ("min"): several ANC values on one calendar day -> the lowest (min|max|mean).
-    * ``interpolate`` (True): days between two measurements get the linear interpolation of the
-      neighbouring measured days; False = unmeasured days are unknown and break runs.
-    * ``max_interpolation_gap_days`` (None): do not interpolate across more missing days than this.
-    * ``stable_recovery_days`` (3): two runs separated by a recovery of fewer days are joined.
-    * ``count_recovery_days_in_run`` (True): a joined run's length includes the recovery days.
-    * ``never_above_requires_full_window`` (False): grade 4 "never above 0.5 in days 0-30" only when
-      every day of the window has a (measured or interpolated) value.
-    * ``late_start_day`` (31), ``late_end_day`` (100), ``late_end_events`` (relapse, new_therapy,
-      allo_hsct), ``late_end_at_last_followup`` (True): the late window runs from the start day to the
-      earliest of these ends; ``late_window_end_inclusive`` (True) keeps a value on the end day.
-    * ``late_min_measurements`` (2): the worst level must be reached by this many measurements
-      (different calendar days); fewer measurements in the window -> late grade empty.
-    """
-
-    early_window: tuple[int, int] | None = None
-    inclusive: bool | None = None
-    daily_value: str | None = None
-    interpolate: bool | None = None
-    max_interpolation_gap_days: int | None = None
-    stable_recovery_days: int | None = None
-    count_recovery_days_in_run: bool | None = None
-    never_above_requires_full_window: bool | None = None
-    late_start_day: int | None = None
-    late_end_day: int | None = None
-    late_end_events: tuple[str, ...] | None = None
-    late_end_at_last_followup: bool | None = None
-    late_window_end_inclusive: bool | None = None
-    late_min_measurements: int | None = None
-    criteria: str = "icaht_2023"
-
-    def resolved(self) -> dict[str, Any]:
-        out = _resolve(self, load_criteria(self.criteria)["defaults"])
-        out["early_window"] = tuple(int(x) for x in out["early_window"])
-        out["late_end_events"] = tuple(out["late_end_events"])
-        return out
-
-
-def _levels(table: dict[str, Any]) -> dict[str, float]:
-    """ANC levels of the table in canonical 10^9/L, keyed by the level's short name ("500")."""
-    return {
-        key.split("_", 1)[1]: _to_canonical(v["value"], v["unit"], "NEUT")
-        for key, v in table["levels"].items()
-    }
-
-
-def _early_level_names(table: dict[str, Any], levels: dict[str, float]) -> list[str]:
-    """Levels the early rules refer to (``anc_le_<level>_days`` / ``never_above_<level>``), deepest last."""
-    used = set()
-    for rule in table["early"]:
-        for c in rule["when"]:
-            m = re.fullmatch(r"(?:anc_le_(\w+)_days|never_above_(\w+))", c["feature"])
-            if m:
-                used.add(m.group(1) or m.group(2))
-    return sorted(used, key=lambda n: -levels[n])
-
-
-def _anc_daily_frame(study: Study, opts: dict[str, Any]) -> pl.DataFrame:
-    schema = {"subject_id": pl.String, "day": pl.Int64, "anc": pl.Float64, "source": pl.String,
-              "prev_day": pl.Int64, "next_day": pl.Int64, "reason": pl.String, "evidence": EVIDENCE}
-    neut = _daily(_param_obs(study, ["NEUT"]), opts["daily_value"])
-    if neut.is_empty():
-        return _empty(schema)
-    grid = (
-        neut.group_by("subject_id").agg(pl.col("d").min().alias("lo"), pl.col("d").max().alias("hi"))
-        .with_columns(pl.int_ranges("lo", pl.col("hi") + 1).alias("d")).explode("d").select("subject_id", "d")
-    )
-    f = grid.join(neut.select("subject_id", "d", "value", "refs"), on=["subject_id", "d"], how="left").sort("subject_id", "d")
-    f = f.with_columns(pl.when(pl.col("value").is_not_null()).then(pl.col("d")).alias("_md"))
-    f = f.with_columns(
-        pl.col("_md").forward_fill().over("subject_id").alias("prev_day"),
-        pl.col("value").forward_fill().over("subject_id").alias("prev_v"),
-        pl.col("refs").forward_fill().over("subject_id").alias("prev_refs"),
-        pl.col("_md").backward_fill().over("subject_id").alias("next_day"),
-        pl.col("value").backward_fill().over("subject_id").alias("next_v"),
-        pl.col("refs").backward_fill().over("subject_id").alias("next_refs"),
-    )
-    gap_ok = pl.lit(bool(opts["interpolate"]))
-    if opts["max_interpolation_gap_days"] is not None:
-        gap_ok = gap_ok & ((pl.col("next_day") - pl.col("prev_day") - 1) <= int(opts["max_interpolation_gap_days"]))
-    interp = pl.col("prev_v") + (pl.col("next_v") - pl.col("prev_v")) * (
-        (pl.col("d") - pl.col("prev_day")) / (pl.col("next_day") - pl.col("prev_day"))
-    )
-    measured = pl.col("value").is_not_null()
-    f = f.with_columns(
-        pl.when(measured).then(pl.col("value")).when(gap_ok).then(interp).alias("anc"),
-        pl.when(measured).then(pl.lit("measured")).when(gap_ok).then(pl.lit("interpolated"))
-        .otherwise(pl.lit("missing")).alias("source"),
-    )
-    f = f.with_columns(
-        pl.when(pl.col("source") == "measured").then(pl.format("measured ANC {}", pl.col("anc")))
-        .when(pl.col("source") == "interpolated").then(pl.format(
-            "interpolated {} between day {} ({}) and day {} ({})",
-            pl.col("anc").round(3), pl.col("prev_day"), pl.col("prev_v"), pl.col("next_day"), pl.col("next_v")))
-        .otherwise(pl.format("no ANC: gap between day {} and day {} too long to interpolate",
-                             pl.col("prev_day"), pl.col("next_day"))).alias("reason"),
-        pl.when(pl.col("source") == "measured").then(pl.col("refs"))
-        .when(pl.col("source") == "interpolated").then(pl.concat_list("prev_refs", "next_refs"))
-        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("evidence"),
-        pl.when(measured).then(None).otherwise(pl.col("prev_day")).alias("prev_day"),
-        pl.when(measured).then(None).otherwise(pl.col("next_day")).alias("next_day"),
-    )
-    return f.rename({"d": "day"}).select(list(schema)).cast(schema)
-
-
-def _late_windows(study: Study, opts: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per subject: start, end, why it ends there, and the evidence of the ending event."""
-    start = int(opts["late_start_day"])
-    ev = study.events.filter(
-        pl.col("event").is_in(list(opts["late_end_events"])) & pl.col("day").is_not_null()
-    ).with_columns(evidence_ref().alias("ref")).sort("day")
-    lfu = dict(zip(study.subjects["subject_id"].to_list(), study.subjects["last_followup_day"].to_list())) \
-        if study.subjects.height else {}
-    by_subject: dict[str, list[dict[str, Any]]] = {}
-    for row in ev.iter_rows(named=True):
-        by_subject.setdefault(row["subject_id"], []).append(row)
-    out: dict[str, dict[str, Any]] = {}
-    for sid in _subject_ids(study):
-        ends: list[tuple[float, str, list[str]]] = [(float(opts["late_end_day"]), f"day {opts['late_end_day']}", [])]
-        for row in by_subject.get(sid, ()):
-            ends.append((float(row["day"]), row["event"], _uniq([row["ref"]])))
-        if opts["late_end_at_last_followup"] and lfu.get(sid) is not None:
-            ends.append((float(lfu[sid]), "last follow-up", []))
-        end = min(e[0] for e in ends)
-        why = [e for e in ends if e[0] == end]
-        out[sid] = {"start": start, "end": end, "why": ", ".join(w[1] for w in why),
-                    "evidence": _uniq(r for w in why for r in w[2])}
-    return out
-
-
-def icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
-    """The daily ANC series ICAHT is graded on, one row per subject and calendar day.
-
-    Columns: ``day``, ``anc`` (10^9/L), ``source`` (measured | interpolated | missing),
-    ``prev_day``/``next_day`` (interpolation neighbours), ``window`` (early | late | None),
-    ``anc_le_<level>`` flags for every level of the criteria table, ``reason`` and ``evidence`` (the
-    NEUT row of the day, or the two neighbouring rows an interpolated value comes from).
-    """
-    options = options or IcahtOptions()
-    opts = options.resolved()
-    table = load_criteria(options.criteria)
-    daily = _anc_daily_frame(study, opts)
-    cmp = "<=" if opts["inclusive"] else "<"
-    lo, hi = opts["early_window"]
-    wins = _late_windows(study, opts)
-    win = pl.DataFrame(
-        {"subject_id": list(wins), "_ls": [w["start"] for w in wins.values()], "_le": [w["end"] for w in wins.values()]},
-        schema={"subject_id": pl.String, "_ls": pl.Float64, "_le": pl.Float64},
-    )
-    in_late = (pl.col("day") >= pl.col("_ls")) & (
-        (pl.col("day") <= pl.col("_le")) if opts["late_window_end_inclusive"] else (pl.col("day") < pl.col("_le"))
-    )
-    daily = daily.join(win, on="subject_id", how="left").with_columns(
-        pl.when((pl.col("day") >= lo) & (pl.col("day") <= hi)).then(pl.lit("early"))
-        .when(in_late).then(pl.lit("late")).otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
-        *[
-            (pl.col("anc") <= thr if cmp == "<=" else pl.col("anc") < thr).alias(f"anc_le_{name}")
-            for name, thr in _levels(table).items()
-        ],
-    )
-    cols = ["subject_id", "day", "anc", "source", "prev_day", "next_day", "window"]
-    cols += [f"anc_le_{n}" for n in _levels(table)] + ["reason", "evidence"]
-    return daily.select(cols).sort("subject_id", "day")
-
-
-def _joined_runs(days: list[int], flags: list[bool | None], stable: int, count_gap: bool) -> list[tuple[int, int, int, bool]]:
-    """Runs of ``True`` days joined across recoveries (``False`` days) shorter than ``stable``.
-
-    Unknown days (``None``) end a run and are never bridged. Returns (start, end, length, joined).
-    """
-    raw: list[tuple[int, int]] = []
-    start = prev = None
-    for d, f in zip(days, flags):
-        if f is True and start is not None and d == prev + 1:
-            prev = d
-        else:
-            if start is not None:
-                raw.append((start, prev))
-            start, prev = (d, d) if f is True else (None, None)
-    if start is not None:
-        raw.append((start, prev))
-    flag_at = dict(zip(days, flags))
-    joined: list[list[Any]] = []
-    for s, e in raw:
-        if joined:
-            gap = range(joined[-1][1] + 1, s)
-            if len(gap) < stable and all(flag_at.get(g) is False for g in gap):
-                joined[-1][1] = e
-                joined[-1][2] += e - s + 1
-                joined[-1][3] = True
-                continue
-        joined.append([s, e, e - s + 1, False])
-    return [(s, e, (e - s + 1) if count_gap else n, j) for s, e, n, j in joined]
-
-
-def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
-                    levels: dict[str, float]) -> list[dict[str, Any]]:
-    lo, hi = opts["early_window"]
-    days = list(range(lo, hi + 1))
-    cmp = _CMP["<=" if opts["inclusive"] else "<"]
-    by_sid = {k[0]: g for k, g in daily.filter(pl.col("day").is_between(lo, hi)).partition_by("subject_id", as_dict=True).items()}
-    rows = []
-    for sid in sids:
-        g = by_sid.get(sid)
-        vals: dict[int, float] = {}
-        refs: list[str] = []
-        if g is not None:
-            for r in g.iter_rows(named=True):
-                if r["anc"] is not None:
-                    vals[r["day"]] = r["anc"]
-                    refs.extend(r["evidence"])
-        row: dict[str, Any] = {"subject_id": sid, "early_n_days": len(vals), "early_evidence": _uniq(refs)}
-        for name, thr in levels.items():
-            flags = [None if d not in vals else cmp(vals[d], thr) for d in days]
-            runs = _joined_runs(days, flags, int(opts["stable_recovery_days"]), bool(opts["count_recovery_days_in_run"]))
-            best = max(runs, key=lambda r: (r[2], -r[0])) if runs else None
-            row[f"anc_le_{name}_days"] = best[2] if best else (0 if vals else None)
-            row[f"anc_le_{name}_start"] = best[0] if best else None
-            row[f"anc_le_{name}_end"] = best[1] if best else None
-            row[f"_joined_{name}"] = best[3] if best else False
-            complete = len(vals) == len(days) or not opts["never_above_requires_full_window"]
-            row[f"never_above_{name}"] = bool(vals) and complete and all(cmp(v, thr) for v in vals.values())
-        rows.append(row)
-    return rows
-
-
-def _late_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float],
-                   wins: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    cmp = _CMP["<=" if opts["inclusive"] else "<"]
-    meas = daily.filter((pl.col("source") == "measured") & (pl.col("window") == "late"))
-    by_sid = {k[0]: g for k, g in meas.partition_by("subject_id", as_dict=True).items()}
-    rows = []
-    for sid in sids:
-        w = wins[sid]
-        g = by_sid.get(sid)
-        pts = [] if g is None else sorted(((r["anc"], r["day"], r["evidence"]) for r in g.iter_rows(named=True)),
-                                          key=lambda t: (t[0], t[1]))
-        row: dict[str, Any] = {
-            "subject_id": sid, "late_window_start": float(w["start"]), "late_window_end": w["end"],
-            "late_window_end_reason": w["why"], "late_n_measurements": len(pts),
-            "late_anc_nadir": pts[0][0] if pts else None, "late_anc_nadir_day": pts[0][1] if pts else None,
-            "late_anc_confirmed": pts[1][0] if len(pts) > 1 else None,
-            "late_anc_confirmed_day": pts[1][1] if len(pts) > 1 else None,
-            "late_evidence": _uniq([r for p in sorted(pts, key=lambda t: t[1]) for r in p[2]] + w["evidence"]),
-        }
-        for name, thr in levels.items():
-            row[f"late_n_anc_{name}"] = sum(1 for p in pts if cmp(p[0], thr))
-        rows.append(row)
-    return rows
-
-
-def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
-    """Early and late ICAHT grade per subject (EHA/EBMT 2023; see ``criteria/icaht_2023.yaml``).
-
-    Columns: ``icaht_early_grade``/``icaht_late_grade`` (Int64, null when not evaluable), the early
-    durations ``anc_le_<level>_days`` with their ``_start``/``_end`` days, ``never_above_500``,
-    the late window (``late_window_start``/``_end``/``_end_reason``), ``late_n_measurements``,
-    ``late_anc_nadir`` (lowest) and ``late_anc_confirmed`` (the second lowest: the worst level reached
-    by two measurements), ``early_rule``/``early_reason``/``early_evidence``, the same for ``late_``,
-    and the combined ``rule``, ``reason`` and ``evidence`` (the NEUT rows used).
-    """
-    options = options or IcahtOptions()
-    opts = options.resolved()
-    table = load_criteria(options.criteria)
-    levels = _levels(table)
-    sids = _subject_ids(study)
-    daily = icaht_daily(study, options)
-    wins = _late_windows(study, opts)
-    early = pl.DataFrame(_early_features(daily, sids, opts, levels), infer_schema_length=None)
-    late = pl.DataFrame(_late_features(daily, sids, opts, levels, wins), infer_schema_length=None)
-    if not sids:
-        return _empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
-                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
-    f = early.join(late, on="subject_id", how="left")
-    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
-    used = {c["feature"] for r in table["early"] for c in r["when"]}
-    f = f.drop([c for c in f.columns if c.startswith("never_above_") and c not in used])
-    f = f.with_columns(
-        pl.when(pl.col("early_n_days") > 0).then(pl.col("early_grade")).otherwise(None).alias("icaht_early_grade"),
-        pl.when(pl.col("early_n_days") > 0).then(pl.col("early_rule")).otherwise(None).alias("early_rule"),
-        pl.when(pl.col("late_n_measurements") >= int(opts["late_min_measurements"]))
-        .then(pl.col("late_grade")).otherwise(None).alias("icaht_late_grade"),
-        pl.when(pl.col("late_n_measurements") >= int(opts["late_min_measurements"]))
-        .then(pl.col("late_rule")).otherwise(None).alias("late_rule"),
-    )
-    texts = {r["id"]: rule_text(r, opts) for r in table["early"] + table["late"]}
-    early_levels = _early_level_names(table, levels)
-    sym = "<=" if opts["inclusive"] else "<"
-    reasons = []
-    for r in f.iter_rows(named=True):
-        reasons.append((_early_reason(r, opts, levels, early_levels, texts, sym),
-                        _late_reason(r, opts, levels, texts, sym)))
-    f = f.with_columns(
-        pl.Series("early_reason", [x[0] for x in reasons], dtype=pl.String),
-        pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
-    )
-    f = f.with_columns(
-        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
-                      pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
-        pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
-        pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
-    )
-    lvl_cols = [c for n in early_levels for c in (f"anc_le_{n}_days", f"anc_le_{n}_start", f"anc_le_{n}_end")]
-    cols = (["subject_id", "icaht_early_grade", "icaht_late_grade"] + lvl_cols
-            + [f"never_above_{n}" for n in early_levels if any(
-                c["feature"] == f"never_above_{n}" for r in table["early"] for c in r["when"])]
-            + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
-               "late_anc_nadir", "late_anc_nadir_day", "late_anc_confirmed", "late_anc_confirmed_day",
-               "early_rule", "early_reason", "early_evidence", "late_rule", "late_reason", "late_evidence",
-               "rule", "reason", "evidence"])
-    return f.select(cols).cast({"icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
-                                "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
-
-
-def icaht_summary(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
-    """``icaht_early_grade`` and ``icaht_late_grade`` per subject (the ``subject_summary.csv`` columns)."""
-    return icaht(study, options).select("subject_id", "icaht_early_grade", "icaht_late_grade")
-
-
-def icaht_episodes(study: Study, options: IcahtOptions | None = None,
-                   graded: pl.DataFrame | None = None) -> pl.DataFrame:
-    """ICAHT as ADAE-like rows (EHA/EBMT 2023): one early and one late row per subject with grade >= 1.
-
-    Early: ASTDY/AENDY = the longest (joined) run of ANC at or below the first early level (500/uL by
-    default) and ADURN its length in days. Late: ASTDY/AENDY = the late window, ADURN = its length.
-    ``graded`` is the output of :func:`icaht` when already computed.
-    """
-    f = graded if graded is not None else icaht(study, options)
-    table = load_criteria((options or IcahtOptions()).criteria)
-    first = _early_level_names(table, _levels(table))[0]  # the shallowest early level (500/uL)
-    schema = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
-              "AENDY": pl.Int64, "ADURN": pl.Int64, "ATOXGR": pl.Int64, "ATOXGRS": pl.String,
-              "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
-    scale = "EHA/EBMT 2023 ICAHT"
-    early = f.filter(pl.col("icaht_early_grade") >= 1).select(
-        "subject_id", pl.lit(1, dtype=pl.Int64).alias("episode"),
-        pl.lit("Immune effector cell-associated hematotoxicity, early (days 0-30)").alias("AETERM"),
-        pl.col(f"anc_le_{first}_start").cast(pl.Int64).alias("ASTDY"),
-        pl.col(f"anc_le_{first}_end").cast(pl.Int64).alias("AENDY"),
-        pl.col(f"anc_le_{first}_days").cast(pl.Int64).alias("ADURN"),
-        pl.col("icaht_early_grade").alias("ATOXGR"), pl.lit(scale).alias("ATOXGRS"),
-        pl.col("early_rule").alias("rule"), pl.col("early_reason").alias("reason"),
-        pl.col("early_evidence").alias("evidence"),
-    )
-    late = f.filter(pl.col("icaht_late_grade") >= 1).select(
-        "subject_id", pl.lit(2, dtype=pl.Int64).alias("episode"),
-        pl.lit("Immune effector cell-associated hematotoxicity, late (after day 30)").alias("AETERM"),
-        pl.col("late_window_start").cast(pl.Int64).alias("ASTDY"),
-        pl.col("late_window_end").cast(pl.Int64).alias("AENDY"),
-        (pl.col("late_window_end") - pl.col("late_window_start") + 1).cast(pl.Int64).alias("ADURN"),
-        pl.col("icaht_late_grade").alias("ATOXGR"), pl.lit(scale).alias("ATOXGRS"),
-        pl.col("late_rule").alias("rule"), pl.col("late_reason").alias("reason"),
-        pl.col("late_evidence").alias("evidence"),
-    )
-    return pl.concat([early.cast(schema), late.cast(schema)]).sort("subject_id", "episode")
-
-
-def _early_reason(r: dict, opts: dict, levels: dict[str, float], names: list[str], texts: dict[str, str],
-                  sym: str) -> str:
-    lo, hi = opts["early_window"]
-    if not r["early_n_days"]:
-        return f"not evaluable: no ANC in days {lo}-{hi} (measured or interpolated)."
-    parts = []
-    for name in names:
-        n = r[f"anc_le_{name}_days"]
-        if n:
-            joined = (f", joined across recoveries shorter than {opts['stable_recovery_days']} days"
-                      if r[f"_joined_{name}"] else "")
-            parts.append(f"ANC {sym} {_fmt(levels[name])} for {n} days (days {r[f'anc_le_{name}_start']}-"
-                         f"{r[f'anc_le_{name}_end']}{joined})")
-        else:
-            parts.append(f"ANC never {sym} {_fmt(levels[name])}")
-    for name in names:
-        if r.get(f"never_above_{name}") and f"never_above_{name}" in r:
-            parts.insert(0, f"ANC never above {_fmt(levels[name])} in days {lo}-{hi} "
-                            f"({r['early_n_days']} days with data)")
-    g = r["icaht_early_grade"]
-    why = texts.get(r["early_rule"], "no ICAHT criterion met") if r["early_rule"] else "no ICAHT criterion met"
-    return f"{'; '.join(parts)} -> grade {g} ({why})."
-
-
-def _late_reason(r: dict, opts: dict, levels: dict[str, float], texts: dict[str, str], sym: str) -> str:
-    ws, we = int(r["late_window_start"]), r["late_window_end"]
-    win = f"days {ws}-{_fmt(we)} (window ends: {r['late_window_end_reason']})"
-    n = r["late_n_measurements"]
-    need = int(opts["late_min_measurements"])
-    if we < ws:
-        return (f"not evaluable: the late window is empty (it ends on day {_fmt(we)}, "
-                f"{r['late_window_end_reason']}, before day {ws}).")
-    if n < need:
-        return f"not evaluable: {n} ANC measurement(s) in {win}, {need} needed."
-    lowest = f"lowest ANC {_fmt(r['late_anc_nadir'])} on day {r['late_anc_nadir_day']}, second lowest " \
-             f"{_fmt(r['late_anc_confirmed'])} on day {r['late_anc_confirmed_day']}"
-    g = r["icaht_late_grade"]
-    if r["late_rule"]:
-        return f"{n} measurements in {win}; {lowest} -> grade {g} ({texts[r['late_rule']]})."
-    top = max(levels.values())
-    where = "at or below" if sym == "<=" else "below"
-    return f"{n} measurements in {win}; {lowest}; fewer than {need} {where} {_fmt(top)} -> grade 0."
-
-
 # ---------------------------------------------------------------------------------------------
 # Recovery days
 
@@ -650,12 +166,9 @@ class RecoveryOptions:
 
 
 def _transfusion_days(study: Study, categories: tuple[str, ...]) -> dict[str, set[int]]:
-    iv = study.interventions.filter(pl.col("category").is_in(list(categories)) & pl.col("start_day").is_not_null())
     out: dict[str, set[int]] = {}
-    for r in iv.iter_rows(named=True):
-        lo = math.floor(r["start_day"])
-        hi = math.floor(r["end_day"]) if r["end_day"] is not None else lo
-        out.setdefault(r["subject_id"], set()).update(range(lo, max(lo, hi) + 1))
+    for sid, d in transfusion_days(study, categories).select("subject_id", "d").iter_rows():
+        out.setdefault(sid, set()).add(d)
     return out
 
 

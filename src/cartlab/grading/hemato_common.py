@@ -1,0 +1,301 @@
+"""Helpers shared by the haematotoxicity engines (N-ICAHT, T-ICAHT, recovery, CAR-HEMATOTOX, EASIX, IEC-HS).
+
+* Observations of a parameter, one value per calendar day (:func:`param_obs`, :func:`daily_values`).
+* The daily series of one count with linear interpolation between measured days
+  (:func:`daily_series`), as the EHA/EBMT ICAHT contract fills days between measurements.
+* Durations below a threshold within a window (:func:`below_durations`): cumulative days (the
+  EHA/EBMT logic restated by Rejeski et al., Blood 2025, T-ICAHT Table 1: "the cumulative length
+  beneath the respective threshold is calculated", "Days of nonstable count recovery (<3 days) are
+  counted to the cumulative total of days") or the longest joined run (an option).
+* Per-subject windows ending at the earliest of a day and clinical events (:func:`event_windows`).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import EVIDENCE, evidence_ref, unique_refs
+from cartlab.io.dictionary import load_dictionary
+from cartlab.model import Study
+from cartlab.units import conversion
+
+CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+
+#: the ways a duration below a threshold is measured (see :func:`below_durations`)
+DURATIONS = ("cumulative", "longest_run")
+
+
+def resolve(opts: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Criteria-table defaults overridden by the option fields that are not ``None``."""
+    out = dict(defaults)
+    for k, v in asdict(opts).items():
+        if k != "criteria" and v is not None:
+            out[k] = v
+    return out
+
+
+def canonical_unit(param: str) -> tuple[str, float | None]:
+    p = load_dictionary()[param]
+    return p.unit, p.molar_mass_g_mol
+
+
+def to_canonical(value: float, unit: str, param: str) -> float:
+    """A cut-off written in ``unit`` expressed in ``param``'s canonical unit."""
+    canon, mm = canonical_unit(param)
+    return round(conversion(unit, canon, mm)(float(value)), 12)
+
+
+def from_canonical(value: float, unit: str, param: str) -> float:
+    """A canonical value of ``param`` expressed in ``unit``."""
+    canon, mm = canonical_unit(param)
+    return conversion(canon, unit, mm)(float(value))
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "NA"
+    return f"{x:.{digits}g}"
+
+
+def subject_ids(study: Study) -> list[str]:
+    """Subjects of ``subjects.csv`` in file order, then any subject seen only in observations."""
+    ids = list(study.subjects["subject_id"].to_list()) if study.subjects.height else []
+    seen = set(ids)
+    for sid in study.observations["subject_id"].unique(maintain_order=True).to_list():
+        if sid not in seen:
+            seen.add(sid)
+            ids.append(sid)
+    return ids
+
+
+def param_obs(study: Study, params: Iterable[str]) -> pl.DataFrame:
+    """Non-null observations of ``params`` with calendar day ``d`` and evidence ``ref``."""
+    return (
+        study.observations.filter(
+            pl.col("param").is_in(list(params)) & pl.col("value").is_not_null() & pl.col("day").is_not_null()
+        )
+        .with_columns(pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
+        .select("subject_id", "param", "day", "d", "value", "lln", "uln", "ref", "src_row")
+    )
+
+
+def daily_values(obs: pl.DataFrame, how: str) -> pl.DataFrame:
+    """One value per subject, param and calendar day: the ``how`` (min | max | last | mean) one."""
+    keys = ["subject_id", "param", "d"]
+    if how == "mean":
+        return obs.group_by(keys).agg(
+            pl.col("value").mean(), pl.col("ref").drop_nulls().alias("refs"),
+            pl.col("lln").first(), pl.col("uln").first(),
+        )
+    if how in ("min", "max"):
+        ordered = obs.sort(["value", "day", "src_row"], descending=[how == "max", False, False], nulls_last=True)
+    elif how == "last":
+        ordered = obs.sort(["day", "src_row"], descending=True, nulls_last=True)
+    else:
+        raise ValueError(f"unknown daily value {how!r} (min, max, last or mean)")
+    return ordered.group_by(keys, maintain_order=True).agg(
+        pl.col("value").first(),
+        pl.col("ref").first().alias("ref1"),
+        pl.col("lln").first(),
+        pl.col("uln").first(),
+    ).with_columns(
+        pl.when(pl.col("ref1").is_not_null()).then(pl.concat_list(pl.col("ref1")))
+        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("refs")
+    ).drop("ref1")
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def transfusion_days(study: Study, categories: Iterable[str]) -> pl.DataFrame:
+    """One row per subject and calendar day covered by an intervention of ``categories``
+    (``start_day`` to ``end_day`` inclusive; no end = the start day), with its evidence ``ref``."""
+    iv = study.interventions.filter(pl.col("category").is_in(list(categories)) & pl.col("start_day").is_not_null())
+    lo = pl.col("start_day").floor().cast(pl.Int64)
+    hi = pl.coalesce(pl.col("end_day"), pl.col("start_day")).floor().cast(pl.Int64)
+    return (
+        iv.with_columns(pl.int_ranges(lo, pl.max_horizontal(lo, hi) + 1).alias("d"), evidence_ref().alias("ref"))
+        .explode("d").select("subject_id", "d", "ref")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the daily series of one count
+
+
+def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> pl.DataFrame:
+    """One row per subject and calendar day from its first to its last measured day of ``param``.
+
+    ``value`` is the day's ``opts["daily_value"]`` (min | max | mean | last) or, when
+    ``opts["interpolate"]``, the linear interpolation of the neighbouring measured days (not across
+    more than ``opts["max_interpolation_gap_days"]`` missing days when set); otherwise missing.
+    Columns: ``subject_id``, ``day``, ``value``, ``source`` (measured | interpolated | missing),
+    ``prev_day``/``next_day`` (interpolation neighbours), ``reason``, ``evidence``.
+    """
+    schema = {"subject_id": pl.String, "day": pl.Int64, "value": pl.Float64, "source": pl.String,
+              "prev_day": pl.Int64, "next_day": pl.Int64, "reason": pl.String, "evidence": EVIDENCE}
+    obs = daily_values(param_obs(study, [param]), opts["daily_value"])
+    if obs.is_empty():
+        return empty(schema)
+    grid = (
+        obs.group_by("subject_id").agg(pl.col("d").min().alias("lo"), pl.col("d").max().alias("hi"))
+        .with_columns(pl.int_ranges("lo", pl.col("hi") + 1).alias("d")).explode("d").select("subject_id", "d")
+    )
+    f = grid.join(obs.select("subject_id", "d", "value", "refs"), on=["subject_id", "d"], how="left").sort("subject_id", "d")
+    f = f.with_columns(pl.when(pl.col("value").is_not_null()).then(pl.col("d")).alias("_md"))
+    f = f.with_columns(
+        pl.col("_md").forward_fill().over("subject_id").alias("prev_day"),
+        pl.col("value").forward_fill().over("subject_id").alias("prev_v"),
+        pl.col("refs").forward_fill().over("subject_id").alias("prev_refs"),
+        pl.col("_md").backward_fill().over("subject_id").alias("next_day"),
+        pl.col("value").backward_fill().over("subject_id").alias("next_v"),
+        pl.col("refs").backward_fill().over("subject_id").alias("next_refs"),
+    )
+    gap_ok = pl.lit(bool(opts["interpolate"]))
+    if opts["max_interpolation_gap_days"] is not None:
+        gap_ok = gap_ok & ((pl.col("next_day") - pl.col("prev_day") - 1) <= int(opts["max_interpolation_gap_days"]))
+    interp = pl.col("prev_v") + (pl.col("next_v") - pl.col("prev_v")) * (
+        (pl.col("d") - pl.col("prev_day")) / (pl.col("next_day") - pl.col("prev_day"))
+    )
+    measured = pl.col("value").is_not_null()
+    f = f.with_columns(
+        pl.when(measured).then(pl.col("value")).when(gap_ok).then(interp).alias("value"),
+        pl.when(measured).then(pl.lit("measured")).when(gap_ok).then(pl.lit("interpolated"))
+        .otherwise(pl.lit("missing")).alias("source"),
+    )
+    f = f.with_columns(
+        pl.when(pl.col("source") == "measured").then(pl.format(f"measured {label} {{}}", pl.col("value")))
+        .when(pl.col("source") == "interpolated").then(pl.format(
+            "interpolated {} between day {} ({}) and day {} ({})",
+            pl.col("value").round(3), pl.col("prev_day"), pl.col("prev_v"), pl.col("next_day"), pl.col("next_v")))
+        .otherwise(pl.format(f"no {label}: gap between day {{}} and day {{}} too long to interpolate",
+                             pl.col("prev_day"), pl.col("next_day"))).alias("reason"),
+        pl.when(pl.col("source") == "measured").then(pl.col("refs"))
+        .when(pl.col("source") == "interpolated").then(pl.concat_list("prev_refs", "next_refs"))
+        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("evidence"),
+        pl.when(measured).then(None).otherwise(pl.col("prev_day")).alias("prev_day"),
+        pl.when(measured).then(None).otherwise(pl.col("next_day")).alias("next_day"),
+    )
+    return f.rename({"d": "day"}).select(list(schema)).cast(schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# durations below a threshold
+
+
+def below_durations(frame: pl.DataFrame, flag: str, stable: int, count_gap: bool, how: str) -> pl.DataFrame:
+    """Days below a threshold per subject, from the window days of ``frame`` (``subject_id``, ``day``
+    and the nullable boolean column ``flag``: True = below, False = not below, null = unknown).
+
+    Consecutive below-days form runs; a run of not-below days shorter than ``stable`` days between
+    two below-runs (every day known) is a non-stable recovery: it joins them into one episode and its
+    days count when ``count_gap``. Unknown days are never counted and never bridged.
+
+    ``how``: ``"cumulative"`` = all below-days (plus counted recovery days) of the window, from the
+    first to the last below-day; ``"longest_run"`` = the longest joined episode (ties: the earliest).
+    Returns one row per subject with at least one known day: ``days`` (0 when none below),
+    ``start``, ``end``, ``episodes`` (joined episodes in the window), ``recovery_days`` (non-stable
+    recovery days counted) and ``joined`` (a counted episode spans a non-stable recovery).
+    """
+    if how not in DURATIONS:
+        raise ValueError(f"unknown duration {how!r} ({' or '.join(DURATIONS)})")
+    sid = "subject_id"
+    f = frame.select(sid, "day", pl.col(flag).alias("flag")).sort(sid, "day")
+    state = pl.when(pl.col("flag").is_null()).then(-1).when(pl.col("flag")).then(1).otherwise(0)
+    f = f.with_columns(state.alias("state"))
+    new_run = (pl.col("state") != pl.col("state").shift(1).over(sid)) | (
+        pl.col("day") != pl.col("day").shift(1).over(sid) + 1)
+    f = f.with_columns(new_run.fill_null(True).cast(pl.Int64).cum_sum().over(sid).alias("run"))
+    runs = f.group_by(sid, "run", maintain_order=True).agg(
+        pl.col("state").first(), pl.len().alias("n"), pl.col("day").min().alias("first"),
+        pl.col("day").max().alias("last"),
+    ).sort(sid, "run")
+    prev_adj = (pl.col("last").shift(1).over(sid) == pl.col("first") - 1)
+    next_adj = (pl.col("first").shift(-1).over(sid) == pl.col("last") + 1)
+    bridged = ((pl.col("state") == 0) & (pl.col("state").shift(1).over(sid) == 1) & prev_adj
+               & (pl.col("state").shift(-1).over(sid) == 1) & next_adj & (pl.col("n") < int(stable)))
+    runs = runs.with_columns(bridged.fill_null(False).alias("bridged"))
+    runs = runs.with_columns(
+        ((pl.col("state") == 1) & ~pl.col("bridged").shift(1).over(sid).fill_null(False))
+        .cast(pl.Int64).cum_sum().over(sid).alias("episode"),
+    )
+    counted = runs.filter((pl.col("state") == 1) | pl.col("bridged"))
+    gap_n = pl.when(pl.col("bridged")).then(pl.col("n")).otherwise(0)
+    episodes = counted.group_by(sid, "episode", maintain_order=True).agg(
+        (pl.when(pl.col("state") == 1).then(pl.col("n")).otherwise(0).sum()
+         + (gap_n.sum() if count_gap else pl.lit(0))).alias("days"),
+        pl.col("first").min().alias("start"), pl.col("last").filter(pl.col("state") == 1).max().alias("end"),
+        (gap_n.sum() if count_gap else pl.lit(0)).alias("recovery_days"),
+        pl.col("bridged").any().alias("joined"),
+    )
+    if how == "cumulative":
+        per = episodes.group_by(sid).agg(
+            pl.col("days").sum(), pl.col("start").min(), pl.col("end").max(), pl.len().alias("episodes"),
+            pl.col("recovery_days").sum(), pl.col("joined").any(),
+        )
+    else:
+        per = episodes.sort(sid, pl.col("days"), pl.col("start"), descending=[False, True, False]).group_by(
+            sid, maintain_order=True).agg(
+            pl.col("days").first(), pl.col("start").first(), pl.col("end").first(),
+            pl.len().alias("episodes"), pl.col("recovery_days").first(), pl.col("joined").first(),
+        )
+    known = f.filter(pl.col("state") >= 0).select(sid).unique()
+    schema = {sid: pl.String, "days": pl.Int64, "start": pl.Int64, "end": pl.Int64, "episodes": pl.Int64,
+              "recovery_days": pl.Int64, "joined": pl.Boolean}
+    out = known.join(per, on=sid, how="left").with_columns(
+        pl.col("days").fill_null(0), pl.col("episodes").fill_null(0), pl.col("recovery_days").fill_null(0),
+        pl.col("joined").fill_null(False),
+    )
+    return out.select(list(schema)).cast(schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# windows ending at clinical events
+
+
+def event_windows(study: Study, sids: list[str], start: float, end_day: float, events: Iterable[str],
+                  at_last_followup: bool, min_event_day: float | None = None) -> dict[str, dict[str, Any]]:
+    """Per subject: ``start``, ``end`` (the earliest of ``end_day``, the first of ``events`` - only
+    those on or after ``min_event_day`` when given - and, when ``at_last_followup``, the last
+    follow-up day), ``why`` (what ends it) and ``evidence`` (the rows of the ending events)."""
+    ev = study.events.filter(pl.col("event").is_in(list(events)) & pl.col("day").is_not_null())
+    if min_event_day is not None:
+        ev = ev.filter(pl.col("day") >= float(min_event_day))
+    ev = ev.with_columns(evidence_ref().alias("ref")).sort("day")
+    lfu = dict(zip(study.subjects["subject_id"].to_list(), study.subjects["last_followup_day"].to_list())) \
+        if study.subjects.height else {}
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for row in ev.iter_rows(named=True):
+        by_subject.setdefault(row["subject_id"], []).append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for sid in sids:
+        ends: list[tuple[float, str, list[str]]] = [(float(end_day), f"day {end_day:g}", [])]
+        for row in by_subject.get(sid, ()):
+            ends.append((float(row["day"]), row["event"], unique_refs([row["ref"]])))
+        if at_last_followup and lfu.get(sid) is not None:
+            ends.append((float(lfu[sid]), "last follow-up", []))
+        end = min(e[0] for e in ends)
+        why = [e for e in ends if e[0] == end]
+        out[sid] = {"start": float(start), "end": end, "why": ", ".join(w[1] for w in why),
+                    "evidence": unique_refs(r for w in why for r in w[2])}
+    return out
+
+
+def windows_frame(wins: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    """``subject_id``, ``_ws``, ``_we`` (window start and end) of :func:`event_windows`."""
+    return pl.DataFrame(
+        {"subject_id": list(wins), "_ws": [w["start"] for w in wins.values()], "_we": [w["end"] for w in wins.values()]},
+        schema={"subject_id": pl.String, "_ws": pl.Float64, "_we": pl.Float64},
+    )
+
+
+def in_window(end_inclusive: bool) -> pl.Expr:
+    """``day`` within ``[_ws, _we]`` (``[_ws, _we)`` when not ``end_inclusive``)."""
+    upper = (pl.col("day") <= pl.col("_we")) if end_inclusive else (pl.col("day") < pl.col("_we"))
+    return (pl.col("day") >= pl.col("_ws")) & upper

@@ -1,0 +1,355 @@
+"""ICAHT, neutrophil grading (N-ICAHT; EHA/EBMT 2023, Rejeski et al., Blood 2023;142:865).
+
+Thresholds and rules live in ``criteria/icaht_2023.yaml``; the code evaluates them. Early ICAHT
+(days 0-30) grades the cumulative days of ANC at or below 0.5 and 0.1 x10^9/L (days between
+measurements linearly interpolated, non-stable recoveries < 3 days counted; the longest run is an
+option), late ICAHT (day 31 to the earliest of day 100, relapse, new therapy, allo-HSCT or last
+follow-up) the worst ANC level reached by at least two measurements.
+
+>>> from cartlab.datasets import seed_case
+>>> icaht(seed_case())["icaht_early_grade"].to_list()
+[3]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import (
+    EVIDENCE,
+    domain_grade,
+    load_criteria,
+    rule_text,
+    unique_refs,
+)
+from cartlab.grading.hemato_common import (
+    CMP,
+    DURATIONS,
+    below_durations,
+    daily_series,
+    empty,
+    event_windows,
+    fmt,
+    in_window,
+    resolve,
+    subject_ids,
+    to_canonical,
+    windows_frame,
+)
+from cartlab.model import Study
+
+__all__ = ["IcahtOptions", "icaht", "icaht_daily", "icaht_episodes", "icaht_summary"]
+
+
+@dataclass(frozen=True)
+class IcahtOptions:
+    """Options of ICAHT grading; ``None`` means the criteria table's default (the project contract).
+
+    * ``early_window`` ((0, 30)): early ICAHT days, inclusive.
+    * ``inclusive`` (True): "ANC <= level"; False = strictly below the level.
+    * ``daily_value`` ("min"): several ANC values on one calendar day -> the lowest (min|max|mean).
+    * ``interpolate`` (True): days between two measurements get the linear interpolation of the
+      neighbouring measured days; False = unmeasured days are unknown (never counted).
+    * ``max_interpolation_gap_days`` (None): do not interpolate across more missing days than this.
+    * ``duration`` ("cumulative"): early durations are the cumulative days at or below the level in
+      the window (EHA/EBMT logic, Rejeski 2025 T-ICAHT Table 1 footnote); "longest_run" = the longest
+      single (joined) run.
+    * ``stable_recovery_days`` (3): a recovery shorter than this between two runs is non-stable.
+    * ``count_recovery_days_in_run`` (True): days of non-stable recovery count in the duration.
+    * ``never_above_requires_full_window`` (False): grade 4 "never above 0.5 in days 0-30" only when
+      every day of the window has a (measured or interpolated) value.
+    * ``late_start_day`` (31), ``late_end_day`` (100), ``late_end_events`` (relapse, new_therapy,
+      allo_hsct), ``late_end_at_last_followup`` (True): the late window runs from the start day to the
+      earliest of these ends; ``late_window_end_inclusive`` (True) keeps a value on the end day;
+      ``late_end_events_from_day`` (0): only events on or after this day end the window (a bridging
+      therapy or the pre-infusion relapse recorded before day 0 does not).
+    * ``late_min_measurements`` (2): the worst level must be reached by this many measurements
+      (different calendar days); fewer measurements in the window -> late grade empty.
+    """
+
+    early_window: tuple[int, int] | None = None
+    inclusive: bool | None = None
+    daily_value: str | None = None
+    interpolate: bool | None = None
+    max_interpolation_gap_days: int | None = None
+    duration: str | None = None
+    stable_recovery_days: int | None = None
+    count_recovery_days_in_run: bool | None = None
+    never_above_requires_full_window: bool | None = None
+    late_start_day: int | None = None
+    late_end_day: int | None = None
+    late_end_events: tuple[str, ...] | None = None
+    late_end_at_last_followup: bool | None = None
+    late_window_end_inclusive: bool | None = None
+    late_end_events_from_day: float | None = None
+    late_min_measurements: int | None = None
+    criteria: str = "icaht_2023"
+
+    def resolved(self) -> dict[str, Any]:
+        out = resolve(self, load_criteria(self.criteria)["defaults"])
+        out["early_window"] = tuple(int(x) for x in out["early_window"])
+        out["late_end_events"] = tuple(out["late_end_events"])
+        if out["duration"] not in DURATIONS:
+            raise ValueError(f"unknown ICAHT duration {out['duration']!r} ({' or '.join(DURATIONS)})")
+        return out
+
+
+def _levels(table: dict[str, Any]) -> dict[str, float]:
+    """ANC levels of the table in canonical 10^9/L, keyed by the level's short name ("500")."""
+    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "NEUT") for key, v in table["levels"].items()}
+
+
+def _early_level_names(table: dict[str, Any], levels: dict[str, float]) -> list[str]:
+    """Levels the early rules refer to (``anc_le_<level>_days`` / ``never_above_<level>``), deepest last."""
+    used = set()
+    for rule in table["early"]:
+        for c in rule["when"]:
+            m = re.fullmatch(r"(?:anc_le_(\w+)_days|never_above_(\w+))", c["feature"])
+            if m:
+                used.add(m.group(1) or m.group(2))
+    return sorted(used, key=lambda n: -levels[n])
+
+
+def _late_windows(study: Study, opts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return event_windows(study, subject_ids(study), opts["late_start_day"], opts["late_end_day"],
+                         opts["late_end_events"], opts["late_end_at_last_followup"],
+                         min_event_day=opts["late_end_events_from_day"])
+
+
+def icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
+    """The daily ANC series ICAHT is graded on, one row per subject and calendar day.
+
+    Columns: ``day``, ``anc`` (10^9/L), ``source`` (measured | interpolated | missing),
+    ``prev_day``/``next_day`` (interpolation neighbours), ``window`` (early | late | None),
+    ``anc_le_<level>`` flags for every level of the criteria table, ``reason`` and ``evidence`` (the
+    NEUT row of the day, or the two neighbouring rows an interpolated value comes from).
+    """
+    options = options or IcahtOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
+    levels = _levels(table)
+    daily = daily_series(study, "NEUT", opts, "ANC").rename({"value": "anc"})
+    lo, hi = opts["early_window"]
+    daily = daily.join(windows_frame(_late_windows(study, opts)), on="subject_id", how="left").with_columns(
+        pl.when((pl.col("day") >= lo) & (pl.col("day") <= hi)).then(pl.lit("early"))
+        .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
+        .otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
+        *[(pl.col("anc") <= thr if opts["inclusive"] else pl.col("anc") < thr).alias(f"anc_le_{name}")
+          for name, thr in levels.items()],
+    )
+    cols = ["subject_id", "day", "anc", "source", "prev_day", "next_day", "window"]
+    cols += [f"anc_le_{n}" for n in levels] + ["reason", "evidence"]
+    return daily.select(cols).sort("subject_id", "day")
+
+
+def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
+                    levels: dict[str, float]) -> pl.DataFrame:
+    """Per subject: days with an ANC in the early window, evidence, and per level the duration
+    (``anc_le_<level>_days``/``_start``/``_end``/``_episodes``/``_recovery_days``/``_joined``) and
+    ``never_above_<level>``."""
+    lo, hi = opts["early_window"]
+    win = daily.filter(pl.col("day").is_between(lo, hi))
+    known = win.filter(pl.col("anc").is_not_null())
+    out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String}).join(
+        known.group_by("subject_id").agg(
+            pl.len().alias("early_n_days"),
+            pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique(maintain_order=True).alias("early_evidence"),
+            *[pl.col(f"anc_le_{n}").all().alias(f"_all_{n}") for n in levels],
+        ), on="subject_id", how="left",
+    ).with_columns(pl.col("early_n_days").fill_null(0),
+                   pl.col("early_evidence").fill_null(pl.lit([], dtype=EVIDENCE)))
+    for name in levels:
+        d = below_durations(win, f"anc_le_{name}", int(opts["stable_recovery_days"]),
+                            bool(opts["count_recovery_days_in_run"]), opts["duration"])
+        out = out.join(d.rename({c: f"anc_le_{name}_{c}" for c in d.columns if c != "subject_id"}),
+                       on="subject_id", how="left")
+        complete = (pl.col("early_n_days") == hi - lo + 1) | pl.lit(not opts["never_above_requires_full_window"])
+        out = out.with_columns(
+            ((pl.col("early_n_days") > 0) & pl.col(f"_all_{name}").fill_null(False) & complete)
+            .alias(f"never_above_{name}"))
+    return out.drop([f"_all_{n}" for n in levels])
+
+
+def _late_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float],
+                   wins: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    cmp = CMP["<=" if opts["inclusive"] else "<"]
+    meas = daily.filter((pl.col("source") == "measured") & (pl.col("window") == "late"))
+    by_sid = {k[0]: g for k, g in meas.partition_by("subject_id", as_dict=True).items()}
+    rows = []
+    for sid in sids:
+        w = wins[sid]
+        g = by_sid.get(sid)
+        pts = [] if g is None else sorted(((r["anc"], r["day"], r["evidence"]) for r in g.iter_rows(named=True)),
+                                          key=lambda t: (t[0], t[1]))
+        row: dict[str, Any] = {
+            "subject_id": sid, "late_window_start": float(w["start"]), "late_window_end": w["end"],
+            "late_window_end_reason": w["why"], "late_n_measurements": len(pts),
+            "late_anc_nadir": pts[0][0] if pts else None, "late_anc_nadir_day": pts[0][1] if pts else None,
+            "late_anc_confirmed": pts[1][0] if len(pts) > 1 else None,
+            "late_anc_confirmed_day": pts[1][1] if len(pts) > 1 else None,
+            "late_evidence": unique_refs([r for p in sorted(pts, key=lambda t: t[1]) for r in p[2]] + w["evidence"]),
+        }
+        for name, thr in levels.items():
+            row[f"late_n_anc_{name}"] = sum(1 for p in pts if cmp(p[0], thr))
+        rows.append(row)
+    return rows
+
+
+def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
+    """Early and late ICAHT grade per subject (EHA/EBMT 2023; see ``criteria/icaht_2023.yaml``).
+
+    Columns: ``icaht_early_grade``/``icaht_late_grade`` (Int64, null when not evaluable), the early
+    durations ``anc_le_<level>_days`` (cumulative days by default, or the longest run) with the first
+    and last day counted (``_start``/``_end``), the number of ``_episodes`` and the non-stable
+    ``_recovery_days`` counted, ``never_above_500``, the late window
+    (``late_window_start``/``_end``/``_end_reason``), ``late_n_measurements``, ``late_anc_nadir``
+    (lowest) and ``late_anc_confirmed`` (the second lowest: the worst level reached by two
+    measurements), ``early_rule``/``early_reason``/``early_evidence``, the same for ``late_``, and
+    the combined ``rule``, ``reason`` and ``evidence`` (the NEUT rows used).
+    """
+    options = options or IcahtOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
+    levels = _levels(table)
+    sids = subject_ids(study)
+    if not sids:
+        return empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
+                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
+    daily = icaht_daily(study, options)
+    wins = _late_windows(study, opts)
+    early = _early_features(daily, sids, opts, levels)
+    late = pl.DataFrame(_late_features(daily, sids, opts, levels, wins), infer_schema_length=None)
+    f = early.join(late, on="subject_id", how="left")
+    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
+    need = int(opts["late_min_measurements"])
+    f = f.with_columns(
+        pl.when(pl.col("early_n_days") > 0).then(pl.col("early_grade")).otherwise(None).alias("icaht_early_grade"),
+        pl.when(pl.col("early_n_days") > 0).then(pl.col("early_rule")).otherwise(None).alias("early_rule"),
+        pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_grade")).otherwise(None).alias("icaht_late_grade"),
+        pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_rule")).otherwise(None).alias("late_rule"),
+    )
+    texts = {r["id"]: rule_text(r, opts) for r in table["early"] + table["late"]}
+    early_levels = _early_level_names(table, levels)
+    never_used = [n for n in early_levels
+                  if any(c["feature"] == f"never_above_{n}" for r in table["early"] for c in r["when"])]
+    sym = "<=" if opts["inclusive"] else "<"
+    reasons = [(_early_reason(r, opts, levels, early_levels, never_used, texts, sym),
+                _late_reason(r, opts, levels, texts, sym)) for r in f.iter_rows(named=True)]
+    f = f.with_columns(
+        pl.Series("early_reason", [x[0] for x in reasons], dtype=pl.String),
+        pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
+    )
+    f = f.with_columns(
+        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
+                      pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
+        pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
+        pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
+    )
+    lvl_cols = [f"anc_le_{n}_{c}" for n in early_levels for c in ("days", "start", "end", "episodes", "recovery_days")]
+    cols = (["subject_id", "icaht_early_grade", "icaht_late_grade"] + lvl_cols
+            + [f"never_above_{n}" for n in never_used]
+            + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
+               "late_anc_nadir", "late_anc_nadir_day", "late_anc_confirmed", "late_anc_confirmed_day",
+               "early_rule", "early_reason", "early_evidence", "late_rule", "late_reason", "late_evidence",
+               "rule", "reason", "evidence"])
+    return f.select(cols).cast({"icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
+                                "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
+
+
+def icaht_summary(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
+    """``icaht_early_grade`` and ``icaht_late_grade`` per subject (the ``subject_summary.csv`` columns)."""
+    return icaht(study, options).select("subject_id", "icaht_early_grade", "icaht_late_grade")
+
+
+def icaht_episodes(study: Study, options: IcahtOptions | None = None,
+                   graded: pl.DataFrame | None = None) -> pl.DataFrame:
+    """ICAHT as ADAE-like rows (EHA/EBMT 2023): one early and one late row per subject with grade >= 1.
+
+    Early: ASTDY/AENDY = the first and last day counted at or below the first early level (500/uL by
+    default) and ADURN the duration graded (cumulative days by default, or the longest run's length).
+    Late: ASTDY/AENDY = the late window, ADURN = its length.
+    ``graded`` is the output of :func:`icaht` when already computed.
+    """
+    f = graded if graded is not None else icaht(study, options)
+    table = load_criteria((options or IcahtOptions()).criteria)
+    first = _early_level_names(table, _levels(table))[0]  # the shallowest early level (500/uL)
+    schema = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
+              "AENDY": pl.Int64, "ADURN": pl.Int64, "ATOXGR": pl.Int64, "ATOXGRS": pl.String,
+              "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+    scale = "EHA/EBMT 2023 ICAHT"
+    early = f.filter(pl.col("icaht_early_grade") >= 1).select(
+        "subject_id", pl.lit(1, dtype=pl.Int64).alias("episode"),
+        pl.lit("Immune effector cell-associated hematotoxicity, early (days 0-30)").alias("AETERM"),
+        pl.col(f"anc_le_{first}_start").cast(pl.Int64).alias("ASTDY"),
+        pl.col(f"anc_le_{first}_end").cast(pl.Int64).alias("AENDY"),
+        pl.col(f"anc_le_{first}_days").cast(pl.Int64).alias("ADURN"),
+        pl.col("icaht_early_grade").alias("ATOXGR"), pl.lit(scale).alias("ATOXGRS"),
+        pl.col("early_rule").alias("rule"), pl.col("early_reason").alias("reason"),
+        pl.col("early_evidence").alias("evidence"),
+    )
+    late = f.filter(pl.col("icaht_late_grade") >= 1).select(
+        "subject_id", pl.lit(2, dtype=pl.Int64).alias("episode"),
+        pl.lit("Immune effector cell-associated hematotoxicity, late (after day 30)").alias("AETERM"),
+        pl.col("late_window_start").cast(pl.Int64).alias("ASTDY"),
+        pl.col("late_window_end").cast(pl.Int64).alias("AENDY"),
+        (pl.col("late_window_end") - pl.col("late_window_start") + 1).cast(pl.Int64).alias("ADURN"),
+        pl.col("icaht_late_grade").alias("ATOXGR"), pl.lit(scale).alias("ATOXGRS"),
+        pl.col("late_rule").alias("rule"), pl.col("late_reason").alias("reason"),
+        pl.col("late_evidence").alias("evidence"),
+    )
+    return pl.concat([early.cast(schema), late.cast(schema)]).sort("subject_id", "episode")
+
+
+def duration_text(r: dict, prefix: str, what: str, opts: dict) -> str:
+    """A sentence part for one level's duration: "<what> on 14 days in total (days 1-17, ...)"."""
+    n = r[f"{prefix}_days"]
+    if not n:
+        return f"{what} on no day"
+    span = f"days {r[f'{prefix}_start']}-{r[f'{prefix}_end']}"
+    rec = r[f"{prefix}_recovery_days"]
+    stable = opts["stable_recovery_days"]
+    if opts["duration"] == "cumulative":
+        eps = r[f"{prefix}_episodes"]
+        extra = f", {rec} days of non-stable recovery (< {stable} days) counted" if rec else ""
+        return f"{what} on {n} days in total ({span}, {eps} episode{'s' if eps != 1 else ''}{extra})"
+    joined = f", joined across recoveries shorter than {stable} days" if r[f"{prefix}_joined"] else ""
+    return f"{what} for {n} days (longest run, {span}{joined})"
+
+
+def _early_reason(r: dict, opts: dict, levels: dict[str, float], names: list[str], never_used: list[str],
+                  texts: dict[str, str], sym: str) -> str:
+    lo, hi = opts["early_window"]
+    if not r["early_n_days"]:
+        return f"not evaluable: no ANC in days {lo}-{hi} (measured or interpolated)."
+    parts = [duration_text(r, f"anc_le_{name}", f"ANC {sym} {fmt(levels[name])}", opts) for name in names]
+    for name in never_used:
+        if r[f"never_above_{name}"]:
+            parts.insert(0, f"ANC never above {fmt(levels[name])} in days {lo}-{hi} "
+                            f"({r['early_n_days']} days with data)")
+    g = r["icaht_early_grade"]
+    why = texts.get(r["early_rule"], "no ICAHT criterion met") if r["early_rule"] else "no ICAHT criterion met"
+    return f"{'; '.join(parts)} -> grade {g} ({why})."
+
+
+def _late_reason(r: dict, opts: dict, levels: dict[str, float], texts: dict[str, str], sym: str) -> str:
+    ws, we = int(r["late_window_start"]), r["late_window_end"]
+    win = f"days {ws}-{fmt(we)} (window ends: {r['late_window_end_reason']})"
+    n = r["late_n_measurements"]
+    need = int(opts["late_min_measurements"])
+    if we < ws:
+        return (f"not evaluable: the late window is empty (it ends on day {fmt(we)}, "
+                f"{r['late_window_end_reason']}, before day {ws}).")
+    if n < need:
+        return f"not evaluable: {n} ANC measurement(s) in {win}, {need} needed."
+    lowest = f"lowest ANC {fmt(r['late_anc_nadir'])} on day {r['late_anc_nadir_day']}, second lowest " \
+             f"{fmt(r['late_anc_confirmed'])} on day {r['late_anc_confirmed_day']}"
+    g = r["icaht_late_grade"]
+    if r["late_rule"]:
+        return f"{n} measurements in {win}; {lowest} -> grade {g} ({texts[r['late_rule']]})."
+    top = max(levels.values())
+    where = "at or below" if sym == "<=" else "below"
+    return f"{n} measurements in {win}; {lowest}; fewer than {need} {where} {fmt(top)} -> grade 0."

@@ -1,0 +1,329 @@
+"""T-ICAHT: thrombocytopenia grading after CAR-T (Rejeski et al., Blood 2025, Table 1).
+
+Criteria in ``criteria/t_icaht_2025.yaml`` (http://www.ash-sap.org/view-large/12809257). Early
+T-ICAHT (days 0-30, censored at progression, new therapy or death): cumulative days with PLT < 50
+(grade 1: 1-6 days, grade 2: >= 7) and < 20 x10^9/L (grade 3: 1-13 days, grade 4: >= 14), non-stable
+recoveries (< 3 days) counted. Late T-ICAHT (days 31-100): PLT < 100 (grade 1) or < 50 (grade 2) on
+two or more measurements, < 20 for 1-13 (grade 3) or >= 14 days (grade 4). A count >= 20 within 7
+days of a platelet transfusion is not a recovery (the paper's platelet-recovery definition) and
+counts as below 20. No platelet count in a window -> that grade is empty (not evaluable), never 0.
+
+>>> from cartlab.datasets import seed_case
+>>> t_icaht(seed_case()).select("t_icaht_early_grade", "t_icaht_late_grade").row(0)
+(4, 4)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import EVIDENCE, domain_grade, load_criteria, rule_text
+from cartlab.grading.hemato_common import (
+    DURATIONS,
+    below_durations,
+    daily_series,
+    empty,
+    event_windows,
+    fmt,
+    in_window,
+    resolve,
+    subject_ids,
+    to_canonical,
+    transfusion_days,
+    windows_frame,
+)
+from cartlab.grading.icaht import duration_text
+from cartlab.model import Study
+
+__all__ = ["TIcahtOptions", "t_icaht", "t_icaht_daily"]
+
+
+@dataclass(frozen=True)
+class TIcahtOptions:
+    """Options of T-ICAHT grading; ``None`` means the criteria table's default.
+
+    * ``early_window`` ((0, 30)), ``inclusive`` (False: "PLT < level" as printed; True = "<="),
+      ``daily_value`` ("min"), ``interpolate`` (True), ``max_interpolation_gap_days`` (None),
+      ``duration`` ("cumulative" | "longest_run"), ``stable_recovery_days`` (3),
+      ``count_recovery_days_in_run`` (True): as in :class:`~cartlab.grading.icaht.IcahtOptions`.
+    * ``censor_events`` (relapse, new_therapy, allo_hsct, death): the early window ends at the first
+      of these on or after day 0; ``censor_day_inclusive`` (True) keeps the censoring day.
+    * ``late_start_day`` (31), ``late_end_day`` (100), ``late_end_events`` (as ``censor_events``),
+      ``late_end_at_last_followup`` (True), ``late_window_end_inclusive`` (True): the late window.
+    * ``late_min_measurements`` (2): a late level counts when reached by this many measurements.
+    * ``platelet_transfusion_categories`` (("platelet_transfusion",)), ``platelet_transfusion_free_days``
+      (7), ``transfusion_supported_levels`` (("20",)): at these levels a count within the given days
+      after a platelet transfusion (or on its day) counts as below the level (not a recovery).
+    """
+
+    early_window: tuple[int, int] | None = None
+    inclusive: bool | None = None
+    daily_value: str | None = None
+    interpolate: bool | None = None
+    max_interpolation_gap_days: int | None = None
+    duration: str | None = None
+    stable_recovery_days: int | None = None
+    count_recovery_days_in_run: bool | None = None
+    censor_events: tuple[str, ...] | None = None
+    censor_day_inclusive: bool | None = None
+    late_start_day: int | None = None
+    late_end_day: int | None = None
+    late_end_events: tuple[str, ...] | None = None
+    late_end_at_last_followup: bool | None = None
+    late_window_end_inclusive: bool | None = None
+    late_min_measurements: int | None = None
+    platelet_transfusion_categories: tuple[str, ...] | None = None
+    platelet_transfusion_free_days: int | None = None
+    transfusion_supported_levels: tuple[str, ...] | None = None
+    criteria: str = "t_icaht_2025"
+
+    def resolved(self) -> dict[str, Any]:
+        out = resolve(self, load_criteria(self.criteria)["defaults"])
+        out["early_window"] = tuple(int(x) for x in out["early_window"])
+        for k in ("censor_events", "late_end_events", "platelet_transfusion_categories"):
+            out[k] = tuple(out[k])
+        out["transfusion_supported_levels"] = tuple(str(x) for x in out["transfusion_supported_levels"])
+        if out["duration"] not in DURATIONS:
+            raise ValueError(f"unknown T-ICAHT duration {out['duration']!r} ({' or '.join(DURATIONS)})")
+        return out
+
+
+def _levels(table: dict[str, Any]) -> dict[str, float]:
+    """PLT levels in canonical 10^9/L keyed by short name ("20")."""
+    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "PLAT") for key, v in table["levels"].items()}
+
+
+def _used(rules: list[dict], pattern: str) -> list[str]:
+    return sorted({m.group(1) for r in rules for c in r["when"] if (m := re.fullmatch(pattern, c["feature"]))},
+                  key=lambda n: -float(n))
+
+
+def _windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[dict, dict, pl.DataFrame]:
+    """(early windows, late windows, frame of subject_id, _el (last early day), _ws, _we)."""
+    lo, hi = opts["early_window"]
+    early = event_windows(study, sids, lo, hi, opts["censor_events"], False, min_event_day=lo)
+    for w in early.values():
+        end = w["end"]
+        last = math.floor(end) if (opts["censor_day_inclusive"] or end == hi) else math.ceil(end) - 1
+        w["last"] = min(hi, last)
+    late = event_windows(study, sids, opts["late_start_day"], opts["late_end_day"], opts["late_end_events"],
+                         opts["late_end_at_last_followup"], min_event_day=lo)
+    frame = windows_frame(late).join(
+        pl.DataFrame({"subject_id": list(early), "_el": [w["last"] for w in early.values()]},
+                     schema={"subject_id": pl.String, "_el": pl.Int64}), on="subject_id", how="left")
+    return early, late, frame
+
+
+def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
+    """The daily platelet series T-ICAHT is graded on, one row per subject and calendar day.
+
+    Columns: ``day``, ``plt`` (10^9/L), ``source`` (measured | interpolated | missing),
+    ``prev_day``/``next_day``, ``transfusion_supported`` (a platelet transfusion on this day or the
+    ``platelet_transfusion_free_days`` before it), ``below_by_transfusion`` (the value is at or above
+    a ``transfusion_supported_levels`` level but counts below it because of that transfusion),
+    ``window`` (early | late | None), ``plt_lt_<level>`` (below the level, or transfusion-supported
+    at a ``transfusion_supported_levels`` level; null when the day has no value), ``reason`` and
+    ``evidence`` (PLAT rows, and the transfusion rows when they make the day count below).
+    """
+    options = options or TIcahtOptions()
+    opts = options.resolved()
+    levels = _levels(load_criteria(options.criteria))
+    unknown = [n for n in opts["transfusion_supported_levels"] if n not in levels]
+    if unknown:
+        raise ValueError(f"transfusion_supported_levels {unknown} not among the levels {list(levels)}")
+    sids = subject_ids(study)
+    daily = daily_series(study, "PLAT", opts, "PLT").rename({"value": "plt"})
+    free = int(opts["platelet_transfusion_free_days"])
+    tx = transfusion_days(study, opts["platelet_transfusion_categories"])
+    cover = (tx.with_columns(pl.int_ranges("d", pl.col("d") + free + 1).alias("day")).explode("day")
+             .group_by("subject_id", "day").agg(pl.col("ref").drop_nulls().unique(maintain_order=True).alias("tx_refs")))
+    _, _, win = _windows(study, sids, opts)
+    lo = opts["early_window"][0]
+    daily = daily.join(cover, on=["subject_id", "day"], how="left").join(win, on="subject_id", how="left")
+    supported = pl.col("tx_refs").is_not_null() & (pl.col("tx_refs").list.len() > 0)
+    below = {n: (pl.col("plt") <= thr) if opts["inclusive"] else (pl.col("plt") < thr) for n, thr in levels.items()}
+    flags = [
+        (pl.when(pl.col("plt").is_null()).then(None)
+         .otherwise(below[n] | (supported if n in opts["transfusion_supported_levels"] else pl.lit(False))))
+        .alias(f"plt_lt_{n}") for n in levels
+    ]
+    masked = list(opts["transfusion_supported_levels"])
+    # a value that is below a masked level only because a transfusion supports it
+    by_tx = (supported & pl.col("plt").is_not_null()
+             & ~pl.all_horizontal([below[n] for n in masked] or [pl.lit(True)]))
+    note = pl.when(by_tx).then(pl.lit(
+        f"; a platelet transfusion within {free} days: not a recovery, counted below "
+        + "/".join(fmt(levels[n]) for n in masked))).otherwise(pl.lit(""))
+    daily = daily.with_columns(
+        supported.alias("transfusion_supported"),
+        by_tx.alias("below_by_transfusion"),
+        pl.when((pl.col("day") >= lo) & (pl.col("day") <= pl.col("_el"))).then(pl.lit("early"))
+        .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
+        .otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
+        *flags,
+        pl.concat_str(pl.col("reason"), note).alias("reason"),
+        pl.when(by_tx).then(pl.concat_list("evidence", pl.col("tx_refs"))).otherwise(pl.col("evidence")).alias("evidence"),
+    )
+    cols = ["subject_id", "day", "plt", "source", "prev_day", "next_day", "transfusion_supported",
+            "below_by_transfusion", "window"]
+    cols += [f"plt_lt_{n}" for n in levels] + ["reason", "evidence"]
+    return daily.select(cols).sort("subject_id", "day")
+
+
+def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float],
+                     window: str, prefix: str) -> pl.DataFrame:
+    """Per subject in one window: days with a value, measured days, lowest measured values, evidence,
+    per level the duration and the measured days below, and transfusion-supported days."""
+    win = daily.filter(pl.col("window") == window)
+    known = win.filter(pl.col("plt").is_not_null())
+    meas = known.filter(pl.col("source") == "measured").sort("plt", "day")
+    out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
+    out = out.join(known.group_by("subject_id").agg(
+        pl.len().alias(f"{prefix}n_days"),
+        pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique(maintain_order=True).alias(f"{prefix}_ev"),
+        pl.col("below_by_transfusion").sum().alias(f"{prefix}transfusion_supported_days"),
+    ), on="subject_id", how="left")
+    out = out.join(meas.group_by("subject_id", maintain_order=True).agg(
+        pl.len().alias(f"{prefix}n_measurements"),
+        pl.col("plt").first().alias(f"{prefix}plt_nadir"), pl.col("day").first().alias(f"{prefix}plt_nadir_day"),
+        pl.col("plt").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed"),
+        pl.col("day").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed_day"),
+        *[pl.col(f"plt_lt_{n}").sum().alias(f"{prefix}n_plt_{n}") for n in levels],
+    ), on="subject_id", how="left")
+    zero = [f"{prefix}n_days", f"{prefix}n_measurements", f"{prefix}transfusion_supported_days"]
+    zero += [f"{prefix}n_plt_{n}" for n in levels]
+    out = out.with_columns(*[pl.col(c).fill_null(0).cast(pl.Int64) for c in zero],
+                           pl.col(f"{prefix}_ev").fill_null(pl.lit([], dtype=EVIDENCE)))
+    for name in levels:
+        d = below_durations(win, f"plt_lt_{name}", int(opts["stable_recovery_days"]),
+                            bool(opts["count_recovery_days_in_run"]), opts["duration"])
+        out = out.join(d.rename({c: f"{prefix}plt_lt_{name}_{c}" for c in d.columns if c != "subject_id"}),
+                       on="subject_id", how="left")
+    return out
+
+
+def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
+    """Early and late T-ICAHT grade per subject (Rejeski 2025; see ``criteria/t_icaht_2025.yaml``).
+
+    Columns: ``t_icaht_early_grade``/``t_icaht_late_grade`` (Int64, null when not evaluable), the
+    early window's last day and why (``early_window_end``/``_end_reason``), the early durations
+    ``plt_lt_<level>_days`` with ``_start``/``_end``/``_episodes``/``_recovery_days`` and
+    ``early_transfusion_supported_days`` (days counted below 20 only because of a transfusion); the late window (``late_window_start``/``_end``/``_end_reason``),
+    ``late_n_measurements``, ``late_plt_nadir`` and ``late_plt_confirmed`` (second lowest) with their
+    days, ``late_n_plt_<level>`` (measurements below), ``late_plt_lt_20_days`` (+ ``_start``/``_end``/
+    ``_episodes``/``_recovery_days``), ``late_transfusion_supported_days``;
+    ``early_rule``/``early_reason``/``early_evidence``, the same for ``late_``, and the combined
+    ``rule``, ``reason`` and ``evidence`` (PLAT, transfusion and censoring-event rows).
+    """
+    options = options or TIcahtOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
+    levels = _levels(table)
+    sids = subject_ids(study)
+    if not sids:
+        return empty({"subject_id": pl.String, "t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
+                      "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
+    daily = t_icaht_daily(study, options)
+    early_w, late_w, _ = _windows(study, sids, opts)
+    f = _window_features(daily, sids, opts, levels, "early", "").rename(
+        {"transfusion_supported_days": "early_transfusion_supported_days"}).join(
+        _window_features(daily, sids, opts, levels, "late", "late_"), on="subject_id", how="left")
+    f = f.with_columns(
+        pl.Series("early_window_end", [float(early_w[s]["last"]) for s in sids], dtype=pl.Float64),
+        pl.Series("early_window_end_reason", [early_w[s]["why"] for s in sids], dtype=pl.String),
+        pl.Series("late_window_start", [late_w[s]["start"] for s in sids], dtype=pl.Float64),
+        pl.Series("late_window_end", [late_w[s]["end"] for s in sids], dtype=pl.Float64),
+        pl.Series("late_window_end_reason", [late_w[s]["why"] for s in sids], dtype=pl.String),
+        pl.concat_list(pl.col("_ev"), pl.Series([early_w[s]["evidence"] for s in sids], dtype=EVIDENCE))
+        .list.unique(maintain_order=True).alias("early_evidence"),
+        pl.concat_list(pl.col("late__ev"), pl.Series([late_w[s]["evidence"] for s in sids], dtype=EVIDENCE))
+        .list.unique(maintain_order=True).alias("late_evidence"),
+    )
+    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
+    need = int(opts["late_min_measurements"])
+    early_ok, late_ok = pl.col("n_days") > 0, pl.col("late_n_measurements") >= need
+    f = f.with_columns(
+        pl.when(early_ok).then(pl.col("early_grade")).alias("t_icaht_early_grade"),
+        pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
+        pl.when(late_ok).then(pl.col("late_grade")).alias("t_icaht_late_grade"),
+        pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
+    )
+    texts = {r["id"]: rule_text(r, opts) for r in table["early"] + table["late"]}
+    e_lv = _used(table["early"], r"plt_lt_(\w+)_days")
+    l_lv = _used(table["late"], r"late_plt_lt_(\w+)_days")
+    n_lv = sorted(levels, key=lambda n: -levels[n])
+    reasons = [(_early_reason(r, opts, levels, e_lv, texts), _late_reason(r, opts, levels, l_lv, n_lv, texts))
+               for r in f.iter_rows(named=True)]
+    f = f.with_columns(
+        pl.Series("early_reason", [x[0] for x in reasons], dtype=pl.String),
+        pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
+    )
+    f = f.with_columns(
+        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
+                      pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
+        pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
+        pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
+    )
+    dur = ("days", "start", "end", "episodes", "recovery_days")
+    cols = (["subject_id", "t_icaht_early_grade", "t_icaht_late_grade", "early_window_end", "early_window_end_reason"]
+            + [f"plt_lt_{n}_{c}" for n in e_lv for c in dur] + ["early_transfusion_supported_days"]
+            + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
+               "late_plt_nadir", "late_plt_nadir_day", "late_plt_confirmed", "late_plt_confirmed_day"]
+            + [f"late_n_plt_{n}" for n in n_lv] + [f"late_plt_lt_{n}_{c}" for n in l_lv for c in dur]
+            + ["late_transfusion_supported_days", "early_rule", "early_reason", "early_evidence",
+               "late_rule", "late_reason", "late_evidence", "rule", "reason", "evidence"])
+    return f.select(cols).cast({"t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
+                                "late_plt_nadir_day": pl.Int64, "late_plt_confirmed_day": pl.Int64,
+                                "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
+
+
+def _sym(opts: dict) -> str:
+    return "<=" if opts["inclusive"] else "<"
+
+
+def _tx_text(n: int, opts: dict) -> str:
+    if not n:
+        return ""
+    return (f"; {n} day(s) counted below {'/'.join(opts['transfusion_supported_levels'])} although the count "
+            f"was not, a platelet transfusion within {opts['platelet_transfusion_free_days']} days (not a recovery)")
+
+
+def _early_reason(r: dict, opts: dict, levels: dict[str, float], names: list[str], texts: dict[str, str]) -> str:
+    lo = opts["early_window"][0]
+    last = int(r["early_window_end"])
+    win = f"days {lo}-{last}" + (f" (censored: {r['early_window_end_reason']})"
+                                 if r["early_window_end_reason"] != f"day {opts['early_window'][1]:g}" else "")
+    if last < lo:
+        return f"not evaluable: the early window is empty (censored: {r['early_window_end_reason']})."
+    if not r["n_days"]:
+        return f"not evaluable: no platelet count in {win} (measured or interpolated)."
+    parts = [duration_text(r, f"plt_lt_{n}", f"PLT {_sym(opts)} {fmt(levels[n])}", opts) for n in names]
+    why = texts[r["early_rule"]] if r["early_rule"] else "no T-ICAHT criterion met"
+    return (f"{win}: {'; '.join(parts)}{_tx_text(r['early_transfusion_supported_days'], opts)} "
+            f"-> grade {r['t_icaht_early_grade']} ({why}).")
+
+
+def _late_reason(r: dict, opts: dict, levels: dict[str, float], dur_names: list[str], names: list[str],
+                 texts: dict[str, str]) -> str:
+    ws, we = int(r["late_window_start"]), r["late_window_end"]
+    win = f"days {ws}-{fmt(we)} (window ends: {r['late_window_end_reason']})"
+    need = int(opts["late_min_measurements"])
+    if we < ws:
+        return (f"not evaluable: the late window is empty (it ends on day {fmt(we)}, "
+                f"{r['late_window_end_reason']}, before day {ws}).")
+    n = r["late_n_measurements"]
+    if n < need:
+        return f"not evaluable: {n} platelet measurement(s) in {win}, {need} needed."
+    counts = ", ".join(f"{r[f'late_n_plt_{x}']} {_sym(opts)} {fmt(levels[x])}" for x in names)
+    lowest = (f"lowest PLT {fmt(r['late_plt_nadir'])} on day {r['late_plt_nadir_day']}, second lowest "
+              f"{fmt(r['late_plt_confirmed'])} on day {r['late_plt_confirmed_day']}")
+    durs = [duration_text(r, f"late_plt_lt_{x}", f"PLT {_sym(opts)} {fmt(levels[x])}", opts) for x in dur_names]
+    why = texts[r["late_rule"]] if r["late_rule"] else "no T-ICAHT criterion met"
+    return (f"{n} measurements in {win}, of which {counts}; {lowest}; {'; '.join(durs)}"
+            f"{_tx_text(r['late_transfusion_supported_days'], opts)} -> grade {r['t_icaht_late_grade']} ({why}).")
+
