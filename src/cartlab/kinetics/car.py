@@ -12,8 +12,16 @@ Cellular kinetics). Time is days from the first CAR-T infusion (the study's day 
   concentration of 0 at the infusion when no sample was taken at that moment (no CAR-T is in the
   blood before it is given: PKNCA's ``start_conc0`` imputation). ``zero_at_infusion=False`` turns
   this off (an AUC window starting before the first sample is then not computable).
-* ``car_auc_0_28``: AUC over days 0-28 by ``method`` (linear-up/log-down by default), interpolating
-  at day 28 when there is no sample that day.
+* ``car_auc_0_28`` (study contract, "Cellular kinetics"): the AUC over exactly days 0-28 by
+  ``method`` (linear-up/log-down by default: linear trapezoids while the level rises or stays,
+  log trapezoids ``dt (c2 - c1) / ln(c2 / c1)`` while it falls), from the 0 at the infusion
+  through the samples to day 28. Without a sample on day 28 the level there is interpolated by
+  the same method between the samples around it (log-linearly on a decline). Past the last
+  quantifiable sample the curve is 0 from the next BLQ sample on (AUCall's linear triangle), or,
+  without one, follows the terminal slope ``clast exp(-lambda.z (t - tlast))``; null when neither
+  is available. This is PKNCA's ``aucint`` over 0-28, not PKNCA's ``auclast`` over 0-28, which
+  stops at the last sample on or before day 28 (``cartlab nca --interval 0,28`` gives both:
+  ``aucint``/``aucint.last`` and ``auclast``).
 
 Every value carries the rows it came from (``evidence``) and the method; the NCA itself is
 :func:`cartlab.kinetics.nca.nca`.
@@ -200,6 +208,9 @@ def car_kinetics(study: Study, options: CarKineticsOptions | None = None) -> pl.
 def kinetics_summary(study: Study, options: CarKineticsOptions | None = None,
                      kinetics: pl.DataFrame | None = None) -> pl.DataFrame:
     """``car_cmax``, ``car_tmax``, ``car_auc_0_28``, ``car_tlast`` per subject (subject_summary.csv).
+
+    ``car_auc_0_28`` is the AUC over exactly ``auc_window`` (days 0-28), interpolated at day 28 by
+    the AUC method (module docstring); Cmax/Tmax/Tlast are those of the whole profile.
 
     ``kinetics``: the :func:`car_kinetics` frame when already computed.
     """

@@ -3,7 +3,8 @@
 cartlab ports the documented *rules* and the published test *values* of PKNCA (Denney W, Duvvuri
 S, Buckeridge C. "Simple, Automatic Noncompartmental Analysis: The PKNCA R Package." J
 Pharmacokinet Pharmacodyn 2015;42(1):11-107,S65; R package, AGPL-3). No PKNCA code is used: the
-rules below are re-stated from PKNCA's vignettes and function documentation, and conformance is
+rules below are re-stated from PKNCA's vignettes, function documentation and (for what an interval
+means) its R source at tag v0.12.1, each cited where it applies, and conformance is
 checked against PKNCA 0.12.1's results on R's Theoph data (``tests/fixtures/nca/``, to 1e-9
 relative) and against the expectations of PKNCA's ``tests/testthat/test-auc.R``,
 ``test-half.life.R`` and ``test-time.above.R`` (see ``../shared/research/kinetics.md`` §2.1).
@@ -18,31 +19,55 @@ Public API
 * :func:`copies_per_cell` — transgene copies/ug gDNA to copies per nucleated cell.
 
 Engine: the long table is grouped by subject once (polars), padded to a ``subjects x samples``
-array sorted by time, and every rule is applied to whole arrays (numpy): BLQ cleaning, window
-index ranges per interval, masked segment sums for the AUCs, and all lambda.z candidate sets at
+array sorted by time, and every rule is applied to whole arrays (numpy): per interval the
+samples inside it are moved to the front of each row (raw and BLQ-cleaned), then masked segment
+sums give the AUCs, and all lambda.z candidate sets at
 once from running sums. The only Python loops are over the requested intervals and over blocks
 of :data:`CHUNK` subjects (to bound memory); there is no per-subject Python.
 ``benchmarks/bench_nca.py`` checks it against a per-subject loop
-(``benchmarks/baselines.py:rowwise_nca``) on 100,000 CAR-T-like profiles, number for number.
+(``benchmarks/baselines.py:rowwise_nca``) on 100,000 CAR-T-like profiles, number for number;
+``tests/test_kinetics_issue13.py`` against a per-profile port of PKNCA's interval calculation.
 
 Rules (PKNCA's unless marked *cartlab*)
 ---------------------------------------
 Data. A row is BLQ when ``conc < lloq`` (lloq column), when its ``value_text`` is a lower-censored
 result (``<50``, ``<=50``, ``≤50``; conc may then be missing), or when ``conc == 0`` (PKNCA: "Values
-are considered BLQ if they are 0"). BLQ rows are set to 0 and then handled by position (PKNCA
-``clean.conc.blq``): *first* = at or before the first quantifiable sample (every sample when none
-is quantifiable), *middle* = between the first and the last quantifiable sample, *last* = after
-the last; each is ``"keep"`` (as 0), ``"drop"`` or a number (imputed, then treated as measured).
-PKNCA's defaults are keep / drop / keep. Missing concentrations (not censored) are dropped (PKNCA
-``conc.na = "drop"``). The BLQ positions are taken over the subject's whole profile (as PKNCA's
-``pk.calc.auc`` does with the data and interval it is given), so a BLQ between two quantifiable
-samples is "middle" whatever interval is asked for. An upper-censored result (``>1e6``) without a
-value is used as that number, with a warning (*cartlab*).
+are considered BLQ if they are 0"). BLQ rows are set to 0; missing concentrations (not censored)
+are dropped (PKNCA ``conc.na = "drop"``). BLQ cleaning (PKNCA ``clean.conc.blq``) classifies the
+zeros by position: *first* = at or before the first quantifiable sample (every sample when none is
+quantifiable), *middle* = between the first and the last quantifiable sample, *last* = after the
+last; each is ``"keep"`` (as 0), ``"drop"`` or a number (imputed, then treated as measured).
+PKNCA's defaults are keep / drop / keep. An upper-censored result (``>1e6``) without a value is
+used as that number, with a warning (*cartlab*).
 
-Per interval ``[start, end]`` (``end`` may be ``inf``), from the samples inside it (``n_samples``):
-``cmax`` (maximum), ``tmax`` (its first time; the last with ``first_tmax=False``; null when every
-value is 0), ``tlast``/``clast.obs`` (last quantifiable sample) and ``persistence`` (= ``tlast``:
-the last time above the LLOQ).
+An interval ``[start, end]`` (``end`` may be ``inf``) is computed as PKNCA 0.12.1's ``pk.nca``
+computes it (source read at tag v0.12.1: ``R/pk.calc.all.R`` ``pk.nca.intervals`` /
+``pk.nca.interval``): only the samples with ``start <= time <= end`` are used
+(``filter_interval``), and times are counted from ``start`` ("Realign the time to be relative to
+the start of the interval"; NEWS "Fix #8"). So ``tmax``, ``tlast``, ``lambda.z.time.first``,
+``lambda.z.time.last`` and ``lambda.z.times`` are times since ``start`` (equal to the profile's
+times for an interval starting at 0); ``persistence`` is ``start + tlast``, the last
+quantifiable time on the profile's own axis (*cartlab*).
+
+* ``cmax``, ``tmax`` (first time of cmax; the last with ``first_tmax=False``; null when every
+  value is 0), ``tlast``/``clast.obs`` (last quantifiable sample; ``clast.obs`` is 0 when every
+  value is 0) and ``time_above`` come from the interval's samples *before* BLQ cleaning (PKNCA
+  ``pk.calc.cmax``, ``pk.calc.tmax``, ``pk.calc.tlast``, ``pk.calc.clast.obs`` in
+  ``R/pk.calc.simple.R``, ``pk.calc.time_above`` in ``R/time.above.R``).
+* ``auclast``, ``aucall``, ``aucinf.obs`` (PKNCA ``pk.calc.auc.last`` / ``.all`` / ``.inf.obs``
+  in ``R/auc.R``, called on the interval's samples with the default interval ``c(0, Inf)``): BLQ
+  cleaning of the interval's samples (positions within the interval), then null for fewer than
+  two samples (``one_sample``; PKNCA #176), 0 when every value is 0, null when no sample is at
+  ``start`` (``auc_before_first``), else the AUC from ``start`` to the interval's tlast — no
+  interpolation or extrapolation at ``end``. AUCall adds the linear triangle from tlast to the next
+  sample in the interval (a BLQ kept as 0; ``choose_interval_method``). ``aucinf.obs`` = AUClast
+  + ``clast.obs / lambda.z`` (``aucinf_finite_interval`` warns for a finite interval). For
+  ``"lin-log"`` the tmax that splits linear from log is the curve's own (PKNCA recomputes it).
+  ``n_samples`` counts these cleaned samples.
+* ``aucint`` / ``aucint.last`` (PKNCA ``aucint.inf.obs`` / ``aucint.last``, ``R/aucint.R``, which
+  receive ``conc.group``/``time.group``: the whole profile) are the AUCs over exactly
+  ``[start, end]``, interpolated or extrapolated at the edges; see below. Use them for an AUC to a
+  day without a sample (``car_auc_0_28`` is one).
 
 Interpolation between two samples (PKNCA vignette "AUC integration methods"): both 0 gives 0;
 ``"lin-up/log-down"`` (default) uses the log trapezoid ``(t2-t1)(c2-c1)/ln(c2/c1)`` when the
@@ -54,24 +79,10 @@ log trapezoid whenever both concentrations are positive and differ, else linear 
 exponential expansion phase of CAR-T cells, which linear-up integration over-estimates
 (kinetics.md §0 item 6). Concentrations between samples are interpolated with the same choice.
 
-``auclast``, ``aucall``, ``aucinf.obs`` (PKNCA ``pk.calc.auc`` with an interval): the curve runs
-from ``start`` to ``end`` through the samples strictly inside, with the concentration at ``start``
-and (finite) ``end`` taken from the sample there, else interpolated when at or before the
-profile's ``tlast``, else extrapolated: 0 for AUClast; for AUCall the straight line from ``clast``
-at ``tlast`` to 0 at the first BLQ sample after it (PKNCA's vignette: "integrate linearly the
-triangle between Tlast and the time of zero concentration after Tlast"; the ``extrapolate.conc``
-source in PKNCA's repository draws that line mirrored, ``(t-tlast)/(tnext-tlast)*clast``, which
-agrees at the midpoint only — cartlab draws the triangle). AUClast integrates that curve to its last
-positive point; AUCall adds the linear triangle to the next point when that is BLQ; ``aucinf.obs``
-= AUClast + ``clast.obs / lambda.z`` (also for a finite interval, as PKNCA's ``pk.calc.auc``,
-with the warning ``aucinf_finite_interval``). A ``start`` before the first sample gives null
-(``auc_before_first``); a profile with a single measured concentration gives null (PKNCA #176);
-a profile without a quantifiable value gives 0. For ``"lin-log"`` the tmax that splits linear
-from log is that of the curve being integrated (PKNCA recomputes it per curve).
-
 ``aucint`` (PKNCA ``aucint.inf.obs``): the AUC over exactly ``[start, end]`` of the curve that
-interpolates the samples (method above) up to ``tlast`` and follows ``clast*exp(-lambda.z*(t -
-tlast))`` after it; before the first sample the concentration is 0 (PKNCA ``conc.origin = 0``,
+interpolates the whole profile's cleaned samples (method above; BLQ positions over the whole
+profile) up to its ``tlast`` and follows ``clast*exp(-lambda.z*(t - tlast))`` after it, with the
+interval's ``lambda.z``; before the first sample the concentration is 0 (PKNCA ``conc.origin = 0``,
 at both edges of an interval that starts before the data).
 The tail is integrated exactly, ``clast/lambda.z*(exp(-lambda.z*(a-tlast)) -
 exp(-lambda.z*(b-tlast)))``, which equals PKNCA's log trapezoid to the extrapolated point. When
@@ -81,8 +92,9 @@ is the same with 0 after ``tlast``. cartlab ignores BLQ samples between ``tlast`
 ``aucint`` (the curve after tlast is the lambda.z tail); PKNCA mixes such observed zeros with
 extrapolated points.
 
-``lambda.z`` (PKNCA vignette "Half-Life Calculation", curve stripping): candidates are the
-positive samples after ``tmax`` (at or after with ``allow_tmax_in_half_life``), minus any listed
+``lambda.z`` (PKNCA vignette "Half-Life Calculation", curve stripping; ``pk.calc.half.life`` in
+``R/half.life.R`` on the interval's samples): candidates are the cleaned positive samples of the
+interval after ``tmax`` (at or after with ``allow_tmax_in_half_life``), minus any listed
 in ``lambda_z_exclude``; every set of the last ``k`` candidates, ``k >= min_hl_points``, is fitted
 by least squares ``ln(conc) ~ time``; r² = 1 - SSres/SStot, adjusted r² = 1 - (1 - r²)(k-1)/(k-2).
 The chosen set has ``lambda.z = -slope > 0`` (*cartlab*: ``lambda.z * span > 1e-10``, so that a
@@ -99,7 +111,8 @@ reported (cartlab: null with a warning; PKNCA reports the negative value, issue 
 says which points were used: ``rule``, ``reason`` and ``lambda.z.times``.
 
 ``time_above`` (PKNCA ``pk.calc.time_above``): time with conc >= ``threshold`` between the first
-and last sample of the interval, crossing times interpolated linearly; for the methods with log
+and last sample of the interval (raw: a BLQ between two samples counts as 0), crossing times
+interpolated linearly; for the methods with log
 segments a crossing on a log segment is interpolated on the log scale (*cartlab*).
 
 Warnings (``warnings``, one ``code: message`` string each): ``no_samples``, ``all_blq``,
@@ -107,7 +120,7 @@ Warnings (``warnings``, one ``code: message`` string each): ``no_samples``, ``al
 ``too_few_points_half_life``, ``no_positive_lambda_z``, ``two_point_half_life``,
 ``manual_lambda_z_invalid``, ``one_sample``, ``span_ratio_below_min``, ``aucint_no_lambda_z``,
 ``aucint_before_first``, ``sparse_early_sampling`` (fewer than ``min_samples_before_tmax`` samples
-before tmax: for exponential CAR-T expansion linear-up AUC can be ~2x too high and Cmax is likely
+of the interval before tmax: for exponential CAR-T expansion linear-up AUC can be ~2x too high and Cmax is likely
 missed — kinetics.md §0 item 6 and §1.1), ``no_dose_time``, ``above_uloq``.
 """
 
@@ -449,18 +462,12 @@ def _locate(T, W, n, x, j):
             "exact": ~before & (t1 == x), "has_next": j < n}
 
 
-def _edge(loc, x, tl_t, tmax_w, method: str, mode: str) -> np.ndarray:
-    """The profile's concentration at x: the sample there, else interpolated (method) up to
-    tlast, else 0 ("last") or PKNCA's AUCall triangle from clast to 0 at the next sample
-    ("all"). NaN before the first sample."""
+def _edge(loc, x, tl_t, tmax_w, method: str) -> np.ndarray:
+    """The whole profile's concentration at x (for ``aucint``): the sample there, else interpolated
+    (method) up to tlast, else 0. NaN before the first sample."""
     t1, c1, t2, c2 = loc["t1"], loc["c1"], loc["t2"], loc["c2"]
     interp = _interp(method, t1, c1, t2, c2, x, tmax_w)
-    if mode == "all":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            after = np.where((c1 > 0) & loc["has_next"], c1 * (t2 - x) / (t2 - t1), 0.0)
-    else:
-        after = 0.0
-    out = np.where(loc["exact"], c1, np.where(x <= tl_t, interp, after))
+    out = np.where(loc["exact"], c1, np.where(x <= tl_t, interp, 0.0))
     return np.where(loc["before"], np.nan, out)
 
 
@@ -614,9 +621,9 @@ def _time_above(method, T, W, seg_ok, tmax_t, thr):
 _WARNINGS = (
     ("no_samples", "no sample in the interval"),
     ("all_blq", "no quantifiable sample in the interval"),
-    ("one_sample", "the profile has a single measured concentration: no AUC (PKNCA)"),
-    ("auc_before_first", "the interval starts before the first sample: auclast/aucall/aucinf.obs not "
-                         "computed (PKNCA)"),
+    ("one_sample", "a single measured concentration in the interval: no auclast/aucall/aucinf.obs (PKNCA)"),
+    ("auc_before_first", "no sample at the start of the interval: auclast/aucall/aucinf.obs not computed "
+                         "(PKNCA uses the interval's samples only; aucint.last interpolates)"),
     ("start_after_last_sample", "the interval starts after the last sample"),
     ("aucinf_finite_interval", "aucinf.obs extrapolates to infinity although the interval is finite"),
     ("too_few_points_half_life", "too few positive samples after tmax for lambda.z (min_hl_points {mhp})"),
@@ -638,17 +645,41 @@ _WARNINGS = (
 _BIT = {code: i for i, (code, _) in enumerate(_WARNINGS)}
 
 
+def _window(T, w0, ok, inc, exc, a, b, opt: NcaOptions):
+    """The samples of ``[a, b]`` (PKNCA ``filter_interval``: ``start <= time <= end``), moved to the
+    front of each row: raw (BLQ as 0, missing dropped) and after ``clean.conc.blq`` applied to
+    the interval's own samples (PKNCA cleans the data each parameter function is given).
+    ``inc``/``exc`` (manual / excluded lambda.z points) may be None when nobody has any."""
+    m = T.shape[1]
+    flags = [(x, False) for x in (inc, exc) if x is not None]
+    inw = ok & (T >= a) & (T <= b)
+    nr, (TR, WR, *FR) = _compact(inw, [(T, np.nan), (w0, np.nan), *flags], width=m)
+    valid = np.arange(m)[None, :] < nr[:, None]
+    keep, wc = _clean(TR, WR, np.zeros(TR.shape, dtype=bool), nr, opt)
+    if np.array_equal(keep, valid):
+        nc, TC, WC, FC = nr, TR, np.where(valid, wc, np.nan), FR
+    else:
+        nc, (TC, WC, *FC) = _compact(keep, [(TR, np.nan), (wc, np.nan), *((f, False) for f in FR)], width=m)
+    it = iter(FC)
+    IC = next(it) if inc is not None else np.zeros(TC.shape, dtype=bool)
+    EC = next(it) if exc is not None else np.zeros(TC.shape, dtype=bool)
+    return (nr, TR, WR), (nc, TC, WC, IC, EC)
+
+
 def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, threshold):
     """All rules on the padded arrays; one dict of per-subject arrays per interval."""
     s, m = T.shape
     method = opt.method
     idx = np.arange(m)[None, :]
     present = idx < n[:, None]
+    w0 = np.where(B, 0.0, C)
+    raw_ok = present & ~np.isnan(w0)
+    # the whole profile, cleaned (aucint and aucint.last: PKNCA gives them conc.group/time.group)
     keep, w = _clean(T, C, B, n, opt)
     if np.array_equal(keep, present):
-        n1, T1, W1, I1, E1 = n, T, np.where(present, w, np.nan), inc, exc
+        n1, T1, W1 = n, T, np.where(present, w, np.nan)
     else:
-        n1, (T1, W1, I1, E1) = _compact(keep, [(T, np.nan), (w, np.nan), (inc, False), (exc, False)], width=m)
+        n1, (T1, W1) = _compact(keep, [(T, np.nan), (w, np.nan)], width=m)
     rows = np.arange(s)
     valid1 = idx < n1[:, None]
     pos1 = valid1 & (W1 > 0)
@@ -663,64 +694,71 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
     SA = None
     if method != "lin-log" and m > 1:
         SA = _seg_area(method, T1[:, :-1], W1[:, :-1], T1[:, 1:], W1[:, 1:], None)
-    one = n1 == 1  # PKNCA: "AUC cannot be calculated with only one measured concentration"
-    zero_prof = (n1 > 1) & ~has_pos
     fixed_ok = np.isfinite(fixed)
     results = []
     for a, b in intervals:
         fin_b = math.isfinite(b)
-        fin = np.full(s, fin_b)
+        (nr, TR, WR), (nc, TC, WC, IC, EC) = _window(T, w0, raw_ok, inc if inc.any() else None,
+                                                     exc if exc.any() else None, a, b, opt)
+
+        # cmax, tmax, tlast, clast.obs from the raw samples of the interval (PKNCA pk.calc.cmax,
+        # pk.calc.tmax, pk.calc.tlast, pk.calc.clast.obs: no BLQ cleaning; clast.obs 0 when all are 0)
+        valid_r = idx < nr[:, None]
+        cm, itmax, has_tmax = _tmax_idx(WR, valid_r, opt.first_tmax)
+        has_w = nr > 0
+        tmax = np.where(has_tmax, _gather(TR, itmax, has_tmax), np.nan)
+        itl, has_tl = _last_true(valid_r & (WR > 0))
+        tlast = np.where(has_tl, _gather(TR, itl, has_tl), np.nan)
+        clast = np.where(has_tl, _gather(WR, itl, has_tl), np.where(has_w, 0.0, np.nan))
+
+        # lambda.z (PKNCA pk.calc.half.life): the interval's cleaned positive samples after tmax
+        valid_c = idx < nc[:, None]
+        pos_c = valid_c & (WC > 0)
+        with np.errstate(invalid="ignore"):
+            after = (TC >= tmax[:, None]) if opt.allow_tmax_in_half_life else (TC > tmax[:, None])
+        cand = pos_c & np.where(manual[:, None], IC, after & has_tmax[:, None] & ~EC)
+        lz = _lambda_z(TC, WC, cand, tlast, manual, fixed, opt)
+        lam = lz["lambda.z"]
+
+        # auclast / aucall / aucinf.obs (PKNCA pk.calc.auc.last/.all/.inf.obs on the interval's
+        # cleaned samples, interval c(0, Inf) from its start): NA for fewer than 2 samples, 0 when
+        # all are 0, NA without a sample at the start; else to tlast (+ AUCall's triangle)
+        lpi_c = np.maximum.accumulate(np.where(pos_c, idx, -1), axis=1)
+        has_pos_c = lpi_c[:, -1] >= 0
+        at_start = valid_c[:, 0] & (TC[:, 0] == a)
+        ok = (nc > 1) & has_pos_c & at_start
+        zero = (nc > 1) & ~has_pos_c
+        SAc = _seg_area(method, TC[:, :-1], WC[:, :-1], TC[:, 1:], WC[:, 1:], None) \
+            if method != "lin-log" and m > 1 else None
+        nofin = np.zeros(s, dtype=bool)
+        start = TC[:, 0]
+        curves = {mode: _curve_auc(method, TC, WC, SAc, lpi_c, start, WC[:, 0], np.nan, np.full(s, np.nan),
+                                   nofin, np.ones(s, dtype=np.int64), nc, cut=True, triangle=(mode == "all"),
+                                   first_tmax=opt.first_tmax)
+                  for mode in ("last", "all")}
+        auclast = np.where(zero, 0.0, np.where(ok, curves["last"], np.nan))
+        aucall = np.where(zero, 0.0, np.where(ok, curves["all"], np.nan))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            aucinf = np.where(zero, 0.0, np.where(ok, auclast + clast / lam, np.nan))
+
+        # aucint (lambda.z tail after tlast) and aucint.last (0 after tlast) on exactly [a, b], from
+        # the whole cleaned profile, interpolated at the edges (PKNCA pk.calc.aucint)
         le_a = (T1 <= a).sum(axis=1)  # samples at or before a
         lt_b = (T1 < b).sum(axis=1)
         loc_a = _locate(T1, W1, n1, a, le_a)
-        ex_a = loc_a["exact"]
-        la = le_a - ex_a  # first sample in the window
         if fin_b:
             loc_b = _locate(T1, W1, n1, b, lt_b)
             le_b = lt_b + (loc_b["t2"] == b) * (lt_b < n1)
-            loc_b = _locate(T1, W1, n1, b, le_b)
         else:
             le_b = n1
-        rb = le_b - 1  # last sample in the window
-        nw = np.maximum(rb - la + 1, 0)
-        win = (idx >= la[:, None]) & (idx <= rb[:, None])
-        cm = np.where(win, W1, -np.inf).max(axis=1)
-        has_w = nw > 0
-        has_tmax = has_w & (cm > 0)
-        at = win & (W1 == cm[:, None])
-        itmax = _first_true(at)[0] if opt.first_tmax else _last_true(at)[0]
-        tmax = np.where(has_tmax, T1[rows, itmax], np.nan)
-        itl = np.where(rb >= 0, lpi_all[rows, np.clip(rb, 0, m - 1)], -1)
-        has_tl = itl >= la
-        tlast = np.where(has_tl, T1[rows, np.clip(itl, 0, m - 1)], np.nan)
-        clast = np.where(has_tl, W1[rows, np.clip(itl, 0, m - 1)], np.nan)
-        after = (idx >= itmax[:, None]) if opt.allow_tmax_in_half_life else (idx > itmax[:, None])
-        cand = win & pos1 & np.where(manual[:, None], I1, after & has_tmax[:, None] & ~E1)
-        lz = _lambda_z(T1, W1, cand, tlast, manual, fixed, opt)
-        lam = lz["lambda.z"]
-
-        # auclast / aucall / aucinf.obs on [a, b] over the whole cleaned profile
-        ok = (n1 > 1) & ~loc_a["before"]
-        curves = {}
-        for mode in ("last", "all"):
-            ca = _edge(loc_a, a, tl_t, tmax_w, method, mode)
-            cb = _edge(loc_b, b, tl_t, tmax_w, method, mode) if fin_b else np.full(s, np.nan)
-            curves[mode] = _curve_auc(method, T1, W1, SA, lpi_all, a, ca, b, cb, fin, le_a, lt_b,
-                                      cut=True, triangle=(mode == "all"), first_tmax=opt.first_tmax)
-        auclast = np.where(zero_prof, 0.0, np.where(ok, curves["last"], np.nan))
-        aucall = np.where(zero_prof, 0.0, np.where(ok, curves["all"], np.nan))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            aucinf = np.where(zero_prof, 0.0, auclast + clast / lam)
-
-        # aucint (lambda.z tail after tlast) and aucint.last (0 after tlast) on exactly [a, b]
         tail_b = has_pos & (b > tl_t)
         hi = np.where(tail_b, tl_t, b)
         r_hi = np.where(tail_b, tl_idx, lt_b)  # samples strictly before hi
         part_ok = has_pos & (a < hi)
         if part_ok.any():
-            loc_hi = _locate(T1, W1, n1, hi, np.where(tail_b, tl_idx + 1, le_b if fin_b else n1))
-            c_hi = np.where(loc_hi["before"], 0.0, _edge(loc_hi, hi, tl_t, tmax_w, method, "last"))
-            c_lo = np.where(loc_a["before"], 0.0, _edge(loc_a, a, tl_t, tmax_w, method, "last"))
+            loc_hi = _locate(T1, W1, n1, hi, np.where(tail_b, tl_idx + 1, le_b))
+            c_hi = np.where(loc_hi["before"], 0.0, _edge(loc_hi, hi, tl_t, tmax_w, method))
+            c_lo = np.where(loc_a["before"], 0.0, _edge(loc_a, a, tl_t, tmax_w, method))
             part = _curve_auc(method, T1, W1, SA, lpi_all, a, c_lo, np.where(part_ok, hi, a + 1.0), c_hi,
                               part_ok, le_a, np.where(part_ok, r_hi, le_a), cut=False, triangle=False,
                               first_tmax=opt.first_tmax)
@@ -734,16 +772,17 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
         aucint = np.where(n1 > 1, np.where(tail_b, part + tail, part), np.nan)
         aucint_last = np.where(n1 > 1, part, np.nan)
 
-        n_before = np.where(has_tmax, itmax - la, -1)
+        with np.errstate(invalid="ignore"):
+            n_before = (valid_c & (TC < tmax[:, None])).sum(axis=1)
         span = lz["span.ratio"]
         auto = ~manual & ~fixed_ok
         bits = {
             "no_samples": ~has_w,
             "all_blq": has_w & ~has_tmax,
-            "one_sample": one,
-            "auc_before_first": (n1 > 1) & loc_a["before"] & has_pos,
+            "one_sample": nc == 1,
+            "auc_before_first": (nc > 1) & has_pos_c & ~at_start,
             "start_after_last_sample": (n1 > 0) & (a > t_end),
-            "aucinf_finite_interval": fin & np.isfinite(aucinf),
+            "aucinf_finite_interval": fin_b & np.isfinite(aucinf),
             "too_few_points_half_life": auto & has_tmax & (lz["_nc"] < opt.min_hl_points),
             "no_positive_lambda_z": auto & (lz["_nc"] >= opt.min_hl_points) & ~lz["_found"],
             "two_point_half_life": lz["_two"],
@@ -756,19 +795,24 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
         wbits = np.zeros(s, dtype=np.int64)
         for code, hit in bits.items():
             wbits |= hit.astype(np.int64) << _BIT[code]
+        # times from the interval's start, as PKNCA reports them (pk.nca.interval: time - start)
+        for key in ("lambda.z.time.first", "lambda.z.time.last"):
+            lz[key] = lz[key] - a
+        lz["_times"] = lz["_times"] - a
         res = {
-            "start": np.full(s, float(a)), "end": np.full(s, float(b)), "n_samples": nw,
+            "start": np.full(s, float(a)), "end": np.full(s, float(b)), "n_samples": nc,
             "n_blq": (present & B & (T >= a) & (T <= b)).sum(axis=1),
-            "cmax": np.where(has_w, cm, np.nan), "tmax": tmax, "tlast": tlast, "clast.obs": clast,
+            "cmax": np.where(has_w, cm, np.nan), "tmax": tmax - a, "tlast": tlast - a, "clast.obs": clast,
             "auclast": auclast, "aucall": aucall, "aucinf.obs": aucinf,
             "aucint": aucint, "aucint.last": aucint_last,
             **lz, "persistence": tlast, "_wbits": wbits,
         }
         if threshold is not None:
             seg = np.arange(max(m - 1, 0))[None, :]
-            seg_ok = (seg >= la[:, None]) & (seg + 1 <= rb[:, None])
+            seg_ok = seg + 1 < nr[:, None]
             tm = tmax[:, None] if method == "lin-log" else None
-            res["time_above"] = np.where(nw >= 2, _time_above(method, T1, W1, seg_ok, tm, float(threshold)), np.nan)
+            res["time_above"] = np.where(nr >= 2, _time_above(method, TR, WR, seg_ok, tm, float(threshold)),
+                                         np.nan)
         results.append(res)
     return results
 
@@ -1079,12 +1123,15 @@ def nca(frame: pl.DataFrame, *, subject: str = "subject_id", time: str = "time",
     dose (``options.time_from``) and ``time_offset`` gives the dose time used. With
     ``threshold``, ``conc_above`` and ``time_above`` (time at or above it) are added.
 
-    Output: the subject column (first-appearance order), then :data:`NCA_COLUMNS` — ``start``,
-    ``end``, ``method``, ``n_samples`` (samples used), ``n_blq``, ``cmax``, ``tmax``, ``tlast``,
+    Each interval is computed from the samples inside it, with times from its start, as PKNCA's
+    ``pk.nca`` does (``auclast`` stops at the interval's last quantifiable sample; ``aucint`` and
+    ``aucint.last`` interpolate at the edges). Output: the subject column (first-appearance
+    order), then :data:`NCA_COLUMNS` — ``start``, ``end``, ``method``, ``n_samples`` (samples used
+    for the AUCs), ``n_blq``, ``cmax``, ``tmax``, ``tlast``,
     ``clast.obs``, ``auclast``, ``aucall``, ``aucinf.obs``, ``aucint``, ``aucint.last``,
     ``lambda.z``, ``half.life``, ``r.squared``, ``adj.r.squared``, ``lambda.z.n.points``,
     ``lambda.z.time.first``, ``lambda.z.time.last``, ``span.ratio``, ``clast.pred``,
-    ``persistence`` (= tlast), ``rule``/``reason`` (how lambda.z was chosen), ``lambda.z.times``
+    ``persistence`` (= start + tlast), ``rule``/``reason`` (how lambda.z was chosen), ``lambda.z.times``
     (the times fitted) and ``warnings``. The rules are in the module docstring.
     """
     opt = options or NcaOptions()
