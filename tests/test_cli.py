@@ -53,7 +53,7 @@ def test_import_list_show(seed_copy, tmp_path):
     assert show.returncode == 0, show.stderr
     assert "183,945" in show.stdout and "reconstructed" in show.stdout
     missing = run("show", "nobody", "--store", db)
-    assert missing.returncode == 1 and "no subject" in missing.stderr
+    assert missing.returncode == 2 and "no subject" in missing.stderr
 
 
 def test_store_via_environment(seed_copy, tmp_path):
@@ -120,7 +120,7 @@ def test_bad_import_does_not_create_a_store(tmp_path, small_study):
     (small_study / "observations.csv").write_text("subject_id,day,param,value,unit\nS1,1,NEUT,x,10^9/L\n")
     db = tmp_path / "new.duckdb"
     r = run("import", small_study, "--store", db)
-    assert r.returncode == 1 and not db.exists()
+    assert r.returncode == 2 and not db.exists()
 
 
 def test_analyze_seed_case_writes_all_spec_columns(seed_copy, tmp_path):
@@ -133,10 +133,12 @@ def test_analyze_seed_case_writes_all_spec_columns(seed_copy, tmp_path):
     assert [r["subject_id"] for r in rows] == ["CD7-AML-001"]
     meta = json.loads((out / "analysis.json").read_text())
     assert meta["study_id"] == "seed_case" and meta["inputs"]
-    # every spec column is either derived by an engine or listed as pending
-    derived = {c for e in meta["engines"] for c in e["columns"]}
-    pending = {c for cs in meta["pending_columns"].values() for c in cs}
-    assert derived | pending == set(SUBJECT_SUMMARY_COLUMNS) - {"subject_id"}
+    # every spec column is derived by an engine, with its citation; nothing was skipped
+    derived = {c for e in meta["summary_columns"] for c in e["columns"]}
+    assert derived == set(SUBJECT_SUMMARY_COLUMNS) - {"subject_id"}
+    assert all(e["citation"] for e in meta["summary_columns"])
+    assert meta["skipped"] == [] and "pending_columns" not in meta
+    assert {e["status"] for e in meta["engines"]} == {"ok"}
 
 
 def test_report_command(seed_copy, tmp_path):
@@ -188,7 +190,7 @@ def test_import_export_round_trip(small_study, tmp_path):
     assert r.returncode == 0, r.stderr
     assert_same(read_study(small_study), read_study(tmp_path / "exported", study_id="small"))
     bad = run("export", "nope", tmp_path / "x", "--store", db)
-    assert bad.returncode == 1 and "no study" in bad.stderr
+    assert bad.returncode == 2 and "no study" in bad.stderr
 
 
 def test_explain_crs_and_icans(seed_copy, tmp_path):

@@ -115,14 +115,14 @@ def test_ctcae_command_options_change_grades(tmp_path):
 
 def test_ctcae_command_bad_input(tmp_path):
     missing = run("ctcae", tmp_path / "nope.csv", "--out", tmp_path / "o.csv")
-    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert missing.returncode == 2 and "no such file" in missing.stderr
     src = tmp_path / "bad.csv"
     src.write_text("term,aval\nAnemia,80\n")
     r = run("ctcae", src, "--out", tmp_path / "o.csv")
-    assert r.returncode == 1 and "direction" in r.stderr and not (tmp_path / "o.csv").exists()
+    assert r.returncode == 2 and "direction" in r.stderr and not (tmp_path / "o.csv").exists()
     src.write_text("term,direction,aval\nAnemia,L,80\n")
     r = run("ctcae", src, "--out", tmp_path / "o.csv", "--option", "no_such_option=1")
-    assert r.returncode == 1 and "no_such_option" in r.stderr
+    assert r.returncode == 2 and "no_such_option" in r.stderr
     r = run("ctcae", src, "--out", tmp_path / "o.csv", "--option", "novalue")
     assert r.returncode == 2
 

@@ -127,9 +127,15 @@ def test_validate_returns_empty_for_valid(small_study):
     assert validate_study(small_study) == []
 
 
-def test_not_a_folder(tmp_path):
-    with pytest.raises(StudyValidationError, match="not a folder"):
+def test_not_a_folder_says_what_the_path_is(tmp_path):
+    with pytest.raises(StudyValidationError, match="no such file or folder"):
         read_study(tmp_path / "nope")
+    (tmp_path / "trial.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(StudyValidationError, match=r"a spreadsheet \(.xlsx\).*export each sheet to CSV"):
+        read_study(tmp_path / "trial.xlsx")
+    (tmp_path / "subjects.csv").write_text("subject_id\nA\n")
+    with pytest.raises(StudyValidationError, match="single csv file.*the folder that holds subjects.csv"):
+        read_study(tmp_path / "subjects.csv")
 
 
 def test_intervention_datetimes_anchor_on_infusion_datetime(tmp_path):

@@ -69,7 +69,7 @@ def test_dose_table_with_creatinine_and_renal_note():
 ])
 def test_dose_refuses_implausible_inputs(args, msg):
     out = run("dose", "-p", "nct04762485", *args)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert msg in " ".join(out.stderr.split())
     assert out.stdout == ""
 
@@ -81,14 +81,14 @@ def test_dose_with_invalid_protocol_file_names_file_and_line(tmp_path):
     text = open(load_protocol("nct04762485").path, encoding="utf-8").read()
     bad.write_text(text.replace("    unit: mg/m2\n", "    unit: mg per m2\n", 1), encoding="utf-8")
     out = run("dose", "-p", bad, "--weight", 52, "--height", 160)
-    assert out.returncode == 1
+    assert out.returncode == 2
     err = " ".join(out.stderr.split())
     assert str(bad) in err and "lymphodepletion[1].unit" in err and "line " in err
 
 
 def test_dose_unknown_protocol_id():
     out = run("dose", "-p", "nct99", "--weight", 52, "--height", 160)
-    assert out.returncode == 1 and "nct04762485" in out.stderr
+    assert out.returncode == 2 and "nct04762485" in out.stderr
 
 
 def test_dosing_sheets_html_and_pdf(tmp_path):
@@ -107,7 +107,7 @@ def test_dosing_sheets_html_and_pdf(tmp_path):
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF-") and len(data) > 2000
     bad = run("dose", "-p", "nct04762485", "--weight", 52, "--height", 160, "--sheet", tmp_path / "sheet.docx")
-    assert bad.returncode == 1 and ".html or .pdf" in bad.stderr
+    assert bad.returncode == 2 and ".html or .pdf" in bad.stderr
     assert not (tmp_path / "sheet.docx").exists()
 
 
@@ -122,7 +122,7 @@ def test_eligibility_of_the_seed_patient():
     assert rows["bilirubin"]["status"] == "pass" and rows["bilirubin"]["source"] == "reconstructed"
     assert rows["cd7_on_blasts"]["evidence"].startswith("observations.csv:")
     unknown = run("eligibility", "NOBODY", "--protocol", "nct04762485", "--study-dir", SEED)
-    assert unknown.returncode == 1 and "NOBODY" in unknown.stderr
+    assert unknown.returncode == 2 and "NOBODY" in unknown.stderr
 
 
 def test_eligibility_from_the_store(tmp_path):

@@ -203,7 +203,8 @@ def test_subject_report_self_contained_banner_provenance(tmp_path):
     assert SHA in html
     # summary: given value + em dash with the engine note
     assert "crs_grade_astct" in html and ">3<" in html
-    assert "—" in html and "engine not yet available" in html
+    # every engine exists: the legend says why a value can be empty, not that an engine is missing
+    assert "—" in html and "not evaluable: an input is missing" in html and "not yet available" not in html
     # escaped data
     assert "marrow &lt;assessment&gt;" in html and "MLFS &amp; MRD" in html
     # tables
@@ -231,7 +232,7 @@ def test_empty_tables_and_no_summary(tmp_path):
     assert "Empty &lt;case&gt;" in html
     assert "no doses recorded" in html and "no interventions recorded" in html
     assert "no events recorded" in html
-    assert "engine not yet available" in html
+    assert "not evaluable: an input is missing" in html and "not yet available" not in html
     assert "crs_grade_astct" in html  # default summary columns shown as —
     assert "contains reconstructed values" not in html
     assert not EXTERNAL.search(html)

@@ -939,10 +939,13 @@ def synthetic_cmd(
     n: Annotated[int, typer.Option("--n", min=1, help="Number of subjects.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a folder that is not empty, replacing its study tables and README.")] = False,
 ) -> None:
     """Write a seeded synthetic CAR-T cohort (CD7 and CD19 programmes) as a study folder.
 
-    Every row carries source=synthetic. Useful for trying cartlab, tests and benchmarks.
+    Every row carries source=synthetic. Useful for trying cartlab, tests and benchmarks. A folder that
+    is not empty is refused unless --force is given.
 
     [bold]Example[/]: cartlab synthetic cohort/ --n 200 --seed 7
     """
@@ -950,6 +953,20 @@ def synthetic_cmd(
 
     if fmt not in ("csv", "parquet"):
         raise _usage("--format must be csv or parquet")
+    if out.exists() and not out.is_dir():
+        raise _usage(f"{out}: a file, not a folder to write the study into")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            n_files = sum(1 for _ in out.iterdir())
+            raise _usage(f"{out} is not empty ({n_files} entries): cartlab will not overwrite it",
+                         hint="choose a new folder, or pass --force to replace its study tables and README")
+        from cartlab.io.folder import TABLE_FORMATS, TABLE_NAMES
+
+        for p in out.iterdir():
+            stem, _, ext = p.name.rpartition(".")
+            if p.is_file() and ((stem.lower() in TABLE_NAMES and ext.lower() in TABLE_FORMATS)
+                                or p.name.lower() == "readme.md"):
+                p.unlink()
     path = synthetic_cohort(n, seed=seed, out_dir=out, fmt=fmt, progress=err.is_terminal)
     console.print(f"[green]wrote[/] {path} ({n} synthetic subjects, seed {seed})")
 
@@ -973,6 +990,8 @@ def demo_cmd(
     from cartlab.report import write_study_report
     from cartlab.store import Store
 
+    if out.exists() and not out.is_dir():
+        raise _usage(f"{out}: a file, not a folder to write the demo into")
     out.mkdir(parents=True, exist_ok=True)
     folder = out / "seed_case"
     if folder.exists():

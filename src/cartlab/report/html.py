@@ -45,7 +45,7 @@ __all__ = [
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 EMPTY = "—"
-ENGINE_NOTE = "engine not yet available"
+ENGINE_NOTE = "not evaluable: an input is missing or the criteria do not apply to this subject"
 
 SUBJECT_FIELDS = [
     ("subject_id", "Subject"),

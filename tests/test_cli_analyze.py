@@ -1,0 +1,76 @@
+"""`cartlab analyze` on studies nobody here wrote (issue 13, point 1): a valid study never aborts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from cartlab.analyze import STEPS
+
+
+def run(*args, env=None):
+    e = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cartlab", *map(str, args)], capture_output=True, text=True, env=e)
+
+
+@pytest.fixture(scope="module")
+def no_followup(tmp_path_factory):
+    """A 40-subject synthetic cohort without the optional last_followup_day column."""
+    d = tmp_path_factory.mktemp("nofu") / "cohort"
+    assert run("synthetic", d, "--n", "40", "--seed", "3").returncode == 0
+    subjects = pl.read_csv(d / "subjects.csv", infer_schema=False)
+    subjects.drop("last_followup_day").write_csv(d / "subjects.csv")
+    return d
+
+
+def test_analyze_without_followup_writes_every_table_and_says_what_was_censored(no_followup, tmp_path):
+    assert run("validate", no_followup).returncode == 0
+    out = tmp_path / "res"
+    r = run("analyze", no_followup, "--out", out)
+    assert r.returncode == 0, r.stderr
+    written = {p.stem for p in out.glob("*.csv")}
+    expected = {n for s in STEPS if s.write for n in s.outputs} | {"subject_summary"}
+    assert written == expected
+    with open(out / "subject_summary.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 40
+    meta = json.loads((out / "analysis.json").read_text())
+    assert meta["skipped"] == []
+    censor = [w for w in meta["warnings"] if "censor.last_record" in w["message"]]
+    assert len(censor) == 1 and "no last_followup_day" in censor[0]["message"]
+    assert "censor.last_record" in " ".join(r.stderr.split())
+    adtte = pl.read_csv(out / "adtte.csv")
+    last = adtte.filter(pl.col("rule") == "censor.last_record")
+    assert last.height > 0 and set(last["CNSDTDSC"]) == {"LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)"}
+    # the empty-or-not cohort tables always carry their header
+    for name in ("km", "cumulative_incidence"):
+        assert (out / f"{name}.csv").read_text().split("\n")[0].startswith("PARAMCD")
+    # no cell of a cohort table holds a list of every responder's source rows
+    rates = (out / "response_rates.csv").read_text()
+    assert max(len(c) for row in csv.reader(rates.splitlines()) for c in row) < 500
+
+
+def test_strict_keeps_the_error(no_followup, tmp_path):
+    r = run("analyze", no_followup, "--out", tmp_path / "s", "--strict")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "last_followup_day" in " ".join(r.stderr.split())
+    assert not (tmp_path / "s" / "subject_summary.csv").exists()
+
+
+def test_synthetic_refuses_a_non_empty_folder(tmp_path):
+    d = tmp_path / "c"
+    assert run("synthetic", d, "--n", "3", "--seed", "1").returncode == 0
+    (d / "README.md").write_text("an old study's readme")
+    first = (d / "subjects.csv").read_text()
+    r = run("synthetic", d, "--n", "5", "--seed", "2")
+    assert r.returncode == 2 and "not empty" in r.stderr and "--force" in r.stderr
+    assert (d / "subjects.csv").read_text() == first  # untouched
+    f = run("synthetic", d, "--n", "5", "--seed", "2", "--force")
+    assert f.returncode == 0, f.stderr
+    assert not (d / "README.md").exists()  # no stale README left behind
+    assert len((d / "subjects.csv").read_text().strip().splitlines()) == 6

@@ -1,0 +1,125 @@
+"""No tracebacks (issue 13, point 8): every command on broken inputs gives one clear message and exit
+code 2 (bad input or usage) or 1 (anything else), never a Python traceback; --debug shows it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cartlab.cli import app
+from cartlab.datasets import seed_case_path
+
+from conftest import write
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    """A folder of broken inputs."""
+    d = tmp_path_factory.mktemp("broken")
+    (d / "trial.xlsx").write_bytes(b"PK\x03\x04")
+    write(d / "invalid", "subjects.csv", "subject_id,sex\nA,X")
+    write(d / "invalid", "observations.csv", "subject_id,day,param,value,unit\nA,1,TEMP,38,furlongs")
+    write(d / "semicolon", "subjects.csv", "subject_id;age_years\nA;17,5")
+    shutil.copytree(seed_case_path(), d / "seed")
+    write(d, "labs_no_columns.csv", "a,b\n1,2")
+    write(d, "conc.csv", "id,t,c\nA,0,0\nA,1,x\n")
+    write(d, "protocol.yaml", "schema: cartlab-protocol/1\nid: [unclosed\n")
+    write(d, "notes.txt", "hello")
+    write(d / "full", "anything.txt", "keep me")
+    return d
+
+
+CASES = [
+    ("validate", ["validate", "{d}/missing"], 2, "no such file or folder"),
+    ("validate", ["validate", "{d}/trial.xlsx"], 2, "spreadsheet"),
+    ("validate", ["validate", "{d}/semicolon"], 1, "looks semicolon-separated"),
+    ("import", ["import", "{d}/missing", "--store", "{d}/s.duckdb"], 2, "no such file or folder"),
+    ("import", ["import", "{d}/invalid", "--store", "{d}/s.duckdb"], 2, "furlongs"),
+    ("list", ["list", "--store", "{d}/none.duckdb"], 2, "no store"),
+    ("show", ["show", "X", "--store", "{d}/none.duckdb"], 2, "no store"),
+    ("export", ["export", "nostudy", "{d}/out", "--store", "{d}/none.duckdb"], 2, "no store"),
+    ("export", ["export", "nostudy", "{d}/out", "--format", "xls"], 2, "csv or parquet"),
+    ("analyze", ["analyze", "{d}/missing", "--out", "{d}/a"], 2, "no such file or folder"),
+    ("analyze", ["analyze", "{d}/trial.xlsx", "--out", "{d}/a"], 2, "spreadsheet"),
+    ("analyze", ["analyze", "{d}/invalid", "--out", "{d}/a"], 2, "not a valid sex"),
+    ("analyze", ["analyze", "{d}/semicolon", "--out", "{d}/a"], 2, "--csv-dialect european"),
+    ("analyze", ["analyze", "{d}/seed", "--protocol", "no_such_protocol", "--out", "{d}/a"], 2, "no_such_protocol"),
+    ("analyze", ["analyze", "{d}/seed", "--csv-dialect", "klingon", "--out", "{d}/a"], 2, "unknown CSV dialect"),
+    ("report", ["report", "{d}/missing"], 2, "no such file or folder"),
+    ("report", ["report", "{d}/seed", "--subject", "nobody", "--out", "{d}/r"], 2, "no subject 'nobody'"),
+    ("synthetic", ["synthetic", "{d}/full", "--n", "2"], 2, "not empty"),
+    ("synthetic", ["synthetic", "{d}/notes.txt", "--n", "2"], 2, "a file, not a folder"),
+    ("explain", ["explain", "X", "--what", "everything"], 2, "cannot explain"),
+    ("explain", ["explain", "X", "--store", "{d}/none.duckdb"], 2, "no store"),
+    ("ctcae", ["ctcae", "{d}/missing.csv", "--out", "{d}/o.csv"], 2, "no such file or folder"),
+    ("ctcae", ["ctcae", "{d}/labs_no_columns.csv", "--out", "{d}/o.csv"], 2, "labs_no_columns.csv"),
+    ("ctcae", ["ctcae", "{d}/conc.csv", "--out", "{d}/o.csv", "--option", "nonsense"], 2, "NAME=VALUE"),
+    ("nca", ["nca", "{d}/conc.csv", "--subject", "id", "--time", "t", "--conc", "nope", "--out", "{d}/n.csv"], 2, "nope"),
+    ("nca", ["nca", "{d}/missing.csv", "--subject", "id", "--time", "t", "--conc", "c", "--out", "{d}/n.csv"], 2, "missing.csv"),
+    ("stein", ["stein", "{d}/missing", "--out", "{d}/st"], 2, "no such file or folder"),
+    ("stein", ["stein", "{d}/conc.csv", "--out", "{d}/st"], 2, "--subject"),
+    ("protocols", ["protocols", "{d}/protocol.yaml"], 2, "problem"),
+    ("protocols", ["protocols", "no_such_protocol"], 2, "no_such_protocol"),
+    ("dose", ["dose", "--protocol", "nct04762485"], 2, "--weight"),
+    ("dose", ["dose", "--protocol", "nct04762485", "--weight", "5000", "--height", "160"], 2, "weight"),
+    ("dose", ["dose", "--protocol", "nct04762485", "--weight", "52", "--height", "160", "--age", "17", "--sex", "F",
+              "--creatinine", "1", "furlongs"], 2, "furlongs"),
+    ("dose", ["dose", "--protocol", "nct04762485", "--weight", "52", "--height", "160", "--format", "xml"], 2,
+     "table or csv"),
+    ("eligibility", ["eligibility", "nobody", "--protocol", "nct04762485", "--study-dir", "{d}/seed"], 2,
+     "no subject 'nobody'"),
+    ("eligibility", ["eligibility", "X", "--protocol", "nct04762485", "--store", "{d}/none.duckdb"], 2, "no store"),
+    ("deviations", ["deviations", "X"], 2, "--protocol is required"),
+    ("deviations", ["deviations", "--protocol", "nct04762485"], 2, "give a SUBJECT"),
+    ("demo", ["demo", "--out", "{d}/notes.txt"], 2, "a file"),
+]
+
+
+@pytest.mark.parametrize("cmd,args,code,message", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_broken_input_gives_one_message_and_no_traceback(bad, cmd, args, code, message):
+    runner = CliRunner()
+    res = runner.invoke(app, [a.format(d=bad) for a in args], env={"COLUMNS": "200", "CARTLAB_DEBUG": ""})
+    text = res.output + (res.stderr if res.stderr_bytes is not None else "")
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in text
+    assert res.exit_code == code, text
+    assert message in " ".join(text.split()), text
+
+
+def test_every_command_is_covered():
+    covered = {c[0] for c in CASES}
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert commands - covered == set(), commands - covered
+
+
+def _run(*args, env=None):
+    e = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cartlab", *map(str, args)], capture_output=True, text=True, env=e)
+
+
+def test_installed_command_prints_no_traceback_and_debug_shows_it(bad, monkeypatch):
+    r = _run("analyze", bad / "invalid", "--out", bad / "a")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "not a valid sex" in r.stderr
+    assert not (bad / "a").exists()  # nothing partial is written
+    d = _run("--debug", "analyze", bad / "invalid", "--out", bad / "a")
+    assert d.returncode != 0 and "Traceback" in d.stderr and "StudyValidationError" in d.stderr
+    e = _run("analyze", bad / "invalid", "--out", bad / "a", env={"CARTLAB_DEBUG": "1"})
+    assert "Traceback" in e.stderr
+
+
+def test_an_unexpected_error_is_reported_as_a_bug(bad, monkeypatch):
+    import cartlab.analyze as analyze
+
+    def boom(*a, **k):
+        raise RuntimeError("something nobody expected")
+
+    monkeypatch.setattr(analyze, "write_analysis", boom)
+    res = CliRunner().invoke(app, ["analyze", str(bad / "seed"), "--out", str(bad / "b")])
+    text = " ".join((res.output + res.stderr).split())
+    assert res.exit_code == 1 and "Traceback" not in text
+    assert "internal error: RuntimeError: something nobody expected" in text and "--debug" in text
