@@ -324,7 +324,13 @@ def test_hematotox_undefined_boundary_option(param, value):
 
 def test_hematotox_risk_groups_and_missing_inputs_give_a_range():
     r = hematotox({"NEUT": 1.0})
-    assert (r["hematotox_score"], r["hematotox_risk"], r["rule"]) == (1, "low", "car_hematotox.low")
+    assert (r["hematotox_score"], r["hematotox_risk"]) == (1, "low")
+    # the rule names the risk group and every item it scored (their cut-offs are unverified)
+    assert r["rule"] == ("car_hematotox.low; car_hematotox.item.plat; car_hematotox.item.neut; car_hematotox.item.hgb; "
+                         "car_hematotox.item.crp; car_hematotox.item.ferritin")
+    from cartlab.criteria import rule_status
+
+    assert rule_status(r["rule"]) == "unverified"
     r = hematotox({"NEUT": 1.0, "HGB": 80.0})
     assert (r["hematotox_score"], r["hematotox_risk"]) == (2, "high")
     r = hematotox({"NEUT": 1.0, "FERRITIN": None})

@@ -489,11 +489,37 @@ class Analysis:
                          "status": self._status(s)} for s in self.steps if s.outputs[0] in self.timings],
             "skipped": [s.to_dict() for s in self.skipped],
             "warnings": self.warnings,
+            "rules": self.rules_used(),
         }
         if self.protocol is not None:
             p = self.protocol
             meta["protocol"] = {"id": p.id, "version": p.version, "path": p.path}
         return meta
+
+    def rules_used(self) -> dict[str, Any]:
+        """The criteria rules behind the computed tables: every unsettled one (unverified, partially
+        verified, proxy) with its table, citation and how many rows rest on it, and the rule ids that
+        are not rows of a criteria table."""
+        from cartlab.criteria import UNSETTLED, rules_in
+
+        unsettled: dict[str, dict[str, Any]] = {}
+        no_table: set[str] = set()
+        for name, frame in self._tables.items():
+            for col in [c for c in frame.columns if c.endswith("rule_status")]:
+                rule_col = col[: -len("_status")]
+                counts = frame.group_by(pl.col(rule_col).cast(pl.String)).len()
+                for text, n in counts.iter_rows():
+                    infos = rules_in(text)
+                    if text and not infos:
+                        no_table.add(text)
+                    for info in infos:
+                        if info.status in UNSETTLED:
+                            entry = unsettled.setdefault(info.id, {"rule": info.id, "criteria": info.table,
+                                                                   "status": info.status, "citation": info.citation,
+                                                                   "rows": {}})
+                            entry["rows"][name] = entry["rows"].get(name, 0) + n
+        return {"unsettled": sorted(unsettled.values(), key=lambda e: e["rule"]),
+                "not_in_a_criteria_table": sorted(no_table)}
 
     # -- the engine runner
     def _status(self, step: Step) -> str:
@@ -529,7 +555,9 @@ class Analysis:
         self.timings[step.outputs[0]] = time.perf_counter() - start
         if result.tables is None:
             return
-        self._tables.update(result.tables)
+        from cartlab.criteria import with_rule_status
+
+        self._tables.update({n: with_rule_status(t) for n, t in result.tables.items()})
         failed = set(lacking) | result.failed
         for n in step.outputs:
             self._missing[n] = failed

@@ -362,7 +362,9 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
         row |= {
             "hematotox_score": score, "hematotox_score_min": lo, "hematotox_score_max": hi,
             "hematotox_risk": risk["label"] if risk else None, "hematotox_missing": missing,
-            "rule": risk["id"] if risk else "car_hematotox.undetermined",
+            # the risk group and every item scored: the row rests on each item's cut-offs
+            "rule": "; ".join([risk["id"] if risk else "car_hematotox.undetermined",
+                               *(i.get("id", i["param"]) for i in items if i["param"] not in missing)]),
             "reason": f"baseline {ref['how']}: " + "; ".join(parts) + f" -> {score_txt}, {risk_txt}.",
             "evidence": _uniq(ev),
         }
@@ -637,7 +639,9 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
             rows.append({
                 "subject_id": sid, "day": d, "iec_hs_flag": flag, "key_met": met["key"],
                 "supporting_met": met["supporting"], "not_evaluable": not_eval, "needs_adjudication": adjud,
-                "rule": "iec_hs.flag" if flag else None, "reason": reason,
+                # the decision and the criteria met: the row's status is that of the least verified
+                "rule": "; ".join(["iec_hs.flag" if flag else "iec_hs.no_flag", *met["key"], *met["supporting"]]),
+                "reason": reason,
                 "evidence": _uniq(ev) if (flag or texts) else [],
             })
     schema = {"subject_id": pl.String, "day": pl.Int64, "iec_hs_flag": pl.Boolean, "key_met": pl.List(pl.String),

@@ -1,0 +1,120 @@
+"""Rule ids -> the criteria table row they come from, its citation and its verification status."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import polars as pl
+import yaml
+
+#: statuses from least to best verified (the worst one of several rules is a result's status)
+STATUS_ORDER = ("unverified", "proxy", "partially_verified", "verified_secondary", "convention", "verified")
+#: statuses whose results are marked as not settled wherever they are shown
+UNSETTLED = frozenset({"unverified", "proxy", "partially_verified"})
+PACKAGES = ("cartlab.grading", "cartlab.response", "cartlab.protocol")
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]+(?:[.:][A-Za-z0-9_\-]+)+")
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    id: str
+    table: str
+    status: str | None
+    citation: str | None
+
+
+def _walk(node, table: str, status: str | None, citation: str | None, out: dict[str, list[RuleInfo]]) -> None:
+    if isinstance(node, dict):
+        status = node.get("status", status) if isinstance(node.get("status", status), str) else status
+        cite = node.get("citation", citation) if isinstance(node.get("citation", citation), str) else citation
+        if isinstance(node.get("id"), str):
+            out.setdefault(node["id"], []).append(RuleInfo(node["id"], table, status, cite))
+        for key, value in node.items():
+            if key not in ("status", "citation"):
+                _walk(value, table, status, cite, out)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, table, status, citation, out)
+
+
+@lru_cache(maxsize=1)
+def _tables() -> dict[str, dict]:
+    tables = {}
+    for package in PACKAGES:
+        folder = resources.files(package).joinpath("criteria")
+        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+            if path.name.endswith(".yaml"):
+                tables[path.name[:-5]] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return tables
+
+
+@lru_cache(maxsize=1)
+def rule_index() -> dict[str, RuleInfo]:
+    """Every rule id that names exactly one row across the criteria tables (ids reused within or across
+    tables, such as CTCAE's per-term ``g1``, are reached through their table's prefix instead)."""
+    found: dict[str, list[RuleInfo]] = {}
+    for name, data in _tables().items():
+        if isinstance(data, dict):
+            _walk(data, name, data.get("status"), data.get("citation"), found)
+    return {k: v[0] for k, v in found.items() if len(v) == 1}
+
+
+def _table_info(table: str) -> RuleInfo | None:
+    data = _tables().get(table)
+    if not isinstance(data, dict):
+        return None
+    return RuleInfo(table, table, data.get("status"), data.get("citation"))
+
+
+def rules_in(text: str | None) -> list[RuleInfo]:
+    """The known rules named in a rule cell (``"early: icaht.early.g3; late: icaht.late.g2"``,
+    ``"L: ctcae_v5:hypokalemia:g0; H: ..."``), each once."""
+    if not text:
+        return []
+    index = rule_index()
+    out: dict[str, RuleInfo] = {}
+    candidates = [text.strip(), *(part.strip() for part in re.split(r"[,;]", text)), *_TOKEN.findall(text)]
+    for tok in candidates:
+        info = index.get(tok)
+        if info is None and ":" in tok:  # "<table>:<term>:<grade>" (CTCAE)
+            info = _table_info(tok.split(":", 1)[0])
+            if info is not None:
+                info = RuleInfo(tok, info.table, info.status, info.citation)
+        if info is not None:
+            out.setdefault(info.id, info)
+    return list(out.values())
+
+
+def _worst(statuses: list[str | None]) -> str | None:
+    known = [s for s in statuses if s in STATUS_ORDER]
+    return min(known, key=STATUS_ORDER.index) if known else None
+
+
+@lru_cache(maxsize=4096)
+def rule_status(text: str | None) -> str | None:
+    """The status of the rule(s) named in ``text`` (the worst of several); None when no rule of a
+    criteria table is named."""
+    return _worst([r.status for r in rules_in(text)])
+
+
+def _rule_columns(frame: pl.DataFrame) -> list[str]:
+    return [c for c in frame.columns if (c.lower() == "rule" or c.lower().endswith("_rule"))
+            and frame.schema[c] in (pl.String, pl.Categorical) and not c.startswith("lambda")]
+
+
+def with_rule_status(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with a status column after each rule column (``rule`` -> ``rule_status``,
+    ``early_rule`` -> ``early_rule_status``): the criteria status of the rule that produced the row."""
+    cols = _rule_columns(frame)
+    if not cols or frame.height == 0:
+        return frame.with_columns(pl.lit(None, dtype=pl.String).alias(f"{c}_status") for c in cols)
+    exprs = []
+    for c in cols:
+        values = frame[c].cast(pl.String).unique().drop_nulls().to_list()
+        mapping = {v: rule_status(v) for v in values}
+        exprs.append(pl.col(c).cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
+                     .alias(f"{c}_status"))
+    return frame.with_columns(exprs)
