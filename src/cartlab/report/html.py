@@ -114,12 +114,28 @@ def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[st
     for r in df.iter_rows(named=True):
         rows.append(
             {
-                "cells": [_cell(r[c]) for c, _ in keep],
+                "cells": [_rule_cell(r[c]) if _is_rule(c) else _cell(r[c]) for c, _ in keep],
                 "prov": provenance_kind(r.get("source")),
             }
         )
     num = [df[c].dtype.is_numeric() for c, _ in keep]
     return {"headers": [h for _, h in keep], "rows": rows, "num": num}
+
+
+UNSETTLED_MARK = "⚠"
+
+
+def _is_rule(col: str) -> bool:
+    return col.lower() == "rule" or col.lower().endswith("_rule")
+
+
+def _rule_cell(value: Any) -> str:
+    """A rule id, marked when its criteria row is not (fully) verified against its source."""
+    from cartlab.criteria import UNSETTLED, rule_status
+
+    text = _cell(value)
+    status = rule_status(value) if isinstance(value, str) else None
+    return f"{text} {UNSETTLED_MARK} {status.replace('_', ' ')}" if status in UNSETTLED else text
 
 
 def subject_filename(subject_id: str) -> str:
