@@ -2,8 +2,10 @@
 
 Lee DW et al., Biol Blood Marrow Transplant 2019;25(4):625-638, Table 1. The rules live in
 ``criteria/astct_crs_2019.yaml``; this module computes the daily features they refer to (Tmax,
-lowest SBP, vasopressors, oxygen support, fever waiver), applies the table, and derives episodes and
-the ``subject_summary.csv`` columns ``crs_grade_astct``, ``crs_onset_day``, ``crs_resolution_day``.
+lowest SBP, oxygen support, fever waiver; vasopressor drugs and fever attribution come from the
+layer shared with the older scales, :mod:`cartlab.grading.crs_features`), applies the table, and
+derives episodes and the ``subject_summary.csv`` columns ``crs_grade_astct``, ``crs_onset_day``,
+``crs_resolution_day`` (plus ``crs_episode`` / ``crs_n_episodes``: which episodes they describe).
 
 >>> from cartlab.datasets import seed_case
 >>> crs_summary(seed_case())["crs_grade_astct"].to_list()
@@ -12,7 +14,7 @@ the ``subject_summary.csv`` columns ``crs_grade_astct``, ``crs_onset_day``, ``cr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import polars as pl
@@ -25,9 +27,19 @@ from cartlab.grading.common import (
     load_criteria,
     rule_texts,
 )
+from cartlab.grading.crs_features import (
+    FeverAttribution,
+    counted,
+    crs_day_features,
+    norm_text,
+    norm_values,
+)
 from cartlab.model import Study
 
 KEY = ["subject_id", "day"]
+
+
+SUMMARY_EPISODES = ("course", "first", "worst")
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,20 @@ class CrsOptions:
     * ``antipyretics_waive_fever`` (False): antipyretics given for CRS also waive the fever
       requirement (the ASTCT footnote's wording is ambiguous; default is tocilizumab/steroids only).
     * ``counted_indications`` (("CRS",)): interventions with these indications (or none) count.
+    * Fever attributed to another cause (ASTCT: fever "not attributable to any other cause"; table
+      ``conventions``): ``other_cause_attribution`` (True), ``other_cause_events`` (("infection",)),
+      ``other_cause_event_window_days`` ((0, 3): the event's day and the 3 following),
+      ``other_cause_intervention_categories`` (("antipyretic",)) given for
+      ``other_cause_indications`` (("infection",)), ``other_cause_scope`` ("day": the day is not a
+      CRS day; "fever": only its fever is discounted), ``crs_indication_overrides_other_cause``
+      (True: an intervention for CRS that day keeps it a CRS day).
     * ``episode_join_gap_days`` (1): CRS days separated by at most this many days without CRS
       form one episode.
+    * ``summary_episode`` ("course"): what crs_summary describes - the whole course (spec), the
+      "first" episode or the "worst" one.
+    * ``assessment_window`` (None = whole course): (first, last) study day graded (either may be
+      None); ``assessment_end_events`` (()): the first such event (e.g. ``allo_hsct``) ends the
+      assessment; that day and later are not graded.
     """
 
     fever_threshold_c: float | None = None
@@ -49,7 +73,17 @@ class CrsOptions:
     age_adjusted_sbp: bool | None = None
     antipyretics_waive_fever: bool | None = None
     counted_indications: tuple[str, ...] | None = None
-    episode_join_gap_days: int = 1
+    other_cause_attribution: bool | None = None
+    other_cause_events: tuple[str, ...] | None = None
+    other_cause_event_window_days: tuple[int, int] | None = None
+    other_cause_intervention_categories: tuple[str, ...] | None = None
+    other_cause_indications: tuple[str, ...] | None = None
+    other_cause_scope: str | None = None
+    crs_indication_overrides_other_cause: bool | None = None
+    episode_join_gap_days: int | None = None
+    summary_episode: str | None = None
+    assessment_window: tuple[float | None, float | None] | None = None
+    assessment_end_events: tuple[str, ...] | None = None
     criteria: str = "astct_crs_2019"
 
     def resolved(self) -> dict[str, Any]:
@@ -58,17 +92,29 @@ class CrsOptions:
         for k, v in asdict(self).items():
             if v is not None:
                 out[k] = v
-        out["counted_indications"] = tuple(out["counted_indications"])
+        for k in ("counted_indications", "other_cause_events", "other_cause_event_window_days",
+                  "other_cause_intervention_categories", "other_cause_indications", "assessment_end_events"):
+            out[k] = tuple(out[k])
+        if out["summary_episode"] not in SUMMARY_EPISODES:
+            raise ValueError(f"summary_episode must be one of {SUMMARY_EPISODES}, not {out['summary_episode']!r}")
+        if out["assessment_window"] is not None:
+            out["assessment_window"] = tuple(out["assessment_window"])
+            if len(out["assessment_window"]) != 2:
+                raise ValueError("assessment_window must be (first day, last day)")
         return out
+
+    def attribution(self) -> FeverAttribution:
+        """The fever-attribution options as the shared feature layer takes them."""
+        return FeverAttribution.from_options(self.resolved())
 
 
 def _ref_list(col: str = "ref") -> pl.Expr:
     return pl.col(col).drop_nulls().unique(maintain_order=True)
 
 
-def _counted(df: pl.DataFrame, column: str, counted: tuple[str, ...]) -> pl.DataFrame:
-    """Rows whose indication/attribution is empty or one of ``counted``."""
-    return df.filter(pl.col(column).is_null() | pl.col(column).is_in(list(counted)))
+def _counted(df: pl.DataFrame, column: str, indications: tuple[str, ...]) -> pl.DataFrame:
+    """Rows whose indication/attribution is empty or one of ``indications`` (case-insensitive)."""
+    return df.filter(counted(column, indications))
 
 
 def _sbp_cutoff(subjects: pl.DataFrame, opts: dict[str, Any], table: dict[str, Any]) -> pl.DataFrame:
@@ -92,10 +138,13 @@ def crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFram
     """Daily CRS inputs per subject and calendar day (``day`` = floor of the study day).
 
     Columns: tmax_c, sbp_min_mmhg, sbp_cutoff, n_vasopressors, n_vasopressors_excl_vasopressin,
-    vasopressors, o2_level, o2_devices, waiver_from_day, crs_death, and evidence lists per input.
+    vasopressors, vasopressors_unknown, o2_level, o2_devices, waiver_from_day, crs_death,
+    other_cause (+ reason), and evidence lists per input. Vasopressor drugs and fever attribution
+    come from :func:`cartlab.grading.crs_features.crs_day_features` (shared with the older scales).
     """
-    opts = (options or CrsOptions()).resolved()
-    table = load_criteria((options or CrsOptions()).criteria)
+    options = options or CrsOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
     obs = study.observations.with_columns(
         pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref")
     )
@@ -114,22 +163,15 @@ def crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFram
     )
 
     iv = _counted(study.interventions, "indication", opts["counted_indications"]).with_columns(
-        evidence_ref().alias("ref"),
-        pl.col("agent").str.to_lowercase().fill_null("unspecified").alias("agent_lc"),
-    )
+        evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category"))
     days = expand_days(iv)
-    vaso = (
-        days.filter(pl.col("category") == "vasopressor")
-        .group_by("subject_id", "d")
-        .agg(
-            pl.col("agent_lc").n_unique().alias("n_vasopressors"),
-            pl.col("agent_lc").filter(pl.col("agent_lc") != "vasopressin").n_unique().alias(
-                "n_vasopressors_excl_vasopressin"
-            ),
-            pl.col("agent_lc").unique(maintain_order=True).str.join(", ").alias("vasopressors"),
-            _ref_list().alias("vaso_refs"),
-        )
-    )
+    shared = crs_day_features(study, indications=opts["counted_indications"],
+                              attribution=options.attribution()).rename({"day": "d"})
+    vaso = shared.filter(pl.col("n_vasopressors").is_not_null()).select(
+        "subject_id", "d", "n_vasopressors", "n_vasopressors_excl_vasopressin",
+        pl.col("vasopressor_agents").list.join(", ").alias("vasopressors"), "vasopressors_unknown", "vaso_refs")
+    other = shared.filter(pl.col("other_cause").fill_null(False)).select(
+        "subject_id", "d", "other_cause", "other_cause_reason", "other_cause_refs")
     level = pl.col("o2_device").replace_strict(table["devices"], default=None, return_dtype=pl.Int64)
     level = (
         pl.when((pl.col("o2_device") == "nasal_cannula") & (pl.col("o2_flow_lpm") > table["low_flow_max_lpm"]))
@@ -169,13 +211,15 @@ def crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFram
     for f in (temp, sbp, vaso, o2, death):
         out = out.join(f, on=["subject_id", "d"], how="left")
     out = (
-        out.join(waiver, on="subject_id", how="left")
+        out.join(other, on=["subject_id", "d"], how="left")
+        .join(waiver, on="subject_id", how="left")
         .join(_sbp_cutoff(study.subjects, opts, table), on="subject_id", how="left")
         .with_columns(
             pl.col("n_vasopressors").fill_null(0),
             pl.col("n_vasopressors_excl_vasopressin").fill_null(0),
             pl.col("o2_level").fill_null(0),
             pl.col("crs_death").fill_null(False),
+            pl.col("other_cause").fill_null(False),
             pl.col("sbp_cutoff").fill_null(float(opts["sbp_cutoff_mmhg"])),
         )
         .rename({"d": "day"})
@@ -184,13 +228,52 @@ def crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFram
     return out
 
 
+def _assessed(study: Study, f: pl.DataFrame, opts: dict[str, Any]) -> pl.DataFrame:
+    """Days inside the assessment window and before the first assessment-ending event."""
+    window = opts["assessment_window"]
+    if window is not None:
+        lo, hi = window
+        if lo is not None:
+            f = f.filter(pl.col("day") >= lo)
+        if hi is not None:
+            f = f.filter(pl.col("day") <= hi)
+    ends = opts["assessment_end_events"]
+    if ends:
+        stop = (study.events.filter(norm_text(pl.col("event")).is_in(norm_values(ends))
+                                    & pl.col("day").is_not_null())
+                .group_by("subject_id").agg(pl.col("day").min().floor().cast(pl.Int64).alias("_stop")))
+        f = (f.join(stop, on="subject_id", how="left")
+             .filter(pl.col("_stop").is_null() | (pl.col("day") < pl.col("_stop"))).drop("_stop"))
+    return f
+
+
+def number_episodes(daily: pl.DataFrame, join_gap_days: int = 1) -> pl.DataFrame:
+    """``daily`` with ``episode`` (1, 2, ... per subject; null on days with grade 0).
+
+    Days with grade >= 1 separated by at most ``join_gap_days`` calendar days without one are one
+    episode (criteria table ``conventions``: crs.conv.episodes).
+    """
+    pos = daily.filter(pl.col("grade") >= 1).sort(KEY).select(
+        *KEY,
+        ((pl.col("day") - pl.col("day").shift(1).over("subject_id")) > join_gap_days + 1)
+        .fill_null(True).cum_sum().over("subject_id").cast(pl.Int64).alias("episode"),
+    )
+    return daily.drop("episode", strict=False).join(pos, on=KEY, how="left")
+
+
 def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
-    """ASTCT CRS grade per subject and day, with the rule that drove it, a reason and evidence."""
+    """ASTCT CRS grade per subject and day, with the rule that drove it, a reason and evidence.
+
+    A day whose fever is attributed to another cause is not a CRS day (rule ``crs.other_cause``;
+    with ``other_cause_scope="fever"`` only its fever is discounted). ``episode`` numbers the CRS
+    episodes; days outside the assessment (options) are not returned.
+    """
     options = options or CrsOptions()
     opts = options.resolved()
     table = load_criteria(options.criteria)
     rule_opts = {**opts, "sbp_cutoff": "@sbp_cutoff"}
-    texts = rule_texts(table, ("fever", "hypotension", "hypoxia", "death"), {**opts, "sbp_cutoff": opts["sbp_cutoff_mmhg"]})
+    texts = rule_texts(table, ("fever", "hypotension", "hypoxia", "death", "other_cause"),
+                       {**opts, "sbp_cutoff": opts["sbp_cutoff_mmhg"]})
     f = crs_features(study, options)
     f = f.with_columns(
         *domain_grade(table["fever"], rule_opts, "fever"),
@@ -198,6 +281,10 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
         *domain_grade(table["hypoxia"], rule_opts, "hypoxia"),
     )
     fever = pl.col("fever_grade") >= 1
+    other = pl.col("other_cause")
+    discounted = fever & other                      # a fever that does not count toward CRS
+    crs_fever = fever & ~other
+    excluded = other if opts["other_cause_scope"] == "day" else pl.lit(False)
     waived = pl.col("waiver_from_day").is_not_null() & (pl.col("day") >= pl.col("waiver_from_day"))
     support = pl.max_horizontal("hypotension_grade", "hypoxia_grade")
     support_rule = (
@@ -206,34 +293,46 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
         .otherwise(pl.col("hypoxia_rule"))
     )
     death_rule = table["death"][0]["id"]
+    other_rule = table["other_cause"][0]["id"]
     grade = (
         pl.when(pl.col("crs_death")).then(pl.lit(5, dtype=pl.Int64))
-        .when(fever).then(pl.max_horizontal(pl.lit(1, dtype=pl.Int64), support))
+        .when(excluded).then(pl.lit(0, dtype=pl.Int64))
+        .when(crs_fever).then(pl.max_horizontal(pl.lit(1, dtype=pl.Int64), support))
         .when(waived).then(support)
         .otherwise(pl.lit(0, dtype=pl.Int64))
     )
     rule = (
         pl.when(pl.col("crs_death")).then(pl.lit(death_rule))
-        .when(fever & (support > 1)).then(support_rule)
-        .when(fever).then(pl.col("fever_rule"))
+        .when(excluded & (fever | (support > 0))).then(pl.lit(other_rule))
+        .when(excluded).then(pl.lit(None, dtype=pl.String))
+        .when(crs_fever & (support > 1)).then(support_rule)
+        .when(crs_fever).then(pl.col("fever_rule"))
         .when(waived & (support > 0)).then(support_rule)
+        .when(discounted).then(pl.lit(other_rule))
         .when(support > 0).then(pl.lit("crs.no_fever"))
         .otherwise(pl.lit(None, dtype=pl.String))
     )
-    f = f.with_columns(grade.alias("grade"), rule.alias("rule"), fever.alias("fever"), waived.alias("fever_waived"))
+    f = f.with_columns(grade.alias("grade"), rule.alias("rule"), fever.alias("fever"),
+                       discounted.alias("fever_other_cause"), waived.alias("fever_waived"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"
+    unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     reason_bits = [
         pl.when(pl.col("tmax_c").is_not_null()).then(
             pl.format("Tmax {} C{}", pl.col("tmax_c").round(1), pl.when(fever).then(pl.lit(" (fever)")).otherwise(pl.lit("")))
         ),
+        pl.when(other).then(pl.format("attributed to another cause: {}", pl.col("other_cause_reason"))),
         pl.when(pl.col("sbp_min_mmhg").is_not_null()).then(
             pl.format("SBP min {} mmHg{}", pl.col("sbp_min_mmhg").round(0).cast(pl.Int64),
                       pl.when(pl.col("sbp_min_mmhg") < pl.col("sbp_cutoff")).then(pl.format(" (< {})", pl.col("sbp_cutoff").round(0).cast(pl.Int64))).otherwise(pl.lit("")))
         ),
-        pl.when(pl.col("n_vasopressors") > 0).then(pl.format("vasopressors: {}", pl.col("vasopressors"))),
+        pl.when(pl.col("n_vasopressors") > 0).then(pl.format(
+            "vasopressors: {}{}", pl.col("vasopressors"),
+            pl.when(unknown.list.len() > 0).then(pl.format(
+                " ({} not in the vasopressor vocabulary: counted as its own drug)", unknown.list.join(", ")))
+            .otherwise(pl.lit("")))),
         pl.when(pl.col("o2_level") > 0).then(pl.format("oxygen: {}", pl.col("o2_devices"))),
-        pl.when(waived & ~fever & (support > 0)).then(
+        pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(
             pl.format("fever not required since day {} ({})", pl.col("waiver_from_day"), pl.col("waiver_category"))
         ),
         pl.when(pl.col("crs_death")).then(pl.lit("death attributed to CRS")),
@@ -247,41 +346,43 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     reason = pl.concat_str(
         [pl.concat_str(reason_bits, separator="; ", ignore_nulls=True), conclusion], separator=" -> "
     )
+    empty = pl.lit([], dtype=EVIDENCE)
     evidence = pl.concat_list(
-        pl.when(pl.col("tmax_ref").is_not_null()).then(pl.concat_list(pl.col("tmax_ref"))).otherwise(pl.lit([], dtype=EVIDENCE)),
-        pl.when(pl.col("sbp_min_mmhg") < pl.col("sbp_cutoff")).then(pl.concat_list(pl.col("sbp_ref"))).otherwise(pl.lit([], dtype=EVIDENCE)),
-        pl.col("vaso_refs").fill_null(pl.lit([], dtype=EVIDENCE)),
-        pl.col("o2_refs").fill_null(pl.lit([], dtype=EVIDENCE)),
-        pl.when(waived & ~fever & (support > 0)).then(pl.concat_list(pl.col("waiver_ref"))).otherwise(pl.lit([], dtype=EVIDENCE)),
-        pl.col("death_refs").fill_null(pl.lit([], dtype=EVIDENCE)),
+        pl.when(pl.col("tmax_ref").is_not_null()).then(pl.concat_list(pl.col("tmax_ref"))).otherwise(empty),
+        pl.when(other).then(pl.col("other_cause_refs")).otherwise(empty),
+        pl.when(pl.col("sbp_min_mmhg") < pl.col("sbp_cutoff")).then(pl.concat_list(pl.col("sbp_ref"))).otherwise(empty),
+        pl.col("vaso_refs").fill_null(empty),
+        pl.col("o2_refs").fill_null(empty),
+        pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(pl.concat_list(pl.col("waiver_ref"))).otherwise(empty),
+        pl.col("death_refs").fill_null(empty),
     )
-    return f.with_columns(reason.alias("reason"), evidence.alias("evidence")).select(
+    f = f.with_columns(reason.alias("reason"), evidence.alias("evidence")).select(
         "subject_id", "day", "grade", "rule", "reason", "evidence",
         "tmax_c", "fever", "sbp_min_mmhg", "sbp_cutoff", "n_vasopressors",
         "n_vasopressors_excl_vasopressin", "vasopressors", "o2_level", "o2_devices",
         "fever_waived", "waiver_from_day", "fever_grade", "hypotension_grade", "hypoxia_grade",
+        "fever_other_cause", pl.col("other_cause_reason").alias("other_cause"),
     )
+    return number_episodes(_assessed(study, f, opts), int(opts["episode_join_gap_days"]))
+
+
+_EPISODE_SCHEMA = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
+                   "AENDY": pl.Int64, "ADURN": pl.Int64, "ATOXGR": pl.Int64, "ATOXGRS": pl.String,
+                   "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
 
 
 def episodes(daily: pl.DataFrame, term: str, scale: str, join_gap_days: int = 1) -> pl.DataFrame:
     """ADAE-like episodes from a daily grade frame: runs of days with grade >= 1.
 
     Days with grade >= 1 separated by at most ``join_gap_days`` days without one form one episode.
+    A daily frame that already numbers its episodes (``episode``, as :func:`crs_daily` does with
+    the options it was graded with) keeps its numbering, so ADAE and crs_summary agree.
     """
+    if "episode" not in daily.columns:
+        daily = number_episodes(daily, join_gap_days)
     pos = daily.filter(pl.col("grade") >= 1).sort(KEY)
     if pos.height == 0:
-        return pl.DataFrame(
-            schema={"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
-                    "AENDY": pl.Int64, "ADURN": pl.Int64, "ATOXGR": pl.Int64, "ATOXGRS": pl.String,
-                    "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
-        )
-    pos = pos.with_columns(
-        ((pl.col("day") - pl.col("day").shift(1).over("subject_id")) > join_gap_days + 1)
-        .fill_null(True)
-        .cum_sum()
-        .over("subject_id")
-        .alias("episode")
-    )
+        return pl.DataFrame(schema=_EPISODE_SCHEMA)
     top = pos.sort(["subject_id", "episode", "grade", "day"], descending=[False, False, True, False])
     return (
         top.group_by("subject_id", "episode", maintain_order=True)
@@ -299,30 +400,50 @@ def episodes(daily: pl.DataFrame, term: str, scale: str, join_gap_days: int = 1)
             pl.lit(scale).alias("ATOXGRS"),
             pl.col("episode").cast(pl.Int64),
         )
-        .select("subject_id", "episode", "AETERM", "ASTDY", "AENDY", "ADURN", "ATOXGR", "ATOXGRS",
-                "rule", "reason", "evidence")
+        .select(*_EPISODE_SCHEMA)
         .sort("subject_id", "episode")
     )
 
 
 def crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """CRS episodes (ADAE-like): onset (ASTDY), resolution (AENDY), duration, maximum grade."""
-    options = options or CrsOptions()
-    return episodes(crs_daily(study, options), "Cytokine release syndrome", "ASTCT 2019",
-                    options.episode_join_gap_days)
+    return episodes(crs_daily(study, options), "Cytokine release syndrome", "ASTCT 2019")
 
 
 def crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
-    """``crs_grade_astct``, ``crs_onset_day``, ``crs_resolution_day`` per subject.
+    """``crs_grade_astct``, ``crs_onset_day``, ``crs_resolution_day``, ``crs_episode``,
+    ``crs_n_episodes`` per subject.
 
-    The grade is the maximum daily grade; a subject with no temperature, blood pressure or CRS
-    intervention data at all is not evaluable (empty). Onset/resolution: first/last day with grade
-    >= 1 (empty when none).
+    Default (``summary_episode="course"``, spec): the grade is the maximum daily grade, onset/
+    resolution the first/last day with grade >= 1 over the whole course; ``crs_episode`` names the
+    episodes that spans ("1", "1-2"). "first" / "worst" describe one episode (its maximum grade,
+    first and last CRS day). A subject with no temperature, blood pressure or CRS intervention data
+    at all is not evaluable (every column empty); no CRS: grade 0, no episode, ``crs_n_episodes`` 0.
     """
+    options = options or CrsOptions()
+    mode = options.resolved()["summary_episode"]
     daily = daily if daily is not None else crs_daily(study, options)
-    agg = daily.group_by("subject_id").agg(
-        pl.col("grade").max().alias("crs_grade_astct"),
-        pl.col("day").filter(pl.col("grade") >= 1).min().cast(pl.Float64).alias("crs_onset_day"),
-        pl.col("day").filter(pl.col("grade") >= 1).max().cast(pl.Float64).alias("crs_resolution_day"),
-    )
+    if "episode" not in daily.columns:
+        daily = number_episodes(daily, int(options.resolved()["episode_join_gap_days"]))
+    eps = (daily.filter(pl.col("grade") >= 1)
+           .group_by("subject_id", "episode")
+           .agg(pl.col("grade").max().alias("g"), pl.col("day").min().alias("on"), pl.col("day").max().alias("off")))
+    per = daily.group_by("subject_id").agg(pl.col("grade").max().alias("course_grade"))
+    n = eps.group_by("subject_id").agg(pl.len().cast(pl.Int64).alias("crs_n_episodes"))
+    if mode == "course":
+        pick = eps.group_by("subject_id").agg(
+            pl.col("on").min(), pl.col("off").max(),
+            pl.when(pl.len() == 1).then(pl.lit("1")).otherwise(pl.format("1-{}", pl.len())).alias("crs_episode"))
+        grade = pl.col("course_grade")
+    else:
+        order = ["subject_id", "episode"] if mode == "first" else ["subject_id", "g", "episode"]
+        desc = [False, False] if mode == "first" else [False, True, False]
+        pick = (eps.sort(order, descending=desc).group_by("subject_id", maintain_order=True).first()
+                .select("subject_id", "on", "off", "g", pl.col("episode").cast(pl.String).alias("crs_episode")))
+        grade = pl.coalesce("g", "course_grade")
+    agg = (per.join(pick, on="subject_id", how="left").join(n, on="subject_id", how="left")
+           .select("subject_id", grade.alias("crs_grade_astct"),
+                   pl.col("on").cast(pl.Float64).alias("crs_onset_day"),
+                   pl.col("off").cast(pl.Float64).alias("crs_resolution_day"),
+                   "crs_episode", pl.col("crs_n_episodes").fill_null(0)))
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")

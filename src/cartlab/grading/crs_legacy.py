@@ -6,7 +6,9 @@ shows how much the choice of scale changes a patient's grade (Pennisi et al., Bl
 Three layers, all pure functions over the canonical :class:`~cartlab.model.Study`:
 
 1. :func:`crs_daily_inputs` derives, per subject and calendar day, every input the four scales use:
-   Tmax and fever, lowest SBP, active vasopressors (count, count without vasopressin,
+   Tmax and fever (a fever attributed to another cause does not count, as for ASTCT), lowest SBP,
+   active vasopressors (count, count without vasopressin - drugs and attribution come from
+   :func:`cartlab.grading.crs_features.crs_day_features`, the layer shared with the ASTCT engine -
    norepinephrine-equivalent dose, hours, cumulative episode hours, the Lee 2014 "high-dose" flag
    with its >= 3 h rule), oxygen support (device, flow, FiO2), organ-toxicity grades (from an
    optional ``organ_grades`` frame), FFP / cryoprecipitate / fibrinogen, hospitalization (unknown
@@ -34,14 +36,30 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import combinations, pairwise
+from itertools import combinations
 from typing import Any
 
 import polars as pl
 
-from cartlab.grading.common import EVIDENCE, load_criteria
+from cartlab.grading.common import EVIDENCE, evidence_ref, load_criteria
+from cartlab.grading.crs_features import FeverAttribution, counted, crs_day_features
+from cartlab.grading.crs_vaso_course import (
+    _EPS_H,
+    VASOPRESSOR_TABLE,  # noqa: F401  (kept importable from here)
+    _agent_rate,
+    _coverage,
+    _high_dose_by_day,
+    _hours,
+    _overlap,
+    _ref,
+    _time_bounds,
+    _union,
+    _vaso_table,
+    _VasoRow,
+)
+from cartlab.grading.vasopressors import resolve_agents
 from cartlab.model import Study
-from cartlab.units import UnitError, conversion
+from cartlab.units import conversion
 
 __all__ = [
     "SCALES",
@@ -60,9 +78,6 @@ __all__ = [
 SCALES: tuple[str, ...] = ("lee2014", "penn", "cartox", "mskcc")
 _TABLE_NAMES = {"lee2014": "crs_lee2014", "penn": "crs_penn", "cartox": "crs_cartox", "mskcc": "crs_mskcc"}
 _LABELS = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX", "mskcc": "MSKCC", "astct": "ASTCT"}
-VASOPRESSOR_TABLE = "vasopressor_equivalents"
-
-_EPS_H = 1e-9  # hours; durations are compared after rounding to this
 
 
 @dataclass
@@ -89,6 +104,9 @@ class CrsLegacyOptions:
       vocabularies in crs_penn.yaml / crs_lee2014.yaml ``inputs``].
     * ``scale_params`` [{}]: per-scale overrides of a table's ``defaults`` (e.g.
       ``{"lee2014": {"multiple_count_feature": "n_vasopressors_excl_vasopressin"}}``).
+    * ``fever_attribution`` [None = the ASTCT table's defaults]: how a fever attributed to another
+      cause is recognised (:class:`~cartlab.grading.crs_features.FeverAttribution`); such a fever
+      does not count, and with scope "day" the day is not a CRS day.
     """
 
     counted_indications: tuple[str, ...] = ("CRS",)
@@ -104,6 +122,7 @@ class CrsLegacyOptions:
     iv_therapy_categories: tuple[str, ...] | None = None
     organ_vocabulary: Mapping[str, Iterable[str]] | None = None
     scale_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fever_attribution: FeverAttribution | None = None
 
     def __post_init__(self) -> None:
         if self.day_precision not in ("bounds", "full_days"):
@@ -119,272 +138,6 @@ class CrsLegacyOptions:
 
 def _norm(s: Any) -> str:
     return "" if s is None else " ".join(str(s).strip().lower().replace("_", " ").split())
-
-
-def _ref(row: Mapping[str, Any]) -> str | None:
-    f, r = row.get("src_file"), row.get("src_row")
-    if f is None or r is None:
-        return None
-    return f"{f}:{r}"
-
-
-def _counted(indication: Any, opts: CrsLegacyOptions) -> bool:
-    ind = _norm(indication)
-    if ind == "":
-        return opts.count_empty_indication
-    return ind in {_norm(i) for i in opts.counted_indications}
-
-
-def _cmp(x: float, op: str, v: float) -> bool:
-    if op == ">=":
-        return x >= v
-    if op == ">":
-        return x > v
-    if op == "<=":
-        return x <= v
-    if op == "<":
-        return x < v
-    if op == "==":
-        return x == v
-    raise ValueError(f"unknown operator {op!r}")
-
-
-def _precise(value: float, dt: Any) -> bool:
-    """A time point known to better than a day: a fractional day or a datetime with a time."""
-    if isinstance(dt, str) and ("T" in dt or ":" in dt):
-        return True
-    return value != math.floor(value)
-
-
-def _hours(days: float) -> float:
-    return round(days * 24.0, 9)
-
-
-def _union(intervals: Iterable[tuple[float, float]], gap: float = 0.0) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(intervals):
-        if out and a <= out[-1][1] + gap:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
-def _overlap(intervals: Iterable[tuple[float, float]], lo: float, hi: float) -> float:
-    return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in intervals)
-
-
-# --------------------------------------------------------------------------------------------------
-# vasopressor table
-
-
-@dataclass
-class _VasoRow:
-    agent: str
-    known: bool
-    vasopressin: bool
-    ne_factor: float | None
-    rate: float | None  # in the agent's table unit
-    rate_reason: str | None
-    weight_ref: str | None
-    s_lo: float
-    s_hi: float
-    e_lo: float
-    e_hi: float
-    days: range
-    ref: str | None
-
-    @property
-    def inner(self) -> tuple[float, float] | None:
-        return (self.s_hi, self.e_lo) if self.e_lo > self.s_hi else None
-
-    @property
-    def outer(self) -> tuple[float, float] | None:
-        return (self.s_lo, self.e_hi) if self.e_hi > self.s_lo else None
-
-
-def _vaso_table() -> dict[str, Any]:
-    t = load_criteria(VASOPRESSOR_TABLE)
-    agents = {}
-    for a in t["agents"]:
-        for name in [a["name"], *a.get("synonyms", [])]:
-            agents[_norm(name)] = a
-    return {"agents": agents, "high_dose": t["high_dose"]}
-
-
-def _agent_rate(row: Mapping[str, Any], unit: str | None, weight: float | None) -> tuple[float | None, str | None, bool]:
-    """Dose of an infusion row in ``unit`` -> (rate, reason when unknown, weight used)."""
-    dose, dose_unit = row.get("dose"), row.get("dose_unit")
-    if unit is None:
-        return None, None, False
-    if dose is None:
-        return None, "vasopressor dose", False
-    if not dose_unit:
-        return None, "vasopressor dose unit", False
-    u = str(dose_unit).replace("mcg", "ug").replace("µg", "ug").replace("μg", "ug")
-    try:
-        return dose * conversion(u, unit).scale, None, False
-    except UnitError:
-        pass
-    per_kg_target = "/kg" in unit.replace(" ", "")
-    other = unit.replace("/kg", "") if per_kg_target else unit.replace("/min", "/kg/min", 1)
-    try:
-        scale = conversion(u, other).scale
-    except UnitError:
-        return None, f"vasopressor dose unit {dose_unit!r} not convertible to {unit}", False
-    if weight is None or not weight > 0:
-        return None, "patient weight (subjects.weight_kg)", False
-    return (dose * scale / weight if per_kg_target else dose * scale * weight), None, True
-
-
-def _time_bounds(row: Mapping[str, Any], mode: str) -> tuple[float, float, float, float]:
-    """(start_lo, start_hi, end_lo, end_hi) in days for an intervention row."""
-    s, e = float(row["start_day"]), row.get("end_day")
-    s_prec = _precise(s, row.get("start_datetime"))
-    if e is not None:
-        e = float(e)
-        if e < s:
-            raise ValueError(
-                f"intervention {_ref(row) or row.get('agent')}: end_day {e} is before start_day {s}")
-        e_prec = _precise(e, row.get("end_datetime"))
-    if mode == "full_days":
-        s_lo = s_hi = s
-        if e is None:
-            e_lo, e_hi = (s, math.floor(s) + 1.0) if s_prec else (s + 1.0, s + 1.0)
-        else:
-            e_lo = e_hi = e if e_prec else e + 1.0
-        return s_lo, s_hi, e_lo, e_hi
-    s_lo, s_hi = (s, s) if s_prec else (s, s + 1.0)
-    if e is None:  # "a single administration at the start time": duration unknown, within that day
-        e_lo, e_hi = (s, math.floor(s) + 1.0) if s_prec else (s, s + 1.0)
-    else:
-        e_lo, e_hi = (e, e) if e_prec else (e, e + 1.0)
-    return s_lo, s_hi, e_lo, e_hi
-
-
-def _coverage(row: Mapping[str, Any]) -> range:
-    s = row["start_day"]
-    e = row.get("end_day")
-    return range(math.floor(s), math.floor(e if e is not None else s) + 1)
-
-
-def _segment_status(active: list[_VasoRow], hd: Mapping[str, Any]):
-    """Lee 2014 high-dose situation for a set of concurrently running infusions.
-
-    Returns (status True/False/None, rule id, unknown reasons, NE-eq lower bound, NE-eq complete).
-    """
-    vp = [r for r in active if r.vasopressin]
-    nv: dict[str, list[_VasoRow]] = defaultdict(list)
-    for r in active:
-        if not r.vasopressin:
-            nv[r.agent].append(r)
-    ne, complete, reasons = 0.0, True, []
-    for agent, rows in nv.items():
-        for r in rows:
-            if r.ne_factor is None:
-                complete = False
-                reasons.append(f"norepinephrine equivalent of {agent!r} (not in vasopressor table)")
-            elif r.rate is None:
-                complete = False
-                reasons.append(r.rate_reason or "vasopressor dose")
-            else:
-                ne += r.ne_factor * r.rate
-    if not active:
-        return False, None, [], 0.0, True
-    situation = "with_vasopressin" if vp else ("monotherapy" if len(nv) == 1 else "combination")
-    for row in hd["rows"]:
-        if row["applies"] != situation:
-            continue
-        if situation == "monotherapy" and _norm(row["agent"]) != next(iter(nv)):
-            continue
-        if row["measure"] == "dose":
-            rows = next(iter(nv.values()))
-            known = [r.rate for r in rows if r.rate is not None]
-            total = sum(known)
-            if len(known) == len(rows):
-                return _cmp(total, row["op"], row["value"]), row["id"], [], ne, complete
-            if row["op"] in (">=", ">") and _cmp(total, row["op"], row["value"]):
-                return True, row["id"], [], ne, complete
-            return None, row["id"], [r.rate_reason or "vasopressor dose" for r in rows if r.rate is None], ne, complete
-        if complete:
-            return _cmp(ne, row["op"], row["value"]), row["id"], [], ne, complete
-        if row["op"] in (">=", ">") and _cmp(ne, row["op"], row["value"]):
-            return True, row["id"], [], ne, complete
-        return None, row["id"], reasons, ne, complete
-    # no row of the table applies (e.g. monotherapy with an agent the table does not list)
-    agent = next(iter(nv)) if nv else "vasopressin"
-    return None, None, [f"high-dose threshold for {agent!r} (not in vasopressor table)"], ne, complete
-
-
-def _sweep(intervals: list[tuple[float, float, _VasoRow]], hd: Mapping[str, Any]):
-    """Time segments of constant infusion sets: (t0, t1, status, rule, reasons, ne, complete)."""
-    pts = sorted({p for a, b, _ in intervals for p in (a, b)})
-    segs = []
-    for t0, t1 in pairwise(pts):
-        active = [r for a, b, r in intervals if a <= t0 and b >= t1]
-        if active:
-            segs.append((t0, t1, *_segment_status(active, hd)))
-    return segs
-
-
-def _runs(segs, accept) -> list[tuple[float, float, list]]:
-    """Maximal contiguous runs of segments whose status is in ``accept``."""
-    runs: list[list] = []
-    for t0, t1, st, rule, reasons, *_ in segs:
-        if st not in accept:
-            continue
-        if runs and abs(runs[-1][1] - t0) < 1e-12:
-            runs[-1][1] = t1
-            runs[-1][2].append((st, rule, reasons))
-        else:
-            runs.append([t0, t1, [(st, rule, reasons)]])
-    return [(a, b, info) for a, b, info in runs]
-
-
-def _high_dose_by_day(rows: list[_VasoRow], days: Iterable[int], hd: Mapping[str, Any]):
-    """Per day: (status, rule id, reasons) of the Lee 2014 high-dose rule, both time scenarios."""
-    min_h = float(hd["min_duration_hours"])
-    scen = {}
-    for name in ("inner", "outer"):
-        ivs = [(*getattr(r, name), r) for r in rows if getattr(r, name) is not None]
-        segs = _sweep(ivs, hd)
-        sure = [x for x in _runs(segs, {True}) if _hours(x[1] - x[0]) >= min_h - _EPS_H]
-        maybe = [x for x in _runs(segs, {True, None}) if _hours(x[1] - x[0]) >= min_h - _EPS_H]
-        scen[name] = (segs, sure, maybe)
-    out = {}
-    for d in days:
-        status, rule, reasons = {}, None, []
-        for name, (segs, sure, maybe) in scen.items():
-            hit = [x for x in sure if x[0] < d + 1 and x[1] > d]
-            if hit:
-                status[name] = True
-                rule = rule or next((i[1] for i in hit[0][2] if i[1]), None)
-                continue
-            poss = [x for x in maybe if x[0] < d + 1 and x[1] > d]
-            if poss:
-                status[name] = None
-                for _, _, info in poss:
-                    for st, rl, rs in info:
-                        if st is None:
-                            reasons.extend(rs)
-                            rule = rule or rl
-            else:
-                status[name] = False
-        if status["inner"] is True and status["outer"] is True:
-            out[d] = (True, rule, [])
-        elif status["inner"] is False and status["outer"] is False:
-            out[d] = (False, None, [])
-        else:
-            if status["inner"] != status["outer"] and not reasons:
-                reasons = ["vasopressor duration (times known to the day only, or end not recorded)"]
-            out[d] = (None, rule, sorted(set(reasons)))
-    # NE-equivalent actually running that day (widest time scenario)
-    ne_by_day = {}
-    for d in days:
-        vals = [(ne, comp) for t0, t1, st, rule, rs, ne, comp in scen["outer"][0] if t0 < d + 1 and t1 > d]
-        if vals:
-            ne_by_day[d] = (max(v for v, _ in vals), all(c for _, c in vals))
-    return out, ne_by_day
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,6 +159,8 @@ _INPUT_SCHEMA: dict[str, pl.DataType] = {
     "day": pl.Int64,
     "tmax_c": pl.Float64,
     "fever": pl.Boolean,
+    "fever_other_cause": pl.Boolean,
+    "other_cause": pl.String,
     "sbp_min_mmhg": pl.Float64,
     "sbp_low": pl.Boolean,
     "waiver_active": pl.Boolean,
@@ -464,6 +219,9 @@ def crs_daily_inputs(
     ``feature_evidence`` holds ``"<feature>|<file>:<row>"``.
     """
     opts = options or CrsLegacyOptions()
+    attribution = opts.fever_attribution or FeverAttribution.from_table()
+    shared = crs_day_features(study, indications=opts.counted_indications,
+                              count_empty=opts.count_empty_indication, attribution=attribution)
     vt = _vaso_table()
     vocab = _vocab(opts)
     days_of: dict[str, set[int]] = defaultdict(set)
@@ -476,28 +234,32 @@ def crs_daily_inputs(
 
     subjects = {r["subject_id"]: r for r in study.subjects.to_dicts()}
 
-    # ---- vital signs
+    # ---- vital signs: the day's highest temperature and lowest SBP (first row reaching it)
     obs = study.observations.filter(pl.col("param").is_in(["TEMP", "SYSBP"]) & pl.col("value").is_not_null()
                                     & pl.col("day").is_not_null())
-    for r in obs.to_dicts():
-        d = math.floor(r["day"])
-        key = (r["subject_id"], d)
-        days_of[r["subject_id"]].add(d)
-        v = r["value"]
-        if r["param"] == "TEMP":
-            unit = r.get("unit") or "degC"
-            if unit not in ("degC", "C", "°C"):
-                c = conversion(unit, "degC")
-                v = c.scale * v + c.offset
-            if rec[key].get("tmax_c") is None or v > rec[key]["tmax_c"]:
-                rec[key]["tmax_c"], rec[key]["tmax_ref"] = v, _ref(r)
-        else:
-            if rec[key].get("sbp_min_mmhg") is None or v < rec[key]["sbp_min_mmhg"]:
-                rec[key]["sbp_min_mmhg"], rec[key]["sbp_ref"] = v, _ref(r)
+    units = [u for u in obs.filter(pl.col("param") == "TEMP")["unit"].drop_nulls().unique().to_list()
+             if u not in ("degC", "C", "°C")]
+    value = pl.col("value")
+    for u in units:  # canonical frames hold degC already; convert anything else (unknown unit = error)
+        c = conversion(u, "degC")
+        value = pl.when((pl.col("param") == "TEMP") & (pl.col("unit") == u)).then(
+            pl.col("value") * c.scale + c.offset).otherwise(value)
+    signed = pl.when(pl.col("param") == "TEMP").then(pl.col("v")).otherwise(-pl.col("v"))
+    vitals = (
+        obs.with_columns(value.alias("v"), pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
+        .group_by("subject_id", "d", "param", maintain_order=True)
+        .agg(pl.col("v").filter(signed == signed.max()).first(), pl.col("ref").filter(signed == signed.max()).first())
+    )
+    for sid, d, param, v, ref in vitals.iter_rows():
+        days_of[sid].add(d)
+        col, ref_col = ("tmax_c", "tmax_ref") if param == "TEMP" else ("sbp_min_mmhg", "sbp_ref")
+        rec[(sid, d)][col], rec[(sid, d)][ref_col] = v, ref
 
     # ---- interventions counted toward CRS
-    iv = [r for r in study.interventions.to_dicts() if r.get("start_day") is not None
-          and _counted(r.get("indication"), opts)]
+    iv = resolve_agents(study.interventions.filter(
+        pl.col("start_day").is_not_null()
+        & counted("indication", opts.counted_indications, opts.count_empty_indication).fill_null(False)),
+        warn=False).to_dicts()
     waiver_cats = {_norm(c) for c in opts.waiver_categories}
     waiver_first: dict[str, tuple[int, str | None]] = {}
     vaso_rows: dict[str, list[_VasoRow]] = defaultdict(list)
@@ -509,12 +271,12 @@ def crs_daily_inputs(
             if sid not in waiver_first or d0 < waiver_first[sid][0]:
                 waiver_first[sid] = (d0, _ref(r))
         if cat == "vasopressor":
-            a = vt["agents"].get(_norm(r.get("agent")))
-            name = _norm(a["name"]) if a else (_norm(r.get("agent")) or "unspecified vasopressor")
+            name = r["vaso_agent"]
+            a = vt["agents"][name] if r["vaso_known"] else None
             weight = (subjects.get(sid) or {}).get("weight_kg")
             rate, why, used_w = _agent_rate(r, a["unit"] if a else None, weight)
             vaso_rows[sid].append(_VasoRow(
-                agent=name, known=a is not None, vasopressin=bool(a and a.get("vasopressin")),
+                agent=name, known=a is not None, vasopressin=r["vaso_is_vasopressin"],
                 ne_factor=(a or {}).get("ne_factor"), rate=rate, rate_reason=why,
                 weight_ref=_ref(subjects[sid]) if used_w and sid in subjects else None,
                 **dict(zip(("s_lo", "s_hi", "e_lo", "e_hi"), _time_bounds(r, opts.day_precision))),
@@ -540,7 +302,19 @@ def crs_daily_inputs(
                 rec[key]["iv_therapy"] = True
                 ev(key, "iv_therapy", _ref(r))
 
-    # ---- vasopressors: counts, NE-equivalent, hours, episodes, high dose
+    # ---- vasopressor drugs (counts) and fever attribution: the layer shared with the ASTCT engine
+    for r in shared.to_dicts():
+        key = (r["subject_id"], r["day"])
+        if r["n_vasopressors"] is not None:
+            rec[key]["vasopressor_agents"] = r["vasopressor_agents"]
+            rec[key]["n_vasopressors"] = r["n_vasopressors"]
+            rec[key]["n_vasopressors_excl_vasopressin"] = r["n_vasopressors_excl_vasopressin"]
+        if r["other_cause"]:
+            rec[key]["other_cause"] = r["other_cause_reason"]
+            for ref in r["other_cause_refs"]:
+                ev(key, "other_cause", ref)
+
+    # ---- vasopressors: NE-equivalent, hours, episodes, high dose
     gap = opts.episode_gap_hours / 24.0
     for sid, rows in vaso_rows.items():
         all_days = sorted({d for r in rows for d in r.days})
@@ -551,10 +325,6 @@ def crs_daily_inputs(
         for d in all_days:
             key = (sid, d)
             act = [r for r in rows if d in r.days]
-            agents = sorted({r.agent for r in act})
-            rec[key]["vasopressor_agents"] = agents
-            rec[key]["n_vasopressors"] = len(agents)
-            rec[key]["n_vasopressors_excl_vasopressin"] = len({r.agent for r in act if not r.vasopressin})
             for r in act:
                 ev(key, "vasopressor", r.ref)
             rec[key]["vaso_hours_day_min"] = _hours(_overlap(inner_u, d, d + 1))
@@ -644,9 +414,13 @@ def crs_daily_inputs(
             evid = list(x["evidence"])
             tmax = x.get("tmax_c")
             fever = None if tmax is None else tmax >= opts.fever_threshold_c
+            other = x.get("other_cause")
+            fever_other = bool(fever and other)
+            if fever_other:  # ASTCT: fever "not attributable to any other cause"
+                fever = False
             if x.get("tmax_ref"):
                 evid.append(f"fever|{x['tmax_ref']}")
-            if fever is None:
+            if fever is None and not (other and attribution.scope == "day"):
                 unknown.append("fever:temperature")
             sbp = x.get("sbp_min_mmhg")
             sbp_low = None if sbp is None else sbp < opts.sbp_cutoff_mmhg
@@ -658,6 +432,8 @@ def crs_daily_inputs(
             if waiver and w[1]:
                 evid.append(f"waiver|{w[1]}")
             gate = True if (fever or waiver) else (None if fever is None else False)
+            if other and attribution.scope == "day":
+                gate = False
             if gate is None:
                 unknown.append("crs_gate:temperature")
             # oxygen
@@ -695,6 +471,7 @@ def crs_daily_inputs(
                 unknown.append("death_crs:attribution of death")
             row = {
                 "subject_id": sid, "day": d, "tmax_c": tmax, "fever": fever,
+                "fever_other_cause": fever_other, "other_cause": other,
                 "sbp_min_mmhg": sbp, "sbp_low": sbp_low, "waiver_active": waiver, "crs_gate": gate,
                 "vasopressor_agents": x.get("vasopressor_agents", []),
                 "n_vasopressors": x.get("n_vasopressors", 0),
@@ -727,8 +504,8 @@ def crs_daily_inputs(
 
 # feature -> (kind, columns, evidence groups). Kinds: bool, num, grade, range, const.
 _FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "fever": ("bool", ("fever",), ("fever",)),
-    "crs_gate": ("bool", ("crs_gate",), ("fever", "waiver")),
+    "fever": ("bool", ("fever",), ("fever", "other_cause")),
+    "crs_gate": ("bool", ("crs_gate",), ("fever", "waiver", "other_cause")),
     "sbp_low": ("bool", ("sbp_low",), ("sbp",)),
     "n_vasopressors": ("num", ("n_vasopressors",), ("vasopressor",)),
     "n_vasopressors_excl_vasopressin": ("num", ("n_vasopressors_excl_vasopressin",), ("vasopressor",)),
@@ -867,7 +644,9 @@ def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions 
             reason = f"{label} grade {gmin}: " + "; ".join(r["text"] for r, _ in top)
         else:
             rule = f"{scale}.g0"
-            if gate is False:
+            if gate is False and row["other_cause"]:
+                reason = f"{label} grade 0: not CRS that day (attributed to another cause: {row['other_cause']})"
+            elif gate is False:
                 reason = f"{label} grade 0: no CRS that day (no fever, fever requirement not waived)"
             else:
                 reason = f"{label} grade 0: no criterion of the scale met"
