@@ -132,3 +132,14 @@ def test_resolve_agents_is_vectorised_over_a_frame():
     out = resolve_agents(pl.DataFrame({"agent": ["Noradrenaline ", "LEVOPHED", "argipressin", "dopamine"]}))
     assert out["vaso_agent"].to_list() == ["norepinephrine", "norepinephrine", "vasopressin", "dopamine"]
     assert out["vaso_is_vasopressin"].to_list() == [False, False, True, False]
+
+
+def test_unknown_agent_reaches_the_analysis_warnings():
+    from cartlab.analyze import Analysis
+    from cartlab.errors import CartlabWarning
+
+    assert issubclass(UnknownVasopressorWarning, CartlabWarning)
+    s = study(obs=[("A", 1, "TEMP", 38.5), ("A", 1, "SYSBP", 80.0)], iv=[vaso("Giapreza", 1)])
+    a = Analysis(s)
+    a.table("crs_daily")
+    assert any("giapreza" in w["message"] for w in a.warnings)

@@ -371,7 +371,7 @@ _EPISODE_SCHEMA = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.St
                    "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
 
 
-def episodes(daily: pl.DataFrame, term: str, scale: str, join_gap_days: int = 1) -> pl.DataFrame:
+def episodes(daily: pl.DataFrame, term: str, scale: str, join_gap_days: int | None = 1) -> pl.DataFrame:
     """ADAE-like episodes from a daily grade frame: runs of days with grade >= 1.
 
     Days with grade >= 1 separated by at most ``join_gap_days`` days without one form one episode.
@@ -379,7 +379,7 @@ def episodes(daily: pl.DataFrame, term: str, scale: str, join_gap_days: int = 1)
     the options it was graded with) keeps its numbering, so ADAE and crs_summary agree.
     """
     if "episode" not in daily.columns:
-        daily = number_episodes(daily, join_gap_days)
+        daily = number_episodes(daily, 1 if join_gap_days is None else join_gap_days)
     pos = daily.filter(pl.col("grade") >= 1).sort(KEY)
     if pos.height == 0:
         return pl.DataFrame(schema=_EPISODE_SCHEMA)

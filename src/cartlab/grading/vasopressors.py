@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab.errors import CartlabWarning
 from cartlab.grading.common import load_criteria
 
 TABLE = "vasopressor_equivalents"
@@ -34,8 +35,10 @@ _DROP = re.compile(r"[®™]")
 _SEP = re.compile(r"[\s_\-]+")
 
 
-class UnknownVasopressorWarning(UserWarning):
-    """A vasopressor name not in the vocabulary (counted as its own drug), or a row without a name."""
+class UnknownVasopressorWarning(CartlabWarning):
+    """A vasopressor name not in the vocabulary (counted as its own drug), or a row without a name.
+
+    A :class:`~cartlab.errors.CartlabWarning`: an analysis lists it in ``analysis.json``."""
 
 
 def normalize_agent(name: Any) -> str:
