@@ -154,9 +154,8 @@ def _adae(study, o, crs_daily, icans_daily, icaht):
     from cartlab.grading.crs import episodes
     from cartlab.grading.hematotox import icaht_episodes
 
-    gap = (o.crs.episode_join_gap_days if o.crs is not None else 1)
     parts = [
-        episodes(crs_daily, "Cytokine release syndrome", "ASTCT 2019", gap),
+        episodes(crs_daily, "Cytokine release syndrome", "ASTCT 2019"),
         episodes(icans_daily, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
         icaht_episodes(study, o.icaht, graded=icaht),
     ]
@@ -323,7 +322,7 @@ STEPS: tuple[Step, ...] = (
 #: the summary tables whose columns make ``subject_summary.csv``, with the engine and citation
 SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("crs_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 1",
-     ("crs_grade_astct", "crs_onset_day", "crs_resolution_day")),
+     ("crs_grade_astct", "crs_onset_day", "crs_resolution_day", "crs_episode", "crs_n_episodes")),
     ("icans_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4", ("icans_grade_astct",)),
     ("icaht_summary", "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
      ("icaht_early_grade", "icaht_late_grade")),
@@ -465,7 +464,8 @@ class Analysis:
         return {n: self._tables[n] for n in self.table_names(written_only=True) if n in self._tables}
 
     def subject_summary(self) -> pl.DataFrame:
-        """One row per subject with every spec column (empty = not evaluable or not derived)."""
+        """One row per subject with every spec column (empty = not evaluable or not derived), then
+        cartlab's extra columns (``crs_episode``, ``crs_n_episodes``)."""
         out = self.study.subjects.select("subject_id")
         for name, _cite, cols in SUMMARY_SOURCES:
             if self.has(name):
@@ -473,7 +473,8 @@ class Analysis:
                 out = out.join(part, on="subject_id", how="left", maintain_order="left")
         out = out.with_columns(pl.lit(None, dtype=SUBJECT_SUMMARY[c]).alias(c)
                                for c in SUBJECT_SUMMARY_COLUMNS if c not in out.columns)
-        return out.select(*[pl.col(c).cast(SUBJECT_SUMMARY[c]) for c in SUBJECT_SUMMARY_COLUMNS])
+        extra = [c for c in out.columns if c not in SUBJECT_SUMMARY]  # after the spec's columns
+        return out.select(*[pl.col(c).cast(SUBJECT_SUMMARY[c]) for c in SUBJECT_SUMMARY_COLUMNS], *extra)
 
     def manifest(self) -> dict[str, Any]:
         """What ran, on what input, with which options; what was skipped and why (``analysis.json``)."""
