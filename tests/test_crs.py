@@ -118,6 +118,23 @@ def test_no_fever_no_waiver_is_not_crs():
     assert r["grade"] == 0 and r["rule"] == "crs.no_fever"
 
 
+def test_a_day_without_temperature_is_a_range_not_a_negative():
+    """Missing is not negative (issue 13): hypotension on one vasopressor with no temperature that day
+    is grade 0 only for want of a fever; with a fever it would be 3 (ASTCT Table 1)."""
+    s = study(obs=[("A", 1, "SYSBP", 80.0), ("A", 2, "TEMP", 37.0), ("A", 2, "SYSBP", 120.0)],
+              iv=[vaso("norepinephrine", 1)])
+    d1 = grade_on(s, day=1)
+    assert (d1["grade"], d1["grade_max"], d1["missing_inputs"]) == (0, 3, ["TEMP"])
+    assert "up to 3 with a fever: no temperature recorded that day" in d1["reason"]
+    d2 = grade_on(s, day=2)  # temperature measured and normal: settled
+    assert (d2["grade"], d2["grade_max"], d2["missing_inputs"]) == (0, 0, [])
+    summ = crs_summary(s).row(0, named=True)
+    assert (summ["crs_grade_astct"], summ["crs_grade_astct_max"]) == (0, 3)
+    # with the temperature measured every graded day the range closes
+    s2 = study(obs=[("A", 1, "TEMP", 37.2), ("A", 1, "SYSBP", 80.0)], iv=[vaso("norepinephrine", 1)])
+    assert crs_summary(s2).row(0, named=True)["crs_grade_astct_max"] == 0
+
+
 def test_fever_waiver_after_tocilizumab_or_steroid():
     obs = [("A", d, "TEMP", 38.6 if d < 3 else 37.0) for d in range(0, 8)]
     for category in ("tocilizumab", "corticosteroid"):

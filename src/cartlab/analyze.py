@@ -322,7 +322,8 @@ STEPS: tuple[Step, ...] = (
 #: the summary tables whose columns make ``subject_summary.csv``, with the engine and citation
 SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("crs_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 1",
-     ("crs_grade_astct", "crs_onset_day", "crs_resolution_day", "crs_episode", "crs_n_episodes")),
+     ("crs_grade_astct", "crs_onset_day", "crs_resolution_day", "crs_episode", "crs_n_episodes",
+      "crs_grade_astct_max")),
     ("icans_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4", ("icans_grade_astct",)),
     ("icaht_summary", "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
      ("icaht_early_grade", "icaht_late_grade")),

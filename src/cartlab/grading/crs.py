@@ -314,6 +314,16 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     )
     f = f.with_columns(grade.alias("grade"), rule.alias("rule"), fever.alias("fever"),
                        discounted.alias("fever_other_cause"), waived.alias("fever_waived"))
+    # missing is not negative: a day without a temperature could have been a fever day, so its grade
+    # is a lower bound; grade_max is what a fever would have made it (ASTCT: fever >= grade 1, and
+    # with fever hypotension/hypoxia count before any tocilizumab/steroid)
+    no_temp = pl.col("tmax_c").is_null() & ~pl.col("crs_death") & ~excluded
+    f = f.with_columns(
+        pl.when(no_temp).then(pl.max_horizontal(pl.col("grade"), pl.lit(1, dtype=pl.Int64), support))
+        .otherwise(pl.col("grade")).alias("grade_max"))
+    f = f.with_columns(
+        pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.lit(["TEMP"])).otherwise(pl.lit([], dtype=pl.List(pl.String)))
+        .alias("missing_inputs"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"
     unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
@@ -338,7 +348,9 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
         pl.when(pl.col("crs_death")).then(pl.lit("death attributed to CRS")),
     ]
     conclusion = pl.format(
-        "grade {}{}", pl.col("grade"),
+        "grade {}{}{}", pl.col("grade"),
+        pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
+            " (up to {} with a fever: no temperature recorded that day)", pl.col("grade_max"))).otherwise(pl.lit("")),
         pl.when(pl.col("rule").is_not_null()).then(
             pl.format(": {}", pl.col("rule").replace_strict(texts, default=pl.col("rule")))
         ).otherwise(pl.lit("")),
@@ -357,7 +369,7 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
         pl.col("death_refs").fill_null(empty),
     )
     f = f.with_columns(reason.alias("reason"), evidence.alias("evidence")).select(
-        "subject_id", "day", "grade", "rule", "reason", "evidence",
+        "subject_id", "day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence",
         "tmax_c", "fever", "sbp_min_mmhg", "sbp_cutoff", "n_vasopressors",
         "n_vasopressors_excl_vasopressin", "vasopressors", "o2_level", "o2_devices",
         "fever_waived", "waiver_from_day", "fever_grade", "hypotension_grade", "hypoxia_grade",
@@ -412,7 +424,10 @@ def crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.DataFram
 
 def crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """``crs_grade_astct``, ``crs_onset_day``, ``crs_resolution_day``, ``crs_episode``,
-    ``crs_n_episodes`` per subject.
+    ``crs_n_episodes`` and ``crs_grade_astct_max`` per subject.
+
+    ``crs_grade_astct_max`` is the grade the course could have reached had a fever been recorded on
+    the days without a temperature (equal to ``crs_grade_astct`` when every graded day has one).
 
     Default (``summary_episode="course"``, spec): the grade is the maximum daily grade, onset/
     resolution the first/last day with grade >= 1 over the whole course; ``crs_episode`` names the
@@ -428,7 +443,9 @@ def crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataF
     eps = (daily.filter(pl.col("grade") >= 1)
            .group_by("subject_id", "episode")
            .agg(pl.col("grade").max().alias("g"), pl.col("day").min().alias("on"), pl.col("day").max().alias("off")))
-    per = daily.group_by("subject_id").agg(pl.col("grade").max().alias("course_grade"))
+    per = daily.group_by("subject_id").agg(
+        pl.col("grade").max().alias("course_grade"),
+        (pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")).max().alias("crs_grade_astct_max"))
     n = eps.group_by("subject_id").agg(pl.len().cast(pl.Int64).alias("crs_n_episodes"))
     if mode == "course":
         pick = eps.group_by("subject_id").agg(
@@ -445,5 +462,5 @@ def crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataF
            .select("subject_id", grade.alias("crs_grade_astct"),
                    pl.col("on").cast(pl.Float64).alias("crs_onset_day"),
                    pl.col("off").cast(pl.Float64).alias("crs_resolution_day"),
-                   "crs_episode", pl.col("crs_n_episodes").fill_null(0)))
+                   "crs_episode", pl.col("crs_n_episodes").fill_null(0), "crs_grade_astct_max"))
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
