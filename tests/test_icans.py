@@ -84,3 +84,15 @@ def test_seed_case_icans_0():
     assert icans_summary(s)["icans_grade_astct"].to_list() == [0]
     d = icans_daily(s)
     assert d.height == 22 and set(d["grade"]) == {0}
+
+
+def test_a_day_without_ice_or_capd_is_a_range():
+    """Missing is not negative (issue 13): an alert patient without an ICE score that day may still have
+    ICE 0-2 (grade 3, ASTCT 2019 Table 4); a seizure day without a score is 3 either way."""
+    s = study(obs=[("A", 1, "LOC", None, "alert"), ("A", 2, "ICE", 10.0), ("A", 2, "LOC", None, "alert")])
+    d = {r["day"]: r for r in icans_daily(s).iter_rows(named=True)}
+    assert (d[1]["grade"], d[1]["grade_max"], d[1]["missing_inputs"]) == (0, 3, ["ICE/CAPD"])
+    assert "up to 3: no ICE/CAPD score that day" in d[1]["reason"]
+    assert (d[2]["grade"], d[2]["grade_max"], d[2]["missing_inputs"]) == (0, 0, [])
+    summ = icans_summary(s).row(0, named=True)
+    assert (summ["icans_grade_astct"], summ["icans_grade_astct_max"]) == (0, 3)

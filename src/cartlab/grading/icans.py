@@ -123,6 +123,13 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     for d in reversed(domains):  # the first domain reaching the maximum names the rule
         rule = pl.when((pl.col(f"{d}_grade") == grade) & (grade > 0)).then(pl.col(f"{d}_rule")).otherwise(rule)
     f = f.with_columns(grade.alias("grade"), rule.alias("rule"))
+    # missing is not negative: without an ICE (or CAPD) score that day the encephalopathy domain is
+    # unknown, and ICE 0-2 alone is grade 3 (ASTCT 2019 Table 4), so the day's grade is a lower bound
+    no_score = pl.col("ice_min").is_null() & pl.col("capd_max").is_null()
+    f = f.with_columns(pl.when(no_score).then(pl.max_horizontal("grade", pl.lit(3, dtype=pl.Int64)))
+                       .otherwise(pl.col("grade")).alias("grade_max"))
+    f = f.with_columns(pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.lit(["ICE/CAPD"]))
+                       .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
 
     texts = rule_texts(table, ("ice", "capd", "events"), opts)
     bits = [
@@ -139,8 +146,10 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     reason = pl.concat_str(
         [
             pl.concat_str(bits, separator="; ", ignore_nulls=True),
-            pl.format("grade {}{}", pl.col("grade"),
-                      pl.when(pl.col("rule").is_not_null()).then(pl.format(": {}", rule_text)).otherwise(pl.lit(""))),
+            pl.format("grade {}{}{}", pl.col("grade"),
+                      pl.when(pl.col("rule").is_not_null()).then(pl.format(": {}", rule_text)).otherwise(pl.lit("")),
+                      pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
+                          " (up to {}: no ICE/CAPD score that day)", pl.col("grade_max"))).otherwise(pl.lit(""))),
         ],
         separator=" -> ",
     )
@@ -153,7 +162,8 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     return (
         f.with_columns(reason.alias("reason"), evidence.alias("evidence"))
         .rename({"d": "day"})
-        .select("subject_id", "day", "grade", "rule", "reason", "evidence", "ice_min", "capd_max",
+        .select("subject_id", "day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence",
+                "ice_min", "capd_max",
                 "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade")
         .sort("subject_id", "day")
     )
@@ -170,5 +180,7 @@ def icans_episodes(study: Study, options: IcansOptions | None = None) -> pl.Data
 def icans_summary(study: Study, options: IcansOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """``icans_grade_astct`` per subject: maximum daily grade; empty without any neuro data."""
     daily = daily if daily is not None else icans_daily(study, options)
-    agg = daily.group_by("subject_id").agg(pl.col("grade").max().alias("icans_grade_astct"))
+    agg = daily.group_by("subject_id").agg(
+        pl.col("grade").max().alias("icans_grade_astct"),
+        (pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")).max().alias("icans_grade_astct_max"))
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
