@@ -180,4 +180,5 @@ def test_cli_analyze_and_explain_kinetics(seed_copy, tmp_path):
     assert run("import", seed_copy, "--store", db).returncode == 0
     e = run("explain", "CD7-AML-001", "--what", "kinetics", "--store", db)
     assert e.returncode == 0, e.stderr
-    assert "Cmax 183945" in e.stdout and "lin-up/log-down" in e.stdout and "observations.csv:482" in e.stdout
+    assert "Cmax 183,945" in e.stdout and "lin-up/log-down" in e.stdout and "observations.csv:482" in e.stdout
+    assert "reconstructed, not measured" in e.stdout

@@ -182,7 +182,20 @@ def _response(study: Study) -> Explanation:
 
 
 def _kinetics(study: Study) -> Explanation:
-    from cartlab.kinetics.car import car_kinetics, car_profiles
+    """The CAR profile behind Cmax, Tmax, AUC0-28 and Tlast. Every sample says where it comes
+    from; values that were not measured (``source`` in :data:`cartlab.model.NOT_MEASURED_SOURCES`,
+    e.g. the seed's reconstructed course) are marked. Samples are shown as recorded (thousands
+    separated); derived numbers are rounded to 3 significant digits."""
+    import math
+
+    from cartlab.kinetics.car import CarKineticsOptions, car_kinetics, car_profiles
+    from cartlab.model import NOT_MEASURED_SOURCES
+
+    def num(x: float, sig: int | None = None) -> str:
+        """``x`` with thousands separators, rounded to ``sig`` significant digits when given."""
+        if sig is not None and x != 0:
+            x = round(x, sig - 1 - math.floor(math.log10(abs(x))))
+        return f"{int(x):,}" if float(x).is_integer() else f"{x:,.{sig or 6}g}"
 
     k = car_kinetics(study)
     if k.height == 0:
@@ -190,22 +203,62 @@ def _kinetics(study: Study) -> Explanation:
                            pl.DataFrame(schema={"day": pl.Float64, "grade": pl.String, "rule": pl.String,
                                                 "reason": pl.String, "evidence": pl.List(pl.String)}))
     r = k.row(0, named=True)
-    head = r["reason"] + (f"; warnings: {'; '.join(r['warnings'])}" if r.get("warnings") else "")
-    if r.get("lambda.z") is not None:
-        head += f"; lambda.z {r['lambda.z']:.4g}/day (half-life {r['half.life']:.3g} days; {r['lambda.z.reason']})"
     prof = car_profiles(study)
+    measured = prof.filter(~pl.col("imputed"))
+    not_measured = measured.filter(pl.col("source").is_in(list(NOT_MEASURED_SOURCES)))
+    kinds = "/".join(sorted(set(not_measured["source"].to_list())))
+    peak = measured.filter((pl.col("time") == r["tmax"]) & ~pl.col("blq"))
+    peak_src = peak["source"][0] if peak.height and peak["source"][0] else "source not given"
+    if peak.height and peak_src in NOT_MEASURED_SOURCES:
+        peak_src += ", not measured"
+    unit = f" {r['unit']}" if r.get("unit") else ""
+    head = (f"{r['param']} from {measured.height} samples"
+            + (f", {not_measured.height} of them {kinds} (not measured)" if not_measured.height else "")
+            + ("; 0 imputed at the infusion" if r["zero_imputed"] else "") + ". ")
+    if r["cmax"] is not None and r["tmax"] is not None:
+        head += f"Cmax {num(r['cmax'])}{unit} on day {num(r['tmax'])} ({peak_src})"
+    else:
+        head += "no quantifiable sample"
+    if r["tlast"] is not None:
+        head += f"; last quantifiable day {num(r['tlast'])}"
+    lo, hi = CarKineticsOptions().auc_window
+    if r["auc_window"] is not None:
+        head += (f"; AUC{num(lo)}-{num(hi)} {num(r['auc_window'], 3)}{unit}·day by {r['method']}, "
+                 f"{r['auc_window_basis']}")
+    else:
+        head += f"; AUC{num(lo)}-{num(hi)} {r['auc_window_basis']}"
+    if r.get("warnings"):
+        head += f"; warnings: {'; '.join(r['warnings'])}"
+    if r.get("lambda.z") is not None:
+        fit = (f"; last {r['lambda.z.n.points']} samples, adjusted R² {r['adj.r.squared']:.4f}"
+               if r.get("lambda.z.n.points") else f"; {r['lambda.z.rule']}")
+        head += (f"; lambda.z {num(r['lambda.z'], 3)}/day (half-life {num(r['half.life'], 3)} days"
+                 f"{fit})")
+    day_txt = pl.col("day").map_elements(num, return_dtype=pl.String)
+    value_txt = pl.col("conc").map_elements(num, return_dtype=pl.String)
     days = prof.select(
         pl.col("day"), pl.lit(None, dtype=pl.String).alias("grade"),
         pl.when(pl.col("imputed")).then(pl.lit("kinetics.imputed_zero"))
         .when(pl.col("blq")).then(pl.lit("kinetics.blq")).otherwise(pl.lit("kinetics.sample")).alias("rule"),
-        pl.format("{} {} at time {} d{}", pl.col("param"),
-                  pl.when(pl.col("blq")).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
-                  .otherwise(pl.col("conc").cast(pl.String)), pl.col("time"),
+        pl.format("{} {}{} on day {}{}", pl.col("param"),
+                  pl.when(pl.col("blq")).then(pl.concat_str(pl.lit("<"), pl.col("lloq").map_elements(
+                      num, return_dtype=pl.String))).otherwise(value_txt),
+                  pl.when(pl.col("unit").is_not_null()).then(pl.concat_str(pl.lit(" "), pl.col("unit")))
+                  .otherwise(pl.lit("")), day_txt,
                   pl.when(pl.col("imputed")).then(pl.lit(" (0 imputed at the infusion: no CAR-T before it)"))
-                  .when(pl.col("blq")).then(pl.lit(" (below LLOQ)")).otherwise(pl.lit(""))).alias("reason"),
-        "evidence", pl.lit(True).alias("shown"),
+                  .when(pl.col("source").is_in(list(NOT_MEASURED_SOURCES)))
+                  .then(pl.concat_str(pl.lit(" — "), pl.col("source"), pl.lit(", not measured"),
+                                      pl.when(pl.col("blq")).then(pl.lit("; below LLOQ")).otherwise(pl.lit(""))))
+                  .when(pl.col("blq")).then(pl.lit(" (below LLOQ)"))
+                  .when(pl.col("source").is_not_null()).then(pl.format(" ({})", pl.col("source")))
+                  .otherwise(pl.lit(""))).alias("reason"),
+        "evidence", pl.col("source"), pl.lit(True).alias("shown"),
     )
-    return Explanation("kinetics", head, "PKNCA rules (Denney et al. 2015) via cartlab.kinetics.nca", days)
+    crit = "PKNCA rules (Denney et al. 2015) via cartlab.kinetics.nca"
+    if not_measured.height:
+        crit += (f"; {not_measured.height} of {measured.height} samples are {kinds}, not measured "
+                 "(marked below)")
+    return Explanation("kinetics", head, crit, days)
 
 
 EXPLAINERS: dict[str, Callable[[Study], Explanation]] = {

@@ -93,7 +93,7 @@ def _infusions(study: Study) -> pl.DataFrame:
 _PROFILE_SCHEMA = {
     "subject_id": pl.String, "param": pl.String, "day": pl.Float64, "time": pl.Float64,
     "conc": pl.Float64, "lloq": pl.Float64, "blq": pl.Boolean, "value_text": pl.String,
-    "unit": pl.String, "imputed": pl.Boolean, "evidence": EVIDENCE,
+    "unit": pl.String, "imputed": pl.Boolean, "source": pl.String, "evidence": EVIDENCE,
 }
 
 
@@ -102,7 +102,8 @@ def car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.
 
     ``conc`` is the value in the canonical unit (null for a censored ``<x`` result), ``lloq`` the
     row's LLOQ or the censoring limit, ``blq`` whether the sample is below it; ``time`` follows
-    ``time_from``. BLQ handling itself happens in the NCA (first/middle/last policies).
+    ``time_from``; ``source`` is the row's provenance label (``paper``, ``reconstructed`` ...; null
+    for the imputed 0). BLQ handling itself happens in the NCA (first/middle/last policies).
     """
     options = options or CarKineticsOptions()
     obs = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS)) & pl.col("day").is_not_null())
@@ -128,7 +129,7 @@ def car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.
         pl.col("value").alias("conc"), limit.alias("lloq"),
         (pl.col("censor").is_in(["<", "<="]).fill_null(False)
          | (pl.col("value").is_not_null() & limit.is_not_null() & (pl.col("value") < limit))).alias("blq"),
-        "value_text", "unit", pl.lit(False).alias("imputed"),
+        "value_text", "unit", pl.lit(False).alias("imputed"), pl.col("source"),
         pl.concat_list(evidence_ref()).list.drop_nulls().alias("evidence"),
     )
     if options.zero_at_infusion:
@@ -140,7 +141,7 @@ def car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.
             "subject_id", "param", pl.col("_first").fill_null(0.0).alias("day"), pl.lit(0.0).alias("time"),
             pl.lit(0.0).alias("conc"), pl.lit(None, dtype=pl.Float64).alias("lloq"), pl.lit(False).alias("blq"),
             pl.lit(None, dtype=pl.String).alias("value_text"), "unit", pl.lit(True).alias("imputed"),
-            pl.lit([], dtype=EVIDENCE).alias("evidence"),
+            pl.lit(None, dtype=pl.String).alias("source"), pl.lit([], dtype=EVIDENCE).alias("evidence"),
         )
         prof = pl.concat([prof.cast(_PROFILE_SCHEMA), zero.cast(_PROFILE_SCHEMA)])
     return prof.cast(_PROFILE_SCHEMA).sort("subject_id", "time")

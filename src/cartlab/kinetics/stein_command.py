@@ -36,7 +36,7 @@ from cartlab.kinetics.stein import (
 )
 from cartlab.model import NOT_MEASURED_SOURCES
 
-__all__ = ["stein_command", "parse_assignments"]
+__all__ = ["PEAK_COLUMNS", "observed_peaks", "parse_assignments", "stein_command"]
 
 #: Priors for per-subject MAP fits.
 PRIORS = {"stein2019": STEIN_2019}
@@ -157,6 +157,40 @@ def _write_outputs(files: dict[str, Any], out_dir: Path) -> list[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: what the peak columns of ``stein_subjects.csv`` mean (also written into ``stein_fit.json``)
+PEAK_COLUMNS = {
+    "car_cmax": "peak of the fitted curve: the apex where the constant-rate expansion meets the "
+                "contraction; it can lie between two samples and above every observation when growth slows "
+                "before the peak (docs/kinetics/stein_seed_peak.md)",
+    "obs_cmax": "highest quantifiable observation used in the fit",
+    "obs_tmax": "its time (the first one when tied)",
+    "ipred_at_obs_tmax": "the fitted curve at obs_tmax",
+    "car_cmax_over_obs": "car_cmax / obs_cmax",
+}
+
+
+def observed_peaks(obs: pl.DataFrame) -> pl.DataFrame:
+    """Per subject of a fit's observations frame (``subject_id, time, conc, blq, ipred``): the
+    highest quantifiable observation, its time and the fitted curve there (:data:`PEAK_COLUMNS`)."""
+    q = obs.filter(~pl.col("blq") & pl.col("conc").is_not_null()).sort("subject_id", "time")
+    top = pl.col("conc") == pl.col("conc").max()
+    return q.group_by("subject_id", maintain_order=True).agg(
+        pl.col("conc").max().alias("obs_cmax"),
+        pl.col("time").filter(top).first().alias("obs_tmax"),
+        pl.col("ipred").filter(top).first().alias("ipred_at_obs_tmax"),
+    )
+
+
+def _with_observed_peaks(subjects: pl.DataFrame, obs: pl.DataFrame) -> pl.DataFrame:
+    """``subjects`` with the observed-peak columns after ``car_auc_0_28``."""
+    out = subjects.join(observed_peaks(obs), on="subject_id", how="left", maintain_order="left").with_columns(
+        (pl.col("car_cmax") / pl.col("obs_cmax")).alias("car_cmax_over_obs"))
+    new = ["obs_cmax", "obs_tmax", "ipred_at_obs_tmax", "car_cmax_over_obs"]
+    cols = list(subjects.columns)
+    at = cols.index("car_auc_0_28") + 1 if "car_auc_0_28" in cols else len(cols)
+    return out.select(cols[:at] + new + cols[at:])
+
+
 def _csv_ready(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns([pl.col(c).list.join("; ") for c, t in df.schema.items() if t == pl.List(pl.String)])
 
@@ -198,7 +232,8 @@ def stein_command(
 
     Files: ``stein_estimates.csv`` (per-subject fit: parameter, estimate, SE, RSE, 95% CI) or
     ``stein_population.csv`` (typical values, omega², covariate effects, sigma, shrinkage);
-    ``stein_subjects.csv`` (per-subject parameters and derived Cmax, Tmax, AUC0-28, half-lives);
+    ``stein_subjects.csv`` (per-subject parameters and derived Cmax, Tmax, AUC0-28, half-lives, and
+    the observed peak beside the fitted one: :data:`PEAK_COLUMNS`);
     ``stein_observations.csv`` (observed vs ipred/pred, iwres, source rows); ``stein_dropped.csv``;
     ``stein_fits.png``; population only: ``stein_vpc.csv``, ``stein_vpc.png``, ``stein_trace.csv``;
     ``stein_fit.json``. Raises ValueError (bad options or table, naming file, row and column).
@@ -266,7 +301,7 @@ def stein_command(
     fit = model.fit(data, doses=dose_df, progress=progress)
 
     obs = fit.observations()
-    subjects = fit.to_frame()
+    subjects = _with_observed_peaks(fit.to_frame(), obs)
     n_not_measured = int(obs["source"].is_in(list(NOT_MEASURED_SOURCES)).sum())
     files: dict[str, Any] = {}
     meta: dict[str, Any] = {
@@ -276,6 +311,7 @@ def stein_command(
         "n_dropped": fit.data.dropped.height,
         "n_not_measured": n_not_measured,
         "likelihood": f"log-concentration scale; BLQ by {BLQ_METHODS[blq]}",
+        "peak_columns": PEAK_COLUMNS,
     }
     if population:
         files["stein_population.csv"] = fit.summary()
