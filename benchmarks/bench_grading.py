@@ -44,7 +44,7 @@ COLUMNS = {
                      "src_file", "src_row"],
     "interventions": ["subject_id", "start_day", "end_day", "category", "agent", "dose", "dose_unit",
                       "o2_device", "o2_flow_lpm", "fio2", "indication", "src_file", "src_row"],
-    "events": ["subject_id", "day", "event", "attribution", "src_file", "src_row"],
+    "events": ["subject_id", "day", "event", "detail", "attribution", "src_file", "src_row"],
     "doses": ["subject_id", "day", "agent", "dose", "unit", "src_file", "src_row"],
 }
 #: ADLB columns that identify a row (written by run, checked by baseline)

@@ -11,12 +11,14 @@ introduced and which that trial's definition predates).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+
 import polars as pl
 
-from cartlab.grading.common import EVIDENCE
+from cartlab.errors import CartlabWarning
+from cartlab.grading.common import EVIDENCE, load_criteria
 from cartlab.model import Study
-from cartlab.grading.common import load_criteria
 from cartlab.response.marrow import (
     CATEGORY_RANK,
     PACKAGE,
@@ -92,13 +94,19 @@ def best_response(study: Study, options: BestResponseOptions | None = None,
               .unique("subject_id", keep="first").iter_rows(named=True)}
     by = {k[0]: v for k, v in a.partition_by("subject_id", as_dict=True).items()} if a.height else {}
     rows = []
+    no_disease: list[str] = []
     for s in study.subjects.iter_rows(named=True):
         sid = s["subject_id"]
         crit = options.response.criteria or criteria_for_disease(s["disease"])
         if crit is None:
+            why = (f"no response criteria for disease {s['disease']!r} yet (cartlab has AML: ELN 2022; B-ALL, T-ALL, "
+                   "T-LBL, MPAL: ALL CAR-T)" if s["disease"] is not None else
+                   "subjects.disease is empty: the response criteria are chosen by the disease (give it, or "
+                   "ResponseOptions(criteria=...))")
+            if s["disease"] is None:
+                no_disease.append(sid)
             rows.append({"subject_id": sid, "criteria": None, "rule": "response.no_criteria",
-                         "reason": f"no response criteria for disease {s['disease']!r} (AML: ELN 2022; ALL/LBL)",
-                         "n_assessments": 0, "evidence": []})
+                         "reason": why, "n_assessments": 0, "evidence": []})
             continue
         part = by.get(sid)
         end = ends.get(sid)
@@ -153,6 +161,10 @@ def best_response(study: Study, options: BestResponseOptions | None = None,
             "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
             "rule": best["rule"], "reason": reason, "evidence": best["evidence"],
         })
+    if no_disease:
+        warnings.warn(CartlabWarning(
+            f"{len(no_disease)} subject(s) have no disease in subjects.csv, so no response criteria were applied: "
+            f"{', '.join(no_disease[:20])}{' ...' if len(no_disease) > 20 else ''}"), stacklevel=2)
     return pl.DataFrame(rows, schema=_BEST_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_BEST_SCHEMA)
 
 
