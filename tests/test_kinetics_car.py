@@ -161,7 +161,7 @@ def test_cli_nca_reproduces_pknca_on_theoph(tmp_path):
         for col in ("auclast", "aucinf.obs"):
             np.testing.assert_allclose(got[col].to_numpy(), ref[col + suffix].to_numpy(), rtol=1e-9, err_msg=col)
     bad = run("nca", src, "--subject", "Nope", "--time", "Time", "--conc", "conc", "--out", tmp_path / "x.csv")
-    assert bad.returncode == 1 and "Nope" in bad.stderr and not (tmp_path / "x.csv").exists()
+    assert bad.returncode == 2 and "Nope" in bad.stderr and not (tmp_path / "x.csv").exists()
 
 
 def test_cli_analyze_and_explain_kinetics(seed_copy, tmp_path):

@@ -175,7 +175,7 @@ def test_seed_study_folder(tmp_path):
     dropped = pl.read_csv(out / "stein_dropped.csv")
     assert dropped["reason"].to_list() == ["before the first infusion"]
     r = run(seed_case_path(), "--time", "DAY", "--out", tmp_path / "x")
-    assert r.returncode == 1 and "--time: for a table" in r.stderr and not (tmp_path / "x").exists()
+    assert r.returncode == 2 and "--time: for a table" in r.stderr and not (tmp_path / "x").exists()
     meta = json.loads((out / "stein_fit.json").read_text())
     assert meta["input_kind"] == "study" and {i["file"] for i in meta["inputs"]} >= {"observations.csv"}
     assert meta["n_converged"] == 1
@@ -200,7 +200,7 @@ def test_bad_options_write_nothing(tmp_path, args, message):
     path, _ = _table(tmp_path, n=2)
     out = tmp_path / "out"
     r = run(path, *args, "--out", out)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert message in r.stderr and "Nothing was written" in r.stderr
     assert not out.exists()
 
@@ -214,19 +214,19 @@ def test_bad_cells_name_file_row_and_column(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join(lines) + "\n")
     r = run(bad, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--out", tmp_path / "out")
-    assert r.returncode == 1 and "bad.csv: row 3 (line 4), column 'DV': '1.2e' is not a number" in r.stderr
+    assert r.returncode == 2 and "bad.csv: row 3 (line 4), column 'DV': '1.2e' is not a number" in r.stderr
     # a covariate must have one value per subject
     cov = df.with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias("WT"))
     cov.write_csv(bad)
     r = run(bad, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
             "--out", tmp_path / "out")
-    assert r.returncode == 1 and "column 'WT': covariate values differ within subject" in r.stderr
+    assert r.returncode == 2 and "column 'WT': covariate values differ within subject" in r.stderr
     # a covariate missing for a subject names the subject
     first = df["ID"][0]
     df.with_columns(pl.when(pl.col("ID") == first).then(None).otherwise(1.5).alias("WT")).write_csv(bad)
     r = run(bad, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
             "--out", tmp_path / "out")
-    assert r.returncode == 1 and f"covariate 'WT' has missing values for 1 subject(s): {first}" in r.stderr
+    assert r.returncode == 2 and f"covariate 'WT' has missing values for 1 subject(s): {first}" in r.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -306,4 +306,4 @@ def test_table_with_split_doses(tmp_path):
     (tmp_path / "bad.csv").write_text("ID,DAY,dose\nA,0,1e6\nA,x,2e6\n")
     r = run(path, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--doses", tmp_path / "bad.csv",
             "--out", tmp_path / "b")
-    assert r.returncode == 1 and "bad.csv: row 2 (line 3), column 'DAY': 'x' is not a number" in r.stderr
+    assert r.returncode == 2 and "bad.csv: row 2 (line 3), column 'DAY': 'x' is not a number" in r.stderr
