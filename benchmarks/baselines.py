@@ -478,14 +478,11 @@ def _nca_fits(xs, ys, tlast, kmin):
     return fits
 
 
-def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None):
-    """All results of one subject: samples = [(time, conc or None, blq)] sorted by time."""
-    method = o.method
-    # BLQ rows -> 0, missing dropped, then the first/middle/last rules over the whole profile
-    kept = [(t, 0.0 if b else c, b) for t, c, b in samples if b or (c is not None and not math.isnan(c))]
-    pos_idx = [i for i, (_, c, _) in enumerate(kept) if c > 0]
+def _nca_clean(kept, o):
+    """PKNCA clean.conc.blq over the samples given, [(t, c)] with BLQ as 0: first/middle/last."""
+    pos_idx = [i for i, (_, c) in enumerate(kept) if c > 0]
     clean = []
-    for i, (t, c, b) in enumerate(kept):
+    for i, (t, c) in enumerate(kept):
         if c == 0:
             if not pos_idx or i < pos_idx[0]:
                 rule = o.blq_first
@@ -498,6 +495,19 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
             if rule != "keep":
                 c = float(rule)
         clean.append((t, c))
+    return clean
+
+
+def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None):
+    """All results of one subject: samples = [(time, conc or None, blq)] sorted by time.
+
+    Per interval, as PKNCA's pk.nca: the PKNCA-named columns from the samples in [start, end]
+    only (raw for cmax/tmax/tlast/clast.obs/time_above, BLQ-cleaned within the interval for the
+    AUCs and lambda.z), times from the start; aucint/aucint.last from the whole cleaned profile."""
+    method = o.method
+    # BLQ rows -> 0, missing dropped
+    kept = [(t, 0.0 if b else c) for t, c, b in samples if b or (c is not None and not math.isnan(c))]
+    clean = _nca_clean(kept, o)
     ts = [t for t, _ in clean]
     cs = [c for _, c in clean]
     n1 = len(ts)
@@ -523,20 +533,20 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
     out = []
     for a, b in intervals:
         res: dict = {"subject": sid, "start": a, "end": b}
-        win = [(t, c) for t, c in clean if a <= t <= b]
-        wt = [t for t, _ in win]
-        wc = [c for _, c in win]
-        nw = len(win)
-        res["n_samples"] = nw
+        raw = [(t, c) for t, c in kept if a <= t <= b]
+        win = _nca_clean(raw, o)
+        res["n_samples"] = len(win)
         res["n_blq"] = sum(1 for t, _, bq in samples if bq and a <= t <= b)
-        cmax, im = _nca_tmax(wt, wc, o.first_tmax)
+        cmax, imr = _nca_tmax([t for t, _ in raw], [c for _, c in raw], o.first_tmax)
         res["cmax"] = cmax
-        res["tmax"] = wt[im] if im is not None else None
+        tmax = raw[imr][0] if imr is not None else None
         tlast = clast = None
-        for t, c in win:
+        for t, c in raw:
             if c > 0:
                 tlast, clast = t, c
-        res["tlast"], res["clast.obs"] = tlast, clast
+        if raw and tlast is None:
+            clast = 0.0  # pk.calc.clast.obs: 0 when every concentration is 0
+        res["clast.obs"] = clast
         # lambda.z
         lz = None
         nc = 0
@@ -549,9 +559,9 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
                     fit = _nca_fits([t for t, _ in cand], [math.log(c) for _, c in cand], tlast, nc)[-1]
                     if fit["_declines"]:
                         lz = fit
-            elif im is not None:
-                cand = [(t, c) for i, (t, c) in enumerate(win)
-                        if c > 0 and (i >= im if o.allow_tmax_in_half_life else i > im) and t not in excluded]
+            elif tmax is not None:
+                cand = [(t, c) for t, c in win
+                        if c > 0 and (t >= tmax if o.allow_tmax_in_half_life else t > tmax) and t not in excluded]
                 nc = len(cand)
                 if nc >= o.min_hl_points:
                     xs = [t for t, _ in cand]
@@ -573,25 +583,25 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
         res["half.life"] = math.log(2.0) / lam if lam is not None else None
         res["span.ratio"] = ((res["lambda.z.time.last"] - res["lambda.z.time.first"]) / res["half.life"]
                              if lz is not None else None)
-        # AUClast / AUCall / AUCinf.obs
+        # AUClast / AUCall / AUCinf.obs from the interval's cleaned samples, from its start
+        zero = len(win) > 1 and all(c == 0 for _, c in win)
         auclast = aucall = None
-        if n1 > 1 and tl_w is None:
+        if zero:
             auclast = aucall = 0.0
-        elif n1 > 1 and a >= ts[0]:
-            curves = {}
-            for mode in ("last", "all"):
-                pts = [(a, _nca_conc_at(method, ts, cs, a, tl_w, tmax_w, mode))]
-                pts += [(t, c) for t, c in clean if a < t < b]
-                if math.isfinite(b):
-                    pts.append((b, _nca_conc_at(method, ts, cs, b, tl_w, tmax_w, mode)))
-                curves[mode] = pts
-            auclast = _nca_curve_auc(method, curves["last"], o.first_tmax, True, False)
-            aucall = _nca_curve_auc(method, curves["all"], o.first_tmax, True, True)
+        elif len(win) > 1 and win[0][0] == a:
+            auclast = _nca_curve_auc(method, win, o.first_tmax, True, False)
+            aucall = _nca_curve_auc(method, win, o.first_tmax, True, True)
         res["auclast"], res["aucall"] = auclast, aucall
-        if n1 > 1 and tl_w is None:
+        if zero:
             res["aucinf.obs"] = 0.0
         else:
             res["aucinf.obs"] = auclast + clast / lam if None not in (auclast, clast, lam) else None
+        # times from the interval's start (pk.nca.interval: time - start)
+        res["tmax"] = tmax - a if tmax is not None else None
+        res["tlast"] = tlast - a if tlast is not None else None
+        for key in ("lambda.z.time.first", "lambda.z.time.last"):
+            if res[key] is not None:
+                res[key] -= a
         # aucint (lambda.z tail after tlast) and aucint.last
         aucint = aucint_last = None
         if n1 > 1:
@@ -613,15 +623,17 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
                 aucint = part1
         res["aucint"], res["aucint.last"] = aucint, aucint_last
         if threshold is not None:
-            res["time_above"] = _nca_time_above(method, wt, wc, float(threshold), res["tmax"])
+            res["time_above"] = _nca_time_above(method, [t for t, _ in raw], [c for _, c in raw],
+                                                float(threshold), tmax)
         # warnings (codes)
-        tmax_ok = res["tmax"] is not None
+        tmax_ok = tmax is not None
         auto = in_manual is None and fixed is None
+        has_pos = any(c > 0 for _, c in win)
         checks = (
-            ("no_samples", nw == 0),
-            ("all_blq", nw > 0 and not tmax_ok),
-            ("one_sample", n1 == 1),
-            ("auc_before_first", n1 > 1 and a < ts[0] and tl_w is not None),
+            ("no_samples", not raw),
+            ("all_blq", bool(raw) and not tmax_ok),
+            ("one_sample", len(win) == 1),
+            ("auc_before_first", len(win) > 1 and has_pos and win[0][0] > a),
             ("start_after_last_sample", n1 > 0 and a > ts[-1]),
             ("aucinf_finite_interval", math.isfinite(b) and res["aucinf.obs"] is not None),
             ("too_few_points_half_life", auto and tmax_ok and nc < o.min_hl_points),
@@ -631,7 +643,7 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
             ("span_ratio_below_min", res["span.ratio"] is not None and res["span.ratio"] < o.min_span_ratio),
             ("aucint_no_lambda_z", tl_w is not None and b > tl_w and lam is None),
             ("aucint_before_first", n1 > 1 and a < ts[0] and tl_w is not None),
-            ("sparse_early_sampling", tmax_ok and im < o.min_samples_before_tmax),
+            ("sparse_early_sampling", tmax_ok and sum(1 for t, _ in win if t < tmax) < o.min_samples_before_tmax),
             ("above_uloq", above),
             ("no_dose_time", not offset_known),
         )

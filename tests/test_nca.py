@@ -704,32 +704,31 @@ def _frame(rows):
                         schema_overrides={"conc": pl.Float64})
 
 
-#: compared with the per-subject baseline: the columns computed from the whole profile (aucint,
-#: aucint.last; their lambda.z is held fixed here) and the warnings about it. The PKNCA-named
-#: columns, computed from the interval's own samples as PKNCA's pk.nca does, are compared with a
-#: port of PKNCA in tests/test_kinetics_issue13.py (baselines.rowwise_nca still interpolates
-#: auclast/aucall at the interval's edges; see issue 13, point 5).
-COMPARED = ("n_blq", "aucint", "aucint.last")
-WHOLE_PROFILE_CODES = {"start_after_last_sample", "aucint_no_lambda_z", "aucint_before_first", "above_uloq",
-                       "no_dose_time"}
+COMPARED = ("n_samples", "n_blq", "cmax", "tmax", "tlast", "clast.obs", "auclast", "aucall", "aucinf.obs",
+            "aucint", "aucint.last", "lambda.z", "half.life", "r.squared", "adj.r.squared",
+            "lambda.z.n.points", "lambda.z.time.first", "lambda.z.time.last", "span.ratio", "clast.pred",
+            "time_above")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=cohorts(), opts=option_sets(), ivs=INTERVALS)
-def test_vectorised_equals_per_subject_reference(rows, opts, ivs):
-    opts = NcaOptions(**{**{f: getattr(opts, f) for f in ("method", "blq_first", "blq_middle", "blq_last",
-                                                         "min_hl_points", "allow_tmax_in_half_life",
-                                                         "adj_r_squared_factor", "first_tmax")},
-                         "lambda_z_fixed": {None: 0.2}})
-    out = nca(_frame(rows), lloq="lloq", intervals=ivs, options=opts)
-    ref = baselines.rowwise_nca([(s, t, c, 0.1, None) for s, t, c in rows], intervals=ivs, options=opts)
-    for r in ref:
-        r["codes"] = [c for c in r["codes"] if c in WHOLE_PROFILE_CODES]
-    mine = baselines.nca_results_frame(ref, COMPARED)
-    theirs = out.select("subject_id", "start", "end", *COMPARED,
-                        pl.col("warnings").list.eval(pl.element().str.split(":").list.first())
-                        .list.filter(pl.element().is_in(list(WHOLE_PROFILE_CODES))).alias("codes"))
-    bad = baselines.compare_nca(mine, theirs, COMPARED, rtol=1e-12)
+@given(rows=cohorts(), opts=option_sets(), ivs=INTERVALS, thr=st.sampled_from([None, 1.0, 10.0]),
+       fixed=st.booleans())
+def test_vectorised_equals_per_subject_reference(rows, opts, ivs, thr, fixed):
+    """The vectorised engine equals the straightforward per-subject loop of benchmarks/baselines.py
+    (PKNCA's pk.nca interval rules, issue 13 point 5) on every column and warning."""
+    if fixed:
+        opts = NcaOptions(**{**{f: getattr(opts, f) for f in ("method", "blq_first", "blq_middle", "blq_last",
+                                                             "min_hl_points", "allow_tmax_in_half_life",
+                                                             "adj_r_squared_factor", "first_tmax")},
+                             "lambda_z_fixed": {"S0": 0.2}, "lambda_z_range": {None: (1.0, 12.0)}})
+    out = nca(_frame(rows), lloq="lloq", intervals=ivs, options=opts, threshold=thr)
+    ref = baselines.rowwise_nca([(s, t, c, 0.1, None) for s, t, c in rows], intervals=ivs, options=opts,
+                                threshold=thr)
+    cols = COMPARED if thr is not None else COMPARED[:-1]
+    mine = baselines.nca_results_frame(ref, cols)
+    theirs = out.select("subject_id", "start", "end", *cols,
+                        pl.col("warnings").list.eval(pl.element().str.split(":").list.first()).alias("codes"))
+    bad = baselines.compare_nca(mine, theirs, cols, rtol=1e-12)
     assert not bad, bad
 
 

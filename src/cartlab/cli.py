@@ -485,7 +485,9 @@ def nca_cmd(
         "--method", help="AUC interpolation: lin-up/log-down (default, PKNCA), linear, lin-log, log-up/log-down.")]
     = "lin-up/log-down",
     interval: Annotated[Optional[list[str]], typer.Option(
-        "--interval", help="START,END (repeatable; END may be inf). Default: 0,inf.")] = None,
+        "--interval", help="START,END (repeatable; END may be inf). Default: 0,inf. As in PKNCA's pk.nca, the "
+        "PKNCA-named columns use only the samples inside the interval, with times from START; aucint and "
+        "aucint.last interpolate at the edges.")] = None,
 ) -> None:
     """Non-compartmental analysis with PKNCA's rules and column names (cmax, tmax, tlast, clast.obs,
     auclast, aucall, aucinf.obs, lambda.z, half.life, r.squared, adj.r.squared, lambda.z.n.points ...).
@@ -1024,7 +1026,9 @@ def demo_cmd(
 
     meta = stein_command(study, out / "stein")
     console.print(f"6. Stein 2019 kinetic fit of CARCOPY: {out / 'stein'} ({meta['n_observations']} samples, "
-                  f"{meta['n_not_measured']} of them reconstructed)")
+                  f"{meta['n_not_measured']} of them reconstructed); the model's peak is the corner of its "
+                  "expansion and contraction lines, above the observed 183,945 on day 14: see "
+                  "docs/kinetics/stein_seed_peak.md", soft_wrap=True)
     console.print(
         "[yellow]Note:[/] rows with source=reconstructed are synthetic, reconstructed around the "
         "paper's stated values."
