@@ -75,3 +75,24 @@ def test_report_marks_an_unsettled_rule(tmp_path):
 def test_rules_in_names_each_rule_once():
     infos = rules_in("early: icaht.early.g3_anc500_ge14; late: icaht.early.g3_anc500_ge14")
     assert [i.id for i in infos] == ["icaht.early.g3_anc500_ge14"]
+
+
+def test_explain_marks_unsettled_rules(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from cartlab.datasets import seed_case_path
+
+    env = {**os.environ, "COLUMNS": "200"}
+    db = tmp_path / "s.duckdb"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cartlab", *map(str, a)], capture_output=True,  # noqa: E731
+                                    text=True, env=env)
+    assert run("import", seed_case_path(), "--store", db).returncode == 0
+    icaht = run("explain", "CD7-AML-001", "--what", "icaht", "--store", db)
+    assert icaht.returncode == 0, icaht.stderr
+    text = " ".join(icaht.stdout.split())
+    assert "⚠ these results rest on criteria rows not (fully) verified" in text
+    assert "icaht.early.g3_anc500_ge14 (partially verified; icaht_2023.yaml)" in text
+    crs = run("explain", "CD7-AML-001", "--what", "crs", "--store", db)
+    assert crs.returncode == 0 and "⚠" not in crs.stdout  # ASTCT CRS rests on verified rows

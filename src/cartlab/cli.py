@@ -396,17 +396,32 @@ def explain_cmd(
         days = ex.days.filter(pl.col("shown"))
     else:
         days = ex.days.filter((pl.col("grade") > 0) | pl.col("rule").is_not_null())
+    from cartlab.criteria import UNSETTLED, rule_status, rules_in
+
     if days.height == 0:
         console.print("no day scored above 0 (use --all-days to see every assessed day)")
-        return
+
     t = Table(header_style="bold", show_lines=False)
     for c in ("day", "grade", "rule", "why", "source rows"):
         t.add_column(c, overflow="fold")
+    unsettled: dict[str, object] = {i.id: i for text in ex.rules for i in rules_in(text) if i.status in UNSETTLED}
     for r in days.iter_rows(named=True):
         grade = "" if r["grade"] is None else str(r["grade"])
-        t.add_row(f"{r['day']:g}", grade, escape(r["rule"] or ""), escape(r["reason"] or ""),
+        rule = r["rule"] or ""
+        status = rule_status(rule) if rule else None
+        if status in UNSETTLED:
+            unsettled.update({i.id: i for i in rules_in(rule) if i.status in UNSETTLED})
+            rule = f"{rule} ⚠ {status.replace('_', ' ')}"
+        t.add_row(f"{r['day']:g}", grade, escape(rule), escape(r["reason"] or ""),
                   escape(", ".join(r["evidence"] or [])))
-    console.print(t)
+    if days.height:
+        console.print(t)
+    if unsettled:
+        console.print("[yellow]⚠ these results rest on criteria rows not (fully) verified against their source; "
+                      "read them as provisional:[/]", soft_wrap=True)
+        for info in unsettled.values():
+            console.print(f"  {escape(info.id)} ({info.status.replace('_', ' ')}; {escape(info.table)}.yaml): "
+                          f"{escape(info.citation or '')}", soft_wrap=True, highlight=False)
 
 
 def _parse_option_value(text: str):

@@ -26,6 +26,8 @@ class Explanation:
     headline: str
     criteria: str
     days: pl.DataFrame  # day, grade, rule, reason, evidence
+    #: the rule ids behind the headline (their verification status is shown with it)
+    rules: tuple[str, ...] = ()
 
 
 def _crs(study: Study) -> Explanation:
@@ -40,8 +42,13 @@ def _crs(study: Study) -> Explanation:
     elif s["crs_grade_astct"] == 0:
         head = "no CRS (ASTCT grade 0)"
     else:
+        n = s["crs_n_episodes"]
         head = (f"ASTCT CRS grade {s['crs_grade_astct']}, onset day {s['crs_onset_day']:g}, "
-                f"last CRS day {s['crs_resolution_day']:g}")
+                f"last CRS day {s['crs_resolution_day']:g}"
+                + (f" ({n} episodes: {s['crs_episode']})" if n and n > 1 else ""))
+    if s["crs_grade_astct"] is not None and (s.get("crs_grade_astct_max") or 0) > s["crs_grade_astct"]:
+        head += (f"; up to grade {s['crs_grade_astct_max']} had a fever been recorded on the days without a "
+                 "temperature")
     crit = load_criteria(opts.criteria)
     resolved = opts.resolved()
     options = ", ".join(f"{k}={v}" for k, v in resolved.items())
@@ -56,8 +63,10 @@ def _icans(study: Study) -> Explanation:
     opts = IcansOptions()
     daily = icans_daily(study, opts)
     g = icans_summary(study, opts, daily)["icans_grade_astct"][0]
+    gmax = icans_summary(study, opts, daily)["icans_grade_astct_max"][0]
     head = ("ICANS not evaluable: no ICE, CAPD, consciousness or neurological event data"
-            if g is None else f"ASTCT ICANS grade {g}")
+            if g is None else f"ASTCT ICANS grade {g}"
+            + (f" (up to {gmax}: some days have no ICE/CAPD score)" if gmax is not None and gmax > g else ""))
     crit = load_criteria(opts.criteria)
     options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
     return Explanation("icans", head, f"{crit['citation']} | options: {options}",
@@ -129,7 +138,8 @@ def _icaht(study: Study) -> Explanation:
     )
     crit = load_criteria(opts.criteria)
     options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
-    return Explanation("icaht", head, f"{crit['citation']} | options: {options}", days)
+    return Explanation("icaht", head, f"{crit['citation']} | options: {options}", days,
+                       rules=tuple(x for x in (r["early_rule"], r["late_rule"]) if x))
 
 
 def _crs_scales(study: Study) -> Explanation:
