@@ -93,54 +93,12 @@ class Step:
 # the engines, as steps (imports inside: an engine's import cost is paid only when it runs)
 
 
-def _adlb(study, o):
-    from cartlab.grading.ctcae import derive_ctcae
-
-    return derive_ctcae(study, o.ctcae)
-
-
-def _crs_daily(study, o):
-    from cartlab.grading.crs import crs_daily
-
-    return crs_daily(study, o.crs)
-
-
-def _crs_summary(study, o, crs_daily):
-    from cartlab.grading.crs import crs_summary
-
-    return crs_summary(study, o.crs, daily=crs_daily)
-
-
-def _icans_daily(study, o):
-    from cartlab.grading.icans import icans_daily
-
-    return icans_daily(study, o.icans)
-
-
-def _icans_summary(study, o, icans_daily):
-    from cartlab.grading.icans import icans_summary
-
-    return icans_summary(study, o.icans, daily=icans_daily)
-
-
 def _cross_scale(study, o, crs_summary, adlb):
     from cartlab.grading.crs_legacy import crs_cross_scale_cohort, organ_grades_from_adlb
 
     cross = crs_cross_scale_cohort(study, crs_summary, organ_grades_from_adlb(adlb))
     return {"crs_cross_scale": cross["subjects"], "crs_cross_scale_pairwise": cross["pairwise"],
             "crs_cross_scale_summary": cross["summary"]}
-
-
-def _icaht(study, o):
-    from cartlab.grading.hematotox import icaht
-
-    return icaht(study, o.icaht)
-
-
-def _icaht_daily(study, o):
-    from cartlab.grading.hematotox import icaht_daily
-
-    return icaht_daily(study, o.icaht)
 
 
 def _icaht_summary(study, o, icaht):
@@ -162,45 +120,31 @@ def _adae(study, o, crs_daily, icans_daily, icaht):
     return adae_toxicity(study, parts)
 
 
-def _simple(module: str, name: str, option: str | None = None):
-    """A step running ``module.name(study[, options])``."""
+def _engine(module: str, name: str, option: str | None = None, **tables: str):
+    """A step running ``module.name(study, options=<AnalysisOptions.option>, <arg>=<table>, ...)``."""
 
-    def run(study, o):
+    def run(study, o, **inputs):
         import importlib
 
         fn = getattr(importlib.import_module(module), name)
-        return fn(study, getattr(o, option)) if option else fn(study)
+        kwargs = {arg: inputs[table] for arg, table in tables.items()}
+        if option is not None:
+            kwargs["options"] = o.endpoint_options() if option == "endpoints" else getattr(o, option)
+        return fn(study, **kwargs)
 
     run.__name__ = name
+    run.inputs = tuple(tables.values())
     return run
 
 
-def _marrow(study, o):
-    from cartlab.response.marrow import marrow_response
-
-    return marrow_response(study, o.response)
-
-
-def _relapse(study, o, marrow_response):
-    from cartlab.response.marrow import relapse
-
-    return relapse(study, marrow_response, o.response)
-
-
-def _best(study, o, marrow_response):
-    from cartlab.response.best import best_response
-
-    return best_response(study, o.best_response, assessments=marrow_response)
+def _step(outputs: str | tuple[str, ...], run, engine: str, **kw) -> Step:
+    """A Step whose inputs are those its run function declares (``_engine``) unless given."""
+    outs = (outputs,) if isinstance(outputs, str) else outputs
+    return Step(outs, run, engine, kw.pop("inputs", getattr(run, "inputs", ())), **kw)
 
 
 def _response_summary(study, o, best_response):
     return best_response.select("subject_id", "best_response", "best_response_day", "mrd_negative")
-
-
-def _adrs(study, o, marrow_response, best_response):
-    from cartlab.response.best import derive_adrs
-
-    return derive_adrs(study, o.best_response, assessments=marrow_response, best=best_response)
 
 
 def _adtte(study, o, marrow_response, relapse):
@@ -241,30 +185,6 @@ def _cif(study, o, adtte):
                       for code, what in ((1, "relapse"), (2, "death without relapse"))], how="diagonal_relaxed")
 
 
-def _car_kinetics(study, o):
-    from cartlab.kinetics.car import car_kinetics
-
-    return car_kinetics(study, o.kinetics)
-
-
-def _kinetics_summary(study, o, car_kinetics):
-    from cartlab.kinetics.car import kinetics_summary
-
-    return kinetics_summary(study, o.kinetics, kinetics=car_kinetics)
-
-
-def _adpc(study, o):
-    from cartlab.kinetics.car import derive_adpc
-
-    return derive_adpc(study, o.kinetics)
-
-
-def _adpp(study, o, car_kinetics):
-    from cartlab.kinetics.car import derive_adpp
-
-    return derive_adpp(study, o.kinetics, kinetics=car_kinetics)
-
-
 def _exposure(study, o, kinetics_summary, best_response, crs_summary):
     from cartlab.kinetics.exposure import exposure_response
 
@@ -278,45 +198,56 @@ GRADING_FIX = "check these subjects' observations and interventions (cartlab exp
 RESPONSE_FIX = "check these subjects' marrow (BMBLAST, BMCELL, MRDFCM) and count rows, and subjects.disease"
 KINETICS_FIX = "check these subjects' CARCOPY/CARCELL rows and CAR-T doses"
 
+GRADING, HEMATO = "cartlab.grading.crs", "cartlab.grading.hematotox"
 STEPS: tuple[Step, ...] = (
-    Step(("adlb",), _adlb, "CTCAE v5 lab grading", fix="check these subjects' lab rows (units, lln/uln)"),
-    Step(("crs_daily",), _crs_daily, "ASTCT 2019 CRS", fix=GRADING_FIX),
-    Step(("crs_summary",), _crs_summary, "ASTCT 2019 CRS", ("crs_daily",), write=False, fix=GRADING_FIX),
-    Step(("icans_daily",), _icans_daily, "ASTCT 2019 ICANS", fix=GRADING_FIX),
-    Step(("icans_summary",), _icans_summary, "ASTCT 2019 ICANS", ("icans_daily",), write=False, fix=GRADING_FIX),
-    Step(("crs_cross_scale", "crs_cross_scale_pairwise", "crs_cross_scale_summary"), _cross_scale,
-         "CRS scales side by side (Lee 2014, Penn, CARTOX, MSKCC)", ("crs_summary", "adlb"), per_subject=False,
-         fix=GRADING_FIX),
-    Step(("icaht",), _icaht, "EHA/EBMT ICAHT", fix="check these subjects' NEUT/PLAT rows"),
-    Step(("icaht_summary",), _icaht_summary, "EHA/EBMT ICAHT", ("icaht",), write=False),
-    Step(("icaht_daily",), _icaht_daily, "EHA/EBMT ICAHT (daily ANC)"),
-    Step(("t_icaht",), _simple("cartlab.grading.hematotox", "t_icaht"), "T-ICAHT (thrombocytopenia)",
-         fix="check these subjects' PLAT rows and platelet transfusions"),
-    Step(("t_icaht_daily",), _simple("cartlab.grading.hematotox", "t_icaht_daily"), "T-ICAHT (daily platelets)"),
-    Step(("count_recovery",), _simple("cartlab.grading.hematotox", "recovery_days"), "count recovery"),
-    Step(("car_hematotox",), _simple("cartlab.grading.hematotox", "car_hematotox"), "CAR-HEMATOTOX"),
-    Step(("easix",), _simple("cartlab.grading.hematotox", "easix"), "EASIX"),
-    Step(("iec_hs_flags",), _simple("cartlab.grading.hematotox", "iec_hs_flags"), "IEC-HS flags"),
-    Step(("adae_toxicity",), _adae, "ADAE-like toxicity episodes", ("crs_daily", "icans_daily", "icaht")),
-    Step(("marrow_response",), _marrow, "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),
-    Step(("relapse",), _relapse, "relapse from the marrow", ("marrow_response",), write=False, fix=RESPONSE_FIX),
-    Step(("best_response",), _best, "best response", ("marrow_response",), fix=RESPONSE_FIX),
-    Step(("response_summary",), _response_summary, "best response", ("best_response",), write=False),
-    Step(("adrs",), _adrs, "ADRS", ("marrow_response", "best_response"), fix=RESPONSE_FIX),
-    Step(("adtte",), _adtte, "time-to-event endpoints (ELN 2022 Table 9)", ("marrow_response", "relapse"),
-         fix="give subjects.last_followup_day, or record death/relapse events, for these subjects"),
-    Step(("response_rates",), _response_rates, "response rates", ("best_response",), per_subject=False),
-    Step(("km",), _km, "Kaplan-Meier", ("adtte",), per_subject=False),
-    Step(("cumulative_incidence",), _cif, "cumulative incidence of relapse", ("adtte",), per_subject=False),
-    Step(("molecular_response",), _simple("cartlab.response.molecular", "molecular_response"), "molecular response"),
-    Step(("antigen_loss",), _simple("cartlab.response.molecular", "antigen_loss"), "target-antigen loss"),
-    Step(("car_kinetics",), _car_kinetics, "CAR-T kinetics (NCA)", fix=KINETICS_FIX),
-    Step(("kinetics_summary",), _kinetics_summary, "CAR-T kinetics (NCA)", ("car_kinetics",), write=False,
-         fix=KINETICS_FIX),
-    Step(("adpc",), _adpc, "ADPC", fix=KINETICS_FIX),
-    Step(("adpp",), _adpp, "ADPP", ("car_kinetics",), fix=KINETICS_FIX),
-    Step(("exposure_response",), _exposure, "exposure-response",
-         ("kinetics_summary", "best_response", "crs_summary"), per_subject=False),
+    _step("adlb", _engine("cartlab.grading.ctcae", "derive_ctcae", "ctcae"), "CTCAE v5 lab grading",
+          fix="check these subjects' lab rows (units, lln/uln)"),
+    _step("crs_daily", _engine(GRADING, "crs_daily", "crs"), "ASTCT 2019 CRS", fix=GRADING_FIX),
+    _step("crs_summary", _engine(GRADING, "crs_summary", "crs", daily="crs_daily"), "ASTCT 2019 CRS",
+          write=False, fix=GRADING_FIX),
+    _step("icans_daily", _engine("cartlab.grading.icans", "icans_daily", "icans"), "ASTCT 2019 ICANS",
+          fix=GRADING_FIX),
+    _step("icans_summary", _engine("cartlab.grading.icans", "icans_summary", "icans", daily="icans_daily"),
+          "ASTCT 2019 ICANS", write=False, fix=GRADING_FIX),
+    _step(("crs_cross_scale", "crs_cross_scale_pairwise", "crs_cross_scale_summary"), _cross_scale,
+          "CRS scales side by side (Lee 2014, Penn, CARTOX, MSKCC)", inputs=("crs_summary", "adlb"),
+          per_subject=False, fix=GRADING_FIX),
+    _step("icaht", _engine(HEMATO, "icaht", "icaht"), "EHA/EBMT ICAHT", fix="check these subjects' NEUT/PLAT rows"),
+    _step("icaht_summary", _icaht_summary, "EHA/EBMT ICAHT", inputs=("icaht",), write=False),
+    _step("icaht_daily", _engine(HEMATO, "icaht_daily", "icaht"), "EHA/EBMT ICAHT (daily ANC)"),
+    _step("t_icaht", _engine(HEMATO, "t_icaht"), "T-ICAHT (thrombocytopenia)",
+          fix="check these subjects' PLAT rows and platelet transfusions"),
+    _step("t_icaht_daily", _engine(HEMATO, "t_icaht_daily"), "T-ICAHT (daily platelets)"),
+    _step("count_recovery", _engine(HEMATO, "recovery_days"), "count recovery"),
+    _step("car_hematotox", _engine(HEMATO, "car_hematotox"), "CAR-HEMATOTOX"),
+    _step("easix", _engine(HEMATO, "easix"), "EASIX"),
+    _step("iec_hs_flags", _engine(HEMATO, "iec_hs_flags"), "IEC-HS flags"),
+    _step("adae_toxicity", _adae, "ADAE-like toxicity episodes", inputs=("crs_daily", "icans_daily", "icaht")),
+    _step("marrow_response", _engine("cartlab.response.marrow", "marrow_response", "response"),
+          "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),
+    _step("relapse", _engine("cartlab.response.marrow", "relapse", "response", assessments="marrow_response"),
+          "relapse from the marrow", write=False, fix=RESPONSE_FIX),
+    _step("best_response", _engine("cartlab.response.best", "best_response", "best_response",
+                                   assessments="marrow_response"), "best response", fix=RESPONSE_FIX),
+    _step("response_summary", _response_summary, "best response", inputs=("best_response",), write=False),
+    _step("adrs", _engine("cartlab.response.best", "derive_adrs", "best_response", assessments="marrow_response",
+                          best="best_response"), "ADRS", fix=RESPONSE_FIX),
+    _step("adtte", _adtte, "time-to-event endpoints (ELN 2022 Table 9)", inputs=("marrow_response", "relapse"),
+          fix="give subjects.last_followup_day, or record death/relapse events, for these subjects"),
+    _step("response_rates", _response_rates, "response rates", inputs=("best_response",), per_subject=False),
+    _step("km", _km, "Kaplan-Meier", inputs=("adtte",), per_subject=False),
+    _step("cumulative_incidence", _cif, "cumulative incidence of relapse", inputs=("adtte",), per_subject=False),
+    _step("molecular_response", _engine("cartlab.response.molecular", "molecular_response"), "molecular response"),
+    _step("antigen_loss", _engine("cartlab.response.molecular", "antigen_loss"), "target-antigen loss"),
+    _step("car_kinetics", _engine("cartlab.kinetics.car", "car_kinetics", "kinetics"), "CAR-T kinetics (NCA)",
+          fix=KINETICS_FIX),
+    _step("kinetics_summary", _engine("cartlab.kinetics.car", "kinetics_summary", "kinetics", kinetics="car_kinetics"),
+          "CAR-T kinetics (NCA)", write=False, fix=KINETICS_FIX),
+    _step("adpc", _engine("cartlab.kinetics.car", "derive_adpc", "kinetics"), "ADPC", fix=KINETICS_FIX),
+    _step("adpp", _engine("cartlab.kinetics.car", "derive_adpp", "kinetics", kinetics="car_kinetics"), "ADPP",
+          fix=KINETICS_FIX),
+    _step("exposure_response", _exposure, "exposure-response",
+          inputs=("kinetics_summary", "best_response", "crs_summary"), per_subject=False),
 )
 
 #: the summary tables whose columns make ``subject_summary.csv``, with the engine and citation
