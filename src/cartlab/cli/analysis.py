@@ -1,0 +1,148 @@
+"""Commands that analyse a study: analyze, report, explain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cartlab.cli.base import (
+    DEFAULT_STORE_PATH,
+    CsvDialectOpt,
+    StoreOpt,
+    _open_store,
+    _print_skipped,
+    _progress,
+    _protocol_or_exit,
+    _read_or_exit,
+    _usage,
+    app,
+    console,
+)
+
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict", help="Stop with an error when an engine cannot analyse a subject, or a subject needing censoring "
+    "has no last_followup_day, instead of recording it and going on.")]
+
+
+@app.command("analyze")
+def analyze_cmd(
+    study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/analysis"),
+    protocol: Annotated[Optional[str], typer.Option(
+        "--protocol", "-p", help="Also check the study against a protocol (shipped id or YAML): dose_plan, "
+        "eligibility, eligibility_verdict and protocol_deviations tables.")] = None,
+    strict: StrictOpt = False,
+    csv_dialect: CsvDialectOpt = "standard",
+) -> None:
+    """Run every engine on a study folder; write DIR/subject_summary.csv, every table and DIR/analysis.json.
+
+    An engine (or a subject in it) that cannot run is left out, listed on the screen and in
+    analysis.json under "skipped" (engine, subjects, reason, how to fix); everything else is written.
+
+    [bold]Example[/]: cartlab analyze studies/NCT04762485 --out results/
+    """
+    from cartlab.analyze import Analysis, AnalysisOptions, write_analysis
+
+    proto = _protocol_or_exit(protocol) if protocol else None
+    study = _read_or_exit(study_dir, csv_dialect=csv_dialect)
+    with _progress("analysing") as step:
+        analysis = Analysis(study, AnalysisOptions(strict=strict), protocol=proto, progress=step)
+        analysis.tables()
+        step("writing")
+        path, tables = write_analysis(analysis, out)
+    _print_skipped(analysis)
+    console.print(f"[green]wrote[/] {path} ({study.subjects.height} subjects) and {len(tables)} tables: "
+                  f"{', '.join(t + '.csv' for t in tables)}", soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(
+    study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/report"),
+    subject: Annotated[Optional[str], typer.Option("--subject", help="Only this subject.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(
+        "--protocol", "-p", help="Add the protocol section (planned doses, eligibility, deviations).")] = None,
+    csv_dialect: CsvDialectOpt = "standard",
+) -> None:
+    """Write an HTML report (course figure in the style of the paper's Figure 1) per subject.
+
+    [bold]Example[/]: cartlab report studies/NCT04762485 --subject CD7-AML-001 --out report/
+    """
+    from cartlab.analyze import Analysis
+    from cartlab.report import write_study_report, write_subject_report
+
+    proto = _protocol_or_exit(protocol) if protocol else None
+    study = _read_or_exit(study_dir, csv_dialect=csv_dialect)
+    if subject and subject not in study.subject_ids:
+        raise _usage(f"no subject {subject!r} in {study_dir}")
+    with _progress("writing report") as step:
+        analysis = Analysis(study, protocol=proto, progress=step)
+        summary = analysis.subject_summary()
+        if subject:
+            path = write_subject_report(study, subject, out, summary=summary, protocol=proto)
+        else:
+            path = write_study_report(study, out, summary=summary, protocol=proto)
+    _print_skipped(analysis)
+    console.print(f"[green]report:[/] {path}")
+
+
+
+@app.command("explain")
+def explain_cmd(
+    subject: Annotated[str, typer.Argument(help="Subject id.")],
+    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, response, kinetics.")] = "crs",
+    store: StoreOpt = DEFAULT_STORE_PATH,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
+    all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,
+) -> None:
+    """Explain a derived grade day by day: the data, the rule that fired, and the source rows.
+
+    [bold]Example[/]: cartlab explain CD7-AML-001 --what crs
+    """
+    import polars as pl
+    from rich.markup import escape
+
+    from cartlab.grading.explain import EXPLAINERS, explain
+
+    if what not in EXPLAINERS:
+        raise _usage(f"cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}")
+    with _open_store(store, read_only=True) as s:
+        data = s.subject(subject, study)
+    ex = explain(data, what)
+    console.print(f"[bold]{escape(subject)}[/] · {escape(ex.headline)}")
+    console.print(f"[dim]{escape(ex.criteria)}[/]", soft_wrap=True)
+    if all_days:
+        days = ex.days
+    elif "shown" in ex.days.columns:
+        days = ex.days.filter(pl.col("shown"))
+    else:
+        days = ex.days.filter((pl.col("grade") > 0) | pl.col("rule").is_not_null())
+    from cartlab.criteria import UNSETTLED, rule_status, rules_in
+
+    if days.height == 0:
+        console.print("no day scored above 0 (use --all-days to see every assessed day)")
+
+    t = Table(header_style="bold", show_lines=False)
+    for c in ("day", "grade", "rule", "why", "source rows"):
+        t.add_column(c, overflow="fold")
+    unsettled: dict[str, object] = {i.id: i for text in ex.rules for i in rules_in(text) if i.status in UNSETTLED}
+    for r in days.iter_rows(named=True):
+        grade = "" if r["grade"] is None else str(r["grade"])
+        rule = r["rule"] or ""
+        status = rule_status(rule) if rule else None
+        if status in UNSETTLED:
+            unsettled.update({i.id: i for i in rules_in(rule) if i.status in UNSETTLED})
+            rule = f"{rule} ⚠ {status.replace('_', ' ')}"
+        t.add_row(f"{r['day']:g}", grade, escape(rule), escape(r["reason"] or ""),
+                  escape(", ".join(r["evidence"] or [])))
+    if days.height:
+        console.print(t)
+    if unsettled:
+        console.print("[yellow]⚠ these results rest on criteria rows not (fully) verified against their source; "
+                      "read them as provisional:[/]", soft_wrap=True)
+        for info in unsettled.values():
+            console.print(f"  {escape(info.id)} ({info.status.replace('_', ' ')}; {escape(info.table)}.yaml): "
+                          f"{escape(info.citation or '')}", soft_wrap=True, highlight=False)

@@ -1,0 +1,240 @@
+"""The ``cartlab`` application: the command group, shared options and helpers, and error handling."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import typer.core
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from cartlab import __version__
+
+#: click's base of usage errors (typer may vendor click, so found through a public typer class)
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _Group(typer.core.TyperGroup):
+    """The ``cartlab`` group: expected errors become one message and an exit code, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, _ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place where every error is turned into a message
+            if _debug(ctx):
+                raise
+            raise typer.Exit(_report_error(exc)) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="cartlab",
+    help="cartlab: CAR-T cell therapy data toolkit — ingest, validate, store, analyse, report.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[
+    Path,
+    typer.Option(
+        "--store",
+        envvar="CARTLAB_STORE",
+        help="DuckDB store file (env CARTLAB_STORE).",
+        show_default=True,
+    ),
+]
+DEFAULT_STORE_PATH = Path("cartlab.duckdb")
+CsvDialectOpt = Annotated[
+    str,
+    typer.Option(
+        "--csv-dialect",
+        envvar="CARTLAB_CSV_DIALECT",
+        help="How the study's CSV files are written: standard (comma-separated, decimal points), european "
+        "(semicolons, decimal commas), semicolon or tab.",
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"cartlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = None,
+    debug: Annotated[bool, typer.Option(
+        "--debug", envvar="CARTLAB_DEBUG", help="Show the full traceback of an error (env CARTLAB_DEBUG=1).")] = False,
+) -> None:
+    """cartlab: CAR-T cell therapy data toolkit."""
+    ctx.meta["cartlab_debug"] = debug
+
+
+def _debug(ctx) -> bool:
+    import os
+
+    return bool(ctx.meta.get("cartlab_debug")) or os.environ.get("CARTLAB_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def _report_error(exc: BaseException) -> int:
+    """Print one clear message for ``exc`` on stderr; return the exit code (2 bad input, 1 otherwise)."""
+    from rich.markup import escape
+
+    from cartlab.errors import CartlabError
+    from cartlab.io import StudyValidationError
+    from cartlab.protocol import ProtocolError
+
+    if isinstance(exc, KeyboardInterrupt):
+        err.print("[red]interrupted[/]")
+        return 130
+    if isinstance(exc, StudyValidationError):
+        _print_issues(exc)
+    elif isinstance(exc, ProtocolError):
+        err.print(f"[bold red]{escape(exc.source)}: {len(exc.problems)} problem(s) in the protocol[/]", soft_wrap=True)
+        for where, msg in exc.problems:
+            err.print(f"  [red]✗[/] [bold]{escape(where)}[/]{': ' if where else ''}{escape(msg)}", soft_wrap=True,
+                      highlight=False)
+    elif isinstance(exc, CartlabError):
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        if exc.hint:
+            err.print(f"[dim]{escape(exc.hint)}[/]", soft_wrap=True, highlight=False)
+    else:
+        err.print(f"[red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}", soft_wrap=True,
+                  highlight=False)
+        err.print("[dim]This is a bug in cartlab, not in your data as far as cartlab can tell. Run the same command "
+                  "with --debug (or CARTLAB_DEBUG=1) to see the traceback, and report it.[/]", soft_wrap=True)
+        return 1
+    return getattr(exc, "exit_code", 1)
+
+
+@contextmanager
+def _progress(description: str, total: int | None = None):
+    """A rich progress display on stderr; yields a callback taking a step description."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn() if total else TextColumn(""),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal and not _force_progress(),
+    ) as prog:
+        task = prog.add_task(description, total=total)
+
+        def step(msg: str, advance: int = 0, *, completed: int | None = None, total: int | None = None) -> None:
+            prog.update(task, description=f"{description}: {msg}", advance=advance, completed=completed,
+                        total=total)
+
+        yield step
+
+
+def _force_progress() -> bool:
+    import os
+
+    return os.environ.get("CARTLAB_PROGRESS") == "1"
+
+
+def _print_issues(exc) -> None:
+    """Every problem on its own line: file, row(s) (with the CSV line), column, message."""
+    from rich.markup import escape
+
+    n = len(exc.issues)
+    err.print(f"[bold red]{escape(exc.folder)}: {n} problem{'s' if n != 1 else ''} found[/]", soft_wrap=True)
+    for i in exc.issues[:500]:
+        err.print(f"  [red]✗[/] [bold]{escape(i.where())}[/]: {escape(i.message)}", soft_wrap=True, highlight=False)
+    if n > 500:
+        err.print(f"  ... and {n - 500} more (cartlab validate --json lists them all)")
+    for w in exc.warnings[:50]:
+        err.print(f"  [yellow]![/] {escape(str(w))}", soft_wrap=True, highlight=False)
+    err.print("[red]Nothing was written.[/]")
+
+
+def _read_or_exit(folder: Path, study_id: str | None = None, csv_dialect: str = "standard"):
+    """Read and validate a study folder (an invalid one raises StudyValidationError: exit 2); print
+    what reading it warned about (files not read, duplicate rows dropped)."""
+    from cartlab.io import read_study
+    from cartlab.io.study_folder import check_study_path
+
+    check_study_path(folder)
+    with _progress(f"reading {folder.name}") as step:
+        study = read_study(folder, study_id, progress=step, csv_dialect=csv_dialect)
+    _print_warnings(study.warnings)
+    return study
+
+
+def _print_warnings(warnings, limit: int = 50) -> None:
+    from rich.markup import escape
+
+    for w in warnings[:limit]:
+        err.print(f"  [yellow]![/] {escape(str(w))}", soft_wrap=True, highlight=False)
+    if len(warnings) > limit:
+        err.print(f"  ... and {len(warnings) - limit} more warnings (cartlab validate --json lists them all)")
+
+
+def _open_store(path: Path, read_only: bool = False):
+    from cartlab.store import Store
+
+    return Store(path, read_only=read_only)
+
+
+def _check_file(path: Path) -> None:
+    """An input file that must exist (bad input: exit 2, saying what the path is instead)."""
+    from cartlab.io.study_folder import describe_path
+
+    if not path.is_file():
+        raise _usage(f"{path}: {describe_path(path)}; expected a file")
+
+
+def _usage(message: str, hint: str | None = None):
+    """Bad input or usage: one message, exit code 2."""
+    from cartlab.errors import InputError
+
+    return InputError(message, hint=hint)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _protocol_or_exit(id_or_path: str):
+    """A shipped protocol id or YAML file (an invalid one raises ProtocolError: exit 2)."""
+    from cartlab.protocol import load_protocol
+
+    return load_protocol(id_or_path)
+
+
+def _print_skipped(analysis) -> None:
+    """A short table of what could not be analysed (the details are in analysis.json)."""
+    from rich.markup import escape
+
+    if analysis.skipped:
+        t = Table(title="not analysed (see analysis.json, 'skipped')", header_style="bold", title_justify="left")
+        for c in ("engine", "subjects", "reason", "how to fix"):
+            t.add_column(c, overflow="fold")
+        for sk in analysis.skipped[:30]:
+            who = "all" if sk.subjects is None else (", ".join(sk.subjects[:6]) + (
+                f" (+{len(sk.subjects) - 6})" if len(sk.subjects) > 6 else ""))
+            t.add_row(escape(sk.engine), escape(who), escape(sk.reason), escape(sk.fix))
+        err.print(t)
+        if len(analysis.skipped) > 30:
+            err.print(f"... and {len(analysis.skipped) - 30} more")
+    for w in analysis.warnings[:30]:
+        err.print(f"  [yellow]![/] {escape(w['engine'])}: {escape(w['message'])}", soft_wrap=True, highlight=False)

@@ -1,0 +1,131 @@
+"""Cellular kinetics of any table or study: cartlab nca, cartlab stein."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cartlab.cli.base import (
+    CsvDialectOpt,
+    _progress,
+    _read_or_exit,
+    _usage,
+    app,
+    console,
+)
+from cartlab.errors import CartlabError
+
+
+@app.command("nca")
+def nca_cmd(
+    table: Annotated[Path, typer.Argument(help="CSV: one row per sample (any concentration-time data, not only CAR-T).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: one row per subject and interval.")],
+    subject: Annotated[str, typer.Option("--subject", help="Subject column.")],
+    time: Annotated[str, typer.Option("--time", help="Time column (numbers).")],
+    conc: Annotated[str, typer.Option("--conc", help="Concentration column (numbers; '<x' = below x).")],
+    lloq: Annotated[Optional[str], typer.Option("--lloq", help="LLOQ column: conc below it is BLQ.")] = None,
+    method: Annotated[str, typer.Option(
+        "--method", help="AUC interpolation: lin-up/log-down (default, PKNCA), linear, lin-log, log-up/log-down.")]
+    = "lin-up/log-down",
+    interval: Annotated[Optional[list[str]], typer.Option(
+        "--interval", help="START,END (repeatable; END may be inf). Default: 0,inf. As in PKNCA's pk.nca, the "
+        "PKNCA-named columns use only the samples inside the interval, with times from START; aucint and "
+        "aucint.last interpolate at the edges.")] = None,
+) -> None:
+    """Non-compartmental analysis with PKNCA's rules and column names (cmax, tmax, tlast, clast.obs,
+    auclast, aucall, aucinf.obs, lambda.z, half.life, r.squared, adj.r.squared, lambda.z.n.points ...).
+
+    BLQ: 0 before the first quantifiable value, dropped between, 0 after the last (PKNCA defaults);
+    lambda.z by PKNCA's best-fit selection (adjusted R², >= 3 points, Tmax excluded).
+
+    [bold]Example[/]: cartlab nca theoph.csv --subject Subject --time Time --conc conc --out nca.csv
+    """
+    from cartlab.kinetics.nca import nca_command
+
+    try:
+        with _progress(f"NCA of {table.name}") as step:
+            step("profiles")
+            summary = nca_command(table, out, subject=subject, time=time, conc=conc, lloq=lloq, method=method,
+                                  intervals=interval or None)
+    except ValueError as exc:
+        if isinstance(exc, CartlabError):
+            raise
+        raise _usage(str(exc)) from None
+    console.print(f"[green]wrote[/] {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()
+                                                       if not isinstance(v, (list, dict))), soft_wrap=True)
+
+
+@app.command("stein")
+def stein_cmd(
+    source: Annotated[Path, typer.Argument(help="Study folder, or a CSV table with one row per sample.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/stein"),
+    population: Annotated[bool, typer.Option(
+        "--population", help="Population fit (SAEM: typical values, omega², covariates, VPC) instead of "
+        "per-subject fits.")] = False,
+    subject: Annotated[Optional[str], typer.Option("--subject", help="Table: subject column.")] = None,
+    time: Annotated[Optional[str], typer.Option(
+        "--time", help="Table: time column (days from the first infusion, or give --doses).")] = None,
+    conc: Annotated[Optional[str], typer.Option("--conc", help="Table: concentration column ('<x' = below x).")] = None,
+    lloq: Annotated[Optional[str], typer.Option("--lloq", help="Table: LLOQ column.")] = None,
+    doses: Annotated[Optional[Path], typer.Option(
+        "--doses", help="Table: CSV of infusions (subject and time columns as in the table, optional dose).")] = None,
+    param: Annotated[str, typer.Option("--param", help="Study: observation parameter.")] = "CARCOPY",
+    blq: Annotated[str, typer.Option("--blq", help="BLQ handling: m3 (Beal M3, default), drop, half.")] = "m3",
+    dose_handling: Annotated[str, typer.Option(
+        "--dose-handling", help="Split infusions: first (time from the first, default) or superpose.")] = "first",
+    covariate: Annotated[Optional[list[str]], typer.Option(
+        "--covariate", help="PARAMETER=COVARIATE log-linear effect, repeatable (with --population), "
+        "e.g. cmax=log_dose.")] = None,
+    fix: Annotated[Optional[list[str]], typer.Option(
+        "--fix", help="PARAMETER=VALUE held fixed, repeatable, e.g. beta=0.0032.")] = None,
+    prior: Annotated[Optional[str], typer.Option(
+        "--prior", help="Per-subject MAP fits with a population prior: stein2019 (Stein 2019 Table 1).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Population: random seed (same seed, same result).")] = 0,
+    n_burn: Annotated[int, typer.Option("--n-burn", min=1, help="Population: SAEM iterations with step 1.")] = 300,
+    n_smooth: Annotated[int, typer.Option("--n-smooth", min=1, help="Population: SAEM iterations with decreasing step.")] = 200,
+    n_post: Annotated[int, typer.Option("--n-post", min=1, help="Population: MCMC iterations for SEs.")] = 150,
+    n_chains: Annotated[Optional[int], typer.Option("--n-chains", min=1, help="Population: chains per subject.")] = None,
+    csv_dialect: CsvDialectOpt = "standard",
+) -> None:
+    """Fit the Stein 2019 CAR-T kinetic model (expansion to Tmax, biphasic contraction), per subject
+    by maximum likelihood or as a population by SAEM, with the Beal M3 likelihood for BLQ samples.
+
+    Writes stein_estimates.csv or stein_population.csv, stein_subjects.csv (parameters, Cmax, Tmax,
+    AUC0-28, half-lives), stein_observations.csv (observed vs fitted, with source rows),
+    stein_fits.png, stein_vpc.png (population) and stein_fit.json (inputs, options, fit statistics).
+
+    [bold]Example[/]: cartlab stein cohort/ --population --covariate cmax=log_dose --out stein/
+    """
+    from cartlab.kinetics.stein_command import stein_command
+
+    if not source.exists():
+        raise _usage(f"{source}: no such file or folder")
+    study = _read_or_exit(source, csv_dialect=csv_dialect) if source.is_dir() else source
+    try:
+        with _progress("Stein fit", total=1) as step:
+            def report(stage: str, done: int, total: int) -> None:
+                step(stage, completed=done if total else None, total=total or None)
+
+            meta = stein_command(
+                study, out, population=population, subject=subject, time=time, conc=conc, lloq=lloq,
+                doses=doses, param=param, blq=blq, dose_handling=dose_handling, covariates=covariate or (),
+                fixed=fix or (), prior=prior, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
+                progress=report)
+    except ValueError as exc:
+        if isinstance(exc, CartlabError):
+            raise
+        raise _usage(str(exc), hint="Nothing was written.") from None
+    what = "population (SAEM)" if population else "per-subject"
+    console.print(f"[green]wrote[/] {out}: {what} fit of {meta['n_subjects']} subject(s), {meta['n_observations']} "
+                  f"observations ({meta['n_blq']} BLQ, {meta['n_dropped']} dropped)", soft_wrap=True)
+    if not population and meta["not_converged"]:
+        console.print(f"[yellow]not converged:[/] {', '.join(meta['not_converged'])} (see stein_subjects.csv, "
+                      "column message)", soft_wrap=True)
+    if meta.get("warning"):
+        console.print(f"[yellow]Note:[/] {meta['warning']}", soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# protocols, dosing, eligibility, deviations

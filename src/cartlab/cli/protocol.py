@@ -1,0 +1,278 @@
+"""Protocols, dosing, eligibility and deviations: protocols, dose, eligibility, deviations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cartlab.cli.base import (
+    DEFAULT_STORE_PATH,
+    StoreOpt,
+    _open_store,
+    _protocol_or_exit,
+    _read_or_exit,
+    _usage,
+    app,
+    console,
+    err,
+)
+
+StudyDirOpt = Annotated[Optional[Path], typer.Option("--study-dir", help="Read the subject from a study folder instead of the store.")]
+
+
+@app.command("protocols")
+def protocols_cmd(
+    protocol: Annotated[Optional[str], typer.Argument(help="A shipped id or a protocol YAML file to check and show.")] = None,
+    json_schema: Annotated[bool, typer.Option("--json-schema", help="Print the protocol file's JSON Schema (for editors).")] = False,
+) -> None:
+    """List the shipped protocols, or validate one protocol (id or file) and show its schedule.
+
+    [bold]Example[/]: cartlab protocols nct04762485
+    """
+    from rich.markup import escape
+
+    from cartlab.protocol import shipped_protocols
+
+    if json_schema:
+        from cartlab.protocol.schema import Protocol
+
+        sys.stdout.write(json.dumps(Protocol.model_json_schema(by_alias=True), indent=2) + "\n")
+        return
+
+    if protocol is None:
+        t = Table(header_style="bold")
+        t.add_column("id")
+        t.add_column("title", overflow="fold")
+        for pid, title in shipped_protocols().items():
+            t.add_row(pid, escape(title))
+        console.print(t)
+        console.print("[dim]use an id or a YAML path with --protocol; cartlab protocols ID shows one[/]")
+        return
+    p = _protocol_or_exit(protocol)
+    console.print(f"[green]valid[/] {escape(p.id)} · {escape(p.title)} · version {escape(p.version)} · source {p.source}",
+                  soft_wrap=True)
+    t = Table(header_style="bold", title="schedule (day 0 = first CAR-T infusion)")
+    for c in ("day", "agent", "dose", "basis"):
+        t.add_column(c, overflow="fold")
+    for r in p.schedule():
+        if r["kind"] == "car_t":
+            band = "; ".join(
+                f"{b.describe()}: " + (f"target {b.target:.3g} " if b.target else "")
+                + f"range {'' if b.min is None else f'{b.min:.3g}-'}{b.max:.3g} {b.unit}" for b in p.car_t.bands)
+            t.add_row(f"{r['day']:g}", r["agent"], f"{r['fraction']:.0%} of the total", escape(band))
+        else:
+            t.add_row(f"{r['day']:g}", r["agent"], f"{r['dose']:g}", r["unit"])
+    console.print(t)
+    console.print(f"eligibility: {len(p.eligibility)} criteria · monitoring: {len(p.monitoring)} schedules"
+                  + (f" · ORR = {' + '.join(p.response.orr_categories)}" if p.response else ""))
+
+
+@app.command("dose")
+def dose_cmd(
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id (e.g. nct04762485) or YAML file.")],
+    weight: Annotated[Optional[float], typer.Option("--weight", help="Body weight in kg.")] = None,
+    height: Annotated[Optional[float], typer.Option("--height", help="Height in cm.")] = None,
+    age: Annotated[Optional[float], typer.Option("--age", help="Age in years (renal formulas).")] = None,
+    sex: Annotated[Optional[str], typer.Option("--sex", help="F or M (renal formulas).")] = None,
+    creatinine: Annotated[Optional[tuple[float, str]], typer.Option(
+        "--creatinine", help="Serum creatinine VALUE UNIT, e.g. --creatinine 0.8 mg/dL or 70 umol/L.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or csv.")] = "table",
+    bsa_method: Annotated[Optional[str], typer.Option("--bsa-method", help="mosteller (default), dubois or haycock.")] = None,
+    renal_function: Annotated[Optional[str], typer.Option(
+        "--renal-function", help="crcl_cockcroft_gault or egfr_ckd_epi_2021 (default: the protocol's/rule's).")] = None,
+    no_renal: Annotated[bool, typer.Option("--no-renal-adjustment", help="Do not apply renal dose rules.")] = False,
+    car_dose: Annotated[Optional[float], typer.Option(
+        "--car-dose", help="CAR-T total dose in the protocol's unit (cells/kg or cells); default: the protocol's target.")] = None,
+    product_conc: Annotated[Optional[float], typer.Option(
+        "--product-conc", help="Product bag concentration, total cells/mL (gives the infusion volume).")] = None,
+    viability: Annotated[float, typer.Option("--viability", help="Viable fraction of the product (0-1).")] = 1.0,
+    car_positive: Annotated[float, typer.Option("--car-positive", help="CAR-positive fraction of viable cells (0-1).")] = 1.0,
+    sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Also write a printable dosing sheet (.html or .pdf).")] = None,
+    subject: Annotated[Optional[str], typer.Option(
+        "--subject", help="Subject id (printed on the sheet); with --study-dir or --store, and no --weight, "
+        "weight, height, age, sex and the screening creatinine are read from the subject's data.")] = None,
+    study_dir: StudyDirOpt = None,
+    store: Annotated[Optional[Path], typer.Option("--store", envvar="CARTLAB_STORE",
+                                                 help="DuckDB store to read --subject from.")] = None,
+) -> None:
+    """Doses of every administration of a protocol for one patient: day, agent, dose, unit, basis.
+
+    The patient is given by --weight/--height (+ --age, --sex, --creatinine), or read from a
+    subject's data (--subject with --study-dir or --store; given flags override the data).
+
+    BSA by Mosteller unless chosen otherwise; fludarabine (or any agent with a renal rule) adjusted
+    for creatinine clearance when age, sex and creatinine are given; CAR-T cells per infusion from
+    the weight, and the infusion volume from the product's concentration and viability.
+    Implausible inputs and doses outside the protocol are refused.
+
+    [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52 --height 160 --age 17 --sex F --creatinine 54 umol/L
+    """
+    from rich.markup import escape
+
+    from cartlab.protocol import DoseOptions, DosingError, Patient, body_size, dose_plan
+    from cartlab.protocol.sheet import format_dose, sheet_context, write_dosing_sheet
+
+    if fmt not in ("table", "csv"):
+        raise _usage("--format must be table or csv")
+    p = _protocol_or_exit(protocol)
+    if (weight is None or height is None) and subject and (study_dir is not None or store is not None):
+        from dataclasses import replace
+
+        from cartlab.protocol import subject_patient
+
+        data = _subject_data(subject, store or DEFAULT_STORE_PATH, None, study_dir)
+        patient, why = subject_patient(data, p, subject)
+        if patient is None:
+            raise _usage(f"cannot dose {subject}: {why}")
+        given = {k: v for k, v in (("weight_kg", weight), ("height_cm", height), ("age_years", age),
+                                   ("sex", sex.upper() if sex else None)) if v is not None}
+        if creatinine:
+            given.update(creatinine=creatinine[0], creatinine_unit=creatinine[1])
+        patient = replace(patient, **given)
+        err.print(f"[dim]{escape(subject)}: {patient.weight_kg:g} kg, {patient.height_cm:g} cm, age "
+                  f"{patient.age_years if patient.age_years is not None else '?'}, sex {patient.sex or '?'}, "
+                  f"creatinine {patient.creatinine if patient.creatinine is not None else 'none'} "
+                  f"{patient.creatinine_unit or ''} (from the study data)[/]")
+    elif weight is None or height is None:
+        raise _usage("give --weight and --height, or --subject with --study-dir/--store")
+    else:
+        patient = Patient(weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
+                          creatinine=creatinine[0] if creatinine else None,
+                          creatinine_unit=creatinine[1] if creatinine else None, subject_id=subject)
+    try:
+        opts = DoseOptions(bsa_method=bsa_method, renal_function=renal_function, apply_renal_adjustment=not no_renal,
+                           car_dose=car_dose, product_concentration=product_conc, viability=viability,
+                           car_positive=car_positive)
+        size = body_size(patient, p, opts)
+        plan = dose_plan(p, patient, opts)
+        path = write_dosing_sheet(sheet_context(p, plan, size, opts, patient), sheet) if sheet else None
+    except (DosingError, ValueError) as exc:
+        raise _usage(f"cannot dose: {exc}") from None
+    if fmt == "csv":
+        sys.stdout.write(plan.write_csv())
+    else:
+        renal = (f"CrCl {size['crcl_ml_min']:.0f} mL/min (Cockcroft-Gault), eGFR {size['egfr_ml_min_173']:.0f} "
+                 "mL/min/1.73 m2 (CKD-EPI 2021)" if size["crcl_ml_min"] is not None else f"renal function {size['renal_note']}")
+        console.print(f"[bold]{escape(p.id)}[/] · {patient.weight_kg:g} kg, {patient.height_cm:g} cm · BSA {size['bsa_m2']:.2f} m2 "
+                      f"({size['bsa_method'].capitalize()}) · {renal}", soft_wrap=True)
+        t = Table(header_style="bold")
+        for c in ("day", "agent", "dose", "unit", "basis"):
+            t.add_column(c, overflow="fold", justify="right" if c in ("day", "dose") else "left")
+        for r in plan.iter_rows(named=True):
+            t.add_row(f"{r['day']:g}", r["agent"], format_dose(r["dose"], r["unit"]), r["unit"], escape(r["basis"]))
+        console.print(t)
+        for a in dict.fromkeys(x for x in plan["adjustment"].to_list() if x):
+            console.print(f"[yellow]![/] {escape(a)}", soft_wrap=True)
+        if size.get("renal_caveat") and size["crcl_ml_min"] is not None:
+            console.print(f"[yellow]![/] {escape(size['renal_caveat'])}", soft_wrap=True)
+        if p.car_t.source == "reconstructed" or any(a.source == "reconstructed" for a in p.lymphodepletion):
+            console.print("[yellow]some protocol items are reconstructed (not stated by the source)[/]")
+    if path:
+        err.print(f"[green]dosing sheet:[/] {path}")
+
+
+def _subject_data(subject: str, store: Path, study: str | None, study_dir: Path | None):
+
+    if study_dir is not None:
+        data = _read_or_exit(study_dir)
+        if subject not in data.subject_ids:
+            raise _usage(f"no subject {subject!r} in {study_dir}")
+        return data.subject(subject)
+    with _open_store(store, read_only=True) as s:
+        return s.subject(subject, study)
+
+
+@app.command("eligibility")
+def eligibility_cmd(
+    subject: Annotated[str, typer.Argument(help="Subject id.")],
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
+    store: StoreOpt = DEFAULT_STORE_PATH,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
+    study_dir: StudyDirOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or csv.")] = "table",
+) -> None:
+    """Screen one subject against a protocol's eligibility criteria: value, day, pass/fail/unknown
+    and the reason for each criterion.
+
+    [bold]Example[/]: cartlab eligibility CD7-AML-001 --protocol nct04762485
+    """
+    from rich.markup import escape
+
+    from cartlab.grading.adam import to_csv_frame
+    from cartlab.model import NOT_MEASURED_SOURCES
+    from cartlab.protocol import eligibility_verdict, screen_eligibility
+
+    p = _protocol_or_exit(protocol)
+    data = _subject_data(subject, store, study, study_dir)
+    res = screen_eligibility(data, p, subject)
+    if fmt == "csv":
+        sys.stdout.write(to_csv_frame(res).write_csv())
+        return
+    v = eligibility_verdict(res).row(0, named=True)
+    colour = {"eligible": "green", "not eligible": "red"}.get(v["verdict"], "yellow")
+    console.print(f"[bold]{escape(subject)}[/] · {escape(p.id)} · [{colour}]{v['verdict']}[/] "
+                  f"({v['n_pass']} pass, {v['n_fail']} fail, {v['n_unknown']} unknown)")
+    t = Table(header_style="bold")
+    for c in ("criterion", "status", "value", "day", "reason"):
+        t.add_column(c, overflow="fold")
+    flagged = False
+    for r in res.iter_rows(named=True):
+        st = {"pass": "[green]pass[/]", "fail": "[red]fail[/]"}.get(r["status"], "[yellow]unknown[/]")
+        recon = r["source"] in NOT_MEASURED_SOURCES
+        flagged |= recon
+        val = "" if r["value"] is None else f"{r['value']}{' ' + r['unit'] if r['unit'] else ''}{'*' if recon else ''}"
+        t.add_row(f"{r['criterion_id']}{' (excl.)' if r['kind'] == 'exclusion' else ''}", st, escape(val),
+                  "" if r["day"] is None else f"{r['day']:g}" + (f" ({r['date']})" if r["date"] else ""),
+                  escape(r["reason"]))
+    console.print(t)
+    if flagged:
+        console.print("[dim]* reconstructed or synthetic value (not measured)[/]")
+
+
+@app.command("deviations")
+def deviations_cmd(
+    subject: Annotated[Optional[str], typer.Argument(help="Subject id (default: every subject of --study-dir).")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")] = "",
+    store: StoreOpt = DEFAULT_STORE_PATH,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
+    study_dir: StudyDirOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or csv.")] = "table",
+) -> None:
+    """Protocol deviations: missed or extra doses, wrong days, doses outside tolerance, missed
+    monitoring days — compared with what the protocol plans for the subject's own weight and BSA.
+
+    [bold]Example[/]: cartlab deviations CD7-AML-001 --protocol nct04762485
+    """
+    from rich.markup import escape
+
+    from cartlab.grading.adam import to_csv_frame
+    from cartlab.protocol import protocol_deviations
+
+    if not protocol:
+        raise _usage("--protocol is required")
+    p = _protocol_or_exit(protocol)
+    if subject is None:
+        if study_dir is None:
+            raise _usage("give a SUBJECT, or --study-dir for every subject of a study folder")
+        data = _read_or_exit(study_dir)
+    else:
+        data = _subject_data(subject, store, study, study_dir)
+    res = protocol_deviations(data, p)
+    if fmt == "csv":
+        sys.stdout.write(to_csv_frame(res).write_csv())
+        return
+    if res.height == 0:
+        console.print(f"[green]no deviations[/] from {escape(p.id)} ({data.subjects.height} subject(s))")
+        return
+    t = Table(header_style="bold", title=f"{res.height} deviation(s) from {p.id}")
+    for c in ("subject", "category", "item", "detail", "source rows"):
+        t.add_column(c, overflow="fold")
+    for r in res.iter_rows(named=True):
+        t.add_row(r["subject_id"], r["category"], escape(r["item"]), escape(r["detail"]),
+                  escape(", ".join(r["evidence"] or [])))
+    console.print(t)
