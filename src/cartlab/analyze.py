@@ -32,6 +32,7 @@ import polars as pl
 
 from cartlab import __version__
 from cartlab.errors import CartlabError, CartlabWarning, EngineError
+from cartlab.io.atomic import atomic_file
 from cartlab.model import SUBJECT_SUMMARY, SUBJECT_SUMMARY_COLUMNS, Study
 
 
@@ -565,29 +566,22 @@ def write_tables(tables: dict[str, pl.DataFrame], out_dir: str | Path) -> list[P
     from cartlab.grading.adam import to_csv_frame
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, df in tables.items():
-        path = out / f"{name}.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        to_csv_frame(df).write_csv(tmp)
-        tmp.replace(path)
-        paths.append(path)
+        with atomic_file(out / f"{name}.csv") as tmp:
+            to_csv_frame(df).write_csv(tmp)
+        paths.append(out / f"{name}.csv")
     return paths
 
 
 def write_summary(summary: pl.DataFrame, out_dir: str | Path, meta: dict) -> Path:
     """Write ``subject_summary.csv`` (booleans as true/false, empty = not evaluable) + ``analysis.json``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "subject_summary.csv"
-    text = summary.with_columns(pl.col(pl.Boolean).cast(pl.String).str.to_lowercase())
-    tmp = path.with_suffix(".csv.tmp")
-    text.write_csv(tmp)
-    tmp.replace(path)
-    tmp_json = out / "analysis.json.tmp"
-    tmp_json.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-    tmp_json.replace(out / "analysis.json")
+    with atomic_file(path) as tmp:
+        summary.with_columns(pl.col(pl.Boolean).cast(pl.String).str.to_lowercase()).write_csv(tmp)
+    with atomic_file(out / "analysis.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
     return path
 
 

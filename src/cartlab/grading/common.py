@@ -17,18 +17,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-#: dtype of the ``evidence`` column: e.g. ["observations.csv:812", "interventions.csv:3"]
-EVIDENCE = pl.List(pl.String)
-
-
-def evidence_ref(file_col: str = "src_file", row_col: str = "src_row") -> pl.Expr:
-    """Expression giving ``"<file>:<row>"`` for a canonical row (null when provenance is missing)."""
-    return pl.concat_str(pl.col(file_col), pl.lit(":"), pl.col(row_col).cast(pl.String))
-
-
-def unique_refs(refs) -> list[str]:
-    """The non-null references in first-seen order, each once (for ``evidence`` lists)."""
-    return list(dict.fromkeys(r for r in refs if r is not None))
+from cartlab.provenance import EVIDENCE, evidence_ref, unique_refs  # noqa: F401  (one definition, re-exported)
 
 
 @lru_cache(maxsize=None)

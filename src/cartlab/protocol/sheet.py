@@ -216,8 +216,8 @@ def write_dosing_sheet(ctx: dict[str, Any], path: str | Path) -> Path:
         data = dosing_sheet_pdf(ctx)
     else:
         raise ValueError(f"{path}: the dosing sheet is written as .html or .pdf (got {suffix or 'no extension'})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    from cartlab.io.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
     return path
