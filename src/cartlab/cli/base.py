@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,6 +20,16 @@ from rich.progress import (
 from rich.table import Table
 
 from cartlab import __version__
+
+# typer (0.2x) shows a flag's type as "<bool>", as if the flag took a value: show nothing for flags.
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_without_type(self, ctx):
+    return None if getattr(self, "is_flag", False) else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_without_type
 
 #: click's base of usage errors (typer may vendor click, so found through a public typer class)
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -106,6 +117,11 @@ def _report_error(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         err.print("[red]interrupted[/]")
         return 130
+    if isinstance(exc, BrokenPipeError):  # the reader went away (cartlab ... | head): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if isinstance(exc, StudyValidationError):
         _print_issues(exc)
     elif isinstance(exc, ProtocolError):
