@@ -74,7 +74,7 @@ CASES = [
     ("eligibility", ["eligibility", "nobody", "--protocol", "nct04762485", "--study-dir", "{d}/seed"], 2,
      "no subject 'nobody'"),
     ("eligibility", ["eligibility", "X", "--protocol", "nct04762485", "--store", "{d}/none.duckdb"], 2, "no store"),
-    ("deviations", ["deviations", "X"], 2, "--protocol is required"),
+    ("deviations", ["deviations", "X"], 2, "Missing option '--protocol'"),
     ("deviations", ["deviations", "--protocol", "nct04762485"], 2, "give a SUBJECT"),
     ("demo", ["demo", "--out", "{d}/notes.txt"], 2, "a file"),
 ]

@@ -88,6 +88,8 @@ class Step:
     per_subject: bool = True
     write: bool = True
     fix: str = "check the rows of these subjects named in the reason"
+    #: outputs kept for other consumers (the report) but not written by ``cartlab analyze``
+    internal: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,12 +273,19 @@ def _protocol_steps(protocol) -> tuple[Step, ...]:
     def dose_plan(study, o):
         from cartlab.protocol import DOSE_PLAN_SCHEMA, planned_doses
 
-        plans = []
+        plans, notes = [], []
         for sid in study.subject_ids:
-            plan, _why = planned_doses(study, protocol, sid)
+            plan, why = planned_doses(study, protocol, sid)
             if plan is not None:
                 plans.append(plan.select(pl.lit(sid).alias("subject_id"), pl.all()))
-        return pl.concat(plans) if plans else pl.DataFrame(schema={"subject_id": pl.String, **DOSE_PLAN_SCHEMA})
+            notes.append((sid, why))
+        return {
+            "dose_plan": pl.concat(plans) if plans else pl.DataFrame(schema={"subject_id": pl.String,
+                                                                           **DOSE_PLAN_SCHEMA}),
+            # why a subject has no plan (missing weight, height ...), for the report
+            "dose_plan_notes": pl.DataFrame(notes, schema={"subject_id": pl.String, "reason": pl.String},
+                                            orient="row"),
+        }
 
     def eligibility(study, o):
         from cartlab.protocol import screen_eligibility
@@ -300,7 +309,8 @@ def _protocol_steps(protocol) -> tuple[Step, ...]:
 
     fix = f"check these subjects' weight, height, creatinine and doses against protocol {protocol.id}"
     return (
-        Step(("dose_plan",), dose_plan, f"protocol {protocol.id}: dose plan", fix=fix),
+        Step(("dose_plan", "dose_plan_notes"), dose_plan, f"protocol {protocol.id}: dose plan", fix=fix,
+             internal=("dose_plan_notes",)),
         Step(("eligibility",), eligibility, f"protocol {protocol.id}: eligibility", fix=fix),
         Step(("eligibility_verdict",), verdict, f"protocol {protocol.id}: eligibility", ("eligibility",)),
         Step(("protocol_deviations",), deviations, f"protocol {protocol.id}: deviations", fix=fix),
@@ -389,7 +399,8 @@ class Analysis:
         return name in self._tables
 
     def table_names(self, written_only: bool = False) -> list[str]:
-        return [n for s in self.steps if s.write or not written_only for n in s.outputs]
+        return [n for s in self.steps if s.write or not written_only for n in s.outputs
+                if not (written_only and n in s.internal)]
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """Every written table that could be derived, in a fixed order."""
@@ -619,4 +630,5 @@ def detail_tables(study: Study, options: AnalysisOptions | None = None) -> dict[
 def protocol_tables(study: Study, protocol) -> dict[str, pl.DataFrame]:
     """The protocol views (dose_plan, eligibility, eligibility_verdict, protocol_deviations, protocol_orr)."""
     a = Analysis(study, protocol=protocol)
-    return {n: a.table(n) for s in _protocol_steps(protocol) for n in s.outputs if a.has(n)}
+    return {n: a.table(n) for s in _protocol_steps(protocol) for n in s.outputs
+            if n not in s.internal and a.has(n)}

@@ -12,11 +12,13 @@ from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
     StoreOpt,
-    _open_store,
+    StudyArg,
+    StudyOpt,
+    _load_study,
     _print_skipped,
     _progress,
     _protocol_or_exit,
-    _read_or_exit,
+    _subject_data,
     _usage,
     app,
     console,
@@ -29,15 +31,16 @@ StrictOpt = Annotated[bool, typer.Option(
 
 @app.command("analyze")
 def analyze_cmd(
-    study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
+    study: StudyArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/analysis"),
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Also check the study against a protocol (shipped id or YAML): dose_plan, "
         "eligibility, eligibility_verdict and protocol_deviations tables.")] = None,
     strict: StrictOpt = False,
+    store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
-    """Run every engine on a study folder; write DIR/subject_summary.csv, every table and DIR/analysis.json.
+    """Run every engine on a study (a folder or a stored study); write DIR/subject_summary.csv, every table and DIR/analysis.json.
 
     An engine (or a subject in it) that cannot run is left out, listed on the screen and in
     analysis.json under "skipped" (engine, subjects, reason, how to fix); everything else is written.
@@ -47,24 +50,25 @@ def analyze_cmd(
     from cartlab.analyze import Analysis, AnalysisOptions, write_analysis
 
     proto = _protocol_or_exit(protocol) if protocol else None
-    study = _read_or_exit(study_dir, csv_dialect=csv_dialect)
+    data = _load_study(study, store, csv_dialect)
     with _progress("analysing") as step:
-        analysis = Analysis(study, AnalysisOptions(strict=strict), protocol=proto, progress=step)
+        analysis = Analysis(data, AnalysisOptions(strict=strict), protocol=proto, progress=step)
         analysis.tables()
         step("writing")
         path, tables = write_analysis(analysis, out)
     _print_skipped(analysis)
-    console.print(f"[green]wrote[/] {path} ({study.subjects.height} subjects) and {len(tables)} tables: "
+    console.print(f"[green]wrote[/] {path} ({data.subjects.height} subjects) and {len(tables)} tables: "
                   f"{', '.join(t + '.csv' for t in tables)}", soft_wrap=True)
 
 
 @app.command("report")
 def report_cmd(
-    study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
+    study: StudyArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/report"),
     subject: Annotated[Optional[str], typer.Option("--subject", help="Only this subject.")] = None,
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Add the protocol section (planned doses, eligibility, deviations).")] = None,
+    store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Write an HTML report (course figure in the style of the paper's Figure 1) per subject.
@@ -75,16 +79,16 @@ def report_cmd(
     from cartlab.report import write_study_report, write_subject_report
 
     proto = _protocol_or_exit(protocol) if protocol else None
-    study = _read_or_exit(study_dir, csv_dialect=csv_dialect)
-    if subject and subject not in study.subject_ids:
-        raise _usage(f"no subject {subject!r} in {study_dir}")
+    data = _load_study(study, store, csv_dialect)
+    if subject and subject not in data.subject_ids:
+        raise _usage(f"no subject {subject!r} in {study}")
     with _progress("writing report") as step:
-        analysis = Analysis(study, protocol=proto, progress=step)
+        analysis = Analysis(data, protocol=proto, progress=step)
         summary = analysis.subject_summary()
         if subject:
-            path = write_subject_report(study, subject, out, summary=summary, protocol=proto)
+            path = write_subject_report(data, subject, out, summary=summary, protocol=proto, analysis=analysis)
         else:
-            path = write_study_report(study, out, summary=summary, protocol=proto)
+            path = write_study_report(data, out, summary=summary, protocol=proto, analysis=analysis)
     _print_skipped(analysis)
     console.print(f"[green]report:[/] {path}")
 
@@ -95,12 +99,13 @@ def explain_cmd(
     subject: Annotated[str, typer.Argument(help="Subject id.")],
     what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, response, kinetics.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
-    study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
+    study: StudyOpt = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Explain a derived grade day by day: the data, the rule that fired, and the source rows.
 
-    [bold]Example[/]: cartlab explain CD7-AML-001 --what crs
+    [bold]Example[/]: cartlab explain CD7-AML-001 --what crs   (or --study FOLDER to read a study folder)
     """
     import polars as pl
     from rich.markup import escape
@@ -109,8 +114,7 @@ def explain_cmd(
 
     if what not in EXPLAINERS:
         raise _usage(f"cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}")
-    with _open_store(store, read_only=True) as s:
-        data = s.subject(subject, study)
+    data = _subject_data(subject, store, study, csv_dialect)
     ex = explain(data, what)
     console.print(f"[bold]{escape(subject)}[/] · {escape(ex.headline)}")
     console.print(f"[dim]{escape(ex.criteria)}[/]", soft_wrap=True)

@@ -254,3 +254,45 @@ def _print_skipped(analysis) -> None:
             err.print(f"... and {len(analysis.skipped) - 30} more")
     for w in analysis.warnings[:30]:
         err.print(f"  [yellow]![/] {escape(w['engine'])}: {escape(w['message'])}", soft_wrap=True, highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# one way to name a study: a study folder, or the id of a study in the store
+
+StudyArg = Annotated[str, typer.Argument(
+    metavar="STUDY", help="A study folder, or the id of a study in the store (see cartlab list).")]
+StudyOpt = Annotated[Optional[str], typer.Option(
+    "--study", help="A study folder, or the id of a study in the store; needed with a store when the subject "
+    "id is in several studies.")]
+StudyDirAlias = Annotated[Optional[Path], typer.Option("--study-dir", hidden=True, help="Old name of --study FOLDER.")]
+
+
+def _load_study(study: str, store: Path, csv_dialect: str = "standard"):
+    """The study named by ``study``: a folder (read and validated) or a stored study id."""
+    from cartlab.store import Store
+
+    path = Path(study)
+    if path.exists() or len(path.parts) > 1:  # a path (not a bare id): read it, or say what it is
+        return _read_or_exit(path, csv_dialect=csv_dialect)
+    if not store.exists():
+        raise _usage(f"{study}: no such study folder, and no store at {store} to look the id up in",
+                     hint="give a study folder, or import it first (cartlab import FOLDER) and name it by its id")
+    with Store(store, read_only=True) as s:
+        ids = s.studies()["study_id"].to_list()
+        if study in ids:
+            return s.load_study(study)
+    raise _usage(f"{study}: no such study folder, and no study with this id in {store} "
+                 f"(studies: {', '.join(ids) or 'none'})")
+
+
+def _subject_data(subject: str, store: Path, study: str | None, csv_dialect: str = "standard"):
+    """One subject's data, from a study folder or stored study (``--study``), else from the store."""
+    from cartlab.store import Store
+
+    if study is not None and Path(study).exists():
+        data = _read_or_exit(Path(study), csv_dialect=csv_dialect)
+        if subject not in data.subject_ids:
+            raise _usage(f"no subject {subject!r} in {study}")
+        return data.subject(subject)
+    with Store(store, read_only=True) as s:
+        return s.subject(subject, study)

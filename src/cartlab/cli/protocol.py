@@ -12,17 +12,18 @@ from rich.table import Table
 
 from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
+    CsvDialectOpt,
     StoreOpt,
-    _open_store,
+    StudyDirAlias,
+    StudyOpt,
+    _load_study,
     _protocol_or_exit,
-    _read_or_exit,
+    _subject_data,
     _usage,
     app,
     console,
     err,
 )
-
-StudyDirOpt = Annotated[Optional[Path], typer.Option("--study-dir", help="Read the subject from a study folder instead of the store.")]
 
 
 @app.command("protocols")
@@ -81,7 +82,8 @@ def dose_cmd(
     sex: Annotated[Optional[str], typer.Option("--sex", help="F or M (renal formulas).")] = None,
     creatinine: Annotated[Optional[tuple[float, str]], typer.Option(
         "--creatinine", help="Serum creatinine VALUE UNIT, e.g. --creatinine 0.8 mg/dL or 70 umol/L.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or csv.")] = "table",
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
     bsa_method: Annotated[Optional[str], typer.Option("--bsa-method", help="mosteller (default), dubois or haycock.")] = None,
     renal_function: Annotated[Optional[str], typer.Option(
         "--renal-function", help="crcl_cockcroft_gault or egfr_ckd_epi_2021 (default: the protocol's/rule's).")] = None,
@@ -94,16 +96,17 @@ def dose_cmd(
     car_positive: Annotated[float, typer.Option("--car-positive", help="CAR-positive fraction of viable cells (0-1).")] = 1.0,
     sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Also write a printable dosing sheet (.html or .pdf).")] = None,
     subject: Annotated[Optional[str], typer.Option(
-        "--subject", help="Subject id (printed on the sheet); with --study-dir or --store, and no --weight, "
+        "--subject", help="Subject id (printed on the sheet); with --study or --store, and no --weight, "
         "weight, height, age, sex and the screening creatinine are read from the subject's data.")] = None,
-    study_dir: StudyDirOpt = None,
+    study: StudyOpt = None,
+    study_dir: StudyDirAlias = None,
     store: Annotated[Optional[Path], typer.Option("--store", envvar="CARTLAB_STORE",
                                                  help="DuckDB store to read --subject from.")] = None,
 ) -> None:
     """Doses of every administration of a protocol for one patient: day, agent, dose, unit, basis.
 
     The patient is given by --weight/--height (+ --age, --sex, --creatinine), or read from a
-    subject's data (--subject with --study-dir or --store; given flags override the data).
+    subject's data (--subject with --study or --store; given flags override the data).
 
     BSA by Mosteller unless chosen otherwise; fludarabine (or any agent with a renal rule) adjusted
     for creatinine clearance when age, sex and creatinine are given; CAR-T cells per infusion from
@@ -117,15 +120,15 @@ def dose_cmd(
     from cartlab.protocol import DoseOptions, DosingError, Patient, body_size, dose_plan
     from cartlab.protocol.sheet import format_dose, sheet_context, write_dosing_sheet
 
-    if fmt not in ("table", "csv"):
-        raise _usage("--format must be table or csv")
+    as_csv = _as_csv(as_csv, fmt)
+    study = _study_alias(study, study_dir)
     p = _protocol_or_exit(protocol)
-    if (weight is None or height is None) and subject and (study_dir is not None or store is not None):
+    if (weight is None or height is None) and subject and (study is not None or store is not None):
         from dataclasses import replace
 
         from cartlab.protocol import subject_patient
 
-        data = _subject_data(subject, store or DEFAULT_STORE_PATH, None, study_dir)
+        data = _subject_data(subject, store or DEFAULT_STORE_PATH, study)
         patient, why = subject_patient(data, p, subject)
         if patient is None:
             raise _usage(f"cannot dose {subject}: {why}")
@@ -139,7 +142,7 @@ def dose_cmd(
                   f"creatinine {patient.creatinine if patient.creatinine is not None else 'none'} "
                   f"{patient.creatinine_unit or ''} (from the study data)[/]")
     elif weight is None or height is None:
-        raise _usage("give --weight and --height, or --subject with --study-dir/--store")
+        raise _usage("give --weight and --height, or --subject with --study/--store")
     else:
         patient = Patient(weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
                           creatinine=creatinine[0] if creatinine else None,
@@ -153,7 +156,7 @@ def dose_cmd(
         path = write_dosing_sheet(sheet_context(p, plan, size, opts, patient), sheet) if sheet else None
     except (DosingError, ValueError) as exc:
         raise _usage(f"cannot dose: {exc}") from None
-    if fmt == "csv":
+    if as_csv:
         sys.stdout.write(plan.write_csv())
     else:
         renal = (f"CrCl {size['crcl_ml_min']:.0f} mL/min (Cockcroft-Gault), eGFR {size['egfr_ml_min_173']:.0f} "
@@ -176,25 +179,16 @@ def dose_cmd(
         err.print(f"[green]dosing sheet:[/] {path}")
 
 
-def _subject_data(subject: str, store: Path, study: str | None, study_dir: Path | None):
-
-    if study_dir is not None:
-        data = _read_or_exit(study_dir)
-        if subject not in data.subject_ids:
-            raise _usage(f"no subject {subject!r} in {study_dir}")
-        return data.subject(subject)
-    with _open_store(store, read_only=True) as s:
-        return s.subject(subject, study)
-
-
 @app.command("eligibility")
 def eligibility_cmd(
     subject: Annotated[str, typer.Argument(help="Subject id.")],
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
     store: StoreOpt = DEFAULT_STORE_PATH,
-    study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
-    study_dir: StudyDirOpt = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or csv.")] = "table",
+    study: StudyOpt = None,
+    study_dir: StudyDirAlias = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Screen one subject against a protocol's eligibility criteria: value, day, pass/fail/unknown
     and the reason for each criterion.
@@ -208,9 +202,9 @@ def eligibility_cmd(
     from cartlab.protocol import eligibility_verdict, screen_eligibility
 
     p = _protocol_or_exit(protocol)
-    data = _subject_data(subject, store, study, study_dir)
+    data = _subject_data(subject, store, _study_alias(study, study_dir), csv_dialect)
     res = screen_eligibility(data, p, subject)
-    if fmt == "csv":
+    if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
         return
     v = eligibility_verdict(res).row(0, named=True)
@@ -236,12 +230,14 @@ def eligibility_cmd(
 
 @app.command("deviations")
 def deviations_cmd(
-    subject: Annotated[Optional[str], typer.Argument(help="Subject id (default: every subject of --study-dir).")] = None,
-    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")] = "",
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
+    subject: Annotated[Optional[str], typer.Argument(help="Subject id (default: every subject of --study).")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
-    study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
-    study_dir: StudyDirOpt = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or csv.")] = "table",
+    study: StudyOpt = None,
+    study_dir: StudyDirAlias = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Protocol deviations: missed or extra doses, wrong days, doses outside tolerance, missed
     monitoring days — compared with what the protocol plans for the subject's own weight and BSA.
@@ -253,17 +249,16 @@ def deviations_cmd(
     from cartlab.grading.adam import to_csv_frame
     from cartlab.protocol import protocol_deviations
 
-    if not protocol:
-        raise _usage("--protocol is required")
     p = _protocol_or_exit(protocol)
+    study = _study_alias(study, study_dir)
     if subject is None:
-        if study_dir is None:
-            raise _usage("give a SUBJECT, or --study-dir for every subject of a study folder")
-        data = _read_or_exit(study_dir)
+        if study is None:
+            raise _usage("give a SUBJECT, or --study (a folder or stored id) for every subject of a study")
+        data = _load_study(study, store, csv_dialect)
     else:
-        data = _subject_data(subject, store, study, study_dir)
+        data = _subject_data(subject, store, study, csv_dialect)
     res = protocol_deviations(data, p)
-    if fmt == "csv":
+    if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
         return
     if res.height == 0:
@@ -276,3 +271,19 @@ def deviations_cmd(
         t.add_row(r["subject_id"], r["category"], escape(r["item"]), escape(r["detail"]),
                   escape(", ".join(r["evidence"] or [])))
     console.print(t)
+
+
+def _study_alias(study: str | None, study_dir: Path | None) -> str | None:
+    """--study, or the old --study-dir."""
+    if study is not None and study_dir is not None:
+        raise _usage("give --study (a folder or a stored id), not both --study and --study-dir")
+    return study if study is not None else (str(study_dir) if study_dir is not None else None)
+
+
+def _as_csv(as_csv: bool, fmt: str | None) -> bool:
+    """--csv, or the old --format table|csv."""
+    if fmt is None:
+        return as_csv
+    if fmt not in ("table", "csv"):
+        raise _usage("--format must be table or csv (use --csv)")
+    return as_csv or fmt == "csv"

@@ -14,11 +14,15 @@ from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
     StoreOpt,
+    StudyArg,
+    StudyOpt,
+    _load_study,
     _open_store,
     _print_issues,
     _print_skipped,
     _print_warnings,
     _progress,
+    _subject_data,
     _usage,
     app,
     console,
@@ -64,7 +68,8 @@ def import_cmd(
     study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
     store: StoreOpt = DEFAULT_STORE_PATH,
     study_id: Annotated[
-        Optional[str], typer.Option("--study-id", help="Study id (default: the folder's name).")
+        Optional[str], typer.Option("--study", "--study-id", help="Id to store the study under (default: the "
+                                    "folder's name).")
     ] = None,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
@@ -137,9 +142,10 @@ def list_cmd(
 def show_cmd(
     subject: Annotated[str, typer.Argument(help="Subject id.")],
     store: StoreOpt = DEFAULT_STORE_PATH,
-    study: Annotated[Optional[str], typer.Option("--study", help="Study id, when the subject id is in several studies.")] = None,
+    study: StudyOpt = None,
     start: Annotated[Optional[float], typer.Option("--from", help="First day to show.")] = None,
     end: Annotated[Optional[float], typer.Option("--to", help="Last day to show.")] = None,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Show one subject's course as a day-by-day timeline.
 
@@ -149,9 +155,7 @@ def show_cmd(
     """
     from cartlab.report.timeline import subject_timeline
 
-    s = _open_store(store, read_only=True)
-    with s:
-        data = s.subject(subject, study)
+    data = _subject_data(subject, store, study, csv_dialect)
     header, table, flagged = subject_timeline(data, subject, start=start, end=end)
     console.print(header)
     console.print(table)
@@ -161,29 +165,31 @@ def show_cmd(
 
 @app.command("export")
 def export_cmd(
-    study_id: Annotated[str, typer.Argument(help="Study id in the store (see cartlab list).")],
-    out: Annotated[Path, typer.Argument(help="Folder to write the study folder into.")],
+    study: StudyArg,
+    out_arg: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Output folder (or --out).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write the study folder into.")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
 ) -> None:
-    """Write a stored study back out as a study folder (values and units as they were given).
+    """Write a study (stored, or a folder) out as a study folder (values and units as they were given).
 
-    [bold]Example[/]: cartlab export seed_case exported/ --format parquet
+    [bold]Example[/]: cartlab export seed_case --out exported/ --format parquet
     """
     from cartlab.io import write_study
 
     if fmt not in ("csv", "parquet"):
         raise _usage("--format must be csv or parquet")
-    with _open_store(store, read_only=True) as s:
-        study = s.load_study(study_id)
-    path = write_study(study, out, fmt=fmt)
-    console.print(f"[green]wrote[/] {path} ({study.subjects.height} subjects)")
+    target = _out(out, out_arg)
+    data = _load_study(study, store)
+    path = write_study(data, target, fmt=fmt)
+    console.print(f"[green]wrote[/] {path} ({data.subjects.height} subjects)")
 
 
 
 @app.command("synthetic")
 def synthetic_cmd(
-    out: Annotated[Path, typer.Argument(help="Folder to write the study into.")],
+    out_arg: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Output folder (or --out).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write the study into.")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of subjects.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
@@ -195,12 +201,13 @@ def synthetic_cmd(
     Every row carries source=synthetic. Useful for trying cartlab, tests and benchmarks. A folder that
     is not empty is refused unless --force is given.
 
-    [bold]Example[/]: cartlab synthetic cohort/ --n 200 --seed 7
+    [bold]Example[/]: cartlab synthetic --out cohort/ --n 200 --seed 7
     """
     from cartlab.datasets import synthetic_cohort
 
     if fmt not in ("csv", "parquet"):
         raise _usage("--format must be csv or parquet")
+    out = _out(out, out_arg)
     if out.exists() and not out.is_dir():
         raise _usage(f"{out}: a file, not a folder to write the study into")
     if out.is_dir() and any(out.iterdir()):
@@ -222,6 +229,7 @@ def synthetic_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    store: StoreOpt = DEFAULT_STORE_PATH,
 ) -> None:
     """Run the built-in seed case end to end: import, analyse, report.
 
@@ -252,7 +260,7 @@ def demo_cmd(
         shutil.rmtree(folder)
     shutil.copytree(seed_case_path(), folder)
     console.print(f"1. seed case study folder: {folder}")
-    store_path = out / "cartlab.duckdb"
+    store_path = store  # the default store, so that cartlab list / show / explain work next
     with Store(store_path) as s:
         result = s.import_study(folder, "seed_case")
     console.print(f"2. imported into {store_path}: {result}")
@@ -265,7 +273,7 @@ def demo_cmd(
     _print_skipped(analysis)
     summary = analysis.subject_summary()
     console.print(f"3. analysis: {path} (protocol {proto.id}: dose_plan, eligibility, protocol_deviations)")
-    report = write_study_report(study, out / "report", summary=summary, protocol=proto)
+    report = write_study_report(study, out / "report", summary=summary, protocol=proto, analysis=analysis)
     console.print(f"4. report: [bold green]{report.resolve()}[/]")
     patient, _ = subject_patient(study, proto, study.subject_ids[0])
     opts = DoseOptions()
@@ -285,3 +293,12 @@ def demo_cmd(
         "[yellow]Note:[/] rows with source=reconstructed are synthetic, reconstructed around the "
         "paper's stated values."
     )
+
+
+def _out(option: Path | None, argument: Path | None) -> Path:
+    """The output folder: --out, or the positional OUT of earlier versions."""
+    if option is not None and argument is not None and option != argument:
+        raise _usage(f"two output folders given ({argument} and --out {option}): give one")
+    if option is None and argument is None:
+        raise _usage("give the output folder with --out DIR")
+    return option if option is not None else argument

@@ -295,16 +295,40 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str) -> dict:
     }
 
 
-def _toxicity_block(sub: Study) -> dict:
-    """Toxicity grading of one subject: ADAE-like episodes, CRS on every scale, worst CTCAE lab grades."""
-    from cartlab.grading.adam import adae_toxicity
-    from cartlab.grading.crs import crs_summary
-    from cartlab.grading.crs_legacy import SCALES, crs_cross_scale, organ_grades_from_adlb
-    from cartlab.grading.ctcae import derive_ctcae
+def _analysis(study: Study, protocol, analysis):
+    """The analysis the report shows (one of ``study`` with the default options when none is given)."""
+    if analysis is not None:
+        if analysis.study is not study and analysis.study.study_id != study.study_id:
+            raise ValueError("the analysis is of another study")
+        if protocol is not None and analysis.protocol is None:
+            raise ValueError("a protocol section needs an analysis made with that protocol")
+        return analysis
+    from cartlab.analyze import Analysis
 
-    adlb = derive_ctcae(sub)
-    episodes = adae_toxicity(sub).with_columns(pl.col("EVIDENCE").list.len().alias("n_rows"))
-    cross = crs_cross_scale(sub, crs_summary(sub), organ_grades_from_adlb(adlb))
+    return Analysis(study, protocol=protocol)
+
+
+def _of(analysis, name: str, subject_id: str) -> pl.DataFrame | None:
+    """One subject's rows of an analysis table (None when the table could not be derived)."""
+    if not analysis.has(name):
+        return None
+    frame = analysis.table(name)
+    col = "USUBJID" if "USUBJID" in frame.columns and "subject_id" not in frame.columns else "subject_id"
+    return frame.filter(pl.col(col) == subject_id)
+
+
+def _toxicity_block(analysis, subject_id: str) -> dict:
+    """Toxicity grading of one subject: ADAE-like episodes, CRS on every scale, worst CTCAE lab grades
+    (the analysis's tables, with its options)."""
+    from cartlab.grading.crs_legacy import SCALES
+
+    adlb = _of(analysis, "adlb", subject_id)
+    adlb = adlb if adlb is not None else pl.DataFrame(schema={"ATOXGR": pl.Int64, "term": pl.String, "day": pl.Float64})
+    episodes = _of(analysis, "adae_toxicity", subject_id)
+    episodes = (episodes if episodes is not None else pl.DataFrame(schema={"EVIDENCE": pl.List(pl.String)})
+                ).with_columns(pl.col("EVIDENCE").list.len().alias("n_rows"))
+    cross = _of(analysis, "crs_cross_scale", subject_id)
+    cross = cross if cross is not None else pl.DataFrame()
     labels = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX/MDACC", "mskcc": "MSKCC"}
     scale_rows = []
     if cross.height:
@@ -324,7 +348,7 @@ def _toxicity_block(sub: Study) -> dict:
         .with_columns(pl.col("ATOXGR").abs().alias("grade"))
         .sort(["grade", "day"], descending=[True, False])
         .group_by("term", maintain_order=True).first()
-        .select("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule")
+        .select([c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule") if c in adlb.columns or c == "grade"])
     )
     return {
         "episodes": _table(episodes, [("AETERM", "Toxicity"), ("ATOXGR", "Grade"), ("ATOXGRS", "Scale"),
@@ -337,13 +361,12 @@ def _toxicity_block(sub: Study) -> dict:
     }
 
 
-def _response_block(sub: Study) -> dict:
+def _response_block(analysis, subject_id: str) -> dict:
     """Response of one subject: each marrow assessment (ELN 2022 / ALL) and molecular log reductions."""
-    from cartlab.response.marrow import marrow_response
-    from cartlab.response.molecular import molecular_response
-
-    a = marrow_response(sub)
-    mol = molecular_response(sub)
+    a = _of(analysis, "marrow_response", subject_id)
+    mol = _of(analysis, "molecular_response", subject_id)
+    a = a if a is not None else pl.DataFrame()
+    mol = mol if mol is not None else pl.DataFrame()
     return {
         "marrow": _table(a, [("day", "Day"), ("category_mrd", "Response"), ("criteria", "Criteria"),
                              ("bm_blast_pct", "Marrow blasts %"), ("anc", "ANC"), ("plt", "PLT"),
@@ -355,21 +378,26 @@ def _response_block(sub: Study) -> dict:
     }
 
 
-def _protocol_block(sub: Study, subject_id: str, protocol) -> dict | None:
+def _protocol_block(analysis, subject_id: str, protocol) -> dict | None:
     """The protocol view of one subject: planned doses (from the subject's own weight and BSA),
     eligibility screening and deviations (``None`` without a protocol)."""
     if protocol is None:
         return None
-    from cartlab.protocol import planned_doses, protocol_deviations, screen_eligibility
     from cartlab.protocol.sheet import format_dose
 
-    plan, why = planned_doses(sub, protocol, subject_id)
-    if plan is not None:
-        plan = plan.with_columns(
+    plan = _of(analysis, "dose_plan", subject_id)
+    notes = _of(analysis, "dose_plan_notes", subject_id)
+    why = notes["reason"][0] if notes is not None and notes.height else None
+    if plan is not None and plan.height:
+        plan = plan.drop("subject_id").with_columns(
             pl.struct("dose", "unit").map_elements(lambda r: format_dose(r["dose"], r["unit"]),
                                                    return_dtype=pl.String).alias("dose_text"))
-    elig = screen_eligibility(sub, protocol, subject_id)
-    dev = protocol_deviations(sub, protocol).with_columns(
+    else:
+        plan = None
+    elig = _of(analysis, "eligibility", subject_id)
+    elig = elig if elig is not None else pl.DataFrame()
+    dev = _of(analysis, "protocol_deviations", subject_id)
+    dev = (dev if dev is not None else pl.DataFrame(schema={"evidence": pl.List(pl.String)})).with_columns(
         pl.col("evidence").list.join(", ").alias("source_rows"))
     return {
         "id": protocol.id, "title": protocol.title, "version": protocol.version, "source": protocol.source,
@@ -444,9 +472,13 @@ def render_subject_html(
     day_range: tuple[float, float] | None = None,
     index_href: str | None = None,
     protocol=None,
+    analysis=None,
 ) -> str:
     """The HTML text of one subject's report (see :func:`write_subject_report`); with a
-    ``protocol`` (:class:`cartlab.protocol.Protocol`) it gains the protocol section."""
+    ``protocol`` (:class:`cartlab.protocol.Protocol`) it gains the protocol section. The derived
+    sections come from ``analysis`` (:class:`cartlab.analyze.Analysis`, with its options), else from
+    an analysis of ``study`` with the default options."""
+    analysis = _analysis(study, protocol, analysis)
     sub = study.subject(subject_id)
     if all(df.is_empty() for df in sub.tables().values()):
         raise KeyError(f"subject {subject_id!r} not in study {study.study_id!r}")
@@ -466,9 +498,9 @@ def render_subject_html(
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
         "summary": _summary_block(summary, subject_id),
-        "toxicity": _toxicity_block(sub),
-        "response": _response_block(sub),
-        "protocol": _protocol_block(sub, subject_id, protocol),
+        "toxicity": _toxicity_block(analysis, subject_id),
+        "response": _response_block(analysis, subject_id),
+        "protocol": _protocol_block(analysis, subject_id, protocol),
         "sources": _sources_table(study, sub),
         "figure_png": png,
         "figure_info": info,
@@ -492,6 +524,7 @@ def write_subject_report(
     day_range: tuple[float, float] | None = None,
     index_href: str | None = None,
     protocol=None,
+    analysis=None,
 ) -> Path:
     """Write ``out_dir/subject_<id>.html`` (self-contained) and return its path.
 
@@ -500,8 +533,8 @@ def write_subject_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    html = render_subject_html(study, subject_id, summary=summary, title=title,
-                               day_range=day_range, index_href=index_href, protocol=protocol)
+    html = render_subject_html(study, subject_id, summary=summary, title=title, day_range=day_range,
+                               index_href=index_href, protocol=protocol, analysis=analysis)
     path = out / subject_filename(subject_id)
     path.write_text(html, encoding="utf-8")
     return path
@@ -549,15 +582,20 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
 
 
 def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = None, *,
-                       title: str | None = None, protocol=None) -> Path:
-    """Write one report per subject plus ``out_dir/index.html`` linking them; return the index."""
+                       title: str | None = None, protocol=None, analysis=None) -> Path:
+    """Write one report per subject plus ``out_dir/index.html`` linking them; return the index.
+
+    Every derived value comes from one :class:`cartlab.analyze.Analysis` (``analysis``, else one of
+    ``study`` with the default options), computed once for the whole study."""
+    analysis = _analysis(study, protocol, analysis)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     links: dict[str, str] = {}
     for sid in dict.fromkeys(study.subject_ids):
         if sid is None:
             continue
-        p = write_subject_report(study, sid, out, summary=summary, index_href="index.html", protocol=protocol)
+        p = write_subject_report(study, sid, out, summary=summary, index_href="index.html", protocol=protocol,
+                                 analysis=analysis)
         links[sid] = p.name
     path = out / "index.html"
     path.write_text(render_study_html(study, links, summary=summary, title=title), encoding="utf-8")
