@@ -33,6 +33,7 @@ def _normalise(path: Path) -> bytes:
     data = path.read_bytes()
     if path.name == "analysis.json":
         meta = json.loads(data)
+        meta.pop("cartlab_version", None)
         for e in meta.get("engines", []):
             e.pop("seconds", None)
         for i in meta.get("inputs", []):

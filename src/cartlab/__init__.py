@@ -5,4 +5,4 @@ reads and writes the study folder format, ``cartlab.store`` persists studies in 
 engines (grading, response, kinetics, twin) are pure functions over those frames.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
