@@ -120,3 +120,15 @@ def test_missing_followup_is_censored_at_the_last_row_with_a_warning(cohort):
     # strict keeps the earlier error for subjects with no event or assessment to censor at
     with pytest.raises(EngineError, match="last_followup_day"):
         Analysis(s, AnalysisOptions(strict=True)).table("adtte")
+
+
+def test_manifest_records_resolved_options_and_criteria_versions():
+    from cartlab.grading.crs import CrsOptions
+
+    meta = Analysis(seed_case(), AnalysisOptions(crs=CrsOptions(sbp_cutoff_mmhg=85))).manifest()
+    # the option set, and the table's defaults for the rest (astct_crs_2019.yaml)
+    assert meta["options"]["crs"]["sbp_cutoff_mmhg"] == 85
+    assert meta["options"]["crs"]["fever_threshold_c"] == 38.0
+    assert meta["options"]["icaht"]["duration"] == "cumulative"
+    crit = {c["table"]: c for c in meta["criteria"]}
+    assert crit["ctcae_v5"]["version"] == "5.0" and crit["eln2022_aml"]["status"] == "verified"

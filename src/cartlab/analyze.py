@@ -64,11 +64,37 @@ class AnalysisOptions:
         return replace(opts, missing_followup="error") if self.strict else opts
 
     def to_dict(self) -> dict[str, Any]:
+        """Every engine's options as they were applied: the criteria table's defaults overlaid with
+        what was set (``resolved()`` where the options have one, else every field)."""
+        import importlib
+
         out: dict[str, Any] = {"strict": self.strict}
-        for name in ("crs", "icans", "ctcae", "icaht", "response", "best_response", "endpoints", "kinetics"):
+        for name, (module, cls) in OPTION_CLASSES.items():
             value = self.endpoint_options() if name == "endpoints" else getattr(self, name)
-            out[name] = asdict(value) if is_dataclass(value) else ("defaults" if value is None else repr(value))
+            if value is None:
+                value = getattr(importlib.import_module(module), cls)()
+            resolved = None
+            if callable(getattr(value, "resolved", None)):
+                try:
+                    resolved = value.resolved()
+                except TypeError:  # resolved(table): the table is chosen per subject
+                    resolved = None
+            data = resolved if isinstance(resolved, dict) else (asdict(value) if is_dataclass(value) else repr(value))
+            out[name] = json.loads(json.dumps(data, default=str))
         return out
+
+
+#: AnalysisOptions field -> the engine's options class (module, name)
+OPTION_CLASSES = {
+    "crs": ("cartlab.grading.crs", "CrsOptions"),
+    "icans": ("cartlab.grading.icans", "IcansOptions"),
+    "ctcae": ("cartlab.grading.ctcae", "CtcaeOptions"),
+    "icaht": ("cartlab.grading.hematotox", "IcahtOptions"),
+    "response": ("cartlab.response.marrow", "ResponseOptions"),
+    "best_response": ("cartlab.response.best", "BestResponseOptions"),
+    "endpoints": ("cartlab.response.endpoints", "EndpointOptions"),
+    "kinetics": ("cartlab.kinetics.car", "CarKineticsOptions"),
+}
 
 
 @dataclass(frozen=True)
@@ -430,6 +456,7 @@ class Analysis:
             "inputs": self.study.sources.to_dicts(),
             "input_warnings": [w.to_dict() for w in getattr(self.study, "warnings", [])],
             "options": self.options.to_dict(),
+            "criteria": criteria_versions(),
             "summary_columns": [{"table": t, "columns": list(c), "citation": cite} for t, cite, c in SUMMARY_SOURCES],
             "engines": [{"engine": s.engine, "tables": list(s.outputs), "seconds": round(self.timings.get(s.outputs[0], 0.0), 3),
                          "status": self._status(s)} for s in self.steps if s.outputs[0] in self.timings],
@@ -566,6 +593,14 @@ class Analysis:
             who = "every subject" if subjects is None else f"subject(s) {', '.join(subjects[:20])}"
             raise EngineError(f"{step.engine} could not run for {who}: {reason}", hint=fix) from error
         self.skipped.append(Skipped(step.engine, list(step.outputs), subjects, reason, fix))
+
+
+def criteria_versions() -> list[dict[str, Any]]:
+    """Every criteria table shipped: name, version, citation and verification status."""
+    from cartlab.criteria.status import _tables
+
+    return [{"table": name, "version": str(t.get("version", "")), "status": t.get("status"),
+             "citation": t.get("citation")} for name, t in _tables().items() if isinstance(t, dict)]
 
 
 # ------------------------------------------------------------------------------------------------
