@@ -110,7 +110,7 @@ def explain_cmd(
     import polars as pl
     from rich.markup import escape
 
-    from cartlab.grading.explain import EXPLAINERS, explain
+    from cartlab.explain import EXPLAINERS, explain
 
     if what not in EXPLAINERS:
         raise _usage(f"cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}")

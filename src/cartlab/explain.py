@@ -1,6 +1,8 @@
-"""Day-by-day explanations of derived grades (for ``cartlab explain``).
+"""Day-by-day explanations of derived values (for ``cartlab explain``).
 
-Each explainer takes one subject's :class:`Study` and returns an :class:`Explanation`: a headline,
+Each explainer reads one subject's rows of an :class:`~cartlab.analyze.Analysis` (the tables it
+computed, with its options: nothing is re-derived with defaults) and returns an
+:class:`Explanation`: a headline,
 the criteria/options used, and a frame with one row per day or observation (``day``, ``grade``,
 ``rule``, ``reason``, ``evidence`` and, for some, ``shown``: the rows worth listing by default).
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cartlab.analyze import Analysis, AnalysisOptions
 from cartlab.model import Study
 
 
@@ -30,13 +33,20 @@ class Explanation:
     rules: tuple[str, ...] = ()
 
 
-def _crs(study: Study) -> Explanation:
-    from cartlab.grading.common import load_criteria
-    from cartlab.grading.crs import CrsOptions, crs_daily, crs_summary
+def _rows(a: Analysis, name: str, sid: str) -> pl.DataFrame:
+    """The subject's rows of an analysis table."""
+    frame = a.table(name)
+    col = "subject_id" if "subject_id" in frame.columns else "USUBJID"
+    return frame.filter(pl.col(col) == sid)
 
-    opts = CrsOptions()
-    daily = crs_daily(study, opts)
-    s = crs_summary(study, opts, daily).row(0, named=True)
+
+def _crs(a: Analysis, sid: str) -> Explanation:
+    from cartlab.grading.common import load_criteria
+    from cartlab.grading.crs import CrsOptions
+
+    opts = a.options.crs or CrsOptions()
+    daily = _rows(a, "crs_daily", sid)
+    s = _rows(a, "crs_summary", sid).row(0, named=True)
     if s["crs_grade_astct"] is None:
         head = "CRS not evaluable: no temperature, blood pressure or CRS intervention data"
     elif s["crs_grade_astct"] == 0:
@@ -56,14 +66,14 @@ def _crs(study: Study) -> Explanation:
                        daily.select("day", "grade", "rule", "reason", "evidence"))
 
 
-def _icans(study: Study) -> Explanation:
+def _icans(a: Analysis, sid: str) -> Explanation:
     from cartlab.grading.common import load_criteria
-    from cartlab.grading.icans import IcansOptions, icans_daily, icans_summary
+    from cartlab.grading.icans import IcansOptions
 
-    opts = IcansOptions()
-    daily = icans_daily(study, opts)
-    g = icans_summary(study, opts, daily)["icans_grade_astct"][0]
-    gmax = icans_summary(study, opts, daily)["icans_grade_astct_max"][0]
+    opts = a.options.icans or IcansOptions()
+    daily = _rows(a, "icans_daily", sid)
+    summ = _rows(a, "icans_summary", sid)
+    g, gmax = summ["icans_grade_astct"][0], summ["icans_grade_astct_max"][0]
     head = ("ICANS not evaluable: no ICE, CAPD, consciousness or neurological event data"
             if g is None else f"ASTCT ICANS grade {g}"
             + (f" (up to {gmax}: some days have no ICE/CAPD score)" if gmax is not None and gmax > g else ""))
@@ -73,11 +83,11 @@ def _icans(study: Study) -> Explanation:
                        daily.select("day", "grade", "rule", "reason", "evidence"))
 
 
-def _ctcae(study: Study) -> Explanation:
-    from cartlab.grading.ctcae import CtcaeOptions, criteria_names, derive_ctcae
+def _ctcae(a: Analysis, sid: str) -> Explanation:
+    from cartlab.grading.ctcae import CtcaeOptions, criteria_names
 
-    opts = CtcaeOptions()
-    adlb = derive_ctcae(study, opts)
+    opts = a.options.ctcae or CtcaeOptions()
+    adlb = _rows(a, "adlb", sid)
     graded = adlb.filter(pl.col("ATOXGR").is_not_null())
     worst = (
         graded.filter(pl.col("ATOXGR") != 0)
@@ -111,16 +121,16 @@ def _ctcae(study: Study) -> Explanation:
                        days)
 
 
-def _icaht(study: Study) -> Explanation:
+def _icaht(a: Analysis, sid: str) -> Explanation:
     from cartlab.grading.common import load_criteria
-    from cartlab.grading.hematotox import IcahtOptions, icaht, icaht_daily
+    from cartlab.grading.hematotox import IcahtOptions
 
-    opts = IcahtOptions()
-    r = icaht(study, opts).row(0, named=True)
+    opts = a.options.icaht or IcahtOptions()
+    r = _rows(a, "icaht", sid).row(0, named=True)
     e, late = r["icaht_early_grade"], r["icaht_late_grade"]
     head = (f"early ICAHT grade {'not evaluable' if e is None else e}, "
             f"late ICAHT grade {'not evaluable' if late is None else late}. {r['reason']}")
-    daily = icaht_daily(study, opts)
+    daily = _rows(a, "icaht_daily", sid)
     levels = [c for c in daily.columns if c.startswith("anc_le_")]
     below = [pl.when(pl.col(c)).then(pl.lit(c.replace("anc_le_", "<= "))).otherwise(None) for c in levels]
     days = daily.select(
@@ -142,13 +152,12 @@ def _icaht(study: Study) -> Explanation:
                        rules=tuple(x for x in (r["early_rule"], r["late_rule"]) if x))
 
 
-def _crs_scales(study: Study) -> Explanation:
-    from cartlab.grading.crs import crs_summary
-    from cartlab.grading.crs_legacy import crs_cross_scale, crs_legacy_daily, organ_grades_from_adlb
-    from cartlab.grading.ctcae import derive_ctcae
+def _crs_scales(a: Analysis, sid: str) -> Explanation:
+    from cartlab.grading.crs_legacy import crs_legacy_daily, organ_grades_from_adlb
 
-    organ = organ_grades_from_adlb(derive_ctcae(study))
-    x = crs_cross_scale(study, crs_summary(study), organ).row(0, named=True)
+    study = a.study.subject(sid)
+    organ = organ_grades_from_adlb(_rows(a, "adlb", sid))
+    x = _rows(a, "crs_cross_scale", sid).row(0, named=True)
     parts = [f"ASTCT {x['crs_grade_astct'] if x['crs_grade_astct'] is not None else 'not evaluable'}"]
     for s, label in (("lee2014", "Lee 2014"), ("penn", "Penn"), ("cartox", "CARTOX"), ("mskcc", "MSKCC")):
         lo, hi = x[f"crs_grade_{s}_min"], x[f"crs_grade_{s}_max"]
@@ -171,19 +180,15 @@ def _crs_scales(study: Study) -> Explanation:
     return Explanation("crs-scales", head, crit, days)
 
 
-def _response(study: Study) -> Explanation:
-    from cartlab.response.best import best_response
-    from cartlab.response.marrow import marrow_response
-    from cartlab.response.molecular import molecular_response
-
-    a = marrow_response(study)
-    b = best_response(study, assessments=a).row(0, named=True)
+def _response(an: Analysis, sid: str) -> Explanation:
+    a = _rows(an, "marrow_response", sid)
+    b = _rows(an, "best_response", sid).row(0, named=True)
     head = (f"best response {b['best_response']} on day {b['best_response_day']:g}"
             if b["best_response_day"] is not None else f"best response {b['best_response'] or 'not evaluable'}")
     if b["mrd_negative"] is not None:
         head += f", MRD {'negative' if b['mrd_negative'] else 'positive'} at that marrow"
     head += f". {b['reason']}"
-    mol = molecular_response(study)
+    mol = _rows(an, "molecular_response", sid)
     days = pl.concat([
         a.select("day", pl.col("category").alias("grade"), "rule", "reason", "evidence"),
         mol.select("day", pl.lit(None, dtype=pl.String).alias("grade"), "rule", "reason", "evidence"),
@@ -191,14 +196,14 @@ def _response(study: Study) -> Explanation:
     return Explanation("response", head, str(b["criteria"] or "no response criteria for this disease"), days)
 
 
-def _kinetics(study: Study) -> Explanation:
+def _kinetics(a: Analysis, sid: str) -> Explanation:
     """The CAR profile behind Cmax, Tmax, AUC0-28 and Tlast. Every sample says where it comes
     from; values that were not measured (``source`` in :data:`cartlab.model.NOT_MEASURED_SOURCES`,
     e.g. the seed's reconstructed course) are marked. Samples are shown as recorded (thousands
     separated); derived numbers are rounded to 3 significant digits."""
     import math
 
-    from cartlab.kinetics.car import CarKineticsOptions, car_kinetics, car_profiles
+    from cartlab.kinetics.car import CarKineticsOptions, car_profiles
     from cartlab.model import NOT_MEASURED_SOURCES
 
     def num(x: float, sig: int | None = None) -> str:
@@ -207,13 +212,14 @@ def _kinetics(study: Study) -> Explanation:
             x = round(x, sig - 1 - math.floor(math.log10(abs(x))))
         return f"{int(x):,}" if float(x).is_integer() else f"{x:,.{sig or 6}g}"
 
-    k = car_kinetics(study)
+    opts = a.options.kinetics or CarKineticsOptions()
+    k = _rows(a, "car_kinetics", sid)
     if k.height == 0:
         return Explanation("kinetics", "no CARCOPY or CARCELL sample after the first infusion", "",
                            pl.DataFrame(schema={"day": pl.Float64, "grade": pl.String, "rule": pl.String,
                                                 "reason": pl.String, "evidence": pl.List(pl.String)}))
     r = k.row(0, named=True)
-    prof = car_profiles(study)
+    prof = car_profiles(a.study.subject(sid), opts)
     measured = prof.filter(~pl.col("imputed"))
     not_measured = measured.filter(pl.col("source").is_in(list(NOT_MEASURED_SOURCES)))
     kinds = "/".join(sorted(set(not_measured["source"].to_list())))
@@ -231,7 +237,7 @@ def _kinetics(study: Study) -> Explanation:
         head += "no quantifiable sample"
     if r["tlast"] is not None:
         head += f"; last quantifiable day {num(r['tlast'])}"
-    lo, hi = CarKineticsOptions().auc_window
+    lo, hi = opts.auc_window
     if r["auc_window"] is not None:
         head += (f"; AUC{num(lo)}-{num(hi)} {num(r['auc_window'], 3)}{unit}·day by {r['method']}, "
                  f"{r['auc_window_basis']}")
@@ -271,15 +277,26 @@ def _kinetics(study: Study) -> Explanation:
     return Explanation("kinetics", head, crit, days)
 
 
-EXPLAINERS: dict[str, Callable[[Study], Explanation]] = {
+EXPLAINERS: dict[str, Callable[[Analysis, str], Explanation]] = {
     "kinetics": _kinetics,
     "response": _response,
     "crs": _crs, "icans": _icans, "crs-scales": _crs_scales, "ctcae": _ctcae, "icaht": _icaht,
 }
 
 
-def explain(study: Study, what: str) -> Explanation:
-    """Explain ``what`` (one of :data:`EXPLAINERS`) for the single subject in ``study``."""
+def explain(source: Study | Analysis, what: str, subject_id: str | None = None,
+            options: AnalysisOptions | None = None) -> Explanation:
+    """Explain ``what`` (one of :data:`EXPLAINERS`) for one subject.
+
+    ``source`` is an :class:`~cartlab.analyze.Analysis` (its tables and options are used) or a study
+    (analysed with ``options``); ``subject_id`` may be left out when it holds one subject.
+    """
     if what not in EXPLAINERS:
         raise KeyError(f"cannot explain {what!r}; choose one of {', '.join(EXPLAINERS)}")
-    return EXPLAINERS[what](study)
+    a = source if isinstance(source, Analysis) else Analysis(source, options)
+    ids = a.study.subject_ids
+    sid = subject_id if subject_id is not None else (ids[0] if len(ids) == 1 else None)
+    if sid is None or sid not in ids:
+        raise KeyError(f"name one subject of the study ({len(ids)} subjects)" if sid is None
+                       else f"no subject {sid!r} in the study")
+    return EXPLAINERS[what](a, sid)
