@@ -14,7 +14,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cartlab.grading.ctcae import CtcaeOptions, ctcae_command, grade_labs
+from cartlab.cli.grading_io import ctcae_command
+from cartlab.grading.ctcae import CtcaeOptions, grade_labs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ctcae" / "ctcae_v5_admiral_vectors.csv"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "ctcae_v5_admiral_vectors.csv"
@@ -115,3 +116,24 @@ def test_ctcae_command_end_to_end(tmp_path):
     # the reason names the rule that fired
     row = next(r for r in got[1:] if r[0] == "ANEMIA" and r[2] == "79")
     assert row[gi] == "3" and "AVAL < 80" in row[ri] and "ctcae_v5:anemia:g3" in row[ri]
+
+
+def test_ctcae_command_reads_the_names_users_write(tmp_path):
+    """ANC/low in /uL is graded as 'Neutrophil count decreased' in 10^9/L (issue 14: the names a user
+    writes first). CTCAE v5.0: neutrophil count decreased <LLN-1500/mm3 grade 1, <1500-1000 grade 2,
+    <1000-500 grade 3, <500 grade 4; platelet count decreased <75,000-50,000 grade 2, <50,000-25,000
+    grade 3, <25,000 grade 4."""
+    src = tmp_path / "labs.csv"
+    src.write_text("term,direction,aval,anrlo,unit\n"
+                   "ANC,low,400,1500,/uL\n"                       # 400/mm3 < 500 -> grade 4
+                   "Neutrophil count decreased,L,0.4,1.5,10^9/L\n"  # the same, as the contract writes it
+                   "PLT,decreased,30,150,10^3/uL\n"               # 30 x10^9/L: < 50 -> grade 3
+                   "Foo,L,1,,mg/L\n")
+    out = tmp_path / "o.csv"
+    summary = ctcae_command(src, out)
+    rows = pl.read_csv(out, infer_schema=False)
+    assert rows["term"].to_list()[:3] == ["ANC", "Neutrophil count decreased", "PLT"]  # input kept as given
+    assert rows["grade"].to_list() == ["4", "4", "3", None]
+    assert "'ANC' read as parameter NEUT" in rows["grade_reason"][0] and "/uL converted to 10^9/L" in rows["grade_reason"][0]
+    assert "direction 'low' read as L" in rows["grade_reason"][0]
+    assert summary["unknown_terms"] == ["Foo"]

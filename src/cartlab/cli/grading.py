@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
 from cartlab.cli.base import (
     _check_file,
@@ -28,8 +29,12 @@ def _parse_option_value(text: str):
 
 @app.command("ctcae")
 def ctcae_cmd(
-    input_csv: Annotated[Path, typer.Argument(help="CSV with term, direction, aval (+ anrlo, anrhi, base, unit, bnrind, pchg).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: the input rows plus grade and grade_reason.")],
+    input_csv: Annotated[Optional[Path], typer.Argument(
+        help="CSV with term (a CTCAE term, or a parameter: ANC, PLT, Hb, NEUT ...), direction (L/H, low/high), "
+        "aval (+ anrlo, anrhi, base, unit, bnrind, pchg).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output CSV: the input rows plus grade and grade_reason.")] = None,
+    list_terms: Annotated[bool, typer.Option("--list-terms", help="List the terms, directions, parameters and units "
+                                             "the criteria grade, and exit.")] = False,
     units: Annotated[str, typer.Option("--units", help="Criteria unit system: SI, US or auto (by each row's unit).")] = "auto",
     version: Annotated[str, typer.Option("--version", help="CTCAE version of the criteria tables.")] = "5.0",
     option: Annotated[Optional[list[str]], typer.Option(
@@ -42,12 +47,29 @@ def ctcae_cmd(
     and [bold]grade_reason[/] (the rule in words and its criteria id) are added. Ambiguous criteria
     follow admiral's (worst-case) reading by default; change them with --option.
 
+    [bold]term[/]: a CTCAE term ("Neutrophil count decreased"), or a parameter as users write it — a
+    cartlab code (NEUT, PLAT, HGB ...) or an alias (ANC, PLT, Hb, Na, Cr, ALT ...); a parameter's value is
+    converted from its unit (/uL, mg/dL ...) to the criteria's. [bold]direction[/]: L or H (low, high,
+    decreased, increased). cartlab ctcae --list-terms shows every term.
+
     [bold]Example[/]: cartlab ctcae labs.csv --out labs_graded.csv --option hypokalemia_symptomatic=false
     """
     from dataclasses import fields
 
-    from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions, ctcae_command
+    from cartlab.cli.grading_io import ctcae_command
+    from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions, ctcae_terms
 
+    if list_terms:
+        terms = ctcae_terms(version, units)
+        t = Table(title=f"CTCAE {version} terms ({units} units)", header_style="bold")
+        for c in ("term", "direction", "params", "unit", "table"):
+            t.add_column(c, overflow="fold")
+        for r in terms.iter_rows():
+            t.add_row(*[x or "" for x in r])
+        console.print(t)
+        return
+    if input_csv is None or out is None:
+        raise _usage("give the INPUT_CSV and --out OUT (or --list-terms)")
     _check_file(input_csv)
     known = {f.name for f in fields(CtcaeOptions)} - {"extra", "version", "units"}
     kwargs: dict = {"version": version, "units": units}
@@ -76,6 +98,9 @@ def ctcae_cmd(
     by = ", ".join(f"grade {g}: {n}" for g, n in sorted(summary["by_grade"].items()))
     console.print(f"[green]wrote[/] {out}: {summary['rows']} rows, {summary['graded']} graded ({by}), "
                   f"{summary['not_gradable']} not gradable; criteria {', '.join(summary['criteria'])}")
+    if summary.get("unknown_terms"):
+        console.print(f"[yellow]not CTCAE terms or known parameters:[/] {', '.join(summary['unknown_terms'][:20])} "
+                      "(cartlab ctcae --list-terms lists the terms)", soft_wrap=True)
     if "expected_agree" in summary:
         console.print(f"expected_grade column: {summary['expected_agree']} agree, "
                       f"{summary['expected_mismatch']} differ")

@@ -19,7 +19,9 @@ Public API
   expression built from its rule list; there is no per-row Python.
 * :func:`derive_ctcae` — an ADLB-like frame (ATOXGRL/ATOXGRH/ATOXGR/BTOXGR, ...) from canonical
   observations.
-* :func:`ctcae_command` — grade a plain CSV table as ``../shared/conformance/README.md`` describes.
+* :func:`ctcae_terms` — every term the criteria grade (direction, cartlab params, unit); the
+  command line's ``cartlab ctcae`` (``cartlab.cli.grading_io``) grades a plain CSV table with them
+  as ``../shared/conformance/README.md`` describes.
 
 Comparisons follow admiral: ``signif(x, 15) <op> signif(threshold, 15)`` where ``signif`` is R's
 (round to 15 significant digits, half to even) and a threshold is ``factor * REF + offset`` or an
@@ -34,7 +36,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,9 +50,10 @@ __all__ = [
     "combine_atoxgr",
     "compile_criteria",
     "criteria_names",
-    "ctcae_command",
+    "ctcae_terms",
     "derive_ctcae",
     "grade_labs",
+    "metadata_units",
     "signif",
     "signif_scalar",
 ]
@@ -228,6 +230,16 @@ def available_criteria(standard: str = "CTCAE") -> list[dict[str, str]]:
     return [
         {"name": n, "version": v, "units": u} for n, s, v, u in _table_headers() if s.upper() == standard.upper()
     ]
+
+
+def ctcae_terms(version: str = "5.0", units: str = "auto", options: CtcaeOptions | None = None) -> pl.DataFrame:
+    """Every term the criteria grade: ``term``, ``direction`` (L/H), ``params`` (cartlab parameter
+    codes that map to it), ``unit`` (the unit the entry requires, if any) and ``table``."""
+    opts = options or CtcaeOptions(version=version, units=units)
+    rows = [(e.term, e.direction, ", ".join(e.params), e.unit, tb.name)
+            for tb in _tables(None, opts) for e in tb.entries]
+    return pl.DataFrame(rows, schema={"term": pl.String, "direction": pl.String, "params": pl.String,
+                                      "unit": pl.String, "table": pl.String}, orient="row").unique(maintain_order=True)
 
 
 def criteria_names(version: str = "5.0", units: str = "auto") -> list[str]:
@@ -577,7 +589,7 @@ def _grade_partition(part: pl.DataFrame, entry: _Entry, gids: Mapping[str, int],
 # grade_labs
 
 
-_INPUTS = ("term", "param", "direction", "aval", "anrlo", "anrhi", "base", "bnrind", "pchg", "unit",
+INPUTS = ("term", "param", "direction", "aval", "anrlo", "anrhi", "base", "bnrind", "pchg", "unit",
            "high_indicator", "low_indicator", "criteria_units")
 _NUMERIC = ("aval", "anrlo", "anrhi", "base", "pchg")
 
@@ -916,11 +928,7 @@ def _opts_dict(options: CtcaeOptions) -> dict[str, Any]:
     return {f.name: getattr(options, f.name) for f in fields(options)}
 
 
-# ---------------------------------------------------------------------------------------------
-# plain-table command (conformance contract)
-
-
-def _metadata_units(value: str | None, version: str) -> str | None:
+def metadata_units(value: str | None, version: str) -> str | None:
     """SI/US from an admiral metadata name (atoxgr_criteria_ctcv5[_uscv]); checks the version."""
     if value is None or not value.strip():
         return None
@@ -933,64 +941,3 @@ def _metadata_units(value: str | None, version: str) -> str | None:
     if m.group(1) != str(version).split(".")[0]:
         raise ValueError(f"metadata {value!r} is for another CTCAE version than {version}")
     return "US" if "uscv" in v else "SI"
-
-
-def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | None = None,
-                  options: CtcaeOptions | None = None) -> dict[str, Any]:
-    """Grade a plain CSV table (contract: ``../shared/conformance/README.md``).
-
-    The input needs ``term``, ``direction``, ``aval`` (column names case-insensitive) and may have
-    ``anrlo``, ``anrhi``, ``base``, ``unit``, ``bnrind``, ``pchg``, ``param``, ``high_indicator``,
-    ``low_indicator`` and ``metadata`` (admiral criteria name: ``..._uscv`` = US units, else SI;
-    otherwise ``units``/``options.units`` decide, "auto" by the unit). The output has the same rows in
-    the same order with every input column unchanged, plus ``grade`` ("0"-"4", empty when not
-    gradable) and ``grade_reason`` (the rule in words and its id in brackets).
-
-    Returns a summary: rows, graded, not_gradable, by_grade, criteria and, when the input has an
-    ``expected_grade`` column, expected_agree / expected_mismatch.
-    """
-    options = options or CtcaeOptions()
-    if units is not None:
-        options = CtcaeOptions(**{**_opts_dict(options), "units": units})
-    raw = pl.read_csv(input_csv, infer_schema=False)
-    clash = [c for c in raw.columns if c.lower() in ("grade", "grade_reason")]
-    if clash:
-        raise ValueError(f"input already has column(s) {clash}")
-    lower = {c.lower(): c for c in raw.columns}
-    need = [c for c in ("term", "direction", "aval") if c not in lower]
-    if need and not ("term" in need and "param" in lower and len(need) == 1):
-        raise ValueError(f"input lacks column(s) {need}")
-    work = raw.select([pl.col(lower[c]).alias(c) for c in _INPUTS if c in lower])
-    if "metadata" in lower:
-        meta = raw[lower["metadata"]].unique().to_list()
-        mapping = {m: _metadata_units(m, options.version) for m in meta if m is not None}
-        work = work.with_columns(
-            raw[lower["metadata"]].replace_strict(mapping, default=None, return_dtype=pl.String).alias("criteria_units")
-        )
-    graded = grade_labs(work, None, options)
-    reason = pl.concat_str([graded["grade_reason"], pl.lit(" ["), graded["rule"], pl.lit("]")], ignore_nulls=False)
-    reason = pl.select(pl.coalesce(reason, graded["grade_reason"])).to_series()
-    out = raw.with_columns(
-        graded["grade"].cast(pl.String).alias("grade"),
-        reason.alias("grade_reason"),
-    )
-    out_path = Path(out_csv)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    out.write_csv(tmp)
-    tmp.replace(out_path)  # nothing partial is left under the output name
-    counts = graded["grade"].value_counts()
-    summary: dict[str, Any] = {
-        "rows": raw.height,
-        "graded": int(graded["grade"].is_not_null().sum()),
-        "not_gradable": int(graded["grade"].is_null().sum()),
-        "by_grade": {int(g): int(n) for g, n in counts.iter_rows() if g is not None},
-        "criteria": criteria_names(options.version, options.units),
-    }
-    if "expected_grade" in lower:
-        exp = raw[lower["expected_grade"]].fill_null("").str.strip_chars()
-        got = out["grade"].fill_null("")
-        agree = int((exp == got).sum())
-        summary["expected_agree"] = agree
-        summary["expected_mismatch"] = raw.height - agree
-    return summary

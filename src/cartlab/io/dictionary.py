@@ -25,6 +25,8 @@ class Param:
     text_values: tuple[str, ...] = ()
     integer: bool = False
     origin: str = "spec"
+    #: other names users write for it (ANC for NEUT): read by `cartlab ctcae`
+    aliases: tuple[str, ...] = ()
 
     @property
     def unitless(self) -> bool:
@@ -86,5 +88,6 @@ def load_dictionary() -> Dictionary:
             text_values=tuple(p.get("text_values", ())),
             integer=bool(p.get("integer", False)),
             origin=p.get("origin", "spec"),
+            aliases=tuple(str(a) for a in p.get("aliases", ())),
         )
     return Dictionary(version=int(raw["version"]), params=params)

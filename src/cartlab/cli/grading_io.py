@@ -1,0 +1,173 @@
+"""`cartlab ctcae`: grade a plain CSV lab table (the contract of ../shared/conformance/README.md).
+
+The table is read, graded by :func:`cartlab.grading.ctcae.grade_labs` and written back with every
+input column unchanged plus ``grade`` and ``grade_reason``. Besides the CTCAE term names and L/H
+directions of the contract, a row may name what a user writes first:
+
+* a direction ``low``/``high`` (``decreased``, ``increased``, ``lo``, ``hi`` ... any case);
+* instead of a CTCAE term, a parameter: a cartlab code (``NEUT``), its dictionary name or a common
+  abbreviation (``ANC``, ``PLT``, ``Hb``, ``Na``; ``aliases`` in ``io/params_v1.yaml``). Its value,
+  reference range and baseline are then converted with pint from the row's unit (``/uL``,
+  ``mg/dL`` ...) to the parameter's canonical unit, as the study reader does, and graded by the term
+  that parameter maps to in that direction. ``grade_reason`` says how the row was read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cartlab.errors import InputError
+from cartlab.io.atomic import atomic_file
+
+#: direction spellings -> L/H
+DIRECTIONS = {
+    **dict.fromkeys(("l", "low", "lo", "decreased", "decrease", "down", "below", "hypo"), "L"),
+    **dict.fromkeys(("h", "high", "hi", "increased", "increase", "up", "above", "hyper"), "H"),
+}
+_READ_AS = "_read_as"
+
+
+def _param_lookup() -> dict[str, str]:
+    """Upper-cased code, name and alias -> cartlab parameter code."""
+    from cartlab.io.dictionary import load_dictionary
+
+    out: dict[str, str] = {}
+    for code, p in load_dictionary().params.items():
+        for name in (code, p.label, *p.aliases):
+            out.setdefault(name.strip().upper(), code)
+    return out
+
+
+def normalise_user_names(work: pl.DataFrame, terms: pl.DataFrame) -> pl.DataFrame:
+    """Directions and parameter names as a user writes them, in the contract's terms (see module doc).
+
+    Rows whose term is a CTCAE term are left exactly as they are (admiral's contract)."""
+    from cartlab.io.dictionary import load_dictionary
+    from cartlab.units import UnitError
+
+    known_terms = {t.strip().upper() for t in terms["term"].to_list()}
+    lookup = _param_lookup()
+    d = load_dictionary()
+    rows = work.to_dicts()
+    notes: list[str | None] = []
+    for r in rows:
+        note = []
+        raw_dir = r.get("direction")
+        if raw_dir is not None and str(raw_dir).strip().upper() not in ("L", "H"):
+            mapped = DIRECTIONS.get(str(raw_dir).strip().lower())
+            if mapped:
+                r["direction"] = mapped
+                note.append(f"direction {raw_dir!r} read as {mapped}")
+        term = r.get("term")
+        if term is not None and str(term).strip().upper() not in known_terms and not r.get("param"):
+            code = lookup.get(str(term).strip().upper())
+            if code is not None:
+                r["param"], r["term"] = code, None
+                note.append(f"{term!r} read as parameter {code}")
+        code = r.get("param")
+        if code is not None and str(code).strip().upper() in d.params and r.get("term") in (None, ""):
+            p = d[str(code).strip().upper()]
+            unit = r.get("unit")
+            if unit not in (None, "") and unit != p.unit:
+                try:
+                    conv = p.conversion_from(unit)
+                except UnitError as exc:
+                    raise InputError(f"row with {code} in {unit!r}: {exc}") from None
+                for col in ("aval", "anrlo", "anrhi", "base"):
+                    v = r.get(col)
+                    if v not in (None, ""):
+                        r[col] = str(float(v) * conv.scale + conv.offset)
+                note.append(f"{unit} converted to {p.unit}")
+                r["unit"] = p.unit
+        notes.append("; ".join(note) or None)
+    had_param = "param" in work.columns
+    cols = list(work.columns) + [c for c in ("param",) if c not in work.columns]
+    out = pl.DataFrame(rows, schema={c: pl.String for c in cols}, orient="row") if rows else work
+    if not had_param and "param" in out.columns and out["param"].null_count() == out.height:
+        out = out.drop("param")  # no row named a parameter: the table is graded exactly as given
+    return out.with_columns(pl.Series(_READ_AS, notes if rows else [], dtype=pl.String))
+
+
+def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | None = None,
+                  options: Any = None) -> dict[str, Any]:
+    """Grade a plain CSV table (contract: ``../shared/conformance/README.md``).
+
+    The input needs ``term`` (or ``param``), ``direction`` and ``aval`` (column names case-insensitive)
+    and may have ``anrlo``, ``anrhi``, ``base``, ``unit``, ``bnrind``, ``pchg``, ``high_indicator``,
+    ``low_indicator`` and ``metadata`` (admiral criteria name: ``..._uscv`` = US units, else SI;
+    otherwise ``units``/``options.units`` decide, "auto" by the unit). The output has the same rows in
+    the same order with every input column unchanged, plus ``grade`` ("0"-"4", empty when not
+    gradable) and ``grade_reason`` (the rule in words and its id in brackets).
+
+    Returns a summary: rows, graded, not_gradable, by_grade, criteria, unknown_terms and, when the
+    input has an ``expected_grade`` column, expected_agree / expected_mismatch.
+    """
+    from dataclasses import fields
+
+    from cartlab.grading.ctcae import (
+        INPUTS,
+        CtcaeOptions,
+        criteria_names,
+        ctcae_terms,
+        grade_labs,
+        metadata_units,
+    )
+
+    options = options or CtcaeOptions()
+    if units is not None:
+        options = CtcaeOptions(**{**{f.name: getattr(options, f.name) for f in fields(options)}, "units": units})
+    try:
+        raw = pl.read_csv(input_csv, infer_schema=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable CSV is the user's input problem
+        raise InputError(f"{input_csv}: not a readable CSV table ({exc})") from None
+    clash = [c for c in raw.columns if c.lower() in ("grade", "grade_reason")]
+    if clash:
+        raise InputError(f"{input_csv}: the input already has column(s) {clash}")
+    lower = {c.lower(): c for c in raw.columns}
+    need = [c for c in ("term", "direction", "aval") if c not in lower]
+    if need and not ("term" in need and "param" in lower and len(need) == 1):
+        raise InputError(
+            f"{input_csv}: the table lacks column(s) {need}",
+            hint="needed: term (a CTCAE term, or a parameter such as ANC, PLT, NEUT), direction (L/H, "
+                 "low/high) and aval; optional: anrlo, anrhi, base, unit, bnrind, pchg. "
+                 "cartlab ctcae --list-terms lists the terms")
+    work = raw.select([pl.col(lower[c]).alias(c) for c in INPUTS if c in lower])
+    terms = ctcae_terms(options=options)
+    work = normalise_user_names(work, terms)
+    if "metadata" in lower:
+        meta = raw[lower["metadata"]].unique().to_list()
+        mapping = {m: metadata_units(m, options.version) for m in meta if m is not None}
+        work = work.with_columns(
+            raw[lower["metadata"]].replace_strict(mapping, default=None, return_dtype=pl.String).alias("criteria_units")
+        )
+    graded = grade_labs(work.drop(_READ_AS), None, options)
+    reason = pl.concat_str([graded["grade_reason"], pl.lit(" ["), graded["rule"], pl.lit("]")], ignore_nulls=False)
+    reason = pl.select(pl.coalesce(reason, graded["grade_reason"])).to_series()
+    read_as = work[_READ_AS]
+    reason = pl.select(pl.when(read_as.is_not_null()).then(pl.concat_str([pl.lit("("), read_as, pl.lit(") "), reason]))
+                       .otherwise(reason)).to_series()
+    out = raw.with_columns(graded["grade"].cast(pl.String).alias("grade"), reason.alias("grade_reason"))
+    with atomic_file(out_csv) as tmp:  # nothing partial is left under the output name
+        out.write_csv(tmp)
+    counts = graded["grade"].value_counts()
+    unknown = sorted({str(t) for t, g, why in zip(work["term"].to_list() if "term" in work.columns else [],
+                                                     graded["grade"].to_list(), graded["grade_reason"].to_list())
+                      if t is not None and g is None and why and "is not a CTCAE" in why})
+    summary: dict[str, Any] = {
+        "rows": raw.height,
+        "graded": int(graded["grade"].is_not_null().sum()),
+        "not_gradable": int(graded["grade"].is_null().sum()),
+        "by_grade": {int(g): int(n) for g, n in counts.iter_rows() if g is not None},
+        "criteria": criteria_names(options.version, options.units),
+        "unknown_terms": unknown,
+    }
+    if "expected_grade" in lower:
+        exp = raw[lower["expected_grade"]].fill_null("").str.strip_chars()
+        got = out["grade"].fill_null("")
+        agree = int((exp == got).sum())
+        summary["expected_agree"] = agree
+        summary["expected_mismatch"] = raw.height - agree
+    return summary
