@@ -149,13 +149,18 @@ def test_report_command(seed_copy, tmp_path):
 
 
 def test_demo_end_to_end(tmp_path):
-    r = run("demo", "--out", tmp_path / "out")
+    r = run("demo", "--out", "out", cwd=tmp_path)  # the default store: ./cartlab.duckdb where the user is
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout
     out = tmp_path / "out"
     assert (out / "analysis" / "subject_summary.csv").exists()
     assert (out / "report" / "index.html").exists()
-    assert (out / "cartlab.duckdb").exists()
+    # the README's next commands work where the demo left the user (issue 14)
+    assert (tmp_path / "cartlab.duckdb").exists()
+    ls = run("list", "--subjects", cwd=tmp_path)
+    assert ls.returncode == 0 and "CD7-AML-001" in ls.stdout, ls.stderr
+    ex = run("explain", "CD7-AML-001", "--what", "crs", cwd=tmp_path)
+    assert ex.returncode == 0 and "ASTCT CRS grade 3" in ex.stdout, ex.stderr
     # the shipped NCT04762485 protocol: dose plan, eligibility, deviations and the dosing sheet
     for name in ("dose_plan", "eligibility", "protocol_deviations"):
         assert (out / "analysis" / f"{name}.csv").exists(), name
@@ -167,7 +172,7 @@ def test_demo_end_to_end(tmp_path):
     assert meta["n_observations"] == 12 and meta["n_not_measured"] == 10 and meta["n_converged"] == 1
     assert "6. Stein 2019 kinetic fit" in r.stdout
     # running it twice works (idempotent import into the same store)
-    again = run("demo", "--out", out)
+    again = run("demo", "--out", "out", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
 
 
