@@ -45,7 +45,7 @@ def _one(seed: int, draw: str, n_chains: int) -> list[dict]:
     t0 = time.perf_counter()
     fit = SteinPopulationModel(init=BAD_INIT, seed=seed, n_chains=n_chains, compute_ll=False).fit(obs)
     secs = time.perf_counter() - t0
-    s = fit.summary()
+    s = fit.summary
     rows = []
     for p in PARAMS:
         r = s.filter(parameter=p).row(0, named=True)
@@ -60,7 +60,7 @@ def _one(seed: int, draw: str, n_chains: int) -> list[dict]:
             "omega2_err": r["omega2"] / STEIN_2019.omega2[p] - 1,
             "omega2_err_vs_sample": r["omega2"] / lp.var() - 1,
             "omega2_rse": r["omega2_rse_pct"] / 100,
-            "sigma": fit.sigma, "blq_frac": float(obs["blq"].mean()), "fit_seconds": secs,
+            "sigma": fit.sigma_, "blq_frac": float(obs["blq"].mean()), "fit_seconds": secs,
         })
     return rows
 

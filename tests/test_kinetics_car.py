@@ -182,3 +182,47 @@ def test_cli_analyze_and_explain_kinetics(seed_copy, tmp_path):
     assert e.returncode == 0, e.stderr
     assert "Cmax 183,945" in e.stdout and "lin-up/log-down" in e.stdout and "observations.csv:482" in e.stdout
     assert "reconstructed, not measured" in e.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 14: layering and rooms of the kinetics package
+
+
+def test_kinetics_engines_import_no_report_cli_or_app():
+    """Engines never import cartlab.report, cartlab.cli or cartlab.app: run every kinetics engine
+    on the seed case in a fresh interpreter and list the modules it loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from cartlab.datasets import seed_case\n"
+        "from cartlab.kinetics import car_kinetics, derive_adpc, derive_adpp, nca\n"
+        "from cartlab.kinetics.exposure import exposure_response, exposure_response_frame\n"
+        "from cartlab.kinetics.stein import SteinModel\n"
+        "s = seed_case()\n"
+        "car_kinetics(s); derive_adpc(s); derive_adpp(s); exposure_response_frame(s)\n"
+        "SteinModel().fit(s).plot()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['cartlab', 'report'], ['cartlab', 'cli'],"
+        " ['cartlab', 'app'])))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_one_car_t_agent_rule_and_no_kinetics_module_over_800_lines():
+    """The CAR-T dose rule has one definition (the figures use the kinetics one), and no module of
+    the kinetics package is over ~800 lines (issue 14: stein.py had 2,156, nca.py 1,319)."""
+    from pathlib import Path
+
+    import cartlab.kinetics
+    import cartlab.report.figures
+    from cartlab.kinetics.agents import is_car_t_agent
+
+    assert cartlab.report.figures.is_car_t_agent is is_car_t_agent
+    assert [is_car_t_agent(a) for a in ("CAR-T", "CD7 CAR-T", "car_t", "tisagenlecleucel",
+                                        "axicabtagene ciloleucel", "fludarabine", "", None)] == [True] * 5 + [False] * 3
+    root = Path(cartlab.kinetics.__file__).parent
+    sizes = {str(p.relative_to(root)): len(p.read_text(encoding="utf-8").splitlines()) for p in root.rglob("*.py")}
+    assert max(sizes.values()) <= 800, sizes

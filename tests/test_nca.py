@@ -22,12 +22,12 @@ from cartlab.kinetics.nca import (
     NcaOptions,
     copies_per_cell,
     nca,
-    nca_command,
     nca_profile,
     normalise_method,
     parse_interval,
     time_above,
 )
+from cartlab.cli.kinetics_io import nca_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import baselines  # noqa: E402

@@ -21,6 +21,7 @@ from cartlab.kinetics.stein import (
     DESIGN_180D,
     DESIGN_2Y,
     PARAMS,
+    Dosing,
     STEIN_2019,
     PopulationParams,
     SteinModel,
@@ -107,25 +108,25 @@ def test_extensions_lag_comedication_split_dose():
     np.testing.assert_allclose(stein_curve(t[t > 2] , lag), stein_curve(t[t > 2] - 2, typ), rtol=1e-10)
     # Ftoci multiplies rho after the first tocilizumab: slope of log C changes there
     toci = dict(typ, ftoci=1.5)
-    lc = stein_log_curve(np.array([3.0, 4.0, 5.0, 6.0]), toci, t_toci=5.0)
+    lc = stein_log_curve(np.array([3.0, 4.0, 5.0, 6.0]), toci, Dosing(t_toci=5.0))
     rho = math.log(3900) / 9.3
     assert lc[1] - lc[0] == pytest.approx(rho)
     assert lc[3] - lc[2] == pytest.approx(1.5 * rho)
     # a comedication after Tmax changes nothing; none (NaN) = no effect
-    np.testing.assert_allclose(stein_curve(t[::1000], toci, t_toci=20.0), stein_curve(t[::1000], typ))
-    np.testing.assert_allclose(stein_curve(t[::1000], toci, t_toci=np.nan), stein_curve(t[::1000], typ))
+    np.testing.assert_allclose(stein_curve(t[::1000], toci, Dosing(t_toci=20.0)), stein_curve(t[::1000], typ))
+    np.testing.assert_allclose(stein_curve(t[::1000], toci, Dosing(t_toci=np.nan)), stein_curve(t[::1000], typ))
     # split dose, superposition: 20% on day 0, 80% on day 2
-    ev = dict(dose_times=[0.0, 2.0], dose_fractions=[1.0, 4.0])
-    c = stein_curve(t, typ, **ev)
+    ev = Dosing(dose_times=[0.0, 2.0], dose_fractions=[1.0, 4.0])
+    c = stein_curve(t, typ, ev)
     np.testing.assert_allclose(c, 0.2 * stein_curve(t, typ) + 0.8 * stein_curve(t - 2, typ), rtol=1e-10)
     # everything together: analytical AUC and exact peak vs a fine grid
     allx = dict(typ, tlag=0.5, ftoci=1.3, fster=0.6)
-    ev = dict(t_toci=4.0, t_ster=6.5, dose_times=[0.0, 2.0], dose_fractions=[0.2, 0.8])
-    c = stein_curve(t, allx, **ev)
-    assert float(stein_auc(0, 60, allx, **ev)) == pytest.approx(float(np.trapezoid(c, t)), rel=1e-6)
-    assert float(stein_auc(3, 28, allx, **ev)) == pytest.approx(
+    ev = Dosing(t_toci=4.0, t_ster=6.5, dose_times=[0.0, 2.0], dose_fractions=[0.2, 0.8])
+    c = stein_curve(t, allx, ev)
+    assert float(stein_auc(0, 60, allx, ev)) == pytest.approx(float(np.trapezoid(c, t)), rel=1e-6)
+    assert float(stein_auc(3, 28, allx, ev)) == pytest.approx(
         float(np.trapezoid(c[(t >= 3) & (t <= 28)], t[(t >= 3) & (t <= 28)])), rel=1e-6)
-    cm, tm = stein_peak(allx, **ev)
+    cm, tm = stein_peak(allx, ev)
     assert float(cm) == pytest.approx(c.max(), rel=1e-9)
     assert float(tm) == pytest.approx(t[c.argmax()], abs=1e-3)
 
@@ -138,13 +139,13 @@ def test_extensions_lag_comedication_split_dose():
 )
 def test_analytical_auc_and_peak_match_numerics(foldx, tmax, cmax, alpha, fb, beta, t_toci, ftoci, second):
     p = dict(foldx=foldx, tmax=tmax, cmax=cmax, alpha=alpha, fb=fb, beta=beta, ftoci=ftoci)
-    ev = {"t_toci": t_toci}
+    ev = Dosing(t_toci=t_toci)
     if second is not None:
-        ev.update(dose_times=[0.0, second], dose_fractions=[0.3, 0.7])
+        ev = Dosing(t_toci=t_toci, dose_times=[0.0, second], dose_fractions=[0.3, 0.7])
     t = np.linspace(0, 60, 200_001)
-    c = stein_curve(t, p, **ev)
-    assert float(stein_auc(0, 60, p, **ev)) == pytest.approx(float(np.trapezoid(c, t)), rel=1e-4)
-    cm, _ = stein_peak(p, **ev)
+    c = stein_curve(t, p, ev)
+    assert float(stein_auc(0, 60, p, ev)) == pytest.approx(float(np.trapezoid(c, t)), rel=1e-4)
+    cm, _ = stein_peak(p, ev)
     assert float(cm) >= c.max() * (1 - 1e-9)
     assert float(cm) <= c.max() * (1 + 1e-3)
 
@@ -182,7 +183,7 @@ TIMES_1 = np.array([0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 17, 21, 28, 
 def test_per_subject_fit_recovers_noise_free_curve():
     df = pl.DataFrame({"subject_id": "S1", "time": TIMES_1, "conc": stein_curve(TIMES_1, TRUE_1)})
     fit = SteinModel(sigma=0.1).fit(df)
-    row = fit.to_frame().row(0, named=True)
+    row = fit.individual_.row(0, named=True)
     assert row["converged"], row["message"]
     for p in PARAMS:
         assert row[p] == pytest.approx(TRUE_1[p], rel=1e-4), p
@@ -192,9 +193,9 @@ def test_per_subject_fit_recovers_noise_free_curve():
     assert row["car_cmax"] == pytest.approx(30_000, rel=1e-4) and row["car_tmax"] == pytest.approx(8.5, rel=1e-4)
     # a wrong start does not matter; fixed parameters are honoured
     fx = SteinModel(sigma=0.1, fixed={"beta": 0.004}).fit(df)
-    s = fx.summary()
+    s = fx.summary
     assert s.filter(parameter="beta")["fixed"][0] and s.filter(parameter="beta")["se"][0] is None
-    assert fx.to_frame()["alpha"][0] == pytest.approx(0.2, rel=1e-4)
+    assert fx.individual_["alpha"][0] == pytest.approx(0.2, rel=1e-4)
 
 
 def _pooled_blq_case(seed=2019, reps=60):
@@ -215,7 +216,7 @@ def test_m3_handles_blq_and_dropping_blq_is_biased():
     assert 0.25 < df["blq"].mean() < 0.5
     m3 = SteinModel(blq="m3").fit(df)
     drop = SteinModel(blq="drop").fit(df)
-    s3, sd = m3.summary(), drop.summary()
+    s3, sd = m3.summary, drop.summary
     rows = []
     for p in PARAMS:
         e3, r3 = s3.filter(parameter=p)["estimate"][0], s3.filter(parameter=p)["rse_pct"][0] / 100
@@ -224,13 +225,13 @@ def test_m3_handles_blq_and_dropping_blq_is_biased():
         rows.append(f"{p:6s} true {true[p]:<9.4g} M3 {e3:<10.4g} (z {z3:+.1f})  drop {ed:<10.4g} (z {zd:+.1f})")
         assert abs(z3) < 3, (p, e3, true[p])  # M3: unbiased within its own SE
     _report("BLQ designed case (pooled replicates)", rows)
-    assert m3.to_frame()["converged"][0] and drop.to_frame()["converged"][0]
+    assert m3.individual_["converged"][0] and drop.individual_["converged"][0]
     # ignoring BLQ: the slow phase looks flatter (only high tail values survive) and sigma shrinks
     zb = math.log(sd.filter(parameter="beta")["estimate"][0] / true["beta"]) / (
         sd.filter(parameter="beta")["rse_pct"][0] / 100)
     assert zb < -3  # biased by more than 3 of its own SEs
     assert sd.filter(parameter="beta")["estimate"][0] < 0.7 * true["beta"]
-    sig3, sigd = m3.to_frame()["sigma"][0], drop.to_frame()["sigma"][0]
+    sig3, sigd = m3.individual_["sigma"][0], drop.individual_["sigma"][0]
     assert abs(math.log(sig3 / 0.5)) < 0.05 and sigd < 0.94 * 0.5
 
 
@@ -245,18 +246,18 @@ def test_plain_frame_forms_censor_text_and_pre_dose_rows():
         .otherwise(pl.col("value")).alias("value"),
     )
     fit = SteinModel(sigma=0.3).fit(df)
-    assert fit.dropped["reason"].to_list() == ["before the first infusion"]
-    row = fit.to_frame().row(0, named=True)
+    assert fit.dropped_["reason"].to_list() == ["before the first infusion"]
+    row = fit.individual_.row(0, named=True)
     assert row["n_obs"] == 10 and row["n_blq"] == 1  # 12 < LLOQ 40 is treated as BLQ (M3)
 
 
 def test_seed_case_fit_passes_through_the_paper_values():
     study = seed_case()
     fit = SteinModel().fit(study)
-    assert fit.subject_ids == ["CD7-AML-001"]
+    assert fit.subject_ids_ == ["CD7-AML-001"]
     # the pre-infusion "<50" row is not used; the 12 post-infusion CARCOPY rows are
-    assert fit.dropped["reason"].to_list() == ["before the first infusion"]
-    row = fit.to_frame().row(0, named=True)
+    assert fit.dropped_["reason"].to_list() == ["before the first infusion"]
+    row = fit.individual_.row(0, named=True)
     assert row["converged"], row["message"]
     assert row["n_obs"] == 12 and row["n_blq"] == 0
     pred = fit.predict([14.0, 28.0])["pred"].to_numpy()
@@ -270,7 +271,7 @@ def test_seed_case_fit_passes_through_the_paper_values():
     assert row["car_cmax"] == pytest.approx(c.max(), rel=1e-4)  # grid max just misses the exact peak
     assert 10 <= row["car_tmax"] <= 14
     assert row["car_cmax"] >= 183_945 * 0.9
-    sup = SteinModel(dose_handling="superpose").fit(study).to_frame().row(0, named=True)
+    sup = SteinModel(dose_handling="superpose").fit(study).individual_.row(0, named=True)
     assert sup["converged"], sup["message"]
     # the 4e6/kg fraction on day 2 starts its own curve: the peak is 2 d after its expansion
     assert sup["car_tmax"] == pytest.approx(sup["tmax"] + 2.0)
@@ -286,12 +287,12 @@ def test_seed_case_fit_passes_through_the_paper_values():
 def test_per_subject_fits_of_simulated_subjects_and_peaks_on_a_sample():
     obs, truth = simulate(12, seed=1, times=DESIGN_2Y, return_params=True)
     fit = SteinModel().fit(obs)
-    f = fit.to_frame()
+    f = fit.individual_
     assert f["converged"].all(), f.filter(~pl.col("converged"))["message"].to_list()
     kink = f.filter(pl.col("message").str.contains("peak at a sampling time"))
     assert kink.height >= 1  # with this design some optima put the peak exactly on a sample
     assert all(min(abs(t - np.array(DESIGN_2Y))) < 1e-9 for t in kink["tmax"])
-    s = fit.summary().filter(pl.col("subject_id").is_in(kink["subject_id"].to_list()))
+    s = fit.summary.filter(pl.col("subject_id").is_in(kink["subject_id"].to_list()))
     assert s.filter(parameter="tmax")["se"].null_count() == kink.height
     assert s.filter(parameter="cmax")["se"].null_count() == 0
     # the per-subject estimates track the true individual peaks
@@ -302,11 +303,11 @@ def test_per_subject_fits_of_simulated_subjects_and_peaks_on_a_sample():
 def test_per_subject_result_api():
     obs = simulate(3, seed=5, times=DESIGN_180D)
     fit = SteinModel(prior=STEIN_2019).fit(obs)
-    s = fit.summary()
+    s = fit.summary
     assert s.columns[:9] == ["subject_id", "parameter", "estimate", "se", "rse_pct", "ci_lower", "ci_upper",
                              "fixed", "converged"]
     assert "iiv" in s.columns and s.height == 3 * 7
-    f = fit.to_frame()
+    f = fit.individual_
     for c in ("subject_id", *PARAMS, "rho", "r0", "doubling_time", "t_half_alpha", "t_half_beta", "car_cmax",
               "car_tmax", "car_auc_0_28", "sigma", "nll", "aic", "converged"):
         assert c in f.columns
@@ -315,6 +316,64 @@ def test_per_subject_result_api():
     assert fit.predict([0, 7]).height == 6
     fig = fit.plot()
     assert len([a for a in fig.axes if a.get_visible()]) == 3
+
+
+def test_fitters_follow_one_convention():
+    """Issue 14 point 5 (lifelines / scikit-learn): fit() returns the model itself, estimates are
+    attributes ending in "_" that exist only after fit, summary is a property."""
+    obs = simulate(3, seed=5, times=DESIGN_180D)
+    model = SteinModel(prior=STEIN_2019)
+    with pytest.raises(AttributeError, match=r"not fitted yet: call fit\(\) first"):
+        model.summary
+    assert not hasattr(model, "individual_")
+    assert model.fit(obs) is model
+    assert isinstance(model.summary, pl.DataFrame) and model.subject_ids_ == ["SIM-0001", "SIM-0002", "SIM-0003"]
+    # params_ is what stein_curve takes: with the subjects' dosing it draws the fitted curves
+    assert model.params_.columns == ["subject_id", *PARAMS, "tlag", "ftoci", "fster", "sigma"]
+    t = np.array([0.5, 7.0, 14.0, 60.0])
+    np.testing.assert_allclose(stein_curve(np.broadcast_to(t, (3, t.size)), model.params_, model.dosing_).ravel(),
+                               model.predict(t)["pred"].to_numpy(), rtol=1e-12)
+    # individual_ puts the observed peak beside the fitted one; the highest quantifiable sample of
+    # each subject is read here straight from the simulated input
+    top = obs.filter(~pl.col("blq")).group_by("subject_id", maintain_order=True).agg(pl.col("conc").max())
+    ind = model.individual_
+    assert ind["obs_cmax"].to_list() == top["conc"].to_list()
+    np.testing.assert_allclose(ind["car_cmax_over_obs"], ind["car_cmax"] / ind["obs_cmax"], rtol=1e-15)
+
+    pop = SteinPopulationModel(seed=5, n_burn=20, n_smooth=10, n_post=10, n_is=50)
+    with pytest.raises(AttributeError, match="call fit"):
+        pop.summary
+    assert pop.fit(simulate(20, seed=2, times=DESIGN_180D)) is pop
+    assert dict(pop.params_.theta) == pop.theta_ and pop.params_.sigma == pop.sigma_
+    assert pop.n_parameters_ == 6 + 6 + 1  # six typical values, six variances, sigma
+    assert pop.aic_ == pytest.approx(-2 * pop.loglik_ + 2 * pop.n_parameters_)
+    assert set(pop.shrinkage_) == set(PARAMS) and pop.individual_.height == 20
+    assert pop.summary["shrinkage_pct"].head(6).to_list() == [pop.shrinkage_[p] for p in PARAMS]
+
+
+def test_dosing_is_one_value_for_every_curve_function():
+    """The comedication times and infusions travel together as a Dosing (issue 14 point 4)."""
+    typ = dict(STEIN_2019.typical(), ftoci=1.5)
+    two = {k: np.array([v, v]) for k, v in typ.items()}
+    dosing = Dosing(t_toci=np.array([4.0, np.inf]), dose_times=np.array([[0.0, 2.0], [0.0, 0.0]]),
+                    dose_fractions=np.array([[0.2, 0.8], [1.0, 0.0]]))
+    t = np.linspace(0, 40, 401)
+    both = stein_curve(t, two, dosing)
+    # subject 2: no tocilizumab, the whole dose on day 0 = the plain curve
+    np.testing.assert_allclose(both[1], stein_curve(t, typ), rtol=1e-12)
+    # subject 1 through its own Dosing (indexing picks the subject); by hand: 20% of a curve from
+    # day 0 plus 80% of one from day 2, each with rho x 1.5 after day 4
+    np.testing.assert_allclose(both[0], stein_curve(t, typ, dosing[0]), rtol=1e-12)
+    by_hand = (0.2 * stein_curve(t, typ, Dosing(t_toci=4.0))
+               + 0.8 * stein_curve(t - 2.0, typ, Dosing(t_toci=2.0)))
+    np.testing.assert_allclose(both[0], by_hand, rtol=1e-10)
+    assert stein_auc(0, 28, two, dosing).shape == (2,) and stein_peak(two, dosing)[0].shape == (2,)
+    assert derived_quantities(two, dosing)["car_auc_0_28"][1] == pytest.approx(float(stein_auc(0, 28, typ)))
+    np.testing.assert_array_equal(stein_curve(t, typ, Dosing()), stein_curve(t, typ))  # the default
+    with pytest.raises(AttributeError):
+        dosing.t_toci = None  # frozen
+    sim = simulate(2, seed=1, times=[1.0, 14.0], dosing=Dosing(t_toci=[3.0, np.nan]), lloq=None)
+    assert sim.group_by("subject_id", maintain_order=True).agg(pl.col("t_toci").first())["t_toci"].to_list() == [3.0, None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +397,7 @@ def pop500():
 def test_population_recovery_of_stein_2019(pop500):
     obs, fit = pop500
     assert 0.2 < obs["blq"].mean() < 0.4
-    s = fit.summary()
+    s = fit.summary
     rows = []
     for p in PARAMS:
         r = s.filter(parameter=p).row(0, named=True)
@@ -347,17 +406,17 @@ def test_population_recovery_of_stein_2019(pop500):
                     f"omega2 {r['omega2']:.3f} true {STEIN_2019.omega2[p]:.2f} "
                     f"({100 * _rel(r['omega2'], STEIN_2019.omega2[p]):+5.1f}%, RSE {r['omega2_rse_pct']:.1f}%)  "
                     f"shrinkage {r['shrinkage_pct']:.0f}%")
-    rows.append(f"sigma {fit.sigma:.4f} true 0.56; -2LL {-2 * fit.loglik:.1f} (IS MC SE {2 * fit.loglik_se:.1f}); "
-                f"score chi2 {fit.polish['score_chi2'][-1] if fit.polish.height else float('nan'):.2f} (13 d.f.)")
+    rows.append(f"sigma {fit.sigma_:.4f} true 0.56; -2LL {-2 * fit.loglik_:.1f} (IS MC SE {2 * fit.loglik_se_:.1f}); "
+                f"score chi2 {fit.polish_['score_chi2'][-1] if fit.polish_.height else float('nan'):.2f} (13 d.f.)")
     _report("SAEM recovery, 500 subjects (moment-matched), DESIGN_2Y", rows)
     for p in PARAMS:
-        assert abs(_rel(fit.theta[p], STEIN_2019.theta[p])) < 0.10, p
-        assert abs(_rel(fit.omega2[p], STEIN_2019.omega2[p])) < 0.25, p
-    assert abs(_rel(fit.sigma, 0.56)) < 0.05
-    assert fit.fim_ok
+        assert abs(_rel(fit.theta_[p], STEIN_2019.theta[p])) < 0.10, p
+        assert abs(_rel(fit.omega2_[p], STEIN_2019.omega2[p])) < 0.25, p
+    assert abs(_rel(fit.sigma_, 0.56)) < 0.05
+    assert fit.fim_ok_
     assert s["rse_pct"].is_not_null().all() and (s["rse_pct"] < 25).all()
-    assert np.isfinite(fit.loglik) and fit.aic == pytest.approx(-2 * fit.loglik + 2 * 13)
-    assert fit.polish.height == 1 and fit.polish["score_chi2"][0] < 13  # stationary up to MC noise
+    assert np.isfinite(fit.loglik_) and fit.aic_ == pytest.approx(-2 * fit.loglik_ + 2 * 13)
+    assert fit.polish_.height == 1 and fit.polish_["score_chi2"][0] < 13  # stationary up to MC noise
 
 
 @pytest.mark.slow
@@ -373,7 +432,7 @@ def test_population_recovery_plain_draw_within_standard_errors():
     of tmax is 3.9 SE off although the estimator matches the sample to 1.4%.)"""
     obs, truth = simulate(500, seed=2020, times=DESIGN_2Y, return_params=True)
     fit = SteinPopulationModel(init=BAD_INIT, seed=2020, compute_ll=False).fit(obs)
-    s = fit.summary()
+    s = fit.summary
     rows = []
     for p in PARAMS:
         r = s.filter(parameter=p).row(0, named=True)
@@ -407,8 +466,8 @@ def test_population_recovery_mean_over_four_replicates():
         obs = simulate(500, seed=seed, times=DESIGN_2Y, params=STEIN_2019, lloq=50.0, exact_moments=True)
         fit = SteinPopulationModel(init=BAD_INIT, seed=seed, n_chains=3, compute_ll=False).fit(obs)
         for p in PARAMS:
-            th_err[p].append(_rel(fit.theta[p], STEIN_2019.theta[p]))
-            om_err[p].append(_rel(fit.omega2[p], STEIN_2019.omega2[p]))
+            th_err[p].append(_rel(fit.theta_[p], STEIN_2019.theta[p]))
+            om_err[p].append(_rel(fit.omega2_[p], STEIN_2019.omega2[p]))
     rows = [f"{p:6s} theta " + " ".join(f"{100 * e:+5.1f}%" for e in th_err[p])
             + f"  mean {100 * np.mean(th_err[p]):+5.1f}% | omega2 " + " ".join(f"{100 * e:+5.1f}%" for e in om_err[p])
             + f"  mean {100 * np.mean(om_err[p]):+5.1f}%" for p in PARAMS]
@@ -448,25 +507,25 @@ def test_covariate_effects_continuous_and_binary_are_recovered():
                         "disease": np.where(nhl == 1, "NHL", "ALL")})
     fit = SteinPopulationModel(covariates={"cmax": ["log_dose"], "alpha": ["disease"]}, centers={"log_dose": 0.0},
                                seed=7, compute_ll=False).fit(obs, covariates=cov)
-    s = fit.summary()
+    s = fit.summary
     b_dose = s.filter(parameter="cmax~log_dose").row(0, named=True)
     b_nhl = s.filter(parameter="alpha~disease[NHL]").row(0, named=True)
     _report("covariate recovery (400 subjects)", [
         f"cmax~log_dose      {b_dose['estimate']:.3f} (SE {b_dose['se']:.3f}), true 0.5",
         f"alpha~disease[NHL] {b_nhl['estimate']:.3f} (SE {b_nhl['se']:.3f}), true 0.5 (reference ALL)",
-        f"cmax theta {fit.theta['cmax']:.0f} (true 24000), omega2 {fit.omega2['cmax']:.3f} (true 0.65); "
-        f"alpha theta {fit.theta['alpha']:.4f} (true 0.16)",
+        f"cmax theta {fit.theta_['cmax']:.0f} (true 24000), omega2 {fit.omega2_['cmax']:.3f} (true 0.65); "
+        f"alpha theta {fit.theta_['alpha']:.4f} (true 0.16)",
     ])
     for b in (b_dose, b_nhl):
         assert abs(b["estimate"] - 0.5) < 3 * b["se"] and b["se"] < 0.15
         assert b["estimate"] / b["se"] > 3  # the effect is detected
     assert "reference 'ALL'" in b_nhl["note"]
-    assert abs(_rel(fit.theta["cmax"], 24_000)) < 0.1 and abs(_rel(fit.theta["alpha"], 0.16)) < 0.15
+    assert abs(_rel(fit.theta_["cmax"], 24_000)) < 0.1 and abs(_rel(fit.theta_["alpha"], 0.16)) < 0.15
     # the covariate explains between-subject variance instead of inflating omega2
-    assert abs(_rel(fit.omega2["cmax"], 0.65)) < 0.25
-    assert fit.params.covariate_effects[("cmax", "log_dose")] == pytest.approx(b_dose["estimate"])
+    assert abs(_rel(fit.omega2_["cmax"], 0.65)) < 0.25
+    assert fit.params_.covariate_effects[("cmax", "log_dose")] == pytest.approx(b_dose["estimate"])
     # individual level: the EBEs carry the effects, the random effects do not
-    f = fit.to_frame()
+    f = fit.individual_
     assert np.corrcoef(np.log(f["cmax"].to_numpy()), log_dose)[0, 1] > 0.3
     assert abs(np.corrcoef(f["eta_cmax"].to_numpy(), log_dose)[0, 1]) < 0.1
     eta_a = f["eta_alpha"].to_numpy()
@@ -480,23 +539,23 @@ def test_population_fit_api_and_determinism():
     kw = dict(seed=5, n_burn=60, n_smooth=40, n_post=30, n_is=200)
     a = SteinPopulationModel(**kw).fit(obs)
     b = SteinPopulationModel(**kw).fit(obs)
-    assert a.summary().equals(b.summary()) and a.to_frame().equals(b.to_frame())
-    s = a.summary()
+    assert a.summary.equals(b.summary) and a.individual_.equals(b.individual_)
+    s = a.summary
     assert s.columns == ["parameter", "kind", "estimate", "se", "rse_pct", "omega2", "omega2_se", "omega2_rse_pct",
                          "iiv_cv_pct", "shrinkage_pct", "note"]
     assert s["parameter"].to_list() == [*PARAMS, "sigma"]
-    f = a.to_frame()
+    f = a.individual_
     assert f.height == 60
     for c in (*PARAMS, *(f"eta_{p}" for p in PARAMS), "car_cmax", "car_tmax", "car_auc_0_28", "doubling_time",
               "t_half_alpha", "t_half_beta"):
         assert c in f.columns
     typ = a.predict([0, 9, 28])
     assert typ["subject_id"].to_list() == ["typical"] * 3
-    np.testing.assert_allclose(typ["pred"].to_numpy(), stein_curve([0, 9, 28], a.params.typical()))
+    np.testing.assert_allclose(typ["pred"].to_numpy(), stein_curve([0, 9, 28], a.params_.typical()))
     ind = a.predict([14], subject=["SIM-0001", "SIM-0002"])
     assert ind.height == 2
     assert a.plot(kind="fits", max_subjects=4) is not None
-    assert isinstance(a.params, PopulationParams) and a.trace.height == 100
+    assert isinstance(a.params_, PopulationParams) and a.trace_.height == 100
 
 
 def test_population_fit_on_a_study_with_split_doses_and_covariates():
@@ -506,8 +565,8 @@ def test_population_fit_on_a_study_with_split_doses_and_covariates():
     study = read_study(synthetic_cohort(40, seed=3))
     fit = SteinPopulationModel(covariates={"cmax": ["log_dose", "toci"]}, dose_handling="superpose", seed=1,
                                n_burn=60, n_smooth=40, n_post=30, n_is=200).fit(study)
-    s = fit.summary()
+    s = fit.summary
     assert {"cmax~log_dose", "cmax~toci"} <= set(s["parameter"].to_list())
     assert np.all(np.isfinite(s["estimate"].to_numpy()))
-    assert fit.data.dose_t is not None and (fit.data.dose_t[:, 1] == 2.0).any()  # split infusions seen
-    assert fit.to_frame().height == study.subjects.height
+    assert fit.dosing_.dose_times is not None and (fit.dosing_.dose_times[:, 1] == 2.0).any()  # split infusions seen
+    assert fit.individual_.height == study.subjects.height

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cartlab.datasets import seed_case_path
 from cartlab.kinetics.stein import PARAMS, STEIN_2019, SteinModel, SteinPopulationModel, simulate
-from cartlab.kinetics.stein_command import parse_assignments, stein_command
+from cartlab.cli.kinetics_io import parse_assignments, stein_command
 
 
 def run(*args, cwd=None):
@@ -74,9 +74,10 @@ def test_table_per_subject_end_to_end(tmp_path):
     est = pl.read_csv(out / "stein_estimates.csv")
     assert est.height == 6 * (len(PARAMS) + 1)  # six parameters and sigma per subject
     # the numbers are the estimator's own
-    expect = SteinModel().fit(_expected_frame(df)).to_frame()
+    expect = SteinModel().fit(_expected_frame(df)).individual_
     got = pl.read_csv(out / "stein_subjects.csv")
-    for c in (*PARAMS, "sigma", "car_cmax", "car_auc_0_28", "nll"):
+    assert got.columns == expect.columns  # the file is the fit's individual_ table, not a re-derivation
+    for c in (*PARAMS, "sigma", "car_cmax", "car_auc_0_28", "obs_cmax", "nll"):
         assert np.allclose(got[c].to_numpy(), expect[c].to_numpy(), rtol=1e-9), c
     # every observation leads back to its input row (src_row is the 1-based data row)
     obs = pl.read_csv(out / "stein_observations.csv")
@@ -112,7 +113,7 @@ def test_fixed_parameter_and_prior(tmp_path):
     est = pl.read_csv(tmp_path / "o" / "stein_estimates.csv")
     beta = est.filter(pl.col("parameter") == "beta")
     assert beta["fixed"].all() and np.allclose(beta["estimate"], 0.0032) and beta["se"].null_count() == 2
-    expect = SteinModel(fixed={"beta": 0.0032}, prior=STEIN_2019).fit(_expected_frame(df)).to_frame()
+    expect = SteinModel(fixed={"beta": 0.0032}, prior=STEIN_2019).fit(_expected_frame(df)).individual_
     got = pl.read_csv(tmp_path / "o" / "stein_subjects.csv")
     assert np.allclose(got["cmax"], expect["cmax"], rtol=1e-9)
     meta = json.loads((tmp_path / "o" / "stein_fit.json").read_text())
@@ -140,7 +141,7 @@ def test_population_table_with_covariate(tmp_path):
                                       df.select(pl.col("ID").alias("subject_id"), "LOGDOSE").unique("subject_id"),
                                       on="subject_id", how="left", maintain_order="left"))
     theta = dict(zip(pop["parameter"], pop["estimate"]))
-    for p, v in expect.theta.items():
+    for p, v in expect.theta_.items():
         assert math.isclose(theta[p], v, rel_tol=1e-9), p
     obs = pl.read_csv(out / "stein_observations.csv")
     assert {"ipred", "pred", "iwres"} <= set(obs.columns) and obs.height == df.height
@@ -256,11 +257,11 @@ def test_a_failure_while_writing_leaves_the_folder_as_it_was(tmp_path, monkeypat
 def test_observations_residuals_are_the_definition():
     sim = simulate(3, seed=8, params=STEIN_2019)
     fit = SteinModel().fit(sim)
-    obs = fit.observations()
+    obs = fit.observations_
     pred = pl.concat([fit.predict(g["time"].to_numpy(), s) for (s,), g in obs.group_by("subject_id",
                                                                                         maintain_order=True)])
     assert np.allclose(obs["ipred"], pred["pred"], rtol=1e-12)
-    sig = dict(zip(fit.subject_ids, fit.to_frame()["sigma"]))
+    sig = dict(zip(fit.subject_ids_, fit.individual_["sigma"]))
     q = obs.filter(~pl.col("blq"))
     want = (np.log(q["conc"].to_numpy()) - np.log(q["ipred"].to_numpy())) / np.array([sig[s] for s in q["subject_id"]])
     assert np.allclose(q["iwres"].to_numpy(), want, rtol=1e-12)
@@ -297,7 +298,7 @@ def test_table_with_split_doses(tmp_path):
     obs = pl.read_csv(out / "stein_observations.csv")
     assert np.allclose(obs["time"], df["DAY"])  # back on the first-infusion clock
     expect = SteinModel(dose_handling="superpose").fit(
-        _expected_frame(shifted), doses=doses.rename({"ID": "subject_id", "DAY": "time"})).to_frame()
+        _expected_frame(shifted), doses=doses.rename({"ID": "subject_id", "DAY": "time"})).individual_
     got = pl.read_csv(out / "stein_subjects.csv")
     assert np.allclose(got["cmax"], expect["cmax"], rtol=1e-9)
     meta = json.loads((out / "stein_fit.json").read_text())

@@ -37,7 +37,7 @@ def seed_course():
 
     study = read_study(SEED)
     fit = SteinModel().fit(study)
-    obs = fit.observations().filter(~fit.observations()["blq"])
+    obs = fit.observations_.filter(~fit.observations_["blq"])
     return study, fit, obs
 
 
@@ -59,15 +59,16 @@ def apex(t, c, rise=(1, 10), fall=(14, 28)):
 
 
 def one_fit(study, **kw):
+    """The fitted model and its one subject's row (parameters, sigma, nll)."""
     from cartlab.kinetics.stein import SteinModel
 
     f = SteinModel(**kw).fit(study)
-    return f, f.fits[0]
+    return f, f.individual_.row(0, named=True)
 
 
 def profile(study, grid):
     """-2 log L with Cmax held at each grid value (the other parameters refitted)."""
-    return [2 * one_fit(study, fixed={"cmax": float(c)})[1].nll for c in grid]
+    return [2 * one_fit(study, fixed={"cmax": float(c)})[1]["nll"] for c in grid]
 
 
 def profile_interval(study, best_cmax, best_m2ll, level=0.95):
@@ -75,7 +76,7 @@ def profile_interval(study, best_cmax, best_m2ll, level=0.95):
     q = stats.chi2.ppf(level, 1)
 
     def excess(logc):
-        return 2 * one_fit(study, fixed={"cmax": math.exp(logc)})[1].nll - best_m2ll - q
+        return 2 * one_fit(study, fixed={"cmax": math.exp(logc)})[1]["nll"] - best_m2ll - q
 
     lb = math.log(best_cmax)
     lo = optimize.brentq(excess, lb - 1.5, lb - 1e-3, xtol=1e-4)
@@ -85,7 +86,9 @@ def profile_interval(study, best_cmax, best_m2ll, level=0.95):
 
 def random_starts(study, n=300, seed=0):
     """The best -2 log L from ``n`` random L-BFGS-B starts (no data-driven start)."""
-    from cartlab.kinetics.stein import _BOUNDS, PARAMS, _Evaluator, _prepare
+    from cartlab.kinetics.stein.data import _prepare
+    from cartlab.kinetics.stein.likelihood import _Evaluator
+    from cartlab.kinetics.stein.params import _BOUNDS, PARAMS
 
     d = _prepare(study, doses=None, covariates=None, param="CARCOPY", blq="m3", blq_below_lloq=True,
                  dose_handling="first")
@@ -118,23 +121,23 @@ def main(n_random: int = 300, out_dir: Path = HERE) -> dict:
     study, fit, obs = seed_course()
     t, c = obs["time"].to_numpy(), obs["conc"].to_numpy()
     src = obs["source"].to_list()
-    ml = fit.fits[0]
-    est = fit.summary().filter(fit.summary()["parameter"] == "cmax").row(0, named=True)
+    ml = fit.individual_.row(0, named=True)
+    est = fit.summary.filter(fit.summary["parameter"] == "cmax").row(0, named=True)
     ap = apex(t, c)
     ipred = dict(zip(obs["time"].to_list(), obs["ipred"].to_list(), strict=True))
     fixed_fit, fx = one_fit(study, fixed={"cmax": 183945.0})
-    fx_obs = fixed_fit.observations()
+    fx_obs = fixed_fit.observations_
     sup_fit, sp = one_fit(study, dose_handling="superpose")
-    sup_row = sup_fit.to_frame().row(0, named=True)
+    sup_row = sup_fit.individual_.row(0, named=True)
     grid = np.exp(np.linspace(math.log(1.2e5), math.log(1.2e6), 25))
     prof = profile(study, grid)
-    ci = profile_interval(study, ml.values["cmax"], 2 * ml.nll)
-    m2ll_fixed = 2 * fx.nll
+    ci = profile_interval(study, ml["cmax"], 2 * ml["nll"])
+    m2ll_fixed = 2 * fx["nll"]
     out = {
-        "ml": {"cmax": ml.values["cmax"], "cmax_ci_wald": [est["ci_lower"], est["ci_upper"]],
-               "cmax_ci_profile": list(ci), "tmax": ml.values["tmax"], "foldx": ml.values["foldx"],
-               "rho": math.log(ml.values["foldx"]) / ml.values["tmax"], "alpha": ml.values["alpha"],
-               "fb": ml.values["fb"], "beta": ml.values["beta"], "sigma": ml.sigma, "m2ll": 2 * ml.nll},
+        "ml": {"cmax": ml["cmax"], "cmax_ci_wald": [est["ci_lower"], est["ci_upper"]],
+               "cmax_ci_profile": list(ci), "tmax": ml["tmax"], "foldx": ml["foldx"],
+               "rho": math.log(ml["foldx"]) / ml["tmax"], "alpha": ml["alpha"],
+               "fb": ml["fb"], "beta": ml["beta"], "sigma": ml["sigma"], "m2ll": 2 * ml["nll"]},
         "apex_by_hand": {k: v for k, v in ap.items() if not k.endswith("_line")},
         "observed_peak": {"t": float(t[np.argmax(c)]), "c": float(c.max())},
         "near_peak": [{"t": float(x), "observed": float(y), "ipred": float(ipred[x]),
@@ -142,12 +145,12 @@ def main(n_random: int = 300, out_dir: Path = HERE) -> dict:
                       for x, y, s in zip(t, c, src, strict=True) if 7 <= x <= 21],
         "local_rates": [{"from": float(a), "to": float(b), "rate": float(math.log(cb / ca) / (b - a))}
                         for a, b, ca, cb in zip(t, t[1:], c, c[1:], strict=False)],
-        "cmax_fixed_at_observed": {"m2ll": m2ll_fixed, "delta_m2ll": m2ll_fixed - 2 * ml.nll,
-                                   "p_value": float(stats.chi2.sf(m2ll_fixed - 2 * ml.nll, 1)),
-                                   "sigma": fx.sigma, "tmax": fx.values["tmax"],
+        "cmax_fixed_at_observed": {"m2ll": m2ll_fixed, "delta_m2ll": m2ll_fixed - 2 * ml["nll"],
+                                   "p_value": float(stats.chi2.sf(m2ll_fixed - 2 * ml["nll"], 1)),
+                                   "sigma": fx["sigma"], "tmax": fx["tmax"],
                                    "max_abs_log_residual": float(np.nanmax(np.abs(np.log(
                                        fx_obs["conc"].to_numpy() / fx_obs["ipred"].to_numpy()))))},
-        "superpose": {"m2ll": 2 * sp.nll, "delta_m2ll": 2 * sp.nll - 2 * ml.nll, "cmax": sp.values["cmax"],
+        "superpose": {"m2ll": 2 * sp["nll"], "delta_m2ll": 2 * sp["nll"] - 2 * ml["nll"], "cmax": sp["cmax"],
                       "peak": sup_row["car_cmax"], "peak_t": sup_row["car_tmax"]},
         "random_starts": {"n": n_random, "best_m2ll": random_starts(study, n_random)},
         "n_samples": len(t), "n_reconstructed": int(sum(s == "reconstructed" for s in src)),
@@ -159,8 +162,8 @@ def main(n_random: int = 300, out_dir: Path = HERE) -> dict:
     a0 = ax[0]
     a0.plot(t[~paper], c[~paper], "o", mfc="none", color="C0", label="reconstructed sample")
     a0.plot(t[paper], c[paper], "o", color="C0", label="sample stated by the paper")
-    a0.plot(tg, stein_curve(tg, ml.values), "-", color="C1", label=f"ML fit: Cmax {ml.values['cmax']:,.0f}")
-    a0.plot(tg, stein_curve(tg, fx.values), "--", color="C2", label="fit with Cmax held at 183,945")
+    a0.plot(tg, stein_curve(tg, ml), "-", color="C1", label=f"ML fit: Cmax {ml['cmax']:,.0f}")
+    a0.plot(tg, stein_curve(tg, fx), "--", color="C2", label="fit with Cmax held at 183,945")
     g, d = ap["growth_line"], ap["decline_line"]
     tr, tf = np.linspace(0, ap["t"], 50), np.linspace(ap["t"], 30, 50)
     a0.plot(tr, np.exp(g[0] * tr + g[1]), ":", color="0.4", lw=1)
@@ -178,9 +181,9 @@ def main(n_random: int = 300, out_dir: Path = HERE) -> dict:
     for r in lr:
         a1.plot([r["from"], r["to"]], [r["rate"]] * 2, "-", color="C0", lw=2)
     a1.axhline(out["ml"]["rho"], color="C1", ls="-", lw=1, label=f"model expansion rate rho {out['ml']['rho']:.2f}/day")
-    a1.axvline(ml.values["tmax"], color="C1", ls=":", lw=1, label=f"model Tmax {ml.values['tmax']:.1f}")
-    a1.axhline(-ml.values["alpha"], color="C1", ls="--", lw=1,
-               label=f"model contraction -alpha {-ml.values['alpha']:.2f}/day")
+    a1.axvline(ml["tmax"], color="C1", ls=":", lw=1, label=f"model Tmax {ml['tmax']:.1f}")
+    a1.axhline(-ml["alpha"], color="C1", ls="--", lw=1,
+               label=f"model contraction -alpha {-ml['alpha']:.2f}/day")
     a1.axhline(0, color="0.7", lw=0.8)
     a1.set_xlim(0, 60)
     a1.set_xlabel("days")
@@ -188,10 +191,10 @@ def main(n_random: int = 300, out_dir: Path = HERE) -> dict:
     a1.set_title("growth slows before the peak; the model's rate is constant", fontsize=9)
     a1.legend(fontsize=6.5)
     a2 = ax[2]
-    a2.plot(grid, np.asarray(prof) - 2 * ml.nll, "-", color="C1")
+    a2.plot(grid, np.asarray(prof) - 2 * ml["nll"], "-", color="C1")
     a2.axhline(stats.chi2.ppf(0.95, 1), color="0.5", ls=":", lw=1, label="95% (chi-square 1 df: 3.84)")
     a2.axvline(183945, color="C2", ls="--", lw=1, label="observed peak 183,945")
-    a2.axvline(ml.values["cmax"], color="C1", ls=":", lw=1, label=f"ML {ml.values['cmax']:,.0f}")
+    a2.axvline(ml["cmax"], color="C1", ls=":", lw=1, label=f"ML {ml['cmax']:,.0f}")
     a2.set_xscale("log")
     ticks = [1.5e5, 2e5, 3e5, 5e5, 7e5, 1e6]
     a2.set_xticks(ticks, [f"{x / 1e3:,.0f}k" for x in ticks])

@@ -42,7 +42,7 @@ def nca_cmd(
 
     [bold]Example[/]: cartlab nca theoph.csv --subject Subject --time Time --conc conc --out nca.csv
     """
-    from cartlab.kinetics.nca import nca_command
+    from cartlab.cli.kinetics_io import nca_command
 
     try:
         with _progress(f"NCA of {table.name}") as step:
@@ -98,7 +98,7 @@ def stein_cmd(
 
     [bold]Example[/]: cartlab stein cohort/ --population --covariate cmax=log_dose --out stein/
     """
-    from cartlab.kinetics.stein_command import stein_command
+    from cartlab.cli.kinetics_io import stein_command
 
     if not source.exists():
         raise _usage(f"{source}: no such file or folder")

@@ -282,7 +282,7 @@ def demo_cmd(
         "Demo: age and sex are stated by the paper; weight, height and the screening creatinine (day -6) are "
         "reconstructed (synthetic), not stated by the paper.")), out / "report" / "dosing_sheet.html")
     console.print(f"5. dosing sheet ({proto.id}; weight and height reconstructed): {sheet}")
-    from cartlab.kinetics.stein_command import stein_command
+    from cartlab.cli.kinetics_io import stein_command
 
     meta = stein_command(study, out / "stein")
     console.print(f"6. Stein 2019 kinetic fit of CARCOPY: {out / 'stein'} ({meta['n_observations']} samples, "

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cartlab.grading.common import EVIDENCE, evidence_ref
+from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref
 
 __all__ = [
     "CAR_PARAMS",
@@ -49,12 +50,6 @@ __all__ = [
 
 #: measured quantities, in order of preference
 CAR_PARAMS = ("CARCOPY", "CARCELL")
-
-
-def _is_car_t(agent: str | None) -> bool:
-    from cartlab.report.figures import is_car_t_agent
-
-    return is_car_t_agent(agent)
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,7 @@ def _infusions(study: Study) -> pl.DataFrame:
     d = study.doses.filter(pl.col("day").is_not_null())
     if d.height == 0:
         return pl.DataFrame(schema={"subject_id": pl.String, "day": pl.Float64})
-    mask = [_is_car_t(a) for a in d["agent"].to_list()]
+    mask = [is_car_t_agent(a) for a in d["agent"].to_list()]
     return d.filter(pl.Series(mask, dtype=pl.Boolean)).select("subject_id", "day").sort("subject_id", "day")
 
 

@@ -25,7 +25,6 @@ switch), so this is safe in servers, tests and threads.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -36,6 +35,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogLocator, MaxNLocator, MultipleLocator, NullFormatter
 
+from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import NOT_MEASURED_SOURCES, Study
 
 __all__ = [
@@ -113,12 +113,6 @@ def provenance_kind(source: str | None) -> str:
     if s in RECONSTRUCTED_SOURCES:
         return "reconstructed"
     return "observed"
-
-
-def is_car_t_agent(agent: str | None) -> bool:
-    """``CAR-T``, ``CD7 CAR-T``, ``car_t``, ``tisagenlecleucel``, ``axicabtagene ciloleucel`` ..."""
-    a = re.sub(r"[\s_\-]", "", (agent or "").lower())
-    return "cart" in a or a.endswith("leucel") or "cabtagene" in a
 
 
 def _mt(s: object) -> str:

@@ -1,11 +1,17 @@
-"""``cartlab stein``: fit the Stein 2019 CAR-T kinetic model to a study folder or a plain table.
+"""The files around the kinetics engines, for ``cartlab nca`` and ``cartlab stein``: reading
+concentration tables (CSV), parsing the options, writing the results.
 
-The edge around :mod:`cartlab.kinetics.stein` (reading, option parsing, writing): per-subject
-maximum-likelihood fits by default, a population SAEM fit with ``population=True``. Every output
-file is written into a temporary folder first and moved into place only when all of them are
-complete, so a failed run leaves nothing partial behind. ``stein_fit.json`` records the input (path
-and SHA-256), every option, the counts and the fit statistics, so each number can be traced to the
-rows (``src_file``/``src_row`` in ``stein_observations.csv``) and settings that produced it.
+* :func:`read_conc_table` -- a concentration-time CSV checked and parsed (file, row, line and column
+  named in every error).
+* :func:`nca_command` -- the CSV contract of ``../shared/conformance/README.md``: one row per
+  subject and interval with PKNCA's column names (engine: :func:`cartlab.kinetics.nca.nca`).
+* :func:`stein_command` -- the Stein 2019 fits of a study or a table written into a folder
+  (engine: :mod:`cartlab.kinetics.stein`), with ``stein_fit.json`` recording the input (path and
+  SHA-256), every option, the counts and the fit statistics, so each number can be traced to the
+  rows (``src_file``/``src_row`` in ``stein_observations.csv``) and settings that produced it.
+
+Nothing partial is left behind: a CSV is written through :func:`cartlab.io.atomic.atomic_file`, the
+Stein folder through :func:`cartlab.io.atomic.atomic_folder`.
 """
 
 from __future__ import annotations
@@ -13,22 +19,29 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import polars as pl
 
 from cartlab import __version__
+from cartlab.io.atomic import atomic_file, atomic_folder
 from cartlab.io.study_folder import _sha256
-from cartlab.kinetics.nca import _CENSORED, _NA_TEXT, read_conc_table
+from cartlab.kinetics.nca import (
+    CENSORED_RESULT,
+    NA_TEXT,
+    NcaOptions,
+    nca,
+    parse_interval,
+)
 from cartlab.kinetics.stein import (
     BLQ_METHODS,
     DOSE_HANDLINGS,
     PARAMS,
+    PEAK_COLUMNS,
     STEIN_2019,
     Progress,
     SteinModel,
@@ -36,7 +49,138 @@ from cartlab.kinetics.stein import (
 )
 from cartlab.model import NOT_MEASURED_SOURCES
 
-__all__ = ["PEAK_COLUMNS", "observed_peaks", "parse_assignments", "stein_command"]
+__all__ = ["nca_command", "parse_assignments", "read_conc_table", "stein_command"]
+
+
+# ---------------------------------------------------------------------------------------------
+# concentration tables and cartlab nca
+
+
+def _scan_fields(path: Path) -> list[str]:
+    """The header; raises when a data row has another number of fields than the header."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError(f"{path}: the file is empty") from None
+        width = len(header)
+        for i, row in enumerate(reader, start=1):
+            if len(row) != width and row:
+                raise ValueError(f"{path}: row {i} (line {reader.line_num}) has {len(row)} field(s) but the "
+                                 f"header has {width}: time, conc and the other columns must have the same length")
+    return header
+
+
+def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str, lloq: str | None = None,
+                    extra: Sequence[str] = ()) -> pl.DataFrame:
+    """A concentration-time CSV checked and parsed for the ``nca`` and ``stein`` commands.
+
+    Returns ``_row`` (1-based data row), the subject column under its own name, ``_time``,
+    ``_conc`` (null for a censored ``<x`` cell or a missing one), ``_vt`` (the censored text),
+    ``_lloq`` (when ``lloq`` is given) and the ``extra`` columns as text. Raises ValueError naming
+    the file, row (and CSV line) and column: a missing column, a row with another number of fields
+    than the header, a time, conc or LLOQ that is not a number, a missing time or subject, a time
+    that does not increase within a subject (file order), a negative concentration."""
+    path = Path(input_csv)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    header = _scan_fields(path)
+    need = list(dict.fromkeys(c for c in (subject, time, conc, lloq, *extra) if c is not None))
+    miss = [c for c in need if c not in header]
+    if miss:
+        raise ValueError(f"{path}: column(s) {miss} not found; the header has {header}")
+    raw = pl.read_csv(path, infer_schema=False, columns=need)
+    raw = raw.with_row_index("_row", offset=1)
+
+    def parse(col: str, allow_censored: bool) -> pl.Expr:
+        txt = pl.col(col).str.strip_chars()
+        val = txt.replace(list(NA_TEXT), None).cast(pl.Float64, strict=False)
+        cens = txt.str.contains(r"^(<=|<|≤)") if allow_censored else pl.lit(False)
+        bad = raw.filter(val.is_null() & txt.is_not_null() & ~txt.is_in(list(NA_TEXT))
+                         & ~(cens & txt.str.extract(CENSORED_RESULT.pattern, 2).cast(pl.Float64, strict=False).is_not_null()))
+        if bad.height:
+            r = bad.row(0, named=True)
+            raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {col!r}: "
+                             f"{r[col]!r} is not a number")
+        return val
+
+    t_val = parse(time, False)
+    bad = raw.filter(t_val.is_null())
+    if bad.height:
+        r = bad.row(0, named=True)
+        raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {time!r}: time is missing")
+    c_val = parse(conc, True)
+    cols = [pl.col(subject), t_val.alias("_time"), c_val.alias("_conc"),
+            pl.when(pl.col(conc).str.strip_chars().str.contains(r"^(<=|<|≤)"))
+            .then(pl.col(conc).str.strip_chars()).alias("_vt")]
+    if lloq is not None:
+        cols.append(parse(lloq, False).alias("_lloq"))
+    cols += [pl.col(c) for c in extra if c not in (subject, time, conc, lloq)]
+    work = raw.select(pl.col("_row"), *cols)
+    if work[subject].null_count():
+        r = work.filter(pl.col(subject).is_null()).row(0, named=True)
+        raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {subject!r}: subject is missing")
+    nonincr = work.filter((pl.col("_time").diff().over(subject) <= 0).fill_null(False))
+    if nonincr.height:
+        r = nonincr.row(0, named=True)
+        prev = work.filter((pl.col(subject) == r[subject]) & (pl.col("_row") < r["_row"]))["_time"][-1]
+        raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {time!r}: time {r['_time']:g} "
+                         f"is not greater than the previous time {prev:g} of subject {r[subject]!r}; "
+                         "time must be monotonically increasing within a subject")
+    neg = work.filter(pl.col("_conc") < 0)
+    if neg.height:
+        r = neg.row(0, named=True)
+        raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {conc!r}: "
+                         f"negative concentration {r['_conc']:g}")
+    return work
+
+
+def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, time: str, conc: str,
+                lloq: str | None = None, method: str = "lin-up/log-down",
+                intervals: Sequence[Any] | None = None, options: NcaOptions | None = None) -> dict[str, Any]:
+    """``cartlab nca TABLE.csv --subject COL --time COL --conc COL [--lloq COL] [--method M]
+    [--interval START,END]... --out OUT.csv`` (contract: ``../shared/conformance/README.md``).
+
+    Writes one row per subject and interval with the subject column under its own name and the
+    PKNCA column names of :func:`nca` (lists as text: ``lambda.z.times`` joined by ``;``,
+    ``warnings`` by `` | ``); the file is written to a temporary name and renamed, so nothing
+    partial is left under ``out_csv``. A conc cell ``<x`` is a censored (BLQ) result; ``NA`` or an
+    empty cell is missing. Bad input raises ValueError naming the file, row and column: a missing
+    column, a row with another number of fields than the header, a time or conc that is not a
+    number, a time that does not increase within a subject (file order). Returns a summary.
+    """
+    path = Path(input_csv)
+    work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq)
+    base = options or NcaOptions()
+    opt = NcaOptions(**{f.name: getattr(base, f.name) for f in fields(NcaOptions)} | {"method": method})
+    ivs = [parse_interval(iv) for iv in (intervals or [(0.0, math.inf)])]
+    out = nca(work, subject=subject, time="_time", conc="_conc", lloq="_lloq" if lloq else None,
+              value_text="_vt", intervals=ivs, options=opt)
+    flat = out.with_columns(
+        pl.col("lambda.z.times").cast(pl.List(pl.String)).list.join(";"),
+        pl.col("warnings").list.join(" | "),
+    )
+    out_path = Path(out_csv)
+    with atomic_file(out_path) as tmp:
+        flat.write_csv(tmp)
+    return {
+        "input": str(path),
+        "output": str(out_path),
+        "rows": work.height,
+        "subjects": out[subject].n_unique(),
+        "intervals": [list(iv) for iv in ivs],
+        "results": out.height,
+        "method": opt.method,
+        "with_lambda_z": int(out["lambda.z"].is_not_null().sum()),
+        "with_warnings": int((out["warnings"].list.len() > 0).sum()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# cartlab stein
+
+
 
 #: Priors for per-subject MAP fits.
 PRIORS = {"stein2019": STEIN_2019}
@@ -71,7 +215,7 @@ def parse_assignments(items: Sequence[str], what: str, value_type=str) -> list[t
 
 def _numeric_or_text(col: pl.Series) -> pl.Series:
     """A covariate column read as text: numbers when every non-empty cell is one."""
-    txt = col.str.strip_chars().replace(list(_NA_TEXT), None)
+    txt = col.str.strip_chars().replace(list(NA_TEXT), None)
     num = txt.cast(pl.Float64, strict=False)
     return num if num.null_count() == txt.null_count() else txt
 
@@ -99,7 +243,7 @@ def _read_table(path: Path, subject: str | None, time: str | None, conc: str | N
         pl.col("_conc").alias("conc"),
         (pl.col("_lloq") if lloq else pl.lit(None, dtype=pl.Float64)).alias("lloq"),
         pl.when(pl.col("_vt").is_not_null()).then(pl.lit("<")).alias("censor"),
-        pl.col("_vt").str.extract(_CENSORED.pattern, 2).cast(pl.Float64).alias("censor_limit"),
+        pl.col("_vt").str.extract(CENSORED_RESULT.pattern, 2).cast(pl.Float64).alias("censor_limit"),
         (pl.col("source") if has_source else pl.lit(None, dtype=pl.String)).alias("source"),
         pl.lit(path.name).alias("src_file"),
         pl.col("_row").cast(pl.Int64).alias("src_row"),
@@ -134,11 +278,10 @@ def _read_doses(path: Path, subject: str | None, time: str | None) -> pl.DataFra
                      *[pl.col(c).cast(pl.Float64).alias(name) for c, name in numeric.items()])
 
 
-def _write_outputs(files: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Write every output into a temporary folder beside ``out_dir``, then move them in."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+def _write_files(files: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write every output (frames as CSV, dicts as JSON, figures as PNG) into ``out_dir`` at once."""
+    with atomic_folder(out_dir) as tmp:
         for name, obj in files.items():
             target = tmp / name
             if isinstance(obj, pl.DataFrame):
@@ -147,48 +290,7 @@ def _write_outputs(files: dict[str, Any], out_dir: Path) -> list[Path]:
                 target.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
             else:  # a matplotlib Figure
                 obj.savefig(target, dpi=110)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name in files:
-            os.replace(tmp / name, out_dir / name)
-            written.append(out_dir / name)
-        return written
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-#: what the peak columns of ``stein_subjects.csv`` mean (also written into ``stein_fit.json``)
-PEAK_COLUMNS = {
-    "car_cmax": "peak of the fitted curve: the apex where the constant-rate expansion meets the "
-                "contraction; it can lie between two samples and above every observation when growth slows "
-                "before the peak (docs/kinetics/stein_seed_peak.md)",
-    "obs_cmax": "highest quantifiable observation used in the fit",
-    "obs_tmax": "its time (the first one when tied)",
-    "ipred_at_obs_tmax": "the fitted curve at obs_tmax",
-    "car_cmax_over_obs": "car_cmax / obs_cmax",
-}
-
-
-def observed_peaks(obs: pl.DataFrame) -> pl.DataFrame:
-    """Per subject of a fit's observations frame (``subject_id, time, conc, blq, ipred``): the
-    highest quantifiable observation, its time and the fitted curve there (:data:`PEAK_COLUMNS`)."""
-    q = obs.filter(~pl.col("blq") & pl.col("conc").is_not_null()).sort("subject_id", "time")
-    top = pl.col("conc") == pl.col("conc").max()
-    return q.group_by("subject_id", maintain_order=True).agg(
-        pl.col("conc").max().alias("obs_cmax"),
-        pl.col("time").filter(top).first().alias("obs_tmax"),
-        pl.col("ipred").filter(top).first().alias("ipred_at_obs_tmax"),
-    )
-
-
-def _with_observed_peaks(subjects: pl.DataFrame, obs: pl.DataFrame) -> pl.DataFrame:
-    """``subjects`` with the observed-peak columns after ``car_auc_0_28``."""
-    out = subjects.join(observed_peaks(obs), on="subject_id", how="left", maintain_order="left").with_columns(
-        (pl.col("car_cmax") / pl.col("obs_cmax")).alias("car_cmax_over_obs"))
-    new = ["obs_cmax", "obs_tmax", "ipred_at_obs_tmax", "car_cmax_over_obs"]
-    cols = list(subjects.columns)
-    at = cols.index("car_auc_0_28") + 1 if "car_auc_0_28" in cols else len(cols)
-    return out.select(cols[:at] + new + cols[at:])
+    return [out_dir / name for name in files]
 
 
 def _csv_ready(df: pl.DataFrame) -> pl.DataFrame:
@@ -300,33 +402,32 @@ def stein_command(
                            prior=PRIORS[prior.lower()] if prior else None)
     fit = model.fit(data, doses=dose_df, progress=progress)
 
-    obs = fit.observations()
-    subjects = _with_observed_peaks(fit.to_frame(), obs)
+    obs = fit.observations_
+    subjects = fit.individual_
     n_not_measured = int(obs["source"].is_in(list(NOT_MEASURED_SOURCES)).sum())
     files: dict[str, Any] = {}
     meta: dict[str, Any] = {
         "cartlab_version": __version__, "command": "stein", "model": "Stein 2019 piecewise CAR-T kinetics",
         "citation": CITATION, "input_kind": kind, "inputs": inputs, "options": options,
         "n_subjects": subjects.height, "n_observations": obs.height, "n_blq": int(obs["blq"].sum()),
-        "n_dropped": fit.data.dropped.height,
+        "n_dropped": fit.dropped_.height,
         "n_not_measured": n_not_measured,
         "likelihood": f"log-concentration scale; BLQ by {BLQ_METHODS[blq]}",
         "peak_columns": PEAK_COLUMNS,
     }
     if population:
-        files["stein_population.csv"] = fit.summary()
-        meta.update(loglik=fit.loglik, loglik_se=fit.loglik_se, aic=fit.aic, bic=fit.bic,
-                    n_parameters=fit.n_parameters, n_chains=fit.n_chains, shrinkage_pct=fit.shrinkage(),
+        files["stein_population.csv"] = fit.summary
+        meta.update(loglik=fit.loglik_, loglik_se=fit.loglik_se_, aic=fit.aic_, bic=fit.bic_,
+                    n_parameters=fit.n_parameters_, n_chains=fit.n_chains_, shrinkage_pct=fit.shrinkage_,
                     estimator="SAEM (Kuhn & Lavielle 2005); SEs by Louis' observed information")
         if progress is not None:
             progress("VPC", 0, 0)
         vpc = fit.vpc(n_rep=vpc_reps, seed=seed + 1)
         files["stein_vpc.csv"] = vpc
-        files["stein_trace.csv"] = fit.trace
+        files["stein_trace.csv"] = fit.trace_
         figs = {"stein_vpc.png": fit.plot(kind="vpc", vpc=vpc), "stein_fits.png": fit.plot(kind="fits")}
     else:
-        est = fit.summary()
-        files["stein_estimates.csv"] = est
+        files["stein_estimates.csv"] = fit.summary
         meta.update(n_converged=int(subjects["converged"].sum()),
                     not_converged=subjects.filter(~pl.col("converged"))["subject_id"].to_list(),
                     estimator=("maximum a posteriori per subject (prior: Stein 2019 Table 1)" if prior else
@@ -342,10 +443,10 @@ def stein_command(
             fig.tight_layout(rect=(0, 0, 1, 0.94))
     files["stein_subjects.csv"] = subjects
     files["stein_observations.csv"] = obs
-    files["stein_dropped.csv"] = fit.data.dropped
+    files["stein_dropped.csv"] = fit.dropped_
     files.update(figs)
     files["stein_fit.json"] = meta
     files = {k: _csv_ready(v) if isinstance(v, pl.DataFrame) else v for k, v in files.items()}
-    written = _write_outputs(files, out_dir)
+    written = _write_files(files, out_dir)
     meta["written"] = [str(p) for p in written]
     return meta

@@ -1,0 +1,62 @@
+"""What the two Stein fitters share: the options that say how the data are read, the preparation of
+the data, and the fitted attributes that describe them.
+
+Both fitters follow one convention (lifelines, scikit-learn): the constructor takes the options,
+:meth:`fit` returns the fitted object itself, and everything estimated is an attribute whose name
+ends with an underscore (``params_``, ``individual_``, ``observations_`` ...), present only after
+``fit``; ``summary`` is a property and ``plot()`` draws the fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from cartlab.kinetics.stein.data import _Data, _prepare
+
+
+class _SteinFitter:
+    """Data options and fitted-data attributes of :class:`SteinModel` and :class:`SteinPopulationModel`.
+
+    Fitted attributes set by every ``fit``: ``subject_ids_`` (subjects in order of first
+    appearance), ``dosing_`` (their :class:`~cartlab.kinetics.stein.Dosing`, days from the first
+    infusion), ``dropped_`` (input rows not used, with the reason).
+    """
+
+    def _data_options(self, *, blq: str, blq_below_lloq: bool, dose_handling: str, ftoci: float, fster: float,
+                      tlag: float, param: str) -> None:
+        self.blq = blq
+        self.blq_below_lloq = blq_below_lloq
+        self.dose_handling = dose_handling
+        self.extras = {"ftoci": ftoci, "fster": fster, "tlag": tlag}
+        self.param = param
+
+    def _prepare(self, data: Any, doses: pl.DataFrame | None, covariates: pl.DataFrame | None) -> _Data:
+        return _prepare(data, doses=doses, covariates=covariates, param=self.param, blq=self.blq,
+                        blq_below_lloq=self.blq_below_lloq, dose_handling=self.dose_handling)
+
+    def _set_data(self, d: _Data) -> None:
+        self._data = d
+        self._by_id = {s: i for i, s in enumerate(d.ids)}
+        self.subject_ids_ = list(d.ids)
+        self.dosing_ = d.dosing
+        self.dropped_ = d.dropped
+
+    def _fitted(self) -> _Data:
+        """The fitted data; AttributeError before :meth:`fit`."""
+        d = getattr(self, "_data", None)
+        if d is None:
+            raise AttributeError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+        return d
+
+    def _idx(self, subject: Any) -> list[int]:
+        """Row numbers of ``subject`` (an id, a list of ids, or None = every subject)."""
+        d = self._fitted()
+        if subject is None:
+            return list(range(d.n))
+        subs = [subject] if isinstance(subject, str) else list(subject)
+        try:
+            return [self._by_id[s] for s in subs]
+        except KeyError as e:
+            raise KeyError(f"unknown subject {e.args[0]!r}") from None

@@ -1,0 +1,334 @@
+"""Data preparation for the Stein fits: a cartlab Study or a plain frame to padded arrays (subjects x
+samples, log scale, censoring flags), the dosing of each subject, the rows not used and why; and the
+observation and observed-peak frames of a fit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from cartlab.kinetics.stein.curve import Dosing
+from cartlab.kinetics.stein.params import BLQ_METHODS, DOSE_HANDLINGS
+
+__all__ = ["PEAK_COLUMNS", "observed_peaks"]
+
+
+@dataclass
+class _Data:
+    ids: list[str]
+    t: np.ndarray  # (N, J) days from the first infusion
+    logy: np.ndarray  # (N, J) log conc, or log of the censoring limit
+    cens: np.ndarray  # (N, J) 0 quantifiable, +1 below the limit, -1 above the limit
+    mask: np.ndarray  # (N, J) bool
+    dosing: Dosing  # t_toci, t_ster (N,) (inf = none); dose_times, dose_fractions (N, K) or None
+    obs: pl.DataFrame  # long: subject_id, time, conc, lloq, blq
+    covariates: pl.DataFrame  # subject_id + candidate covariates
+    dropped: pl.DataFrame
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def subset(self, idx: Sequence[int]) -> _Data:
+        idx = np.asarray(idx)
+        ids = [self.ids[i] for i in idx]
+        return _Data(
+            ids=ids,
+            t=self.t[idx], logy=self.logy[idx], cens=self.cens[idx], mask=self.mask[idx],
+            dosing=self.dosing[idx],
+            obs=self.obs.filter(pl.col("subject_id").is_in(ids)),
+            covariates=self.covariates.filter(pl.col("subject_id").is_in(ids)),
+            dropped=self.dropped,
+        )
+
+
+def _first_col(df: pl.DataFrame, names: Sequence[str], what: str, required: bool = True) -> str | None:
+    for n in names:
+        if n in df.columns:
+            return n
+    if required:
+        raise ValueError(f"data has no {what} column (one of {list(names)})")
+    return None
+
+
+def _is_study(data: Any) -> bool:
+    from cartlab.model import Study
+
+    return isinstance(data, Study)
+
+
+def _from_study(study: Any, param: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(long obs, doses, per-subject covariates/events) from a canonical Study."""
+    doses = study.doses.filter(pl.col("agent").str.contains(r"(?i)^car[- ]?t"))
+    # dose in cells/kg (absolute cell doses divided by the subject's weight)
+    wt = study.subjects.select("subject_id", "weight_kg") if "weight_kg" in study.subjects.columns else None
+    if wt is not None:
+        doses = doses.join(wt, on="subject_id", how="left")
+    else:
+        doses = doses.with_columns(pl.lit(None, dtype=pl.Float64).alias("weight_kg"))
+    unit = pl.col("unit").fill_null("").str.to_lowercase().str.replace_all(" ", "")
+    doses = doses.select(
+        "subject_id", pl.col("day").alias("time"),
+        pl.when(unit == "cells/kg").then(pl.col("dose"))
+        .when(unit == "cells").then(pl.col("dose") / pl.col("weight_kg"))
+        .otherwise(None).alias("dose"),
+    )
+    first = doses.group_by("subject_id").agg(pl.col("time").min().alias("t0"))
+    o = study.observations.filter(pl.col("param") == param)
+    cens = pl.col("censor").fill_null("")
+    o = o.select(
+        "subject_id",
+        pl.col("day").alias("time"),
+        pl.col("value").alias("conc"),
+        pl.col("lloq"),
+        pl.coalesce(pl.col("censor_limit"), pl.col("lloq")).alias("limit"),
+        pl.when(cens.str.starts_with("<")).then(1).when(cens.str.starts_with(">")).then(-1)
+        .otherwise(0).alias("cens"),
+        *_provenance(study.observations),
+    )
+    o = o.join(first, on="subject_id", how="left").with_columns(
+        (pl.col("time") - pl.col("t0").fill_null(0.0)).alias("time")
+    ).drop("t0")
+    doses = doses.join(first, on="subject_id").with_columns((pl.col("time") - pl.col("t0")).alias("time")).drop("t0")
+    iv = study.interventions.join(first, on="subject_id", how="left").with_columns(
+        (pl.col("start_day") - pl.col("t0").fill_null(0.0)).alias("start")
+    )
+    cat = pl.col("category").fill_null("").str.to_lowercase()
+    agent = pl.col("agent").fill_null("").str.to_lowercase()
+    toci = iv.filter((cat == "tocilizumab") | agent.str.contains("tocilizumab")).group_by("subject_id").agg(
+        pl.col("start").min().alias("t_toci"))
+    ster = iv.filter(cat.is_in(["corticosteroid", "steroid", "corticosteroids"])).group_by("subject_id").agg(
+        pl.col("start").min().alias("t_ster"))
+    subj = study.subjects.select(
+        [c for c in ("subject_id", "sex", "age_years", "weight_kg", "height_cm", "disease", "target")
+         if c in study.subjects.columns]
+    )
+    dsum = doses.group_by("subject_id").agg(
+        pl.when(pl.col("dose").null_count() == 0).then(pl.col("dose").sum()).otherwise(None).alias("dose_total"),
+        pl.len().alias("n_infusions"))
+    cov = (
+        subj.join(dsum, on="subject_id", how="left")
+        .join(toci, on="subject_id", how="left")
+        .join(ster, on="subject_id", how="left")
+        .with_columns(
+            pl.col("dose_total").log().alias("log_dose"),
+            pl.col("t_toci").is_not_null().cast(pl.Int64).alias("toci"),
+            pl.col("t_ster").is_not_null().cast(pl.Int64).alias("steroid"),
+        )
+    )
+    return o, doses, cov
+
+
+_PROVENANCE = {"source": pl.String, "src_file": pl.String, "src_row": pl.Int64}
+
+
+def _provenance(df: pl.DataFrame) -> list[pl.Expr]:
+    """Provenance columns carried from input rows to fitted observations (null when absent)."""
+    return [pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c) for c, t in _PROVENANCE.items()]
+
+
+def _from_frame(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(long obs, per-subject extra columns) from a plain frame."""
+    sid = _first_col(df, ("subject_id", "subject", "id"), "subject")
+    tcol = _first_col(df, ("time", "day", "t"), "time")
+    ccol = _first_col(df, ("conc", "value", "dv"), "concentration")
+    lcol = _first_col(df, ("lloq",), "lloq", required=False)
+    bcol = _first_col(df, ("blq",), "blq", required=False)
+    scol = _first_col(df, ("censor",), "censor", required=False)
+    lim = _first_col(df, ("censor_limit",), "limit", required=False)
+    lloq = pl.col(lcol).cast(pl.Float64) if lcol else pl.lit(None, dtype=pl.Float64)
+    if bcol:
+        cens = pl.when(pl.col(bcol).cast(pl.Boolean).fill_null(False)).then(1).otherwise(0)
+    elif scol:
+        c = pl.col(scol).fill_null("")
+        cens = pl.when(c.str.starts_with("<")).then(1).when(c.str.starts_with(">")).then(-1).otherwise(0)
+    else:
+        cens = pl.lit(0)
+    limit = pl.coalesce(pl.col(lim).cast(pl.Float64), lloq) if lim else lloq
+    o = df.select(
+        pl.col(sid).cast(pl.String).alias("subject_id"),
+        pl.col(tcol).cast(pl.Float64).alias("time"),
+        pl.col(ccol).cast(pl.Float64).alias("conc"),
+        lloq.alias("lloq"),
+        limit.alias("limit"),
+        cens.cast(pl.Int64).alias("cens"),
+        *_provenance(df),
+    )
+    known = {sid, tcol, ccol, lcol, bcol, scol, lim, "pred", "value_text", *_PROVENANCE}
+    extra_cols = [c for c in df.columns if c not in known]
+    extra = (
+        df.with_columns(pl.col(sid).cast(pl.String).alias("subject_id"))
+        .group_by("subject_id", maintain_order=True)
+        .agg([pl.col(c).drop_nulls().first() for c in extra_cols if c != "subject_id"])
+    )
+    return o, extra
+
+
+def _prepare(
+    data: Any,
+    *,
+    doses: pl.DataFrame | None = None,
+    covariates: pl.DataFrame | None = None,
+    param: str = "CARCOPY",
+    blq: str = "m3",
+    blq_below_lloq: bool = True,
+    dose_handling: str = "first",
+) -> _Data:
+    if blq not in BLQ_METHODS:
+        raise ValueError(f"blq must be one of {', '.join(map(repr, BLQ_METHODS))}")
+    if dose_handling not in DOSE_HANDLINGS:
+        raise ValueError(f"dose_handling must be one of {', '.join(map(repr, DOSE_HANDLINGS))}")
+    if _is_study(data):
+        o, dose_df, cov = _from_study(data, param)
+    else:
+        if not isinstance(data, pl.DataFrame):
+            data = pl.DataFrame(data) if not hasattr(data, "to_numpy") else pl.from_pandas(data)
+        o, cov = _from_frame(data)
+        dose_df = None
+        if doses is not None:
+            dsid = _first_col(doses, ("subject_id", "subject", "id"), "subject")
+            dt = _first_col(doses, ("time", "day"), "time")
+            dd = _first_col(doses, ("dose",), "dose", required=False)
+            dose_df = doses.select(
+                pl.col(dsid).cast(pl.String).alias("subject_id"),
+                pl.col(dt).cast(pl.Float64).alias("time"),
+                (pl.col(dd).cast(pl.Float64) if dd else pl.lit(1.0)).alias("dose"),
+            )
+            t0 = dose_df.group_by("subject_id").agg(pl.col("time").min().alias("t0"))
+            o = o.join(t0, on="subject_id", how="left").with_columns(
+                (pl.col("time") - pl.col("t0").fill_null(0.0)).alias("time")).drop("t0")
+            dose_df = dose_df.join(t0, on="subject_id").with_columns(
+                (pl.col("time") - pl.col("t0")).alias("time")).drop("t0")
+    if covariates is not None:
+        cov_in = covariates.with_columns(pl.col("subject_id").cast(pl.String))
+        keep = [c for c in cov.columns if c == "subject_id" or c not in cov_in.columns]
+        cov = cov.select(keep).join(cov_in, on="subject_id", how="full", coalesce=True)
+
+    # BLQ classification
+    o = o.with_columns(
+        pl.when(
+            (pl.col("cens") == 0) & pl.lit(blq_below_lloq) & pl.col("conc").is_not_null()
+            & pl.col("lloq").is_not_null() & (pl.col("conc") < pl.col("lloq"))
+        ).then(1).otherwise(pl.col("cens")).alias("cens")
+    ).with_columns(
+        pl.when(pl.col("cens") == 0).then(pl.col("conc")).otherwise(pl.col("limit")).alias("y")
+    )
+    reason = (
+        pl.when(pl.col("time").is_null()).then(pl.lit("no time"))
+        .when(pl.col("time") < 0).then(pl.lit("before the first infusion"))
+        .when(pl.col("y").is_null() & (pl.col("cens") != 0)).then(pl.lit("censored without a limit"))
+        .when(pl.col("y").is_null()).then(pl.lit("no value"))
+        .when(pl.col("y") <= 0).then(pl.lit("value <= 0 without an LLOQ"))
+        .when((pl.col("cens") != 0) & pl.lit(blq == "drop")).then(pl.lit("BLQ dropped (blq='drop')"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+        .alias("reason")
+    )
+    o = o.with_columns(reason)
+    dropped = o.filter(pl.col("reason").is_not_null()).select("subject_id", "time", "conc", "lloq", "reason",
+                                                               *_PROVENANCE)
+    o = o.filter(pl.col("reason").is_null()).drop("reason")
+    if blq == "half":
+        o = o.with_columns(
+            pl.when(pl.col("cens") == 1).then(pl.col("y") / 2).otherwise(pl.col("y")).alias("y"),
+            pl.lit(0).alias("cens_m"),
+        ).with_columns(pl.when(pl.col("cens") == -1).then(-1).otherwise(0).alias("cens_m"))
+    else:
+        o = o.with_columns(pl.col("cens").alias("cens_m"))
+    o = o.sort("subject_id", "time", maintain_order=True)
+    ids = o["subject_id"].unique(maintain_order=True).to_list()
+    if not ids:
+        raise ValueError(f"no usable {param} observations")
+    # keep the subjects' order of first appearance in the input
+    counts = o.group_by("subject_id", maintain_order=True).len()
+    nmax = int(counts["len"].max())
+    n = len(ids)
+    pos = {s: i for i, s in enumerate(ids)}
+    t = np.ones((n, nmax))
+    logy = np.zeros((n, nmax))
+    cens = np.zeros((n, nmax), dtype=np.int8)
+    mask = np.zeros((n, nmax), dtype=bool)
+    fill = np.zeros(n, dtype=int)
+    for sid, ti, yi, ci in zip(o["subject_id"].to_list(), o["time"].to_numpy(), o["y"].to_numpy(),
+                                o["cens_m"].to_numpy()):
+        i = pos[sid]
+        j = fill[i]
+        t[i, j], logy[i, j], cens[i, j], mask[i, j] = ti, math.log(yi), ci, True
+        fill[i] += 1
+    cov = pl.DataFrame({"subject_id": ids}).join(cov, on="subject_id", how="left")
+    tt = np.full(n, np.inf)
+    ts = np.full(n, np.inf)
+    for name, arr in (("t_toci", tt), ("t_ster", ts)):
+        if name in cov.columns:
+            v = cov[name].cast(pl.Float64).to_numpy()
+            arr[:] = np.where(np.isfinite(v), v, np.inf)
+    dose_t = dose_w = None
+    if dose_handling == "superpose" and dose_df is not None and dose_df.height:
+        g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time", "dose")
+        gm = {r[0]: (r[1], r[2]) for r in g.iter_rows()}
+        kmax = max((len(v[0]) for v in gm.values()), default=1)
+        dose_t = np.zeros((n, kmax))
+        dose_w = np.zeros((n, kmax))
+        for s, i in pos.items():
+            times, dd = gm.get(s, ([0.0], [1.0]))
+            dd = [1.0 if (x is None or not np.isfinite(x)) else x for x in dd]
+            dose_t[i, : len(times)] = times
+            dose_w[i, : len(times)] = np.asarray(dd) / np.sum(dd)
+    obs = o.select(
+        "subject_id", "time", pl.when(pl.col("cens") == 0).then(pl.col("conc")).otherwise(None).alias("conc"),
+        "lloq", pl.col("limit"), (pl.col("cens") != 0).alias("blq"), *_PROVENANCE,
+    )
+    return _Data(ids, t, logy, cens, mask, Dosing(tt, ts, dose_t, dose_w), obs, cov, dropped)
+
+
+def _observations_frame(d: _Data, log_ipred: np.ndarray, sigma: np.ndarray,
+                        log_pred: np.ndarray | None = None) -> pl.DataFrame:
+    """Every used observation with ipred (and pred), iwres on the log scale and its provenance."""
+    m = d.mask
+    sig = np.asarray(sigma, dtype=float)
+    sig = np.broadcast_to(sig[:, None] if sig.ndim else sig, m.shape)[m]
+    res = np.where(d.cens[m] == 0, (d.logy[m] - log_ipred[m]) / sig, np.nan)
+    out = d.obs.with_columns(pl.Series("ipred", np.exp(log_ipred[m])),
+                             pl.Series("iwres", res).fill_nan(None))
+    if log_pred is not None:
+        out = out.with_columns(pl.Series("pred", np.exp(log_pred[m])))
+    cols = ["subject_id", "time", "conc", "lloq", "blq", "ipred", "iwres"] + (["pred"] if log_pred is not None else [])
+    return out.select(*cols, *_PROVENANCE)
+
+
+#: what the peak columns of ``stein_subjects.csv`` mean (also written into ``stein_fit.json``)
+PEAK_COLUMNS = {
+    "car_cmax": "peak of the fitted curve: the apex where the constant-rate expansion meets the "
+                "contraction; it can lie between two samples and above every observation when growth slows "
+                "before the peak (docs/kinetics/stein_seed_peak.md)",
+    "obs_cmax": "highest quantifiable observation used in the fit",
+    "obs_tmax": "its time (the first one when tied)",
+    "ipred_at_obs_tmax": "the fitted curve at obs_tmax",
+    "car_cmax_over_obs": "car_cmax / obs_cmax",
+}
+
+
+def observed_peaks(obs: pl.DataFrame) -> pl.DataFrame:
+    """Per subject of a fit's observations frame (``subject_id, time, conc, blq, ipred``): the
+    highest quantifiable observation, its time and the fitted curve there (:data:`PEAK_COLUMNS`)."""
+    q = obs.filter(~pl.col("blq") & pl.col("conc").is_not_null()).sort("subject_id", "time")
+    top = pl.col("conc") == pl.col("conc").max()
+    return q.group_by("subject_id", maintain_order=True).agg(
+        pl.col("conc").max().alias("obs_cmax"),
+        pl.col("time").filter(top).first().alias("obs_tmax"),
+        pl.col("ipred").filter(top).first().alias("ipred_at_obs_tmax"),
+    )
+
+
+def _with_observed_peaks(subjects: pl.DataFrame, obs: pl.DataFrame) -> pl.DataFrame:
+    """``subjects`` with the observed-peak columns after ``car_auc_0_28``."""
+    out = subjects.join(observed_peaks(obs), on="subject_id", how="left", maintain_order="left").with_columns(
+        (pl.col("car_cmax") / pl.col("obs_cmax")).alias("car_cmax_over_obs"))
+    new = ["obs_cmax", "obs_tmax", "ipred_at_obs_tmax", "car_cmax_over_obs"]
+    cols = list(subjects.columns)
+    at = cols.index("car_auc_0_28") + 1 if "car_auc_0_28" in cols else len(cols)
+    return out.select(cols[:at] + new + cols[at:])
