@@ -1,0 +1,382 @@
+"""The criteria language compiled to polars expressions: one expression per condition and rule
+set, evaluated on whole frames (no row loops). Semantics: :mod:`cartlab.criteria.model`; the pure
+Python reference is :mod:`cartlab.criteria.direct`.
+
+A condition compiles to a nullable Boolean expression: null is UNKNOWN. polars' ``&``, ``|``,
+``~``, ``all_horizontal`` and ``any_horizontal`` are Kleene operators, so ``all`` / ``any`` /
+``not`` are those. A feature is the column of its name unless ``bindings`` maps it to another
+column or to a :class:`Range` (a value known only as an interval: censored results, features
+derived from incomplete inputs); a comparison on a range is TRUE when it holds for every value of
+the range, FALSE when for none, else UNKNOWN. NaN in a float column is missing.
+
+:class:`Decision` evaluates an ordered rule set: the first TRUE rule is established; the rules
+above it left UNKNOWN are still possible (``possible``, ``grade_max``), with the ``missing`` inputs
+that leave them open.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cartlab.criteria.model import (
+    AllOf,
+    AnyOf,
+    Column,
+    Count,
+    Leaf,
+    Missing,
+    Not,
+    Rule,
+    describe,
+    leaves,
+    option_name,
+)
+
+__all__ = ["Compiler", "Decision", "Range", "describe", "gated", "signif", "signif_scalar"]
+
+_CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+        "!=": operator.ne}
+_FLOATS = (pl.Float32, pl.Float64)
+_EMPTY = pl.List(pl.String)
+
+
+def signif(x: pl.Expr, digits: int) -> pl.Expr:
+    """R's ``signif(x, digits)`` (the CTCAE engine's implementation; it moves here with its port)."""
+    from cartlab.grading.ctcae import signif as _signif
+
+    return _signif(x, digits)
+
+
+def signif_scalar(x: float | None, digits: int) -> float | None:
+    """R's ``signif`` for one number (the CTCAE engine's implementation)."""
+    from cartlab.grading.ctcae import signif_scalar as _scalar
+
+    return _scalar(x, digits)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A feature known only as an interval: the columns of its bounds (null = unbounded) and whether
+    each end is open (a boolean, or the name of a Boolean column)."""
+
+    lo: str
+    hi: str
+    lo_open: bool | str = False
+    hi_open: bool | str = False
+
+
+def gated(rules: Sequence[Rule], options: Mapping[str, Any]) -> tuple[Rule, ...]:
+    """The rules whose ``option`` gate the options meet (``option: {use_crh: true}``)."""
+    return tuple(r for r in rules if all(options.get(k) == v for k, v in r.option.items()))
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _cmp(op: str, x: Any, t: Any) -> pl.Expr:
+    return _CMP[op](x, t)
+
+
+class Compiler:
+    """Compiles conditions to polars expressions against resolved ``options`` (``$name``) and feature
+    ``bindings``; with the frame's ``schema``, NaN in float columns reads as missing."""
+
+    def __init__(self, options: Mapping[str, Any] | None = None,
+                 bindings: Mapping[str, str | Range] | None = None, schema: Mapping[str, Any] | None = None):
+        self.options = dict(options or {})
+        self.bindings = dict(bindings or {})
+        self.schema = dict(schema) if schema is not None else None
+
+    # -- operands -------------------------------------------------------------------------------
+    def _col(self, name: str, numeric: bool = False) -> pl.Expr:
+        e = pl.col(name)
+        if self.schema is not None:
+            return e.fill_nan(None) if self.schema.get(name) in _FLOATS else e
+        return e.fill_nan(None) if numeric else e
+
+    def _operand(self, v: Any) -> Any:
+        """A literal (options resolved) or an expression (a column)."""
+        name = option_name(v)
+        if name is not None:
+            if name not in self.options:
+                raise KeyError(f"a rule refers to the unknown option {name!r}")
+            return self.options[name]
+        if isinstance(v, Column):
+            if v.plain:
+                return self._col(v.column)
+            return self._col(v.column, numeric=True) * float(v.factor) + float(v.offset)
+        return v
+
+    def _is_missing(self, name: str) -> pl.Expr:
+        b = self.bindings.get(name, name)
+        if isinstance(b, Range):
+            lo, hi = self._col(b.lo, True), self._col(b.hi, True)
+            point = (lo == hi) & ~self._flag(b.lo_open) & ~self._flag(b.hi_open) & lo.is_finite()
+            return ~point.fill_null(False)
+        e = pl.col(b).is_null()
+        if self.schema is not None and self.schema.get(b) in _FLOATS:
+            e = e | pl.col(b).is_nan().fill_null(False)
+        return e
+
+    @staticmethod
+    def _flag(v: bool | str) -> pl.Expr:
+        return pl.col(v).fill_null(False) if isinstance(v, str) else pl.lit(bool(v))
+
+    # -- conditions -----------------------------------------------------------------------------
+    def truth(self, cond: Any) -> pl.Expr:
+        """The Kleene truth (nullable Boolean) of a condition."""
+        if isinstance(cond, Leaf):
+            b = self.bindings.get(cond.feature, cond.feature)
+            return self._range_leaf(cond, b) if isinstance(b, Range) else self._leaf(cond, b)
+        if isinstance(cond, Missing):
+            return pl.any_horizontal([self._is_missing(f) for f in cond.features])
+        if isinstance(cond, AllOf):
+            return pl.all_horizontal([self.truth(c) for c in cond.all]) if cond.all else pl.lit(True)
+        if isinstance(cond, AnyOf):
+            return pl.any_horizontal([self.truth(c) for c in cond.any]) if cond.any else pl.lit(False)
+        if isinstance(cond, Not):
+            return ~self.truth(cond.not_)
+        if isinstance(cond, Count):
+            return self._count(cond)
+        raise TypeError(f"not a condition: {cond!r}")
+
+    def _round(self, digits: int | None, *xs: Any) -> list[Any]:
+        if not digits:
+            return list(xs)
+        return [signif(x, digits) if isinstance(x, pl.Expr) else signif_scalar(float(x), digits) for x in xs]
+
+    def _leaf(self, c: Leaf, col: str) -> pl.Expr:
+        if c.op == "between":
+            lo, hi = (self._operand(v) for v in c.value)
+            x, lo, hi = self._round(c.signif, self._col(col, True), lo, hi)
+            ge = x >= lo if c.closed in ("both", "left") else x > lo
+            le = x <= hi if c.closed in ("both", "right") else x < hi
+            return ge & le
+        if c.op in ("in", "not_in"):
+            found = self._member(c, col)
+            return found if c.op == "in" else ~found
+        t = self._operand(c.value)
+        if t is None:
+            return pl.lit(None, dtype=pl.Boolean)
+        x = self._col(col, numeric=_numeric(t) or isinstance(t, pl.Expr) and not isinstance(c.value, Column))
+        x, t = self._round(c.signif, x, t)
+        return _cmp(c.op, x, t)
+
+    def _member(self, c: Leaf, col: str) -> pl.Expr:
+        if isinstance(c.value, Column):  # a per-row list
+            x, members = pl.col(col), pl.col(c.value.column)
+            return pl.when(x.is_null() | members.is_null()).then(None).otherwise(members.list.contains(x))
+        values = c.value if isinstance(c.value, tuple) else self._operand(c.value)
+        values = [self._operand(v) for v in values]
+        if any(isinstance(v, pl.Expr) for v in values):
+            return pl.any_horizontal([pl.col(col) == v for v in values])
+        x = self._col(col, numeric=all(_numeric(v) for v in values))
+        return pl.when(x.is_null()).then(None).otherwise(x.is_in(list(values)))
+
+    def _range_leaf(self, c: Leaf, b: Range) -> pl.Expr:
+        inf = math.inf
+        lo = self._col(b.lo, True).cast(pl.Float64).fill_null(-inf)
+        hi = self._col(b.hi, True).cast(pl.Float64).fill_null(inf)
+        lo_open, hi_open = self._flag(b.lo_open), self._flag(b.hi_open)
+        if c.op in ("in", "not_in"):
+            if isinstance(c.value, Column):
+                raise ValueError(f"{c.feature}: a range feature takes a list of values with {c.op!r}, not a list column")
+            values = c.value if isinstance(c.value, tuple) else self._operand(c.value)
+            parts = [self._range_cmp("==", lo, hi, lo_open, hi_open, self._operand(v), c.signif) for v in values]
+            found = pl.any_horizontal(parts) if parts else pl.lit(False)
+            return found if c.op == "in" else ~found
+        if c.op == "between":
+            a, z = (self._operand(v) for v in c.value)
+            lo, hi, a, z = self._round(c.signif, lo, hi, a, z)
+            ai, zi = c.closed in ("both", "left"), c.closed in ("both", "right")
+            every = (((lo > a) | ((lo == a) & (ai | lo_open))) & ((hi < z) | ((hi == z) & (zi | hi_open))))
+            none = ((hi < a) | ((hi == a) & (hi_open | (not ai))) | (lo > z) | ((lo == z) & (lo_open | (not zi)))
+                    | (a > z) | ((a == z) & (not (ai and zi))))
+            return self._three(every, none)
+        return self._range_cmp(c.op, lo, hi, lo_open, hi_open, self._operand(c.value), c.signif)
+
+    def _range_cmp(self, op: str, lo: pl.Expr, hi: pl.Expr, lo_open: pl.Expr, hi_open: pl.Expr, t: Any,
+                   digits: int | None) -> pl.Expr:
+        if t is None:
+            return pl.lit(None, dtype=pl.Boolean)
+        lo, hi, t = self._round(digits, lo, hi, t)
+        if op in ("==", "!="):
+            point = (lo == t) & (hi == t) & ~lo_open & ~hi_open
+            outside = (t < lo) | (t > hi) | ((t == lo) & lo_open) | ((t == hi) & hi_open)
+            return self._three(point, outside) if op == "==" else self._three(outside, point)
+        every, none = {
+            "<": ((hi < t) | ((hi == t) & hi_open), lo >= t),
+            "<=": (hi <= t, (lo > t) | ((lo == t) & lo_open)),
+            ">": ((lo > t) | ((lo == t) & lo_open), hi <= t),
+            ">=": (lo >= t, (hi < t) | ((hi == t) & hi_open)),
+        }[op]
+        return self._three(every, none)
+
+    @staticmethod
+    def _three(every: pl.Expr, none: pl.Expr) -> pl.Expr:
+        return pl.when(every).then(pl.lit(True)).when(none).then(pl.lit(False)).otherwise(pl.lit(None, dtype=pl.Boolean))
+
+    def _count(self, c: Count) -> pl.Expr:
+        ts = [self.truth(x) for x in c.count]
+        a = pl.sum_horizontal([t.fill_null(False).cast(pl.Int64) for t in ts]) if ts else pl.lit(0)
+        b = a + (pl.sum_horizontal([t.is_null().cast(pl.Int64) for t in ts]) if ts else pl.lit(0))
+        v = float(self._operand(c.value))
+        whole = v == math.floor(v)
+        every, none = {
+            ">=": (a >= v, b < v), ">": (a > v, b <= v), "<=": (b <= v, a > v), "<": (b < v, a >= v),
+            "==": ((a == v) & (b == v) & whole, (a > v) | (b < v) | (not whole)),
+            "!=": ((a > v) | (b < v) | (not whole), (a == v) & (b == v) & whole),
+        }[c.op]
+        return self._three(pl.lit(True) & every, pl.lit(True) & none)
+
+    def missing_inputs(self, cond: Any) -> pl.Expr:
+        """List of the inputs (features, referenced columns) of a condition whose value is missing."""
+        names: list[str] = []
+        for leaf in leaves(cond):
+            found = list(leaf.features) if isinstance(leaf, Missing) else [leaf.feature]
+            if isinstance(leaf, Leaf):
+                vals = leaf.value if isinstance(leaf.value, tuple) else (leaf.value,)
+                found += [v.column for v in vals if isinstance(v, Column)]
+            names += [n for n in found if n not in names]
+        if not names:
+            return pl.lit([], dtype=_EMPTY)
+        return pl.concat_list([pl.when(self._is_missing(n)).then(pl.lit(n)) for n in names]).list.drop_nulls()
+
+
+class Decision:
+    """An ordered rule set compiled once against options: per row the first TRUE rule (``rule``,
+    ``grade``; ``otherwise_grade`` when none holds), the rules above it left UNKNOWN (``possible``,
+    ``grade_max``), the ``missing`` inputs of their UNKNOWN conditions, ``unmet`` (the FALSE
+    conditions of the rules above it, in words) and ``points`` / ``points_max`` (scores).
+
+    The established outcome of a table whose rules are tried in order with missing comparisons read
+    as false (admiral's ``case_when``, cartlab's former interpreters) is ``rule`` / ``grade``.
+    :meth:`apply` evaluates every condition once into temporary columns and derives the outcomes
+    from them; the outcome methods give self-contained expressions (for small rule sets).
+    """
+
+    def __init__(self, rules: Sequence[Rule], options: Mapping[str, Any] | None = None,
+                 bindings: Mapping[str, str | Range] | None = None, *, otherwise_grade: int | None = None,
+                 schema: Mapping[str, Any] | None = None):
+        self.options = dict(options or {})
+        self.rules = gated(rules, self.options)
+        self.compiler = Compiler(self.options, bindings, schema)
+        self.otherwise_grade = otherwise_grade
+        self.parts = [[self.compiler.truth(c) for c in r.when] for r in self.rules]
+        self.truths = [pl.all_horizontal(p) if p else pl.lit(True) for p in self.parts]
+        self._tmp: str | None = None  # set while apply() builds on temporary columns
+
+    def _t(self, i: int) -> pl.Expr:
+        return pl.col(f"{self._tmp}t{i}") if self._tmp else self.truths[i]
+
+    def _p(self, i: int, j: int) -> pl.Expr:
+        return pl.col(f"{self._tmp}p{i}_{j}") if self._tmp else self.parts[i][j]
+
+    def truth(self, rule_id: str) -> pl.Expr:
+        """The Kleene truth of one rule's conditions."""
+        for i, r in enumerate(self.rules):
+            if r.id == rule_id:
+                return self._t(i)
+        raise KeyError(f"no rule {rule_id!r} (options may have removed it)")
+
+    def _above(self, i: int) -> pl.Expr:
+        """No rule before ``i`` is TRUE (rule i is tried)."""
+        before = [self._t(k).fill_null(False) for k in range(i)]
+        return ~pl.any_horizontal(before) if before else pl.lit(True)
+
+    def _chain(self, values: list[Any], otherwise: Any, dtype: Any) -> pl.Expr:
+        expr = None
+        for i, v in enumerate(values):
+            cond = self._t(i).fill_null(False)
+            lit = pl.lit(v, dtype=dtype)
+            expr = pl.when(cond).then(lit) if expr is None else expr.when(cond).then(lit)
+        other = pl.lit(otherwise, dtype=dtype)
+        return other if expr is None else expr.otherwise(other)
+
+    def rule(self) -> pl.Expr:
+        return self._chain([r.id for r in self.rules], None, pl.String)
+
+    def grade(self) -> pl.Expr:
+        return self._chain([r.grade for r in self.rules], self.otherwise_grade, pl.Int64)
+
+    def category(self) -> pl.Expr:
+        return self._chain([r.label for r in self.rules], None, pl.String)
+
+    def _possible(self, i: int) -> pl.Expr:
+        return self._above(i) & self._t(i).is_null()
+
+    def grade_max(self) -> pl.Expr:
+        opened = [pl.when(self._possible(i)).then(pl.lit(r.grade, dtype=pl.Int64))
+                  for i, r in enumerate(self.rules) if r.grade is not None]
+        return pl.max_horizontal(self.grade(), *opened)
+
+    def possible(self) -> pl.Expr:
+        if not self.rules:
+            return pl.lit([], dtype=_EMPTY)
+        return pl.concat_list([pl.when(self._possible(i)).then(pl.lit(r.label)) for i, r in enumerate(self.rules)]
+                              ).list.drop_nulls()
+
+    def missing(self) -> pl.Expr:
+        empty = pl.lit([], dtype=_EMPTY)
+        parts = [pl.when(self._above(i) & self._p(i, j).is_null()).then(self.compiler.missing_inputs(c)).otherwise(empty)
+                 for i, r in enumerate(self.rules) for j, c in enumerate(r.when)]
+        return pl.concat_list(parts).list.unique().list.sort() if parts else empty
+
+    def unmet(self, template: str = "{label} ({conds} not met)", texts: Mapping[tuple[int, int], str] | None = None
+              ) -> pl.Expr:
+        """Per rule above the established one with a FALSE condition: ``template`` with its label and
+        the FALSE conditions (``texts[(rule index, condition index)]``, default :func:`describe`)."""
+        head, tail = template.split("{conds}")
+        out = []
+        for i, r in enumerate(self.rules):
+            if not r.when:
+                continue
+            false = [self._p(i, j).not_().fill_null(False) for j in range(len(r.when))]
+            words = [(texts or {}).get((i, j)) or describe(c, self.options) for j, c in enumerate(r.when)]
+            listed = pl.concat_str([pl.when(x).then(pl.lit(w)) for x, w in zip(false, words)], separator="; ",
+                                   ignore_nulls=True)
+            out.append(pl.when(self._above(i) & pl.any_horizontal(false)).then(
+                pl.concat_str([pl.lit(head.format(label=r.label)), listed, pl.lit(tail.format(label=r.label))])))
+        return pl.concat_list(out).list.drop_nulls() if out else pl.lit([], dtype=_EMPTY)
+
+    def points(self) -> pl.Expr:
+        return pl.sum_horizontal([pl.when(self._t(i).fill_null(False)).then(pl.lit(float(r.points))).otherwise(pl.lit(0.0))
+                                  for i, r in enumerate(self.rules) if r.points is not None] or [pl.lit(0.0)])
+
+    def points_max(self) -> pl.Expr:
+        return pl.sum_horizontal([
+            pl.when(self._t(i).fill_null(False) | (self._t(i).is_null() & pl.lit(r.points > 0)))
+            .then(pl.lit(float(r.points))).otherwise(pl.lit(0.0))
+            for i, r in enumerate(self.rules) if r.points is not None] or [pl.lit(0.0)])
+
+    def outcome(self, prefix: str, *what: str, **kwargs: Any) -> list[pl.Expr]:
+        """``<prefix>_<what>`` expressions (what: rule, grade, grade_max, category, possible, missing,
+        unmet, points, points_max); ``kwargs`` go to :meth:`unmet`."""
+        return [(getattr(self, w)(**kwargs) if w == "unmet" else getattr(self, w)()).alias(f"{prefix}_{w}")
+                for w in what]
+
+    def apply(self, frame: pl.DataFrame | pl.LazyFrame, prefix: str, *what: str, truths: bool = False,
+              **kwargs: Any) -> pl.DataFrame | pl.LazyFrame:
+        """``frame`` with the ``<prefix>_<what>`` columns (and ``<prefix>_truth_<rule id>`` with
+        ``truths``): every condition is evaluated once, in temporary columns."""
+        tmp = f"__{prefix}_"
+        parts = [p.alias(f"{tmp}p{i}_{j}") for i, ps in enumerate(self.parts) for j, p in enumerate(ps)]
+        truths_ = [(pl.all_horizontal([pl.col(f"{tmp}p{i}_{j}") for j in range(len(ps))]) if ps else pl.lit(True))
+                   .alias(f"{tmp}t{i}") for i, ps in enumerate(self.parts)]
+        self._tmp = tmp
+        try:
+            outs = self.outcome(prefix, *what, **kwargs)
+            if truths:
+                outs += [self._t(i).alias(f"{prefix}_truth_{r.id}") for i, r in enumerate(self.rules)]
+        finally:
+            self._tmp = None
+        temps = [e.meta.output_name() for e in parts + truths_]
+        out = frame.with_columns(parts) if parts else frame
+        return out.with_columns(truths_).with_columns(outs).drop(temps)
