@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cartlab.criteria import RULES, Decision
 from cartlab.datasets import seed_case
 from cartlab.model import Study, conform
 from cartlab.response import (
@@ -27,7 +28,14 @@ from cartlab.response import (
     relapse,
     response_summary,
 )
-from cartlab.response.marrow import holds
+
+
+def holds(cond: dict, feats: dict, opts: dict) -> bool | None:
+    """One condition of the criteria language on one assessment's features, as the response engine
+    evaluates it (compiled; None = unknown)."""
+    rules = RULES.validate_python([{"id": "t", "citation": "test", "when": [cond]}])
+    frame = pl.DataFrame({k: [v] for k, v in feats.items()}, schema={k: pl.Float64 for k in feats})
+    return frame.select(Decision(rules, opts, schema=frame.schema).truths[0]).item()
 
 
 def make(obs, disease="AML", events=(), iv=(), subjects=None) -> Study:

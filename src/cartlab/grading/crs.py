@@ -14,19 +14,12 @@ derives episodes and the ``subject_summary.csv`` columns ``crs_grade_astct``, ``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
-from cartlab.grading.common import (
-    EVIDENCE,
-    domain_grade,
-    evidence_ref,
-    expand_days,
-    load_criteria,
-    rule_texts,
-)
+from cartlab.criteria import CriteriaOptions, CriteriaTable, Decision, load_table
+from cartlab.grading.common import expand_days
 from cartlab.grading.crs_features import (
     FeverAttribution,
     counted,
@@ -35,41 +28,22 @@ from cartlab.grading.crs_features import (
     norm_values,
 )
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref
 
 KEY = ["subject_id", "day"]
+DOMAINS = ("fever", "hypotension", "hypoxia")
+#: feature of the criteria table -> the observation it comes from (``missing_inputs``)
+INPUTS = {"tmax_c": "TEMP"}
+
+Number = int | float
 
 
-SUMMARY_EPISODES = ("course", "first", "worst")
+class CrsOptions(CriteriaOptions):
+    """Options of ASTCT CRS grading; ``None`` means the criteria table's default (its ``defaults``,
+    whose comments document each option: the table below is generated from them)."""
 
-
-@dataclass(frozen=True)
-class CrsOptions:
-    """Options of ASTCT CRS grading; ``None`` means the criteria table's default.
-
-    * ``fever_threshold_c`` (38.0): Tmax at or above it is fever.
-    * ``sbp_cutoff_mmhg`` (90): SBP below it is hypotension (adults).
-    * ``age_adjusted_sbp`` (False): PALS age-based cut-offs for children instead.
-    * ``antipyretics_waive_fever`` (False): antipyretics given for CRS also waive the fever
-      requirement (the ASTCT footnote's wording is ambiguous; default is tocilizumab/steroids only).
-    * ``counted_indications`` (("CRS",)): interventions with these indications (or none) count.
-    * Fever attributed to another cause (ASTCT: fever "not attributable to any other cause"; table
-      ``conventions``): ``other_cause_attribution`` (True), ``other_cause_events`` (("infection",)),
-      ``other_cause_event_window_days`` ((0, 3): the event's day and the 3 following),
-      ``other_cause_intervention_categories`` (("antipyretic",)) given for
-      ``other_cause_indications`` (("infection",)), ``other_cause_scope`` ("day": the day is not a
-      CRS day; "fever": only its fever is discounted), ``crs_indication_overrides_other_cause``
-      (True: an intervention for CRS that day keeps it a CRS day).
-    * ``episode_join_gap_days`` (1): CRS days separated by at most this many days without CRS
-      form one episode.
-    * ``summary_episode`` ("course"): what crs_summary describes - the whole course (spec), the
-      "first" episode or the "worst" one.
-    * ``assessment_window`` (None = whole course): (first, last) study day graded (either may be
-      None); ``assessment_end_events`` (()): the first such event (e.g. ``allo_hsct``) ends the
-      assessment; that day and later are not graded.
-    """
-
-    fever_threshold_c: float | None = None
-    sbp_cutoff_mmhg: float | None = None
+    fever_threshold_c: Number | None = None
+    sbp_cutoff_mmhg: Number | None = None
     age_adjusted_sbp: bool | None = None
     antipyretics_waive_fever: bool | None = None
     counted_indications: tuple[str, ...] | None = None
@@ -78,34 +52,23 @@ class CrsOptions:
     other_cause_event_window_days: tuple[int, int] | None = None
     other_cause_intervention_categories: tuple[str, ...] | None = None
     other_cause_indications: tuple[str, ...] | None = None
-    other_cause_scope: str | None = None
+    other_cause_scope: Literal["day", "fever"] | None = None
     crs_indication_overrides_other_cause: bool | None = None
     episode_join_gap_days: int | None = None
-    summary_episode: str | None = None
-    assessment_window: tuple[float | None, float | None] | None = None
+    summary_episode: Literal["course", "first", "worst"] | None = None
+    assessment_window: tuple[Number | None, Number | None] | None = None
     assessment_end_events: tuple[str, ...] | None = None
     criteria: str = "astct_crs_2019"
-
-    def resolved(self) -> dict[str, Any]:
-        table = load_criteria(self.criteria)
-        out = dict(table["defaults"])
-        for k, v in asdict(self).items():
-            if v is not None:
-                out[k] = v
-        for k in ("counted_indications", "other_cause_events", "other_cause_event_window_days",
-                  "other_cause_intervention_categories", "other_cause_indications", "assessment_end_events"):
-            out[k] = tuple(out[k])
-        if out["summary_episode"] not in SUMMARY_EPISODES:
-            raise ValueError(f"summary_episode must be one of {SUMMARY_EPISODES}, not {out['summary_episode']!r}")
-        if out["assessment_window"] is not None:
-            out["assessment_window"] = tuple(out["assessment_window"])
-            if len(out["assessment_window"]) != 2:
-                raise ValueError("assessment_window must be (first day, last day)")
-        return out
 
     def attribution(self) -> FeverAttribution:
         """The fever-attribution options as the shared feature layer takes them."""
         return FeverAttribution.from_options(self.resolved())
+
+
+def _flag(table: CriteriaTable, name: str, opts: dict[str, Any]) -> tuple[str, pl.Expr]:
+    """The id of a one-rule set (``death``, ``other_cause``) and whether it holds (unknown: no)."""
+    (rule,) = table.rule_set(name)
+    return rule.id, Decision([rule], opts).truth(rule.id).fill_null(False)
 
 
 def _ref_list(col: str = "ref") -> pl.Expr:
@@ -117,12 +80,12 @@ def _counted(df: pl.DataFrame, column: str, indications: tuple[str, ...]) -> pl.
     return df.filter(counted(column, indications))
 
 
-def _sbp_cutoff(subjects: pl.DataFrame, opts: dict[str, Any], table: dict[str, Any]) -> pl.DataFrame:
+def _sbp_cutoff(subjects: pl.DataFrame, opts: dict[str, Any], table: CriteriaTable) -> pl.DataFrame:
     """Per-subject SBP cut-off: the adult default, or PALS by age when age_adjusted_sbp is on."""
     base = subjects.select("subject_id", pl.col("age_years"))
     cutoff = pl.lit(float(opts["sbp_cutoff_mmhg"]))
     if opts.get("age_adjusted_sbp"):
-        rows = table["pals_sbp"]["rows"]
+        rows = table.extra("pals_sbp")["rows"]
         expr = cutoff
         for r in reversed(rows):
             if "cutoff" in r:
@@ -144,7 +107,7 @@ def crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFram
     """
     options = options or CrsOptions()
     opts = options.resolved()
-    table = load_criteria(options.criteria)
+    table = load_table(options.criteria)
     obs = study.observations.with_columns(
         pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref")
     )
@@ -172,9 +135,9 @@ def crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFram
         pl.col("vasopressor_agents").list.join(", ").alias("vasopressors"), "vasopressors_unknown", "vaso_refs")
     other = shared.filter(pl.col("other_cause").fill_null(False)).select(
         "subject_id", "d", "other_cause", "other_cause_reason", "other_cause_refs")
-    level = pl.col("o2_device").replace_strict(table["devices"], default=None, return_dtype=pl.Int64)
+    level = pl.col("o2_device").replace_strict(table.extra("devices"), default=None, return_dtype=pl.Int64)
     level = (
-        pl.when((pl.col("o2_device") == "nasal_cannula") & (pl.col("o2_flow_lpm") > table["low_flow_max_lpm"]))
+        pl.when((pl.col("o2_device") == "nasal_cannula") & (pl.col("o2_flow_lpm") > table.extra("low_flow_max_lpm")))
         .then(pl.lit(3, dtype=pl.Int64))
         .otherwise(level)
     )
@@ -270,18 +233,18 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """
     options = options or CrsOptions()
     opts = options.resolved()
-    table = load_criteria(options.criteria)
-    rule_opts = {**opts, "sbp_cutoff": "@sbp_cutoff"}
-    texts = rule_texts(table, ("fever", "hypotension", "hypoxia", "death", "other_cause"),
-                       {**opts, "sbp_cutoff": opts["sbp_cutoff_mmhg"]})
+    table = load_table(options.criteria)
+    texts = table.texts((*DOMAINS, "death", "other_cause"), opts)
     f = crs_features(study, options)
+    domains = {d: Decision(table.rule_set(d), opts, otherwise_grade=0, schema=f.schema) for d in DOMAINS}
     f = f.with_columns(
-        *domain_grade(table["fever"], rule_opts, "fever"),
-        *domain_grade(table["hypotension"], rule_opts, "hypotension"),
-        *domain_grade(table["hypoxia"], rule_opts, "hypoxia"),
+        *domains["fever"].outcome("fever", "grade", "rule", "grade_max", "missing"),
+        *domains["hypotension"].outcome("hypotension", "grade", "rule"),
+        *domains["hypoxia"].outcome("hypoxia", "grade", "rule"),
     )
+    death_rule, death = _flag(table, "death", opts)
+    other_rule, other = _flag(table, "other_cause", opts)
     fever = pl.col("fever_grade") >= 1
-    other = pl.col("other_cause")
     discounted = fever & other                      # a fever that does not count toward CRS
     crs_fever = fever & ~other
     excluded = other if opts["other_cause_scope"] == "day" else pl.lit(False)
@@ -292,17 +255,15 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
         .then(pl.col("hypotension_rule"))
         .otherwise(pl.col("hypoxia_rule"))
     )
-    death_rule = table["death"][0]["id"]
-    other_rule = table["other_cause"][0]["id"]
     grade = (
-        pl.when(pl.col("crs_death")).then(pl.lit(5, dtype=pl.Int64))
+        pl.when(death).then(pl.lit(5, dtype=pl.Int64))
         .when(excluded).then(pl.lit(0, dtype=pl.Int64))
         .when(crs_fever).then(pl.max_horizontal(pl.lit(1, dtype=pl.Int64), support))
         .when(waived).then(support)
         .otherwise(pl.lit(0, dtype=pl.Int64))
     )
     rule = (
-        pl.when(pl.col("crs_death")).then(pl.lit(death_rule))
+        pl.when(death).then(pl.lit(death_rule))
         .when(excluded & (fever | (support > 0))).then(pl.lit(other_rule))
         .when(excluded).then(pl.lit(None, dtype=pl.String))
         .when(crs_fever & (support > 1)).then(support_rule)
@@ -314,16 +275,17 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     )
     f = f.with_columns(grade.alias("grade"), rule.alias("rule"), fever.alias("fever"),
                        discounted.alias("fever_other_cause"), waived.alias("fever_waived"))
-    # missing is not negative: a day without a temperature could have been a fever day, so its grade
-    # is a lower bound; grade_max is what a fever would have made it (ASTCT: fever >= grade 1, and
-    # with fever hypotension/hypoxia count before any tocilizumab/steroid)
-    no_temp = pl.col("tmax_c").is_null() & ~pl.col("crs_death") & ~excluded
+    # missing is not negative: a day without a temperature could have been a fever day (the fever
+    # domain is unknown), so its grade is a lower bound; grade_max is what a fever would have made it
+    # (ASTCT: fever >= grade 1, and with fever hypotension/hypoxia count before any tocilizumab/steroid)
+    fever_open = (pl.col("fever_grade_max") > pl.col("fever_grade")) & ~death & ~excluded
     f = f.with_columns(
-        pl.when(no_temp).then(pl.max_horizontal(pl.col("grade"), pl.lit(1, dtype=pl.Int64), support))
+        pl.when(fever_open).then(pl.max_horizontal(pl.col("grade"), pl.col("fever_grade_max"), support))
         .otherwise(pl.col("grade")).alias("grade_max"))
     f = f.with_columns(
-        pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.lit(["TEMP"])).otherwise(pl.lit([], dtype=pl.List(pl.String)))
-        .alias("missing_inputs"))
+        pl.when(pl.col("grade_max") > pl.col("grade"))
+        .then(pl.col("fever_missing").list.eval(pl.element().replace(INPUTS)))
+        .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"
     unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
@@ -345,7 +307,7 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
         pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(
             pl.format("fever not required since day {} ({})", pl.col("waiver_from_day"), pl.col("waiver_category"))
         ),
-        pl.when(pl.col("crs_death")).then(pl.lit("death attributed to CRS")),
+        pl.when(death).then(pl.lit("death attributed to CRS")),
     ]
     conclusion = pl.format(
         "grade {}{}{}", pl.col("grade"),

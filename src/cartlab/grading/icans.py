@@ -11,44 +11,33 @@ when the age is missing); events attributed to another cause are excluded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
+from pydantic import Field
 
-from cartlab.grading.common import EVIDENCE, domain_grade, evidence_ref, load_criteria, rule_texts
+from cartlab.criteria import CriteriaOptions, Decision, load_table
 from cartlab.grading.crs import episodes
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref
+
+#: feature of the criteria table -> the input a missing value stands for (``missing_inputs``)
+INPUTS = {"ice_min": "ICE/CAPD", "capd_max": "ICE/CAPD"}
 
 
-@dataclass(frozen=True)
-class IcansOptions:
-    """Options of ASTCT ICANS grading.
+class IcansOptions(CriteriaOptions):
+    """Options of ASTCT ICANS grading; ``None`` means the criteria table's default."""
 
-    * ``ice_min_age_years`` (12): ICE from this age, CAPD below it.
-    * ``excluded_attributions`` (("other",)): events with these attributions do not count.
-    * ``episode_join_gap_days`` (1): see :func:`cartlab.grading.crs.episodes`.
-    """
-
-    ice_min_age_years: float | None = None
+    ice_min_age_years: int | float | None = None
     excluded_attributions: tuple[str, ...] | None = None
-    episode_join_gap_days: int = 1
+    episode_join_gap_days: int = Field(default=1, description="ICANS days separated by at most this many days "
+                                       "without ICANS form one episode (as :func:`cartlab.grading.crs.episodes`)")
     criteria: str = "astct_icans_2019"
-
-    def resolved(self) -> dict:
-        table = load_criteria(self.criteria)
-        out = dict(table["defaults"])
-        for k in ("ice_min_age_years", "excluded_attributions"):
-            v = getattr(self, k)
-            if v is not None:
-                out[k] = v
-        return out
 
 
 def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
     """ICANS grade per subject and calendar day with the rule, a reason and evidence."""
     options = options or IcansOptions()
     opts = options.resolved()
-    table = load_criteria(options.criteria)
+    table = load_table(options.criteria)
     obs = study.observations.with_columns(
         pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref")
     )
@@ -73,7 +62,8 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
         .group_by("subject_id", "d")
         .agg(pl.col("value").first().alias("capd_max"), pl.col("ref").first().alias("capd_ref"))
     )
-    levels = table["loc_levels"]
+    levels = table.extra("loc_levels")
+    loc_rule = table.extra("loc")[0]["id"]
     loc = (
         obs.filter((pl.col("param") == "LOC") & pl.col("value_text").is_not_null())
         .with_columns(pl.col("value_text").replace_strict(levels, default=None, return_dtype=pl.Int64).alias("lvl"))
@@ -85,17 +75,18 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
             pl.col("ref").first().alias("loc_ref"),
         )
     )
-    ev_rules = {r["event"]: r for r in table["events"]}
+    # each event row graded by the events rule set (events outside its vocabulary match no rule)
+    events = Decision(table.rule_set("events"), opts)
     ev = (
         study.events.filter(
-            pl.col("event").is_in(list(ev_rules))
-            & (pl.col("attribution").is_null() | ~pl.col("attribution").is_in(list(opts["excluded_attributions"])))
-        )
+            pl.col("attribution").is_null() | ~pl.col("attribution").is_in(list(opts["excluded_attributions"])))
+        .with_columns(*events.outcome("e", "grade", "rule"))
+        .filter(pl.col("e_rule").is_not_null())
         .with_columns(
             pl.col("day").floor().cast(pl.Int64).alias("d"),
             evidence_ref().alias("ref"),
-            pl.col("event").replace_strict({k: int(v["grade"]) for k, v in ev_rules.items()}, return_dtype=pl.Int64).alias("eg"),
-            pl.col("event").replace_strict({k: v["id"] for k, v in ev_rules.items()}, return_dtype=pl.String).alias("erule"),
+            pl.col("e_grade").alias("eg"),
+            pl.col("e_rule").alias("erule"),
         )
         .sort("eg", descending=True)
         .group_by("subject_id", "d")
@@ -111,11 +102,12 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     for part in (ice, capd, loc, ev):
         f = f.join(part, on=["subject_id", "d"], how="left")
     f = f.with_columns(pl.col("loc_level").fill_null(0), pl.col("event_grade").fill_null(0))
+    scores = {d: Decision(table.rule_set(d), opts, otherwise_grade=0, schema=f.schema) for d in ("ice", "capd")}
     f = f.with_columns(
-        *domain_grade(table["ice"], opts, "ice"),
-        *domain_grade(table["capd"], opts, "capd"),
+        *scores["ice"].outcome("ice", "grade", "rule", "grade_max", "missing"),
+        *scores["capd"].outcome("capd", "grade", "rule", "grade_max", "missing"),
         pl.col("loc_level").alias("loc_grade"),
-        pl.when(pl.col("loc_level") > 0).then(pl.lit(table["loc"][0]["id"])).alias("loc_rule"),
+        pl.when(pl.col("loc_level") > 0).then(pl.lit(loc_rule)).alias("loc_rule"),
     )
     domains = ["ice", "capd", "loc", "event"]
     grade = pl.max_horizontal(*[pl.col(f"{d}_grade") for d in domains])
@@ -123,15 +115,19 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     for d in reversed(domains):  # the first domain reaching the maximum names the rule
         rule = pl.when((pl.col(f"{d}_grade") == grade) & (grade > 0)).then(pl.col(f"{d}_rule")).otherwise(rule)
     f = f.with_columns(grade.alias("grade"), rule.alias("rule"))
-    # missing is not negative: without an ICE (or CAPD) score that day the encephalopathy domain is
-    # unknown, and ICE 0-2 alone is grade 3 (ASTCT 2019 Table 4), so the day's grade is a lower bound
-    no_score = pl.col("ice_min").is_null() & pl.col("capd_max").is_null()
-    f = f.with_columns(pl.when(no_score).then(pl.max_horizontal("grade", pl.lit(3, dtype=pl.Int64)))
+    # missing is not negative: the encephalopathy score is ICE or CAPD, whichever the age calls for
+    # (both when it is unknown); without either that day the domain is unknown and the day's grade a
+    # lower bound, up to the lower of the two domains' best possible grades (ICE 0-2 alone is grade
+    # 3, CAPD >= 9 grade 3; ASTCT 2019 Tables 4-5)
+    opened = {d: pl.col(f"{d}_grade_max") > pl.col(f"{d}_grade") for d in scores}
+    best = pl.min_horizontal("ice_grade_max", "capd_grade_max")
+    f = f.with_columns(pl.when(opened["ice"] & opened["capd"]).then(pl.max_horizontal("grade", best))
                        .otherwise(pl.col("grade")).alias("grade_max"))
-    f = f.with_columns(pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.lit(["ICE/CAPD"]))
+    missing = pl.concat_list("ice_missing", "capd_missing").list.eval(pl.element().replace(INPUTS))
+    f = f.with_columns(pl.when(pl.col("grade_max") > pl.col("grade")).then(missing.list.unique(maintain_order=True))
                        .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
 
-    texts = rule_texts(table, ("ice", "capd", "events"), opts)
+    texts = table.texts(("ice", "capd", "events"), opts)
     bits = [
         pl.when(pl.col("ice_min").is_not_null()).then(pl.format("ICE {}", pl.col("ice_min").cast(pl.Int64))),
         pl.when(pl.col("capd_max").is_not_null()).then(pl.format("CAPD {}", pl.col("capd_max").cast(pl.Int64))),
@@ -140,7 +136,7 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     ]
     loc_text = pl.format("depressed level of consciousness: {}", pl.col("loc"))
     rule_text = (
-        pl.when(pl.col("rule") == table["loc"][0]["id"]).then(loc_text)
+        pl.when(pl.col("rule") == loc_rule).then(loc_text)
         .otherwise(pl.col("rule").replace_strict(texts, default=pl.col("rule")))
     )
     reason = pl.concat_str(

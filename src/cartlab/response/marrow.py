@@ -20,16 +20,24 @@ Public API
 from __future__ import annotations
 
 import math
-import operator
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import polars as pl
+from pydantic import Field
 
-from cartlab.grading.common import EVIDENCE, load_criteria
+from cartlab.criteria import (
+    CriteriaOptions,
+    CriteriaTable,
+    Decision,
+    Rule,
+    load_raw,
+    load_table,
+    render,
+)
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE
 
 __all__ = [
     "CATEGORY_RANK",
@@ -47,67 +55,45 @@ PACKAGE = "cartlab.response"
 RESPONSE_TABLES = ("eln2022_aml", "all_car_t")
 #: best-response ranking (study-format v1: CR > CRh > CRi > MLFS > PR > NR > NE)
 CATEGORY_RANK = {"CR": 0, "CRh": 1, "CRi": 2, "MLFS": 3, "PR": 4, "NR": 5, "NE": 6}
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
-        "!=": operator.ne}
+class ResponseOptions(CriteriaOptions):
+    """Options of the response criteria; ``None`` takes the criteria table's default (AML: ELN 2022,
+    ALL: ELIANA; each documented by its comment in the table's ``defaults``, rendered below). An
+    option the chosen table does not have (``use_crh`` for ALL) is refused.
 
-
-@dataclass(frozen=True)
-class ResponseOptions:
-    """Options of the response criteria; ``None`` takes the criteria table's default.
-
-    * ``count_window_days`` (3): ANC, platelets and PB blasts from the marrow day, else the nearest
-      day within +/- this many days (ties: the earlier day).
-    * ``emd_window`` ("since_infusion"): an ``extramedullary_disease`` event from day 0 to the
-      marrow day makes the assessment "with EMD"; "assessment_day": only within the count window.
-    * ``platelet_transfusion_free_days`` (None): when set, a platelet count within this many days
-      after a platelet transfusion is not used.
-    * ``min_cellularity_pct`` (10): MLFS needs BMCELL >= this when BMCELL is given (not aplastic).
-    * ``cri_min_recovered_counts`` (1, AML): CRi needs this many of ANC >= 1.0 / PLT >= 100; 0 makes
-      CRi "either count may be short" (then MLFS only when a marrow criterion fails... never).
-    * ``use_crh`` (True, AML): False drops the CRh category.
-    * ``mrd_threshold`` (AML 1e-3, ALL 1e-4) and ``mrd_threshold_inclusive`` (False): MRDFCM below
-      (or at, when inclusive) the threshold is MRD negative.
-    * ``missing_pb_blasts`` ("not_evaluable"): a marrow that would be CR/CRh/CRi/MLFS but has no
-      PBBLAST within the count window is NE, naming the categories still possible; "assume_absent"
-      reads the missing value as no circulating blasts (and says so in the reason).
-    * ``pre_treatment_before_day`` (0): the pre-treatment marrow is the last BMBLAST before this day.
-    * ``criteria``: force one table for every subject instead of choosing by ``disease``.
+    ``cri_min_recovered_counts`` 0 makes CRi "either count may be short"; ``missing_pb_blasts``
+    "not_evaluable" makes a marrow that would be CR/CRh/CRi/MLFS but has no PBBLAST within the
+    count window NE, naming the categories still possible, "assume_absent" reads the missing value
+    as no circulating blasts (and the reason says so).
     """
 
+    criteria_package = "cartlab.response"
+    tables = RESPONSE_TABLES
+
     count_window_days: int | None = None
-    emd_window: str | None = None
+    emd_window: Literal["since_infusion", "assessment_day"] | None = None
     platelet_transfusion_free_days: int | None = None
-    min_cellularity_pct: float | None = None
+    min_cellularity_pct: int | float | None = None
     cri_min_recovered_counts: int | None = None
     use_crh: bool | None = None
-    mrd_threshold: float | None = None
+    mrd_threshold: int | float | None = None
     mrd_threshold_inclusive: bool | None = None
-    missing_pb_blasts: str | None = None
-    pre_treatment_before_day: float = 0.0
-    criteria: str | None = None
+    missing_pb_blasts: Literal["not_evaluable", "assume_absent"] | None = None
+    pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
+                                            "BMBLAST before this day")
+    criteria: str | None = Field(default=None, description="force one table (eln2022_aml, all_car_t) for every "
+                                 "subject instead of choosing it by disease")
 
-    def resolved(self, table: dict[str, Any]) -> dict[str, Any]:
-        """The table's defaults overlaid with the options set here (unknown ones are refused)."""
-        out = dict(table["defaults"])
-        for f in fields(self):
-            if f.name in ("criteria", "pre_treatment_before_day"):
-                continue
-            v = getattr(self, f.name)
-            if v is None:
-                continue
-            if f.name not in out:
-                raise ValueError(f"option {f.name} does not apply to {table['standard']}")
-            out[f.name] = v
-        if out.get("emd_window") not in ("since_infusion", "assessment_day"):
-            raise ValueError("emd_window must be 'since_infusion' or 'assessment_day'")
-        if out.get("missing_pb_blasts") not in ("not_evaluable", "assume_absent"):
-            raise ValueError("missing_pb_blasts must be 'not_evaluable' or 'assume_absent'")
-        out["pre_treatment_before_day"] = self.pre_treatment_before_day
-        return out
+    def resolved(self, table: str | dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        """The table's defaults overlaid with the options set here (the table is chosen per subject)."""
+        return super().resolved(table)
 
 
 def _table(name: str) -> dict[str, Any]:
-    return load_criteria(name, PACKAGE)
+    return load_raw(name, PACKAGE)
+
+
+def _rules(name: str) -> CriteriaTable:
+    return load_table(name, PACKAGE)
 
 
 def criteria_for_disease(disease: str | None) -> str | None:
@@ -119,69 +105,6 @@ def criteria_for_disease(disease: str | None) -> str | None:
         if d in {x.upper() for x in _table(name)["diseases"]}:
             return name
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# the rule language (three-valued: True / False / None = unknown because an input is missing)
-
-
-def _val(v: Any, opts: dict[str, Any]) -> Any:
-    if isinstance(v, str) and v.startswith("$"):
-        if v[1:] not in opts:
-            raise KeyError(f"rule refers to unknown option {v[1:]!r}")
-        return opts[v[1:]]
-    return v
-
-
-def holds(cond: dict[str, Any], feats: dict[str, Any], opts: dict[str, Any]) -> bool | None:
-    """Evaluate one condition on one assessment's features (None = unknown)."""
-    if "any" in cond:
-        rs = [holds(c, feats, opts) for c in cond["any"]]
-        return True if True in rs else (None if None in rs else False)
-    if "all" in cond:
-        rs = [holds(c, feats, opts) for c in cond["all"]]
-        return False if False in rs else (None if None in rs else True)
-    if "count" in cond:
-        rs = [holds(c, feats, opts) for c in cond["count"]]
-        op, target = _OPS[cond["op"]], _val(cond["value"], opts)
-        n_true, n_unknown = rs.count(True), rs.count(None)
-        outcomes = {op(k, target) for k in range(n_true, n_true + n_unknown + 1)}
-        return outcomes.pop() if len(outcomes) == 1 else None
-    v = feats.get(cond["feature"])
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    op = _OPS.get(cond["op"])
-    if op is None:
-        raise ValueError(f"unknown operator {cond['op']!r} in {cond}")
-    return bool(op(v, _val(cond["value"], opts)))
-
-
-def _leaves(cond: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    for key in ("any", "all", "count"):
-        if key in cond:
-            for c in cond[key]:
-                yield from _leaves(c)
-            return
-    yield cond
-
-
-def _cond_text(cond: dict[str, Any], opts: dict[str, Any]) -> str:
-    if "any" in cond or "all" in cond:
-        key = "any" if "any" in cond else "all"
-        return f"{key} of (" + "; ".join(_cond_text(c, opts) for c in cond[key]) + ")"
-    if "count" in cond:
-        inner = "; ".join(_cond_text(c, opts) for c in cond["count"])
-        return f"{cond['op']} {_val(cond['value'], opts)} of ({inner})"
-    return f"{cond['feature']} {cond['op']} {_val(cond['value'], opts)}"
-
-
-def _categories(table: dict[str, Any], opts: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for c in table["categories"]:
-        gate = c.get("option") or {}
-        if all(opts.get(k) == v for k, v in gate.items()):
-            out.append(c)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,32 +237,32 @@ def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _assess(feats: dict[str, Any], cats: list[dict[str, Any]], opts: dict[str, Any],
-            unresolved: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The first category whose conditions all hold; when that is the catch-all (no conditions) while
-    a better category is still possible for want of an input, the table's ``unresolved`` (NE)."""
-    could_be: list[str] = []
-    failed: list[str] = []  # "CR (anc >= 1.0; plt >= 100 not met)"
-    missing: set[str] = set()
-    for c in cats:
-        results = [holds(cond, feats, opts) for cond in c["when"]]
-        if all(r is True for r in results):
-            if not c["when"] and could_be and unresolved is not None:
-                c = unresolved
-            return {"category": c["category"], "rule": c["id"], "text": c["text"].format(**opts),
-                    "could_be": could_be, "failed": failed, "missing": sorted(missing)}
-        if False not in results:  # only unknowns stand in the way
-            could_be.append(c["category"])
-        unmet = []
-        for cond, r in zip(c["when"], results):
-            if r is None:
-                missing |= {leaf["feature"] for leaf in _leaves(cond)
-                            if feats.get(leaf["feature"]) is None}
-            elif r is False:
-                unmet.append(_cond_text(cond, opts))
-        if unmet:
-            failed.append(f"{c['category']} ({'; '.join(unmet)} not met)")
-    raise ValueError("the criteria table has no catch-all category (a category with no conditions)")
+_FEATURES = {"bm_blast_pct": pl.Float64, "pb_blast_pct": pl.Float64, "pb_blast_assumed": pl.Boolean,
+             "emd": pl.Boolean, "anc": pl.Float64, "plt": pl.Float64, "bm_cellularity_pct": pl.Float64,
+             "not_aplastic": pl.Boolean, "blast_reduction_pct": pl.Float64}
+
+
+def _assess(table: CriteriaTable, opts: dict[str, Any], feats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The category of each assessment (the table's ``categories``, evaluated once over all of them):
+    the first whose conditions all hold; when that is the catch-all (no conditions) while a better
+    category is still possible for want of an input, the table's ``unresolved`` (NE). With the
+    categories still possible (``could_be``), the ``missing`` inputs that leave them open and, per
+    better category, the conditions ``failed``."""
+    decision = Decision(table.rule_set("categories"), opts, schema=_FEATURES)
+    catch_all = [r.id for r in decision.rules if not r.when]
+    if not catch_all:
+        raise ValueError("the criteria table has no catch-all category (a category with no conditions)")
+    texts = {r.id: render(r, opts) for r in decision.rules}
+    out = decision.apply(pl.DataFrame(feats, schema=_FEATURES), "a", "rule", "category", "possible", "missing", "unmet")
+    if "unresolved" in (table.model_extra or {}):
+        unresolved = Rule.model_validate(table.extra("unresolved"))
+        texts[unresolved.id] = render(unresolved, opts)
+        ne = pl.col("a_rule").is_in(catch_all) & (pl.col("a_possible").list.len() > 0)
+        out = out.with_columns(pl.when(ne).then(pl.lit(unresolved.id)).otherwise(pl.col("a_rule")).alias("a_rule"),
+                               pl.when(ne).then(pl.lit(unresolved.label)).otherwise(pl.col("a_category")).alias("a_category"))
+    return [{"category": r["a_category"], "rule": r["a_rule"], "text": texts[r["a_rule"]], "could_be": r["a_possible"],
+             "failed": r["a_unmet"], "missing": r["a_missing"]}
+            for r in out.select("a_category", "a_rule", "a_possible", "a_unmet", "a_missing").iter_rows(named=True)]
 
 
 _SCHEMA = {
@@ -374,14 +297,15 @@ def marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.
     if options.criteria is not None and options.criteria not in RESPONSE_TABLES:
         raise ValueError(f"unknown response criteria {options.criteria!r}; choose one of {RESPONSE_TABLES}")
     data = _by_subject(study)
-    rows = []
+    resolved: dict[str, dict[str, Any]] = {}
+    found: dict[str, list[tuple]] = defaultdict(list)  # table -> (subject, marrow, pre, feats, used, evidence)
     for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
         name = options.criteria or criteria_for_disease(subj["disease"])
         if name is None:
             continue
-        table = _table(name)
-        opts = options.resolved(table)
-        cats = _categories(table, opts)
+        if name not in resolved:
+            resolved[name] = options.resolved(_table(name))
+        opts = resolved[name]
         sd = data.get(subj["subject_id"])
         if sd is None:
             continue
@@ -391,36 +315,46 @@ def marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.
         for m in marrows:
             if m["day"] <= 0:
                 continue
-            feats, used, evidence = _features(sd, m, pre, opts)
-            a = _assess(feats, cats, opts, table.get("unresolved"))
-            mrd_v, mrd_neg, mrd_det = _mrd(used["MRDFCM"], opts)
-            cat_mrd = f"{a['category']}_MRD-" if a["category"] in ("CR", "CRh", "CRi") and mrd_neg else a["category"]
-            reason = f"day {m['day']:g}: {_describe(feats, used)} -> {a['text']}"
-            if a["failed"]:
-                reason += " | not " + ", ".join(a["failed"])
-            if a["could_be"]:
-                reason += (f" | could be {', '.join(a['could_be'])}: missing "
-                           + ", ".join(_FEATURE_LABEL.get(x, x) for x in a["missing"]))
-            if mrd_v is not None:
-                reason += (f" | MRDFCM {mrd_v:.3g} {'<=' if opts['mrd_threshold_inclusive'] else '<'} "
-                           f"{opts['mrd_threshold']:g}: {'negative' if mrd_neg else 'positive'}"
-                           f"{' (detectable, low level)' if mrd_neg and mrd_det else ''}")
-            rows.append({
-                "subject_id": subj["subject_id"], "disease": subj["disease"], "criteria": table["standard"],
-                "day": float(m["day"]), "category": a["category"], "category_mrd": cat_mrd, "rule": a["rule"],
-                "reason": reason, "could_be": a["could_be"],
-                "missing_inputs": [_FEATURE_LABEL.get(x, x) for x in a["missing"]] if a["could_be"] else [],
-                "bm_blast_pct": feats["bm_blast_pct"], "pb_blast_pct": feats["pb_blast_pct"],
-                "anc": feats["anc"], "anc_day": None if used["NEUT"] is None else used["NEUT"]["day"],
-                "plt": feats["plt"], "plt_day": None if used["PLAT"] is None else used["PLAT"]["day"],
-                "emd": feats["emd"], "bm_cellularity_pct": feats["bm_cellularity_pct"],
-                "pre_bm_blast_pct": None if pre is None else pre["value"],
-                "pre_bm_day": None if pre is None else pre["day"],
-                "blast_reduction_pct": feats["blast_reduction_pct"],
-                "mrd_fcm": mrd_v, "mrd_threshold": float(opts["mrd_threshold"]), "mrd_negative": mrd_neg,
-                "mrd_detectable": mrd_det, "evidence": evidence,
-            })
+            found[name].append((subj, m, pre, *_features(sd, m, pre, opts)))
+    rows = []
+    for name, items in found.items():
+        opts, standard = resolved[name], _table(name)["standard"]
+        for (subj, m, pre, feats, used, evidence), a in zip(items, _assess(_rules(name), opts, [x[3] for x in items])):
+            rows.append(_assessment_row(subj, m, pre, feats, used, evidence, a, opts, standard))
+    order = {sid: i for i, sid in enumerate(study.subjects["subject_id"].to_list())}
+    rows.sort(key=lambda r: order[r["subject_id"]])  # subjects in study order, each subject's marrows in day order
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
+
+
+def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: dict, evidence: list[str],
+                    a: dict[str, Any], opts: dict[str, Any], standard: str) -> dict[str, Any]:
+    mrd_v, mrd_neg, mrd_det = _mrd(used["MRDFCM"], opts)
+    cat_mrd = f"{a['category']}_MRD-" if a["category"] in ("CR", "CRh", "CRi") and mrd_neg else a["category"]
+    reason = f"day {m['day']:g}: {_describe(feats, used)} -> {a['text']}"
+    if a["failed"]:
+        reason += " | not " + ", ".join(a["failed"])
+    if a["could_be"]:
+        reason += (f" | could be {', '.join(a['could_be'])}: missing "
+                   + ", ".join(_FEATURE_LABEL.get(x, x) for x in a["missing"]))
+    if mrd_v is not None:
+        reason += (f" | MRDFCM {mrd_v:.3g} {'<=' if opts['mrd_threshold_inclusive'] else '<'} "
+                   f"{opts['mrd_threshold']:g}: {'negative' if mrd_neg else 'positive'}"
+                   f"{' (detectable, low level)' if mrd_neg and mrd_det else ''}")
+    return {
+        "subject_id": subj["subject_id"], "disease": subj["disease"], "criteria": standard,
+        "day": float(m["day"]), "category": a["category"], "category_mrd": cat_mrd, "rule": a["rule"],
+        "reason": reason, "could_be": a["could_be"],
+        "missing_inputs": [_FEATURE_LABEL.get(x, x) for x in a["missing"]] if a["could_be"] else [],
+        "bm_blast_pct": feats["bm_blast_pct"], "pb_blast_pct": feats["pb_blast_pct"],
+        "anc": feats["anc"], "anc_day": None if used["NEUT"] is None else used["NEUT"]["day"],
+        "plt": feats["plt"], "plt_day": None if used["PLAT"] is None else used["PLAT"]["day"],
+        "emd": feats["emd"], "bm_cellularity_pct": feats["bm_cellularity_pct"],
+        "pre_bm_blast_pct": None if pre is None else pre["value"],
+        "pre_bm_day": None if pre is None else pre["day"],
+        "blast_reduction_pct": feats["blast_reduction_pct"],
+        "mrd_fcm": mrd_v, "mrd_threshold": float(opts["mrd_threshold"]), "mrd_negative": mrd_neg,
+        "mrd_detectable": mrd_det, "evidence": evidence,
+    }
 
 
 def eln2022_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
@@ -444,6 +378,16 @@ def _only(study: Study, options: ResponseOptions | None, name: str) -> pl.DataFr
 # relapse
 
 
+def _relapse_rule(a: pl.DataFrame, names: list[str | None], resolved: dict[str, dict[str, Any]]) -> pl.Expr:
+    """Per assessment, the first rule of its table's ``relapse`` rule set that holds (else null)."""
+    table = pl.Series(names, dtype=pl.String)
+    out = pl.lit(None, dtype=pl.String)
+    for name, opts in resolved.items():
+        decision = Decision(_rules(name).rule_set("relapse"), opts, schema=a.schema)
+        out = pl.when(pl.lit(table) == name).then(decision.rule()).otherwise(out)
+    return out
+
+
 _RELAPSE_SCHEMA = {
     "subject_id": pl.String, "response_day": pl.Float64, "response_category": pl.String,
     "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
@@ -462,25 +406,28 @@ def relapse(study: Study, assessments: pl.DataFrame | None = None,
     """
     options = options or ResponseOptions()
     a = assessments if assessments is not None else marrow_response(study, options)
+    a = a.sort("subject_id", "day")
+    names = [options.criteria or criteria_for_disease(d) for d in a["disease"].to_list()]
+    resolved = {n: options.resolved(_table(n)) for n in dict.fromkeys(names) if n is not None}
+    a = a.with_columns(_relapse_rule(a, names, resolved).alias("_relapse_rule"))
     data = _by_subject(study)
     rows = []
-    for sid, part in a.sort("subject_id", "day").partition_by("subject_id", as_dict=True).items():
+    for sid, part in a.partition_by("subject_id", as_dict=True, maintain_order=True).items():
         sid = sid[0]
-        table = _table(options.criteria or criteria_for_disease(part["disease"][0]))
-        rel = table["relapse"]
-        opts = options.resolved(table)
+        name = options.criteria or criteria_for_disease(part["disease"][0])
+        table = _table(name)
+        rel, rules = table["relapse"], {r.id: r for r in _rules(name).rule_set("relapse")}
+        opts = resolved[name]
         recs = part.to_dicts()
         first = next((r for r in recs if r["category"] in rel["after_categories"]), None)
         if first is None:
             continue
         cands: list[tuple[float, str, str, list[str]]] = []
         for r in recs:
-            if r["day"] <= first["day"]:
+            if r["day"] <= first["day"] or r["_relapse_rule"] is None:
                 continue
-            for rule in rel["rules"]:
-                if all(holds(c, {**r, "emd": r["emd"]}, opts) is True for c in rule["when"]):
-                    cands.append((r["day"], rule["id"], f"day {r['day']:g}: {rule['text']} ({rule['citation']})", r["evidence"]))
-                    break
+            rule = rules[r["_relapse_rule"]]
+            cands.append((r["day"], rule.id, f"day {r['day']:g}: {rule.text} ({rule.citation})", r["evidence"]))
         sd = data.get(sid)
         if sd is not None:
             pbs = [x for x in sd.obs.get("PBBLAST", []) if x["day"] > first["day"] and x["value"] > 0]
@@ -490,8 +437,8 @@ def relapse(study: Study, assessments: pl.DataFrame | None = None,
                 if len(earlier) + 1 >= need:
                     refs = [z for z in (_ref(earlier[0]), _ref(x)) if z]
                     cands.append((x["day"], f"{table['standard'].split()[0].lower()}.relapse.pb_blasts",
-                                  f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
-                                  f"(days {earlier[0]['day']:g} and {x['day']:g})", refs))
+                                  (f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
+                                  f"(days {earlier[0]['day']:g} and {x['day']:g})"), refs))
                     break
             for e in sd.events:
                 if e["event"] in rel["relapse_events"] and e["day"] > first["day"]:

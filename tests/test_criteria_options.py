@@ -1,0 +1,101 @@
+"""The options base class: frozen, validated, resolved against the criteria table's defaults, and
+documented from the table (so the documentation cannot drift from the defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from cartlab.criteria import CriteriaOptions, load_raw, option_docs, options_markdown
+from cartlab.errors import InputError
+from cartlab.grading.crs import CrsOptions
+from cartlab.grading.icans import IcansOptions
+from cartlab.response.marrow import ResponseOptions
+
+CLASSES = [CrsOptions, IcansOptions, ResponseOptions]
+
+
+def test_unknown_option_is_refused_with_a_suggestion():
+    with pytest.raises(InputError, match=r"CrsOptions: unknown option 'fever_treshold_c' \(did you mean "
+                                         r"'fever_threshold_c'\?\)"):
+        CrsOptions(fever_treshold_c=38.5)
+
+
+def test_invalid_value_names_the_option_and_what_is_allowed():
+    with pytest.raises(InputError, match=r"summary_episode: Input should be 'course', 'first' or 'worst' \(got 'last'\)"):
+        CrsOptions(summary_episode="last")
+    with pytest.raises(InputError, match="ice_min_age_years"):
+        IcansOptions(ice_min_age_years="twelve")
+
+
+def test_options_are_frozen_dataclasses():
+    o = CrsOptions(sbp_cutoff_mmhg=95)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.sbp_cutoff_mmhg = 80
+    assert dataclasses.replace(o, fever_threshold_c=38.3).fever_threshold_c == 38.3
+    assert dataclasses.asdict(o)["sbp_cutoff_mmhg"] == 95
+
+
+def test_resolved_overlays_the_set_options_on_the_table_defaults():
+    r = CrsOptions(sbp_cutoff_mmhg=95, counted_indications=["CRS", "other"]).resolved()
+    # set: kept as given (an int stays an int: the rule text says "SBP < 95 mmHg")
+    assert r["sbp_cutoff_mmhg"] == 95 and isinstance(r["sbp_cutoff_mmhg"], int)
+    assert r["counted_indications"] == ("CRS", "other")
+    # not set: the table's default (astct_crs_2019.yaml defaults), in the field's type
+    assert r["fever_threshold_c"] == 38.0 and r["other_cause_event_window_days"] == (0, 3)
+    assert r["summary_episode"] == "course" and r["assessment_window"] is None
+    # a table default without a field is passed through; the engine options come last
+    assert r["waiver_categories"] == ["tocilizumab", "corticosteroid"]
+    assert list(r)[-1] == "criteria"
+    i = IcansOptions().resolved()
+    assert i == {"ice_min_age_years": 12, "excluded_attributions": ("other",), "episode_join_gap_days": 1,
+                 "criteria": "astct_icans_2019"}
+
+
+def test_an_option_the_table_lacks_is_refused():
+    with pytest.raises(InputError, match="option use_crh does not apply to ALL CAR-T response"):
+        ResponseOptions(use_crh=False).resolved(load_raw("all_car_t", "cartlab.response"))
+    # the AML table has it
+    assert ResponseOptions(use_crh=False).resolved(load_raw("eln2022_aml", "cartlab.response"))["use_crh"] is False
+
+
+def test_an_invalid_table_default_is_refused():
+    table = {**load_raw("astct_crs_2019"), "defaults": {**load_raw("astct_crs_2019")["defaults"],
+                                                         "summary_episode": "longest"}}
+    with pytest.raises(InputError, match="CrsOptions.summary_episode = 'longest'"):
+        CrsOptions().resolved(table)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_every_option_is_documented_from_the_table(cls):
+    text = options_markdown(cls)
+    assert cls.__doc__.rstrip().endswith(text.splitlines()[-1].strip())  # the docstring carries the table
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for table in cls.criteria_tables():
+        docs = option_docs(table, cls.criteria_package)
+        defaults = load_raw(table, cls.criteria_package)["defaults"]
+        # the documented defaults are the table's, as the YAML parser reads them
+        assert {k: yaml.safe_load(v) for k, (v, _) in docs.items()} == defaults
+    for name in fields:
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        meaning = row.rstrip(" |").rsplit("|", 1)[-1].strip()
+        assert meaning, f"{cls.__name__}.{name} has no documentation"
+
+
+def test_docs_read_the_comment_above_and_beside_an_option():
+    docs = option_docs("astct_crs_2019")
+    assert docs["other_cause_event_window_days"][0] == "[0, 3]"
+    # the comment block above other_cause_attribution, then its own comment
+    assert docs["other_cause_attribution"][1].startswith('Fever "not attributable to any other cause"')
+    assert docs["other_cause_attribution"][1].endswith("do not make CRS days")
+
+
+def test_a_subclass_without_a_table_is_plain():
+    class Plain(CriteriaOptions):
+        x: int = 1
+
+    assert Plain().x == 1 and Plain.criteria_tables() == ()
+    with pytest.raises(TypeError, match="needs the criteria table"):
+        Plain().resolved()
