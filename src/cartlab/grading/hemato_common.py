@@ -19,9 +19,9 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.grading.common import EVIDENCE, evidence_ref, unique_refs
 from cartlab.io.dictionary import load_dictionary
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref, unique_refs
 from cartlab.units import conversion
 
 CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
@@ -56,10 +56,31 @@ def from_canonical(value: float, unit: str, param: str) -> float:
     return conversion(canon, unit, mm)(float(value))
 
 
+def from_canonical_expr(expr: pl.Expr, unit: str, param: str) -> pl.Expr:
+    """:func:`from_canonical` of every value of ``expr`` (the same affine map, so the same floats)."""
+    canon, mm = canonical_unit(param)
+    conv = conversion(canon, unit, mm)
+    return conv.scale * expr + conv.offset
+
+
 def fmt(x: float | None, digits: int = 4) -> str:
     if x is None:
         return "NA"
     return f"{x:.{digits}g}"
+
+
+def fmt_expr(expr: pl.Expr, digits: int = 4) -> pl.Expr:
+    """:func:`fmt` of every value of a numeric ``expr`` as a String expression (null stays null).
+
+    Each distinct value is formatted once by Python's ``format`` (``"{:.4g}"``), so a reason text
+    reads exactly as the scalar :func:`fmt` writes it."""
+
+    def one(s: pl.Series) -> pl.Series:
+        u = s.drop_nulls().unique()
+        return s.replace_strict(u, [fmt(float(x), digits) for x in u.to_list()], default=None,
+                                return_dtype=pl.String)
+
+    return expr.map_batches(one, return_dtype=pl.String)
 
 
 def subject_ids(study: Study) -> list[str]:
@@ -73,6 +94,13 @@ def subject_ids(study: Study) -> list[str]:
     return ids
 
 
+def subject_order(study: Study) -> pl.DataFrame:
+    """``subject_id`` and ``_order`` (its position in :func:`subject_ids`), to sort per-subject frames."""
+    ids = subject_ids(study)
+    return pl.DataFrame({"subject_id": ids, "_order": list(range(len(ids)))},
+                        schema={"subject_id": pl.String, "_order": pl.Int64})
+
+
 def param_obs(study: Study, params: Iterable[str]) -> pl.DataFrame:
     """Non-null observations of ``params`` with calendar day ``d`` and evidence ``ref``."""
     return (
@@ -84,29 +112,84 @@ def param_obs(study: Study, params: Iterable[str]) -> pl.DataFrame:
     )
 
 
+_DAY_KEYS = ["subject_id", "param", "d"]
+#: which row of a calendar day is its value: sort keys and directions (the first row after sorting)
+_DAY_ORDER = {"min": (["value", "day", "src_row"], [False, False, False]),
+              "max": (["value", "day", "src_row"], [True, False, False]),
+              "last": (["day", "src_row"], [True, True])}
+
+
+def _day_rows(obs: pl.DataFrame, how: str, cols: list[str]) -> pl.DataFrame:
+    """``cols`` of the ``how`` row of every subject, param and calendar day of ``obs``."""
+    if how not in _DAY_ORDER:
+        raise ValueError(f"unknown daily value {how!r} (min, max, last or mean)")
+    by, descending = _DAY_ORDER[how]
+    return obs.sort(by, descending=descending, nulls_last=True).group_by(_DAY_KEYS, maintain_order=True).agg(
+        pl.col(cols).first())
+
+
+def _one_a_day(obs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the days with a single row, the rows of the days with several): the usual day needs no sort."""
+    several = obs.select(_DAY_KEYS).is_duplicated()
+    return obs.filter(~several), obs.filter(several)
+
+
 def daily_values(obs: pl.DataFrame, how: str) -> pl.DataFrame:
-    """One value per subject, param and calendar day: the ``how`` (min | max | last | mean) one."""
-    keys = ["subject_id", "param", "d"]
+    """One value per subject, param and calendar day: the ``how`` (min | max | last | mean) one
+    (min/max: on equal values the earliest row). Rows in no particular order."""
     if how == "mean":
-        return obs.group_by(keys).agg(
+        return obs.group_by(_DAY_KEYS).agg(
             pl.col("value").mean(), pl.col("ref").drop_nulls().alias("refs"),
             pl.col("lln").first(), pl.col("uln").first(),
         )
-    if how in ("min", "max"):
-        ordered = obs.sort(["value", "day", "src_row"], descending=[how == "max", False, False], nulls_last=True)
-    elif how == "last":
-        ordered = obs.sort(["day", "src_row"], descending=True, nulls_last=True)
-    else:
+    if how not in _DAY_ORDER:
         raise ValueError(f"unknown daily value {how!r} (min, max, last or mean)")
-    return ordered.group_by(keys, maintain_order=True).agg(
-        pl.col("value").first(),
-        pl.col("ref").first().alias("ref1"),
-        pl.col("lln").first(),
-        pl.col("uln").first(),
-    ).with_columns(
-        pl.when(pl.col("ref1").is_not_null()).then(pl.concat_list(pl.col("ref1")))
-        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("refs")
-    ).drop("ref1")
+    single, several = _one_a_day(obs)
+    cols = ["value", "ref", "lln", "uln"]
+    return pl.concat([single.select(*_DAY_KEYS, *cols), _day_rows(several, how, cols)]).select(
+        *_DAY_KEYS, "value", "lln", "uln",
+        pl.when(pl.col("ref").is_not_null()).then(pl.concat_list(pl.col("ref")))
+        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("refs"))
+
+
+def daily_min_max(obs: pl.DataFrame) -> pl.DataFrame:
+    """The lowest and the highest value per subject, param and calendar day (as :func:`daily_values`):
+    ``min``, ``lln``/``uln`` (of the lowest value's row), ``min_ref``, ``max``, ``max_ref``."""
+    single, several = _one_a_day(obs)
+    lo = _day_rows(several, "min", ["value", "lln", "uln", "ref"]).rename({"value": "min", "ref": "min_ref"})
+    hi = _day_rows(several, "max", ["value", "ref"]).rename({"value": "max", "ref": "max_ref"})
+    return pl.concat([
+        single.select(*_DAY_KEYS, pl.col("value").alias("min"), "lln", "uln", pl.col("ref").alias("min_ref"),
+                      pl.col("value").alias("max"), pl.col("ref").alias("max_ref")),
+        lo.join(hi, on=_DAY_KEYS, how="left"),
+    ])
+
+
+def join_param(frame: pl.DataFrame, values: pl.DataFrame, keys: list[str], param: str,
+               cols: dict[str, str]) -> pl.DataFrame:
+    """``frame`` with the ``values`` rows of one ``param`` joined on ``keys`` (``cols``: column -> new name)."""
+    part = values.filter(pl.col("param") == param).select(*keys, *[pl.col(c).alias(n) for c, n in cols.items()])
+    return frame.join(part, on=keys, how="left", maintain_order="left")
+
+
+_SEP = "\x1f"  # joins the texts of a list built as one string (never part of an id, reference or reason)
+
+
+def joined(items: Iterable[tuple[pl.Expr, str | pl.Expr]], sep: str) -> pl.Expr:
+    """The texts whose condition holds, in order, joined by ``sep`` ("" when none holds; a null
+    text is left out)."""
+    parts = [pl.when(cond).then(pl.lit(t) if isinstance(t, str) else t) for cond, t in items]
+    if not parts:
+        return pl.lit("")
+    return pl.concat_str(parts, separator=sep, ignore_nulls=True)
+
+
+def str_list(items: Iterable[tuple[pl.Expr, str | pl.Expr]]) -> pl.Expr:
+    """The texts whose condition holds, in order, as a list of strings (empty when none holds; a
+    null text is left out). Texts must not be empty. Built as one string and split: far faster
+    than ``pl.concat_list`` on large frames."""
+    s = joined(items, _SEP)
+    return pl.when(s == "").then(pl.lit([], dtype=pl.List(pl.String))).otherwise(s.str.split(_SEP))
 
 
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:

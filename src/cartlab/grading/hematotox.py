@@ -19,7 +19,7 @@ Public functions (all pure functions of a canonical :class:`~cartlab.model.Study
 * :func:`easix` - EASIX, m-EASIX and s-EASIX (and their log2) at the pre-lymphodepletion timepoint,
   a chosen day, or every day.
 * :func:`iec_hs_flags` - days on which the data meet the computable IEC-HS criteria (a flag for
-  clinician review, not a diagnosis).
+  clinician review, not a diagnosis; defined in :mod:`cartlab.grading.iec_hs`).
 
 Units: observations are in canonical units (NEUT/PLAT 10^9/L, HGB g/L, CRP mg/L, CREAT umol/L,
 FERRITIN ug/L, FIBRINO g/L); every cut-off is written in the unit of its source and converted
@@ -39,19 +39,19 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.grading.common import EVIDENCE, evidence_ref, load_criteria
-from cartlab.grading.common import unique_refs as _uniq
+from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import CMP as _CMP
 from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
 from cartlab.grading.hemato_common import daily_values as _daily
 from cartlab.grading.hemato_common import empty as _empty
 from cartlab.grading.hemato_common import fmt as _fmt
-from cartlab.grading.hemato_common import from_canonical as _from_canonical
+from cartlab.grading.hemato_common import fmt_expr as _fmt_expr
+from cartlab.grading.hemato_common import from_canonical_expr as _from_canonical
+from cartlab.grading.hemato_common import join_param, joined, str_list, transfusion_days
 from cartlab.grading.hemato_common import param_obs as _param_obs
 from cartlab.grading.hemato_common import resolve as _resolve
-from cartlab.grading.hemato_common import subject_ids as _subject_ids
+from cartlab.grading.hemato_common import subject_order as _subject_order
 from cartlab.grading.hemato_common import to_canonical as _to_canonical
-from cartlab.grading.hemato_common import transfusion_days
 from cartlab.grading.icaht import (
     IcahtOptions,
     icaht,
@@ -59,8 +59,10 @@ from cartlab.grading.icaht import (
     icaht_episodes,
     icaht_summary,
 )
+from cartlab.grading.iec_hs import IecHsOptions, iec_hs_flags
 from cartlab.grading.t_icaht import TIcahtOptions, t_icaht, t_icaht_daily
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref
 
 __all__ = [
     "CarHematotoxOptions",
@@ -81,55 +83,62 @@ __all__ = [
     "t_icaht_daily",
 ]
 
+_NO_REFS = pl.lit([], dtype=EVIDENCE)
+_STRINGS = pl.List(pl.String)
+_SID = "subject_id"
+
+
+def _refs(*parts: pl.Expr) -> pl.Expr:
+    """The non-null references of ``parts`` (String or non-null list expressions) in first-seen
+    order, each once (:func:`cartlab.provenance.unique_refs` as an expression)."""
+    if not parts:
+        return _NO_REFS
+    return pl.concat_list(list(parts)).list.drop_nulls().list.unique(maintain_order=True)
+
 
 # ---------------------------------------------------------------------------------------------
 # baseline (pre-lymphodepletion) values
 
 
-def _lymphodepletion_days(study: Study, agents: Iterable[str]) -> dict[str, tuple[float, list[str]]]:
-    """Per subject: (day of the first lymphodepletion dose, evidence of that dose)."""
+def _lymphodepletion_days(study: Study, agents: Iterable[str]) -> pl.DataFrame:
+    """Per subject: ``ld_day`` (the first lymphodepletion dose day) and ``ld_refs`` (that day's dose rows)."""
     names = [a.lower() for a in agents]
     doses = study.doses.filter(
         pl.col("agent").str.to_lowercase().is_in(names) & pl.col("day").is_not_null()
     ).with_columns(evidence_ref().alias("ref")).sort("day")
-    out: dict[str, tuple[float, list[str]]] = {}
-    for row in doses.iter_rows(named=True):
-        sid = row["subject_id"]
-        if sid not in out:
-            out[sid] = (float(row["day"]), _uniq([row["ref"]]))
-        elif row["day"] == out[sid][0]:
-            out[sid] = (out[sid][0], _uniq(out[sid][1] + [row["ref"]]))
-    return out
+    first = pl.col("day").first()
+    return doses.group_by(_SID, maintain_order=True).agg(
+        first.cast(pl.Float64).alias("ld_day"),
+        pl.col("ref").filter(pl.col("day") == first).drop_nulls().unique(maintain_order=True).alias("ld_refs"),
+    )
 
 
 def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
-                   max_lookback: float | None) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+                   max_lookback: float | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Baseline values: the last value on or before the first lymphodepletion dose day, else the
-    last value before day 0. Returns ({subject: {param: row}}, {subject: reference info})."""
-    ld = _lymphodepletion_days(study, agents)
-    obs = _param_obs(study, params).sort(["day", "src_row"], nulls_last=True)
-    refs: dict[str, dict] = {}
-    for sid in _subject_ids(study):
-        if sid in ld:
-            refs[sid] = {"day": ld[sid][0], "how": f"on or before day {ld[sid][0]:g} (first lymphodepletion dose)",
-                         "rule": "baseline.first_lymphodepletion_day", "evidence": ld[sid][1]}
-        else:
-            refs[sid] = {"day": 0.0, "how": "before day 0 (no lymphodepletion dose recorded)",
-                         "rule": "baseline.before_day0", "evidence": []}
-    values: dict[str, dict[str, dict]] = {sid: {} for sid in refs}
-    for row in obs.iter_rows(named=True):
-        sid = row["subject_id"]
-        info = refs.get(sid)
-        if info is None:
-            continue
-        if info["rule"] == "baseline.first_lymphodepletion_day":
-            ok = row["d"] <= math.floor(info["day"])
-        else:
-            ok = row["day"] < 0
-        if ok and max_lookback is not None:
-            ok = row["day"] >= info["day"] - float(max_lookback)
-        if ok:
-            values[sid][row["param"]] = row  # rows are sorted by day: the last one wins
+    last value before day 0.
+
+    Returns (the observation used - ``day``, ``value``, ``ref`` - per subject and param; per
+    subject in subject order: ``ref_day``, ``how``, ``baseline_rule``, ``ref_evidence``)."""
+    has_ld = pl.col("ld_day").is_not_null()
+    refs = _subject_order(study).join(_lymphodepletion_days(study, agents), on=_SID, how="left").select(
+        _SID, "_order",
+        pl.when(has_ld).then(pl.col("ld_day")).otherwise(0.0).alias("ref_day"),
+        pl.when(has_ld).then(pl.format("on or before day {} (first lymphodepletion dose)",
+                                       _fmt_expr(pl.col("ld_day"), 6)))
+        .otherwise(pl.lit("before day 0 (no lymphodepletion dose recorded)")).alias("how"),
+        pl.when(has_ld).then(pl.lit("baseline.first_lymphodepletion_day"))
+        .otherwise(pl.lit("baseline.before_day0")).alias("baseline_rule"),
+        pl.col("ld_refs").fill_null(_NO_REFS).alias("ref_evidence"),
+    ).sort("_order")
+    obs = _param_obs(study, params).sort(["day", "src_row"], nulls_last=True).join(
+        refs.select(_SID, "ref_day", "baseline_rule"), on=_SID, how="inner", maintain_order="left")
+    ok = (pl.when(pl.col("baseline_rule") == "baseline.first_lymphodepletion_day")
+          .then(pl.col("d") <= pl.col("ref_day").floor()).otherwise(pl.col("day") < 0))
+    if max_lookback is not None:
+        ok = ok & (pl.col("day") >= pl.col("ref_day") - float(max_lookback))
+    # rows are sorted by day: the last one wins
+    values = obs.filter(ok).group_by(_SID, "param", maintain_order=True).agg(pl.col("day", "value", "ref").last())
     return values, refs
 
 
@@ -165,59 +174,82 @@ class RecoveryOptions:
         return out
 
 
-def _transfusion_days(study: Study, categories: tuple[str, ...]) -> dict[str, set[int]]:
-    out: dict[str, set[int]] = {}
-    for sid, d in transfusion_days(study, categories).select("subject_id", "d").iter_rows():
-        out.setdefault(sid, set()).add(d)
-    return out
+def _recovery_start(pts: pl.DataFrame, meets: Any, thr: float, label: str, start: str) -> pl.DataFrame:
+    """Per subject: counting starts after day ``after``; ``na`` (not applicable) with ``na_reason``;
+    ``start_txt`` and ``start_refs`` (the value that fixes the start)."""
+    thr_txt = _fmt(thr)
+    if start == "nadir":  # the lowest value from day 0 on (the earliest of equal ones)
+        st = pts.group_by(_SID).agg(pl.col("value", "d", "refs").sort_by("value", "d").first())
+        v_txt, d_txt = _fmt_expr(pl.col("value")), pl.col("d").cast(pl.String)
+        return st.select(
+            _SID, pl.col("d").alias("after"), meets(pl.col("value"), thr).alias("na"),
+            pl.format(f"not applicable: {label} never below {thr_txt} from day 0 (nadir {{}} on day {{}}).",
+                      v_txt, d_txt).alias("na_reason"),
+            pl.format("after the nadir {} on day {}", v_txt, d_txt).alias("start_txt"),
+            pl.col("refs").alias("start_refs"))
+    if start == "first_drop":
+        drops = pts.filter(~pl.col("m")).group_by(_SID).agg(pl.col("d", "refs").sort_by("d").first())
+        return pts.select(_SID).unique().join(drops, on=_SID, how="left").select(
+            _SID, pl.col("d").alias("after"), pl.col("d").is_null().alias("na"),
+            pl.lit(f"not applicable: {label} never below {thr_txt} from day 0.").alias("na_reason"),
+            pl.format(f"after the first value below {thr_txt} on day {{}}", pl.col("d")).alias("start_txt"),
+            pl.col("refs").fill_null(_NO_REFS).alias("start_refs"))
+    if start == "day0":
+        return pts.select(_SID).unique().select(
+            _SID, pl.lit(-1, dtype=pl.Int64).alias("after"), pl.lit(False).alias("na"),
+            pl.lit(None, dtype=pl.String).alias("na_reason"), pl.lit("from day 0").alias("start_txt"),
+            _NO_REFS.alias("start_refs"))
+    raise ValueError(f"unknown recovery start {start!r} (nadir, first_drop or day0)")
 
 
-def _recovery_one(points: list[tuple[int, float, list[str]]], rule: dict, opts: dict, thr: float,
-                  transfused: set[int] | None, label: str) -> tuple[int | None, str, list[str]]:
-    """(recovery day, reason, evidence) for one subject's daily values ``points`` (day, value, refs)."""
-    meets = _CMP[rule["op"]]
-    k = int(opts["consecutive"])
-    pts = [p for p in points if p[0] >= 0]
-    if not pts:
-        return None, f"no {label} from day 0 on.", []
-    if opts["start"] == "nadir":
-        nadir = min(pts, key=lambda p: (p[1], p[0]))
-        if meets(nadir[1], thr):
-            return None, f"not applicable: {label} never below {_fmt(thr)} from day 0 (nadir {_fmt(nadir[1])} on day {nadir[0]}).", nadir[2]
-        after, start_txt, start_refs = nadir[0], f"after the nadir {_fmt(nadir[1])} on day {nadir[0]}", nadir[2]
-    elif opts["start"] == "first_drop":
-        drop = next((p for p in pts if not meets(p[1], thr)), None)
-        if drop is None:
-            return None, f"not applicable: {label} never below {_fmt(thr)} from day 0.", []
-        after, start_txt, start_refs = drop[0], f"after the first value below {_fmt(thr)} on day {drop[0]}", drop[2]
-    elif opts["start"] == "day0":
-        after, start_txt, start_refs = -1, "from day 0", []
-    else:
-        raise ValueError(f"unknown recovery start {opts['start']!r} (nadir, first_drop or day0)")
-    cand = [p for p in pts if p[0] > after]
-    by_day = {p[0]: p for p in cand}
-    for i, p in enumerate(cand):
-        if opts["mode"] == "days":
-            seq = [by_day.get(p[0] + j) for j in range(k)]
-        elif opts["mode"] == "measurements":
-            seq = cand[i:i + k] if i + k <= len(cand) else [None]
-        else:
-            raise ValueError(f"unknown recovery mode {opts['mode']!r} (days or measurements)")
-        if any(s is None or not meets(s[1], thr) for s in seq):
-            continue
-        if transfused is not None:
-            last = seq[-1][0] if opts["transfusion_free_during_counting"] else p[0] - 1
-            window = range(p[0] - int(opts["platelet_transfusion_free_days"]), last + 1)
-            hit = sorted(d for d in window if d in transfused)
-            if hit:
-                continue
-        days = ", ".join(str(s[0]) for s in seq)
-        extra = (f", no platelet transfusion from day {p[0] - int(opts['platelet_transfusion_free_days'])}"
-                 if transfused is not None else "")
-        return p[0], (f"{label} {rule['op']} {_fmt(thr)} on days {days} {start_txt}{extra} -> recovery day {p[0]}."), \
-            _uniq(start_refs + [r for s in seq for r in s[2]])
-    last_day = pts[-1][0]
-    return None, f"not reached: no {k} consecutive {opts['mode']} with {label} {rule['op']} {_fmt(thr)} {start_txt} up to day {last_day}.", start_refs
+def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict, thr: float,
+              label: str) -> pl.DataFrame:
+    """Per subject with a value from day 0 on: recovery ``day``, ``reason`` and ``evidence``.
+
+    ``pts``: daily values (``d`` >= 0, ``value``, ``refs``) sorted by subject and day; ``tx``: the
+    (``subject_id``, ``d_tx``) platelet transfusion days, or None (neutrophils)."""
+    meets, op = _CMP[rule["op"]], rule["op"]
+    k, mode, thr_txt = int(opts["consecutive"]), opts["mode"], _fmt(thr)
+    if mode not in ("days", "measurements"):
+        raise ValueError(f"unknown recovery mode {mode!r} (days or measurements)")
+    pts = pts.with_columns(meets(pl.col("value"), thr).alias("m"))
+    st = _recovery_start(pts, meets, thr, label, opts["start"])
+    # a candidate after the start recovers when it and the next k-1 values meet the level (on
+    # consecutive calendar days in mode "days") ...
+    cand = pts.join(st.filter(~pl.col("na")).select(_SID, "after"), on=_SID, how="inner", maintain_order="left")
+    cand = cand.filter(pl.col("d") > pl.col("after")).with_columns(
+        *[pl.col(c).shift(-j).over(_SID).alias(f"{c}{j}") for j in range(k) for c in ("d", "m", "refs")])
+    ok = pl.all_horizontal([pl.col(f"m{j}").fill_null(False) for j in range(k)])
+    if mode == "days":
+        ok = ok & (pl.col(f"d{k - 1}") - pl.col("d") == k - 1)
+    hits = cand.filter(ok)
+    free = int(opts["platelet_transfusion_free_days"])
+    if tx is not None:  # ... and no platelet transfusion from `free` days before it
+        last = pl.col(f"d{k - 1}") if opts["transfusion_free_during_counting"] else pl.col("d") - 1
+        transfused = (hits.select(_SID, "d", (pl.col("d") - free).alias("lo"), last.alias("hi"))
+                      .join(tx, on=_SID, how="inner")
+                      .filter(pl.col("d_tx").is_between(pl.col("lo"), pl.col("hi"))).select(_SID, "d").unique())
+        hits = hits.join(transfused, on=[_SID, "d"], how="anti", maintain_order="left")
+    seq = [f"{c}{j}" for j in range(k) for c in ("d", "refs")]
+    first = hits.group_by(_SID).agg(pl.col("d", *seq).sort_by("d").first())
+    out = (pts.group_by(_SID).agg(pl.col("d").max().alias("last_day"))
+           .join(st, on=_SID, how="left").join(first, on=_SID, how="left"))
+    hit = pl.col("d").is_not_null()
+    extra = pl.format(", no platelet transfusion from day {}", pl.col("d") - free) if tx is not None else pl.lit("")
+    return out.select(
+        _SID,
+        pl.when(hit).then(pl.col("d").cast(pl.Float64)).alias("day"),
+        pl.when(pl.col("na")).then(pl.col("na_reason"))
+        .when(hit).then(pl.concat_str(
+            pl.lit(f"{label} {op} {thr_txt} on days "),
+            pl.concat_list([pl.col(f"d{j}") for j in range(k)]).cast(_STRINGS).list.join(", "),
+            pl.lit(" "), pl.col("start_txt"), extra, pl.lit(" -> recovery day "), pl.col("d").cast(pl.String),
+            pl.lit(".")))
+        .otherwise(pl.format(f"not reached: no {k} consecutive {mode} with {label} {op} {thr_txt} {{}} up to day {{}}.",
+                             pl.col("start_txt"), pl.col("last_day"))).alias("reason"),
+        pl.when(hit).then(_refs(pl.col("start_refs"), *[pl.col(f"refs{j}") for j in range(k)]))
+        .otherwise(pl.col("start_refs")).alias("evidence"),
+    )
 
 
 def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
@@ -229,33 +261,29 @@ def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.Da
     """
     options = options or RecoveryOptions()
     opts = options.resolved()
+    if int(opts["consecutive"]) < 1:
+        raise ValueError(f"consecutive must be at least 1, got {opts['consecutive']!r}")
     table = load_criteria(options.criteria)["recovery"]
-    sids = _subject_ids(study)
-    daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").sort("subject_id", "param", "d")
-    pts: dict[tuple[str, str], list] = {}
-    for r in daily.iter_rows(named=True):
-        pts.setdefault((r["subject_id"], r["param"]), []).append((r["d"], r["value"], list(r["refs"])))
-    tx = _transfusion_days(study, opts["platelet_transfusion_categories"])
-    cols: dict[str, list] = {"subject_id": []}
-    for kind in ("neutrophil", "platelet"):
-        for c in ("day", "rule", "reason", "evidence"):
-            cols[f"{kind}_recovery_{c}"] = []
-    for sid in sids:
-        cols["subject_id"].append(sid)
-        for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
-            rule = table[kind]
-            thr = _to_canonical(rule["value"], rule["unit"], rule["param"])
-            day, why, ev = _recovery_one(pts.get((sid, rule["param"]), []), rule, opts, thr,
-                                         tx.get(sid, set()) if kind == "platelet" else None, label)
-            cols[f"{kind}_recovery_day"].append(None if day is None else float(day))
-            cols[f"{kind}_recovery_rule"].append(rule["id"])
-            cols[f"{kind}_recovery_reason"].append(why)
-            cols[f"{kind}_recovery_evidence"].append(ev)
-    schema = {"subject_id": pl.String}
-    for kind in ("neutrophil", "platelet"):
+    daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").filter(pl.col("d") >= 0).sort(_SID, "param", "d")
+    tx = transfusion_days(study, opts["platelet_transfusion_categories"]).select(
+        _SID, pl.col("d").alias("d_tx")).unique()
+    out = _subject_order(study)
+    schema: dict[str, pl.DataType] = {_SID: pl.String}
+    for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
+        rule = table[kind]
+        thr = _to_canonical(rule["value"], rule["unit"], rule["param"])
+        pts = daily.filter(pl.col("param") == rule["param"]).select(_SID, "d", "value", "refs")
+        rec = _recovery(pts, tx if kind == "platelet" else None, rule, opts, thr, label)
+        out = out.join(rec, on=_SID, how="left").select(
+            *out.columns,
+            pl.col("day").alias(f"{kind}_recovery_day"),
+            pl.lit(rule["id"], dtype=pl.String).alias(f"{kind}_recovery_rule"),
+            pl.col("reason").fill_null(pl.lit(f"no {label} from day 0 on.")).alias(f"{kind}_recovery_reason"),
+            pl.col("evidence").fill_null(_NO_REFS).alias(f"{kind}_recovery_evidence"),
+        )
         schema |= {f"{kind}_recovery_day": pl.Float64, f"{kind}_recovery_rule": pl.String,
                    f"{kind}_recovery_reason": pl.String, f"{kind}_recovery_evidence": EVIDENCE}
-    return pl.DataFrame(cols, schema=schema)
+    return out.sort("_order").select(list(schema)).cast(schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,15 +317,27 @@ class CarHematotoxOptions:
 _INCLUSIVE = {"<": "<=", ">": ">=", "<=": "<=", ">=": ">="}
 
 
-def _item_points(item: dict, value: float, opts: dict) -> tuple[int, str]:
-    """Points of one CAR-HEMATOTOX item for a canonical value, and the matching row's text."""
+def _item_points(item: dict, opts: dict) -> tuple[pl.Expr, pl.Expr]:
+    """Points of one CAR-HEMATOTOX item for its canonical ``<param>_value`` and the matching row's
+    text (the first row that holds, else the ``else`` row; null when the value is missing)."""
+    v = pl.col(f"{item['param'].lower()}_value")
+    points = text = pl.when(v.is_null()).then(None)
     for row in item["points"]:
         op = row["op"]
         if row.get("boundary") == "undefined" and opts["undefined_boundary"] == "worst":
             op = _INCLUSIVE[op]
-        if _CMP[op](value, _to_canonical(row["value"], item["unit"], item["param"])):
-            return int(row["points"]), row["text"]
-    return int(item["else"]["points"]), item["else"]["text"]
+        cond = _CMP[op](v, _to_canonical(row["value"], item["unit"], item["param"]))
+        points, text = points.when(cond).then(int(row["points"])), text.when(cond).then(pl.lit(row["text"]))
+    return (points.otherwise(int(item["else"]["points"])).cast(pl.Int64),
+            text.otherwise(pl.lit(item["else"]["text"])).cast(pl.String))
+
+
+def _risk_group(score: pl.Expr, groups: list[dict]) -> pl.Expr:
+    """Id of the highest risk group whose ``min_score`` the score reaches (null when none)."""
+    out = pl.when(pl.lit(False)).then(pl.lit(None, dtype=pl.String))
+    for g in groups:
+        out = out.when(score >= int(g["min_score"])).then(pl.lit(g["id"]))
+    return out.otherwise(pl.lit(None, dtype=pl.String))
 
 
 def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> pl.DataFrame:
@@ -316,69 +356,63 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
     groups = sorted(table["risk_groups"], key=lambda g: -int(g["min_score"]))
     values, refs = _pre_ld_values(study, [i["param"] for i in items], opts["lymphodepletion_agents"],
                                   opts["max_lookback_days"])
-    rows = []
-    for sid, vals in values.items():
-        ref = refs[sid]
-        row: dict[str, Any] = {"subject_id": sid, "baseline_day": ref["day"], "baseline_rule": ref["rule"]}
-        lo = hi = 0
-        missing, parts, ev = [], [], list(ref["evidence"])
-        for item in items:
-            p = item["param"]
-            key = p.lower()
-            v = vals.get(p)
-            if v is None:
-                top = max([int(r["points"]) for r in item["points"]] + [int(item["else"]["points"])])
-                hi += top
-                missing.append(p)
-                row |= {f"{key}_value": None, f"{key}_day": None, f"{key}_points": None}
-                parts.append(f"{item['label']} missing (0-{top} points)")
-                continue
-            pts, txt = _item_points(item, v["value"], opts)
-            lo += pts
-            hi += pts
-            row |= {f"{key}_value": v["value"], f"{key}_day": v["day"], f"{key}_points": pts}
-            shown = _from_canonical(v["value"], item["unit"], p)
-            parts.append(f"{item['label']} {_fmt(shown)} {item['unit']} (day {_fmt(v['day'])}) -> {pts} [{txt}]")
-            ev.append(v["ref"])
-        risk = None
-        for g in groups:
-            if lo >= int(g["min_score"]):
-                top_group = g
-                break
-        else:
-            top_group = None
-        for g in groups:
-            if hi >= int(g["min_score"]):
-                hi_group = g
-                break
-        else:
-            hi_group = None
-        if top_group is not None and hi_group is not None and top_group["id"] == hi_group["id"]:
-            risk = top_group
-        score = lo if not missing else None
-        score_txt = f"score {lo}" if not missing else f"score {lo}-{hi} ({', '.join(missing)} missing)"
-        risk_txt = (f"{risk['label']} risk (score >= {risk['min_score']})" if risk is not None
-                    else "risk group undetermined: the possible scores span more than one group")
-        row |= {
-            "hematotox_score": score, "hematotox_score_min": lo, "hematotox_score_max": hi,
-            "hematotox_risk": risk["label"] if risk else None, "hematotox_missing": missing,
-            # the risk group and every item scored: the row rests on each item's cut-offs
-            "rule": "; ".join([risk["id"] if risk else "car_hematotox.undetermined",
-                               *(i.get("id", i["param"]) for i in items if i["param"] not in missing)]),
-            "reason": f"baseline {ref['how']}: " + "; ".join(parts) + f" -> {score_txt}, {risk_txt}.",
-            "evidence": _uniq(ev),
-        }
-        rows.append(row)
-    schema = {"subject_id": pl.String, "hematotox_score": pl.Int64, "hematotox_score_min": pl.Int64,
+    schema = {_SID: pl.String, "hematotox_score": pl.Int64, "hematotox_score_min": pl.Int64,
               "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String, "hematotox_missing": pl.List(pl.String),
               "baseline_day": pl.Float64, "baseline_rule": pl.String}
     for item in items:
         k = item["param"].lower()
         schema |= {f"{k}_value": pl.Float64, f"{k}_day": pl.Float64, f"{k}_points": pl.Int64}
     schema |= {"rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
-    if not rows:
+    if refs.is_empty():
         return _empty(schema)
-    return pl.DataFrame(rows, schema=schema)
+    f = refs
+    for item in items:
+        k = item["param"].lower()
+        f = join_param(f, values, [_SID], item["param"],
+                           {"value": f"{k}_value", "day": f"{k}_day", "ref": f"_{k}_ref"})
+    lo = hi = pl.lit(0, dtype=pl.Int64)
+    parts, missing, scored = [], [], []
+    for item in items:
+        p, k = item["param"], item["param"].lower()
+        v, absent = pl.col(f"{k}_value"), pl.col(f"{k}_value").is_null()
+        pts, txt = _item_points(item, opts)
+        f = f.with_columns(pts.alias(f"{k}_points"), txt.alias(f"_{k}_text"))
+        top = max([int(r["points"]) for r in item["points"]] + [int(item["else"]["points"])])
+        lo = lo + pl.col(f"{k}_points").fill_null(0)
+        hi = hi + pl.when(absent).then(top).otherwise(pl.col(f"{k}_points"))
+        missing.append((absent, p))
+        scored.append((~absent, item.get("id", p)))
+        shown = _fmt_expr(_from_canonical(v, item["unit"], p))
+        parts.append(pl.when(absent).then(pl.lit(f"{item['label']} missing (0-{top} points)")).otherwise(
+            pl.concat_str(pl.lit(f"{item['label']} "), shown, pl.lit(f" {item['unit']} (day "),
+                          _fmt_expr(pl.col(f"{k}_day")), pl.lit(") -> "), pl.col(f"{k}_points").cast(pl.String),
+                          pl.lit(" ["), pl.col(f"_{k}_text"), pl.lit("]"))))
+    f = f.with_columns(lo.alias("hematotox_score_min"), hi.alias("hematotox_score_max"),
+                       str_list(missing).alias("hematotox_missing"))
+    lo, hi, miss = pl.col("hematotox_score_min"), pl.col("hematotox_score_max"), pl.col("hematotox_missing")
+    complete = miss.list.len() == 0
+    f = f.with_columns(pl.when(_risk_group(lo, groups) == _risk_group(hi, groups))
+                       .then(_risk_group(lo, groups)).alias("_risk"))
+    risk = pl.col("_risk")
+    labels = {g["id"]: g["label"] for g in groups}
+    risk_txt = {g["id"]: f"{g['label']} risk (score >= {g['min_score']})" for g in groups}
+    score_txt = pl.when(complete).then(pl.format("score {}", lo)).otherwise(
+        pl.format("score {}-{} ({} missing)", lo, hi, miss.list.join(", ")))
+    f = f.with_columns(
+        pl.when(complete).then(lo).alias("hematotox_score"),
+        risk.replace_strict(labels, default=None, return_dtype=pl.String).alias("hematotox_risk"),
+        pl.col("ref_day").alias("baseline_day"),
+        # the risk group and every item scored: the row rests on each item's cut-offs
+        joined([(pl.lit(True), risk.fill_null(pl.lit("car_hematotox.undetermined"))), *scored], "; ").alias("rule"),
+        pl.concat_str(pl.lit("baseline "), pl.col("how"), pl.lit(": "), pl.concat_str(parts, separator="; "),
+                      pl.lit(" -> "), score_txt, pl.lit(", "),
+                      pl.when(risk.is_null()).then(pl.lit("risk group undetermined: the possible scores span more "
+                                                           "than one group"))
+                      .otherwise(risk.replace_strict(risk_txt, default=None, return_dtype=pl.String)),
+                      pl.lit(".")).alias("reason"),
+        _refs(pl.col("ref_evidence"), *[pl.col(f"_{i['param'].lower()}_ref") for i in items]).alias("evidence"),
+    )
+    return f.sort("_order").select(list(schema)).cast(schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +444,38 @@ class EasixOptions:
         return out
 
 
+def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, dict]) -> pl.DataFrame:
+    """One row per output row (``subject_id``, ``_order``, ``timepoint``, ``day``) with, per input
+    param, its canonical value ``_<param>``, ``<column>_day`` and reference ``_<param>_ref``."""
+    if day == "pre_ld":
+        values, refs = _pre_ld_values(study, inputs, opts["lymphodepletion_agents"], opts["max_lookback_days"])
+        f = refs.select(_SID, "_order", pl.lit("pre_ld").alias("timepoint"), pl.col("ref_day").alias("day"))
+        keys = [_SID]
+    else:
+        values = _daily(_param_obs(study, inputs), opts["daily_value"]).select(
+            _SID, "param", "d", "value", pl.col("d").cast(pl.Float64).alias("day"),
+            pl.col("refs").list.first().alias("ref"))
+        if day == "each":
+            f = values.select(_SID, "d").unique().sort(_SID, "d").select(
+                _SID, "d", pl.col("d").alias("_order"), pl.lit("each").alias("timepoint"),
+                pl.col("d").cast(pl.Float64).alias("day"))
+            keys = [_SID, "d"]
+        elif isinstance(day, (int, float)):
+            # the nearest day within the tolerance; on a tie the earlier
+            tol, target = int(opts["day_tolerance_days"]), math.floor(day)
+            off = pl.col("d") - target
+            values = (values.filter(off.abs() <= tol).sort(off.abs(), off)
+                      .group_by(_SID, "param", maintain_order=True).first())
+            f = _subject_order(study).with_columns(pl.lit(f"day {target}").alias("timepoint"),
+                                                   pl.lit(float(target)).alias("day"))
+            keys = [_SID]
+        else:
+            raise ValueError(f"day must be 'pre_ld', 'each' or a number, not {day!r}")
+    for p, spec in inputs.items():
+        f = join_param(f, values, keys, p, {"value": f"_{p}", "day": f"{spec['column']}_day", "ref": f"_{p}_ref"})
+    return f
+
+
 def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | None = None) -> pl.DataFrame:
     """EASIX, m-EASIX and s-EASIX per subject at one timepoint (or per day).
 
@@ -425,228 +491,67 @@ def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | Non
     table = load_criteria(options.criteria)
     inputs: dict[str, dict] = table["inputs"]
     base = opts["log_base"]
-    # one dict per output row: subject_id, timepoint, day, {param: row}
-    frames: list[tuple[str, str, float | None, dict[str, dict]]] = []
-    if day == "pre_ld":
-        values, refs = _pre_ld_values(study, inputs, opts["lymphodepletion_agents"], opts["max_lookback_days"])
-        for sid, vals in values.items():
-            frames.append((sid, "pre_ld", refs[sid]["day"], vals))
-    else:
-        daily = _daily(_param_obs(study, inputs), opts["daily_value"])
-        by: dict[tuple[str, int], dict[str, dict]] = {}
-        for r in daily.iter_rows(named=True):
-            by.setdefault((r["subject_id"], r["d"]), {})[r["param"]] = {
-                "value": r["value"], "day": float(r["d"]), "ref": r["refs"][0] if r["refs"] else None}
-        if day == "each":
-            for (sid, d), vals in sorted(by.items()):
-                frames.append((sid, "each", float(d), vals))
-        elif isinstance(day, (int, float)):
-            tol = int(opts["day_tolerance_days"])
-            target = math.floor(day)
-            for sid in _subject_ids(study):
-                vals: dict[str, dict] = {}
-                for p in inputs:
-                    for off in sorted(range(-tol, tol + 1), key=lambda o: (abs(o), o)):
-                        hit = by.get((sid, target + off), {}).get(p)
-                        if hit is not None:
-                            vals[p] = hit
-                            break
-                frames.append((sid, f"day {target}", float(target), vals))
-        else:
-            raise ValueError(f"day must be 'pre_ld', 'each' or a number, not {day!r}")
-    rows = []
-    for sid, tp, d, vals in frames:
-        row: dict[str, Any] = {"subject_id": sid, "timepoint": tp, "day": d}
-        conv: dict[str, float | None] = {}
-        for p, spec in inputs.items():
-            v = vals.get(p)
-            conv[p] = None if v is None else _from_canonical(v["value"], spec["unit"], p)
-            row[spec["column"]] = conv[p]
-            row[f"{spec['column']}_day"] = None if v is None else v["day"]
-        missing = [p for p in inputs if conv[p] is None]
-        done, parts, ev = [], [], []
-        for sc in table["scores"]:
-            need = sc["numerator"] + sc["denominator"]
-            val = None
-            if all(conv[p] is not None for p in need):
-                den = math.prod(conv[p] for p in sc["denominator"])
-                if den > 0:
-                    val = math.prod(conv[p] for p in sc["numerator"]) / den
-            row[sc["id"]] = val
-            row[f"log{base:g}_{sc['id']}"] = math.log(val, base) if val else None
-            if val is not None:
-                done.append(sc["id"])
-                terms = " x ".join(f"{_fmt(conv[p])} {inputs[p]['unit']}" for p in sc["numerator"])
-                dens = " x ".join(f"{_fmt(conv[p])} {inputs[p]['unit']}" for p in sc["denominator"])
-                parts.append(f"{sc['id']} = {terms} / {dens} = {_fmt(val)} (log{base:g} {_fmt(math.log(val, base))})")
-                ev += [vals[p]["ref"] for p in need]
-            else:
-                why = "platelets 0" if all(conv[p] is not None for p in need) else \
-                    "missing " + ", ".join(p for p in need if conv[p] is None)
-                parts.append(f"{sc['id']} not computable ({why})")
-        notes = [f"{p} {_fmt(vals[p]['value'])} {_canonical_unit(p)[0]} -> {_fmt(conv[p])} {inputs[p]['unit']}"
-                 for p in inputs if conv[p] is not None and _canonical_unit(p)[0] != inputs[p]["unit"]]
-        row |= {"missing": missing, "rule": ", ".join(done) if done else None,
-                "reason": "; ".join(parts) + (f" [converted: {'; '.join(notes)}]" if notes else "") + ".",
-                "evidence": _uniq(ev)}
-        rows.append(row)
-    schema: dict[str, pl.DataType] = {"subject_id": pl.String, "timepoint": pl.String, "day": pl.Float64}
+    schema: dict[str, pl.DataType] = {_SID: pl.String, "timepoint": pl.String, "day": pl.Float64}
     for spec in inputs.values():
         schema |= {spec["column"]: pl.Float64, f"{spec['column']}_day": pl.Float64}
     for sc in table["scores"]:
         schema |= {sc["id"]: pl.Float64, f"log{base:g}_{sc['id']}": pl.Float64}
     schema |= {"missing": pl.List(pl.String), "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
-    if not rows:
+    f = _easix_inputs(study, day, opts, inputs)
+    if f.is_empty():
         return _empty(schema)
-    return pl.DataFrame(rows, schema=schema)
+    f = f.with_columns(_from_canonical(pl.col(f"_{p}"), spec["unit"], p).alias(spec["column"])
+                       for p, spec in inputs.items())
 
+    def conv(p: str) -> pl.Expr:
+        return pl.col(inputs[p]["column"])
 
-# ---------------------------------------------------------------------------------------------
-# IEC-HS flags
+    def product(ps: list[str]) -> pl.Expr:  # math.prod: 1 * a * b ...
+        out = pl.lit(1.0)
+        for p in ps:
+            out = out * conv(p)
+        return out
 
+    for sc in table["scores"]:
+        known = pl.all_horizontal([conv(p).is_not_null() for p in sc["numerator"] + sc["denominator"]])
+        den = product(sc["denominator"])
+        val = pl.when(known & (den > 0)).then(product(sc["numerator"]) / den)
+        f = f.with_columns(val.alias(sc["id"]))
+        f = f.with_columns(pl.when(pl.col(sc["id"]).is_not_null() & (pl.col(sc["id"]) != 0))
+                           .then(pl.col(sc["id"]).log(base)).alias(f"log{base:g}_{sc['id']}"))
+    parts, done, ev = [], [], []
+    for sc in table["scores"]:
+        need = sc["numerator"] + sc["denominator"]
+        val, ok = pl.col(sc["id"]), pl.col(sc["id"]).is_not_null()
 
-@dataclass(frozen=True)
-class IecHsOptions:
-    """Options of the IEC-HS flagging aid (defaults in ``iec_hs_2023.yaml``).
+        def terms(ps: list[str], ok: pl.Expr = ok) -> pl.Expr:
+            if not ps:
+                return pl.lit("")
+            return pl.concat_str([pl.concat_str(_fmt_expr(pl.when(ok).then(conv(p))), pl.lit(f" {inputs[p]['unit']}"))
+                                  for p in ps], separator=" x ")
 
-    * ``start_day`` (0): first day that can be flagged.
-    * ``baseline_day`` (0): baseline = the last value on or before this day (infusion).
-    * ``lab_window_days`` (0): a value measured up to this many days before a day counts for it.
-    * ``min_supporting`` (1): supporting criteria needed besides a key (ferritin) criterion.
-    * ``exclude`` (()): criterion ids not to use (e.g. the cytopenia proxy).
-    """
-
-    start_day: int | None = None
-    baseline_day: int | None = None
-    lab_window_days: int | None = None
-    min_supporting: int | None = None
-    exclude: tuple[str, ...] = ()
-    criteria: str = "iec_hs_2023"
-
-    def resolved(self) -> dict[str, Any]:
-        return _resolve(self, load_criteria(self.criteria)["defaults"])
-
-
-def _cond_params(criteria: list[dict]) -> set[str]:
-    return {c["param"] for crit in criteria if crit.get("computable") for alt in crit["any"] for c in alt}
-
-
-def _eval_condition(c: dict, day_vals: dict[str, dict], base: dict[str, dict]) -> tuple[bool | None, str, list[str]]:
-    """(holds, text, evidence) for one condition; holds is None when the data cannot decide."""
-    p, op = c["param"], c["op"]
-    v = day_vals.get(p, {}).get("min" if op.startswith("<") else "max")
-    if v is None:
-        return None, f"no {p}", []
-    b = base.get(p)
-    if "baseline" in c:
-        abnormal = b is not None and b["uln"] is not None and b["value"] > b["uln"]
-        if (c["baseline"] == "abnormal") != abnormal:
-            return False, "", []
-    kind, k = c["compare"], float(c["value"])
-    unit = _canonical_unit(p)[0]
-    if kind == "value":
-        ref, what = _to_canonical(k, c["unit"], p), f"{_fmt(k)} {c['unit']}"
-    elif kind in ("uln_multiple", "lln_multiple"):
-        lim = v["uln"] if kind == "uln_multiple" else v["lln"]
-        name = "ULN" if kind == "uln_multiple" else "LLN"
-        if lim is None:
-            return None, f"{p} has no {name}", []
-        ref, what = k * lim, f"{_fmt(k)} x {name} ({_fmt(lim)})"
-    elif kind == "baseline_multiple":
-        if b is None:
-            return None, f"no baseline {p}", []
-        ref, what = k * b["value"], f"{_fmt(k)} x baseline ({_fmt(b['value'])} on day {b['d']})"
-    else:
-        raise ValueError(f"unknown comparison {kind!r}")
-    holds = _CMP[op](v["value"], ref)
-    refs = [v["ref"]] + ([b["ref"]] if kind == "baseline_multiple" and b else [])
-    return holds, f"{p} {_fmt(v['value'])} {unit} on day {v['d']} {op} {what}", refs
-
-
-def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFrame:
-    """Days on which the data meet the computable IEC-HS criteria (Hines 2023) - a flag, not a diagnosis.
-
-    One row per subject and calendar day (from ``start_day``) with any criterion parameter measured.
-    Columns: ``iec_hs_flag`` (a key criterion and >= ``min_supporting`` supporting criteria met),
-    ``key_met``, ``supporting_met``, ``not_evaluable`` (criteria the data cannot decide that day),
-    ``needs_adjudication`` (criteria that are never computed: hemophagocytosis, rapid rise, timing,
-    attribution), ``rule``, ``reason`` and ``evidence``. Thresholds are unverified (see the table).
-    """
-    options = options or IecHsOptions()
-    opts = options.resolved()
-    table = load_criteria(options.criteria)
-    key = [c for c in table["key"] if c["id"] not in options.exclude]
-    sup = [c for c in table["supporting"] if c["id"] not in options.exclude]
-    adjud = [c["id"] for c in key + sup if not c.get("computable")] + [c["id"] for c in table.get("adjudication_only", [])]
-    params = _cond_params(key + sup)
-    obs = _param_obs(study, params)
-    lo_d = _daily(obs, "min").rename({"value": "min", "refs": "min_refs"})
-    hi_d = _daily(obs, "max").select("subject_id", "param", "d", pl.col("value").alias("max"), pl.col("refs").alias("max_refs"))
-    daily = lo_d.join(hi_d, on=["subject_id", "param", "d"], how="left").sort("subject_id", "param", "d")
-    series: dict[tuple[str, str], list[dict]] = {}
-    for r in daily.iter_rows(named=True):
-        series.setdefault((r["subject_id"], r["param"]), []).append(r)
-    base_obs = obs.filter(pl.col("d") <= int(opts["baseline_day"])).sort(["day", "src_row"], nulls_last=True)
-    baseline: dict[str, dict[str, dict]] = {}
-    for r in base_obs.iter_rows(named=True):
-        baseline.setdefault(r["subject_id"], {})[r["param"]] = r
-    w = int(opts["lab_window_days"])
-    rows = []
-    for sid in _subject_ids(study):
-        days = sorted({r["d"] for (s, _), lst in series.items() if s == sid for r in lst if r["d"] >= int(opts["start_day"])})
-        base = baseline.get(sid, {})
-        for d in days:
-            day_vals: dict[str, dict] = {}
-            for p in params:
-                cands = [r for r in series.get((sid, p), []) if d - w <= r["d"] <= d]
-                if cands:
-                    mn = min(cands, key=lambda r: (r["min"], -r["d"]))
-                    mx = max(cands, key=lambda r: (r["max"], r["d"]))
-                    day_vals[p] = {
-                        "min": {"value": mn["min"], "d": mn["d"], "lln": mn["lln"], "uln": mn["uln"], "ref": (mn["min_refs"] or [None])[0]},
-                        "max": {"value": mx["max"], "d": mx["d"], "lln": mx["lln"], "uln": mx["uln"], "ref": (mx["max_refs"] or [None])[0]},
-                    }
-            met: dict[str, list[str]] = {"key": [], "supporting": []}
-            not_eval, texts, ev = [], [], []
-            for role, crits in (("key", key), ("supporting", sup)):
-                for crit in crits:
-                    if not crit.get("computable"):
-                        continue
-                    decided, hit_txt = False, None
-                    for alt in crit["any"]:
-                        res = [_eval_condition(c, day_vals, base) for c in alt]
-                        if all(h is True for h, _, _ in res):
-                            hit_txt = " and ".join(t for _, t, _ in res)
-                            ev += [x for _, _, refs in res for x in refs]
-                            break
-                        if any(h is False for h, _, _ in res):
-                            decided = True
-                    if hit_txt is not None:
-                        met[role].append(crit["id"])
-                        texts.append(f"{crit['id']}: {hit_txt}")
-                    elif not decided:
-                        not_eval.append(crit["id"])
-            flag = bool(met["key"]) and len(met["supporting"]) >= int(opts["min_supporting"])
-            if flag:
-                reason = (f"data meet {', '.join(met['key'])} and {len(met['supporting'])} supporting criterion(s) "
-                          f"({'; '.join(texts)}) -> flagged for review, not a diagnosis; needs adjudication of "
-                          f"{', '.join(adjud)}.")
-            elif texts:
-                reason = (f"not flagged: {'; '.join(texts)}; needs a key (ferritin) criterion and "
-                          f">= {opts['min_supporting']} supporting criterion(s).")
-            else:
-                reason = "not flagged: no computable IEC-HS criterion met."
-            rows.append({
-                "subject_id": sid, "day": d, "iec_hs_flag": flag, "key_met": met["key"],
-                "supporting_met": met["supporting"], "not_evaluable": not_eval, "needs_adjudication": adjud,
-                # the decision and the criteria met: the row's status is that of the least verified
-                "rule": "; ".join(["iec_hs.flag" if flag else "iec_hs.no_flag", *met["key"], *met["supporting"]]),
-                "reason": reason,
-                "evidence": _uniq(ev) if (flag or texts) else [],
-            })
-    schema = {"subject_id": pl.String, "day": pl.Int64, "iec_hs_flag": pl.Boolean, "key_met": pl.List(pl.String),
-              "supporting_met": pl.List(pl.String), "not_evaluable": pl.List(pl.String),
-              "needs_adjudication": pl.List(pl.String), "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
-    if not rows:
-        return _empty(schema)
-    return pl.DataFrame(rows, schema=schema)
+        known = pl.all_horizontal([conv(p).is_not_null() for p in need])
+        parts.append(
+            pl.when(ok).then(pl.concat_str(
+                pl.lit(f"{sc['id']} = "), terms(sc["numerator"]), pl.lit(" / "), terms(sc["denominator"]),
+                pl.lit(" = "), _fmt_expr(pl.when(ok).then(val)), pl.lit(f" (log{base:g} "),
+                _fmt_expr(pl.when(ok).then(pl.col(f"log{base:g}_{sc['id']}"))), pl.lit(")")))
+            .when(known).then(pl.lit(f"{sc['id']} not computable (platelets 0)"))
+            .otherwise(pl.concat_str(pl.lit(f"{sc['id']} not computable (missing "),
+                                     joined([(conv(p).is_null(), p) for p in need], ", "), pl.lit(")"))))
+        done.append((ok, sc["id"]))
+        ev.append(pl.when(ok).then(pl.concat_list([pl.col(f"_{p}_ref") for p in need])).otherwise(_NO_REFS))
+    notes = [(conv(p).is_not_null(), pl.concat_str(
+        pl.lit(f"{p} "), _fmt_expr(pl.col(f"_{p}")), pl.lit(f" {_canonical_unit(p)[0]} -> "), _fmt_expr(conv(p)),
+        pl.lit(f" {spec['unit']}"))) for p, spec in inputs.items() if _canonical_unit(p)[0] != spec["unit"]]
+    f = f.with_columns(joined(done, ", ").alias("_done"), joined(notes, "; ").alias("_notes"))
+    f = f.with_columns(
+        str_list([(conv(p).is_null(), p) for p in inputs]).alias("missing"),
+        pl.when(pl.col("_done") != "").then(pl.col("_done")).alias("rule"),
+        pl.concat_str(pl.concat_str(parts, separator="; "),
+                      pl.when(pl.col("_notes") != "")
+                      .then(pl.concat_str(pl.lit(" [converted: "), pl.col("_notes"), pl.lit("]")))
+                      .otherwise(pl.lit("")), pl.lit(".")).alias("reason"),
+        _refs(*ev).alias("evidence"),
+    )
+    return f.sort("_order" if day != "each" else [_SID, "_order"]).select(list(schema)).cast(schema)

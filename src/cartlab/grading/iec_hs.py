@@ -1,0 +1,237 @@
+"""IEC-HS flags: days on which the data meet the computable IEC-HS criteria (Hines 2023).
+
+A flagging aid for clinician review, not a diagnosis. The criteria live in
+``criteria/iec_hs_2023.yaml`` (numeric thresholds unverified, see its header); the code evaluates
+them as polars expressions over one row per subject and calendar day. A criterion holds when any of
+its alternatives holds, an alternative when all its conditions hold; a condition compares a
+parameter's value of the day (the lowest for "<", the highest for ">", also from the
+``lab_window_days`` before) with a value, a multiple of ULN/LLN or of the baseline value.
+
+>>> from cartlab.datasets import seed_case
+>>> iec_hs_flags(seed_case()).filter("iec_hs_flag").height > 0
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import load_criteria
+from cartlab.grading.hemato_common import (
+    CMP,
+    canonical_unit,
+    daily_min_max,
+    empty,
+    fmt,
+    fmt_expr,
+    join_param,
+    joined,
+    param_obs,
+    resolve,
+    str_list,
+    subject_order,
+    to_canonical,
+)
+from cartlab.model import Study
+from cartlab.provenance import EVIDENCE
+
+__all__ = ["IecHsOptions", "iec_hs_flags"]
+
+_SID = "subject_id"
+
+
+@dataclass(frozen=True)
+class IecHsOptions:
+    """Options of the IEC-HS flagging aid (defaults in ``iec_hs_2023.yaml``).
+
+    * ``start_day`` (0): first day that can be flagged.
+    * ``baseline_day`` (0): baseline = the last value on or before this day (infusion).
+    * ``lab_window_days`` (0): a value measured up to this many days before a day counts for it.
+    * ``min_supporting`` (1): supporting criteria needed besides a key (ferritin) criterion.
+    * ``exclude`` (()): criterion ids not to use (e.g. the cytopenia proxy).
+    """
+
+    start_day: int | None = None
+    baseline_day: int | None = None
+    lab_window_days: int | None = None
+    min_supporting: int | None = None
+    exclude: tuple[str, ...] = ()
+    criteria: str = "iec_hs_2023"
+
+    def resolved(self) -> dict[str, Any]:
+        return resolve(self, load_criteria(self.criteria)["defaults"])
+
+
+def _conditions(criteria: list[dict]) -> list[dict]:
+    return [c for crit in criteria if crit.get("computable") for alt in crit["any"] for c in alt]
+
+
+def _side(c: dict) -> str:
+    """The value of the day a condition reads: the lowest for "<" / "<=", else the highest."""
+    return "min" if c["op"].startswith("<") else "max"
+
+
+def _day_frame(study: Study, conds: list[dict], opts: dict) -> pl.DataFrame:
+    """One row per subject and calendar day (from ``start_day``) with any condition parameter measured.
+
+    Per parameter and side the conditions read: ``<p>.<side>.value``, its day ``d``, ``ref`` and the
+    ``lln``/``uln`` of the lowest value's row (equal values: the later day), and ``<p>.base.*``: the
+    last value on or before ``baseline_day`` (``value``, ``uln``, ``d``, ``ref``)."""
+    params = sorted({c["param"] for c in conds})
+    obs = param_obs(study, params)
+    daily = daily_min_max(obs)
+    days = daily.filter(pl.col("d") >= int(opts["start_day"])).select(_SID, pl.col("d").alias("day")).unique()
+    cols = {"min": ["min", "min_ref", "lln", "uln", "d"], "max": ["max", "max_ref", "lln", "uln", "d"]}
+    w = int(opts["lab_window_days"])
+    if w > 0:  # every value counts for its day and the w days after it
+        win = daily.with_columns(pl.int_ranges("d", pl.col("d") + w + 1).alias("day")).explode("day").join(
+            days, on=[_SID, "day"], how="semi")
+        by = [_SID, "param", "day"]
+        side = {"min": win.group_by(by).agg(pl.col(cols["min"]).sort_by(["min", "d"], descending=[False, True]).first()),
+                "max": win.group_by(by).agg(pl.col(cols["max"]).sort_by(["max", "d"], descending=[True, True]).first())}
+    else:
+        side = dict.fromkeys(("min", "max"), daily.with_columns(pl.col("d").alias("day")))
+    base = (obs.filter(pl.col("d") <= int(opts["baseline_day"])).sort(["day", "src_row"], nulls_last=True)
+            .group_by(_SID, "param", maintain_order=True).agg(pl.col("value", "uln", "d", "ref").last()))
+    f = days
+    for p, s in sorted({(c["param"], _side(c)) for c in conds}):
+        f = join_param(f, side[s], [_SID, "day"], p, {cols[s][0]: f"{p}.{s}.value", cols[s][1]: f"{p}.{s}.ref",
+                                                       **{c: f"{p}.{s}.{c}" for c in cols[s][2:]}})
+    for p in params:
+        f = join_param(f, base, [_SID], p, {c: f"{p}.base.{c}" for c in ("value", "uln", "d", "ref")})
+    return f
+
+
+def _condition(c: dict) -> tuple[pl.Expr, pl.Expr, list[pl.Expr], list[str]]:
+    """(holds, text, evidence, the numeric columns the text shows) of one condition; holds is null
+    when the data cannot decide. The text reads each shown column ``x`` as formatted in ``x:fmt``."""
+    p, op, s = c["param"], c["op"], _side(c)
+    v, b = f"{p}.{s}.", f"{p}.base."
+    shown = [v + "value"]
+    kind, k = c["compare"], float(c["value"])
+    if kind == "value":
+        ref, known, what = pl.lit(to_canonical(k, c["unit"], p)), pl.lit(True), pl.lit(f"{fmt(k)} {c['unit']}")
+    elif kind in ("uln_multiple", "lln_multiple"):
+        name = "ULN" if kind == "uln_multiple" else "LLN"
+        lim = v + name.lower()
+        ref, known = k * pl.col(lim), pl.col(lim).is_not_null()
+        what = pl.concat_str(pl.lit(f"{fmt(k)} x {name} ("), pl.col(lim + ":fmt"), pl.lit(")"))
+        shown.append(lim)
+    elif kind == "baseline_multiple":
+        ref, known = k * pl.col(b + "value"), pl.col(b + "value").is_not_null()
+        what = pl.concat_str(pl.lit(f"{fmt(k)} x baseline ("), pl.col(b + "value:fmt"), pl.lit(" on day "),
+                             pl.col(b + "d").cast(pl.String), pl.lit(")"))
+        shown.append(b + "value")
+    else:
+        raise ValueError(f"unknown comparison {kind!r}")
+    holds = pl.when(pl.col(v + "value").is_null()).then(None)
+    if "baseline" in c:  # the condition applies only when the baseline is (not) above its ULN
+        abnormal = (pl.col(b + "value") > pl.col(b + "uln")).fill_null(False)
+        holds = holds.when(abnormal if c["baseline"] != "abnormal" else ~abnormal).then(False)
+    holds = holds.when(~known).then(None).otherwise(CMP[op](pl.col(v + "value"), ref))
+    text = pl.concat_str(pl.lit(f"{p} "), pl.col(v + "value:fmt"), pl.lit(f" {canonical_unit(p)[0]} on day "),
+                         pl.col(v + "d").cast(pl.String), pl.lit(f" {op} "), what)
+    refs = [pl.col(v + "ref")] + ([pl.col(b + "ref")] if kind == "baseline_multiple" else [])
+    return holds, text, refs, shown
+
+
+def _unique(refs: list[tuple[pl.Expr, set[str]]]) -> list[pl.Expr]:
+    """The references each once (first-seen order): a reference equal to an earlier one is nulled.
+    Each comes with the params it can be a row of; rows of different params never share a reference."""
+    out = []
+    for i, (r, params) in enumerate(refs):
+        same = [(r != e).fill_null(True) for e, ps in refs[:i] if ps & params]
+        out.append(pl.when(pl.all_horizontal(same)).then(r) if same else r)
+    return out
+
+
+def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFrame:
+    """Days on which the data meet the computable IEC-HS criteria (Hines 2023) - a flag, not a diagnosis.
+
+    One row per subject and calendar day (from ``start_day``) with any criterion parameter measured.
+    Columns: ``iec_hs_flag`` (a key criterion and >= ``min_supporting`` supporting criteria met),
+    ``key_met``, ``supporting_met``, ``not_evaluable`` (criteria the data cannot decide that day),
+    ``needs_adjudication`` (criteria that are never computed: hemophagocytosis, rapid rise, timing,
+    attribution), ``rule``, ``reason`` and ``evidence``. Thresholds are unverified (see the table).
+    """
+    options = options or IecHsOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
+    key = [c for c in table["key"] if c["id"] not in options.exclude]
+    sup = [c for c in table["supporting"] if c["id"] not in options.exclude]
+    adjud = [c["id"] for c in key + sup if not c.get("computable")] + [c["id"] for c in table.get("adjudication_only", [])]
+    schema = {_SID: pl.String, "day": pl.Int64, "iec_hs_flag": pl.Boolean, "key_met": pl.List(pl.String),
+              "supporting_met": pl.List(pl.String), "not_evaluable": pl.List(pl.String),
+              "needs_adjudication": pl.List(pl.String), "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+    f = _day_frame(study, _conditions(key + sup), opts)
+    if f.is_empty():
+        return empty(schema)
+    crits = [(role, crit) for role, cs in (("key", key), ("supporting", sup)) for crit in cs if crit.get("computable")]
+    # per alternative: all its conditions hold (_all) / one of them fails, which decides it (_no)
+    f = f.with_columns(
+        e for _, crit in crits for j, alt in enumerate(crit["any"]) for e in (
+            pl.all_horizontal([_condition(c)[0].fill_null(False) for c in alt]).alias(f"_all.{crit['id']}.{j}"),
+            pl.any_horizontal([(~_condition(c)[0]).fill_null(False) for c in alt]).alias(f"_no.{crit['id']}.{j}")))
+    met: dict[str, list] = {"key": [], "supporting": []}
+    texts, refs, not_eval = [], [], []
+    shown: dict[str, list[pl.Expr]] = {}
+    for role, crit in crits:
+        cid, alts = crit["id"], crit["any"]
+        hit = pl.any_horizontal([pl.col(f"_all.{cid}.{j}") for j in range(len(alts))])
+        decided = pl.any_horizontal([pl.col(f"_no.{cid}.{j}") for j in range(len(alts))])
+        conds = [[_condition(c) for c in alt] for alt in alts]
+        text = None
+        for j, cs in enumerate(conds):  # the first alternative that holds gives the text and evidence
+            held = pl.col(f"_all.{cid}.{j}")
+            t = pl.concat_str([c[1] for c in cs], separator=" and ")
+            text = pl.when(held).then(t) if text is None else text.when(held).then(t)
+            for c in cs:
+                for col in c[3]:
+                    shown.setdefault(col, []).append(held)
+        width = max(len([r for c in cs for r in c[2]]) for cs in conds)
+        for slot in range(width):
+            expr = None
+            for j, cs in enumerate(conds):
+                rs = [r for c in cs for r in c[2]]
+                r = rs[slot] if slot < len(rs) else pl.lit(None, dtype=pl.String)
+                held = pl.col(f"_all.{cid}.{j}")
+                expr = pl.when(held).then(r) if expr is None else expr.when(held).then(r)
+            refs.append((expr.otherwise(None).alias(f"_ref.{len(refs)}"), {c["param"] for alt in alts for c in alt}))
+        met[role].append((hit, cid))
+        texts.append(pl.when(hit).then(pl.concat_str(pl.lit(f"{cid}: "), text.otherwise(None))).alias(f"_text.{cid}"))
+        not_eval.append((~hit & ~decided, cid))
+    # the numbers a reason shows, formatted once per column where a text needs them
+    f = f.with_columns(fmt_expr(pl.when(pl.any_horizontal(masks)).then(pl.col(col))).alias(col + ":fmt")
+                       for col, masks in shown.items())
+    # computed once as columns (an expression used twice is computed twice)
+    f = f.with_columns(*[r for r, _ in refs], *texts)
+    refs = [(pl.col(r.meta.output_name()), ps) for r, ps in refs]
+    texts = [pl.col(t.meta.output_name()) for t in texts]
+    n_sup = pl.sum_horizontal([c.cast(pl.Int64) for c, _ in met["supporting"]] or [pl.lit(0)])
+    f = f.with_columns(
+        str_list(met["key"]).alias("key_met"), str_list(met["supporting"]).alias("supporting_met"),
+        str_list(not_eval).alias("not_evaluable"), str_list([(pl.lit(True), r) for r in _unique(refs)]).alias("evidence"),
+        joined(met["key"], ", ").alias("_key"), joined(met["key"] + met["supporting"], "; ").alias("_met"),
+        joined([(pl.lit(True), t) for t in texts], "; ").alias("_texts"), n_sup.alias("_n_sup"),
+        pl.any_horizontal([c for c, _ in met["key"]] or [pl.lit(False)]).alias("_any_key"),
+    )
+    flag = pl.col("_any_key") & (pl.col("_n_sup") >= int(opts["min_supporting"]))
+    f = f.with_columns(flag.alias("iec_hs_flag")).with_columns(
+        pl.lit(adjud, dtype=pl.List(pl.String)).alias("needs_adjudication"),
+        # the decision and the criteria met: the row's status is that of the least verified
+        pl.concat_str(pl.when(pl.col("iec_hs_flag")).then(pl.lit("iec_hs.flag")).otherwise(pl.lit("iec_hs.no_flag")),
+                      pl.when(pl.col("_met") != "").then(pl.col("_met")), separator="; ", ignore_nulls=True).alias("rule"),
+        pl.when(pl.col("iec_hs_flag")).then(pl.concat_str(
+            pl.lit("data meet "), pl.col("_key"), pl.lit(" and "), pl.col("_n_sup").cast(pl.String),
+            pl.lit(" supporting criterion(s) ("), pl.col("_texts"),
+            pl.lit(f") -> flagged for review, not a diagnosis; needs adjudication of {', '.join(adjud)}.")))
+        .when(pl.col("_texts") != "").then(pl.concat_str(
+            pl.lit("not flagged: "), pl.col("_texts"),
+            pl.lit(f"; needs a key (ferritin) criterion and >= {opts['min_supporting']} supporting criterion(s).")))
+        .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met.")).alias("reason"),
+    )
+    return (f.join(subject_order(study), on=_SID, how="left").sort("_order", "day")
+            .select(list(schema)).cast(schema))

@@ -1,0 +1,544 @@
+"""ADTTE (ELN 2022 Table 9) derived with polars expressions over one row per subject.
+
+The parameters, populations, conventions and options are documented in
+:mod:`cartlab.response.endpoints` (which re-exports this module's public names) and, as data, in
+``criteria/endpoints.yaml`` (every rule id with its ``reason`` template and citation). Each fact a
+subject's rows rest on - follow-up, the first censoring event, death, the first remission (with and
+without the EFS landmark), the first relapse after it, the last day known alive and the response
+assessments - is one column of a per-subject frame; each parameter is then a set of ``when/then``
+expressions over it. Contradictions (a remission without a day, death before remission, last known
+alive before the clock start) and subjects with nothing to censor at raise as the row-by-row
+derivation did: the first subject, in order, that stops on one.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import polars as pl
+import yaml
+
+from cartlab.errors import CartlabWarning
+from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref
+
+__all__ = ["ADTTE_SCHEMA", "PARAMCDS", "EndpointOptions", "derive_adtte", "endpoint_definitions"]
+
+#: The ADTTE parameters, in output order.
+PARAMCDS: tuple[str, ...] = ("OS", "EFS", "RFS", "LFS", "CIR")
+
+#: Columns of :func:`derive_adtte`.
+ADTTE_SCHEMA: dict[str, pl.DataType] = {
+    "STUDYID": pl.String,
+    "subject_id": pl.String,
+    "PARAMCD": pl.String,
+    "PARAM": pl.String,
+    "ANLFL": pl.String,  # "Y" = in the parameter's population (AVAL/CNSR given); null = not defined
+    "STARTDY": pl.Float64,  # day the clock starts (day scale: 0 = first CAR-T infusion)
+    "ADY": pl.Float64,  # day of the event or censoring
+    "AVAL": pl.Float64,  # ADY - STARTDY, days
+    "AVALU": pl.String,
+    "CNSR": pl.Int64,  # 0 = event, 1 = censored (CIR: 0 for either event type)
+    "EVENT": pl.Int64,  # 0 = censored, 1 = event (CIR: 1 = relapse, 2 = death without relapse)
+    "EVNTDESC": pl.String,
+    "CNSDTDSC": pl.String,
+    "SRCDOM": pl.String,  # table of the row that fixed ADY: subjects, events, responses, ...
+    "rule": pl.String,
+    "reason": pl.String,
+    "evidence": EVIDENCE,
+}
+
+
+
+@cache
+def endpoint_definitions() -> dict[str, Any]:
+    """The endpoint table ``cartlab/response/criteria/endpoints.yaml`` (parsed YAML)."""
+    path = resources.files("cartlab.response").joinpath("criteria", "endpoints.yaml")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for key in ("version", "citation", "params", "rules"):
+        if key not in data:
+            raise ValueError(f"endpoints.yaml lacks {key!r}")
+    return data
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    """Options of :func:`derive_adtte`; the defaults are ELN 2022 Table 9's reading.
+
+    * ``censor_at_allo_hsct`` (False): censor at the first ``allo_hsct`` event (ELN 2022 does not).
+    * ``censor_at_new_therapy`` (False): censor at the first ``new_therapy`` event (ELN 2022 does not).
+    * ``efs_landmark_day`` (None): the EFS treatment-failure landmark - remission (CR/CRh/CRi) must
+      be reached on or before this day; None = by the end of follow-up. ELN 2022 asks for a
+      pre-defined landmark ("e.g., after two cycles of intensive chemotherapy or 180 d for
+      non-intensive therapy"); for CAR-T a day-28 (or day-30) marrow is usual, so set it per protocol.
+    * ``remission_categories`` (CR, CRh, CRi): responses that count as remission (ELN 2022 EFS, RFS,
+      CIR). ``not_evaluable_categories`` (NE): responses that are no response assessment (an empty
+      response is never an assessment).
+    * ``relapse_events`` (relapse, extramedullary_disease): events that are hematologic relapse when
+      on or after the remission day (ELN 2022 Table 7 counts development of extramedullary disease).
+    * ``missing_followup`` ("last_observation"): a subject without ``last_followup_day`` is censored
+      at the latest day of any of its rows (spec: "Follow-up for time-to-event endpoints"), with a
+      warning naming the subjects; "error" raises ``ValueError`` naming the subjects instead.
+    * ``params`` (None): the parameters to derive; None = OS alone without a ``responses`` frame, all
+      of :data:`PARAMCDS` with one.
+    """
+
+    censor_at_allo_hsct: bool = False
+    censor_at_new_therapy: bool = False
+    efs_landmark_day: float | None = None
+    remission_categories: tuple[str, ...] = ("CR", "CRh", "CRi")
+    not_evaluable_categories: tuple[str, ...] = ("NE",)
+    relapse_events: tuple[str, ...] = ("relapse", "extramedullary_disease")
+    missing_followup: str = "last_observation"
+    params: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.missing_followup not in ("error", "last_observation"):
+            raise ValueError(f"missing_followup must be 'error' or 'last_observation', got {self.missing_followup!r}")
+        if self.params is not None:
+            bad = [p for p in self.params if p not in PARAMCDS]
+            if bad:
+                raise ValueError(f"unknown ADTTE parameter(s) {bad}; known: {list(PARAMCDS)}")
+        if self.efs_landmark_day is not None and not math.isfinite(float(self.efs_landmark_day)):
+            raise ValueError("efs_landmark_day must be a finite number of days or None")
+        if "death" in self.relapse_events:
+            raise ValueError("relapse_events must not contain 'death'")
+
+
+_SID = "subject_id"
+_NO_REFS = pl.lit([], dtype=EVIDENCE)
+_CENSOR_DESC = {"allo_hsct": "ALLOGENEIC HSCT", "new_therapy": "NEW ANTICANCER THERAPY"}
+_EVENT_DESC = {"death": "DEATH", "relapse": "RELAPSE", "extramedullary_disease": "RELAPSE (EXTRAMEDULLARY DISEASE)"}
+
+
+def _g(expr: pl.Expr) -> pl.Expr:
+    """``format(day, "g")`` of every value (each distinct value formatted once by Python)."""
+
+    def one(s: pl.Series) -> pl.Series:
+        u = s.drop_nulls().unique()
+        return s.replace_strict(u, [format(x, "g") for x in u.to_list()], default=None, return_dtype=pl.String)
+
+    return expr.map_batches(one, return_dtype=pl.String)
+
+
+def _text(rule_id: str, **fields: pl.Expr | str) -> pl.Expr:
+    """The ``reason`` template of a rule of ``endpoints.yaml`` filled with expressions (``{day:g}``
+    formats a number as Python's ``format(day, "g")``)."""
+    rules = {r["id"]: r for r in endpoint_definitions()["rules"]}
+    if rule_id not in rules:
+        raise KeyError(f"rule {rule_id!r} is not in endpoints.yaml")
+    parts: list[pl.Expr] = []
+    for literal, name, spec, _ in string.Formatter().parse(rules[rule_id]["text"]):
+        if literal:
+            parts.append(pl.lit(literal))
+        if name is not None:
+            value = fields[name]
+            value = pl.lit(value) if isinstance(value, str) else value
+            if spec == "g":
+                value = _g(value)
+            elif spec:
+                raise ValueError(f"rule {rule_id!r}: format {spec!r} is not supported")
+            parts.append(value)
+    return pl.concat_str(parts)
+
+
+def _uniq(*lists: pl.Expr) -> pl.Expr:
+    """The references of non-null list expressions in first-seen order, each once."""
+    return pl.concat_list(list(lists)).list.drop_nulls().list.unique(maintain_order=True)
+
+
+def _study_ids(study: Study) -> list[str]:
+    ids = list(study.subjects["subject_id"].to_list())
+    seen = set(ids)
+    for sid in study.events["subject_id"].unique(maintain_order=True).to_list():
+        if sid is not None and sid not in seen:
+            seen.add(sid)
+            ids.append(sid)
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# the rows a subject's endpoints rest on
+
+
+def _responses(responses: pl.DataFrame | None, ids: list[str]) -> pl.DataFrame:
+    """Response rows (``category``, ``day``, ``refs``), ``_r`` = their order within the subject (by
+    day, rows without a day last, else as given)."""
+    schema = {_SID: pl.String, "category": pl.String, "day": pl.Float64, "refs": EVIDENCE}
+    if responses is None:
+        return pl.DataFrame(schema=schema).with_row_index("_r")
+    need = ("subject_id", "best_response", "best_response_day")
+    missing = [c for c in need if c not in responses.columns]
+    if missing:
+        raise ValueError(f"responses frame lacks column(s) {missing} (needs {list(need)}; optional evidence)")
+    unknown = sorted(set(responses["subject_id"].drop_nulls().to_list()) - set(ids))
+    if unknown:
+        raise ValueError(f"responses name subject(s) not in the study: {unknown}")
+    if "evidence" in responses.columns:
+        refs = pl.col("evidence").fill_null(_NO_REFS)
+    elif "src_file" in responses.columns and "src_row" in responses.columns:
+        refs = pl.concat_list(evidence_ref("src_file", "_src_row")).list.drop_nulls()
+    else:
+        refs = _NO_REFS
+    f = responses.filter(pl.col(_SID).is_not_null()).with_row_index("_i")
+    if "src_row" in f.columns:
+        f = f.with_columns(pl.col("src_row").cast(pl.Int64).alias("_src_row"))
+    return (f.select(_SID, "_i", pl.col("best_response").cast(pl.String).alias("category"),
+                     pl.col("best_response_day").cast(pl.Float64).alias("day"),
+                     refs.cast(EVIDENCE).list.drop_nulls().list.unique(maintain_order=True).alias("refs"))
+            .sort(_SID, "day", "_i", nulls_last=True).drop("_i").with_row_index("_r"))
+
+
+def _events(study: Study, relapses: pl.DataFrame | None) -> pl.DataFrame:
+    """Events from day 0 on (and the derived ``relapses``, at any day): ``day``, ``event``, ``ref``;
+    ``_e`` = their order within the subject (by day; events.csv rows by row, before derived relapses)."""
+    ev = (study.events.filter(pl.col("day").is_not_null() & (pl.col("day") >= 0) & pl.col("event").is_not_null())
+          .sort(["day", "src_row"], nulls_last=True).with_row_index("_i")
+          .select(_SID, pl.col("day").cast(pl.Float64), pl.col("event").cast(pl.String),
+                  evidence_ref().alias("ref"), pl.lit(0).alias("_g"), "_i"))
+    if relapses is not None:  # relapse derived from the data (e.g. cartlab.response.marrow.relapse)
+        r = relapses.filter(pl.col("relapse_day").is_not_null())
+        refs = (pl.when(pl.col("evidence").list.len() > 0).then(pl.col("evidence"))
+                if "evidence" in r.columns else pl.lit(None))
+        derived = (r.select(_SID, pl.col("relapse_day").cast(pl.Float64).alias("day"),
+                            refs.fill_null(pl.lit([None], dtype=EVIDENCE)).cast(EVIDENCE).alias("ref"))
+                   .explode("ref").with_row_index("_i")
+                   .select(_SID, "day", pl.lit("relapse").alias("event"), "ref", pl.lit(1).alias("_g"), "_i"))
+        ev = pl.concat([ev, derived])
+    return ev.sort(_SID, "day", "_g", "_i").drop("_g", "_i").with_row_index("_e")
+
+
+def _first(ev: pl.DataFrame, kinds: Iterable[str], name: str, after: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per subject: the earliest event of ``kinds`` (on or after ``after``'s ``_after`` day when given):
+    ``<name>_day``, ``<name>_event`` and ``<name>_refs`` (the rows of all such events that day)."""
+    hits = ev.filter(pl.col("event").is_in(list(kinds)))
+    if after is not None:
+        hits = hits.join(after, on=_SID, how="inner").filter(pl.col("day") >= pl.col("_after"))
+    hits = hits.sort("_e").filter(pl.col("day") == pl.col("day").min().over(_SID))
+    return hits.group_by(_SID, maintain_order=True).agg(
+        pl.col("day").first().alias(f"{name}_day"), pl.col("event").first().alias(f"{name}_event"),
+        pl.col("ref").drop_nulls().unique(maintain_order=True).alias(f"{name}_refs"))
+
+
+def _last_rows(study: Study, sids: list[str]) -> pl.DataFrame:
+    """Per subject of ``sids``: its rows (``day``, ``ref``, ``table``) on its latest day over the
+    observations, doses, interventions (start and end) and events."""
+    specs = (("observations", "day"), ("doses", "day"), ("interventions", "start_day"),
+             ("interventions", "end_day"), ("events", "day"))
+    parts = []
+    for k, (table, col) in enumerate(specs):
+        t = (study.table(table).filter(pl.col(_SID).is_in(sids))
+             .select(_SID, pl.col(col).cast(pl.Float64).alias("day"), "src_file", "src_row")
+             .filter(pl.col("day").is_not_null()))
+        parts.append(t.filter(pl.col("day") == pl.col("day").max().over(_SID)).with_row_index("_i").select(
+            _SID, "day", evidence_ref().alias("ref"), pl.lit(table).alias("table"), pl.lit(k).alias("_k"), "_i"))
+    rows = pl.concat(parts).filter(pl.col("day") == pl.col("day").max().over(_SID))
+    return (rows.sort("_k", "_i").unique([_SID, "day", "ref", "table"], keep="first", maintain_order=True)
+            .drop("_k", "_i"))
+
+
+def _last_alive(f: pl.DataFrame, ev: pl.DataFrame, resp: pl.DataFrame, study: Study,
+                opts: EndpointOptions) -> pl.DataFrame:
+    """Per subject, the last day known alive (``a_day``) - the latest of last_followup_day, non-death
+    events and response assessments (and, without a follow-up day, the last rows of any table) -
+    with ``a_refs``, ``a_how`` and ``a_src`` (the table of the first candidate that day)."""
+
+    def cand(frame: pl.DataFrame, k: int, text: pl.Expr, src: pl.Expr | str) -> pl.DataFrame:
+        return frame.with_row_index("_i").select(
+            _SID, "day", "ref", text.alias("text"), (pl.lit(src) if isinstance(src, str) else src).alias("src"),
+            pl.lit(k).alias("_k"), "_i")
+
+    fu = f.filter(pl.col("fu_day").is_not_null()).select(_SID, pl.col("fu_day").alias("day"), pl.col("fu_ref").alias("ref"))
+    events = ev.filter(pl.col("event") != "death").sort("_e")
+    rows = resp.filter(pl.col("day").is_not_null()).sort("_r").with_columns(
+        pl.when(pl.col("refs").list.len() > 0).then(pl.col("refs")).otherwise(pl.lit([None], dtype=EVIDENCE))
+        .alias("ref")).explode("ref")
+    parts = [
+        cand(fu, 0, pl.format("last_followup_day {}", _g(pl.col("day"))), "subjects"),
+        cand(events, 1, pl.format("{} on day {}", "event", _g(pl.col("day"))), "events"),
+        cand(rows, 2, pl.format("response {} on day {}", pl.col("category").fill_null(pl.lit("None")), _g(pl.col("day"))),
+             "responses"),
+    ]
+    no_fu = f.filter(pl.col("fu_day").is_null())[_SID].to_list()
+    if opts.missing_followup == "last_observation" and no_fu:
+        last = _last_rows(study, no_fu)
+        parts.append(cand(last, 3, pl.format("last {} row, day {}", "table", _g(pl.col("day"))), pl.col("table")))
+    c = pl.concat(parts).sort(_SID, "_k", "_i").filter(pl.col("day") == pl.col("day").max().over(_SID))
+    how = pl.concat_str(pl.col("text"), pl.when(pl.col("ref").is_not_null() & (pl.col("ref") != ""))
+                        .then(pl.format(" ({})", "ref")).otherwise(pl.lit("")))
+    return c.group_by(_SID, maintain_order=True).agg(
+        pl.col("day").first().alias("a_day"), pl.col("ref").drop_nulls().unique(maintain_order=True).alias("a_refs"),
+        how.unique(maintain_order=True).str.join("; ").alias("a_how"), pl.col("src").first().alias("a_src"))
+
+
+def _assessments(rows: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Per subject: ``<name>_n``, ``<name>_txt`` (the assessments in a sentence) and ``<name>_refs``."""
+    one = pl.concat_str(
+        pl.when(pl.col("category").is_null() | (pl.col("category") == "")).then(pl.lit("empty"))
+        .otherwise(pl.col("category")),
+        pl.when(pl.col("day").is_not_null()).then(pl.format(" on day {}", _g(pl.col("day")))).otherwise(pl.lit("")))
+    return rows.sort("_r").with_columns(one.alias("_one")).group_by(_SID, maintain_order=True).agg(
+        pl.len().alias(f"{name}_n"), pl.col("_one").str.join(", ").alias(f"{name}_txt"),
+        pl.col("refs").explode().drop_nulls().unique(maintain_order=True).alias(f"{name}_refs"))
+
+
+def _remission(rows: pl.DataFrame, name: str, landmark: float | None = None) -> pl.DataFrame:
+    """Per subject: the first remission (``<name>_day``, ``<name>_cat``, ``<name>_refs``), on or
+    before ``landmark`` when given."""
+    if landmark is not None:
+        rows = rows.filter(pl.col("day") <= landmark)
+    return rows.filter(pl.col("day").is_not_null()).sort("day", "_r").group_by(_SID, maintain_order=True).agg(
+        pl.col("day").first().alias(f"{name}_day"), pl.col("category").first().alias(f"{name}_cat"),
+        pl.col("refs").first().alias(f"{name}_refs"))
+
+
+def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses: pl.DataFrame | None) -> pl.DataFrame:
+    """One row per subject with every fact its ADTTE rows need (see the column prefixes below)."""
+    ids = _study_ids(study)
+    f = pl.DataFrame({_SID: ids, "_order": range(len(ids))}, schema={_SID: pl.String, "_order": pl.Int64})
+    fu = (study.subjects.filter(pl.col("last_followup_day").is_not_null())
+          .unique(_SID, keep="last", maintain_order=True)
+          .select(_SID, pl.col("last_followup_day").cast(pl.Float64).alias("fu_day"), evidence_ref().alias("fu_ref")))
+    ev = _events(study, relapses)
+    censor_kinds = [k for k, on in (("allo_hsct", opts.censor_at_allo_hsct),
+                                    ("new_therapy", opts.censor_at_new_therapy)) if on]
+    f = f.join(fu, on=_SID, how="left").join(_first(ev, censor_kinds, "c"), on=_SID, how="left")
+    # response assessments after the censoring day are not the CAR-T's
+    usable = resp.join(f.select(_SID, "c_day"), on=_SID, how="left").filter(
+        pl.col("c_day").is_null() | pl.col("day").is_null() | (pl.col("day") <= pl.col("c_day")))
+    rem_rows = usable.filter(pl.col("category").is_in(list(opts.remission_categories)))
+    undated = rem_rows.filter(pl.col("day").is_null()).sort("_r").group_by(_SID).agg(
+        pl.col("category").first().alias("undated_cat"))
+    lm = opts.efs_landmark_day
+    f = (f.join(_remission(rem_rows, "rem"), on=_SID, how="left")
+         .join(_remission(rem_rows, "remefs", None if lm is None else float(lm)), on=_SID, how="left")
+         .join(undated, on=_SID, how="left")
+         .join(_first(ev, ["death"], "death"), on=_SID, how="left")
+         .join(_assessments(usable, "use"), on=_SID, how="left")
+         .join(_assessments(usable.filter(pl.col("category").is_not_null() & ~pl.col("category").is_in(
+             list(opts.not_evaluable_categories))), "eval"), on=_SID, how="left"))
+    for rem in ("rem", "remefs"):
+        after = f.filter(pl.col(f"{rem}_day").is_not_null()).select(_SID, pl.col(f"{rem}_day").alias("_after"))
+        f = f.join(_first(ev, opts.relapse_events, f"{rem}rl", after), on=_SID, how="left")
+    f = f.join(_last_alive(f, ev, resp, study, opts), on=_SID, how="left")
+    return f.with_columns(pl.col(c).fill_null(0) for c in ("use_n", "eval_n")).sort("_order")
+
+
+# ---------------------------------------------------------------------------------------------
+# the rows of one parameter
+
+
+def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str,
+           opts: EndpointOptions) -> tuple[dict[str, pl.Expr], pl.Expr]:
+    """Event, or censoring at the censoring event / last known alive, for a clock started at
+    ``origin``: the row's columns and its outcome (null; "missing": nothing to censor at;
+    "alive_before_origin")."""
+    c, a = pl.col("c_day"), pl.col("a_day")
+    use_ev = (ev["has"] & (c.is_null() | (ev["day"] <= c))) if ev else pl.lit(False)
+    use_c = ~use_ev & c.is_not_null()
+    use_a = ~use_ev & ~use_c & a.is_not_null()
+    no_fu = pl.col("fu_day").is_null()
+    c_reason = pl.lit(None, dtype=pl.String)
+    for kind in ("allo_hsct", "new_therapy"):
+        c_reason = pl.when(pl.col("c_event") == kind).then(_text(f"censor.{kind}", what=what, day=c)).otherwise(c_reason)
+    a_reason = (pl.when(no_fu).then(_text("censor.last_record", what=what, day=a, how=pl.col("a_how")))
+                .otherwise(_text("censor.last_alive", what=what, day=a, how=pl.col("a_how"))))
+
+    def pick(e: Any, cen: Any, alive: Any) -> pl.Expr:
+        return pl.when(use_ev).then(e).when(use_c).then(cen).when(use_a).then(alive)
+
+    none = pl.lit(None)
+    cols = {
+        "ADY": pick(ev["day"] if ev else none, c, a),
+        "CNSR": pick(0, 1, 1),
+        "EVENT": pick(ev["code"] if ev else none, 0, 0),
+        "EVNTDESC": pick(ev["desc"] if ev else none, none, none),
+        "CNSDTDSC": pick(none, pl.col("c_event").replace_strict(_CENSOR_DESC, default=None, return_dtype=pl.String),
+                         pl.when(no_fu).then(pl.lit("LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)"))
+                         .otherwise(pl.lit("LAST KNOWN ALIVE"))),
+        "SRCDOM": pick(ev["srcdom"] if ev else none, pl.lit("events"), pl.col("a_src")),
+        "rule": pick(ev["rule"] if ev else none, pl.format("censor.{}", "c_event"),
+                     pl.when(no_fu).then(pl.lit("censor.last_record")).otherwise(pl.lit("censor.last_alive"))),
+        "reason": pick(ev["reason"] if ev else none, c_reason, a_reason),
+        "evidence": pick(ev["refs"] if ev else none, pl.col("c_refs"), pl.col("a_refs")),
+    }
+    outcome = (pl.when(use_ev | use_c).then(None).when(a.is_null()).then(pl.lit("missing"))
+               .when(a < origin).then(pl.lit("alive_before_origin")))
+    return cols, outcome
+
+
+def _death_or_relapse(rem: str, prefix: str, opts: EndpointOptions, competing: bool = False) -> dict[str, pl.Expr]:
+    """The first relapse on or after the remission day (``<rem>_day``), or death."""
+    rl, death = pl.col(f"{rem}rl_day"), pl.col("death_day")
+    pick_rl = rl.is_not_null() & (death.is_null() | (rl <= death))
+    remission = pl.concat_str(pl.col(f"{rem}_cat"), pl.lit(" on day "), _g(pl.col(f"{rem}_day")))
+    d_rule = f"{prefix}.death_without_relapse" if competing else f"{prefix}.death"
+    event = pl.col(f"{rem}rl_event")
+    return {
+        "has": rl.is_not_null() | death.is_not_null(),
+        "day": pl.when(pick_rl).then(rl).otherwise(death),
+        "code": pl.when(pick_rl).then(1).otherwise(2 if competing else 1),
+        "rule": pl.when(pick_rl).then(pl.lit(f"{prefix}.relapse")).otherwise(pl.lit(d_rule)),
+        "desc": pl.when(pick_rl).then(event.replace_strict(_EVENT_DESC, default=pl.format(
+            "RELAPSE ({})", event.str.to_uppercase()), return_dtype=pl.String))
+        .otherwise(pl.lit("DEATH WITHOUT RELAPSE" if competing else "DEATH")),
+        "reason": pl.when(pick_rl).then(_text(f"{prefix}.relapse", remission=remission, event=event, day=rl))
+        .otherwise(_text(d_rule, remission=remission, day=death)),
+        "refs": _uniq(pl.col(f"{rem}_refs"), pl.when(pick_rl).then(pl.col(f"{rem}rl_refs")).otherwise(pl.col("death_refs"))),
+        "srcdom": pl.lit("events"),
+        # a death before the remission contradicts it
+        "error": death.is_not_null() & (death < pl.col(f"{rem}_day")),
+    }
+
+
+def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame:
+    """The rows of one parameter, with ``_outcome`` (null, or why the subject cannot be derived)."""
+    undated = pl.col("undated_cat").is_not_null()
+    lm = opts.efs_landmark_day
+    if paramcd == "OS":
+        death = pl.col("death_day")
+        ev = {"has": death.is_not_null(), "day": death, "code": pl.lit(1), "rule": pl.lit("os.death"),
+              "desc": pl.lit("DEATH"), "reason": _text("os.death", day=death), "refs": pl.col("death_refs"),
+              "srcdom": pl.lit("events")}
+        cols, outcome = _close(pl.lit(0.0), ev, "death", opts)
+        return _rows(f, paramcd, pl.lit(0.0), cols, outcome)
+    if paramcd == "EFS":
+        lm_txt = "the end of follow-up" if lm is None else f"day {float(lm):g}"
+        ev = _death_or_relapse("remefs", "efs", opts)
+        cols, outcome = _close(pl.lit(0.0), ev, "relapse or death", opts)
+        cols["evidence"] = _uniq(pl.col("remefs_refs"), cols["evidence"])
+        rem = pl.col("remefs_day").is_not_null()
+        death = pl.col("death_day")
+        failed = pl.col("eval_n") > 0
+        died = death.is_not_null() & (pl.lit(True) if lm is None else death <= float(lm))
+        other = {
+            "ADY": pl.lit(0.0), "CNSR": pl.when(failed | died).then(0).otherwise(1),
+            "EVENT": pl.when(failed | died).then(1).otherwise(0),
+            "EVNTDESC": pl.when(failed | died).then(pl.lit("TREATMENT FAILURE")),
+            "CNSDTDSC": pl.when(~failed & ~died).then(pl.lit("NOT EVALUABLE FOR RESPONSE")),
+            "SRCDOM": pl.when(failed).then(pl.lit("responses")).when(died).then(pl.lit("events"))
+            .when(pl.col("use_n") > 0).then(pl.lit("responses")),
+            "rule": pl.when(failed).then(pl.lit("efs.treatment_failure")).when(died)
+            .then(pl.lit("efs.death_without_assessment")).otherwise(pl.lit("efs.not_evaluable")),
+            "reason": pl.when(failed).then(_text("efs.treatment_failure", landmark=lm_txt, assessments=pl.col("eval_txt")))
+            .when(died).then(_text("efs.death_without_assessment", day=death, landmark=lm_txt))
+            .otherwise(_text("efs.not_evaluable", landmark=lm_txt,
+                             assessments=pl.col("use_txt").fill_null(pl.lit("no response assessment")))),
+            "evidence": pl.when(failed).then(pl.col("eval_refs")).when(died).then(pl.col("death_refs"))
+            .otherwise(pl.col("use_refs").fill_null(_NO_REFS)),
+        }
+        cols = {k: pl.when(rem).then(v).otherwise(other[k]) for k, v in cols.items()}
+        outcome = (pl.when(undated).then(pl.lit("undated_remission")).when(rem & ev["error"])
+                   .then(pl.lit("death_before_remission")).when(rem).then(outcome))
+        return _rows(f, paramcd, pl.lit(0.0), cols, outcome)
+    # RFS, LFS, CIR: subjects achieving remission
+    rem = pl.col("rem_day").is_not_null()
+    origin = pl.lit(0.0) if paramcd == "LFS" else pl.col("rem_day")
+    ev = _death_or_relapse("rem", paramcd.lower(), opts, competing=paramcd == "CIR")
+    cols, outcome = _close(origin, ev, "relapse or death", opts)
+    cols["evidence"] = _uniq(pl.col("rem_refs"), cols["evidence"])
+    out = {k: pl.when(rem).then(v) for k, v in cols.items()}
+    out["rule"] = out["rule"].otherwise(pl.lit("not_in_remission"))
+    out["reason"] = out["reason"].otherwise(_text(
+        "not_in_remission", paramcd=paramcd, assessments=pl.col("use_txt").fill_null(pl.lit("no response assessment"))))
+    out["evidence"] = out["evidence"].otherwise(pl.col("use_refs").fill_null(_NO_REFS))
+    outcome = (pl.when(undated).then(pl.lit("undated_remission")).when(rem & ev["error"])
+               .then(pl.lit("death_before_remission")).when(rem).then(outcome))
+    return _rows(f, paramcd, pl.when(rem).then(origin), out, outcome, anl=rem)
+
+
+def _rows(f: pl.DataFrame, paramcd: str, start: pl.Expr, cols: dict[str, pl.Expr], outcome: pl.Expr,
+          anl: pl.Expr | None = None) -> pl.DataFrame:
+    anl = pl.lit(True) if anl is None else anl
+    defs = endpoint_definitions()["params"]
+    return f.select(
+        _SID, "_order", pl.lit(PARAMCDS.index(paramcd)).alias("_p"), pl.lit(paramcd).alias("PARAMCD"),
+        pl.lit(defs[paramcd]["param"]).alias("PARAM"), pl.when(anl).then(pl.lit("Y")).alias("ANLFL"),
+        start.cast(pl.Float64).alias("STARTDY"), *[v.alias(k) for k, v in cols.items()],
+        pl.when(anl).then(cols["ADY"] - start).alias("AVAL"), pl.lit("DAYS").alias("AVALU"),
+        outcome.alias("_outcome"),
+    ).cast({k: ADTTE_SCHEMA[k] for k in ("ADY", "AVAL", "CNSR", "EVENT", "EVNTDESC", "CNSDTDSC", "SRCDOM", "evidence")})
+
+
+def _raise_first_error(rows: pl.DataFrame, f: pl.DataFrame, opts: EndpointOptions) -> None:
+    """Raise what the derivation of the subjects stops at, as a row-by-row derivation would: the
+    first subject (in order) whose first stopping parameter has a contradiction raises it; else
+    every subject with nothing to censor at is named."""
+    stops = rows.filter(pl.col("_outcome").is_not_null()).sort("_order", "_p").group_by(
+        "_order", maintain_order=True).first()
+    if stops.is_empty():
+        return
+    errors = stops.filter(pl.col("_outcome") != "missing")
+    if errors.height:
+        r = errors.row(0, named=True)
+        s = f.filter(pl.col("_order") == r["_order"]).row(0, named=True)
+        sid, why = r[_SID], r["_outcome"]
+        if why == "undated_remission":
+            raise ValueError(f"subject {sid}: remission response {s['undated_cat']!r} without best_response_day")
+        rem = "remefs_day" if r["PARAMCD"] == "EFS" else "rem_day"
+        if why == "death_before_remission":
+            raise ValueError(f"subject {sid}: death on day {s['death_day']:g} before the remission on day {s[rem]:g}")
+        origin = 0.0 if r["PARAMCD"] in ("OS", "EFS", "LFS") else s[rem]
+        raise ValueError(f"subject {sid}: last known alive on day {s['a_day']:g}, before the clock start {origin:g}")
+    missing = stops[_SID].to_list()
+    if opts.missing_followup == "error":
+        raise ValueError(
+            f"subject(s) {missing}: no last_followup_day and no event or response assessment to censor at; "
+            "give subjects.last_followup_day, or drop --strict (EndpointOptions(missing_followup="
+            "'last_observation')) to censor at the subject's last recorded row")
+    raise ValueError(f"subject(s) {missing}: no last_followup_day and no row at all to censor at; give "
+                     "subjects.last_followup_day")
+
+
+def derive_adtte(study: Study, options: EndpointOptions | None = None,
+                 responses: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
+    """ADaM-style ADTTE: one row per subject and parameter (OS, EFS, RFS, LFS, CIR), ELN 2022 Table 9.
+
+    ``responses``: subject_id, best_response, best_response_day (and optionally ``evidence``, a list of
+    ``"<file>:<row>"``), one row per subject or per assessment - e.g. the best-response engine's
+    output. Without it only OS is derived (EFS, RFS, LFS and CIR need the response).
+    ``relapses``: subject_id, relapse_day (and ``evidence``), relapses derived from the data (marrow
+    blasts, circulating blasts, EMD: :func:`cartlab.response.marrow.relapse`), counted as relapse
+    events in addition to the ``relapse_events`` of events.csv.
+
+    Definitions (:mod:`cartlab.response.endpoints` and ``criteria/endpoints.yaml``): OS = death from
+    any cause; EFS = treatment failure (no CR/CRh/CRi by ``efs_landmark_day``: event at day 0 when
+    evaluable or dead before the landmark without assessment, censored at day 0 when alive and not
+    evaluable), relapse or death; RFS = relapse or death from the first remission day; LFS = the same
+    from day 0; CIR = relapse (EVENT 1) with death without relapse competing (EVENT 2), from the
+    remission day. Censoring on the day last known alive (``last_followup_day`` or a later event or
+    assessment), or at HSCT / new therapy when those options are on. RFS/LFS/CIR rows of subjects
+    never in remission have ``ANLFL`` empty, empty ``AVAL``/``CNSR`` and say why.
+
+    Columns: :data:`ADTTE_SCHEMA` (``CNSR`` 0 = event, 1 = censored; ``EVENT`` 0 = censored, 1 =
+    event, for CIR 1 = relapse, 2 = death without relapse). Raises ``ValueError`` naming every subject
+    that needs censoring but has no ``last_followup_day`` and no event or assessment (see
+    ``EndpointOptions.missing_followup``).
+    """
+    opts = options or EndpointOptions()
+    params = opts.params if opts.params is not None else (("OS",) if responses is None else PARAMCDS)
+    params = tuple(p for p in PARAMCDS if p in params)
+    if responses is None and any(p != "OS" for p in params):
+        raise ValueError(f"parameters {[p for p in params if p != 'OS']} need a responses frame "
+                         "(subject_id, best_response, best_response_day)")
+    resp = _responses(responses, _study_ids(study))
+    f = _subjects(study, resp, opts, relapses)
+    if f.is_empty() or not params:
+        return pl.DataFrame(schema=ADTTE_SCHEMA)
+    rows = pl.concat([_param(f, p, opts) for p in params]).sort("_order", "_p")
+    _raise_first_error(rows, f, opts)
+    censored = sorted(set(rows.filter(pl.col("rule") == "censor.last_record")[_SID].to_list()))
+    if censored:
+        warnings.warn(CartlabWarning(
+            f"{len(censored)} subject(s) have no last_followup_day and were censored at their last recorded row "
+            f"(ADTTE rule censor.last_record): {', '.join(censored[:20])}{' ...' if len(censored) > 20 else ''}"),
+            stacklevel=2)
+    return rows.with_columns(pl.lit(study.study_id, dtype=pl.String).alias("STUDYID")).select(
+        list(ADTTE_SCHEMA)).cast(ADTTE_SCHEMA)

@@ -1,0 +1,398 @@
+"""The row-loop ADTTE derivation as it was before issue 14 (commit 45b3ff1), kept as an oracle.
+
+tests/test_adtte_vectorised.py checks that the vectorised :func:`cartlab.response.endpoints.derive_adtte`
+gives identical frames, warnings and errors. The code below is the old implementation verbatim (only
+its imports changed); do not "fix" it here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cartlab.errors import CartlabWarning
+from cartlab.model import Study
+from cartlab.provenance import unique_refs
+from cartlab.response.endpoints import (
+    ADTTE_SCHEMA,
+    PARAMCDS,
+    EndpointOptions,
+    endpoint_definitions,
+)
+
+
+def _rule_text(rule_id: str, **fields: Any) -> str:
+    rules = {r["id"]: r for r in endpoint_definitions()["rules"]}
+    if rule_id not in rules:
+        raise KeyError(f"rule {rule_id!r} is not in endpoints.yaml")
+    return rules[rule_id]["text"].format(**fields)
+
+
+def _ref(file: Any, row: Any) -> str | None:
+    if file is None or row is None:
+        return None
+    return f"{file}:{int(row)}"
+
+
+def _uniq(refs: Iterable[str | None]) -> list[str]:
+    return unique_refs(refs)
+
+
+def _fmt_day(d: float) -> str:
+    return f"{d:g}"
+
+
+def _responses_by_subject(responses: pl.DataFrame | None, ids: list[str]) -> dict[str, list[dict]]:
+    """Per subject: response rows {category, day, refs}, sorted by day (rows without a day last)."""
+    if responses is None:
+        return {}
+    need = ("subject_id", "best_response", "best_response_day")
+    missing = [c for c in need if c not in responses.columns]
+    if missing:
+        raise ValueError(f"responses frame lacks column(s) {missing} (needs {list(need)}; optional evidence)")
+    unknown = sorted(set(responses["subject_id"].drop_nulls().to_list()) - set(ids))
+    if unknown:
+        raise ValueError(f"responses name subject(s) not in the study: {unknown}")
+    has_ev = "evidence" in responses.columns
+    has_src = "src_file" in responses.columns and "src_row" in responses.columns
+    out: dict[str, list[dict]] = {}
+    for r in responses.iter_rows(named=True):
+        if r["subject_id"] is None:
+            continue
+        refs = list(r["evidence"] or []) if has_ev else ([_ref(r["src_file"], r["src_row"])] if has_src else [])
+        day = r["best_response_day"]
+        out.setdefault(r["subject_id"], []).append(
+            {"category": r["best_response"], "day": None if day is None else float(day), "refs": _uniq(refs)})
+    for rows in out.values():
+        rows.sort(key=lambda x: (x["day"] is None, x["day"] if x["day"] is not None else 0.0))
+    return out
+
+
+def _other_days(study: Study) -> dict[str, list[tuple[float, str | None, str]]]:
+    """Per subject: (day, ref, table) of its latest observation, dose, intervention and event rows."""
+    specs = (("observations", "day"), ("doses", "day"), ("interventions", "start_day"),
+             ("interventions", "end_day"), ("events", "day"))
+    parts = [
+        study.table(table).select(
+            "subject_id", pl.col(col).cast(pl.Float64).alias("day"),
+            pl.concat_str(pl.col("src_file"), pl.lit(":"), pl.col("src_row").cast(pl.String)).alias("ref"),
+            pl.lit(table).alias("table"),
+        ).filter(pl.col("day").is_not_null())
+        for table, col in specs
+    ]
+    rows = pl.concat(parts)
+    latest = rows.filter(pl.col("day") == pl.col("day").max().over("subject_id")).unique(maintain_order=True)
+    out: dict[str, list[tuple[float, str | None, str]]] = {}
+    for sid, day, ref, table in latest.iter_rows():
+        out.setdefault(sid, []).append((float(day), ref, table))
+    return out
+
+
+@dataclass
+class _Subject:
+    sid: str
+    fu: tuple[float, str | None] | None  # last_followup_day, ref
+    events: list[dict]  # day >= 0, sorted
+    responses: list[dict]  # all response rows
+    usable: list[dict]  # response rows not after the censoring day
+    censor: dict | None  # first active censoring event
+    other: list[tuple[float, str | None, str]]
+
+    def first(self, kinds: Iterable[str], after: float | None = None, strict: bool = False) -> dict | None:
+        """The earliest event of ``kinds`` (after ``after``), with the refs of all such rows that day."""
+        kinds = set(kinds)
+        hits = [e for e in self.events if e["event"] in kinds
+                and (after is None or (e["day"] > after if strict else e["day"] >= after))]
+        if not hits:
+            return None
+        day = hits[0]["day"]
+        same = [e for e in hits if e["day"] == day]
+        return {"day": day, "event": same[0]["event"], "refs": _uniq(e["ref"] for e in same)}
+
+    def last_alive(self, missing_followup: str) -> dict | None:
+        """Last day known alive: last_followup_day, non-death events, response assessments."""
+        cands: list[tuple[float, str | None, str, str]] = []
+        if self.fu is not None:
+            cands.append((self.fu[0], self.fu[1], f"last_followup_day {_fmt_day(self.fu[0])}", "subjects"))
+        for e in self.events:
+            if e["event"] != "death":
+                cands.append((e["day"], e["ref"], f"{e['event']} on day {_fmt_day(e['day'])}", "events"))
+        for r in self.responses:
+            if r["day"] is not None:
+                for ref in r["refs"] or [None]:
+                    cands.append((r["day"], ref, f"response {r['category']} on day {_fmt_day(r['day'])}", "responses"))
+        if self.fu is None and missing_followup == "last_observation":
+            for day, ref, table in self.other:
+                cands.append((day, ref, f"last {table} row, day {_fmt_day(day)}", table))
+        if not cands:
+            return None
+        day = max(c[0] for c in cands)
+        top = [c for c in cands if c[0] == day]
+        how = "; ".join(_uniq(c[2] + (f" ({c[1]})" if c[1] else "") for c in top))
+        return {"day": day, "refs": _uniq(c[1] for c in top), "how": how, "srcdom": top[0][3],
+                "no_followup": self.fu is None}
+
+
+def _subjects(study: Study, responses: dict[str, list[dict]], opts: EndpointOptions,
+              relapses: pl.DataFrame | None = None) -> list[_Subject]:
+    ids = _study_ids(study)
+    fu: dict[str, tuple[float, str | None]] = {}
+    for r in study.subjects.iter_rows(named=True):
+        if r["last_followup_day"] is not None:
+            fu[r["subject_id"]] = (float(r["last_followup_day"]), _ref(r["src_file"], r["src_row"]))
+    ev = (study.events.filter(pl.col("day").is_not_null() & (pl.col("day") >= 0) & pl.col("event").is_not_null())
+          .sort(["day", "src_row"], nulls_last=True))
+    events: dict[str, list[dict]] = {}
+    for r in ev.iter_rows(named=True):
+        events.setdefault(r["subject_id"], []).append(
+            {"day": float(r["day"]), "event": r["event"], "ref": _ref(r["src_file"], r["src_row"])})
+    if relapses is not None:  # relapse derived from the data (e.g. cartlab.response.marrow.relapse)
+        for r in relapses.filter(pl.col("relapse_day").is_not_null()).iter_rows(named=True):
+            refs = list(r.get("evidence") or []) or [None]
+            events.setdefault(r["subject_id"], []).extend(
+                {"day": float(r["relapse_day"]), "event": "relapse", "ref": ref} for ref in refs)
+        for evs in events.values():
+            evs.sort(key=lambda e: e["day"])
+    censor_kinds = [k for k, on in (("allo_hsct", opts.censor_at_allo_hsct), ("new_therapy", opts.censor_at_new_therapy)) if on]
+    other = _other_days(study) if opts.missing_followup == "last_observation" else {}
+    out = []
+    for sid in ids:
+        s = _Subject(sid, fu.get(sid), events.get(sid, []), responses.get(sid, []), [], None, other.get(sid, []))
+        s.censor = s.first(censor_kinds) if censor_kinds else None
+        cday = s.censor["day"] if s.censor else None
+        s.usable = [r for r in s.responses if cday is None or r["day"] is None or r["day"] <= cday]
+        out.append(s)
+    return out
+
+
+def _study_ids(study: Study) -> list[str]:
+    ids = list(study.subjects["subject_id"].to_list())
+    seen = set(ids)
+    for sid in study.events["subject_id"].unique(maintain_order=True).to_list():
+        if sid is not None and sid not in seen:
+            seen.add(sid)
+            ids.append(sid)
+    return ids
+
+
+_CENSOR_DESC = {"allo_hsct": "ALLOGENEIC HSCT", "new_therapy": "NEW ANTICANCER THERAPY"}
+
+
+def _event_desc(event: str) -> str:
+    return {"death": "DEATH", "relapse": "RELAPSE",
+            "extramedullary_disease": "RELAPSE (EXTRAMEDULLARY DISEASE)"}.get(event, f"RELAPSE ({event.upper()})")
+
+
+def _assessments(rows: list[dict]) -> str:
+    if not rows:
+        return "no response assessment"
+    return ", ".join(f"{r['category'] or 'empty'}" + (f" on day {_fmt_day(r['day'])}" if r["day"] is not None else "")
+                     for r in rows)
+
+
+class _Missing(Exception):
+    pass
+
+
+def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: EndpointOptions) -> dict:
+    """Event, or censoring at the censoring event / last known alive, for a clock started at ``origin``.
+
+    ``event``: {day, code, rule, reason, refs, desc, srcdom} or None.
+    """
+    c = s.censor
+    if event is not None and (c is None or event["day"] <= c["day"]):
+        return {"ADY": event["day"], "CNSR": 0, "EVENT": event["code"], "EVNTDESC": event["desc"], "CNSDTDSC": None,
+                "SRCDOM": event["srcdom"], "rule": event["rule"], "reason": event["reason"], "evidence": event["refs"]}
+    if c is not None:
+        if c["day"] < origin:  # pragma: no cover - responses after the censoring day are dropped
+            raise ValueError(f"subject {s.sid}: censoring day {c['day']:g} before the clock start {origin:g}")
+        rule = f"censor.{c['event']}"
+        return {"ADY": c["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None, "CNSDTDSC": _CENSOR_DESC[c["event"]],
+                "SRCDOM": "events", "rule": rule, "reason": _rule_text(rule, what=what, day=c["day"]),
+                "evidence": c["refs"]}
+    alive = s.last_alive(opts.missing_followup)
+    if alive is None:
+        raise _Missing(s.sid)
+    if alive["day"] < origin:
+        raise ValueError(f"subject {s.sid}: last known alive on day {alive['day']:g}, before the clock start "
+                         f"{origin:g}")
+    rule = "censor.last_record" if alive["no_followup"] else "censor.last_alive"
+    return {"ADY": alive["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
+            "CNSDTDSC": "LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)" if alive["no_followup"] else "LAST KNOWN ALIVE",
+            "SRCDOM": alive["srcdom"], "rule": rule,
+            "reason": _rule_text(rule, what=what, day=alive["day"], how=alive["how"]),
+            "evidence": alive["refs"]}
+
+
+def _death_or_relapse(s: _Subject, origin: float, rem: dict, prefix: str, opts: EndpointOptions,
+                      competing: bool = False) -> dict | None:
+    """The first relapse on or after the remission day, or death."""
+    relapse = s.first(opts.relapse_events, after=rem["day"])
+    death = s.first(["death"], after=None)
+    if death is not None and death["day"] < rem["day"]:
+        raise ValueError(f"subject {s.sid}: death on day {death['day']:g} before the remission on day {rem['day']:g}")
+    rem_txt = f"{rem['category']} on day {_fmt_day(rem['day'])}"
+    cands = []
+    if relapse is not None:
+        rule = f"{prefix}.relapse"
+        cands.append((relapse["day"], 0, {"code": 1, "rule": rule, "desc": _event_desc(relapse["event"]),
+                                          "reason": _rule_text(rule, remission=rem_txt, event=relapse["event"],
+                                                               day=relapse["day"]),
+                                          "refs": relapse["refs"], "day": relapse["day"]}))
+    if death is not None:
+        rule = f"{prefix}.death_without_relapse" if competing else f"{prefix}.death"
+        cands.append((death["day"], 1, {"code": 2 if competing else 1, "rule": rule,
+                                        "desc": "DEATH WITHOUT RELAPSE" if competing else "DEATH",
+                                        "reason": _rule_text(rule, remission=rem_txt, day=death["day"]),
+                                        "refs": death["refs"], "day": death["day"]}))
+    if not cands:
+        return None
+    ev = min(cands, key=lambda c: (c[0], c[1]))[2]
+    ev["refs"] = _uniq(rem["refs"] + ev["refs"])
+    ev["srcdom"] = "events"
+    return ev
+
+
+def _remission(rows: list[dict], opts: EndpointOptions, sid: str, landmark: float | None = None) -> dict | None:
+    rem = [r for r in rows if r["category"] in opts.remission_categories]
+    for r in rem:
+        if r["day"] is None:
+            raise ValueError(f"subject {sid}: remission response {r['category']!r} without best_response_day")
+    rem = [r for r in rem if landmark is None or r["day"] <= landmark]
+    return min(rem, key=lambda r: r["day"]) if rem else None
+
+
+def _params_rows(s: _Subject, params: tuple[str, ...], opts: EndpointOptions) -> list[dict]:
+    defs = endpoint_definitions()["params"]
+    out = []
+
+    def row(paramcd: str, start: float | None, body: dict | None, anl: bool = True) -> None:
+        base = {"subject_id": s.sid, "PARAMCD": paramcd, "PARAM": defs[paramcd]["param"], "ANLFL": "Y" if anl else None,
+                "STARTDY": start, "AVALU": "DAYS"}
+        if body is None:
+            body = {}
+        r = {**base, **body}
+        if anl:
+            r["AVAL"] = r["ADY"] - start
+        out.append(r)
+
+    for paramcd in params:
+        if paramcd == "OS":
+            d = s.first(["death"])
+            ev = None if d is None else {"day": d["day"], "code": 1, "rule": "os.death", "desc": "DEATH",
+                                         "reason": _rule_text("os.death", day=d["day"]), "refs": d["refs"],
+                                         "srcdom": "events"}
+            row("OS", 0.0, _close(s, 0.0, ev, "death", opts))
+        elif paramcd == "EFS":
+            lm = opts.efs_landmark_day
+            lm_txt = "the end of follow-up" if lm is None else f"day {_fmt_day(float(lm))}"
+            rem = _remission(s.usable, opts, s.sid, None if lm is None else float(lm))
+            if rem is not None:
+                ev = _death_or_relapse(s, 0.0, rem, "efs", opts)
+                body = _close(s, 0.0, ev, "relapse or death", opts)
+                body["evidence"] = _uniq(rem["refs"] + body["evidence"])
+                row("EFS", 0.0, body)
+                continue
+            evaluable = [r for r in s.usable if r["category"] is not None
+                         and r["category"] not in opts.not_evaluable_categories]
+            death = s.first(["death"])
+            if evaluable:
+                body = {"ADY": 0.0, "CNSR": 0, "EVENT": 1, "EVNTDESC": "TREATMENT FAILURE", "CNSDTDSC": None,
+                        "SRCDOM": "responses", "rule": "efs.treatment_failure",
+                        "reason": _rule_text("efs.treatment_failure", landmark=lm_txt,
+                                             assessments=_assessments(evaluable)),
+                        "evidence": _uniq(ref for r in evaluable for ref in r["refs"])}
+            elif death is not None and (lm is None or death["day"] <= float(lm)):
+                body = {"ADY": 0.0, "CNSR": 0, "EVENT": 1, "EVNTDESC": "TREATMENT FAILURE", "CNSDTDSC": None,
+                        "SRCDOM": "events", "rule": "efs.death_without_assessment",
+                        "reason": _rule_text("efs.death_without_assessment", day=death["day"], landmark=lm_txt),
+                        "evidence": death["refs"]}
+            else:
+                body = {"ADY": 0.0, "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
+                        "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": "responses" if s.usable else None,
+                        "rule": "efs.not_evaluable",
+                        "reason": _rule_text("efs.not_evaluable", landmark=lm_txt,
+                                             assessments=_assessments(s.usable)),
+                        "evidence": _uniq(ref for r in s.usable for ref in r["refs"])}
+            row("EFS", 0.0, body)
+        else:  # RFS, LFS, CIR: subjects achieving remission
+            rem = _remission(s.usable, opts, s.sid)
+            if rem is None:
+                row(paramcd, None, {"ADY": None, "AVAL": None, "CNSR": None, "EVENT": None, "EVNTDESC": None,
+                                    "CNSDTDSC": None, "SRCDOM": None, "rule": "not_in_remission",
+                                    "reason": _rule_text("not_in_remission", paramcd=paramcd,
+                                                         assessments=_assessments(s.usable)),
+                                    "evidence": _uniq(ref for r in s.usable for ref in r["refs"])}, anl=False)
+                continue
+            origin = 0.0 if paramcd == "LFS" else rem["day"]
+            prefix = paramcd.lower()
+            ev = _death_or_relapse(s, origin, rem, prefix, opts, competing=paramcd == "CIR")
+            body = _close(s, origin, ev, "relapse or death", opts)
+            body["evidence"] = _uniq(rem["refs"] + body["evidence"])
+            row(paramcd, origin, body)
+    return out
+
+
+def derive_adtte(study: Study, options: EndpointOptions | None = None,
+                 responses: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
+    """ADaM-style ADTTE: one row per subject and parameter (OS, EFS, RFS, LFS, CIR), ELN 2022 Table 9.
+
+    ``responses``: subject_id, best_response, best_response_day (and optionally ``evidence``, a list of
+    ``"<file>:<row>"``), one row per subject or per assessment - e.g. the best-response engine's
+    output. Without it only OS is derived (EFS, RFS, LFS and CIR need the response).
+    ``relapses``: subject_id, relapse_day (and ``evidence``), relapses derived from the data (marrow
+    blasts, circulating blasts, EMD: :func:`cartlab.response.marrow.relapse`), counted as relapse
+    events in addition to the ``relapse_events`` of events.csv.
+
+    Definitions (module docstring and ``criteria/endpoints.yaml``): OS = death from any cause; EFS =
+    treatment failure (no CR/CRh/CRi by ``efs_landmark_day``: event at day 0 when evaluable or dead
+    before the landmark without assessment, censored at day 0 when alive and not evaluable), relapse
+    or death; RFS = relapse or death from the first remission day; LFS = the same from day 0; CIR =
+    relapse (EVENT 1) with death without relapse competing (EVENT 2), from the remission day. Censoring
+    on the day last known alive (``last_followup_day`` or a later event or assessment), or at HSCT /
+    new therapy when those options are on. RFS/LFS/CIR rows of subjects never in remission have
+    ``ANLFL`` empty, empty ``AVAL``/``CNSR`` and say why.
+
+    Columns: :data:`ADTTE_SCHEMA` (``CNSR`` 0 = event, 1 = censored; ``EVENT`` 0 = censored, 1 =
+    event, for CIR 1 = relapse, 2 = death without relapse). Raises ``ValueError`` naming every subject
+    that needs censoring but has no ``last_followup_day`` and no event or assessment (see
+    ``EndpointOptions.missing_followup``).
+    """
+    opts = options or EndpointOptions()
+    params = opts.params if opts.params is not None else (("OS",) if responses is None else PARAMCDS)
+    params = tuple(p for p in PARAMCDS if p in params)
+    if responses is None and any(p != "OS" for p in params):
+        raise ValueError(f"parameters {[p for p in params if p != 'OS']} need a responses frame "
+                         "(subject_id, best_response, best_response_day)")
+    resp = _responses_by_subject(responses, _study_ids(study))
+    rows: list[dict] = []
+    missing: list[str] = []
+    for s in _subjects(study, resp, opts, relapses):
+        try:
+            rows += _params_rows(s, params, opts)
+        except _Missing:
+            missing.append(s.sid)
+    if missing:
+        if opts.missing_followup == "error":
+            raise ValueError(
+                f"subject(s) {missing}: no last_followup_day and no event or response assessment to censor at; "
+                "give subjects.last_followup_day, or drop --strict (EndpointOptions(missing_followup="
+                "'last_observation')) to censor at the subject's last recorded row")
+        raise ValueError(f"subject(s) {missing}: no last_followup_day and no row at all to censor at; give "
+                         "subjects.last_followup_day")
+    censored = sorted({r["subject_id"] for r in rows if r.get("rule") == "censor.last_record"})
+    if censored:
+        warnings.warn(CartlabWarning(
+            f"{len(censored)} subject(s) have no last_followup_day and were censored at their last recorded row "
+            f"(ADTTE rule censor.last_record): {', '.join(censored[:20])}{' ...' if len(censored) > 20 else ''}"),
+            stacklevel=2)
+    for r in rows:
+        r["STUDYID"] = study.study_id
+    if not rows:
+        return pl.DataFrame(schema=ADTTE_SCHEMA)
+    return pl.DataFrame(rows, schema=ADTTE_SCHEMA)
+

@@ -1,0 +1,551 @@
+"""The row-loop haematotoxicity engines as they were before issue 14 (commit 45b3ff1), kept as an oracle.
+
+tests/test_hemato_vectorised.py checks that the vectorised engines of
+:mod:`cartlab.grading.hematotox` give identical frames on synthetic cohorts and edge cases. The
+code below is the old implementation verbatim (only its imports changed); do not "fix" it here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import load_criteria
+from cartlab.grading.hemato_common import CMP as _CMP
+from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
+from cartlab.grading.hemato_common import fmt as _fmt
+from cartlab.grading.hemato_common import from_canonical as _from_canonical
+from cartlab.grading.hemato_common import to_canonical as _to_canonical
+from cartlab.grading.hematotox import (
+    CarHematotoxOptions,
+    EasixOptions,
+    IecHsOptions,
+    RecoveryOptions,
+)
+from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref
+from cartlab.provenance import unique_refs as _uniq
+
+# the shared helpers as they were (hemato_common)
+
+
+def subject_ids(study: Study) -> list[str]:
+    """Subjects of ``subjects.csv`` in file order, then any subject seen only in observations."""
+    ids = list(study.subjects["subject_id"].to_list()) if study.subjects.height else []
+    seen = set(ids)
+    for sid in study.observations["subject_id"].unique(maintain_order=True).to_list():
+        if sid not in seen:
+            seen.add(sid)
+            ids.append(sid)
+    return ids
+
+
+def param_obs(study: Study, params: Iterable[str]) -> pl.DataFrame:
+    """Non-null observations of ``params`` with calendar day ``d`` and evidence ``ref``."""
+    return (
+        study.observations.filter(
+            pl.col("param").is_in(list(params)) & pl.col("value").is_not_null() & pl.col("day").is_not_null()
+        )
+        .with_columns(pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
+        .select("subject_id", "param", "day", "d", "value", "lln", "uln", "ref", "src_row")
+    )
+
+
+def daily_values(obs: pl.DataFrame, how: str) -> pl.DataFrame:
+    """One value per subject, param and calendar day: the ``how`` (min | max | last | mean) one."""
+    keys = ["subject_id", "param", "d"]
+    if how == "mean":
+        return obs.group_by(keys).agg(
+            pl.col("value").mean(), pl.col("ref").drop_nulls().alias("refs"),
+            pl.col("lln").first(), pl.col("uln").first(),
+        )
+    if how in ("min", "max"):
+        ordered = obs.sort(["value", "day", "src_row"], descending=[how == "max", False, False], nulls_last=True)
+    elif how == "last":
+        ordered = obs.sort(["day", "src_row"], descending=True, nulls_last=True)
+    else:
+        raise ValueError(f"unknown daily value {how!r} (min, max, last or mean)")
+    return ordered.group_by(keys, maintain_order=True).agg(
+        pl.col("value").first(),
+        pl.col("ref").first().alias("ref1"),
+        pl.col("lln").first(),
+        pl.col("uln").first(),
+    ).with_columns(
+        pl.when(pl.col("ref1").is_not_null()).then(pl.concat_list(pl.col("ref1")))
+        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("refs")
+    ).drop("ref1")
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def transfusion_days(study: Study, categories: Iterable[str]) -> pl.DataFrame:
+    """One row per subject and calendar day covered by an intervention of ``categories``
+    (``start_day`` to ``end_day`` inclusive; no end = the start day), with its evidence ``ref``."""
+    iv = study.interventions.filter(pl.col("category").is_in(list(categories)) & pl.col("start_day").is_not_null())
+    lo = pl.col("start_day").floor().cast(pl.Int64)
+    hi = pl.coalesce(pl.col("end_day"), pl.col("start_day")).floor().cast(pl.Int64)
+    return (
+        iv.with_columns(pl.int_ranges(lo, pl.max_horizontal(lo, hi) + 1).alias("d"), evidence_ref().alias("ref"))
+        .explode("d").select("subject_id", "d", "ref")
+    )
+
+
+_daily, _empty, _param_obs, _subject_ids = daily_values, empty, param_obs, subject_ids
+
+
+def _lymphodepletion_days(study: Study, agents: Iterable[str]) -> dict[str, tuple[float, list[str]]]:
+    """Per subject: (day of the first lymphodepletion dose, evidence of that dose)."""
+    names = [a.lower() for a in agents]
+    doses = study.doses.filter(
+        pl.col("agent").str.to_lowercase().is_in(names) & pl.col("day").is_not_null()
+    ).with_columns(evidence_ref().alias("ref")).sort("day")
+    out: dict[str, tuple[float, list[str]]] = {}
+    for row in doses.iter_rows(named=True):
+        sid = row["subject_id"]
+        if sid not in out:
+            out[sid] = (float(row["day"]), _uniq([row["ref"]]))
+        elif row["day"] == out[sid][0]:
+            out[sid] = (out[sid][0], _uniq(out[sid][1] + [row["ref"]]))
+    return out
+
+
+def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
+                   max_lookback: float | None) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    """Baseline values: the last value on or before the first lymphodepletion dose day, else the
+    last value before day 0. Returns ({subject: {param: row}}, {subject: reference info})."""
+    ld = _lymphodepletion_days(study, agents)
+    obs = _param_obs(study, params).sort(["day", "src_row"], nulls_last=True)
+    refs: dict[str, dict] = {}
+    for sid in _subject_ids(study):
+        if sid in ld:
+            refs[sid] = {"day": ld[sid][0], "how": f"on or before day {ld[sid][0]:g} (first lymphodepletion dose)",
+                         "rule": "baseline.first_lymphodepletion_day", "evidence": ld[sid][1]}
+        else:
+            refs[sid] = {"day": 0.0, "how": "before day 0 (no lymphodepletion dose recorded)",
+                         "rule": "baseline.before_day0", "evidence": []}
+    values: dict[str, dict[str, dict]] = {sid: {} for sid in refs}
+    for row in obs.iter_rows(named=True):
+        sid = row["subject_id"]
+        info = refs.get(sid)
+        if info is None:
+            continue
+        if info["rule"] == "baseline.first_lymphodepletion_day":
+            ok = row["d"] <= math.floor(info["day"])
+        else:
+            ok = row["day"] < 0
+        if ok and max_lookback is not None:
+            ok = row["day"] >= info["day"] - float(max_lookback)
+        if ok:
+            values[sid][row["param"]] = row  # rows are sorted by day: the last one wins
+    return values, refs
+
+
+
+
+def _transfusion_days(study: Study, categories: tuple[str, ...]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for sid, d in transfusion_days(study, categories).select("subject_id", "d").iter_rows():
+        out.setdefault(sid, set()).add(d)
+    return out
+
+
+def _recovery_one(points: list[tuple[int, float, list[str]]], rule: dict, opts: dict, thr: float,
+                  transfused: set[int] | None, label: str) -> tuple[int | None, str, list[str]]:
+    """(recovery day, reason, evidence) for one subject's daily values ``points`` (day, value, refs)."""
+    meets = _CMP[rule["op"]]
+    k = int(opts["consecutive"])
+    pts = [p for p in points if p[0] >= 0]
+    if not pts:
+        return None, f"no {label} from day 0 on.", []
+    if opts["start"] == "nadir":
+        nadir = min(pts, key=lambda p: (p[1], p[0]))
+        if meets(nadir[1], thr):
+            return None, f"not applicable: {label} never below {_fmt(thr)} from day 0 (nadir {_fmt(nadir[1])} on day {nadir[0]}).", nadir[2]
+        after, start_txt, start_refs = nadir[0], f"after the nadir {_fmt(nadir[1])} on day {nadir[0]}", nadir[2]
+    elif opts["start"] == "first_drop":
+        drop = next((p for p in pts if not meets(p[1], thr)), None)
+        if drop is None:
+            return None, f"not applicable: {label} never below {_fmt(thr)} from day 0.", []
+        after, start_txt, start_refs = drop[0], f"after the first value below {_fmt(thr)} on day {drop[0]}", drop[2]
+    elif opts["start"] == "day0":
+        after, start_txt, start_refs = -1, "from day 0", []
+    else:
+        raise ValueError(f"unknown recovery start {opts['start']!r} (nadir, first_drop or day0)")
+    cand = [p for p in pts if p[0] > after]
+    by_day = {p[0]: p for p in cand}
+    for i, p in enumerate(cand):
+        if opts["mode"] == "days":
+            seq = [by_day.get(p[0] + j) for j in range(k)]
+        elif opts["mode"] == "measurements":
+            seq = cand[i:i + k] if i + k <= len(cand) else [None]
+        else:
+            raise ValueError(f"unknown recovery mode {opts['mode']!r} (days or measurements)")
+        if any(s is None or not meets(s[1], thr) for s in seq):
+            continue
+        if transfused is not None:
+            last = seq[-1][0] if opts["transfusion_free_during_counting"] else p[0] - 1
+            window = range(p[0] - int(opts["platelet_transfusion_free_days"]), last + 1)
+            hit = sorted(d for d in window if d in transfused)
+            if hit:
+                continue
+        days = ", ".join(str(s[0]) for s in seq)
+        extra = (f", no platelet transfusion from day {p[0] - int(opts['platelet_transfusion_free_days'])}"
+                 if transfused is not None else "")
+        return p[0], (f"{label} {rule['op']} {_fmt(thr)} on days {days} {start_txt}{extra} -> recovery day {p[0]}."), \
+            _uniq(start_refs + [r for s in seq for r in s[2]])
+    last_day = pts[-1][0]
+    return None, f"not reached: no {k} consecutive {opts['mode']} with {label} {rule['op']} {_fmt(thr)} {start_txt} up to day {last_day}.", start_refs
+
+
+def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
+    """Neutrophil and platelet recovery day per subject (ASTCT / CIBMTR definitions).
+
+    Columns: ``neutrophil_recovery_day``, ``platelet_recovery_day`` (Float64, null = not reached or
+    not applicable) and for each its ``_rule``, ``_reason`` and ``_evidence``.
+    Uses measured values only (lowest of a calendar day); days are calendar days after day 0.
+    """
+    options = options or RecoveryOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)["recovery"]
+    sids = _subject_ids(study)
+    daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").sort("subject_id", "param", "d")
+    pts: dict[tuple[str, str], list] = {}
+    for r in daily.iter_rows(named=True):
+        pts.setdefault((r["subject_id"], r["param"]), []).append((r["d"], r["value"], list(r["refs"])))
+    tx = _transfusion_days(study, opts["platelet_transfusion_categories"])
+    cols: dict[str, list] = {"subject_id": []}
+    for kind in ("neutrophil", "platelet"):
+        for c in ("day", "rule", "reason", "evidence"):
+            cols[f"{kind}_recovery_{c}"] = []
+    for sid in sids:
+        cols["subject_id"].append(sid)
+        for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
+            rule = table[kind]
+            thr = _to_canonical(rule["value"], rule["unit"], rule["param"])
+            day, why, ev = _recovery_one(pts.get((sid, rule["param"]), []), rule, opts, thr,
+                                         tx.get(sid, set()) if kind == "platelet" else None, label)
+            cols[f"{kind}_recovery_day"].append(None if day is None else float(day))
+            cols[f"{kind}_recovery_rule"].append(rule["id"])
+            cols[f"{kind}_recovery_reason"].append(why)
+            cols[f"{kind}_recovery_evidence"].append(ev)
+    schema = {"subject_id": pl.String}
+    for kind in ("neutrophil", "platelet"):
+        schema |= {f"{kind}_recovery_day": pl.Float64, f"{kind}_recovery_rule": pl.String,
+                   f"{kind}_recovery_reason": pl.String, f"{kind}_recovery_evidence": EVIDENCE}
+    return pl.DataFrame(cols, schema=schema)
+
+
+_INCLUSIVE = {"<": "<=", ">": ">=", "<=": "<=", ">=": ">="}
+
+
+def _item_points(item: dict, value: float, opts: dict) -> tuple[int, str]:
+    """Points of one CAR-HEMATOTOX item for a canonical value, and the matching row's text."""
+    for row in item["points"]:
+        op = row["op"]
+        if row.get("boundary") == "undefined" and opts["undefined_boundary"] == "worst":
+            op = _INCLUSIVE[op]
+        if _CMP[op](value, _to_canonical(row["value"], item["unit"], item["param"])):
+            return int(row["points"]), row["text"]
+    return int(item["else"]["points"]), item["else"]["text"]
+
+
+def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> pl.DataFrame:
+    """CAR-HEMATOTOX score (0-7) and risk group per subject from pre-lymphodepletion values.
+
+    Columns: ``hematotox_score`` (Int64; null when an input is missing), ``hematotox_score_min`` /
+    ``_max`` (the possible range given the missing inputs), ``hematotox_risk`` ("low" | "high"; null
+    when the range spans both groups), ``hematotox_missing`` (params without a baseline value),
+    ``baseline_day`` (reference day) and ``baseline_rule``, per item ``<param>_value`` (canonical
+    unit), ``<param>_day`` and ``<param>_points``, and ``rule``, ``reason``, ``evidence``.
+    """
+    options = options or CarHematotoxOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
+    items = table["items"]
+    groups = sorted(table["risk_groups"], key=lambda g: -int(g["min_score"]))
+    values, refs = _pre_ld_values(study, [i["param"] for i in items], opts["lymphodepletion_agents"],
+                                  opts["max_lookback_days"])
+    rows = []
+    for sid, vals in values.items():
+        ref = refs[sid]
+        row: dict[str, Any] = {"subject_id": sid, "baseline_day": ref["day"], "baseline_rule": ref["rule"]}
+        lo = hi = 0
+        missing, parts, ev = [], [], list(ref["evidence"])
+        for item in items:
+            p = item["param"]
+            key = p.lower()
+            v = vals.get(p)
+            if v is None:
+                top = max([int(r["points"]) for r in item["points"]] + [int(item["else"]["points"])])
+                hi += top
+                missing.append(p)
+                row |= {f"{key}_value": None, f"{key}_day": None, f"{key}_points": None}
+                parts.append(f"{item['label']} missing (0-{top} points)")
+                continue
+            pts, txt = _item_points(item, v["value"], opts)
+            lo += pts
+            hi += pts
+            row |= {f"{key}_value": v["value"], f"{key}_day": v["day"], f"{key}_points": pts}
+            shown = _from_canonical(v["value"], item["unit"], p)
+            parts.append(f"{item['label']} {_fmt(shown)} {item['unit']} (day {_fmt(v['day'])}) -> {pts} [{txt}]")
+            ev.append(v["ref"])
+        risk = None
+        for g in groups:
+            if lo >= int(g["min_score"]):
+                top_group = g
+                break
+        else:
+            top_group = None
+        for g in groups:
+            if hi >= int(g["min_score"]):
+                hi_group = g
+                break
+        else:
+            hi_group = None
+        if top_group is not None and hi_group is not None and top_group["id"] == hi_group["id"]:
+            risk = top_group
+        score = lo if not missing else None
+        score_txt = f"score {lo}" if not missing else f"score {lo}-{hi} ({', '.join(missing)} missing)"
+        risk_txt = (f"{risk['label']} risk (score >= {risk['min_score']})" if risk is not None
+                    else "risk group undetermined: the possible scores span more than one group")
+        row |= {
+            "hematotox_score": score, "hematotox_score_min": lo, "hematotox_score_max": hi,
+            "hematotox_risk": risk["label"] if risk else None, "hematotox_missing": missing,
+            # the risk group and every item scored: the row rests on each item's cut-offs
+            "rule": "; ".join([risk["id"] if risk else "car_hematotox.undetermined",
+                               *(i.get("id", i["param"]) for i in items if i["param"] not in missing)]),
+            "reason": f"baseline {ref['how']}: " + "; ".join(parts) + f" -> {score_txt}, {risk_txt}.",
+            "evidence": _uniq(ev),
+        }
+        rows.append(row)
+    schema = {"subject_id": pl.String, "hematotox_score": pl.Int64, "hematotox_score_min": pl.Int64,
+              "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String, "hematotox_missing": pl.List(pl.String),
+              "baseline_day": pl.Float64, "baseline_rule": pl.String}
+    for item in items:
+        k = item["param"].lower()
+        schema |= {f"{k}_value": pl.Float64, f"{k}_day": pl.Float64, f"{k}_points": pl.Int64}
+    schema |= {"rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+    if not rows:
+        return _empty(schema)
+    return pl.DataFrame(rows, schema=schema)
+
+
+def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | None = None) -> pl.DataFrame:
+    """EASIX, m-EASIX and s-EASIX per subject at one timepoint (or per day).
+
+    ``day``: ``"pre_ld"`` (default; last values on or before the first lymphodepletion dose, else
+    before day 0), a number (calendar day, with ``day_tolerance_days``), or ``"each"`` (one row per
+    subject and calendar day with any input). Inputs are converted from their canonical units to the
+    formula units (CREAT umol/L -> mg/dL with its molar mass, CRP mg/L -> mg/dL). Columns: the inputs
+    (``ldh_u_l``, ``creat_mg_dl``, ``crp_mg_dl``, ``plat_1e9_l``) with their ``_day``, each score and
+    ``log<base>_<score>``, ``missing``, ``rule`` (scores computed), ``reason``, ``evidence``.
+    """
+    options = options or EasixOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
+    inputs: dict[str, dict] = table["inputs"]
+    base = opts["log_base"]
+    # one dict per output row: subject_id, timepoint, day, {param: row}
+    frames: list[tuple[str, str, float | None, dict[str, dict]]] = []
+    if day == "pre_ld":
+        values, refs = _pre_ld_values(study, inputs, opts["lymphodepletion_agents"], opts["max_lookback_days"])
+        for sid, vals in values.items():
+            frames.append((sid, "pre_ld", refs[sid]["day"], vals))
+    else:
+        daily = _daily(_param_obs(study, inputs), opts["daily_value"])
+        by: dict[tuple[str, int], dict[str, dict]] = {}
+        for r in daily.iter_rows(named=True):
+            by.setdefault((r["subject_id"], r["d"]), {})[r["param"]] = {
+                "value": r["value"], "day": float(r["d"]), "ref": r["refs"][0] if r["refs"] else None}
+        if day == "each":
+            for (sid, d), vals in sorted(by.items()):
+                frames.append((sid, "each", float(d), vals))
+        elif isinstance(day, (int, float)):
+            tol = int(opts["day_tolerance_days"])
+            target = math.floor(day)
+            for sid in _subject_ids(study):
+                vals: dict[str, dict] = {}
+                for p in inputs:
+                    for off in sorted(range(-tol, tol + 1), key=lambda o: (abs(o), o)):
+                        hit = by.get((sid, target + off), {}).get(p)
+                        if hit is not None:
+                            vals[p] = hit
+                            break
+                frames.append((sid, f"day {target}", float(target), vals))
+        else:
+            raise ValueError(f"day must be 'pre_ld', 'each' or a number, not {day!r}")
+    rows = []
+    for sid, tp, d, vals in frames:
+        row: dict[str, Any] = {"subject_id": sid, "timepoint": tp, "day": d}
+        conv: dict[str, float | None] = {}
+        for p, spec in inputs.items():
+            v = vals.get(p)
+            conv[p] = None if v is None else _from_canonical(v["value"], spec["unit"], p)
+            row[spec["column"]] = conv[p]
+            row[f"{spec['column']}_day"] = None if v is None else v["day"]
+        missing = [p for p in inputs if conv[p] is None]
+        done, parts, ev = [], [], []
+        for sc in table["scores"]:
+            need = sc["numerator"] + sc["denominator"]
+            val = None
+            if all(conv[p] is not None for p in need):
+                den = math.prod(conv[p] for p in sc["denominator"])
+                if den > 0:
+                    val = math.prod(conv[p] for p in sc["numerator"]) / den
+            row[sc["id"]] = val
+            row[f"log{base:g}_{sc['id']}"] = math.log(val, base) if val else None
+            if val is not None:
+                done.append(sc["id"])
+                terms = " x ".join(f"{_fmt(conv[p])} {inputs[p]['unit']}" for p in sc["numerator"])
+                dens = " x ".join(f"{_fmt(conv[p])} {inputs[p]['unit']}" for p in sc["denominator"])
+                parts.append(f"{sc['id']} = {terms} / {dens} = {_fmt(val)} (log{base:g} {_fmt(math.log(val, base))})")
+                ev += [vals[p]["ref"] for p in need]
+            else:
+                why = "platelets 0" if all(conv[p] is not None for p in need) else \
+                    "missing " + ", ".join(p for p in need if conv[p] is None)
+                parts.append(f"{sc['id']} not computable ({why})")
+        notes = [f"{p} {_fmt(vals[p]['value'])} {_canonical_unit(p)[0]} -> {_fmt(conv[p])} {inputs[p]['unit']}"
+                 for p in inputs if conv[p] is not None and _canonical_unit(p)[0] != inputs[p]["unit"]]
+        row |= {"missing": missing, "rule": ", ".join(done) if done else None,
+                "reason": "; ".join(parts) + (f" [converted: {'; '.join(notes)}]" if notes else "") + ".",
+                "evidence": _uniq(ev)}
+        rows.append(row)
+    schema: dict[str, pl.DataType] = {"subject_id": pl.String, "timepoint": pl.String, "day": pl.Float64}
+    for spec in inputs.values():
+        schema |= {spec["column"]: pl.Float64, f"{spec['column']}_day": pl.Float64}
+    for sc in table["scores"]:
+        schema |= {sc["id"]: pl.Float64, f"log{base:g}_{sc['id']}": pl.Float64}
+    schema |= {"missing": pl.List(pl.String), "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+    if not rows:
+        return _empty(schema)
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _cond_params(criteria: list[dict]) -> set[str]:
+    return {c["param"] for crit in criteria if crit.get("computable") for alt in crit["any"] for c in alt}
+
+
+def _eval_condition(c: dict, day_vals: dict[str, dict], base: dict[str, dict]) -> tuple[bool | None, str, list[str]]:
+    """(holds, text, evidence) for one condition; holds is None when the data cannot decide."""
+    p, op = c["param"], c["op"]
+    v = day_vals.get(p, {}).get("min" if op.startswith("<") else "max")
+    if v is None:
+        return None, f"no {p}", []
+    b = base.get(p)
+    if "baseline" in c:
+        abnormal = b is not None and b["uln"] is not None and b["value"] > b["uln"]
+        if (c["baseline"] == "abnormal") != abnormal:
+            return False, "", []
+    kind, k = c["compare"], float(c["value"])
+    unit = _canonical_unit(p)[0]
+    if kind == "value":
+        ref, what = _to_canonical(k, c["unit"], p), f"{_fmt(k)} {c['unit']}"
+    elif kind in ("uln_multiple", "lln_multiple"):
+        lim = v["uln"] if kind == "uln_multiple" else v["lln"]
+        name = "ULN" if kind == "uln_multiple" else "LLN"
+        if lim is None:
+            return None, f"{p} has no {name}", []
+        ref, what = k * lim, f"{_fmt(k)} x {name} ({_fmt(lim)})"
+    elif kind == "baseline_multiple":
+        if b is None:
+            return None, f"no baseline {p}", []
+        ref, what = k * b["value"], f"{_fmt(k)} x baseline ({_fmt(b['value'])} on day {b['d']})"
+    else:
+        raise ValueError(f"unknown comparison {kind!r}")
+    holds = _CMP[op](v["value"], ref)
+    refs = [v["ref"]] + ([b["ref"]] if kind == "baseline_multiple" and b else [])
+    return holds, f"{p} {_fmt(v['value'])} {unit} on day {v['d']} {op} {what}", refs
+
+
+def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFrame:
+    """Days on which the data meet the computable IEC-HS criteria (Hines 2023) - a flag, not a diagnosis.
+
+    One row per subject and calendar day (from ``start_day``) with any criterion parameter measured.
+    Columns: ``iec_hs_flag`` (a key criterion and >= ``min_supporting`` supporting criteria met),
+    ``key_met``, ``supporting_met``, ``not_evaluable`` (criteria the data cannot decide that day),
+    ``needs_adjudication`` (criteria that are never computed: hemophagocytosis, rapid rise, timing,
+    attribution), ``rule``, ``reason`` and ``evidence``. Thresholds are unverified (see the table).
+    """
+    options = options or IecHsOptions()
+    opts = options.resolved()
+    table = load_criteria(options.criteria)
+    key = [c for c in table["key"] if c["id"] not in options.exclude]
+    sup = [c for c in table["supporting"] if c["id"] not in options.exclude]
+    adjud = [c["id"] for c in key + sup if not c.get("computable")] + [c["id"] for c in table.get("adjudication_only", [])]
+    params = _cond_params(key + sup)
+    obs = _param_obs(study, params)
+    lo_d = _daily(obs, "min").rename({"value": "min", "refs": "min_refs"})
+    hi_d = _daily(obs, "max").select("subject_id", "param", "d", pl.col("value").alias("max"), pl.col("refs").alias("max_refs"))
+    daily = lo_d.join(hi_d, on=["subject_id", "param", "d"], how="left").sort("subject_id", "param", "d")
+    series: dict[tuple[str, str], list[dict]] = {}
+    for r in daily.iter_rows(named=True):
+        series.setdefault((r["subject_id"], r["param"]), []).append(r)
+    base_obs = obs.filter(pl.col("d") <= int(opts["baseline_day"])).sort(["day", "src_row"], nulls_last=True)
+    baseline: dict[str, dict[str, dict]] = {}
+    for r in base_obs.iter_rows(named=True):
+        baseline.setdefault(r["subject_id"], {})[r["param"]] = r
+    w = int(opts["lab_window_days"])
+    rows = []
+    for sid in _subject_ids(study):
+        days = sorted({r["d"] for (s, _), lst in series.items() if s == sid for r in lst if r["d"] >= int(opts["start_day"])})
+        base = baseline.get(sid, {})
+        for d in days:
+            day_vals: dict[str, dict] = {}
+            for p in params:
+                cands = [r for r in series.get((sid, p), []) if d - w <= r["d"] <= d]
+                if cands:
+                    mn = min(cands, key=lambda r: (r["min"], -r["d"]))
+                    mx = max(cands, key=lambda r: (r["max"], r["d"]))
+                    day_vals[p] = {
+                        "min": {"value": mn["min"], "d": mn["d"], "lln": mn["lln"], "uln": mn["uln"], "ref": (mn["min_refs"] or [None])[0]},
+                        "max": {"value": mx["max"], "d": mx["d"], "lln": mx["lln"], "uln": mx["uln"], "ref": (mx["max_refs"] or [None])[0]},
+                    }
+            met: dict[str, list[str]] = {"key": [], "supporting": []}
+            not_eval, texts, ev = [], [], []
+            for role, crits in (("key", key), ("supporting", sup)):
+                for crit in crits:
+                    if not crit.get("computable"):
+                        continue
+                    decided, hit_txt = False, None
+                    for alt in crit["any"]:
+                        res = [_eval_condition(c, day_vals, base) for c in alt]
+                        if all(h is True for h, _, _ in res):
+                            hit_txt = " and ".join(t for _, t, _ in res)
+                            ev += [x for _, _, refs in res for x in refs]
+                            break
+                        if any(h is False for h, _, _ in res):
+                            decided = True
+                    if hit_txt is not None:
+                        met[role].append(crit["id"])
+                        texts.append(f"{crit['id']}: {hit_txt}")
+                    elif not decided:
+                        not_eval.append(crit["id"])
+            flag = bool(met["key"]) and len(met["supporting"]) >= int(opts["min_supporting"])
+            if flag:
+                reason = (f"data meet {', '.join(met['key'])} and {len(met['supporting'])} supporting criterion(s) "
+                          f"({'; '.join(texts)}) -> flagged for review, not a diagnosis; needs adjudication of "
+                          f"{', '.join(adjud)}.")
+            elif texts:
+                reason = (f"not flagged: {'; '.join(texts)}; needs a key (ferritin) criterion and "
+                          f">= {opts['min_supporting']} supporting criterion(s).")
+            else:
+                reason = "not flagged: no computable IEC-HS criterion met."
+            rows.append({
+                "subject_id": sid, "day": d, "iec_hs_flag": flag, "key_met": met["key"],
+                "supporting_met": met["supporting"], "not_evaluable": not_eval, "needs_adjudication": adjud,
+                # the decision and the criteria met: the row's status is that of the least verified
+                "rule": "; ".join(["iec_hs.flag" if flag else "iec_hs.no_flag", *met["key"], *met["supporting"]]),
+                "reason": reason,
+                "evidence": _uniq(ev) if (flag or texts) else [],
+            })
+    schema = {"subject_id": pl.String, "day": pl.Int64, "iec_hs_flag": pl.Boolean, "key_met": pl.List(pl.String),
+              "supporting_met": pl.List(pl.String), "not_evaluable": pl.List(pl.String),
+              "needs_adjudication": pl.List(pl.String), "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+    if not rows:
+        return _empty(schema)
+    return pl.DataFrame(rows, schema=schema)
