@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import hemato_reference as ref
+import icaht_reference as icaht_ref
 import numpy as np
 import polars as pl
 import pytest
@@ -23,8 +24,10 @@ from cartlab.grading import hematotox as new
 from cartlab.grading.hematotox import (
     CarHematotoxOptions,
     EasixOptions,
+    IcahtOptions,
     IecHsOptions,
     RecoveryOptions,
+    TIcahtOptions,
 )
 from cartlab.io import read_study
 from cartlab.model import Study
@@ -102,10 +105,31 @@ CASES = [
 ]
 
 
+ICAHT_OPTIONS = [
+    IcahtOptions(),
+    IcahtOptions(duration="longest_run", interpolate=False, late_min_measurements=3, daily_value="mean"),
+    IcahtOptions(max_interpolation_gap_days=2, inclusive=False, late_end_at_last_followup=False,
+                 late_window_end_inclusive=False, never_above_requires_full_window=True, late_end_events_from_day=-10),
+]
+T_ICAHT_OPTIONS = [
+    TIcahtOptions(),
+    TIcahtOptions(censor_day_inclusive=False, transfusion_supported_levels=("20", "50"), inclusive=True,
+                  duration="longest_run", late_end_at_last_followup=False, late_window_end_inclusive=False),
+    TIcahtOptions(platelet_transfusion_free_days=0, censor_events=("death",), late_end_events=("relapse",),
+                  daily_value="max", count_recovery_days_in_run=False, late_min_measurements=1),
+]
+CASES += [(fn, (o,), {}) for o in ICAHT_OPTIONS for fn in ("icaht", "icaht_daily")]
+CASES += [(fn, (o,), {}) for o in T_ICAHT_OPTIONS for fn in ("t_icaht", "t_icaht_daily")]
+
+
+def oracle(fn: str):
+    return getattr(icaht_ref if "icaht" in fn else ref, fn)
+
+
 @pytest.mark.parametrize("fn,args,kwargs", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_vectorised_engine_equals_the_row_loop_oracle(studies, fn, args, kwargs):
     for name, study in studies.items():
-        expected = getattr(ref, fn)(study, *args, **kwargs)
+        expected = oracle(fn)(study, *args, **kwargs)
         got = getattr(new, fn)(study, *args, **kwargs)
         assert got.height > 0, (name, fn)
         try:
@@ -119,5 +143,6 @@ def test_empty_study_gives_the_same_empty_frames():
     blank = dataclasses.replace(s, subjects=s.subjects.clear(), observations=s.observations.clear(),
                                 doses=s.doses.clear(), interventions=s.interventions.clear(), events=s.events.clear())
     for fn, args in (("recovery_days", ()), ("car_hematotox", ()), ("easix", ()), ("easix", ("each",)),
-                     ("easix", (3,)), ("iec_hs_flags", ())):
-        assert_frame_equal(getattr(new, fn)(blank, *args), getattr(ref, fn)(blank, *args))
+                     ("easix", (3,)), ("iec_hs_flags", ()), ("icaht", ()), ("t_icaht", ()), ("icaht_daily", ()),
+                     ("t_icaht_daily", ())):
+        assert_frame_equal(getattr(new, fn)(blank, *args), oracle(fn)(blank, *args))

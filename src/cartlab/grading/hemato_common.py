@@ -21,7 +21,7 @@ import polars as pl
 
 from cartlab.io.dictionary import load_dictionary
 from cartlab.model import Study
-from cartlab.provenance import EVIDENCE, evidence_ref, unique_refs
+from cartlab.provenance import EVIDENCE, evidence_ref
 from cartlab.units import conversion
 
 CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
@@ -81,6 +81,11 @@ def fmt_expr(expr: pl.Expr, digits: int = 4) -> pl.Expr:
                                 return_dtype=pl.String)
 
     return expr.map_batches(one, return_dtype=pl.String)
+
+
+def py_str(expr: pl.Expr) -> pl.Expr:
+    """An Int, Boolean-free or String expression as Python's ``str()`` writes it (null -> "None")."""
+    return expr.cast(pl.String).fill_null(pl.lit("None"))
 
 
 def subject_ids(study: Study) -> list[str]:
@@ -343,39 +348,41 @@ def below_durations(frame: pl.DataFrame, flag: str, stable: int, count_gap: bool
 
 
 def event_windows(study: Study, sids: list[str], start: float, end_day: float, events: Iterable[str],
-                  at_last_followup: bool, min_event_day: float | None = None) -> dict[str, dict[str, Any]]:
-    """Per subject: ``start``, ``end`` (the earliest of ``end_day``, the first of ``events`` - only
-    those on or after ``min_event_day`` when given - and, when ``at_last_followup``, the last
-    follow-up day), ``why`` (what ends it) and ``evidence`` (the rows of the ending events)."""
+                  at_last_followup: bool, min_event_day: float | None = None) -> pl.DataFrame:
+    """One row per subject of ``sids`` (in that order): ``start``, ``end`` (the earliest of
+    ``end_day``, the first of ``events`` - only those on or after ``min_event_day`` when given - and,
+    when ``at_last_followup``, the last follow-up day), ``why`` (what ends it, ", "-joined when
+    several do) and ``evidence`` (the rows of the ending events)."""
+    sid = "subject_id"
     ev = study.events.filter(pl.col("event").is_in(list(events)) & pl.col("day").is_not_null())
     if min_event_day is not None:
         ev = ev.filter(pl.col("day") >= float(min_event_day))
     ev = ev.with_columns(evidence_ref().alias("ref")).sort("day")
-    lfu = dict(zip(study.subjects["subject_id"].to_list(), study.subjects["last_followup_day"].to_list())) \
-        if study.subjects.height else {}
-    by_subject: dict[str, list[dict[str, Any]]] = {}
-    for row in ev.iter_rows(named=True):
-        by_subject.setdefault(row["subject_id"], []).append(row)
-    out: dict[str, dict[str, Any]] = {}
-    for sid in sids:
-        ends: list[tuple[float, str, list[str]]] = [(float(end_day), f"day {end_day:g}", [])]
-        for row in by_subject.get(sid, ()):
-            ends.append((float(row["day"]), row["event"], unique_refs([row["ref"]])))
-        if at_last_followup and lfu.get(sid) is not None:
-            ends.append((float(lfu[sid]), "last follow-up", []))
-        end = min(e[0] for e in ends)
-        why = [e for e in ends if e[0] == end]
-        out[sid] = {"start": float(start), "end": end, "why": ", ".join(w[1] for w in why),
-                    "evidence": unique_refs(r for w in why for r in w[2])}
-    return out
+    subjects = pl.DataFrame({sid: sids, "_order": range(len(sids))}, schema={sid: pl.String, "_order": pl.Int64})
+    ends = [
+        subjects.select(sid, pl.lit(float(end_day)).alias("day"), pl.lit(f"day {end_day:g}").alias("why"),
+                        pl.lit(None, dtype=pl.String).alias("ref"), pl.lit(0).alias("_k")),
+        ev.select(sid, pl.col("day").cast(pl.Float64), pl.col("event").cast(pl.String).alias("why"), "ref",
+                  pl.lit(1).alias("_k")),
+    ]
+    if at_last_followup and study.subjects.height:
+        lfu = study.subjects.unique(sid, keep="last", maintain_order=True).filter(
+            pl.col("last_followup_day").is_not_null())
+        ends.append(lfu.select(sid, pl.col("last_followup_day").cast(pl.Float64).alias("day"),
+                               pl.lit("last follow-up").alias("why"), pl.lit(None, dtype=pl.String).alias("ref"),
+                               pl.lit(2).alias("_k")))
+    first = (pl.concat([e.with_row_index("_i") for e in ends]).join(subjects, on=sid, how="inner")
+             .sort("_order", "_k", "_i").filter(pl.col("day") == pl.col("day").min().over(sid))
+             .group_by(sid, maintain_order=True).agg(
+                 pl.col("day").first().alias("end"), pl.col("why").str.join(", "),
+                 pl.col("ref").drop_nulls().unique(maintain_order=True).alias("evidence")))
+    return subjects.join(first, on=sid, how="left").sort("_order").select(
+        sid, pl.lit(float(start)).alias("start"), "end", "why", pl.col("evidence").cast(EVIDENCE))
 
 
-def windows_frame(wins: dict[str, dict[str, Any]]) -> pl.DataFrame:
+def windows_frame(wins: pl.DataFrame) -> pl.DataFrame:
     """``subject_id``, ``_ws``, ``_we`` (window start and end) of :func:`event_windows`."""
-    return pl.DataFrame(
-        {"subject_id": list(wins), "_ws": [w["start"] for w in wins.values()], "_we": [w["end"] for w in wins.values()]},
-        schema={"subject_id": pl.String, "_ws": pl.Float64, "_we": pl.Float64},
-    )
+    return wins.select("subject_id", pl.col("start").alias("_ws"), pl.col("end").alias("_we"))
 
 
 def in_window(end_inclusive: bool) -> pl.Expr:

@@ -19,13 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.grading.common import (
-    EVIDENCE,
-    domain_grade,
-    load_criteria,
-    rule_text,
-    unique_refs,
-)
+from cartlab.grading.common import domain_grade, load_criteria, rule_text
 from cartlab.grading.hemato_common import (
     CMP,
     DURATIONS,
@@ -34,13 +28,16 @@ from cartlab.grading.hemato_common import (
     empty,
     event_windows,
     fmt,
+    fmt_expr,
     in_window,
+    py_str,
     resolve,
     subject_ids,
     to_canonical,
     windows_frame,
 )
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE
 
 __all__ = ["IcahtOptions", "icaht", "icaht_daily", "icaht_episodes", "icaht_summary"]
 
@@ -114,7 +111,7 @@ def _early_level_names(table: dict[str, Any], levels: dict[str, float]) -> list[
     return sorted(used, key=lambda n: -levels[n])
 
 
-def _late_windows(study: Study, opts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _late_windows(study: Study, opts: dict[str, Any]) -> pl.DataFrame:
     return event_windows(study, subject_ids(study), opts["late_start_day"], opts["late_end_day"],
                          opts["late_end_events"], opts["late_end_at_last_followup"],
                          min_event_day=opts["late_end_events_from_day"])
@@ -166,7 +163,7 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
         d = below_durations(win, f"anc_le_{name}", int(opts["stable_recovery_days"]),
                             bool(opts["count_recovery_days_in_run"]), opts["duration"])
         out = out.join(d.rename({c: f"anc_le_{name}_{c}" for c in d.columns if c != "subject_id"}),
-                       on="subject_id", how="left")
+                       on="subject_id", how="left", maintain_order="left")
         complete = (pl.col("early_n_days") == hi - lo + 1) | pl.lit(not opts["never_above_requires_full_window"])
         out = out.with_columns(
             ((pl.col("early_n_days") > 0) & pl.col(f"_all_{name}").fill_null(False) & complete)
@@ -174,29 +171,29 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     return out.drop([f"_all_{n}" for n in levels])
 
 
-def _late_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float],
-                   wins: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
+                   wins: pl.DataFrame) -> pl.DataFrame:
+    """Per subject (the rows of ``wins``): the late window, its measured ANCs (count, lowest and
+    second lowest with their days, count at or below each level) and evidence."""
+    sid = "subject_id"
     cmp = CMP["<=" if opts["inclusive"] else "<"]
     meas = daily.filter((pl.col("source") == "measured") & (pl.col("window") == "late"))
-    by_sid = {k[0]: g for k, g in meas.partition_by("subject_id", as_dict=True).items()}
-    rows = []
-    for sid in sids:
-        w = wins[sid]
-        g = by_sid.get(sid)
-        pts = [] if g is None else sorted(((r["anc"], r["day"], r["evidence"]) for r in g.iter_rows(named=True)),
-                                          key=lambda t: (t[0], t[1]))
-        row: dict[str, Any] = {
-            "subject_id": sid, "late_window_start": float(w["start"]), "late_window_end": w["end"],
-            "late_window_end_reason": w["why"], "late_n_measurements": len(pts),
-            "late_anc_nadir": pts[0][0] if pts else None, "late_anc_nadir_day": pts[0][1] if pts else None,
-            "late_anc_confirmed": pts[1][0] if len(pts) > 1 else None,
-            "late_anc_confirmed_day": pts[1][1] if len(pts) > 1 else None,
-            "late_evidence": unique_refs([r for p in sorted(pts, key=lambda t: t[1]) for r in p[2]] + w["evidence"]),
-        }
-        for name, thr in levels.items():
-            row[f"late_n_anc_{name}"] = sum(1 for p in pts if cmp(p[0], thr))
-        rows.append(row)
-    return rows
+    by_value = meas.sort("anc", "day").group_by(sid, maintain_order=True).agg(
+        pl.len().alias("late_n_measurements"),
+        pl.col("anc").first().alias("late_anc_nadir"), pl.col("day").first().alias("late_anc_nadir_day"),
+        pl.col("anc").get(1, null_on_oob=True).alias("late_anc_confirmed"),
+        pl.col("day").get(1, null_on_oob=True).alias("late_anc_confirmed_day"),
+        *[cmp(pl.col("anc"), thr).sum().alias(f"late_n_anc_{name}") for name, thr in levels.items()])
+    refs = meas.sort("day").group_by(sid, maintain_order=True).agg(pl.col("evidence").explode().alias("_refs"))
+    counts = ["late_n_measurements", *[f"late_n_anc_{name}" for name in levels]]
+    return wins.join(by_value, on=sid, how="left", maintain_order="left").join(refs, on=sid, how="left", maintain_order="left").select(
+        sid, pl.col("start").alias("late_window_start"), pl.col("end").alias("late_window_end"),
+        pl.col("why").alias("late_window_end_reason"), pl.col("late_n_measurements").fill_null(0),
+        "late_anc_nadir", "late_anc_nadir_day", "late_anc_confirmed", "late_anc_confirmed_day",
+        pl.concat_list(pl.col("_refs").fill_null(pl.lit([], dtype=EVIDENCE)), "evidence").list.drop_nulls()
+        .list.unique(maintain_order=True).alias("late_evidence"),
+        *[pl.col(c).fill_null(0).cast(pl.Int64) for c in counts[1:]],
+    ).with_columns(pl.col("late_n_measurements").cast(pl.Int64))
 
 
 def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
@@ -220,10 +217,9 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
         return empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
                        "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
     daily = icaht_daily(study, options)
-    wins = _late_windows(study, opts)
     early = _early_features(daily, sids, opts, levels)
-    late = pl.DataFrame(_late_features(daily, sids, opts, levels, wins), infer_schema_length=None)
-    f = early.join(late, on="subject_id", how="left")
+    late = _late_features(daily, opts, levels, _late_windows(study, opts))
+    f = early.join(late, on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
     need = int(opts["late_min_measurements"])
     f = f.with_columns(
@@ -237,12 +233,8 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
     never_used = [n for n in early_levels
                   if any(c["feature"] == f"never_above_{n}" for r in table["early"] for c in r["when"])]
     sym = "<=" if opts["inclusive"] else "<"
-    reasons = [(_early_reason(r, opts, levels, early_levels, never_used, texts, sym),
-                _late_reason(r, opts, levels, texts, sym)) for r in f.iter_rows(named=True)]
-    f = f.with_columns(
-        pl.Series("early_reason", [x[0] for x in reasons], dtype=pl.String),
-        pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
-    )
+    f = f.with_columns(_early_reason(opts, levels, early_levels, never_used, texts, sym).alias("early_reason"),
+                       _late_reason(opts, levels, texts, sym).alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
@@ -304,52 +296,77 @@ def icaht_episodes(study: Study, options: IcahtOptions | None = None,
     return pl.concat([early.cast(schema), late.cast(schema)]).sort("subject_id", "episode")
 
 
-def duration_text(r: dict, prefix: str, what: str, opts: dict) -> str:
+def rule_texts(texts: dict[str, str], rule: str, default: str) -> pl.Expr:
+    """The text of the rule named in column ``rule`` (``default`` when it is empty or unknown)."""
+    r = pl.col(rule)
+    return (pl.when(r.is_null() | (r == "")).then(pl.lit(default))
+            .otherwise(r.replace_strict(texts, default=pl.lit(default), return_dtype=pl.String)))
+
+
+def duration_text(prefix: str, what: str, opts: dict) -> pl.Expr:
     """A sentence part for one level's duration: "<what> on 14 days in total (days 1-17, ...)"."""
-    n = r[f"{prefix}_days"]
-    if not n:
-        return f"{what} on no day"
-    span = f"days {r[f'{prefix}_start']}-{r[f'{prefix}_end']}"
-    rec = r[f"{prefix}_recovery_days"]
+    n, rec = pl.col(f"{prefix}_days"), pl.col(f"{prefix}_recovery_days")
+    span = pl.format("days {}-{}", py_str(pl.col(f"{prefix}_start")), py_str(pl.col(f"{prefix}_end")))
     stable = opts["stable_recovery_days"]
     if opts["duration"] == "cumulative":
-        eps = r[f"{prefix}_episodes"]
-        extra = f", {rec} days of non-stable recovery (< {stable} days) counted" if rec else ""
-        return f"{what} on {n} days in total ({span}, {eps} episode{'s' if eps != 1 else ''}{extra})"
-    joined = f", joined across recoveries shorter than {stable} days" if r[f"{prefix}_joined"] else ""
-    return f"{what} for {n} days (longest run, {span}{joined})"
+        eps = pl.col(f"{prefix}_episodes")
+        extra = (pl.when(rec.fill_null(0) != 0)
+                 .then(pl.format(f", {{}} days of non-stable recovery (< {stable} days) counted", py_str(rec)))
+                 .otherwise(pl.lit("")))
+        text = pl.concat_str(pl.lit(f"{what} on "), py_str(n), pl.lit(" days in total ("), span, pl.lit(", "),
+                             py_str(eps), pl.lit(" episode"),
+                             pl.when((eps != 1).fill_null(True)).then(pl.lit("s")).otherwise(pl.lit("")), extra, pl.lit(")"))
+    else:
+        joined = (pl.when(pl.col(f"{prefix}_joined").fill_null(False))
+                  .then(pl.lit(f", joined across recoveries shorter than {stable} days")).otherwise(pl.lit("")))
+        text = pl.concat_str(pl.lit(f"{what} for "), py_str(n), pl.lit(" days (longest run, "), span, joined, pl.lit(")"))
+    return pl.when(n.fill_null(0) == 0).then(pl.lit(f"{what} on no day")).otherwise(text)
 
 
-def _early_reason(r: dict, opts: dict, levels: dict[str, float], names: list[str], never_used: list[str],
-                  texts: dict[str, str], sym: str) -> str:
+def late_window_text(start: str, end: str, why: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(the window "days 31-100 (window ends: day 100)", the not-evaluable sentence when it is
+    empty, its emptiness) of a late window."""
+    ws, we = pl.col(start).cast(pl.Int64), pl.col(end)
+    win = pl.concat_str(pl.lit("days "), py_str(ws), pl.lit("-"), fmt_expr(we), pl.lit(" (window ends: "),
+                        py_str(pl.col(why)), pl.lit(")"))
+    empty = pl.concat_str(pl.lit("not evaluable: the late window is empty (it ends on day "), fmt_expr(we),
+                          pl.lit(", "), py_str(pl.col(why)), pl.lit(", before day "), py_str(ws), pl.lit(")."))
+    return win, empty, we < ws
+
+
+def lowest_text(label: str, prefix: str) -> pl.Expr:
+    """"lowest ANC 0.3 on day 40, second lowest 0.4 on day 45" of the late window's values."""
+    def num(c: str) -> pl.Expr:
+        return fmt_expr(pl.col(c)).fill_null(pl.lit("NA"))
+
+    return pl.concat_str(
+        pl.lit(f"lowest {label} "), num(f"{prefix}_nadir"), pl.lit(" on day "), py_str(pl.col(f"{prefix}_nadir_day")),
+        pl.lit(", second lowest "), num(f"{prefix}_confirmed"), pl.lit(" on day "),
+        py_str(pl.col(f"{prefix}_confirmed_day")))
+
+
+def _early_reason(opts: dict, levels: dict[str, float], names: list[str], never_used: list[str],
+                  texts: dict[str, str], sym: str) -> pl.Expr:
     lo, hi = opts["early_window"]
-    if not r["early_n_days"]:
-        return f"not evaluable: no ANC in days {lo}-{hi} (measured or interpolated)."
-    parts = [duration_text(r, f"anc_le_{name}", f"ANC {sym} {fmt(levels[name])}", opts) for name in names]
-    for name in never_used:
-        if r[f"never_above_{name}"]:
-            parts.insert(0, f"ANC never above {fmt(levels[name])} in days {lo}-{hi} "
-                            f"({r['early_n_days']} days with data)")
-    g = r["icaht_early_grade"]
-    why = texts.get(r["early_rule"], "no ICAHT criterion met") if r["early_rule"] else "no ICAHT criterion met"
-    return f"{'; '.join(parts)} -> grade {g} ({why})."
+    parts = [pl.when(pl.col(f"never_above_{name}").fill_null(False)).then(pl.format(
+        f"ANC never above {fmt(levels[name])} in days {lo}-{hi} ({{}} days with data)", py_str(pl.col("early_n_days"))))
+        for name in reversed(never_used)]
+    parts += [duration_text(f"anc_le_{name}", f"ANC {sym} {fmt(levels[name])}", opts) for name in names]
+    return (pl.when(pl.col("early_n_days").fill_null(0) == 0)
+            .then(pl.lit(f"not evaluable: no ANC in days {lo}-{hi} (measured or interpolated)."))
+            .otherwise(pl.concat_str(pl.concat_str(parts, separator="; ", ignore_nulls=True), pl.lit(" -> grade "),
+                                     py_str(pl.col("icaht_early_grade")), pl.lit(" ("),
+                                     rule_texts(texts, "early_rule", "no ICAHT criterion met"), pl.lit(")."))))
 
 
-def _late_reason(r: dict, opts: dict, levels: dict[str, float], texts: dict[str, str], sym: str) -> str:
-    ws, we = int(r["late_window_start"]), r["late_window_end"]
-    win = f"days {ws}-{fmt(we)} (window ends: {r['late_window_end_reason']})"
-    n = r["late_n_measurements"]
-    need = int(opts["late_min_measurements"])
-    if we < ws:
-        return (f"not evaluable: the late window is empty (it ends on day {fmt(we)}, "
-                f"{r['late_window_end_reason']}, before day {ws}).")
-    if n < need:
-        return f"not evaluable: {n} ANC measurement(s) in {win}, {need} needed."
-    lowest = f"lowest ANC {fmt(r['late_anc_nadir'])} on day {r['late_anc_nadir_day']}, second lowest " \
-             f"{fmt(r['late_anc_confirmed'])} on day {r['late_anc_confirmed_day']}"
-    g = r["icaht_late_grade"]
-    if r["late_rule"]:
-        return f"{n} measurements in {win}; {lowest} -> grade {g} ({texts[r['late_rule']]})."
-    top = max(levels.values())
+def _late_reason(opts: dict, levels: dict[str, float], texts: dict[str, str], sym: str) -> pl.Expr:
+    win, empty, is_empty = late_window_text("late_window_start", "late_window_end", "late_window_end_reason")
+    n, need = pl.col("late_n_measurements"), int(opts["late_min_measurements"])
+    head = pl.concat_str(py_str(n), pl.lit(" measurements in "), win, pl.lit("; "), lowest_text("ANC", "late_anc"))
     where = "at or below" if sym == "<=" else "below"
-    return f"{n} measurements in {win}; {lowest}; fewer than {need} {where} {fmt(top)} -> grade 0."
+    return (pl.when(is_empty).then(empty)
+            .when(n < need).then(pl.format(f"not evaluable: {{}} ANC measurement(s) in {{}}, {need} needed.", py_str(n), win))
+            .when(pl.col("late_rule").is_not_null() & (pl.col("late_rule") != ""))
+            .then(pl.concat_str(head, pl.lit(" -> grade "), py_str(pl.col("icaht_late_grade")), pl.lit(" ("),
+                                rule_texts(texts, "late_rule", ""), pl.lit(").")))
+            .otherwise(pl.concat_str(head, pl.lit(f"; fewer than {need} {where} {fmt(max(levels.values()))} -> grade 0."))))

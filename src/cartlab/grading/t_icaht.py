@@ -15,7 +15,6 @@ counts as below 20. No platelet count in a window -> that grade is empty (not ev
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +30,19 @@ from cartlab.grading.hemato_common import (
     event_windows,
     fmt,
     in_window,
+    py_str,
     resolve,
     subject_ids,
     to_canonical,
     transfusion_days,
     windows_frame,
 )
-from cartlab.grading.icaht import duration_text
+from cartlab.grading.icaht import (
+    duration_text,
+    late_window_text,
+    lowest_text,
+    rule_texts,
+)
 from cartlab.model import Study
 
 __all__ = ["TIcahtOptions", "t_icaht", "t_icaht_daily"]
@@ -103,20 +108,19 @@ def _used(rules: list[dict], pattern: str) -> list[str]:
                   key=lambda n: -float(n))
 
 
-def _windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[dict, dict, pl.DataFrame]:
-    """(early windows, late windows, frame of subject_id, _el (last early day), _ws, _we)."""
+def _windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(early windows: ``subject_id``, ``_el`` (last early day), ``why``, ``evidence``; late windows:
+    ``subject_id``, ``start``, ``end``, ``why``, ``evidence``, ``_ws``, ``_we``, ``_el``)."""
     lo, hi = opts["early_window"]
-    early = event_windows(study, sids, lo, hi, opts["censor_events"], False, min_event_day=lo)
-    for w in early.values():
-        end = w["end"]
-        last = math.floor(end) if (opts["censor_day_inclusive"] or end == hi) else math.ceil(end) - 1
-        w["last"] = min(hi, last)
+    end = pl.col("end")
+    last = pl.when(pl.lit(bool(opts["censor_day_inclusive"])) | (end == hi)).then(end.floor()).otherwise(end.ceil() - 1)
+    early = event_windows(study, sids, lo, hi, opts["censor_events"], False, min_event_day=lo).with_columns(
+        pl.min_horizontal(pl.lit(hi, dtype=pl.Float64), last).cast(pl.Int64).alias("_el"))
     late = event_windows(study, sids, opts["late_start_day"], opts["late_end_day"], opts["late_end_events"],
                          opts["late_end_at_last_followup"], min_event_day=lo)
-    frame = windows_frame(late).join(
-        pl.DataFrame({"subject_id": list(early), "_el": [w["last"] for w in early.values()]},
-                     schema={"subject_id": pl.String, "_el": pl.Int64}), on="subject_id", how="left")
-    return early, late, frame
+    late = late.with_columns(windows_frame(late).drop("subject_id")).join(
+        early.select("subject_id", "_el"), on="subject_id", how="left", maintain_order="left")
+    return early, late
 
 
 def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
@@ -142,7 +146,7 @@ def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.Data
     tx = transfusion_days(study, opts["platelet_transfusion_categories"])
     cover = (tx.with_columns(pl.int_ranges("d", pl.col("d") + free + 1).alias("day")).explode("day")
              .group_by("subject_id", "day").agg(pl.col("ref").drop_nulls().unique(maintain_order=True).alias("tx_refs")))
-    _, _, win = _windows(study, sids, opts)
+    win = _windows(study, sids, opts)[1].select("subject_id", "_ws", "_we", "_el")
     lo = opts["early_window"][0]
     daily = daily.join(cover, on=["subject_id", "day"], how="left").join(win, on="subject_id", how="left")
     supported = pl.col("tx_refs").is_not_null() & (pl.col("tx_refs").list.len() > 0)
@@ -187,14 +191,14 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
         pl.len().alias(f"{prefix}n_days"),
         pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique(maintain_order=True).alias(f"{prefix}_ev"),
         pl.col("below_by_transfusion").sum().alias(f"{prefix}transfusion_supported_days"),
-    ), on="subject_id", how="left")
+    ), on="subject_id", how="left", maintain_order="left")
     out = out.join(meas.group_by("subject_id", maintain_order=True).agg(
         pl.len().alias(f"{prefix}n_measurements"),
         pl.col("plt").first().alias(f"{prefix}plt_nadir"), pl.col("day").first().alias(f"{prefix}plt_nadir_day"),
         pl.col("plt").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed"),
         pl.col("day").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed_day"),
         *[pl.col(f"plt_lt_{n}").sum().alias(f"{prefix}n_plt_{n}") for n in levels],
-    ), on="subject_id", how="left")
+    ), on="subject_id", how="left", maintain_order="left")
     zero = [f"{prefix}n_days", f"{prefix}n_measurements", f"{prefix}transfusion_supported_days"]
     zero += [f"{prefix}n_plt_{n}" for n in levels]
     out = out.with_columns(*[pl.col(c).fill_null(0).cast(pl.Int64) for c in zero],
@@ -203,7 +207,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
         d = below_durations(win, f"plt_lt_{name}", int(opts["stable_recovery_days"]),
                             bool(opts["count_recovery_days_in_run"]), opts["duration"])
         out = out.join(d.rename({c: f"{prefix}plt_lt_{name}_{c}" for c in d.columns if c != "subject_id"}),
-                       on="subject_id", how="left")
+                       on="subject_id", how="left", maintain_order="left")
     return out
 
 
@@ -229,20 +233,19 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
         return empty({"subject_id": pl.String, "t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
     daily = t_icaht_daily(study, options)
-    early_w, late_w, _ = _windows(study, sids, opts)
+    early_w, late_w = _windows(study, sids, opts)
     f = _window_features(daily, sids, opts, levels, "early", "").rename(
         {"transfusion_supported_days": "early_transfusion_supported_days"}).join(
-        _window_features(daily, sids, opts, levels, "late", "late_"), on="subject_id", how="left")
+        _window_features(daily, sids, opts, levels, "late", "late_"), on="subject_id", how="left", maintain_order="left")
+    f = f.join(early_w.select("subject_id", pl.col("_el").cast(pl.Float64).alias("early_window_end"),
+                              pl.col("why").alias("early_window_end_reason"), pl.col("evidence").alias("_early_w_ev")),
+               on="subject_id", how="left", maintain_order="left").join(
+        late_w.select("subject_id", pl.col("start").alias("late_window_start"), pl.col("end").alias("late_window_end"),
+                      pl.col("why").alias("late_window_end_reason"), pl.col("evidence").alias("_late_w_ev")),
+        on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(
-        pl.Series("early_window_end", [float(early_w[s]["last"]) for s in sids], dtype=pl.Float64),
-        pl.Series("early_window_end_reason", [early_w[s]["why"] for s in sids], dtype=pl.String),
-        pl.Series("late_window_start", [late_w[s]["start"] for s in sids], dtype=pl.Float64),
-        pl.Series("late_window_end", [late_w[s]["end"] for s in sids], dtype=pl.Float64),
-        pl.Series("late_window_end_reason", [late_w[s]["why"] for s in sids], dtype=pl.String),
-        pl.concat_list(pl.col("_ev"), pl.Series([early_w[s]["evidence"] for s in sids], dtype=EVIDENCE))
-        .list.unique(maintain_order=True).alias("early_evidence"),
-        pl.concat_list(pl.col("late__ev"), pl.Series([late_w[s]["evidence"] for s in sids], dtype=EVIDENCE))
-        .list.unique(maintain_order=True).alias("late_evidence"),
+        pl.concat_list(pl.col("_ev"), "_early_w_ev").list.unique(maintain_order=True).alias("early_evidence"),
+        pl.concat_list(pl.col("late__ev"), "_late_w_ev").list.unique(maintain_order=True).alias("late_evidence"),
     )
     f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
     need = int(opts["late_min_measurements"])
@@ -257,12 +260,8 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
     e_lv = _used(table["early"], r"plt_lt_(\w+)_days")
     l_lv = _used(table["late"], r"late_plt_lt_(\w+)_days")
     n_lv = sorted(levels, key=lambda n: -levels[n])
-    reasons = [(_early_reason(r, opts, levels, e_lv, texts), _late_reason(r, opts, levels, l_lv, n_lv, texts))
-               for r in f.iter_rows(named=True)]
-    f = f.with_columns(
-        pl.Series("early_reason", [x[0] for x in reasons], dtype=pl.String),
-        pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
-    )
+    f = f.with_columns(_early_reason(opts, levels, e_lv, texts).alias("early_reason"),
+                       _late_reason(opts, levels, l_lv, n_lv, texts).alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
@@ -286,44 +285,42 @@ def _sym(opts: dict) -> str:
     return "<=" if opts["inclusive"] else "<"
 
 
-def _tx_text(n: int, opts: dict) -> str:
-    if not n:
-        return ""
-    return (f"; {n} day(s) counted below {'/'.join(opts['transfusion_supported_levels'])} although the count "
-            f"was not, a platelet transfusion within {opts['platelet_transfusion_free_days']} days (not a recovery)")
+def _tx_text(days: str, opts: dict) -> pl.Expr:
+    """The days counted below a level only because of a platelet transfusion ("" when none)."""
+    n = pl.col(days)
+    return pl.when(n.fill_null(0) == 0).then(pl.lit("")).otherwise(pl.format(
+        f"; {{}} day(s) counted below {'/'.join(opts['transfusion_supported_levels'])} although the count was not, "
+        f"a platelet transfusion within {opts['platelet_transfusion_free_days']} days (not a recovery)", py_str(n)))
 
 
-def _early_reason(r: dict, opts: dict, levels: dict[str, float], names: list[str], texts: dict[str, str]) -> str:
-    lo = opts["early_window"][0]
-    last = int(r["early_window_end"])
-    win = f"days {lo}-{last}" + (f" (censored: {r['early_window_end_reason']})"
-                                 if r["early_window_end_reason"] != f"day {opts['early_window'][1]:g}" else "")
-    if last < lo:
-        return f"not evaluable: the early window is empty (censored: {r['early_window_end_reason']})."
-    if not r["n_days"]:
-        return f"not evaluable: no platelet count in {win} (measured or interpolated)."
-    parts = [duration_text(r, f"plt_lt_{n}", f"PLT {_sym(opts)} {fmt(levels[n])}", opts) for n in names]
-    why = texts[r["early_rule"]] if r["early_rule"] else "no T-ICAHT criterion met"
-    return (f"{win}: {'; '.join(parts)}{_tx_text(r['early_transfusion_supported_days'], opts)} "
-            f"-> grade {r['t_icaht_early_grade']} ({why}).")
+def _early_reason(opts: dict, levels: dict[str, float], names: list[str], texts: dict[str, str]) -> pl.Expr:
+    lo, hi = opts["early_window"]
+    last, why = pl.col("early_window_end").cast(pl.Int64), py_str(pl.col("early_window_end_reason"))
+    win = pl.concat_str(pl.lit(f"days {lo}-"), py_str(last), pl.when(why != f"day {hi:g}")
+                        .then(pl.format(" (censored: {})", why)).otherwise(pl.lit("")))
+    parts = [duration_text(f"plt_lt_{n}", f"PLT {_sym(opts)} {fmt(levels[n])}", opts) for n in names]
+    return (pl.when(last < lo).then(pl.format("not evaluable: the early window is empty (censored: {}).", why))
+            .when(pl.col("n_days").fill_null(0) == 0)
+            .then(pl.format("not evaluable: no platelet count in {} (measured or interpolated).", win))
+            .otherwise(pl.concat_str(win, pl.lit(": "), pl.concat_str(parts, separator="; "),
+                                     _tx_text("early_transfusion_supported_days", opts), pl.lit(" -> grade "),
+                                     py_str(pl.col("t_icaht_early_grade")), pl.lit(" ("),
+                                     rule_texts(texts, "early_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
 
 
-def _late_reason(r: dict, opts: dict, levels: dict[str, float], dur_names: list[str], names: list[str],
-                 texts: dict[str, str]) -> str:
-    ws, we = int(r["late_window_start"]), r["late_window_end"]
-    win = f"days {ws}-{fmt(we)} (window ends: {r['late_window_end_reason']})"
-    need = int(opts["late_min_measurements"])
-    if we < ws:
-        return (f"not evaluable: the late window is empty (it ends on day {fmt(we)}, "
-                f"{r['late_window_end_reason']}, before day {ws}).")
-    n = r["late_n_measurements"]
-    if n < need:
-        return f"not evaluable: {n} platelet measurement(s) in {win}, {need} needed."
-    counts = ", ".join(f"{r[f'late_n_plt_{x}']} {_sym(opts)} {fmt(levels[x])}" for x in names)
-    lowest = (f"lowest PLT {fmt(r['late_plt_nadir'])} on day {r['late_plt_nadir_day']}, second lowest "
-              f"{fmt(r['late_plt_confirmed'])} on day {r['late_plt_confirmed_day']}")
-    durs = [duration_text(r, f"late_plt_lt_{x}", f"PLT {_sym(opts)} {fmt(levels[x])}", opts) for x in dur_names]
-    why = texts[r["late_rule"]] if r["late_rule"] else "no T-ICAHT criterion met"
-    return (f"{n} measurements in {win}, of which {counts}; {lowest}; {'; '.join(durs)}"
-            f"{_tx_text(r['late_transfusion_supported_days'], opts)} -> grade {r['t_icaht_late_grade']} ({why}).")
-
+def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], names: list[str],
+                 texts: dict[str, str]) -> pl.Expr:
+    win, empty, is_empty = late_window_text("late_window_start", "late_window_end", "late_window_end_reason")
+    n, need = pl.col("late_n_measurements"), int(opts["late_min_measurements"])
+    counts = pl.concat_str([pl.concat_str(py_str(pl.col(f"late_n_plt_{x}")), pl.lit(f" {_sym(opts)} {fmt(levels[x])}"))
+                            for x in names], separator=", ")
+    durs = [duration_text(f"late_plt_lt_{x}", f"PLT {_sym(opts)} {fmt(levels[x])}", opts) for x in dur_names]
+    return (pl.when(is_empty).then(empty)
+            .when(n < need).then(pl.format(f"not evaluable: {{}} platelet measurement(s) in {{}}, {need} needed.",
+                                           py_str(n), win))
+            .otherwise(pl.concat_str(
+                py_str(n), pl.lit(" measurements in "), win, pl.lit(", of which "), counts, pl.lit("; "),
+                lowest_text("PLT", "late_plt"), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
+                _tx_text("late_transfusion_supported_days", opts), pl.lit(" -> grade "),
+                py_str(pl.col("t_icaht_late_grade")), pl.lit(" ("),
+                rule_texts(texts, "late_rule", "no T-ICAHT criterion met"), pl.lit(")."))))

@@ -97,7 +97,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from cartlab.provenance import EVIDENCE
 from cartlab.response.adtte import (
@@ -131,6 +130,9 @@ def _check_level(level: float) -> float:
 
 
 def _z(level: float) -> float:
+    # scipy is imported where needed: it is most of this module's import time
+    from scipy import stats
+
     return float(stats.norm.ppf(1.0 - (1.0 - level) / 2.0))
 
 
@@ -155,6 +157,8 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     if not 0 <= k <= n:
         raise ValueError(f"k must be in 0..n ({n}), got {k}")
     alpha = 1.0 - level
+    from scipy import stats
+
     lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2.0, k, n - k + 1))
     hi = 1.0 if k == n else float(stats.beta.ppf(1.0 - alpha / 2.0, k + 1, n - k))
     return lo, hi
