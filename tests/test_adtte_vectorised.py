@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
-import adtte_reference as ref
+import endpoints_reference as ref
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -23,7 +23,7 @@ from cartlab.analyze import Analysis
 from cartlab.datasets import seed_case
 from cartlab.datasets.synthetic import synthetic_cohort
 from cartlab.io import read_study
-from cartlab.response.endpoints import EndpointOptions, derive_adtte
+from cartlab.response.endpoints import EndpointOptions, derive_adtte, response_rate
 
 OPTIONS = [
     EndpointOptions(),
@@ -151,3 +151,20 @@ def test_errors_are_those_of_the_row_by_row_derivation():
     assert any("subject D: remission response 'CR' without best_response_day" in err for err in errors)
     assert any("subject(s) ['B', 'D']: no last_followup_day and no row at all" in err for err in errors)
     assert any("subject(s) ['B', 'D']: no last_followup_day and no event or response" in err for err in errors)
+
+
+def test_response_rate_evidence_equals_the_row_by_row_collection(cohorts):
+    """Each responder reference once, from the first row that has it (a row's own repeats kept)."""
+    rows = pl.DataFrame({
+        "subject_id": ["a", "b", "c", "d", "e", "f"], "best_response": ["CR", "NR", "PR", None, "CR", "CRi"],
+        "grp": ["x", "x", "y", "y", None, "x"],
+        "evidence": [["r1", "r2", "r1"], ["r3"], None, ["r4"], ["r2", None, "r5"], []],
+    })
+    for by in (None, "grp"):
+        for responders in ({"CR", "PR"}, "CRi", {"CR", "CRi", "NR"}):
+            assert_frame_equal(response_rate(rows, responders, by=by), ref.response_rate(rows, responders, by=by))
+    for _, resp, _ in cohorts:
+        best = resp.unique("subject_id", keep="first", maintain_order=True)
+        for by in (None, "best_response"):
+            assert_frame_equal(response_rate(best, {"CR", "CRi", "CRh"}, by=by),
+                               ref.response_rate(best, {"CR", "CRi", "CRh"}, by=by))

@@ -184,6 +184,14 @@ def _partitions(df: pl.DataFrame, by: list[str]) -> list[tuple[dict[str, Any], p
     return [(dict(zip(by, key)), parts[key]) for key in keys]
 
 
+def _responder_refs(sub: pl.DataFrame, column: str, resp: list[str]) -> list[str]:
+    """The ``evidence`` of the responder rows, each reference once from the first row that has it
+    (in row order; a row's own repeats are kept, as the row-by-row collection did)."""
+    refs = (sub.with_row_index("_row").filter(pl.col(column).is_in(resp))
+            .select("_row", pl.col("evidence").cast(EVIDENCE)).explode("evidence").drop_nulls("evidence"))
+    return refs.filter(pl.col("_row") == pl.col("_row").min().over("evidence"))["evidence"].to_list()
+
+
 def response_rate(
     frame: pl.DataFrame,
     responders: Iterable[str],
@@ -227,11 +235,7 @@ def response_rate(
         k = sum(1 for v in values if v in resp)
         counts = Counter("(missing)" if v is None else str(v) for v in values)
         order = sorted(counts, key=lambda c: (c == "(missing)", -counts[c], c))
-        ev: list[str] = []
-        if has_ev:
-            for v, refs in zip(values, sub["evidence"].to_list()):
-                if v in resp:
-                    ev += [r for r in (refs or []) if r is not None and r not in ev]
+        ev = _responder_refs(sub, column, resp) if has_ev else []
         if n:
             lo, hi = clopper_pearson(k, n, level)
             rate = k / n

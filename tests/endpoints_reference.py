@@ -1,14 +1,15 @@
-"""The row-loop ADTTE derivation as it was before issue 14 (commit 45b3ff1), kept as an oracle.
+"""The row-loop ADTTE derivation and response rate as they were before issue 14 (commit 45b3ff1), kept as oracles.
 
 tests/test_adtte_vectorised.py checks that the vectorised :func:`cartlab.response.endpoints.derive_adtte`
-gives identical frames, warnings and errors. The code below is the old implementation verbatim (only
-its imports changed); do not "fix" it here.
+and :func:`~cartlab.response.endpoints.response_rate` give identical frames, warnings and errors. The
+code below is the old implementation verbatim (only its imports changed); do not "fix" it here.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,15 @@ import polars as pl
 
 from cartlab.errors import CartlabWarning
 from cartlab.model import Study
-from cartlab.provenance import unique_refs
+from cartlab.provenance import EVIDENCE, unique_refs
 from cartlab.response.endpoints import (
     ADTTE_SCHEMA,
     PARAMCDS,
     EndpointOptions,
+    _by_cols,
+    _check_level,
+    _partitions,
+    clopper_pearson,
     endpoint_definitions,
 )
 
@@ -396,3 +401,69 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
         return pl.DataFrame(schema=ADTTE_SCHEMA)
     return pl.DataFrame(rows, schema=ADTTE_SCHEMA)
 
+
+def response_rate(
+    frame: pl.DataFrame,
+    responders: Iterable[str],
+    column: str = "best_response",
+    level: float = 0.95,
+    by: str | Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Response rate with its exact (Clopper-Pearson) confidence interval, overall or per group.
+
+    ``frame`` has one row per subject (e.g. the output of the best-response engine); every row is in
+    the denominator (intention to treat: ``NE`` and empty responses count as non-responders), a row is
+    a responder when ``column`` is in ``responders`` (e.g. ``{"CR", "CRh", "CRi"}`` for the ELN 2022
+    composite complete remission rate, or ``{"CR", "CRi", "MLFS", "PR"}`` for an ORR).
+
+    Columns: the ``by`` columns, ``n``, ``n_responders``, ``rate``, ``ci_low``, ``ci_high``, ``level``,
+    ``method`` ("Clopper-Pearson exact"), ``responders`` (the categories counted as response),
+    ``category_counts`` (e.g. ``"CR=2, NR=1, (missing)=1"``), ``rule``, ``reason`` and ``evidence``
+    (the responders' ``evidence`` when the frame has that column). An empty frame without ``by``
+    gives one row with n = 0 and empty rate and interval.
+    """
+    level = _check_level(level)
+    if isinstance(responders, str):
+        responders = {responders}
+    resp = sorted(set(responders))
+    if not resp:
+        raise ValueError("responders must name at least one response category")
+    if column not in frame.columns:
+        raise ValueError(f"column {column!r} not in the frame (columns: {frame.columns})")
+    cols = _by_cols(by)
+    has_ev = "evidence" in frame.columns
+    rows = []
+    parts = _partitions(frame, cols)
+    if not cols and frame.height == 0:
+        parts = [({}, frame)]
+    for key, sub in parts:
+        if "subject_id" in sub.columns and sub["subject_id"].is_duplicated().any():
+            dup = sorted(set(sub.filter(pl.col("subject_id").is_duplicated())["subject_id"].to_list()))
+            raise ValueError(f"response_rate expects one row per subject; repeated: {dup}")
+        values = sub[column].to_list()
+        n = len(values)
+        k = sum(1 for v in values if v in resp)
+        counts = Counter("(missing)" if v is None else str(v) for v in values)
+        order = sorted(counts, key=lambda c: (c == "(missing)", -counts[c], c))
+        ev: list[str] = []
+        if has_ev:
+            for v, refs in zip(values, sub["evidence"].to_list()):
+                if v in resp:
+                    ev += [r for r in (refs or []) if r is not None and r not in ev]
+        if n:
+            lo, hi = clopper_pearson(k, n, level)
+            rate = k / n
+            reason = (f"{k} of {n} subjects with {column} in {{{', '.join(resp)}}} -> rate {rate:.4g}, "
+                      f"{level:.0%} Clopper-Pearson exact CI {lo:.4g}-{hi:.4g}")
+        else:
+            lo = hi = rate = None
+            reason = "no subjects -> rate not estimable"
+        rows.append({**key, "n": n, "n_responders": k, "rate": rate, "ci_low": lo, "ci_high": hi, "level": level,
+                     "method": "Clopper-Pearson exact", "responders": resp,
+                     "category_counts": ", ".join(f"{c}={counts[c]}" for c in order),
+                     "rule": "response_rate.clopper_pearson", "reason": reason, "evidence": ev})
+    schema = {**{c: frame.schema[c] for c in cols}, "n": pl.Int64, "n_responders": pl.Int64, "rate": pl.Float64,
+              "ci_low": pl.Float64, "ci_high": pl.Float64, "level": pl.Float64, "method": pl.String,
+              "responders": pl.List(pl.String), "category_counts": pl.String, "rule": pl.String,
+              "reason": pl.String, "evidence": EVIDENCE}
+    return pl.DataFrame(rows, schema=schema)
