@@ -24,7 +24,7 @@ Every criteria table (``cartlab/*/criteria/*.yaml``) carries a ``status`` per ro
 adds ``rule_status`` columns to an engine's output.
 """
 
-from cartlab.criteria.compile import Compiler, Decision, Range, gated
+from cartlab.criteria.compile import Compiler, Decision, Range, decision, gated
 from cartlab.criteria.model import (
     RULES,
     CriteriaError,
@@ -49,6 +49,6 @@ from cartlab.criteria.status import (
 
 __all__ = [
     "RULES", "STATUS_ORDER", "UNSETTLED", "Compiler", "CriteriaError", "CriteriaOptions", "CriteriaTable",
-    "Decision", "Range", "Rule", "RuleInfo", "describe", "gated", "load_raw", "load_table", "option_docs",
+    "Decision", "Range", "Rule", "RuleInfo", "decision", "describe", "gated", "load_raw", "load_table", "option_docs",
     "options_markdown", "parse_table", "render", "rule_index", "rule_status", "rules_in", "with_rule_status",
 ]

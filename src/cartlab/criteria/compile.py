@@ -38,12 +38,13 @@ from cartlab.criteria.model import (
     option_name,
 )
 
-__all__ = ["Compiler", "Decision", "Range", "describe", "gated", "signif", "signif_scalar"]
+__all__ = ["Compiler", "Decision", "Range", "decision", "describe", "gated", "signif", "signif_scalar"]
 
 _CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
         "!=": operator.ne}
 _FLOATS = (pl.Float32, pl.Float64)
 _EMPTY = pl.List(pl.String)
+_SEP = "\x1f"  # joins the names of a list while it is built (never in a name)
 
 
 def signif(x: pl.Expr, digits: int) -> pl.Expr:
@@ -165,7 +166,7 @@ class Compiler:
         t = self._operand(c.value)
         if t is None:
             return pl.lit(None, dtype=pl.Boolean)
-        x = self._col(col, numeric=_numeric(t) or isinstance(t, pl.Expr) and not isinstance(c.value, Column))
+        x = self._col(col, numeric=_numeric(t) or (isinstance(c.value, Column) and not c.value.plain))
         x, t = self._round(c.signif, x, t)
         return _cmp(c.op, x, t)
 
@@ -177,7 +178,10 @@ class Compiler:
         values = [self._operand(v) for v in values]
         if any(isinstance(v, pl.Expr) for v in values):
             return pl.any_horizontal([pl.col(col) == v for v in values])
-        x = self._col(col, numeric=all(_numeric(v) for v in values))
+        if values and all(_numeric(v) for v in values):  # numbers compare as floats (1 == 1.0)
+            x, values = self._col(col, numeric=True).cast(pl.Float64), [float(v) for v in values]
+        else:
+            x = self._col(col)
         return pl.when(x.is_null()).then(None).otherwise(x.is_in(list(values)))
 
     def _range_leaf(self, c: Leaf, b: Range) -> pl.Expr:
@@ -236,8 +240,8 @@ class Compiler:
         }[c.op]
         return self._three(pl.lit(True) & every, pl.lit(True) & none)
 
-    def missing_inputs(self, cond: Any) -> pl.Expr:
-        """List of the inputs (features, referenced columns) of a condition whose value is missing."""
+    def inputs(self, cond: Any) -> list[str]:
+        """The inputs a condition names: its features and referenced columns, in order."""
         names: list[str] = []
         for leaf in leaves(cond):
             found = list(leaf.features) if isinstance(leaf, Missing) else [leaf.feature]
@@ -245,9 +249,21 @@ class Compiler:
                 vals = leaf.value if isinstance(leaf.value, tuple) else (leaf.value,)
                 found += [v.column for v in vals if isinstance(v, Column)]
             names += [n for n in found if n not in names]
-        if not names:
+        return names
+
+    def missing_inputs(self, cond: Any) -> pl.Expr:
+        """List of the inputs of a condition whose value is missing (sorted)."""
+        return self.listed([(n, self._is_missing(n)) for n in sorted(self.inputs(cond))])
+
+    @staticmethod
+    def listed(items: Sequence[tuple[str, pl.Expr]]) -> pl.Expr:
+        """The names whose flag holds, in the given order (one string split per row: polars builds
+        lists from strings faster than from ``concat_list``)."""
+        if not items:
             return pl.lit([], dtype=_EMPTY)
-        return pl.concat_list([pl.when(self._is_missing(n)).then(pl.lit(n)) for n in names]).list.drop_nulls()
+        joined = pl.concat_str([pl.when(flag).then(pl.lit(name)) for name, flag in items], separator=_SEP,
+                               ignore_nulls=True)
+        return pl.when(joined == "").then(pl.lit([], dtype=_EMPTY)).otherwise(joined.str.split(_SEP))
 
 
 class Decision:
@@ -272,6 +288,7 @@ class Decision:
         self.parts = [[self.compiler.truth(c) for c in r.when] for r in self.rules]
         self.truths = [pl.all_horizontal(p) if p else pl.lit(True) for p in self.parts]
         self._tmp: str | None = None  # set while apply() builds on temporary columns
+        self._plans: dict[tuple, tuple[list, list[str]]] = {}
 
     def _t(self, i: int) -> pl.Expr:
         return pl.col(f"{self._tmp}t{i}") if self._tmp else self.truths[i]
@@ -288,6 +305,8 @@ class Decision:
 
     def _above(self, i: int) -> pl.Expr:
         """No rule before ``i`` is TRUE (rule i is tried)."""
+        if self._tmp and i:
+            return pl.col(f"{self._tmp}u{i}")
         before = [self._t(k).fill_null(False) for k in range(i)]
         return ~pl.any_horizontal(before) if before else pl.lit(True)
 
@@ -313,21 +332,35 @@ class Decision:
         return self._above(i) & self._t(i).is_null()
 
     def grade_max(self) -> pl.Expr:
-        opened = [pl.when(self._possible(i)).then(pl.lit(r.grade, dtype=pl.Int64))
-                  for i, r in enumerate(self.rules) if r.grade is not None]
-        return pl.max_horizontal(self.grade(), *opened)
+        # from the last rule up: a TRUE rule ends the range; an UNKNOWN one may raise it
+        expr = pl.lit(self.otherwise_grade, dtype=pl.Int64)
+        for i in reversed(range(len(self.rules))):
+            g = pl.lit(self.rules[i].grade, dtype=pl.Int64)
+            t = self._t(i)
+            expr = pl.when(t.fill_null(False)).then(g).otherwise(pl.max_horizontal(pl.when(t.is_null()).then(g), expr))
+        return expr
 
     def possible(self) -> pl.Expr:
-        if not self.rules:
-            return pl.lit([], dtype=_EMPTY)
-        return pl.concat_list([pl.when(self._possible(i)).then(pl.lit(r.label)) for i, r in enumerate(self.rules)]
-                              ).list.drop_nulls()
+        return self.compiler.listed([(r.label, self._possible(i)) for i, r in enumerate(self.rules)])
 
-    def missing(self) -> pl.Expr:
-        empty = pl.lit([], dtype=_EMPTY)
-        parts = [pl.when(self._above(i) & self._p(i, j).is_null()).then(self.compiler.missing_inputs(c)).otherwise(empty)
-                 for i, r in enumerate(self.rules) for j, c in enumerate(r.when)]
-        return pl.concat_list(parts).list.unique().list.sort() if parts else empty
+    def missing(self, labels: Mapping[str, str] | None = None) -> pl.Expr:
+        """The missing inputs of the UNKNOWN conditions of the rules above the established one
+        (sorted; ``labels`` shows an input under another name, several inputs may share one)."""
+        shown: dict[str, dict[int, list[pl.Expr]]] = {}
+        for i, r in enumerate(self.rules):
+            for j, c in enumerate(r.when):
+                for name in self.compiler.inputs(c):
+                    label = (labels or {}).get(name, name)
+                    shown.setdefault(label, {}).setdefault(i, []).append(
+                        self._p(i, j).is_null() & self.compiler._is_missing(name))
+        flags = {}
+        for label, by_rule in shown.items():  # from the last rule up: a TRUE rule ends the search
+            expr = pl.lit(False)
+            for i in reversed(range(len(self.rules))):
+                here = pl.any_horizontal(by_rule[i]) if i in by_rule else pl.lit(False)
+                expr = pl.when(self._t(i).fill_null(False)).then(pl.lit(False)).otherwise(here | expr)
+            flags[label] = expr
+        return self.compiler.listed(sorted(flags.items()))
 
     def unmet(self, template: str = "{label} ({conds} not met)", texts: Mapping[tuple[int, int], str] | None = None
               ) -> pl.Expr:
@@ -344,7 +377,10 @@ class Decision:
                                    ignore_nulls=True)
             out.append(pl.when(self._above(i) & pl.any_horizontal(false)).then(
                 pl.concat_str([pl.lit(head.format(label=r.label)), listed, pl.lit(tail.format(label=r.label))])))
-        return pl.concat_list(out).list.drop_nulls() if out else pl.lit([], dtype=_EMPTY)
+        if not out:
+            return pl.lit([], dtype=_EMPTY)
+        joined = pl.concat_str(out, separator=_SEP, ignore_nulls=True)
+        return pl.when(joined == "").then(pl.lit([], dtype=_EMPTY)).otherwise(joined.str.split(_SEP))
 
     def points(self) -> pl.Expr:
         return pl.sum_horizontal([pl.when(self._t(i).fill_null(False)).then(pl.lit(float(r.points))).otherwise(pl.lit(0.0))
@@ -356,27 +392,60 @@ class Decision:
             .then(pl.lit(float(r.points))).otherwise(pl.lit(0.0))
             for i, r in enumerate(self.rules) if r.points is not None] or [pl.lit(0.0)])
 
-    def outcome(self, prefix: str, *what: str, **kwargs: Any) -> list[pl.Expr]:
+    def outcome(self, prefix: str, *what: str, labels: Mapping[str, str] | None = None, **kwargs: Any) -> list[pl.Expr]:
         """``<prefix>_<what>`` expressions (what: rule, grade, grade_max, category, possible, missing,
-        unmet, points, points_max); ``kwargs`` go to :meth:`unmet`."""
-        return [(getattr(self, w)(**kwargs) if w == "unmet" else getattr(self, w)()).alias(f"{prefix}_{w}")
-                for w in what]
+        unmet, points, points_max); ``labels`` go to :meth:`missing`, ``kwargs`` to :meth:`unmet`."""
+        special = {"unmet": lambda: self.unmet(**kwargs), "missing": lambda: self.missing(labels)}
+        return [special.get(w, getattr(self, w))().alias(f"{prefix}_{w}") for w in what]
 
     def apply(self, frame: pl.DataFrame | pl.LazyFrame, prefix: str, *what: str, truths: bool = False,
-              **kwargs: Any) -> pl.DataFrame | pl.LazyFrame:
+              labels: Mapping[str, str] | None = None, **kwargs: Any) -> pl.DataFrame | pl.LazyFrame:
         """``frame`` with the ``<prefix>_<what>`` columns (and ``<prefix>_truth_<rule id>`` with
-        ``truths``): every condition is evaluated once, in temporary columns."""
+        ``truths``): every condition is evaluated once, in temporary columns (one query)."""
         tmp = f"__{prefix}_"
+        key = (tmp, what, truths, tuple(sorted((labels or {}).items())), tuple(sorted(kwargs.items())))
+        if key not in self._plans:
+            self._plans[key] = self._plan(tmp, prefix, what, truths, labels, kwargs)
+        stages, temps = self._plans[key]
+        lazy = frame.lazy()
+        for stage in stages:
+            lazy = lazy.with_columns(stage)
+        lazy = lazy.drop(temps)
+        return lazy if isinstance(frame, pl.LazyFrame) else lazy.collect()
+
+    def _plan(self, tmp: str, prefix: str, what: tuple, truths: bool, labels, kwargs) -> tuple[list, list[str]]:
+        """The stages of :meth:`apply`: conditions, rule truths, "no rule above is TRUE", outcomes."""
         parts = [p.alias(f"{tmp}p{i}_{j}") for i, ps in enumerate(self.parts) for j, p in enumerate(ps)]
         truths_ = [(pl.all_horizontal([pl.col(f"{tmp}p{i}_{j}") for j in range(len(ps))]) if ps else pl.lit(True))
                    .alias(f"{tmp}t{i}") for i, ps in enumerate(self.parts)]
+        above = [(~pl.any_horizontal([pl.col(f"{tmp}t{k}").fill_null(False) for k in range(i)])).alias(f"{tmp}u{i}")
+                 for i in range(1, len(self.rules))]
         self._tmp = tmp
         try:
-            outs = self.outcome(prefix, *what, **kwargs)
+            outs = self.outcome(prefix, *what, labels=labels, **kwargs)
             if truths:
                 outs += [self._t(i).alias(f"{prefix}_truth_{r.id}") for i, r in enumerate(self.rules)]
         finally:
             self._tmp = None
-        temps = [e.meta.output_name() for e in parts + truths_]
-        out = frame.with_columns(parts) if parts else frame
-        return out.with_columns(truths_).with_columns(outs).drop(temps)
+        stages = [x for x in (parts, truths_, above, outs) if x]
+        return stages, [e.meta.output_name() for e in parts + truths_ + above]
+
+
+_DECISIONS: dict[tuple, tuple[Any, Decision]] = {}
+
+
+def decision(table: Any, name: str, options: Mapping[str, Any] | None = None, *,
+             bindings: Mapping[str, str | Range] | None = None, otherwise_grade: int | None = None,
+             schema: Mapping[str, Any] | None = None) -> Decision:
+    """The :class:`Decision` of rule set ``name`` of a :class:`~cartlab.criteria.CriteriaTable`,
+    compiled once per options, bindings and schema (engines call it on every run)."""
+    options = dict(options or {})
+    key = (id(table), name, repr(sorted(options.items())), repr(sorted((bindings or {}).items())), otherwise_grade,
+           repr(sorted((schema or {}).items())) if schema is not None else None)
+    hit = _DECISIONS.get(key)
+    if hit is None or hit[0] is not table:
+        if len(_DECISIONS) > 512:
+            _DECISIONS.clear()
+        hit = _DECISIONS[key] = (table, Decision(table.rule_set(name), options, bindings,
+                                                 otherwise_grade=otherwise_grade, schema=schema))
+    return hit[1]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from cartlab.criteria import CriteriaOptions, CriteriaTable, Decision, load_table
+from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
 from cartlab.grading.common import expand_days
 from cartlab.grading.crs_features import (
     FeverAttribution,
@@ -68,7 +68,7 @@ class CrsOptions(CriteriaOptions):
 def _flag(table: CriteriaTable, name: str, opts: dict[str, Any]) -> tuple[str, pl.Expr]:
     """The id of a one-rule set (``death``, ``other_cause``) and whether it holds (unknown: no)."""
     (rule,) = table.rule_set(name)
-    return rule.id, Decision([rule], opts).truth(rule.id).fill_null(False)
+    return rule.id, decision(table, name, opts).truth(rule.id).fill_null(False)
 
 
 def _ref_list(col: str = "ref") -> pl.Expr:
@@ -236,12 +236,10 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     table = load_table(options.criteria)
     texts = table.texts((*DOMAINS, "death", "other_cause"), opts)
     f = crs_features(study, options)
-    domains = {d: Decision(table.rule_set(d), opts, otherwise_grade=0, schema=f.schema) for d in DOMAINS}
-    f = f.with_columns(
-        *domains["fever"].outcome("fever", "grade", "rule", "grade_max", "missing"),
-        *domains["hypotension"].outcome("hypotension", "grade", "rule"),
-        *domains["hypoxia"].outcome("hypoxia", "grade", "rule"),
-    )
+    domains = {d: decision(table, d, opts, otherwise_grade=0, schema=f.schema) for d in DOMAINS}
+    lazy = domains["fever"].apply(f.lazy(), "fever", "grade", "rule", "grade_max", "missing", labels=INPUTS)
+    lazy = domains["hypotension"].apply(lazy, "hypotension", "grade", "rule")
+    f = domains["hypoxia"].apply(lazy, "hypoxia", "grade", "rule").collect()
     death_rule, death = _flag(table, "death", opts)
     other_rule, other = _flag(table, "other_cause", opts)
     fever = pl.col("fever_grade") >= 1
@@ -284,7 +282,7 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
         .otherwise(pl.col("grade")).alias("grade_max"))
     f = f.with_columns(
         pl.when(pl.col("grade_max") > pl.col("grade"))
-        .then(pl.col("fever_missing").list.eval(pl.element().replace(INPUTS)))
+        .then(pl.col("fever_missing"))
         .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"

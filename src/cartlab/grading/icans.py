@@ -14,13 +14,13 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from cartlab.criteria import CriteriaOptions, Decision, load_table
+from cartlab.criteria import CriteriaOptions, decision, load_table
 from cartlab.grading.crs import episodes
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
 #: feature of the criteria table -> the input a missing value stands for (``missing_inputs``)
-INPUTS = {"ice_min": "ICE/CAPD", "capd_max": "ICE/CAPD"}
+INPUTS = {"ice_min": "ICE/CAPD"}
 
 
 class IcansOptions(CriteriaOptions):
@@ -76,7 +76,7 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
         )
     )
     # each event row graded by the events rule set (events outside its vocabulary match no rule)
-    events = Decision(table.rule_set("events"), opts)
+    events = decision(table, "events", opts)
     ev = (
         study.events.filter(
             pl.col("attribution").is_null() | ~pl.col("attribution").is_in(list(opts["excluded_attributions"])))
@@ -102,13 +102,12 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     for part in (ice, capd, loc, ev):
         f = f.join(part, on=["subject_id", "d"], how="left")
     f = f.with_columns(pl.col("loc_level").fill_null(0), pl.col("event_grade").fill_null(0))
-    scores = {d: Decision(table.rule_set(d), opts, otherwise_grade=0, schema=f.schema) for d in ("ice", "capd")}
-    f = f.with_columns(
-        *scores["ice"].outcome("ice", "grade", "rule", "grade_max", "missing"),
-        *scores["capd"].outcome("capd", "grade", "rule", "grade_max", "missing"),
+    scores = {d: decision(table, d, opts, otherwise_grade=0, schema=f.schema) for d in ("ice", "capd")}
+    lazy = scores["ice"].apply(f.lazy(), "ice", "grade", "rule", "grade_max", "missing", labels=INPUTS)
+    f = scores["capd"].apply(lazy, "capd", "grade", "rule", "grade_max").with_columns(
         pl.col("loc_level").alias("loc_grade"),
         pl.when(pl.col("loc_level") > 0).then(pl.lit(loc_rule)).alias("loc_rule"),
-    )
+    ).collect()
     domains = ["ice", "capd", "loc", "event"]
     grade = pl.max_horizontal(*[pl.col(f"{d}_grade") for d in domains])
     rule = pl.lit(None, dtype=pl.String)
@@ -123,8 +122,7 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     best = pl.min_horizontal("ice_grade_max", "capd_grade_max")
     f = f.with_columns(pl.when(opened["ice"] & opened["capd"]).then(pl.max_horizontal("grade", best))
                        .otherwise(pl.col("grade")).alias("grade_max"))
-    missing = pl.concat_list("ice_missing", "capd_missing").list.eval(pl.element().replace(INPUTS))
-    f = f.with_columns(pl.when(pl.col("grade_max") > pl.col("grade")).then(missing.list.unique(maintain_order=True))
+    f = f.with_columns(pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.col("ice_missing"))
                        .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
 
     texts = table.texts(("ice", "capd", "events"), opts)

@@ -8,19 +8,27 @@ source documents (``manual``) all give ``unknown`` with the reason.
 
 Screening values are the last ones recorded in the criterion's window (default: the protocol's
 ``screening_window``, in days relative to day 0, both ends inclusive).
+
+Each criterion is a condition of the criteria language (:mod:`cartlab.criteria`), evaluated for
+every subject at once: a censored result (``<0.5``) is a value known only as a range, so the
+comparison is TRUE when every value of the range meets it, FALSE when none does, else unknown; a
+threshold relative to the ULN/LLN is a per-row column reference (``3 x ULN`` of the result used);
+``any_of`` is a Kleene OR.
 """
 
 from __future__ import annotations
 
 import math
-import operator
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
-from cartlab.grading.common import EVIDENCE
+from cartlab.criteria import Compiler, Range
+from cartlab.criteria.model import AnyOf, Column, Leaf
+from cartlab.provenance import EVIDENCE
 
-__all__ = ["screen_eligibility", "eligibility_verdict", "ELIGIBILITY_SCHEMA"]
+__all__ = ["ELIGIBILITY_SCHEMA", "eligibility_verdict", "screen_eligibility"]
 
 ELIGIBILITY_SCHEMA = {
     "subject_id": pl.String,
@@ -38,44 +46,6 @@ ELIGIBILITY_SCHEMA = {
     "citation": pl.String,
     "evidence": EVIDENCE,
 }
-
-_CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-        "==": operator.eq, "!=": operator.ne}
-
-
-def _holds(op: str, value: Any, target: Any) -> bool:
-    if op in _CMP:
-        return bool(_CMP[op](value, target))
-    if op == "between":
-        return target[0] <= value <= target[1]
-    if op == "in":
-        return value in target
-    if op == "not_in":
-        return value not in target
-    raise ValueError(f"unknown operator {op!r}")
-
-
-def _interval_holds(op: str, lo: float, hi: float, lo_open: bool, hi_open: bool, target: Any) -> bool | None:
-    """Three-valued: does ``x op target`` hold for every x in the interval (True), none (False), or
-    some (None)? Used for censored results such as ``<0.5``."""
-    if op == "between":
-        a, b = target
-        if lo >= a and hi <= b:
-            return True
-        if hi < a or lo > b or (hi == a and hi_open) or (lo == b and lo_open):
-            return False
-        return None
-    if op not in ("<", "<=", ">", ">="):
-        return None
-    t = float(target)
-    # every value in the interval satisfies x op t?
-    if op in ("<", "<="):
-        all_ok = hi < t or (hi == t and (op == "<=" or hi_open))
-        none_ok = lo > t or (lo == t and (op == "<" or lo_open)) if math.isfinite(lo) else False
-    else:
-        all_ok = lo > t or (lo == t and (op == ">=" or lo_open))
-        none_ok = hi < t or (hi == t and (op == ">" or hi_open)) if math.isfinite(hi) else False
-    return True if all_ok else (False if none_ok else None)
 
 
 def _fmt(v: Any) -> str:
@@ -96,15 +66,6 @@ def _target_text(c) -> str:
     return f"{c.op} {_fmt(c.value)}{suffix}{unit}"
 
 
-class _Subject:
-    def __init__(self, study, subject_id: str):
-        self.id = subject_id
-        subs = study.subjects.filter(pl.col("subject_id") == subject_id)
-        self.row = subs.row(0, named=True) if subs.height else {}
-        self.obs = study.observations.filter(pl.col("subject_id") == subject_id)
-        self.events = study.events.filter(pl.col("subject_id") == subject_id)
-
-
 def _src(r: dict) -> str | None:
     return r.get("source") or None
 
@@ -113,89 +74,177 @@ def _ref(r: dict) -> list[str]:
     return [f"{r['src_file']}:{r['src_row']}"] if r.get("src_file") else []
 
 
-def _evaluate(c, s: _Subject, window: tuple[float, float]) -> dict[str, Any]:
-    """{cond: True/False/None, value, unit, day, reason, evidence} for one criterion's condition."""
-    from cartlab.io.dictionary import load_dictionary
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
-    lo, hi = c.window or window
-    wtxt = f"days {lo:g} to {hi:g}"
+
+@dataclass
+class _Part:
+    """One data source of a criterion (a subjects field, a param, an event, or manual), the column
+    ``key`` of its value and, per subject, the row it reads."""
+
+    crit: Any
+    key: str
+    window: tuple[float, float]
+    rows: dict[str, dict] = field(default_factory=dict)
+    dtype: Any = None        # a field's dtype (subjects.csv)
+    unit: str | None = None  # the param's canonical unit
+    target: Any = None       # the param's threshold in that unit (before a ULN/LLN multiple)
+
+
+def _parts(c, window: tuple[float, float], key: str) -> list[_Part]:
+    """The data sources of a criterion, ``any_of`` flattened (each part keeps its own window)."""
+    win = c.window or window
     if c.any_of:
-        parts = [_evaluate(sub, s, c.window or window) for sub in c.any_of]
-        conds = [p["cond"] for p in parts]
-        cond = True if any(x is True for x in conds) else (False if all(x is False for x in conds) else None)
-        reason = " OR ".join(f"[{sub.text}: {p['reason']}]" for sub, p in zip(c.any_of, parts))
-        chosen = next((p for p in parts if p["cond"] is True), parts[0])
-        return {**chosen, "cond": cond, "reason": reason,
-                "evidence": [e for p in parts for e in p["evidence"]]}
-    if c.manual:
-        return {"cond": None, "value": None, "unit": None, "day": None, "evidence": [],
-                "reason": "not decidable from the study data: check the source documents"}
+        return [p for i, sub in enumerate(c.any_of) for p in _parts(sub, win, f"{key}_{i}")]
+    return [_Part(c, key, win)]
+
+
+def _last(frame: pl.DataFrame, by: list[str]) -> dict[str, dict]:
+    """Per subject, the last row in ``by`` order (ties: the later row of the source frame)."""
+    if frame.height == 0:
+        return {}
+    last = frame.sort(["subject_id", *by]).group_by("subject_id", maintain_order=True).last()
+    return {r["subject_id"]: r for r in last.iter_rows(named=True)}
+
+
+def _gather(study, part: _Part, subjects: dict[str, dict]) -> None:
+    """The row each subject's part reads: the subject row, the last result or event in the window."""
+    c, (lo, hi) = part.crit, part.window
     if c.field is not None:
-        v = s.row.get(c.field)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return {"cond": None, "value": None, "unit": None, "day": None, "evidence": [],
-                    "reason": f"{c.field} is not recorded in subjects.csv"}
-        ok = _holds(c.op, v, c.value)
-        return {"cond": ok, "value": _fmt(v), "unit": "years" if c.field == "age_years" else None,
-                "day": None, "evidence": _ref(s.row), "source": _src(s.row),
-                "reason": f"{c.field} = {_fmt(v)}, {'meets' if ok else 'does not meet'} {_target_text(c)}"}
+        part.rows, part.dtype = subjects, study.subjects.schema[c.field]
+    elif c.event is not None:
+        ev = study.events.with_row_index("_i").filter((pl.col("event") == c.event) & pl.col("day").is_between(lo, hi))
+        part.rows = _last(ev, ["day", "_i"])
+    elif c.param is not None:
+        from cartlab.io.dictionary import load_dictionary
+
+        p = load_dictionary()[c.param]
+        obs = study.observations.with_row_index("_i").filter(
+            (pl.col("param") == c.param) & pl.col("day").is_between(lo, hi)
+            & (pl.col("value").is_not_null() | pl.col("censor").is_not_null()))
+        if c.analyte is not None:
+            obs = obs.filter(pl.col("analyte") == c.analyte)
+        part.rows, part.unit = _last(obs, ["day", "_i"]), p.unit
+        target = c.value
+        if c.unit is not None and isinstance(target, (int, float, list)):
+            conv = p.conversion_from(c.unit)
+            target = ([conv.scale * float(t) + conv.offset for t in target] if isinstance(target, list)
+                      else conv.scale * float(target) + conv.offset)
+        elif isinstance(target, (int, float)) and not isinstance(target, bool):
+            target = float(target)
+        part.target = target
+
+
+def _ref_value(part: _Part, r: dict | None) -> float | None:
+    """The row's ULN/LLN when the threshold is a multiple of it (None when absent or not > 0)."""
+    ref = None if r is None else r.get(part.crit.relative_to)
+    return float(ref) if ref is not None and ref > 0 else None
+
+
+def _columns(part: _Part, ids: list[str]) -> dict[str, pl.Series]:
+    """The part's value for every subject: a field's value, an event flag (None = unknown), or a
+    result as a range (a value is the range [v, v]; ``<5`` is (-inf, 5)) with its ULN/LLN."""
+    c, k = part.crit, part.key
+    if c.manual:
+        return {k: pl.Series(k, [None] * len(ids), dtype=pl.Boolean)}
     if c.event is not None:
-        ev = s.events.filter((pl.col("event") == c.event) & pl.col("day").is_between(lo, hi))
-        if ev.height:
-            r = ev.sort("day").row(-1, named=True)
-            return {"cond": True, "value": c.event, "unit": None, "day": r["day"], "evidence": _ref(r), "source": _src(r),
+        flag = [True if sid in part.rows else (False if c.absence_means_no else None) for sid in ids]
+        return {k: pl.Series(k, flag, dtype=pl.Boolean)}
+    if c.field is not None:
+        vals = [None if _missing(v := part.rows.get(sid, {}).get(c.field)) else v for sid in ids]
+        return {k: pl.Series(k, vals, dtype=part.dtype)}
+    lo, hi, lo_open, hi_open, ref = [], [], [], [], []
+    for sid in ids:
+        r = part.rows.get(sid)
+        a = b = None
+        ao = bo = False
+        if r is not None and r["value"] is not None:
+            a = b = float(r["value"])
+        elif r is not None:
+            lim, cz = r["censor_limit"], r["censor"]
+            a, b = (None, lim) if cz in ("<", "<=") else (lim, None)
+            ao, bo = cz == ">", cz == "<"
+        lo.append(a)
+        hi.append(b)
+        lo_open.append(ao)
+        hi_open.append(bo)
+        ref.append(_ref_value(part, r) if c.relative_to else None)
+    return {f"{k}_lo": pl.Series(lo, dtype=pl.Float64), f"{k}_hi": pl.Series(hi, dtype=pl.Float64),
+            f"{k}_lo_open": pl.Series(lo_open, dtype=pl.Boolean), f"{k}_hi_open": pl.Series(hi_open, dtype=pl.Boolean),
+            f"{k}_ref": pl.Series(ref, dtype=pl.Float64)}
+
+
+def _condition(c, parts: dict[str, _Part], key: str):
+    """A criterion as a condition of the criteria language (the data of part ``key`` is feature ``key``)."""
+    if c.any_of:
+        return AnyOf(any=tuple(_condition(sub, parts, f"{key}_{i}") for i, sub in enumerate(c.any_of)))
+    if c.manual or c.event is not None:
+        return Leaf(feature=key, op="==", value=True)
+    if c.field is not None:
+        value = tuple(c.value) if isinstance(c.value, list) else c.value
+        return Leaf(feature=key, op=c.op, value=value, closed="both" if c.op == "between" else None)
+    target = parts[key].target
+    if c.relative_to:  # a multiple of the row's ULN/LLN
+        target = ([Column(column=f"{key}_ref", factor=t) for t in target] if isinstance(target, list)
+                  else Column(column=f"{key}_ref", factor=target))
+    value = tuple(target) if isinstance(target, list) else target
+    return Leaf(feature=key, op=c.op, value=value, closed="both" if c.op == "between" else None)
+
+
+def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bool | None]) -> dict[str, Any]:
+    """{cond, value, unit, day, reason, evidence, source} of one criterion for one subject."""
+    if c.any_of:
+        subs = [_explain(sub, parts, f"{key}_{i}", sid, truth) for i, sub in enumerate(c.any_of)]
+        reason = " OR ".join(f"[{sub.text}: {p['reason']}]" for sub, p in zip(c.any_of, subs))
+        chosen = next((p for p in subs if p["cond"] is True), subs[0])
+        return {**chosen, "cond": truth[key], "reason": reason, "evidence": [e for p in subs for e in p["evidence"]]}
+    part, cond = parts[key], truth[key]
+    nothing = {"cond": None, "value": None, "unit": None, "day": None, "evidence": []}
+    lo, hi = part.window
+    wtxt = f"days {lo:g} to {hi:g}"
+    if c.manual:
+        return {**nothing, "reason": "not decidable from the study data: check the source documents"}
+    if c.field is not None:
+        v = part.rows.get(sid, {}).get(c.field)
+        if _missing(v):
+            return {**nothing, "reason": f"{c.field} is not recorded in subjects.csv"}
+        row = part.rows[sid]
+        return {"cond": cond, "value": _fmt(v), "unit": "years" if c.field == "age_years" else None,
+                "day": None, "evidence": _ref(row), "source": _src(row),
+                "reason": f"{c.field} = {_fmt(v)}, {'meets' if cond else 'does not meet'} {_target_text(c)}"}
+    r = part.rows.get(sid)
+    if c.event is not None:
+        if r is not None:
+            return {"cond": cond, "value": c.event, "unit": None, "day": r["day"], "evidence": _ref(r), "source": _src(r),
                     "reason": f"{c.event} recorded on day {r['day']:g}" + (f" ({r['detail']})" if r.get("detail") else "")}
         if c.absence_means_no:
-            return {"cond": False, "value": None, "unit": None, "day": None, "evidence": [],
-                    "reason": f"no {c.event} event recorded in {wtxt}"}
-        return {"cond": None, "value": None, "unit": None, "day": None, "evidence": [],
-                "reason": f"no {c.event} event recorded in {wtxt}; absence of a record is not evidence of absence "
-                          "(set absence_means_no: true when the study records every event)"}
-    # observation param
-    p = load_dictionary()[c.param]
-    obs = s.obs.filter((pl.col("param") == c.param) & pl.col("day").is_between(lo, hi)
-                       & (pl.col("value").is_not_null() | pl.col("censor").is_not_null()))
-    if c.analyte is not None:
-        obs = obs.filter(pl.col("analyte") == c.analyte)
+            return {**nothing, "cond": cond, "reason": f"no {c.event} event recorded in {wtxt}"}
+        return {**nothing, "reason": f"no {c.event} event recorded in {wtxt}; absence of a record is not evidence of "
+                                     "absence (set absence_means_no: true when the study records every event)"}
     label = c.param + (f" ({c.analyte})" if c.analyte else "")
-    if obs.height == 0:
-        return {"cond": None, "value": None, "unit": None, "day": None, "evidence": [],
-                "reason": f"no {label} result in {wtxt}"}
-    r = obs.with_row_index("_i").sort(["day", "_i"]).row(-1, named=True)
-    unit = p.unit
+    if r is None:
+        return {**nothing, "reason": f"no {label} result in {wtxt}"}
+    unit, found = part.unit, {"day": r["day"], "evidence": _ref(r), "source": _src(r)}
+    target = part.target
     if c.relative_to:
-        ref = r.get(c.relative_to)
-        if ref is None or not ref > 0:
+        ref = _ref_value(part, r)
+        if ref is None:
             shown = _fmt(r["value"]) if r["value"] is not None else r["value_text"]
-            return {"cond": None, "value": shown, "unit": unit, "day": r["day"], "evidence": _ref(r), "source": _src(r),
+            return {**found, "cond": None, "value": shown, "unit": unit,
                     "reason": f"{label} {shown} {unit} on day {r['day']:g} but no {c.relative_to.upper()} given for it"}
-        scale = float(ref)
-    else:
-        scale = 1.0
-    target = c.value
-    if c.unit is not None and isinstance(target, (int, float, list)):
-        conv = p.conversion_from(c.unit)
-        target = ([conv.scale * float(t) + conv.offset for t in target] if isinstance(target, list)
-                  else conv.scale * float(target) + conv.offset)
-    if isinstance(target, list):
-        target = [t * scale for t in target] if c.relative_to else target
-    elif isinstance(target, (int, float)):
-        target = float(target) * scale
-    shown_target = _target_text(c) + (f" (= {target:.4g} {unit})" if not isinstance(target, list) else f" (= {_fmt(target)} {unit})" if (c.unit and c.unit != unit) or c.relative_to else "")
+        target = [t * ref for t in target] if isinstance(target, list) else target * ref
+    scaled = (f" (= {target:.4g} {unit})" if not isinstance(target, list)
+              else f" (= {_fmt(target)} {unit})" if (c.unit and c.unit != unit) or c.relative_to else "")
+    shown_target = _target_text(c) + scaled
     if r["value"] is None:  # censored, e.g. "<0.5"
-        lim = r["censor_limit"]
-        cz = r["censor"]
-        lo_v, hi_v = (-math.inf, lim) if cz in ("<", "<=") else (lim, math.inf)
-        cond = _interval_holds(c.op, lo_v, hi_v, cz == ">", cz == "<", target)
-        txt = f"{r['value_text']} {unit}"
-        reason = (f"{label} {txt} on day {r['day']:g}: " + ("meets" if cond else "does not meet" if cond is False
-                  else "cannot decide") + f" {shown_target}")
-        return {"cond": cond, "value": r["value_text"], "unit": unit, "day": r["day"], "evidence": _ref(r), "source": _src(r), "reason": reason}
+        verdict = "meets" if cond else "does not meet" if cond is False else "cannot decide"
+        return {**found, "cond": cond, "value": r["value_text"], "unit": unit,
+                "reason": f"{label} {r['value_text']} {unit} on day {r['day']:g}: {verdict} {shown_target}"}
     v = float(r["value"])
-    ok = _holds(c.op, v, target)
-    reason = (f"{label} {v:g} {unit} on day {r['day']:g} (last in {wtxt}), "
-              f"{'meets' if ok else 'does not meet'} {shown_target}")
-    return {"cond": ok, "value": _fmt(v), "unit": unit, "day": r["day"], "evidence": _ref(r), "source": _src(r), "reason": reason}
+    return {**found, "cond": cond, "value": _fmt(v), "unit": unit,
+            "reason": (f"{label} {v:g} {unit} on day {r['day']:g} (last in {wtxt}), "
+                       f"{'meets' if cond else 'does not meet'} {shown_target}")}
 
 
 def _date(subject: dict, day: float | None) -> str | None:
@@ -212,19 +261,44 @@ def _date(subject: dict, day: float | None) -> str | None:
     return (d0 + dt.timedelta(days=math.floor(day))).isoformat()
 
 
+def _truths(study, protocol, ids: list[str], subjects: dict[str, dict]) -> tuple[dict, list[dict[str, bool | None]]]:
+    """Every criterion's parts (data gathered once per part for all subjects) and, per subject, the
+    truth of every criterion and part (one evaluation of the compiled conditions)."""
+    parts: dict[str, _Part] = {}
+    conds, bindings, columns = {}, {}, {}
+    for n, c in enumerate(protocol.eligibility):
+        key = f"c{n}"
+        for part in _parts(c, protocol.screening_window, key):
+            _gather(study, part, subjects)
+            parts[k := part.key] = part
+            columns.update(_columns(part, ids))
+            if part.crit.param is not None:  # a result is a range (a censored one is not a point)
+                bindings[k] = Range(f"{k}_lo", f"{k}_hi", f"{k}_lo_open", f"{k}_hi_open")
+            conds[k] = _condition(part.crit, parts, k)
+        if c.any_of:
+            conds[key] = _condition(c, parts, key)
+    frame = pl.DataFrame(columns) if columns else pl.DataFrame({"_": [None] * len(ids)})
+    compiler = Compiler(bindings=bindings, schema=frame.schema)
+    out = frame.select([compiler.truth(cond).alias(k) for k, cond in conds.items()]) if conds else pl.DataFrame()
+    return parts, out.to_dicts() if conds else [{} for _ in ids]
+
+
 def screen_eligibility(study, protocol, subject_id: str | None = None) -> pl.DataFrame:
     """Every eligibility criterion of ``protocol`` for every subject (or one) of ``study``.
 
     Inclusion criteria pass when their condition holds; exclusion criteria pass when it does not.
     """
     ids = [subject_id] if subject_id is not None else study.subject_ids
-    rows = []
+    subjects = {r["subject_id"]: r for r in study.subjects.unique("subject_id", keep="first", maintain_order=True)
+                .iter_rows(named=True)}
     for sid in ids:
-        s = _Subject(study, sid)
-        if not s.row:
+        if sid not in subjects:
             raise ValueError(f"no subject {sid!r} in study {study.study_id!r}")
-        for c in protocol.eligibility:
-            e = _evaluate(c, s, protocol.screening_window)
+    parts, truths = _truths(study.subset(ids) if subject_id is not None else study, protocol, ids, subjects)
+    rows = []
+    for sid, truth in zip(ids, truths):
+        for n, c in enumerate(protocol.eligibility):
+            e = _explain(c, parts, f"c{n}", sid, truth)
             cond = e["cond"]
             if cond is None:
                 status = "unknown"
@@ -239,7 +313,7 @@ def screen_eligibility(study, protocol, subject_id: str | None = None) -> pl.Dat
                 reason += f" [note: {c.note.strip()}]"
             rows.append({
                 "subject_id": sid, "criterion_id": c.id, "kind": c.kind, "text": c.text, "status": status,
-                "value": e["value"], "unit": e["unit"], "day": e["day"], "date": _date(s.row, e["day"]),
+                "value": e["value"], "unit": e["unit"], "day": e["day"], "date": _date(subjects[sid], e["day"]),
                 "reason": reason,
                 "source": e.get("source"), "rule": f"{protocol.id}.eligibility.{c.id}", "citation": c.citation, "evidence": e["evidence"],
             })

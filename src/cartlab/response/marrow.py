@@ -30,8 +30,8 @@ from pydantic import Field
 from cartlab.criteria import (
     CriteriaOptions,
     CriteriaTable,
-    Decision,
     Rule,
+    decision,
     load_raw,
     load_table,
     render,
@@ -147,14 +147,23 @@ class _SubjectData:
     events: list[dict[str, Any]]
 
 
-def _by_subject(study: Study) -> dict[str, _SubjectData]:
-    params = ["BMBLAST", "BMCELL", "PBBLAST", "NEUT", "PLAT", "MRDFCM"]
-    obs = (
-        study.observations.filter(pl.col("param").is_in(params) & pl.col("value").is_not_null()
-                                  & pl.col("day").is_not_null())
-        .select("subject_id", "day", "param", "value", "src_file", "src_row")
-        .sort("subject_id", "day", "src_row", nulls_last=True)
-    )
+def _by_subject(study: Study, near: float | None = None,
+                params: tuple[str, ...] = ("BMBLAST", "BMCELL", "PBBLAST", "NEUT", "PLAT", "MRDFCM")
+                ) -> dict[str, _SubjectData]:
+    """Each subject's marrow-related rows (``params``), events and platelet transfusions. With
+    ``near``, only the counts (NEUT, PLAT) within that many calendar days of a post-infusion marrow
+    are kept (the only ones an assessment reads)."""
+    obs = study.observations.filter(pl.col("param").is_in(list(params)) & pl.col("value").is_not_null()
+                                    & pl.col("day").is_not_null())
+    if near is not None:
+        counts = pl.col("param").is_in(["NEUT", "PLAT"])
+        marrows = (obs.filter((pl.col("param") == "BMBLAST") & (pl.col("day") > 0))
+                   .select("subject_id", pl.col("day").floor().alias("_md")).unique())
+        used = (obs.with_row_index("_i").filter(counts).join(marrows, on="subject_id")
+                .filter((pl.col("day").floor() - pl.col("_md")).abs() <= near)["_i"].unique())
+        obs = obs.with_row_index("_i").filter(~counts | pl.col("_i").is_in(used.implode())).drop("_i")
+    obs = obs.select("subject_id", "day", "param", "value", "src_file", "src_row").sort(
+        "subject_id", "day", "src_row", nulls_last=True)
     out: dict[str, _SubjectData] = defaultdict(lambda: _SubjectData(defaultdict(list), [], [], []))
     for r in obs.iter_rows(named=True):
         out[r["subject_id"]].obs[r["param"]].append(r)
@@ -248,12 +257,12 @@ def _assess(table: CriteriaTable, opts: dict[str, Any], feats: list[dict[str, An
     category is still possible for want of an input, the table's ``unresolved`` (NE). With the
     categories still possible (``could_be``), the ``missing`` inputs that leave them open and, per
     better category, the conditions ``failed``."""
-    decision = Decision(table.rule_set("categories"), opts, schema=_FEATURES)
-    catch_all = [r.id for r in decision.rules if not r.when]
+    categories = decision(table, "categories", opts, schema=_FEATURES)
+    catch_all = [r.id for r in categories.rules if not r.when]
     if not catch_all:
         raise ValueError("the criteria table has no catch-all category (a category with no conditions)")
-    texts = {r.id: render(r, opts) for r in decision.rules}
-    out = decision.apply(pl.DataFrame(feats, schema=_FEATURES), "a", "rule", "category", "possible", "missing", "unmet")
+    texts = {r.id: render(r, opts) for r in categories.rules}
+    out = categories.apply(pl.DataFrame(feats, schema=_FEATURES), "a", "rule", "category", "possible", "missing", "unmet")
     if "unresolved" in (table.model_extra or {}):
         unresolved = Rule.model_validate(table.extra("unresolved"))
         texts[unresolved.id] = render(unresolved, opts)
@@ -296,15 +305,14 @@ def marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.
     options = options or ResponseOptions()
     if options.criteria is not None and options.criteria not in RESPONSE_TABLES:
         raise ValueError(f"unknown response criteria {options.criteria!r}; choose one of {RESPONSE_TABLES}")
-    data = _by_subject(study)
-    resolved: dict[str, dict[str, Any]] = {}
+    names = {options.criteria} if options.criteria else {criteria_for_disease(d) for d in study.subjects["disease"]}
+    resolved = {n: options.resolved(_table(n)) for n in RESPONSE_TABLES if n in names}
+    data = _by_subject(study, near=max((float(o["count_window_days"]) for o in resolved.values()), default=0.0))
     found: dict[str, list[tuple]] = defaultdict(list)  # table -> (subject, marrow, pre, feats, used, evidence)
     for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
         name = options.criteria or criteria_for_disease(subj["disease"])
         if name is None:
             continue
-        if name not in resolved:
-            resolved[name] = options.resolved(_table(name))
         opts = resolved[name]
         sd = data.get(subj["subject_id"])
         if sd is None:
@@ -383,8 +391,8 @@ def _relapse_rule(a: pl.DataFrame, names: list[str | None], resolved: dict[str, 
     table = pl.Series(names, dtype=pl.String)
     out = pl.lit(None, dtype=pl.String)
     for name, opts in resolved.items():
-        decision = Decision(_rules(name).rule_set("relapse"), opts, schema=a.schema)
-        out = pl.when(pl.lit(table) == name).then(decision.rule()).otherwise(out)
+        rules = decision(_rules(name), "relapse", opts, schema=a.schema)
+        out = pl.when(pl.lit(table) == name).then(rules.rule()).otherwise(out)
     return out
 
 
@@ -410,7 +418,7 @@ def relapse(study: Study, assessments: pl.DataFrame | None = None,
     names = [options.criteria or criteria_for_disease(d) for d in a["disease"].to_list()]
     resolved = {n: options.resolved(_table(n)) for n in dict.fromkeys(names) if n is not None}
     a = a.with_columns(_relapse_rule(a, names, resolved).alias("_relapse_rule"))
-    data = _by_subject(study)
+    data = _by_subject(study, params=("PBBLAST", "MRDFCM"))  # what relapse reads besides the assessments
     rows = []
     for sid, part in a.partition_by("subject_id", as_dict=True, maintain_order=True).items():
         sid = sid[0]
