@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cartlab.criteria import Decision, Range
-from cartlab.criteria.direct import Interval, decide, truth
+from cartlab.criteria.direct import Interval, decide, missing_inputs, truth
 from cartlab.criteria.model import RULES, Column, Leaf
 
 NUMS = [0.0, 1.0, 2.0, 2.5, 3.0, 5.0]
@@ -102,7 +102,8 @@ def rows(draw):
         lo, hi = draw(st.one_of(st.none(), num)), draw(st.one_of(st.none(), num))
         if lo is not None and hi is not None and lo > hi:
             lo, hi = hi, lo
-        row[r] = Interval(lo, hi, draw(st.booleans()), draw(st.booleans()))
+        point = lo is not None and lo == hi  # an empty range ([2, 2)) is not a value
+        row[r] = Interval(lo, hi, not point and draw(st.booleans()), not point and draw(st.booleans()))
     return row
 
 
@@ -140,6 +141,46 @@ def test_compiled_equals_direct(rules, items, otherwise):
         for i, r in enumerate(d.rules):
             for j, c in enumerate(r.when):
                 assert out[f"p{i}_{j}"] == truth(c, row, OPTIONS), (r.when[j], row)
+
+
+def _grid() -> list[dict]:
+    """Rows crossing every boundary: range bounds on the value grid (or unbounded), open or closed
+    ends, point values (missing and NaN included), references, strings and booleans."""
+    bounds = [None, 1.0, 2.0, 2.5, 3.0]
+    out = []
+    for lo in bounds:
+        for hi in bounds:
+            if lo is not None and hi is not None and lo > hi:
+                continue
+            for lo_open in (False, True):
+                for hi_open in (False, True):
+                    if lo is not None and lo == hi and (lo_open or hi_open):
+                        continue  # an empty range is not a value
+                    i = len(out)
+                    pts = [None, float("nan"), *NUMS]
+                    out.append({"n0": pts[i % len(pts)], "n1": pts[(i // 3) % len(pts)], "n2": pts[(i // 7) % len(pts)],
+                                "ref": [None, *NUMS][i % 7], "s0": [None, "a", "b", "c"][i % 4],
+                                "b0": [None, True, False][i % 3], "lst": [None, ["a"], ["b", "c"], []][(i // 2) % 4],
+                                "r0": Interval(lo, hi, lo_open, hi_open),
+                                "r1": Interval(hi, hi) if hi is not None else Interval(lo, None, hi_open)})
+    return out
+
+
+GRID = _grid()
+GRID_FRAME = frame(GRID)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cond=condition)
+def test_every_condition_equals_direct_on_every_boundary(cond):
+    """One random condition over a grid of rows that crosses every boundary (a sharper check of the
+    leaves than random rows)."""
+    rules = RULES.validate_python([{"id": "r", "citation": "test", "when": [cond]}])
+    d = Decision(rules, OPTIONS, BINDINGS, schema=GRID_FRAME.schema)
+    got = GRID_FRAME.select(d.parts[0][0].alias("t"), d.compiler.missing_inputs(rules[0].when[0]).alias("m"))
+    for row, (t, m) in zip(GRID, got.iter_rows()):
+        assert t == truth(rules[0].when[0], row, OPTIONS), (cond, row)
+        assert m == sorted(missing_inputs(rules[0].when[0], row)), (cond, row)
 
 
 # ------------------------------------------------------------------------------------------------

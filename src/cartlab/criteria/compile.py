@@ -248,7 +248,7 @@ class Compiler:
             if isinstance(leaf, Leaf):
                 vals = leaf.value if isinstance(leaf.value, tuple) else (leaf.value,)
                 found += [v.column for v in vals if isinstance(v, Column)]
-            names += [n for n in found if n not in names]
+            names += [n for n in dict.fromkeys(found) if n not in names]
         return names
 
     def missing_inputs(self, cond: Any) -> pl.Expr:

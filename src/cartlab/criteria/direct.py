@@ -144,9 +144,13 @@ def _leaf(c: Leaf, row: dict, options: dict) -> bool | None:
     if c.op == "between":
         lo, hi = (_operand(b, row, options) for b in c.value)
         if isinstance(x, Interval):
-            if lo is None or hi is None:
-                return None
             x = Interval(rnd(x.lo), rnd(x.hi), x.lo_open, x.hi_open) if digits else x
+            if lo is None or hi is None:  # one bound unknown: FALSE only when the known side fails
+                known = [_range_test(x, _solutions(">=" if c.closed in ("both", "left") else ">", rnd(lo)))
+                         if lo is not None else None,
+                         _range_test(x, _solutions("<=" if c.closed in ("both", "right") else "<", rnd(hi)))
+                         if hi is not None else None]
+                return False if False in known else None
             return _range_test(x, [_between_set(rnd(lo), rnd(hi), c.closed)])
         ge = None if lo is None else (rnd(x) >= rnd(lo) if c.closed in ("both", "left") else rnd(x) > rnd(lo))
         le = None if hi is None else (rnd(x) <= rnd(hi) if c.closed in ("both", "right") else rnd(x) < rnd(hi))
