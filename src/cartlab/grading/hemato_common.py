@@ -106,15 +106,17 @@ def subject_order(study: Study) -> pl.DataFrame:
                         schema={"subject_id": pl.String, "_order": pl.Int64})
 
 
-def param_obs(study: Study, params: Iterable[str]) -> pl.DataFrame:
-    """Non-null observations of ``params`` with calendar day ``d`` and evidence ``ref``."""
-    return (
-        study.observations.filter(
-            pl.col("param").is_in(list(params)) & pl.col("value").is_not_null() & pl.col("day").is_not_null()
-        )
-        .with_columns(pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
-        .select("subject_id", "param", "day", "d", "value", "lln", "uln", "ref", "src_row")
-    )
+def param_obs(study: Study, params: Iterable[str], with_ref: bool = True) -> pl.DataFrame:
+    """Non-null observations of ``params`` with calendar day ``d`` and evidence ``ref`` (without
+    ``with_ref``: ``src_file`` instead, for :func:`cartlab.provenance.evidence_ref` of the few rows kept)."""
+    # the columns first: filtering every column of a large table costs several times more
+    f = (study.observations.select("subject_id", "param", "day", "value", "lln", "uln", "src_file", "src_row")
+         .filter(pl.col("param").is_in(list(params)) & pl.col("value").is_not_null() & pl.col("day").is_not_null())
+         .with_columns(pl.col("day").floor().cast(pl.Int64).alias("d")))
+    if not with_ref:
+        return f.select("subject_id", "param", "day", "d", "value", "lln", "uln", "src_file", "src_row")
+    return f.with_columns(evidence_ref().alias("ref")).select(
+        "subject_id", "param", "day", "d", "value", "lln", "uln", "ref", "src_row")
 
 
 _DAY_KEYS = ["subject_id", "param", "d"]
@@ -124,18 +126,18 @@ _DAY_ORDER = {"min": (["value", "day", "src_row"], [False, False, False]),
               "last": (["day", "src_row"], [True, True])}
 
 
-def _day_rows(obs: pl.DataFrame, how: str, cols: list[str]) -> pl.DataFrame:
-    """``cols`` of the ``how`` row of every subject, param and calendar day of ``obs``."""
+def _day_rows(obs: pl.DataFrame, how: str, cols: list[str], keys: list[str] = _DAY_KEYS) -> pl.DataFrame:
+    """``cols`` of the ``how`` row of every subject, param and calendar day (``keys``) of ``obs``."""
     if how not in _DAY_ORDER:
         raise ValueError(f"unknown daily value {how!r} (min, max, last or mean)")
     by, descending = _DAY_ORDER[how]
-    return obs.sort(by, descending=descending, nulls_last=True).group_by(_DAY_KEYS, maintain_order=True).agg(
+    return obs.sort(by, descending=descending, nulls_last=True).group_by(keys, maintain_order=True).agg(
         pl.col(cols).first())
 
 
-def _one_a_day(obs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _one_a_day(obs: pl.DataFrame, keys: list[str] = _DAY_KEYS) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(the days with a single row, the rows of the days with several): the usual day needs no sort."""
-    several = obs.select(_DAY_KEYS).is_duplicated()
+    several = obs.select(keys).is_duplicated()
     return obs.filter(~several), obs.filter(several)
 
 
@@ -157,16 +159,19 @@ def daily_values(obs: pl.DataFrame, how: str) -> pl.DataFrame:
         .otherwise(pl.lit([], dtype=EVIDENCE)).alias("refs"))
 
 
-def daily_min_max(obs: pl.DataFrame) -> pl.DataFrame:
+def daily_min_max(obs: pl.DataFrame, keys: list[str] = _DAY_KEYS, carry: tuple[str, ...] = ()) -> pl.DataFrame:
     """The lowest and the highest value per subject, param and calendar day (as :func:`daily_values`):
-    ``min``, ``lln``/``uln`` (of the lowest value's row), ``min_ref``, ``max``, ``max_ref``."""
-    single, several = _one_a_day(obs)
-    lo = _day_rows(several, "min", ["value", "lln", "uln", "ref"]).rename({"value": "min", "ref": "min_ref"})
-    hi = _day_rows(several, "max", ["value", "ref"]).rename({"value": "max", "ref": "max_ref"})
+    ``min``, ``lln``/``uln`` (of the lowest value's row), ``min_ref``, ``max``, ``max_ref``.
+
+    ``keys``: the columns that name a subject, param and day (one integer key is the fastest);
+    ``carry``: further columns, equal within a key, kept."""
+    single, several = _one_a_day(obs, keys)
+    lo = _day_rows(several, "min", ["value", "lln", "uln", "ref", *carry], keys).rename({"value": "min", "ref": "min_ref"})
+    hi = _day_rows(several, "max", ["value", "ref"], keys).rename({"value": "max", "ref": "max_ref"})
     return pl.concat([
-        single.select(*_DAY_KEYS, pl.col("value").alias("min"), "lln", "uln", pl.col("ref").alias("min_ref"),
+        single.select(*keys, pl.col("value").alias("min"), "lln", "uln", pl.col("ref").alias("min_ref"), *carry,
                       pl.col("value").alias("max"), pl.col("ref").alias("max_ref")),
-        lo.join(hi, on=_DAY_KEYS, how="left"),
+        lo.join(hi, on=keys, how="left"),
     ])
 
 

@@ -131,14 +131,16 @@ def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
         .otherwise(pl.lit("baseline.before_day0")).alias("baseline_rule"),
         pl.col("ld_refs").fill_null(_NO_REFS).alias("ref_evidence"),
     ).sort("_order")
-    obs = _param_obs(study, params).sort(["day", "src_row"], nulls_last=True).join(
-        refs.select(_SID, "ref_day", "baseline_rule"), on=_SID, how="inner", maintain_order="left")
+    obs = _param_obs(study, params, with_ref=False).join(
+        refs.select(_SID, "ref_day", "baseline_rule"), on=_SID, how="inner")
     ok = (pl.when(pl.col("baseline_rule") == "baseline.first_lymphodepletion_day")
           .then(pl.col("d") <= pl.col("ref_day").floor()).otherwise(pl.col("day") < 0))
     if max_lookback is not None:
         ok = ok & (pl.col("day") >= pl.col("ref_day") - float(max_lookback))
-    # rows are sorted by day: the last one wins
-    values = obs.filter(ok).group_by(_SID, "param", maintain_order=True).agg(pl.col("day", "value", "ref").last())
+    # the last value by day wins
+    values = (obs.filter(ok).sort(["day", "src_row"], nulls_last=True)
+              .group_by(_SID, "param", maintain_order=True).agg(pl.col("day", "value", "src_file", "src_row").last())
+              .with_columns(evidence_ref().alias("ref")))
     return values, refs
 
 
@@ -206,7 +208,7 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
               label: str) -> pl.DataFrame:
     """Per subject with a value from day 0 on: recovery ``day``, ``reason`` and ``evidence``.
 
-    ``pts``: daily values (``d`` >= 0, ``value``, ``refs``) sorted by subject and day; ``tx``: the
+    ``pts``: daily values (``d`` >= 0, ``value``, ``refs``) in day order within each subject; ``tx``: the
     (``subject_id``, ``d_tx``) platelet transfusion days, or None (neutrophils)."""
     meets, op = _CMP[rule["op"]], rule["op"]
     k, mode, thr_txt = int(opts["consecutive"]), opts["mode"], _fmt(thr)
@@ -264,7 +266,8 @@ def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.Da
     if int(opts["consecutive"]) < 1:
         raise ValueError(f"consecutive must be at least 1, got {opts['consecutive']!r}")
     table = load_criteria(options.criteria)["recovery"]
-    daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").filter(pl.col("d") >= 0).sort(_SID, "param", "d")
+    # by subject and day: the windows below read each subject's values in day order
+    daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").filter(pl.col("d") >= 0).sort(_SID, "d")
     tx = transfusion_days(study, opts["platelet_transfusion_categories"]).select(
         _SID, pl.col("d").alias("d_tx")).unique()
     out = _subject_order(study)

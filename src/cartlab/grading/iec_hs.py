@@ -75,34 +75,50 @@ def _side(c: dict) -> str:
 
 
 def _day_frame(study: Study, conds: list[dict], opts: dict) -> pl.DataFrame:
-    """One row per subject and calendar day (from ``start_day``) with any condition parameter measured.
+    """One row per subject and calendar day (from ``start_day``) with any condition parameter
+    measured, in subject and day order.
 
     Per parameter and side the conditions read: ``<p>.<side>.value``, its day ``d``, ``ref`` and the
     ``lln``/``uln`` of the lowest value's row (equal values: the later day), and ``<p>.base.*``: the
     last value on or before ``baseline_day`` (``value``, ``uln``, ``d``, ``ref``)."""
     params = sorted({c["param"] for c in conds})
-    obs = param_obs(study, params)
-    daily = daily_min_max(obs)
-    days = daily.filter(pl.col("d") >= int(opts["start_day"])).select(_SID, pl.col("d").alias("day")).unique()
-    cols = {"min": ["min", "min_ref", "lln", "uln", "d"], "max": ["max", "max_ref", "lln", "uln", "d"]}
     w = int(opts["lab_window_days"])
+    # subjects by their position, (subject, day) and (subject, param, day) as single sorted integer
+    # keys: joins and groupings on strings cost many times more
+    order = subject_order(study)
+    obs = param_obs(study, params).with_columns(
+        pl.col(_SID).replace_strict(order[_SID], order["_order"], default=None, return_dtype=pl.Int64).alias("_s"),
+        pl.col("param").replace_strict(params, range(len(params)), return_dtype=pl.Int64).alias("_p"))
+    lo_d, hi_d = (obs["d"].min() or 0), (obs["d"].max() or 0) + max(w, 0)
+    span = hi_d - lo_d + 1
+    key = pl.col("_s") * span + (pl.col("day") - lo_d)
+    obs = obs.with_columns(((pl.col("_s") * span + (pl.col("d") - lo_d)) * len(params) + pl.col("_p")).alias("_kp"))
+    daily = daily_min_max(obs, ["_kp"], ("_s", "param", "d"))
+    days = (daily.filter(pl.col("d") >= int(opts["start_day"])).select((pl.col("_kp") // len(params)).alias("_k"))
+            .unique().sort("_k").with_columns((pl.col("_k") // span).alias("_s"), (pl.col("_k") % span + lo_d).alias("day")))
+    cols = {"min": ["min", "min_ref", "lln", "uln", "d"], "max": ["max", "max_ref", "lln", "uln", "d"]}
     if w > 0:  # every value counts for its day and the w days after it
         win = daily.with_columns(pl.int_ranges("d", pl.col("d") + w + 1).alias("day")).explode("day").join(
-            days, on=[_SID, "day"], how="semi")
-        by = [_SID, "param", "day"]
+            days, on=["_s", "day"], how="semi")
+        by = ["_s", "param", "day"]
         side = {"min": win.group_by(by).agg(pl.col(cols["min"]).sort_by(["min", "d"], descending=[False, True]).first()),
                 "max": win.group_by(by).agg(pl.col(cols["max"]).sort_by(["max", "d"], descending=[True, True]).first())}
+        side = {k: v.with_columns(key.alias("_k")).sort("_k") for k, v in side.items()}
     else:
-        side = dict.fromkeys(("min", "max"), daily.with_columns(pl.col("d").alias("day")))
+        side = dict.fromkeys(("min", "max"), daily.with_columns(pl.col("d").alias("day")).with_columns(
+            key.alias("_k")).sort("_k"))
     base = (obs.filter(pl.col("d") <= int(opts["baseline_day"])).sort(["day", "src_row"], nulls_last=True)
-            .group_by(_SID, "param", maintain_order=True).agg(pl.col("value", "uln", "d", "ref").last()))
-    f = days
+            .group_by("_s", "param", maintain_order=True).agg(pl.col("value", "uln", "d", "ref").last()))
+    parts = [days.select(pl.col("_s").replace_strict(order["_order"], order[_SID], return_dtype=pl.String)
+                         .alias(_SID), "day")]
     for p, s in sorted({(c["param"], _side(c)) for c in conds}):
-        f = join_param(f, side[s], [_SID, "day"], p, {cols[s][0]: f"{p}.{s}.value", cols[s][1]: f"{p}.{s}.ref",
-                                                       **{c: f"{p}.{s}.{c}" for c in cols[s][2:]}})
+        parts.append(join_param(days.select("_k"), side[s], ["_k"], p, {
+            cols[s][0]: f"{p}.{s}.value", cols[s][1]: f"{p}.{s}.ref", **{c: f"{p}.{s}.{c}" for c in cols[s][2:]}}))
     for p in params:
-        f = join_param(f, base, [_SID], p, {c: f"{p}.base.{c}" for c in ("value", "uln", "d", "ref")})
-    return f
+        parts.append(join_param(days.select("_s"), base, ["_s"], p,
+                                {c: f"{p}.base.{c}" for c in ("value", "uln", "d", "ref")}))
+    # each part holds the grid's rows in the grid's order: side by side
+    return pl.concat([parts[0], *[x.drop("_k", "_s", strict=False) for x in parts[1:]]], how="horizontal")
 
 
 def _condition(c: dict) -> tuple[pl.Expr, pl.Expr, list[pl.Expr], list[str]]:
@@ -170,11 +186,16 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
     if f.is_empty():
         return empty(schema)
     crits = [(role, crit) for role, cs in (("key", key), ("supporting", sup)) for crit in cs if crit.get("computable")]
-    # per alternative: all its conditions hold (_all) / one of them fails, which decides it (_no)
+    # each condition once (True / False / null = undecided), then per alternative: all its
+    # conditions hold (_all) / one of them fails, which decides it (_no)
+    f = f.with_columns(_condition(c)[0].alias(f"_c.{cid}.{j}.{i}") for _, crit in crits
+                       for j, alt in enumerate(crit["any"]) for i, c in enumerate(alt) if (cid := crit["id"]))
     f = f.with_columns(
         e for _, crit in crits for j, alt in enumerate(crit["any"]) for e in (
-            pl.all_horizontal([_condition(c)[0].fill_null(False) for c in alt]).alias(f"_all.{crit['id']}.{j}"),
-            pl.any_horizontal([(~_condition(c)[0]).fill_null(False) for c in alt]).alias(f"_no.{crit['id']}.{j}")))
+            pl.all_horizontal([pl.col(f"_c.{crit['id']}.{j}.{i}").fill_null(False) for i in range(len(alt))])
+            .alias(f"_all.{crit['id']}.{j}"),
+            pl.any_horizontal([(~pl.col(f"_c.{crit['id']}.{j}.{i}")).fill_null(False) for i in range(len(alt))])
+            .alias(f"_no.{crit['id']}.{j}")))
     met: dict[str, list] = {"key": [], "supporting": []}
     texts, refs, not_eval = [], [], []
     shown: dict[str, list[pl.Expr]] = {}
@@ -203,21 +224,26 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
         met[role].append((hit, cid))
         texts.append(pl.when(hit).then(pl.concat_str(pl.lit(f"{cid}: "), text.otherwise(None))).alias(f"_text.{cid}"))
         not_eval.append((~hit & ~decided, cid))
+    # the texts and evidence of the rows where a criterion is met (a row without is "not flagged")
+    hits = [c for c, _ in met["key"] + met["supporting"]]
+    g = f.with_row_index("_row").filter(pl.any_horizontal(hits) if hits else pl.lit(False))
     # the numbers a reason shows, formatted once per column where a text needs them
-    f = f.with_columns(fmt_expr(pl.when(pl.any_horizontal(masks)).then(pl.col(col))).alias(col + ":fmt")
+    g = g.with_columns(fmt_expr(pl.when(pl.any_horizontal(masks)).then(pl.col(col))).alias(col + ":fmt")
                        for col, masks in shown.items())
     # computed once as columns (an expression used twice is computed twice)
-    f = f.with_columns(*[r for r, _ in refs], *texts)
+    g = g.with_columns(*[r for r, _ in refs], *texts)
     refs = [(pl.col(r.meta.output_name()), ps) for r, ps in refs]
     texts = [pl.col(t.meta.output_name()) for t in texts]
+    g = g.select("_row", str_list([(pl.lit(True), r) for r in _unique(refs)]).alias("evidence"),
+                 joined([(pl.lit(True), t) for t in texts], "; ").alias("_texts"))
     n_sup = pl.sum_horizontal([c.cast(pl.Int64) for c, _ in met["supporting"]] or [pl.lit(0)])
     f = f.with_columns(
         str_list(met["key"]).alias("key_met"), str_list(met["supporting"]).alias("supporting_met"),
-        str_list(not_eval).alias("not_evaluable"), str_list([(pl.lit(True), r) for r in _unique(refs)]).alias("evidence"),
+        str_list(not_eval).alias("not_evaluable"),
         joined(met["key"], ", ").alias("_key"), joined(met["key"] + met["supporting"], "; ").alias("_met"),
-        joined([(pl.lit(True), t) for t in texts], "; ").alias("_texts"), n_sup.alias("_n_sup"),
-        pl.any_horizontal([c for c, _ in met["key"]] or [pl.lit(False)]).alias("_any_key"),
-    )
+        n_sup.alias("_n_sup"), pl.any_horizontal([c for c, _ in met["key"]] or [pl.lit(False)]).alias("_any_key"),
+    ).with_row_index("_row").join(g, on="_row", how="left", maintain_order="left").with_columns(
+        pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)), pl.col("_texts").fill_null(pl.lit("")))
     flag = pl.col("_any_key") & (pl.col("_n_sup") >= int(opts["min_supporting"]))
     f = f.with_columns(flag.alias("iec_hs_flag")).with_columns(
         pl.lit(adjud, dtype=pl.List(pl.String)).alias("needs_adjudication"),
@@ -233,5 +259,4 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
             pl.lit(f"; needs a key (ferritin) criterion and >= {opts['min_supporting']} supporting criterion(s).")))
         .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met.")).alias("reason"),
     )
-    return (f.join(subject_order(study), on=_SID, how="left").sort("_order", "day")
-            .select(list(schema)).cast(schema))
+    return f.select(list(schema)).cast(schema)
