@@ -17,7 +17,6 @@ that leave them open.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.criteria.model import (
+    COMPARE,
     AllOf,
     AnyOf,
     Column,
@@ -40,8 +40,6 @@ from cartlab.criteria.model import (
 
 __all__ = ["Compiler", "Decision", "Range", "decision", "describe", "gated", "signif", "signif_scalar"]
 
-_CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
-        "!=": operator.ne}
 _FLOATS = (pl.Float32, pl.Float64)
 _EMPTY = pl.List(pl.String)
 _SEP = "\x1f"  # joins the names of a list while it is built (never in a name)
@@ -82,7 +80,7 @@ def _numeric(v: Any) -> bool:
 
 
 def _cmp(op: str, x: Any, t: Any) -> pl.Expr:
-    return _CMP[op](x, t)
+    return COMPARE[op](x, t)
 
 
 class Compiler:

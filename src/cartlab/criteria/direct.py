@@ -12,25 +12,11 @@ or an :class:`Interval` (a value known only as a range).
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from typing import Any
 
-from cartlab.criteria.model import (
-    AllOf,
-    AnyOf,
-    Column,
-    Count,
-    Leaf,
-    Missing,
-    Not,
-    Rule,
-    describe,
-    leaves,
-    option_name,
-)
+from cartlab.criteria import model as m
 
-_CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 INF = math.inf
 
 
@@ -68,10 +54,10 @@ def signif(x: float | None, digits: int) -> float | None:
 
 
 def _operand(v: Any, row: dict, options: dict) -> Any:
-    name = option_name(v)
+    name = m.option_name(v)
     if name is not None:
         return options[name]
-    if isinstance(v, Column):
+    if isinstance(v, m.Column):
         x = row.get(v.column)
         if is_missing(x):
             return None
@@ -135,7 +121,7 @@ def _between_set(lo: float, hi: float, closed: str) -> tuple:
     return (lo, hi, closed in ("right", "neither"), closed in ("left", "neither"))
 
 
-def _leaf(c: Leaf, row: dict, options: dict) -> bool | None:
+def _leaf(c: m.Leaf, row: dict, options: dict) -> bool | None:
     x = row.get(c.feature)
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return None
@@ -172,31 +158,31 @@ def _leaf(c: Leaf, row: dict, options: dict) -> bool | None:
         if digits:
             x = Interval(rnd(x.lo), rnd(x.hi), x.lo_open, x.hi_open)
         return _range_test(x, _solutions(c.op, rnd(t)))
-    return bool(_CMP[c.op](rnd(x), rnd(t)))
+    return bool(m.COMPARE[c.op](rnd(x), rnd(t)))
 
 
-def _count(c: Count, row: dict, options: dict) -> bool | None:
+def _count(c: m.Count, row: dict, options: dict) -> bool | None:
     results = [truth(x, row, options) for x in c.count]
     n_true, n_unknown = results.count(True), results.count(None)
     target = _operand(c.value, row, options)
-    outcomes = {_CMP[c.op](k, target) for k in range(n_true, n_true + n_unknown + 1)}
+    outcomes = {m.COMPARE[c.op](k, target) for k in range(n_true, n_true + n_unknown + 1)}
     return outcomes.pop() if len(outcomes) == 1 else None
 
 
 def truth(cond: Any, row: dict, options: dict | None = None) -> bool | None:
     """TRUE / FALSE / None (unknown) of one condition on one row."""
     options = options or {}
-    if isinstance(cond, Leaf):
+    if isinstance(cond, m.Leaf):
         return _leaf(cond, row, options)
-    if isinstance(cond, Missing):
+    if isinstance(cond, m.Missing):
         return any(is_missing(row.get(f)) for f in cond.features)
-    if isinstance(cond, AllOf):
+    if isinstance(cond, m.AllOf):
         return _and([truth(c, row, options) for c in cond.all])
-    if isinstance(cond, AnyOf):
+    if isinstance(cond, m.AnyOf):
         return _or([truth(c, row, options) for c in cond.any])
-    if isinstance(cond, Not):
+    if isinstance(cond, m.Not):
         return _not(truth(cond.not_, row, options))
-    if isinstance(cond, Count):
+    if isinstance(cond, m.Count):
         return _count(cond, row, options)
     raise TypeError(f"not a condition: {cond!r}")
 
@@ -204,16 +190,16 @@ def truth(cond: Any, row: dict, options: dict | None = None) -> bool | None:
 def missing_inputs(cond: Any, row: dict) -> set[str]:
     """The inputs a condition names (features, referenced columns) whose value is missing."""
     out = set()
-    for leaf in leaves(cond):
-        names = leaf.features if isinstance(leaf, Missing) else (leaf.feature,)
-        if isinstance(leaf, Leaf):
+    for leaf in m.leaves(cond):
+        names = leaf.features if isinstance(leaf, m.Missing) else (leaf.feature,)
+        if isinstance(leaf, m.Leaf):
             vals = leaf.value if isinstance(leaf.value, tuple) else (leaf.value,)
-            names += tuple(v.column for v in vals if isinstance(v, Column))
+            names += tuple(v.column for v in vals if isinstance(v, m.Column))
         out |= {n for n in names if is_missing(row.get(n))}
     return out
 
 
-def decide(rules: list[Rule], row: dict, options: dict | None = None, otherwise_grade: int | None = None,
+def decide(rules: list[m.Rule], row: dict, options: dict | None = None, otherwise_grade: int | None = None,
            unmet: str = "{label} ({conds} not met)", texts: dict | None = None) -> dict[str, Any]:
     """The outcome of an ordered rule set on one row (rules already filtered by their ``option``).
 
@@ -247,7 +233,7 @@ def decide(rules: list[Rule], row: dict, options: dict | None = None, otherwise_
         for j, (c, p) in enumerate(zip(r.when, parts)):
             if p is None:
                 missing |= missing_inputs(c, row)
-        false = [(texts or {}).get((i, j)) or describe(r.when[j], options) for j, p in enumerate(parts) if p is False]
+        false = [(texts or {}).get((i, j)) or m.describe(r.when[j], options) for j, p in enumerate(parts) if p is False]
         if false:
             failed.append(unmet.format(label=r.label, conds="; ".join(false)))
     grade = established.grade if established is not None else otherwise_grade

@@ -27,6 +27,7 @@ conditions the unknowns allow satisfies it. The evaluation is :mod:`cartlab.crit
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -61,17 +62,31 @@ Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 Number = StrictInt | StrictFloat
 
 
-class CriteriaError(InputError):
-    """A criteria table breaks the schema: ``problems`` lists (where, message), where = key path and
-    rule id (``rule_sets.hypoxia[1] (crs.hypoxia.high_flow) when[0].op``)."""
+class SchemaError(InputError):
+    """A YAML file breaks its schema: ``problems`` lists (where, message) for every problem."""
+
+    #: what the file is, in the message ("3 problems in the criteria table")
+    what = "file"
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source = source
         self.problems = problems
         n = len(problems)
-        lines = [f"{source}: {n} problem{'s' if n != 1 else ''} in the criteria table"]
+        lines = [f"{source}: {n} problem{'s' if n != 1 else ''} in the {self.what}"]
         lines += [f"  - {where}: {msg}" if where else f"  - {msg}" for where, msg in problems]
         super().__init__("\n".join(lines))
+
+
+class CriteriaError(SchemaError):
+    """A criteria table breaks the schema; where = key path and rule id
+    (``rule_sets.hypoxia[1] (crs.hypoxia.high_flow) when[0].op``)."""
+
+    what = "criteria table"
+
+
+#: the comparison operators
+COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+           "!=": operator.ne}
 
 
 class _Model(BaseModel):

@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cartlab.errors import InputError
+from cartlab.criteria.model import SchemaError
 
 __all__ = [
     "SCHEMA",
@@ -60,16 +60,10 @@ OPS = ("<", "<=", ">", ">=", "==", "!=", "in", "not_in", "between")
 SOURCES = ("published", "label", "registry", "reconstructed")
 
 
-class ProtocolError(InputError):
+class ProtocolError(SchemaError):
     """A protocol file breaks the schema; ``problems`` lists (where, message) for every problem."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        self.source = source
-        self.problems = problems
-        n = len(problems)
-        lines = [f"{source}: {n} problem{'s' if n != 1 else ''} in the protocol"]
-        lines += [f"  - {where}: {msg}" if where else f"  - {msg}" for where, msg in problems]
-        super().__init__("\n".join(lines))
+    what = "protocol"
 
 
 class _Strict(BaseModel):
