@@ -55,7 +55,8 @@ def _split_comment(rest: str) -> tuple[str, str]:
 @functools.cache
 def option_docs(table: str, package: str = "cartlab.grading") -> dict[str, tuple[str, str]]:
     """``defaults:`` of a criteria table as written: option -> (value text, comment). The comment is
-    the full-line comments just above the option and the comment on its line."""
+    the full-line comments just above the option (not a ``##`` group heading) and the comment on
+    its line."""
     text = resources.files(package).joinpath("criteria", f"{table}.yaml").read_text(encoding="utf-8")
     out: dict[str, tuple[str, str]] = {}
     inside, indent, pending = False, None, []
@@ -72,6 +73,9 @@ def option_docs(table: str, package: str = "cartlab.grading") -> dict[str, tuple
                 continue
             break
         stripped = line.strip()
+        if stripped.startswith("##"):  # a group heading, not an option's documentation
+            pending = []
+            continue
         if stripped.startswith("#"):
             pending.append(stripped.lstrip("#").strip())
             continue
@@ -98,7 +102,10 @@ def _table_backed(cls: type, f: dataclasses.Field) -> bool:
 
 
 def _describe(cls: type, f: dataclasses.Field) -> str:
-    return cls.__pydantic_fields__[f.name].description or ""
+    found = cls.__pydantic_fields__[f.name].description
+    if not found and f.name == "criteria":
+        return f"the criteria table ({cls.criteria_package.replace('.', '/')}/criteria/<name>.yaml)"
+    return found or ""
 
 
 def options_markdown(cls: type, tables: tuple[str, ...] | None = None) -> str:
