@@ -229,26 +229,31 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
     ``opts["interpolate"]``, the linear interpolation of the neighbouring measured days (not across
     more than ``opts["max_interpolation_gap_days"]`` missing days when set); otherwise missing.
     Columns: ``subject_id``, ``day``, ``value``, ``source`` (measured | interpolated | missing),
-    ``prev_day``/``next_day`` (interpolation neighbours), ``reason``, ``evidence``.
+    ``prev_day``/``next_day`` (interpolation neighbours), ``reason``, ``evidence``; rows in subject
+    and day order.
     """
     schema = {"subject_id": pl.String, "day": pl.Int64, "value": pl.Float64, "source": pl.String,
               "prev_day": pl.Int64, "next_day": pl.Int64, "reason": pl.String, "evidence": EVIDENCE}
     obs = daily_values(param_obs(study, [param]), opts["daily_value"])
     if obs.is_empty():
         return empty(schema)
+    # the grid in subject and day order (sorting the small per-subject frame, not the grid)
     grid = (
         obs.group_by("subject_id").agg(pl.col("d").min().alias("lo"), pl.col("d").max().alias("hi"))
-        .with_columns(pl.int_ranges("lo", pl.col("hi") + 1).alias("d")).explode("d").select("subject_id", "d")
+        .sort("subject_id").with_columns(pl.int_ranges("lo", pl.col("hi") + 1).alias("d")).explode("d")
+        .select("subject_id", "d")
     )
-    f = grid.join(obs.select("subject_id", "d", "value", "refs"), on=["subject_id", "d"], how="left").sort("subject_id", "d")
+    # a measured day's number and references as strings, formatted and joined once: the days around
+    # it repeat them (formatting floats and building lists are most of the cost of this table)
+    obs = obs.select("subject_id", "d", "value", pl.col("value").cast(pl.String).alias("_vs"),
+                     pl.col("refs").list.join(_SEP).alias("_rs"))
+    f = grid.join(obs, on=["subject_id", "d"], how="left", maintain_order="left")
     f = f.with_columns(pl.when(pl.col("value").is_not_null()).then(pl.col("d")).alias("_md"))
     f = f.with_columns(
-        pl.col("_md").forward_fill().over("subject_id").alias("prev_day"),
-        pl.col("value").forward_fill().over("subject_id").alias("prev_v"),
-        pl.col("refs").forward_fill().over("subject_id").alias("prev_refs"),
-        pl.col("_md").backward_fill().over("subject_id").alias("next_day"),
-        pl.col("value").backward_fill().over("subject_id").alias("next_v"),
-        pl.col("refs").backward_fill().over("subject_id").alias("next_refs"),
+        *[pl.col(c).forward_fill().over("subject_id").alias(f"prev_{n}") for c, n in
+          (("_md", "day"), ("value", "v"), ("_vs", "vs"), ("_rs", "rs"))],
+        *[pl.col(c).backward_fill().over("subject_id").alias(f"next_{n}") for c, n in
+          (("_md", "day"), ("value", "v"), ("_vs", "vs"), ("_rs", "rs"))],
     )
     gap_ok = pl.lit(bool(opts["interpolate"]))
     if opts["max_interpolation_gap_days"] is not None:
@@ -262,16 +267,18 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
         pl.when(measured).then(pl.lit("measured")).when(gap_ok).then(pl.lit("interpolated"))
         .otherwise(pl.lit("missing")).alias("source"),
     )
+    is_m, is_i = pl.col("source") == "measured", pl.col("source") == "interpolated"
+    refs = pl.concat_str([pl.when(rows & (pl.col(c) != "")).then(pl.col(c)) for rows, c in
+                          ((is_m, "_rs"), (is_i, "prev_rs"), (is_i, "next_rs"))], separator=_SEP, ignore_nulls=True)
     f = f.with_columns(
-        pl.when(pl.col("source") == "measured").then(pl.format(f"measured {label} {{}}", pl.col("value")))
-        .when(pl.col("source") == "interpolated").then(pl.format(
-            "interpolated {} between day {} ({}) and day {} ({})",
-            pl.col("value").round(3), pl.col("prev_day"), pl.col("prev_v"), pl.col("next_day"), pl.col("next_v")))
+        pl.when(is_m).then(pl.concat_str(pl.lit(f"measured {label} "), pl.col("_vs")))
+        .when(is_i).then(pl.concat_str(
+            pl.lit("interpolated "), pl.col("value").round(3).cast(pl.String), pl.lit(" between day "),
+            pl.col("prev_day").cast(pl.String), pl.lit(" ("), pl.col("prev_vs"), pl.lit(") and day "),
+            pl.col("next_day").cast(pl.String), pl.lit(" ("), pl.col("next_vs"), pl.lit(")")))
         .otherwise(pl.format(f"no {label}: gap between day {{}} and day {{}} too long to interpolate",
                              pl.col("prev_day"), pl.col("next_day"))).alias("reason"),
-        pl.when(pl.col("source") == "measured").then(pl.col("refs"))
-        .when(pl.col("source") == "interpolated").then(pl.concat_list("prev_refs", "next_refs"))
-        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("evidence"),
+        pl.when(refs == "").then(pl.lit([], dtype=EVIDENCE)).otherwise(refs.str.split(_SEP)).alias("evidence"),
         pl.when(measured).then(None).otherwise(pl.col("prev_day")).alias("prev_day"),
         pl.when(measured).then(None).otherwise(pl.col("next_day")).alias("next_day"),
     )

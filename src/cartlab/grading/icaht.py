@@ -131,7 +131,8 @@ def icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFra
     levels = _levels(table)
     daily = daily_series(study, "NEUT", opts, "ANC").rename({"value": "anc"})
     lo, hi = opts["early_window"]
-    daily = daily.join(windows_frame(_late_windows(study, opts)), on="subject_id", how="left").with_columns(
+    daily = daily.join(windows_frame(_late_windows(study, opts)), on="subject_id", how="left",
+                       maintain_order="left").with_columns(
         pl.when((pl.col("day") >= lo) & (pl.col("day") <= hi)).then(pl.lit("early"))
         .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
         .otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
@@ -140,7 +141,7 @@ def icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFra
     )
     cols = ["subject_id", "day", "anc", "source", "prev_day", "next_day", "window"]
     cols += [f"anc_le_{n}" for n in levels] + ["reason", "evidence"]
-    return daily.select(cols).sort("subject_id", "day")
+    return daily.select(cols)  # in subject and day order (daily_series)
 
 
 def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],

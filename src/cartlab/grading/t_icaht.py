@@ -148,7 +148,8 @@ def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.Data
              .group_by("subject_id", "day").agg(pl.col("ref").drop_nulls().unique(maintain_order=True).alias("tx_refs")))
     win = _windows(study, sids, opts)[1].select("subject_id", "_ws", "_we", "_el")
     lo = opts["early_window"][0]
-    daily = daily.join(cover, on=["subject_id", "day"], how="left").join(win, on="subject_id", how="left")
+    daily = daily.join(cover, on=["subject_id", "day"], how="left", maintain_order="left").join(
+        win, on="subject_id", how="left", maintain_order="left")
     supported = pl.col("tx_refs").is_not_null() & (pl.col("tx_refs").list.len() > 0)
     below = {n: (pl.col("plt") <= thr) if opts["inclusive"] else (pl.col("plt") < thr) for n, thr in levels.items()}
     flags = [
@@ -171,12 +172,15 @@ def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.Data
         .otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
         *flags,
         pl.concat_str(pl.col("reason"), note).alias("reason"),
-        pl.when(by_tx).then(pl.concat_list("evidence", pl.col("tx_refs"))).otherwise(pl.col("evidence")).alias("evidence"),
-    )
+    ).with_row_index("_row")
+    # the transfusion rows join the evidence of the (few) days counted below because of them
+    extra = daily.filter(pl.col("below_by_transfusion")).select("_row", pl.concat_list("evidence", "tx_refs").alias("_ev"))
+    daily = daily.join(extra, on="_row", how="left", maintain_order="left").with_columns(
+        pl.coalesce("_ev", "evidence").alias("evidence"))
     cols = ["subject_id", "day", "plt", "source", "prev_day", "next_day", "transfusion_supported",
             "below_by_transfusion", "window"]
     cols += [f"plt_lt_{n}" for n in levels] + ["reason", "evidence"]
-    return daily.select(cols).sort("subject_id", "day")
+    return daily.select(cols)  # in subject and day order (daily_series)
 
 
 def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float],
