@@ -88,10 +88,16 @@ class Compiler:
     ``bindings``; with the frame's ``schema``, NaN in float columns reads as missing."""
 
     def __init__(self, options: Mapping[str, Any] | None = None,
-                 bindings: Mapping[str, str | Range] | None = None, schema: Mapping[str, Any] | None = None):
+                 bindings: Mapping[str, str | Range] | None = None, schema: Mapping[str, Any] | None = None,
+                 stage: str | None = None):
         self.options = dict(options or {})
         self.bindings = dict(bindings or {})
         self.schema = dict(schema) if schema is not None else None
+        #: with ``stage`` (a column prefix), rounded operands (signif) become columns computed once,
+        #: before the conditions: ``derived`` holds them (name -> expression)
+        self.stage = stage
+        self.derived: dict[str, pl.Expr] = {}
+        self._derived_keys: dict[tuple, str] = {}
 
     # -- operands -------------------------------------------------------------------------------
     def _col(self, name: str, numeric: bool = False) -> pl.Expr:
@@ -149,7 +155,16 @@ class Compiler:
     def _round(self, digits: int | None, *xs: Any) -> list[Any]:
         if not digits:
             return list(xs)
-        return [signif(x, digits) if isinstance(x, pl.Expr) else signif_scalar(float(x), digits) for x in xs]
+        return [self._signif(x, digits) if isinstance(x, pl.Expr) else signif_scalar(float(x), digits) for x in xs]
+
+    def _signif(self, x: pl.Expr, digits: int) -> pl.Expr:
+        if self.stage is None:
+            return signif(x, digits)
+        key = (digits, str(x))
+        if key not in self._derived_keys:
+            name = self._derived_keys[key] = f"{self.stage}s{len(self._derived_keys)}"
+            self.derived[name] = signif(x, digits)
+        return pl.col(self._derived_keys[key])
 
     def _leaf(self, c: Leaf, col: str) -> pl.Expr:
         if c.op == "between":
@@ -187,6 +202,8 @@ class Compiler:
         lo = self._col(b.lo, True).cast(pl.Float64).fill_null(-inf)
         hi = self._col(b.hi, True).cast(pl.Float64).fill_null(inf)
         lo_open, hi_open = self._flag(b.lo_open), self._flag(b.hi_open)
+        if c.signif:  # the values of an open end may round onto it: rounded ranges are closed
+            lo_open = hi_open = pl.lit(False)
         if c.op in ("in", "not_in"):
             if isinstance(c.value, Column):
                 raise ValueError(f"{c.feature}: a range feature takes a list of values with {c.op!r}, not a list column")
@@ -412,8 +429,11 @@ class Decision:
         return lazy if isinstance(frame, pl.LazyFrame) else lazy.collect()
 
     def _plan(self, tmp: str, prefix: str, what: tuple, truths: bool, labels, kwargs) -> tuple[list, list[str]]:
-        """The stages of :meth:`apply`: conditions, rule truths, "no rule above is TRUE", outcomes."""
-        parts = [p.alias(f"{tmp}p{i}_{j}") for i, ps in enumerate(self.parts) for j, p in enumerate(ps)]
+        """The stages of :meth:`apply`: rounded operands, conditions, rule truths, "no rule above is
+        TRUE", outcomes."""
+        staged = Compiler(self.options, self.compiler.bindings, self.compiler.schema, stage=tmp)
+        parts = [staged.truth(c).alias(f"{tmp}p{i}_{j}") for i, r in enumerate(self.rules) for j, c in enumerate(r.when)]
+        derived = [e.alias(name) for name, e in staged.derived.items()]
         truths_ = [(pl.all_horizontal([pl.col(f"{tmp}p{i}_{j}") for j in range(len(ps))]) if ps else pl.lit(True))
                    .alias(f"{tmp}t{i}") for i, ps in enumerate(self.parts)]
         above = [(~pl.any_horizontal([pl.col(f"{tmp}t{k}").fill_null(False) for k in range(i)])).alias(f"{tmp}u{i}")
@@ -425,8 +445,8 @@ class Decision:
                 outs += [self._t(i).alias(f"{prefix}_truth_{r.id}") for i, r in enumerate(self.rules)]
         finally:
             self._tmp = None
-        stages = [x for x in (parts, truths_, above, outs) if x]
-        return stages, [e.meta.output_name() for e in parts + truths_ + above]
+        stages = [x for x in (derived, parts, truths_, above, outs) if x]
+        return stages, [e.meta.output_name() for e in derived + parts + truths_ + above]
 
 
 _DECISIONS: dict[tuple, tuple[Any, Decision]] = {}

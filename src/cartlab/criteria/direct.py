@@ -130,7 +130,7 @@ def _leaf(c: m.Leaf, row: dict, options: dict) -> bool | None:
     if c.op == "between":
         lo, hi = (_operand(b, row, options) for b in c.value)
         if isinstance(x, Interval):
-            x = Interval(rnd(x.lo), rnd(x.hi), x.lo_open, x.hi_open) if digits else x
+            x = Interval(rnd(x.lo), rnd(x.hi)) if digits else x  # rounded values: closed ends
             if lo is None or hi is None:  # one bound unknown: FALSE only when the known side fails
                 known = [_range_test(x, _solutions(">=" if c.closed in ("both", "left") else ">", rnd(lo)))
                          if lo is not None else None,
@@ -156,7 +156,7 @@ def _leaf(c: m.Leaf, row: dict, options: dict) -> bool | None:
         return None
     if isinstance(x, Interval):
         if digits:
-            x = Interval(rnd(x.lo), rnd(x.hi), x.lo_open, x.hi_open)
+            x = Interval(rnd(x.lo), rnd(x.hi))  # an open end's values may round onto it
         return _range_test(x, _solutions(c.op, rnd(t)))
     return bool(m.COMPARE[c.op](rnd(x), rnd(t)))
 

@@ -14,7 +14,7 @@ these values; ``status`` defaults to the table's. A **condition** is one of
   ``between`` (``value: [low, high]`` with ``closed: both|left|right|neither``, required). A value
   is a number, a string, a boolean, a list, an option (``"$name"``, from ``defaults``) or a per-row
   column ``{column: name, factor: f, offset: o}`` (``f * column + o``); ``signif: n`` compares
-  both sides rounded to n significant digits (R's ``signif``);
+  both sides rounded to n significant digits (R's ``signif``; a rounded range has closed ends);
 * ``{all: [...]}``, ``{any: [...]}``, ``{not: condition}``;
 * ``{count: [...], op, value}`` — how many of the conditions hold, compared with ``value``;
 * ``{missing: feature}`` (or a list) — the feature (any of them) is missing. Never unknown.
@@ -135,6 +135,8 @@ class Leaf(_Model):
         elif self.closed is not None:
             raise ValueError("closed only applies to op 'between'")
         if self.op in ("in", "not_in"):
+            if self.signif is not None:
+                raise ValueError(f"signif applies to comparisons, not to op {self.op!r}")
             if listed and not self.value:
                 raise ValueError(f"op {self.op!r} needs a non-empty list")
             if not listed and option_name(self.value) is None and not isinstance(self.value, Column):
