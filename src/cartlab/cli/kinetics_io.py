@@ -29,7 +29,7 @@ import polars as pl
 
 from cartlab import __version__
 from cartlab.io.atomic import atomic_file, atomic_folder
-from cartlab.io.study_folder import _sha256
+from cartlab.io.study_folder import sha256_file
 from cartlab.kinetics.nca import (
     CENSORED_RESULT,
     NA_TEXT,
@@ -375,10 +375,10 @@ def stein_command(
             inputs, kind = data.sources.to_dicts(), "study"
         elif path.is_file():
             data = _read_table(path, subject, time, conc, lloq, [c for _, c in cov_items])
-            inputs, kind = [{"file": str(path), "sha256": _sha256(path)}], "table"
+            inputs, kind = [{"file": str(path), "sha256": sha256_file(path)}], "table"
             if doses is not None:
                 dose_df = _read_doses(Path(doses), subject, time)
-                inputs.append({"file": str(doses), "sha256": _sha256(Path(doses))})
+                inputs.append({"file": str(doses), "sha256": sha256_file(Path(doses))})
         else:
             raise ValueError(f"{path}: no such file or study folder")
     if kind == "study":

@@ -81,7 +81,7 @@ def import_cmd(
     [bold]Example[/]: cartlab import studies/NCT04762485 --store trial.duckdb
     """
     from cartlab.io import read_study
-    from cartlab.io.study_folder import _sha256, check_study_path
+    from cartlab.io.study_folder import check_study_path, sha256_file
     from cartlab.store import Store
     from cartlab.store.duckdb_store import fingerprint_files, study_files
 
@@ -90,7 +90,7 @@ def import_cmd(
     with _progress(f"importing {sid}") as step:
         # validate before the store is even opened: a bad folder never touches it
         if store.exists():
-            files = [(p.name, _sha256(p)) for p in study_files(study_dir)]
+            files = [(p.name, sha256_file(p)) for p in study_files(study_dir)]
             with Store(store) as s:
                 if s.fingerprint_of(sid) == fingerprint_files(sid, files):
                     console.print(f"{sid}: unchanged (already imported, same files)")

@@ -20,11 +20,17 @@ from pathlib import Path
 
 import polars as pl
 
-from cartlab.io.dictionary import load_dictionary
 from cartlab.errors import InputError
+from cartlab.io.dictionary import load_dictionary
 from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue, StudyValidationError
-from cartlab.io.folder import CSV_DIALECTS, describe_path, find_tables, missing_subjects_issue, sniff_dialect
+from cartlab.io.folder import (
+    CSV_DIALECTS,
+    describe_path,
+    find_tables,
+    missing_subjects_issue,
+    sniff_dialect,
+)
 from cartlab.io.schema import DOSE_UNITS, FILES, FileSpec
 from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
@@ -62,7 +68,7 @@ def _round_sig(expr: pl.Expr) -> pl.Expr:
     return expr.round_sig_figs(SIG_DIGITS)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -123,7 +129,7 @@ class _FileReader:
     # -- loading
     def load(self) -> bool:
         try:
-            self.sha256 = _sha256(self.path)
+            self.sha256 = sha256_file(self.path)
         except OSError as exc:
             self.issue(None, f"cannot read file: {exc}")
             return False

@@ -21,7 +21,7 @@ import polars as pl
 
 from cartlab.errors import CartlabError, InputError
 from cartlab.io.dictionary import load_dictionary
-from cartlab.io.study_folder import _sha256, read_study
+from cartlab.io.study_folder import read_study, sha256_file
 from cartlab.model import FORMAT_VERSION, TABLES, Study, conform
 
 DEFAULT_STORE = "cartlab.duckdb"
@@ -153,7 +153,7 @@ class Store:
             folder_path = Path(source)
             study_id = study_id or folder_path.resolve().name
             step("hashing files")
-            files = [(p.name, _sha256(p)) for p in study_files(folder_path)]
+            files = [(p.name, sha256_file(p)) for p in study_files(folder_path)]
             fp = fingerprint_files(study_id, files)
             if self.fingerprint_of(study_id) == fp:
                 return ImportResult(study_id, "unchanged", fp, self.counts(study_id))
