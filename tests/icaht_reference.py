@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
-from hemato_reference import subject_ids, transfusion_days
 
 from cartlab.grading.common import EVIDENCE, domain_grade, load_criteria, rule_text
 from cartlab.grading.hemato_common import (
@@ -33,6 +32,7 @@ from cartlab.grading.t_icaht import TIcahtOptions, _sym, _used, _window_features
 from cartlab.grading.t_icaht import _levels as _t_levels
 from cartlab.model import Study
 from cartlab.provenance import evidence_ref, unique_refs
+from hemato_reference import subject_ids, transfusion_days
 
 # ---------------------------------------------------------------------------------------------
 # durations below a threshold

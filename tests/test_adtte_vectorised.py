@@ -13,17 +13,17 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
-import endpoints_reference as ref
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from test_endpoints import EVENTS, RESP, SUBJECTS, make_study, responses
 
+import endpoints_reference as ref
 from cartlab.analyze import Analysis
 from cartlab.datasets import seed_case
 from cartlab.datasets.synthetic import synthetic_cohort
 from cartlab.io import read_study
 from cartlab.response.endpoints import EndpointOptions, derive_adtte, response_rate
+from test_endpoints import EVENTS, RESP, SUBJECTS, make_study, responses
 
 OPTIONS = [
     EndpointOptions(),

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import hemato_reference as ref
-import icaht_reference as icaht_ref
 import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+import hemato_reference as ref
+import icaht_reference as icaht_ref
 from cartlab.datasets import seed_case
 from cartlab.datasets.synthetic import synthetic_cohort
 from cartlab.grading import hematotox as new
@@ -146,3 +146,28 @@ def test_empty_study_gives_the_same_empty_frames():
                      ("easix", (3,)), ("iec_hs_flags", ()), ("icaht", ()), ("t_icaht", ()), ("icaht_daily", ()),
                      ("t_icaht_daily", ())):
         assert_frame_equal(getattr(new, fn)(blank, *args), oracle(fn)(blank, *args))
+
+
+# ---------------------------------------------------------------------------------------------
+# the two deliberate differences from the row-loop code (each test failed on it)
+
+
+def test_late_icaht_columns_keep_their_types_without_any_late_measurement():
+    """ANC only in days 0-19: no late value for anyone. The row-loop code inferred the late
+    nadir columns from all-None values (dtype Null); they are ANC values (Float64, 10^9/L) and
+    calendar days (Int64, as the daily series' ``day``)."""
+    from test_hematotox import make_study
+
+    f = new.icaht(make_study([(d, "NEUT", 0.3) for d in range(20)], last_followup=200))
+    assert f["late_n_measurements"].to_list() == [0] and f["icaht_late_grade"].to_list() == [None]
+    assert {c: f.schema[c] for c in ("late_anc_nadir", "late_anc_nadir_day", "late_anc_confirmed",
+                                     "late_anc_confirmed_day")} == {
+        "late_anc_nadir": pl.Float64, "late_anc_nadir_day": pl.Int64,
+        "late_anc_confirmed": pl.Float64, "late_anc_confirmed_day": pl.Int64}
+
+
+def test_recovery_needs_at_least_one_consecutive_value():
+    """consecutive=0 made the row-loop code fail with an IndexError on the platelets (and call
+    any first value a recovery); it is now an option error naming the option."""
+    with pytest.raises(ValueError, match="consecutive must be at least 1"):
+        new.recovery_days(seed_case(), RecoveryOptions(consecutive=0))
