@@ -171,3 +171,18 @@ def test_recovery_needs_at_least_one_consecutive_value():
     any first value a recovery); it is now an option error naming the option."""
     with pytest.raises(ValueError, match="consecutive must be at least 1"):
         new.recovery_days(seed_case(), RecoveryOptions(consecutive=0))
+
+
+def test_icaht_and_t_icaht_grade_a_daily_series_already_computed(studies):
+    """An analysis computes the daily series once (its own table) and grades it: the same grades as
+    deriving it again; and the series given is the one graded (a subject left out of it has no
+    early grade)."""
+    s = studies["perturbed_3"]
+    for grade, daily, opts in ((new.icaht, new.icaht_daily, IcahtOptions(duration="longest_run")),
+                               (new.t_icaht, new.t_icaht_daily, TIcahtOptions(inclusive=True))):
+        d = daily(s, opts)
+        assert_frame_equal(grade(s, opts, daily=d), grade(s, opts))
+        first = d["subject_id"][0]
+        early = grade(s, opts, daily=d.filter(pl.col("subject_id") != first)).columns[1]
+        assert grade(s, opts, daily=d.filter(pl.col("subject_id") != first)).filter(
+            pl.col("subject_id") == first)[early].to_list() == [None]

@@ -197,7 +197,7 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
     ).with_columns(pl.col("late_n_measurements").cast(pl.Int64))
 
 
-def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
+def icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late ICAHT grade per subject (EHA/EBMT 2023; see ``criteria/icaht_2023.yaml``).
 
     Columns: ``icaht_early_grade``/``icaht_late_grade`` (Int64, null when not evaluable), the early
@@ -208,6 +208,7 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
     (lowest) and ``late_anc_confirmed`` (the second lowest: the worst level reached by two
     measurements), ``early_rule``/``early_reason``/``early_evidence``, the same for ``late_``, and
     the combined ``rule``, ``reason`` and ``evidence`` (the NEUT rows used).
+    ``daily``: the output of :func:`icaht_daily` with the same options, when already computed.
     """
     options = options or IcahtOptions()
     opts = options.resolved()
@@ -217,7 +218,7 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
     if not sids:
         return empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
                        "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
-    daily = icaht_daily(study, options)
+    daily = icaht_daily(study, options) if daily is None else daily
     early = _early_features(daily, sids, opts, levels)
     late = _late_features(daily, opts, levels, _late_windows(study, opts))
     f = early.join(late, on="subject_id", how="left", maintain_order="left")

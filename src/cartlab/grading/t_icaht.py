@@ -215,7 +215,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     return out
 
 
-def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
+def t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late T-ICAHT grade per subject (Rejeski 2025; see ``criteria/t_icaht_2025.yaml``).
 
     Columns: ``t_icaht_early_grade``/``t_icaht_late_grade`` (Int64, null when not evaluable), the
@@ -227,6 +227,7 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
     ``_episodes``/``_recovery_days``), ``late_transfusion_supported_days``;
     ``early_rule``/``early_reason``/``early_evidence``, the same for ``late_``, and the combined
     ``rule``, ``reason`` and ``evidence`` (PLAT, transfusion and censoring-event rows).
+    ``daily``: the output of :func:`t_icaht_daily` with the same options, when already computed.
     """
     options = options or TIcahtOptions()
     opts = options.resolved()
@@ -236,7 +237,7 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
     if not sids:
         return empty({"subject_id": pl.String, "t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
-    daily = t_icaht_daily(study, options)
+    daily = t_icaht_daily(study, options) if daily is None else daily
     early_w, late_w = _windows(study, sids, opts)
     f = _window_features(daily, sids, opts, levels, "early", "").rename(
         {"transfusion_supported_days": "early_transfusion_supported_days"}).join(
