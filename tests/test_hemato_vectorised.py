@@ -186,3 +186,14 @@ def test_icaht_and_t_icaht_grade_a_daily_series_already_computed(studies):
         early = grade(s, opts, daily=d.filter(pl.col("subject_id") != first)).columns[1]
         assert grade(s, opts, daily=d.filter(pl.col("subject_id") != first)).filter(
             pl.col("subject_id") == first)[early].to_list() == [None]
+
+
+def test_easix_of_zero_has_no_logarithm_and_says_so():
+    """LDH 0: s-EASIX = 0 / PLAT = 0, whose logarithm does not exist. The row-loop code stopped with
+    "math domain error"; the score is 0, its log empty and the reason shows "NA" (as for a
+    missing number)."""
+    from test_hematotox import LD, make_study
+
+    r = new.easix(make_study([(-6, "LDH", 0.0), (-6, "PLAT", 50.0)], doses=LD)).row(0, named=True)
+    assert r["s_easix"] == 0.0 and r["log2_s_easix"] is None
+    assert "s_easix = 0 U/L / 50 10^9/L = 0 (log2 NA)" in r["reason"]

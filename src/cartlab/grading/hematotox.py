@@ -538,7 +538,7 @@ def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | Non
             pl.when(ok).then(pl.concat_str(
                 pl.lit(f"{sc['id']} = "), terms(sc["numerator"]), pl.lit(" / "), terms(sc["denominator"]),
                 pl.lit(" = "), _fmt_expr(pl.when(ok).then(val)), pl.lit(f" (log{base:g} "),
-                _fmt_expr(pl.when(ok).then(pl.col(f"log{base:g}_{sc['id']}"))), pl.lit(")")))
+                _fmt_expr(pl.when(ok).then(pl.col(f"log{base:g}_{sc['id']}"))).fill_null(pl.lit("NA")), pl.lit(")")))
             .when(known).then(pl.lit(f"{sc['id']} not computable (platelets 0)"))
             .otherwise(pl.concat_str(pl.lit(f"{sc['id']} not computable (missing "),
                                      joined([(conv(p).is_null(), p) for p in need], ", "), pl.lit(")"))))
