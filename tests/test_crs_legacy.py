@@ -110,7 +110,7 @@ def test_tables_load_with_citations_and_known_features(scale):
     assert t["rules"] and t["citation"] and t["version"]
     raw = load_criteria(f"crs_{scale}")
     assert raw["status"] == "verified_secondary"
-    for r in raw["rules"]:
+    for r in raw["rule_sets"]["grade"]:
         assert r["citation"] and r["text"] and r["status"], r["id"]
     assert {r["grade"] for r in t["rules"]} >= {1, 2, 3}
 

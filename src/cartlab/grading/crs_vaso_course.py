@@ -1,122 +1,64 @@
 """Vasopressor time course for the older CRS scales: hours, episodes and the Lee 2014 "high-dose" rule.
 
-Split out of :mod:`cartlab.grading.crs_legacy` (which uses it). Agent names are resolved by
+Used by :mod:`cartlab.grading.crs_legacy_inputs`. Agent names are resolved by
 :mod:`cartlab.grading.vasopressors` before rows reach this module; the dose table and the
-norepinephrine-equivalent formula are ``criteria/vasopressor_equivalents.yaml``.
+norepinephrine-equivalent (NE-eq) formula are ``criteria/vasopressor_equivalents.yaml``. Everything
+is computed on frames (every subject at once):
 
-Time convention (``CrsLegacyOptions.day_precision``): a whole-number day only says *which day*
-("bounds": earliest/latest possible times are carried); ``"full_days"`` reads it as the full day.
+* each infusion's rate in its agent's table unit (:func:`vaso_rows`; a dose per kg uses
+  ``subjects.weight_kg``) and its time bounds: a whole-number day only says *which day*
+  (``day_precision="bounds"``: the earliest and latest possible times are carried, giving an
+  *inner* (shortest) and an *outer* (longest) time scenario); ``"full_days"`` reads it as the day;
+* per time segment of constant infusions, the Lee 2014 high-dose situation (monotherapy / with
+  vasopressin / combination) and whether its threshold is met (True / False / unknown);
+* per calendar day (:func:`vaso_course`): hours of support that day, hours of the episode up to
+  the end of the day (MSKCC), the high-dose status (held for >= ``min_duration_hours`` in both
+  scenarios, else unknown with its reasons) and the NE-eq actually running.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
+import polars as pl
+
+from cartlab.criteria.model import COMPARE
 from cartlab.grading.common import load_criteria
 from cartlab.grading.vasopressors import TABLE as VASOPRESSOR_TABLE
 from cartlab.grading.vasopressors import normalize_agent, vocabulary
+from cartlab.provenance import evidence_ref
 from cartlab.units import UnitError, conversion
 
-_EPS_H = 1e-9  # hours; durations are compared after rounding to this
+__all__ = ["EPS_H", "VASOPRESSOR_TABLE", "hours", "vaso_course", "vaso_rows"]
+
+EPS_H = 1e-9  # hours; durations are compared after rounding to this
+SID, D = "subject_id", "day"
+DURATION_REASON = "vasopressor duration (times known to the day only, or end not recorded)"
+_S = pl.List(pl.String)
 
 
-def _ref(row: Mapping[str, Any]) -> str | None:
-    f, r = row.get("src_file"), row.get("src_row")
-    if f is None or r is None:
-        return None
-    return f"{f}:{r}"
+def hours(days: pl.Expr) -> pl.Expr:
+    """A duration in days as hours, rounded to 1e-9 h (so that 24 h is 24 h whatever the sum order)."""
+    return (days * 24.0).round(9)
 
 
-def _cmp(x: float, op: str, v: float) -> bool:
-    if op == ">=":
-        return x >= v
-    if op == ">":
-        return x > v
-    if op == "<=":
-        return x <= v
-    if op == "<":
-        return x < v
-    if op == "==":
-        return x == v
-    raise ValueError(f"unknown operator {op!r}")
-
-
-def _precise(value: float, dt: Any) -> bool:
-    """A time point known to better than a day: a fractional day or a datetime with a time."""
-    if isinstance(dt, str) and ("T" in dt or ":" in dt):
-        return True
-    return value != math.floor(value)
-
-
-def _hours(days: float) -> float:
-    return round(days * 24.0, 9)
-
-
-def _union(intervals: Iterable[tuple[float, float]], gap: float = 0.0) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(intervals):
-        if out and a <= out[-1][1] + gap:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
-def _overlap(intervals: Iterable[tuple[float, float]], lo: float, hi: float) -> float:
-    return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in intervals)
+def _seq_sum(expr: pl.Expr) -> pl.Expr:
+    """Left-to-right sum in the frame's order (as Python's ``sum``): the last cumulative sum."""
+    return expr.cum_sum().last()
 
 
 # --------------------------------------------------------------------------------------------------
-# vasopressor table
+# infusion rows: rate in the table unit, time bounds, calendar days
 
 
-@dataclass
-class _VasoRow:
-    agent: str
-    known: bool
-    vasopressin: bool
-    ne_factor: float | None
-    rate: float | None  # in the agent's table unit
-    rate_reason: str | None
-    weight_ref: str | None
-    s_lo: float
-    s_hi: float
-    e_lo: float
-    e_hi: float
-    days: range
-    ref: str | None
+def _unit_rule(dose_unit: str, unit: str) -> tuple[str, float | None, str | None]:
+    """How a dose in ``dose_unit`` becomes the agent's ``unit``: (kind, scale, reason when it cannot).
 
-    @property
-    def inner(self) -> tuple[float, float] | None:
-        return (self.s_hi, self.e_lo) if self.e_lo > self.s_hi else None
-
-    @property
-    def outer(self) -> tuple[float, float] | None:
-        return (self.s_lo, self.e_hi) if self.e_hi > self.s_lo else None
-
-
-def _vaso_table() -> dict[str, Any]:
-    """Canonical drug -> table row (names resolved by :mod:`cartlab.grading.vasopressors`)."""
-    return {"agents": vocabulary().agents, "high_dose": load_criteria(VASOPRESSOR_TABLE)["high_dose"]}
-
-
-def _agent_rate(row: Mapping[str, Any], unit: str | None, weight: float | None) -> tuple[float | None, str | None, bool]:
-    """Dose of an infusion row in ``unit`` -> (rate, reason when unknown, weight used)."""
-    dose, dose_unit = row.get("dose"), row.get("dose_unit")
-    if unit is None:
-        return None, None, False
-    if dose is None:
-        return None, "vasopressor dose", False
-    if not dose_unit:
-        return None, "vasopressor dose unit", False
+    kind: ``direct`` (dose x scale), ``div`` / ``mul`` (a per-kg unit on one side only: divided /
+    multiplied by the weight) or ``bad``."""
     u = str(dose_unit).replace("mcg", "ug").replace("µg", "ug").replace("μg", "ug")
     try:
-        return dose * conversion(u, unit).scale, None, False
+        return "direct", conversion(u, unit).scale, None
     except UnitError:
         pass
     per_kg_target = "/kg" in unit.replace(" ", "")
@@ -124,157 +66,299 @@ def _agent_rate(row: Mapping[str, Any], unit: str | None, weight: float | None) 
     try:
         scale = conversion(u, other).scale
     except UnitError:
-        return None, f"vasopressor dose unit {dose_unit!r} not convertible to {unit}", False
-    if weight is None or not weight > 0:
-        return None, "patient weight (subjects.weight_kg)", False
-    return (dose * scale / weight if per_kg_target else dose * scale * weight), None, True
+        return "bad", None, f"vasopressor dose unit {dose_unit!r} not convertible to {unit}"
+    return ("div" if per_kg_target else "mul"), scale, None
 
 
-def _time_bounds(row: Mapping[str, Any], mode: str) -> tuple[float, float, float, float]:
-    """(start_lo, start_hi, end_lo, end_hi) in days for an intervention row."""
-    s, e = float(row["start_day"]), row.get("end_day")
-    s_prec = _precise(s, row.get("start_datetime"))
-    if e is not None:
-        e = float(e)
-        if e < s:
-            raise ValueError(
-                f"intervention {_ref(row) or row.get('agent')}: end_day {e} is before start_day {s}")
-        e_prec = _precise(e, row.get("end_datetime"))
+def _precise(value: str, dt: str) -> pl.Expr:
+    """A time point known to better than a day: a datetime with a time, or a fractional day."""
+    clock = pl.col(dt).str.contains("T", literal=True) | pl.col(dt).str.contains(":", literal=True)
+    return clock.fill_null(False) | (pl.col(value) != pl.col(value).floor())
+
+
+def _time_bounds(mode: str) -> list[pl.Expr]:
+    """s_lo, s_hi, e_lo, e_hi (days) of an intervention row under ``day_precision`` ``mode``."""
+    s, e = pl.col("start_day"), pl.col("end_day")
+    sp, ep = _precise("start_day", "start_datetime"), _precise("end_day", "end_datetime")
+    no_end = e.is_null()
     if mode == "full_days":
-        s_lo = s_hi = s
-        if e is None:
-            e_lo, e_hi = (s, math.floor(s) + 1.0) if s_prec else (s + 1.0, s + 1.0)
-        else:
-            e_lo = e_hi = e if e_prec else e + 1.0
-        return s_lo, s_hi, e_lo, e_hi
-    s_lo, s_hi = (s, s) if s_prec else (s, s + 1.0)
-    if e is None:  # "a single administration at the start time": duration unknown, within that day
-        e_lo, e_hi = (s, math.floor(s) + 1.0) if s_prec else (s, s + 1.0)
+        s_hi = s
+        e_lo = pl.when(no_end & sp).then(s).when(no_end).then(s + 1.0).when(ep).then(e).otherwise(e + 1.0)
+        e_hi = pl.when(no_end & sp).then(s.floor() + 1.0).otherwise(e_lo)
     else:
-        e_lo, e_hi = (e, e) if e_prec else (e, e + 1.0)
-    return s_lo, s_hi, e_lo, e_hi
+        s_hi = pl.when(sp).then(s).otherwise(s + 1.0)
+        e_lo = pl.when(no_end).then(s).otherwise(e)
+        e_hi = (pl.when(no_end & sp).then(s.floor() + 1.0).when(no_end).then(s + 1.0)
+                .when(ep).then(e).otherwise(e + 1.0))
+    return [s.alias("s_lo"), s_hi.alias("s_hi"), e_lo.alias("e_lo"), e_hi.alias("e_hi")]
 
 
-def _coverage(row: Mapping[str, Any]) -> range:
-    s = row["start_day"]
-    e = row.get("end_day")
-    return range(math.floor(s), math.floor(e if e is not None else s) + 1)
+def _check_order(iv: pl.DataFrame) -> None:
+    bad = iv.filter(pl.col("end_day") < pl.col("start_day")).head(1).to_dicts()
+    if bad:
+        r = bad[0]
+        where = f"{r['src_file']}:{r['src_row']}" if r.get("src_file") is not None and r.get("src_row") is not None \
+            else r.get("agent")
+        raise ValueError(f"intervention {where}: end_day {r['end_day']} is before start_day {r['start_day']}")
 
 
-def _segment_status(active: list[_VasoRow], hd: Mapping[str, Any]):
-    """Lee 2014 high-dose situation for a set of concurrently running infusions.
+def vaso_rows(iv: pl.DataFrame, subjects: pl.DataFrame, day_precision: str) -> pl.DataFrame:
+    """One row per vasopressor infusion (``iv``: resolved by :func:`~cartlab.grading.vasopressors.
+    resolve_agents`, in the engine's row order) with ``idx``, ``agent``, ``vasopressin``,
+    ``ne_factor``, ``rate`` (in the agent's table unit) or ``rate_reason``, ``weight_ref`` (the
+    subjects row when the weight was used), time bounds ``s_lo, s_hi, e_lo, e_hi``, ``days`` (the
+    calendar days it covers) and ``ref``."""
+    _check_order(iv)
+    agents = vocabulary().agents
+    table = pl.DataFrame(
+        [{"agent": k, "unit": a.get("unit"), "ne_factor": a.get("ne_factor")} for k, a in agents.items()],
+        schema={"agent": pl.String, "unit": pl.String, "ne_factor": pl.Float64})
+    subj = (subjects.select(SID, pl.col("weight_kg").cast(pl.Float64), evidence_ref().alias("weight_ref"))
+            .unique(SID, keep="last", maintain_order=True))
+    rows = (
+        iv.with_row_index("idx")
+        .select("idx", SID, pl.col("vaso_agent").alias("agent"), pl.col("vaso_known").alias("known"),
+                pl.col("vaso_is_vasopressin").alias("vasopressin"), "dose", "dose_unit", *_time_bounds(day_precision),
+                pl.int_ranges(pl.col("start_day").floor().cast(pl.Int64),
+                              pl.coalesce("end_day", "start_day").floor().cast(pl.Int64) + 1).alias("days"),
+                evidence_ref().alias("ref"))
+        .join(table, on="agent", how="left")
+        .with_columns(pl.when(pl.col("known")).then(pl.col("unit")).alias("unit"),
+                      pl.when(pl.col("known")).then(pl.col("ne_factor")).alias("ne_factor"))
+        .join(subj, on=SID, how="left")
+    )
+    pairs = rows.filter(pl.col("unit").is_not_null() & pl.col("dose").is_not_null()
+                        & (pl.col("dose_unit").fill_null("") != "")).select("dose_unit", "unit").unique()
+    rules = pl.DataFrame([dict(zip(("dose_unit", "unit", "kind", "scale", "bad"), (du, u, *_unit_rule(du, u))))
+                          for du, u in pairs.iter_rows()],
+                         schema={"dose_unit": pl.String, "unit": pl.String, "kind": pl.String, "scale": pl.Float64,
+                                 "bad": pl.String})
+    rows = rows.join(rules, on=["dose_unit", "unit"], how="left")
+    kind, dose, scale, w = pl.col("kind"), pl.col("dose"), pl.col("scale"), pl.col("weight_kg")
+    no_weight = w.is_null() | w.is_nan() | (w <= 0)
+    rate = (pl.when(pl.col("unit").is_null() | dose.is_null() | (pl.col("dose_unit").fill_null("") == "")).then(None)
+            .when(kind == "direct").then(dose * scale)
+            .when((kind == "bad") | no_weight).then(None)
+            .when(kind == "div").then(dose * scale / w)
+            .otherwise(dose * scale * w))
+    why = (pl.when(pl.col("unit").is_null()).then(None)
+           .when(dose.is_null()).then(pl.lit("vasopressor dose"))
+           .when(pl.col("dose_unit").fill_null("") == "").then(pl.lit("vasopressor dose unit"))
+           .when(kind == "direct").then(None)
+           .when(kind == "bad").then(pl.col("bad"))
+           .when(no_weight).then(pl.lit("patient weight (subjects.weight_kg)")))
+    used_weight = rate.is_not_null() & kind.is_in(["div", "mul"])
+    return rows.select(
+        "idx", SID, "agent", "known", "vasopressin", "ne_factor", rate.alias("rate"), why.alias("rate_reason"),
+        pl.when(used_weight).then(pl.col("weight_ref")).alias("weight_ref"),
+        "s_lo", "s_hi", "e_lo", "e_hi", "days", "ref")
 
-    Returns (status True/False/None, rule id, unknown reasons, NE-eq lower bound, NE-eq complete).
-    """
-    vp = [r for r in active if r.vasopressin]
-    nv: dict[str, list[_VasoRow]] = defaultdict(list)
-    for r in active:
-        if not r.vasopressin:
-            nv[r.agent].append(r)
-    ne, complete, reasons = 0.0, True, []
-    for agent, rows in nv.items():
-        for r in rows:
-            if r.ne_factor is None:
-                complete = False
-                reasons.append(f"norepinephrine equivalent of {agent!r} (not in vasopressor table)")
-            elif r.rate is None:
-                complete = False
-                reasons.append(r.rate_reason or "vasopressor dose")
-            else:
-                ne += r.ne_factor * r.rate
-    if not active:
-        return False, None, [], 0.0, True
-    situation = "with_vasopressin" if vp else ("monotherapy" if len(nv) == 1 else "combination")
+
+# --------------------------------------------------------------------------------------------------
+# segments of constant infusions and their high-dose status
+
+
+def _high_dose_rows(hd: dict[str, Any]) -> pl.DataFrame:
+    """The table's rows keyed by situation (and agent for monotherapy): the first row that applies."""
+    out, seen = [], set()
     for row in hd["rows"]:
-        if row["applies"] != situation:
-            continue
-        if situation == "monotherapy" and normalize_agent(row["agent"]) != next(iter(nv)):
-            continue
-        if row["measure"] == "dose":
-            rows = next(iter(nv.values()))
-            known = [r.rate for r in rows if r.rate is not None]
-            total = sum(known)
-            if len(known) == len(rows):
-                return _cmp(total, row["op"], row["value"]), row["id"], [], ne, complete
-            if row["op"] in (">=", ">") and _cmp(total, row["op"], row["value"]):
-                return True, row["id"], [], ne, complete
-            return None, row["id"], [r.rate_reason or "vasopressor dose" for r in rows if r.rate is None], ne, complete
-        if complete:
-            return _cmp(ne, row["op"], row["value"]), row["id"], [], ne, complete
-        if row["op"] in (">=", ">") and _cmp(ne, row["op"], row["value"]):
-            return True, row["id"], [], ne, complete
-        return None, row["id"], reasons, ne, complete
-    # no row of the table applies (e.g. monotherapy with an agent the table does not list)
-    agent = next(iter(nv)) if nv else "vasopressin"
-    return None, None, [f"high-dose threshold for {agent!r} (not in vasopressor table)"], ne, complete
+        key = (row["applies"], normalize_agent(row.get("agent")) if row["applies"] == "monotherapy" else "")
+        if key not in seen:
+            seen.add(key)
+            out.append({"situation": key[0], "key_agent": key[1], "hd_id": row["id"], "measure": row["measure"],
+                        "op": row["op"], "value": float(row["value"])})
+    return pl.DataFrame(out, schema={"situation": pl.String, "key_agent": pl.String, "hd_id": pl.String,
+                                     "measure": pl.String, "op": pl.String, "value": pl.Float64})
 
 
-def _sweep(intervals: list[tuple[float, float, _VasoRow]], hd: Mapping[str, Any]):
-    """Time segments of constant infusion sets: (t0, t1, status, rule, reasons, ne, complete)."""
-    pts = sorted({p for a, b, _ in intervals for p in (a, b)})
-    segs = []
-    for t0, t1 in pairwise(pts):
-        active = [r for a, b, r in intervals if a <= t0 and b >= t1]
-        if active:
-            segs.append((t0, t1, *_segment_status(active, hd)))
-    return segs
+def _compare(x: pl.Expr, op: pl.Expr, value: pl.Expr) -> pl.Expr:
+    out = pl.lit(None, dtype=pl.Boolean)
+    for name, fn in COMPARE.items():
+        out = pl.when(op == name).then(fn(x, value)).otherwise(out)
+    return out
 
 
-def _runs(segs, accept) -> list[tuple[float, float, list]]:
-    """Maximal contiguous runs of segments whose status is in ``accept``."""
-    runs: list[list] = []
-    for t0, t1, st, rule, reasons, *_ in segs:
-        if st not in accept:
-            continue
-        if runs and abs(runs[-1][1] - t0) < 1e-12:
-            runs[-1][1] = t1
-            runs[-1][2].append((st, rule, reasons))
-        else:
-            runs.append([t0, t1, [(st, rule, reasons)]])
-    return [(a, b, info) for a, b, info in runs]
+def _repr_map(agents: pl.Series) -> dict[str, str]:
+    return {a: repr(a) for a in agents.unique().drop_nulls().to_list()}
 
 
-def _high_dose_by_day(rows: list[_VasoRow], days: Iterable[int], hd: Mapping[str, Any]):
-    """Per day: (status, rule id, reasons) of the Lee 2014 high-dose rule, both time scenarios."""
+def _segments(intervals: pl.DataFrame, hd: dict[str, Any]) -> pl.DataFrame:
+    """Per subject, scenario and time segment (t0, t1) between consecutive infusion start/end
+    points with at least one infusion running: ``st`` (high dose True / False / unknown), ``rule``
+    (the table row), ``reasons`` (when unknown), ``ne`` and ``complete`` (NE-eq and whether every
+    running drug's dose is known)."""
+    key = [SID, "scen"]
+    pts = pl.concat([intervals.select(*key, pl.col("a").alias("t0")), intervals.select(*key, pl.col("b").alias("t0"))])
+    seg = (pts.unique().sort(*key, "t0")
+           .with_columns(pl.col("t0").shift(-1).over(key).alias("t1")).drop_nulls("t1"))
+    reprs = _repr_map(intervals["agent"])
+    nv = ~pl.col("vasopressin")
+    skey = [*key, "t0"]
+    act = (
+        seg.join(intervals, on=key).filter((pl.col("a") <= pl.col("t0")) & (pl.col("b") >= pl.col("t1")))
+        .with_columns(pl.when(nv).then(pl.col("idx").min().over(*skey, "agent")).alias("rank"))
+        .sort(*skey, "rank", "idx", nulls_last=True)
+        .with_columns(pl.col("rank").min().over(skey).alias("first_rank"))
+    )
+    first = nv & (pl.col("rank") == pl.col("first_rank"))
+    incomplete = nv & (pl.col("ne_factor").is_null() | pl.col("rate").is_null())
+    rate_why = pl.coalesce("rate_reason", pl.lit("vasopressor dose"))
+    ne_why = (pl.when(nv & pl.col("ne_factor").is_null())
+              .then(pl.format("norepinephrine equivalent of {} (not in vasopressor table)",
+                              pl.col("agent").replace_strict(reprs, return_dtype=pl.String)))
+              .when(incomplete).then(rate_why))
+    seg = act.group_by(*skey, "t1", maintain_order=True).agg(
+        pl.col("vasopressin").any().alias("has_vp"),
+        pl.col("agent").filter(nv).n_unique().alias("n_nv"),
+        pl.col("agent").filter(first).first().alias("agent"),
+        _seq_sum(pl.when(nv & ~incomplete).then(pl.col("ne_factor") * pl.col("rate")).otherwise(0.0)).alias("ne"),
+        (~incomplete.any()).alias("complete"),
+        ne_why.drop_nulls().alias("ne_reasons"),
+        _seq_sum(pl.when(first & pl.col("rate").is_not_null()).then(pl.col("rate")).otherwise(0.0)).alias("total"),
+        (pl.col("rate").filter(first).null_count() == 0).alias("all_known"),
+        rate_why.filter(first & pl.col("rate").is_null()).alias("dose_reasons"),
+    )
+    situation = (pl.when(pl.col("has_vp")).then(pl.lit("with_vasopressin"))
+                 .when(pl.col("n_nv") == 1).then(pl.lit("monotherapy")).otherwise(pl.lit("combination")))
+    seg = seg.with_columns(situation.alias("situation")).with_columns(
+        pl.when(pl.col("situation") == "monotherapy").then(pl.col("agent")).otherwise(pl.lit("")).alias("key_agent")
+    ).join(_high_dose_rows(hd), on=["situation", "key_agent"], how="left", maintain_order="left")
+    dose = pl.col("measure") == "dose"
+    x = pl.when(dose).then(pl.col("total")).otherwise(pl.col("ne"))
+    known = pl.when(dose).then(pl.col("all_known")).otherwise(pl.col("complete"))
+    holds = _compare(x, pl.col("op"), pl.col("value"))
+    unknown = pl.lit(None, dtype=pl.Boolean)
+    st = (pl.when(pl.col("hd_id").is_null()).then(unknown).when(known).then(holds)
+          .when(pl.col("op").is_in([">=", ">"]) & holds).then(pl.lit(True)).otherwise(unknown))
+    no_row = pl.format("high-dose threshold for {} (not in vasopressor table)",
+                       pl.coalesce(pl.col("agent").replace_strict(reprs, default=None, return_dtype=pl.String),
+                                   pl.lit("'vasopressin'")))
+    reasons = (pl.when(pl.col("hd_id").is_null()).then(pl.concat_list(no_row))
+               .when(dose).then(pl.col("dose_reasons")).otherwise(pl.col("ne_reasons")))
+    return seg.select(*key, "t0", "t1", st.alias("st"), pl.col("hd_id").alias("rule"),
+                      pl.when(st.is_null()).then(reasons).otherwise(pl.lit([], dtype=_S)).alias("reasons"),
+                      "ne", "complete")
+
+
+def _runs(seg: pl.DataFrame, accept_unknown: bool, min_h: float) -> pl.DataFrame:
+    """Maximal runs of adjacent segments that are high dose (or, with ``accept_unknown``, possibly
+    so) lasting >= ``min_h`` hours: x0, x1, the rule and the reasons of their unknown segments."""
+    key = [SID, "scen"]
+    ok = pl.col("st").fill_null(accept_unknown)
+    prev = pl.col("t1").shift(1).over(key)
+    runs = (
+        seg.filter(ok)
+        .with_columns((prev.is_null() | ~((prev - pl.col("t0")).abs() < 1e-12)).cum_sum().over(key).alias("run"))
+        .group_by(*key, "run", maintain_order=True)
+        .agg(pl.col("t0").first().alias("x0"), pl.col("t1").last().alias("x1"),
+             pl.col("rule").drop_nulls().first().alias("sure_rule"),
+             pl.col("rule").filter(pl.col("st").is_null()).drop_nulls().first().alias("maybe_rule"),
+             pl.col("reasons").filter(pl.col("st").is_null()).explode().drop_nulls().alias("reasons"))
+    )
+    return runs.filter(hours(pl.col("x1") - pl.col("x0")) >= min_h - EPS_H)
+
+
+def _by_day(days: pl.DataFrame, frame: pl.DataFrame, lo: str, hi: str, on: list[str]) -> pl.DataFrame:
+    """``days`` x the rows of ``frame`` (same subject) whose [lo, hi] overlaps the day, in frame order."""
+    return days.join(frame, on=on).filter((pl.col(lo) < pl.col(D) + 1) & (pl.col(hi) > pl.col(D)))
+
+
+def _high_dose(days: pl.DataFrame, seg: pl.DataFrame, hd: dict[str, Any]) -> pl.DataFrame:
+    """Per day: ``high_dose`` (True only when both time scenarios hold it for >= 3 h, False when
+    neither can), ``high_dose_rule``, ``high_dose_reasons`` (what is unknown) and the NE-eq."""
     min_h = float(hd["min_duration_hours"])
-    scen = {}
-    for name in ("inner", "outer"):
-        ivs = [(*getattr(r, name), r) for r in rows if getattr(r, name) is not None]
-        segs = _sweep(ivs, hd)
-        sure = [x for x in _runs(segs, {True}) if _hours(x[1] - x[0]) >= min_h - _EPS_H]
-        maybe = [x for x in _runs(segs, {True, None}) if _hours(x[1] - x[0]) >= min_h - _EPS_H]
-        scen[name] = (segs, sure, maybe)
-    out = {}
-    for d in days:
-        status, rule, reasons = {}, None, []
-        for name, (segs, sure, maybe) in scen.items():
-            hit = [x for x in sure if x[0] < d + 1 and x[1] > d]
-            if hit:
-                status[name] = True
-                rule = rule or next((i[1] for i in hit[0][2] if i[1]), None)
-                continue
-            poss = [x for x in maybe if x[0] < d + 1 and x[1] > d]
-            if poss:
-                status[name] = None
-                for _, _, info in poss:
-                    for st, rl, rs in info:
-                        if st is None:
-                            reasons.extend(rs)
-                            rule = rule or rl
-            else:
-                status[name] = False
-        if status["inner"] is True and status["outer"] is True:
-            out[d] = (True, rule, [])
-        elif status["inner"] is False and status["outer"] is False:
-            out[d] = (False, None, [])
-        else:
-            if status["inner"] != status["outer"] and not reasons:
-                reasons = ["vasopressor duration (times known to the day only, or end not recorded)"]
-            out[d] = (None, rule, sorted(set(reasons)))
-    # NE-equivalent actually running that day (widest time scenario)
-    ne_by_day = {}
-    for d in days:
-        vals = [(ne, comp) for t0, t1, st, rule, rs, ne, comp in scen["outer"][0] if t0 < d + 1 and t1 > d]
-        if vals:
-            ne_by_day[d] = (max(v for v, _ in vals), all(c for _, c in vals))
-    return out, ne_by_day
+    sure = _runs(seg, False, min_h)
+    maybe = _runs(seg, True, min_h)
+    out = days
+    for scen in ("inner", "outer"):
+        s = _by_day(days, sure.filter(pl.col("scen") == scen), "x0", "x1", [SID]).sort(SID, D, "x0").group_by(
+            SID, D).agg(pl.col("sure_rule").first().alias(f"{scen}_sure_rule"), pl.lit(True).alias(f"{scen}_sure"))
+        m = _by_day(days, maybe.filter(pl.col("scen") == scen), "x0", "x1", [SID]).sort(SID, D, "x0").group_by(
+            SID, D).agg(pl.col("maybe_rule").drop_nulls().first().alias(f"{scen}_maybe_rule"),
+                        pl.col("reasons").explode().drop_nulls().alias(f"{scen}_reasons"),
+                        pl.lit(True).alias(f"{scen}_maybe"))
+        out = out.join(s, on=[SID, D], how="left").join(m, on=[SID, D], how="left")
+    code = {}
+    rule = {}
+    for scen in ("inner", "outer"):
+        sure_, maybe_ = pl.col(f"{scen}_sure").fill_null(False), pl.col(f"{scen}_maybe").fill_null(False)
+        code[scen] = pl.when(sure_).then(2).when(maybe_).then(1).otherwise(0)
+        rule[scen] = pl.when(sure_).then(pl.col(f"{scen}_sure_rule")).when(maybe_).then(pl.col(f"{scen}_maybe_rule"))
+    both_true = (code["inner"] == 2) & (code["outer"] == 2)
+    both_false = (code["inner"] == 0) & (code["outer"] == 0)
+    empty = pl.lit([], dtype=_S)
+    collected = pl.concat_list(
+        pl.when(code["inner"] == 1).then(pl.col("inner_reasons")).otherwise(empty),
+        pl.when(code["outer"] == 1).then(pl.col("outer_reasons")).otherwise(empty))
+    reasons = (pl.when(both_true | both_false).then(empty)
+               .when((collected.list.len() == 0) & (code["inner"] != code["outer"])).then(pl.lit([DURATION_REASON]))
+               .otherwise(collected.list.unique().list.sort()))
+    out = out.select(
+        SID, D,
+        pl.when(both_true).then(True).when(both_false).then(False).otherwise(None).alias("high_dose"),
+        pl.when(~both_false).then(pl.coalesce(rule["inner"], rule["outer"])).alias("high_dose_rule"),
+        reasons.alias("high_dose_reasons"))
+    ne = (_by_day(days, seg.filter(pl.col("scen") == "outer"), "t0", "t1", [SID])
+          .group_by(SID, D).agg(pl.col("ne").max().round(9).alias("ne_equiv_max_ug_min"),
+                                pl.col("complete").all().alias("ne_equiv_complete")))
+    return out.join(ne, on=[SID, D], how="left")
+
+
+# --------------------------------------------------------------------------------------------------
+# hours per day and per episode
+
+
+def _union(intervals: pl.DataFrame, gap: float = 0.0) -> pl.DataFrame:
+    """Per subject, the union of [a, b] intervals (pieces closer than ``gap`` days joined)."""
+    prev = pl.col("b").cum_max().shift(1).over(SID)
+    return (intervals.sort(SID, "a", "b")
+            .with_columns((prev.is_null() | (pl.col("a") > prev + gap)).cum_sum().over(SID).alias("piece"))
+            .group_by(SID, "piece", maintain_order=True).agg(pl.col("a").min(), pl.col("b").max()))
+
+
+def _hours_in_day(days: pl.DataFrame, union: pl.DataFrame, name: str) -> pl.DataFrame:
+    overlap = (pl.min_horizontal("b", pl.col(D) + 1) - pl.max_horizontal("a", pl.col(D))).clip(lower_bound=0.0)
+    return (days.join(union, on=SID).sort(SID, D, "a")
+            .group_by(SID, D).agg(hours(_seq_sum(overlap)).alias(name)))
+
+
+def _episode_hours(days: pl.DataFrame, episodes: pl.DataFrame, union: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Per day, the longest cumulative support (``union`` pieces) within an episode touching the
+    day, counted up to the end of the day."""
+    pieces = union.sort(SID, "a").join_asof(episodes.sort(SID, "A").select(SID, "ep", "A"), left_on="a",
+                                            right_on="A", by=SID, strategy="backward", check_sortedness=False)
+    touching = days.join(episodes, on=SID).filter((pl.col("A") <= pl.col(D) + 1) & (pl.col("B") >= pl.col(D)))
+    upto = pl.min_horizontal("b", pl.col(D) + 1) - pl.col("a")
+    per_episode = (touching.join(pieces, on=[SID, "ep"], how="left").sort(SID, D, "ep", "a")
+                   .group_by(SID, D, "ep").agg(_seq_sum(pl.when(pl.col("a") < pl.col(D) + 1).then(upto)
+                                                        .otherwise(0.0)).fill_null(0.0).alias("h")))
+    return per_episode.group_by(SID, D).agg(hours(pl.col("h").max()).alias(name))
+
+
+def vaso_course(rows: pl.DataFrame, hd: dict[str, Any] | None = None, episode_gap_hours: float = 0.0) -> pl.DataFrame:
+    """Per subject and calendar day covered by an infusion of :func:`vaso_rows`: ``vaso_hours_day_min
+    / _max``, ``vaso_episode_hours_min / _max``, ``duration_unknown``, ``high_dose``,
+    ``high_dose_rule``, ``high_dose_reasons``, ``ne_equiv_max_ug_min``, ``ne_equiv_complete``.
+
+    An episode is uninterrupted support by any agent (gaps up to ``episode_gap_hours`` joined); its
+    hours count up to the end of the day (MSKCC "vasopressors >= 24 h")."""
+    hd = hd or load_criteria(VASOPRESSOR_TABLE)["high_dose"]
+    days = rows.select(SID, pl.col("days").alias(D)).explode(D).drop_nulls(D).unique().sort(SID, D)
+    cols = ["idx", SID, "agent", "vasopressin", "ne_factor", "rate", "rate_reason"]
+    inner = rows.filter(pl.col("e_lo") > pl.col("s_hi")).select(
+        *cols, pl.lit("inner").alias("scen"), pl.col("s_hi").alias("a"), pl.col("e_lo").alias("b"))
+    outer = rows.filter(pl.col("e_hi") > pl.col("s_lo")).select(
+        *cols, pl.lit("outer").alias("scen"), pl.col("s_lo").alias("a"), pl.col("e_hi").alias("b"))
+    out = _high_dose(days, _segments(pl.concat([inner, outer]), hd), hd)
+    inner_u, outer_u = _union(inner), _union(outer)
+    episodes = _union(outer_u, episode_gap_hours / 24.0).select(
+        SID, pl.col("piece").alias("ep"), pl.col("a").alias("A"), pl.col("b").alias("B"))
+    zero = 0.0
+    for frame in (_hours_in_day(days, inner_u, "vaso_hours_day_min"), _hours_in_day(days, outer_u, "vaso_hours_day_max"),
+                  _episode_hours(days, episodes, inner_u, "vaso_episode_hours_min"),
+                  _episode_hours(days, episodes, outer_u, "vaso_episode_hours_max")):
+        out = out.join(frame, on=[SID, D], how="left")
+    out = out.with_columns(pl.col(c).fill_null(zero) for c in (
+        "vaso_hours_day_min", "vaso_hours_day_max", "vaso_episode_hours_min", "vaso_episode_hours_max"))
+    return out.with_columns(
+        ((pl.col("vaso_episode_hours_max") - pl.col("vaso_episode_hours_min")) > EPS_H).alias("duration_unknown"))

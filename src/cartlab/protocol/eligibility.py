@@ -26,7 +26,7 @@ import polars as pl
 
 from cartlab.criteria import Compiler, Range
 from cartlab.criteria.model import AnyOf, Column, Leaf
-from cartlab.provenance import EVIDENCE
+from cartlab.provenance import EVIDENCE, row_ref
 
 __all__ = ["ELIGIBILITY_SCHEMA", "eligibility_verdict", "screen_eligibility"]
 
@@ -71,7 +71,8 @@ def _src(r: dict) -> str | None:
 
 
 def _ref(r: dict) -> list[str]:
-    return [f"{r['src_file']}:{r['src_row']}"] if r.get("src_file") else []
+    """The row's reference as a one-element evidence list (empty without provenance)."""
+    return [x] if (x := row_ref(r)) is not None else []
 
 
 def _missing(v: Any) -> bool:

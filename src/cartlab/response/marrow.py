@@ -37,7 +37,7 @@ from cartlab.criteria import (
     render,
 )
 from cartlab.model import Study
-from cartlab.provenance import EVIDENCE
+from cartlab.provenance import EVIDENCE, row_ref
 
 __all__ = [
     "CATEGORY_RANK",
@@ -109,11 +109,6 @@ def criteria_for_disease(disease: str | None) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 # features
-
-
-def _ref(r: dict[str, Any]) -> str | None:
-    f, n = r.get("src_file"), r.get("src_row")
-    return None if f is None or n is None else f"{f}:{n}"
 
 
 def _fmt(x: Any) -> str:
@@ -214,8 +209,8 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
         "not_aplastic": True if cell is None else cell["value"] >= float(opts["min_cellularity_pct"]),
         "blast_reduction_pct": red,
     }
-    evidence = [x for x in (_ref(r) for r in used.values() if r is not None) if x]
-    evidence += [x for x in (_ref(e) for e in emd_rows) if x]
+    evidence = [x for x in (row_ref(r) for r in used.values() if r is not None) if x]
+    evidence += [x for x in (row_ref(e) for e in emd_rows) if x]
     return feats, used, list(dict.fromkeys(evidence))
 
 
@@ -443,7 +438,7 @@ def relapse(study: Study, assessments: pl.DataFrame | None = None,
             for i, x in enumerate(pbs):
                 earlier = [y for y in pbs[:i] if x["day"] - y["day"] >= gap]
                 if len(earlier) + 1 >= need:
-                    refs = [z for z in (_ref(earlier[0]), _ref(x)) if z]
+                    refs = [z for z in (row_ref(earlier[0]), row_ref(x)) if z]
                     cands.append((x["day"], f"{table['standard'].split()[0].lower()}.relapse.pb_blasts",
                                   (f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
                                   f"(days {earlier[0]['day']:g} and {x['day']:g})"), refs))
@@ -451,7 +446,7 @@ def relapse(study: Study, assessments: pl.DataFrame | None = None,
             for e in sd.events:
                 if e["event"] in rel["relapse_events"] and e["day"] > first["day"]:
                     cands.append((e["day"], "event.relapse", f"day {e['day']:g}: relapse recorded in events.csv",
-                                  [z for z in [_ref(e)] if z]))
+                                  [z for z in [row_ref(e)] if z]))
                     break
         best = min(cands, key=lambda c: c[0]) if cands else None
         mrd_day, mrd_reason, mrd_ev = None, None, []
@@ -463,7 +458,7 @@ def relapse(study: Study, assessments: pl.DataFrame | None = None,
                     mrd_day = x["day"]
                     mrd_reason = (f"MRD negative on day {neg['day']:g}, MRDFCM {x['value']:.3g} >= {thr:g} "
                                   f"on day {x['day']:g}")
-                    mrd_ev = [z for z in [_ref(x)] if z]
+                    mrd_ev = [z for z in [row_ref(x)] if z]
                     break
         rows.append({
             "subject_id": sid, "response_day": first["day"], "response_category": first["category"],

@@ -22,6 +22,7 @@ import polars as pl
 
 from cartlab.grading.common import EVIDENCE
 from cartlab.model import Study
+from cartlab.provenance import row_ref
 
 __all__ = ["MOLECULAR_PARAMS", "MolecularOptions", "antigen_loss", "molecular_response"]
 
@@ -48,10 +49,6 @@ _SCHEMA = {
 }
 
 
-def _ref(r: dict) -> str | None:
-    return f"{r['src_file']}:{r['src_row']}" if r.get("src_file") and r.get("src_row") is not None else None
-
-
 def molecular_response(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
     """One row per post-baseline molecular value: fold and log10 reduction from the marker's baseline."""
     options = options or MolecularOptions()
@@ -69,7 +66,7 @@ def molecular_response(study: Study, options: MolecularOptions | None = None) ->
             if r["day"] < options.baseline_before_day or r["value"] is None:
                 continue
             name = f"{param} {analyte or ''}".strip()
-            ev = [x for x in (_ref(r), _ref(b) if b else None) if x]
+            ev = [x for x in (row_ref(r), row_ref(b) if b else None) if x]
             out = {"subject_id": sid, "param": param, "analyte": analyte, "day": r["day"], "value": r["value"],
                    "baseline_day": None if b is None else b["day"], "baseline": None if b is None else b["value"],
                    "fold_reduction": None, "log10_reduction": None, "log10_reduction_at_least": None,
@@ -141,6 +138,6 @@ def antigen_loss(study: Study, options: MolecularOptions | None = None) -> pl.Da
                 "rule": "antigen.loss" if lost else "antigen.retained",
                 "reason": f"{what}: {'below' if lost else 'not below'} {thr:g}%"
                           + (f"; marrow blasts {blasts:g}% the same day: antigen-{'negative/low ' if lost else 'positive '}relapse" if rel else ""),
-                "evidence": [x for x in (_ref(r), _ref(p) if p else None) if x],
+                "evidence": [x for x in (row_ref(r), row_ref(p) if p else None) if x],
             })
     return pl.DataFrame(rows, schema=_AG_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_AG_SCHEMA)

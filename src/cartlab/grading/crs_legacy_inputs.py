@@ -1,0 +1,412 @@
+"""Daily inputs of the older CRS scales (Lee 2014, Penn, CARTOX/MDACC, MSKCC), on frames.
+
+:func:`crs_daily_inputs` derives, per subject and calendar day, every feature the scale tables
+(``criteria/crs_<scale>.yaml``) name: Tmax and fever (a fever attributed to another cause does not
+count, as for ASTCT), lowest SBP, the vasopressors (drugs and fever attribution from
+:func:`cartlab.grading.crs_features.crs_day_features`, the layer shared with the ASTCT engine; the
+time course - hours, episodes, norepinephrine-equivalent dose and the Lee 2014 high-dose rule - from
+:mod:`cartlab.grading.crs_vaso_course`), oxygen support (device, flow, FiO2), organ-toxicity grades
+(from an optional ``organ_grades`` frame), FFP / cryoprecipitate / fibrinogen, IV therapy,
+hospitalization (unknown unless given) and CRS death. An input that cannot be known is null with a
+reason (missing is not negative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from cartlab.grading.common import load_criteria
+from cartlab.grading.crs_features import FeverAttribution, counted, crs_day_features, norm_text, norm_values
+from cartlab.grading.crs_vaso_course import vaso_course, vaso_rows
+from cartlab.grading.vasopressors import resolve_agents
+from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref
+from cartlab.units import conversion
+
+__all__ = ["SCALES", "CrsLegacyOptions", "crs_daily_inputs"]
+
+#: Scale keys, in output order, and their criteria tables.
+SCALES: tuple[str, ...] = ("lee2014", "penn", "cartox", "mskcc")
+TABLE_NAMES = {"lee2014": "crs_lee2014", "penn": "crs_penn", "cartox": "crs_cartox", "mskcc": "crs_mskcc"}
+LABELS = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX", "mskcc": "MSKCC", "astct": "ASTCT"}
+KEY = ["subject_id", "day"]
+
+
+@dataclass
+class CrsLegacyOptions:
+    """Documented choices behind the legacy-scale derivation (defaults in brackets).
+
+    * ``counted_indications`` [("CRS",)] / ``count_empty_indication`` [True]: which interventions
+      and events count toward CRS (spec "Attribution": empty or ``CRS``).
+    * ``fever_threshold_c`` [38.0]: fever is Tmax >= this (spec; ASTCT 2019 and CARTOX ">= 38 C").
+    * ``sbp_cutoff_mmhg`` [90]: hypotension is the day's lowest SBP below this (spec; CARTOX
+      "SBP < 90 mmHg").
+    * ``waiver_categories`` [tocilizumab, corticosteroid]: from the first day one is given for CRS,
+      fever is no longer needed for CRS to be present (spec / ASTCT footnote). Used by the default
+      ``gate`` of every scale table (``fever_or_waiver``); a scale's gate can be set to ``none``
+      through ``scale_params``.
+    * ``first_day`` [0.0]: days before this are not graded (CRS follows the cell infusion; None
+      grades every day).
+    * ``day_precision`` ["bounds"]: a whole-number day only says which day (the engine carries the
+      earliest/latest possible times, so "norepinephrine days 8-10" lasted at least 24 h and at
+      most 72 h); "full_days" reads whole-number days as full calendar days. A fractional day or a
+      ``*_datetime`` with a time is an exact time point.
+    * ``episode_gap_hours`` [0.0]: vasopressor support interrupted for at most this long is one
+      episode (MSKCC "vasopressors >= 24 h" uses the cumulative episode duration).
+    * ``assume_hospitalized`` [None]: hospitalization is unknown unless a ``hospitalization`` frame
+      says so; True/False fills the days it does not cover.
+    * ``coagulopathy_agents`` / ``iv_therapy_categories`` / ``organ_vocabulary`` [None = the
+      vocabularies in crs_penn.yaml / crs_lee2014.yaml ``inputs``].
+    * ``scale_params`` [{}]: per-scale overrides of a table's ``defaults`` (e.g.
+      ``{"lee2014": {"multiple_count_feature": "n_vasopressors_excl_vasopressin"}}``).
+    * ``fever_attribution`` [None = the ASTCT table's defaults]: how a fever attributed to another
+      cause is recognised (:class:`~cartlab.grading.crs_features.FeverAttribution`); such a fever
+      does not count, and with scope "day" the day is not a CRS day.
+    """
+
+    counted_indications: tuple[str, ...] = ("CRS",)
+    count_empty_indication: bool = True
+    fever_threshold_c: float = 38.0
+    sbp_cutoff_mmhg: float = 90.0
+    waiver_categories: tuple[str, ...] = ("tocilizumab", "corticosteroid")
+    first_day: float | None = 0.0
+    day_precision: str = "bounds"
+    episode_gap_hours: float = 0.0
+    assume_hospitalized: bool | None = None
+    coagulopathy_agents: tuple[str, ...] | None = None
+    iv_therapy_categories: tuple[str, ...] | None = None
+    organ_vocabulary: Mapping[str, Iterable[str]] | None = None
+    scale_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fever_attribution: FeverAttribution | None = None
+
+    def __post_init__(self) -> None:
+        if self.day_precision not in ("bounds", "full_days"):
+            raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
+        unknown = set(self.scale_params) - set(SCALES)
+        if unknown:
+            raise ValueError(f"scale_params for unknown scale(s) {sorted(unknown)}; known: {SCALES}")
+
+
+INPUT_SCHEMA: dict[str, pl.DataType] = {
+    "subject_id": pl.String,
+    "day": pl.Int64,
+    "tmax_c": pl.Float64,
+    "fever": pl.Boolean,
+    "fever_other_cause": pl.Boolean,
+    "other_cause": pl.String,
+    "sbp_min_mmhg": pl.Float64,
+    "sbp_low": pl.Boolean,
+    "waiver_active": pl.Boolean,
+    "crs_gate": pl.Boolean,
+    "vasopressor_agents": pl.List(pl.String),
+    "n_vasopressors": pl.Int64,
+    "n_vasopressors_excl_vasopressin": pl.Int64,
+    "ne_equiv_max_ug_min": pl.Float64,
+    "ne_equiv_complete": pl.Boolean,
+    "vaso_hours_day_min": pl.Float64,
+    "vaso_hours_day_max": pl.Float64,
+    "vaso_episode_hours_min": pl.Float64,
+    "vaso_episode_hours_max": pl.Float64,
+    "high_dose": pl.Boolean,
+    "high_dose_rule": pl.String,
+    "o2_any": pl.Boolean,
+    "o2_devices": pl.List(pl.String),
+    "o2_flow_max_lpm": pl.Float64,
+    "fio2_min": pl.Float64,
+    "fio2_max": pl.Float64,
+    "ventilation_level": pl.Int64,
+    "organ_grade_max": pl.Int64,
+    "organ_grade_max_non_transaminase": pl.Int64,
+    "organ_grade_max_transaminase": pl.Int64,
+    "creatinine_grade": pl.Int64,
+    "lft_grade": pl.Int64,
+    "blood_products": pl.Boolean,
+    "hospitalized": pl.Boolean,
+    "iv_therapy": pl.Boolean,
+    "fluid_boluses": pl.Boolean,
+    "death_crs": pl.Boolean,
+    "unknown_reasons": pl.List(pl.String),
+    "feature_evidence": pl.List(pl.String),
+}
+
+ORGAN_COLS = ("organ_grade_max", "organ_grade_max_non_transaminase", "organ_grade_max_transaminase",
+              "creatinine_grade", "lft_grade")
+_SEP = "\x1f"  # joins strings while a list is built (never in a reason)
+_EV = {"subject_id": pl.String, "day": pl.Int64, "item": pl.String}
+
+
+def _vocab(opts: CrsLegacyOptions) -> dict[str, Any]:
+    lee, penn = load_criteria(TABLE_NAMES["lee2014"]), load_criteria(TABLE_NAMES["penn"])
+    organ = opts.organ_vocabulary or lee["inputs"]["organ_vocabulary"]
+    return {
+        "organ": {k: norm_values(v) for k, v in organ.items()},
+        "coag": norm_values(opts.coagulopathy_agents or penn["inputs"]["coagulopathy_agents"]),
+        "iv": norm_values(opts.iv_therapy_categories or penn["inputs"]["iv_therapy_categories"]),
+    }
+
+
+def _floor(col: str) -> pl.Expr:
+    return pl.col(col).floor().cast(pl.Int64)
+
+
+def _items(frame: pl.DataFrame, group: str, ref: str, *keep: str) -> pl.DataFrame:
+    """Evidence items ``"<group>|<ref>"`` of a frame's rows, in its order (rows without a reference
+    give none). Each source lists its items in the order the features record them within a day."""
+    return frame.filter(pl.col(ref).is_not_null() & (pl.col(ref) != "")).select(
+        "subject_id", "day", pl.concat_str(pl.lit(f"{group}|"), pl.col(ref)).alias("item"), *keep).cast(_EV)
+
+
+def _vitals(study: Study) -> pl.DataFrame:
+    """The day's highest temperature (degC) and lowest SBP, each with the first row reaching it."""
+    obs = study.observations.lazy().select("subject_id", "day", "param", "unit", "value", "src_file", "src_row").filter(
+        pl.col("param").is_in(["TEMP", "SYSBP"]) & pl.col("value").is_not_null() & pl.col("day").is_not_null())
+    units = [u for u in study.observations.filter(pl.col("param") == "TEMP")["unit"].drop_nulls().unique().to_list()
+             if u not in ("degC", "C", "°C")]
+    value = pl.col("value")
+    for u in units:  # canonical frames hold degC already; convert anything else (unknown unit = error)
+        c = conversion(u, "degC")
+        value = pl.when((pl.col("param") == "TEMP") & (pl.col("unit") == u)).then(
+            pl.col("value") * c.scale + c.offset).otherwise(value)
+    signed = pl.when(pl.col("param") == "TEMP").then(pl.col("v")).otherwise(-pl.col("v"))
+    k = ["subject_id", "day", "param"]
+    v = (obs.with_columns(value.alias("v"), _floor("day").alias("day"))
+         .filter(signed == signed.max().over(k)).unique(k, keep="first", maintain_order=True)
+         .select(*k, "v", evidence_ref().alias("ref")).collect())
+    temp = v.filter(pl.col("param") == "TEMP").select(*KEY, pl.col("v").alias("tmax_c"), pl.col("ref").alias("tmax_ref"))
+    sbp = v.filter(pl.col("param") == "SYSBP").select(*KEY, pl.col("v").alias("sbp_min_mmhg"),
+                                                       pl.col("ref").alias("sbp_ref"))
+    return temp.join(sbp, on=KEY, how="full", coalesce=True)
+
+
+def _interventions(study: Study, opts: CrsLegacyOptions, vocab: dict[str, Any]) -> pl.DataFrame:
+    """Interventions counted toward CRS (row order kept in ``i``) with their normalised category."""
+    iv = study.interventions.filter(
+        pl.col("start_day").is_not_null()
+        & counted("indication", opts.counted_indications, opts.count_empty_indication).fill_null(False))
+    cat = norm_text(pl.col("category")).fill_null("")
+    return resolve_agents(iv, warn=False).with_row_index("i").with_columns(
+        cat.alias("cat"), evidence_ref().alias("ref"),
+        ((cat == "other") & norm_text(pl.col("agent")).is_in(vocab["coag"]).fill_null(False)).alias("is_coag"),
+        cat.is_in(vocab["iv"]).alias("is_iv"))
+
+
+def _support_days(iv: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per day covered by an oxygen, coagulopathy or IV-therapy row: oxygen features, blood
+    products, IV therapy; and the evidence items of those rows."""
+    rows = iv.filter((pl.col("cat") == "oxygen") | pl.col("is_coag") | pl.col("is_iv")).with_columns(
+        pl.int_ranges(_floor("start_day"), pl.coalesce("end_day", "start_day").floor().cast(pl.Int64) + 1)
+        .alias("day")).explode("day").drop_nulls("day")
+    o2 = pl.col("cat") == "oxygen"
+    device = pl.col("o2_device")
+    norm_device = norm_text(device).str.replace_all(" ", "_", literal=True)
+    fio2 = pl.col("fio2").filter(o2)
+    n_o2, n_fio2 = o2.sum(), fio2.count()
+    devices = norm_device.filter(o2 & device.is_not_null() & (device != "")).unique().sort()
+    days = rows.group_by(KEY).agg(
+        (n_o2 > 0).alias("o2_any"), devices.alias("o2_devices"),
+        pl.col("o2_flow_lpm").filter(o2).max().alias("o2_flow_max_lpm"),
+        pl.when(n_o2 == 0).then(0.21).when(n_fio2 > 0).then(fio2.max()).otherwise(0.21).alias("fio2_min"),
+        pl.when(n_o2 == 0).then(0.21).when(n_fio2 == n_o2).then(fio2.max()).otherwise(1.0).alias("fio2_max"),
+        ((n_o2 > 0) & (n_fio2 < n_o2)).alias("fio2_unknown"),
+        pl.col("is_coag").any().alias("blood_products"), pl.col("is_iv").any().alias("iv_therapy"))
+    vent = (pl.when(pl.col("o2_devices").list.contains("mechanical_ventilation")).then(2)
+            .when(pl.col("o2_devices").list.contains("cpap") | pl.col("o2_devices").list.contains("bipap")).then(1)
+            .otherwise(0).cast(pl.Int64))
+    items = pl.concat([  # per row: its oxygen / blood-product item, then its IV-therapy item
+        _items(rows.filter(o2).with_columns(pl.lit(0).alias("k")), "o2", "ref", "i", "k"),
+        _items(rows.filter(pl.col("is_coag")).with_columns(pl.lit(0).alias("k")), "blood_products", "ref", "i", "k"),
+        _items(rows.filter(pl.col("is_iv")).with_columns(pl.lit(1).alias("k")), "iv_therapy", "ref", "i", "k"),
+    ]).sort(*KEY, "i", "k").drop("i", "k")
+    return days.with_columns(vent.alias("ventilation_level")), items
+
+
+def _vasopressors(study: Study, iv: pl.DataFrame, opts: CrsLegacyOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per day covered by a vasopressor row: the time course (crs_vaso_course) and its evidence
+    (every running row; the subjects row whose weight converted a dose per kg)."""
+    rows = vaso_rows(iv.filter(pl.col("cat") == "vasopressor"), study.subjects, opts.day_precision)
+    course = vaso_course(rows, episode_gap_hours=opts.episode_gap_hours).with_columns(pl.lit(True).alias("vaso_day"))
+    act = rows.select("subject_id", "idx", "ref", "weight_ref", pl.col("days").alias("day")).explode("day").drop_nulls("day")
+    items = pl.concat([_items(act, "vasopressor", "ref"), _items(act, "weight", "weight_ref")])
+    return course, items
+
+
+def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per day: the highest organ-toxicity grades (all, non-transaminase, transaminase, creatinine,
+    LFTs; 0 without rows) and the evidence of the rows (cytopenias excluded by the vocabulary)."""
+    voc = vocab["organ"]
+    og = organ_grades.with_row_index("i").filter(pl.col("grade").is_not_null() & pl.col("day").is_not_null())
+    names = og.select(pl.col("organ").unique())
+    names = names.with_columns(norm_text(pl.col("organ")).fill_null("").alias("organ_n"))
+    og = (og.join(names, on="organ", how="left", nulls_equal=True, maintain_order="left")
+          .filter(~pl.col("organ_n").is_in(voc.get("excluded", []))))
+    fallback = pl.format("organ_grades:{}", pl.col("i") + 1)
+    if "evidence" in og.columns:
+        refs = pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE))
+    elif "src_file" in og.columns and "src_row" in og.columns:
+        refs = pl.concat_list(pl.coalesce(evidence_ref(), fallback))
+    else:
+        refs = pl.concat_list(fallback)
+    is_t = pl.col("is_transaminase").fill_null(False) if "is_transaminase" in og.columns else pl.lit(False)
+    og = og.select("subject_id", _floor("day").alias("day"), "i", "organ_n", pl.col("grade").cast(pl.Int64).alias("g"),
+                   is_t.alias("is_t"), refs.alias("refs"))
+    g = pl.col("g")
+
+    def top(expr: pl.Expr | None = None) -> pl.Expr:
+        return (g if expr is None else g.filter(expr)).max().fill_null(0).clip(lower_bound=0)
+
+    creat, lft = pl.col("organ_n").is_in(voc.get("creatinine", [])), pl.col("organ_n").is_in(voc.get("lft", []))
+    days = og.group_by(KEY).agg(top().alias("organ_grade_max"), top(~pl.col("is_t")).alias("organ_grade_max_non_transaminase"),
+                                top(pl.col("is_t")).alias("organ_grade_max_transaminase"),
+                                top(creat).alias("creatinine_grade"), top(pl.col("is_t") | lft).alias("lft_grade"))
+    ev = og.select(*KEY, pl.col("refs").alias("ref")).explode("ref")
+    return days, _items(ev, "organ", "ref")
+
+
+def _hospitalization(hospitalization: pl.DataFrame) -> pl.DataFrame:
+    h = hospitalization.with_row_index("i").filter(pl.col("day").is_not_null() & pl.col("hospitalized").is_not_null())
+    src = evidence_ref() if {"src_file", "src_row"} <= set(h.columns) else pl.lit(None, dtype=pl.String)
+    return h.select("subject_id", _floor("day").alias("day"), pl.col("hospitalized").cast(pl.Boolean).alias("h"),
+                    pl.coalesce(src, pl.format("hospitalization:{}", pl.col("i") + 1)).alias("h_ref")
+                    ).unique(KEY, keep="last", maintain_order=True)
+
+
+def _deaths(study: Study) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per day of a death event: ``death_crs`` (attributed to CRS: True, no attribution: unknown,
+    another: False; the last row of the day) and the evidence."""
+    ev = study.events.with_row_index("i").filter((norm_text(pl.col("event")) == "death") & pl.col("day").is_not_null())
+    att = norm_text(pl.col("attribution")).fill_null("")
+    ev = ev.select("subject_id", _floor("day").alias("day"), "i", evidence_ref().alias("ref"),
+                   pl.when(att == "crs").then(True).when(att == "").then(None).otherwise(False).alias("death_crs"))
+    return (ev.unique(KEY, keep="last", maintain_order=True).select(*KEY, "death_crs", pl.lit(True).alias("death_day")),
+            _items(ev, "death", "ref"))
+
+
+def _listed(parts: list[pl.Expr]) -> pl.Expr:
+    """Strings (nulls skipped) as a sorted list of distinct values."""
+    return pl.concat_str(parts, separator=_SEP, ignore_nulls=True).str.split(_SEP).list.unique().list.sort()
+
+
+def crs_daily_inputs(
+    study: Study,
+    options: CrsLegacyOptions | None = None,
+    *,
+    organ_grades: pl.DataFrame | None = None,
+    hospitalization: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Per subject and calendar day, every input of the legacy CRS scales (see ``INPUT_SCHEMA``).
+
+    ``organ_grades`` (optional): columns ``subject_id, day, organ, grade, is_transaminase`` (CTCAE
+    grades from the CTCAE engine); optional provenance in ``evidence`` (list) or ``src_file`` /
+    ``src_row``. When it is None every organ-toxicity input is unknown; when given it is taken as
+    complete (a day without rows has no organ toxicity).
+    ``hospitalization`` (optional): ``subject_id, day, hospitalized`` (bool).
+
+    Unknown inputs are null and ``unknown_reasons`` holds ``"<feature>:<what is missing>"``;
+    ``feature_evidence`` holds ``"<feature>|<file>:<row>"``.
+    """
+    opts = options or CrsLegacyOptions()
+    attribution = opts.fever_attribution or FeverAttribution.from_table()
+    vocab = _vocab(opts)
+    iv = _interventions(study, opts, vocab)
+    vaso, vaso_items = _vasopressors(study, iv, opts)
+    shared = crs_day_features(study, indications=opts.counted_indications,
+                              count_empty=opts.count_empty_indication, attribution=attribution)
+    vitals = _vitals(study)
+    support, support_items = _support_days(iv)
+    deaths, death_items = _deaths(study)
+    parts = [vitals, vaso, support, deaths]
+    items = [support_items, vaso_items]
+    organ = None
+    if organ_grades is not None:
+        organ, organ_items = _organ(organ_grades, vocab)
+        parts.append(organ)
+        items.append(organ_items)
+    items.append(death_items)
+    grid = pl.concat([p.select(KEY) for p in parts]).unique()
+    if opts.first_day is not None:
+        grid = grid.filter(pl.col("day") >= opts.first_day)
+    grid = grid.sort(KEY)
+    other = shared.filter(pl.col("other_cause").fill_null(False))
+    cats = norm_values(opts.waiver_categories)
+    waiver = (iv.filter(pl.col("cat").is_in(cats)).sort(_floor("start_day"), "i")
+              .group_by("subject_id", maintain_order=True)
+              .agg(_floor("start_day").first().alias("w_day"), pl.col("ref").first().alias("w_ref")))
+    x = grid
+    for part in (vitals, vaso, support, deaths, *([organ] if organ is not None else [])):
+        x = x.join(part, on=KEY, how="left")
+    x = (x.join(shared.filter(pl.col("n_vasopressors").is_not_null())
+                .select(*KEY, "vasopressor_agents", "n_vasopressors", "n_vasopressors_excl_vasopressin"), on=KEY, how="left")
+         .join(other.select(*KEY, pl.col("other_cause_reason").alias("other_cause")), on=KEY, how="left")
+         .join(waiver, on="subject_id", how="left"))
+    if hospitalization is not None:
+        x = x.join(_hospitalization(hospitalization), on=KEY, how="left")
+    else:
+        x = x.with_columns(pl.lit(None, dtype=pl.Boolean).alias("h"), pl.lit(None, dtype=pl.String).alias("h_ref"))
+    x = _assemble(x, opts, attribution, organ_grades is not None)
+    other_items = _items(other.select(*KEY, pl.col("other_cause_refs").alias("ref")).explode("ref"), "other_cause", "ref")
+    items.insert(1, other_items)
+    items.append(pl.concat([_items(x, "fever", "tmax_ref"), _items(x, "sbp", "sbp_ref"),
+                            _items(x.filter(pl.col("waiver_active")), "waiver", "w_ref"), _items(x, "hospitalized", "h_ref")]))
+    # the sources in the order they record evidence (a day's items keep it; each item once)
+    evidence = (pl.concat(items).unique(maintain_order=True)
+                .group_by(KEY, maintain_order=True).agg(pl.col("item").alias("feature_evidence")))
+    return (x.join(evidence, on=KEY, how="left", maintain_order="left")
+            .with_columns(pl.col("feature_evidence").fill_null(pl.lit([], dtype=pl.List(pl.String))))
+            .select(*INPUT_SCHEMA).cast(INPUT_SCHEMA))
+
+
+def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribution, organ_given: bool
+              ) -> pl.DataFrame:
+    """The grid joined with every source -> the features, their defaults and unknown reasons."""
+    tmax, sbp = pl.col("tmax_c"), pl.col("sbp_min_mmhg")
+    other = pl.col("other_cause").is_not_null() & (pl.col("other_cause") != "")
+    day_scope = attribution.scope == "day"
+    raw_fever = pl.when(tmax.is_null()).then(None).otherwise((tmax >= opts.fever_threshold_c) & ~tmax.is_nan())
+    fever_other = (raw_fever & other).fill_null(False)
+    fever = pl.when(fever_other).then(False).otherwise(raw_fever)
+    waiver = pl.col("w_day").is_not_null() & (pl.col("day") >= pl.col("w_day"))
+    gate = pl.when(fever.fill_null(False) | waiver).then(True).when(fever.is_null()).then(None).otherwise(False)
+    if day_scope:
+        gate = pl.when(other).then(False).otherwise(gate)
+    sbp_low = pl.when(sbp.is_null()).then(None).otherwise((sbp < opts.sbp_cutoff_mmhg) & ~sbp.is_nan())
+    hosp = pl.coalesce("h", pl.lit(opts.assume_hospitalized, dtype=pl.Boolean))
+    x = x.with_columns(fever.alias("fever"), fever_other.alias("fever_other_cause"), sbp_low.alias("sbp_low"),
+                       waiver.alias("waiver_active"), hosp.alias("hospitalized"),
+                       pl.when(pl.col("death_day").is_null()).then(False).otherwise(pl.col("death_crs")).alias("death_crs"))
+    x = x.with_columns(gate.alias("crs_gate"))
+    fever_unknown = pl.col("fever").is_null() & ~(other if day_scope else pl.lit(False))
+    unknown = [
+        pl.when(pl.col("high_dose_reasons").list.len() > 0).then(
+            pl.col("high_dose_reasons").list.eval(pl.lit("high_dose:") + pl.element()).list.join(_SEP)),
+        pl.when(pl.col("duration_unknown").fill_null(False)).then(pl.lit(
+            "vaso_episode_hours:vasopressor duration (times known to the day only, or end not recorded)")),
+        pl.when(fever_unknown).then(pl.lit("fever:temperature")),
+        pl.when(pl.col("sbp_low").is_null()).then(pl.lit("sbp_low:systolic blood pressure")),
+        pl.when(pl.col("crs_gate").is_null()).then(pl.lit("crs_gate:temperature")),
+        pl.when(pl.col("fio2_unknown").fill_null(False)).then(pl.lit("fio2:FiO2 of the oxygen support")),
+        *([] if organ_given else [pl.lit(f"{c}:organ toxicity grades (organ_grades not supplied)") for c in ORGAN_COLS]),
+        pl.when(pl.col("hospitalized").is_null()).then(pl.lit("hospitalized:hospitalization")),
+        pl.lit("fluid_boluses:IV fluid boluses (not recorded in study format v1)"),
+        pl.when(pl.col("death_crs").is_null()).then(pl.lit("death_crs:attribution of death")),
+    ]
+    organ = ([pl.col(c).fill_null(0) for c in ORGAN_COLS] if organ_given
+             else [pl.lit(None, dtype=pl.Int64).alias(c) for c in ORGAN_COLS])
+    empty = pl.lit([], dtype=pl.List(pl.String))
+    return x.with_columns(
+        _listed(unknown).alias("unknown_reasons"),
+        pl.col("vasopressor_agents").fill_null(empty), pl.col("n_vasopressors").fill_null(0),
+        pl.col("n_vasopressors_excl_vasopressin").fill_null(0),
+        *(pl.col(c).fill_null(0.0) for c in ("vaso_hours_day_min", "vaso_hours_day_max", "vaso_episode_hours_min",
+                                              "vaso_episode_hours_max")),
+        pl.when(pl.col("vaso_day").is_null()).then(False).otherwise(pl.col("high_dose")).alias("high_dose"),
+        pl.col("o2_any").fill_null(False), pl.col("o2_devices").fill_null(empty),
+        pl.col("fio2_min").fill_null(0.21), pl.col("fio2_max").fill_null(0.21),
+        pl.col("ventilation_level").fill_null(0),
+        *organ,
+        pl.col("blood_products").fill_null(False), pl.col("iv_therapy").fill_null(False),
+        pl.lit(None, dtype=pl.Boolean).alias("fluid_boluses"),
+    )

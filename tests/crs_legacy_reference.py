@@ -1,0 +1,894 @@
+"""The older CRS scales as they were before issue 14 (commit 4f30e41), kept as an oracle.
+
+tests/test_crs_legacy_vectorised.py checks that :mod:`cartlab.grading.crs_legacy` (tables over the
+shared daily features, graded by :mod:`cartlab.criteria`, no row loops) gives identical frames on
+random cohorts. The code below is the old row-loop implementation, verbatim but for its imports: the
+criteria tables it reads are the old ones (tests/fixtures/crs_legacy_v1/, same numbers, old shape) and
+its vasopressor time course is tests/crs_vaso_reference.py. Do not "fix" it here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import polars as pl
+
+from pathlib import Path
+
+import yaml
+from crs_vaso_reference import (
+    _EPS_H,
+    VASOPRESSOR_TABLE,  # noqa: F401  (kept importable from here)
+    _agent_rate,
+    _coverage,
+    _high_dose_by_day,
+    _hours,
+    _overlap,
+    _ref,
+    _time_bounds,
+    _union,
+    _vaso_table,
+    _VasoRow,
+)
+
+from cartlab.grading.common import EVIDENCE, evidence_ref
+from cartlab.grading.common import load_criteria as _load_shipped
+from cartlab.grading.crs_features import FeverAttribution, counted, crs_day_features
+from cartlab.grading.vasopressors import resolve_agents
+from cartlab.model import Study
+from cartlab.units import conversion
+
+__all__ = [
+    "SCALES",
+    "CrsLegacyOptions",
+    "crs_cross_scale",
+    "crs_cross_scale_cohort",
+    "crs_daily_inputs",
+    "crs_legacy_daily",
+    "crs_legacy_subject",
+    "grade_crs_scale",
+    "organ_grades_from_adlb",
+    "scale_table",
+]
+
+#: Scale keys, in output order, and their criteria tables.
+SCALES: tuple[str, ...] = ("lee2014", "penn", "cartox", "mskcc")
+_TABLE_NAMES = {"lee2014": "crs_lee2014", "penn": "crs_penn", "cartox": "crs_cartox", "mskcc": "crs_mskcc"}
+_OLD_TABLES = Path(__file__).parent / "fixtures" / "crs_legacy_v1"
+
+
+def load_criteria(name: str) -> dict[str, Any]:
+    """The old (pre-issue-14) scale tables; other tables are the shipped ones."""
+    path = _OLD_TABLES / f"{name}.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else _load_shipped(name)
+
+
+_LABELS = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX", "mskcc": "MSKCC", "astct": "ASTCT"}
+
+
+@dataclass
+class CrsLegacyOptions:
+    """Documented choices behind the legacy-scale derivation (defaults in brackets).
+
+    * ``counted_indications`` [("CRS",)] / ``count_empty_indication`` [True]: which interventions
+      and events count toward CRS (spec "Attribution": empty or ``CRS``).
+    * ``fever_threshold_c`` [38.0]: fever is Tmax >= this (spec; ASTCT 2019 and CARTOX ">= 38 C").
+    * ``sbp_cutoff_mmhg`` [90]: hypotension is the day's lowest SBP below this (spec; CARTOX
+      "SBP < 90 mmHg").
+    * ``waiver_categories`` [tocilizumab, corticosteroid]: from the first day one is given for CRS,
+      fever is no longer needed for CRS to be present (spec / ASTCT footnote). Used by the default
+      ``gate`` of every scale table (``fever_or_waiver``); a scale's gate can be set to ``none``
+      through ``scale_params``.
+    * ``first_day`` [0.0]: days before this are not graded (CRS follows the cell infusion; None
+      grades every day).
+    * ``day_precision`` ["bounds"]: see the module docstring; or "full_days".
+    * ``episode_gap_hours`` [0.0]: vasopressor support interrupted for at most this long is one
+      episode (MSKCC "vasopressors >= 24 h" uses the cumulative episode duration).
+    * ``assume_hospitalized`` [None]: hospitalization is unknown unless a ``hospitalization`` frame
+      says so; True/False fills the days it does not cover.
+    * ``coagulopathy_agents`` / ``iv_therapy_categories`` / ``organ_vocabulary`` [None = the
+      vocabularies in crs_penn.yaml / crs_lee2014.yaml ``inputs``].
+    * ``scale_params`` [{}]: per-scale overrides of a table's ``defaults`` (e.g.
+      ``{"lee2014": {"multiple_count_feature": "n_vasopressors_excl_vasopressin"}}``).
+    * ``fever_attribution`` [None = the ASTCT table's defaults]: how a fever attributed to another
+      cause is recognised (:class:`~cartlab.grading.crs_features.FeverAttribution`); such a fever
+      does not count, and with scope "day" the day is not a CRS day.
+    """
+
+    counted_indications: tuple[str, ...] = ("CRS",)
+    count_empty_indication: bool = True
+    fever_threshold_c: float = 38.0
+    sbp_cutoff_mmhg: float = 90.0
+    waiver_categories: tuple[str, ...] = ("tocilizumab", "corticosteroid")
+    first_day: float | None = 0.0
+    day_precision: str = "bounds"
+    episode_gap_hours: float = 0.0
+    assume_hospitalized: bool | None = None
+    coagulopathy_agents: tuple[str, ...] | None = None
+    iv_therapy_categories: tuple[str, ...] | None = None
+    organ_vocabulary: Mapping[str, Iterable[str]] | None = None
+    scale_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fever_attribution: FeverAttribution | None = None
+
+    def __post_init__(self) -> None:
+        if self.day_precision not in ("bounds", "full_days"):
+            raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
+        unknown = set(self.scale_params) - set(SCALES)
+        if unknown:
+            raise ValueError(f"scale_params for unknown scale(s) {sorted(unknown)}; known: {SCALES}")
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _norm(s: Any) -> str:
+    return "" if s is None else " ".join(str(s).strip().lower().replace("_", " ").split())
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. daily inputs
+
+
+def _vocab(opts: CrsLegacyOptions) -> dict[str, Any]:
+    lee, penn = load_criteria(_TABLE_NAMES["lee2014"]), load_criteria(_TABLE_NAMES["penn"])
+    organ = opts.organ_vocabulary or lee["inputs"]["organ_vocabulary"]
+    return {
+        "organ": {k: {_norm(x) for x in v} for k, v in organ.items()},
+        "coag": {_norm(x) for x in (opts.coagulopathy_agents or penn["inputs"]["coagulopathy_agents"])},
+        "iv": {_norm(x) for x in (opts.iv_therapy_categories or penn["inputs"]["iv_therapy_categories"])},
+    }
+
+
+_INPUT_SCHEMA: dict[str, pl.DataType] = {
+    "subject_id": pl.String,
+    "day": pl.Int64,
+    "tmax_c": pl.Float64,
+    "fever": pl.Boolean,
+    "fever_other_cause": pl.Boolean,
+    "other_cause": pl.String,
+    "sbp_min_mmhg": pl.Float64,
+    "sbp_low": pl.Boolean,
+    "waiver_active": pl.Boolean,
+    "crs_gate": pl.Boolean,
+    "vasopressor_agents": pl.List(pl.String),
+    "n_vasopressors": pl.Int64,
+    "n_vasopressors_excl_vasopressin": pl.Int64,
+    "ne_equiv_max_ug_min": pl.Float64,
+    "ne_equiv_complete": pl.Boolean,
+    "vaso_hours_day_min": pl.Float64,
+    "vaso_hours_day_max": pl.Float64,
+    "vaso_episode_hours_min": pl.Float64,
+    "vaso_episode_hours_max": pl.Float64,
+    "high_dose": pl.Boolean,
+    "high_dose_rule": pl.String,
+    "o2_any": pl.Boolean,
+    "o2_devices": pl.List(pl.String),
+    "o2_flow_max_lpm": pl.Float64,
+    "fio2_min": pl.Float64,
+    "fio2_max": pl.Float64,
+    "ventilation_level": pl.Int64,
+    "organ_grade_max": pl.Int64,
+    "organ_grade_max_non_transaminase": pl.Int64,
+    "organ_grade_max_transaminase": pl.Int64,
+    "creatinine_grade": pl.Int64,
+    "lft_grade": pl.Int64,
+    "blood_products": pl.Boolean,
+    "hospitalized": pl.Boolean,
+    "iv_therapy": pl.Boolean,
+    "fluid_boluses": pl.Boolean,
+    "death_crs": pl.Boolean,
+    "unknown_reasons": pl.List(pl.String),
+    "feature_evidence": pl.List(pl.String),
+}
+
+_ORGAN_COLS = ("organ_grade_max", "organ_grade_max_non_transaminase", "organ_grade_max_transaminase",
+               "creatinine_grade", "lft_grade")
+
+
+def crs_daily_inputs(
+    study: Study,
+    options: CrsLegacyOptions | None = None,
+    *,
+    organ_grades: pl.DataFrame | None = None,
+    hospitalization: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Per subject and calendar day, every input of the legacy CRS scales (see ``_INPUT_SCHEMA``).
+
+    ``organ_grades`` (optional): columns ``subject_id, day, organ, grade, is_transaminase`` (CTCAE
+    grades from the CTCAE engine); optional provenance in ``evidence`` (list) or ``src_file`` /
+    ``src_row``. When it is None every organ-toxicity input is unknown; when given it is taken as
+    complete (a day without rows has no organ toxicity).
+    ``hospitalization`` (optional): ``subject_id, day, hospitalized`` (bool).
+
+    Unknown inputs are null and ``unknown_reasons`` holds ``"<feature>:<what is missing>"``;
+    ``feature_evidence`` holds ``"<feature>|<file>:<row>"``.
+    """
+    opts = options or CrsLegacyOptions()
+    attribution = opts.fever_attribution or FeverAttribution.from_table()
+    shared = crs_day_features(study, indications=opts.counted_indications,
+                              count_empty=opts.count_empty_indication, attribution=attribution)
+    vt = _vaso_table()
+    vocab = _vocab(opts)
+    days_of: dict[str, set[int]] = defaultdict(set)
+    rec: dict[tuple[str, int], dict[str, Any]] = defaultdict(
+        lambda: {"unknown": [], "evidence": []})
+
+    def ev(key, feature, ref):
+        if ref:
+            rec[key]["evidence"].append(f"{feature}|{ref}")
+
+    subjects = {r["subject_id"]: r for r in study.subjects.to_dicts()}
+
+    # ---- vital signs: the day's highest temperature and lowest SBP (first row reaching it)
+    obs = study.observations.filter(pl.col("param").is_in(["TEMP", "SYSBP"]) & pl.col("value").is_not_null()
+                                    & pl.col("day").is_not_null())
+    units = [u for u in obs.filter(pl.col("param") == "TEMP")["unit"].drop_nulls().unique().to_list()
+             if u not in ("degC", "C", "°C")]
+    value = pl.col("value")
+    for u in units:  # canonical frames hold degC already; convert anything else (unknown unit = error)
+        c = conversion(u, "degC")
+        value = pl.when((pl.col("param") == "TEMP") & (pl.col("unit") == u)).then(
+            pl.col("value") * c.scale + c.offset).otherwise(value)
+    signed = pl.when(pl.col("param") == "TEMP").then(pl.col("v")).otherwise(-pl.col("v"))
+    vitals = (
+        obs.with_columns(value.alias("v"), pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
+        .group_by("subject_id", "d", "param", maintain_order=True)
+        .agg(pl.col("v").filter(signed == signed.max()).first(), pl.col("ref").filter(signed == signed.max()).first())
+    )
+    for sid, d, param, v, ref in vitals.iter_rows():
+        days_of[sid].add(d)
+        col, ref_col = ("tmax_c", "tmax_ref") if param == "TEMP" else ("sbp_min_mmhg", "sbp_ref")
+        rec[(sid, d)][col], rec[(sid, d)][ref_col] = v, ref
+
+    # ---- interventions counted toward CRS
+    iv = resolve_agents(study.interventions.filter(
+        pl.col("start_day").is_not_null()
+        & counted("indication", opts.counted_indications, opts.count_empty_indication).fill_null(False)),
+        warn=False).to_dicts()
+    waiver_cats = {_norm(c) for c in opts.waiver_categories}
+    waiver_first: dict[str, tuple[int, str | None]] = {}
+    vaso_rows: dict[str, list[_VasoRow]] = defaultdict(list)
+    for r in iv:
+        sid, cat = r["subject_id"], _norm(r.get("category"))
+        cov = _coverage(r)
+        if cat in waiver_cats:
+            d0 = cov[0]
+            if sid not in waiver_first or d0 < waiver_first[sid][0]:
+                waiver_first[sid] = (d0, _ref(r))
+        if cat == "vasopressor":
+            name = r["vaso_agent"]
+            a = vt["agents"][name] if r["vaso_known"] else None
+            weight = (subjects.get(sid) or {}).get("weight_kg")
+            rate, why, used_w = _agent_rate(r, a["unit"] if a else None, weight)
+            vaso_rows[sid].append(_VasoRow(
+                agent=name, known=a is not None, vasopressin=r["vaso_is_vasopressin"],
+                ne_factor=(a or {}).get("ne_factor"), rate=rate, rate_reason=why,
+                weight_ref=_ref(subjects[sid]) if used_w and sid in subjects else None,
+                **dict(zip(("s_lo", "s_hi", "e_lo", "e_hi"), _time_bounds(r, opts.day_precision))),
+                days=cov, ref=_ref(r)))
+            for d in cov:
+                days_of[sid].add(d)
+        elif cat == "oxygen":
+            for d in cov:
+                key = (sid, d)
+                days_of[sid].add(d)
+                rec[key].setdefault("o2", []).append(r)
+                ev(key, "o2", _ref(r))
+        elif cat == "other" and _norm(r.get("agent")) in vocab["coag"]:
+            for d in cov:
+                key = (sid, d)
+                days_of[sid].add(d)
+                rec[key]["blood_products"] = True
+                ev(key, "blood_products", _ref(r))
+        if cat in vocab["iv"]:
+            for d in cov:
+                key = (sid, d)
+                days_of[sid].add(d)
+                rec[key]["iv_therapy"] = True
+                ev(key, "iv_therapy", _ref(r))
+
+    # ---- vasopressor drugs (counts) and fever attribution: the layer shared with the ASTCT engine
+    for r in shared.to_dicts():
+        key = (r["subject_id"], r["day"])
+        if r["n_vasopressors"] is not None:
+            rec[key]["vasopressor_agents"] = r["vasopressor_agents"]
+            rec[key]["n_vasopressors"] = r["n_vasopressors"]
+            rec[key]["n_vasopressors_excl_vasopressin"] = r["n_vasopressors_excl_vasopressin"]
+        if r["other_cause"]:
+            rec[key]["other_cause"] = r["other_cause_reason"]
+            for ref in r["other_cause_refs"]:
+                ev(key, "other_cause", ref)
+
+    # ---- vasopressors: NE-equivalent, hours, episodes, high dose
+    gap = opts.episode_gap_hours / 24.0
+    for sid, rows in vaso_rows.items():
+        all_days = sorted({d for r in rows for d in r.days})
+        hd, ne = _high_dose_by_day(rows, all_days, vt["high_dose"])
+        inner_u = _union([r.inner for r in rows if r.inner])
+        outer_u = _union([r.outer for r in rows if r.outer])
+        episodes = _union(outer_u, gap)
+        for d in all_days:
+            key = (sid, d)
+            act = [r for r in rows if d in r.days]
+            for r in act:
+                ev(key, "vasopressor", r.ref)
+            rec[key]["vaso_hours_day_min"] = _hours(_overlap(inner_u, d, d + 1))
+            rec[key]["vaso_hours_day_max"] = _hours(_overlap(outer_u, d, d + 1))
+            cmin = cmax = 0.0
+            for a, b in episodes:
+                if a <= d + 1 and b >= d:
+                    clip = [(max(x, a), min(y, b, d + 1)) for x, y in outer_u if y > a and x < b]
+                    clip_in = [(max(x, a), min(y, b, d + 1)) for x, y in inner_u if y > a and x < b]
+                    cmax = max(cmax, _overlap([c for c in clip if c[1] > c[0]], -math.inf, math.inf))
+                    cmin = max(cmin, _overlap([c for c in clip_in if c[1] > c[0]], -math.inf, math.inf))
+            rec[key]["vaso_episode_hours_min"] = _hours(cmin)
+            rec[key]["vaso_episode_hours_max"] = _hours(cmax)
+            if _hours(cmax) - _hours(cmin) > _EPS_H:
+                rec[key]["unknown"].append(
+                    "vaso_episode_hours:vasopressor duration (times known to the day only, or end not recorded)")
+            st, rule, reasons = hd[d]
+            rec[key]["high_dose"], rec[key]["high_dose_rule"] = st, rule
+            for why in reasons:
+                rec[key]["unknown"].append(f"high_dose:{why}")
+            for r in act:
+                if r.weight_ref:
+                    ev(key, "weight", r.weight_ref)
+            if d in ne:
+                rec[key]["ne_equiv_max_ug_min"] = round(ne[d][0], 9)
+                rec[key]["ne_equiv_complete"] = ne[d][1]
+
+    # ---- organ toxicity (from the CTCAE engine's output)
+    if organ_grades is not None:
+        og = organ_grades
+        has_ev = "evidence" in og.columns
+        has_src = "src_file" in og.columns and "src_row" in og.columns
+        voc = vocab["organ"]
+        for i, r in enumerate(og.to_dicts()):
+            if r.get("grade") is None or r.get("day") is None:
+                continue
+            organ = _norm(r.get("organ"))
+            if organ in voc.get("excluded", set()):
+                continue
+            sid, d, g = r["subject_id"], math.floor(r["day"]), int(r["grade"])
+            key = (sid, d)
+            days_of[sid].add(d)
+            is_t = bool(r.get("is_transaminase"))
+            refs = list(r["evidence"] or []) if has_ev else ([_ref(r)] if has_src and _ref(r) else [f"organ_grades:{i + 1}"])
+            slot = rec[key].setdefault("organ", defaultdict(int))
+            slot["organ_grade_max"] = max(slot["organ_grade_max"], g)
+            col = "organ_grade_max_transaminase" if is_t else "organ_grade_max_non_transaminase"
+            slot[col] = max(slot[col], g)
+            if organ in voc.get("creatinine", set()):
+                slot["creatinine_grade"] = max(slot["creatinine_grade"], g)
+            if is_t or organ in voc.get("lft", set()):
+                slot["lft_grade"] = max(slot["lft_grade"], g)
+            for ref in refs:
+                ev(key, "organ", ref)
+
+    # ---- hospitalization
+    hosp: dict[tuple[str, int], tuple[bool, str | None]] = {}
+    if hospitalization is not None:
+        for i, r in enumerate(hospitalization.to_dicts()):
+            if r.get("day") is None or r.get("hospitalized") is None:
+                continue
+            key = (r["subject_id"], math.floor(r["day"]))
+            hosp[key] = (bool(r["hospitalized"]), _ref(r) or f"hospitalization:{i + 1}")
+
+    # ---- deaths
+    for r in study.events.to_dicts():
+        if _norm(r.get("event")) != "death" or r.get("day") is None:
+            continue
+        sid, d = r["subject_id"], math.floor(r["day"])
+        att = _norm(r.get("attribution"))
+        val = True if att == "crs" else (None if att == "" else False)
+        key = (sid, d)
+        days_of[sid].add(d)
+        rec[key]["death_crs"] = val
+        ev(key, "death", _ref(r))
+
+    # ---- assemble
+    out = []
+    for sid in sorted(days_of):
+        w = waiver_first.get(sid)
+        for d in sorted(days_of[sid]):
+            if opts.first_day is not None and d < opts.first_day:
+                continue
+            key = (sid, d)
+            x = rec[key]
+            unknown = list(x["unknown"])
+            evid = list(x["evidence"])
+            tmax = x.get("tmax_c")
+            fever = None if tmax is None else tmax >= opts.fever_threshold_c
+            other = x.get("other_cause")
+            fever_other = bool(fever and other)
+            if fever_other:  # ASTCT: fever "not attributable to any other cause"
+                fever = False
+            if x.get("tmax_ref"):
+                evid.append(f"fever|{x['tmax_ref']}")
+            if fever is None and not (other and attribution.scope == "day"):
+                unknown.append("fever:temperature")
+            sbp = x.get("sbp_min_mmhg")
+            sbp_low = None if sbp is None else sbp < opts.sbp_cutoff_mmhg
+            if x.get("sbp_ref"):
+                evid.append(f"sbp|{x['sbp_ref']}")
+            if sbp_low is None:
+                unknown.append("sbp_low:systolic blood pressure")
+            waiver = w is not None and d >= w[0]
+            if waiver and w[1]:
+                evid.append(f"waiver|{w[1]}")
+            gate = True if (fever or waiver) else (None if fever is None else False)
+            if other and attribution.scope == "day":
+                gate = False
+            if gate is None:
+                unknown.append("crs_gate:temperature")
+            # oxygen
+            o2 = x.get("o2", [])
+            devices = sorted({_norm(r.get("o2_device")).replace(" ", "_") for r in o2 if r.get("o2_device")})
+            flows = [r["o2_flow_lpm"] for r in o2 if r.get("o2_flow_lpm") is not None]
+            fio2s = [r["fio2"] for r in o2 if r.get("fio2") is not None]
+            if not o2:
+                fio2_min = fio2_max = 0.21
+            else:
+                fio2_min = max(fio2s) if fio2s else 0.21
+                fio2_max = max(fio2s) if len(fio2s) == len(o2) else 1.0
+                if len(fio2s) < len(o2):
+                    unknown.append("fio2:FiO2 of the oxygen support")
+            vent = 2 if "mechanical_ventilation" in devices else (1 if {"cpap", "bipap"} & set(devices) else 0)
+            # organ toxicity
+            organ = x.get("organ")
+            if organ_grades is None:
+                organ_vals = {c: None for c in _ORGAN_COLS}
+                unknown.extend(f"{c}:organ toxicity grades (organ_grades not supplied)" for c in _ORGAN_COLS)
+            else:
+                organ_vals = {c: (organ or {}).get(c, 0) for c in _ORGAN_COLS}
+            # hospitalization
+            h = hosp.get(key)
+            if h is not None:
+                hospitalized = h[0]
+                evid.append(f"hospitalized|{h[1]}")
+            else:
+                hospitalized = opts.assume_hospitalized
+            if hospitalized is None:
+                unknown.append("hospitalized:hospitalization")
+            unknown.append("fluid_boluses:IV fluid boluses (not recorded in study format v1)")
+            death = x.get("death_crs", False)
+            if death is None:
+                unknown.append("death_crs:attribution of death")
+            row = {
+                "subject_id": sid, "day": d, "tmax_c": tmax, "fever": fever,
+                "fever_other_cause": fever_other, "other_cause": other,
+                "sbp_min_mmhg": sbp, "sbp_low": sbp_low, "waiver_active": waiver, "crs_gate": gate,
+                "vasopressor_agents": x.get("vasopressor_agents", []),
+                "n_vasopressors": x.get("n_vasopressors", 0),
+                "n_vasopressors_excl_vasopressin": x.get("n_vasopressors_excl_vasopressin", 0),
+                "ne_equiv_max_ug_min": x.get("ne_equiv_max_ug_min"),
+                "ne_equiv_complete": x.get("ne_equiv_complete"),
+                "vaso_hours_day_min": x.get("vaso_hours_day_min", 0.0),
+                "vaso_hours_day_max": x.get("vaso_hours_day_max", 0.0),
+                "vaso_episode_hours_min": x.get("vaso_episode_hours_min", 0.0),
+                "vaso_episode_hours_max": x.get("vaso_episode_hours_max", 0.0),
+                "high_dose": x.get("high_dose", False), "high_dose_rule": x.get("high_dose_rule"),
+                "o2_any": bool(o2), "o2_devices": devices,
+                "o2_flow_max_lpm": max(flows) if flows else None,
+                "fio2_min": fio2_min, "fio2_max": fio2_max, "ventilation_level": vent,
+                **organ_vals,
+                "blood_products": x.get("blood_products", False),
+                "hospitalized": hospitalized,
+                "iv_therapy": x.get("iv_therapy", False),
+                "fluid_boluses": None,
+                "death_crs": death,
+                "unknown_reasons": sorted(set(unknown)),
+                "feature_evidence": list(dict.fromkeys(evid)),
+            }
+            out.append(row)
+    return pl.DataFrame(out, schema=_INPUT_SCHEMA, orient="row") if out else pl.DataFrame(schema=_INPUT_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. generic three-valued grader
+
+# feature -> (kind, columns, evidence groups). Kinds: bool, num, grade, range, const.
+_FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "fever": ("bool", ("fever",), ("fever", "other_cause")),
+    "crs_gate": ("bool", ("crs_gate",), ("fever", "waiver", "other_cause")),
+    "sbp_low": ("bool", ("sbp_low",), ("sbp",)),
+    "n_vasopressors": ("num", ("n_vasopressors",), ("vasopressor",)),
+    "n_vasopressors_excl_vasopressin": ("num", ("n_vasopressors_excl_vasopressin",), ("vasopressor",)),
+    "high_dose": ("bool", ("high_dose",), ("vasopressor", "weight")),
+    "vaso_episode_hours": ("range", ("vaso_episode_hours_min", "vaso_episode_hours_max"), ("vasopressor",)),
+    "o2_any": ("bool", ("o2_any",), ("o2",)),
+    "fio2": ("range", ("fio2_min", "fio2_max"), ("o2",)),
+    "ventilation_level": ("num", ("ventilation_level",), ("o2",)),
+    "organ_grade_max": ("grade", ("organ_grade_max",), ("organ",)),
+    "organ_grade_max_non_transaminase": ("grade", ("organ_grade_max_non_transaminase",), ("organ",)),
+    "organ_grade_max_transaminase": ("grade", ("organ_grade_max_transaminase",), ("organ",)),
+    "creatinine_grade": ("grade", ("creatinine_grade",), ("organ",)),
+    "lft_grade": ("grade", ("lft_grade",), ("organ",)),
+    "blood_products": ("bool", ("blood_products",), ("blood_products",)),
+    "hospitalized": ("bool", ("hospitalized",), ("hospitalized",)),
+    "iv_therapy": ("bool", ("iv_therapy",), ("iv_therapy",)),
+    "fluid_boluses": ("bool", ("fluid_boluses",), ()),
+    "death_crs": ("bool", ("death_crs",), ("death",)),
+    "always": ("const", (), ()),
+}
+
+
+def _interval(row: Mapping[str, Any], feature: str) -> tuple[float, float]:
+    kind, cols, _ = _FEATURES[feature]
+    if kind == "const":
+        return 1.0, 1.0
+    if kind == "range":
+        lo, hi = row[cols[0]], row[cols[1]]
+        return (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
+    v = row[cols[0]]
+    if v is None:
+        return {"bool": (0.0, 1.0), "grade": (0.0, 4.0), "num": (0.0, math.inf)}[kind]
+    return float(v), float(v)
+
+
+def _cond(lo: float, hi: float, op: str, v: float) -> bool | None:
+    if op == ">=":
+        return True if lo >= v else (False if hi < v else None)
+    if op == ">":
+        return True if lo > v else (False if hi <= v else None)
+    if op == "<":
+        return True if hi < v else (False if lo >= v else None)
+    if op == "<=":
+        return True if hi <= v else (False if lo > v else None)
+    if op == "==":
+        return True if lo == hi == v else (False if v < lo or v > hi else None)
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def scale_table(scale: str, options: CrsLegacyOptions | None = None) -> dict[str, Any]:
+    """The criteria table of ``scale`` with ``$name`` parameters resolved and features checked."""
+    if scale not in _TABLE_NAMES:
+        raise ValueError(f"unknown CRS scale {scale!r}; known: {SCALES}")
+    opts = options or CrsLegacyOptions()
+    t = load_criteria(_TABLE_NAMES[scale])
+    params = {**t.get("defaults", {}), **dict(opts.scale_params.get(scale, {}))}
+    if params.get("gate", "fever_or_waiver") not in ("fever_or_waiver", "none"):
+        raise ValueError(f"{scale}: gate must be 'fever_or_waiver' or 'none'")
+
+    def res(v):
+        if isinstance(v, str) and v.startswith("$"):
+            if v[1:] not in params:
+                raise ValueError(f"{scale}: parameter {v} is not defined in the table defaults")
+            return params[v[1:]]
+        return v
+
+    rules = []
+    for r in t["rules"]:
+        for key in ("id", "grade", "when", "text", "citation"):
+            if key not in r:
+                raise ValueError(f"{scale}: rule {r.get('id')!r} lacks {key!r}")
+        when = [{"feature": res(c["feature"]), "op": c["op"], "value": res(c["value"])} for c in r["when"]]
+        for c in when:
+            if c["feature"] not in _FEATURES:
+                raise ValueError(f"{scale}: rule {r['id']} uses unknown feature {c['feature']!r}")
+        rules.append({**r, "when": when, "gated": r.get("gated", True)})
+    return {"scale": scale, "version": t["version"], "citation": t["citation"], "params": params,
+            "rules": rules, "not_derived": t.get("not_derived", [])}
+
+
+_GRADE_SCHEMA: dict[str, pl.DataType] = {
+    "subject_id": pl.String,
+    "day": pl.Int64,
+    "scale": pl.String,
+    "grade": pl.Int64,
+    "grade_min": pl.Int64,
+    "grade_max": pl.Int64,
+    "rule": pl.String,
+    "reason": pl.String,
+    "missing_inputs": pl.List(pl.String),
+    "possible_rules": pl.List(pl.String),
+    "not_assessed": pl.List(pl.String),
+    "evidence": EVIDENCE,
+}
+
+
+def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions | None = None) -> pl.DataFrame:
+    """Daily grade (or range) of one legacy scale from :func:`crs_daily_inputs` output."""
+    table = scale_table(scale, options)
+    label = _LABELS[scale]
+    gated_by_fever = table["params"].get("gate", "fever_or_waiver") == "fever_or_waiver"
+    not_assessed = [f"{n['id']}: {n['text']}" for n in table["not_derived"]]
+    out = []
+    for row in inputs.to_dicts():
+        unknown: dict[str, list[str]] = defaultdict(list)
+        for u in row["unknown_reasons"] or []:
+            f, _, why = u.partition(":")
+            unknown[f].append(why)
+        evid: dict[str, list[str]] = defaultdict(list)
+        for e in row["feature_evidence"] or []:
+            g, _, ref = e.partition("|")
+            evid[g].append(ref)
+        gate = _cond(*_interval(row, "crs_gate"), "==", 1) if gated_by_fever else True
+        sure, maybe = [], []
+        for r in table["rules"]:
+            results = [(_cond(*_interval(row, c["feature"]), c["op"], c["value"]), c["feature"]) for c in r["when"]]
+            if r["gated"]:
+                results.append((gate, "crs_gate"))
+            vals = [v for v, _ in results]
+            if any(v is False for v in vals):
+                continue
+            if all(v is True for v in vals):
+                sure.append((r, [f for _, f in results]))
+            else:
+                maybe.append((r, [f for v, f in results if v is None], [f for _, f in results]))
+        gmin = max((r["grade"] for r, _ in sure), default=0)
+        gmax = max([gmin, *(r["grade"] for r, _, _ in maybe)])
+        top = [(r, fs) for r, fs in sure if r["grade"] == gmin]
+        raise_ = [(r, unk, fs) for r, unk, fs in maybe if r["grade"] > gmin]
+        missing = sorted({why for _, unk, _ in raise_ for f in unk for why in (unknown.get(f) or [f])})
+        # ordered (not a set): evidence must come out in the same order on every run
+        feats = list(dict.fromkeys([*(f for _, fs in top for f in fs), *(f for _, _, fs in raise_ for f in fs)]))
+        refs = list(dict.fromkeys(ref for f in feats for g in _FEATURES[f][2] for ref in evid.get(g, [])))
+        if top:
+            rule = top[0][0]["id"]
+            reason = f"{label} grade {gmin}: " + "; ".join(r["text"] for r, _ in top)
+        else:
+            rule = f"{scale}.g0"
+            if gate is False and row["other_cause"]:
+                reason = f"{label} grade 0: not CRS that day (attributed to another cause: {row['other_cause']})"
+            elif gate is False:
+                reason = f"{label} grade 0: no CRS that day (no fever, fever requirement not waived)"
+            else:
+                reason = f"{label} grade 0: no criterion of the scale met"
+        if gmax > gmin:
+            ups = "; ".join(f"grade {r['grade']} if {r['text']}" for r, _, _ in
+                            sorted(raise_, key=lambda x: -x[0]["grade"]))
+            reason += f" - could be up to grade {gmax} ({ups}); unknown: {', '.join(missing)}"
+        out.append({
+            "subject_id": row["subject_id"], "day": row["day"], "scale": scale,
+            "grade": gmin if gmin == gmax else None, "grade_min": gmin, "grade_max": gmax,
+            "rule": rule, "reason": reason, "missing_inputs": missing,
+            "possible_rules": sorted({r["id"] for r, _, _ in raise_}),
+            "not_assessed": not_assessed, "evidence": refs,
+        })
+    return pl.DataFrame(out, schema=_GRADE_SCHEMA, orient="row") if out else pl.DataFrame(schema=_GRADE_SCHEMA)
+
+
+def crs_legacy_daily(
+    study: Study,
+    scales: Iterable[str] = SCALES,
+    *,
+    organ_grades: pl.DataFrame | None = None,
+    hospitalization: pl.DataFrame | None = None,
+    options: CrsLegacyOptions | None = None,
+) -> pl.DataFrame:
+    """Daily grades of several legacy scales (long format: one row per subject, day and scale)."""
+    inputs = crs_daily_inputs(study, options, organ_grades=organ_grades, hospitalization=hospitalization)
+    frames = [grade_crs_scale(inputs, s, options) for s in scales]
+    return pl.concat(frames) if frames else pl.DataFrame(schema=_GRADE_SCHEMA)
+
+
+_SUBJECT_SCHEMA: dict[str, pl.DataType] = {
+    "subject_id": pl.String,
+    "scale": pl.String,
+    "grade": pl.Int64,
+    "grade_min": pl.Int64,
+    "grade_max": pl.Int64,
+    "day": pl.Int64,
+    "rule": pl.String,
+    "reason": pl.String,
+    "missing_inputs": pl.List(pl.String),
+    "possible_rules": pl.List(pl.String),
+    "evidence": EVIDENCE,
+}
+
+
+def crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | None = None) -> pl.DataFrame:
+    """Per subject and scale, the maximum over the course of the daily grades (or ranges).
+
+    ``grade_min``/``grade_max`` are the maxima of the daily bounds; ``grade`` is set when they agree.
+    ``day``/``rule``/``reason``/``evidence`` come from the first day reaching ``grade_min``;
+    ``missing_inputs`` gathers what is unknown on the days that could raise the maximum. Subjects in
+    ``subject_ids`` without any graded day get ``grade_min`` 0 and an unknown ``grade_max``.
+    """
+    out = []
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in daily.sort("subject_id", "scale", "day").to_dicts():
+        by[(r["subject_id"], r["scale"])].append(r)
+    scales_seen = list(dict.fromkeys(daily["scale"].to_list())) or list(SCALES)
+    for sid in subject_ids or []:
+        for s in scales_seen:
+            by.setdefault((sid, s), [])
+    for (sid, scale), rows in sorted(by.items()):
+        if not rows:
+            out.append({"subject_id": sid, "scale": scale, "grade": None, "grade_min": 0, "grade_max": None,
+                        "day": None, "rule": f"{scale}.no_data",
+                        "reason": f"{_LABELS.get(scale, scale)}: no graded day (no temperature, blood pressure, "
+                                  "support, organ or event data)",
+                        "missing_inputs": ["daily data"], "possible_rules": [], "evidence": []})
+            continue
+        gmin = max(r["grade_min"] for r in rows)
+        gmax = max(r["grade_max"] for r in rows)
+        first = next(r for r in rows if r["grade_min"] == gmin)
+        raising = [r for r in rows if r["grade_max"] > gmin]
+        reason = first["reason"] if gmin > 0 else f"{_LABELS.get(scale, scale)} grade 0 on every graded day"
+        if gmin > 0:
+            reason = f"max on day {first['day']}: {reason}"
+        if raising:
+            days = [r["day"] for r in raising]
+            reason += (f"; could be up to grade {gmax} on day(s) "
+                       f"{', '.join(str(d) for d in days[:8])}{' ...' if len(days) > 8 else ''}")
+        out.append({
+            "subject_id": sid, "scale": scale, "grade": gmin if gmin == gmax else None,
+            "grade_min": gmin, "grade_max": gmax, "day": first["day"] if gmin > 0 else None,
+            "rule": first["rule"], "reason": reason,
+            "missing_inputs": sorted({m for r in raising for m in r["missing_inputs"]}),
+            "possible_rules": sorted({p for r in raising for p in r["possible_rules"]}),
+            "evidence": list(dict.fromkeys(
+                [*(first["evidence"] if gmin > 0 else []), *(e for r in raising for e in r["evidence"])])),
+        })
+    return pl.DataFrame(out, schema=_SUBJECT_SCHEMA, orient="row") if out else pl.DataFrame(schema=_SUBJECT_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. cross-scale comparison
+
+
+def _same_all(bounds: list[tuple[int | None, int | None]]) -> bool | None:
+    """True: every scale surely gives the same grade; False: they surely differ; None: unknown."""
+    if any(hi is None for _, hi in bounds):
+        return None
+    if all(lo == hi for lo, hi in bounds):
+        return len({lo for lo, _ in bounds}) == 1
+    lo = max(b[0] for b in bounds)
+    hi = min(b[1] for b in bounds)
+    return False if lo > hi else None
+
+
+def crs_cross_scale(
+    study: Study,
+    astct: pl.DataFrame | None = None,
+    organ_grades: pl.DataFrame | None = None,
+    *,
+    hospitalization: pl.DataFrame | None = None,
+    options: CrsLegacyOptions | None = None,
+    scales: Iterable[str] = SCALES,
+) -> pl.DataFrame:
+    """One row per subject: the maximum CRS grade (and range) on every legacy scale, side by side.
+
+    Columns per scale ``s``: ``crs_grade_<s>`` (null when a range), ``crs_grade_<s>_min``,
+    ``crs_grade_<s>_max``, ``crs_<s>_missing``, ``crs_<s>_rule``, ``crs_<s>_reason``,
+    ``crs_<s>_day``, ``crs_<s>_evidence``. With ``astct`` (``subject_id, crs_grade_astct``, from the
+    ASTCT engine) its grade is added as ``crs_grade_astct``. ``same_grade_all_scales`` is True/False
+    when settled by the ranges, null otherwise.
+    """
+    scales = tuple(scales)
+    daily = crs_legacy_daily(study, scales, organ_grades=organ_grades, hospitalization=hospitalization,
+                             options=options)
+    subj = crs_legacy_subject(daily, study.subject_ids)
+    base = pl.DataFrame({"subject_id": study.subject_ids}, schema={"subject_id": pl.String})
+    if astct is not None:
+        a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64))
+        base = base.join(a, on="subject_id", how="left")
+    for s in scales:
+        part = subj.filter(pl.col("scale") == s).select(
+            "subject_id",
+            pl.col("grade").alias(f"crs_grade_{s}"),
+            pl.col("grade_min").alias(f"crs_grade_{s}_min"),
+            pl.col("grade_max").alias(f"crs_grade_{s}_max"),
+            pl.col("missing_inputs").alias(f"crs_{s}_missing"),
+            pl.col("rule").alias(f"crs_{s}_rule"),
+            pl.col("reason").alias(f"crs_{s}_reason"),
+            pl.col("day").alias(f"crs_{s}_day"),
+            pl.col("evidence").alias(f"crs_{s}_evidence"),
+        )
+        base = base.join(part, on="subject_id", how="left")
+    same = []
+    for r in base.to_dicts():
+        b = [(r[f"crs_grade_{s}_min"], r[f"crs_grade_{s}_max"]) for s in scales]
+        if astct is not None:
+            g = r.get("crs_grade_astct")
+            b.append((g, g) if g is not None else (0, None))
+        same.append(_same_all(b))
+    return base.with_columns(pl.Series("same_grade_all_scales", same, dtype=pl.Boolean))
+
+
+def crs_cross_scale_cohort(
+    study: Study,
+    astct: pl.DataFrame | None = None,
+    organ_grades: pl.DataFrame | None = None,
+    *,
+    hospitalization: pl.DataFrame | None = None,
+    options: CrsLegacyOptions | None = None,
+    scales: Iterable[str] = SCALES,
+) -> dict[str, pl.DataFrame]:
+    """Cohort concordance of the scales (Pennisi 2020 / JULIET-style).
+
+    Returns ``{"subjects": crs_cross_scale(...), "pairwise": ..., "summary": ...}``.
+    ``pairwise`` has one row per pair of scales (ASTCT included when given): subjects whose grades on
+    both scales are settled (``n_evaluable``), concordant (``n_same``), higher / lower on the first
+    scale, undetermined, and agreement on the *presence* of CRS (grade >= 1). ``summary`` has the
+    proportion of subjects with the same grade on every scale (Pennisi 2020: 25% for CRS) and with
+    the same presence of CRS on every scale (99%).
+    """
+    scales = tuple(scales)
+    subj = crs_cross_scale(study, astct, organ_grades, hospitalization=hospitalization,
+                           options=options, scales=scales)
+    keys = list(scales) + (["astct"] if astct is not None else [])
+
+    def bounds(r, s):
+        if s == "astct":
+            g = r.get("crs_grade_astct")
+            return (g, g) if g is not None else (0, None)
+        return r[f"crs_grade_{s}_min"], r[f"crs_grade_{s}_max"]
+
+    def presence(lo, hi):
+        if lo is not None and lo >= 1:
+            return True
+        if hi is not None and hi == 0:
+            return False
+        return None
+
+    rows = subj.to_dicts()
+    pair_rows = []
+    for a, b in combinations(keys, 2):
+        n_eval = n_same = n_hi = n_lo = n_undet = n_pres_eval = n_pres_agree = 0
+        for r in rows:
+            (alo, ahi), (blo, bhi) = bounds(r, a), bounds(r, b)
+            if ahi is not None and bhi is not None and alo == ahi and blo == bhi:
+                n_eval += 1
+                n_same += alo == blo
+                n_hi += alo > blo
+                n_lo += alo < blo
+            else:
+                n_undet += 1
+            pa, pb = presence(alo, ahi), presence(blo, bhi)
+            if pa is not None and pb is not None:
+                n_pres_eval += 1
+                n_pres_agree += pa == pb
+        pair_rows.append({
+            "scale_a": a, "scale_b": b, "n_subjects": len(rows), "n_evaluable": n_eval,
+            "n_same": n_same, "n_a_higher": n_hi, "n_a_lower": n_lo, "n_undetermined": n_undet,
+            "prop_same": (n_same / n_eval) if n_eval else None,
+            "n_presence_evaluable": n_pres_eval, "n_presence_agree": n_pres_agree,
+            "prop_presence_agree": (n_pres_agree / n_pres_eval) if n_pres_eval else None,
+        })
+    pairwise = pl.DataFrame(pair_rows, schema={
+        "scale_a": pl.String, "scale_b": pl.String, "n_subjects": pl.Int64, "n_evaluable": pl.Int64,
+        "n_same": pl.Int64, "n_a_higher": pl.Int64, "n_a_lower": pl.Int64, "n_undetermined": pl.Int64,
+        "prop_same": pl.Float64, "n_presence_evaluable": pl.Int64, "n_presence_agree": pl.Int64,
+        "prop_presence_agree": pl.Float64}, orient="row")
+
+    same = subj["same_grade_all_scales"].to_list()
+    n_settled = sum(v is not None for v in same)
+    n_same_all = sum(v is True for v in same)
+    pres = []
+    for r in rows:
+        ps = [presence(*bounds(r, s)) for s in keys]
+        pres.append(None if any(p is None for p in ps) else len(set(ps)) == 1)
+    n_pres_settled = sum(p is not None for p in pres)
+    n_pres_all = sum(p is True for p in pres)
+    summary = pl.DataFrame({
+        "metric": ["n_subjects", "n_same_grade_settled", "n_same_grade_all_scales", "prop_same_grade_all_scales",
+                   "n_presence_settled", "n_presence_agree_all_scales", "prop_presence_agree_all_scales"],
+        "value": [float(len(rows)), float(n_settled), float(n_same_all),
+                  (n_same_all / n_settled) if n_settled else None,
+                  float(n_pres_settled), float(n_pres_all),
+                  (n_pres_all / n_pres_settled) if n_pres_settled else None],
+        "scales": [", ".join(keys)] * 7,
+    }, schema={"metric": pl.String, "value": pl.Float64, "scales": pl.String})
+    return {"subjects": subj, "pairwise": pairwise, "summary": summary}
+
+
+def organ_grades_from_adlb(adlb: pl.DataFrame) -> pl.DataFrame:
+    """The ``organ_grades`` input of the legacy scales from the CTCAE engine's ADLB frame.
+
+    One row per graded lab observation with ``ATOXGR`` known: ``organ`` = the param code (the
+    scales' ``organ_vocabulary`` excludes the haematological ones), ``grade`` = |ATOXGR|,
+    ``is_transaminase`` for ALT/AST, and the ADLB row's evidence.
+    """
+    return adlb.filter(pl.col("ATOXGR").is_not_null() & pl.col("day").is_not_null()).select(
+        "subject_id", "day", pl.col("param").alias("organ"), pl.col("ATOXGR").abs().alias("grade"),
+        pl.col("param").is_in(["ALT", "AST"]).alias("is_transaminase"), "evidence",
+    )
