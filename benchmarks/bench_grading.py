@@ -181,10 +181,10 @@ def baseline(params: dict) -> dict:
     baseline_requires=("pyarrow", "yaml"),
 )
 def grade_all(params: dict) -> dict:
-    from cartlab.grading.crs import crs_daily, crs_summary, episodes
+    from cartlab.grading.crs import derive_crs_daily, derive_crs_summary, episodes
     from cartlab.grading.ctcae import derive_ctcae
-    from cartlab.grading.hematotox import icaht
-    from cartlab.grading.icans import icans_daily, icans_summary
+    from cartlab.grading.hematotox import derive_icaht
+    from cartlab.grading.icans import derive_icans_daily, derive_icans_summary
 
     t0 = time.perf_counter()
     study = _load(params["_root"])
@@ -198,11 +198,11 @@ def grade_all(params: dict) -> dict:
         return out
 
     adlb = timed("ctcae_s", lambda: derive_ctcae(study))
-    crs = timed("crs_s", lambda: crs_daily(study))
-    timed("crs_summary_s", lambda: (crs_summary(study, daily=crs), episodes(crs, "CRS", "ASTCT 2019")))
-    icans = timed("icans_s", lambda: icans_daily(study))
-    timed("icans_summary_s", lambda: icans_summary(study, daily=icans))
-    timed("icaht_s", lambda: icaht(study))
+    crs = timed("crs_s", lambda: derive_crs_daily(study))
+    timed("crs_summary_s", lambda: (derive_crs_summary(study, daily=crs), episodes(crs, "CRS", "ASTCT 2019")))
+    icans = timed("icans_s", lambda: derive_icans_daily(study))
+    timed("icans_summary_s", lambda: derive_icans_summary(study, daily=icans))
+    timed("icaht_s", lambda: derive_icaht(study))
     total = round(sum(timings.values()), 2)
     # untimed by the figures above (but inside the phase's wall time): the grades for the baseline
     t0 = time.perf_counter()

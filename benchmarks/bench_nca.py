@@ -158,7 +158,7 @@ def _per_subject_calls(df, theirs, nca_s: float) -> dict:
     import polars as pl
 
     import baselines
-    from cartlab.kinetics.nca import NcaOptions, nca
+    from cartlab.kinetics.nca import NcaOptions, derive_nca
 
     n_all = df["subject_id"].n_unique()
     n = min(int(os.environ.get("CARTLAB_BENCH_NCA_LOOP_N", n_all)), n_all)
@@ -166,7 +166,7 @@ def _per_subject_calls(df, theirs, nca_s: float) -> dict:
     sub = df.filter(pl.col("subject_id").is_in(keep))
     opts = NcaOptions()
     t0 = time.perf_counter()
-    parts = [nca(g, lloq="lloq", value_text="value_text", intervals=INTERVALS, options=opts)
+    parts = [derive_nca(g, lloq="lloq", value_text="value_text", intervals=INTERVALS, options=opts)
              for g in sub.partition_by("subject_id", maintain_order=False)]
     loop_s = time.perf_counter() - t0
     order = ("subject_id", "start", "end")
@@ -191,13 +191,13 @@ def _per_subject_calls(df, theirs, nca_s: float) -> dict:
 def run(params: dict) -> dict:
     import polars as pl
 
-    from cartlab.kinetics.nca import NcaOptions, nca
+    from cartlab.kinetics.nca import NcaOptions, derive_nca
 
     df = pl.read_parquet(params["_path"])
     opts = NcaOptions()
-    nca(df.head(50), lloq="lloq", value_text="value_text", intervals=INTERVALS, options=opts)  # warm-up
+    derive_nca(df.head(50), lloq="lloq", value_text="value_text", intervals=INTERVALS, options=opts)  # warm-up
     t0 = time.perf_counter()
-    out = nca(df, lloq="lloq", value_text="value_text", intervals=INTERVALS, options=opts)
+    out = derive_nca(df, lloq="lloq", value_text="value_text", intervals=INTERVALS, options=opts)
     nca_s = time.perf_counter() - t0
     keep = ["subject_id", "start", "end", *COMPARE]
     out.select(*keep, pl.col("warnings").list.eval(pl.element().str.split(":").list.first()).alias("codes")) \

@@ -38,13 +38,13 @@ def test_each_table_has_one_producer():
 
 def test_tables_are_computed_once(monkeypatch):
     calls = []
-    real = car.car_kinetics
+    real = car.derive_car_kinetics
 
     def counting(study, options=None):
         calls.append(study.subjects.height)
         return real(study, options)
 
-    monkeypatch.setattr(car, "car_kinetics", counting)
+    monkeypatch.setattr(car, "derive_car_kinetics", counting)
     a = Analysis(seed_case())
     a.tables()
     a.subject_summary()
@@ -53,7 +53,7 @@ def test_tables_are_computed_once(monkeypatch):
 
 
 def _failing_for(bad: set[str]):
-    real = car.car_kinetics
+    real = car.derive_car_kinetics
 
     def fails(study, options=None):
         hit = bad & set(study.subject_ids)
@@ -66,7 +66,7 @@ def _failing_for(bad: set[str]):
 
 def test_an_engine_failing_for_one_subject_keeps_the_others(cohort, monkeypatch):
     bad = cohort.subject_ids[4]
-    monkeypatch.setattr(car, "car_kinetics", _failing_for({bad}))
+    monkeypatch.setattr(car, "derive_car_kinetics", _failing_for({bad}))
     a = Analysis(cohort)
     tables = a.tables()
     # the subject is left out of car_kinetics and of what depends on it; everyone else is there
@@ -91,7 +91,7 @@ def test_an_engine_failing_for_one_subject_keeps_the_others(cohort, monkeypatch)
 
 
 def test_an_engine_failing_for_everyone_is_skipped_whole(cohort, monkeypatch):
-    monkeypatch.setattr(car, "car_kinetics", _failing_for(set(cohort.subject_ids)))
+    monkeypatch.setattr(car, "derive_car_kinetics", _failing_for(set(cohort.subject_ids)))
     a = Analysis(cohort)
     tables = a.tables()
     assert "car_kinetics" not in tables and "adpp" not in tables and "exposure_response" not in tables
@@ -102,7 +102,7 @@ def test_an_engine_failing_for_everyone_is_skipped_whole(cohort, monkeypatch):
 
 
 def test_strict_turns_a_skip_into_an_error(cohort, monkeypatch):
-    monkeypatch.setattr(car, "car_kinetics", _failing_for({cohort.subject_ids[0]}))
+    monkeypatch.setattr(car, "derive_car_kinetics", _failing_for({cohort.subject_ids[0]}))
     with pytest.raises(EngineError, match=cohort.subject_ids[0]):
         Analysis(cohort, AnalysisOptions(strict=True)).tables()
 

@@ -44,3 +44,44 @@ def test_every_cartlab_import_resolves():
             if m.startswith("cartlab.") and importlib.util.find_spec(m) is None:
                 missing.setdefault(str(path.relative_to(SRC)), []).append(m)
     assert not missing, missing
+
+
+def test_renamed_engines_keep_their_old_names_for_one_release_with_a_warning():
+    """cartlab 0.3 names table-producing engines derive_* (CHANGELOG); an old name still imports,
+    warns, and is the same function."""
+    import importlib
+    import warnings
+
+    from cartlab.grading.icaht import derive_icaht
+    from cartlab.response import derive_relapse
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("cartlab.grading.icaht").icaht
+        from cartlab.response import relapse
+    assert old is derive_icaht and relapse is derive_relapse
+    assert {w.category for w in caught} == {DeprecationWarning}
+    messages = " ".join(str(w.message) for w in caught)
+    assert "renamed derive_icaht" in messages and "renamed derive_relapse" in messages
+    with pytest.raises(AttributeError):
+        importlib.import_module("cartlab.grading.icaht").no_such_engine  # noqa: B018
+
+
+def test_table_producing_engines_follow_the_derive_verb_convention():
+    """Every engine step of the analysis graph runs a function named derive_* (admiral's verb)."""
+    from cartlab.analyze import STEPS
+
+    names = [s.run.__name__ for s in STEPS if getattr(s.run, "inputs", None) is not None and
+             not s.run.__name__.startswith("_")]
+    assert names and all(n.startswith("derive_") for n in names), names
+
+
+@pytest.mark.parametrize("package", ["cartlab", "cartlab.grading", "cartlab.response", "cartlab.kinetics",
+                                     "cartlab.protocol", "cartlab.criteria", "cartlab.io"])
+def test_package_exports_resolve(package):
+    """Every name a package's __all__ promises is importable from the package itself."""
+    import importlib
+
+    mod = importlib.import_module(package)
+    missing = [n for n in mod.__all__ if not hasattr(mod, n)]
+    assert not missing, missing

@@ -6,13 +6,13 @@ import polars as pl
 import pytest
 
 from cartlab.datasets import seed_case
-from cartlab.grading.crs import CrsOptions, crs_daily, crs_episodes, crs_summary
+from cartlab.grading.crs import CrsOptions, derive_crs_daily, derive_crs_episodes, derive_crs_summary
 
 from grading_helpers import drug, oxygen, study, vaso
 
 
 def grade_on(s, day=1, options=None):
-    d = crs_daily(s, options).filter(pl.col("day") == day)
+    d = derive_crs_daily(s, options).filter(pl.col("day") == day)
     return d.row(0, named=True)
 
 
@@ -71,7 +71,7 @@ def test_vasopressors(agents, grade):
 
 def test_vasopressor_days_inclusive():
     s = study(obs=[("A", d, "TEMP", 38.5) for d in range(0, 6)], iv=[vaso("norepinephrine", 2, 4)])
-    grades = crs_daily(s).sort("day")["grade"].to_list()
+    grades = derive_crs_daily(s).sort("day")["grade"].to_list()
     assert grades == [1, 1, 3, 3, 3, 1]
 
 
@@ -128,18 +128,18 @@ def test_a_day_without_temperature_is_a_range_not_a_negative():
     assert "up to 3 with a fever: no temperature recorded that day" in d1["reason"]
     d2 = grade_on(s, day=2)  # temperature measured and normal: settled
     assert (d2["grade"], d2["grade_max"], d2["missing_inputs"]) == (0, 0, [])
-    summ = crs_summary(s).row(0, named=True)
+    summ = derive_crs_summary(s).row(0, named=True)
     assert (summ["crs_grade_astct"], summ["crs_grade_astct_max"]) == (0, 3)
     # with the temperature measured every graded day the range closes
     s2 = study(obs=[("A", 1, "TEMP", 37.2), ("A", 1, "SYSBP", 80.0)], iv=[vaso("norepinephrine", 1)])
-    assert crs_summary(s2).row(0, named=True)["crs_grade_astct_max"] == 0
+    assert derive_crs_summary(s2).row(0, named=True)["crs_grade_astct_max"] == 0
 
 
 def test_fever_waiver_after_tocilizumab_or_steroid():
     obs = [("A", d, "TEMP", 38.6 if d < 3 else 37.0) for d in range(0, 8)]
     for category in ("tocilizumab", "corticosteroid"):
         s = study(obs=obs, iv=[drug(category, 4), vaso("norepinephrine", 3, 6)])
-        g = dict(crs_daily(s).select("day", "grade").iter_rows())
+        g = dict(derive_crs_daily(s).select("day", "grade").iter_rows())
         assert g[3] == 0  # before the waiver: afebrile pressor day is not CRS
         assert g[4] == 3 and g[6] == 3 and g[7] == 0
         r = grade_on(s, 5)
@@ -164,7 +164,7 @@ def test_death_attributed_to_crs_is_grade_5():
     s = study(obs=[("A", 1, "TEMP", 39.0)], events=[{"subject_id": "A", "day": 2.0, "event": "death", "attribution": "CRS"}])
     assert grade_on(s, 2)["grade"] == 5
     s2 = study(obs=[("A", 1, "TEMP", 39.0)], events=[{"subject_id": "A", "day": 2.0, "event": "death", "attribution": "other"}])
-    assert crs_summary(s2)["crs_grade_astct"].to_list() == [1]
+    assert derive_crs_summary(s2)["crs_grade_astct"].to_list() == [1]
 
 
 def test_fahrenheit_input_is_converted_upstream(tmp_path):
@@ -174,7 +174,7 @@ def test_fahrenheit_input_is_converted_upstream(tmp_path):
     f = tmp_path / "f"
     write(f, "subjects.csv", "subject_id\nA")
     write(f, "observations.csv", "subject_id,day,param,value,unit\nA,1,TEMP,100.4,F\nA,2,TEMP,100.3,F")
-    assert dict(crs_daily(read_study(f)).select("day", "grade").iter_rows()) == {1: 1, 2: 0}
+    assert dict(derive_crs_daily(read_study(f)).select("day", "grade").iter_rows()) == {1: 1, 2: 0}
 
 
 def test_summary_onset_resolution_and_not_evaluable():
@@ -183,7 +183,7 @@ def test_summary_onset_resolution_and_not_evaluable():
         obs=[("A", d, "TEMP", 38.5 if 2 <= d <= 5 else 37.0) for d in range(0, 9)]
         + [("B", 1, "TEMP", 37.0)],
     )
-    out = crs_summary(s).sort("subject_id").select("subject_id", "crs_grade_astct", "crs_onset_day",
+    out = derive_crs_summary(s).sort("subject_id").select("subject_id", "crs_grade_astct", "crs_onset_day",
                                                    "crs_resolution_day")
     assert out.rows() == [("A", 1, 2.0, 5.0), ("B", 0, None, None), ("C", None, None, None)]
 
@@ -192,17 +192,17 @@ def test_summary_onset_resolution_and_not_evaluable():
 def test_episodes_join_gap(gap, n_episodes):
     temps = {0: 38.5, 1: 38.5, 2: 37.0, 3: 38.5}
     s = study(obs=[("A", d, "TEMP", t) for d, t in temps.items()])
-    ep = crs_episodes(s, CrsOptions(episode_join_gap_days=gap))
+    ep = derive_crs_episodes(s, CrsOptions(episode_join_gap_days=gap))
     assert ep.height == n_episodes
 
 
 def test_seed_case_grade_3_with_explanation():
     s = seed_case()
-    out = crs_summary(s).row(0, named=True)
+    out = derive_crs_summary(s).row(0, named=True)
     assert (out["crs_grade_astct"], out["crs_onset_day"], out["crs_resolution_day"]) == (3, 3.0, 14.0)
-    top = crs_daily(s).filter(pl.col("grade") == 3)
+    top = derive_crs_daily(s).filter(pl.col("grade") == 3)
     assert top["day"].to_list() == [8, 9, 10]
     assert set(top["rule"]) == {"crs.hypotension.one_vasopressor"}
     assert all("norepinephrine" in r for r in top["reason"])
-    ep = crs_episodes(s)
+    ep = derive_crs_episodes(s)
     assert ep.select("ASTDY", "AENDY", "ADURN", "ATOXGR").rows() == [(3, 14, 12, 3)]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from cartlab.grading.crs import CrsOptions, crs_daily, crs_summary
-from cartlab.grading.crs_legacy import CrsLegacyOptions, crs_cross_scale, crs_daily_inputs
+from cartlab.grading.crs import CrsOptions, derive_crs_daily, derive_crs_summary
+from cartlab.grading.crs_legacy import CrsLegacyOptions, derive_crs_cross_scale, derive_crs_daily_inputs
 from cartlab.grading.crs_features import FeverAttribution
 
 from grading_helpers import drug, study, vaso
@@ -29,7 +29,7 @@ def infection(day, subject="A", attribution="other", event="infection"):
 
 
 def grades(s, options=None):
-    return dict(crs_daily(s, options).select("day", "grade").iter_rows())
+    return dict(derive_crs_daily(s, options).select("day", "grade").iter_rows())
 
 
 def test_infection_event_fever_is_not_crs():
@@ -38,10 +38,10 @@ def test_infection_event_fever_is_not_crs():
     s = study(obs=obs, events=[infection(30)])
     g = grades(s)
     assert (g[2], g[4], g[30], g[31]) == (1, 1, 0, 0)
-    d30 = crs_daily(s).filter(pl.col("day") == 30).row(0, named=True)
+    d30 = derive_crs_daily(s).filter(pl.col("day") == 30).row(0, named=True)
     assert d30["rule"] == "crs.other_cause" and "events.csv:1" in d30["evidence"]
     assert "infection" in d30["reason"] and d30["fever"] is True
-    out = crs_summary(s).row(0, named=True)
+    out = derive_crs_summary(s).row(0, named=True)
     assert (out["crs_grade_astct"], out["crs_onset_day"], out["crs_resolution_day"]) == (1, 2.0, 4.0)
     # the attribution can be switched off (the v1 reading: every fever counts)
     assert grades(s, CrsOptions(other_cause_attribution=False))[30] == 1
@@ -103,7 +103,7 @@ def test_late_fever_after_hsct_attributed_to_infection():
                   {**drug("antipyretic", 49, "paracetamol", indication="infection"), "end_day": 50.0}],
               events=[{"subject_id": "A", "day": 32.0, "event": "allo_hsct", "attribution": None},
                       infection(49)])
-    out = crs_summary(s).row(0, named=True)
+    out = derive_crs_summary(s).row(0, named=True)
     assert (out["crs_grade_astct"], out["crs_onset_day"], out["crs_resolution_day"]) == (3, 2.0, 7.0)
     assert out["crs_n_episodes"] == 1
 
@@ -112,9 +112,9 @@ def test_assessment_end_event_option():
     # without an infection record the late fever counts, unless the course ends at a new therapy
     obs = fevers([2, 3]) + fevers([44])
     s = study(obs=obs, events=[{"subject_id": "A", "day": 33.0, "event": "new_therapy", "attribution": None}])
-    assert crs_summary(s)["crs_resolution_day"].to_list() == [44.0]
+    assert derive_crs_summary(s)["crs_resolution_day"].to_list() == [44.0]
     opt = CrsOptions(assessment_end_events=("new_therapy", "allo_hsct"))
-    assert crs_summary(s, opt)["crs_resolution_day"].to_list() == [3.0]
+    assert derive_crs_summary(s, opt)["crs_resolution_day"].to_list() == [3.0]
     assert 44 not in grades(s, opt)
 
 
@@ -122,15 +122,15 @@ def test_legacy_scales_share_the_attribution():
     from test_crs_legacy import make_study
 
     s = make_study([], days=range(40), fever_days=[*range(3, 6), 30, 31], events=[infection(30, subject="S1")])
-    r = crs_daily_inputs(s).filter(pl.col("day") == 30).row(0, named=True)
+    r = derive_crs_daily_inputs(s).filter(pl.col("day") == 30).row(0, named=True)
     assert r["fever"] is False and r["crs_gate"] is False and r["fever_other_cause"] is True
-    x = crs_cross_scale(s, pl.DataFrame({"subject_id": ["S1"], "crs_grade_astct": [1]})).row(0, named=True)
+    x = derive_crs_cross_scale(s, pl.DataFrame({"subject_id": ["S1"], "crs_grade_astct": [1]})).row(0, named=True)
     assert x["crs_lee2014_day"] == 3  # the maximum comes from the CRS days, not the infection
     off = CrsLegacyOptions(fever_attribution=FeverAttribution.from_table(enabled=False))
-    assert crs_daily_inputs(s, off).filter(pl.col("day") == 30)["fever"].to_list() == [True]
+    assert derive_crs_daily_inputs(s, off).filter(pl.col("day") == 30)["fever"].to_list() == [True]
 
 
 @pytest.mark.parametrize("window", [(0, -1), (-1, 2)])
 def test_bad_window_is_rejected(window):
     with pytest.raises(ValueError):
-        crs_daily(study(obs=fevers([1])), CrsOptions(other_cause_event_window_days=window))
+        derive_crs_daily(study(obs=fevers([1])), CrsOptions(other_cause_event_window_days=window))

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from cartlab.datasets import seed_case
-from cartlab.grading.crs import CrsOptions, crs_daily, crs_episodes, crs_summary, episodes
+from cartlab.grading.crs import CrsOptions, derive_crs_daily, derive_crs_episodes, derive_crs_summary, episodes
 
 from grading_helpers import study, vaso
 
@@ -26,7 +26,7 @@ def two_episode_study():
 
 
 def test_episode_numbers_on_daily_rows():
-    d = crs_daily(two_episode_study())
+    d = derive_crs_daily(two_episode_study())
     ep = dict(d.select("day", "episode").iter_rows())
     assert [ep[x] for x in (2, 5, 6, 9, 10, 11)] == [1, 1, None, 2, 2, None]
 
@@ -40,7 +40,7 @@ def test_episode_numbers_on_daily_rows():
     ],
 )
 def test_summary_says_which_episode(mode, expected):
-    out = crs_summary(two_episode_study(), CrsOptions(summary_episode=mode)).row(0, named=True)
+    out = derive_crs_summary(two_episode_study(), CrsOptions(summary_episode=mode)).row(0, named=True)
     got = (out["crs_grade_astct"], out["crs_onset_day"], out["crs_resolution_day"], out["crs_episode"],
            out["crs_n_episodes"])
     assert got == expected
@@ -49,47 +49,47 @@ def test_summary_says_which_episode(mode, expected):
 def test_worst_episode_can_be_a_later_one():
     temps = {2: 38.5, 3: 38.5, 10: 39.0, 11: 39.0}
     s = study(obs=[("A", d, "TEMP", t) for d, t in temps.items()] + [("A", 11, "SYSBP", 80.0)])
-    out = crs_summary(s, CrsOptions(summary_episode="worst")).row(0, named=True)
+    out = derive_crs_summary(s, CrsOptions(summary_episode="worst")).row(0, named=True)
     assert (out["crs_grade_astct"], out["crs_onset_day"], out["crs_resolution_day"], out["crs_episode"]) == (
         2, 10.0, 11.0, "2")
-    first = crs_summary(s, CrsOptions(summary_episode="first")).row(0, named=True)
+    first = derive_crs_summary(s, CrsOptions(summary_episode="first")).row(0, named=True)
     assert (first["crs_grade_astct"], first["crs_episode"]) == (1, "1")
 
 
 def test_no_crs_and_not_evaluable_have_no_episode():
     s = study(subjects=[{"subject_id": "A"}, {"subject_id": "B"}], obs=[("A", 1, "TEMP", 37.0)])
-    out = crs_summary(s).sort("subject_id")
+    out = derive_crs_summary(s).sort("subject_id")
     assert out.select("crs_grade_astct", "crs_episode", "crs_n_episodes").rows() == [(0, None, 0), (None, None, None)]
 
 
 def test_adae_episodes_follow_the_options_the_daily_grades_were_made_with():
     # analyze calls episodes(crs_daily(...)) without a gap: the daily frame's episode numbers rule
-    d = crs_daily(two_episode_study(), CrsOptions(episode_join_gap_days=3))
+    d = derive_crs_daily(two_episode_study(), CrsOptions(episode_join_gap_days=3))
     assert episodes(d, "Cytokine release syndrome", "ASTCT 2019").height == 1
-    assert crs_episodes(two_episode_study()).height == 2
+    assert derive_crs_episodes(two_episode_study()).height == 2
 
 
 def test_assessment_window_option():
     temps = {3: 38.5, 40: 38.5}
     s = study(obs=[("A", d, "TEMP", t) for d, t in temps.items()])
-    assert crs_summary(s)["crs_resolution_day"].to_list() == [40.0]
-    out = crs_summary(s, CrsOptions(assessment_window=(0, 30))).row(0, named=True)
+    assert derive_crs_summary(s)["crs_resolution_day"].to_list() == [40.0]
+    out = derive_crs_summary(s, CrsOptions(assessment_window=(0, 30))).row(0, named=True)
     assert (out["crs_onset_day"], out["crs_resolution_day"], out["crs_n_episodes"]) == (3.0, 3.0, 1)
-    assert 40 not in crs_daily(s, CrsOptions(assessment_window=(0, 30)))["day"].to_list()
+    assert 40 not in derive_crs_daily(s, CrsOptions(assessment_window=(0, 30)))["day"].to_list()
 
 
 def test_bad_summary_mode_is_rejected():
     with pytest.raises(ValueError, match="summary_episode"):
-        crs_summary(two_episode_study(), CrsOptions(summary_episode="last"))
+        derive_crs_summary(two_episode_study(), CrsOptions(summary_episode="last"))
 
 
 def test_seed_case_stays_one_grade_3_episode():
     """Seed case (research notes §6): fever days 3-14, norepinephrine days 8-10 -> ASTCT 3, one
     episode days 3-14; no infection is recorded, so nothing is attributed elsewhere."""
-    out = crs_summary(seed_case()).row(0, named=True)
+    out = derive_crs_summary(seed_case()).row(0, named=True)
     assert (out["crs_grade_astct"], out["crs_onset_day"], out["crs_resolution_day"], out["crs_episode"],
             out["crs_n_episodes"]) == (3, 3.0, 14.0, "1", 1)
-    assert crs_daily(seed_case()).filter(pl.col("rule") == "crs.other_cause").height == 0
+    assert derive_crs_daily(seed_case()).filter(pl.col("rule") == "crs.other_cause").height == 0
 
 
 def test_every_convention_names_real_options_with_a_citation():

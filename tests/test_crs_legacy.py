@@ -12,11 +12,11 @@ from cartlab.grading.common import load_criteria
 from cartlab.grading.crs_legacy import (
     SCALES,
     CrsLegacyOptions,
-    crs_cross_scale,
-    crs_cross_scale_cohort,
-    crs_daily_inputs,
-    crs_legacy_daily,
-    crs_legacy_subject,
+    derive_crs_cross_scale,
+    derive_crs_cross_scale_cohort,
+    derive_crs_daily_inputs,
+    derive_crs_legacy_daily,
+    derive_crs_legacy_subject,
     grade_crs_scale,
     scale_table,
 )
@@ -73,7 +73,7 @@ def make_study(ivs=(), *, subjects=("S1",), days=range(15), fever_days=range(3, 
 
 def subject_grades(study, organ_grades=NO_ORGAN_TOX, options=None, subject="S1"):
     """{scale: (grade, grade_min, grade_max)} for one subject."""
-    x = crs_cross_scale(study, organ_grades=organ_grades, options=options).filter(pl.col("subject_id") == subject)
+    x = derive_crs_cross_scale(study, organ_grades=organ_grades, options=options).filter(pl.col("subject_id") == subject)
     r = x.row(0, named=True)
     return {s: (r[f"crs_grade_{s}"], r[f"crs_grade_{s}_min"], r[f"crs_grade_{s}_max"]) for s in SCALES}
 
@@ -86,7 +86,7 @@ def exact(study, **kw):
 
 
 def day_inputs(study, day, **kw):
-    inp = crs_daily_inputs(study, kw.pop("options", None), **kw)
+    inp = derive_crs_daily_inputs(study, kw.pop("options", None), **kw)
     return inp.filter(pl.col("day") == day).row(0, named=True)
 
 
@@ -188,7 +188,7 @@ def test_high_dose_needs_three_hours(hours, expected, penn):
 def test_high_dose_run_across_midnight_counts_once_for_both_days():
     # 2 h before and 2 h after midnight: one 4-h run of >= 20 ug/min
     s = make_study([iv(8 + 22 / 24, 9 + 2 / 24, dose=25)])
-    inp = crs_daily_inputs(s)
+    inp = derive_crs_daily_inputs(s)
     assert inp.filter(pl.col("day").is_in([8, 9]))["high_dose"].to_list() == [True, True]
     # two separate 2-h spells are not a >= 3 h requirement
     s = make_study([iv(8.25, 8.25 + 2 / 24, dose=25), iv(8.75, 8.75 + 2 / 24, dose=25)])
@@ -211,7 +211,7 @@ def test_oxygen_without_fio2_is_a_range():
     g = subject_grades(s)
     assert g["lee2014"] == (None, 2, 3) and g["cartox"] == (None, 2, 3) and g["mskcc"] == (None, 2, 3)
     assert g["penn"] == (3, 3, 3)  # Penn: any supplemental oxygen, FiO2 not needed
-    x = crs_cross_scale(s, organ_grades=NO_ORGAN_TOX)
+    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX)
     assert any("FiO2" in m for m in x["crs_lee2014_missing"][0])
 
 
@@ -232,7 +232,7 @@ def test_ventilator_support_levels():
 def test_mskcc_24_hours(hours, mskcc):
     s = make_study([iv(8.25, 8.25 + hours / 24, dose=4)])
     assert exact(s)["mskcc"] == mskcc
-    inp = crs_daily_inputs(s)
+    inp = derive_crs_daily_inputs(s)
     assert inp["vaso_episode_hours_max"].max() == pytest.approx(hours)
 
 
@@ -278,7 +278,7 @@ def test_missing_dose_gives_range():
     g = subject_grades(s)
     assert g["lee2014"] == (None, 2, 3) and g["cartox"] == (None, 2, 3)
     assert g["penn"] == (None, 3, 4) and g["mskcc"] == (3, 3, 3)
-    x = crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
+    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
     assert "vasopressor dose" in x["crs_penn_missing"]
     assert x["crs_grade_penn"] is None
 
@@ -287,7 +287,7 @@ def test_missing_weight_gives_range():
     s = make_study([iv(8, 10, dose=0.5, dose_unit="ug/kg/min")], weight=None)
     g = subject_grades(s)
     assert g["penn"] == (None, 3, 4)
-    x = crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
+    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
     assert any("weight" in m for m in x["crs_penn_missing"])
 
 
@@ -295,7 +295,7 @@ def test_missing_end_day_gives_duration_range():
     s = make_study([iv(8, None, dose=4)])
     g = subject_grades(s)
     assert g["mskcc"] == (None, 2, 3)
-    assert any("duration" in m for m in crs_cross_scale(s, organ_grades=NO_ORGAN_TOX)["crs_mskcc_missing"][0])
+    assert any("duration" in m for m in derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX)["crs_mskcc_missing"][0])
     # whole-day records: one calendar day may be anything up to 24 h unless read as full days
     s = make_study([iv(8, 8, dose=4)])
     assert subject_grades(s)["mskcc"] == (None, 2, 3)
@@ -307,7 +307,7 @@ def test_missing_organ_grades_give_range_and_supplied_grades_settle_it():
     g = subject_grades(s, organ_grades=None)
     assert g["lee2014"] == (None, 2, 4) and g["cartox"] == (None, 2, 4)
     assert g["mskcc"] == (3, 3, 3)  # MSKCC does not use organ toxicity
-    x = crs_cross_scale(s).row(0, named=True)
+    x = derive_crs_cross_scale(s).row(0, named=True)
     assert "organ toxicity grades (organ_grades not supplied)" in x["crs_lee2014_missing"]
 
 
@@ -322,7 +322,7 @@ def test_hospitalization_unknown_unless_given():
     g = subject_grades(s)
     assert g["penn"] == (None, 1, 2) and g["lee2014"] == (1, 1, 1)
     hosp = pl.DataFrame({"subject_id": ["S1"] * 15, "day": [float(d) for d in range(15)], "hospitalized": [True] * 15})
-    x = crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, hospitalization=hosp).row(0, named=True)
+    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, hospitalization=hosp).row(0, named=True)
     assert x["crs_grade_penn"] == 2
     assert subject_grades(s, options=CrsLegacyOptions(assume_hospitalized=False))["penn"] == (1, 1, 1)
 
@@ -408,7 +408,7 @@ ASTCT_SEED = pl.DataFrame({"subject_id": ["S1"], "crs_grade_astct": [3]})
 def test_worked_example_a_low_dose_norepinephrine_three_days():
     s = seed_like([iv(8, 10, dose=0.08, dose_unit="ug/kg/min")])  # 4.16 ug/min
     assert exact(s) == {"lee2014": 2, "cartox": 2, "penn": 3, "mskcc": 3}
-    x = crs_cross_scale(s, ASTCT_SEED, NO_ORGAN_TOX).row(0, named=True)
+    x = derive_crs_cross_scale(s, ASTCT_SEED, NO_ORGAN_TOX).row(0, named=True)
     assert x["crs_grade_astct"] == 3
     assert x["same_grade_all_scales"] is False
 
@@ -416,7 +416,7 @@ def test_worked_example_a_low_dose_norepinephrine_three_days():
 def test_worked_example_b_high_dose():
     s = seed_like([iv(8, 10, dose=0.5, dose_unit="ug/kg/min")])  # 26 ug/min
     assert exact(s) == {"lee2014": 3, "cartox": 3, "penn": 4, "mskcc": 3}
-    r = crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
+    r = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
     assert r["crs_penn_rule"] == "penn.g4.high_dose_vasopressor" and r["crs_penn_day"] == 9
     # the dose per kg was converted with the subject's weight: that row is evidence too
     assert {"interventions.csv:1", "subjects.csv:1"} <= set(r["crs_penn_evidence"])
@@ -468,7 +468,7 @@ def seed():
 
 
 def test_seed_case_inputs(seed):
-    inp = crs_daily_inputs(seed)
+    inp = derive_crs_daily_inputs(seed)
     r9 = inp.filter(pl.col("day") == 9).row(0, named=True)
     # norepinephrine 0.08 ug/kg/min x 52 kg = 4.16 ug/min: far below every high-dose cut-off
     assert r9["ne_equiv_max_ug_min"] == pytest.approx(4.16)
@@ -486,7 +486,7 @@ def test_seed_case_cross_scale_without_organ_grades(seed):
     grade 3/4 organ toxicity cannot be excluded -> range 2-4. Penn: low-dose vasopressor = grade 3,
     not high dose so not 4, organ toxicity cannot exceed 3 on Penn -> exactly 3. MSKCC: any
     vasopressor >= 24 h = grade 3 (organ toxicity not used) -> exactly 3."""
-    x = crs_cross_scale(seed, pl.DataFrame({"subject_id": ["CD7-AML-001"], "crs_grade_astct": [3]}))
+    x = derive_crs_cross_scale(seed, pl.DataFrame({"subject_id": ["CD7-AML-001"], "crs_grade_astct": [3]}))
     r = x.row(0, named=True)
     assert (r["crs_grade_lee2014"], r["crs_grade_lee2014_min"], r["crs_grade_lee2014_max"]) == (None, 2, 4)
     assert (r["crs_grade_cartox"], r["crs_grade_cartox_min"], r["crs_grade_cartox_max"]) == (None, 2, 4)
@@ -504,11 +504,11 @@ def test_seed_case_cross_scale_with_organ_grades(seed):
     research §6 'Lee/CARTOX G2 with low-dose single pressor'. ASTCT 3 vs Lee 2 -> not concordant."""
     og = _seed_organ_grades(seed)
     assert og.filter(pl.col("is_transaminase"))["grade"].max() == 3
-    x = crs_cross_scale(seed, pl.DataFrame({"subject_id": ["CD7-AML-001"], "crs_grade_astct": [3]}), og)
+    x = derive_crs_cross_scale(seed, pl.DataFrame({"subject_id": ["CD7-AML-001"], "crs_grade_astct": [3]}), og)
     r = x.row(0, named=True)
     assert [r[f"crs_grade_{s}"] for s in SCALES] == [2, 3, 2, 3]
     assert r["same_grade_all_scales"] is False
-    daily = crs_legacy_daily(seed, organ_grades=og)
+    daily = derive_crs_legacy_daily(seed, organ_grades=og)
     d12 = daily.filter((pl.col("scale") == "lee2014") & (pl.col("day") == 12)).row(0, named=True)
     assert d12["rule"] == "lee2014.g2.organ_g2" and any(e.startswith("observations.csv:") for e in d12["evidence"])
 
@@ -519,7 +519,7 @@ def test_seed_case_cross_scale_with_organ_grades(seed):
 
 def test_daily_rows_are_traceable():
     s = make_study([iv(8, 10, dose=30)])
-    d = crs_legacy_daily(s, organ_grades=NO_ORGAN_TOX)
+    d = derive_crs_legacy_daily(s, organ_grades=NO_ORGAN_TOX)
     r = d.filter((pl.col("scale") == "penn") & (pl.col("day") == 9)).row(0, named=True)
     assert r["grade"] == 4 and r["rule"] == "penn.g4.high_dose_vasopressor"
     assert "interventions.csv:1" in r["evidence"] and "subjects.csv:1" not in r["evidence"]
@@ -533,10 +533,10 @@ def test_daily_rows_are_traceable():
 
 def test_grade_crs_scale_matches_daily_and_subject_summary():
     s = make_study([iv(8, 10, dose=4)])
-    inp = crs_daily_inputs(s, organ_grades=NO_ORGAN_TOX)
+    inp = derive_crs_daily_inputs(s, organ_grades=NO_ORGAN_TOX)
     one = grade_crs_scale(inp, "mskcc")
     assert one["grade"].max() == 3 and set(one["scale"]) == {"mskcc"}
-    subj = crs_legacy_subject(one, ["S1", "S2"])
+    subj = derive_crs_legacy_subject(one, ["S1", "S2"])
     assert subj.filter(pl.col("subject_id") == "S1")["grade"][0] == 3
     s2 = subj.filter(pl.col("subject_id") == "S2").row(0, named=True)
     assert s2["grade"] is None and s2["grade_max"] is None and s2["missing_inputs"] == ["daily data"]
@@ -550,7 +550,7 @@ def test_cohort_concordance():
                   pl.when((pl.col("param") == "TEMP") & pl.col("subject_id").is_in(["A", "B"])
                           & pl.col("day").is_between(3, 14)).then(39.0).otherwise(pl.col("value")).alias("value")))
     astct = pl.DataFrame({"subject_id": ["A", "B", "C"], "crs_grade_astct": [3, 3, 0]})
-    res = crs_cross_scale_cohort(s, astct, NO_ORGAN_TOX)
+    res = derive_crs_cross_scale_cohort(s, astct, NO_ORGAN_TOX)
     subj = res["subjects"].sort("subject_id")
     assert subj.select([f"crs_grade_{x}" for x in SCALES]).rows() == [(2, 3, 2, 3), (3, 4, 3, 3), (0, 0, 0, 0)]
     pw = {(r["scale_a"], r["scale_b"]): r for r in res["pairwise"].to_dicts()}

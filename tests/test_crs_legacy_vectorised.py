@@ -210,7 +210,7 @@ def test_end_before_start_fails_as_before():
               interventions=conform(pl.DataFrame([row], schema={**INTERVENTIONS, "src_file": pl.String,
                                                                 "src_row": pl.Int64}), "interventions"))
     with pytest.raises(ValueError, match="interventions.csv:1: end_day 8.25 is before start_day 8.5"):
-        new.crs_daily_inputs(s)
+        new.derive_crs_daily_inputs(s)
     _same(s, {})
 
 

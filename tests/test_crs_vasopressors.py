@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cartlab.grading.common import load_criteria
-from cartlab.grading.crs import crs_daily
-from cartlab.grading.crs_legacy import crs_daily_inputs
+from cartlab.grading.crs import derive_crs_daily
+from cartlab.grading.crs_legacy import derive_crs_daily_inputs
 from cartlab.grading.vasopressors import UnknownVasopressorWarning, normalize_agent, resolve_agents, vocabulary
 
 from grading_helpers import study, vaso
@@ -25,7 +25,7 @@ from grading_helpers import study, vaso
 
 def astct_day(agents, day=1):
     s = study(obs=[("A", day, "TEMP", 38.5), ("A", day, "SYSBP", 80.0)], iv=[vaso(a, day) for a in agents])
-    return crs_daily(s).filter(pl.col("day") == day).row(0, named=True)
+    return derive_crs_daily(s).filter(pl.col("day") == day).row(0, named=True)
 
 
 @pytest.mark.parametrize(
@@ -81,14 +81,14 @@ def test_legacy_scales_use_the_same_vocabulary():
 
     s = make_study([iv(8, 10, dose=4, agent="norepinephrine"), iv(8, 10, dose=4, agent="Noradrenaline"),
                     iv(9, 9, agent="argipressin", dose=0.03, dose_unit="U/min")])
-    r = crs_daily_inputs(s).filter(pl.col("day") == 9).row(0, named=True)
+    r = derive_crs_daily_inputs(s).filter(pl.col("day") == 9).row(0, named=True)
     assert r["vasopressor_agents"] == ["norepinephrine", "vasopressin"]
     assert (r["n_vasopressors"], r["n_vasopressors_excl_vasopressin"]) == (2, 1)
     # the NE-equivalent adds both rows of the one drug: 4 + 4 ug/min
     assert r["ne_equiv_max_ug_min"] == pytest.approx(8.0)
     # a brand name the older table did not know: Adrenalin is epinephrine (one drug, not two)
     s = make_study([iv(8, 10, dose=4, agent="Adrenalin"), iv(8, 10, dose=4, agent="epinephrine")])
-    r = crs_daily_inputs(s).filter(pl.col("day") == 9).row(0, named=True)
+    r = derive_crs_daily_inputs(s).filter(pl.col("day") == 9).row(0, named=True)
     assert (r["vasopressor_agents"], r["n_vasopressors"]) == (["epinephrine"], 1)
 
 
@@ -121,8 +121,8 @@ def test_astct_and_legacy_counts_agree(rows):
     drugs = {c for c, _ in rows}
     expected = (len(drugs), len(drugs - {"vasopressin"}))  # by hand: distinct drugs, vasopressin aside
     s = make_study([iv(8, 8, dose=None, agent=name) for _, name in rows], days=range(7, 10))
-    legacy = crs_daily_inputs(s).filter(pl.col("day") == 8).row(0, named=True)
-    astct = crs_daily(s).filter(pl.col("day") == 8).row(0, named=True)
+    legacy = derive_crs_daily_inputs(s).filter(pl.col("day") == 8).row(0, named=True)
+    astct = derive_crs_daily(s).filter(pl.col("day") == 8).row(0, named=True)
     assert (astct["n_vasopressors"], astct["n_vasopressors_excl_vasopressin"]) == expected
     assert (legacy["n_vasopressors"], legacy["n_vasopressors_excl_vasopressin"]) == expected
     assert sorted(legacy["vasopressor_agents"]) == sorted(drugs)

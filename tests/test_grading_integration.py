@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 
 from cartlab.datasets import seed_case
-from cartlab.grading.adam import adae_toxicity
-from cartlab.grading.crs import crs_summary
-from cartlab.grading.crs_legacy import SCALES, crs_cross_scale, organ_grades_from_adlb
+from cartlab.grading.adam import derive_adae_toxicity
+from cartlab.grading.crs import derive_crs_summary
+from cartlab.grading.crs_legacy import SCALES, derive_crs_cross_scale, organ_grades_from_adlb
 from cartlab.grading.ctcae import derive_ctcae
-from cartlab.grading.hematotox import icaht, icaht_episodes, icaht_summary
+from cartlab.grading.hematotox import derive_icaht, derive_icaht_episodes, derive_icaht_summary
 
 from test_cli import run
 
@@ -34,29 +34,29 @@ def test_organ_grades_from_the_ctcae_engine_settle_the_legacy_scales(seed):
     assert set(og.columns) == {"subject_id", "day", "organ", "grade", "is_transaminase", "evidence"}
     assert og.filter(pl.col("is_transaminase"))["grade"].max() == 3
     assert og.filter(pl.col("organ") == "NEUT")["grade"].max() == 4  # present, excluded by the scales
-    x = crs_cross_scale(seed, crs_summary(seed), og).row(0, named=True)
+    x = derive_crs_cross_scale(seed, derive_crs_summary(seed), og).row(0, named=True)
     assert [x[f"crs_grade_{s}"] for s in SCALES] == [2, 3, 2, 3]
     assert x["crs_grade_astct"] == 3 and x["same_grade_all_scales"] is False
     assert all(x[f"crs_{s}_missing"] == [] for s in SCALES)
 
 
 def test_icaht_episodes_of_the_seed_case(seed):
-    ep = icaht_episodes(seed)
+    ep = derive_icaht_episodes(seed)
     early, late = ep.row(0, named=True), ep.row(1, named=True)
     assert (early["ATOXGR"], early["ASTDY"], early["AENDY"], early["ADURN"]) == (3, 1, 30, 30)
     assert early["rule"] == "icaht.early.g3_anc500_ge14" and "observations.csv:268" in early["evidence"]
     assert late["ATOXGR"] == 3 and (late["ASTDY"], late["AENDY"]) == (31, 60)
-    assert icaht_summary(seed).row(0) == ("CD7-AML-001", 3, 3)
+    assert derive_icaht_summary(seed).row(0) == ("CD7-AML-001", 3, 3)
 
 
 def test_icaht_episodes_only_for_grades_at_least_1(seed):
-    graded = icaht(seed).with_columns(pl.lit(0, dtype=pl.Int64).alias("icaht_late_grade"))
-    ep = icaht_episodes(seed, graded=graded)
+    graded = derive_icaht(seed).with_columns(pl.lit(0, dtype=pl.Int64).alias("icaht_late_grade"))
+    ep = derive_icaht_episodes(seed, graded=graded)
     assert ep["episode"].to_list() == [1]
 
 
 def test_adae_has_crs_and_icaht_rows(seed):
-    adae = adae_toxicity(seed)
+    adae = derive_adae_toxicity(seed)
     terms = adae["AETERM"].to_list()
     assert "Cytokine release syndrome" in terms
     assert sum(t.startswith("Immune effector cell-associated hematotoxicity") for t in terms) == 2

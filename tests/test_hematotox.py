@@ -15,12 +15,12 @@ from cartlab.grading.hematotox import (
     IcahtOptions,
     IecHsOptions,
     RecoveryOptions,
-    car_hematotox,
-    easix,
-    icaht,
-    icaht_daily,
-    iec_hs_flags,
-    recovery_days,
+    derive_car_hematotox,
+    derive_easix,
+    derive_icaht,
+    derive_icaht_daily,
+    derive_iec_hs_flags,
+    derive_count_recovery,
 )
 from cartlab.model import Study, conform
 
@@ -64,7 +64,7 @@ def anc_course(low_days, low=0.3, high=1.0, days=range(31), extra=()):
 
 
 def early(obs, **opt) -> dict:
-    return icaht(make_study(obs), IcahtOptions(**opt)).row(0, named=True)
+    return derive_icaht(make_study(obs), IcahtOptions(**opt)).row(0, named=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_interpolation_across_missing_days():
     assert (r["anc_le_500_days"], r["anc_le_500_start"], r["anc_le_500_end"]) == (11, 5, 15)
     assert r["icaht_early_grade"] == 2
     assert r["anc_le_100_days"] == 3  # days 9, 10, 11
-    daily = icaht_daily(make_study(obs)).filter(pl.col("day") == 5).row(0, named=True)
+    daily = derive_icaht_daily(make_study(obs)).filter(pl.col("day") == 5).row(0, named=True)
     assert daily["source"] == "interpolated" and daily["anc"] == pytest.approx(0.5)
     assert daily["evidence"] == ["observations.csv:1", "observations.csv:2"]
     assert daily["anc_le_500"] is True
@@ -178,7 +178,7 @@ def test_early_window_values_outside_the_window_do_not_count_but_interpolate():
 
 
 def late(obs, **kw) -> dict:
-    return icaht(make_study(obs, events=kw.pop("events", ()), last_followup=kw.pop("lfu", None)),
+    return derive_icaht(make_study(obs, events=kw.pop("events", ()), last_followup=kw.pop("lfu", None)),
                  IcahtOptions(**kw)).row(0, named=True)
 
 
@@ -244,47 +244,47 @@ def test_neutrophil_recovery_first_of_3_consecutive_days_after_nadir():
     obs = [(0, "NEUT", 0.8), (1, "NEUT", 0.9), (2, "NEUT", 0.7)]  # above 0.5 before the nadir
     obs += [(d, "NEUT", 0.1) for d in range(3, 10)]
     obs += [(10, "NEUT", 0.5), (11, "NEUT", 0.6), (12, "NEUT", 0.55), (13, "NEUT", 0.9)]
-    r = recovery_days(make_study(obs)).row(0, named=True)
+    r = derive_count_recovery(make_study(obs)).row(0, named=True)
     assert r["neutrophil_recovery_day"] == 10.0  # exactly 0.5 counts (>=)
     assert "days 10, 11, 12" in r["neutrophil_recovery_reason"]
     assert "observations.csv:11" in r["neutrophil_recovery_evidence"]
     # with counting from day 0 the pre-nadir values would count: the option shows the difference
-    assert recovery_days(make_study(obs), RecoveryOptions(start="day0")).row(0, named=True)["neutrophil_recovery_day"] == 0.0
+    assert derive_count_recovery(make_study(obs), RecoveryOptions(start="day0")).row(0, named=True)["neutrophil_recovery_day"] == 0.0
 
 
 def test_neutrophil_recovery_days_versus_measurements_mode():
     obs = [(0, "NEUT", 0.1), (5, "NEUT", 0.05), (10, "NEUT", 0.6), (11, "NEUT", 0.7), (13, "NEUT", 0.8)]
-    days = recovery_days(make_study(obs)).row(0, named=True)
+    days = derive_count_recovery(make_study(obs)).row(0, named=True)
     assert days["neutrophil_recovery_day"] is None
     assert days["neutrophil_recovery_reason"].startswith("not reached")
-    meas = recovery_days(make_study(obs), RecoveryOptions(mode="measurements")).row(0, named=True)
+    meas = derive_count_recovery(make_study(obs), RecoveryOptions(mode="measurements")).row(0, named=True)
     assert meas["neutrophil_recovery_day"] == 10.0
     # a value below the level interrupts the sequence
     obs2 = obs[:-1] + [(12, "NEUT", 0.4), (13, "NEUT", 0.8), (14, "NEUT", 0.8), (15, "NEUT", 0.8)]
-    assert recovery_days(make_study(obs2)).row(0, named=True)["neutrophil_recovery_day"] == 13.0
+    assert derive_count_recovery(make_study(obs2)).row(0, named=True)["neutrophil_recovery_day"] == 13.0
 
 
 def test_platelet_recovery_needs_7_transfusion_free_days():
     obs = [(0, "PLAT", 30.0)] + [(d, "PLAT", 10.0) for d in range(1, 20)]
     obs += [(d, "PLAT", 25.0) for d in range(20, 30)]
     tx = [{"start_day": 15.0, "category": "platelet_transfusion"}]
-    r = recovery_days(make_study(obs, iv=tx)).row(0, named=True)
+    r = derive_count_recovery(make_study(obs, iv=tx)).row(0, named=True)
     assert r["platelet_recovery_day"] == 23.0  # day 15 is within 7 days before days 20-22
     assert "no platelet transfusion from day 16" in r["platelet_recovery_reason"]
-    assert recovery_days(make_study(obs)).row(0, named=True)["platelet_recovery_day"] == 20.0
+    assert derive_count_recovery(make_study(obs)).row(0, named=True)["platelet_recovery_day"] == 20.0
     # a transfusion on a counting day also prevents it (default) unless the option says otherwise
     tx2 = [{"start_day": 21.0, "category": "platelet_transfusion"}]
-    r2 = recovery_days(make_study(obs, iv=tx2)).row(0, named=True)
+    r2 = derive_count_recovery(make_study(obs, iv=tx2)).row(0, named=True)
     assert r2["platelet_recovery_day"] is None  # days 29-31 would be needed; data end on day 29
-    r3 = recovery_days(make_study(obs, iv=tx2), RecoveryOptions(transfusion_free_during_counting=False)).row(0, named=True)
+    r3 = derive_count_recovery(make_study(obs, iv=tx2), RecoveryOptions(transfusion_free_during_counting=False)).row(0, named=True)
     assert r3["platelet_recovery_day"] == 20.0  # only the 7 days before day 20 are checked
     # other transfusion categories do not count
     rbc = [{"start_day": 15.0, "category": "rbc_transfusion"}]
-    assert recovery_days(make_study(obs, iv=rbc)).row(0, named=True)["platelet_recovery_day"] == 20.0
+    assert derive_count_recovery(make_study(obs, iv=rbc)).row(0, named=True)["platelet_recovery_day"] == 20.0
 
 
 def test_platelet_recovery_not_applicable_when_never_below_20():
-    r = recovery_days(make_study([(d, "PLAT", 150.0) for d in range(10)])).row(0, named=True)
+    r = derive_count_recovery(make_study([(d, "PLAT", 150.0) for d in range(10)])).row(0, named=True)
     assert r["platelet_recovery_day"] is None
     assert r["platelet_recovery_reason"].startswith("not applicable")
 
@@ -299,7 +299,7 @@ LD = [{"day": -5.0, "agent": "fludarabine"}]
 def hematotox(values: dict, **opt) -> dict:
     vals = {**NEUTRAL, **values}
     obs = [(-6, p, v) for p, v in vals.items() if v is not None]
-    return car_hematotox(make_study(obs, doses=LD), CarHematotoxOptions(**opt)).row(0, named=True)
+    return derive_car_hematotox(make_study(obs, doses=LD), CarHematotoxOptions(**opt)).row(0, named=True)
 
 
 @pytest.mark.parametrize("param, value, points", [
@@ -347,18 +347,18 @@ def test_hematotox_risk_groups_and_missing_inputs_give_a_range():
 def test_hematotox_baseline_window():
     obs = [(-6, "PLAT", 50.0), (-3, "PLAT", 200.0), (0, "PLAT", 10.0)]
     obs += [(-6, p, v) for p, v in NEUTRAL.items() if p != "PLAT"]
-    with_ld = car_hematotox(make_study(obs, doses=LD)).row(0, named=True)
+    with_ld = derive_car_hematotox(make_study(obs, doses=LD)).row(0, named=True)
     assert (with_ld["plat_value"], with_ld["plat_day"], with_ld["baseline_day"]) == (50.0, -6.0, -5.0)
     assert "doses.csv:1" in with_ld["evidence"]
-    no_ld = car_hematotox(make_study(obs)).row(0, named=True)
+    no_ld = derive_car_hematotox(make_study(obs)).row(0, named=True)
     assert (no_ld["plat_value"], no_ld["baseline_rule"]) == (200.0, "baseline.before_day0")
     # decitabine is not a lymphodepletion agent by default; an option can make it one
-    r = car_hematotox(make_study(obs, doses=[{"day": -7.0, "agent": "decitabine"}])).row(0, named=True)
+    r = derive_car_hematotox(make_study(obs, doses=[{"day": -7.0, "agent": "decitabine"}])).row(0, named=True)
     assert r["plat_value"] == 200.0
-    r = car_hematotox(make_study(obs, doses=[{"day": -7.0, "agent": "decitabine"}]),
+    r = derive_car_hematotox(make_study(obs, doses=[{"day": -7.0, "agent": "decitabine"}]),
                       CarHematotoxOptions(lymphodepletion_agents=("decitabine",))).row(0, named=True)
     assert r["plat_value"] is None and "PLAT" in r["hematotox_missing"]
-    r = car_hematotox(make_study(obs, doses=LD), CarHematotoxOptions(max_lookback_days=0.5)).row(0, named=True)
+    r = derive_car_hematotox(make_study(obs, doses=LD), CarHematotoxOptions(max_lookback_days=0.5)).row(0, named=True)
     assert r["hematotox_missing"] == ["PLAT", "NEUT", "HGB", "CRP", "FERRITIN"]
 
 
@@ -371,7 +371,7 @@ def easix_study(day=-6):
 
 
 def test_easix_arithmetic_with_unit_conversion():
-    r = easix(easix_study()).row(0, named=True)
+    r = derive_easix(easix_study()).row(0, named=True)
     assert r["creat_mg_dl"] == pytest.approx(1.0, rel=1e-4)  # 88.4 umol/L
     assert r["crp_mg_dl"] == pytest.approx(2.0)  # 20 mg/L
     assert r["easix"] == pytest.approx(300 * 1.0 / 50, rel=1e-4)
@@ -386,23 +386,23 @@ def test_easix_arithmetic_with_unit_conversion():
 def test_easix_timepoints_and_missing_inputs():
     s = make_study([(-6, "LDH", 300.0), (-6, "PLAT", 50.0), (3, "LDH", 600.0), (3, "PLAT", 20.0),
                     (4, "CRP", 100.0), (3, "CREAT", 176.8)], doses=LD)
-    pre = easix(s).row(0, named=True)
+    pre = derive_easix(s).row(0, named=True)
     assert pre["s_easix"] == pytest.approx(6.0)
     assert pre["easix"] is None and pre["missing"] == ["CREAT", "CRP"]
     assert "easix not computable (missing CREAT)" in pre["reason"]
-    d3 = easix(s, day=3).row(0, named=True)
+    d3 = derive_easix(s, day=3).row(0, named=True)
     assert d3["easix"] == pytest.approx(600 * 2.0 / 20, rel=1e-4)
     assert d3["m_easix"] is None  # CRP only on day 4
-    d3t = easix(s, day=3, options=EasixOptions(day_tolerance_days=1)).row(0, named=True)
+    d3t = derive_easix(s, day=3, options=EasixOptions(day_tolerance_days=1)).row(0, named=True)
     assert d3t["m_easix"] == pytest.approx(600 * 10.0 / 20) and d3t["crp_mg_dl_day"] == 4.0
-    each = easix(s, day="each")
+    each = derive_easix(s, day="each")
     assert each["day"].to_list() == [-6.0, 3.0, 4.0]
     assert each.filter(pl.col("day") == 3.0)["s_easix"][0] == pytest.approx(30.0)
 
 
 def test_easix_zero_platelets_is_not_computable():
     s = make_study([(-6, "LDH", 300.0), (-6, "PLAT", 0.0)], doses=LD)
-    r = easix(s).row(0, named=True)
+    r = derive_easix(s).row(0, named=True)
     assert r["s_easix"] is None and "platelets 0" in r["reason"]
 
 
@@ -421,7 +421,7 @@ def test_iec_hs_flags_small_case():
         (7, "FERRITIN", 500.0, fer), (7, "ALT", 300.0, alt),       # ferritin criterion not met
         (8, "FERRITIN", 900.0, fer), (8, "ALT", 100.0, alt), (8, "FIBRINO", 2.5, fib),   # no supporting criterion
     ]
-    f = iec_hs_flags(make_study(obs))
+    f = derive_iec_hs_flags(make_study(obs))
     flagged = f.filter("iec_hs_flag")["day"].to_list()
     assert flagged == [5, 6]
     d5 = f.filter(pl.col("day") == 5).row(0, named=True)
@@ -435,7 +435,7 @@ def test_iec_hs_flags_small_case():
     d8 = f.filter(pl.col("day") == 8).row(0, named=True)
     assert d8["iec_hs_flag"] is False and d8["key_met"] == ["iec_hs.ferritin_gt_2x_uln", "iec_hs.ferritin_gt_2x_baseline"]
     # requiring two supporting criteria removes both flags
-    assert iec_hs_flags(make_study(obs), IecHsOptions(min_supporting=2))["iec_hs_flag"].sum() == 0
+    assert derive_iec_hs_flags(make_study(obs), IecHsOptions(min_supporting=2))["iec_hs_flag"].sum() == 0
 
 
 def test_iec_hs_transaminases_against_abnormal_baseline():
@@ -443,15 +443,15 @@ def test_iec_hs_transaminases_against_abnormal_baseline():
     obs = [(0, "FERRITIN", 100.0, {"uln": 300.0}), (0, "ALT", 100.0, alt),   # abnormal baseline ALT
            (5, "FERRITIN", 2000.0, {"uln": 300.0}), (5, "ALT", 250.0, alt),   # > 5x ULN but < 5x baseline
            (6, "FERRITIN", 2000.0, {"uln": 300.0}), (6, "ALT", 510.0, alt)]   # > 5x baseline
-    f = iec_hs_flags(make_study(obs))
+    f = derive_iec_hs_flags(make_study(obs))
     assert f.filter("iec_hs_flag")["day"].to_list() == [6]
 
 
 def test_iec_hs_lab_window_option():
     obs = [(0, "FERRITIN", 100.0, {"uln": 300.0}), (5, "FERRITIN", 2000.0, {"uln": 300.0}),
            (6, "ALT", 300.0, {"uln": 40.0})]
-    assert iec_hs_flags(make_study(obs))["iec_hs_flag"].sum() == 0
-    f = iec_hs_flags(make_study(obs), IecHsOptions(lab_window_days=1))
+    assert derive_iec_hs_flags(make_study(obs))["iec_hs_flag"].sum() == 0
+    f = derive_iec_hs_flags(make_study(obs), IecHsOptions(lab_window_days=1))
     assert f.filter("iec_hs_flag")["day"].to_list() == [6]
 
 
@@ -460,7 +460,7 @@ def test_iec_hs_lab_window_option():
 
 
 def test_seed_case_icaht_and_explanation():
-    r = icaht(seed_case()).row(0, named=True)
+    r = derive_icaht(seed_case()).row(0, named=True)
     assert r["icaht_early_grade"] >= 3
     assert r["icaht_early_grade"] == 3  # day 0 ANC 0.7 (> 0.5), so not 'never above'
     assert "days 1-30" in r["early_reason"] and "days 5-14" in r["early_reason"]
@@ -471,15 +471,15 @@ def test_seed_case_icaht_and_explanation():
 
 def test_seed_case_other_scores():
     s = seed_case()
-    rec = recovery_days(s).row(0, named=True)
+    rec = derive_count_recovery(s).row(0, named=True)
     assert rec["neutrophil_recovery_day"] == 39.0
     assert rec["platelet_recovery_day"] is None  # transfusion-dependent through day 58
-    ht = car_hematotox(s).row(0, named=True)
+    ht = derive_car_hematotox(s).row(0, named=True)
     assert ht["baseline_day"] == -5.0 and ht["hematotox_risk"] == "high"
     assert ht["hematotox_score"] == 5
-    ex = easix(s).row(0, named=True)
+    ex = derive_easix(s).row(0, named=True)
     assert ex["easix"] == pytest.approx(273 * 54 * 0.011312 / 42, rel=1e-6)
-    assert iec_hs_flags(s).filter("iec_hs_flag").height > 0
+    assert derive_iec_hs_flags(s).filter("iec_hs_flag").height > 0
 
 
 def test_several_subjects_are_graded_independently():
@@ -489,9 +489,9 @@ def test_several_subjects_are_graded_independently():
               "unit": "10^9/L", "src_file": "observations.csv", "src_row": 100 + d} for d in range(31)]
     s = Study(study_id="t", subjects=conform(pl.DataFrame({"subject_id": ["A", "B", "C"]}), "subjects"),
               observations=conform(pl.DataFrame(rows), "observations"))
-    r = icaht(s)
+    r = derive_icaht(s)
     assert r["subject_id"].to_list() == ["A", "B", "C"]
     assert r["icaht_early_grade"].to_list() == [4, 1, None]
     assert r.filter(pl.col("subject_id") == "B")["evidence"][0][0] == "observations.csv:100"
-    assert recovery_days(s)["subject_id"].to_list() == ["A", "B", "C"]
-    assert car_hematotox(s)["hematotox_risk"].to_list() == [None, None, None]
+    assert derive_count_recovery(s)["subject_id"].to_list() == ["A", "B", "C"]
+    assert derive_car_hematotox(s)["hematotox_risk"].to_list() == [None, None, None]

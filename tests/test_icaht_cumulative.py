@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from test_hematotox import make_study
 
-from cartlab.grading.hematotox import IcahtOptions, icaht, icaht_daily, icaht_episodes
+from cartlab.grading.hematotox import IcahtOptions, derive_icaht, derive_icaht_daily, derive_icaht_episodes
 
 HIGH = 1.0  # ANC above every early level (a recovered day)
 
@@ -32,7 +32,7 @@ def spans(*parts: tuple[int, int, float]) -> dict[int, float]:
 
 
 def early(obs, **opt) -> dict:
-    return icaht(make_study(obs), IcahtOptions(**opt)).row(0, named=True)
+    return derive_icaht(make_study(obs), IcahtOptions(**opt)).row(0, named=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def test_interpolated_days_between_sparse_measurements_add_up():
     assert r["anc_le_100_days"] == 2
     assert r["icaht_early_grade"] == 2
     assert r["early_evidence"] == [f"observations.csv:{i}" for i in range(1, 7)]
-    d3 = icaht_daily(make_study(obs)).filter(pl.col("day") == 3).row(0, named=True)
+    d3 = derive_icaht_daily(make_study(obs)).filter(pl.col("day") == 3).row(0, named=True)
     assert d3["source"] == "interpolated" and d3["anc"] == pytest.approx(0.4)
     # longest run: one 5-day episode -> grade 1; no interpolation: the 2 measured days -> grade 1
     assert early(obs, duration="longest_run")["anc_le_500_days"] == 5
@@ -150,7 +150,7 @@ def test_duration_option_is_validated():
 
 def test_episodes_row_uses_the_cumulative_duration():
     s = make_study(MIXED)
-    ep = icaht_episodes(s).row(0, named=True)
+    ep = derive_icaht_episodes(s).row(0, named=True)
     # ASTDY/AENDY: first and last day counted; ADURN: cumulative days (4 + 2 + 2 + 6)
     assert (ep["ATOXGR"], ep["ASTDY"], ep["AENDY"], ep["ADURN"]) == (3, 1, 17, 14)
 
@@ -160,7 +160,7 @@ def test_episodes_row_uses_the_cumulative_duration():
 
 
 def late(obs, events=(), **opt) -> dict:
-    return icaht(make_study(obs, events=events), IcahtOptions(**opt)).row(0, named=True)
+    return derive_icaht(make_study(obs, events=events), IcahtOptions(**opt)).row(0, named=True)
 
 
 def test_late_includes_neutropenia_continuing_from_the_early_window():

@@ -19,9 +19,9 @@ from cartlab.grading.common import load_criteria
 from cartlab.grading.hematotox import (
     RecoveryOptions,
     TIcahtOptions,
-    recovery_days,
-    t_icaht,
-    t_icaht_daily,
+    derive_count_recovery,
+    derive_t_icaht,
+    derive_t_icaht_daily,
 )
 
 HIGH = 150.0  # above every T-ICAHT level
@@ -37,7 +37,7 @@ def spans(*parts: tuple[int, int, float]) -> dict[int, float]:
 
 
 def grade(obs, iv=(), events=(), lfu=None, **opt) -> dict:
-    return t_icaht(make_study(obs, iv=iv, events=events, last_followup=lfu), TIcahtOptions(**opt)).row(0, named=True)
+    return derive_t_icaht(make_study(obs, iv=iv, events=events, last_followup=lfu), TIcahtOptions(**opt)).row(0, named=True)
 
 
 def ptx(day, category="platelet_transfusion"):
@@ -103,7 +103,7 @@ def test_interpolation_between_sparse_platelet_counts():
     r = grade(obs)
     assert (r["plt_lt_50_days"], r["plt_lt_50_start"], r["plt_lt_50_end"]) == (5, 8, 12)
     assert (r["plt_lt_20_days"], r["t_icaht_early_grade"]) == (1, 3)
-    d9 = t_icaht_daily(make_study(obs)).filter(pl.col("day") == 9).row(0, named=True)
+    d9 = derive_t_icaht_daily(make_study(obs)).filter(pl.col("day") == 9).row(0, named=True)
     assert d9["source"] == "interpolated" and d9["plt"] == pytest.approx(24.0)
     assert d9["evidence"] == ["observations.csv:1", "observations.csv:2"]
 
@@ -126,21 +126,21 @@ def test_transfusion_supported_counts_stay_below_20():
     # the counts stay < 50 throughout, so the < 50 duration does not depend on the transfusion
     assert grade(obs, iv=[ptx(10)])["plt_lt_50_days"] == 30
     # the recovery day of the ASTCT/CIBMTR definition is the first day after the covered ones
-    rec = recovery_days(make_study(obs, iv=[ptx(10)])).row(0, named=True)
+    rec = derive_count_recovery(make_study(obs, iv=[ptx(10)])).row(0, named=True)
     assert rec["platelet_recovery_day"] == 18.0
     # other transfusion categories do not count; the option can switch the rule off
     assert grade(obs, iv=[ptx(10, "rbc_transfusion")])["plt_lt_20_days"] == 10
     assert grade(obs, iv=[ptx(10)], transfusion_supported_levels=())["plt_lt_20_days"] == 10
     assert grade(obs, iv=[ptx(10)], platelet_transfusion_free_days=3)["plt_lt_20_days"] == 13
-    d = t_icaht_daily(make_study(obs, iv=[ptx(10)])).filter(pl.col("day") == 17).row(0, named=True)
+    d = derive_t_icaht_daily(make_study(obs, iv=[ptx(10)])).filter(pl.col("day") == 17).row(0, named=True)
     assert d["transfusion_supported"] is True and d["plt_lt_20"] is True and d["plt_lt_50"] is True
     assert d["below_by_transfusion"] is True
     assert d["evidence"] == ["observations.csv:18", "interventions.csv:1"]
     # day 10: PLT 10 is below 20 by itself; the transfusion that day is not cited as the cause
-    d = t_icaht_daily(make_study(obs, iv=[ptx(10)])).filter(pl.col("day") == 10).row(0, named=True)
+    d = derive_t_icaht_daily(make_study(obs, iv=[ptx(10)])).filter(pl.col("day") == 10).row(0, named=True)
     assert d["transfusion_supported"] is True and d["below_by_transfusion"] is False
     assert d["evidence"] == ["observations.csv:11"]
-    d = t_icaht_daily(make_study(obs, iv=[ptx(10)])).filter(pl.col("day") == 18).row(0, named=True)
+    d = derive_t_icaht_daily(make_study(obs, iv=[ptx(10)])).filter(pl.col("day") == 18).row(0, named=True)
     assert d["transfusion_supported"] is False and d["plt_lt_20"] is False
 
 
@@ -237,7 +237,7 @@ def test_late_window_ends_at_day_100_events_and_last_followup():
 
 def test_no_platelet_counts_is_not_evaluable_never_grade_0():
     neut_only = make_study([(d, "NEUT", 0.3) for d in range(60)])
-    r = t_icaht(neut_only).row(0, named=True)
+    r = derive_t_icaht(neut_only).row(0, named=True)
     assert r["t_icaht_early_grade"] is None and r["t_icaht_late_grade"] is None
     assert r["early_rule"] is None and r["late_rule"] is None
     assert r["early_reason"].startswith("not evaluable: no platelet count in days 0-30")
@@ -258,7 +258,7 @@ def test_several_subjects_independently():
     from cartlab.model import Study, conform
     s = Study(study_id="t", subjects=conform(pl.DataFrame({"subject_id": ["A", "B", "C"]}), "subjects"),
               observations=conform(pl.DataFrame(rows), "observations"))
-    r = t_icaht(s)
+    r = derive_t_icaht(s)
     assert r["subject_id"].to_list() == ["A", "B", "C"]
     assert r["t_icaht_early_grade"].to_list() == [4, 2, None]
 
@@ -285,7 +285,7 @@ def test_seed_case_t_icaht():
     # Early: < 50 on days 0-30 (31 days), < 20 on days 3-30 (28 days) -> grade 4.
     # Late (days 31-60: allo-HSCT and last follow-up on day 60): < 20 measured on days 31-44, and
     # days 45-60 (>= 20) are each within 7 days of a transfusion -> 30 days -> grade 4.
-    r = t_icaht(seed_case()).row(0, named=True)
+    r = derive_t_icaht(seed_case()).row(0, named=True)
     assert (r["plt_lt_50_days"], r["plt_lt_20_days"], r["plt_lt_20_start"]) == (31, 28, 3)
     assert r["t_icaht_early_grade"] == 4 and r["early_rule"] == "t_icaht.early.g4_plt20_ge14"
     assert (r["late_window_end"], r["late_plt_lt_20_days"], r["late_n_measurements"]) == (60.0, 30, 30)

@@ -6,13 +6,13 @@ import polars as pl
 import pytest
 
 from cartlab.datasets import seed_case
-from cartlab.grading.icans import IcansOptions, icans_daily, icans_episodes, icans_summary
+from cartlab.grading.icans import IcansOptions, derive_icans_daily, derive_icans_episodes, derive_icans_summary
 
 from grading_helpers import study
 
 
 def g(s, day=1, options=None):
-    return icans_daily(s, options).filter(pl.col("day") == day).row(0, named=True)
+    return derive_icans_daily(s, options).filter(pl.col("day") == day).row(0, named=True)
 
 
 @pytest.mark.parametrize("ice, grade", [(10, 0), (9, 1), (7, 1), (6, 2), (3, 2), (2, 3), (1, 3), (0, 3)])
@@ -61,28 +61,28 @@ def test_events(event, grade):
 
 def test_events_attributed_to_other_causes_excluded():
     ev = [{"subject_id": "A", "day": 1.0, "event": "seizure", "attribution": "other"}]
-    assert icans_summary(study(obs=[("A", 1, "ICE", 10.0)], events=ev))["icans_grade_astct"].to_list() == [0]
+    assert derive_icans_summary(study(obs=[("A", 1, "ICE", 10.0)], events=ev))["icans_grade_astct"].to_list() == [0]
     ev[0]["attribution"] = "ICANS"
-    assert icans_summary(study(obs=[("A", 1, "ICE", 10.0)], events=ev))["icans_grade_astct"].to_list() == [3]
+    assert derive_icans_summary(study(obs=[("A", 1, "ICE", 10.0)], events=ev))["icans_grade_astct"].to_list() == [3]
 
 
 def test_worst_domain_wins_and_episode():
     s = study(obs=[("A", 1, "ICE", 5.0), ("A", 2, "ICE", 8.0), ("A", 3, "ICE", 10.0)],
               events=[{"subject_id": "A", "day": 2.0, "event": "seizure"}])
-    d = dict(icans_daily(s).select("day", "grade").iter_rows())
+    d = dict(derive_icans_daily(s).select("day", "grade").iter_rows())
     assert d == {1: 2, 2: 3, 3: 0}
-    ep = icans_episodes(s)
+    ep = derive_icans_episodes(s)
     assert ep.select("ASTDY", "AENDY", "ATOXGR").rows() == [(1, 2, 3)]
 
 
 def test_no_neuro_data_is_not_evaluable():
-    assert icans_summary(study(obs=[("A", 1, "TEMP", 37.0)]))["icans_grade_astct"].to_list() == [None]
+    assert derive_icans_summary(study(obs=[("A", 1, "TEMP", 37.0)]))["icans_grade_astct"].to_list() == [None]
 
 
 def test_seed_case_icans_0():
     s = seed_case()
-    assert icans_summary(s)["icans_grade_astct"].to_list() == [0]
-    d = icans_daily(s)
+    assert derive_icans_summary(s)["icans_grade_astct"].to_list() == [0]
+    d = derive_icans_daily(s)
     assert d.height == 22 and set(d["grade"]) == {0}
 
 
@@ -90,9 +90,9 @@ def test_a_day_without_ice_or_capd_is_a_range():
     """Missing is not negative (issue 13): an alert patient without an ICE score that day may still have
     ICE 0-2 (grade 3, ASTCT 2019 Table 4); a seizure day without a score is 3 either way."""
     s = study(obs=[("A", 1, "LOC", None, "alert"), ("A", 2, "ICE", 10.0), ("A", 2, "LOC", None, "alert")])
-    d = {r["day"]: r for r in icans_daily(s).iter_rows(named=True)}
+    d = {r["day"]: r for r in derive_icans_daily(s).iter_rows(named=True)}
     assert (d[1]["grade"], d[1]["grade_max"], d[1]["missing_inputs"]) == (0, 3, ["ICE/CAPD"])
     assert "up to 3: no ICE/CAPD score that day" in d[1]["reason"]
     assert (d[2]["grade"], d[2]["grade_max"], d[2]["missing_inputs"]) == (0, 0, [])
-    summ = icans_summary(s).row(0, named=True)
+    summ = derive_icans_summary(s).row(0, named=True)
     assert (summ["icans_grade_astct"], summ["icans_grade_astct_max"]) == (0, 3)

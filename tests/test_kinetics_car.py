@@ -12,13 +12,13 @@ import pytest
 from cartlab.datasets import seed_case
 from cartlab.kinetics.car import (
     CarKineticsOptions,
-    car_kinetics,
-    car_profiles,
+    derive_car_kinetics,
+    derive_car_profiles,
     derive_adpc,
     derive_adpp,
-    kinetics_summary,
+    derive_kinetics_summary,
 )
-from cartlab.kinetics.exposure import exposure_response
+from cartlab.kinetics.exposure import derive_exposure_response
 from cartlab.model import Study, conform
 
 
@@ -52,13 +52,13 @@ def cc(day, value=None, text=None, lloq=50.0, param="CARCOPY"):
 
 def test_seed_case_summary_columns():
     s = seed_case()
-    row = kinetics_summary(s).row(0, named=True)
+    row = derive_kinetics_summary(s).row(0, named=True)
     assert row["car_cmax"] == 183945.0 and row["car_tmax"] == 14.0
     assert row["car_tlast"] >= 49.0
-    k = car_kinetics(s).row(0, named=True)
+    k = derive_car_kinetics(s).row(0, named=True)
     assert k["method"] == "lin-up/log-down" and "lin-up/log-down" in k["reason"]
     assert "observations.csv:482" in k["evidence"]  # the paper's day-14 peak row (data row 482)
-    prof = car_profiles(s).filter(pl.col("time") <= 28)
+    prof = derive_car_profiles(s).filter(pl.col("time") <= 28)
     pts = prof.filter(~pl.col("blq")).sort("time")
     expected = _lin_up_log_down(pts["time"].to_list(), pts["conc"].to_list())
     assert row["car_auc_0_28"] == pytest.approx(expected, rel=1e-9)
@@ -68,15 +68,15 @@ def test_seed_case_summary_columns():
 
 def test_profile_starts_at_zero_and_drops_pre_infusion_samples():
     s = make([cc(-1, text="<50"), cc(2, 100.0), cc(7, 5000.0), cc(14, 800.0)])
-    p = car_profiles(s)
+    p = derive_car_profiles(s)
     assert p["time"].to_list() == [0.0, 2.0, 7.0, 14.0] and p["imputed"].to_list() == [True, False, False, False]
-    off = car_profiles(s, CarKineticsOptions(zero_at_infusion=False))
+    off = derive_car_profiles(s, CarKineticsOptions(zero_at_infusion=False))
     assert off["time"].to_list() == [2.0, 7.0, 14.0]
 
 
 def test_auc_window_interpolates_at_day_28():
     s = make([cc(0, text="<50"), cc(7, 10000.0), cc(21, 1000.0), cc(35, 100.0)])
-    k = kinetics_summary(s).row(0, named=True)
+    k = derive_kinetics_summary(s).row(0, named=True)
     # log-down between day 21 and 35: C(28) = 1000 * (100/1000)^(7/14)
     c28 = 1000.0 * (0.1 ** 0.5)
     expected = _lin_up_log_down([0, 7, 21, 28], [0.0, 10000.0, 1000.0, c28])
@@ -86,7 +86,7 @@ def test_auc_window_interpolates_at_day_28():
 
 def test_blq_middle_dropped_last_zero():
     s = make([cc(0, text="<50"), cc(7, 4000.0), cc(10, text="<50"), cc(14, 1000.0), cc(21, text="<50")])
-    k = kinetics_summary(s).row(0, named=True)
+    k = derive_kinetics_summary(s).row(0, named=True)
     assert k["car_tlast"] == 14.0
     expected = _lin_up_log_down([0, 7, 14, 21], [0.0, 4000.0, 1000.0, 0.0])
     assert k["car_auc_0_28"] == pytest.approx(expected, rel=1e-9)
@@ -96,9 +96,9 @@ def test_carcell_when_no_carcopy_and_time_from_last_infusion():
     s = make([cc(0, 0.0, param="CARCELL", lloq=None), cc(5, 20.0, param="CARCELL", lloq=None),
               cc(9, 50.0, param="CARCELL", lloq=None), cc(20, 5.0, param="CARCELL", lloq=None)],
              doses=((0.0, "CAR-T"), (2.0, "CAR-T")))
-    k = car_kinetics(s).row(0, named=True)
+    k = derive_car_kinetics(s).row(0, named=True)
     assert k["param"] == "CARCELL" and k["cmax"] == 50.0 and k["tmax"] == 9.0
-    last = car_profiles(s, CarKineticsOptions(time_from="last"))
+    last = derive_car_profiles(s, CarKineticsOptions(time_from="last"))
     assert last.filter(pl.col("day") == 9.0)["time"][0] == 7.0
     with pytest.raises(ValueError):
         CarKineticsOptions(param="IL6")
@@ -130,7 +130,7 @@ def test_exposure_response_statistics():
         "subject_id": [f"S{i}" for i in range(n)], "car_cmax": cmax, "car_auc_0_28": cmax * 9,
         "best_response": np.where(resp, "CR", "NR"), "crs_grade_astct": np.where(cmax > 3e4, 3, 1),
     })
-    er = exposure_response(summary)
+    er = derive_exposure_response(summary)
     r = er.filter((pl.col("exposure") == "car_cmax") & (pl.col("outcome") == "responder")).row(0, named=True)
     u = mannwhitneyu(cmax[resp], cmax[~resp], alternative="two-sided")
     assert r["mann_whitney_u"] == pytest.approx(u.statistic) and r["mann_whitney_p"] == pytest.approx(u.pvalue)
@@ -139,7 +139,7 @@ def test_exposure_response_statistics():
     sep = er.filter((pl.col("exposure") == "car_cmax") & (pl.col("outcome") == "crs_grade_ge3")).row(0, named=True)
     assert sep["or_per_10fold"] is None and "not fitted" in sep["logit_note"]  # perfect separation
     with pytest.raises(ValueError, match="unknown outcome"):
-        exposure_response(summary, outcomes=("death",))
+        derive_exposure_response(summary, outcomes=("death",))
 
 
 def test_cli_nca_reproduces_pknca_on_theoph(tmp_path):
@@ -197,11 +197,11 @@ def test_kinetics_engines_import_no_report_cli_or_app():
     code = (
         "import sys\n"
         "from cartlab.datasets import seed_case\n"
-        "from cartlab.kinetics import car_kinetics, derive_adpc, derive_adpp, nca\n"
-        "from cartlab.kinetics.exposure import exposure_response, exposure_response_frame\n"
+        "from cartlab.kinetics import derive_adpc, derive_adpp, derive_car_kinetics, derive_nca\n"
+        "from cartlab.kinetics.exposure import derive_exposure_response, derive_exposure_response_frame\n"
         "from cartlab.kinetics.stein import SteinModel\n"
         "s = seed_case()\n"
-        "car_kinetics(s); derive_adpc(s); derive_adpp(s); exposure_response_frame(s)\n"
+        "derive_car_kinetics(s); derive_adpc(s); derive_adpp(s); derive_exposure_response_frame(s)\n"
         "SteinModel().fit(s).plot()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['cartlab', 'report'], ['cartlab', 'cli'],"
         " ['cartlab', 'app'])))\n"

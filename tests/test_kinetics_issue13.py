@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cartlab.kinetics.nca import NcaOptions, nca, nca_profile
+from cartlab.kinetics.nca import NcaOptions, derive_nca, nca_profile
 
 INF = math.inf
 L4 = math.log(4.0)
@@ -106,7 +106,7 @@ def test_simple_parameters_from_the_raw_interval_data():
     assert (r["cmax"], r["tmax"], r["tlast"], r["clast.obs"], r["auclast"]) == (0, None, None, 0, 0)
     # pk.calc.time_above: no BLQ cleaning, the BLQ between two 5s is a 0
     frame = pl.DataFrame({"subject_id": [1, 1, 1], "time": [1.0, 2.0, 3.0], "conc": [5.0, 0.0, 5.0]})
-    assert nca(frame, threshold=5.0, options=NcaOptions(method="linear"))["time_above"][0] == 0.0
+    assert derive_nca(frame, threshold=5.0, options=NcaOptions(method="linear"))["time_above"][0] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def test_pknca_named_columns_equal_pknca(cohort, opt, ivs, thr, lz):
     frame = pl.DataFrame({"subject_id": [r[0] for r in rows], "time": [r[1] for r in rows],
                           "conc": [r[2] for r in rows], "lloq": [0.1] * len(rows)},
                          schema_overrides={"conc": pl.Float64})
-    out = nca(frame, lloq="lloq", intervals=ivs, options=opt, threshold=thr)
+    out = derive_nca(frame, lloq="lloq", intervals=ivs, options=opt, threshold=thr)
     manual = (lambda t: 1.0 <= t <= 12.0) if lz == "range" else None
     expected = [(i, iv) for i in range(len(cohort)) for iv in ivs]
     assert out.height == len(expected)
@@ -383,7 +383,7 @@ def test_pknca_named_columns_equal_pknca(cohort, opt, ivs, thr, lz):
 
 def test_car_auc_0_28_keeps_the_spec_definition():
     """car_auc_0_28 (study contract) interpolates at day 28; nca's auclast over 0-28 does not."""
-    from cartlab.kinetics import kinetics_summary
+    from cartlab.kinetics import derive_kinetics_summary
     from cartlab.model import Study, conform
 
     rows = [{"subject_id": "S1", "day": d, "param": "CARCOPY", "value": v, "value_text": vt, "lloq": 50.0,
@@ -395,7 +395,7 @@ def test_car_auc_0_28_keeps_the_spec_definition():
               observations=conform(pl.DataFrame(rows, infer_schema_length=None), "observations"),
               doses=conform(pl.DataFrame([{"subject_id": "S1", "day": 0.0, "agent": "CAR-T", "dose": 1e6,
                                            "unit": "cells/kg"}]), "doses"))
-    k = kinetics_summary(s).row(0, named=True)
+    k = derive_kinetics_summary(s).row(0, named=True)
     c28 = 1000.0 * 0.1 ** 0.5  # log-linear between 1000 (day 21) and 100 (day 35)
     up = 7 * 10000 / 2  # day 0 (BLQ, 0) -> 7, linear up
     down = 14 * (1000 - 10000) / math.log(0.1) + 7 * (c28 - 1000) / math.log(c28 / 1000)

@@ -21,7 +21,7 @@ from cartlab.kinetics.nca import (
     NCA_COLUMNS,
     NcaOptions,
     copies_per_cell,
-    nca,
+    derive_nca,
     nca_profile,
     normalise_method,
     parse_interval,
@@ -103,7 +103,7 @@ def test_fixture_copies_equal_shared():
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_theoph_nca(method):
-    out = nca(THEOPH_IN, subject="Subject", time="Time", conc="conc", options=NcaOptions(method=method))
+    out = derive_nca(THEOPH_IN, subject="Subject", time="Time", conc="conc", options=NcaOptions(method=method))
     _check_theoph(out, METHODS[method])
     assert out.columns == ["Subject", *NCA_COLUMNS]
     assert (out["rule"] == "best-fit").all()
@@ -125,12 +125,12 @@ def test_theoph_command(tmp_path, method):
 
 def test_theoph_tie_breaking_reason():
     """Subject 6: 7 points (2.03..23.85) are within 1e-4 of the best adjusted r2 -> most points."""
-    out = nca(THEOPH_IN, subject="Subject", time="Time", conc="conc").filter(pl.col("Subject") == 6)
+    out = derive_nca(THEOPH_IN, subject="Subject", time="Time", conc="conc").filter(pl.col("Subject") == 6)
     r = out.row(0, named=True)
     assert r["lambda.z.n.points"] == 7 and r["lambda.z.time.first"] == 2.03
     assert r["lambda.z.times"] == THEOPH_IN.filter(pl.col("Subject") == 6)["Time"].to_list()[-7:]
     assert r["reason"].startswith("best fit: the last 7 of 7 positive samples after tmax")
-    strict = nca(THEOPH_IN.filter(pl.col("Subject") == 6), subject="Subject", time="Time", conc="conc",
+    strict = derive_nca(THEOPH_IN.filter(pl.col("Subject") == 6), subject="Subject", time="Time", conc="conc",
                  options=NcaOptions(adj_r_squared_factor=1e-12)).row(0, named=True)
     assert strict["lambda.z.n.points"] < 7  # the best single set, not the largest near-best one
 
@@ -344,7 +344,7 @@ def test_lambda_z_manual_range_exclude_fixed():
                           "time": t * 4, "conc": c * 4})
     opts = NcaOptions(lambda_z_range={"A": (4, 12)}, lambda_z_exclude={"B": [24]},
                       lambda_z_fixed={"C": 0.3}, lambda_z_times={"D": [2, 24]})
-    out = {r["subject_id"]: r for r in nca(frame, options=opts).iter_rows(named=True)}
+    out = {r["subject_id"]: r for r in derive_nca(frame, options=opts).iter_rows(named=True)}
     assert out["A"]["rule"] == "manual-range" and out["A"]["lambda.z.times"] == [4, 8, 12]
     assert close(out["A"]["lambda.z"], _lstsq([4, 8, 12], [30, 9, 3])[0])
     assert out["B"]["rule"] == "best-fit" and 24 not in out["B"]["lambda.z.times"]
@@ -354,7 +354,7 @@ def test_lambda_z_manual_range_exclude_fixed():
     assert close(out["D"]["lambda.z"], math.log(60 / 0.1) / 22)
     # a default range for everyone without an entry of their own
     opts = NcaOptions(lambda_z_range={None: (8, 24)}, lambda_z_fixed={"C": 0.3})
-    out = {r["subject_id"]: r for r in nca(frame, options=opts).iter_rows(named=True)}
+    out = {r["subject_id"]: r for r in derive_nca(frame, options=opts).iter_rows(named=True)}
     assert out["A"]["lambda.z.times"] == [8, 12, 24] and out["C"]["rule"] == "fixed"
     # a manual fit with lambda.z <= 0 is not reported
     r = one([0, 1, 2, 3], [10, 1, 2, 4], lambda_z_times={0: [1, 2, 3]})
@@ -362,7 +362,7 @@ def test_lambda_z_manual_range_exclude_fixed():
     with pytest.raises(ValueError, match="more than one lambda.z override"):
         NcaOptions(lambda_z_times={"A": [1]}, lambda_z_fixed={"A": 1.0})
     with pytest.raises(ValueError, match="not in the data"):
-        nca(frame, options=NcaOptions(lambda_z_fixed={"Z": 1.0}))
+        derive_nca(frame, options=NcaOptions(lambda_z_fixed={"Z": 1.0}))
 
 
 def test_span_ratio_warning():
@@ -382,7 +382,7 @@ BLQ_C = [0.5, 5, 0.5, 4, 2, 0.5, 0.5]  # lloq 1: BLQ first, middle, last
 
 def _blq(**opts):
     frame = pl.DataFrame({"subject_id": ["S"] * 7, "time": BLQ_T, "conc": BLQ_C, "lloq": [1.0] * 7})
-    return nca(frame, lloq="lloq", options=NcaOptions(method="linear", **opts)).row(0, named=True)
+    return derive_nca(frame, lloq="lloq", options=NcaOptions(method="linear", **opts)).row(0, named=True)
 
 
 def test_blq_defaults_keep_drop_keep():
@@ -414,19 +414,19 @@ def test_blq_from_value_text_and_lloq_boundary():
         "lloq": [1.0] * 7,
         "value_text": ["<1", None, "< 1", None, None, None, "<=1"],
     })
-    r = nca(frame, lloq="lloq", value_text="value_text", options=NcaOptions(method="linear")).row(0, named=True)
+    r = derive_nca(frame, lloq="lloq", value_text="value_text", options=NcaOptions(method="linear")).row(0, named=True)
     assert r["n_blq"] == 3 and r["tlast"] == 5 and r["clast.obs"] == 1.0
     assert close(r["auclast"], 2.5 + 9 + 3 + 1.5) and close(r["aucall"], r["auclast"] + 0.5)
     # a missing value without a censored text is dropped (PKNCA conc.na = "drop")
     frame2 = frame.with_columns(pl.lit(None, dtype=pl.String).alias("value_text"))
-    r2 = nca(frame2, lloq="lloq", value_text="value_text", options=NcaOptions(method="linear")).row(0, named=True)
+    r2 = derive_nca(frame2, lloq="lloq", value_text="value_text", options=NcaOptions(method="linear")).row(0, named=True)
     assert r2["n_samples"] == 4 and r2["auclast"] is None  # the first sample (t=0) is missing
 
 
 def test_above_uloq_text_is_used_with_warning():
     frame = pl.DataFrame({"subject_id": ["S"] * 3, "time": [0.0, 1, 2], "conc": [0.0, None, 2.0],
                           "value_text": [None, ">100", None]})
-    r = nca(frame, value_text="value_text").row(0, named=True)
+    r = derive_nca(frame, value_text="value_text").row(0, named=True)
     assert r["cmax"] == 100 and "above_uloq" in codes(r)
 
 
@@ -542,7 +542,7 @@ def test_time_above_pknca_linear():
 
 def test_time_above_log_segments_and_columns():
     frame = pl.DataFrame({"subject_id": [1] * 3, "time": [0.0, 1.0, 3.0], "conc": [0.0, 8.0, 2.0]})
-    out = nca(frame, threshold=4.0)
+    out = derive_nca(frame, threshold=4.0)
     assert out.columns[-2:] == ["conc_above", "time_above"]
     # linear up 0 -> 8: above 4 from t=0.5; log down 8 -> 2 over 2 h: 4 reached at t=2
     assert close(out["time_above"][0], 0.5 + 1.0)
@@ -552,14 +552,14 @@ def test_doses_time_from_first_or_last():
     frame = pl.DataFrame({"subject_id": ["A"] * 5 + ["B"] * 3, "time": [0.0, 2, 5, 9, 16, 0, 4, 8],
                           "conc": [0.0, 10, 80, 40, 10, 0, 5, 2]})
     doses = pl.DataFrame({"subject_id": ["A", "A"], "time": [0.0, 2.0]})
-    out = nca(frame, doses=doses)
+    out = derive_nca(frame, doses=doses)
     a, b = out.row(0, named=True), out.row(1, named=True)
     assert a["time_offset"] == 0 and a["tmax"] == 5 and b["time_offset"] is None
     assert "no_dose_time" in codes(b)
-    last = nca(frame, doses=doses, options=NcaOptions(time_from="last")).row(0, named=True)
+    last = derive_nca(frame, doses=doses, options=NcaOptions(time_from="last")).row(0, named=True)
     assert last["time_offset"] == 2 and last["tmax"] == 3 and last["n_samples"] == 4  # -2 is before 0
     assert close(last["auclast"], one([0, 3, 7, 14], [10, 80, 40, 10])["auclast"])
-    assert close(nca(frame, doses=doses, intervals=[(-2, INF)], options=NcaOptions(time_from="last"))
+    assert close(derive_nca(frame, doses=doses, intervals=[(-2, INF)], options=NcaOptions(time_from="last"))
                  ["auclast"][0], a["auclast"])
 
 
@@ -584,19 +584,19 @@ def test_parse_interval():
 
 def test_frame_errors_and_order():
     frame = pl.DataFrame({"subject_id": ["B", "A", "B"], "time": [1.0, 0.0, 0.0], "conc": [1.0, 2.0, 0.0]})
-    out = nca(frame)
+    out = derive_nca(frame)
     assert out["subject_id"].to_list() == ["B", "A"]  # first appearance; rows need not be sorted
     with pytest.raises(ValueError, match="not found"):
-        nca(frame, conc="value")
+        derive_nca(frame, conc="value")
     with pytest.raises(ValueError, match="two samples at time 1"):
-        nca(pl.DataFrame({"subject_id": ["A", "A"], "time": [1.0, 1.0], "conc": [1.0, 2.0]}))
+        derive_nca(pl.DataFrame({"subject_id": ["A", "A"], "time": [1.0, 1.0], "conc": [1.0, 2.0]}))
     with pytest.raises(ValueError, match="negative"):
-        nca(pl.DataFrame({"subject_id": ["A"], "time": [1.0], "conc": [-1.0]}))
+        derive_nca(pl.DataFrame({"subject_id": ["A"], "time": [1.0], "conc": [-1.0]}))
     with pytest.raises(ValueError, match="row 1 .*'time'.*'x'"):
-        nca(pl.DataFrame({"subject_id": ["A", "A"], "time": ["0", "x"], "conc": [1.0, 2.0]}))
-    empty = nca(frame.head(0))
+        derive_nca(pl.DataFrame({"subject_id": ["A", "A"], "time": ["0", "x"], "conc": [1.0, 2.0]}))
+    empty = derive_nca(frame.head(0))
     assert empty.height == 0 and empty.columns == ["subject_id", *NCA_COLUMNS]
-    two = nca(frame, intervals=[(0, 1), "0,inf"])
+    two = derive_nca(frame, intervals=[(0, 1), "0,inf"])
     assert two.height == 4 and two["end"].to_list() == [1.0, INF, 1.0, INF]
 
 
@@ -721,7 +721,7 @@ def test_vectorised_equals_per_subject_reference(rows, opts, ivs, thr, fixed):
                                                              "min_hl_points", "allow_tmax_in_half_life",
                                                              "adj_r_squared_factor", "first_tmax")},
                              "lambda_z_fixed": {"S0": 0.2}, "lambda_z_range": {None: (1.0, 12.0)}})
-    out = nca(_frame(rows), lloq="lloq", intervals=ivs, options=opts, threshold=thr)
+    out = derive_nca(_frame(rows), lloq="lloq", intervals=ivs, options=opts, threshold=thr)
     ref = baselines.rowwise_nca([(s, t, c, 0.1, None) for s, t, c in rows], intervals=ivs, options=opts,
                                 threshold=thr)
     cols = COMPARED if thr is not None else COMPARED[:-1]
@@ -735,7 +735,7 @@ def test_vectorised_equals_per_subject_reference(rows, opts, ivs, thr, fixed):
 @settings(max_examples=100, deadline=None)
 @given(rows=cohorts(), opts=option_sets(), ivs=INTERVALS)
 def test_auc_non_negative(rows, opts, ivs):
-    out = nca(_frame(rows), lloq="lloq", intervals=ivs, options=opts)
+    out = derive_nca(_frame(rows), lloq="lloq", intervals=ivs, options=opts)
     for c in ("auclast", "aucall", "aucinf.obs", "aucint", "aucint.last"):
         assert (out[c].drop_nulls() >= 0).all(), c
     assert (out["aucall"].drop_nulls() >= out.filter(pl.col("aucall").is_not_null())["auclast"] - 1e-9).all()

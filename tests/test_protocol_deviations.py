@@ -16,7 +16,7 @@ import pytest
 
 from cartlab.model import Study
 from protocol_helpers import frame
-from cartlab.protocol import DEVIATION_SCHEMA, DoseOptions, load_protocol, parse_protocol, planned_doses, protocol_deviations
+from cartlab.protocol import DEVIATION_SCHEMA, DoseOptions, load_protocol, parse_protocol, planned_doses, derive_deviations
 from cartlab.protocol.dosing import Patient, body_size
 
 # -------------------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def study(doses: list[dict] | None = None, obs: list[dict] | None = None, subj: 
 
 
 def devs(s: Study, p=None, options=None) -> pl.DataFrame:
-    res = protocol_deviations(s, p if p is not None else proto(), options)
+    res = derive_deviations(s, p if p is not None else proto(), options)
     assert res.schema == pl.Schema(DEVIATION_SCHEMA)
     return res
 

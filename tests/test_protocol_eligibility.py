@@ -16,7 +16,7 @@ import pytest
 from cartlab.io.dictionary import load_dictionary
 from cartlab.model import Study
 from protocol_helpers import frame
-from cartlab.protocol import ELIGIBILITY_SCHEMA, eligibility_verdict, load_protocol, parse_protocol, screen_eligibility
+from cartlab.protocol import ELIGIBILITY_SCHEMA, eligibility_verdict, load_protocol, parse_protocol, derive_eligibility
 
 # -------------------------------------------------------------------------------------------------
 # builders
@@ -77,7 +77,7 @@ def study(subj: pl.DataFrame | None = None, obs=(), ev=()) -> Study:
 
 def screen1(p, s, criterion_id: str | None = None) -> dict:
     """The screening row of one criterion (the only one unless criterion_id is given)."""
-    res = screen_eligibility(s, p)
+    res = derive_eligibility(s, p)
     assert res.schema == pl.Schema(ELIGIBILITY_SCHEMA)
     if criterion_id is None:
         assert res.height == 1
@@ -631,7 +631,7 @@ def test_manual_is_always_unknown():
       text: Pregnant
       manual: true
     """)
-    res = screen_eligibility(study(obs=[{"param": "ALT", "day": -5, "value": 30.0}]), p)
+    res = derive_eligibility(study(obs=[{"param": "ALT", "day": -5, "value": 30.0}]), p)
     assert res["status"].to_list() == ["unknown", "unknown"]
     assert res["kind"].to_list() == ["inclusion", "exclusion"]
     for r in res.iter_rows(named=True):
@@ -849,7 +849,7 @@ def _three_subjects() -> Study:
 
 
 def test_screen_rows_per_subject_and_criterion_in_order():
-    res = screen_eligibility(_three_subjects(), proto(TWO))
+    res = derive_eligibility(_three_subjects(), proto(TWO))
     assert res.height == 9
     assert res["subject_id"].to_list() == ["S1"] * 3 + ["S2"] * 3 + ["S3"] * 3
     assert res["criterion_id"].to_list() == ["age", "alt", "rr"] * 3
@@ -860,19 +860,19 @@ def test_screen_rows_per_subject_and_criterion_in_order():
 
 
 def test_screen_one_subject():
-    res = screen_eligibility(_three_subjects(), proto(TWO), subject_id="S2")
+    res = derive_eligibility(_three_subjects(), proto(TWO), subject_id="S2")
     assert res["subject_id"].unique().to_list() == ["S2"]
     assert res.height == 3
 
 
 def test_screen_unknown_subject_raises():
     with pytest.raises(ValueError, match="no subject 'S9'"):
-        screen_eligibility(_three_subjects(), proto(TWO), subject_id="S9")
+        derive_eligibility(_three_subjects(), proto(TWO), subject_id="S9")
 
 
 def test_screen_without_criteria_is_empty_with_schema():
     p = parse_protocol(_HEAD.format(lo=-30, hi=-1).replace("eligibility:\n", ""), "none.yaml")
-    res = screen_eligibility(study(), p)
+    res = derive_eligibility(study(), p)
     assert res.height == 0
     assert res.schema == pl.Schema(ELIGIBILITY_SCHEMA)
     v = eligibility_verdict(res)
@@ -890,7 +890,7 @@ def test_verdict_eligible_not_eligible_undetermined():
         {"subject_id": "C", "param": "ALT", "day": -5, "value": 30.0},  # ALT unknown only
         {"subject_id": "D", "param": "ALT", "day": -5, "value": 300.0, "uln": 40.0},  # both fail
     ]
-    v = eligibility_verdict(screen_eligibility(study(subj, obs=obs), p))
+    v = eligibility_verdict(derive_eligibility(study(subj, obs=obs), p))
     rows = {r["subject_id"]: r for r in v.iter_rows(named=True)}
     assert list(rows) == ["A", "B", "C", "D"]
     assert rows["A"] == {"subject_id": "A", "verdict": "eligible", "n_pass": 2, "n_fail": 0, "n_unknown": 0,
@@ -906,7 +906,7 @@ def test_verdict_eligible_not_eligible_undetermined():
 def test_verdict_with_a_failing_exclusion():
     p = proto(AGE + INFECTION)
     s = study(ev=[{"day": -2, "event": "infection"}])
-    v = eligibility_verdict(screen_eligibility(s, p)).row(0, named=True)
+    v = eligibility_verdict(derive_eligibility(s, p)).row(0, named=True)
     assert (v["verdict"], v["failed"]) == ("not eligible", "active_infection")
 
 
@@ -919,7 +919,7 @@ def seed_screen() -> pl.DataFrame:
     from cartlab.datasets import seed_case_path
     from cartlab.io import read_study
 
-    return screen_eligibility(read_study(seed_case_path()), load_protocol("nct04762485"))
+    return derive_eligibility(read_study(seed_case_path()), load_protocol("nct04762485"))
 
 
 def _by_id(frame: pl.DataFrame) -> dict[str, dict]:
@@ -983,7 +983,7 @@ def test_calendar_date_from_the_infusion_date():
       value: 18
     """)
     s = study(subjects({"infusion_date": "2021-08-20"}), obs=[{"day": -7.0, "param": "ALT", "value": 30.0, "uln": 40.0}])
-    res = screen_eligibility(s, p).sort("criterion_id")
+    res = derive_eligibility(s, p).sort("criterion_id")
     assert res["date"].to_list() == [None, "2021-08-13"]  # age has no day; ALT on day -7
-    no_anchor = screen_eligibility(study(obs=[{"day": -7.0, "param": "ALT", "value": 30.0, "uln": 40.0}]), p)
+    no_anchor = derive_eligibility(study(obs=[{"day": -7.0, "param": "ALT", "value": 30.0, "uln": 40.0}]), p)
     assert no_anchor["date"].is_null().all()

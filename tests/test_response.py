@@ -18,15 +18,15 @@ from cartlab.response import (
     BestResponseOptions,
     MolecularOptions,
     ResponseOptions,
-    all_response,
-    antigen_loss,
-    best_response,
+    derive_all_response,
+    derive_antigen_loss,
+    derive_best_response,
     derive_adrs,
-    eln2022_response,
-    marrow_response,
-    molecular_response,
-    relapse,
-    response_summary,
+    derive_eln2022_response,
+    derive_marrow_response,
+    derive_molecular_response,
+    derive_relapse,
+    derive_response_summary,
 )
 
 
@@ -71,7 +71,7 @@ def marrow(bm=0.0, pb=0.0, anc=2.0, plt=150.0, day=28, pre=40.0, extra=(), disea
 
 
 def cat(study: Study, options: ResponseOptions | None = None) -> str:
-    r = marrow_response(study, options)
+    r = derive_marrow_response(study, options)
     assert r.height == 1, r
     return r["category"][0]
 
@@ -122,7 +122,7 @@ def test_emd_window_option():
     assert cat(marrow(events=emd)) == "NR"
     assert cat(marrow(events=emd), ResponseOptions(emd_window="assessment_day")) == "CR"
     with pytest.raises(ValueError, match="emd_window"):
-        marrow_response(marrow(), ResponseOptions(emd_window="sometimes"))
+        derive_marrow_response(marrow(), ResponseOptions(emd_window="sometimes"))
 
 
 def test_mlfs_needs_a_non_aplastic_marrow_when_cellularity_is_given():
@@ -136,9 +136,9 @@ def test_mlfs_needs_a_non_aplastic_marrow_when_cellularity_is_given():
 def test_count_window_option_and_nearest_day():
     s = make([(-5, "BMBLAST", 30.0), (28, "BMBLAST", 0.0), (28, "PBBLAST", 0.0), (25, "NEUT", 2.0), (31, "NEUT", 0.2),
               (30, "PLAT", 200.0)])
-    r = marrow_response(s).row(0, named=True)
+    r = derive_marrow_response(s).row(0, named=True)
     assert (r["anc"], r["anc_day"], r["category"]) == (2.0, 25.0, "CR")  # ties: the earlier day
-    r2 = marrow_response(s, ResponseOptions(count_window_days=1)).row(0, named=True)
+    r2 = derive_marrow_response(s, ResponseOptions(count_window_days=1)).row(0, named=True)
     assert r2["anc"] is None and r2["category"] == "MLFS"
     assert r2["could_be"] == ["CR", "CRh", "CRi"] and any("ANC" in m for m in r2["missing_inputs"])
 
@@ -147,7 +147,7 @@ def test_platelet_transfusion_option():
     tx = [{"subject_id": "A", "start_day": 26.0, "category": "platelet_transfusion"}]
     s = marrow(iv=tx)
     assert cat(s) == "CR"
-    r = marrow_response(s, ResponseOptions(platelet_transfusion_free_days=7)).row(0, named=True)
+    r = derive_marrow_response(s, ResponseOptions(platelet_transfusion_free_days=7)).row(0, named=True)
     # the count 2 days after a transfusion is not used: PLT unknown, ANC 2.0 recovered -> CRi, could be CR/CRh
     assert r["plt"] is None and r["category"] == "CRi" and r["could_be"] == ["CR", "CRh"]
     assert cat(s, ResponseOptions(platelet_transfusion_free_days=1)) == "CR"
@@ -160,14 +160,14 @@ def test_cri_and_crh_options():
     assert cat(s, ResponseOptions(use_crh=False, cri_min_recovered_counts=0)) == "CRi"
     assert cat(marrow(anc=0.1, plt=10), ResponseOptions(cri_min_recovered_counts=0)) == "CRi"
     with pytest.raises(ValueError, match="does not apply"):
-        marrow_response(marrow(disease="B-ALL"), ResponseOptions(use_crh=False))
+        derive_marrow_response(marrow(disease="B-ALL"), ResponseOptions(use_crh=False))
 
 
 @pytest.mark.parametrize("disease,possible", [("AML", ["CR", "CRh", "CRi", "MLFS"]), ("B-ALL", ["CR", "CRi"])])
 def test_missing_peripheral_blasts_is_not_evaluable(disease, possible):
     """Blasts < 5% and recovered counts but no PBBLAST in the window: NE (not NR), the categories still
     possible and the missing input named (spec "Response"; issue 13: missing is not negative)."""
-    r = marrow_response(marrow(pb=None, disease=disease)).row(0, named=True)
+    r = derive_marrow_response(marrow(pb=None, disease=disease)).row(0, named=True)
     assert r["category"] == "NE" and r["rule"].endswith("NE.missing_input")
     assert r["could_be"] == possible
     assert r["missing_inputs"] == ["peripheral blasts (PBBLAST within the count window)"]
@@ -175,16 +175,16 @@ def test_missing_peripheral_blasts_is_not_evaluable(disease, possible):
 
 
 def test_missing_peripheral_blasts_assumed_absent_on_request():
-    r = marrow_response(marrow(pb=None), ResponseOptions(missing_pb_blasts="assume_absent")).row(0, named=True)
+    r = derive_marrow_response(marrow(pb=None), ResponseOptions(missing_pb_blasts="assume_absent")).row(0, named=True)
     assert r["category"] == "CR" and r["pb_blast_pct"] == 0.0
     assert "assumed 0 (option missing_pb_blasts=assume_absent)" in r["reason"]
     with pytest.raises(ValueError, match="missing_pb_blasts"):
-        marrow_response(marrow(), ResponseOptions(missing_pb_blasts="zero"))
+        derive_marrow_response(marrow(), ResponseOptions(missing_pb_blasts="zero"))
 
 
 def test_missing_count_leaves_partial_remission_open():
     # BM 10% from 40% (75% reduction) would be PR with full counts; without ANC it is NE, not NR
-    r = marrow_response(marrow(bm=10.0, anc=None)).row(0, named=True)
+    r = derive_marrow_response(marrow(bm=10.0, anc=None)).row(0, named=True)
     assert (r["category"], r["could_be"]) == ("NE", ["PR"])
     # a marrow that fails every better category on what is measured stays NR
     assert cat(marrow(bm=30.0, anc=None)) == "NR"
@@ -194,15 +194,15 @@ def test_missing_count_leaves_partial_remission_open():
                                                (0.0011, True, False)])
 def test_mrd_threshold_aml(mrd, inclusive, neg):
     s = marrow(extra=[(28, "MRDFCM", mrd)])
-    r = marrow_response(s, ResponseOptions(mrd_threshold_inclusive=inclusive)).row(0, named=True)
+    r = derive_marrow_response(s, ResponseOptions(mrd_threshold_inclusive=inclusive)).row(0, named=True)
     assert r["mrd_negative"] is neg
     assert r["category_mrd"] == ("CR_MRD-" if neg else "CR")
 
 
 def test_mrd_threshold_option_and_absent_mrd():
     s = marrow(extra=[(28, "MRDFCM", 0.0005)])
-    assert marrow_response(s, ResponseOptions(mrd_threshold=1e-4))["mrd_negative"][0] is False
-    assert marrow_response(marrow())["mrd_negative"][0] is None
+    assert derive_marrow_response(s, ResponseOptions(mrd_threshold=1e-4))["mrd_negative"][0] is False
+    assert derive_marrow_response(marrow())["mrd_negative"][0] is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,18 +217,18 @@ def test_all_categories(bm, anc, plt, expected):
 
 @pytest.mark.parametrize("mrd,neg", [(0.000099, True), (0.0001, False), (0.00025, False)])
 def test_all_mrd_threshold_1e4(mrd, neg):
-    r = all_response(marrow(disease="T-ALL", extra=[(28, "MRDFCM", mrd)])).row(0, named=True)
+    r = derive_all_response(marrow(disease="T-ALL", extra=[(28, "MRDFCM", mrd)])).row(0, named=True)
     assert r["criteria"] == "ALL CAR-T response" and r["mrd_negative"] is neg
 
 
 def test_disease_dispatch_and_forced_criteria():
     lbcl = marrow(disease="LBCL")
-    assert marrow_response(lbcl).height == 0
-    assert eln2022_response(marrow(disease="B-ALL")).height == 0
+    assert derive_marrow_response(lbcl).height == 0
+    assert derive_eln2022_response(marrow(disease="B-ALL")).height == 0
     assert cat(lbcl, ResponseOptions(criteria="all_car_t")) == "CR"
     with pytest.raises(ValueError, match="unknown response criteria"):
-        marrow_response(lbcl, ResponseOptions(criteria="iwg2003"))
-    b = best_response(lbcl).row(0, named=True)
+        derive_marrow_response(lbcl, ResponseOptions(criteria="iwg2003"))
+    b = derive_best_response(lbcl).row(0, named=True)
     assert b["best_response"] is None and b["rule"] == "response.no_criteria"
 
 
@@ -245,28 +245,28 @@ def _course(extra=(), events=(), disease="AML"):
 def test_relapse_by_marrow_and_mrd_conversion():
     s = _course([(60, "BMBLAST", 12.0), (60, "PBBLAST", 0.0), (60, "NEUT", 2.0), (60, "PLAT", 150.0),
                  (45, "MRDFCM", 0.002)])
-    r = relapse(s).row(0, named=True)
+    r = derive_relapse(s).row(0, named=True)
     assert (r["response_day"], r["relapse_day"], r["relapse_rule"]) == (28.0, 60.0, "eln2022.relapse.marrow")
     assert r["mrd_relapse_day"] == 45.0
-    b = best_response(s).row(0, named=True)
+    b = derive_best_response(s).row(0, named=True)
     assert (b["best_response"], b["best_response_day"], b["relapse_day"]) == ("CR", 28.0, 60.0)
     assert (b["dor_days"], b["dor_event"]) == (32.0, True)
 
 
 def test_relapse_by_peripheral_blasts_needs_two_samples_a_week_apart():
     near = _course([(40, "PBBLAST", 2.0), (45, "PBBLAST", 3.0)])
-    assert relapse(near)["relapse_day"][0] is None
+    assert derive_relapse(near)["relapse_day"][0] is None
     apart = _course([(40, "PBBLAST", 2.0), (47, "PBBLAST", 3.0)])
-    r = relapse(apart).row(0, named=True)
+    r = derive_relapse(apart).row(0, named=True)
     assert r["relapse_day"] == 47.0 and r["relapse_rule"].endswith("relapse.pb_blasts")
 
 
 def test_relapse_by_event_and_by_new_emd():
     ev = _course(events=[{"subject_id": "A", "day": 50.0, "event": "relapse"}])
-    assert relapse(ev).row(0, named=True)["relapse_day"] == 50.0
+    assert derive_relapse(ev).row(0, named=True)["relapse_day"] == 50.0
     emd = _course(extra=[(70, "BMBLAST", 0.0), (70, "PBBLAST", 0.0)],
                   events=[{"subject_id": "A", "day": 65.0, "event": "extramedullary_disease"}])
-    r = relapse(emd).row(0, named=True)
+    r = derive_relapse(emd).row(0, named=True)
     assert (r["relapse_day"], r["relapse_rule"]) == (70.0, "eln2022.relapse.emd")
 
 
@@ -275,14 +275,14 @@ def test_best_response_ranking_ties_and_end_events():
            (28, "BMBLAST", 1.0), (28, "PBBLAST", 0.0), (28, "NEUT", 1.5), (28, "PLAT", 120.0),
            (56, "BMBLAST", 2.0), (56, "PBBLAST", 0.0), (56, "NEUT", 1.5), (56, "PLAT", 120.0)]
     s = make(obs, events=[{"subject_id": "A", "day": 40.0, "event": "allo_hsct"}])
-    b = best_response(s).row(0, named=True)
+    b = derive_best_response(s).row(0, named=True)
     assert (b["best_response"], b["best_response_day"], b["first_response_day"]) == ("CR", 28.0, 14.0)
     assert b["n_assessments"] == 2 and "after allo_hsct" in b["reason"]
-    b2 = best_response(s, BestResponseOptions(end_events=())).row(0, named=True)
+    b2 = derive_best_response(s, BestResponseOptions(end_events=())).row(0, named=True)
     assert b2["n_assessments"] == 3 and b2["best_response_day"] == 28.0  # tie CR on 28 and 56: first day
-    b3 = best_response(s, BestResponseOptions(landmark_day=20)).row(0, named=True)
+    b3 = derive_best_response(s, BestResponseOptions(landmark_day=20)).row(0, named=True)
     assert b3["best_response"] == "MLFS"
-    b4 = best_response(s, BestResponseOptions(orr_categories=("CR",))).row(0, named=True)
+    b4 = derive_best_response(s, BestResponseOptions(orr_categories=("CR",))).row(0, named=True)
     assert b4["first_response_day"] == 28.0
     with pytest.raises(ValueError, match="unknown response categories"):
         BestResponseOptions(orr_categories=("CR", "VGPR"))
@@ -290,9 +290,9 @@ def test_best_response_ranking_ties_and_end_events():
 
 def test_not_evaluable_without_post_infusion_marrow():
     s = make([(-5, "BMBLAST", 40.0), (10, "NEUT", 1.0)])
-    b = best_response(s).row(0, named=True)
+    b = derive_best_response(s).row(0, named=True)
     assert b["best_response"] == "NE" and b["criteria"] == "ELN 2022 AML"
-    assert response_summary(s).row(0) == ("A", "NE", None, None)
+    assert derive_response_summary(s).row(0) == ("A", "NE", None, None)
 
 
 def test_adrs_frame():
@@ -316,13 +316,13 @@ def test_molecular_log_reduction_and_undetectable():
         {"day": 60.0, "param": "MOLVAF", "analyte": "NPM1", "value": 0.0},
         {"day": 28.0, "param": "FUSION", "analyte": "X::Y", "value": 1.0},
     ])
-    m = molecular_response(s).sort("param", "day")
+    m = derive_molecular_response(s).sort("param", "day")
     fusion, *npm1 = m.rows(named=True)
     assert fusion["rule"] == "molecular.no_baseline" and fusion["log10_reduction"] is None
     assert npm1[0]["log10_reduction"] == pytest.approx(2.0, abs=1e-12)
     assert npm1[1]["log10_reduction"] is None and npm1[1]["log10_reduction_at_least"] == pytest.approx(math.log10(4000))
     assert npm1[2]["rule"] == "molecular.undetectable" and npm1[2]["log10_reduction_at_least"] is None
-    later = molecular_response(s, MolecularOptions(baseline_before_day=30)).filter(pl.col("analyte") == "NPM1")
+    later = derive_molecular_response(s, MolecularOptions(baseline_before_day=30)).filter(pl.col("analyte") == "NPM1")
     assert later["baseline"].to_list() == [0.4, 0.4]
 
 
@@ -330,9 +330,9 @@ def test_antigen_loss_flag_and_threshold_option():
     s = make([{"day": -5.0, "param": "TGTBLAST", "analyte": "CD7", "value": 95.0},
               {"day": 90.0, "param": "TGTBLAST", "analyte": "CD7", "value": 12.0},
               {"day": 90.0, "param": "BMBLAST", "value": 30.0}])
-    r = antigen_loss(s).row(0, named=True)
+    r = derive_antigen_loss(s).row(0, named=True)
     assert r["antigen_loss"] is True and r["with_relapse_marrow"] is True and "antigen-negative" in r["reason"]
-    assert antigen_loss(s, MolecularOptions(antigen_negative_below_pct=10))["antigen_loss"][0] is False
+    assert derive_antigen_loss(s, MolecularOptions(antigen_negative_below_pct=10))["antigen_loss"][0] is False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,13 +341,13 @@ def test_antigen_loss_flag_and_threshold_option():
 
 def test_seed_case_response():
     s = seed_case()
-    r = eln2022_response(s).row(0, named=True)
+    r = derive_eln2022_response(s).row(0, named=True)
     assert (r["day"], r["category"], r["rule"]) == (17.0, "MLFS", "eln2022.MLFS")
     assert r["mrd_fcm"] == pytest.approx(2.5e-4) and r["mrd_threshold"] == 1e-3 and r["mrd_negative"] is True
     assert r["mrd_detectable"] is True and "observations.csv:" in r["evidence"][0]
-    b = response_summary(s).row(0, named=True)
+    b = derive_response_summary(s).row(0, named=True)
     assert (b["best_response"], b["best_response_day"], b["mrd_negative"]) == ("MLFS", 17.0, True)
-    m = {x["analyte"]: x["log10_reduction"] for x in molecular_response(s).iter_rows(named=True)}
+    m = {x["analyte"]: x["log10_reduction"] for x in derive_molecular_response(s).iter_rows(named=True)}
     assert round(m["FLT3-ITD"], 2) == 1.00 and round(m["TP53del"], 2) == 0.90
     assert m["SKAP2::RUNX1"] is None  # no baseline stated
 
@@ -427,12 +427,12 @@ def test_subject_report_has_the_response_section(tmp_path):
 def test_pre_treatment_marrow_option():
     s = make([(-20, "BMBLAST", 80.0), (-2, "BMBLAST", 20.0), (28, "BMBLAST", 10.0), (28, "PBBLAST", 0.0),
               (28, "NEUT", 2.0), (28, "PLAT", 150.0)])
-    r = marrow_response(s).row(0, named=True)
+    r = derive_marrow_response(s).row(0, named=True)
     assert (r["pre_bm_blast_pct"], r["blast_reduction_pct"], r["category"]) == (20.0, 50.0, "PR")
-    r2 = marrow_response(s, ResponseOptions(pre_treatment_before_day=-10)).row(0, named=True)
+    r2 = derive_marrow_response(s, ResponseOptions(pre_treatment_before_day=-10)).row(0, named=True)
     assert (r2["pre_bm_blast_pct"], r2["category"]) == (80.0, "PR")
     none = make([(28, "BMBLAST", 10.0), (28, "PBBLAST", 0.0), (28, "NEUT", 2.0), (28, "PLAT", 150.0)])
-    r3 = marrow_response(none).row(0, named=True)
+    r3 = derive_marrow_response(none).row(0, named=True)
     # without a pre-treatment marrow PR (>= 50% reduction) can be neither met nor excluded: NE, not NR
     assert r3["category"] == "NE" and r3["could_be"] == ["PR"] and "pre-treatment" in r3["missing_inputs"][0]
 
@@ -442,8 +442,8 @@ def test_molecular_params_option():
               {"day": 28.0, "param": "MOLVAF", "analyte": "NPM1", "value": 0.4},
               {"day": -3.0, "param": "FISHPCT", "analyte": "TP53del", "value": 50.0},
               {"day": 28.0, "param": "FISHPCT", "analyte": "TP53del", "value": 5.0}])
-    assert molecular_response(s).height == 2
-    only = molecular_response(s, MolecularOptions(params=("FISHPCT",)))
+    assert derive_molecular_response(s).height == 2
+    only = derive_molecular_response(s, MolecularOptions(params=("FISHPCT",)))
     assert only["analyte"].to_list() == ["TP53del"] and only["log10_reduction"][0] == pytest.approx(1.0)
 
 
@@ -451,12 +451,12 @@ def test_relapse_derived_from_marrow_feeds_the_adtte():
     from cartlab.response.endpoints import derive_adtte
 
     s = _course([(60, "BMBLAST", 12.0), (60, "PBBLAST", 0.0), (60, "NEUT", 2.0), (60, "PLAT", 150.0)])
-    a = marrow_response(s)
+    a = derive_marrow_response(s)
     resp = a.select("subject_id", pl.col("category").alias("best_response"),
                     pl.col("day").alias("best_response_day"), "evidence")
     without = derive_adtte(s, responses=resp).filter(pl.col("PARAMCD") == "RFS").row(0, named=True)
     assert without["CNSR"] == 1  # events.csv has no relapse
-    adtte = derive_adtte(s, responses=resp, relapses=relapse(s, a))
+    adtte = derive_adtte(s, responses=resp, relapses=derive_relapse(s, a))
     rfs = adtte.filter(pl.col("PARAMCD") == "RFS").row(0, named=True)
     assert (rfs["STARTDY"], rfs["ADY"], rfs["AVAL"], rfs["CNSR"]) == (28.0, 60.0, 32.0, 0)
     assert "observations.csv:7" in rfs["evidence"]  # the day-60 marrow

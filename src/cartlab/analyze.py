@@ -123,9 +123,9 @@ class Step:
 
 
 def _cross_scale(study, o, crs_summary, adlb):
-    from cartlab.grading.crs_legacy import crs_cross_scale_cohort, organ_grades_from_adlb
+    from cartlab.grading.crs_legacy import derive_crs_cross_scale_cohort, organ_grades_from_adlb
 
-    cross = crs_cross_scale_cohort(study, crs_summary, organ_grades_from_adlb(adlb))
+    cross = derive_crs_cross_scale_cohort(study, crs_summary, organ_grades_from_adlb(adlb))
     return {"crs_cross_scale": cross["subjects"], "crs_cross_scale_pairwise": cross["pairwise"],
             "crs_cross_scale_summary": cross["summary"]}
 
@@ -137,16 +137,16 @@ def _icaht_summary(study, o, icaht):
 
 
 def _adae(study, o, crs_daily, icans_daily, icaht):
-    from cartlab.grading.adam import adae_toxicity
+    from cartlab.grading.adam import derive_adae_toxicity
     from cartlab.grading.crs import episodes
-    from cartlab.grading.hematotox import icaht_episodes
+    from cartlab.grading.hematotox import derive_icaht_episodes
 
     parts = [
         episodes(crs_daily, "Cytokine release syndrome", "ASTCT 2019"),
         episodes(icans_daily, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
-        icaht_episodes(study, o.icaht, graded=icaht),
+        derive_icaht_episodes(study, o.icaht, graded=icaht),
     ]
-    return adae_toxicity(study, parts)
+    return derive_adae_toxicity(study, parts)
 
 
 def _engine(module: str, name: str, option: str | None = None, **tables: str):
@@ -215,12 +215,12 @@ def _cif(study, o, adtte):
 
 
 def _exposure(study, o, kinetics_summary, best_response, crs_summary):
-    from cartlab.kinetics.exposure import exposure_response
+    from cartlab.kinetics.exposure import derive_exposure_response
 
     frame = (kinetics_summary
              .join(best_response.select("subject_id", "best_response"), on="subject_id", how="left")
              .join(crs_summary.select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
-    return exposure_response(frame)
+    return derive_exposure_response(frame)
 
 
 GRADING_FIX = "check these subjects' observations and interventions (cartlab explain SUBJECT --what crs|icans|icaht)"
@@ -228,36 +228,37 @@ RESPONSE_FIX = "check these subjects' marrow (BMBLAST, BMCELL, MRDFCM) and count
 KINETICS_FIX = "check these subjects' CARCOPY/CARCELL rows and CAR-T doses"
 
 GRADING, HEMATO = "cartlab.grading.crs", "cartlab.grading.hematotox"
+KIN, MOLECULAR = "cartlab.kinetics.car", "cartlab.response.molecular"
 STEPS: tuple[Step, ...] = (
     _step("adlb", _engine("cartlab.grading.ctcae", "derive_ctcae", "ctcae"), "CTCAE v5 lab grading",
           fix="check these subjects' lab rows (units, lln/uln)"),
-    _step("crs_daily", _engine(GRADING, "crs_daily", "crs"), "ASTCT 2019 CRS", fix=GRADING_FIX),
-    _step("crs_summary", _engine(GRADING, "crs_summary", "crs", daily="crs_daily"), "ASTCT 2019 CRS",
+    _step("crs_daily", _engine(GRADING, "derive_crs_daily", "crs"), "ASTCT 2019 CRS", fix=GRADING_FIX),
+    _step("crs_summary", _engine(GRADING, "derive_crs_summary", "crs", daily="crs_daily"), "ASTCT 2019 CRS",
           write=False, fix=GRADING_FIX),
-    _step("icans_daily", _engine("cartlab.grading.icans", "icans_daily", "icans"), "ASTCT 2019 ICANS",
+    _step("icans_daily", _engine("cartlab.grading.icans", "derive_icans_daily", "icans"), "ASTCT 2019 ICANS",
           fix=GRADING_FIX),
-    _step("icans_summary", _engine("cartlab.grading.icans", "icans_summary", "icans", daily="icans_daily"),
+    _step("icans_summary", _engine("cartlab.grading.icans", "derive_icans_summary", "icans", daily="icans_daily"),
           "ASTCT 2019 ICANS", write=False, fix=GRADING_FIX),
     _step(("crs_cross_scale", "crs_cross_scale_pairwise", "crs_cross_scale_summary"), _cross_scale,
           "CRS scales side by side (Lee 2014, Penn, CARTOX, MSKCC)", inputs=("crs_summary", "adlb"),
           per_subject=False, fix=GRADING_FIX),
-    _step("icaht", _engine(HEMATO, "icaht", "icaht", daily="icaht_daily"), "EHA/EBMT ICAHT",
+    _step("icaht", _engine(HEMATO, "derive_icaht", "icaht", daily="icaht_daily"), "EHA/EBMT ICAHT",
           fix="check these subjects' NEUT/PLAT rows"),
     _step("icaht_summary", _icaht_summary, "EHA/EBMT ICAHT", inputs=("icaht",), write=False),
-    _step("icaht_daily", _engine(HEMATO, "icaht_daily", "icaht"), "EHA/EBMT ICAHT (daily ANC)"),
-    _step("t_icaht", _engine(HEMATO, "t_icaht", daily="t_icaht_daily"), "T-ICAHT (thrombocytopenia)",
+    _step("icaht_daily", _engine(HEMATO, "derive_icaht_daily", "icaht"), "EHA/EBMT ICAHT (daily ANC)"),
+    _step("t_icaht", _engine(HEMATO, "derive_t_icaht", daily="t_icaht_daily"), "T-ICAHT (thrombocytopenia)",
           fix="check these subjects' PLAT rows and platelet transfusions"),
-    _step("t_icaht_daily", _engine(HEMATO, "t_icaht_daily"), "T-ICAHT (daily platelets)"),
-    _step("count_recovery", _engine(HEMATO, "recovery_days"), "count recovery"),
-    _step("car_hematotox", _engine(HEMATO, "car_hematotox"), "CAR-HEMATOTOX"),
-    _step("easix", _engine(HEMATO, "easix"), "EASIX"),
-    _step("iec_hs_flags", _engine(HEMATO, "iec_hs_flags"), "IEC-HS flags"),
+    _step("t_icaht_daily", _engine(HEMATO, "derive_t_icaht_daily"), "T-ICAHT (daily platelets)"),
+    _step("count_recovery", _engine(HEMATO, "derive_count_recovery"), "count recovery"),
+    _step("car_hematotox", _engine(HEMATO, "derive_car_hematotox"), "CAR-HEMATOTOX"),
+    _step("easix", _engine(HEMATO, "derive_easix"), "EASIX"),
+    _step("iec_hs_flags", _engine(HEMATO, "derive_iec_hs_flags"), "IEC-HS flags"),
     _step("adae_toxicity", _adae, "ADAE-like toxicity episodes", inputs=("crs_daily", "icans_daily", "icaht")),
-    _step("marrow_response", _engine("cartlab.response.marrow", "marrow_response", "response"),
+    _step("marrow_response", _engine("cartlab.response.marrow", "derive_marrow_response", "response"),
           "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),
-    _step("relapse", _engine("cartlab.response.marrow", "relapse", "response", assessments="marrow_response"),
+    _step("relapse", _engine("cartlab.response.marrow", "derive_relapse", "response", assessments="marrow_response"),
           "relapse from the marrow", write=False, fix=RESPONSE_FIX),
-    _step("best_response", _engine("cartlab.response.best", "best_response", "best_response",
+    _step("best_response", _engine("cartlab.response.best", "derive_best_response", "best_response",
                                    assessments="marrow_response"), "best response", fix=RESPONSE_FIX),
     _step("response_summary", _response_summary, "best response", inputs=("best_response",), write=False),
     _step("adrs", _engine("cartlab.response.best", "derive_adrs", "best_response", assessments="marrow_response",
@@ -267,14 +268,14 @@ STEPS: tuple[Step, ...] = (
     _step("response_rates", _response_rates, "response rates", inputs=("best_response",), per_subject=False),
     _step("km", _km, "Kaplan-Meier", inputs=("adtte",), per_subject=False),
     _step("cumulative_incidence", _cif, "cumulative incidence of relapse", inputs=("adtte",), per_subject=False),
-    _step("molecular_response", _engine("cartlab.response.molecular", "molecular_response"), "molecular response"),
-    _step("antigen_loss", _engine("cartlab.response.molecular", "antigen_loss"), "target-antigen loss"),
-    _step("car_kinetics", _engine("cartlab.kinetics.car", "car_kinetics", "kinetics"), "CAR-T kinetics (NCA)",
+    _step("molecular_response", _engine(MOLECULAR, "derive_molecular_response"), "molecular response"),
+    _step("antigen_loss", _engine(MOLECULAR, "derive_antigen_loss"), "target-antigen loss"),
+    _step("car_kinetics", _engine(KIN, "derive_car_kinetics", "kinetics"), "CAR-T kinetics (NCA)",
           fix=KINETICS_FIX),
-    _step("kinetics_summary", _engine("cartlab.kinetics.car", "kinetics_summary", "kinetics", kinetics="car_kinetics"),
+    _step("kinetics_summary", _engine(KIN, "derive_kinetics_summary", "kinetics", kinetics="car_kinetics"),
           "CAR-T kinetics (NCA)", write=False, fix=KINETICS_FIX),
-    _step("adpc", _engine("cartlab.kinetics.car", "derive_adpc", "kinetics"), "ADPC", fix=KINETICS_FIX),
-    _step("adpp", _engine("cartlab.kinetics.car", "derive_adpp", "kinetics", kinetics="car_kinetics"), "ADPP",
+    _step("adpc", _engine(KIN, "derive_adpc", "kinetics"), "ADPC", fix=KINETICS_FIX),
+    _step("adpp", _engine(KIN, "derive_adpp", "kinetics", kinetics="car_kinetics"), "ADPP",
           fix=KINETICS_FIX),
     _step("exposure_response", _exposure, "exposure-response",
           inputs=("kinetics_summary", "best_response", "crs_summary"), per_subject=False),
@@ -315,9 +316,9 @@ def _protocol_steps(protocol) -> tuple[Step, ...]:
         }
 
     def eligibility(study, o):
-        from cartlab.protocol import screen_eligibility
+        from cartlab.protocol import derive_eligibility
 
-        return screen_eligibility(study, protocol)
+        return derive_eligibility(study, protocol)
 
     def verdict(study, o, eligibility):
         from cartlab.protocol import eligibility_verdict
@@ -325,9 +326,9 @@ def _protocol_steps(protocol) -> tuple[Step, ...]:
         return eligibility_verdict(eligibility)
 
     def deviations(study, o):
-        from cartlab.protocol import protocol_deviations
+        from cartlab.protocol import derive_deviations
 
-        return protocol_deviations(study, protocol)
+        return derive_deviations(study, protocol)
 
     def orr(study, o):
         from cartlab.protocol.outcomes import protocol_orr

@@ -153,7 +153,7 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
 
 
 def _crs_scales(a: Analysis, sid: str) -> Explanation:
-    from cartlab.grading.crs_legacy import crs_legacy_daily, organ_grades_from_adlb
+    from cartlab.grading.crs_legacy import derive_crs_legacy_daily, organ_grades_from_adlb
 
     study = a.study.subject(sid)
     organ = organ_grades_from_adlb(_rows(a, "adlb", sid))
@@ -164,7 +164,7 @@ def _crs_scales(a: Analysis, sid: str) -> Explanation:
         g = f"{lo}" if lo == hi else f"{lo}-{hi if hi is not None else '?'} (missing: {', '.join(x[f'crs_{s}_missing'])})"
         parts.append(f"{label} {g}")
     head = "CRS by scale: " + "; ".join(parts)
-    daily = crs_legacy_daily(study, organ_grades=organ)
+    daily = derive_crs_legacy_daily(study, organ_grades=organ)
     days = daily.sort("day", "scale").select(
         "day",
         pl.when(pl.col("grade_min") == pl.col("grade_max")).then(pl.col("grade_min").cast(pl.String))
@@ -203,7 +203,7 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
     separated); derived numbers are rounded to 3 significant digits."""
     import math
 
-    from cartlab.kinetics.car import CarKineticsOptions, car_profiles
+    from cartlab.kinetics.car import CarKineticsOptions, derive_car_profiles
     from cartlab.model import NOT_MEASURED_SOURCES
 
     def num(x: float, sig: int | None = None) -> str:
@@ -219,7 +219,7 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
                            pl.DataFrame(schema={"day": pl.Float64, "grade": pl.String, "rule": pl.String,
                                                 "reason": pl.String, "evidence": pl.List(pl.String)}))
     r = k.row(0, named=True)
-    prof = car_profiles(a.study.subject(sid), opts)
+    prof = derive_car_profiles(a.study.subject(sid), opts)
     measured = prof.filter(~pl.col("imputed"))
     not_measured = measured.filter(pl.col("source").is_in(list(NOT_MEASURED_SOURCES)))
     kinds = "/".join(sorted(set(not_measured["source"].to_list())))

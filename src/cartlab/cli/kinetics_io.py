@@ -34,7 +34,7 @@ from cartlab.kinetics.nca import (
     CENSORED_RESULT,
     NA_TEXT,
     NcaOptions,
-    nca,
+    derive_nca,
     parse_interval,
 )
 from cartlab.kinetics.stein import (
@@ -155,7 +155,7 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
     base = options or NcaOptions()
     opt = NcaOptions(**{f.name: getattr(base, f.name) for f in fields(NcaOptions)} | {"method": method})
     ivs = [parse_interval(iv) for iv in (intervals or [(0.0, math.inf)])]
-    out = nca(work, subject=subject, time="_time", conc="_conc", lloq="_lloq" if lloq else None,
+    out = derive_nca(work, subject=subject, time="_time", conc="_conc", lloq="_lloq" if lloq else None,
               value_text="_vt", intervals=ivs, options=opt)
     flat = out.with_columns(
         pl.col("lambda.z.times").cast(pl.List(pl.String)).list.join(";"),

@@ -199,11 +199,11 @@ def eligibility_cmd(
 
     from cartlab.grading.adam import to_csv_frame
     from cartlab.model import NOT_MEASURED_SOURCES
-    from cartlab.protocol import eligibility_verdict, screen_eligibility
+    from cartlab.protocol import derive_eligibility, eligibility_verdict
 
     p = _protocol_or_exit(protocol)
     data = _subject_data(subject, store, _study_alias(study, study_dir), csv_dialect)
-    res = screen_eligibility(data, p, subject)
+    res = derive_eligibility(data, p, subject)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
         return
@@ -247,7 +247,7 @@ def deviations_cmd(
     from rich.markup import escape
 
     from cartlab.grading.adam import to_csv_frame
-    from cartlab.protocol import protocol_deviations
+    from cartlab.protocol import derive_deviations
 
     p = _protocol_or_exit(protocol)
     study = _study_alias(study, study_dir)
@@ -257,7 +257,7 @@ def deviations_cmd(
         data = _load_study(study, store, csv_dialect)
     else:
         data = _subject_data(subject, store, study, csv_dialect)
-    res = protocol_deviations(data, p)
+    res = derive_deviations(data, p)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.common import EVIDENCE
 from cartlab.model import Study
 
@@ -29,13 +30,13 @@ ADAE_SCHEMA = {
 }
 
 
-def adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) -> pl.DataFrame:
+def derive_adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) -> pl.DataFrame:
     """CRS and ICANS episodes (ASTCT 2019) and ICAHT (EHA/EBMT 2023) of every subject, one ADAE-like frame."""
-    from cartlab.grading.crs import crs_episodes
-    from cartlab.grading.hematotox import icaht_episodes
-    from cartlab.grading.icans import icans_episodes
+    from cartlab.grading.crs import derive_crs_episodes
+    from cartlab.grading.hematotox import derive_icaht_episodes
+    from cartlab.grading.icans import derive_icans_episodes
 
-    parts = parts if parts is not None else [crs_episodes(study), icans_episodes(study), icaht_episodes(study)]
+    parts = parts if parts is not None else [derive_crs_episodes(study), derive_icans_episodes(study), derive_icaht_episodes(study)]
     rows = [
         p.select(
             pl.lit(study.study_id).alias("STUDYID"),
@@ -65,3 +66,10 @@ def to_csv_frame(df: pl.DataFrame) -> pl.DataFrame:
     """Lists (evidence) joined with '; ' so the frame can be written as CSV."""
     return df.with_columns(pl.col(c).list.eval(pl.element().cast(pl.String)).list.join("; ")
                            for c, t in df.schema.items() if isinstance(t, pl.List))
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "adae_toxicity": "derive_adae_toxicity",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
 from cartlab.grading.common import expand_days
 from cartlab.grading.crs_features import (
@@ -97,7 +98,7 @@ def _sbp_cutoff(subjects: pl.DataFrame, opts: dict[str, Any], table: CriteriaTab
     return base.select("subject_id", cutoff.cast(pl.Float64).alias("sbp_cutoff"))
 
 
-def crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
+def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """Daily CRS inputs per subject and calendar day (``day`` = floor of the study day).
 
     Columns: tmax_c, sbp_min_mmhg, sbp_cutoff, n_vasopressors, n_vasopressors_excl_vasopressin,
@@ -224,7 +225,7 @@ def number_episodes(daily: pl.DataFrame, join_gap_days: int = 1) -> pl.DataFrame
     return daily.drop("episode", strict=False).join(pos, on=KEY, how="left")
 
 
-def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
+def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """ASTCT CRS grade per subject and day, with the rule that drove it, a reason and evidence.
 
     A day whose fever is attributed to another cause is not a CRS day (rule ``crs.other_cause``;
@@ -235,7 +236,7 @@ def crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     opts = options.resolved()
     table = load_table(options.criteria)
     texts = table.texts((*DOMAINS, "death", "other_cause"), opts)
-    f = crs_features(study, options)
+    f = derive_crs_features(study, options)
     domains = {d: decision(table, d, opts, otherwise_grade=0, schema=f.schema) for d in DOMAINS}
     lazy = domains["fever"].apply(f.lazy(), "fever", "grade", "rule", "grade_max", "missing", labels=INPUTS)
     lazy = domains["hypotension"].apply(lazy, "hypotension", "grade", "rule")
@@ -377,12 +378,12 @@ def episodes(daily: pl.DataFrame, term: str, scale: str, join_gap_days: int | No
     )
 
 
-def crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
+def derive_crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """CRS episodes (ADAE-like): onset (ASTDY), resolution (AENDY), duration, maximum grade."""
-    return episodes(crs_daily(study, options), "Cytokine release syndrome", "ASTCT 2019")
+    return episodes(derive_crs_daily(study, options), "Cytokine release syndrome", "ASTCT 2019")
 
 
-def crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """``crs_grade_astct``, ``crs_onset_day``, ``crs_resolution_day``, ``crs_episode``,
     ``crs_n_episodes`` and ``crs_grade_astct_max`` per subject.
 
@@ -397,7 +398,7 @@ def crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataF
     """
     options = options or CrsOptions()
     mode = options.resolved()["summary_episode"]
-    daily = daily if daily is not None else crs_daily(study, options)
+    daily = daily if daily is not None else derive_crs_daily(study, options)
     if "episode" not in daily.columns:
         daily = number_episodes(daily, int(options.resolved()["episode_join_gap_days"]))
     eps = (daily.filter(pl.col("grade") >= 1)
@@ -424,3 +425,13 @@ def crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataF
                    pl.col("off").cast(pl.Float64).alias("crs_resolution_day"),
                    "crs_episode", pl.col("crs_n_episodes").fill_null(0), "crs_grade_astct_max"))
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "crs_daily": "derive_crs_daily",
+    "crs_episodes": "derive_crs_episodes",
+    "crs_features": "derive_crs_features",
+    "crs_summary": "derive_crs_summary",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -28,8 +28,9 @@ from itertools import combinations
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.crs_legacy_grade import GRADE_SCHEMA, grade_crs_scale, scale_table
-from cartlab.grading.crs_legacy_inputs import LABELS, SCALES, CrsLegacyOptions, crs_daily_inputs
+from cartlab.grading.crs_legacy_inputs import LABELS, SCALES, CrsLegacyOptions, derive_crs_daily_inputs
 from cartlab.grading.crs_vaso_course import VASOPRESSOR_TABLE  # noqa: F401  (kept importable from here)
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
@@ -37,18 +38,18 @@ from cartlab.provenance import EVIDENCE
 __all__ = [
     "SCALES",
     "CrsLegacyOptions",
-    "crs_cross_scale",
-    "crs_cross_scale_cohort",
-    "crs_daily_inputs",
-    "crs_legacy_daily",
-    "crs_legacy_subject",
+    "derive_crs_cross_scale",
+    "derive_crs_cross_scale_cohort",
+    "derive_crs_daily_inputs",
+    "derive_crs_legacy_daily",
+    "derive_crs_legacy_subject",
     "grade_crs_scale",
     "organ_grades_from_adlb",
     "scale_table",
 ]
 
 
-def crs_legacy_daily(
+def derive_crs_legacy_daily(
     study: Study,
     scales: Iterable[str] = SCALES,
     *,
@@ -57,7 +58,7 @@ def crs_legacy_daily(
     options: CrsLegacyOptions | None = None,
 ) -> pl.DataFrame:
     """Daily grades of several legacy scales (long format: one row per subject, day and scale)."""
-    inputs = crs_daily_inputs(study, options, organ_grades=organ_grades, hospitalization=hospitalization)
+    inputs = derive_crs_daily_inputs(study, options, organ_grades=organ_grades, hospitalization=hospitalization)
     frames = [grade_crs_scale(inputs, s, options) for s in scales]
     return pl.concat(frames) if frames else pl.DataFrame(schema=GRADE_SCHEMA)
 
@@ -81,7 +82,7 @@ def _label(scale: pl.Expr) -> pl.Expr:
     return scale.replace_strict(LABELS, default=scale, return_dtype=pl.String)
 
 
-def crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | None = None) -> pl.DataFrame:
+def derive_crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | None = None) -> pl.DataFrame:
     """Per subject and scale, the maximum over the course of the daily grades (or ranges).
 
     ``grade_min``/``grade_max`` are the maxima of the daily bounds; ``grade`` is set when they agree.
@@ -164,7 +165,7 @@ def _presence(scale: str) -> pl.Expr:
     return pl.when(lo >= 1).then(True).when(hi == 0).then(False).otherwise(None).cast(pl.Boolean)
 
 
-def crs_cross_scale(
+def derive_crs_cross_scale(
     study: Study,
     astct: pl.DataFrame | None = None,
     organ_grades: pl.DataFrame | None = None,
@@ -182,9 +183,9 @@ def crs_cross_scale(
     when settled by the ranges, null otherwise.
     """
     scales = tuple(scales)
-    daily = crs_legacy_daily(study, scales, organ_grades=organ_grades, hospitalization=hospitalization,
+    daily = derive_crs_legacy_daily(study, scales, organ_grades=organ_grades, hospitalization=hospitalization,
                              options=options)
-    subj = crs_legacy_subject(daily, study.subject_ids)
+    subj = derive_crs_legacy_subject(daily, study.subject_ids)
     base = pl.DataFrame({"subject_id": study.subject_ids}, schema={"subject_id": pl.String})
     if astct is not None:
         a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64))
@@ -229,7 +230,7 @@ def _share(num: str, den: str) -> pl.Expr:
     return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den))
 
 
-def crs_cross_scale_cohort(
+def derive_crs_cross_scale_cohort(
     study: Study,
     astct: pl.DataFrame | None = None,
     organ_grades: pl.DataFrame | None = None,
@@ -248,7 +249,7 @@ def crs_cross_scale_cohort(
     the same presence of CRS on every scale (99%).
     """
     scales = tuple(scales)
-    subj = crs_cross_scale(study, astct, organ_grades, hospitalization=hospitalization,
+    subj = derive_crs_cross_scale(study, astct, organ_grades, hospitalization=hospitalization,
                            options=options, scales=scales)
     keys = list(scales) + (["astct"] if astct is not None else [])
     pairs = [subj.select(_pair(a, b)).select(
@@ -287,3 +288,14 @@ def organ_grades_from_adlb(adlb: pl.DataFrame) -> pl.DataFrame:
         "subject_id", "day", pl.col("param").alias("organ"), pl.col("ATOXGR").abs().alias("grade"),
         pl.col("param").is_in(["ALT", "AST"]).alias("is_transaminase"), "evidence",
     )
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "crs_cross_scale": "derive_crs_cross_scale",
+    "crs_cross_scale_cohort": "derive_crs_cross_scale_cohort",
+    "crs_daily_inputs": "derive_crs_daily_inputs",
+    "crs_legacy_daily": "derive_crs_legacy_daily",
+    "crs_legacy_subject": "derive_crs_legacy_subject",
+}
+__getattr__ = renamed(__name__, _RENAMED)

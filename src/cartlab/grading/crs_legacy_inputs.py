@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.common import load_criteria
 from cartlab.grading.crs_features import FeverAttribution, counted, crs_day_features, norm_text, norm_values
 from cartlab.grading.crs_vaso_course import vaso_course, vaso_rows
@@ -27,7 +28,7 @@ from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 from cartlab.units import conversion
 
-__all__ = ["SCALES", "CrsLegacyOptions", "crs_daily_inputs"]
+__all__ = ["SCALES", "CrsLegacyOptions", "derive_crs_daily_inputs"]
 
 #: Scale keys, in output order, and their criteria tables.
 SCALES: tuple[str, ...] = ("lee2014", "penn", "cartox", "mskcc")
@@ -290,7 +291,7 @@ def _listed(parts: list[pl.Expr]) -> pl.Expr:
     return pl.concat_str(parts, separator=_SEP, ignore_nulls=True).str.split(_SEP).list.unique().list.sort()
 
 
-def crs_daily_inputs(
+def derive_crs_daily_inputs(
     study: Study,
     options: CrsLegacyOptions | None = None,
     *,
@@ -410,3 +411,10 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.col("blood_products").fill_null(False), pl.col("iv_therapy").fill_null(False),
         pl.lit(None, dtype=pl.Boolean).alias("fluid_boluses"),
     )
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "crs_daily_inputs": "derive_crs_daily_inputs",
+}
+__getattr__ = renamed(__name__, _RENAMED)

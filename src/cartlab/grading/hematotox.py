@@ -39,6 +39,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import CMP as _CMP
 from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
@@ -54,13 +55,13 @@ from cartlab.grading.hemato_common import subject_order as _subject_order
 from cartlab.grading.hemato_common import to_canonical as _to_canonical
 from cartlab.grading.icaht import (
     IcahtOptions,
-    icaht,
-    icaht_daily,
-    icaht_episodes,
-    icaht_summary,
+    derive_icaht,
+    derive_icaht_daily,
+    derive_icaht_episodes,
+    derive_icaht_summary,
 )
-from cartlab.grading.iec_hs import IecHsOptions, iec_hs_flags
-from cartlab.grading.t_icaht import TIcahtOptions, t_icaht, t_icaht_daily
+from cartlab.grading.iec_hs import IecHsOptions, derive_iec_hs_flags
+from cartlab.grading.t_icaht import TIcahtOptions, derive_t_icaht, derive_t_icaht_daily
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -71,16 +72,16 @@ __all__ = [
     "IecHsOptions",
     "RecoveryOptions",
     "TIcahtOptions",
-    "car_hematotox",
-    "easix",
-    "icaht",
-    "icaht_daily",
-    "icaht_episodes",
-    "icaht_summary",
-    "iec_hs_flags",
-    "recovery_days",
-    "t_icaht",
-    "t_icaht_daily",
+    "derive_car_hematotox",
+    "derive_easix",
+    "derive_icaht",
+    "derive_icaht_daily",
+    "derive_icaht_episodes",
+    "derive_icaht_summary",
+    "derive_iec_hs_flags",
+    "derive_count_recovery",
+    "derive_t_icaht",
+    "derive_t_icaht_daily",
 ]
 
 _NO_REFS = pl.lit([], dtype=EVIDENCE)
@@ -254,7 +255,7 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
     )
 
 
-def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
+def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
     """Neutrophil and platelet recovery day per subject (ASTCT / CIBMTR definitions).
 
     Columns: ``neutrophil_recovery_day``, ``platelet_recovery_day`` (Float64, null = not reached or
@@ -343,7 +344,7 @@ def _risk_group(score: pl.Expr, groups: list[dict]) -> pl.Expr:
     return out.otherwise(pl.lit(None, dtype=pl.String))
 
 
-def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> pl.DataFrame:
+def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> pl.DataFrame:
     """CAR-HEMATOTOX score (0-7) and risk group per subject from pre-lymphodepletion values.
 
     Columns: ``hematotox_score`` (Int64; null when an input is missing), ``hematotox_score_min`` /
@@ -479,7 +480,7 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
     return f
 
 
-def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | None = None) -> pl.DataFrame:
+def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | None = None) -> pl.DataFrame:
     """EASIX, m-EASIX and s-EASIX per subject at one timepoint (or per day).
 
     ``day``: ``"pre_ld"`` (default; last values on or before the first lymphodepletion dose, else
@@ -558,3 +559,19 @@ def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | Non
         _refs(*ev).alias("evidence"),
     )
     return f.sort("_order" if day != "each" else [_SID, "_order"]).select(list(schema)).cast(schema)
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "car_hematotox": "derive_car_hematotox",
+    "easix": "derive_easix",
+    "icaht": "derive_icaht",
+    "icaht_daily": "derive_icaht_daily",
+    "icaht_episodes": "derive_icaht_episodes",
+    "icaht_summary": "derive_icaht_summary",
+    "iec_hs_flags": "derive_iec_hs_flags",
+    "recovery_days": "derive_count_recovery",
+    "t_icaht": "derive_t_icaht",
+    "t_icaht_daily": "derive_t_icaht_daily",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.common import domain_grade, load_criteria, rule_text
 from cartlab.grading.hemato_common import (
     CMP,
@@ -39,7 +40,7 @@ from cartlab.grading.hemato_common import (
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
 
-__all__ = ["IcahtOptions", "icaht", "icaht_daily", "icaht_episodes", "icaht_summary"]
+__all__ = ["IcahtOptions", "derive_icaht", "derive_icaht_daily", "derive_icaht_episodes", "derive_icaht_summary"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def _late_windows(study: Study, opts: dict[str, Any]) -> pl.DataFrame:
                          min_event_day=opts["late_end_events_from_day"])
 
 
-def icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
+def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
     """The daily ANC series ICAHT is graded on, one row per subject and calendar day.
 
     Columns: ``day``, ``anc`` (10^9/L), ``source`` (measured | interpolated | missing),
@@ -197,7 +198,7 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
     ).with_columns(pl.col("late_n_measurements").cast(pl.Int64))
 
 
-def icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late ICAHT grade per subject (EHA/EBMT 2023; see ``criteria/icaht_2023.yaml``).
 
     Columns: ``icaht_early_grade``/``icaht_late_grade`` (Int64, null when not evaluable), the early
@@ -218,7 +219,7 @@ def icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame
     if not sids:
         return empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
                        "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
-    daily = icaht_daily(study, options) if daily is None else daily
+    daily = derive_icaht_daily(study, options) if daily is None else daily
     early = _early_features(daily, sids, opts, levels)
     late = _late_features(daily, opts, levels, _late_windows(study, opts))
     f = early.join(late, on="subject_id", how="left", maintain_order="left")
@@ -254,12 +255,12 @@ def icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame
                                 "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
 
 
-def icaht_summary(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
+def derive_icaht_summary(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
     """``icaht_early_grade`` and ``icaht_late_grade`` per subject (the ``subject_summary.csv`` columns)."""
-    return icaht(study, options).select("subject_id", "icaht_early_grade", "icaht_late_grade")
+    return derive_icaht(study, options).select("subject_id", "icaht_early_grade", "icaht_late_grade")
 
 
-def icaht_episodes(study: Study, options: IcahtOptions | None = None,
+def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
                    graded: pl.DataFrame | None = None) -> pl.DataFrame:
     """ICAHT as ADAE-like rows (EHA/EBMT 2023): one early and one late row per subject with grade >= 1.
 
@@ -268,7 +269,7 @@ def icaht_episodes(study: Study, options: IcahtOptions | None = None,
     Late: ASTDY/AENDY = the late window, ADURN = its length.
     ``graded`` is the output of :func:`icaht` when already computed.
     """
-    f = graded if graded is not None else icaht(study, options)
+    f = graded if graded is not None else derive_icaht(study, options)
     table = load_criteria((options or IcahtOptions()).criteria)
     first = _early_level_names(table, _levels(table))[0]  # the shallowest early level (500/uL)
     schema = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
@@ -372,3 +373,13 @@ def _late_reason(opts: dict, levels: dict[str, float], texts: dict[str, str], sy
             .then(pl.concat_str(head, pl.lit(" -> grade "), py_str(pl.col("icaht_late_grade")), pl.lit(" ("),
                                 rule_texts(texts, "late_rule", ""), pl.lit(").")))
             .otherwise(pl.concat_str(head, pl.lit(f"; fewer than {need} {where} {fmt(max(levels.values()))} -> grade 0."))))
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "icaht": "derive_icaht",
+    "icaht_daily": "derive_icaht_daily",
+    "icaht_episodes": "derive_icaht_episodes",
+    "icaht_summary": "derive_icaht_summary",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
+from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, decision, load_table
 from cartlab.grading.crs import episodes
 from cartlab.model import Study
@@ -33,7 +34,7 @@ class IcansOptions(CriteriaOptions):
     criteria: str = "astct_icans_2019"
 
 
-def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
+def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
     """ICANS grade per subject and calendar day with the rule, a reason and evidence."""
     options = options or IcansOptions()
     opts = options.resolved()
@@ -163,18 +164,27 @@ def icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFra
     )
 
 
-def icans_episodes(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
+def derive_icans_episodes(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
     """ICANS episodes (ADAE-like)."""
     options = options or IcansOptions()
-    return episodes(icans_daily(study, options),
+    return episodes(derive_icans_daily(study, options),
                     "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019",
                     options.episode_join_gap_days)
 
 
-def icans_summary(study: Study, options: IcansOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+def derive_icans_summary(study: Study, options: IcansOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """``icans_grade_astct`` per subject: maximum daily grade; empty without any neuro data."""
-    daily = daily if daily is not None else icans_daily(study, options)
+    daily = daily if daily is not None else derive_icans_daily(study, options)
     agg = daily.group_by("subject_id").agg(
         pl.col("grade").max().alias("icans_grade_astct"),
         (pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")).max().alias("icans_grade_astct_max"))
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "icans_daily": "derive_icans_daily",
+    "icans_episodes": "derive_icans_episodes",
+    "icans_summary": "derive_icans_summary",
+}
+__getattr__ = renamed(__name__, _RENAMED)

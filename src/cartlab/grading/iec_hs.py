@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import (
     CMP,
@@ -38,7 +39,7 @@ from cartlab.grading.hemato_common import (
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
 
-__all__ = ["IecHsOptions", "iec_hs_flags"]
+__all__ = ["IecHsOptions", "derive_iec_hs_flags"]
 
 _SID = "subject_id"
 
@@ -164,7 +165,7 @@ def _unique(refs: list[tuple[pl.Expr, set[str]]]) -> list[pl.Expr]:
     return out
 
 
-def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFrame:
+def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFrame:
     """Days on which the data meet the computable IEC-HS criteria (Hines 2023) - a flag, not a diagnosis.
 
     One row per subject and calendar day (from ``start_day``) with any criterion parameter measured.
@@ -260,3 +261,10 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
         .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met.")).alias("reason"),
     )
     return f.select(list(schema)).cast(schema)
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "iec_hs_flags": "derive_iec_hs_flags",
+}
+__getattr__ = renamed(__name__, _RENAMED)

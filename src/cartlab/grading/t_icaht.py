@@ -21,6 +21,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.common import EVIDENCE, domain_grade, load_criteria, rule_text
 from cartlab.grading.hemato_common import (
     DURATIONS,
@@ -45,7 +46,7 @@ from cartlab.grading.icaht import (
 )
 from cartlab.model import Study
 
-__all__ = ["TIcahtOptions", "t_icaht", "t_icaht_daily"]
+__all__ = ["TIcahtOptions", "derive_t_icaht", "derive_t_icaht_daily"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[pl.Da
     return early, late
 
 
-def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
+def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
     """The daily platelet series T-ICAHT is graded on, one row per subject and calendar day.
 
     Columns: ``day``, ``plt`` (10^9/L), ``source`` (measured | interpolated | missing),
@@ -215,7 +216,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     return out
 
 
-def t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late T-ICAHT grade per subject (Rejeski 2025; see ``criteria/t_icaht_2025.yaml``).
 
     Columns: ``t_icaht_early_grade``/``t_icaht_late_grade`` (Int64, null when not evaluable), the
@@ -237,7 +238,7 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFr
     if not sids:
         return empty({"subject_id": pl.String, "t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
-    daily = t_icaht_daily(study, options) if daily is None else daily
+    daily = derive_t_icaht_daily(study, options) if daily is None else daily
     early_w, late_w = _windows(study, sids, opts)
     f = _window_features(daily, sids, opts, levels, "early", "").rename(
         {"transfusion_supported_days": "early_transfusion_supported_days"}).join(
@@ -329,3 +330,11 @@ def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], nam
                 _tx_text("late_transfusion_supported_days", opts), pl.lit(" -> grade "),
                 py_str(pl.col("t_icaht_late_grade")), pl.lit(" ("),
                 rule_texts(texts, "late_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "t_icaht": "derive_t_icaht",
+    "t_icaht_daily": "derive_t_icaht_daily",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -9,9 +9,17 @@ does not load scipy's optimisers.
 
 from typing import Any
 
+from cartlab._deprecated import renamed
 from cartlab.kinetics.agents import is_car_t_agent
-from cartlab.kinetics.car import CarKineticsOptions, car_kinetics, car_profiles, derive_adpc, derive_adpp, kinetics_summary
-from cartlab.kinetics.nca import NcaOptions, copies_per_cell, nca, nca_profile, time_above
+from cartlab.kinetics.car import (
+    CarKineticsOptions,
+    derive_adpc,
+    derive_adpp,
+    derive_car_kinetics,
+    derive_car_profiles,
+    derive_kinetics_summary,
+)
+from cartlab.kinetics.nca import NcaOptions, copies_per_cell, derive_nca, nca_profile, time_above
 
 #: public names of the submodules loaded on first use
 _LAZY = {
@@ -22,8 +30,8 @@ _LAZY = {
     "SteinPopulationModel": "cartlab.kinetics.stein",
     "simulate": "cartlab.kinetics.stein",
     "stein_curve": "cartlab.kinetics.stein",
-    "exposure_response": "cartlab.kinetics.exposure",
-    "exposure_response_frame": "cartlab.kinetics.exposure",
+    "derive_exposure_response": "cartlab.kinetics.exposure",
+    "derive_exposure_response_frame": "cartlab.kinetics.exposure",
 }
 
 __all__ = [
@@ -34,16 +42,16 @@ __all__ = [
     "PopulationParams",
     "SteinModel",
     "SteinPopulationModel",
-    "car_kinetics",
-    "car_profiles",
+    "derive_car_kinetics",
+    "derive_car_profiles",
     "copies_per_cell",
     "derive_adpc",
     "derive_adpp",
-    "exposure_response",
-    "exposure_response_frame",
+    "derive_exposure_response",
+    "derive_exposure_response_frame",
     "is_car_t_agent",
-    "kinetics_summary",
-    "nca",
+    "derive_kinetics_summary",
+    "derive_nca",
     "nca_profile",
     "simulate",
     "stein_curve",
@@ -51,7 +59,20 @@ __all__ = [
 ]
 
 
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "car_kinetics": "derive_car_kinetics",
+    "car_profiles": "derive_car_profiles",
+    "exposure_response": "derive_exposure_response",
+    "exposure_response_frame": "derive_exposure_response_frame",
+    "kinetics_summary": "derive_kinetics_summary",
+    "nca": "derive_nca",
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return renamed(__name__, _RENAMED)(name)
     if name in _LAZY:
         import importlib
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -41,11 +42,11 @@ from cartlab.provenance import EVIDENCE, evidence_ref
 __all__ = [
     "CAR_PARAMS",
     "CarKineticsOptions",
-    "car_kinetics",
-    "car_profiles",
+    "derive_car_kinetics",
+    "derive_car_profiles",
     "derive_adpc",
     "derive_adpp",
-    "kinetics_summary",
+    "derive_kinetics_summary",
 ]
 
 #: measured quantities, in order of preference
@@ -92,7 +93,7 @@ _PROFILE_SCHEMA = {
 }
 
 
-def car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
+def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
     """One row per CAR kinetic sample after the first infusion (plus the imputed 0 at infusion).
 
     ``conc`` is the value in the canonical unit (null for a censored ``<x`` result), ``lloq`` the
@@ -142,17 +143,17 @@ def car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.
     return prof.cast(_PROFILE_SCHEMA).sort("subject_id", "time")
 
 
-def car_kinetics(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
+def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
     """NCA of every subject's CAR profile: PKNCA-named parameters over all data and the AUC window.
 
     Columns: ``subject_id``, ``param``, ``unit``, the NCA columns of the whole profile (``cmax``,
     ``tmax``, ``tlast``, ``clast.obs``, ``auclast``, ``lambda.z``, ``half.life`` ...), ``auc_window``
     (the AUC over ``auc_window``), ``method``, ``warnings``, ``rule``, ``reason`` and ``evidence``.
     """
-    from cartlab.kinetics.nca import NcaOptions, nca
+    from cartlab.kinetics.nca import NcaOptions, derive_nca
 
     options = options or CarKineticsOptions()
-    prof = car_profiles(study, options)
+    prof = derive_car_profiles(study, options)
     schema_extra = {"subject_id": pl.String}
     if prof.height == 0:
         return pl.DataFrame(schema={**schema_extra, "param": pl.String, "cmax": pl.Float64, "tmax": pl.Float64,
@@ -164,7 +165,7 @@ def car_kinetics(study: Study, options: CarKineticsOptions | None = None) -> pl.
                         pl.when(pl.col("blq")).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
                         .otherwise(None).alias("value_text"))
     lo, hi = options.auc_window
-    res = nca(frame, subject="subject_id", time="time", conc="conc", lloq="lloq", value_text="value_text",
+    res = derive_nca(frame, subject="subject_id", time="time", conc="conc", lloq="lloq", value_text="value_text",
               intervals=((0.0, math.inf), (lo, hi)), options=NcaOptions(method=options.method))
     whole = res.filter(pl.col("end").is_infinite()).rename({"rule": "lambda.z.rule", "reason": "lambda.z.reason"})
     win = res.filter(pl.col("end") == hi).select("subject_id", pl.col("aucint").alias("_aucint"))
@@ -201,7 +202,7 @@ def car_kinetics(study: Study, options: CarKineticsOptions | None = None) -> pl.
     return out
 
 
-def kinetics_summary(study: Study, options: CarKineticsOptions | None = None,
+def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = None,
                      kinetics: pl.DataFrame | None = None) -> pl.DataFrame:
     """``car_cmax``, ``car_tmax``, ``car_auc_0_28``, ``car_tlast`` per subject (subject_summary.csv).
 
@@ -210,7 +211,7 @@ def kinetics_summary(study: Study, options: CarKineticsOptions | None = None,
 
     ``kinetics``: the :func:`car_kinetics` frame when already computed.
     """
-    k = kinetics if kinetics is not None else car_kinetics(study, options)
+    k = kinetics if kinetics is not None else derive_car_kinetics(study, options)
     return study.subjects.select("subject_id").join(
         k.select("subject_id", pl.col("cmax").alias("car_cmax"), pl.col("tmax").alias("car_tmax"),
                  pl.col("auc_window").alias("car_auc_0_28"), pl.col("tlast").alias("car_tlast")),
@@ -229,8 +230,8 @@ def derive_adpc(study: Study, options: CarKineticsOptions | None = None) -> pl.D
     for the concentration of 0 placed at the infusion.
     """
     options = options or CarKineticsOptions()
-    first = car_profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "first"}))
-    last = car_profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "last"}))
+    first = derive_car_profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "first"}))
+    last = derive_car_profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "last"}))
     first = first.with_columns(last["time"].alias("_rel")) if first.height == last.height else \
         first.with_columns(pl.col("time").alias("_rel"))
     return first.select(
@@ -262,7 +263,7 @@ def derive_adpp(study: Study, options: CarKineticsOptions | None = None,
     ``kinetics``: the :func:`car_kinetics` frame when already computed (with the same options).
     """
     options = options or CarKineticsOptions()
-    k = kinetics if kinetics is not None else car_kinetics(study, options)
+    k = kinetics if kinetics is not None else derive_car_kinetics(study, options)
     lo, hi = options.auc_window
     parts = []
     for code, (col, label) in PPTESTCD.items():
@@ -279,3 +280,12 @@ def derive_adpp(study: Study, options: CarKineticsOptions | None = None,
     if not parts:
         return pl.DataFrame()
     return pl.concat(parts).sort("USUBJID", "PPTESTCD")
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "car_kinetics": "derive_car_kinetics",
+    "car_profiles": "derive_car_profiles",
+    "kinetics_summary": "derive_kinetics_summary",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["OUTCOMES", "exposure_response", "exposure_response_frame", "plot_exposure_response"]
+from cartlab._deprecated import renamed
+
+__all__ = ["OUTCOMES", "derive_exposure_response", "derive_exposure_response_frame", "plot_exposure_response"]
 
 def _orr_categories() -> list[str]:
     from cartlab.response.best import BestResponseOptions
@@ -37,15 +39,15 @@ OUTCOMES = {
 }
 
 
-def exposure_response_frame(study) -> pl.DataFrame:
+def derive_exposure_response_frame(study) -> pl.DataFrame:
     """subject_summary columns for exposure-response: car_cmax, car_auc_0_28, best_response, crs_grade_astct."""
-    from cartlab.grading.crs import crs_summary
-    from cartlab.kinetics.car import kinetics_summary
-    from cartlab.response.best import response_summary
+    from cartlab.grading.crs import derive_crs_summary
+    from cartlab.kinetics.car import derive_kinetics_summary
+    from cartlab.response.best import derive_response_summary
 
-    return (kinetics_summary(study)
-            .join(response_summary(study), on="subject_id", how="left")
-            .join(crs_summary(study).select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
+    return (derive_kinetics_summary(study)
+            .join(derive_response_summary(study), on="subject_id", how="left")
+            .join(derive_crs_summary(study).select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
 
 
 def _logit(y: np.ndarray, x: np.ndarray) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def _logit(y: np.ndarray, x: np.ndarray) -> dict[str, Any]:
             "logit_p": float(fit.pvalues[1]), "logit_note": "maximum likelihood (statsmodels Logit), Wald 95% CI"}
 
 
-def exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = ("car_cmax", "car_auc_0_28"),
+def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = ("car_cmax", "car_auc_0_28"),
                       outcomes: Sequence[str] = ("responder", "crs_grade_ge3")) -> pl.DataFrame:
     """One row per exposure x outcome: n, medians by group, Mann-Whitney U and p, logistic odds ratio."""
     from scipy.stats import mannwhitneyu
@@ -126,3 +128,11 @@ def plot_exposure_response(summary: pl.DataFrame, exposure: str = "car_cmax", ou
     ax.set_title(f"{exposure} by {outcome}")
     fig.tight_layout()
     return fig
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "exposure_response": "derive_exposure_response",
+    "exposure_response_frame": "derive_exposure_response_frame",
+}
+__getattr__ = renamed(__name__, _RENAMED)

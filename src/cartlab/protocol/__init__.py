@@ -8,7 +8,8 @@ monitoring schedule, response plan; dose calculation, eligibility screening, dev
 Shipped protocols: :func:`shipped_protocols`. Formulas: :mod:`cartlab.protocol.formulas`.
 """
 
-from cartlab.protocol.deviations import DEVIATION_SCHEMA, planned_doses, protocol_deviations, subject_patient
+from cartlab._deprecated import renamed
+from cartlab.protocol.deviations import DEVIATION_SCHEMA, derive_deviations, planned_doses, subject_patient
 from cartlab.protocol.dosing import (
     DOSE_PLAN_SCHEMA,
     DoseOptions,
@@ -20,12 +21,20 @@ from cartlab.protocol.dosing import (
     plan_to_doses,
     renal_rules,
 )
-from cartlab.protocol.eligibility import ELIGIBILITY_SCHEMA, eligibility_verdict, screen_eligibility
+from cartlab.protocol.eligibility import ELIGIBILITY_SCHEMA, derive_eligibility, eligibility_verdict
 from cartlab.protocol.schema import Protocol, ProtocolError, load_protocol, parse_protocol, shipped_protocols
 
 __all__ = [
     "Protocol", "ProtocolError", "load_protocol", "parse_protocol", "shipped_protocols",
     "Patient", "DoseOptions", "DosingError", "body_size", "dose_plan", "plan_to_doses", "creatinine_mg_dl", "renal_rules",
-    "DOSE_PLAN_SCHEMA", "screen_eligibility", "eligibility_verdict", "ELIGIBILITY_SCHEMA",
-    "protocol_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA",
+    "DOSE_PLAN_SCHEMA", "derive_eligibility", "eligibility_verdict", "ELIGIBILITY_SCHEMA",
+    "derive_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA",
 ]
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "protocol_deviations": "derive_deviations",
+    "screen_eligibility": "derive_eligibility",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -23,9 +23,10 @@ from typing import Any
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.common import EVIDENCE
 
-__all__ = ["protocol_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA"]
+__all__ = ["derive_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA"]
 
 DEVIATION_SCHEMA = {
     "subject_id": pl.String,
@@ -136,7 +137,7 @@ def _to_basis(dose: float, unit: str, basis: str, bsa: float | None, weight: flo
     return dose * fu / fb
 
 
-def protocol_deviations(study, protocol, options=None) -> pl.DataFrame:
+def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
     """Every deviation of every subject of ``study`` from ``protocol`` (see the module docstring)."""
     rows: list[dict[str, Any]] = []
     tol = protocol.tolerances
@@ -259,3 +260,10 @@ def _monitoring(add, study, protocol, sid: str, sub: dict) -> None:
                 add("missed_monitoring", param, f"{param} not measured on scheduled day(s) {shown}{tol_txt}{src}",
                     f"{protocol.id}.monitoring.{m.id}", days=[float(d) for d in missed],
                     planned_day=float(missed[0]))
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "protocol_deviations": "derive_deviations",
+}
+__getattr__ = renamed(__name__, _RENAMED)

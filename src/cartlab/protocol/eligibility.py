@@ -24,11 +24,12 @@ from typing import Any
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.criteria import Compiler, Range
 from cartlab.criteria.model import AnyOf, Column, Leaf
 from cartlab.provenance import EVIDENCE, row_ref
 
-__all__ = ["ELIGIBILITY_SCHEMA", "eligibility_verdict", "screen_eligibility"]
+__all__ = ["ELIGIBILITY_SCHEMA", "eligibility_verdict", "derive_eligibility"]
 
 ELIGIBILITY_SCHEMA = {
     "subject_id": pl.String,
@@ -284,7 +285,7 @@ def _truths(study, protocol, ids: list[str], subjects: dict[str, dict]) -> tuple
     return parts, out.to_dicts() if conds else [{} for _ in ids]
 
 
-def screen_eligibility(study, protocol, subject_id: str | None = None) -> pl.DataFrame:
+def derive_eligibility(study, protocol, subject_id: str | None = None) -> pl.DataFrame:
     """Every eligibility criterion of ``protocol`` for every subject (or one) of ``study``.
 
     Inclusion criteria pass when their condition holds; exclusion criteria pass when it does not.
@@ -335,3 +336,10 @@ def eligibility_verdict(screen: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"subject_id": pl.String, "verdict": pl.String, "n_pass": pl.Int64,
                                       "n_fail": pl.Int64, "n_unknown": pl.Int64, "failed": pl.String,
                                       "unknown": pl.String})
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "screen_eligibility": "derive_eligibility",
+}
+__getattr__ = renamed(__name__, _RENAMED)

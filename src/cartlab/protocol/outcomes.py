@@ -15,7 +15,7 @@ __all__ = ["protocol_orr"]
 
 def protocol_orr(study, protocol) -> pl.DataFrame:
     """ORR by ``protocol.response`` (empty frame when the protocol has no response plan)."""
-    from cartlab.response.best import BestResponseOptions, best_response, orr
+    from cartlab.response.best import BestResponseOptions, derive_best_response, orr
 
     if protocol.response is None:
         return pl.DataFrame()
@@ -23,7 +23,7 @@ def protocol_orr(study, protocol) -> pl.DataFrame:
     out = []
     for landmark in [*protocol.response.landmarks, None]:
         opts = BestResponseOptions(orr_categories=cats, landmark_day=landmark)
-        rate = orr(best_response(study, opts), cats)
+        rate = orr(derive_best_response(study, opts), cats)
         out.append(rate.select(
             pl.lit(protocol.id).alias("protocol"),
             pl.lit(landmark, dtype=pl.Float64).alias("landmark_day"),

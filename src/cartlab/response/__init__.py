@@ -5,27 +5,61 @@ Criteria are data (``criteria/*.yaml``, a citation per category); the engines ar
 the canonical frames and every call carries its rule, a reason and the source rows.
 """
 
-from cartlab.response.best import BestResponseOptions, best_response, derive_adrs, response_summary
+from cartlab._deprecated import renamed
+from cartlab.response.adtte import EndpointOptions, derive_adtte
+from cartlab.response.best import BestResponseOptions, derive_adrs, derive_best_response, derive_response_summary
+from cartlab.response.endpoints import (
+    aalen_johansen,
+    clopper_pearson,
+    cumulative_incidence,
+    km_estimate,
+    median_survival,
+    number_at_risk,
+    response_rate,
+)
 from cartlab.response.marrow import (
     ResponseOptions,
-    all_response,
-    eln2022_response,
-    marrow_response,
-    relapse,
+    derive_all_response,
+    derive_eln2022_response,
+    derive_marrow_response,
+    derive_relapse,
 )
-from cartlab.response.molecular import MolecularOptions, antigen_loss, molecular_response
+from cartlab.response.molecular import MolecularOptions, derive_antigen_loss, derive_molecular_response
 
 __all__ = [
     "BestResponseOptions",
+    "EndpointOptions",
     "MolecularOptions",
     "ResponseOptions",
-    "all_response",
-    "antigen_loss",
-    "best_response",
+    "aalen_johansen",
+    "clopper_pearson",
+    "cumulative_incidence",
     "derive_adrs",
-    "eln2022_response",
-    "marrow_response",
-    "molecular_response",
-    "relapse",
-    "response_summary",
+    "derive_adtte",
+    "derive_all_response",
+    "derive_antigen_loss",
+    "derive_best_response",
+    "derive_eln2022_response",
+    "derive_marrow_response",
+    "derive_molecular_response",
+    "derive_relapse",
+    "derive_response_summary",
+    "km_estimate",
+    "median_survival",
+    "number_at_risk",
+    "response_rate",
 ]
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "all_response": "derive_all_response",
+    "antigen_loss": "derive_antigen_loss",
+    "best_response": "derive_best_response",
+    "eln2022_response": "derive_eln2022_response",
+    "marrow_response": "derive_marrow_response",
+    "molecular_response": "derive_molecular_response",
+    "relapse": "derive_relapse",
+    "response_summary": "derive_response_summary",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.errors import CartlabWarning
 from cartlab.grading.common import EVIDENCE, load_criteria
 from cartlab.model import Study
@@ -24,17 +25,17 @@ from cartlab.response.marrow import (
     PACKAGE,
     ResponseOptions,
     criteria_for_disease,
-    marrow_response,
-    relapse,
+    derive_marrow_response,
+    derive_relapse,
 )
 
 __all__ = [
     "ADRS_COLUMNS",
     "BestResponseOptions",
-    "best_response",
+    "derive_best_response",
     "derive_adrs",
     "orr",
-    "response_summary",
+    "derive_response_summary",
 ]
 
 
@@ -77,7 +78,7 @@ def _end_days(study: Study, events: tuple[str, ...]) -> dict[str, tuple[float, s
     return out
 
 
-def best_response(study: Study, options: BestResponseOptions | None = None,
+def derive_best_response(study: Study, options: BestResponseOptions | None = None,
                   assessments: pl.DataFrame | None = None) -> pl.DataFrame:
     """Best overall response per subject, with time to response, relapse and duration of response.
 
@@ -86,9 +87,9 @@ def best_response(study: Study, options: BestResponseOptions | None = None,
     first response day to relapse (event) or to the last follow-up / end event (censored).
     """
     options = options or BestResponseOptions()
-    a = assessments if assessments is not None else marrow_response(study, options.response)
+    a = assessments if assessments is not None else derive_marrow_response(study, options.response)
     ends = _end_days(study, options.end_events)
-    rel = {r["subject_id"]: r for r in relapse(study, a, options.response).iter_rows(named=True)}
+    rel = {r["subject_id"]: r for r in derive_relapse(study, a, options.response).iter_rows(named=True)}
     deaths = {r["subject_id"]: float(r["day"]) for r in
               study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
               .unique("subject_id", keep="first").iter_rows(named=True)}
@@ -168,9 +169,9 @@ def best_response(study: Study, options: BestResponseOptions | None = None,
     return pl.DataFrame(rows, schema=_BEST_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_BEST_SCHEMA)
 
 
-def response_summary(study: Study) -> pl.DataFrame:
+def derive_response_summary(study: Study) -> pl.DataFrame:
     """The ``subject_summary.csv`` columns ``best_response``, ``best_response_day``, ``mrd_negative``."""
-    return best_response(study).select("subject_id", "best_response", "best_response_day", "mrd_negative")
+    return derive_best_response(study).select("subject_id", "best_response", "best_response_day", "mrd_negative")
 
 
 ADRS_COLUMNS = ("STUDYID", "USUBJID", "PARAMCD", "PARAM", "AVALC", "ADY", "CRIT", "RSSCAT", "MRDNEG",
@@ -184,8 +185,8 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None,
     ``assessments`` / ``best``: :func:`marrow_response` / :func:`best_response` when already computed.
     """
     options = options or BestResponseOptions()
-    a = assessments if assessments is not None else marrow_response(study, options.response)
-    b = best if best is not None else best_response(study, options, a)
+    a = assessments if assessments is not None else derive_marrow_response(study, options.response)
+    b = best if best is not None else derive_best_response(study, options, a)
     per = a.select(
         pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.lit("OVRLRESP").alias("PARAMCD"), pl.lit("Overall response at the marrow assessment").alias("PARAM"),
@@ -214,3 +215,11 @@ def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str |
 
     cats = categories or BestResponseOptions().orr_categories
     return response_rate(best.filter(pl.col("criteria").is_not_null()), set(cats), by=by)
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "best_response": "derive_best_response",
+    "response_summary": "derive_response_summary",
+}
+__getattr__ = renamed(__name__, _RENAMED)

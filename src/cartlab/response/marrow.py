@@ -27,6 +27,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
+from cartlab._deprecated import renamed
 from cartlab.criteria import (
     CriteriaOptions,
     CriteriaTable,
@@ -43,11 +44,11 @@ __all__ = [
     "CATEGORY_RANK",
     "RESPONSE_TABLES",
     "ResponseOptions",
-    "all_response",
+    "derive_all_response",
     "criteria_for_disease",
-    "eln2022_response",
-    "marrow_response",
-    "relapse",
+    "derive_eln2022_response",
+    "derive_marrow_response",
+    "derive_relapse",
 ]
 
 PACKAGE = "cartlab.response"
@@ -289,7 +290,7 @@ def _mrd(mrd_row: dict[str, Any] | None, opts: dict[str, Any]) -> tuple[float | 
     return v, neg, v > 0
 
 
-def marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
+def derive_marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
     """Response at every post-infusion marrow assessment (BMBLAST with day > 0) of AML/ALL subjects.
 
     The table is chosen by ``subjects.disease`` (``criteria_for_disease``) unless
@@ -360,18 +361,18 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
     }
 
 
-def eln2022_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
+def derive_eln2022_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
     """ELN 2022 AML response at each marrow assessment (Döhner 2022, Table 7), AML subjects only."""
     return _only(study, options, "eln2022_aml")
 
 
-def all_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
+def derive_all_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
     """ALL CR/CRi/NR at each marrow assessment (ELIANA definitions), ALL/LBL subjects only."""
     return _only(study, options, "all_car_t")
 
 
 def _only(study: Study, options: ResponseOptions | None, name: str) -> pl.DataFrame:
-    out = marrow_response(study, options)
+    out = derive_marrow_response(study, options)
     diseases = {d.upper() for d in _table(name)["diseases"]}
     forced = options is not None and options.criteria is not None
     return out if forced else out.filter(pl.col("disease").str.to_uppercase().is_in(list(diseases)))
@@ -398,7 +399,7 @@ _RELAPSE_SCHEMA = {
 }
 
 
-def relapse(study: Study, assessments: pl.DataFrame | None = None,
+def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
             options: ResponseOptions | None = None) -> pl.DataFrame:
     """Hematologic relapse and MRD relapse after the first response, per responding subject.
 
@@ -408,7 +409,7 @@ def relapse(study: Study, assessments: pl.DataFrame | None = None,
     first later MRDFCM at or above the threshold (conversion to MRD positivity; ELN MRD WP 2021).
     """
     options = options or ResponseOptions()
-    a = assessments if assessments is not None else marrow_response(study, options)
+    a = assessments if assessments is not None else derive_marrow_response(study, options)
     a = a.sort("subject_id", "day")
     names = [options.criteria or criteria_for_disease(d) for d in a["disease"].to_list()]
     resolved = {n: options.resolved(_table(n)) for n in dict.fromkeys(names) if n is not None}
@@ -468,3 +469,13 @@ def relapse(study: Study, assessments: pl.DataFrame | None = None,
             "evidence": list(dict.fromkeys((best[3] if best else []) + mrd_ev)),
         })
     return pl.DataFrame(rows, schema=_RELAPSE_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_RELAPSE_SCHEMA)
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "all_response": "derive_all_response",
+    "eln2022_response": "derive_eln2022_response",
+    "marrow_response": "derive_marrow_response",
+    "relapse": "derive_relapse",
+}
+__getattr__ = renamed(__name__, _RENAMED)

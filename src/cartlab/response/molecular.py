@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.grading.common import EVIDENCE
 from cartlab.model import Study
 from cartlab.provenance import row_ref
 
-__all__ = ["MOLECULAR_PARAMS", "MolecularOptions", "antigen_loss", "molecular_response"]
+__all__ = ["MOLECULAR_PARAMS", "MolecularOptions", "derive_antigen_loss", "derive_molecular_response"]
 
 MOLECULAR_PARAMS = ("MOLVAF", "MOLAR", "FISHPCT", "FUSION")
 
@@ -49,7 +50,7 @@ _SCHEMA = {
 }
 
 
-def molecular_response(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
+def derive_molecular_response(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
     """One row per post-baseline molecular value: fold and log10 reduction from the marker's baseline."""
     options = options or MolecularOptions()
     obs = (
@@ -103,7 +104,7 @@ _AG_SCHEMA = {
 }
 
 
-def antigen_loss(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
+def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
     """Target antigen on blasts (TGTBLAST) before and after infusion; flags antigen loss.
 
     ``with_relapse_marrow`` is True when the same day has marrow blasts >= 5% (an antigen-negative
@@ -141,3 +142,11 @@ def antigen_loss(study: Study, options: MolecularOptions | None = None) -> pl.Da
                 "evidence": [x for x in (row_ref(r), row_ref(p) if p else None) if x],
             })
     return pl.DataFrame(rows, schema=_AG_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_AG_SCHEMA)
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "antigen_loss": "derive_antigen_loss",
+    "molecular_response": "derive_molecular_response",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -129,7 +129,8 @@ of the interval before tmax: for exponential CAR-T expansion linear-up AUC can b
 missed — kinetics.md §0 item 6 and §1.1), ``no_dose_time``, ``above_uloq``.
 """
 
-from cartlab.kinetics.nca.frame import nca, nca_profile, time_above
+from cartlab._deprecated import renamed
+from cartlab.kinetics.nca.frame import derive_nca, nca_profile, time_above
 from cartlab.kinetics.nca.options import (
     CENSORED_RESULT,
     GENOMES_PER_UG_GDNA,
@@ -152,9 +153,16 @@ __all__ = [
     "OPTION_DOCS",
     "NcaOptions",
     "copies_per_cell",
-    "nca",
+    "derive_nca",
     "nca_profile",
     "normalise_method",
     "parse_interval",
     "time_above",
 ]
+
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "nca": "derive_nca",
+}
+__getattr__ = renamed(__name__, _RENAMED)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from cartlab._deprecated import renamed
 from cartlab.kinetics.nca.engine import _BIT, _WARNINGS, _engine_chunked
 from cartlab.kinetics.nca.options import (
     CENSORED_RESULT,
@@ -284,7 +285,7 @@ def _assemble(subject: str, subjects: pl.Series, results: list[dict], opt: NcaOp
 # public functions
 
 
-def nca(frame: pl.DataFrame, *, subject: str = "subject_id", time: str = "time", conc: str = "conc",
+def derive_nca(frame: pl.DataFrame, *, subject: str = "subject_id", time: str = "time", conc: str = "conc",
         lloq: str | None = None, value_text: str | None = None,
         intervals: Sequence[Any] = ((0.0, math.inf),), options: NcaOptions | None = None,
         doses: pl.DataFrame | None = None, dose_time: str | None = None,
@@ -347,7 +348,7 @@ def nca_profile(time: Sequence[float], conc: Sequence[float | None], *,
         data["l"] = [None if v is None else float(v) for v in lv]
         kw["lloq"] = "l"
     frame = pl.DataFrame(data, schema_overrides={"c": pl.Float64, "t": pl.Float64})
-    out = nca(frame, subject="s", time="t", conc="c", intervals=intervals, options=options,
+    out = derive_nca(frame, subject="s", time="t", conc="c", intervals=intervals, options=options,
               threshold=threshold, **kw)
     return out.drop("s")
 
@@ -355,6 +356,12 @@ def nca_profile(time: Sequence[float], conc: Sequence[float | None], *,
 def time_above(frame: pl.DataFrame, threshold: float, **kwargs: Any) -> pl.DataFrame:
     """Time at or above ``threshold`` per subject and interval (PKNCA ``time_above``): the
     subject column, ``start``, ``end``, ``conc_above``, ``time_above``; ``kwargs`` as :func:`nca`."""
-    out = nca(frame, threshold=threshold, **kwargs)
+    out = derive_nca(frame, threshold=threshold, **kwargs)
     return out.select(out.columns[0], "start", "end", "conc_above", "time_above")
 
+
+#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
+_RENAMED = {
+    "nca": "derive_nca",
+}
+__getattr__ = renamed(__name__, _RENAMED)
