@@ -195,7 +195,24 @@ class Study:
 
     @property
     def subject_ids(self) -> list[str]:
-        return self.subjects["subject_id"].to_list()
+        """The subjects of the study: ``subjects`` in its order, then any subject found only in the
+        other tables (doses, observations, interventions, events, in that order and first-seen order).
+
+        The one definition every engine uses. A study read from a folder has no such extra subjects
+        (the reader rejects them); a study built in Python may, and they are analysed, not dropped.
+        """
+        ids = self.subjects["subject_id"].to_list()
+        known = self.subjects["subject_id"]
+        for name in TABLES:
+            if name == "subjects":
+                continue
+            sid = self.table(name)["subject_id"]
+            extra = sid.filter(sid.is_not_null() & ~sid.is_in(known.implode()))
+            if extra.len():
+                new = extra.unique(maintain_order=True)
+                ids.extend(new.to_list())
+                known = known.append(new)
+        return ids
 
     def subset(self, subject_ids) -> "Study":
         """The same study restricted to ``subject_ids`` (order of the subjects table kept)."""

@@ -89,14 +89,8 @@ def py_str(expr: pl.Expr) -> pl.Expr:
 
 
 def subject_ids(study: Study) -> list[str]:
-    """Subjects of ``subjects.csv`` in file order, then any subject seen only in observations."""
-    ids = list(study.subjects["subject_id"].to_list()) if study.subjects.height else []
-    seen = set(ids)
-    for sid in study.observations["subject_id"].unique(maintain_order=True).to_list():
-        if sid not in seen:
-            seen.add(sid)
-            ids.append(sid)
-    return ids
+    """The subjects of the study (:attr:`cartlab.model.Study.subject_ids`)."""
+    return study.subject_ids
 
 
 def subject_order(study: Study) -> pl.DataFrame:

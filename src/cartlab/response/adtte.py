@@ -154,16 +154,6 @@ def _uniq(*lists: pl.Expr) -> pl.Expr:
     return pl.concat_list(list(lists)).list.drop_nulls().list.unique(maintain_order=True)
 
 
-def _study_ids(study: Study) -> list[str]:
-    ids = list(study.subjects["subject_id"].to_list())
-    seen = set(ids)
-    for sid in study.events["subject_id"].unique(maintain_order=True).to_list():
-        if sid is not None and sid not in seen:
-            seen.add(sid)
-            ids.append(sid)
-    return ids
-
-
 # ---------------------------------------------------------------------------------------------
 # the rows a subject's endpoints rest on
 
@@ -301,7 +291,7 @@ def _remission(rows: pl.DataFrame, name: str, landmark: float | None = None) -> 
 
 def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses: pl.DataFrame | None) -> pl.DataFrame:
     """One row per subject with every fact its ADTTE rows need (see the column prefixes below)."""
-    ids = _study_ids(study)
+    ids = study.subject_ids
     f = pl.DataFrame({_SID: ids, "_order": range(len(ids))}, schema={_SID: pl.String, "_order": pl.Int64})
     fu = (study.subjects.filter(pl.col("last_followup_day").is_not_null())
           .unique(_SID, keep="last", maintain_order=True)
@@ -528,7 +518,7 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     if responses is None and any(p != "OS" for p in params):
         raise ValueError(f"parameters {[p for p in params if p != 'OS']} need a responses frame "
                          "(subject_id, best_response, best_response_day)")
-    resp = _responses(responses, _study_ids(study))
+    resp = _responses(responses, study.subject_ids)
     f = _subjects(study, resp, opts, relapses)
     if f.is_empty() or not params:
         return pl.DataFrame(schema=ADTTE_SCHEMA)
