@@ -41,7 +41,7 @@ def _rows(a: Analysis, name: str, sid: str) -> pl.DataFrame:
 
 
 def _crs(a: Analysis, sid: str) -> Explanation:
-    from cartlab.grading.common import load_criteria
+    from cartlab.criteria import load_raw as load_criteria
     from cartlab.grading.crs import CrsOptions
 
     opts = a.options.crs or CrsOptions()
@@ -67,7 +67,7 @@ def _crs(a: Analysis, sid: str) -> Explanation:
 
 
 def _icans(a: Analysis, sid: str) -> Explanation:
-    from cartlab.grading.common import load_criteria
+    from cartlab.criteria import load_raw as load_criteria
     from cartlab.grading.icans import IcansOptions
 
     opts = a.options.icans or IcansOptions()
@@ -122,7 +122,7 @@ def _ctcae(a: Analysis, sid: str) -> Explanation:
 
 
 def _icaht(a: Analysis, sid: str) -> Explanation:
-    from cartlab.grading.common import load_criteria
+    from cartlab.criteria import load_raw as load_criteria
     from cartlab.grading.hematotox import IcahtOptions
 
     opts = a.options.icaht or IcahtOptions()
@@ -174,7 +174,7 @@ def _crs_scales(a: Analysis, sid: str) -> Explanation:
         "reason", "evidence",
         (pl.col("grade_max").fill_null(1) > 0).alias("shown"),
     )
-    from cartlab.grading.common import load_criteria
+    from cartlab.criteria import load_raw as load_criteria
 
     crit = " | ".join(load_criteria(f"crs_{s}")["citation"] for s in ("lee2014", "penn", "cartox", "mskcc"))
     return Explanation("crs-scales", head, crit, days)

@@ -109,8 +109,13 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     options = options or CrsOptions()
     opts = options.resolved()
     table = load_table(options.criteria)
-    obs = study.observations.with_columns(
-        pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref")
+    # only the rows and columns used (the references are built for those rows only)
+    obs = (
+        study.observations.lazy()
+        .filter(pl.col("param").is_in(["TEMP", "SYSBP"]))
+        .select("subject_id", "param", "value", pl.col("day").floor().cast(pl.Int64).alias("d"),
+                evidence_ref().alias("ref"))
+        .collect()
     )
 
     temp = (

@@ -26,7 +26,7 @@ from cartlab.criteria.model import COMPARE
 from cartlab.grading.common import load_criteria
 from cartlab.grading.vasopressors import TABLE as VASOPRESSOR_TABLE
 from cartlab.grading.vasopressors import normalize_agent, vocabulary
-from cartlab.provenance import evidence_ref
+from cartlab.provenance import evidence_ref, row_ref
 from cartlab.units import UnitError, conversion
 
 __all__ = ["EPS_H", "VASOPRESSOR_TABLE", "hours", "vaso_course", "vaso_rows"]
@@ -97,8 +97,7 @@ def _check_order(iv: pl.DataFrame) -> None:
     bad = iv.filter(pl.col("end_day") < pl.col("start_day")).head(1).to_dicts()
     if bad:
         r = bad[0]
-        where = f"{r['src_file']}:{r['src_row']}" if r.get("src_file") is not None and r.get("src_row") is not None \
-            else r.get("agent")
+        where = row_ref(r) or r.get("agent")
         raise ValueError(f"intervention {where}: end_day {r['end_day']} is before start_day {r['start_day']}")
 
 

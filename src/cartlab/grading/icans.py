@@ -39,8 +39,13 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     options = options or IcansOptions()
     opts = options.resolved()
     table = load_table(options.criteria)
-    obs = study.observations.with_columns(
-        pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref")
+    # only the rows and columns used (the references are built for those rows only)
+    obs = (
+        study.observations.lazy()
+        .filter(pl.col("param").is_in(["ICE", "CAPD", "LOC"]))
+        .select("subject_id", "param", "value", "value_text", pl.col("day").floor().cast(pl.Int64).alias("d"),
+                evidence_ref().alias("ref"))
+        .collect()
     )
     age = study.subjects.select("subject_id", "age_years")
     scores = obs.filter(pl.col("param").is_in(["ICE", "CAPD"]) & pl.col("value").is_not_null()).join(

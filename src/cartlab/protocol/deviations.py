@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from cartlab._deprecated import renamed
-from cartlab.grading.common import EVIDENCE
+from cartlab.provenance import EVIDENCE, row_ref
 
 __all__ = ["derive_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA"]
 
@@ -234,7 +234,7 @@ def _check_car_range(add, pr, gr, weight, agent, rule) -> None:
 
 
 def _refs(rows: list[dict]) -> list[str]:
-    return [f"{r['src_file']}:{r['src_row']}" for r in rows if r.get("src_file")]
+    return [x for x in map(row_ref, rows) if x]
 
 
 def _monitoring(add, study, protocol, sid: str, sub: dict) -> None:

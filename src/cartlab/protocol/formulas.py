@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cartlab.grading.common import load_criteria
+from cartlab.criteria import load_raw as load_criteria
 
 __all__ = [
     "BSA_METHODS",

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import polars as pl
 
 from cartlab._deprecated import renamed
+from cartlab.criteria import load_raw as load_criteria
 from cartlab.errors import CartlabWarning
-from cartlab.grading.common import EVIDENCE, load_criteria
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, row_ref
 from cartlab.response.marrow import (
     CATEGORY_RANK,
     PACKAGE,
@@ -73,7 +74,7 @@ def _end_days(study: Study, events: tuple[str, ...]) -> dict[str, tuple[float, s
     ev = study.events.filter(pl.col("event").is_in(list(events)) & pl.col("day").is_not_null()).sort("day")
     for r in ev.iter_rows(named=True):
         if r["subject_id"] not in out:
-            ref = f"{r['src_file']}:{r['src_row']}" if r.get("src_file") else None
+            ref = row_ref(r)
             out[r["subject_id"]] = (float(r["day"]), r["event"], ref)
     return out
 

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from cartlab._deprecated import renamed
-from cartlab.grading.common import EVIDENCE
 from cartlab.model import Study
-from cartlab.provenance import row_ref
+from cartlab.provenance import EVIDENCE, row_ref
 
 __all__ = ["MOLECULAR_PARAMS", "MolecularOptions", "derive_antigen_loss", "derive_molecular_response"]
 
