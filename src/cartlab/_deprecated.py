@@ -1,9 +1,10 @@
 """Old names of renamed public functions, kept importable for one release with a DeprecationWarning.
 
 cartlab 0.3 names every table-producing engine ``derive_<table>`` (admiral's convention; see
-CHANGELOG.md). A module lists its old names in ``_RENAMED`` and sets
-``__getattr__ = renamed(__name__, _RENAMED)``; ``from cartlab.grading.icaht import icaht`` then
-still works, warns once per call site and returns the same function as ``derive_icaht``.
+CHANGELOG.md). A module sets ``__getattr__ = renamed(__name__, "icaht", "icaht_daily")`` (an old name ``x`` is now
+``derive_x``; other new names as keywords: ``recovery_days="derive_count_recovery"``);
+``from cartlab.grading.icaht import icaht`` then still works, warns and returns the same function as
+``derive_icaht``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ __all__ = ["REMOVED_IN", "renamed"]
 REMOVED_IN = "0.4"
 
 
-def renamed(module: str, names: Mapping[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` resolving each old name in ``names`` to its new one, with a warning."""
+def renamed(module: str, *old: str | Mapping[str, str], **other: str) -> Callable[[str], Any]:
+    """A module ``__getattr__`` resolving each old name to its new one (``derive_<old>`` unless given
+    as a keyword, or a mapping old -> new), with a warning; the mapping is its ``names`` attribute."""
+    names: dict[str, str] = dict(other)
+    for item in old:
+        names.update(item if isinstance(item, Mapping) else {item: f"derive_{item}"})
 
     def __getattr__(name: str) -> Any:
         new = names.get(name)
@@ -30,4 +35,5 @@ def renamed(module: str, names: Mapping[str, str]) -> Callable[[str], Any]:
                       DeprecationWarning, stacklevel=2)
         return getattr(sys.modules[module], new)
 
+    __getattr__.names = names
     return __getattr__

@@ -62,13 +62,6 @@ __all__ = [
 ]
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "crs_daily": "derive_crs_daily",
-    "crs_episodes": "derive_crs_episodes",
-    "crs_summary": "derive_crs_summary",
-    "icans_daily": "derive_icans_daily",
-    "icans_episodes": "derive_icans_episodes",
-    "icans_summary": "derive_icans_summary",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(
+    __name__, "crs_daily", "crs_episodes", "crs_summary", "icans_daily", "icans_episodes", "icans_summary")

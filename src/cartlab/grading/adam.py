@@ -68,8 +68,5 @@ def to_csv_frame(df: pl.DataFrame) -> pl.DataFrame:
                            for c, t in df.schema.items() if isinstance(t, pl.List))
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "adae_toxicity": "derive_adae_toxicity",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "adae_toxicity")

@@ -432,11 +432,5 @@ def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: p
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "crs_daily": "derive_crs_daily",
-    "crs_episodes": "derive_crs_episodes",
-    "crs_features": "derive_crs_features",
-    "crs_summary": "derive_crs_summary",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "crs_daily", "crs_episodes", "crs_features", "crs_summary")

@@ -290,12 +290,7 @@ def organ_grades_from_adlb(adlb: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "crs_cross_scale": "derive_crs_cross_scale",
-    "crs_cross_scale_cohort": "derive_crs_cross_scale_cohort",
-    "crs_daily_inputs": "derive_crs_daily_inputs",
-    "crs_legacy_daily": "derive_crs_legacy_daily",
-    "crs_legacy_subject": "derive_crs_legacy_subject",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(
+    __name__, "crs_cross_scale", "crs_cross_scale_cohort", "crs_daily_inputs", "crs_legacy_daily",
+    "crs_legacy_subject")

@@ -186,10 +186,5 @@ def derive_icans_summary(study: Study, options: IcansOptions | None = None, dail
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "icans_daily": "derive_icans_daily",
-    "icans_episodes": "derive_icans_episodes",
-    "icans_summary": "derive_icans_summary",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "icans_daily", "icans_episodes", "icans_summary")

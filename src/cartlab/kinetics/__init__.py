@@ -42,16 +42,16 @@ __all__ = [
     "PopulationParams",
     "SteinModel",
     "SteinPopulationModel",
-    "derive_car_kinetics",
-    "derive_car_profiles",
     "copies_per_cell",
     "derive_adpc",
     "derive_adpp",
+    "derive_car_kinetics",
+    "derive_car_profiles",
     "derive_exposure_response",
     "derive_exposure_response_frame",
-    "is_car_t_agent",
     "derive_kinetics_summary",
     "derive_nca",
+    "is_car_t_agent",
     "nca_profile",
     "simulate",
     "stein_curve",
@@ -59,20 +59,14 @@ __all__ = [
 ]
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "car_kinetics": "derive_car_kinetics",
-    "car_profiles": "derive_car_profiles",
-    "exposure_response": "derive_exposure_response",
-    "exposure_response_frame": "derive_exposure_response_frame",
-    "kinetics_summary": "derive_kinetics_summary",
-    "nca": "derive_nca",
-}
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+_renamed = renamed(__name__, "car_kinetics", "car_profiles", "exposure_response", "exposure_response_frame",
+                   "kinetics_summary", "nca")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _RENAMED:
-        return renamed(__name__, _RENAMED)(name)
+    if name in _renamed.names:
+        return _renamed(name)
     if name in _LAZY:
         import importlib
 

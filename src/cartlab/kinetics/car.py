@@ -282,10 +282,5 @@ def derive_adpp(study: Study, options: CarKineticsOptions | None = None,
     return pl.concat(parts).sort("USUBJID", "PPTESTCD")
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "car_kinetics": "derive_car_kinetics",
-    "car_profiles": "derive_car_profiles",
-    "kinetics_summary": "derive_kinetics_summary",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "car_kinetics", "car_profiles", "kinetics_summary")

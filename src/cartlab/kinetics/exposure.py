@@ -130,9 +130,5 @@ def plot_exposure_response(summary: pl.DataFrame, exposure: str = "car_cmax", ou
     return fig
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "exposure_response": "derive_exposure_response",
-    "exposure_response_frame": "derive_exposure_response_frame",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "exposure_response", "exposure_response_frame")

@@ -262,8 +262,5 @@ def _monitoring(add, study, protocol, sid: str, sub: dict) -> None:
                     planned_day=float(missed[0]))
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "protocol_deviations": "derive_deviations",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, protocol_deviations="derive_deviations")

@@ -338,8 +338,5 @@ def eligibility_verdict(screen: pl.DataFrame) -> pl.DataFrame:
                                       "unknown": pl.String})
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "screen_eligibility": "derive_eligibility",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, screen_eligibility="derive_eligibility")

@@ -51,15 +51,7 @@ __all__ = [
 ]
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "all_response": "derive_all_response",
-    "antigen_loss": "derive_antigen_loss",
-    "best_response": "derive_best_response",
-    "eln2022_response": "derive_eln2022_response",
-    "marrow_response": "derive_marrow_response",
-    "molecular_response": "derive_molecular_response",
-    "relapse": "derive_relapse",
-    "response_summary": "derive_response_summary",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(
+    __name__, "all_response", "antigen_loss", "best_response", "eln2022_response", "marrow_response",
+    "molecular_response", "relapse", "response_summary")

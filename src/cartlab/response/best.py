@@ -218,9 +218,5 @@ def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str |
     return response_rate(best.filter(pl.col("criteria").is_not_null()), set(cats), by=by)
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "best_response": "derive_best_response",
-    "response_summary": "derive_response_summary",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "best_response", "response_summary")

@@ -471,11 +471,5 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
     return pl.DataFrame(rows, schema=_RELAPSE_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_RELAPSE_SCHEMA)
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "all_response": "derive_all_response",
-    "eln2022_response": "derive_eln2022_response",
-    "marrow_response": "derive_marrow_response",
-    "relapse": "derive_relapse",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "all_response", "eln2022_response", "marrow_response", "relapse")

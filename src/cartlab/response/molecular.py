@@ -143,9 +143,5 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
     return pl.DataFrame(rows, schema=_AG_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_AG_SCHEMA)
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "antigen_loss": "derive_antigen_loss",
-    "molecular_response": "derive_molecular_response",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "antigen_loss", "molecular_response")

@@ -360,8 +360,5 @@ def time_above(frame: pl.DataFrame, threshold: float, **kwargs: Any) -> pl.DataF
     return out.select(out.columns[0], "start", "end", "conc_above", "time_above")
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "nca": "derive_nca",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "nca")
