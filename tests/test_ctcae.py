@@ -1,9 +1,11 @@
 """CTCAE grading engine (cartlab.grading.ctcae): criteria tables, boundaries, options, derivation.
 
 * Structure of the YAML tables (citations, params, options, research §2.1 coverage).
-* Every bound of every rule, generated from the YAML: the value at, just below and just above each
-  cut-off (and each PCHG cut-off), graded by the engine and by an independent row-by-row
-  interpreter of the YAML written here; the rule must fire exactly on its side of the cut-off.
+* Every bound of every rule, generated from the tables as first transcribed (the ctcae_v1 dialect,
+  tests/fixtures/ctcae_v1/): the value at, just below and just above each cut-off (and each PCHG
+  cut-off), graded by the engine (on the shipped tables, in the criteria language) and by an
+  independent row-by-row interpreter of the v1 tables written here; the rule must fire exactly on
+  its side of the cut-off.
 * Hand-written clinical cases (baseline-abnormal liver tests, creatinine x BASE, fibrinogen PCHG,
   missing limits, units, signif), every option, derive_ctcae on a tiny canonical study.
 """
@@ -33,6 +35,12 @@ from cartlab.model import Study, conform
 
 TABLES = ("ctcae_v5", "ctcae_v5_uscv")
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "src" / "cartlab" / "io" / "params_v1.yaml"
+V1 = Path(__file__).parent / "fixtures" / "ctcae_v1"
+
+
+def v1_table(name):
+    """The table as first transcribed from admiral (ctcae_v1 dialect: terms[].rules[].if)."""
+    return yaml.safe_load((V1 / f"{name}.yaml").read_text())
 
 
 def grade_one(term, direction, aval, anrlo=None, anrhi=None, base=None, bnrind=None, pchg=None, unit=None,
@@ -74,6 +82,7 @@ def test_tables_discovered_and_loadable():
 def test_every_entry_cited_and_well_formed(name):
     data = load_criteria(name)
     params = yaml.safe_load(PARAMS_FILE.read_text())["params"]
+    assert [e["id"] for e in data["terms"]] == list(data["rule_sets"])  # one rule set per term, same order
     for e in data["terms"]:
         assert e["citation"].startswith("NCI CTCAE v5.0") and "admiral" in e["citation"], e["id"]
         assert set(e["ctcae"]) == {"grade_1", "grade_2", "grade_3", "grade_4"}, e["id"]
@@ -82,24 +91,33 @@ def test_every_entry_cited_and_well_formed(name):
             assert p in params, f"{e['id']}: unknown cartlab param {p}"
             if e["unit"] and name == "ctcae_v5":  # SI units are cartlab's canonical units
                 assert str(params[p]["unit"]).upper() == e["unit"].upper(), (e["id"], p)
-        ids = [r["id"] for r in e["rules"]]
+        rules = data["rule_sets"][e["id"]]
+        ids = [r["id"] for r in rules]
         assert len(ids) == len(set(ids)), e["id"]
-        for r in e["rules"]:
+        for r in rules:
+            assert r["id"].startswith(e["id"] + ":"), r["id"]
+            assert r["citation"] == e["citation"], r["id"]  # every rule row cites its term
             assert r["src"].startswith(("GRADE_", "CTCAE_grade_")), (e["id"], r["id"])
             for opt in r.get("option") or {}:
-                assert opt in data["options"], (e["id"], r["id"], opt)
+                assert opt in data["defaults"] and opt in data["options"], (e["id"], r["id"], opt)
 
 
 def test_options_declared_consistently_with_defaults():
-    si, us = load_criteria("ctcae_v5")["options"], load_criteria("ctcae_v5_uscv")["options"]
-    assert si == us
-    defaults = CtcaeOptions()
-    for name, spec in si.items():
-        assert getattr(defaults, name) == spec["default"], name
-        assert spec["doc"] and spec["citation"]
+    si, us = load_criteria("ctcae_v5"), load_criteria("ctcae_v5_uscv")
+    assert si["defaults"] == us["defaults"] and si["options"] == us["options"]
+    resolved = CtcaeOptions().resolved()
+    for name, default in si["defaults"].items():
+        # the class has the option, defaulting to the table's value (None = the table decides)
+        assert getattr(CtcaeOptions(), name) is None, name
+        assert resolved[name] == (tuple(default) if isinstance(default, list) else default), name
+    for name, spec in si["options"].items():
+        assert name in si["defaults"] and spec["doc"] and spec["citation"]
+        assert si["defaults"][name] in spec["values"], name
+        for value in spec["values"]:  # every allowed value is accepted by the class
+            assert CtcaeOptions(**{name: value}).resolved()[name] == value
         # every option gates at least one rule (it does something), with allowed values only
         used = {
-            r["option"][name] for e in load_criteria("ctcae_v5")["terms"] for r in e["rules"]
+            r["option"][name] for rules in si["rule_sets"].values() for r in rules
             if name in (r.get("option") or {})
         }
         assert used and used <= set(spec["values"]), (name, used)
@@ -124,6 +142,7 @@ ADMIRAL_V5_TERMS = {  # research §2.1 terms that admiral v5 grades (LDH is admi
 @pytest.mark.parametrize("name", TABLES)
 def test_research_terms_present(name):
     have = {(e["term"], e["direction"]) for e in load_criteria(name)["terms"]}
+    assert have == {(e["term"], e["direction"]) for e in v1_table(name)["terms"]}
     assert ADMIRAL_V5_TERMS <= have, ADMIRAL_V5_TERMS - have
     assert len(have) == 39
 
@@ -273,7 +292,7 @@ def boundary_rows(entry, opts):
 
 
 def _configs(table):
-    data = load_criteria(table)
+    data = v1_table(table)
     defaults = {k: v["default"] for k, v in data["options"].items()}
     yield "defaults", defaults
     for name, spec in data["options"].items():
@@ -284,7 +303,7 @@ def _configs(table):
 
 def _boundary_cases():
     for table in TABLES:
-        data = load_criteria(table)
+        data = v1_table(table)
         for label, opts in _configs(table):
             for e in data["terms"]:
                 gated = any(r.get("option") for r in e["rules"])
@@ -294,7 +313,7 @@ def _boundary_cases():
 
 @pytest.mark.parametrize("table,entry_id,opts", list(_boundary_cases()))
 def test_every_bound_of_every_rule(table, entry_id, opts):
-    entry = next(e for e in load_criteria(table)["terms"] if e["id"] == entry_id)
+    entry = next(e for e in v1_table(table)["terms"] if e["id"] == entry_id)
     cases = boundary_rows(entry, opts)
     assert cases
     options = CtcaeOptions(**{k: v for k, v in opts.items()})
@@ -479,12 +498,17 @@ def test_empty_frame():
 def test_input_errors():
     with pytest.raises(ValueError, match="needs columns"):
         grade_labs(pl.DataFrame({"term": ["Anemia"], "aval": [1.0]}))
-    with pytest.raises(ValueError, match="units must be"):
+    with pytest.raises(ValueError, match=r"units: Input should be 'SI', 'US' or 'auto'"):
         CtcaeOptions(units="metric")
     with pytest.raises(ValueError, match="unknown option"):
         grade_one("Anemia", "L", 1.0, options=CtcaeOptions(extra={"anemia_transfused": True}))
-    with pytest.raises(ValueError, match="not allowed"):
+    with pytest.raises(ValueError, match=r"fibrinogen_pchg_condition: Input should be 'value_below_lln', "
+                                         r"'baseline_low' or 'never'"):
         grade_one("Anemia", "L", 1.0, options=CtcaeOptions(fibrinogen_pchg_condition="sometimes"))
+    with pytest.raises(ValueError, match="signif_digits"):
+        CtcaeOptions(signif_digits=0)
+    with pytest.raises(ValueError, match="unknown option 'hypokalaemia_symptomatic'"):
+        CtcaeOptions(hypokalaemia_symptomatic=False)
     with pytest.raises(ValueError, match="no CTCAE criteria"):
         grade_one("Anemia", "L", 1.0, options=CtcaeOptions(version="6.0"))
 
@@ -571,23 +595,34 @@ def test_option_indicators_and_digits():
 
 def test_new_version_is_a_data_change():
     """A table of another version (same schema) grades without any code change."""
+    cite = "test"
     table = {
-        "standard": "CTCAE", "version": "9.9", "units": "SI", "citation": "test", "name": "ctcae_v99",
-        "options": {"demo_flag": {"default": True, "values": [True, False]}},
-        "terms": [{
-            "id": "demo", "term": "Demo count decreased", "direction": "L", "params": ["NEUT"], "unit": "10^9/L",
-            "rules": [
-                {"id": "na", "grade": None, "if": [{"missing": ["AVAL"]}]},
-                {"id": "g4", "grade": 4, "if": [{"x": "AVAL", "op": "<=", "ref": "ANRLO", "factor": 0.1}]},
-                {"id": "g2", "grade": 2, "if": [{"x": "AVAL", "op": "<", "value": 1}], "option": {"demo_flag": True}},
-                {"id": "g1", "grade": 1, "if": [{"x": "AVAL", "op": "<", "ref": "ANRLO"}]},
-            ],
-        }],
+        "standard": "CTCAE", "version": "9.9", "units": "SI", "citation": cite, "status": "unverified",
+        "name": "ctcae_v99",
+        "defaults": {"demo_flag": True, "signif_digits": 15},
+        "options": {"demo_flag": {"values": [True, False]}},
+        "terms": [{"id": "demo", "term": "Demo count decreased", "direction": "L", "params": ["NEUT"],
+                   "unit": "10^9/L"}],
+        "rule_sets": {"demo": [
+            {"id": "demo:na", "grade": None, "when": [{"missing": ["aval"]}], "citation": cite},
+            {"id": "demo:g4", "grade": 4, "citation": cite,
+             "when": [{"feature": "aval", "op": "<=", "value": {"column": "anrlo", "factor": 0.1}, "signif": 15}]},
+            {"id": "demo:g2", "grade": 2, "when": [{"feature": "aval", "op": "<", "value": 1, "signif": 15}],
+             "option": {"demo_flag": True}, "citation": cite},
+            {"id": "demo:g1", "grade": 1, "when": [{"feature": "aval", "op": "<", "value": {"column": "anrlo"},
+                                                   "signif": 15}], "citation": cite},
+        ]},
     }
     assert grade_one("demo count DECREASED", "L", 0.2, anrlo=2, unit="10^9/L", criteria=table)[:2] == (4, "ctcae_v99:demo:g4")
     assert g("Demo count decreased", "L", 0.5, anrlo=2, unit="10^9/L", criteria=table) == 2
     off = CtcaeOptions(extra={"demo_flag": False})
     assert g("Demo count decreased", "L", 0.5, anrlo=2, unit="10^9/L", criteria=table, options=off) == 1
+    with pytest.raises(ValueError, match="not allowed"):  # the table's allowed values bind extra options too
+        g("Demo count decreased", "L", 0.5, anrlo=2, unit="10^9/L", criteria=table,
+          options=CtcaeOptions(extra={"demo_flag": "maybe"}))
+    with pytest.raises(ValueError, match="does not apply"):  # an option the table lacks is refused
+        g("Demo count decreased", "L", 0.5, anrlo=2, unit="10^9/L", criteria=table,
+          options=CtcaeOptions(hypokalemia_symptomatic=False))
 
 
 # ---------------------------------------------------------------------------------------------

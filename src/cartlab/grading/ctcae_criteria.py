@@ -1,0 +1,300 @@
+"""The CTCAE criteria tables compiled once per options: terms, their rule sets (criteria language,
+:mod:`cartlab.criteria`), the reasons in words and the dispatch of a (term, direction, unit, unit
+system) to the entry that grades it.
+
+A table (``criteria/ctcae_v5.yaml``; see the comment at its top) lists ``terms`` (term, direction,
+unit check, cartlab params) and, under each term's id, a rule set: the first rule whose conditions
+hold decides the grade, none holding is grade 0 (:class:`cartlab.criteria.Decision` with
+``otherwise_grade=0``; a comparison with a missing operand is unknown, so its rule does not fire).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cartlab.criteria import CriteriaTable, Decision, decision, describe, gated, load_table, parse_table
+from cartlab.criteria.model import AllOf, AnyOf, Column, Leaf, Missing, Not, Rule
+from cartlab.grading.ctcae_options import CtcaeOptions
+from cartlab.grading.ctcae_units import criteria_names
+
+__all__ = ["CompiledTable", "Entry", "compile_criteria", "ctcae_terms", "dispatch", "indicators", "key", "param_terms",
+           "tables"]
+
+#: the columns the rules read (the working frame of grade_labs)
+SCHEMA = {"aval": pl.Float64, "anrlo": pl.Float64, "anrhi": pl.Float64, "base": pl.Float64, "pchg": pl.Float64,
+          "bnrind": pl.String}
+#: (grade, rule id, reason) of an outcome
+Label = tuple[int | None, str | None, str]
+
+
+def key(s: Any) -> str | None:
+    """Upper case without surrounding blanks; None when empty."""
+    if s is None:
+        return None
+    s = str(s).strip().upper()
+    return s or None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One term and direction of a table, its rules (as the options keep them) and their labels."""
+
+    table: str
+    entry_id: str
+    term: str
+    term_key: str
+    direction: str
+    unit: str | None
+    unit_key: str | None
+    params: tuple[str, ...]
+    #: per rule kept by the options, in order: (grade, "<table>:<entry>:<rule>", reason)
+    labels: tuple[Label, ...]
+    #: the outcome when no rule holds (grade 0)
+    zero: Label
+
+
+@dataclass(frozen=True)
+class CompiledTable:
+    name: str
+    version: str
+    units: str
+    entries: tuple[Entry, ...]
+    #: (TERM, DIR) -> entries (unit-specific and unit-free)
+    index: Mapping[tuple[str, str], tuple[Entry, ...]]
+    #: the table in the criteria language (comparisons rounded to the options' signif_digits)
+    model: CriteriaTable
+    #: the resolved values of the table's options (``defaults``)
+    options: Mapping[str, Any]
+
+    def decision(self, entry: Entry, high: Sequence[str], low: Sequence[str]) -> Decision:
+        """The entry's rule set compiled for these BNRIND indicators (compiled once, cached)."""
+        opts = {**self.options, "high_indicator": tuple(high), "low_indicator": tuple(low)}
+        return decision(self.model, entry.entry_id, opts, otherwise_grade=0, schema=SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reasons: a rule's conditions in words ("grade 3: AVAL < 1 10^9/L")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}" if abs(v) < 1e6 else f"{v:.6g}"
+
+
+def _indicator(value: Any) -> str | None:
+    return {"$high_indicator": "high", "$low_indicator": "low"}.get(value) if isinstance(value, str) else None
+
+
+def _words(c: Any, unit: str | None) -> str:
+    """CTCAE wording of a condition; shapes other than the CTCAE ones fall back to the language's."""
+    if isinstance(c, Missing):
+        return " or ".join(f.upper() for f in c.features) + " missing"
+    if isinstance(c, Leaf) and c.feature == "bnrind" and c.op == "in" and _indicator(c.value):
+        which = _indicator(c.value)
+        return f"baseline abnormal {which} (BNRIND in {which}_indicator)"
+    if isinstance(c, AnyOf) and len(c.any) == 2 and isinstance(c.any[0], Missing) and c.any[0].features == ("bnrind",):
+        leaf = c.any[1]
+        if isinstance(leaf, Leaf) and leaf.feature == "bnrind" and leaf.op == "not_in" and _indicator(leaf.value):
+            which = _indicator(leaf.value)
+            return f"baseline not abnormal {which} (BNRIND not in {which}_indicator)"
+    if isinstance(c, Leaf) and c.feature in ("aval", "pchg") and c.op in ("<", "<=", ">", ">="):
+        u = f" {unit}" if unit and c.feature == "aval" else ("%" if c.feature == "pchg" else "")
+        if isinstance(c.value, Column):
+            ref = c.value.column.upper()
+            rhs = ref if c.value.factor == 1 else f"{_fmt(float(c.value.factor))} x {ref}"
+            if c.value.offset:
+                rhs += f" {'+' if c.value.offset > 0 else '-'} {_fmt(abs(float(c.value.offset)))}{u}"
+        elif isinstance(c.value, (int, float)) and not isinstance(c.value, bool):
+            rhs = f"{_fmt(float(c.value))}{u}"
+        else:
+            return describe(c)
+        return f"{c.feature.upper()} {c.op} {rhs}"
+    return describe(c)
+
+
+def _reason(rule: Rule, unit: str | None) -> str:
+    text = " and ".join(_words(c, unit) for c in rule.when)
+    return f"not gradable: {text}" if rule.grade is None else f"grade {rule.grade}: {text}"
+
+
+# ---------------------------------------------------------------------------------------------
+# compiling a table
+
+
+def _digits(c: Any, n: int) -> Any:
+    """A condition with its comparisons rounded to ``n`` significant digits (those that round)."""
+    if isinstance(c, Leaf):
+        return c if c.signif is None else c.model_copy(update={"signif": n})
+    if isinstance(c, (AllOf, AnyOf)):
+        k = "all" if isinstance(c, AllOf) else "any"
+        return c.model_copy(update={k: tuple(_digits(x, n) for x in getattr(c, k))})
+    if isinstance(c, Not):
+        return c.model_copy(update={"not_": _digits(c.not_, n)})
+    return c
+
+
+_ROUNDED: dict[tuple[int, int], tuple[CriteriaTable, CriteriaTable]] = {}
+
+
+def _rounded(model: CriteriaTable, n: int) -> CriteriaTable:
+    """The table with every rounded comparison at ``n`` digits (the option ``signif_digits``).
+
+    Workaround, local to CTCAE: a leaf's ``signif`` is a number in the criteria language, not an
+    option (``$signif_digits``), so a non-default precision is a copy of the rules."""
+    if n == model.defaults.get("signif_digits"):
+        return model
+    hit = _ROUNDED.get((id(model), n))
+    if hit is None or hit[0] is not model:
+        sets = {name: tuple(r.model_copy(update={"when": tuple(_digits(c, n) for c in r.when)}) for r in rules)
+                for name, rules in model.rule_sets.items()}
+        hit = _ROUNDED[(id(model), n)] = (model, model.model_copy(update={"rule_sets": sets}))
+    return hit[1]
+
+
+def _compile(model: CriteriaTable, options: Mapping[str, Any]) -> CompiledTable:
+    name = model.name
+    terms = model.extra("terms")
+    ids = [str(e["id"]) for e in terms]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"{name}: duplicate entry id(s) {dupes}")
+    if set(ids) != set(model.rule_sets):
+        raise ValueError(f"{name}: terms without rules {sorted(set(ids) - set(model.rule_sets))}, rules without "
+                         f"a term {sorted(set(model.rule_sets) - set(ids))}")
+    model = _rounded(model, int(options["signif_digits"]))
+    entries = []
+    for e, eid in zip(terms, ids):
+        direction = str(e["direction"]).upper()
+        if direction not in ("L", "H"):
+            raise ValueError(f"{name}:{eid}: direction must be L or H")
+        unit = e.get("unit")
+        labels = []
+        for r in gated(model.rule_set(eid), options):
+            if r.grade is not None and not 0 <= r.grade <= 4:
+                raise ValueError(f"{name}:{r.id}: grade must be 0-4 or null")
+            labels.append((r.grade, f"{name}:{r.id}", _reason(r, unit)))
+        entries.append(Entry(
+            table=name, entry_id=eid, term=str(e["term"]), term_key=key(e["term"]), direction=direction,
+            unit=unit, unit_key=key(unit) if unit else None, params=tuple(str(p).upper() for p in e.get("params") or ()),
+            labels=tuple(labels), zero=(0, f"{name}:{eid}:g0", "grade 0: no criterion for grade 1-4 met"),
+        ))
+    index: dict[tuple[str, str], list[Entry]] = {}
+    for ent in entries:
+        index.setdefault((ent.term_key, ent.direction), []).append(ent)
+    for (term, d), ents in index.items():
+        units = [x.unit_key for x in ents]
+        if len(set(units)) != len(units):
+            raise ValueError(f"{name}: term {term!r} ({d}) has two entries for the same unit")
+    return CompiledTable(name, str(model.version), str(model.extra("units")), tuple(entries),
+                         {k: tuple(v) for k, v in index.items()}, model,
+                         {k: options[k] for k in model.defaults})
+
+
+_COMPILED: dict[tuple, CompiledTable] = {}
+
+
+def compile_criteria(criteria: str | Mapping[str, Any], options: CtcaeOptions | None = None) -> CompiledTable:
+    """One criteria table (a shipped name or a loaded mapping), validated and compiled for the
+    options (cached for shipped tables)."""
+    options = options or CtcaeOptions()
+    if isinstance(criteria, str):
+        opts = options.resolved(criteria)
+        k = (criteria, repr(sorted(opts.items())))
+        if k not in _COMPILED:
+            _COMPILED[k] = _compile(load_table(criteria), opts)
+        return _COMPILED[k]
+    data = dict(criteria)
+    name = str(data.pop("name", f"ctcae_v{data.get('version', '')}"))
+    return _compile(parse_table(data, f"{name}.yaml", name), options.resolved({**data, "name": name}))
+
+
+def tables(criteria: Any, options: CtcaeOptions) -> list[CompiledTable]:
+    """The compiled tables a grading uses: ``criteria`` None (the tables of ``options.version`` and
+    ``options.units``), a name, a mapping, a compiled table or a sequence of them."""
+    if criteria is None:
+        items: list[Any] = criteria_names(options.version, options.units)
+    elif isinstance(criteria, (str, Mapping, CompiledTable)):
+        items = [criteria]
+    else:
+        items = list(criteria)
+    return [c if isinstance(c, CompiledTable) else compile_criteria(c, options) for c in items]
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch: which entry grades a (term, direction, unit, units-system) combination
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    entry: Entry | None
+    table: CompiledTable | None
+    rule_id: str | None  # when entry is None
+    reason: str  # when entry is None
+
+
+def dispatch(tabs: Sequence[CompiledTable], term: str | None, direction: str | None, unit: str | None,
+             system: str | None, version: str) -> Dispatch:
+    t, d, u = key(term), key(direction), key(unit)
+    if t is None:
+        return Dispatch(None, None, None, "not gradable: no CTCAE term")
+    if d not in ("L", "H"):
+        return Dispatch(None, None, None, f"not gradable: direction {direction!r} is not L or H")
+    usable = [tb for tb in tabs if system is None or tb.units == system]
+    if not usable:
+        return Dispatch(None, None, None, f"not gradable: no {system} criteria table selected")
+    known: list[Entry] = []
+    for tb in usable:
+        cands = tb.index.get((t, d), ())
+        known.extend(cands)
+        for ent in cands:
+            if ent.unit_key is not None and ent.unit_key == u:
+                return Dispatch(ent, tb, None, "")
+        for ent in cands:
+            if ent.unit_key is None:
+                return Dispatch(ent, tb, None, "")
+    if not known:
+        names = "/".join(tb.name for tb in usable)
+        return Dispatch(None, None, None,
+                        f"not gradable: {term.strip()!r} is not a CTCAE {version} term with direction {d} ({names})")
+    expected = "; ".join(f"{e.unit} ({e.table})" for e in known)
+    first = known[0]
+    rid = f"{first.table}:{first.entry_id}:unit_check"
+    if u is None:
+        return Dispatch(None, None, rid, f"not gradable: unit missing, the criteria need {expected}")
+    return Dispatch(None, None, rid, f"not gradable: unit {unit.strip()!r} does not match the criteria unit {expected}")
+
+
+def indicators(raw: Any, default: Sequence[str]) -> list[str]:
+    """A row's own indicator values ("|"- or ","-separated), else the option's."""
+    if raw is None or str(raw).strip() == "":
+        return list(default)
+    return [p.strip() for p in re.split(r"[|,]", str(raw)) if p.strip()]
+
+
+def param_terms(tabs: Sequence[CompiledTable]) -> dict[tuple[str, str], Entry]:
+    """(PARAM, DIR) -> the entry grading that param in that direction (first table wins)."""
+    out: dict[tuple[str, str], Entry] = {}
+    for tb in tabs:
+        local: dict[tuple[str, str], str] = {}
+        for ent in tb.entries:
+            for p in ent.params:
+                k = (p, ent.direction)
+                if k in local and local[k] != ent.term_key:
+                    raise ValueError(f"{tb.name}: param {p} maps to two terms in direction {ent.direction}")
+                local[k] = ent.term_key
+                out.setdefault(k, ent)
+    return out
+
+
+def ctcae_terms(version: str = "5.0", units: str = "auto", options: CtcaeOptions | None = None) -> pl.DataFrame:
+    """Every term the criteria grade: ``term``, ``direction`` (L/H), ``params`` (cartlab parameter
+    codes that map to it), ``unit`` (the unit the entry requires, if any) and ``table``."""
+    opts = options or CtcaeOptions(version=version, units=units)
+    rows = [(e.term, e.direction, ", ".join(e.params), e.unit, tb.name)
+            for tb in tables(None, opts) for e in tb.entries]
+    return pl.DataFrame(rows, schema={"term": pl.String, "direction": pl.String, "params": pl.String,
+                                      "unit": pl.String, "table": pl.String}, orient="row").unique(maintain_order=True)

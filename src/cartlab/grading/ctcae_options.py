@@ -1,0 +1,78 @@
+"""Options of CTCAE lab grading (:class:`CtcaeOptions`), on the options base class of the criteria
+language: frozen, validated when made, the rule-level defaults read from the criteria tables'
+``defaults`` (admiral's worst-case readings) and documented from them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from cartlab.criteria import CriteriaOptions, load_raw, option_docs
+from cartlab.grading.ctcae_units import criteria_names
+
+__all__ = ["OPTION_DOCS", "CtcaeOptions"]
+
+
+class CtcaeOptions(CriteriaOptions):
+    """How to grade; ``None`` takes the criteria table's default (``defaults`` in
+    ``criteria/ctcae_v5.yaml``: admiral's choices). A table of another CTCAE version may declare
+    rule-level options that are not fields here: set them through ``extra={"name": value}``.
+    """
+
+    tables = ("ctcae_v5", "ctcae_v5_uscv")
+
+    version: str = Field(default="5.0", description="CTCAE version: the criteria tables whose `version` is "
+                         "this ('5.0' ships)")
+    units: Literal["SI", "US", "auto"] = Field(
+        default="auto", description="'SI', 'US' (conventional units) or 'auto': per row, the SI table when the "
+        "row's unit fits it (or the term has no unit check), else the US table")
+    high_indicator: tuple[str, ...] | None = None
+    low_indicator: tuple[str, ...] | None = None
+    signif_digits: Annotated[int, Field(ge=1, le=22)] | None = None
+    inr_on_anticoagulation: bool | None = None
+    pancreatic_enzymes_symptomatic: bool | None = None
+    hyperuricemia_physiologic_consequences: bool | None = None
+    hypokalemia_symptomatic: bool | None = None
+    hyponatremia_symptomatic: bool | None = None
+    ggt_baseline_grade1_inclusive: bool | None = None
+    fibrinogen_pchg_condition: Literal["value_below_lln", "baseline_low", "never"] | None = None
+    baseline_day: float = Field(default=0.0, description="derive_ctcae: baseline = the last non-missing value "
+                                "on or before this day")
+    baseline_inclusive: bool = Field(default=True, description="derive_ctcae: the baseline day itself counts "
+                                     "(False: only days before it)")
+    extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = Field(
+        default=(), description="values of rule-level options declared by a criteria table but not fields of "
+        "this class (a mapping or (name, value) pairs)")
+
+    def resolved(self, table: str | dict[str, Any] | None = None) -> dict[str, Any]:  # type: ignore[override]
+        """The table's ``defaults`` overlaid with the options set here, the engine options and the
+        ``extra`` ones (each must be declared by the table); by default the first table of
+        ``version``."""
+        data = table if isinstance(table, dict) else load_raw(table or criteria_names(self.version, "auto")[0])
+        out = super().resolved(data)
+        extra = dict(self.extra)
+        unknown = sorted(set(extra) - set(data.get("defaults") or {}))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown}: not declared by the criteria tables")
+        allowed = data.get("options") or {}
+        for name, value in extra.items():
+            values = (allowed.get(name) or {}).get("values")
+            if values is not None and value not in values:
+                raise ValueError(f"option {name}={value!r} not allowed by {data.get('name', 'the table')} "
+                                 f"(allowed: {values})")
+        out.pop("extra")
+        out.update(extra)
+        return out
+
+
+def _option_docs() -> dict[str, str]:
+    table = option_docs(CtcaeOptions.tables[0])
+    described = {name: f.description for name, f in CtcaeOptions.__pydantic_fields__.items() if f.description}
+    return {name: (f"{table[name][1]} (default {table[name][0]})" if name in table else described[name])
+            for name in CtcaeOptions.__pydantic_fields__ if name != "extra"}
+
+
+#: one line per option but ``extra`` (generated: the table's ``defaults`` comments and the engine fields)
+OPTION_DOCS: dict[str, str] = _option_docs()

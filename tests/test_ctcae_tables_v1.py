@@ -1,0 +1,134 @@
+"""The CTCAE tables in the criteria language (issue 14) are the tables first transcribed from admiral
+(ctcae_v1 dialect, copied unchanged to tests/fixtures/ctcae_v1/): every header value, option
+(default, allowed values, documentation, source), term field, rule (id, grade, source column,
+option gate), condition (every threshold, factor, offset, operator) and citation is kept, and the
+status is the same. The v1 conditions are translated here by hand from the v1 table's own comment
+(``{x, op, value}`` = ``signif(x) op signif(v)``, ``ref/factor/offset`` = ``factor * REF + offset``,
+``bnrind_not_in`` true when BNRIND is missing), independently of the conversion script.
+
+It also pins the engine's use of the language: CtcaeOptions on the options base class, the rules
+compiled by cartlab.criteria, no private rule interpreter left in cartlab.grading.ctcae.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from cartlab.criteria import CriteriaOptions, CriteriaTable, load_raw, load_table
+from cartlab.grading import ctcae
+from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions, compile_criteria, signif
+
+V1 = Path(__file__).parent / "fixtures" / "ctcae_v1"
+TABLES = ("ctcae_v5", "ctcae_v5_uscv")
+INDICATOR = {"high": "$high_indicator", "low": "$low_indicator"}
+
+
+def v1(name: str) -> dict:
+    return yaml.safe_load((V1 / f"{name}.yaml").read_text())
+
+
+def translate(c: dict, digits: int) -> dict:
+    if "missing" in c:
+        return {"missing": [v.lower() for v in c["missing"]]}
+    if "bnrind_in" in c:
+        return {"feature": "bnrind", "op": "in", "value": INDICATOR[c["bnrind_in"]]}
+    if "bnrind_not_in" in c:
+        return {"any": [{"missing": "bnrind"},
+                        {"feature": "bnrind", "op": "not_in", "value": INDICATOR[c["bnrind_not_in"]]}]}
+    if "value" in c:
+        value = c["value"]
+    else:
+        value = {"column": c["ref"].lower(), **{k: c[k] for k in ("factor", "offset") if k in c}}
+    return {"feature": c["x"].lower(), "op": c["op"], "value": value, "signif": digits}
+
+
+def same(a, b) -> bool:
+    """Equal, with numbers compared by value and type family (1 == 1.0 would hide nothing here)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, list):  # {missing: bnrind} == {missing: [bnrind]}
+        return [a] == b
+    if isinstance(b, str) and isinstance(a, list):
+        return a == [b]
+    return a == b and type(a) is type(b)
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_header_and_options_kept(name):
+    old, new = v1(name), load_raw(name)
+    for key in ("standard", "version", "units", "citation", "status", "attribution"):
+        assert new[key] == old[key], key
+    assert new["defaults"]["signif_digits"] == old["signif_digits"] == 15
+    assert new["defaults"]["high_indicator"] == ["HIGH"] and new["defaults"]["low_indicator"] == ["LOW"]
+    assert set(new["options"]) == set(old["options"])
+    for opt, spec in old["options"].items():
+        assert new["defaults"][opt] == spec["default"], opt
+        assert new["options"][opt] == {k: v for k, v in spec.items() if k != "default"}, opt
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_every_term_rule_and_number_kept(name):
+    old, new = v1(name), load_raw(name)
+    digits = old["signif_digits"]
+    assert [e["id"] for e in new["terms"]] == [e["id"] for e in old["terms"]]
+    assert list(new["rule_sets"]) == [e["id"] for e in old["terms"]]
+    n = 0
+    for o, t in zip(old["terms"], new["terms"]):
+        assert t == {k: v for k, v in o.items() if k != "rules"}, o["id"]  # term, params, unit, text, citation
+        rules = new["rule_sets"][o["id"]]
+        assert len(rules) == len(o["rules"]), o["id"]
+        for r_old, r_new in zip(o["rules"], rules):
+            want = {"id": f"{o['id']}:{r_old['id']}", "grade": r_old["grade"],
+                    "when": [translate(c, digits) for c in r_old["if"]], "src": r_old["src"],
+                    "citation": o["citation"]}
+            if r_old.get("option"):
+                want["option"] = r_old["option"]
+            assert same(r_new, want), (r_new, want)
+            n += 1
+    assert n == sum(len(e["rules"]) for e in old["terms"]) == {"ctcae_v5": 235, "ctcae_v5_uscv": 264}[name]
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_status_of_every_rule_is_the_tables(name):
+    table = load_table(name)
+    assert table.status == "verified_secondary" == v1(name)["status"]
+    assert {table.status_of(r) for rules in table.rule_sets.values() for r in rules} == {"verified_secondary"}
+
+
+def test_engine_uses_the_criteria_language():
+    compiled = compile_criteria("ctcae_v5")
+    assert isinstance(compiled.model, CriteriaTable) and compiled.model is load_table("ctcae_v5")
+    assert compile_criteria("ctcae_v5") is compiled  # compiled once, cached
+    for name in ("_Cond", "_parse_cond", "_cond_expr", "_compile_table"):
+        assert not hasattr(ctcae, name), name
+    # signif_digits: the rules' rounding follows the option (a copy of the rules at 2 digits)
+    two = compile_criteria("ctcae_v5", CtcaeOptions(signif_digits=2))
+    leaves = [c for rules in two.model.rule_sets.values() for r in rules for c in r.when if getattr(c, "signif", None)]
+    assert leaves and {c.signif for c in leaves} == {2}
+
+
+def test_options_on_the_base_class():
+    assert issubclass(CtcaeOptions, CriteriaOptions)
+    o = CtcaeOptions(hypokalemia_symptomatic=False, high_indicator=["H", "HIGH"])
+    assert o.high_indicator == ("H", "HIGH")  # validated into the field's type
+    r = o.resolved()
+    assert r["hypokalemia_symptomatic"] is False and r["inr_on_anticoagulation"] is True
+    assert r["low_indicator"] == ("LOW",) and r["signif_digits"] == 15 and r["units"] == "auto"
+    # documentation generated from the table's defaults (values and comments) and the engine fields
+    assert "| `hyponatremia_symptomatic` | `true` | `true` | sodium <=129 = G3" in CtcaeOptions.__doc__
+    assert OPTION_DOCS["fibrinogen_pchg_condition"].endswith("(default value_below_lln)")
+    assert set(OPTION_DOCS) == set(CtcaeOptions.__pydantic_fields__) - {"extra"}
+
+
+def test_signif_keeps_missing_and_widens_integers():
+    df = pl.DataFrame({"x": [2.0999999999999996, None, float("nan"), -0.0, float("inf")], "i": [1, 2, None, 4, 5]})
+    out = df.select(signif(pl.col("x")), signif(pl.col("i"), 1))
+    assert out["x"].to_list()[:2] == [2.1, None] and out["x"][2] != out["x"][2]  # NaN stays NaN
+    assert out["x"].to_list()[3:] == [0.0, float("inf")]
+    assert out["i"].dtype == pl.Float64 and out["i"].to_list() == [1.0, 2.0, None, 4.0, 5.0]
