@@ -11,6 +11,7 @@ hospitalization, every option) and on random synthetic cohorts.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import crs_legacy_reference as ref
@@ -196,7 +197,10 @@ ASTCT = pl.DataFrame({"subject_id": ["S1", "S2", "S3"], "crs_grade_astct": [3, N
                      schema={"subject_id": pl.String, "crs_grade_astct": pl.Int64})
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# 150 examples passed when the frames replaced the row loop (commit bcec1e6, ~1.2 s each); the suite
+# runs 50 (CARTLAB_DEEP_EXAMPLES=150 for the deep run) to keep the whole suite within its 15 minutes.
+@settings(max_examples=int(os.environ.get("CARTLAB_DEEP_EXAMPLES", "50")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(studies(), options(), organ_grades(), hospitalizations(), st.booleans())
 def test_random_studies_grade_as_the_row_loop_code_did(study, kw, og, hosp, with_astct):
     _same(study, kw, og, hosp, ASTCT if with_astct else None)
