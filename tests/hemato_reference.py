@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 
-from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import CMP as _CMP
 from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
 from cartlab.grading.hemato_common import fmt as _fmt
@@ -30,6 +31,15 @@ from cartlab.provenance import EVIDENCE, evidence_ref
 from cartlab.provenance import unique_refs as _uniq
 
 # the shared helpers as they were (hemato_common)
+
+
+#: the criteria tables as they were before issue 14 (the recovery rows were part of icaht_2023.yaml)
+OLD_TABLES = Path(__file__).parent / "fixtures" / "icaht_v1"
+
+
+def load_criteria(name: str) -> dict[str, Any]:
+    """An old (pre-issue-14) haematotoxicity criteria table, parsed."""
+    return yaml.safe_load((OLD_TABLES / f"{name}.yaml").read_text(encoding="utf-8"))
 
 
 def subject_ids(study: Study) -> list[str]:
@@ -211,7 +221,7 @@ def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.Da
     """
     options = options or RecoveryOptions()
     opts = options.resolved()
-    table = load_criteria(options.criteria)["recovery"]
+    table = load_criteria("icaht_2023")["recovery"]
     sids = _subject_ids(study)
     daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").sort("subject_id", "param", "d")
     pts: dict[tuple[str, str], list] = {}

@@ -1,5 +1,8 @@
 """ICAHT and T-ICAHT as they were before issue 14 (commit 45b3ff1), kept as an oracle.
 
+It reads the old criteria tables (tests/fixtures/icaht_v1) and grades their rule rows as the old
+code did (``domain_grade``, ``rule_text``, below).
+
 tests/test_hemato_vectorised.py checks that :func:`cartlab.grading.icaht.icaht` and
 :func:`cartlab.grading.t_icaht.t_icaht` (and their daily series) give identical frames. The code below
 is the old implementation of what changed, verbatim (the old event windows, late features and
@@ -9,30 +12,80 @@ reasons, and the functions calling them); what did not change is imported. Do no
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
 
-from cartlab.grading.common import EVIDENCE, domain_grade, load_criteria, rule_text
 from cartlab.grading.hemato_common import (
     CMP,
     daily_series,
     empty,
     fmt,
     in_window,
+    to_canonical,
 )
-from cartlab.grading.icaht import (
-    IcahtOptions,
-    _early_features,
-    _early_level_names,
-    _levels,
-)
-from cartlab.grading.t_icaht import TIcahtOptions, _sym, _used, _window_features
-from cartlab.grading.t_icaht import _levels as _t_levels
+from cartlab.grading.icaht import IcahtOptions, _early_features
+from cartlab.grading.t_icaht import TIcahtOptions, _sym, _window_features
 from cartlab.model import Study
-from cartlab.provenance import evidence_ref, unique_refs
-from hemato_reference import subject_ids, transfusion_days
+from cartlab.provenance import EVIDENCE, evidence_ref, unique_refs
+from hemato_reference import load_criteria, subject_ids, transfusion_days
+
+# ---------------------------------------------------------------------------------------------
+# the old tables' rule rows (tests/fixtures/icaht_v1), graded and read as the old code did
+
+
+_OPS = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
+        "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+def _value(v: Any, options: dict[str, Any]) -> Any:
+    return options[v[1:]] if isinstance(v, str) and v.startswith("$") else v
+
+
+def condition(cond: dict[str, Any], options: dict[str, Any]) -> pl.Expr:
+    """One ``{feature, op, value}`` condition (null -> False)."""
+    return _OPS[cond["op"]](pl.col(cond["feature"]), _value(cond["value"], options)).fill_null(False)
+
+
+def rule_text(rule: dict[str, Any], options: dict[str, Any]) -> str:
+    return rule.get("text", rule["id"]).format(**options)
+
+
+def domain_grade(rules: list[dict[str, Any]], options: dict[str, Any], name: str) -> list[pl.Expr]:
+    """``<name>_grade`` (0 when no rule holds) and ``<name>_rule``: rules tried from the highest grade down."""
+    ordered = sorted(rules, key=lambda r: -int(r["grade"]))
+    grade: pl.Expr = pl.lit(0, dtype=pl.Int64)
+    rid: pl.Expr = pl.lit(None, dtype=pl.String)
+    for r in reversed(ordered):  # build so that the highest grade is checked first
+        cond = pl.all_horizontal([condition(c, options) for c in r["when"]])
+        grade = pl.when(cond).then(pl.lit(int(r["grade"]), dtype=pl.Int64)).otherwise(grade)
+        rid = pl.when(cond).then(pl.lit(r["id"])).otherwise(rid)
+    return [grade.alias(f"{name}_grade"), rid.alias(f"{name}_rule")]
+
+
+def _levels(table: dict[str, Any]) -> dict[str, float]:
+    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "NEUT") for key, v in table["levels"].items()}
+
+
+def _t_levels(table: dict[str, Any]) -> dict[str, float]:
+    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "PLAT") for key, v in table["levels"].items()}
+
+
+def _early_level_names(table: dict[str, Any], levels: dict[str, float]) -> list[str]:
+    used = set()
+    for rule in table["early"]:
+        for c in rule["when"]:
+            m = re.fullmatch(r"(?:anc_le_(\w+)_days|never_above_(\w+))", c["feature"])
+            if m:
+                used.add(m.group(1) or m.group(2))
+    return sorted(used, key=lambda n: -levels[n])
+
+
+def _used(rules: list[dict], pattern: str) -> list[str]:
+    return sorted({m.group(1) for r in rules for c in r["when"] if (m := re.fullmatch(pattern, c["feature"]))},
+                  key=lambda n: -float(n))
 
 # ---------------------------------------------------------------------------------------------
 # durations below a threshold

@@ -128,7 +128,7 @@ def oracle(fn: str):
 
 def engine(fn: str):
     """The engine under its 0.3 name (derive_*; the oracle keeps the row-loop code's names)."""
-    return getattr(new, new._RENAMED[fn])
+    return getattr(new, new.__getattr__.names[fn])
 
 
 @pytest.mark.parametrize("fn,args,kwargs", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
@@ -173,8 +173,8 @@ def test_late_icaht_columns_keep_their_types_without_any_late_measurement():
 
 def test_recovery_needs_at_least_one_consecutive_value():
     """consecutive=0 made the row-loop code fail with an IndexError on the platelets (and call
-    any first value a recovery); it is now an option error naming the option."""
-    with pytest.raises(ValueError, match="consecutive must be at least 1"):
+    any first value a recovery); it is now an option error naming the option (when the options are made)."""
+    with pytest.raises(ValueError, match=r"RecoveryOptions: consecutive: Input should be greater than or equal to 1 \(got 0\)"):
         new.derive_count_recovery(seed_case(), RecoveryOptions(consecutive=0))
 
 

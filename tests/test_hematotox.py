@@ -232,7 +232,7 @@ def test_thresholds_come_from_the_criteria_table():
     table = load_criteria("icaht_2023")
     assert {k: v["value"] for k, v in table["levels"].items()} == {
         "anc_100": 100, "anc_500": 500, "anc_1000": 1000, "anc_1500": 1500}
-    assert all(r.get("citation") for r in table["early"] + table["late"])
+    assert all(r.get("citation") for s in ("early", "late") for r in table["rule_sets"][s])
     assert table["defaults"]["early_window"] == [0, 30]
 
 

@@ -270,7 +270,7 @@ def test_several_subjects_independently():
 def test_criteria_table_rows_are_cited_and_match_the_paper():
     t = load_criteria("t_icaht_2025")
     assert {k: v["value"] for k, v in t["levels"].items()} == {"plt_100": 100, "plt_50": 50, "plt_20": 20}
-    rows = t["early"] + t["late"]
+    rows = t["rule_sets"]["early"] + t["rule_sets"]["late"]
     assert all(r.get("citation") and r.get("status") for r in rows)
     by_id = {r["id"]: r for r in rows}
     assert by_id["t_icaht.late.g2_plt50"]["grade"] == 2 and "≥1" in by_id["t_icaht.late.g2_plt50"]["citation"]

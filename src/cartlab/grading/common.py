@@ -16,9 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.criteria import RULES, Decision, render
 from cartlab.criteria import load_raw as _load_raw
-from cartlab.criteria.model import Rule
 from cartlab.provenance import EVIDENCE, evidence_ref, unique_refs  # noqa: F401  (one definition, re-exported)
 
 
@@ -26,23 +24,6 @@ def load_criteria(name: str, package: str = "cartlab.grading") -> dict[str, Any]
     """A criteria table shipped in ``<package>/criteria/<name>.yaml`` (parsed YAML), by default
     ``cartlab/grading/criteria``; ``cartlab.response`` keeps its tables the same way."""
     return _load_raw(name, package)
-
-
-def domain_grade(rules: list[dict[str, Any]], options: dict[str, Any], name: str) -> list[pl.Expr]:
-    """``<name>_grade`` (0 when no rule holds) and ``<name>_rule`` of a list of rule rows, tried
-    from the highest grade down: the established outcome of :class:`cartlab.criteria.Decision`.
-
-    For the engines that still read their rule rows as parsed YAML (ICAHT, T-ICAHT); the others
-    use :func:`cartlab.criteria.load_table` and :class:`~cartlab.criteria.Decision` directly.
-    """
-    ordered = sorted(RULES.validate_python(rules), key=lambda r: -r.grade)
-    decision = Decision(ordered, options, otherwise_grade=0)
-    return [decision.grade().alias(f"{name}_grade"), decision.rule().alias(f"{name}_rule")]
-
-
-def rule_text(rule: dict[str, Any], options: dict[str, Any]) -> str:
-    """The rule row's text with ``{option}`` placeholders filled in."""
-    return render(Rule.model_validate(rule), options)
 
 
 def expand_days(frame: pl.DataFrame, start: str = "start_day", end: str = "end_day") -> pl.DataFrame:

@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
-from dataclasses import asdict
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
 import polars as pl
 
+from cartlab.criteria import CriteriaTable, Rule, decision
+from cartlab.criteria.model import Leaf, leaves
 from cartlab.io.dictionary import load_dictionary
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -27,16 +28,24 @@ from cartlab.units import conversion
 CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
 
 #: the ways a duration below a threshold is measured (see :func:`below_durations`)
-DURATIONS = ("cumulative", "longest_run")
+Duration = Literal["cumulative", "longest_run"]
+DURATIONS: tuple[str, ...] = Duration.__args__
+#: which value of a calendar day with several is the day's value (see :func:`daily_values`)
+DailyValue = Literal["min", "max", "mean", "last"]
+#: an option that is a number (an int stays an int: it is shown as written)
+Number = int | float
 
 
-def resolve(opts: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    """Criteria-table defaults overridden by the option fields that are not ``None``."""
-    out = dict(defaults)
-    for k, v in asdict(opts).items():
-        if k != "criteria" and v is not None:
-            out[k] = v
-    return out
+def grades(table: CriteriaTable, opts: dict[str, Any], sets: tuple[str, ...] = ("early", "late")) -> list[pl.Expr]:
+    """``<set>_grade`` (0 when no rule holds) and ``<set>_rule`` of each rule set of ``table``: the
+    first rule, in the table's order (highest grade first), whose conditions all hold."""
+    return [e for s in sets for e in decision(table, s, opts, otherwise_grade=0).outcome(s, "grade", "rule")]
+
+
+def rule_features(rules: Sequence[Rule]) -> list[str]:
+    """The features the conditions of ``rules`` compare, each once, in order."""
+    found = [x.feature for r in rules for c in r.when for x in leaves(c) if isinstance(x, Leaf)]
+    return list(dict.fromkeys(found))
 
 
 def canonical_unit(param: str) -> tuple[str, float | None]:

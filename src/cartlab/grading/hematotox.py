@@ -34,23 +34,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import polars as pl
+from pydantic import Field
 
 from cartlab._deprecated import renamed
+from cartlab.criteria import CriteriaOptions
 from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import CMP as _CMP
+from cartlab.grading.hemato_common import DailyValue, Number, join_param, joined, str_list, transfusion_days
 from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
 from cartlab.grading.hemato_common import daily_values as _daily
 from cartlab.grading.hemato_common import empty as _empty
 from cartlab.grading.hemato_common import fmt as _fmt
 from cartlab.grading.hemato_common import fmt_expr as _fmt_expr
 from cartlab.grading.hemato_common import from_canonical_expr as _from_canonical
-from cartlab.grading.hemato_common import join_param, joined, str_list, transfusion_days
 from cartlab.grading.hemato_common import param_obs as _param_obs
-from cartlab.grading.hemato_common import resolve as _resolve
 from cartlab.grading.hemato_common import subject_order as _subject_order
 from cartlab.grading.hemato_common import to_canonical as _to_canonical
 from cartlab.grading.icaht import (
@@ -73,13 +73,13 @@ __all__ = [
     "RecoveryOptions",
     "TIcahtOptions",
     "derive_car_hematotox",
+    "derive_count_recovery",
     "derive_easix",
     "derive_icaht",
     "derive_icaht_daily",
     "derive_icaht_episodes",
     "derive_icaht_summary",
     "derive_iec_hs_flags",
-    "derive_count_recovery",
     "derive_t_icaht",
     "derive_t_icaht_daily",
 ]
@@ -149,32 +149,18 @@ def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
 # Recovery days
 
 
-@dataclass(frozen=True)
-class RecoveryOptions:
-    """Options of the neutrophil/platelet recovery days (defaults in ``icaht_2023.yaml`` ``recovery``).
+class RecoveryOptions(CriteriaOptions):
+    """Options of the neutrophil/platelet recovery days (ASTCT / CIBMTR); ``None`` means the criteria
+    table's default (``criteria/count_recovery.yaml``, whose comments document each option: the
+    table below is generated from them)."""
 
-    * ``consecutive`` (3): number of consecutive days (or values) at or above the level.
-    * ``mode`` ("days"): consecutive calendar days each with a measured value (ASTCT);
-      "measurements": consecutive measured values on different days (CIBMTR, for sparse labs).
-    * ``start`` ("nadir"): count only after the lowest value from day 0 on (ASTCT/CIBMTR);
-      "first_drop": after the first value below the level; "day0": from day 0.
-    * ``platelet_transfusion_free_days`` (7): no platelet transfusion in this many days before the
-      first counting day; ``transfusion_free_during_counting`` (True): nor on the counting days.
-    * ``platelet_transfusion_categories`` (("platelet_transfusion",)): intervention categories.
-    """
-
-    consecutive: int | None = None
-    mode: str | None = None
-    start: str | None = None
+    consecutive: Annotated[int, Field(ge=1)] | None = None
+    mode: Literal["days", "measurements"] | None = None
+    start: Literal["nadir", "first_drop", "day0"] | None = None
     platelet_transfusion_free_days: int | None = None
     transfusion_free_during_counting: bool | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
-    criteria: str = "icaht_2023"
-
-    def resolved(self) -> dict[str, Any]:
-        out = _resolve(self, load_criteria(self.criteria)["recovery"]["defaults"])
-        out["platelet_transfusion_categories"] = tuple(out["platelet_transfusion_categories"])
-        return out
+    criteria: str = "count_recovery"
 
 
 def _recovery_start(pts: pl.DataFrame, meets: Any, thr: float, label: str, start: str) -> pl.DataFrame:
@@ -213,8 +199,6 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
     (``subject_id``, ``d_tx``) platelet transfusion days, or None (neutrophils)."""
     meets, op = _CMP[rule["op"]], rule["op"]
     k, mode, thr_txt = int(opts["consecutive"]), opts["mode"], _fmt(thr)
-    if mode not in ("days", "measurements"):
-        raise ValueError(f"unknown recovery mode {mode!r} (days or measurements)")
     pts = pts.with_columns(meets(pl.col("value"), thr).alias("m"))
     st = _recovery_start(pts, meets, thr, label, opts["start"])
     # a candidate after the start recovers when it and the next k-1 values meet the level (on
@@ -263,10 +247,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     Uses measured values only (lowest of a calendar day); days are calendar days after day 0.
     """
     options = options or RecoveryOptions()
-    opts = options.resolved()
-    if int(opts["consecutive"]) < 1:
-        raise ValueError(f"consecutive must be at least 1, got {opts['consecutive']!r}")
-    table = load_criteria(options.criteria)["recovery"]
+    opts = options.resolved()  # consecutive >= 1, mode and start validated
+    table = load_criteria(options.criteria)
     # by subject and day: the windows below read each subject's values in day order
     daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").filter(pl.col("d") >= 0).sort(_SID, "d")
     tx = transfusion_days(study, opts["platelet_transfusion_categories"]).select(
@@ -294,28 +276,14 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
 # CAR-HEMATOTOX
 
 
-@dataclass(frozen=True)
-class CarHematotoxOptions:
-    """Options of the CAR-HEMATOTOX score (defaults in ``car_hematotox_2021.yaml``).
-
-    * ``lymphodepletion_agents`` (fludarabine, cyclophosphamide, bendamustine): doses.csv agents whose
-      first dose day is the baseline reference; without one, values before day 0 are used.
-    * ``max_lookback_days`` (None): a baseline value older than this many days is not used.
-    * ``undefined_boundary`` ("worst"): a value exactly at a binary cut-off the source leaves undefined
-      scores the point ("worst") or not ("best").
-    """
+class CarHematotoxOptions(CriteriaOptions):
+    """Options of the CAR-HEMATOTOX score; ``None`` means the criteria table's default (its
+    ``defaults``, whose comments document each option: the table below is generated from them)."""
 
     lymphodepletion_agents: tuple[str, ...] | None = None
-    max_lookback_days: float | None = None
-    undefined_boundary: str | None = None
+    max_lookback_days: Number | None = None
+    undefined_boundary: Literal["worst", "best"] | None = None
     criteria: str = "car_hematotox_2021"
-
-    def resolved(self) -> dict[str, Any]:
-        out = _resolve(self, load_criteria(self.criteria)["defaults"])
-        out["lymphodepletion_agents"] = tuple(out["lymphodepletion_agents"])
-        if out["undefined_boundary"] not in ("worst", "best"):
-            raise ValueError("undefined_boundary must be 'worst' or 'best'")
-        return out
 
 
 _INCLUSIVE = {"<": "<=", ">": ">=", "<=": "<=", ">=": ">="}
@@ -423,29 +391,16 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
 # EASIX family
 
 
-@dataclass(frozen=True)
-class EasixOptions:
-    """Options of the EASIX family (defaults in ``easix.yaml``).
-
-    * ``lymphodepletion_agents``, ``max_lookback_days``: the pre-lymphodepletion timepoint, as for
-      :class:`CarHematotoxOptions` (each input is its own last value on or before the reference day).
-    * ``day_tolerance_days`` (0): at a chosen day, inputs measured within +/- this many calendar days
-      are used (the nearest; on a tie the earlier).
-    * ``daily_value`` ("last"): several values on one calendar day -> last | min | max.
-    * ``log_base`` (2): base of the ``log<base>_<score>`` columns.
-    """
+class EasixOptions(CriteriaOptions):
+    """Options of the EASIX family; ``None`` means the criteria table's default (its ``defaults``,
+    whose comments document each option: the table below is generated from them)."""
 
     lymphodepletion_agents: tuple[str, ...] | None = None
-    max_lookback_days: float | None = None
+    max_lookback_days: Number | None = None
     day_tolerance_days: int | None = None
-    daily_value: str | None = None
-    log_base: float | None = None
+    daily_value: DailyValue | None = None
+    log_base: Number | None = None
     criteria: str = "easix"
-
-    def resolved(self) -> dict[str, Any]:
-        out = _resolve(self, load_criteria(self.criteria)["defaults"])
-        out["lymphodepletion_agents"] = tuple(out["lymphodepletion_agents"])
-        return out
 
 
 def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, dict]) -> pl.DataFrame:
@@ -561,17 +516,7 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
     return f.sort("_order" if day != "each" else [_SID, "_order"]).select(list(schema)).cast(schema)
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "car_hematotox": "derive_car_hematotox",
-    "easix": "derive_easix",
-    "icaht": "derive_icaht",
-    "icaht_daily": "derive_icaht_daily",
-    "icaht_episodes": "derive_icaht_episodes",
-    "icaht_summary": "derive_icaht_summary",
-    "iec_hs_flags": "derive_iec_hs_flags",
-    "recovery_days": "derive_count_recovery",
-    "t_icaht": "derive_t_icaht",
-    "t_icaht_daily": "derive_t_icaht_daily",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(
+    __name__, "car_hematotox", "easix", "icaht", "icaht_daily", "icaht_episodes", "icaht_summary", "iec_hs_flags",
+    "t_icaht", "t_icaht_daily", recovery_days="derive_count_recovery")

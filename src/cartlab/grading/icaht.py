@@ -14,25 +14,27 @@ follow-up) the worst ANC level reached by at least two measurements.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from cartlab._deprecated import renamed
-from cartlab.grading.common import domain_grade, load_criteria, rule_text
+from cartlab.criteria import CriteriaOptions, CriteriaTable, load_table
 from cartlab.grading.hemato_common import (
     CMP,
-    DURATIONS,
+    DailyValue,
+    Duration,
+    Number,
     below_durations,
     daily_series,
     empty,
     event_windows,
     fmt,
     fmt_expr,
+    grades,
     in_window,
     py_str,
-    resolve,
+    rule_features,
     subject_ids,
     to_canonical,
     windows_frame,
@@ -43,38 +45,17 @@ from cartlab.provenance import EVIDENCE
 __all__ = ["IcahtOptions", "derive_icaht", "derive_icaht_daily", "derive_icaht_episodes", "derive_icaht_summary"]
 
 
-@dataclass(frozen=True)
-class IcahtOptions:
-    """Options of ICAHT grading; ``None`` means the criteria table's default (the project contract).
-
-    * ``early_window`` ((0, 30)): early ICAHT days, inclusive.
-    * ``inclusive`` (True): "ANC <= level"; False = strictly below the level.
-    * ``daily_value`` ("min"): several ANC values on one calendar day -> the lowest (min|max|mean).
-    * ``interpolate`` (True): days between two measurements get the linear interpolation of the
-      neighbouring measured days; False = unmeasured days are unknown (never counted).
-    * ``max_interpolation_gap_days`` (None): do not interpolate across more missing days than this.
-    * ``duration`` ("cumulative"): early durations are the cumulative days at or below the level in
-      the window (EHA/EBMT logic, Rejeski 2025 T-ICAHT Table 1 footnote); "longest_run" = the longest
-      single (joined) run.
-    * ``stable_recovery_days`` (3): a recovery shorter than this between two runs is non-stable.
-    * ``count_recovery_days_in_run`` (True): days of non-stable recovery count in the duration.
-    * ``never_above_requires_full_window`` (False): grade 4 "never above 0.5 in days 0-30" only when
-      every day of the window has a (measured or interpolated) value.
-    * ``late_start_day`` (31), ``late_end_day`` (100), ``late_end_events`` (relapse, new_therapy,
-      allo_hsct), ``late_end_at_last_followup`` (True): the late window runs from the start day to the
-      earliest of these ends; ``late_window_end_inclusive`` (True) keeps a value on the end day;
-      ``late_end_events_from_day`` (0): only events on or after this day end the window (a bridging
-      therapy or the pre-infusion relapse recorded before day 0 does not).
-    * ``late_min_measurements`` (2): the worst level must be reached by this many measurements
-      (different calendar days); fewer measurements in the window -> late grade empty.
-    """
+class IcahtOptions(CriteriaOptions):
+    """Options of ICAHT grading; ``None`` means the criteria table's default (its ``defaults``, whose
+    comments document each option: the table below is generated from them). Early durations are
+    cumulative by default (the EHA/EBMT logic restated in Rejeski 2025, T-ICAHT Table 1 footnote)."""
 
     early_window: tuple[int, int] | None = None
     inclusive: bool | None = None
-    daily_value: str | None = None
+    daily_value: DailyValue | None = None
     interpolate: bool | None = None
     max_interpolation_gap_days: int | None = None
-    duration: str | None = None
+    duration: Duration | None = None
     stable_recovery_days: int | None = None
     count_recovery_days_in_run: bool | None = None
     never_above_requires_full_window: bool | None = None
@@ -83,32 +64,23 @@ class IcahtOptions:
     late_end_events: tuple[str, ...] | None = None
     late_end_at_last_followup: bool | None = None
     late_window_end_inclusive: bool | None = None
-    late_end_events_from_day: float | None = None
+    late_end_events_from_day: Number | None = None
     late_min_measurements: int | None = None
     criteria: str = "icaht_2023"
 
-    def resolved(self) -> dict[str, Any]:
-        out = resolve(self, load_criteria(self.criteria)["defaults"])
-        out["early_window"] = tuple(int(x) for x in out["early_window"])
-        out["late_end_events"] = tuple(out["late_end_events"])
-        if out["duration"] not in DURATIONS:
-            raise ValueError(f"unknown ICAHT duration {out['duration']!r} ({' or '.join(DURATIONS)})")
-        return out
 
-
-def _levels(table: dict[str, Any]) -> dict[str, float]:
+def _levels(table: CriteriaTable) -> dict[str, float]:
     """ANC levels of the table in canonical 10^9/L, keyed by the level's short name ("500")."""
-    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "NEUT") for key, v in table["levels"].items()}
+    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "NEUT") for key, v in table.extra("levels").items()}
 
 
-def _early_level_names(table: dict[str, Any], levels: dict[str, float]) -> list[str]:
+def _early_level_names(table: CriteriaTable, levels: dict[str, float]) -> list[str]:
     """Levels the early rules refer to (``anc_le_<level>_days`` / ``never_above_<level>``), deepest last."""
     used = set()
-    for rule in table["early"]:
-        for c in rule["when"]:
-            m = re.fullmatch(r"(?:anc_le_(\w+)_days|never_above_(\w+))", c["feature"])
-            if m:
-                used.add(m.group(1) or m.group(2))
+    for feature in rule_features(table.rule_set("early")):
+        m = re.fullmatch(r"(?:anc_le_(\w+)_days|never_above_(\w+))", feature)
+        if m:
+            used.add(m.group(1) or m.group(2))
     return sorted(used, key=lambda n: -levels[n])
 
 
@@ -128,8 +100,7 @@ def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.
     """
     options = options or IcahtOptions()
     opts = options.resolved()
-    table = load_criteria(options.criteria)
-    levels = _levels(table)
+    levels = _levels(load_table(options.criteria))
     daily = daily_series(study, "NEUT", opts, "ANC").rename({"value": "anc"})
     lo, hi = opts["early_window"]
     daily = daily.join(windows_frame(_late_windows(study, opts)), on="subject_id", how="left",
@@ -213,7 +184,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     """
     options = options or IcahtOptions()
     opts = options.resolved()
-    table = load_criteria(options.criteria)
+    table = load_table(options.criteria)
     levels = _levels(table)
     sids = subject_ids(study)
     if not sids:
@@ -223,7 +194,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     early = _early_features(daily, sids, opts, levels)
     late = _late_features(daily, opts, levels, _late_windows(study, opts))
     f = early.join(late, on="subject_id", how="left", maintain_order="left")
-    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
+    f = f.with_columns(grades(table, opts))
     need = int(opts["late_min_measurements"])
     f = f.with_columns(
         pl.when(pl.col("early_n_days") > 0).then(pl.col("early_grade")).otherwise(None).alias("icaht_early_grade"),
@@ -231,10 +202,9 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
         pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_grade")).otherwise(None).alias("icaht_late_grade"),
         pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_rule")).otherwise(None).alias("late_rule"),
     )
-    texts = {r["id"]: rule_text(r, opts) for r in table["early"] + table["late"]}
+    texts = table.texts(("early", "late"), opts)
     early_levels = _early_level_names(table, levels)
-    never_used = [n for n in early_levels
-                  if any(c["feature"] == f"never_above_{n}" for r in table["early"] for c in r["when"])]
+    never_used = [n for n in early_levels if f"never_above_{n}" in rule_features(table.rule_set("early"))]
     sym = "<=" if opts["inclusive"] else "<"
     f = f.with_columns(_early_reason(opts, levels, early_levels, never_used, texts, sym).alias("early_reason"),
                        _late_reason(opts, levels, texts, sym).alias("late_reason"))
@@ -270,7 +240,7 @@ def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
     ``graded`` is the output of :func:`icaht` when already computed.
     """
     f = graded if graded is not None else derive_icaht(study, options)
-    table = load_criteria((options or IcahtOptions()).criteria)
+    table = load_table((options or IcahtOptions()).criteria)
     first = _early_level_names(table, _levels(table))[0]  # the shallowest early level (500/uL)
     schema = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
               "AENDY": pl.Int64, "ADURN": pl.Int64, "ATOXGR": pl.Int64, "ATOXGRS": pl.String,
@@ -375,11 +345,5 @@ def _late_reason(opts: dict, levels: dict[str, float], texts: dict[str, str], sy
             .otherwise(pl.concat_str(head, pl.lit(f"; fewer than {need} {where} {fmt(max(levels.values()))} -> grade 0."))))
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "icaht": "derive_icaht",
-    "icaht_daily": "derive_icaht_daily",
-    "icaht_episodes": "derive_icaht_episodes",
-    "icaht_summary": "derive_icaht_summary",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "icaht", "icaht_daily", "icaht_episodes", "icaht_summary")

@@ -14,12 +14,11 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import polars as pl
+from pydantic import Field
 
 from cartlab._deprecated import renamed
+from cartlab.criteria import CriteriaOptions
 from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import (
     CMP,
@@ -31,7 +30,6 @@ from cartlab.grading.hemato_common import (
     join_param,
     joined,
     param_obs,
-    resolve,
     str_list,
     subject_order,
     to_canonical,
@@ -44,26 +42,17 @@ __all__ = ["IecHsOptions", "derive_iec_hs_flags"]
 _SID = "subject_id"
 
 
-@dataclass(frozen=True)
-class IecHsOptions:
-    """Options of the IEC-HS flagging aid (defaults in ``iec_hs_2023.yaml``).
-
-    * ``start_day`` (0): first day that can be flagged.
-    * ``baseline_day`` (0): baseline = the last value on or before this day (infusion).
-    * ``lab_window_days`` (0): a value measured up to this many days before a day counts for it.
-    * ``min_supporting`` (1): supporting criteria needed besides a key (ferritin) criterion.
-    * ``exclude`` (()): criterion ids not to use (e.g. the cytopenia proxy).
-    """
+class IecHsOptions(CriteriaOptions):
+    """Options of the IEC-HS flagging aid; ``None`` means the criteria table's default (its
+    ``defaults``, whose comments document each option: the table below is generated from them)."""
 
     start_day: int | None = None
     baseline_day: int | None = None
     lab_window_days: int | None = None
     min_supporting: int | None = None
-    exclude: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = Field(default=(), description="criterion ids not to use (e.g. the cytopenia "
+                                     "proxy ``iec_hs.cytopenia_new_or_worse``)")
     criteria: str = "iec_hs_2023"
-
-    def resolved(self) -> dict[str, Any]:
-        return resolve(self, load_criteria(self.criteria)["defaults"])
 
 
 def _conditions(criteria: list[dict]) -> list[dict]:
@@ -263,8 +252,5 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
     return f.select(list(schema)).cast(schema)
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "iec_hs_flags": "derive_iec_hs_flags",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "iec_hs_flags")

@@ -16,23 +16,25 @@ counts as below 20. No platelet count in a window -> that grade is empty (not ev
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
+from pydantic import BeforeValidator
 
 from cartlab._deprecated import renamed
-from cartlab.grading.common import EVIDENCE, domain_grade, load_criteria, rule_text
+from cartlab.criteria import CriteriaOptions, CriteriaTable, load_table
 from cartlab.grading.hemato_common import (
-    DURATIONS,
+    DailyValue,
+    Duration,
     below_durations,
     daily_series,
     empty,
     event_windows,
     fmt,
+    grades,
     in_window,
     py_str,
-    resolve,
+    rule_features,
     subject_ids,
     to_canonical,
     transfusion_days,
@@ -45,34 +47,25 @@ from cartlab.grading.icaht import (
     rule_texts,
 )
 from cartlab.model import Study
+from cartlab.provenance import EVIDENCE
 
 __all__ = ["TIcahtOptions", "derive_t_icaht", "derive_t_icaht_daily"]
 
+#: a level's short name ("20"); a number is read as its text, as the levels are named
+LevelName = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)]
 
-@dataclass(frozen=True)
-class TIcahtOptions:
-    """Options of T-ICAHT grading; ``None`` means the criteria table's default.
 
-    * ``early_window`` ((0, 30)), ``inclusive`` (False: "PLT < level" as printed; True = "<="),
-      ``daily_value`` ("min"), ``interpolate`` (True), ``max_interpolation_gap_days`` (None),
-      ``duration`` ("cumulative" | "longest_run"), ``stable_recovery_days`` (3),
-      ``count_recovery_days_in_run`` (True): as in :class:`~cartlab.grading.icaht.IcahtOptions`.
-    * ``censor_events`` (relapse, new_therapy, allo_hsct, death): the early window ends at the first
-      of these on or after day 0; ``censor_day_inclusive`` (True) keeps the censoring day.
-    * ``late_start_day`` (31), ``late_end_day`` (100), ``late_end_events`` (as ``censor_events``),
-      ``late_end_at_last_followup`` (True), ``late_window_end_inclusive`` (True): the late window.
-    * ``late_min_measurements`` (2): a late level counts when reached by this many measurements.
-    * ``platelet_transfusion_categories`` (("platelet_transfusion",)), ``platelet_transfusion_free_days``
-      (7), ``transfusion_supported_levels`` (("20",)): at these levels a count within the given days
-      after a platelet transfusion (or on its day) counts as below the level (not a recovery).
-    """
+class TIcahtOptions(CriteriaOptions):
+    """Options of T-ICAHT grading; ``None`` means the criteria table's default (its ``defaults``, whose
+    comments document each option: the table below is generated from them). The operational choices
+    the paper leaves open follow N-ICAHT (:class:`~cartlab.grading.icaht.IcahtOptions`)."""
 
     early_window: tuple[int, int] | None = None
     inclusive: bool | None = None
-    daily_value: str | None = None
+    daily_value: DailyValue | None = None
     interpolate: bool | None = None
     max_interpolation_gap_days: int | None = None
-    duration: str | None = None
+    duration: Duration | None = None
     stable_recovery_days: int | None = None
     count_recovery_days_in_run: bool | None = None
     censor_events: tuple[str, ...] | None = None
@@ -85,27 +78,18 @@ class TIcahtOptions:
     late_min_measurements: int | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
     platelet_transfusion_free_days: int | None = None
-    transfusion_supported_levels: tuple[str, ...] | None = None
+    transfusion_supported_levels: tuple[LevelName, ...] | None = None
     criteria: str = "t_icaht_2025"
 
-    def resolved(self) -> dict[str, Any]:
-        out = resolve(self, load_criteria(self.criteria)["defaults"])
-        out["early_window"] = tuple(int(x) for x in out["early_window"])
-        for k in ("censor_events", "late_end_events", "platelet_transfusion_categories"):
-            out[k] = tuple(out[k])
-        out["transfusion_supported_levels"] = tuple(str(x) for x in out["transfusion_supported_levels"])
-        if out["duration"] not in DURATIONS:
-            raise ValueError(f"unknown T-ICAHT duration {out['duration']!r} ({' or '.join(DURATIONS)})")
-        return out
 
-
-def _levels(table: dict[str, Any]) -> dict[str, float]:
+def _levels(table: CriteriaTable) -> dict[str, float]:
     """PLT levels in canonical 10^9/L keyed by short name ("20")."""
-    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "PLAT") for key, v in table["levels"].items()}
+    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "PLAT") for key, v in table.extra("levels").items()}
 
 
-def _used(rules: list[dict], pattern: str) -> list[str]:
-    return sorted({m.group(1) for r in rules for c in r["when"] if (m := re.fullmatch(pattern, c["feature"]))},
+def _used(table: CriteriaTable, rule_set: str, pattern: str) -> list[str]:
+    """The levels named by the features of a rule set that match ``pattern``, deepest last."""
+    return sorted({m.group(1) for f in rule_features(table.rule_set(rule_set)) if (m := re.fullmatch(pattern, f))},
                   key=lambda n: -float(n))
 
 
@@ -137,7 +121,7 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
     """
     options = options or TIcahtOptions()
     opts = options.resolved()
-    levels = _levels(load_criteria(options.criteria))
+    levels = _levels(load_table(options.criteria))
     unknown = [n for n in opts["transfusion_supported_levels"] if n not in levels]
     if unknown:
         raise ValueError(f"transfusion_supported_levels {unknown} not among the levels {list(levels)}")
@@ -232,7 +216,7 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     """
     options = options or TIcahtOptions()
     opts = options.resolved()
-    table = load_criteria(options.criteria)
+    table = load_table(options.criteria)
     levels = _levels(table)
     sids = subject_ids(study)
     if not sids:
@@ -253,7 +237,7 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
         pl.concat_list(pl.col("_ev"), "_early_w_ev").list.unique(maintain_order=True).alias("early_evidence"),
         pl.concat_list(pl.col("late__ev"), "_late_w_ev").list.unique(maintain_order=True).alias("late_evidence"),
     )
-    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
+    f = f.with_columns(grades(table, opts))
     need = int(opts["late_min_measurements"])
     early_ok, late_ok = pl.col("n_days") > 0, pl.col("late_n_measurements") >= need
     f = f.with_columns(
@@ -262,9 +246,9 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
         pl.when(late_ok).then(pl.col("late_grade")).alias("t_icaht_late_grade"),
         pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
     )
-    texts = {r["id"]: rule_text(r, opts) for r in table["early"] + table["late"]}
-    e_lv = _used(table["early"], r"plt_lt_(\w+)_days")
-    l_lv = _used(table["late"], r"late_plt_lt_(\w+)_days")
+    texts = table.texts(("early", "late"), opts)
+    e_lv = _used(table, "early", r"plt_lt_(\w+)_days")
+    l_lv = _used(table, "late", r"late_plt_lt_(\w+)_days")
     n_lv = sorted(levels, key=lambda n: -levels[n])
     f = f.with_columns(_early_reason(opts, levels, e_lv, texts).alias("early_reason"),
                        _late_reason(opts, levels, l_lv, n_lv, texts).alias("late_reason"))
@@ -332,9 +316,5 @@ def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], nam
                 rule_texts(texts, "late_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
 
 
-#: old name -> new name (cartlab 0.3, admiral's derive_* verbs); the old names warn
-_RENAMED = {
-    "t_icaht": "derive_t_icaht",
-    "t_icaht_daily": "derive_t_icaht_daily",
-}
-__getattr__ = renamed(__name__, _RENAMED)
+#: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
+__getattr__ = renamed(__name__, "t_icaht", "t_icaht_daily")

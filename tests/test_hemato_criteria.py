@@ -1,0 +1,152 @@
+"""The haematotoxicity engines on the criteria language and the options base class (issue 14).
+
+ICAHT and T-ICAHT grade with validated criteria tables (``rule_sets: early, late``) evaluated by
+:func:`cartlab.criteria.decision`; the options of ICAHT, T-ICAHT, count recovery, CAR-HEMATOTOX,
+EASIX and IEC-HS are :class:`~cartlab.criteria.CriteriaOptions` (frozen, validated, documented from
+the tables' ``defaults``). Nothing of the old tables is lost: they are kept in
+tests/fixtures/icaht_v1 and compared row by row with the shipped ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from cartlab.criteria import CriteriaOptions, decision, load_raw, load_table
+from cartlab.errors import InputError
+from cartlab.grading import common, hemato_common
+from cartlab.grading import hematotox as h
+from test_criteria_options import test_every_option_is_documented_from_the_table as _documented
+
+OLD = Path(__file__).parent / "fixtures" / "icaht_v1"
+CLASSES = [h.IcahtOptions, h.TIcahtOptions, h.RecoveryOptions, h.CarHematotoxOptions, h.EasixOptions, h.IecHsOptions]
+
+
+def old(name: str) -> dict:
+    return yaml.safe_load((OLD / f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the tables: validated, with rule sets, nothing lost
+
+
+@pytest.mark.parametrize("name", ["icaht_2023", "t_icaht_2025"])
+def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(name):
+    table, before = load_table(name), old(name)
+    assert (table.version, table.citation, table.status) == (before["version"], before["citation"], before["status"])
+    assert table.defaults == before["defaults"]
+    assert table.extra("levels") == before["levels"]
+    assert sorted(table.rule_sets) == ["early", "late"]
+    for s in ("early", "late"):
+        rules = table.rule_set(s)
+        # tried in the order written: the highest grade first, as the old code sorted them
+        assert [r.grade for r in rules] == sorted((r.grade for r in rules), reverse=True)
+        assert [r.id for r in rules] == [r["id"] for r in before[s]]
+        for r, o in zip(rules, before[s]):
+            assert (r.grade, r.text, r.citation, r.status, r.note) == (
+                o["grade"], o["text"], o["citation"], o["status"], o.get("note"))
+            assert [(c.feature, c.op, c.value) for c in r.when] == [(c["feature"], c["op"], c["value"]) for c in o["when"]]
+    if name == "t_icaht_2025":
+        assert table.extra("recovery") == before["recovery"]
+
+
+def test_count_recovery_rows_moved_to_their_own_table_unchanged():
+    """The ``recovery`` section of the old icaht_2023.yaml is criteria/count_recovery.yaml."""
+    before, now = old("icaht_2023")["recovery"], load_raw("count_recovery")
+    assert now["defaults"] == before["defaults"]
+    assert (now["neutrophil"], now["platelet"]) == (before["neutrophil"], before["platelet"])
+    assert now["status"] == "verified"  # both rows are verified (as before)
+    assert "recovery" not in load_raw("icaht_2023")  # one home for each rule id
+
+
+@pytest.mark.parametrize("name", ["car_hematotox_2021", "easix", "iec_hs_2023"])
+def test_other_haematotoxicity_tables_changed_only_their_comments(name):
+    assert load_raw(name) == old(name)
+
+
+def test_early_icaht_rule_set_grades_through_the_decision():
+    """Expected by hand from the table (icaht_2023.yaml early rules, tried from grade 4 down):
+    500/uL for 14 days -> grade 3 (icaht.early.g3_anc500_ge14); 100/uL for 7 days and 500/uL for
+    10 -> grade 3 (icaht.early.g3_anc100_ge7); 500/uL for 6 days -> grade 1; nothing -> 0."""
+    table, opts = load_table("icaht_2023"), h.IcahtOptions().resolved()
+    f = pl.DataFrame({"never_above_500": [False, False, False, False],
+                      "anc_le_500_days": [14, 10, 6, 0], "anc_le_100_days": [0, 7, 0, 0]})
+    out = f.select(decision(table, "early", opts, otherwise_grade=0).outcome("early", "grade", "rule"))
+    assert out["early_grade"].to_list() == [3, 3, 1, 0]
+    assert out["early_rule"].to_list() == ["icaht.early.g3_anc500_ge14", "icaht.early.g3_anc100_ge7",
+                                           "icaht.early.g1_anc500_1_6", None]
+
+
+def test_late_rule_sets_read_the_minimum_number_of_measurements_option():
+    """T-ICAHT late grade 2 needs PLT < 50 on >= late_min_measurements measurements: 2 of them meet
+    the default (2) but not 3, where the next rule down (< 100 on >= 3: grade 1) holds."""
+    table = load_table("t_icaht_2025")
+    f = pl.DataFrame({"late_plt_lt_20_days": [0], "late_n_plt_20": [0], "late_n_plt_50": [2], "late_n_plt_100": [3]})
+    grade = {}
+    for need in (2, 3):
+        opts = h.TIcahtOptions(late_min_measurements=need).resolved()
+        grade[need] = f.select(decision(table, "late", opts, otherwise_grade=0).outcome("late", "grade", "rule")).row(0)
+    assert grade == {2: (2, "t_icaht.late.g2_plt50"), 3: (1, "t_icaht.late.g1_plt100")}
+    assert table.texts(("late",), h.TIcahtOptions(late_min_measurements=3).resolved())["t_icaht.late.g2_plt50"] == (
+        "PLT < 50 x10^9/L on >= 3 measurements")
+
+
+def test_the_legacy_glue_is_gone():
+    assert not hasattr(common, "domain_grade") and not hasattr(common, "rule_text")
+    assert not hasattr(hemato_common, "resolve")
+
+
+# ---------------------------------------------------------------------------------------------
+# the options
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_options_are_criteria_options(cls):
+    assert issubclass(cls, CriteriaOptions)
+    o = cls()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.criteria = "other"
+    # every option field is a default of the table (or an engine option: criteria, exclude)
+    defaults = load_raw(cls().criteria)["defaults"]
+    assert {f.name for f in dataclasses.fields(cls)} - set(defaults) <= {"criteria", "exclude"}
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_every_option_is_documented_from_its_table(cls):
+    _documented(cls)
+
+
+def test_resolved_options_are_the_table_defaults_overlaid_with_what_is_set():
+    # defaults: icaht_2023.yaml (early window [0, 30] as a tuple, the late-window events, 0 as written)
+    r = h.IcahtOptions(duration="longest_run", late_end_events=["relapse"]).resolved()
+    assert (r["early_window"], r["duration"], r["late_end_events"]) == ((0, 30), "longest_run", ("relapse",))
+    assert r["late_end_events_from_day"] == 0 and isinstance(r["late_end_events_from_day"], int)
+    assert h.TIcahtOptions().resolved()["inclusive"] is False  # 'PLT count <50' is strict
+    # a level named by its number reads as the level's name
+    assert h.TIcahtOptions(transfusion_supported_levels=(20,)).resolved()["transfusion_supported_levels"] == ("20",)
+    assert h.RecoveryOptions().resolved()["platelet_transfusion_categories"] == ("platelet_transfusion",)
+    assert h.EasixOptions().resolved()["log_base"] == 2
+    assert h.IecHsOptions(exclude=("iec_hs.cytopenia_new_or_worse",)).resolved()["exclude"] == (
+        "iec_hs.cytopenia_new_or_worse",)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: h.IcahtOptions(duration="longest"),
+     r"IcahtOptions: duration: Input should be 'cumulative' or 'longest_run' \(got 'longest'\)"),
+    (lambda: h.TIcahtOptions(daily_value="median"),
+     r"TIcahtOptions: daily_value: Input should be 'min', 'max', 'mean' or 'last' \(got 'median'\)"),
+    (lambda: h.RecoveryOptions(mode="hours"), r"RecoveryOptions: mode: Input should be 'days' or 'measurements'"),
+    (lambda: h.RecoveryOptions(start="infusion"), r"RecoveryOptions: start: Input should be 'nadir', 'first_drop' or 'day0'"),
+    (lambda: h.RecoveryOptions(consecutive=0), r"RecoveryOptions: consecutive: Input should be greater than or equal to 1"),
+    (lambda: h.CarHematotoxOptions(undefined_boundary="middle"),
+     r"CarHematotoxOptions: undefined_boundary: Input should be 'worst' or 'best' \(got 'middle'\)"),
+    (lambda: h.EasixOptions(day_tolerance_days="one"), r"EasixOptions: day_tolerance_days: Input should be a valid integer"),
+    (lambda: h.IecHsOptions(min_suporting=2), r"IecHsOptions: unknown option 'min_suporting' \(did you mean 'min_supporting'\?\)"),
+])
+def test_invalid_options_are_refused_when_made_naming_the_option(make, message):
+    with pytest.raises(InputError, match=message):
+        make()
