@@ -85,3 +85,36 @@ def test_package_exports_resolve(package):
     mod = importlib.import_module(package)
     missing = [n for n in mod.__all__ if not hasattr(mod, n)]
     assert not missing, missing
+
+
+#: option classes not (yet) on the base class, and why (issue 14 note)
+OPTIONS_NOT_ON_THE_BASE = {
+    "AnalysisOptions": "a bundle of the engines' options, not an engine's",
+    "NcaOptions": "PKNCA per-subject lambda.z overrides keyed by any subject id; documented in OPTION_DOCS",
+    "CrsLegacyOptions": "vocabulary overrides (Mapping[str, Iterable[str]]) pydantic would consume once",
+    "DoseOptions": "protocol dosing; its rules live in the protocol file",
+}
+
+
+def test_engine_options_share_one_base_class():
+    """Every engine's options class derives from cartlab.criteria.CriteriaOptions (frozen, validated,
+    unknown options refused with a hint), except the few listed with their reason."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from cartlab.criteria.options import CriteriaOptions
+
+    import cartlab
+
+    found = {}
+    for m in pkgutil.walk_packages(cartlab.__path__, "cartlab."):
+        if m.name.startswith(("cartlab.cli", "cartlab.app", "cartlab.report", "cartlab.__main__")):
+            continue
+        mod = importlib.import_module(m.name)
+        for name, obj in vars(mod).items():
+            if inspect.isclass(obj) and name.endswith("Options") and obj.__module__ == mod.__name__:
+                found[name] = obj
+    assert len(found) >= 15, sorted(found)
+    off = sorted(n for n, c in found.items() if not issubclass(c, CriteriaOptions) and n != "CriteriaOptions")
+    assert off == sorted(OPTIONS_NOT_ON_THE_BASE), off

@@ -130,8 +130,11 @@ def options_markdown(cls: type, tables: tuple[str, ...] | None = None) -> str:
 def _message(cls: type, exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
-        where = ".".join(str(x) for x in e["loc"]) or "options"
-        parts.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # raised by __post_init__ (the whole options): the message says it all
+            parts.append(msg)
+            continue
+        parts.append(f"{'.'.join(str(x) for x in e['loc'])}: {msg} (got {e.get('input')!r})")
     return f"{cls.__name__}: " + "; ".join(parts)
 
 

@@ -30,11 +30,11 @@ Every value carries the rows it came from (``evidence``) and the method; the NCA
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import polars as pl
 
 from cartlab._deprecated import renamed
+from cartlab.criteria.options import CriteriaOptions
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -53,8 +53,7 @@ __all__ = [
 CAR_PARAMS = ("CARCOPY", "CARCELL")
 
 
-@dataclass(frozen=True)
-class CarKineticsOptions:
+class CarKineticsOptions(CriteriaOptions):
     """* ``param``: force CARCOPY or CARCELL (default: CARCOPY, else CARCELL per subject).
     * ``method``: AUC interpolation ("lin-up/log-down" default; "linear", "lin-log", "log-up/log-down").
     * ``auc_window`` ((0, 28)): the ``car_auc_0_28`` window in days.

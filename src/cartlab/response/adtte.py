@@ -17,7 +17,6 @@ import math
 import string
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -68,8 +68,7 @@ def endpoint_definitions() -> dict[str, Any]:
     return data
 
 
-@dataclass(frozen=True)
-class EndpointOptions:
+class EndpointOptions(CriteriaOptions):
     """Options of :func:`derive_adtte`; the defaults are ELN 2022 Table 9's reading.
 
     * ``censor_at_allo_hsct`` (False): censor at the first ``allo_hsct`` event (ELN 2022 does not).

@@ -12,12 +12,12 @@ introduced and which that trial's definition predates).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import polars as pl
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import load_raw as load_criteria
+from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
@@ -40,8 +40,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class BestResponseOptions:
+class BestResponseOptions(CriteriaOptions):
     """* ``orr_categories``: the categories counted as response (time to / duration of response).
     * ``end_events``: assessments on days after the first of these events are not counted.
     * ``landmark_day``: when set, only assessments up to this day count (e.g. 28 or 90).

@@ -16,11 +16,11 @@ eligibility cut-off of NCT04762485 ("CD7 > 30% of blasts by flow"); set it from 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import polars as pl
 
 from cartlab._deprecated import renamed
+from cartlab.criteria.options import CriteriaOptions
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
 
@@ -29,8 +29,7 @@ __all__ = ["MOLECULAR_PARAMS", "MolecularOptions", "derive_antigen_loss", "deriv
 MOLECULAR_PARAMS = ("MOLVAF", "MOLAR", "FISHPCT", "FUSION")
 
 
-@dataclass(frozen=True)
-class MolecularOptions:
+class MolecularOptions(CriteriaOptions):
     """* ``baseline_before_day`` (0): baseline = last value with day < this.
     * ``params``: which molecular params are followed.
     * ``antigen_negative_below_pct`` (30, NCT04762485 eligibility): TGTBLAST below it = antigen loss.
