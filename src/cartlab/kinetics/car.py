@@ -35,7 +35,7 @@ import polars as pl
 
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
-from cartlab.kinetics.agents import is_car_t_agent
+from cartlab.kinetics.agents import car_t_agent_expr
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -81,8 +81,7 @@ def _infusions(study: Study) -> pl.DataFrame:
     d = study.doses.filter(pl.col("day").is_not_null())
     if d.height == 0:
         return pl.DataFrame(schema={"subject_id": pl.String, "day": pl.Float64})
-    mask = [is_car_t_agent(a) for a in d["agent"].to_list()]
-    return d.filter(pl.Series(mask, dtype=pl.Boolean)).select("subject_id", "day").sort("subject_id", "day")
+    return d.filter(car_t_agent_expr(pl.col("agent"))).select("subject_id", "day").sort("subject_id", "day")
 
 
 _PROFILE_SCHEMA = {
