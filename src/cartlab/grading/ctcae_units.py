@@ -13,6 +13,7 @@ import re
 from functools import cache
 from importlib import resources
 
+import numpy as np
 import polars as pl
 
 __all__ = ["UNITS", "available_criteria", "criteria_names", "metadata_units", "signif", "signif_scalar"]
@@ -43,25 +44,24 @@ def signif(x: pl.Expr, digits: int = 15) -> pl.Expr:
 
 
 def _signif_series(s: pl.Series, digits: int) -> pl.Series:
-    """The steps of :func:`signif` on a column, each a small expression on the previous ones."""
-    x, a, k, p = pl.col("x"), pl.col("a"), pl.col("k"), pl.col("p")
-    lo, hi = 10.0 ** (digits - 1), 10.0**digits
-    out = (
-        pl.DataFrame({"x": s.cast(pl.Float64)})
-        .with_columns(a=x.abs())
-        .with_columns(k=(float(digits - 1) - a.log10().floor()).clip(-300.0, 300.0))
-        .with_columns(p=pl.lit(10.0).pow(k.abs()))
-        .with_columns(scaled=pl.when(k > 0).then(a * p).otherwise(a / p))
+    """The steps of :func:`signif` on a column: polars' log10 (the exponent's first guess), then
+    IEEE arithmetic, ``10^k`` and round-half-to-even in numpy (the same operations, bit for bit)."""
+    xs = s.cast(pl.Float64)
+    x = xs.to_numpy()
+    a = np.abs(x)
+    guess = xs.abs().log10().to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        k = np.clip(float(digits - 1) - np.floor(guess), -300.0, 300.0)
+        p = np.power(10.0, np.abs(k))
+        scaled = np.where(k > 0, a * p, a / p)
         # fix an off-by-one exponent: the scaled value must have exactly `digits` integer digits
         # (k -> k+1 when too few digits, k-1 when too many; p = 10^|k| follows)
-        .with_columns(k=k + ((pl.col("scaled") < lo) & (a > 0)).cast(pl.Float64)
-                      - (pl.col("scaled") >= hi).cast(pl.Float64))
-        .with_columns(p=pl.lit(10.0).pow(k.abs()))
-        .select(pl.when(a.is_finite() & (a > 0))
-                .then(pl.when(k > 0).then((a * p).round(0) / p).otherwise((a / p).round(0) * p) * x.sign())
-                .otherwise(x))
-    )
-    return out.to_series().alias(s.name)
+        k = k + ((scaled < 10.0 ** (digits - 1)) & (a > 0)) - (scaled >= 10.0**digits)
+        p = np.power(10.0, np.abs(k))
+        r = np.where(k > 0, np.round(a * p) / p, np.round(a / p) * p)
+        out = np.where(np.isfinite(a) & (a > 0), r * np.sign(x), x)  # 0, NaN, inf unchanged
+    res = pl.Series(s.name, out, dtype=pl.Float64, nan_to_null=False)
+    return res.set(s.is_null(), None) if s.null_count() else res  # null stays null
 
 
 def signif_scalar(x: float | None, digits: int = 15) -> float | None:
