@@ -34,6 +34,8 @@ def test_ported_tables_have_their_rule_sets():
     assert set(load_table("astct_icans_2019").rule_sets) == {"ice", "capd", "events"}
     for name in ("eln2022_aml", "all_car_t"):
         assert set(load_table(name, "cartlab.response").rule_sets) == {"categories", "relapse"}
+    for name in ("icaht_2023", "t_icaht_2025"):
+        assert set(load_table(name).rule_sets) == {"early", "late"}
 
 
 def crs() -> dict:
