@@ -102,3 +102,18 @@ def test_a_subclass_without_a_table_is_plain():
     assert Plain().x == 1 and Plain.criteria_tables() == ()
     with pytest.raises(TypeError, match="needs the criteria table"):
         Plain().resolved()
+
+
+def test_a_default_factory_is_documented_as_its_value():
+    """options_markdown shows a field(default_factory=dict) as {} (it showed PydanticUndefined)."""
+    from dataclasses import field
+
+    from cartlab.criteria.options import CriteriaOptions, options_markdown
+
+    class _FactoryOptions(CriteriaOptions):
+        extra_map: dict[str, int] = field(default_factory=dict)
+        criteria: str = "astct_crs_2019"
+
+    text = options_markdown(_FactoryOptions)
+    assert "PydanticUndefined" not in text and "`{}`" in text
+    assert _FactoryOptions().extra_map == {}

@@ -37,6 +37,7 @@ from cartlab.criteria.model import (
     leaves,
     option_name,
 )
+from cartlab.criteria.signif import signif, signif_scalar
 
 __all__ = ["Compiler", "Decision", "Range", "decision", "describe", "gated", "signif", "signif_scalar"]
 
@@ -45,18 +46,6 @@ _EMPTY = pl.List(pl.String)
 _SEP = "\x1f"  # joins the names of a list while it is built (never in a name)
 
 
-def signif(x: pl.Expr, digits: int) -> pl.Expr:
-    """R's ``signif(x, digits)`` (the CTCAE engine's implementation; it moves here with its port)."""
-    from cartlab.grading.ctcae import signif as _signif
-
-    return _signif(x, digits)
-
-
-def signif_scalar(x: float | None, digits: int) -> float | None:
-    """R's ``signif`` for one number (the CTCAE engine's implementation)."""
-    from cartlab.grading.ctcae import signif_scalar as _scalar
-
-    return _scalar(x, digits)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,9 @@ def _fields(cls: type) -> list[dataclasses.Field]:
 
 
 def _default(cls: type, name: str) -> Any:
-    return cls.__pydantic_fields__[name].default
+    """A field's default (a ``default_factory`` is called: ``field(default_factory=dict)`` is ``{}``)."""
+    info = cls.__pydantic_fields__[name]
+    return info.default_factory() if info.default_factory is not None else info.default
 
 
 def _table_backed(cls: type, f: dataclasses.Field) -> bool:
