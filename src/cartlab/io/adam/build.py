@@ -1,0 +1,246 @@
+"""ADaM datasets from one :class:`cartlab.analyze.Analysis` (its tables, never the engines re-run).
+
+Conventions (docs/interop/adam.md):
+
+* **Two days.** ``ADY``/``ASTDY``/``AENDY`` are CDISC study days without a day 0 (day 1 = infusion
+  day: ``floor(d) + 1`` for ``d >= 0``, ``floor(d)`` before; admiral ``derive_var_ady``);
+  ``ARELDY``/``ASTRLDY``/``AENRLDY``/``STARTRDY`` keep cartlab's infusion-relative day (day 0 =
+  infusion, fractions kept).
+* **Dates** are SAS numbers (days, or seconds for ``*DTM``, since 1960-01-01) and exist only when the
+  subject has an ``infusion_date``/``infusion_datetime``: ``ADT = TRTSDT + floor(ARELDY)``. The seed
+  and synthetic studies have days only, so their dates are empty.
+* ``USUBJID`` = cartlab ``subject_id`` (the key of every analysis table).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import polars as pl
+
+from cartlab.errors import InputError
+from cartlab.io.dictionary import load_dictionary
+from cartlab.provenance import evidence_ref
+
+__all__ = ["BUILDERS", "build_datasets", "cdisc_day", "evidence_text"]
+
+_EPOCH = _dt.date(1960, 1, 1)
+_EPOCH_DT = _dt.datetime(1960, 1, 1)
+EVIDENCE_MAX = 200
+
+
+def cdisc_day(day: pl.Expr) -> pl.Expr:
+    """CDISC study day (no day 0) of an infusion-relative day: 0 -> 1, 14 -> 15, -1 -> -1, 2.5 -> 3."""
+    d = day.floor()
+    return pl.when(d >= 0).then(d + 1).otherwise(d).cast(pl.Int64)
+
+
+def evidence_text(refs: pl.Expr) -> pl.Expr:
+    """A ``list[str]`` of ``file:row`` references as one text of at most 200 characters: joined by
+    ``"; "``; a longer list keeps whole references and ends ``" (+N more)"``."""
+    joined = refs.list.join("; ")
+    return pl.when(joined.str.len_chars() <= EVIDENCE_MAX).then(joined).otherwise(
+        refs.map_elements(_cut_refs, return_dtype=pl.String))
+
+
+def _cut_refs(refs) -> str:
+    refs = [r for r in refs if r is not None]
+    for k in range(len(refs), -1, -1):
+        text = "; ".join(refs[:k]) + f" (+{len(refs) - k} more)"
+        if len(text) <= EVIDENCE_MAX:
+            return text
+    return f"(+{len(refs)} more)"  # pragma: no cover - a single reference is never 190 characters
+
+
+def _flag(col: str) -> pl.Expr:
+    """Boolean -> Y / N, null stays null (not assessed is not negative)."""
+    return pl.when(pl.col(col)).then(pl.lit("Y")).when(pl.col(col).not_()).then(pl.lit("N")).otherwise(None)
+
+
+def _grade_text(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.Int64).cast(pl.String)
+
+
+def _study_dates(study) -> pl.DataFrame:
+    """USUBJID, TRTSDT (SAS date), TRTSDTM (SAS datetime) from the subjects' infusion date/datetime."""
+    s = study.subjects
+    for c in ("infusion_date", "infusion_datetime"):
+        if c not in s.columns:
+            s = s.with_columns(pl.lit(None, dtype=pl.String).alias(c))
+    rows = []
+    for i, (sid, d, dtm) in enumerate(s.select("subject_id", "infusion_date", "infusion_datetime").iter_rows(), 1):
+        date = when = None
+        try:
+            if dtm:
+                when = _dt.datetime.fromisoformat(str(dtm).replace("Z", "+00:00")).replace(tzinfo=None)
+            if d:
+                date = _dt.date.fromisoformat(str(d)[:10])
+            elif when is not None:
+                date = when.date()
+        except ValueError as exc:
+            raise InputError(f"subjects: row {i} (subject {sid}): infusion date {d or dtm!r} is not an ISO 8601 "
+                             f"date: {exc}") from None
+        rows.append((sid, None if date is None else (date - _EPOCH).days,
+                     None if when is None else (when - _EPOCH_DT).total_seconds()))
+    return pl.DataFrame(rows, schema={"USUBJID": pl.String, "TRTSDT": pl.Int64, "TRTSDTM": pl.Float64}, orient="row")
+
+
+def _with_dates(frame: pl.DataFrame, dates: pl.DataFrame, **targets: str) -> pl.DataFrame:
+    """Add ``<target> = TRTSDT + floor(<relative day column>)`` for each target=column."""
+    f = frame.join(dates.select("USUBJID", "TRTSDT"), on="USUBJID", how="left", maintain_order="left")
+    return f.with_columns(
+        (pl.col("TRTSDT") + pl.col(src).floor().cast(pl.Int64)).alias(tgt) for tgt, src in targets.items()
+    ).drop("TRTSDT")
+
+
+def _params() -> pl.DataFrame:
+    d = load_dictionary()
+    return pl.DataFrame({"_code": d.codes(), "_label": [d[c].label for c in d.codes()],
+                         "_group": [d[c].group for c in d.codes()]})
+
+
+def _param_label(unit: str) -> pl.Expr:
+    return pl.when(pl.col(unit).is_not_null() & (pl.col(unit) != "")).then(
+        pl.format("{} ({})", pl.col("_label"), pl.col(unit))).otherwise(pl.col("_label"))
+
+
+def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    from cartlab.kinetics.agents import car_t_agent_expr
+
+    study = analysis.study
+    s = study.subjects
+    car = (study.doses.filter(car_t_agent_expr(pl.col("agent"))).sort(["subject_id", "day"], nulls_last=True)
+           .group_by("subject_id", maintain_order=True).first().select("subject_id", pl.col("agent").alias("TRT01A")))
+    ev = study.events
+    dead = ev.filter(pl.col("event") == "death").select("subject_id").unique().with_columns(pl.lit("Y").alias("DTHFL"))
+    summ = analysis.subject_summary().select(
+        "subject_id", pl.col("crs_grade_astct").alias("CRSGRMX"), pl.col("crs_onset_day").alias("CRSONRDY"),
+        pl.col("icans_grade_astct").alias("ICNSGRMX"), pl.col("icaht_early_grade").alias("ICAHTEGR"),
+        pl.col("icaht_late_grade").alias("ICAHTLGR"))
+    best = analysis.table("best_response").select(
+        "subject_id", pl.col("best_response").alias("BOR"), pl.col("criteria").alias("BORCRIT"),
+        pl.col("best_response_day").alias("BORRDY"), _flag("mrd_negative").alias("MRDNEGFL"))
+    f = s.select(
+        pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+        pl.col("subject_id").alias("SUBJID"), pl.col("age_years").alias("AGE"),
+        pl.when(pl.col("age_years").is_not_null()).then(pl.lit("YEARS")).otherwise(None).alias("AGEU"),
+        pl.col("sex").alias("SEX"), pl.col("disease").alias("DISEASE"), pl.col("target").alias("TARGET"),
+        pl.col("weight_kg").alias("WEIGHTBL"), pl.col("height_cm").alias("HEIGHTBL"),
+        pl.lit("Y").alias("ITTFL"), pl.col("last_followup_day").alias("LSTFURDY"), "subject_id",
+    )
+    for other in (car, dead, summ, best):
+        f = f.join(other, on="subject_id", how="left", maintain_order="left")
+    f = f.join(dates, on="USUBJID", how="left", maintain_order="left")
+    return f.with_columns(pl.when(pl.col("TRT01A").is_not_null()).then(pl.lit("Y")).otherwise(None).alias("SAFFL"))
+
+
+def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    t = analysis.table("adlb").join(_params(), left_on="param", right_on="_code", how="left", maintain_order="left")
+    f = t.select(
+        pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+        pl.col("param").alias("PARAMCD"), _param_label("AVALU").alias("PARAM"), pl.col("_group").alias("PARCAT1"),
+        "AVAL", "AVALU", cdisc_day(pl.col("day")).alias("ADY"), pl.col("day").alias("ARELDY"),
+        "ABLFL", "BASE", (pl.col("AVAL") - pl.col("BASE")).alias("CHG"), "PCHG", "ANRLO", "ANRHI", "BNRIND",
+        "ATOXDSCL", _grade_text("ATOXGRL").alias("ATOXGRL"), "ATOXDSCH", _grade_text("ATOXGRH").alias("ATOXGRH"),
+        _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"),
+        _grade_text("BTOXGR").alias("BTOXGR"), pl.col("rule").cast(pl.String).alias("RULE"),
+        pl.col("rule_status").cast(pl.String).alias("RULESTAT"), pl.col("grade_reason").cast(pl.String).alias("REASON"),
+        evidence_text(pl.col("evidence")).alias("EVIDENCE"),
+    )
+    return _with_dates(f, dates, ADT="ARELDY")
+
+
+def advs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    """Vital signs (dictionary group ``vital``) from the study's observations, baseline by the
+    analysis' CTCAE baseline options (the rule ADLB uses)."""
+    from cartlab.grading.ctcae_options import CtcaeOptions
+
+    opts = analysis.options.ctcae or CtcaeOptions()
+    params = _params().filter(pl.col("_group") == "vital")
+    obs = analysis.study.observations
+    f = (obs.with_row_index("_obs").filter(pl.col("param").is_in(params["_code"].implode()))
+         .join(params, left_on="param", right_on="_code", how="left")
+         .sort(["subject_id", "param", "day", "_obs"], nulls_last=True))
+    before = pl.col("day") <= opts.baseline_day if opts.baseline_inclusive else pl.col("day") < opts.baseline_day
+    base = (f.filter(before & pl.col("value").is_not_null()).group_by(["subject_id", "param"], maintain_order=True)
+            .last().select("subject_id", "param", pl.col("value").alias("BASE"), pl.col("_obs").alias("_bobs")))
+    f = f.join(base, on=["subject_id", "param"], how="left", maintain_order="left")
+    out = f.select(
+        pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+        pl.col("param").alias("PARAMCD"), _param_label("unit").alias("PARAM"), pl.col("value").alias("AVAL"),
+        pl.col("unit").alias("AVALU"), cdisc_day(pl.col("day")).alias("ADY"), pl.col("day").alias("ARELDY"),
+        pl.when(pl.col("_obs") == pl.col("_bobs")).then(pl.lit("Y")).otherwise(None).alias("ABLFL"),
+        "BASE", (pl.col("value") - pl.col("BASE")).alias("CHG"),
+        pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
+        .then((pl.col("value") - pl.col("BASE")) / pl.col("BASE") * 100).otherwise(None).alias("PCHG"),
+        evidence_ref().alias("EVIDENCE"),
+    )
+    return _with_dates(out, dates, ADT="ARELDY")
+
+
+def _rule_cols(rule: str, status: str, reason: str, evidence: str) -> list[pl.Expr]:
+    return [pl.col(rule).cast(pl.String).alias("RULE"), pl.col(status).cast(pl.String).alias("RULESTAT"),
+            pl.col(reason).cast(pl.String).alias("REASON"), evidence_text(pl.col(evidence)).alias("EVIDENCE")]
+
+
+def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    t = analysis.table("adae_toxicity")
+    f = t.select(
+        pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "AESEQ", "AETERM",
+        cdisc_day(pl.col("ASTDY")).alias("ASTDY"), cdisc_day(pl.col("AENDY")).alias("AENDY"),
+        pl.col("ASTDY").cast(pl.Float64).alias("ASTRLDY"), pl.col("AENDY").cast(pl.Float64).alias("AENRLDY"),
+        "ADURN", "ADURU", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
+        *_rule_cols("RULE", "RULE_status", "REASON", "EVIDENCE"),
+    )
+    return _with_dates(f, dates, ASTDT="ASTRLDY", AENDT="AENRLDY")
+
+
+def adrs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    t = analysis.table("adrs")
+    f = t.select(
+        pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "PARAMCD", "PARAM", "AVALC",
+        cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "CRIT", "RSSCAT",
+        _flag("MRDNEG").alias("MRDNEGFL"), *_rule_cols("RULE", "RULE_status", "REASON", "EVIDENCE"),
+    )
+    return _with_dates(f, dates, ADT="ARELDY")
+
+
+def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    t = analysis.table("adtte")
+    f = t.select(
+        pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"), "PARAMCD", "PARAM",
+        pl.col("ANLFL").alias("ANL01FL"), "AVAL", "AVALU", "CNSR", pl.col("STARTDY").alias("STARTRDY"),
+        cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "EVNTDESC", "CNSDTDSC", "SRCDOM",
+        *_rule_cols("rule", "rule_status", "reason", "evidence"),
+    )
+    return _with_dates(f, dates, STARTDT="STARTRDY", ADT="ARELDY")
+
+
+def adpc(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    t = analysis.table("adpc")
+    f = t.select(
+        pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "PARAMCD", "AVAL", "AVALU", "AVALC", "BLQFL",
+        cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "AFRLT", "ARRLT", "NFRLT", "DTYPE",
+        evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
+    )
+    return _with_dates(f, dates, ADT="ARELDY")
+
+
+def adpp(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    t = analysis.table("adpp")
+    return t.select(
+        pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", pl.col("PPTESTCD").alias("PARAMCD"),
+        pl.col("PPTEST").alias("PARAM"), pl.col("PARAMCD").alias("PARCAT1"), "AVAL", "PPSTINT", "PPENINT", "METHOD",
+        evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
+    )
+
+
+#: dataset name -> builder(analysis, dates) -> frame (columns named as in adam_spec.yaml)
+BUILDERS = {"ADSL": adsl, "ADLB": adlb, "ADVS": advs, "ADAE": adae, "ADRS": adrs, "ADTTE": adtte,
+            "ADPC": adpc, "ADPP": adpp}
+
+
+def build_datasets(analysis, names: list[str] | None = None) -> dict[str, pl.DataFrame]:
+    """The raw ADaM frames (before the spec's types, ASCII and length rules) of ``names`` (all)."""
+    dates = _study_dates(analysis.study)
+    return {n: BUILDERS[n](analysis, dates) for n in (names or list(BUILDERS))}
