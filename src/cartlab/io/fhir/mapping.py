@@ -1,0 +1,109 @@
+"""The FHIR code map (``loinc_map.yaml``) as data: LOINC/cartlab codes <-> params, UCUM <-> units,
+medication/procedure/condition text rules. A user file of the same shape extends or overrides it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from cartlab.errors import InputError
+from cartlab.io.dictionary import load_dictionary
+from cartlab.units import UnitError, parse_unit
+
+#: cartlab's own FHIR URIs (the ``.invalid`` top-level domain is reserved, RFC 2606: never resolvable)
+BASE = "https://cartlab.invalid/fhir"
+EXT_ROW = f"{BASE}/StructureDefinition/row"
+EXT_ANCHOR = f"{BASE}/StructureDefinition/day0-anchor"
+CS_PARAM = f"{BASE}/CodeSystem/param"
+CS_CATEGORY = f"{BASE}/CodeSystem/category"
+CS_EVENT = f"{BASE}/CodeSystem/event"
+UCUM = "http://unitsofmeasure.org"
+#: the documented day-0 anchor of a study without calendar dates (days only)
+DAYS_ONLY_ANCHOR = "2000-01-01T00:00:00+00:00"
+
+
+@dataclass
+class FhirMapping:
+    """Code tables for read_fhir / write_fhir_bundle."""
+
+    loinc: str
+    code_to_param: dict[tuple[str, str], str] = field(default_factory=dict)
+    param_code: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # system, code, display
+    param_ucum: dict[str, str] = field(default_factory=dict)
+    ucum: dict[str, str] = field(default_factory=dict)
+    specimens: dict[str, str] = field(default_factory=dict)
+    medications: list[dict] = field(default_factory=list)
+    procedures: list[dict] = field(default_factory=list)
+    conditions: list[dict] = field(default_factory=list)
+
+    def param_of(self, codings: list[dict]) -> str | None:
+        for c in codings:
+            key = (str(c.get("system") or ""), str(c.get("code") or ""))
+            if key in self.code_to_param:
+                return self.code_to_param[key]
+        return None
+
+    def unit_from_ucum(self, code: str) -> str:
+        """A UCUM code as a cartlab unit spelling; UnitError if pint cannot read it."""
+        if code in self.ucum:
+            return self.ucum[code]
+        if "[" in code or "{" in code:
+            raise UnitError(f"unknown UCUM unit {code!r}")
+        unit = re.sub(r"10\*(-?\d+)", r"10^\1", code)
+        parse_unit(unit)
+        return unit
+
+    def rule(self, kind: str, text: str) -> dict | None:
+        for r in getattr(self, kind):
+            if re.search(r["match"], text or "", re.IGNORECASE):
+                return r
+        return None
+
+
+def _load_yaml(path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read the FHIR mapping file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a FHIR mapping file is a YAML mapping (see loinc_map.yaml)")
+    return data
+
+
+def load_mapping(extra: str | Path | dict | None = None) -> FhirMapping:
+    """The shipped map, updated by ``extra`` (a YAML file or dict of the same shape)."""
+    text = resources.files("cartlab.io.fhir").joinpath("loinc_map.yaml").read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    if extra is not None:
+        user = extra if isinstance(extra, dict) else _load_yaml(extra)
+        for key in ("observations", "cartlab_params", "ucum", "specimens"):
+            raw.setdefault(key, {}).update(user.get(key) or {})
+        for key in ("medications", "procedures", "conditions"):
+            raw[key] = list(user.get(key) or []) + list(raw.get(key) or [])
+    known = load_dictionary()
+    m = FhirMapping(loinc=raw["loinc"])
+    for param in known.codes():  # the cartlab code of every param is always read
+        m.code_to_param[(CS_PARAM, param)] = param
+    for param, row in (raw.get("observations") or {}).items():
+        if param not in known:
+            raise InputError(f"FHIR mapping: {param!r} is not a param of the parameter dictionary")
+        system = row.get("system", m.loinc)
+        m.param_code[param] = (system, str(row["code"]), row.get("display", param))
+        m.param_ucum[param] = str(row.get("ucum", ""))
+        for code in [row["code"], *row.get("also", [])]:
+            m.code_to_param[(system, str(code))] = param
+    for param, ucum in (raw.get("cartlab_params") or {}).items():
+        if param not in known:
+            raise InputError(f"FHIR mapping: {param!r} is not a param of the parameter dictionary")
+        m.param_code.setdefault(param, (CS_PARAM, param, known[param].label))
+        m.param_ucum.setdefault(param, str(ucum))
+    m.ucum = {str(k): str(v) for k, v in (raw.get("ucum") or {}).items()}
+    m.specimens = {str(k).lower(): str(v) for k, v in (raw.get("specimens") or {}).items()}
+    m.medications = list(raw.get("medications") or [])
+    m.procedures = list(raw.get("procedures") or [])
+    m.conditions = list(raw.get("conditions") or [])
+    return m

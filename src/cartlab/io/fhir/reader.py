@@ -1,0 +1,525 @@
+"""Read FHIR R4 JSON (a Bundle, a folder of resources/Bundles, or NDJSON) into a canonical Study.
+
+Every resource is validated with ``fhir.resources.R4B``; mapped resources become study-folder rows
+which go through the study-folder reader (same units, checks and conversions), then get the FHIR
+provenance (src_file = the JSON file, src_row = the entry, 1-based). Resources that cannot be mapped
+are counted in the mapping report (resource type, code, n, reason), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+from fhir.resources.R4B import get_fhir_model_class
+
+from cartlab.errors import InputError
+from cartlab.io.dictionary import load_dictionary
+from cartlab.io.errors import StudyValidationError
+from cartlab.io.fhir._common import days_between, parse_fhir_time, read_row_extension
+from cartlab.io.fhir.mapping import CS_CATEGORY, CS_EVENT, EXT_ANCHOR, FhirMapping, load_mapping
+from cartlab.io.study_folder import read_study, write_study
+from cartlab.kinetics.agents import is_car_t_agent
+from cartlab.model import TABLES, Study, conform
+from cartlab.units import UnitError
+
+_SEX = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
+REPORT_SCHEMA = {"file": pl.String, "resource_type": pl.String, "code": pl.String, "target": pl.String,
+                 "n": pl.Int64, "reason": pl.String, "entries": pl.String}
+
+
+class _Entry:
+    __slots__ = ("file", "index", "res", "full")
+
+    def __init__(self, file: str, index: int, res: dict, full: str | None = None):
+        self.file, self.index, self.res, self.full = file, index, res, full
+
+    @property
+    def where(self) -> str:
+        rid = self.res.get("id") if isinstance(self.res, dict) else None
+        rtype = self.res.get("resourceType") if isinstance(self.res, dict) else None
+        return f"{self.file}, entry {self.index}" + (f" ({rtype}/{rid})" if rtype else "")
+
+    def error(self, msg: str) -> InputError:
+        return InputError(f"{self.where}: {msg}")
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".ndjson") and p.is_file())
+        if not files:
+            raise InputError(f"{path}: no .json or .ndjson files in the folder")
+        return files
+    if not path.is_file():
+        raise InputError(f"{path}: no such file or folder")
+    return [path]
+
+
+def _load(path: Path) -> tuple[list[_Entry], tuple]:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    name = path.name
+    try:
+        text = data.decode("utf-8")
+        if path.suffix.lower() == ".ndjson":
+            raws = [(i, json.loads(line), None) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+            fmt = "fhir-ndjson"
+        else:
+            obj = json.loads(text)
+            fmt = "fhir-json"
+            if isinstance(obj, dict) and obj.get("resourceType") == "Bundle":
+                entries = obj.get("entry") or []
+                if not isinstance(entries, list):
+                    raise InputError(f"{name}: Bundle.entry is not a list")
+                raws = [
+                    (i, e.get("resource") if isinstance(e, dict) else e, e.get("fullUrl") if isinstance(e, dict) else None)
+                    for i, e in enumerate(entries, 1)
+                ]
+            else:
+                raws = [(1, obj, None)]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{name}: not FHIR JSON ({exc})") from exc
+    out = []
+    for i, res, full in raws:
+        e = _Entry(name, i, res, full)
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            raise e.error("not a FHIR resource (no resourceType)")
+        try:
+            cls = get_fhir_model_class(res["resourceType"])
+        except Exception as exc:
+            raise e.error(f"unknown FHIR R4 resourceType {res['resourceType']!r}") from exc
+        try:
+            cls.model_validate(res)
+        except Exception as exc:  # pydantic ValidationError and friends: first line is enough
+            lines = str(exc).splitlines()
+            detail = "; ".join(x.strip() for x in lines[1:3]) or lines[0]
+            raise e.error(f"invalid {res['resourceType']}: {detail}") from exc
+        out.append(e)
+    return out, (name, fmt, sha, len(out))
+
+
+def _codings(cc: dict | None) -> list[dict]:
+    return list((cc or {}).get("coding") or [])
+
+
+def _text(cc: dict | None) -> str:
+    cc = cc or {}
+    return cc.get("text") or next((c.get("display") or c.get("code") or "" for c in _codings(cc)), "")
+
+
+def _code_label(cc: dict | None) -> str:
+    cs = _codings(cc)
+    return f"{cs[0].get('system', '')}|{cs[0].get('code', '')}" if cs else _text(cc)
+
+
+def _effective(res: dict, prefix: str) -> tuple[str | None, str | None]:
+    if res.get(f"{prefix}DateTime"):
+        return res[f"{prefix}DateTime"], None
+    if res.get(f"{prefix}Instant"):
+        return res[f"{prefix}Instant"], None
+    per = res.get(f"{prefix}Period") or {}
+    return per.get("start"), per.get("end")
+
+
+class _Reader:
+    def __init__(self, m: FhirMapping):
+        self.m = m
+        self.rows: dict[str, list[dict]] = defaultdict(list)
+        self.where: dict[str, list[_Entry]] = defaultdict(list)
+        self.report: Counter = Counter()
+        self.report_entries: dict = defaultdict(list)
+        self.patients: dict[str, tuple[str, _Entry]] = {}  # reference -> (subject_id, entry)
+        self.anchor: dict[str, datetime] = {}
+        self.anchor_text: dict[str, str] = {}
+        self.baseline: dict[str, dict] = defaultdict(dict)
+
+    def skip(self, e: _Entry, code: str, reason: str, target: str = "") -> None:
+        key = (e.file, e.res["resourceType"], code, target, reason)
+        self.report[key] += 1
+        self.report_entries[key].append(e.index)
+
+    def add(self, table: str, e: _Entry, row: dict, code: str) -> None:
+        self.rows[table].append(row)
+        self.where[table].append(e)
+        self.skip(e, code, "mapped", table)
+
+    def subject(self, e: _Entry) -> str:
+        ref = (e.res.get("subject") or e.res.get("patient") or {}).get("reference")
+        if not ref:
+            raise e.error("no subject reference (Patient)")
+        if ref not in self.patients:
+            raise e.error(f"subject {ref!r} is not a Patient in the input")
+        return self.patients[ref][0]
+
+    # -- time: day relative to day 0 (the first CAR-T administration, or the cartlab anchor)
+    def day(self, e: _Entry, sid: str, text: str | None, ext: dict | None, key: str = "day"):
+        """(day, datetime text) of ``text``; (None, reason) when it cannot be placed."""
+        if not text:
+            return None, "no effective/onset/performed time"
+        try:
+            dt = parse_fhir_time(text)
+        except ValueError as exc:
+            raise e.error(str(exc)) from exc
+        if dt is None:
+            return None, "partial date (year or month only) cannot be placed on a day"
+        if sid not in self.anchor:
+            return None, "no day 0: the subject has no CAR-T MedicationAdministration"
+        day = days_between(self.anchor[sid], dt)
+        if ext is not None and key in ext:
+            if abs(ext[key] - day) > 1 / 1440:
+                raise e.error(f"the time {text} disagrees with the cartlab {key} {ext[key]:g}")
+            day = ext[key]
+        return day, text
+
+    def patients_pass(self, entries: list[_Entry]) -> None:
+        for e in entries:
+            r = e.res
+            if r["resourceType"] != "Patient":
+                continue
+            ext = read_row_extension(r) or {}
+            sid = next((i["value"] for i in r.get("identifier") or [] if i.get("system") == f"{CS_CATEGORY}/subject-id"), None)
+            sid = sid or r.get("id")
+            if not sid:
+                raise e.error("a Patient needs an id")
+            for ref in (f"Patient/{r.get('id')}", e.full):
+                if ref:
+                    self.patients[ref] = (sid, e)
+            for x in r.get("extension") or []:
+                if x.get("url") == EXT_ANCHOR:
+                    self.anchor[sid] = parse_fhir_time(x["valueDateTime"])
+            row = {"subject_id": sid, "sex": _SEX.get(r.get("gender") or "", None), **ext}
+            self.add("subjects", e, row, "Patient")
+        # day 0 of subjects without a cartlab anchor: the first CAR-T MedicationAdministration
+        for e in entries:
+            r = e.res
+            if r["resourceType"] == "MedicationAdministration" and is_car_t_agent(self._agent(r)):
+                sid = self.subject(e)
+                start, _ = _effective(r, "effective")
+                dt = parse_fhir_time(start) if start else None
+                if dt is not None and (sid not in self.anchor_text) and sid not in self._cartlab_anchored():
+                    self.anchor_text[sid] = start
+                    self.anchor[sid] = dt
+                elif dt is not None and sid in self.anchor_text and dt < self.anchor[sid]:
+                    self.anchor_text[sid], self.anchor[sid] = start, dt
+
+    def _cartlab_anchored(self) -> set:
+        return set(self.anchor) - set(self.anchor_text)
+
+    @staticmethod
+    def _agent(r: dict) -> str:
+        return _text(r.get("medicationCodeableConcept")) or (r.get("medicationReference") or {}).get("display", "")
+
+    # -- resources
+    def observation(self, e: _Entry) -> None:
+        r = e.res
+        code = _code_label(r.get("code"))
+        if r.get("status") in ("entered-in-error", "cancelled", "registered"):
+            return self.skip(e, code, f"status {r['status']}: not a result")
+        param = self.m.param_of(_codings(r.get("code")))
+        if param is None:
+            return self.skip(e, code, "code not in the FHIR code map (loinc_map.yaml)")
+        sid = self.subject(e)
+        ext = read_row_extension(r)
+        if ext and ext.get("role") == "subject":  # cartlab baseline weight/height: a subjects column
+            return self._baseline(e, sid, param, code)
+        row = {"subject_id": sid, "param": param}
+        q = r.get("valueQuantity")
+        if q is not None:
+            unit = self._unit(e, q)
+            if q.get("comparator"):
+                row["value_text"] = f"{q['comparator']}{q.get('value')}"
+            else:
+                row["orig_value"] = _num(q.get("value"))
+            row["orig_unit"] = unit
+            rng = (r.get("referenceRange") or [{}])[0]
+            for side, col in (("low", "orig_lln"), ("high", "orig_uln")):
+                if rng.get(side) and rng[side].get("value") is not None:
+                    row[col] = self._in_unit(e, rng[side], unit, param)
+        elif "valueInteger" in r:
+            row["orig_value"] = float(r["valueInteger"])
+        elif "valueString" in r:
+            row["value_text"] = r["valueString"]
+        elif "valueCodeableConcept" in r:
+            row["value_text"] = _text(r["valueCodeableConcept"])
+        else:
+            return self.skip(e, code, "no value of a supported type (Quantity, integer, string, CodeableConcept)")
+        spec = (r.get("specimen") or {}).get("display")
+        if spec:
+            row["specimen"] = self.m.specimens.get(spec.lower())
+            if row["specimen"] is None:
+                self.skip(e, code, f"specimen {spec!r} not in the specimen map: left empty", "observations")
+        if ext:
+            self._check_value(e, param, row, ext)
+            row.update({k: v for k, v in ext.items() if k not in ("day",)})
+        day, dt = self.day(e, sid, _effective(r, "effective")[0], ext)
+        if day is None:
+            return self.skip(e, code, dt)
+        row["day"] = day
+        row["datetime"] = ext.get("datetime") if ext is not None else dt
+        self.add("observations", e, row, code)
+
+    def _unit(self, e: _Entry, q: dict) -> str:
+        try:
+            if q.get("code") is not None:
+                return self.m.unit_from_ucum(str(q["code"]))
+            return str(q.get("unit") or "")
+        except UnitError as exc:
+            raise e.error(f"{exc} in valueQuantity") from exc
+
+    def _in_unit(self, e, q: dict, unit: str, param: str) -> float:
+        from cartlab.units import conversion
+
+        u = self._unit(e, q)
+        if u == unit:
+            return _num(q["value"])
+        try:
+            return conversion(u, unit).scale * _num(q["value"]) + conversion(u, unit).offset
+        except UnitError as exc:
+            raise e.error(f"referenceRange unit: {exc}") from exc
+
+    def _check_value(self, e: _Entry, param: str, row: dict, ext: dict) -> None:
+        """The standard valueQuantity must agree with the cartlab original value it travels with."""
+        if row.get("orig_value") is None or ext.get("orig_value") is None:
+            return
+        p = load_dictionary()[param]
+        try:
+            std = p.conversion_from(row.get("orig_unit"))(row["orig_value"])
+            orig = p.conversion_from(ext.get("orig_unit"))(ext["orig_value"])
+        except UnitError as exc:
+            raise e.error(str(exc)) from exc
+        if not math.isclose(std, orig, rel_tol=1e-9, abs_tol=1e-12):
+            raise e.error(f"valueQuantity {row['orig_value']} {row.get('orig_unit')} disagrees with the "
+                          f"cartlab original value {ext['orig_value']} {ext.get('orig_unit')}")
+
+    def _baseline(self, e: _Entry, sid: str, param: str, code: str) -> None:
+        q = e.res.get("valueQuantity") or {}
+        col, unit = ("weight_kg", "kg") if param == "WEIGHT" else ("height_cm", "cm")
+        try:
+            v = load_dictionary()[param].conversion_from(self._unit(e, q))(_num(q.get("value")))
+        except UnitError as exc:
+            raise e.error(str(exc)) from exc
+        self.baseline[sid][col] = v
+        self.skip(e, code, f"mapped to subjects.{col}", "subjects")
+
+    def medication(self, e: _Entry) -> None:
+        r = e.res
+        agent = self._agent(r)
+        if r.get("status") in ("not-done", "entered-in-error"):
+            return self.skip(e, agent, f"status {r['status']}: not given")
+        cat = next((c["code"] for c in _codings(r.get("category")) if c.get("system") == CS_CATEGORY), None)
+        if cat == "dose" or (cat is None and is_car_t_agent(agent)):
+            table, category = "doses", None
+        elif cat is not None:
+            table, category = "interventions", cat
+        else:
+            rule = self.m.rule("medications", agent)
+            if rule is None:
+                return self.skip(e, agent, "medication not in the medication map")
+            table, category = rule["table"], rule.get("category")
+        self._timed(e, table, agent, {"agent": agent, "category": category}, "effective")
+
+    def _timed(self, e: _Entry, table: str, code: str, base: dict, prefix: str) -> None:
+        r = e.res
+        sid = self.subject(e)
+        ext = read_row_extension(r)
+        start, end = _effective(r, prefix)
+        row = {"subject_id": sid, **{k: v for k, v in base.items() if v is not None}}
+        dosage = r.get("dosage") or {}
+        q = dosage.get("dose") or dosage.get("rateQuantity")
+        if table == "doses":
+            row.pop("category", None)
+            if q:
+                row["orig_dose"], row["orig_unit"] = _num(q.get("value")), self._unit(e, q) if q.get("unit") is None else q["unit"]
+        elif q:
+            row["dose"], row["dose_unit"] = _num(q.get("value")), q.get("unit") or self._unit(e, q)
+        if r.get("reasonCode"):
+            row["indication"] = _text(r["reasonCode"][0])
+        if ext:
+            row.update({k: v for k, v in ext.items() if not k.endswith("day")})
+        if table in ("doses", "events"):
+            day, dt = self.day(e, sid, start, ext)
+            if day is None:
+                return self.skip(e, code, dt)
+            row["day"], row["datetime"] = day, (ext.get("datetime") if ext is not None else dt)
+        else:
+            day, dt = self.day(e, sid, start, ext, "start_day")
+            if day is None:
+                return self.skip(e, code, dt)
+            row["start_day"], row["start_datetime"] = day, (ext.get("start_datetime") if ext is not None else dt)
+            if end:
+                eday, edt = self.day(e, sid, end, ext, "end_day")
+                row["end_day"], row["end_datetime"] = eday, (ext.get("end_datetime") if ext is not None else edt)
+        self.add(table, e, row, code)
+
+    def procedure(self, e: _Entry) -> None:
+        r = e.res
+        code, text = _code_label(r.get("code")), _text(r.get("code"))
+        cs = {c.get("system"): c.get("code") for c in _codings(r.get("code"))}
+        if r.get("status") in ("not-done", "entered-in-error", "preparation"):
+            return self.skip(e, code, f"status {r['status']}: not done")
+        if cs.get(CS_EVENT):
+            rule = {"table": "events", "event": cs[CS_EVENT]}
+        elif cs.get(CS_CATEGORY):
+            rule = {"table": "interventions", "category": cs[CS_CATEGORY]}
+        else:
+            rule = self.m.rule("procedures", text)
+        if rule is None:
+            return self.skip(e, code, "procedure not in the procedure map")
+        base = {k: rule.get(k) for k in ("category", "o2_device", "event")}
+        if r.get("usedCode"):
+            base["o2_device"] = base.get("o2_device") or _text(r["usedCode"][0])
+        if r.get("note"):
+            base["detail"] = r["note"][0].get("text")
+        self._timed(e, rule["table"], code, base, "performed")
+
+    def condition(self, e: _Entry) -> None:
+        r = e.res
+        code, text = _code_label(r.get("code")), _text(r.get("code"))
+        cs = {c.get("system"): c.get("code") for c in _codings(r.get("code"))}
+        if (r.get("verificationStatus") and any(c.get("code") in ("refuted", "entered-in-error")
+                                               for c in _codings(r["verificationStatus"]))):
+            return self.skip(e, code, "verificationStatus refuted/entered-in-error")
+        rule = {"table": "events", "event": cs[CS_EVENT]} if cs.get(CS_EVENT) else self.m.rule("conditions", text)
+        if rule is None:
+            return self.skip(e, code, "condition not in the condition map")
+        if rule.get("report"):
+            return self.skip(e, code, rule["report"])
+        base = {"event": rule["event"], "detail": (r.get("note") or [{}])[0].get("text")}
+        self._timed(e, "events", code, base, "onset")
+
+    def deaths(self) -> None:
+        dead = {row["subject_id"] for row in self.rows["events"] if row.get("event") == "death"}
+        for ref, (sid, e) in list(self.patients.items()):
+            r = e.res
+            if not ref.startswith("Patient/") or sid in dead:
+                continue
+            if r.get("deceasedDateTime"):
+                day, dt = self.day(e, sid, r["deceasedDateTime"], None)
+                if day is None:
+                    self.skip(e, "deceasedDateTime", dt)
+                else:
+                    self.add("events", e, {"subject_id": sid, "day": day, "datetime": dt, "event": "death"}, "deceasedDateTime")
+            elif r.get("deceasedBoolean"):
+                self.skip(e, "deceasedBoolean", "death without a date cannot be placed on a day")
+
+
+def _num(v) -> float | None:
+    return None if v is None else float(v)
+
+
+def _dispatch(rd: _Reader, e: _Entry) -> None:
+    t = e.res["resourceType"]
+    if t == "Patient":
+        return
+    handler = {"Observation": rd.observation, "MedicationAdministration": rd.medication,
+               "Procedure": rd.procedure, "Condition": rd.condition}.get(t)
+    if handler is None:
+        return rd.skip(e, "", f"resource type {t} is not read by cartlab")
+    handler(e)
+
+
+def _subjects_from_fhir(rd: _Reader) -> None:
+    """Subject columns FHIR carries outside the Patient: day-0 anchor, age, baseline weight/height."""
+    obs = defaultdict(list)
+    for row in rd.rows["observations"]:
+        if row["param"] in ("WEIGHT", "HEIGHT") and row.get("orig_value") is not None:
+            obs[(row["subject_id"], row["param"])].append(row)
+    for row, e in zip(rd.rows["subjects"], rd.where["subjects"]):
+        sid = row["subject_id"]
+        row.update(rd.baseline.get(sid, {}))
+        if sid in rd.anchor_text:
+            row.setdefault("infusion_datetime", rd.anchor_text[sid])
+        birth = e.res.get("birthDate")
+        if "age_years" not in row and birth and sid in rd.anchor:
+            b = parse_fhir_time(birth)
+            if b is not None:  # completed years on the day of the first CAR-T infusion
+                d0 = rd.anchor[sid].date()
+                row["age_years"] = float(d0.year - b.year - ((d0.month, d0.day) < (b.month, b.day)))
+        for param, col in (("WEIGHT", "weight_kg"), ("HEIGHT", "height_cm")):
+            rows = sorted(obs.get((sid, param), []), key=lambda x: x["day"])
+            if col not in row and rows:  # the last measurement up to day 0, else the first after it
+                before = [x for x in rows if x["day"] <= 0]
+                pick = before[-1] if before else rows[0]
+                p = load_dictionary()[param]
+                row[col] = p.conversion_from(pick.get("orig_unit"))(pick["orig_value"])
+
+
+def _frame(rows: list[dict], table: str) -> pl.DataFrame:
+    if not rows:
+        return conform(pl.DataFrame(schema=TABLES[table]), table)
+    cols = [c for c in TABLES[table] if any(c in r for r in rows)]
+    data = {c: [r.get(c) for r in rows] for c in cols}
+    return conform(pl.DataFrame({c: pl.Series(c, v, dtype=TABLES[table][c], strict=False) for c, v in data.items()}), table)
+
+
+def _translate(exc: StudyValidationError, rd: _Reader) -> InputError:
+    issue = exc.issues[0]
+    table = Path(issue.file).stem
+    entries = rd.where.get(table, [])
+    places = [entries[r - 1].where for r in issue.rows[:3] if 0 < r <= len(entries)] or [table]
+    more = f" (and {len(exc.issues) - 1} more problems)" if len(exc.issues) > 1 else ""
+    col = f", field {issue.column!r}" if issue.column else ""
+    return InputError(f"{'; '.join(places)}{col}: {issue.message}{more}")
+
+
+def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None = None) -> tuple[Study, pl.DataFrame]:
+    """:func:`read_fhir` and its mapping report (file, resource_type, code, target, n, reason, entries)."""
+    path = Path(path)
+    m = load_mapping(mapping)
+    entries, sources = [], []
+    for f in _files(path):
+        got, src = _load(f)
+        entries += got
+        sources.append(src)
+    rd = _Reader(m)
+    rd.patients_pass(entries)
+    for e in entries:
+        _dispatch(rd, e)
+    rd.deaths()
+    _subjects_from_fhir(rd)
+    if not rd.rows["subjects"]:
+        raise InputError(f"{path}: no Patient resource: a study needs at least one subject")
+    frames = {t: _frame(rd.rows[t], t) for t in TABLES}
+    with tempfile.TemporaryDirectory(prefix="cartlab-fhir-") as tmp:
+        write_study(Study(study_id="fhir", **frames), tmp, fmt="parquet")
+        try:
+            study = read_study(tmp, study_id=study_id or path.stem)
+        except StudyValidationError as exc:
+            raise _translate(exc, rd) from exc
+    sha = {name: s for name, _, s, _ in sources}
+    for t in TABLES:
+        df = study.table(t)
+        if df.height:
+            where = rd.where[t]
+            files = [where[r - 1].file for r in df["src_row"].to_list()]
+            idx = [where[r - 1].index for r in df["src_row"].to_list()]
+            setattr(study, t, df.with_columns(
+                pl.Series("src_file", files, dtype=pl.String),
+                pl.Series("src_sha256", [sha[f] for f in files], dtype=pl.String),
+                pl.Series("src_row", idx, dtype=pl.Int64),
+            ))
+    study.sources = pl.DataFrame(sources, schema={"file": pl.String, "format": pl.String, "sha256": pl.String,
+                                                  "n_rows": pl.Int64}, orient="row")
+    report = pl.DataFrame(
+        [(f, t, c, tg, n, rs, ",".join(map(str, rd.report_entries[(f, t, c, tg, rs)][:20])))
+         for (f, t, c, tg, rs), n in sorted(rd.report.items())],
+        schema=REPORT_SCHEMA, orient="row",
+    )
+    return study, report
+
+
+def read_fhir(path: str | Path, mapping=None, study_id: str | None = None) -> Study:
+    """Read a FHIR R4 Bundle JSON file, NDJSON file or folder of them into a canonical Study.
+
+    ``mapping``: a YAML file (or dict) extending ``loinc_map.yaml``. Raises :class:`InputError`
+    naming the file and entry of the first problem. The mapping report is ``study.mapping_report``.
+    """
+    study, report = read_fhir_with_report(path, mapping, study_id)
+    study.mapping_report = report
+    return study

@@ -1,0 +1,230 @@
+"""Write a :class:`~cartlab.model.Study` as a FHIR R4 collection Bundle (validated with
+``fhir.resources.R4B``), carrying what FHIR has no field for in a cartlab row extension so that
+:func:`~cartlab.io.fhir.reader.read_fhir` gives the same canonical study back."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from pathlib import Path
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from cartlab.errors import CartlabError
+from cartlab.io.atomic import atomic_file
+from cartlab.io.fhir._common import add_days, canonical_to_aware, fhir_time, row_extension
+from cartlab.io.fhir.mapping import (
+    CS_CATEGORY,
+    CS_EVENT,
+    DAYS_ONLY_ANCHOR,
+    EXT_ANCHOR,
+    UCUM,
+    FhirMapping,
+    load_mapping,
+)
+from cartlab.model import PROVENANCE_COLUMNS, Study
+
+_NS = uuid.UUID("5b0c1d1e-7a57-4c1a-9c2e-ca27ab000001")
+_GENDER = {"F": "female", "M": "male", "U": "unknown"}
+_DOSE_UCUM = {"cells/kg": "{cells}/kg", "cells": "{cells}", "mg/m2": "mg/m2", "mg": "mg", "mg/kg": "mg/kg"}
+_SKIP = set(PROVENANCE_COLUMNS) | {"subject_id"}
+
+
+def _pid(subject_id: str) -> str:
+    """A FHIR id ([A-Za-z0-9-.]{1,64}) for a subject id; the exact id goes in the identifier."""
+    s = re.sub(r"[^A-Za-z0-9.\-]", "-", subject_id)[:55]
+    return s if s == subject_id else f"{s}-{uuid.uuid5(_NS, subject_id).hex[:8]}"
+
+
+def _clean(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _quantity(value, unit: str | None, ucum: str | None) -> dict:
+    q = {"value": value}
+    if unit:
+        q["unit"] = unit
+    if ucum:
+        q["system"], q["code"] = UCUM, ucum
+    return q
+
+
+class _Writer:
+    def __init__(self, study: Study, m: FhirMapping):
+        self.study, self.m = study, m
+        self.entries: list[dict] = []
+        self.anchor = {}
+        self.deceased: dict[str, str] = {}
+
+    def add(self, resource: dict) -> None:
+        rtype = resource["resourceType"]
+        try:
+            get_fhir_model_class(rtype).model_validate(resource)
+        except Exception as exc:  # a bug in the writer, not bad input
+            raise CartlabError(f"write_fhir_bundle built an invalid {rtype} {resource.get('id')}: {exc}") from exc
+        full = f"urn:uuid:{uuid.uuid5(_NS, rtype + '/' + resource['id'])}"
+        self.entries.append({"fullUrl": full, "resource": resource})
+
+    def when(self, sid: str, day, text) -> str:
+        if _clean(text) is not None:
+            return fhir_time(canonical_to_aware(text))
+        return fhir_time(add_days(self.anchor[sid], float(day)))
+
+    def ext(self, row: dict, *, drop=()) -> dict:
+        return row_extension({k: _clean(v) for k, v in row.items() if k not in _SKIP and k not in drop})
+
+    def subjects(self) -> None:
+        for row in self.study.subjects.iter_rows(named=True):
+            sid = row["subject_id"]
+            anchor = row["infusion_datetime"] or row["infusion_date"]
+            self.anchor[sid] = canonical_to_aware(anchor or DAYS_ONLY_ANCHOR)
+        for sid in self.study.subject_ids:  # subjects found only in other tables: days-only anchor
+            self.anchor.setdefault(sid, canonical_to_aware(DAYS_ONLY_ANCHOR))
+        ev = self.study.events
+        for row in ev.filter(ev["event"] == "death").iter_rows(named=True):
+            self.deceased.setdefault(row["subject_id"], self.when(row["subject_id"], row["day"], row["datetime"]))
+        for i, row in enumerate(self.study.subjects.iter_rows(named=True), 1):
+            sid = row["subject_id"]
+            res = {
+                "resourceType": "Patient",
+                "id": _pid(sid),
+                "identifier": [{"system": f"{CS_CATEGORY}/subject-id", "value": sid}],
+                "extension": [
+                    {"url": EXT_ANCHOR, "valueDateTime": fhir_time(self.anchor[sid])},
+                    self.ext(row, drop=("sex", "weight_kg", "height_cm")),
+                ],
+            }
+            if row["sex"]:
+                res["gender"] = _GENDER.get(row["sex"], "unknown")
+            if sid in self.deceased:
+                res["deceasedDateTime"] = self.deceased[sid]
+            self.add(res)
+            for col, param in (("weight_kg", "WEIGHT"), ("height_cm", "HEIGHT")):
+                if _clean(row[col]) is not None:
+                    self._baseline(sid, param, row[col], i)
+
+    def _baseline(self, sid, param, value, i) -> None:
+        system, code, display = self.m.param_code[param]
+        unit = "kg" if param == "WEIGHT" else "cm"
+        self.add({
+            "resourceType": "Observation",
+            "id": f"subj-{i}-{param.lower()}",
+            "status": "final",
+            "code": {"coding": [{"system": system, "code": code, "display": display}], "text": param},
+            "subject": {"reference": f"Patient/{_pid(sid)}"},
+            "effectiveDateTime": fhir_time(self.anchor[sid]),
+            "valueQuantity": _quantity(value, unit, unit),
+            "extension": [row_extension({"role": "subject"})],
+        })
+
+    def observations(self) -> None:
+        for i, r in enumerate(self.study.observations.iter_rows(named=True), 1):
+            sid, param = r["subject_id"], r["param"]
+            system, code, display = self.m.param_code[param]
+            ucum = self.m.param_ucum.get(param) or None
+            res = {
+                "resourceType": "Observation",
+                "id": f"obs-{i}",
+                "status": "final",
+                "code": {"coding": [{"system": system, "code": code, "display": display}], "text": param},
+                "subject": {"reference": f"Patient/{_pid(sid)}"},
+                "effectiveDateTime": self.when(sid, r["day"], r["datetime"]),
+            }
+            if _clean(r["value"]) is not None:
+                res["valueQuantity"] = _quantity(r["value"], r["unit"], ucum)
+            elif r["censor"] and _clean(r["censor_limit"]) is not None:
+                res["valueQuantity"] = {**_quantity(r["censor_limit"], r["unit"], ucum), "comparator": r["censor"]}
+            elif r["value_text"] is not None:
+                res["valueString"] = r["value_text"]
+            rng = {}
+            for side, col in (("low", "lln"), ("high", "uln")):
+                if _clean(r[col]) is not None:
+                    rng[side] = _quantity(r[col], r["unit"], ucum)
+            if rng:
+                res["referenceRange"] = [rng]
+            if r["specimen"]:
+                res["specimen"] = {"display": r["specimen"]}
+            keep = ("orig_value", "orig_unit", "orig_lln", "orig_uln", "orig_lloq", "value_text", "analyte",
+                    "day", "datetime", "source", "source_note", "extra")
+            res["extension"] = [self.ext({k: r[k] for k in keep})]
+            self.add(res)
+
+    def doses(self) -> None:
+        for i, r in enumerate(self.study.doses.iter_rows(named=True), 1):
+            sid = r["subject_id"]
+            res = {
+                "resourceType": "MedicationAdministration",
+                "id": f"dose-{i}",
+                "status": "completed",
+                "category": {"coding": [{"system": CS_CATEGORY, "code": "dose"}]},
+                "medicationCodeableConcept": {"text": r["agent"]},
+                "subject": {"reference": f"Patient/{_pid(sid)}"},
+                "effectiveDateTime": self.when(sid, r["day"], r["datetime"]),
+                "extension": [self.ext({k: r[k] for k in ("orig_dose", "orig_unit", "day", "datetime", "source", "source_note", "extra")})],
+            }
+            if _clean(r["dose"]) is not None:
+                res["dosage"] = {"dose": _quantity(r["dose"], r["unit"], _DOSE_UCUM.get(r["unit"] or ""))}
+            self.add(res)
+
+    def interventions(self) -> None:
+        for i, r in enumerate(self.study.interventions.iter_rows(named=True), 1):
+            sid = r["subject_id"]
+            start = self.when(sid, r["start_day"], r["start_datetime"])
+            has_end = _clean(r["end_day"]) is not None or r["end_datetime"] is not None
+            end = self.when(sid, r["end_day"], r["end_datetime"]) if has_end else None
+            res = {"id": f"int-{i}", "subject": {"reference": f"Patient/{_pid(sid)}"},
+                   "extension": [self.ext(r)]}
+            if r["indication"]:
+                res["reasonCode"] = [{"text": r["indication"]}]
+            if r["category"] == "oxygen":
+                res.update(resourceType="Procedure", status="completed",
+                           code={"coding": [{"system": CS_CATEGORY, "code": "oxygen"}], "text": "oxygen therapy"})
+                res["performedPeriod" if end else "performedDateTime"] = {"start": start, "end": end} if end else start
+                if r["o2_device"]:
+                    res["usedCode"] = [{"text": r["o2_device"]}]
+            else:
+                res.update(resourceType="MedicationAdministration", status="completed",
+                           category={"coding": [{"system": CS_CATEGORY, "code": r["category"]}]},
+                           medicationCodeableConcept={"text": r["agent"] or r["category"]})
+                res["effectivePeriod" if end else "effectiveDateTime"] = {"start": start, "end": end} if end else start
+                if _clean(r["dose"]) is not None:
+                    rate = bool(re.search(r"/(min|h|hr|hour)\b", r["dose_unit"] or ""))
+                    res["dosage"] = {"rateQuantity" if rate else "dose": _quantity(r["dose"], r["dose_unit"], None)}
+            self.add(res)
+
+    def events(self) -> None:
+        for i, r in enumerate(self.study.events.iter_rows(named=True), 1):
+            sid = r["subject_id"]
+            t = self.when(sid, r["day"], r["datetime"])
+            code = {"coding": [{"system": CS_EVENT, "code": r["event"]}], "text": r["event"]}
+            res = {"id": f"evt-{i}", "subject": {"reference": f"Patient/{_pid(sid)}"}, "code": code,
+                   "extension": [self.ext(r)]}
+            if r["event"] == "allo_hsct":
+                res.update(resourceType="Procedure", status="completed", performedDateTime=t)
+            else:
+                res.update(resourceType="Condition", onsetDateTime=t)
+            if r["detail"]:
+                res["note"] = [{"text": r["detail"]}]
+            self.add(res)
+
+
+def build_bundle(study: Study, mapping=None) -> dict:
+    """The Bundle (a JSON-ready dict) of ``study``; every resource validated with fhir.resources R4B."""
+    w = _Writer(study, load_mapping(mapping))
+    w.subjects()
+    w.observations()
+    w.doses()
+    w.interventions()
+    w.events()
+    return {"resourceType": "Bundle", "id": _pid(study.study_id), "type": "collection", "entry": w.entries}
+
+
+def write_fhir_bundle(study: Study, path: str | Path, mapping=None) -> Path:
+    """Write ``study`` as a FHIR R4 collection Bundle JSON file at ``path`` (atomically)."""
+    bundle = build_bundle(study, mapping)
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(bundle, indent=1, ensure_ascii=False), encoding="utf-8")
+    return path
