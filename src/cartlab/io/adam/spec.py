@@ -93,26 +93,26 @@ def _variable(where: str, raw: dict, common: dict, citations: dict) -> AdamVaria
         raise InputError(f"{where}: a variable must be a mapping, got {raw!r}")
     if "use" in raw:
         name = raw["use"]
-        if name not in common:
+        if not isinstance(name, str) or name not in common:
             raise InputError(f"{where}: use: {name!r} is not in the common block")
         raw = {"name": name, **common[name], **{k: v for k, v in raw.items() if k != "use"}}
     name = _check_name(where, raw.get("name"))
     where = f"{where} {name}"
     label = _check_text(where, "label", raw.get("label"), MAX_LABEL)
     vtype = raw.get("type")
-    if vtype not in TYPES:
+    if not isinstance(vtype, str) or vtype not in TYPES:
         raise InputError(f"{where}: type {vtype!r} is not one of {', '.join(TYPES)}")
     origin = raw.get("origin")
-    if origin not in ORIGINS:
+    if not isinstance(origin, str) or origin not in ORIGINS:
         raise InputError(f"{where}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
     fmt = raw.get("format")
-    if fmt is not None and (fmt not in FORMATS or vtype == "text"):
+    if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS or vtype == "text"):
         raise InputError(f"{where}: format {fmt!r} must be one of {', '.join(FORMATS)} on a numeric variable")
     cite = raw.get("cite")
-    if cite not in citations:
+    if not isinstance(cite, str) or cite not in citations:
         raise InputError(f"{where}: cite {cite!r} is not a key of citations")
     status = raw.get("status")
-    if status not in ("verified", "unverified"):
+    if not isinstance(status, str) or status not in ("verified", "unverified"):
         raise InputError(f"{where}: status {status!r} must be verified or unverified")
     derivation = raw.get("derivation")
     if not isinstance(derivation, str) or not derivation.strip():
@@ -139,6 +139,12 @@ def load_spec(path: str | Path | None = None) -> AdamSpec:
         raise InputError(f"{where}: an ADaM spec needs a 'datasets' mapping")
     citations = raw.get("citations") or {}
     common = raw.get("common") or {}
+    if not isinstance(citations, dict) or not isinstance(common, dict) or not all(
+            isinstance(v, dict) for v in common.values()):
+        raise InputError(f"{where}: 'citations' and 'common' must be mappings (common: name -> mapping)")
+    version = raw.get("version", 1)
+    if not isinstance(version, int):
+        raise InputError(f"{where}: version {version!r} is not an integer")
     datasets = {}
     for ds_name, ds in raw["datasets"].items():
         w = f"{where}: dataset {ds_name}"
@@ -151,10 +157,13 @@ def load_spec(path: str | Path | None = None) -> AdamSpec:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise InputError(f"{w}: variables listed twice: {', '.join(dup)}")
-        keys = tuple(ds.get("keys") or ())
+        keys = ds.get("keys") or []
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise InputError(f"{w}: keys must be a list of variable names, got {keys!r}")
+        keys = tuple(keys)
         missing = [k for k in keys if k not in names]
         if missing:
             raise InputError(f"{w}: keys not among its variables: {', '.join(missing)}")
         datasets[ds_name] = AdamDataset(ds_name, label, str(ds.get("class", "")), str(ds.get("structure", "")),
                                         keys, variables)
-    return AdamSpec(int(raw.get("version", 1)), where, citations, datasets)
+    return AdamSpec(version, where, citations, datasets)

@@ -90,7 +90,8 @@ def define_table(spec: AdamSpec, frames: dict[str, pl.DataFrame]) -> pl.DataFram
         ds = spec.datasets[name]
         lens = lengths(frame, ds)
         for i, v in enumerate(ds.variables, 1):
-            c = spec.citations.get(v.cite, {})
+            c = spec.citations.get(v.cite)
+            c = c if isinstance(c, dict) else {"text": str(c)}
             rows.append({
                 "dataset": name, "dataset_label": ds.label, "order": i, "variable": v.name, "label": v.label,
                 "type": v.sas_type, "datatype": v.type, "length": lens[v.name], "format": v.format or "",
