@@ -1,0 +1,274 @@
+"""SDTM DM, EX/EC, CM and the event domains (AE, CE, DS, DD, PR, RS) -> canonical tables."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cartlab.io.sdtm.common import Ctx, extra_json, first_reason, imputed_note, place, provenance, status, supp_col, time_reason
+from cartlab.io.sdtm.dates import parse_dtc
+from cartlab.io.sdtm.files import ROW, DomainFile
+from cartlab.io.sdtm.mapping import SdtmMapping
+from cartlab.io.study_folder import _dose_unit
+from cartlab.kinetics.agents import car_t_agent_expr
+from cartlab.units import UnitError, parse_unit
+
+
+def upper(dfile: DomainFile, var: str) -> pl.Expr:
+    return dfile.text(var).str.to_uppercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+# ---------------------------------------------------------------------------------------------
+# day 0
+
+
+def anchors(dm: DomainFile, ex: DomainFile | None) -> pl.DataFrame:
+    """Per subject: day 0 = the date of the first CAR-T exposure in EX (else DM.RFXSTDTC), at
+    midnight; ``__nominal`` when SUPPDM NOMANCH = Y (write_sdtm's placeholder calendar)."""
+    rfx = parse_dtc(dm.col("RFXSTDTC"))
+    dmf = dm.df.select(
+        pl.col("USUBJID").cast(pl.String).alias("subject_id"),
+        pl.when(rfx.struct.field("status") == "ok").then(rfx.struct.field("dt").dt.truncate("1d")).alias("__rfx"),
+        (dm.col("__q_nominal_anchor").cast(pl.String).str.to_uppercase() == "Y").fill_null(False).alias("__nominal"),
+    )
+    if ex is not None and ex.has("EXTRT") and ex.has("EXSTDTC"):
+        p = parse_dtc(ex.col("EXSTDTC"))
+        cart = ex.df.filter(car_t_agent_expr(ex.text("EXTRT"))).select(
+            pl.col("USUBJID").cast(pl.String).alias("subject_id"),
+            pl.when(p.struct.field("status") == "ok").then(p.struct.field("dt").dt.truncate("1d")).alias("__ex"),
+        ).group_by("subject_id").agg(pl.col("__ex").min())
+        dmf = dmf.join(cart, on="subject_id", how="left")
+    else:
+        dmf = dmf.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("__ex"))
+    return dmf.select("subject_id", pl.coalesce("__ex", "__rfx").alias("__anchor"), "__nominal")
+
+
+# ---------------------------------------------------------------------------------------------
+# DM
+
+
+def map_dm(dm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+    m = ctx.mapping
+    dm.check_numbers("AGE")
+    dm.fail(pl.col("USUBJID").is_null(), "USUBJID", "USUBJID is empty")
+    dm.fail(pl.col("USUBJID").is_duplicated(), "USUBJID", "a subject is given twice in DM")
+    place(dm, ctx, "RFPENDTC", prefix="end")
+    ageu = upper(dm, "AGEU").fill_null("YEARS")
+    df = dm.df
+    out = df.select(
+        pl.col("USUBJID").cast(pl.String).alias("subject_id"),
+        upper(dm, "SEX").replace_strict(m.sex, default=None, return_dtype=pl.String).alias("sex"),
+        (dm.number("AGE") * ageu.replace_strict(m.age_units, default=None, return_dtype=pl.Float64)).alias("age_years"),
+        supp_col(dm, "weight_kg").alias("weight_kg"),
+        supp_col(dm, "height_cm").alias("height_cm"),
+        supp_col(dm, "disease").alias("disease"),
+        supp_col(dm, "target").alias("target"),
+        pl.when(~pl.col("__nominal").fill_null(False)).then(pl.col("__anchor").dt.strftime("%Y-%m-%d")).alias("infusion_date"),
+        supp_col(dm, "infusion_datetime").alias("infusion_datetime"),
+        supp_col(dm, "last_followup_day").fill_null(pl.when(pl.col("end__dstatus") == "ok").then(pl.col("end__day")))
+        .alias("last_followup_day"),
+        supp_col(dm, "source").alias("source"),
+        supp_col(dm, "source_note").alias("source_note"),
+        extra_json(dm),
+        *provenance(dm),
+    )
+    return out, status(df, pl.lit("DM"), pl.lit("subjects"), pl.lit(None, dtype=pl.String))
+
+
+def dm_deaths(dm: DomainFile, ctx: Ctx, have_death: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Death events from DM.DTHDTC, for subjects without a death event from DS/DD/CE."""
+    if not dm.has("DTHDTC"):
+        return pl.DataFrame(), pl.DataFrame()
+    place(dm, ctx, "DTHDTC", prefix="dth")
+    df = dm.df.filter(pl.col("DTHDTC").is_not_null())
+    dfile = DomainFile(dm.domain, dm.path, dm.fmt, dm.sha256, df)
+    reason = first_reason(
+        (pl.col("USUBJID").cast(pl.String).is_in(list(have_death)), "death already given by DS/DD/CE"),
+        *time_reason("dth", "DTHDTC"),
+    )
+    df = df.with_columns(reason.alias("__reason"))
+    out = df.filter(pl.col("__reason").is_null()).select(
+        pl.col("USUBJID").cast(pl.String).alias("subject_id"), pl.col("dth__day").alias("day"),
+        pl.col("dth__datetime").alias("datetime"), pl.lit("death").alias("event"),
+        pl.lit("DM.DTHDTC").alias("detail"), *provenance(dfile),
+    )
+    # DM records are counted once (as subjects); the DTHDTC rows are an extra mapping, reported apart
+    return out, status(df, pl.lit("DTHDTC"), pl.lit("events:death"), pl.col("__reason"))
+
+
+# ---------------------------------------------------------------------------------------------
+# EX / EC
+
+
+def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+    dom = ex.domain
+    ex.require("USUBJID", f"{dom}TRT")
+    ex.check_numbers(f"{dom}DOSE")
+    place(ex, ctx, f"{dom}STDTC")
+    units = ex.df.select(ex.text(f"{dom}DOSU")).unique().to_series().drop_nulls().to_list()
+    scale, canon = {}, {}
+    for u in units:
+        try:
+            canon[u], scale[u] = _dose_unit(ctx.mapping.unit(u))
+        except UnitError:
+            pass
+    trt = ex.text(f"{dom}TRT")
+    agent = upper(ex, f"{dom}TRT").replace_strict(ctx.mapping.ex_agents, default=trt, return_dtype=pl.String)
+    dose = ex.number(f"{dom}DOSE")
+    u = ex.text(f"{dom}DOSU")
+    df = ex.df.with_columns(agent.alias("__agent"), first_reason(
+        (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
+        (trt.is_null(), f"{dom}TRT empty"),
+        (dose.is_null(), f"no dose ({dom}DOSE empty)"),
+        (u.is_null() | ~u.is_in(list(scale)), pl.lit(f"{dom}DOSU '") + u.fill_null("") +
+         pl.lit("' is not a dose unit (cells/kg, cells, mg/m2, mg, mg/kg)")),
+        *time_reason("", f"{dom}STDTC"),
+    ).alias("__reason"))
+    out = df.filter(pl.col("__reason").is_null()).select(
+        pl.col("USUBJID").cast(pl.String).alias("subject_id"), pl.col("__day").alias("day"),
+        pl.col("__datetime").alias("datetime"), pl.col("__agent").alias("agent"),
+        (dose * u.replace_strict(scale, default=None, return_dtype=pl.Float64)).round_sig_figs(12).alias("dose"),
+        u.replace_strict(canon, default=None, return_dtype=pl.String).alias("unit"),
+        dose.alias("orig_dose"), u.alias("orig_unit"),
+        supp_col(ex, "source").alias("source"), imputed_note("", f"{dom}STDTC", ex), extra_json(ex), *provenance(ex),
+    )
+    code = pl.when(car_t_agent_expr(pl.col("__agent"))).then(pl.lit("CAR-T")).otherwise(pl.col("__agent"))
+    return out, status(df, code, pl.lit("doses"), pl.col("__reason"))
+
+
+# ---------------------------------------------------------------------------------------------
+# CM
+
+
+def _term_table(m: SdtmMapping, terms: list[str], routes: list[str | None]) -> dict:
+    """(term, route) -> (category, agent, o2_device) of the first matching cm_terms entry."""
+    out = {}
+    for t in terms:
+        for r in routes:
+            for e in m.cm_terms:
+                if e["term"] == t and (r is None or r not in e["exclude_routes"]):
+                    out[(t, r)] = (e["category"], e.get("agent"), e.get("o2_device"))
+                    break
+    return out
+
+
+def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+    m = ctx.mapping
+    cm.require("USUBJID", "CMTRT")
+    cm.check_numbers("CMDOSE")
+    place(cm, ctx, "CMSTDTC", prefix="s")
+    place(cm, ctx, "CMENDTC", prefix="e", end=True)
+    df = cm.df
+    route = upper(cm, "CMROUTE")
+    terms = set()
+    for var in ("CMDECOD", "CMTRT"):
+        terms |= set(df.select(upper(cm, var)).to_series().drop_nulls().to_list())
+    routes = df.select(route).to_series().unique().to_list()
+    table = _term_table(m, sorted(terms), routes)
+    keys = [f"{t}\x1f{r}" for t, r in table]
+
+    def look(var: str, i: int) -> pl.Expr:
+        k = upper(cm, var) + pl.lit("\x1f") + route.fill_null("None")
+        vals = {kk: v[i] for kk, v in zip(keys, table.values(), strict=True)}
+        return k.replace_strict(vals, default=None, return_dtype=pl.String)
+
+    cat_direct = upper(cm, "CMCAT").replace_strict(m.cm_categories, default=None, return_dtype=pl.String)
+    category = pl.coalesce(cat_direct, look("CMDECOD", 0), look("CMTRT", 0))
+    agent = pl.coalesce(look("CMDECOD", 1), look("CMTRT", 1), cm.text("CMTRT"))
+    device_text = pl.coalesce(upper(cm, "CMDOSFRM"), upper(cm, "CMROUTE"), upper(cm, "CMTRT"))
+    device = pl.coalesce(supp_col(cm, "o2_device"), look("CMDECOD", 2), look("CMTRT", 2),
+                         device_text.replace_strict(m.o2_devices, default=None, return_dtype=pl.String))
+    unit_raw = cm.text("CMDOSU")
+    unit = unit_raw.replace_strict(m.units, default=unit_raw)
+    okunits = []
+    for (u,) in df.select(unit_raw).unique().drop_nulls().iter_rows():
+        try:
+            parse_unit(m.unit(u))
+            okunits.append(u)
+        except UnitError:
+            pass
+    indc = upper(cm, "CMINDC")
+    df = df.with_columns(category.alias("__cat"), agent.alias("__agent"), device.alias("__dev"))
+    reason = first_reason(
+        (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
+        (pl.col("__cat").is_null(), "CM term not in the intervention mapping (cm_terms / cm_categories, "
+         "or its CMROUTE is excluded)"),
+        ((pl.col("__cat") == "oxygen") & pl.col("__dev").is_null(), "oxygen without a device (o2_device is required)"),
+        *time_reason("s", "CMSTDTC"),
+        ((pl.col("e__dstatus") == "partial"), "partial date in CMENDTC: not placed on a day"),
+        ((pl.col("e__dstatus") == "ok") & (pl.col("e__day") < pl.col("s__day")), "CMENDTC before CMSTDTC"),
+    )
+    df = df.with_columns(reason.alias("__reason"))
+    is_o2 = pl.col("__cat") == "oxygen"
+    flow_from_dose = is_o2 & unit_raw.str.to_lowercase().str.replace_all(" ", "").is_in(["l/min", "lpm"])
+    dose_ok = unit_raw.is_in(okunits) & ~flow_from_dose
+    out = df.filter(pl.col("__reason").is_null()).select(
+        pl.col("USUBJID").cast(pl.String).alias("subject_id"),
+        pl.col("s__day").alias("start_day"),
+        pl.when(pl.col("e__dstatus").is_in(["ok", "imputed"])).then(pl.col("e__day")).alias("end_day"),
+        pl.col("s__datetime").alias("start_datetime"), pl.col("e__datetime").alias("end_datetime"),
+        pl.col("__cat").alias("category"), pl.col("__agent").alias("agent"),
+        pl.when(dose_ok).then(cm.number("CMDOSE")).alias("dose"),
+        pl.when(dose_ok).then(unit).alias("dose_unit"),
+        pl.when(is_o2).then(pl.col("__dev")).alias("o2_device"),
+        supp_col(cm, "o2_flow_lpm").fill_null(pl.when(flow_from_dose).then(cm.number("CMDOSE"))).alias("o2_flow_lpm"),
+        supp_col(cm, "fio2").alias("fio2"),
+        pl.when(indc.is_not_null()).then(indc.replace_strict(m.indications, default="other", return_dtype=pl.String))
+        .alias("indication"),
+        supp_col(cm, "source").alias("source"), imputed_note("s", "CMSTDTC", cm), extra_json(cm), *provenance(cm),
+    )
+    code = pl.coalesce(upper(cm, "CMDECOD"), upper(cm, "CMTRT"))
+    return out, status(df, code, pl.lit("interventions:") + pl.col("__cat").fill_null(""), pl.col("__reason"))
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+EVENT_DATES = {"AE": "AESTDTC", "CE": "CESTDTC", "DS": "DSSTDTC", "DD": "DDDTC", "PR": "PRSTDTC", "RS": "RSDTC",
+               "MH": "MHSTDTC"}
+TOPIC = {"AE": "AETERM", "CE": "CETERM", "DS": "DSTERM", "DD": "DDTESTCD", "PR": "PRTRT", "RS": "RSTESTCD"}
+
+
+def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+    dom = dfile.domain
+    m = ctx.mapping
+    dfile.require("USUBJID")
+    dtc = EVENT_DATES.get(dom, f"{dom}DTC")
+    if dom == "CE" and not dfile.has("CESTDTC"):
+        dtc = "CEDTC"
+    place(dfile, ctx, dtc)
+    event = None
+    for e in m.events:
+        if dom not in e["domains"]:
+            continue
+        cond = upper(dfile, f"{dom}{e['field']}") == e["term"]
+        event = pl.when(cond).then(pl.lit(e["event"])) if event is None else event.when(cond).then(pl.lit(e["event"]))
+    event = pl.lit(None, dtype=pl.String) if event is None else event.otherwise(pl.lit(None, dtype=pl.String))
+    df = dfile.df.with_columns(event.alias("__event"))
+    reason = first_reason(
+        (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
+        (pl.col("__event").is_null(), f"{dom} term not in the event mapping"),
+        *time_reason("", dtc),
+    )
+    df = df.with_columns(reason.alias("__reason"))
+    term = dfile.text(TOPIC.get(dom, f"{dom}TERM"))
+    detail = pl.when(upper(dfile, TOPIC.get(dom, f"{dom}TERM")).is_in([e["term"] for e in m.events])
+                     | (term.str.to_lowercase() == pl.col("__event"))).then(None).otherwise(term)
+    out = df.filter(pl.col("__reason").is_null()).select(
+        pl.col("USUBJID").cast(pl.String).alias("subject_id"), pl.col("__day").alias("day"),
+        pl.col("__datetime").alias("datetime"), pl.col("__event").alias("event"),
+        supp_col(dfile, "detail").fill_null(detail).alias("detail"),
+        upper(dfile, "__q_attribution").replace_strict(m.attributions, default=None, return_dtype=pl.String)
+        .alias("attribution"),
+        supp_col(dfile, "source").alias("source"), imputed_note("", dtc, dfile), extra_json(dfile), *provenance(dfile),
+    )
+    code = pl.coalesce(upper(dfile, f"{dom}DECOD"), upper(dfile, TOPIC.get(dom, f"{dom}TERM")))
+    return out, status(df, code, pl.lit("events:") + pl.col("__event").fill_null(""), pl.col("__reason"))
+
+
+def unmapped(dfile: DomainFile, why: str) -> pl.DataFrame:
+    code = pl.lit(dfile.domain)
+    for var in (f"{dfile.domain}TESTCD", f"{dfile.domain}TERM", f"{dfile.domain}TRT", f"{dfile.domain}DECOD"):
+        if dfile.has(var):
+            code = dfile.text(var)
+            break
+    return status(dfile.df, code, pl.lit(""), pl.lit(why))

@@ -1,0 +1,194 @@
+"""What every SDTM domain mapper shares: the context, SUPP-- qualifiers, placing --DTC on days,
+and the per-record status (mapped, or skipped with a reason) that the mapping report counts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import polars as pl
+
+from cartlab.io.dictionary import Dictionary
+from cartlab.io.sdtm.dates import day_of, parse_dtc
+from cartlab.io.sdtm.files import ROW, DomainFile
+from cartlab.io.sdtm.mapping import SdtmMapping
+
+#: canonical columns a SUPP-- qualifier may fill that are numbers
+NUMERIC_SUPP = {"orig_lloq", "o2_flow_lpm", "fio2", "weight_kg", "height_cm", "last_followup_day"}
+
+
+@dataclass
+class Ctx:
+    mapping: SdtmMapping
+    dictionary: Dictionary
+    partial_dates: str
+    #: subject_id, __anchor (Datetime: midnight of the day-0 date), __nominal (bool)
+    anchors: pl.DataFrame
+    subjects: pl.Series
+
+
+def status(df: pl.DataFrame, code: pl.Expr, target: pl.Expr, reason: pl.Expr) -> pl.DataFrame:
+    """Per record: ``code`` (test code or term), ``target`` (canonical table[:param]) and
+    ``reason`` (null = mapped)."""
+    return df.select(
+        pl.col(ROW), code.cast(pl.String).alias("code"), target.cast(pl.String).alias("target"),
+        reason.cast(pl.String).alias("reason"),
+    )
+
+
+def first_reason(*pairs: tuple[pl.Expr, str | pl.Expr]) -> pl.Expr:
+    """The reason of the first condition that holds (null when none: the record is mapped)."""
+    e = None
+    for cond, why in pairs:
+        why = pl.lit(why) if isinstance(why, str) else why
+        e = pl.when(cond).then(why) if e is None else e.when(cond).then(why)
+    return e.otherwise(pl.lit(None, dtype=pl.String))
+
+
+# ---------------------------------------------------------------------------------------------
+# SUPP--
+
+
+def _key(e: pl.Expr) -> pl.Expr:
+    """IDVARVAL / --SEQ as a comparable text ("1", "1.0" and 1.0 are the same key)."""
+    f = e.cast(pl.String).cast(pl.Float64, strict=False)
+    return pl.when(f.is_not_null() & (f == f.round(0))).then(f.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(
+        e.cast(pl.String))
+
+
+def attach_supp(parent: DomainFile, supp: DomainFile | None, mapping: SdtmMapping) -> pl.DataFrame | None:
+    """Qualifier columns ``__q_<canonical>`` (and ``__q_extra`` JSON of unknown QNAMs) joined to
+    ``parent.df``; returns the SUPP file's per-record status (None without a SUPP file)."""
+    if supp is None:
+        return None
+    supp.require("USUBJID", "QNAM", "QVAL")
+    s = supp.df.select(
+        pl.col(ROW), pl.col("USUBJID").cast(pl.String).alias("__sid"), supp.col("IDVAR").cast(pl.String).alias("__idvar"),
+        _key(supp.col("IDVARVAL")).alias("__idval"), pl.col("QNAM").cast(pl.String).str.to_uppercase().alias("__qnam"),
+        supp.text("QVAL").alias("__qval"),
+    )
+    p = parent.df
+    keys = []
+    for idvar in s["__idvar"].unique().to_list():
+        if idvar is None:
+            keys.append(p.select(pl.col(ROW).alias("__prow"), pl.col("USUBJID").cast(pl.String).alias("__sid"),
+                                 pl.lit(None, dtype=pl.String).alias("__idvar"), pl.lit(None, dtype=pl.String).alias("__idval")))
+        elif idvar.upper() in p.columns:
+            keys.append(p.select(pl.col(ROW).alias("__prow"), pl.col("USUBJID").cast(pl.String).alias("__sid"),
+                                 pl.lit(idvar).alias("__idvar"), _key(parent.text(idvar.upper())).alias("__idval")))
+    if keys:
+        kf = pl.concat(keys).unique(["__sid", "__idvar", "__idval"], keep="none")
+        s = s.join(kf, on=["__sid", "__idvar", "__idval"], how="left", nulls_equal=True)
+    else:
+        s = s.with_columns(pl.lit(None, dtype=pl.Int64).alias("__prow"))
+    # split values: QNAM, QNAM1, QNAM2 ... of a known QNAM are one value, joined in order
+    base = s["__qnam"].str.replace(r"\d$", "")
+    known = set(mapping.supp)
+    s = s.with_columns(
+        pl.when(~pl.col("__qnam").is_in(list(known)) & base.is_in(list(known))).then(base).otherwise(pl.col("__qnam"))
+        .alias("__qbase"),
+        pl.when(~pl.col("__qnam").is_in(list(known)) & base.is_in(list(known)))
+        .then(pl.col("__qnam").str.slice(-1).cast(pl.Int64, strict=False)).otherwise(0).alias("__part"),
+    )
+    dup = s.filter(pl.col("__prow").is_not_null()).select(
+        ROW, pl.struct("__prow", "__qnam").is_duplicated().alias("__dup"))
+    s = s.join(dup, on=ROW, how="left").sort(ROW)
+    st = status(
+        s, pl.col("__qnam"), pl.lit(f"{parent.domain}:") + pl.col("__qbase"),
+        first_reason(
+            (pl.col("__prow").is_null(), f"parent {parent.domain} record not found (USUBJID/IDVAR/IDVARVAL)"),
+            (pl.col("__dup").fill_null(False), "qualifier given twice for the same record"),
+        ),
+    )
+    ok = s.filter(pl.col("__prow").is_not_null() & ~pl.col("__dup").fill_null(False))
+    vals = (ok.sort("__prow", "__qbase", "__part")
+            .group_by("__prow", "__qbase", maintain_order=True).agg(pl.col("__qval").fill_null("").str.join("")))
+    wide = {}
+    for qbase, canon in mapping.supp.items():
+        part = vals.filter(pl.col("__qbase") == qbase).select(pl.col("__prow"), pl.col("__qval").alias(f"__q_{canon}"))
+        if part.height:
+            wide[canon] = part
+    unknown = vals.filter(~pl.col("__qbase").is_in(list(known)))
+    out = p.select(pl.col(ROW).alias("__prow"))
+    for canon, part in wide.items():
+        out = out.join(part, on="__prow", how="left")
+    if unknown.height:
+        j = unknown.group_by("__prow", maintain_order=True).agg(pl.col("__qbase"), pl.col("__qval"))
+        j = j.with_columns(pl.struct("__qbase", "__qval").map_elements(
+            lambda r: json.dumps(dict(zip(r["__qbase"], r["__qval"], strict=True))), return_dtype=pl.String
+        ).alias("__q_unknown")).select("__prow", "__q_unknown")
+        out = out.join(j, on="__prow", how="left")
+    parent.df = p.join(out.rename({"__prow": ROW}), on=ROW, how="left").sort(ROW)
+    return st
+
+
+def supp_col(dfile: DomainFile, canon: str) -> pl.Expr:
+    e = dfile.col(f"__q_{canon}")
+    return e.cast(pl.Float64, strict=False) if canon in NUMERIC_SUPP else e
+
+
+def extra_json(dfile: DomainFile) -> pl.Expr:
+    """``extra``: the EXTRA qualifier merged with unknown QNAMs (JSON object text)."""
+    if not dfile.has("__q_unknown"):
+        return dfile.col("__q_extra").alias("extra")
+
+    def merge(r: dict) -> str | None:
+        d = json.loads(r["a"]) if r["a"] else {}
+        d.update(json.loads(r["b"]) if r["b"] else {})
+        return json.dumps(d) if d else None
+
+    return pl.struct(dfile.col("__q_extra").alias("a"), pl.col("__q_unknown").alias("b")).map_elements(
+        merge, return_dtype=pl.String).alias("extra")
+
+
+# ---------------------------------------------------------------------------------------------
+# time
+
+
+def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool = False) -> None:
+    """Add ``{prefix}__day``, ``{prefix}__datetime``, ``{prefix}__dstatus`` (ok / imputed / partial /
+    missing / noanchor) for ``dtc_var``; an invalid --DTC is an InputError naming the record."""
+    df = dfile.df
+    if "__anchor" not in df.columns:
+        df = df.join(ctx.anchors, left_on=pl.col("USUBJID").cast(pl.String), right_on="subject_id", how="left")
+        df = df.drop("subject_id", strict=False).sort(ROW)
+    parsed = parse_dtc(dfile.col(dtc_var), ctx.partial_dates, end=end)
+    df = df.with_columns(parsed.alias("__p"))
+    dfile.df = df
+    dfile.fail(pl.col("__p").struct.field("status") == "invalid", dtc_var,
+               "not an ISO 8601 date (YYYY-MM-DD[Thh:mm[:ss]] or a partial YYYY[-MM])")
+    p = pl.col("__p")
+    st = p.struct.field("status")
+    dfile.df = df.with_columns(
+        pl.when(pl.col("__anchor").is_null() & st.is_in(["ok", "imputed"])).then(pl.lit("noanchor")).otherwise(st)
+        .alias(f"{prefix}__dstatus"),
+        day_of(p.struct.field("dt"), pl.col("__anchor")).alias(f"{prefix}__day"),
+        pl.when(p.struct.field("has_time") & ~pl.col("__nominal").fill_null(False) & (st == "ok"))
+        .then(dfile.col(dtc_var)).otherwise(None).alias(f"{prefix}__datetime"),
+    ).drop("__p")
+
+
+def time_reason(prefix: str, dtc_var: str) -> list[tuple[pl.Expr, str]]:
+    s = pl.col(f"{prefix}__dstatus")
+    return [
+        (s == "missing", f"no date ({dtc_var} empty)"),
+        (s == "partial", f"partial date in {dtc_var}: not placed on a day (option partial_dates='impute')"),
+        (s == "noanchor", "subject has no day 0 (no CAR-T exposure in EX, no RFXSTDTC in DM)"),
+    ]
+
+
+def imputed_note(prefix: str, dtc_var: str, dfile: DomainFile) -> pl.Expr:
+    """source_note with a remark appended when the date was imputed from a partial one."""
+    note = supp_col(dfile, "source_note")
+    remark = pl.lit(f"{dtc_var} imputed from the partial date '") + dfile.col(dtc_var) + pl.lit("'")
+    return pl.when(pl.col(f"{prefix}__dstatus") == "imputed").then(
+        pl.when(note.is_null()).then(remark).otherwise(note + pl.lit("; ") + remark)
+    ).otherwise(note).alias("source_note")
+
+
+def provenance(dfile: DomainFile) -> list[pl.Expr]:
+    return [
+        pl.lit(dfile.name).alias("src_file"),
+        pl.lit(dfile.sha256).alias("src_sha256"),
+        pl.col(ROW).alias("src_row"),
+    ]

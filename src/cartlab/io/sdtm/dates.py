@@ -1,0 +1,67 @@
+"""SDTM --DTC (ISO 8601, partial dates allowed) -> datetime, and the day relative to day 0.
+
+The rule (docs/interop/sdtm.md, "Partial dates"):
+
+* ``YYYY-MM-DD`` -> that calendar date (day = whole days from the day-0 date);
+  ``YYYY-MM-DDThh[:mm[:ss[.f]]]`` -> that time (day with a fraction); a complete date with an
+  incomplete time (``2021-05-03T-:30``) -> the date.
+* a partial date (``YYYY``, ``YYYY-MM``, ``YYYY---DD``) cannot be placed on a day: by default
+  (``partial_dates="skip"``) the record is not mapped and is counted in the mapping report with
+  the reason ``partial date``. With ``partial_dates="impute"`` a ``YYYY-MM`` / ``YYYY`` start is
+  put on the first day of the month / year and an end on the last; the row's ``source_note``
+  says so. Forms with a missing month cannot be imputed and stay unmapped.
+* anything else (``03/05/2021``, ``2021-02-30``) is an error naming the file and the record.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+PARTIAL_DATES = ("skip", "impute")
+
+_DATE = r"^\d{4}-\d{2}-\d{2}"
+_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}(:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
+_PARTIAL = r"^(\d{4}|-)(-(\d{2}|-)?){0,2}(T[0-9:.\-]*)?$"
+_YM = r"^\d{4}(-\d{2})?$"
+US_PER_DAY = 86_400_000_000
+
+
+def parse_dtc(text: pl.Expr, partial_dates: str = "skip", end: bool = False) -> pl.Expr:
+    """A struct of ``status`` (ok / imputed / partial / missing / invalid), ``dt`` (Datetime us) and
+    ``has_time`` for an ISO 8601 --DTC text column (see the module docstring)."""
+    t = text.cast(pl.String)
+    date_part = t.str.slice(0, 10)
+    is_time = t.str.contains(_TIME)
+    is_date = t.str.contains(_DATE)
+    hm = pl.when(t.str.contains(r"T\d{2}$")).then(t + ":00").otherwise(t)
+    dt_time = pl.coalesce(
+        hm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
+        hm.str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us"),
+        hm.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
+    )
+    dt_date = date_part.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us"))
+    is_partial = ~is_date & t.str.contains(_PARTIAL)
+    imputable = is_partial & t.str.contains(_YM) & pl.lit(partial_dates == "impute")
+    year = t.str.slice(0, 4)
+    month = pl.when(t.str.len_chars() >= 7).then(t.str.slice(5, 2)).otherwise(pl.lit("12" if end else "01"))
+    first = pl.concat_str(year, pl.lit("-"), month, pl.lit("-01")).str.to_date("%Y-%m-%d", strict=False)
+    imputed = (first.dt.month_end() if end else first).cast(pl.Datetime("us"))
+    dt = (
+        pl.when(is_time).then(dt_time)
+        .when(is_date).then(dt_date)
+        .when(imputable).then(imputed)
+        .otherwise(None)
+    )
+    status = (
+        pl.when(t.is_null()).then(pl.lit("missing"))
+        .when((is_time | is_date) & dt.is_not_null()).then(pl.lit("ok"))
+        .when(imputable & dt.is_not_null()).then(pl.lit("imputed"))
+        .when(is_partial).then(pl.lit("partial"))
+        .otherwise(pl.lit("invalid"))
+    )
+    return pl.struct(status.alias("status"), dt.alias("dt"), (is_time & dt_time.is_not_null()).alias("has_time"))
+
+
+def day_of(dt: pl.Expr, anchor: pl.Expr) -> pl.Expr:
+    """Days from the day-0 date (midnight) to ``dt``: 14.5 is noon of day 14."""
+    return (dt - anchor).dt.total_microseconds().cast(pl.Float64) / US_PER_DAY

@@ -1,0 +1,181 @@
+"""SDTM findings (LB, VS, PC, QS, and any domain with --TESTCD) -> canonical observations.
+
+* param: --TESTCD through the mapping's ``tests`` table, else the test code itself when it is a
+  code of the parameter dictionary; anything else is counted as unmapped.
+* value: --STRESN in --STRESU converted to the param's canonical unit (cartlab.units, pint);
+  --STNRLO/--STNRHI -> lln/uln and --LLOQ -> lloq in the same unit; a result given only as text
+  (--STRESC, e.g. ``<50`` or a level of consciousness) -> value_text (censored results parsed).
+* orig_*: --ORRES/--ORRESU/--ORNRLO/--ORNRHI when --ORRES is a number (or there is no numeric
+  result) and --ORRESU converts to the param's unit; otherwise the standard result as given.
+* an unknown unit for a mapped param is an InputError naming the record (the unit can be given a
+  spelling in the mapping's ``units`` table).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cartlab.errors import InputError
+from cartlab.io.sdtm.common import Ctx, extra_json, first_reason, imputed_note, place, provenance, status, supp_col, time_reason
+from cartlab.io.sdtm.files import ROW, DomainFile
+from cartlab.io.sdtm.mapping import norm
+from cartlab.units import UnitError
+
+_CENSORED = r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$"
+SIG_DIGITS = 12
+
+
+def _param_map(dfile: DomainFile, ctx: Ctx) -> tuple[dict[str, str | None], dict[str, str]]:
+    """test code -> param (None = explicitly unmapped), and the reasons of explicit skips."""
+    dom = dfile.domain
+    params: dict[str, str | None] = {}
+    reasons: dict[str, str] = {}
+    for code in dfile.df.select(pl.col(f"{dom}TESTCD").cast(pl.String)).unique().to_series().drop_nulls().to_list():
+        entry = ctx.mapping.test(dom, code)
+        key = norm(code)
+        if entry is not None:
+            params[key] = entry.get("param")
+            if entry.get("param") is None:
+                reasons[key] = entry.get("reason") or "mapped to no param by the mapping file"
+            elif entry["param"] not in ctx.dictionary:
+                raise InputError(f"mapping: {dom} test code {code} maps to {entry['param']!r}, which is not "
+                                 "in the parameter dictionary")
+        elif key in ctx.dictionary:
+            params[key] = key
+        else:
+            params[key] = None
+    return params, reasons
+
+
+def _conversions(ctx: Ctx, pairs: pl.DataFrame) -> dict[tuple[str, str], tuple[float, float] | str]:
+    """(param, unit as mapped) -> (scale, offset), or the error text."""
+    out: dict[tuple[str, str], tuple[float, float] | str] = {}
+    for param, unit in pairs.iter_rows():
+        try:
+            c = ctx.dictionary[param].conversion_from(unit)
+            out[(param, unit)] = (c.scale, c.offset)
+        except UnitError as exc:
+            out[(param, unit)] = str(exc)
+    return out
+
+
+def _conv_cols(df: pl.DataFrame, conv: dict, unit_col: str, prefix: str) -> pl.DataFrame:
+    rows = [(p, u, v[0], v[1]) for (p, u), v in conv.items() if not isinstance(v, str)]
+    table = pl.DataFrame(rows, schema={"__param": pl.String, unit_col: pl.String, f"{prefix}scale": pl.Float64,
+                                       f"{prefix}offset": pl.Float64}, orient="row")
+    return df.join(table, on=["__param", unit_col], how="left").sort(ROW)
+
+
+def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(canonical observations, per-record status) of one findings domain."""
+    dom = dfile.domain
+    dfile.require("USUBJID", f"{dom}TESTCD")
+    v = {s: f"{dom}{s}" for s in ("TESTCD", "STRESN", "STRESC", "STRESU", "ORRES", "ORRESU", "ORNRLO", "ORNRHI",
+                                   "STNRLO", "STNRHI", "LLOQ", "SPEC", "STAT", "TSTDTL", "DTC")}
+    dfile.check_numbers(v["STRESN"], v["STNRLO"], v["STNRHI"], v["LLOQ"])
+    params, skip_reasons = _param_map(dfile, ctx)
+    m = ctx.mapping
+    d = ctx.dictionary
+    code = dfile.col(v["TESTCD"]).cast(pl.String).str.to_uppercase().str.strip_chars()
+    unit_map = {k: val for k, val in m.units.items()}
+    df = dfile.df.with_columns(
+        code.alias("__code"),
+        code.replace_strict(params, default=None, return_dtype=pl.String).alias("__param"),
+        dfile.number(v["STRESN"]).alias("__stresn"),
+        supp_col(dfile, "value_text").fill_null(
+            pl.when(dfile.number(v["STRESN"]).is_null()).then(dfile.text(v["STRESC"]))).alias("__vtext"),
+        dfile.text(v["STRESU"]).str.to_uppercase().replace_strict(unit_map, default=dfile.text(v["STRESU"]))
+        .fill_null("").alias("__stu"),
+        dfile.text(v["ORRESU"]).str.to_uppercase().replace_strict(unit_map, default=dfile.text(v["ORRESU"]))
+        .fill_null("").alias("__oru"),
+    )
+    cens = pl.col("__vtext").str.extract_groups(_CENSORED)
+    df = df.with_columns(
+        cens.struct.field("1").replace({"≤": "<=", "≥": ">="}).alias("censor"),
+        cens.struct.field("2").cast(pl.Float64, strict=False).alias("__climit"),
+    )
+    dfile.df = df
+    place(dfile, ctx, v["DTC"])
+    df = dfile.df
+    text_params = {p.code: list(p.text_values) for p in d.params.values() if p.text_values}
+    has_result = pl.col("__stresn").is_not_null() | pl.col("__vtext").is_not_null()
+    base_reason = [
+        (pl.col("USUBJID").is_null(), "USUBJID empty"),
+        (~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
+        (pl.col("__code").is_null(), f"{v['TESTCD']} empty"),
+        (pl.col("__param").is_null() & pl.col("__code").is_in(list(skip_reasons)),
+         pl.col("__code").replace_strict(skip_reasons, default=None, return_dtype=pl.String)),
+        (pl.col("__param").is_null(), "test code not in the mapping nor the parameter dictionary"),
+        (dfile.col(v["STAT"]).cast(pl.String).str.to_uppercase() == "NOT DONE", f"not done ({v['STAT']})"),
+        (~has_result, f"no result ({v['STRESN']} and {v['STRESC']} empty)"),
+        *[((pl.col("__param") == p) & pl.col("__vtext").is_not_null() & ~pl.col("__vtext").is_in(vals),
+           f"{p} result is not one of {', '.join(vals)}") for p, vals in text_params.items()],
+        *time_reason("", v["DTC"]),
+    ]
+    df = df.with_columns(first_reason(*base_reason).alias("__pre"))
+    # unit conversion of the rows still mapped: standard unit (required), original unit (optional)
+    needs_unit = (pl.col("__stresn").is_not_null() | pl.col("__climit").is_not_null()
+                  | dfile.col(v["STNRLO"]).is_not_null() | dfile.col(v["STNRHI"]).is_not_null())
+    live = df.filter(pl.col("__pre").is_null())
+    st_conv = _conversions(ctx, live.filter(needs_unit | (pl.col("__stu") != "")).select("__param", "__stu").unique())
+    for (param, unit), c in st_conv.items():
+        if isinstance(c, str):
+            dfile.df = df
+            dfile.fail(pl.col("__pre").is_null() & (pl.col("__param") == param) & (pl.col("__stu") == unit),
+                       v["STRESU"], f"{c} (param {param}); add the spelling to the mapping's units table")
+    or_conv = _conversions(ctx, live.filter(dfile.col(v["ORRES"]).is_not_null() | (pl.col("__oru") != ""))
+                           .select("__param", "__oru").unique())
+    df = _conv_cols(df, st_conv, "__stu", "__s")
+    df = _conv_cols(df, or_conv, "__oru", "__o")
+    df = df.with_columns(pl.col("__sscale").fill_null(pl.when(~needs_unit).then(1.0)),
+                         pl.col("__soffset").fill_null(pl.when(~needs_unit).then(0.0)))
+
+    def canon(e: pl.Expr) -> pl.Expr:
+        return (e * pl.col("__sscale") + pl.col("__soffset")).round_sig_figs(SIG_DIGITS)
+
+    orres = dfile.number(v["ORRES"]) if dfile.has(v["ORRES"]) else pl.lit(None, dtype=pl.Float64)
+    use_or = pl.col("__oscale").is_not_null() & (orres.is_not_null() | pl.col("__stresn").is_null()) & (
+        dfile.col(v["ORRES"]).is_not_null() | (pl.col("__oru") != ""))
+    units = {k: p.unit for k, p in d.params.items()}
+    lo = pl.col("__param").replace_strict({k: p.plausible[0] for k, p in d.params.items() if p.plausible}, default=None,
+                                          return_dtype=pl.Float64)
+    hi = pl.col("__param").replace_strict({k: p.plausible[1] for k, p in d.params.items() if p.plausible}, default=None,
+                                          return_dtype=pl.Float64)
+    ints = [k for k, p in d.params.items() if p.integer]
+    df = df.with_columns(canon(pl.col("__stresn")).alias("value"))
+    dfile.df = df
+    reason = pl.coalesce(pl.col("__pre"), first_reason(
+        (pl.col("value").is_not_null() & lo.is_not_null() & ((pl.col("value") < lo) | (pl.col("value") > hi)),
+         pl.lit("value outside the plausible range of ") + pl.col("__param") + pl.lit(" (wrong unit?)")),
+        (pl.col("__param").is_in(ints) & pl.col("value").is_not_null() & (pl.col("value") % 1 != 0),
+         "non-integer value of an integer score"),
+    ))
+    df = df.with_columns(reason.alias("__reason"))
+    sp = dfile.col(v["SPEC"]).cast(pl.String).str.to_uppercase().str.strip_chars()
+    out = df.filter(pl.col("__reason").is_null()).select(
+        pl.col("USUBJID").cast(pl.String).alias("subject_id"),
+        pl.col("__day").alias("day"),
+        pl.col("__datetime").alias("datetime"),
+        pl.col("__param").alias("param"),
+        supp_col(dfile, "analyte").fill_null(dfile.text(v["TSTDTL"])).alias("analyte"),
+        pl.col("value"),
+        pl.col("__vtext").alias("value_text"),
+        pl.col("__param").replace_strict(units, default=None, return_dtype=pl.String).alias("unit"),
+        canon(dfile.number(v["STNRLO"])).alias("lln"),
+        canon(dfile.number(v["STNRHI"])).alias("uln"),
+        canon(dfile.number(v["LLOQ"])).alias("lloq"),
+        pl.col("censor"),
+        canon(pl.col("__climit")).alias("censor_limit"),
+        sp.replace_strict(m.specimens, default=None, return_dtype=pl.String).alias("specimen"),
+        pl.when(use_or).then(orres).otherwise(pl.col("__stresn")).alias("orig_value"),
+        pl.when(use_or).then(dfile.text(v["ORRESU"])).otherwise(dfile.text(v["STRESU"])).alias("orig_unit"),
+        pl.when(use_or).then(dfile.number(v["ORNRLO"])).otherwise(dfile.number(v["STNRLO"])).alias("orig_lln"),
+        pl.when(use_or).then(dfile.number(v["ORNRHI"])).otherwise(dfile.number(v["STNRHI"])).alias("orig_uln"),
+        supp_col(dfile, "orig_lloq").fill_null(dfile.number(v["LLOQ"])).alias("orig_lloq"),
+        supp_col(dfile, "source").alias("source"),
+        imputed_note("", v["DTC"], dfile),
+        extra_json(dfile),
+        *provenance(dfile),
+    )
+    st = status(df, pl.col("__code"), pl.lit("observations:") + pl.col("__param").fill_null(""), pl.col("__reason"))
+    return out, st
