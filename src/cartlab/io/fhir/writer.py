@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from cartlab.errors import CartlabError
+from cartlab.errors import CartlabError, InputError
 from cartlab.io.atomic import atomic_file
 from cartlab.io.fhir._common import add_days, canonical_to_aware, fhir_time, row_extension
 from cartlab.io.fhir.mapping import (
@@ -122,6 +122,9 @@ class _Writer:
     def observations(self) -> None:
         for i, r in enumerate(self.study.observations.iter_rows(named=True), 1):
             sid, param = r["subject_id"], r["param"]
+            if param not in self.m.param_code:
+                raise InputError(f"observations row {i}: param {param!r} has no FHIR code in the code map "
+                                 "(loinc_map.yaml, or a mapping file passed as mapping=)")
             system, code, display = self.m.param_code[param]
             ucum = self.m.param_ucum.get(param) or None
             res = {
