@@ -107,3 +107,25 @@ def test_folder_and_ndjson(tmp_path):
     # the Patient is referenced as Patient/P1 except by the CAR-T entry's urn:uuid (needs a Bundle)
     with pytest.raises(Exception, match="x.ndjson, entry 3"):
         read_fhir(nd)
+
+
+def test_mass_concentration_loinc_read_with_molar_mass(tmp_path):
+    """Creatinine 1 mg/dL under LOINC 2160-0 (mass/volume) = 88.40 umol/L (113.12 g/mol, by hand:
+    10 mg/L / 113.12 g/mol = 88.4017 umol/L); the writer then uses the cartlab code, not 2160-0."""
+    import json
+
+    from cartlab.io.fhir import build_bundle
+
+    b = json.loads(FIXTURE.read_text())
+    b["entry"].append({"resource": {
+        "resourceType": "Observation", "id": "cr", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
+        "subject": {"reference": "Patient/P1"}, "effectiveDateTime": "2024-03-03T10:00:00Z",
+        "valueQuantity": {"value": 1.0, "system": "http://unitsofmeasure.org", "code": "mg/dL"}}})
+    p = tmp_path / "cr.json"
+    p.write_text(json.dumps(b))
+    study = read_fhir(p)
+    assert _obs(study, "CREAT")["value"] == pytest.approx(88.4017, abs=1e-3)
+    out = build_bundle(study)
+    cr = [e["resource"] for e in out["entry"] if e["resource"].get("code", {}).get("text") == "CREAT"]
+    assert cr[0]["code"]["coding"][0]["code"] == "CREAT"

@@ -92,7 +92,10 @@ def load_mapping(extra: str | Path | dict | None = None) -> FhirMapping:
         if param not in known:
             raise InputError(f"FHIR mapping: {param!r} is not a param of the parameter dictionary")
         system = row.get("system", m.loinc)
-        m.param_code[param] = (system, str(row["code"]), row.get("display", param))
+        if row.get("write") == "cartlab":  # LOINC property differs from the canonical unit: read only
+            m.param_code[param] = (CS_PARAM, param, known[param].label)
+        else:
+            m.param_code[param] = (system, str(row["code"]), row.get("display", param))
         m.param_ucum[param] = str(row.get("ucum", ""))
         for code in [row["code"], *row.get("also", [])]:
             m.code_to_param[(system, str(code))] = param
