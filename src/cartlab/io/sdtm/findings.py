@@ -168,7 +168,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         canon(pl.col("__climit")).alias("censor_limit"),
         sp.replace_strict(m.specimens, default=None, return_dtype=pl.String).alias("specimen"),
         pl.when(use_or).then(orres).otherwise(pl.col("__stresn")).alias("orig_value"),
-        pl.when(use_or).then(dfile.text(v["ORRESU"])).otherwise(dfile.text(v["STRESU"])).alias("orig_unit"),
+        pl.when(use_or).then(pl.col("__oru")).otherwise(pl.col("__stu")).replace("", None).alias("orig_unit"),
         pl.when(use_or).then(dfile.number(v["ORNRLO"])).otherwise(dfile.number(v["STNRLO"])).alias("orig_lln"),
         pl.when(use_or).then(dfile.number(v["ORNRHI"])).otherwise(dfile.number(v["STNRHI"])).alias("orig_uln"),
         supp_col(dfile, "orig_lloq").fill_null(dfile.number(v["LLOQ"])).alias("orig_lloq"),

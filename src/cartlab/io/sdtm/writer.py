@@ -1,0 +1,226 @@
+"""``write_sdtm(study, folder)``: a Study as SDTM-like domains (CSV or SAS XPT v5), so that
+``read_sdtm`` gives the same canonical rows back (docs/interop/sdtm.md, "Round trip").
+
+DM (+ SUPPDM), EX, CM, LB / VS / QS / PC (by the param's group), DS (deaths) and CE (other events),
+each with a SUPP-- domain for what SDTM has no variable for (provenance label and note, ``extra``
+JSON, oxygen device and flow, attribution, the original LLOQ). --STRESN/--STRESU are the canonical
+value and unit, --ORRES/--ORRESU the values as first given. Subjects without a calendar anchor
+(``infusion_date``) get a nominal one (``anchor_date``, flagged in SUPPDM NOMANCH = Y): their --DTC
+are placeholders that carry the day, and read_sdtm leaves their dates empty again.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from cartlab.errors import InputError
+from cartlab.io.atomic import atomic_folder
+from cartlab.io.dictionary import load_dictionary
+from cartlab.io.sdtm.dates import US_PER_DAY
+from cartlab.io.sdtm.mapping import load_mapping
+from cartlab.model import Study
+
+_MAX_TEXT = 200  # XPT v5 character values
+_DOMAIN_OF_GROUP = {"vital": "VS", "neuro": "QS", "kinetics": "PC"}
+_LABELS = {"STUDYID": "Study Identifier", "DOMAIN": "Domain Abbreviation", "USUBJID": "Unique Subject Identifier",
+           "RDOMAIN": "Related Domain Abbreviation", "IDVAR": "Identifying Variable",
+           "IDVARVAL": "Identifying Variable Value", "QNAM": "Qualifier Variable Name",
+           "QLABEL": "Qualifier Variable Label", "QVAL": "Data Value", "QORIG": "Origin"}
+
+
+def _num_text(e: pl.Expr) -> pl.Expr:
+    """A number as the shortest text that reads back to the same float."""
+    return e.cast(pl.String)
+
+
+def _dtc(day: pl.Expr, given: pl.Expr) -> pl.Expr:
+    """--DTC: the row's datetime when the subject's calendar is real and it has one, else the
+    anchor + day (date only for whole days, else to the microsecond)."""
+    us = (day * US_PER_DAY).round(0).cast(pl.Int64)
+    dt = pl.col("__anchor") + pl.duration(microseconds=us)
+    whole = (us % US_PER_DAY) == 0
+    frac = (us % 1_000_000) != 0
+    text = (pl.when(whole).then(dt.dt.strftime("%Y-%m-%d"))
+            .when(frac).then(dt.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f"))
+            .otherwise(dt.dt.strftime("%Y-%m-%dT%H:%M:%S")))
+    return pl.when(given.is_not_null() & ~pl.col("__nominal")).then(given).otherwise(text)
+
+
+def _with_anchor(df: pl.DataFrame, anchors: pl.DataFrame) -> pl.DataFrame:
+    return df.join(anchors, on="subject_id", how="left", maintain_order="left")
+
+
+def _head(df: pl.DataFrame, study_id: str, dom: str) -> list[pl.Expr]:
+    return [pl.lit(study_id).alias("STUDYID"), pl.lit(dom).alias("DOMAIN"), pl.col("subject_id").alias("USUBJID"),
+            pl.int_range(1, df.height + 1, dtype=pl.Int64).cast(pl.Float64).alias(f"{dom}SEQ")]
+
+
+def _supp(df: pl.DataFrame, study_id: str, dom: str, quals: dict[str, pl.Expr], by_seq: bool = True) -> pl.DataFrame:
+    """SUPP-- records (one per non-empty qualifier; text over 200 characters split over QNAM,
+    QNAM1, QNAM2 ...)."""
+    parts = []
+    seq = pl.int_range(1, df.height + 1, dtype=pl.Int64).cast(pl.String)
+    for qnam, expr in quals.items():
+        part = df.select(pl.col("subject_id").alias("USUBJID"), seq.alias("IDVARVAL"), expr.cast(pl.String).alias("QVAL"))
+        part = part.filter(pl.col("QVAL").is_not_null())
+        if part.height == 0:
+            continue
+        n = int(part.select(pl.col("QVAL").str.len_chars().max()).item() or 0)
+        for k in range(max(1, -(-n // _MAX_TEXT))):
+            chunk = part.select("USUBJID", "IDVARVAL", pl.col("QVAL").str.slice(k * _MAX_TEXT, _MAX_TEXT))
+            chunk = chunk.filter(pl.col("QVAL") != "") if k else chunk
+            parts.append(chunk.with_columns(pl.lit(qnam if k == 0 else f"{qnam}{k}").alias("QNAM")))
+    if not parts:
+        return pl.DataFrame()
+    out = pl.concat(parts).with_columns(pl.col("IDVARVAL").cast(pl.Int64)).sort("USUBJID", "IDVARVAL", "QNAM")
+    return out.select(
+        pl.lit(study_id).alias("STUDYID"), pl.lit(dom).alias("RDOMAIN"), "USUBJID",
+        pl.lit(f"{dom}SEQ" if by_seq else None, dtype=pl.String).alias("IDVAR"),
+        (pl.col("IDVARVAL").cast(pl.String) if by_seq else pl.lit(None, dtype=pl.String)).alias("IDVARVAL"),
+        "QNAM", pl.col("QNAM").alias("QLABEL"), "QVAL", pl.lit("CRF").alias("QORIG"),
+    )
+
+
+def _common_quals(df: pl.DataFrame) -> dict[str, pl.Expr]:
+    return {"SOURCE": pl.col("source"), "SRCNOTE": pl.col("source_note"), "EXTRA": pl.col("extra")}
+
+
+def _findings(obs: pl.DataFrame, study_id: str, dom: str, spec_out: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
+    d = load_dictionary()
+    labels = {k: p.label[:40] for k, p in d.params.items()}
+    df = obs
+    has_num = pl.col("value").is_not_null()
+    out = df.select(
+        *_head(df, study_id, dom),
+        pl.col("param").alias(f"{dom}TESTCD"),
+        pl.col("param").replace_strict(labels, default=pl.col("param")).alias(f"{dom}TEST"),
+        pl.col("analyte").alias(f"{dom}TSTDTL"),
+        pl.coalesce(_num_text(pl.col("orig_value")), pl.col("value_text")).alias(f"{dom}ORRES"),
+        pl.col("orig_unit").alias(f"{dom}ORRESU"),
+        _num_text(pl.col("orig_lln")).alias(f"{dom}ORNRLO"),
+        _num_text(pl.col("orig_uln")).alias(f"{dom}ORNRHI"),
+        pl.coalesce(pl.col("value_text"), _num_text(pl.col("value"))).alias(f"{dom}STRESC"),
+        pl.col("value").alias(f"{dom}STRESN"),
+        pl.col("unit").replace("", None).alias(f"{dom}STRESU"),
+        pl.col("lln").alias(f"{dom}STNRLO"),
+        pl.col("uln").alias(f"{dom}STNRHI"),
+        pl.col("lloq").alias(f"{dom}LLOQ"),
+        pl.col("specimen").replace_strict(spec_out, default=pl.col("specimen")).alias(f"{dom}SPEC"),
+        _dtc(pl.col("day"), pl.col("datetime")).alias(f"{dom}DTC"),
+    )
+    quals = {"VALTEXT": pl.when(has_num).then(pl.col("value_text")),
+             "ORLLOQ": pl.when(pl.col("orig_lloq") != pl.col("lloq")).then(_num_text(pl.col("orig_lloq"))),
+             **_common_quals(df)}
+    return out, _supp(df, study_id, dom, quals)
+
+
+def _events(ev: pl.DataFrame, study_id: str, dom: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    term = pl.coalesce(pl.col("detail"), pl.col("event").str.to_uppercase() if dom == "DS" else pl.col("event"))
+    out = ev.select(
+        *_head(ev, study_id, dom),
+        term.alias(f"{dom}TERM"),
+        pl.col("event").str.to_uppercase().alias(f"{dom}DECOD"),
+        _dtc(pl.col("day"), pl.col("datetime")).alias(f"{dom}STDTC"),
+    )
+    return out, _supp(ev, study_id, dom, {"ATTRIB": pl.col("attribution"), **_common_quals(ev)})
+
+
+def sdtm_frames(study: Study, anchor_date: str = "2000-01-01") -> dict[str, pl.DataFrame]:
+    """The SDTM-like domains of ``study`` (domain name -> frame), as :func:`write_sdtm` writes them."""
+    try:
+        nominal = date.fromisoformat(anchor_date)
+    except ValueError as exc:
+        raise InputError(f"anchor_date must be an ISO date (YYYY-MM-DD), not {anchor_date!r}") from exc
+    m = load_mapping()
+    sid = study.study_id
+    subj = study.subjects
+    real = pl.coalesce(pl.col("infusion_date"), pl.col("infusion_datetime").str.slice(0, 10)).str.to_date(
+        "%Y-%m-%d", strict=False)
+    anchors = subj.select(
+        "subject_id", pl.coalesce(real, pl.lit(nominal)).cast(pl.Datetime("us")).alias("__anchor"),
+        real.is_null().alias("__nominal"),
+    )
+    # subjects found only in other tables get a nominal anchor too
+    others = [t["subject_id"] for t in (study.doses, study.observations, study.interventions, study.events)]
+    extra_ids = pl.concat(others).unique(maintain_order=True) if others else pl.Series([], dtype=pl.String)
+    extra_ids = extra_ids.filter(~extra_ids.is_in(subj["subject_id"].implode()))
+    if extra_ids.len():
+        raise InputError(f"subjects {extra_ids.head(5).to_list()} are not in the subjects table; SDTM needs them in DM")
+    out: dict[str, pl.DataFrame] = {}
+    s = _with_anchor(subj, anchors)
+    out["DM"] = s.select(
+        pl.lit(sid).alias("STUDYID"), pl.lit("DM").alias("DOMAIN"), pl.col("subject_id").alias("USUBJID"),
+        pl.col("subject_id").alias("SUBJID"), pl.col("__anchor").dt.strftime("%Y-%m-%d").alias("RFXSTDTC"),
+        pl.col("age_years").alias("AGE"), pl.when(pl.col("age_years").is_not_null()).then(pl.lit("YEARS")).alias("AGEU"),
+        pl.col("sex").alias("SEX"),
+    )
+    out["SUPPDM"] = _supp(s, sid, "DM", {
+        "WEIGHTKG": _num_text(pl.col("weight_kg")), "HEIGHTCM": _num_text(pl.col("height_cm")),
+        "DISEASE": pl.col("disease"), "TARGET": pl.col("target"),
+        "LFUPDY": _num_text(pl.col("last_followup_day")), "INFDTM": pl.col("infusion_datetime"),
+        "NOMANCH": pl.when(pl.col("__nominal")).then(pl.lit("Y")), **_common_quals(s)}, by_seq=False)
+    if study.doses.height:
+        back = {}
+        for k, v in m.ex_agents.items():
+            back.setdefault(v, k)
+        d = _with_anchor(study.doses, anchors)
+        out["EX"] = d.select(
+            *_head(d, sid, "EX"), pl.col("agent").replace_strict(back, default=pl.col("agent")).alias("EXTRT"),
+            pl.col("orig_dose").alias("EXDOSE"), pl.col("orig_unit").alias("EXDOSU"),
+            _dtc(pl.col("day"), pl.col("datetime")).alias("EXSTDTC"),
+        )
+        out["SUPPEX"] = _supp(d, sid, "EX", _common_quals(d))
+    if study.interventions.height:
+        c = _with_anchor(study.interventions, anchors)
+        out["CM"] = c.select(
+            *_head(c, sid, "CM"), pl.coalesce(pl.col("agent"), pl.col("category")).alias("CMTRT"),
+            pl.col("category").str.to_uppercase().alias("CMCAT"), pl.col("indication").alias("CMINDC"),
+            pl.col("dose").alias("CMDOSE"), pl.col("dose_unit").alias("CMDOSU"),
+            _dtc(pl.col("start_day"), pl.col("start_datetime")).alias("CMSTDTC"),
+            pl.when(pl.col("end_day").is_not_null()).then(_dtc(pl.col("end_day"), pl.col("end_datetime"))).alias("CMENDTC"),
+        )
+        out["SUPPCM"] = _supp(c, sid, "CM", {
+            "O2DEV": pl.col("o2_device"), "O2FLOW": _num_text(pl.col("o2_flow_lpm")), "FIO2": _num_text(pl.col("fio2")),
+            **_common_quals(c)})
+    obs = _with_anchor(study.observations, anchors)
+    groups = {k: p.group for k, p in load_dictionary().params.items()}
+    obs = obs.with_columns(pl.col("param").replace_strict(groups, default="").replace_strict(
+        _DOMAIN_OF_GROUP, default="LB").alias("__dom"))
+    for dom in ("LB", "VS", "QS", "PC"):
+        part = obs.filter(pl.col("__dom") == dom)
+        if part.height:
+            out[dom], out[f"SUPP{dom}"] = _findings(part, sid, dom, m.specimen_out)
+    ev = _with_anchor(study.events, anchors)
+    for dom, sel in (("DS", pl.col("event") == "death"), ("CE", pl.col("event") != "death")):
+        part = ev.filter(sel)
+        if part.height:
+            out[dom], out[f"SUPP{dom}"] = _events(part, sid, dom)
+    return {k: v for k, v in out.items() if v.width}
+
+
+def _write_xpt(df: pl.DataFrame, path: Path, dom: str) -> None:
+    import pyreadstat
+
+    pdf = df.to_pandas()
+    labels = [_LABELS.get(c, c)[:40] for c in df.columns]
+    pyreadstat.write_xport(pdf, str(path), table_name=dom, file_format_version=5, column_labels=labels)
+
+
+def write_sdtm(study: Study, folder: str | Path, fmt: str = "csv", *, anchor_date: str = "2000-01-01") -> Path:
+    """Write ``study`` as SDTM-like domain files (``fmt`` = ``csv`` or ``xpt``) into ``folder``;
+    nothing is written unless every file is complete. Returns the folder."""
+    if fmt not in ("csv", "xpt"):
+        raise InputError(f"fmt must be 'csv' or 'xpt', not {fmt!r}")
+    frames = sdtm_frames(study, anchor_date)
+    folder = Path(folder)
+    with atomic_folder(folder) as tmp:
+        for dom, df in frames.items():
+            path = tmp / f"{dom.lower()}.{fmt}"
+            if fmt == "csv":
+                df.write_csv(path)
+            else:
+                _write_xpt(df, path, dom)
+    return folder
