@@ -74,6 +74,7 @@ class AdamSpec:
 def _check_text(where: str, what: str, text: object, limit: int) -> str:
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{where}: {what} is missing")
+    text = text.strip()  # XPT pads labels with blanks: outer blanks would not survive a round trip
     if not text.isascii():
         raise InputError(f"{where}: {what} {text!r} is not ASCII (SAS transport v5 has no encoding)")
     if len(text) > limit:
