@@ -57,7 +57,7 @@ def map_dm(dm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     out = df.select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
         upper(dm, "SEX").replace_strict(m.sex, default=None, return_dtype=pl.String).alias("sex"),
-        (dm.number("AGE") * ageu.replace_strict(m.age_units, default=None, return_dtype=pl.Float64)).alias("age_years"),
+        (dm.number("AGE") / ageu.replace_strict(m.age_units, default=None, return_dtype=pl.Float64)).alias("age_years"),
         supp_col(dm, "weight_kg").alias("weight_kg"),
         supp_col(dm, "height_cm").alias("height_cm"),
         supp_col(dm, "disease").alias("disease"),
