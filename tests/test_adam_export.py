@@ -72,7 +72,7 @@ def _check_xpt_files(out: Path, analysis) -> None:
     expected = _expected_rows(analysis)
     for name in DATASETS:
         ds = SPEC.datasets[name]
-        df, meta = _read_xpt(out / f"{name.lower()}.xpt")
+        _, meta = _read_xpt(out / f"{name.lower()}.xpt")
         assert meta.table_name == name and meta.file_label == ds.label
         assert meta.column_names == ds.names()
         assert meta.column_labels == [v.label for v in ds.variables]
@@ -267,7 +267,7 @@ def test_unknown_format_or_dataset_writes_nothing(seed_analysis, tmp_path):
 
 
 def test_failure_midway_leaves_nothing(seed_analysis, tmp_path, monkeypatch):
-    import cartlab.io.adam as adam
+    from cartlab.io import adam
 
     real = adam.write_xpt
 

@@ -22,7 +22,7 @@ from cartlab.io.adam.spec import AdamSpec, load_spec
 from cartlab.io.adam.write import conform, define_table, write_define_xml, write_xpt
 from cartlab.io.atomic import atomic_folder
 
-__all__ = ["FORMATS", "DATASETS", "adam_frames", "cdisc_day", "export_adam", "load_spec"]
+__all__ = ["DATASETS", "FORMATS", "adam_frames", "cdisc_day", "export_adam", "load_spec"]
 
 FORMATS = ("xpt", "csv", "parquet")
 DATASETS = tuple(BUILDERS)

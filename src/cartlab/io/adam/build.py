@@ -72,7 +72,7 @@ def _study_dates(study) -> pl.DataFrame:
         date = when = None
         try:
             if dtm:
-                when = _dt.datetime.fromisoformat(str(dtm).replace("Z", "+00:00")).replace(tzinfo=None)
+                when = _dt.datetime.fromisoformat(str(dtm)).replace(tzinfo=None)
             if d:
                 date = _dt.date.fromisoformat(str(d)[:10])
             elif when is not None:

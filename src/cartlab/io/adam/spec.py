@@ -19,7 +19,7 @@ import yaml
 
 from cartlab.errors import InputError
 
-__all__ = ["AdamDataset", "AdamSpec", "AdamVariable", "load_spec", "MAX_LABEL", "MAX_NAME", "MAX_TEXT"]
+__all__ = ["MAX_LABEL", "MAX_NAME", "MAX_TEXT", "AdamDataset", "AdamSpec", "AdamVariable", "load_spec"]
 
 MAX_NAME = 8  #: XPT v5 dataset and variable names
 MAX_LABEL = 40  #: XPT v5 variable labels (dataset labels too)

@@ -22,7 +22,7 @@ import polars as pl
 from cartlab.errors import InputError
 from cartlab.io.adam.spec import MAX_TEXT, AdamDataset, AdamSpec
 
-__all__ = ["conform", "define_table", "write_define_xml", "write_xpt", "ASCII_MAP"]
+__all__ = ["ASCII_MAP", "conform", "define_table", "write_define_xml", "write_xpt"]
 
 #: non-ASCII signs and their ASCII spelling (applied before accents are stripped)
 ASCII_MAP = {"≤": "<=", "≥": ">=", "°": "deg", "µ": "u", "μ": "u", "–": "-", "—": "-", "→": "->", "←": "<-",
@@ -122,7 +122,7 @@ def write_define_xml(spec: AdamSpec, define: pl.DataFrame, study_id: str, path: 
     ET.register_namespace("", ODM)
     ET.register_namespace("def", DEF)
     ET.register_namespace("xlink", XLINK)
-    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     odm = ET.Element(f"{{{ODM}}}ODM", {"FileType": "Snapshot", "FileOID": f"DEF.{study_id}.ADAM", "ODMVersion": "1.3.2",
                                        "CreationDateTime": now, "Originator": "cartlab",
                                        "SourceSystem": "cartlab.io.adam", f"{{{DEF}}}Context": "Submission"})
