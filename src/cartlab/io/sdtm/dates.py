@@ -19,7 +19,7 @@ import polars as pl
 
 PARTIAL_DATES = ("skip", "impute")
 
-_DATE = r"^\d{4}-\d{2}-\d{2}"
+_DATE = r"^\d{4}-\d{2}-\d{2}(T[0-9:.\-]*)?$"
 _TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}(:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
 _PARTIAL = r"^(\d{4}|-)(-(\d{2}|-)?){0,2}(T[0-9:.\-]*)?$"
 _YM = r"^\d{4}(-\d{2})?$"

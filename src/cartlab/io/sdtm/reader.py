@@ -70,6 +70,9 @@ def read_sdtm(
         raise InputError(f"{folder}: no DM domain (dm.xpt, dm.sas7bdat or dm.csv); found: "
                          f"{', '.join(p.name for p in paths.values()) or 'no domain files'}")
     files = {dom: load_domain(dom, p) for dom, p in paths.items()}
+    for dom, f in files.items():
+        if dom not in m.unmapped_domains:
+            f.require("USUBJID")
     statuses: list[tuple[DomainFile, pl.DataFrame]] = []
     for dom, f in files.items():
         if dom.startswith("SUPP") and len(dom) > 4:
