@@ -35,6 +35,7 @@ def pandas_loop(params: dict) -> dict:
     """Baseline: ``pd.read_sas`` of DM, LB and VS, then a Python loop over the records: test code ->
     param (dictionary), unit conversion (one cached pint conversion per (param, unit)), --DTC ->
     datetime -> day from RFXSTDTC; rows collected as tuples, then one DataFrame."""
+    import math
     from datetime import datetime
 
     import pandas as pd
@@ -53,7 +54,7 @@ def pandas_loop(params: dict) -> dict:
         cols = [df[f"{dom}{c}"].tolist() for c in ("TESTCD", "STRESN", "STRESU", "DTC")]
         for sid, code, val, unit, dtc in zip(df["USUBJID"].tolist(), *cols, strict=True):
             n += 1
-            if code not in d or val != val:
+            if code not in d or math.isnan(val):
                 continue
             key = (code, unit or "")
             c = conv.get(key)

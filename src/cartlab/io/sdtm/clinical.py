@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import polars as pl
 
-from cartlab.io.sdtm.common import Ctx, extra_json, first_reason, imputed_note, place, provenance, status, supp_col, time_reason
+from cartlab.io.sdtm.common import (
+    Ctx,
+    extra_json,
+    first_reason,
+    imputed_note,
+    place,
+    provenance,
+    status,
+    supp_col,
+    time_reason,
+)
 from cartlab.io.sdtm.dates import parse_dtc
-from cartlab.io.sdtm.files import ROW, DomainFile
+from cartlab.io.sdtm.files import DomainFile
 from cartlab.io.sdtm.mapping import SdtmMapping
 from cartlab.io.study_folder import _dose_unit
 from cartlab.kinetics.agents import car_t_agent_expr
@@ -190,8 +200,8 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     df = df.with_columns(category.alias("__cat"), agent.alias("__agent"), device.alias("__dev"))
     reason = first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
-        (pl.col("__cat").is_null(), "CM term not in the intervention mapping (cm_terms / cm_categories, "
-         "or its CMROUTE is excluded)"),
+        (pl.col("__cat").is_null(),
+         "CM term not in the intervention mapping (cm_terms / cm_categories, or its CMROUTE is excluded)"),
         ((pl.col("__cat") == "oxygen") & pl.col("__dev").is_null(), "oxygen without a device (o2_device is required)"),
         *time_reason("s", "CMSTDTC"),
         ((pl.col("e__dstatus") == "partial"), "partial date in CMENDTC: not placed on a day"),

@@ -16,7 +16,17 @@ from __future__ import annotations
 import polars as pl
 
 from cartlab.errors import InputError
-from cartlab.io.sdtm.common import Ctx, extra_json, first_reason, imputed_note, place, provenance, status, supp_col, time_reason
+from cartlab.io.sdtm.common import (
+    Ctx,
+    extra_json,
+    first_reason,
+    imputed_note,
+    place,
+    provenance,
+    status,
+    supp_col,
+    time_reason,
+)
 from cartlab.io.sdtm.files import ROW, DomainFile
 from cartlab.io.sdtm.mapping import norm
 from cartlab.units import UnitError
