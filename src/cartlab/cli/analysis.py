@@ -12,9 +12,7 @@ from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
     StoreOpt,
-    StudyArg,
     StudyOpt,
-    _load_study,
     _print_skipped,
     _progress,
     _protocol_or_exit,
@@ -23,7 +21,11 @@ from cartlab.cli.base import (
     app,
     console,
 )
+from cartlab.cli.interop import FhirInOpt, MappingOpt, SdtmOpt, load_source
 
+SourceArg = Annotated[Optional[str], typer.Argument(
+    metavar="[STUDY]", help="A study folder or the id of a stored study (none: --sdtm, --fhir, or the store's only "
+    "study).")]
 StrictOpt = Annotated[bool, typer.Option(
     "--strict", help="Stop with an error when an engine cannot analyse a subject, or a subject needing censoring "
     "has no last_followup_day, instead of recording it and going on.")]
@@ -31,26 +33,34 @@ StrictOpt = Annotated[bool, typer.Option(
 
 @app.command("analyze")
 def analyze_cmd(
-    study: StudyArg,
+    study: SourceArg = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/analysis"),
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Also check the study against a protocol (shipped id or YAML): dose_plan, "
         "eligibility, eligibility_verdict and protocol_deviations tables.")] = None,
     strict: StrictOpt = False,
+    sdtm: SdtmOpt = None,
+    fhir: FhirInOpt = None,
+    mapping: MappingOpt = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
-    """Run every engine on a study (a folder or a stored study); write DIR/subject_summary.csv, every table and DIR/analysis.json.
+    """Run every engine on a study (a folder, a stored study, --sdtm DIR or --fhir PATH); write DIR/subject_summary.csv, every table and DIR/analysis.json.
 
     An engine (or a subject in it) that cannot run is left out, listed on the screen and in
     analysis.json under "skipped" (engine, subjects, reason, how to fix); everything else is written.
 
+    An SDTM or FHIR source writes its mapping report (every input record: mapped, or why not) into
+    the output folder too.
+
     [bold]Example[/]: cartlab analyze studies/NCT04762485 --out results/
+    [bold]Example[/]: cartlab analyze --sdtm sdtm/ --out results/
     """
     from cartlab.analyze import Analysis, AnalysisOptions, write_analysis
 
     proto = _protocol_or_exit(protocol) if protocol else None
-    data = _load_study(study, store, csv_dialect)
+    data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
+                          report_to=out)
     with _progress("analysing") as step:
         analysis = Analysis(data, AnalysisOptions(strict=strict), protocol=proto, progress=step)
         analysis.tables()
@@ -63,11 +73,14 @@ def analyze_cmd(
 
 @app.command("report")
 def report_cmd(
-    study: StudyArg,
+    study: SourceArg = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/report"),
     subject: Annotated[Optional[str], typer.Option("--subject", help="Only this subject.")] = None,
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Add the protocol section (planned doses, eligibility, deviations).")] = None,
+    sdtm: SdtmOpt = None,
+    fhir: FhirInOpt = None,
+    mapping: MappingOpt = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
@@ -79,7 +92,8 @@ def report_cmd(
     from cartlab.report import write_study_report, write_subject_report
 
     proto = _protocol_or_exit(protocol) if protocol else None
-    data = _load_study(study, store, csv_dialect)
+    data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
+                          report_to=out)
     if subject and subject not in data.subject_ids:
         raise _usage(f"no subject {subject!r} in {study}")
     with _progress("writing report") as step:

@@ -14,9 +14,7 @@ from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
     StoreOpt,
-    StudyArg,
     StudyOpt,
-    _load_study,
     _open_store,
     _print_issues,
     _print_skipped,
@@ -28,6 +26,7 @@ from cartlab.cli.base import (
     console,
     err,
 )
+from cartlab.cli.interop import FhirInOpt, MappingOpt, SdtmOpt, load_source
 
 
 @app.command("validate")
@@ -65,26 +64,47 @@ def validate_cmd(
 
 @app.command("import")
 def import_cmd(
-    study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
+    study_dir: Annotated[Optional[Path], typer.Argument(help="Study folder (format v1); or --sdtm / --fhir.")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     study_id: Annotated[
         Optional[str], typer.Option("--study", "--study-id", help="Id to store the study under (default: the "
-                                    "folder's name).")
+                                    "folder's or file's name).")
     ] = None,
+    sdtm: SdtmOpt = None,
+    fhir: FhirInOpt = None,
+    mapping: MappingOpt = None,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
-    """Validate a study folder and import it into the store (one transaction).
+    """Validate a study (a study folder, CDISC SDTM domains or FHIR R4 resources) and import it into the store (one transaction).
 
     Re-importing identical files changes nothing; changed files replace the study atomically.
-    An invalid folder is rejected whole and the store is left untouched.
+    Invalid input is rejected whole and the store is left untouched. An SDTM or FHIR import writes
+    its mapping report (every input record: mapped, or why not) beside the store.
 
     [bold]Example[/]: cartlab import studies/NCT04762485 --store trial.duckdb
+    [bold]Example[/]: cartlab import --sdtm sdtm/ --study TRIAL-01
     """
     from cartlab.io import read_study
     from cartlab.io.study_folder import check_study_path, sha256_file
     from cartlab.store import Store
     from cartlab.store.duckdb_store import fingerprint_files, study_files
 
+    if sdtm is not None or fhir is not None:
+        if study_dir is not None:
+            raise _usage("give a study folder, --sdtm or --fhir, not two of them")
+        source = sdtm if sdtm is not None else fhir
+        sid = study_id or (source.resolve().name if sdtm is not None else source.resolve().stem)
+        report_to = store.resolve().parent / f"{sid}_{'sdtm' if sdtm is not None else 'fhir'}_mapping_report.csv"
+        study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=sid, report_to=report_to)
+        with _progress(f"importing {sid}") as step, Store(store) as s:
+            result = s.import_study(study, sid, folder=source, progress=step)
+        _print_warnings(study.warnings)
+        console.print(f"[green]{result}[/] -> {store}")
+        return
+    if study_dir is None:
+        raise _usage("name a study folder, or --sdtm DIR / --fhir PATH")
+    if mapping is not None:
+        raise _usage("--mapping applies to --sdtm or --fhir")
     check_study_path(study_dir)
     sid = study_id or study_dir.resolve().name
     with _progress(f"importing {sid}") as step:
@@ -165,25 +185,65 @@ def show_cmd(
 
 @app.command("export")
 def export_cmd(
-    study: StudyArg,
+    study: Annotated[Optional[str], typer.Argument(
+        metavar="[STUDY]", help="A study folder or stored id (none: --study/--sdtm, or the store's only study).")] = None,
     out_arg: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Output folder (or --out).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write the study folder into.")] = None,
+    adam: Annotated[Optional[Path], typer.Option(
+        "--adam", help="Write the analysis as ADaM datasets (ADSL, ADLB, ADVS, ADAE, ADRS, ADTTE, ADPC, ADPP) "
+        "with define.csv and a Define-XML skeleton into this folder.")] = None,
+    fhir_out: Annotated[Optional[Path], typer.Option(
+        "--fhir", help="Write the study as a FHIR R4 collection Bundle (JSON) to this file.")] = None,
+    study_opt: Annotated[Optional[str], typer.Option("--study", help="The study folder or stored id (as STUDY).")] = None,
+    sdtm: SdtmOpt = None,
+    mapping: MappingOpt = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
-    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", help="Study folder: csv or parquet (default csv). ADaM: xpt, csv and/or parquet, comma-separated "
+        "(default xpt,csv).")] = None,
 ) -> None:
-    """Write a study (stored, or a folder) out as a study folder (values and units as they were given).
+    """Write a study out: as a study folder (values and units as given), as ADaM (--adam) or as a FHIR Bundle (--fhir).
 
     [bold]Example[/]: cartlab export seed_case --out exported/ --format parquet
+    [bold]Example[/]: cartlab export --adam adam/ --study studies/NCT04762485
+    [bold]Example[/]: cartlab export --adam adam/ --sdtm sdtm/ --format xpt
+    [bold]Example[/]: cartlab export CD7-AML-001-study --fhir seed_bundle.json
     """
+    if study is not None and study_opt is not None:
+        raise _usage("give the study once (STUDY or --study)")
+    study = study if study is not None else study_opt
+    targets = [t for t in (out or out_arg, adam, fhir_out) if t is not None]
+    if len(targets) != 1:
+        raise _usage("give one output: --out FOLDER (study folder), --adam FOLDER or --fhir FILE"
+                     if not targets else "give one output at a time (--out, --adam or --fhir)")
+    if adam is None and fhir_out is None and fmt not in (None, "csv", "parquet"):
+        raise _usage("--format must be csv or parquet for a study folder")
+    report_to = adam if adam is not None else (fhir_out.parent if fhir_out is not None else _out(out, out_arg))
+    data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, report_to=report_to)
+    if adam is not None:
+        from cartlab.analyze import Analysis
+        from cartlab.io.adam import export_adam
+
+        formats = tuple(f.strip() for f in (fmt or "xpt,csv").split(",") if f.strip())
+        with _progress("analysing for ADaM") as step:
+            analysis = Analysis(data, progress=step)
+            result = export_adam(analysis, adam, formats)
+        _print_skipped(analysis)
+        rows = ", ".join(f"{k} {v:,}" for k, v in result["datasets"].items())
+        console.print(f"[green]wrote[/] ADaM ({', '.join(formats)}) to {adam}: {rows}", soft_wrap=True)
+        return
+    if fhir_out is not None:
+        from cartlab.io.fhir import write_fhir_bundle
+
+        if fmt is not None:
+            raise _usage("--format applies to a study folder or ADaM, not --fhir")
+        path = write_fhir_bundle(data, fhir_out)
+        console.print(f"[green]wrote[/] {path} (FHIR R4 Bundle, {data.subjects.height} subjects)")
+        return
     from cartlab.io import write_study
 
-    if fmt not in ("csv", "parquet"):
-        raise _usage("--format must be csv or parquet")
-    target = _out(out, out_arg)
-    data = _load_study(study, store)
-    path = write_study(data, target, fmt=fmt)
+    path = write_study(data, _out(out, out_arg), fmt=fmt or "csv")
     console.print(f"[green]wrote[/] {path} ({data.subjects.height} subjects)")
-
 
 
 @app.command("synthetic")

@@ -1,0 +1,109 @@
+"""Where a study comes from and where it goes besides the study folder: CDISC SDTM and HL7 FHIR R4 in,
+ADaM and FHIR out. Shared by ``import``, ``analyze``, ``report`` and ``export``.
+
+A command names its source one way: a study folder or a stored id (``STUDY``), an SDTM folder
+(``--sdtm DIR``) or FHIR resources (``--fhir PATH``), with ``--mapping FILE`` extending the shipped
+code maps. With no source at all, the store's only study is used (several: an error listing them).
+The mapping report of an SDTM or FHIR import (every input record: mapped, or skipped and why) is
+written beside the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cartlab.cli.base import _load_study, _usage, console
+
+SdtmOpt = Annotated[Optional[Path], typer.Option(
+    "--sdtm", help="Read the study from CDISC SDTM domains in this folder (XPT, SAS7BDAT or CSV).")]
+FhirInOpt = Annotated[Optional[Path], typer.Option(
+    "--fhir", help="Read the study from FHIR R4 resources: a Bundle JSON, NDJSON, or a folder of them.")]
+MappingOpt = Annotated[Optional[Path], typer.Option(
+    "--mapping", help="A YAML file extending/overriding the shipped SDTM or FHIR code map (docs/interop/).")]
+
+
+def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhir: Path | None = None,
+                mapping: Path | None = None, csv_dialect: str = "standard", study_id: str | None = None,
+                report_to: Path | None = None):
+    """The study a command names (exactly one source), and where its mapping report went (or None)."""
+    given = [name for name, v in (("STUDY", study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
+    if len(given) > 1:
+        raise _usage(f"give one source, not {' and '.join(given)}")
+    if mapping is not None and sdtm is None and fhir is None:
+        raise _usage("--mapping applies to --sdtm or --fhir")
+    if sdtm is not None or fhir is not None:
+        data, report = _read_interop(sdtm, fhir, mapping, study_id)
+        written = _write_report(report, report_to, "sdtm" if sdtm is not None else "fhir") if report_to else None
+        _say_report(report, written)
+        return data, written
+    if study is None:
+        study = _only_stored_study(store)
+    return _load_study(study, store, csv_dialect), None
+
+
+def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, study_id: str | None):
+    from cartlab.cli.base import _progress
+
+    path = sdtm if sdtm is not None else fhir
+    if not path.exists():
+        from cartlab.io.study_folder import describe_path
+
+        raise _usage(f"{path}: {describe_path(path)}")
+    if mapping is not None and not mapping.is_file():
+        raise _usage(f"{mapping}: no such mapping file")
+    with _progress(f"reading {path.name}"):
+        if sdtm is not None:
+            from cartlab.io.sdtm import read_sdtm
+
+            got = read_sdtm(sdtm, mapping, report=True, study_id=study_id or sdtm.resolve().name)
+            return got.study, got.report
+        from cartlab.io.fhir import read_fhir_with_report
+
+        return read_fhir_with_report(fhir, mapping=mapping, study_id=study_id or fhir.resolve().stem)
+
+
+def _write_report(report, where: Path, kind: str) -> Path:
+    """The mapping report as CSV (SDTM: with a markdown summary beside it)."""
+    from cartlab.io.atomic import atomic_file
+
+    path = where / f"{kind}_mapping_report.csv" if where.suffix == "" else where
+    if kind == "sdtm":
+        from cartlab.io.sdtm import write_mapping_report
+
+        return write_mapping_report(report, path)[0]
+    flat = report.with_columns([report[c].list.join("; ").alias(c) for c in report.columns
+                                if str(report.schema[c]).startswith("List")])
+    with atomic_file(path) as tmp:
+        flat.write_csv(tmp)
+    return path
+
+
+def _say_report(report, written: Path | None) -> None:
+    import polars as pl
+
+    n_col = "n_rows" if "n_rows" in report.columns else "n"
+    total = int(report[n_col].sum()) if report.height else 0
+    if "n_skipped" in report.columns:
+        skipped = int(report["n_skipped"].sum())
+    else:
+        skipped = int(report.filter(~pl.col("reason").str.starts_with("mapped"))[n_col].sum()) if report.height else 0
+    where = f" (mapping report: {written})" if written else ""
+    console.print(f"read {total:,} records: {total - skipped:,} mapped, {skipped:,} not mapped{where}")
+
+
+def _only_stored_study(store: Path) -> str:
+    """With no source named: the store's only study, else an error listing the choices."""
+    from cartlab.store import Store
+
+    if not store.exists():
+        raise _usage(f"no study named and no store at {store}",
+                     hint="name a study folder or stored id, or --sdtm DIR / --fhir PATH")
+    with Store(store, read_only=True) as s:
+        ids = s.studies()["study_id"].to_list()
+    if len(ids) == 1:
+        return ids[0]
+    raise _usage(f"the store {store} holds {'no study' if not ids else 'several studies: ' + ', '.join(ids)}; "
+                 "name one (STUDY) or give --study DIR / --sdtm DIR / --fhir PATH")
