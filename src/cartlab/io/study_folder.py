@@ -414,7 +414,7 @@ def _doses(r: _FileReader) -> pl.DataFrame:
     canon: dict[str, str] = {}
     for (u,) in pairs.iter_rows():
         try:
-            c, s = _dose_unit(u)
+            c, s = dose_unit(u)
             scale[u], canon[u] = s, c
         except UnitError as exc:
             r.flag(pl.col("unit") == u, "unit", f"{exc}; dose units: {', '.join(DOSE_UNITS)}", by=pl.lit(None))
@@ -427,7 +427,7 @@ def _doses(r: _FileReader) -> pl.DataFrame:
     return df.with_columns(r.provenance())
 
 
-def _dose_unit(unit: str) -> tuple[str, float]:
+def dose_unit(unit: str) -> tuple[str, float]:
     """Canonical dose unit (one of DOSE_UNITS) and the factor to it.
 
     Cells are counted (dimensionless) like mg/kg is a mass ratio, so the family is chosen by the

@@ -18,7 +18,7 @@ from cartlab.io.sdtm.common import (
 from cartlab.io.sdtm.dates import parse_dtc
 from cartlab.io.sdtm.files import DomainFile
 from cartlab.io.sdtm.mapping import SdtmMapping
-from cartlab.io.study_folder import _dose_unit
+from cartlab.io.study_folder import dose_unit
 from cartlab.kinetics.agents import car_t_agent_expr
 from cartlab.units import UnitError, parse_unit
 
@@ -118,7 +118,7 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     scale, canon = {}, {}
     for u in units:
         try:
-            canon[u], scale[u] = _dose_unit(ctx.mapping.unit(u))
+            canon[u], scale[u] = dose_unit(ctx.mapping.unit(u))
         except UnitError:
             pass
     trt = ex.text(f"{dom}TRT")
