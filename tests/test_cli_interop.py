@@ -109,3 +109,11 @@ def test_malformed_fhir_is_one_message_and_the_store_is_untouched(tmp_path):
     out = run("import", "--fhir", bad, "--store", store, code=2)
     assert "bad.json" in out
     assert not store.exists()
+
+
+def test_partial_dates_are_an_sdtm_option(tmp_path):
+    assert "--partial-dates applies to --sdtm" in run("analyze", "--fhir", tmp_path / "x.json", "--partial-dates",
+                                                       "impute", "--out", tmp_path / "a", code=2)
+    assert "partial_dates must be one of" in run("analyze", "--sdtm", SDTM / "csv", "--partial-dates", "guess",
+                                                 "--out", tmp_path / "a", code=2)
+    assert not (tmp_path / "a").exists()

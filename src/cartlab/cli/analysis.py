@@ -21,7 +21,7 @@ from cartlab.cli.base import (
     app,
     console,
 )
-from cartlab.cli.interop import FhirInOpt, MappingOpt, SdtmOpt, load_source
+from cartlab.cli.interop import FhirInOpt, MappingOpt, PartialDatesOpt, SdtmOpt, load_source
 
 SourceArg = Annotated[Optional[str], typer.Argument(
     metavar="[STUDY]", help="A study folder or the id of a stored study (none: --sdtm, --fhir, or the store's only "
@@ -42,6 +42,7 @@ def analyze_cmd(
     sdtm: SdtmOpt = None,
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
+    partial_dates: PartialDatesOpt = "skip",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
@@ -60,6 +61,7 @@ def analyze_cmd(
 
     proto = _protocol_or_exit(protocol) if protocol else None
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
+                          partial_dates=partial_dates,
                           report_to=out)
     with _progress("analysing") as step:
         analysis = Analysis(data, AnalysisOptions(strict=strict), protocol=proto, progress=step)
@@ -81,6 +83,7 @@ def report_cmd(
     sdtm: SdtmOpt = None,
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
+    partial_dates: PartialDatesOpt = "skip",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
@@ -93,6 +96,7 @@ def report_cmd(
 
     proto = _protocol_or_exit(protocol) if protocol else None
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
+                          partial_dates=partial_dates,
                           report_to=out)
     if subject and subject not in data.subject_ids:
         raise _usage(f"no subject {subject!r} in {study}")

@@ -21,13 +21,16 @@ SdtmOpt = Annotated[Optional[Path], typer.Option(
     "--sdtm", help="Read the study from CDISC SDTM domains in this folder (XPT, SAS7BDAT or CSV).")]
 FhirInOpt = Annotated[Optional[Path], typer.Option(
     "--fhir", help="Read the study from FHIR R4 resources: a Bundle JSON, NDJSON, or a folder of them.")]
+PartialDatesOpt = Annotated[str, typer.Option(
+    "--partial-dates", help="SDTM dates without a day (2021-05): skip (count them as not mapped) or impute (first "
+    "of the month/year for a start, last for an end, said in source_note).")]
 MappingOpt = Annotated[Optional[Path], typer.Option(
     "--mapping", help="A YAML file extending/overriding the shipped SDTM or FHIR code map (docs/interop/).")]
 
 
 def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhir: Path | None = None,
                 mapping: Path | None = None, csv_dialect: str = "standard", study_id: str | None = None,
-                report_to: Path | None = None):
+                report_to: Path | None = None, partial_dates: str = "skip"):
     """The study a command names (exactly one source), and where its mapping report went (or None)."""
     given = [name for name, v in (("STUDY", study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
     if len(given) > 1:
@@ -35,7 +38,9 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     if mapping is not None and sdtm is None and fhir is None:
         raise _usage("--mapping applies to --sdtm or --fhir")
     if sdtm is not None or fhir is not None:
-        data, report = _read_interop(sdtm, fhir, mapping, study_id)
+        if fhir is not None and partial_dates != "skip":
+            raise _usage("--partial-dates applies to --sdtm")
+        data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates)
         written = _write_report(report, report_to, "sdtm" if sdtm is not None else "fhir") if report_to else None
         _say_report(report, written)
         return data, written
@@ -44,7 +49,8 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     return _load_study(study, store, csv_dialect), None
 
 
-def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, study_id: str | None):
+def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, study_id: str | None,
+                  partial_dates: str = "skip"):
     from cartlab.cli.base import _progress
 
     path = sdtm if sdtm is not None else fhir
@@ -58,7 +64,8 @@ def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, st
         if sdtm is not None:
             from cartlab.io.sdtm import read_sdtm
 
-            got = read_sdtm(sdtm, mapping, report=True, study_id=study_id or sdtm.resolve().name)
+            got = read_sdtm(sdtm, mapping, report=True, partial_dates=partial_dates,
+                            study_id=study_id or sdtm.resolve().name)
             return got.study, got.report
         from cartlab.io.fhir import read_fhir_with_report
 

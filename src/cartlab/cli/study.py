@@ -26,7 +26,7 @@ from cartlab.cli.base import (
     console,
     err,
 )
-from cartlab.cli.interop import FhirInOpt, MappingOpt, SdtmOpt, load_source
+from cartlab.cli.interop import FhirInOpt, MappingOpt, PartialDatesOpt, SdtmOpt, load_source
 
 
 @app.command("validate")
@@ -73,6 +73,7 @@ def import_cmd(
     sdtm: SdtmOpt = None,
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
+    partial_dates: PartialDatesOpt = "skip",
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Validate a study (a study folder, CDISC SDTM domains or FHIR R4 resources) and import it into the store (one transaction).
@@ -95,7 +96,8 @@ def import_cmd(
         source = sdtm if sdtm is not None else fhir
         sid = study_id or (source.resolve().name if sdtm is not None else source.resolve().stem)
         report_to = store.resolve().parent / f"{sid}_{'sdtm' if sdtm is not None else 'fhir'}_mapping_report.csv"
-        study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=sid, report_to=report_to)
+        study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=sid, report_to=report_to,
+                               partial_dates=partial_dates)
         with _progress(f"importing {sid}") as step, Store(store) as s:
             result = s.import_study(study, sid, folder=source, progress=step)
         _print_warnings(study.warnings)
@@ -197,6 +199,7 @@ def export_cmd(
     study_opt: Annotated[Optional[str], typer.Option("--study", help="The study folder or stored id (as STUDY).")] = None,
     sdtm: SdtmOpt = None,
     mapping: MappingOpt = None,
+    partial_dates: PartialDatesOpt = "skip",
     store: StoreOpt = DEFAULT_STORE_PATH,
     fmt: Annotated[Optional[str], typer.Option(
         "--format", help="Study folder: csv or parquet (default csv). ADaM: xpt, csv and/or parquet, comma-separated "
@@ -219,7 +222,8 @@ def export_cmd(
     if adam is None and fhir_out is None and fmt not in (None, "csv", "parquet"):
         raise _usage("--format must be csv or parquet for a study folder")
     report_to = adam if adam is not None else (fhir_out.parent if fhir_out is not None else _out(out, out_arg))
-    data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, report_to=report_to)
+    data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, report_to=report_to,
+                          partial_dates=partial_dates)
     if adam is not None:
         from cartlab.analyze import Analysis
         from cartlab.io.adam import export_adam
