@@ -1,4 +1,5 @@
-"""Finding and loading SDTM domain files: SAS XPT v5 / SAS7BDAT (pyreadstat) or CSV (polars).
+"""Finding and loading SDTM domain files: SAS XPT v5 (a vectorised reader, see :mod:`.xport`; pyreadstat
+for what it does not read) / SAS7BDAT (pyreadstat) or CSV (polars).
 
 A domain is a file ``<domain>.<ext>`` (case-insensitive: ``lb.xpt``, ``LB.csv``); ``supp<domain>``
 files hold its supplemental qualifiers. Every value is loaded as text (numbers are parsed where a
@@ -17,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.errors import InputError
+from cartlab.io.sdtm.xport import read_xport_simple
 
 ROW = "__row"
 FORMATS = {".xpt": "sdtm-xpt", ".sas7bdat": "sdtm-sas7bdat", ".csv": "sdtm-csv"}
@@ -138,7 +140,7 @@ def _text_frame(df: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(pl.int_range(1, out.height + 1, dtype=pl.Int64).alias(ROW))
 
 
-def _read_sas(path: Path, kind: str) -> pl.DataFrame:
+def _read_sas(path: Path, kind: str, fast: bool = True) -> pl.DataFrame:
     import pyreadstat
 
     reader = pyreadstat.read_xport if kind == "sdtm-xpt" else pyreadstat.read_sas7bdat
@@ -148,6 +150,13 @@ def _read_sas(path: Path, kind: str) -> pl.DataFrame:
             f"{path.name}, record after byte {size - size % 80}: truncated SAS transport file "
             f"({size} bytes is not a whole number of 80-byte records)"
         )
+    if fast and kind == "sdtm-xpt":
+        try:
+            df = read_xport_simple(path)
+        except OSError as exc:
+            raise InputError(f"{path.name}: cannot read the file ({exc.strerror})") from exc
+        if df is not None:
+            return df
     try:
         pdf, _meta = reader(str(path))
     except Exception as exc:  # pyreadstat raises ReadstatError / PyreadstatError / OSError
@@ -190,12 +199,14 @@ def _read_csv(path: Path) -> pl.DataFrame:
         raise InputError(f"{path.name}: malformed CSV ({exc})") from exc
 
 
-def load_domain(domain: str, path: Path) -> DomainFile:
-    """Load one domain file as text (see the module docstring)."""
+def load_domain(domain: str, path: Path, *, fast_xpt: bool = True) -> DomainFile:
+    """Load one domain file as text (see the module docstring). A plain XPT v5 file is read by the
+    vectorised :func:`~cartlab.io.sdtm.xport.read_xport_simple` (the same frame as pyreadstat's, about
+    ten times faster); ``fast_xpt=False``, or any other SAS file, goes through pyreadstat."""
     fmt = FORMATS[path.suffix.lower()]
     try:
         sha = sha256_file(path)
     except OSError as exc:
         raise InputError(f"{path.name}: cannot read the file ({exc.strerror})") from exc
-    raw = _read_csv(path) if fmt == "sdtm-csv" else _read_sas(path, fmt)
+    raw = _read_csv(path) if fmt == "sdtm-csv" else _read_sas(path, fmt, fast_xpt)
     return DomainFile(domain, path, fmt, sha, _text_frame(raw))
