@@ -11,7 +11,6 @@ record gets its 1-based number ``__row``. A file that cannot be read is one
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +18,11 @@ import polars as pl
 
 from cartlab.errors import InputError
 from cartlab.io.sdtm.xport import read_xport_simple
+from cartlab.io.study_folder import sha256_file
 
 ROW = "__row"
 FORMATS = {".xpt": "sdtm-xpt", ".sas7bdat": "sdtm-sas7bdat", ".csv": "sdtm-csv"}
 _ORDER = (".xpt", ".sas7bdat", ".csv")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_domains(folder: Path) -> dict[str, Path]:
