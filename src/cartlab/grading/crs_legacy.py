@@ -284,10 +284,10 @@ def organ_grades_from_adlb(adlb: pl.DataFrame) -> pl.DataFrame:
     scales' ``organ_vocabulary`` excludes the haematological ones), ``grade`` = |ATOXGR|,
     ``is_transaminase`` for ALT/AST, and the ADLB row's evidence.
     """
-    return adlb.filter(pl.col("ATOXGR").is_not_null() & pl.col("day").is_not_null()).select(
+    return adlb.lazy().filter(pl.col("ATOXGR").is_not_null() & pl.col("day").is_not_null()).select(
         "subject_id", "day", pl.col("param").alias("organ"), pl.col("ATOXGR").abs().alias("grade"),
         pl.col("param").is_in(["ALT", "AST"]).alias("is_transaminase"), "evidence",
-    )
+    ).collect()  # lazy: only the columns used are filtered (ADLB is wide and long)
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning

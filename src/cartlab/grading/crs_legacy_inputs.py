@@ -165,8 +165,8 @@ def _vitals(study: Study) -> pl.DataFrame:
     """The day's highest temperature (degC) and lowest SBP, each with the first row reaching it."""
     obs = study.observations.lazy().select("subject_id", "day", "param", "unit", "value", "src_file", "src_row").filter(
         pl.col("param").is_in(["TEMP", "SYSBP"]) & pl.col("value").is_not_null() & pl.col("day").is_not_null())
-    units = [u for u in study.observations.filter(pl.col("param") == "TEMP")["unit"].drop_nulls().unique().to_list()
-             if u not in ("degC", "C", "°C")]
+    units = [u for u in obs.filter(pl.col("param") == "TEMP").select(pl.col("unit").drop_nulls().unique(
+        maintain_order=True)).collect()["unit"].to_list() if u not in ("degC", "C", "°C")]
     value = pl.col("value")
     for u in units:  # canonical frames hold degC already; convert anything else (unknown unit = error)
         c = conversion(u, "degC")
