@@ -54,6 +54,16 @@ def test_import_sdtm_writes_a_mapping_report_accounting_for_every_record(tmp_pat
     assert dict(got.iter_rows()) == expected
     assert (report["n_mapped"] + report["n_skipped"] == report["n_rows"]).all()
     assert "PILOT" in run("list", "--store", store)
+    # the store keeps the source format and file hash of every row (issue 15, item 4)
+    from cartlab.store import Store
+
+    with Store(store, read_only=True) as s:
+        stored = s.load_study("PILOT")
+    files = dict(stored.sources.select("file", "sha256").iter_rows())
+    assert set(stored.sources["format"]) == {"sdtm-csv"}
+    obs = stored.observations
+    assert obs.height > 0 and obs["src_file"].is_in(list(files)).all()
+    assert all(files[f] == h for f, h in obs.select("src_file", "src_sha256").unique().iter_rows())
 
 
 @pytest.mark.skipif(not SDTM.is_dir(), reason="needs ../shared (pharmaversesdtm fixtures)")
