@@ -296,3 +296,24 @@ def test_user_spec_can_drop_a_variable_but_not_invent_one(seed_analysis, tmp_pat
     with pytest.raises(InputError, match="NEWVAR"):
         export_adam(seed_analysis, tmp_path / "o2", datasets=["ADSL"], spec=p)
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_second_reader_pandas_read_sas_reads_the_same_datasets(synthetic_out):
+    """A second, independent XPT reader (pandas' own SAS XPORT parser, not ReadStat): the same names,
+    rows and values for every dataset (the `xport` package cannot be installed here)."""
+    import pandas as pd
+
+    out = synthetic_out[0]
+    for name in DATASETS:
+        theirs = pd.read_sas(out / f"{name.lower()}.xpt", format="xport", encoding="utf-8")
+        ours, meta = _read_xpt(out / f"{name.lower()}.xpt")
+        assert list(theirs.columns) == meta.column_names, name
+        assert len(theirs) == meta.number_rows, name
+        for col in theirs.columns:
+            a, b = theirs[col], ours[col]
+            if a.dtype.kind == "f":
+                # pandas reads the zero ReadStat writes as 16**-65 (5.4e-79): an absolute floor of 1e-70
+                tol = (1e-12 * b.abs()).clip(lower=1e-70).fillna(0)
+                assert ((a - b).abs().fillna(0) <= tol).all() and (a.isna() == b.isna()).all(), (name, col)
+            else:
+                assert (a.fillna("").astype(str) == b.fillna("").astype(str)).all(), (name, col)
