@@ -562,3 +562,21 @@ def test_cohort_concordance():
     assert summ["prop_same_grade_all_scales"] == pytest.approx(1 / 3)       # only C (no CRS)
     assert summ["prop_presence_agree_all_scales"] == pytest.approx(1.0)
     assert not math.isnan(summ["n_presence_settled"])
+
+
+def test_grading_in_subject_batches_gives_the_same_table(tmp_path):
+    """derive_crs_cross_scale grades a large study batch_size subjects at a time: the result must not
+    depend on it (every subject is graded on its own rows)."""
+    from cartlab.datasets.synthetic import synthetic_cohort
+    from cartlab.grading.crs import derive_crs_summary
+    from cartlab.grading.crs_legacy import derive_crs_cross_scale, organ_grades_from_adlb
+    from cartlab.grading.ctcae import derive_ctcae
+    from cartlab.io import read_study
+
+    study = read_study(synthetic_cohort(23, seed=5, out_dir=tmp_path / "c"))
+    astct, organ = derive_crs_summary(study), organ_grades_from_adlb(derive_ctcae(study))
+    whole = derive_crs_cross_scale(study, astct, organ, batch_size=None)
+    assert whole.height == 23
+    for size in (1, 5, 22):
+        batched = derive_crs_cross_scale(study, astct, organ, batch_size=size)
+        assert batched.equals(whole), size
