@@ -115,9 +115,9 @@ EVENTS = {
     **COMMON_TAIL,
 }
 
-#: ``source`` labels whose values were not measured (the seed's reconstructed course, synthetic cohorts);
-#: every view that shows such values labels them.
-NOT_MEASURED_SOURCES: tuple[str, ...] = ("reconstructed", "synthetic")
+#: ``source`` labels whose values were not measured (the seed's reconstructed course, synthetic cohorts,
+#: digital-twin simulations); every view that shows such values labels them.
+NOT_MEASURED_SOURCES: tuple[str, ...] = ("reconstructed", "synthetic", "simulated")
 
 TABLES: dict[str, dict[str, pl.DataType]] = {
     "subjects": SUBJECTS,
