@@ -19,3 +19,19 @@ def test_simulated_rows_are_marked_not_measured_in_explain():
     # by hand: 12 CARCOPY samples after day 0 in the seed, 2 stated by the paper -> 10 simulated
     assert marked.height == 10
     assert set(marked["source"]) == {"simulated"}
+
+
+def test_report_banner_counts_simulated_rows_as_not_measured(tmp_path):
+    from cartlab.report.html import provenance_counts, write_subject_report
+
+    s = seed_case()
+    obs = s.observations.with_columns(
+        pl.when(pl.col("source") == "reconstructed").then(pl.lit("simulated")).otherwise(pl.col("source"))
+        .alias("source"))
+    sim = Study(**{**{k: getattr(s, k) for k in s.__dataclass_fields__}, "observations": obs})
+    before, after = provenance_counts(s), provenance_counts(sim)
+    moved = s.observations.filter(pl.col("source") == "reconstructed").height
+    assert after["simulated"] == moved and after["observed"] == before["observed"]
+    assert after["not_measured"] == before["not_measured"]
+    html = write_subject_report(sim, sim.subject_ids[0], tmp_path).read_text()
+    assert f"simulated by the digital twin (<code>source = simulated</code>): {moved} rows" in html

@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from cartlab.model import SUBJECT_SUMMARY_COLUMNS, TABLES, Study
+from cartlab.model import NOT_MEASURED_SOURCES, SUBJECT_SUMMARY_COLUMNS, TABLES, Study
 from cartlab.report.figures import (
     LYMPHODEPLETION_AGENTS,
     RECONSTRUCTED_CAPTION,
@@ -147,23 +147,25 @@ def subject_filename(subject_id: str) -> str:
 
 
 def provenance_counts(study: Study) -> dict[str, Any]:
-    """Row counts by ``source`` over the five tables: paper / reconstructed / synthetic / observed."""
-    counts = {"paper": 0, "reconstructed": 0, "synthetic": 0, "observed": 0}
+    """Row counts by ``source`` over the five tables: paper / reconstructed / synthetic / simulated / observed.
+
+    ``not_measured`` counts every row whose source is in :data:`cartlab.model.NOT_MEASURED_SOURCES`."""
+    keys = ("paper", *NOT_MEASURED_SOURCES)
+    counts = dict.fromkeys((*keys, "observed"), 0)
     per_table: dict[str, dict[str, int]] = {}
     for name, df in study.tables().items():
-        t = {"paper": 0, "reconstructed": 0, "synthetic": 0, "observed": 0}
-        src = df["source"].fill_null("").str.strip_chars().str.to_lowercase() if df.height else []
-        for s in src:
-            key = s if s in ("paper", "reconstructed", "synthetic") else "observed"
-            t[key] += 1
+        t = dict.fromkeys(counts, 0)
+        if df.height:
+            src = df.select(pl.col("source").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase())
+            for key, n in src.to_series().value_counts().iter_rows():
+                t[key if key in keys else "observed"] += n
         per_table[name] = t
         for k, v in t.items():
             counts[k] += v
-    total = sum(counts.values())
     return {
         **counts,
-        "total": total,
-        "not_measured": counts["reconstructed"] + counts["synthetic"],
+        "total": sum(counts.values()),
+        "not_measured": sum(counts[k] for k in NOT_MEASURED_SOURCES),
         "per_table": per_table,
     }
 
