@@ -6,7 +6,7 @@ import polars as pl
 from rich.table import Table
 from rich.text import Text
 
-from cartlab.model import Study
+from cartlab.model import NOT_MEASURED_SOURCES, Study
 
 #: (column title, param, daily aggregate, number format)
 TIMELINE_PARAMS = (
@@ -18,7 +18,7 @@ TIMELINE_PARAMS = (
     ("IL-6 pg/mL", "IL6", "max", "{:.0f}"),
     ("CAR copies/µg", "CARCOPY", "max", "{:,.0f}"),
 )
-SYNTHETIC = ("reconstructed", "synthetic")
+SYNTHETIC = NOT_MEASURED_SOURCES  # reconstructed, synthetic and simulated values are starred
 
 
 def _num(v: float | None) -> str:
