@@ -35,3 +35,22 @@ def test_report_banner_counts_simulated_rows_as_not_measured(tmp_path):
     assert after["not_measured"] == before["not_measured"]
     html = write_subject_report(sim, sim.subject_ids[0], tmp_path).read_text()
     assert f"simulated by the digital twin (<code>source = simulated</code>): {moved} rows" in html
+
+
+def test_report_extra_figure_section_is_rendered_with_its_table(tmp_path):
+    import base64
+
+    from cartlab.report.html import ReportFigure, write_study_report
+
+    s = seed_case()
+    sid = s.subject_ids[0]
+    png = b"\x89PNG\r\n\x1a\nnot-really-a-png"
+    table = pl.DataFrame({"anchor": ["CAR peak"], "paper": ["183,945"], "twin": ["150,000"]})
+    fig = ReportFigure(title="Digital twin", png=png, caption="Simulated course (source = simulated)",
+                       anchor="twin", nav="Twin", table=table)
+    index = write_study_report(s, tmp_path, figures={sid: [fig]})
+    page = (tmp_path / next(p.name for p in tmp_path.glob("subject_*.html"))).read_text()
+    assert '<h2 id="twin">Digital twin</h2>' in page and '<a href="#twin">Twin</a>' in page
+    assert base64.b64encode(png).decode("ascii") in page
+    assert "Simulated course (source = simulated)" in page and "CAR peak" in page and "150,000" in page
+    assert index.exists()

@@ -18,6 +18,8 @@ import io
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ __all__ = [
     "render_study_html",
     "subject_filename",
     "provenance_counts",
+    "ReportFigure",
 ]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -120,6 +123,27 @@ def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[st
         )
     num = [df[c].dtype.is_numeric() for c, _ in keep]
     return {"headers": [h for _, h in keep], "rows": rows, "num": num}
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """An extra section of a subject page: a PNG figure with its caption and an optional table
+    (e.g. the digital twin of the patient, :func:`cartlab.twin.plots.seed_twin_figure`). The caption
+    must say what is simulated; the table's ``source`` column, when present, styles its rows."""
+
+    title: str
+    png: bytes
+    caption: str
+    anchor: str = "extra"
+    nav: str = "Extra"
+    alt: str = ""
+    table: pl.DataFrame | None = None
+
+    def context(self) -> dict[str, Any]:
+        table = None if self.table is None else _table(self.table, [(c, c) for c in self.table.columns
+                                                                     if c != "source"])
+        return {"title": self.title, "anchor": self.anchor, "nav": self.nav, "alt": self.alt or self.title,
+                "caption": self.caption, "png_b64": base64.b64encode(self.png).decode("ascii"), "table": table}
 
 
 UNSETTLED_MARK = "⚠"
@@ -475,6 +499,7 @@ def render_subject_html(
     index_href: str | None = None,
     protocol=None,
     analysis=None,
+    figures: Sequence[ReportFigure] = (),
 ) -> str:
     """The HTML text of one subject's report (see :func:`write_subject_report`); with a
     ``protocol`` (:class:`cartlab.protocol.Protocol`) it gains the protocol section. The derived
@@ -506,6 +531,7 @@ def render_subject_html(
         "sources": _sources_table(study, sub),
         "figure_png": png,
         "figure_info": info,
+        "extra_figures": [f.context() for f in figures],
         "recon_caption": RECONSTRUCTED_CAPTION,
         "engine_note": ENGINE_NOTE,
         "empty": EMPTY,
@@ -527,16 +553,18 @@ def write_subject_report(
     index_href: str | None = None,
     protocol=None,
     analysis=None,
+    figures: Sequence[ReportFigure] = (),
 ) -> Path:
     """Write ``out_dir/subject_<id>.html`` (self-contained) and return its path.
 
     ``summary`` is a ``subject_summary``-like frame (one row per subject); its columns for this
-    subject are shown, missing values as "—". Raises ``KeyError`` for an unknown subject.
+    subject are shown, missing values as "—". ``figures`` are extra sections (:class:`ReportFigure`).
+    Raises ``KeyError`` for an unknown subject.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html = render_subject_html(study, subject_id, summary=summary, title=title, day_range=day_range,
-                               index_href=index_href, protocol=protocol, analysis=analysis)
+                               index_href=index_href, protocol=protocol, analysis=analysis, figures=figures)
     path = out / subject_filename(subject_id)
     path.write_text(html, encoding="utf-8")
     return path
@@ -584,11 +612,13 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
 
 
 def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = None, *,
-                       title: str | None = None, protocol=None, analysis=None) -> Path:
+                       title: str | None = None, protocol=None, analysis=None,
+                       figures: Mapping[str, Sequence[ReportFigure]] | None = None) -> Path:
     """Write one report per subject plus ``out_dir/index.html`` linking them; return the index.
 
     Every derived value comes from one :class:`cartlab.analyze.Analysis` (``analysis``, else one of
-    ``study`` with the default options), computed once for the whole study."""
+    ``study`` with the default options), computed once for the whole study. ``figures`` maps a
+    subject id to extra sections of its page (:class:`ReportFigure`)."""
     analysis = _analysis(study, protocol, analysis)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -597,7 +627,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
         if sid is None:
             continue
         p = write_subject_report(study, sid, out, summary=summary, index_href="index.html", protocol=protocol,
-                                 analysis=analysis)
+                                 analysis=analysis, figures=(figures or {}).get(sid, ()))
         links[sid] = p.name
     path = out / "index.html"
     path.write_text(render_study_html(study, links, summary=summary, title=title), encoding="utf-8")
