@@ -1,0 +1,405 @@
+"""Simulated (digital-twin) patients as canonical study tables and study folders.
+
+The noise-free observables come from :func:`cartlab.twin.model.latent_observables` (through
+``SimResult.latent``; no state -> observable formula is repeated here). This module adds what a
+clinic's records add: the sampling schedule, measurement noise, LLOQ / LOD censoring
+(``criteria/schedule_v1.yaml``, design §2.1-2.2), the clinic log as ``interventions`` rows, relapse
+and allo-HSCT ``events``, and writes the five tables as a study folder (format v1,
+``../shared/spec/study-format.md``) with every row ``source = simulated`` and a ``source_note``
+naming the model version, the seed and the global patient index.
+
+Randomness: one counter-based stream per (seed, global patient index, purpose), so a patient's
+draws never depend on chunking or on the number of workers (:func:`patient_rng`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import yaml
+
+from cartlab.errors import InputError
+
+SOURCE = "simulated"
+MODEL_VERSION = "cartlab.twin v1"
+#: purposes of the per-patient random streams (spawn_key = (patient index, purpose))
+STREAM_PARAMS, STREAM_COVARIATES, STREAM_NOISE = 0, 1, 2
+#: clinic arrays -> interventions rows: category, agent, dose, dose unit, one row per day (True) or per run
+CLINIC_ROWS = {
+    "antipyretic": ("antipyretic", "acetaminophen", 500.0, "mg", False),
+    "vasopressor": ("vasopressor", "norepinephrine", 0.08, "ug/kg/min", False),
+    "tocilizumab": ("tocilizumab", "tocilizumab", 8.0, "mg/kg", True),
+    "steroid": ("corticosteroid", "dexamethasone", 10.0, "mg", False),
+    "platelet_transfusion": ("platelet_transfusion", "platelets", 1.0, "units", True),
+}
+_SPECIMEN = {"BMBLAST": "BM", "MRDFCM": "BM", "TGTBLAST": "BM", "CARCOPY": "PB", "CD7T": "PB",
+             "CD7NK": "PB", "CD7NEGT": "PB"}
+
+
+def patient_rng(seed: int, index: int, purpose: int) -> np.random.Generator:
+    """The random stream of global patient ``index`` for ``purpose`` (independent of chunking)."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(index), int(purpose))))
+
+
+def subject_ids(index: np.ndarray) -> list[str]:
+    """Subject ids of global patient indices: ``SIM-0000042``."""
+    return [f"SIM-{int(i):07d}" for i in index]
+
+
+def _expand_times(spec) -> np.ndarray:
+    out: list[float] = []
+    for item in spec:
+        if isinstance(item, (list, tuple)):
+            a, b, step = (float(x) for x in item)
+            out.extend(np.round(np.arange(a, b + step / 2, step), 6).tolist())
+        else:
+            out.append(float(item))
+    return np.unique(np.asarray(out, float))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A sampling schedule: per canonical param its sampling days, noise model and limits."""
+
+    version: str
+    first_day: float
+    follow_up_days: float
+    times: dict[str, np.ndarray]
+    noise: dict[str, dict]
+    relapse_bm_blast_pct: float
+    cd7_negative_below_pct: float
+
+    def t_out(self) -> np.ndarray:
+        """Every sampling day of every param (the solver's output grid)."""
+        return np.unique(np.concatenate(list(self.times.values())))
+
+    def shortened(self, last_day: float) -> "Schedule":
+        """The same schedule cut at ``last_day`` (short courses for tests and quick runs)."""
+        times = {p: t[t <= last_day] for p, t in self.times.items()}
+        return Schedule(self.version, self.first_day, min(self.follow_up_days, last_day),
+                        {p: t for p, t in times.items() if t.size}, self.noise, self.relapse_bm_blast_pct,
+                        self.cd7_negative_below_pct)
+
+
+@lru_cache(maxsize=4)
+def load_schedule(name: str = "schedule_v1") -> Schedule:
+    """The shipped schedule ``criteria/<name>.yaml``."""
+    path = resources.files("cartlab.twin").joinpath("criteria", f"{name}.yaml")
+    if not path.is_file():
+        raise InputError(f"no twin schedule {name!r}")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    times: dict[str, np.ndarray] = {}
+    for g in raw["groups"].values():
+        t = _expand_times(g["times"])
+        for p in g["params"]:
+            times[p] = t
+    missing = set(times) - set(raw["noise"])
+    if missing:
+        raise InputError(f"schedule {name}: no noise model for {sorted(missing)}")
+    return Schedule(str(raw["version"]), float(raw["first_day"]), float(raw["follow_up_days"]), times,
+                    raw["noise"], float(raw["relapse"]["bm_blast_pct"]),
+                    float(raw["relapse"]["cd7_negative_below_pct"]))
+
+
+@dataclass
+class Observed:
+    """A chunk of simulated patients as they would be recorded (arrays, not yet rows).
+
+    ``values[p]`` is (n, len(times[p])) in the canonical unit, NaN = not sampled (after follow-up,
+    or no value); ``censored[p]`` marks results below the LLOQ (value = NaN, limit ``lloq[p]``).
+    """
+
+    index: np.ndarray                 # (n,) global patient indices
+    seed: int
+    times: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+    censored: dict[str, np.ndarray]
+    lloq: dict[str, float]
+    clinic: dict[str, np.ndarray]     # (n, D) bool, already cut at follow-up
+    clinic_days: np.ndarray
+    last_day: np.ndarray              # (n,) last_followup_day
+    hsct_day: np.ndarray              # (n,) NaN = none
+    relapse_day: np.ndarray           # (n,) NaN = none
+    relapse_cd7_pct: np.ndarray       # (n,) CD7 on blasts at relapse (NaN when not measured)
+    relapse_cd7_negative: np.ndarray  # (n,) bool
+    covariates: dict[str, np.ndarray] = field(default_factory=dict)   # sex, age_years, weight_kg, height_cm
+
+    @property
+    def n(self) -> int:
+        return int(self.index.size)
+
+
+def _noisy(p: str, latent: np.ndarray, z: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(value, censored) from noise-free ``latent`` and standard normals ``z`` of the same shape."""
+    kind = spec["kind"]
+    if kind == "lognormal":
+        v = latent * np.exp(spec["sd"] * z)
+    elif kind == "normal":
+        v = latent + spec["sd"] * z
+    elif kind == "const":
+        v = np.full_like(z, spec["value"]) + spec.get("sd", 0.0) * z
+        v = np.clip(v, spec.get("lower", -np.inf), spec.get("upper", np.inf))
+    elif kind == "binomial":   # normal approximation to counting `cells` cells [A]
+        frac = latent if p == "MRDFCM" else latent / 100.0
+        frac = np.clip(frac, 0.0, 1.0)
+        cells = float(spec["cells"])
+        k = np.clip(np.round(cells * frac + np.sqrt(cells * frac * (1 - frac)) * z), 0, cells)
+        v = k / cells if p == "MRDFCM" else 100.0 * k / cells
+    else:
+        raise InputError(f"unknown noise kind {kind!r} for {p}")
+    if "decimals" in spec:
+        v = np.round(v, int(spec["decimals"]))
+    v = np.where(np.isfinite(latent), v, np.nan)
+    lloq = spec.get("lloq")
+    cens = np.zeros(v.shape, bool) if lloq is None else np.isfinite(v) & (v < float(lloq))
+    return np.where(cens, np.nan, v), cens
+
+
+def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: np.ndarray | None = None,
+            covariates: dict[str, np.ndarray] | None = None) -> Observed:
+    """Sample, add noise and censor ``sim`` (a ``SimResult`` whose ``t`` holds ``schedule.t_out()``).
+
+    ``index`` are the patients' global indices (their random streams); ``hsct_day`` ends follow-up.
+    """
+    index = np.asarray(index, np.int64)
+    n = index.size
+    hsct = np.full(n, np.nan) if hsct_day is None else np.asarray(hsct_day, float)
+    last = np.where(np.isfinite(hsct), np.minimum(hsct, schedule.follow_up_days), schedule.follow_up_days)
+    params = [p for p in schedule.times if p in schedule.noise]
+    cols: dict[str, np.ndarray] = {}
+    for p in params:
+        pos = np.searchsorted(sim.t, schedule.times[p])
+        pos = np.clip(pos, 0, sim.t.size - 1)
+        if not np.allclose(sim.t[pos], schedule.times[p]):
+            raise InputError(f"SimResult.t lacks sampling days of {p}; simulate with t_out=schedule.t_out()")
+        cols[p] = pos
+    sizes = [schedule.times[p].size for p in params]
+    z = np.empty((n, int(sum(sizes))))
+    for r, i in enumerate(index):
+        z[r] = patient_rng(seed, i, STREAM_NOISE).standard_normal(z.shape[1])
+    offs = np.concatenate([[0], np.cumsum(sizes)])
+    values, censored, lloq = {}, {}, {}
+    for k, p in enumerate(params):
+        spec = schedule.noise[p]
+        zp = z[:, offs[k]:offs[k + 1]]
+        if spec["kind"] == "const":
+            latent = np.zeros((n, sizes[k]))
+        else:
+            if p not in sim.latent:
+                raise InputError(f"the model gives no latent {p}")
+            latent = np.asarray(sim.latent[p], float)[:, cols[p]]
+        v, c = _noisy(p, latent, zp, spec)
+        after = schedule.times[p][None, :] > last[:, None]
+        v[after] = np.nan
+        c[after] = False
+        values[p], censored[p] = v, c
+        if spec.get("lloq") is not None:
+            lloq[p] = float(spec["lloq"])
+    if "TGTBLAST" in values and "BMBLAST" in values:   # CD7 on blasts only where blasts were counted
+        no_blasts = ~(values["BMBLAST"] > 0)
+        values["TGTBLAST"] = np.where(no_blasts, np.nan, values["TGTBLAST"])
+    days = np.asarray(sim.clinic_days, float)
+    clinic = {k: np.asarray(v, bool) & (days[None, :] <= last[:, None]) for k, v in sim.clinic.items()}
+    rday, rcd7 = _relapse(values, schedule)
+    return Observed(index, int(seed), {p: schedule.times[p] for p in params}, values, censored, lloq, clinic,
+                    days, last, np.where(hsct <= last, hsct, np.nan), rday, rcd7,
+                    np.isfinite(rcd7) & (rcd7 < schedule.cd7_negative_below_pct) & np.isfinite(rday),
+                    dict(covariates or {}))
+
+
+def _relapse(values: dict[str, np.ndarray], schedule: Schedule) -> tuple[np.ndarray, np.ndarray]:
+    """Relapse day (first scheduled marrow >= threshold after a post-infusion marrow below it) and
+    the CD7 % of blasts that day."""
+    bm = values.get("BMBLAST")
+    if bm is None:
+        return np.full(0, np.nan), np.full(0, np.nan)
+    t = schedule.times["BMBLAST"]
+    post = t[None, :] > 0
+    below = post & (bm < schedule.relapse_bm_blast_pct)
+    remitted = np.maximum.accumulate(below, axis=1)
+    prior = np.zeros_like(remitted)
+    prior[:, 1:] = remitted[:, :-1]
+    hit = prior & (bm >= schedule.relapse_bm_blast_pct)
+    any_hit = hit.any(axis=1)
+    j = np.argmax(hit, axis=1)
+    rows = np.arange(bm.shape[0])
+    day = np.where(any_hit, t[j], np.nan)
+    tgt = values.get("TGTBLAST")
+    cd7 = np.where(any_hit, tgt[rows, j], np.nan) if tgt is not None else np.full(bm.shape[0], np.nan)
+    return day, cd7
+
+
+# ---------------------------------------------------------------------------------------------
+# rows
+
+
+def _note(obs: Observed) -> pl.Series:
+    return pl.Series([f"{MODEL_VERSION}, seed {obs.seed}, patient {int(i)}" for i in obs.index], dtype=pl.String)
+
+
+def _units() -> dict[str, str]:
+    from cartlab.io.dictionary import load_dictionary
+
+    d = load_dictionary()
+    return {p: d[p].unit for p in d.codes()}
+
+
+def observation_rows(obs: Observed) -> pl.DataFrame:
+    """The ``observations`` table (format v1 columns) of a chunk; censored results as ``<LLOQ``."""
+    units = _units()
+    ids = pl.Series(subject_ids(obs.index), dtype=pl.String)
+    notes = _note(obs)
+    parts = []
+    for p, t in obs.times.items():
+        v, c = obs.values[p], obs.censored[p]
+        s, j = np.nonzero(np.isfinite(v) | c)
+        lq = obs.lloq.get(p)
+        text = [None] * s.size
+        if lq is not None:
+            text = [f"<{lq:g}" if x else None for x in c[s, j].tolist()]
+        parts.append(pl.DataFrame({
+            "s": s.astype(np.int64), "day": t[j], "param": [p] * s.size,
+            "analyte": ["CD7" if p == "TGTBLAST" else None] * s.size,
+            "value": np.where(c[s, j], np.nan, v[s, j]),
+            "value_text": pl.Series(text, dtype=pl.String),
+            "unit": [units[p]] * s.size,
+            "lloq": np.full(s.size, np.nan if lq is None else lq),
+            "specimen": pl.Series([_SPECIMEN.get(p)] * s.size, dtype=pl.String),
+        }, schema_overrides={"analyte": pl.String}))
+    df = pl.concat(parts).sort(["s", "day", "param"])
+    return df.select(ids.gather(df["s"]).alias("subject_id"), "day", "param", "analyte",
+                     pl.col("value").fill_nan(None), "value_text", "unit", pl.col("lloq").fill_nan(None),
+                     "specimen", pl.lit(SOURCE).alias("source"), notes.gather(df["s"]).alias("source_note"))
+
+
+def _runs(mask: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, first day, last day) of each run of consecutive True days."""
+    m = np.pad(mask.astype(np.int8), ((0, 0), (1, 1)))
+    d = np.diff(m, axis=1)
+    r0, a = np.nonzero(d == 1)
+    r1, b = np.nonzero(d == -1)
+    return r0, days[a], days[b - 1]
+
+
+def intervention_rows(obs: Observed) -> pl.DataFrame:
+    """The clinic log as ``interventions`` rows (indication CRS; transfusions none)."""
+    ids = pl.Series(subject_ids(obs.index), dtype=pl.String)
+    notes = _note(obs)
+    parts = []
+    for key, (cat, agent, dose, unit, per_day) in CLINIC_ROWS.items():
+        mask = obs.clinic.get(key)
+        if mask is None:
+            continue
+        if per_day:
+            s, j = np.nonzero(mask)
+            a, b = obs.clinic_days[j], np.full(s.size, np.nan)
+        else:
+            s, a, b = _runs(mask, obs.clinic_days)
+        parts.append(pl.DataFrame({
+            "s": s.astype(np.int64), "start_day": a.astype(float), "end_day": b.astype(float),
+            "category": [cat] * s.size, "agent": [agent] * s.size, "dose": np.full(s.size, dose),
+            "dose_unit": [unit] * s.size,
+            "indication": pl.Series([None if cat == "platelet_transfusion" else "CRS"] * s.size, dtype=pl.String),
+        }))
+    schema = {"s": pl.Int64, "start_day": pl.Float64, "end_day": pl.Float64, "category": pl.String,
+              "agent": pl.String, "dose": pl.Float64, "dose_unit": pl.String, "indication": pl.String}
+    df = pl.concat([p.cast(schema) for p in parts]) if parts else pl.DataFrame(schema=schema)
+    df = df.sort(["s", "start_day", "category"])
+    return df.select(ids.gather(df["s"]).alias("subject_id"), "start_day", pl.col("end_day").fill_nan(None),
+                     "category", "agent", "dose", "dose_unit", "indication", pl.lit(SOURCE).alias("source"),
+                     notes.gather(df["s"]).alias("source_note"))
+
+
+def event_rows(obs: Observed) -> pl.DataFrame:
+    """Relapse (CD7 status in ``detail``) and allo-HSCT ``events`` rows (no death model in v1)."""
+    ids = pl.Series(subject_ids(obs.index), dtype=pl.String)
+    notes = _note(obs)
+    rs = np.nonzero(np.isfinite(obs.relapse_day))[0]
+    cd7 = obs.relapse_cd7_pct[rs]
+    detail = [("CD7-negative" if neg else "CD7-positive" if np.isfinite(c) else "CD7 status unknown")
+              + (f" marrow relapse (CD7 on {c:g}% of blasts)" if np.isfinite(c) else " marrow relapse")
+              for c, neg in zip(cd7, obs.relapse_cd7_negative[rs])]
+    hs = np.nonzero(np.isfinite(obs.hsct_day))[0]
+    df = pl.DataFrame({
+        "s": np.concatenate([rs, hs]).astype(np.int64),
+        "day": np.concatenate([obs.relapse_day[rs], obs.hsct_day[hs]]),
+        "event": ["relapse"] * rs.size + ["allo_hsct"] * hs.size,
+        "detail": detail + ["consolidative allogeneic HSCT (ends simulated follow-up)"] * hs.size,
+    }, schema_overrides={"event": pl.String, "detail": pl.String}).sort(["s", "day"])
+    return df.select(ids.gather(df["s"]).alias("subject_id"), "day", "event", "detail",
+                     pl.lit(None, dtype=pl.String).alias("attribution"), pl.lit(SOURCE).alias("source"),
+                     notes.gather(df["s"]).alias("source_note"))
+
+
+def subject_rows(obs: Observed, *, disease: str = "AML", target: str = "CD7") -> pl.DataFrame:
+    """The ``subjects`` table: covariates, disease AML, target CD7, last_followup_day."""
+    cov = obs.covariates
+    n = obs.n
+
+    def col(name, default):
+        return np.asarray(cov[name]) if name in cov else np.full(n, default)
+
+    return pl.DataFrame({
+        "subject_id": subject_ids(obs.index),
+        "sex": pl.Series(col("sex", None), dtype=pl.String),
+        "age_years": np.round(col("age_years", np.nan).astype(float), 0),
+        "weight_kg": np.round(col("weight_kg", np.nan).astype(float), 1),
+        "height_cm": np.round(col("height_cm", np.nan).astype(float), 0),
+        "disease": [disease] * n, "target": [target] * n,
+        "last_followup_day": obs.last_day.astype(float),
+        "source": [SOURCE] * n,
+        "source_note": _note(obs),
+    }).with_columns(pl.col(pl.Float64).fill_nan(None))
+
+
+def dose_rows(obs: Observed, events, ld_agents, ld_scale: np.ndarray | None = None) -> pl.DataFrame:
+    """``doses`` rows: lymphodepletion agents (the protocol's dose x the patient's relative intensity
+    ``ld_scale``, default 1, on the protocol's basis) and the CAR-T infusions (absolute viable cells,
+    unit ``cells``) from the model's ``Events``; ``ld_agents`` are the protocol's
+    ``LymphodepletionAgent`` objects."""
+    ids = subject_ids(obs.index)
+    note = _note(obs).to_list()
+    scale = np.ones(obs.n) if ld_scale is None else np.broadcast_to(np.asarray(ld_scale, float), (obs.n,))
+    rows: dict[str, list] = {k: [] for k in ("subject_id", "day", "agent", "dose", "unit", "source_note")}
+    car_day, car_cells = np.asarray(events.car_t_day, float), np.asarray(events.car_t_cells, float)
+
+    def add(r, day, agent, dose, unit):
+        for k, v in zip(rows, (ids[r], float(day), agent, float(dose), unit, note[r])):
+            rows[k].append(v)
+
+    for r in range(obs.n):
+        if scale[r] > 0:
+            for a in ld_agents:
+                for d in a.days:
+                    add(r, d, a.agent, round(a.dose * scale[r], 4), a.unit)
+        for d, c in zip(car_day[r], car_cells[r]):
+            if np.isfinite(d) and np.isfinite(c) and c > 0:
+                add(r, d, "CAR-T", np.round(c, -3), "cells")
+    df = pl.DataFrame(rows, schema={"subject_id": pl.String, "day": pl.Float64, "agent": pl.String,
+                                    "dose": pl.Float64, "unit": pl.String, "source_note": pl.String})
+    return df.sort(["subject_id", "day", "agent"]).with_columns(pl.lit(SOURCE).alias("source")).select(
+        "subject_id", "day", "agent", "dose", "unit", "source", "source_note")
+
+
+def study_tables(obs: Observed, events, ld_agents, ld_scale: np.ndarray | None = None) -> dict[str, pl.DataFrame]:
+    """The five canonical tables of a chunk (format v1 columns, ``source = simulated``)."""
+    return {"subjects": subject_rows(obs), "doses": dose_rows(obs, events, ld_agents, ld_scale),
+            "observations": observation_rows(obs), "interventions": intervention_rows(obs),
+            "events": event_rows(obs)}
+
+
+def write_tables(tables: dict[str, pl.DataFrame], out_dir: str | Path) -> Path:
+    """Write a study folder atomically (:func:`cartlab.io.atomic.atomic_folder`): nothing partial is
+    left under ``out_dir`` if writing fails."""
+    from cartlab.io.atomic import atomic_folder
+
+    out = Path(out_dir)
+    with atomic_folder(out) as tmp:
+        for name, df in tables.items():
+            df.write_csv(tmp / f"{name}.csv")
+    return out

@@ -1,0 +1,319 @@
+"""Per-patient summaries of a chunk of simulated patients, vectorised over the chunk, and the
+mergeable accumulators a trial adds them into.
+
+The summaries are computed from the *recorded* course (:class:`cartlab.twin.observe.Observed`: the
+sampled, noisy, censored values and the clinic log), with the engines' conventions, so they equal
+what ``cartlab analyze`` derives from the written folder (tested in ``tests/test_twin_summaries.py``):
+
+* CAR kinetics (study-format v1 "Cellular kinetics", ``cartlab.kinetics.car``): samples from day 0,
+  a 0 imputed at the infusion, BLQ = 0 before the first and after the last quantifiable value and
+  dropped between; Cmax/Tmax (first day of the maximum); AUC0-28 linear-up/log-down, the curve 0
+  from the first BLQ sample after the last quantifiable one (AUCall). The schedule samples day 28,
+  so no interpolation at day 28 is needed (a course censored before day 28 has no AUC0-28: NaN).
+* ASTCT 2019 CRS grade (``grading/criteria/astct_crs_2019.yaml`` defaults): per calendar day, fever =
+  daily Tmax >= 38.0; hypotension grade 3 on a vasopressor day (one agent), 2 when SBP < 90; fever
+  waived from the first tocilizumab / corticosteroid day; no hypoxia model (grade <= 3).
+* Early ICAHT (EHA/EBMT 2023, ``grading/criteria/icaht_2023.yaml`` defaults): daily ANC on days 0-30,
+  linearly interpolated between measured days, cumulative days <= 0.5 and <= 0.1 with non-stable
+  recoveries (< 3 days between two runs) counted.
+* ELN 2022 best response (AML; ``response/criteria/eln2022_aml.yaml`` defaults): each post-infusion
+  marrow with NEUT/PLAT/PBBLAST from the marrow day or the nearest day within +/- 3 (ties: earlier);
+  CR > CRh > CRi > MLFS > PR > NR > NE, ties to the first day; assessments after an allo-HSCT day are
+  not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CATEGORIES = ("CR", "CRh", "CRi", "MLFS", "PR", "NR", "NE")
+CR_CRH_CRI = (0, 1, 2)
+FEVER_C, SBP_CUTOFF, WAIVE = 38.0, 90.0, ("tocilizumab", "steroid")
+#: fixed log10 bins (0.01 dex) of the histograms: Cmax, AUC0-28 (copies/ug gDNA [x day])
+LOG_BINS = np.round(np.arange(0.0, 10.0 + 1e-9, 0.01), 2)
+
+
+def _floor_groups(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calendar days of sorted sample times and the start column of each day."""
+    d = np.floor(t).astype(np.int64)
+    starts = np.r_[0, np.nonzero(np.diff(d))[0] + 1]
+    return d[starts], starts
+
+
+def _daily(v: np.ndarray, t: np.ndarray, how) -> tuple[np.ndarray, np.ndarray]:
+    days, starts = _floor_groups(t)
+    with np.errstate(invalid="ignore"):
+        out = how.reduceat(np.where(np.isfinite(v), v, np.nan), starts, axis=1)
+    return days, out
+
+
+def car_kinetics(t: np.ndarray, v: np.ndarray, blq: np.ndarray, first_dose: float = 0.0,
+                 auc_end: float = 28.0) -> dict[str, np.ndarray]:
+    """Cmax, Tmax, Tlast, AUC(first_dose..auc_end) of sampled CAR levels ``v`` (n, K) at ``t``."""
+    keep = t >= first_dose
+    t, v, blq = t[keep] - first_dose, v[:, keep], blq[:, keep]
+    if t.size == 0 or t[0] > 0:   # a 0 at the infusion (no CAR-T before it is given)
+        t = np.r_[0.0, t]
+        v = np.c_[np.zeros(v.shape[0]), v]
+        blq = np.c_[np.zeros(v.shape[0], bool), blq]
+    qa = np.isfinite(v) & ~blq & (v > 0)   # quantifiable (PKNCA: a 0 counts as BLQ)
+    k = t.size
+    idx = np.arange(k)
+    first = np.where(qa.any(1), np.argmax(qa, axis=1), k)
+    last = np.where(qa.any(1), k - 1 - np.argmax(qa[:, ::-1], axis=1), -1)
+    c = np.where(qa, v, np.nan)
+    zero = (blq | (v == 0)) & ((idx[None, :] < first[:, None]) | (idx[None, :] > last[:, None]))
+    c = np.where(zero, 0.0, c)
+    c[:, 0] = np.where(np.isfinite(c[:, 0]), c[:, 0], 0.0)
+    valid = np.isfinite(c)
+    cm = np.where(valid, c, -np.inf)
+    cmax = cm.max(axis=1)
+    tmax = t[np.argmax(cm, axis=1)]
+    tlast = np.where(last >= 0, t[np.clip(last, 0, k - 1)], np.nan)
+    # AUC over [0, auc_end]: consecutive valid samples, lin-up/log-down
+    auc = np.zeros(v.shape[0])
+    pt, pc = np.full(v.shape[0], t[0]), c[:, 0].copy()
+    reached = np.zeros(v.shape[0], bool)
+    for j in range(1, k):
+        if t[j] > auc_end:
+            break
+        ok = valid[:, j]
+        c2 = c[:, j]
+        dt = t[j] - pt
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lg = dt * (c2 - pc) / np.log(c2 / pc)
+        down = (c2 < pc) & (c2 > 0) & (pc > 0)
+        area = np.where(down, lg, dt * (c2 + pc) / 2)
+        auc = np.where(ok, auc + area, auc)
+        pt = np.where(ok, t[j], pt)
+        pc = np.where(ok, c2, pc)
+        reached |= ok & (t[j] == auc_end)
+    auc = np.where(reached, auc, np.nan)
+    return {"cmax": cmax, "tmax": tmax, "tlast": tlast, "auc": auc}
+
+
+def crs_grade(obs) -> np.ndarray:
+    """ASTCT 2019 maximum daily CRS grade per patient (0-3; no hypoxia in the model)."""
+    days = obs.clinic_days.astype(np.int64)
+    n, D = obs.n, days.size
+    tmax = np.full((n, D), np.nan)
+    sbp = np.full((n, D), np.nan)
+    for p, arr, how in (("TEMP", tmax, np.fmax), ("SYSBP", sbp, np.fmin)):
+        if p not in obs.values:
+            continue
+        d, val = _daily(obs.values[p], obs.times[p], how)
+        sel = np.isin(d, days)
+        arr[:, np.searchsorted(days, d[sel])] = val[:, sel]
+    vaso = obs.clinic.get("vasopressor", np.zeros((n, D), bool))
+    waiver_any = np.zeros((n, D), bool)
+    for k in WAIVE:
+        if k in obs.clinic:
+            waiver_any |= obs.clinic[k]
+    waived = np.maximum.accumulate(waiver_any, axis=1)
+    fever = tmax >= FEVER_C
+    hypo = np.where(vaso, 3, np.where(sbp < SBP_CUTOFF, 2, 0))
+    grade = np.where(fever, np.maximum(1, hypo), np.where(waived, hypo, 0))
+    return grade.max(axis=1) if D else np.zeros(n, np.int64)
+
+
+def _below_days(flag: np.ndarray, known: np.ndarray, stable: int = 3) -> np.ndarray:
+    """Cumulative days below (``flag``) among ``known`` days, plus non-stable recoveries (runs of
+    fewer than ``stable`` known not-below days between two below runs)."""
+    n, D = flag.shape
+    total = (flag & known).sum(axis=1)
+    # a not-below run [a, b] is bridged when day a-1 and b+1 are below and all of a..b are known
+    state = np.where(~known, -1, np.where(flag, 1, 0))
+    for r in range(n):
+        s = state[r]
+        j = 0
+        while j < D:
+            if s[j] == 0:
+                a = j
+                while j < D and s[j] == 0:
+                    j += 1
+                if a > 0 and j < D and s[a - 1] == 1 and s[j] == 1 and j - a < stable:
+                    total[r] += j - a
+            else:
+                j += 1
+    return total
+
+
+def icaht_early(obs, window: tuple[int, int] = (0, 30)) -> np.ndarray:
+    """EHA/EBMT 2023 early ICAHT grade (0-4; -1 = not evaluable: no ANC in days 0-30)."""
+    t, v = obs.times["NEUT"], obs.values["NEUT"]
+    d, val = _daily(v, t, np.fmin)
+    n = v.shape[0]
+    grid = np.arange(window[0], window[1] + 1)
+    anc = np.full((n, grid.size), np.nan)
+    ok = np.isfinite(val)
+    idx = np.arange(d.size)
+    for g, day in enumerate(grid):
+        before = ok & (d[None, :] <= day)
+        after = ok & (d[None, :] >= day)
+        has_b, has_a = before.any(1), after.any(1)
+        ib = np.where(has_b, d.size - 1 - np.argmax(before[:, ::-1], axis=1), 0)
+        ia = np.where(has_a, np.argmax(after, axis=1), 0)
+        vb, va = val[np.arange(n), ib], val[np.arange(n), ia]
+        db, da = d[ib], d[ia]
+        w = np.where(da > db, (day - db) / np.where(da > db, da - db, 1), 0.0)
+        anc[:, g] = np.where(has_b & has_a, vb + (va - vb) * w, np.nan)
+    del idx
+    known = np.isfinite(anc)
+    d500 = _below_days(anc <= 0.5, known)
+    d100 = _below_days(anc <= 0.1, known)
+    never_above = known.any(1) & np.all(~known | (anc <= 0.5), axis=1)
+    grade = np.select([never_above | (d100 >= 14), (d500 >= 14) | (d100 >= 7), d500 >= 7, d500 >= 1],
+                      [4, 3, 2, 1], 0)
+    return np.where(known.any(1), grade, -1)
+
+
+def _nearest(obs, p: str, day: float, window: float = 3.0) -> np.ndarray:
+    t, v = obs.times[p], obs.values[p]
+    dist = np.abs(np.floor(t) - np.floor(day))
+    order = np.lexsort((t, dist))
+    out = np.full(v.shape[0], np.nan)
+    for j in order[::-1]:   # the nearest (then earliest) valid one wins: written last
+        if dist[j] > window:
+            continue
+        out = np.where(np.isfinite(v[:, j]), v[:, j], out)
+    return out
+
+
+def eln_best_response(obs) -> tuple[np.ndarray, np.ndarray]:
+    """ELN 2022 best response (index into :data:`CATEGORIES`) and its day, per patient."""
+    t, bm = obs.times["BMBLAST"], obs.values["BMBLAST"]
+    n = bm.shape[0]
+    pre_cols = np.nonzero(t < 0)[0]
+    pre = np.full(n, np.nan)
+    for j in pre_cols:
+        pre = np.where(np.isfinite(bm[:, j]), bm[:, j], pre)
+    best = np.full(n, CATEGORIES.index("NE"))
+    best_day = np.full(n, np.nan)
+    end = np.where(np.isfinite(obs.hsct_day), obs.hsct_day, np.inf)
+    for j in np.nonzero(t > 0)[0]:
+        b = bm[:, j]
+        ok = np.isfinite(b) & (t[j] <= end)
+        anc, plt, pb = (_nearest(obs, p, t[j]) for p in ("NEUT", "PLAT", "PBBLAST"))
+        with np.errstate(invalid="ignore"):
+            red = np.where(pre > 0, 100 * (pre - b) / np.where(pre > 0, pre, 1), np.nan)
+            rem = (b < 5) & (pb == 0)
+            a1, p100 = anc >= 1.0, plt >= 100
+            cat = np.select(
+                [rem & a1 & p100, rem & (anc >= 0.5) & (plt >= 50), rem & (a1 | p100), rem,
+                 a1 & p100 & (b >= 5) & (b <= 25) & (red >= 50),
+                 (b < 5) & ~np.isfinite(pb)],
+                [0, 1, 2, 3, 4, 6], 5)
+        better = ok & ((cat < best) | ~np.isfinite(best_day))
+        better &= ~(np.isfinite(best_day) & (cat >= best))
+        best = np.where(better, cat, best)
+        best_day = np.where(better, t[j], best_day)
+    return best, best_day
+
+
+def summarise(obs) -> dict[str, np.ndarray]:
+    """All per-patient summaries of a chunk (arrays of length n)."""
+    car = obs.times.get("CARCOPY")
+    out: dict[str, np.ndarray] = {"index": obs.index}
+    if car is not None:
+        k = car_kinetics(car, obs.values["CARCOPY"], obs.censored["CARCOPY"])
+        out.update(cmax=k["cmax"], tmax=k["tmax"], tlast=k["tlast"], auc28=k["auc"])
+    out["crs_grade"] = crs_grade(obs)
+    out["icaht_early"] = icaht_early(obs)
+    out["response"], out["response_day"] = eln_best_response(obs)
+    out["relapse"] = np.isfinite(obs.relapse_day)
+    out["cd7neg_relapse"] = np.asarray(obs.relapse_cd7_negative, bool)
+    out["hsct"] = np.isfinite(obs.hsct_day)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# accumulators
+
+
+@dataclass
+class Accumulator:
+    """Counts and fixed-bin histograms per arm; ``merge`` is associative (chunk-order merges give
+    identical bytes whatever the chunking)."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)       # arm -> name -> count
+    hists: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # arm -> name -> (bins+2,)
+
+    def _c(self, arm: str, name: str, k: int) -> None:
+        a = self.counts.setdefault(arm, {})
+        a[name] = a.get(name, 0) + int(k)
+
+    def _h(self, arm: str, name: str, x: np.ndarray) -> None:
+        h = self.hists.setdefault(arm, {}).setdefault(name, np.zeros(LOG_BINS.size + 1, np.int64))
+        x = np.asarray(x, float)
+        x = x[np.isfinite(x)]
+        lx = np.log10(np.maximum(x, 1e-300))
+        h += np.bincount(np.searchsorted(LOG_BINS, lx, side="right"), minlength=h.size)[: h.size]
+
+    def add(self, arm: str, s: dict[str, np.ndarray]) -> None:
+        n = s["index"].size
+        self._c(arm, "n", n)
+        resp = s["response"]
+        self._c(arm, "response_cr_crh_cri", np.isin(resp, CR_CRH_CRI).sum())
+        self._c(arm, "response_cr_crh_cri_mlfs", (resp <= 3).sum())
+        self._c(arm, "response_evaluable", (resp != CATEGORIES.index("NE")).sum())
+        for c, name in enumerate(CATEGORIES):
+            self._c(arm, f"best_{name}", (resp == c).sum())
+        self._c(arm, "crs_any", (s["crs_grade"] >= 1).sum())
+        self._c(arm, "crs_ge3", (s["crs_grade"] >= 3).sum())
+        self._c(arm, "icaht_early_ge3", (s["icaht_early"] >= 3).sum())
+        self._c(arm, "icaht_evaluable", (s["icaht_early"] >= 0).sum())
+        self._c(arm, "relapse", s["relapse"].sum())
+        self._c(arm, "cd7neg_relapse", s["cd7neg_relapse"].sum())
+        self._c(arm, "hsct", s["hsct"].sum())
+        if "cmax" in s:
+            self._c(arm, "expanded", (s["cmax"] > 0).sum())
+            self._h(arm, "cmax", s["cmax"][s["cmax"] > 0])
+            self._h(arm, "auc28", s["auc28"][s["auc28"] > 0])
+            th = self.hists.setdefault(arm, {}).setdefault("tmax", np.zeros(121, np.int64))
+            tm = s["tmax"][s["cmax"] > 0]
+            th += np.bincount(np.clip(np.round(tm).astype(np.int64), 0, 120), minlength=121)
+
+    def merge(self, other: "Accumulator") -> "Accumulator":
+        for arm, c in other.counts.items():
+            for k, v in c.items():
+                self._c(arm, k, v)
+        for arm, hs in other.hists.items():
+            for k, h in hs.items():
+                mine = self.hists.setdefault(arm, {}).setdefault(k, np.zeros_like(h))
+                mine += h
+        return self
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for arm, c in self.counts.items():
+            for k, v in c.items():
+                out[f"c|{arm}|{k}"] = np.array([v], np.int64)
+        for arm, hs in self.hists.items():
+            for k, h in hs.items():
+                out[f"h|{arm}|{k}"] = h
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "Accumulator":
+        acc = cls()
+        for key in sorted(arrays):
+            kind, arm, name = key.split("|", 2)
+            if kind == "c":
+                acc._c(arm, name, int(arrays[key][0]))
+            else:
+                acc.hists.setdefault(arm, {})[name] = np.array(arrays[key], np.int64)
+        return acc
+
+
+def hist_median(h: np.ndarray, log: bool = True) -> float:
+    """Median of a fixed-bin histogram (bin centre; log10 bins of 0.01 dex, or integer days)."""
+    total = int(h.sum())
+    if total == 0:
+        return float("nan")
+    k = int(np.searchsorted(np.cumsum(h), (total + 1) / 2))
+    if not log:
+        return float(k)
+    lo = LOG_BINS[k - 1] if k >= 1 else LOG_BINS[0] - 0.01
+    return float(10 ** (lo + 0.005))
