@@ -1,0 +1,118 @@
+"""Clinic rule of the digital twin (design §2.3; ``twin/criteria/clinic_v1.yaml``).
+
+Evaluated once a day (at each integer day boundary) on the noise-free model observables, so a
+simulated clinic gives antipyretics, vasopressors, tocilizumab, corticosteroids and platelet
+transfusions the way the YAML's rows say.  :func:`clinic_decide` is arithmetic only: the numba
+kernel compiles it and :func:`cartlab.twin.model.reference_solve` runs the same function in Python.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from functools import cache
+from importlib import resources
+
+import numpy as np
+import yaml
+
+from cartlab.errors import InputError
+
+__all__ = ["CLINIC_KEYS", "ClinicPolicy", "clinic_decide", "load_clinic", "policy_vector"]
+
+CLINIC_KEYS = ("antipyretic", "vasopressor", "tocilizumab", "steroid", "platelet_transfusion")
+
+
+@dataclass(frozen=True)
+class ClinicPolicy:
+    """Thresholds of the daily rule (floats).  ``active_from_day``: before it, the recorded
+    interventions of :class:`~cartlab.twin.model.Events` act; from it on, the rule decides."""
+
+    active_from_day: float = -math.inf
+    fever_c: float = 38.0
+    high_fever_c: float = 39.0
+    high_fever_days_for_toci: float = 3.0
+    sbp_low_mmhg: float = 90.0
+    vasopressor_after_readings: float = 2.0
+    toci_max_doses: float = 2.0
+    steroid_after_toci_days: float = 1.0
+    plat_transfuse: float = 10.0
+    plat_transfuse_fever: float = 20.0
+    platelet_units: float = 1.0
+    name: str = "clinic_v1"
+
+
+_FLOATS = [f.name for f in fields(ClinicPolicy) if f.name not in ("name", "active_from_day")]
+
+
+def policy_vector(policy: ClinicPolicy) -> np.ndarray:
+    """The thresholds as a float vector in :data:`_FLOATS` order (kernel input)."""
+    return np.array([float(getattr(policy, k)) for k in _FLOATS], dtype=np.float64)
+
+
+@cache
+def _doc(name: str) -> dict:
+    path = resources.files("cartlab.twin").joinpath("criteria", f"{name}.yaml")
+    if not path.is_file():
+        raise InputError(f"no twin clinic table {name!r}")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load_clinic(name: str = "clinic_v1", **overrides) -> ClinicPolicy:
+    """The clinic policy ``twin/criteria/<name>.yaml`` (each rule row: value, unit, status, citation);
+    keyword overrides (e.g. ``active_from_day=7``) replace single thresholds."""
+    doc = _doc(name)
+    vals = {}
+    for row in doc["rules"]:
+        if row["id"] not in _FLOATS:
+            raise InputError(f"twin/criteria/{name}.yaml: unknown rule id {row['id']!r}")
+        if row.get("status") not in ("verified", "unverified", "assumed"):
+            raise InputError(f"twin/criteria/{name}.yaml: {row['id']}: bad status {row.get('status')!r}")
+        vals[row["id"]] = float(row["value"])
+    missing = set(_FLOATS) - set(vals)
+    if missing:
+        raise InputError(f"twin/criteria/{name}.yaml lacks {sorted(missing)}")
+    vals.update(overrides)
+    return ClinicPolicy(name=name, **vals)
+
+
+try:
+    from numba import njit as _njit
+except ImportError:  # pragma: no cover
+    def _njit(**_kw):
+        return lambda f: f
+
+
+@_njit(cache=True)
+def clinic_decide(pv, temp_raw, sbp_raw, plat, state):
+    """One day's decisions from the noise-free TEMP (before antipyretic), SYSBP (before vasopressor)
+    and PLAT.  ``state`` (float array of 5, updated in place): consecutive hypotension readings,
+    consecutive days >= high fever, tocilizumab doses given, day of the first tocilizumab (or -1e9),
+    current day.  Returns (antipyretic, vasopressor, tocilizumab, steroid, platelet units) as floats.
+
+    Rules (criteria/clinic_v1.yaml): antipyretic if fever; vasopressor once SBP < threshold on
+    ``vasopressor_after_readings`` consecutive daily readings (ASTCT grade 3); tocilizumab (at most
+    ``toci_max_doses``) for ASTCT grade >= 2 (fever with hypotension) or high fever on
+    ``high_fever_days_for_toci`` consecutive days; corticosteroid for grade 3, or grade 2 persisting
+    ``steroid_after_toci_days`` after tocilizumab; platelets below the thresholds."""
+    fever = 1.0 if temp_raw >= pv[0] else 0.0
+    hyp = 1.0 if sbp_raw < pv[3] else 0.0
+    state[0] = state[0] + 1.0 if hyp > 0.0 else 0.0
+    state[1] = state[1] + 1.0 if temp_raw >= pv[1] else 0.0
+    toci_before = state[2] > 0.0
+    # fever is waived once tocilizumab has been given (ASTCT 2019 Table 1 footnote)
+    crs2 = hyp > 0.0 and (fever > 0.0 or toci_before)
+    vaso = 1.0 if (crs2 and state[0] >= pv[4]) else 0.0
+    toci = 0.0
+    if state[2] < pv[5] and (crs2 or state[1] >= pv[2]):
+        toci = 1.0
+        if state[2] == 0.0:
+            state[3] = state[4]
+        state[2] += 1.0
+    ster = 0.0
+    if vaso > 0.0 or (crs2 and toci_before and state[4] - state[3] >= pv[6]):
+        ster = 1.0
+    units = 0.0
+    if plat < pv[7] or (fever > 0.0 and plat < pv[8]):
+        units = pv[9]
+    return fever, vaso, toci, ster, units

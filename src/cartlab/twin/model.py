@@ -1,0 +1,651 @@
+"""The CD7 CAR-T digital-twin ODE (design §1) and its observable maps (§2.1).
+
+17 states, time in days from the first CAR-T infusion, cell numbers whole-body in 10^9 cells.
+:func:`rhs` and the observable helpers are arithmetic on scalars so that the numba kernel
+(:mod:`cartlab.twin.solver`) compiles the very same functions the reference solver and
+:func:`latent_observables` use — one implementation of every formula.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+
+from cartlab.errors import InputError
+from cartlab.twin.clinic import ClinicPolicy, load_clinic
+from cartlab.twin.params import load_params
+
+__all__ = [
+    "LATENT",
+    "PARAM_NAMES",
+    "STATES",
+    "Baseline",
+    "ClinicPolicy",
+    "Events",
+    "SimResult",
+    "initial_state",
+    "latent_observables",
+    "load_clinic",
+    "reference_solve",
+    "rhs",
+    "simulate",
+]
+
+STATES = ("E", "M", "X", "L7", "L0", "N7", "N0", "I", "R", "PN", "T1", "T2", "T3", "CN", "PP", "TP", "CP")
+(S_E, S_M, S_X, S_L7, S_L0, S_N7, S_N0, S_I, S_R, S_PN, S_T1, S_T2, S_T3, S_CN, S_PP, S_TP, S_CP) = range(17)
+NS = 17
+
+PARAM_NAMES = (
+    "rho", "K_A", "d_E", "eps", "theta_M", "x_ex", "d_M", "d_X", "r_h", "phi7", "f_viable", "K_N", "r_N", "s_N",
+    "s_N0", "r_L", "r_L0", "M_BM", "k_kill", "K_k", "mu", "phi0", "kappa_L", "kappa_lymph", "kappa_N", "kappa_P",
+    "p_I", "K_I", "d_I", "I_0", "e_Tmax", "k_T", "toci_il6_rise", "e_Smax", "k_S", "Fster", "k_R", "a_R", "S_R",
+    "MTT_N", "g_N", "S_N", "MTT_P", "g_P", "delta_P", "f_b", "V_b", "VCN", "genomes_per_ug", "f_NK",
+    "mono_per_neut", "f_pbL", "f_flow", "dT_max", "S_T50", "dSBP", "S_B50", "antipyretic_dT", "vaso_dSBP")
+(P_RHO, P_KA, P_DE, P_EPS, P_THM, P_XEX, P_DM, P_DX, P_RH, P_PHI7, P_FVIA, P_KN, P_RN, P_SN7,
+ P_SN0, P_RL, P_RL0, P_MBM, P_KKILL, P_KK, P_MU, P_PHI0, P_KAPL, P_KAPLY, P_KAPN, P_KAPP,
+ P_PI, P_KI, P_DI, P_I0, P_ETMAX, P_KT, P_TRISE, P_ESMAX, P_KS, P_FSTER, P_KR, P_AR, P_SR,
+ P_MTTN, P_GN, P_SNI, P_MTTP, P_GP, P_DELP, P_FB, P_VB, P_VCN, P_GPU, P_FNK,
+ P_MONO, P_FPBL, P_FFLOW, P_DTMAX, P_ST50, P_DSBP, P_SB50, P_APDT, P_VSBP) = range(len(PARAM_NAMES))
+
+# per-patient constants derived from the baseline (aux vector)
+(A_CNREF, A_CPREF, A_M0, A_VL, A_SBP, A_TEMP, A_B0, A_I0, A_R0) = range(9)
+NA = 9
+
+LATENT = ("CARCOPY", "LYM", "CD7T", "CD7NK", "CD7NEGT", "NEUT", "MONO", "PLAT", "WBC", "PBBLAST", "BMBLAST",
+          "MRDFCM", "TGTBLAST", "IL6", "CRP", "TEMP", "SYSBP")
+
+_NEG_INF = -1.0e300
+
+try:  # the scalar formulas are compiled when numba is importable (one code path for kernel and reference)
+    from numba import njit as _njit
+
+    def _jit(f):
+        return _njit(cache=True)(f)
+except ImportError:  # pragma: no cover - exercised by the no-numba subprocess test
+    def _jit(f):
+        return f
+
+
+def _py(f):
+    """The plain-Python function behind a compiled one (for NumPy array arguments)."""
+    return getattr(f, "py_func", f)
+
+
+def _check_names() -> None:
+    names = load_params().names
+    if names != PARAM_NAMES:
+        raise InputError("twin/params/cd7_twin_v1.yaml rows are not in the model's PARAM_NAMES order")
+
+
+_check_names()
+
+
+# ---------------------------------------------------------------- scalar formulas (jit-compatible)
+@_jit
+def effect(t, t_last, emax, k):
+    """Tocilizumab / steroid effect emax*exp(-k (t - t_last)) after the latest dose, 0 before any."""
+    if t_last <= _NEG_INF or t < t_last:
+        return 0.0
+    return emax * math.exp(-k * (t - t_last))
+
+
+@_jit
+def hill2(s, s50):
+    """s^2 / (s^2 + s50^2): fever and hypotension response to the excess IL-6 signal."""
+    return s * s / (s * s + s50 * s50)
+
+
+@_jit
+def excess_signal(i, e_t, i0):
+    """IL-6 signalling above baseline, S_x = max(I (1 - e_T) - I0, 0) (design §1: blockade acts
+    downstream of IL-6, so the measured IL-6 is not what drives the effects)."""
+    s = i * (1.0 - e_t) - i0
+    return max(0.0, s)
+
+
+@_jit
+def temp_raw(p, a, sx):
+    """TEMP before an antipyretic (degC)."""
+    return a[A_TEMP] + p[P_DTMAX] * hill2(sx, p[P_ST50])
+
+
+@_jit
+def sbp_raw(p, a, sx):
+    """SYSBP before a vasopressor (mmHg)."""
+    return a[A_SBP] - p[P_DSBP] * hill2(sx, p[P_SB50])
+
+
+@_jit
+def rhs(t, y, p, a, t_toci, t_ster, dy):
+    """dy/dt of the 17 states (design §1) into ``dy``; ``t_toci``/``t_ster`` = latest dose times."""
+    E = y[S_E]; Mm = y[S_M]; X = y[S_X]; L7 = y[S_L7]; L0 = y[S_L0]; N7 = y[S_N7]; N0 = y[S_N0]
+    I = y[S_I]; R = y[S_R]
+    A = L7 + N7
+    s = A / (p[P_KA] + A)
+    ttot = E + Mm + X + N7 + N0
+    L = L7 + L0
+    e_t = effect(t, t_toci, p[P_ETMAX], p[P_KT])
+    e_s = effect(t, t_ster, p[P_ESMAX], p[P_KS])
+    fster = 1.0 + (p[P_FSTER] - 1.0) * e_s
+    kl = p[P_KKILL] * E / (p[P_KK] + E + A)
+    room_t = 1.0 - ttot / p[P_KN]
+    dy[S_E] = ((p[P_RHO] * s * fster + p[P_RH] * room_t) * E - (p[P_DE] + p[P_EPS] + p[P_XEX] * s) * E
+               + p[P_THM] * s * Mm - p[P_PHI7] * kl * E)
+    dy[S_M] = p[P_EPS] * E - p[P_THM] * s * Mm - p[P_DM] * Mm
+    dy[S_X] = p[P_XEX] * s * E - p[P_DX] * X
+    room_l = 1.0 - L / p[P_MBM]
+    dy[S_L7] = p[P_RL] * L7 * room_l - kl * L7 - p[P_MU] * L7
+    dy[S_L0] = p[P_RL0] * L0 * room_l + p[P_MU] * L7
+    dy[S_N7] = p[P_SN7] + p[P_RN] * N7 * room_t - kl * N7
+    dy[S_N0] = p[P_SN0] + p[P_RN] * N0 * room_t
+    dy[S_I] = p[P_PI] * s * E * (1.0 - e_s) / (p[P_KI] + E) + p[P_DI] * (a[A_I0] - I)
+    sx = excess_signal(I, e_t, a[A_I0])
+    dy[S_R] = p[P_KR] * (a[A_R0] + p[P_AR] * sx / (sx + p[P_SR]) - R)
+    m = max(0.0, room_l)
+    mr = m / a[A_M0]
+    inh = 1.0 / (1.0 + sx / p[P_SNI])
+    kn = 4.0 / p[P_MTTN]
+    cn = max(1e-300, y[S_CN])
+    fb = mr * a[A_CNREF] / cn
+    prod = math.exp(p[P_GN] * math.log(fb)) * inh if fb > 0.0 else 0.0
+    dy[S_PN] = kn * y[S_PN] * (prod - 1.0)
+    dy[S_T1] = kn * (y[S_PN] - y[S_T1])
+    dy[S_T2] = kn * (y[S_T1] - y[S_T2])
+    dy[S_T3] = kn * (y[S_T2] - y[S_T3])
+    dy[S_CN] = kn * (y[S_T3] - y[S_CN])
+    kp = 2.0 / p[P_MTTP]
+    cp = max(1e-300, y[S_CP])
+    fp = mr * a[A_CPREF] / cp
+    prodp = math.exp(p[P_GP] * math.log(fp)) if fp > 0.0 else 0.0
+    dy[S_PP] = kp * y[S_PP] * (prodp - 1.0)
+    dy[S_TP] = kp * (y[S_PP] - y[S_TP])
+    dy[S_CP] = kp * (y[S_TP] - y[S_CP])
+
+
+@_jit
+def apply_ld(y, p, u):
+    """Lymphodepletion on one day at intensity u: Y <- Y exp(-kappa_Y u) (design §1 events)."""
+    fl = math.exp(-p[P_KAPL] * u)
+    fly = math.exp(-p[P_KAPLY] * u)
+    y[S_L7] *= fl
+    y[S_L0] *= fl
+    y[S_N7] *= fly
+    y[S_N0] *= fly
+    y[S_PN] *= math.exp(-p[P_KAPN] * u)
+    y[S_PP] *= math.exp(-p[P_KAPP] * u)
+
+
+@_jit
+def extinguish(y):
+    """Blast clones below one cell (1e-9 x 10^9 cells) are extinct (design §1, deterministic
+    stand-in for Kimmel 2021's stochastic extinction)."""
+    if y[S_L7] < 1e-9:
+        y[S_L7] = 0.0
+    if y[S_L0] < 1e-9:
+        y[S_L0] = 0.0
+
+
+@_jit
+def day_signals(t, y, p, a, t_toci):
+    """(TEMP raw, SYSBP raw, PLAT) the clinic rule sees at time t."""
+    e_t = effect(t, t_toci, p[P_ETMAX], p[P_KT])
+    sx = excess_signal(y[S_I], e_t, a[A_I0])
+    return temp_raw(p, a, sx), sbp_raw(p, a, sx), y[S_CP]
+
+
+# ---------------------------------------------------------------- baseline and events
+_BASE_FIELDS = ("weight_kg", "bm_blast_pct", "cd7_on_blasts_pct", "cd7t_ul", "cd7nk_ul", "cd7negt_ul",
+                "neut", "plat", "crp", "il6", "sysbp", "temp")
+_BASE_PARAMS = {"bm_blast_pct": "BMBLAST", "cd7_on_blasts_pct": "TGTBLAST", "cd7t_ul": "CD7T",
+                "cd7nk_ul": "CD7NK", "cd7negt_ul": "CD7NEGT", "neut": "NEUT", "plat": "PLAT", "crp": "CRP",
+                "il6": "IL6", "sysbp": "SYSBP", "temp": "TEMP"}
+
+
+@cache
+def _baseline_defaults() -> dict[str, float]:
+    from importlib import resources
+
+    import yaml
+    doc = yaml.safe_load(resources.files("cartlab.twin").joinpath("params", "cd7_twin_v1.yaml")
+                         .read_text(encoding="utf-8"))
+    return {r["name"]: float(r["value"]) for r in doc["baseline_defaults"]}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Per-patient baseline arrays (n,), canonical units; NaN -> the population default
+    (``baseline_defaults`` rows of the parameter YAML)."""
+
+    weight_kg: np.ndarray
+    bm_blast_pct: np.ndarray
+    cd7_on_blasts_pct: np.ndarray
+    cd7t_ul: np.ndarray
+    cd7nk_ul: np.ndarray
+    cd7negt_ul: np.ndarray
+    neut: np.ndarray
+    plat: np.ndarray
+    crp: np.ndarray
+    il6: np.ndarray
+    sysbp: np.ndarray
+    temp: np.ndarray
+
+    def __post_init__(self):
+        arrs = [np.atleast_1d(np.asarray(getattr(self, f), dtype=np.float64)) for f in _BASE_FIELDS]
+        n = max(len(x) for x in arrs)
+        for f, x in zip(_BASE_FIELDS, arrs):
+            if len(x) == 1 and n > 1:
+                x = np.full(n, x[0])
+            if len(x) != n:
+                raise InputError(f"Baseline.{f} has {len(x)} values, expected {n}")
+            object.__setattr__(self, f, x)
+
+    def __len__(self) -> int:
+        return len(self.weight_kg)
+
+    def filled(self) -> Baseline:
+        """NaN replaced by the population defaults."""
+        d = _baseline_defaults()
+        return Baseline(**{f: np.where(np.isfinite(getattr(self, f)), getattr(self, f), d[f]) for f in _BASE_FIELDS})
+
+    def take(self, idx) -> Baseline:
+        return Baseline(**{f: getattr(self, f)[idx] for f in _BASE_FIELDS})
+
+    def row(self, i: int) -> Baseline:
+        return self.take(np.array([i]))
+
+    @classmethod
+    def from_study(cls, study, subject_ids) -> Baseline:
+        """Last value on or before the first lymphodepletion day (the pre-treatment state the ODE starts
+        from), else the last value on or before day 0; absent -> NaN (population default at solve)."""
+        import polars as pl
+        ids = list(subject_ids)
+        obs = study.observations
+        subj = study.subjects
+        ev = Events.from_study(study, ids)
+        out = {f: np.full(len(ids), np.nan) for f in _BASE_FIELDS}
+        for k, sid in enumerate(ids):
+            w = subj.filter(pl.col("subject_id") == sid)["weight_kg"]
+            if len(w) and w[0] is not None:
+                out["weight_kg"][k] = float(w[0])
+            ld = ev.ld_day[k]
+            first_ld = float(np.nanmin(ld)) if np.isfinite(ld).any() else 0.0
+            o = obs.filter((pl.col("subject_id") == sid) & pl.col("value").is_not_null() & (pl.col("day") <= 0))
+            for f, prm in _BASE_PARAMS.items():
+                rows = o.filter(pl.col("param") == prm).sort("day")
+                pre = rows.filter(pl.col("day") <= first_ld)
+                use = pre if len(pre) else rows
+                if len(use):
+                    out[f][k] = float(use["value"][-1])
+        return cls(**out)
+
+    @classmethod
+    def population(cls, n: int, rng: np.random.Generator) -> Baseline:
+        """Covariates drawn for a virtual cohort (design §5, all [A]): marrow blasts logit-normal
+        around 36% (CD7 §3.1-e, range 2-87%), weight log-normal around 60 kg; the rest at the
+        population defaults (NaN -> defaults at solve)."""
+        z = rng.standard_normal((n, 2))
+        b = 1.0 / (1.0 + np.exp(-(math.log(0.36 / 0.64) + 1.2 * z[:, 0])))
+        nan = np.full(n, np.nan)
+        return cls(weight_kg=60.0 * np.exp(0.25 * z[:, 1]), bm_blast_pct=100.0 * b, cd7_on_blasts_pct=nan,
+                   cd7t_ul=nan, cd7nk_ul=nan, cd7negt_ul=nan, neut=nan, plat=nan, crp=nan, il6=nan,
+                   sysbp=nan, temp=nan)
+
+
+def _pad(rows: list[list[float]], n: int) -> np.ndarray:
+    k = max([len(r) for r in rows] + [0])
+    out = np.full((n, k), np.nan)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = sorted(r) if r and not isinstance(r[0], tuple) else r
+    return out
+
+
+_EV_FIELDS = ("car_t_day", "car_t_cells", "ld_day", "ld_intensity", "toci_day", "steroid_day",
+              "transfusion_day", "transfusion_units")
+
+
+@dataclass(frozen=True)
+class Events:
+    """Padded per-patient event arrays, NaN = no event; days relative to the first CAR-T infusion.
+    ``car_t_cells`` are absolute viable cells; ``ld_intensity`` u = Flu/30 + Cy/300 (mg/m2) +
+    ld_dec_per_mg * decitabine mg per day (design §1); toci / steroid / transfusion = recorded
+    interventions (fits use them; a clinic policy replaces them from ``active_from_day``)."""
+
+    car_t_day: np.ndarray
+    car_t_cells: np.ndarray
+    ld_day: np.ndarray
+    ld_intensity: np.ndarray
+    toci_day: np.ndarray
+    steroid_day: np.ndarray
+    transfusion_day: np.ndarray | None = None
+    transfusion_units: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = np.atleast_2d(np.asarray(self.car_t_day, dtype=np.float64)).shape[0]
+        for f in _EV_FIELDS:
+            v = getattr(self, f)
+            v = np.zeros((n, 0)) if v is None else np.atleast_2d(np.asarray(v, dtype=np.float64))
+            if v.shape[0] != n:
+                raise InputError(f"Events.{f} has {v.shape[0]} rows, expected {n}")
+            object.__setattr__(self, f, v)
+        for a, b in (("car_t_day", "car_t_cells"), ("ld_day", "ld_intensity"),
+                     ("transfusion_day", "transfusion_units")):
+            if getattr(self, a).shape != getattr(self, b).shape:
+                raise InputError(f"Events.{a} and {b} differ in shape")
+
+    def __len__(self) -> int:
+        return self.car_t_day.shape[0]
+
+    def take(self, idx) -> Events:
+        return Events(**{f: getattr(self, f)[idx] for f in _EV_FIELDS})
+
+    def repeat(self, k: int) -> Events:
+        return Events(**{f: np.repeat(getattr(self, f), k, axis=0) for f in _EV_FIELDS})
+
+    @classmethod
+    def from_study(cls, study, subject_ids) -> Events:
+        """Doses (CAR-T in cells/kg or cells; fludarabine / cyclophosphamide in mg/m2 or mg, BSA by
+        the protocol module's Mosteller formula; decitabine in mg) and recorded tocilizumab,
+        corticosteroid (one administration per day from start to end day) and platelet transfusions."""
+        import polars as pl
+
+        from cartlab.protocol.dosing import Patient, body_size
+        consts = load_params().constants
+        ids = list(subject_ids)
+        rows = {f: [[] for _ in ids] for f in _EV_FIELDS}
+        subj = study.subjects
+        for k, sid in enumerate(ids):
+            s = subj.filter(pl.col("subject_id") == sid)
+            w = float(s["weight_kg"][0]) if len(s) and s["weight_kg"][0] is not None else math.nan
+            h = float(s["height_cm"][0]) if len(s) and s["height_cm"][0] is not None else math.nan
+            ld: dict[float, float] = {}
+            for r in study.doses.filter(pl.col("subject_id") == sid).iter_rows(named=True):
+                unit = (r["unit"] or "").strip()
+                agent = (r["agent"] or "").lower()
+                dose = r["dose"]
+                if dose is None:
+                    continue
+                if unit.startswith("cells"):
+                    cells = float(dose) * (w if unit == "cells/kg" else 1.0)
+                    if unit not in ("cells", "cells/kg") or not math.isfinite(cells):
+                        raise InputError(f"{sid}: CAR-T dose unit {unit!r} needs weight_kg / is unknown")
+                    rows["car_t_day"][k].append(float(r["day"]))
+                    rows["car_t_cells"][k].append(cells)
+                    continue
+                ref = {"fludarabine": consts["ld_ref_flu"].value, "cyclophosphamide": consts["ld_ref_cy"].value}
+                if agent in ref:
+                    if unit == "mg/m2":
+                        mg_m2 = float(dose)
+                    elif unit == "mg":
+                        bsa = body_size(Patient(weight_kg=w, height_cm=h))["bsa_m2"]
+                        mg_m2 = float(dose) / bsa
+                    else:
+                        raise InputError(f"{sid}: {agent} dose unit {unit!r} not supported (mg/m2 or mg)")
+                    u = mg_m2 / ref[agent]
+                elif agent == "decitabine":
+                    if unit != "mg":
+                        raise InputError(f"{sid}: decitabine dose unit {unit!r} not supported (mg)")
+                    u = float(dose) * consts["ld_dec_per_mg"].value
+                else:
+                    continue
+                ld[float(r["day"])] = ld.get(float(r["day"]), 0.0) + u
+            for d in sorted(ld):
+                rows["ld_day"][k].append(d)
+                rows["ld_intensity"][k].append(ld[d])
+            iv = study.interventions.filter(pl.col("subject_id") == sid)
+            for r in iv.iter_rows(named=True):
+                cat = r["category"]
+                d0 = r["start_day"]
+                if d0 is None:
+                    continue
+                d1 = r["end_day"] if r["end_day"] is not None else d0
+                if cat == "tocilizumab":
+                    rows["toci_day"][k].append(float(d0))
+                elif cat == "corticosteroid":
+                    rows["steroid_day"][k].extend(float(d) for d in np.arange(d0, d1 + 0.5))
+                elif cat == "platelet_transfusion":
+                    rows["transfusion_day"][k].append(float(d0))
+                    rows["transfusion_units"][k].append(float(r["dose"] or 1.0))
+        return cls._from_rows(rows, len(ids))
+
+    @classmethod
+    def _from_rows(cls, rows, n) -> Events:
+        out = {}
+        for a, b in (("car_t_day", "car_t_cells"), ("ld_day", "ld_intensity"),
+                     ("transfusion_day", "transfusion_units")):
+            pairs = [sorted(zip(x, y)) for x, y in zip(rows[a], rows[b])]
+            k = max([len(p) for p in pairs] + [0])
+            da, db = np.full((n, k), np.nan), np.full((n, k), np.nan)
+            for i, pr in enumerate(pairs):
+                for j, (x, y) in enumerate(pr):
+                    da[i, j], db[i, j] = x, y
+            out[a], out[b] = da, db
+        for f in ("toci_day", "steroid_day"):
+            out[f] = _pad(rows[f], n)
+        return cls(**out)
+
+    @classmethod
+    def from_protocol(cls, protocol, weight_kg, *, car_dose_per_kg=None, split=None,
+                      ld_intensity=1.0) -> Events:
+        """The protocol's schedule (``dose_plan``): CAR-T cells = cells/kg x weight (or flat cells),
+        ``car_dose_per_kg`` overriding the total, ``split`` the infusion fractions (one per protocol
+        infusion day; a single 1.0 = everything on the first day); LD intensity from the protocol's
+        mg/m2 doses scaled by ``ld_intensity``."""
+        from cartlab.protocol.dosing import DoseOptions, Patient, dose_plan
+        consts = load_params().constants
+        w = np.atleast_1d(np.asarray(weight_kg, dtype=np.float64))
+        n = len(w)
+        plans = {}
+        for wk in np.unique(np.round(w, 1)):
+            opts = DoseOptions(car_dose=car_dose_per_kg)
+            plans[wk] = dose_plan(protocol, Patient(weight_kg=float(wk), height_cm=170.0), opts)
+        ref = {"fludarabine": consts["ld_ref_flu"].value, "cyclophosphamide": consts["ld_ref_cy"].value}
+        car_rows, ld_rows = [], []
+        for i in range(n):
+            plan = plans[np.round(w[i], 1)]
+            car = plan.filter(plan["kind"] == "car_t")
+            days = car["day"].to_list()
+            per = car["protocol_dose"].to_list()
+            units = car["protocol_unit"].to_list()
+            cells = [x * (w[i] if u == "cells/kg" else 1.0) for x, u in zip(per, units)]
+            total = sum(cells)
+            if split is not None:
+                fr = list(split)
+                if len(fr) == 1:
+                    days, cells = [days[0]], [total]
+                elif len(fr) == len(days):
+                    cells = [total * f / sum(fr) for f in fr]
+                else:
+                    raise InputError(f"split has {len(fr)} fractions, the protocol {len(days)} infusions")
+            car_rows.append(list(zip(days, cells)))
+            ld: dict[float, float] = {}
+            for r in plan.filter(plan["kind"] == "lymphodepletion").iter_rows(named=True):
+                a = r["agent"].lower()
+                if a in ref:
+                    if r["protocol_unit"] != "mg/m2":
+                        raise InputError(f"{a}: protocol unit {r['protocol_unit']!r} not supported (mg/m2)")
+                    u = r["protocol_dose"] * (r["factor"] or 1.0) / ref[a]
+                elif a == "decitabine":
+                    u = (r["dose"] or 0.0) * consts["ld_dec_per_mg"].value
+                else:
+                    continue
+                ld[r["day"]] = ld.get(r["day"], 0.0) + u * ld_intensity
+            ld_rows.append(sorted(ld.items()))
+        rows = {f: [[] for _ in range(n)] for f in _EV_FIELDS}
+        for i in range(n):
+            rows["car_t_day"][i], rows["car_t_cells"][i] = [d for d, _ in car_rows[i]], [c for _, c in car_rows[i]]
+            rows["ld_day"][i], rows["ld_intensity"][i] = [d for d, _ in ld_rows[i]], [u for _, u in ld_rows[i]]
+        return cls._from_rows(rows, n)
+
+
+# ---------------------------------------------------------------- initial state and aux
+def _theta2d(theta, n) -> np.ndarray:
+    th = np.atleast_2d(np.asarray(theta, dtype=np.float64))
+    if th.shape[1] != len(PARAM_NAMES):
+        raise InputError(f"theta has {th.shape[1]} columns, expected {len(PARAM_NAMES)} (PARAM_NAMES)")
+    if th.shape[0] == 1 and n > 1:
+        th = np.repeat(th, n, axis=0)
+    if th.shape[0] != n:
+        raise InputError(f"theta has {th.shape[0]} rows for {n} patients")
+    return np.ascontiguousarray(th)
+
+
+def blood_litres(theta, baseline) -> np.ndarray:
+    return theta[:, P_VB] * baseline.weight_kg / 1000.0
+
+
+def to_body(conc_ul, theta, vl):
+    """cells/uL in blood -> whole-body 10^9 cells (blood holds a share f_b of the pool)."""
+    return conc_ul * vl * 1e-3 / theta[:, P_FB]
+
+
+def initial_state(theta: np.ndarray, baseline: Baseline) -> tuple[np.ndarray, np.ndarray]:
+    """(y0 (n,17), aux (n,9)) at the start of integration (design §1 table of initial values)."""
+    b = baseline.filled()
+    n = len(b)
+    th = _theta2d(theta, n)
+    vl = blood_litres(th, b)
+    b0 = np.clip(b.bm_blast_pct / 100.0, 0.0, 0.95)
+    L = b0 * th[:, P_MBM]
+    y0 = np.zeros((n, NS))
+    y0[:, S_L0] = th[:, P_PHI0] * L
+    y0[:, S_L7] = L - y0[:, S_L0]
+    y0[:, S_N7] = to_body(b.cd7t_ul + b.cd7nk_ul, th, vl)
+    y0[:, S_N0] = to_body(b.cd7negt_ul, th, vl)
+    y0[:, S_I] = b.il6
+    y0[:, S_R] = b.crp
+    for s in (S_PN, S_T1, S_T2, S_T3, S_CN):
+        y0[:, s] = b.neut
+    for s in (S_PP, S_TP, S_CP):
+        y0[:, s] = b.plat
+    aux = np.zeros((n, NA))
+    aux[:, A_CNREF] = b.neut
+    aux[:, A_CPREF] = b.plat
+    aux[:, A_M0] = 1.0 - b0
+    aux[:, A_VL] = vl
+    aux[:, A_SBP] = b.sysbp
+    aux[:, A_TEMP] = b.temp
+    aux[:, A_B0] = b0
+    aux[:, A_I0] = b.il6
+    aux[:, A_R0] = b.crp
+    return y0, aux
+
+
+# ---------------------------------------------------------------- observables
+def _last_before(t: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """(n, T) latest dose time <= t from (n, Q) NaN-padded dose times (-1e300 if none)."""
+    n = times.shape[0]
+    out = np.full((n, len(t)), _NEG_INF)
+    for q in range(times.shape[1]):
+        tq = times[:, q:q + 1]
+        hit = np.isfinite(tq) & (tq <= t[None, :])
+        out = np.where(hit, np.maximum(out, np.nan_to_num(tq, nan=_NEG_INF)), out)
+    return out
+
+
+def _day_flags(t, clinic_arrays, clinic_days, key, n):
+    if clinic_arrays is None or key not in clinic_arrays or clinic_days is None or len(clinic_days) == 0:
+        return np.zeros((n, len(t)))
+    d = np.floor(t).astype(np.int64)
+    pos = d - int(clinic_days[0])
+    ok = (pos >= 0) & (pos < len(clinic_days))
+    out = np.zeros((n, len(t)))
+    out[:, ok] = np.asarray(clinic_arrays[key], dtype=np.float64)[:, pos[ok]]
+    return out
+
+
+def latent_observables(states, theta, baseline, t, clinic_arrays=None, *, clinic_days=None,
+                       toci_times=None) -> dict[str, np.ndarray]:
+    """The one implementation of the state -> observable maps (design §2.1, noise-free).
+
+    ``states`` (n, T, 17); returns name -> (n, T) in canonical units.  ``clinic_arrays`` (the
+    daily antipyretic / vasopressor flags, days ``clinic_days``) lower TEMP and raise SYSBP on
+    those days; ``toci_times`` (n, Q) raise the measured IL-6 (receptor blockade)."""
+    st = np.asarray(states, dtype=np.float64)
+    n, T = st.shape[0], st.shape[1]
+    t = np.asarray(t, dtype=np.float64)
+    th = _theta2d(theta, n)
+    _y0, aux = initial_state(th, baseline)
+    P = {k: th[:, i][:, None] for i, k in enumerate(PARAM_NAMES)}
+    a = {k: aux[:, i][:, None] for k, i in (("vl", A_VL), ("b0", A_B0), ("i0", A_I0), ("cnref", A_CNREF),
+                                            ("sbp", A_SBP), ("temp", A_TEMP))}
+    g = {s: st[:, :, i] for i, s in enumerate(STATES)}
+    pb = P["f_b"] / (a["vl"] * 1e-3)  # cells/uL per 10^9 body cells
+    car = g["E"] + g["M"] + g["X"]
+    lym = pb * (car + g["N7"] + g["N0"]) / 1000.0
+    neut = g["CN"]
+    mono = P["mono_per_neut"] * neut
+    L = g["L7"] + g["L0"]
+    pbbl = P["f_pbL"] * L / a["vl"]
+    wbc = neut + lym + mono + pbbl
+    H = P["M_BM"] * (1.0 - a["b0"]) * np.maximum(g["PN"], 0.0) / a["cnref"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bm = np.where(L + H > 0, 100.0 * L / (L + H), 0.0)
+        tgt = np.where(L > 0, 100.0 * g["L7"] / np.where(L > 0, L, 1.0), np.nan)
+    tt = np.broadcast_to(t[None, :], (n, T))
+    if toci_times is None:
+        toci_times = np.zeros((n, 0))
+        if clinic_arrays is not None and clinic_days is not None and "tocilizumab" in clinic_arrays:
+            ta = np.asarray(clinic_arrays["tocilizumab"], dtype=bool)
+            toci_times = np.where(ta, np.asarray(clinic_days, dtype=np.float64)[None, :], np.nan)
+    tl = _last_before(t, np.asarray(toci_times, dtype=np.float64).reshape(n, -1))
+    e_t = np.where(tl > _NEG_INF, P["e_Tmax"] * np.exp(-P["k_T"] * (tt - np.where(tl > _NEG_INF, tl, 0.0))), 0.0)
+    sx = np.maximum(g["I"] * (1.0 - e_t) - a["i0"], 0.0)
+    apy = _day_flags(t, clinic_arrays, clinic_days, "antipyretic", n)
+    vas = _day_flags(t, clinic_arrays, clinic_days, "vasopressor", n)
+    return {
+        "CARCOPY": P["VCN"] * P["genomes_per_ug"] * pb * car / (1000.0 * wbc),
+        "LYM": lym,
+        "CD7T": (1.0 - P["f_NK"]) * pb * g["N7"],
+        "CD7NK": P["f_NK"] * pb * g["N7"],
+        "CD7NEGT": pb * g["N0"],
+        "NEUT": neut,
+        "MONO": mono,
+        "PLAT": g["CP"],
+        "WBC": wbc,
+        "PBBLAST": 100.0 * pbbl / wbc,
+        "BMBLAST": bm,
+        "MRDFCM": P["f_flow"] * bm / 100.0,
+        "TGTBLAST": tgt,
+        "IL6": g["I"] * (1.0 + P["toci_il6_rise"] * e_t),
+        "CRP": g["R"],
+        "TEMP": a["temp"] + P["dT_max"] * _py(hill2)(sx, P["S_T50"]) - P["antipyretic_dT"] * apy,
+        "SYSBP": a["sbp"] - P["dSBP"] * _py(hill2)(sx, P["S_B50"]) + P["vaso_dSBP"] * vas,
+    }
+
+
+# ---------------------------------------------------------------- simulation API
+@dataclass
+class SimResult:
+    t: np.ndarray
+    states: np.ndarray | None
+    latent: dict[str, np.ndarray]
+    clinic: dict[str, np.ndarray]
+    clinic_days: np.ndarray
+    n_fallback: int
+    toci_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    steroid_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    transfusion_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    n_steps: np.ndarray | None = None
+
+
+def simulate(theta, baseline: Baseline, events: Events, t_out, *, clinic: ClinicPolicy | None = None,
+             solver: str = "dp5", rtol: float = 1e-6, keep_states: bool = True) -> SimResult:
+    """Solve the twin for n patients (design §3): ``solver`` "dp5" (numba adaptive Dormand-Prince
+    5(4), NumPy-free pure-Python kernel when numba is absent), "rk4" (fixed step 1/32 d), or
+    "python" (the same kernel, not compiled).  Outputs at ``t_out`` are the state just before any
+    event at that instant."""
+    from cartlab.twin.solver import solve
+    return solve(theta, baseline, events, t_out, clinic=clinic, solver=solver, rtol=rtol, keep_states=keep_states)
+
+
+def reference_solve(theta_row, baseline_row, events_row, t_out, clinic_log=None, *, policy=None,
+                    method="DOP853", rtol=1e-10, atol_scale=1e-12):
+    """Independent per-segment ``scipy.integrate.solve_ivp`` solution (T, 17) with the same event
+    segmentation (events, integer days, outputs).  ``clinic_log`` = (toci_times, steroid_times,
+    transfusion (times, units)) frozen from a fast run, or ``policy`` to run the rule in Python."""
+    from cartlab.twin.solver import python_course
+    return python_course(theta_row, baseline_row, events_row, np.asarray(t_out, dtype=np.float64),
+                         clinic_log=clinic_log, policy=policy, method=method, rtol=rtol, atol_scale=atol_scale)

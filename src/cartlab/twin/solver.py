@@ -1,0 +1,371 @@
+"""Solvers of the twin ODE (design §3): a numba kernel — per-patient adaptive Dormand-Prince 5(4)
+(or fixed-step RK4), ``prange`` over patients, stepping exactly to events, outputs and the daily
+clinic-decision boundaries, the clinic rule evaluated in the kernel — and an independent
+``scipy.integrate.solve_ivp`` course (:func:`python_course`) used as the reference and as the
+fallback for draws the explicit kernel cannot finish in ``MAX_STEPS`` steps.
+
+Without numba the same kernel runs as plain Python (slow but identical arithmetic).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cartlab.errors import InputError
+from cartlab.twin import model as m
+from cartlab.twin.clinic import CLINIC_KEYS, ClinicPolicy, clinic_decide, policy_vector
+from cartlab.twin.model import NS, P_DELP, P_FVIA, S_CP, S_E, apply_ld, day_signals, extinguish, rhs
+
+try:
+    from numba import njit, prange
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised by the no-numba subprocess test
+    HAVE_NUMBA = False
+    prange = range
+
+    def njit(*_a, **_kw):
+        return lambda f: f
+
+__all__ = ["HAVE_NUMBA", "MAX_STEPS", "RK4_DT", "STATE_SCALE", "python_course", "solve"]
+
+EV_CAR, EV_LD, EV_TOCI, EV_STER, EV_TRANS = 0, 1, 2, 3, 4
+METHOD_DP5, METHOD_RK4 = 0, 1
+MAX_STEPS = 20000
+RK4_DT = 1.0 / 32.0
+# absolute-tolerance scale per state (atol_i = rtol * STATE_SCALE_i): 10^6 cells for cell pools,
+# 10^3 cells for the blast clones (relapse timing), 0.01 pg/mL or mg/L, 0.001 x 10^9/L for counts.
+STATE_SCALE = np.array([1e-3, 1e-3, 1e-3, 1e-6, 1e-6, 1e-3, 1e-3, 1e-2, 1e-2,
+                        1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+NEG = -1.0e300
+
+# Dormand-Prince 5(4) tableau (Hairer, Norsett & Wanner, Solving ODEs I, Table 5.2)
+A21 = 1 / 5
+A31, A32 = 3 / 40, 9 / 40
+A41, A42, A43 = 44 / 45, -56 / 15, 32 / 9
+A51, A52, A53, A54 = 19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729
+A61, A62, A63, A64, A65 = 9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656
+B1, B3, B4, B5, B6 = 35 / 384, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84
+E1, E3, E4, E5, E6, E7 = 71 / 57600, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40
+C2, C3, C4, C5 = 1 / 5, 3 / 10, 4 / 5, 8 / 9
+
+
+@njit(cache=True)
+def _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl):
+    """Apply what happens at time t (events, extinction, the day's clinic decision); returns the new
+    event index.  eff = [t_toci, t_ster]."""
+    ne = ev_t.shape[0]
+    while ie < ne and ev_t[ie] <= t:
+        k = ev_k[ie]
+        v = ev_v[ie]
+        if k == EV_CAR:
+            y[S_E] += p[P_FVIA] * v * 1e-9
+        elif k == EV_LD:
+            apply_ld(y, p, v)
+        elif k == EV_TOCI:
+            eff[0] = t
+        elif k == EV_STER:
+            eff[1] = t
+        else:
+            y[S_CP] += p[P_DELP] * v
+        fl = math.floor(t)
+        if fl == t and t >= day_lo and t <= day_hi and k >= EV_TOCI:
+            out_cl[int(t - day_lo), k] = 1.0  # recorded intervention on that day (columns 2, 3, 4)
+        ie += 1
+    if math.floor(t) == t:
+        extinguish(y)
+        if use_policy and t >= act_from and t >= day_lo and t <= day_hi:
+            cs[4] = t
+            tr, sr, pl = day_signals(t, y, p, a, eff[0])
+            ap, va, to, st, un = clinic_decide(pv, tr, sr, pl, cs)
+            d = int(t - day_lo)
+            out_cl[d, 0] = ap
+            out_cl[d, 1] = va
+            if to > 0.0:
+                eff[0] = t
+                out_cl[d, 2] = 1.0
+            if st > 0.0:
+                eff[1] = t
+                out_cl[d, 3] = 1.0
+            if un > 0.0:
+                y[S_CP] += p[P_DELP] * un
+                out_cl[d, 4] = 1.0
+    return ie
+
+
+@njit(cache=True)
+def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act_from,
+            rtol, atol, method, h_fixed, max_steps, out_y, out_cl):
+    """One patient's course; returns the number of steps, or -1 when ``max_steps`` is exceeded."""
+    y = y0.copy()
+    yn = np.empty(NS)
+    yt = np.empty(NS)
+    k1 = np.empty(NS)
+    k2 = np.empty(NS)
+    k3 = np.empty(NS)
+    k4 = np.empty(NS)
+    k5 = np.empty(NS)
+    k6 = np.empty(NS)
+    k7 = np.empty(NS)
+    eff = np.empty(2)
+    eff[0] = NEG
+    eff[1] = NEG
+    cs = np.zeros(5)
+    cs[3] = -1e9
+    t = t0
+    ie = 0
+    io = 0
+    T = t_out.shape[0]
+    ne = ev_t.shape[0]
+    h = h_fixed if method == METHOD_RK4 else 0.05
+    steps = 0
+    while True:
+        while io < T and t_out[io] <= t:
+            for j in range(NS):
+                out_y[io, j] = y[j]
+            io += 1
+        ie = _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
+        if io >= T:
+            break
+        t_next = math.floor(t) + 1.0
+        t_next = min(t_next, t_out[io])
+        if ie < ne and ev_t[ie] < t_next:
+            t_next = ev_t[ie]
+        rhs(t, y, p, a, eff[0], eff[1], k1)
+        while t < t_next:
+            hh = h
+            last = False
+            if t + hh >= t_next:
+                hh = t_next - t
+                last = True
+            if method == METHOD_RK4:
+                for j in range(NS):
+                    yt[j] = y[j] + 0.5 * hh * k1[j]
+                rhs(t + 0.5 * hh, yt, p, a, eff[0], eff[1], k2)
+                for j in range(NS):
+                    yt[j] = y[j] + 0.5 * hh * k2[j]
+                rhs(t + 0.5 * hh, yt, p, a, eff[0], eff[1], k3)
+                for j in range(NS):
+                    yt[j] = y[j] + hh * k3[j]
+                rhs(t + hh, yt, p, a, eff[0], eff[1], k4)
+                for j in range(NS):
+                    y[j] = y[j] + hh / 6.0 * (k1[j] + 2.0 * k2[j] + 2.0 * k3[j] + k4[j])
+                t = t_next if last else t + hh
+                rhs(t, y, p, a, eff[0], eff[1], k1)
+                steps += 1
+                if steps > max_steps:
+                    return -1
+                continue
+            for j in range(NS):
+                yt[j] = y[j] + hh * A21 * k1[j]
+            rhs(t + C2 * hh, yt, p, a, eff[0], eff[1], k2)
+            for j in range(NS):
+                yt[j] = y[j] + hh * (A31 * k1[j] + A32 * k2[j])
+            rhs(t + C3 * hh, yt, p, a, eff[0], eff[1], k3)
+            for j in range(NS):
+                yt[j] = y[j] + hh * (A41 * k1[j] + A42 * k2[j] + A43 * k3[j])
+            rhs(t + C4 * hh, yt, p, a, eff[0], eff[1], k4)
+            for j in range(NS):
+                yt[j] = y[j] + hh * (A51 * k1[j] + A52 * k2[j] + A53 * k3[j] + A54 * k4[j])
+            rhs(t + C5 * hh, yt, p, a, eff[0], eff[1], k5)
+            for j in range(NS):
+                yt[j] = y[j] + hh * (A61 * k1[j] + A62 * k2[j] + A63 * k3[j] + A64 * k4[j] + A65 * k5[j])
+            rhs(t + hh, yt, p, a, eff[0], eff[1], k6)
+            for j in range(NS):
+                yn[j] = y[j] + hh * (B1 * k1[j] + B3 * k3[j] + B4 * k4[j] + B5 * k5[j] + B6 * k6[j])
+            rhs(t + hh, yn, p, a, eff[0], eff[1], k7)
+            err = 0.0
+            for j in range(NS):
+                ej = hh * (E1 * k1[j] + E3 * k3[j] + E4 * k4[j] + E5 * k5[j] + E6 * k6[j] + E7 * k7[j])
+                sc = atol[j] + rtol * max(abs(y[j]), abs(yn[j]))
+                err += (ej / sc) ** 2
+            err = math.sqrt(err / NS)
+            steps += 1
+            if steps > max_steps:
+                return -1
+            if err <= 1.0:
+                fac = 0.9 * err ** -0.2 if err > 0.0 else 5.0
+                fac = min(5.0, max(0.2, fac))
+                hn = hh * fac
+                if not (last and hn < h):
+                    h = hn
+                t = t_next if last else t + hh
+                for j in range(NS):
+                    y[j] = yn[j]
+                    k1[j] = k7[j]
+            else:
+                h = hh * max(0.2, 0.9 * err ** -0.2)
+    return steps
+
+
+@njit(cache=True, parallel=True)
+def _run_all(th, y0, aux, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act_from,
+             rtol, atol, method, h_fixed, max_steps, out_y, out_cl, nsteps):
+    for i in prange(th.shape[0]):
+        nsteps[i] = _course(th[i], y0[i], aux[i], ev_t[i], ev_k[i], ev_v[i], t0[i], t_out, day_lo, day_hi,
+                            use_policy, pv, act_from, rtol, atol, method, h_fixed, max_steps, out_y[i], out_cl[i])
+
+
+def _run_all_py(th, y0, aux, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act_from,
+                rtol, atol, method, h_fixed, max_steps, out_y, out_cl, nsteps):
+    course = getattr(_course, "py_func", _course)
+    for i in range(th.shape[0]):
+        nsteps[i] = course(th[i], y0[i], aux[i], ev_t[i], ev_k[i], ev_v[i], t0[i], t_out, day_lo, day_hi,
+                           use_policy, pv, act_from, rtol, atol, method, h_fixed, max_steps, out_y[i], out_cl[i])
+
+
+# ---------------------------------------------------------------- event table
+def event_table(events: m.Events, clinic: ClinicPolicy | None):
+    """(ev_t, ev_k, ev_v) (n, K) sorted by time (stable: kind order CAR, LD, toci, steroid,
+    transfusion at equal times), +inf padded.  With a policy, recorded interventions act only before
+    ``active_from_day``."""
+    n = len(events)
+    cut = math.inf if clinic is None else clinic.active_from_day
+    cols_t, cols_k, cols_v = [], [], []
+
+    def add(days, vals, kind, gate):
+        d = np.asarray(days, dtype=np.float64)
+        if d.shape[1] == 0:
+            return
+        ok = np.isfinite(d) & ((d < cut) if gate else True)
+        cols_t.append(np.where(ok, d, np.inf))
+        cols_k.append(np.full(d.shape, kind, dtype=np.int64))
+        cols_v.append(np.where(ok, np.nan_to_num(np.asarray(vals, dtype=np.float64)), 0.0))
+
+    add(events.car_t_day, events.car_t_cells, EV_CAR, False)
+    add(events.ld_day, events.ld_intensity, EV_LD, False)
+    add(events.toci_day, np.ones_like(events.toci_day), EV_TOCI, True)
+    add(events.steroid_day, np.ones_like(events.steroid_day), EV_STER, True)
+    add(events.transfusion_day, events.transfusion_units, EV_TRANS, True)
+    if not cols_t:
+        return np.full((n, 0), np.inf), np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0))
+    et, ek, evv = np.hstack(cols_t), np.hstack(cols_k), np.hstack(cols_v)
+    order = np.argsort(et, axis=1, kind="stable")  # equal times keep the CAR, LD, toci, steroid, transfusion order
+    take = lambda x: np.take_along_axis(x, order, axis=1)
+    return np.ascontiguousarray(take(et)), np.ascontiguousarray(take(ek)), np.ascontiguousarray(take(evv))
+
+
+def _clinic_window(t_out):
+    return float(math.ceil(t_out[0])), float(math.floor(t_out[-1]))
+
+
+def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-6, keep_states=True,
+          max_steps=MAX_STEPS, h_fixed=RK4_DT):
+    """Driver behind :func:`cartlab.twin.model.simulate`."""
+    t_out = np.ascontiguousarray(np.asarray(t_out, dtype=np.float64))
+    if t_out.ndim != 1 or len(t_out) == 0 or np.any(np.diff(t_out) < 0):
+        raise InputError("t_out must be a non-empty increasing 1-D array of days")
+    n = len(baseline)
+    if len(events) != n:
+        raise InputError(f"{len(events)} event rows for {n} baselines")
+    th = m._theta2d(theta, n)
+    y0, aux = m.initial_state(th, baseline)
+    ev_t, ev_k, ev_v = event_table(events, clinic)
+    first_ev = np.min(ev_t, axis=1, initial=np.inf) if ev_t.shape[1] else np.full(n, np.inf)
+    t0 = np.minimum(t_out[0], first_ev)
+    day_lo, day_hi = _clinic_window(t_out)
+    D = max(0, int(day_hi - day_lo) + 1)
+    use_policy = clinic is not None
+    pv = policy_vector(clinic) if use_policy else np.zeros(10)
+    act = float(clinic.active_from_day) if use_policy else math.inf
+    act = max(act, -1e300)
+    atol = rtol * STATE_SCALE
+    method = {"dp5": METHOD_DP5, "rk4": METHOD_RK4, "python": METHOD_DP5}.get(solver)
+    if method is None:
+        raise InputError(f"unknown solver {solver!r} (dp5, rk4, python)")
+    out_y = np.zeros((n, len(t_out), NS))
+    out_cl = np.zeros((n, max(D, 1), 5))
+    nsteps = np.zeros(n, dtype=np.int64)
+    runner = _run_all if (HAVE_NUMBA and solver != "python") else _run_all_py
+    runner(th, y0, aux, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act,
+           float(rtol), atol, method, float(h_fixed), int(max_steps), out_y, out_cl, nsteps)
+    failed = np.flatnonzero(nsteps < 0)
+    for i in failed:  # stiff / extreme draw: implicit LSODA with the rule run in Python
+        ys, cl = python_course(th[i], baseline.row(i), events.take([i]), t_out, policy=clinic,
+                               method="LSODA", rtol=rtol, return_clinic=True)
+        out_y[i] = ys
+        out_cl[i] = cl
+    clin = {k: out_cl[:, :D, j] > 0.5 for j, k in enumerate(CLINIC_KEYS)}
+    days = np.arange(day_lo, day_hi + 1) if D else np.zeros(0)
+    toci_t = _given_times(events.toci_day, clin["tocilizumab"], days, clinic)
+    lat = m.latent_observables(out_y, th, baseline, t_out, clin, clinic_days=days, toci_times=toci_t)
+    return m.SimResult(t=t_out, states=out_y if keep_states else None, latent=lat, clinic=clin,
+                       clinic_days=days, n_fallback=len(failed), toci_times=toci_t,
+                       steroid_times=_given_times(events.steroid_day, clin["steroid"], days, clinic),
+                       transfusion_times=_given_times(events.transfusion_day, clin["platelet_transfusion"],
+                                                      days, clinic),
+                       n_steps=nsteps)
+
+
+def _given_times(recorded, flags, days, clinic):
+    """(n, Q) times an intervention acted: recorded ones (before active_from_day under a policy)
+    plus the rule's days."""
+    rec = np.asarray(recorded, dtype=np.float64)
+    if clinic is not None:
+        rec = np.where(rec < clinic.active_from_day, rec, np.nan)
+        rule = np.where(flags & (days[None, :] >= clinic.active_from_day), days[None, :].astype(float), np.nan)
+        rec = np.hstack([rec, rule])
+    return rec
+
+
+# ---------------------------------------------------------------- reference / fallback course
+def python_course(theta_row, baseline_row, events_row, t_out, *, clinic_log=None, policy=None,
+                  method="DOP853", rtol=1e-10, atol_scale=None, return_clinic=False):
+    """One patient with ``solve_ivp`` between the same boundaries the kernel stops at (events,
+    integer days, outputs).  ``clinic_log`` = dict with "toci", "steroid", "transfusion" (times)
+    and "transfusion_units" from a fast run (frozen decisions), or ``policy`` = the rule in Python.
+    Returns (T, 17) states (and the (D, 5) clinic array with ``return_clinic``)."""
+    from scipy.integrate import solve_ivp
+
+    t_out = np.asarray(t_out, dtype=np.float64)
+    p = np.asarray(theta_row, dtype=np.float64).reshape(-1)
+    y0, aux = m.initial_state(p[None, :], baseline_row)
+    y = y0[0].copy()
+    a = aux[0]
+    ev = events_row
+    pol = None if clinic_log is not None else policy
+    if clinic_log is not None:
+        tr = np.asarray(clinic_log.get("transfusion", []), dtype=float).reshape(1, -1)
+        tu = np.asarray(clinic_log.get("transfusion_units", np.ones(tr.shape[1])), dtype=float).reshape(1, -1)
+        ev = m.Events(car_t_day=events_row.car_t_day, car_t_cells=events_row.car_t_cells,
+                      ld_day=events_row.ld_day, ld_intensity=events_row.ld_intensity,
+                      toci_day=np.asarray(clinic_log.get("toci", []), dtype=float).reshape(1, -1),
+                      steroid_day=np.asarray(clinic_log.get("steroid", []), dtype=float).reshape(1, -1),
+                      transfusion_day=tr, transfusion_units=tu)
+    ev_t, ev_k, ev_v = (x[0] for x in event_table(ev, pol))
+    ev_t = ev_t[np.isfinite(ev_t)]
+    t = min(t_out[0], ev_t[0]) if len(ev_t) else t_out[0]
+    day_lo, day_hi = _clinic_window(t_out)
+    D = max(0, int(day_hi - day_lo) + 1)
+    out = np.zeros((len(t_out), m.NS))
+    cl = np.zeros((max(D, 1), 5))
+    cs = np.zeros(5)
+    cs[3] = -1e9
+    eff = np.array([NEG, NEG])
+    pv = policy_vector(pol) if pol is not None else np.zeros(10)
+    act = max(pol.active_from_day, -1e300) if pol is not None else math.inf
+    atol = (rtol if atol_scale is None else atol_scale) * STATE_SCALE
+    bnd = getattr(_boundary, "py_func", _boundary)
+    dy = np.empty(m.NS)
+
+    def f(tt, yy):
+        rhs(tt, yy, p, a, eff[0], eff[1], dy)
+        return dy.copy()
+
+    ie, io = 0, 0
+    while True:
+        while io < len(t_out) and t_out[io] <= t:
+            out[io] = y
+            io += 1
+        ie = bnd(t, y, p, a, ev_t, ev_k[:len(ev_t)], ev_v[:len(ev_t)], ie, pol is not None, pv, act,
+                 day_lo, day_hi, cs, eff, cl)
+        if io >= len(t_out):
+            break
+        t_next = min(math.floor(t) + 1.0, t_out[io], ev_t[ie] if ie < len(ev_t) else math.inf)
+        sol = solve_ivp(f, (t, t_next), y, method=method, rtol=rtol, atol=atol)
+        if not sol.success:
+            raise RuntimeError(f"solve_ivp failed on [{t}, {t_next}]: {sol.message}")
+        y = sol.y[:, -1].copy()
+        t = t_next
+    return (out, cl) if return_clinic else out
