@@ -8,8 +8,8 @@ what ``cartlab analyze`` derives from the written folder (tested in ``tests/test
 * CAR kinetics (study-format v1 "Cellular kinetics", ``cartlab.kinetics.car``): samples from day 0,
   a 0 imputed at the infusion, BLQ = 0 before the first and after the last quantifiable value and
   dropped between; Cmax/Tmax (first day of the maximum); AUC0-28 linear-up/log-down, the curve 0
-  from the first BLQ sample after the last quantifiable one (AUCall). The schedule samples day 28,
-  so no interpolation at day 28 is needed (a course censored before day 28 has no AUC0-28: NaN).
+  from the first BLQ sample after the last quantifiable one (AUCall), interpolated at day 28 (by the
+  same method) when the day-28 sample is a dropped BLQ; NaN when no sample follows.
 * ASTCT 2019 CRS grade (``grading/criteria/astct_crs_2019.yaml`` defaults): per calendar day, fever =
   daily Tmax >= 38.0; hypotension grade 3 on a vasopressor day (one agent), 2 when SBP < 90; fever
   waived from the first tocilizumab / corticosteroid day; no hypoxia model (grade <= 3).
@@ -90,7 +90,22 @@ def car_kinetics(t: np.ndarray, v: np.ndarray, blq: np.ndarray, first_dose: floa
         pt = np.where(ok, t[j], pt)
         pc = np.where(ok, c2, pc)
         reached |= ok & (t[j] == auc_end)
-    auc = np.where(reached, auc, np.nan)
+    # no usable sample on auc_end (a BLQ between quantifiable values is dropped): interpolate there
+    # between the samples around it by the same method (PKNCA aucint)
+    nt, nc = np.full(v.shape[0], np.nan), np.full(v.shape[0], np.nan)
+    for j in range(k - 1, -1, -1):
+        if t[j] <= auc_end:
+            break
+        nt = np.where(valid[:, j], t[j], nt)
+        nc = np.where(valid[:, j], c[:, j], nc)
+    part = ~reached & np.isfinite(nt) & (pt < auc_end)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = (auc_end - pt) / (nt - pt)
+        down = (nc < pc) & (nc > 0) & (pc > 0)
+        ce = np.where(down, np.exp(np.log(pc) + f * (np.log(nc) - np.log(pc))), pc + f * (nc - pc))
+        area = np.where(down, (auc_end - pt) * (ce - pc) / np.log(ce / pc), (auc_end - pt) * (ce + pc) / 2)
+    auc = np.where(part, auc + area, auc)
+    auc = np.where(reached | part, auc, np.nan)
     return {"cmax": cmax, "tmax": tmax, "tlast": tlast, "auc": auc}
 
 
