@@ -284,12 +284,12 @@ class Baseline:
     @classmethod
     def population(cls, n: int, rng: np.random.Generator) -> Baseline:
         """Covariates drawn for a virtual cohort (design §5, all [A]): marrow blasts logit-normal
-        around 36% (CD7 §3.1-e, range 2-87%), weight log-normal around 60 kg; the rest at the
+        around 36% (CD7 §3.1-e, range 2-87%), weight log-normal around 60 kg (SD 0.25, clipped to 30-150 kg); the rest at the
         population defaults (NaN -> defaults at solve)."""
         z = rng.standard_normal((n, 2))
         b = 1.0 / (1.0 + np.exp(-(math.log(0.36 / 0.64) + 1.2 * z[:, 0])))
         nan = np.full(n, np.nan)
-        return cls(weight_kg=60.0 * np.exp(0.25 * z[:, 1]), bm_blast_pct=100.0 * b, cd7_on_blasts_pct=nan,
+        return cls(weight_kg=np.clip(60.0 * np.exp(0.25 * z[:, 1]), 30.0, 150.0), bm_blast_pct=100.0 * b, cd7_on_blasts_pct=nan,
                    cd7t_ul=nan, cd7nk_ul=nan, cd7negt_ul=nan, neut=nan, plat=nan, crp=nan, il6=nan,
                    sysbp=nan, temp=nan)
 
@@ -440,7 +440,9 @@ class Events:
         plans = {}
         for wk in np.unique(np.round(w, 1)):
             opts = DoseOptions(car_dose=car_dose_per_kg)
-            plans[wk] = dose_plan(protocol, Patient(weight_kg=float(wk), height_cm=170.0), opts)
+            # height only feeds the BSA of the absolute mg doses, which u does not use (u is on the
+            # protocol's mg/m2 basis): a height giving BMI 22 keeps the plausibility checks quiet
+            plans[wk] = dose_plan(protocol, Patient(weight_kg=float(wk), height_cm=min(200.0, max(100.0, 100.0 * math.sqrt(wk / 22.0)))), opts)
         ref = {"fludarabine": consts["ld_ref_flu"].value, "cyclophosphamide": consts["ld_ref_cy"].value}
         car_rows, ld_rows = [], []
         for i in range(n):

@@ -16,7 +16,7 @@ import numpy as np
 from cartlab.errors import InputError
 from cartlab.twin import model as m
 from cartlab.twin.clinic import CLINIC_KEYS, ClinicPolicy, clinic_decide, policy_vector
-from cartlab.twin.model import NS, P_DELP, P_FVIA, S_CP, S_E, apply_ld, day_signals, extinguish, rhs
+from cartlab.twin.model import NS, P_DELP, P_FVIA, S_CP, S_E, S_L0, S_L7, apply_ld, day_signals, extinguish, rhs
 
 try:
     from numba import njit, prange
@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - exercised by the no-numba subprocess t
 __all__ = ["HAVE_NUMBA", "MAX_STEPS", "RK4_DT", "STATE_SCALE", "python_course", "solve"]
 
 EV_CAR, EV_LD, EV_TOCI, EV_STER, EV_TRANS = 0, 1, 2, 3, 4
-METHOD_DP5, METHOD_RK4 = 0, 1
+METHOD_DP5, METHOD_RK4, METHOD_DP5_HARD = 0, 1, 2
 MAX_STEPS = 20000
 RK4_DT = 1.0 / 32.0
 # absolute-tolerance scale per state (atol_i = rtol * STATE_SCALE_i): 10^6 cells for cell pools,
@@ -49,12 +49,14 @@ A61, A62, A63, A64, A65 = 9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 
 B1, B3, B4, B5, B6 = 35 / 384, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84
 E1, E3, E4, E5, E6, E7 = 71 / 57600, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40
 C2, C3, C4, C5 = 1 / 5, 3 / 10, 4 / 5, 8 / 9
+# continuous extension (Hairer's dopri5.f, contd5)
+D1, D3, D4 = -12715105075 / 11282082432, 87487479700 / 32700410799, -10690763975 / 1880347072
+D5, D6, D7 = 701980252875 / 199316789632, -1453857185 / 822651844, 69997945 / 29380423
 
 
 @njit(cache=True)
-def _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl):
-    """Apply what happens at time t (events, extinction, the day's clinic decision); returns the new
-    event index.  eff = [t_toci, t_ster]."""
+def _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl):
+    """Apply the scheduled events at time t; returns the new event index.  eff = [t_toci, t_ster]."""
     ne = ev_t.shape[0]
     while ie < ne and ev_t[ie] <= t:
         k = ev_k[ie]
@@ -69,38 +71,62 @@ def _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo
             eff[1] = t
         else:
             y[S_CP] += p[P_DELP] * v
-        fl = math.floor(t)
-        if fl == t and t >= day_lo and t <= day_hi and k >= EV_TOCI:
+        if math.floor(t) == t and t >= day_lo and t <= day_hi and k >= EV_TOCI:
             out_cl[int(t - day_lo), k] = 1.0  # recorded intervention on that day (columns 2, 3, 4)
         ie += 1
+    return ie
+
+
+@njit(cache=True)
+def _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl):
+    """Integer day t: blast extinction, then the clinic rule; True when the state or the right-hand
+    side changed (the integrator must restart at t)."""
+    changed = (0.0 < y[S_L7] < 1e-9) or (0.0 < y[S_L0] < 1e-9)
+    extinguish(y)
+    if use_policy and t >= act_from and t >= day_lo and t <= day_hi:
+        cs[4] = t
+        tr, sr, pl = day_signals(t, y, p, a, eff[0])
+        ap, va, to, st, un = clinic_decide(pv, tr, sr, pl, cs)
+        d = int(t - day_lo)
+        out_cl[d, 0] = ap
+        out_cl[d, 1] = va
+        if to > 0.0:
+            eff[0] = t
+            out_cl[d, 2] = 1.0
+            changed = True
+        if st > 0.0:
+            eff[1] = t
+            out_cl[d, 3] = 1.0
+            changed = True
+        if un > 0.0:
+            y[S_CP] += p[P_DELP] * un
+            out_cl[d, 4] = 1.0
+            changed = True
+    return changed
+
+
+def _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl):
+    """Events at t, then (integer t) extinction and the clinic rule — the reference's hard stop."""
+    ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl)
     if math.floor(t) == t:
-        extinguish(y)
-        if use_policy and t >= act_from and t >= day_lo and t <= day_hi:
-            cs[4] = t
-            tr, sr, pl = day_signals(t, y, p, a, eff[0])
-            ap, va, to, st, un = clinic_decide(pv, tr, sr, pl, cs)
-            d = int(t - day_lo)
-            out_cl[d, 0] = ap
-            out_cl[d, 1] = va
-            if to > 0.0:
-                eff[0] = t
-                out_cl[d, 2] = 1.0
-            if st > 0.0:
-                eff[1] = t
-                out_cl[d, 3] = 1.0
-            if un > 0.0:
-                y[S_CP] += p[P_DELP] * un
-                out_cl[d, 4] = 1.0
+        _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
     return ie
 
 
 @njit(cache=True)
 def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act_from,
             rtol, atol, method, h_fixed, max_steps, out_y, out_cl):
-    """One patient's course; returns the number of steps, or -1 when ``max_steps`` is exceeded."""
+    """One patient's course; returns the number of steps, or -1 when ``max_steps`` is exceeded.
+
+    Events (doses, lymphodepletion, recorded interventions) are hard stops.  DP5 steps over output
+    times and day boundaries and reads the state there from its 4th-order continuous extension
+    (Hairer's dopri5 ``contd5``); it restarts at a day only when that day changes the state or the
+    right-hand side (a clinic action, an extinct clone).  RK4 (and ``method`` DP5_HARD) stops at
+    every output time and day."""
     y = y0.copy()
     yn = np.empty(NS)
     yt = np.empty(NS)
+    yb = np.empty(NS)
     k1 = np.empty(NS)
     k2 = np.empty(NS)
     k3 = np.empty(NS)
@@ -108,55 +134,60 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
     k5 = np.empty(NS)
     k6 = np.empty(NS)
     k7 = np.empty(NS)
+    r5 = np.empty(NS)
     eff = np.empty(2)
     eff[0] = NEG
     eff[1] = NEG
     cs = np.zeros(5)
     cs[3] = -1e9
-    t = t0
-    ie = 0
-    io = 0
     T = t_out.shape[0]
     ne = ev_t.shape[0]
+    t_end = t_out[T - 1]
+    hard = method != METHOD_DP5
+    t = t0
+    io = 0
+    while io < T and t_out[io] <= t:
+        for j in range(NS):
+            out_y[io, j] = y[j]
+        io += 1
+    ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, 0, day_lo, day_hi, eff, out_cl)
+    nd = math.floor(t)
+    if nd == t:
+        _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
+        nd += 1.0
+    else:
+        nd += 1.0
     h = h_fixed if method == METHOD_RK4 else 0.05
     steps = 0
-    while True:
-        while io < T and t_out[io] <= t:
+    rhs(t, y, p, a, eff[0], eff[1], k1)
+    while io < T:
+        t_stop = t_end
+        if ie < ne and ev_t[ie] < t_stop:
+            t_stop = ev_t[ie]
+        if hard:
+            t_stop = min(t_stop, nd)
+            t_stop = min(t_stop, t_out[io])
+        hh = h
+        last = False
+        if t + hh >= t_stop:
+            hh = t_stop - t
+            last = True
+        steps += 1
+        if steps > max_steps:
+            return -1
+        if method == METHOD_RK4:
             for j in range(NS):
-                out_y[io, j] = y[j]
-            io += 1
-        ie = _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
-        if io >= T:
-            break
-        t_next = math.floor(t) + 1.0
-        t_next = min(t_next, t_out[io])
-        if ie < ne and ev_t[ie] < t_next:
-            t_next = ev_t[ie]
-        rhs(t, y, p, a, eff[0], eff[1], k1)
-        while t < t_next:
-            hh = h
-            last = False
-            if t + hh >= t_next:
-                hh = t_next - t
-                last = True
-            if method == METHOD_RK4:
-                for j in range(NS):
-                    yt[j] = y[j] + 0.5 * hh * k1[j]
-                rhs(t + 0.5 * hh, yt, p, a, eff[0], eff[1], k2)
-                for j in range(NS):
-                    yt[j] = y[j] + 0.5 * hh * k2[j]
-                rhs(t + 0.5 * hh, yt, p, a, eff[0], eff[1], k3)
-                for j in range(NS):
-                    yt[j] = y[j] + hh * k3[j]
-                rhs(t + hh, yt, p, a, eff[0], eff[1], k4)
-                for j in range(NS):
-                    y[j] = y[j] + hh / 6.0 * (k1[j] + 2.0 * k2[j] + 2.0 * k3[j] + k4[j])
-                t = t_next if last else t + hh
-                rhs(t, y, p, a, eff[0], eff[1], k1)
-                steps += 1
-                if steps > max_steps:
-                    return -1
-                continue
+                yt[j] = y[j] + 0.5 * hh * k1[j]
+            rhs(t + 0.5 * hh, yt, p, a, eff[0], eff[1], k2)
+            for j in range(NS):
+                yt[j] = y[j] + 0.5 * hh * k2[j]
+            rhs(t + 0.5 * hh, yt, p, a, eff[0], eff[1], k3)
+            for j in range(NS):
+                yt[j] = y[j] + hh * k3[j]
+            rhs(t + hh, yt, p, a, eff[0], eff[1], k4)
+            for j in range(NS):
+                yn[j] = y[j] + hh / 6.0 * (k1[j] + 2.0 * k2[j] + 2.0 * k3[j] + k4[j])
+        else:
             for j in range(NS):
                 yt[j] = y[j] + hh * A21 * k1[j]
             rhs(t + C2 * hh, yt, p, a, eff[0], eff[1], k2)
@@ -181,21 +212,75 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
                 sc = atol[j] + rtol * max(abs(y[j]), abs(yn[j]))
                 err += (ej / sc) ** 2
             err = math.sqrt(err / NS)
-            steps += 1
-            if steps > max_steps:
-                return -1
-            if err <= 1.0:
-                fac = 0.9 * err ** -0.2 if err > 0.0 else 5.0
-                fac = min(5.0, max(0.2, fac))
-                hn = hh * fac
-                if not (last and hn < h):
-                    h = hn
-                t = t_next if last else t + hh
-                for j in range(NS):
-                    y[j] = yn[j]
-                    k1[j] = k7[j]
-            else:
+            if err > 1.0:
                 h = hh * max(0.2, 0.9 * err ** -0.2)
+                continue
+            fac = 0.9 * err ** -0.2 if err > 0.0 else 5.0
+            hn = hh * min(5.0, max(0.2, fac))
+            if not (last and hn < h):
+                h = hn
+            for j in range(NS):
+                r5[j] = hh * (D1 * k1[j] + D3 * k3[j] + D4 * k4[j] + D5 * k5[j] + D6 * k6[j] + D7 * k7[j])
+        tn = t_stop if last else t + hh
+        # output times and integer days inside (t, tn]: dense output, restart on a change
+        restart = False
+        at_end = False
+        changed_end = False
+        while True:
+            b = nd
+            if io < T and t_out[io] < b:
+                b = t_out[io]
+            if b > tn:
+                break
+            if b == tn:
+                at_end = True
+                for j in range(NS):
+                    yb[j] = yn[j]
+            else:
+                th = (b - t) / hh
+                th1 = 1.0 - th
+                for j in range(NS):
+                    dj = yn[j] - y[j]
+                    bs = hh * k1[j] - dj
+                    yb[j] = y[j] + th * (dj + th1 * (bs + th * (dj - hh * k7[j] - bs + th1 * r5[j])))
+            while io < T and t_out[io] <= b:
+                for j in range(NS):
+                    out_y[io, j] = yb[j]
+                io += 1
+            if b == nd:
+                if b == tn and ie < ne and ev_t[ie] <= tn:
+                    break  # a day that is also an event time: events first, below
+                nd += 1.0
+                ch = _day(b, yb, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
+                if ch and b < tn:
+                    for j in range(NS):
+                        y[j] = yb[j]
+                    t = b
+                    restart = True
+                    break
+                if ch:
+                    changed_end = True
+        if restart:
+            rhs(t, y, p, a, eff[0], eff[1], k1)
+            continue
+        t = tn
+        if at_end:
+            for j in range(NS):
+                y[j] = yb[j]
+        else:
+            for j in range(NS):
+                y[j] = yn[j]
+        if ie < ne and ev_t[ie] <= t:
+            ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl)
+            if nd == t:
+                _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
+                nd += 1.0
+            changed_end = True
+        if changed_end or method == METHOD_RK4:
+            rhs(t, y, p, a, eff[0], eff[1], k1)
+        else:
+            for j in range(NS):
+                k1[j] = k7[j]
     return steps
 
 
@@ -271,9 +356,9 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
     act = float(clinic.active_from_day) if use_policy else math.inf
     act = max(act, -1e300)
     atol = rtol * STATE_SCALE
-    method = {"dp5": METHOD_DP5, "rk4": METHOD_RK4, "python": METHOD_DP5}.get(solver)
+    method = {"dp5": METHOD_DP5, "rk4": METHOD_RK4, "python": METHOD_DP5, "dp5_hard": METHOD_DP5_HARD}.get(solver)
     if method is None:
-        raise InputError(f"unknown solver {solver!r} (dp5, rk4, python)")
+        raise InputError(f"unknown solver {solver!r} (dp5, dp5_hard, rk4, python)")
     out_y = np.zeros((n, len(t_out), NS))
     out_cl = np.zeros((n, max(D, 1), 5))
     nsteps = np.zeros(n, dtype=np.int64)
