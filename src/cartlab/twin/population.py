@@ -237,14 +237,16 @@ def write_calibrated(pop: Population, rates: dict[str, float], value: float, n: 
     """Write the population YAML with the calibrated hyper-parameters and the achieved rates."""
     from cartlab.io.atomic import atomic_file
 
-    spec = json.loads(json.dumps(pop.spec))
-    spec["hyper"] = {g: {k: round(float(v), 4) for k, v in d.items()} for g, d in pop.hyper.items()}
-    spec["calibration"] = {
+    hyper = {g: {k: round(float(v), 4) for k, v in d.items()} for g, d in pop.hyper.items()}
+    calibration = {
         "status": "calibrated", "method": "simulated method of moments, Nelder-Mead, common random numbers",
         "n_patients": n, "seed": seed, "objective": round(value, 4),
         "achieved": {k: (round(v, 4) if math.isfinite(v) else None) for k, v in rates.items()}}
+    src = resources.files("cartlab.twin").joinpath("params", f"{pop.name}.yaml").read_text(encoding="utf-8")
+    head = src[: src.index("\nhyper:") + 1] if "\nhyper:" in src else src
+    text = head + yaml.safe_dump({"hyper": hyper, "calibration": calibration}, sort_keys=False)
     with atomic_file(path) as tmp:
-        tmp.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
