@@ -24,10 +24,10 @@ from cartlab.twin.observe import (
 
 def _obs(n=1, **kw) -> Observed:
     days = np.arange(-7, 31, dtype=float)
-    base = dict(index=np.arange(n), seed=3, times={}, values={}, censored={}, lloq={},
-                clinic={}, clinic_days=days, last_day=np.full(n, 30.0), hsct_day=np.full(n, np.nan),
-                relapse_day=np.full(n, np.nan), relapse_cd7_pct=np.full(n, np.nan),
-                relapse_cd7_negative=np.zeros(n, bool))
+    base = {"index": np.arange(n), "seed": 3, "times": {}, "values": {}, "censored": {}, "lloq": {},
+                "clinic": {}, "clinic_days": days, "last_day": np.full(n, 30.0), "hsct_day": np.full(n, np.nan),
+                "relapse_day": np.full(n, np.nan), "relapse_cd7_pct": np.full(n, np.nan),
+                "relapse_cd7_negative": np.zeros(n, bool)}
     base.update(kw)
     return Observed(**base)
 
@@ -116,7 +116,7 @@ def test_folder_reads_back_valid_with_canonical_units(small_folder):
     from cartlab.io import read_study, validate_study
     from cartlab.io.dictionary import load_dictionary
 
-    out, obs = small_folder
+    out, _ = small_folder
     assert validate_study(out) == []
     study = read_study(out)
     assert study.subjects.height == 8

@@ -26,10 +26,10 @@ def _obs(n=1, **kw):
     from cartlab.twin.observe import Observed
 
     days = np.arange(-7, 41, dtype=float)
-    base = dict(index=np.arange(n), seed=0, times={}, values={}, censored={}, lloq={}, clinic={},
-                clinic_days=days, last_day=np.full(n, 40.0), hsct_day=np.full(n, np.nan),
-                relapse_day=np.full(n, np.nan), relapse_cd7_pct=np.full(n, np.nan),
-                relapse_cd7_negative=np.zeros(n, bool))
+    base = {"index": np.arange(n), "seed": 0, "times": {}, "values": {}, "censored": {}, "lloq": {}, "clinic": {},
+                "clinic_days": days, "last_day": np.full(n, 40.0), "hsct_day": np.full(n, np.nan),
+                "relapse_day": np.full(n, np.nan), "relapse_cd7_pct": np.full(n, np.nan),
+                "relapse_cd7_negative": np.zeros(n, bool)}
     base.update(kw)
     return Observed(**base)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from cartlab.cli.base import _force_progress, _usage, app, console, err
 
 
-def _floats(text: Optional[str], what: str) -> list[float] | None:
+def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
     try:
@@ -22,7 +22,7 @@ def _floats(text: Optional[str], what: str) -> list[float] | None:
     return vals
 
 
-def _splits(text: Optional[str]) -> list[tuple[float, ...]] | None:
+def _splits(text: str | None) -> list[tuple[float, ...]] | None:
     """'0.2,0.8' = one split; '1;0.2,0.8' = two regimens (single infusion, 20/80 split)."""
     if text is None:
         return None
@@ -42,20 +42,20 @@ def simulate_cmd(
     n: Annotated[int, typer.Option("--n", help="Virtual patients (per arm; every patient runs in every arm).")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (the same seed gives the same patients).")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/simulate"),
-    dose_levels: Annotated[Optional[str], typer.Option(
+    dose_levels: Annotated[str | None, typer.Option(
         "--dose-levels", help="CAR-T dose levels in cells/kg, e.g. 1e6,2e6,5e6 (default: the protocol's).")] = None,
-    split: Annotated[Optional[str], typer.Option(
+    split: Annotated[str | None, typer.Option(
         "--split", help="Infusion fractions, e.g. 0.2,0.8; several regimens separated by ';' ('1;0.2,0.8').")] = None,
-    ld_intensity: Annotated[Optional[str], typer.Option(
+    ld_intensity: Annotated[str | None, typer.Option(
         "--ld-intensity", help="Lymphodepletion intensity relative to the protocol, e.g. 0.5,1,1.5.")] = None,
     folders: Annotated[str, typer.Option(
         "--folders", help="Patients (per arm) written as study folders under DIR/study: a number or 'all'.")] = "200",
-    workers: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
         "--workers", help="Run on a local Dask cluster of this many worker processes.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(
+    scheduler: Annotated[str | None, typer.Option(
         "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786).")] = None,
     chunk: Annotated[int, typer.Option("--chunk", help="Patients per work unit.")] = 1000,
-    days: Annotated[Optional[float], typer.Option(
+    days: Annotated[float | None, typer.Option(
         "--days", help="Shorten the simulated follow-up to this many days (default: the schedule's 90).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue a run in DIR: finished chunks are kept, the others computed.")] = False,
@@ -67,7 +67,14 @@ def simulate_cmd(
     [bold]Example[/]: cartlab simulate --protocol nct04762485 --n 200 --seed 1 --out sim/
     [bold]Example[/]: cartlab simulate --n 100000 --dose-levels 1e6,2e6,5e6 --workers 2 --out sim/
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from cartlab.protocol import load_protocol
     from cartlab.twin.trial import TrialConfig, arms_from, run_trial
@@ -95,16 +102,16 @@ def simulate_cmd(
             prog.update(task, completed=done, total=total)
 
         summary = run_trial(cfg, out, workers=workers, scheduler=scheduler, resume=resume, progress=progress)
+    def fmt(r: dict, k: str) -> str:
+        lo, hi = r[k]["ci95_wilson"]
+        return f"{100 * r[k]['rate']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"
+
     for a in summary["arms"]:
         r = a["rates"]
 
-        def fmt(k: str) -> str:
-            lo, hi = r[k]["ci95_wilson"]
-            return f"{100 * r[k]['rate']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"
-
-        console.print(f"[bold]{a['arm']}[/] n={a['n']}: response (CR/CRh/CRi/MLFS) {fmt('response_cr_crh_cri_mlfs')}, "
-                      f"CRS>=3 {fmt('crs_ge3')}, ICAHT>=3 {fmt('icaht_early_ge3')}, CD7- relapse "
-                      f"{fmt('cd7neg_relapse')}; median Cmax {a['median_cmax_copies_per_ug']} copies/ug at day "
+        console.print(f"[bold]{a['arm']}[/] n={a['n']}: response (CR/CRh/CRi/MLFS) {fmt(r, 'response_cr_crh_cri_mlfs')}, "
+                      f"CRS>=3 {fmt(r, 'crs_ge3')}, ICAHT>=3 {fmt(r, 'icaht_early_ge3')}, CD7- relapse "
+                      f"{fmt(r, 'cd7neg_relapse')}; median Cmax {a['median_cmax_copies_per_ug']} copies/ug at day "
                       f"{a['median_tmax_day']}", soft_wrap=True, highlight=False)
     console.print(f"[green]wrote[/] {out / 'summary.json'}, {out / 'tables'}, {out / 'plots'}"
                   + (f", {out / 'study'}" if cfg.folders else "") + " (all values simulated)")

@@ -78,7 +78,7 @@ class Schedule:
         """Every sampling day of every param (the solver's output grid)."""
         return np.unique(np.concatenate(list(self.times.values())))
 
-    def shortened(self, last_day: float) -> "Schedule":
+    def shortened(self, last_day: float) -> Schedule:
         """The same schedule cut at ``last_day`` (short courses for tests and quick runs)."""
         times = {p: t[t <= last_day] for p, t in self.times.items()}
         return Schedule(self.version, self.first_day, min(self.follow_up_days, last_day),
@@ -282,7 +282,7 @@ def _runs(mask: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     m = np.pad(mask.astype(np.int8), ((0, 0), (1, 1)))
     d = np.diff(m, axis=1)
     r0, a = np.nonzero(d == 1)
-    r1, b = np.nonzero(d == -1)
+    _r1, b = np.nonzero(d == -1)
     return r0, days[a], days[b - 1]
 
 

@@ -61,7 +61,7 @@ class Population:
     def hyper(self) -> dict[str, dict[str, float]]:
         return self.spec["hyper"]
 
-    def with_hyper(self, vector: np.ndarray) -> "Population":
+    def with_hyper(self, vector: np.ndarray) -> Population:
         """A copy with the hyper-parameters of :data:`HYPER_ORDER` set from ``vector``."""
         hyper = json.loads(json.dumps(self.hyper))
         for (group, name), x in zip(HYPER_ORDER, np.asarray(vector, float)):

@@ -163,7 +163,6 @@ def icaht_early(obs, window: tuple[int, int] = (0, 30)) -> np.ndarray:
     grid = np.arange(window[0], window[1] + 1)
     anc = np.full((n, grid.size), np.nan)
     ok = np.isfinite(val)
-    idx = np.arange(d.size)
     for g, day in enumerate(grid):
         before = ok & (d[None, :] <= day)
         after = ok & (d[None, :] >= day)
@@ -174,7 +173,6 @@ def icaht_early(obs, window: tuple[int, int] = (0, 30)) -> np.ndarray:
         db, da = d[ib], d[ia]
         w = np.where(da > db, (day - db) / np.where(da > db, da - db, 1), 0.0)
         anc[:, g] = np.where(has_b & has_a, vb + (va - vb) * w, np.nan)
-    del idx
     known = np.isfinite(anc)
     d500 = _below_days(anc <= 0.5, known)
     d100 = _below_days(anc <= 0.1, known)
@@ -290,7 +288,7 @@ class Accumulator:
             tm = s["tmax"][s["cmax"] > 0]
             th += np.bincount(np.clip(np.round(tm).astype(np.int64), 0, 120), minlength=121)
 
-    def merge(self, other: "Accumulator") -> "Accumulator":
+    def merge(self, other: Accumulator) -> Accumulator:
         for arm, c in other.counts.items():
             for k, v in c.items():
                 self._c(arm, k, v)
@@ -311,7 +309,7 @@ class Accumulator:
         return out
 
     @classmethod
-    def from_arrays(cls, arrays) -> "Accumulator":
+    def from_arrays(cls, arrays) -> Accumulator:
         acc = cls()
         for key in sorted(arrays):
             kind, arm, name = key.split("|", 2)

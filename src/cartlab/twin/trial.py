@@ -18,9 +18,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -340,12 +341,12 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
     return {
         "model": MODEL_VERSION, "config": cfg.to_dict(), "arms": arms,
         "notes": [
-            "response: ELN 2022 best response over the simulated follow-up; 'response_cr_crh_cri_mlfs' counts "
-            "CR, CRh, CRi and MLFS, 'response_cr_crh_cri' only CR, CRh and CRi",
-            "CRS by ASTCT 2019 from fever, hypotension and vasopressors; the model has no hypoxia and no "
-            "ICANS: CRS grade 4 by positive pressure and any ICANS are impossible in simulated patients",
-            "medians of Cmax / AUC from fixed log10 histograms (0.01 dex bins, bin centre), Tmax from daily bins; "
-            "among patients with a quantifiable CAR level",
+            ("response: ELN 2022 best response over the simulated follow-up; 'response_cr_crh_cri_mlfs' counts "
+            "CR, CRh, CRi and MLFS, 'response_cr_crh_cri' only CR, CRh and CRi"),
+            ("CRS by ASTCT 2019 from fever, hypotension and vasopressors; the model has no hypoxia and no "
+            "ICANS: CRS grade 4 by positive pressure and any ICANS are impossible in simulated patients"),
+            ("medians of Cmax / AUC from fixed log10 histograms (0.01 dex bins, bin centre), Tmax from daily bins; "
+            "among patients with a quantifiable CAR level"),
             "95% CIs: Wilson score and exact Clopper-Pearson, binomial sampling only (no parameter uncertainty)",
         ]}
 
