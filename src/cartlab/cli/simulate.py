@@ -109,7 +109,8 @@ def simulate_cmd(
     for a in summary["arms"]:
         r = a["rates"]
 
-        console.print(f"[bold]{a['arm']}[/] n={a['n']}: response (CR/CRh/CRi/MLFS) {fmt(r, 'response_cr_crh_cri_mlfs')}, "
+        console.print(f"[bold]{a['arm']}[/] n={a['n']}: response CR/CRh/CRi {fmt(r, 'response_cr_crh_cri')} "
+                      f"(with MLFS {fmt(r, 'response_cr_crh_cri_mlfs')}), "
                       f"CRS>=3 {fmt(r, 'crs_ge3')}, ICAHT>=3 {fmt(r, 'icaht_early_ge3')}, CD7- relapse "
                       f"{fmt(r, 'cd7neg_relapse')}; median Cmax {a['median_cmax_copies_per_ug']} copies/ug at day "
                       f"{a['median_tmax_day']}", soft_wrap=True, highlight=False)

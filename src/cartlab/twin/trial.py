@@ -400,11 +400,13 @@ def _plots(views: dict[str, pl.DataFrame], folder: Path) -> None:
         df = views[name]
         fig, ax = plt.subplots(figsize=(7, 4))
         x = np.arange(df.height)
-        for k, (col, lab) in enumerate((("response_cr_crh_cri_mlfs", "CR/CRh/CRi/MLFS"), ("crs_ge3", "CRS >= 3"),
-                                        ("icaht_early_ge3", "ICAHT >= 3"), ("cd7neg_relapse", "CD7- relapse"))):
+        series = (("response_cr_crh_cri", "CR/CRh/CRi"), ("response_cr_crh_cri_mlfs", "CR/CRh/CRi/MLFS"),
+                  ("crs_ge3", "CRS >= 3"), ("icaht_early_ge3", "ICAHT >= 3"), ("cd7neg_relapse", "CD7- relapse"))
+        for k, (col, lab) in enumerate(series):
             y = df[col].to_numpy().astype(float)
             err = np.vstack([y - df[f"{col}_lo"].to_numpy(), df[f"{col}_hi"].to_numpy() - y])
-            ax.errorbar(x + 0.08 * (k - 1.5), y, yerr=err, fmt="o", capsize=3, label=lab)
+            ax.errorbar(x + 0.08 * (k - 2), y, yerr=err, fmt="o", capsize=3, label=lab)
+        ax.set_xlim(-0.5, df.height - 0.5)
         ax.set_xticks(x, [a.replace("_", "\n") for a in df["arm"].to_list()], fontsize=7)
         ax.set_ylabel("rate (Wilson 95% CI)")
         ax.set_ylim(-0.02, 1.02)
