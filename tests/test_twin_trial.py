@@ -43,10 +43,13 @@ def test_one_and_two_dask_workers_give_identical_bytes(reference, tmp_path):
 
     outs = {}
     for k in (1, 2):
-        with LocalCluster(n_workers=k, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with LocalCluster(n_workers=k, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
             outs[k] = tmp_path / f"w{k}"
-            run_trial(CFG, outs[k], client=client)
+            if k == 1:
+                with Client(cluster) as client:
+                    run_trial(CFG, outs[k], client=client)
+            else:   # the --scheduler path: connect to a running scheduler by its address
+                run_trial(CFG, outs[k], scheduler=cluster.scheduler_address)
     ref = (reference / "summary.json").read_bytes()
     assert (outs[1] / "summary.json").read_bytes() == ref
     assert (outs[2] / "summary.json").read_bytes() == ref
