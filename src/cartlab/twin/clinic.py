@@ -113,6 +113,6 @@ def clinic_decide(pv, temp_raw, sbp_raw, plat, state):
     if vaso > 0.0 or (crs2 and toci_before and state[4] - state[3] >= pv[6]):
         ster = 1.0
     units = 0.0
-    if plat < pv[7] or (fever > 0.0 and plat < pv[8]):
+    if plat <= pv[7] or (fever > 0.0 and plat <= pv[8]):
         units = pv[9]
     return fever, vaso, toci, ster, units
