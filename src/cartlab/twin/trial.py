@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -136,7 +135,6 @@ def run_chunk(cfg: TrialConfig, cid: int, population=None, fail: bool = False) -
         raise RuntimeError(f"injected failure in chunk {cid}")
     from cartlab.twin.population import draw
 
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     ctx = _context(cfg, population)
     proto = ctx[2]
     idx = cfg.chunk_index(cid)
