@@ -1,0 +1,141 @@
+"""A patient's digital twin: cartlab twin fit, cartlab twin forecast (design §4, issue 16)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cartlab.cli.base import DEFAULT_STORE_PATH, CsvDialectOpt, StoreOpt, _progress, _usage, app, console
+from cartlab.cli.interop import load_source
+
+twin_app = typer.Typer(help="A patient's digital twin of CD7 CAR-T therapy: fit, forecast.", no_args_is_help=True,
+                       rich_markup_mode="rich")
+app.add_typer(twin_app, name="twin")
+
+StudyArg = Annotated[Optional[str], typer.Argument(
+    metavar="[STUDY]", help="A study folder or the id of a stored study (none: the store's only study).")]
+SubjectOpt = Annotated[str, typer.Option("--subject", help="The subject to fit.")]
+SourcesOpt = Annotated[Optional[list[str]], typer.Option(
+    "--sources", help="Fit only observation rows with this source label (repeatable or comma-separated), e.g. "
+    "paper. Doses and interventions are always used as inputs.")]
+PosteriorOpt = Annotated[str, typer.Option("--posterior", help="laplace (Laplace + SIR, default) or mcmc.")]
+AnchorsOpt = Annotated[bool, typer.Option(
+    "--seed-anchors", help="Add the seed paper's qualitative facts (fever days, hypotension, neutropenia, CD7+ "
+    "fall, peak day) as soft pseudo-observations.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+
+
+def _sources(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    return tuple(s.strip() for v in values for s in v.split(",") if s.strip())
+
+
+def _model(sources, posterior: str, anchors: bool, seed: int, draws: int):
+    from cartlab.twin.fit import SEED_ANCHORS, TwinModel
+
+    if posterior not in ("laplace", "mcmc"):
+        raise _usage(f"--posterior must be laplace or mcmc, not {posterior!r}")
+    return TwinModel(sources=_sources(sources), posterior=posterior, anchors=SEED_ANCHORS if anchors else (),
+                     seed=seed, n_draws=draws)
+
+
+def _write_fit(model, tmp: Path, meta: dict) -> None:
+    from cartlab.twin.identify import identifiability
+
+    model.summary.write_csv(tmp / "twin_params.csv")
+    model.params_.write_csv(tmp / "twin_all_params.csv")
+    model.observations_.write_csv(tmp / "twin_observations.csv")
+    ident = identifiability(model, profile_params=())
+    ident.write_csv(tmp / "twin_identifiability.csv")
+    if model.anchors_.height:
+        model.anchors_.write_csv(tmp / "twin_anchors.csv")
+    model.plot(tmp / "twin_fit.png")
+    meta.update({
+        "subject_id": model.subject_id_, "sources": list(model.sources) if model.sources else None,
+        "posterior": model.posterior, "converged": model.converged_, "message": model.message_,
+        "objective": model.objective_, "sir_ess": None if math.isnan(model.ess_) else model.ess_,
+        "n_observations": model.observations_.height, "sensitivity": model.sensitivity_,
+        "values": "the twin's curves are simulated (source = simulated), not measured",
+    })
+
+
+@twin_app.command("fit")
+def fit_cmd(
+    study: StudyArg = None,
+    subject: SubjectOpt = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/twin"),
+    sources: SourcesOpt = None,
+    posterior: PosteriorOpt = "laplace",
+    seed_anchors: AnchorsOpt = False,
+    seed: SeedOpt = 0,
+    store: StoreOpt = DEFAULT_STORE_PATH,
+    csv_dialect: CsvDialectOpt = "standard",
+) -> None:
+    """Fit the CD7 CAR-T twin to one subject's course (MAP with the population prior, Laplace+SIR or MCMC
+    posterior). Writes twin_params.csv (estimates, SE, 95% CI, shrinkage), twin_observations.csv (observed
+    vs twin), twin_identifiability.csv, twin_fit.png and twin_fit.json.
+
+    [bold]Example[/]: cartlab twin fit studies/seed --subject CD7-AML-001 --sources paper --seed-anchors --out twin/
+    """
+    from cartlab.io.atomic import atomic_folder
+
+    data, _ = load_source(study, store, csv_dialect=csv_dialect)
+    model = _model(sources, posterior, seed_anchors, seed, 1000)
+    with _progress(f"fitting the twin of {subject}") as step:
+        model.fit(data, subject)
+        step("identifiability and figure")
+        meta: dict = {"command": "twin fit"}
+        with atomic_folder(out) as tmp:
+            _write_fit(model, tmp, meta)
+            (tmp / "twin_fit.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    console.print(f"[green]wrote[/] {out}: twin of {subject} fitted to {model.observations_.height} observations "
+                  f"({'converged' if model.converged_ else 'NOT converged: ' + model.message_})", soft_wrap=True)
+
+
+@twin_app.command("forecast")
+def forecast_cmd(
+    study: StudyArg = None,
+    subject: SubjectOpt = ...,
+    from_day: Annotated[float, typer.Option("--from-day", help="Use the data up to this day; forecast the rest.")] = 7.0,
+    draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws simulated forward.")] = 1000,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/twin_forecast"),
+    sources: SourcesOpt = None,
+    posterior: PosteriorOpt = "laplace",
+    seed_anchors: AnchorsOpt = False,
+    seed: SeedOpt = 0,
+    store: StoreOpt = DEFAULT_STORE_PATH,
+    csv_dialect: CsvDialectOpt = "standard",
+) -> None:
+    """Forecast the rest of a subject's course from the data up to --from-day: CAR peak (median, 50%
+    and 90% prediction intervals), P(CRS grade >= 3), P(CR/CRi/MLFS by day 28), with the clinic rule
+    deciding interventions after that day. Writes twin_forecast.csv, twin_params.csv,
+    twin_identifiability.csv, twin_forecast.png, twin_fit.png and twin_forecast.json.
+
+    [bold]Example[/]: cartlab twin forecast studies/seed --subject CD7-AML-001 --from-day 7 --out fc/
+    """
+    from cartlab.io.atomic import atomic_folder
+
+    data, _ = load_source(study, store, csv_dialect=csv_dialect)
+    model = _model(sources, posterior, seed_anchors, seed, draws)
+    with _progress(f"forecasting {subject} from day {from_day:g}") as step:
+        model.fit(data, subject, until_day=from_day)
+        step("simulating forward")
+        table = model.forecast(from_day)
+        step("writing")
+        meta: dict = {"command": "twin forecast", "from_day": from_day, "draws": draws}
+        with atomic_folder(out) as tmp:
+            _write_fit(model, tmp, meta)
+            table.write_csv(tmp / "twin_forecast.csv")
+            from cartlab.twin.plots import forecast_figure
+
+            forecast_figure(model, tmp / "twin_forecast.png")
+            meta["forecast"] = table.to_dicts()
+            (tmp / "twin_forecast.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    peak = table.row(by_predicate=__import__("polars").col("quantity") == "car_cmax", named=True)
+    console.print(f"[green]wrote[/] {out}: predicted CAR peak {peak['median']:.3g} copies/ug (90% PI "
+                  f"{peak['pi90_lo']:.3g}-{peak['pi90_hi']:.3g}); values are simulated", soft_wrap=True)

@@ -1,0 +1,855 @@
+"""A patient's twin (:class:`TwinModel`): MAP fit of the CD7 CAR-T ODE model to one subject's course,
+a Laplace posterior corrected by sampling-importance-resampling, and forecasts of the rest of the
+course with the clinic rule active after the forecast day (design §4, issue 16).
+
+Estimator convention of :class:`cartlab.kinetics.stein.SteinModel`: ``fit()`` returns the model;
+fitted attributes end with ``_``; ``summary`` is a property; ``plot()`` draws the fit.
+
+Objective (negative log posterior, log-parameter space ``x = log theta``):
+  * observations (design §2.1): log-normal CARCOPY (sigma 0.56, Stein 2019 residual) with Beal M3
+    for values below the LLOQ (as :mod:`cartlab.kinetics.stein`); log-normal IL6, CRP, counts, MRD;
+    Gaussian TEMP and SYSBP; binomial marrow/blood blast differentials (500 / 100 cells);
+  * the population prior: log-normal, median = the parameter table's value, log-SD = its IIV SD;
+  * optional soft anchors (:data:`SEED_ANCHORS`): qualitative statements of a paper turned into
+    Gaussian penalties on summaries of the noise-free course (fever days, hypotension, neutropenia,
+    CD7+ fall, peak day).
+Recorded tocilizumab/steroid doses are inputs (``clinic=None``); gradients and Hessians are finite
+differences evaluated in ONE batched :func:`cartlab.twin.model.simulate` call each.
+
+Posterior: Laplace (Gaussian at the MAP, Hessian covariance) corrected by SIR with a multivariate-t
+(5 df) proposal. Why not MCMC by default: the same MAP + Hessian convention as the Stein fitter;
+~3,000 solves per patient instead of ~10^5 (the forecast calibration runs 500 patients); log
+parameters make the posterior nearly Gaussian and the SIR weights repair moderate skew, with their
+effective sample size (ESS) as a diagnostic (ESS < 200: warned). ``posterior="mcmc"`` runs an
+adaptive random-walk Metropolis (batched chains) for checking the Laplace answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy import optimize, special
+
+from cartlab.errors import CartlabWarning, InputError
+
+__all__ = ["OBS_MODEL", "SEED_ANCHORS", "Anchor", "TwinModel", "course_summaries"]
+
+#: observation model per canonical param: (kind, spread). lognormal: SD of log value; normal: SD in
+#: the canonical unit; binomial: cells counted (value a percentage; MRDFCM a fraction). The SAME noise
+#: model that simulates patients (``twin/criteria/schedule_v1.yaml``, design §2.1; all [A] except
+#: CARCOPY: Stein 2019 residual SD 0.56 on the log scale, kinetics.md §1.1), so a forecast of a
+#: simulated patient is well specified.
+def _obs_model() -> dict[str, tuple[str, float]]:
+    from cartlab.twin.observe import load_schedule
+
+    out = {}
+    for p, spec in load_schedule().noise.items():
+        if spec["kind"] in ("lognormal", "normal"):
+            out[p] = (spec["kind"], float(spec["sd"]))
+        elif spec["kind"] == "binomial" and p != "TGTBLAST":  # CD7 on blasts: baseline input, not fitted
+            out[p] = ("binomial", float(spec["cells"]))
+    return out
+
+
+OBS_MODEL: dict[str, tuple[str, float]] = _obs_model()
+_LOG_FLOOR = 1e-12  # a latent value of 0 on the log scale (extinct CAR-T, no leukaemia)
+_T_GRID = np.arange(-7.0, 60.25, 0.25)  # the course grid for anchors, plots and forecasts (q6h)
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A qualitative fact as a soft penalty 0.5*((stat - target)/sd)^2, one-sided when ``side`` is
+    ``">="`` / ``"<="`` (no penalty on the right side of ``target``)."""
+
+    name: str
+    stat: str        # a key of course_summaries()
+    target: float
+    sd: float
+    side: str        # "==", ">=", "<="
+    source: str      # case-facts.md line
+
+
+#: the seed paper's qualitative anchors (case-facts.md, design §4.3); tolerances are [A].
+SEED_ANCHORS: tuple[Anchor, ...] = (
+    Anchor("fever days", "fever_days", 12.0, 1.0, "==", "case-facts.md: fever lasting 12 days"),
+    Anchor("hypotension (norepinephrine)", "sbp_min", 85.0, 3.0, "<=",
+           "case-facts.md: CRS grade 3, hypotension treated with norepinephrine"),
+    Anchor("neutropenia >= 14 d in d0-30", "anc_days_lt05", 14.0, 1.5, ">=",
+           "case-facts.md: neutropenia persisted 38 days; early ICAHT >= 3"),
+    Anchor("CD7+ T fall", "log_cd7t_nadir_ratio", math.log(0.2), 0.3, "<=",
+           "case-facts.md: CD7+ T and NK cells fell markedly"),
+    Anchor("CD7+ NK fall", "log_cd7nk_nadir_ratio", math.log(0.2), 0.3, "<=",
+           "case-facts.md: CD7+ T and NK cells fell markedly"),
+    Anchor("CAR peak on day 14", "log_peak_over_d14", 0.0, 0.15, "==",
+           "case-facts.md: peak 183,945 copies/ug on day 14"),
+)
+
+
+def _soft_count(x: np.ndarray, thr: float, width: float, axis: int = -1) -> np.ndarray:
+    return special.expit((x - thr) / width).sum(axis=axis)
+
+
+def course_summaries(t: np.ndarray, latent: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Smooth per-row summaries of a noise-free course on a q6h grid ``t`` (days): fever days (daily
+    max TEMP >= 38 in d0-28), min SYSBP, days ANC < 0.5 in d0-30, CD7+ nadir / baseline (log), and
+    log(CAR peak / CAR on day 14). Smooth (logistic counts) so a finite-difference gradient exists."""
+    out: dict[str, np.ndarray] = {}
+    days = np.arange(0, 29)
+    idx = np.searchsorted(t, days)
+    if "TEMP" in latent:
+        tm = latent["TEMP"]
+        dmax = np.stack([tm[:, i:i + 4].max(axis=1) for i in idx], axis=1)
+        out["fever_days"] = _soft_count(dmax, 38.0, 0.1)
+    w = (t >= 0) & (t <= 28)
+    if "SYSBP" in latent:
+        out["sbp_min"] = latent["SYSBP"][:, w].min(axis=1)
+    if "NEUT" in latent:
+        d30 = np.searchsorted(t, np.arange(0, 31))
+        ln = np.log(np.maximum(latent["NEUT"][:, d30], _LOG_FLOOR))
+        out["anc_days_lt05"] = _soft_count(-ln, -math.log(0.5), 0.1)
+    base = np.searchsorted(t, 0.0)
+    for p, key in (("CD7T", "log_cd7t_nadir_ratio"), ("CD7NK", "log_cd7nk_nadir_ratio")):
+        if p in latent:
+            y = np.maximum(latent[p], _LOG_FLOOR)
+            out[key] = np.log(y[:, w].min(axis=1)) - np.log(y[:, base - 28] if base >= 28 else y[:, 0])
+    if "CARCOPY" in latent:
+        c = np.maximum(latent["CARCOPY"], _LOG_FLOOR)
+        out["log_peak_over_d14"] = np.log(c[:, w].max(axis=1)) - np.log(c[:, np.searchsorted(t, 14.0)])
+    return out
+
+
+def _anchor_penalty(anchors, summ: dict[str, np.ndarray], n: int) -> np.ndarray:
+    pen = np.zeros(n)
+    for a in anchors:
+        z = (summ[a.stat] - a.target) / a.sd
+        if a.side == ">=":
+            z = np.minimum(z, 0.0)
+        elif a.side == "<=":
+            z = np.maximum(z, 0.0)
+        pen += 0.5 * z * z
+    return pen
+
+
+# ------------------------------------------------------------------------------------------------
+# data of one subject as arrays
+
+
+@dataclass
+class _Obs:
+    """The fitted observations of one subject: one entry per row."""
+
+    param: np.ndarray      # (N,) str
+    day: np.ndarray        # (N,)
+    value: np.ndarray      # (N,) NaN when censored
+    limit: np.ndarray      # (N,) censoring limit (LLOQ) or NaN
+    cens: np.ndarray       # (N,) -1 below limit, 0 quantified
+    frame: pl.DataFrame    # the input rows (provenance)
+
+    @property
+    def t_out(self) -> np.ndarray:
+        return np.unique(np.concatenate([self.day, _T_GRID]))
+
+
+def _subject_obs(study, subject_id: str, sources, until_day: float | None) -> _Obs:
+    o = study.observations.filter(pl.col("subject_id") == subject_id)
+    o = o.filter(pl.col("param").is_in(list(OBS_MODEL)) & pl.col("day").is_not_null())
+    if sources is not None:
+        o = o.filter(pl.col("source").is_in(list(sources)))
+    if until_day is not None:
+        o = o.filter(pl.col("day") <= until_day)
+    cens = (pl.col("censor") == "<").fill_null(False)
+    o = o.filter(pl.col("value").is_not_null() | cens).with_columns(
+        _cens=cens, _limit=pl.coalesce("censor_limit", "lloq"))
+    o = o.filter(~pl.col("_cens") | pl.col("_limit").is_not_null())
+    return _Obs(param=o["param"].to_numpy(), day=o["day"].to_numpy().astype(float),
+                value=o["value"].fill_null(float("nan")).to_numpy().astype(float),
+                limit=o["_limit"].fill_null(float("nan")).to_numpy().astype(float),
+                cens=np.where(o["_cens"].to_numpy(), -1, 0), frame=o.drop("_cens", "_limit"))
+
+
+def _obs_loglik(obs: _Obs, t_out: np.ndarray, latent: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row log-likelihood (B, N) and the prediction (B, N) of every observation."""
+    n_rows = next(iter(latent.values())).shape[0]
+    ll = np.zeros((n_rows, obs.param.size))
+    pred = np.zeros_like(ll)
+    ti = np.searchsorted(t_out, obs.day)
+    for p in np.unique(obs.param):
+        j = np.flatnonzero(obs.param == p)
+        if p not in latent:
+            raise InputError(f"the twin model has no observable {p}")
+        f = latent[p][:, ti[j]]
+        pred[:, j] = f
+        kind, s = OBS_MODEL[p]
+        y, lim, c = obs.value[j], obs.limit[j], obs.cens[j]
+        if kind == "lognormal":
+            lf = np.log(np.maximum(f, _LOG_FLOOR))
+            q = c == 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = (np.log(np.maximum(y, _LOG_FLOOR)) - lf) / s
+            llq = -0.5 * r * r - math.log(s) - 0.5 * math.log(2 * math.pi)
+            llc = special.log_ndtr((np.log(np.where(q, 1.0, lim)) - lf) / s)  # Beal M3: P(Y < LLOQ)
+            ll[:, j] = np.where(q, llq, llc)
+        elif kind == "normal":
+            r = (y - f) / s
+            ll[:, j] = -0.5 * r * r - math.log(s) - 0.5 * math.log(2 * math.pi)
+        else:  # binomial on s cells counted; value and prediction in percent (MRDFCM: fraction)
+            scale = 1.0 if p == "MRDFCM" else 100.0
+            k = np.round(np.nan_to_num(y) / scale * s)
+            pr = np.clip(f / scale, 1e-9, 1 - 1e-9)
+            llq = (special.gammaln(s + 1) - special.gammaln(k + 1) - special.gammaln(s - k + 1)
+                   + k * np.log(pr) + (s - k) * np.log1p(-pr))
+            kl = np.ceil(np.nan_to_num(lim) / scale * s) - 1  # below the limit: P(K <= ceil(limit*s) - 1)
+            with np.errstate(divide="ignore"):
+                llc = np.log(np.maximum(special.bdtr(np.maximum(kl, 0), int(s), pr), 1e-300))
+            ll[:, j] = np.where(c == 0, llq, llc)
+    return np.where(np.isfinite(ll), ll, -1e10), pred
+
+
+# ------------------------------------------------------------------------------------------------
+# the objective
+
+
+def _repeat_rows(obj, idx: np.ndarray):
+    """A per-patient dataclass of arrays (Baseline) with its rows taken at ``idx``."""
+    if hasattr(obj, "take"):
+        return obj.take(idx)
+    return dataclasses.replace(obj, **{f.name: np.asarray(getattr(obj, f.name))[idx]
+                                       for f in dataclasses.fields(obj)})
+
+
+class _Objective:
+    """Negative log posterior of log-parameters (batched): every call is one ``simulate``."""
+
+    def __init__(self, table, theta0, free, prior_sd, baseline, events, obs: _Obs, anchors, clinic=None):
+        from cartlab.twin.model import simulate
+
+        self._simulate = simulate
+        self.table, self.theta0, self.free = table, np.asarray(theta0, float), np.asarray(free)
+        self.pm = np.log(self.theta0[self.free])
+        self.psd = np.asarray(prior_sd, float)
+        self.baseline, self.events, self.obs, self.anchors, self.clinic = baseline, events, obs, anchors, clinic
+        # the q6h course grid only when anchors need it (it costs output points, not steps)
+        self.t_out = obs.t_out if anchors else np.unique(obs.day) if obs.day.size else np.array([0.0])
+        self.n_calls = 0
+
+    def theta(self, x: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(x)
+        th = np.repeat(self.theta0[None, :], x.shape[0], axis=0)
+        th[:, self.free] = np.exp(x)
+        return th
+
+    def simulate(self, x: np.ndarray, t_out=None, clinic=None):
+        th = self.theta(x)
+        idx = np.zeros(th.shape[0], dtype=int)
+        self.n_calls += 1
+        return self._simulate(th, _repeat_rows(self.baseline, idx), self.events.take(idx),
+                              self.t_out if t_out is None else t_out, clinic=clinic if clinic is not None
+                              else self.clinic, keep_states=False)
+
+    def _latent(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Latent course of every row; rows the solver cannot integrate (extreme draws) are found by
+        bisection and returned as failed (they get an infinite objective), the rest are kept."""
+        try:
+            return self.simulate(x).latent, np.zeros(x.shape[0], bool)
+        except (RuntimeError, FloatingPointError, ValueError):
+            if x.shape[0] == 1:
+                return None, np.ones(1, bool)
+        h = x.shape[0] // 2
+        (la, fa), (lb, fb) = self._latent(x[:h]), self._latent(x[h:])
+        if la is None and lb is None:
+            return None, np.ones(x.shape[0], bool)
+        ref = la if la is not None else lb
+        out = {}
+        for k, v in ref.items():
+            a = la[k] if la is not None else np.full((h, v.shape[1]), np.nan)
+            b = lb[k] if lb is not None else np.full((x.shape[0] - h, v.shape[1]), np.nan)
+            out[k] = np.vstack([a, b])
+        return out, np.concatenate([fa, fb])
+
+    def parts(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.atleast_2d(x)
+        latent, failed = self._latent(x)
+        if latent is None:
+            inf = np.full(x.shape[0], 1e12)
+            return {"nll": inf, "loglik": -inf, "prior": inf, "anchors": inf,
+                    "pred": np.full((x.shape[0], self.obs.param.size), np.nan)}
+        latent = {k: np.where(failed[:, None], np.nan, v) for k, v in latent.items()}
+        sim = type("_S", (), {"latent": latent})()
+        ll, pred = _obs_loglik(self.obs, self.t_out, sim.latent)
+        prior = 0.5 * (((x - self.pm) / self.psd) ** 2).sum(axis=1)
+        pen = np.zeros(x.shape[0])
+        if self.anchors:
+            g = np.isin(self.t_out, _T_GRID)
+            summ = course_summaries(self.t_out[g], {k: v[:, g] for k, v in sim.latent.items()})
+            pen = _anchor_penalty(self.anchors, summ, x.shape[0])
+        nll = -ll.sum(axis=1) + prior + pen
+        nll[failed] = 1e12
+        return {"nll": np.where(np.isfinite(nll), nll, 1e12), "loglik": ll.sum(axis=1), "prior": prior,
+                "anchors": pen, "pred": pred}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.parts(x)["nll"]
+
+    def value_and_grad(self, x: np.ndarray, h: float = 1e-2) -> tuple[float, np.ndarray]:
+        """f and its central finite-difference gradient from one batched solve (2k+1 rows)."""
+        k = x.size
+        E = np.eye(k) * h
+        f = self(np.vstack([x[None, :], x + E, x - E]))
+        return float(f[0]), (f[1:k + 1] - f[k + 1:]) / (2 * h)
+
+    def hessian(self, x: np.ndarray, h: float = 5e-3) -> np.ndarray:
+        """Central finite-difference Hessian from one batched solve (2k^2 + 1 rows)."""
+        k = x.size
+        E = np.eye(k) * h
+        pts = [x]
+        pts += [x + E[i] for i in range(k)] + [x - E[i] for i in range(k)]
+        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        for i, j in pairs:
+            pts += [x + E[i] + E[j], x - E[i] - E[j]]
+        f = self(np.vstack(pts))
+        f0, fp, fm = f[0], f[1:k + 1], f[k + 1:2 * k + 1]
+        H = np.diag((fp - 2 * f0 + fm) / h**2)
+        rest = f[2 * k + 1:]
+        for n, (i, j) in enumerate(pairs):  # f(x+hi+hj) + f(x-hi-hj) - f(x+hi) - f(x-hi) - f(x+hj) - f(x-hj) + 2 f0
+            v = (rest[2 * n] + rest[2 * n + 1] - fp[i] - fm[i] - fp[j] - fm[j] + 2 * f0) / (2 * h * h)
+            H[i, j] = H[j, i] = v
+        return H
+
+
+def _pd_cov(H: np.ndarray, prior_sd: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Laplace covariance = inverse Hessian, guarded: in prior-whitened coordinates (x / prior SD) the
+    posterior precision of a Gaussian prior plus data is I + J with J >= 0 (data add information), so
+    its eigenvalues are floored at 1 -- no direction is wider than the prior (finite-difference noise
+    or a non-convex likelihood can otherwise give a negative or tiny curvature). Returns the
+    covariance and whether H was positive definite before the guard."""
+    D = np.diag(prior_sd)
+    Hw = D @ (0.5 * (H + H.T)) @ D
+    w, V = np.linalg.eigh(Hw)
+    ok = bool(np.all(w > 0))
+    w = np.maximum(w, 1.0)
+    return D @ ((V / w) @ V.T) @ D, ok
+
+
+# ------------------------------------------------------------------------------------------------
+# the estimator
+
+
+class TwinModel:
+    """A patient's digital twin: MAP fit with the population prior, Laplace+SIR (or MCMC) posterior.
+
+    Parameters
+    ----------
+    prior: a parameter table name or :class:`cartlab.twin.params.ParamTable` (population medians
+        and log-normal IIV SDs; the SDs are the prior log-SDs). Default ``"cd7_twin_v1"``.
+    fixed: ``{name: value}`` held fixed; the parameters estimated are those with IIV SD > 0 not fixed.
+    posterior: ``"laplace"`` (default; Laplace + SIR) or ``"mcmc"`` (adaptive random-walk Metropolis).
+    sources: only observation rows with these ``source`` labels are fitted (e.g. ``("paper",)``);
+        ``None`` = all rows. Doses and interventions are inputs and always used.
+    anchors: soft pseudo-observations (:data:`SEED_ANCHORS` for the seed case), default none.
+    n_starts, n_sir, n_draws, seed, maxiter: optimiser starts, SIR proposal size, posterior draws kept,
+        random seed (same seed, same result), L-BFGS-B iterations per start.
+
+    Fitted attributes (after :meth:`fit`): ``params_`` (one row per parameter: name, unit, prior,
+    estimate, free), ``x_`` (MAP log-parameters of the free ones), ``cov_`` (log-scale covariance),
+    ``posterior_`` ((n, P) natural-scale draws), ``ess_`` (SIR effective sample size),
+    ``observations_`` (rows fitted with ipred and iwres), ``anchors_`` (anchor statistics at the MAP),
+    ``nll_``, ``converged_``, ``message_``; ``summary`` (SE, RSE, 95% CI, shrinkage).
+    """
+
+    def __init__(self, prior: Any = "cd7_twin_v1", fixed: dict[str, float] | None = None, posterior: str = "laplace",
+                 sources=None, anchors=(), n_starts: int = 3, n_sir: int = 2000, n_draws: int = 1000, seed: int = 0,
+                 maxiter: int = 200):
+        if posterior not in ("laplace", "mcmc"):
+            raise InputError(f"posterior must be laplace or mcmc, not {posterior!r}")
+        self.prior, self.fixed, self.posterior = prior, dict(fixed or {}), posterior
+        self.sources = None if sources is None else tuple([sources] if isinstance(sources, str) else sources)
+        self.anchors, self.n_starts, self.n_sir, self.n_draws, self.seed = tuple(anchors), n_starts, n_sir, n_draws, seed
+        self.maxiter = maxiter
+
+    # -- setup
+    def _table(self):
+        from cartlab.twin.params import load_params
+
+        return load_params(self.prior) if isinstance(self.prior, str) else self.prior
+
+    def _setup(self, study, subject_id: str, until_day: float | None) -> _Objective:
+        from cartlab.twin.model import Baseline, Events
+
+        if subject_id not in study.subject_ids:
+            raise InputError(f"subject {subject_id!r} is not in the study")
+        table = self._table()
+        unknown = set(self.fixed) - set(table.names)
+        if unknown:
+            raise InputError(f"unknown parameters in fixed: {sorted(unknown)}")
+        theta0 = table.vector().astype(float).copy()
+        for k, v in self.fixed.items():
+            theta0[table.index(k)] = float(v)
+        sd = table.iiv_sd()
+        free = np.array([i for i, n in enumerate(table.names) if sd[i] > 0 and n not in self.fixed], dtype=int)
+        obs = _subject_obs(study, subject_id, self.sources, until_day)
+        if obs.param.size == 0 and not self.anchors:
+            raise InputError(f"subject {subject_id!r} has no observation the twin can fit"
+                             + (f" with source in {list(self.sources)}" if self.sources else ""))
+        base_study = study.subject(subject_id)
+        if self.sources is not None:
+            base_study = dataclasses.replace(base_study, observations=base_study.observations.filter(
+                pl.col("source").is_in(list(self.sources))))
+        baseline = Baseline.from_study(base_study, [subject_id])
+        events = Events.from_study(study, [subject_id])
+        if until_day is not None:
+            events = _events_until(events, until_day)
+        return _Objective(table, theta0, free, sd[free], baseline, events, obs, self.anchors)
+
+    # -- fit
+    def fit(self, study, subject_id: str, *, until_day: float | None = None) -> TwinModel:
+        """Fit the twin to ``subject_id`` of ``study`` (observations up to ``until_day`` when given)."""
+        self.study_, self.subject_id_, self.until_day_ = study, subject_id, until_day
+        self._fit_objective(self._setup(study, subject_id, until_day))
+        self._fitted_frames()
+        return self
+
+    def _fit_objective(self, ob: _Objective) -> None:
+        """MAP, Laplace covariance and posterior draws of an objective (no frames)."""
+        self._objective = ob
+        k = ob.free.size
+        blo, bhi = ob.table.bounds()
+        lo, hi = np.log(np.maximum(blo[ob.free], 1e-300)), np.log(bhi[ob.free])
+        lo, hi = np.minimum(lo, ob.pm - 1e-6), np.maximum(hi, ob.pm + 1e-6)
+        rng = np.random.default_rng(self.seed)
+        starts = [ob.pm.copy()]
+        for _ in range(max(self.n_starts - 1, 0)):
+            starts.append(np.clip(ob.pm + rng.standard_normal(k) * ob.psd, lo, hi))
+        # screen the starts in one call, optimise the best two
+        f0 = ob(np.vstack(starts))
+        order = np.argsort(f0)[:min(2, len(starts))]
+        best = None
+        for i in order:
+            r = optimize.minimize(ob.value_and_grad, starts[i], jac=True, method="L-BFGS-B",
+                                  bounds=list(zip(lo, hi)), options={"maxiter": self.maxiter})
+            if best is None or r.fun < best.fun:
+                best = r
+        x = best.x
+        H = ob.hessian(x)
+        cov, pd = _pd_cov(H, ob.psd)
+        self.x_, self.cov_, self.nll_ = x, cov, float(best.fun)
+        gnorm = float(np.max(np.abs(best.jac))) if best.jac is not None else float("nan")
+        at_bound = bool(np.any(np.isclose(x, lo, atol=1e-6) | np.isclose(x, hi, atol=1e-6)))
+        self.converged_ = bool(best.success and pd and not at_bound)
+        self.message_ = "; ".join(m for m in (
+            str(best.message), "" if pd else "Hessian not positive definite (covariance regularised)",
+            "estimate at a bound" if at_bound else "", f"max |grad| {gnorm:.2g}") if m)
+        self.theta_ = ob.theta(x)[0]
+        self._posterior(rng)
+
+    def _posterior(self, rng: np.random.Generator) -> None:
+        ob = self._objective
+        k = self.x_.size
+        if self.posterior == "mcmc":
+            draws = _rw_metropolis(ob, self.x_, self.cov_, rng, n_keep=self.n_draws)
+            self.ess_ = float("nan")
+        else:
+            xs, w = _importance(ob, self.x_, self.cov_, self.n_sir, rng)
+            self.ess_ = float(1.0 / np.sum(w * w))
+            if self.ess_ < self.n_sir / 10:
+                # adaptive importance sampling, one more round: the proposal re-centred and re-scaled
+                # on the weighted draws (regularised towards the Laplace covariance)
+                mu = w @ xs
+                c = (xs - mu).T @ ((xs - mu) * w[:, None])
+                xs, w = _importance(ob, mu, 0.5 * c + 0.5 * self.cov_, self.n_sir, rng)
+                self.ess_ = float(1.0 / np.sum(w * w))
+            if self.ess_ < 200:
+                warnings.warn(f"SIR effective sample size {self.ess_:.0f} < 200: the Laplace approximation is poor "
+                              "for this subject; consider posterior='mcmc'", CartlabWarning, stacklevel=3)
+            # systematic resampling
+            u = (rng.uniform() + np.arange(self.n_draws)) / self.n_draws
+            draws = xs[np.minimum(np.searchsorted(np.cumsum(w), u), self.n_sir - 1)]
+        self.posterior_x_ = draws
+        self.posterior_ = ob.theta(draws)
+
+    def _fitted_frames(self) -> None:
+        ob = self._objective
+        tab = ob.table
+        prt = ob.parts(self.x_[None, :])
+        names = list(tab.names)
+        free = set(int(i) for i in ob.free)
+        self.params_ = pl.DataFrame({
+            "parameter": names,
+            "prior": ob.theta0.tolist(),
+            "estimate": self.theta_.tolist(),
+            "free": [i in free for i in range(len(names))],
+        })
+        kind = np.array([OBS_MODEL[p][0] for p in ob.obs.param]) if ob.obs.param.size else np.array([], str)
+        sd = np.array([OBS_MODEL[p][1] for p in ob.obs.param]) if ob.obs.param.size else np.array([])
+        ipred = prt["pred"][0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iw = np.where(kind == "lognormal", (np.log(ob.obs.value) - np.log(np.maximum(ipred, _LOG_FLOOR))) / sd,
+                          np.where(kind == "normal", (ob.obs.value - ipred) / sd, np.nan))
+        iw = np.where(ob.obs.cens != 0, np.nan, iw)
+        keep = [c for c in ("subject_id", "day", "param", "value", "unit", "censor", "lloq", "source", "src_file",
+                            "src_row") if c in ob.obs.frame.columns]
+        self.observations_ = ob.obs.frame.select(keep).with_columns(
+            pl.Series("ipred", ipred, dtype=pl.Float64), pl.Series("iwres", iw, dtype=pl.Float64).fill_nan(None))
+        sim = ob.simulate(self.x_[None, :], t_out=_T_GRID)
+        self.course_ = sim
+        summ = course_summaries(_T_GRID, sim.latent)
+        self.anchors_ = pl.DataFrame([{"anchor": a.name, "statistic": a.stat, "target": a.target, "side": a.side,
+                                       "sd": a.sd, "value": float(summ[a.stat][0]), "source": a.source}
+                                      for a in self.anchors],
+                                     schema={"anchor": pl.String, "statistic": pl.String, "target": pl.Float64,
+                                             "side": pl.String, "sd": pl.Float64, "value": pl.Float64,
+                                             "source": pl.String})
+        self.objective_ = {k: float(prt[k][0]) for k in ("nll", "loglik", "prior", "anchors")}
+
+    @property
+    def summary(self) -> pl.DataFrame:
+        """One row per estimated parameter: estimate, SE (log scale), RSE %, 95% CI, shrinkage
+        (1 - posterior SD / prior SD on the log scale: 0 = data say nothing beyond the prior)."""
+        ob = self._objective
+        se = np.sqrt(np.diag(self.cov_))
+        post_sd = self.posterior_x_.std(axis=0)
+        names = [ob.table.names[i] for i in ob.free]
+        return pl.DataFrame({
+            "parameter": names, "prior_median": ob.theta0[ob.free], "prior_log_sd": ob.psd,
+            "estimate": np.exp(self.x_), "se_log": se, "rse_pct": 100 * se,
+            "ci95_lo": np.exp(self.x_ - 1.96 * se), "ci95_hi": np.exp(self.x_ + 1.96 * se),
+            "posterior_median": np.exp(np.median(self.posterior_x_, axis=0)),
+            "shrinkage": 1.0 - post_sd / ob.psd,
+        })
+
+    # -- forecast
+    def forecast(self, from_day: float | None = None, n_draws: int | None = None) -> pl.DataFrame:
+        """Predict the course after ``from_day`` from the posterior given the data up to it (refits on
+        the truncated data if the model was fitted to more), with the clinic rule active after
+        ``from_day``. Returns (and stores as ``forecast_``) one row per quantity: median, 50% and 90%
+        prediction intervals, or a probability."""
+        from cartlab.twin.clinic import load_clinic
+
+        if from_day is None:
+            from_day = self.until_day_
+        m = self
+        if from_day != self.until_day_:
+            m = TwinModel(self.prior, self.fixed, self.posterior, self.sources, self.anchors, self.n_starts,
+                          self.n_sir, self.n_draws, self.seed, self.maxiter).fit(self.study_, self.subject_id_,
+                                                                                 until_day=from_day)
+        draws = m.posterior_x_ if n_draws is None else m.posterior_x_[:n_draws]
+        clinic = load_clinic(active_from_day=-math.inf if from_day is None else float(from_day))
+        sim = m._objective.simulate(draws, t_out=_T_GRID, clinic=clinic)
+        if from_day is not None:
+            sim = _with_recorded(sim, _recorded_clinic(self.study_, self.subject_id_, sim.clinic_days), sim.clinic_days,
+                                 from_day)
+        self.forecast_sim_ = sim
+        self.forecast_ = forecast_table(_T_GRID, sim)
+        self.forecast_day_ = from_day
+        return self.forecast_
+
+    def plot(self, path=None):
+        """Observed course over the twin (simulated values labelled as simulated); returns the figure."""
+        from cartlab.twin.plots import fit_figure
+
+        return fit_figure(self, path)
+
+
+#: interventions categories of the study format -> clinic array keys of the model
+_CLINIC_CATEGORY = {"vasopressor": "vasopressor", "tocilizumab": "tocilizumab", "corticosteroid": "steroid",
+                    "antipyretic": "antipyretic"}
+
+
+def _recorded_clinic(study, subject_id: str, days: np.ndarray) -> dict[str, np.ndarray]:
+    """The subject's recorded interventions as (1, D) day flags on the clinic days (start..end day)."""
+    iv = study.interventions.filter(pl.col("subject_id") == subject_id)
+    out = {}
+    for cat, key in _CLINIC_CATEGORY.items():
+        flag = np.zeros(days.size, bool)
+        for a, b in iv.filter(pl.col("category") == cat).select("start_day", "end_day").iter_rows():
+            if a is not None:
+                flag |= (days >= np.floor(a)) & (days <= np.floor(b if b is not None else a))
+        out[key] = flag[None, :]
+    return out
+
+
+def _with_recorded(sim, recorded: dict[str, np.ndarray], rec_days: np.ndarray, until: float):
+    """A forecast course whose clinic arrays before ``until`` are the recorded ones (the forecast
+    knows what was given; the rule decides only after ``until``), so an outcome already reached
+    (a vasopressor on day 5) counts."""
+    days = np.asarray(sim.clinic_days, float)
+    rec_days = np.asarray(rec_days, float)
+    before = np.flatnonzero((days < until) & np.isin(days, rec_days))
+    src = np.searchsorted(rec_days, days[before])
+    clinic = dict(sim.clinic)
+    for k, rec in recorded.items():
+        if k in clinic:
+            a = np.array(clinic[k], bool, copy=True)
+            a[:, before] = np.asarray(rec, bool)[:, src]
+            clinic[k] = a
+    return dataclasses.replace(sim, clinic=clinic)
+
+
+def _importance(ob, center: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Generator, nu: float = 5.0):
+    """Draws from a multivariate t (``nu`` df) around ``center`` and their normalised importance
+    weights against the posterior exp(-objective)."""
+    k = center.size
+    L = np.linalg.cholesky(cov + 1e-12 * np.eye(k))
+    z = rng.standard_normal((n, k))
+    g = rng.chisquare(nu, n) / nu
+    xs = center + (z @ L.T) / np.sqrt(g)[:, None]
+    d = np.linalg.solve(L, (xs - center).T).T
+    logq = -0.5 * (nu + k) * np.log1p((d * d).sum(axis=1) / nu)  # t density up to a constant
+    lw = -ob(xs) - logq
+    w = np.exp(lw - lw.max())
+    return xs, w / w.sum()
+
+
+def _events_until(events, day: float):
+    """Recorded interventions after ``day`` removed (a forecast must not know them)."""
+    rep = {}
+    for name in ("toci_day", "steroid_day"):
+        a = np.array(getattr(events, name), dtype=float, copy=True)
+        a[a > day] = np.nan
+        rep[name] = a
+    return dataclasses.replace(events, **rep)
+
+
+def outcome_arrays(t: np.ndarray, sim) -> dict[str, np.ndarray]:
+    """Per-row outcomes of a noise-free simulated course: CAR Cmax on days 0-28 and its day, CAR on
+    day 28; CRS grade >= 3 = a day in 0-28 with a vasopressor (ASTCT 2019 grade 3: hypotension
+    needing one vasopressor; no hypoxia model in v1) and fever (daily max TEMP >= 38) or after
+    tocilizumab/steroid (which waive fever) -- the rule of cartlab.twin.summaries.crs_grade on the
+    latent course; CR/CRi/MLFS by day 28 = marrow blasts < 5% and no blood blasts on day 28 (ELN
+    2022; MLFS needs no count recovery)."""
+    w = (t >= 0) & (t <= 28)
+    c = sim.latent["CARCOPY"][:, w]
+    i28 = int(np.searchsorted(t, 28.0))
+    out = {"car_cmax": c.max(axis=1), "car_tmax": t[w][c.argmax(axis=1)], "car_day28": sim.latent["CARCOPY"][:, i28]}
+    cd = np.asarray(sim.clinic_days)
+    sel = (cd >= 0) & (cd <= 28)
+    days = cd[sel]
+    tmax = np.stack([sim.latent["TEMP"][:, (t >= d) & (t < d + 1)].max(axis=1) for d in days], axis=1)
+    waive = np.zeros_like(tmax, dtype=bool)
+    for k in ("tocilizumab", "steroid"):
+        if k in sim.clinic:
+            waive |= np.asarray(sim.clinic[k], bool)[:, sel]
+    waived = np.maximum.accumulate(waive, axis=1)
+    vaso = np.asarray(sim.clinic["vasopressor"], bool)[:, sel]
+    out["crs_ge3"] = (vaso & ((tmax >= 38.0) | waived)).any(axis=1)
+    out["response_d28"] = (sim.latent["BMBLAST"][:, i28] < 5.0) & (sim.latent["PBBLAST"][:, i28] < 0.5)
+    return out
+
+
+def forecast_table(t: np.ndarray, sim) -> pl.DataFrame:
+    """Median, 50%/90% prediction intervals of the continuous outcomes, probabilities of the binary ones."""
+    o = outcome_arrays(t, sim)
+    rows = []
+    for q, unit in (("car_cmax", "copies/ug gDNA"), ("car_tmax", "day"), ("car_day28", "copies/ug gDNA")):
+        v = o[q]
+        p = np.quantile(v, [0.05, 0.25, 0.5, 0.75, 0.95])
+        rows.append({"quantity": q, "unit": unit, "median": p[2], "pi50_lo": p[1], "pi50_hi": p[3],
+                     "pi90_lo": p[0], "pi90_hi": p[4], "probability": None})
+    for q in ("crs_ge3", "response_d28"):
+        rows.append({"quantity": q, "unit": "probability", "median": None, "pi50_lo": None, "pi50_hi": None,
+                     "pi90_lo": None, "pi90_hi": None, "probability": float(np.mean(o[q]))})
+    return pl.DataFrame(rows, schema={"quantity": pl.String, "unit": pl.String, "median": pl.Float64,
+                                      "pi50_lo": pl.Float64, "pi50_hi": pl.Float64, "pi90_lo": pl.Float64,
+                                      "pi90_hi": pl.Float64, "probability": pl.Float64})
+
+
+def _rw_metropolis(ob: _Objective, x0: np.ndarray, cov: np.ndarray, rng: np.random.Generator, *,
+                   n_keep: int = 1000, n_chains: int = 8, n_burn: int = 300, n_iter: int = 800) -> np.ndarray:
+    """Adaptive random-walk Metropolis (Haario 2001 scaling 2.38^2/k), ``n_chains`` chains advanced in
+    one batched solve per step, started from Laplace draws; the last ``n_iter`` steps kept, thinned."""
+    k = x0.size
+    L = np.linalg.cholesky(cov)
+    x = x0 + rng.standard_normal((n_chains, k)) @ L.T * 0.5
+    f = ob(x)
+    scale = 2.38 ** 2 / k
+    kept = []
+    for it in range(n_burn + n_iter):
+        prop = x + rng.standard_normal((n_chains, k)) @ (np.sqrt(scale) * L).T
+        fp = ob(prop)
+        acc = np.log(rng.uniform(size=n_chains)) < (f - fp)
+        x[acc], f[acc] = prop[acc], fp[acc]
+        if it >= n_burn:
+            kept.append(x.copy())
+    allx = np.concatenate(kept)
+    idx = np.linspace(0, allx.shape[0] - 1, n_keep).astype(int)
+    return allx[idx]
+
+
+# ------------------------------------------------------------------------------------------------
+# forecast calibration on held-out virtual patients (design §4.4, issue 16 acceptance)
+
+#: the held-out stream: a seed used by nothing else (population calibration and trials use their own)
+HELDOUT_SEED = 16_2026_07
+_STREAM_HELDOUT = 7
+
+
+def _first_day(mask: np.ndarray, days: np.ndarray, until: float) -> np.ndarray:
+    """First day (<= until) a clinic array is True, per row; NaN if none."""
+    m = np.asarray(mask, bool) & (days[None, :] <= until)
+    return np.where(m.any(axis=1), days[np.argmax(m, axis=1)], np.nan)
+
+
+def virtual_patients(n: int, seed: int = HELDOUT_SEED, start: int = 0, prior="cd7_twin_v1",
+                     protocol: str = "nct04762485"):
+    """``n`` virtual patients of the prior population from the held-out stream: (theta, baseline,
+    events, index). Patient i's draws depend only on (seed, i) (chunking-independent)."""
+    from cartlab.protocol import load_protocol
+    from cartlab.twin.model import Baseline, Events
+    from cartlab.twin.params import load_params
+
+    table = load_params(prior) if isinstance(prior, str) else prior
+    index = np.arange(start, start + n)
+    thetas, bases = [], []
+    for i in index:
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), _STREAM_HELDOUT)))
+        thetas.append(table.sample(1, rng)[0])
+        bases.append(Baseline.population(1, rng))
+    baseline = dataclasses.replace(bases[0], **{f.name: np.concatenate([np.asarray(getattr(b, f.name)) for b in bases])
+                                               for f in dataclasses.fields(bases[0])})
+    events = Events.from_protocol(load_protocol(protocol), np.asarray(baseline.weight_kg, float))
+    return np.vstack(thetas), baseline, events, index
+
+
+def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: float = 7.0, n_draws: int = 300,
+                         n_sir: int = 1500, n_starts: int = 1, start: int = 0, prior="cd7_twin_v1", out=None,
+                         progress=None) -> pl.DataFrame:
+    """Forecast ``n`` held-out virtual patients from their data up to ``from_day`` and compare with
+    their simulated truth. One row per patient: true CAR peak (noise-free, days 0-28), forecast
+    median and 50%/90% PIs, in_pi50, in_pi90, forecast P(CRS >= 3) and the truth, P(response by day
+    28) and the truth, SIR ESS, fit seconds.
+
+    Truth: theta from the prior (the parameter table's log-normal IIV), covariates from
+    ``Baseline.population``, dosing from the protocol, the clinic rule deciding interventions from
+    day 0 on; data = the schedule's noisy, censored samples (``observe``) up to ``from_day``; the
+    forecast knows the toci/steroid given up to ``from_day``. Assumed: baseline covariates are known
+    exactly (the fit of a study reads them from day <= 0 rows). With ``out`` (a CSV path) each
+    patient's row is appended as soon as it is done and patients already there are skipped (resume)."""
+    import json
+    import time
+    from pathlib import Path
+
+    from cartlab.twin.clinic import load_clinic
+    from cartlab.twin.model import simulate
+    from cartlab.twin.observe import load_schedule, observe
+    from cartlab.twin.params import load_params
+
+    table = load_params(prior) if isinstance(prior, str) else prior
+    theta, baseline, events, index = virtual_patients(n, seed, start, table)
+    schedule = load_schedule()
+    t_out = np.unique(np.concatenate([schedule.t_out(), _T_GRID]))
+    truth = simulate(theta, baseline, events, t_out, clinic=load_clinic(), keep_states=False)
+    seen = observe(truth, index, seed, schedule)
+    g = np.isin(t_out, _T_GRID)
+    true_out = outcome_arrays(_T_GRID, _latent_view(truth, g))
+    cd = np.asarray(truth.clinic_days, float)
+    fit_events = dataclasses.replace(
+        events, toci_day=_pad(_first_day(truth.clinic["tocilizumab"], cd, from_day), events.toci_day),
+        steroid_day=_pad(_first_day(truth.clinic["steroid"], cd, from_day), events.steroid_day))
+    sd = table.iiv_sd()
+    free = np.flatnonzero(sd > 0)
+    clinic = load_clinic(active_from_day=float(from_day))
+    rows = []
+    done = set()
+    if out is not None and Path(out).is_file():
+        done = {json.loads(line)["patient"] for line in Path(out).read_text().splitlines() if line.strip()}
+    for r in range(n):
+        if int(index[r]) in done:
+            continue
+        t0 = time.perf_counter()
+        obs = _observed_rows(seen, r, from_day)
+        ob = _Objective(table, table.vector(), free, sd[free], _repeat_rows(baseline, np.array([r])),
+                        fit_events.take(np.array([r])), obs, ())
+        m = TwinModel(prior=table, n_sir=n_sir, n_draws=n_draws, n_starts=n_starts, seed=int(index[r]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CartlabWarning)
+            m._fit_objective(ob)
+        rec = {k: np.asarray(v, bool)[r:r + 1] for k, v in truth.clinic.items()}
+        fc = outcome_arrays(_T_GRID, _with_recorded(ob.simulate(m.posterior_x_, t_out=_T_GRID, clinic=clinic), rec,
+                                                    truth.clinic_days, from_day))
+        q = np.quantile(fc["car_cmax"], [0.05, 0.25, 0.5, 0.75, 0.95])
+        tp = float(true_out["car_cmax"][r])
+        rows.append({"patient": int(index[r]), "true_peak": tp, "median": q[2], "pi50_lo": q[1], "pi50_hi": q[3],
+                     "pi90_lo": q[0], "pi90_hi": q[4], "in_pi50": bool(q[1] <= tp <= q[3]),
+                     "in_pi90": bool(q[0] <= tp <= q[4]), "p_crs_ge3": float(fc["crs_ge3"].mean()),
+                     "true_crs_ge3": bool(true_out["crs_ge3"][r]), "p_response_d28": float(fc["response_d28"].mean()),
+                     "true_response_d28": bool(true_out["response_d28"][r]), "n_obs": int(obs.param.size),
+                     "sir_ess": m.ess_, "converged": m.converged_, "seconds": time.perf_counter() - t0})
+        if out is not None:
+            with open(out, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({k: (float(v) if isinstance(v, np.floating) else v) for k, v in rows[-1].items()})
+                         + "\n")
+        if progress is not None:
+            progress(r + 1, n)
+    if out is not None:
+        return pl.read_ndjson(out)
+    return pl.DataFrame(rows)
+
+
+def calibration_metrics(per_patient: pl.DataFrame) -> dict[str, float]:
+    """Coverage of the 50%/90% PIs of the true peak, Brier score of P(CRS >= 3) against the
+    prevalence-only forecast p(1-p) (p = the sample's prevalence), and the same for response."""
+    y = per_patient["true_crs_ge3"].cast(pl.Float64).to_numpy()
+    p = per_patient["p_crs_ge3"].to_numpy()
+    yr = per_patient["true_response_d28"].cast(pl.Float64).to_numpy()
+    pr = per_patient["p_response_d28"].to_numpy()
+    return {"n": per_patient.height, "coverage_pi50": float(per_patient["in_pi50"].mean()),
+            "coverage_pi90": float(per_patient["in_pi90"].mean()),
+            "crs_ge3_prevalence": float(y.mean()), "brier_crs_ge3": float(np.mean((p - y) ** 2)),
+            "brier_crs_ge3_prevalence_only": float(y.mean() * (1 - y.mean())),
+            "response_prevalence": float(yr.mean()), "brier_response": float(np.mean((pr - yr) ** 2)),
+            "brier_response_prevalence_only": float(yr.mean() * (1 - yr.mean())),
+            "median_seconds_per_patient": float(per_patient["seconds"].median())}
+
+
+def _pad(first: np.ndarray, like: np.ndarray) -> np.ndarray:
+    out = np.full(np.shape(like), np.nan)
+    if out.ndim == 1:
+        out = out[:, None]
+    if out.shape[1] == 0:
+        out = np.full((first.size, 1), np.nan)
+    out[:, 0] = first
+    return out
+
+
+def _latent_view(sim, g: np.ndarray):
+    return dataclasses.replace(sim, t=sim.t[g], latent={k: v[:, g] for k, v in sim.latent.items()}, states=None)
+
+
+def _observed_rows(seen, r: int, until: float) -> _Obs:
+    """The fitted rows of patient ``r`` of an ``observe`` result, up to day ``until``."""
+    param, day, value, limit, cens = [], [], [], [], []
+    for p, t in seen.times.items():
+        if p not in OBS_MODEL:
+            continue
+        v, c = seen.values[p][r], seen.censored[p][r]
+        keep = (t <= until) & (np.isfinite(v) | c)
+        n = int(keep.sum())
+        param += [p] * n
+        day.append(t[keep])
+        value.append(np.where(c[keep], np.nan, v[keep]))
+        limit.append(np.full(n, seen.lloq.get(p, np.nan)))
+        cens.append(np.where(c[keep], -1, 0))
+    cat = (lambda xs: np.concatenate(xs) if xs else np.array([]))
+    return _Obs(np.array(param, dtype=object).astype(str), cat(day).astype(float), cat(value).astype(float),
+                cat(limit).astype(float), cat(cens).astype(int), pl.DataFrame())
+
+
+def simulated_study(model, out, *, seed: int = 0, clinic_from: float = 0.0, protocol: str = "nct04762485"):
+    """The fitted twin's MAP course as a study folder (``source = simulated``): the clinic rule decides
+    interventions from ``clinic_from`` on (before it, the recorded ones act), the schedule's noisy
+    samples (``cartlab.twin.observe``, seed ``seed``), lymphodepletion rows from the protocol. The
+    engines (ASTCT CRS, ELN response, ICAHT) then grade the twin exactly as a recorded patient."""
+    from cartlab.protocol import load_protocol
+    from cartlab.twin.clinic import load_clinic
+    from cartlab.twin.observe import load_schedule, observe, study_tables, write_tables
+
+    ob = model._objective
+    schedule = load_schedule()
+    sim = ob.simulate(model.x_[None, :], t_out=schedule.t_out(), clinic=load_clinic(active_from_day=clinic_from))
+    seen = observe(sim, np.array([0]), seed, schedule, covariates={"weight_kg": np.asarray(ob.baseline.weight_kg)})
+    return write_tables(study_tables(seen, ob.events, load_protocol(protocol).lymphodepletion), out)

@@ -1,0 +1,221 @@
+"""Figures and doc tables of the patient twin (matplotlib on the Agg canvas, no pyplot state): the fit
+overlay, the forecast fan, the forecast calibration plot, the seed-twin figure for the report, and
+the state/parameter table of ``docs/twin.md`` rendered from the parameter YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from cartlab.model import NOT_MEASURED_SOURCES
+
+__all__ = ["fit_figure", "forecast_figure", "calibration_figure", "seed_twin_figure", "params_markdown"]
+
+#: panels of the overlay: (param, title, log scale)
+PANELS = (("CARCOPY", "CAR transgene (copies/ug gDNA)", True), ("BMBLAST", "marrow blasts (%)", False),
+          ("TEMP", "temperature (°C)", False), ("SYSBP", "systolic BP (mmHg)", False),
+          ("NEUT", "neutrophils (10^9/L)", True), ("CD7T", "CD7+ T cells (cells/uL)", True),
+          ("IL6", "IL-6 (pg/mL)", True), ("CRP", "CRP (mg/L)", True))
+_SIM_LABEL = "twin (simulated)"
+
+
+def _figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _observed(ax, obs: pl.DataFrame, param: str, fitted_rows: set | None) -> None:
+    o = obs.filter((pl.col("param") == param) & pl.col("value").is_not_null())
+    if not o.height:
+        return
+    measured = ~o["source"].is_in(list(NOT_MEASURED_SOURCES))
+    for mask, style, label in ((measured, dict(marker="o", color="k", ls="none", ms=5), "observed (paper/measured)"),
+                               (~measured, dict(marker="o", mfc="none", color="0.45", ls="none", ms=3.5),
+                                "reconstructed (not measured)")):
+        sub = o.filter(mask)
+        if sub.height:
+            ax.plot(sub["day"].to_numpy(), sub["value"].to_numpy(), label=label, **style)
+    if fitted_rows is not None and "src_row" in o.columns:
+        f = o.filter(pl.struct("day", "src_row").map_elements(lambda r: (r["day"], r["src_row"]) in fitted_rows,
+                                                              return_dtype=pl.Boolean))
+        if f.height:
+            ax.plot(f["day"].to_numpy(), f["value"].to_numpy(), ls="none", marker="s", mfc="none", mec="C3", ms=9,
+                    label="fitted")
+    cens = obs.filter((pl.col("param") == param) & (pl.col("censor") == "<"))
+    if cens.height:
+        ax.plot(cens["day"].to_numpy(), cens["lloq"].to_numpy(), "v", mfc="none", color="C3", ms=5, label="< LLOQ")
+
+
+def _band(ax, t, draws: np.ndarray, color: str, label: str, qs=((0.05, 0.95), (0.25, 0.75))) -> None:
+    for (a, b), alpha in zip(qs, (0.18, 0.3)):
+        lo, hi = np.quantile(draws, [a, b], axis=0)
+        ax.fill_between(t, lo, hi, color=color, alpha=alpha, lw=0,
+                        label=f"{label} {int(round(100 * (b - a)))}% interval")
+
+
+def fit_figure(model, path=None, n_band: int = 200, t_max: float = 60.0):
+    """Observed course of the subject over the twin's MAP course and its 90% posterior band (all
+    simulated values labelled "simulated")."""
+    from cartlab.twin.fit import _T_GRID
+
+    ob = model._objective
+    obs = model.study_.observations.filter(pl.col("subject_id") == model.subject_id_)
+    w = _T_GRID <= t_max
+    t = _T_GRID[w]
+    lat = model.course_.latent
+    draws = model.posterior_x_[:n_band]
+    band = ob.simulate(draws, t_out=_T_GRID).latent
+    fitted = set(zip(model.observations_["day"].to_list(), model.observations_["src_row"].to_list())) \
+        if "src_row" in model.observations_.columns else None
+    fig = _figure((13, 6.5))
+    axes = fig.subplots(2, 4).ravel()
+    for ax, (p, title, log) in zip(axes, PANELS):
+        if p in lat:
+            _band(ax, t, band[p][:, w], "C0", "posterior", qs=((0.05, 0.95),))
+            ax.plot(t, lat[p][0, w], color="C0", lw=1.6, label=_SIM_LABEL + ", MAP")
+        _observed(ax, obs, p, fitted)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("day from first CAR-T infusion", fontsize=8)
+        ax.tick_params(labelsize=7)
+    src = "all rows" if model.sources is None else "source = " + ", ".join(model.sources)
+    fig.suptitle(f"Digital twin of {model.subject_id_}: fitted to {src}"
+                 + (f" + {len(model.anchors)} qualitative anchors" if model.anchors else "")
+                 + " — lines and bands are simulated, not measured", fontsize=10)
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def forecast_figure(model, path=None, t_max: float = 60.0):
+    """Fan chart of the forecast after ``forecast_day_`` (5-95% and 25-75% of the simulated draws,
+    clinic rule active after that day) with the observations up to it."""
+    from cartlab.twin.fit import _T_GRID
+
+    sim = model.forecast_sim_
+    obs = model.study_.observations.filter(pl.col("subject_id") == model.subject_id_)
+    w = _T_GRID <= t_max
+    t = _T_GRID[w]
+    fig = _figure((13, 6.5))
+    axes = fig.subplots(2, 4).ravel()
+    for ax, (p, title, log) in zip(axes, PANELS):
+        if p in sim.latent:
+            _band(ax, t, sim.latent[p][:, w], "C2", "forecast (simulated)")
+            ax.plot(t, np.median(sim.latent[p][:, w], axis=0), color="C2", lw=1.4, label="forecast median (simulated)")
+        seen = obs.filter(pl.col("day") <= model.forecast_day_)
+        _observed(ax, seen, p, None)
+        later = obs.filter((pl.col("day") > model.forecast_day_) & (pl.col("param") == p) & pl.col("value").is_not_null())
+        if later.height:
+            ax.plot(later["day"].to_numpy(), later["value"].to_numpy(), "x", color="0.6", ms=4,
+                    label="later observations (not used)")
+        ax.axvline(model.forecast_day_, color="k", ls="--", lw=0.8)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"Forecast of {model.subject_id_} from day {model.forecast_day_:g} (data up to that day; clinic "
+                 "rule after it) — bands are simulated", fontsize=10)
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def calibration_figure(per_patient: pl.DataFrame, path=None, n_bins: int = 5):
+    """Left: empirical coverage of the 50% and 90% prediction intervals of the CAR peak against the
+    nominal level. Right: reliability diagram of the forecast P(CRS grade >= 3) (binned by quantile)
+    with the prevalence-only forecast. ``per_patient`` is the table of :func:`cartlab.twin.fit.forecast_calibration`."""
+    fig = _figure((10, 4.2))
+    a, b = fig.subplots(1, 2)
+    nom = np.array([0.5, 0.9])
+    emp = np.array([per_patient["in_pi50"].mean(), per_patient["in_pi90"].mean()])
+    n = per_patient.height
+    se = np.sqrt(nom * (1 - nom) / max(n, 1))
+    a.plot([0, 1], [0, 1], color="0.6", ls=":")
+    a.fill_between([0.45, 0.95], [0.85, 0.85], [0.95, 0.95], color="C2", alpha=0.0)
+    a.errorbar(nom, emp, yerr=1.96 * se, fmt="o", color="C0", capsize=3, label=f"CAR peak PI coverage (n={n})")
+    a.axhspan(0.85, 0.95, xmin=0.85, xmax=0.95, color="C2", alpha=0.2, label="acceptance 85–95% (90% PI)")
+    a.set_xlim(0.4, 1.0)
+    a.set_ylim(0.3, 1.02)
+    a.set_xlabel("nominal coverage")
+    a.set_ylabel("observed coverage of the true peak")
+    a.legend(fontsize=7)
+    p = per_patient["p_crs_ge3"].to_numpy()
+    y = per_patient["true_crs_ge3"].to_numpy().astype(float)
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
+    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
+    xs, ys, ns = [], [], []
+    for k in range(max(len(edges) - 1, 1)):
+        m = idx == k
+        if m.any():
+            xs.append(p[m].mean())
+            ys.append(y[m].mean())
+            ns.append(m.sum())
+    b.plot([0, 1], [0, 1], color="0.6", ls=":")
+    b.plot(xs, ys, "o-", color="C3", label="forecast P(CRS ≥ 3) (binned)")
+    b.axhline(y.mean(), color="0.4", ls="--", lw=0.8, label=f"prevalence {y.mean():.2f}")
+    brier = float(np.mean((p - y) ** 2))
+    b.set_title(f"Brier {brier:.3f} vs prevalence-only {y.mean() * (1 - y.mean()):.3f}", fontsize=9)
+    b.set_xlabel("forecast probability")
+    b.set_ylabel("observed frequency (simulated truth)")
+    b.legend(fontsize=7)
+    fig.suptitle("Forecast calibration on held-out virtual patients (all values simulated)", fontsize=10)
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def seed_twin_figure(path) -> Path:
+    """The seed case's twin fitted to its ``source = paper`` rows plus the paper's qualitative anchors
+    (the acceptance fit), drawn over the whole seed course (reconstructed rows shown hollow) and
+    written to ``path`` (PNG). For ``make demo``'s report."""
+    from cartlab.datasets import seed_case
+    from cartlab.twin.fit import SEED_ANCHORS, TwinModel
+
+    study = seed_case()
+    m = TwinModel(sources=("paper",), anchors=SEED_ANCHORS, n_sir=500, n_draws=200).fit(study, study.subject_ids[0])
+    path = Path(path)
+    fit_figure(m, path)
+    return path
+
+
+def params_markdown(name: str = "cd7_twin_v1") -> str:
+    """The parameter table of ``docs/twin.md`` rendered from ``twin/params/<name>.yaml`` (one row per
+    parameter and constant: name, value, unit, IIV SD, bounds, status, description; citations in a
+    second table would be long, so the citation is the last column)."""
+    from cartlab.twin.params import load_params
+
+    tab = load_params(name).table()
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    cols = ("name", "value", "unit", "iiv_sd", "lower", "upper", "status", "description", "citation")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in tab.iter_rows(named=True):
+        lines.append("| " + " | ".join(cell(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,74 @@
+"""The seed-case twin (issue 16 acceptance, design §4.3): fitted ONLY to the paper's own rows
+(``source = paper``) plus the paper's qualitative facts as soft pseudo-observations, the simulated
+course must reproduce the paper's anchors. Expected values are the paper's numbers
+(../shared/seed/case-facts.md), not the program's output."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cartlab.datasets import seed_case
+from cartlab.twin.fit import _T_GRID, SEED_ANCHORS, TwinModel
+
+PEAK, DAY28 = 183_945.0, 5_084.0   # case-facts.md: CAR-T expansion peak (day 14) and day-28 persistence
+
+
+@pytest.fixture(scope="module")
+def twin():
+    study = seed_case()
+    return TwinModel(sources="paper", anchors=SEED_ANCHORS, n_sir=500, n_draws=200).fit(study, "CD7-AML-001")
+
+
+def _lat(twin, p):
+    return twin.course_.latent[p][0]
+
+
+def test_fitted_only_to_paper_rows(twin):
+    assert set(twin.observations_["source"].to_list()) == {"paper"}
+    assert twin.observations_.filter(pl.col("param") == "CARCOPY").height == 2   # days 14 and 28
+
+
+def test_car_peak_and_day28_within_two_fold(twin):
+    t, c = _T_GRID, _lat(twin, "CARCOPY")
+    w = (t >= 0) & (t <= 28)
+    i = int(np.argmax(c[w]))
+    peak, tpeak = c[w][i], t[w][i]
+    assert PEAK / 2 <= peak <= PEAK * 2, peak
+    assert 10 <= tpeak <= 17, tpeak
+    d28 = c[np.searchsorted(t, 28.0)]
+    assert DAY28 / 2 <= d28 <= DAY28 * 2, d28
+
+
+def test_blasts_below_5pct_by_day17(twin):
+    t, b = _T_GRID, _lat(twin, "BMBLAST")
+    assert b[np.searchsorted(t, -7.0)] == pytest.approx(20.0, rel=0.05)   # 20% before CAR-T (paper)
+    assert b[np.searchsorted(t, 17.0)] < 5.0
+
+
+def test_cd7_positive_t_and_nk_fall_cd7_negative_t_kept(twin):
+    t = _T_GRID
+    w = (t >= 0) & (t <= 28)
+    i0 = np.searchsorted(t, 0.0)
+    ratio = {p: _lat(twin, p)[w].min() / _lat(twin, p)[i0] for p in ("CD7T", "CD7NK", "CD7NEGT")}
+    assert ratio["CD7T"] < 0.2 and ratio["CD7NK"] < 0.2     # "fell markedly" [A: < 20% of baseline]
+    assert ratio["CD7NEGT"] > ratio["CD7T"]                 # CD7- T cells kept
+
+
+def test_fever_days_near_twelve(twin):
+    fever = twin.anchors_.filter(pl.col("statistic") == "fever_days")["value"][0]
+    assert 10 <= fever <= 14   # paper: fever lasting 12 days; tolerance +-2 [A]
+
+
+def test_crs_grade3_by_the_astct_engine_on_the_simulated_course(twin, tmp_path):
+    """The twin's MAP course with the clinic rule from day 0, observed on the schedule (noise, seed 0)
+    and written as a study folder; the ASTCT engine grades it from the folder."""
+    from cartlab.grading import derive_crs_summary
+    from cartlab.io.study_folder import read_study
+    from cartlab.twin.fit import simulated_study
+
+    folder = simulated_study(twin, tmp_path / "seed_twin", seed=0)
+    s = derive_crs_summary(read_study(folder))
+    grade = s["max_grade"][0] if "max_grade" in s.columns else s["crs_grade_astct"][0]
+    assert grade == 3
