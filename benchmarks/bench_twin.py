@@ -14,6 +14,9 @@ Dask 2 workers vs 1.
                 population), right-hand side called as the compiled function;
                 ``py_rhs_patients_per_s`` repeats 20 patients with the plain-Python right-hand side.
                 ``ratio_vs_solve_ivp`` in the JSON = patients_per_s / the faster of the two loops.
+``twin_memory_kernel`` run: ``CARTLAB_BENCH_TWIN_MEMK_N`` patients (default 1,000,000) through
+                ``simulate`` in chunks of 10,000, keeping per-patient Cmax / Tmax / fever days only; the
+                table's peak RSS is the figure (target < 2 GiB).
 ``twin_memory`` run: ``CARTLAB_BENCH_TWIN_MEM_N`` patients (default 1,000,000) in chunks of 10,000
                 through the trial runner (``cartlab.twin.trial.run_trial``: simulation, observation,
                 summaries, accumulators; no study folders) in this process; the table's peak RSS is
@@ -77,6 +80,7 @@ def _kernel(params: dict) -> dict:
     steps = 0.0
     fallback = 0
     cmax = np.empty(n)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for s in range(0, n, CHUNK):
         ix = np.arange(s, min(n, s + CHUNK))
@@ -85,7 +89,10 @@ def _kernel(params: dict) -> dict:
         fallback += r.n_fallback
         cmax[ix] = r.latent["CARCOPY"].max(axis=1)
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     return {"patients": n, "patients_per_s": round(n / wall, 1), "compile_s": round(compile_s, 2),
+            "cpu_s_per_patient_us": round(1e6 * cpu / n, 1),
+            "patients_per_s_2_free_cores": round(2 * n / cpu, 1),
             "import_s": round(import_s, 2), "mean_steps": round(steps / n, 1), "n_fallback": fallback,
             "numba": solver.HAVE_NUMBA, "threads": _threads(),
             "median_cmax": round(float(np.median(cmax)), 1), "_kernel_s": wall}
@@ -187,6 +194,39 @@ benchmark("twin_memory", title="10^6 virtual patients through the trial runner, 
           requires=("numpy", "psutil"))(_memory)
 
 
+def _memory_kernel(params: dict) -> dict:
+    """10^6 courses through the kernel alone in chunks of 10^4, keeping per-patient Cmax / Tmax /
+    fever days (float32) — the memory floor of any trial runner built on ``simulate``."""
+    import numpy as np
+
+    from cartlab.twin.model import load_clinic, simulate
+
+    n = _env("CARTLAB_BENCH_TWIN_MEMK_N", 1_000_000)
+    t_out = np.arange(0.0, T_DAYS + 1.0)
+    pol = load_clinic()
+    cmax = np.empty(n, dtype=np.float32)
+    tmax = np.empty(n, dtype=np.float32)
+    fever = np.empty(n, dtype=np.int16)
+    with _Sampler() as smp:
+        t0 = time.perf_counter()
+        for s in range(0, n, CHUNK):
+            ix = np.arange(s, min(n, s + CHUNK))
+            th, b, ev = _population(len(ix), seed=1000 + s // CHUNK)
+            r = simulate(th, b, ev, t_out, clinic=pol, keep_states=False)
+            car = r.latent["CARCOPY"]
+            cmax[ix] = car.max(axis=1)
+            tmax[ix] = t_out[car.argmax(axis=1)]
+            fever[ix] = r.clinic["antipyretic"].sum(axis=1)
+            del r, car
+        wall = time.perf_counter() - t0
+    return {"patients": n, "patients_per_s": round(n / wall, 1), "psutil_peak_mib": round(smp.peak / 2**20, 1),
+            "median_tmax": float(np.median(tmax)), "mean_fever_days": round(float(fever.mean()), 2)}
+
+
+benchmark("twin_memory_kernel", title="10^6 kernel courses in chunks of 10^4 (per-patient Cmax/Tmax kept): peak memory",
+          requires=("numpy", "psutil"))(_memory_kernel)
+
+
 def _dask(workers: int) -> dict:
     n = _env("CARTLAB_BENCH_TWIN_DASK_N", 200_000)
     with tempfile.TemporaryDirectory(prefix="twin-dask-") as d:
@@ -208,9 +248,9 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", required=True)
-    ap.add_argument("--only", action="append", choices=["twin", "twin_memory", "twin_dask"])
+    ap.add_argument("--only", action="append", choices=["twin", "twin_memory_kernel", "twin_memory", "twin_dask"])
     a = ap.parse_args(argv)
-    names = a.only or ["twin", "twin_memory", "twin_dask"]
+    names = a.only or ["twin", "twin_memory_kernel", "twin_memory", "twin_dask"]
     results = run_all(0, only=names, folder=Path(__file__).parent, timeout=7200)
     raw = to_json(results)
     derived = {}
@@ -219,15 +259,18 @@ def main(argv=None) -> int:
         if r.name == "twin" and r.run.status == "ok":
             derived["patients_per_s"] = info.get("patients_per_s")
             derived["compile_s"] = info.get("compile_s")
+            derived["patients_per_s_2_free_cores"] = info.get("patients_per_s_2_free_cores")
+            derived["mean_steps"] = info.get("mean_steps")
             if r.baseline.status == "ok":
                 derived["solve_ivp_patients_per_s"] = info.get("base_patients_per_s")
                 best = max(info["base_patients_per_s"], info["py_rhs_patients_per_s"])
                 derived["solve_ivp_py_rhs_patients_per_s"] = info.get("py_rhs_patients_per_s")
                 derived["ratio_vs_solve_ivp"] = round(info["patients_per_s"] / best, 1)
-        if r.name == "twin_memory" and r.run.status == "ok":
-            derived["memory_patients"] = info.get("patients")
-            derived["peak_rss_gib"] = round(r.run.max_rss / 2**30, 3) if r.run.max_rss else None
-            derived["psutil_peak_mib"] = info.get("psutil_peak_mib")
+        if r.name in ("twin_memory", "twin_memory_kernel") and r.run.status == "ok":
+            derived[f"{r.name}_patients"] = info.get("patients")
+            derived[f"{r.name}_peak_rss_gib"] = round(r.run.max_rss / 2**30, 3) if r.run.max_rss else None
+            derived[f"{r.name}_psutil_peak_mib"] = info.get("psutil_peak_mib")
+            derived[f"{r.name}_patients_per_s"] = info.get("patients_per_s")
         if r.name == "twin_dask" and r.run.status == "ok" and r.baseline.status == "ok":
             derived["dask_speedup_2_vs_1"] = round(r.baseline.wall_s / r.run.wall_s, 2)
         for ph in ("run", "baseline"):

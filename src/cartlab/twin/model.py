@@ -433,53 +433,74 @@ class Events:
         ``car_dose_per_kg`` overriding the total, ``split`` the infusion fractions (one per protocol
         infusion day; a single 1.0 = everything on the first day); LD intensity from the protocol's
         mg/m2 doses scaled by ``ld_intensity``."""
-        from cartlab.protocol.dosing import DoseOptions, Patient, dose_plan
-        consts = load_params().constants
         w = np.atleast_1d(np.asarray(weight_kg, dtype=np.float64))
         n = len(w)
-        plans = {}
-        for wk in np.unique(np.round(w, 1)):
-            opts = DoseOptions(car_dose=car_dose_per_kg)
-            # height only feeds the BSA of the absolute mg doses, which u does not use (u is on the
-            # protocol's mg/m2 basis): a height giving BMI 22 keeps the plausibility checks quiet
-            plans[wk] = dose_plan(protocol, Patient(weight_kg=float(wk), height_cm=min(200.0, max(100.0, 100.0 * math.sqrt(wk / 22.0)))), opts)
-        ref = {"fludarabine": consts["ld_ref_flu"].value, "cyclophosphamide": consts["ld_ref_cy"].value}
-        car_rows, ld_rows = [], []
-        for i in range(n):
-            plan = plans[np.round(w[i], 1)]
-            car = plan.filter(plan["kind"] == "car_t")
-            days = car["day"].to_list()
-            per = car["protocol_dose"].to_list()
-            units = car["protocol_unit"].to_list()
-            cells = [x * (w[i] if u == "cells/kg" else 1.0) for x, u in zip(per, units)]
-            total = sum(cells)
+        bins = np.round(w, 1)
+        scheds = {wk: _protocol_schedule(protocol, float(wk), car_dose_per_kg) for wk in np.unique(bins)}
+        k_car = max(len(sc[0]) for sc in scheds.values()) if split is None or len(split) != 1 else 1
+        k_ld = max(len(sc[3]) for sc in scheds.values())
+        out = {f: np.full((n, k), np.nan) for f, k in (("car_t_day", k_car), ("car_t_cells", k_car),
+                                                        ("ld_day", k_ld), ("ld_intensity", k_ld))}
+        for wk, (days, per, perkg, ld_days, ld_u) in scheds.items():
+            ix = np.flatnonzero(bins == wk)
+            cells = np.asarray(per)[None, :] * np.where(np.asarray(perkg)[None, :], w[ix, None], 1.0)
+            d = np.asarray(days, dtype=np.float64)
             if split is not None:
-                fr = list(split)
+                fr = np.asarray(list(split), dtype=np.float64)
+                total = cells.sum(axis=1, keepdims=True)
                 if len(fr) == 1:
-                    days, cells = [days[0]], [total]
-                elif len(fr) == len(days):
-                    cells = [total * f / sum(fr) for f in fr]
+                    d, cells = d[:1], total
+                elif len(fr) == len(d):
+                    cells = total * fr[None, :] / fr.sum()
                 else:
-                    raise InputError(f"split has {len(fr)} fractions, the protocol {len(days)} infusions")
-            car_rows.append(list(zip(days, cells)))
-            ld: dict[float, float] = {}
-            for r in plan.filter(plan["kind"] == "lymphodepletion").iter_rows(named=True):
-                a = r["agent"].lower()
-                if a in ref:
-                    if r["protocol_unit"] != "mg/m2":
-                        raise InputError(f"{a}: protocol unit {r['protocol_unit']!r} not supported (mg/m2)")
-                    u = r["protocol_dose"] * (r["factor"] or 1.0) / ref[a]
-                elif a == "decitabine":
-                    u = (r["dose"] or 0.0) * consts["ld_dec_per_mg"].value
-                else:
-                    continue
-                ld[r["day"]] = ld.get(r["day"], 0.0) + u * ld_intensity
-            ld_rows.append(sorted(ld.items()))
-        rows = {f: [[] for _ in range(n)] for f in _EV_FIELDS}
-        for i in range(n):
-            rows["car_t_day"][i], rows["car_t_cells"][i] = [d for d, _ in car_rows[i]], [c for _, c in car_rows[i]]
-            rows["ld_day"][i], rows["ld_intensity"][i] = [d for d, _ in ld_rows[i]], [u for _, u in ld_rows[i]]
-        return cls._from_rows(rows, n)
+                    raise InputError(f"split has {len(fr)} fractions, the protocol {len(d)} infusions")
+            out["car_t_day"][ix, :len(d)] = d[None, :]
+            out["car_t_cells"][ix, :len(d)] = cells
+            out["ld_day"][ix, :len(ld_days)] = np.asarray(ld_days)[None, :]
+            out["ld_intensity"][ix, :len(ld_days)] = np.asarray(ld_u)[None, :] * ld_intensity
+        return cls(toci_day=np.zeros((n, 0)), steroid_day=np.zeros((n, 0)), **out)
+
+
+_SCHEDULES: dict = {}
+
+
+def _protocol_schedule(protocol, wk: float, car_dose_per_kg):
+    """(CAR days, protocol doses, per-kg flags, LD days, LD u per day) of ``dose_plan`` for a weight
+    (cached: population weights fall in ~1,200 0.1-kg bins)."""
+    key = (id(protocol), protocol.id, wk, car_dose_per_kg)
+    if key in _SCHEDULES:
+        return _SCHEDULES[key]
+    from cartlab.protocol.dosing import DoseOptions, Patient, dose_plan
+    consts = load_params().constants
+    # height only feeds the BSA of the absolute mg doses, which u does not use (u is on the
+    # protocol's mg/m2 basis): a height giving BMI 22 keeps the plausibility checks quiet
+    height = min(200.0, max(100.0, 100.0 * math.sqrt(wk / 22.0)))
+    plan = dose_plan(protocol, Patient(weight_kg=wk, height_cm=height), DoseOptions(car_dose=car_dose_per_kg))
+    car = plan.filter(plan["kind"] == "car_t")
+    units = car["protocol_unit"].to_list()
+    for u in units:
+        if u not in ("cells", "cells/kg"):
+            raise InputError(f"CAR-T protocol unit {u!r} not supported (cells, cells/kg)")
+    ref = {"fludarabine": consts["ld_ref_flu"].value, "cyclophosphamide": consts["ld_ref_cy"].value}
+    ld: dict[float, float] = {}
+    for r in plan.filter(plan["kind"] == "lymphodepletion").iter_rows(named=True):
+        a = r["agent"].lower()
+        if a in ref:
+            if r["protocol_unit"] != "mg/m2":
+                raise InputError(f"{a}: protocol unit {r['protocol_unit']!r} not supported (mg/m2)")
+            u = r["protocol_dose"] * (r["factor"] or 1.0) / ref[a]
+        elif a == "decitabine":
+            u = (r["dose"] or 0.0) * consts["ld_dec_per_mg"].value
+        else:
+            continue
+        ld[r["day"]] = ld.get(r["day"], 0.0) + u
+    items = sorted(ld.items())
+    res = (tuple(car["day"].to_list()), tuple(car["protocol_dose"].to_list()), tuple(u == "cells/kg" for u in units),
+           tuple(d for d, _ in items), tuple(u for _, u in items))
+    if len(_SCHEDULES) > 20000:
+        _SCHEDULES.clear()
+    _SCHEDULES[key] = res
+    return res
 
 
 # ---------------------------------------------------------------- initial state and aux
