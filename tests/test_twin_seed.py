@@ -63,12 +63,14 @@ def test_fever_days_near_twelve(twin):
 
 def test_crs_grade3_by_the_astct_engine_on_the_simulated_course(twin, tmp_path):
     """The twin's MAP course with the clinic rule from day 0, observed on the schedule (noise, seed 0)
-    and written as a study folder; the ASTCT engine grades it from the folder."""
+    and written as a study folder; the ASTCT engine grades it from the folder. The seed's care as the
+    paper reports it: norepinephrine and dexamethasone, no tocilizumab (case-facts.md), so the rule
+    runs with tocilizumab off (toci_max_doses = 0)."""
     from cartlab.grading import derive_crs_summary
     from cartlab.io.study_folder import read_study
     from cartlab.twin.fit import simulated_study
 
-    folder = simulated_study(twin, tmp_path / "seed_twin", seed=0)
+    folder = simulated_study(twin, tmp_path / "seed_twin", seed=0, toci_max_doses=0)
     s = derive_crs_summary(read_study(folder))
     grade = s["max_grade"][0] if "max_grade" in s.columns else s["crs_grade_astct"][0]
     assert grade == 3

@@ -839,10 +839,12 @@ def _observed_rows(seen, r: int, until: float) -> _Obs:
                 cat(limit).astype(float), cat(cens).astype(int), pl.DataFrame())
 
 
-def simulated_study(model, out, *, seed: int = 0, clinic_from: float = 0.0, protocol: str = "nct04762485"):
+def simulated_study(model, out, *, seed: int = 0, clinic_from: float = 0.0, protocol: str = "nct04762485",
+                    **clinic_overrides):
     """The fitted twin's MAP course as a study folder (``source = simulated``): the clinic rule decides
     interventions from ``clinic_from`` on (before it, the recorded ones act), the schedule's noisy
-    samples (``cartlab.twin.observe``, seed ``seed``), lymphodepletion rows from the protocol. The
+    samples (``cartlab.twin.observe``, seed ``seed``), lymphodepletion rows from the protocol;
+    ``clinic_overrides`` replace thresholds of the clinic policy (e.g. ``toci_max_doses=0``). The
     engines (ASTCT CRS, ELN response, ICAHT) then grade the twin exactly as a recorded patient."""
     from cartlab.protocol import load_protocol
     from cartlab.twin.clinic import load_clinic
@@ -850,6 +852,7 @@ def simulated_study(model, out, *, seed: int = 0, clinic_from: float = 0.0, prot
 
     ob = model._objective
     schedule = load_schedule()
-    sim = ob.simulate(model.x_[None, :], t_out=schedule.t_out(), clinic=load_clinic(active_from_day=clinic_from))
+    sim = ob.simulate(model.x_[None, :], t_out=schedule.t_out(), clinic=load_clinic(active_from_day=clinic_from,
+                                                                                      **clinic_overrides))
     seen = observe(sim, np.array([0]), seed, schedule, covariates={"weight_kg": np.asarray(ob.baseline.weight_kg)})
     return write_tables(study_tables(seen, ob.events, load_protocol(protocol).lymphodepletion), out)
