@@ -164,3 +164,19 @@ def test_without_numba_same_results(tmp_path):
     c = np.load(tmp_path / "out.npy")
     np.testing.assert_allclose(c, a.states, rtol=1e-9, atol=1e-13)
     json.dumps({"ok": True})
+
+
+@pytest.mark.skipif(not S.HAVE_NUMBA, reason="numba cache")
+def test_kernel_cache_is_keyed_on_model_and_clinic_sources():
+    """The kernels' on-disk numba cache must be invalidated when model.py / clinic.py change (numba
+    keys a cache on the function's own file only: a stale rhs would otherwise run silently)."""
+    loc = S._course._cache._impl.locator
+    assert type(loc).__name__ == "_TwinLocator"
+    stamp = loc.get_source_stamp()
+    import hashlib
+    from pathlib import Path
+    base = Path(S.__file__).resolve()
+    h = hashlib.sha256(repr(super(type(loc), loc).get_source_stamp()).encode())
+    for name in ("model.py", "clinic.py"):
+        h.update(base.with_name(name).read_bytes())
+    assert stamp == h.hexdigest()

@@ -28,6 +28,46 @@ except ImportError:  # pragma: no cover - exercised by the no-numba subprocess t
     def njit(*_a, **_kw):
         return lambda f: f
 
+
+def _install_dependency_stamp() -> None:
+    """numba's on-disk cache of a function is keyed on its own source file only, so the kernels
+    below would keep running a stale copy of :func:`cartlab.twin.model.rhs` after model.py or
+    clinic.py change.  This locator (used for this file's functions only) adds those files' bytes
+    to the cache stamp.  Without it (numba internals changed) caching stays on, stamp per file."""
+    try:
+        import hashlib
+        from pathlib import Path
+
+        from numba.core import caching
+    except ImportError:  # pragma: no cover
+        return
+    here = Path(__file__).resolve()
+    deps = [here.with_name("model.py"), here.with_name("clinic.py")]
+
+    class _TwinLocator(caching.InTreeCacheLocator):
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if Path(py_file).resolve() != here:
+                return None
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self):
+            h = hashlib.sha256(repr(super().get_source_stamp()).encode())
+            for d in deps:
+                h.update(d.read_bytes())
+            return h.hexdigest()
+
+    try:
+        classes = caching.CacheImpl._locator_classes
+        if not any(getattr(c, "__name__", "") == "_TwinLocator" for c in classes):
+            caching.CacheImpl._locator_classes = [_TwinLocator, *classes]
+    except AttributeError:  # pragma: no cover
+        return
+
+
+if HAVE_NUMBA:
+    _install_dependency_stamp()
+
 __all__ = ["HAVE_NUMBA", "MAX_STEPS", "RK4_DT", "STATE_SCALE", "python_course", "solve"]
 
 EV_CAR, EV_LD, EV_TOCI, EV_STER, EV_TRANS = 0, 1, 2, 3, 4
