@@ -51,8 +51,8 @@ PARAM_NAMES = (
  P_MONO, P_FPBL, P_FFLOW, P_DTMAX, P_ST50, P_DSBP, P_SB50, P_APDT, P_VSBP) = range(len(PARAM_NAMES))
 
 # per-patient constants derived from the baseline (aux vector)
-(A_CNREF, A_CPREF, A_M0, A_VL, A_SBP, A_TEMP, A_B0, A_I0, A_R0) = range(9)
-NA = 9
+(A_CNREF, A_CPREF, A_M0, A_VL, A_SBP, A_TEMP, A_B0, A_I0, A_R0, A_QSSA) = range(10)
+NA = 10
 
 LATENT = ("CARCOPY", "LYM", "CD7T", "CD7NK", "CD7NEGT", "NEUT", "MONO", "PLAT", "WBC", "PBBLAST", "BMBLAST",
           "MRDFCM", "TGTBLAST", "IL6", "CRP", "TEMP", "SYSBP")
@@ -119,10 +119,23 @@ def sbp_raw(p, a, sx):
 
 
 @_jit
+def il6(t, y, p, a, t_ster):
+    """The IL-6 driver I: the state, or with ``il6="qssa"`` (aux flag) its quasi-steady state
+    I0 + p_I s E (1 - e_S) / ((K_I + E) d_I) (design §3.1 mitigation (a): removes the fast d_I mode)."""
+    if a[A_QSSA] == 0.0:
+        return y[S_I]
+    E = y[S_E]
+    A = y[S_L7] + y[S_N7]
+    s = A / (p[P_KA] + A)
+    e_s = effect(t, t_ster, p[P_ESMAX], p[P_KS])
+    return a[A_I0] + p[P_PI] * s * E * (1.0 - e_s) / ((p[P_KI] + E) * p[P_DI])
+
+
+@_jit
 def rhs(t, y, p, a, t_toci, t_ster, dy):
     """dy/dt of the 17 states (design §1) into ``dy``; ``t_toci``/``t_ster`` = latest dose times."""
     E = y[S_E]; Mm = y[S_M]; X = y[S_X]; L7 = y[S_L7]; L0 = y[S_L0]; N7 = y[S_N7]; N0 = y[S_N0]
-    I = y[S_I]; R = y[S_R]
+    R = y[S_R]
     A = L7 + N7
     s = A / (p[P_KA] + A)
     ttot = E + Mm + X + N7 + N0
@@ -141,7 +154,12 @@ def rhs(t, y, p, a, t_toci, t_ster, dy):
     dy[S_L0] = p[P_RL0] * L0 * room_l + p[P_MU] * L7
     dy[S_N7] = p[P_SN7] + p[P_RN] * N7 * room_t - kl * N7
     dy[S_N0] = p[P_SN0] + p[P_RN] * N0 * room_t
-    dy[S_I] = p[P_PI] * s * E * (1.0 - e_s) / (p[P_KI] + E) + p[P_DI] * (a[A_I0] - I)
+    if a[A_QSSA] == 0.0:
+        I = y[S_I]
+        dy[S_I] = p[P_PI] * s * E * (1.0 - e_s) / (p[P_KI] + E) + p[P_DI] * (a[A_I0] - I)
+    else:
+        I = a[A_I0] + p[P_PI] * s * E * (1.0 - e_s) / ((p[P_KI] + E) * p[P_DI])
+        dy[S_I] = 0.0
     sx = excess_signal(I, e_t, a[A_I0])
     dy[S_R] = p[P_KR] * (a[A_R0] + p[P_AR] * sx / (sx + p[P_SR]) - R)
     m = max(0.0, room_l)
@@ -189,10 +207,10 @@ def extinguish(y):
 
 
 @_jit
-def day_signals(t, y, p, a, t_toci):
+def day_signals(t, y, p, a, t_toci, t_ster):
     """(TEMP raw, SYSBP raw, PLAT) the clinic rule sees at time t."""
     e_t = effect(t, t_toci, p[P_ETMAX], p[P_KT])
-    sx = excess_signal(y[S_I], e_t, a[A_I0])
+    sx = excess_signal(il6(t, y, p, a, t_ster), e_t, a[A_I0])
     return temp_raw(p, a, sx), sbp_raw(p, a, sx), y[S_CP]
 
 
@@ -655,20 +673,23 @@ class SimResult:
 
 
 def simulate(theta, baseline: Baseline, events: Events, t_out, *, clinic: ClinicPolicy | None = None,
-             solver: str = "dp5", rtol: float = 1e-6, keep_states: bool = True) -> SimResult:
+             solver: str = "dp5", rtol: float = 1e-6, keep_states: bool = True, il6: str = "dynamic") -> SimResult:
     """Solve the twin for n patients (design §3): ``solver`` "dp5" (numba adaptive Dormand-Prince
     5(4), NumPy-free pure-Python kernel when numba is absent), "rk4" (fixed step 1/32 d), or
     "python" (the same kernel, not compiled).  Outputs at ``t_out`` are the state just before any
-    event at that instant."""
+    event at that instant.  ``il6="qssa"`` replaces the IL-6 ODE by its quasi-steady state (an
+    approximation of the model, ~1.6x fewer steps; the I column then holds the algebraic value)."""
     from cartlab.twin.solver import solve
-    return solve(theta, baseline, events, t_out, clinic=clinic, solver=solver, rtol=rtol, keep_states=keep_states)
+    return solve(theta, baseline, events, t_out, clinic=clinic, solver=solver, rtol=rtol, keep_states=keep_states,
+                 il6=il6)
 
 
 def reference_solve(theta_row, baseline_row, events_row, t_out, clinic_log=None, *, policy=None,
-                    method="DOP853", rtol=1e-10, atol_scale=1e-12):
+                    method="DOP853", rtol=1e-10, atol_scale=None, il6="dynamic"):
     """Independent per-segment ``scipy.integrate.solve_ivp`` solution (T, 17) with the same event
     segmentation (events, integer days, outputs).  ``clinic_log`` = (toci_times, steroid_times,
     transfusion (times, units)) frozen from a fast run, or ``policy`` to run the rule in Python."""
     from cartlab.twin.solver import python_course
     return python_course(theta_row, baseline_row, events_row, np.asarray(t_out, dtype=np.float64),
-                         clinic_log=clinic_log, policy=policy, method=method, rtol=rtol, atol_scale=atol_scale)
+                         clinic_log=clinic_log, policy=policy, method=method, rtol=rtol, atol_scale=atol_scale,
+                        il6=il6)

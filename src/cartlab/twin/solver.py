@@ -16,7 +16,22 @@ import numpy as np
 from cartlab.errors import InputError
 from cartlab.twin import model as m
 from cartlab.twin.clinic import CLINIC_KEYS, ClinicPolicy, clinic_decide, policy_vector
-from cartlab.twin.model import NS, P_DELP, P_FVIA, S_CP, S_E, S_L0, S_L7, apply_ld, day_signals, extinguish, rhs
+from cartlab.twin.model import (
+    A_QSSA,
+    NS,
+    P_DELP,
+    P_FVIA,
+    S_CP,
+    S_E,
+    S_I,
+    S_L0,
+    S_L7,
+    apply_ld,
+    day_signals,
+    extinguish,
+    il6,
+    rhs,
+)
 
 try:
     from numba import njit, prange
@@ -125,7 +140,7 @@ def _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl):
     extinguish(y)
     if use_policy and t >= act_from and t >= day_lo and t <= day_hi:
         cs[4] = t
-        tr, sr, pl = day_signals(t, y, p, a, eff[0])
+        tr, sr, pl = day_signals(t, y, p, a, eff[0], eff[1])
         ap, va, to, st, un = clinic_decide(pv, tr, sr, pl, cs)
         d = int(t - day_lo)
         out_cl[d, 0] = ap
@@ -189,6 +204,8 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
     while io < T and t_out[io] <= t:
         for j in range(NS):
             out_y[io, j] = y[j]
+        if a[A_QSSA] != 0.0:
+            out_y[io, S_I] = il6(t, y, p, a, eff[1])
         io += 1
     ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, 0, day_lo, day_hi, eff, out_cl)
     nd = math.floor(t)
@@ -286,6 +303,8 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
             while io < T and t_out[io] <= b:
                 for j in range(NS):
                     out_y[io, j] = yb[j]
+                if a[A_QSSA] != 0.0:
+                    out_y[io, S_I] = il6(b, yb, p, a, eff[1])
                 io += 1
             if b == nd:
                 if b == tn and ie < ne and ev_t[ie] <= tn:
@@ -376,7 +395,7 @@ def _clinic_window(t_out):
 
 
 def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-6, keep_states=True,
-          max_steps=MAX_STEPS, h_fixed=RK4_DT):
+          max_steps=MAX_STEPS, h_fixed=RK4_DT, il6="dynamic"):
     """Driver behind :func:`cartlab.twin.model.simulate`."""
     t_out = np.ascontiguousarray(np.asarray(t_out, dtype=np.float64))
     if t_out.ndim != 1 or len(t_out) == 0 or np.any(np.diff(t_out) < 0):
@@ -386,6 +405,7 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
         raise InputError(f"{len(events)} event rows for {n} baselines")
     th = m._theta2d(theta, n)
     y0, aux = m.initial_state(th, baseline)
+    aux[:, A_QSSA] = _qssa_flag(il6)
     ev_t, ev_k, ev_v = event_table(events, clinic)
     first_ev = np.min(ev_t, axis=1, initial=np.inf) if ev_t.shape[1] else np.full(n, np.inf)
     t0 = np.minimum(t_out[0], first_ev)
@@ -408,7 +428,7 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
     failed = np.flatnonzero(nsteps < 0)
     for i in failed:  # stiff / extreme draw: implicit LSODA with the rule run in Python
         ys, cl = python_course(th[i], baseline.row(i), events.take([i]), t_out, policy=clinic,
-                               method="LSODA", rtol=rtol, return_clinic=True)
+                               method="LSODA", rtol=rtol, return_clinic=True, il6=il6)
         out_y[i] = ys
         out_cl[i] = cl
     clin = {k: out_cl[:, :D, j] > 0.5 for j, k in enumerate(CLINIC_KEYS)}
@@ -421,6 +441,12 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
                        transfusion_times=_given_times(events.transfusion_day, clin["platelet_transfusion"],
                                                       days, clinic),
                        n_steps=nsteps)
+
+
+def _qssa_flag(il6_mode: str) -> float:
+    if il6_mode not in ("dynamic", "qssa"):
+        raise InputError(f"il6 must be 'dynamic' or 'qssa', not {il6_mode!r}")
+    return 1.0 if il6_mode == "qssa" else 0.0
 
 
 def _given_times(recorded, flags, days, clinic):
@@ -436,7 +462,7 @@ def _given_times(recorded, flags, days, clinic):
 
 # ---------------------------------------------------------------- reference / fallback course
 def python_course(theta_row, baseline_row, events_row, t_out, *, clinic_log=None, policy=None,
-                  method="DOP853", rtol=1e-10, atol_scale=None, return_clinic=False):
+                  method="DOP853", rtol=1e-10, atol_scale=None, return_clinic=False, il6="dynamic"):
     """One patient with ``solve_ivp`` between the same boundaries the kernel stops at (events,
     integer days, outputs).  ``clinic_log`` = dict with "toci", "steroid", "transfusion" (times)
     and "transfusion_units" from a fast run (frozen decisions), or ``policy`` = the rule in Python.
@@ -448,6 +474,7 @@ def python_course(theta_row, baseline_row, events_row, t_out, *, clinic_log=None
     y0, aux = m.initial_state(p[None, :], baseline_row)
     y = y0[0].copy()
     a = aux[0]
+    a[A_QSSA] = _qssa_flag(il6)
     ev = events_row
     pol = None if clinic_log is not None else policy
     if clinic_log is not None:
@@ -482,6 +509,8 @@ def python_course(theta_row, baseline_row, events_row, t_out, *, clinic_log=None
     while True:
         while io < len(t_out) and t_out[io] <= t:
             out[io] = y
+            if a[A_QSSA] != 0.0:
+                out[io, S_I] = m.il6(t, y, p, a, eff[1])
             io += 1
         ie = bnd(t, y, p, a, ev_t, ev_k[:len(ev_t)], ev_v[:len(ev_t)], ie, pol is not None, pv, act,
                  day_lo, day_hi, cs, eff, cl)
