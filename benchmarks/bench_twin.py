@@ -254,7 +254,6 @@ benchmark("twin_dask", title="run_trial on a LocalCluster: 2 workers vs 1", base
 def main(argv=None) -> int:
     import argparse
     import json
-    import sys
     from pathlib import Path
 
     from harness import run_all, to_json

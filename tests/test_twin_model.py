@@ -22,14 +22,14 @@ NAN = float("nan")
 
 
 def base(n=1, **kw):
-    d = dict(weight_kg=60.0, bm_blast_pct=20.0, cd7_on_blasts_pct=95.0, cd7t_ul=300.0, cd7nk_ul=80.0,
-             cd7negt_ul=50.0, neut=1.5, plat=60.0, crp=5.0, il6=5.0, sysbp=110.0, temp=36.8)
+    d = {"weight_kg": 60.0, "bm_blast_pct": 20.0, "cd7_on_blasts_pct": 95.0, "cd7t_ul": 300.0, "cd7nk_ul": 80.0,
+         "cd7negt_ul": 50.0, "neut": 1.5, "plat": 60.0, "crp": 5.0, "il6": 5.0, "sysbp": 110.0, "temp": 36.8}
     d.update(kw)
     return Baseline(**{k: np.full(n, v, dtype=float) for k, v in d.items()})
 
 
 def events(car_days=(0.0,), cells=(3e8,), ld_days=(), ld_u=(), n=1):
-    row = lambda x: np.tile(np.asarray(x, dtype=float).reshape(1, -1), (n, 1))  # noqa: E731
+    row = lambda x: np.tile(np.asarray(x, dtype=float).reshape(1, -1), (n, 1))
     return Events(car_t_day=row(car_days), car_t_cells=row(cells), ld_day=row(ld_days),
                   ld_intensity=row(ld_u), toci_day=np.zeros((n, 0)), steroid_day=np.zeros((n, 0)))
 
@@ -69,7 +69,7 @@ def test_rhs_transfer_terms_cancel_in_car_total():
     th = theta(phi7=0.3)[0] * np.exp(0.3 * rng.standard_normal(len(P)))
     th[P.index("Fster")] = 0.8
     y = np.abs(rng.standard_normal(m.NS)) * 10 + 0.1
-    y0, aux = m.initial_state(th[None, :], base())
+    _, aux = m.initial_state(th[None, :], base())
     dy = np.empty(m.NS)
     t, t_ster = 3.0, 2.0
     m.rhs(t, y, th, aux[0], -1e300, t_ster, dy)
@@ -231,13 +231,14 @@ def test_events_from_protocol_split_and_intensity():
     np.testing.assert_allclose(ev2.car_t_cells[:, 0], 2e6 * w)
     assert ev2.car_t_day.shape[1] == 1
     np.testing.assert_allclose(ev2.ld_intensity[0, 1:], 1.0)  # half of u = 2
-    with pytest.raises(Exception):
+    from cartlab.errors import InputError
+    with pytest.raises(InputError):
         Events.from_protocol(proto, w, split=(0.2, 0.3, 0.5))
 
 
 def test_missing_baseline_is_the_population_default_not_zero():
     b = base(bm_blast_pct=NAN, neut=NAN)
-    y0, aux = m.initial_state(theta(), b)
+    y0, _ = m.initial_state(theta(), b)
     assert y0[0, m.S_L7] + y0[0, m.S_L0] == pytest.approx(0.36 * 1000.0)  # default 36% of M_BM
     assert y0[0, m.S_CN] == 1.0
 

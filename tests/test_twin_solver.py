@@ -51,7 +51,7 @@ def test_dp5_matches_dop853_reference_on_population_draws():
     assert r.n_fallback == 0
     errs = []
     for i in range(n):
-        fin = lambda x: x[np.isfinite(x)]  # noqa: E731
+        fin = lambda x: x[np.isfinite(x)]
         log = {"toci": fin(r.toci_times[i]), "steroid": fin(r.steroid_times[i]),
                "transfusion": fin(r.transfusion_times[i])}
         ys = reference_solve(th[i], b.row(i), ev.take([i]), T_OUT, clinic_log=log)
@@ -159,7 +159,7 @@ def test_without_numba_same_results(tmp_path):
         np.save({str(tmp_path / "out.npy")!r}, r.states)
     """)
     env = dict(os.environ, NUMBA_DISABLE_JIT="0")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     c = np.load(tmp_path / "out.npy")
     np.testing.assert_allclose(c, a.states, rtol=1e-9, atol=1e-13)
