@@ -58,6 +58,21 @@ def _obs_model() -> dict[str, tuple[str, float]]:
 
 
 OBS_MODEL: dict[str, tuple[str, float]] = _obs_model()
+
+
+def _zero_limits() -> dict[str, float]:
+    """Half the reporting resolution of each log-normal param (``decimals`` of the schedule's noise
+    spec; 0.005 for NEUT reported to 0.01), the limit a reported 0 is censored at."""
+    from cartlab.twin.observe import load_schedule
+
+    return {p: 0.5 * 10.0 ** -int(spec.get("decimals", 2)) for p, spec in load_schedule().noise.items()
+            if OBS_MODEL.get(p, ("",))[0] == "lognormal"}
+
+
+_ZERO_LIMIT = _zero_limits()
+#: reporting resolution of the log-normal params (NEUT to 0.01, PLAT to 1): a rounded value carries an
+#: extra error of variance resolution^2 / 12, added on the log scale by the delta method
+_RESOLUTION = {p: 2.0 * v for p, v in _ZERO_LIMIT.items()}
 _LOG_FLOOR = 1e-12  # a latent value of 0 on the log scale (extinct CAR-T, no leukaemia)
 _T_GRID = np.arange(-7.0, 60.25, 0.25)  # the course grid for anchors, plots and forecasts (q6h)
 
@@ -167,6 +182,12 @@ def _subject_obs(study, subject_id: str, sources, until_day: float | None) -> _O
     o = o.filter(pl.col("value").is_not_null() | cens).with_columns(
         _cens=cens, _limit=pl.coalesce("censor_limit", "lloq"))
     o = o.filter(~pl.col("_cens") | pl.col("_limit").is_not_null())
+    # a log-normal count reported as 0 (e.g. NEUT 0.00 = undetectable) is below its reporting
+    # resolution: censored at half of it (Beal M3), never log(0)
+    zero = pl.col("param").is_in([p for p, (k, _) in OBS_MODEL.items() if k == "lognormal"]) & (pl.col("value") <= 0)
+    o = o.with_columns(_limit=pl.when(zero).then(pl.col("param").replace_strict(_ZERO_LIMIT, default=None))
+                       .otherwise(pl.col("_limit")), _cens=pl.col("_cens") | zero)
+    o = o.filter(~pl.col("_cens") | pl.col("_limit").is_not_null())
     return _Obs(param=o["param"].to_numpy(), day=o["day"].to_numpy().astype(float),
                 value=o["value"].fill_null(float("nan")).to_numpy().astype(float),
                 limit=o["_limit"].fill_null(float("nan")).to_numpy().astype(float),
@@ -190,9 +211,11 @@ def _obs_loglik(obs: _Obs, t_out: np.ndarray, latent: dict[str, np.ndarray]) -> 
         if kind == "lognormal":
             lf = np.log(np.maximum(f, _LOG_FLOOR))
             q = c == 0
+            res = _RESOLUTION.get(p, 0.0)
+            s = np.sqrt(s * s + res * res / 12.0 / np.maximum(np.nan_to_num(y, nan=1.0), res / 2 or 1e-12) ** 2)
             with np.errstate(divide="ignore", invalid="ignore"):
                 r = (np.log(np.maximum(y, _LOG_FLOOR)) - lf) / s
-            llq = -0.5 * r * r - math.log(s) - 0.5 * math.log(2 * math.pi)
+            llq = -0.5 * r * r - np.log(s) - 0.5 * math.log(2 * math.pi)
             llc = special.log_ndtr((np.log(np.where(q, 1.0, lim)) - lf) / s)  # Beal M3: P(Y < LLOQ)
             ll[:, j] = np.where(q, llq, llc)
         elif kind == "normal":
@@ -226,10 +249,14 @@ def _repeat_rows(obj, idx: np.ndarray):
 class _Objective:
     """Negative log posterior of log-parameters (batched): every call is one ``simulate``."""
 
-    def __init__(self, table, theta0, free, prior_sd, baseline, events, obs: _Obs, anchors, clinic=None):
-        from cartlab.twin.model import simulate
+    def __init__(self, table, theta0, free, prior_sd, baseline, events, obs: _Obs, anchors, clinic=None,
+                 recorded=None):
+        from cartlab.twin.model import latent_observables, simulate
 
-        self._simulate = simulate
+        self._simulate, self._latent_obs = simulate, latent_observables
+        #: (days, {key: (1, D) bool}) recorded antipyretic / vasopressor days: with clinic=None they act on
+        #: the observation side (TEMP, SYSBP) through the model's one observable map
+        self.recorded = recorded
         self.table, self.theta0, self.free = table, np.asarray(theta0, float), np.asarray(free)
         self.pm = np.log(self.theta0[self.free])
         self.psd = np.asarray(prior_sd, float)
@@ -248,9 +275,18 @@ class _Objective:
         th = self.theta(x)
         idx = np.zeros(th.shape[0], dtype=int)
         self.n_calls += 1
-        return self._simulate(th, _repeat_rows(self.baseline, idx), self.events.take(idx),
-                              self.t_out if t_out is None else t_out, clinic=clinic if clinic is not None
-                              else self.clinic, keep_states=False)
+        clinic = clinic if clinic is not None else self.clinic
+        t = self.t_out if t_out is None else t_out
+        base, ev = _repeat_rows(self.baseline, idx), self.events.take(idx)
+        rec = self.recorded is not None and clinic is None
+        sim = self._simulate(th, base, ev, t, clinic=clinic, keep_states=rec)
+        if rec:
+            days, flags = self.recorded
+            arrays = {k: np.repeat(np.asarray(v, bool)[:1], th.shape[0], axis=0) for k, v in flags.items()}
+            sim.latent = self._latent_obs(sim.states, th, base, np.asarray(t, float), arrays, clinic_days=days,
+                                          toci_times=ev.toci_day)
+            sim.states = None
+        return sim
 
     def _latent(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Latent course of every row; rows the solver cannot integrate (extreme draws) are found by
@@ -404,7 +440,11 @@ class TwinModel:
         events = Events.from_study(study, [subject_id])
         if until_day is not None:
             events = _events_until(events, until_day)
-        return _Objective(table, theta0, free, sd[free], baseline, events, obs, self.anchors)
+        days = np.arange(-30.0, 121.0)
+        flags = _recorded_clinic(study, subject_id, days)
+        if until_day is not None:
+            flags = {k: v & (days <= until_day)[None, :] for k, v in flags.items()}
+        return _Objective(table, theta0, free, sd[free], baseline, events, obs, self.anchors, recorded=(days, flags))
 
     # -- fit
     def fit(self, study, subject_id: str, *, until_day: float | None = None) -> TwinModel:
@@ -608,7 +648,7 @@ def _importance(ob, center: np.ndarray, cov: np.ndarray, n: int, rng: np.random.
 def _events_until(events, day: float):
     """Recorded interventions after ``day`` removed (a forecast must not know them)."""
     rep = {}
-    for name in ("toci_day", "steroid_day"):
+    for name in ("toci_day", "steroid_day", "transfusion_day"):
         a = np.array(getattr(events, name), dtype=float, copy=True)
         a[a > day] = np.nan
         rep[name] = a
@@ -688,12 +728,6 @@ HELDOUT_SEED = 16_2026_07
 _STREAM_HELDOUT = 7
 
 
-def _first_day(mask: np.ndarray, days: np.ndarray, until: float) -> np.ndarray:
-    """First day (<= until) a clinic array is True, per row; NaN if none."""
-    m = np.asarray(mask, bool) & (days[None, :] <= until)
-    return np.where(m.any(axis=1), days[np.argmax(m, axis=1)], np.nan)
-
-
 def virtual_patients(n: int, seed: int = HELDOUT_SEED, start: int = 0, prior="cd7_twin_v1",
                      protocol: str = "nct04762485"):
     """``n`` virtual patients of the prior population from the held-out stream: (theta, baseline,
@@ -747,9 +781,16 @@ def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: fl
     g = np.isin(t_out, _T_GRID)
     true_out = outcome_arrays(_T_GRID, _latent_view(truth, g))
     cd = np.asarray(truth.clinic_days, float)
-    fit_events = dataclasses.replace(
-        events, toci_day=_pad(_first_day(truth.clinic["tocilizumab"], cd, from_day), events.toci_day),
-        steroid_day=_pad(_first_day(truth.clinic["steroid"], cd, from_day), events.steroid_day))
+    def known(times):   # doses given up to the forecast day (the rest are the future)
+        a = np.array(times, float, copy=True)
+        a[~(a <= from_day)] = np.nan
+        return a if a.size else np.full((n, 1), np.nan)
+
+    tr = known(truth.transfusion_times)
+    fit_events = dataclasses.replace(events, toci_day=known(truth.toci_times), steroid_day=known(truth.steroid_times),
+                                     transfusion_day=tr, transfusion_units=np.where(np.isfinite(tr), load_clinic().platelet_units, np.nan))
+    flags_known = {k: np.asarray(truth.clinic[k], bool) & (cd <= from_day)[None, :] for k in ("antipyretic",
+                                                                                             "vasopressor")}
     sd = table.iiv_sd()
     free = np.flatnonzero(sd > 0)
     clinic = load_clinic(active_from_day=float(from_day))
@@ -763,7 +804,8 @@ def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: fl
         t0 = time.perf_counter()
         obs = _observed_rows(seen, r, from_day)
         ob = _Objective(table, table.vector(), free, sd[free], _repeat_rows(baseline, np.array([r])),
-                        fit_events.take(np.array([r])), obs, ())
+                        fit_events.take(np.array([r])), obs, (),
+                        recorded=(cd, {k: v[r:r + 1] for k, v in flags_known.items()}))
         m = TwinModel(prior=table, n_sir=n_sir, n_draws=n_draws, n_starts=n_starts, seed=int(index[r]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CartlabWarning)
@@ -806,16 +848,6 @@ def calibration_metrics(per_patient: pl.DataFrame) -> dict[str, float]:
             "median_seconds_per_patient": float(per_patient["seconds"].median())}
 
 
-def _pad(first: np.ndarray, like: np.ndarray) -> np.ndarray:
-    out = np.full(np.shape(like), np.nan)
-    if out.ndim == 1:
-        out = out[:, None]
-    if out.shape[1] == 0:
-        out = np.full((first.size, 1), np.nan)
-    out[:, 0] = first
-    return out
-
-
 def _latent_view(sim, g: np.ndarray):
     return dataclasses.replace(sim, t=sim.t[g], latent={k: v[:, g] for k, v in sim.latent.items()}, states=None)
 
@@ -828,11 +860,15 @@ def _observed_rows(seen, r: int, until: float) -> _Obs:
             continue
         v, c = seen.values[p][r], seen.censored[p][r]
         keep = (t <= until) & (np.isfinite(v) | c)
+        lim = np.full(t.size, seen.lloq.get(p, np.nan))
+        if OBS_MODEL[p][0] == "lognormal":   # a reported 0: censored at half the resolution (as fits of studies)
+            z = np.isfinite(v) & (v <= 0)
+            c, lim = c | z, np.where(z, _ZERO_LIMIT.get(p, 1e-12), lim)
         n = int(keep.sum())
         param += [p] * n
         day.append(t[keep])
         value.append(np.where(c[keep], np.nan, v[keep]))
-        limit.append(np.full(n, seen.lloq.get(p, np.nan)))
+        limit.append(lim[keep])
         cens.append(np.where(c[keep], -1, 0))
     cat = (lambda xs: np.concatenate(xs) if xs else np.array([]))
     return _Obs(np.array(param, dtype=object).astype(str), cat(day).astype(float), cat(value).astype(float),
