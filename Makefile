@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/cartlab demo --out out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
