@@ -205,6 +205,29 @@ def test_mrd_threshold_option_and_absent_mrd():
     assert derive_marrow_response(marrow())["mrd_negative"][0] is None
 
 
+def _censored_mrd(limit, op="<"):
+    return {"day": 28.0, "param": "MRDFCM", "value_text": f"{op}{limit:g}", "censor": op, "censor_limit": limit}
+
+
+# By hand: "<L" means every possible value is below L; it is MRD-negative against threshold T (ELN
+# 2022 AML T = 1e-3) exactly when every value below L is below T, i.e. L <= T ("<=L": L < T when the
+# threshold is strict); otherwise the status cannot be decided from the result.
+@pytest.mark.parametrize("limit,op,inclusive,neg", [
+    (1e-4, "<", False, True), (1e-3, "<", False, True), (1e-3, "<=", False, None), (1e-3, "<=", True, True),
+    (2e-3, "<", False, None), (2e-3, "<", True, None)])
+def test_censored_mrd_result_is_a_measurement(limit, op, inclusive, neg):
+    base = [(-5, "BMBLAST", 40.0), (28, "BMBLAST", 0.0), (28, "PBBLAST", 0.0), (28, "NEUT", 2.0), (28, "PLAT", 150.0)]
+    rows = [{"day": float(d), "param": p, "value": v} for d, p, v in base] + [_censored_mrd(limit, op)]
+    r = derive_marrow_response(make(rows), ResponseOptions(mrd_threshold_inclusive=inclusive)).row(0, named=True)
+    assert r["mrd_negative"] is neg
+    assert r["mrd_fcm"] is None and r["mrd_detectable"] is False
+    assert r["category_mrd"] == ("CR_MRD-" if neg else "CR")
+    assert f"MRDFCM {op}{limit:g} (below the assay limit)" in r["reason"]
+    best = derive_best_response(make(rows), BestResponseOptions(
+        response=ResponseOptions(mrd_threshold_inclusive=inclusive))).row(0, named=True)
+    assert best["mrd_negative"] is neg
+
+
 # ---------------------------------------------------------------------------------------------
 # ALL
 

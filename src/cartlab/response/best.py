@@ -150,7 +150,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         reason = (f"best of {len(window)} assessment(s): {best['category']} on day {best['day']:g} "
                   f"({best['rule']})")
         if best["mrd_negative"] is not None:
-            reason += f"; MRDFCM {best['mrd_fcm']:.3g} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
+            mrd = "below the assay limit" if best["mrd_fcm"] is None else f"{best['mrd_fcm']:.3g}"
+            reason += f"; MRDFCM {mrd} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
         if notes:
             reason += "; " + "; ".join(notes)
         rows.append({

@@ -149,8 +149,11 @@ def _by_subject(study: Study, near: float | None = None,
     """Each subject's marrow-related rows (``params``), events and platelet transfusions. With
     ``near``, only the counts (NEUT, PLAT) within that many calendar days of a post-infusion marrow
     are kept (the only ones an assessment reads)."""
-    obs = study.observations.filter(pl.col("param").is_in(list(params)) & pl.col("value").is_not_null()
-                                    & pl.col("day").is_not_null())
+    # a censored MRD result ("<1e-4": value empty, censor "<", censor_limit 1e-4) is a measurement
+    censored_mrd = ((pl.col("param") == "MRDFCM") & pl.col("value").is_null()
+                    & pl.col("censor").is_in(["<", "<="]) & pl.col("censor_limit").is_not_null())
+    obs = study.observations.filter(pl.col("param").is_in(list(params)) & pl.col("day").is_not_null()
+                                    & (pl.col("value").is_not_null() | censored_mrd))
     if near is not None:
         counts = pl.col("param").is_in(["NEUT", "PLAT"])
         marrows = (obs.filter((pl.col("param") == "BMBLAST") & (pl.col("day") > 0))
@@ -158,7 +161,7 @@ def _by_subject(study: Study, near: float | None = None,
         used = (obs.with_row_index("_i").filter(counts).join(marrows, on="subject_id")
                 .filter((pl.col("day").floor() - pl.col("_md")).abs() <= near)["_i"].unique())
         obs = obs.with_row_index("_i").filter(~counts | pl.col("_i").is_in(used.implode())).drop("_i")
-    obs = obs.select("subject_id", "day", "param", "value", "src_file", "src_row").sort(
+    obs = obs.select("subject_id", "day", "param", "value", "censor", "censor_limit", "src_file", "src_row").sort(
         "subject_id", "day", "src_row", nulls_last=True)
     out: dict[str, _SubjectData] = defaultdict(lambda: _SubjectData(defaultdict(list), [], [], []))
     for r in obs.iter_rows(named=True):
@@ -283,11 +286,24 @@ _SCHEMA = {
 
 
 def _mrd(mrd_row: dict[str, Any] | None, opts: dict[str, Any]) -> tuple[float | None, bool | None, bool | None]:
+    """(value, negative, detectable) of the marrow day's MRDFCM. A censored result (``<L``, no value)
+    is negative when every value below ``L`` is below the threshold, else undetermined (None); it is
+    never detectable."""
     if mrd_row is None:
         return None, None, None
-    v, thr = mrd_row["value"], float(opts["mrd_threshold"])
-    neg = v <= thr if opts["mrd_threshold_inclusive"] else v < thr
+    v, thr, inclusive = mrd_row["value"], float(opts["mrd_threshold"]), bool(opts["mrd_threshold_inclusive"])
+    if v is None:
+        lim, op = float(mrd_row["censor_limit"]), mrd_row["censor"]
+        # "<L": every value is < L; "<=L": every value is <= L
+        sure = lim <= thr if (op == "<" or inclusive) else lim < thr
+        return None, (True if sure else None), False
+    neg = v <= thr if inclusive else v < thr
     return v, neg, v > 0
+
+
+def mrd_text(value: float | None, censor: str | None = None, limit: float | None = None) -> str:
+    """``2.5e-04`` style text of an MRD result, or ``<0.0001`` for a censored one."""
+    return f"{value:.3g}" if value is not None else f"{censor or '<'}{limit:g}"
 
 
 def derive_marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
@@ -344,6 +360,11 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
         reason += (f" | MRDFCM {mrd_v:.3g} {'<=' if opts['mrd_threshold_inclusive'] else '<'} "
                    f"{opts['mrd_threshold']:g}: {'negative' if mrd_neg else 'positive'}"
                    f"{' (detectable, low level)' if mrd_neg and mrd_det else ''}")
+    elif used["MRDFCM"] is not None:
+        r = used["MRDFCM"]
+        reason += (f" | MRDFCM {mrd_text(None, r['censor'], r['censor_limit'])} (below the assay limit): "
+                   + ("negative" if mrd_neg else
+                      f"MRD status not evaluable: the limit is not below the threshold {opts['mrd_threshold']:g}"))
     return {
         "subject_id": subj["subject_id"], "disease": subj["disease"], "criteria": standard,
         "day": float(m["day"]), "category": a["category"], "category_mrd": cat_mrd, "rule": a["rule"],
@@ -455,7 +476,7 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
         if neg is not None and sd is not None:
             thr = float(opts["mrd_threshold"])
             for x in sd.obs.get("MRDFCM", []):
-                if x["day"] > neg["day"] and x["value"] >= thr:
+                if x["day"] > neg["day"] and x["value"] is not None and x["value"] >= thr:
                     mrd_day = x["day"]
                     mrd_reason = (f"MRD negative on day {neg['day']:g}, MRDFCM {x['value']:.3g} >= {thr:g} "
                                   f"on day {x['day']:g}")
