@@ -135,6 +135,9 @@ def test_folder_reads_back_valid_with_canonical_units(small_folder):
     doses = study.doses
     assert set(doses["agent"]) >= {"fludarabine", "cyclophosphamide", "CAR-T"}
     assert study.observations["day"].max() <= 35
+    # counts are written as numbers a reader expects: no negative zero (e.g. "-0.0" % marrow blasts)
+    text = (out / "observations.csv").read_text()
+    assert ",-0.0," not in text and ",-0," not in text
 
 
 def test_simulate_200_then_analyze_grades_everyone(tmp_path):

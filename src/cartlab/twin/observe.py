@@ -148,7 +148,7 @@ def _noisy(p: str, latent: np.ndarray, z: np.ndarray, spec: dict) -> tuple[np.nd
         frac = latent if p == "MRDFCM" else latent / 100.0
         frac = np.clip(frac, 0.0, 1.0)
         cells = float(spec["cells"])
-        k = np.clip(np.round(cells * frac + np.sqrt(cells * frac * (1 - frac)) * z), 0, cells)
+        k = np.clip(np.round(cells * frac + np.sqrt(cells * frac * (1 - frac)) * z), 0, cells) + 0.0  # no -0.0
         v = k / cells if p == "MRDFCM" else 100.0 * k / cells
     else:
         raise InputError(f"unknown noise kind {kind!r} for {p}")
