@@ -142,6 +142,7 @@ def virtual():
     seen = observe(sim, idx, 123, sch, covariates={"weight_kg": base.weight_kg})
     tabs = study_tables(seen, ev, load_protocol("nct04762485").lymphodepletion)
     study = Study("virtual", **{k: conform(v, k) for k, v in tabs.items()})
+    study.folder_tables = tabs
     return study, theta[0], sim
 
 
@@ -212,7 +213,7 @@ def test_cli_twin_fit_writes_outputs_and_bad_options_are_one_message(tmp_path):
 
     out = tmp_path / "twin"
     res = CliRunner().invoke(app, ["twin", "fit", str(seed_case_path()), "--subject", "CD7-AML-001",
-                                   "--sources", "paper", "--out", str(out)], env={"COLUMNS": "200"})
+                                   "--sources", "paper", "--draws", "50", "--out", str(out)], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     for f in ("twin_params.csv", "twin_observations.csv", "twin_identifiability.csv", "twin_fit.png",
               "twin_fit.json"):
@@ -232,3 +233,22 @@ def test_docs_parameter_table_is_the_yaml():
     start, end = "<!-- params:cd7_twin_v1:start -->\n", "<!-- params:cd7_twin_v1:end -->"
     assert start in doc and end in doc
     assert doc.split(start, 1)[1].split(end, 1)[0] == params_markdown("cd7_twin_v1")
+
+
+def test_cli_twin_forecast_writes_the_forecast(tmp_path, virtual):
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+    from cartlab.twin.observe import write_tables
+
+    study, _, _ = virtual
+    folder = write_tables(study.folder_tables, tmp_path / "virtual")
+    out = tmp_path / "fc"
+    res = CliRunner().invoke(app, ["twin", "forecast", str(folder), "--subject", study.subject_ids[0], "--from-day",
+                                   "7", "--draws", "50", "--out", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    fc = pl.read_csv(out / "twin_forecast.csv")
+    assert fc["quantity"].to_list() == ["car_cmax", "car_tmax", "car_day28", "crs_ge3", "response_d28"]
+    assert (out / "twin_forecast.png").is_file() and (out / "twin_forecast.json").is_file()
+    # the forecast saw only rows up to day 7
+    assert pl.read_csv(out / "twin_observations.csv")["day"].max() <= 7

@@ -567,7 +567,7 @@ class TwinModel:
     # -- forecast
     def forecast(self, from_day: float | None = None, n_draws: int | None = None) -> pl.DataFrame:
         """Predict the course after ``from_day`` from the posterior given the data up to it (refits on
-        the truncated data if the model was fitted to more), with the clinic rule active after
+        the truncated data, without anchors, if the model was fitted to more), with the clinic rule active after
         ``from_day``. Returns (and stores as ``forecast_``) one row per quantity: median, 50% and 90%
         prediction intervals, or a probability."""
         from cartlab.twin.clinic import load_clinic
@@ -575,8 +575,9 @@ class TwinModel:
         if from_day is None:
             from_day = self.until_day_
         m = self
-        if from_day != self.until_day_:
-            m = TwinModel(self.prior, self.fixed, self.posterior, self.sources, self.anchors, self.n_starts,
+        if from_day != self.until_day_ or self.anchors:
+            # anchors summarise the whole course (fever days, peak day): a forecast never uses them
+            m = TwinModel(self.prior, self.fixed, self.posterior, self.sources, (), self.n_starts,
                           self.n_sir, self.n_draws, self.seed, self.maxiter).fit(self.study_, self.subject_id_,
                                                                                  until_day=from_day)
         draws = m.posterior_x_ if n_draws is None else m.posterior_x_[:n_draws]
