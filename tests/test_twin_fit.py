@@ -252,3 +252,15 @@ def test_cli_twin_forecast_writes_the_forecast(tmp_path, virtual):
     assert (out / "twin_forecast.png").is_file() and (out / "twin_forecast.json").is_file()
     # the forecast saw only rows up to day 7
     assert pl.read_csv(out / "twin_observations.csv")["day"].max() <= 7
+
+
+def test_collinearity_index_by_hand():
+    """Brun 2001: for two unit columns at angle a, S'S = [[1, c], [c, 1]] (c = cos a), smallest
+    eigenvalue 1 - c, index 1 / sqrt(1 - c); orthogonal columns 1; identical columns infinite."""
+    from cartlab.twin.identify import collinearity
+
+    a = 0.3
+    S = np.array([[1.0, math.cos(a), 0.0], [0.0, math.sin(a), 0.0], [0.0, 0.0, 2.0]])
+    assert collinearity(S, (0, 1)) == pytest.approx(1 / math.sqrt(1 - math.cos(a)))
+    assert collinearity(S, (0, 2)) == pytest.approx(1.0)
+    assert collinearity(np.array([[1.0, 2.0], [1.0, 2.0]]), (0, 1)) == math.inf

@@ -74,3 +74,20 @@ def test_crs_grade3_by_the_astct_engine_on_the_simulated_course(twin, tmp_path):
     s = derive_crs_summary(read_study(folder))
     grade = s["max_grade"][0] if "max_grade" in s.columns else s["crs_grade_astct"][0]
     assert grade == 3
+
+
+def test_identifiability_table_and_profile_at_the_map(twin):
+    """The profile at the MAP equals the MAP objective minus that parameter's own prior term (the
+    others are already optimal there): an identity, not a value read from the program."""
+    from cartlab.twin.identify import identifiability
+
+    tab = identifiability(twin, profile_params=("rho",), n_points=3, span=1.0)
+    ob = twin._objective
+    assert tab["parameter"].to_list() == [ob.table.names[i] for i in ob.free]
+    assert twin.sensitivity_["n_observations"] == twin.observations_.height + len(SEED_ANCHORS)
+    prof = twin.profiles_
+    at_map = prof.filter(pl.col("log_offset") == 0.0)["objective"][0]
+    j = list(tab["parameter"]).index("rho")
+    own = 0.5 * ((twin.x_[j] - ob.pm[j]) / ob.psd[j]) ** 2
+    assert at_map == pytest.approx(twin.nll_ - own, abs=0.05)
+    assert tab.filter(pl.col("parameter") == "rho")["verdict"][0] != "not profiled"

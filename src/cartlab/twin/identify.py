@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from scipy import optimize
 
-from cartlab.twin.fit import OBS_MODEL, _LOG_FLOOR, _obs_loglik
+from cartlab.twin.fit import _LOG_FLOOR, FD_STEP, _T_GRID, OBS_MODEL, _obs_loglik, course_summaries
 
 __all__ = ["sensitivity", "collinearity", "profile", "identifiability"]
 
@@ -38,7 +38,8 @@ def _names(model) -> list[str]:
 
 
 def sensitivity(model, h: float = 1e-2) -> np.ndarray:
-    """(N_obs, k) scaled sensitivity matrix at the MAP (see module docstring)."""
+    """(N_obs + N_anchors, k) scaled sensitivity matrix at the MAP (see module docstring); soft anchors
+    count as pseudo-observations (their statistic / SD)."""
     ob = model._objective
     x = model.x_
     k = x.size
@@ -58,6 +59,10 @@ def sensitivity(model, h: float = 1e-2) -> np.ndarray:
         scale = np.where(ob.obs.param[bi] == "MRDFCM", 1.0, 100.0)
         pr = np.clip(p0[0, bi] / scale, 1e-6, 1 - 1e-6)
         g[:, bi] = pred[:, bi] / (scale * np.sqrt(pr * (1 - pr) / s[bi]))
+    if ob.anchors:   # the soft anchors are pseudo-observations: one row each, scaled by the anchor's SD
+        grid = np.isin(ob.t_out, _T_GRID)
+        summ = course_summaries(ob.t_out[grid], {p: v[:, grid] for p, v in sim.latent.items()})
+        g = np.hstack([g, np.stack([summ[a.stat] / a.sd for a in ob.anchors], axis=1)])
     return ((g[:k] - g[k:]) / (2 * h)).T
 
 
@@ -83,7 +88,7 @@ def profile(model, name: str, span: float = 2.0, n_points: int = 9, maxiter: int
     lo = np.log(np.maximum(blo[ob.free], 1e-300))
     hi = np.log(bhi[ob.free])
     x0 = model.x_.copy()
-    h = 1e-3
+    h = FD_STEP
 
     def own_prior(v):
         return 0.5 * ((v - ob.pm[j]) / ob.psd[j]) ** 2
@@ -124,7 +129,8 @@ def identifiability(model, profile_params=None, n_points: int = 9, span: float =
     sv = np.linalg.svd(S, compute_uv=False) if S.size else np.array([0.0])
     cond = float(sv.max() / sv.min()) if sv.min() > 0 and S.shape[0] >= S.shape[1] else math.inf
     pair = {}
-    for a, b in itertools.combinations(range(len(names)), 2):
+    live = [j for j in range(len(names)) if np.linalg.norm(S[:, j]) > 0]   # zero columns: no sensitivity at all
+    for a, b in itertools.combinations(live, 2):
         g = collinearity(S, (a, b))
         for u, w in ((a, b), (b, a)):
             if u not in pair or g > pair[u][1]:
@@ -142,7 +148,9 @@ def identifiability(model, profile_params=None, n_points: int = 9, span: float =
     rows = []
     for i, p in enumerate(names):
         lo, hi = prof_lo.get(p), prof_hi.get(p)
-        if lo is None:
+        if imp[i] == 0:
+            verdict = "no sensitivity to the data (prior only)"
+        elif lo is None:
             verdict = "not profiled"
         elif lo > CHI2_95_HALF and hi > CHI2_95_HALF:
             verdict = "identifiable (profile exceeds 1.92 on both sides)"
