@@ -59,7 +59,7 @@ def _install_dependency_stamp() -> None:
     here = Path(__file__).resolve()
     deps = [here.with_name("model.py"), here.with_name("clinic.py")]
 
-    class _TwinLocator(caching.InTreeCacheLocator):
+    class _Stamp:
         @classmethod
         def from_function(cls, py_func, py_file):
             if Path(py_file).resolve() != here:
@@ -72,10 +72,17 @@ def _install_dependency_stamp() -> None:
                 h.update(d.read_bytes())
             return h.hexdigest()
 
+    # NUMBA_CACHE_DIR (user-provided directory) first, as numba does; else the in-tree __pycache__
+    class _TwinUserLocator(_Stamp, caching.UserProvidedCacheLocator):
+        pass
+
+    class _TwinLocator(_Stamp, caching.InTreeCacheLocator):
+        pass
+
     try:
         classes = caching.CacheImpl._locator_classes
         if not any(getattr(c, "__name__", "") == "_TwinLocator" for c in classes):
-            caching.CacheImpl._locator_classes = [_TwinLocator, *classes]
+            caching.CacheImpl._locator_classes = [_TwinUserLocator, _TwinLocator, *classes]
     except AttributeError:  # pragma: no cover
         return
 
