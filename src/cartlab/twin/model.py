@@ -63,7 +63,7 @@ try:  # the scalar formulas are compiled when numba is importable (one code path
     from numba import njit as _njit
 
     def _jit(f):
-        return _njit(cache=True)(f)
+        return _njit(cache=True, error_model="numpy")(f)
 except ImportError:  # pragma: no cover - exercised by the no-numba subprocess test
     def _jit(f):
         return f

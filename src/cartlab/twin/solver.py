@@ -116,7 +116,7 @@ D1, D3, D4 = -12715105075 / 11282082432, 87487479700 / 32700410799, -10690763975
 D5, D6, D7 = 701980252875 / 199316789632, -1453857185 / 822651844, 69997945 / 29380423
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl):
     """Apply the scheduled events at time t; returns the new event index.  eff = [t_toci, t_ster]."""
     ne = ev_t.shape[0]
@@ -139,7 +139,7 @@ def _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl):
     return ie
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl):
     """Integer day t: blast extinction, then the clinic rule; True when the state or the right-hand
     side changed (the integrator must restart at t)."""
@@ -175,7 +175,7 @@ def _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo
     return ie
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act_from,
             rtol, atol, method, h_fixed, max_steps, out_y, out_cl):
     """One patient's course; returns the number of steps, or -1 when ``max_steps`` is exceeded.
@@ -350,7 +350,7 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
     return steps
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _run_all(th, y0, aux, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act_from,
              rtol, atol, method, h_fixed, max_steps, out_y, out_cl, nsteps):
     for i in prange(th.shape[0]):
