@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from cartlab.twin.fit import OBS_MODEL, TwinModel, _obs_loglik, _Objective, _Obs
+from cartlab.twin.fit import OBS_MODEL, TwinModel, _Objective, _Obs, _obs_loglik
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,10 +29,10 @@ def _obs(rows):
 def test_observation_loglik_matches_scipy():
     obs = _obs([("CARCOPY", 1.0, 2000.0, 50.0, 0), ("CARCOPY", 2.0, np.nan, 50.0, -1),
                 ("TEMP", 1.0, 38.7, np.nan, 0), ("BMBLAST", 2.0, 3.0, np.nan, 0),
-                ("MRDFCM", 2.0, np.nan, 1e-4, -1)])
+                ("MRDFCM", 2.0, np.nan, 1e-4, -1), ("NEUT", 1.0, 0.02, np.nan, 0)])
     t_out = np.array([1.0, 2.0])
     latent = {"CARCOPY": np.array([[1500.0, 80.0]]), "TEMP": np.array([[38.2, 37.0]]),
-              "BMBLAST": np.array([[10.0, 4.0]]), "MRDFCM": np.array([[0.5, 2e-4]])}
+              "BMBLAST": np.array([[10.0, 4.0]]), "MRDFCM": np.array([[0.5, 2e-4]]), "NEUT": np.array([[0.03, 1.0]])}
     ll, pred = _obs_loglik(obs, t_out, latent)
     s_car, s_t = OBS_MODEL["CARCOPY"][1], OBS_MODEL["TEMP"][1]
     n_bm, n_mrd = OBS_MODEL["BMBLAST"][1], OBS_MODEL["MRDFCM"][1]
@@ -42,9 +42,12 @@ def test_observation_loglik_matches_scipy():
         stats.norm.logpdf(38.7, 38.2, s_t),
         stats.binom.logpmf(round(0.03 * n_bm), n_bm, 0.04),                     # 500-cell differential
         stats.binom.logcdf(math.ceil(1e-4 * n_mrd) - 1, n_mrd, 2e-4),           # below the flow LOD
+        # NEUT reported to 0.01: rounding variance 0.01^2/12 added on the log scale (delta method, / y^2)
+        stats.norm.logpdf(math.log(0.02), math.log(0.03),
+                          math.sqrt(OBS_MODEL["NEUT"][1] ** 2 + 0.01**2 / 12 / 0.02**2)),
     ]
     np.testing.assert_allclose(ll[0], expected, rtol=1e-6)
-    np.testing.assert_allclose(pred[0], [1500.0, 80.0, 38.2, 4.0, 2e-4])
+    np.testing.assert_allclose(pred[0], [1500.0, 80.0, 38.2, 4.0, 2e-4, 0.03])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,12 +132,12 @@ def test_sir_moves_the_mean_of_a_skewed_posterior():
 @pytest.fixture(scope="module")
 def virtual():
     """One held-out virtual patient observed on the schedule, as a study (noise, censoring)."""
+    from cartlab.model import Study, conform
     from cartlab.protocol import load_protocol
+    from cartlab.twin.calibrate import virtual_patients
     from cartlab.twin.clinic import load_clinic
-    from cartlab.twin.fit import virtual_patients
     from cartlab.twin.model import simulate
     from cartlab.twin.observe import load_schedule, observe, study_tables
-    from cartlab.model import Study, conform
 
     theta, base, ev, idx = virtual_patients(1, seed=123, start=0)
     sch = load_schedule().shortened(28)
@@ -149,7 +152,7 @@ def virtual():
 def test_fit_recovers_the_course_of_a_simulated_patient(virtual):
     from cartlab.twin.params import load_params
 
-    study, truth, sim = virtual
+    study, _, sim = virtual
     sid = study.subject_ids[0]
     m = TwinModel(n_starts=1, n_sir=300, n_draws=100).fit(study, sid)
     assert m.converged_, m.message_
@@ -171,7 +174,7 @@ def test_forecast_cannot_see_data_after_its_day(virtual):
 
     study, _, _ = virtual
     sid = study.subject_ids[0]
-    opts = dict(n_starts=1, n_sir=100, n_draws=50, maxiter=8)
+    opts = {"n_starts": 1, "n_sir": 100, "n_draws": 50, "maxiter": 8}
     a = TwinModel(**opts).fit(study, sid, until_day=5).forecast(5)
     # multiply every observation after day 5 by 10: the forecast from day 5 must not move ...
     late = study.observations.with_columns(

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from cartlab.twin.fit import calibration_metrics, forecast_calibration
+from cartlab.twin.calibrate import calibration_metrics, forecast_calibration
 
 
 def _binom_cdf(k: int, n: int, p: float) -> float:

@@ -68,7 +68,7 @@ def test_crs_grade3_by_the_astct_engine_on_the_simulated_course(twin, tmp_path):
     runs with tocilizumab off (toci_max_doses = 0)."""
     from cartlab.grading import derive_crs_summary
     from cartlab.io.study_folder import read_study
-    from cartlab.twin.fit import simulated_study
+    from cartlab.twin.calibrate import simulated_study
 
     folder = simulated_study(twin, tmp_path / "seed_twin", seed=0, toci_max_doses=0)
     s = derive_crs_summary(read_study(folder))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,10 +16,10 @@ twin_app = typer.Typer(help="A patient's digital twin of CD7 CAR-T therapy: fit,
                        rich_markup_mode="rich")
 app.add_typer(twin_app, name="twin")
 
-StudyArg = Annotated[Optional[str], typer.Argument(
+StudyArg = Annotated[str | None, typer.Argument(
     metavar="[STUDY]", help="A study folder or the id of a stored study (none: the store's only study).")]
 SubjectOpt = Annotated[str, typer.Option("--subject", help="The subject to fit.")]
-SourcesOpt = Annotated[Optional[list[str]], typer.Option(
+SourcesOpt = Annotated[list[str] | None, typer.Option(
     "--sources", help="Fit only observation rows with this source label (repeatable or comma-separated), e.g. "
     "paper. Doses and interventions are always used as inputs.")]
 PosteriorOpt = Annotated[str, typer.Option("--posterior", help="laplace (Laplace + SIR, default) or mcmc.")]

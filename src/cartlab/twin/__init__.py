@@ -18,7 +18,7 @@ import importlib
 #: public name -> module that defines it
 _EXPORTS = {
     "TwinModel": "cartlab.twin.fit", "SEED_ANCHORS": "cartlab.twin.fit", "Anchor": "cartlab.twin.fit",
-    "forecast_calibration": "cartlab.twin.fit",
+    "forecast_calibration": "cartlab.twin.calibrate", "simulated_study": "cartlab.twin.calibrate",
     "identifiability": "cartlab.twin.identify", "profile": "cartlab.twin.identify",
     "sensitivity": "cartlab.twin.identify",
     "fit_figure": "cartlab.twin.plots", "forecast_figure": "cartlab.twin.plots",
@@ -29,10 +29,36 @@ _EXPORTS = {
     "load_params": "cartlab.twin.params", "ParamTable": "cartlab.twin.params",
     "load_clinic": "cartlab.twin.clinic", "ClinicPolicy": "cartlab.twin.clinic",
     "observe": "cartlab.twin.observe", "load_schedule": "cartlab.twin.observe",
-    "run_trial": "cartlab.twin.trial", "simulate_cohort": "cartlab.twin.trial",
+    "run_trial": "cartlab.twin.trial",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "SEED_ANCHORS",
+    "STATES",
+    "Anchor",
+    "Baseline",
+    "ClinicPolicy",
+    "Events",
+    "ParamTable",
+    "SimResult",
+    "TwinModel",
+    "calibration_figure",
+    "fit_figure",
+    "forecast_calibration",
+    "forecast_figure",
+    "identifiability",
+    "load_clinic",
+    "load_params",
+    "load_schedule",
+    "observe",
+    "params_markdown",
+    "profile",
+    "run_trial",
+    "seed_twin_figure",
+    "sensitivity",
+    "simulate",
+    "simulated_study",
+]
 
 
 def __getattr__(name: str):

@@ -24,9 +24,9 @@ import numpy as np
 import polars as pl
 from scipy import optimize
 
-from cartlab.twin.fit import _LOG_FLOOR, FD_STEP, _T_GRID, OBS_MODEL, _obs_loglik, course_summaries
+from cartlab.twin.fit import _LOG_FLOOR, _T_GRID, FD_STEP, OBS_MODEL, _obs_loglik, course_summaries
 
-__all__ = ["sensitivity", "collinearity", "profile", "identifiability"]
+__all__ = ["collinearity", "identifiability", "profile", "sensitivity"]
 
 CHI2_95_HALF = 1.92  # chi2_1(0.95) / 2 = 3.841 / 2
 COLLINEARITY_FLAG = 20.0

@@ -11,7 +11,7 @@ import polars as pl
 
 from cartlab.model import NOT_MEASURED_SOURCES
 
-__all__ = ["fit_figure", "forecast_figure", "calibration_figure", "seed_twin_figure", "params_markdown"]
+__all__ = ["calibration_figure", "fit_figure", "forecast_figure", "params_markdown", "seed_twin_figure"]
 
 #: panels of the overlay: (param, title, log scale)
 PANELS = (("CARCOPY", "CAR transgene (copies/ug gDNA)", True), ("BMBLAST", "marrow blasts (%)", False),
@@ -35,8 +35,8 @@ def _observed(ax, obs: pl.DataFrame, param: str, fitted_rows: set | None) -> Non
     if not o.height:
         return
     measured = ~o["source"].is_in(list(NOT_MEASURED_SOURCES))
-    for mask, style, label in ((measured, dict(marker="o", color="k", ls="none", ms=5), "observed (paper/measured)"),
-                               (~measured, dict(marker="o", mfc="none", color="0.45", ls="none", ms=3.5),
+    for mask, style, label in ((measured, {"marker": "o", "color": "k", "ls": "none", "ms": 5}, "observed (paper/measured)"),
+                               (~measured, {"marker": "o", "mfc": "none", "color": "0.45", "ls": "none", "ms": 3.5},
                                 "reconstructed (not measured)")):
         sub = o.filter(mask)
         if sub.height:
@@ -56,7 +56,7 @@ def _band(ax, t, draws: np.ndarray, color: str, label: str, qs=((0.05, 0.95), (0
     for (a, b), alpha in zip(qs, (0.18, 0.3)):
         lo, hi = np.quantile(draws, [a, b], axis=0)
         ax.fill_between(t, lo, hi, color=color, alpha=alpha, lw=0,
-                        label=f"{label} {int(round(100 * (b - a)))}% interval")
+                        label=f"{label} {round(100 * (b - a))}% interval")
 
 
 def fit_figure(model, path=None, n_band: int = 200, t_max: float = 60.0):
@@ -146,7 +146,7 @@ def forecast_figure(model, path=None, t_max: float = 60.0):
 def calibration_figure(per_patient: pl.DataFrame, path=None, n_bins: int = 5):
     """Left: empirical coverage of the 50% and 90% prediction intervals of the CAR peak against the
     nominal level. Right: reliability diagram of the forecast P(CRS grade >= 3) (binned by quantile)
-    with the prevalence-only forecast. ``per_patient`` is the table of :func:`cartlab.twin.fit.forecast_calibration`."""
+    with the prevalence-only forecast. ``per_patient`` is the table of :func:`cartlab.twin.calibrate.forecast_calibration`."""
     fig = _figure((10, 4.2))
     a, b = fig.subplots(1, 2)
     nom = np.array([0.5, 0.9])
