@@ -267,3 +267,14 @@ def test_collinearity_index_by_hand():
     assert collinearity(S, (0, 1)) == pytest.approx(1 / math.sqrt(1 - math.cos(a)))
     assert collinearity(S, (0, 2)) == pytest.approx(1.0)
     assert collinearity(np.array([[1.0, 2.0], [1.0, 2.0]]), (0, 1)) == math.inf
+
+
+def test_mcmc_option_samples_a_known_posterior():
+    """posterior='mcmc': adaptive random-walk Metropolis on N(m, inv(A)) recovers m and inv(A)."""
+    A = np.array([[2.0, 0.6], [0.6, 1.0]])
+    m = np.array([0.5, -0.5])
+    model = TwinModel(posterior="mcmc", n_draws=4000, seed=3)
+    model._objective, model.x_, model.cov_ = _Quadratic(A, m), m.copy(), np.linalg.inv(A)
+    model._posterior(np.random.default_rng(3))
+    np.testing.assert_allclose(model.posterior_x_.mean(axis=0), m, atol=0.1)
+    np.testing.assert_allclose(np.cov(model.posterior_x_.T), np.linalg.inv(A), rtol=0.25, atol=0.05)
