@@ -187,18 +187,36 @@ def calibration_figure(per_patient: pl.DataFrame, path=None, n_bins: int = 5):
     return fig
 
 
-def seed_twin_figure(path) -> Path:
+def seed_twin_figure(path, with_table: bool = False):
     """The seed case's twin fitted to its ``source = paper`` rows plus the paper's qualitative anchors
     (the acceptance fit), drawn over the whole seed course (reconstructed rows shown hollow) and
-    written to ``path`` (PNG). For ``make demo``'s report."""
+    written to ``path`` (PNG). For ``make demo``'s report (``cartlab.report.html.ReportFigure``).
+    With ``with_table``, also returns the anchors table: paper value vs the twin's simulated value."""
     from cartlab.datasets import seed_case
-    from cartlab.twin.fit import SEED_ANCHORS, TwinModel
+    from cartlab.twin.fit import _T_GRID, SEED_ANCHORS, TwinModel
 
     study = seed_case()
     m = TwinModel(sources=("paper",), anchors=SEED_ANCHORS, n_sir=500, n_draws=200).fit(study, study.subject_ids[0])
     path = Path(path)
     fit_figure(m, path)
-    return path
+    if not with_table:
+        return path
+    t, lat = _T_GRID, m.course_.latent
+    w = (t >= 0) & (t <= 28)
+    car = lat["CARCOPY"][0]
+    i0 = int(np.searchsorted(t, 0.0))
+    rows = [("CAR peak (copies/ug gDNA), day", "183,945, day 14",
+             f"{car[w].max():,.0f}, day {t[w][car[w].argmax()]:g}"),
+            ("CAR day 28 (copies/ug gDNA)", "5,084", f"{car[int(np.searchsorted(t, 28.0))]:,.0f}"),
+            ("marrow blasts day 17 (%)", "0 (no blasts)", f"{lat['BMBLAST'][0][int(np.searchsorted(t, 17.0))]:.2f}"),
+            ("CD7+ T nadir / day 0", "fell markedly", f"{lat['CD7T'][0][w].min() / lat['CD7T'][0][i0]:.2f}")]
+    label = {"fever_days": "fever days (daily max >= 38 C)", "sbp_min": "lowest systolic BP d0-28 (mmHg)",
+             "anc_days_lt05": "days ANC < 0.5 in d0-30"}
+    rows += [(label[a.stat], a.source.split(": ", 1)[-1], f"{v:.3g}") for a, v in
+             zip(m.anchors, m.anchors_["value"].to_list()) if a.stat in label]
+    table = pl.DataFrame(rows, schema=["quantity", "paper", "twin (simulated)"], orient="row").with_columns(
+        source=pl.lit("simulated"))
+    return path, table
 
 
 def params_markdown(name: str = "cd7_twin_v1") -> str:
