@@ -91,3 +91,12 @@ def test_identifiability_table_and_profile_at_the_map(twin):
     own = 0.5 * ((twin.x_[j] - ob.pm[j]) / ob.psd[j]) ** 2
     assert at_map == pytest.approx(twin.nll_ - own, abs=0.05)
     assert tab.filter(pl.col("parameter") == "rho")["verdict"][0] != "not profiled"
+
+
+def test_overlay_figure_labels_simulated_values(twin, tmp_path):
+    fig = twin.plot(tmp_path / "twin.png")
+    assert (tmp_path / "twin.png").stat().st_size > 20_000
+    labels = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert any("simulated" in x for x in labels)                # the twin's line
+    assert any("reconstructed (not measured)" in x for x in labels)   # the seed's reconstructed rows
+    assert "simulated, not measured" in fig._suptitle.get_text()
