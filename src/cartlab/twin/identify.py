@@ -5,9 +5,10 @@
   binomial blast counts, scaled by the binomial SD), by central differences in one batched solve.
   Importance of a parameter = RMS of its column (Brun, Reichert & Kuensch 2001, "delta msqr");
   collinearity index of a parameter set K = 1 / sqrt(smallest eigenvalue of Sn_K' Sn_K) with unit-
-  length columns Sn (Brun 2001); > 20 is the usual "poorly identifiable set" threshold (stated there
-  as 10-15 critical; we report the value and flag > 20, design §4.2). The SVD condition number of S
-  is reported for the whole free set.
+  length columns Sn (Brun 2001; the same formula as R FME::collin, whose documentation says "As a
+  rule of thumb, a collinearity value less than about 20 is 'identifiable'",
+  https://rdrr.io/rforge/FME/man/collin.html): pairs above 20 are flagged. The SVD condition number
+  and rank of S are reported for the whole free set.
 * Profile: for a parameter, fix log theta_j on a grid around the MAP, re-optimise the others
   (warm-started L-BFGS-B) on the negative log posterior WITHOUT theta_j's own prior term, and report
   the rise above the minimum. A profile that stays below chi2_1(0.95)/2 = 1.92 on both sides within
