@@ -9,6 +9,7 @@ checks the same machinery on a few patients with a bound that a badly calibrated
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -38,6 +39,8 @@ def test_forecast_calibration_small(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CARTLAB_TWIN_CALIBRATION"),
+                    reason="~30 min on 2 cores: set CARTLAB_TWIN_CALIBRATION=1 (results in docs/twin.md)")
 def test_forecast_calibration_500(tmp_path):
     from cartlab.twin.plots import calibration_figure
 
