@@ -171,6 +171,11 @@ def test_demo_end_to_end(tmp_path):
     meta = json.loads((out / "stein" / "stein_fit.json").read_text())
     assert meta["n_observations"] == 12 and meta["n_not_measured"] == 10 and meta["n_converged"] == 1
     assert "6. Stein 2019 kinetic fit" in r.stdout
+    # the seed's digital twin is a section of the subject page, labelled simulated (issue 16)
+    page = next((out / "report").glob("subject_*.html")).read_text(encoding="utf-8")
+    assert '<h2 id="twin">Digital twin (simulated)</h2>' in page and "SIMULATED, not measured" in page
+    anchors = (out / "twin" / "seed_twin_anchors.csv").read_text(encoding="utf-8")
+    assert "183,945, day 14" in anchors and anchors.count("simulated") >= 7
     # running it twice works (idempotent import into the same store)
     again = run("demo", "--out", "out", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

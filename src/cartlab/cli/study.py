@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -337,7 +338,9 @@ def demo_cmd(
     _print_skipped(analysis)
     summary = analysis.subject_summary()
     console.print(f"3. analysis: {path} (protocol {proto.id}: dose_plan, eligibility, protocol_deviations)")
-    report = write_study_report(study, out / "report", summary=summary, protocol=proto, analysis=analysis)
+    figures = _seed_twin_figures(out / "twin", study.subject_ids[0])
+    report = write_study_report(study, out / "report", summary=summary, protocol=proto, analysis=analysis,
+                                figures=figures)
     console.print(f"4. report: [bold green]{report.resolve()}[/]")
     patient, _ = subject_patient(study, proto, study.subject_ids[0])
     opts = DoseOptions()
@@ -357,6 +360,34 @@ def demo_cmd(
         "[yellow]Note:[/] rows with source=reconstructed are synthetic, reconstructed around the "
         "paper's stated values."
     )
+
+
+def _seed_twin_figures(folder: Path, subject_id: str) -> dict:
+    """The seed's digital twin (fitted to the paper's values and anchors) as a report section; a
+    failure is reported and the demo goes on without it."""
+    from cartlab.report.html import ReportFigure
+
+    try:
+        from cartlab.twin.plots import seed_twin_figure
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            png, table = seed_twin_figure(folder / "seed_twin.png", with_table=True)
+        table.write_csv(folder / "seed_twin_anchors.csv")
+    except Exception as exc:  # noqa: BLE001 - one engine failing never sinks the demo
+        err.print(f"[yellow]digital twin skipped:[/] {exc}")
+        return {}
+    notes = "; ".join(dict.fromkeys(str(w.message) for w in caught))
+    console.print(f"   digital twin of the seed case (fitted to the paper's values and anchors): {png}"
+                  + (f" [yellow]({notes})[/]" if notes else ""), soft_wrap=True)
+    caption = ("Digital twin of this patient (cartlab.twin, docs/twin.md): the model is fitted to the values the "
+               "paper states (filled markers) and to its qualitative anchors only; lines and bands are SIMULATED, "
+               "not measured; hollow markers are the reconstructed course, shown for comparison and not fitted. "
+               "The table compares the paper with the twin's simulated course." + (f" Note: {notes}." if notes else ""))
+    return {subject_id: [ReportFigure(title="Digital twin (simulated)", png=png.read_bytes(), caption=caption,
+                                      anchor="twin", nav="Twin", table=table,
+                                      alt="Digital twin of the seed patient: simulated course against the paper")]}
 
 
 def _out(option: Path | None, argument: Path | None) -> Path:
