@@ -221,6 +221,27 @@ def test_events_and_baseline_from_seed_study():
     assert b.weight_kg[0] == 52.0 and b.bm_blast_pct[0] == 20.0  # CF line 21 (day -7 marrow)
 
 
+def test_dose_in_cells_per_kg_without_weight_names_file_row_and_column():
+    import dataclasses
+
+    import polars as pl
+
+    from cartlab.datasets import seed_case
+    from cartlab.errors import InputError
+    s = seed_case()
+    no_weight = dataclasses.replace(s, subjects=s.subjects.with_columns(pl.lit(None, pl.Float64).alias("weight_kg")))
+    car = s.doses.filter(pl.col("agent").str.contains("CAR")).row(0, named=True)
+    with pytest.raises(InputError) as e:
+        Events.from_study(no_weight, s.subject_ids)
+    msg = str(e.value)
+    assert f"doses.csv:{car['src_row']}" in msg and "column unit" in msg and "no weight_kg" in msg
+    # a unit the twin cannot use is named too
+    odd = dataclasses.replace(s, doses=s.doses.with_columns(
+        pl.when(pl.col("agent").str.contains("CAR")).then(pl.lit("cells/m2")).otherwise(pl.col("unit")).alias("unit")))
+    with pytest.raises(InputError, match="'cells/m2' is not supported"):
+        Events.from_study(odd, s.subject_ids)
+
+
 def test_events_from_protocol_split_and_intensity():
     from cartlab.protocol.schema import load_protocol
     proto = load_protocol("nct04762485")

@@ -369,7 +369,9 @@ class Events:
         corticosteroid (one administration per day from start to end day) and platelet transfusions."""
         import polars as pl
 
+        from cartlab.kinetics.agents import is_car_t_agent
         from cartlab.protocol.dosing import Patient, body_size
+        from cartlab.provenance import row_ref
         consts = load_params().constants
         ids = list(subject_ids)
         rows = {f: [[] for _ in ids] for f in _EV_FIELDS}
@@ -385,10 +387,15 @@ class Events:
                 dose = r["dose"]
                 if dose is None:
                     continue
-                if unit.startswith("cells"):
+                where = f"{row_ref(r) or 'doses'} (subject {sid}, column unit)"
+                if is_car_t_agent(r["agent"]) or unit.startswith("cells"):
+                    if unit not in ("cells", "cells/kg"):
+                        raise InputError(f"{where}: CAR-T dose unit {unit!r} is not supported by the twin "
+                                         "(cells or cells/kg)")
+                    if unit == "cells/kg" and not math.isfinite(w):
+                        raise InputError(f"{where}: the CAR-T dose is in cells/kg but subjects.csv gives no "
+                                         f"weight_kg for {sid}: add the weight, or give the dose in cells")
                     cells = float(dose) * (w if unit == "cells/kg" else 1.0)
-                    if unit not in ("cells", "cells/kg") or not math.isfinite(cells):
-                        raise InputError(f"{sid}: CAR-T dose unit {unit!r} needs weight_kg / is unknown")
                     rows["car_t_day"][k].append(float(r["day"]))
                     rows["car_t_cells"][k].append(cells)
                     continue
@@ -400,11 +407,12 @@ class Events:
                         bsa = body_size(Patient(weight_kg=w, height_cm=h))["bsa_m2"]
                         mg_m2 = float(dose) / bsa
                     else:
-                        raise InputError(f"{sid}: {agent} dose unit {unit!r} not supported (mg/m2 or mg)")
+                        raise InputError(f"{where}: {agent} dose unit {unit!r} is not supported by the twin "
+                                         "(mg/m2 or mg)")
                     u = mg_m2 / ref[agent]
                 elif agent == "decitabine":
                     if unit != "mg":
-                        raise InputError(f"{sid}: decitabine dose unit {unit!r} not supported (mg)")
+                        raise InputError(f"{where}: decitabine dose unit {unit!r} is not supported by the twin (mg)")
                     u = float(dose) * consts["ld_dec_per_mg"].value
                 else:
                     continue
