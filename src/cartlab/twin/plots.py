@@ -192,14 +192,17 @@ def calibration_figure(per_patient: pl.DataFrame, path=None):
 
 def seed_twin_figure(path, with_table: bool = False):
     """The seed case's twin fitted to its ``source = paper`` rows plus the paper's qualitative anchors
-    (the acceptance fit), drawn over the whole seed course (reconstructed rows shown hollow) and
+    (the acceptance fit; posterior by MCMC), drawn over the whole seed course (reconstructed rows shown hollow) and
     written to ``path`` (PNG). For ``make demo``'s report (``cartlab.report.html.ReportFigure``).
     With ``with_table``, also returns the anchors table: paper value vs the twin's simulated value."""
     from cartlab.datasets import seed_case
     from cartlab.twin.fit import _T_GRID, SEED_ANCHORS, TwinModel
 
     study = seed_case()
-    m = TwinModel(sources=("paper",), anchors=SEED_ANCHORS, n_sir=500, n_draws=200).fit(study, study.subject_ids[0])
+    # MCMC, not Laplace + SIR: with 7 data rows the importance weights degenerate (ESS ~2-6 of the
+    # proposals), so the band would rest on a handful of draws (docs/twin.md, seed posterior)
+    m = TwinModel(sources=("paper",), anchors=SEED_ANCHORS, posterior="mcmc", n_draws=200).fit(
+        study, study.subject_ids[0])
     path = Path(path)
     fit_figure(m, path)
     if not with_table:
