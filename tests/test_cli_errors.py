@@ -77,6 +77,15 @@ CASES = [
     ("deviations", ["deviations", "X"], 2, "Missing option '--protocol'"),
     ("deviations", ["deviations", "--protocol", "nct04762485"], 2, "give a SUBJECT"),
     ("demo", ["demo", "--out", "{d}/notes.txt"], 2, "a file"),
+    ("simulate", ["simulate", "--n", "5", "--out", "{d}/notes.txt"], 2, "a file, not a folder"),
+    ("simulate", ["simulate", "--protocol", "no_such_protocol", "--n", "5", "--out", "{d}/sim"], 2,
+     "no_such_protocol"),
+    ("simulate", ["simulate", "--n", "5", "--dose-levels", "abc", "--out", "{d}/sim"], 2, "expected numbers"),
+    ("simulate", ["simulate", "--n", "0", "--out", "{d}/sim"], 2, "--n must be at least 1"),
+    ("twin", ["twin", "fit", "{d}/missing", "--subject", "X", "--out", "{d}/tw"], 2, "no such file or folder"),
+    ("twin", ["twin", "fit", "{d}/seed", "--subject", "nobody", "--out", "{d}/tw"], 2, "'nobody' is not in the study"),
+    ("twin", ["twin", "forecast", "{d}/seed", "--subject", "CD7-AML-001", "--from-day", "abc", "--out", "{d}/tw"], 2,
+     "--from-day"),
 ]
 
 
@@ -94,6 +103,7 @@ def test_broken_input_gives_one_message_and_no_traceback(bad, cmd, args, code, m
 def test_every_command_is_covered():
     covered = {c[0] for c in CASES}
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    commands |= {g.name for g in app.registered_groups}  # command groups (twin fit|forecast)
     assert commands - covered == set(), commands - covered
 
 

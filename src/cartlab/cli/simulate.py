@@ -89,6 +89,8 @@ def simulate_cmd(
         raise _usage("--workers must be at least 1")
     if folders != "all" and not folders.isdigit():
         raise _usage(f"--folders: a number or 'all', got {folders!r}")
+    if out.exists() and not out.is_dir():
+        raise _usage(f"--out {out}: a file, not a folder to write the trial into")
     load_protocol(protocol)   # a bad protocol fails here (exit 2), not in a worker
     arms = arms_from(_floats(dose_levels, "--dose-levels"), _splits(split), _floats(ld_intensity, "--ld-intensity"))
     cfg = TrialConfig(protocol=protocol, n=n, seed=seed, arms=arms, chunk=chunk,
