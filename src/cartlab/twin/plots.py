@@ -59,6 +59,21 @@ def _band(ax, t, draws: np.ndarray, color: str, label: str, qs=((0.05, 0.95), (0
                         label=f"{label} {round(100 * (b - a))}% interval")
 
 
+def _finish(fig, axes, path, ncol: int):
+    """One legend for all panels (each label once) below the figure; saved to ``path`` when given."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), ncol), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
 def fit_figure(model, path=None, n_band: int = 200, t_max: float = 60.0):
     """Observed course of the subject over the twin's MAP course and its 90% posterior band (all
     simulated values labelled "simulated")."""
@@ -89,17 +104,7 @@ def fit_figure(model, path=None, n_band: int = 200, t_max: float = 60.0):
     fig.suptitle(f"Digital twin of {model.subject_id_}: fitted to {src}"
                  + (f" + {len(model.anchors)} qualitative anchors" if model.anchors else "")
                  + " — lines and bands are simulated, not measured", fontsize=10)
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, -0.06))
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return _finish(fig, axes, path, ncol=6)
 
 
 def forecast_figure(model, path=None, t_max: float = 60.0):
@@ -130,17 +135,7 @@ def forecast_figure(model, path=None, t_max: float = 60.0):
         ax.tick_params(labelsize=7)
     fig.suptitle(f"Forecast of {model.subject_id_} from day {model.forecast_day_:g} (data up to that day; clinic "
                  "rule after it) — bands are simulated", fontsize=10)
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, -0.06))
-    if path is not None:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return _finish(fig, axes, path, ncol=5)
 
 
 def calibration_figure(per_patient: pl.DataFrame, path=None):
