@@ -176,6 +176,20 @@ def _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo
 
 
 @njit(cache=True, error_model="numpy")
+def _write_outputs(io, t, y, p, a, eff, t_out, out_y):
+    """Write state ``y`` (at time ``t``) to every output time <= t from index ``io``; returns the next
+    index.  With the IL-6 quasi-steady state the I column is its algebraic value."""
+    T = t_out.shape[0]
+    while io < T and t_out[io] <= t:
+        for j in range(NS):
+            out_y[io, j] = y[j]
+        if a[A_QSSA] != 0.0:
+            out_y[io, S_I] = il6(t, y, p, a, eff[1])
+        io += 1
+    return io
+
+
+@njit(cache=True, error_model="numpy")
 def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act_from,
             rtol, atol, method, h_fixed, max_steps, out_y, out_cl):
     """One patient's course; returns the number of steps, or -1 when ``max_steps`` is exceeded.
@@ -208,12 +222,7 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
     hard = method != METHOD_DP5
     t = t0
     io = 0
-    while io < T and t_out[io] <= t:
-        for j in range(NS):
-            out_y[io, j] = y[j]
-        if a[A_QSSA] != 0.0:
-            out_y[io, S_I] = il6(t, y, p, a, eff[1])
-        io += 1
+    io = _write_outputs(io, t, y, p, a, eff, t_out, out_y)
     ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, 0, day_lo, day_hi, eff, out_cl)
     nd = math.floor(t)
     if nd == t:
@@ -307,12 +316,7 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
                     dj = yn[j] - y[j]
                     bs = hh * k1[j] - dj
                     yb[j] = y[j] + th * (dj + th1 * (bs + th * (dj - hh * k7[j] - bs + th1 * r5[j])))
-            while io < T and t_out[io] <= b:
-                for j in range(NS):
-                    out_y[io, j] = yb[j]
-                if a[A_QSSA] != 0.0:
-                    out_y[io, S_I] = il6(b, yb, p, a, eff[1])
-                io += 1
+            io = _write_outputs(io, b, yb, p, a, eff, t_out, out_y)
             if b == nd:
                 if b == tn and ie < ne and ev_t[ie] <= tn:
                     break  # a day that is also an event time: events first, below
