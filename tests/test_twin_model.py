@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cartlab.twin import model as m
@@ -181,6 +181,7 @@ def test_friberg_chains_steady_at_baseline_without_perturbation():
 
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), spread=st.floats(0.5, 2.5))
+@example(seed=1322, spread=2.3125)  # found by hypothesis: L7 -1.7e-18 at a dose time before the projection
 def test_positivity_for_drawn_parameter_sets(seed, spread):
     """Every state stays >= 0 and finite for 40 log-normal draws per example (IIV SDs scaled up to
     2.5x, every parameter with IIV plus ±40% on the fixed rates); 12 examples = 480 sets."""

@@ -182,7 +182,7 @@ def _write_outputs(io, t, y, p, a, eff, t_out, out_y):
     T = t_out.shape[0]
     while io < T and t_out[io] <= t:
         for j in range(NS):
-            out_y[io, j] = y[j]
+            out_y[io, j] = max(y[j], 0.0)  # non-negative, as the states (see the projection in _course)
         if a[A_QSSA] != 0.0:
             out_y[io, S_I] = il6(t, y, p, a, eff[1])
         io += 1
@@ -340,6 +340,14 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
         else:
             for j in range(NS):
                 y[j] = yn[j]
+        # every state is a cell number or a concentration: a component that the step left below 0
+        # (within the absolute tolerance of an extinct clone) is projected to 0, and the
+        # right-hand side re-evaluated (Shampine, Thompson, Kierzenka & Byrne 2005, Appl Math
+        # Comput 170:556, "Non-negative solutions of ODEs")
+        for j in range(NS):
+            if y[j] < 0.0:
+                y[j] = 0.0
+                changed_end = True
         if ie < ne and ev_t[ie] <= t:
             ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl)
             if nd == t:
