@@ -103,7 +103,9 @@ class Step:
 
     ``run(study, options, **inputs)`` returns a frame (one output) or a dict of frames (several).
     ``per_subject``: its rows are per subject, so it can be run on part of the subjects (and failures
-    isolated to the subjects that cause them); cohort steps run whole or not at all.
+    isolated to the subjects that cause them); cohort steps run whole or not at all, and read only
+    their input tables and ``study.subjects`` (so a study can be analysed in subject batches,
+    :mod:`cartlab.analyze_batched`).
     ``write``: the tables are written by ``cartlab analyze`` (internal tables are not).
     """
 
@@ -123,11 +125,16 @@ class Step:
 
 
 def _cross_scale(study, o, crs_summary, adlb):
-    from cartlab.grading.crs_legacy import derive_crs_cross_scale_cohort, organ_grades_from_adlb
+    from cartlab.grading.crs_legacy import derive_crs_cross_scale, organ_grades_from_adlb
 
-    cross = derive_crs_cross_scale_cohort(study, crs_summary, organ_grades_from_adlb(adlb))
-    return {"crs_cross_scale": cross["subjects"], "crs_cross_scale_pairwise": cross["pairwise"],
-            "crs_cross_scale_summary": cross["summary"]}
+    return derive_crs_cross_scale(study, crs_summary, organ_grades_from_adlb(adlb))
+
+
+def _concordance(study, o, crs_cross_scale):
+    from cartlab.grading.crs_legacy import derive_crs_concordance
+
+    cross = derive_crs_concordance(crs_cross_scale)
+    return {"crs_cross_scale_pairwise": cross["pairwise"], "crs_cross_scale_summary": cross["summary"]}
 
 
 def _icaht_summary(study, o, icaht):
@@ -239,9 +246,11 @@ STEPS: tuple[Step, ...] = (
           fix=GRADING_FIX),
     _step("icans_summary", _engine("cartlab.grading.icans", "derive_icans_summary", "icans", daily="icans_daily"),
           "ASTCT 2019 ICANS", write=False, fix=GRADING_FIX),
-    _step(("crs_cross_scale", "crs_cross_scale_pairwise", "crs_cross_scale_summary"), _cross_scale,
-          "CRS scales side by side (Lee 2014, Penn, CARTOX, MSKCC)", inputs=("crs_summary", "adlb"),
-          per_subject=False, fix=GRADING_FIX),
+    _step("crs_cross_scale", _cross_scale, "CRS scales side by side (Lee 2014, Penn, CARTOX, MSKCC)",
+          inputs=("crs_summary", "adlb"), fix=GRADING_FIX),
+    _step(("crs_cross_scale_pairwise", "crs_cross_scale_summary"), _concordance,
+          "CRS scales: concordance (Pennisi 2020)", inputs=("crs_cross_scale",), per_subject=False,
+          fix=GRADING_FIX),
     _step("icaht", _engine(HEMATO, "derive_icaht", "icaht", daily="icaht_daily"), "EHA/EBMT ICAHT",
           fix="check these subjects' NEUT/PLAT rows"),
     _step("icaht_summary", _icaht_summary, "EHA/EBMT ICAHT", inputs=("icaht",), write=False),
@@ -330,10 +339,15 @@ def _protocol_steps(protocol) -> tuple[Step, ...]:
 
         return derive_deviations(study, protocol)
 
-    def orr(study, o):
-        from cartlab.protocol.outcomes import protocol_orr
+    def best(study, o):
+        from cartlab.protocol.outcomes import derive_protocol_best_response
 
-        return protocol_orr(study, protocol)
+        return derive_protocol_best_response(study, protocol)
+
+    def orr(study, o, protocol_best_response):
+        from cartlab.protocol.outcomes import protocol_orr_from
+
+        return protocol_orr_from(protocol_best_response, protocol)
 
     fix = f"check these subjects' weight, height, creatinine and doses against protocol {protocol.id}"
     return (
@@ -342,7 +356,10 @@ def _protocol_steps(protocol) -> tuple[Step, ...]:
         Step(("eligibility",), eligibility, f"protocol {protocol.id}: eligibility", fix=fix),
         Step(("eligibility_verdict",), verdict, f"protocol {protocol.id}: eligibility", ("eligibility",)),
         Step(("protocol_deviations",), deviations, f"protocol {protocol.id}: deviations", fix=fix),
-        Step(("protocol_orr",), orr, f"protocol {protocol.id}: ORR", per_subject=False),
+        Step(("protocol_best_response",), best, f"protocol {protocol.id}: best response", fix=fix,
+             internal=("protocol_best_response",)),
+        Step(("protocol_orr",), orr, f"protocol {protocol.id}: ORR", ("protocol_best_response",),
+             per_subject=False),
     )
 
 
@@ -407,6 +424,10 @@ class Analysis:
         self.skipped: list[Skipped] = []
         self.warnings: list[dict[str, str]] = []
         self.timings: dict[str, float] = {}
+        self._adopted: set[str] = set()  # tables computed elsewhere (batches): rules counted there
+        self._adopted_rules: dict[tuple[str, str], int] = {}
+        self._external: set[str] = set()  # derived by batches, held on disk, not here
+        self._subject_ids: list[str] | None = None
 
     # -- public API
     def table(self, name: str) -> pl.DataFrame:
@@ -414,6 +435,8 @@ class Analysis:
         if name not in self._producer:
             raise KeyError(f"no table {name!r}; tables: {', '.join(self.table_names())}")
         self._compute(self._producer[name])
+        if name in self._external:
+            raise EngineError(f"table {name!r} was derived in subject batches and is held on disk, not in memory")
         if name not in self._tables:
             why = next((s.reason for s in self.skipped if name in s.tables), "it could not be derived")
             raise EngineError(f"table {name!r} is not available: {why}")
@@ -477,29 +500,75 @@ class Analysis:
         are not rows of a criteria table."""
         from cartlab.criteria import UNSETTLED, rules_in
 
+        counts = dict(self._adopted_rules)
+        for key, n in self.rule_counts().items():
+            counts[key] = counts.get(key, 0) + n
         unsettled: dict[str, dict[str, Any]] = {}
         no_table: set[str] = set()
-        for name, frame in self._tables.items():
-            for col in [c for c in frame.columns if c.endswith("rule_status")]:
-                rule_col = col[: -len("_status")]
-                counts = frame.group_by(pl.col(rule_col).cast(pl.String)).len()
-                for text, n in counts.iter_rows():
-                    infos = rules_in(text)
-                    if text and not infos:
-                        no_table.add(text)
-                    for info in infos:
-                        if info.status in UNSETTLED:
-                            entry = unsettled.setdefault(info.id, {"rule": info.id, "criteria": info.table,
-                                                                   "status": info.status, "citation": info.citation,
-                                                                   "rows": {}})
-                            entry["rows"][name] = entry["rows"].get(name, 0) + n
+        for (name, text), n in counts.items():
+            infos = rules_in(text)
+            if text and not infos:
+                no_table.add(text)
+            for info in infos:
+                if info.status in UNSETTLED:
+                    entry = unsettled.setdefault(info.id, {"rule": info.id, "criteria": info.table,
+                                                           "status": info.status, "citation": info.citation,
+                                                           "rows": {}})
+                    entry["rows"][name] = entry["rows"].get(name, 0) + n
         return {"unsettled": sorted(unsettled.values(), key=lambda e: e["rule"]),
                 "not_in_a_criteria_table": sorted(no_table)}
+
+    def rule_counts(self) -> dict[tuple[str, str], int]:
+        """Rows per (table, rule text) of the tables computed here (not adopted from batches)."""
+        counts: dict[tuple[str, str], int] = {}
+        for name, frame in self._tables.items():
+            if name in self._adopted:
+                continue
+            for col in [c for c in frame.columns if c.endswith("rule_status")]:
+                rule_col = col[: -len("_status")]
+                for text, n in frame.group_by(pl.col(rule_col).cast(pl.String)).len().iter_rows():
+                    counts[(name, text)] = counts.get((name, text), 0) + n
+        return counts
+
+    def computed(self) -> dict[str, pl.DataFrame]:
+        """The tables computed so far (internal ones included)."""
+        return dict(self._tables)
+
+    def missing_subjects(self, name: str) -> set[str]:
+        """The subjects left out of the computed table ``name`` (their step failed for them)."""
+        return set(self._missing.get(name) or ())
+
+    def compute_steps(self, per_subject: bool) -> None:
+        """Compute every per-subject step (True) or every cohort step and what it needs (False)."""
+        for s in self.steps:
+            if s.per_subject == per_subject:
+                self._compute(s)
+
+    def adopt(self, steps: list[Step], tables: dict[str, pl.DataFrame], missing: dict[str, set[str] | None],
+              skipped: list[Skipped], warnings: list[dict[str, str]], timings: dict[str, float],
+              rule_counts: dict[tuple[str, str], int], available: set[str] = frozenset(),
+              subject_ids: list[str] | None = None) -> None:
+        """Take the results of ``steps`` computed elsewhere (subject batches, :mod:`cartlab.analyze_batched`):
+        they are not computed again here; ``tables`` may hold only the ones still needed, ``available``
+        names the others that were derived (kept on disk by the batched run); ``subject_ids`` are the
+        study's subjects when ``self.study`` holds only its subjects table."""
+        self._subject_ids = subject_ids
+        self._done.update(s.outputs for s in steps)
+        self._external.update(set(available) - set(tables))
+        self._tables.update(tables)
+        self._adopted.update(tables)
+        self._missing.update(missing)
+        self.skipped.extend(skipped)
+        self.warnings.extend(w for w in warnings if w not in self.warnings)
+        self.timings.update(timings)
+        for key, n in rule_counts.items():
+            self._adopted_rules[key] = self._adopted_rules.get(key, 0) + n
 
     # -- the engine runner
     def _status(self, step: Step) -> str:
         missing = [self._missing.get(n) for n in step.outputs]
-        if any(m is None and n not in self._tables for m, n in zip(missing, step.outputs)):
+        if any(m is None and n not in self._tables and n not in self._external
+               for m, n in zip(missing, step.outputs)):
             return "skipped"
         return "partial" if any(missing) else "ok"
 
@@ -509,7 +578,7 @@ class Analysis:
         self._done.add(step.outputs)
         for name in step.inputs:
             self._compute(self._producer[name])
-        ids = self.study.subject_ids
+        ids = self.study.subject_ids if self._subject_ids is None else self._subject_ids
         absent = [n for n in step.inputs if n not in self._tables]
         if absent:
             self._skip(step, None, f"needs {', '.join(absent)}, which could not be derived", step.fix)

@@ -186,6 +186,8 @@ class Study:
     )
     #: what reading the study warned about (``cartlab.io.Issue``: files not read, duplicate rows dropped)
     warnings: list = field(default_factory=list)
+    #: subject_ids and the frames they were computed from
+    _ids_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def table(self, name: str) -> pl.DataFrame:
         return getattr(self, name)
@@ -201,6 +203,14 @@ class Study:
         The one definition every engine uses. A study read from a folder has no such extra subjects
         (the reader rejects them); a study built in Python may, and they are analysed, not dropped.
         """
+        frames = tuple(self.table(name) for name in TABLES)
+        if self._ids_cache is not None and all(a is b for a, b in zip(self._ids_cache[0], frames)):
+            return list(self._ids_cache[1])  # every engine asks; the frames are the same objects
+        ids = self._subject_ids()
+        self._ids_cache = (frames, tuple(ids))  # holding the frames: their ids cannot be reused
+        return ids
+
+    def _subject_ids(self) -> list[str]:
         ids = self.subjects["subject_id"].to_list()
         known = self.subjects["subject_id"]
         for name in TABLES:

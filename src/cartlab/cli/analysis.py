@@ -45,6 +45,12 @@ def analyze_cmd(
     partial_dates: PartialDatesOpt = "skip",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Analyse in this many worker processes, --batch-size subjects at a time (for "
+        "large studies; the files written are the same).")] = 1,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", min=1, help="Subjects per batch (default: 1000 with --workers > 1 or more than 2000 "
+        "subjects; otherwise the whole study at once). Lower it to use less memory.")] = None,
 ) -> None:
     """Run every engine on a study (a folder, a stored study, --sdtm DIR or --fhir PATH); write DIR/subject_summary.csv, every table and DIR/analysis.json.
 
@@ -56,18 +62,32 @@ def analyze_cmd(
 
     [bold]Example[/]: cartlab analyze studies/NCT04762485 --out results/
     [bold]Example[/]: cartlab analyze --sdtm sdtm/ --out results/
+    [bold]Example[/]: cartlab analyze big_study/ --workers 2 --out results/
     """
     from cartlab.analyze import Analysis, AnalysisOptions, write_analysis
+    from cartlab.analyze_batched import DEFAULT_BATCH_SIZE, InMemorySource, write_analysis_batched
 
     proto = _protocol_or_exit(protocol) if protocol else None
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
                           partial_dates=partial_dates,
                           report_to=out)
-    with _progress("analysing") as step:
-        analysis = Analysis(data, AnalysisOptions(strict=strict), protocol=proto, progress=step)
-        analysis.tables()
-        step("writing")
-        path, tables = write_analysis(analysis, out)
+    options = AnalysisOptions(strict=strict)
+    if batch_size is None and (workers > 1 or data.subjects.height > 2 * DEFAULT_BATCH_SIZE):
+        batch_size = DEFAULT_BATCH_SIZE
+    if batch_size is not None and batch_size < data.subjects.height:
+        with _progress("analysing", total=1) as step:
+            def done(k: int, n: int) -> None:
+                step(f"batch {k}/{n} ({batch_size} subjects each, {workers} worker(s))", completed=k, total=n)
+
+            step("starting the workers" if workers > 1 else "batch 1")
+            path, analysis, tables = write_analysis_batched(InMemorySource(data), out, options, proto,
+                                                            batch_size=batch_size, workers=workers, progress=done)
+    else:
+        with _progress("analysing") as step:
+            analysis = Analysis(data, options, protocol=proto, progress=step)
+            analysis.tables()
+            step("writing")
+            path, tables = write_analysis(analysis, out)
     _print_skipped(analysis)
     console.print(f"[green]wrote[/] {path} ({data.subjects.height} subjects) and {len(tables)} tables: "
                   f"{', '.join(t + '.csv' for t in tables)}", soft_wrap=True)

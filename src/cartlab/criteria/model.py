@@ -33,7 +33,6 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -49,6 +48,7 @@ from pydantic import (
     model_validator,
 )
 
+from cartlab._yaml import load_yaml
 from cartlab.criteria.status import STATUS_ORDER
 from cartlab.errors import InputError
 
@@ -387,7 +387,7 @@ def load_raw(name: str, package: str = "cartlab.grading") -> dict[str, Any]:
     path = _path(name, package)
     if not path.is_file():
         raise FileNotFoundError(f"no criteria table {name!r} (looked for {path})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = load_yaml(path.read_text(encoding="utf-8"))
     for key in ("version", "citation"):
         if key not in data:
             raise ValueError(f"criteria table {name!r} lacks {key!r}")

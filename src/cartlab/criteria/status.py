@@ -8,7 +8,8 @@ from functools import lru_cache
 from importlib import resources
 
 import polars as pl
-import yaml
+
+from cartlab._yaml import load_yaml
 
 #: statuses from least to best verified (the worst one of several rules is a result's status)
 STATUS_ORDER = ("unverified", "proxy", "partially_verified", "verified_secondary", "convention", "verified")
@@ -47,7 +48,7 @@ def _tables() -> dict[str, dict]:
         folder = resources.files(package).joinpath("criteria")
         for path in sorted(folder.iterdir(), key=lambda p: p.name):
             if path.name.endswith(".yaml"):
-                tables[path.name[:-5]] = yaml.safe_load(path.read_text(encoding="utf-8"))
+                tables[path.name[:-5]] = load_yaml(path.read_text(encoding="utf-8"))
     return tables
 
 

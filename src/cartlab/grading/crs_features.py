@@ -155,10 +155,13 @@ def other_cause_days(study: Study, attribution: FeverAttribution) -> pl.DataFram
         evidence_ref().alias("ref"),
     )
     parts = [f.select("subject_id", "d", "why", "ref") for f in (ev, expand_days(iv))]
-    src = pl.concat(parts).sort("subject_id", "d")
+    src = pl.concat(parts)
     if attribution.crs_indication_overrides:
         crs = expand_days(study.interventions.filter(norm_text(pl.col("indication")) == "crs"))
-        src = src.join(crs.select("subject_id", "d").unique(), on=["subject_id", "d"], how="anti")
+        src = src.join(crs.select("subject_id", "d").unique(), on=["subject_id", "d"], how="anti",
+                       maintain_order="left")
+    # stable: a day's reasons in a fixed order (events, then interventions, each in file order)
+    src = src.sort("subject_id", "d", maintain_order=True)
     return (
         src.group_by("subject_id", "d", maintain_order=True)
         .agg(pl.col("why").unique(maintain_order=True).str.join("; ").alias("other_cause_reason"),

@@ -272,7 +272,15 @@ def derive_crs_cross_scale_cohort(
     scales = tuple(scales)
     subj = derive_crs_cross_scale(study, astct, organ_grades, hospitalization=hospitalization,
                            options=options, scales=scales)
-    keys = list(scales) + (["astct"] if astct is not None else [])
+    return {"subjects": subj, **derive_crs_concordance(subj, scales)}
+
+
+def derive_crs_concordance(subj: pl.DataFrame, scales: Iterable[str] = SCALES) -> dict[str, pl.DataFrame]:
+    """The cohort part of :func:`derive_crs_cross_scale_cohort` from its per-subject table ``subj``
+    (:func:`derive_crs_cross_scale`): ``{"pairwise": ..., "summary": ...}``; ASTCT is one of the
+    scales compared when ``subj`` has ``crs_grade_astct``."""
+    scales = tuple(scales)
+    keys = list(scales) + (["astct"] if "crs_grade_astct" in subj.columns else [])
     pairs = [subj.select(_pair(a, b)).select(
         "scale_a", "scale_b", "n_subjects", "n_evaluable", "n_same", "n_a_higher", "n_a_lower", "n_undetermined",
         _share("n_same", "n_evaluable").alias("prop_same"), "n_presence_evaluable", "n_presence_agree",
@@ -295,7 +303,7 @@ def derive_crs_cross_scale_cohort(
                   counts["p_settled"], counts["p_all"], ratio(counts["p_all"], counts["p_settled"])],
         "scales": [", ".join(keys)] * 7,
     }, schema={"metric": pl.String, "value": pl.Float64, "scales": pl.String})
-    return {"subjects": subj, "pairwise": pairwise, "summary": summary}
+    return {"pairwise": pairwise, "summary": summary}
 
 
 def organ_grades_from_adlb(adlb: pl.DataFrame) -> pl.DataFrame:

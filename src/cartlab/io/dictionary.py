@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-import yaml
-
+from cartlab._yaml import load_yaml
 from cartlab.units import Conversion, UnitError, conversion
 
 
@@ -72,7 +71,7 @@ class Dictionary:
 def load_dictionary() -> Dictionary:
     """The shipped parameter dictionary (format v1)."""
     text = resources.files("cartlab.io").joinpath("params_v1.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    raw = load_yaml(text)
     params = {}
     for code, p in raw["params"].items():
         params[code] = Param(

@@ -20,8 +20,8 @@ from importlib import resources
 from typing import Any
 
 import polars as pl
-import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 
 __all__ = [
@@ -45,7 +45,7 @@ class DosingError(InputError):
 
 def _table(name: str) -> dict[str, Any]:
     path = resources.files("cartlab.protocol").joinpath("criteria", f"{name}.yaml")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return load_yaml(path.read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=None)

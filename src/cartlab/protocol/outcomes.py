@@ -10,20 +10,43 @@ from __future__ import annotations
 
 import polars as pl
 
-__all__ = ["protocol_orr"]
+__all__ = ["derive_protocol_best_response", "protocol_orr", "protocol_orr_from"]
 
 
 def protocol_orr(study, protocol) -> pl.DataFrame:
     """ORR by ``protocol.response`` (empty frame when the protocol has no response plan)."""
-    from cartlab.response.best import BestResponseOptions, derive_best_response, orr
+    return protocol_orr_from(derive_protocol_best_response(study, protocol), protocol)
+
+
+def derive_protocol_best_response(study, protocol) -> pl.DataFrame:
+    """Best response per subject with the protocol's ORR categories, once per landmark day
+    (column ``landmark_day``; null = no landmark). Per subject, so a large study can be run in batches."""
+    from cartlab.response.best import BestResponseOptions, derive_best_response
+
+    if protocol.response is None:
+        return pl.DataFrame({"landmark_day": []}, schema={"landmark_day": pl.Float64})
+    cats = tuple(protocol.response.orr_categories)
+    out = []
+    for landmark in [*protocol.response.landmarks, None]:
+        opts = BestResponseOptions(orr_categories=cats, landmark_day=landmark)
+        out.append(derive_best_response(study, opts).with_columns(
+            pl.lit(landmark, dtype=pl.Float64).alias("landmark_day")))
+    return pl.concat(out, how="diagonal_relaxed")
+
+
+def protocol_orr_from(best: pl.DataFrame, protocol) -> pl.DataFrame:
+    """The protocol's ORR at each landmark from :func:`derive_protocol_best_response`, with its exact
+    (Clopper-Pearson) 95% CI."""
+    from cartlab.response.best import orr
 
     if protocol.response is None:
         return pl.DataFrame()
     cats = tuple(protocol.response.orr_categories)
     out = []
     for landmark in [*protocol.response.landmarks, None]:
-        opts = BestResponseOptions(orr_categories=cats, landmark_day=landmark)
-        rate = orr(derive_best_response(study, opts), cats)
+        mine = best.filter(pl.col("landmark_day").is_null() if landmark is None
+                           else pl.col("landmark_day") == landmark).drop("landmark_day")
+        rate = orr(mine, cats)
         out.append(rate.select(
             pl.lit(protocol.id).alias("protocol"),
             pl.lit(landmark, dtype=pl.Float64).alias("landmark_day"),

@@ -32,6 +32,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cartlab._yaml import load_yaml
 from cartlab.criteria.model import SchemaError
 
 __all__ = [
@@ -442,7 +443,7 @@ def parse_protocol(text: str, source: str = "<protocol>") -> Protocol:
     """Validate protocol YAML text; raise :class:`ProtocolError` listing every problem."""
     try:
         node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""

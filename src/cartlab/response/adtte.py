@@ -22,8 +22,8 @@ from importlib import resources
 from typing import Any
 
 import polars as pl
-import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning
 from cartlab.model import Study
@@ -61,7 +61,7 @@ ADTTE_SCHEMA: dict[str, pl.DataType] = {
 def endpoint_definitions() -> dict[str, Any]:
     """The endpoint table ``cartlab/response/criteria/endpoints.yaml`` (parsed YAML)."""
     path = resources.files("cartlab.response").joinpath("criteria", "endpoints.yaml")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = load_yaml(path.read_text(encoding="utf-8"))
     for key in ("version", "citation", "params", "rules"):
         if key not in data:
             raise ValueError(f"endpoints.yaml lacks {key!r}")

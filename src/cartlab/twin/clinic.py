@@ -14,8 +14,8 @@ from functools import cache
 from importlib import resources
 
 import numpy as np
-import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 
 __all__ = ["CLINIC_KEYS", "ClinicPolicy", "clinic_decide", "load_clinic", "policy_vector"]
@@ -55,7 +55,7 @@ def _doc(name: str) -> dict:
     path = resources.files("cartlab.twin").joinpath("criteria", f"{name}.yaml")
     if not path.is_file():
         raise InputError(f"no twin clinic table {name!r}")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return load_yaml(path.read_text(encoding="utf-8"))
 
 
 def load_clinic(name: str = "clinic_v1", **overrides) -> ClinicPolicy:

@@ -14,6 +14,7 @@ from functools import cache
 
 import numpy as np
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 from cartlab.twin.clinic import ClinicPolicy, load_clinic
 from cartlab.twin.params import load_params
@@ -226,8 +227,7 @@ _BASE_PARAMS = {"bm_blast_pct": "BMBLAST", "cd7_on_blasts_pct": "TGTBLAST", "cd7
 def _baseline_defaults() -> dict[str, float]:
     from importlib import resources
 
-    import yaml
-    doc = yaml.safe_load(resources.files("cartlab.twin").joinpath("params", "cd7_twin_v1.yaml")
+    doc = load_yaml(resources.files("cartlab.twin").joinpath("params", "cd7_twin_v1.yaml")
                          .read_text(encoding="utf-8"))
     return {r["name"]: float(r["value"]) for r in doc["baseline_defaults"]}
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 
 SOURCE = "simulated"
@@ -92,7 +92,7 @@ def load_schedule(name: str = "schedule_v1") -> Schedule:
     path = resources.files("cartlab.twin").joinpath("criteria", f"{name}.yaml")
     if not path.is_file():
         raise InputError(f"no twin schedule {name!r}")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = load_yaml(path.read_text(encoding="utf-8"))
     times: dict[str, np.ndarray] = {}
     for g in raw["groups"].values():
         t = _expand_times(g["times"])

@@ -14,8 +14,8 @@ from importlib import resources
 
 import numpy as np
 import polars as pl
-import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 
 __all__ = ["STATUSES", "Param", "ParamTable", "load_params"]
@@ -109,7 +109,7 @@ def load_params(name: str = "cd7_twin_v1") -> ParamTable:
     path = resources.files("cartlab.twin").joinpath("params", f"{name}.yaml")
     if not path.is_file():
         raise InputError(f"no twin parameter table {name!r}")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc = load_yaml(path.read_text(encoding="utf-8"))
     where = f"twin/params/{name}.yaml"
     params = [_row(d, where) for d in doc["parameters"]]
     consts = [_row(d, where) for d in doc.get("constants", [])]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 from cartlab.twin.observe import STREAM_COVARIATES, STREAM_PARAMS, patient_rng
 
@@ -37,7 +38,7 @@ def _yaml(folder: str, name: str) -> dict[str, Any]:
     path = resources.files("cartlab.twin").joinpath(folder, f"{name}.yaml")
     if not path.is_file():
         raise InputError(f"no twin {folder} file {name!r}")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return load_yaml(path.read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=4)

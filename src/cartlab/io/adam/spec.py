@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 
 __all__ = ["MAX_LABEL", "MAX_NAME", "MAX_TEXT", "AdamDataset", "AdamSpec", "AdamVariable", "load_spec"]
@@ -133,7 +134,7 @@ def load_spec(path: str | Path | None = None) -> AdamSpec:
             raise InputError(f"{path}: cannot read the ADaM spec: {exc}") from None
         where = str(path)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise InputError(f"{where}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), dict):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 from cartlab.io.dictionary import load_dictionary
 from cartlab.units import UnitError, parse_unit
@@ -66,7 +67,7 @@ class FhirMapping:
 
 def _load_yaml(path) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = load_yaml(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: cannot read the FHIR mapping file ({exc})") from exc
     if not isinstance(data, dict):
@@ -77,7 +78,7 @@ def _load_yaml(path) -> dict:
 def load_mapping(extra: str | Path | dict | None = None) -> FhirMapping:
     """The shipped map, updated by ``extra`` (a YAML file or dict of the same shape)."""
     text = resources.files("cartlab.io.fhir").joinpath("loinc_map.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    raw = load_yaml(text)
     if extra is not None:
         user = extra if isinstance(extra, dict) else _load_yaml(extra)
         for key in ("observations", "cartlab_params", "ucum", "specimens"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 
 _LIST_KEYS = ("cm_terms", "events")
@@ -60,7 +61,7 @@ class SdtmMapping:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"{path}: cannot read the mapping file ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
@@ -105,7 +106,7 @@ def _merge(base: dict, user: dict) -> dict:
 def load_mapping(user: str | Path | None = None) -> SdtmMapping:
     """The shipped tables, with ``user`` (a YAML file of the same keys) merged over them."""
     text = resources.files("cartlab.io.sdtm").joinpath("sdtm_map.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    raw = load_yaml(text)
     files = ["sdtm_map.yaml"]
     if user is not None:
         raw = _merge(raw, _read_yaml(Path(user)))

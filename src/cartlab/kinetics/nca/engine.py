@@ -13,6 +13,12 @@ import numpy as np
 from cartlab.kinetics.nca.options import NcaOptions
 
 
+
+def _row_sum(a: np.ndarray) -> np.ndarray:
+    """Row sums added left to right: a subject's AUC must not depend on how many samples the other
+    subjects of the matrix have (numpy's pairwise ``sum`` groups the terms by the padded row width)."""
+    return np.cumsum(a, axis=1)[:, -1] if a.shape[1] else np.zeros(a.shape[0])
+
 def _first_true(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of the first True per row and whether there is one."""
     return np.argmax(mask, axis=1), mask.any(axis=1)
@@ -176,7 +182,7 @@ def _curve_auc(method, T, W, SA, lpi_all, a, ca, b, cb, fin, L, R, *, cut, trian
         inc_first = np.ones(s, dtype=bool)
         inc_last = fin & has_inner
     seg = np.arange(m - 1)[None, :]
-    segs = np.where((seg >= L[:, None]) & (seg < up[:, None]), SA, 0.0).sum(axis=1) if m > 1 else 0.0
+    segs = _row_sum(np.where((seg >= L[:, None]) & (seg < up[:, None]), SA, 0.0)) if m > 1 else 0.0
     auc = np.where(inc_first, first_seg, 0.0) + segs + np.where(inc_last, last_seg, 0.0)
     if triangle:
         p = np.clip(lpi, 0, m - 1)
@@ -275,7 +281,7 @@ def _time_above(method, T, W, seg_ok, tmax_t, thr):
             f_first = np.where(uselog, np.log(thr / c1) / lr, f_first)
             f_second = np.where(uselog, np.log(c2 / thr) / lr, f_second)
     part = np.where(a1 & a2, dt, np.where(a1, f_first * dt, np.where(a2, f_second * dt, 0.0)))
-    return np.where(seg_ok, part, 0.0).sum(axis=1)
+    return _row_sum(np.where(seg_ok, part, 0.0))
 
 
 #: warning codes in bit order, with their messages (numbers are in the row's columns)

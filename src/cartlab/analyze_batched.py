@@ -1,0 +1,426 @@
+"""A large study's analysis in subject batches, in parallel worker processes.
+
+:class:`cartlab.analyze.Analysis` holds a whole study and every table in memory: about 13 GiB for
+10,000 subjects x 120 days. Here the per-subject steps (``Step.per_subject``, every engine but the
+cohort statistics) run on batches of subjects, each batch in a worker process that loads only its
+own rows (:class:`ParquetSource`, or a subset of a study in memory). Each batch's tables are spilled
+to Parquet; only the tables that the cohort steps and ``subject_summary.csv`` read are sent back.
+The cohort steps (response rates, Kaplan-Meier, cumulative incidence, exposure-response, the CRS
+scales' concordance, the protocol's ORR) then run once, and the CSV files are streamed from the
+spilled parts.
+
+The files written are the same as :func:`cartlab.analyze.write_analysis` writes for the whole study
+in one piece (tested byte for byte), apart from ``analysis.json``'s engine seconds, which are summed
+over the batches (worker time, not wall time).
+
+    >>> from cartlab.datasets import seed_case
+    >>> import tempfile
+    >>> path, analysis, tables = write_analysis_batched(InMemorySource(seed_case()), tempfile.mkdtemp(), batch_size=1)
+    >>> path.name, analysis.subject_summary()["crs_grade_astct"].to_list()
+    ('subject_summary.csv', [3])
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from cartlab.analyze import Analysis, AnalysisOptions, Skipped, write_summary
+from cartlab.io.atomic import atomic_file
+from cartlab.model import TABLES, Study, conform, empty_frame
+
+__all__ = ["InMemorySource", "ParquetSource", "write_analysis_batched", "DEFAULT_BATCH_SIZE"]
+
+#: subjects per batch when none is given (about 0.6 GiB per worker at 120 days a subject)
+DEFAULT_BATCH_SIZE = 1000
+
+
+# ------------------------------------------------------------------------------------------------
+# where a batch's rows come from
+
+
+@dataclass
+class InMemorySource:
+    """A study already in memory; each batch is sent to its worker as a subset."""
+
+    study: Study
+
+    @property
+    def study_id(self) -> str:
+        return self.study.study_id
+
+    def subjects(self) -> pl.DataFrame:
+        return self.study.subjects
+
+    def subject_ids(self) -> list[str]:
+        return self.study.subject_ids
+
+    def header(self) -> Study:
+        """The study with its subjects only (what the cohort steps may read), sources and warnings."""
+        return Study(study_id=self.study.study_id, subjects=self.study.subjects, sources=self.study.sources,
+                     warnings=self.study.warnings)
+
+    def task(self, ids: list[str]) -> Callable[[], Study]:
+        return _Loaded(self.study.subset(ids))
+
+
+@dataclass
+class _Loaded:
+    study: Study
+
+    def __call__(self) -> Study:
+        return self.study
+
+
+@dataclass
+class ParquetSource:
+    """A study held as Parquet: ``<folder>/<table>.parquet`` or ``<folder>/<table>/*.parquet`` (parts),
+    one per canonical table (``subjects`` required). Each batch reads only its subjects' rows."""
+
+    folder: Path
+    study_id: str = ""
+    _sources: pl.DataFrame | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        if not self.study_id:
+            self.study_id = self.folder.name
+        if self._paths("subjects") is None:
+            from cartlab.errors import InputError
+
+            raise InputError(f"{self.folder}: no subjects.parquet (or subjects/*.parquet)")
+
+    def _paths(self, name: str) -> list[Path] | None:
+        one = self.folder / f"{name}.parquet"
+        if one.is_file():
+            return [one]
+        parts = sorted((self.folder / name).glob("*.parquet")) if (self.folder / name).is_dir() else []
+        return parts or None
+
+    def _scan(self, name: str) -> pl.LazyFrame | None:
+        paths = self._paths(name)
+        return None if paths is None else pl.scan_parquet(paths)
+
+    def subjects(self) -> pl.DataFrame:
+        return conform(self._scan("subjects").collect(), "subjects")
+
+    def subject_ids(self) -> list[str]:
+        """As :attr:`cartlab.model.Study.subject_ids`: the subjects table's order, then subjects found only
+        in the other tables (first seen)."""
+        ids = self.subjects()["subject_id"].to_list()
+        known = set(ids)
+        for name in TABLES:
+            scan = self._scan(name) if name != "subjects" else None
+            if scan is None:
+                continue
+            seen = scan.select("subject_id").filter(pl.col("subject_id").is_not_null()).unique(
+                maintain_order=True).collect()["subject_id"].to_list()
+            new = [s for s in seen if s not in known]
+            ids.extend(new)
+            known.update(new)
+        return ids
+
+    def header(self) -> Study:
+        return Study(study_id=self.study_id, subjects=self.subjects(), sources=self._source_table())
+
+    def _source_table(self) -> pl.DataFrame:
+        if self._sources is None:
+            rows = [{"file": str(p.relative_to(self.folder)), "format": "parquet", "sha256": None,
+                     "n_rows": pl.scan_parquet(p).select(pl.len()).collect().item()}
+                    for name in TABLES for p in (self._paths(name) or [])]
+            self._sources = pl.DataFrame(rows, schema={"file": pl.String, "format": pl.String,
+                                                       "sha256": pl.String, "n_rows": pl.Int64})
+        return self._sources
+
+    def task(self, ids: list[str]) -> Callable[[], Study]:
+        return _ParquetBatch(self.folder, self.study_id, ids)
+
+
+@dataclass
+class _ParquetBatch:
+    folder: Path
+    study_id: str
+    ids: list[str]
+
+    def __call__(self) -> Study:
+        src = ParquetSource.__new__(ParquetSource)
+        src.folder = self.folder
+        keep = pl.col("subject_id").is_in(self.ids)
+        frames = {}
+        for name in TABLES:
+            scan = src._scan(name)
+            frames[name] = empty_frame(name) if scan is None else conform(scan.filter(keep).collect(), name)
+        return Study(study_id=self.study_id, **frames)
+
+
+# ------------------------------------------------------------------------------------------------
+# one batch (in a worker process)
+
+
+@dataclass
+class _BatchResult:
+    k: int
+    ids: list[str]
+    kept: dict[str, pl.DataFrame]
+    spilled: dict[str, dict[str, str]]  # table -> its schema (column -> dtype), as written in this batch
+    derived: list[str]
+    missing: dict[str, set[str]]
+    skipped: list[Skipped]
+    warnings: list[dict[str, str]]
+    timings: dict[str, float]
+    rule_counts: dict[tuple[str, str], int]
+    peak_rss: int
+    pid: int
+
+
+def _peak_rss() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return 0
+
+
+def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: AnalysisOptions, protocol,
+               spill: Path, keep: frozenset[str]) -> _BatchResult:
+    study = task()
+    a = Analysis(study, options, protocol)
+    a.compute_steps(per_subject=True)
+    from cartlab.grading.adam import to_csv_frame
+
+    written = set(a.table_names(written_only=True))
+    tables = a.computed()
+    spilled = {}
+    for name, frame in tables.items():
+        if name in written:
+            # the CSV text, formatted here in parallel; Parquet too, for when batches disagree on a
+            # column's type (the parent then unifies them as pl.concat would)
+            (spill / name).mkdir(exist_ok=True)
+            to_csv_frame(frame).write_csv(spill / name / f"{k:06d}.csv")
+            frame.write_parquet(spill / name / f"{k:06d}.parquet", compression="lz4")
+            spilled[name] = {c: str(t) for c, t in frame.schema.items()}
+    return _BatchResult(
+        k=k, ids=ids, kept={n: t for n, t in tables.items() if n in keep}, spilled=spilled, derived=list(tables),
+        missing={n: a.missing_subjects(n) for n in tables}, skipped=a.skipped, warnings=a.warnings,
+        timings=a.timings, rule_counts=a.rule_counts(), peak_rss=_peak_rss(), pid=os.getpid())
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class BatchRunInfo:
+    """What :func:`write_analysis_batched` did: batches, workers, peak memory of each process."""
+
+    batches: int
+    workers: int
+    worker_peak_rss: list[int]
+    seconds: float
+
+
+def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions | None = None,
+                           protocol=None, batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1,
+                           progress: Callable[[int, int], None] | None = None,
+                           info: dict[str, Any] | None = None) -> tuple[Path, Analysis, list[str]]:
+    """Analyse ``source`` (:class:`InMemorySource` or :class:`ParquetSource`) ``batch_size`` subjects at
+    a time on ``workers`` processes and write every table, ``subject_summary.csv`` and
+    ``analysis.json`` into ``out_dir``. Returns the summary's path, the cohort :class:`Analysis` (its
+    ``skipped``, ``warnings``, summary tables and cohort tables; the per-subject tables stay on disk)
+    and the names of the tables written.
+
+    Nothing is written into ``out_dir`` before every batch and the cohort steps are done (the spilled
+    parts live in a temporary folder beside it); each file is then replaced atomically.
+    ``progress(done, total)`` is called after each batch; ``info`` (a dict) receives the batch count,
+    the worker peak memories and the wall time.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    options = options or AnalysisOptions()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    ids = source.subject_ids()
+    batches = [ids[k:k + batch_size] for k in range(0, len(ids), batch_size)] or [[]]
+    cohort = Analysis(source.header(), options, protocol)
+    per_subject = [s for s in cohort.steps if s.per_subject]
+    cohort_inputs = {n for s in cohort.steps if not s.per_subject for n in s.inputs}
+    from cartlab.analyze import SUMMARY_SOURCES
+
+    keep = frozenset(cohort_inputs | {name for name, _c, _cols in SUMMARY_SOURCES})
+    spill = Path(tempfile.mkdtemp(prefix=".cartlab-batches-", dir=out))
+    try:
+        phases = {"start": time.perf_counter() - start}
+        results = _run_all(batches, source, options, protocol, spill, keep, workers, progress)
+        phases["batches"] = time.perf_counter() - start - sum(phases.values())
+        _adopt(cohort, per_subject, results, ids)
+        cohort.compute_steps(per_subject=False)
+        summary = cohort.subject_summary()
+        meta = cohort.manifest()
+        phases["cohort"] = time.perf_counter() - start - sum(phases.values())
+        names = cohort.table_names(written_only=True)
+        spilled: dict[str, list[dict[str, str]]] = {}
+        for r in results:
+            for n, schema in r.spilled.items():
+                spilled.setdefault(n, []).append(schema)
+        memory = cohort.computed()
+        stale = [p for p in out.glob("*.csv") if p.stem in names and p.stem not in spilled | set(memory)]
+        written = []
+        for name in names:
+            if name in spilled and all(sch == spilled[name][0] for sch in spilled[name]):
+                _join_csv(sorted((spill / name).glob("*.csv")), out / f"{name}.csv")
+            elif name in spilled:
+                _write_parts(sorted((spill / name).glob("*.parquet")), out / f"{name}.csv")
+            elif name in memory:
+                _write_parts([memory[name]], out / f"{name}.csv")
+            else:
+                continue
+            written.append(name)
+        for p in stale:  # a table not derived this time must not be mistaken for this run's
+            p.unlink()
+        path = write_summary(summary, out, meta)
+        phases["write"] = time.perf_counter() - start - sum(phases.values())
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    if info is not None:
+        info.update({"batches": len(batches), "workers": workers, "seconds": time.perf_counter() - start,
+                     "phases": {k: round(v, 2) for k, v in phases.items()},
+                     "worker_peak_rss": _peaks(results)})
+    return path, cohort, written
+
+
+def _run_all(batches, source, options, protocol, spill, keep, workers, progress) -> list[_BatchResult]:
+    total = len(batches)
+    if workers <= 1 or total == 1:
+        results = []
+        for k, ids in enumerate(batches):
+            results.append(_run_batch(k, source.task(ids), ids, options, protocol, spill, keep))
+            if progress:
+                progress(k + 1, total)
+        return results
+    # spawned (not forked) workers: polars' thread pool does not survive a fork; each worker gets
+    # its share of the cores for polars' threads
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    saved = os.environ.get("POLARS_MAX_THREADS")
+    os.environ["POLARS_MAX_THREADS"] = str(threads)
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_run_batch, k, source.task(ids), ids, options, protocol, spill, keep)
+                       for k, ids in enumerate(batches)]
+            results = []
+            for n, fut in enumerate(futures, 1):  # in batch order: the output order does not depend on timing
+                results.append(fut.result())
+                if progress:
+                    progress(n, total)
+            return results
+    finally:
+        if saved is None:
+            os.environ.pop("POLARS_MAX_THREADS", None)
+        else:
+            os.environ["POLARS_MAX_THREADS"] = saved
+
+
+def _peaks(results: list[_BatchResult]) -> list[int]:
+    """Peak resident memory of each worker process (a process runs several batches)."""
+    peaks: dict[int, int] = {}
+    for r in results:
+        peaks[r.pid] = max(peaks.get(r.pid, 0), r.peak_rss)
+    return sorted(peaks.values())
+
+
+def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str]) -> None:
+    """Merge the batches' results into the cohort analysis, as if its per-subject steps had run whole."""
+    tables: dict[str, list[pl.DataFrame]] = {}
+    derived: set[str] = set()
+    missing: dict[str, set[str] | None] = {}
+    skipped: dict[tuple, Skipped] = {}
+    warnings: list[dict[str, str]] = []
+    timings: dict[str, float] = {}
+    rules: dict[tuple[str, str], int] = {}
+    outputs = {n for s in steps for n in s.outputs}
+    for r in results:
+        derived.update(r.derived)
+        for n, t in r.kept.items():
+            tables.setdefault(n, []).append(t)
+        for n in outputs:
+            # a table a batch could not derive at all: its subjects are missing from it
+            lost = r.missing.get(n, set(r.ids)) if n in r.derived else set(r.ids)
+            missing.setdefault(n, set()).update(lost)
+        for s in r.skipped:
+            key = (s.engine, tuple(s.tables), s.reason, s.fix)
+            if key in skipped and s.subjects is not None and skipped[key].subjects is not None:
+                skipped[key].subjects.extend(x for x in s.subjects if x not in skipped[key].subjects)
+            elif key in skipped:
+                skipped[key].subjects = None
+            else:
+                skipped[key] = Skipped(s.engine, list(s.tables), None if s.subjects is None else list(s.subjects),
+                                       s.reason, s.fix)
+        warnings.extend(w for w in r.warnings if w not in warnings)
+        for n, sec in r.timings.items():
+            timings[n] = timings.get(n, 0.0) + sec
+        for key, n in r.rule_counts.items():
+            rules[key] = rules.get(key, 0) + n
+    for n in outputs - derived:
+        missing[n] = None  # no batch derived it: the table is absent, as in a whole-study run
+    whole = {n: pl.concat(parts, how="diagonal_relaxed") for n, parts in tables.items()}
+    rank = {tuple(s.outputs): i for i, s in enumerate(steps)}  # in step order, as a whole-study run lists them
+    ordered = sorted(skipped.values(), key=lambda s: rank.get(tuple(s.tables), len(rank)))
+    cohort.adopt(steps, whole, missing, ordered, warnings, timings, rules, available=derived,
+                 subject_ids=ids)
+
+
+def _join_csv(parts: list[Path], path: Path) -> None:
+    """One CSV from CSV parts with the same columns: the first part's header, then every part's rows
+    (copied in the kernel where it can: 2 GB in about 1 s against 8 s through Python)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        for i, part in enumerate(parts):
+            with open(part, "rb") as src:
+                skip = len(src.readline()) if i else 0  # the header (column names hold no newline)
+                _copy_from(src, fh, skip)
+
+
+def _copy_from(src, dst, offset: int) -> None:
+    size = os.fstat(src.fileno()).st_size
+    dst.flush()
+    if hasattr(os, "copy_file_range"):
+        try:
+            while offset < size:
+                n = os.copy_file_range(src.fileno(), dst.fileno(), size - offset, offset)
+                if n == 0:
+                    break
+                offset += n
+            return
+        except OSError:  # pragma: no cover - a file system without it: the portable copy below
+            pass
+    src.seek(offset)
+    shutil.copyfileobj(src, dst, 1 << 22)
+
+
+def _write_parts(parts: list, path: Path) -> None:
+    """One CSV from frames or Parquet parts, in order, as ``write_tables`` writes their concatenation
+    (columns unified as ``pl.concat(how="diagonal_relaxed")`` would)."""
+    from cartlab.grading.adam import to_csv_frame
+
+    schemas = [p.schema if isinstance(p, pl.DataFrame) else pl.read_parquet_schema(p) for p in parts]
+    unified = (pl.concat([pl.DataFrame(schema=s) for s in schemas], how="diagonal_relaxed").schema
+               if len(parts) > 1 else schemas[0])
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        for i, part in enumerate(parts):
+            frame = part if isinstance(part, pl.DataFrame) else pl.read_parquet(part)
+            if frame.schema != unified:
+                frame = frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
+                                      for c, t in unified.items()])
+            to_csv_frame(frame).write_csv(fh, include_header=i == 0)
