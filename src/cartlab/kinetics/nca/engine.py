@@ -13,7 +13,6 @@ import numpy as np
 from cartlab.kinetics.nca.options import NcaOptions
 
 
-
 def _row_sum(a: np.ndarray) -> np.ndarray:
     """Row sums added left to right: a subject's AUC must not depend on how many samples the other
     subjects of the matrix have (numpy's pairwise ``sum`` groups the terms by the padded row width)."""
