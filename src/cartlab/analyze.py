@@ -179,6 +179,16 @@ def _step(outputs: str | tuple[str, ...], run, engine: str, **kw) -> Step:
     return Step(outs, run, engine, kw.pop("inputs", getattr(run, "inputs", ())), **kw)
 
 
+def _best_response(study, o, marrow_response, relapse):
+    from cartlab.response.best import BestResponseOptions, derive_best_response
+    from cartlab.response.marrow import ResponseOptions
+
+    opts = o.best_response or BestResponseOptions()
+    # the relapse table was derived with the analysis's response options: reused when they are the same
+    same = opts.response == (o.response or ResponseOptions())
+    return derive_best_response(study, opts, assessments=marrow_response, relapses=relapse if same else None)
+
+
 def _response_summary(study, o, best_response):
     return best_response.select("subject_id", "best_response", "best_response_day", "mrd_negative")
 
@@ -267,8 +277,8 @@ STEPS: tuple[Step, ...] = (
           "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),
     _step("relapse", _engine("cartlab.response.marrow", "derive_relapse", "response", assessments="marrow_response"),
           "relapse from the marrow", write=False, fix=RESPONSE_FIX),
-    _step("best_response", _engine("cartlab.response.best", "derive_best_response", "best_response",
-                                   assessments="marrow_response"), "best response", fix=RESPONSE_FIX),
+    _step("best_response", _best_response, "best response", inputs=("marrow_response", "relapse"),
+          fix=RESPONSE_FIX),
     _step("response_summary", _response_summary, "best response", inputs=("best_response",), write=False),
     _step("adrs", _engine("cartlab.response.best", "derive_adrs", "best_response", assessments="marrow_response",
                           best="best_response"), "ADRS", fix=RESPONSE_FIX),
@@ -607,8 +617,12 @@ class Analysis:
             self._missing[n] = failed
 
     def _call(self, step: Step, ids: list[str]) -> dict[str, pl.DataFrame]:
-        study = self.study if len(ids) == self.study.subjects.height else self.study.subset(ids)
-        inputs = {n: _subject_filter(self._tables[n], ids) for n in step.inputs}
+        every = self.study.subject_ids if self._subject_ids is None else self._subject_ids
+        if len(ids) == len(every):  # the whole study: nothing to filter
+            study, inputs = self.study, {n: self._tables[n] for n in step.inputs}
+        else:
+            study = self.study if len(ids) == self.study.subjects.height else self.study.subset(ids)
+            inputs = {n: _subject_filter(self._tables[n], ids) for n in step.inputs}
         with _warnings.catch_warnings(record=True) as caught:
             _warnings.simplefilter("always", CartlabWarning)
             out = step.run(study, self.options, **inputs)

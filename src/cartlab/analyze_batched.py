@@ -311,8 +311,8 @@ def _run_all(batches, source, options, protocol, spill, keep, workers, progress)
                 progress(k + 1, total)
         return results
     # spawned (not forked) workers: polars' thread pool does not survive a fork; each worker gets
-    # its share of the cores for polars' threads
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # its share of the cores for polars' threads (CARTLAB_WORKER_THREADS overrides)
+    threads = int(os.environ.get("CARTLAB_WORKER_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     saved = os.environ.get("POLARS_MAX_THREADS")
     os.environ["POLARS_MAX_THREADS"] = str(threads)
     try:

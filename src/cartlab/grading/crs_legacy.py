@@ -56,10 +56,12 @@ def derive_crs_legacy_daily(
     organ_grades: pl.DataFrame | None = None,
     hospitalization: pl.DataFrame | None = None,
     options: CrsLegacyOptions | None = None,
+    for_maximum: bool = False,
 ) -> pl.DataFrame:
-    """Daily grades of several legacy scales (long format: one row per subject, day and scale)."""
+    """Daily grades of several legacy scales (long format: one row per subject, day and scale);
+    ``for_maximum``: only the days the subject maximum reads (see :func:`grade_crs_scale`)."""
     inputs = derive_crs_daily_inputs(study, options, organ_grades=organ_grades, hospitalization=hospitalization)
-    frames = [grade_crs_scale(inputs, s, options) for s in scales]
+    frames = [grade_crs_scale(inputs, s, options, for_maximum=for_maximum) for s in scales]
     return pl.concat(frames) if frames else pl.DataFrame(schema=GRADE_SCHEMA)
 
 
@@ -205,7 +207,7 @@ def derive_crs_cross_scale(
                 options=options, scales=scales, batch_size=None))
         return pl.concat(parts)
     daily = derive_crs_legacy_daily(study, scales, organ_grades=organ_grades, hospitalization=hospitalization,
-                             options=options)
+                             options=options, for_maximum=True)
     subj = derive_crs_legacy_subject(daily, study.subject_ids)
     base = pl.DataFrame({"subject_id": study.subject_ids}, schema={"subject_id": pl.String})
     if astct is not None:

@@ -216,8 +216,14 @@ def _evidence(s: _Scale, rows: pl.DataFrame, top: list[pl.Expr], raising: list[p
             .group_by("rid", maintain_order=True).agg(pl.col("ref").unique(maintain_order=True).alias("evidence")))
 
 
-def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions | None = None) -> pl.DataFrame:
-    """Daily grade (or range) of one legacy scale from :func:`crs_daily_inputs` output."""
+def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions | None = None, *,
+                    for_maximum: bool = False) -> pl.DataFrame:
+    """Daily grade (or range) of one legacy scale from :func:`crs_daily_inputs` output.
+
+    ``for_maximum``: only the days :func:`cartlab.grading.crs_legacy.derive_crs_legacy_subject` reads
+    for a subject's maximum (the first day at the subject's highest ``grade_min``, and every day whose
+    ``grade_max`` exceeds it); the reasons and evidence are built for those days only.
+    """
     s = _compiled(scale, options)
     if inputs.height == 0:
         return pl.DataFrame(schema=GRADE_SCHEMA)
@@ -225,6 +231,11 @@ def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions 
     dec = decision(s.table, RULE_SET, s.params, bindings=s.bindings, otherwise_grade=0, schema=frame.schema)
     x = dec.apply(frame, "g", "grade", "grade_max", "rule", truths=True)
     gmin, gmax = pl.col("g_grade"), pl.col("g_grade_max")
+    if for_maximum:
+        top_min = gmin.max().over("subject_id")
+        at_top = gmin == top_min
+        first_at_top = at_top & (pl.col("day") == pl.col("day").filter(at_top).min().over("subject_id"))
+        x = x.filter(first_at_top | (gmax > top_min))
     truth = [pl.col(f"g_truth_{r.id}") for r in s.rules]
     top = [t.fill_null(False) & (gmin == r.grade) for t, r in zip(truth, s.rules)]
     raising = [t.is_null() & (gmin < r.grade) for t, r in zip(truth, s.rules)]

@@ -79,17 +79,21 @@ def _end_days(study: Study, events: tuple[str, ...]) -> dict[str, tuple[float, s
 
 
 def derive_best_response(study: Study, options: BestResponseOptions | None = None,
-                  assessments: pl.DataFrame | None = None) -> pl.DataFrame:
+                  assessments: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
     """Best overall response per subject, with time to response, relapse and duration of response.
 
     Subjects whose disease has no response criteria get an empty ``best_response`` (not evaluable by
     these criteria); AML/ALL subjects without a post-infusion marrow get ``NE``. Duration of response:
     first response day to relapse (event) or to the last follow-up / end event (censored).
+    ``assessments``/``relapses``: :func:`derive_marrow_response`/:func:`derive_relapse` of the study
+    with ``options.response``, when already derived.
     """
     options = options or BestResponseOptions()
     a = assessments if assessments is not None else derive_marrow_response(study, options.response)
     ends = _end_days(study, options.end_events)
-    rel = {r["subject_id"]: r for r in derive_relapse(study, a, options.response).iter_rows(named=True)}
+    if relapses is None:
+        relapses = derive_relapse(study, a, options.response)
+    rel = {r["subject_id"]: r for r in relapses.iter_rows(named=True)}
     deaths = {r["subject_id"]: float(r["day"]) for r in
               study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
               .unique("subject_id", keep="first").iter_rows(named=True)}
