@@ -9,6 +9,12 @@ in a fresh Python process (so that its peak memory is its own):
 * **run** — this checkout: load the study, `Analysis(study).tables()` and `subject_summary()`: every
   engine and every table `cartlab analyze` writes, the older CRS scales included. Per-engine times
   are the Analysis's own (`Analysis.timings`, each step's own call).
+* **batched** — this checkout, as `cartlab analyze --workers 2` runs a large study: the subjects in
+  batches of ``--batch-size`` on 2 worker processes (`cartlab.analyze_batched`), each reading only its
+  batch's rows from the Parquet parts; the cohort steps; and every CSV file written (work the other
+  phases do not do). Its time includes reading the rows; its memory is the parent's peak plus each
+  worker's peak (an upper bound of what was resident at once). Per-engine times are summed over the
+  batches (worker time).
 * **baseline** — the code of ``--baseline-rev`` (default: main before the redesign, 76f5845) from a git
   worktree, doing what its `cartlab analyze` did: `subject_summary(study)` then `detail_tables(study)`.
   Its engine functions are wrapped with a timer (outermost calls only), so each engine's time can be
@@ -127,6 +133,28 @@ def phase_run(folder: Path) -> dict:
             "skipped": [s.to_dict() for s in a.skipped], "engines": {k: v for k, v in a.timings.items()}}
 
 
+def phase_batched(folder: Path, batch_size: int, workers: int) -> dict:
+    import shutil
+
+    from cartlab.analyze_batched import ParquetSource, write_analysis_batched
+
+    out = Path(tempfile.mkdtemp(prefix="cartlab-bench-out-"))
+    try:
+        info: dict = {}
+        t0 = time.perf_counter()
+        _path, a, tables = write_analysis_batched(ParquetSource(folder), out, batch_size=batch_size,
+                                                  workers=workers, info=info)
+        wall = time.perf_counter() - t0
+        written = sum(p.stat().st_size for p in out.iterdir())
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    parent = _peak_rss()
+    return {"load_s": 0.0, "wall_s": wall, "peak_rss": parent + sum(info["worker_peak_rss"]), "parent_rss": parent,
+            "worker_rss": info["worker_peak_rss"], "phases": info["phases"], "batches": info["batches"],
+            "tables": len(tables), "bytes_written": written, "skipped": [s.to_dict() for s in a.skipped],
+            "engines": dict(a.timings)}
+
+
 def phase_baseline(folder: Path) -> dict:
     import functools
     import importlib
@@ -165,13 +193,13 @@ def phase_baseline(folder: Path) -> dict:
     return {"load_s": load_s, "wall_s": wall, "peak_rss": _peak_rss(), "tables": len(tables), "engines": times}
 
 
-def _child(phase: str, folder: Path, pythonpath: str | None) -> dict:
+def _child(phase: str, folder: Path, pythonpath: str | None, extra: tuple[str, ...] = ()) -> dict:
     env = {**os.environ}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = Path(fh.name)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, str(folder), str(out)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, str(folder), str(out), *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if proc.returncode != 0:
@@ -196,11 +224,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "cartlab-bench-analyze"))
     ap.add_argument("--json")
+    ap.add_argument("--batch-size", type=int, default=500, help="subjects per batch of the batched phase")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes of the batched phase")
+    ap.add_argument("--phases", nargs="+", default=["batched", "run"], choices=["batched", "run"],
+                    help="this checkout's phases to run (the baseline runs unless --no-baseline)")
     ap.add_argument("--phase", nargs=3, metavar=("PHASE", "FOLDER", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.phase:
         phase, folder, out = args.phase
-        res = phase_run(Path(folder)) if phase == "run" else phase_baseline(Path(folder))
+        if phase == "batched":
+            res = phase_batched(Path(folder), args.batch_size, args.workers)
+        else:
+            res = phase_run(Path(folder)) if phase == "run" else phase_baseline(Path(folder))
         Path(out).write_text(json.dumps(res))
         return 0
     sys.path.insert(0, str(ROOT / "src"))
@@ -212,18 +247,22 @@ def main(argv: list[str]) -> int:
         info = build(n, work / f"n{n}")
         print(f"n={n:,}: cohort built ({info['observations']:,} observations) in {time.perf_counter() - t0:.0f} s",
               flush=True)
-        run = _child("run", work / f"n{n}", str(ROOT / "src"))
+        opts = ("--batch-size", str(args.batch_size), "--workers", str(args.workers))
+        res = {p: _child(p, work / f"n{n}", str(ROOT / "src"), opts) for p in args.phases}
         base = _child("baseline", work / f"n{n}", base_src) if base_src else {}
-        results[n] = {"info": info, "run": run, "baseline": base}
-        _print(n, run, base)
+        results[n] = {"info": info, **res, "baseline": base}
+        for p in args.phases:
+            print(f" {p} ({'batches of ' + str(args.batch_size) + ', ' + str(args.workers) + ' workers' if p == 'batched' else 'whole study in one process'}):")
+            _print(n, res[p], base)
     if len(args.sizes) >= 2:
         lo, hi = min(args.sizes), max(args.sizes)
-        a, b = results[lo]["run"].get("wall_s"), results[hi]["run"].get("wall_s")
-        if a and b:
-            print(f"time {hi:,}/{lo:,} subjects: {b / a:.1f} (linear = {hi / lo:g}; target <= {hi / lo * 1.1:g})")
+        for p in args.phases:
+            a, b = results[lo][p].get("wall_s"), results[hi][p].get("wall_s")
+            if a and b:
+                print(f"{p}: time {hi:,}/{lo:,} subjects: {b / a:.1f} (linear = {hi / lo:g}; target <= {hi / lo * 1.1:g})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0 if all("error" not in r["run"] for r in results.values()) else 1
+    return 0 if all("error" not in r[p] for r in results.values() for p in args.phases) else 1
 
 
 def _print(n: int, run: dict, base: dict) -> None:
@@ -234,6 +273,11 @@ def _print(n: int, run: dict, base: dict) -> None:
         print(f"  run: error {run['error']}")
         return
     line = f"  run: {run['wall_s']:.1f} s, peak {gib(run['peak_rss'])} (load {run['load_s']:.1f} s, {run['tables']} tables)"
+    if "phases" in run:
+        line = (f"  run: {run['wall_s']:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in run['phases'].items())}), "
+                f"peak {gib(run['peak_rss'])} = parent {gib(run['parent_rss'])} + workers "
+                f"{' + '.join(gib(w) for w in run['worker_rss'])} ({run['batches']} batches, {run['tables']} tables, "
+                f"{run['bytes_written'] / 2**30:.2f} GiB of CSV written)")
     if base and "error" not in base:
         line += (f" | baseline: {base['wall_s']:.1f} s, peak {gib(base['peak_rss'])} | speed-up "
                  f"{base['wall_s'] / run['wall_s']:.1f}x, memory ratio {run['peak_rss'] / base['peak_rss']:.2f}")

@@ -132,3 +132,18 @@ def test_strict_stops_and_writes_nothing(cohort, tmp_path, monkeypatch):
 def test_batch_size_must_be_positive(cohort, tmp_path):
     with pytest.raises(ValueError):
         write_analysis_batched(InMemorySource(cohort), tmp_path, batch_size=0)
+
+
+def test_cli_workers_write_the_same_files(cohort, tmp_path):
+    """End to end: `cartlab analyze --workers 2 --batch-size 8` against the one-piece run."""
+    import subprocess
+    import sys
+
+    from cartlab.datasets.synthetic import synthetic_cohort
+
+    study = synthetic_cohort(30, seed=11, out_dir=tmp_path / "study")
+    for out, extra in (("whole", []), ("batched", ["--workers", "2", "--batch-size", "8"])):
+        proc = subprocess.run([sys.executable, "-m", "cartlab", "analyze", str(study), "--out", str(tmp_path / out),
+                               *extra], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    _same_files(tmp_path / "whole", tmp_path / "batched")

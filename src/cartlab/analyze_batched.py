@@ -10,8 +10,9 @@ scales' concordance, the protocol's ORR) then run once, and the CSV files are st
 spilled parts.
 
 The files written are the same as :func:`cartlab.analyze.write_analysis` writes for the whole study
-in one piece (tested byte for byte), apart from ``analysis.json``'s engine seconds, which are summed
-over the batches (worker time, not wall time).
+in one piece (tested byte for byte), apart from ``analysis.json``: the engine seconds are summed over
+the batches (worker time, not wall time), and a warning that names subjects (e.g. those censored at
+their last recorded row) is given once per batch, naming that batch's subjects.
 
     >>> from cartlab.datasets import seed_case
     >>> import tempfile
