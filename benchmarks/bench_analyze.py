@@ -16,7 +16,8 @@ in a fresh Python process (so that its peak memory is its own):
   worker's peak (an upper bound of what was resident at once). Per-engine times are summed over the
   batches (worker time).
 * **baseline** — the code of ``--baseline-rev`` (default: main before the redesign, 76f5845) from a git
-  worktree, doing what its `cartlab analyze` did: `subject_summary(study)` then `detail_tables(study)`.
+  worktree, doing what its `cartlab analyze` did: `subject_summary(study)` then `detail_tables(study)`;
+  a revision that has the `Analysis` graph runs the **run** phase instead.
   Its engine functions are wrapped with a timer (outermost calls only), so each engine's time can be
   compared with the run's.
 
@@ -249,7 +250,9 @@ def main(argv: list[str]) -> int:
               flush=True)
         opts = ("--batch-size", str(args.batch_size), "--workers", str(args.workers))
         res = {p: _child(p, work / f"n{n}", str(ROOT / "src"), opts) for p in args.phases}
-        base = _child("baseline", work / f"n{n}", base_src) if base_src else {}
+        # a baseline with the Analysis graph runs as this checkout's whole-study phase does
+        has_graph = base_src and "class Analysis" in (Path(base_src) / "cartlab" / "analyze.py").read_text()
+        base = _child("run" if has_graph else "baseline", work / f"n{n}", base_src) if base_src else {}
         results[n] = {"info": info, **res, "baseline": base}
         for p in args.phases:
             print(f" {p} ({'batches of ' + str(args.batch_size) + ', ' + str(args.workers) + ' workers' if p == 'batched' else 'whole study in one process'}):")

@@ -321,6 +321,7 @@ def _run_all(batches, source, options, protocol, spill, keep, workers, progress)
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [pool.submit(_run_batch, k, source.task(ids), ids, options, protocol, spill, keep)
                        for k, ids in enumerate(batches)]
+            _warm_up()  # while the workers run
             results = []
             for n, fut in enumerate(futures, 1):  # in batch order: the output order does not depend on timing
                 results.append(fut.result())
@@ -340,6 +341,22 @@ def _peaks(results: list[_BatchResult]) -> list[int]:
     for r in results:
         peaks[r.pid] = max(peaks.get(r.pid, 0), r.peak_rss)
     return sorted(peaks.values())
+
+
+#: what the cohort steps import (scipy.stats for the exact CIs is most of it): imported by the parent
+#: while the workers run, instead of after them
+_COHORT_MODULES = ("cartlab.response.endpoints", "cartlab.response.best", "cartlab.kinetics.exposure",
+                   "cartlab.grading.crs_legacy", "cartlab.protocol.outcomes", "cartlab.criteria", "scipy.stats")
+
+
+def _warm_up() -> None:
+    import importlib
+
+    for name in _COHORT_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # pragma: no cover - an optional dependency: the step reports it
+            pass
 
 
 def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str]) -> None:
