@@ -147,3 +147,26 @@ def test_cli_workers_write_the_same_files(cohort, tmp_path):
                                *extra], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
     _same_files(tmp_path / "whole", tmp_path / "batched")
+
+
+def test_batches_that_disagree_on_a_column_type_are_unified_as_concat_would(tmp_path):
+    """One batch has an all-null column (type Null) and integers where another has floats: the file is
+    the CSV of pl.concat(how="diagonal_relaxed") of the batches (computed here independently)."""
+    from cartlab.analyze_batched import _Assembler, _BatchResult
+    from cartlab.grading.adam import to_csv_frame
+
+    parts = [pl.DataFrame({"subject_id": ["A"], "x": [1], "note": [None]}),
+             pl.DataFrame({"subject_id": ["B"], "x": [2.5], "note": ["n"]}),
+             pl.DataFrame({"subject_id": ["C"], "x": [3], "note": [None]})]
+    (tmp_path / "t").mkdir()
+    asm = _Assembler(tmp_path)
+    for k, frame in enumerate(parts):
+        to_csv_frame(frame).write_csv(tmp_path / "t" / f"{k:06d}.csv")
+        frame.write_parquet(tmp_path / "t" / f"{k:06d}.parquet")
+        asm.add(_BatchResult(k=k, ids=[], kept={}, spilled={"t": {c: str(t) for c, t in frame.schema.items()}},
+                             derived=["t"], missing={}, skipped=[], warnings=[], timings={}, rule_counts={},
+                             peak_rss=0, pid=0))
+    asm.finish("t", tmp_path / "t.csv")
+    expected = tmp_path / "expected.csv"
+    pl.concat(parts, how="diagonal_relaxed").write_csv(expected)
+    assert (tmp_path / "t.csv").read_text() == expected.read_text() == "subject_id,x,note\nA,1.0,\nB,2.5,n\nC,3.0,\n"

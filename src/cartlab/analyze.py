@@ -436,6 +436,7 @@ class Analysis:
         self.timings: dict[str, float] = {}
         self._adopted: set[str] = set()  # tables computed elsewhere (batches): rules counted there
         self._adopted_rules: dict[tuple[str, str], int] = {}
+        self._released_rules: dict[tuple[str, str], int] = {}
         self._external: set[str] = set()  # derived by batches, held on disk, not here
         self._subject_ids: list[str] | None = None
 
@@ -511,7 +512,7 @@ class Analysis:
         from cartlab.criteria import UNSETTLED, rules_in
 
         counts = dict(self._adopted_rules)
-        for key, n in self.rule_counts().items():
+        for key, n in self.rules_counted().items():
             counts[key] = counts.get(key, 0) + n
         unsettled: dict[str, dict[str, Any]] = {}
         no_table: set[str] = set()
@@ -532,12 +533,28 @@ class Analysis:
         """Rows per (table, rule text) of the tables computed here (not adopted from batches)."""
         counts: dict[tuple[str, str], int] = {}
         for name, frame in self._tables.items():
-            if name in self._adopted:
-                continue
-            for col in [c for c in frame.columns if c.endswith("rule_status")]:
-                rule_col = col[: -len("_status")]
-                for text, n in frame.group_by(pl.col(rule_col).cast(pl.String)).len().iter_rows():
-                    counts[(name, text)] = counts.get((name, text), 0) + n
+            if name not in self._adopted:
+                _count_rules(name, frame, counts)
+        return counts
+
+    def compute(self, step: Step) -> None:
+        """Compute ``step`` (and what it reads) unless done."""
+        self._compute(step)
+
+    def release(self, name: str) -> pl.DataFrame:
+        """Hand over the computed table ``name`` and forget it (a batch worker writes it and frees the
+        memory); its rule counts are kept for :meth:`rules_used`."""
+        frame = self._tables.pop(name)
+        if name not in self._adopted:
+            _count_rules(name, frame, self._released_rules)
+        self._external.add(name)
+        return frame
+
+    def rules_counted(self) -> dict[tuple[str, str], int]:
+        """Rows per (table, rule text) of every table computed here, released ones included."""
+        counts = dict(self._released_rules)
+        for key, n in self.rule_counts().items():
+            counts[key] = counts.get(key, 0) + n
         return counts
 
     def computed(self) -> dict[str, pl.DataFrame]:
@@ -678,6 +695,13 @@ class Analysis:
             who = "every subject" if subjects is None else f"subject(s) {', '.join(subjects[:20])}"
             raise EngineError(f"{step.engine} could not run for {who}: {reason}", hint=fix) from error
         self.skipped.append(Skipped(step.engine, list(step.outputs), subjects, reason, fix))
+
+
+def _count_rules(name: str, frame: pl.DataFrame, counts: dict[tuple[str, str], int]) -> None:
+    for col in [c for c in frame.columns if c.endswith("rule_status")]:
+        rule_col = col[: -len("_status")]
+        for text, n in frame.group_by(pl.col(rule_col).cast(pl.String)).len().iter_rows():
+            counts[(name, text)] = counts.get((name, text), 0) + n
 
 
 def criteria_versions() -> list[dict[str, Any]]:

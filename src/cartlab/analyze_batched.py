@@ -196,26 +196,38 @@ def _peak_rss() -> int:
 
 def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: AnalysisOptions, protocol,
                spill: Path, keep: frozenset[str]) -> _BatchResult:
-    study = task()
-    a = Analysis(study, options, protocol)
-    a.compute_steps(per_subject=True)
     from cartlab.grading.adam import to_csv_frame
 
+    study = task()
+    a = Analysis(study, options, protocol)
+    steps = [s for s in a.steps if s.per_subject]
     written = set(a.table_names(written_only=True))
-    tables = a.computed()
-    spilled = {}
-    for name, frame in tables.items():
-        if name in written:
-            # the CSV text, formatted here in parallel; Parquet too, for when batches disagree on a
-            # column's type (the parent then unifies them as pl.concat would)
-            (spill / name).mkdir(exist_ok=True)
-            to_csv_frame(frame).write_csv(spill / name / f"{k:06d}.csv")
-            frame.write_parquet(spill / name / f"{k:06d}.parquet", compression="lz4")
-            spilled[name] = {c: str(t) for c, t in frame.schema.items()}
+    spilled: dict[str, dict[str, str]] = {}
+    kept: dict[str, pl.DataFrame] = {}
+    derived: list[str] = []
+    missing: dict[str, set[str]] = {}
+    for i, step in enumerate(steps):
+        a.compute(step)
+        later = {n for s in steps[i + 1:] for n in s.inputs}
+        for name in [n for n in a.computed() if n not in later]:
+            # no later step reads it: written out and freed now (the batch's peak memory is lower)
+            derived.append(name)
+            missing[name] = a.missing_subjects(name)
+            frame = a.release(name)
+            if name in written:
+                # the CSV text, formatted here in parallel; Parquet too, for when batches disagree on
+                # a column's type (the parent then unifies them as pl.concat would)
+                (spill / name).mkdir(exist_ok=True)
+                to_csv_frame(frame).write_csv(spill / name / f"{k:06d}.csv")
+                frame.write_parquet(spill / name / f"{k:06d}.parquet", compression="lz4")
+                spilled[name] = {c: str(t) for c, t in frame.schema.items()}
+            if name in keep:
+                kept[name] = frame
+            del frame
     return _BatchResult(
-        k=k, ids=ids, kept={n: t for n, t in tables.items() if n in keep}, spilled=spilled, derived=list(tables),
-        missing={n: a.missing_subjects(n) for n in tables}, skipped=a.skipped, warnings=a.warnings,
-        timings=a.timings, rule_counts=a.rule_counts(), peak_rss=_peak_rss(), pid=os.getpid())
+        k=k, ids=ids, kept=kept, spilled=spilled, derived=derived, missing=missing, skipped=a.skipped,
+        warnings=a.warnings, timings=a.timings, rule_counts=a.rules_counted(), peak_rss=_peak_rss(),
+        pid=os.getpid())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -264,7 +276,8 @@ def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions
     spill = Path(tempfile.mkdtemp(prefix=".cartlab-batches-", dir=out))
     try:
         phases = {"start": time.perf_counter() - start}
-        results = _run_all(batches, source, options, protocol, spill, keep, workers, progress)
+        joined = _Assembler(spill)
+        results = _run_all(batches, source, options, protocol, spill, keep, workers, progress, joined.add)
         phases["batches"] = time.perf_counter() - start - sum(phases.values())
         _adopt(cohort, per_subject, results, ids)
         cohort.compute_steps(per_subject=False)
@@ -272,18 +285,12 @@ def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions
         meta = cohort.manifest()
         phases["cohort"] = time.perf_counter() - start - sum(phases.values())
         names = cohort.table_names(written_only=True)
-        spilled: dict[str, list[dict[str, str]]] = {}
-        for r in results:
-            for n, schema in r.spilled.items():
-                spilled.setdefault(n, []).append(schema)
         memory = cohort.computed()
-        stale = [p for p in out.glob("*.csv") if p.stem in names and p.stem not in spilled | set(memory)]
+        stale = [p for p in out.glob("*.csv") if p.stem in names and p.stem not in joined.tables | set(memory)]
         written = []
         for name in names:
-            if name in spilled and all(sch == spilled[name][0] for sch in spilled[name]):
-                _join_csv(sorted((spill / name).glob("*.csv")), out / f"{name}.csv")
-            elif name in spilled:
-                _write_parts(sorted((spill / name).glob("*.parquet")), out / f"{name}.csv")
+            if name in joined.tables:
+                joined.finish(name, out / f"{name}.csv")
             elif name in memory:
                 _write_parts([memory[name]], out / f"{name}.csv")
             else:
@@ -294,6 +301,8 @@ def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions
         path = write_summary(summary, out, meta)
         phases["write"] = time.perf_counter() - start - sum(phases.values())
     finally:
+        if "joined" in locals():
+            joined.close()
         shutil.rmtree(spill, ignore_errors=True)
     if info is not None:
         info.update({"batches": len(batches), "workers": workers, "seconds": time.perf_counter() - start,
@@ -302,12 +311,15 @@ def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions
     return path, cohort, written
 
 
-def _run_all(batches, source, options, protocol, spill, keep, workers, progress) -> list[_BatchResult]:
+def _run_all(batches, source, options, protocol, spill, keep, workers, progress,
+             on_result: Callable[[_BatchResult], None]) -> list[_BatchResult]:
+    """Every batch, inline or on ``workers`` processes; ``on_result`` sees the results in batch order."""
     total = len(batches)
     if workers <= 1 or total == 1:
         results = []
         for k, ids in enumerate(batches):
             results.append(_run_batch(k, source.task(ids), ids, options, protocol, spill, keep))
+            on_result(results[-1])
             if progress:
                 progress(k + 1, total)
         return results
@@ -325,6 +337,7 @@ def _run_all(batches, source, options, protocol, spill, keep, workers, progress)
             results = []
             for n, fut in enumerate(futures, 1):  # in batch order: the output order does not depend on timing
                 results.append(fut.result())
+                on_result(results[-1])
                 if progress:
                     progress(n, total)
             return results
@@ -400,14 +413,50 @@ def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str])
                  subject_ids=ids)
 
 
-def _join_csv(parts: list[Path], path: Path) -> None:
-    """One CSV from CSV parts with the same columns: the first part's header, then every part's rows
-    (copied in the kernel where it can: 2 GB in about 1 s against 8 s through Python)."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-        for i, part in enumerate(parts):
+class _Assembler:
+    """Each table's CSV, joined from the batches' parts as the batches finish (in batch order, while
+    the later batches still run): the first part's header, then every part's rows. A table whose
+    batches disagree on a column's type is rebuilt at the end from the Parquet parts instead."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files: dict[str, Any] = {}
+        self.schemas: dict[str, dict[str, str]] = {}
+        self.mixed: set[str] = set()
+        self.tables: set[str] = set()
+
+    def add(self, r: _BatchResult) -> None:
+        for name, schema in r.spilled.items():
+            self.tables.add(name)
+            part = self.folder / name / f"{r.k:06d}.csv"
+            if name in self.mixed:
+                continue
+            first = name not in self.files
+            if first:
+                self.schemas[name] = schema
+                self.files[name] = open(self.folder / f"{name}.joined.csv", "wb")
+            elif schema != self.schemas[name]:
+                self.mixed.add(name)
+                continue
             with open(part, "rb") as src:
-                skip = len(src.readline()) if i else 0  # the header (column names hold no newline)
-                _copy_from(src, fh, skip)
+                # the header once (column names hold no newline); copied in the kernel where it can
+                # (2 GB in about 1 s against 8 s through Python)
+                _copy_from(src, self.files[name], 0 if first else len(src.readline()))
+            part.unlink()
+
+    def finish(self, name: str, path: Path) -> None:
+        fh = self.files.pop(name, None)
+        if fh is not None:
+            fh.close()
+        if name in self.mixed:
+            _write_parts(sorted((self.folder / name).glob("*.parquet")), path)
+        else:
+            os.replace(self.folder / f"{name}.joined.csv", path)
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        self.files.clear()
 
 
 def _copy_from(src, dst, offset: int) -> None:
