@@ -64,8 +64,11 @@ def derive_adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) 
 
 def to_csv_frame(df: pl.DataFrame) -> pl.DataFrame:
     """Lists (evidence) joined with '; ' so the frame can be written as CSV."""
-    return df.with_columns(pl.col(c).list.eval(pl.element().cast(pl.String)).list.join("; ")
-                           for c, t in df.schema.items() if isinstance(t, pl.List))
+    def joined(c: str, t: pl.List) -> pl.Expr:
+        items = pl.col(c) if t.inner == pl.String else pl.col(c).list.eval(pl.element().cast(pl.String))
+        return items.list.join("; ")
+
+    return df.with_columns(joined(c, t) for c, t in df.schema.items() if isinstance(t, pl.List))
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
