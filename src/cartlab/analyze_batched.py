@@ -39,10 +39,12 @@ from cartlab.analyze import Analysis, AnalysisOptions, Skipped, write_summary
 from cartlab.io.atomic import atomic_file
 from cartlab.model import TABLES, Study, conform, empty_frame
 
-__all__ = ["InMemorySource", "ParquetSource", "write_analysis_batched", "DEFAULT_BATCH_SIZE"]
+__all__ = ["AUTO_BATCH_ABOVE", "DEFAULT_BATCH_SIZE", "InMemorySource", "ParquetSource", "write_analysis_batched"]
 
-#: subjects per batch when none is given (about 0.6 GiB per worker at 120 days a subject)
-DEFAULT_BATCH_SIZE = 1000
+#: subjects per batch when none is given (about 1.1 GiB per worker at 120 days a subject)
+DEFAULT_BATCH_SIZE = 500
+#: ``cartlab analyze`` runs in batches (of DEFAULT_BATCH_SIZE) above this many subjects
+AUTO_BATCH_ABOVE = 2000
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,10 +351,12 @@ def _run_all(batches, source, options, protocol, spill, keep, workers, progress,
 
 
 def _peaks(results: list[_BatchResult]) -> list[int]:
-    """Peak resident memory of each worker process (a process runs several batches)."""
+    """Peak resident memory of each worker process (a process runs several batches); batches run in
+    this process (one worker) are not counted here."""
     peaks: dict[int, int] = {}
     for r in results:
-        peaks[r.pid] = max(peaks.get(r.pid, 0), r.peak_rss)
+        if r.pid != os.getpid():
+            peaks[r.pid] = max(peaks.get(r.pid, 0), r.peak_rss)
     return sorted(peaks.values())
 
 

@@ -49,7 +49,7 @@ def analyze_cmd(
         "--workers", min=1, help="Analyse in this many worker processes, --batch-size subjects at a time (for "
         "large studies; the files written are the same).")] = 1,
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", min=1, help="Subjects per batch (default: 1000 with --workers > 1 or more than 2000 "
+        "--batch-size", min=1, help="Subjects per batch (default: 500 with --workers > 1 or more than 2000 "
         "subjects; otherwise the whole study at once). Lower it to use less memory.")] = None,
 ) -> None:
     """Run every engine on a study (a folder, a stored study, --sdtm DIR or --fhir PATH); write DIR/subject_summary.csv, every table and DIR/analysis.json.
@@ -65,14 +65,14 @@ def analyze_cmd(
     [bold]Example[/]: cartlab analyze big_study/ --workers 2 --out results/
     """
     from cartlab.analyze import Analysis, AnalysisOptions, write_analysis
-    from cartlab.analyze_batched import DEFAULT_BATCH_SIZE, InMemorySource, write_analysis_batched
+    from cartlab.analyze_batched import AUTO_BATCH_ABOVE, DEFAULT_BATCH_SIZE, InMemorySource, write_analysis_batched
 
     proto = _protocol_or_exit(protocol) if protocol else None
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
                           partial_dates=partial_dates,
                           report_to=out)
     options = AnalysisOptions(strict=strict)
-    if batch_size is None and (workers > 1 or data.subjects.height > 2 * DEFAULT_BATCH_SIZE):
+    if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
         batch_size = DEFAULT_BATCH_SIZE
     if batch_size is not None and batch_size < data.subjects.height:
         with _progress("analysing", total=1) as step:
