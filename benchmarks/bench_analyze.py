@@ -9,12 +9,15 @@ in a fresh Python process (so that its peak memory is its own):
 * **run** — this checkout: load the study, `Analysis(study).tables()` and `subject_summary()`: every
   engine and every table `cartlab analyze` writes, the older CRS scales included. Per-engine times
   are the Analysis's own (`Analysis.timings`, each step's own call).
-* **batched** — this checkout, as `cartlab analyze --workers 2` runs a large study: the subjects in
-  batches of ``--batch-size`` on 2 worker processes (`cartlab.analyze_batched`), each reading only its
-  batch's rows from the Parquet parts; the cohort steps; and every CSV file written (work the other
-  phases do not do). Its time includes reading the rows; its memory is the parent's peak plus each
-  worker's peak (an upper bound of what was resident at once). Per-engine times are summed over the
-  batches (worker time).
+* **batched** — this checkout, the same Analysis in subject batches (`cartlab.analyze_batched.
+  analyze_batched`): batches of ``--batch-size`` on ``--workers`` worker processes, each reading only its
+  batch's rows from the Parquet parts and holding its per-subject tables as Parquet parts on disk; then
+  the cohort steps and ``subject_summary``. The same work as **run** (every table, no CSV), plus
+  reading the rows. Its memory is the parent's peak plus each worker's peak (an upper bound of what
+  was resident at once). Per-engine times are summed over the batches (worker time).
+* **batched_csv** — what `cartlab analyze --workers 2` does: **batched**, plus every CSV file written
+  (the workers format their rows; the parent joins the parts), `subject_summary.csv` and
+  `analysis.json`.
 * **baseline** — the code of ``--baseline-rev`` (default: main before the redesign, 76f5845) from a git
   worktree, doing what its `cartlab analyze` did: `subject_summary(study)` then `detail_tables(study)`;
   a revision that has the `Analysis` graph runs the **run** phase instead.
@@ -134,25 +137,31 @@ def phase_run(folder: Path) -> dict:
             "skipped": [s.to_dict() for s in a.skipped], "engines": {k: v for k, v in a.timings.items()}}
 
 
-def phase_batched(folder: Path, batch_size: int, workers: int) -> dict:
+def phase_batched(folder: Path, batch_size: int, workers: int, csv: bool) -> dict:
     import shutil
 
-    from cartlab.analyze_batched import ParquetSource, write_analysis_batched
+    from cartlab.analyze_batched import ParquetSource, analyze_batched, write_analysis_batched
 
     out = Path(tempfile.mkdtemp(prefix="cartlab-bench-out-"))
     try:
         info: dict = {}
         t0 = time.perf_counter()
-        _path, a, tables = write_analysis_batched(ParquetSource(folder), out, batch_size=batch_size,
-                                                  workers=workers, info=info)
+        if csv:
+            _path, a, tables = write_analysis_batched(ParquetSource(folder), out, batch_size=batch_size,
+                                                      workers=workers, info=info)
+        else:
+            run = analyze_batched(ParquetSource(folder), out, batch_size=batch_size, workers=workers)
+            a, info = run.analysis, run.info
+            a.subject_summary()
+            tables = set(run.parts) | {n for n in a.table_names(written_only=True) if n in a.computed()}
         wall = time.perf_counter() - t0
-        written = sum(p.stat().st_size for p in out.iterdir())
+        written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     finally:
         shutil.rmtree(out, ignore_errors=True)
     parent = _peak_rss()
     return {"load_s": 0.0, "wall_s": wall, "peak_rss": parent + sum(info["worker_peak_rss"]), "parent_rss": parent,
             "worker_rss": info["worker_peak_rss"], "phases": info["phases"], "batches": info["batches"],
-            "tables": len(tables), "bytes_written": written, "skipped": [s.to_dict() for s in a.skipped],
+            "tables": len(tables), "bytes_written": written, "csv": csv, "skipped": [s.to_dict() for s in a.skipped],
             "engines": dict(a.timings)}
 
 
@@ -227,14 +236,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json")
     ap.add_argument("--batch-size", type=int, default=500, help="subjects per batch of the batched phase")
     ap.add_argument("--workers", type=int, default=2, help="worker processes of the batched phase")
-    ap.add_argument("--phases", nargs="+", default=["batched", "run"], choices=["batched", "run"],
+    ap.add_argument("--phases", nargs="+", default=["batched", "batched_csv", "run"],
+                    choices=["batched", "batched_csv", "run"],
                     help="this checkout's phases to run (the baseline runs unless --no-baseline)")
     ap.add_argument("--phase", nargs=3, metavar=("PHASE", "FOLDER", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.phase:
         phase, folder, out = args.phase
-        if phase == "batched":
-            res = phase_batched(Path(folder), args.batch_size, args.workers)
+        if phase.startswith("batched"):
+            res = phase_batched(Path(folder), args.batch_size, args.workers, csv=phase == "batched_csv")
         else:
             res = phase_run(Path(folder)) if phase == "run" else phase_baseline(Path(folder))
         Path(out).write_text(json.dumps(res))
@@ -255,7 +265,10 @@ def main(argv: list[str]) -> int:
         base = _child("run" if has_graph else "baseline", work / f"n{n}", base_src) if base_src else {}
         results[n] = {"info": info, **res, "baseline": base}
         for p in args.phases:
-            print(f" {p} ({'batches of ' + str(args.batch_size) + ', ' + str(args.workers) + ' workers' if p == 'batched' else 'whole study in one process'}):")
+            how = {"run": "whole study in one process, every table in memory",
+                   "batched": f"batches of {args.batch_size} on {args.workers} workers, every table as Parquet parts",
+                   "batched_csv": f"batches of {args.batch_size} on {args.workers} workers, every CSV file written"}
+            print(f" {p} ({how[p]}):")
             _print(n, res[p], base)
     if len(args.sizes) >= 2:
         lo, hi = min(args.sizes), max(args.sizes)
@@ -280,7 +293,7 @@ def _print(n: int, run: dict, base: dict) -> None:
         line = (f"  run: {run['wall_s']:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in run['phases'].items())}), "
                 f"peak {gib(run['peak_rss'])} = parent {gib(run['parent_rss'])} + workers "
                 f"{' + '.join(gib(w) for w in run['worker_rss'])} ({run['batches']} batches, {run['tables']} tables, "
-                f"{run['bytes_written'] / 2**30:.2f} GiB of CSV written)")
+                f"{run['bytes_written'] / 2**30:.2f} GiB {'of CSV' if run['csv'] else 'of Parquet parts'} written)")
     if base and "error" not in base:
         line += (f" | baseline: {base['wall_s']:.1f} s, peak {gib(base['peak_rss'])} | speed-up "
                  f"{base['wall_s'] / run['wall_s']:.1f}x, memory ratio {run['peak_rss'] / base['peak_rss']:.2f}")

@@ -170,3 +170,18 @@ def test_batches_that_disagree_on_a_column_type_are_unified_as_concat_would(tmp_
     expected = tmp_path / "expected.csv"
     pl.concat(parts, how="diagonal_relaxed").write_csv(expected)
     assert (tmp_path / "t.csv").read_text() == expected.read_text() == "subject_id,x,note\nA,1.0,\nB,2.5,n\nC,3.0,\n"
+
+
+def test_analyze_batched_holds_every_table_as_parts_equal_to_the_whole(cohort, tmp_path):
+    from cartlab.analyze_batched import analyze_batched
+
+    whole = Analysis(cohort)
+    tables = whole.tables()
+    run = analyze_batched(InMemorySource(cohort), tmp_path, batch_size=9)
+    assert set(run.parts) | set(run.analysis.computed()) >= set(tables)
+    for name in ("adlb", "crs_daily", "car_kinetics", "best_response"):
+        assert pl.concat([pl.read_parquet(p) for p in run.parts[name]], how="diagonal_relaxed").equals(tables[name])
+    for name in ("km", "response_rates", "crs_cross_scale_pairwise"):
+        assert run.analysis.table(name).equals(tables[name])
+    assert not list(tmp_path.glob("*/*.csv"))  # no CSV text unless asked
+    assert run.analysis.subject_summary().equals(whole.subject_summary())

@@ -39,7 +39,8 @@ from cartlab.analyze import Analysis, AnalysisOptions, Skipped, write_summary
 from cartlab.io.atomic import atomic_file
 from cartlab.model import TABLES, Study, conform, empty_frame
 
-__all__ = ["AUTO_BATCH_ABOVE", "DEFAULT_BATCH_SIZE", "InMemorySource", "ParquetSource", "write_analysis_batched"]
+__all__ = ["AUTO_BATCH_ABOVE", "DEFAULT_BATCH_SIZE", "BatchedAnalysis", "InMemorySource", "ParquetSource",
+           "analyze_batched", "write_analysis_batched"]
 
 #: subjects per batch when none is given (about 1.1 GiB per worker at 120 days a subject)
 DEFAULT_BATCH_SIZE = 500
@@ -197,7 +198,7 @@ def _peak_rss() -> int:
 
 
 def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: AnalysisOptions, protocol,
-               spill: Path, keep: frozenset[str]) -> _BatchResult:
+               spill: Path, keep: frozenset[str], csv: bool = True) -> _BatchResult:
     from cartlab.grading.adam import to_csv_frame
 
     study = task()
@@ -220,7 +221,8 @@ def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: Analy
                 # the CSV text, formatted here in parallel; Parquet too, for when batches disagree on
                 # a column's type (the parent then unifies them as pl.concat would)
                 (spill / name).mkdir(exist_ok=True)
-                to_csv_frame(frame).write_csv(spill / name / f"{k:06d}.csv")
+                if csv:
+                    to_csv_frame(frame).write_csv(spill / name / f"{k:06d}.csv")
                 frame.write_parquet(spill / name / f"{k:06d}.parquet", compression="lz4")
                 spilled[name] = {c: str(t) for c, t in frame.schema.items()}
             if name in keep:
@@ -246,26 +248,30 @@ class BatchRunInfo:
     seconds: float
 
 
-def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions | None = None,
-                           protocol=None, batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1,
-                           progress: Callable[[int, int], None] | None = None,
-                           info: dict[str, Any] | None = None) -> tuple[Path, Analysis, list[str]]:
-    """Analyse ``source`` (:class:`InMemorySource` or :class:`ParquetSource`) ``batch_size`` subjects at
-    a time on ``workers`` processes and write every table, ``subject_summary.csv`` and
-    ``analysis.json`` into ``out_dir``. Returns the summary's path, the cohort :class:`Analysis` (its
-    ``skipped``, ``warnings``, summary tables and cohort tables; the per-subject tables stay on disk)
-    and the names of the tables written.
+@dataclass
+class BatchedAnalysis:
+    """The result of :func:`analyze_batched`: the cohort :class:`Analysis` (summary and cohort tables,
+    ``skipped``, ``warnings``, the manifest) and each per-subject table as Parquet parts in batch
+    order (``pl.scan_parquet(parts[name])`` reads one; concatenated they are the whole-study table)."""
 
-    Nothing is written into ``out_dir`` before every batch and the cohort steps are done (the spilled
-    parts live in a temporary folder beside it); each file is then replaced atomically.
-    ``progress(done, total)`` is called after each batch; ``info`` (a dict) receives the batch count,
-    the worker peak memories and the wall time.
-    """
+    analysis: Analysis
+    parts: dict[str, list[Path]]
+    info: dict[str, Any]
+
+
+def analyze_batched(source, folder: str | Path, options: AnalysisOptions | None = None, protocol=None,
+                    batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1,
+                    progress: Callable[[int, int], None] | None = None, *, csv: bool = False,
+                    on_result: Callable[[_BatchResult], None] | None = None) -> BatchedAnalysis:
+    """Every table of the analysis of ``source`` (:class:`InMemorySource` or :class:`ParquetSource`),
+    ``batch_size`` subjects at a time on ``workers`` processes: the per-subject tables as Parquet parts
+    in ``folder`` (``<table>/<batch>.parquet``), the cohort and summary tables in the returned
+    analysis. ``csv``: the workers also write each part's CSV rows (``<table>/<batch>.csv``, for
+    :func:`write_analysis_batched`). ``progress(done, total)`` is called after each batch."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     options = options or AnalysisOptions()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
     start = time.perf_counter()
     ids = source.subject_ids()
     batches = [ids[k:k + batch_size] for k in range(0, len(ids), batch_size)] or [[]]
@@ -275,17 +281,46 @@ def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions
     from cartlab.analyze import SUMMARY_SOURCES
 
     keep = frozenset(cohort_inputs | {name for name, _c, _cols in SUMMARY_SOURCES})
+    phases = {"start": time.perf_counter() - start}
+    results = _run_all(batches, source, options, protocol, folder, keep, workers, progress,
+                       on_result or (lambda r: None), csv)
+    phases["batches"] = time.perf_counter() - start - sum(phases.values())
+    _adopt(cohort, per_subject, results, ids)
+    cohort.compute_steps(per_subject=False)
+    phases["cohort"] = time.perf_counter() - start - sum(phases.values())
+    parts: dict[str, list[Path]] = {}
+    for r in results:
+        for name in r.spilled:
+            parts.setdefault(name, []).append(folder / name / f"{r.k:06d}.parquet")
+    info = {"batches": len(batches), "workers": workers, "phases": phases, "worker_peak_rss": _peaks(results)}
+    return BatchedAnalysis(cohort, parts, info)
+
+
+def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions | None = None,
+                           protocol=None, batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1,
+                           progress: Callable[[int, int], None] | None = None,
+                           info: dict[str, Any] | None = None) -> tuple[Path, Analysis, list[str]]:
+    """Analyse ``source`` as :func:`analyze_batched` does and write every table, ``subject_summary.csv``
+    and ``analysis.json`` into ``out_dir``. Returns the summary's path, the cohort :class:`Analysis` (its
+    ``skipped``, ``warnings``, summary tables and cohort tables; the per-subject tables stay on disk)
+    and the names of the tables written.
+
+    Nothing is written into ``out_dir`` before every batch and the cohort steps are done (the spilled
+    parts live in a temporary folder beside it); each file is then replaced atomically. ``info`` (a
+    dict) receives the batch count, the worker peak memories, the phases' and the total wall time.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     spill = Path(tempfile.mkdtemp(prefix=".cartlab-batches-", dir=out))
+    joined = _Assembler(spill)
     try:
-        phases = {"start": time.perf_counter() - start}
-        joined = _Assembler(spill)
-        results = _run_all(batches, source, options, protocol, spill, keep, workers, progress, joined.add)
-        phases["batches"] = time.perf_counter() - start - sum(phases.values())
-        _adopt(cohort, per_subject, results, ids)
-        cohort.compute_steps(per_subject=False)
+        run = analyze_batched(source, spill, options, protocol, batch_size, workers, progress, csv=True,
+                              on_result=joined.add)
+        cohort = run.analysis
         summary = cohort.subject_summary()
         meta = cohort.manifest()
-        phases["cohort"] = time.perf_counter() - start - sum(phases.values())
+        t_write = time.perf_counter()
         names = cohort.table_names(written_only=True)
         memory = cohort.computed()
         stale = [p for p in out.glob("*.csv") if p.stem in names and p.stem not in joined.tables | set(memory)]
@@ -301,26 +336,24 @@ def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions
         for p in stale:  # a table not derived this time must not be mistaken for this run's
             p.unlink()
         path = write_summary(summary, out, meta)
-        phases["write"] = time.perf_counter() - start - sum(phases.values())
+        run.info["phases"]["write"] = time.perf_counter() - t_write
     finally:
-        if "joined" in locals():
-            joined.close()
+        joined.close()
         shutil.rmtree(spill, ignore_errors=True)
     if info is not None:
-        info.update({"batches": len(batches), "workers": workers, "seconds": time.perf_counter() - start,
-                     "phases": {k: round(v, 2) for k, v in phases.items()},
-                     "worker_peak_rss": _peaks(results)})
+        info.update({**run.info, "seconds": time.perf_counter() - start,
+                     "phases": {k: round(v, 2) for k, v in run.info["phases"].items()}})
     return path, cohort, written
 
 
 def _run_all(batches, source, options, protocol, spill, keep, workers, progress,
-             on_result: Callable[[_BatchResult], None]) -> list[_BatchResult]:
+             on_result: Callable[[_BatchResult], None], csv: bool) -> list[_BatchResult]:
     """Every batch, inline or on ``workers`` processes; ``on_result`` sees the results in batch order."""
     total = len(batches)
     if workers <= 1 or total == 1:
         results = []
         for k, ids in enumerate(batches):
-            results.append(_run_batch(k, source.task(ids), ids, options, protocol, spill, keep))
+            results.append(_run_batch(k, source.task(ids), ids, options, protocol, spill, keep, csv))
             on_result(results[-1])
             if progress:
                 progress(k + 1, total)
@@ -333,7 +366,7 @@ def _run_all(batches, source, options, protocol, spill, keep, workers, progress,
     try:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_batch, k, source.task(ids), ids, options, protocol, spill, keep)
+            futures = [pool.submit(_run_batch, k, source.task(ids), ids, options, protocol, spill, keep, csv)
                        for k, ids in enumerate(batches)]
             _warm_up()  # while the workers run
             results = []
