@@ -30,3 +30,18 @@ def test_engines_share_the_definition():
     assert hemato_ids(s) == s.subject_ids
     # ADTTE once counted subjects from subjects and events only: the observation-only one was lost
     assert set(derive_adtte(s)["subject_id"].unique()) == set(s.subject_ids)
+
+
+def test_subject_ids_follow_a_replaced_frame():
+    """Study.subject_ids is cached while the frames are the same objects; replacing one recomputes it."""
+    import polars as pl
+
+    from cartlab.datasets import seed_case
+
+    s = seed_case()
+    assert s.subject_ids == ["CD7-AML-001"]
+    s.observations = pl.concat([s.observations, s.observations.head(1).with_columns(pl.lit("NEW-1").alias("subject_id"))])
+    assert s.subject_ids == ["CD7-AML-001", "NEW-1"]
+    ids = s.subject_ids
+    ids.append("caller's own list")
+    assert s.subject_ids == ["CD7-AML-001", "NEW-1"]

@@ -186,8 +186,6 @@ class Study:
     )
     #: what reading the study warned about (``cartlab.io.Issue``: files not read, duplicate rows dropped)
     warnings: list = field(default_factory=list)
-    #: subject_ids and the frames they were computed from
-    _ids_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def table(self, name: str) -> pl.DataFrame:
         return getattr(self, name)
@@ -204,8 +202,9 @@ class Study:
         (the reader rejects them); a study built in Python may, and they are analysed, not dropped.
         """
         frames = tuple(self.table(name) for name in TABLES)
-        if self._ids_cache is not None and all(a is b for a, b in zip(self._ids_cache[0], frames)):
-            return list(self._ids_cache[1])  # every engine asks; the frames are the same objects
+        cache = getattr(self, "_ids_cache", None)  # not a dataclass field: Study(**fields) keeps working
+        if cache is not None and all(a is b for a, b in zip(cache[0], frames)):
+            return list(cache[1])  # every engine asks; the frames are the same objects
         ids = self._subject_ids()
         self._ids_cache = (frames, tuple(ids))  # holding the frames: their ids cannot be reused
         return ids
