@@ -115,11 +115,9 @@ def _load(folder: Path):
 
 
 def _peak_rss() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    from cartlab._process import peak_rss
+
+    return peak_rss()
 
 
 def phase_run(folder: Path) -> dict:

@@ -20,7 +20,6 @@ import importlib
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -108,16 +107,7 @@ def _max_rss_bytes(ru_maxrss: int) -> int:
     return ru_maxrss if sys.platform == "darwin" else ru_maxrss * 1024
 
 
-def peak_rss() -> int:
-    """Peak resident set size of this process, in bytes (its own, not inherited at fork)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return _max_rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+from cartlab._process import peak_rss  # noqa: E402 - one definition, shared with cartlab.analyze_batched
 
 
 def child_main(module_file: str, name: str, phase: str, params_file: str, out_file: str) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from cartlab._process import peak_rss
 from cartlab.analyze import Analysis, AnalysisOptions, Skipped, write_summary
 from cartlab.io.atomic import atomic_file
 from cartlab.model import TABLES, Study, conform, empty_frame
@@ -186,17 +187,6 @@ class _BatchResult:
     pid: int
 
 
-def _peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    return 0
-
-
 def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: AnalysisOptions, protocol,
                spill: Path, keep: frozenset[str], csv: bool = True) -> _BatchResult:
     from cartlab.grading.adam import to_csv_frame
@@ -230,7 +220,7 @@ def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: Analy
             del frame
     return _BatchResult(
         k=k, ids=ids, kept=kept, spilled=spilled, derived=derived, missing=missing, skipped=a.skipped,
-        warnings=a.warnings, timings=a.timings, rule_counts=a.rules_counted(), peak_rss=_peak_rss(),
+        warnings=a.warnings, timings=a.timings, rule_counts=a.rules_counted(), peak_rss=peak_rss(),
         pid=os.getpid())
 
 
