@@ -137,7 +137,7 @@ def test_paper_filled_reconstructed_open():
 def test_reconstructed_caption_only_when_reconstructed_rows():
     fig = course_figure(make_study(), SID)
     assert RECONSTRUCTED_CAPTION in _texts(fig)
-    assert "open markers = reconstructed (synthetic) values, not measured" in _texts(fig)
+    assert "open markers = values not measured (reconstructed, synthetic or simulated)" in _texts(fig)
     fig2 = course_figure(make_study(reconstructed=False), SID)
     assert RECONSTRUCTED_CAPTION not in _texts(fig2)
     assert not fig2.cartlab_info["has_reconstructed"]
@@ -262,3 +262,43 @@ def test_study_report_empty_study(tmp_path):
                                                 "subjects"))
     html = write_study_report(s, tmp_path).read_text(encoding="utf-8")
     assert "no subjects" in html
+
+
+def test_a_synthetic_cohort_is_not_called_reconstructed_from_the_publication(tmp_path):
+    """Issue 17: the banner names the kinds of not-measured rows the data hold (a synthetic cohort is
+    not 'made consistent with the publication')."""
+    from cartlab.datasets import synthetic_cohort
+    from cartlab.io import read_study
+
+    study = read_study(synthetic_cohort(2, seed=3, out_dir=tmp_path / "c"))
+    sid = study.subject_ids[0]
+    html = write_subject_report(study, sid, tmp_path / "r").read_text(encoding="utf-8")
+    assert "This case contains synthetic values." in html
+    assert "made consistent with the publication" not in html
+    assert "synthetic (generated, from no patient)" in html
+    assert "source = paper" not in html  # no line for a kind the data do not hold
+
+
+def test_a_lymphoma_subject_says_why_it_has_no_response(tmp_path):
+    """Issue 17: the reason for an empty best response (no criteria for the disease) is shown next
+    to the empty cell, on the subject page and on the study page."""
+    from cartlab.analyze import Analysis
+    from cartlab.datasets import seed_case
+    from cartlab.report.html import write_study_report
+
+    s = seed_case()
+    s.subjects = s.subjects.with_columns(pl.lit("DLBCL").alias("disease"))
+    a = Analysis(s)
+    idx = write_study_report(s, tmp_path, summary=a.subject_summary(), analysis=a)
+    note = "— (no response criteria for disease &#39;DLBCL&#39; yet)"
+    assert note in idx.read_text(encoding="utf-8")
+    assert note in (tmp_path / subject_filename("CD7-AML-001")).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("value, text", [(-2 / 3, "-0.67"), (0.5, "0.5"), (14.0, "14"), (-0.001, "0"),
+                                         (1.125, "1.12"), (None, "—")])
+def test_days_from_datetimes_print_with_two_decimals(value, text):
+    """Issue 17: a day computed from a datetime printed as -0.666667; by hand: -2/3 -> -0.67."""
+    from cartlab.report.html import _day
+
+    assert _day(value) == text

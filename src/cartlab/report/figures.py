@@ -14,7 +14,7 @@ Each axes carries its panel name as its matplotlib label (``ax.get_label()``).
 Honesty rule: a point whose ``source`` is ``paper`` (stated in the publication) is drawn filled and
 annotated with its value; ``reconstructed``/``synthetic`` points are drawn open and lighter, lines
 touching them are dotted, and whenever any such item is shown the figure carries the legend
-"open markers = reconstructed (synthetic) values, not measured". Other sources (observed/empty)
+"open markers = values not measured (reconstructed, synthetic or simulated)". Other sources (observed/empty)
 are real measurements: filled, not annotated. Censored results (``<x``) are drawn at their limit
 with a down-triangle. A panel without data says "no data".
 
@@ -50,7 +50,7 @@ __all__ = [
 RECONSTRUCTED_SOURCES = NOT_MEASURED_SOURCES
 
 #: The legend text shown whenever a reconstructed/synthetic item is drawn.
-RECONSTRUCTED_CAPTION = "open markers = reconstructed (synthetic) values, not measured"
+RECONSTRUCTED_CAPTION = "open markers = values not measured (reconstructed, synthetic or simulated)"
 PAPER_CAPTION = "filled, annotated = value stated in the publication"
 OBSERVED_CAPTION = "small filled = measured value"
 BLQ_CAPTION = "below limit of quantification / zero (drawn at the limit)"

@@ -100,7 +100,16 @@ def _cell(v: Any) -> str:
 
 
 def _day(v: Any) -> str:
+    """A study day: whole days as integers, a day computed from a datetime to 2 decimals (-0.67, not
+    -0.666667; the date/time column beside it is exact)."""
+    if isinstance(v, float) and not math.isnan(v) and not v.is_integer():
+        text = f"{v:.2f}".rstrip("0")
+        return "0" if text in ("-0.", "0.") else text
     return _cell(v)
+
+
+def _is_day(col: str) -> bool:
+    return col == "day" or col.endswith("_day")
 
 
 def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[str, ...] = ()) -> dict:
@@ -117,7 +126,8 @@ def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[st
     for r in df.iter_rows(named=True):
         rows.append(
             {
-                "cells": [_rule_cell(r[c]) if _is_rule(c) else _cell(r[c]) for c, _ in keep],
+                "cells": [_rule_cell(r[c]) if _is_rule(c) else _day(r[c]) if _is_day(c) else _cell(r[c])
+                          for c, _ in keep],
                 "prov": provenance_kind(r.get("source")),
             }
         )
@@ -303,7 +313,24 @@ def _observation_overview(obs: pl.DataFrame) -> dict:
     }
 
 
-def _summary_block(summary: pl.DataFrame | None, subject_id: str) -> dict:
+def response_notes(analysis) -> dict[str, str]:
+    """Why a subject has no best response, where the criteria do not apply: subject -> e.g. "no
+    response criteria for disease 'DLBCL' yet" (the best-response engine's reason, shown next to the
+    empty cell rather than only in best_response.csv)."""
+    if analysis is None or not analysis.has("best_response"):
+        return {}
+    best = analysis.table("best_response")
+    if "rule" not in best.columns or "reason" not in best.columns:
+        return {}
+    rows = best.filter(pl.col("rule") == "response.no_criteria").select("subject_id", "reason")
+    return {sid: (why or "").split(" (")[0] for sid, why in rows.iter_rows()}
+
+
+def _with_note(cell: str, note: str | None) -> str:
+    return f"{cell} ({note})" if note and cell == EMPTY else cell
+
+
+def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | None = None) -> dict:
     if summary is not None and "subject_id" in summary.columns:
         cols = [c for c in summary.columns if c != "subject_id"]
         rows = summary.filter(pl.col("subject_id").cast(pl.String) == subject_id)
@@ -313,11 +340,11 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str) -> dict:
         cells = [EMPTY] * len(cols)
     else:
         r = rows.row(0, named=True)
-        cells = [_cell(r[c]) for c in cols]
+        cells = [_with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
     return {
         "given": summary is not None,
         "items": list(zip(cols, cells)),
-        "any_empty": any(c == EMPTY for c in cells),
+        "any_empty": any(c.startswith(EMPTY) for c in cells),
     }
 
 
@@ -524,7 +551,7 @@ def render_subject_html(
         "events": _events_table(sub.events),
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
-        "summary": _summary_block(summary, subject_id),
+        "summary": _summary_block(summary, subject_id, response_notes(analysis).get(subject_id)),
         "toxicity": _toxicity_block(analysis, subject_id),
         "response": _response_block(analysis, subject_id),
         "protocol": _protocol_block(analysis, subject_id, protocol),
@@ -571,8 +598,10 @@ def write_subject_report(
 
 
 def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFrame | None = None,
-                      title: str | None = None) -> str:
-    """The HTML text of a study index page; ``links`` maps subject_id → relative file name."""
+                      title: str | None = None, notes: Mapping[str, str] | None = None) -> str:
+    """The HTML text of a study index page; ``links`` maps subject_id → relative file name; ``notes``
+    (:func:`response_notes`) say why a subject's best response is empty."""
+    notes = notes or {}
     show_cols = []
     if summary is not None and "subject_id" in summary.columns:
         show_cols = [c for c in summary.columns if c != "subject_id"]
@@ -591,7 +620,8 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
                 "subject_id": sid,
                 "href": links.get(sid),
                 "cells": [_cell(r.get(k)) for k in ("sex", "age_years", "disease", "target")],
-                "summary": [_cell(srow[k]) if srow else EMPTY for k in show_cols],
+                "summary": [_with_note(_cell(srow[k]), notes.get(sid) if k == "best_response" else None)
+                            if srow else EMPTY for k in show_cols],
                 "counts": c,
             }
         )
@@ -630,5 +660,6 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                                  analysis=analysis, figures=(figures or {}).get(sid, ()))
         links[sid] = p.name
     path = out / "index.html"
-    path.write_text(render_study_html(study, links, summary=summary, title=title), encoding="utf-8")
+    path.write_text(render_study_html(study, links, summary=summary, title=title, notes=response_notes(analysis)),
+                    encoding="utf-8")
     return path
