@@ -120,13 +120,14 @@ def report_cmd(
                           report_to=out)
     if subject and subject not in data.subject_ids:
         raise _usage(f"no subject {subject!r} in {study}")
-    with _progress("writing report") as step:
+    with _progress("writing report", total=1 if subject else len(data.subject_ids)) as step:
         analysis = Analysis(data, protocol=proto, progress=step)
         summary = analysis.subject_summary()
         if subject:
             path = write_subject_report(data, subject, out, summary=summary, protocol=proto, analysis=analysis)
         else:
-            path = write_study_report(data, out, summary=summary, protocol=proto, analysis=analysis)
+            path = write_study_report(data, out, summary=summary, protocol=proto, analysis=analysis,
+                                      progress=lambda k, n: step("subject pages", completed=k, total=n))
     _print_skipped(analysis)
     console.print(f"[green]report:[/] {path}")
 

@@ -12,10 +12,12 @@ import typer.core
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -149,7 +151,9 @@ def _progress(description: str, total: int | None = None):
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn() if total else TextColumn(""),
+        MofNCompleteColumn() if total else TextColumn(""),
         TimeElapsedColumn(),
+        TimeRemainingColumn() if total else TextColumn(""),
         console=err,
         transient=True,
         disable=not err.is_terminal and not _force_progress(),

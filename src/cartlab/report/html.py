@@ -18,7 +18,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -643,22 +643,25 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
 
 def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = None, *,
                        title: str | None = None, protocol=None, analysis=None,
-                       figures: Mapping[str, Sequence[ReportFigure]] | None = None) -> Path:
+                       figures: Mapping[str, Sequence[ReportFigure]] | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> Path:
     """Write one report per subject plus ``out_dir/index.html`` linking them; return the index.
 
     Every derived value comes from one :class:`cartlab.analyze.Analysis` (``analysis``, else one of
     ``study`` with the default options), computed once for the whole study. ``figures`` maps a
-    subject id to extra sections of its page (:class:`ReportFigure`)."""
+    subject id to extra sections of its page (:class:`ReportFigure`). ``progress(done, total)`` is
+    called after each subject page."""
     analysis = _analysis(study, protocol, analysis)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     links: dict[str, str] = {}
-    for sid in dict.fromkeys(study.subject_ids):
-        if sid is None:
-            continue
+    ids = [sid for sid in dict.fromkeys(study.subject_ids) if sid is not None]
+    for k, sid in enumerate(ids, 1):
         p = write_subject_report(study, sid, out, summary=summary, index_href="index.html", protocol=protocol,
                                  analysis=analysis, figures=(figures or {}).get(sid, ()))
         links[sid] = p.name
+        if progress is not None:
+            progress(k, len(ids))
     path = out / "index.html"
     path.write_text(render_study_html(study, links, summary=summary, title=title, notes=response_notes(analysis)),
                     encoding="utf-8")
