@@ -105,15 +105,10 @@ class ParquetSource:
             raise InputError(f"{self.folder}: no subjects.parquet (or subjects/*.parquet)")
 
     def _paths(self, name: str) -> list[Path] | None:
-        one = self.folder / f"{name}.parquet"
-        if one.is_file():
-            return [one]
-        parts = sorted((self.folder / name).glob("*.parquet")) if (self.folder / name).is_dir() else []
-        return parts or None
+        return _table_paths(self.folder, name)
 
     def _scan(self, name: str) -> pl.LazyFrame | None:
-        paths = self._paths(name)
-        return None if paths is None else pl.scan_parquet(paths)
+        return _scan_table(self.folder, name)
 
     def subjects(self) -> pl.DataFrame:
         return conform(self._scan("subjects").collect(), "subjects")
@@ -150,6 +145,20 @@ class ParquetSource:
         return _ParquetBatch(self.folder, self.study_id, ids)
 
 
+def _table_paths(folder: Path, name: str) -> list[Path] | None:
+    """``<folder>/<name>.parquet``, else the parts ``<folder>/<name>/*.parquet``; None when neither."""
+    one = folder / f"{name}.parquet"
+    if one.is_file():
+        return [one]
+    parts = sorted((folder / name).glob("*.parquet")) if (folder / name).is_dir() else []
+    return parts or None
+
+
+def _scan_table(folder: Path, name: str) -> pl.LazyFrame | None:
+    paths = _table_paths(folder, name)
+    return None if paths is None else pl.scan_parquet(paths)
+
+
 @dataclass
 class _ParquetBatch:
     folder: Path
@@ -157,12 +166,10 @@ class _ParquetBatch:
     ids: list[str]
 
     def __call__(self) -> Study:
-        src = ParquetSource.__new__(ParquetSource)
-        src.folder = self.folder
         keep = pl.col("subject_id").is_in(self.ids)
         frames = {}
         for name in TABLES:
-            scan = src._scan(name)
+            scan = _scan_table(self.folder, name)
             frames[name] = empty_frame(name) if scan is None else conform(scan.filter(keep).collect(), name)
         return Study(study_id=self.study_id, **frames)
 
