@@ -313,13 +313,13 @@ def _observation_overview(obs: pl.DataFrame) -> dict:
     }
 
 
-def response_notes(analysis) -> dict[str, str]:
+def response_notes(analysis, subject_id: str | None = None) -> dict[str, str]:
     """Why a subject has no best response, where the criteria do not apply: subject -> e.g. "no
     response criteria for disease 'DLBCL' yet" (the best-response engine's reason, shown next to the
-    empty cell rather than only in best_response.csv)."""
+    empty cell rather than only in best_response.csv); every subject, or only ``subject_id``."""
     if analysis is None or not analysis.has("best_response"):
         return {}
-    best = analysis.table("best_response")
+    best = analysis.table("best_response") if subject_id is None else _of(analysis, "best_response", subject_id)
     if "rule" not in best.columns or "reason" not in best.columns:
         return {}
     rows = best.filter(pl.col("rule") == "response.no_criteria").select("subject_id", "reason")
@@ -551,7 +551,7 @@ def render_subject_html(
         "events": _events_table(sub.events),
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
-        "summary": _summary_block(summary, subject_id, response_notes(analysis).get(subject_id)),
+        "summary": _summary_block(summary, subject_id, response_notes(analysis, subject_id).get(subject_id)),
         "toxicity": _toxicity_block(analysis, subject_id),
         "response": _response_block(analysis, subject_id),
         "protocol": _protocol_block(analysis, subject_id, protocol),
