@@ -472,7 +472,8 @@ def _nca_fits(xs, ys, tlast, kmin):
         adj = 1.0 - (1.0 - r2) * (k - 1.0) / (k - 2.0) if k > 2 else math.nan
         icpt = (sy - slope * sx) / k
         fits.append({"lambda.z": -slope, "r.squared": r2, "adj.r.squared": adj,
-                     "clast.pred": math.exp(y0 + icpt + slope * (tlast - x0)),
+                     # no positive raw sample (only imputed BLQ values): no tlast, no predicted clast
+                     "clast.pred": math.exp(y0 + icpt + slope * (tlast - x0)) if tlast is not None else math.nan,
                      "lambda.z.time.first": xs[n - k], "lambda.z.time.last": x0, "lambda.z.n.points": k,
                      "_declines": -slope * -x > 1e-10})
     return fits

@@ -751,3 +751,19 @@ def test_linear_ge_lin_up_log_down_on_decreasing_data(conc, steps):
     log = one(time, conc, method="lin-up/log-down")["auclast"]
     assert lin >= log > 0
     assert close(one(time, conc, method="log-up/log-down")["auclast"], log)
+
+
+def test_reference_agrees_when_an_interval_has_only_blq_samples():
+    """Hypothesis found it (2026-12-04): in the interval [1, 6] S1 has only zeros, so no tlast; with
+    blq_first imputed, a lambda.z fit exists and clast.pred is not defined. The reference crashed on
+    it; both now say NaN, and everything else agrees."""
+    import math as _m
+
+    rows = [("S0", 0.0, 0.1), ("S0", 0.25, 0.1), ("S0", 0.5, 0.1), ("S0", 0.75, 0.1), ("S1", 0.0, 0.1),
+            ("S1", 0.25, 0.1), ("S1", 0.5, 0.1), ("S1", 0.75, 0.1), ("S1", 1.0, 0.0), ("S1", 1.25, 0.0),
+            ("S2", 0.0, 0.1), ("S3", 0.0, 0.1)]
+    opts = NcaOptions(method="lin-up/log-down", blq_first=0.05, blq_middle="drop", blq_last="keep", min_hl_points=2,
+                      allow_tmax_in_half_life=False, adj_r_squared_factor=0.0001, min_span_ratio=2.0,
+                      first_tmax=False, time_from="first", min_samples_before_tmax=3)
+    test_vectorised_equals_per_subject_reference.hypothesis.inner_test(
+        rows=rows, opts=opts, ivs=[(0.0, _m.inf), (1.0, 6.0)], thr=None, fixed=True)
