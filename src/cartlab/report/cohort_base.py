@@ -1,0 +1,227 @@
+"""Shared pieces of the cohort views: the view record, "not available" and provenance helpers.
+
+The cohort views (:mod:`cartlab.report.cohort_data`, :mod:`cartlab.report.cohort_stats`) read the
+tables of one :class:`~cartlab.analyze.Analysis` (never an engine again). A view that cannot be
+drawn raises :class:`ViewUnavailable` naming the missing table or input and why (the analysis's
+``skipped`` record when the engine was skipped). ``subject_ids`` restricts every view to a subset
+(the dashboard's filters); ``None`` means every subject of the study.
+
+Provenance (the report's honesty rule, :mod:`cartlab.report.figures`): every derived marker has an
+``evidence`` list of ``"<file>:<row>"`` source rows; :func:`evidence_kinds` looks those rows up and
+calls the marker ``reconstructed`` when any of them was not measured (``source`` in
+:data:`cartlab.model.NOT_MEASURED_SOURCES`), ``paper`` when all are stated in a publication, else
+``observed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cartlab.errors import CartlabError, EngineError
+from cartlab.model import NOT_MEASURED_SOURCES
+
+__all__ = ["CohortView", "ViewUnavailable", "kind_expr", "evidence_kinds", "provenance_note", "require",
+           "selected_ids", "subset", "NOT_MEASURED_CAPTION"]
+
+#: caption of open / hatched items in every cohort figure
+NOT_MEASURED_CAPTION = "open markers / dotted lines = values not measured (reconstructed, synthetic or simulated)"
+
+#: display order of best-response categories (ELN 2022 / ALL CAR-T), then the "no value" groups
+RESPONSE_ORDER = ("CR", "CRh", "CRi", "MLFS", "PR", "SD", "NR", "PD", "NE", "no criteria", "not assessed")
+
+
+class ViewUnavailable(CartlabError):
+    """A cohort view cannot be drawn; ``reason`` names the missing table or input and why."""
+
+    def __init__(self, reason: str, tables: Iterable[str] = ()):
+        super().__init__(reason)
+        self.reason = reason
+        self.tables = tuple(tables)
+
+
+@dataclass(frozen=True)
+class CohortView:
+    """One cohort view as rendered: a figure (matplotlib ``Figure`` or plotly ``go.Figure``) and/or a
+    table, or ``unavailable`` = why it could not be drawn."""
+
+    key: str
+    title: str
+    caption: str
+    figure: Any = None
+    table: pl.DataFrame | None = None
+    unavailable: str | None = None
+
+
+def require(analysis, name: str, view: str) -> pl.DataFrame:
+    """The table ``name`` of ``analysis``, or :class:`ViewUnavailable` saying why it is missing."""
+    if name not in analysis.table_names():
+        if name.startswith(("protocol", "dose_plan", "eligibility")) and analysis.protocol is None:
+            raise ViewUnavailable(f"{view}: no protocol was given (table '{name}' needs "
+                                  "`--protocol ID`)", (name,))
+        raise ViewUnavailable(f"{view}: the analysis has no table '{name}'", (name,))
+    try:
+        return analysis.table(name)
+    except EngineError as exc:
+        skipped = [s for s in analysis.skipped if name in s.tables and s.subjects is None]
+        why = f"{skipped[0].engine} was skipped: {skipped[0].reason}" if skipped else str(exc)
+        raise ViewUnavailable(f"{view}: table '{name}' is not available ({why})", (name,)) from exc
+
+
+def optional(analysis, name: str) -> pl.DataFrame | None:
+    """The table ``name`` when it could be derived, else None (the caller notes its absence)."""
+    try:
+        return analysis.table(name) if name in analysis.table_names() else None
+    except EngineError:
+        return None
+
+
+def missing_note(analysis, name: str) -> str:
+    """``"<name> not available (<why>)"`` for a view's notes."""
+    try:
+        require(analysis, name, name)
+    except ViewUnavailable as exc:
+        return exc.reason
+    return ""
+
+
+def selected_ids(analysis, subject_ids: Iterable[str] | None, view: str) -> list[str] | None:
+    """The selected subjects in study order (None = every subject, no filtering needed).
+
+    Raises :class:`ViewUnavailable` for an empty selection or a study without subjects."""
+    every = analysis.study.subjects["subject_id"]
+    if subject_ids is None:
+        if every.len() == 0:
+            raise ViewUnavailable(f"{view}: the study has no subjects")
+        return None
+    wanted = set(subject_ids)
+    ids = every.filter(every.is_in(list(wanted))).to_list()
+    if not ids:
+        raise ViewUnavailable(f"{view}: no subjects in the selection")
+    return ids
+
+
+def subset(frame: pl.DataFrame, ids: list[str] | None) -> pl.DataFrame:
+    """Rows of ``frame`` whose subject (``subject_id`` or ``USUBJID``) is in ``ids`` (None = all)."""
+    if ids is None:
+        return frame
+    for col in ("subject_id", "USUBJID"):
+        if col in frame.columns:
+            return frame.filter(pl.col(col).is_in(ids))
+    return frame
+
+
+def subjects_of(analysis, ids: list[str] | None) -> pl.DataFrame:
+    return subset(analysis.study.subjects, ids)
+
+
+def kind_expr(col: str = "source") -> pl.Expr:
+    """``paper`` / ``reconstructed`` (not measured) / ``observed`` from a ``source`` column
+    (vectorised :func:`cartlab.report.figures.provenance_kind`)."""
+    s = pl.col(col).cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase()
+    return (pl.when(s == "paper").then(pl.lit("paper"))
+            .when(s.is_in(list(NOT_MEASURED_SOURCES))).then(pl.lit("reconstructed"))
+            .otherwise(pl.lit("observed")))
+
+
+_RANK = {"paper": 0, "observed": 1, "reconstructed": 2}
+
+
+def evidence_kinds(study, frame: pl.DataFrame, key: str = "subject_id", evidence: str = "evidence") -> pl.DataFrame:
+    """``key``, ``kind`` for each row of ``frame``: the least-measured kind of its evidence rows
+    (reconstructed > observed > paper). Rows without a known evidence row take the kind of their
+    subject's ``subjects.source`` (``frame`` has ``subject_id``), else ``observed``."""
+    refs = (frame.select(key, pl.col(evidence).cast(pl.List(pl.String))).explode(evidence).drop_nulls(evidence)
+            .with_columns(pl.col(evidence).str.extract(r"^(.*):(\d+)$", 1).alias("_f"),
+                          pl.col(evidence).str.extract(r"^(.*):(\d+)$", 2).cast(pl.Int64, strict=False).alias("_r")))
+    files = refs["_f"].drop_nulls().unique().to_list()
+    rows = refs["_r"].drop_nulls().unique().to_list()
+    parts = []
+    for name in ("subjects", "doses", "observations", "interventions", "events"):
+        t = getattr(study, name)
+        if {"src_file", "src_row", "source"} <= set(t.columns) and files:
+            parts.append(t.lazy().filter(pl.col("src_file").is_in(files) & pl.col("src_row").is_in(rows))
+                         .select(pl.col("src_file").alias("_f"), pl.col("src_row").alias("_r"), kind_expr().alias("k")))
+    lookup = (pl.concat(parts).unique(["_f", "_r"]).collect() if parts
+              else pl.DataFrame(schema={"_f": pl.String, "_r": pl.Int64, "k": pl.String}))
+    rank = pl.col("k").replace_strict(_RANK, return_dtype=pl.Int64, default=1)
+    by_row = refs.join(lookup, on=["_f", "_r"], how="inner").group_by(key).agg(rank.max().alias("_rank"))
+    out = frame.select(key, *(["subject_id"] if "subject_id" in frame.columns and key != "subject_id" else []))
+    out = out.join(by_row, on=key, how="left")
+    if "subject_id" in frame.columns:
+        subj = study.subjects.select("subject_id", kind_expr().replace_strict(_RANK, return_dtype=pl.Int64).alias("_s"))
+        out = out.join(subj, on="subject_id", how="left").with_columns(pl.coalesce("_rank", "_s").alias("_rank"))
+    inv = {v: k for k, v in _RANK.items()}
+    return out.select(key, pl.col("_rank").fill_null(1).replace_strict(inv, return_dtype=pl.String).alias("kind"))
+
+
+def provenance_note(analysis, ids: list[str] | None) -> str:
+    """One sentence saying how much of the selected subjects' data was not measured ("" if none)."""
+    study = analysis.study
+    counts: dict[str, int] = {}
+    total = 0
+    for name in ("observations", "events", "doses", "interventions"):
+        t = subset(getattr(study, name), ids)
+        if "source" not in t.columns or t.height == 0:
+            continue
+        total += t.height
+        g = t.group_by(pl.col("source").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase().alias("s")).len()
+        for s, n in g.iter_rows():
+            counts[s] = counts.get(s, 0) + n
+    nm = {s: n for s, n in counts.items() if s in NOT_MEASURED_SOURCES}
+    if not nm:
+        return ""
+    labels = ", ".join(sorted(nm))
+    n = sum(nm.values())
+    if n == total:
+        return f"Every value shown is {labels} (not measured)."
+    return f"{n:,} of {total:,} data rows are {labels} (not measured); they are drawn open or dotted."
+
+
+def fmt_n_pct(n: int, d: int) -> str:
+    """``"3 (7.5%)"``; ``"0 (—)"`` when the denominator is 0."""
+    return f"{n} ({100.0 * n / d:.1f}%)" if d else f"{n} (—)"
+
+
+def response_label() -> pl.Expr:
+    """Best response with the "no value" cases named: ``no criteria`` (disease without response
+    criteria) and ``not assessed`` (criteria but no assessment) — never read as non-response."""
+    return (pl.when(pl.col("best_response").is_not_null()).then(pl.col("best_response"))
+            .when(pl.col("criteria").is_null()).then(pl.lit("no criteria"))
+            .otherwise(pl.lit("not assessed")))
+
+
+def nice_ticks(tmax: float, at: Iterable[float] | None = None) -> list[float]:
+    """Days for numbers at risk: ``at`` if given, else multiples of a step (7, 14, 28, 30, 60, 90,
+    180, 365) giving at most 8 ticks from 0 to ``tmax``."""
+    if at is not None:
+        return sorted({float(t) for t in at})
+    for step in (7, 14, 28, 30, 60, 90, 180, 365, 730):
+        if tmax / step <= 7:
+            break
+    n = int(max(tmax, 0) // step)
+    return [float(step * i) for i in range(n + 1)]
+
+
+def worst_grade_counts(long: pl.DataFrame, max_grade: int = 5) -> pl.DataFrame:
+    """Subjects by worst grade per ``term`` and ``scale`` (ADaM-style AE summary counts).
+
+    ``long``: ``subject_id``, ``term``, ``scale``, ``grade`` (null = not evaluable); several rows of
+    a subject and term give its worst (maximum) grade, and it is evaluable when any row has a grade.
+    Columns: ``term``, ``scale``, ``n_subjects``, ``n_evaluable`` (the denominator N),
+    ``n_not_evaluable`` (counted apart, never as grade 0), ``n_any`` (grade >= 1), ``n_ge3``, and
+    ``grade_0`` .. ``grade_<max_grade>``; terms in first-seen order.
+    """
+    bad = long.filter((pl.col("grade") < 0) | (pl.col("grade") > max_grade))
+    if bad.height:
+        raise ValueError(f"grades outside 0..{max_grade}: {bad['grade'].unique().to_list()}")
+    g = pl.col("grade")
+    per = long.group_by("term", "scale", "subject_id", maintain_order=True).agg(g.max())
+    out = per.group_by("term", "scale", maintain_order=True).agg(
+        pl.len().alias("n_subjects"), g.is_not_null().sum().alias("n_evaluable"),
+        g.is_null().sum().alias("n_not_evaluable"), (g >= 1).sum().alias("n_any"), (g >= 3).sum().alias("n_ge3"),
+        *[(g == k).sum().alias(f"grade_{k}") for k in range(max_grade + 1)])
+    return out.with_columns(pl.exclude("term", "scale").cast(pl.Int64))

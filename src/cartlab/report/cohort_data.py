@@ -1,0 +1,525 @@
+"""Cohort views as data ("figure specs"): pure functions ``Analysis -> polars frames``.
+
+One set of functions feeds both renderers (matplotlib, :mod:`cartlab.report.cohort_mpl`; plotly,
+:mod:`cartlab.report.cohort_plotly`), so the static report and the dashboard show the same numbers.
+Every function reads the tables of one :class:`~cartlab.analyze.Analysis` (computed once, with the
+analysis's options), takes ``subject_ids`` (None = every subject) and raises
+:class:`~cartlab.report.cohort_base.ViewUnavailable` naming the missing table or input.
+
+Views here: swimmer plot, CRS/ICANS grade distribution and the cross-scale table, ICAHT
+distribution and count recovery, CAR-T expansion curves, exposure vs outcome, cytokine heat map.
+Survival, relapse incidence, toxicity summary, response rates and protocol deviations are in
+:mod:`cartlab.report.cohort_stats` (re-exported here).
+
+Missing is not negative: a subject without a grade is "not evaluable" (counted apart, never grade 0),
+a subject without a best response is "no criteria" or "not assessed" (never non-response), a relapse
+without an antigen assessment is "antigen not assessed" (never antigen retained).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from cartlab.provenance import evidence_ref
+from cartlab.report.cohort_base import (
+    CohortView,
+    ViewUnavailable,
+    evidence_kinds,
+    kind_expr,
+    optional,
+    require,
+    response_label,
+    selected_ids,
+    subjects_of,
+    subset,
+    worst_grade_counts,
+)
+from cartlab.report.cohort_stats import (
+    SurvivalData,
+    deviation_summary,
+    relapse_incidence_data,
+    response_rate_table,
+    survival_data,
+    toxicity_counts,
+    toxicity_summary,
+)
+
+__all__ = [
+    "CohortView", "ViewUnavailable", "SwimmerData", "Distribution", "CrossScale", "RecoveryData",
+    "ExpansionData", "ExposureData", "CytokineMatrix", "SurvivalData",
+    "swimmer_data", "grade_distribution", "cross_scale_table", "icaht_distribution", "count_recovery_data",
+    "expansion_data", "exposure_outcome_data", "cytokine_matrix", "survival_data", "relapse_incidence_data",
+    "toxicity_summary", "toxicity_counts", "response_rate_table", "deviation_summary", "subject_facets",
+    "PERIPHERAL_SPECIMENS",
+]
+
+#: specimens read as peripheral blood for expansion curves (as the course figure)
+PERIPHERAL_SPECIMENS = ("", "PB", "BLOOD", "WB", "SERUM", "PLASMA")
+
+_EVIDENCE = pl.List(pl.String)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. swimmer plot
+
+
+@dataclass(frozen=True)
+class SwimmerData:
+    """``bars``: one row per subject (``subject_id``, ``disease``, ``response``, ``end_day`` = death or
+    last known alive (ADTTE OS), ``dead``, ``ongoing`` (alive at last follow-up), ``end_kind``,
+    ``order`` = 0 for the longest follow-up). ``markers``: ``subject_id``, ``day``, ``marker``
+    (response / relapse / allo-HSCT / death), ``label``, ``antigen`` (relapse: ``negative``,
+    ``retained`` or ``not assessed``), ``kind`` (paper / observed / reconstructed)."""
+
+    bars: pl.DataFrame
+    markers: pl.DataFrame
+    notes: tuple[str, ...] = ()
+
+
+MARKER_SCHEMA = {"subject_id": pl.String, "day": pl.Float64, "marker": pl.String, "label": pl.String,
+                 "antigen": pl.String, "evidence": _EVIDENCE}
+
+
+def _markers(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
+                         for c, t in MARKER_SCHEMA.items()])
+
+
+def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
+    """Per subject a bar from infusion (day 0) to death or last known alive, with markers for the best
+    response (category and day), relapse (flagged by target-antigen loss), allo-HSCT and death.
+
+    Sources: ``adtte`` OS (bar end, death; ELN 2022 Table 9), ``best_response`` (best response and
+    its day, marrow relapse day), ``adtte`` CIR (relapse event day), ``antigen_loss`` (antigen-negative
+    relapse), ``events`` ``allo_hsct`` (day >= 0). Sorted by follow-up, longest first."""
+    view = "swimmer plot"
+    ids = selected_ids(analysis, subject_ids, view)
+    study = analysis.study
+    adtte = subset(require(analysis, "adtte", view), ids)
+    os_rows = adtte.filter((pl.col("PARAMCD") == "OS") & (pl.col("ANLFL") == "Y") & pl.col("ADY").is_not_null())
+    subj = subjects_of(analysis, ids).select("subject_id", "disease")
+    notes = []
+    lost = subj.join(os_rows, on="subject_id", how="anti")
+    if lost.height:
+        notes.append(f"{lost.height} subject(s) without an overall-survival row (ADTTE) are not drawn: "
+                     f"{', '.join(lost['subject_id'].head(10).to_list())}{' ...' if lost.height > 10 else ''}")
+    if os_rows.height == 0:
+        raise ViewUnavailable(f"{view}: no subject has an overall-survival row in table 'adtte'", ("adtte",))
+    best = optional(analysis, "best_response")
+    if best is None:
+        notes.append("best response not available (table 'best_response'); response markers not drawn")
+        best = pl.DataFrame(schema={"subject_id": pl.String, "criteria": pl.String, "best_response": pl.String,
+                                    "best_response_day": pl.Float64, "relapse_day": pl.Float64, "evidence": _EVIDENCE})
+    best = subset(best, ids)
+    bars = (subj.join(os_rows.select("subject_id", pl.col("ADY").alias("end_day"), (pl.col("EVENT") == 1).alias("dead"),
+                                     "evidence"), on="subject_id", how="inner")
+            .join(best.select("subject_id", "criteria", "best_response"), on="subject_id", how="left")
+            .with_columns(response_label().alias("response"), (~pl.col("dead")).alias("ongoing")))
+    kinds = evidence_kinds(study, bars)
+    bars = (bars.join(kinds.rename({"kind": "end_kind"}), on="subject_id", how="left")
+            .sort(["end_day", "subject_id"], descending=[True, False])
+            .with_row_index("order").select("subject_id", "disease", "response", "end_day", "dead", "ongoing",
+                                            "end_kind", pl.col("order").cast(pl.Int64)))
+    drawn = bars["subject_id"].to_list()
+
+    parts = [_markers(best.filter(pl.col("best_response_day").is_not_null() & pl.col("subject_id").is_in(drawn))
+                      .select("subject_id", pl.col("best_response_day").alias("day"), pl.lit("response").alias("marker"),
+                              pl.col("best_response").alias("label"), "evidence"))]
+    # relapse: the marrow relapse of the best-response table or the CIR relapse event, whichever first
+    rel_tab = optional(analysis, "relapse")
+    rel_ev = (subset(rel_tab, ids).filter(pl.col("relapse_day").is_not_null()).select("subject_id", "evidence")
+              if rel_tab is not None else pl.DataFrame(schema={"subject_id": pl.String, "evidence": _EVIDENCE}))
+    cir = adtte.filter((pl.col("PARAMCD") == "CIR") & (pl.col("EVENT") == 1)).select(
+        "subject_id", pl.col("ADY").alias("day"), "evidence")
+    rel = pl.concat([best.filter(pl.col("relapse_day").is_not_null()).select(
+        "subject_id", pl.col("relapse_day").alias("day"), pl.col("evidence").cast(_EVIDENCE).alias("evidence")), cir],
+        how="vertical_relaxed").group_by("subject_id").agg(pl.col("day").min())
+    rel = rel.join(pl.concat([rel_ev.cast({"evidence": _EVIDENCE}), cir.select("subject_id", "evidence")],
+                             how="vertical_relaxed").explode("evidence").group_by("subject_id").agg(pl.col("evidence").drop_nulls()),
+                   on="subject_id", how="left")
+    loss = optional(analysis, "antigen_loss")
+    if loss is None:
+        notes.append("target-antigen assessment not available (table 'antigen_loss'): relapses marked "
+                     "'antigen not assessed'")
+        loss = pl.DataFrame(schema={"subject_id": pl.String, "antigen": pl.String, "antigen_loss": pl.Boolean})
+    ag = subset(loss, ids).group_by("subject_id").agg(
+        pl.col("antigen_loss").any().alias("neg"), pl.col("antigen_loss").is_not_null().any().alias("assessed"),
+        pl.col("antigen").filter(pl.col("antigen_loss").fill_null(False)).unique().sort().str.join("/").alias("neg_ag"),
+        pl.col("antigen").unique().sort().str.join("/").alias("ag"))
+    rel = rel.join(ag, on="subject_id", how="left").with_columns(
+        pl.when(pl.col("neg").fill_null(False)).then(pl.lit("negative"))
+        .when(pl.col("assessed").fill_null(False)).then(pl.lit("retained")).otherwise(pl.lit("not assessed")).alias("antigen"))
+    parts.append(_markers(rel.filter(pl.col("subject_id").is_in(drawn)).select(
+        "subject_id", "day", pl.lit("relapse").alias("marker"), "antigen", "evidence",
+        pl.when(pl.col("antigen") == "negative").then(pl.format("{}-negative relapse", pl.col("neg_ag")))
+        .when(pl.col("antigen") == "retained").then(pl.format("relapse, {} retained", pl.col("ag")))
+        .otherwise(pl.lit("relapse, antigen not assessed")).alias("label"))))
+    ev = subset(study.events, ids)
+    hsct = (ev.filter((pl.col("event") == "allo_hsct") & (pl.col("day") >= 0) & pl.col("subject_id").is_in(drawn))
+            .sort("day").group_by("subject_id", maintain_order=True).first())
+    parts.append(_markers(hsct.select("subject_id", "day", pl.lit("allo-HSCT").alias("marker"),
+                                      pl.lit("allo-HSCT").alias("label"),
+                                      pl.concat_list(evidence_ref()).alias("evidence"))))
+    parts.append(_markers(bars.filter("dead").join(os_rows.select("subject_id", "evidence"), on="subject_id")
+                          .select("subject_id", pl.col("end_day").alias("day"), pl.lit("death").alias("marker"),
+                                  pl.lit("death").alias("label"), "evidence")))
+    markers = pl.concat(parts).with_row_index("_m")
+    kinds = evidence_kinds(study, markers, key="_m")
+    markers = markers.join(kinds, on="_m", how="left").drop("_m", "evidence").sort("subject_id", "day")
+    return SwimmerData(bars, markers, tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. CRS / ICANS grade distribution and the cross-scale table
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Subjects by worst grade: ``counts`` has ``term``, ``scale``, ``grade`` (null = not evaluable),
+    ``label``, ``n``, ``pct`` (of the evaluable subjects; null for "not evaluable"), ``n_evaluable``
+    and ``n_could_be_higher`` (a missing input leaves a higher grade possible)."""
+
+    counts: pl.DataFrame
+    notes: tuple[str, ...] = ()
+
+
+def _distribution(long: pl.DataFrame, max_grade: int, upper: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``long`` (subject_id, term, scale, grade) -> one row per term, scale and grade 0..max plus
+    "not evaluable"; ``upper`` (subject_id, term, grade_max) counts grades that could be higher."""
+    c = worst_grade_counts(long, max_grade)
+    rows = []
+    for r in c.iter_rows(named=True):
+        for g in range(max_grade + 1):
+            rows.append((r["term"], r["scale"], g, f"grade {g}", r[f"grade_{g}"],
+                         100.0 * r[f"grade_{g}"] / r["n_evaluable"] if r["n_evaluable"] else None, r["n_evaluable"]))
+        rows.append((r["term"], r["scale"], None, "not evaluable", r["n_not_evaluable"], None, r["n_evaluable"]))
+    out = pl.DataFrame(rows, schema={"term": pl.String, "scale": pl.String, "grade": pl.Int64, "label": pl.String,
+                                     "n": pl.Int64, "pct": pl.Float64, "n_evaluable": pl.Int64}, orient="row")
+    if upper is None:
+        return out.with_columns(pl.lit(0, dtype=pl.Int64).alias("n_could_be_higher"))
+    hi = (long.join(upper, on=["subject_id", "term"], how="inner")
+          .filter(pl.col("grade").is_not_null() & (pl.col("grade_max") > pl.col("grade")))
+          .group_by("term", "grade").agg(pl.len().cast(pl.Int64).alias("n_could_be_higher")))
+    return (out.join(hi, on=["term", "grade"], how="left", maintain_order="left")
+            .with_columns(pl.col("n_could_be_higher").fill_null(0)))
+
+
+def grade_distribution(analysis, subject_ids=None) -> Distribution:
+    """Subjects by worst ASTCT 2019 CRS and ICANS grade 0-5 (Lee DW et al., BBMT 2019;25:625; 5 = death
+    from it), from
+    ``crs_summary`` / ``icans_summary``; ``n_could_be_higher`` counts subjects whose grade could be
+    higher had a missing input (a temperature) been recorded (``crs_grade_astct_max``)."""
+    view = "CRS/ICANS grade distribution"
+    ids = selected_ids(analysis, subject_ids, view)
+    parts, uppers, notes = [], [], []
+    for name, term, col, mx in (("crs_summary", "CRS", "crs_grade_astct", "crs_grade_astct_max"),
+                                ("icans_summary", "ICANS", "icans_grade_astct", "icans_grade_astct_max")):
+        t = optional(analysis, name)
+        if t is None:
+            notes.append(_why(analysis, name, view))
+            continue
+        t = subjects_of(analysis, ids).select("subject_id").join(subset(t, ids), on="subject_id", how="left")
+        parts.append(t.select("subject_id", pl.lit(term).alias("term"), pl.lit("ASTCT 2019").alias("scale"),
+                              pl.col(col).cast(pl.Int64).alias("grade")))
+        if mx in t.columns:
+            uppers.append(t.select("subject_id", pl.lit(term).alias("term"), pl.col(mx).cast(pl.Int64).alias("grade_max")))
+    if not parts:
+        raise ViewUnavailable("; ".join(notes), ("crs_summary", "icans_summary"))
+    upper = pl.concat(uppers) if uppers else None
+    return Distribution(_distribution(pl.concat(parts), 5, upper), tuple(notes))
+
+
+def _why(analysis, name: str, view: str) -> str:
+    try:
+        require(analysis, name, view)
+    except ViewUnavailable as exc:
+        return exc.reason
+    return ""
+
+
+@dataclass(frozen=True)
+class CrossScale:
+    """CRS grades of the same subjects on five scales (Lee 2014, Penn, CARTOX, MSKCC, ASTCT 2019):
+    ``grades`` (as :class:`Distribution` counts, grades 0-5), ``pairwise`` and ``summary`` (the
+    concordance tables, Pennisi et al. Blood Adv 2020;4:676)."""
+
+    grades: pl.DataFrame
+    pairwise: pl.DataFrame
+    summary: pl.DataFrame
+    notes: tuple[str, ...] = ()
+
+
+CROSS_SCALES = (("astct", "ASTCT 2019"), ("lee2014", "Lee 2014"), ("penn", "Penn"), ("cartox", "CARTOX"),
+                ("mskcc", "MSKCC"))
+
+
+def cross_scale_table(analysis, subject_ids=None) -> CrossScale:
+    """The CRS cross-scale view from ``crs_cross_scale`` (per subject) and its concordance tables
+    ``crs_cross_scale_pairwise`` / ``crs_cross_scale_summary``; for a subset of subjects the
+    concordance is recomputed from the subset's rows (``derive_crs_concordance``, no re-grading)."""
+    view = "CRS cross-scale table"
+    ids = selected_ids(analysis, subject_ids, view)
+    per = require(analysis, "crs_cross_scale", view)
+    sub = subjects_of(analysis, ids).select("subject_id").join(subset(per, ids), on="subject_id", how="left")
+    long = pl.concat([sub.select("subject_id", pl.lit("CRS").alias("term"), pl.lit(label).alias("scale"),
+                                 pl.col(f"crs_grade_{key}").cast(pl.Int64).alias("grade"))
+                      for key, label in CROSS_SCALES if f"crs_grade_{key}" in sub.columns])
+    upper = pl.concat([sub.select("subject_id", pl.lit(label).alias("term"),
+                                  pl.col(f"crs_grade_{key}_max").cast(pl.Int64).alias("grade_max"))
+                       for key, label in CROSS_SCALES if f"crs_grade_{key}_max" in sub.columns])
+    grades = _distribution(long.with_columns(pl.col("scale").alias("term")), 5, upper).drop("scale").rename(
+        {"term": "scale"})
+    if ids is None:
+        pairwise = require(analysis, "crs_cross_scale_pairwise", view)
+        summary = require(analysis, "crs_cross_scale_summary", view)
+    else:
+        from cartlab.grading.crs_legacy import derive_crs_concordance
+
+        conc = derive_crs_concordance(subset(per, ids))
+        pairwise, summary = conc["pairwise"], conc["summary"]
+    return CrossScale(grades, pairwise, summary)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. ICAHT and count recovery
+
+
+ICAHT_TERMS = (
+    ("icaht", "icaht_early_grade", "ICAHT early (days 0-30)", "EHA/EBMT 2023 ICAHT (neutrophils)"),
+    ("icaht", "icaht_late_grade", "ICAHT late (after day 30)", "EHA/EBMT 2023 ICAHT (neutrophils)"),
+    ("t_icaht", "t_icaht_early_grade", "T-ICAHT early (days 0-30)", "T-ICAHT 2025 (platelets)"),
+    ("t_icaht", "t_icaht_late_grade", "T-ICAHT late (after day 30)", "T-ICAHT 2025 (platelets)"),
+)
+
+
+def icaht_distribution(analysis, subject_ids=None) -> Distribution:
+    """Subjects by early and late ICAHT grade (Rejeski K et al., Blood 2023;142:865) and T-ICAHT
+    grade (Rejeski K et al., Blood 2025), from ``icaht`` and ``t_icaht``; no grade = not evaluable."""
+    view = "ICAHT distribution"
+    ids = selected_ids(analysis, subject_ids, view)
+    everyone = subjects_of(analysis, ids).select("subject_id")
+    parts, notes = [], []
+    for name, col, term, scale in ICAHT_TERMS:
+        t = optional(analysis, name)
+        if t is None:
+            why = _why(analysis, name, view)
+            if why not in notes:
+                notes.append(why)
+            continue
+        t = everyone.join(subset(t, ids).select("subject_id", col), on="subject_id", how="left")
+        parts.append(t.select("subject_id", pl.lit(term).alias("term"), pl.lit(scale).alias("scale"),
+                              pl.col(col).cast(pl.Int64).alias("grade")))
+    if not parts:
+        raise ViewUnavailable("; ".join(notes), ("icaht", "t_icaht"))
+    return Distribution(_distribution(pl.concat(parts), 4), tuple(notes))
+
+
+@dataclass(frozen=True)
+class RecoveryData:
+    """``subjects``: ``subject_id``, ``lineage`` (neutrophil / platelet), ``status`` (recovered,
+    not reached, not applicable = never below the threshold, no data), ``day``. ``curve``: per
+    lineage and day the cumulative share recovered among the subjects who needed to recover
+    (``n_recovered``, ``n_needing``, ``proportion``; a crude proportion, not a competing-risk
+    estimate)."""
+
+    subjects: pl.DataFrame
+    curve: pl.DataFrame
+    notes: tuple[str, ...] = ()
+
+
+def count_recovery_data(analysis, subject_ids=None) -> RecoveryData:
+    """Neutrophil (ANC >= 0.5) and platelet (>= 20) recovery days (ASTCT / CIBMTR definitions,
+    ``grading/criteria/count_recovery.yaml``) from ``count_recovery``."""
+    view = "count recovery"
+    ids = selected_ids(analysis, subject_ids, view)
+    rec = subjects_of(analysis, ids).select("subject_id").join(
+        subset(require(analysis, "count_recovery", view), ids), on="subject_id", how="left")
+    parts = []
+    for lin in ("neutrophil", "platelet"):
+        reason = pl.col(f"{lin}_recovery_reason").fill_null("")
+        parts.append(rec.select(
+            "subject_id", pl.lit(lin).alias("lineage"),
+            pl.when(pl.col(f"{lin}_recovery_day").is_not_null()).then(pl.lit("recovered"))
+            .when(reason.str.starts_with("not reached")).then(pl.lit("not reached"))
+            .when(reason.str.starts_with("not applicable")).then(pl.lit("not applicable"))
+            .otherwise(pl.lit("no data")).alias("status"),
+            pl.col(f"{lin}_recovery_day").alias("day")))
+    subjects = pl.concat(parts)
+    needing = subjects.filter(pl.col("status").is_in(["recovered", "not reached"]))
+    n_need = needing.group_by("lineage").agg(pl.len().cast(pl.Int64).alias("n_needing"))
+    curve = (needing.filter(pl.col("status") == "recovered").group_by("lineage", "day").agg(pl.len().alias("k"))
+             .sort("lineage", "day").with_columns(pl.col("k").cum_sum().over("lineage").cast(pl.Int64).alias("n_recovered"))
+             .join(n_need, on="lineage").select("lineage", "day", "n_recovered", "n_needing",
+                                                (pl.col("n_recovered") / pl.col("n_needing")).alias("proportion")))
+    return RecoveryData(subjects, curve)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. CAR-T expansion and exposure vs outcome
+
+
+@dataclass(frozen=True)
+class ExpansionData:
+    """``points``: ``subject_id``, ``day``, ``value`` (copies/µg gDNA; a result below the limit of
+    quantification is drawn at its limit), ``blq``, ``kind``, ``response`` (best response or "no
+    criteria" / "not assessed"); ``n_without`` = selected subjects without any CARCOPY value."""
+
+    points: pl.DataFrame
+    unit: str
+    n_subjects: int
+    n_without: int
+    notes: tuple[str, ...] = ()
+
+
+def expansion_data(analysis, subject_ids=None, param: str = "CARCOPY") -> ExpansionData:
+    """CAR transgene copies in peripheral blood per subject and day (observations ``param``), with
+    each subject's best response for colour; non-positive values without a limit are left out (log
+    axis) and counted in ``notes``."""
+    view = "CAR-T expansion"
+    ids = selected_ids(analysis, subject_ids, view)
+    obs = subset(analysis.study.observations, ids)
+    obs = obs.filter((pl.col("param") == param)
+                     & pl.col("specimen").fill_null("").str.to_uppercase().is_in(list(PERIPHERAL_SPECIMENS))
+                     & pl.col("day").is_not_null())
+    n_sel = subjects_of(analysis, ids).height
+    if obs.height == 0:
+        raise ViewUnavailable(f"{view}: no {param} observations (peripheral blood) for the selected subjects")
+    lim = pl.coalesce("censor_limit", "lloq")
+    censored = pl.col("censor").fill_null("").str.starts_with("<")
+    pts = obs.select(
+        "subject_id", "day",
+        pl.when(censored | (pl.col("value").fill_null(1.0) <= 0)).then(lim).otherwise(pl.col("value")).alias("value"),
+        (censored | (pl.col("value") <= 0)).fill_null(False).alias("blq"), kind_expr().alias("kind"),
+        pl.col("unit").fill_null(""))
+    dropped = pts.filter(pl.col("value").is_null() | (pl.col("value") <= 0)).height
+    pts = pts.filter(pl.col("value") > 0)
+    best = optional(analysis, "best_response")
+    notes = [] if best is not None else ["best response not available (table 'best_response'): curves not coloured"]
+    lab = (subset(best, ids).select("subject_id", response_label().alias("response")) if best is not None
+           else pts.select("subject_id").unique().with_columns(pl.lit("not assessed").alias("response")))
+    pts = pts.join(lab, on="subject_id", how="left").with_columns(pl.col("response").fill_null("not assessed"))
+    if dropped:
+        notes.append(f"{dropped} {param} row(s) without a positive value or limit left out (log axis)")
+    unit = pts["unit"].drop_nulls().mode().sort().to_list()
+    n_with = pts["subject_id"].n_unique()
+    return ExpansionData(pts.drop("unit").sort("subject_id", "day"), unit[0] if unit else "", n_sel, n_sel - n_with,
+                         tuple(notes))
+
+
+@dataclass(frozen=True)
+class ExposureData:
+    """``points``: ``subject_id``, ``car_cmax``, ``car_auc_0_28``, ``response``, ``responder``,
+    ``crs_grade`` (ASTCT), ``crs_ge3``; ``stats``: the ``exposure_response`` table (Mann-Whitney and
+    logistic regression per exposure and outcome)."""
+
+    points: pl.DataFrame
+    stats: pl.DataFrame
+    notes: tuple[str, ...] = ()
+
+
+def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
+    """Cmax and AUC(0-28) (``kinetics_summary``, PKNCA conventions) against best response and CRS
+    grade >= 3, with the ``exposure_response`` statistics (recomputed on a subset of subjects with
+    ``derive_exposure_response``, the statistic the analysis used)."""
+    view = "exposure vs outcome"
+    ids = selected_ids(analysis, subject_ids, view)
+    kin = subset(require(analysis, "kinetics_summary", view), ids)
+    kin = kin.filter(pl.col("car_cmax").is_not_null() | pl.col("car_auc_0_28").is_not_null())
+    if kin.height == 0:
+        raise ViewUnavailable(f"{view}: no selected subject has CAR-T kinetics (car_cmax / car_auc_0_28 empty "
+                              "in table 'kinetics_summary')", ("kinetics_summary",))
+    best, crs = optional(analysis, "best_response"), optional(analysis, "crs_summary")
+    notes = [n for n, t in (("best response not available (table 'best_response')", best),
+                            ("CRS grades not available (table 'crs_summary')", crs)) if t is None]
+    pts = kin.select("subject_id", "car_cmax", "car_auc_0_28")
+    if best is not None:
+        pts = pts.join(best.select("subject_id", "criteria", "best_response", "responder"), on="subject_id", how="left")
+        pts = pts.with_columns(response_label().alias("response"))
+    else:
+        pts = pts.with_columns(pl.lit(None, pl.String).alias("best_response"), pl.lit("not assessed").alias("response"),
+                               pl.lit(None, pl.Boolean).alias("responder"))
+    if crs is not None:
+        pts = pts.join(crs.select("subject_id", pl.col("crs_grade_astct").alias("crs_grade")), on="subject_id", how="left")
+    else:
+        pts = pts.with_columns(pl.lit(None, pl.Int64).alias("crs_grade"))
+    pts = pts.with_columns((pl.col("crs_grade") >= 3).alias("crs_ge3"))
+    if ids is None:
+        stats = require(analysis, "exposure_response", view)
+    elif best is not None and crs is not None:
+        from cartlab.kinetics.exposure import derive_exposure_response
+
+        stats = derive_exposure_response(kin.join(best.select("subject_id", "best_response"), on="subject_id", how="left")
+                                         .join(crs.select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
+    else:
+        stats = pl.DataFrame()
+    cols = ["subject_id", "car_cmax", "car_auc_0_28", "response", "responder", "crs_grade", "crs_ge3"]
+    return ExposureData(pts.select(cols), stats, tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. cytokine heat map
+
+
+@dataclass(frozen=True)
+class CytokineMatrix:
+    """``cells``: ``subject_id``, ``day`` (whole day), ``value`` (the day's maximum), ``kind`` (of
+    that maximum's row); ``subjects`` in display order (highest peak first); ``unit``."""
+
+    param: str
+    unit: str
+    cells: pl.DataFrame
+    subjects: tuple[str, ...]
+    days: tuple[int, int]
+    notes: tuple[str, ...] = ()
+
+
+def cytokine_matrix(analysis, subject_ids=None, param: str = "IL6", days: tuple[int, int] | None = None) -> CytokineMatrix:
+    """Daily maximum of a cytokine (``param``: IL6, IL10, IFNG ...) per subject and day (day = floor
+    of the observation day); subjects ordered by their peak. Censored results (``<x``) count at
+    their limit. ``days`` limits the window (inclusive)."""
+    view = f"{param} heat map"
+    ids = selected_ids(analysis, subject_ids, view)
+    obs = subset(analysis.study.observations, ids).filter((pl.col("param") == param) & pl.col("day").is_not_null())
+    if days is not None:
+        obs = obs.filter(pl.col("day").floor().is_between(days[0], days[1]))
+    val = pl.coalesce(pl.when(pl.col("censor").fill_null("").str.starts_with("<")).then(pl.col("censor_limit")),
+                      pl.col("value"))
+    cells = (obs.select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("day"), val.alias("value"),
+                        kind_expr().alias("kind"), pl.col("unit").fill_null(""))
+             .filter(pl.col("value").is_not_null())
+             .sort("value", descending=True).group_by("subject_id", "day", maintain_order=True).first())
+    if cells.height == 0:
+        raise ViewUnavailable(f"{view}: no {param} observations for the selected subjects")
+    order = (cells.group_by("subject_id").agg(pl.col("value").max().alias("peak"))
+             .sort(["peak", "subject_id"], descending=[True, False])["subject_id"].to_list())
+    unit = cells["unit"].mode().sort().to_list()[0]
+    n_sel = subjects_of(analysis, ids).height
+    notes = [f"{n_sel - len(order)} selected subject(s) without {param} values"] if n_sel > len(order) else []
+    return CytokineMatrix(param, unit, cells.drop("unit").sort("subject_id", "day"), tuple(order),
+                          (int(cells["day"].min()), int(cells["day"].max())), tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------
+# facets for the dashboard's filters
+
+
+def subject_facets(analysis) -> pl.DataFrame:
+    """One row per subject with what the cohort filters select on: ``disease``, ``target``,
+    ``car_dose`` and ``car_dose_unit`` (total CAR-T dose), ``response`` (best response, or "no
+    criteria" / "not assessed") and ``crs_grade`` (ASTCT; null = not evaluable)."""
+    from cartlab.kinetics.agents import car_t_agent_expr
+
+    study = analysis.study
+    out = study.subjects.select("subject_id", "disease", "target")
+    car = (study.doses.filter(car_t_agent_expr(pl.col("agent")))
+           .group_by("subject_id").agg(pl.col("dose").sum().alias("car_dose"),
+                                       pl.col("unit").drop_nulls().first().alias("car_dose_unit")))
+    out = out.join(car, on="subject_id", how="left", maintain_order="left")
+    best = optional(analysis, "best_response")
+    out = (out.join(best.select("subject_id", response_label().alias("response")), on="subject_id", how="left",
+                    maintain_order="left") if best is not None else out.with_columns(pl.lit(None, pl.String).alias("response")))
+    crs = optional(analysis, "crs_summary")
+    return (out.join(crs.select("subject_id", pl.col("crs_grade_astct").alias("crs_grade")), on="subject_id", how="left",
+                     maintain_order="left") if crs is not None else out.with_columns(pl.lit(None, pl.Int64).alias("crs_grade")))

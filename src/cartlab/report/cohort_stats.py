@@ -1,0 +1,323 @@
+"""Cohort views as data, part 2: survival, relapse incidence, toxicity summary, response rates,
+protocol deviations (see :mod:`cartlab.report.cohort_data` for the conventions).
+
+The cohort statistics come from the analysis's tables (``km``, ``cumulative_incidence``,
+``response_rates``, computed once with the analysis's options). They are recomputed, with the same
+functions and defaults the analysis used (``km_estimate``, ``cumulative_incidence``, ``orr``),
+only when a table lacks what a view needs: a subset of the subjects (the dashboard's filters), or a
+parameter the ``km`` table does not hold (RFS). The notes say when that happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from cartlab.report.cohort_base import (
+    ViewUnavailable,
+    fmt_n_pct,
+    nice_ticks,
+    optional,
+    require,
+    selected_ids,
+    subjects_of,
+    subset,
+    worst_grade_counts,
+)
+
+__all__ = ["SurvivalData", "IncidenceData", "Rates", "Deviations", "survival_data", "relapse_incidence_data",
+           "at_risk_table", "toxicity_counts", "toxicity_summary", "response_rate_table", "deviation_summary"]
+
+ENDPOINT_NAMES = {"OS": "Overall survival", "EFS": "Event-free survival", "RFS": "Relapse-free survival",
+                  "LFS": "Leukemia-free survival"}
+
+
+def at_risk_table(steps: pl.DataFrame, days: list[float], by: str = "PARAMCD") -> pl.DataFrame:
+    """Numbers at risk at ``days`` from an estimator's step table (``time``, ``n_at_risk`` per ``by``).
+
+    The step table holds every distinct AVAL (events and censorings), each with the subjects whose
+    AVAL >= that time; so at day d the number at risk (AVAL >= d) is the ``n_at_risk`` of the first
+    step at or after d, and 0 when no step is at or after d."""
+    keys = steps.select(by).unique(maintain_order=True)
+    grid = keys.join(pl.DataFrame({"time": [float(d) for d in days]}, schema={"time": pl.Float64}), how="cross")
+    s = steps.select(by, pl.col("time").cast(pl.Float64), "n_at_risk").sort(by, "time")
+    out = grid.sort(by, "time").join_asof(s, on="time", by=by, strategy="forward", check_sortedness=False)
+    return out.select(by, "time", pl.col("n_at_risk").fill_null(0).cast(pl.Int64))
+
+
+@dataclass(frozen=True)
+class SurvivalData:
+    """Kaplan-Meier ``steps`` (``PARAMCD``, ``time``, ``survival``, ``ci_low``, ``ci_high``,
+    ``n_at_risk``, ``n_events``, ``n_censored``), ``at_risk`` (``PARAMCD``, ``time``, ``n_at_risk``
+    at the chosen days), ``source`` per endpoint ("km table" or "estimated here from adtte")."""
+
+    steps: pl.DataFrame
+    at_risk: pl.DataFrame
+    source: dict
+    notes: tuple[str, ...] = ()
+
+
+_KM_COLS = ["PARAMCD", "time", "survival", "ci_low", "ci_high", "n_at_risk", "n_events", "n_censored"]
+
+
+def survival_data(analysis, subject_ids=None, endpoints=("OS", "EFS", "RFS"), at=None) -> SurvivalData:
+    """Kaplan-Meier curves of ``endpoints`` (ELN 2022 Table 9 definitions, ``adtte``) with numbers at
+    risk at ``at`` (default: a round step, at most 8 days). From the ``km`` table when it holds the
+    endpoint for the whole study; otherwise ``km_estimate`` on the selected ``adtte`` rows (the
+    analysis's estimator, 95% log(-log) CI)."""
+    from cartlab.response.endpoints import km_estimate
+
+    view = "Kaplan-Meier"
+    ids = selected_ids(analysis, subject_ids, view)
+    adtte = subset(require(analysis, "adtte", view), ids)
+    km = optional(analysis, "km")
+    parts, notes, source = [], [], {}
+    for p in endpoints:
+        have = km is not None and ids is None and km.filter(pl.col("PARAMCD") == p).height > 0
+        if have:
+            parts.append(km.filter(pl.col("PARAMCD") == p).select(_KM_COLS))
+            source[p] = "km table"
+            continue
+        rows = adtte.filter((pl.col("PARAMCD") == p) & (pl.col("ANLFL") == "Y"))
+        if rows.height == 0:
+            pop = " (population: subjects reaching CR/CRh/CRi)" if p in ("RFS", "LFS") else ""
+            notes.append(f"{p}: no analysable subject{pop}")
+            continue
+        parts.append(km_estimate(rows, p).select(_KM_COLS))
+        source[p] = "estimated here from adtte"
+        why = "for the selected subjects" if ids is not None else "(not in the km table)"
+        notes.append(f"{p}: Kaplan-Meier estimated {why} from table 'adtte' with the analysis's estimator")
+    if not parts:
+        raise ViewUnavailable(f"{view}: no analysable subject for {', '.join(endpoints)} in table 'adtte'", ("adtte",))
+    steps = pl.concat(parts)
+    days = nice_ticks(float(steps["time"].max() or 0.0), at)
+    return SurvivalData(steps, at_risk_table(steps, days), source, tuple(notes))
+
+
+@dataclass(frozen=True)
+class IncidenceData:
+    """Aalen-Johansen ``curves`` (``event`` = relapse / death without relapse, ``time``, ``cif``,
+    ``ci_low``, ``ci_high``, ``n_at_risk``) and ``at_risk`` at the chosen days."""
+
+    curves: pl.DataFrame
+    at_risk: pl.DataFrame
+    source: str
+    notes: tuple[str, ...] = ()
+
+
+def relapse_incidence_data(analysis, subject_ids=None, at=None) -> IncidenceData:
+    """Cumulative incidence of relapse with death without relapse as competing event (ELN 2022
+    Table 9; Aalen-Johansen) from the ``cumulative_incidence`` table, or for a subset from the
+    selected ``adtte`` CIR rows with ``cumulative_incidence`` (the analysis's estimator)."""
+    from cartlab.response.endpoints import cumulative_incidence
+
+    view = "cumulative incidence of relapse"
+    ids = selected_ids(analysis, subject_ids, view)
+    cols = ["event", "time", "cif", "ci_low", "ci_high", "n_at_risk", "n_events"]
+    if ids is None:
+        cif = require(analysis, "cumulative_incidence", view)
+        source = "cumulative_incidence table"
+    else:
+        adtte = subset(require(analysis, "adtte", view), ids)
+        cir = adtte.filter((pl.col("PARAMCD") == "CIR") & (pl.col("ANLFL") == "Y"))
+        cif = (pl.concat([cumulative_incidence(cir, code).with_columns(pl.lit(what).alias("event"))
+                          for code, what in ((1, "relapse"), (2, "death without relapse"))], how="diagonal_relaxed")
+               if cir.height else pl.DataFrame(schema={c: pl.Float64 for c in cols} | {"event": pl.String}))
+        source = "estimated here from adtte (selected subjects)"
+    if cif.height == 0:
+        raise ViewUnavailable(f"{view}: no subject reached CR/CRh/CRi (the CIR population of table 'adtte' "
+                              "is empty)", ("cumulative_incidence",))
+    curves = cif.select(cols)
+    days = nice_ticks(float(curves["time"].max() or 0.0), at)
+    risk = at_risk_table(curves.filter(pl.col("event") == "relapse").rename({"event": "PARAMCD"}), days)
+    return IncidenceData(curves, risk.rename({"PARAMCD": "event"}), source)
+
+
+# ------------------------------------------------------------------------------------------------
+# toxicity summary (ADaM-style: subjects by worst grade per term and scale)
+
+
+CRS_TERM = "Cytokine release syndrome"
+ICANS_TERM = "Immune effector cell-associated neurotoxicity syndrome"
+ICAHT_EARLY = "Immune effector cell-associated hematotoxicity, early (days 0-30)"
+ICAHT_LATE = "Immune effector cell-associated hematotoxicity, late (after day 30)"
+T_EARLY = "Immune effector cell-associated thrombocytopenia, early (days 0-30)"
+T_LATE = "Immune effector cell-associated thrombocytopenia, late (after day 30)"
+
+#: (table, column, term, scale) of the per-subject worst grades
+SUMMARY_GRADES = (
+    ("crs_summary", "crs_grade_astct", CRS_TERM, "ASTCT 2019"),
+    ("icans_summary", "icans_grade_astct", ICANS_TERM, "ASTCT 2019"),
+    ("icaht", "icaht_early_grade", ICAHT_EARLY, "EHA/EBMT 2023 ICAHT"),
+    ("icaht", "icaht_late_grade", ICAHT_LATE, "EHA/EBMT 2023 ICAHT"),
+    ("t_icaht", "t_icaht_early_grade", T_EARLY, "T-ICAHT 2025"),
+    ("t_icaht", "t_icaht_late_grade", T_LATE, "T-ICAHT 2025"),
+    ("crs_cross_scale", "crs_grade_lee2014", CRS_TERM, "Lee 2014"),
+    ("crs_cross_scale", "crs_grade_penn", CRS_TERM, "Penn"),
+    ("crs_cross_scale", "crs_grade_cartox", CRS_TERM, "CARTOX"),
+    ("crs_cross_scale", "crs_grade_mskcc", CRS_TERM, "MSKCC"),
+)
+
+
+def _adae_term() -> pl.Expr:
+    t = pl.col("AETERM").fill_null("")
+    return (pl.when(t.str.starts_with("Cytokine release")).then(pl.lit(CRS_TERM))
+            .when(t.str.starts_with("Immune effector cell-associated neurotoxicity")).then(pl.lit(ICANS_TERM))
+            .when(t.str.contains("hematotoxicity, early")).then(pl.lit(ICAHT_EARLY))
+            .when(t.str.contains("hematotoxicity, late")).then(pl.lit(ICAHT_LATE))
+            .otherwise(t))
+
+
+def _adae_scale() -> pl.Expr:
+    s = pl.col("ATOXGRS").fill_null("")
+    return pl.when(s.str.starts_with("EHA/EBMT")).then(pl.lit("EHA/EBMT 2023 ICAHT")).otherwise(s)
+
+
+def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) -> tuple[pl.DataFrame, list[str]]:
+    """``subject_id``, ``term``, ``scale``, ``grade`` (null = not evaluable) for every selected
+    subject and term, and notes naming tables that were not available."""
+    notes: list[str] = []
+    parts: list[pl.DataFrame] = []
+    for name, col, term, scale in SUMMARY_GRADES:
+        t = optional(analysis, name)
+        if t is None or col not in t.columns:
+            note = f"table '{name}' not available: {term} ({scale}) not shown"
+            notes.append(note)
+            continue
+        parts.append(subset(t, ids).select("subject_id", pl.lit(term).alias("term"), pl.lit(scale).alias("scale"),
+                                           pl.col(col).cast(pl.Int64).alias("grade")))
+    adae = optional(analysis, "adae_toxicity")
+    if adae is None:
+        notes.append("table 'adae_toxicity' not available: grades from the summary tables only")
+    else:
+        parts.append(subset(adae, ids).select(pl.col("USUBJID").alias("subject_id"), _adae_term().alias("term"),
+                                              _adae_scale().alias("scale"), pl.col("ATOXGR").cast(pl.Int64).alias("grade")))
+    if include_labs:
+        adlb = optional(analysis, "adlb")
+        if adlb is None:
+            notes.append("table 'adlb' not available: CTCAE lab toxicities not shown")
+        else:
+            # each direction its own term (ATOXDSCL/ATOXGRL, ATOXDSCH/ATOXGRH; ATOXGR is signed)
+            labs = subset(adlb, ids).filter(pl.col("day") >= 0)
+            dirs = pl.concat([labs.select("subject_id", pl.col(f"ATOXDSC{d}").alias("term"),
+                                          pl.col(f"ATOXGR{d}").cast(pl.Int64).alias("grade")) for d in ("L", "H")])
+            parts.append(dirs.filter(pl.col("term").is_not_null()).group_by("subject_id", "term")
+                         .agg(pl.col("grade").max()).sort("term", "subject_id")
+                         .select("subject_id", "term", pl.lit("CTCAE v5.0 (labs)").alias("scale"), "grade"))
+    if not parts:
+        return pl.DataFrame(schema={"subject_id": pl.String, "term": pl.String, "scale": pl.String,
+                                    "grade": pl.Int64}), notes
+    long = pl.concat(parts)
+    everyone = subjects_of(analysis, ids).select("subject_id")
+    terms = long.select("term", "scale").unique(maintain_order=True)
+    full = (terms.join(everyone, how="cross")
+            .join(long, on=["term", "scale", "subject_id"], how="left", maintain_order="left"))
+    return full, notes
+
+
+def toxicity_counts(analysis, subject_ids=None, include_labs: bool = True) -> pl.DataFrame:
+    """Subjects by worst grade per term and scale (:func:`~cartlab.report.cohort_base.worst_grade_counts`)
+    over the selected subjects: CRS and ICANS (ASTCT 2019, with ``adae_toxicity`` episodes), ICAHT
+    and T-ICAHT early/late, CRS on the Lee 2014 / Penn / CARTOX / MSKCC scales, and CTCAE v5 lab
+    terms on or after day 0 (``include_labs``)."""
+    view = "toxicity summary"
+    ids = selected_ids(analysis, subject_ids, view)
+    long, notes = toxicity_long(analysis, ids, include_labs)
+    if long.height == 0:
+        raise ViewUnavailable(f"{view}: no grading table is available ({'; '.join(notes)})",
+                              ("crs_summary", "icans_summary", "icaht", "adae_toxicity"))
+    return worst_grade_counts(long, 5)
+
+
+def toxicity_summary(analysis, subject_ids=None, include_labs: bool = True) -> pl.DataFrame:
+    """The ADaM-style display table: ``Term``, ``Scale``, ``N evaluable`` (the denominator),
+    ``Not evaluable`` (counted apart: missing is not grade 0), ``Any grade n (%)``,
+    ``Grade >=3 n (%)`` and ``Grade 1 n (%)`` .. ``Grade 5 n (%)`` (percent of N evaluable)."""
+    c = toxicity_counts(analysis, subject_ids, include_labs)
+    pct = lambda col: pl.struct(col, "n_evaluable").map_elements(  # noqa: E731 - a few dozen rows
+        lambda r: fmt_n_pct(r[col], r["n_evaluable"]), return_dtype=pl.String)
+    return c.select(pl.col("term").alias("Term"), pl.col("scale").alias("Scale"),
+                    pl.col("n_evaluable").alias("N evaluable"), pl.col("n_not_evaluable").alias("Not evaluable"),
+                    pct("n_any").alias("Any grade n (%)"), pct("n_ge3").alias("Grade >=3 n (%)"),
+                    *[pct(f"grade_{g}").alias(f"Grade {g} n (%)") for g in range(1, 6)])
+
+
+# ------------------------------------------------------------------------------------------------
+# response rates
+
+
+@dataclass(frozen=True)
+class Rates:
+    """``table``: ``endpoint``, ``criteria`` ("all" or the criteria set), ``n``, ``n_responders``,
+    ``rate``, ``ci_low``, ``ci_high``, ``level``, ``method``, ``category_counts``;
+    ``n_no_criteria``: selected subjects without response criteria (not in any denominator)."""
+
+    table: pl.DataFrame
+    n_no_criteria: int
+    notes: tuple[str, ...] = ()
+
+
+_RATE_COLS = ["endpoint", "criteria", "n", "n_responders", "rate", "ci_low", "ci_high", "level", "method",
+              "category_counts"]
+
+
+def response_rate_table(analysis, subject_ids=None) -> Rates:
+    """ORR and CR/CRh/CRi rate with exact two-sided 95% Clopper-Pearson CIs (Clopper CJ, Pearson ES.
+    Biometrika 1934;26:404-413), overall and per criteria set. Denominator: every subject with
+    response criteria (intention to treat: NE / not assessed count as non-response). From the
+    ``response_rates`` table; for a subset recomputed with ``orr`` (the analysis's function)."""
+    from cartlab.response.best import orr
+    from cartlab.response.endpoints import clopper_pearson
+
+    view = "response rates"
+    ids = selected_ids(analysis, subject_ids, view)
+    best = subset(require(analysis, "best_response", view), ids)
+    n_none = best.filter(pl.col("criteria").is_null()).height
+    if ids is None:
+        rates = require(analysis, "response_rates", view)
+    else:
+        frames = [orr(best, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
+                  for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi"))) for by in (None, "criteria")]
+        rates = pl.concat(frames, how="diagonal_relaxed")
+    if "criteria" not in rates.columns:
+        rates = rates.with_columns(pl.lit(None, pl.String).alias("criteria"))
+    rates = rates.with_columns(pl.col("criteria").fill_null("all"))
+    if not rates["method"].fill_null("").str.contains("Clopper-Pearson").all():  # exact CI not in the table
+        ci = [clopper_pearson(k, n) if n else (None, None) for k, n in zip(rates["n_responders"], rates["n"])]
+        rates = rates.with_columns(pl.Series("ci_low", [c[0] for c in ci], pl.Float64),
+                                   pl.Series("ci_high", [c[1] for c in ci], pl.Float64),
+                                   pl.lit("Clopper-Pearson exact").alias("method"))
+    notes = [f"{n_none} subject(s) without response criteria (e.g. lymphoma: no lymphoma criteria yet) are in "
+             "no denominator"] if n_none else []
+    return Rates(rates.select(_RATE_COLS), n_none, tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------
+# protocol deviations
+
+
+@dataclass(frozen=True)
+class Deviations:
+    """``summary``: ``category``, ``item``, ``n_deviations``, ``n_subjects``, ``subjects`` (first
+    ten); ``n_with`` of ``n_selected`` subjects have at least one deviation."""
+
+    protocol: str
+    summary: pl.DataFrame
+    n_selected: int
+    n_with: int
+
+
+def deviation_summary(analysis, subject_ids=None) -> Deviations:
+    """Protocol deviations (``protocol_deviations``: missed monitoring, dose or schedule deviations)
+    by category and item; only when the analysis was given a protocol."""
+    view = "protocol deviations"
+    ids = selected_ids(analysis, subject_ids, view)
+    dev = subset(require(analysis, "protocol_deviations", view), ids)
+    summary = (dev.group_by("category", "item", maintain_order=True)
+               .agg(pl.len().cast(pl.Int64).alias("n_deviations"),
+                    pl.col("subject_id").n_unique().cast(pl.Int64).alias("n_subjects"),
+                    pl.col("subject_id").unique(maintain_order=True).head(10).str.join(", ").alias("subjects"))
+               .sort(["n_subjects", "category", "item"], descending=[True, False, False]))
+    return Deviations(analysis.protocol.id, summary, subjects_of(analysis, ids).height,
+                      dev["subject_id"].n_unique())
