@@ -9,7 +9,7 @@ import importlib
 from cartlab.cli.base import app, console, err
 
 #: the command groups, in the order ``cartlab --help`` lists them (importing one registers its commands)
-GROUPS = ("study", "analysis", "grading", "kinetics", "protocol", "simulate", "twin")
+GROUPS = ("study", "analysis", "grading", "kinetics", "protocol", "simulate", "twin", "serve")
 for _group in GROUPS:
     importlib.import_module(f"cartlab.cli.{_group}")
 

@@ -1,0 +1,240 @@
+"""What the dashboard reads: the studies it can show and, per study, ONE :class:`~cartlab.analyze.Analysis`.
+
+:class:`Catalog` lists the studies (the one folder or stored study given to ``cartlab serve``, or
+every study of a DuckDB store, opened read-only and closed after each read) and keeps one
+:class:`StudyView` per study: the study, its Analysis (computed once, every table, with the options
+recorded in ``options``), the subject summary joined with the cohort filters (disease, target, dose
+level), and the study's rows split by subject so that a patient page reads its rows without
+filtering the whole study. Pages read these tables; no engine runs per request.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from cartlab.model import Study
+
+#: the parameters drawn on the patient page (course panels)
+COURSE_PARAMS = ("CARCOPY", "TEMP", "CRP", "IL6", "NEUT", "PLAT", "HGB")
+
+Progress = Callable[[str, float], None]
+
+
+def _noop(_msg: str, _frac: float) -> None:
+    return None
+
+
+def dose_level_label(cells_per_kg: float | None) -> str | None:
+    """A CAR-T dose level as a category: total viable CAR-T cells/kg to 2 significant digits,
+    ``2×10⁶/kg`` (``None`` when the dose is unknown)."""
+    if cells_per_kg is None or not math.isfinite(cells_per_kg) or cells_per_kg <= 0:
+        return None
+    exp = int(math.floor(math.log10(cells_per_kg)))
+    mant = round(cells_per_kg / 10 ** exp, 1)
+    if mant >= 10:
+        mant, exp = mant / 10, exp + 1
+    sup = str(exp).translate(str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻"))
+    m = f"{mant:.1f}".rstrip("0").rstrip(".")
+    return f"{m}×10{sup}/kg"
+
+
+def dose_levels(study: Study) -> pl.DataFrame:
+    """Per subject the total CAR-T dose in cells/kg (``cells`` divided by ``subjects.weight_kg``) and
+    its label; a subject without a CAR-T dose in cells/kg or cells (or without a weight for an
+    absolute dose) has no dose level (null, not 0)."""
+    from cartlab.kinetics.agents import car_t_agent_expr
+
+    d = study.doses.filter(car_t_agent_expr(pl.col("agent")))
+    w = study.subjects.select("subject_id", "weight_kg")
+    per_kg = (d.join(w, on="subject_id", how="left")
+              .with_columns(pl.when(pl.col("unit") == "cells/kg").then(pl.col("dose"))
+                            .when(pl.col("unit") == "cells").then(pl.col("dose") / pl.col("weight_kg"))
+                            .otherwise(None).alias("_per_kg"))
+              .group_by("subject_id")
+              .agg(pl.when(pl.col("_per_kg").is_null().any()).then(None)
+                   .otherwise(pl.col("_per_kg").sum()).alias("car_t_cells_per_kg")))
+    out = study.subjects.select("subject_id").join(per_kg, on="subject_id", how="left", maintain_order="left")
+    labels = [dose_level_label(v) for v in out["car_t_cells_per_kg"].to_list()]
+    return out.with_columns(pl.Series("dose_level", labels, dtype=pl.String))
+
+
+@dataclass
+class Patient:
+    """One subject's rows (observations of the course parameters, doses, interventions, events) and
+    its rows of the analysis tables the patient page shows."""
+
+    subject_id: str
+    observations: pl.DataFrame
+    doses: pl.DataFrame
+    interventions: pl.DataFrame
+    summary: dict
+    crs_daily: pl.DataFrame
+    icans_daily: pl.DataFrame
+    car_kinetics: pl.DataFrame
+    adpp: pl.DataFrame
+
+
+@dataclass
+class StudyView:
+    """One study with its Analysis, computed once (``seconds``: how long it took)."""
+
+    study: Study
+    analysis: object
+    cohort: pl.DataFrame
+    options: dict
+    seconds: float
+    _by_subject: dict[str, dict[str, pl.DataFrame]] = field(default_factory=dict, repr=False)
+    _patients: dict[str, Patient] = field(default_factory=dict, repr=False)
+
+    @property
+    def study_id(self) -> str:
+        return self.study.study_id
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return self.cohort["subject_id"].to_list()
+
+    def table(self, name: str) -> pl.DataFrame | None:
+        """An analysis table (None when its engine was skipped or does not apply)."""
+        a = self.analysis
+        return a.table(name) if a.has(name) else None
+
+    def rows(self, name: str, subject_id: str) -> pl.DataFrame:
+        """The subject's rows of an analysis table (split once per table, then a dict lookup)."""
+        parts = self._by_subject.get(name)
+        if parts is None:
+            frame = self.table(name)
+            if frame is None:
+                parts = {}
+            else:
+                col = "subject_id" if "subject_id" in frame.columns else "USUBJID"
+                parts = {k[0]: v for k, v in frame.partition_by(col, as_dict=True, maintain_order=True).items()}
+                parts["__empty__"] = frame.clear()
+            self._by_subject[name] = parts
+        if subject_id in parts:
+            return parts[subject_id]
+        return parts.get("__empty__", pl.DataFrame())
+
+    def patient(self, subject_id: str) -> Patient:
+        """The patient page's data (kept once built)."""
+        p = self._patients.get(subject_id)
+        if p is not None:
+            return p
+        if subject_id not in set(self.subject_ids):
+            raise KeyError(subject_id)
+        obs = self.rows("__obs__", subject_id)
+        summ = self.cohort.filter(pl.col("subject_id") == subject_id).row(0, named=True)
+        p = Patient(subject_id, obs, self.rows("__doses__", subject_id), self.rows("__interventions__", subject_id),
+                    summ, self.rows("crs_daily", subject_id), self.rows("icans_daily", subject_id),
+                    self.rows("car_kinetics", subject_id), self.rows("adpp", subject_id))
+        self._patients[subject_id] = p
+        return p
+
+    def split_inputs(self) -> None:
+        """Split the study's own rows by subject (observations of the course parameters, doses,
+        interventions) once."""
+        s = self.study
+        for key, frame in (("__obs__", s.observations.filter(pl.col("param").is_in(COURSE_PARAMS))),
+                           ("__doses__", s.doses), ("__interventions__", s.interventions)):
+            parts = {k[0]: v for k, v in frame.partition_by("subject_id", as_dict=True, maintain_order=True).items()}
+            parts["__empty__"] = frame.clear()
+            self._by_subject[key] = parts
+
+
+def build_view(study: Study, progress: Progress = _noop, protocol=None) -> StudyView:
+    """Analyse ``study`` once (every table) and assemble the cohort frame of the dashboard."""
+    from cartlab.analyze import Analysis
+
+    t0 = time.perf_counter()
+    steps = [0]
+
+    def step(msg: str) -> None:
+        steps[0] += 1
+        progress(f"analysing: {msg}", min(0.9, steps[0] / 40))
+
+    analysis = Analysis(study, protocol=protocol, progress=step)
+    analysis.tables()
+    summary = analysis.subject_summary()
+    progress("assembling the cohort", 0.95)
+    cohort = (study.subjects.select("subject_id", "disease", "target")
+              .join(dose_levels(study), on="subject_id", how="left", maintain_order="left")
+              .join(summary, on="subject_id", how="left", maintain_order="left"))
+    view = StudyView(study, analysis, cohort, analysis.options.to_dict(), time.perf_counter() - t0)
+    view.split_inputs()
+    return view
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyEntry:
+    study_id: str
+    n_subjects: int | None
+    origin: str  # "folder PATH" | "store PATH"
+
+
+class Catalog:
+    """The studies a dashboard shows and their analyses (computed once each, then kept).
+
+    ``Catalog.from_study(study, origin)``: one study (a folder given to ``cartlab serve``);
+    ``Catalog.from_store(path)``: every study of a DuckDB store, read-only.
+    """
+
+    def __init__(self, entries: list[StudyEntry], loader: Callable[[str], Study]):
+        self.entries = entries
+        self._loader = loader
+        self._views: dict[str, StudyView] = {}
+        self._locks: dict[str, threading.Lock] = {e.study_id: threading.Lock() for e in entries}
+
+    @classmethod
+    def from_study(cls, study: Study, origin: str) -> Catalog:
+        return cls([StudyEntry(study.study_id, study.subjects.height, origin)], lambda _sid: study)
+
+    @classmethod
+    def from_store(cls, path: str | Path) -> Catalog:
+        from cartlab.store import Store
+
+        with Store(path, read_only=True) as s:
+            studies = s.studies()
+
+        def load(study_id: str) -> Study:
+            with Store(path, read_only=True) as st:
+                return st.load_study(study_id)
+
+        return cls([StudyEntry(r["study_id"], r["n_subjects"], f"store {path}") for r in studies.iter_rows(named=True)],
+                   load)
+
+    def ids(self) -> list[str]:
+        return [e.study_id for e in self.entries]
+
+    def listing(self) -> pl.DataFrame:
+        rows = [{"study": e.study_id, "subjects": e.n_subjects, "from": e.origin,
+                 "analysed": "yes" if e.study_id in self._views else "not yet"} for e in self.entries]
+        return pl.DataFrame(rows, schema={"study": pl.String, "subjects": pl.Int64, "from": pl.String,
+                                          "analysed": pl.String})
+
+    def cached(self, study_id: str) -> StudyView | None:
+        return self._views.get(study_id)
+
+    def view(self, study_id: str, progress: Progress = _noop) -> StudyView:
+        """The study's view: analysed on first use (once, even if several sessions ask at once)."""
+        if study_id not in self._locks:
+            raise KeyError(study_id)
+        v = self._views.get(study_id)
+        if v is not None:
+            return v
+        with self._locks[study_id]:
+            v = self._views.get(study_id)
+            if v is None:
+                progress("loading the study", 0.02)
+                v = build_view(self._loader(study_id), progress)
+                self._views[study_id] = v
+        return v

@@ -1,0 +1,229 @@
+"""plotly figures of the dashboard: the linked patient course, the kinetics fit, a minimal cohort view.
+
+The patient course is one figure of stacked panels on a shared day axis (zooming one zooms all):
+CAR transgene copies (log), temperature, CRP and IL-6 (log), counts (ANC, platelets, Hb; log) and a
+strip of the ASTCT CRS / ICANS grade per day. Provenance is drawn as in the static report
+(:func:`cartlab.report.figures.provenance_kind`): values stated by the publication are filled
+diamonds, values not measured (reconstructed, synthetic, simulated) are open circles named "not
+measured" in the legend, measured values are filled circles; every point's hover text gives its
+source. Figures are embedded with the plotly.js shipped in the plotly wheel (:func:`plotly_dependency`),
+never from a CDN.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import plotly.graph_objects as go
+import polars as pl
+from plotly.subplots import make_subplots
+
+from cartlab.model import NOT_MEASURED_SOURCES
+
+COLORS = {"CARCOPY": "#6a3d9a", "TEMP": "#d7301f", "CRP": "#1f78b4", "IL6": "#e6550d", "NEUT": "#08519c",
+          "PLAT": "#cb181d", "HGB": "#238b45"}
+LABELS = {"CARCOPY": "CAR copies", "TEMP": "Temperature", "CRP": "CRP", "IL6": "IL-6", "NEUT": "ANC",
+          "PLAT": "Platelets", "HGB": "Hb"}
+#: (row title, params, log axis)
+PANELS = (("CAR-T (copies/µg gDNA)", ("CARCOPY",), True), ("Temperature (°C)", ("TEMP",), False),
+          ("CRP / IL-6", ("CRP", "IL6"), True), ("Counts (ANC, PLT ×10⁹/L; Hb g/L)", ("NEUT", "PLAT", "HGB"), True),
+          ("Grade", (), False))
+NOT_MEASURED_NOTE = "open markers = values not measured (reconstructed, synthetic or simulated)"
+PERIPHERAL = ("", "PB", "BLOOD", "WB", "SERUM", "PLASMA")
+GRADE_COLORS = ["#f0f0f0", "#fee08b", "#fdae61", "#f46d43", "#d73027", "#67001f"]
+_SYMBOL = {"paper": "diamond", "reconstructed": "circle-open", "observed": "circle"}
+_KIND_LABEL = {"paper": "stated in the publication", "reconstructed": "not measured", "observed": "measured"}
+
+
+def plotly_dependency():
+    """plotly.min.js from the installed plotly wheel as an htmltools dependency (served locally)."""
+    import plotly
+    from htmltools import HTMLDependency
+
+    folder = Path(plotly.__file__).parent / "package_data"
+    return HTMLDependency("plotly", plotly.__version__, source={"subdir": str(folder)},
+                          script={"src": "plotly.min.js"})
+
+
+def to_html(fig: go.Figure, div_id: str) -> str:
+    """The figure as an HTML fragment for a Shiny output (no plotly.js included: see plotly_dependency)."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def provenance_expr(col: str = "source") -> pl.Expr:
+    """paper / reconstructed (any not-measured source) / observed, as report.figures.provenance_kind."""
+    s = pl.col(col).fill_null("").str.strip_chars().str.to_lowercase()
+    return (pl.when(s == "paper").then(pl.lit("paper"))
+            .when(s.is_in(list(NOT_MEASURED_SOURCES))).then(pl.lit("reconstructed"))
+            .otherwise(pl.lit("observed")))
+
+
+def course_points(obs: pl.DataFrame, param: str, log: bool) -> pl.DataFrame:
+    """Drawable points of one parameter: peripheral specimens, a day, a value (or a censoring limit,
+    ``kind`` below/above); values below the LLOQ drawn at the LLOQ; on a log axis values <= 0 are
+    not drawable and left out (said in the hover of nothing: they are listed in the tables)."""
+    df = obs.filter((pl.col("param") == param) & pl.col("day").is_not_null()
+                    & pl.col("specimen").fill_null("").str.to_uppercase().is_in(PERIPHERAL))
+    df = df.with_columns(
+        pl.when(pl.col("value").is_not_null() & pl.col("lloq").is_not_null() & (pl.col("value") < pl.col("lloq")))
+        .then(pl.lit("below")).when(pl.col("value").is_not_null()).then(pl.lit("value"))
+        .when(pl.col("censor").fill_null("").str.starts_with("<") & pl.col("censor_limit").is_not_null())
+        .then(pl.lit("below"))
+        .when(pl.col("censor").fill_null("").str.starts_with(">") & pl.col("censor_limit").is_not_null())
+        .then(pl.lit("above")).otherwise(None).alias("kind"),
+        pl.when(pl.col("value").is_not_null() & pl.col("lloq").is_not_null() & (pl.col("value") < pl.col("lloq")))
+        .then(pl.col("lloq")).otherwise(pl.coalesce("value", "censor_limit")).alias("y"),
+        provenance_expr().alias("prov"),
+    ).filter(pl.col("kind").is_not_null() & pl.col("y").is_not_null())
+    if log:
+        df = df.filter(pl.col("y") > 0)
+    return df.sort("day").select("day", "y", "kind", "prov", "unit", pl.col("source").fill_null("not given"),
+                                 "src_file", "src_row")
+
+
+def _hover(df: pl.DataFrame, label: str) -> list[str]:
+    return (df.select(pl.format("{} {} {} on day {}<br>{}: {} (source: {})<br>{}:{}", pl.lit(label),
+                                pl.when(pl.col("kind") == "below").then(pl.lit("<"))
+                                .when(pl.col("kind") == "above").then(pl.lit(">")).otherwise(pl.lit("")),
+                                pl.col("y").round_sig_figs(4), pl.col("day").round(2),
+                                pl.col("unit").fill_null(""),
+                                pl.col("prov").replace_strict(_KIND_LABEL, default="measured"), pl.col("source"),
+                                pl.col("src_file").fill_null("?"), pl.col("src_row").fill_null(-1)))
+            .to_series().to_list())
+
+
+def _add_param(fig, obs, param: str, row: int, log: bool, seen: set[str]) -> bool:
+    pts = course_points(obs, param, log)
+    if pts.height == 0:
+        return False
+    color, label = COLORS[param], LABELS[param]
+    fig.add_trace(go.Scatter(x=pts["day"].to_list(), y=pts["y"].to_list(), mode="lines", name=label,
+                             line={"color": color, "width": 1.2}, legendgroup=param, showlegend=False,
+                             hoverinfo="skip", opacity=0.6), row=row, col=1)
+    for kind, part in pts.partition_by("prov", as_dict=True, maintain_order=True).items():
+        kind = kind[0]
+        seen.add(kind)
+        fig.add_trace(go.Scatter(
+            x=part["day"].to_list(), y=part["y"].to_list(), mode="markers", legendgroup=param,
+            name=f"{label} — {_KIND_LABEL[kind]}", hovertext=_hover(part, label), hoverinfo="text",
+            marker={"color": color, "symbol": _SYMBOL[kind], "size": 9 if kind == "paper" else 6,
+                    "line": {"color": color if kind != "paper" else "black", "width": 1.2}}), row=row, col=1)
+    return True
+
+
+def grade_strip(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame) -> tuple[list, list, list, list]:
+    """Days, rows (CRS, ICANS), grades (None = not graded that day) and hover texts of the strip."""
+    days = sorted(set(crs_daily["day"].to_list()) | set(icans_daily["day"].to_list())) if (
+        crs_daily.height or icans_daily.height) else []
+    z, text = [], []
+    for frame in (crs_daily, icans_daily):
+        g = dict(zip(frame["day"].to_list(), frame["grade"].to_list())) if frame.height else {}
+        r = dict(zip(frame["day"].to_list(), frame["rule"].to_list())) if frame.height else {}
+        z.append([g.get(d) for d in days])
+        text.append([f"day {d:g}: grade {'not graded' if g.get(d) is None else g.get(d)} ({r.get(d) or 'no rule'})"
+                     for d in days])
+    return days, ["CRS", "ICANS"], z, text
+
+
+def course_figure(patient, height: int = 900) -> go.Figure:
+    """The linked course of one patient (see the module doc)."""
+    fig = make_subplots(rows=len(PANELS), cols=1, shared_xaxes=True, vertical_spacing=0.025,
+                        row_heights=[0.22, 0.17, 0.2, 0.25, 0.08], subplot_titles=[p[0] for p in PANELS])
+    seen: set[str] = set()
+    obs = patient.observations
+    for i, (_title, params, log) in enumerate(PANELS[:-1], start=1):
+        drawn = [p for p in params if _add_param(fig, obs, p, i, log, seen)]
+        if log:
+            fig.update_yaxes(type="log", row=i, col=1)
+        if not drawn:
+            fig.add_annotation(text="no data", showarrow=False, xref=f"x{i if i > 1 else ''} domain",
+                               yref=f"y{i if i > 1 else ''} domain", x=0.5, y=0.5, font={"color": "#888"})
+        if params == ("TEMP",) and drawn:
+            fig.add_hline(y=38.0, line={"dash": "dot", "color": "#d7301f", "width": 1}, row=i, col=1)
+    days, rows, z, text = grade_strip(patient.crs_daily, patient.icans_daily)
+    n = len(PANELS)
+    if days:
+        scale = [[k / 5, GRADE_COLORS[k]] for k in range(6)]
+        fig.add_trace(go.Heatmap(x=days, y=rows, z=z, text=text, hoverinfo="text", zmin=0, zmax=5,
+                                 colorscale=scale, showscale=False, xgap=1, ygap=2, name="grade per day"),
+                      row=n, col=1)
+    else:
+        fig.add_annotation(text="no CRS/ICANS grading", showarrow=False, xref=f"x{n} domain", yref=f"y{n} domain",
+                           x=0.5, y=0.5, font={"color": "#888"})
+    for d in patient.doses.filter(_car_t()).get_column("day").drop_nulls().unique().sort().to_list():
+        fig.add_vline(x=d, line={"color": "#6a3d9a", "width": 1, "dash": "dash"})
+    note = NOT_MEASURED_NOTE if "reconstructed" in seen else None
+    fig.update_layout(height=height, margin={"l": 70, "r": 20, "t": 70 if note else 40, "b": 60},
+                      legend={"orientation": "h", "y": -0.06, "font": {"size": 11}},
+                      hovermode="closest", template="plotly_white", dragmode="zoom",
+                      title={"text": note, "font": {"size": 12, "color": "#444"}, "x": 0.01} if note else None)
+    fig.update_xaxes(title_text="day after the first CAR-T infusion (dashed: CAR-T infusions)", row=n, col=1)
+    return fig
+
+
+def _car_t() -> pl.Expr:
+    from cartlab.kinetics.agents import car_t_agent_expr
+
+    return car_t_agent_expr(pl.col("agent"))
+
+
+def kinetics_figure(patient, stein=None) -> go.Figure:
+    """CAR transgene course with Cmax, the terminal log-linear fit of the NCA (lambda.z over its
+    points) and, when given, the fitted Stein 2019 curve (``stein``: (days, values))."""
+    fig = go.Figure()
+    seen: set[str] = set()
+    obs = patient.observations
+    pts = course_points(obs, "CARCOPY", True)
+    if pts.height:
+        for kind, part in pts.partition_by("prov", as_dict=True, maintain_order=True).items():
+            kind = kind[0]
+            seen.add(kind)
+            fig.add_trace(go.Scatter(x=part["day"].to_list(), y=part["y"].to_list(), mode="markers",
+                                     name=f"CAR copies — {_KIND_LABEL[kind]}", hovertext=_hover(part, "CAR copies"),
+                                     hoverinfo="text",
+                                     marker={"symbol": _SYMBOL[kind], "size": 8, "color": COLORS["CARCOPY"],
+                                             "line": {"color": COLORS["CARCOPY"] if kind != "paper" else "black",
+                                                      "width": 1.2}}))
+    k = patient.car_kinetics
+    if k.height:
+        r = k.row(0, named=True)
+        if r.get("cmax") is not None and r.get("tmax") is not None:
+            fig.add_trace(go.Scatter(x=[r["tmax"]], y=[r["cmax"]], mode="markers", name="Cmax (NCA)",
+                                     marker={"symbol": "star", "size": 14, "color": "#ff7f00",
+                                             "line": {"color": "black", "width": 1}}))
+        lz, t0, t1, cp, tl = (r.get("lambda.z"), r.get("lambda.z.time.first"), r.get("lambda.z.time.last"),
+                              r.get("clast.pred"), r.get("tlast"))
+        if all(v is not None and math.isfinite(v) for v in (lz, t0, t1, cp, tl)) and cp > 0:
+            xs = [t0 + (t1 - t0) * i / 20 for i in range(21)]
+            fig.add_trace(go.Scatter(x=xs, y=[cp * math.exp(-lz * (x - tl)) for x in xs], mode="lines",
+                                     name=f"terminal fit (λz {lz:.3g}/day)", line={"color": "#33a02c", "dash": "dash"}))
+    if stein is not None:
+        fig.add_trace(go.Scatter(x=list(stein[0]), y=list(stein[1]), mode="lines",
+                                 name="Stein 2019 model fit", line={"color": "#1f78b4"}))
+    if not pts.height:
+        fig.add_annotation(text="no CARCOPY samples", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_yaxes(type="log", title_text="CAR copies/µg gDNA")
+    fig.update_xaxes(title_text="day after the first CAR-T infusion")
+    extra = [NOT_MEASURED_NOTE] if "reconstructed" in seen else []
+    fig.update_layout(height=420, template="plotly_white", margin={"l": 70, "r": 20, "t": 30, "b": 60},
+                      title={"text": "; ".join(extra), "font": {"size": 11}} if extra else None)
+    return fig
+
+
+def cohort_overview_figure(cohort: pl.DataFrame) -> go.Figure:
+    """Subjects by worst ASTCT CRS grade (not evaluable counted apart) and by best response."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Worst ASTCT CRS grade", "Best response"))
+    crs = (cohort.select(pl.col("crs_grade_astct").cast(pl.String).fill_null("not evaluable").alias("g"))
+           .group_by("g").len().sort("g"))
+    fig.add_trace(go.Bar(x=crs["g"].to_list(), y=crs["len"].to_list(), name="subjects by CRS grade",
+                         marker_color="#d7301f"), row=1, col=1)
+    resp = (cohort.select(pl.col("best_response").fill_null("not evaluable").alias("r"))
+            .group_by("r").len().sort("len", descending=True))
+    fig.add_trace(go.Bar(x=resp["r"].to_list(), y=resp["len"].to_list(), name="subjects by best response",
+                         marker_color="#1f78b4"), row=1, col=2)
+    fig.update_yaxes(title_text="subjects", row=1, col=1)
+    fig.update_layout(height=360, template="plotly_white", showlegend=False,
+                      margin={"l": 60, "r": 20, "t": 40, "b": 60})
+    return fig

@@ -1,0 +1,103 @@
+"""The dashboard's page layout (Shiny for Python core UI): studies, cohort, patient, twin."""
+
+from __future__ import annotations
+
+from shiny import ui
+
+from cartlab.app.figures import plotly_dependency
+from cartlab.app.twin import REGIMENS
+
+FILTERS = (("f_disease", "Disease"), ("f_target", "Target"), ("f_dose", "Dose level (CAR-T cells/kg)"),
+           ("f_response", "Best response"), ("f_crs", "Worst ASTCT CRS grade"))
+
+CSS = """
+.cartlab-note { color: #555; font-size: 0.9em; }
+.cartlab-headline { font-size: 1.15em; font-weight: 600; margin: 0.3em 0; }
+.cartlab-explain { font-size: 0.92em; color: #333; }
+"""
+
+
+def page(study_ids: list[str]):
+    """The page: a navbar with one panel per view; the study selector in the sidebar."""
+    studies = ui.nav_panel(
+        "Studies",
+        ui.h4("Studies"),
+        ui.output_data_frame("studies_table"),
+        ui.output_ui("analysis_info"),
+        value="studies",
+    )
+    cohort = ui.nav_panel(
+        "Cohort",
+        ui.layout_sidebar(
+            ui.sidebar(
+                *[ui.input_selectize(key, label, choices=[], multiple=True, options={"placeholder": "all"})
+                  for key, label in FILTERS],
+                ui.input_action_button("f_clear", "Clear filters", class_="btn-sm"),
+                width=280,
+            ),
+            ui.output_ui("cohort_count"),
+            ui.output_ui("cohort_views"),
+            ui.card(
+                ui.card_header("Subjects (filtered)"),
+                ui.output_data_frame("cohort_table"),
+                ui.download_button("dl_cohort", "Download CSV", class_="btn-sm"),
+            ),
+            ui.card(
+                ui.card_header("Tables of the cohort views"),
+                ui.input_select("view_table", "Table", choices=[]),
+                ui.output_data_frame("view_table_out"),
+                ui.download_button("dl_view_table", "Download CSV", class_="btn-sm"),
+            ),
+        ),
+        value="cohort",
+    )
+    patient = ui.nav_panel(
+        "Patient",
+        ui.input_selectize("subject", "Subject", choices=[]),
+        ui.output_ui("patient_headline"),
+        ui.card(ui.card_header("Course (zoom one panel: every panel follows)"), ui.output_ui("course_plot")),
+        ui.card(
+            ui.card_header("CRS / ICANS grade per day, with the rule and the evidence (cartlab explain)"),
+            ui.output_ui("explain_text"),
+            ui.output_data_frame("grades_table"),
+            ui.download_button("dl_grades", "Download CSV", class_="btn-sm"),
+        ),
+        ui.card(
+            ui.card_header("CAR-T kinetics (NCA; Stein 2019 model on request)"),
+            ui.output_ui("kinetics_plot"),
+            ui.input_action_button("fit_stein", "Fit the Stein 2019 model", class_="btn-sm"),
+            ui.output_ui("stein_note"),
+            ui.output_data_frame("kinetics_table"),
+            ui.download_button("dl_kinetics", "Download CSV", class_="btn-sm"),
+        ),
+        value="patient",
+    )
+    twin = ui.nav_panel(
+        "Twin",
+        ui.p("A forecast of the selected patient by the CD7 CAR-T digital twin (docs/twin.md), fitted to the "
+             "data up to the chosen day and simulated forward under two regimens. Every value here is "
+             "simulated, not measured.", class_="cartlab-note"),
+        ui.layout_columns(
+            ui.input_numeric("twin_day", "Data up to day", value=7, min=0, max=60, step=1),
+            ui.input_select("twin_a", "Regimen A", {k: v[0] for k, v in REGIMENS.items()}, selected="clinic"),
+            ui.input_select("twin_b", "Regimen B", {k: v[0] for k, v in REGIMENS.items()}, selected="early_toci"),
+            ui.input_action_button("twin_run", "Run the forecast"),
+        ),
+        ui.output_ui("twin_status"),
+        ui.output_ui("twin_plot"),
+        ui.output_data_frame("twin_table"),
+        ui.download_button("dl_twin", "Download CSV", class_="btn-sm"),
+        value="twin",
+    )
+    return ui.page_navbar(
+        studies, cohort, patient, twin,
+        title="cartlab",
+        id="nav",
+        sidebar=ui.sidebar(
+            ui.input_select("study", "Study", choices=study_ids, selected=study_ids[0] if study_ids else None),
+            ui.output_ui("study_status"),
+            width=240,
+        ),
+        header=ui.tags.head(plotly_dependency(), ui.tags.style(CSS)),
+        fillable=False,
+    )

@@ -1,0 +1,76 @@
+"""The dashboard in a real headless Chromium (pytest-playwright; the root conftest.py points it at the
+system chromium): the seed case's patient page, the cohort filters, a CSV download, screenshots.
+
+Expected values are the seed case's, read from the paper (Cao et al. 2022, the CD7 CAR-T AML index
+case; see src/cartlab/datasets/seed_case/README.md): ASTCT CRS grade 3, ICANS grade 0, CAR-T doses
+1×10⁶/kg on day 0 and 4×10⁶/kg on day 2 (dose level 5×10⁶/kg in total).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect  # noqa: E402
+from shiny.playwright import controller  # noqa: E402
+
+from cartlab.app.data import Catalog  # noqa: E402
+from cartlab.app.run import ServerThread  # noqa: E402
+from cartlab.app.server import create_app  # noqa: E402
+from cartlab.datasets import seed_case  # noqa: E402
+
+pytestmark = pytest.mark.browser
+SEED_SUBJECT = "CD7-AML-001"
+TIMEOUT = 30_000
+
+
+@pytest.fixture(scope="module")
+def seed_server():
+    catalog = Catalog.from_study(seed_case(), "folder seed_case")
+    with ServerThread(create_app(catalog)) as srv:
+        yield srv
+
+
+def _open_patient(page, url: str) -> None:
+    page.goto(url)
+    expect(page.locator("#study_status")).to_contain_text("subjects", timeout=TIMEOUT)
+    page.get_by_role("tab", name="Patient").click()
+    controller.InputSelectize(page, "subject").set(SEED_SUBJECT)
+
+
+def test_seed_patient_page(page, seed_server, artifacts_dir):
+    _open_patient(page, seed_server.url)
+    headline = page.locator("#patient_headline_text")
+    expect(headline).to_contain_text("CRS grade 3", timeout=TIMEOUT)
+    expect(headline).to_contain_text("ICANS grade 0")
+    expect(headline).to_contain_text("5×10⁶/kg")
+    # the linked course and the kinetics figure rendered by plotly.js (served locally)
+    expect(page.locator("#course_plot .js-plotly-plot .main-svg").first).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("#kinetics_plot .js-plotly-plot .main-svg").first).to_be_visible(timeout=TIMEOUT)
+    # five stacked panels share one x axis: plotly draws one y axis per panel
+    assert page.locator("#course_plot .js-plotly-plot g.ytick").count() > 0
+    expect(page.locator("#course_plot")).to_contain_text("not measured")  # reconstructed points are labelled
+    # the grade per day with its evidence (cartlab explain)
+    expect(page.locator("#explain_text")).to_contain_text("ASTCT CRS grade 3", timeout=TIMEOUT)
+    expect(page.locator("#grades_table")).to_contain_text("crs.", timeout=TIMEOUT)
+    page.set_viewport_size({"width": 1280, "height": 2600})
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(artifacts_dir / "screenshots" / "seed_patient.png"), full_page=True)
+
+
+def test_download_grades_csv(page, seed_server):
+    _open_patient(page, seed_server.url)
+    expect(page.locator("#grades_table")).to_contain_text("crs.", timeout=TIMEOUT)
+    with page.expect_download(timeout=TIMEOUT) as info:
+        page.locator("#dl_grades").click()
+    dl = info.value
+    assert dl.suggested_filename == "CD7-AML-001_grades.csv"
+    rows = list(csv.DictReader(io.StringIO(open(dl.path(), encoding="utf-8").read())))
+    crs = [r for r in rows if r["scale"].startswith("CRS")]
+    # worst CRS grade of the seed case is 3 (paper); every graded day names its source rows
+    assert max(int(r["grade"]) for r in crs if r["grade"]) == 3
+    assert all(re.search(r"\.csv:\d+", r["evidence"]) for r in crs if r["grade"] and int(r["grade"]) > 0)
