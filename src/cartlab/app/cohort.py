@@ -7,8 +7,6 @@ missing is never read as a category of its own data (e.g. CRS grade 0).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import polars as pl
 
 #: filter input id -> cohort column
@@ -81,18 +79,6 @@ def kinetics_table(car_kinetics: pl.DataFrame, adpp: pl.DataFrame) -> pl.DataFra
     return pl.DataFrame({"note": ["no CARCOPY or CARCELL sample after the first infusion"]})
 
 
-@dataclass(frozen=True)
-class CohortView:
-    """One cohort view (the same shape as cartlab.report.cohort_plotly's)."""
-
-    key: str
-    title: str
-    caption: str
-    figure: object | None
-    table: pl.DataFrame | None
-    unavailable: str | None = None
-
-
 def cohort_views(view, subject_ids: list[str]) -> list:
     """The cohort views of the filtered subjects: ``cartlab.report.cohort_plotly.cohort_figures_plotly``
     when it is installed, else a minimal overview (worst CRS grade and best response counts) and the
@@ -104,6 +90,7 @@ def cohort_views(view, subject_ids: list[str]) -> list:
     if cohort_figures_plotly is not None:
         return list(cohort_figures_plotly(view.analysis, subject_ids=subject_ids))
     from cartlab.app.figures import cohort_overview_figure
+    from cartlab.report.cohort_base import CohortView
 
     sub = view.cohort.filter(pl.col("subject_id").is_in(subject_ids))
     counts = (sub.select(_label("crs_grade_astct").alias("worst ASTCT CRS grade")).group_by("worst ASTCT CRS grade")
