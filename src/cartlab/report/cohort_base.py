@@ -24,8 +24,17 @@ import polars as pl
 from cartlab.errors import CartlabError, EngineError
 from cartlab.model import NOT_MEASURED_SOURCES
 
-__all__ = ["CohortView", "ViewUnavailable", "kind_expr", "evidence_kinds", "provenance_note", "require",
-           "selected_ids", "subset", "NOT_MEASURED_CAPTION"]
+__all__ = [
+    "NOT_MEASURED_CAPTION",
+    "CohortView",
+    "ViewUnavailable",
+    "evidence_kinds",
+    "kind_expr",
+    "provenance_note",
+    "require",
+    "selected_ids",
+    "subset",
+]
 
 #: caption of open / hatched items in every cohort figure
 NOT_MEASURED_CAPTION = "open markers / dotted lines = values not measured (reconstructed, synthetic or simulated)"
@@ -178,7 +187,7 @@ def provenance_note(analysis, ids: list[str] | None) -> str:
     n = sum(nm.values())
     if n == total:
         return f"Every value shown is {labels} (not measured)."
-    return f"{n:,} of {total:,} data rows are {labels} (not measured); they are drawn open or dotted."
+    return f"Data: {n:,} of {total:,} rows are {labels}, not measured (points drawn open or dotted)."
 
 
 def fmt_n_pct(n: int, d: int) -> str:
@@ -225,3 +234,14 @@ def worst_grade_counts(long: pl.DataFrame, max_grade: int = 5) -> pl.DataFrame:
         g.is_null().sum().alias("n_not_evaluable"), (g >= 1).sum().alias("n_any"), (g >= 3).sum().alias("n_ge3"),
         *[(g == k).sum().alias(f"grade_{k}") for k in range(max_grade + 1)])
     return out.with_columns(pl.exclude("term", "scale").cast(pl.Int64))
+
+
+def curve_points(frame, value: str, start: float):
+    """``time``, ``value``, ``ci_low``, ``ci_high`` of one step curve as numpy arrays, starting at
+    (0, ``start``) so that an event at day 0 shows as a drop from ``start``."""
+    import numpy as np
+
+    s = frame.sort("time")
+    t = np.concatenate([[0.0], s["time"].to_numpy()])
+    pick = lambda c: np.concatenate([[start], s[c].fill_null(start).to_numpy()])
+    return t, pick(value), pick("ci_low"), pick("ci_high")

@@ -47,12 +47,32 @@ from cartlab.report.cohort_stats import (
 )
 
 __all__ = [
-    "CohortView", "ViewUnavailable", "SwimmerData", "Distribution", "CrossScale", "RecoveryData",
-    "ExpansionData", "ExposureData", "CytokineMatrix", "SurvivalData",
-    "swimmer_data", "grade_distribution", "cross_scale_table", "icaht_distribution", "count_recovery_data",
-    "expansion_data", "exposure_outcome_data", "cytokine_matrix", "survival_data", "relapse_incidence_data",
-    "toxicity_summary", "toxicity_counts", "response_rate_table", "deviation_summary", "subject_facets",
     "PERIPHERAL_SPECIMENS",
+    "CohortView",
+    "CrossScale",
+    "CytokineMatrix",
+    "Distribution",
+    "ExpansionData",
+    "ExposureData",
+    "RecoveryData",
+    "SurvivalData",
+    "SwimmerData",
+    "ViewUnavailable",
+    "count_recovery_data",
+    "cross_scale_table",
+    "cytokine_matrix",
+    "deviation_summary",
+    "expansion_data",
+    "exposure_outcome_data",
+    "grade_distribution",
+    "icaht_distribution",
+    "relapse_incidence_data",
+    "response_rate_table",
+    "subject_facets",
+    "survival_data",
+    "swimmer_data",
+    "toxicity_counts",
+    "toxicity_summary",
 ]
 
 #: specimens read as peripheral blood for expansion curves (as the course figure)

@@ -26,8 +26,19 @@ from cartlab.report.cohort_base import (
     worst_grade_counts,
 )
 
-__all__ = ["SurvivalData", "IncidenceData", "Rates", "Deviations", "survival_data", "relapse_incidence_data",
-           "at_risk_table", "toxicity_counts", "toxicity_summary", "response_rate_table", "deviation_summary"]
+__all__ = [
+    "Deviations",
+    "IncidenceData",
+    "Rates",
+    "SurvivalData",
+    "at_risk_table",
+    "deviation_summary",
+    "relapse_incidence_data",
+    "response_rate_table",
+    "survival_data",
+    "toxicity_counts",
+    "toxicity_summary",
+]
 
 ENDPOINT_NAMES = {"OS": "Overall survival", "EFS": "Event-free survival", "RFS": "Relapse-free survival",
                   "LFS": "Leukemia-free survival"}
@@ -235,7 +246,7 @@ def toxicity_summary(analysis, subject_ids=None, include_labs: bool = True) -> p
     ``Not evaluable`` (counted apart: missing is not grade 0), ``Any grade n (%)``,
     ``Grade >=3 n (%)`` and ``Grade 1 n (%)`` .. ``Grade 5 n (%)`` (percent of N evaluable)."""
     c = toxicity_counts(analysis, subject_ids, include_labs)
-    pct = lambda col: pl.struct(col, "n_evaluable").map_elements(  # noqa: E731 - a few dozen rows
+    pct = lambda col: pl.struct(col, "n_evaluable").map_elements(
         lambda r: fmt_n_pct(r[col], r["n_evaluable"]), return_dtype=pl.String)
     return c.select(pl.col("term").alias("Term"), pl.col("scale").alias("Scale"),
                     pl.col("n_evaluable").alias("N evaluable"), pl.col("n_not_evaluable").alias("Not evaluable"),
@@ -288,8 +299,8 @@ def response_rate_table(analysis, subject_ids=None) -> Rates:
         rates = rates.with_columns(pl.Series("ci_low", [c[0] for c in ci], pl.Float64),
                                    pl.Series("ci_high", [c[1] for c in ci], pl.Float64),
                                    pl.lit("Clopper-Pearson exact").alias("method"))
-    notes = [f"{n_none} subject(s) without response criteria (e.g. lymphoma: no lymphoma criteria yet) are in "
-             "no denominator"] if n_none else []
+    notes = [(f"{n_none} subject(s) without response criteria (e.g. lymphoma: no lymphoma criteria yet) are in "
+             "no denominator")] if n_none else []
     return Rates(rates.select(_RATE_COLS), n_none, tuple(notes))
 
 

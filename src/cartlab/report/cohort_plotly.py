@@ -1,0 +1,294 @@
+"""Plotly renderers of the cohort views (the dashboard), from the same data functions as the static
+report (:mod:`cartlab.report.cohort_data`), with the same colours, markers and legends
+(:mod:`cartlab.report.cohort_style`).
+
+:func:`cohort_figures_plotly` returns every view as a :class:`~cartlab.report.cohort_base.CohortView`
+whose ``figure`` is a ``plotly.graph_objects.Figure`` (or None for a table-only view);
+``subject_ids`` (the dashboard's filters) restricts every view. Large cohorts stay fast: one trace
+per category (lines separated by gaps), WebGL scatter for the many-point views.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+from plotly.subplots import make_subplots
+
+from cartlab.report import cohort_data as cd
+from cartlab.report.cohort_base import CohortView, curve_points
+from cartlab.report.cohort_style import (
+    GRADE_COLORS,
+    ONGOING_TEXT,
+    OPEN_TEXT,
+    SWIMMER_MARKERS,
+    grade_label,
+    marker_key,
+    response_categories,
+    response_color,
+)
+
+__all__ = [
+    "CohortView",
+    "cohort_figures_plotly",
+    "cytokine_figure",
+    "expansion_figure",
+    "exposure_figure",
+    "grade_figure",
+    "incidence_figure",
+    "rates_figure",
+    "recovery_figure",
+    "survival_figure",
+    "swimmer_figure",
+]
+
+X_DAYS = "Days since CAR-T infusion"
+KM_COLORS = {"OS": "#1b9e77", "EFS": "#d95f02", "RFS": "#7570b3", "LFS": "#e7298a",
+             "relapse": "#b2182b", "death without relapse": "#525252"}
+
+
+def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
+    kw.setdefault("margin", {"l": 70, "r": 20, "t": 30, "b": 50})
+    fig.update_layout(height=height, template="plotly_white", legend={"font": {"size": 11}}, **kw)
+    return fig
+
+
+def _symbol(base: str, open_: bool) -> str:
+    return f"{base}-open" if open_ else base
+
+
+def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
+    bars, n = data.bars, data.bars.height
+    fig = go.Figure()
+    for cat in response_categories(bars["response"].to_list()):
+        b = bars.filter(pl.col("response") == cat)
+        pale = (b["end_kind"] == "reconstructed").to_numpy()
+        fig.add_trace(go.Bar(
+            y=b["subject_id"].to_list(), x=b["end_day"].to_list(), base=0, orientation="h", name=cat,
+            legendgroup="bars", legendgrouptitle_text="bar colour = best response",
+            marker={"color": response_color(cat), "opacity": 0.6, "pattern": {"shape": ["/" if p else "" for p in pale]}},
+            hovertemplate="%{y}: follow-up to day %{x}<extra>" + cat + "</extra>"))
+    mk = data.markers
+    keys = [marker_key(m, a) for m, a in zip(mk["marker"].to_list(), mk["antigen"].to_list())]
+    mk = mk.with_columns(pl.Series("key", keys, pl.String))
+    for key, (_m, sym, color, text) in SWIMMER_MARKERS.items():
+        for open_ in (False, True):
+            sub = mk.filter((pl.col("key") == key) & ((pl.col("kind") == "reconstructed") == open_))
+            if sub.height == 0:
+                continue
+            cols = [response_color(lab) for lab in sub["label"]] if color is None else color
+            fig.add_trace(go.Scatter(
+                x=sub["day"].to_list(), y=sub["subject_id"].to_list(), mode="markers",
+                name=text + (" (not measured)" if open_ else ""), legendgroup="markers", legendgrouptitle_text="markers",
+                text=sub["label"].to_list(), hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
+                marker={"symbol": _symbol(sym, open_), "size": 9 if n <= 60 else 6, "color": cols,
+                            "line": {"color": "black" if key == "response" else cols, "width": 1}}))
+    on = bars.filter("ongoing")
+    if on.height:
+        fig.add_trace(go.Scatter(x=(on["end_day"] + 1.0).to_list(), y=on["subject_id"].to_list(), mode="markers",
+                                 name=ONGOING_TEXT, legendgroup="markers",
+                                 marker={"symbol": "triangle-right", "size": 7, "color": "#444444"}, hoverinfo="skip"))
+    order = bars.sort("order")["subject_id"].to_list()
+    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], showticklabels=n <= 60,
+                     title=None if n <= 60 else f"{n} subjects, longest follow-up first")
+    fig.update_xaxes(title=X_DAYS + " (day 0)")
+    return _layout(fig, int(min(max(200 + 18 * n, 320), 1400)), barmode="overlay")
+
+
+def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.Figure:
+    fig = go.Figure()
+    totals = counts.group_by(by, maintain_order=True).agg(pl.col("n").sum().alias("t"))
+    c = counts.join(totals, on=by).with_columns((100 * pl.col("n") / pl.col("t")).alias("share"))
+    grades = [g for g in (0, 1, 2, 3, 4, 5, None) if c.filter(
+        (pl.col("grade").is_null() if g is None else pl.col("grade") == g) & (pl.col("n") > 0)).height]
+    for g in grades:
+        sub = c.filter(pl.col("grade").is_null() if g is None else pl.col("grade") == g)
+        fig.add_trace(go.Bar(y=sub[by].to_list(), x=sub["share"].to_list(), orientation="h", name=grade_label(g),
+                             text=[str(v) if v else "" for v in sub["n"].to_list()], textposition="inside",
+                             marker={"color": GRADE_COLORS[g], "line": {"color": "#555555", "width": 0.5},
+                                         "pattern": {"shape": "/" if g is None else ""}},
+                             hovertemplate="%{y}: %{text} subject(s), %{x:.1f}%<extra>" + grade_label(g) + "</extra>"))
+    groups = totals[by].to_list()
+    fig.update_yaxes(categoryorder="array", categoryarray=groups[::-1])
+    fig.update_xaxes(title="% of subjects (label = number of subjects)", range=[0, 100])
+    return _layout(fig, 120 + 45 * len(groups), barmode="stack", legend_title_text="worst grade", title=title or None)
+
+
+def recovery_figure(data: cd.RecoveryData) -> go.Figure:
+    fig = go.Figure()
+    colors = {"neutrophil": "#08519c", "platelet": "#cb181d"}
+    last = float(data.curve["day"].max() or 0.0)
+    st = data.subjects.group_by("lineage", "status").len()
+    for lin in ("neutrophil", "platelet"):
+        c = data.curve.filter(pl.col("lineage") == lin)
+        counts = {s: k for _, s, k in st.filter(pl.col("lineage") == lin).iter_rows()}
+        need = counts.get("recovered", 0) + counts.get("not reached", 0)
+        x = [0.0, *c["day"].to_list(), last] if c.height else []
+        y = [0.0, *(100 * c["proportion"]).to_list(), 100 * c["proportion"][-1]] if c.height else []
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"shape": "hv", "color": colors[lin]},
+                                 name=(f"{lin}: {counts.get('recovered', 0)}/{need} recovered; "
+                                       f"{counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data")))
+    fig.update_xaxes(title=X_DAYS)
+    fig.update_yaxes(title="% recovered (3 consecutive days)", range=[0, 102])
+    return _layout(fig, 360)
+
+
+def _gapped(groups: pl.DataFrame) -> tuple[list, list]:
+    """x, y of several lines in one trace, separated by None (fast for hundreds of subjects)."""
+    xs, ys = [], []
+    for d, v in zip(groups["day"].to_list(), groups["value"].to_list()):
+        xs += [*d, None]
+        ys += [*v, None]
+    return xs, ys
+
+
+def expansion_figure(data: cd.ExpansionData) -> go.Figure:
+    fig = go.Figure()
+    pts = data.points
+    lines = pts.group_by("subject_id", maintain_order=True).agg("day", "value", pl.col("response").first(),
+                                                                 (pl.col("kind") == "reconstructed").all().alias("nm"))
+    many = lines.height > 100
+    for cat in response_categories(lines["response"].to_list()):
+        for nm in (False, True):
+            sub = lines.filter((pl.col("response") == cat) & (pl.col("nm") == nm))
+            if sub.height == 0:
+                continue
+            x, y = _gapped(sub)
+            fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name=cat, legendgroup=cat, showlegend=not nm,
+                                       line={"color": response_color(cat), "width": 0.7 if many else 1.4,
+                                                 "dash": "dot" if nm else "solid"}, opacity=0.5 if many else 0.9,
+                                       hoverinfo="skip"))
+    for blq, sym in ((False, "circle"), (True, "triangle-down")):
+        for open_ in (False, True):
+            sub = pts.filter((pl.col("blq") == blq) & ((pl.col("kind") == "reconstructed") == open_))
+            if sub.height == 0:
+                continue
+            name = ("below limit of quantification (at the limit)" if blq else "measured value")
+            fig.add_trace(go.Scattergl(
+                x=sub["day"].to_list(), y=sub["value"].to_list(), mode="markers",
+                name=name + (f" — {OPEN_TEXT}" if open_ else ""), text=sub["subject_id"].to_list(),
+                hovertemplate="%{text} day %{x}: %{y:.3s}<extra></extra>",
+                marker={"symbol": _symbol(sym, open_), "size": 4 if many else 7,
+                            "color": [response_color(r) for r in sub["response"].to_list()]}))
+    fig.update_yaxes(type="log", title=f"CAR transgene ({data.unit})")
+    fig.update_xaxes(title=X_DAYS)
+    return _layout(fig, 460)
+
+
+def exposure_figure(data: cd.ExposureData) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Cmax", "AUC day 0-28"))
+    pts = data.points
+    cats = response_categories(pts["response"].to_list())
+    label = {True: "CRS grade >= 3 (ASTCT)", False: "CRS grade 0-2", None: "CRS not evaluable"}
+    color = {True: "#d95f0e", False: "#3182bd", None: "#bdbdbd"}
+    rng = np.random.default_rng(0)
+    for j, col in enumerate(("car_cmax", "car_auc_0_28")):
+        for flag in (True, False, None):
+            sub = pts.filter((pl.col("crs_ge3").is_null() if flag is None else pl.col("crs_ge3") == flag)
+                             & (pl.col(col) > 0))
+            if sub.height == 0:
+                continue
+            x = [cats.index(r) + rng.uniform(-0.18, 0.18) for r in sub["response"].to_list()]
+            fig.add_trace(go.Scattergl(x=x, y=sub[col].to_list(), mode="markers", name=label[flag], legendgroup=str(flag),
+                                       showlegend=j == 0, text=sub["subject_id"].to_list(),
+                                       hovertemplate="%{text}: %{y:.3s}<extra></extra>",
+                                       marker={"color": color[flag], "size": 6}), row=1, col=j + 1)
+        fig.update_yaxes(type="log", row=1, col=j + 1)
+        fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, row=1, col=j + 1)
+    fig.update_yaxes(title="copies/µg gDNA", row=1, col=1)
+    fig.update_yaxes(title="copies x day/µg", row=1, col=2)
+    return _layout(fig, 420)
+
+
+def cytokine_figure(data: cd.CytokineMatrix) -> go.Figure:
+    subjects = list(data.subjects)
+    d0, d1 = data.days
+    row = {s: i for i, s in enumerate(subjects)}
+    cells = data.cells.filter(pl.col("value") > 0)
+    m = np.full((len(subjects), d1 - d0 + 1), np.nan)
+    m[[row[s] for s in cells["subject_id"]], cells["day"].to_numpy() - d0] = np.log10(cells["value"].to_numpy())
+    fig = go.Figure(go.Heatmap(z=m, x=list(range(d0, d1 + 1)), y=subjects, colorscale="Magma", reversescale=True,
+                               colorbar={"title": f"log10 {data.param}<br>({data.unit})"},
+                               hovertemplate="%{y} day %{x}: log10 = %{z:.2f}<extra></extra>"))
+    kinds = cells["kind"].unique().to_list()
+    if "reconstructed" in kinds and len(kinds) > 1:
+        nm = cells.filter(pl.col("kind") == "reconstructed")
+        fig.add_trace(go.Scattergl(x=nm["day"].to_list(), y=nm["subject_id"].to_list(), mode="markers",
+                                   name="value not measured", marker={"size": 3, "color": "#1f78b4"}))
+    fig.update_yaxes(autorange="reversed", showticklabels=len(subjects) <= 60)
+    fig.update_xaxes(title=X_DAYS + " (blank = no sample)")
+    return _layout(fig, int(min(max(160 + 14 * len(subjects), 300), 1000)), plot_bgcolor="#eeeeee")
+
+
+def _at_risk_annotations(fig: go.Figure, rows, days) -> None:
+    for i, (name, counts) in enumerate(rows):
+        y = -0.22 - 0.07 * i
+        fig.add_annotation(x=0, xref="paper", y=y, yref="paper", text=name, showarrow=False, xanchor="right",
+                           xshift=-8, font={"size": 11, "color": KM_COLORS.get(name, "#333")})
+        for d, k in zip(days, counts):
+            fig.add_annotation(x=d, xref="x", y=y, yref="paper", text=str(k), showarrow=False, font={"size": 11})
+    fig.add_annotation(x=0, xref="paper", y=-0.15, yref="paper", text="<b>Number at risk</b>", showarrow=False,
+                       xanchor="left", font={"size": 11})
+
+
+def survival_figure(data) -> go.Figure:
+    from cartlab.report.cohort_stats import ENDPOINT_NAMES
+
+    fig = go.Figure()
+    names = data.steps["PARAMCD"].unique(maintain_order=True).to_list()
+    for p in names:
+        s = data.steps.filter(pl.col("PARAMCD") == p)
+        t, y, lo, hi = curve_points(s, "survival", 1.0)
+        col = KM_COLORS.get(p, "#333")
+        fig.add_trace(go.Scatter(x=list(t) + list(t[::-1]), y=list(hi) + list(lo[::-1]), fill="toself", mode="none",
+                                 fillcolor=col, opacity=0.15, line={"shape": "hv"}, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2},
+                                 name=f"{ENDPOINT_NAMES.get(p, p)} ({p})"))
+        cen = s.filter(pl.col("n_censored") > 0)
+        fig.add_trace(go.Scatter(x=cen["time"].to_list(), y=cen["survival"].to_list(), mode="markers",
+                                 marker={"symbol": "line-ns-open", "size": 9, "color": col}, name="censored",
+                                 legendgroup="censored", showlegend=p == names[0]))
+    days = sorted(set(data.at_risk["time"].to_list()))
+    rows = [(p, data.at_risk.filter(pl.col("PARAMCD") == p).sort("time")["n_at_risk"].to_list()) for p in names]
+    _at_risk_annotations(fig, rows, days)
+    fig.update_xaxes(title="Days since CAR-T infusion (RFS: since remission)", tickvals=days)
+    fig.update_yaxes(title="Probability (band = 95% CI, log-log)", range=[-0.02, 1.04])
+    return _layout(fig, 430 + 25 * len(names), margin={"l": 70, "r": 20, "t": 30, "b": 110 + 25 * len(names)})
+
+
+def incidence_figure(data) -> go.Figure:
+    fig = go.Figure()
+    for ev in data.curves["event"].unique(maintain_order=True).to_list():
+        t, y, lo, hi = curve_points(data.curves.filter(pl.col("event") == ev), "cif", 0.0)
+        col = KM_COLORS.get(ev, "#333")
+        fig.add_trace(go.Scatter(x=list(t) + list(t[::-1]), y=list(hi) + list(lo[::-1]), fill="toself", mode="none",
+                                 fillcolor=col, opacity=0.15, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2}, name=ev))
+    days = sorted(set(data.at_risk["time"].to_list()))
+    _at_risk_annotations(fig, [("CIR", data.at_risk.sort("time")["n_at_risk"].to_list())], days)
+    fig.update_xaxes(title="Days since remission (CR/CRh/CRi)", tickvals=days)
+    fig.update_yaxes(title="Cumulative incidence (band = 95% CI)", range=[-0.02, 1.02])
+    return _layout(fig, 430, margin={"l": 70, "r": 20, "t": 30, "b": 140})
+
+
+def rates_figure(rates: pl.DataFrame) -> go.Figure:
+    r = rates.filter(pl.col("n") > 0)
+    labels = [f"{e} — {c} ({k}/{n})" for e, c, k, n in r.select("endpoint", "criteria", "n_responders", "n").iter_rows()]
+    rate = (r["rate"] * 100).to_list()
+    fig = go.Figure(go.Scatter(
+        x=rate, y=labels, mode="markers", marker={"color": "#1b7837", "size": 9}, name="rate",
+        error_x={"type": "data", "symmetric": False, "array": [h * 100 - v for h, v in zip(r["ci_high"].to_list(), rate)],
+                     "arrayminus": [v - lo * 100 for lo, v in zip(r["ci_low"].to_list(), rate)], "color": "#555555"}))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="% (exact 95% CI, Clopper-Pearson)", range=[0, 100])
+    return _layout(fig, 120 + 40 * max(len(labels), 1))
+
+
+def cohort_figures_plotly(analysis, subject_ids=None) -> list[CohortView]:
+    """Every cohort view of ``analysis`` as plotly figures and tables (``subject_ids``: a subset,
+    e.g. the dashboard's filtered subjects)."""
+    import sys
+
+    from cartlab.report.cohort_views import view_specs
+
+    return view_specs(analysis, subject_ids, sys.modules[__name__])

@@ -1,0 +1,132 @@
+"""Every cohort view as a :class:`~cartlab.report.cohort_base.CohortView`: the data functions
+(:mod:`cartlab.report.cohort_data`) drawn by a renderer module (:mod:`cartlab.report.cohort_mpl` for
+the static report, :mod:`cartlab.report.cohort_plotly` for the dashboard), with one title and caption
+per view. A view that cannot be drawn carries ``unavailable`` = the reason (the missing table and
+why); the others still render.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cartlab.report import cohort_data as cd
+from cartlab.report.cohort_base import CohortView, ViewUnavailable, provenance_note, selected_ids
+from cartlab.report.cohort_style import CROSS_SCALE_CITATION
+
+__all__ = ["VIEW_KEYS", "view_specs"]
+
+def _caption(text: str, notes=(), prov: str = "") -> str:
+    return " ".join([text, *[n.rstrip(".") + "." for n in notes if n], prov]).strip()
+
+
+def _view(key: str, title: str, build) -> CohortView:
+    try:
+        caption, figure, table = build()
+    except ViewUnavailable as exc:
+        return CohortView(key, title, "", None, None, exc.reason)
+    return CohortView(key, title, caption, figure, table)
+
+
+def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
+    """Every cohort view, built from the data functions and drawn by ``renderer`` (an object with
+    the figure functions of this module or of :mod:`cartlab.report.cohort_plotly`)."""
+    try:
+        ids = selected_ids(analysis, subject_ids, "cohort")
+        prov = provenance_note(analysis, ids)
+    except ViewUnavailable:
+        prov = ""
+    R = renderer
+    sel = subject_ids
+
+    def swimmer():
+        d = cd.swimmer_data(analysis, sel)
+        return (_caption("Each bar runs from the CAR-T infusion (day 0) to death or the last day the subject was "
+                         "known alive (ADTTE OS, ELN 2022 Table 9); sorted by follow-up.", d.notes, prov),
+                R.swimmer_figure(d), None)
+
+    def grades():
+        d = cd.grade_distribution(analysis, sel)
+        hi = d.counts.filter(pl.col("grade").is_not_null())["n_could_be_higher"].sum()
+        extra = [f"{hi} subject(s) could have a higher grade had a missing input been recorded"] if hi else []
+        return (_caption("Subjects by worst ASTCT 2019 grade (Lee DW et al., BBMT 2019;25:625); not evaluable = "
+                         "no data to grade, counted apart.", [*d.notes, *extra], prov),
+                R.grade_figure(d.counts, "term"), d.counts.drop("scale"))
+
+    def cross():
+        d = cd.cross_scale_table(analysis, sel)
+        return (_caption(f"CRS grade of the same subjects on five scales; the table compares each pair "
+                         f"({CROSS_SCALE_CITATION}).", d.notes, prov),
+                R.grade_figure(d.grades, "scale"), d.pairwise)
+
+    def icaht():
+        d = cd.icaht_distribution(analysis, sel)
+        return (_caption("Subjects by early and late ICAHT grade (Rejeski K et al., Blood 2023;142:865) and "
+                         "T-ICAHT grade (Rejeski K et al., Blood 2025); not evaluable counted apart.", d.notes, prov),
+                R.grade_figure(d.counts, "term"), d.counts)
+
+    def recovery():
+        d = cd.count_recovery_data(analysis, sel)
+        return (_caption("Crude cumulative share recovered among subjects whose counts fell below the threshold "
+                         "(not a competing-risk estimate).", d.notes, prov), R.recovery_figure(d), None)
+
+    def expansion():
+        d = cd.expansion_data(analysis, sel)
+        extra = [f"{d.n_without} of {d.n_subjects} selected subject(s) without CAR-T copies"] if d.n_without else []
+        return (_caption("CAR transgene copies in peripheral blood (qPCR), one line per subject.",
+                         [*d.notes, *extra], prov), R.expansion_figure(d), None)
+
+    def exposure():
+        d = cd.exposure_outcome_data(analysis, sel)
+        table = d.stats.select([c for c in ("exposure", "outcome", "n", "n_event", "median_event", "median_no_event",
+                                            "mann_whitney_p", "or_per_10fold", "or_ci_low", "or_ci_high", "logit_note")
+                                if c in d.stats.columns]) if d.stats.width else None
+        return (_caption("Cmax and AUC(0-28) (PKNCA conventions) by best response; table: Mann-Whitney test and "
+                         "logistic regression per 10-fold exposure.", d.notes, prov), R.exposure_figure(d), table)
+
+    def cytokine():
+        d = cd.cytokine_matrix(analysis, sel)
+        return (_caption(f"Daily maximum {d.param} per subject (rows, highest peak first).", d.notes, prov),
+                R.cytokine_figure(d), None)
+
+    def survival():
+        d = cd.survival_data(analysis, sel)
+        return (_caption("Kaplan-Meier estimates (ELN 2022 Table 9 endpoints) with 95% log(-log) CIs; number at "
+                         "risk = subjects with time >= the day.", d.notes, prov), R.survival_figure(d), d.at_risk)
+
+    def incidence():
+        d = cd.relapse_incidence_data(analysis, sel)
+        return (_caption("Cumulative incidence of relapse with death without relapse as competing event "
+                         "(Aalen-Johansen), from the first remission.", d.notes, prov), R.incidence_figure(d), None)
+
+    def toxicity():
+        t = cd.toxicity_summary(analysis, sel)
+        return (_caption("Subjects by worst grade per term and scale; N = subjects evaluable for the term, "
+                         "not evaluable counted separately (missing is not grade 0); CTCAE lab terms from day 0 on.",
+                         (), prov), None, t)
+
+    def rates():
+        d = cd.response_rate_table(analysis, sel)
+        return (_caption("Best-response rates with exact two-sided 95% CIs (Clopper CJ, Pearson ES. Biometrika "
+                         "1934;26:404); NE and not assessed count as non-response.", d.notes, prov),
+                R.rates_figure(d.table), d.table)
+
+    def deviations():
+        d = cd.deviation_summary(analysis, sel)
+        return (f"Protocol {d.protocol}: {d.n_with} of {d.n_selected} subject(s) with at least one deviation.",
+                None, d.summary)
+
+    specs = [("swimmer", "Swimmer plot", swimmer), ("crs_icans_grades", "CRS and ICANS grades", grades),
+             ("crs_cross_scale", "CRS across grading scales", cross), ("icaht", "ICAHT and T-ICAHT grades", icaht),
+             ("count_recovery", "Count recovery", recovery), ("expansion", "CAR-T expansion", expansion),
+             ("exposure", "Exposure and outcome", exposure), ("cytokines", "Cytokine heat map (IL-6)", cytokine),
+             ("survival", "Survival (Kaplan-Meier)", survival),
+             ("relapse_incidence", "Cumulative incidence of relapse", incidence),
+             ("toxicity", "Toxicity summary", toxicity), ("response_rates", "Response rates", rates),
+             ("deviations", "Protocol deviations", deviations)]
+    return [_view(k, t, b) for k, t, b in specs]
+
+
+
+#: the views in display order
+VIEW_KEYS = ("swimmer", "crs_icans_grades", "crs_cross_scale", "icaht", "count_recovery", "expansion", "exposure",
+             "cytokines", "survival", "relapse_incidence", "toxicity", "response_rates", "deviations")
