@@ -373,6 +373,18 @@ def _at_risk_rows(fig, ax, rows: list[tuple[str, list[int]]], days: list[float],
     tab.text(0.0, 1.15, "Number at risk", transform=tab.transAxes, fontsize=FONT - 1, fontweight="bold")
 
 
+def _curve_axes(ax, at_risk: pl.DataFrame, tmax: float, ylabel: str, xlabel: str) -> list[float]:
+    """Probability y axis, x ticks at the at-risk days; returns those days."""
+    ax.set_ylim(-0.02, 1.04)
+    ax.set_ylabel(ylabel, fontsize=FONT)
+    ax.set_xlabel(xlabel, fontsize=FONT)
+    ax.tick_params(labelsize=FONT - 1)
+    days = sorted(set(at_risk["time"].to_list()))
+    ax.set_xticks(days)
+    ax.set_xlim(-0.02 * max(days[-1], 1), max(days[-1], tmax) * 1.03 + 0.5)
+    return days
+
+
 def survival_figure(data) -> Figure:
     """Kaplan-Meier curves with 95% CI bands and censoring ticks; numbers at risk under the axis."""
     names = data.steps["PARAMCD"].unique(maintain_order=True).to_list()
@@ -387,13 +399,8 @@ def survival_figure(data) -> Figure:
         ax.fill_between(t, lo, hi, step="post", color=col, alpha=0.15, lw=0)
         cen = s.filter(pl.col("n_censored") > 0)
         ax.plot(cen["time"].to_numpy(), cen["survival"].to_numpy(), ls="", marker="|", ms=7, color=col)
-    ax.set_ylim(-0.02, 1.04)
-    ax.set_ylabel("Probability", fontsize=FONT)
-    ax.set_xlabel("Days since CAR-T infusion (RFS: since remission)", fontsize=FONT)
-    ax.tick_params(labelsize=FONT - 1)
-    days = sorted(set(data.at_risk["time"].to_list()))
-    ax.set_xticks(days)
-    ax.set_xlim(-0.02 * max(days[-1], 1), max(days[-1], float(data.steps["time"].max())) * 1.03 + 0.5)
+    days = _curve_axes(ax, data.at_risk, float(data.steps["time"].max()), "Probability",
+                       "Days since CAR-T infusion (RFS: since remission)")
     rows = [(p, data.at_risk.filter(pl.col("PARAMCD") == p).sort("time")["n_at_risk"].to_list()) for p in names]
     _at_risk_rows(fig, ax, rows, days, [KM_COLORS.get(p, "#333333") for p in names])
     from cartlab.report.cohort_stats import ENDPOINT_NAMES
@@ -417,13 +424,8 @@ def incidence_figure(data) -> Figure:
         t, y, lo, hi = curve_points(data.curves.filter(pl.col("event") == ev), "cif", 0.0)
         ax.step(t, y, where="post", color=col, lw=1.6)
         ax.fill_between(t, lo, hi, step="post", color=col, alpha=0.15, lw=0)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("Cumulative incidence", fontsize=FONT)
-    ax.set_xlabel("Days since remission (CR/CRh/CRi)", fontsize=FONT)
-    ax.tick_params(labelsize=FONT - 1)
-    days = sorted(set(data.at_risk["time"].to_list()))
-    ax.set_xticks(days)
-    ax.set_xlim(-0.5, max(days[-1], float(data.curves["time"].max())) * 1.03 + 0.5)
+    days = _curve_axes(ax, data.at_risk, float(data.curves["time"].max()), "Cumulative incidence",
+                       "Days since remission (CR/CRh/CRi)")
     _at_risk_rows(fig, ax, [("CIR", data.at_risk.sort("time")["n_at_risk"].to_list())], days, ["#333333"])
     handles = [Line2D([], [], color=KM_COLORS.get(e, "#333"), lw=1.6, label=e) for e in events]
     handles.append(Patch(color="#888888", alpha=0.3, label="95% CI"))
