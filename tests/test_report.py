@@ -195,7 +195,12 @@ def test_subject_report_self_contained_banner_provenance(tmp_path):
     assert not EXTERNAL.search(html)
     assert "http://" not in html and "https://" not in html
     assert "<script" not in html.lower()
-    assert "data:image/png;base64," in html
+    # the course figure is a file of the report folder, as PNG (linked) and SVG
+    src = re.search(r'<img alt="Clinical course[^"]*" src="([^"]+)"', html).group(1)
+    assert src.startswith("figures/") and ".." not in src
+    assert (tmp_path / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / src).with_suffix(".svg").read_text(encoding="utf-8")
+    assert "<svg" in svg and "CAR-T expansion" in svg  # text kept as text (svg.fonttype none)
     # banner with counts
     assert "This case contains reconstructed values" in html
     assert re.search(r"source = paper</code>\): \d+ rows", html)
@@ -246,7 +251,9 @@ def test_study_report_index_links_each_subject(tmp_path):
     assert idx == out / "index.html"
     html = idx.read_text(encoding="utf-8")
     assert not EXTERNAL.search(html)
-    assert "<script" not in html.lower()
+    # one inline script (the table sort), none loaded from anywhere; no data inside it
+    assert re.findall(r"<script[^>]*>", html.lower()) == ["<script>"]
+    assert "<script>alert(1)" not in html
     assert "This study contains reconstructed values" in html
     for sid in (SID, EVIL):
         name = subject_filename(sid)
@@ -284,7 +291,7 @@ def test_a_lymphoma_subject_says_why_it_has_no_response(tmp_path):
     to the empty cell, on the subject page and on the study page."""
     from cartlab.analyze import Analysis
     from cartlab.datasets import seed_case
-    from cartlab.report.html import write_study_report
+    from cartlab.report.study import write_study_report
 
     s = seed_case()
     s.subjects = s.subjects.with_columns(pl.lit("DLBCL").alias("disease"))

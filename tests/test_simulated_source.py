@@ -40,7 +40,8 @@ def test_report_banner_counts_simulated_rows_as_not_measured(tmp_path):
 def test_report_extra_figure_section_is_rendered_with_its_table(tmp_path):
     import base64
 
-    from cartlab.report.html import ReportFigure, write_study_report
+    from cartlab.report.html import ReportFigure
+    from cartlab.report.study import write_study_report
 
     s = seed_case()
     sid = s.subject_ids[0]

@@ -106,10 +106,16 @@ def report_cmd(
     partial_dates: PartialDatesOpt = "skip",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="Processes drawing the figures (default: the usable cores).")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="Also write the study page as study.pdf.")] = True,
 ) -> None:
-    """Write an HTML report (course figure in the style of the paper's Figure 1) per subject.
+    """Write the study report: a study page with the cohort views (swimmer plot, grade distributions,
+    Kaplan–Meier, expansion curves, toxicity and response tables) and a page per subject with its
+    course figure (the style of the paper's Figure 1); every figure also as PNG and SVG in figures/,
+    the study page also as study.pdf.
 
-    [bold]Example[/]: cartlab report studies/NCT04762485 --subject CD7-AML-001 --out report/
+    [bold]Example[/]: cartlab report studies/NCT04762485 --out report/   (one subject: --subject ID)
     """
     from cartlab.analyze import Analysis
     from cartlab.report import write_study_report, write_subject_report
@@ -127,7 +133,8 @@ def report_cmd(
             path = write_subject_report(data, subject, out, summary=summary, protocol=proto, analysis=analysis)
         else:
             path = write_study_report(data, out, summary=summary, protocol=proto, analysis=analysis,
-                                      progress=lambda k, n: step("subject pages", completed=k, total=n))
+                                      progress=lambda k, n: step("subject pages", completed=k, total=n),
+                                      workers=workers, pdf=pdf)
     _print_skipped(analysis)
     console.print(f"[green]report:[/] {path}")
 

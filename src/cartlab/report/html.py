@@ -14,11 +14,10 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import hashlib
-import io
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,11 @@ from cartlab.report.figures import (
     is_car_t_agent,
     provenance_kind,
 )
+from cartlab.report.files import FigureFiles, figure_png, save_figure
 
 __all__ = [
     "write_subject_report",
-    "write_study_report",
     "render_subject_html",
-    "render_study_html",
     "subject_filename",
     "provenance_counts",
     "ReportFigure",
@@ -204,11 +202,30 @@ def provenance_counts(study: Study) -> dict[str, Any]:
     }
 
 
-def _figure_png_b64(study: Study, subject_id: str, day_range) -> tuple[str, dict]:
-    fig = course_figure(study, subject_id, day_range=day_range)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return base64.b64encode(buf.getvalue()).decode("ascii"), getattr(fig, "cartlab_info", {})
+@dataclass(frozen=True)
+class CourseFigure:
+    """A subject's drawn course figure: ``src`` for the page's ``<img>`` (a file relative to the page, or
+    a ``data:`` URI), the figure's ``cartlab_info``, and its PNG/SVG files when written."""
+
+    src: str
+    info: dict
+    files: FigureFiles | None = None
+
+
+def subject_grades(analysis, subject_id: str) -> dict[str, pl.DataFrame | None]:
+    """The ASTCT daily grades of one subject from the analysis, for the course figure's grade band."""
+    return {"CRS": _of(analysis, "crs_daily", subject_id), "ICANS": _of(analysis, "icans_daily", subject_id)}
+
+
+def draw_course(study: Study, subject_id: str, *, day_range=None, grades=None, report_dir=None) -> CourseFigure:
+    """Draw the course figure; with ``report_dir`` write it as PNG and SVG there (``figures/``) and
+    link the PNG, else embed it as a ``data:`` URI."""
+    fig = course_figure(study, subject_id, day_range=day_range, grades=grades)
+    info = getattr(fig, "cartlab_info", {})
+    if report_dir is None:
+        return CourseFigure("data:image/png;base64," + base64.b64encode(figure_png(fig)).decode("ascii"), info)
+    files = save_figure(fig, report_dir, f"course_{subject_filename(subject_id)[len('subject_'):-len('.html')]}")
+    return CourseFigure(files.png, info, files)
 
 
 def _dose_role(agent: str | None, day: float | None) -> str:
@@ -527,16 +544,19 @@ def render_subject_html(
     protocol=None,
     analysis=None,
     figures: Sequence[ReportFigure] = (),
+    course: CourseFigure | None = None,
 ) -> str:
     """The HTML text of one subject's report (see :func:`write_subject_report`); with a
     ``protocol`` (:class:`cartlab.protocol.Protocol`) it gains the protocol section. The derived
     sections come from ``analysis`` (:class:`cartlab.analyze.Analysis`, with its options), else from
-    an analysis of ``study`` with the default options."""
+    an analysis of ``study`` with the default options. ``course`` is the drawn course figure
+    (:func:`draw_course`); without it the figure is drawn and embedded in the page."""
     analysis = _analysis(study, protocol, analysis)
     sub = study.subject(subject_id)
     if all(df.is_empty() for df in sub.tables().values()):
         raise KeyError(f"subject {subject_id!r} not in study {study.study_id!r}")
-    png, info = _figure_png_b64(study, subject_id, day_range)
+    if course is None:
+        course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id))
     facts, facts_prov = _subject_facts(sub, subject_id)
     ctx = {
         "title": title or f"{study.study_id} — subject {subject_id}",
@@ -556,8 +576,9 @@ def render_subject_html(
         "response": _response_block(analysis, subject_id),
         "protocol": _protocol_block(analysis, subject_id, protocol),
         "sources": _sources_table(study, sub),
-        "figure_png": png,
-        "figure_info": info,
+        "figure_src": course.src,
+        "figure_files": course.files,
+        "figure_info": course.info,
         "extra_figures": [f.context() for f in figures],
         "recon_caption": RECONSTRUCTED_CAPTION,
         "engine_note": ENGINE_NOTE,
@@ -581,8 +602,10 @@ def write_subject_report(
     protocol=None,
     analysis=None,
     figures: Sequence[ReportFigure] = (),
+    course: CourseFigure | None = None,
 ) -> Path:
-    """Write ``out_dir/subject_<id>.html`` (self-contained) and return its path.
+    """Write ``out_dir/subject_<id>.html`` with its course figure as ``figures/course_<id>.png`` and
+    ``.svg`` (``course``: an already drawn figure) and return the page's path.
 
     ``summary`` is a ``subject_summary``-like frame (one row per subject); its columns for this
     subject are shown, missing values as "—". ``figures`` are extra sections (:class:`ReportFigure`).
@@ -590,79 +613,13 @@ def write_subject_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    analysis = _analysis(study, protocol, analysis)
+    if course is None:
+        course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id),
+                             report_dir=out)
     html = render_subject_html(study, subject_id, summary=summary, title=title, day_range=day_range,
-                               index_href=index_href, protocol=protocol, analysis=analysis, figures=figures)
+                               index_href=index_href, protocol=protocol, analysis=analysis, figures=figures,
+                               course=course)
     path = out / subject_filename(subject_id)
     path.write_text(html, encoding="utf-8")
-    return path
-
-
-def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFrame | None = None,
-                      title: str | None = None, notes: Mapping[str, str] | None = None) -> str:
-    """The HTML text of a study index page; ``links`` maps subject_id → relative file name; ``notes``
-    (:func:`response_notes`) say why a subject's best response is empty."""
-    notes = notes or {}
-    show_cols = []
-    if summary is not None and "subject_id" in summary.columns:
-        show_cols = [c for c in summary.columns if c != "subject_id"]
-    rows = []
-    ids = list(dict.fromkeys(study.subject_ids + list(links)))
-    for sid in ids:
-        sub = study.subject(sid)
-        c = provenance_counts(sub)
-        r = sub.subjects.row(0, named=True) if sub.subjects.height else {}
-        srow = None
-        if show_cols:
-            m = summary.filter(pl.col("subject_id").cast(pl.String) == sid)
-            srow = m.row(0, named=True) if m.height else None
-        rows.append(
-            {
-                "subject_id": sid,
-                "href": links.get(sid),
-                "cells": [_cell(r.get(k)) for k in ("sex", "age_years", "disease", "target")],
-                "summary": [_with_note(_cell(srow[k]), notes.get(sid) if k == "best_response" else None)
-                            if srow else EMPTY for k in show_cols],
-                "counts": c,
-            }
-        )
-    ctx = {
-        "title": title or f"{study.study_id} — study report",
-        "study_id": study.study_id,
-        "counts": provenance_counts(study),
-        "rows": rows,
-        "summary_cols": show_cols,
-        "summary_given": summary is not None,
-        "sources": _sources_table(study, None),
-        "engine_note": ENGINE_NOTE,
-        "empty": EMPTY,
-        "version": _version(),
-        "generated": _dt.date.today().isoformat(),
-    }
-    return _env().get_template("index.html.j2").render(**ctx)
-
-
-def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = None, *,
-                       title: str | None = None, protocol=None, analysis=None,
-                       figures: Mapping[str, Sequence[ReportFigure]] | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write one report per subject plus ``out_dir/index.html`` linking them; return the index.
-
-    Every derived value comes from one :class:`cartlab.analyze.Analysis` (``analysis``, else one of
-    ``study`` with the default options), computed once for the whole study. ``figures`` maps a
-    subject id to extra sections of its page (:class:`ReportFigure`). ``progress(done, total)`` is
-    called after each subject page."""
-    analysis = _analysis(study, protocol, analysis)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    links: dict[str, str] = {}
-    ids = [sid for sid in dict.fromkeys(study.subject_ids) if sid is not None]
-    for k, sid in enumerate(ids, 1):
-        p = write_subject_report(study, sid, out, summary=summary, index_href="index.html", protocol=protocol,
-                                 analysis=analysis, figures=(figures or {}).get(sid, ()))
-        links[sid] = p.name
-        if progress is not None:
-            progress(k, len(ids))
-    path = out / "index.html"
-    path.write_text(render_study_html(study, links, summary=summary, title=title, notes=response_notes(analysis)),
-                    encoding="utf-8")
     return path

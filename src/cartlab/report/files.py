@@ -1,0 +1,77 @@
+"""Figure and page files of a report: every figure as PNG and SVG, the study page as PDF.
+
+PNG files are written as 8-bit palette images (a figure of lines and markers loses nothing visible;
+the file is about a quarter of Agg's RGBA output). SVG keeps text as text (``svg.fonttype =
+"none"``): smaller, searchable, and several times faster to write than glyph outlines.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+__all__ = ["FigureFiles", "save_figure", "figure_png", "write_pdf", "FIGURE_DIR", "safe_stem"]
+
+#: Folder (inside the report folder) that holds the figure files.
+FIGURE_DIR = "figures"
+PNG_DPI = 110
+
+
+@dataclass(frozen=True)
+class FigureFiles:
+    """Where a figure was written, relative to the report folder."""
+
+    png: str
+    svg: str
+
+
+def safe_stem(text: str) -> str:
+    """A file-name stem made of ``[A-Za-z0-9._-]`` only (never a path: no separator, no ``..``)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
+    return stem or "figure"
+
+
+def figure_png(fig: Figure, dpi: int = PNG_DPI) -> bytes:
+    """The figure as a palette PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    out = io.BytesIO()
+    img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, format="PNG")
+    return out.getvalue()
+
+
+def save_figure(fig: Figure, report_dir: str | Path, stem: str) -> FigureFiles:
+    """Write ``figures/<stem>.png`` and ``figures/<stem>.svg`` under ``report_dir``."""
+    stem = safe_stem(stem)
+    folder = Path(report_dir) / FIGURE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.png").write_bytes(figure_png(fig))
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cartlab"}):
+        fig.savefig(folder / f"{stem}.svg", format="svg")
+    return FigureFiles(png=f"{FIGURE_DIR}/{stem}.png", svg=f"{FIGURE_DIR}/{stem}.svg")
+
+
+def write_pdf(html: str, base_dir: str | Path, path: str | Path) -> str | None:
+    """Render ``html`` (its relative links resolved in ``base_dir``) to ``path`` with WeasyPrint.
+
+    Returns ``None`` on success, else why no PDF was written (WeasyPrint or its system libraries
+    missing): the HTML report does not depend on it."""
+    try:
+        import weasyprint
+    except (ImportError, OSError) as exc:  # OSError: Pango/HarfBuzz libraries missing
+        return f"no PDF: WeasyPrint is not usable here ({type(exc).__name__}: {exc})"
+    import logging
+
+    # WeasyPrint logs every CSS property it ignores (e.g. print-color-adjust) as a warning
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    weasyprint.HTML(string=html, base_url=str(Path(base_dir).resolve()) + "/").write_pdf(str(path))
+    return None

@@ -1,0 +1,316 @@
+"""The study report: a study page with the cohort views, one page per subject, every figure as PNG
+and SVG (``figures/``), and a PDF of the study page (``study.pdf``, WeasyPrint).
+
+Everything comes from one :class:`cartlab.analyze.Analysis` (no engine runs again per subject). The
+course figures are drawn in parallel worker processes; the parent writes the pages as their figures
+arrive and draws the cohort views meanwhile. The folder is written atomically: on an error nothing
+is left behind, and the folder needs nothing outside itself (no remote scripts or fonts).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cartlab.io.atomic import atomic_folder
+from cartlab.model import Study
+from cartlab.report.files import safe_stem, save_figure, write_pdf
+from cartlab.report.html import (
+    EMPTY,
+    ENGINE_NOTE,
+    CourseFigure,
+    ReportFigure,
+    _analysis,
+    _cell,
+    _env,
+    _sources_table,
+    _version,
+    _with_note,
+    draw_course,
+    provenance_counts,
+    response_notes,
+    write_subject_report,
+)
+
+__all__ = ["write_study_report", "render_study_html", "SUBJECT_TABLE", "default_workers"]
+
+#: Up to this many subjects the figures are drawn in this process (starting workers costs more).
+SERIAL_LIMIT = 8
+PDF_NAME = "study.pdf"
+
+#: The study page's subject table: (header, summary columns it shows, how). Narrow and sortable;
+#: every column of the subject summary is in ``tables/subject_summary.csv`` beside the page.
+SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("CRS (ASTCT)", ("crs_grade_astct", "crs_grade_astct_max", "crs_onset_day", "crs_resolution_day"), "grade_days"),
+    ("ICANS (ASTCT)", ("icans_grade_astct", "icans_grade_astct_max"), "grade"),
+    ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade"), "pair"),
+    ("Best response (day)", ("best_response", "best_response_day"), "response"),
+    ("MRD-negative", ("mrd_negative",), "plain"),
+    ("CAR Cmax (day)", ("car_cmax", "car_tmax"), "value_day"),
+    ("CAR AUC₀₋₂₈", ("car_auc_0_28",), "number"),
+)
+
+
+def default_workers() -> int:
+    """Worker processes for the figures: the usable cores, at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _sortkey(v: Any) -> str:
+    f = _num(v)
+    return "" if f is None else repr(f)
+
+
+def _grade(g: Any, g_max: Any) -> str:
+    if g is None and g_max is None:
+        return EMPTY
+    if g is None:
+        return f"≤{_cell(g_max)}"
+    return _cell(g) if g_max is None or _num(g_max) == _num(g) else f"{_cell(g)}–{_cell(g_max)}"
+
+
+def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict[str, str]]:
+    """The summary cells of one subject: ``text`` shown, ``sort`` (numeric when it sorts as a number)."""
+    cells = []
+    for _, cols, how in SUBJECT_TABLE:
+        v = [row.get(c) if row else None for c in cols]
+        if how == "grade_days":
+            text = _grade(v[0], v[1])
+            if v[2] is not None:
+                text += f" (d{_cell(v[2])}–{_cell(v[3]) if v[3] is not None else '?'})"
+            sort = _sortkey(v[1] if v[1] is not None else v[0])
+        elif how == "grade":
+            text, sort = _grade(v[0], v[1]), _sortkey(v[1] if v[1] is not None else v[0])
+        elif how == "pair":
+            text = f"{_cell(v[0])} / {_cell(v[1])}" if v[0] is not None or v[1] is not None else EMPTY
+            sort = _sortkey(v[0])
+        elif how == "response":
+            text = _with_note(_cell(v[0]), note) if v[0] is None else f"{_cell(v[0])} (d{_cell(v[1])})"
+            sort = "" if v[0] is None else str(v[0])
+        elif how == "value_day":
+            text = EMPTY if v[0] is None else f"{_cell(v[0])}" + (f" (d{_cell(v[1])})" if v[1] is not None else "")
+            sort = _sortkey(v[0])
+        elif how == "number":
+            text, sort = _cell(v[0]), _sortkey(v[0])
+        else:
+            text, sort = _cell(v[0]), "" if v[0] is None else str(v[0])
+        cells.append({"text": text, "sort": sort, "num": how not in ("response", "plain")})
+    return cells
+
+
+def _subject_rows(study: Study, links: Mapping[str, str], summary: pl.DataFrame | None,
+                  notes: Mapping[str, str]) -> list[dict[str, Any]]:
+    ids = list(dict.fromkeys(study.subject_ids + list(links)))
+    by_id = {}
+    if summary is not None and "subject_id" in summary.columns:
+        by_id = {str(r["subject_id"]): r for r in summary.iter_rows(named=True)}
+    facts = {str(r["subject_id"]): r for r in study.subjects.iter_rows(named=True)}
+    counts = _provenance_by_subject(study)
+    rows = []
+    for sid in ids:
+        f = facts.get(sid, {})
+        c = counts.get(sid, {"paper": 0, "not_measured": 0, "observed": 0})
+        rows.append({
+            "subject_id": sid,
+            "href": links.get(sid),
+            "facts": [{"text": _cell(f.get("disease")) + (f" / {f['target']}" if f.get("target") else ""),
+                       "sort": str(f.get("disease") or ""), "num": False},
+                      {"text": _cell(f.get("age_years")), "sort": _sortkey(f.get("age_years")), "num": True},
+                      {"text": _cell(f.get("sex")), "sort": str(f.get("sex") or ""), "num": False}],
+            "cells": _subject_cells(by_id.get(sid), notes.get(sid)) if by_id else [],
+            "counts": c,
+        })
+    return rows
+
+
+def _provenance_by_subject(study: Study) -> dict[str, dict[str, int]]:
+    """Rows per subject that are paper-stated / not measured / other (one pass over each table)."""
+    from cartlab.model import NOT_MEASURED_SOURCES
+
+    parts = []
+    for df in study.tables().values():
+        if df.height and "subject_id" in df.columns:
+            parts.append(df.select(pl.col("subject_id").cast(pl.String),
+                                   pl.col("source").cast(pl.String).fill_null("").str.strip_chars()
+                                   .str.to_lowercase().alias("src")))
+    if not parts:
+        return {}
+    kind = (pl.when(pl.col("src") == "paper").then(pl.lit("paper"))
+            .when(pl.col("src").is_in(list(NOT_MEASURED_SOURCES))).then(pl.lit("not_measured"))
+            .otherwise(pl.lit("observed")))
+    counts = pl.concat(parts).with_columns(kind.alias("kind")).group_by("subject_id", "kind").len()
+    out: dict[str, dict[str, int]] = {}
+    for sid, k, n in counts.iter_rows():
+        out.setdefault(sid, {"paper": 0, "not_measured": 0, "observed": 0})[k] = n
+    return out
+
+
+def _frame_table(df: pl.DataFrame, max_rows: int = 200) -> dict[str, Any]:
+    """A small frame as a page table (every column; numbers right-aligned)."""
+    num = [df.schema[c].is_numeric() for c in df.columns]
+    rows = [{"prov": "", "cells": [_cell(v) for v in r]} for r in df.head(max_rows).iter_rows()]
+    return {"headers": list(df.columns), "rows": rows, "num": num, "truncated": max(df.height - max_rows, 0)}
+
+
+def _cohort_views(analysis, report_dir: Path) -> list[dict[str, Any]]:
+    """The cohort views (:func:`cartlab.report.cohort_mpl.cohort_figures`) drawn to files; a view
+    that cannot be drawn says why, and the others still are."""
+    try:
+        from cartlab.report.cohort_mpl import cohort_figures
+    except ImportError as exc:  # pragma: no cover - the module ships with the package
+        return [{"key": "views", "title": "Cohort views", "unavailable": f"not available: {exc}"}]
+    out = []
+    for view in cohort_figures(analysis):
+        item: dict[str, Any] = {"key": safe_stem(view.key), "title": view.title, "caption": view.caption,
+                                "unavailable": view.unavailable, "files": None, "table": None}
+        if view.figure is not None:
+            try:
+                item["files"] = save_figure(view.figure, report_dir, f"cohort_{view.key}")
+            except Exception as exc:  # one view failing never sinks the report
+                item["unavailable"] = f"the figure could not be drawn ({type(exc).__name__}: {exc})"
+        if view.table is not None:
+            item["table"] = _frame_table(view.table)
+        out.append(item)
+    return out
+
+
+def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFrame | None = None,
+                      title: str | None = None, notes: Mapping[str, str] | None = None,
+                      views: Sequence[Mapping[str, Any]] = (), pdf: str | None = None,
+                      pdf_note: str | None = None, for_print: bool = False) -> str:
+    """The HTML text of a study page; ``links`` maps subject_id → relative file name; ``notes``
+    (:func:`response_notes`) say why a subject's best response is empty; ``views`` are the drawn
+    cohort views; ``for_print`` leaves out the sorting script (the PDF)."""
+    rows = _subject_rows(study, links, summary, notes or {})
+    ctx = {
+        "title": title or f"{study.study_id} — study report",
+        "study_id": study.study_id,
+        "counts": provenance_counts(study),
+        "rows": rows,
+        "summary_headers": [h for h, _, _ in SUBJECT_TABLE] if rows and rows[0]["cells"] else [],
+        "summary_given": summary is not None,
+        "views": list(views),
+        "pdf": pdf,
+        "pdf_note": pdf_note,
+        "for_print": for_print,
+        "sources": _sources_table(study, None),
+        "engine_note": ENGINE_NOTE,
+        "empty": EMPTY,
+        "version": _version(),
+        "generated": _dt.date.today().isoformat(),
+    }
+    return _env().get_template("index.html.j2").render(**ctx)
+
+
+def _draw_chunk(study: Study, ids: list[str], crs: pl.DataFrame | None, icans: pl.DataFrame | None,
+                report_dir: str, day_range) -> list[tuple[str, CourseFigure]]:
+    """Worker: draw and write the course figures of ``ids`` (a failure becomes a note on the page)."""
+    out = []
+    for sid in ids:
+        grades = {"CRS": None if crs is None else crs.filter(pl.col("subject_id") == sid),
+                  "ICANS": None if icans is None else icans.filter(pl.col("subject_id") == sid)}
+        try:
+            out.append((sid, draw_course(study, sid, day_range=day_range, grades=grades, report_dir=report_dir)))
+        except Exception as exc:  # the page still shows every table, and says why the figure is missing
+            out.append((sid, CourseFigure("", {"error": f"{type(exc).__name__}: {exc}", "panels": []})))
+    return out
+
+
+def _chunks(ids: list[str], workers: int) -> list[list[str]]:
+    size = max(1, min(25, math.ceil(len(ids) / (workers * 4))))
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def _of_ids(analysis, name: str, ids: list[str]) -> pl.DataFrame | None:
+    if not analysis.has(name):
+        return None
+    df = analysis.table(name)
+    return df.filter(pl.col("subject_id").is_in(ids))
+
+
+def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = None, *,
+                       title: str | None = None, protocol=None, analysis=None,
+                       figures: Mapping[str, Sequence[ReportFigure]] | None = None,
+                       progress: Callable[[int, int], None] | None = None,
+                       workers: int | None = None, pdf: bool = True, day_range=None) -> Path:
+    """Write the study report into ``out_dir`` and return the study page (``index.html``).
+
+    ``out_dir`` gets ``index.html`` (cohort views, sortable subject table), ``subject_<id>.html`` per
+    subject, ``figures/`` (every figure as PNG and SVG), ``tables/subject_summary.csv`` and
+    ``study.pdf`` (the study page; ``pdf=False`` skips it). Every derived value comes from one
+    :class:`cartlab.analyze.Analysis` (``analysis``, else one of ``study`` with the default options).
+    ``figures`` maps a subject id to extra sections of its page. ``workers`` processes draw the course
+    figures (default: the usable cores). ``progress(done, total)`` is called after each subject page."""
+    analysis = _analysis(study, protocol, analysis)
+    if summary is None:
+        summary = analysis.subject_summary()
+    workers = default_workers() if workers is None else max(1, int(workers))
+    ids = [sid for sid in dict.fromkeys(study.subject_ids) if sid is not None]
+    out = Path(out_dir)
+    with atomic_folder(out) as tmp:
+        links: dict[str, str] = {}
+
+        def page(sid: str, course: CourseFigure) -> None:
+            p = write_subject_report(study, sid, tmp, summary=summary, index_href="index.html", protocol=protocol,
+                                     analysis=analysis, figures=(figures or {}).get(sid, ()), course=course)
+            links[sid] = p.name
+            if progress is not None:
+                progress(len(links), len(ids))
+
+        chunks = _chunks(ids, workers)
+        if workers == 1 or len(ids) <= SERIAL_LIMIT:
+            views = _cohort_views(analysis, tmp)
+            for chunk in chunks:
+                for sid, course in _draw_chunk(study, chunk, _of_ids(analysis, "crs_daily", chunk),
+                                               _of_ids(analysis, "icans_daily", chunk), str(tmp), day_range):
+                    page(sid, course)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_draw_chunk, study.subset(chunk), chunk,
+                                       _of_ids(analysis, "crs_daily", chunk), _of_ids(analysis, "icans_daily", chunk),
+                                       str(tmp), day_range) for chunk in chunks]
+                views = _cohort_views(analysis, tmp)  # drawn here while the workers draw the courses
+                for fut in as_completed(futures):  # pages as their figures arrive: the progress moves
+                    for sid, course in fut.result():
+                        page(sid, course)
+        tables = tmp / "tables"
+        tables.mkdir(exist_ok=True)
+        summary.write_csv(tables / "subject_summary.csv")
+        notes = response_notes(analysis)
+        pdf_note = None
+        if pdf:
+            html = render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
+                                     for_print=True)
+            try:
+                pdf_note = write_pdf(html, tmp, tmp / PDF_NAME)
+            except Exception as exc:  # the HTML report does not depend on the PDF
+                pdf_note = f"no PDF: {type(exc).__name__}: {exc}"
+        (tmp / "index.html").write_text(
+            render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
+                              pdf=PDF_NAME if pdf and pdf_note is None else None, pdf_note=pdf_note),
+            encoding="utf-8")
+    return out / "index.html"
+
