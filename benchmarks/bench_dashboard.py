@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
             patient_page(view, ids[i % len(ids)])
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()
-        p95 = times[max(0, int(round(0.95 * len(times))) - 1)]
+        p95 = times[max(0, round(0.95 * len(times)) - 1)]
         result["patient_page"] = {
             "subjects": args.patients, "days": "-7..100", "observation_rows": n_obs, "requests": args.requests,
             "analysis_seconds": round(secs, 2), "median_ms": round(statistics.median(times), 1),

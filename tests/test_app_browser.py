@@ -11,21 +11,22 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("playwright")
-from playwright.sync_api import expect  # noqa: E402
-from shiny.playwright import controller  # noqa: E402
+from playwright.sync_api import expect
+from shiny.playwright import controller
 
-from cartlab.app.data import Catalog  # noqa: E402
-from cartlab.app.run import ServerThread  # noqa: E402
-from cartlab.app.server import create_app  # noqa: E402
-from cartlab.datasets import seed_case  # noqa: E402
+from cartlab.app.data import Catalog
+from cartlab.app.run import ServerThread
+from cartlab.app.server import create_app
+from cartlab.datasets import seed_case
 
 pytestmark = pytest.mark.browser
 SEED_SUBJECT = "CD7-AML-001"
-TIMEOUT = 30_000
+TIMEOUT = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_download_grades_csv(page, seed_server):
         page.locator("#dl_grades").click()
     dl = info.value
     assert dl.suggested_filename == "CD7-AML-001_grades.csv"
-    rows = list(csv.DictReader(io.StringIO(open(dl.path(), encoding="utf-8").read())))
+    rows = list(csv.DictReader(io.StringIO(Path(dl.path()).read_text(encoding="utf-8"))))
     crs = [r for r in rows if r["scale"].startswith("CRS")]
     # worst CRS grade of the seed case is 3 (paper); every graded day names its source rows
     assert max(int(r["grade"]) for r in crs if r["grade"]) == 3

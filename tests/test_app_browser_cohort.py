@@ -7,18 +7,19 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("playwright")
-from playwright.sync_api import expect  # noqa: E402
-from shiny.playwright import controller  # noqa: E402
+from playwright.sync_api import expect
+from shiny.playwright import controller
 
-from cartlab.app.data import Catalog  # noqa: E402
-from cartlab.app.run import ServerThread  # noqa: E402
-from cartlab.app.server import create_app  # noqa: E402
-from cartlab.datasets.synthetic import synthetic_cohort  # noqa: E402
-from cartlab.io import read_study  # noqa: E402
+from cartlab.app.data import Catalog
+from cartlab.app.run import ServerThread
+from cartlab.app.server import create_app
+from cartlab.datasets.synthetic import synthetic_cohort
+from cartlab.io import read_study
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 60_000
@@ -67,7 +68,7 @@ def test_cohort_filter_and_download(page, cohort, artifacts_dir):
         page.locator("#dl_cohort").click()
     dl = info.value
     assert dl.suggested_filename == "syn200_subjects.csv"
-    rows = list(csv.DictReader(io.StringIO(open(dl.path(), encoding="utf-8").read())))
+    rows = list(csv.DictReader(io.StringIO(Path(dl.path()).read_text(encoding="utf-8"))))
     expected = sorted(r["subject_id"] for r in subjects if r["disease"] == disease and r["target"] == target)
     assert sorted(r["subject_id"] for r in rows) == expected
     assert {r["disease"] for r in rows} == {disease}

@@ -146,3 +146,25 @@ def test_twin_regimens():
     assert b.car_t_day.tolist() == [[0.0, 2.0, 14.0]]
     assert b.car_t_cells.tolist() == [[5e7, 2e8, 5e7]]  # the first infusion's dose again
     assert ev.car_t_day.shape == (1, 2)  # the input is unchanged
+
+
+def test_catalog_from_store_is_read_only(tmp_path):
+    """Every study of a store is listed; loading one reads the store without changing it."""
+    import hashlib
+
+    from cartlab.datasets import seed_case_path
+    from cartlab.store import Store
+
+    path = tmp_path / "s.duckdb"
+    with Store(path) as s:
+        s.import_study(seed_case_path(), "seed")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    catalog = Catalog.from_store(path)
+    assert catalog.ids() == ["seed"]
+    assert catalog.listing()["analysed"].to_list() == ["not yet"]
+    v = catalog.view("seed")
+    assert v.cohort["crs_grade_astct"].to_list() == [3]
+    assert catalog.listing()["analysed"].to_list() == ["yes"]
+    with Store(path, read_only=True):  # a read-only opener can still open it: no lock held by the catalog
+        pass
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before

@@ -36,7 +36,7 @@ def dose_level_label(cells_per_kg: float | None) -> str | None:
     ``2×10⁶/kg`` (``None`` when the dose is unknown)."""
     if cells_per_kg is None or not math.isfinite(cells_per_kg) or cells_per_kg <= 0:
         return None
-    exp = int(math.floor(math.log10(cells_per_kg)))
+    exp = math.floor(math.log10(cells_per_kg))
     mant = round(cells_per_kg / 10 ** exp, 1)
     if mant >= 10:
         mant, exp = mant / 10, exp + 1

@@ -15,8 +15,8 @@ import threading
 import polars as pl
 from shiny import App, reactive, render, req, ui
 
-from cartlab.app import figures as F
 from cartlab.app import cohort as C
+from cartlab.app import figures as F
 from cartlab.app.cohort import FILTER_COLUMNS, display_frame
 from cartlab.app.data import Catalog
 from cartlab.app.security import TokenGuard, safe_filename
@@ -75,7 +75,7 @@ def _progress_panel(task, stage: _Stage, title: str):
 
 
 def make_server(catalog: Catalog, twins: TwinCache):
-    def server(input, output, session):  # noqa: A002 - Shiny's names
+    def server(input, output, session):
         stage, twin_stage, stein_stage = _Stage(), _Stage(), _Stage()
 
         # -- the study (analysed once, in a worker thread, with progress)
@@ -337,7 +337,7 @@ def make_server(catalog: Catalog, twins: TwinCache):
 
         @render.ui
         def twin_plot():
-            table, curves = twin_result()
+            _table, curves = twin_result()
             from cartlab.app.twin import forecast_figure
 
             return ui.HTML(F.to_html(forecast_figure(curves, float(input.twin_day() or 7)), "twin_fig"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,13 +13,13 @@ from cartlab.cli.base import DEFAULT_STORE_PATH, CsvDialectOpt, StoreOpt, _load_
 
 @app.command("serve")
 def serve_cmd(
-    study: Annotated[Optional[str], typer.Argument(
+    study: Annotated[str | None, typer.Argument(
         metavar="[STUDY]", help="A study folder or the id of a stored study (none: every study of the store).")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs a "
                                       "token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8050,
-    token: Annotated[Optional[str], typer.Option(
+    token: Annotated[str | None, typer.Option(
         "--token", envvar="CARTLAB_TOKEN", show_envvar=False,
         help="Require this token on every request (Authorization: Bearer T, or ?token=T once, which sets a "
         "cookie). Env CARTLAB_TOKEN.")] = None,
