@@ -10,7 +10,7 @@ one-off analysis is timed and reported apart, as ``analysis_seconds``):
   subject, with the per-subject cache cleared before each request (so every request builds the page
   from the analysis tables, as the first visit of a patient does): the subject's rows
   (``StudyView.patient``), the headline, the linked course figure rendered to HTML
-  (``course_figure`` + ``to_html``), the ``explain`` text of CRS and ICANS, the grade-per-day table
+  (``course_spec`` + ``to_html``), the ``explain`` text of CRS and ICANS, the grade-per-day table
   (``grades_table`` + ``display_frame``), the kinetics figure as HTML and the kinetics table. 100
   requests cycle over ``--patients`` synthetic subjects observed daily from day -7 to day 100 (108
   days; vitals several times a day). Reported: median, p95, max (ms).
@@ -47,7 +47,7 @@ def patient_page(view, sid: str) -> int:
     view._patients.pop(sid, None)
     p = view.patient(sid)
     size = len(str(p.summary))
-    size += len(F.to_html(F.course_figure(p), "course_fig"))
+    size += len(F.to_html(F.course_spec(p), "course_fig"))
     size += sum(len(e.headline) for e in (explain(view.analysis, w, sid) for w in ("crs", "icans")))
     size += C.display_frame(C.grades_table(p.crs_daily, p.icans_daily)).height
     size += len(F.to_html(F.kinetics_figure(p), "kinetics_fig"))

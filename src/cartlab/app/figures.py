@@ -12,6 +12,7 @@ never from a CDN.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -46,9 +47,12 @@ def plotly_dependency():
                           script={"src": "plotly.min.js"})
 
 
-def to_html(fig: go.Figure, div_id: str) -> str:
-    """The figure as an HTML fragment for a Shiny output (no plotly.js included: see plotly_dependency)."""
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+def to_html(fig: go.Figure | dict, div_id: str) -> str:
+    """The figure (a ``go.Figure`` or a figure dict, not validated again) as an HTML fragment for a
+    Shiny output (no plotly.js included: see plotly_dependency)."""
+    import plotly.io as pio
+
+    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, validate=False,
                        config={"displaylogo": False, "responsive": True})
 
 
@@ -94,23 +98,25 @@ def _hover(df: pl.DataFrame, label: str) -> list[str]:
             .to_series().to_list())
 
 
-def _add_param(fig, obs, param: str, row: int, log: bool, seen: set[str]) -> bool:
+def _param_traces(obs, param: str, axis: str, log: bool, seen: set[str]) -> list[dict]:
+    """The line and the markers (one trace per provenance kind) of one parameter, as plotly dicts."""
     pts = course_points(obs, param, log)
     if pts.height == 0:
-        return False
+        return []
     color, label = COLORS[param], LABELS[param]
-    fig.add_trace(go.Scatter(x=pts["day"].to_list(), y=pts["y"].to_list(), mode="lines", name=label,
-                             line={"color": color, "width": 1.2}, legendgroup=param, showlegend=False,
-                             hoverinfo="skip", opacity=0.6), row=row, col=1)
+    ax = {"xaxis": f"x{axis}", "yaxis": f"y{axis}"}
+    out = [{"type": "scatter", "x": pts["day"].to_list(), "y": pts["y"].to_list(), "mode": "lines", "name": label,
+            "line": {"color": color, "width": 1.2}, "legendgroup": param, "showlegend": False, "hoverinfo": "skip",
+            "opacity": 0.6, **ax}]
     for kind, part in pts.partition_by("prov", as_dict=True, maintain_order=True).items():
         kind = kind[0]
         seen.add(kind)
-        fig.add_trace(go.Scatter(
-            x=part["day"].to_list(), y=part["y"].to_list(), mode="markers", legendgroup=param,
-            name=f"{label} — {_KIND_LABEL[kind]}", hovertext=_hover(part, label), hoverinfo="text",
-            marker={"color": color, "symbol": _SYMBOL[kind], "size": 9 if kind == "paper" else 6,
-                    "line": {"color": color if kind != "paper" else "black", "width": 1.2}}), row=row, col=1)
-    return True
+        out.append({"type": "scatter", "x": part["day"].to_list(), "y": part["y"].to_list(), "mode": "markers",
+                    "legendgroup": param, "name": f"{label} — {_KIND_LABEL[kind]}", "hovertext": _hover(part, label),
+                    "hoverinfo": "text",
+                    "marker": {"color": color, "symbol": _SYMBOL[kind], "size": 9 if kind == "paper" else 6,
+                               "line": {"color": color if kind != "paper" else "black", "width": 1.2}}, **ax})
+    return out
 
 
 def grade_strip(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame) -> tuple[list, list, list, list]:
@@ -127,40 +133,72 @@ def grade_strip(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame) -> tuple[lis
     return days, ["CRS", "ICANS"], z, text
 
 
-def course_figure(patient, height: int = 900) -> go.Figure:
-    """The linked course of one patient (see the module doc)."""
-    fig = make_subplots(rows=len(PANELS), cols=1, shared_xaxes=True, vertical_spacing=0.025,
-                        row_heights=[0.22, 0.17, 0.2, 0.25, 0.08], subplot_titles=[p[0] for p in PANELS])
+def course_spec(patient, height: int = 900) -> dict:
+    """The linked course of one patient (see the module doc) as a plotly figure dict. Built without
+    plotly's per-call validation (the page renders it with ``to_html``; :func:`course_figure` gives a
+    validated ``go.Figure``)."""
+    heights, gap = (0.22, 0.17, 0.2, 0.25, 0.08), 0.025
+    n = len(PANELS)
+    scale = (1.0 - gap * (n - 1)) / sum(heights)
+    top, domains = 1.0, []
+    for h in heights:
+        domains.append((max(0.0, top - h * scale), top))
+        top -= h * scale + gap
+    data: list[dict] = []
+    layout: dict = {"height": height, "template": _template(), "hovermode": "closest", "dragmode": "zoom",
+                    "legend": {"orientation": "h", "y": -0.06, "font": {"size": 11}}, "annotations": [],
+                    "shapes": []}
     seen: set[str] = set()
     obs = patient.observations
-    for i, (_title, params, log) in enumerate(PANELS[:-1], start=1):
-        drawn = [p for p in params if _add_param(fig, obs, p, i, log, seen)]
-        if log:
-            fig.update_yaxes(type="log", row=i, col=1)
-        if not drawn:
-            fig.add_annotation(text="no data", showarrow=False, xref=f"x{i if i > 1 else ''} domain",
-                               yref=f"y{i if i > 1 else ''} domain", x=0.5, y=0.5, font={"color": "#888"})
-        if params == ("TEMP",) and drawn:
-            fig.add_hline(y=38.0, line={"dash": "dot", "color": "#d7301f", "width": 1}, row=i, col=1)
+    for i, ((title, params, log), (lo, hi)) in enumerate(zip(PANELS, domains), start=1):
+        sfx = "" if i == 1 else str(i)
+        layout[f"xaxis{sfx}"] = {"anchor": f"y{sfx}", "domain": [0.0, 1.0],
+                                 **({"matches": f"x{n}", "showticklabels": False} if i < n else {})}
+        layout[f"yaxis{sfx}"] = {"anchor": f"x{sfx}", "domain": [lo, hi], **({"type": "log"} if log else {})}
+        layout["annotations"].append({"text": title, "showarrow": False, "xref": "paper", "yref": "paper",
+                                      "x": 0.5, "y": hi, "xanchor": "center", "yanchor": "bottom",
+                                      "font": {"size": 14}})
+        if i == n:
+            continue
+        traces = [t for p in params for t in _param_traces(obs, p, sfx, log, seen)]
+        data.extend(traces)
+        if not traces:
+            layout["annotations"].append({"text": "no data", "showarrow": False, "xref": f"x{sfx} domain",
+                                          "yref": f"y{sfx} domain", "x": 0.5, "y": 0.5, "font": {"color": "#888"}})
+        elif params == ("TEMP",):
+            layout["shapes"].append({"type": "line", "xref": f"x{sfx} domain", "x0": 0, "x1": 1, "yref": f"y{sfx}",
+                                     "y0": 38.0, "y1": 38.0, "line": {"dash": "dot", "color": "#d7301f", "width": 1}})
     days, rows, z, text = grade_strip(patient.crs_daily, patient.icans_daily)
-    n = len(PANELS)
     if days:
-        scale = [[k / 5, GRADE_COLORS[k]] for k in range(6)]
-        fig.add_trace(go.Heatmap(x=days, y=rows, z=z, text=text, hoverinfo="text", zmin=0, zmax=5,
-                                 colorscale=scale, showscale=False, xgap=1, ygap=2, name="grade per day"),
-                      row=n, col=1)
+        colors = [[k / 5, GRADE_COLORS[k]] for k in range(6)]
+        data.append({"type": "heatmap", "x": days, "y": rows, "z": z, "text": text, "hoverinfo": "text", "zmin": 0,
+                     "zmax": 5, "colorscale": colors, "showscale": False, "xgap": 1, "ygap": 2,
+                     "name": "grade per day", "xaxis": f"x{n}", "yaxis": f"y{n}"})
     else:
-        fig.add_annotation(text="no CRS/ICANS grading", showarrow=False, xref=f"x{n} domain", yref=f"y{n} domain",
-                           x=0.5, y=0.5, font={"color": "#888"})
+        layout["annotations"].append({"text": "no CRS/ICANS grading", "showarrow": False, "xref": f"x{n} domain",
+                                      "yref": f"y{n} domain", "x": 0.5, "y": 0.5, "font": {"color": "#888"}})
     for d in patient.doses.filter(_car_t()).get_column("day").drop_nulls().unique().sort().to_list():
-        fig.add_vline(x=d, line={"color": "#6a3d9a", "width": 1, "dash": "dash"})
+        layout["shapes"].append({"type": "line", "xref": f"x{n}", "x0": d, "x1": d, "yref": "paper", "y0": 0,
+                                 "y1": 1, "line": {"color": "#6a3d9a", "width": 1, "dash": "dash"}})
+    layout[f"xaxis{n}"]["title"] = {"text": "day after the first CAR-T infusion (dashed: CAR-T infusions)"}
     note = NOT_MEASURED_NOTE if "reconstructed" in seen else None
-    fig.update_layout(height=height, margin={"l": 70, "r": 20, "t": 70 if note else 40, "b": 60},
-                      legend={"orientation": "h", "y": -0.06, "font": {"size": 11}},
-                      hovermode="closest", template="plotly_white", dragmode="zoom",
-                      title={"text": note, "font": {"size": 12, "color": "#444"}, "x": 0.01} if note else None)
-    fig.update_xaxes(title_text="day after the first CAR-T infusion (dashed: CAR-T infusions)", row=n, col=1)
-    return fig
+    layout["margin"] = {"l": 70, "r": 20, "t": 70 if note else 40, "b": 60}
+    if note:
+        layout["title"] = {"text": note, "font": {"size": 12, "color": "#444"}, "x": 0.01}
+    return {"data": data, "layout": layout}
+
+
+@functools.cache
+def _template() -> dict:
+    """The plotly_white template as a plain dict (a template name is resolved only by validation)."""
+    import plotly.io as pio
+
+    return pio.templates["plotly_white"].to_plotly_json()
+
+
+def course_figure(patient, height: int = 900) -> go.Figure:
+    """:func:`course_spec` as a validated ``go.Figure``."""
+    return go.Figure(course_spec(patient, height))
 
 
 def _car_t() -> pl.Expr:

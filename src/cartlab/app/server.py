@@ -226,7 +226,7 @@ def make_server(catalog: Catalog, twins: TwinCache):
 
         @render.ui
         def course_plot():
-            return ui.HTML(F.to_html(F.course_figure(patient()), "course_fig"))
+            return ui.HTML(F.to_html(F.course_spec(patient()), "course_fig"))
 
         @reactive.calc
         def explained():
