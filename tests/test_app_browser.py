@@ -29,15 +29,21 @@ SEED_SUBJECT = "CD7-AML-001"
 TIMEOUT = 60_000
 
 
+TOKEN = "browser-test-token"
+
+
 @pytest.fixture(scope="module")
 def seed_server():
+    """The seed case behind a token: the browser authenticates once with ?token= (then the cookie
+    carries it, also on the websocket)."""
     catalog = Catalog.from_study(seed_case(), "folder seed_case")
-    with ServerThread(create_app(catalog)) as srv:
+    with ServerThread(create_app(catalog, token=TOKEN)) as srv:
         yield srv
 
 
 def _open_patient(page, url: str) -> None:
-    page.goto(url)
+    page.goto(f"{url}/?token={TOKEN}")
+    assert "token" not in page.url  # redirected to the page without the token in the address
     expect(page.locator("#study_status")).to_contain_text("subjects", timeout=TIMEOUT)
     page.get_by_role("tab", name="Patient").click()
     controller.InputSelectize(page, "subject").set(SEED_SUBJECT)
@@ -61,6 +67,12 @@ def test_seed_patient_page(page, seed_server, artifacts_dir):
     page.set_viewport_size({"width": 1280, "height": 2600})
     page.wait_for_timeout(800)
     page.screenshot(path=str(artifacts_dir / "screenshots" / "seed_patient.png"), full_page=True)
+
+
+def test_without_token_nothing_is_shown(page, seed_server):
+    response = page.goto(seed_server.url)
+    assert response.status == 401
+    expect(page.locator("body")).not_to_contain_text("CD7-AML-001")
 
 
 def test_download_grades_csv(page, seed_server):
