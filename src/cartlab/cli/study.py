@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -360,6 +362,19 @@ def demo_cmd(
         "[yellow]Note:[/] rows with source=reconstructed are synthetic, reconstructed around the "
         "paper's stated values."
     )
+    console.print(f"report: [bold green]{report.resolve()}[/]", soft_wrap=True)
+    console.print(f"dashboard: [bold]{_this_command()} serve --store {shlex.quote(str(store_path))}[/]", soft_wrap=True)
+
+
+def _this_command() -> str:
+    """How the user ran cartlab (``.venv/bin/cartlab`` after ``make demo``), to print a command that works."""
+    prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("cartlab")
+    if prog.name != "cartlab":
+        return "cartlab"
+    try:
+        return shlex.quote(str(prog.resolve().relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(prog))
 
 
 def _seed_twin_figures(folder: Path, subject_id: str) -> dict:

@@ -121,10 +121,10 @@ def _legend_handles(tracker: _Tracker, grades_shown: bool, has_events: bool) -> 
         key.append(Patch(facecolor="#737373", edgecolor="#737373", label="bar = days an intervention ran"))
     if "single" in tracker.strip:
         key.append(Line2D([], [], marker="D", ls="none", ms=5.5, mfc="#737373", mec="#737373",
-                          label="◆ = one-day intervention"))
+                          label="one-day intervention"))
     if has_events:
         key.append(Line2D([], [], marker="*", ls=":", ms=9, mfc="black", mec="black", color="#555555", lw=0.9,
-                          label="★ event (dotted line on every panel)"))
+                          label="event (dotted line on every panel)"))
     if grades_shown:
         for g in sorted(tracker.grades):
             key.append(Patch(facecolor=GRADE_COLORS.get(g, "#000000"), edgecolor="#bbbbbb",
@@ -351,15 +351,21 @@ def course_figure(
         ax_cnt.xaxis.set_major_locator(MaxNLocator(nbins=12, integer=True, steps=[1, 2, 5, 7, 10]))
     ax_cnt.set_xlabel("Day after first CAR-T infusion (day 0)", fontsize=9)
     event_days = ev["day"].drop_nulls().to_list()
+    # Only the bottom panel draws its day axis. The panels above share it: their tick marks would
+    # be hundreds of artists (most of the drawing time), so their day grid and the day-0 and event
+    # lines are one collection each.
+    grid_days = [d for d in ax_cnt.xaxis.get_major_locator().tick_values(lo - 0.8, hi + 0.8) if lo - 0.8 <= d <= hi + 0.8]
     for name, ax in axes.items():
-        ax.axvline(0, color=DAY0, lw=0.9, alpha=0.45, zorder=0)
         ax.tick_params(labelsize=8)
         if ax is not ax_cnt:
-            ax.tick_params(axis="x", labelbottom=False)
+            ax.xaxis.set_visible(False)
+        xaxis = ax.get_xaxis_transform()
+        ax.vlines([0], 0, 1, transform=xaxis, color=DAY0, lw=0.9, alpha=0.45, zorder=0)
         if name not in ("treatment", "grades"):
-            ax.grid(axis="x", which="major", color="#e6e6e6", lw=0.6, zorder=0)
-            for d in event_days:
-                ax.axvline(d, color="#555555", ls=":", lw=0.8, alpha=0.6, zorder=0)
+            ax.vlines(grid_days, 0, 1, transform=xaxis, color="#e6e6e6", lw=0.6, zorder=0)
+            if event_days:
+                ax.vlines(event_days, 0, 1, transform=xaxis, color="#555555", linestyles=":", lw=0.8, alpha=0.6,
+                          zorder=0)
     ax_crp.tick_params(labelsize=8)
     ax_hb.tick_params(labelsize=8)
 

@@ -38,11 +38,18 @@ def safe_stem(text: str) -> str:
 
 def figure_png(fig: Figure, dpi: int = PNG_DPI) -> bytes:
     """The figure as a palette PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    old_dpi = fig.dpi
+    fig.dpi = dpi
+    try:
+        canvas.draw()  # the RGBA buffer straight to Pillow: no PNG encoded and decoded on the way
+        img = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+        img = img.convert("RGB")
+    finally:
+        fig.dpi = old_dpi
     out = io.BytesIO()
     img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, format="PNG")
     return out.getvalue()
