@@ -87,3 +87,28 @@ def test_download_grades_csv(page, seed_server):
     # worst CRS grade of the seed case is 3 (paper); every graded day names its source rows
     assert max(int(r["grade"]) for r in crs if r["grade"]) == 3
     assert all(re.search(r"\.csv:\d+", r["evidence"]) for r in crs if r["grade"] and int(r["grade"]) > 0)
+
+
+@pytest.mark.slow
+def test_twin_forecast_two_regimens(page, seed_server):
+    """The twin page: a forecast from the data up to day 7 under two regimens, with a progress panel
+    while it runs; the table (downloaded) has both regimens, every row labelled simulated."""
+    _open_patient(page, seed_server.url)
+    expect(page.locator("#patient_headline_text")).to_contain_text("CRS grade 3", timeout=TIMEOUT)
+    page.get_by_role("tab", name="Twin").click()
+    controller.InputSelect(page, "twin_b").set("no_toci")
+    page.locator("#twin_run").click()
+    expect(page.locator("#twin_done")).to_be_visible(timeout=180_000)
+    expect(page.locator("#twin_plot .js-plotly-plot .main-svg").first).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("#twin_plot")).to_contain_text("simulated")
+    with page.expect_download(timeout=TIMEOUT) as info:
+        page.locator("#dl_twin").click()
+    rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
+    assert {r["regimen"] for r in rows} == {"clinic", "no_toci"}
+    assert {r["source"] for r in rows} == {"simulated"}
+    for r in rows:
+        if r["probability"]:
+            assert 0.0 <= float(r["probability"]) <= 1.0
+        else:  # quantiles are ordered
+            vals = [float(r[k]) for k in ("pi90_lo", "pi50_lo", "median", "pi50_hi", "pi90_hi")]
+            assert vals == sorted(vals)

@@ -328,7 +328,9 @@ def make_server(catalog: Catalog, twins: TwinCache):
                 return ui.p("running …", class_="cartlab-note")
             if st == "error":
                 return ui.p(f"the forecast failed: {twin_task.error()}", class_="cartlab-note")
-            return ui.p("forecast done (simulated values)", class_="cartlab-note", id="twin_done")
+            notes = twin_task.result()[2]
+            return ui.div(ui.p("forecast done (simulated values)", class_="cartlab-note", id="twin_done"),
+                          *[ui.p(f"⚠ {n}", class_="cartlab-note") for n in notes])
 
         @reactive.calc
         def twin_result():
@@ -337,7 +339,7 @@ def make_server(catalog: Catalog, twins: TwinCache):
 
         @render.ui
         def twin_plot():
-            _table, curves = twin_result()
+            _table, curves, _notes = twin_result()
             from cartlab.app.twin import forecast_figure
 
             return ui.HTML(F.to_html(forecast_figure(curves, float(input.twin_day() or 7)), "twin_fig"))

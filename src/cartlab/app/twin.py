@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -57,15 +58,21 @@ class TwinCache:
                 from cartlab.twin.fit import TwinModel
 
                 progress(f"fitting the twin to the data up to day {from_day:g} (about 20 s)", 0.1)
-                m = TwinModel(n_draws=FIT_DRAWS, n_sir=2 * FIT_DRAWS + 100, n_starts=2, seed=0).fit(
-                    study, subject_id, until_day=from_day)
+                from cartlab.errors import CartlabWarning
+
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", CartlabWarning)
+                    m = TwinModel(n_draws=FIT_DRAWS, n_sir=2 * FIT_DRAWS + 100, n_starts=2, seed=0).fit(
+                        study, subject_id, until_day=from_day)
+                #: the fit's diagnostics (e.g. a small SIR effective sample size), shown with the forecast
+                m.dashboard_notes_ = [str(w.message) for w in caught if issubclass(w.category, CartlabWarning)]
                 self._fits[key] = m
         return m
 
     def compare(self, study, subject_id: str, from_day: float, regimens: tuple[str, ...],
-                progress: Callable[[str, float], None] = lambda _m, _f: None) -> tuple[pl.DataFrame, dict]:
-        """One forecast table for the regimens (``regimen`` column) and, per regimen, the CAR copies
-        course (days, median, 5th and 95th percentiles)."""
+                progress: Callable[[str, float], None] = lambda _m, _f: None) -> tuple[pl.DataFrame, dict, list]:
+        """One forecast table for the regimens (``regimen`` column), per regimen the CAR copies course
+        (days, median, 5th and 95th percentiles), and the fit's diagnostics (warnings, as text)."""
         key = (study.study_id, subject_id, float(from_day), regimens)
         hit = self._results.get(key)
         if hit is not None:
@@ -79,7 +86,9 @@ class TwinCache:
                                              pl.lit(REGIMENS[reg][0]).alias("regimen_label")))
             curves[reg] = curve
         out = (pl.concat(tables).select("regimen", "regimen_label", pl.exclude("regimen", "regimen_label"))
-               .with_columns(pl.lit("simulated").alias("source")), curves)
+               .with_columns(pl.lit("simulated").alias("source")), curves,
+               [*getattr(m, "dashboard_notes_", []),
+                *([] if m.converged_ else [f"the fit did not converge: {m.message_}"])])
         self._results[key] = out
         return out
 
