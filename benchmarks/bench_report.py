@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
             continue
         line = (f"n={n}: {r['wall_s']:.1f} s (target < {TARGET_S.get(n, float('nan')):g} s), "
                 f"{r['total_bytes'] / 2**20:.1f} MiB in {sum(r['files'].values())} files "
-                f"({', '.join(f'{k or 'other'} {v / 2**20:.1f} MiB' for k, v in sorted(r['bytes'].items()))})")
+                f"({', '.join(f'{k or chr(45)} {v / 2**20:.1f} MiB' for k, v in sorted(r['bytes'].items()))})")
         if b and "error" not in b:
             line += (f" | baseline {args.baseline_rev}: {b['wall_s']:.1f} s, {b['total_bytes'] / 2**20:.1f} MiB"
                      f" | speed-up {b['wall_s'] / r['wall_s']:.1f}x")
