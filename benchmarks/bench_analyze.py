@@ -41,6 +41,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from baseline_tree import worktree  # noqa: E402
+
 ROOT = HERE.parent
 CHUNK = 1000
 DAYS = (-7, 112)
@@ -217,12 +220,6 @@ def _child(phase: str, folder: Path, pythonpath: str | None, extra: tuple[str, .
     return res
 
 
-def _worktree(rev: str) -> Path:
-    path = Path(tempfile.gettempdir()) / f"cartlab-baseline-{rev}"
-    if not (path / "src" / "cartlab").exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(path), rev],
-                       check=True, capture_output=True)
-    return path
 
 
 def main(argv: list[str]) -> int:
@@ -249,7 +246,7 @@ def main(argv: list[str]) -> int:
         return 0
     sys.path.insert(0, str(ROOT / "src"))
     work = Path(args.workdir)
-    base_src = None if args.no_baseline else str(_worktree(args.baseline_rev) / "src")
+    base_src = None if args.no_baseline else str(worktree(args.baseline_rev) / "src")
     results = {}
     for n in args.sizes:
         t0 = time.perf_counter()

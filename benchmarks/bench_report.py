@@ -26,17 +26,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from baseline_tree import worktree  # noqa: E402
+
 ROOT = HERE.parent
 DEFAULT_BASELINE = "40e227e"
 TARGET_S = {200: 30.0, 1000: 180.0}
 
 
-def _worktree(rev: str) -> Path:
-    path = Path(tempfile.gettempdir()) / f"cartlab-baseline-{rev}"
-    if not (path / "src" / "cartlab").exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(path), rev],
-                       check=True, capture_output=True)
-    return path
 
 
 def _cohort(n: int, work: Path) -> Path:
@@ -85,7 +82,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    base_src = _worktree(args.baseline_rev) / "src" if args.baseline_sizes else None
+    base_src = worktree(args.baseline_rev) / "src" if args.baseline_sizes else None
     extra = ("--workers", str(args.workers)) if args.workers else ()
     results: dict[int, dict] = {}
     ok = True
