@@ -52,6 +52,10 @@ CASES = [
     ("analyze", ["analyze", "{d}/seed", "--csv-dialect", "klingon", "--out", "{d}/a"], 2, "unknown CSV dialect"),
     ("report", ["report", "{d}/missing"], 2, "no such file or folder"),
     ("report", ["report", "{d}/seed", "--subject", "nobody", "--out", "{d}/r"], 2, "no subject 'nobody'"),
+    ("report", ["report", "{d}/seed", "--workers", "0", "--out", "{d}/r"], 2, "--workers"),
+    ("serve", ["serve", "{d}/missing"], 2, "no such file or folder"),
+    ("serve", ["serve", "--store", "{d}/none.duckdb"], 2, "no store"),
+    ("serve", ["serve", "{d}/seed", "--host", "0.0.0.0"], 2, "no token is set"),
     ("synthetic", ["synthetic", "{d}/full", "--n", "2"], 2, "not empty"),
     ("synthetic", ["synthetic", "{d}/notes.txt", "--n", "2"], 2, "a file, not a folder"),
     ("explain", ["explain", "X", "--what", "everything"], 2, "cannot explain"),
@@ -92,7 +96,7 @@ CASES = [
 @pytest.mark.parametrize("cmd,args,code,message", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_broken_input_gives_one_message_and_no_traceback(bad, cmd, args, code, message):
     runner = CliRunner()
-    res = runner.invoke(app, [a.format(d=bad) for a in args], env={"COLUMNS": "200", "CARTLAB_DEBUG": ""})
+    res = runner.invoke(app, [a.format(d=bad) for a in args], env={"COLUMNS": "200", "CARTLAB_DEBUG": "", "CARTLAB_TOKEN": ""})
     text = res.output + (res.stderr if res.stderr_bytes is not None else "")
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     assert "Traceback" not in text
