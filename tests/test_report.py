@@ -309,3 +309,100 @@ def test_days_from_datetimes_print_with_two_decimals(value, text):
     from cartlab.report.html import _day
 
     assert _day(value) == text
+
+
+# ------------------------------------------------------------------------------ study report (issue 17)
+
+
+def _synthetic(tmp_path, n):
+    from cartlab.datasets.synthetic import synthetic_cohort
+    from cartlab.io import read_study
+
+    return read_study(synthetic_cohort(n, seed=5, out_dir=tmp_path / f"syn{n}"))
+
+
+def test_study_report_parallel_equals_serial_and_links_every_file(tmp_path):
+    """Figures drawn on 2 worker processes give the same files as drawn in this process; every
+    <img>/<a> of every page points to a file of the report folder."""
+    from cartlab.report.study import SERIAL_LIMIT
+
+    study = _synthetic(tmp_path, SERIAL_LIMIT + 3)  # above the limit: the pool is used
+    serial = write_study_report(study, tmp_path / "serial", workers=1, pdf=False).parent
+    parallel = write_study_report(study, tmp_path / "parallel", workers=2, pdf=False).parent
+    files = sorted(p.relative_to(serial).as_posix() for p in serial.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(parallel).as_posix() for p in parallel.rglob("*") if p.is_file())
+    for rel in files:
+        assert (serial / rel).read_bytes() == (parallel / rel).read_bytes(), rel
+    for page in serial.glob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        assert not EXTERNAL.search(html)
+        for ref in re.findall(r'(?:src|href)="([^"#]+)"', html):
+            assert ".." not in ref and (serial / ref).is_file(), (page.name, ref)
+    # one course figure per subject, as PNG and SVG
+    for sid in study.subject_ids:
+        stem = subject_filename(sid)[len("subject_"):-len(".html")]
+        assert (serial / "figures" / f"course_{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert "<svg" in (serial / "figures" / f"course_{stem}.svg").read_text(encoding="utf-8")
+
+
+def test_study_page_views_sortable_table_and_pdf(tmp_path):
+    """The study page shows the cohort views (each drawn, or its reason), the narrow subject table with
+    numeric sort keys, and the same page as a PDF whose text says what the page says."""
+    from pypdf import PdfReader
+
+    from cartlab.analyze import Analysis
+
+    study = _synthetic(tmp_path, 6)
+    a = Analysis(study)
+    out = write_study_report(study, tmp_path / "r", analysis=a, workers=1).parent
+    html = (out / "index.html").read_text(encoding="utf-8")
+    for title in ("Swimmer plot", "CRS and ICANS grades", "Survival (Kaplan-Meier)", "Toxicity summary",
+                  "Response rates"):
+        assert f"<h3>{title}</h3>" in html, title
+    assert "protocol deviations: no protocol was given" in html  # unavailable view names why
+    # the worst CRS grade of each subject is the sort key of its CRS cell (derived from crs_daily)
+    worst = a.table("crs_daily").group_by("subject_id").agg(pl.col("grade").max())
+    for sid, g in worst.iter_rows():
+        row = re.search(rf'<tr[^>]*>\s*<td data-sort="{re.escape(sid)}">.*?</tr>', html, re.S).group(0)
+        keys = re.findall(r'data-sort="([^"]*)"', row)
+        assert float(keys[4]) == float(g), (sid, keys)  # subject, disease, age, sex, then CRS
+    text = " ".join(p.extract_text() for p in PdfReader(out / "study.pdf").pages)
+    assert "study report" in text and "Swimmer plot" in text and "Subjects" in text
+    assert 'href="study.pdf"' in html
+    assert (out / "tables" / "subject_summary.csv").read_text().startswith("subject_id,")
+
+
+def test_a_figure_that_cannot_be_drawn_leaves_the_page_and_the_rest(tmp_path, monkeypatch):
+    """One figure failing never sinks the report: its page says why, every other figure is drawn."""
+    import cartlab.report.html as html_mod
+
+    study = _synthetic(tmp_path, 3)
+    bad = study.subject_ids[1]
+    real = html_mod.course_figure
+
+    def flaky(s, sid, **kw):
+        if sid == bad:
+            raise ValueError("no day axis")
+        return real(s, sid, **kw)
+
+    monkeypatch.setattr(html_mod, "course_figure", flaky)
+    out = write_study_report(study, tmp_path / "r", workers=1, pdf=False).parent
+    page = (out / subject_filename(bad)).read_text(encoding="utf-8")
+    assert "could not be drawn (ValueError: no day axis)" in page and "Toxicity" in page
+    assert len(list((out / "figures").glob("course_*.png"))) == 2
+
+
+def test_report_errors_leave_nothing_behind(tmp_path, monkeypatch):
+    """The report folder is written atomically: an error midway leaves no partial report."""
+    import cartlab.report.study as study_mod
+
+    study = _synthetic(tmp_path, 3)
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(study_mod, "render_study_html", boom)
+    with pytest.raises(RuntimeError):
+        write_study_report(study, tmp_path / "r", workers=1, pdf=False)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.")]

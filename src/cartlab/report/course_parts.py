@@ -523,12 +523,12 @@ def draw_grade_band(ax, grades: Mapping[str, pl.DataFrame | None], lo: float, hi
             ax.text(0.005, j, "no day assessed", transform=ax.get_yaxis_transform(), va="center",
                     fontsize=7, color="#888888", style="italic")
             continue
-        for (g,), part in df.filter(pl.col("grade").is_not_null()).group_by(["grade"]):
+        for (g,), part in df.filter(pl.col("grade").is_not_null()).sort("grade").group_by(["grade"], maintain_order=True):
             tracker.grades.add(int(g))
             ax.broken_barh(_spans(part["day"].to_list()), (j - 0.36, 0.72), facecolors=GRADE_COLORS.get(g, "#000000"),
                            edgecolor="white", lw=0.4, zorder=2)
         ranged = df.filter(pl.col("grade").is_not_null() & (pl.col("high") > pl.col("grade")))
-        for (g,), part in ranged.group_by(["high"]):
+        for (g,), part in ranged.sort("high").group_by(["high"], maintain_order=True):
             tracker.grade_range = True
             ax.broken_barh(_spans(part["day"].to_list()), (j - 0.36, 0.72), facecolors="none",
                            edgecolor=GRADE_COLORS.get(g, "#000000"), hatch="////", lw=0, zorder=3)

@@ -62,7 +62,7 @@ def save_figure(fig: Figure, report_dir: str | Path, stem: str) -> FigureFiles:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{stem}.png").write_bytes(figure_png(fig))
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cartlab"}):
-        fig.savefig(folder / f"{stem}.svg", format="svg")
+        fig.savefig(folder / f"{stem}.svg", format="svg", metadata={"Date": None})  # same figure, same bytes
     return FigureFiles(png=f"{FIGURE_DIR}/{stem}.png", svg=f"{FIGURE_DIR}/{stem}.svg")
 
 

@@ -1,7 +1,8 @@
-"""Self-contained HTML reports: one page per subject plus an index for a study (cohort).
+"""The subject page of a report (the study page is :mod:`cartlab.report.study`).
 
-The pages need nothing but the file itself: CSS is inline, the course figure is an embedded base64
-PNG (``data:`` URI), there are no scripts and no links outside the output folder. All data are
+A page needs nothing outside its report folder: CSS is inline, the course figure is
+``figures/course_<subject>.png`` (and ``.svg``) beside it — or an embedded ``data:`` URI when the page
+is rendered without a folder — and there are no scripts and no links outside the folder. All data are
 escaped by jinja2's autoescaping (templates in ``templates/``).
 
 Honesty rule: whenever a subject's rows include ``reconstructed`` or ``synthetic`` values the page

@@ -22,6 +22,7 @@ import polars as pl
 
 from cartlab.io.atomic import atomic_folder
 from cartlab.model import Study
+from cartlab.report.figures import fmt_value
 from cartlab.report.files import safe_stem, save_figure, write_pdf
 from cartlab.report.html import (
     EMPTY,
@@ -170,7 +171,9 @@ def _provenance_by_subject(study: Study) -> dict[str, dict[str, int]]:
 def _frame_table(df: pl.DataFrame, max_rows: int = 200) -> dict[str, Any]:
     """A small frame as a page table (every column; numbers right-aligned)."""
     num = [df.schema[c].is_numeric() for c in df.columns]
-    rows = [{"prov": "", "cells": [_cell(v) for v in r]} for r in df.head(max_rows).iter_rows()]
+    floats = [df.schema[c].is_float() for c in df.columns]
+    rows = [{"prov": "", "cells": [(fmt_value(v) or EMPTY) if f and v is not None else _cell(v)
+                                   for v, f in zip(r, floats)]} for r in df.head(max_rows).iter_rows()]
     return {"headers": list(df.columns), "rows": rows, "num": num, "truncated": max(df.height - max_rows, 0)}
 
 
