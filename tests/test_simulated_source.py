@@ -1,4 +1,6 @@
 """Values from the digital twin (``source = simulated``) are never shown as measured (issue 16)."""
+import re
+
 import polars as pl
 
 from cartlab.datasets import seed_case
@@ -52,6 +54,12 @@ def test_report_extra_figure_section_is_rendered_with_its_table(tmp_path):
     index = write_study_report(s, tmp_path, figures={sid: [fig]})
     page = (tmp_path / next(p.name for p in tmp_path.glob("subject_*.html"))).read_text()
     assert '<h2 id="twin">Digital twin</h2>' in page and '<a href="#twin">Twin</a>' in page
-    assert base64.b64encode(png).decode("ascii") in page
+    # the figure is a file of the report folder, linked from the page (PNG; no SVG was given)
+    src = re.search(r'<img alt="[^"]*" src="(figures/twin_[^"]+\.png)"', page).group(1)
+    assert (tmp_path / src).read_bytes() == png and "SVG</a>" not in page.split('id="twin"')[1]
+    # rendered alone (no folder), the page embeds it
+    from cartlab.report.html import render_subject_html
+    alone = render_subject_html(s, sid, figures=[fig])
+    assert base64.b64encode(png).decode("ascii") in alone
     assert "Simulated course (source = simulated)" in page and "CAR peak" in page and "150,000" in page
     assert index.exists()

@@ -400,7 +400,9 @@ def _seed_twin_figures(folder: Path, subject_id: str) -> dict:
                "paper states (filled markers) and to its qualitative anchors only; lines and bands are SIMULATED, "
                "not measured; hollow markers are the reconstructed course, shown for comparison and not fitted. "
                "The table compares the paper with the twin's simulated course." + (f" Note: {notes}." if notes else ""))
+    svg = png.with_suffix(".svg")
     return {subject_id: [ReportFigure(title="Digital twin (simulated)", png=png.read_bytes(), caption=caption,
+                                      svg=svg.read_bytes() if svg.exists() else None,
                                       anchor="twin", nav="Twin", table=table,
                                       alt="Digital twin of the seed patient: simulated course against the paper")]}
 

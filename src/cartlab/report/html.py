@@ -35,7 +35,7 @@ from cartlab.report.figures import (
     is_car_t_agent,
     provenance_kind,
 )
-from cartlab.report.files import FigureFiles, figure_png, save_figure
+from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure
 
 __all__ = [
     "write_subject_report",
@@ -136,9 +136,9 @@ def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[st
 
 @dataclass(frozen=True)
 class ReportFigure:
-    """An extra section of a subject page: a PNG figure with its caption and an optional table
-    (e.g. the digital twin of the patient, :func:`cartlab.twin.plots.seed_twin_figure`). The caption
-    must say what is simulated; the table's ``source`` column, when present, styles its rows."""
+    """An extra section of a subject page: a PNG figure (and its SVG, when given) with its caption and
+    an optional table (e.g. the digital twin of the patient, :func:`cartlab.twin.plots.seed_twin_figure`).
+    The caption must say what is simulated; the table's ``source`` column, when present, styles its rows."""
 
     title: str
     png: bytes
@@ -147,12 +147,28 @@ class ReportFigure:
     nav: str = "Extra"
     alt: str = ""
     table: pl.DataFrame | None = None
+    svg: bytes | None = None
 
-    def context(self) -> dict[str, Any]:
+    def context(self, report_dir: Path | None = None, subject_id: str = "") -> dict[str, Any]:
+        """The template's fields; with ``report_dir`` the figure is written to ``figures/`` and linked,
+        else embedded (``data:`` URI)."""
         table = None if self.table is None else _table(self.table, [(c, c) for c in self.table.columns
                                                                      if c != "source"])
+        files = None
+        if report_dir is None:
+            src = "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+        else:
+            stem = safe_stem(f"{self.anchor}_{subject_filename(subject_id)[len('subject_'):-len('.html')]}")
+            folder = Path(report_dir) / FIGURE_DIR
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{stem}.png").write_bytes(self.png)
+            files = {"png": f"{FIGURE_DIR}/{stem}.png", "svg": None}
+            if self.svg is not None:
+                (folder / f"{stem}.svg").write_bytes(self.svg)
+                files["svg"] = f"{FIGURE_DIR}/{stem}.svg"
+            src = files["png"]
         return {"title": self.title, "anchor": self.anchor, "nav": self.nav, "alt": self.alt or self.title,
-                "caption": self.caption, "png_b64": base64.b64encode(self.png).decode("ascii"), "table": table}
+                "caption": self.caption, "src": src, "files": files, "table": table}
 
 
 UNSETTLED_MARK = "⚠"
@@ -546,12 +562,14 @@ def render_subject_html(
     analysis=None,
     figures: Sequence[ReportFigure] = (),
     course: CourseFigure | None = None,
+    report_dir: str | Path | None = None,
 ) -> str:
     """The HTML text of one subject's report (see :func:`write_subject_report`); with a
     ``protocol`` (:class:`cartlab.protocol.Protocol`) it gains the protocol section. The derived
     sections come from ``analysis`` (:class:`cartlab.analyze.Analysis`, with its options), else from
     an analysis of ``study`` with the default options. ``course`` is the drawn course figure
-    (:func:`draw_course`); without it the figure is drawn and embedded in the page."""
+    (:func:`draw_course`); without it the figure is drawn and embedded in the page. With ``report_dir``
+    the extra ``figures`` are written to its ``figures/`` folder and linked, else embedded."""
     analysis = _analysis(study, protocol, analysis)
     sub = study.subject(subject_id)
     if all(df.is_empty() for df in sub.tables().values()):
@@ -580,7 +598,7 @@ def render_subject_html(
         "figure_src": course.src,
         "figure_files": course.files,
         "figure_info": course.info,
-        "extra_figures": [f.context() for f in figures],
+        "extra_figures": [f.context(report_dir, subject_id) for f in figures],
         "recon_caption": RECONSTRUCTED_CAPTION,
         "engine_note": ENGINE_NOTE,
         "empty": EMPTY,
@@ -620,7 +638,7 @@ def write_subject_report(
                              report_dir=out)
     html = render_subject_html(study, subject_id, summary=summary, title=title, day_range=day_range,
                                index_href=index_href, protocol=protocol, analysis=analysis, figures=figures,
-                               course=course)
+                               course=course, report_dir=out)
     path = out / subject_filename(subject_id)
     path.write_text(html, encoding="utf-8")
     return path

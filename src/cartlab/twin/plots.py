@@ -199,7 +199,9 @@ def seed_twin_figure(path, with_table: bool = False):
     m = TwinModel(sources=("paper",), anchors=SEED_ANCHORS, posterior="mcmc", n_draws=200).fit(
         study, study.subject_ids[0])
     path = Path(path)
-    fit_figure(m, path)
+    fig = fit_figure(m, path)
+    # the same figure as SVG beside the PNG (a report writes every figure in both formats)
+    fig.savefig(path.with_suffix(".svg"), format="svg", bbox_inches="tight", metadata={"Date": None})
     if not with_table:
         return path
     t, lat = _T_GRID, m.course_.latent
