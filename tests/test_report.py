@@ -406,3 +406,21 @@ def test_report_errors_leave_nothing_behind(tmp_path, monkeypatch):
         write_study_report(study, tmp_path / "r", workers=1, pdf=False)
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.")]
+
+
+def test_subject_table_cells_readable_and_sortable():
+    """The narrow subject table: a grade range shows as "2–3" and sorts by its upper end; numbers are
+    formatted for reading and sorted as numbers; a missing value is "—" with the engine's note."""
+    from cartlab.report.study import SUBJECT_TABLE, _subject_cells
+
+    row = {"crs_grade_astct": 2, "crs_grade_astct_max": 3, "crs_onset_day": 3.0, "crs_resolution_day": None,
+           "icans_grade_astct": None, "icans_grade_astct_max": None, "icaht_early_grade": 3,
+           "icaht_late_grade": None, "best_response": "MLFS", "best_response_day": 17.0, "mrd_negative": False,
+           "car_cmax": 183945.0, "car_tmax": 14.0, "car_auc_0_28": 1646460.3}
+    cells = _subject_cells(row, None)
+    assert [h for h, _, _ in SUBJECT_TABLE][0] == "CRS (ASTCT)"
+    assert [c["text"] for c in cells] == ["2–3 (d3–?)", "—", "3 / —", "MLFS (d17)", "no", "183,945 (d14)",
+                                          "1,646,460"]
+    assert [c["sort"] for c in cells] == ["3.0", "", "3.0", "MLFS", "False", "183945.0", "1646460.3"]
+    empty = _subject_cells(None, "no response criteria for disease 'DLBCL' yet")
+    assert empty[3]["text"] == "— (no response criteria for disease 'DLBCL' yet)" and empty[3]["sort"] == ""

@@ -111,10 +111,12 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict
             text = _with_note(_cell(v[0]), note) if v[0] is None else f"{_cell(v[0])} (d{_cell(v[1])})"
             sort = "" if v[0] is None else str(v[0])
         elif how == "value_day":
-            text = EMPTY if v[0] is None else f"{_cell(v[0])}" + (f" (d{_cell(v[1])})" if v[1] is not None else "")
+            text = EMPTY if _num(v[0]) is None else fmt_value(_num(v[0])) + (f" (d{_cell(v[1])})" if v[1] is not None else "")
             sort = _sortkey(v[0])
         elif how == "number":
-            text, sort = _cell(v[0]), _sortkey(v[0])
+            text, sort = (EMPTY if _num(v[0]) is None else fmt_value(_num(v[0]))), _sortkey(v[0])
+        elif isinstance(v[0], bool):
+            text, sort = ("yes" if v[0] else "no"), str(v[0])
         else:
             text, sort = _cell(v[0]), "" if v[0] is None else str(v[0])
         cells.append({"text": text, "sort": sort, "num": how not in ("response", "plain")})
