@@ -97,30 +97,15 @@ def simulate_regimen(model, from_day: float, regimen: str) -> tuple[pl.DataFrame
     """The fitted twin's posterior draws simulated after ``from_day`` under ``regimen`` (recorded
     interventions before ``from_day``, the regimen's clinic rule after it), as
     :meth:`cartlab.twin.TwinModel.forecast` does for the clinic rule."""
-    from cartlab.twin.clinic import load_clinic
-    from cartlab.twin.fit import _T_GRID, _recorded_clinic, _with_recorded, forecast_table
+    from cartlab.twin.fit import forecast_table
 
     _label, overrides, booster = REGIMENS[regimen]
-    ob = model._objective
-    if booster is not None:
-        ob = _copy_with_events(ob, with_booster(ob.events, booster))
-    clinic = load_clinic(active_from_day=float(from_day), **overrides)
-    sim = ob.simulate(model.posterior_x_, t_out=_T_GRID, clinic=clinic)
-    sim = _with_recorded(sim, _recorded_clinic(model.study_, model.subject_id_, sim.clinic_days), sim.clinic_days,
-                         from_day)
+    events = None if booster is None else with_booster(model.events_, booster)
+    t, sim = model.simulate_after(float(from_day), clinic_overrides=overrides, events=events)
     car = np.asarray(sim.latent["CARCOPY"], float)
     q = np.nanquantile(car, [0.05, 0.5, 0.95], axis=0)
-    keep = _T_GRID >= 0
-    return forecast_table(_T_GRID, sim), (_T_GRID[keep].tolist(), q[1][keep].tolist(), q[0][keep].tolist(),
-                                          q[2][keep].tolist())
-
-
-def _copy_with_events(ob, events):
-    import copy
-
-    new = copy.copy(ob)
-    new.events = events
-    return new
+    keep = t >= 0
+    return forecast_table(t, sim), (t[keep].tolist(), q[1][keep].tolist(), q[0][keep].tolist(), q[2][keep].tolist())
 
 
 def forecast_figure(curves: dict, from_day: float):

@@ -26,6 +26,7 @@ adaptive random-walk Metropolis (batched chains) for checking the Laplace answer
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -578,7 +579,6 @@ class TwinModel:
         the truncated data, without anchors, if the model was fitted to more), with the clinic rule active after
         ``from_day``. Returns (and stores as ``forecast_``) one row per quantity: median, 50% and 90%
         prediction intervals, or a probability."""
-        from cartlab.twin.clinic import load_clinic
 
         if from_day is None:
             from_day = self.until_day_
@@ -589,15 +589,36 @@ class TwinModel:
                           self.n_sir, self.n_draws, self.seed, self.maxiter).fit(self.study_, self.subject_id_,
                                                                                  until_day=from_day)
         draws = m.posterior_x_ if n_draws is None else m.posterior_x_[:n_draws]
-        clinic = load_clinic(active_from_day=-math.inf if from_day is None else float(from_day))
-        sim = m._objective.simulate(draws, t_out=_T_GRID, clinic=clinic)
-        if from_day is not None:
-            sim = _with_recorded(sim, _recorded_clinic(self.study_, self.subject_id_, sim.clinic_days), sim.clinic_days,
-                                 from_day)
+        _t, sim = m.simulate_after(from_day, draws=draws)
         self.forecast_sim_ = sim
         self.forecast_ = forecast_table(_T_GRID, sim)
         self.forecast_day_ = from_day
         return self.forecast_
+
+    @property
+    def events_(self):
+        """The dosing events the model was fitted with (:class:`cartlab.twin.model.Events`)."""
+        return self._objective.events
+
+    def simulate_after(self, from_day: float | None, *, clinic_overrides: dict | None = None, events=None,
+                       draws: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """The posterior draws (``draws``: default all) simulated on the course grid: the patient's
+        recorded interventions up to ``from_day``, the clinic rule (``clinic_overrides``: its options, e.g.
+        a tocilizumab threshold) after it. ``events`` replaces the dosing events (e.g. one more
+        infusion, for a regimen comparison). Returns ``(days, simulation)``; every value is simulated."""
+        from cartlab.twin.clinic import load_clinic
+
+        ob = self._objective
+        if events is not None:
+            ob = copy.copy(ob)
+            ob.events = events
+        clinic = load_clinic(active_from_day=-math.inf if from_day is None else float(from_day),
+                             **(clinic_overrides or {}))
+        sim = ob.simulate(self.posterior_x_ if draws is None else draws, t_out=_T_GRID, clinic=clinic)
+        if from_day is not None:
+            sim = _with_recorded(sim, _recorded_clinic(self.study_, self.subject_id_, sim.clinic_days), sim.clinic_days,
+                                 from_day)
+        return _T_GRID, sim
 
     def plot(self, path=None):
         """Observed course over the twin (simulated values labelled as simulated); returns the figure."""
