@@ -424,3 +424,18 @@ def test_subject_table_cells_readable_and_sortable():
     assert [c["sort"] for c in cells] == ["3.0", "", "3.0", "MLFS", "False", "183945.0", "1646460.3"]
     empty = _subject_cells(None, "no response criteria for disease 'DLBCL' yet")
     assert empty[3]["text"] == "— (no response criteria for disease 'DLBCL' yet)" and empty[3]["sort"] == ""
+
+
+def test_study_table_provenance_counts_agree_with_the_subject_pages(tmp_path):
+    """The study table counts each subject's rows in one pass; they must equal what the subject's own
+    page counts (``provenance_counts`` of the subject), for a study mixing paper, reconstructed and
+    observed rows."""
+    from cartlab.report.html import provenance_counts
+    from cartlab.report.study import _provenance_by_subject
+
+    s = make_study()
+    per = _provenance_by_subject(s)
+    for sid in s.subject_ids:
+        c = provenance_counts(s.subject(sid))
+        assert per[sid] == {"paper": c["paper"], "not_measured": c["not_measured"], "observed": c["observed"]}, sid
+    assert sum(v["paper"] for v in per.values()) > 0 and sum(v["not_measured"] for v in per.values()) > 0
