@@ -351,3 +351,20 @@ def test_count_recovery_statuses_and_curve(tmp_path):
     assert c["proportion"].to_list() == pytest.approx([1 / 3, 2 / 3])
     assert d.subjects.filter(pl.col("lineage") == "platelet")["status"].to_list() == [
         "not applicable", "no data", "no data", "no data"]
+
+
+def test_recovery_legend_states_the_criteria_tables_thresholds():
+    """The count-recovery view names the thresholds of count_recovery.yaml (read here with plain YAML),
+    not numbers written in the renderer."""
+    from importlib import resources
+
+    import yaml
+
+    from cartlab.report.cohort_data import recovery_definition
+
+    raw = yaml.safe_load(resources.files("cartlab.grading").joinpath("criteria/count_recovery.yaml").read_text())
+    labels, consecutive = recovery_definition()
+    assert consecutive == raw["defaults"]["consecutive"]
+    for lin in ("neutrophil", "platelet"):
+        row = raw[lin]
+        assert f"{row['value']:,} {row['unit']}" in labels[lin] and row["op"] in labels[lin]

@@ -18,7 +18,7 @@ without an antigen assessment is "antigen not assessed" (never antigen retained)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -347,10 +347,27 @@ class RecoveryData:
     subjects: pl.DataFrame
     curve: pl.DataFrame
     notes: tuple[str, ...] = ()
+    #: per lineage, the recovery definition as the criteria table states it (legend text)
+    labels: dict = field(default_factory=dict)
+    #: consecutive days the definition requires (the table's default; the engine runs with it)
+    consecutive: int | None = None
+
+
+def recovery_definition() -> tuple[dict[str, str], int | None]:
+    """Legend text per lineage and the consecutive days, read from ``count_recovery.yaml`` (the
+    thresholds are data there, not code here)."""
+    from cartlab.criteria import load_table
+
+    table = load_table("count_recovery")
+    labels = {}
+    for lin, noun in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
+        row = table.extra(lin)
+        labels[lin] = f"{noun} ({row['param']} {row['op']} {row['value']:,} {row['unit']})"
+    return labels, table.defaults.get("consecutive")
 
 
 def count_recovery_data(analysis, subject_ids=None) -> RecoveryData:
-    """Neutrophil (ANC >= 0.5) and platelet (>= 20) recovery days (ASTCT / CIBMTR definitions,
+    """Neutrophil and platelet recovery days (ASTCT / CIBMTR definitions, thresholds in
     ``grading/criteria/count_recovery.yaml``) from ``count_recovery``."""
     view = "count recovery"
     ids = selected_ids(analysis, subject_ids, view)
@@ -373,7 +390,8 @@ def count_recovery_data(analysis, subject_ids=None) -> RecoveryData:
              .sort("lineage", "day").with_columns(pl.col("k").cum_sum().over("lineage").cast(pl.Int64).alias("n_recovered"))
              .join(n_need, on="lineage").select("lineage", "day", "n_recovered", "n_needing",
                                                 (pl.col("n_recovered") / pl.col("n_needing")).alias("proportion")))
-    return RecoveryData(subjects, curve)
+    labels, consecutive = recovery_definition()
+    return RecoveryData(subjects, curve, labels=labels, consecutive=consecutive)
 
 
 # ------------------------------------------------------------------------------------------------

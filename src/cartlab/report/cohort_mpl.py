@@ -199,7 +199,7 @@ def recovery_figure(data: cd.RecoveryData) -> Figure:
     fig.subplots_adjust(left=0.08, right=0.62, top=0.92, bottom=0.15)
     ax = fig.add_subplot()
     colors = {"neutrophil": "#08519c", "platelet": "#cb181d"}
-    names = {"neutrophil": "neutrophils (ANC >= 0.5 x10^9/L)", "platelet": "platelets (>= 20 x10^9/L)"}
+    names = data.labels
     handles = []
     st = data.subjects.group_by("lineage", "status").len()
     last = float(data.curve["day"].max() or 0.0)
@@ -216,7 +216,7 @@ def recovery_figure(data: cd.RecoveryData) -> Figure:
         handles.append(Line2D([], [], color=colors[lin], lw=1.6, label=label))
     ax.set_ylim(0, 102)
     ax.set_xlabel("Days since CAR-T infusion", fontsize=FONT)
-    ax.set_ylabel("% recovered (3 consecutive days)", fontsize=FONT)
+    ax.set_ylabel(f"% recovered ({data.consecutive} consecutive days)", fontsize=FONT)
     ax.tick_params(labelsize=FONT - 1)
     _legend(ax, handles, "count recovery (ASTCT / CIBMTR)")
     return fig

@@ -126,10 +126,10 @@ def recovery_figure(data: cd.RecoveryData) -> go.Figure:
         x = [0.0, *c["day"].to_list(), last] if c.height else []
         y = [0.0, *(100 * c["proportion"]).to_list(), 100 * c["proportion"][-1]] if c.height else []
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"shape": "hv", "color": colors[lin]},
-                                 name=(f"{lin}: {counts.get('recovered', 0)}/{need} recovered; "
+                                 name=(f"{data.labels.get(lin, lin)}: {counts.get('recovered', 0)}/{need} recovered; "
                                        f"{counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data")))
     fig.update_xaxes(title=X_DAYS)
-    fig.update_yaxes(title="% recovered (3 consecutive days)", range=[0, 102])
+    fig.update_yaxes(title=f"% recovered ({data.consecutive} consecutive days)", range=[0, 102])
     return _layout(fig, 360)
 
 
