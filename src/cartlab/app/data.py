@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.model import Study
+from cartlab.report.course_parts import fmt_dose
 
 #: the parameters drawn on the patient page (course panels)
 COURSE_PARAMS = ("CARCOPY", "TEMP", "CRP", "IL6", "NEUT", "PLAT", "HGB")
@@ -37,12 +38,8 @@ def dose_level_label(cells_per_kg: float | None) -> str | None:
     if cells_per_kg is None or not math.isfinite(cells_per_kg) or cells_per_kg <= 0:
         return None
     exp = math.floor(math.log10(cells_per_kg))
-    mant = round(cells_per_kg / 10 ** exp, 1)
-    if mant >= 10:
-        mant, exp = mant / 10, exp + 1
-    sup = str(exp).translate(str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻"))
-    m = f"{mant:.1f}".rstrip("0").rstrip(".")
-    return f"{m}×10{sup}/kg"
+    # the report's dose format, on the dose rounded to 2 significant digits (a category, not a value)
+    return fmt_dose(round(cells_per_kg / 10 ** exp, 1) * 10 ** exp, "cells/kg")
 
 
 def dose_levels(study: Study) -> pl.DataFrame:

@@ -68,7 +68,6 @@ __all__ = [
     "icaht_distribution",
     "relapse_incidence_data",
     "response_rate_table",
-    "subject_facets",
     "survival_data",
     "swimmer_data",
     "toxicity_counts",
@@ -537,27 +536,3 @@ def cytokine_matrix(analysis, subject_ids=None, param: str = "IL6", days: tuple[
     notes = [f"{n_sel - len(order)} selected subject(s) without {param} values"] if n_sel > len(order) else []
     return CytokineMatrix(param, unit, cells.drop("unit").sort("subject_id", "day"), tuple(order),
                           (int(cells["day"].min()), int(cells["day"].max())), tuple(notes))
-
-
-# ------------------------------------------------------------------------------------------------
-# facets for the dashboard's filters
-
-
-def subject_facets(analysis) -> pl.DataFrame:
-    """One row per subject with what the cohort filters select on: ``disease``, ``target``,
-    ``car_dose`` and ``car_dose_unit`` (total CAR-T dose), ``response`` (best response, or "no
-    criteria" / "not assessed") and ``crs_grade`` (ASTCT; null = not evaluable)."""
-    from cartlab.kinetics.agents import car_t_agent_expr
-
-    study = analysis.study
-    out = study.subjects.select("subject_id", "disease", "target")
-    car = (study.doses.filter(car_t_agent_expr(pl.col("agent")))
-           .group_by("subject_id").agg(pl.col("dose").sum().alias("car_dose"),
-                                       pl.col("unit").drop_nulls().first().alias("car_dose_unit")))
-    out = out.join(car, on="subject_id", how="left", maintain_order="left")
-    best = optional(analysis, "best_response")
-    out = (out.join(best.select("subject_id", response_label().alias("response")), on="subject_id", how="left",
-                    maintain_order="left") if best is not None else out.with_columns(pl.lit(None, pl.String).alias("response")))
-    crs = optional(analysis, "crs_summary")
-    return (out.join(crs.select("subject_id", pl.col("crs_grade_astct").alias("crs_grade")), on="subject_id", how="left",
-                     maintain_order="left") if crs is not None else out.with_columns(pl.lit(None, pl.Int64).alias("crs_grade")))
