@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from cartlab.criteria import CriteriaTable, Rule, decision
+from cartlab.criteria import CriteriaOptions, CriteriaTable, Rule, decision
 from cartlab.criteria.model import Leaf, leaves
 from cartlab.io.dictionary import load_dictionary
 from cartlab.model import Study
@@ -34,6 +34,26 @@ DURATIONS: tuple[str, ...] = Duration.__args__
 DailyValue = Literal["min", "max", "mean", "last"]
 #: an option that is a number (an int stays an int: it is shown as written)
 Number = int | float
+
+
+class CountWindowOptions(CriteriaOptions):
+    """Operational options that N-ICAHT and T-ICAHT share (the choices the T-ICAHT paper leaves open
+    follow N-ICAHT); each instrument adds its own.  ``None`` means the criteria table's default."""
+
+    early_window: tuple[int, int] | None = None
+    inclusive: bool | None = None
+    daily_value: DailyValue | None = None
+    interpolate: bool | None = None
+    max_interpolation_gap_days: int | None = None
+    duration: Duration | None = None
+    stable_recovery_days: int | None = None
+    count_recovery_days_in_run: bool | None = None
+    late_start_day: int | None = None
+    late_end_day: int | None = None
+    late_end_events: tuple[str, ...] | None = None
+    late_end_at_last_followup: bool | None = None
+    late_window_end_inclusive: bool | None = None
+    late_min_measurements: int | None = None
 
 
 def grades(table: CriteriaTable, opts: dict[str, Any], sets: tuple[str, ...] = ("early", "late")) -> list[pl.Expr]:

@@ -19,11 +19,10 @@ from typing import Any
 import polars as pl
 
 from cartlab._deprecated import renamed
-from cartlab.criteria import CriteriaOptions, CriteriaTable, load_table
+from cartlab.criteria import CriteriaTable, load_table
 from cartlab.grading.hemato_common import (
     CMP,
-    DailyValue,
-    Duration,
+    CountWindowOptions,
     Number,
     below_durations,
     daily_series,
@@ -45,27 +44,13 @@ from cartlab.provenance import EVIDENCE
 __all__ = ["IcahtOptions", "derive_icaht", "derive_icaht_daily", "derive_icaht_episodes", "derive_icaht_summary"]
 
 
-class IcahtOptions(CriteriaOptions):
+class IcahtOptions(CountWindowOptions):
     """Options of ICAHT grading; ``None`` means the criteria table's default (its ``defaults``, whose
     comments document each option: the table below is generated from them). Early durations are
     cumulative by default (the EHA/EBMT logic restated in Rejeski 2025, T-ICAHT Table 1 footnote)."""
 
-    early_window: tuple[int, int] | None = None
-    inclusive: bool | None = None
-    daily_value: DailyValue | None = None
-    interpolate: bool | None = None
-    max_interpolation_gap_days: int | None = None
-    duration: Duration | None = None
-    stable_recovery_days: int | None = None
-    count_recovery_days_in_run: bool | None = None
     never_above_requires_full_window: bool | None = None
-    late_start_day: int | None = None
-    late_end_day: int | None = None
-    late_end_events: tuple[str, ...] | None = None
-    late_end_at_last_followup: bool | None = None
-    late_window_end_inclusive: bool | None = None
     late_end_events_from_day: Number | None = None
-    late_min_measurements: int | None = None
     criteria: str = "icaht_2023"
 
 

@@ -22,10 +22,9 @@ import polars as pl
 from pydantic import BeforeValidator
 
 from cartlab._deprecated import renamed
-from cartlab.criteria import CriteriaOptions, CriteriaTable, load_table
+from cartlab.criteria import CriteriaTable, load_table
 from cartlab.grading.hemato_common import (
-    DailyValue,
-    Duration,
+    CountWindowOptions,
     below_durations,
     daily_series,
     empty,
@@ -55,27 +54,13 @@ __all__ = ["TIcahtOptions", "derive_t_icaht", "derive_t_icaht_daily"]
 LevelName = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)]
 
 
-class TIcahtOptions(CriteriaOptions):
+class TIcahtOptions(CountWindowOptions):
     """Options of T-ICAHT grading; ``None`` means the criteria table's default (its ``defaults``, whose
     comments document each option: the table below is generated from them). The operational choices
     the paper leaves open follow N-ICAHT (:class:`~cartlab.grading.icaht.IcahtOptions`)."""
 
-    early_window: tuple[int, int] | None = None
-    inclusive: bool | None = None
-    daily_value: DailyValue | None = None
-    interpolate: bool | None = None
-    max_interpolation_gap_days: int | None = None
-    duration: Duration | None = None
-    stable_recovery_days: int | None = None
-    count_recovery_days_in_run: bool | None = None
     censor_events: tuple[str, ...] | None = None
     censor_day_inclusive: bool | None = None
-    late_start_day: int | None = None
-    late_end_day: int | None = None
-    late_end_events: tuple[str, ...] | None = None
-    late_end_at_last_followup: bool | None = None
-    late_window_end_inclusive: bool | None = None
-    late_min_measurements: int | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
