@@ -112,3 +112,23 @@ def test_twin_forecast_two_regimens(page, seed_server):
         else:  # quantiles are ordered
             vals = [float(r[k]) for k in ("pi90_lo", "pi50_lo", "median", "pi50_hi", "pi90_hi")]
             assert vals == sorted(vals)
+
+
+def test_error_in_a_page_logs_no_patient_data(page, monkeypatch, capfd):
+    """A computation that fails inside the patient page: the page says so, and the server's stderr has
+    the error's type and code location only (cartlab serve runs under redacted_errors)."""
+    import cartlab.app.figures as figures
+    from cartlab.app.logs import WITHHELD, redacted_errors
+
+    def broken(*args, **kwargs):
+        raise ValueError(f"{SEED_SUBJECT}: 183945 copies/ug")
+
+    monkeypatch.setattr(figures, "course_spec", broken)
+    catalog = Catalog.from_study(seed_case(), "folder seed_case")
+    with redacted_errors(), ServerThread(create_app(catalog, token=TOKEN)) as srv:
+        _open_patient(page, srv.url)
+        expect(page.locator("#course_plot.shiny-output-error")).to_be_visible(timeout=TIMEOUT)
+        expect(page.locator("#patient_headline_text")).to_contain_text("CRS grade 3", timeout=TIMEOUT)  # the rest works
+    err = capfd.readouterr().err
+    assert "cartlab dashboard: ValueError at " in err and WITHHELD in err
+    assert SEED_SUBJECT not in err and "183945" not in err

@@ -8,11 +8,22 @@ from typing import Annotated
 
 import typer
 
-from cartlab.cli.base import DEFAULT_STORE_PATH, CsvDialectOpt, StoreOpt, _load_study, _usage, app, console, err
+from cartlab.cli.base import (
+    DEFAULT_STORE_PATH,
+    CsvDialectOpt,
+    StoreOpt,
+    _debug,
+    _load_study,
+    _usage,
+    app,
+    console,
+    err,
+)
 
 
 @app.command("serve")
 def serve_cmd(
+    ctx: typer.Context,
     study: Annotated[str | None, typer.Argument(
         metavar="[STUDY]", help="A study folder or the id of a stored study (none: every study of the store).")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
@@ -29,7 +40,8 @@ def serve_cmd(
     and its evidence, kinetics), twin forecast; CSV download of every table. Read-only.
 
     Listens on 127.0.0.1 unless --host says otherwise; a non-loopback host is refused without a token.
-    The access log is off (URLs never reach a log).
+    The access log is off (URLs never reach a log); an error inside the dashboard is logged as its type and
+    code location only, never its message (cartlab --debug serve logs the full traceback).
 
     [bold]Example[/]: cartlab serve studies/seed_case   (then open http://127.0.0.1:8050/)
     [bold]Example[/]: cartlab serve --store cartlab.duckdb --host 0.0.0.0 --token "$(openssl rand -hex 16)"
@@ -48,7 +60,10 @@ def serve_cmd(
     console.print(f"[green]cartlab dashboard[/] on http://{shown}:{port}/ ({len(catalog.ids())} "
                   f"stud{'y' if len(catalog.ids()) == 1 else 'ies'}"
                   f"{'; token required' if token else ''}). Ctrl+C stops it.", soft_wrap=True)
-    run_server(asgi, host, port)
+    from cartlab.app.logs import redacted_errors
+
+    with redacted_errors(enabled=not _debug(ctx)):
+        run_server(asgi, host, port)
 
 
 def _catalog(study: str | None, store: Path, csv_dialect: str):
