@@ -6,7 +6,7 @@ it with ``traceback.print_exception``). An error's text and a traceback's source
 subject id or a value. :func:`redacted_errors` replaces those channels, for the server process, with
 one line naming the error's type and the code location only::
 
-    cartlab dashboard: ValueError at cartlab/app/figures.py:88 (course_figure); message withheld ...
+    cartlab dashboard: ValueError at cartlab/app/server.py:229 (course_plot); message withheld ...
 
 ``cartlab --debug serve`` (or ``CARTLAB_DEBUG=1``) keeps the full tracebacks.
 """
