@@ -40,7 +40,7 @@ def test_forecast_calibration_small(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("CARTLAB_TWIN_CALIBRATION"),
-                    reason="~30 min on 2 cores: set CARTLAB_TWIN_CALIBRATION=1 (results in docs/twin.md)")
+                    reason="~25 min on one core: set CARTLAB_TWIN_CALIBRATION=1 (results in docs/twin.md)")
 def test_forecast_calibration_500(tmp_path):
     from cartlab.twin.plots import calibration_figure
 

@@ -58,10 +58,12 @@ def virtual_patients(n: int, seed: int = HELDOUT_SEED, start: int = 0, prior="cd
 
 
 def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: float = 7.0, n_draws: int = 300,
-                         n_sir: int = 1500, n_starts: int = 1, start: int = 0, prior="cd7_twin_v1", out=None,
-                         progress=None) -> pl.DataFrame:
+                         n_sir: int | None = None, n_starts: int | None = None, start: int = 0, prior="cd7_twin_v1",
+                         out=None, progress=None) -> pl.DataFrame:
     """Forecast ``n`` held-out virtual patients from their data up to ``from_day`` and compare with
-    their simulated truth. One row per patient: true CAR peak (noise-free, days 0-28), forecast
+    their simulated truth. ``n_sir``/``n_starts`` default to :class:`TwinModel`'s, so the calibration
+    checks the fit a user gets; the intervals use every importance draw with its weight, not the
+    ``n_draws`` resampled ones. One row per patient: true CAR peak (noise-free, days 0-28), forecast
     median and 50%/90% PIs, in_pi50, in_pi90, forecast P(CRS >= 3) and the truth, P(response by day
     28) and the truth, SIR ESS, fit seconds.
 
@@ -114,7 +116,8 @@ def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: fl
         ob = _Objective(table, table.vector(), free, sd[free], _repeat_rows(baseline, np.array([r])),
                         fit_events.take(np.array([r])), obs, (),
                         recorded=(cd, {k: v[r:r + 1] for k, v in flags_known.items()}))
-        m = TwinModel(prior=table, n_sir=n_sir, n_draws=n_draws, n_starts=n_starts, seed=int(index[r]))
+        m = TwinModel(prior=table, n_draws=n_draws, seed=int(index[r]),
+                      **{k: v for k, v in (("n_sir", n_sir), ("n_starts", n_starts)) if v is not None})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CartlabWarning)
             m._fit_objective(ob)
