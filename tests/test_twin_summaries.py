@@ -91,6 +91,46 @@ def test_icaht_interpolates_between_measurements():
     assert icaht_early(_obs(times={"NEUT": t}, values={"NEUT": anc})).tolist() == [2]
 
 
+def test_thresholds_come_from_the_criteria_tables(monkeypatch):
+    """The fast summaries grade by the criteria tables (one rule compiler), not by constants: a table
+    default changed (here the ASTCT fever threshold, the ICAHT stable-recovery days) changes the grade."""
+    from cartlab.twin import summaries
+
+    t = np.array([2.0])
+    obs = _obs(times={"TEMP": t}, values={"TEMP": np.array([[38.5]])})
+    assert crs_grade(obs).tolist() == [1]           # 38.5 >= 38.0 (ASTCT 2019 Table 1)
+    table, opts = summaries._rules("crs")
+    monkeypatch.setattr(summaries, "_rules", lambda kind: (table, {**opts, "fever_threshold_c": 39.0}))
+    assert crs_grade(obs).tolist() == [0]           # 38.5 < 39.0: no fever, no CRS
+    monkeypatch.undo()
+    # patient 0 of test_icaht_early_counts_non_stable_recovery: 7 + 2 (non-stable) + 6 = 15 days -> grade 3;
+    # with stable_recovery_days 2 the 2-day recovery is stable: 7 + 6 = 13 days -> grade 2
+    tn = np.arange(0, 31, dtype=float)
+    anc = np.full((1, tn.size), 2.0)
+    anc[0, 0:7], anc[0, 7:9], anc[0, 9:15] = 0.3, 0.8, 0.3
+    neut = _obs(times={"NEUT": tn}, values={"NEUT": anc})
+    assert icaht_early(neut).tolist() == [3]
+    table, opts = summaries._rules("icaht")
+    monkeypatch.setattr(summaries, "_rules", lambda kind: (table, {**opts, "stable_recovery_days": 2}))
+    assert icaht_early(neut).tolist() == [2]
+
+
+@pytest.mark.parametrize("kind, change", [("crs", {"age_adjusted_sbp": True}), ("icaht", {"duration": "longest_run"}),
+                                          ("eln", {"missing_pb_blasts": "assume_absent"})])
+def test_a_default_the_fast_summaries_do_not_implement_is_refused(monkeypatch, kind, change):
+    from cartlab.errors import InputError
+    from cartlab.twin import summaries
+
+    table, opts = summaries._rules(kind)
+    monkeypatch.setattr(summaries, "_rules", lambda k: (table, {**opts, **change}))
+    fn = {"crs": crs_grade, "icaht": icaht_early, "eln": summaries.eln_best_response}[kind]
+    t = np.array([-3.0, 2.0])
+    obs = _obs(times={p: t for p in ("TEMP", "NEUT", "BMBLAST")},
+               values={p: np.array([[1.0, 1.0]]) for p in ("TEMP", "NEUT", "BMBLAST")})
+    with pytest.raises(InputError, match="not implemented by the fast summaries"):
+        fn(obs)
+
+
 def test_accumulator_merge_is_exact_and_order_free_in_counts():
     rng = np.random.default_rng(0)
     n = 50

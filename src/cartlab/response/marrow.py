@@ -42,6 +42,7 @@ from cartlab.provenance import EVIDENCE, row_ref
 
 __all__ = [
     "CATEGORY_RANK",
+    "categorise_assessments",
     "RESPONSE_TABLES",
     "ResponseOptions",
     "derive_all_response",
@@ -250,24 +251,32 @@ _FEATURES = {"bm_blast_pct": pl.Float64, "pb_blast_pct": pl.Float64, "pb_blast_a
              "not_aplastic": pl.Boolean, "blast_reduction_pct": pl.Float64}
 
 
-def _assess(table: CriteriaTable, opts: dict[str, Any], feats: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The category of each assessment (the table's ``categories``, evaluated once over all of them):
-    the first whose conditions all hold; when that is the catch-all (no conditions) while a better
-    category is still possible for want of an input, the table's ``unresolved`` (NE). With the
-    categories still possible (``could_be``), the ``missing`` inputs that leave them open and, per
-    better category, the conditions ``failed``."""
+def categorise_assessments(table: CriteriaTable, opts: dict[str, Any], features: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
+    """The category of each assessment (one row of ``features`` each; columns as ``_FEATURES``, a
+    missing column is a missing input) by the table's ``categories``: the first whose conditions all
+    hold; when that is the catch-all (no conditions) while a better category is still possible for
+    want of an input, the table's ``unresolved`` (NE). Returns the frame ``a_category``, ``a_rule``,
+    ``a_possible`` (categories still possible), ``a_unmet``, ``a_missing``, and the rules' texts."""
     categories = decision(table, "categories", opts, schema=_FEATURES)
     catch_all = [r.id for r in categories.rules if not r.when]
     if not catch_all:
         raise ValueError("the criteria table has no catch-all category (a category with no conditions)")
     texts = {r.id: render(r, opts) for r in categories.rules}
-    out = categories.apply(pl.DataFrame(feats, schema=_FEATURES), "a", "rule", "category", "possible", "missing", "unmet")
+    frame = features.select([(pl.col(k) if k in features.columns else pl.lit(None)).cast(t).alias(k)
+                             for k, t in _FEATURES.items()])
+    out = categories.apply(frame, "a", "rule", "category", "possible", "missing", "unmet")
     if "unresolved" in (table.model_extra or {}):
         unresolved = Rule.model_validate(table.extra("unresolved"))
         texts[unresolved.id] = render(unresolved, opts)
         ne = pl.col("a_rule").is_in(catch_all) & (pl.col("a_possible").list.len() > 0)
         out = out.with_columns(pl.when(ne).then(pl.lit(unresolved.id)).otherwise(pl.col("a_rule")).alias("a_rule"),
                                pl.when(ne).then(pl.lit(unresolved.label)).otherwise(pl.col("a_category")).alias("a_category"))
+    return out.select("a_category", "a_rule", "a_possible", "a_unmet", "a_missing"), texts
+
+
+def _assess(table: CriteriaTable, opts: dict[str, Any], feats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`categorise_assessments` of row dicts, as dicts (``could_be``, ``failed``, ``missing``)."""
+    out, texts = categorise_assessments(table, opts, pl.DataFrame(feats, schema=_FEATURES))
     return [{"category": r["a_category"], "rule": r["a_rule"], "text": texts[r["a_rule"]], "could_be": r["a_possible"],
              "failed": r["a_unmet"], "missing": r["a_missing"]}
             for r in out.select("a_category", "a_rule", "a_possible", "a_unmet", "a_missing").iter_rows(named=True)]

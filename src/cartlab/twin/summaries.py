@@ -10,27 +10,41 @@ what ``cartlab analyze`` derives from the written folder (tested in ``tests/test
   dropped between; Cmax/Tmax (first day of the maximum); AUC0-28 linear-up/log-down, the curve 0
   from the first BLQ sample after the last quantifiable one (AUCall), interpolated at day 28 (by the
   same method) when the day-28 sample is a dropped BLQ; NaN when no sample follows.
-* ASTCT 2019 CRS grade (``grading/criteria/astct_crs_2019.yaml`` defaults): per calendar day, fever =
-  daily Tmax >= 38.0; hypotension grade 3 on a vasopressor day (one agent), 2 when SBP < 90; fever
-  waived from the first tocilizumab / corticosteroid day; no hypoxia model (grade <= 3).
-* Early ICAHT (EHA/EBMT 2023, ``grading/criteria/icaht_2023.yaml`` defaults): daily ANC on days 0-30,
-  linearly interpolated between measured days, cumulative days <= 0.5 and <= 0.1 with non-stable
-  recoveries (< 3 days between two runs) counted.
-* ELN 2022 best response (AML; ``response/criteria/eln2022_aml.yaml`` defaults): each post-infusion
-  marrow with NEUT/PLAT/PBBLAST from the marrow day or the nearest day within +/- 3 (ties: earlier);
-  CR > CRh > CRi > MLFS > PR > NR > NE, ties to the first day; assessments after an allo-HSCT day are
-  not counted.
+* ASTCT 2019 CRS grade (``grading/criteria/astct_crs_2019.yaml``, default options): per calendar
+  day the table's fever, hypotension and hypoxia rules on the day's Tmax, SBP minimum, vasopressor
+  count and oxygen level (none: the model has no hypoxia, so grade <= 3); fever required, or waived
+  from the first day of a waiver category (tocilizumab / corticosteroid).
+* Early ICAHT (EHA/EBMT 2023, ``grading/criteria/icaht_2023.yaml``, default options): daily ANC in
+  the early window, linearly interpolated between measured days, cumulative days at or below each
+  level the early rules name, with non-stable recoveries counted; the grade by the table's rules.
+* ELN 2022 best response (AML; ``response/criteria/eln2022_aml.yaml``, default options): each
+  post-infusion marrow with NEUT/PLAT/PBBLAST from the marrow day or the nearest day within the
+  table's count window (ties: earlier), categorised by the table's rules (the catch-all NR while a
+  better category is still possible for a missing input is NE); CR > CRh > CRi > MLFS > PR > NR >
+  NE, ties to the first day; assessments after an allo-HSCT day are not counted.
+
+The thresholds and grades come from the criteria tables through the one rule compiler
+(:func:`cartlab.criteria.decision`); only the feature derivations are vectorised here. A table
+default these derivations do not implement is refused (:func:`_require`), never silently ignored.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import polars as pl
+
+from cartlab.criteria import decision, load_table
+from cartlab.errors import InputError
 
 CATEGORIES = ("CR", "CRh", "CRi", "MLFS", "PR", "NR", "NE")
 CR_CRH_CRI = (0, 1, 2)
-FEVER_C, SBP_CUTOFF, WAIVE = 38.0, 90.0, ("tocilizumab", "steroid")
+#: intervention categories of the criteria tables -> the clinic log's keys (cartlab.twin.clinic)
+CLINIC_KEYS = {"tocilizumab": "tocilizumab", "corticosteroid": "steroid", "antipyretic": "antipyretic"}
 #: fixed log10 bins (0.01 dex) of the histograms: Cmax, AUC0-28 (copies/ug gDNA [x day])
 LOG_BINS = np.round(np.arange(0.0, 10.0 + 1e-9, 0.01), 2)
 
@@ -109,10 +123,43 @@ def car_kinetics(t: np.ndarray, v: np.ndarray, blq: np.ndarray, first_dose: floa
     return {"cmax": cmax, "tmax": tmax, "tlast": tlast, "auc": auc}
 
 
+def _require(what: str, opts: dict[str, Any], **expected: Any) -> None:
+    """Refuse table defaults the vectorised derivations here do not implement (they would be ignored)."""
+    def norm(x: Any) -> Any:
+        return tuple(x) if isinstance(x, (list, tuple)) else x
+
+    bad = {k: opts.get(k) for k, v in expected.items() if norm(opts.get(k)) != norm(v)}
+    if bad:
+        raise InputError(f"twin summaries: {what} defaults {bad} are not implemented by the fast summaries "
+                         f"(they implement {expected}); analyse the written study folders instead")
+
+
+@functools.cache
+def _rules(kind: str) -> tuple[Any, dict[str, Any]]:
+    """(criteria table, resolved default options) of ``kind``: crs, icaht or eln."""
+    if kind == "crs":
+        from cartlab.grading.crs import CrsOptions as Options
+    elif kind == "icaht":
+        from cartlab.grading.icaht import IcahtOptions as Options
+    else:
+        from cartlab.response.marrow import ResponseOptions
+
+        options = ResponseOptions()
+        return load_table("eln2022_aml", "cartlab.response"), options.resolved("eln2022_aml")
+    options = Options()
+    return load_table(options.criteria), options.resolved()
+
+
 def crs_grade(obs) -> np.ndarray:
-    """ASTCT 2019 maximum daily CRS grade per patient (0-3; no hypoxia in the model)."""
+    """ASTCT 2019 maximum daily CRS grade per patient (0-3; no hypoxia in the model), by the rules of
+    ``astct_crs_2019.yaml`` (Lee et al. 2019, Table 1)."""
+    table, opts = _rules("crs")
+    _require("ASTCT CRS", opts, age_adjusted_sbp=False, antipyretics_waive_fever=False, assessment_window=None,
+             assessment_end_events=())
     days = obs.clinic_days.astype(np.int64)
     n, D = obs.n, days.size
+    if not D:
+        return np.zeros(n, np.int64)
     tmax = np.full((n, D), np.nan)
     sbp = np.full((n, D), np.nan)
     for p, arr, how in (("TEMP", tmax, np.fmax), ("SYSBP", sbp, np.fmin)):
@@ -121,16 +168,23 @@ def crs_grade(obs) -> np.ndarray:
         d, val = _daily(obs.values[p], obs.times[p], how)
         sel = np.isin(d, days)
         arr[:, np.searchsorted(days, d[sel])] = val[:, sel]
-    vaso = obs.clinic.get("vasopressor", np.zeros((n, D), bool))
+    vaso = obs.clinic.get("vasopressor", np.zeros((n, D), bool)).astype(np.int64)   # one agent (norepinephrine)
     waiver_any = np.zeros((n, D), bool)
-    for k in WAIVE:
-        if k in obs.clinic:
-            waiver_any |= obs.clinic[k]
+    for category in opts["waiver_categories"]:
+        key = CLINIC_KEYS.get(category)
+        if key in obs.clinic:
+            waiver_any |= obs.clinic[key]
     waived = np.maximum.accumulate(waiver_any, axis=1)
-    fever = tmax >= FEVER_C
-    hypo = np.where(vaso, 3, np.where(sbp < SBP_CUTOFF, 2, 0))
-    grade = np.where(fever, np.maximum(1, hypo), np.where(waived, hypo, 0))
-    return grade.max(axis=1) if D else np.zeros(n, np.int64)
+    features = pl.DataFrame({"tmax_c": tmax.ravel(), "sbp_min_mmhg": sbp.ravel(),
+                             "sbp_cutoff": np.full(n * D, float(opts["sbp_cutoff_mmhg"])),
+                             "n_vasopressors": vaso.ravel(), "n_vasopressors_excl_vasopressin": vaso.ravel(),
+                             "o2_level": np.zeros(n * D, np.int64)}, nan_to_null=True)
+    g = features.select([decision(table, dom, opts, otherwise_grade=0).grade().alias(dom)
+                         for dom in ("fever", "hypotension", "hypoxia")])
+    fever = g["fever"].to_numpy().reshape(n, D) >= 1
+    support = np.maximum(g["hypotension"].to_numpy(), g["hypoxia"].to_numpy()).reshape(n, D)
+    grade = np.where(fever, np.maximum(1, support), np.where(waived, support, 0))
+    return grade.max(axis=1)
 
 
 def _below_days(flag: np.ndarray, known: np.ndarray, stable: int = 3) -> np.ndarray:
@@ -155,12 +209,20 @@ def _below_days(flag: np.ndarray, known: np.ndarray, stable: int = 3) -> np.ndar
     return total
 
 
-def icaht_early(obs, window: tuple[int, int] = (0, 30)) -> np.ndarray:
-    """EHA/EBMT 2023 early ICAHT grade (0-4; -1 = not evaluable: no ANC in days 0-30)."""
+def icaht_early(obs) -> np.ndarray:
+    """EHA/EBMT 2023 early ICAHT grade (0-4; -1 = not evaluable: no ANC in the early window), by the
+    rules of ``icaht_2023.yaml`` (Rejeski et al. 2023)."""
+    from cartlab.grading.hemato_common import rule_features, to_canonical
+
+    table, opts = _rules("icaht")
+    _require("ICAHT", opts, daily_value="min", interpolate=True, max_interpolation_gap_days=None,
+             duration="cumulative", count_recovery_days_in_run=True, never_above_requires_full_window=False)
+    levels = {k.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "NEUT") for k, v in table.extra("levels").items()}
     t, v = obs.times["NEUT"], obs.values["NEUT"]
     d, val = _daily(v, t, np.fmin)
     n = v.shape[0]
-    grid = np.arange(window[0], window[1] + 1)
+    lo, hi = opts["early_window"]
+    grid = np.arange(int(lo), int(hi) + 1)
     anc = np.full((n, grid.size), np.nan)
     ok = np.isfinite(val)
     for g, day in enumerate(grid):
@@ -174,15 +236,21 @@ def icaht_early(obs, window: tuple[int, int] = (0, 30)) -> np.ndarray:
         w = np.where(da > db, (day - db) / np.where(da > db, da - db, 1), 0.0)
         anc[:, g] = np.where(has_b & has_a, vb + (va - vb) * w, np.nan)
     known = np.isfinite(anc)
-    d500 = _below_days(anc <= 0.5, known)
-    d100 = _below_days(anc <= 0.1, known)
-    never_above = known.any(1) & np.all(~known | (anc <= 0.5), axis=1)
-    grade = np.select([never_above | (d100 >= 14), (d500 >= 14) | (d100 >= 7), d500 >= 7, d500 >= 1],
-                      [4, 3, 2, 1], 0)
-    return np.where(known.any(1), grade, -1)
+    below = np.less_equal if opts["inclusive"] else np.less
+    features: dict[str, np.ndarray] = {}
+    for name in rule_features(table.rule_set("early")):
+        m = re.fullmatch(r"anc_le_(\w+)_days|never_above_(\w+)", name)
+        if m is None or (m.group(1) or m.group(2)) not in levels:
+            raise InputError(f"twin summaries: the early ICAHT rules use {name!r}, which the fast summaries do not derive")
+        with np.errstate(invalid="ignore"):
+            flag = below(anc, levels[m.group(1) or m.group(2)])
+        features[name] = (_below_days(flag, known, int(opts["stable_recovery_days"])) if m.group(1)
+                          else known.any(1) & np.all(~known | flag, axis=1))
+    grade = pl.DataFrame(features).select(decision(table, "early", opts, otherwise_grade=0).grade())
+    return np.where(known.any(1), grade.to_series().to_numpy(), -1)
 
 
-def _nearest(obs, p: str, day: float, window: float = 3.0) -> np.ndarray:
+def _nearest(obs, p: str, day: float, window: float) -> np.ndarray:
     t, v = obs.times[p], obs.values[p]
     dist = np.abs(np.floor(t) - np.floor(day))
     order = np.lexsort((t, dist))
@@ -195,29 +263,33 @@ def _nearest(obs, p: str, day: float, window: float = 3.0) -> np.ndarray:
 
 
 def eln_best_response(obs) -> tuple[np.ndarray, np.ndarray]:
-    """ELN 2022 best response (index into :data:`CATEGORIES`) and its day, per patient."""
+    """ELN 2022 best response (index into :data:`CATEGORIES`) and its day, per patient, each marrow
+    categorised by the rules of ``eln2022_aml.yaml`` (Döhner et al. 2022, Table 7)."""
+    from cartlab.response.marrow import categorise_assessments
+
+    table, opts = _rules("eln")
+    _require("ELN 2022", opts, missing_pb_blasts="not_evaluable")
+    window = float(opts["count_window_days"])
     t, bm = obs.times["BMBLAST"], obs.values["BMBLAST"]
     n = bm.shape[0]
-    pre_cols = np.nonzero(t < 0)[0]
     pre = np.full(n, np.nan)
-    for j in pre_cols:
+    for j in np.nonzero(t < 0)[0]:
         pre = np.where(np.isfinite(bm[:, j]), bm[:, j], pre)
-    best = np.full(n, CATEGORIES.index("NE"))
+    rank = {c: i for i, c in enumerate(CATEGORIES)}
+    best = np.full(n, rank["NE"])
     best_day = np.full(n, np.nan)
     end = np.where(np.isfinite(obs.hsct_day), obs.hsct_day, np.inf)
     for j in np.nonzero(t > 0)[0]:
         b = bm[:, j]
         ok = np.isfinite(b) & (t[j] <= end)
-        anc, plt, pb = (_nearest(obs, p, t[j]) for p in ("NEUT", "PLAT", "PBBLAST"))
-        with np.errstate(invalid="ignore"):
+        anc, plt, pb = (_nearest(obs, p, t[j], window) for p in ("NEUT", "PLAT", "PBBLAST"))
+        with np.errstate(invalid="ignore", divide="ignore"):
             red = np.where(pre > 0, 100 * (pre - b) / np.where(pre > 0, pre, 1), np.nan)
-            rem = (b < 5) & (pb == 0)
-            a1, p100 = anc >= 1.0, plt >= 100
-            cat = np.select(
-                [rem & a1 & p100, rem & (anc >= 0.5) & (plt >= 50), rem & (a1 | p100), rem,
-                 a1 & p100 & (b >= 5) & (b <= 25) & (red >= 50),
-                 (b < 5) & ~np.isfinite(pb)],
-                [0, 1, 2, 3, 4, 6], 5)
+        feats = pl.DataFrame({"bm_blast_pct": b, "pb_blast_pct": pb, "emd": np.zeros(n, bool), "anc": anc,
+                              "plt": plt, "not_aplastic": np.ones(n, bool), "blast_reduction_pct": red},
+                             nan_to_null=True)   # no EMD and no cellularity in the model (cellularity absent: not aplastic)
+        cats, _ = categorise_assessments(table, opts, feats)
+        cat = cats["a_category"].replace_strict(rank, default=rank["NE"], return_dtype=pl.Int64).to_numpy()
         better = ok & ((cat < best) | ~np.isfinite(best_day))
         better &= ~(np.isfinite(best_day) & (cat >= best))
         best = np.where(better, cat, best)
