@@ -137,3 +137,34 @@ def test_an_unexpected_error_is_reported_as_a_bug(bad, monkeypatch):
     text = " ".join((res.output + res.stderr).split())
     assert res.exit_code == 1 and "Traceback" not in text
     assert "internal error: RuntimeError: something nobody expected" in text and "--debug" in text
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_cartlab_warning_is_printed_as_a_message(bad, monkeypatch, debug):
+    """An engine's CartlabWarning (e.g. the twin's "SIR effective sample size ...") reaches the user as
+    "  ! message" like the other warnings, not as Python's "file.py:123: CartlabWarning" with a source
+    line; --debug keeps Python's format."""
+    import warnings
+
+    import cartlab.analyze as analyze
+    from cartlab.errors import CartlabWarning
+
+    real = analyze.write_analysis
+
+    def warns(*a, **k):
+        warnings.warn("a test warning from an engine", CartlabWarning, stacklevel=2)
+        return real(*a, **k)
+
+    monkeypatch.setattr(analyze, "write_analysis", warns)
+    out = bad / f"w{int(debug)}"
+    args = ["analyze", str(bad / "seed"), "--out", str(out)]
+    if debug:  # Python's warning machinery shows it (here pytest's recorder stands in for stderr)
+        with pytest.warns(CartlabWarning, match="a test warning from an engine"):
+            res = CliRunner().invoke(app, ["--debug", *args])
+        assert "! a test warning" not in res.output + res.stderr
+    else:
+        res = CliRunner().invoke(app, args)
+        text = res.output + res.stderr
+        assert "  ! a test warning from an engine" in text and "CartlabWarning" not in text
+    assert res.exit_code == 0, res.output
+    assert warnings.showwarning.__module__ == "warnings"  # restored after the command

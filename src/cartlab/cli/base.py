@@ -42,13 +42,38 @@ class _Group(typer.core.TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with _warnings_as_messages(ctx):
+                return super().invoke(ctx)
         except (typer.Exit, typer.Abort, _ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place where every error is turned into a message
             if _debug(ctx):
                 raise
             raise typer.Exit(_report_error(exc)) from None
+
+
+@contextmanager
+def _warnings_as_messages(ctx):
+    """cartlab's own warnings (``CartlabWarning``) raised while a command runs are printed as the
+    commands' other warnings are ("  ! message"), not as Python's "file:line: Warning" with a source
+    line; with ``--debug`` (or any other warning category) Python's format is kept."""
+    import warnings
+
+    from cartlab.errors import CartlabWarning
+
+    python_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CartlabWarning) and not _debug(ctx):
+            _print_warnings([message])
+        else:
+            python_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = python_show
 
 
 app = typer.Typer(

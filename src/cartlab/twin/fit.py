@@ -515,7 +515,8 @@ class TwinModel:
                 self.ess_ = float(1.0 / np.sum(w * w))
             if self.ess_ < 200:
                 warnings.warn(f"SIR effective sample size {self.ess_:.0f} < 200: the Laplace approximation is poor "
-                              "for this subject; consider posterior='mcmc'", CartlabWarning, stacklevel=3)
+                              "for this subject; consider posterior='mcmc' (cartlab twin fit --posterior mcmc)",
+                              CartlabWarning, stacklevel=3)
             self.is_draws_, self.is_weights_ = xs, w
             # systematic resampling
             u = (rng.uniform() + np.arange(self.n_draws)) / self.n_draws
