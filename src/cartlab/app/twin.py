@@ -24,6 +24,8 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
+from cartlab.twin.quality import MIN_ESS_INTERVALS as MIN_ESS
+
 #: regimen key -> (label, clinic-rule overrides, booster day or None)
 REGIMENS: dict[str, tuple[str, dict[str, float], float | None]] = {
     "clinic": ("clinic rule (clinic_v1)", {}, None),
@@ -88,7 +90,11 @@ class TwinCache:
         out = (pl.concat(tables).select("regimen", "regimen_label", pl.exclude("regimen", "regimen_label"))
                .with_columns(pl.lit("simulated").alias("source")), curves,
                [*getattr(m, "dashboard_notes_", []),
-                *([] if m.converged_ else [f"the fit did not converge: {m.message_}"])])
+                *([] if m.converged_ else [f"the fit did not converge: {m.message_}"]),
+                *([] if m.intervals_reliable_ else [  # cartlab.twin.quality
+                    f"the 90% bands are not resolved: SIR effective sample size {m.ess_:.0f} < {MIN_ESS:.0f} "
+                    "(fewer than one effective draw beyond each bound); cartlab twin forecast --posterior mcmc "
+                    "gives usable intervals"])])
         self._results[key] = out
         return out
 

@@ -50,6 +50,7 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
     model.summary.write_csv(tmp / "twin_params.csv")
     model.params_.write_csv(tmp / "twin_all_params.csv")
     model.observations_.write_csv(tmp / "twin_observations.csv")
+    model.fit_quality_.write_csv(tmp / "twin_fit_quality.csv")
     ident = identifiability(model, profile_params=())
     ident.write_csv(tmp / "twin_identifiability.csv")
     if model.anchors_.height:
@@ -60,6 +61,7 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
         "posterior": model.posterior, "converged": model.converged_, "message": model.message_,
         "objective": model.objective_, "sir_ess": None if math.isnan(model.ess_) else model.ess_,
         "n_observations": model.observations_.height, "sensitivity": model.sensitivity_,
+        "fit_quality": model.fit_quality_.to_dicts(), "intervals_reliable": model.intervals_reliable_,
         "values": "the twin's curves are simulated (source = simulated), not measured",
     })
 
@@ -79,7 +81,8 @@ def fit_cmd(
 ) -> None:
     """Fit the CD7 CAR-T twin to one subject's course (MAP with the population prior, Laplace+SIR or MCMC
     posterior). Writes twin_params.csv (estimates, SE, 95% CI, shrinkage), twin_observations.csv (observed
-    vs twin), twin_identifiability.csv, twin_fit.png and twin_fit.json.
+    vs twin), twin_fit_quality.csv (per parameter: RMS standardised residual, whether the twin describes it),
+    twin_identifiability.csv, twin_fit.png and twin_fit.json.
 
     [bold]Example[/]: cartlab twin fit studies/seed --subject CD7-AML-001 --sources paper --seed-anchors --out twin/
     """
@@ -95,7 +98,15 @@ def fit_cmd(
             _write_fit(model, tmp, meta)
             (tmp / "twin_fit.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
     console.print(f"[green]wrote[/] {out}: twin of {subject} fitted to {model.observations_.height} observations "
-                  f"({'converged' if model.converged_ else 'NOT converged: ' + model.message_})", soft_wrap=True)
+                  f"({'converged' if model.converged_ else 'NOT converged: ' + model.message_})"
+                  + _misfit_note(model), soft_wrap=True)
+
+
+def _misfit_note(model) -> str:
+    import polars as pl
+
+    bad = model.fit_quality_.filter(pl.col("describes").not_())["param"].to_list()
+    return f"; [yellow]the twin does not describe {', '.join(bad)}[/] (twin_fit_quality.csv)" if bad else ""
 
 
 @twin_app.command("forecast")
@@ -114,8 +125,9 @@ def forecast_cmd(
 ) -> None:
     """Forecast the rest of a subject's course from the data up to --from-day: CAR peak (median, 50%
     and 90% prediction intervals), P(CRS grade >= 3), P(CR/CRi/MLFS by day 28), with the clinic rule
-    deciding interventions after that day. Writes twin_forecast.csv, twin_params.csv,
-    twin_identifiability.csv, twin_forecast.png, twin_fit.png and twin_forecast.json.
+    deciding interventions after that day. Writes twin_forecast.csv, twin_params.csv, twin_fit_quality.csv,
+    twin_identifiability.csv, twin_forecast.png, twin_fit.png and twin_forecast.json. Intervals that the
+    posterior draws do not resolve, and a forecast peak below a value already measured, are flagged.
 
     [bold]Example[/]: cartlab twin forecast studies/seed --subject CD7-AML-001 --from-day 7 --out fc/
     """
@@ -136,7 +148,10 @@ def forecast_cmd(
 
             forecast_figure(model, tmp / "twin_forecast.png")
             meta["forecast"] = table.to_dicts()
+            meta["forecast_reliable"], meta["forecast_notes"] = model.forecast_reliable_, model.forecast_notes_
             (tmp / "twin_forecast.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
     peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
+    caveat = "" if model.forecast_reliable_ else ": [yellow]NOT resolved[/], rerun with --posterior mcmc"
     console.print(f"[green]wrote[/] {out}: predicted CAR peak {peak['median']:.3g} copies/ug (90% PI "
-                  f"{peak['pi90_lo']:.3g}-{peak['pi90_hi']:.3g}); values are simulated", soft_wrap=True)
+                  f"{peak['pi90_lo']:.3g}-{peak['pi90_hi']:.3g}{caveat}); values are simulated" + _misfit_note(model),
+                  soft_wrap=True)

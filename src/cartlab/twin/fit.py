@@ -38,6 +38,7 @@ import polars as pl
 from scipy import optimize, special
 
 from cartlab.errors import CartlabWarning, InputError
+from cartlab.twin.quality import MIN_ESS_INTERVALS, fit_quality, intervals_reliable, misfit_text
 
 __all__ = ["OBS_MODEL", "SEED_ANCHORS", "Anchor", "TwinModel", "course_summaries"]
 
@@ -396,8 +397,12 @@ class TwinModel:
     Fitted attributes (after :meth:`fit`): ``params_`` (one row per parameter: name, unit, prior,
     estimate, free), ``x_`` (MAP log-parameters of the free ones), ``cov_`` (log-scale covariance),
     ``posterior_`` ((n, P) natural-scale draws), ``ess_`` (SIR effective sample size),
-    ``observations_`` (rows fitted with ipred and iwres), ``anchors_`` (anchor statistics at the MAP),
-    ``nll_``, ``converged_``, ``message_``; ``summary`` (SE, RSE, 95% CI, shrinkage).
+    ``observations_`` (rows fitted with ipred and iwres), ``fit_quality_`` (per parameter: RMS
+    standardised residual and whether the twin describes it, :mod:`cartlab.twin.quality`),
+    ``intervals_reliable_`` (the posterior draws resolve a 90% interval), ``anchors_`` (anchor
+    statistics at the MAP), ``nll_``, ``converged_``, ``message_``; ``summary`` (SE, RSE, 95% CI,
+    shrinkage). After :meth:`forecast`: ``forecast_``, ``forecast_reliable_`` and ``forecast_notes_``
+    (why the intervals should not be read as they stand; each also a ``CartlabWarning``).
     """
 
     def __init__(self, prior: Any = "cd7_twin_v1", fixed: dict[str, float] | None = None, posterior: str = "laplace",
@@ -547,6 +552,12 @@ class TwinModel:
                             "src_row") if c in ob.obs.frame.columns]
         self.observations_ = ob.obs.frame.select(keep).with_columns(
             pl.Series("ipred", ipred, dtype=pl.Float64), pl.Series("iwres", iw, dtype=pl.Float64).fill_nan(None))
+        self.fit_quality_ = fit_quality(self.observations_)
+        self.intervals_reliable_ = intervals_reliable(self.posterior, self.ess_)
+        if (bad := misfit_text(self.fit_quality_)) is not None:
+            warnings.warn(f"the twin does not describe {bad}: the model cannot follow these measurements of this "
+                          "subject, so its fit, and forecasts that depend on them, are not to be trusted",
+                          CartlabWarning, stacklevel=3)
         sim = ob.simulate(self.x_[None, :], t_out=_T_GRID)
         self.course_ = sim
         summ = course_summaries(_T_GRID, sim.latent)
@@ -594,6 +605,10 @@ class TwinModel:
         self.forecast_sim_ = sim
         self.forecast_ = forecast_table(_T_GRID, sim)
         self.forecast_day_ = from_day
+        self.forecast_reliable_ = m.intervals_reliable_
+        self.forecast_notes_ = _forecast_notes(m, self.forecast_)
+        for note in self.forecast_notes_:
+            warnings.warn(note, CartlabWarning, stacklevel=2)
         return self.forecast_
 
     @property
@@ -712,6 +727,22 @@ def outcome_arrays(t: np.ndarray, sim) -> dict[str, np.ndarray]:
     out["crs_ge3"] = (vaso & ((tmax >= 38.0) | waived)).any(axis=1)
     out["response_d28"] = (sim.latent["BMBLAST"][:, i28] < 5.0) & (sim.latent["PBBLAST"][:, i28] < 0.5)
     return out
+
+
+def _forecast_notes(m: TwinModel, table: pl.DataFrame) -> list[str]:
+    """Why a forecast's intervals should not be read as they stand (empty when nothing is wrong)."""
+    notes = []
+    if not m.intervals_reliable_:
+        notes.append(f"the forecast's prediction intervals are not resolved: SIR effective sample size {m.ess_:.0f} < "
+                     f"{MIN_ESS_INTERVALS:.0f} (fewer than one effective draw beyond each 90% bound); rerun with "
+                     "posterior='mcmc' (cartlab twin forecast --posterior mcmc)")
+    peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
+    car = m.observations_.filter((pl.col("param") == "CARCOPY") & pl.col("iwres").is_not_null())
+    if car.height and car["value"].max() > peak["pi90_hi"]:
+        top = car.sort("value", descending=True).row(0, named=True)
+        notes.append(f"the forecast CAR peak (90% PI up to {peak['pi90_hi']:.3g} copies/ug) lies below a value "
+                     f"already measured ({top['value']:.3g} on day {top['day']:g})")
+    return notes
 
 
 def forecast_table(t: np.ndarray, sim) -> pl.DataFrame:
