@@ -705,11 +705,14 @@ def _events_until(events, day: float):
 
 def outcome_arrays(t: np.ndarray, sim) -> dict[str, np.ndarray]:
     """Per-row outcomes of a noise-free simulated course: CAR Cmax on days 0-28 and its day, CAR on
-    day 28; CRS grade >= 3 = a day in 0-28 with a vasopressor (ASTCT 2019 grade 3: hypotension
-    needing one vasopressor; no hypoxia model in v1) and fever (daily max TEMP >= 38) or after
-    tocilizumab/steroid (which waive fever) -- the rule of cartlab.twin.summaries.crs_grade on the
-    latent course; CR/CRi/MLFS by day 28 = marrow blasts < 5% and no blood blasts on day 28 (ELN
-    2022; MLFS needs no count recovery)."""
+    day 28; CRS grade >= 3 on a day in 0-28 by the ASTCT 2019 rules on the latent daily Tmax and
+    vasopressor days, tocilizumab/steroid waiving fever (:func:`cartlab.twin.summaries.crs_daily_grades`;
+    blood pressure is not used: below the cut-off without a vasopressor is grade 2; no hypoxia model);
+    CR/CRh/CRi/MLFS on day 28 by the ELN 2022 rules on the latent marrow and blood blasts (blood
+    blasts are reported in whole percent: below 0.5 reads as none; counts not used, so MLFS or better
+    is decided by blasts alone; :func:`cartlab.twin.summaries.eln_categories`)."""
+    from cartlab.twin.summaries import CATEGORIES, CR_CRH_CRI, crs_daily_grades, eln_categories
+
     w = (t >= 0) & (t <= 28)
     c = sim.latent["CARCOPY"][:, w]
     i28 = int(np.searchsorted(t, 28.0))
@@ -718,14 +721,13 @@ def outcome_arrays(t: np.ndarray, sim) -> dict[str, np.ndarray]:
     sel = (cd >= 0) & (cd <= 28)
     days = cd[sel]
     tmax = np.stack([sim.latent["TEMP"][:, (t >= d) & (t < d + 1)].max(axis=1) for d in days], axis=1)
-    waive = np.zeros_like(tmax, dtype=bool)
-    for k in ("tocilizumab", "steroid"):
-        if k in sim.clinic:
-            waive |= np.asarray(sim.clinic[k], bool)[:, sel]
-    waived = np.maximum.accumulate(waive, axis=1)
-    vaso = np.asarray(sim.clinic["vasopressor"], bool)[:, sel]
-    out["crs_ge3"] = (vaso & ((tmax >= 38.0) | waived)).any(axis=1)
-    out["response_d28"] = (sim.latent["BMBLAST"][:, i28] < 5.0) & (sim.latent["PBBLAST"][:, i28] < 0.5)
+    clinic = {k: np.asarray(v, bool)[:, sel] for k, v in sim.clinic.items()}
+    grades = crs_daily_grades(tmax, np.full(tmax.shape, np.nan), clinic["vasopressor"], clinic)
+    out["crs_ge3"] = (grades >= 3).any(axis=1)
+    pb = sim.latent["PBBLAST"][:, i28]
+    nan = np.full(pb.shape, np.nan)
+    cat = eln_categories(sim.latent["BMBLAST"][:, i28], np.where(pb < 0.5, 0.0, pb), nan, nan, nan)
+    out["response_d28"] = np.isin(cat, [*CR_CRH_CRI, CATEGORIES.index("MLFS")])
     return out
 
 

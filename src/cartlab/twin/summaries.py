@@ -153,9 +153,6 @@ def _rules(kind: str) -> tuple[Any, dict[str, Any]]:
 def crs_grade(obs) -> np.ndarray:
     """ASTCT 2019 maximum daily CRS grade per patient (0-3; no hypoxia in the model), by the rules of
     ``astct_crs_2019.yaml`` (Lee et al. 2019, Table 1)."""
-    table, opts = _rules("crs")
-    _require("ASTCT CRS", opts, age_adjusted_sbp=False, antipyretics_waive_fever=False, assessment_window=None,
-             assessment_end_events=())
     days = obs.clinic_days.astype(np.int64)
     n, D = obs.n, days.size
     if not D:
@@ -168,12 +165,25 @@ def crs_grade(obs) -> np.ndarray:
         d, val = _daily(obs.values[p], obs.times[p], how)
         sel = np.isin(d, days)
         arr[:, np.searchsorted(days, d[sel])] = val[:, sel]
-    vaso = obs.clinic.get("vasopressor", np.zeros((n, D), bool)).astype(np.int64)   # one agent (norepinephrine)
+    vaso = obs.clinic.get("vasopressor", np.zeros((n, D), bool))
+    return crs_daily_grades(tmax, sbp, vaso, obs.clinic).max(axis=1)
+
+
+def crs_daily_grades(tmax: np.ndarray, sbp: np.ndarray, vasopressor: np.ndarray, clinic: dict) -> np.ndarray:
+    """ASTCT 2019 CRS grade per patient and day ((n, D) arrays: daily Tmax in C, SBP minimum in
+    mmHg, vasopressor given; ``clinic``: the clinic log's (n, D) flags, for the fever waiver) by the
+    rules of ``astct_crs_2019.yaml`` (default options): the fever, hypotension and hypoxia rule sets
+    (no oxygen in the model), fever required or waived from the first day of a waiver category."""
+    table, opts = _rules("crs")
+    _require("ASTCT CRS", opts, age_adjusted_sbp=False, antipyretics_waive_fever=False, assessment_window=None,
+             assessment_end_events=())
+    n, D = tmax.shape
+    vaso = np.asarray(vasopressor).astype(np.int64)   # one agent (norepinephrine) when given
     waiver_any = np.zeros((n, D), bool)
     for category in opts["waiver_categories"]:
         key = CLINIC_KEYS.get(category)
-        if key in obs.clinic:
-            waiver_any |= obs.clinic[key]
+        if key in clinic:
+            waiver_any |= np.asarray(clinic[key], bool)
     waived = np.maximum.accumulate(waiver_any, axis=1)
     features = pl.DataFrame({"tmax_c": tmax.ravel(), "sbp_min_mmhg": sbp.ravel(),
                              "sbp_cutoff": np.full(n * D, float(opts["sbp_cutoff_mmhg"])),
@@ -183,8 +193,7 @@ def crs_grade(obs) -> np.ndarray:
                          for dom in ("fever", "hypotension", "hypoxia")])
     fever = g["fever"].to_numpy().reshape(n, D) >= 1
     support = np.maximum(g["hypotension"].to_numpy(), g["hypoxia"].to_numpy()).reshape(n, D)
-    grade = np.where(fever, np.maximum(1, support), np.where(waived, support, 0))
-    return grade.max(axis=1)
+    return np.where(fever, np.maximum(1, support), np.where(waived, support, 0))
 
 
 def _below_days(flag: np.ndarray, known: np.ndarray, stable: int = 3) -> np.ndarray:
@@ -262,21 +271,39 @@ def _nearest(obs, p: str, day: float, window: float) -> np.ndarray:
     return out
 
 
+def _eln_rules() -> tuple[Any, dict[str, Any]]:
+    table, opts = _rules("eln")
+    _require("ELN 2022", opts, missing_pb_blasts="not_evaluable")
+    return table, opts
+
+
+def eln_categories(bm_blast_pct, pb_blast_pct, anc, plt, blast_reduction_pct) -> np.ndarray:
+    """ELN 2022 category (index into :data:`CATEGORIES`) of n marrow assessments, by the rules of
+    ``eln2022_aml.yaml`` (default options); NaN = not measured. The model has no extramedullary
+    disease and no cellularity (absent: not aplastic, as the engine reads it)."""
+    from cartlab.response.marrow import categorise_assessments
+
+    table, opts = _eln_rules()
+    n = np.asarray(bm_blast_pct).size
+    feats = pl.DataFrame({"bm_blast_pct": bm_blast_pct, "pb_blast_pct": pb_blast_pct, "emd": np.zeros(n, bool),
+                          "anc": anc, "plt": plt, "not_aplastic": np.ones(n, bool),
+                          "blast_reduction_pct": blast_reduction_pct}, nan_to_null=True)
+    cats, _ = categorise_assessments(table, opts, feats)
+    rank = {c: i for i, c in enumerate(CATEGORIES)}
+    return cats["a_category"].replace_strict(rank, default=rank["NE"], return_dtype=pl.Int64).to_numpy()
+
+
 def eln_best_response(obs) -> tuple[np.ndarray, np.ndarray]:
     """ELN 2022 best response (index into :data:`CATEGORIES`) and its day, per patient, each marrow
     categorised by the rules of ``eln2022_aml.yaml`` (Döhner et al. 2022, Table 7)."""
-    from cartlab.response.marrow import categorise_assessments
-
-    table, opts = _rules("eln")
-    _require("ELN 2022", opts, missing_pb_blasts="not_evaluable")
+    _, opts = _eln_rules()
     window = float(opts["count_window_days"])
     t, bm = obs.times["BMBLAST"], obs.values["BMBLAST"]
     n = bm.shape[0]
     pre = np.full(n, np.nan)
     for j in np.nonzero(t < 0)[0]:
         pre = np.where(np.isfinite(bm[:, j]), bm[:, j], pre)
-    rank = {c: i for i, c in enumerate(CATEGORIES)}
-    best = np.full(n, rank["NE"])
+    best = np.full(n, CATEGORIES.index("NE"))
     best_day = np.full(n, np.nan)
     end = np.where(np.isfinite(obs.hsct_day), obs.hsct_day, np.inf)
     for j in np.nonzero(t > 0)[0]:
@@ -285,11 +312,7 @@ def eln_best_response(obs) -> tuple[np.ndarray, np.ndarray]:
         anc, plt, pb = (_nearest(obs, p, t[j], window) for p in ("NEUT", "PLAT", "PBBLAST"))
         with np.errstate(invalid="ignore", divide="ignore"):
             red = np.where(pre > 0, 100 * (pre - b) / np.where(pre > 0, pre, 1), np.nan)
-        feats = pl.DataFrame({"bm_blast_pct": b, "pb_blast_pct": pb, "emd": np.zeros(n, bool), "anc": anc,
-                              "plt": plt, "not_aplastic": np.ones(n, bool), "blast_reduction_pct": red},
-                             nan_to_null=True)   # no EMD and no cellularity in the model (cellularity absent: not aplastic)
-        cats, _ = categorise_assessments(table, opts, feats)
-        cat = cats["a_category"].replace_strict(rank, default=rank["NE"], return_dtype=pl.Int64).to_numpy()
+        cat = eln_categories(b, pb, anc, plt, red)
         better = ok & ((cat < best) | ~np.isfinite(best_day))
         better &= ~(np.isfinite(best_day) & (cat >= best))
         best = np.where(better, cat, best)
