@@ -26,6 +26,7 @@ def test_forecast_calibration_small(tmp_path):
     df = forecast_calibration(n, n_draws=100, n_sir=400)
     assert df.height == n
     assert (df["pi90_lo"] <= df["median"]).all() and (df["median"] <= df["pi90_hi"]).all()
+    assert np.isfinite(df["median"].to_numpy()).all()
     # >= 3 of 5 true peaks inside the 90% PI: a calibrated forecaster fails this with probability
     # P(X <= 2 | n=5, p=0.9) = 0.86% (computed below, not taken from the program)
     assert _binom_cdf(2, n, 0.9) < 0.01
@@ -50,4 +51,4 @@ def test_forecast_calibration_500(tmp_path):
     assert m["brier_crs_ge3"] < m["brier_crs_ge3_prevalence_only"], m
     calibration_figure(df, tmp_path / "calibration.png")
     assert (tmp_path / "calibration.png").stat().st_size > 10_000
-    assert np.isfinite(df["median"]).all()
+    assert np.isfinite(df["median"].to_numpy()).all()
