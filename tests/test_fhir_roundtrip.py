@@ -82,3 +82,17 @@ def test_dated_study_round_trip(tmp_path):
     assert bundle["entry"][3]["resource"]["effectiveDateTime"] == "2024-02-23T08:30:00Z"
     for t in TABLES:
         assert_frame_equal(_strip(back.table(t)), _strip(dated.table(t)))
+
+
+def test_an_intervention_without_an_agent_keeps_none(tmp_path):
+    """The writer must name a medication (FHIR medication[x] is 1..1): an intervention without an
+    agent is written with its category as the text; reading it back gives no agent again, not an
+    agent called "vasopressor" (which the CRS engines would read as an unknown drug name)."""
+    seed = seed_case()
+    itv = seed.interventions.with_columns(
+        pl.when(pl.col("category") == "vasopressor").then(None).otherwise(pl.col("agent")).alias("agent"))
+    assert itv.filter(pl.col("category") == "vasopressor").height > 0
+    study = type(seed)(study_id="noagent", subjects=seed.subjects, doses=seed.doses, observations=seed.observations,
+                       interventions=itv, events=seed.events)
+    back = read_fhir(write_fhir_bundle(study, tmp_path / "noagent.json"))
+    assert_frame_equal(_strip(back.interventions), _strip(study.interventions))

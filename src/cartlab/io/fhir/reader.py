@@ -322,7 +322,10 @@ class _Reader:
             if rule is None:
                 return self.skip(e, agent, "medication not in the medication map")
             table, category = rule["table"], rule.get("category")
-        self._timed(e, table, agent, {"agent": agent, "category": category}, "effective")
+        # the medication text names only the category (cartlab's writer does so when no agent was recorded,
+        # as medication[x] is required): no agent, not an agent called e.g. "vasopressor"
+        named = None if category is not None and agent.strip().lower() == category else agent
+        self._timed(e, table, agent, {"agent": named, "category": category}, "effective")
 
     def _timed(self, e: _Entry, table: str, code: str, base: dict, prefix: str) -> None:
         r = e.res
