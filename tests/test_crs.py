@@ -165,6 +165,17 @@ def test_death_attributed_to_crs_is_grade_5():
     assert grade_on(s, 2)["grade"] == 5
     s2 = study(obs=[("A", 1, "TEMP", 39.0)], events=[{"subject_id": "A", "day": 2.0, "event": "death", "attribution": "other"}])
     assert derive_crs_summary(s2)["crs_grade_astct"].to_list() == [1]
+    assert "death attributed to CRS ->" in grade_on(s, 2)["reason"]
+
+
+def test_unattributed_death_counts_and_the_reason_says_so():
+    """study-format "Attribution": an empty attribution counts toward CRS (grade 5), but the reason must
+    not claim an attribution the data do not have."""
+    s = study(obs=[("A", 1, "TEMP", 39.0)], events=[{"subject_id": "A", "day": 2.0, "event": "death", "attribution": None}])
+    day = grade_on(s, 2)
+    assert day["grade"] == 5
+    assert "death with no attribution recorded (counted toward CRS" in day["reason"]
+    assert "; death attributed to CRS" not in day["reason"]
 
 
 def test_fahrenheit_input_is_converted_upstream(tmp_path):

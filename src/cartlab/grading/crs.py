@@ -171,7 +171,10 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     ev = _counted(study.events, "attribution", ("CRS",)).filter(pl.col("event") == "death")
     death = ev.with_columns(
         pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref")
-    ).group_by("subject_id", "d").agg(pl.lit(True).alias("crs_death"), _ref_list().alias("death_refs"))
+    ).group_by("subject_id", "d").agg(
+        pl.lit(True).alias("crs_death"), _ref_list().alias("death_refs"),
+        # False: no death row of the day carries an attribution (empty counts toward CRS, spec "Attribution")
+        (norm_text(pl.col("attribution")).fill_null("") != "").any().alias("death_attribution_recorded"))
 
     grid = pl.concat(
         [f.select("subject_id", "d") for f in (temp, sbp, vaso, o2, death)], how="vertical"
@@ -311,7 +314,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(
             pl.format("fever not required since day {} ({})", pl.col("waiver_from_day"), pl.col("waiver_category"))
         ),
-        pl.when(death).then(pl.lit("death attributed to CRS")),
+        pl.when(death & pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit("death attributed to CRS")),
+        pl.when(death & ~pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit(
+            "death with no attribution recorded (counted toward CRS: an empty attribution counts, study-format "
+            "'Attribution')")),
     ]
     conclusion = pl.format(
         "grade {}{}{}", pl.col("grade"),
