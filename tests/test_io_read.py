@@ -123,6 +123,22 @@ def test_whitespace_and_case_of_enums(tmp_path):
     assert s.observations["param"][0] == "NEUT"
 
 
+@pytest.mark.parametrize("written, code", [("Male", "M"), ("FEMALE", "F"), ("female", "F"), (" unknown ", "U"),
+                                           ("m", "M")])
+def test_sex_as_commonly_written(tmp_path, written, code):
+    f = tmp_path / "sx"
+    write(f, "subjects.csv", f"subject_id,sex\nA,{written}")
+    assert read_study(f).subjects["sex"].to_list() == [code]
+
+
+@pytest.mark.parametrize("written", ["X", "man", "2", "fem"])
+def test_other_sex_values_are_refused(tmp_path, written):
+    f = tmp_path / "sx"
+    write(f, "subjects.csv", f"subject_id,sex\nA,{written}")
+    with pytest.raises(StudyValidationError, match="not a valid sex; allowed: F, M, U"):
+        read_study(f)
+
+
 def test_validate_returns_empty_for_valid(small_study):
     assert validate_study(small_study) == []
 

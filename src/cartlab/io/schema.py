@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SEX = ("F", "M", "U")
+#: sex as commonly written (any case) -> the study-format code
+SEX_SYNONYMS = (("female", "F"), ("male", "M"), ("unknown", "U"))
 DISEASES = ("AML", "B-ALL", "T-ALL", "T-LBL", "MPAL", "LBCL", "FL", "MCL", "CLL", "MM", "other")
 DOSE_UNITS = ("cells/kg", "cells", "mg/m2", "mg", "mg/kg")
 CATEGORIES = (
@@ -60,6 +62,8 @@ class Column:
     required: bool = False
     values: tuple[str, ...] = ()
     range: tuple[float, float] | None = None  # plausible range for num columns (inclusive)
+    #: enum columns: other spellings accepted (lower case) -> the value they mean
+    synonyms: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ SUBJECTS = FileSpec(
     "subjects",
     (
         Column("subject_id", required=True),
-        Column("sex", "enum", values=SEX),
+        Column("sex", "enum", values=SEX, synonyms=SEX_SYNONYMS),
         Column("age_years", "num", range=(0, 120)),
         Column("weight_kg", "num", range=(0.3, 400)),
         Column("height_cm", "num", range=(20, 260)),

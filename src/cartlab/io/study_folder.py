@@ -274,7 +274,7 @@ class _FileReader:
                     )
                 exprs.append(parsed.alias(col.name))
             elif col.kind == "enum":
-                mapping = {v.lower(): v for v in col.values}
+                mapping = {**{v.lower(): v for v in col.values}, **dict(col.synonyms)}
                 parsed = raw.str.to_lowercase().replace_strict(mapping, default=None)
                 self.flag(
                     raw.is_not_null() & parsed.is_null(),
