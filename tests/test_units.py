@@ -19,6 +19,15 @@ from cartlab.units import UnitError, conversion, normalise_spelling
         ("10^3/uL", "10^9/L", {}, 1.0, 0.0),
         ("x10^9/L", "10^9/L", {}, 1.0, 0.0),
         ("GI/L", "10^9/L", {}, 1.0, 0.0),
+        # UCUM writes 10^9 as "10*9": read literally it would be 90 (a 1e7-fold error)
+        ("10*9/L", "10^9/L", {}, 1.0, 0.0),
+        ("10*3/uL", "10^9/L", {}, 1.0, 0.0),
+        ("10**9/L", "10^9/L", {}, 1.0, 0.0),
+        ("10*6/L", "10^9/L", {}, 0.001, 0.0),
+        ("G/L", "10^9/L", {}, 1.0, 0.0),
+        ("K/uL", "10^9/L", {}, 1.0, 0.0),
+        ("K/µL", "10^9/L", {}, 1.0, 0.0),
+        ("T/L", "10^9/L", {}, 1000.0, 0.0),
         ("g/dL", "g/L", {}, 10.0, 0.0),
         ("mg/dL", "mg/L", {}, 10.0, 0.0),
         ("mg/dL", "g/L", {}, 0.01, 0.0),
@@ -51,7 +60,7 @@ def test_fahrenheit():
     assert c(32.0) == pytest.approx(0.0, abs=1e-9)
 
 
-@pytest.mark.parametrize("bad", ["furlong", "g/L", "mg", "zz/L", "mg/dl/x"])
+@pytest.mark.parametrize("bad", ["furlong", "g/L", "mg", "zz/L", "mg/dl/x", "G/dL", "K", "10*x/L"])
 def test_wrong_units_raise(bad):
     with pytest.raises(UnitError):
         conversion(bad, "10^9/L")

@@ -56,6 +56,9 @@ _SPELLINGS = {
     "°F": "degF",
     "degF": "degF",
     "GI/L": "1e9/L",  # CDISC controlled terminology: giga-units per litre
+    "G/L": "1e9/L",   # giga per litre, as French and other European lab reports write cell counts
+    "T/L": "1e12/L",  # tera per litre (red cells), the same convention
+    "K/uL": "1e3/uL",  # thousands per microlitre, as US lab reports write cell counts ("K/µL")
     "bpm": "beats/min",
     "sec": "s",
     "fraction": "fraction",
@@ -74,8 +77,9 @@ def normalise_spelling(unit: str) -> str:
     s = _GDNA.sub("", s)
     # "x10^9/L", "×10^9/L" -> "10^9/L"
     s = re.sub(r"^[x×]\s*(?=10)", "", s)
-    # 10^9 / 10E9 / 10e9 -> 1e9
+    # 10^9 / 10E9 / 10e9 / UCUM 10*9 (also 10**9) -> 1e9 (read literally, "10*9" would be 90)
     s = re.sub(r"\b10\s*\^\s*(-?\d+)", r"1e\1", s)
+    s = re.sub(r"\b10\s*\*{1,2}\s*(-?\d+)", r"1e\1", s)
     s = re.sub(r"\b10[Ee](-?\d+)", r"1e\1", s)
     # leading "/" means per: "/uL" -> "1/uL"
     if s.startswith("/"):
