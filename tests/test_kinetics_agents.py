@@ -14,7 +14,7 @@ from cartlab.kinetics.agents import car_t_agent_expr, is_car_t_agent
 from cartlab.kinetics.stein.data import _from_study
 
 WORDS = st.sampled_from(["CAR", "car", "T", "t", "-", "_", " ", "CD7", "leucel", "tisagen", "cabtagene", "fludarabine",
-                         "axi", "ciloleucel", "Cy", "x"])
+                         "axi", "ciloleucel", "Cy", "x", "cel", "Kymriah", "Carvykti", "ide"])
 
 
 @given(st.lists(st.one_of(st.none(), st.lists(WORDS, max_size=5).map("".join), st.text(max_size=12)), max_size=20))
@@ -30,3 +30,13 @@ def test_the_stein_reader_finds_a_cd7_car_t_dose():
     _, doses, _ = _from_study(renamed, "CARCOPY")
     _, expected, _ = _from_study(s, "CARCOPY")
     assert doses.height == expected.height == 2  # the seed's two split infusions, days 0 and 2 (case-facts.md)
+
+
+def test_marketed_products_by_brand_and_short_name():
+    """Brand and short names of the marketed CAR-T products (car_t_products.yaml, cited per row) are
+    CAR-T infusions; other -cel words and lymphodepletion are not."""
+    for name in ("Kymriah", "Yescarta", "Tecartus", "Breyanzi", "Abecma", "CARVYKTI", "axi-cel", "Axi Cel", "tisa-cel",
+                 "brexu-cel", "liso_cel", "ide-cel", "cilta-cel"):
+        assert is_car_t_agent(name), name
+    for name in ("fludarabine", "cyclophosphamide", "cel", "ide", "tocilizumab", "Kymriah maintenance"):
+        assert not is_car_t_agent(name), name
