@@ -56,6 +56,12 @@ class CountWindowOptions(CriteriaOptions):
     late_min_measurements: int | None = None
 
 
+def table_levels(table: CriteriaTable, param: str) -> dict[str, float]:
+    """The table's ``levels`` in ``param``'s canonical unit, keyed by the level's short name
+    (``anc_500`` -> ``"500"``): the thresholds its rules name (ICAHT: ANC, T-ICAHT: PLT)."""
+    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], param) for key, v in table.extra("levels").items()}
+
+
 def grades(table: CriteriaTable, opts: dict[str, Any], sets: tuple[str, ...] = ("early", "late")) -> list[pl.Expr]:
     """``<set>_grade`` (0 when no rule holds) and ``<set>_rule`` of each rule set of ``table``: the
     first rule, in the table's order (highest grade first), whose conditions all hold."""

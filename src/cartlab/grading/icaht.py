@@ -35,7 +35,7 @@ from cartlab.grading.hemato_common import (
     py_str,
     rule_features,
     subject_ids,
-    to_canonical,
+    table_levels,
     windows_frame,
 )
 from cartlab.model import Study
@@ -52,11 +52,6 @@ class IcahtOptions(CountWindowOptions):
     never_above_requires_full_window: bool | None = None
     late_end_events_from_day: Number | None = None
     criteria: str = "icaht_2023"
-
-
-def _levels(table: CriteriaTable) -> dict[str, float]:
-    """ANC levels of the table in canonical 10^9/L, keyed by the level's short name ("500")."""
-    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "NEUT") for key, v in table.extra("levels").items()}
 
 
 def _early_level_names(table: CriteriaTable, levels: dict[str, float]) -> list[str]:
@@ -85,7 +80,7 @@ def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.
     """
     options = options or IcahtOptions()
     opts = options.resolved()
-    levels = _levels(load_table(options.criteria))
+    levels = table_levels(load_table(options.criteria), "NEUT")
     daily = daily_series(study, "NEUT", opts, "ANC").rename({"value": "anc"})
     lo, hi = opts["early_window"]
     daily = daily.join(windows_frame(_late_windows(study, opts)), on="subject_id", how="left",
@@ -170,7 +165,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     options = options or IcahtOptions()
     opts = options.resolved()
     table = load_table(options.criteria)
-    levels = _levels(table)
+    levels = table_levels(table, "NEUT")
     sids = subject_ids(study)
     if not sids:
         return empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
@@ -226,7 +221,7 @@ def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
     """
     f = graded if graded is not None else derive_icaht(study, options)
     table = load_table((options or IcahtOptions()).criteria)
-    first = _early_level_names(table, _levels(table))[0]  # the shallowest early level (500/uL)
+    first = _early_level_names(table, table_levels(table, "NEUT"))[0]  # the shallowest early level (500/uL)
     schema = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
               "AENDY": pl.Int64, "ADURN": pl.Int64, "ATOXGR": pl.Int64, "ATOXGRS": pl.String,
               "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}

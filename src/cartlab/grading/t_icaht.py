@@ -35,7 +35,7 @@ from cartlab.grading.hemato_common import (
     py_str,
     rule_features,
     subject_ids,
-    to_canonical,
+    table_levels,
     transfusion_days,
     windows_frame,
 )
@@ -65,11 +65,6 @@ class TIcahtOptions(CountWindowOptions):
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
     criteria: str = "t_icaht_2025"
-
-
-def _levels(table: CriteriaTable) -> dict[str, float]:
-    """PLT levels in canonical 10^9/L keyed by short name ("20")."""
-    return {key.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "PLAT") for key, v in table.extra("levels").items()}
 
 
 def _used(table: CriteriaTable, rule_set: str, pattern: str) -> list[str]:
@@ -106,7 +101,7 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
     """
     options = options or TIcahtOptions()
     opts = options.resolved()
-    levels = _levels(load_table(options.criteria))
+    levels = table_levels(load_table(options.criteria), "PLAT")
     unknown = [n for n in opts["transfusion_supported_levels"] if n not in levels]
     if unknown:
         raise ValueError(f"transfusion_supported_levels {unknown} not among the levels {list(levels)}")
@@ -202,7 +197,7 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     options = options or TIcahtOptions()
     opts = options.resolved()
     table = load_table(options.criteria)
-    levels = _levels(table)
+    levels = table_levels(table, "PLAT")
     sids = subject_ids(study)
     if not sids:
         return empty({"subject_id": pl.String, "t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
