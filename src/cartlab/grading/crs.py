@@ -233,6 +233,20 @@ def number_episodes(daily: pl.DataFrame, join_gap_days: int = 1) -> pl.DataFrame
     return daily.drop("episode", strict=False).join(pos, on=KEY, how="left")
 
 
+def day_grade(fever: pl.Expr, support: pl.Expr, waived: pl.Expr, death: pl.Expr | None = None,
+              excluded: pl.Expr | None = None) -> pl.Expr:
+    """The ASTCT CRS grade of a day from its domain results (ASTCT 2019, Lee et al., Table 1): 5 on a
+    death from CRS; 0 when the day is attributed to another cause; with a fever (counted toward CRS)
+    the higher of 1 and ``support`` (the hypotension/hypoxia grade); without one, ``support`` once
+    the fever requirement is ``waived`` (tocilizumab/corticosteroid for CRS), else 0."""
+    zero = pl.lit(0, dtype=pl.Int64)
+    expr = pl.when(death if death is not None else pl.lit(False)).then(pl.lit(5, dtype=pl.Int64))
+    return (expr.when(excluded if excluded is not None else pl.lit(False)).then(zero)
+            .when(fever).then(pl.max_horizontal(pl.lit(1, dtype=pl.Int64), support))
+            .when(waived).then(support)
+            .otherwise(zero))
+
+
 def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """ASTCT CRS grade per subject and day, with the rule that drove it, a reason and evidence.
 
@@ -262,13 +276,7 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         .then(pl.col("hypotension_rule"))
         .otherwise(pl.col("hypoxia_rule"))
     )
-    grade = (
-        pl.when(death).then(pl.lit(5, dtype=pl.Int64))
-        .when(excluded).then(pl.lit(0, dtype=pl.Int64))
-        .when(crs_fever).then(pl.max_horizontal(pl.lit(1, dtype=pl.Int64), support))
-        .when(waived).then(support)
-        .otherwise(pl.lit(0, dtype=pl.Int64))
-    )
+    grade = day_grade(crs_fever, support, waived, death, excluded)
     rule = (
         pl.when(death).then(pl.lit(death_rule))
         .when(excluded & (fever | (support > 0))).then(pl.lit(other_rule))

@@ -189,11 +189,13 @@ def crs_daily_grades(tmax: np.ndarray, sbp: np.ndarray, vasopressor: np.ndarray,
                              "sbp_cutoff": np.full(n * D, float(opts["sbp_cutoff_mmhg"])),
                              "n_vasopressors": vaso.ravel(), "n_vasopressors_excl_vasopressin": vaso.ravel(),
                              "o2_level": np.zeros(n * D, np.int64)}, nan_to_null=True)
-    g = features.select([decision(table, dom, opts, otherwise_grade=0).grade().alias(dom)
-                         for dom in ("fever", "hypotension", "hypoxia")])
-    fever = g["fever"].to_numpy().reshape(n, D) >= 1
-    support = np.maximum(g["hypotension"].to_numpy(), g["hypoxia"].to_numpy()).reshape(n, D)
-    return np.where(fever, np.maximum(1, support), np.where(waived, support, 0))
+    from cartlab.grading.crs import day_grade
+
+    g = features.with_columns(pl.Series("waived", waived.ravel())).select(
+        *[decision(table, dom, opts, otherwise_grade=0).grade().alias(dom) for dom in ("fever", "hypotension", "hypoxia")],
+        "waived")
+    grade = g.select(day_grade(pl.col("fever") >= 1, pl.max_horizontal("hypotension", "hypoxia"), pl.col("waived")))
+    return grade.to_series().to_numpy().reshape(n, D)
 
 
 def _below_days(flag: np.ndarray, known: np.ndarray, stable: int = 3) -> np.ndarray:
@@ -221,12 +223,12 @@ def _below_days(flag: np.ndarray, known: np.ndarray, stable: int = 3) -> np.ndar
 def icaht_early(obs) -> np.ndarray:
     """EHA/EBMT 2023 early ICAHT grade (0-4; -1 = not evaluable: no ANC in the early window), by the
     rules of ``icaht_2023.yaml`` (Rejeski et al. 2023)."""
-    from cartlab.grading.hemato_common import rule_features, to_canonical
+    from cartlab.grading.hemato_common import rule_features, table_levels
 
     table, opts = _rules("icaht")
     _require("ICAHT", opts, daily_value="min", interpolate=True, max_interpolation_gap_days=None,
              duration="cumulative", count_recovery_days_in_run=True, never_above_requires_full_window=False)
-    levels = {k.split("_", 1)[1]: to_canonical(v["value"], v["unit"], "NEUT") for k, v in table.extra("levels").items()}
+    levels = table_levels(table, "NEUT")
     t, v = obs.times["NEUT"], obs.values["NEUT"]
     d, val = _daily(v, t, np.fmin)
     n = v.shape[0]
