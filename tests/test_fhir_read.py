@@ -1,7 +1,9 @@
 """read_fhir on a small hand-written Bundle (tests/fixtures/fhir/small_bundle.json).
 
 Every expected number below is converted by hand from the fixture, not taken from the program:
-day 0 = the CAR-T administration 2024-03-01T11:00+01:00 = 2024-03-01T10:00Z.
+day 0 = the date of the CAR-T administration 2024-03-01T11:00+01:00, i.e. 1 March; a time's day is
+counted from that date's midnight on the clock as written (offsets not applied: study format v1,
+"day 14.5 is noon of day 14"; cartlab.io.clock).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def test_temperature_degF_to_celsius(small):
     assert t["value"] == pytest.approx(38.5)  # (101.3 - 32) * 5/9 = 38.5
     assert t["unit"] == "degC"
     assert t["orig_value"] == 101.3 and t["orig_unit"] == "degF"
-    assert t["day"] == pytest.approx(1.5)  # 2024-03-02T22:00Z - 2024-03-01T10:00Z = 36 h
+    assert t["day"] == pytest.approx(1 + 22 / 24)  # 2024-03-02T22:00: 22:00 on day 1
 
 
 def test_anc_per_uL_to_1e9_per_L_with_reference_range(small):
@@ -39,13 +41,13 @@ def test_anc_per_uL_to_1e9_per_L_with_reference_range(small):
     assert a["value"] == pytest.approx(1.5)  # 1500 /uL = 1.5e9/L
     assert a["lln"] == pytest.approx(1.8)  # 1800 /uL
     assert a["uln"] == pytest.approx(7.7)  # 7.7 10*3/uL, first converted to /uL (7700), then 7.7
-    assert a["day"] == pytest.approx(2.0)
+    assert a["day"] == pytest.approx(2 + 10 / 24)  # 2024-03-03T10:00Z: 10:00 on day 2
 
 
 def test_crp_mg_dL_and_date_only_time(small):
     c = _obs(small[0], "CRP")
     assert c["value"] == pytest.approx(52.0)  # 5.2 mg/dL = 52 mg/L
-    assert c["day"] == pytest.approx(14 / 24)  # 2024-03-02 (midnight UTC) is 14 h after day 0
+    assert c["day"] == pytest.approx(1.0)  # 2024-03-02 (a date alone): day 1, not 14 h after the infusion
 
 
 def test_subject_from_patient_and_weight_observation(small):
@@ -60,20 +62,22 @@ def test_doses_and_interventions(small):
     study = small[0]
     d = study.doses.sort("day")
     assert d["agent"].to_list() == ["fludarabine", "tisagenlecleucel"]
-    assert d["day"].to_list() == pytest.approx([-4.0, 0.0])
+    # 2024-02-26T10:00Z: 2024 is a leap year, 26 Feb is 4 days before 1 March -> -4 + 10/24;
+    # the CAR-T at 11:00+01:00 on 1 March -> 11/24 (kinetics measure time from it)
+    assert d["day"].to_list() == pytest.approx([-4 + 10 / 24, 11 / 24])
     assert d.row(1, named=True)["unit"] == "cells/kg" and d.row(1, named=True)["dose"] == 2e6
     iv = {r["category"]: r for r in study.interventions.iter_rows(named=True)}
     assert iv["tocilizumab"]["dose"] == 8 and iv["tocilizumab"]["dose_unit"] == "mg/kg"
     assert iv["tocilizumab"]["indication"] == "CRS"
     assert iv["vasopressor"]["agent"] == "norepinephrine" and iv["vasopressor"]["dose_unit"] == "ug/kg/min"
-    assert (iv["vasopressor"]["start_day"], iv["vasopressor"]["end_day"]) == pytest.approx((2.0, 3.0))
+    assert (iv["vasopressor"]["start_day"], iv["vasopressor"]["end_day"]) == pytest.approx((2 + 10 / 24, 3 + 10 / 24))
     assert iv["oxygen"]["o2_device"] == "nasal_cannula"
 
 
 def test_events_relapse_and_death(small):
     ev = {r["event"]: r for r in small[0].events.iter_rows(named=True)}
-    assert ev["relapse"]["day"] == pytest.approx(59 + 14 / 24)  # 2024-04-30T00:00Z
-    assert ev["death"]["day"] == pytest.approx(91 + 14 / 24)  # 2024-06-01T00:00Z (92 days - 10 h)
+    assert ev["relapse"]["day"] == pytest.approx(60.0)  # 2024-04-30: 31 days of March + 29 of April
+    assert ev["death"]["day"] == pytest.approx(92.0)  # 2024-06-01T00:00Z: 31 + 30 + 31 days
 
 
 def test_provenance_and_sources(small):

@@ -165,5 +165,8 @@ def test_intervention_datetimes_anchor_on_infusion_datetime(tmp_path):
         "A,2022-03-06T10:00:00Z,,tocilizumab,tocilizumab",
     )
     iv = read_study(f).interventions
-    assert iv["start_day"].to_list() == [4.5, 5.0]
-    assert iv["end_day"].to_list() == [6.0, None]
+    # day 0 is 1 March (the infusion's date); days count from its midnight on the clock as written
+    # (study format v1: "day 14.5 is noon of day 14"): 5 March 22:00 = 4 + 22/24; 7 March 10:00 =
+    # 6 + 10/24; 6 March 10:00Z = 5 + 10/24 (the offset is not applied)
+    assert iv["start_day"].to_list() == pytest.approx([4 + 22 / 24, 5 + 10 / 24])
+    assert iv["end_day"].to_list()[0] == pytest.approx(6 + 10 / 24) and iv["end_day"].to_list()[1] is None

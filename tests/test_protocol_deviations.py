@@ -724,3 +724,26 @@ def test_seed_with_one_fludarabine_dose_removed(seed):
     miss = res.filter(pl.col("category") == "missed_dose")
     assert miss.select("item", "planned_day").rows() == [("fludarabine", -4.0)]
     assert res.height == 3
+
+
+# -------------------------------------------------------------------------------------------------
+# timed administrations and samples: protocol days are calendar days
+
+
+def test_doses_given_at_a_time_of_day_are_on_their_calendar_day():
+    """Fludarabine/cyclophosphamide at 10:00 on days -5..-3 (day -4.583 ...) and the CAR-T at 14:00
+    on day 0 (0.583), as a study with date-times gives them, follow a same-day protocol exactly."""
+    rows = [{**r, "day": r["day"] + (14 if r["agent"] == "CAR-T" else 10) / 24} for r in compliant_doses()]
+    assert devs(study(rows)).height == 0
+
+
+def test_a_timed_dose_on_the_next_calendar_day_is_still_late():
+    rows = replace(compliant_doses(), "fludarabine", -3, day=-2 + 1 / 24)  # 01:00 on day -2
+    res = devs(study(rows))
+    assert res.select("category", "item", "planned_day").rows() == [("wrong_day", "fludarabine", -3.0)]
+
+
+def test_monitoring_sample_at_a_time_of_day_counts_for_its_day():
+    obs = _mon_obs(crp_days=())
+    obs += [{"day": d + 0.75, "param": "CRP", "value": 10.0, "unit": "mg/L"} for d in range(0, 6)]  # 18:00 daily
+    assert devs(study(obs=obs), proto(monitoring=MONITORING)).height == 0

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.errors import InputError
+from cartlab.io.clock import day_number, day_zero, wall_clock
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue, StudyValidationError
@@ -42,26 +43,10 @@ SIG_DIGITS = 12
 MAX_DISTINCT_VALUE_ISSUES = 25
 
 _CENSORED = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
-_DT_FORMATS_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
-_DT_FORMATS_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%:z", "%Y-%m-%dT%H:%M%:z")
 
 
 # --------------------------------------------------------------------------------------------
 # small expression helpers
-
-
-def _parse_datetime(expr: pl.Expr) -> pl.Expr:
-    """ISO 8601 text -> naive datetime (offsets converted to UTC); null where unparseable."""
-    e = expr.str.replace(" ", "T").str.replace(r"Z$", "+00:00")
-    naive = [e.str.to_datetime(f, strict=False, time_unit="us") for f in _DT_FORMATS_NAIVE]
-    aware = [
-        e.str.to_datetime(f, strict=False, time_unit="us")
-        .dt.convert_time_zone("UTC")
-        .dt.replace_time_zone(None)
-        for f in _DT_FORMATS_AWARE
-    ]
-    date_only = e.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us"))
-    return pl.coalesce([*naive, *aware, date_only])
 
 
 def _round_sig(expr: pl.Expr) -> pl.Expr:
@@ -291,7 +276,7 @@ class _FileReader:
                 )
                 exprs.append(raw.alias(col.name))
             elif col.kind == "datetime":
-                parsed = _parse_datetime(raw)
+                parsed = wall_clock(raw)
                 self.flag(
                     raw.is_not_null() & parsed.is_null(),
                     col.name,
@@ -316,10 +301,8 @@ class _FileReader:
         self.df = df
         new_cols = []
         for day_col, dt_col, required in self.spec.times:
-            dt = _parse_datetime(pl.col(dt_col))
-            derived = (
-                (dt - pl.col("__anchor")).dt.total_microseconds().cast(pl.Float64) / 86_400e6
-            )
+            dt = wall_clock(pl.col(dt_col))
+            derived = day_number(dt, pl.col("__anchor"))
             has_dt = pl.col(dt_col).is_not_null() & dt.is_not_null()
             if required:
                 self.flag(
@@ -388,7 +371,7 @@ def _subjects(r: _FileReader) -> pl.DataFrame:
     r.flag(
         both
         & (
-            _parse_datetime(pl.col("infusion_datetime")).dt.date()
+            wall_clock(pl.col("infusion_datetime")).dt.date()
             != pl.col("infusion_date").str.to_date("%Y-%m-%d", strict=False)
         ),
         "infusion_datetime",
@@ -399,10 +382,8 @@ def _subjects(r: _FileReader) -> pl.DataFrame:
 
 
 def _anchors(subjects: pl.DataFrame) -> pl.DataFrame:
-    anchor = pl.coalesce(
-        _parse_datetime(pl.col("infusion_datetime")),
-        pl.col("infusion_date").str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
-    )
+    """Per subject the origin of the day axis: midnight of the infusion date (``cartlab.io.clock``)."""
+    anchor = day_zero(pl.col("infusion_datetime"), pl.col("infusion_date"))
     return subjects.select("subject_id", anchor.alias("__anchor")).unique("subject_id", keep="first")
 
 

@@ -19,6 +19,7 @@ Every row names the protocol rule and the source rows (``evidence``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
@@ -99,15 +100,17 @@ def _plan_and_size(study, protocol, subject_id: str, options=None):
 def _match_days(planned: list[float], given: list[float], tol: float) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[int], list[int]]:
     """Pair planned and given administrations of one agent by day.
 
-    Within ``tol`` days the closest pairs match first (an on-time dose is never taken by a
-    neighbouring planned day); each remaining planned day then takes the nearest remaining given
-    dose as a wrong-day match. Returns (on-time pairs, wrong-day pairs, missed planned indices,
-    extra given indices); pairs are (planned index, given index).
+    Days compare as calendar days: a dose at 14:00 on day 0 (day 0.583) is given on day 0. Within
+    ``tol`` days the closest pairs match first (an on-time dose is never taken by a neighbouring
+    planned day); each remaining planned day then takes the nearest remaining given dose as a
+    wrong-day match. Returns (on-time pairs, wrong-day pairs, missed planned indices, extra given
+    indices); pairs are (planned index, given index).
     """
-    cand = sorted((abs(g - p), pi, gi) for pi, p in enumerate(planned) for gi, g in enumerate(given)
-                  if abs(g - p) <= tol + 1e-9)
+    cal = [math.floor(g + 1e-9) for g in given]
+    cand = sorted((abs(c - p), abs(g - p), pi, gi) for pi, p in enumerate(planned)
+                  for gi, (g, c) in enumerate(zip(given, cal)) if abs(c - p) <= tol + 1e-9)
     match: dict[int, int] = {}
-    for _, pi, gi in cand:
+    for _, _, pi, gi in cand:
         if pi not in match and gi not in match.values():
             match[pi] = gi
     free = [gi for gi in range(len(given)) if gi not in match.values()]
@@ -251,7 +254,7 @@ def _monitoring(add, study, protocol, sid: str, sub: dict) -> None:
             for d in m.scheduled_days():
                 if end is not None and d > end:
                     continue
-                if not any(abs(h - d) <= m.tolerance_days + 1e-9 for h in have):
+                if not any(abs(math.floor(h + 1e-9) - d) <= m.tolerance_days + 1e-9 for h in have):  # calendar days
                     missed.append(d)
             if missed:
                 shown = ", ".join(f"{d:g}" for d in missed[:12]) + (f" and {len(missed) - 12} more" if len(missed) > 12 else "")

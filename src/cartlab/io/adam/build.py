@@ -19,6 +19,7 @@ import datetime as _dt
 import polars as pl
 
 from cartlab.errors import InputError
+from cartlab.io.clock import parse_wall_clock
 from cartlab.io.dictionary import load_dictionary
 from cartlab.provenance import evidence_ref
 
@@ -72,7 +73,7 @@ def _study_dates(study) -> pl.DataFrame:
         date = when = None
         try:
             if dtm:
-                when = _dt.datetime.fromisoformat(str(dtm)).replace(tzinfo=None)
+                when = parse_wall_clock(str(dtm))  # the clock as written (cartlab.io.clock)
             if d:
                 date = _dt.date.fromisoformat(str(d)[:10])
             elif when is not None:

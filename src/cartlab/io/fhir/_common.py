@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
+from cartlab.io.clock import OFFSET, parse_wall_clock
 from cartlab.io.fhir.mapping import EXT_ROW
 
 _FULL = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:\d{2})?$")
@@ -41,42 +42,41 @@ def read_row_extension(resource: dict) -> dict | None:
 
 
 def parse_fhir_time(text: str) -> datetime | None:
-    """A FHIR date/dateTime/instant as an aware UTC datetime; None for a partial date (YYYY, YYYY-MM).
-
-    A dateTime without a time zone (allowed only without a time of day) is midnight UTC; naive
-    ``cartlab`` datetimes are written as UTC (the study-folder reader reads them the same way).
-    Raises ValueError for text that is not a FHIR date.
-    """
+    """A FHIR date/dateTime/instant as its date and clock time as written (naive; the UTC offset is
+    not applied: ``cartlab.io.clock``); a date alone is its midnight; None for a partial date
+    (YYYY, YYYY-MM). Raises ValueError for text that is not a FHIR date."""
     s = str(text).strip()
     if re.fullmatch(r"\d{4}(-\d{2})?", s):
         return None
     if not _FULL.match(s):
         raise ValueError(f"not a FHIR dateTime: {s!r}")
-    dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+    return parse_wall_clock(s)
 
 
-def canonical_to_aware(text: str) -> datetime:
-    """A canonical (study folder) datetime or date text as an aware UTC datetime."""
-    s = str(text).strip().replace(" ", "T").replace("Z", "+00:00")
-    dt = datetime.fromisoformat(s) if "T" in s else datetime.combine(date.fromisoformat(s), datetime.min.time())
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+def fhir_text(text: str) -> str:
+    """A canonical (study folder) date or date-time text as FHIR dateTime text: the same date and
+    clock time, the offset kept (``Z`` when none is given: FHIR needs one with a time of day)."""
+    s = str(text).strip().replace(" ", "T")
+    dt = parse_wall_clock(s)
+    if "T" not in s:
+        return dt.date().isoformat()
+    m = re.search(OFFSET, s)
+    off = m.group(2) if m else "Z"
+    if off != "Z":
+        digits = off[1:].replace(":", "").ljust(4, "0")
+        off = f"{off[0]}{digits[:2]}:{digits[2:]}"
+    return _clock(dt) + off
 
 
 def fhir_time(dt: datetime) -> str:
-    """An aware datetime as FHIR dateTime text (UTC, microseconds only when needed)."""
-    dt = dt.astimezone(timezone.utc)
-    spec = "microseconds" if dt.microsecond else "seconds"
-    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
+    """A naive wall-clock datetime as FHIR dateTime text (written with ``Z``; microseconds only
+    when needed)."""
+    return _clock(dt) + "Z"
 
 
-def add_days(anchor: datetime, day: float) -> datetime:
-    return anchor + timedelta(microseconds=round(day * 86_400e6))
+def _clock(dt: datetime) -> str:
+    return dt.replace(tzinfo=None).isoformat(timespec="microseconds" if dt.microsecond else "seconds")
 
 
-def days_between(anchor: datetime, dt: datetime) -> float:
-    return (dt - anchor) / timedelta(microseconds=1) / 86_400e6
+def add_days(origin: datetime, day: float) -> datetime:
+    return origin + timedelta(microseconds=round(day * 86_400e6))

@@ -20,9 +20,10 @@ import polars as pl
 from fhir.resources.R4B import get_fhir_model_class
 
 from cartlab.errors import InputError
+from cartlab.io.clock import days_from, midnight
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import StudyValidationError
-from cartlab.io.fhir._common import days_between, parse_fhir_time, read_row_extension
+from cartlab.io.fhir._common import parse_fhir_time, read_row_extension
 from cartlab.io.fhir.mapping import CS_CATEGORY, CS_EVENT, EXT_ANCHOR, FhirMapping, load_mapping
 from cartlab.io.study_folder import read_study, write_study
 from cartlab.kinetics.agents import is_car_t_agent
@@ -170,7 +171,7 @@ class _Reader:
             return None, "partial date (year or month only) cannot be placed on a day"
         if sid not in self.anchor:
             return None, "no day 0: the subject has no CAR-T MedicationAdministration"
-        day = days_between(self.anchor[sid], dt)
+        day = days_from(midnight(self.anchor[sid]), dt)  # calendar days from day 0 (cartlab.io.clock)
         if ext is not None and key in ext:
             if abs(ext[key] - day) > 1 / 1440:
                 raise e.error(f"the time {text} disagrees with the cartlab {key} {ext[key]:g}")
@@ -447,7 +448,7 @@ def _subjects_from_fhir(rd: _Reader) -> None:
         for param, col in (("WEIGHT", "weight_kg"), ("HEIGHT", "height_cm")):
             rows = sorted(obs.get((sid, param), []), key=lambda x: x["day"])
             if col not in row and rows:  # the last measurement up to day 0, else the first after it
-                before = [x for x in rows if x["day"] <= 0]
+                before = [x for x in rows if x["day"] < 1]  # up to the end of day 0
                 pick = before[-1] if before else rows[0]
                 p = load_dictionary()[param]
                 row[col] = p.conversion_from(pick.get("orig_unit"))(pick["orig_value"])

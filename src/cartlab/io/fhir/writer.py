@@ -14,7 +14,8 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from cartlab.errors import CartlabError, InputError
 from cartlab.io.atomic import atomic_file
-from cartlab.io.fhir._common import add_days, canonical_to_aware, fhir_time, row_extension
+from cartlab.io.clock import midnight, parse_wall_clock
+from cartlab.io.fhir._common import add_days, fhir_text, fhir_time, row_extension
 from cartlab.io.fhir.mapping import (
     CS_CATEGORY,
     CS_EVENT,
@@ -55,7 +56,8 @@ class _Writer:
     def __init__(self, study: Study, m: FhirMapping):
         self.study, self.m = study, m
         self.entries: list[dict] = []
-        self.anchor = {}
+        self.anchor = {}  # subject -> midnight of day 0 (naive wall clock)
+        self.anchor_text = {}  # subject -> its infusion date(-time) as FHIR text
         self.deceased: dict[str, str] = {}
 
     def add(self, resource: dict) -> None:
@@ -69,7 +71,7 @@ class _Writer:
 
     def when(self, sid: str, day, text) -> str:
         if _clean(text) is not None:
-            return fhir_time(canonical_to_aware(text))
+            return fhir_text(text)
         return fhir_time(add_days(self.anchor[sid], float(day)))
 
     def ext(self, row: dict, *, drop=()) -> dict:
@@ -78,10 +80,12 @@ class _Writer:
     def subjects(self) -> None:
         for row in self.study.subjects.iter_rows(named=True):
             sid = row["subject_id"]
-            anchor = row["infusion_datetime"] or row["infusion_date"]
-            self.anchor[sid] = canonical_to_aware(anchor or DAYS_ONLY_ANCHOR)
+            anchor = row["infusion_datetime"] or row["infusion_date"] or DAYS_ONLY_ANCHOR
+            self.anchor[sid] = midnight(parse_wall_clock(anchor))  # day 0's midnight (cartlab.io.clock)
+            self.anchor_text[sid] = fhir_text(anchor)
         for sid in self.study.subject_ids:  # subjects found only in other tables: days-only anchor
-            self.anchor.setdefault(sid, canonical_to_aware(DAYS_ONLY_ANCHOR))
+            self.anchor.setdefault(sid, midnight(parse_wall_clock(DAYS_ONLY_ANCHOR)))
+            self.anchor_text.setdefault(sid, fhir_text(DAYS_ONLY_ANCHOR))
         ev = self.study.events
         for row in ev.filter(ev["event"] == "death").iter_rows(named=True):
             self.deceased.setdefault(row["subject_id"], self.when(row["subject_id"], row["day"], row["datetime"]))
@@ -92,7 +96,7 @@ class _Writer:
                 "id": _pid(sid),
                 "identifier": [{"system": f"{CS_CATEGORY}/subject-id", "value": sid}],
                 "extension": [
-                    {"url": EXT_ANCHOR, "valueDateTime": fhir_time(self.anchor[sid])},
+                    {"url": EXT_ANCHOR, "valueDateTime": self.anchor_text[sid]},
                     self.ext(row, drop=("sex", "weight_kg", "height_cm")),
                 ],
             }

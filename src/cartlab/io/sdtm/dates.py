@@ -10,12 +10,16 @@ The rule (docs/interop/sdtm.md, "Partial dates"):
   the reason ``partial date``. With ``partial_dates="impute"`` a ``YYYY-MM`` / ``YYYY`` start is
   put on the first day of the month / year and an end on the last; the row's ``source_note``
   says so. Forms with a missing month cannot be imputed and stay unmapped.
+* a UTC offset (``2021-05-03T01:00+08:00``) is not applied: the date and clock time as written
+  place the record (one rule for every reader, ``cartlab.io.clock``);
 * anything else (``03/05/2021``, ``2021-02-30``) is an error naming the file and the record.
 """
 
 from __future__ import annotations
 
 import polars as pl
+
+from cartlab.io.clock import OFFSET
 
 PARTIAL_DATES = ("skip", "impute")
 
@@ -29,7 +33,7 @@ US_PER_DAY = 86_400_000_000
 def parse_dtc(text: pl.Expr, partial_dates: str = "skip", end: bool = False) -> pl.Expr:
     """A struct of ``status`` (ok / imputed / partial / missing / invalid), ``dt`` (Datetime us) and
     ``has_time`` for an ISO 8601 --DTC text column (see the module docstring)."""
-    t = text.cast(pl.String)
+    t = text.cast(pl.String).str.replace(OFFSET, "${1}")  # the clock as written (cartlab.io.clock)
     date_part = t.str.slice(0, 10)
     is_time = t.str.contains(_TIME)
     is_date = t.str.contains(_DATE)
