@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -65,7 +66,10 @@ SUBJECT_FIELDS = [
 ]
 
 
+@functools.lru_cache(maxsize=1)
 def _env() -> Environment:
+    """The report's template environment, made once: it caches the compiled templates (a fresh
+    environment per page recompiled the subject template for every subject)."""
     return Environment(
         loader=FileSystemLoader(str(TEMPLATE_DIR)),
         autoescape=True,
