@@ -155,3 +155,53 @@ def test_fhir_date_only_and_offset_times_on_the_calendar(tmp_path):
     s = read_fhir(path)
     assert s.doses["day"].to_list() == pytest.approx([23 / 24])
     assert sorted(s.observations["day"].to_list()) == pytest.approx([1.0, 2 + 0.5 / 24])
+
+
+def test_a_cohort_given_in_date_times_analyses_like_the_same_cohort_in_days(tmp_path):
+    """Metamorphic check: a synthetic cohort rewritten with date-times (each subject infused at its
+    own hour, some with a UTC offset; every row at the calendar date and clock its day stands for)
+    gives the same subject summary as the cohort in days."""
+    from cartlab.analyze import Analysis, write_analysis
+    from cartlab.datasets import synthetic_cohort
+
+    days_dir = synthetic_cohort(30, seed=5, out_dir=tmp_path / "days")
+    dt_dir = tmp_path / "datetimes"
+    dt_dir.mkdir()
+    subj = pl.read_csv(days_dir / "subjects.csv", infer_schema_length=None)
+    ids = subj["subject_id"].to_list()
+    d0 = {sid: datetime(2023, 1, 1) + timedelta(days=7 * i) for i, sid in enumerate(ids)}
+    off = {sid: ["", "+02:00", "Z", "-05:00"][i % 4] for i, sid in enumerate(ids)}
+
+    def stamp(sid, day):
+        if day is None:
+            return None
+        return (d0[sid] + timedelta(days=day)).isoformat(timespec="seconds") + off[sid]
+
+    subj.with_columns(
+        pl.col("subject_id").map_elements(lambda s: (d0[s] + timedelta(hours=8 + ids.index(s) % 9)).isoformat()
+                                          + off[s], return_dtype=pl.String).alias("infusion_datetime"),
+        pl.lit(None, pl.String).alias("infusion_date"),
+    ).write_csv(dt_dir / "subjects.csv")
+    a = read_study(days_dir)  # every row's day, also for rows the generator gave as date-times
+    for name, cols in (("doses", [("day", "datetime")]), ("observations", [("day", "datetime")]),
+                       ("events", [("day", "datetime")]),
+                       ("interventions", [("start_day", "start_datetime"), ("end_day", "end_datetime")])):
+        df = pl.read_csv(days_dir / f"{name}.csv", infer_schema_length=None).with_row_index("src_row", offset=1)
+        resolved = a.table(name).select("src_row", *[pl.col(c).alias(f"_{c}") for c, _ in cols])
+        df = df.with_columns(pl.col("src_row").cast(pl.Int64)).join(resolved, on="src_row", how="left")
+        for day_col, dt_col in cols:
+            df = df.with_columns(pl.struct("subject_id", f"_{day_col}").map_elements(
+                lambda r, c=f"_{day_col}": stamp(r["subject_id"], r[c]), return_dtype=pl.String,
+                skip_nulls=False).alias(dt_col))
+        df.drop("src_row", *[c for c, _ in cols], *[f"_{c}" for c, _ in cols], strict=False).write_csv(
+            dt_dir / f"{name}.csv")
+
+    b = read_study(dt_dir)
+    assert b.observations["day"].to_list() == pytest.approx(a.observations["day"].to_list(), abs=1e-9)
+    write_analysis(Analysis(a), tmp_path / "out_days")
+    write_analysis(Analysis(b), tmp_path / "out_dt")
+    sa = pl.read_csv(tmp_path / "out_days" / "subject_summary.csv", infer_schema_length=None)
+    sb = pl.read_csv(tmp_path / "out_dt" / "subject_summary.csv", infer_schema_length=None)
+    assert sa.columns == sb.columns
+    from polars.testing import assert_frame_equal
+    assert_frame_equal(sa, sb, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
