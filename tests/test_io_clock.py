@@ -198,6 +198,19 @@ def test_a_cohort_given_in_date_times_analyses_like_the_same_cohort_in_days(tmp_
 
     b = read_study(dt_dir)
     assert b.observations["day"].to_list() == pytest.approx(a.observations["day"].to_list(), abs=1e-9)
+    # the same days through FHIR and SDTM (their writers keep the clock; their readers share the rule)
+    from cartlab.io.fhir import write_fhir_bundle
+    from cartlab.io.sdtm import read_sdtm
+    from cartlab.io.sdtm.writer import write_sdtm
+    few = b.subset(ids[:4])  # one subject per offset convention
+    via_fhir = read_fhir(write_fhir_bundle(few, tmp_path / "b.json"))
+    write_sdtm(few, tmp_path / "sdtm")
+    via_sdtm = read_sdtm(tmp_path / "sdtm")
+    for other in (via_fhir, via_sdtm):
+        for t, col in (("observations", "day"), ("doses", "day"), ("interventions", "start_day")):
+            def days(st):
+                return sorted((r[0], round(r[1], 6)) for r in st.table(t).select("subject_id", col).rows())
+            assert days(other) == days(few)
     write_analysis(Analysis(a), tmp_path / "out_days")
     write_analysis(Analysis(b), tmp_path / "out_dt")
     sa = pl.read_csv(tmp_path / "out_days" / "subject_summary.csv", infer_schema_length=None)
