@@ -132,3 +132,23 @@ def test_manifest_records_resolved_options_and_criteria_versions():
     assert meta["options"]["icaht"]["duration"] == "cumulative"
     crit = {c["table"]: c for c in meta["criteria"]}
     assert crit["ctcae_v5"]["version"] == "5.0" and crit["eln2022_aml"]["status"] == "verified"
+
+
+def test_subjects_failing_for_the_same_reason_are_one_entry(cohort, monkeypatch):
+    """An engine error that names its subject ("subject(s) ['X']: ...") is one skipped entry for all
+    the subjects it hit, not one entry (and one table row on the command line) per subject."""
+    bad = set(cohort.subject_ids[2:5])
+    real = car.derive_car_kinetics
+
+    def fails(study, options=None):
+        hit = set(study.subject_ids) & bad
+        if hit:
+            raise ValueError(f"subject(s) {sorted(hit)}: no CAR-T infusion")
+        return real(study, options)
+
+    monkeypatch.setattr(car, "derive_car_kinetics", fails)
+    a = Analysis(cohort)
+    a.tables()
+    nca = [s.to_dict() for s in a.skipped if s.tables == ["car_kinetics"]]
+    assert len(nca) == 1 and sorted(nca[0]["subjects"]) == sorted(bad)
+    assert nca[0]["reason"] == "ValueError: subject(s) […]: no CAR-T infusion"

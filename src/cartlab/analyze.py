@@ -666,10 +666,14 @@ class Analysis:
         self._bisect(step, ids, parts, failed)
         if failed:
             by_reason: dict[str, list[str]] = {}
-            for sid, why in failed.items():
-                by_reason.setdefault(why, []).append(sid)
-            for why, sids in by_reason.items():
-                self._skip(step, sids, why, step.fix, partial=len(failed) < len(ids), error=first_error)
+            first: dict[str, str] = {}
+            for sid, why in failed.items():  # one entry per reason: a message naming its subject groups too
+                key = why.replace(f"['{sid}']", "[…]").replace(sid, "…")
+                by_reason.setdefault(key, []).append(sid)
+                first.setdefault(key, why)
+            for key, sids in by_reason.items():
+                self._skip(step, sids, key if len(sids) > 1 else first[key], step.fix,
+                           partial=len(failed) < len(ids), error=first_error)
         if not parts:
             return _Result(None, set(failed))
         tables = {n: pl.concat([p[n] for p in parts], how="diagonal_relaxed") for n in step.outputs}
