@@ -170,3 +170,20 @@ def test_intervention_datetimes_anchor_on_infusion_datetime(tmp_path):
     # 6 + 10/24; 6 March 10:00Z = 5 + 10/24 (the offset is not applied)
     assert iv["start_day"].to_list() == pytest.approx([4 + 22 / 24, 5 + 10 / 24])
     assert iv["end_day"].to_list()[0] == pytest.approx(6 + 10 / 24) and iv["end_day"].to_list()[1] is None
+
+
+def test_blank_lines_are_skipped_with_a_warning_and_rows_keep_their_numbers(tmp_path):
+    """A trailing blank line (editors add one) or a line of separators only (spreadsheet exports)
+    is not a record: skipped with a warning naming it, not four "required value is empty" errors.
+    Rows after it keep their file numbers (data row 4 below is line 5 of the file)."""
+    f = tmp_path / "s"
+    write(f, "subjects.csv", "subject_id,infusion_date\nS1,2022-03-01\n")
+    (f / "observations.csv").write_text("subject_id,day,param,value,unit\nS1,1,TEMP,38.5,C\n\n,,,,\n"
+                                        "S1,2,TEMP,37.0,C\n\n")
+    s = read_study(f)
+    assert s.observations["src_row"].to_list() == [1, 4]
+    assert [w.rows for w in s.warnings if "blank line" in w.message] == [[2, 3, 5]]
+    (f / "observations.csv").write_text("subject_id,day,param,value,unit\nS1,1,TEMP,38.5,C\n\nS1,2,TEMP,hot,C\n")
+    with pytest.raises(StudyValidationError, match=r"observations.csv, row 3 \(line 4\), column 'value'") as exc:
+        read_study(f)
+    assert "1 problem found" in str(exc.value)  # not also "neither value nor value_text is given"

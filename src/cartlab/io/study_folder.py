@@ -124,7 +124,14 @@ class _FileReader:
             df = self._load_parquet()
         if df is None:
             return False
-        self.df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(ROW))
+        df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(ROW))
+        if df.width > 1:  # blank lines (or only separators): not records; later rows keep their numbers
+            blank = pl.all_horizontal([pl.col(c).is_null() for c in df.columns if c != ROW])
+            rows = df.filter(blank)[ROW].to_list()
+            if rows:
+                self.issue(None, "blank line(s) skipped: every cell is empty", rows, severity="warning")
+                df = df.filter(~blank)
+        self.df = df
         return self._check_header()
 
     def _load_csv(self) -> pl.DataFrame | None:
@@ -440,8 +447,9 @@ def _observations(r: _FileReader) -> pl.DataFrame:
         "param",
         lambda v: f"unknown param {v!r}: not in the parameter dictionary",
     )
-    r.flag(
-        pl.col("value").is_null() & pl.col("value_text").is_null(),
+    unreadable = [n for i in r.issues if i.file == r.fname and i.column == "value" for n in i.rows]
+    r.flag(  # a value that is given but not a number has its own error already
+        pl.col("value").is_null() & pl.col("value_text").is_null() & ~pl.col(ROW).is_in(unreadable),
         "value",
         "neither value nor value_text is given",
         by=pl.lit(None),
