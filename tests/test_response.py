@@ -506,3 +506,20 @@ def test_analyze_writes_cohort_endpoints(tmp_path):
         assert (part["survival"].diff().drop_nulls() <= 1e-12).all(), p
     os_rows = t["adtte"].filter(pl.col("PARAMCD") == "OS")
     assert os_rows.height == study.subjects.height and os_rows["CNSR"].is_in([0, 1]).all()
+
+
+def test_a_disease_without_response_criteria_is_said_once():
+    """An LBCL subject's empty best response is explained on screen (a CartlabWarning naming the
+    disease), not only in best_response.csv; the message is the same for any set of subjects."""
+    import warnings as _w
+
+    from cartlab.errors import CartlabWarning
+
+    study = make([], subjects=[{"subject_id": "L1", "disease": "LBCL"}, {"subject_id": "L2", "disease": "LBCL"},
+                               {"subject_id": "F1", "disease": "FL"}])
+    with _w.catch_warnings(record=True) as caught:
+        _w.simplefilter("always", CartlabWarning)
+        best = derive_best_response(study)
+    msgs = sorted(str(w.message) for w in caught if issubclass(w.category, CartlabWarning))
+    assert len(msgs) == 2 and msgs[0].startswith("disease 'FL'") and msgs[1].startswith("disease 'LBCL'")
+    assert best["best_response"].null_count() == 3

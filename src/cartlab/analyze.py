@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 import warnings as _warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -668,7 +668,7 @@ class Analysis:
             by_reason: dict[str, list[str]] = {}
             first: dict[str, str] = {}
             for sid, why in failed.items():  # one entry per reason: a message naming its subject groups too
-                key = why.replace(f"['{sid}']", "[…]").replace(sid, "…")
+                key = generic_reason(why, [sid])
                 by_reason.setdefault(key, []).append(sid)
                 first.setdefault(key, why)
             for key, sids in by_reason.items():
@@ -699,6 +699,14 @@ class Analysis:
             who = "every subject" if subjects is None else f"subject(s) {', '.join(subjects[:20])}"
             raise EngineError(f"{step.engine} could not run for {who}: {reason}", hint=fix) from error
         self.skipped.append(Skipped(step.engine, list(step.outputs), subjects, reason, fix))
+
+
+def generic_reason(reason: str, subjects: Sequence[str] | None) -> str:
+    """``reason`` with the subject ids it names replaced by "…": the key that groups subjects an
+    engine failed for with the same message (and the text shown for the group)."""
+    for sid in subjects or ():
+        reason = reason.replace(f"['{sid}']", "[…]").replace(sid, "…")
+    return reason
 
 
 def _count_rules(name: str, frame: pl.DataFrame, counts: dict[tuple[str, str], int]) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import polars as pl
 
 from cartlab._process import peak_rss
-from cartlab.analyze import Analysis, AnalysisOptions, Skipped, write_summary
+from cartlab.analyze import Analysis, AnalysisOptions, Skipped, generic_reason, write_summary
 from cartlab.io.atomic import atomic_file
 from cartlab.model import TABLES, Study, conform, empty_frame
 
@@ -425,9 +425,10 @@ def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str])
             lost = r.missing.get(n, set(r.ids)) if n in r.derived else set(r.ids)
             missing.setdefault(n, set()).update(lost)
         for s in r.skipped:
-            key = (s.engine, tuple(s.tables), s.reason, s.fix)
+            key = (s.engine, tuple(s.tables), generic_reason(s.reason, s.subjects), s.fix)
             if key in skipped and s.subjects is not None and skipped[key].subjects is not None:
                 skipped[key].subjects.extend(x for x in s.subjects if x not in skipped[key].subjects)
+                skipped[key].reason = key[2]  # several subjects: the message without one's id, as whole
             elif key in skipped:
                 skipped[key].subjects = None
             else:
@@ -443,6 +444,10 @@ def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str])
     whole = {n: pl.concat(parts, how="diagonal_relaxed") for n, parts in tables.items()}
     rank = {tuple(s.outputs): i for i, s in enumerate(steps)}  # in step order, as a whole-study run lists them
     ordered = sorted(skipped.values(), key=lambda s: rank.get(tuple(s.tables), len(rank)))
+    engine_rank = {}
+    for i, s in enumerate(steps):
+        engine_rank.setdefault(s.engine, i)
+    warnings.sort(key=lambda w: engine_rank.get(w["engine"], len(engine_rank)))  # stable: batch order within
     cohort.adopt(steps, whole, missing, ordered, warnings, timings, rules, available=derived,
                  subject_ids=ids)
 

@@ -158,6 +158,8 @@ def explain_cmd(
 
     from cartlab.explain import EXPLAINERS, explain
 
+    GRADED = ("crs", "icans", "crs-scales", "ctcae", "icaht")  # explainers whose days carry a grade
+
     if what not in EXPLAINERS:
         raise _usage(f"cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}")
     data = _subject_data(subject, store, study, csv_dialect)
@@ -173,7 +175,8 @@ def explain_cmd(
     from cartlab.criteria import UNSETTLED, rule_status, rules_in
 
     if days.height == 0:
-        console.print("no day scored above 0 (use --all-days to see every assessed day)")
+        console.print("no day scored above 0 (use --all-days to see every assessed day)" if what in GRADED else
+                      "no assessment to show (use --all-days to see every row)")
 
     t = Table(header_style="bold", show_lines=False)
     for c in ("day", "grade", "rule", "why", "source rows"):

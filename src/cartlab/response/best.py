@@ -100,16 +100,19 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     by = {k[0]: v for k, v in a.partition_by("subject_id", as_dict=True).items()} if a.height else {}
     rows = []
     no_disease: list[str] = []
+    unsupported: dict[str, None] = {}
     for s in study.subjects.iter_rows(named=True):
         sid = s["subject_id"]
         crit = options.response.criteria or criteria_for_disease(s["disease"])
         if crit is None:
             why = (f"no response criteria for disease {s['disease']!r} yet (cartlab has AML: ELN 2022; B-ALL, T-ALL, "
                    "T-LBL, MPAL: ALL CAR-T)" if s["disease"] is not None else
-                   "subjects.disease is empty: the response criteria are chosen by the disease (give it, or "
-                   "ResponseOptions(criteria=...))")
+                   "subjects.disease is empty: the response criteria are chosen by the disease (give it in "
+                   "subjects.csv)")
             if s["disease"] is None:
                 no_disease.append(sid)
+            else:
+                unsupported[str(s["disease"])] = None
             rows.append({"subject_id": sid, "criteria": None, "rule": "response.no_criteria",
                          "reason": why, "n_assessments": 0, "evidence": []})
             continue
@@ -171,6 +174,11 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         warnings.warn(CartlabWarning(
             f"{len(no_disease)} subject(s) have no disease in subjects.csv, so no response criteria were applied: "
             f"{', '.join(no_disease[:20])}{' ...' if len(no_disease) > 20 else ''}"), stacklevel=2)
+    for disease in unsupported:  # one message per disease (the same in every batch of a batched analysis)
+        warnings.warn(CartlabWarning(
+            f"disease {disease!r}: cartlab has no response criteria for it yet (it has AML: ELN 2022; B-ALL, T-ALL, "
+            f"T-LBL, MPAL: ALL CAR-T), so best_response is empty for these subjects (best_response.csv says "
+            f"so per subject)"), stacklevel=2)
     return pl.DataFrame(rows, schema=_BEST_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_BEST_SCHEMA)
 
 
