@@ -99,3 +99,16 @@ def test_conversions_are_affine_and_invertible(x):
 def test_normalise_never_crashes(s):
     out = normalise_spelling(s)
     assert isinstance(out, str)
+
+
+def test_a_unit_of_the_wrong_dimension_says_how_it_was_read_and_what_is_accepted():
+    """'deg F' is degree x farad to pint and 'thou/uL' is thou (a length) per microlitre: the error
+    says so and lists the parameter's accepted spellings, instead of only "different dimension"."""
+    from cartlab.io.dictionary import load_dictionary
+
+    with pytest.raises(UnitError) as exc:
+        load_dictionary()["TEMP"].conversion_from("deg F")
+    msg = str(exc.value)
+    assert "read as 'degree * farad'" in msg and "TEMP accepts degC" in msg and "°F" in msg
+    with pytest.raises(UnitError, match=r"read as 'thou / microliter'.*NEUT accepts 10\^9/L, /uL"):
+        load_dictionary()["NEUT"].conversion_from("thou/uL")

@@ -151,7 +151,7 @@ def conversion(
                 out = q.to(target_units)
         except pint.DimensionalityError as exc:
             raise UnitError(
-                f"unit {unit!r} cannot be converted to {canonical!r} (different dimension)"
+                f"unit {unit!r} (read as {str(q.units)!r}) cannot be converted to {canonical!r} (different dimension)"
             ) from exc
         return float(out.magnitude) / target_mag
 

@@ -49,7 +49,10 @@ class Param:
                     f"accepted {', '.join((self.unit,) + self.accepts)})"
                 )
             unit = self.empty_unit
-        return conversion(unit, self.unit, self.molar_mass_g_mol, self.equivalents_per_mol)
+        try:
+            return conversion(unit, self.unit, self.molar_mass_g_mol, self.equivalents_per_mol)
+        except UnitError as exc:
+            raise UnitError(f"{exc}; {self.code} accepts {', '.join((self.unit,) + self.accepts)}") from None
 
 
 @dataclass(frozen=True)
