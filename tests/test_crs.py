@@ -217,3 +217,17 @@ def test_seed_case_grade_3_with_explanation():
     assert all("norepinephrine" in r for r in top["reason"])
     ep = derive_crs_episodes(s)
     assert ep.select("ASTDY", "AENDY", "ADURN", "ATOXGR").rows() == [(3, 14, 12, 3)]
+
+
+def test_a_nasal_cannula_without_flow_is_low_flow_with_high_flow_possible():
+    """ASTCT Table 1: low-flow nasal cannula (<= 6 L/min) = grade 2, above it high flow = 3. With the
+    flow not recorded the grade is 2 (the table's reading) and grade_max 3, naming o2_flow_lpm."""
+    s = study(obs=[("A", 1, "TEMP", 38.5), ("A", 2, "TEMP", 38.5), ("A", 3, "SYSBP", 120.0)],
+              iv=[oxygen("nasal_cannula", 1), oxygen("nasal_cannula", 2, 4.0), oxygen("nasal_cannula", 3)])
+    d1, d2, d3 = (grade_on(s, day=d) for d in (1, 2, 3))
+    assert (d1["grade"], d1["grade_max"], d1["missing_inputs"]) == (2, 3, ["o2_flow_lpm"])
+    assert "up to 3: nasal cannula flow not recorded" in d1["reason"]
+    assert (d2["grade"], d2["grade_max"], d2["missing_inputs"]) == (2, 2, [])  # 4 L/min: settled
+    # day 3: no temperature and no flow: 0 for want of a fever, up to 3 with both
+    assert (d3["grade"], d3["grade_max"], sorted(d3["missing_inputs"])) == (0, 3, ["TEMP", "o2_flow_lpm"])
+    assert derive_crs_summary(s).row(0, named=True)["crs_grade_astct_max"] == 3

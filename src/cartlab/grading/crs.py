@@ -147,12 +147,17 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         .then(pl.lit(3, dtype=pl.Int64))
         .otherwise(level)
     )
+    # a nasal cannula without a recorded flow is low flow (the table's reading), but could have run
+    # above low_flow_max_lpm: o2_level_max keeps that bound (missing is not negative)
+    flow_unknown = (pl.col("o2_device") == "nasal_cannula") & pl.col("o2_flow_lpm").is_null()
     o2 = (
         days.filter(pl.col("category") == "oxygen")
-        .with_columns(level.alias("lvl"))
+        .with_columns(level.alias("lvl"), pl.when(flow_unknown).then(pl.lit(3, dtype=pl.Int64))
+                      .otherwise(level).alias("lvl_max"))
         .group_by("subject_id", "d")
         .agg(
             pl.col("lvl").max().alias("o2_level"),
+            pl.col("lvl_max").max().alias("o2_level_max"),
             pl.col("o2_device").unique(maintain_order=True).str.join(", ").alias("o2_devices"),
             _ref_list().alias("o2_refs"),
         )
@@ -190,6 +195,7 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
             pl.col("n_vasopressors").fill_null(0),
             pl.col("n_vasopressors_excl_vasopressin").fill_null(0),
             pl.col("o2_level").fill_null(0),
+            pl.col("o2_level_max").fill_null(0),
             pl.col("crs_death").fill_null(False),
             pl.col("other_cause").fill_null(False),
             pl.col("sbp_cutoff").fill_null(float(opts["sbp_cutoff_mmhg"])),
@@ -263,6 +269,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     lazy = domains["fever"].apply(f.lazy(), "fever", "grade", "rule", "grade_max", "missing", labels=INPUTS)
     lazy = domains["hypotension"].apply(lazy, "hypotension", "grade", "rule")
     f = domains["hypoxia"].apply(lazy, "hypoxia", "grade", "rule").collect()
+    # the hypoxia grade the unrecorded oxygen flows could have made (same rules, on o2_level_max)
+    hmax = domains["hypoxia"].apply(
+        f.lazy().select(*KEY, pl.col("o2_level_max").alias("o2_level")), "hypoxia", "grade", "rule").collect()
+    f = f.join(hmax.select(*KEY, pl.col("hypoxia_grade").alias("hypoxia_grade_max")), on=KEY, how="left")
     death_rule, death = _flag(table, "death", opts)
     other_rule, other = _flag(table, "other_cause", opts)
     fever = pl.col("fever_grade") >= 1
@@ -293,14 +303,22 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     # missing is not negative: a day without a temperature could have been a fever day (the fever
     # domain is unknown), so its grade is a lower bound; grade_max is what a fever would have made it
     # (ASTCT: fever >= grade 1, and with fever hypotension/hypoxia count before any tocilizumab/steroid)
+    # likewise a nasal cannula without a recorded flow: hypoxia up to its hypoxia_grade_max
     fever_open = (pl.col("fever_grade_max") > pl.col("fever_grade")) & ~death & ~excluded
+    flow_open = pl.col("hypoxia_grade_max") > pl.col("hypoxia_grade")
+    support_max = pl.max_horizontal("hypotension_grade", "hypoxia_grade_max")
     f = f.with_columns(
-        pl.when(fever_open).then(pl.max_horizontal(pl.col("grade"), pl.col("fever_grade_max"), support))
-        .otherwise(pl.col("grade")).alias("grade_max"))
+        pl.when(fever_open).then(pl.max_horizontal(pl.col("grade"), pl.col("fever_grade_max"), support_max))
+        .otherwise(pl.max_horizontal(pl.col("grade"), day_grade(crs_fever, support_max, waived, death, excluded)))
+        .alias("grade_max"))
+    no_list = pl.lit([], dtype=pl.List(pl.String))
     f = f.with_columns(
-        pl.when(pl.col("grade_max") > pl.col("grade"))
-        .then(pl.col("fever_missing"))
-        .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
+        pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.concat_list(
+            pl.when(fever_open).then(pl.col("fever_missing")).otherwise(no_list),
+            pl.when(flow_open & (day_grade(crs_fever | fever_open, support_max, waived, death, excluded)
+                                 > day_grade(crs_fever | fever_open, support, waived, death, excluded)))
+            .then(pl.lit(["o2_flow_lpm"], dtype=pl.List(pl.String))).otherwise(no_list)))
+        .otherwise(no_list).alias("missing_inputs"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"
     unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
@@ -330,7 +348,12 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     conclusion = pl.format(
         "grade {}{}{}", pl.col("grade"),
         pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
-            " (up to {} with a fever: no temperature recorded that day)", pl.col("grade_max"))).otherwise(pl.lit("")),
+            " (up to {}{})", pl.col("grade_max"), pl.concat_str([
+                pl.when(pl.col("missing_inputs").list.contains("TEMP"))
+                .then(pl.lit(" with a fever: no temperature recorded that day")),
+                pl.when(pl.col("missing_inputs").list.contains("o2_flow_lpm"))
+                .then(pl.lit("nasal cannula flow not recorded, above 6 L/min is high flow"))],
+                separator="; ", ignore_nulls=True).str.replace(r"^n", ": n"))).otherwise(pl.lit("")),
         pl.when(pl.col("rule").is_not_null()).then(
             pl.format(": {}", pl.col("rule").replace_strict(texts, default=pl.col("rule")))
         ).otherwise(pl.lit("")),
