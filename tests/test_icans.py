@@ -96,3 +96,16 @@ def test_a_day_without_ice_or_capd_is_a_range():
     assert (d[2]["grade"], d[2]["grade_max"], d[2]["missing_inputs"]) == (0, 0, [])
     summ = derive_icans_summary(s).row(0, named=True)
     assert (summ["icans_grade_astct"], summ["icans_grade_astct_max"]) == (0, 3)
+
+
+def test_the_score_the_age_does_not_call_for_is_said_not_dropped_silently():
+    """A 10-year-old scored only with ICE: ASTCT 2019 grades children < 12 by CAPD, so the grade is
+    not evaluable, and a warning names the subject whose ICE rows were not graded."""
+    from cartlab.errors import CartlabWarning
+
+    s = study(subjects=[{"subject_id": "K", "age_years": 10.0}, {"subject_id": "A", "age_years": 40.0}],
+              obs=[("K", 1, "ICE", 5.0), ("A", 1, "ICE", 9.0)])
+    with pytest.warns(CartlabWarning, match=r"ICE scores of subject\(s\) under 12 years are not graded.*: K$"):
+        summ = derive_icans_summary(s)
+    rows = {r["subject_id"]: r for r in summ.iter_rows(named=True)}
+    assert rows["K"]["icans_grade_astct"] is None and rows["A"]["icans_grade_astct"] == 1

@@ -74,7 +74,8 @@ def _icans(a: Analysis, sid: str) -> Explanation:
     daily = _rows(a, "icans_daily", sid)
     summ = _rows(a, "icans_summary", sid)
     g, gmax = summ["icans_grade_astct"][0], summ["icans_grade_astct_max"][0]
-    head = ("ICANS not evaluable: no ICE, CAPD, consciousness or neurological event data"
+    head = ("ICANS not evaluable: no ICE/CAPD score of the kind the age calls for (ICE from "
+            f"{opts.resolved()['ice_min_age_years']:g} years, CAPD below), consciousness or neurological event data"
             if g is None else f"ASTCT ICANS grade {g}"
             + (f" (up to {gmax}: some days have no ICE/CAPD score)" if gmax is not None and gmax > g else ""))
     crit = load_criteria(opts.criteria)

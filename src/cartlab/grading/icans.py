@@ -11,11 +11,14 @@ when the age is missing); events attributed to another cause are excluded.
 
 from __future__ import annotations
 
+import warnings
+
 import polars as pl
 from pydantic import Field
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, decision, load_table
+from cartlab.errors import CartlabWarning
 from cartlab.grading.crs import episodes
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -57,6 +60,15 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         .when(pl.col("param") == "ICE").then(pl.col("age_years") >= opts["ice_min_age_years"])
         .otherwise(pl.col("age_years") < opts["ice_min_age_years"])
     )
+    ignored = scores.filter(~use)
+    if ignored.height:  # the other score than the age calls for: said, not silently dropped
+        for param, who in (("ICE", "under"), ("CAPD", "aged")):
+            ids = ignored.filter(pl.col("param") == param)["subject_id"].unique(maintain_order=True).to_list()
+            if ids:
+                warnings.warn(CartlabWarning(
+                    f"{param} scores of subject(s) {who} {opts['ice_min_age_years']:g} years are not graded (ASTCT "
+                    f"2019: ICE from age {opts['ice_min_age_years']:g}, CAPD below): {', '.join(ids[:20])}"
+                    f"{' ...' if len(ids) > 20 else ''}"), stacklevel=2)
     scores = scores.filter(use)
     ice = (
         scores.filter(pl.col("param") == "ICE").sort("value")
