@@ -231,3 +231,19 @@ def test_a_nasal_cannula_without_flow_is_low_flow_with_high_flow_possible():
     # day 3: no temperature and no flow: 0 for want of a fever, up to 3 with both
     assert (d3["grade"], d3["grade_max"], sorted(d3["missing_inputs"])) == (0, 3, ["TEMP", "o2_flow_lpm"])
     assert derive_crs_summary(s).row(0, named=True)["crs_grade_astct_max"] == 3
+
+
+def test_vasopressor_rows_without_an_agent_could_be_several_drugs():
+    """ASTCT Table 1: one vasopressor = grade 3, two or more (vasopressin aside) = 4. Two different
+    vasopressor rows on a day without an agent name count as one "unspecified vasopressor" (grade 3),
+    but could be two drugs: grade_max 4, the missing input named. A named drug plus an unnamed row is
+    already two drugs (an unnamed row counts as its own drug: docs/derivation-conventions.md)."""
+    s = study(obs=[("A", d, "TEMP", 38.5) for d in (1, 2, 3, 4)],
+              iv=[vaso(None, 1, dose=0.05), vaso(None, 1, dose=0.1), vaso("norepinephrine", 2), vaso(None, 2),
+                  vaso(None, 3), vaso("vasopressin", 4)])
+    d1, d2, d3, d4 = (grade_on(s, day=d) for d in (1, 2, 3, 4))
+    assert (d1["grade"], d1["grade_max"], d1["missing_inputs"]) == (3, 4, ["vasopressor agent"])
+    assert "could be several drugs" in d1["reason"]
+    assert (d2["grade"], d2["grade_max"]) == (4, 4)
+    assert (d3["grade"], d3["grade_max"], d3["missing_inputs"]) == (3, 3, [])  # one row: one drug at most
+    assert (d4["grade"], d4["grade_max"]) == (3, 3)  # vasopressin alone: never "multiple"

@@ -137,7 +137,7 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     shared = crs_day_features(study, indications=opts["counted_indications"],
                               attribution=options.attribution()).rename({"day": "d"})
     vaso = shared.filter(pl.col("n_vasopressors").is_not_null()).select(
-        "subject_id", "d", "n_vasopressors", "n_vasopressors_excl_vasopressin",
+        "subject_id", "d", "n_vasopressors", "n_vasopressors_excl_vasopressin", "n_vasopressors_excl_vasopressin_max",
         pl.col("vasopressor_agents").list.join(", ").alias("vasopressors"), "vasopressors_unknown", "vaso_refs")
     other = shared.filter(pl.col("other_cause").fill_null(False)).select(
         "subject_id", "d", "other_cause", "other_cause_reason", "other_cause_refs")
@@ -194,6 +194,7 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         .with_columns(
             pl.col("n_vasopressors").fill_null(0),
             pl.col("n_vasopressors_excl_vasopressin").fill_null(0),
+            pl.col("n_vasopressors_excl_vasopressin_max").fill_null(0),
             pl.col("o2_level").fill_null(0),
             pl.col("o2_level_max").fill_null(0),
             pl.col("crs_death").fill_null(False),
@@ -269,10 +270,16 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     lazy = domains["fever"].apply(f.lazy(), "fever", "grade", "rule", "grade_max", "missing", labels=INPUTS)
     lazy = domains["hypotension"].apply(lazy, "hypotension", "grade", "rule")
     f = domains["hypoxia"].apply(lazy, "hypoxia", "grade", "rule").collect()
-    # the hypoxia grade the unrecorded oxygen flows could have made (same rules, on o2_level_max)
-    hmax = domains["hypoxia"].apply(
-        f.lazy().select(*KEY, pl.col("o2_level_max").alias("o2_level")), "hypoxia", "grade", "rule").collect()
-    f = f.join(hmax.select(*KEY, pl.col("hypoxia_grade").alias("hypoxia_grade_max")), on=KEY, how="left")
+    # the grades unrecorded inputs could have made (same rules): an oxygen flow not recorded
+    # (o2_level_max), vasopressor rows without an agent, each possibly another drug (..._max)
+    upper = f.lazy().with_columns(pl.col("o2_level_max").alias("o2_level"),
+                                  pl.col("n_vasopressors_excl_vasopressin_max").alias("n_vasopressors_excl_vasopressin"))
+    upper = domains["hypotension"].apply(upper.select(*KEY, *[c for c in f.columns if c not in KEY
+                                                              and not c.startswith(("hypotension_", "hypoxia_"))]),
+                                         "hypotension", "grade", "rule")
+    hmax = domains["hypoxia"].apply(upper, "hypoxia", "grade", "rule").collect()
+    f = f.join(hmax.select(*KEY, pl.col("hypotension_grade").alias("hypotension_grade_max"),
+                           pl.col("hypoxia_grade").alias("hypoxia_grade_max")), on=KEY, how="left")
     death_rule, death = _flag(table, "death", opts)
     other_rule, other = _flag(table, "other_cause", opts)
     fever = pl.col("fever_grade") >= 1
@@ -306,7 +313,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     # likewise a nasal cannula without a recorded flow: hypoxia up to its hypoxia_grade_max
     fever_open = (pl.col("fever_grade_max") > pl.col("fever_grade")) & ~death & ~excluded
     flow_open = pl.col("hypoxia_grade_max") > pl.col("hypoxia_grade")
-    support_max = pl.max_horizontal("hypotension_grade", "hypoxia_grade_max")
+    pressor_open = pl.col("hypotension_grade_max") > pl.col("hypotension_grade")
+    support_max = pl.max_horizontal("hypotension_grade_max", "hypoxia_grade_max")
     f = f.with_columns(
         pl.when(fever_open).then(pl.max_horizontal(pl.col("grade"), pl.col("fever_grade_max"), support_max))
         .otherwise(pl.max_horizontal(pl.col("grade"), day_grade(crs_fever, support_max, waived, death, excluded)))
@@ -315,9 +323,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     f = f.with_columns(
         pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.concat_list(
             pl.when(fever_open).then(pl.col("fever_missing")).otherwise(no_list),
-            pl.when(flow_open & (day_grade(crs_fever | fever_open, support_max, waived, death, excluded)
+            *[pl.when(is_open & (day_grade(crs_fever | fever_open, support_max, waived, death, excluded)
                                  > day_grade(crs_fever | fever_open, support, waived, death, excluded)))
-            .then(pl.lit(["o2_flow_lpm"], dtype=pl.List(pl.String))).otherwise(no_list)))
+              .then(pl.lit([name], dtype=pl.List(pl.String))).otherwise(no_list)
+              for is_open, name in ((flow_open, "o2_flow_lpm"), (pressor_open, "vasopressor agent"))]))
         .otherwise(no_list).alias("missing_inputs"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"
@@ -352,7 +361,9 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                 pl.when(pl.col("missing_inputs").list.contains("TEMP"))
                 .then(pl.lit(" with a fever: no temperature recorded that day")),
                 pl.when(pl.col("missing_inputs").list.contains("o2_flow_lpm"))
-                .then(pl.lit("nasal cannula flow not recorded, above 6 L/min is high flow"))],
+                .then(pl.lit("nasal cannula flow not recorded, above 6 L/min is high flow")),
+                pl.when(pl.col("missing_inputs").list.contains("vasopressor agent"))
+                .then(pl.lit("vasopressor rows without an agent could be several drugs"))],
                 separator="; ", ignore_nulls=True).str.replace(r"^n", ": n"))).otherwise(pl.lit("")),
         pl.when(pl.col("rule").is_not_null()).then(
             pl.format(": {}", pl.col("rule").replace_strict(texts, default=pl.col("rule")))

@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.grading.common import EVIDENCE, evidence_ref, expand_days, load_criteria
-from cartlab.grading.vasopressors import resolve_agents
+from cartlab.grading.vasopressors import UNSPECIFIED, resolve_agents
 from cartlab.model import Study
 
 KEY = ["subject_id", "day"]
@@ -121,6 +121,10 @@ def vasopressor_days(study: Study, indications, count_empty: bool = True) -> pl.
             agent.filter(~pl.col("vaso_is_vasopressin")).n_unique().cast(pl.Int64)
             .alias("n_vasopressors_excl_vasopressin"),
             agent.filter(~pl.col("vaso_known")).unique().sort().alias("vasopressors_unknown"),
+            # missing is not negative: each row without an agent could be another drug than the rest
+            (agent.filter(~pl.col("vaso_is_vasopressin") & (agent != UNSPECIFIED)).n_unique()
+             + pl.col("ref").filter(agent == UNSPECIFIED).n_unique()).cast(pl.Int64)
+            .alias("n_vasopressors_excl_vasopressin_max"),
             pl.col("ref").drop_nulls().unique(maintain_order=True).alias("vaso_refs"),
         )
         .rename({"d": "day"})
