@@ -120,7 +120,8 @@ def test_offset_infusion_time_matches_its_own_date(tmp_path):
         read_study(f)
 
 
-@pytest.mark.parametrize("bad", ["2022-03-02T08:00+25:00", "2022-03-02T08:00+01:75", "2022-03-02T25:00"])
+@pytest.mark.parametrize("bad", ["2022-03-02T08:00+25:00", "2022-03-02T08:00+01:75", "2022-03-02T25:00",
+                                 "2022-03-02T8:00", "2022-3-2T08:00", "02/03/2022 08:00"])
 def test_impossible_times_are_errors_naming_the_row(tmp_path, bad):
     f = tmp_path / "s"
     _write(f, "subjects.csv", [["subject_id", "infusion_date"], ["A", "2022-03-01"]])

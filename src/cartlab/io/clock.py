@@ -24,11 +24,14 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-__all__ = ["OFFSET", "wall_clock", "day_zero", "day_number", "parse_wall_clock", "midnight", "days_from"]
+__all__ = ["ISO_SHAPE", "OFFSET", "day_number", "day_zero", "days_from", "midnight", "parse_wall_clock", "wall_clock"]
 
 #: A UTC offset at the end of a date-time with a time part: Z, +hh:mm, +hhmm or +hh.
 OFFSET = r"(T[0-9:.,]+)(Z|[+-]\d{2}(:?\d{2})?)$"
 _OFFSET_RE = re.compile(OFFSET)
+#: An ISO 8601 date or date-time without its offset: YYYY-MM-DD[Thh:mm[:ss[.f]]].
+ISO_SHAPE = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}([.,]\d+)?)?)?$"
+_ISO_SHAPE_RE = re.compile(ISO_SHAPE)
 _NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
 US_PER_DAY = 86_400e6
 
@@ -46,7 +49,8 @@ def wall_clock(expr: pl.Expr) -> pl.Expr:
         *(e.str.to_datetime(f, strict=False, time_unit="us") for f in _NAIVE),
         e.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
     ])
-    return pl.when(bad_offset).then(None).otherwise(parsed)
+    # ISO 8601's shape (two-digit hours ...): the parser alone would also take 'T9:30'
+    return pl.when(bad_offset | ~e.str.contains(ISO_SHAPE)).then(None).otherwise(parsed)
 
 
 def day_zero(infusion_datetime: pl.Expr, infusion_date: pl.Expr) -> pl.Expr:
@@ -67,9 +71,11 @@ def parse_wall_clock(text: str) -> datetime:
     m = _OFFSET_RE.search(s)
     if m:
         off = m.group(2)
-        if off != "Z" and (int(off[1:3]) > 14 or int((off[3:].replace(":", "") or "0")) > 59):
+        if off != "Z" and (int(off[1:3]) > 14 or int(off[3:].replace(":", "") or "0") > 59):
             raise ValueError(f"not a UTC offset: {off!r} in {text!r}")
         s = s[: m.start(2)]
+    if not _ISO_SHAPE_RE.match(s):
+        raise ValueError(f"not an ISO 8601 date or date-time (YYYY-MM-DDThh:mm[:ss]): {text!r}")
     if "T" not in s:
         return datetime.combine(date.fromisoformat(s), datetime.min.time())
     return datetime.fromisoformat(s.replace(",", "."))

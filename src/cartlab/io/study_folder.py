@@ -287,7 +287,8 @@ class _FileReader:
                 self.flag(
                     raw.is_not_null() & parsed.is_null(),
                     col.name,
-                    lambda v, c=col.name: f"{c} must be an ISO 8601 date-time, got {v!r}",
+                    lambda v, c=col.name: f"{c} must be an ISO 8601 date-time (YYYY-MM-DDThh:mm[:ss], an "
+                    f"offset such as +01:00 allowed), got {v!r}",
                 )
                 exprs.append(raw.alias(col.name))
             else:
