@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import polars as pl
+import polars.selectors as cs
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
@@ -272,14 +273,13 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     f = domains["hypoxia"].apply(lazy, "hypoxia", "grade", "rule").collect()
     # the grades unrecorded inputs could have made (same rules): an oxygen flow not recorded
     # (o2_level_max), vasopressor rows without an agent, each possibly another drug (..._max)
-    upper = f.lazy().with_columns(pl.col("o2_level_max").alias("o2_level"),
-                                  pl.col("n_vasopressors_excl_vasopressin_max").alias("n_vasopressors_excl_vasopressin"))
-    upper = domains["hypotension"].apply(upper.select(*KEY, *[c for c in f.columns if c not in KEY
-                                                              and not c.startswith(("hypotension_", "hypoxia_"))]),
-                                         "hypotension", "grade", "rule")
-    hmax = domains["hypoxia"].apply(upper, "hypoxia", "grade", "rule").collect()
-    f = f.join(hmax.select(*KEY, pl.col("hypotension_grade").alias("hypotension_grade_max"),
-                           pl.col("hypoxia_grade").alias("hypoxia_grade_max")), on=KEY, how="left")
+    upper = f.lazy().drop(cs.starts_with("hypotension_", "hypoxia_")).with_columns(
+        pl.col("o2_level_max").alias("o2_level"),
+        pl.col("n_vasopressors_excl_vasopressin_max").alias("n_vasopressors_excl_vasopressin"))
+    upper = domains["hypotension"].apply(upper, "hypotension", "grade", "rule")
+    upper = domains["hypoxia"].apply(upper, "hypoxia", "grade", "rule").collect()
+    f = f.join(upper.select(*KEY, pl.col("hypotension_grade").alias("hypotension_grade_max"),
+                            pl.col("hypoxia_grade").alias("hypoxia_grade_max")), on=KEY, how="left")
     death_rule, death = _flag(table, "death", opts)
     other_rule, other = _flag(table, "other_cause", opts)
     fever = pl.col("fever_grade") >= 1
@@ -312,21 +312,21 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     # (ASTCT: fever >= grade 1, and with fever hypotension/hypoxia count before any tocilizumab/steroid)
     # likewise a nasal cannula without a recorded flow: hypoxia up to its hypoxia_grade_max
     fever_open = (pl.col("fever_grade_max") > pl.col("fever_grade")) & ~death & ~excluded
-    flow_open = pl.col("hypoxia_grade_max") > pl.col("hypoxia_grade")
-    pressor_open = pl.col("hypotension_grade_max") > pl.col("hypotension_grade")
     support_max = pl.max_horizontal("hypotension_grade_max", "hypoxia_grade_max")
     f = f.with_columns(
         pl.when(fever_open).then(pl.max_horizontal(pl.col("grade"), pl.col("fever_grade_max"), support_max))
         .otherwise(pl.max_horizontal(pl.col("grade"), day_grade(crs_fever, support_max, waived, death, excluded)))
         .alias("grade_max"))
     no_list = pl.lit([], dtype=pl.List(pl.String))
+    # an unrecorded input is named when its upper bound alone would raise the day's grade
+    gain = (day_grade(crs_fever | fever_open, support_max, waived, death, excluded)
+            > day_grade(crs_fever | fever_open, support, waived, death, excluded))
     f = f.with_columns(
         pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.concat_list(
             pl.when(fever_open).then(pl.col("fever_missing")).otherwise(no_list),
-            *[pl.when(is_open & (day_grade(crs_fever | fever_open, support_max, waived, death, excluded)
-                                 > day_grade(crs_fever | fever_open, support, waived, death, excluded)))
-              .then(pl.lit([name], dtype=pl.List(pl.String))).otherwise(no_list)
-              for is_open, name in ((flow_open, "o2_flow_lpm"), (pressor_open, "vasopressor agent"))]))
+            *[pl.when(gain & (pl.col(upper_grade) > support)).then(pl.lit([name], dtype=pl.List(pl.String)))
+              .otherwise(no_list)
+              for upper_grade, name in (("hypoxia_grade_max", "o2_flow_lpm"), ("hypotension_grade_max", "vasopressor agent"))]))
         .otherwise(no_list).alias("missing_inputs"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"

@@ -125,12 +125,12 @@ class _FileReader:
         if df is None:
             return False
         df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(ROW))
-        if df.width > 1:  # blank lines (or only separators): not records; later rows keep their numbers
-            blank = pl.all_horizontal([pl.col(c).is_null() for c in df.columns if c != ROW])
-            rows = df.filter(blank)[ROW].to_list()
-            if rows:
-                self.issue(None, "blank line(s) skipped: every cell is empty", rows, severity="warning")
-                df = df.filter(~blank)
+        # blank lines (or separators only) are not records; the rows after them keep their numbers
+        blank = pl.all_horizontal([pl.col(c).is_null() for c in df.columns if c != ROW])
+        rows = df.filter(blank)[ROW].to_list()
+        if rows:
+            self.issue(None, "blank line(s) skipped: every cell is empty", rows, severity="warning")
+            df = df.filter(~blank)
         self.df = df
         return self._check_header()
 
