@@ -74,3 +74,47 @@ def test_synthetic_refuses_a_non_empty_folder(tmp_path):
     assert f.returncode == 0, f.stderr
     assert not (d / "README.md").exists()  # no stale README left behind
     assert len((d / "subjects.csv").read_text().strip().splitlines()) == 6
+
+
+def _sparse_anc_study(folder):
+    """One subject with a single ANC of 0.3 x10^9/L on day 5 and fevers of 38.3 C on days 1-2."""
+    folder.mkdir(parents=True)
+    (folder / "subjects.csv").write_text("subject_id,age_years,last_followup_day\nA,50,100\n")
+    (folder / "observations.csv").write_text("subject_id,day,param,value,unit\nA,5,NEUT,0.3,10^9/L\n"
+                                             "A,1,TEMP,38.3,C\nA,2,TEMP,38.3,C\nA,3,TEMP,37.0,C\n")
+    return folder
+
+
+def test_engine_options_from_the_command_line(tmp_path):
+    """--set and --options reach the engines and analysis.json records them. By hand: with the
+    default, "ANC never above 0.5 in days 0-30" is judged on the one day with data -> early ICAHT 4;
+    with never_above_requires_full_window it is graded by duration, 1 day <= 0.5 -> grade 1. A fever
+    threshold of 38.5 C makes the two 38.3 C days no fever -> CRS 0 (default 38.0 -> grade 1)."""
+    study = _sparse_anc_study(tmp_path / "s")
+    base = tmp_path / "base"
+    r = run("analyze", study, "--out", base)
+    assert r.returncode == 0, r.stderr
+    row = pl.read_csv(base / "subject_summary.csv").row(0, named=True)
+    assert (row["icaht_early_grade"], row["crs_grade_astct"]) == (4, 1)
+    assert "fewer than 31 days with data" in r.stderr  # the default's partial-window grade 4 is said
+    opts = tmp_path / "opts.yaml"
+    opts.write_text("crs:\n  fever_threshold_c: 38.5\n")
+    out = tmp_path / "set"
+    r = run("analyze", study, "--out", out, "--options", opts, "--set", "icaht.never_above_requires_full_window=true")
+    assert r.returncode == 0, r.stderr
+    row = pl.read_csv(out / "subject_summary.csv").row(0, named=True)
+    assert (row["icaht_early_grade"], row["crs_grade_astct"]) == (1, 0)
+    applied = json.loads((out / "analysis.json").read_text())["options"]
+    assert applied["icaht"]["never_above_requires_full_window"] is True and applied["crs"]["fever_threshold_c"] == 38.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "icaht.no_such_option=1"], "unknown option 'no_such_option'"),
+    (["--set", "nosuch.x=1"], "unknown engine 'nosuch'"),
+    (["--set", "icaht"], "write ENGINE.OPTION=VALUE"),
+])
+def test_bad_engine_options_are_one_clear_error(tmp_path, args, message):
+    study = _sparse_anc_study(tmp_path / "s")
+    r = run("analyze", study, "--out", tmp_path / "o", *args)
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()

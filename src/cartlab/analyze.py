@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 import warnings as _warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,30 @@ class AnalysisOptions:
     endpoints: Any = None  # cartlab.response.endpoints.EndpointOptions
     kinetics: Any = None  # cartlab.kinetics.car.CarKineticsOptions
     strict: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None = None, *, strict: bool = False) -> AnalysisOptions:
+        """Options from ``{engine: {option: value}}`` (an ``--options`` YAML file, ``--set`` pairs);
+        engines are the fields above (``crs``, ``icaht`` ...), options their classes' fields (lists
+        become tuples). An unknown engine or option is an :class:`~cartlab.errors.InputError`."""
+        import importlib
+
+        from cartlab.errors import InputError
+
+        kw: dict[str, Any] = {}
+        for engine, values in (settings or {}).items():
+            if engine == "strict":
+                strict = bool(values)
+                continue
+            if engine not in OPTION_CLASSES:
+                raise InputError(f"unknown engine {engine!r} in the options; the engines are "
+                                 f"{', '.join(OPTION_CLASSES)} (and strict)")
+            if not isinstance(values, Mapping):
+                raise InputError(f"the options of {engine!r} must be a mapping of option: value, not {values!r}")
+            module, name = OPTION_CLASSES[engine]
+            kw[engine] = getattr(importlib.import_module(module), name)(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return cls(strict=strict, **kw)
 
     def endpoint_options(self):
         from dataclasses import replace

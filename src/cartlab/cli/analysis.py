@@ -26,9 +26,47 @@ from cartlab.cli.interop import FhirInOpt, MappingOpt, PartialDatesOpt, SdtmOpt,
 SourceArg = Annotated[Optional[str], typer.Argument(
     metavar="[STUDY]", help="A study folder or the id of a stored study (none: --sdtm, --fhir, or the store's only "
     "study).")]
+OptionsFileOpt = Annotated[Optional[Path], typer.Option(
+    "--options", help="A YAML file of engine options, e.g. 'icaht: {never_above_requires_full_window: true}' "
+    "(engines: crs, icans, ctcae, icaht, response, best_response, endpoints, kinetics; every option and the "
+    "value applied is listed in analysis.json, 'options'; docs/derivation-conventions.md).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="One engine option, ENGINE.OPTION=VALUE (a YAML value), e.g. --set crs.fever_threshold_c=38.3; "
+    "repeatable; applied after --options.")]
 StrictOpt = Annotated[bool, typer.Option(
     "--strict", help="Stop with an error when an engine cannot analyse a subject, or a subject needing censoring "
     "has no last_followup_day, instead of recording it and going on.")]
+
+
+def analysis_options(options_file: Path | None, set_options: list[str] | None, strict: bool = False):
+    """AnalysisOptions from an --options YAML file and --set ENGINE.OPTION=VALUE pairs (later wins)."""
+    import yaml
+
+    from cartlab.analyze import AnalysisOptions
+
+    settings: dict = {}
+    if options_file is not None:
+        try:
+            loaded = yaml.safe_load(options_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise _usage(f"--options {options_file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise _usage(f"--options {options_file}: expected a mapping of engine: {{option: value}}")
+        settings = {k: dict(v) if isinstance(v, dict) else v for k, v in loaded.items()}
+    for item in set_options or []:
+        key, sep, text = item.partition("=")
+        engine, dot, name = key.strip().partition(".")
+        if not sep or not dot or not engine or not name:
+            raise _usage(f"--set {item!r}: write ENGINE.OPTION=VALUE, e.g. --set icaht.duration=longest_run")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise _usage(f"--set {item!r}: the value is not YAML: {exc}") from None
+        current = settings.setdefault(engine, {})
+        if not isinstance(current, dict):
+            raise _usage(f"--set {item!r}: {engine!r} is not an engine")
+        current[name] = value
+    return AnalysisOptions.from_settings(settings, strict=strict)
 
 
 @app.command("analyze")
@@ -39,6 +77,8 @@ def analyze_cmd(
         "--protocol", "-p", help="Also check the study against a protocol (shipped id or YAML): dose_plan, "
         "eligibility, eligibility_verdict and protocol_deviations tables.")] = None,
     strict: StrictOpt = False,
+    options_file: OptionsFileOpt = None,
+    set_options: SetOpt = None,
     sdtm: SdtmOpt = None,
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
@@ -64,14 +104,14 @@ def analyze_cmd(
     [bold]Example[/]: cartlab analyze --sdtm sdtm/ --out results/
     [bold]Example[/]: cartlab analyze big_study/ --workers 2 --out results/
     """
-    from cartlab.analyze import Analysis, AnalysisOptions, write_analysis
+    from cartlab.analyze import Analysis, write_analysis
     from cartlab.analyze_batched import AUTO_BATCH_ABOVE, DEFAULT_BATCH_SIZE, InMemorySource, write_analysis_batched
 
     proto = _protocol_or_exit(protocol) if protocol else None
+    options = analysis_options(options_file, set_options, strict)  # a bad option stops before any reading
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
                           partial_dates=partial_dates,
                           report_to=out)
-    options = AnalysisOptions(strict=strict)
     if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
         batch_size = DEFAULT_BATCH_SIZE
     if batch_size is not None and batch_size < data.subjects.height:
@@ -100,6 +140,8 @@ def report_cmd(
     subject: Annotated[Optional[str], typer.Option("--subject", help="Only this subject.")] = None,
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Add the protocol section (planned doses, eligibility, deviations).")] = None,
+    options_file: OptionsFileOpt = None,
+    set_options: SetOpt = None,
     sdtm: SdtmOpt = None,
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
@@ -121,13 +163,14 @@ def report_cmd(
     from cartlab.report import write_study_report, write_subject_report
 
     proto = _protocol_or_exit(protocol) if protocol else None
+    options = analysis_options(options_file, set_options)
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
                           partial_dates=partial_dates,
                           report_to=out)
     if subject and subject not in data.subject_ids:
         raise _usage(f"no subject {subject!r} in {study}")
     with _progress("writing report", total=1 if subject else len(data.subject_ids)) as step:
-        analysis = Analysis(data, protocol=proto, progress=step)
+        analysis = Analysis(data, options, protocol=proto, progress=step)
         summary = analysis.subject_summary()
         if subject:
             path = write_subject_report(data, subject, out, summary=summary, protocol=proto, analysis=analysis)
@@ -148,6 +191,8 @@ def explain_cmd(
     study: StudyOpt = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,
     csv_dialect: CsvDialectOpt = "standard",
+    options_file: OptionsFileOpt = None,
+    set_options: SetOpt = None,
 ) -> None:
     """Explain a derived grade day by day: the data, the rule that fired, and the source rows.
 
@@ -162,8 +207,9 @@ def explain_cmd(
 
     if what not in EXPLAINERS:
         raise _usage(f"cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}")
+    options = analysis_options(options_file, set_options)
     data = _subject_data(subject, store, study, csv_dialect)
-    ex = explain(data, what)
+    ex = explain(data, what, options=options)
     console.print(f"[bold]{escape(subject)}[/] · {escape(ex.headline)}")
     console.print(f"[dim]{escape(ex.criteria)}[/]", soft_wrap=True)
     if all_days:

@@ -14,12 +14,14 @@ follow-up) the worst ANC level reached by at least two measurements.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import polars as pl
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaTable, load_table
+from cartlab.errors import CartlabWarning
 from cartlab.grading.hemato_common import (
     CMP,
     CountWindowOptions,
@@ -124,6 +126,23 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     return out.drop([f"_all_{n}" for n in levels])
 
 
+def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:
+    """Say which early grades rest on "never above" judged on part of the window (the default
+    ``never_above_requires_full_window=False``): a single low ANC can make grade 4."""
+    if opts["never_above_requires_full_window"]:
+        return
+    lo, hi = (int(x) for x in opts["early_window"])
+    part = f.filter(pl.col("early_rule").str.contains("never_above").fill_null(False)
+                    & (pl.col("early_n_days") < hi - lo + 1))
+    if part.height:
+        who = ", ".join(f"{s} ({n} d)" for s, n in part.select("subject_id", "early_n_days").head(20).iter_rows())
+        warnings.warn(CartlabWarning(
+            f"early ICAHT: {part.height} subject(s) graded by 'ANC never above the level in days {lo}-{hi}' on "
+            f"fewer than {hi - lo + 1} days with data (measured or interpolated): {who}"
+            f"{' ...' if part.height > 20 else ''}. Days without data are not known to be above it; "
+            "never_above_requires_full_window=true grades them by duration instead."), stacklevel=3)
+
+
 def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
                    wins: pl.DataFrame) -> pl.DataFrame:
     """Per subject (the rows of ``wins``): the late window, its measured ANCs (count, lowest and
@@ -182,6 +201,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
         pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_grade")).otherwise(None).alias("icaht_late_grade"),
         pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_rule")).otherwise(None).alias("late_rule"),
     )
+    _warn_partial_never_above(f, opts)
     texts = table.texts(("early", "late"), opts)
     early_levels = _early_level_names(table, levels)
     never_used = [n for n in early_levels if f"never_above_{n}" in rule_features(table.rule_set("early"))]
