@@ -226,7 +226,7 @@ def test_a_nasal_cannula_without_flow_is_low_flow_with_high_flow_possible():
               iv=[oxygen("nasal_cannula", 1), oxygen("nasal_cannula", 2, 4.0), oxygen("nasal_cannula", 3)])
     d1, d2, d3 = (grade_on(s, day=d) for d in (1, 2, 3))
     assert (d1["grade"], d1["grade_max"], d1["missing_inputs"]) == (2, 3, ["o2_flow_lpm"])
-    assert "up to 3: nasal cannula flow not recorded" in d1["reason"]
+    assert "(up to 3 if the nasal cannula flow, not recorded, was above 6 L/min (high flow))" in d1["reason"]
     assert (d2["grade"], d2["grade_max"], d2["missing_inputs"]) == (2, 2, [])  # 4 L/min: settled
     # day 3: no temperature and no flow: 0 for want of a fever, up to 3 with both
     assert (d3["grade"], d3["grade_max"], sorted(d3["missing_inputs"])) == (0, 3, ["TEMP", "o2_flow_lpm"])
@@ -243,7 +243,7 @@ def test_vasopressor_rows_without_an_agent_could_be_several_drugs():
                   vaso(None, 3), vaso("vasopressin", 4)])
     d1, d2, d3, d4 = (grade_on(s, day=d) for d in (1, 2, 3, 4))
     assert (d1["grade"], d1["grade_max"], d1["missing_inputs"]) == (3, 4, ["vasopressor agent"])
-    assert "could be several drugs" in d1["reason"]
+    assert "(up to 4 if the vasopressor rows without an agent are different drugs)" in d1["reason"]
     assert (d2["grade"], d2["grade_max"]) == (4, 4)
     assert (d3["grade"], d3["grade_max"], d3["missing_inputs"]) == (3, 3, [])  # one row: one drug at most
     assert (d4["grade"], d4["grade_max"]) == (3, 3)  # vasopressin alone: never "multiple"

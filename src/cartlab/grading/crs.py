@@ -357,14 +357,12 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     conclusion = pl.format(
         "grade {}{}{}", pl.col("grade"),
         pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
-            " (up to {}{})", pl.col("grade_max"), pl.concat_str([
-                pl.when(pl.col("missing_inputs").list.contains("TEMP"))
-                .then(pl.lit(" with a fever: no temperature recorded that day")),
-                pl.when(pl.col("missing_inputs").list.contains("o2_flow_lpm"))
-                .then(pl.lit("nasal cannula flow not recorded, above 6 L/min is high flow")),
-                pl.when(pl.col("missing_inputs").list.contains("vasopressor agent"))
-                .then(pl.lit("vasopressor rows without an agent could be several drugs"))],
-                separator="; ", ignore_nulls=True).str.replace(r"^n", ": n"))).otherwise(pl.lit("")),
+            " (up to {} {})", pl.col("grade_max"), pl.concat_str([
+                pl.when(pl.col("missing_inputs").list.contains(name)).then(pl.lit(text)) for name, text in (
+                    ("TEMP", "with a fever: no temperature recorded that day"),
+                    ("o2_flow_lpm", "if the nasal cannula flow, not recorded, was above 6 L/min (high flow)"),
+                    ("vasopressor agent", "if the vasopressor rows without an agent are different drugs"))],
+                separator="; ", ignore_nulls=True))).otherwise(pl.lit("")),
         pl.when(pl.col("rule").is_not_null()).then(
             pl.format(": {}", pl.col("rule").replace_strict(texts, default=pl.col("rule")))
         ).otherwise(pl.lit("")),
