@@ -152,3 +152,19 @@ def test_subjects_failing_for_the_same_reason_are_one_entry(cohort, monkeypatch)
     nca = [s.to_dict() for s in a.skipped if s.tables == ["car_kinetics"]]
     assert len(nca) == 1 and sorted(nca[0]["subjects"]) == sorted(bad)
     assert nca[0]["reason"] == "ValueError: subject(s) […]: no CAR-T infusion"
+
+
+def test_response_options_reach_the_best_response():
+    """AnalysisOptions(response=...) (e.g. --set response.criteria=eln2022_aml) applies to the best
+    response too: the seed case without its disease is NE for want of criteria by default, and its
+    ELN 2022 best response (as with its disease given) with the criteria named."""
+    from cartlab.response.marrow import ResponseOptions
+
+    s = seed_case()
+    s.subjects = s.subjects.with_columns(pl.lit(None, dtype=pl.String).alias("disease"))
+    default = Analysis(s).table("best_response").row(0, named=True)
+    assert default["best_response"] is None and default["rule"] == "response.no_criteria"
+    chosen = Analysis(s, AnalysisOptions(response=ResponseOptions(criteria="eln2022_aml"))).table("best_response")
+    with_eln = Analysis(seed_case()).table("best_response").row(0, named=True)
+    assert chosen.row(0, named=True)["best_response"] == with_eln["best_response"]
+    assert with_eln["best_response"] is not None

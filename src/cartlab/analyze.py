@@ -204,10 +204,14 @@ def _step(outputs: str | tuple[str, ...], run, engine: str, **kw) -> Step:
 
 
 def _best_response(study, o, marrow_response, relapse):
+    from dataclasses import replace
+
     from cartlab.response.best import BestResponseOptions, derive_best_response
     from cartlab.response.marrow import ResponseOptions
 
     opts = o.best_response or BestResponseOptions()
+    if o.response is not None and opts.response == ResponseOptions():  # the analysis's response options
+        opts = replace(opts, response=o.response)
     # the relapse table was derived with the analysis's response options: reused when they are the same
     same = opts.response == (o.response or ResponseOptions())
     return derive_best_response(study, opts, assessments=marrow_response, relapses=relapse if same else None)

@@ -62,11 +62,12 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     )
     ignored = scores.filter(~use)
     if ignored.height:  # the other score than the age calls for: said, not silently dropped
-        for param, who in (("ICE", "under"), ("CAPD", "aged")):
+        age = f"{opts['ice_min_age_years']:g} years"
+        for param, who in (("ICE", f"under {age}"), ("CAPD", f"aged {age} or more")):
             ids = ignored.filter(pl.col("param") == param)["subject_id"].unique(maintain_order=True).to_list()
             if ids:
                 warnings.warn(CartlabWarning(
-                    f"{param} scores of subject(s) {who} {opts['ice_min_age_years']:g} years are not graded (ASTCT "
+                    f"{param} scores of subject(s) {who} are not graded (ASTCT "
                     f"2019: ICE from age {opts['ice_min_age_years']:g}, CAPD below): {', '.join(ids[:20])}"
                     f"{' ...' if len(ids) > 20 else ''}"), stacklevel=2)
     scores = scores.filter(use)

@@ -108,7 +108,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             why = (f"no response criteria for disease {s['disease']!r} yet (cartlab has AML: ELN 2022; B-ALL, T-ALL, "
                    "T-LBL, MPAL: ALL CAR-T)" if s["disease"] is not None else
                    "subjects.disease is empty: the response criteria are chosen by the disease (give it in "
-                   "subjects.csv)")
+                   "subjects.csv, or choose them: --set response.criteria=eln2022_aml or all_car_t)")
             if s["disease"] is None:
                 no_disease.append(sid)
             else:
