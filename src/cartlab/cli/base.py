@@ -281,7 +281,14 @@ def _print_skipped(analysis) -> None:
         err.print(t)
         if len(analysis.skipped) > 30:
             err.print(f"... and {len(analysis.skipped) - 30} more")
-    for w in analysis.warnings[:30]:
+    shown: set[str] = set()
+    for w in analysis.warnings:  # a message two engines gave (e.g. the protocol's own best response) once
+        if w["message"] in shown:
+            continue
+        if len(shown) == 30:
+            err.print("  ... more warnings in analysis.json ('warnings')")
+            break
+        shown.add(w["message"])
         err.print(f"  [yellow]![/] {escape(w['engine'])}: {escape(w['message'])}", soft_wrap=True, highlight=False)
 
 
