@@ -187,3 +187,23 @@ def test_blank_lines_are_skipped_with_a_warning_and_rows_keep_their_numbers(tmp_
     with pytest.raises(StudyValidationError, match=r"observations.csv, row 3 \(line 4\), column 'value'") as exc:
         read_study(f)
     assert "1 problem found" in str(exc.value)  # not also "neither value nor value_text is given"
+
+
+def test_parquet_with_date_and_datetime_typed_columns(tmp_path):
+    """Parquet written from a data frame keeps dates as Date and times as Datetime: read as ISO text
+    (a Date column used to stop the reader with a polars formatting error). By hand: infusion on
+    1 March; 2 March 08:00 = day 1 + 8/24; a zone-aware 3 March 09:30 (Paris) = day 2 + 9.5/24 on
+    the clock as written."""
+    import datetime as dt
+
+    f = tmp_path / "pq"
+    f.mkdir()
+    pl.DataFrame({"subject_id": ["A"], "infusion_date": [dt.date(2024, 3, 1)]}).write_parquet(f / "subjects.parquet")
+    pl.DataFrame({"subject_id": ["A"], "datetime": [dt.datetime(2024, 3, 2, 8, 0)], "param": ["TEMP"],
+                  "value": [38.5], "unit": ["C"]}).write_parquet(f / "observations.parquet")
+    pl.DataFrame({"subject_id": ["A"], "datetime": [dt.datetime(2024, 3, 3, 9, 30)], "event": ["infection"]}).with_columns(
+        pl.col("datetime").dt.replace_time_zone("Europe/Paris")).write_parquet(f / "events.parquet")
+    s = read_study(f)
+    assert s.subjects["infusion_date"].to_list() == ["2024-03-01"]
+    assert s.observations["day"].to_list() == pytest.approx([1 + 8 / 24])
+    assert s.events["day"].to_list() == pytest.approx([2 + 9.5 / 24])

@@ -188,8 +188,11 @@ class _FileReader:
         for name, dtype in df.schema.items():
             if dtype == pl.String:
                 casts.append(pl.col(name))
-            elif dtype.is_temporal():
-                casts.append(pl.col(name).dt.to_string("%Y-%m-%dT%H:%M:%S%.f").alias(name))
+            elif dtype == pl.Date:
+                casts.append(pl.col(name).dt.to_string("%Y-%m-%d").alias(name))
+            elif isinstance(dtype, pl.Datetime):  # ISO 8601, with the offset of a zone-aware column
+                fmt = "%Y-%m-%dT%H:%M:%S%.f" + ("%:z" if dtype.time_zone else "")
+                casts.append(pl.col(name).dt.to_string(fmt).alias(name))
             else:
                 casts.append(pl.col(name).cast(pl.String))
         return self._clean(df.select(casts))
