@@ -207,3 +207,15 @@ def test_parquet_with_date_and_datetime_typed_columns(tmp_path):
     assert s.subjects["infusion_date"].to_list() == ["2024-03-01"]
     assert s.observations["day"].to_list() == pytest.approx([1 + 8 / 24])
     assert s.events["day"].to_list() == pytest.approx([2 + 9.5 / 24])
+
+
+def test_a_missing_value_word_where_a_number_belongs_gets_a_hint(tmp_path):
+    f = tmp_path / "s"
+    write(f, "subjects.csv", "subject_id,infusion_date,age_years\nA,2024-03-01,N/A")
+    write(f, "observations.csv", "subject_id,day,param,value,unit\nA,2,NEUT,ND,/uL\nA,3,NEUT,lots,/uL")
+    with pytest.raises(StudyValidationError) as exc:
+        read_study(f)
+    msg = str(exc.value)
+    assert "got 'N/A' (leave the cell empty for a missing value)" in msg
+    assert "got 'ND' (leave the cell empty for a missing value)" in msg
+    assert "got 'lots'" in msg and "got 'lots' (" not in msg

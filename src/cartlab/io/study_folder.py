@@ -49,6 +49,14 @@ _CENSORED = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][
 # small expression helpers
 
 
+_MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "nd", "-", "--", ".", "missing", "unknown"}
+
+
+def _number_hint(text: object) -> str:
+    """A missing-value word (NA, N/A, ND, -) written where a number belongs: say how to write it."""
+    return " (leave the cell empty for a missing value)" if str(text).strip().lower() in _MISSING_WORDS else ""
+
+
 def _round_sig(expr: pl.Expr) -> pl.Expr:
     return expr.round_sig_figs(SIG_DIGITS)
 
@@ -257,7 +265,7 @@ class _FileReader:
                 self.flag(
                     raw.is_not_null() & (parsed.is_null() | ~parsed.is_finite()),
                     col.name,
-                    lambda v, c=col.name: f"{c} must be a number, got {v!r}",
+                    lambda v, c=col.name: f"{c} must be a number, got {v!r}{_number_hint(v)}",
                 )
                 if col.range is not None:
                     lo, hi = col.range
