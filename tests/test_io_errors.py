@@ -215,3 +215,11 @@ def test_non_utf8(tmp_path):
     (f / "subjects.csv").write_bytes("subject_id,target\nS1,\xe9\n".encode("latin-1"))
     issues = issues_of(f)
     assert "UTF-8" in issues[0].message
+
+
+def test_a_cell_dose_without_cells_in_its_unit_says_how_to_write_it(tmp_path):
+    f = tmp_path / "s"
+    write(f, "subjects.csv", SUBJ)
+    write(f, "doses.csv", "subject_id,day,agent,dose,unit\nS1,0,CAR-T,2,10^6/kg")
+    msg = one(issues_of(f), "doses.csv", "unit").message
+    assert "'10^6/kg'" in msg and "a cell dose names its cells: 10^6 cells/kg" in msg

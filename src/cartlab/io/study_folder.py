@@ -444,7 +444,8 @@ def dose_unit(unit: str) -> tuple[str, float]:
             return target, conversion(unit, target).scale
         except UnitError:
             continue
-    raise UnitError(f"dose unit {unit!r} cannot be converted to any of {', '.join(family)}")
+    hint = "" if "cells/kg" in family else " (a cell dose names its cells: 10^6 cells/kg, cells)"
+    raise UnitError(f"dose unit {unit!r} cannot be converted to any of {', '.join(family)}{hint}")
 
 
 def _observations(r: _FileReader) -> pl.DataFrame:
