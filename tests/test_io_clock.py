@@ -23,7 +23,7 @@ from cartlab.io.clock import day_number, day_zero, days_from, midnight, parse_wa
 from cartlab.io.errors import StudyValidationError
 from cartlab.io.fhir import read_fhir
 from cartlab.io.fhir._common import fhir_text, parse_fhir_time
-from cartlab.io.sdtm.dates import day_of, parse_dtc
+from cartlab.io.sdtm.dates import parse_dtc
 
 
 def _write(folder, name, rows):
@@ -57,7 +57,7 @@ def test_every_reader_counts_calendar_days_on_the_clock_as_written(d0, k, sec, i
                          parse_fhir_time(text)) == pytest.approx(expected, abs=1e-9)
     sd = pl.DataFrame({"t": [text]}).select(parse_dtc(pl.col("t")).struct.field("dt")).to_series()
     origin = pl.Series([datetime.combine(d0, datetime.min.time())])
-    assert pl.DataFrame({"dt": sd, "o": origin}).select(day_of(pl.col("dt"), pl.col("o"))).item() == \
+    assert pl.DataFrame({"dt": sd, "o": origin}).select(day_number(pl.col("dt"), pl.col("o"))).item() == \
         pytest.approx(expected, abs=1e-9)
 
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cartlab.io.clock import day_number
 from cartlab.io.dictionary import Dictionary
-from cartlab.io.sdtm.dates import day_of, parse_dtc
+from cartlab.io.sdtm.dates import parse_dtc
 from cartlab.io.sdtm.files import ROW, DomainFile
 from cartlab.io.sdtm.mapping import SdtmMapping
 
@@ -162,7 +163,7 @@ def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool
     dfile.df = df.with_columns(
         pl.when(pl.col("__anchor").is_null() & st.is_in(["ok", "imputed"])).then(pl.lit("noanchor")).otherwise(st)
         .alias(f"{prefix}__dstatus"),
-        day_of(p.struct.field("dt"), pl.col("__anchor")).alias(f"{prefix}__day"),
+        day_number(p.struct.field("dt"), pl.col("__anchor")).alias(f"{prefix}__day"),  # from the day-0 midnight
         pl.when(p.struct.field("has_time") & ~pl.col("__nominal").fill_null(False) & (st == "ok"))
         .then(dfile.col(dtc_var)).otherwise(None).alias(f"{prefix}__datetime"),
     ).drop("__p")

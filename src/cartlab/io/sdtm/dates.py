@@ -64,8 +64,3 @@ def parse_dtc(text: pl.Expr, partial_dates: str = "skip", end: bool = False) -> 
         .otherwise(pl.lit("invalid"))
     )
     return pl.struct(status.alias("status"), dt.alias("dt"), (is_time & dt_time.is_not_null()).alias("has_time"))
-
-
-def day_of(dt: pl.Expr, anchor: pl.Expr) -> pl.Expr:
-    """Days from the day-0 date (midnight) to ``dt``: 14.5 is noon of day 14."""
-    return (dt - anchor).dt.total_microseconds().cast(pl.Float64) / US_PER_DAY
