@@ -133,6 +133,21 @@ def test_interpolated_days_between_sparse_measurements_add_up():
     assert (r["anc_le_500_days"], r["icaht_early_grade"]) == (2, 1)
 
 
+def test_an_interpolated_count_exactly_at_the_level_is_at_or_below_it():
+    # measured: day 0 1.3, days 3 and 7 0.1, day 10 1.3, day 30 1.3. By hand, 0.4 per day: day 2 =
+    # 1.3 - 0.4 * 2 = 0.5 and day 8 = 0.1 + 0.4 = 0.5, both "at or below" 0.5 -> days 2-8 = 7 days
+    # (grade 2). In binary floating point 1.3 + (0.1 - 1.3) * (2/3) is 0.5000000000000001, which
+    # counted day 2 as above the level (6 days, grade 1) before interpolated values were rounded.
+    # <= 0.1 on days 3-7 (5 days).
+    obs = [(0, "NEUT", 1.3), (3, "NEUT", 0.1), (7, "NEUT", 0.1), (10, "NEUT", 1.3), (30, "NEUT", 1.3)]
+    r = early(obs)
+    assert (r["anc_le_500_days"], r["anc_le_500_start"], r["anc_le_500_end"]) == (7, 2, 8)
+    assert r["anc_le_100_days"] == 5
+    assert r["icaht_early_grade"] == 2
+    d2 = derive_icaht_daily(make_study(obs)).filter(pl.col("day") == 2).row(0, named=True)
+    assert (d2["source"], d2["anc"], d2["anc_le_500"]) == ("interpolated", 0.5, True)
+
+
 def test_unknown_days_are_not_counted_and_do_not_bridge():
     # daily ANC 0.3 on days 1-4 and 9-12, nothing measured on days 5-8 and interpolation limited
     # to 3 missing days: days 5-8 are unknown -> 4 + 4 = 8 days (grade 2), not 12

@@ -108,6 +108,19 @@ def test_interpolation_between_sparse_platelet_counts():
     assert d9["evidence"] == ["observations.csv:1", "observations.csv:2"]
 
 
+def test_an_interpolated_count_exactly_at_the_level_is_not_below_it():
+    # measured: day 0 150, day 1 2.0, day 12 54.8, day 30 150. By hand, 4.8 per day from day 1:
+    # day k = 2.0 + 4.8 (k - 1); day 11 = 50.0 exactly, not "< 50" -> < 50 on days 1-10 (10 days);
+    # < 20 while 4.8 (k - 1) < 18, days 1-4 (4 days). In binary floating point 2.0 + 52.8 * (10/11)
+    # is 49.99999999999999, which counted day 11 as below 50 before interpolated values were rounded.
+    obs = [(0, "PLAT", 150.0), (1, "PLAT", 2.0), (12, "PLAT", 54.8), (30, "PLAT", 150.0)]
+    r = grade(obs)
+    assert (r["plt_lt_50_days"], r["plt_lt_50_start"], r["plt_lt_50_end"]) == (10, 1, 10)
+    assert r["plt_lt_20_days"] == 4
+    d11 = derive_t_icaht_daily(make_study(obs)).filter(pl.col("day") == 11).row(0, named=True)
+    assert (d11["source"], d11["plt"]) == ("interpolated", 50.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # platelet transfusion: a transfused count is not a recovery
 

@@ -250,6 +250,10 @@ def transfusion_days(study: Study, categories: Iterable[str]) -> pl.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # the daily series of one count
 
+#: Interpolated counts are rounded to this many significant digits (the readers round converted
+#: values the same way): far below any count's precision, and free of binary float artefacts.
+INTERPOLATION_SIG_DIGITS = 12
+
 
 def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> pl.DataFrame:
     """One row per subject and calendar day from its first to its last measured day of ``param``.
@@ -287,9 +291,11 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
     gap_ok = pl.lit(bool(opts["interpolate"]))
     if opts["max_interpolation_gap_days"] is not None:
         gap_ok = gap_ok & ((pl.col("next_day") - pl.col("prev_day") - 1) <= int(opts["max_interpolation_gap_days"]))
-    interp = pl.col("prev_v") + (pl.col("next_v") - pl.col("prev_v")) * (
+    # rounded like the readers' unit conversions (12 significant digits): 1.3 - 1.2 * 2/3 is
+    # 0.5000000000000001 in binary floating point, which must still count as "<= 0.5"
+    interp = (pl.col("prev_v") + (pl.col("next_v") - pl.col("prev_v")) * (
         (pl.col("d") - pl.col("prev_day")) / (pl.col("next_day") - pl.col("prev_day"))
-    )
+    )).round_sig_figs(INTERPOLATION_SIG_DIGITS)
     measured = pl.col("value").is_not_null()
     f = f.with_columns(
         pl.when(measured).then(pl.col("value")).when(gap_ok).then(interp).alias("value"),
