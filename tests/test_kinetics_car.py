@@ -92,6 +92,28 @@ def test_blq_middle_dropped_last_zero():
     assert k["car_auc_0_28"] == pytest.approx(expected, rel=1e-9)
 
 
+def test_blq_after_day_28_ends_the_curve_at_zero_not_the_terminal_slope():
+    # study contract: BLQ "0 after the last" quantifiable value, and car_auc_0_28 "interpolating at
+    # day 28 when there is no sample that day". By hand: 0 -> 1000 over days 0-7 (linear up: 3,500),
+    # 1000 -> 250 over days 7-14 (log down: 750 * 7 / ln 4 = 3,787.07), then the curve falls to the
+    # 0 of the day-35 BLQ sample (linear: a log trapezoid cannot reach 0), C(28) = 250 * 7/21 =
+    # 83.33, days 14-28: (250 + 83.33) / 2 * 14 = 2,333.33; total 9,620.40. (Before, the window end
+    # was extrapolated by lambda.z, not estimable from two points, and the AUC was empty.)
+    s = make([cc(0, text="<50"), cc(7, 1000.0), cc(14, 250.0), cc(35, text="<50")])
+    k = derive_car_kinetics(s).row(0, named=True)
+    expected = 3500.0 + 750.0 * 7 / math.log(4.0) + (250.0 + 250.0 / 3) / 2 * 14
+    assert expected == pytest.approx(9620.40, abs=0.01)
+    assert k["auc_window"] == pytest.approx(expected, rel=1e-9)
+    assert "day 35" in k["auc_window_basis"]
+    assert (k["cmax"], k["tmax"], k["tlast"]) == (1000.0, 7.0, 14.0)
+    # with a terminal slope the later 0 still decides: days 7, 10, 14 fall by half every 3-4 days,
+    # so lambda.z exists, but C(28) is still 250 * 7/21 on the line to the day-35 zero
+    s = make([cc(0, text="<50"), cc(7, 1000.0), cc(10, 500.0), cc(14, 250.0), cc(35, text="<50")])
+    k = derive_kinetics_summary(s).row(0, named=True)
+    expected = (3500.0 + 500.0 * 3 / math.log(2.0) + 250.0 * 4 / math.log(2.0) + (250.0 + 250.0 / 3) / 2 * 14)
+    assert k["car_auc_0_28"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_carcell_when_no_carcopy_and_time_from_last_infusion():
     s = make([cc(0, 0.0, param="CARCELL", lloq=None), cc(5, 20.0, param="CARCELL", lloq=None),
               cc(9, 50.0, param="CARCELL", lloq=None), cc(20, 5.0, param="CARCELL", lloq=None)],

@@ -17,9 +17,10 @@ Cellular kinetics). Time is days from the first CAR-T infusion (the study's day 
   log trapezoids ``dt (c2 - c1) / ln(c2 / c1)`` while it falls), from the 0 at the infusion
   through the samples to day 28. Without a sample on day 28 the level there is interpolated by
   the same method between the samples around it (log-linearly on a decline). Past the last
-  quantifiable sample the curve is 0 from the next BLQ sample on (AUCall's linear triangle), or,
-  without one, follows the terminal slope ``clast exp(-lambda.z (t - tlast))``; null when neither
-  is available. This is PKNCA's ``aucint`` over 0-28, not PKNCA's ``auclast`` over 0-28, which
+  quantifiable sample the curve falls linearly to the 0 of the next BLQ sample (AUCall's linear
+  triangle; day 28 is interpolated on that line when the BLQ sample is later), or, without one,
+  follows the terminal slope ``clast exp(-lambda.z (t - tlast))``; null when neither is
+  available. Otherwise this is PKNCA's ``aucint`` over 0-28, not PKNCA's ``auclast`` over 0-28, which
   stops at the last sample on or before day 28 (``cartlab nca --interval 0,28`` gives both:
   ``aucint``/``aucint.last`` and ``auclast``).
 
@@ -167,20 +168,31 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
               intervals=((0.0, math.inf), (lo, hi)), options=NcaOptions(method=options.method))
     whole = res.filter(pl.col("end").is_infinite()).rename({"rule": "lambda.z.rule", "reason": "lambda.z.reason"})
     win = res.filter(pl.col("end") == hi).select("subject_id", pl.col("aucint").alias("_aucint"))
-    # BLQ after the last quantifiable sample and inside the window: the curve is 0 from there on
-    # (study contract: BLQ after the last quantifiable value is 0), so the window AUC is AUCall
+    # BLQ after the last quantifiable sample: the curve is 0 from there on (study contract: BLQ after
+    # the last quantifiable value is 0). Inside the window the window AUC is AUCall; after it, the
+    # level at the window's end is interpolated between the last quantifiable sample and that 0
+    # (linearly: a log trapezoid cannot reach 0), not extrapolated by lambda.z.
     zero_after = (prof.join(whole.select("subject_id", "tlast"), on="subject_id", how="left")
-                  .filter(pl.col("blq") & (pl.col("time") > pl.col("tlast")) & (pl.col("time") <= hi))
+                  .filter(pl.col("blq") & (pl.col("time") > pl.col("tlast")))
                   .group_by("subject_id").agg(pl.col("time").min().alias("_zero_at")))
     meta = prof.group_by("subject_id", maintain_order=True).agg(
         pl.col("param").first(), pl.col("unit").first(), pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).alias("evidence"),
         pl.col("imputed").any().alias("zero_imputed"))
     out = (whole.join(win, on="subject_id", how="left").join(zero_after, on="subject_id", how="left")
            .join(meta, on="subject_id", how="left"))
-    use_all = pl.col("_zero_at").is_not_null() & pl.lit(lo == 0.0)
+    use_all = pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") <= hi) & pl.lit(lo == 0.0)
+    zero_later = (pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") > hi) & (pl.col("tlast") < hi)
+                  & pl.lit(lo == 0.0))
+    tl, cl, z = pl.col("tlast"), pl.col("clast.obs"), pl.col("_zero_at")
+    c_end = cl * (z - hi) / (z - tl)  # linear from (tlast, clast) to (zero_at, 0), at the window's end
     out = out.with_columns(
-        pl.when(use_all).then(pl.col("aucall")).otherwise(pl.col("_aucint")).alias("auc_window"),
+        pl.when(use_all).then(pl.col("aucall"))
+        .when(zero_later).then(pl.col("auclast") + (cl + c_end) / 2 * (hi - tl))
+        .otherwise(pl.col("_aucint")).alias("auc_window"),
         pl.when(use_all).then(pl.format("AUCall: concentration 0 from the BLQ sample on day {}", pl.col("_zero_at")))
+        .when(zero_later).then(pl.format(
+            f"AUClast, then linear from the last quantifiable sample to concentration 0 at the BLQ sample on "
+            f"day {{}}, interpolated at day {hi:g}", pl.col("_zero_at")))
         .when(pl.col("_aucint").is_null()).then(pl.lit("not computable: the window reaches past the last "
                                                        "quantifiable sample and lambda.z is not estimable"))
         .otherwise(pl.lit("AUC over the window (PKNCA aucint)")).alias("auc_window_basis"),
