@@ -123,6 +123,31 @@ def test_whitespace_and_case_of_enums(tmp_path):
     assert s.observations["param"][0] == "NEUT"
 
 
+def test_vocabulary_words_with_spaces_hyphens_and_capitals(tmp_path):
+    f = tmp_path / "v"
+    write(f, "subjects.csv", "subject_id,disease\nA,b all\nB,T_LBL")
+    write(f, "observations.csv", "subject_id,day,param,value_text\nA,1,LOC,Awakens to voice\nA,2,LOC,ALERT")
+    write(f, "interventions.csv", "subject_id,start_day,category,o2_device,o2_flow_lpm\n"
+          "A,1,Oxygen,High-flow nasal cannula,30\nA,2,oxygen,Nasal  Cannula,2\nA,3,oxygen,non-rebreather,")
+    s = read_study(f)
+    assert s.subjects["disease"].to_list() == ["B-ALL", "T-LBL"]
+    assert s.observations["value_text"].to_list() == ["awakens_to_voice", "alert"]
+    assert s.interventions["o2_device"].to_list() == ["high_flow_nasal_cannula", "nasal_cannula", "non_rebreather"]
+    assert s.interventions["category"].to_list() == ["oxygen"] * 3
+
+
+def test_an_unknown_oxygen_device_is_one_error_not_also_a_missing_one(tmp_path):
+    f = tmp_path / "o2"
+    write(f, "subjects.csv", "subject_id\nA")
+    write(f, "interventions.csv", "subject_id,start_day,category,o2_device\nA,1,oxygen,nasal prongs\nA,2,oxygen,")
+    with pytest.raises(StudyValidationError) as err:
+        read_study(f)
+    issues = [(i.column, i.rows, i.message) for i in err.value.issues if i.severity == "error"]
+    assert [(c, r) for c, r, _ in issues] == [("o2_device", [1]), ("o2_device", [2])]
+    assert "'nasal prongs' is not a valid o2_device" in issues[0][2]
+    assert issues[1][2] == "o2_device is required for oxygen"
+
+
 @pytest.mark.parametrize("written, code", [("Male", "M"), ("FEMALE", "F"), ("female", "F"), (" unknown ", "U"),
                                            ("m", "M")])
 def test_sex_as_commonly_written(tmp_path, written, code):

@@ -57,6 +57,11 @@ def _number_hint(text: object) -> str:
     return " (leave the cell empty for a missing value)" if str(text).strip().lower() in _MISSING_WORDS else ""
 
 
+def _enum_key(value: str) -> str:
+    """How a vocabulary word is matched: lower case, runs of spaces, hyphens and underscores as one ``_``."""
+    return re.sub(r"[\s_-]+", "_", value.lower())
+
+
 def _round_sig(expr: pl.Expr) -> pl.Expr:
     return expr.round_sig_figs(SIG_DIGITS)
 
@@ -277,8 +282,9 @@ class _FileReader:
                     )
                 exprs.append(parsed.alias(col.name))
             elif col.kind == "enum":
-                mapping = {**{v.lower(): v for v in col.values}, **dict(col.synonyms)}
-                parsed = raw.str.to_lowercase().replace_strict(mapping, default=None)
+                # case, and spaces/hyphens for underscores, do not matter: "Nasal cannula" is nasal_cannula
+                mapping = {**{_enum_key(v): v for v in col.values}, **{_enum_key(k): v for k, v in col.synonyms}}
+                parsed = raw.str.to_lowercase().str.replace_all(r"[\s_-]+", "_").replace_strict(mapping, default=None)
                 self.flag(
                     raw.is_not_null() & parsed.is_null(),
                     col.name,
@@ -476,8 +482,16 @@ def _observations(r: _FileReader) -> pl.DataFrame:
         cens.struct.field("1").replace({"≤": "<=", "≥": ">="}).alias("censor"),
         cens.struct.field("2").cast(pl.Float64, strict=False).alias("__censor_limit"),
     )
+    # categorical params: value_text in the vocabulary's spelling ("Awakens to voice" is
+    # awakens_to_voice, as for the enum columns), then it must be one of the allowed codes
+    for p in d.params.values():
+        if p.text_values:
+            key = pl.col("value_text").str.to_lowercase().str.replace_all(r"[\s_-]+", "_")
+            df = df.with_columns(
+                pl.when(pl.col("param") == p.code)
+                .then(key.replace_strict({_enum_key(v): v for v in p.text_values}, default=pl.col("value_text")))
+                .otherwise(pl.col("value_text")).alias("value_text"))
     r.df = df
-    # categorical params: value_text must be one of the allowed codes
     for p in d.params.values():
         if p.text_values:
             r.flag(
@@ -569,8 +583,10 @@ def _observations(r: _FileReader) -> pl.DataFrame:
 def _interventions(r: _FileReader) -> pl.DataFrame:
     df = r.df
     assert df is not None
+    # a device that was given but is not in the vocabulary already has its error
+    unknown = [row for i in r.issues if i.file == r.fname and i.column == "o2_device" for row in i.rows]
     r.flag(
-        (pl.col("category") == "oxygen") & pl.col("o2_device").is_null(),
+        (pl.col("category") == "oxygen") & pl.col("o2_device").is_null() & ~pl.col(ROW).is_in(unknown),
         "o2_device",
         "o2_device is required for oxygen",
         by=pl.lit(None),
