@@ -507,12 +507,12 @@ def _protocol_block(analysis, subject_id: str, protocol) -> dict | None:
 def _sources_table(study: Study, sub: Study | None) -> dict:
     counts: dict[str, int] = {}
     if sub is not None:
-        for df in sub.tables().values():
-            for f in df["src_file"].drop_nulls().to_list():
-                counts[f] = counts.get(f, 0) + 1
+        for df in sub.tables().values():  # rows per file: counted per distinct name, not per row
+            for f, n in df.get_column("src_file").drop_nulls().value_counts().iter_rows():
+                counts[f] = counts.get(f, 0) + n
                 base = Path(f).name
                 if base != f:
-                    counts[base] = counts.get(base, 0) + 1
+                    counts[base] = counts.get(base, 0) + n
     rows = []
     for r in study.sources.iter_rows(named=True):
         f = r.get("file")
@@ -527,6 +527,7 @@ def _sources_table(study: Study, sub: Study | None) -> dict:
     return {"headers": headers, "rows": rows, "num": [False, False, False, True, True]}
 
 
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
     try:
         from importlib.metadata import version
