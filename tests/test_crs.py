@@ -174,8 +174,41 @@ def test_unattributed_death_counts_and_the_reason_says_so():
     s = study(obs=[("A", 1, "TEMP", 39.0)], events=[{"subject_id": "A", "day": 2.0, "event": "death", "attribution": None}])
     day = grade_on(s, 2)
     assert day["grade"] == 5
-    assert "death with no attribution recorded (counted toward CRS" in day["reason"]
+    assert "death with no attribution recorded, during CRS (counted toward CRS" in day["reason"]
     assert "; death attributed to CRS" not in day["reason"]
+
+
+@pytest.mark.parametrize("death_day, grade, grade_max", [
+    (1, 5, 5),   # the fever day itself
+    (3, 5, 5),   # last CRS day 1 + episode_join_gap_days (1) + 1 = day 3: it would join the episode
+    (4, 0, 5),   # day 4 is 3 days after it: outside, not graded as CRS; the attribution is missing
+])
+def test_unattributed_death_counts_only_inside_a_crs_episode(death_day, grade, grade_max):
+    """Convention crs.conv.unattributed_death: ASTCT grade 5 is death due to CRS; a death with no
+    attribution counts inside a CRS episode (or the gap that would join it), else grade_max 5 names
+    the missing attribution. Fever (39.0) on day 1 only."""
+    s = study(obs=[("A", 1, "TEMP", 39.0)],
+              events=[{"subject_id": "A", "day": float(death_day), "event": "death", "attribution": None}])
+    day = grade_on(s, death_day)
+    assert (day["grade"], day["grade_max"]) == (grade, grade_max)
+    # (no temperature on the death day: TEMP is named too when the day is not grade 5)
+    assert ("death attribution" in day["missing_inputs"]) == (grade != 5)
+    summary = derive_crs_summary(s).row(0, named=True)
+    assert (summary["crs_grade_astct"], summary["crs_grade_astct_max"]) == (grade if grade == 5 else 1, 5)
+    # 'always' (the study format's wording read literally) counts it wherever it falls
+    assert grade_on(s, death_day, CrsOptions(unattributed_death="always"))["grade"] == 5
+
+
+def test_unattributed_death_without_any_crs_is_not_crs():
+    # no fever at all: a death 40 days after infusion, attribution not recorded (as every SDTM death)
+    s = study(obs=[("A", d, "TEMP", 37.0) for d in range(0, 10)],
+              events=[{"subject_id": "A", "day": 40.0, "event": "death", "attribution": None}])
+    summary = derive_crs_summary(s).row(0, named=True)
+    assert (summary["crs_grade_astct"], summary["crs_onset_day"], summary["crs_grade_astct_max"]) == (0, None, 5)
+    # attributed to CRS it is grade 5 wherever it falls
+    s = study(obs=[("A", d, "TEMP", 37.0) for d in range(0, 10)],
+              events=[{"subject_id": "A", "day": 40.0, "event": "death", "attribution": "CRS"}])
+    assert derive_crs_summary(s).row(0, named=True)["crs_grade_astct"] == 5
 
 
 def test_fahrenheit_input_is_converted_upstream(tmp_path):

@@ -141,6 +141,30 @@ def test_cart_folder_by_hand():
     assert (rep["n_mapped"] + rep["n_skipped"] == rep["n_rows"]).all()
 
 
+def test_sponsor_code_of_the_car_t_product_sets_day_0(tmp_path):
+    # EXTRT is a sponsor code mapped by ex_agents; day 0 is its date (SDTM guide: "the date of the
+    # first CAR-T exposure in EX"), not RFXSTDTC: subject 1 has none, subject 2 has 2021-06-07
+    # while the infusion is on 2021-06-09. By hand: LB on 2021-05-11 is day 1 for subject 1,
+    # 2021-06-10 is day 1 for subject 2; the CAR-T doses are on day 0.
+    f = tmp_path / "sdtm"
+    f.mkdir()
+    (f / "dm.csv").write_text("STUDYID,DOMAIN,USUBJID,RFXSTDTC,AGE,AGEU,SEX\n"
+                              "S,DM,S-1,,54,YEARS,M\nS,DM,S-2,2021-06-07,60,YEARS,F\n", encoding="utf-8")
+    (f / "ex.csv").write_text("STUDYID,DOMAIN,USUBJID,EXSEQ,EXTRT,EXDOSE,EXDOSU,EXSTDTC\n"
+                              "S,EX,S-1,1,JCAR017,2000000,cells/kg,2021-05-10\n"
+                              "S,EX,S-2,1,JCAR017,3000000,cells/kg,2021-06-09\n", encoding="utf-8")
+    (f / "lb.csv").write_text("STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBSTRESN,LBSTRESU,LBSPEC,LBDTC\n"
+                              "S,LB,S-1,1,NEUT,0.4,10^9/L,BLOOD,2021-05-11\n"
+                              "S,LB,S-2,1,NEUT,0.6,10^9/L,BLOOD,2021-06-10\n", encoding="utf-8")
+    m = tmp_path / "map.yaml"
+    m.write_text("ex_agents:\n  JCAR017: lisocabtagene maraleucel\n", encoding="utf-8")
+    s = read_sdtm(f, mapping=m)
+    assert dict(s.subjects.select("subject_id", "infusion_date").iter_rows()) == {"S-1": "2021-05-10",
+                                                                                  "S-2": "2021-06-09"}
+    assert s.doses.sort("subject_id")["day"].to_list() == [0.0, 0.0]
+    assert s.observations.sort("subject_id")["day"].to_list() == [1.0, 1.0]
+
+
 def test_partial_date_imputation_option():
     s = read_sdtm(CART, partial_dates="impute")
     neut = s.observations.filter(pl.col("src_file").eq("lb.csv") & pl.col("src_row").eq(3)).row(0, named=True)

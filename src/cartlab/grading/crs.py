@@ -60,6 +60,7 @@ class CrsOptions(CriteriaOptions):
     summary_episode: Literal["course", "first", "worst"] | None = None
     assessment_window: tuple[Number | None, Number | None] | None = None
     assessment_end_events: tuple[str, ...] | None = None
+    unattributed_death: Literal["during_crs", "always"] | None = None
     criteria: str = "astct_crs_2019"
 
     def attribution(self) -> FeverAttribution:
@@ -255,6 +256,27 @@ def day_grade(fever: pl.Expr, support: pl.Expr, waived: pl.Expr, death: pl.Expr 
             .otherwise(zero))
 
 
+def _unattributed_deaths(f: pl.DataFrame, base_grade: pl.Expr, opts: dict[str, Any]) -> pl.DataFrame:
+    """``crs_death`` of a death with no attribution: kept inside a CRS episode (a day graded >= 1 by
+    ``base_grade``, the grade without the death, on the death's day or at most
+    ``episode_join_gap_days`` + 1 days before it) or with ``unattributed_death = "always"``; else
+    dropped, and ``death_outside_crs`` marks the day (convention crs.conv.unattributed_death)."""
+    unattributed = pl.col("crs_death") & ~pl.col("death_attribution_recorded").fill_null(True)
+    if opts["unattributed_death"] == "always":
+        return f.with_columns(pl.lit(False).alias("death_outside_crs"))
+    reach = int(opts["episode_join_gap_days"]) + 1
+    crs_days = (f.filter(base_grade >= 1).select("subject_id", pl.col("day").alias("_last_crs_day"))
+                .sort("subject_id", "_last_crs_day"))
+    deaths = f.filter(unattributed).select(KEY).sort("subject_id", "day")
+    inside = deaths.join_asof(crs_days, left_on="day", right_on="_last_crs_day", by="subject_id",
+                              strategy="backward").filter(
+        pl.col("_last_crs_day").is_not_null() & (pl.col("day") - pl.col("_last_crs_day") <= reach))
+    f = f.join(inside.select(*KEY, pl.lit(True).alias("_inside")), on=KEY, how="left")
+    outside = unattributed & pl.col("_inside").is_null()
+    return f.with_columns(outside.alias("death_outside_crs"),
+                          pl.when(outside).then(False).otherwise(pl.col("crs_death")).alias("crs_death")).drop("_inside")
+
+
 def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """ASTCT CRS grade per subject and day, with the rule that drove it, a reason and evidence.
 
@@ -280,7 +302,6 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     upper = domains["hypoxia"].apply(upper, "hypoxia", "grade", "rule").collect()
     f = f.join(upper.select(*KEY, pl.col("hypotension_grade").alias("hypotension_grade_max"),
                             pl.col("hypoxia_grade").alias("hypoxia_grade_max")), on=KEY, how="left")
-    death_rule, death = _flag(table, "death", opts)
     other_rule, other = _flag(table, "other_cause", opts)
     fever = pl.col("fever_grade") >= 1
     discounted = fever & other                      # a fever that does not count toward CRS
@@ -288,6 +309,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     excluded = other if opts["other_cause_scope"] == "day" else pl.lit(False)
     waived = pl.col("waiver_from_day").is_not_null() & (pl.col("day") >= pl.col("waiver_from_day"))
     support = pl.max_horizontal("hypotension_grade", "hypoxia_grade")
+    f = _unattributed_deaths(f, day_grade(crs_fever, support, waived, None, excluded), opts)
+    death_rule, death = _flag(table, "death", opts)
     support_rule = (
         pl.when(pl.col("hypotension_grade") >= pl.col("hypoxia_grade"))
         .then(pl.col("hypotension_rule"))
@@ -313,8 +336,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     # likewise a nasal cannula without a recorded flow: hypoxia up to its hypoxia_grade_max
     fever_open = (pl.col("fever_grade_max") > pl.col("fever_grade")) & ~death & ~excluded
     support_max = pl.max_horizontal("hypotension_grade_max", "hypoxia_grade_max")
+    death_open = pl.col("death_outside_crs")  # an unattributed death outside CRS: could have been a CRS death
     f = f.with_columns(
-        pl.when(fever_open).then(pl.max_horizontal(pl.col("grade"), pl.col("fever_grade_max"), support_max))
+        pl.when(death_open).then(pl.lit(5))
+        .when(fever_open).then(pl.max_horizontal(pl.col("grade"), pl.col("fever_grade_max"), support_max))
         .otherwise(pl.max_horizontal(pl.col("grade"), day_grade(crs_fever, support_max, waived, death, excluded)))
         .alias("grade_max"))
     no_list = pl.lit([], dtype=pl.List(pl.String))
@@ -326,7 +351,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
             pl.when(fever_open).then(pl.col("fever_missing")).otherwise(no_list),
             *[pl.when(gain & (pl.col(upper_grade) > support)).then(pl.lit([name], dtype=pl.List(pl.String)))
               .otherwise(no_list)
-              for upper_grade, name in (("hypoxia_grade_max", "o2_flow_lpm"), ("hypotension_grade_max", "vasopressor agent"))]))
+              for upper_grade, name in (("hypoxia_grade_max", "o2_flow_lpm"), ("hypotension_grade_max", "vasopressor agent"))],
+            pl.when(death_open).then(pl.lit(["death attribution"], dtype=pl.List(pl.String))).otherwise(no_list)))
         .otherwise(no_list).alias("missing_inputs"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"
@@ -351,14 +377,17 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         ),
         pl.when(death & pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit("death attributed to CRS")),
         pl.when(death & ~pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit(
-            "death with no attribution recorded (counted toward CRS: an empty attribution counts, study-format "
-            "'Attribution')")),
+            "death with no attribution recorded, during CRS (counted toward CRS: an empty attribution counts, "
+            "study-format 'Attribution'; option unattributed_death)")),
+        pl.when(death_open).then(pl.lit(
+            "death with no attribution recorded, outside a CRS episode: not graded as CRS (option unattributed_death)")),
     ]
     conclusion = pl.format(
         "grade {}{}{}", pl.col("grade"),
         pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
             " (up to {} {})", pl.col("grade_max"), pl.concat_str([
                 pl.when(pl.col("missing_inputs").list.contains(name)).then(pl.lit(text)) for name, text in (
+                    ("death attribution", "if the death, with no attribution recorded, was due to CRS"),
                     ("TEMP", "with a fever: no temperature recorded that day"),
                     ("o2_flow_lpm", "if the nasal cannula flow, not recorded, was above 6 L/min (high flow)"),
                     ("vasopressor agent", "if the vasopressor rows without an agent are different drugs"))],

@@ -31,18 +31,23 @@ def upper(dfile: DomainFile, var: str) -> pl.Expr:
 # day 0
 
 
-def anchors(dm: DomainFile, ex: DomainFile | None) -> pl.DataFrame:
-    """Per subject: day 0 = the date of the first CAR-T exposure in EX (else DM.RFXSTDTC), at
-    midnight; ``__nominal`` when SUPPDM NOMANCH = Y (write_sdtm's placeholder calendar)."""
+def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | None = None) -> pl.DataFrame:
+    """Per subject: day 0 = the date of the first CAR-T exposure in EX (or EC; else DM.RFXSTDTC), at
+    midnight; ``__nominal`` when SUPPDM NOMANCH = Y (write_sdtm's placeholder calendar). The
+    treatment name is read through the mapping's ``ex_agents``, as the doses are (a sponsor code for
+    the CAR-T product anchors day 0 too)."""
     rfx = parse_dtc(dm.col("RFXSTDTC"))
     dmf = dm.df.select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
         pl.when(rfx.struct.field("status") == "ok").then(rfx.struct.field("dt").dt.truncate("1d")).alias("__rfx"),
         (dm.col("__q_nominal_anchor").cast(pl.String).str.to_uppercase() == "Y").fill_null(False).alias("__nominal"),
     )
-    if ex is not None and ex.has("EXTRT") and ex.has("EXSTDTC"):
-        p = parse_dtc(ex.col("EXSTDTC"))
-        cart = ex.df.filter(car_t_agent_expr(ex.text("EXTRT"))).select(
+    dom = ex.domain if ex is not None else "EX"
+    if ex is not None and ex.has(f"{dom}TRT") and ex.has(f"{dom}STDTC"):
+        p = parse_dtc(ex.col(f"{dom}STDTC"))
+        agent = upper(ex, f"{dom}TRT").replace_strict(ex_agents or {}, default=ex.text(f"{dom}TRT"),
+                                                      return_dtype=pl.String)
+        cart = ex.df.filter(car_t_agent_expr(agent)).select(
             pl.col("USUBJID").cast(pl.String).alias("subject_id"),
             pl.when(p.struct.field("status") == "ok").then(p.struct.field("dt").dt.truncate("1d")).alias("__ex"),
         ).group_by("subject_id").agg(pl.col("__ex").min())

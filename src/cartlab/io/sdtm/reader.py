@@ -84,7 +84,7 @@ def read_sdtm(
     dm = files["DM"]
     dm.require("USUBJID")
     ex = files.get("EX") or files.get("EC")
-    anc = anchors(dm, ex)
+    anc = anchors(dm, ex, m.ex_agents)
     ctx = Ctx(m, load_dictionary(), partial_dates, anc, dm.df["USUBJID"].cast(pl.String).drop_nulls())
 
     subjects, st = map_dm(dm, ctx)
