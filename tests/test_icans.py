@@ -109,3 +109,15 @@ def test_the_score_the_age_does_not_call_for_is_said_not_dropped_silently():
         summ = derive_icans_summary(s)
     rows = {r["subject_id"]: r for r in summ.iter_rows(named=True)}
     assert rows["K"]["icans_grade_astct"] is None and rows["A"]["icans_grade_astct"] == 1
+
+
+@pytest.mark.parametrize("attribution, grade", [("ICANS", 5), (None, 2), ("other", 2), ("CRS", 2)])
+def test_death_attributed_to_icans_is_grade_5(attribution, grade):
+    """ASTCT 2019: grade 5 ICANS is death due to ICANS. ICE 5 on day 1 (grade 2), death on day 2: only a
+    death attributed to ICANS makes grade 5 (an unattributed one is the CRS engine's question)."""
+    s = study(obs=[("A", 1, "ICE", 5.0)], events=[{"subject_id": "A", "day": 2.0, "event": "death",
+                                                   "attribution": attribution}])
+    summary = derive_icans_summary(s).row(0, named=True)
+    assert summary["icans_grade_astct"] == grade
+    if grade == 5:
+        assert g(s, 2)["rule"] == "icans.death"
