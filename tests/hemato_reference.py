@@ -516,12 +516,13 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
                         "max": {"value": mx["max"], "d": mx["d"], "lln": mx["lln"], "uln": mx["uln"], "ref": (mx["max_refs"] or [None])[0]},
                     }
             met: dict[str, list[str]] = {"key": [], "supporting": []}
+            opened = {"key": 0, "supporting": 0}  # criteria met or undecided
             not_eval, texts, ev = [], [], []
             for role, crits in (("key", key), ("supporting", sup)):
                 for crit in crits:
                     if not crit.get("computable"):
                         continue
-                    decided, hit_txt = False, None
+                    failed, hit_txt = 0, None  # alternatives with a condition that fails
                     for alt in crit["any"]:
                         res = [_eval_condition(c, day_vals, base) for c in alt]
                         if all(h is True for h, _, _ in res):
@@ -529,14 +530,24 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
                             ev += [x for _, _, refs in res for x in refs]
                             break
                         if any(h is False for h, _, _ in res):
-                            decided = True
+                            failed += 1
                     if hit_txt is not None:
                         met[role].append(crit["id"])
                         texts.append(f"{crit['id']}: {hit_txt}")
-                    elif not decided:
+                        opened[role] += 1
+                    elif failed < len(crit["any"]):  # some alternative is undecided: not false
                         not_eval.append(crit["id"])
-            flag = bool(met["key"]) and len(met["supporting"]) >= int(opts["min_supporting"])
-            if flag:
+                        opened[role] += 1
+            n_min = int(opts["min_supporting"])
+            flag = bool(met["key"]) and len(met["supporting"]) >= n_min
+            if not flag and opened["key"] and opened["supporting"] >= n_min:
+                flag = None  # the undecided criteria could still raise the flag
+            if flag is None:
+                reason = (f"not evaluable: the data cannot decide {', '.join(not_eval)} (an input is missing: a "
+                          f"parameter not measured that day, or its ULN/LLN or baseline), and with them a key "
+                          f"(ferritin) criterion and >= {n_min} supporting criterion(s) could be met"
+                          + (f"; met: {'; '.join(texts)}" if texts else "") + ".")
+            elif flag:
                 reason = (f"data meet {', '.join(met['key'])} and {len(met['supporting'])} supporting criterion(s) "
                           f"({'; '.join(texts)}) -> flagged for review, not a diagnosis; needs adjudication of "
                           f"{', '.join(adjud)}.")
@@ -549,7 +560,8 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
                 "subject_id": sid, "day": d, "iec_hs_flag": flag, "key_met": met["key"],
                 "supporting_met": met["supporting"], "not_evaluable": not_eval, "needs_adjudication": adjud,
                 # the decision and the criteria met: the row's status is that of the least verified
-                "rule": "; ".join(["iec_hs.flag" if flag else "iec_hs.no_flag", *met["key"], *met["supporting"]]),
+                "rule": "; ".join(["iec_hs.flag" if flag else "iec_hs.not_evaluable" if flag is None else "iec_hs.no_flag",
+                                   *met["key"], *met["supporting"]]),
                 "reason": reason,
                 "evidence": _uniq(ev) if (flag or texts) else [],
             })

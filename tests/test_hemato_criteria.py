@@ -65,7 +65,11 @@ def test_count_recovery_rows_moved_to_their_own_table_unchanged():
 
 @pytest.mark.parametrize("name", ["car_hematotox_2021", "easix", "iec_hs_2023"])
 def test_other_haematotoxicity_tables_changed_only_their_comments(name):
-    assert load_raw(name) == old(name)
+    now = load_raw(name)
+    if name == "iec_hs_2023":  # one decision added since (CHANGELOG: a flag the data cannot decide is empty)
+        assert [d["id"] for d in now["decisions"]] == ["iec_hs.flag", "iec_hs.no_flag", "iec_hs.not_evaluable"]
+        now = {**now, "decisions": now["decisions"][:2]}
+    assert now == old(name)
 
 
 def test_early_icaht_rule_set_grades_through_the_decision():

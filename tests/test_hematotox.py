@@ -433,7 +433,18 @@ def test_iec_hs_flags_small_case():
     d6 = f.filter(pl.col("day") == 6).row(0, named=True)
     assert d6["supporting_met"] == ["iec_hs.hypofibrinogenemia"]
     d8 = f.filter(pl.col("day") == 8).row(0, named=True)
-    assert d8["iec_hs_flag"] is False and d8["key_met"] == ["iec_hs.ferritin_gt_2x_uln", "iec_hs.ferritin_gt_2x_baseline"]
+    # day 8: key met, ALT 100 <= 5 x 40 and fibrinogen 2.5 g/L >= LLN 2.0 and >= 150 mg/dL, but AST
+    # (the other transaminase) and the blood counts were not measured: those criteria are undecided,
+    # so the flag is unknown, not "no"
+    assert d8["iec_hs_flag"] is None and d8["key_met"] == ["iec_hs.ferritin_gt_2x_uln", "iec_hs.ferritin_gt_2x_baseline"]
+    assert d8["not_evaluable"] == ["iec_hs.transaminases_gt_5x", "iec_hs.cytopenia_new_or_worse"]
+    assert d8["rule"].startswith("iec_hs.not_evaluable")
+    # with AST (normal, <= 5 x ULN) and normal counts that day and at baseline, every supporting
+    # criterion is decided: not flagged
+    counts = [(d, p, v, {}) for d in (0, 8) for p, v in (("NEUT", 3.0), ("PLAT", 200.0), ("HGB", 130.0))]
+    counts += [(0, "AST", 20.0, {"uln": 40.0}), (8, "AST", 30.0, {"uln": 40.0})]
+    d8 = derive_iec_hs_flags(make_study(obs + counts)).filter(pl.col("day") == 8).row(0, named=True)
+    assert d8["iec_hs_flag"] is False and d8["not_evaluable"] == [] and d8["rule"].startswith("iec_hs.no_flag")
     # requiring two supporting criteria removes both flags
     assert derive_iec_hs_flags(make_study(obs), IecHsOptions(min_supporting=2))["iec_hs_flag"].sum() == 0
 

@@ -187,12 +187,14 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
             pl.any_horizontal([(~pl.col(f"_c.{crit['id']}.{j}.{i}")).fill_null(False) for i in range(len(alt))])
             .alias(f"_no.{crit['id']}.{j}")))
     met: dict[str, list] = {"key": [], "supporting": []}
+    open_: dict[str, list] = {"key": [], "supporting": []}  # met, or undecided for want of an input
     texts, refs, not_eval = [], [], []
     shown: dict[str, list[pl.Expr]] = {}
     for role, crit in crits:
         cid, alts = crit["id"], crit["any"]
         hit = pl.any_horizontal([pl.col(f"_all.{cid}.{j}") for j in range(len(alts))])
-        decided = pl.any_horizontal([pl.col(f"_no.{cid}.{j}") for j in range(len(alts))])
+        # false only when every alternative fails (one undecided alternative leaves it open)
+        decided = pl.all_horizontal([pl.col(f"_no.{cid}.{j}") for j in range(len(alts))])
         conds = [[_condition(c) for c in alt] for alt in alts]
         text = None
         for j, cs in enumerate(conds):  # the first alternative that holds gives the text and evidence
@@ -212,6 +214,7 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
                 expr = pl.when(held).then(r) if expr is None else expr.when(held).then(r)
             refs.append((expr.otherwise(None).alias(f"_ref.{len(refs)}"), {c["param"] for alt in alts for c in alt}))
         met[role].append((hit, cid))
+        open_[role].append(hit | ~decided)
         texts.append(pl.when(hit).then(pl.concat_str(pl.lit(f"{cid}: "), text.otherwise(None))).alias(f"_text.{cid}"))
         not_eval.append((~hit & ~decided, cid))
     # the texts and evidence of the rows where a criterion is met (a row without is "not flagged")
@@ -234,16 +237,30 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
         n_sup.alias("_n_sup"), pl.any_horizontal([c for c, _ in met["key"]] or [pl.lit(False)]).alias("_any_key"),
     ).with_row_index("_row").join(g, on="_row", how="left", maintain_order="left").with_columns(
         pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)), pl.col("_texts").fill_null(pl.lit("")))
-    flag = pl.col("_any_key") & (pl.col("_n_sup") >= int(opts["min_supporting"]))
-    f = f.with_columns(flag.alias("iec_hs_flag")).with_columns(
+    # missing is not negative: when the criteria the data cannot decide (not_evaluable) could still
+    # make a key and enough supporting criteria, the flag is unknown (null), not "not flagged"
+    n_min = int(opts["min_supporting"])
+    flag = pl.col("_any_key") & (pl.col("_n_sup") >= n_min)
+    could = (pl.any_horizontal(open_["key"] or [pl.lit(False)])
+             & (pl.sum_horizontal([c.cast(pl.Int64) for c in open_["supporting"]] or [pl.lit(0)]) >= n_min))
+    f = f.with_columns(pl.when(flag).then(True).when(could).then(None).otherwise(False).alias("iec_hs_flag"))
+    unknown = pl.col("iec_hs_flag").is_null()
+    f = f.with_columns(
         pl.lit(adjud, dtype=pl.List(pl.String)).alias("needs_adjudication"),
         # the decision and the criteria met: the row's status is that of the least verified
-        pl.concat_str(pl.when(pl.col("iec_hs_flag")).then(pl.lit("iec_hs.flag")).otherwise(pl.lit("iec_hs.no_flag")),
+        pl.concat_str(pl.when(pl.col("iec_hs_flag")).then(pl.lit("iec_hs.flag"))
+                      .when(unknown).then(pl.lit("iec_hs.not_evaluable")).otherwise(pl.lit("iec_hs.no_flag")),
                       pl.when(pl.col("_met") != "").then(pl.col("_met")), separator="; ", ignore_nulls=True).alias("rule"),
         pl.when(pl.col("iec_hs_flag")).then(pl.concat_str(
             pl.lit("data meet "), pl.col("_key"), pl.lit(" and "), pl.col("_n_sup").cast(pl.String),
             pl.lit(" supporting criterion(s) ("), pl.col("_texts"),
             pl.lit(f") -> flagged for review, not a diagnosis; needs adjudication of {', '.join(adjud)}.")))
+        .when(unknown).then(pl.concat_str(
+            pl.lit("not evaluable: the data cannot decide "), pl.col("not_evaluable").list.join(", "),
+            pl.lit(f" (an input is missing: a parameter not measured that day, or its ULN/LLN or baseline), and "
+                   f"with them a key (ferritin) criterion and >= {n_min} supporting criterion(s) could be met"),
+            pl.when(pl.col("_texts") != "").then(pl.concat_str(pl.lit("; met: "), pl.col("_texts"))).otherwise(pl.lit("")),
+            pl.lit(".")))
         .when(pl.col("_texts") != "").then(pl.concat_str(
             pl.lit("not flagged: "), pl.col("_texts"),
             pl.lit(f"; needs a key (ferritin) criterion and >= {opts['min_supporting']} supporting criterion(s).")))
