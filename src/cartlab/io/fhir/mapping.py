@@ -1,5 +1,7 @@
 """The FHIR code map (``loinc_map.yaml``) as data: LOINC/cartlab codes <-> params, UCUM <-> units,
-medication/procedure/condition text rules. A user file of the same shape extends or overrides it."""
+medication/procedure/condition text rules, reasonCode/usedCode text -> indication/o2_device (the SDTM
+reader's ``indications`` and ``o2_devices`` tables, shared, plus FHIR spellings). A user file of the
+same shape extends or overrides it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import yaml
 from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 from cartlab.io.dictionary import load_dictionary
+from cartlab.io.schema import INDICATIONS, O2_DEVICES
 from cartlab.units import UnitError, parse_unit
 
 #: cartlab's own FHIR URIs (the ``.invalid`` top-level domain is reserved, RFC 2606: never resolvable)
@@ -40,6 +43,8 @@ class FhirMapping:
     medications: list[dict] = field(default_factory=list)
     procedures: list[dict] = field(default_factory=list)
     conditions: list[dict] = field(default_factory=list)
+    indications: dict[str, str] = field(default_factory=dict)  # vocab_key(text) -> indication
+    o2_devices: dict[str, str] = field(default_factory=dict)  # vocab_key(text) -> o2_device
 
     def param_of(self, codings: list[dict]) -> str | None:
         for c in codings:
@@ -52,17 +57,46 @@ class FhirMapping:
         """A UCUM code as a cartlab unit spelling; UnitError if pint cannot read it."""
         if code in self.ucum:
             return self.ucum[code]
+        # "10*6{cells}/kg": a power of ten times a listed annotated code (otherwise unreadable below)
+        power = re.fullmatch(r"10\*(-?\d+)\.?([\[{].*)", code)
+        if power and power.group(2) in self.ucum:
+            return f"10^{power.group(1)} {self.ucum[power.group(2)]}"
         if "[" in code or "{" in code:
             raise UnitError(f"unknown UCUM unit {code!r}")
         unit = re.sub(r"10\*(-?\d+)", r"10^\1", code)
         parse_unit(unit)
         return unit
 
+    def vocabulary(self, kind: str, texts) -> str | None:
+        """The first of ``texts`` that the ``indications`` / ``o2_devices`` table knows, as the canonical
+        word (matched ignoring case, spaces, hyphens and underscores); None when none is known."""
+        table = getattr(self, kind)
+        return next((table[vocab_key(t)] for t in texts if t and vocab_key(t) in table), None)
+
     def rule(self, kind: str, text: str) -> dict | None:
         for r in getattr(self, kind):
             if re.search(r["match"], text or "", re.IGNORECASE):
                 return r
         return None
+
+
+def vocab_key(text) -> str:
+    """How reasonCode/usedCode text is matched: upper case, runs of spaces, hyphens, underscores as one space."""
+    return re.sub(r"[\s_-]+", " ", str(text).strip().upper())
+
+
+def _vocabulary(kind: str, allowed: tuple[str, ...], *tables: dict) -> dict[str, str]:
+    """{vocab_key(text): canonical word}: the canonical words themselves, then ``tables`` in order (later
+    ones win). A target outside the vocabulary is an error; it is written in the vocabulary's spelling."""
+    canon = {vocab_key(v): v for v in allowed}
+    out = dict(canon)
+    for table in tables:
+        for text, target in (table or {}).items():
+            if vocab_key(target) not in canon:
+                raise InputError(f"FHIR mapping: {kind} {text!r}: {target!r} is not a valid "
+                                 f"{kind[:-1]}; allowed: {', '.join(allowed)}")
+            out[vocab_key(text)] = canon[vocab_key(target)]
+    return out
 
 
 def _load_yaml(path) -> dict:
@@ -79,6 +113,7 @@ def load_mapping(extra: str | Path | dict | None = None) -> FhirMapping:
     """The shipped map, updated by ``extra`` (a YAML file or dict of the same shape)."""
     text = resources.files("cartlab.io.fhir").joinpath("loinc_map.yaml").read_text(encoding="utf-8")
     raw = load_yaml(text)
+    user: dict = {}
     if extra is not None:
         user = extra if isinstance(extra, dict) else _load_yaml(extra)
         for key in ("observations", "cartlab_params", "ucum", "specimens"):
@@ -110,4 +145,15 @@ def load_mapping(extra: str | Path | dict | None = None) -> FhirMapping:
     m.medications = list(raw.get("medications") or [])
     m.procedures = list(raw.get("procedures") or [])
     m.conditions = list(raw.get("conditions") or [])
+    # reasonCode -> indication, usedCode -> o2_device: the SDTM reader's shipped tables (one vocabulary for
+    # both readers), then this map's FHIR spellings, then the user's
+    from cartlab.io.sdtm.mapping import load_mapping as load_sdtm_mapping
+
+    sdtm = load_sdtm_mapping()
+    shared = (("indications", INDICATIONS, sdtm.indications), ("o2_devices", O2_DEVICES, sdtm.o2_devices))
+    for kind, allowed, table_sdtm in shared:
+        for table in (raw.get(kind), user.get(kind)):
+            if table is not None and not isinstance(table, dict):
+                raise InputError(f"FHIR mapping: {kind} must be a mapping of text -> {kind[:-1]}")
+        setattr(m, kind, _vocabulary(kind, allowed, table_sdtm, raw.get(kind), user.get(kind)))
     return m

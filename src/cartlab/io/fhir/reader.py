@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import tempfile
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -24,13 +25,19 @@ from cartlab.io.clock import days_from, midnight
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import StudyValidationError
 from cartlab.io.fhir._common import parse_fhir_time, read_row_extension
-from cartlab.io.fhir.mapping import CS_CATEGORY, CS_EVENT, EXT_ANCHOR, FhirMapping, load_mapping
+from cartlab.io.fhir.mapping import CS_CATEGORY, CS_EVENT, EXT_ANCHOR, UCUM, FhirMapping, load_mapping
 from cartlab.io.study_folder import read_study, write_study
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import TABLES, Study, conform
-from cartlab.units import UnitError
+from cartlab.units import UnitError, parse_unit
 
 _SEX = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
+#: MedicationAdministration statuses of a dose that was not given: never a dose, never day 0
+_NOT_GIVEN = ("not-done", "entered-in-error")
+#: Condition.verificationStatus codes of a diagnosis that is not confirmed (refuted/entered-in-error: not one)
+_NOT_CONFIRMED = ("unconfirmed", "provisional", "differential")
+#: a censored result written as text ("<50", ">= 1e3"): the study folder's censor rule decides the rest
+_CENSORED_TEXT = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*[-+]?(\d|\.\d)")
 REPORT_SCHEMA = {"file": pl.String, "resource_type": pl.String, "code": pl.String, "target": pl.String,
                  "n": pl.Int64, "reason": pl.String, "entries": pl.String}
 
@@ -114,6 +121,12 @@ def _text(cc: dict | None) -> str:
     return cc.get("text") or next((c.get("display") or c.get("code") or "" for c in _codings(cc)), "")
 
 
+def _texts(cc: dict | None) -> list[str]:
+    """Every text of a CodeableConcept, in the order it is matched: text, each coding's display, code."""
+    cs = _codings(cc)
+    return [t for t in [(cc or {}).get("text"), *(c.get("display") for c in cs), *(c.get("code") for c in cs)] if t]
+
+
 def _code_label(cc: dict | None) -> str:
     cs = _codings(cc)
     return f"{cs[0].get('system', '')}|{cs[0].get('code', '')}" if cs else _text(cc)
@@ -145,10 +158,10 @@ class _Reader:
         self.report[key] += 1
         self.report_entries[key].append(e.index)
 
-    def add(self, table: str, e: _Entry, row: dict, code: str) -> None:
+    def add(self, table: str, e: _Entry, row: dict, code: str, note: str | None = None) -> None:
         self.rows[table].append(row)
         self.where[table].append(e)
-        self.skip(e, code, "mapped", table)
+        self.skip(e, code, f"mapped ({note})" if note else "mapped", table)
 
     def subject(self, e: _Entry) -> str:
         ref = (e.res.get("subject") or e.res.get("patient") or {}).get("reference")
@@ -199,7 +212,8 @@ class _Reader:
         # day 0 of subjects without a cartlab anchor: the first CAR-T MedicationAdministration
         for e in entries:
             r = e.res
-            if r["resourceType"] == "MedicationAdministration" and is_car_t_agent(self._agent(r)):
+            if (r["resourceType"] == "MedicationAdministration" and is_car_t_agent(self._agent(r))
+                    and r.get("status") not in _NOT_GIVEN):  # a CAR-T not given is no day 0
                 sid = self.subject(e)
                 start, _ = _effective(r, "effective")
                 dt = parse_fhir_time(start) if start else None
@@ -230,6 +244,7 @@ class _Reader:
         if ext and ext.get("role") == "subject":  # cartlab baseline weight/height: a subjects column
             return self._baseline(e, sid, param, code)
         row = {"subject_id": sid, "param": param}
+        note = None
         q = r.get("valueQuantity")
         if q is not None:
             unit = self._unit(e, q)
@@ -246,6 +261,10 @@ class _Reader:
             row["orig_value"] = float(r["valueInteger"])
         elif "valueString" in r:
             row["value_text"] = r["valueString"]
+            unit = load_dictionary()[param].unit
+            if unit and _CENSORED_TEXT.match(str(r["valueString"])):  # "<50": text has no unit field
+                row["orig_unit"] = unit
+                note = f"censored valueString read in the canonical unit {unit}"
         elif "valueCodeableConcept" in r:
             row["value_text"] = _text(r["valueCodeableConcept"])
         else:
@@ -263,7 +282,7 @@ class _Reader:
             return self.skip(e, code, dt)
         row["day"] = day
         row["datetime"] = ext.get("datetime") if ext is not None else dt
-        self.add("observations", e, row, code)
+        self.add("observations", e, row, code, note if "orig_unit" not in (ext or {}) else None)
 
     def _unit(self, e: _Entry, q: dict) -> str:
         try:
@@ -311,7 +330,7 @@ class _Reader:
     def medication(self, e: _Entry) -> None:
         r = e.res
         agent = self._agent(r)
-        if r.get("status") in ("not-done", "entered-in-error"):
+        if r.get("status") in _NOT_GIVEN:
             return self.skip(e, agent, f"status {r['status']}: not given")
         cat = next((c["code"] for c in _codings(r.get("category")) if c.get("system") == CS_CATEGORY), None)
         if cat == "dose" or (cat is None and is_car_t_agent(agent)):
@@ -339,13 +358,18 @@ class _Reader:
         if table == "doses":
             row.pop("category", None)
             if q:
-                row["orig_dose"], row["orig_unit"] = _num(q.get("value")), self._unit(e, q) if q.get("unit") is None else q["unit"]
+                row["orig_dose"], row["orig_unit"] = _num(q.get("value")), self._dose_unit(e, q)
         elif q:
-            row["dose"], row["dose_unit"] = _num(q.get("value")), q.get("unit") or self._unit(e, q)
-        if r.get("reasonCode"):
-            row["indication"] = _text(r["reasonCode"][0])
+            row["dose"], row["dose_unit"] = _num(q.get("value")), self._dose_unit(e, q)
+        if r.get("reasonCode") and table == "interventions":
+            row["indication"] = self.m.vocabulary("indications", [t for cc in r["reasonCode"] for t in _texts(cc)])
+            if row["indication"] is None and not (ext or {}).get("indication"):
+                return self.skip(e, code, f"reasonCode {_text(r['reasonCode'][0])!r} not in the indication table "
+                                          "(indications): not mapped")
         if ext:
             row.update({k: v for k, v in ext.items() if not k.endswith("day")})
+        if table == "interventions" and row.get("category") == "oxygen" and not row.get("o2_device"):
+            return self.skip(e, code, "oxygen without a device (o2_device is required)")
         if table in ("doses", "events"):
             day, dt = self.day(e, sid, start, ext)
             if day is None:
@@ -360,6 +384,25 @@ class _Reader:
                 eday, edt = self.day(e, sid, end, ext, "end_day")
                 row["end_day"], row["end_datetime"] = eday, (ext.get("end_datetime") if ext is not None else edt)
         self.add(table, e, row, code)
+
+    def _dose_unit(self, e: _Entry, q: dict) -> str | None:
+        """A dosage Quantity's unit: the UCUM ``code`` first (system UCUM or none), as for observations;
+        the display ``unit`` when there is no such code, or when cartlab cannot read the code but can
+        read the display."""
+        code, display = q.get("code"), q.get("unit")
+        if code is None or q.get("system") not in (None, UCUM):
+            return display if display is not None else (None if code is None else str(code))
+        try:
+            return self.m.unit_from_ucum(str(code))
+        except UnitError as exc:
+            try:
+                if display:
+                    parse_unit(str(display))
+                    return str(display)
+            except UnitError:
+                pass
+            also = f" (nor its unit text {display!r})" if display else ""
+            raise e.error(f"{exc} in dosage{also}") from exc
 
     def procedure(self, e: _Entry) -> None:
         r = e.res
@@ -376,8 +419,11 @@ class _Reader:
         if rule is None:
             return self.skip(e, code, "procedure not in the procedure map")
         base = {k: rule.get(k) for k in ("category", "o2_device", "event")}
-        if r.get("usedCode"):
-            base["o2_device"] = base.get("o2_device") or _text(r["usedCode"][0])
+        if r.get("usedCode") and base.get("category") == "oxygen" and not base.get("o2_device"):
+            base["o2_device"] = self.m.vocabulary("o2_devices", [t for cc in r["usedCode"] for t in _texts(cc)])
+            if base["o2_device"] is None and not (read_row_extension(r) or {}).get("o2_device"):
+                return self.skip(e, code, f"usedCode {_text(r['usedCode'][0])!r} not in the oxygen device table "
+                                          "(o2_devices): not mapped")
         if r.get("note"):
             base["detail"] = r["note"][0].get("text")
         self._timed(e, rule["table"], code, base, "performed")
@@ -389,6 +435,10 @@ class _Reader:
         if (r.get("verificationStatus") and any(c.get("code") in ("refuted", "entered-in-error")
                                                for c in _codings(r["verificationStatus"]))):
             return self.skip(e, code, "verificationStatus refuted/entered-in-error")
+        unsure = next((c["code"] for c in _codings(r.get("verificationStatus"))
+                       if c.get("code") in _NOT_CONFIRMED), None)
+        if unsure:
+            return self.skip(e, code, f"verificationStatus {unsure}: not a confirmed diagnosis")
         rule = {"table": "events", "event": cs[CS_EVENT]} if cs.get(CS_EVENT) else self.m.rule("conditions", text)
         if rule is None:
             return self.skip(e, code, "condition not in the condition map")
