@@ -350,15 +350,28 @@ def crs_daily_inputs(
         has_src = "src_file" in og.columns and "src_row" in og.columns
         voc = vocab["organ"]
         for i, r in enumerate(og.to_dicts()):
-            if r.get("grade") is None or r.get("day") is None:
+            if r.get("day") is None:
                 continue
             organ = _norm(r.get("organ"))
             if organ in voc.get("excluded", set()):
                 continue
-            sid, d, g = r["subject_id"], math.floor(r["day"]), int(r["grade"])
+            sid, d = r["subject_id"], math.floor(r["day"])
             key = (sid, d)
             days_of[sid].add(d)
             is_t = bool(r.get("is_transaminase"))
+            if r.get("grade") is None:  # not gradable (an input missing): the grades it could raise are unknown
+                unk = rec[key].setdefault("organ_unknown", {})
+                name = r.get("organ") if r.get("organ") is not None else "an unnamed lab value"
+                cols = ["organ_grade_max", "organ_grade_max_transaminase" if is_t else "organ_grade_max_non_transaminase"]
+                if organ in voc.get("creatinine", set()):
+                    cols.append("creatinine_grade")
+                if is_t or organ in voc.get("lft", set()):
+                    cols.append("lft_grade")
+                for c in cols:
+                    unk.setdefault(c, set()).add(name)
+                rec[key].setdefault("organ", defaultdict(int))
+                continue
+            g = int(r["grade"])
             refs = list(r["evidence"] or []) if has_ev else ([_ref(r)] if has_src and _ref(r) else [f"organ_grades:{i + 1}"])
             slot = rec[key].setdefault("organ", defaultdict(int))
             slot["organ_grade_max"] = max(slot["organ_grade_max"], g)
@@ -447,6 +460,12 @@ def crs_daily_inputs(
                 unknown.extend(f"{c}:organ toxicity grades (organ_grades not supplied)" for c in _ORGAN_COLS)
             else:
                 organ_vals = {c: (organ or {}).get(c, 0) for c in _ORGAN_COLS}
+                for c in _ORGAN_COLS:  # an ungraded value can raise a grade below 4: unknown
+                    names = x.get("organ_unknown", {}).get(c)
+                    if names and organ_vals[c] < 4:
+                        organ_vals[c] = None
+                        unknown.extend(f"{c}:CTCAE grade of {n} (not gradable: its reference range or another "
+                                       "input is missing)" for n in sorted(names))
             # hospitalization
             h = hosp.get(key)
             if h is not None:

@@ -580,3 +580,21 @@ def test_grading_in_subject_batches_gives_the_same_table(tmp_path):
     for size in (1, 5, 22):
         batched = derive_crs_cross_scale(study, astct, organ, batch_size=size)
         assert batched.equals(whole), size
+
+
+def test_an_ungradable_lab_value_is_an_unknown_organ_grade_not_zero():
+    """Missing is not negative: an ALT that CTCAE could not grade (no ULN; grade null in organ_grades)
+    on a fever day leaves the organ-toxicity criteria open. Lee 2014 by hand (criteria/crs_lee2014.yaml):
+    fever alone = grade 1; a grade 4 transaminitis or grade 3 organ toxicity would be grade 3; grade 4
+    needs grade 4 toxicity other than transaminitis, which ALT cannot be -> range 1-3, ALT named.
+    Graded 0 instead (before), the day was a definite grade 1."""
+    s = make_study(fever_days=[5], days=range(3, 8))
+    og = pl.DataFrame([organ(5, "ALT", None, transaminase=True)], schema=ORGAN_SCHEMA)
+    g = subject_grades(s, organ_grades=og)
+    assert g["lee2014"] == (None, 1, 3)
+    inp = day_inputs(s, 5, organ_grades=og)
+    assert inp["organ_grade_max_transaminase"] is None and inp["organ_grade_max_non_transaminase"] == 0
+    assert any("CTCAE grade of ALT (not gradable" in r for r in inp["unknown_reasons"])
+    # a known grade 4 cannot be raised: the same day with a graded grade-4 creatinine is definite (Lee 4)
+    og4 = pl.DataFrame([organ(5, "ALT", None, transaminase=True), organ(5, "CREAT", 4)], schema=ORGAN_SCHEMA)
+    assert subject_grades(s, organ_grades=og4)["lee2014"] == (4, 4, 4)

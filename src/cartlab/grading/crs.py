@@ -268,7 +268,7 @@ def _unattributed_deaths(f: pl.DataFrame, base_grade: pl.Expr, opts: dict[str, A
     crs_days = (f.filter(base_grade >= 1).select("subject_id", pl.col("day").alias("_last_crs_day"))
                 .sort("subject_id", "_last_crs_day"))
     deaths = f.filter(unattributed).select(KEY).sort("subject_id", "day")
-    inside = deaths.join_asof(crs_days, left_on="day", right_on="_last_crs_day", by="subject_id",
+    inside = deaths.join_asof(crs_days, left_on="day", right_on="_last_crs_day", by="subject_id", check_sortedness=False,
                               strategy="backward").filter(
         pl.col("_last_crs_day").is_not_null() & (pl.col("day") - pl.col("_last_crs_day") <= reach))
     f = f.join(inside.select(*KEY, pl.lit(True).alias("_inside")), on=KEY, how="left")

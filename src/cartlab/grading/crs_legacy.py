@@ -311,11 +311,14 @@ def derive_crs_concordance(subj: pl.DataFrame, scales: Iterable[str] = SCALES) -
 def organ_grades_from_adlb(adlb: pl.DataFrame) -> pl.DataFrame:
     """The ``organ_grades`` input of the legacy scales from the CTCAE engine's ADLB frame.
 
-    One row per graded lab observation with ``ATOXGR`` known: ``organ`` = the param code (the
-    scales' ``organ_vocabulary`` excludes the haematological ones), ``grade`` = |ATOXGR|,
-    ``is_transaminase`` for ALT/AST, and the ADLB row's evidence.
+    One row per graded lab observation: ``organ`` = the param code (the scales' ``organ_vocabulary``
+    excludes the haematological ones), ``grade`` = |ATOXGR|, ``is_transaminase`` for ALT/AST, and
+    the ADLB row's evidence. A value CTCAE could not grade for want of an input ("not gradable":
+    its reference range missing) has a null grade: the scales then read that organ's grade as
+    unknown, not as 0 (missing is not negative).
     """
-    return adlb.lazy().filter(pl.col("ATOXGR").is_not_null() & pl.col("day").is_not_null()).select(
+    gradable = pl.col("ATOXGR").is_not_null() | pl.col("grade_reason").cast(pl.String).str.contains("not gradable", literal=True)
+    return adlb.lazy().filter(gradable & pl.col("day").is_not_null()).select(
         "subject_id", "day", pl.col("param").alias("organ"), pl.col("ATOXGR").abs().alias("grade"),
         pl.col("param").is_in(["ALT", "AST"]).alias("is_transaminase"), "evidence",
     ).collect()  # lazy: only the columns used are filtered (ADLB is wide and long)

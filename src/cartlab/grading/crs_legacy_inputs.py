@@ -237,9 +237,12 @@ def _vasopressors(study: Study, iv: pl.DataFrame, opts: CrsLegacyOptions) -> tup
 
 def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per day: the highest organ-toxicity grades (all, non-transaminase, transaminase, creatinine,
-    LFTs; 0 without rows) and the evidence of the rows (cytopenias excluded by the vocabulary)."""
+    LFTs; 0 without rows) and the evidence of the rows (cytopenias excluded by the vocabulary).
+    A row without a grade is a lab value that could not be graded (its reference range missing): a
+    grade it could raise is unknown (null, ``_unk_<column>``; ``_organ_unknown`` names the organs),
+    never 0."""
     voc = vocab["organ"]
-    og = organ_grades.with_row_index("i").filter(pl.col("grade").is_not_null() & pl.col("day").is_not_null())
+    og = organ_grades.with_row_index("i").filter(pl.col("day").is_not_null())
     names = og.select(pl.col("organ").unique())
     names = names.with_columns(norm_text(pl.col("organ")).fill_null("").alias("organ_n"))
     og = (og.join(names, on="organ", how="left", nulls_equal=True, maintain_order="left")
@@ -252,18 +255,27 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any]) -> tuple[pl.DataFr
     else:
         refs = pl.concat_list(fallback)
     is_t = pl.col("is_transaminase").fill_null(False) if "is_transaminase" in og.columns else pl.lit(False)
-    og = og.select("subject_id", _floor("day").alias("day"), "i", "organ_n", pl.col("grade").cast(pl.Int64).alias("g"),
+    og = og.select("subject_id", _floor("day").alias("day"), "i", "organ", "organ_n", pl.col("grade").cast(pl.Int64).alias("g"),
                    is_t.alias("is_t"), refs.alias("refs"))
     g = pl.col("g")
 
     def top(expr: pl.Expr | None = None) -> pl.Expr:
         return (g if expr is None else g.filter(expr)).max().fill_null(0).clip(lower_bound=0)
 
+    def unknown(expr: pl.Expr | None = None) -> pl.Expr:
+        none = g.is_null()
+        return (none if expr is None else none & expr).any()
+
     creat, lft = pl.col("organ_n").is_in(voc.get("creatinine", [])), pl.col("organ_n").is_in(voc.get("lft", []))
-    days = og.group_by(KEY).agg(top().alias("organ_grade_max"), top(~pl.col("is_t")).alias("organ_grade_max_non_transaminase"),
-                                top(pl.col("is_t")).alias("organ_grade_max_transaminase"),
-                                top(creat).alias("creatinine_grade"), top(pl.col("is_t") | lft).alias("lft_grade"))
-    ev = og.select(*KEY, pl.col("refs").alias("ref")).explode("ref")
+    groups = {"organ_grade_max": None, "organ_grade_max_non_transaminase": ~pl.col("is_t"),
+              "organ_grade_max_transaminase": pl.col("is_t"), "creatinine_grade": creat, "lft_grade": pl.col("is_t") | lft}
+    days = og.group_by(KEY).agg(
+        *[top(e).alias(c) for c, e in groups.items()], *[unknown(e).alias(f"_unk_{c}") for c, e in groups.items()],
+        pl.col("organ").cast(pl.String).fill_null("an unnamed lab value").filter(g.is_null()).unique().sort()
+        .alias("_organ_unknown"))
+    # an ungraded value can only raise a grade below 4
+    days = days.with_columns(*[(pl.col(f"_unk_{c}") & (pl.col(c) < 4)).alias(f"_unk_{c}") for c in groups])
+    ev = og.filter(g.is_not_null()).select(*KEY, pl.col("refs").alias("ref")).explode("ref")
     return days, _items(ev, "organ", "ref")
 
 
@@ -390,11 +402,16 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.when(pl.col("crs_gate").is_null()).then(pl.lit("crs_gate:temperature")),
         pl.when(pl.col("fio2_unknown").fill_null(False)).then(pl.lit("fio2:FiO2 of the oxygen support")),
         *([] if organ_given else [pl.lit(f"{c}:organ toxicity grades (organ_grades not supplied)") for c in ORGAN_COLS]),
+        *([pl.when(pl.col(f"_unk_{c}").fill_null(False)).then(pl.col("_organ_unknown").list.eval(
+            pl.lit(f"{c}:CTCAE grade of ") + pl.element()
+            + pl.lit(" (not gradable: its reference range or another input is missing)")).list.join(_SEP))
+            for c in ORGAN_COLS] if organ_given else []),
         pl.when(pl.col("hospitalized").is_null()).then(pl.lit("hospitalized:hospitalization")),
         pl.lit("fluid_boluses:IV fluid boluses (not recorded in study format v1)"),
         pl.when(pl.col("death_crs").is_null()).then(pl.lit("death_crs:attribution of death")),
     ]
-    organ = ([pl.col(c).fill_null(0) for c in ORGAN_COLS] if organ_given
+    organ = ([pl.when(pl.col(f"_unk_{c}").fill_null(False)).then(None).otherwise(pl.col(c).fill_null(0)).alias(c)
+              for c in ORGAN_COLS] if organ_given
              else [pl.lit(None, dtype=pl.Int64).alias(c) for c in ORGAN_COLS])
     empty = pl.lit([], dtype=pl.List(pl.String))
     return x.with_columns(
