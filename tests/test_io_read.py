@@ -136,6 +136,19 @@ def test_vocabulary_words_with_spaces_hyphens_and_capitals(tmp_path):
     assert s.interventions["category"].to_list() == ["oxygen"] * 3
 
 
+def test_a_course_without_interventions_or_events_files_says_what_is_read_as_not_given(tmp_path):
+    f = tmp_path / "nf"
+    write(f, "subjects.csv", "subject_id\nA")
+    write(f, "observations.csv", "subject_id,day,param,value,unit\nA,3,TEMP,38.2,C")
+    warned = {w.file: w.message for w in read_study(f).warnings}
+    assert set(warned) == {"interventions.csv", "events.csv"}
+    assert "vasopressor" in warned["interventions.csv"] and "death" in warned["events.csv"]
+    # an empty file with its header says none was given: no warning
+    write(f, "interventions.csv", "subject_id,start_day,category")
+    write(f, "events.csv", "subject_id,day,event")
+    assert read_study(f).warnings == []
+
+
 def test_an_unknown_oxygen_device_is_one_error_not_also_a_missing_one(tmp_path):
     f = tmp_path / "o2"
     write(f, "subjects.csv", "subject_id\nA")

@@ -630,6 +630,18 @@ def check_study_path(folder: str | Path) -> Path:
     return folder
 
 
+#: what an analysis reads as not given when a course (observations) comes without these files
+_ABSENT_FILE_MEANS = {
+    "interventions": "no vasopressor, oxygen, tocilizumab, corticosteroid or transfusion is recorded, so "
+                     "none is taken as given (CRS grades 2-4 from hypotension with vasopressors or hypoxia, "
+                     "the fever waiver, transfusion rules of T-ICAHT); an empty file with its header says "
+                     "none was given",
+    "events": "no death, relapse, HSCT, new therapy, seizure, cerebral edema or infection is recorded, so "
+              "none is taken as having happened (ICANS events, the late ICAHT window, survival endpoints); "
+              "an empty file with its header says none happened",
+}
+
+
 def _read(
     folder: str | Path,
     study_id: str | None,
@@ -686,6 +698,10 @@ def _read(
 
     if any(i.severity == "error" for i in issues):
         return None, issues
+    if "observations" in frames:  # a course without these files: say what is then read as not given
+        for name, what in _ABSENT_FILE_MEANS.items():
+            if name not in contents.tables:
+                issues.append(Issue(f"{name}.csv", None, f"not given: {what}", severity="warning"))
     study = Study(
         study_id=study_id or folder.resolve().name,
         subjects=conform(frames["subjects"], "subjects"),
