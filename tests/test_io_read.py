@@ -149,6 +149,36 @@ def test_a_course_without_interventions_or_events_files_says_what_is_read_as_not
     assert read_study(f).warnings == []
 
 
+def test_an_unreadable_day_is_one_error_not_also_a_missing_one(tmp_path):
+    f = tmp_path / "d"
+    write(f, "subjects.csv", "subject_id\nA")
+    write(f, "events.csv", "subject_id,day,event\nA,day5,death\nA,,death")
+    with pytest.raises(StudyValidationError) as err:
+        read_study(f)
+    issues = [(i.column, i.rows, i.message) for i in err.value.issues if i.severity == "error"]
+    assert issues == [("day", [1], "day must be a number, got 'day5'"),
+                      ("day", [2], "neither 'day' nor 'datetime' is given")]
+
+
+def test_no_unit_column_is_one_error_naming_the_parameters_and_problems_come_in_file_order(tmp_path):
+    f = tmp_path / "u"
+    write(f, "subjects.csv", "subject_id\nA")
+    write(f, "observations.csv", "subject_id,day,param,value\nA,1,NEUT,0.4\nA,1,TEMP,38.2\nA,2,PLAT,50\n"
+          "A,2,ICE,7\nA,3,MRDFCM,40")
+    messages = []
+    for _ in range(2):  # the same problems in the same order on every run
+        with pytest.raises(StudyValidationError) as err:
+            read_study(f)
+        messages.append([i.message for i in err.value.issues if i.severity == "error"])
+    assert messages[0] == messages[1]
+    first = messages[0][0]
+    # NEUT, TEMP, PLAT need a unit (ICE is a score; MRDFCM's empty unit means a fraction), in file order
+    assert "no 'unit' column" in first and "values of NEUT, TEMP, PLAT need their unit" in first
+    # 40 as a fraction is implausible: said once, without a double space for the empty unit
+    assert messages[0][1:] == ["MRDFCM value 40.0 (no unit) (= 40.0 fraction) is outside the plausible range "
+                               "[0.0, 1.0] fraction: is the unit right?"]
+
+
 def test_an_unknown_oxygen_device_is_one_error_not_also_a_missing_one(tmp_path):
     f = tmp_path / "o2"
     write(f, "subjects.csv", "subject_id\nA")

@@ -46,13 +46,13 @@ class Param:
             if self.empty_unit is None:
                 raise UnitError(
                     f"unit missing: {self.code} needs a unit (canonical {self.unit!r}; "
-                    f"accepted {', '.join((self.unit,) + self.accepts)})"
+                    f"accepted {', '.join(dict.fromkeys((self.unit,) + self.accepts))})"
                 )
             unit = self.empty_unit
         try:
             return conversion(unit, self.unit, self.molar_mass_g_mol, self.equivalents_per_mol)
         except UnitError as exc:
-            raise UnitError(f"{exc}; {self.code} accepts {', '.join((self.unit,) + self.accepts)}") from None
+            raise UnitError(f"{exc}; {self.code} accepts {', '.join(dict.fromkeys((self.unit,) + self.accepts))}") from None
 
 
 @dataclass(frozen=True)

@@ -330,8 +330,11 @@ class _FileReader:
             derived = day_number(dt, pl.col("__anchor"))
             has_dt = pl.col(dt_col).is_not_null() & dt.is_not_null()
             if required:
+                # a day or date-time that is given but unreadable has its own error already
+                unreadable = [n for i in self.issues if i.file == self.fname and i.column in (day_col, dt_col)
+                              for n in i.rows]
                 self.flag(
-                    pl.col(day_col).is_null() & pl.col(dt_col).is_null(),
+                    pl.col(day_col).is_null() & pl.col(dt_col).is_null() & ~pl.col(ROW).is_in(unreadable),
                     day_col,
                     f"neither {day_col!r} nor {dt_col!r} is given",
                     by=pl.lit(None),
@@ -415,7 +418,7 @@ def _anchors(subjects: pl.DataFrame) -> pl.DataFrame:
 def _doses(r: _FileReader) -> pl.DataFrame:
     df = r.df
     assert df is not None
-    pairs = df.select(pl.col("unit")).drop_nulls().unique()
+    pairs = df.select(pl.col("unit")).drop_nulls().unique(maintain_order=True)
     scale: dict[str, float] = {}
     canon: dict[str, str] = {}
     for (u,) in pairs.iter_rows():
@@ -518,21 +521,29 @@ def _observations(r: _FileReader) -> pl.DataFrame:
     pairs = (
         df.filter(pl.col("param").is_in(codes) & (needs_unit | pl.col("unit").is_not_null()))
         .select("param", pl.col("unit").fill_null(""))
-        .unique()
+        .unique(maintain_order=True)
     )
     conv_rows = []
+    no_unit_column = "unit" not in {h.lower() for h in r.header}
+    unitless = []  # params that need a unit when the file has no unit column: one message for all
     for code, unit in pairs.iter_rows():
         p = d[code]
         try:
             c = p.conversion_from(unit)
             conv_rows.append((code, unit, c.scale, c.offset, p.unit))
         except UnitError as exc:
+            if no_unit_column:
+                unitless.append(code)
+                continue
             r.flag(
                 (pl.col("param") == code) & (pl.col("unit").fill_null("") == unit),
                 "unit",
                 f"{exc} (param {code})",
                 by=pl.lit(None),
             )
+    if unitless:
+        r.issue("unit", f"the file has no 'unit' column, but values of {', '.join(unitless)} need their unit "
+                        "(e.g. 10^9/L, g/L, C): add a 'unit' column", [])
     conv = pl.DataFrame(
         conv_rows,
         schema={"param": pl.String, "__unit": pl.String, "__scale": pl.Float64, "__offset": pl.Float64, "__canon": pl.String},
@@ -565,7 +576,7 @@ def _observations(r: _FileReader) -> pl.DataFrame:
     r.flag(
         pl.col("value").is_not_null() & lo.is_not_null() & ((pl.col("value") < lo) | (pl.col("value") > hi)),
         "value",
-        lambda v: f"{v[0]} value {v[1]} {v[2] or ''} (= {v[3]} {v[4]}) is outside the plausible range "
+        lambda v: f"{v[0]} value {v[1]}{' ' + v[2] if v[2] else ' (no unit)'} (= {v[3]} {v[4]}) is outside the plausible range "
         f"[{v[5]}, {v[6]}] {v[4]}: is the unit right?",
         by=pl.concat_list(
             pl.col("param"),
@@ -597,7 +608,7 @@ def _interventions(r: _FileReader) -> pl.DataFrame:
         "the intervention ends before it starts",
         by=pl.lit(None),
     )
-    for (u,) in df.select(pl.col("dose_unit")).drop_nulls().unique().iter_rows():
+    for (u,) in df.select(pl.col("dose_unit")).drop_nulls().unique(maintain_order=True).iter_rows():
         try:
             parse_unit(u)
         except UnitError as exc:
