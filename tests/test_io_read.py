@@ -179,6 +179,17 @@ def test_no_unit_column_is_one_error_naming_the_parameters_and_problems_come_in_
                                "[0.0, 1.0] fraction: is the unit right?"]
 
 
+def test_records_after_a_death_are_warned_about_with_their_rows(tmp_path):
+    f = tmp_path / "dd"
+    write(f, "subjects.csv", "subject_id,last_followup_day\nA,60\nB,60")
+    write(f, "events.csv", "subject_id,day,event\nA,10.5,death\nB,70,death")
+    # A died on day 10 (at noon): its day-10 evening row is fine, days 11 and 27 are not
+    write(f, "observations.csv", "subject_id,day,param,value,unit\nA,10.9,TEMP,38.5,C\nA,11,TEMP,37,C\n"
+          "A,27,NEUT,1.2,10^9/L\nB,30,TEMP,37,C")
+    warned = [(w.file, w.column, w.rows) for w in read_study(f).warnings if "after its death" in w.message]
+    assert warned == [("observations.csv", "day", [2, 3]), ("subjects.csv", "last_followup_day", [1])]
+
+
 def test_an_unknown_oxygen_device_is_one_error_not_also_a_missing_one(tmp_path):
     f = tmp_path / "o2"
     write(f, "subjects.csv", "subject_id\nA")

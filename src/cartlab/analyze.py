@@ -311,7 +311,9 @@ STEPS: tuple[Step, ...] = (
     _step("adrs", _engine("cartlab.response.best", "derive_adrs", "best_response", assessments="marrow_response",
                           best="best_response"), "ADRS", fix=RESPONSE_FIX),
     _step("adtte", _adtte, "time-to-event endpoints (ELN 2022 Table 9)", inputs=("marrow_response", "relapse"),
-          fix="give subjects.last_followup_day, or record death/relapse events, for these subjects"),
+          fix="check these subjects' death, relapse and last_followup_day against their marrow assessments "
+              "(cartlab explain SUBJECT --what response); where none is recorded, give subjects.last_followup_day "
+              "or record death/relapse events"),
     _step("response_rates", _response_rates, "response rates", inputs=("best_response",), per_subject=False),
     _step("km", _km, "Kaplan-Meier", inputs=("adtte",), per_subject=False),
     _step("cumulative_incidence", _cif, "cumulative incidence of relapse", inputs=("adtte",), per_subject=False),

@@ -653,6 +653,31 @@ _ABSENT_FILE_MEANS = {
 }
 
 
+def _after_death(frames: dict[str, pl.DataFrame]) -> list[Issue]:
+    """Warnings for records dated after the subject's death (a calendar day later than the first
+    `death` event), and a last_followup_day after it: likely a wrong day or subject."""
+    ev = frames.get("events")
+    if ev is None or "event" not in ev.columns:
+        return []
+    deaths = (ev.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
+              .group_by("subject_id").agg(pl.col("day").min().floor().alias("__death")))
+    if deaths.is_empty():
+        return []
+    out = []
+    for name, col in (("observations", "day"), ("doses", "day"), ("interventions", "start_day"), ("events", "day"),
+                      ("subjects", "last_followup_day")):
+        df = frames.get(name)
+        if df is None or col not in df.columns:
+            continue
+        late = (df.join(deaths, on="subject_id", how="inner").filter(pl.col(col).floor() > pl.col("__death"))
+                .group_by("subject_id", "__death", maintain_order=True).agg(pl.col(ROW).sort()))
+        for sid, death, rows in late.iter_rows():
+            what = "its last_followup_day is" if name == "subjects" else f"{len(rows)} row(s) are dated"
+            out.append(Issue(f"{name}.csv", col, f"subject {sid!r}: {what} after its death on day {death:g} "
+                             "(events.csv): check the day or the subject", rows, severity="warning"))
+    return out
+
+
 def _read(
     folder: str | Path,
     study_id: str | None,
@@ -709,6 +734,7 @@ def _read(
 
     if any(i.severity == "error" for i in issues):
         return None, issues
+    issues.extend(_after_death(frames))
     if "observations" in frames:  # a course without these files: say what is then read as not given
         for name, what in _ABSENT_FILE_MEANS.items():
             if name not in contents.tables:
