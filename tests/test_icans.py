@@ -32,12 +32,13 @@ def test_capd_for_children(capd, grade):
     assert g(s)["grade"] == grade
 
 
-@pytest.mark.parametrize("age, expected", [(11.9, 3), (12.0, 1), (30.0, 1), (None, 3)])
-def test_age_picks_the_score(age, expected):
-    # ICE 8 (grade 1) and CAPD 10 (grade 3) on the same day: which one counts depends on age
+@pytest.mark.parametrize("age, expected, expected_max", [(11.9, 3, 3), (12.0, 1, 1), (30.0, 1, 1), (None, 1, 3)])
+def test_age_picks_the_score(age, expected, expected_max):
+    # ICE 8 (grade 1) and CAPD 10 (grade 3) on the same day: which one counts depends on age; without
+    # an age, a range (grade 1 up to 3, age named; was grade 3, the worse score)
     s = study(subjects=[{"subject_id": "A", "age_years": age}],
               obs=[("A", 1, "ICE", 8.0), ("A", 1, "CAPD", 10.0)])
-    assert g(s)["grade"] == expected
+    assert (g(s)["grade"], g(s)["grade_max"]) == (expected, expected_max)
 
 
 def test_age_threshold_option():
@@ -121,3 +122,16 @@ def test_death_attributed_to_icans_is_grade_5(attribution, grade):
     assert summary["icans_grade_astct"] == grade
     if grade == 5:
         assert g(s, 2)["rule"] == "icans.death"
+
+
+def test_age_unknown_with_both_scores_is_a_range_naming_the_age():
+    """Spec: ICE for age >= 12, CAPD below, 'whichever is recorded when age is missing'. With both
+    recorded and no age, the score ASTCT calls for is unknown: ICE 8 (grade 1) and CAPD 12 (grade 3)
+    -> grade 1 up to 3, missing age_years. With the age given, one definite grade."""
+    obs = [("A", 1, "ICE", 8.0), ("A", 1, "CAPD", 12.0)]
+    d = g(study(obs=obs, subjects=[{"subject_id": "A"}]))
+    assert (d["grade"], d["grade_max"], d["missing_inputs"]) == (1, 3, ["age_years"])
+    assert (d["ice_grade"], d["capd_grade"]) == (1, 3)
+    assert "age unknown" in d["reason"]
+    adult = g(study(obs=obs, subjects=[{"subject_id": "A", "age_years": 30.0}]))
+    assert (adult["grade"], adult["grade_max"], adult["missing_inputs"]) == (1, 1, [])

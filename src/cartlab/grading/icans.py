@@ -128,6 +128,14 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         pl.when(pl.col("loc_level") > 0).then(pl.lit(loc_rule)).alias("loc_rule"),
     ).collect()
     domains = ["ice", "capd", "loc", "event"]
+    # age unknown and both scores recorded: which one ASTCT calls for is unknown, so the lower of
+    # their grades counts and the higher is what the age could make it (missing is not negative)
+    both = (pl.col("ice_min").is_not_null() & pl.col("capd_max").is_not_null()
+            & pl.col("subject_id").is_in(study.subjects.filter(pl.col("age_years").is_null())["subject_id"].implode()))
+    f = f.with_columns(pl.col("ice_grade").alias("_ice_grade"), pl.col("capd_grade").alias("_capd_grade"),
+                       pl.when(both).then(pl.max_horizontal("ice_grade", "capd_grade")).alias("_age_grade_max"))
+    f = f.with_columns(*[pl.when(both).then(pl.min_horizontal("_ice_grade", "_capd_grade"))
+                         .otherwise(pl.col(f"{d}_grade")).alias(f"{d}_grade") for d in ("ice", "capd")])
     grade = pl.max_horizontal(*[pl.col(f"{d}_grade") for d in domains])
     rule = pl.lit(None, dtype=pl.String)
     for d in reversed(domains):  # the first domain reaching the maximum names the rule
@@ -143,6 +151,11 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                        .otherwise(pl.col("grade")).alias("grade_max"))
     f = f.with_columns(pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.col("ice_missing"))
                        .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
+    by_age = pl.col("_age_grade_max").fill_null(0) > pl.col("grade_max")
+    f = f.with_columns(pl.when(by_age).then(pl.col("_age_grade_max")).otherwise(pl.col("grade_max")).alias("grade_max"),
+                       pl.when(by_age).then(pl.col("missing_inputs").list.concat(pl.lit(["age_years"])))
+                       .otherwise(pl.col("missing_inputs")).alias("missing_inputs"),
+                       pl.col("_ice_grade").alias("ice_grade"), pl.col("_capd_grade").alias("capd_grade"))
 
     texts = table.texts(("ice", "capd", "events"), opts)
     bits = [
@@ -161,7 +174,10 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
             pl.concat_str(bits, separator="; ", ignore_nulls=True),
             pl.format("grade {}{}{}", pl.col("grade"),
                       pl.when(pl.col("rule").is_not_null()).then(pl.format(": {}", rule_text)).otherwise(pl.lit("")),
-                      pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
+                      pl.when(pl.col("missing_inputs").list.contains("age_years")).then(pl.format(
+                          " (up to {}: age unknown, so ICE or CAPD, both recorded, could be the score ASTCT "
+                          "calls for)", pl.col("grade_max")))
+                      .when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
                           " (up to {}: no ICE/CAPD score that day)", pl.col("grade_max"))).otherwise(pl.lit(""))),
         ],
         separator=" -> ",
