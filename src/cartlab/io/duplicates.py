@@ -30,11 +30,17 @@ def _data_columns(frame: pl.DataFrame, table: str) -> list[str]:
             and not c.startswith("orig_")]
 
 
-def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Issue]) -> pl.DataFrame:
-    """``frame`` without exact duplicate rows (a warning per file) and with conflicts reported as errors."""
+def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Issue],
+                    also: tuple[str, ...] = ()) -> pl.DataFrame:
+    """``frame`` without exact duplicate rows (a warning per file) and with conflicts reported as errors.
+
+    ``also``: further columns of ``frame`` that must be equal too for two rows to be exact duplicates
+    (the SDTM reader's fingerprint of the source record, so that two different records that map to
+    the same canonical row are not taken for one).
+    """
     if frame.height < 2 or "src_row" not in frame.columns:
         return frame
-    cols = _data_columns(frame, table)
+    cols = _data_columns(frame, table) + [c for c in also if c in frame.columns]
     first = pl.struct(cols).is_first_distinct()
     dropped = frame.filter(~first)
     if dropped.height:

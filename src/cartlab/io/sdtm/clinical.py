@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from cartlab.io.sdtm.common import (
+    BAD_DTC,
     Ctx,
     extra_json,
     first_reason,
@@ -37,6 +38,7 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
     treatment name is read through the mapping's ``ex_agents``, as the doses are (a sponsor code for
     the CAR-T product anchors day 0 too)."""
     rfx = parse_dtc(dm.col("RFXSTDTC"))
+    dm.fail(rfx.struct.field("status") == "invalid", "RFXSTDTC", BAD_DTC)
     dmf = dm.df.select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
         pl.when(rfx.struct.field("status") == "ok").then(rfx.struct.field("dt").dt.truncate("1d")).alias("__rfx"),
@@ -143,8 +145,9 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.col("__datetime").alias("datetime"), pl.col("__agent").alias("agent"),
         (dose * u.replace_strict(scale, default=None, return_dtype=pl.Float64)).round_sig_figs(12).alias("dose"),
         u.replace_strict(canon, default=None, return_dtype=pl.String).alias("unit"),
-        dose.alias("orig_dose"), u.alias("orig_unit"),
-        supp_col(ex, "source").alias("source"), imputed_note("", f"{dom}STDTC", ex), extra_json(ex), *provenance(ex),
+        dose.alias("orig_dose"), ctx.mapping.unit_expr(u).alias("orig_unit"),  # a spelling cartlab reads
+        supp_col(ex, "source").alias("source"), imputed_note([("", f"{dom}STDTC")], ex), extra_json(ex),
+        *provenance(ex),
     )
     code = pl.when(car_t_agent_expr(pl.col("__agent"))).then(pl.lit("CAR-T")).otherwise(pl.col("__agent"))
     return out, status(df, code, pl.lit("doses"), pl.col("__reason"))
@@ -193,7 +196,7 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     device = pl.coalesce(supp_col(cm, "o2_device"), look("CMDECOD", 2), look("CMTRT", 2),
                          device_text.replace_strict(m.o2_devices, default=None, return_dtype=pl.String))
     unit_raw = cm.text("CMDOSU")
-    unit = unit_raw.replace_strict(m.units, default=unit_raw)
+    unit = m.unit_expr(unit_raw)
     okunits = []
     for (u,) in df.select(unit_raw).unique().drop_nulls().iter_rows():
         try:
@@ -229,7 +232,8 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         supp_col(cm, "fio2").alias("fio2"),
         pl.when(indc.is_not_null()).then(indc.replace_strict(m.indications, default="other", return_dtype=pl.String))
         .alias("indication"),
-        supp_col(cm, "source").alias("source"), imputed_note("s", "CMSTDTC", cm), extra_json(cm), *provenance(cm),
+        supp_col(cm, "source").alias("source"), imputed_note([("s", "CMSTDTC"), ("e", "CMENDTC")], cm),
+        extra_json(cm), *provenance(cm),
     )
     code = pl.coalesce(upper(cm, "CMDECOD"), upper(cm, "CMTRT"))
     return out, status(df, code, pl.lit("interventions:") + pl.col("__cat").fill_null(""), pl.col("__reason"))
@@ -274,7 +278,8 @@ def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]
         supp_col(dfile, "detail").fill_null(detail).alias("detail"),
         upper(dfile, "__q_attribution").replace_strict(m.attributions, default=None, return_dtype=pl.String)
         .alias("attribution"),
-        supp_col(dfile, "source").alias("source"), imputed_note("", dtc, dfile), extra_json(dfile), *provenance(dfile),
+        supp_col(dfile, "source").alias("source"), imputed_note([("", dtc)], dfile), extra_json(dfile),
+        *provenance(dfile),
     )
     code = pl.coalesce(upper(dfile, f"{dom}DECOD"), upper(dfile, TOPIC.get(dom, f"{dom}TERM")))
     return out, status(df, code, pl.lit("events:") + pl.col("__event").fill_null(""), pl.col("__reason"))

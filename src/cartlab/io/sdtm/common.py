@@ -11,9 +11,11 @@ import polars as pl
 from cartlab.io.clock import day_number
 from cartlab.io.dictionary import Dictionary
 from cartlab.io.sdtm.dates import parse_dtc
-from cartlab.io.sdtm.files import ROW, DomainFile
+from cartlab.io.sdtm.files import RAW_QVAL, ROW, DomainFile
 from cartlab.io.sdtm.mapping import SdtmMapping
 
+#: the error of a --DTC that is no date (or no date that exists: 2021-13, 2021-02-30)
+BAD_DTC = "not an ISO 8601 date that exists (YYYY-MM-DD[Thh:mm[:ss]] or a partial YYYY[-MM]; month 01-12)"
 #: canonical columns a SUPP-- qualifier may fill that are numbers
 NUMERIC_SUPP = {"orig_lloq", "o2_flow_lpm", "fio2", "weight_kg", "height_cm", "last_followup_day"}
 
@@ -67,6 +69,7 @@ def attach_supp(parent: DomainFile, supp: DomainFile | None, mapping: SdtmMappin
         pl.col(ROW), pl.col("USUBJID").cast(pl.String).alias("__sid"), supp.col("IDVAR").cast(pl.String).alias("__idvar"),
         _key(supp.col("IDVARVAL")).alias("__idval"), pl.col("QNAM").cast(pl.String).str.to_uppercase().alias("__qnam"),
         supp.text("QVAL").alias("__qval"),
+        pl.coalesce(supp.col(RAW_QVAL), supp.text("QVAL")).alias("__qraw"),
     )
     p = parent.df
     keys = []
@@ -102,8 +105,11 @@ def attach_supp(parent: DomainFile, supp: DomainFile | None, mapping: SdtmMappin
         ),
     )
     ok = s.filter(pl.col("__prow").is_not_null() & ~pl.col("__dup").fill_null(False))
+    # the parts as given, joined; only the ends of the whole value are stripped (a split may fall on
+    # a space, which belongs to the text)
     vals = (ok.sort("__prow", "__qbase", "__part")
-            .group_by("__prow", "__qbase", maintain_order=True).agg(pl.col("__qval").fill_null("").str.join("")))
+            .group_by("__prow", "__qbase", maintain_order=True).agg(pl.col("__qraw").fill_null("").str.join(""))
+            .with_columns(pl.col("__qraw").str.strip_chars().replace("", None).alias("__qval")))
     wide = {}
     for qbase, canon in mapping.supp.items():
         part = vals.filter(pl.col("__qbase") == qbase).select(pl.col("__prow"), pl.col("__qval").alias(f"__q_{canon}"))
@@ -156,8 +162,7 @@ def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool
     parsed = parse_dtc(dfile.col(dtc_var), ctx.partial_dates, end=end)
     df = df.with_columns(parsed.alias("__p"))
     dfile.df = df
-    dfile.fail(pl.col("__p").struct.field("status") == "invalid", dtc_var,
-               "not an ISO 8601 date (YYYY-MM-DD[Thh:mm[:ss]] or a partial YYYY[-MM])")
+    dfile.fail(pl.col("__p").struct.field("status") == "invalid", dtc_var, BAD_DTC)
     p = pl.col("__p")
     st = p.struct.field("status")
     dfile.df = df.with_columns(
@@ -178,13 +183,16 @@ def time_reason(prefix: str, dtc_var: str) -> list[tuple[pl.Expr, str]]:
     ]
 
 
-def imputed_note(prefix: str, dtc_var: str, dfile: DomainFile) -> pl.Expr:
-    """source_note with a remark appended when the date was imputed from a partial one."""
-    note = supp_col(dfile, "source_note")
-    remark = pl.lit(f"{dtc_var} imputed from the partial date '") + dfile.col(dtc_var) + pl.lit("'")
-    return pl.when(pl.col(f"{prefix}__dstatus") == "imputed").then(
-        pl.when(note.is_null()).then(remark).otherwise(note + pl.lit("; ") + remark)
-    ).otherwise(note).alias("source_note")
+def imputed_note(dates: list[tuple[str, str]], dfile: DomainFile) -> pl.Expr:
+    """source_note with a remark appended for each date that was imputed from a partial one;
+    ``dates`` are the (prefix, --DTC variable) pairs placed by :func:`place` (a start and an end)."""
+    remarks = [
+        pl.when(pl.col(f"{prefix}__dstatus") == "imputed")
+        .then(pl.lit(f"{dtc_var} imputed from the partial date '") + dfile.col(dtc_var) + pl.lit("'"))
+        for prefix, dtc_var in dates
+    ]
+    note = pl.concat_str([supp_col(dfile, "source_note"), *remarks], separator="; ", ignore_nulls=True)
+    return note.replace("", None).alias("source_note")
 
 
 def provenance(dfile: DomainFile) -> list[pl.Expr]:

@@ -3,7 +3,8 @@
 The rule (docs/interop/sdtm.md, "Partial dates"):
 
 * ``YYYY-MM-DD`` -> that calendar date (day = whole days from the day-0 date);
-  ``YYYY-MM-DDThh[:mm[:ss[.f]]]`` -> that time (day with a fraction); a complete date with an
+  ``YYYY-MM-DDThh[:mm[:ss[.f]]]`` -> that time (day with a fraction; fractional seconds beyond
+  microseconds are truncated); a complete date with an
   incomplete time (``2021-05-03T-:30``) -> the date.
 * a partial date (``YYYY``, ``YYYY-MM``, ``YYYY---DD``) cannot be placed on a day: by default
   (``partial_dates="skip"``) the record is not mapped and is counted in the mapping report with
@@ -12,7 +13,8 @@ The rule (docs/interop/sdtm.md, "Partial dates"):
   says so. Forms with a missing month cannot be imputed and stay unmapped.
 * a UTC offset (``2021-05-03T01:00+08:00``) is not applied: the date and clock time as written
   place the record (one rule for every reader, ``cartlab.io.clock``);
-* anything else (``03/05/2021``, ``2021-02-30``) is an error naming the file and the record.
+* anything else (``03/05/2021``, ``2021-02-30``, a partial ``2021-13`` or ``2021---32``) is an
+  error naming the file and the record.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from cartlab.io.clock import OFFSET
 PARTIAL_DATES = ("skip", "impute")
 
 _DATE = r"^\d{4}-\d{2}-\d{2}(T[0-9:.\-]*)?$"
-_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}(:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
+# any number of fractional-second digits: the clock keeps microseconds (more digits are truncated)
+_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?$"
 _PARTIAL = r"^(\d{4}|-)(-(\d{2}|-)?){0,2}(T[0-9:.\-]*)?$"
 _YM = r"^\d{4}(-\d{2})?$"
 US_PER_DAY = 86_400_000_000
@@ -44,7 +47,11 @@ def parse_dtc(text: pl.Expr, partial_dates: str = "skip", end: bool = False) -> 
         hm.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
     )
     dt_date = date_part.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us"))
-    is_partial = ~is_date & t.str.contains(_PARTIAL)
+    # a partial date names a month or a day only if it can exist: 2021-13 is no partial date but an error
+    month_n = t.str.extract(r"^(?:\d{4}|-)-(\d{2})", 1).cast(pl.Int32, strict=False)
+    day_n = t.str.extract(r"^(?:\d{4}|-)-(?:\d{2}|-)-(\d{2})", 1).cast(pl.Int32, strict=False)
+    impossible = month_n.is_between(1, 12).not_() | day_n.is_between(1, 31).not_()
+    is_partial = ~is_date & t.str.contains(_PARTIAL) & ~impossible.fill_null(False)
     imputable = is_partial & t.str.contains(_YM) & pl.lit(partial_dates == "impute")
     year = t.str.slice(0, 4)
     month = pl.when(t.str.len_chars() >= 7).then(t.str.slice(5, 2)).otherwise(pl.lit("12" if end else "01"))

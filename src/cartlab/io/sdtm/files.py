@@ -86,7 +86,7 @@ class DomainFile:
             if v not in self.df.columns:
                 raise InputError(
                     f"{self.name}, header: required variable {v} is missing "
-                    f"(variables: {', '.join(c for c in self.df.columns if c != ROW)})"
+                    f"(variables: {', '.join(c for c in self.df.columns if not c.startswith('__'))})"
                 )
 
     def text(self, var: str) -> pl.Expr:
@@ -110,11 +110,20 @@ class DomainFile:
                 self.fail(pl.col(v).is_not_null() & (parsed.is_null() | ~parsed.is_finite()), v, "not a number")
 
 
-def _text_frame(df: pl.DataFrame) -> pl.DataFrame:
+#: ``__raw_QVAL``: a SUPP-- file's QVAL as given (not stripped), so that a value split over QNAM,
+#: QNAM1 ... is joined with the white space at its splits. In a SAS file trailing blanks are the
+#: padding of a fixed-width variable (pyreadstat drops them), so there only leading ones are kept.
+RAW_QVAL = "__raw_QVAL"
+
+
+def _text_frame(df: pl.DataFrame, supp: bool = False, sas: bool = False) -> pl.DataFrame:
     """Text columns stripped (empty = missing), numeric ones Float64 (NaN = missing), dates as ISO
-    text; names upper case; plus the record number."""
+    text; names upper case; plus the record number (and, for a SUPP-- file, QVAL as given)."""
     cols = []
     for name, dtype in df.schema.items():
+        if supp and str(name).upper() == "QVAL" and dtype == pl.String:
+            raw = pl.col(name).str.strip_chars_end(" ") if sas else pl.col(name)
+            cols.append(raw.alias(RAW_QVAL))
         e = pl.col(name)
         if dtype == pl.String:
             e = e.str.strip_chars().replace("", None)
@@ -201,4 +210,4 @@ def load_domain(domain: str, path: Path, *, fast_xpt: bool = True) -> DomainFile
     except OSError as exc:
         raise InputError(f"{path.name}: cannot read the file ({exc.strerror})") from exc
     raw = _read_csv(path) if fmt == "sdtm-csv" else _read_sas(path, fmt, fast_xpt)
-    return DomainFile(domain, path, fmt, sha, _text_frame(raw))
+    return DomainFile(domain, path, fmt, sha, _text_frame(raw, supp=domain.startswith("SUPP"), sas=fmt != "sdtm-csv"))

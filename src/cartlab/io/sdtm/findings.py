@@ -2,9 +2,10 @@
 
 * param: --TESTCD through the mapping's ``tests`` table, else the test code itself when it is a
   code of the parameter dictionary; anything else is counted as unmapped.
-* value: --STRESN in --STRESU converted to the param's canonical unit (cartlab.units, pint);
-  --STNRLO/--STNRHI -> lln/uln and --LLOQ -> lloq in the same unit; a result given only as text
-  (--STRESC, e.g. ``<50`` or a level of consciousness) -> value_text (censored results parsed).
+* value: --STRESN (else a number written in --STRESC) in --STRESU converted to the param's
+  canonical unit (cartlab.units, pint); --STNRLO/--STNRHI -> lln/uln and --LLOQ -> lloq in the
+  same unit; a result given only as text (--STRESC, e.g. ``<50`` or a level of consciousness) ->
+  value_text (censored results parsed).
 * orig_*: --ORRES/--ORRESU/--ORNRLO/--ORNRHI when --ORRES is a number (or there is no numeric
   result) and --ORRESU converts to the param's unit; otherwise the standard result as given.
 * an unknown unit for a mapped param is an InputError naming the record (the unit can be given a
@@ -32,6 +33,8 @@ from cartlab.io.sdtm.mapping import norm
 from cartlab.units import UnitError
 
 _CENSORED = r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$"
+#: a number written out in --STRESC (1.2, -0.5, .5, 1.2E-5): no comparator, no text, no inf/nan
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 SIG_DIGITS = 12
 
 
@@ -87,17 +90,18 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     m = ctx.mapping
     d = ctx.dictionary
     code = dfile.col(v["TESTCD"]).cast(pl.String).str.to_uppercase().str.strip_chars()
-    unit_map = {k: val for k, val in m.units.items()}
+    # SDTMIG: --STRESN is --STRESC "copied in numeric format"; a number given only in --STRESC is
+    # the numeric result all the same (a censored "<2" or a text result stays text)
+    stresc = dfile.text(v["STRESC"])
+    stresn = pl.coalesce(dfile.number(v["STRESN"]),
+                         pl.when(stresc.str.contains(_NUMBER)).then(stresc.cast(pl.Float64, strict=False)))
     df = dfile.df.with_columns(
         code.alias("__code"),
         code.replace_strict(params, default=None, return_dtype=pl.String).alias("__param"),
-        dfile.number(v["STRESN"]).alias("__stresn"),
-        supp_col(dfile, "value_text").fill_null(
-            pl.when(dfile.number(v["STRESN"]).is_null()).then(dfile.text(v["STRESC"]))).alias("__vtext"),
-        dfile.text(v["STRESU"]).str.to_uppercase().replace_strict(unit_map, default=dfile.text(v["STRESU"]))
-        .fill_null("").alias("__stu"),
-        dfile.text(v["ORRESU"]).str.to_uppercase().replace_strict(unit_map, default=dfile.text(v["ORRESU"]))
-        .fill_null("").alias("__oru"),
+        stresn.alias("__stresn"),
+        supp_col(dfile, "value_text").fill_null(pl.when(stresn.is_null()).then(stresc)).alias("__vtext"),
+        m.unit_expr(dfile.text(v["STRESU"])).fill_null("").alias("__stu"),
+        m.unit_expr(dfile.text(v["ORRESU"])).fill_null("").alias("__oru"),
     )
     cens = pl.col("__vtext").str.extract_groups(_CENSORED)
     df = df.with_columns(
@@ -183,7 +187,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         pl.when(use_or).then(dfile.number(v["ORNRHI"])).otherwise(dfile.number(v["STNRHI"])).alias("orig_uln"),
         supp_col(dfile, "orig_lloq").fill_null(dfile.number(v["LLOQ"])).alias("orig_lloq"),
         supp_col(dfile, "source").alias("source"),
-        imputed_note("", v["DTC"], dfile),
+        imputed_note([("", v["DTC"])], dfile),
         extra_json(dfile),
         *provenance(dfile),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 from cartlab._yaml import load_yaml
@@ -54,9 +55,16 @@ class SdtmMapping:
         return self.tests.get(domain, {}).get(norm(code))
 
     def unit(self, unit: str | None) -> str | None:
+        """A unit as written -> the spelling cartlab.units reads (the ``units`` table, matched like
+        every code: upper case, white space folded; a unit not in the table is kept as written)."""
         if unit is None:
             return None
         return self.units.get(norm(unit), unit)
+
+    def unit_expr(self, unit: pl.Expr) -> pl.Expr:
+        """:meth:`unit` for a text column (--STRESU, --ORRESU, EXDOSU, CMDOSU all go through it)."""
+        key = unit.str.to_uppercase().str.replace_all(r"\s+", " ").str.strip_chars()
+        return key.replace_strict(self.units, default=unit, return_dtype=pl.String)
 
 
 def _read_yaml(path: Path) -> dict:

@@ -17,16 +17,21 @@ import polars as pl
 
 from cartlab.errors import InputError
 from cartlab.io.dictionary import load_dictionary
+from cartlab.io.duplicates import drop_duplicates
+from cartlab.io.errors import Issue
 from cartlab.io.sdtm.clinical import anchors, dm_deaths, map_cm, map_dm, map_events, map_ex, unmapped
 from cartlab.io.sdtm.common import Ctx, attach_supp
 from cartlab.io.sdtm.dates import PARTIAL_DATES
-from cartlab.io.sdtm.files import DomainFile, find_domains, load_domain
+from cartlab.io.sdtm.files import ROW, DomainFile, find_domains, load_domain
 from cartlab.io.sdtm.findings import map_findings
 from cartlab.io.sdtm.mapping import load_mapping
 from cartlab.io.sdtm.report import REPORT_SCHEMA, summarise
 from cartlab.model import Study, conform, empty_frame
 
 EVENT_DOMAINS = ("AE", "CE", "DS", "DD", "PR", "RS")
+#: domain -> (canonical table, mapper); any other domain with --TESTCD is a findings domain
+_MAPPERS = {"EX": ("doses", map_ex), "EC": ("doses", map_ex), "CM": ("interventions", map_cm),
+            **{d: ("events", map_events) for d in EVENT_DOMAINS}}
 
 
 @dataclass
@@ -37,6 +42,53 @@ class SdtmImport:
     #: domain, file, code, target, n_rows, n_mapped, n_skipped, reason (every record read, once)
     report: pl.DataFrame
     mapping_files: tuple[str, ...]
+
+
+class SdtmIssue(Issue):
+    """A warning about SDTM records: ``rows`` are record numbers of the domain file (``src_row``)."""
+
+    def where(self, max_rows: int = 8) -> str:
+        shown = ", ".join(str(r) for r in self.rows[:max_rows])
+        more = f" and {len(self.rows) - max_rows:,} more" if len(self.rows) > max_rows else ""
+        return f"{self.file}, record{'s' if len(self.rows) > 1 else ''} {shown}{more}" if self.rows else self.file
+
+
+#: the mapping report's reason for a record dropped as an exact duplicate
+DUPLICATE = ("exact duplicate of an earlier record (every variable but --SEQ the same): dropped, "
+             "every engine sees it once")
+_RECORD = "__record"
+
+
+def _drop_duplicates(out: pl.DataFrame, st: pl.DataFrame, table: str, f: DomainFile,
+                     warnings: list[Issue]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The study folder's and FHIR's rule (:func:`cartlab.io.duplicates.drop_duplicates`) for the rows
+    mapped from one domain file: an exact duplicate is dropped with a warning (and counted in the
+    mapping report), two different values of one measurement slot are an InputError.
+
+    An exact duplicate is a record that gives the same canonical row *and* repeats an earlier record
+    in every variable but its sequence number --SEQ: two records that differ in a variable cartlab
+    does not carry (VISIT, --TPT, --POS ...) are two measurements, both kept.
+    """
+    if out.height < 2:
+        return out, st
+    variables = [c for c in f.df.columns if not c.startswith("__") and c != f"{f.domain}SEQ"]
+    record = f.df.select(pl.col(ROW).alias("src_row"), pl.struct(variables).alias(_RECORD))
+    found: list[Issue] = []
+    kept = drop_duplicates(out.join(record, on="src_row", how="left"), table, f.name, found, also=(_RECORD,))
+    kept = kept.drop(_RECORD)
+    errors = [i for i in found if i.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        var = f"{f.domain}STRESN/{f.domain}STRESC" if first.column == "value" else first.column
+        raise InputError(f"{f.name}, records {', '.join(map(str, first.rows))}, variable {var}: {first.message}; "
+                         f"in SDTM the time of each goes in {f.domain}DTC{more}")
+    warnings += [SdtmIssue(i.file, i.column, i.message, i.rows, i.severity) for i in found]
+    if kept.height < out.height:
+        gone = out.filter(~pl.col("src_row").is_in(kept["src_row"].implode()))["src_row"]
+        st = st.with_columns(pl.when(pl.col(ROW).is_in(gone.implode())).then(pl.lit(DUPLICATE))
+                             .otherwise(pl.col("reason")).alias("reason"))
+    return kept, st
 
 
 def _concat(frames: list[pl.DataFrame], table: str) -> pl.DataFrame:
@@ -90,6 +142,7 @@ def read_sdtm(
     subjects, st = map_dm(dm, ctx)
     statuses.append((dm, st))
     tables: dict[str, list[pl.DataFrame]] = {"doses": [], "observations": [], "interventions": [], "events": []}
+    warnings: list[Issue] = []
     for dom, f in files.items():
         if dom == "DM" or (dom.startswith("SUPP") and len(dom) > 4):
             continue
@@ -97,20 +150,13 @@ def read_sdtm(
             st = unmapped(f, f"domain {dom} not mapped: {m.unmapped_domains[dom]}")
         elif dom == "EC" and "EX" in files:
             st = unmapped(f, "EC (exposure as collected) not used: EX is present")
-        elif dom in ("EX", "EC"):
-            out, st = map_ex(f, ctx)
-            tables["doses"].append(out)
-        elif dom == "CM":
-            out, st = map_cm(f, ctx)
-            tables["interventions"].append(out)
-        elif dom in EVENT_DOMAINS:
-            out, st = map_events(f, ctx)
-            tables["events"].append(out)
-        elif f.has(f"{dom}TESTCD"):
-            out, st = map_findings(f, ctx)
-            tables["observations"].append(out)
         else:
-            st = unmapped(f, f"domain {dom} not mapped by cartlab")
+            table, mapper = _MAPPERS.get(dom, ("observations", map_findings) if f.has(f"{dom}TESTCD") else (None, None))
+            if mapper is None:
+                st = unmapped(f, f"domain {dom} not mapped by cartlab")
+            else:
+                out, st = _drop_duplicates(*mapper(f, ctx), table, f, warnings)
+                tables[table].append(out)
         statuses.append((f, st))
     have_death = set()
     for ev in tables["events"]:
@@ -128,6 +174,7 @@ def read_sdtm(
             schema={"file": pl.String, "format": pl.String, "sha256": pl.String, "n_rows": pl.Int64}, orient="row",
         ),
         **{name: _concat(frames, name) for name, frames in tables.items()},
+        warnings=warnings,
     )
     if not report:
         return study
