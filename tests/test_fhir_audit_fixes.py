@@ -220,3 +220,21 @@ def test_unconfirmed_condition_not_mapped(tmp_path, status):
     assert ev["event"].to_list() == ["seizure", "infection"]
     assert ev["day"].to_list() == pytest.approx([3.25, 4.25])
     assert _reasons(report) == {f"verificationStatus {status}: not a confirmed diagnosis": "3"}
+
+
+# -- M9: a negated or uncertain condition text is not an event --------------------------------------
+
+def test_negated_condition_text_is_not_an_event(tmp_path):
+    # "No seizure activity" (pre-negation) and "Infection ruled out" (post-negation) are not events;
+    # "Seizure without loss of consciousness" is a seizure: its "without" follows the term
+    study, report = _read(tmp_path, _patient(), _cart(),
+                          _condition("c1", "No seizure activity", "2024-03-05T06:00:00Z"),
+                          _condition("c2", "Infection ruled out", "2024-03-06T06:00:00Z"),
+                          _condition("c3", "Seizure without loss of consciousness", "2024-03-07T06:00:00Z"),
+                          _condition("c4", "Suspected sepsis", "2024-03-08T06:00:00Z"))
+    assert study.events["event"].to_list() == ["seizure"]
+    assert study.events["day"].to_list() == pytest.approx([4.25])  # 2024-03-07T06:00, day 0 = 2024-03-03
+    assert _reasons(report) == {
+        "condition text is negated or uncertain ('No'): not an event": "3",
+        "condition text is negated or uncertain ('ruled out'): not an event": "4",
+        "condition text is negated or uncertain ('Suspected'): not an event": "6"}

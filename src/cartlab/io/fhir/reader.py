@@ -36,6 +36,13 @@ _SEX = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
 _NOT_GIVEN = ("not-done", "entered-in-error")
 #: Condition.verificationStatus codes of a diagnosis that is not confirmed (refuted/entered-in-error: not one)
 _NOT_CONFIRMED = ("unconfirmed", "provisional", "differential")
+#: negation and uncertainty cues in a Condition's free text (NegEx's commonest triggers, Chapman et al.,
+#: J Biomed Inform 2001): a text rule must not turn "No seizure activity" into a seizure. Pre-cues
+#: negate a term after them ("no seizure"), post-cues one before them ("infection ruled out");
+#: "seizure without loss of consciousness" stays a seizure.
+_NEGATION_BEFORE = re.compile(r"\b(no|denies|denied|negative for|rule out|r/o|absence of|free of|possible|"
+                              r"probable|suspected|suspicion of|history of)\b", re.IGNORECASE)
+_NEGATION_AFTER = re.compile(r"\b(ruled out|unlikely|excluded|not (present|confirmed|seen))\b", re.IGNORECASE)
 #: a censored result written as text ("<50", ">= 1e3"): the study folder's censor rule decides the rest
 _CENSORED_TEXT = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*[-+]?(\d|\.\d)")
 REPORT_SCHEMA = {"file": pl.String, "resource_type": pl.String, "code": pl.String, "target": pl.String,
@@ -125,6 +132,17 @@ def _texts(cc: dict | None) -> list[str]:
     """Every text of a CodeableConcept, in the order it is matched: text, each coding's display, code."""
     cs = _codings(cc)
     return [t for t in [(cc or {}).get("text"), *(c.get("display") for c in cs), *(c.get("code") for c in cs)] if t]
+
+
+def _negated(text: str, term: str) -> str | None:
+    """The negation or uncertainty cue that applies to the first match of ``term`` in ``text``, if any."""
+    m = re.search(term, text, re.IGNORECASE)
+    if m is None:
+        return None
+    before = _NEGATION_BEFORE.search(text[:m.start()])
+    after = _NEGATION_AFTER.search(text[m.end():])
+    cue = before or after
+    return cue.group(0) if cue else None
 
 
 def _code_label(cc: dict | None) -> str:
@@ -442,6 +460,8 @@ class _Reader:
         rule = {"table": "events", "event": cs[CS_EVENT]} if cs.get(CS_EVENT) else self.m.rule("conditions", text)
         if rule is None:
             return self.skip(e, code, "condition not in the condition map")
+        if not cs.get(CS_EVENT) and (cue := _negated(text or "", rule["match"])):  # "No seizure activity"
+            return self.skip(e, code, f"condition text is negated or uncertain ({cue!r}): not an event")
         if rule.get("report"):
             return self.skip(e, code, rule["report"])
         base = {"event": rule["event"], "detail": (r.get("note") or [{}])[0].get("text")}
