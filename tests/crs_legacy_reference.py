@@ -464,8 +464,7 @@ def crs_daily_inputs(
                     names = x.get("organ_unknown", {}).get(c)
                     if names and organ_vals[c] < 4:
                         organ_vals[c] = None
-                        unknown.extend(f"{c}:CTCAE grade of {n} (not gradable: its reference range or another "
-                                       "input is missing)" for n in sorted(names))
+                        unknown.extend(f"{c}:CTCAE grade of {n} (not gradable)" for n in sorted(names))
             # hospitalization
             h = hosp.get(key)
             if h is not None:

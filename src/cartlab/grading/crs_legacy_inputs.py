@@ -239,7 +239,7 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any]) -> tuple[pl.DataFr
     """Per day: the highest organ-toxicity grades (all, non-transaminase, transaminase, creatinine,
     LFTs; 0 without rows) and the evidence of the rows (cytopenias excluded by the vocabulary).
     A row without a grade is a lab value that could not be graded (its reference range missing): a
-    grade it could raise is unknown (null, ``_unk_<column>``; ``_organ_unknown`` names the organs),
+    grade it could raise is unknown (null, ``_unk_<column>``; ``_organ_unknown_<column>`` names the organs),
     never 0."""
     voc = vocab["organ"]
     og = organ_grades.with_row_index("i").filter(pl.col("day").is_not_null())
@@ -271,8 +271,9 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any]) -> tuple[pl.DataFr
               "organ_grade_max_transaminase": pl.col("is_t"), "creatinine_grade": creat, "lft_grade": pl.col("is_t") | lft}
     days = og.group_by(KEY).agg(
         *[top(e).alias(c) for c, e in groups.items()], *[unknown(e).alias(f"_unk_{c}") for c, e in groups.items()],
-        pl.col("organ").cast(pl.String).fill_null("an unnamed lab value").filter(g.is_null()).unique().sort()
-        .alias("_organ_unknown"))
+        *[pl.col("organ").cast(pl.String).fill_null("an unnamed lab value")
+          .filter(g.is_null() if e is None else g.is_null() & e).unique().sort().alias(f"_organ_unknown_{c}")
+          for c, e in groups.items()])
     # an ungraded value can only raise a grade below 4
     days = days.with_columns(*[(pl.col(f"_unk_{c}") & (pl.col(c) < 4)).alias(f"_unk_{c}") for c in groups])
     ev = og.filter(g.is_not_null()).select(*KEY, pl.col("refs").alias("ref")).explode("ref")
@@ -402,9 +403,9 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.when(pl.col("crs_gate").is_null()).then(pl.lit("crs_gate:temperature")),
         pl.when(pl.col("fio2_unknown").fill_null(False)).then(pl.lit("fio2:FiO2 of the oxygen support")),
         *([] if organ_given else [pl.lit(f"{c}:organ toxicity grades (organ_grades not supplied)") for c in ORGAN_COLS]),
-        *([pl.when(pl.col(f"_unk_{c}").fill_null(False)).then(pl.col("_organ_unknown").list.eval(
+        *([pl.when(pl.col(f"_unk_{c}").fill_null(False)).then(pl.col(f"_organ_unknown_{c}").list.eval(
             pl.lit(f"{c}:CTCAE grade of ") + pl.element()
-            + pl.lit(" (not gradable: its reference range or another input is missing)")).list.join(_SEP))
+            + pl.lit(" (not gradable)")).list.join(_SEP))
             for c in ORGAN_COLS] if organ_given else []),
         pl.when(pl.col("hospitalized").is_null()).then(pl.lit("hospitalized:hospitalization")),
         pl.lit("fluid_boluses:IV fluid boluses (not recorded in study format v1)"),
