@@ -13,6 +13,13 @@ from cartlab.model import TABLES
 from conftest import write
 
 
+def _errors(folder) -> list[tuple]:
+    """(column, rows, message) of every error reading ``folder`` raises."""
+    with pytest.raises(StudyValidationError) as err:
+        read_study(folder)
+    return [(i.column, i.rows, i.message) for i in err.value.issues if i.severity == "error"]
+
+
 def obs(study, **kw):
     df = study.observations
     for k, v in kw.items():
@@ -153,9 +160,7 @@ def test_an_unreadable_day_is_one_error_not_also_a_missing_one(tmp_path):
     f = tmp_path / "d"
     write(f, "subjects.csv", "subject_id\nA")
     write(f, "events.csv", "subject_id,day,event\nA,day5,death\nA,,death")
-    with pytest.raises(StudyValidationError) as err:
-        read_study(f)
-    issues = [(i.column, i.rows, i.message) for i in err.value.issues if i.severity == "error"]
+    issues = _errors(f)
     assert issues == [("day", [1], "day must be a number, got 'day5'"),
                       ("day", [2], "neither 'day' nor 'datetime' is given")]
 
@@ -194,9 +199,7 @@ def test_an_unknown_oxygen_device_is_one_error_not_also_a_missing_one(tmp_path):
     f = tmp_path / "o2"
     write(f, "subjects.csv", "subject_id\nA")
     write(f, "interventions.csv", "subject_id,start_day,category,o2_device\nA,1,oxygen,nasal prongs\nA,2,oxygen,")
-    with pytest.raises(StudyValidationError) as err:
-        read_study(f)
-    issues = [(i.column, i.rows, i.message) for i in err.value.issues if i.severity == "error"]
+    issues = _errors(f)
     assert [(c, r) for c, r, _ in issues] == [("o2_device", [1]), ("o2_device", [2])]
     assert "'nasal prongs' is not a valid o2_device" in issues[0][2]
     assert issues[1][2] == "o2_device is required for oxygen"
