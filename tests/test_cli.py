@@ -215,6 +215,11 @@ def test_explain_crs_and_icans(seed_copy, tmp_path):
     assert i.returncode == 0 and "ICANS grade 0" in i.stdout and "ICE 10" in i.stdout
     bad = run("explain", "CD7-AML-001", "--what", "nonsense", "--store", db)
     assert bad.returncode == 2
+    # a table has a grade column only where days are graded: ICAHT grades a window, not a day
+    header = lambda out: next(line for line in out.splitlines() if "┃ day" in line)  # noqa: E731
+    assert "grade" in header(r.stdout)
+    ic = run("explain", "CD7-AML-001", "--what", "icaht", "--store", db, "--all-days")
+    assert ic.returncode == 0 and "grade" not in header(ic.stdout) and "icaht.early.day" in ic.stdout
 
 
 def test_analyze_fills_grading_columns(seed_copy, tmp_path):

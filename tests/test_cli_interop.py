@@ -127,3 +127,15 @@ def test_partial_dates_are_an_sdtm_option(tmp_path):
     assert "partial_dates must be one of" in run("analyze", "--sdtm", SDTM / "csv", "--partial-dates", "guess",
                                                  "--out", tmp_path / "a", code=2)
     assert not (tmp_path / "a").exists()
+
+
+def test_the_readers_warnings_are_printed(tmp_path):
+    # an exact duplicate LB record (only LBSEQ differs) is dropped by the SDTM reader: the command says so
+    f = tmp_path / "sdtm"
+    f.mkdir()
+    (f / "dm.csv").write_text("STUDYID,DOMAIN,USUBJID,RFXSTDTC\nS,DM,S-1,2021-05-10\n", encoding="utf-8")
+    (f / "lb.csv").write_text("STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBSTRESN,LBSTRESU,LBSPEC,LBDTC\n"
+                              "S,LB,S-1,1,NEUT,0.4,10^9/L,BLOOD,2021-05-11\n"
+                              "S,LB,S-1,2,NEUT,0.4,10^9/L,BLOOD,2021-05-11\n", encoding="utf-8")
+    out = run("import", "--sdtm", f, "--store", tmp_path / "x.duckdb")
+    assert "lb.csv, record 2: 1 exact duplicate row(s) dropped" in out

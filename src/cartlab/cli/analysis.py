@@ -225,7 +225,9 @@ def explain_cmd(
                       "no assessment to show (use --all-days to see every row)")
 
     t = Table(header_style="bold", show_lines=False)
-    for c in ("day", "grade", "rule", "why", "source rows"):
+    # a grade column only where the engine grades days (ICAHT, kinetics ... grade a window, not a day)
+    graded = days.height > 0 and days["grade"].is_not_null().any()
+    for c in ("day", *(["grade"] if graded else []), "rule", "why", "source rows"):
         t.add_column(c, overflow="fold")
     unsettled: dict[str, object] = {i.id: i for text in ex.rules for i in rules_in(text) if i.status in UNSETTLED}
     for r in days.iter_rows(named=True):
@@ -235,7 +237,7 @@ def explain_cmd(
         if status in UNSETTLED:
             unsettled.update({i.id: i for i in rules_in(rule) if i.status in UNSETTLED})
             rule = f"{rule} ⚠ {status.replace('_', ' ')}"
-        t.add_row(f"{r['day']:g}", grade, escape(rule), escape(r["reason"] or ""),
+        t.add_row(f"{r['day']:g}", *([grade] if graded else []), escape(rule), escape(r["reason"] or ""),
                   escape(", ".join(r["evidence"] or [])))
     if days.height:
         console.print(t)

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cartlab.cli.base import _load_study, _usage, console
+from cartlab.cli.base import _load_study, _print_warnings, _usage, console
 
 SdtmOpt = Annotated[Optional[Path], typer.Option(
     "--sdtm", help="Read the study from CDISC SDTM domains in this folder (XPT, SAS7BDAT or CSV).")]
@@ -43,6 +43,7 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
         data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates)
         written = _write_report(report, report_to, "sdtm" if sdtm is not None else "fhir") if report_to else None
         _say_report(report, written)
+        _print_warnings(getattr(data, "warnings", []))  # e.g. duplicate records dropped
         return data, written
     if study is None:
         study = _only_stored_study(store)
