@@ -238,3 +238,18 @@ def test_negated_condition_text_is_not_an_event(tmp_path):
         "condition text is negated or uncertain ('No'): not an event": "3",
         "condition text is negated or uncertain ('ruled out'): not an event": "4",
         "condition text is negated or uncertain ('Suspected'): not an event": "6"}
+
+
+# -- M7: a drug named through medicationReference ----------------------------------------------------
+
+def test_medication_reference_names_the_drug_and_sets_day_0(tmp_path):
+    # the CAR-T given as a reference to a Medication in the bundle (the usual EHR shape): it is the
+    # subject's day 0 (2024-03-03), so the temperature on 2024-03-04T10:00Z is day 1 + 10/24
+    med = {"resourceType": "Medication", "id": "m1", "code": {"text": "tisagenlecleucel"}}
+    ma = {"resourceType": "MedicationAdministration", "id": "a1", "status": "completed",
+          "medicationReference": {"reference": "Medication/m1"}, "subject": {"reference": "Patient/P1"},
+          "effectiveDateTime": "2024-03-03T10:00:00Z", "dosage": CART_DOSE}
+    study, report = _read(tmp_path, _patient(), med, ma, _temp("t", "2024-03-04T10:00:00Z"))
+    assert study.doses["agent"].to_list() == ["tisagenlecleucel"]
+    assert study.observations["day"].to_list() == pytest.approx([1 + 10 / 24])
+    assert "Medication: read to name the administrations that reference it" in _reasons(report)

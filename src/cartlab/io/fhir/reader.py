@@ -170,6 +170,7 @@ class _Reader:
         self.anchor: dict[str, datetime] = {}
         self.anchor_text: dict[str, str] = {}
         self.baseline: dict[str, dict] = defaultdict(dict)
+        self.medications: dict[str, str] = {}  # Medication reference -> its code's text
 
     def skip(self, e: _Entry, code: str, reason: str, target: str = "") -> None:
         key = (e.file, e.res["resourceType"], code, target, reason)
@@ -210,6 +211,12 @@ class _Reader:
         return day, text
 
     def patients_pass(self, entries: list[_Entry]) -> None:
+        for e in entries:  # Medications first: an administration may name its drug by reference
+            r = e.res
+            if r["resourceType"] == "Medication" and _text(r.get("code")):
+                for ref in (f"Medication/{r.get('id')}" if r.get("id") else None, e.full):
+                    if ref:
+                        self.medications[ref] = _text(r.get("code"))
         for e in entries:
             r = e.res
             if r["resourceType"] != "Patient":
@@ -244,9 +251,12 @@ class _Reader:
     def _cartlab_anchored(self) -> set:
         return set(self.anchor) - set(self.anchor_text)
 
-    @staticmethod
-    def _agent(r: dict) -> str:
-        return _text(r.get("medicationCodeableConcept")) or (r.get("medicationReference") or {}).get("display", "")
+    def _agent(self, r: dict) -> str:
+        """The drug of a MedicationAdministration: its medicationCodeableConcept, else the reference's
+        display, else the code of the Medication it references (in the same bundle or files)."""
+        ref = r.get("medicationReference") or {}
+        return (_text(r.get("medicationCodeableConcept")) or ref.get("display")
+                or self.medications.get(ref.get("reference") or "", ""))
 
     # -- resources
     def observation(self, e: _Entry) -> None:
@@ -491,6 +501,8 @@ def _dispatch(rd: _Reader, e: _Entry) -> None:
     t = e.res["resourceType"]
     if t == "Patient":
         return
+    if t == "Medication":
+        return rd.skip(e, _code_label(e.res.get("code")), "Medication: read to name the administrations that reference it")
     handler = {"Observation": rd.observation, "MedicationAdministration": rd.medication,
                "Procedure": rd.procedure, "Condition": rd.condition}.get(t)
     if handler is None:
