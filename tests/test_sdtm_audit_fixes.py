@@ -106,6 +106,19 @@ T1,LB,T1-001,2,CRP,1.5,MG/DL,1.5,1.5,MG/DL,,0.5,2021-05-11
     ]
 
 
+def test_other_upper_case_lab_units_of_the_dictionary(tmp_path):
+    # CREAT 88.4 UMOL/L is 88.4 umol/L (canonical); IL6 12 PG/ML is 12 pg/mL; FERRITIN 500 NG/ML is
+    # 500 ug/L (1 ng/mL = 1 ug/L); CRP 15 MG/L is 15 mg/L
+    lb = LBH + """T1,LB,T1-001,1,CREAT,88.4,UMOL/L,88.4,88.4,UMOL/L,,,2021-05-11
+T1,LB,T1-001,2,IL6,12,PG/ML,12,12,PG/ML,,,2021-05-11
+T1,LB,T1-001,3,FERRITIN,500,NG/ML,500,500,NG/ML,,,2021-05-11
+T1,LB,T1-001,4,CRP,15,MG/L,15,15,MG/L,,,2021-05-11
+"""
+    obs = read_sdtm(sdtm(tmp_path, lb=lb)).observations.sort("src_row")
+    assert obs.select("param", "value", "unit").rows() == [
+        ("CREAT", 88.4, "umol/L"), ("IL6", 12.0, "pg/mL"), ("FERRITIN", 500.0, "ug/L"), ("CRP", 15.0, "mg/L")]
+
+
 # ---------------------------------------------------------------------------------------------
 # M3: a number given only in --STRESC
 
