@@ -218,6 +218,7 @@ def test_explain_crs_and_icans(seed_copy, tmp_path):
     # a table has a grade column only where days are graded: ICAHT grades a window, not a day
     header = lambda out: next(line for line in out.splitlines() if "┃ day" in line)  # noqa: E731
     assert "grade" in header(r.stdout)
+    assert "row 1 is the first data row (line 2 of a CSV file" in " ".join(r.stdout.split())
     ic = run("explain", "CD7-AML-001", "--what", "icaht", "--store", db, "--all-days")
     assert ic.returncode == 0 and "grade" not in header(ic.stdout) and "icaht.early.day" in ic.stdout
 

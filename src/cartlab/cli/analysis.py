@@ -241,6 +241,8 @@ def explain_cmd(
                   escape(", ".join(r["evidence"] or [])))
     if days.height:
         console.print(t)
+        console.print("[dim]source rows: file:row, where row 1 is the first data row (line 2 of a CSV file, "
+                      "under its header)[/]", soft_wrap=True)
     if unsettled:
         console.print("[yellow]⚠ these results rest on criteria rows not (fully) verified against their source; "
                       "read them as provisional:[/]", soft_wrap=True)
