@@ -7,7 +7,23 @@ it is required. Enumerations are matched case-insensitively and written back in 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+import polars as pl
+
+#: how vocabulary words are matched: case, and runs of spaces, hyphens and underscores, do not matter
+_VOCAB_SEP = r"[\s_-]+"
+
+
+def vocab_key(text: object) -> str:
+    """The matching key of a vocabulary word: "High-flow nasal cannula" -> "high_flow_nasal_cannula"."""
+    return re.sub(_VOCAB_SEP, "_", str(text).strip().lower())
+
+
+def vocab_key_expr(expr: pl.Expr) -> pl.Expr:
+    """:func:`vocab_key` of a text column."""
+    return expr.str.strip_chars().str.to_lowercase().str.replace_all(_VOCAB_SEP, "_")
 
 SEX = ("F", "M", "U")
 #: sex as commonly written (any case) -> the study-format code

@@ -33,7 +33,7 @@ from cartlab.io.folder import (
     missing_subjects_issue,
     sniff_dialect,
 )
-from cartlab.io.schema import DOSE_UNITS, FILES, FileSpec
+from cartlab.io.schema import DOSE_UNITS, FILES, FileSpec, vocab_key, vocab_key_expr
 from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
 
@@ -56,11 +56,6 @@ _MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "nd", "-", "--", ".", "mis
 def _number_hint(text: object) -> str:
     """A missing-value word (NA, N/A, ND, -) written where a number belongs: say how to write it."""
     return " (leave the cell empty for a missing value)" if str(text).strip().lower() in _MISSING_WORDS else ""
-
-
-def _enum_key(value: str) -> str:
-    """How a vocabulary word is matched: lower case, runs of spaces, hyphens and underscores as one ``_``."""
-    return re.sub(r"[\s_-]+", "_", value.lower())
 
 
 def _round_sig(expr: pl.Expr) -> pl.Expr:
@@ -284,8 +279,8 @@ class _FileReader:
                 exprs.append(parsed.alias(col.name))
             elif col.kind == "enum":
                 # case, and spaces/hyphens for underscores, do not matter: "Nasal cannula" is nasal_cannula
-                mapping = {**{_enum_key(v): v for v in col.values}, **{_enum_key(k): v for k, v in col.synonyms}}
-                parsed = raw.str.to_lowercase().str.replace_all(r"[\s_-]+", "_").replace_strict(mapping, default=None)
+                mapping = {**{vocab_key(v): v for v in col.values}, **{vocab_key(k): v for k, v in col.synonyms}}
+                parsed = vocab_key_expr(raw).replace_strict(mapping, default=None)
                 self.flag(
                     raw.is_not_null() & parsed.is_null(),
                     col.name,
@@ -490,10 +485,10 @@ def _observations(r: _FileReader) -> pl.DataFrame:
     # awakens_to_voice, as for the enum columns), then it must be one of the allowed codes
     for p in d.params.values():
         if p.text_values:
-            key = pl.col("value_text").str.to_lowercase().str.replace_all(r"[\s_-]+", "_")
+            key = vocab_key_expr(pl.col("value_text"))
             df = df.with_columns(
                 pl.when(pl.col("param") == p.code)
-                .then(key.replace_strict({_enum_key(v): v for v in p.text_values}, default=pl.col("value_text")))
+                .then(key.replace_strict({vocab_key(v): v for v in p.text_values}, default=pl.col("value_text")))
                 .otherwise(pl.col("value_text")).alias("value_text"))
     r.df = df
     for p in d.params.values():

@@ -15,7 +15,7 @@ import yaml
 from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 from cartlab.io.dictionary import load_dictionary
-from cartlab.io.schema import INDICATIONS, O2_DEVICES
+from cartlab.io.schema import INDICATIONS, O2_DEVICES, vocab_key
 from cartlab.units import UnitError, parse_unit
 
 #: cartlab's own FHIR URIs (the ``.invalid`` top-level domain is reserved, RFC 2606: never resolvable)
@@ -78,11 +78,6 @@ class FhirMapping:
             if re.search(r["match"], text or "", re.IGNORECASE):
                 return r
         return None
-
-
-def vocab_key(text) -> str:
-    """How reasonCode/usedCode text is matched: upper case, runs of spaces, hyphens, underscores as one space."""
-    return re.sub(r"[\s_-]+", " ", str(text).strip().upper())
 
 
 def _vocabulary(kind: str, allowed: tuple[str, ...], *tables: dict) -> dict[str, str]:
