@@ -33,6 +33,32 @@ def test_help_on_every_command():
         assert h.returncode == 0 and "Example" in h.stdout, cmd
 
 
+def test_help_command_list_is_not_broken_mid_sentence():
+    """The command list shows each docstring's first paragraph as flowing text: the docstring's own
+    line breaks ("... and warn about\\n every file ...") are not kept (rich help would keep them)."""
+    import typer
+
+    from cartlab.cli import app
+
+    group = typer.main.get_command(app)
+    ctx = typer.Context(group)
+
+    def walk(cmd):
+        for name in getattr(cmd, "list_commands", lambda _c: [])(ctx):
+            sub = cmd.get_command(ctx, name)
+            yield name, sub
+            yield from walk(sub)
+
+    seen = 0
+    for name, sub in walk(group):
+        if hasattr(sub, "list_commands"):  # a command group (``twin``): its help is one line already
+            continue
+        seen += 1
+        assert sub.short_help and "\n" not in sub.short_help, name
+        assert sub.short_help == " ".join(sub.help.split("\n\n")[0].split()), name
+    assert seen >= 20
+
+
 def test_validate_ok_and_json(small_study):
     ok = run("validate", small_study)
     assert ok.returncode == 0 and "valid" in ok.stdout
@@ -146,6 +172,27 @@ def test_report_command(seed_copy, tmp_path):
     assert r.returncode == 0, r.stderr
     html = next((tmp_path / "rep").glob("*.html")).read_text()
     assert "reconstructed" in html and "183,945" in html
+
+
+def test_report_subject_shows_only_its_own_problems(tmp_path):
+    """`report --subject` analyses that subject: another subject's problem (a disease without response
+    criteria, LBCL) is not listed; the same problem is listed when that subject is the one reported."""
+    study = tmp_path / "s"
+    assert run("synthetic", "--n", "3", "--seed", "11", "--out", study).returncode == 0
+    path = study / "subjects.csv"
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[2]["disease"] = "LBCL"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    other = run("report", study, "--out", tmp_path / "r1", "--subject", rows[0]["subject_id"], "--no-pdf")
+    assert other.returncode == 0, other.stderr
+    assert "LBCL" not in other.stderr
+    own = run("report", study, "--out", tmp_path / "r2", "--subject", rows[2]["subject_id"], "--no-pdf")
+    assert own.returncode == 0, own.stderr
+    assert "'LBCL'" in own.stderr
 
 
 def test_demo_end_to_end(tmp_path):

@@ -169,6 +169,8 @@ def report_cmd(
                           report_to=out)
     if subject and subject not in data.subject_ids:
         raise _usage(f"no subject {subject!r} in {study}")
+    if subject:  # engines are per subject (batched runs agree): analyse this one, report only its problems
+        data = data.subset([subject])
     with _progress("writing report", total=1 if subject else len(data.subject_ids)) as step:
         analysis = Analysis(data, options, protocol=proto, progress=step)
         summary = analysis.subject_summary()

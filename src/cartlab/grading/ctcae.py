@@ -50,7 +50,9 @@ from cartlab.grading.ctcae_criteria import (
     dispatch,
     indicators,
     key,
+    missing_mask,
     param_terms,
+    precise_missing,
     tables,
 )
 from cartlab.grading.ctcae_options import OPTION_DOCS, CtcaeOptions
@@ -133,10 +135,13 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
     gid, labels = _grade_codes(frame, criteria, options)
     grades = {i: g for i, (g, _, _) in enumerate(labels)}
     rules = {i: r for i, (_, r, _) in enumerate(labels)}
-    reasons = {i: s for i, (_, _, s) in enumerate(labels)}
-    out = pl.DataFrame({"_gid": gid}).select(
+    # the reason per (outcome, which of AVAL/ANRLO/ANRHI are missing): "ANRHI missing", not "AVAL or ANRHI missing"
+    mask = frame.select(missing_mask(*(_as_float(frame, c) for c in ("aval", "anrlo", "anrhi")))).to_series()
+    wkey = pl.Series("_k", gid.cast(pl.Int64) * 8 + mask)
+    reasons = {k: precise_missing(labels[k // 8][2], k % 8) for k in wkey.unique().to_list()}
+    out = pl.DataFrame({"_gid": gid, "_k": wkey}).select(
         pl.col("_gid").replace_strict(grades, return_dtype=pl.Int64).alias("grade"),
-        pl.col("_gid").replace_strict(reasons, return_dtype=pl.String).alias("grade_reason"),
+        pl.col("_k").replace_strict(reasons, return_dtype=pl.String).alias("grade_reason"),
         pl.col("_gid").replace_strict(rules, return_dtype=pl.String).alias("rule"),
     )
     return frame.with_columns(out.get_columns())
@@ -378,24 +383,34 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         .when(pl.col("direction") == "H").then(pl.col("_gH"))
         .otherwise(nlab + pl.col("_gL") * nlab + pl.col("_gH"))
     )
-    f = f.with_columns(key.alias("_key"))
+    # the reason also depends on which inputs the row lacks ("ANRHI missing"): key * 8 + that mask
+    mask = missing_mask(pl.col("value"), pl.col("lln"), pl.col("uln"))
+    f = f.with_columns(key.alias("_key")).with_columns((pl.col("_key") * 8 + mask).alias("_wkey"))
     rule_map: dict[int, str] = {}
     why_map: dict[int, str] = {}
     for k in f["_key"].unique().to_list():
         if k is None:
             continue
         if k < nlab:
-            rule_map[k], why_map[k] = labels[k][1] or "", labels[k][2]
+            rule_map[k] = labels[k][1] or ""
         else:
             a, b = divmod(k - nlab, nlab)
             rule_map[k] = f"L: {labels[a][1]}; H: {labels[b][1]}"
-            why_map[k] = f"L: {labels[a][2]}; H: {labels[b][2]}"
+    for wk in f["_wkey"].unique().to_list():
+        if wk is None:
+            continue
+        k, m = divmod(wk, 8)
+        if k < nlab:
+            why_map[wk] = precise_missing(labels[k][2], m)
+        else:
+            a, b = divmod(k - nlab, nlab)
+            why_map[wk] = f"L: {precise_missing(labels[a][2], m)}; H: {precise_missing(labels[b][2], m)}"
     f = f.with_columns(
         pl.when(pl.col("direction") == "L").then(pl.col("ATOXDSCL"))
         .when(pl.col("direction") == "H").then(pl.col("ATOXDSCH")).otherwise(None).alias("term"),
         # few distinct texts over millions of rows: categorical (compares and prints as text)
         pl.col("_key").replace_strict(rule_map, default=None, return_dtype=pl.String).cast(pl.Categorical).alias("rule"),
-        pl.col("_key").replace_strict(why_map, default=None, return_dtype=pl.String).cast(pl.Categorical)
+        pl.col("_wkey").replace_strict(why_map, default=None, return_dtype=pl.String).cast(pl.Categorical)
         .alias("grade_reason"),
     )
     btox = f.filter(pl.col("ABLFL") == "Y").select("subject_id", "param", pl.col("ATOXGR").alias("BTOXGR"))

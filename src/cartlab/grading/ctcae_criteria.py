@@ -22,7 +22,7 @@ from cartlab.criteria.model import AllOf, AnyOf, Column, Leaf, Missing, Not, Rul
 from cartlab.grading.ctcae_options import CtcaeOptions
 from cartlab.grading.ctcae_units import criteria_names
 
-__all__ = ["CompiledTable", "Entry", "compile_criteria", "ctcae_terms", "dispatch", "indicators", "key", "param_terms",
+__all__ = ["CompiledTable", "Entry", "compile_criteria", "missing_mask", "precise_missing", "ctcae_terms", "dispatch", "indicators", "key", "param_terms",
            "tables"]
 
 #: the columns the rules read (the working frame of grade_labs)
@@ -114,6 +114,27 @@ def _words(c: Any, unit: str | None) -> str:
             return describe(c)
         return f"{c.feature.upper()} {c.op} {rhs}"
     return describe(c)
+
+
+#: bits of the "which inputs are missing on this row" mask read by :func:`precise_missing`
+MISSING_BITS = (("AVAL", 1), ("ANRLO", 2), ("ANRHI", 4))
+_EITHER_MISSING = re.compile(r"\b([A-Z]+(?: or [A-Z]+)+) missing\b")
+
+
+def missing_mask(aval: pl.Expr, anrlo: pl.Expr, anrhi: pl.Expr) -> pl.Expr:
+    """Per row, which of AVAL, ANRLO, ANRHI are missing, as the bit mask :func:`precise_missing` reads."""
+    return (aval.is_null().cast(pl.Int64) + 2 * anrlo.is_null().cast(pl.Int64)
+            + 4 * anrhi.is_null().cast(pl.Int64))
+
+
+def precise_missing(reason: str, mask: int) -> str:
+    """A rule's reason "AVAL or ANRHI missing" (the rule fires when either is) said for one row: the
+    input(s) that row actually lacks ("ANRHI missing"); other reasons unchanged."""
+    def name(m: re.Match) -> str:
+        here = [f for f in m.group(1).split(" or ") if any(f == n and mask & b for n, b in MISSING_BITS)]
+        return (" and ".join(here) if here else m.group(1)) + " missing"
+
+    return _EITHER_MISSING.sub(name, reason)
 
 
 def _reason(rule: Rule, unit: str | None) -> str:
