@@ -221,13 +221,17 @@ def _response_summary(study, o, best_response):
     return best_response.select("subject_id", "best_response", "best_response_day", "mrd_negative")
 
 
-def _adtte(study, o, marrow_response, relapse):
+def _adtte(study, o, marrow_response, relapse, best_response):
     from cartlab.response.endpoints import derive_adtte
 
     # every assessment (not only the best) so that the first remission day starts RFS/CIR
     assessments = marrow_response.select("subject_id", pl.col("category").alias("best_response"),
                                          pl.col("day").alias("best_response_day"), "evidence")
-    return derive_adtte(study, o.endpoint_options(), responses=assessments, relapses=relapse)
+    # subjects whose disease has no response criteria: the response-based endpoints are not defined
+    no_criteria = dict(best_response.filter(pl.col("rule") == "response.no_criteria")
+                       .select("subject_id", "reason").iter_rows())
+    return derive_adtte(study, o.endpoint_options(), responses=assessments, relapses=relapse,
+                        no_criteria=no_criteria)
 
 
 def _response_rates(study, o, best_response):
@@ -310,7 +314,8 @@ STEPS: tuple[Step, ...] = (
     _step("response_summary", _response_summary, "best response", inputs=("best_response",), write=False),
     _step("adrs", _engine("cartlab.response.best", "derive_adrs", "best_response", assessments="marrow_response",
                           best="best_response"), "ADRS", fix=RESPONSE_FIX),
-    _step("adtte", _adtte, "time-to-event endpoints (ELN 2022 Table 9)", inputs=("marrow_response", "relapse"),
+    _step("adtte", _adtte, "time-to-event endpoints (ELN 2022 Table 9)",
+          inputs=("marrow_response", "relapse", "best_response"),
           fix="check these subjects' death, relapse and last_followup_day against their marrow assessments "
               "(cartlab explain SUBJECT --what response); where none is recorded, give subjects.last_followup_day "
               "or record death/relapse events"),

@@ -126,6 +126,30 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     return out.drop([f"_all_{n}" for n in levels])
 
 
+def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
+                 levels: dict[str, float], table: CriteriaTable) -> pl.DataFrame:
+    """The highest early grade the data leave possible: the grade with every day of the early window
+    without an ANC (measured or interpolated) read as below every level, up to death (missing is not
+    negative: one normal ANC on day 28 does not show days 0-27 were normal). ``early_unknown_days``
+    counts those days."""
+    lo, hi = (int(x) for x in opts["early_window"])
+    death = (study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
+             .group_by("subject_id").agg(pl.col("day").min().floor().cast(pl.Int64).alias("_death")))
+    grid = (pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
+            .join(death, on="subject_id", how="left")
+            .with_columns(pl.int_ranges(lo, pl.min_horizontal(pl.col("_death").fill_null(hi), pl.lit(hi)) + 1)
+                          .alias("day")).explode("day").drop("_death").drop_nulls("day"))
+    flags = [f"anc_le_{n}" for n in levels]
+    day = daily.filter(pl.col("day").is_between(lo, hi)).select("subject_id", "day", "anc", "evidence", *flags)
+    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
+    unknown = up.group_by("subject_id").agg(pl.col("anc").is_null().sum().cast(pl.Int64).alias("early_unknown_days"))
+    up = up.with_columns(pl.col("anc").fill_null(0.0), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
+                         *[pl.col(c).fill_null(True) for c in flags])
+    worst = _early_features(up, sids, opts, levels).with_columns(grades(table, opts, ("early",)))
+    return worst.select("subject_id", pl.col("early_grade").alias("_early_grade_max")).join(
+        unknown, on="subject_id", how="left").with_columns(pl.col("early_unknown_days").fill_null(0))
+
+
 def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:
     """Say which early grades rest on "never above" judged on part of the window (the default
     ``never_above_requires_full_window=False``): a single low ANC can make grade 4."""
@@ -171,7 +195,9 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
 def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late ICAHT grade per subject (EHA/EBMT 2023; see ``criteria/icaht_2023.yaml``).
 
-    Columns: ``icaht_early_grade``/``icaht_late_grade`` (Int64, null when not evaluable), the early
+    Columns: ``icaht_early_grade``/``icaht_late_grade`` (Int64, null when not evaluable),
+    ``icaht_early_grade_max`` (the highest early grade possible had the ``early_unknown_days`` of
+    the window without an ANC been below every level; equal to the grade when the data settle it), the early
     durations ``anc_le_<level>_days`` (cumulative days by default, or the longest run) with the first
     and last day counted (``_start``/``_end``), the number of ``_episodes`` and the non-stable
     ``_recovery_days`` counted, ``never_above_500``, the late window
@@ -194,9 +220,13 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     late = _late_features(daily, opts, levels, _late_windows(study, opts))
     f = early.join(late, on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(grades(table, opts))
+    f = f.join(_early_upper(study, daily, sids, opts, levels, table), on="subject_id", how="left",
+               maintain_order="left")
     need = int(opts["late_min_measurements"])
     f = f.with_columns(
         pl.when(pl.col("early_n_days") > 0).then(pl.col("early_grade")).otherwise(None).alias("icaht_early_grade"),
+        pl.when(pl.col("early_n_days") > 0).then(pl.max_horizontal("early_grade", "_early_grade_max"))
+        .otherwise(None).alias("icaht_early_grade_max"),
         pl.when(pl.col("early_n_days") > 0).then(pl.col("early_rule")).otherwise(None).alias("early_rule"),
         pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_grade")).otherwise(None).alias("icaht_late_grade"),
         pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_rule")).otherwise(None).alias("late_rule"),
@@ -206,8 +236,15 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     early_levels = _early_level_names(table, levels)
     never_used = [n for n in early_levels if f"never_above_{n}" in rule_features(table.rule_set("early"))]
     sym = "<=" if opts["inclusive"] else "<"
-    f = f.with_columns(_early_reason(opts, levels, early_levels, never_used, texts, sym).alias("early_reason"),
-                       _late_reason(opts, levels, texts, sym).alias("late_reason"))
+    lo, hi = opts["early_window"]
+    could = pl.format(f" Could be up to grade {{}}: {{}} day(s) of days {lo}-{hi} have no ANC (measured or "
+                      "interpolated) and are not counted; had they been below every level, the grade would be that.",
+                      py_str(pl.col("icaht_early_grade_max")), py_str(pl.col("early_unknown_days")))
+    f = f.with_columns(
+        pl.concat_str(_early_reason(opts, levels, early_levels, never_used, texts, sym),
+                      pl.when(pl.col("icaht_early_grade_max") > pl.col("icaht_early_grade")).then(could)
+                      .otherwise(pl.lit(""))).alias("early_reason"),
+        _late_reason(opts, levels, texts, sym).alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
@@ -215,13 +252,15 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )
     lvl_cols = [f"anc_le_{n}_{c}" for n in early_levels for c in ("days", "start", "end", "episodes", "recovery_days")]
-    cols = (["subject_id", "icaht_early_grade", "icaht_late_grade"] + lvl_cols
+    cols = (["subject_id", "icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
+             "early_unknown_days"] + lvl_cols
             + [f"never_above_{n}" for n in never_used]
             + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
                "late_anc_nadir", "late_anc_nadir_day", "late_anc_confirmed", "late_anc_confirmed_day",
                "early_rule", "early_reason", "early_evidence", "late_rule", "late_reason", "late_evidence",
                "rule", "reason", "evidence"])
     return f.select(cols).cast({"icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
+                                "icaht_early_grade_max": pl.Int64,
                                 "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
 
 

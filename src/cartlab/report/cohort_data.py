@@ -315,11 +315,12 @@ ICAHT_TERMS = (
 
 def icaht_distribution(analysis, subject_ids=None) -> Distribution:
     """Subjects by early and late ICAHT grade (Rejeski K et al., Blood 2023;142:865) and T-ICAHT
-    grade (Rejeski K et al., Blood 2025), from ``icaht`` and ``t_icaht``; no grade = not evaluable."""
+    grade (Rejeski K et al., Blood 2025), from ``icaht`` and ``t_icaht``; no grade = not evaluable;
+    ``n_could_be_higher`` counts early grades that days without a count leave open (``icaht_early_grade_max``)."""
     view = "ICAHT distribution"
     ids = selected_ids(analysis, subject_ids, view)
     everyone = subjects_of(analysis, ids).select("subject_id")
-    parts, notes = [], []
+    parts, uppers, notes = [], [], []
     for name, col, term, scale in ICAHT_TERMS:
         t = optional(analysis, name)
         if t is None:
@@ -327,12 +328,16 @@ def icaht_distribution(analysis, subject_ids=None) -> Distribution:
             if why not in notes:
                 notes.append(why)
             continue
-        t = everyone.join(subset(t, ids).select("subject_id", col), on="subject_id", how="left")
+        mx = f"{col}_max"  # e.g. icaht_early_grade_max: days of the window without a count
+        t = everyone.join(subset(t, ids).select("subject_id", col, *([mx] if mx in t.columns else [])),
+                          on="subject_id", how="left")
         parts.append(t.select("subject_id", pl.lit(term).alias("term"), pl.lit(scale).alias("scale"),
                               pl.col(col).cast(pl.Int64).alias("grade")))
+        if mx in t.columns:
+            uppers.append(t.select("subject_id", pl.lit(term).alias("term"), pl.col(mx).cast(pl.Int64).alias("grade_max")))
     if not parts:
         raise ViewUnavailable("; ".join(notes), ("icaht", "t_icaht"))
-    return Distribution(_distribution(pl.concat(parts), 4), tuple(notes))
+    return Distribution(_distribution(pl.concat(parts), 4, pl.concat(uppers) if uppers else None), tuple(notes))
 
 
 @dataclass(frozen=True)

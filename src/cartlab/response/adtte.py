@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import string
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -486,8 +486,23 @@ def _raise_first_error(rows: pl.DataFrame, f: pl.DataFrame, opts: EndpointOption
                      "subjects.last_followup_day")
 
 
+def _without_criteria(rows: pl.DataFrame, no_criteria: Mapping[str, str]) -> pl.DataFrame:
+    """The response-based parameters of subjects without response criteria: not defined, and why."""
+    hit = pl.col(_SID).is_in(list(no_criteria)) & (pl.col("PARAMCD") != "OS")
+    why = pl.col(_SID).replace_strict(dict(no_criteria), default=None, return_dtype=pl.String)
+    blank = ("ANLFL", "STARTDY", "ADY", "AVAL", "CNSR", "EVENT", "EVNTDESC", "CNSDTDSC", "SRCDOM", "_outcome")
+    return rows.with_columns(
+        *[pl.when(hit).then(None).otherwise(pl.col(c)).alias(c) for c in blank],
+        pl.when(hit).then(pl.lit("no_response_criteria")).otherwise(pl.col("rule")).alias("rule"),
+        pl.when(hit).then(_text("no_response_criteria", paramcd=pl.col("PARAMCD"), why=why))
+        .otherwise(pl.col("reason")).alias("reason"),
+        pl.when(hit).then(_NO_REFS).otherwise(pl.col("evidence")).alias("evidence"),
+    )
+
+
 def derive_adtte(study: Study, options: EndpointOptions | None = None,
-                 responses: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
+                 responses: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None,
+                 no_criteria: Mapping[str, str] | None = None) -> pl.DataFrame:
     """ADaM-style ADTTE: one row per subject and parameter (OS, EFS, RFS, LFS, CIR), ELN 2022 Table 9.
 
     ``responses``: subject_id, best_response, best_response_day (and optionally ``evidence``, a list of
@@ -505,6 +520,9 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     remission day. Censoring on the day last known alive (``last_followup_day`` or a later event or
     assessment), or at HSCT / new therapy when those options are on. RFS/LFS/CIR rows of subjects
     never in remission have ``ANLFL`` empty, empty ``AVAL``/``CNSR`` and say why.
+    ``no_criteria``: subject -> why it has no response criteria (e.g. a lymphoma: cartlab has no
+    criteria for it yet); its EFS, RFS, LFS and CIR rows are not defined (``ANLFL`` empty, rule
+    ``no_response_criteria``) rather than "not evaluable for response"; OS is unaffected.
 
     Columns: :data:`ADTTE_SCHEMA` (``CNSR`` 0 = event, 1 = censored; ``EVENT`` 0 = censored, 1 =
     event, for CIR 1 = relapse, 2 = death without relapse). Raises ``ValueError`` naming every subject
@@ -522,6 +540,8 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     if f.is_empty() or not params:
         return pl.DataFrame(schema=ADTTE_SCHEMA)
     rows = pl.concat([_param(f, p, opts) for p in params]).sort("_order", "_p")
+    if no_criteria:
+        rows = _without_criteria(rows, no_criteria)
     _raise_first_error(rows, f, opts)
     censored = sorted(set(rows.filter(pl.col("rule") == "censor.last_record")[_SID].to_list()))
     if censored:

@@ -44,12 +44,17 @@ class BestResponseOptions(CriteriaOptions):
     """* ``orr_categories``: the categories counted as response (time to / duration of response).
     * ``end_events``: assessments on days after the first of these events are not counted.
     * ``landmark_day``: when set, only assessments up to this day count (e.g. 28 or 90).
+    * ``dor_censor_events`` (none): duration of response is censored at the first of these events
+      (e.g. ``allo_hsct``, ``new_therapy``) when it comes before relapse or death; by default, as the
+      time-to-event endpoints (ELN 2022 Table 9 censors at neither), a relapse or death after them
+      is still the event.
     * ``response``: options of the per-assessment criteria.
     """
 
     orr_categories: tuple[str, ...] = ("CR", "CRh", "CRi", "MLFS", "PR")
     end_events: tuple[str, ...] = ("allo_hsct", "new_therapy")
     landmark_day: float | None = None
+    dor_censor_events: tuple[str, ...] = ()
     response: ResponseOptions = ResponseOptions()
 
     def __post_init__(self) -> None:
@@ -78,6 +83,31 @@ def _end_days(study: Study, events: tuple[str, ...]) -> dict[str, tuple[float, s
     return out
 
 
+def _last_known_alive(study: Study) -> dict[str, tuple[float, str]]:
+    """Per subject, the day last known alive and how it is known, as the time-to-event endpoints
+    censor: the latest of ``last_followup_day`` and the days of non-death events and marrow
+    assessments; without a follow-up day, the latest day of any of the subject's rows."""
+    from cartlab.response.adtte import _last_rows
+
+    out: dict[str, tuple[float, str]] = {}
+
+    def put(sid: str, day, how: str) -> None:
+        if day is not None and (sid not in out or float(day) > out[sid][0]):
+            out[sid] = (float(day), how)
+
+    fu = {r["subject_id"]: r["last_followup_day"] for r in study.subjects.iter_rows(named=True)}
+    for sid, day in fu.items():
+        put(sid, day, "last_followup_day")
+    alive = study.events.filter((pl.col("event") != "death") & pl.col("day").is_not_null())
+    for sid, day in alive.group_by("subject_id").agg(pl.col("day").max()).iter_rows():
+        put(sid, day, "a later event")
+    no_fu = [sid for sid, day in fu.items() if day is None]
+    if no_fu:
+        for r in _last_rows(study, no_fu).unique("subject_id").iter_rows(named=True):
+            put(r["subject_id"], r["day"], f"the last recorded row ({r['table']}; no last_followup_day)")
+    return out
+
+
 def derive_best_response(study: Study, options: BestResponseOptions | None = None,
                   assessments: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
     """Best overall response per subject, with time to response, relapse and duration of response.
@@ -94,6 +124,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     if relapses is None:
         relapses = derive_relapse(study, a, options.response)
     rel = {r["subject_id"]: r for r in relapses.iter_rows(named=True)}
+    alive = _last_known_alive(study)
+    dor_censor = _end_days(study, options.dor_censor_events) if options.dor_censor_events else {}
     deaths = {r["subject_id"]: float(r["day"]) for r in
               study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
               .unique("subject_id", keep="first").iter_rows(named=True)}
@@ -147,13 +179,17 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         death = deaths.get(sid)
         dor = dor_event = None
         if first is not None:
-            stop = [(d, True) for d in (relapse_day, death) if d is not None]
-            if stop:
-                dor, dor_event = min(stop)[0] - first, True
-            else:
-                cens = [d for d in (s.get("last_followup_day"), end[0] if end else None) if d is not None]
-                if cens:
-                    dor, dor_event = min(cens) - first, False
+            stop = min((d for d in (relapse_day, death) if d is not None), default=None)
+            cens = dor_censor.get(sid)
+            if cens is not None and cens[0] >= first and (stop is None or cens[0] < stop):
+                dor, dor_event = cens[0] - first, False  # option dor_censor_events
+            elif stop is not None:
+                dor, dor_event = stop - first, True
+            else:  # censored when last known alive, after the last assessment at the latest
+                days = [r["day"] for r in recs if r["day"] is not None]
+                if sid in alive:
+                    days.append(alive[sid][0])
+                dor, dor_event = max(days) - first, False
         reason = (f"best of {len(window)} assessment(s): {best['category']} on day {best['day']:g} "
                   f"({best['rule']})")
         if best["mrd_negative"] is not None:

@@ -210,7 +210,11 @@ def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     t = analysis.table("adtte")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"), "PARAMCD", "PARAM",
-        pl.col("ANLFL").alias("ANL01FL"), "AVAL", "AVALU", "CNSR", pl.col("STARTDY").alias("STARTRDY"),
+        pl.col("ANLFL").alias("ANL01FL"), "AVAL", "AVALU",
+        # a competing event (CIR: death without relapse, EVENT 2) is CNSR 2, not 0: ADaM has no EVENT
+        # variable, and CNSR 0 would make it a relapse for anyone reading CNSR as the event indicator
+        pl.when(pl.col("EVENT") == 2).then(pl.lit(2, dtype=pl.Int64)).otherwise(pl.col("CNSR")).alias("CNSR"),
+        pl.col("STARTDY").alias("STARTRDY"),
         cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "EVNTDESC", "CNSDTDSC", "SRCDOM",
         *_rule_cols("rule", "rule_status", "reason", "evidence"),
     )

@@ -1,0 +1,114 @@
+"""A statistician's audit of the cohort numbers (session 26), on a 10-subject study written by hand
+(tests/fixtures/cohort_s26/base; ``hsct`` = the same with an infusion date and an allogeneic HSCT
+on day 60 for S02 and S05). Every expected value is derived by hand from the study design:
+
+| id  | disease | day-28 marrow | relapse | death | last_followup_day |
+| S01 | AML     | CR            | 120     | 200   | 200               |
+| S02 | AML     | CR            | -       | -     | 365               |
+| S04 | B-ALL   | CRi           | -       | 60    | 60                |
+| S05 | B-ALL   | CR            | 150     | -     | 300               |
+| S06 | B-ALL   | none (NE)     | -       | 10    | 10                |
+| S08 | LBCL    | (no criteria) | -       | -     | 240               |
+| S09 | AML     | CR            | 90      | 120   | 120               |
+| S10 | B-ALL   | CR            | -       | -     | empty; last row (WBC) day 100 |
+Every subject's only neutrophil counts are on day 28 (S10: days 28 and 56).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cartlab.analyze import Analysis, AnalysisOptions
+from cartlab.io.study_folder import read_study
+from cartlab.response.best import BestResponseOptions
+
+HERE = Path(__file__).parent / "fixtures" / "cohort_s26"
+
+
+@pytest.fixture(scope="module")
+def base():
+    return Analysis(read_study(HERE / "base"))
+
+
+def _rows(df: pl.DataFrame, key: str = "subject_id") -> dict:
+    return {r[key]: r for r in df.iter_rows(named=True)}
+
+
+def test_duration_of_response_ends_at_relapse_or_death_else_last_known_alive(base):
+    # first response day 28 for every responder; DOR = relapse or death day - 28, else censored when
+    # last known alive (last_followup_day; S10 has none: its last recorded row, day 100)
+    b = _rows(base.table("best_response"))
+    got = {s: (b[s]["dor_days"], b[s]["dor_event"]) for s in ("S01", "S02", "S04", "S05", "S09", "S10")}
+    assert got == {"S01": (92.0, True), "S02": (337.0, False), "S04": (32.0, True), "S05": (122.0, True),
+                   "S09": (62.0, True), "S10": (72.0, False)}
+
+
+def test_duration_of_response_and_hsct():
+    study = read_study(HERE / "hsct")
+    # default (as ELN 2022 and the ADTTE endpoints): no censoring at HSCT; S05's relapse on day 150
+    # after its day-60 HSCT is the event, S02 is censored at its last follow-up (365 - 28)
+    b = _rows(Analysis(study).table("best_response"))
+    assert (b["S02"]["dor_days"], b["S02"]["dor_event"]) == (337.0, False)
+    assert (b["S05"]["dor_days"], b["S05"]["dor_event"]) == (122.0, True)
+    # censoring at HSCT (option): both at day 60 - 28 = 32, censored - the same rule for both
+    opts = AnalysisOptions(best_response=BestResponseOptions(dor_censor_events=("allo_hsct",)))
+    b = _rows(Analysis(study, opts).table("best_response"))
+    assert (b["S02"]["dor_days"], b["S02"]["dor_event"]) == (32.0, False)
+    assert (b["S05"]["dor_days"], b["S05"]["dor_event"]) == (32.0, False)
+
+
+def test_response_based_endpoints_not_defined_without_response_criteria(base):
+    t = base.table("adtte").filter(pl.col("subject_id") == "S08")
+    p = _rows(t, "PARAMCD")
+    assert p["OS"]["ANLFL"] == "Y" and p["OS"]["AVAL"] == 240.0 and p["OS"]["CNSR"] == 1
+    for code in ("EFS", "RFS", "LFS", "CIR"):
+        r = p[code]
+        assert r["ANLFL"] is None and r["AVAL"] is None and r["CNSR"] is None, code
+        assert r["rule"] == "no_response_criteria" and "LBCL" in r["reason"], code
+    # EFS's population is then the 9 subjects with criteria (S07, alive and NE, stays censored at 0)
+    efs = base.table("adtte").filter((pl.col("PARAMCD") == "EFS") & (pl.col("ANLFL") == "Y"))
+    assert efs.height == 9
+
+
+def test_adam_cir_competing_death_is_not_cnsr_0(base, tmp_path):
+    from cartlab.io.adam import export_adam
+
+    export_adam(base, tmp_path, formats=("csv",))
+    cir = _rows(pl.read_csv(tmp_path / "adtte.csv").filter(pl.col("PARAMCD") == "CIR"), "USUBJID")
+    # relapse after remission: S01, S05, S09 -> 0; S04 died on day 60 without relapse -> competing, 2;
+    # S02, S10 alive without relapse -> censored, 1
+    assert {s: cir[s]["CNSR"] for s in ("S01", "S02", "S04", "S05", "S09", "S10")} == {
+        "S01": 0, "S02": 1, "S04": 2, "S05": 0, "S09": 0, "S10": 1}
+
+
+def test_early_icaht_from_one_count_is_a_range(base):
+    i = _rows(base.table("icaht"))
+    # one ANC (normal) on day 28: days 0-27, 29, 30 unknown (30 days) -> 0 by the days known, and
+    # up to 4 had they been below 0.1 (>= 14 days <= 100/uL)
+    assert (i["S01"]["icaht_early_grade"], i["S01"]["icaht_early_grade_max"], i["S01"]["early_unknown_days"]) == (0, 4, 30)
+    assert "Could be up to grade 4" in i["S01"]["early_reason"]
+    # S10: counts on days 28 and 56, so days 28-30 are known (29 and 30 interpolated): 28 unknown
+    assert (i["S10"]["icaht_early_grade"], i["S10"]["icaht_early_grade_max"], i["S10"]["early_unknown_days"]) == (0, 4, 28)
+    # S06 died on day 10 without a count: not evaluable (no range), 11 days (0-10) unknown
+    assert i["S06"]["icaht_early_grade"] is None and i["S06"]["icaht_early_grade_max"] is None
+    assert i["S06"]["early_unknown_days"] == 11
+
+
+def test_icaht_distribution_counts_grades_that_could_be_higher(base):
+    from cartlab.report import cohort_data as cd
+
+    d = cd.icaht_distribution(base).counts
+    early0 = d.filter(pl.col("term").str.starts_with("ICAHT early") & (pl.col("grade") == 0)).row(0, named=True)
+    # grade 0 early: S01, S02, S04, S05, S07, S09, S10 - each could be higher (days without a count)
+    assert early0["n"] == 7 and early0["n_could_be_higher"] == 7
+
+
+def test_seed_case_icaht_range_is_closed():
+    from cartlab.datasets import seed_case
+
+    r = Analysis(seed_case()).table("icaht").row(0, named=True)
+    # the seed's ANC covers days 0-30 (measured or interpolated): the grade is settled
+    assert (r["icaht_early_grade"], r["icaht_early_grade_max"], r["early_unknown_days"]) == (3, 3, 0)
