@@ -112,3 +112,23 @@ def test_seed_case_icaht_range_is_closed():
     r = Analysis(seed_case()).table("icaht").row(0, named=True)
     # the seed's ANC covers days 0-30 (measured or interpolated): the grade is settled
     assert (r["icaht_early_grade"], r["icaht_early_grade_max"], r["early_unknown_days"]) == (3, 3, 0)
+
+
+def test_km_medians_and_numbers_at_risk(base):
+    # KM by hand (AVAL, CNSR; events before censorings at a tie):
+    # OS: deaths 10, 60, 90, 120, 200 among 10; S(120) = .9 * 8/9 * 7/8 * 5/6 = .5833 (S10 censored at
+    #     100), S(200) = .5833 * 3/4 = .4375 -> median 200
+    # EFS (9 subjects; S08 has no response criteria): S(0) = 7/9, S(60) = 7/9 * 5/6, S(90) = * 4/5,
+    #     S(120) = * 2/3 = .3457 -> median 120
+    # RFS (6 in remission, from day 28): events at 32, 62, 92 (S(92) = 5/6 * 4/5 * 2/3 = .444) -> 92
+    med = _rows(base.table("km_median"), "PARAMCD")
+    assert {p: med[p]["median"] for p in ("OS", "EFS", "RFS")} == {"OS": 200.0, "EFS": 120.0, "RFS": 92.0}
+    assert (med["OS"]["n"], med["OS"]["n_events"], med["EFS"]["n"], med["RFS"]["n"]) == (10, 5, 9, 6)
+    assert set(base.table("km")["PARAMCD"]) == {"OS", "EFS", "RFS", "LFS"}
+    from cartlab.report import cohort_data as cd
+
+    t = _rows(cd.survival_data(base).table(), "PARAMCD")
+    # at risk = AVAL >= t: OS at 60: all but S06 (10) -> 9; at 120: S01, S02, S05, S07, S08, S09 -> 6
+    assert (t["OS"]["median"], t["OS"]["at_risk_day_0"], t["OS"]["at_risk_day_60"], t["OS"]["at_risk_day_120"]) == (
+        200.0, 10, 9, 6)
+    assert (t["RFS"]["at_risk_day_0"], t["RFS"]["at_risk_day_60"], t["RFS"]["at_risk_day_120"]) == (6, 5, 2)

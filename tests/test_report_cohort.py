@@ -231,15 +231,19 @@ def test_at_risk_table_zero_after_the_last_time():
     assert at_risk_table(steps, [0, 2, 4, 5, 9, 10])["n_at_risk"].to_list() == [3, 3, 3, 1, 1, 0]
 
 
-def test_rfs_missing_from_km_is_estimated_and_said(tmp_path):
+def test_rfs_from_the_km_table_and_estimated_for_a_subset(tmp_path):
     ids = list("ABC")
     study = _study(tmp_path, [(s, "AML", 30, "") for s in ids])
     rows = [(s, "OS", 30.0, 0) for s in ids] + [("A", "RFS", 12.0, 1), ("B", "RFS", 20.0, 0)]
-    d = cd.survival_data(_adopt(study, adtte=_adtte(rows)), endpoints=("OS", "RFS"), at=[0, 12, 13])
-    assert d.source["RFS"] == "estimated here from adtte"
-    assert any("RFS" in n and "not in the km table" in n for n in d.notes)
+    a = _adopt(study, adtte=_adtte(rows))
+    d = cd.survival_data(a, endpoints=("OS", "RFS"), at=[0, 12, 13])
+    assert d.source["RFS"] == "km table"  # km.csv holds RFS since 0.4
     rfs = d.at_risk.filter(pl.col("PARAMCD") == "RFS")["n_at_risk"].to_list()
     assert rfs == [2, 2, 1]
+    sub = cd.survival_data(a, ["A", "B"], endpoints=("OS", "RFS"), at=[0, 12, 13])
+    assert sub.source["RFS"] == "estimated here from adtte"
+    assert any("RFS" in n and "for the selected subjects" in n for n in sub.notes)
+    assert sub.at_risk.filter(pl.col("PARAMCD") == "RFS")["n_at_risk"].to_list() == [2, 2, 1]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -250,10 +250,20 @@ def _response_rates(study, o, best_response):
     return pl.concat(rates, how="diagonal_relaxed")
 
 
+#: the ADTTE endpoints estimated by Kaplan-Meier (CIR is competing-risk: cumulative_incidence)
+KM_ENDPOINTS = ("OS", "EFS", "RFS", "LFS")
+
+
 def _km(study, o, adtte):
     from cartlab.response.endpoints import km_estimate
 
-    return pl.concat([km_estimate(adtte, p) for p in ("OS", "EFS", "LFS")], how="diagonal_relaxed")
+    return pl.concat([km_estimate(adtte, p) for p in KM_ENDPOINTS], how="diagonal_relaxed")
+
+
+def _km_median(study, o, adtte):
+    from cartlab.response.endpoints import median_survival
+
+    return pl.concat([median_survival(adtte, p) for p in KM_ENDPOINTS], how="diagonal_relaxed")
 
 
 def _cif(study, o, adtte):
@@ -321,6 +331,7 @@ STEPS: tuple[Step, ...] = (
               "or record death/relapse events"),
     _step("response_rates", _response_rates, "response rates", inputs=("best_response",), per_subject=False),
     _step("km", _km, "Kaplan-Meier", inputs=("adtte",), per_subject=False),
+    _step("km_median", _km_median, "Kaplan-Meier median survival", inputs=("adtte",), per_subject=False),
     _step("cumulative_incidence", _cif, "cumulative incidence of relapse", inputs=("adtte",), per_subject=False),
     _step("molecular_response", _engine(MOLECULAR, "derive_molecular_response"), "molecular response"),
     _step("antigen_loss", _engine(MOLECULAR, "derive_antigen_loss"), "target-antigen loss"),

@@ -61,12 +61,26 @@ def at_risk_table(steps: pl.DataFrame, days: list[float], by: str = "PARAMCD") -
 class SurvivalData:
     """Kaplan-Meier ``steps`` (``PARAMCD``, ``time``, ``survival``, ``ci_low``, ``ci_high``,
     ``n_at_risk``, ``n_events``, ``n_censored``), ``at_risk`` (``PARAMCD``, ``time``, ``n_at_risk``
-    at the chosen days), ``source`` per endpoint ("km table" or "estimated here from adtte")."""
+    at the chosen days), ``source`` per endpoint ("km table" or "estimated here from adtte") and
+    ``medians`` (:func:`cartlab.response.endpoints.median_survival` per endpoint: ``n``,
+    ``n_events``, ``median`` with its 95% CI)."""
 
     steps: pl.DataFrame
     at_risk: pl.DataFrame
     source: dict
     notes: tuple[str, ...] = ()
+    medians: pl.DataFrame | None = None
+
+    def table(self) -> pl.DataFrame:
+        """One row per endpoint: subjects, events, median (95% CI; empty = not reached) and the
+        number at risk at each day of ``at_risk`` (``at_risk_day_<d>``)."""
+        wide = self.at_risk.with_columns(pl.format("at_risk_day_{}", pl.col("time").map_elements(
+            lambda t: f"{t:g}", return_dtype=pl.String)).alias("_c")).pivot(
+            "_c", index="PARAMCD", values="n_at_risk", sort_columns=False)
+        if self.medians is None or self.medians.is_empty():
+            return wide
+        m = self.medians.select("PARAMCD", "n", "n_events", "median", "median_ci_low", "median_ci_high")
+        return m.join(wide, on="PARAMCD", how="left", maintain_order="left")
 
 
 _KM_COLS = ["PARAMCD", "time", "survival", "ci_low", "ci_high", "n_at_risk", "n_events", "n_censored"]
@@ -77,14 +91,17 @@ def survival_data(analysis, subject_ids=None, endpoints=("OS", "EFS", "RFS"), at
     risk at ``at`` (default: a round step, at most 8 days). From the ``km`` table when it holds the
     endpoint for the whole study; otherwise ``km_estimate`` on the selected ``adtte`` rows (the
     analysis's estimator, 95% log(-log) CI)."""
-    from cartlab.response.endpoints import km_estimate
+    from cartlab.response.endpoints import km_estimate, median_survival
 
     view = "Kaplan-Meier"
     ids = selected_ids(analysis, subject_ids, view)
     adtte = subset(require(analysis, "adtte", view), ids)
     km = optional(analysis, "km")
-    parts, notes, source = [], [], {}
+    parts, notes, source, medians = [], [], {}, []
     for p in endpoints:
+        analysable = adtte.filter((pl.col("PARAMCD") == p) & (pl.col("ANLFL") == "Y"))
+        if analysable.height:
+            medians.append(median_survival(analysable, p))
         have = km is not None and ids is None and km.filter(pl.col("PARAMCD") == p).height > 0
         if have:
             parts.append(km.filter(pl.col("PARAMCD") == p).select(_KM_COLS))
@@ -103,7 +120,8 @@ def survival_data(analysis, subject_ids=None, endpoints=("OS", "EFS", "RFS"), at
         raise ViewUnavailable(f"{view}: no analysable subject for {', '.join(endpoints)} in table 'adtte'", ("adtte",))
     steps = pl.concat(parts)
     days = nice_ticks(float(steps["time"].max() or 0.0), at)
-    return SurvivalData(steps, at_risk_table(steps, days), source, tuple(notes))
+    return SurvivalData(steps, at_risk_table(steps, days), source, tuple(notes),
+                        pl.concat(medians) if medians else None)
 
 
 @dataclass(frozen=True)

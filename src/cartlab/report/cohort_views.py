@@ -90,8 +90,10 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
 
     def survival():
         d = cd.survival_data(analysis, sel)
-        return (_caption("Kaplan-Meier estimates (ELN 2022 Table 9 endpoints) with 95% log(-log) CIs; number at "
-                         "risk = subjects with time >= the day.", d.notes, prov), R.survival_figure(d), d.at_risk)
+        return (_caption("Kaplan-Meier estimates (ELN 2022 Table 9 endpoints) with 95% log(-log) CIs; table: "
+                         "median (days; 95% CI by inversion of the log(-log) band, empty = not reached) and "
+                         "number at risk = subjects with time >= the day.", d.notes, prov),
+                R.survival_figure(d), d.table())
 
     def incidence():
         d = cd.relapse_incidence_data(analysis, sel)
