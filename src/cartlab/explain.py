@@ -96,13 +96,17 @@ def _ctcae(a: Analysis, sid: str) -> Explanation:
         .sort(["_g", "day"], descending=[True, False])
         .group_by("term", maintain_order=True).first()
     )
+    n_not = adlb.height - graded.height
+    not_gradable = f"; {n_not} value(s) not gradable (listed below with why)" if n_not else ""
     if adlb.height == 0:
         head = "CTCAE not evaluable: no lab parameter of the CTCAE v5 criteria"
+    elif graded.height == 0:
+        head = f"CTCAE v{opts.version} not evaluable: none of the {n_not} lab value(s) could be graded (listed below with why)"
     elif worst.height == 0:
-        head = f"CTCAE v{opts.version}: every graded lab value is grade 0 ({graded.height} values)"
+        head = f"CTCAE v{opts.version}: every graded lab value is grade 0 ({graded.height} values){not_gradable}"
     else:
         parts = [f"{r['term']} {r['_g']} (day {r['day']:g})" for r in worst.iter_rows(named=True)]
-        head = f"CTCAE v{opts.version} worst lab grades: " + "; ".join(parts)
+        head = f"CTCAE v{opts.version} worst lab grades: " + "; ".join(parts) + not_gradable
     days = adlb.select(
         "day",
         pl.col("ATOXGR").abs().alias("grade"),
@@ -115,7 +119,7 @@ def _ctcae(a: Analysis, sid: str) -> Explanation:
             ignore_nulls=False,
         ).alias("reason"),
         pl.col("evidence"),
-        (pl.col("ATOXGR").fill_null(0) != 0).alias("shown"),
+        (pl.col("ATOXGR").is_null() | (pl.col("ATOXGR") != 0)).alias("shown"),  # not gradable is shown, with why
     )
     crit = ", ".join(criteria_names(opts.version, "SI"))
     return Explanation("ctcae", head, f"CTCAE v{opts.version} ({crit}); signed ATOXGR: negative = low direction",
