@@ -132,3 +132,18 @@ def test_km_medians_and_numbers_at_risk(base):
     assert (t["OS"]["median"], t["OS"]["at_risk_day_0"], t["OS"]["at_risk_day_60"], t["OS"]["at_risk_day_120"]) == (
         200.0, 10, 9, 6)
     assert (t["RFS"]["at_risk_day_0"], t["RFS"]["at_risk_day_60"], t["RFS"]["at_risk_day_120"]) == (6, 5, 2)
+
+
+def test_early_t_icaht_from_one_count_is_a_range(base):
+    t = _rows(base.table("t_icaht"))
+    # one platelet count on day 28 (S01: 150 x10^9/L, not below any level): 30 of days 0-30 unknown;
+    # had they been below every level (< 10 for 30 days) the grade would be 4
+    assert (t["S01"]["t_icaht_early_grade"], t["S01"]["t_icaht_early_grade_max"], t["S01"]["early_unknown_days"]) == (
+        0, 4, 30)
+    # S06: early window censored at death on day 10, no count: not evaluable, 11 unknown days
+    assert t["S06"]["t_icaht_early_grade"] is None and t["S06"]["early_unknown_days"] == 11
+    from cartlab.report import cohort_data as cd
+
+    d = cd.icaht_distribution(base).counts
+    t0 = d.filter(pl.col("term").str.starts_with("T-ICAHT early") & (pl.col("grade") == 0)).row(0, named=True)
+    assert t0["n_could_be_higher"] == t0["n"]

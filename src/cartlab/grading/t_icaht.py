@@ -180,10 +180,34 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     return out
 
 
+def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
+                 table: CriteriaTable, sids: list[str]) -> pl.DataFrame:
+    """The highest early grade the data leave possible: every day of the early window (to its
+    censoring end) without a platelet count (measured or interpolated) read as below every level
+    (missing is not negative); ``early_unknown_days`` counts those days."""
+    lo = int(opts["early_window"][0])
+    flags = [f"plt_lt_{n}" for n in levels]
+    grid = (early_w.select("subject_id", pl.int_ranges(lo, pl.col("_el") + 1).alias("day")).explode("day")
+            .drop_nulls("day"))
+    day = daily.filter(pl.col("window") == "early").select(
+        "subject_id", "day", "plt", "source", "evidence", "below_by_transfusion", *flags)
+    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
+    unknown = up.group_by("subject_id").agg(pl.col("plt").is_null().sum().cast(pl.Int64).alias("early_unknown_days"))
+    up = up.with_columns(pl.col("plt").fill_null(0.0), pl.col("source").fill_null("missing"),
+                         pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
+                         pl.col("below_by_transfusion").fill_null(False), *[pl.col(c).fill_null(True) for c in flags],
+                         pl.lit("early").alias("window"))
+    worst = _window_features(up, sids, opts, levels, "early", "").with_columns(grades(table, opts, ("early",)))
+    return worst.select("subject_id", pl.col("early_grade").alias("_early_grade_max")).join(
+        unknown, on="subject_id", how="left").with_columns(pl.col("early_unknown_days").fill_null(0))
+
+
 def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late T-ICAHT grade per subject (Rejeski 2025; see ``criteria/t_icaht_2025.yaml``).
 
-    Columns: ``t_icaht_early_grade``/``t_icaht_late_grade`` (Int64, null when not evaluable), the
+    Columns: ``t_icaht_early_grade``/``t_icaht_late_grade`` (Int64, null when not evaluable),
+    ``t_icaht_early_grade_max`` and ``early_unknown_days`` (the highest early grade possible had the
+    window's days without a count been below every level, and how many such days), the
     early window's last day and why (``early_window_end``/``_end_reason``), the early durations
     ``plt_lt_<level>_days`` with ``_start``/``_end``/``_episodes``/``_recovery_days`` and
     ``early_transfusion_supported_days`` (days counted below 20 only because of a transfusion); the late window (``late_window_start``/``_end``/``_end_reason``),
@@ -218,10 +242,13 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
         pl.concat_list(pl.col("late__ev"), "_late_w_ev").list.unique(maintain_order=True).alias("late_evidence"),
     )
     f = f.with_columns(grades(table, opts))
+    f = f.join(_early_upper(daily, early_w, opts, levels, table, sids), on="subject_id", how="left",
+               maintain_order="left").with_columns(pl.col("early_unknown_days").fill_null(0))
     need = int(opts["late_min_measurements"])
     early_ok, late_ok = pl.col("n_days") > 0, pl.col("late_n_measurements") >= need
     f = f.with_columns(
         pl.when(early_ok).then(pl.col("early_grade")).alias("t_icaht_early_grade"),
+        pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max")).alias("t_icaht_early_grade_max"),
         pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
         pl.when(late_ok).then(pl.col("late_grade")).alias("t_icaht_late_grade"),
         pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
@@ -230,8 +257,14 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     e_lv = _used(table, "early", r"plt_lt_(\w+)_days")
     l_lv = _used(table, "late", r"late_plt_lt_(\w+)_days")
     n_lv = sorted(levels, key=lambda n: -levels[n])
-    f = f.with_columns(_early_reason(opts, levels, e_lv, texts).alias("early_reason"),
-                       _late_reason(opts, levels, l_lv, n_lv, texts).alias("late_reason"))
+    could = pl.format(" Could be up to grade {}: {} day(s) of the early window have no platelet count (measured "
+                      "or interpolated) and are not counted; had they been below every level, the grade would be that.",
+                      py_str(pl.col("t_icaht_early_grade_max")), py_str(pl.col("early_unknown_days")))
+    f = f.with_columns(
+        pl.concat_str(_early_reason(opts, levels, e_lv, texts),
+                      pl.when(pl.col("t_icaht_early_grade_max") > pl.col("t_icaht_early_grade")).then(could)
+                      .otherwise(pl.lit(""))).alias("early_reason"),
+        _late_reason(opts, levels, l_lv, n_lv, texts).alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
@@ -239,7 +272,8 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )
     dur = ("days", "start", "end", "episodes", "recovery_days")
-    cols = (["subject_id", "t_icaht_early_grade", "t_icaht_late_grade", "early_window_end", "early_window_end_reason"]
+    cols = (["subject_id", "t_icaht_early_grade", "t_icaht_late_grade", "t_icaht_early_grade_max", "early_unknown_days",
+             "early_window_end", "early_window_end_reason"]
             + [f"plt_lt_{n}_{c}" for n in e_lv for c in dur] + ["early_transfusion_supported_days"]
             + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
                "late_plt_nadir", "late_plt_nadir_day", "late_plt_confirmed", "late_plt_confirmed_day"]
@@ -247,6 +281,7 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
             + ["late_transfusion_supported_days", "early_rule", "early_reason", "early_evidence",
                "late_rule", "late_reason", "late_evidence", "rule", "reason", "evidence"])
     return f.select(cols).cast({"t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
+                                "t_icaht_early_grade_max": pl.Int64,
                                 "late_plt_nadir_day": pl.Int64, "late_plt_confirmed_day": pl.Int64,
                                 "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
 
