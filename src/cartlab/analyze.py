@@ -49,6 +49,11 @@ class AnalysisOptions:
     icans: Any = None  # cartlab.grading.icans.IcansOptions
     ctcae: Any = None  # cartlab.grading.ctcae.CtcaeOptions
     icaht: Any = None  # cartlab.grading.hematotox.IcahtOptions
+    t_icaht: Any = None  # cartlab.grading.t_icaht.TIcahtOptions
+    count_recovery: Any = None  # cartlab.grading.hematotox.RecoveryOptions
+    car_hematotox: Any = None  # cartlab.grading.hematotox.CarHematotoxOptions
+    easix: Any = None  # cartlab.grading.hematotox.EasixOptions
+    iec_hs: Any = None  # cartlab.grading.iec_hs.IecHsOptions
     response: Any = None  # cartlab.response.marrow.ResponseOptions
     best_response: Any = None  # cartlab.response.best.BestResponseOptions
     endpoints: Any = None  # cartlab.response.endpoints.EndpointOptions
@@ -114,6 +119,11 @@ OPTION_CLASSES = {
     "icans": ("cartlab.grading.icans", "IcansOptions"),
     "ctcae": ("cartlab.grading.ctcae", "CtcaeOptions"),
     "icaht": ("cartlab.grading.hematotox", "IcahtOptions"),
+    "t_icaht": ("cartlab.grading.t_icaht", "TIcahtOptions"),
+    "count_recovery": ("cartlab.grading.hematotox", "RecoveryOptions"),
+    "car_hematotox": ("cartlab.grading.hematotox", "CarHematotoxOptions"),
+    "easix": ("cartlab.grading.hematotox", "EasixOptions"),
+    "iec_hs": ("cartlab.grading.iec_hs", "IecHsOptions"),
     "response": ("cartlab.response.marrow", "ResponseOptions"),
     "best_response": ("cartlab.response.best", "BestResponseOptions"),
     "endpoints": ("cartlab.response.endpoints", "EndpointOptions"),
@@ -307,13 +317,13 @@ STEPS: tuple[Step, ...] = (
           fix="check these subjects' NEUT/PLAT rows"),
     _step("icaht_summary", _icaht_summary, "EHA/EBMT ICAHT", inputs=("icaht",), write=False),
     _step("icaht_daily", _engine(HEMATO, "derive_icaht_daily", "icaht"), "EHA/EBMT ICAHT (daily ANC)"),
-    _step("t_icaht", _engine(HEMATO, "derive_t_icaht", daily="t_icaht_daily"), "T-ICAHT (thrombocytopenia)",
+    _step("t_icaht", _engine(HEMATO, "derive_t_icaht", "t_icaht", daily="t_icaht_daily"), "T-ICAHT (thrombocytopenia)",
           fix="check these subjects' PLAT rows and platelet transfusions"),
-    _step("t_icaht_daily", _engine(HEMATO, "derive_t_icaht_daily"), "T-ICAHT (daily platelets)"),
-    _step("count_recovery", _engine(HEMATO, "derive_count_recovery"), "count recovery"),
-    _step("car_hematotox", _engine(HEMATO, "derive_car_hematotox"), "CAR-HEMATOTOX"),
-    _step("easix", _engine(HEMATO, "derive_easix"), "EASIX"),
-    _step("iec_hs_flags", _engine(HEMATO, "derive_iec_hs_flags"), "IEC-HS flags"),
+    _step("t_icaht_daily", _engine(HEMATO, "derive_t_icaht_daily", "t_icaht"), "T-ICAHT (daily platelets)"),
+    _step("count_recovery", _engine(HEMATO, "derive_count_recovery", "count_recovery"), "count recovery"),
+    _step("car_hematotox", _engine(HEMATO, "derive_car_hematotox", "car_hematotox"), "CAR-HEMATOTOX"),
+    _step("easix", _engine(HEMATO, "derive_easix", "easix"), "EASIX"),
+    _step("iec_hs_flags", _engine(HEMATO, "derive_iec_hs_flags", "iec_hs"), "IEC-HS flags"),
     _step("adae_toxicity", _adae, "ADAE-like toxicity episodes", inputs=("crs_daily", "icans_daily", "icaht")),
     _step("marrow_response", _engine("cartlab.response.marrow", "derive_marrow_response", "response"),
           "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),

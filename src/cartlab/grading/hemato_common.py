@@ -88,14 +88,15 @@ def to_canonical(value: float, unit: str, param: str) -> float:
 def from_canonical(value: float, unit: str, param: str) -> float:
     """A canonical value of ``param`` expressed in ``unit``."""
     canon, mm = canonical_unit(param)
-    return conversion(canon, unit, mm)(float(value))
+    return float(f"{conversion(canon, unit, mm)(float(value)):.{INTERPOLATION_SIG_DIGITS}g}")
 
 
 def from_canonical_expr(expr: pl.Expr, unit: str, param: str) -> pl.Expr:
-    """:func:`from_canonical` of every value of ``expr`` (the same affine map, so the same floats)."""
+    """:func:`from_canonical` of every value of ``expr`` (the same affine map, rounded to the same 12
+    significant digits as the readers' conversions: 29 mg/L is 2.9 mg/dL, not 2.9000000000000004)."""
     canon, mm = canonical_unit(param)
     conv = conversion(canon, unit, mm)
-    return conv.scale * expr + conv.offset
+    return (conv.scale * expr + conv.offset).round_sig_figs(INTERPOLATION_SIG_DIGITS)
 
 
 def fmt(x: float | None, digits: int = 4) -> str:

@@ -294,14 +294,23 @@ def _item_points(item: dict, opts: dict) -> tuple[pl.Expr, pl.Expr]:
     text (the first row that holds, else the ``else`` row; null when the value is missing)."""
     v = pl.col(f"{item['param'].lower()}_value")
     points = text = pl.when(v.is_null()).then(None)
+    at_cut = []  # (value exactly at a cut-off the source leaves undefined, what was done)
     for row in item["points"]:
         op = row["op"]
-        if row.get("boundary") == "undefined" and opts["undefined_boundary"] == "worst":
-            op = _INCLUSIVE[op]
-        cond = _CMP[op](v, _to_canonical(row["value"], item["unit"], item["param"]))
+        cut = _to_canonical(row["value"], item["unit"], item["param"])
+        if row.get("boundary") == "undefined":
+            worst = opts["undefined_boundary"] == "worst"
+            op = _INCLUSIVE[op] if worst else op
+            at_cut.append((v == cut, f"; exactly {row['value']:g} {item['unit']}, a cut-off the source leaves "
+                                     f"undefined: scored {'worst' if worst else 'best'} (option undefined_boundary)"))
+        cond = _CMP[op](v, cut)
         points, text = points.when(cond).then(int(row["points"])), text.when(cond).then(pl.lit(row["text"]))
+    text = text.otherwise(pl.lit(item["else"]["text"]))
+    note = pl.lit("")
+    for hit, words in at_cut:
+        note = pl.when(hit).then(pl.lit(words)).otherwise(note)
     return (points.otherwise(int(item["else"]["points"])).cast(pl.Int64),
-            text.otherwise(pl.lit(item["else"]["text"])).cast(pl.String))
+            pl.concat_str(text, note).cast(pl.String))
 
 
 def _risk_group(score: pl.Expr, groups: list[dict]) -> pl.Expr:
