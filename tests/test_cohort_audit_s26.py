@@ -147,3 +147,12 @@ def test_early_t_icaht_from_one_count_is_a_range(base):
     d = cd.icaht_distribution(base).counts
     t0 = d.filter(pl.col("term").str.starts_with("T-ICAHT early") & (pl.col("grade") == 0)).row(0, named=True)
     assert t0["n_could_be_higher"] == t0["n"]
+
+
+def test_km_median_skips_an_endpoint_nobody_is_in():
+    from cartlab.datasets import seed_case
+
+    # the seed subject's best response is MLFS: not in remission, so no RFS/LFS row is analysable;
+    # OS: alive (no event) -> median not reached
+    m = _rows(Analysis(seed_case()).table("km_median"), "PARAMCD")
+    assert set(m) == {"OS", "EFS"} and m["OS"]["median"] is None and "not reached" in m["OS"]["reason"]

@@ -40,7 +40,7 @@ def test_protocols_lists_and_checks():
 
 def test_dose_seed_patient_csv_has_the_papers_numbers():
     out = run("dose", "--protocol", "nct04762485", "--weight", 52, "--height", 160, "--age", 17, "--sex", "F",
-              "--format", "csv")
+              "--creatinine", 54, "umol/L", "--format", "csv")
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert [(float(r["day"]), r["agent"]) for r in rows][:2] == [(-6.0, "decitabine"), (-5.0, "cyclophosphamide")]

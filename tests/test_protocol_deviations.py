@@ -446,15 +446,24 @@ def test_car_t_in_mg_is_not_checkable():
 # not checkable
 
 
-@pytest.mark.parametrize("missing", ["weight_kg", "height_cm"])
-def test_missing_weight_or_height_is_not_checkable(missing):
-    subj = subjects({missing: None})
+def test_missing_weight_is_not_checkable():
+    # flu/cy per m2 and CAR-T per kg all need the weight: no plan at all
+    subj = subjects({"weight_kg": None})
     rows = replace(compliant_doses(), "fludarabine", -5, dose=60.0)  # double: cannot be seen without a plan
     res = devs(study(rows, subj=subj))
     assert res.select("category", "item").rows() == [("not_checkable", "doses")]
     r = res.row(0, named=True)
-    assert "weight_kg and height_cm are needed" in r["detail"]
+    assert "no dose of dev-test can be computed" in r["detail"] and "needs weight" in r["detail"]
     assert r["rule"] == "dev-test.dosing"
+
+
+def test_missing_height_is_not_checkable_for_the_per_m2_doses():
+    subj = subjects({"height_cm": None})
+    rows = replace(compliant_doses(), "fludarabine", -5, dose=60.0)  # double: cannot be seen without BSA
+    res = devs(study(rows, subj=subj))
+    assert res.select("category", "item").rows() == [("not_checkable", "fludarabine"),
+                                                     ("not_checkable", "cyclophosphamide")]
+    assert all("needs height" in d for d in res["detail"])
 
 
 def test_missing_weight_still_checks_the_schedule():
@@ -550,17 +559,19 @@ def test_fludarabine_given_although_withheld():
     assert all("withholds" in d for d in res["detail"].to_list())
 
 
-def test_no_creatinine_means_no_renal_adjustment():
+def test_no_creatinine_means_fludarabine_is_not_checkable():
     s = study(obs=[], subj=subjects({"age_years": 60.0}))
-    assert devs(s).height == 0
+    res = devs(s)
+    assert res.select("category", "item").rows() == [("not_checkable", "fludarabine")]
     plan, _ = planned_doses(s, proto(), "S1")
-    assert plan.filter(pl.col("agent") == "fludarabine")["adjustment"][0].startswith("NOT ASSESSED")
+    fl = plan.filter(pl.col("agent") == "fludarabine")
+    assert fl["status"].to_list() == ["not_evaluable"] * 3 and fl["needs"].to_list() == ["creatinine"] * 3
 
 
 def test_planned_doses_reasons():
-    s = study(subj=subjects({"height_cm": None}))
+    s = study(subj=subjects({"weight_kg": None}))
     plan, why = planned_doses(s, proto(), "S1")
-    assert plan is None and "height_cm" in why
+    assert plan is None and "needs weight" in why
     with pytest.raises(ValueError, match="no subject"):
         planned_doses(s, proto(), "S9")
 

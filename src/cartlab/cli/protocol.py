@@ -106,19 +106,23 @@ def dose_cmd(
     """Doses of every administration of a protocol for one patient: day, agent, dose, unit, basis.
 
     The patient is given by --weight/--height (+ --age, --sex, --creatinine), or read from a
-    subject's data (--subject with --study or --store; given flags override the data).
+    subject's data (--subject with --study or --store; given flags override the data; the
+    screening creatinine is the last one from the start of the protocol's screening window up to
+    the first lymphodepletion day).
 
     BSA by Mosteller unless chosen otherwise; fludarabine (or any agent with a renal rule) adjusted
-    for creatinine clearance when age, sex and creatinine are given; CAR-T cells per infusion from
-    the weight, and the infusion volume from the product's concentration and viability.
-    Implausible inputs and doses outside the protocol are refused.
+    for creatinine clearance from age, sex, creatinine and weight; CAR-T cells per infusion from
+    the weight, and the infusion volume from the product's concentration and viability. A dose
+    whose inputs are missing (a renal rule without creatinine, per-m2 without height, per-kg
+    without weight) is "not evaluable", naming them; the others are computed. Implausible inputs
+    and doses outside the protocol are refused.
 
     [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52 --height 160 --age 17 --sex F --creatinine 54 umol/L
     """
     from rich.markup import escape
 
     from cartlab.protocol import DoseOptions, DosingError, Patient, body_size, dose_plan
-    from cartlab.protocol.sheet import format_dose, sheet_context, write_dosing_sheet
+    from cartlab.protocol.sheet import dose_text, sheet_context, write_dosing_sheet
 
     as_csv = _as_csv(as_csv, fmt)
     study = _study_alias(study, study_dir)
@@ -136,14 +140,23 @@ def dose_cmd(
                                    ("sex", sex.upper() if sex else None)) if v is not None}
         if creatinine:
             given.update(creatinine=creatinine[0], creatinine_unit=creatinine[1])
+        if creatinine:
+            given.update(creatinine_day=None, creatinine_note=None)
         patient = replace(patient, **given)
-        err.print(f"[dim]{escape(subject)}: {patient.weight_kg:g} kg, {patient.height_cm:g} cm, age "
-                  f"{patient.age_years if patient.age_years is not None else '?'}, sex {patient.sex or '?'}, "
-                  f"creatinine {patient.creatinine if patient.creatinine is not None else 'none'} "
-                  f"{patient.creatinine_unit or ''} (from the study data)[/]")
-    elif weight is None or height is None:
-        raise _usage("give --weight and --height, or --subject with --study/--store")
+        if creatinine:
+            creat = f"{patient.creatinine:g} {patient.creatinine_unit} (given)"
+        elif patient.creatinine is not None:
+            creat = f"{patient.creatinine:g} {patient.creatinine_unit} on day {patient.creatinine_day:g}"
+        else:
+            creat = f"none ({patient.creatinine_note})"
+        err.print(f"[dim]{escape(subject)}: {_num(patient.weight_kg, 'kg')}, {_num(patient.height_cm, 'cm')}, age "
+                  f"{_num(patient.age_years, 'years')}, sex {patient.sex or '?'}, creatinine {escape(creat)} "
+                  "(from the study data)[/]", soft_wrap=True)
+    elif weight is None and height is None:
+        raise _usage("give --weight and --height (a missing one makes only the doses that need it not "
+                     "evaluable), or --subject with --study/--store")
     else:
+        # a missing weight or height makes only the doses that need it not evaluable
         patient = Patient(weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
                           creatinine=creatinine[0] if creatinine else None,
                           creatinine_unit=creatinine[1] if creatinine else None, subject_id=subject)
@@ -152,26 +165,34 @@ def dose_cmd(
                            car_dose=car_dose, product_concentration=product_conc, viability=viability,
                            car_positive=car_positive)
         size = body_size(patient, p, opts)
-        plan = dose_plan(p, patient, opts)
+        plan = dose_plan(p, patient, opts, size=size)
         path = write_dosing_sheet(sheet_context(p, plan, size, opts, patient), sheet) if sheet else None
     except (DosingError, ValueError) as exc:
         raise _usage(f"cannot dose: {exc}") from None
     if as_csv:
-        sys.stdout.write(plan.write_csv())
+        sys.stdout.write(_round_floats(plan).write_csv())
     else:
-        renal = (f"CrCl {size['crcl_ml_min']:.0f} mL/min (Cockcroft-Gault), eGFR {size['egfr_ml_min_173']:.0f} "
-                 "mL/min/1.73 m2 (CKD-EPI 2021)" if size["crcl_ml_min"] is not None else f"renal function {size['renal_note']}")
-        console.print(f"[bold]{escape(p.id)}[/] · {patient.weight_kg:g} kg, {patient.height_cm:g} cm · BSA {size['bsa_m2']:.2f} m2 "
-                      f"({size['bsa_method'].capitalize()}) · {renal}", soft_wrap=True)
+        crcl, egfr = size["crcl_ml_min"], size["egfr_ml_min_173"]
+        if crcl is None and egfr is None and size["renal_note"] == size["egfr_note"]:
+            renal = f"renal function (CrCl, eGFR) {size['renal_note']}"
+        else:
+            renal = (f"CrCl {crcl:.0f} mL/min (Cockcroft-Gault)" if crcl is not None else f"CrCl {size['renal_note']}") \
+                + ", " + (f"eGFR {egfr:.0f} mL/min/1.73 m2 (CKD-EPI 2021)" if egfr is not None else f"eGFR {size['egfr_note']}")
+            if patient.creatinine_day is not None:
+                renal += f" (creatinine of day {patient.creatinine_day:g})"
+        bsa = (f"BSA {size['bsa_m2']:.2f} m2 ({size['bsa_method'].capitalize()})" if size["bsa_m2"] is not None
+               else f"BSA {size['bsa_note']}")
+        console.print(f"[bold]{escape(p.id)}[/] · {_num(patient.weight_kg, 'kg')}, {_num(patient.height_cm, 'cm')} · "
+                      f"{bsa} · {escape(renal)}", soft_wrap=True)
         t = Table(header_style="bold")
         for c in ("day", "agent", "dose", "unit", "basis"):
             t.add_column(c, overflow="fold", justify="right" if c in ("day", "dose") else "left")
         for r in plan.iter_rows(named=True):
-            t.add_row(f"{r['day']:g}", r["agent"], format_dose(r["dose"], r["unit"]), r["unit"], escape(r["basis"]))
+            t.add_row(f"{r['day']:g}", r["agent"], escape(dose_text(r)), r["unit"], escape(r["basis"]))
         console.print(t)
         for a in dict.fromkeys(x for x in plan["adjustment"].to_list() if x):
             console.print(f"[yellow]![/] {escape(a)}", soft_wrap=True)
-        if size.get("renal_caveat") and size["crcl_ml_min"] is not None:
+        if size.get("renal_caveat") and (size["crcl_ml_min"] is not None or size["egfr_ml_min_173"] is not None):
             console.print(f"[yellow]![/] {escape(size['renal_caveat'])}", soft_wrap=True)
         if p.car_t.source == "reconstructed" or any(a.source == "reconstructed" for a in p.lymphodepletion):
             console.print("[yellow]some protocol items are reconstructed (not stated by the source)[/]")
@@ -259,7 +280,7 @@ def deviations_cmd(
         data = _subject_data(subject, store, study, csv_dialect)
     res = derive_deviations(data, p)
     if _as_csv(as_csv, fmt):
-        sys.stdout.write(to_csv_frame(res).write_csv())
+        sys.stdout.write(to_csv_frame(_round_floats(res)).write_csv())
         return
     if res.height == 0:
         console.print(f"[green]no deviations[/] from {escape(p.id)} ({data.subjects.height} subject(s))")
@@ -271,6 +292,20 @@ def deviations_cmd(
         t.add_row(r["subject_id"], r["category"], escape(r["item"]), escape(r["detail"]),
                   escape(", ".join(r["evidence"] or [])))
     console.print(t)
+
+
+def _num(x: float | None, unit: str) -> str:
+    return f"? {unit}" if x is None else f"{x:g} {unit}"
+
+
+def _round_floats(df):
+    """Float columns rounded to 12 significant digits (the study reader's SIG_DIGITS) for output, so
+    a CSV shows 44.16, not the float artefact 44.160000000000004."""
+    import polars as pl
+
+    from cartlab.io.study_folder import SIG_DIGITS
+
+    return df.with_columns(pl.col(c).round_sig_figs(SIG_DIGITS) for c, t in df.schema.items() if t == pl.Float64)
 
 
 def _study_alias(study: str | None, study_dir: Path | None) -> str | None:

@@ -12,7 +12,10 @@ row per deviation:
   using the subject's own BSA and weight, after the protocol's renal adjustment;
 * ``missed_monitoring`` — a scheduled parameter not measured within ``tolerance_days`` of a
   scheduled day (one row per parameter, listing the days), up to the subject's follow-up end;
-* ``not_checkable`` — what could not be checked and why (e.g. no weight for a per-kg dose).
+* ``not_checkable`` — what could not be checked and why: a dose the plan cannot evaluate (no
+  weight for a per-kg dose, no height for a per-m2 dose, no screening creatinine for a renal rule;
+  one row per agent naming the missing input), a dose in a unit that cannot be compared, or no
+  plan at all.
 
 Every row names the protocol rule and the source rows (``evidence``).
 """
@@ -25,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from cartlab._deprecated import renamed
+from cartlab.protocol.dosing import round_sig
 from cartlab.provenance import EVIDENCE, row_ref
 
 __all__ = ["derive_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA"]
@@ -46,33 +50,42 @@ DEVIATION_SCHEMA = {
 }
 
 
-def _screening_creatinine(obs: pl.DataFrame, first_ld: float | None) -> tuple[float | None, str | None]:
-    """Last creatinine (canonical umol/L) on or before the first lymphodepletion day (else day 0)."""
-    limit = first_ld if first_ld is not None else 0.0
-    c = obs.filter((pl.col("param") == "CREAT") & (pl.col("day") <= limit) & pl.col("value").is_not_null())
-    if c.height == 0:
-        return None, None
-    r = c.sort("day").row(-1, named=True)
-    return float(r["value"]), r["unit"]
+def _screening_creatinine(obs: pl.DataFrame, protocol) -> tuple[float | None, str | None, float | None, str | None]:
+    """``(value, unit, day, None)`` of the screening creatinine: the last one from the start of the
+    protocol's screening window up to the first lymphodepletion day (day 0 without one), both
+    inclusive; ``(None, None, None, why)`` when there is none in that window (an older value is
+    stale: renal function is then not assessable, not taken as normal)."""
+    first_ld = protocol.first_lymphodepletion_day
+    lo, hi = protocol.screening_window[0], (first_ld if first_ld is not None else 0.0)
+    c = obs.filter((pl.col("param") == "CREAT") & pl.col("value").is_not_null()).sort("day")
+    inside = c.filter(pl.col("day").is_between(lo, hi))
+    if inside.height:
+        r = inside.row(-1, named=True)
+        return float(r["value"]), r["unit"], float(r["day"]), None
+    why = f"none recorded on days {lo:g} to {hi:g}"
+    before = c.filter(pl.col("day") < lo)
+    if before.height:
+        why += f"; the last before, on day {before['day'][-1]:g}, is outside the screening window"
+    return None, None, None, why
 
 
 def subject_patient(study, protocol, subject_id: str):
     """``(Patient, None)`` for dosing a study subject: weight, height, age and sex from subjects.csv
-    and the screening creatinine (the last one on or before the first lymphodepletion day);
-    ``(None, reason)`` when weight or height is missing."""
+    (``None`` where not recorded: the doses that need them are not evaluable) and the screening
+    creatinine with its day (:func:`_screening_creatinine`; when there is none, the patient's
+    ``creatinine_note`` says why)."""
     from cartlab.protocol.dosing import Patient
 
     sub = study.subjects.filter(pl.col("subject_id") == subject_id)
     if sub.height == 0:
         raise ValueError(f"no subject {subject_id!r}")
     r = sub.row(0, named=True)
-    if r.get("weight_kg") is None or r.get("height_cm") is None:
-        return None, "weight_kg and height_cm are needed to compute the planned doses (subjects.csv)"
     obs = study.observations.filter(pl.col("subject_id") == subject_id)
-    scr, unit = _screening_creatinine(obs, protocol.first_lymphodepletion_day)
+    scr, unit, day, why = _screening_creatinine(obs, protocol)
     sex = r.get("sex") if r.get("sex") in ("F", "M") else None
-    return Patient(weight_kg=r["weight_kg"], height_cm=r["height_cm"], age_years=r.get("age_years"), sex=sex,
-                   creatinine=scr, creatinine_unit=unit, subject_id=subject_id), None
+    return Patient(weight_kg=r.get("weight_kg"), height_cm=r.get("height_cm"), age_years=r.get("age_years"), sex=sex,
+                   creatinine=scr, creatinine_unit=unit, subject_id=subject_id, creatinine_day=day,
+                   creatinine_note=why), None
 
 
 def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.DataFrame | None, str | None]:
@@ -189,24 +202,31 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
             if plan is None:
                 continue
             limit = tol.car_t_dose_pct if is_car else tol.dose_pct
+            unjudged = [(pr, gr) for pr, gr in pairs if pr["status"] == "not_evaluable"]
+            if unjudged:  # the plan cannot say what was due: not a deviation, not compliance either
+                pr0, days = unjudged[0][0], ", ".join(f"{gr['day']:g}" for _, gr in unjudged)
+                add("not_checkable", name, f"{name} given on day(s) {days}: not checked against the plan, whose "
+                    f"dose is not evaluable ({pr0['adjustment']})", pr0["rule"], _refs([gr for _, gr in unjudged]))
             for pr, gr in pairs:
                 basis = pr["protocol_unit"]
-                if pr["protocol_dose"] is None or pr.get("factor") is None:
-                    if pr.get("factor") is None and not is_car:
-                        add("dose_out_of_tolerance", name, f"{name} given on day {gr['day']:g} although the plan "
-                            f"withholds it ({pr['adjustment']})", pr["rule"], _refs([gr]), planned_day=pr["day"],
-                            actual_day=gr["day"], given_dose=gr["dose"], unit=gr["unit"])
-                    elif is_car:
-                        _check_car_range(add, pr, gr, weight, name, rule)
+                if pr["status"] == "not_evaluable":
+                    continue
+                if pr["status"] == "withhold":
+                    add("dose_out_of_tolerance", name, f"{name} given on day {gr['day']:g} although the plan "
+                        f"withholds it ({pr['adjustment']})", pr["rule"], _refs([gr]), planned_day=pr["day"],
+                        actual_day=gr["day"], given_dose=gr["dose"], unit=gr["unit"])
+                    continue
+                if pr["status"] == "to_choose":
+                    _check_car_range(add, pr, gr, weight, name, rule)
                     continue
                 # planned dose on the protocol's basis, after renal adjustment / caps
-                planned_basis = _to_basis(pr["dose"], pr["unit"], basis, bsa, weight)
-                given_basis = _to_basis(gr["dose"], gr["unit"], basis, bsa, weight)
+                planned_basis = round_sig(_to_basis(pr["dose"], pr["unit"], basis, bsa, weight))
+                given_basis = round_sig(_to_basis(gr["dose"], gr["unit"], basis, bsa, weight))
                 if given_basis is None:
                     add("not_checkable", name, f"{name} day {gr['day']:g}: a dose in {gr['unit']} cannot be "
                         f"compared with the protocol's {basis}", rule, _refs([gr]), actual_day=gr["day"])
                     continue
-                diff = 100.0 * (given_basis - planned_basis) / planned_basis
+                diff = round_sig(100.0 * (given_basis - planned_basis) / planned_basis)
                 if abs(diff) > limit + 1e-9:
                     add("dose_out_of_tolerance", name,
                         f"{name} day {gr['day']:g}: given {given_basis:.4g} {basis}, planned {planned_basis:.4g} "

@@ -2,9 +2,13 @@
 per infusion (cells, and infusion volume from the product's concentration and viability).
 
 :func:`dose_plan` is a pure function ``(protocol, patient, options) -> polars.DataFrame`` with one
-row per administration: ``day, agent, dose, unit, basis`` plus the protocol dose, the adjustment
-that was applied and the rule and citation behind it. :func:`body_size` gives the inputs it used
-(BSA, creatinine clearance, eGFR) with their formulas.
+row per administration: ``day, agent, dose, unit, status, basis`` plus the protocol dose, the
+adjustment that was applied and the rule and citation behind it. :func:`body_size` gives the inputs
+it used (BSA, creatinine clearance, eGFR) with their formulas.
+
+Missing is not normal: a dose whose inputs are unknown (a renal rule without age, sex or creatinine,
+a per-m2 dose without height or weight, a per-kg dose without weight) has ``status``
+``not_evaluable``, no dose, and ``needs`` naming what is missing; flat doses need nothing.
 
 Rules are data: BSA and renal formulas in ``criteria/formulas.yaml`` (see
 :mod:`cartlab.protocol.formulas`), renal dose adjustments in ``criteria/renal_adjustment.yaml``,
@@ -23,6 +27,7 @@ import polars as pl
 
 from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
+from cartlab.io.study_folder import SIG_DIGITS
 
 __all__ = [
     "DosingError",
@@ -35,6 +40,7 @@ __all__ = [
     "plausibility_limits",
     "creatinine_mg_dl",
     "plan_to_doses",
+    "round_sig",
     "DOSE_PLAN_SCHEMA",
 ]
 
@@ -59,9 +65,23 @@ def plausibility_limits() -> dict[str, dict[str, Any]]:
     return dict(_table("plausibility")["limits"])
 
 
+def round_sig(x: float | None) -> float | None:
+    """``x`` rounded to :data:`cartlab.io.study_folder.SIG_DIGITS` (12) significant digits, the
+    rounding the study reader applies to every converted value (polars ``round_sig_figs``).
+
+    Derived quantities that are compared with a threshold (a converted creatinine, CrCl, eGFR, BSA
+    before its documented rounding, a threshold converted into a value's unit) are rounded so:
+    float artefacts of a unit round trip (1.0 mg/dL -> umol/L -> 0.9999999999999999 mg/dL) must
+    not move a value across a bound it sits on. ``None``, 0, NaN and inf are returned unchanged."""
+    if x is None or isinstance(x, bool) or not math.isfinite(x) or x == 0:
+        return x
+    return pl.Series([float(x)], dtype=pl.Float64).round_sig_figs(SIG_DIGITS).item()
+
+
 def creatinine_mg_dl(value: float, unit: str) -> float:
     """Serum creatinine converted to mg/dL with pint (umol/L via creatinine's molar mass, as in the
-    parameter dictionary). An unknown unit raises :class:`~cartlab.units.UnitError`."""
+    parameter dictionary), rounded to 12 significant digits (:func:`round_sig`). An unknown unit
+    raises :class:`~cartlab.units.UnitError`."""
     from cartlab.io.dictionary import load_dictionary
     from cartlab.units import conversion
 
@@ -69,20 +89,26 @@ def creatinine_mg_dl(value: float, unit: str) -> float:
     to_canon = p.conversion_from(unit)
     canon = to_canon.scale * float(value) + to_canon.offset
     back = conversion(p.unit, "mg/dL", molar_mass_g_mol=p.molar_mass_g_mol)
-    return back.scale * canon + back.offset
+    return round_sig(back.scale * canon + back.offset)
 
 
 @dataclass(frozen=True)
 class Patient:
-    """What dosing needs to know about a patient (at lymphodepletion)."""
+    """What dosing needs to know about a patient (at lymphodepletion). ``None`` = not known: the
+    doses that need the value are not evaluable (per-m2 doses need weight and height, per-kg doses
+    weight, renal rules age, sex, creatinine and, for Cockcroft-Gault, weight); flat doses need
+    nothing. ``creatinine_day`` is the study day the creatinine was measured on (from a study),
+    ``creatinine_note`` why there is none (e.g. none in the screening window)."""
 
-    weight_kg: float
-    height_cm: float
+    weight_kg: float | None
+    height_cm: float | None
     age_years: float | None = None
     sex: str | None = None  # "F" or "M"
     creatinine: float | None = None
     creatinine_unit: str | None = None
     subject_id: str | None = None
+    creatinine_day: float | None = None
+    creatinine_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +145,10 @@ DOSE_PLAN_SCHEMA = {
     "kind": pl.String,  # lymphodepletion | car_t
     "dose": pl.Float64,  # what to give (absolute: mg or cells); null = not to be given / to choose
     "unit": pl.String,
+    # computed | withhold (the renal rule says do not give) | not_evaluable (an input is missing:
+    # `needs`) | to_choose (CAR-T range without a protocol target)
+    "status": pl.String,
+    "needs": pl.String,  # the missing inputs of a not_evaluable dose, e.g. "creatinine" or "height"
     "basis": pl.String,  # how the dose was computed, in words and numbers
     "protocol_dose": pl.Float64,  # the protocol's dose on its basis (per m2 / per kg / flat)
     "protocol_unit": pl.String,
@@ -151,13 +181,13 @@ def _validate_patient(patient: Patient, options: DoseOptions) -> float | None:
     """Refuse implausible inputs; return creatinine in mg/dL (or None)."""
     from cartlab.units import UnitError
 
-    if patient.weight_kg is None or patient.height_cm is None:
-        raise DosingError("weight (kg) and height (cm) are both needed for dosing")
     _check_range("weight_kg", patient.weight_kg, options, "weight")
     _check_range("height_cm", patient.height_cm, options, "height")
     _check_range("age_years", patient.age_years, options, "age")
-    bmi = patient.weight_kg / (patient.height_cm / 100.0) ** 2
-    _check_range("bmi_kg_m2", round(bmi, 1), options, f"BMI from {patient.weight_kg:g} kg and {patient.height_cm:g} cm:")
+    if patient.weight_kg is not None and patient.height_cm is not None:
+        bmi = patient.weight_kg / (patient.height_cm / 100.0) ** 2
+        _check_range("bmi_kg_m2", round(round_sig(bmi), 1), options,
+                     f"BMI from {patient.weight_kg:g} kg and {patient.height_cm:g} cm:")
     if patient.sex is not None and patient.sex not in ("F", "M"):
         raise DosingError(f"sex must be F or M (got {patient.sex!r}); renal formulas are sex-specific")
     scr = None
@@ -175,11 +205,19 @@ def _validate_patient(patient: Patient, options: DoseOptions) -> float | None:
     return scr
 
 
+def _needs(names: list[str]) -> str:
+    return "not computed: needs " + ", ".join(names)
+
+
 def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOptions()) -> dict[str, Any]:
     """BSA, creatinine clearance and eGFR for a patient, each with its formula and citation.
 
-    BSA by the chosen method (Mosteller default); CrCl by Cockcroft–Gault and eGFR by CKD-EPI 2021
-    when age, sex and creatinine are known (else ``None`` with the reason).
+    BSA by the chosen method (Mosteller default) when weight and height are known; CrCl by
+    Cockcroft–Gault when age, sex, creatinine and weight are known, eGFR by CKD-EPI 2021 when age,
+    sex and creatinine are. A value that cannot be computed is ``None``; ``bsa_missing`` /
+    ``crcl_missing`` / ``egfr_missing`` name the inputs it needs and ``bsa_note`` / ``renal_note``
+    (CrCl) / ``egfr_note`` say so in words. Derived values are rounded to 12 significant digits
+    (:func:`round_sig`) before they meet a threshold; BSA is then rounded to ``bsa_decimals``.
     """
     from cartlab.protocol import formulas as fx
 
@@ -187,28 +225,40 @@ def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOption
     method = options.bsa_method or (protocol.dosing.bsa_method if protocol is not None else "mosteller")
     if method not in fx.BSA_METHODS:
         raise DosingError(f"unknown BSA method {method!r}; choose one of {', '.join(fx.BSA_METHODS)}")
-    raw = float(fx.bsa(patient.weight_kg, patient.height_cm, method=method))
-    bsa = round(raw, options.bsa_decimals) if options.bsa_decimals is not None else raw
+    w, h = patient.weight_kg, patient.height_cm
+    bsa_missing = [n for n, v in (("weight", w), ("height", h)) if v is None]
+    raw = bsa = None
     cap = protocol.dosing.bsa_cap_m2 if protocol is not None else None
-    capped = cap is not None and bsa > cap
+    capped = False
+    if not bsa_missing:
+        raw = float(fx.bsa(w, h, method=method))
+        bsa = round(round_sig(raw), options.bsa_decimals) if options.bsa_decimals is not None else raw
+        capped = cap is not None and round_sig(bsa) > cap
     info = fx.formula_info(method)
     out: dict[str, Any] = {
-        "weight_kg": patient.weight_kg, "height_cm": patient.height_cm, "age_years": patient.age_years,
+        "weight_kg": w, "height_cm": h, "age_years": patient.age_years,
         "sex": patient.sex, "creatinine": patient.creatinine, "creatinine_unit": patient.creatinine_unit,
-        "creatinine_mg_dl": scr,
+        "creatinine_mg_dl": scr, "creatinine_day": patient.creatinine_day,
         "bsa_method": method, "bsa_raw_m2": raw, "bsa_m2": min(bsa, cap) if capped else bsa,
         "bsa_capped": capped, "bsa_cap_m2": cap, "bsa_formula": info["expression"],
-        "bsa_citation": info["citation"],
-        "bmi_kg_m2": patient.weight_kg / (patient.height_cm / 100.0) ** 2,
+        "bsa_citation": info["citation"], "bsa_missing": bsa_missing,
+        "bsa_note": _needs(bsa_missing) if bsa_missing else None,
+        "bmi_kg_m2": None if bsa_missing else w / (h / 100.0) ** 2,
     }
-    missing = [n for n, v in (("age", patient.age_years), ("sex", patient.sex), ("creatinine", scr)) if v is None]
-    if missing:
-        why = "not computed: needs " + ", ".join(missing)
-        out.update(crcl_ml_min=None, egfr_ml_min_173=None, renal_note=why)
-    else:
-        out["crcl_ml_min"] = float(fx.crcl_cockcroft_gault(patient.age_years, patient.weight_kg, scr, patient.sex))
-        out["egfr_ml_min_173"] = float(fx.egfr_ckd_epi_2021(scr, patient.age_years, patient.sex))
-        out["renal_note"] = None
+    creat = "creatinine" + (f" ({patient.creatinine_note})" if patient.creatinine_note else "")
+    have = {"age": patient.age_years, "sex": patient.sex, "creatinine": scr, "weight": w}
+    crcl_missing = [n for n in ("age", "sex", "creatinine", "weight") if have[n] is None]
+    egfr_missing = [n for n in ("age", "sex", "creatinine") if have[n] is None]
+
+    def note(missing: list[str]) -> str | None:
+        return _needs([creat if n == "creatinine" else n for n in missing]) if missing else None
+
+    age, sex = patient.age_years, patient.sex
+    out.update(
+        crcl_ml_min=None if crcl_missing else round_sig(float(fx.crcl_cockcroft_gault(age, w, scr, sex))),
+        egfr_ml_min_173=None if egfr_missing else round_sig(float(fx.egfr_ckd_epi_2021(scr, age, sex))),
+        crcl_missing=crcl_missing, egfr_missing=egfr_missing, renal_note=note(crcl_missing),
+        egfr_note=note(egfr_missing))
     out["renal_caveat"] = (
         "Cockcroft-Gault and CKD-EPI 2021 were derived in adults; below 18 years a paediatric estimate "
         "(e.g. bedside Schwartz) is usual" if patient.age_years is not None and patient.age_years < 18 else None)
@@ -242,27 +292,46 @@ def renal_adjustment(rule_id: str, value: float) -> tuple[float | None, str, str
     raise DosingError(f"renal rule {rule_id}: no band covers {value:g}")
 
 
-def _renal(agent, size: dict[str, Any], measure_default: str, options: DoseOptions) -> tuple[float | None, str, str, str]:
-    """(factor or None = withhold, adjustment text, rule id, citation) for one agent."""
+@dataclass(frozen=True)
+class _Renal:
+    """What an agent's renal rule says: ``status`` computed (``factor`` applies; ``text`` is the
+    band when it changes the dose), withhold (do not give), or not_evaluable (the renal function
+    is not known: ``needs`` names the missing inputs; ``factor`` is None)."""
+
+    factor: float | None
+    status: str
+    text: str = ""
+    rule: str = ""
+    citation: str = ""
+    needs: tuple[str, ...] = ()
+
+
+_MEASURES = {  # measure -> (body_size key, its note, its missing inputs, name, unit)
+    "crcl_cockcroft_gault": ("crcl_ml_min", "renal_note", "crcl_missing", "CrCl (Cockcroft-Gault)", "mL/min"),
+    "egfr_ckd_epi_2021": ("egfr_ml_min_173", "egfr_note", "egfr_missing", "eGFR (CKD-EPI 2021)", "mL/min/1.73 m2"),
+}
+
+
+def _renal(agent, size: dict[str, Any], measure_default: str, options: DoseOptions) -> _Renal:
+    """The renal rule of one agent for this patient. A renal function that cannot be computed is
+    not taken as normal: the dose is not evaluable, naming what is missing."""
     rule_id = agent.renal_adjustment
     if rule_id is None or not options.apply_renal_adjustment:
-        why = "" if rule_id is None else f"renal adjustment {rule_id} switched off"
-        return 1.0, why, "", ""
+        return _Renal(1.0, "computed", "" if rule_id is None else f"renal adjustment {rule_id} switched off")
     rule = renal_rules()[rule_id]
     measure = options.renal_function or measure_default or rule.get("measure") or "crcl_cockcroft_gault"
-    key = {"crcl_cockcroft_gault": "crcl_ml_min", "egfr_ckd_epi_2021": "egfr_ml_min_173"}.get(measure)
-    if key is None:
+    if measure not in _MEASURES:
         raise DosingError(f"unknown renal function measure {measure!r}")
+    key, note, missing, name, unit = _MEASURES[measure]
     value = size.get(key)
-    name = "CrCl (Cockcroft-Gault)" if key == "crcl_ml_min" else "eGFR (CKD-EPI 2021)"
-    unit = "mL/min" if key == "crcl_ml_min" else "mL/min/1.73 m2"
     if value is None:
-        return 1.0, f"NOT ASSESSED: {rule_id} needs {name} ({size.get('renal_note')})", rule_id, rule["citation"]
+        return _Renal(None, "not_evaluable", f"NOT EVALUABLE: {rule_id} needs {name}, {size.get(note)}", rule_id,
+                      rule["citation"], tuple(size.get(missing) or ()))
     f, band_id, band_text = renal_adjustment(rule_id, value)
     text = f"{name} {value:.1f} {unit}: {band_text}"
     if f is None:
-        return None, text, f"{rule_id}.{band_id}", rule["citation"]
-    return f, ("" if f == 1 else text), f"{rule_id}.{band_id}", rule["citation"]
+        return _Renal(None, "withhold", text, f"{rule_id}.{band_id}", rule["citation"])
+    return _Renal(f, "computed", "" if f == 1 else text, f"{rule_id}.{band_id}", rule["citation"])
 
 
 def _fmt(x: float) -> str:
@@ -284,66 +353,94 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
     band's dose (the protocol's target, or ``options.car_dose``) x weight for ``cells/kg``, capped at
     the band's maximum total cells, split over the infusions by their fractions. ``size`` is
     :func:`body_size` of the same patient, protocol and options when the caller has it already.
+
+    A dose whose inputs are missing (BSA without height, a renal rule without creatinine, ...) is
+    ``not_evaluable`` with ``dose`` null and the missing inputs in ``needs``; the other doses are
+    computed. :class:`DosingError` when no dose at all can be computed.
     """
     size = size if size is not None else body_size(patient, protocol, options)
     rows: list[dict[str, Any]] = []
-    bsa_txt = f"BSA {size['bsa_m2']:.2f} m2 ({size['bsa_method'].capitalize()}" + (
-        f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else "") + ")"
+    bsa_txt = (f"BSA ({size['bsa_note']})" if size["bsa_m2"] is None else
+               f"BSA {size['bsa_m2']:.2f} m2 ({size['bsa_method'].capitalize()}" + (
+                   f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else "") + ")")
     for a in protocol.lymphodepletion:
+        needs: list[str] = []
+        lacking = ""
         if a.unit == "mg/m2":
-            base, basis = a.dose * size["bsa_m2"], f"{a.dose:g} mg/m2 x {bsa_txt}"
+            base, basis = (None if size["bsa_m2"] is None else a.dose * size["bsa_m2"]), f"{a.dose:g} mg/m2 x {bsa_txt}"
+            if base is None:
+                needs, lacking = list(size["bsa_missing"]), f"{a.dose:g} mg/m2 needs BSA, {size['bsa_note']}"
         elif a.unit == "mg/kg":
-            base, basis = a.dose * patient.weight_kg, f"{a.dose:g} mg/kg x {patient.weight_kg:g} kg"
+            w = patient.weight_kg
+            base = None if w is None else a.dose * w
+            basis = f"{a.dose:g} mg/kg x " + ("weight (not given)" if w is None else f"{w:g} kg")
+            if base is None:
+                needs, lacking = ["weight"], f"{a.dose:g} mg/kg needs the weight"
         else:
             base, basis = a.dose, f"{a.dose:g} mg flat"
-        factor, adj, rule, cite = _renal(a, size, protocol.dosing.renal_function, options)
-        dose = None if factor is None else base * factor
-        if factor is not None and factor != 1:
-            basis += f" x {factor:g} (renal)"
-        if dose is not None and a.max_dose_mg is not None and dose > a.max_dose_mg:
-            adj = "; ".join(x for x in (adj, f"capped at the protocol maximum {a.max_dose_mg:g} mg") if x)
-            basis += f", capped at {a.max_dose_mg:g} mg"
-            dose = a.max_dose_mg
-        if factor is None:
+        renal = _renal(a, size, protocol.dosing.renal_function, options)
+        factor, adj = renal.factor, renal.text
+        if renal.status == "withhold":
+            status, dose = "withhold", None
             basis += " — WITHHOLD (renal)"
+        else:
+            needs += [n for n in renal.needs if n not in needs]
+            if factor is not None and factor != 1:
+                basis += f" x {factor:g} (renal)"
+            if needs:
+                status, dose = "not_evaluable", None
+                adj = "; ".join(x for x in (adj, f"NOT EVALUABLE: {lacking}" if lacking else "") if x)
+                basis += f" — NOT EVALUABLE (needs {', '.join(needs)})"
+            else:
+                status, dose = "computed", base * factor
+                if a.max_dose_mg is not None and dose > a.max_dose_mg:
+                    adj = "; ".join(x for x in (adj, f"capped at the protocol maximum {a.max_dose_mg:g} mg") if x)
+                    basis += f", capped at {a.max_dose_mg:g} mg"
+                    dose = a.max_dose_mg
         for d in a.days:
             rows.append({
                 "day": d, "agent": a.agent, "kind": "lymphodepletion", "dose": dose, "unit": "mg",
+                "status": status, "needs": ", ".join(needs) or None,
                 "basis": basis, "protocol_dose": a.dose, "protocol_unit": a.unit, "adjustment": adj or None,
-                "factor": factor, "route": a.route, "rule": rule or f"{protocol.id}.lymphodepletion.{a.agent}",
-                "citation": "; ".join(x for x in (a.citation, cite) if x), "source": a.source,
+                "factor": factor, "route": a.route, "rule": renal.rule or f"{protocol.id}.lymphodepletion.{a.agent}",
+                "citation": "; ".join(x for x in (a.citation, renal.citation) if x), "source": a.source,
             })
     rows += _car_rows(protocol, patient, options)
+    if rows and all(r["status"] == "not_evaluable" for r in rows):
+        raise DosingError(f"no dose of {protocol.id} can be computed: "
+                          + "; ".join(dict.fromkeys(f"{r['agent']} needs {r['needs']}" for r in rows)))
     df = pl.DataFrame(rows, schema=DOSE_PLAN_SCHEMA, orient="row") if rows else pl.DataFrame(schema=DOSE_PLAN_SCHEMA)
     return df.sort(["day", pl.col("kind") != "lymphodepletion", "agent"], maintain_order=True)
+
+
+def _car_band(protocol, w: float | None):
+    """The CAR-T dose band for weight ``w``; without a weight, the protocol's only band when it
+    holds for any weight (else None: the band depends on the weight)."""
+    car = protocol.car_t
+    if w is None:
+        only = car.bands[0] if len(car.bands) == 1 else None
+        return only if only is not None and only.above_kg is None and only.up_to_kg is None else None
+    band = car.band_for(w)
+    if band is None:
+        raise DosingError(f"{protocol.id}: no CAR-T dose band covers a weight of {w:g} kg "
+                          f"(bands: {'; '.join(b.describe() for b in car.bands)})")
+    return band
 
 
 def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str, Any]]:
     car = protocol.car_t
     w = patient.weight_kg
-    band = car.band_for(w)
-    if band is None:
-        raise DosingError(f"{protocol.id}: no CAR-T dose band covers a weight of {w:g} kg "
-                          f"(bands: {'; '.join(b.describe() for b in car.bands)})")
+    band = _car_band(protocol, w)
+    _check_car_options(protocol, band, options)
+    n = len(car.infusions)
+    common = {"agent": car.agent, "kind": "car_t", "unit": "cells", "route": "IV", "rule": f"{protocol.id}.car_t",
+              "source": car.source}
+    if band is None or (band.unit == "cells/kg" and w is None):
+        return _car_rows_without_weight(car, band, options, common)
     per = band.unit
     chosen = options.car_dose if options.car_dose is not None else band.target
-    if options.car_dose is not None:
-        v = options.car_dose
-        if not isinstance(v, (int, float)) or math.isnan(v) or v <= 0:
-            raise DosingError(f"CAR-T dose must be a positive number of {per} (got {v!r})")
-        if v > band.max:
-            raise DosingError(f"CAR-T dose {_fmt(v)} {per} is above the protocol's maximum {_fmt(band.max)} {per} "
-                              f"({protocol.id}, weight band {band.describe()}; {band.citation})")
-        if band.min is not None and v < band.min:
-            raise DosingError(f"CAR-T dose {_fmt(v)} {per} is below the protocol's minimum {_fmt(band.min)} {per} "
-                              f"({protocol.id}, weight band {band.describe()}; {band.citation})")
-    for name, v in (("product concentration", options.product_concentration),
-                    ("viability", options.viability), ("CAR-positive fraction", options.car_positive)):
-        if v is not None and (not isinstance(v, (int, float)) or math.isnan(v) or v <= 0):
-            raise DosingError(f"{name} must be a positive number (got {v!r})")
-    for name, v in (("viability", options.viability), ("CAR-positive fraction", options.car_positive)):
-        if v > 1:
-            raise DosingError(f"{name} is a fraction between 0 and 1 (got {v:g}; write 0.92 for 92%)")
+    live = (options.product_concentration * options.viability * options.car_positive
+            if options.product_concentration is not None else None)
 
     def absolute(x: float) -> float:
         return x * w if per == "cells/kg" else x
@@ -357,10 +454,7 @@ def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str
     if total is not None and cap is not None and total > cap:
         adj = f"capped at the maximum total dose {_fmt(cap)} cells"
         total = cap
-    live = (options.product_concentration * options.viability * options.car_positive
-            if options.product_concentration is not None else None)
     rows = []
-    n = len(car.infusions)
     for inf in sorted(car.infusions, key=lambda i: i.day):
         split = f" ({inf.fraction:.0%} of the total)" if n > 1 else ""
         if total is None:
@@ -380,20 +474,62 @@ def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str
             basis += (f"; volume = {_fmt(dose)} / ({_fmt(options.product_concentration)} cells/mL"
                       f" x viability {options.viability:g} x CAR+ {options.car_positive:g}) = {vol:.1f} mL")
         rows.append({
-            "day": inf.day, "agent": car.agent, "kind": "car_t", "dose": dose, "unit": "cells",
+            **common, "day": inf.day, "dose": dose, "status": "to_choose" if dose is None else "computed", "needs": None,
             "basis": basis, "protocol_dose": None if chosen is None else chosen * inf.fraction,
             "protocol_unit": per, "adjustment": adj, "factor": 1.0,
-            "dose_min": None if lo is None else lo * inf.fraction, "dose_max": hi * inf.fraction, "volume_ml": vol, "route": "IV",
-            "rule": f"{protocol.id}.car_t", "citation": band.citation, "source": car.source,
+            "dose_min": None if lo is None else lo * inf.fraction, "dose_max": hi * inf.fraction, "volume_ml": vol,
+            "citation": band.citation,
         })
     return rows
+
+
+def _car_rows_without_weight(car, band, options: DoseOptions, common: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CAR-T rows when the weight is missing and needed (a per-kg dose, or a band chosen by
+    weight): not evaluable, with the per-kg dose of the protocol when the band is known."""
+    why = "the dose band depends on the weight" if band is None else "a dose in cells/kg needs the weight"
+    chosen = None if band is None else (options.car_dose if options.car_dose is not None else band.target)
+    n = len(car.infusions)
+    rows = []
+    for inf in sorted(car.infusions, key=lambda i: i.day):
+        split = f" ({inf.fraction:.0%} of the total)" if n > 1 else ""
+        per_inf = None if chosen is None else chosen * inf.fraction
+        basis = f"{_fmt(per_inf)} {band.unit}{split} x weight" if per_inf is not None else "CAR-T dose"
+        rows.append({**common, "day": inf.day, "dose": None, "status": "not_evaluable", "needs": "weight",
+                     "basis": basis + " — NOT EVALUABLE (needs weight)", "protocol_dose": per_inf,
+                     "protocol_unit": None if band is None else band.unit,
+                     "adjustment": f"NOT EVALUABLE: {why} (not given)", "factor": None,
+                     "citation": "; ".join(dict.fromkeys(b.citation for b in ([band] if band else car.bands)))})
+    return rows
+
+
+def _check_car_options(protocol, band, options: DoseOptions) -> None:
+    """Refuse a chosen CAR-T dose outside the band (when the band is known) and product inputs that
+    are not positive numbers or fractions."""
+    if band is not None and options.car_dose is not None:
+        per = band.unit
+        v = options.car_dose
+        if not isinstance(v, (int, float)) or math.isnan(v) or v <= 0:
+            raise DosingError(f"CAR-T dose must be a positive number of {per} (got {v!r})")
+        if v > band.max:
+            raise DosingError(f"CAR-T dose {_fmt(v)} {per} is above the protocol's maximum {_fmt(band.max)} {per} "
+                              f"({protocol.id}, weight band {band.describe()}; {band.citation})")
+        if band.min is not None and v < band.min:
+            raise DosingError(f"CAR-T dose {_fmt(v)} {per} is below the protocol's minimum {_fmt(band.min)} {per} "
+                              f"({protocol.id}, weight band {band.describe()}; {band.citation})")
+    for name, v in (("product concentration", options.product_concentration),
+                    ("viability", options.viability), ("CAR-positive fraction", options.car_positive)):
+        if v is not None and (not isinstance(v, (int, float)) or math.isnan(v) or v <= 0):
+            raise DosingError(f"{name} must be a positive number (got {v!r})")
+    for name, v in (("viability", options.viability), ("CAR-positive fraction", options.car_positive)):
+        if v > 1:
+            raise DosingError(f"{name} is a fraction between 0 and 1 (got {v:g}; write 0.92 for 92%)")
 
 
 def plan_to_doses(plan: pl.DataFrame, subject_id: str, source: str = "synthetic") -> pl.DataFrame:
     """A dose plan as canonical ``doses`` rows (:data:`cartlab.model.DOSES`) on the protocol's
     basis (mg/m2, mg/kg, mg, cells/kg, cells), so a simulated (digital-twin) patient carries the
-    protocol's administrations like a real one. Withheld doses are left out; ``source`` labels the
-    rows (``synthetic`` by default)."""
+    protocol's administrations like a real one. Withheld and not-evaluable doses are left out;
+    ``source`` labels the rows (``synthetic`` by default)."""
     from cartlab.model import conform
 
     given = plan.filter(pl.col("dose").is_not_null() & pl.col("protocol_dose").is_not_null())

@@ -27,6 +27,7 @@ import polars as pl
 from cartlab._deprecated import renamed
 from cartlab.criteria import Compiler, Range
 from cartlab.criteria.model import AnyOf, Column, Leaf
+from cartlab.protocol.dosing import round_sig
 from cartlab.provenance import EVIDENCE, row_ref
 
 __all__ = ["ELIGIBILITY_SCHEMA", "eligibility_verdict", "derive_eligibility"]
@@ -130,9 +131,11 @@ def _gather(study, part: _Part, subjects: dict[str, dict]) -> None:
         part.rows, part.unit = _last(obs, ["day", "_i"]), p.unit
         target = c.value
         if c.unit is not None and isinstance(target, (int, float, list)):
+            # rounded to 12 significant digits as the study reader rounds a converted value, so that
+            # equal quantities compare equal (2.0 mg/dL read from a study is <= 2.0 mg/dL)
             conv = p.conversion_from(c.unit)
-            target = ([conv.scale * float(t) + conv.offset for t in target] if isinstance(target, list)
-                      else conv.scale * float(target) + conv.offset)
+            target = ([round_sig(conv.scale * float(t) + conv.offset) for t in target] if isinstance(target, list)
+                      else round_sig(conv.scale * float(target) + conv.offset))
         elif isinstance(target, (int, float)) and not isinstance(target, bool):
             target = float(target)
         part.target = target
@@ -228,24 +231,29 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
     if r is None:
         return {**nothing, "reason": f"no {label} result in {wtxt}"}
     unit, found = part.unit, {"day": r["day"], "evidence": _ref(r), "source": _src(r)}
+
+    def with_unit(x: str) -> str:  # "2" for a unitless value (ECOG), "34.2 umol/L" otherwise
+        return f"{x} {unit}" if unit else x
+
     target = part.target
     if c.relative_to:
         ref = _ref_value(part, r)
         if ref is None:
             shown = _fmt(r["value"]) if r["value"] is not None else r["value_text"]
             return {**found, "cond": None, "value": shown, "unit": unit,
-                    "reason": f"{label} {shown} {unit} on day {r['day']:g} but no {c.relative_to.upper()} given for it"}
+                    "reason": f"{label} {with_unit(shown)} on day {r['day']:g} but no {c.relative_to.upper()} given for it"}
         target = [t * ref for t in target] if isinstance(target, list) else target * ref
-    scaled = (f" (= {target:.4g} {unit})" if not isinstance(target, list)
-              else f" (= {_fmt(target)} {unit})" if (c.unit and c.unit != unit) or c.relative_to else "")
+    # the threshold in the value's unit, when it differs from the protocol's text (converted or a ULN multiple)
+    shown = _fmt(target) if isinstance(target, list) else f"{target:.4g}"
+    scaled = f" (= {with_unit(shown)})" if (c.unit and c.unit != unit) or c.relative_to else ""
     shown_target = _target_text(c) + scaled
     if r["value"] is None:  # censored, e.g. "<0.5"
         verdict = "meets" if cond else "does not meet" if cond is False else "cannot decide"
         return {**found, "cond": cond, "value": r["value_text"], "unit": unit,
-                "reason": f"{label} {r['value_text']} {unit} on day {r['day']:g}: {verdict} {shown_target}"}
+                "reason": f"{label} {with_unit(r['value_text'])} on day {r['day']:g}: {verdict} {shown_target}"}
     v = float(r["value"])
     return {**found, "cond": cond, "value": _fmt(v), "unit": unit,
-            "reason": (f"{label} {v:g} {unit} on day {r['day']:g} (last in {wtxt}), "
+            "reason": (f"{label} {with_unit(f'{v:g}')} on day {r['day']:g} (last in {wtxt}), "
                        f"{'meets' if cond else 'does not meet'} {shown_target}")}
 
 

@@ -11,9 +11,9 @@ table once (cached) and evaluates an entry by its ``kind``:
 
 All functions are numpy-vectorised: arguments may be floats or array-likes (broadcast together);
 the result is a ``float`` when every argument is a scalar, an ``ndarray`` otherwise. Inputs are
-checked, never guessed: a non-numeric, non-finite (NaN, inf) or non-positive value raises
-:class:`ValueError` naming the argument. Units are fixed (kg, cm, years, creatinine in mg/dL);
-callers convert with pint (:mod:`cartlab.units`) first.
+checked, never guessed: a non-numeric, non-finite (NaN, inf) or non-positive value (for age: a
+negative one; 0 years is a valid age) raises :class:`ValueError` naming the argument. Units are
+fixed (kg, cm, years, creatinine in mg/dL); callers convert with pint (:mod:`cartlab.units`) first.
 """
 
 from __future__ import annotations
@@ -101,19 +101,21 @@ BSA_METHODS: tuple[str, ...] = tuple(n for n, e in _formulas().items() if e["gro
 # Input checking
 
 
-def _positive(value: Any, name: str) -> np.ndarray:
-    """``value`` as a float array whose every element is finite and > 0, else ValueError."""
+def _positive(value: Any, name: str, zero_ok: bool = False) -> np.ndarray:
+    """``value`` as a float array whose every element is finite and > 0 (>= 0 with ``zero_ok``),
+    else ValueError."""
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number or an array of numbers; got {value!r}") from None
-    bad = ~(np.isfinite(arr) & (arr > 0))
+    bad = ~(np.isfinite(arr) & ((arr >= 0) if zero_ok else (arr > 0)))
+    what = "non-negative" if zero_ok else "positive"
     if bad.any():
         if arr.ndim == 0:
-            raise ValueError(f"{name} must be a positive finite number; got {arr.item()!r}")
+            raise ValueError(f"{name} must be a {what} finite number; got {arr.item()!r}")
         idx = np.flatnonzero(bad)
         raise ValueError(
-            f"{name} must be positive and finite; {idx.size} invalid value(s), "
+            f"{name} must be {what} and finite; {idx.size} invalid value(s), "
             f"first at index {int(idx[0])}: {float(arr.ravel()[idx[0]])!r}"
         )
     return arr
@@ -168,10 +170,11 @@ def crcl_cockcroft_gault(age_years, weight_kg, creatinine_mg_dl, sex) -> float |
     1976;16:31-41). ``creatinine_mg_dl`` must be in mg/dL: convert umol/L with pint
     (:mod:`cartlab.units`) before calling. ``sex`` is "F" or "M". ``age_years`` must be below 140
     (the equation gives a non-positive clearance otherwise). Which weight to pass (actual, ideal,
-    adjusted) is the protocol's choice.
+    adjusted) is the protocol's choice. Age 0 is accepted (the equation was derived in adults; the
+    caller says so for children).
     """
     k = _entry("cockcroft_gault", "renal")["coefficients"]
-    age = _positive(age_years, "age_years")
+    age = _positive(age_years, "age_years", zero_ok=True)
     if np.any(age >= k["age_offset"]):
         raise ValueError(
             f"age_years must be below {k['age_offset']:g} for Cockcroft-Gault; "
@@ -196,7 +199,7 @@ def egfr_ckd_epi_2021(creatinine_mg_dl, age_years, sex) -> float | np.ndarray:
     """
     k = _entry("ckd_epi_2021", "renal")["coefficients"]
     scr = _positive(creatinine_mg_dl, "creatinine_mg_dl")
-    age = _positive(age_years, "age_years")
+    age = _positive(age_years, "age_years", zero_ok=True)
     s = _sex(sex)
     scr, age, s = np.broadcast_arrays(scr, age, s)
     ratio = scr / _by_sex(s, k["kappa"])

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from cartlab import __version__
 
-__all__ = ["sheet_context", "dosing_sheet_html", "dosing_sheet_pdf", "write_dosing_sheet", "format_dose"]
+__all__ = ["sheet_context", "dosing_sheet_html", "dosing_sheet_pdf", "write_dosing_sheet", "format_dose", "dose_text"]
 
 
 def format_dose(dose: float | None, unit: str) -> str:
@@ -34,47 +34,69 @@ def format_dose(dose: float | None, unit: str) -> str:
     return f"{dose:.1f}"
 
 
+def dose_text(row: dict[str, Any]) -> str:
+    """A dose-plan row's dose as printed: the dose (:func:`format_dose`), or what stands in its
+    place: ``WITHHOLD``, ``not evaluable (needs ...)`` naming the missing inputs, ``choose``."""
+    status = row.get("status")
+    if status == "withhold":
+        return "WITHHOLD"
+    if status == "not_evaluable":
+        return f"not evaluable (needs {row.get('needs') or 'inputs'})"
+    if status == "to_choose":
+        return "choose"
+    return format_dose(row["dose"], row["unit"])
+
+
 def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, patient,
                   input_note: str | None = None) -> dict[str, Any]:
     """Everything the sheet prints: patient inputs, derived body size with formulas substituted,
     the renal rule used, the administrations, warnings and citations. ``input_note`` is printed
     with the inputs (e.g. that a demo patient's weight and height are reconstructed)."""
     w, h = size["weight_kg"], size["height_cm"]
-    bsa_sub = _substitute(size["bsa_formula"], weight_kg=f"{w:g}", height_cm=f"{h:g}")
-    derived = [{
-        "name": f"Body-surface area ({size['bsa_method'].capitalize()})",
-        "formula": size["bsa_formula"],
-        "substituted": f"{bsa_sub} = {size['bsa_raw_m2']:.4f} m2"
-                       + (f", rounded to {size['bsa_m2']:.2f} m2" if options.bsa_decimals is not None else "")
-                       + (f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else ""),
-        "value": f"{size['bsa_m2']:.2f} m2",
-        "citation": size["bsa_citation"],
-    }, {
-        "name": "Body-mass index", "formula": "weight_kg / (height_cm / 100)^2",
-        "substituted": f"{w:g} / ({h:g}/100)^2", "value": f"{size['bmi_kg_m2']:.1f} kg/m2", "citation": "",
-    }]
+    if size["bsa_m2"] is not None:
+        bsa_sub = _substitute(size["bsa_formula"], weight_kg=f"{w:g}", height_cm=f"{h:g}")
+        derived = [{
+            "name": f"Body-surface area ({size['bsa_method'].capitalize()})",
+            "formula": size["bsa_formula"],
+            "substituted": f"{bsa_sub} = {size['bsa_raw_m2']:.4f} m2"
+                           + (f", rounded to {size['bsa_m2']:.2f} m2" if options.bsa_decimals is not None else "")
+                           + (f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else ""),
+            "value": f"{size['bsa_m2']:.2f} m2",
+            "citation": size["bsa_citation"],
+        }, {
+            "name": "Body-mass index", "formula": "weight_kg / (height_cm / 100)^2",
+            "substituted": f"{w:g} / ({h:g}/100)^2", "value": f"{size['bmi_kg_m2']:.1f} kg/m2", "citation": "",
+        }]
+    else:
+        derived = [{"name": f"Body-surface area ({size['bsa_method'].capitalize()})", "formula": size["bsa_formula"],
+                    "substituted": size["bsa_note"], "value": "not computed", "citation": size["bsa_citation"]}]
+    scr = size["creatinine_mg_dl"]
     if size.get("crcl_ml_min") is not None:
-        scr = size["creatinine_mg_dl"]
         derived.append({
             "name": "Creatinine clearance (Cockcroft-Gault)", "formula": size["crcl_formula"],
             "substituted": _substitute(size["crcl_formula"], age_years=f"{size['age_years']:g}", weight_kg=f"{w:g}",
                                        creatinine_mg_dl=f"{scr:.3f}") + f"; sex {size['sex']}",
             "value": f"{size['crcl_ml_min']:.1f} mL/min", "citation": size["crcl_citation"],
         })
+    else:
+        derived.append({"name": "Creatinine clearance (Cockcroft-Gault)", "formula": size["crcl_formula"],
+                        "substituted": size.get("renal_note") or "", "value": "not computed", "citation": ""})
+    if size.get("egfr_ml_min_173") is not None:
         derived.append({
             "name": "eGFR (CKD-EPI 2021)", "formula": size["egfr_formula"],
             "substituted": f"Scr {scr:.3f} mg/dL, age {size['age_years']:g}, sex {size['sex']}",
             "value": f"{size['egfr_ml_min_173']:.1f} mL/min/1.73 m2", "citation": size["egfr_citation"],
         })
     else:
-        derived.append({"name": "Renal function", "formula": "Cockcroft-Gault CrCl; CKD-EPI 2021 eGFR",
-                        "substituted": size.get("renal_note") or "", "value": "not computed", "citation": ""})
-    inputs = [("Weight", f"{w:g} kg"), ("Height", f"{h:g} cm"),
+        derived.append({"name": "eGFR (CKD-EPI 2021)", "formula": size["egfr_formula"],
+                        "substituted": size.get("egfr_note") or "", "value": "not computed", "citation": ""})
+    inputs = [("Weight", "—" if w is None else f"{w:g} kg"), ("Height", "—" if h is None else f"{h:g} cm"),
               ("Age", "—" if size["age_years"] is None else f"{size['age_years']:g} years"),
               ("Sex", size["sex"] or "—")]
     if size.get("creatinine") is not None:
         conv = (f" (= {size['creatinine_mg_dl']:.3f} mg/dL)" if size["creatinine_unit"] != "mg/dL" else "")
-        inputs.append(("Serum creatinine", f"{size['creatinine']:g} {size['creatinine_unit']}{conv}"))
+        day = f", day {size['creatinine_day']:g}" if size.get("creatinine_day") is not None else ""
+        inputs.append(("Serum creatinine", f"{size['creatinine']:g} {size['creatinine_unit']}{conv}{day}"))
     else:
         inputs.append(("Serum creatinine", "not given"))
     if options.product_concentration is not None:
@@ -86,18 +108,21 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
     rows = []
     warnings = []
     for r in plan.iter_rows(named=True):
-        rows.append({**r, "dose_text": format_dose(r["dose"], r["unit"]),
+        rows.append({**r, "dose_text": dose_text(r),
                      "volume_text": "" if r["volume_ml"] is None else f"{r['volume_ml']:.1f} mL",
                      "reconstructed": r["source"] == "reconstructed"})
         if r["adjustment"] and r["adjustment"] not in warnings:
             warnings.append(r["adjustment"])
-        if r["kind"] == "lymphodepletion" and r["factor"] is None and f"WITHHOLD {r['agent']}" not in warnings:
-            warnings.append(f"WITHHOLD {r['agent']}: {r['adjustment']}")
-        if r["kind"] == "car_t" and r["dose"] is None:
+        msg = None
+        if r["status"] == "withhold":
+            msg = f"WITHHOLD {r['agent']}: {r['adjustment']}"
+        elif r["status"] == "not_evaluable":
+            msg = f"{r['agent']}: dose not evaluable, needs {r['needs']}"
+        elif r["status"] == "to_choose":
             msg = "CAR-T dose: the protocol gives a range without a target; choose the dose within the range"
-            if msg not in warnings:
-                warnings.append(msg)
-    if size.get("renal_caveat") and size.get("crcl_ml_min") is not None:
+        if msg and msg not in warnings:
+            warnings.append(msg)
+    if size.get("renal_caveat") and (size.get("crcl_ml_min") is not None or size.get("egfr_ml_min_173") is not None):
         warnings.append(size["renal_caveat"])
     citations = sorted({c for c in plan["citation"].to_list() if c})
     return {

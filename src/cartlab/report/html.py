@@ -474,15 +474,15 @@ def _protocol_block(analysis, subject_id: str, protocol) -> dict | None:
     eligibility screening and deviations (``None`` without a protocol)."""
     if protocol is None:
         return None
-    from cartlab.protocol.sheet import format_dose
+    from cartlab.protocol.sheet import dose_text
 
     plan = _of(analysis, "dose_plan", subject_id)
     notes = _of(analysis, "dose_plan_notes", subject_id)
     why = notes["reason"][0] if notes is not None and notes.height else None
-    if plan is not None and plan.height:
+    if plan is not None and plan.height:  # WITHHOLD / not evaluable (needs creatinine) where no dose is given
         plan = plan.drop("subject_id").with_columns(
-            pl.struct("dose", "unit").map_elements(lambda r: format_dose(r["dose"], r["unit"]),
-                                                   return_dtype=pl.String).alias("dose_text"))
+            pl.struct("dose", "unit", "status", "needs").map_elements(dose_text, return_dtype=pl.String)
+            .alias("dose_text"))
     else:
         plan = None
     elig = _of(analysis, "eligibility", subject_id)

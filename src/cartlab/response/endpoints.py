@@ -345,6 +345,8 @@ def median_survival(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence
     cols = _by_cols(by)
     rows = []
     for key, sub in _partitions(df, cols):
+        if sub.height == 0:  # no subject in the parameter's population (e.g. RFS when none reached CR)
+            continue
         kmf = _kmf(sub, level)
         med = float(kmf.median_survival_time_)
         band = median_survival_times(kmf.confidence_interval_)
