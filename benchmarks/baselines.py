@@ -276,7 +276,7 @@ def _hypokalemia(aval, lln, uln, base, high, pchg):
 def _hyponatremia(aval, lln, uln, base, high, pchg):
     if _lt(aval, 120):
         return 4
-    if _le(aval, 129):
+    if _lt(aval, 130):  # "125-129" read as [125, 130) (ctcae_v5.yaml, hyponatremia; admiral: <= 129)
         return 3  # admiral: assume "symptomatic"
     if lln is None:
         return None

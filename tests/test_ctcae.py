@@ -39,8 +39,17 @@ V1 = Path(__file__).parent / "fixtures" / "ctcae_v1"
 
 
 def v1_table(name):
-    """The table as first transcribed from admiral (ctcae_v1 dialect: terms[].rules[].if)."""
-    return yaml.safe_load((V1 / f"{name}.yaml").read_text())
+    """The table as first transcribed from admiral (ctcae_v1 dialect: terms[].rules[].if), with the
+    amendments of the lab audit (session 26, tests/test_ctcae_audit_s26.py): hyponatremia's
+    "125-129" band read as [125, 130) (admiral: <= 129)."""
+    data = yaml.safe_load((V1 / f"{name}.yaml").read_text())
+    for e in data["terms"]:
+        if e["id"] == "hyponatremia":
+            for r in e["rules"]:
+                for c in r["if"]:
+                    if c.get("op") == "<=" and c.get("value") == 129:
+                        c.update(op="<", value=130)
+    return data
 
 
 def grade_one(term, direction, aval, anrlo=None, anrhi=None, base=None, bnrind=None, pchg=None, unit=None,
@@ -546,7 +555,8 @@ def test_option_hypokalemia():
 
 def test_option_hyponatremia():
     off = CtcaeOptions(hyponatremia_symptomatic=False)
-    for aval, on_, off_ in ((127, 3, 2), (129, 3, 2), (129.5, 1, 1), (124, 3, 3), (124.5, 3, 3), (119, 4, 4), (135, 0, 0)):
+    # 129.5: the band 125-129 read as [125, 130) (audit s26 item 7; admiral's <= 129 gave 1)
+    for aval, on_, off_ in ((127, 3, 2), (129, 3, 2), (129.5, 3, 2), (124, 3, 3), (124.5, 3, 3), (119, 4, 4), (135, 0, 0)):
         assert g("Hyponatremia", "L", aval, anrlo=135, unit="mmol/L") == on_, aval
         assert g("Hyponatremia", "L", aval, anrlo=135, unit="mmol/L", options=off) == off_, aval
 
@@ -577,17 +587,18 @@ def test_option_units():
 
 def test_option_indicators_and_digits():
     alt = "Alanine aminotransferase increased"
-    # BNRIND "H" is abnormal only when declared as a high indicator: then 59 < 1.5 x BASE 40 -> 0,
-    # otherwise graded against ULN 20: 59 > ULN (but not > 3 x ULN) -> 1
-    assert g(alt, "H", 59.0, anrhi=20, base=40, bnrind="H") == 1
+    # BNRIND "H" is abnormal only when declared as a high indicator: then 59 < 1.5 x BASE 40 -> 0;
+    # undeclared it is not a CDISC NRIND value: an error (audit s26 item 5), no longer read as normal
+    with pytest.raises(ValueError, match="column bnrind"):
+        g(alt, "H", 59.0, anrhi=20, base=40, bnrind="H")
     assert g(alt, "H", 59.0, anrhi=20, base=40, bnrind="H", options=CtcaeOptions(high_indicator=("H",))) == 0
     assert g(alt, "H", 59.0, anrhi=20, base=40, bnrind="HIGH", options=CtcaeOptions(high_indicator=("H",))) == 1
     # low_indicator drives the fibrinogen baseline_low reading
     bl = {"fibrinogen_pchg_condition": "baseline_low"}
     assert g("Fibrinogen decreased", "L", 1.5, anrlo=2, pchg=-51, bnrind="L", unit="g/L",
              options=CtcaeOptions(**bl, low_indicator=("L",))) == 3
-    assert g("Fibrinogen decreased", "L", 1.5, anrlo=2, pchg=-51, bnrind="L", unit="g/L",
-             options=CtcaeOptions(**bl)) == 1
+    with pytest.raises(ValueError, match="column bnrind"):  # "L" undeclared: not a CDISC NRIND value
+        g("Fibrinogen decreased", "L", 1.5, anrlo=2, pchg=-51, bnrind="L", unit="g/L", options=CtcaeOptions(**bl))
     two = CtcaeOptions(signif_digits=2)
     assert g(alt, "H", 124, anrhi=40) == 2
     assert g(alt, "H", 124, anrhi=40, options=two) == 1  # signif(124, 2) = 120, not > 120

@@ -25,6 +25,14 @@ from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions, compile_criteria, s
 V1 = Path(__file__).parent / "fixtures" / "ctcae_v1"
 TABLES = ("ctcae_v5", "ctcae_v5_uscv")
 INDICATOR = {"high": "$high_indicator", "low": "$low_indicator"}
+# Amendments of the lab audit (session 26, tests/test_ctcae_audit_s26.py), checked here as such:
+# the corrected-calcium terms grade CACORR and the ionized ones CAION (were CA / none); one rule per
+# liver test "abnormal baseline and BASE missing -> not gradable"; hyponatremia's band 125-129 read
+# as [125, 130) (<= 129 -> < 130) and its option doc saying so; rules may carry a `note`.
+S26_PARAMS = {"hypocalcemia": ["CACORR"], "hypercalcemia": ["CACORR"], "hypocalcemia_ionized": ["CAION"],
+              "hypercalcemia_ionized": ["CAION"]}
+S26_RULES = {f"{t}:na.base_bl_abnormal" for t in ("alt_increased", "alp_increased", "ast_increased",
+                                                   "bilirubin_increased", "ggt_increased")}
 
 
 def v1(name: str) -> dict:
@@ -34,8 +42,11 @@ def v1(name: str) -> dict:
 def translate(c: dict, digits: int) -> dict:
     if "missing" in c:
         return {"missing": [v.lower() for v in c["missing"]]}
-    if "bnrind_in" in c:
-        return {"feature": "bnrind", "op": "in", "value": INDICATOR[c["bnrind_in"]]}
+    if "bnrind_in" in c:  # written as the exact complement of bnrind_not_in (FALSE when missing; audit s26)
+        return {"not": {"any": [{"missing": "bnrind"},
+                                {"feature": "bnrind", "op": "not_in", "value": INDICATOR[c["bnrind_in"]]}]}}
+    if c.get("x") == "AVAL" and c.get("op") == "<=" and c.get("value") == 129:  # hyponatremia (audit s26)
+        c = {**c, "op": "<", "value": 130}
     if "bnrind_not_in" in c:
         return {"any": [{"missing": "bnrind"},
                         {"feature": "bnrind", "op": "not_in", "value": INDICATOR[c["bnrind_not_in"]]}]}
@@ -69,7 +80,10 @@ def test_header_and_options_kept(name):
     assert set(new["options"]) == set(old["options"])
     for opt, spec in old["options"].items():
         assert new["defaults"][opt] == spec["default"], opt
-        assert new["options"][opt] == {k: v for k, v in spec.items() if k != "default"}, opt
+        skip = ("default", "doc") if opt == "hyponatremia_symptomatic" else ("default",)  # doc amended (s26)
+        assert {k: v for k, v in new["options"][opt].items() if k not in skip} == \
+            {k: v for k, v in spec.items() if k not in skip}, opt
+    assert "[125, 130)" in new["options"]["hyponatremia_symptomatic"]["doc"]
 
 
 @pytest.mark.parametrize("name", TABLES)
@@ -79,9 +93,14 @@ def test_every_term_rule_and_number_kept(name):
     assert [e["id"] for e in new["terms"]] == [e["id"] for e in old["terms"]]
     assert list(new["rule_sets"]) == [e["id"] for e in old["terms"]]
     n = 0
+    added = 0
     for o, t in zip(old["terms"], new["terms"]):
-        assert t == {k: v for k, v in o.items() if k != "rules"}, o["id"]  # term, params, unit, text, citation
-        rules = new["rule_sets"][o["id"]]
+        want_term = {k: v for k, v in o.items() if k != "rules"}
+        if o["id"] in S26_PARAMS:
+            want_term["params"] = S26_PARAMS[o["id"]]
+        assert {k: v for k, v in t.items() if k != "integer_gaps"} == want_term, o["id"]  # term, params, unit, text, citation
+        rules = [r for r in new["rule_sets"][o["id"]] if r["id"] not in S26_RULES]
+        added += len(new["rule_sets"][o["id"]]) - len(rules)
         assert len(rules) == len(o["rules"]), o["id"]
         for r_old, r_new in zip(o["rules"], rules):
             want = {"id": f"{o['id']}:{r_old['id']}", "grade": r_old["grade"],
@@ -89,9 +108,10 @@ def test_every_term_rule_and_number_kept(name):
                     "citation": o["citation"]}
             if r_old.get("option"):
                 want["option"] = r_old["option"]
-            assert same(r_new, want), (r_new, want)
+            assert same({k: v for k, v in r_new.items() if k != "note"}, want), (r_new, want)
             n += 1
     assert n == sum(len(e["rules"]) for e in old["terms"]) == {"ctcae_v5": 235, "ctcae_v5_uscv": 264}[name]
+    assert added == len(S26_RULES)
 
 
 @pytest.mark.parametrize("name", TABLES)

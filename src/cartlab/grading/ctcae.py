@@ -14,7 +14,8 @@ Public API
 * :class:`CtcaeOptions` — version, unit system and every ambiguous choice of the standard, each
   defaulting to admiral's (worst-case) reading (the tables' ``defaults``); see :data:`OPTION_DOCS`.
 * :func:`grade_labs` — grade a frame of lab results (term or param, direction, aval, anrlo, anrhi,
-  base, bnrind, pchg, unit) adding ``grade``, ``grade_reason`` and ``rule``. Vectorised: rows are
+  base, bnrind, pchg, unit) adding ``grade``, ``grade_reason``, ``rule`` and ``grade_max`` (the
+  highest grade a missing input leaves possible). Vectorised: rows are
   partitioned by (term, direction, unit, ...) and each partition is graded by its term's rule set
   compiled once (:class:`cartlab.criteria.Decision`); there is no per-row Python.
 * :func:`derive_ctcae` — an ADLB-like frame (ATOXGRL/ATOXGRH/ATOXGR/BTOXGR, ...) from canonical
@@ -47,8 +48,10 @@ from cartlab.grading.ctcae_criteria import (
     Label,
     compile_criteria,
     ctcae_terms,
+    derived_params,
     dispatch,
     indicators,
+    intervention_terms,
     key,
     missing_mask,
     param_terms,
@@ -86,12 +89,17 @@ def _grade_partition(part: pl.DataFrame, table: CompiledTable, entry: Entry, gid
     dec = table.decision(entry, hi, lo)
     ids = {r.id: gids[f"{table.name}:{r.id}"] for r in dec.rules}
     fired = pl.col("_c_rule").replace_strict(ids, default=gids[entry.zero[1]], return_dtype=pl.Int32)
+    # the highest grade the row could have (rules above the deciding one left open by a missing
+    # input, e.g. creatinine "x baseline" without BASE) and those inputs
+    outs = (fired.alias("_gid"), pl.col("_c_grade_max").alias("_gmax"),
+            pl.col("_c_missing").list.join(",").alias("_miss"))
+    what = ("rule", "grade_max", "missing")
     inputs = sorted({n for r in dec.rules for c in r.when for n in dec.compiler.inputs(c)})
     if not inputs:
-        return dec.apply(part.lazy(), "_c", "rule").select(pl.col("_row"), fired.alias("_gid"))
-    distinct = dec.apply(part.lazy().select(inputs).unique(), "_c", "rule").select(*inputs, fired.alias("_gid"))
+        return dec.apply(part.lazy(), "_c", *what).select(pl.col("_row"), *outs)
+    distinct = dec.apply(part.lazy().select(inputs).unique(), "_c", *what).select(*inputs, *outs)
     return part.lazy().select("_row", *inputs).join(distinct, on=inputs, how="left", nulls_equal=True).select(
-        "_row", "_gid")
+        "_row", "_gid", "_gmax", "_miss")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,14 +134,25 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
     row). Numeric columns may be strings (unparsable = missing).
 
     Output: ``grade`` (Int64 0-4, null when the row cannot be graded), ``rule`` (the id of the rule
-    that decided, ``<table>:<entry>:<rule>``; ``...:g0`` when no grade 1-4 rule held) and
-    ``grade_reason`` (the rule in words, e.g. ``grade 3: AVAL < 1 10^9/L``).
+    that decided, ``<table>:<entry>:<rule>``; ``...:g0`` when no grade 1-4 rule held),
+    ``grade_reason`` (the rule in words, e.g. ``grade 3: AVAL < 1 10^9/L``) and ``grade_max`` (the
+    highest grade the row could have: equal to ``grade`` unless a higher-grade rule is left open by a
+    missing input, e.g. creatinine 120 umol/L, ULN 100, no BASE: grade 1, grade_max 3, the reason
+    ending "at least grade 1 (grade 3 not excluded: criteria on BASE not evaluable, BASE missing)").
+
+    BNRIND values are matched case-insensitively ("High" is HIGH); a value that is neither a CDISC
+    reference-range indicator (HIGH, LOW, NORMAL, ABNORMAL) nor a declared high/low indicator is a
+    ValueError naming the row. A missing ``pchg`` is computed from ``base`` (100 * (AVAL - BASE) /
+    BASE) when BASE is given and not 0. A ``param`` row that names a total calcium (CA) is graded
+    as corrected calcium only with ``options.calcium="as_given"``; a row naming the term Hypocalcemia
+    is graded on its value as given (the user named the term).
 
     ``criteria``: None (the tables of ``options.version``/``options.units``), a table name, a
     loaded table mapping, or a sequence of them in precedence order.
     """
-    gid, labels = _grade_codes(frame, criteria, options)
+    gid, labels, gmax = _grade_codes(frame, criteria, options)
     grades = {i: g for i, (g, _, _) in enumerate(labels)}
+    highest = {i: gmax.get(i, g) for i, g in grades.items()}
     rules = {i: r for i, (_, r, _) in enumerate(labels)}
     # the reason per (outcome, which of AVAL/ANRLO/ANRHI are missing): "ANRHI missing", not "AVAL or ANRHI missing"
     mask = frame.select(missing_mask(*(_as_float(frame, c) for c in ("aval", "anrlo", "anrhi")))).to_series()
@@ -143,14 +162,42 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
         pl.col("_gid").replace_strict(grades, return_dtype=pl.Int64).alias("grade"),
         pl.col("_k").replace_strict(reasons, return_dtype=pl.String).alias("grade_reason"),
         pl.col("_gid").replace_strict(rules, return_dtype=pl.String).alias("rule"),
+        pl.col("_gid").replace_strict(highest, return_dtype=pl.Int64).alias("grade_max"),
     )
     return frame.with_columns(out.get_columns())
 
 
+#: CDISC reference-range indicator values (SDTM LBNRIND / ADaM BNRIND), matched case-insensitively
+NRIND = ("HIGH", "LOW", "NORMAL", "ABNORMAL")
+
+
+def _bnrind(work: pl.DataFrame, options_hi: Any, options_lo: Any) -> pl.Expr:
+    """BNRIND upper-cased; a value that is neither a CDISC indicator nor a declared one is an error."""
+    raw = work["bnrind"]
+    up = raw.str.strip_chars().str.to_uppercase()
+    up = pl.select(pl.when(up == "").then(None).otherwise(up)).to_series()
+    known = set(NRIND) | {str(v).strip().upper() for v in (*options_hi, *options_lo)}
+    for c in ("high_indicator", "low_indicator"):
+        if c in work.columns:
+            for cell in work[c].drop_nulls().unique().to_list():
+                known |= {v.upper() for v in indicators(cell, ())}
+    bad = work.select("_row", raw.alias("v"), up.alias("u")).filter(pl.col("u").is_not_null() & ~pl.col("u").is_in(sorted(known)))
+    if bad.height:
+        rows = ", ".join(f"row {r} (line {r + 2} of a CSV with a header): {v!r}"
+                         for r, v in bad.head(5).select("_row", "v").iter_rows())
+        more = f" and {bad.height - 5} more rows" if bad.height > 5 else ""
+        raise ValueError(
+            f"column bnrind, {rows}{more}: not a CDISC reference-range indicator ({', '.join(NRIND)}; any case) nor "
+            "a declared high_indicator/low_indicator (rows counted from 0). Write HIGH/LOW/NORMAL/ABNORMAL, or "
+            "declare the value (CtcaeOptions(high_indicator=...) or a high_indicator column)")
+    return pl.lit(up).alias("bnrind")
+
+
 def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions | None = None
-                 ) -> tuple[pl.Series, list[Label]]:
-    """The engine behind :func:`grade_labs`: per row the id of the outcome (Int32), and the outcomes
-    (grade, rule id, reason) indexed by that id. Rows are graded per dispatch partition."""
+                 ) -> tuple[pl.Series, list[Label], dict[int, int]]:
+    """The engine behind :func:`grade_labs`: per row the id of the outcome (Int32), the outcomes
+    (grade, rule id, reason) indexed by that id, and the grade_max of the outcomes whose grade a
+    missing input leaves open (id -> highest possible grade). Rows are graded per dispatch partition."""
     options = options or CtcaeOptions()
     cols = frame.columns
     if criteria is None and "criteria_units" in cols and options.units != "auto":
@@ -173,7 +220,16 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
         *[_as_float(frame, c) for c in _NUMERIC],
         (pl.col("bnrind").cast(pl.String) if "bnrind" in cols else pl.lit(None, dtype=pl.String)).alias("bnrind"),
     )
+    first = tabs[0].options if tabs else {}
+    work = work.with_columns(
+        _bnrind(work, first.get("high_indicator", ()), first.get("low_indicator", ())),
+        # PCHG not given: from BASE, as derive_ctcae computes it (fibrinogen's "% decrease from baseline")
+        pl.coalesce(pl.col("pchg"), pl.when(pl.col("base").is_not_null() & (pl.col("base") != 0))
+                    .then((pl.col("aval") - pl.col("base")) / pl.col("base") * 100)).alias("pchg"),
+    )
     param_map = param_terms(tabs) if use_param else {}
+    by_param_iv = intervention_terms(tabs) if use_param else {}
+    derived = derived_params(tabs, options) if use_param else []
 
     # global outcome ids: every rule the options keep + dispatch outcomes met in this call
     labels: list[Label] = []  # gid -> (grade, rule id, reason)
@@ -190,9 +246,31 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
     for k, part in parts.items():
         kv = dict(zip(keys, k))
         term = kv.get("term")
+        refused = None
         if term is None and use_param and kv.get("param") is not None:
-            ent = param_map.get((str(kv["param"]).strip().upper(), key(kv.get("direction")) or ""))
-            term = ent.term if ent is not None else None
+            pk = (str(kv["param"]).strip().upper(), key(kv.get("direction")) or "")
+            ent = param_map.get(pk)
+            term = ent.term if ent is not None else by_param_iv.get(pk)
+            for spec in (s for s in derived if term is None and str(s["source"]).upper() == pk[0]):
+                target = param_map.get((str(spec["param"]).upper(), pk[1]))
+                if target is None:
+                    continue
+                if spec.get("adjust"):  # e.g. total calcium: grading needs the correction
+                    other = [f"set {k}={v}" for tb in tabs for s in tb.derived if s["source"] == spec["source"]
+                             and not s.get("adjust") for k, v in (s.get("option") or {}).items()]
+                    refused = (str(spec["id"]),
+                               (f"not gradable: {pk[0]} is not graded for {target.term} ({spec['param']} is): "
+                                f"{spec['missing']}; give {spec['param']} or name the term"
+                                + "".join(f", or {o}" for o in other)))
+                else:  # e.g. calcium=as_given: CA graded as CACORR
+                    term = target.term
+        if refused is not None:
+            if refused not in extra_gid:
+                extra_gid[refused] = len(labels)
+                labels.append((None, *refused))
+            pieces.append(part.lazy().select(pl.col("_row"), pl.lit(extra_gid[refused], dtype=pl.Int32).alias("_gid"),
+                                             *_NO_MAX))
+            continue
         system = key(kv.get("criteria_units"))
         if system is not None and system not in ("SI", "US"):
             raise ValueError(f"criteria_units must be SI or US, not {kv.get('criteria_units')!r}")
@@ -204,16 +282,50 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
             if k2 not in extra_gid:
                 extra_gid[k2] = len(labels)
                 labels.append((None, d.rule_id, d.reason))
-            pieces.append(part.lazy().select(pl.col("_row"), pl.lit(extra_gid[k2], dtype=pl.Int32).alias("_gid")))
+            pieces.append(part.lazy().select(pl.col("_row"), pl.lit(extra_gid[k2], dtype=pl.Int32).alias("_gid"),
+                                             *_NO_MAX))
             continue
-        hi = indicators(kv.get("high_indicator"), d.table.options.get("high_indicator", ()))
-        lo = indicators(kv.get("low_indicator"), d.table.options.get("low_indicator", ()))
+        hi = [v.upper() for v in indicators(kv.get("high_indicator"), d.table.options.get("high_indicator", ()))]
+        lo = [v.upper() for v in indicators(kv.get("low_indicator"), d.table.options.get("low_indicator", ()))]
         pieces.append(_grade_partition(part, d.table, d.entry, gids, hi, lo))
 
     gid = np.zeros(work.height, dtype=np.int32)
+    gmax = np.full(work.height, -1, dtype=np.int64)
+    miss = np.full(work.height, None, dtype=object)
     for piece in (pl.collect_all(pieces) if pieces else []):
-        gid[piece["_row"].to_numpy()] = piece["_gid"].to_numpy()  # scatter back to input order
-    return pl.Series("_gid", gid, dtype=pl.Int32), labels
+        at = piece["_row"].to_numpy()  # scatter back to input order
+        gid[at] = piece["_gid"].to_numpy()
+        gmax[at] = piece["_gmax"].fill_null(-1).to_numpy()
+        miss[at] = piece["_miss"].to_numpy()
+    return _open_grades(gid, gmax, miss, labels)
+
+
+#: the grade_max / missing-input columns of an outcome that no rule set decides
+_NO_MAX = (pl.lit(None, dtype=pl.Int64).alias("_gmax"), pl.lit(None, dtype=pl.String).alias("_miss"))
+
+
+def _open_grades(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarray, labels: list[Label]
+                 ) -> tuple[pl.Series, list[Label], dict[int, int]]:
+    """Outcomes whose grade a missing input leaves open (a higher-grade rule UNKNOWN above the one
+    that decided) become outcomes of their own: same grade and rule, the reason saying "at least
+    grade N (grade M not excluded: criteria on BASE not evaluable, BASE missing)"."""
+    grade_of = np.array([-1 if g is None else g for g, _, _ in labels], dtype=np.int64)
+    open_ = (grade_of[gid] >= 0) & (gmax > grade_of[gid])
+    out: dict[int, int] = {}
+    if open_.any():
+        idx = np.flatnonzero(open_)
+        combos: dict[tuple[int, int, str], int] = {}
+        for i in idx:
+            k = (int(gid[i]), int(gmax[i]), str(miss[i] or ""))
+            if k not in combos:
+                g, rule, reason = labels[k[0]]
+                names = " and ".join(n.upper() for n in k[2].split(",") if n) or "an input"
+                combos[k] = len(labels)
+                labels.append((g, rule, (f"{reason}; at least grade {g} (grade {k[1]} not excluded: criteria on "
+                                         f"{names} not evaluable, {names} missing)")))
+                out[combos[k]] = k[1]
+            gid[i] = combos[k]
+    return pl.Series("_gid", gid, dtype=pl.Int32), labels, out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +354,7 @@ def combine_atoxgr(low: str = "ATOXGRL", high: str = "ATOXGRH", low_term: str = 
 ADLB_COLUMNS = (
     "subject_id", "day", "datetime", "param", "term", "direction", "AVAL", "AVALU", "ANRLO", "ANRHI",
     "BASE", "ABLFL", "BNRIND", "PCHG", "ATOXDSCL", "ATOXGRL", "ATOXDSCH", "ATOXGRH", "ATOXGR", "BTOXGR",
-    "rule", "grade_reason", "evidence",
+    "rule", "grade_reason", "evidence", "DTYPE",
 )
 
 
@@ -267,6 +379,15 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
       null, direction/term are null and rule/grade_reason list both ("L: ...; H: ...").
     * evidence: ``src_file:src_row`` of the observation and, when BASE comes from another row, of
       the baseline observation.
+    * Derived parameters (the table's ``derived_params``, chosen by ``options.calcium``): with
+      ``calcium="corrected"`` (default) the corrected-calcium terms (Hypocalcemia, Hypercalcemia)
+      grade CACORR; a CA (total calcium) row with an ALB row of the same subject and calendar day
+      (floor of ``day``; the ALB nearest in time, ties the later row) and no measured CACORR that day
+      gives a derived CACORR row (CA + 0.02 x (40 - ALB), CA's day, limits and unit; DTYPE
+      "DERIVED"; evidence CA row, ALB row; rule + "; <derivation id>"; reason starting "(derived
+      ...)"). The CA row itself has no grade and says why ("corrected calcium needs albumin (ALB) on
+      the same day" when there is none). ``calcium="as_given"``: CA is graded as corrected calcium.
+    * DTYPE: "DERIVED" on derived rows, else null.
     """
     options = options or CtcaeOptions()
     if options.units == "US":
@@ -274,7 +395,14 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     obs = study.observations if hasattr(study, "observations") else study
     tabs = tables(None, replace(options, units="SI"))
     pmap = param_terms(tabs)
-    params = sorted({p for p, _ in pmap})
+    specs = derived_params(tabs, options)
+    for spec in (s for s in specs if not s.get("adjust")):  # the source graded as the param (calcium=as_given)
+        for d in ("L", "H"):
+            if (str(spec["param"]), d) in pmap:
+                pmap[(str(spec["source"]).upper(), d)] = pmap[(str(spec["param"]), d)]
+    adjusted = [s for s in specs if s.get("adjust")] + [s for s in specs if not s.get("adjust")]
+    params = sorted({p for p, _ in pmap} | {str(s[k]).upper() for s in adjusted for k in ("source", "param")}
+                    | {str(s["adjust"]["param"]).upper() for s in adjusted if s.get("adjust")})
 
     for col in ("src_file", "src_row", "datetime", "lln", "uln", "unit"):
         if col not in obs.columns:
@@ -288,7 +416,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     )
     # baselines are per subject, so large inputs are derived in subject chunks (bounded memory)
     if f.height <= _CHUNK_ROWS:
-        return _derive_chunk(f, tabs, pmap, options)
+        return _derive_chunk(f, tabs, pmap, options, adjusted)
     counts = f.group_by("subject_id", maintain_order=True).len()
     chunk = (counts["len"].cum_sum() // _CHUNK_ROWS).to_list()
     bounds = [0]
@@ -297,7 +425,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
             bounds.append(k)
     bounds.append(len(chunk))
     starts = [0, *counts["len"].cum_sum().to_list()]
-    parts = [_derive_chunk(f.slice(starts[a], starts[b] - starts[a]), tabs, pmap, options)
+    parts = [_derive_chunk(f.slice(starts[a], starts[b] - starts[a]), tabs, pmap, options, adjusted)
              for a, b in pairwise(bounds) if b > a]
     return pl.concat(parts)
 
@@ -306,8 +434,69 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
 _CHUNK_ROWS = 1_000_000
 
 
-def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, options: CtcaeOptions) -> pl.DataFrame:
+def _derive_params(f: pl.DataFrame, specs: list, pmap: dict) -> pl.DataFrame:
+    """``f`` plus the rows of the derived params (``derived_params`` with ``adjust``) and, on every
+    row, ``_xfile``/``_xrow`` (the adjusting row), ``_dnote``/``_drule`` (derived rows), ``_srcnote``
+    (source rows: why they are not graded themselves) and ``DTYPE``."""
+    f = f.with_columns(pl.lit(None, dtype=pl.String).alias("_xfile"), pl.lit(None, dtype=pl.Int64).alias("_xrow"),
+                       *(pl.lit(None, dtype=pl.String).alias(c) for c in ("_dnote", "_drule", "_srcnote", "DTYPE")))
+    if "src_row" in f.columns:
+        f = f.with_columns(pl.col("src_row").cast(pl.Int64, strict=False))
+    for spec in specs:
+        src, tgt, adj = (str(spec["source"]).upper(), str(spec["param"]).upper(), spec.get("adjust"))
+        if not adj:  # the source graded as the param itself (calcium=as_given): say so on its rows
+            f = f.with_columns(
+                pl.when(pl.col("param") == src).then(pl.lit(f"({spec['text']}; {spec['id']})")).otherwise("_dnote")
+                .alias("_dnote"),
+                pl.when(pl.col("param") == src).then(pl.lit(str(spec["id"]))).otherwise("_drule").alias("_drule"))
+            continue
+        terms = "/".join(e.term for (p, _), e in sorted(pmap.items()) if p == tgt) or tgt
+        day = pl.col("day").floor().alias("_dayk")
+        s = f.filter((pl.col("param") == src) & pl.col("value").is_not_null()).with_columns(day)
+        a = (f.filter((pl.col("param") == str(adj["param"]).upper()) & pl.col("value").is_not_null())
+             .select("subject_id", day, pl.col("day").alias("_aday"), pl.col("value").alias("_aval"),
+                     pl.col("_obs").alias("_aobs"), pl.col("src_file").alias("_afile"), pl.col("src_row").alias("_arow")))
+        m = (s.join(a, on=["subject_id", "_dayk"], how="inner")
+             .sort(["_obs", (pl.col("day") - pl.col("_aday")).abs(), "_aobs"], descending=[False, False, True])
+             .group_by("_obs", maintain_order=True).first())
+        if spec.get("skip_if_measured"):
+            measured = f.filter((pl.col("param") == tgt) & pl.col("value").is_not_null()).select(
+                "subject_id", day).unique()
+            m = m.join(measured.with_columns(pl.lit(True).alias("_meas")), on=["subject_id", "_dayk"], how="left")
+            s = s.join(measured.with_columns(pl.lit(True).alias("_meas")), on=["subject_id", "_dayk"], how="left")
+            m = m.filter(pl.col("_meas").is_null())
+        else:
+            s = s.with_columns(pl.lit(None, dtype=pl.Boolean).alias("_meas"))
+        factor, ref = float(adj["factor"]), float(adj["reference"])
+        value = pl.col("value") + factor * (ref - pl.col("_aval"))
+        derived = m.with_columns(
+            pl.lit(tgt).alias("param"), value.alias("value"),
+            pl.col("_afile").alias("_xfile"), pl.col("_arow").cast(pl.Int64).alias("_xrow"),
+            pl.format(f"(derived {tgt} = {src} + {factor:g} x ({ref:g} - {adj['param']}) = {{}} + {factor:g} x "
+                      f"({ref:g} - {{}}) = {{}} {{}}; {adj['param']} of day {{}}; {spec['id']})",
+                      pl.col("value"), pl.col("_aval"), value.round(6), pl.col("unit"), pl.col("_aday")).alias("_dnote"),
+            pl.lit(str(spec["id"])).alias("_drule"), pl.lit("DERIVED").alias("DTYPE"),
+        ).select(f.columns)
+        done = set(m["_obs"].to_list())
+        note = (pl.when(pl.col("_obs").is_in(list(done)))
+                .then(pl.lit(f"not graded itself: graded as the derived {tgt} row of the same day ({spec['id']})"))
+                .when(pl.col("_meas").fill_null(False))
+                .then(pl.lit(f"not graded itself: the measured {tgt} of the same day is graded"))
+                .otherwise(pl.lit(f"not gradable for {terms}: {spec['missing']}")))
+        notes = s.select("_obs", note.alias("_n"))
+        f = (f.join(notes, on="_obs", how="left", maintain_order="left")
+             .with_columns(pl.coalesce("_n", "_srcnote").alias("_srcnote"),
+                           pl.when(pl.col("param") == src).then(pl.lit(str(spec["id"]))).otherwise(pl.col("_drule"))
+                           .alias("_drule"))
+             .drop("_n"))
+        f = pl.concat([f, derived]).sort(["subject_id", "param", "day", "_obs"], nulls_last=True)
+    return f
+
+
+def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, options: CtcaeOptions,
+                  adjusted: list | None = None) -> pl.DataFrame:
     """derive_ctcae on observations of whole subjects, already filtered and sorted."""
+    f = _derive_params(f, adjusted or [], pmap)
     low_terms = {p: e.term for (p, d), e in pmap.items() if d == "L"}
     high_terms = {p: e.term for (p, d), e in pmap.items() if d == "H"}
     before = pl.col("day") <= options.baseline_day if options.baseline_inclusive else pl.col("day") < options.baseline_day
@@ -346,7 +535,7 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
             )
         )
     graded_in = pl.concat(inputs)
-    codes, labels = _grade_codes(graded_in.drop("_i"), tabs, options)
+    codes, labels, _ = _grade_codes(graded_in.drop("_i"), tabs, options)
     n_low = inputs[0].height
     grade_of = np.array([-1 if g is None else g for g, _, _ in labels], dtype=np.int64)
     gid = {"L": np.full(f.height, -1, dtype=np.int64), "H": np.full(f.height, -1, dtype=np.int64)}
@@ -368,8 +557,10 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         pl.when(pl.col("ATOXGRH") >= 0).then(pl.col("ATOXGRH")).otherwise(None).alias("ATOXGRH"),
     )
     f = f.with_columns(combine_atoxgr().alias("ATOXGR"))
+    no_term = pl.col("ATOXDSCL").is_null() & pl.col("ATOXDSCH").is_null()  # a source row (CA): not graded itself
     dec = (
-        pl.when(pl.col("ATOXGR") < 0).then(pl.lit("L"))
+        pl.when(no_term).then(None)
+        .when(pl.col("ATOXGR") < 0).then(pl.lit("L"))
         .when(pl.col("ATOXGR") > 0).then(pl.lit("H"))
         .when(pl.col("ATOXDSCH").is_null()).then(pl.lit("L"))
         .when(pl.col("ATOXDSCL").is_null()).then(pl.lit("H"))
@@ -379,7 +570,8 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
     # the deciding outcome (one code) or both ("L: ...; H: ..."): one string lookup per distinct key
     nlab = len(labels)
     key = (
-        pl.when(pl.col("direction") == "L").then(pl.col("_gL"))
+        pl.when(no_term).then(None)
+        .when(pl.col("direction") == "L").then(pl.col("_gL"))
         .when(pl.col("direction") == "H").then(pl.col("_gH"))
         .otherwise(nlab + pl.col("_gL") * nlab + pl.col("_gH"))
     )
@@ -413,13 +605,24 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         pl.col("_wkey").replace_strict(why_map, default=None, return_dtype=pl.String).cast(pl.Categorical)
         .alias("grade_reason"),
     )
+    # derived rows: the derivation in the reason and its id in the rule; source rows: why not graded
+    f = f.with_columns(
+        pl.when(pl.col("_dnote").is_not_null()).then(pl.concat_str([pl.col("rule").cast(pl.String), pl.col("_drule")],
+                                                                   separator="; "))
+        .when(no_term).then(pl.col("_drule")).otherwise(pl.col("rule").cast(pl.String)).cast(pl.Categorical).alias("rule"),
+        pl.when(pl.col("_dnote").is_not_null()).then(pl.concat_str([pl.col("_dnote"), pl.col("grade_reason").cast(pl.String)],
+                                                                   separator=" "))
+        .when(no_term).then(pl.coalesce("_srcnote", pl.lit("not gradable: AVAL missing")))
+        .otherwise(pl.col("grade_reason").cast(pl.String))
+        .cast(pl.Categorical).alias("grade_reason"),
+    )
     btox = f.filter(pl.col("ABLFL") == "Y").select("subject_id", "param", pl.col("ATOXGR").alias("BTOXGR"))
     f = f.join(btox, on=["subject_id", "param"], how="left", nulls_equal=True, maintain_order="left")
     sep = "\x1f"
     own = evidence_ref()
     other = pl.when(pl.col("BASE").is_not_null() & (pl.col("_bobs") != pl.col("_obs"))).then(
         evidence_ref("_bfile", "_brow"))
-    joined = pl.concat_str([own, other], separator=sep, ignore_nulls=True)
+    joined = pl.concat_str([own, evidence_ref("_xfile", "_xrow"), other], separator=sep, ignore_nulls=True)
     f = f.with_columns(
         pl.when(joined == "").then(pl.lit([], dtype=EVIDENCE)).otherwise(joined.str.split(sep)).alias("evidence"),
     )

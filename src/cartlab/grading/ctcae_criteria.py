@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -22,8 +22,8 @@ from cartlab.criteria.model import AllOf, AnyOf, Column, Leaf, Missing, Not, Rul
 from cartlab.grading.ctcae_options import CtcaeOptions
 from cartlab.grading.ctcae_units import criteria_names
 
-__all__ = ["CompiledTable", "Entry", "compile_criteria", "missing_mask", "precise_missing", "ctcae_terms", "dispatch", "indicators", "key", "param_terms",
-           "tables"]
+__all__ = ["CompiledTable", "Entry", "compile_criteria", "ctcae_terms", "derived_params", "dispatch", "indicators",
+           "intervention_terms", "key", "missing_mask", "param_terms", "precise_missing", "tables"]
 
 #: the columns the rules read (the working frame of grade_labs)
 SCHEMA = {"aval": pl.Float64, "anrlo": pl.Float64, "anrhi": pl.Float64, "base": pl.Float64, "pchg": pl.Float64,
@@ -70,6 +70,10 @@ class CompiledTable:
     model: CriteriaTable
     #: the resolved values of the table's options (``defaults``)
     options: Mapping[str, Any]
+    #: (TERM, DIR) -> ``terms_graded_by_intervention`` entry (terms without lab criteria)
+    by_intervention: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    #: ``derived_params`` entries (derive_ctcae; the engine option ``calcium`` picks by ``option``)
+    derived: tuple[Mapping[str, Any], ...] = ()
 
     def decision(self, entry: Entry, high: Sequence[str], low: Sequence[str]) -> Decision:
         """The entry's rule set compiled for these BNRIND indicators (compiled once, cached)."""
@@ -89,6 +93,16 @@ def _indicator(value: Any) -> str | None:
     return {"$high_indicator": "high", "$low_indicator": "low"}.get(value) if isinstance(value, str) else None
 
 
+def _not_abnormal(c: Any) -> str | None:
+    """"high"/"low" when ``c`` is {any: [{missing: bnrind}, {feature: bnrind, op: not_in, value:
+    $<which>_indicator}]} (baseline not abnormal; a missing BNRIND counts as not abnormal)."""
+    if isinstance(c, AnyOf) and len(c.any) == 2 and isinstance(c.any[0], Missing) and c.any[0].features == ("bnrind",):
+        leaf = c.any[1]
+        if isinstance(leaf, Leaf) and leaf.feature == "bnrind" and leaf.op == "not_in":
+            return _indicator(leaf.value)
+    return None
+
+
 def _words(c: Any, unit: str | None) -> str:
     """CTCAE wording of a condition; shapes other than the CTCAE ones fall back to the language's."""
     if isinstance(c, Missing):
@@ -96,11 +110,12 @@ def _words(c: Any, unit: str | None) -> str:
     if isinstance(c, Leaf) and c.feature == "bnrind" and c.op == "in" and _indicator(c.value):
         which = _indicator(c.value)
         return f"baseline abnormal {which} (BNRIND in {which}_indicator)"
-    if isinstance(c, AnyOf) and len(c.any) == 2 and isinstance(c.any[0], Missing) and c.any[0].features == ("bnrind",):
-        leaf = c.any[1]
-        if isinstance(leaf, Leaf) and leaf.feature == "bnrind" and leaf.op == "not_in" and _indicator(leaf.value):
-            which = _indicator(leaf.value)
-            return f"baseline not abnormal {which} (BNRIND not in {which}_indicator)"
+    which = _not_abnormal(c)
+    if which:
+        return f"baseline not abnormal {which} (BNRIND not in {which}_indicator)"
+    if isinstance(c, Not) and _not_abnormal(c.not_):  # the exact complement: FALSE when BNRIND is missing
+        which = _not_abnormal(c.not_)
+        return f"baseline abnormal {which} (BNRIND in {which}_indicator)"
     if isinstance(c, Leaf) and c.feature in ("aval", "pchg") and c.op in ("<", "<=", ">", ">="):
         u = f" {unit}" if unit and c.feature == "aval" else ("%" if c.feature == "pchg" else "")
         if isinstance(c.value, Column):
@@ -210,9 +225,13 @@ def _compile(model: CriteriaTable, options: Mapping[str, Any]) -> CompiledTable:
         units = [x.unit_key for x in ents]
         if len(set(units)) != len(units):
             raise ValueError(f"{name}: term {term!r} ({d}) has two entries for the same unit")
+    extra = model.model_extra or {}
+    by_intervention = {(key(e["term"]), str(e["direction"]).upper()): e
+                       for e in extra.get("terms_graded_by_intervention") or ()}
     return CompiledTable(name, str(model.version), str(model.extra("units")), tuple(entries),
                          {k: tuple(v) for k, v in index.items()}, model,
-                         {k: options[k] for k in model.defaults})
+                         {k: options[k] for k in model.defaults}, by_intervention,
+                         tuple(extra.get("derived_params") or ()))
 
 
 _COMPILED: dict[tuple, CompiledTable] = {}
@@ -278,6 +297,12 @@ def dispatch(tabs: Sequence[CompiledTable], term: str | None, direction: str | N
             if ent.unit_key is None:
                 return Dispatch(ent, tb, None, "")
     if not known:
+        for tb in usable:
+            spec = tb.by_intervention.get((t, d))
+            if spec is not None:
+                return Dispatch(None, None, f"{tb.name}:{spec['id']}:by_intervention",
+                                f"not gradable: CTCAE {version} grades {spec['term']} by intervention, not by a lab "
+                                "value: not gradable from labs")
         names = "/".join(tb.name for tb in usable)
         return Dispatch(None, None, None,
                         f"not gradable: {term.strip()!r} is not a CTCAE {version} term with direction {d} ({names})")
@@ -308,6 +333,27 @@ def param_terms(tabs: Sequence[CompiledTable]) -> dict[tuple[str, str], Entry]:
                     raise ValueError(f"{tb.name}: param {p} maps to two terms in direction {ent.direction}")
                 local[k] = ent.term_key
                 out.setdefault(k, ent)
+    return out
+
+
+def intervention_terms(tabs: Sequence[CompiledTable]) -> dict[tuple[str, str], str]:
+    """(PARAM, DIR) -> the term graded by intervention that the param would map to (first table wins)."""
+    out: dict[tuple[str, str], str] = {}
+    for tb in tabs:
+        for (_, d), spec in tb.by_intervention.items():
+            for p in spec.get("params") or ():
+                out.setdefault((str(p).upper(), d), str(spec["term"]))
+    return out
+
+
+def derived_params(tabs: Sequence[CompiledTable], options: CtcaeOptions) -> list[Mapping[str, Any]]:
+    """The tables' ``derived_params`` entries whose ``option`` the (engine) options meet."""
+    extra = dict(options.extra)
+    out = []
+    for tb in tabs:
+        for spec in tb.derived:
+            if all(getattr(options, k, extra.get(k)) == v for k, v in (spec.get("option") or {}).items()):
+                out.append(spec)
     return out
 
 

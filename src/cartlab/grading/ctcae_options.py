@@ -42,6 +42,18 @@ class CtcaeOptions(CriteriaOptions):
                                 "on or before this day")
     baseline_inclusive: bool = Field(default=True, description="derive_ctcae: the baseline day itself counts "
                                      "(False: only days before it)")
+    calcium: Literal["corrected", "as_given"] = Field(
+        default="corrected", description="derive_ctcae and param rows (CA): CTCAE v5.0 Hypocalcemia/"
+        "Hypercalcemia grade corrected serum calcium (CACORR) or ionized calcium (CAION, the '(Ionized)' "
+        "terms). 'corrected' (the standard's reading): total calcium CA is not graded itself; "
+        "derive_ctcae derives CACORR = CA + 0.02 x (40 - ALB g/L) from a CA and an ALB (albumin) row "
+        "of the same subject on the same calendar day (unless a measured CACORR exists that day; "
+        "derived rows have DTYPE 'DERIVED' and evidence to both rows), and a CA without albumin "
+        "that day is not gradable ('corrected calcium needs albumin (ALB) on the same day'). "
+        "'as_given': CA is graded as if already corrected (sponsors whose CA is corrected). A row "
+        "that names the term Hypocalcemia is always graded on the value given (the user chose the "
+        "term). Formula: criteria/ctcae_v5.yaml derived_params (Payne 1973 form; slope 0.02 "
+        "mmol/L per g/L, status partially_verified)")
     extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = Field(
         default=(), description="values of rule-level options declared by a criteria table but not fields of "
         "this class (a mapping or (name, value) pairs)")

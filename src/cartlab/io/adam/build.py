@@ -140,8 +140,8 @@ def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.col("param").alias("PARAMCD"), _param_label("AVALU").alias("PARAM"), pl.col("_group").alias("PARCAT1"),
-        "AVAL", "AVALU", cdisc_day(pl.col("day")).alias("ADY"), pl.col("day").alias("ARELDY"),
-        "ABLFL", "BASE", (pl.col("AVAL") - pl.col("BASE")).alias("CHG"), "PCHG", "ANRLO", "ANRHI", "BNRIND",
+        "AVAL", "AVALU", pl.col("DTYPE").cast(pl.String).alias("DTYPE"), cdisc_day(pl.col("day")).alias("ADY"),
+        pl.col("day").alias("ARELDY"), "ABLFL", "BASE", (pl.col("AVAL") - pl.col("BASE")).alias("CHG"), "PCHG", "ANRLO", "ANRHI", "BNRIND",
         "ATOXDSCL", _grade_text("ATOXGRL").alias("ATOXGRL"), "ATOXDSCH", _grade_text("ATOXGRH").alias("ATOXGRH"),
         _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"),
         _grade_text("BTOXGR").alias("BTOXGR"), pl.col("rule").cast(pl.String).alias("RULE"),
