@@ -276,7 +276,8 @@ def make_server(catalog: Catalog, twins: TwinCache):
         @render.ui
         def kinetics_plot():
             s = stein()
-            return ui.HTML(F.to_html(F.kinetics_figure(patient(), None if s is None else s[:2]), "kinetics_fig"))
+            fitted = s is not None and s[2].get("fitted", True)
+            return ui.HTML(F.to_html(F.kinetics_figure(patient(), s[:2] if fitted else None), "kinetics_fig"))
 
         @render.ui
         def stein_note():
@@ -286,6 +287,8 @@ def make_server(catalog: Catalog, twins: TwinCache):
             if s is None:
                 return None
             r = s[2]
+            if not r.get("fitted", True):  # too little data to identify the model: no curve, and why
+                return ui.p(f"Stein 2019 fit: {r['message']}", class_="cartlab-note")
             return ui.p(f"Stein 2019 fit: Cmax {r['car_cmax']:.3g} on day {r['car_tmax']:.3g}, doubling time "
                         f"{r['doubling_time']:.3g} d, converged: {r['converged']} ({r['message']})",
                         class_="cartlab-note")

@@ -33,6 +33,11 @@ def nca_cmd(
         "--interval", help="START,END (repeatable; END may be inf). Default: 0,inf. As in PKNCA's pk.nca, the "
         "PKNCA-named columns use only the samples inside the interval, with times from START; aucint and "
         "aucint.last interpolate at the edges.")] = None,
+    conc_unit: Annotated[Optional[str], typer.Option(
+        "--conc-unit", help="Unit of the concentrations (e.g. ng/mL): OUT_units.csv then gives each column's unit "
+        "(cmax ng/mL, AUCs time*conc, lambda.z 1/time), as PKNCA does.")] = None,
+    time_unit: Annotated[Optional[str], typer.Option(
+        "--time-unit", help="Unit of the times (e.g. h, d): tmax, tlast, half.life in it, lambda.z in 1/it.")] = None,
 ) -> None:
     """Non-compartmental analysis with PKNCA's rules and column names (cmax, tmax, tlast, clast.obs,
     auclast, aucall, aucinf.obs, lambda.z, half.life, r.squared, adj.r.squared, lambda.z.n.points ...).
@@ -48,7 +53,7 @@ def nca_cmd(
         with _progress(f"NCA of {table.name}") as step:
             step("profiles")
             summary = nca_command(table, out, subject=subject, time=time, conc=conc, lloq=lloq, method=method,
-                                  intervals=interval or None)
+                                  intervals=interval or None, conc_unit=conc_unit, time_unit=time_unit)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
             raise
@@ -79,9 +84,14 @@ def stein_cmd(
         "--covariate", help="PARAMETER=COVARIATE log-linear effect, repeatable (with --population), "
         "e.g. cmax=log_dose.")] = None,
     fix: Annotated[Optional[list[str]], typer.Option(
-        "--fix", help="PARAMETER=VALUE held fixed, repeatable, e.g. beta=0.0032.")] = None,
+        "--fix", help="PARAMETER=VALUE held fixed, repeatable, e.g. beta=0.0032; per-subject fits also take "
+        "sigma=VALUE (the residual SD on the log scale).")] = None,
     prior: Annotated[Optional[str], typer.Option(
-        "--prior", help="Per-subject MAP fits with a population prior: stein2019 (Stein 2019 Table 1).")] = None,
+        "--prior", help="Per-subject MAP fits with a population prior: stein2019 (Stein 2019 Table 1). The "
+        "residual SD is then held at the prior's (0.56), as empirical-Bayes fits do.")] = None,
+    estimate_sigma: Annotated[bool, typer.Option(
+        "--estimate-sigma", help="With --prior: estimate the residual SD per subject instead of holding it at "
+        "the prior's (it can collapse towards 0 on sparse data).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Population: random seed (same seed, same result).")] = 0,
     n_burn: Annotated[int, typer.Option("--n-burn", min=1, help="Population: SAEM iterations with step 1.")] = 300,
     n_smooth: Annotated[int, typer.Option("--n-smooth", min=1, help="Population: SAEM iterations with decreasing step.")] = 200,
@@ -111,7 +121,7 @@ def stein_cmd(
             meta = stein_command(
                 study, out, population=population, subject=subject, time=time, conc=conc, lloq=lloq,
                 doses=doses, param=param, blq=blq, dose_handling=dose_handling, covariates=covariate or (),
-                fixed=fix or (), prior=prior, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
+                fixed=fix or (), prior=prior, estimate_sigma=estimate_sigma, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
                 progress=report)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
@@ -120,6 +130,9 @@ def stein_cmd(
     what = "population (SAEM)" if population else "per-subject"
     console.print(f"[green]wrote[/] {out}: {what} fit of {meta['n_subjects']} subject(s), {meta['n_observations']} "
                   f"observations ({meta['n_blq']} BLQ, {meta['n_dropped']} dropped)", soft_wrap=True)
+    if not population and meta["not_fitted"]:
+        for sid, why in meta["not_fitted"].items():
+            console.print(f"[yellow]{sid}:[/] {why}", soft_wrap=True)
     if not population and meta["not_converged"]:
         console.print(f"[yellow]not converged:[/] {', '.join(meta['not_converged'])} (see stein_subjects.csv, "
                       "column message)", soft_wrap=True)

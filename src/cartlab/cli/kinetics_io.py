@@ -35,6 +35,7 @@ from cartlab.kinetics.nca import (
     NA_TEXT,
     NcaOptions,
     derive_nca,
+    nca_units,
     parse_interval,
 )
 from cartlab.kinetics.stein import (
@@ -138,7 +139,8 @@ def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str
 
 def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, time: str, conc: str,
                 lloq: str | None = None, method: str = "lin-up/log-down",
-                intervals: Sequence[Any] | None = None, options: NcaOptions | None = None) -> dict[str, Any]:
+                intervals: Sequence[Any] | None = None, options: NcaOptions | None = None,
+                conc_unit: str | None = None, time_unit: str | None = None) -> dict[str, Any]:
     """``cartlab nca TABLE.csv --subject COL --time COL --conc COL [--lloq COL] [--method M]
     [--interval START,END]... --out OUT.csv`` (contract: ``../shared/conformance/README.md``).
 
@@ -149,8 +151,17 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
     empty cell is missing. Bad input raises ValueError naming the file, row and column: a missing
     column, a row with another number of fields than the header, a time or conc that is not a
     number, a time that does not increase within a subject (file order). Returns a summary.
+
+    Units: with ``conc_unit`` and/or ``time_unit`` (``--conc-unit``, ``--time-unit``) a second
+    file ``OUT_units.csv`` beside ``OUT.csv`` gives the unit of every quantity column (``column``,
+    ``unit``; PKNCA's PPORRESU: cmax in the concentration unit, tmax and half.life in the time
+    unit, the AUCs in time*concentration, lambda.z in 1/time; a unit derived from one that was not
+    given is empty). Without them the output is unchanged and the summary says ``units: not given``.
     """
     path = Path(input_csv)
+    for what, u in (("--conc-unit", conc_unit), ("--time-unit", time_unit)):
+        if u is not None and not u.strip():
+            raise ValueError(f"{what}: the unit is empty")
     work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq)
     base = options or NcaOptions()
     opt = NcaOptions(**{f.name: getattr(base, f.name) for f in fields(NcaOptions)} | {"method": method})
@@ -162,8 +173,18 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
         pl.col("warnings").list.join(" | "),
     )
     out_path = Path(out_csv)
-    with atomic_file(out_path) as tmp:
-        flat.write_csv(tmp)
+    units_path = out_path.with_name(f"{out_path.stem}_units{out_path.suffix or '.csv'}")
+    given = conc_unit is not None or time_unit is not None
+    if given:
+        units = nca_units(conc_unit, time_unit, flat.columns)
+        table = pl.DataFrame({"column": list(units), "unit": list(units.values())},
+                             schema={"column": pl.String, "unit": pl.String})
+        with atomic_file(units_path) as tmp_units, atomic_file(out_path) as tmp:
+            table.write_csv(tmp_units)
+            flat.write_csv(tmp)
+    else:
+        with atomic_file(out_path) as tmp:
+            flat.write_csv(tmp)
     return {
         "input": str(path),
         "output": str(out_path),
@@ -174,6 +195,7 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
         "method": opt.method,
         "with_lambda_z": int(out["lambda.z"].is_not_null().sum()),
         "with_warnings": int((out["warnings"].list.len() > 0).sum()),
+        "units": str(units_path) if given else "not given (--conc-unit, --time-unit)",
     }
 
 
@@ -189,9 +211,11 @@ CITATION = ("Stein AM, et al. Tisagenlecleucel model-based cellular kinetic anal
             "receptor-T cells. CPT Pharmacometrics Syst Pharmacol 2019;8(5):285-295, doi:10.1002/psp4.12388")
 
 
-def parse_assignments(items: Sequence[str], what: str, value_type=str) -> list[tuple[str, Any]]:
+def parse_assignments(items: Sequence[str], what: str, value_type=str,
+                      extra: Sequence[str] = ()) -> list[tuple[str, Any]]:
     """``["cmax=log_dose", ...]`` -> ``[("cmax", "log_dose"), ...]``; the parameter must be one of
-    the model's (``foldx, tmax, cmax, alpha, fb, beta``)."""
+    the model's (``foldx, tmax, cmax, alpha, fb, beta``) or of ``extra`` (``sigma`` for ``--fix``)."""
+    names = (*PARAMS, *extra)
     out = []
     for item in items:
         m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=\s*(\S.*?)\s*", item)
@@ -199,8 +223,8 @@ def parse_assignments(items: Sequence[str], what: str, value_type=str) -> list[t
             raise ValueError(f"{what} {item!r}: expected PARAMETER=VALUE, e.g. "
                              f"{'cmax=log_dose' if value_type is str else 'beta=0.0032'}")
         p, v = m.group(1), m.group(2)
-        if p not in PARAMS:
-            raise ValueError(f"{what} {item!r}: unknown parameter {p!r} (one of {', '.join(PARAMS)})")
+        if p not in names:
+            raise ValueError(f"{what} {item!r}: unknown parameter {p!r} (one of {', '.join(names)})")
         if value_type is not str:
             try:
                 v = value_type(v)
@@ -313,6 +337,7 @@ def stein_command(
     covariates: Sequence[str] = (),
     fixed: Sequence[str] = (),
     prior: str | None = None,
+    estimate_sigma: bool = False,
     seed: int = 0,
     n_burn: int = 300,
     n_smooth: int = 200,
@@ -328,9 +353,16 @@ def stein_command(
     conc cell ``<x`` is below the limit x; ``lloq`` names an LLOQ column). ``covariates``:
     ``PARAMETER=COLUMN`` items (population fit only; for a study the columns are those of
     :class:`~cartlab.kinetics.stein.SteinPopulationModel`, e.g. ``cmax=log_dose``); ``fixed``:
-    ``PARAMETER=VALUE`` items held fixed; ``prior="stein2019"``: per-subject MAP fits with the
-    published population distribution (:data:`~cartlab.kinetics.stein.STEIN_2019`) as the prior,
-    for sparse subjects whose curve the data alone do not identify.
+    ``PARAMETER=VALUE`` items held fixed (per-subject fits also accept ``sigma=VALUE``, the
+    residual SD); ``prior="stein2019"``: per-subject MAP fits with the published population
+    distribution (:data:`~cartlab.kinetics.stein.STEIN_2019`) as the prior, for sparse subjects
+    whose curve the data alone do not identify. Under a prior the residual SD is held at the
+    prior's (0.56, empirical Bayes) unless ``--fix sigma=VALUE`` or ``estimate_sigma``.
+
+    A subject whose data cannot identify the free parameters (no quantifiable sample; without a
+    prior, fewer quantifiable samples than free parameters) gets no estimates and its reason in
+    ``stein_subjects.csv`` (column ``message``); when no subject can be fitted, ValueError (nothing
+    is written).
 
     Files: ``stein_estimates.csv`` (per-subject fit: parameter, estimate, SE, RSE, 95% CI) or
     ``stein_population.csv`` (typical values, omega², covariate effects, sigma, shrinkage);
@@ -344,7 +376,15 @@ def stein_command(
 
     out_dir = Path(out_dir)
     cov_items = parse_assignments(covariates, "--covariate")
-    fix_items = dict(parse_assignments(fixed, "--fix", float))
+    fix_items = dict(parse_assignments(fixed, "--fix", float, extra=("sigma",)))
+    if "sigma" in fix_items and population:
+        raise ValueError("--fix sigma: a population fit estimates the residual error; sigma can be held only in "
+                         "per-subject fits")
+    if estimate_sigma and (population or prior is None):
+        raise ValueError("--estimate-sigma is for per-subject MAP fits (--prior): without a prior sigma is "
+                         "estimated anyway")
+    if estimate_sigma and "sigma" in fix_items:
+        raise ValueError("--estimate-sigma and --fix sigma=...: give one")
     if cov_items and not population:
         raise ValueError("--covariate needs --population (covariate effects are population parameters)")
     clash = sorted({p for p, _ in cov_items} & set(fix_items))
@@ -399,8 +439,16 @@ def stein_command(
     else:
         options["prior"] = prior and prior.lower()
         model = SteinModel(fixed=fix_items, blq=blq, dose_handling=dose_handling, param=param,
-                           prior=PRIORS[prior.lower()] if prior else None)
+                           prior=PRIORS[prior.lower()] if prior else None,
+                           sigma="estimate" if estimate_sigma else None)
     fit = model.fit(data, doses=dose_df, progress=progress)
+    if not population:
+        options["sigma"] = fit.sigma_rule_
+        unfitted = fit.individual_.filter(~pl.col("fitted"))
+        if unfitted.height == fit.individual_.height:
+            reasons = "; ".join(f"{r['subject_id']}: {r['message']}" for r in unfitted.head(5).iter_rows(named=True))
+            more = f" (and {unfitted.height - 5} more)" if unfitted.height > 5 else ""
+            raise ValueError(f"no subject could be fitted -- {reasons}{more}")
 
     obs = fit.observations_
     subjects = fit.individual_
@@ -429,7 +477,9 @@ def stein_command(
     else:
         files["stein_estimates.csv"] = fit.summary
         meta.update(n_converged=int(subjects["converged"].sum()),
-                    not_converged=subjects.filter(~pl.col("converged"))["subject_id"].to_list(),
+                    not_converged=subjects.filter(~pl.col("converged") & pl.col("fitted"))["subject_id"].to_list(),
+                    not_fitted={r["subject_id"]: r["message"]
+                                for r in subjects.filter(~pl.col("fitted")).iter_rows(named=True)},
                     estimator=("maximum a posteriori per subject (prior: Stein 2019 Table 1)" if prior else
                                "maximum likelihood per subject") + "; SEs from the Hessian (delta method)")
         figs = {"stein_fits.png": fit.plot()}

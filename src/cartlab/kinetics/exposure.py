@@ -9,12 +9,24 @@ Stein et al. 2019 relate Cmax/AUC0-28 to response; Mueller et al. 2017 to CRS).
 
 Outcomes (from the engines' summary columns): ``responder`` = best response in the ORR categories
 of :class:`cartlab.response.best.BestResponseOptions` (CR, CRh, CRi, MLFS, PR), ``crs_grade_ge3`` = ASTCT CRS grade >= 3, ``crs_any`` = grade >= 1.
-Exposures <= 0 or missing are left out (and counted).
+
+Who is counted:
+
+* An exposure of **0** is a non-expander (every CAR-T sample below the LLOQ: Cmax and AUC0-28 are 0).
+  Zero is informative, so these subjects are in the group medians and the Mann-Whitney test (a
+  rank test: 0 is the lowest rank); only the logistic regression, which takes log10 of the
+  exposure, leaves them out (``n_zero``, ``n_logit`` and ``logit_note`` say so).
+* A subject is **excluded** from a row when its outcome is unknown (no best response, no CRS
+  grade) or its exposure is missing (no CAR-T samples, AUC not computable) or negative. Every
+  excluded subject is named with its reason in ``excluded`` (``n_excluded`` counts them), and a
+  :class:`~cartlab.errors.CartlabWarning` names them once per call (``cartlab analyze`` records it
+  in ``analysis.json``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,12 +84,46 @@ def _logit(y: np.ndarray, x: np.ndarray) -> dict[str, Any]:
             "logit_p": float(fit.pvalues[1]), "logit_note": "maximum likelihood (statsmodels Logit), Wald 95% CI"}
 
 
+def _missing_reason(summary: pl.DataFrame, exp: str) -> pl.Expr:
+    """Why ``exp`` is missing or unusable for a subject (null when it is usable)."""
+    col = pl.col(exp)
+    no_kinetics = pl.lit(True)
+    for c in ("car_cmax", "car_auc_0_28"):
+        if c in summary.columns:
+            no_kinetics = no_kinetics & pl.col(c).is_null()
+    return (pl.when(col.is_null() & no_kinetics)
+            .then(pl.lit("no CAR-T kinetics: exposure empty (no CARCOPY/CARCELL sample after the infusion)"))
+            .when(col.is_null()).then(pl.lit(f"{exp} empty: not computable (see car_kinetics.csv)"))
+            .when(col.is_nan()).then(pl.lit(f"{exp} is not a number"))
+            .when(col < 0).then(pl.lit(f"{exp} < 0 (invalid)")))
+
+
+def _grouped(names: list[str], whys: list[str]) -> str:
+    """ "reason: ID, ID; reason: ID" - every subject named once under its reason (a cohort's cell
+    stays one line per reason, not one per subject)."""
+    by: dict[str, list[str]] = {}
+    for sid, why in zip(names, whys):
+        by.setdefault(why, []).append(sid)
+    return "; ".join(f"{why}: {', '.join(ids)}" for why, ids in by.items())
+
+
+_UNKNOWN = {"responder": "best_response empty (no response assessment, or no criteria for the disease)",
+            "crs_grade_ge3": "crs_grade_astct empty (no CRS grade)", "crs_any": "crs_grade_astct empty (no CRS grade)"}
+
+
 def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = ("car_cmax", "car_auc_0_28"),
-                      outcomes: Sequence[str] = ("responder", "crs_grade_ge3")) -> pl.DataFrame:
-    """One row per exposure x outcome: n, medians by group, Mann-Whitney U and p, logistic odds ratio."""
+                             outcomes: Sequence[str] = ("responder", "crs_grade_ge3")) -> pl.DataFrame:
+    """One row per exposure x outcome: n, medians by group, Mann-Whitney U and p, logistic odds ratio.
+
+    ``n``: subjects with a known outcome and an exposure >= 0 (medians and Mann-Whitney);
+    ``n_zero``: of them, non-expanders with exposure 0; ``n_logit``: subjects in the logistic
+    regression of log10 exposure (exposure > 0); ``n_excluded`` and ``excluded`` ("reason: ID, ID;
+    ...", in the frame's order): subjects left out of the row and why. Excluded subjects are also named
+    in a :class:`~cartlab.errors.CartlabWarning`."""
     from scipy.stats import mannwhitneyu
 
     rows = []
+    left_out: dict[str, list[str]] = {}
     for out in outcomes:
         if out not in OUTCOMES:
             raise ValueError(f"unknown outcome {out!r}; choose from {sorted(OUTCOMES)}")
@@ -89,14 +135,32 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
             if needed and ((out == "responder" and "best_response" in needed)
                            or (out != "responder" and "crs_grade_astct" in needed)):
                 raise ValueError(f"outcome {out!r} needs column(s) {needed}")
-            f = summary.filter(known).with_columns(flag.alias("_y"))
-            usable = f.filter(pl.col(exp).is_not_null() & (pl.col(exp) > 0))
+            f = summary.with_columns(
+                known.fill_null(False).alias("_known"), flag.alias("_y"),
+                pl.col(exp).cast(pl.Float64).alias("_x"), _missing_reason(summary, exp).alias("_why_x"))
+            f = f.with_columns(pl.concat_str(
+                [pl.when(~pl.col("_known")).then(pl.lit(_UNKNOWN[out])), pl.col("_why_x")],
+                separator="; ", ignore_nulls=True).alias("_why"))
+            f = f.with_columns(pl.when(pl.col("_why") == "").then(None).otherwise(pl.col("_why")).alias("_why"))
+            excluded = f.filter(pl.col("_why").is_not_null())
+            usable = f.filter(pl.col("_why").is_null())
             y = usable["_y"].cast(pl.Int64).to_numpy()
-            x = usable[exp].to_numpy().astype(float)
+            x = usable["_x"].to_numpy().astype(float)
             yes, no = x[y == 1], x[y == 0]
+            pos = x > 0
+            zeros = usable.filter(pl.col("_x") == 0)["subject_id"].cast(pl.String).to_list() \
+                if "subject_id" in usable.columns else []
+            names = excluded["subject_id"].cast(pl.String).to_list() if "subject_id" in excluded.columns \
+                else [f"row {i + 1}" for i in range(excluded.height)]
+            for sid, why in zip(names, excluded["_why"].to_list()):
+                left_out.setdefault(why, [])
+                if sid not in left_out[why]:
+                    left_out[why].append(sid)
             row: dict[str, Any] = {
                 "exposure": exp, "outcome": out, "n": len(x), "n_event": int(y.sum()),
-                "n_excluded": f.height - usable.height,
+                "n_zero": int((~pos).sum()), "n_logit": int(pos.sum()),
+                "n_excluded": excluded.height,
+                "excluded": _grouped(names, excluded["_why"].to_list()) or None,
                 "median_event": float(np.median(yes)) if len(yes) else None,
                 "median_no_event": float(np.median(no)) if len(no) else None,
                 "mann_whitney_u": None, "mann_whitney_p": None,
@@ -104,9 +168,22 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
             if len(yes) and len(no):
                 u = mannwhitneyu(yes, no, alternative="two-sided", method="auto")
                 row["mann_whitney_u"], row["mann_whitney_p"] = float(u.statistic), float(u.pvalue)
-            row.update(_logit(y, x))
+            row.update(_logit(y[pos], x[pos]))
+            if (~pos).any():
+                who = f" ({', '.join(zeros)})" if zeros else ""
+                row["logit_note"] = (f"{row['logit_note']}; {int((~pos).sum())} non-expander(s) with {exp} = 0"
+                                     f"{who} left out of the log10 fit only (they are in the medians and the "
+                                     "Mann-Whitney test)")
             rows.append(row)
-    return pl.DataFrame(rows, infer_schema_length=None)
+    if left_out:
+        from cartlab.errors import CartlabWarning
+
+        parts = [f"{why}: {', '.join(ids[:20])}" + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
+                 for why, ids in left_out.items()]
+        warnings.warn(CartlabWarning(
+            "exposure-response: subjects left out (exposure_response.csv, column excluded) -- " + " | ".join(parts)),
+            stacklevel=2)
+    return pl.DataFrame(rows, infer_schema_length=None, schema_overrides={"excluded": pl.String})
 
 
 def plot_exposure_response(summary: pl.DataFrame, exposure: str = "car_cmax", outcome: str = "responder"):
@@ -117,6 +194,7 @@ def plot_exposure_response(summary: pl.DataFrame, exposure: str = "car_cmax", ou
     import matplotlib.pyplot as plt
 
     flag, known = OUTCOMES[outcome]
+    n_zero = summary.filter(known & (pl.col(exposure) == 0)).height  # non-expanders: no place on a log axis
     f = summary.filter(known & pl.col(exposure).is_not_null() & (pl.col(exposure) > 0)).with_columns(flag.alias("_y"))
     groups = [np.log10(f.filter(pl.col("_y") == v)[exposure].to_numpy()) for v in (False, True)]
     fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -125,7 +203,8 @@ def plot_exposure_response(summary: pl.DataFrame, exposure: str = "car_cmax", ou
         ax.scatter(np.full(len(g), i) + np.linspace(-0.08, 0.08, len(g)) if len(g) else [], g, s=12, alpha=0.6)
     ax.set_xticks([1, 2], [f"no {outcome} (n={len(groups[0])})", f"{outcome} (n={len(groups[1])})"])
     ax.set_ylabel(f"log10 {exposure}")
-    ax.set_title(f"{exposure} by {outcome}")
+    ax.set_title(f"{exposure} by {outcome}" + (f"\n{n_zero} non-expander(s) at 0 not shown (log axis)"
+                                                if n_zero else ""), fontsize=9 if n_zero else None)
     fig.tight_layout()
     return fig
 

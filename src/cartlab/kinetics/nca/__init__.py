@@ -82,7 +82,7 @@ positive concentrations after tmax integrate linearly here — the log formula's
 PKNCA's formula gives 0/0); ``"log-up/log-down"`` (*cartlab extension*, PKNCA has none) uses the
 log trapezoid whenever both concentrations are positive and differ, else linear — meant for the
 exponential expansion phase of CAR-T cells, which linear-up integration over-estimates
-(kinetics.md §0 item 6). Concentrations between samples are interpolated with the same choice.
+(docs/kinetics/README.md, "Sparse early sampling"). Concentrations between samples are interpolated with the same choice.
 
 ``aucint`` (PKNCA ``aucint.inf.obs``): the AUC over exactly ``[start, end]`` of the curve that
 interpolates the whole profile's cleaned samples (method above; BLQ positions over the whole
@@ -108,7 +108,7 @@ fitted sets, including those with lambda.z <= 0) - ``adj_r_squared_factor``; amo
 most points. No such set: null (``no_positive_lambda_z``). With ``min_hl_points = 2`` and exactly
 two candidates that pair is used (PKNCA, with a warning). ``half.life = ln 2 / lambda.z``,
 ``span.ratio = (lambda.z.time.last - lambda.z.time.first) / half.life`` (warning when below
-``min_span_ratio``, PKNCA's exclusion criterion), ``clast.pred`` = the fitted line at ``tlast``.
+``min_span_ratio`` by more than a relative 1e-9, PKNCA's exclusion criterion), ``clast.pred`` = the fitted line at ``tlast``.
 Manual selection (``lambda_z_times`` or ``lambda_z_range``, PKNCA ``include_half.life``) fits the
 positive samples given, without tmax or minimum-point rules; a fit with lambda.z <= 0 is not
 reported (cartlab: null with a warning; PKNCA reports the negative value, issue #373).
@@ -125,8 +125,13 @@ Warnings (``warnings``, one ``code: message`` string each): ``no_samples``, ``al
 ``too_few_points_half_life``, ``no_positive_lambda_z``, ``two_point_half_life``,
 ``manual_lambda_z_invalid``, ``one_sample``, ``span_ratio_below_min``, ``aucint_no_lambda_z``,
 ``aucint_before_first``, ``sparse_early_sampling`` (fewer than ``min_samples_before_tmax`` samples
-of the interval before tmax: for exponential CAR-T expansion linear-up AUC can be ~2x too high and Cmax is likely
-missed — kinetics.md §0 item 6 and §1.1), ``no_dose_time``, ``above_uloq``.
+of the interval before tmax: the true peak may lie between samples, and over a steep exponential
+rise a linear-up AUC overestimates the area — docs/kinetics/README.md, "Sparse early sampling"),
+``no_dose_time``, ``above_uloq``.
+
+Units (``cartlab nca --conc-unit --time-unit``, :func:`nca_units`): the engine works on numbers;
+the unit of each output column follows from the concentration and time units as in PKNCA's
+``pknca_units_table`` (cmax: conc; tmax, half.life: time; AUCs: time*conc; lambda.z: 1/time).
 """
 
 from cartlab._deprecated import renamed
@@ -140,6 +145,7 @@ from cartlab.kinetics.nca.options import (
     OPTION_DOCS,
     NcaOptions,
     copies_per_cell,
+    nca_units,
     normalise_method,
     parse_interval,
 )
@@ -155,6 +161,7 @@ __all__ = [
     "copies_per_cell",
     "derive_nca",
     "nca_profile",
+    "nca_units",
     "normalise_method",
     "parse_interval",
     "time_above",

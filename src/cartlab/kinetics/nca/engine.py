@@ -283,6 +283,10 @@ def _time_above(method, T, W, seg_ok, tmax_t, thr):
     return _row_sum(np.where(seg_ok, part, 0.0))
 
 
+#: span.ratio is below min_span_ratio only when it is below by more than this, relatively: a ratio
+#: that is min_span_ratio up to rounding does not warn
+SPAN_RATIO_RTOL = 1e-9
+
 #: warning codes in bit order, with their messages (numbers are in the row's columns)
 _WARNINGS = (
     ("no_samples", "no sample in the interval"),
@@ -303,8 +307,9 @@ _WARNINGS = (
                            "(aucint.last counts 0 after tlast)"),
     ("aucint_before_first", "aucint takes the concentration as 0 from the start to the first sample "
                             "(PKNCA conc.origin)"),
-    ("sparse_early_sampling", "fewer than {msb} samples before tmax: with exponential CAR-T expansion "
-                              "Cmax/Tmax are likely missed{linup} (kinetics.md §0 item 6, §1.1)"),
+    ("sparse_early_sampling", "fewer than {msb} samples before tmax: the rise to the peak is sparsely sampled, "
+                              "so the true peak (Cmax, Tmax) may lie between samples{linup} (see 'Sparse early "
+                              "sampling' in docs/kinetics/README.md)"),
     ("above_uloq", "an upper-censored result ('>x') without a value was used as x"),
     ("no_dose_time", "no dose time for this subject: times used as given"),
 )
@@ -453,7 +458,8 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
             "no_positive_lambda_z": auto & (lz["_nc"] >= opt.min_hl_points) & ~lz["_found"],
             "two_point_half_life": lz["_two"],
             "manual_lambda_z_invalid": manual & ~fixed_ok & ~lz["_found"],
-            "span_ratio_below_min": span < opt.min_span_ratio,
+            # a relative tolerance: (6 - 2) / (ln 2 / (ln 2 / 2)) is 1.9999999999999996 in floating point
+            "span_ratio_below_min": span < opt.min_span_ratio * (1.0 - SPAN_RATIO_RTOL),
             "aucint_no_lambda_z": tail_b & ~np.isfinite(lam),
             "aucint_before_first": (n1 > 1) & loc_a["before"] & has_pos,
             "sparse_early_sampling": has_tmax & (n_before < opt.min_samples_before_tmax),

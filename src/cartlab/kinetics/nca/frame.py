@@ -255,8 +255,8 @@ def _assemble(subject: str, subjects: pl.Series, results: list[dict], opt: NcaOp
     wbits |= above[sub].astype(np.int64) << _BIT["above_uloq"]
     if offset is not None:
         wbits |= offset.is_null().to_numpy()[sub].astype(np.int64) << _BIT["no_dose_time"]
-    linup = (" and linear-up AUC before tmax can be ~2x too high; consider method='log-up/log-down'"
-             if opt.method != "log-up/log-down" else "")
+    linup = ("; over a steep (exponential) rise a linear-up AUC before tmax overestimates the area, consider "
+             "method='log-up/log-down'" if opt.method != "log-up/log-down" else "")
     fill = {"mhp": opt.min_hl_points, "msr": _g(opt.min_span_ratio), "msb": opt.min_samples_before_tmax,
             "linup": linup}
     messages = [f"{code}: {msg.format(**fill)}" for code, msg in _WARNINGS]

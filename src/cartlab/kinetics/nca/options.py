@@ -166,6 +166,37 @@ NCA_COLUMNS = (
 
 
 # ---------------------------------------------------------------------------------------------
+# units
+
+#: what each quantity column of :func:`nca` is measured in: a unit built from the concentration
+#: unit ``C`` and the time unit ``T`` (PKNCA ``pknca_units_table``: auclast "hr*ng/mL", lambda.z
+#: "1/hr", span.ratio "fraction", r.squared "unitless", lambda.z.n.points "count")
+UNIT_KINDS: dict[str, str] = {
+    **dict.fromkeys(("start", "end", "tmax", "tlast", "half.life", "lambda.z.time.first", "lambda.z.time.last",
+                     "persistence", "lambda.z.times", "time_offset", "time_above"), "T"),
+    **dict.fromkeys(("cmax", "clast.obs", "clast.pred", "conc_above"), "C"),
+    **dict.fromkeys(("auclast", "aucall", "aucinf.obs", "aucint", "aucint.last"), "T*C"),
+    "lambda.z": "1/T",
+    "r.squared": "unitless", "adj.r.squared": "unitless", "span.ratio": "fraction",
+    **dict.fromkeys(("lambda.z.n.points", "n_samples", "n_blq"), "count"),
+}
+
+
+def nca_units(conc_unit: str | None, time_unit: str | None, columns: Sequence[str] | None = None) -> dict[str, str | None]:
+    """The unit of every quantity column (``columns``: those present; default every known one),
+    from the concentration and time units, as PKNCA's ``pknca_units_table`` composes them:
+    ``cmax`` in ``conc_unit``; ``tmax``, ``half.life`` in ``time_unit``; the AUCs in
+    ``time_unit*conc_unit``; ``lambda.z`` in ``1/time_unit``; ``r.squared`` "unitless",
+    ``span.ratio`` "fraction", point counts "count". A unit built from a unit not given is None
+    (PKNCA: "If a unit is not given, then all of the units derived from that unit will be NA")."""
+    c = conc_unit.strip() if conc_unit and conc_unit.strip() else None
+    t = time_unit.strip() if time_unit and time_unit.strip() else None
+    built = {"C": c, "T": t, "T*C": f"{t}*{c}" if c and t else None, "1/T": f"1/{t}" if t else None}
+    names = [n for n in (columns if columns is not None else UNIT_KINDS) if n in UNIT_KINDS]
+    return {n: built.get(UNIT_KINDS[n], UNIT_KINDS[n]) for n in names}
+
+
+# ---------------------------------------------------------------------------------------------
 # small helpers
 
 

@@ -62,7 +62,11 @@ Both fitters follow the convention of lifelines and scikit-learn: options in the
   negative log-likelihood on the log-parameter scale, and the delta method on the natural scale
   (SE(p) = p * SE(log p)). Options: ``blq="drop"`` (M1) and ``blq="half"`` (LLOQ/2 imputation)
   for comparison; an optional ``prior`` (a :class:`PopulationParams`) turns the fit into a MAP
-  (Bayesian, "empirical Bayes") estimate for sparse subjects.
+  (Bayesian, "empirical Bayes") estimate for sparse subjects, with the residual SD held at the
+  prior's ``sigma`` as MAP/POSTHOC fits do (``sigma="estimate"`` estimates it). A subject whose
+  data cannot identify the free parameters (no quantifiable sample; without a prior, fewer
+  quantifiable samples than free parameters) gets no estimates and a reason. The 95% CIs are on the
+  log scale, ``fb``'s on the logit scale.
 * :class:`SteinPopulationModel` -- nonlinear mixed effects by SAEM (Delyon B, Lavielle M, Moulines
   E. *Ann Stat* 1999;27:94-128; Kuhn E, Lavielle M. *Comput Stat Data Anal* 2005;49:1020-1038),
   the algorithm of Monolix, which Stein used:

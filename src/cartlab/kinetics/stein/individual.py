@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import optimize
+from scipy import optimize, special
 
 from cartlab.kinetics.stein.base import _SteinFitter
 from cartlab.kinetics.stein.curve import derived_quantities, stein_curve, stein_log_curve
@@ -23,28 +23,45 @@ __all__ = ["SteinModel"]
 
 
 def _data_start(t: np.ndarray, ly: np.ndarray, tpeak: float | None = None) -> dict[str, float]:
-    """Rough starting values from one subject's quantifiable samples (peak time overridable)."""
+    """Starting values from one subject's quantifiable samples (times ``t``, log levels ``ly``).
+
+    ``tmax`` at the observed peak time (or ``tpeak``), ``cmax`` at the observed peak; the expansion
+    rate is the least-squares slope of log C over the rising samples (day > 0 up to the peak); the
+    contraction by curve stripping: ``beta`` and ``fb`` from a log-linear fit of the last third of
+    the post-peak samples, ``alpha`` from the earlier ones after the slow phase is subtracted."""
     if t.size == 0:
         return dict(STEIN_2019.theta)
     i = int(np.argmax(ly))
-    tmax = max(float(t[i]) if tpeak is None else float(tpeak), 1.0)
+    t_pk = float(t[i])
+    tmax = max(t_pk if tpeak is None else float(tpeak), 0.5)
     cmax = float(math.exp(ly[i]))
-    pre = (t < t[i]) & (t > 0)
     rho = 0.9
-    if pre.any():
-        j = int(np.flatnonzero(pre)[0])
-        if t[i] > t[j]:
-            rho = float(np.clip((ly[i] - ly[j]) / (t[i] - t[j]), 0.2, 3.0))
-    foldx = float(np.clip(math.exp(min(rho * tmax, 20.0)), 5.0, 1e8))
-    post = np.flatnonzero(t > t[i])
-    alpha = 0.16
-    if post.size:
-        j = post[min(1, post.size - 1)]
-        alpha = float(np.clip((ly[i] - ly[j]) / (t[j] - t[i]), 0.02, 2.0))
-    fb = 0.01
-    if post.size >= 3:
-        fb = float(np.clip(math.exp(ly[post[-1]] - ly[i]) * 2, 1e-5, 0.3))
-    return {"foldx": foldx, "tmax": tmax, "cmax": cmax, "alpha": alpha, "fb": fb, "beta": 0.01}
+    pre = (t > 0) & (t <= t_pk)
+    if pre.sum() >= 2:
+        slope = float(np.polyfit(t[pre], ly[pre], 1)[0])
+        if slope > 0:
+            rho = float(np.clip(slope, 0.05, 5.0))
+    foldx = float(np.clip(math.exp(min(rho * tmax, 20.0)), 2.0, 1e8))
+    post = t > t_pk
+    tp, yp = t[post] - t_pk, ly[post]
+    alpha, fb, beta = 0.16, 0.01, 0.01
+    if tp.size:
+        j = min(1, tp.size - 1)
+        alpha = float(np.clip((ly[i] - yp[j]) / tp[j], 0.02, 2.0))
+    if tp.size >= 4:
+        k = max(2, tp.size // 3)
+        slope, icpt = (float(v) for v in np.polyfit(tp[-k:], yp[-k:], 1))
+        if slope < 0 and icpt < ly[i]:
+            beta = float(np.clip(-slope, 1e-5, 1.0))
+            fb = float(np.clip(math.exp(icpt - ly[i]), 1e-6, 0.5))
+            fast = np.exp(yp[:-k]) - cmax * fb * np.exp(-beta * tp[:-k])
+            ok = fast > 0
+            if ok.any():
+                z = np.log(fast[ok] / (cmax * (1.0 - fb)))
+                a = -float(np.sum(tp[:-k][ok] * z) / np.sum(tp[:-k][ok] ** 2))
+                if a > beta:
+                    alpha = float(np.clip(a, 1e-3, 5.0))
+    return {"foldx": foldx, "tmax": tmax, "cmax": cmax, "alpha": alpha, "fb": fb, "beta": beta}
 
 
 def _swap_phases(vals: dict[str, float]) -> dict[str, float]:
@@ -59,7 +76,7 @@ def _swap_phases(vals: dict[str, float]) -> dict[str, float]:
 class _SubjectFit:
     subject_id: str
     est: list[str]
-    values: dict[str, float]  # natural scale, all PARAMS
+    values: dict[str, float]  # natural scale, all PARAMS (NaN when not fitted)
     sigma: float
     sigma_estimated: bool
     cov_log: np.ndarray | None  # over est (+ log sigma)
@@ -68,6 +85,7 @@ class _SubjectFit:
     n_blq: int
     converged: bool
     message: str
+    fitted: bool = True
 
 
 def _fd_hessian(f, x: np.ndarray, h: float = 1e-3) -> np.ndarray:
@@ -87,13 +105,32 @@ def _fd_hessian(f, x: np.ndarray, h: float = 1e-3) -> np.ndarray:
     return H
 
 
+def _ci(p: str, v: float, se_log: float) -> tuple[float, float]:
+    """95% CI of a parameter from the SE of its log: on the log scale, except ``fb`` (a fraction in
+    (0, 1)), whose CI is taken on the logit scale, SE(logit fb) = SE(log fb) / (1 - fb), so that it
+    stays inside (0, 1)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # unidentifiable: CI to the limits
+        if p == "fb":
+            lg, s = math.log(v / (1.0 - v)), se_log / (1.0 - v)
+            return float(special.expit(lg - 1.96 * s)), float(special.expit(lg + 1.96 * s))
+        return float(v * np.exp(-1.96 * se_log)), float(v * np.exp(1.96 * se_log))
+
+
+def _optimiser_note(r: Any, method: str) -> str:
+    return f"{method}: {str(getattr(r, 'message', '')).strip() or 'no message'}"
+
+
 class SteinModel(_SteinFitter):
     """Per-subject maximum-likelihood fits of the Stein 2019 model (log scale, Beal M3 for BLQ).
 
     Parameters
     ----------
-    sigma: residual SD on the log scale; ``None`` (default) estimates it per subject.
-    fixed: ``{parameter: value}`` held fixed (not estimated), e.g. ``{"beta": 0.0032}``.
+    sigma: residual SD on the log scale. ``None`` (default): estimated per subject by maximum
+        likelihood; with a ``prior``, held at the prior's residual SD (``prior.sigma``, 0.56 for
+        :data:`STEIN_2019`), as empirical-Bayes (MAP/POSTHOC) fits do. ``"estimate"``: estimated
+        also under a prior. A number: held at that value.
+    fixed: ``{parameter: value}`` held fixed (not estimated), e.g. ``{"beta": 0.0032}``; ``"sigma"``
+        may be one of them (the same as ``sigma=value``).
     prior: a :class:`PopulationParams` (e.g. ``STEIN_2019``) for MAP fits of sparse data.
     blq: ``"m3"`` (default), ``"drop"`` (M1) or ``"half"`` (BLQ set to LLOQ/2).
     blq_below_lloq: a reported value below its LLOQ is treated as BLQ.
@@ -108,27 +145,41 @@ class SteinModel(_SteinFitter):
     individual_: one row per subject: parameters, derived quantities (rho, r0, doubling_time,
         t_half_alpha, t_half_beta, car_cmax, car_tmax, car_auc_0_28 -- analytical, from the fitted
         curve), the observed peak beside them (:data:`~cartlab.kinetics.stein.PEAK_COLUMNS`),
-        sigma, n_obs, n_blq, nll, aic (log-scale likelihood), converged, message.
+        sigma, n_obs, n_blq, nll, aic (log-scale likelihood), fitted, converged, message.
     observations_: every observation used: subject_id, time, conc (null when BLQ), lloq, blq,
         ipred (the fitted curve), iwres ((log conc - log ipred) / sigma; null when BLQ) and the
         input row's provenance (source, src_file, src_row).
+    sigma_rule_: how sigma was set ("estimated", or held: "fixed at ..." / "the prior's ...").
     subject_ids_, dosing_, dropped_: the subjects, their dosing, the input rows not used.
     summary: (property) one row per subject and parameter with SE, RSE and 95% CI.
 
-    Optimisation: L-BFGS-B from five starts (data-driven, published typical values, earlier peak
-    times, a slower contraction), Nelder-Mead polish, log-parameter bounds. ``converged`` requires
-    a ~zero gradient, a positive-definite Hessian and no estimate at a bound. When the fitted peak
+    Minimum data: a subject is fitted only when its data can identify the free parameters. Without
+    a quantifiable sample (every sample BLQ: a non-expander) no curve is fitted; without a prior it
+    needs at least as many quantifiable samples as free parameters (the six structural ones not
+    fixed, plus sigma when estimated). Otherwise the subject gets no estimates (``fitted`` false,
+    null parameters and derived quantities) and ``message`` says why and what to give (a prior,
+    fixed parameters).
+
+    Optimisation: L-BFGS-B from several starts (data-driven -- tmax at the observed peak time, cmax
+    at the observed peak, the expansion rate from the rising samples, the contraction rates by
+    curve stripping of the post-peak samples --, published typical values, earlier peak times, a
+    slower contraction; the residual SD starts at the start curve's RMS residual), then a
+    Nelder-Mead polish of the best two optima and a last L-BFGS-B step; log-parameter bounds.
+    Everything is deterministic. ``converged`` requires that the optimiser reports success, a
+    ~zero gradient, a positive-definite Hessian and no estimate at a bound; ``message`` names
+    what failed (the optimiser's own message when it is the optimiser). When the fitted peak
     coincides with a sampling time the likelihood has a kink in ``tmax`` (that sample switches
-    between the rising and the falling branch): the optimum is accepted if it is a one-sided
-    minimum in ``tmax``; ``tmax`` then gets no SE (the others come from the Hessian with ``tmax``
-    held) and the message says so. (FB, alpha, beta) and (1-FB, beta, alpha) give the same curve;
-    estimates are reported with alpha >= beta.
+    between the rising and the falling branch): the optimum is accepted (``converged`` true) if it
+    is a one-sided minimum in ``tmax`` and the other checks pass on the remaining parameters;
+    ``tmax`` then gets no SE (the others come from the Hessian with ``tmax`` held) and the message
+    says so. (FB, alpha, beta) and (1-FB, beta, alpha) give the same curve; estimates are reported
+    with alpha >= beta. The 95% CIs are taken on the log scale, ``fb``'s on the logit scale.
     """
 
     def __init__(
         self,
         *,
-        sigma: float | None = None,
+        sigma: float | str | None = None,
         fixed: Mapping[str, float] | None = None,
         prior: PopulationParams | None = None,
         blq: str = "m3",
@@ -141,12 +192,31 @@ class SteinModel(_SteinFitter):
     ):
         self.sigma = sigma
         self.fixed = dict(fixed or {})
-        unknown = set(self.fixed) - set(PARAMS)
+        unknown = set(self.fixed) - set(PARAMS) - {"sigma"}
         if unknown:
             raise ValueError(f"unknown parameters in fixed: {sorted(unknown)}")
+        if isinstance(sigma, str) and sigma != "estimate":
+            raise ValueError(f"sigma must be None, 'estimate' or a number > 0, not {sigma!r}")
+        for what, v in (("sigma", None if isinstance(sigma, str) else sigma), ("fixed['sigma']", self.fixed.get("sigma"))):
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{what} must be a number > 0, not {v!r}")
+        if "sigma" in self.fixed and sigma is not None and (sigma == "estimate" or sigma != self.fixed["sigma"]):
+            raise ValueError(f"sigma={sigma!r} contradicts fixed['sigma']={self.fixed['sigma']!r}: give one")
         self.prior = prior
         self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling, ftoci=ftoci,
                            fster=fster, tlag=tlag, param=param)
+
+    def _sigma_setting(self) -> tuple[float | None, str]:
+        """(the residual SD held fixed, or None when it is estimated; how it was chosen)."""
+        if "sigma" in self.fixed:
+            return float(self.fixed["sigma"]), f"fixed at {self.fixed['sigma']:g}"
+        if self.sigma == "estimate" or (self.sigma is None and self.prior is None):
+            return None, "estimated per subject (maximum likelihood)" if self.prior is None else \
+                "estimated per subject (jointly with the MAP parameters)"
+        if self.sigma is not None:
+            return float(self.sigma), f"fixed at {float(self.sigma):g}"
+        return float(self.prior.sigma), (f"held at the prior's residual SD {float(self.prior.sigma):g} "
+                                         "(empirical Bayes: MAP fits keep the population's residual error)")
 
     def fit(self, data: Any, *, doses: pl.DataFrame | None = None,
             covariates: pl.DataFrame | None = None, progress: Progress | None = None) -> SteinModel:
@@ -156,9 +226,10 @@ class SteinModel(_SteinFitter):
         ``progress(stage, done, total)`` is called after each subject."""
         d = self._prepare(data, doses, covariates)
         est = [p for p in PARAMS if p not in self.fixed]
+        sigma_fixed, self.sigma_rule_ = self._sigma_setting()
         fits = []
         for i in range(d.n):
-            fits.append(self._fit_one(d.subset([i]), est))
+            fits.append(self._fit_one(d.subset([i]), est, sigma_fixed))
             if progress is not None:
                 progress(f"subject {d.ids[i]}", i + 1, d.n)
         self._fits = fits
@@ -167,22 +238,46 @@ class SteinModel(_SteinFitter):
         sigma = np.array([f.sigma for f in fits])
         self.params_ = pl.DataFrame({"subject_id": self.subject_ids_,
                                      **{n: np.broadcast_to(p[n], (d.n,)) for n in (*PARAMS, "tlag", "ftoci", "fster")},
-                                     "sigma": sigma})
-        self.observations_ = _observations_frame(d, stein_log_curve(d.t, p, d.dosing), sigma)
+                                     "sigma": sigma}).fill_nan(None)
+        self.observations_ = _observations_frame(d, stein_log_curve(d.t, p, d.dosing), sigma).with_columns(
+            pl.col("ipred").fill_nan(None))
         self.individual_ = _with_observed_peaks(self._individual(p), self.observations_)
         return self
 
-    def _fit_one(self, d: _Data, est: list[str]) -> _SubjectFit:
-        ev = _Evaluator(d, est, self.fixed, self.extras)
-        est_sigma = self.sigma is None
+    def _unidentified(self, n_q: int, n_blq: int, names: list[str]) -> str:
+        """Why a subject's data cannot identify its free parameters ('' when they can)."""
+        if n_q == 0:
+            return (f"not fitted: no quantifiable sample ({n_blq} BLQ): the level was never above the LLOQ, so "
+                    "there is no expansion or peak to fit (Cmax is below the LLOQ, not a number)")
+        if self.prior is None and n_q < len(names):
+            return (f"not fitted: {n_q} quantifiable sample(s) for {len(names)} free parameters "
+                    f"({', '.join(names)}): the data cannot identify them; give the population prior "
+                    "(--prior stein2019, prior=STEIN_2019) or hold parameters fixed (--fix / fixed=, e.g. "
+                    "beta=0.0032, sigma=0.56)")
+        return ""
+
+    def _fit_one(self, d: _Data, est: list[str], sigma_fixed: float | None) -> _SubjectFit:
+        fixed = {p: float(v) for p, v in self.fixed.items() if p in PARAMS}
+        ev = _Evaluator(d, est, fixed, self.extras)
+        est_sigma = sigma_fixed is None
         k = len(est)
+        q = d.mask[0] & (d.cens[0] == 0)
+        n_obs, n_q = int(d.mask.sum()), int(q.sum())
+        n_blq = n_obs - n_q
+        why = self._unidentified(n_q, n_blq, est + (["sigma"] if est_sigma else []))
+        if why:
+            nan = float("nan")
+            return _SubjectFit(subject_id=d.ids[0], est=est, values={p: fixed.get(p, nan) for p in PARAMS},
+                               sigma=nan if est_sigma else float(sigma_fixed), sigma_estimated=est_sigma,
+                               cov_log=None, nll=nan, n_obs=n_obs, n_blq=n_blq, converged=False, message=why,
+                               fitted=False)
         prior = self.prior
         if prior is not None:
             pm = np.array([math.log(prior.theta[p]) for p in est])
             pv = np.array([max(float(prior.omega2.get(p, 0.0)), 1e-12) for p in est])
 
         def nll(x):
-            sig = math.exp(x[k]) if est_sigma else self.sigma
+            sig = math.exp(x[k]) if est_sigma else sigma_fixed
             v = -float(ev.loglik(x[None, :k], sig)[0])
             if prior is not None:
                 v += 0.5 * float(np.sum((x[:k] - pm) ** 2 / pv))
@@ -194,7 +289,6 @@ class SteinModel(_SteinFitter):
             lo.append(math.log(_SIGMA_BOUNDS[0]))
             hi.append(math.log(_SIGMA_BOUNDS[1]))
         bounds = list(zip(lo, hi))
-        q = d.mask[0] & (d.cens[0] == 0)
         tq, lyq = d.t[0][q], d.logy[0][q]
         s0 = _data_start(tq, lyq)
         starts = [s0, dict(prior.theta if prior is not None else STEIN_2019.theta)]
@@ -203,26 +297,35 @@ class SteinModel(_SteinFitter):
         alt = dict(s0)
         alt.update(alpha=s0["alpha"] * 0.5, fb=min(s0["fb"] * 5, 0.5), beta=0.05)
         starts.append(alt)
-        best = None
+        results = []
         for s in starts:
+            s = {p: fixed.get(p, s[p]) for p in PARAMS}
             x0 = [math.log(float(np.clip(s[p], *_BOUNDS[p]))) for p in est]
-            if est_sigma:
-                x0.append(math.log(0.5))
+            if est_sigma:  # the start curve's RMS residual on the log scale
+                with np.errstate(all="ignore"):
+                    lf = ev.logf(np.array(x0)[None, :k])[0][q]
+                    rms = float(np.sqrt(np.mean((lyq - lf) ** 2)))
+                x0.append(math.log(float(np.clip(rms if np.isfinite(rms) else 0.5, 0.05, 3.0))))
             x0 = np.clip(np.array(x0), np.array(lo) + 1e-6, np.array(hi) - 1e-6)
-            r = optimize.minimize(nll, x0, method="L-BFGS-B", bounds=bounds,
-                                  options={"maxiter": 2000})
-            if best is None or r.fun < best.fun:
-                best = r
-        r = optimize.minimize(nll, best.x, method="Nelder-Mead", bounds=bounds,
-                              options={"maxiter": 6000, "maxfev": 12000, "xatol": 1e-7, "fatol": 1e-10,
-                                       "adaptive": True})
-        if r.fun > best.fun:
-            r = best
+            results.append(optimize.minimize(nll, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000}))
+        results.sort(key=lambda r: r.fun)
+        # polish the best optimum and the best distinct runner-up: Nelder-Mead, then L-BFGS-B
+        polish = [results[0]] + [r for r in results[1:] if r.fun > results[0].fun + 1e-6][:1]
+        r = results[0]
+        nm_ok = False
+        for c in polish:
+            nm = optimize.minimize(nll, c.x, method="Nelder-Mead", bounds=bounds,
+                                   options={"maxiter": 6000, "maxfev": 12000, "xatol": 1e-7, "fatol": 1e-10,
+                                            "adaptive": True})
+            if nm.fun < r.fun:
+                r, nm_ok = nm, bool(nm.success)
         r2 = optimize.minimize(nll, r.x, method="L-BFGS-B", bounds=bounds)
         if r2.fun < r.fun:
             r = r2
+        # the optimiser succeeded when its last run (or the Nelder-Mead run it could not improve on) says so
+        opt_ok = bool(r2.success) or (r is not r2 and nm_ok)
         x = np.asarray(r.x, dtype=float)
-        vals = {p: float(self.fixed[p]) for p in self.fixed}
+        vals = dict(fixed)
         vals.update({p: math.exp(x[i]) for i, p in enumerate(est)})
         if {"alpha", "beta", "fb"} <= set(est):
             sw = _swap_phases(vals)
@@ -230,11 +333,14 @@ class SteinModel(_SteinFitter):
                 vals = sw
                 for i, p in enumerate(est):
                     x[i] = math.log(min(max(vals[p], _BOUNDS[p][0]), _BOUNDS[p][1]))
-        sig = math.exp(x[k]) if est_sigma else float(self.sigma)
+        sig = math.exp(x[k]) if est_sigma else float(sigma_fixed)
         fval = nll(x)
         cov = None
         converged = bool(np.isfinite(fval))
         msg = ""
+        if not opt_ok:
+            converged = False
+            msg += f"; the optimiser did not converge ({_optimiser_note(r2, 'L-BFGS-B')})"
         h = 1e-5
         # Is the peak at a sampling time? There the likelihood has a kink in tmax (the sample moves
         # from the rising to the falling branch), so the optimum can legitimately sit on it.
@@ -271,18 +377,21 @@ class SteinModel(_SteinFitter):
                 cov[np.ix_(free, free)] = np.linalg.inv(H)
             else:
                 converged = False
-                msg += "; Hessian not positive definite"
+                msg += ("; Hessian not positive definite (not a local minimum, or a direction the data do not "
+                        "determine)")
         except np.linalg.LinAlgError:
             converged = False
             msg += "; Hessian singular"
-        at_bound = np.any(np.isclose(x, lo, atol=1e-4) | np.isclose(x, hi, atol=1e-4))
-        if at_bound:
+        names = est + (["sigma"] if est_sigma else [])
+        near = [f"{n} {'lower' if abs(x[i] - lo[i]) <= abs(x[i] - hi[i]) else 'upper'} bound "
+                f"{math.exp(lo[i] if abs(x[i] - lo[i]) <= abs(x[i] - hi[i]) else hi[i]):g}"
+                for i, n in enumerate(names) if min(abs(x[i] - lo[i]), abs(x[i] - hi[i])) < 1e-3]
+        if near:
             converged = False
-            msg += "; an estimate is at its bound"
+            msg += f"; an estimate is at its bound ({', '.join(near)})"
         return _SubjectFit(
             subject_id=d.ids[0], est=est, values=vals, sigma=sig, sigma_estimated=est_sigma,
-            cov_log=cov, nll=fval, n_obs=int(d.mask.sum()), n_blq=int((d.mask & (d.cens != 0)).sum()),
-            converged=converged, message=msg.strip("; "),
+            cov_log=cov, nll=fval, n_obs=n_obs, n_blq=n_blq, converged=converged, message=msg.strip("; "),
         )
 
     # -- results ------------------------------------------------------------------------------
@@ -294,7 +403,8 @@ class SteinModel(_SteinFitter):
     @property
     def summary(self) -> pl.DataFrame:
         """One row per subject and parameter: estimate, SE (delta method), RSE%, 95% CI (from the
-        log scale), ``fixed``, ``converged``; ``iiv`` is null (no population)."""
+        log scale; for ``fb``, a fraction, from the logit scale), ``fixed``, ``converged``; ``iiv``
+        is null (no population). A subject that was not fitted has null estimates."""
         self._fitted()
         rows = []
         for f in self._fits:
@@ -304,9 +414,8 @@ class SteinModel(_SteinFitter):
                 v = f.sigma if p == "sigma" else f.values[p]
                 if p in names:
                     s = float(se_log[names.index(p)])
-                    with np.errstate(over="ignore"):  # an unidentifiable parameter: SE(log) huge, CI to inf
-                        lo, hi = v * np.exp(-1.96 * s), v * np.exp(1.96 * s)
-                    rows.append((f.subject_id, p, v, v * s, 100 * s, float(lo), float(hi), False, f.converged))
+                    lo, hi = _ci(p, v, s)
+                    rows.append((f.subject_id, p, v, v * s, 100 * s, lo, hi, False, f.converged))
                 else:
                     rows.append((f.subject_id, p, v, None, None, None, None, True, f.converged))
         return pl.DataFrame(
@@ -315,7 +424,7 @@ class SteinModel(_SteinFitter):
                     "se": pl.Float64, "rse_pct": pl.Float64, "ci_lower": pl.Float64,
                     "ci_upper": pl.Float64, "fixed": pl.Boolean, "converged": pl.Boolean},
         ).with_columns(
-            [pl.col(c).fill_nan(None) for c in ("se", "rse_pct", "ci_lower", "ci_upper")]
+            [pl.col(c).fill_nan(None) for c in ("estimate", "se", "rse_pct", "ci_lower", "ci_upper")]
         ).with_columns(pl.lit(None, dtype=pl.Float64).alias("iiv"))
 
     def _individual(self, p: dict[str, np.ndarray]) -> pl.DataFrame:
@@ -331,10 +440,11 @@ class SteinModel(_SteinFitter):
             n_blq=[f.n_blq for f in fits],
             nll=[f.nll for f in fits],
             aic=[2 * f.nll + 2 * kk for f, kk in zip(fits, k)],
+            fitted=[f.fitted for f in fits],
             converged=[f.converged for f in fits],
             message=[f.message for f in fits],
         )
-        return pl.DataFrame(cols)
+        return pl.DataFrame(cols).fill_nan(None)
 
     def predict(self, times: Any, subject: Any = None) -> pl.DataFrame:
         """Fitted curves at ``times`` (days from the first infusion): subject_id, time, pred."""
