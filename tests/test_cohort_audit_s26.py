@@ -156,3 +156,11 @@ def test_km_median_skips_an_endpoint_nobody_is_in():
     # OS: alive (no event) -> median not reached
     m = _rows(Analysis(seed_case()).table("km_median"), "PARAMCD")
     assert set(m) == {"OS", "EFS"} and m["OS"]["median"] is None and "not reached" in m["OS"]["reason"]
+
+
+def test_response_rates_say_who_is_in_no_denominator(base):
+    r = base.table("response_rates").filter(pl.col("criteria").is_null() & (pl.col("endpoint") == "ORR")).row(
+        0, named=True)
+    # 9 subjects with criteria (S08, LBCL, has none): responders S01 S02 S04 S05 S09 S10 -> 6 of 9
+    assert (r["n"], r["n_responders"], r["n_no_criteria"]) == (9, 6, 1)
+    assert "1 subject(s) without response criteria" in r["reason"] and "S08" in r["reason"]

@@ -259,11 +259,23 @@ def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str |
 
     The denominator is every subject with response criteria (AML/ALL; intention to treat, NE counts
     as non-response); ``categories`` default to :class:`BestResponseOptions`' ``orr_categories``.
+    ``n_no_criteria``: subjects left out of every denominator because their disease has no response
+    criteria (the overall row says so in ``reason``; null on per-criteria rows).
     """
     from cartlab.response.endpoints import response_rate
 
     cats = categories or BestResponseOptions().orr_categories
-    return response_rate(best.filter(pl.col("criteria").is_not_null()), set(cats), by=by)
+    out = response_rate(best.filter(pl.col("criteria").is_not_null()), set(cats), by=by)
+    none = best.filter(pl.col("criteria").is_null())
+    if by is not None:
+        return out.with_columns(pl.lit(None, dtype=pl.Int64).alias("n_no_criteria"))
+    note = ""
+    if none.height:
+        ids = none["subject_id"].to_list()
+        note = (f"; {none.height} subject(s) without response criteria for their disease are in no denominator: "
+                f"{', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''} (best_response.csv says why)")
+    return out.with_columns(pl.lit(none.height, dtype=pl.Int64).alias("n_no_criteria"),
+                            (pl.col("reason") + pl.lit(note)).alias("reason"))
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
