@@ -38,3 +38,11 @@ def test_adlb_names_the_missing_limit():
 def test_precise_missing_leaves_other_reasons():
     assert precise_missing("grade 3: AVAL > 5 x ANRHI", 4) == "grade 3: AVAL > 5 x ANRHI"
     assert precise_missing("L: not gradable: AVAL or ANRLO missing", 2) == "L: not gradable: ANRLO missing"
+
+
+def test_unit_mismatch_names_the_parameter_that_would_be_converted():
+    f = pl.DataFrame({"term": ["Neutrophil count decreased"], "direction": ["L"], "aval": [1200.0],
+                      "anrlo": [1800.0], "unit": ["/mm3"]})
+    r = grade_labs(f).row(0, named=True)
+    assert r["grade"] is None and "does not match the criteria unit 10^9/L" in r["grade_reason"]
+    assert "names the parameter (NEUT)" in r["grade_reason"]

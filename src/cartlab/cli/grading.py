@@ -96,7 +96,7 @@ def ctcae_cmd(
         raise _usage(f"{input_csv}: {exc}", hint=f"known options: {', '.join(sorted(OPTION_DOCS))}"
                      if extra else None) from None
     by = ", ".join(f"grade {g}: {n}" for g, n in sorted(summary["by_grade"].items()))
-    console.print(f"[green]wrote[/] {out}: {summary['rows']} rows, {summary['graded']} graded ({by}), "
+    console.print(f"[green]wrote[/] {out}: {summary['rows']} rows, {summary['graded']} graded{f' ({by})' if by else ''}, "
                   f"{summary['not_gradable']} not gradable; criteria {', '.join(summary['criteria'])}")
     if summary.get("unknown_terms"):
         console.print(f"[yellow]not CTCAE terms or known parameters:[/] {', '.join(summary['unknown_terms'][:20])} "

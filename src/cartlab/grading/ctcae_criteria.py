@@ -311,7 +311,11 @@ def dispatch(tabs: Sequence[CompiledTable], term: str | None, direction: str | N
     rid = f"{first.table}:{first.entry_id}:unit_check"
     if u is None:
         return Dispatch(None, None, rid, f"not gradable: unit missing, the criteria need {expected}")
-    return Dispatch(None, None, rid, f"not gradable: unit {unit.strip()!r} does not match the criteria unit {expected}")
+    params = sorted({p for e in known for p in e.params})
+    hint = (f" (convert the value to that unit; `cartlab ctcae` converts it when the row names the parameter "
+            f"({'/'.join(params)}) instead of the term)") if params else ""
+    return Dispatch(None, None, rid,
+                    f"not gradable: unit {unit.strip()!r} does not match the criteria unit {expected}{hint}")
 
 
 def indicators(raw: Any, default: Sequence[str]) -> list[str]:
