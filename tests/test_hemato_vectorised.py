@@ -137,6 +137,10 @@ def test_vectorised_engine_equals_the_row_loop_oracle(studies, fn, args, kwargs)
         expected = oracle(fn)(study, *args, **kwargs)
         got = engine(fn)(study, *args, **kwargs)
         assert got.height > 0, (name, fn)
+        if fn == "car_hematotox":  # the note on an undefined cut-off (0.4) is not in the oracle: tested by hand
+            got = got.with_columns(pl.col("reason").str.replace_all(
+                r"; exactly [^\]]*? a cut-off the source leaves undefined: scored (?:worst|best) \(option "
+                r"undefined_boundary\)", ""))
         if fn in ("icaht", "t_icaht"):  # the early upper bound (0.4) is not in the row-loop oracle: tested by hand
             could = r" Could be up to grade \d+: .*? the grade would be that\."
             got = got.drop(f"{fn}_early_grade_max", "early_unknown_days").with_columns(

@@ -284,6 +284,11 @@ def analyze_batched(source, folder: str | Path, options: AnalysisOptions | None 
     phases["batches"] = time.perf_counter() - start - sum(phases.values())
     _adopt(cohort, per_subject, results, ids)
     cohort.compute_steps(per_subject=False)
+    # the cohort steps' warnings in the engines' order too, as a whole-study run lists them (stable)
+    rank: dict[str, int] = {}
+    for i, s in enumerate(cohort.steps):
+        rank.setdefault(s.engine, i)
+    cohort.warnings.sort(key=lambda w: rank.get(w["engine"], len(rank)))
     phases["cohort"] = time.perf_counter() - start - sum(phases.values())
     parts: dict[str, list[Path]] = {}
     for r in results:
