@@ -24,10 +24,15 @@ def test_grade_labs_names_the_missing_input():
 
 
 def test_adlb_names_the_missing_limit():
+    import pytest
+
+    from cartlab.errors import CartlabWarning
+
     obs = conform(pl.DataFrame({"subject_id": ["S1", "S1"], "day": [1.0, 2.0], "param": ["ALT", "ALT"],
                                 "value": [100.0, 100.0], "unit": ["U/L", "U/L"], "uln": [None, 40.0]}),
                   "observations")
-    adlb = derive_ctcae(obs).sort("day")
+    with pytest.warns(CartlabWarning, match="reference limit their criteria need"):
+        adlb = derive_ctcae(obs).sort("day")
     day1, day2 = adlb.row(0, named=True), adlb.row(1, named=True)
     assert day1["ATOXGRH"] is None and "ANRHI missing" in day1["grade_reason"]
     assert "AVAL or ANRHI" not in day1["grade_reason"] and "AVAL missing" not in day1["grade_reason"]
@@ -46,3 +51,13 @@ def test_unit_mismatch_names_the_parameter_that_would_be_converted():
     r = grade_labs(f).row(0, named=True)
     assert r["grade"] is None and "does not match the criteria unit 10^9/L" in r["grade_reason"]
     assert "names the parameter (NEUT)" in r["grade_reason"]
+
+
+def test_no_missing_limit_no_warning():
+    import warnings
+
+    obs = conform(pl.DataFrame({"subject_id": ["S1"], "day": [1.0], "param": ["ALT"], "value": [100.0],
+                                "unit": ["U/L"], "uln": [40.0]}), "observations")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert derive_ctcae(obs)["ATOXGRH"].to_list() == [1]

@@ -416,7 +416,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     )
     # baselines are per subject, so large inputs are derived in subject chunks (bounded memory)
     if f.height <= _CHUNK_ROWS:
-        return _derive_chunk(f, tabs, pmap, options, adjusted)
+        return _warn_missing_limits(_derive_chunk(f, tabs, pmap, options, adjusted))
     counts = f.group_by("subject_id", maintain_order=True).len()
     chunk = (counts["len"].cum_sum() // _CHUNK_ROWS).to_list()
     bounds = [0]
@@ -427,7 +427,23 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     starts = [0, *counts["len"].cum_sum().to_list()]
     parts = [_derive_chunk(f.slice(starts[a], starts[b] - starts[a]), tabs, pmap, options, adjusted)
              for a, b in pairwise(bounds) if b > a]
-    return pl.concat(parts)
+    return _warn_missing_limits(pl.concat(parts))
+
+
+def _warn_missing_limits(adlb: pl.DataFrame) -> pl.DataFrame:
+    """Say once (the same words in every subject batch) when lab values were left ungraded for want
+    of the reference limit their criteria need: a study without lln/uln loses most CTCAE grades."""
+    reason = adlb["grade_reason"].cast(pl.String)
+    if reason.str.contains(r"(?:ANRLO|ANRHI)(?: and [A-Z]+)? missing").any():
+        import warnings
+
+        from cartlab.errors import CartlabWarning
+
+        warnings.warn(CartlabWarning(
+            "CTCAE: lab values without the reference limit their criteria need (observations.csv lln/uln) are "
+            "not graded (adlb.csv: grade empty, grade_reason names the missing limit; missing is not grade 0)"),
+            stacklevel=3)
+    return adlb
 
 
 #: rows of graded params per derivation chunk (see derive_ctcae)

@@ -181,7 +181,7 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
         parts = [f"{why}: {', '.join(ids[:20])}" + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
                  for why, ids in left_out.items()]
         warnings.warn(CartlabWarning(
-            "exposure-response: subjects left out (exposure_response.csv, column excluded) -- " + " | ".join(parts)),
+            "subjects left out (exposure_response.csv, column excluded) -- " + " | ".join(parts)),
             stacklevel=2)
     return pl.DataFrame(rows, infer_schema_length=None, schema_overrides={"excluded": pl.String})
 
