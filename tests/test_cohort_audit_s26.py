@@ -164,3 +164,14 @@ def test_response_rates_say_who_is_in_no_denominator(base):
     # 9 subjects with criteria (S08, LBCL, has none): responders S01 S02 S04 S05 S09 S10 -> 6 of 9
     assert (r["n"], r["n_responders"], r["n_no_criteria"]) == (9, 6, 1)
     assert "1 subject(s) without response criteria" in r["reason"] and "S08" in r["reason"]
+
+
+def test_report_icaht_view_says_grades_could_be_higher(base):
+    from cartlab.report.cohort_mpl import cohort_figures
+
+    views = {v.key: v for v in cohort_figures(base)}
+    # 7 early ICAHT grades 0 and 7 early T-ICAHT grades 0/1 rest on one count on day 28 (S03's
+    # T-ICAHT 1 too); every one of them could be higher
+    assert "early grade(s) could be higher: days 0-30 without a count are not counted" in views["icaht"].caption
+    t = views["survival"].table
+    assert {"median", "at_risk_day_0"} <= set(t.columns)

@@ -60,8 +60,11 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
 
     def icaht():
         d = cd.icaht_distribution(analysis, sel)
+        hi = d.counts.filter(pl.col("grade").is_not_null())["n_could_be_higher"].sum()
+        extra = [f"{hi} early grade(s) could be higher: days 0-30 without a count are not counted"] if hi else []
         return (_caption("Subjects by early and late ICAHT grade (Rejeski K et al., Blood 2023;142:865) and "
-                         "T-ICAHT grade (Rejeski K et al., Blood 2025); not evaluable counted apart.", d.notes, prov),
+                         "T-ICAHT grade (Rejeski K et al., Blood 2025); not evaluable counted apart.",
+                         [*d.notes, *extra], prov),
                 R.grade_figure(d.counts, "term"), d.counts)
 
     def recovery():
