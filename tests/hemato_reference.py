@@ -2,7 +2,10 @@
 
 tests/test_hemato_vectorised.py checks that the vectorised engines of
 :mod:`cartlab.grading.hematotox` give identical frames on synthetic cohorts and edge cases. The
-code below is the old implementation verbatim (only its imports changed); do not "fix" it here.
+code below is the old implementation verbatim (only its imports changed); do not "fix" it here -
+except where an audit derived the new behaviour by hand: count recovery (rewritten as a row loop of
+the audited rules) and IEC-HS (three-valued baseline status, missing inputs named, reported features),
+session 26, /work/notes/audit_crs_legacy; the hand-derived cases are tests/test_hemato_audit_s26.py.
 """
 
 from __future__ import annotations
@@ -164,88 +167,178 @@ def _transfusion_days(study: Study, categories: tuple[str, ...]) -> dict[str, se
     return out
 
 
-def _recovery_one(points: list[tuple[int, float, list[str]]], rule: dict, opts: dict, thr: float,
-                  transfused: set[int] | None, label: str) -> tuple[int | None, str, list[str]]:
-    """(recovery day, reason, evidence) for one subject's daily values ``points`` (day, value, refs)."""
-    meets = _CMP[rule["op"]]
-    k = int(opts["consecutive"])
+# ---------------------------------------------------------------------------------------------
+# Count recovery: NOT the pre-issue-14 code any more. Rewritten (session 26) as a row loop of the
+# audited behaviour (/work/notes/audit_crs_legacy, findings F2, F5, F8, F9; hand derivations in
+# tests/test_hemato_audit_s26.py): in mode "days" a day without a value is unknown, not below the
+# level (a run it could complete makes the day not evaluable, a range); the nadir is that of the first
+# episode below the level unless option nadir=lowest (the old behaviour); a subject without a
+# recovery is censored at the end of follow-up. Written independently of the vectorised engine.
+
+
+def _follow_up(study: Study) -> dict[str, tuple[float | None, str]]:
+    """Per subject: (calendar day of last_followup_day, else of its latest row in any table; how)."""
+    out: dict[str, tuple[float | None, str]] = {}
+    for r in study.subjects.iter_rows(named=True):
+        if r["last_followup_day"] is not None:
+            out[r["subject_id"]] = (math.floor(r["last_followup_day"]), "last_followup_day")
+    latest: dict[str, float] = {}
+    for t, col in (("observations", "day"), ("doses", "day"), ("interventions", "start_day"),
+                   ("interventions", "end_day"), ("events", "day")):
+        for sid, day in study.table(t).select("subject_id", col).iter_rows():
+            if day is not None:
+                latest[sid] = max(latest.get(sid, -math.inf), float(day))
+    for sid, day in latest.items():
+        out.setdefault(sid, (math.floor(day), "no last_followup_day: the latest day of the subject's rows"))
+    return out
+
+
+def _runs(pts, meets, opts: dict, mode: str, transfused: set[int] | None) -> list[dict]:
+    """Every candidate first day of a run: definite / possible / open, its measured days, refs and gaps."""
+    k, free = int(opts["consecutive"]), int(opts["platelet_transfusion_free_days"])
+    by_day = {p[0]: p for p in pts}
+    last = pts[-1][0]
+    out = []
+    if mode == "days":
+        starts = [(d, [by_day.get(d + j) for j in range(k)], list(range(d, d + k))) for d in range(last + 1)]
+    else:
+        starts = [(p[0], pts[i:i + k], [q[0] for q in pts[i:i + k]]) for i, p in enumerate(pts)]
+    for d, window, days in starts:
+        fails = any(w is not None and not meets(w[1]) for w in window)
+        complete = len(window) == k and all(w is not None for w in window)
+        inside = days[-1] <= last if mode == "days" else len(window) == k
+        hi = days[-1] if opts["transfusion_free_during_counting"] else d - 1
+        blocked = transfused is not None and any(t in transfused for t in range(d - free, hi + 1))
+        out.append({"d": d, "definite": complete and not fails and not blocked,
+                    "possible": not fails and inside and not blocked, "open": not fails and not inside and not blocked,
+                    "seq": [w[0] for w in window if w is not None], "refs": [r for w in window if w is not None for r in w[2]],
+                    "gaps": [x for x, w in zip(days, window) if w is None and x <= last]})
+    return out
+
+
+def _recovery_one(points, rule: dict, opts: dict, thr: float, transfused: set[int] | None, label: str,
+                  mode: str) -> dict | None:
+    """status, day, day_min, day_max, last, reason (without censoring and the other reading), evidence."""
+    def meets(v: float) -> bool:
+        return _CMP[rule["op"]](v, thr)
+
+    k, op, t = int(opts["consecutive"]), rule["op"], _fmt(thr)
     pts = [p for p in points if p[0] >= 0]
     if not pts:
-        return None, f"no {label} from day 0 on.", []
+        return None
+    runs = _runs(pts, meets, opts, mode, transfused)
+    low = min(pts, key=lambda p: (p[1], p[0]))
+    drop = next((p for p in pts if not meets(p[1])), None)
+    res = {"last": pts[-1][0], "day": None, "day_min": None, "day_max": None}
     if opts["start"] == "nadir":
-        nadir = min(pts, key=lambda p: (p[1], p[0]))
-        if meets(nadir[1], thr):
-            return None, f"not applicable: {label} never below {_fmt(thr)} from day 0 (nadir {_fmt(nadir[1])} on day {nadir[0]}).", nadir[2]
-        after, start_txt, start_refs = nadir[0], f"after the nadir {_fmt(nadir[1])} on day {nadir[0]}", nadir[2]
-    elif opts["start"] == "first_drop":
-        drop = next((p for p in pts if not meets(p[1], thr)), None)
-        if drop is None:
-            return None, f"not applicable: {label} never below {_fmt(thr)} from day 0.", []
-        after, start_txt, start_refs = drop[0], f"after the first value below {_fmt(thr)} on day {drop[0]}", drop[2]
-    elif opts["start"] == "day0":
-        after, start_txt, start_refs = -1, "from day 0", []
-    else:
-        raise ValueError(f"unknown recovery start {opts['start']!r} (nadir, first_drop or day0)")
-    cand = [p for p in pts if p[0] > after]
-    by_day = {p[0]: p for p in cand}
-    for i, p in enumerate(cand):
-        if opts["mode"] == "days":
-            seq = [by_day.get(p[0] + j) for j in range(k)]
-        elif opts["mode"] == "measurements":
-            seq = cand[i:i + k] if i + k <= len(cand) else [None]
+        if meets(low[1]):
+            return res | {"status": "not_applicable", "evidence": low[2],
+                          "reason": f"not applicable: {label} never below {t} from day 0 (nadir {_fmt(low[1])} on day {low[0]})."}
+        if opts["nadir"] == "lowest":
+            nadir, how = low, " (the lowest value from day 0: option nadir=lowest)"
         else:
-            raise ValueError(f"unknown recovery mode {opts['mode']!r} (days or measurements)")
-        if any(s is None or not meets(s[1], thr) for s in seq):
-            continue
-        if transfused is not None:
-            last = seq[-1][0] if opts["transfusion_free_during_counting"] else p[0] - 1
-            window = range(p[0] - int(opts["platelet_transfusion_free_days"]), last + 1)
-            hit = sorted(d for d in window if d in transfused)
-            if hit:
-                continue
-        days = ", ".join(str(s[0]) for s in seq)
-        extra = (f", no platelet transfusion from day {p[0] - int(opts['platelet_transfusion_free_days'])}"
+            end = next((r["d"] for r in runs if r["definite"] and r["d"] > drop[0]), None)
+            nadir = min((p for p in pts if p[0] >= drop[0] and (end is None or p[0] < end)), key=lambda p: (p[1], p[0]))
+            how = ""
+        after, start_txt, start_refs = nadir[0], f"after the nadir {_fmt(nadir[1])} on day {nadir[0]}{how}", nadir[2]
+    elif opts["start"] == "first_drop":
+        if drop is None:
+            return res | {"status": "not_applicable", "evidence": [],
+                          "reason": f"not applicable: {label} never below {t} from day 0."}
+        after, start_txt, start_refs = drop[0], f"after the first value below {t} on day {drop[0]}", drop[2]
+    else:
+        after, start_txt, start_refs = -1, "from day 0", []
+    first = {f: next((r for r in runs if r[f] and r["d"] > after), None) for f in ("definite", "possible", "open")}
+    D, E, O = first["definite"], first["possible"], first["open"]
+    def days(r: dict) -> str:
+        return ", ".join(str(x) for x in r["seq"])
+
+    if D is not None:
+        extra = (f", no platelet transfusion from day {D['d'] - int(opts['platelet_transfusion_free_days'])}"
                  if transfused is not None else "")
-        return p[0], (f"{label} {rule['op']} {_fmt(thr)} on days {days} {start_txt}{extra} -> recovery day {p[0]}."), \
-            _uniq(start_refs + [r for s in seq for r in s[2]])
-    last_day = pts[-1][0]
-    return None, f"not reached: no {k} consecutive {opts['mode']} with {label} {rule['op']} {_fmt(thr)} {start_txt} up to day {last_day}.", start_refs
+        run = f"{label} {op} {t} on days {days(D)} {start_txt}{extra}"
+    if E is not None:
+        gaps = (f"no {label} value on day(s) {', '.join(str(x) for x in E['gaps'])}, so {k} consecutive days from "
+                f"day {E['d']} cannot be ruled out")
+    if D is not None and E["d"] == D["d"]:
+        again = ""
+        if opts["start"] == "nadir" and opts["nadir"] == "first_episode":
+            later = next((p[0] for p in pts if p[0] > max(D["seq"]) and not meets(p[1])), None)
+            if later is not None:
+                again = (f"; {label} below {t} again from day {later} (the initial recovery counts; option "
+                         "nadir=lowest counts after the lowest value)")
+        return res | {"status": "recovered", "day": float(D["d"]), "day_min": float(D["d"]), "day_max": float(D["d"]),
+                      "reason": f"{run} -> recovery day {D['d']}{again}.", "evidence": _uniq(start_refs + D["refs"])}
+    if E is not None:
+        ev = _uniq(start_refs + E["refs"] + (D["refs"] if D else []))
+        if D is not None:
+            reason = f"not evaluable: the recovery day is between day {E['d']} and day {D['d']}: {run}, but {gaps}"
+        else:
+            reason = (f"not evaluable: no {k} consecutive days measured with {label} {op} {t} {start_txt} up to day "
+                      f"{pts[-1][0]}, and {gaps}")
+        return res | {"status": "not_evaluable", "day_min": float(E["d"]), "day_max": float(D["d"]) if D else None,
+                      "reason": reason, "evidence": ev}
+    tail = (f" (the values from day {O['d']} meet the level, but the data end before {k} consecutive {mode})"
+            if O is not None else "")
+    return res | {"status": "not_reached", "evidence": start_refs,
+                  "reason": f"not reached: no {k} consecutive {mode} with {label} {op} {t} {start_txt} up to day {pts[-1][0]}{tail}"}
 
 
 def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
-    """Neutrophil and platelet recovery day per subject (ASTCT / CIBMTR definitions).
+    """Neutrophil and platelet recovery day per subject (ASTCT / CIBMTR definitions), as audited."""
+    from cartlab.criteria import load_raw
 
-    Columns: ``neutrophil_recovery_day``, ``platelet_recovery_day`` (Float64, null = not reached or
-    not applicable) and for each its ``_rule``, ``_reason`` and ``_evidence``.
-    Uses measured values only (lowest of a calendar day); days are calendar days after day 0.
-    """
     options = options or RecoveryOptions()
     opts = options.resolved()
     table = load_criteria("icaht_2023")["recovery"]
+    ne_id = next((o["id"] for o in load_raw("count_recovery").get("outcomes", []) if o["id"] == "recovery.not_evaluable"), None)
     sids = _subject_ids(study)
     daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").sort("subject_id", "param", "d")
     pts: dict[tuple[str, str], list] = {}
     for r in daily.iter_rows(named=True):
         pts.setdefault((r["subject_id"], r["param"]), []).append((r["d"], r["value"], list(r["refs"])))
     tx = _transfusion_days(study, opts["platelet_transfusion_categories"])
+    fu = _follow_up(study)
+    k = int(opts["consecutive"])
+    cols_ = ("day", "day_min", "day_max", "status", "censor_day", "rule", "reason", "evidence")
     cols: dict[str, list] = {"subject_id": []}
     for kind in ("neutrophil", "platelet"):
-        for c in ("day", "rule", "reason", "evidence"):
+        for c in cols_:
             cols[f"{kind}_recovery_{c}"] = []
     for sid in sids:
         cols["subject_id"].append(sid)
         for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
             rule = table[kind]
             thr = _to_canonical(rule["value"], rule["unit"], rule["param"])
-            day, why, ev = _recovery_one(pts.get((sid, rule["param"]), []), rule, opts, thr,
-                                         tx.get(sid, set()) if kind == "platelet" else None, label)
-            cols[f"{kind}_recovery_day"].append(None if day is None else float(day))
-            cols[f"{kind}_recovery_rule"].append(rule["id"])
-            cols[f"{kind}_recovery_reason"].append(why)
-            cols[f"{kind}_recovery_evidence"].append(ev)
+            args = (pts.get((sid, rule["param"]), []), rule, opts, thr, tx.get(sid, set()) if kind == "platelet" else None, label)
+            r = _recovery_one(*args, opts["mode"])
+            if r is None:
+                r = {"status": "no_data", "day": None, "day_min": None, "day_max": None,
+                     "reason": f"no {label} from day 0 on.", "evidence": []}
+            censor = None
+            if r["status"] in ("not_reached", "not_evaluable"):
+                if r["status"] == "not_evaluable":
+                    other = _recovery_one(*args, "measurements") if opts["mode"] == "days" else None
+                    if other is not None:
+                        gives = f"gives day {int(other['day'])}" if other["day"] is not None else "gives no recovery (not reached)"
+                        r["reason"] += (f"; the CIBMTR reading of {k} consecutive values on different days (option "
+                                        f"mode=measurements) {gives}")
+                if r["day_max"] is None:
+                    fu_day, how = fu.get(sid, (None, ""))
+                    censor = float(max(fu_day, r["last"]) if fu_day is not None else r["last"])
+                    how = how if fu_day is not None and fu_day >= r["last"] else "the last value: it is after the end of follow-up"
+                    r["reason"] += f"; censored at day {int(censor)} ({how})"
+                r["reason"] += "."
+            vals = {"day": r["day"], "day_min": r["day_min"], "day_max": r["day_max"], "status": r["status"],
+                    "censor_day": censor, "rule": rule["id"] + (f"; {ne_id}" if ne_id and r["status"] == "not_evaluable" else ""),
+                    "reason": r["reason"], "evidence": r["evidence"]}
+            for c in cols_:
+                cols[f"{kind}_recovery_{c}"].append(vals[c])
     schema = {"subject_id": pl.String}
     for kind in ("neutrophil", "platelet"):
-        schema |= {f"{kind}_recovery_day": pl.Float64, f"{kind}_recovery_rule": pl.String,
+        schema |= {f"{kind}_recovery_day": pl.Float64, f"{kind}_recovery_day_min": pl.Float64,
+                   f"{kind}_recovery_day_max": pl.Float64, f"{kind}_recovery_status": pl.String,
+                   f"{kind}_recovery_censor_day": pl.Float64, f"{kind}_recovery_rule": pl.String,
                    f"{kind}_recovery_reason": pl.String, f"{kind}_recovery_evidence": EVIDENCE}
     return pl.DataFrame(cols, schema=schema)
 
@@ -440,17 +533,24 @@ def _cond_params(criteria: list[dict]) -> set[str]:
     return {c["param"] for crit in criteria if crit.get("computable") for alt in crit["any"] for c in alt}
 
 
-def _eval_condition(c: dict, day_vals: dict[str, dict], base: dict[str, dict]) -> tuple[bool | None, str, list[str]]:
-    """(holds, text, evidence) for one condition; holds is None when the data cannot decide."""
+# IEC-HS: the pre-issue-14 code with the audited changes of session 26 (/work/notes/audit_crs_legacy,
+# findings F4, F7; hand derivations in tests/test_hemato_audit_s26.py): a baseline without its value
+# or ULN leaves "normal / abnormal at baseline" unknown (missing is not normal), the reason names the
+# missing inputs, and the table's other_features (LDH > ULN, ...) are reported for adjudication.
+
+
+def _eval_condition(c: dict, day_vals: dict[str, dict], base: dict[str, dict],
+                    ignore_baseline: bool = False) -> tuple[bool | None, str, list[str], str | None]:
+    """(holds, text, evidence, why) for one condition; holds is None when the data cannot decide, why names the missing input."""
     p, op = c["param"], c["op"]
     v = day_vals.get(p, {}).get("min" if op.startswith("<") else "max")
     if v is None:
-        return None, f"no {p}", []
+        return None, f"no {p}", [], f"{p} not measured"
     b = base.get(p)
-    if "baseline" in c:
-        abnormal = b is not None and b["uln"] is not None and b["value"] > b["uln"]
-        if (c["baseline"] == "abnormal") != abnormal:
-            return False, "", []
+    check = "baseline" in c and not ignore_baseline
+    status = None if b is None or b["uln"] is None else b["value"] > b["uln"]
+    if check and status is not None and (c["baseline"] == "abnormal") != status:
+        return False, "", [], None
     kind, k = c["compare"], float(c["value"])
     unit = _canonical_unit(p)[0]
     if kind == "value":
@@ -459,35 +559,49 @@ def _eval_condition(c: dict, day_vals: dict[str, dict], base: dict[str, dict]) -
         lim = v["uln"] if kind == "uln_multiple" else v["lln"]
         name = "ULN" if kind == "uln_multiple" else "LLN"
         if lim is None:
-            return None, f"{p} has no {name}", []
+            return None, f"{p} has no {name}", [], f"{p} without {name}"
         ref, what = k * lim, f"{_fmt(k)} x {name} ({_fmt(lim)})"
     elif kind == "baseline_multiple":
         if b is None:
-            return None, f"no baseline {p}", []
+            return None, f"no baseline {p}", [], f"no baseline {p}"
         ref, what = k * b["value"], f"{_fmt(k)} x baseline ({_fmt(b['value'])} on day {b['d']})"
     else:
         raise ValueError(f"unknown comparison {kind!r}")
     holds = _CMP[op](v["value"], ref)
+    if check and status is None:
+        if not holds:
+            return False, "", [], None
+        return None, "", [], f"no baseline {p}" if b is None else f"baseline {p} without ULN"
     refs = [v["ref"]] + ([b["ref"]] if kind == "baseline_multiple" and b else [])
-    return holds, f"{p} {_fmt(v['value'])} {unit} on day {v['d']} {op} {what}", refs
+    return holds, f"{p} {_fmt(v['value'])} {unit} on day {v['d']} {op} {what}", refs, None
+
+
+def _either_pairs(crit: dict) -> list[tuple[str, int, int]]:
+    """(param, alternative if normal at baseline, alternative if abnormal): single-parameter pairs."""
+    normal, abnormal = [], []
+    for j, alt in enumerate(crit["any"]):
+        ps = {c["param"] for c in alt}
+        st = {c["baseline"] for c in alt if "baseline" in c}
+        if len(ps) == 1 and len(st) == 1:
+            (normal if st == {"normal"} else abnormal).append((next(iter(ps)), j))
+    return [(p, jn, ja) for p, jn in normal for q, ja in abnormal if p == q]
 
 
 def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFrame:
-    """Days on which the data meet the computable IEC-HS criteria (Hines 2023) - a flag, not a diagnosis.
+    """Days on which the data meet the computable IEC-HS criteria (Hines 2023) - a flag, not a diagnosis."""
+    from cartlab.criteria import load_raw
 
-    One row per subject and calendar day (from ``start_day``) with any criterion parameter measured.
-    Columns: ``iec_hs_flag`` (a key criterion and >= ``min_supporting`` supporting criteria met),
-    ``key_met``, ``supporting_met``, ``not_evaluable`` (criteria the data cannot decide that day),
-    ``needs_adjudication`` (criteria that are never computed: hemophagocytosis, rapid rise, timing,
-    attribution), ``rule``, ``reason`` and ``evidence``. Thresholds are unverified (see the table).
-    """
     options = options or IecHsOptions()
     opts = options.resolved()
     table = load_criteria(options.criteria)
     key = [c for c in table["key"] if c["id"] not in options.exclude]
     sup = [c for c in table["supporting"] if c["id"] not in options.exclude]
+    # the reported features are not in the old table: the shipped one's
+    feats = [c for c in load_raw(options.criteria).get("other_features", [])
+             if c["id"] not in options.exclude and c.get("computable")]
     adjud = [c["id"] for c in key + sup if not c.get("computable")] + [c["id"] for c in table.get("adjudication_only", [])]
-    params = _cond_params(key + sup)
+    crit_params = _cond_params(key + sup)
+    params = crit_params | _cond_params(feats)
     obs = _param_obs(study, params)
     lo_d = _daily(obs, "min").rename({"value": "min", "refs": "min_refs"})
     hi_d = _daily(obs, "max").select("subject_id", "param", "d", pl.col("value").alias("max"), pl.col("refs").alias("max_refs"))
@@ -505,6 +619,7 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
         days = sorted({r["d"] for (s, _), lst in series.items() if s == sid for r in lst if r["d"] >= int(opts["start_day"])})
         base = baseline.get(sid, {})
         for d in days:
+            measured = any(r["d"] == d for p in crit_params for r in series.get((sid, p), []))
             day_vals: dict[str, dict] = {}
             for p in params:
                 cands = [r for r in series.get((sid, p), []) if d - w <= r["d"] <= d]
@@ -515,36 +630,53 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
                         "min": {"value": mn["min"], "d": mn["d"], "lln": mn["lln"], "uln": mn["uln"], "ref": (mn["min_refs"] or [None])[0]},
                         "max": {"value": mx["max"], "d": mx["d"], "lln": mx["lln"], "uln": mx["uln"], "ref": (mx["max_refs"] or [None])[0]},
                     }
-            met: dict[str, list[str]] = {"key": [], "supporting": []}
+            met: dict[str, list[str]] = {"key": [], "supporting": [], "feature": []}
             opened = {"key": 0, "supporting": 0}  # criteria met or undecided
-            not_eval, texts, ev = [], [], []
-            for role, crits in (("key", key), ("supporting", sup)):
+            not_eval, whys, texts, ftexts, ev = [], [], [], [], []
+            for role, crits in (("key", key), ("supporting", sup), ("feature", feats)):
                 for crit in crits:
                     if not crit.get("computable"):
                         continue
-                    failed, hit_txt = 0, None  # alternatives with a condition that fails
+                    failed, hit_txt, why = 0, None, []  # alternatives with a condition that fails
                     for alt in crit["any"]:
                         res = [_eval_condition(c, day_vals, base) for c in alt]
-                        if all(h is True for h, _, _ in res):
-                            hit_txt = " and ".join(t for _, t, _ in res)
-                            ev += [x for _, _, refs in res for x in refs]
+                        if all(h is True for h, _, _, _ in res):
+                            hit_txt = " and ".join(t for _, t, _, _ in res)
+                            ev += [x for _, _, refs, _ in res for x in refs]
                             break
-                        if any(h is False for h, _, _ in res):
+                        if any(h is False for h, _, _, _ in res):
                             failed += 1
+                        else:
+                            for h, _, _, y in res:
+                                if h is None and y not in why:
+                                    why.append(y)
+                    if hit_txt is None:  # a baseline status unknown, and both readings met
+                        for p, jn, ja in _either_pairs(crit):
+                            b = base.get(p)
+                            res = [_eval_condition(c, day_vals, base, ignore_baseline=True)
+                                   for c in crit["any"][jn] + crit["any"][ja]]
+                            if (b is None or b["uln"] is None) and all(h is True for h, _, _, _ in res):
+                                hit_txt = (" and ".join(t for _, t, _, _ in res)
+                                           + f" (baseline {p} above or below ULN unknown: met either way)")
+                                ev += [x for _, _, refs, _ in res for x in refs]
+                                break
                     if hit_txt is not None:
                         met[role].append(crit["id"])
-                        texts.append(f"{crit['id']}: {hit_txt}")
-                        opened[role] += 1
-                    elif failed < len(crit["any"]):  # some alternative is undecided: not false
+                        (ftexts if role == "feature" else texts).append(f"{crit['id']}: {hit_txt}")
+                        if role != "feature":
+                            opened[role] += 1
+                    elif role != "feature" and failed < len(crit["any"]):  # some alternative is undecided: not false
                         not_eval.append(crit["id"])
+                        whys.append(f"{crit['id']} ({'; '.join(why)})")
                         opened[role] += 1
+            if not measured and not met["feature"]:
+                continue  # a day with only a reported feature's parameter, not met: no row
             n_min = int(opts["min_supporting"])
             flag = bool(met["key"]) and len(met["supporting"]) >= n_min
             if not flag and opened["key"] and opened["supporting"] >= n_min:
                 flag = None  # the undecided criteria could still raise the flag
             if flag is None:
-                reason = (f"not evaluable: the data cannot decide {', '.join(not_eval)} (an input is missing: a "
-                          f"parameter not measured that day, or its ULN/LLN or baseline), and with them a key "
+                reason = (f"not evaluable: the data cannot decide {', '.join(whys)}, and with them a key "
                           f"(ferritin) criterion and >= {n_min} supporting criterion(s) could be met"
                           + (f"; met: {'; '.join(texts)}" if texts else "") + ".")
             elif flag:
@@ -556,18 +688,22 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
                           f">= {opts['min_supporting']} supporting criterion(s).")
             else:
                 reason = "not flagged: no computable IEC-HS criterion met."
+            if ftexts:
+                reason += f" Reported for adjudication, never used for the flag: {'; '.join(ftexts)}."
             rows.append({
                 "subject_id": sid, "day": d, "iec_hs_flag": flag, "key_met": met["key"],
                 "supporting_met": met["supporting"], "not_evaluable": not_eval, "needs_adjudication": adjud,
+                "adjudication_features": met["feature"],
                 # the decision and the criteria met: the row's status is that of the least verified
                 "rule": "; ".join(["iec_hs.flag" if flag else "iec_hs.not_evaluable" if flag is None else "iec_hs.no_flag",
                                    *met["key"], *met["supporting"]]),
                 "reason": reason,
-                "evidence": _uniq(ev) if (flag or texts) else [],
+                "evidence": _uniq(ev) if (flag or texts or ftexts) else [],
             })
     schema = {"subject_id": pl.String, "day": pl.Int64, "iec_hs_flag": pl.Boolean, "key_met": pl.List(pl.String),
               "supporting_met": pl.List(pl.String), "not_evaluable": pl.List(pl.String),
-              "needs_adjudication": pl.List(pl.String), "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+              "needs_adjudication": pl.List(pl.String), "adjudication_features": pl.List(pl.String),
+              "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
     if not rows:
         return _empty(schema)
     return pl.DataFrame(rows, schema=schema)

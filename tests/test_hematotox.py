@@ -256,12 +256,18 @@ def test_neutrophil_recovery_days_versus_measurements_mode():
     obs = [(0, "NEUT", 0.1), (5, "NEUT", 0.05), (10, "NEUT", 0.6), (11, "NEUT", 0.7), (13, "NEUT", 0.8)]
     days = derive_count_recovery(make_study(obs)).row(0, named=True)
     assert days["neutrophil_recovery_day"] is None
-    assert days["neutrophil_recovery_reason"].startswith("not reached")
+    # days 6-9 and 12 have no value: a run of 3 days >= 0.5 could start on day 6 (audit s26: not
+    # evaluable, the earliest possible day 6, no complete run), not "not reached"
+    assert days["neutrophil_recovery_status"] == "not_evaluable" and days["neutrophil_recovery_day_min"] == 6.0
     meas = derive_count_recovery(make_study(obs), RecoveryOptions(mode="measurements")).row(0, named=True)
     assert meas["neutrophil_recovery_day"] == 10.0
     # a value below the level interrupts the sequence
     obs2 = obs[:-1] + [(12, "NEUT", 0.4), (13, "NEUT", 0.8), (14, "NEUT", 0.8), (15, "NEUT", 0.8)]
-    assert derive_count_recovery(make_study(obs2)).row(0, named=True)["neutrophil_recovery_day"] == 13.0
+    r2 = derive_count_recovery(make_study(obs2)).row(0, named=True)
+    # days 13-15 are the first complete run; days 6-8 (unmeasured) could have been one: range 6-13 (s26)
+    assert (r2["neutrophil_recovery_day_min"], r2["neutrophil_recovery_day_max"]) == (6.0, 13.0)
+    full = [(d, "NEUT", 0.05) for d in range(0, 10)] + obs2[2:]  # every day measured: day 13, certain
+    assert derive_count_recovery(make_study(full)).row(0, named=True)["neutrophil_recovery_day"] == 13.0
 
 
 def test_platelet_recovery_needs_7_transfusion_free_days():
@@ -460,7 +466,7 @@ def test_iec_hs_transaminases_against_abnormal_baseline():
 
 def test_iec_hs_lab_window_option():
     obs = [(0, "FERRITIN", 100.0, {"uln": 300.0}), (5, "FERRITIN", 2000.0, {"uln": 300.0}),
-           (6, "ALT", 300.0, {"uln": 40.0})]
+           (6, "ALT", 300.0, {"uln": 40.0}), (0, "ALT", 30.0, {"uln": 40.0})]  # a normal baseline ALT (s26)
     assert derive_iec_hs_flags(make_study(obs))["iec_hs_flag"].sum() == 0
     f = derive_iec_hs_flags(make_study(obs), IecHsOptions(lab_window_days=1))
     assert f.filter("iec_hs_flag")["day"].to_list() == [6]

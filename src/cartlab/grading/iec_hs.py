@@ -64,9 +64,10 @@ def _side(c: dict) -> str:
     return "min" if c["op"].startswith("<") else "max"
 
 
-def _day_frame(study: Study, conds: list[dict], opts: dict) -> pl.DataFrame:
+def _day_frame(study: Study, conds: list[dict], opts: dict, criterion_params: set[str]) -> pl.DataFrame:
     """One row per subject and calendar day (from ``start_day``) with any condition parameter
-    measured, in subject and day order.
+    measured, in subject and day order; ``_crit_day``: a parameter of ``criterion_params`` (those of
+    the flag's criteria, not of the features only reported) was measured that day.
 
     Per parameter and side the conditions read: ``<p>.<side>.value``, its day ``d``, ``ref`` and the
     ``lln``/``uln`` of the lowest value's row (equal values: the later day), and ``<p>.base.*``: the
@@ -84,8 +85,11 @@ def _day_frame(study: Study, conds: list[dict], opts: dict) -> pl.DataFrame:
     key = pl.col("_s") * span + (pl.col("day") - lo_d)
     obs = obs.with_columns(((pl.col("_s") * span + (pl.col("d") - lo_d)) * len(params) + pl.col("_p")).alias("_kp"))
     daily = daily_min_max(obs, ["_kp"], ("_s", "param", "d"))
-    days = (daily.filter(pl.col("d") >= int(opts["start_day"])).select((pl.col("_kp") // len(params)).alias("_k"))
-            .unique().sort("_k").with_columns((pl.col("_k") // span).alias("_s"), (pl.col("_k") % span + lo_d).alias("day")))
+    crit_idx = [i for i, p in enumerate(params) if p in criterion_params]
+    days = (daily.filter(pl.col("d") >= int(opts["start_day"]))
+            .group_by((pl.col("_kp") // len(params)).alias("_k"))
+            .agg((pl.col("_kp") % len(params)).is_in(crit_idx).any().alias("_crit_day"))
+            .sort("_k").with_columns((pl.col("_k") // span).alias("_s"), (pl.col("_k") % span + lo_d).alias("day")))
     cols = {"min": ["min", "min_ref", "lln", "uln", "d"], "max": ["max", "max_ref", "lln", "uln", "d"]}
     if w > 0:  # every value counts for its day and the w days after it
         win = daily.with_columns(pl.int_ranges("d", pl.col("d") + w + 1).alias("day")).explode("day").join(
@@ -100,7 +104,7 @@ def _day_frame(study: Study, conds: list[dict], opts: dict) -> pl.DataFrame:
     base = (obs.filter(pl.col("d") <= int(opts["baseline_day"])).sort(["day", "src_row"], nulls_last=True)
             .group_by("_s", "param", maintain_order=True).agg(pl.col("value", "uln", "d", "ref").last()))
     parts = [days.select(pl.col("_s").replace_strict(order["_order"], order[_SID], return_dtype=pl.String)
-                         .alias(_SID), "day")]
+                         .alias(_SID), "day", "_crit_day")]
     for p, s in sorted({(c["param"], _side(c)) for c in conds}):
         parts.append(join_param(days.select("_k"), side[s], ["_k"], p, {
             cols[s][0]: f"{p}.{s}.value", cols[s][1]: f"{p}.{s}.ref", **{c: f"{p}.{s}.{c}" for c in cols[s][2:]}}))
@@ -111,37 +115,75 @@ def _day_frame(study: Study, conds: list[dict], opts: dict) -> pl.DataFrame:
     return pl.concat([parts[0], *[x.drop("_k", "_s", strict=False) for x in parts[1:]]], how="horizontal")
 
 
-def _condition(c: dict) -> tuple[pl.Expr, pl.Expr, list[pl.Expr], list[str]]:
-    """(holds, text, evidence, the numeric columns the text shows) of one condition; holds is null
-    when the data cannot decide. The text reads each shown column ``x`` as formatted in ``x:fmt``."""
+def _baseline_abnormal(p: str) -> pl.Expr:
+    """``p``'s baseline above its ULN: True / False; null when the baseline value or its ULN is missing
+    (missing is not normal: the status is then unknown)."""
+    return pl.col(f"{p}.base.value") > pl.col(f"{p}.base.uln")
+
+
+def _condition(c: dict, ignore_baseline: bool = False) -> tuple[pl.Expr, pl.Expr, list[pl.Expr], list[str], pl.Expr]:
+    """(holds, text, evidence, the numeric columns the text shows, why) of one condition; holds is
+    null when the data cannot decide, and ``why`` then names the missing input ("ALT not measured",
+    "ALT without ULN", "no baseline ALT", "baseline ALT without ULN"). The text reads each shown
+    column ``x`` as formatted in ``x:fmt``.
+
+    A condition on the baseline's status (``baseline: normal | abnormal``) is three-valued: without
+    the baseline value or its ULN the status is unknown, and the condition is undecided unless its
+    comparison fails. ``ignore_baseline``: the comparison alone (see ``_either_way``)."""
     p, op, s = c["param"], c["op"], _side(c)
     v, b = f"{p}.{s}.", f"{p}.base."
     shown = [v + "value"]
     kind, k = c["compare"], float(c["value"])
     if kind == "value":
         ref, known, what = pl.lit(to_canonical(k, c["unit"], p)), pl.lit(True), pl.lit(f"{fmt(k)} {c['unit']}")
+        missing = pl.lit(None, dtype=pl.String)
     elif kind in ("uln_multiple", "lln_multiple"):
         name = "ULN" if kind == "uln_multiple" else "LLN"
         lim = v + name.lower()
         ref, known = k * pl.col(lim), pl.col(lim).is_not_null()
         what = pl.concat_str(pl.lit(f"{fmt(k)} x {name} ("), pl.col(lim + ":fmt"), pl.lit(")"))
+        missing = pl.lit(f"{p} without {name}")
         shown.append(lim)
     elif kind == "baseline_multiple":
         ref, known = k * pl.col(b + "value"), pl.col(b + "value").is_not_null()
         what = pl.concat_str(pl.lit(f"{fmt(k)} x baseline ("), pl.col(b + "value:fmt"), pl.lit(" on day "),
                              pl.col(b + "d").cast(pl.String), pl.lit(")"))
+        missing = pl.lit(f"no baseline {p}")
         shown.append(b + "value")
     else:
         raise ValueError(f"unknown comparison {kind!r}")
+    cmp = CMP[op](pl.col(v + "value"), ref)
     holds = pl.when(pl.col(v + "value").is_null()).then(None)
-    if "baseline" in c:  # the condition applies only when the baseline is (not) above its ULN
-        abnormal = (pl.col(b + "value") > pl.col(b + "uln")).fill_null(False)
-        holds = holds.when(abnormal if c["baseline"] != "abnormal" else ~abnormal).then(False)
-    holds = holds.when(~known).then(None).otherwise(CMP[op](pl.col(v + "value"), ref))
+    why = pl.when(pl.col(v + "value").is_null()).then(pl.lit(f"{p} not measured"))
+    status = "baseline" in c and not ignore_baseline
+    if status:  # the condition applies only when the baseline is (not) above its ULN
+        abn = _baseline_abnormal(p)
+        holds = holds.when((~abn if c["baseline"] == "abnormal" else abn).fill_null(False)).then(False)
+    holds, why = holds.when(~known).then(None), why.when(~known).then(missing)
+    if status:  # status unknown: a failing comparison fails either way, else undecided
+        holds = holds.when(abn.is_null() & ~cmp).then(False).when(abn.is_null()).then(None)
+        why = why.when(abn.is_null()).then(pl.when(pl.col(b + "value").is_null()).then(pl.lit(f"no baseline {p}"))
+                                           .otherwise(pl.lit(f"baseline {p} without ULN")))
+    holds = holds.otherwise(cmp)
     text = pl.concat_str(pl.lit(f"{p} "), pl.col(v + "value:fmt"), pl.lit(f" {canonical_unit(p)[0]} on day "),
                          pl.col(v + "d").cast(pl.String), pl.lit(f" {op} "), what)
     refs = [pl.col(v + "ref")] + ([pl.col(b + "ref")] if kind == "baseline_multiple" else [])
-    return holds, text, refs, shown
+    return holds, text, refs, shown, why.otherwise(None)
+
+
+def _either_way(crit: dict) -> list[tuple[str, int, int]]:
+    """(param, normal alternative, abnormal alternative): the pairs of single-parameter alternatives
+    that read one parameter's baseline status both ways ("> 5 x ULN if normal at baseline, > 5 x
+    baseline if abnormal"). When that status is unknown and both comparisons hold, the criterion
+    holds whatever the status."""
+    side: dict[tuple[str, str], list[int]] = {}
+    for j, alt in enumerate(crit["any"]):
+        if len({c["param"] for c in alt}) == 1 and [c.get("baseline") for c in alt if "baseline" in c]:
+            st = {c["baseline"] for c in alt if "baseline" in c}
+            if len(st) == 1:
+                side.setdefault((alt[0]["param"], st.pop()), []).append(j)
+    return [(p, jn, ja) for (p, st), js in side.items() if st == "normal" for jn in js
+            for ja in side.get((p, "abnormal"), [])]
 
 
 def _unique(refs: list[tuple[pl.Expr, set[str]]]) -> list[pl.Expr]:
@@ -157,25 +199,34 @@ def _unique(refs: list[tuple[pl.Expr, set[str]]]) -> list[pl.Expr]:
 def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFrame:
     """Days on which the data meet the computable IEC-HS criteria (Hines 2023) - a flag, not a diagnosis.
 
-    One row per subject and calendar day (from ``start_day``) with any criterion parameter measured.
-    Columns: ``iec_hs_flag`` (a key criterion and >= ``min_supporting`` supporting criteria met),
-    ``key_met``, ``supporting_met``, ``not_evaluable`` (criteria the data cannot decide that day),
-    ``needs_adjudication`` (criteria that are never computed: hemophagocytosis, rapid rise, timing,
-    attribution), ``rule``, ``reason`` and ``evidence``. Thresholds are unverified (see the table).
+    One row per subject and calendar day (from ``start_day``) with a criterion parameter measured, or
+    with one of the table's ``other_features`` met. Columns: ``iec_hs_flag`` (a key criterion and >=
+    ``min_supporting`` supporting criteria met; null when the criteria the data cannot decide could
+    still make it), ``key_met``, ``supporting_met``, ``not_evaluable`` (criteria the data cannot
+    decide that day; the reason names the missing inputs), ``needs_adjudication`` (criteria that are
+    never computed: hemophagocytosis, rapid rise, timing, attribution), ``adjudication_features``
+    (the further features Hines 2023 lists that the data show that day, e.g. LDH > ULN: reported for
+    adjudication, never used for the flag), ``rule``, ``reason`` and ``evidence``. A transaminase
+    compared "x ULN if normal at baseline, x baseline if abnormal" without a baseline value or its ULN
+    is undecided (missing is not normal) unless it is met, or fails, either way. Thresholds are
+    unverified (see the table).
     """
     options = options or IecHsOptions()
     opts = options.resolved()
     table = load_criteria(options.criteria)
     key = [c for c in table["key"] if c["id"] not in options.exclude]
     sup = [c for c in table["supporting"] if c["id"] not in options.exclude]
+    feats = [c for c in table.get("other_features", []) if c["id"] not in options.exclude]
     adjud = [c["id"] for c in key + sup if not c.get("computable")] + [c["id"] for c in table.get("adjudication_only", [])]
     schema = {_SID: pl.String, "day": pl.Int64, "iec_hs_flag": pl.Boolean, "key_met": pl.List(pl.String),
               "supporting_met": pl.List(pl.String), "not_evaluable": pl.List(pl.String),
-              "needs_adjudication": pl.List(pl.String), "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
-    f = _day_frame(study, _conditions(key + sup), opts)
+              "needs_adjudication": pl.List(pl.String), "adjudication_features": pl.List(pl.String),
+              "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+    f = _day_frame(study, _conditions(key + sup + feats), opts, {c["param"] for c in _conditions(key + sup)})
     if f.is_empty():
         return empty(schema)
-    crits = [(role, crit) for role, cs in (("key", key), ("supporting", sup)) for crit in cs if crit.get("computable")]
+    crits = [(role, crit) for role, cs in (("key", key), ("supporting", sup), ("feature", feats))
+             for crit in cs if crit.get("computable")]
     # each condition once (True / False / null = undecided), then per alternative: all its
     # conditions hold (_all) / one of them fails, which decides it (_no)
     f = f.with_columns(_condition(c)[0].alias(f"_c.{cid}.{j}.{i}") for _, crit in crits
@@ -186,57 +237,78 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
             .alias(f"_all.{crit['id']}.{j}"),
             pl.any_horizontal([(~pl.col(f"_c.{crit['id']}.{j}.{i}")).fill_null(False) for i in range(len(alt))])
             .alias(f"_no.{crit['id']}.{j}")))
-    met: dict[str, list] = {"key": [], "supporting": []}
+    # a baseline status the data cannot tell, with the comparisons of both readings met: met either way
+    pairs = {crit["id"]: _either_way(crit) for _, crit in crits}
+    f = f.with_columns(
+        (_baseline_abnormal(p).is_null() & pl.all_horizontal(
+            [_condition(c, ignore_baseline=True)[0].fill_null(False) for c in crit["any"][jn] + crit["any"][ja]]))
+        .alias(f"_either.{crit['id']}.{n}") for _, crit in crits for n, (p, jn, ja) in enumerate(pairs[crit["id"]]))
+    met: dict[str, list] = {"key": [], "supporting": [], "feature": []}
     open_: dict[str, list] = {"key": [], "supporting": []}  # met, or undecided for want of an input
-    texts, refs, not_eval = [], [], []
+    texts: dict[str, list] = {"criteria": [], "feature": []}
+    refs, not_eval, whys = [], [], []
     shown: dict[str, list[pl.Expr]] = {}
     for role, crit in crits:
         cid, alts = crit["id"], crit["any"]
-        hit = pl.any_horizontal([pl.col(f"_all.{cid}.{j}") for j in range(len(alts))])
+        conds = [[_condition(c) for c in alt] for alt in alts]
+        held = [pl.col(f"_all.{cid}.{j}") for j in range(len(alts))]
+        notes = [""] * len(alts)
+        for n, (p, jn, ja) in enumerate(pairs[cid]):  # "met either way" reads as one more alternative
+            conds.append([_condition(c, ignore_baseline=True) for c in alts[jn] + alts[ja]])
+            held.append(pl.col(f"_either.{cid}.{n}"))
+            notes.append(f" (baseline {p} above or below ULN unknown: met either way)")
+        hit = pl.any_horizontal(held)
         # false only when every alternative fails (one undecided alternative leaves it open)
         decided = pl.all_horizontal([pl.col(f"_no.{cid}.{j}") for j in range(len(alts))])
-        conds = [[_condition(c) for c in alt] for alt in alts]
         text = None
-        for j, cs in enumerate(conds):  # the first alternative that holds gives the text and evidence
-            held = pl.col(f"_all.{cid}.{j}")
+        for h, cs, note in zip(held, conds, notes):  # the first alternative that holds gives the text and evidence
             t = pl.concat_str([c[1] for c in cs], separator=" and ")
-            text = pl.when(held).then(t) if text is None else text.when(held).then(t)
+            t = pl.concat_str(t, pl.lit(note)) if note else t
+            text = pl.when(h).then(t) if text is None else text.when(h).then(t)
             for c in cs:
                 for col in c[3]:
-                    shown.setdefault(col, []).append(held)
+                    shown.setdefault(col, []).append(h)
         width = max(len([r for c in cs for r in c[2]]) for cs in conds)
         for slot in range(width):
             expr = None
-            for j, cs in enumerate(conds):
+            for h, cs in zip(held, conds):
                 rs = [r for c in cs for r in c[2]]
                 r = rs[slot] if slot < len(rs) else pl.lit(None, dtype=pl.String)
-                held = pl.col(f"_all.{cid}.{j}")
-                expr = pl.when(held).then(r) if expr is None else expr.when(held).then(r)
+                expr = pl.when(h).then(r) if expr is None else expr.when(h).then(r)
             refs.append((expr.otherwise(None).alias(f"_ref.{len(refs)}"), {c["param"] for alt in alts for c in alt}))
         met[role].append((hit, cid))
+        texts["feature" if role == "feature" else "criteria"].append(
+            pl.when(hit).then(pl.concat_str(pl.lit(f"{cid}: "), text.otherwise(None))).alias(f"_text.{cid}"))
+        if role == "feature":
+            continue
         open_[role].append(hit | ~decided)
-        texts.append(pl.when(hit).then(pl.concat_str(pl.lit(f"{cid}: "), text.otherwise(None))).alias(f"_text.{cid}"))
         not_eval.append((~hit & ~decided, cid))
-    # the texts and evidence of the rows where a criterion is met (a row without is "not flagged")
-    hits = [c for c, _ in met["key"] + met["supporting"]]
+        # what the undecided alternatives miss, each once: "iec_hs.transaminases_gt_5x (no baseline ALT; ...)"
+        why = (pl.concat_list([pl.when(~pl.col(f"_no.{cid}.{j}")).then(c[4]) for j in range(len(alts)) for c in conds[j]])
+               .list.drop_nulls().list.unique(maintain_order=True).list.join("; "))
+        whys.append((~hit & ~decided, pl.concat_str(pl.lit(f"{cid} ("), why, pl.lit(")"))))
+    # the texts and evidence of the rows where a criterion or feature is met (a row without is "not flagged")
+    hits = [c for c, _ in met["key"] + met["supporting"] + met["feature"]]
     g = f.with_row_index("_row").filter(pl.any_horizontal(hits) if hits else pl.lit(False))
     # the numbers a reason shows, formatted once per column where a text needs them
     g = g.with_columns(fmt_expr(pl.when(pl.any_horizontal(masks)).then(pl.col(col))).alias(col + ":fmt")
                        for col, masks in shown.items())
     # computed once as columns (an expression used twice is computed twice)
-    g = g.with_columns(*[r for r, _ in refs], *texts)
+    g = g.with_columns(*[r for r, _ in refs], *texts["criteria"], *texts["feature"])
     refs = [(pl.col(r.meta.output_name()), ps) for r, ps in refs]
-    texts = [pl.col(t.meta.output_name()) for t in texts]
     g = g.select("_row", str_list([(pl.lit(True), r) for r in _unique(refs)]).alias("evidence"),
-                 joined([(pl.lit(True), t) for t in texts], "; ").alias("_texts"))
+                 *[joined([(pl.lit(True), pl.col(t.meta.output_name())) for t in texts[k]], "; ").alias(name)
+                   for k, name in (("criteria", "_texts"), ("feature", "_ftexts"))])
     n_sup = pl.sum_horizontal([c.cast(pl.Int64) for c, _ in met["supporting"]] or [pl.lit(0)])
     f = f.with_columns(
         str_list(met["key"]).alias("key_met"), str_list(met["supporting"]).alias("supporting_met"),
-        str_list(not_eval).alias("not_evaluable"),
+        str_list(not_eval).alias("not_evaluable"), str_list(met["feature"]).alias("adjudication_features"),
+        joined(whys, ", ").alias("_why"),
         joined(met["key"], ", ").alias("_key"), joined(met["key"] + met["supporting"], "; ").alias("_met"),
         n_sup.alias("_n_sup"), pl.any_horizontal([c for c, _ in met["key"]] or [pl.lit(False)]).alias("_any_key"),
     ).with_row_index("_row").join(g, on="_row", how="left", maintain_order="left").with_columns(
-        pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)), pl.col("_texts").fill_null(pl.lit("")))
+        pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)), pl.col("_texts").fill_null(pl.lit("")),
+        pl.col("_ftexts").fill_null(pl.lit("")))
     # missing is not negative: when the criteria the data cannot decide (not_evaluable) could still
     # make a key and enough supporting criteria, the flag is unknown (null), not "not flagged"
     n_min = int(opts["min_supporting"])
@@ -245,27 +317,30 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
              & (pl.sum_horizontal([c.cast(pl.Int64) for c in open_["supporting"]] or [pl.lit(0)]) >= n_min))
     f = f.with_columns(pl.when(flag).then(True).when(could).then(None).otherwise(False).alias("iec_hs_flag"))
     unknown = pl.col("iec_hs_flag").is_null()
+    features = pl.when(pl.col("_ftexts") != "").then(pl.concat_str(
+        pl.lit(" Reported for adjudication, never used for the flag: "), pl.col("_ftexts"), pl.lit("."))).otherwise(pl.lit(""))
     f = f.with_columns(
         pl.lit(adjud, dtype=pl.List(pl.String)).alias("needs_adjudication"),
         # the decision and the criteria met: the row's status is that of the least verified
         pl.concat_str(pl.when(pl.col("iec_hs_flag")).then(pl.lit("iec_hs.flag"))
                       .when(unknown).then(pl.lit("iec_hs.not_evaluable")).otherwise(pl.lit("iec_hs.no_flag")),
                       pl.when(pl.col("_met") != "").then(pl.col("_met")), separator="; ", ignore_nulls=True).alias("rule"),
-        pl.when(pl.col("iec_hs_flag")).then(pl.concat_str(
+        pl.concat_str(pl.when(pl.col("iec_hs_flag")).then(pl.concat_str(
             pl.lit("data meet "), pl.col("_key"), pl.lit(" and "), pl.col("_n_sup").cast(pl.String),
             pl.lit(" supporting criterion(s) ("), pl.col("_texts"),
             pl.lit(f") -> flagged for review, not a diagnosis; needs adjudication of {', '.join(adjud)}.")))
         .when(unknown).then(pl.concat_str(
-            pl.lit("not evaluable: the data cannot decide "), pl.col("not_evaluable").list.join(", "),
-            pl.lit(f" (an input is missing: a parameter not measured that day, or its ULN/LLN or baseline), and "
-                   f"with them a key (ferritin) criterion and >= {n_min} supporting criterion(s) could be met"),
+            pl.lit("not evaluable: the data cannot decide "), pl.col("_why"),
+            pl.lit(f", and with them a key (ferritin) criterion and >= {n_min} supporting criterion(s) could be met"),
             pl.when(pl.col("_texts") != "").then(pl.concat_str(pl.lit("; met: "), pl.col("_texts"))).otherwise(pl.lit("")),
             pl.lit(".")))
         .when(pl.col("_texts") != "").then(pl.concat_str(
             pl.lit("not flagged: "), pl.col("_texts"),
             pl.lit(f"; needs a key (ferritin) criterion and >= {opts['min_supporting']} supporting criterion(s).")))
-        .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met.")).alias("reason"),
+        .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met.")), features).alias("reason"),
     )
+    # a day with only a reported feature's parameter measured is a row when the feature is met
+    f = f.filter(pl.col("_crit_day") | pl.any_horizontal([c for c, _ in met["feature"]] or [pl.lit(False)]))
     return f.select(list(schema)).cast(schema)
 
 

@@ -343,7 +343,8 @@ def icaht_distribution(analysis, subject_ids=None) -> Distribution:
 @dataclass(frozen=True)
 class RecoveryData:
     """``subjects``: ``subject_id``, ``lineage`` (neutrophil / platelet), ``status`` (recovered,
-    not reached, not applicable = never below the threshold, no data), ``day``. ``curve``: per
+    not reached, not applicable = never below the threshold, not evaluable = the day lies in a range
+    days without a value leave open, no data), ``day``. ``curve``: per
     lineage and day the cumulative share recovered among the subjects who needed to recover
     (``n_recovered``, ``n_needing``, ``proportion``; a crude proportion, not a competing-risk
     estimate)."""
@@ -378,16 +379,23 @@ def count_recovery_data(analysis, subject_ids=None) -> RecoveryData:
     rec = subjects_of(analysis, ids).select("subject_id").join(
         subset(require(analysis, "count_recovery", view), ids), on="subject_id", how="left")
     parts = []
+    words = {"recovered": "recovered", "not_reached": "not reached", "not_applicable": "not applicable",
+             "not_evaluable": "not evaluable", "no_data": "no data"}
     for lin in ("neutrophil", "platelet"):
-        reason = pl.col(f"{lin}_recovery_reason").fill_null("")
-        parts.append(rec.select(
-            "subject_id", pl.lit(lin).alias("lineage"),
-            pl.when(pl.col(f"{lin}_recovery_day").is_not_null()).then(pl.lit("recovered"))
-            .when(reason.str.starts_with("not reached")).then(pl.lit("not reached"))
-            .when(reason.str.starts_with("not applicable")).then(pl.lit("not applicable"))
-            .otherwise(pl.lit("no data")).alias("status"),
-            pl.col(f"{lin}_recovery_day").alias("day")))
+        status = f"{lin}_recovery_status"
+        if status in rec.columns:  # the engine's own status (0.4): recovered ... not evaluable (days unknown)
+            st = pl.col(status).replace_strict(words, default="no data", return_dtype=pl.String)
+        else:  # an analysis of an earlier version: read from the reason
+            reason = pl.col(f"{lin}_recovery_reason").fill_null("")
+            st = (pl.when(pl.col(f"{lin}_recovery_day").is_not_null()).then(pl.lit("recovered"))
+                  .when(reason.str.starts_with("not reached")).then(pl.lit("not reached"))
+                  .when(reason.str.starts_with("not applicable")).then(pl.lit("not applicable"))
+                  .otherwise(pl.lit("no data")))
+        parts.append(rec.select("subject_id", pl.lit(lin).alias("lineage"), st.fill_null("no data").alias("status"),
+                                pl.col(f"{lin}_recovery_day").alias("day")))
     subjects = pl.concat(parts)
+    # not evaluable (the recovery day lies in a range days without a value leave open) is in no curve:
+    # its day is unknown; the legend counts it
     needing = subjects.filter(pl.col("status").is_in(["recovered", "not reached"]))
     n_need = needing.group_by("lineage").agg(pl.len().cast(pl.Int64).alias("n_needing"))
     curve = (needing.filter(pl.col("status") == "recovered").group_by("lineage", "day").agg(pl.len().alias("k"))

@@ -212,7 +212,8 @@ def recovery_figure(data: cd.RecoveryData) -> Figure:
             yv = np.concatenate([[0.0], 100 * c["proportion"].to_numpy(), [100 * c["proportion"][-1]]])
             ax.step(x, yv, where="post", color=colors[lin], lw=1.6)
         label = (f"{names[lin]}: {counts.get('recovered', 0)}/{need} recovered; "
-                 f"{counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data")
+                 f"{counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data"
+                 + (f"; {counts['not evaluable']} not evaluable (days unknown)" if counts.get('not evaluable') else ""))
         handles.append(Line2D([], [], color=colors[lin], lw=1.6, label=label))
     ax.set_ylim(0, 102)
     ax.set_xlabel("Days since CAR-T infusion", fontsize=FONT)

@@ -127,7 +127,8 @@ def recovery_figure(data: cd.RecoveryData) -> go.Figure:
         y = [0.0, *(100 * c["proportion"]).to_list(), 100 * c["proportion"][-1]] if c.height else []
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"shape": "hv", "color": colors[lin]},
                                  name=(f"{data.labels.get(lin, lin)}: {counts.get('recovered', 0)}/{need} recovered; "
-                                       f"{counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data")))
+                                       f"{counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data"
+                 + (f"; {counts['not evaluable']} not evaluable (days unknown)" if counts.get('not evaluable') else ""))))
     fig.update_xaxes(title=X_DAYS)
     fig.update_yaxes(title=f"% recovered ({data.consecutive} consecutive days)", range=[0, 102])
     return _layout(fig, 360)
