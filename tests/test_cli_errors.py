@@ -136,7 +136,19 @@ def test_an_unexpected_error_is_reported_as_a_bug(bad, monkeypatch):
     res = CliRunner().invoke(app, ["analyze", str(bad / "seed"), "--out", str(bad / "b")])
     text = " ".join((res.output + res.stderr).split())
     assert res.exit_code == 1 and "Traceback" not in text
-    assert "internal error: RuntimeError: something nobody expected" in text and "--debug" in text
+    assert "internal error: RuntimeError: something nobody expected" in text and "cartlab --debug COMMAND" in text
+
+
+def test_a_file_system_error_names_the_path_not_a_bug(bad, tmp_path):
+    """--out pointing at a file, or under one: the path and what is wrong (exit 2), not "a bug in
+    cartlab"; the bug hint names where --debug goes (`cartlab --debug COMMAND`)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "x"):
+        e = _run("analyze", bad / "seed", "--out", out)
+        text = " ".join(e.stderr.split())
+        assert e.returncode == 2 and "Traceback" not in text and "bug in cartlab" not in text
+        assert f"error: {out}:" in text
 
 
 @pytest.mark.parametrize("debug", [False, True])

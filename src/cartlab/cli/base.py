@@ -160,11 +160,20 @@ def _report_error(exc: BaseException) -> int:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         if exc.hint:
             err.print(f"[dim]{escape(exc.hint)}[/]", soft_wrap=True, highlight=False)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        # the file system refused (a file where a folder is needed, no permission, a full disk): the
+        # path and what is wrong with it, not "a bug in cartlab"
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 else "")
+        err.print(f"[red]error:[/] {escape(where)}: {escape(exc.strerror or type(exc).__name__)}", soft_wrap=True,
+                  highlight=False)
+        usage = (FileExistsError, NotADirectoryError, IsADirectoryError, FileNotFoundError)
+        return 2 if isinstance(exc, usage) else 1
     else:
         err.print(f"[red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}", soft_wrap=True,
                   highlight=False)
         err.print("[dim]This is a bug in cartlab, not in your data as far as cartlab can tell. Run the same command "
-                  "with --debug (or CARTLAB_DEBUG=1) to see the traceback, and report it.[/]", soft_wrap=True)
+                  "as `cartlab --debug COMMAND ...` (or with CARTLAB_DEBUG=1) to see the traceback, and report it.[/]",
+                  soft_wrap=True)
         return 1
     return getattr(exc, "exit_code", 1)
 
