@@ -5,6 +5,14 @@ shared daily features, graded by :mod:`cartlab.criteria`, no row loops) gives id
 random cohorts. The code below is the old row-loop implementation, verbatim but for its imports: the
 criteria tables it reads are the old ones (tests/fixtures/crs_legacy_v1/, same numbers, old shape) and
 its vasopressor time course is tests/crs_vaso_reference.py. Do not "fix" it here.
+
+Exception (audit s26, /work/notes/audit_crs_legacy/FIXES_crs.md; each place is marked "audit s26"):
+four behaviours were changed to the audited, hand-derived ones and are written here independently,
+row by row: (1) ASTCT is the range crs_grade_astct..crs_grade_astct_max in the cross-scale table and
+concordance; (2) organ toxicity is unknown on a day without the labs that define it (options
+organ_labs / organ_labs_days); (3) an organ-toxicity rule's text names the labs at that grade and
+their CTCAE grade (input columns <organ column>_labs); (4) Lee/CARTOX "hypotension responsive to
+fluids" is not named on a day whose low-dose-vasopressor rule is named too.
 """
 
 from __future__ import annotations
@@ -114,10 +122,18 @@ class CrsLegacyOptions:
     organ_vocabulary: Mapping[str, Iterable[str]] | None = None
     scale_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fever_attribution: FeverAttribution | None = None
+    # audit s26 (2): how days without organ labs are read
+    organ_labs: str = "same_day"
+    organ_labs_days: int = 1
 
     def __post_init__(self) -> None:
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
+        modes = ("same_day", "last_known_within_days", "absent_is_normal")
+        if self.organ_labs not in modes:
+            raise ValueError(f"organ_labs must be one of {modes}, not {self.organ_labs!r}")
+        if isinstance(self.organ_labs_days, bool) or not isinstance(self.organ_labs_days, int) or self.organ_labs_days < 0:
+            raise ValueError(f"organ_labs_days must be a whole number of days >= 0, not {self.organ_labs_days!r}")
         unknown = set(self.scale_params) - set(SCALES)
         if unknown:
             raise ValueError(f"scale_params for unknown scale(s) {sorted(unknown)}; known: {SCALES}")
@@ -178,6 +194,12 @@ _INPUT_SCHEMA: dict[str, pl.DataType] = {
     "organ_grade_max_transaminase": pl.Int64,
     "creatinine_grade": pl.Int64,
     "lft_grade": pl.Int64,
+    # audit s26 (3): the labs at each organ-toxicity grade
+    "organ_grade_max_labs": pl.String,
+    "organ_grade_max_non_transaminase_labs": pl.String,
+    "organ_grade_max_transaminase_labs": pl.String,
+    "creatinine_grade_labs": pl.String,
+    "lft_grade_labs": pl.String,
     "blood_products": pl.Boolean,
     "hospitalized": pl.Boolean,
     "iv_therapy": pl.Boolean,
@@ -189,6 +211,28 @@ _INPUT_SCHEMA: dict[str, pl.DataType] = {
 
 _ORGAN_COLS = ("organ_grade_max", "organ_grade_max_non_transaminase", "organ_grade_max_transaminase",
                "creatinine_grade", "lft_grade")
+# audit s26 (2): what a day lacks when an organ-toxicity input has no lab
+_NO_LAB = {"organ_grade_max": "organ labs", "organ_grade_max_non_transaminase": "organ lab other than ALT/AST",
+           "organ_grade_max_transaminase": "ALT/AST lab", "creatinine_grade": "creatinine lab",
+           "lft_grade": "liver function lab"}
+
+
+def _lab_label(r: Mapping[str, Any], g: int, lag: int, d: int) -> str:
+    """audit s26 (3): "hypokalemia (K 2.8 mmol/L, CTCAE grade 3)"; no term: "K 2.8 mmol/L (CTCAE grade 3)"."""
+    organ = r.get("organ") if r.get("organ") is not None else "an unnamed lab value"
+    v, unit = r.get("value"), r.get("unit")
+    if v is not None and not math.isnan(v):
+        txt = str(round(float(v), 6)).removesuffix(".0")
+        measure = f"{organ} {txt}" + (f" {unit}" if unit else "")
+    else:
+        measure = organ
+    when = f", day {d - lag}" if lag > 0 else ""
+    term = r.get("term")
+    if term:
+        if term[1:2] == term[1:2].lower():
+            term = term[:1].lower() + term[1:]
+        return f"{term} ({measure}, CTCAE grade {g}{when})"
+    return f"{measure} (CTCAE grade {g}{when})"
 
 
 def crs_daily_inputs(
@@ -343,46 +387,45 @@ def crs_daily_inputs(
                 rec[key]["ne_equiv_max_ug_min"] = round(ne[d][0], 9)
                 rec[key]["ne_equiv_complete"] = ne[d][1]
 
-    # ---- organ toxicity (from the CTCAE engine's output)
+    # ---- organ toxicity (from the CTCAE engine's output); audit s26 (2), (3): per organ-toxicity
+    # input, the rows of its labs on the day (or the latest day within organ_labs_days before)
+    organ_rows: dict[tuple[str, int, str], list[tuple[int, int, dict, list[str]]]] = defaultdict(list)
     if organ_grades is not None:
         og = organ_grades
         has_ev = "evidence" in og.columns
         has_src = "src_file" in og.columns and "src_row" in og.columns
         voc = vocab["organ"]
+        window = opts.organ_labs_days if opts.organ_labs == "last_known_within_days" else 0
         for i, r in enumerate(og.to_dicts()):
             if r.get("day") is None:
                 continue
             organ = _norm(r.get("organ"))
             if organ in voc.get("excluded", set()):
                 continue
-            sid, d = r["subject_id"], math.floor(r["day"])
-            key = (sid, d)
-            days_of[sid].add(d)
+            sid, d0 = r["subject_id"], math.floor(r["day"])
+            days_of[sid].add(d0)
             is_t = bool(r.get("is_transaminase"))
-            if r.get("grade") is None:  # not gradable (an input missing): the grades it could raise are unknown
-                unk = rec[key].setdefault("organ_unknown", {})
-                name = r.get("organ") if r.get("organ") is not None else "an unnamed lab value"
-                cols = ["organ_grade_max", "organ_grade_max_transaminase" if is_t else "organ_grade_max_non_transaminase"]
-                if organ in voc.get("creatinine", set()):
-                    cols.append("creatinine_grade")
-                if is_t or organ in voc.get("lft", set()):
-                    cols.append("lft_grade")
-                for c in cols:
-                    unk.setdefault(c, set()).add(name)
-                rec[key].setdefault("organ", defaultdict(int))
-                continue
-            g = int(r["grade"])
-            refs = list(r["evidence"] or []) if has_ev else ([_ref(r)] if has_src and _ref(r) else [f"organ_grades:{i + 1}"])
-            slot = rec[key].setdefault("organ", defaultdict(int))
-            slot["organ_grade_max"] = max(slot["organ_grade_max"], g)
-            col = "organ_grade_max_transaminase" if is_t else "organ_grade_max_non_transaminase"
-            slot[col] = max(slot[col], g)
+            cols = ["organ_grade_max", "organ_grade_max_transaminase" if is_t else "organ_grade_max_non_transaminase"]
             if organ in voc.get("creatinine", set()):
-                slot["creatinine_grade"] = max(slot["creatinine_grade"], g)
+                cols.append("creatinine_grade")
             if is_t or organ in voc.get("lft", set()):
-                slot["lft_grade"] = max(slot["lft_grade"], g)
-            for ref in refs:
-                ev(key, "organ", ref)
+                cols.append("lft_grade")
+            refs = list(r["evidence"] or []) if has_ev else ([_ref(r)] if has_src and _ref(r) else [f"organ_grades:{i + 1}"])
+            for lag in range(window + 1):
+                for c in cols:
+                    organ_rows[(sid, d0 + lag, c)].append((lag, i, r, refs))
+        used: dict[tuple[str, int], dict[tuple[int, int], list[str]]] = defaultdict(dict)
+        for (sid, d, c), rows in organ_rows.items():
+            lag0 = min(x[0] for x in rows)
+            rows = [x for x in rows if x[0] == lag0]
+            organ_rows[(sid, d, c)] = rows
+            for lag, i, r, refs in rows:
+                if r.get("grade") is not None:
+                    used[(sid, d)][(lag, i)] = refs
+        for key, rows in used.items():
+            for _, refs in sorted(rows.items()):
+                for ref in refs:
+                    ev(key, "organ", ref)
 
     # ---- hospitalization
     hosp: dict[tuple[str, int], tuple[bool, str | None]] = {}
@@ -453,16 +496,32 @@ def crs_daily_inputs(
                 if len(fio2s) < len(o2):
                     unknown.append("fio2:FiO2 of the oxygen support")
             vent = 2 if "mechanical_ventilation" in devices else (1 if {"cpap", "bipap"} & set(devices) else 0)
-            # organ toxicity
-            organ = x.get("organ")
+            # organ toxicity (audit s26 (2), (3))
+            organ_vals: dict[str, Any] = {f"{c}_labs": None for c in _ORGAN_COLS}
             if organ_grades is None:
-                organ_vals = {c: None for c in _ORGAN_COLS}
+                organ_vals.update({c: None for c in _ORGAN_COLS})
                 unknown.extend(f"{c}:organ toxicity grades (organ_grades not supplied)" for c in _ORGAN_COLS)
             else:
-                organ_vals = {c: (organ or {}).get(c, 0) for c in _ORGAN_COLS}
-                for c in _ORGAN_COLS:  # an ungraded value can raise a grade below 4: unknown
-                    names = x.get("organ_unknown", {}).get(c)
-                    if names and organ_vals[c] < 4:
+                when = ("that day" if opts.organ_labs == "same_day"
+                        else f"that day or in the {opts.organ_labs_days} day(s) before")
+                any_lab = bool(organ_rows.get((sid, d, "organ_grade_max")))
+                for c in _ORGAN_COLS:
+                    rows = organ_rows.get((sid, d, c), [])
+                    if not rows:
+                        if opts.organ_labs == "absent_is_normal":
+                            organ_vals[c] = 0
+                        else:
+                            organ_vals[c] = None
+                            unknown.append(f"{c}:no {_NO_LAB[c] if any_lab else 'organ labs'} {when}")
+                        continue
+                    graded = [(int(r["grade"]), lag, r) for lag, _, r, _ in rows if r.get("grade") is not None]
+                    top = max([0, *(g for g, _, _ in graded)])
+                    organ_vals[c] = top
+                    labels = sorted({_lab_label(r, g, lag, d) for g, lag, r in graded if g == top and g >= 1})
+                    organ_vals[f"{c}_labs"] = ", ".join(labels) or None
+                    names = {r.get("organ") if r.get("organ") is not None else "an unnamed lab value"
+                             for _, _, r, _ in rows if r.get("grade") is None}
+                    if names and top < 4:  # an ungraded value can raise a grade below 4: unknown
                         organ_vals[c] = None
                         unknown.extend(f"{c}:CTCAE grade of {n} (not gradable)" for n in sorted(names))
             # hospitalization
@@ -611,6 +670,17 @@ _GRADE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# audit s26 (4): a rule not named in the reason (nor as the day's rule) when one of these is named too
+_SUPERSEDED = {"lee2014.g2.hypotension_fluids": ("lee2014.g2.one_low_dose_vasopressor",),
+               "cartox.g2.hypotension_fluids": ("cartox.g2.low_dose_vasopressor",)}
+
+
+def _text(r: Mapping[str, Any], features: list[str], row: Mapping[str, Any]) -> str:
+    """audit s26 (3): the rule's text, then ": <labs>" for each organ-toxicity input it reads."""
+    details = [row.get(f"{f}_labs") for f in dict.fromkeys(features) if f in _ORGAN_COLS]
+    return r["text"] + "".join(f": {t}" for t in details if t is not None)
+
+
 def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions | None = None) -> pl.DataFrame:
     """Daily grade (or range) of one legacy scale from :func:`crs_daily_inputs` output."""
     table = scale_table(scale, options)
@@ -648,9 +718,11 @@ def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions 
         # ordered (not a set): evidence must come out in the same order on every run
         feats = list(dict.fromkeys([*(f for _, fs in top for f in fs), *(f for _, _, fs in raise_ for f in fs)]))
         refs = list(dict.fromkeys(ref for f in feats for g in _FEATURES[f][2] for ref in evid.get(g, [])))
+        top_ids = {r["id"] for r, _ in top}
+        shown = [(r, fs) for r, fs in top if not set(_SUPERSEDED.get(r["id"], ())) & top_ids]
         if top:
-            rule = top[0][0]["id"]
-            reason = f"{label} grade {gmin}: " + "; ".join(r["text"] for r, _ in top)
+            rule = shown[0][0]["id"]
+            reason = f"{label} grade {gmin}: " + "; ".join(_text(r, fs, row) for r, fs in shown)
         else:
             rule = f"{scale}.g0"
             if gate is False and row["other_cause"]:
@@ -660,8 +732,10 @@ def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions 
             else:
                 reason = f"{label} grade 0: no criterion of the scale met"
         if gmax > gmin:
+            up_ids = {r["id"] for r, _, _ in raise_}
             ups = "; ".join(f"grade {r['grade']} if {r['text']}" for r, _, _ in
-                            sorted(raise_, key=lambda x: -x[0]["grade"]))
+                            sorted(raise_, key=lambda x: -x[0]["grade"])
+                            if not set(_SUPERSEDED.get(r["id"], ())) & up_ids)
             reason += f" - could be up to grade {gmax} ({ups}); unknown: {', '.join(missing)}"
         out.append({
             "subject_id": row["subject_id"], "day": row["day"], "scale": scale,
@@ -764,6 +838,14 @@ def _same_all(bounds: list[tuple[int | None, int | None]]) -> bool | None:
     return False if lo > hi else None
 
 
+def _astct_bounds(r: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """audit s26 (1): ASTCT crs_grade_astct up to crs_grade_astct_max; not evaluable 0-?."""
+    g, m = r.get("crs_grade_astct"), r.get("crs_grade_astct_max")
+    if g is None:
+        return 0, None
+    return g, (g if m is None else max(g, m))
+
+
 def crs_cross_scale(
     study: Study,
     astct: pl.DataFrame | None = None,
@@ -786,8 +868,10 @@ def crs_cross_scale(
                              options=options)
     subj = crs_legacy_subject(daily, study.subject_ids)
     base = pl.DataFrame({"subject_id": study.subject_ids}, schema={"subject_id": pl.String})
-    if astct is not None:
-        a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64))
+    if astct is not None:  # audit s26 (1): with the grade a missing input could have made it
+        top = "crs_grade_astct_max" if "crs_grade_astct_max" in astct.columns else "crs_grade_astct"
+        a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64),
+                         pl.col(top).cast(pl.Int64).alias("crs_grade_astct_max"))
         base = base.join(a, on="subject_id", how="left")
     for s in scales:
         part = subj.filter(pl.col("scale") == s).select(
@@ -806,8 +890,7 @@ def crs_cross_scale(
     for r in base.to_dicts():
         b = [(r[f"crs_grade_{s}_min"], r[f"crs_grade_{s}_max"]) for s in scales]
         if astct is not None:
-            g = r.get("crs_grade_astct")
-            b.append((g, g) if g is not None else (0, None))
+            b.append(_astct_bounds(r))
         same.append(_same_all(b))
     return base.with_columns(pl.Series("same_grade_all_scales", same, dtype=pl.Boolean))
 
@@ -837,8 +920,7 @@ def crs_cross_scale_cohort(
 
     def bounds(r, s):
         if s == "astct":
-            g = r.get("crs_grade_astct")
-            return (g, g) if g is not None else (0, None)
+            return _astct_bounds(r)
         return r[f"crs_grade_{s}_min"], r[f"crs_grade_{s}_max"]
 
     def presence(lo, hi):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -28,6 +29,14 @@ from cartlab.model import INTERVENTIONS, Study, conform
 ORGAN_SCHEMA = {"subject_id": pl.String, "day": pl.Float64, "organ": pl.String, "grade": pl.Int64,
                 "is_transaminase": pl.Boolean}
 NO_ORGAN_TOX = pl.DataFrame(schema=ORGAN_SCHEMA)  # organ grades supplied: none
+# These studies have no lab measurements: their organ_grades frames list toxicities, a day without a
+# row meaning none, which is organ_labs="absent_is_normal" (the default "same_day" reads a day without
+# organ labs as unknown: tests/test_crs_legacy_audit_s26.py).
+ABSENT = CrsLegacyOptions(organ_labs="absent_is_normal")
+
+
+def absent(options=None):
+    return replace(options or CrsLegacyOptions(), organ_labs="absent_is_normal")
 
 
 def iv(start, end=None, category="vasopressor", agent="norepinephrine", dose=None, dose_unit="ug/min",
@@ -73,7 +82,8 @@ def make_study(ivs=(), *, subjects=("S1",), days=range(15), fever_days=range(3, 
 
 def subject_grades(study, organ_grades=NO_ORGAN_TOX, options=None, subject="S1"):
     """{scale: (grade, grade_min, grade_max)} for one subject."""
-    x = derive_crs_cross_scale(study, organ_grades=organ_grades, options=options).filter(pl.col("subject_id") == subject)
+    x = derive_crs_cross_scale(study, organ_grades=organ_grades, options=absent(options)).filter(
+        pl.col("subject_id") == subject)
     r = x.row(0, named=True)
     return {s: (r[f"crs_grade_{s}"], r[f"crs_grade_{s}_min"], r[f"crs_grade_{s}_max"]) for s in SCALES}
 
@@ -211,7 +221,7 @@ def test_oxygen_without_fio2_is_a_range():
     g = subject_grades(s)
     assert g["lee2014"] == (None, 2, 3) and g["cartox"] == (None, 2, 3) and g["mskcc"] == (None, 2, 3)
     assert g["penn"] == (3, 3, 3)  # Penn: any supplemental oxygen, FiO2 not needed
-    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX)
+    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, options=ABSENT)
     assert any("FiO2" in m for m in x["crs_lee2014_missing"][0])
 
 
@@ -278,7 +288,7 @@ def test_missing_dose_gives_range():
     g = subject_grades(s)
     assert g["lee2014"] == (None, 2, 3) and g["cartox"] == (None, 2, 3)
     assert g["penn"] == (None, 3, 4) and g["mskcc"] == (3, 3, 3)
-    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
+    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, options=ABSENT).row(0, named=True)
     assert "vasopressor dose" in x["crs_penn_missing"]
     assert x["crs_grade_penn"] is None
 
@@ -287,7 +297,7 @@ def test_missing_weight_gives_range():
     s = make_study([iv(8, 10, dose=0.5, dose_unit="ug/kg/min")], weight=None)
     g = subject_grades(s)
     assert g["penn"] == (None, 3, 4)
-    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
+    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, options=ABSENT).row(0, named=True)
     assert any("weight" in m for m in x["crs_penn_missing"])
 
 
@@ -295,7 +305,8 @@ def test_missing_end_day_gives_duration_range():
     s = make_study([iv(8, None, dose=4)])
     g = subject_grades(s)
     assert g["mskcc"] == (None, 2, 3)
-    assert any("duration" in m for m in derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX)["crs_mskcc_missing"][0])
+    missing = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, options=ABSENT)["crs_mskcc_missing"][0]
+    assert any("duration" in m for m in missing)
     # whole-day records: one calendar day may be anything up to 24 h unless read as full days
     s = make_study([iv(8, 8, dose=4)])
     assert subject_grades(s)["mskcc"] == (None, 2, 3)
@@ -322,7 +333,7 @@ def test_hospitalization_unknown_unless_given():
     g = subject_grades(s)
     assert g["penn"] == (None, 1, 2) and g["lee2014"] == (1, 1, 1)
     hosp = pl.DataFrame({"subject_id": ["S1"] * 15, "day": [float(d) for d in range(15)], "hospitalized": [True] * 15})
-    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, hospitalization=hosp).row(0, named=True)
+    x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, hospitalization=hosp, options=ABSENT).row(0, named=True)
     assert x["crs_grade_penn"] == 2
     assert subject_grades(s, options=CrsLegacyOptions(assume_hospitalized=False))["penn"] == (1, 1, 1)
 
@@ -408,7 +419,7 @@ ASTCT_SEED = pl.DataFrame({"subject_id": ["S1"], "crs_grade_astct": [3]})
 def test_worked_example_a_low_dose_norepinephrine_three_days():
     s = seed_like([iv(8, 10, dose=0.08, dose_unit="ug/kg/min")])  # 4.16 ug/min
     assert exact(s) == {"lee2014": 2, "cartox": 2, "penn": 3, "mskcc": 3}
-    x = derive_crs_cross_scale(s, ASTCT_SEED, NO_ORGAN_TOX).row(0, named=True)
+    x = derive_crs_cross_scale(s, ASTCT_SEED, NO_ORGAN_TOX, options=ABSENT).row(0, named=True)
     assert x["crs_grade_astct"] == 3
     assert x["same_grade_all_scales"] is False
 
@@ -416,7 +427,7 @@ def test_worked_example_a_low_dose_norepinephrine_three_days():
 def test_worked_example_b_high_dose():
     s = seed_like([iv(8, 10, dose=0.5, dose_unit="ug/kg/min")])  # 26 ug/min
     assert exact(s) == {"lee2014": 3, "cartox": 3, "penn": 4, "mskcc": 3}
-    r = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX).row(0, named=True)
+    r = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, options=ABSENT).row(0, named=True)
     assert r["crs_penn_rule"] == "penn.g4.high_dose_vasopressor" and r["crs_penn_day"] == 9
     # the dose per kg was converted with the subject's weight: that row is evidence too
     assert {"interventions.csv:1", "subjects.csv:1"} <= set(r["crs_penn_evidence"])
@@ -504,10 +515,19 @@ def test_seed_case_cross_scale_with_organ_grades(seed):
     research §6 'Lee/CARTOX G2 with low-dose single pressor'. ASTCT 3 vs Lee 2 -> not concordant."""
     og = _seed_organ_grades(seed)
     assert og.filter(pl.col("is_transaminase"))["grade"].max() == 3
-    x = derive_crs_cross_scale(seed, pl.DataFrame({"subject_id": ["CD7-AML-001"], "crs_grade_astct": [3]}), og)
+    astct = pl.DataFrame({"subject_id": ["CD7-AML-001"], "crs_grade_astct": [3]})
+    # default (last_known_within_days, 1 day): labs every day to day 14, then every second day: the day
+    # before stands in for a day without labs, so every day is settled
+    x = derive_crs_cross_scale(seed, astct, og)
     r = x.row(0, named=True)
     assert [r[f"crs_grade_{s}"] for s in SCALES] == [2, 3, 2, 3]
     assert r["same_grade_all_scales"] is False
+    # organ_labs="same_day": dexamethasone for CRS from day 8 waives the fever requirement on every later
+    # day, so days 15, 17, ... (no labs) are CRS days whose organ toxicity is unknown: Lee/CARTOX 2-4
+    strict = CrsLegacyOptions(organ_labs="same_day")
+    r = derive_crs_cross_scale(seed, astct, og, options=strict).row(0, named=True)
+    assert (r["crs_grade_lee2014_min"], r["crs_grade_lee2014_max"]) == (2, 4)
+    assert r["crs_lee2014_missing"] == ["no organ labs that day"]
     daily = derive_crs_legacy_daily(seed, organ_grades=og)
     d12 = daily.filter((pl.col("scale") == "lee2014") & (pl.col("day") == 12)).row(0, named=True)
     assert d12["rule"] == "lee2014.g2.organ_g2" and any(e.startswith("observations.csv:") for e in d12["evidence"])
@@ -519,7 +539,7 @@ def test_seed_case_cross_scale_with_organ_grades(seed):
 
 def test_daily_rows_are_traceable():
     s = make_study([iv(8, 10, dose=30)])
-    d = derive_crs_legacy_daily(s, organ_grades=NO_ORGAN_TOX)
+    d = derive_crs_legacy_daily(s, organ_grades=NO_ORGAN_TOX, options=ABSENT)
     r = d.filter((pl.col("scale") == "penn") & (pl.col("day") == 9)).row(0, named=True)
     assert r["grade"] == 4 and r["rule"] == "penn.g4.high_dose_vasopressor"
     assert "interventions.csv:1" in r["evidence"] and "subjects.csv:1" not in r["evidence"]
@@ -533,8 +553,8 @@ def test_daily_rows_are_traceable():
 
 def test_grade_crs_scale_matches_daily_and_subject_summary():
     s = make_study([iv(8, 10, dose=4)])
-    inp = derive_crs_daily_inputs(s, organ_grades=NO_ORGAN_TOX)
-    one = grade_crs_scale(inp, "mskcc")
+    inp = derive_crs_daily_inputs(s, organ_grades=NO_ORGAN_TOX, options=ABSENT)
+    one = grade_crs_scale(inp, "mskcc", ABSENT)
     assert one["grade"].max() == 3 and set(one["scale"]) == {"mskcc"}
     subj = derive_crs_legacy_subject(one, ["S1", "S2"])
     assert subj.filter(pl.col("subject_id") == "S1")["grade"][0] == 3
@@ -550,7 +570,7 @@ def test_cohort_concordance():
                   pl.when((pl.col("param") == "TEMP") & pl.col("subject_id").is_in(["A", "B"])
                           & pl.col("day").is_between(3, 14)).then(39.0).otherwise(pl.col("value")).alias("value")))
     astct = pl.DataFrame({"subject_id": ["A", "B", "C"], "crs_grade_astct": [3, 3, 0]})
-    res = derive_crs_cross_scale_cohort(s, astct, NO_ORGAN_TOX)
+    res = derive_crs_cross_scale_cohort(s, astct, NO_ORGAN_TOX, options=ABSENT)
     subj = res["subjects"].sort("subject_id")
     assert subj.select([f"crs_grade_{x}" for x in SCALES]).rows() == [(2, 3, 2, 3), (3, 4, 3, 3), (0, 0, 0, 0)]
     pw = {(r["scale_a"], r["scale_b"]): r for r in res["pairwise"].to_dicts()}
@@ -592,7 +612,7 @@ def test_an_ungradable_lab_value_is_an_unknown_organ_grade_not_zero():
     og = pl.DataFrame([organ(5, "ALT", None, transaminase=True)], schema=ORGAN_SCHEMA)
     g = subject_grades(s, organ_grades=og)
     assert g["lee2014"] == (None, 1, 3)
-    inp = day_inputs(s, 5, organ_grades=og)
+    inp = day_inputs(s, 5, organ_grades=og, options=ABSENT)
     assert inp["organ_grade_max_transaminase"] is None and inp["organ_grade_max_non_transaminase"] == 0
     assert any("CTCAE grade of ALT (not gradable" in r for r in inp["unknown_reasons"])
     # a known grade 4 cannot be raised: the same day with a graded grade-4 creatinine is definite (Lee 4)

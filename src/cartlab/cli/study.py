@@ -207,13 +207,25 @@ def export_cmd(
     fmt: Annotated[Optional[str], typer.Option(
         "--format", help="Study folder: csv or parquet (default csv). ADaM: xpt, csv and/or parquet, comma-separated "
         "(default xpt,csv).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a folder that is not empty and not an earlier export of the same kind, replacing "
+        "its study tables (--out) or ADaM files (--adam); other files are kept.")] = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="ADaM: stop with an error when an engine cannot analyse a subject or a dataset cannot be "
+        "derived, instead of writing the other datasets and naming what was left out.")] = False,
 ) -> None:
     """Write a study out: as a study folder (values and units as given), as ADaM (--adam) or as a FHIR Bundle (--fhir).
 
-    [bold]Example[/]: cartlab export seed_case --out exported/ --format parquet
+    The folder must be new, empty or an earlier export of the same kind, which is then replaced as a whole
+    (a file the new export does not write is deleted); anything else is refused unless --force. The export
+    is written beside the folder and swapped in when complete: if anything fails, nothing in it changes.
+    ADaM: a dataset that cannot be derived (e.g. ADTTE without follow-up) is left out and named; the
+    others are written. In the examples, out/seed_case is the study folder cartlab demo writes.
+
+    [bold]Example[/]: cartlab export out/seed_case --out exported/ --format parquet
     [bold]Example[/]: cartlab export --adam adam/ --study studies/NCT04762485
     [bold]Example[/]: cartlab export --adam adam/ --sdtm sdtm/ --format xpt
-    [bold]Example[/]: cartlab export CD7-AML-001-study --fhir seed_bundle.json
+    [bold]Example[/]: cartlab export out/seed_case --fhir seed_bundle.json
     """
     if study is not None and study_opt is not None:
         raise _usage("give the study once (STUDY or --study)")
@@ -222,35 +234,95 @@ def export_cmd(
     if len(targets) != 1:
         raise _usage("give one output: --out FOLDER (study folder), --adam FOLDER or --fhir FILE"
                      if not targets else "give one output at a time (--out, --adam or --fhir)")
-    if adam is None and fhir_out is None and fmt not in (None, "csv", "parquet"):
-        raise _usage("--format must be csv or parquet for a study folder")
-    report_to = adam if adam is not None else (fhir_out.parent if fhir_out is not None else _out(out, out_arg))
-    data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, report_to=report_to,
-                          partial_dates=partial_dates)
-    if adam is not None:
-        from cartlab.analyze import Analysis
-        from cartlab.io.adam import export_adam
-
-        formats = tuple(f.strip() for f in (fmt or "xpt,csv").split(",") if f.strip())
-        with _progress("analysing for ADaM") as step:
-            analysis = Analysis(data, progress=step)
-            result = export_adam(analysis, adam, formats)
-        _print_skipped(analysis)
-        rows = ", ".join(f"{k} {v:,}" for k, v in result["datasets"].items())
-        console.print(f"[green]wrote[/] ADaM ({', '.join(formats)}) to {adam}: {rows}", soft_wrap=True)
-        return
+    if strict and adam is None:
+        raise _usage("--strict applies to --adam")
     if fhir_out is not None:
-        from cartlab.io.fhir import write_fhir_bundle
-
         if fmt is not None:
             raise _usage("--format applies to a study folder or ADaM, not --fhir")
-        path = write_fhir_bundle(data, fhir_out)
-        console.print(f"[green]wrote[/] {path} (FHIR R4 Bundle, {data.subjects.height} subjects)")
-        return
-    from cartlab.io import write_study
+        if force:
+            raise _usage("--force applies to a folder (--out, --adam); --fhir replaces its file")
+        return _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out)
+    if adam is None and fmt not in (None, "csv", "parquet"):
+        raise _usage("--format must be csv or parquet for a study folder")
+    formats = ()
+    if adam is not None:
+        from cartlab.io.adam import FORMATS
 
-    path = write_study(data, _out(out, out_arg), fmt=fmt or "csv")
-    console.print(f"[green]wrote[/] {path} ({data.subjects.height} subjects)")
+        formats = tuple(f.strip() for f in (fmt or "xpt,csv").split(",") if f.strip())
+        if not formats or any(f not in FORMATS for f in formats):
+            raise _usage(f"--format for ADaM: {fmt!r}; choose from {', '.join(FORMATS)} (comma-separated)")
+    target = adam if adam is not None else _out(out, out_arg)
+    _export_folder(study, store, sdtm, mapping, partial_dates, target, formats, fmt, force, strict)
+
+
+def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path) -> None:
+    from cartlab.io.atomic import check_output_path, write_error
+    from cartlab.io.fhir import write_fhir_bundle
+
+    check_output_path(fhir_out, "file", "the FHIR Bundle")
+    data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, report_to=fhir_out.parent,
+                          partial_dates=partial_dates)
+    try:
+        path = write_fhir_bundle(data, fhir_out)
+    except OSError as exc:
+        raise write_error(fhir_out, exc, "the FHIR Bundle") from exc
+    console.print(f"[green]wrote[/] {path} (FHIR R4 Bundle, {data.subjects.height} subjects)")
+
+
+def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, formats: tuple[str, ...],
+                   fmt: str | None, force: bool, strict: bool) -> None:
+    """A study folder (no formats) or ADaM export, staged beside ``target`` and swapped in whole."""
+    from rich.markup import escape
+
+    from cartlab.io.atomic import export_folder, write_error
+
+    if formats:
+        from cartlab.io.adam import is_adam_file as owned
+    else:
+        from cartlab.io.study_folder import is_study_file as owned
+    kind = "ADaM" if formats else "study folder"
+    reading = False
+    try:
+        with export_folder(target, kind, owned=owned, force=force) as t:
+            reading = True  # an OSError while reading the input is not a write error
+            data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, partial_dates=partial_dates,
+                                  report_to=t.staging / "sdtm_mapping_report.csv" if sdtm is not None else None)
+            reading = False
+            t.meta["study_id"] = data.study_id
+            if formats:
+                result, analysis = _write_adam(data, t.staging, formats, strict)
+                t.meta.update(not_written=result["not_written"], notes=result["notes"])
+            else:
+                from cartlab.io.study_folder import write_study_tables
+
+                write_study_tables(data, t.staging, fmt=fmt or "csv")
+    except OSError as exc:
+        if reading:
+            raise
+        raise write_error(target, exc, f"the {kind} export") from exc
+    if formats:
+        _print_skipped(analysis)
+        rows = ", ".join(f"{k} {v:,}" for k, v in result["datasets"].items())
+        console.print(f"[green]wrote[/] ADaM ({', '.join(formats)}) to {target}: {rows}", soft_wrap=True)
+        for name, why in result["not_written"].items():
+            err.print(f"  [yellow]![/] {name} not written: {escape(why)}", soft_wrap=True, highlight=False)
+        for note in result["notes"]:
+            err.print(f"  [yellow]![/] {escape(note)}", soft_wrap=True, highlight=False)
+    else:
+        console.print(f"[green]wrote[/] {target} ({data.subjects.height} subjects)")
+    if t.replaced:  # an earlier export (or, with --force, the files of this kind) replaced as a whole
+        what = f"the earlier {t.previous} export" if t.previous else f"the {kind} files (--force)"
+        gone = f"; removed {', '.join(t.removed)} (not in this export)" if t.removed else ""
+        console.print(f"replaced {what} in {target}{gone}", soft_wrap=True, highlight=False)
+
+
+def _write_adam(data, folder: Path, formats: tuple[str, ...], strict: bool):
+    from cartlab.analyze import Analysis, AnalysisOptions
+    from cartlab.io.adam import write_adam
+
+    with _progress("analysing for ADaM") as step:
+        analysis = Analysis(data, AnalysisOptions(strict=strict), progress=step)
+        return write_adam(analysis, folder, formats, strict=strict), analysis
 
 
 @app.command("synthetic")

@@ -141,19 +141,22 @@ def derive_crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | 
 # cross-scale comparison
 
 
-def _bounds(scale: str) -> tuple[pl.Expr, pl.Expr]:
-    """(lowest, highest) possible grade of a subject on ``scale`` (ASTCT: its grade; unknown = 0-?)."""
+def _bounds(scale: str, astct_max: bool = True) -> tuple[pl.Expr, pl.Expr]:
+    """(lowest, highest) possible grade of a subject on ``scale``. ASTCT: ``crs_grade_astct`` up to
+    ``crs_grade_astct_max`` (what a missing input - a temperature, an oxygen flow - could have made
+    it; ``astct_max`` False: a table without that column, the grade alone); not evaluable = 0-?."""
     if scale == "astct":
         g = pl.col("crs_grade_astct")
-        return pl.coalesce(g, pl.lit(0)), g
+        hi = pl.max_horizontal(g, pl.col("crs_grade_astct_max")) if astct_max else g
+        return pl.coalesce(g, pl.lit(0)), pl.when(g.is_not_null()).then(hi)
     return pl.col(f"crs_grade_{scale}_min"), pl.col(f"crs_grade_{scale}_max")
 
 
-def _same_all(keys: list[str]) -> pl.Expr:
+def _same_all(keys: list[str], astct_max: bool = True) -> pl.Expr:
     """True: every scale surely gives the same grade; False: they surely differ; null: unknown."""
     if not keys:
         return pl.lit(False)
-    lo, hi = zip(*(_bounds(k) for k in keys))
+    lo, hi = zip(*(_bounds(k, astct_max) for k in keys))
     points = pl.all_horizontal([a == b for a, b in zip(lo, hi)])
     return (pl.when(pl.any_horizontal([b.is_null() for b in hi])).then(None)
             .when(points).then(pl.min_horizontal(lo) == pl.max_horizontal(lo))
@@ -161,9 +164,9 @@ def _same_all(keys: list[str]) -> pl.Expr:
             .otherwise(None).cast(pl.Boolean))
 
 
-def _presence(scale: str) -> pl.Expr:
+def _presence(scale: str, astct_max: bool = True) -> pl.Expr:
     """CRS present (grade >= 1) True / False, or null when the range leaves it open."""
-    lo, hi = _bounds(scale)
+    lo, hi = _bounds(scale, astct_max)
     return pl.when(lo >= 1).then(True).when(hi == 0).then(False).otherwise(None).cast(pl.Boolean)
 
 
@@ -185,9 +188,12 @@ def derive_crs_cross_scale(
 
     Columns per scale ``s``: ``crs_grade_<s>`` (null when a range), ``crs_grade_<s>_min``,
     ``crs_grade_<s>_max``, ``crs_<s>_missing``, ``crs_<s>_rule``, ``crs_<s>_reason``,
-    ``crs_<s>_day``, ``crs_<s>_evidence``. With ``astct`` (``subject_id, crs_grade_astct``, from the
-    ASTCT engine) its grade is added as ``crs_grade_astct``. ``same_grade_all_scales`` is True/False
-    when settled by the ranges, null otherwise.
+    ``crs_<s>_day``, ``crs_<s>_evidence``. With ``astct`` (``subject_id, crs_grade_astct`` and
+    optionally ``crs_grade_astct_max``, from the ASTCT engine's summary) its grade is added as
+    ``crs_grade_astct`` and ``crs_grade_astct_max`` (the grade a missing input could have made it;
+    = ``crs_grade_astct`` when not given): ASTCT is a range when they differ (e.g. a nasal cannula
+    without a flow, 2-3). ``same_grade_all_scales`` is True/False when settled by the ranges, null
+    otherwise.
 
     Every subject is graded on its own rows, so a large study is graded ``batch_size`` subjects at a
     time (None: all at once); the result is the same and the peak memory lower (a 10,000-subject
@@ -211,7 +217,9 @@ def derive_crs_cross_scale(
     subj = derive_crs_legacy_subject(daily, study.subject_ids)
     base = pl.DataFrame({"subject_id": study.subject_ids}, schema={"subject_id": pl.String})
     if astct is not None:
-        a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64))
+        top = pl.col("crs_grade_astct_max") if "crs_grade_astct_max" in astct.columns else pl.col("crs_grade_astct")
+        a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64),
+                         top.cast(pl.Int64).alias("crs_grade_astct_max"))
         base = base.join(a, on="subject_id", how="left", maintain_order="left")
     for s in scales:
         part = subj.filter(pl.col("scale") == s).select(
@@ -230,10 +238,10 @@ def derive_crs_cross_scale(
     return base.with_columns(_same_all(keys).alias("same_grade_all_scales"))
 
 
-def _pair(a: str, b: str) -> list[pl.Expr]:
-    (alo, ahi), (blo, bhi) = _bounds(a), _bounds(b)
+def _pair(a: str, b: str, astct_max: bool = True) -> list[pl.Expr]:
+    (alo, ahi), (blo, bhi) = _bounds(a, astct_max), _bounds(b, astct_max)
     settled = ahi.is_not_null() & bhi.is_not_null() & (alo == ahi) & (blo == bhi)
-    pa, pb = _presence(a), _presence(b)
+    pa, pb = _presence(a, astct_max), _presence(b, astct_max)
     both = pa.is_not_null() & pb.is_not_null()
     n = lambda e: e.fill_null(False).sum().cast(pl.Int64)
     return [pl.lit(a).alias("scale_a"), pl.lit(b).alias("scale_b"), pl.len().cast(pl.Int64).alias("n_subjects"),
@@ -280,16 +288,18 @@ def derive_crs_cross_scale_cohort(
 def derive_crs_concordance(subj: pl.DataFrame, scales: Iterable[str] = SCALES) -> dict[str, pl.DataFrame]:
     """The cohort part of :func:`derive_crs_cross_scale_cohort` from its per-subject table ``subj``
     (:func:`derive_crs_cross_scale`): ``{"pairwise": ..., "summary": ...}``; ASTCT is one of the
-    scales compared when ``subj`` has ``crs_grade_astct``."""
+    scales compared when ``subj`` has ``crs_grade_astct`` (a range up to ``crs_grade_astct_max``
+    when that column is there: such a subject is undetermined against a single grade)."""
     scales = tuple(scales)
     keys = list(scales) + (["astct"] if "crs_grade_astct" in subj.columns else [])
-    pairs = [subj.select(_pair(a, b)).select(
+    top = "crs_grade_astct_max" in subj.columns
+    pairs = [subj.select(_pair(a, b, top)).select(
         "scale_a", "scale_b", "n_subjects", "n_evaluable", "n_same", "n_a_higher", "n_a_lower", "n_undetermined",
         _share("n_same", "n_evaluable").alias("prop_same"), "n_presence_evaluable", "n_presence_agree",
         _share("n_presence_agree", "n_presence_evaluable").alias("prop_presence_agree"),
     ).cast(PAIRWISE_SCHEMA) for a, b in combinations(keys, 2)]
     pairwise = pl.concat(pairs) if pairs else pl.DataFrame(schema=PAIRWISE_SCHEMA)
-    pres = [_presence(k) for k in keys]
+    pres = [_presence(k, top) for k in keys]
     agree = (pl.when(pl.any_horizontal([p.is_null() for p in pres])).then(None)
              .otherwise(pl.all_horizontal(pres) | ~pl.any_horizontal(pres)).cast(pl.Boolean)) if pres else pl.lit(False)
     same = pl.col("same_grade_all_scales")
@@ -312,15 +322,18 @@ def organ_grades_from_adlb(adlb: pl.DataFrame) -> pl.DataFrame:
     """The ``organ_grades`` input of the legacy scales from the CTCAE engine's ADLB frame.
 
     One row per graded lab observation: ``organ`` = the param code (the scales' ``organ_vocabulary``
-    excludes the haematological ones), ``grade`` = |ATOXGR|, ``is_transaminase`` for ALT/AST, and
-    the ADLB row's evidence. A value CTCAE could not grade for want of an input ("not gradable":
-    its reference range missing) has a null grade: the scales then read that organ's grade as
-    unknown, not as 0 (missing is not negative).
+    excludes the haematological ones), ``grade`` = |ATOXGR|, ``is_transaminase`` for ALT/AST, the
+    ADLB row's evidence, and ``term`` / ``value`` / ``unit`` (the CTCAE term, AVAL, AVALU: a grade's
+    reason names the lab that raised it). A value CTCAE could not grade for want of an input ("not
+    gradable": its reference range missing) has a null grade: the scales then read that organ's
+    grade as unknown, not as 0 (missing is not negative).
     """
     gradable = pl.col("ATOXGR").is_not_null() | pl.col("grade_reason").cast(pl.String).str.contains("not gradable", literal=True)
     return adlb.lazy().filter(gradable & pl.col("day").is_not_null()).select(
         "subject_id", "day", pl.col("param").alias("organ"), pl.col("ATOXGR").abs().alias("grade"),
         pl.col("param").is_in(["ALT", "AST"]).alias("is_transaminase"), "evidence",
+        pl.col("term").cast(pl.String), pl.col("AVAL").cast(pl.Float64).alias("value"),
+        pl.col("AVALU").cast(pl.String).alias("unit"),
     ).collect()  # lazy: only the columns used are filtered (ADLB is wide and long)
 
 

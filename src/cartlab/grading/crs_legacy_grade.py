@@ -19,7 +19,7 @@ import polars as pl
 
 from cartlab.criteria import Compiler, CriteriaTable, Range, decision, load_table, render
 from cartlab.criteria.model import Leaf, leaves, option_name
-from cartlab.grading.crs_legacy_inputs import LABELS, SCALES, TABLE_NAMES, CrsLegacyOptions
+from cartlab.grading.crs_legacy_inputs import LABELS, ORGAN_COLS, SCALES, TABLE_NAMES, CrsLegacyOptions
 from cartlab.provenance import EVIDENCE
 
 __all__ = ["FEATURES", "GRADE_SCHEMA", "grade_crs_scale", "scale_table"]
@@ -53,6 +53,12 @@ FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "always": ("const", (), ()),
 }
 GATES = ("fever_or_waiver", "none")
+#: feature -> the input column naming what set it (the labs at an organ-toxicity grade), added to a
+#: holding rule's text in the reason ("grade 3 organ toxicity: hypokalemia (K 2.8 mmol/L, CTCAE grade 3)")
+DETAILS: dict[str, str] = {c: f"{c}_labs" for c in ORGAN_COLS}
+#: a table's top-level key: rule id -> rule ids that, named in the same reason, leave it out of the
+#: reason and the day's ``rule`` (wording only: the grade does not change)
+SUPERSEDED = "reason_superseded_by"
 
 GRADE_SCHEMA: dict[str, pl.DataType] = {
     "subject_id": pl.String,
@@ -89,6 +95,7 @@ class _Scale:
     params: dict[str, Any]
     rules: tuple[_Rule, ...]  # highest grade first (the table's order)
     bindings: dict[str, str | Range]
+    superseded: dict[int, tuple[int, ...]]  # rule index -> indices of the rules that leave it out of a reason
 
     @property
     def label(self) -> str:
@@ -149,7 +156,14 @@ def _compiled(scale: str, options: CrsLegacyOptions | None) -> _Scale:
         rules.append(_Rule(r.id, r.grade, render(r, params), tuple(feats), tuple(c[0] for c in conds)))
     if [r.grade for r in rules] != sorted((r.grade for r in rules), reverse=True):
         raise ValueError(f"{scale}: the rules of {RULE_SET!r} must go from the highest grade down")
-    out = _SCALES[key] = _Scale(scale, table, params, tuple(rules), bindings)
+    index = {r.id: k for k, r in enumerate(rules)}
+    superseded = {}
+    for rid, by in ((table.model_extra or {}).get(SUPERSEDED) or {}).items():
+        unknown = sorted({rid, *by} - set(index))
+        if unknown:
+            raise ValueError(f"{scale}: {SUPERSEDED} names unknown rule(s) {unknown}")
+        superseded[index[rid]] = tuple(index[b] for b in by)
+    out = _SCALES[key] = _Scale(scale, table, params, tuple(rules), bindings, superseded)
     return out
 
 
@@ -246,8 +260,20 @@ def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions 
     x = (x.join(missing, on="rid", how="left", maintain_order="left")
          .join(evidence, on="rid", how="left", maintain_order="left"))
     label = s.label
-    holding = pl.concat_str([pl.when(top[k]).then(pl.lit(s.rules[k].text)) for k in s.published], separator="; ",
+    # a rule is left out of the reason (and the day's rule) when a rule superseding it is named too
+    shown_top = [t & ~pl.any_horizontal([top[j] for j in s.superseded[k]]) if k in s.superseded else t
+                 for k, t in enumerate(top)]
+    shown_up = [t & ~pl.any_horizontal([raising[j] for j in s.superseded[k]]) if k in s.superseded else t
+                for k, t in enumerate(raising)]
+
+    def text(r: _Rule) -> pl.Expr:  # the rule's text, with the labs that set an organ-toxicity grade
+        details = [pl.when(pl.col(DETAILS[f]).is_not_null()).then(pl.format(": {}", pl.col(DETAILS[f])))
+                   .otherwise(pl.lit("")) for f in dict.fromkeys(r.features) if f in DETAILS and DETAILS[f] in x.columns]
+        return pl.concat_str([pl.lit(r.text), *details])
+
+    holding = pl.concat_str([pl.when(shown_top[k]).then(text(s.rules[k])) for k in s.published], separator="; ",
                             ignore_nulls=True)
+    day_rule = pl.coalesce(*(pl.when(shown_top[k]).then(pl.lit(r.id)) for k, r in enumerate(s.rules)), pl.col("g_rule"))
     other = pl.col("other_cause").is_not_null() & (pl.col("other_cause") != "")
     gate_false = (pl.col("crs_gate") == False).fill_null(False) if s.gated_by_fever else pl.lit(False)
     head = (pl.when(pl.col("g_rule").is_not_null()).then(pl.format(f"{label} grade {{}}: {{}}", gmin, holding))
@@ -255,7 +281,7 @@ def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions 
                 f"{label} grade 0: not CRS that day (attributed to another cause: {{}})", pl.col("other_cause")))
             .when(gate_false).then(pl.lit(f"{label} grade 0: no CRS that day (no fever, fever requirement not waived)"))
             .otherwise(pl.lit(f"{label} grade 0: no criterion of the scale met")))
-    ups = pl.concat_str([pl.when(raising[k]).then(pl.lit(f"grade {r.grade} if {r.text}")) for k, r in enumerate(s.rules)],
+    ups = pl.concat_str([pl.when(shown_up[k]).then(pl.lit(f"grade {r.grade} if {r.text}")) for k, r in enumerate(s.rules)],
                         separator="; ", ignore_nulls=True)
     tail = pl.when(gmax > gmin).then(pl.format(" - could be up to grade {} ({}); unknown: {}", gmax, ups,
                                                pl.col("missing_inputs").list.join(", "))).otherwise(pl.lit(""))
@@ -263,7 +289,7 @@ def grade_crs_scale(inputs: pl.DataFrame, scale: str, options: CrsLegacyOptions 
     return x.select(
         "subject_id", "day", pl.lit(scale).alias("scale"),
         pl.when(gmin == gmax).then(gmin).alias("grade"), gmin.alias("grade_min"), gmax.alias("grade_max"),
-        pl.coalesce("g_rule", pl.lit(f"{scale}.g0")).alias("rule"), pl.concat_str([head, tail]).alias("reason"),
+        pl.coalesce(day_rule, pl.lit(f"{scale}.g0")).alias("rule"), pl.concat_str([head, tail]).alias("reason"),
         pl.col("missing_inputs").fill_null(empty),
         _listed(sorted(((r.id, raising[k]) for k, r in enumerate(s.rules)), key=lambda t: t[0])).alias("possible_rules"),
         pl.lit(s.not_assessed(), dtype=pl.List(pl.String)).alias("not_assessed"),

@@ -35,6 +35,8 @@ SCALES: tuple[str, ...] = ("lee2014", "penn", "cartox", "mskcc")
 TABLE_NAMES = {"lee2014": "crs_lee2014", "penn": "crs_penn", "cartox": "crs_cartox", "mskcc": "crs_mskcc"}
 LABELS = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX", "mskcc": "MSKCC", "astct": "ASTCT"}
 KEY = ["subject_id", "day"]
+#: values of CrsLegacyOptions.organ_labs (how days without organ labs are read)
+ORGAN_LABS = ("same_day", "last_known_within_days", "absent_is_normal")
 
 
 @dataclass
@@ -67,6 +69,18 @@ class CrsLegacyOptions:
     * ``fever_attribution`` [None = the ASTCT table's defaults]: how a fever attributed to another
       cause is recognised (:class:`~cartlab.grading.crs_features.FeverAttribution`); such a fever
       does not count, and with scope "day" the day is not a CRS day.
+    * ``organ_labs`` ["last_known_within_days", with ``organ_labs_days`` 1: labs drawn every other
+      day, as CAR-T follow-up often is, still settle a day; a cartlab convention]: which days of a
+      supplied ``organ_grades`` frame say something about
+      organ toxicity (missing is not negative). "same_day": an organ-toxicity input is known on a day
+      only when a lab that defines it was measured that day (a row of that group: any organ lab for
+      ``organ_grade_max``, creatinine for ``creatinine_grade``, ALT/AST for the transaminase grade,
+      LFTs for ``lft_grade``, any other organ lab for the non-transaminase grade); without one it is
+      unknown ("no organ labs that day"), so the day's grade is a range. "last_known_within_days":
+      the group's labs of the latest day at most ``organ_labs_days`` days before stand in (named
+      with their day in the reason). "absent_is_normal": a day without rows has no organ toxicity
+      (cartlab before 2026-12; for sponsors who grade that way).
+    * ``organ_labs_days`` [1]: the look-back of "last_known_within_days", in calendar days.
     """
 
     counted_indications: tuple[str, ...] = ("CRS",)
@@ -83,10 +97,16 @@ class CrsLegacyOptions:
     organ_vocabulary: Mapping[str, Iterable[str]] | None = None
     scale_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fever_attribution: FeverAttribution | None = None
+    organ_labs: str = "last_known_within_days"
+    organ_labs_days: int = 1
 
     def __post_init__(self) -> None:
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
+        if self.organ_labs not in ORGAN_LABS:
+            raise ValueError(f"organ_labs must be one of {ORGAN_LABS}, not {self.organ_labs!r}")
+        if isinstance(self.organ_labs_days, bool) or not isinstance(self.organ_labs_days, int) or self.organ_labs_days < 0:
+            raise ValueError(f"organ_labs_days must be a whole number of days >= 0, not {self.organ_labs_days!r}")
         unknown = set(self.scale_params) - set(SCALES)
         if unknown:
             raise ValueError(f"scale_params for unknown scale(s) {sorted(unknown)}; known: {SCALES}")
@@ -125,6 +145,11 @@ INPUT_SCHEMA: dict[str, pl.DataType] = {
     "organ_grade_max_transaminase": pl.Int64,
     "creatinine_grade": pl.Int64,
     "lft_grade": pl.Int64,
+    "organ_grade_max_labs": pl.String,
+    "organ_grade_max_non_transaminase_labs": pl.String,
+    "organ_grade_max_transaminase_labs": pl.String,
+    "creatinine_grade_labs": pl.String,
+    "lft_grade_labs": pl.String,
     "blood_products": pl.Boolean,
     "hospitalized": pl.Boolean,
     "iv_therapy": pl.Boolean,
@@ -136,6 +161,10 @@ INPUT_SCHEMA: dict[str, pl.DataType] = {
 
 ORGAN_COLS = ("organ_grade_max", "organ_grade_max_non_transaminase", "organ_grade_max_transaminase",
               "creatinine_grade", "lft_grade")
+#: per organ-toxicity input, the labs whose absence on a day leaves it unknown ("no <this> that day")
+ORGAN_GROUP_LABS = {"organ_grade_max": "organ labs", "organ_grade_max_non_transaminase": "organ lab other than ALT/AST",
+                    "organ_grade_max_transaminase": "ALT/AST lab", "creatinine_grade": "creatinine lab",
+                    "lft_grade": "liver function lab"}
 _SEP = "\x1f"  # joins strings while a list is built (never in a reason)
 _EV = {"subject_id": pl.String, "day": pl.Int64, "item": pl.String}
 
@@ -235,12 +264,33 @@ def _vasopressors(study: Study, iv: pl.DataFrame, opts: CrsLegacyOptions) -> tup
     return course, items
 
 
-def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per day: the highest organ-toxicity grades (all, non-transaminase, transaminase, creatinine,
-    LFTs; 0 without rows) and the evidence of the rows (cytopenias excluded by the vocabulary).
+def _lab_label(term: pl.Expr, organ: pl.Expr, value: pl.Expr, unit: pl.Expr, grade: pl.Expr, lag: pl.Expr,
+               day: pl.Expr) -> pl.Expr:
+    """What raised an organ-toxicity grade, for a reason: "hypokalemia (K 2.8 mmol/L, CTCAE grade 3)";
+    without a term "K 2.8 mmol/L (CTCAE grade 3)"; a lab of an earlier day (organ_labs
+    "last_known_within_days") adds ", day <d>"."""
+    v = value.round(6).cast(pl.String).str.replace(r"\.0$", "")
+    measure = pl.concat_str([organ, pl.lit(" "), v, pl.when(unit.is_not_null() & (unit != "")).then(
+        pl.concat_str(pl.lit(" "), unit)).otherwise(pl.lit(""))])
+    measure = pl.when(value.is_not_null() & ~value.is_nan().fill_null(False)).then(measure).otherwise(organ)
+    second = term.str.slice(1, 1)
+    name = pl.when(second == second.str.to_lowercase()).then(
+        pl.concat_str(term.str.slice(0, 1).str.to_lowercase(), term.str.slice(1))).otherwise(term)
+    when = pl.when(lag > 0).then(pl.format(", day {}", day - lag)).otherwise(pl.lit(""))
+    return (pl.when(term.is_not_null() & (term != "")).then(pl.format("{} ({}, CTCAE grade {}{})", name, measure, grade, when))
+            .otherwise(pl.format("{} (CTCAE grade {}{})", measure, grade, when)))
+
+
+def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any], opts: CrsLegacyOptions
+           ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Per day and organ-toxicity input (``ORGAN_COLS``): the highest grade of its labs (all,
+    non-transaminase, transaminase, creatinine, LFTs; cytopenias excluded by the vocabulary),
+    ``_has_<column>`` (a lab of the group that day, or within ``organ_labs_days`` before with
+    "last_known_within_days"), ``<column>_labs`` (the labs at that grade, named with their CTCAE
+    grade) and the evidence of the rows read; plus the days with organ rows (the grid).
     A row without a grade is a lab value that could not be graded (its reference range missing): a
-    grade it could raise is unknown (null, ``_unk_<column>``; ``_organ_unknown_<column>`` names the organs),
-    never 0."""
+    grade it could raise is unknown (null, ``_unk_<column>``; ``_organ_unknown_<column>`` names the
+    organs), never 0. Optional columns ``term`` (CTCAE term), ``value``, ``unit`` name the lab."""
     voc = vocab["organ"]
     og = organ_grades.with_row_index("i").filter(pl.col("day").is_not_null())
     names = og.select(pl.col("organ").unique())
@@ -255,29 +305,49 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any]) -> tuple[pl.DataFr
     else:
         refs = pl.concat_list(fallback)
     is_t = pl.col("is_transaminase").fill_null(False) if "is_transaminase" in og.columns else pl.lit(False)
+    opt = {c: (pl.col(c).cast(t) if c in og.columns else pl.lit(None, dtype=t))
+           for c, t in (("term", pl.String), ("value", pl.Float64), ("unit", pl.String))}
     og = og.select("subject_id", _floor("day").alias("day"), "i", "organ", "organ_n", pl.col("grade").cast(pl.Int64).alias("g"),
-                   is_t.alias("is_t"), refs.alias("refs"))
-    g = pl.col("g")
-
-    def top(expr: pl.Expr | None = None) -> pl.Expr:
-        return (g if expr is None else g.filter(expr)).max().fill_null(0).clip(lower_bound=0)
-
-    def unknown(expr: pl.Expr | None = None) -> pl.Expr:
-        none = g.is_null()
-        return (none if expr is None else none & expr).any()
-
+                   is_t.alias("is_t"), refs.alias("refs"), *(e.alias(f"_{c}") for c, e in opt.items()))
+    grid = og.select(KEY).unique()
+    window = opts.organ_labs_days if opts.organ_labs == "last_known_within_days" else 0
+    if window:
+        og = (og.with_columns(pl.int_ranges(0, window + 1).alias("lag")).explode("lag")
+              .with_columns((pl.col("day") + pl.col("lag")).alias("day")))
+    else:
+        og = og.with_columns(pl.lit(0, dtype=pl.Int64).alias("lag"))
+    g, lag = pl.col("g"), pl.col("lag")
+    organ = pl.col("organ").cast(pl.String).fill_null("an unnamed lab value")
     creat, lft = pl.col("organ_n").is_in(voc.get("creatinine", [])), pl.col("organ_n").is_in(voc.get("lft", []))
-    groups = {"organ_grade_max": None, "organ_grade_max_non_transaminase": ~pl.col("is_t"),
+    groups = {"organ_grade_max": pl.lit(True), "organ_grade_max_non_transaminase": ~pl.col("is_t"),
               "organ_grade_max_transaminase": pl.col("is_t"), "creatinine_grade": creat, "lft_grade": pl.col("is_t") | lft}
-    days = og.group_by(KEY).agg(
-        *[top(e).alias(c) for c, e in groups.items()], *[unknown(e).alias(f"_unk_{c}") for c, e in groups.items()],
-        *[pl.col("organ").cast(pl.String).fill_null("an unnamed lab value")
-          .filter(g.is_null() if e is None else g.is_null() & e).unique().sort().alias(f"_organ_unknown_{c}")
-          for c, e in groups.items()])
-    # an ungraded value can only raise a grade below 4
-    days = days.with_columns(*[(pl.col(f"_unk_{c}") & (pl.col(c) < 4)).alias(f"_unk_{c}") for c in groups])
-    ev = og.filter(g.is_not_null()).select(*KEY, pl.col("refs").alias("ref")).explode("ref")
-    return days, _items(ev, "organ", "ref")
+    # the rows an input reads on a day: its group's rows of the latest lab day (the day itself with lag 0)
+    latest = {c: lag == lag.filter(e).min() for c, e in groups.items()}
+    read = {c: (e & latest[c]) if window else e for c, e in groups.items()}
+    aggs = []
+    for c, e in groups.items():
+        top = g.filter(read[c]).max()
+        aggs += [top.fill_null(0).clip(lower_bound=0).alias(c),
+                 # an ungraded value can only raise a grade below 4
+                 ((g.is_null() & read[c]).any() & (top.fill_null(0) < 4)).alias(f"_unk_{c}"),
+                 organ.filter(g.is_null() & read[c]).unique().sort().alias(f"_organ_unknown_{c}"),
+                 e.any().alias(f"_has_{c}"), top.alias(f"_top_{c}"), lag.filter(e).min().alias(f"_lag_{c}")]
+    days = og.group_by(KEY).agg(aggs)
+    # the labs at each input's grade, named (labels built for the few rows with a grade >= 1 only)
+    pos = og.filter(g >= 1)
+    pos = pos.with_columns(_lab_label(pl.col("_term"), organ, pl.col("_value"), pl.col("_unit"), g, lag,
+                                      pl.col("day")).alias("label"))
+    for c, e in groups.items():
+        labs = (pos.filter(e).join(days.select(*KEY, f"_top_{c}", f"_lag_{c}"), on=KEY)
+                .filter((g == pl.col(f"_top_{c}")) & (lag == pl.col(f"_lag_{c}")))
+                .group_by(KEY).agg(pl.col("label").unique().sort().str.join(", ").alias(f"{c}_labs")))
+        days = days.join(labs, on=KEY, how="left")
+    used = og.filter(g.is_not_null())
+    if window:
+        used = used.join(days.select(*KEY, *(f"_lag_{c}" for c in groups)), on=KEY).filter(
+            pl.any_horizontal([e & (lag == pl.col(f"_lag_{c}")) for c, e in groups.items()]))
+    ev = (used.sort(*KEY, "lag", "i") if window else used).select(*KEY, pl.col("refs").alias("ref")).explode("ref")
+    return days, _items(ev, "organ", "ref"), grid
 
 
 def _hospitalization(hospitalization: pl.DataFrame) -> pl.DataFrame:
@@ -314,9 +384,12 @@ def derive_crs_daily_inputs(
     """Per subject and calendar day, every input of the legacy CRS scales (see ``INPUT_SCHEMA``).
 
     ``organ_grades`` (optional): columns ``subject_id, day, organ, grade, is_transaminase`` (CTCAE
-    grades from the CTCAE engine); optional provenance in ``evidence`` (list) or ``src_file`` /
-    ``src_row``. When it is None every organ-toxicity input is unknown; when given it is taken as
-    complete (a day without rows has no organ toxicity).
+    grades from the CTCAE engine, one row per graded lab value, grade 0 included); optional
+    ``term``, ``value``, ``unit`` (named in the reasons) and provenance in ``evidence`` (list) or
+    ``src_file`` / ``src_row``. When it is None every organ-toxicity input is unknown; when given,
+    a day without the labs of an input leaves that input unknown (``options.organ_labs``
+    "same_day"), or reads the last labs within ``organ_labs_days`` ("last_known_within_days"), or
+    reads as no organ toxicity ("absent_is_normal").
     ``hospitalization`` (optional): ``subject_id, day, hospitalized`` (bool).
 
     Unknown inputs are null and ``unknown_reasons`` holds ``"<feature>:<what is missing>"``;
@@ -336,8 +409,8 @@ def derive_crs_daily_inputs(
     items = [support_items, vaso_items]
     organ = None
     if organ_grades is not None:
-        organ, organ_items = _organ(organ_grades, vocab)
-        parts.append(organ)
+        organ, organ_items, organ_days = _organ(organ_grades, vocab, opts)
+        parts.append(organ_days)
         items.append(organ_items)
     items.append(death_items)
     grid = pl.concat([p.select(KEY) for p in parts]).unique()
@@ -361,6 +434,8 @@ def derive_crs_daily_inputs(
     else:
         x = x.with_columns(pl.lit(None, dtype=pl.Boolean).alias("h"), pl.lit(None, dtype=pl.String).alias("h_ref"))
     x = _assemble(x, opts, attribution, organ_grades is not None)
+    if organ_grades is None:
+        x = x.with_columns(*(pl.lit(None, dtype=pl.String).alias(f"{c}_labs") for c in ORGAN_COLS))
     other_items = _items(other.select(*KEY, pl.col("other_cause_refs").alias("ref")).explode("ref"), "other_cause", "ref")
     items.insert(1, other_items)
     items.append(pl.concat([_items(x, "fever", "tmax_ref"), _items(x, "sbp", "sbp_ref"),
@@ -371,6 +446,14 @@ def derive_crs_daily_inputs(
     return (x.join(evidence, on=KEY, how="left", maintain_order="left")
             .with_columns(pl.col("feature_evidence").fill_null(pl.lit([], dtype=pl.List(pl.String))))
             .select(*INPUT_SCHEMA).cast(INPUT_SCHEMA))
+
+
+def _no_labs(c: str, opts: CrsLegacyOptions) -> pl.Expr:
+    """Why organ-toxicity input ``c`` is unknown on a day without its labs."""
+    when = ("that day" if opts.organ_labs == "same_day"
+            else f"that day or in the {opts.organ_labs_days} day(s) before")
+    return (pl.when(pl.col("_has_organ_grade_max").fill_null(False))
+            .then(pl.lit(f"no {ORGAN_GROUP_LABS[c]} {when}")).otherwise(pl.lit(f"no organ labs {when}")))
 
 
 def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribution, organ_given: bool
@@ -403,6 +486,8 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.when(pl.col("crs_gate").is_null()).then(pl.lit("crs_gate:temperature")),
         pl.when(pl.col("fio2_unknown").fill_null(False)).then(pl.lit("fio2:FiO2 of the oxygen support")),
         *([] if organ_given else [pl.lit(f"{c}:organ toxicity grades (organ_grades not supplied)") for c in ORGAN_COLS]),
+        *([pl.when(~pl.col(f"_has_{c}").fill_null(False)).then(pl.lit(f"{c}:") + _no_labs(c, opts))
+           for c in ORGAN_COLS] if organ_given and opts.organ_labs != "absent_is_normal" else []),
         *([pl.when(pl.col(f"_unk_{c}").fill_null(False)).then(pl.col(f"_organ_unknown_{c}").list.eval(
             pl.lit(f"{c}:CTCAE grade of ") + pl.element()
             + pl.lit(" (not gradable)")).list.join(_SEP))
@@ -411,7 +496,9 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.lit("fluid_boluses:IV fluid boluses (not recorded in study format v1)"),
         pl.when(pl.col("death_crs").is_null()).then(pl.lit("death_crs:attribution of death")),
     ]
-    organ = ([pl.when(pl.col(f"_unk_{c}").fill_null(False)).then(None).otherwise(pl.col(c).fill_null(0)).alias(c)
+    lacking = (lambda c: pl.lit(False)) if opts.organ_labs == "absent_is_normal" else (
+        lambda c: ~pl.col(f"_has_{c}").fill_null(False))
+    organ = ([pl.when(pl.col(f"_unk_{c}").fill_null(False) | lacking(c)).then(None).otherwise(pl.col(c).fill_null(0)).alias(c)
               for c in ORGAN_COLS] if organ_given
              else [pl.lit(None, dtype=pl.Int64).alias(c) for c in ORGAN_COLS])
     empty = pl.lit([], dtype=pl.List(pl.String))

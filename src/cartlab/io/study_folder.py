@@ -28,6 +28,7 @@ from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue, StudyValidationError
 from cartlab.io.folder import (
     CSV_DIALECTS,
+    TABLE_NAMES,
     describe_path,
     find_tables,
     missing_subjects_issue,
@@ -749,28 +750,16 @@ def validate_study(folder: str | Path, csv_dialect: str = "standard") -> list[Is
 # writer
 
 _WRITE = {
-    "subjects": {},
+    "subjects": {}, "interventions": {}, "events": {},
     "doses": {"dose": "orig_dose", "unit": "orig_unit"},
-    "observations": {
-        "value": "orig_value",
-        "unit": "orig_unit",
-        "lln": "orig_lln",
-        "uln": "orig_uln",
-        "lloq": "orig_lloq",
-    },
-    "interventions": {},
-    "events": {},
+    "observations": {"value": "orig_value", "unit": "orig_unit", "lln": "orig_lln", "uln": "orig_uln",
+                     "lloq": "orig_lloq"},
 }
 
 
 def _to_format(df: pl.DataFrame, name: str) -> pl.DataFrame:
     spec = FILES[name]
-    rename = _WRITE[name]
-    cols = []
-    for col in spec.columns:
-        src = rename.get(col.name, col.name)
-        cols.append(pl.col(src).alias(col.name))
-    out = df.select(cols)
+    out = df.select(pl.col(_WRITE[name].get(c.name, c.name)).alias(c.name) for c in spec.columns)
     keep = [c.name for c in spec.columns if c.required or out[c.name].null_count() < out.height]
     out = out.select(keep)
     extra = df["extra"].drop_nulls()
@@ -787,26 +776,33 @@ def _to_format(df: pl.DataFrame, name: str) -> pl.DataFrame:
     return out
 
 
-def write_study(study: Study, folder: str | Path, fmt: str = "csv") -> Path:
+def write_study(study: Study, folder: str | Path, fmt: str = "csv", *, force: bool = False) -> Path:
     """Write ``study`` as a study folder (``fmt`` = ``csv`` or ``parquet``); returns the folder.
 
-    Values and units are written as they were given (``orig_*``), so reading the folder back gives
-    the same canonical study. Empty optional columns are left out; unknown extra columns come back.
-    """
+    Values and units are written as given (``orig_*``), so reading the folder back gives the same
+    canonical study. Empty optional columns are left out; unknown extra columns come back. The folder
+    is written whole (:func:`cartlab.io.atomic.export_folder`): missing, empty or an earlier export
+    (else an InputError unless ``force``); an earlier export is replaced as a whole; on an error
+    nothing in it changes."""
+    from cartlab.io.atomic import export_folder
+
+    with export_folder(folder, "study folder", owned=is_study_file, force=force) as target:
+        write_study_tables(study, target.staging, fmt)
+        target.meta["study_id"] = study.study_id
+    return Path(folder)
+
+
+def is_study_file(name: str) -> bool:
+    """A file an export of a study folder owns: a study table (any case, csv or parquet)."""
+    stem, _, ext = name.lower().rpartition(".")
+    return stem in TABLE_NAMES and ext in ("csv", "parquet")
+
+
+def write_study_tables(study: Study, folder: Path, fmt: str = "csv") -> None:
+    """The study's tables written into ``folder`` as they are (``write_study`` is the whole-folder write)."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     for name, df in study.tables().items():
-        if name != "subjects" and df.height == 0:
-            continue
-        out = _to_format(df, name)
-        for other in ("csv", "parquet"):
-            stale = folder / f"{name}.{other}"
-            if other != fmt and stale.exists():
-                stale.unlink()
-        if fmt == "csv":
-            out.write_csv(folder / f"{name}.csv")
-        else:
-            out.write_parquet(folder / f"{name}.parquet")
-    return folder
+        if name == "subjects" or df.height:
+            out = _to_format(df, name)
+            out.write_csv(folder / f"{name}.csv") if fmt == "csv" else out.write_parquet(folder / f"{name}.parquet")

@@ -10,6 +10,9 @@ Conventions (docs/interop/adam.md):
   subject has an ``infusion_date``/``infusion_datetime``: ``ADT = TRTSDT + floor(ARELDY)``. The seed
   and synthetic studies have days only, so their dates are empty.
 * ``USUBJID`` = cartlab ``subject_id`` (the key of every analysis table).
+* **Provenance.** ``DATASRC`` carries the study rows' ``source`` label (paper, reconstructed,
+  synthetic, simulated ...) of every record: the row itself (ADVS) or the rows in its evidence;
+  ADSL has the subject's labels and ``NMEASFL`` (Y when any of its rows was not measured).
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import datetime as _dt
 
 import polars as pl
 
-from cartlab.errors import InputError
+from cartlab.errors import EngineError, InputError
 from cartlab.io.clock import parse_wall_clock
 from cartlab.io.dictionary import load_dictionary
+from cartlab.model import NOT_MEASURED_SOURCES
 from cartlab.provenance import evidence_ref
 
-__all__ = ["BUILDERS", "build_datasets", "cdisc_day", "evidence_text"]
+__all__ = ["BUILDERS", "build_available", "build_datasets", "cdisc_day", "evidence_text"]
 
 _EPOCH = _dt.date(1960, 1, 1)
 _EPOCH_DT = _dt.datetime(1960, 1, 1)
@@ -51,6 +55,39 @@ def _cut_refs(refs) -> str:
         if len(text) <= EVIDENCE_MAX:
             return text
     return f"(+{len(refs)} more)"  # pragma: no cover - a single reference is never 190 characters
+
+
+def _label(col: str = "source") -> pl.Expr:
+    """A ``source`` label in lower case, null when blank."""
+    s = pl.col(col).cast(pl.String).str.strip_chars().str.to_lowercase()
+    return pl.when(s == "").then(None).otherwise(s)
+
+
+def _sources(study) -> pl.DataFrame:
+    """``_ref`` ("file:row"), ``subject_id`` and ``_src`` (the source label) of every study row."""
+    parts = [t.select(evidence_ref().alias("_ref"), pl.col("subject_id").cast(pl.String), _label().alias("_src"))
+             for t in study.tables().values() if {"src_file", "src_row", "source", "subject_id"} <= set(t.columns)]
+    schema = {"_ref": pl.String, "subject_id": pl.String, "_src": pl.String}
+    return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+
+
+def _datasrc(frame: pl.DataFrame, evidence: str, study) -> pl.Series:
+    """DATASRC of each row of ``frame``: the distinct source labels of its evidence rows, sorted and
+    joined by "; " (null when none of them carries a label)."""
+    lookup = _sources(study).drop_nulls(["_ref", "_src"]).unique("_ref", keep="first").select("_ref", "_src")
+    f = frame.select(pl.col(evidence).cast(pl.List(pl.String)).alias("_ref")).with_row_index("_i")
+    got = (f.explode("_ref").join(lookup, on="_ref", how="inner")
+           .group_by("_i").agg(pl.col("_src").unique().sort().str.join("; ").alias("DATASRC")))
+    return f.select("_i").join(got, on="_i", how="left", maintain_order="left")["DATASRC"]
+
+
+def _subject_sources(study) -> pl.DataFrame:
+    """USUBJID, DATASRC (every label of the subject's rows) and NMEASFL (Y: any row not measured)."""
+    src = _sources(study).drop_nulls("_src")
+    return src.group_by("subject_id").agg(
+        pl.col("_src").unique().sort().str.join("; ").alias("DATASRC"),
+        pl.col("_src").is_in(list(NOT_MEASURED_SOURCES)).any().alias("_nm"),
+    ).select(pl.col("subject_id").alias("USUBJID"), "DATASRC", "_nm")
 
 
 def _flag(col: str) -> pl.Expr:
@@ -118,7 +155,9 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         "subject_id", pl.col("crs_grade_astct").alias("CRSGRMX"), pl.col("crs_onset_day").alias("CRSONRDY"),
         pl.col("icans_grade_astct").alias("ICNSGRMX"), pl.col("icaht_early_grade").alias("ICAHTEGR"),
         pl.col("icaht_late_grade").alias("ICAHTLGR"))
-    best = analysis.table("best_response").select(
+    best = (analysis.table("best_response") if analysis.has("best_response")  # else empty: build_available says why
+            else pl.DataFrame(schema={"subject_id": pl.String, "best_response": pl.String, "criteria": pl.String,
+                                      "best_response_day": pl.Float64, "mrd_negative": pl.Boolean})).select(
         "subject_id", pl.col("best_response").alias("BOR"), pl.col("criteria").alias("BORCRIT"),
         pl.col("best_response_day").alias("BORRDY"), _flag("mrd_negative").alias("MRDNEGFL"))
     f = s.select(
@@ -132,11 +171,14 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     for other in (car, dead, summ, best):
         f = f.join(other, on="subject_id", how="left", maintain_order="left")
     f = f.join(dates, on="USUBJID", how="left", maintain_order="left")
-    return f.with_columns(pl.when(pl.col("TRT01A").is_not_null()).then(pl.lit("Y")).otherwise(None).alias("SAFFL"))
+    f = f.join(_subject_sources(study), on="USUBJID", how="left", maintain_order="left")
+    return f.with_columns(pl.when(pl.col("TRT01A").is_not_null()).then(pl.lit("Y")).otherwise(None).alias("SAFFL"),
+                          pl.when(pl.col("_nm").fill_null(False)).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("NMEASFL"))
 
 
 def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     t = analysis.table("adlb").join(_params(), left_on="param", right_on="_code", how="left", maintain_order="left")
+    t = t.with_columns(_datasrc(t, "evidence", analysis.study).alias("DATASRC"))
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.col("param").alias("PARAMCD"), _param_label("AVALU").alias("PARAM"), pl.col("_group").alias("PARCAT1"),
@@ -146,7 +188,7 @@ def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"),
         _grade_text("BTOXGR").alias("BTOXGR"), pl.col("rule").cast(pl.String).alias("RULE"),
         pl.col("rule_status").cast(pl.String).alias("RULESTAT"), pl.col("grade_reason").cast(pl.String).alias("REASON"),
-        evidence_text(pl.col("evidence")).alias("EVIDENCE"),
+        "DATASRC", evidence_text(pl.col("evidence")).alias("EVIDENCE"),
     )
     return _with_dates(f, dates, ADT="ARELDY")
 
@@ -174,18 +216,24 @@ def advs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         "BASE", (pl.col("value") - pl.col("BASE")).alias("CHG"),
         pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
         .then((pl.col("value") - pl.col("BASE")) / pl.col("BASE") * 100).otherwise(None).alias("PCHG"),
-        evidence_ref().alias("EVIDENCE"),
+        _label().alias("DATASRC"), evidence_ref().alias("EVIDENCE"),
     )
     return _with_dates(out, dates, ADT="ARELDY")
 
 
 def _rule_cols(rule: str, status: str, reason: str, evidence: str) -> list[pl.Expr]:
     return [pl.col(rule).cast(pl.String).alias("RULE"), pl.col(status).cast(pl.String).alias("RULESTAT"),
-            pl.col(reason).cast(pl.String).alias("REASON"), evidence_text(pl.col(evidence)).alias("EVIDENCE")]
+            pl.col(reason).cast(pl.String).alias("REASON"), "DATASRC", evidence_text(pl.col(evidence)).alias("EVIDENCE")]
+
+
+def _table(analysis, name: str, evidence: str) -> pl.DataFrame:
+    """An analysis table with DATASRC from its ``evidence`` column."""
+    t = analysis.table(name)
+    return t.with_columns(_datasrc(t, evidence, analysis.study).alias("DATASRC"))
 
 
 def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    t = analysis.table("adae_toxicity")
+    t = _table(analysis, "adae_toxicity", "EVIDENCE")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "AESEQ", "AETERM",
         cdisc_day(pl.col("ASTDY")).alias("ASTDY"), cdisc_day(pl.col("AENDY")).alias("AENDY"),
@@ -197,7 +245,7 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
 
 
 def adrs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    t = analysis.table("adrs")
+    t = _table(analysis, "adrs", "EVIDENCE")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "PARAMCD", "PARAM", "AVALC",
         cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "CRIT", "RSSCAT",
@@ -207,7 +255,7 @@ def adrs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
 
 
 def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    t = analysis.table("adtte")
+    t = _table(analysis, "adtte", "evidence")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"), "PARAMCD", "PARAM",
         pl.col("ANLFL").alias("ANL01FL"), "AVAL", "AVALU",
@@ -222,21 +270,21 @@ def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
 
 
 def adpc(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    t = analysis.table("adpc")
+    t = _table(analysis, "adpc", "EVIDENCE")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "PARAMCD", "AVAL", "AVALU", "AVALC", "BLQFL",
         cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "AFRLT", "ARRLT", "NFRLT", "DTYPE",
-        evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
+        "DATASRC", evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
     )
     return _with_dates(f, dates, ADT="ARELDY")
 
 
 def adpp(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    t = analysis.table("adpp")
+    t = _table(analysis, "adpp", "EVIDENCE")
     return t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", pl.col("PPTESTCD").alias("PARAMCD"),
         pl.col("PPTEST").alias("PARAM"), pl.col("PARAMCD").alias("PARCAT1"), "AVAL", "PPSTINT", "PPENINT", "METHOD",
-        evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
+        "DATASRC", evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
     )
 
 
@@ -245,7 +293,36 @@ BUILDERS = {"ADSL": adsl, "ADLB": adlb, "ADVS": advs, "ADAE": adae, "ADRS": adrs
             "ADPC": adpc, "ADPP": adpp}
 
 
+#: analysis tables a dataset uses only in part: without one, the dataset is written with these variables empty
+PARTS = {"ADSL": (("best_response", "BOR, BORCRIT, BORRDY, MRDNEGFL"),)}
+
+
 def build_datasets(analysis, names: list[str] | None = None) -> dict[str, pl.DataFrame]:
-    """The raw ADaM frames (before the spec's types, ASCII and length rules) of ``names`` (all)."""
+    """The raw ADaM frames (before the spec's types, ASCII and length rules) of ``names`` (all); an
+    :class:`EngineError` when an analysis table one of them needs is not available."""
+    return build_available(analysis, names, strict=True)[0]
+
+
+def build_available(analysis, names: list[str] | None = None, *, strict: bool = False
+                    ) -> tuple[dict[str, pl.DataFrame], dict[str, str], list[str]]:
+    """The raw frames of the datasets that can be built, ``{dataset: why not}`` for the others (an
+    analysis table they need could not be derived) and notes on datasets built with variables left
+    empty (:data:`PARTS`). ``strict``: the first of these is an :class:`EngineError` instead."""
     dates = _study_dates(analysis.study)
-    return {n: BUILDERS[n](analysis, dates) for n in (names or list(BUILDERS))}
+    frames: dict[str, pl.DataFrame] = {}
+    not_built: dict[str, str] = {}
+    notes: list[str] = []
+    for n in names or list(BUILDERS):
+        for table, variables in PARTS.get(n, ()):
+            if not analysis.has(table):
+                why = next((s.reason for s in analysis.skipped if table in s.tables), "it could not be derived")
+                if strict:
+                    raise EngineError(f"{n}: table {table!r} is not available: {why}")
+                notes.append(f"{n}: {variables} left empty (table {table!r} is not available: {why})")
+        try:
+            frames[n] = BUILDERS[n](analysis, dates)
+        except EngineError as exc:  # an analysis table the dataset is built from could not be derived
+            if strict:
+                raise
+            not_built[n] = str(exc)
+    return frames, not_built, notes

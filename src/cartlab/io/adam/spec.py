@@ -75,9 +75,9 @@ class AdamSpec:
 def _check_text(where: str, what: str, text: object, limit: int) -> str:
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{where}: {what} is missing")
-    text = text.strip()  # XPT pads labels with blanks: outer blanks would not survive a round trip
-    if not text.isascii():
+    if not text.isascii():  # before the strip: str.strip() also drops non-ASCII spaces (NEL, U+3000 ...)
         raise InputError(f"{where}: {what} {text!r} is not ASCII (SAS transport v5 has no encoding)")
+    text = text.strip()  # XPT pads labels with blanks: outer blanks would not survive a round trip
     if len(text) > limit:
         raise InputError(f"{where}: {what} {text!r} has {len(text)} characters; SAS transport v5 allows {limit}")
     return text
