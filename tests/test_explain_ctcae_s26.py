@@ -30,3 +30,18 @@ def test_graded_and_grade_0_headline_counts_only_graded_values():
     ex = explain(_study(40.0), "ctcae")
     assert ex.headline.startswith("CTCAE v5.0 worst lab grades: Alanine aminotransferase increased 1 (day 1)")
     assert "not gradable" not in ex.headline
+
+
+def test_crs_scales_headline_shows_the_astct_range(tmp_path):
+    """A nasal cannula without a flow on a fever day: ASTCT 2-3 (<= 6 L/min low flow 2, > 6 high flow 3);
+    the headline shows the range, as it does for the other scales."""
+    subjects = conform(pl.DataFrame({"subject_id": ["S1"], "disease": ["AML"], "weight_kg": [70.0]}), "subjects")
+    doses = conform(pl.DataFrame({"subject_id": ["S1"], "day": [0.0], "agent": ["CD7 CAR-T"], "dose": [1e6],
+                                  "unit": ["cells/kg"]}), "doses")
+    obs = conform(pl.DataFrame({"subject_id": ["S1"], "day": [1.0], "param": ["TEMP"], "value": [39.0],
+                                "unit": ["C"]}), "observations")
+    itv = conform(pl.DataFrame({"subject_id": ["S1"], "start_day": [1.0], "end_day": [1.0], "category": ["oxygen"],
+                                "o2_device": ["nasal_cannula"]}), "interventions")
+    ex = explain(Study(study_id="t", subjects=subjects, doses=doses, observations=obs, interventions=itv),
+                 "crs-scales")
+    assert ex.headline.startswith("CRS by scale: ASTCT 2-3;")

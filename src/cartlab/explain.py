@@ -163,7 +163,9 @@ def _crs_scales(a: Analysis, sid: str) -> Explanation:
     study = a.study.subject(sid)
     organ = organ_grades_from_adlb(_rows(a, "adlb", sid))
     x = _rows(a, "crs_cross_scale", sid).row(0, named=True)
-    parts = [f"ASTCT {x['crs_grade_astct'] if x['crs_grade_astct'] is not None else 'not evaluable'}"]
+    g, gmax = x["crs_grade_astct"], x.get("crs_grade_astct_max")
+    astct = "not evaluable" if g is None else (f"{g}" if gmax is None or gmax == g else f"{g}-{gmax}")
+    parts = [f"ASTCT {astct}"]
     for s, label in (("lee2014", "Lee 2014"), ("penn", "Penn"), ("cartox", "CARTOX"), ("mskcc", "MSKCC")):
         lo, hi = x[f"crs_grade_{s}_min"], x[f"crs_grade_{s}_max"]
         g = f"{lo}" if lo == hi else f"{lo}-{hi if hi is not None else '?'} (missing: {', '.join(x[f'crs_{s}_missing'])})"
