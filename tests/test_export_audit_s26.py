@@ -376,3 +376,25 @@ def test_a_label_with_a_non_ascii_space_is_refused_not_stripped(tmp_path):
     p.write_text(yaml.safe_dump(raw), encoding="utf-8")
     with pytest.raises(InputError, match="not ASCII"):
         load_spec(p)
+
+
+def test_a_table_given_empty_is_exported_empty(tmp_path):
+    """An events.csv with its header only says "no event happened" (the study format); the export
+    keeps it given (a header-only file), so reading the export back does not warn "events.csv not
+    given"; a table never given stays absent."""
+    import shutil
+
+    from cartlab.datasets import seed_case_path
+    from cartlab.io.study_folder import read_study, write_study
+
+    src = tmp_path / "src"
+    shutil.copytree(seed_case_path(), src)
+    (src / "events.csv").write_text("subject_id,day,event\n")
+    (src / "interventions.csv").unlink()
+    out = tmp_path / "out"
+    write_study(read_study(src), out)
+    # the header only, with the required columns (subject_id, day, event): still a valid file
+    assert (out / "events.csv").read_text().strip().splitlines() == ["subject_id,day,event"]
+    assert not (out / "interventions.csv").exists()
+    back = read_study(out)
+    assert back.events.height == 0 and not any("events.csv" in str(w) for w in back.warnings)

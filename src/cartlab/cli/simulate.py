@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,9 @@ def _floats(text: str | None, what: str) -> list[float] | None:
         vals = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
     except ValueError:
         raise _usage(f"{what}: expected numbers separated by commas, got {text!r}") from None
-    if not vals or any(v < 0 for v in vals):
+    if not vals or any(not math.isfinite(v) for v in vals):
+        raise _usage(f"{what}: expected finite numbers (not nan or inf), got {text!r}")
+    if any(v < 0 for v in vals):
         raise _usage(f"{what}: expected non-negative numbers, got {text!r}")
     return vals
 
@@ -56,7 +59,8 @@ def simulate_cmd(
         "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786).")] = None,
     chunk: Annotated[int, typer.Option("--chunk", help="Patients per work unit.")] = 1000,
     days: Annotated[float | None, typer.Option(
-        "--days", help="Shorten the simulated follow-up to this many days (default: the schedule's 90).")] = None,
+        "--days", help="Shorten the simulated follow-up to this many days after the first infusion (more than 0, "
+        "at most the schedule's follow-up, 90 days; default: 90).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue a run in DIR: finished chunks are kept, the others computed.")] = False,
 ) -> None:
@@ -91,10 +95,22 @@ def simulate_cmd(
         raise _usage(f"--folders: a number or 'all', got {folders!r}")
     if out.exists() and not out.is_dir():
         raise _usage(f"--out {out}: a file, not a folder to write the trial into")
+    if days is not None:
+        from cartlab.twin.trial import max_course_days
+
+        horizon = max_course_days()
+        if not math.isfinite(days) or days <= 0:
+            raise _usage(f"--days must be a number of days above 0 (at most {horizon:g}), got {days:g}")
+        if days > horizon:
+            raise _usage(f"--days {days:g} is beyond the model's follow-up horizon: at most {horizon:g} days "
+                         "(the schedule's follow-up)")
     load_protocol(protocol)   # a bad protocol fails here (exit 2), not in a worker
     arms = arms_from(_floats(dose_levels, "--dose-levels"), _splits(split), _floats(ld_intensity, "--ld-intensity"))
     cfg = TrialConfig(protocol=protocol, n=n, seed=seed, arms=arms, chunk=chunk,
                       folders=n if folders == "all" else int(folders), course_days=days)
+    from cartlab.twin.trial import validate_config
+
+    validate_config(cfg)   # every arm's doses checked against the protocol before anything is written
     with Progress(TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True,
                   disable=not err.is_terminal and not _force_progress()) as prog:

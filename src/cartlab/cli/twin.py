@@ -27,6 +27,9 @@ AnchorsOpt = Annotated[bool, typer.Option(
     "--seed-anchors", help="Add the seed paper's qualitative facts (fever days, hypotension, neutropenia, CD7+ "
     "fall, peak day) as soft pseudo-observations.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+OtherTargetOpt = Annotated[bool, typer.Option(
+    "--allow-other-target", help="Fit a subject whose subjects.target is not CD7 (e.g. CD19) with the CD7 model "
+    "anyway (refused by default: the twin models CD7 CAR-T). The forecast is then flagged unreliable.")]
 
 
 def _sources(values: list[str] | None) -> tuple[str, ...] | None:
@@ -35,24 +38,30 @@ def _sources(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(s.strip() for v in values for s in v.split(",") if s.strip())
 
 
-def _model(sources, posterior: str, anchors: bool, seed: int, draws: int):
+def _model(sources, posterior: str, anchors: bool, seed: int, draws: int, allow_other_target: bool = False):
     from cartlab.twin.fit import SEED_ANCHORS, TwinModel
 
     if posterior not in ("laplace", "mcmc"):
         raise _usage(f"--posterior must be laplace or mcmc, not {posterior!r}")
     return TwinModel(sources=_sources(sources), posterior=posterior, anchors=SEED_ANCHORS if anchors else (),
-                     seed=seed, n_draws=draws, n_sir=max(2 * draws, 500))
+                     seed=seed, n_draws=draws, n_sir=max(2 * draws, 500), allow_other_target=allow_other_target)
 
 
 def _write_fit(model, tmp: Path, meta: dict) -> None:
+    import polars as pl
+
     from cartlab.twin.identify import identifiability
 
+    def simulated(df):   # model-based tables carry source = simulated, as the study tables' simulated rows
+        return df if "source" in df.columns else df.with_columns(pl.lit("simulated").alias("source"))
+
     model.summary.write_csv(tmp / "twin_params.csv")
-    model.params_.write_csv(tmp / "twin_all_params.csv")
+    simulated(model.params_).write_csv(tmp / "twin_all_params.csv")
+    # measured rows keep their own source; the twin's prediction columns are named ipred / iwres
     model.observations_.write_csv(tmp / "twin_observations.csv")
-    model.fit_quality_.write_csv(tmp / "twin_fit_quality.csv")
+    simulated(model.fit_quality_).write_csv(tmp / "twin_fit_quality.csv")
     ident = identifiability(model, profile_params=())
-    ident.write_csv(tmp / "twin_identifiability.csv")
+    simulated(ident).write_csv(tmp / "twin_identifiability.csv")
     if model.anchors_.height:
         model.anchors_.write_csv(tmp / "twin_anchors.csv")
     model.plot(tmp / "twin_fit.png")
@@ -60,6 +69,7 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
         "subject_id": model.subject_id_, "sources": list(model.sources) if model.sources else None,
         "posterior": model.posterior, "converged": model.converged_, "message": model.message_,
         "objective": model.objective_, "sir_ess": None if math.isnan(model.ess_) else model.ess_,
+        "posterior_unique_draws": getattr(model, "n_unique_draws_", None), "target": getattr(model, "target_", None),
         "n_observations": model.observations_.height, "sensitivity": model.sensitivity_,
         "fit_quality": model.fit_quality_.to_dicts(), "intervals_reliable": model.intervals_reliable_,
         "values": "the twin's curves are simulated (source = simulated), not measured",
@@ -76,6 +86,7 @@ def fit_cmd(
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws kept (SIR proposal: twice).")] = 1000,
     seed_anchors: AnchorsOpt = False,
     seed: SeedOpt = 0,
+    allow_other_target: OtherTargetOpt = False,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
@@ -89,7 +100,7 @@ def fit_cmd(
     from cartlab.io.atomic import atomic_folder
 
     data, _ = load_source(study, store, csv_dialect=csv_dialect)
-    model = _model(sources, posterior, seed_anchors, seed, draws)
+    model = _model(sources, posterior, seed_anchors, seed, draws, allow_other_target)
     with _progress(f"fitting the twin of {subject}") as step:
         model.fit(data, subject)
         step("identifiability and figure")
@@ -120,6 +131,7 @@ def forecast_cmd(
     sources: SourcesOpt = None,
     posterior: PosteriorOpt = "laplace",
     seed: SeedOpt = 0,
+    allow_other_target: OtherTargetOpt = False,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
@@ -134,7 +146,7 @@ def forecast_cmd(
     from cartlab.io.atomic import atomic_folder
 
     data, _ = load_source(study, store, csv_dialect=csv_dialect)
-    model = _model(sources, posterior, False, seed, draws)   # anchors describe the whole course: never in a forecast
+    model = _model(sources, posterior, False, seed, draws, allow_other_target)   # anchors describe the whole course: never in a forecast
     with _progress(f"forecasting {subject} from day {from_day:g}") as step:
         model.fit(data, subject, until_day=from_day)
         step("simulating forward")
@@ -149,9 +161,15 @@ def forecast_cmd(
             forecast_figure(model, tmp / "twin_forecast.png")
             meta["forecast"] = table.to_dicts()
             meta["forecast_reliable"], meta["forecast_notes"] = model.forecast_reliable_, model.forecast_notes_
+            meta["forecast_problems"] = model.forecast_problems_
+            meta["forecast_prior_only"] = model.forecast_prior_only_
             (tmp / "twin_forecast.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-    peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
-    caveat = "" if model.forecast_reliable_ else ": [yellow]NOT resolved[/], rerun with --posterior mcmc"
+    rows = {r["quantity"]: r for r in table.iter_rows(named=True)}
+    peak = rows["car_cmax"]
+    caveat = "" if model.forecast_reliable_ else ": [yellow]NOT reliable[/]"
     console.print(f"[green]wrote[/] {out}: predicted CAR peak {peak['median']:.3g} copies/ug (90% PI "
-                  f"{peak['pi90_lo']:.3g}-{peak['pi90_hi']:.3g}{caveat}); values are simulated" + _misfit_note(model),
-                  soft_wrap=True)
+                  f"{peak['pi90_lo']:.3g}-{peak['pi90_hi']:.3g}{caveat}), P(CRS>=3) {rows['crs_ge3']['probability_shown']}, "
+                  f"P(response d28) {rows['response_d28']['probability_shown']}; values are simulated"
+                  + _misfit_note(model), soft_wrap=True)
+    for note in model.forecast_notes_:
+        console.print(f"[yellow]note[/]: {note}", soft_wrap=True, highlight=False)

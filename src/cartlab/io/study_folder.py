@@ -760,7 +760,9 @@ _WRITE = {
 def _to_format(df: pl.DataFrame, name: str) -> pl.DataFrame:
     spec = FILES[name]
     out = df.select(pl.col(_WRITE[name].get(c.name, c.name)).alias(c.name) for c in spec.columns)
-    keep = [c.name for c in spec.columns if c.required or out[c.name].null_count() < out.height]
+    # an empty table keeps its required day columns too: a header-only file must still be valid
+    days = {d for d, _dt, req in spec.times if req} if out.height == 0 else set()
+    keep = [c.name for c in spec.columns if c.required or c.name in days or out[c.name].null_count() < out.height]
     out = out.select(keep)
     extra = df["extra"].drop_nulls()
     if extra.len():
@@ -802,7 +804,11 @@ def write_study_tables(study: Study, folder: Path, fmt: str = "csv") -> None:
     """The study's tables written into ``folder`` as they are (``write_study`` is the whole-folder write)."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
+    # a table given empty (a header only: "none happened") stays given; one never given stays absent
+    given = set()
+    if study.sources is not None and "file" in study.sources.columns:
+        given = {Path(str(f)).name.lower().rpartition(".")[0] for f in study.sources["file"].drop_nulls()}
     for name, df in study.tables().items():
-        if name == "subjects" or df.height:
+        if name == "subjects" or df.height or name in given:
             out = _to_format(df, name)
             out.write_csv(folder / f"{name}.csv") if fmt == "csv" else out.write_parquet(folder / f"{name}.parquet")

@@ -407,13 +407,14 @@ class TwinModel:
 
     def __init__(self, prior: Any = "cd7_twin_v1", fixed: dict[str, float] | None = None, posterior: str = "laplace",
                  sources=None, anchors=(), n_starts: int = 3, n_sir: int = 2000, n_draws: int = 1000, seed: int = 0,
-                 maxiter: int = 200):
+                 maxiter: int = 200, allow_other_target: bool = False):
         if posterior not in ("laplace", "mcmc"):
             raise InputError(f"posterior must be laplace or mcmc, not {posterior!r}")
         self.prior, self.fixed, self.posterior = prior, dict(fixed or {}), posterior
         self.sources = None if sources is None else tuple([sources] if isinstance(sources, str) else sources)
         self.anchors, self.n_starts, self.n_sir, self.n_draws, self.seed = tuple(anchors), n_starts, n_sir, n_draws, seed
         self.maxiter = maxiter
+        self.allow_other_target = bool(allow_other_target)
 
     # -- setup
     def _table(self):
@@ -426,6 +427,12 @@ class TwinModel:
 
         if subject_id not in study.subject_ids:
             raise InputError(f"subject {subject_id!r} is not in the study")
+        self.target_ = _subject_target(study, subject_id)
+        if self.target_ is not None and self.target_.upper() != "CD7" and not self.allow_other_target:
+            raise InputError(f"{subject_id} is a {self.target_} subject (subjects.target = {self.target_}); the twin "
+                             "models CD7 CAR-T therapy (CD7 antigen pool, CD7+ blast and T/NK kill), so its fit would "
+                             "not describe this subject. Use --allow-other-target (allow_other_target=True) to fit "
+                             "the CD7 model anyway")
         table = self._table()
         unknown = set(self.fixed) - set(table.names)
         if unknown:
@@ -468,6 +475,7 @@ class TwinModel:
         blo, bhi = ob.table.bounds()
         lo, hi = np.log(np.maximum(blo[ob.free], 1e-300)), np.log(bhi[ob.free])
         lo, hi = np.minimum(lo, ob.pm - 1e-6), np.maximum(hi, ob.pm + 1e-6)
+        ob.bounds_x = (lo, hi)   # the posterior is truncated to the table's bounds (SIR / MCMC reject outside)
         rng = np.random.default_rng(self.seed)
         starts = [ob.pm.copy()]
         for _ in range(max(self.n_starts - 1, 0)):
@@ -516,8 +524,10 @@ class TwinModel:
                 # on the weighted draws (regularised towards the Laplace covariance)
                 mu = w @ xs
                 c = (xs - mu).T @ ((xs - mu) * w[:, None])
-                xs, w = _importance(ob, mu, 0.5 * c + 0.5 * self.cov_, self.n_sir, rng)
-                self.ess_ = float(1.0 / np.sum(w * w))
+                xs2, w2 = _importance(ob, mu, 0.5 * c + 0.5 * self.cov_, self.n_sir, rng)
+                ess2 = float(1.0 / np.sum(w2 * w2))
+                if ess2 >= self.ess_:   # keep the better of the two rounds
+                    xs, w, self.ess_ = xs2, w2, ess2
             if self.ess_ < 200:
                 warnings.warn(f"SIR effective sample size {self.ess_:.0f} < 200: the Laplace approximation is poor "
                               "for this subject; consider posterior='mcmc' (cartlab twin fit --posterior mcmc)",
@@ -528,6 +538,7 @@ class TwinModel:
             draws = xs[np.minimum(np.searchsorted(np.cumsum(w), u), self.n_sir - 1)]
         self.posterior_x_ = draws
         self.posterior_ = ob.theta(draws)
+        self.n_unique_draws_ = int(np.unique(draws, axis=0).shape[0])
 
     def _fitted_frames(self) -> None:
         ob = self._objective
@@ -571,19 +582,35 @@ class TwinModel:
 
     @property
     def summary(self) -> pl.DataFrame:
-        """One row per estimated parameter: estimate, SE (log scale), RSE %, 95% CI, shrinkage
-        (1 - posterior SD / prior SD on the log scale: 0 = data say nothing beyond the prior)."""
+        """One row per estimated parameter: estimate, SE (log scale), RSE %, 95% CI (Laplace, clipped to the
+        parameter's bounds), posterior median, ``shrinkage`` = 1 - posterior SD / prior SD of the log
+        parameter (posterior SD of the posterior draws: 0 = the data say nothing beyond the prior, 1 = the
+        data pin the parameter; negative = the draws are wider than the prior). Shrinkage and the posterior
+        median are null when the draws do not resolve the posterior (SIR ESS < 20, see
+        :mod:`cartlab.twin.quality`); ``sir_ess`` and ``posterior_unique_draws`` say why; every value is
+        model-based (``source`` = "simulated")."""
         ob = self._objective
         se = np.sqrt(np.diag(self.cov_))
         post_sd = self.posterior_x_.std(axis=0)
         names = [ob.table.names[i] for i in ob.free]
+        blo, bhi = ob.table.bounds()
+        lo, hi = blo[ob.free], bhi[ob.free]
+        ok = self.intervals_reliable_
+        nan = np.full(len(names), np.nan)
+        x_lo, x_hi = getattr(ob, "bounds_x", (np.full(len(names), -np.inf), np.full(len(names), np.inf)))
+        at = np.isclose(self.x_, x_lo, atol=1e-6) | np.isclose(self.x_, x_hi, atol=1e-6)
         return pl.DataFrame({
             "parameter": names, "prior_median": ob.theta0[ob.free], "prior_log_sd": ob.psd,
-            "estimate": np.exp(self.x_), "se_log": se, "rse_pct": 100 * se,
-            "ci95_lo": np.exp(self.x_ - 1.96 * se), "ci95_hi": np.exp(self.x_ + 1.96 * se),
-            "posterior_median": np.exp(np.median(self.posterior_x_, axis=0)),
-            "shrinkage": 1.0 - post_sd / ob.psd,
-        })
+            "lower_bound": lo, "upper_bound": hi,
+            "estimate": np.exp(self.x_), "estimate_at_bound": at, "se_log": se, "rse_pct": 100 * se,
+            "ci95_lo": np.clip(np.exp(self.x_ - 1.96 * se), lo, hi),
+            "ci95_hi": np.clip(np.exp(self.x_ + 1.96 * se), lo, hi),
+            "posterior_median": np.exp(np.median(self.posterior_x_, axis=0)) if ok else nan,
+            "shrinkage": 1.0 - post_sd / ob.psd if ok else nan,
+            "sir_ess": np.full(len(names), self.ess_),
+            "posterior_unique_draws": np.full(len(names), getattr(self, "n_unique_draws_", len(self.posterior_x_))),
+            "source": ["simulated"] * len(names),
+        }).with_columns(pl.col("posterior_median", "shrinkage").fill_nan(None))
 
     # -- forecast
     def forecast(self, from_day: float | None = None, n_draws: int | None = None) -> pl.DataFrame:
@@ -598,15 +625,18 @@ class TwinModel:
         if from_day != self.until_day_ or self.anchors:
             # anchors summarise the whole course (fever days, peak day): a forecast never uses them
             m = TwinModel(self.prior, self.fixed, self.posterior, self.sources, (), self.n_starts,
-                          self.n_sir, self.n_draws, self.seed, self.maxiter).fit(self.study_, self.subject_id_,
-                                                                                 until_day=from_day)
+                          self.n_sir, self.n_draws, self.seed, self.maxiter,
+                          allow_other_target=self.allow_other_target).fit(self.study_, self.subject_id_,
+                                                                          until_day=from_day)
         draws = m.posterior_x_ if n_draws is None else m.posterior_x_[:n_draws]
         _t, sim = m.simulate_after(from_day, draws=draws)
         self.forecast_sim_ = sim
-        self.forecast_ = forecast_table(_T_GRID, sim)
+        self.forecast_ = forecast_table(_T_GRID, sim, n_effective=_n_effective(m, draws.shape[0]))
         self.forecast_day_ = from_day
-        self.forecast_reliable_ = m.intervals_reliable_
         self.forecast_notes_ = _forecast_notes(m, self.forecast_)
+        self.forecast_problems_ = problems = _forecast_problems(m)
+        self.forecast_reliable_ = not problems
+        self.forecast_prior_only_ = "no_car_samples" in problems
         for note in self.forecast_notes_:
             warnings.warn(note, CartlabWarning, stacklevel=2)
         return self.forecast_
@@ -680,17 +710,35 @@ def _with_recorded(sim, recorded: dict[str, np.ndarray], rec_days: np.ndarray, u
 
 def _importance(ob, center: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Generator, nu: float = 5.0):
     """Draws from a multivariate t (``nu`` df) around ``center`` and their normalised importance
-    weights against the posterior exp(-objective)."""
+    weights against the posterior exp(-objective), truncated to the parameter bounds
+    (``ob.bounds_x`` = (lo, hi) of the log parameters, when set): a draw outside gets weight 0
+    (rejection), so no resampled draw leaves the bounds."""
     k = center.size
     L = np.linalg.cholesky(cov + 1e-12 * np.eye(k))
     z = rng.standard_normal((n, k))
     g = rng.chisquare(nu, n) / nu
     xs = center + (z @ L.T) / np.sqrt(g)[:, None]
+    inside = _inside(ob, xs)
+    if not inside.any():   # every proposal outside the bounds: the bounded centre alone (ESS 1, flagged)
+        lo, hi = ob.bounds_x
+        xs = np.clip(center, lo, hi)[None, :].repeat(n, axis=0)
+        w = np.zeros(n)
+        w[0] = 1.0
+        return xs, w
     d = np.linalg.solve(L, (xs - center).T).T
     logq = -0.5 * (nu + k) * np.log1p((d * d).sum(axis=1) / nu)  # t density up to a constant
-    lw = -ob(xs) - logq
-    w = np.exp(lw - lw.max())
+    lw = np.full(n, -np.inf)
+    lw[inside] = -ob(xs[inside]) - logq[inside]
+    w = np.exp(lw - lw[inside].max())
     return xs, w / w.sum()
+
+
+def _inside(ob, xs: np.ndarray) -> np.ndarray:
+    """Rows of ``xs`` (log parameters) inside the objective's bounds (all rows without bounds)."""
+    b = getattr(ob, "bounds_x", None)
+    if b is None:
+        return np.ones(xs.shape[0], bool)
+    return np.all((xs >= b[0]) & (xs <= b[1]), axis=1)
 
 
 def _events_until(events, day: float):
@@ -731,13 +779,57 @@ def outcome_arrays(t: np.ndarray, sim) -> dict[str, np.ndarray]:
     return out
 
 
-def _forecast_notes(m: TwinModel, table: pl.DataFrame) -> list[str]:
-    """Why a forecast's intervals should not be read as they stand (empty when nothing is wrong)."""
-    notes = []
+def _subject_target(study, subject_id: str) -> str | None:
+    """The subject's ``target`` (subjects table; None when the column or value is absent)."""
+    subj = study.subjects
+    if "target" not in subj.columns:
+        return None
+    v = subj.filter(pl.col("subject_id") == subject_id)["target"]
+    return str(v[0]).strip() if len(v) and v[0] is not None and str(v[0]).strip() else None
+
+
+def _n_effective(m: TwinModel, n_draws: int) -> int:
+    """Draws a forecast probability rests on: the draws simulated, or fewer (the SIR ESS) when the
+    resampled draws repeat a few importance draws."""
+    ess = getattr(m, "ess_", float("nan"))
+    return int(max(1, min(n_draws, math.floor(ess)))) if math.isfinite(ess) else int(n_draws)
+
+
+def _forecast_problems(m) -> list[str]:
+    """Keys of what makes a forecast unreliable (``forecast_reliable`` false when any): ``ess`` intervals
+    not resolved, ``not_converged`` the fit did not converge, ``no_car_samples`` no CAR-T measurement in
+    the fitting window (the kinetics rest on the prior only), ``not_cd7`` a non-CD7 subject."""
+    problems = []
     if not m.intervals_reliable_:
+        problems.append("ess")
+    if not getattr(m, "converged_", True):
+        problems.append("not_converged")
+    if m.observations_.filter(pl.col("param") == "CARCOPY").height == 0:
+        problems.append("no_car_samples")
+    tgt = getattr(m, "target_", None)
+    if tgt is not None and tgt.upper() != "CD7":
+        problems.append("not_cd7")
+    return problems
+
+
+def _forecast_notes(m, table: pl.DataFrame) -> list[str]:
+    """Why a forecast should not be read as it stands (empty when nothing is wrong): one note per
+    :func:`_forecast_problems` key, and a forecast peak below a value already measured."""
+    notes = []
+    problems = _forecast_problems(m)
+    if "ess" in problems:
         notes.append(f"the forecast's prediction intervals are not resolved: SIR effective sample size {m.ess_:.0f} < "
-                     f"{MIN_ESS_INTERVALS:.0f} (fewer than one effective draw beyond each 90% bound); rerun with "
+                     f"{MIN_ESS_INTERVALS:.0f} (fewer than one effective draw beyond each 90% bound; "
+                     f"{getattr(m, 'n_unique_draws_', 0)} distinct draw(s) after resampling); rerun with "
                      "posterior='mcmc' (cartlab twin forecast --posterior mcmc)")
+    if "not_converged" in problems:
+        notes.append(f"the fit did not converge ({m.message_}): the forecast is not reliable")
+    if "no_car_samples" in problems:
+        notes.append("no CAR-T measurement (CARCOPY) up to the forecast day: the CAR peak and kinetics forecast "
+                     "rests on the population prior only, not on this subject's data")
+    if "not_cd7" in problems:
+        notes.append(f"the subject's target is {m.target_}; the twin models CD7 CAR-T (fitted with "
+                     "--allow-other-target)")
     peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
     car = m.observations_.filter((pl.col("param") == "CARCOPY") & pl.col("iwres").is_not_null())
     if car.height and car["value"].max() > peak["pi90_hi"]:
@@ -747,21 +839,39 @@ def _forecast_notes(m: TwinModel, table: pl.DataFrame) -> list[str]:
     return notes
 
 
-def forecast_table(t: np.ndarray, sim) -> pl.DataFrame:
-    """Median, 50%/90% prediction intervals of the continuous outcomes, probabilities of the binary ones."""
+def probability_text(p: float, n: int) -> str:
+    """A probability from ``n`` draws as shown: "< 1/n" / "> 1 - 1/n" (as decimals) when no draw / every
+    draw had the outcome (0 and 1 are not resolved by n draws), else the share to 3 decimals."""
+    n = max(int(n), 1)
+    if p <= 0.0:
+        return f"< {1.0 / n:.3g}"
+    if p >= 1.0:
+        return f"> {1.0 - 1.0 / n:.3g}"
+    return f"{p:.3f}"
+
+
+def forecast_table(t: np.ndarray, sim, n_effective: int | None = None) -> pl.DataFrame:
+    """Median, 50%/90% prediction intervals of the continuous outcomes, probabilities of the binary ones
+    (``probability_shown``: "< 1/N" or "> 1 - 1/N" when 0 or all of the N draws had the outcome; N =
+    ``n_effective``, default the draws simulated). Every row is model-based (``source`` = "simulated")."""
     o = outcome_arrays(t, sim)
+    n = int(n_effective) if n_effective else len(o["crs_ge3"])
     rows = []
     for q, unit in (("car_cmax", "copies/ug gDNA"), ("car_tmax", "day"), ("car_day28", "copies/ug gDNA")):
         v = o[q]
         p = np.quantile(v, [0.05, 0.25, 0.5, 0.75, 0.95])
         rows.append({"quantity": q, "unit": unit, "median": p[2], "pi50_lo": p[1], "pi50_hi": p[3],
-                     "pi90_lo": p[0], "pi90_hi": p[4], "probability": None})
+                     "pi90_lo": p[0], "pi90_hi": p[4], "probability": None, "probability_shown": None,
+                     "n_draws": n, "source": "simulated"})
     for q in ("crs_ge3", "response_d28"):
+        pr = float(np.mean(o[q]))
         rows.append({"quantity": q, "unit": "probability", "median": None, "pi50_lo": None, "pi50_hi": None,
-                     "pi90_lo": None, "pi90_hi": None, "probability": float(np.mean(o[q]))})
+                     "pi90_lo": None, "pi90_hi": None, "probability": pr, "probability_shown": probability_text(pr, n),
+                     "n_draws": n, "source": "simulated"})
     return pl.DataFrame(rows, schema={"quantity": pl.String, "unit": pl.String, "median": pl.Float64,
                                       "pi50_lo": pl.Float64, "pi50_hi": pl.Float64, "pi90_lo": pl.Float64,
-                                      "pi90_hi": pl.Float64, "probability": pl.Float64})
+                                      "pi90_hi": pl.Float64, "probability": pl.Float64,
+                                      "probability_shown": pl.String, "n_draws": pl.Int64, "source": pl.String})
 
 
 def _rw_metropolis(ob: _Objective, x0: np.ndarray, cov: np.ndarray, rng: np.random.Generator, *,
@@ -776,7 +886,10 @@ def _rw_metropolis(ob: _Objective, x0: np.ndarray, cov: np.ndarray, rng: np.rand
     kept = []
     for it in range(n_burn + n_iter):
         prop = x + rng.standard_normal((n_chains, k)) @ (np.sqrt(scale) * L).T
-        fp = ob(prop)
+        fp = np.full(n_chains, np.inf)
+        ins = _inside(ob, prop)   # a proposal outside the parameter bounds is rejected
+        if ins.any():
+            fp[ins] = ob(prop[ins])
         acc = np.log(rng.uniform(size=n_chains)) < (f - fp)
         x[acc], f[acc] = prop[acc], fp[acc]
         if it >= n_burn:

@@ -161,7 +161,7 @@ def identifiability(model, profile_params=None, n_points: int = 9, span: float =
             verdict = "practically non-identifiable (prior-dominated)"
         partner, gam = pair.get(i, (None, math.nan))
         rows.append({"parameter": p, "importance": float(imp[i]), "se_log": float(summ["se_log"][i]),
-                     "shrinkage": float(summ["shrinkage"][i]),
+                     "shrinkage": None if summ["shrinkage"][i] is None else float(summ["shrinkage"][i]),
                      "most_collinear_with": None if partner is None else names[partner],
                      "pair_collinearity": float(gam), "collinear_flag": bool(gam > COLLINEARITY_FLAG),
                      "profile_delta_lo": lo, "profile_delta_hi": hi, "verdict": verdict})

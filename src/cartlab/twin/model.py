@@ -27,6 +27,7 @@ __all__ = [
     "ClinicPolicy",
     "Events",
     "SimResult",
+    "cd7neg_share",
     "initial_state",
     "latent_observables",
     "load_clinic",
@@ -550,6 +551,19 @@ def to_body(conc_ul, theta, vl):
     return conc_ul * vl * 1e-3 / theta[:, P_FB]
 
 
+def cd7neg_share(theta: np.ndarray, baseline: Baseline) -> np.ndarray:
+    """(n,) CAR-resistant (CD7-negative) share of the blasts at the start: the parameter ``phi0``,
+    bounded above by the CD7-negative share flow cytometry measured, 1 - TGTBLAST/100, when CD7 on
+    blasts is known (a measured TGTBLAST, or the virtual population's covariate). Flow's
+    CD7-negative gate also holds CD7-dim blasts the CAR-T kills, so the measured share is an upper
+    bound of the resistant clone, not its size (docs/twin.md, "Identifiability")."""
+    th = _theta2d(theta, len(baseline))
+    cd7 = np.asarray(baseline.cd7_on_blasts_pct, dtype=np.float64)
+    known = np.isfinite(cd7)
+    measured = 1.0 - np.clip(np.nan_to_num(cd7, nan=0.0), 0.0, 100.0) / 100.0
+    return np.where(known, np.minimum(th[:, P_PHI0], measured), th[:, P_PHI0])
+
+
 def initial_state(theta: np.ndarray, baseline: Baseline) -> tuple[np.ndarray, np.ndarray]:
     """(y0 (n,17), aux (n,9)) at the start of integration (design §1 table of initial values)."""
     b = baseline.filled()
@@ -559,7 +573,7 @@ def initial_state(theta: np.ndarray, baseline: Baseline) -> tuple[np.ndarray, np
     b0 = np.clip(b.bm_blast_pct / 100.0, 0.0, 0.95)
     L = b0 * th[:, P_MBM]
     y0 = np.zeros((n, NS))
-    y0[:, S_L0] = th[:, P_PHI0] * L
+    y0[:, S_L0] = cd7neg_share(th, baseline) * L
     y0[:, S_L7] = L - y0[:, S_L0]
     y0[:, S_N7] = to_body(b.cd7t_ul + b.cd7nk_ul, th, vl)
     y0[:, S_N0] = to_body(b.cd7negt_ul, th, vl)

@@ -165,6 +165,8 @@ def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: 
     """Sample, add noise and censor ``sim`` (a ``SimResult`` whose ``t`` holds ``schedule.t_out()``).
 
     ``index`` are the patients' global indices (their random streams); ``hsct_day`` ends follow-up.
+    TGTBLAST on or before day 0 reports ``covariates["cd7_on_blasts_pct"]`` where known
+    (:func:`_screening_cd7`); relapse CD7 status stays model-based.
     """
     index = np.asarray(index, np.int64)
     n = index.size
@@ -193,6 +195,8 @@ def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: 
             if p not in sim.latent:
                 raise InputError(f"the model gives no latent {p}")
             latent = np.asarray(sim.latent[p], float)[:, cols[p]]
+            if p == "TGTBLAST":
+                latent = _screening_cd7(latent, schedule.times[p], covariates)
         v, c = _noisy(p, latent, zp, spec)
         after = schedule.times[p][None, :] > last[:, None]
         v[after] = np.nan
@@ -210,6 +214,21 @@ def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: 
                     days, last, np.where(hsct <= last, hsct, np.nan), rday, rcd7,
                     np.isfinite(rcd7) & (rcd7 < schedule.cd7_negative_below_pct) & np.isfinite(rday),
                     dict(covariates or {}))
+
+
+def _screening_cd7(latent: np.ndarray, t: np.ndarray, covariates: dict[str, np.ndarray] | None) -> np.ndarray:
+    """TGTBLAST (CD7 % of blasts) to report: on or before day 0 the baseline flow covariate
+    ``cd7_on_blasts_pct`` where it is known (the screening flow the patient was drawn with), else and
+    after infusion the model's CD7+ share of the blasts. The model starts with only
+    min(phi0, 1 - TGTBLAST/100) CAR-resistant blasts (flow's CD7-negative gate also holds CD7-dim,
+    killable blasts), so its own CD7+ share before infusion is ~99.9%, not what flow measured."""
+    cd7 = None if covariates is None else covariates.get("cd7_on_blasts_pct")
+    if cd7 is None:
+        return latent
+    cd7 = np.broadcast_to(np.asarray(cd7, float), (latent.shape[0],))
+    pre = np.asarray(t, float)[None, :] <= 0.0
+    use = pre & np.isfinite(cd7)[:, None] & np.isfinite(latent)
+    return np.where(use, cd7[:, None], latent)
 
 
 def _relapse(values: dict[str, np.ndarray], schedule: Schedule) -> tuple[np.ndarray, np.ndarray]:

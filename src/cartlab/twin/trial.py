@@ -100,6 +100,34 @@ class TrialConfig:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def max_course_days(schedule: str = "schedule_v1") -> float:
+    """The longest follow-up ``course_days`` may ask for: the schedule's follow-up (days after day 0)."""
+    from cartlab.twin.observe import load_schedule
+
+    return float(load_schedule(schedule).follow_up_days)
+
+
+def validate_config(cfg: TrialConfig) -> None:
+    """Refuse a configuration the model cannot run, before anything is written (InputError): course
+    days not in (0, the schedule's follow-up], non-finite or negative dose / LD intensity / split, and
+    an arm whose doses the protocol refuses (built here for a 60 kg patient)."""
+    from cartlab.protocol.schema import load_protocol
+    from cartlab.twin.model import Events
+
+    if cfg.course_days is not None:
+        top = max_course_days(cfg.schedule)
+        d = float(cfg.course_days)
+        if not math.isfinite(d) or d <= 0 or d > top:
+            raise InputError(f"course days must be above 0 and at most the schedule's follow-up {top:g} days, got {d:g}")
+    proto = load_protocol(cfg.protocol)
+    for arm in cfg.arms:
+        vals = [arm.ld_intensity] + ([arm.dose_per_kg] if arm.dose_per_kg is not None else []) + list(arm.split or ())
+        if any(not math.isfinite(float(v)) or float(v) < 0 for v in vals):
+            raise InputError(f"arm {arm.label}: doses, splits and LD intensity must be finite and non-negative")
+        Events.from_protocol(proto, np.array([60.0]), car_dose_per_kg=arm.dose_per_kg, split=arm.split,
+                             ld_intensity=arm.ld_intensity)
+
+
 def _schedule(cfg: TrialConfig):
     from cartlab.twin.observe import load_schedule
 
@@ -242,6 +270,7 @@ def run_trial(cfg: TrialConfig, out: str | Path, *, workers: int | None = None, 
     from cartlab.twin.population import load_population
 
     out = Path(out)
+    validate_config(cfg)   # refused before the folder or run_config.json exists
     pop = load_population(cfg.population)
     chash = cfg.config_hash(pop.spec)
     cfg_file = out / "run_config.json"
@@ -349,6 +378,17 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
         ]}
 
 
+def _json_safe(x):
+    """NaN / inf -> None everywhere in a JSON-bound structure (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
 def _r(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(f"{x:.6g}")
 
@@ -357,9 +397,9 @@ def write_outputs(cfg: TrialConfig, acc: Accumulator, out: Path) -> dict[str, An
     """summary.json, tables/*.csv, plots/*.png and study/ (the sampled patients' folders)."""
     from cartlab.io.atomic import atomic_file
 
-    summary = summarise_acc(cfg, acc)
-    with atomic_file(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    summary = _json_safe(summarise_acc(cfg, acc))
+    with atomic_file(out / "summary.json") as tmp:   # allow_nan=False: never a bare NaN (invalid JSON)
+        tmp.write_text(json.dumps(summary, indent=1, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
     rows = []
     for a in summary["arms"]:
         r = {"arm": a["arm"], "dose_per_kg": a["dose_per_kg"],
@@ -370,7 +410,8 @@ def write_outputs(cfg: TrialConfig, acc: Accumulator, out: Path) -> dict[str, An
             r[name] = v["rate"]
             r[f"{name}_lo"], r[f"{name}_hi"] = v["ci95_wilson"]
         rows.append(r)
-    table = pl.DataFrame(rows, infer_schema_length=None)
+    # every value is simulated: the same source label as the study tables' rows
+    table = pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.lit("simulated").alias("source"))
     (out / "tables").mkdir(exist_ok=True)
     first = cfg.arms[0]
     views = {"arms": table,
