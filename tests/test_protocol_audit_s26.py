@@ -319,3 +319,14 @@ def test_age_zero_is_a_valid_age():
     assert _rows(dose_plan(NCT, p), "fludarabine")[0]["dose"] == pytest.approx(11.04, rel=1e-12)
     with pytest.raises(DosingError, match="age -1 years is implausible"):
         dose_plan(NCT, Patient(10, 75, -1, "M", 0.3, "mg/dL"))
+
+
+def test_an_infinite_car_t_dose_is_refused_clearly():
+    import pytest
+
+    from cartlab.protocol import load_protocol
+    from cartlab.protocol.dosing import DoseOptions, DosingError, Patient, dose_plan
+
+    with pytest.raises(DosingError, match="positive finite number of cells/kg"):
+        dose_plan(load_protocol("nct04762485"), Patient(70, 170, 40, "M", 1.0, "mg/dL"),
+                  DoseOptions(car_dose=float("inf")))

@@ -337,6 +337,8 @@ def _renal(agent, size: dict[str, Any], measure_default: str, options: DoseOptio
 def _fmt(x: float) -> str:
     if x == 0:
         return "0"
+    if not math.isfinite(x):
+        return str(x)
     if abs(x) >= 1e5:
         m, e = f"{x:.3e}".split("e")
         m = m.rstrip("0").rstrip(".")
@@ -508,8 +510,8 @@ def _check_car_options(protocol, band, options: DoseOptions) -> None:
     if band is not None and options.car_dose is not None:
         per = band.unit
         v = options.car_dose
-        if not isinstance(v, (int, float)) or math.isnan(v) or v <= 0:
-            raise DosingError(f"CAR-T dose must be a positive number of {per} (got {v!r})")
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise DosingError(f"CAR-T dose must be a positive finite number of {per} (got {v!r})")
         if v > band.max:
             raise DosingError(f"CAR-T dose {_fmt(v)} {per} is above the protocol's maximum {_fmt(band.max)} {per} "
                               f"({protocol.id}, weight band {band.describe()}; {band.citation})")
