@@ -398,3 +398,17 @@ def test_a_table_given_empty_is_exported_empty(tmp_path):
     assert not (out / "interventions.csv").exists()
     back = read_study(out)
     assert back.events.height == 0 and not any("events.csv" in str(w) for w in back.warnings)
+
+
+def test_define_xml_names_the_study_as_studyid_is_written(tmp_path):
+    """A study id with a non-ASCII letter: STUDYID is ASCII-folded ('Stüdy' -> 'Study'); define.xml's
+    StudyName and OIDs say the same, not the raw id."""
+    from cartlab.analyze import Analysis
+    from cartlab.datasets import seed_case
+    from cartlab.io.adam import export_adam
+
+    study = seed_case()
+    study.study_id = "Stüdy #1"
+    export_adam(Analysis(study), tmp_path / "adam", formats=("csv",))
+    xml = (tmp_path / "adam" / "define.xml").read_text(encoding="utf-8")
+    assert "<StudyName>Study #1</StudyName>" in xml and "Stüdy" not in xml

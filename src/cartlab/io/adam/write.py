@@ -117,8 +117,15 @@ def _desc(parent: ET.Element, text: str) -> None:
     ET.SubElement(d, f"{{{ODM}}}TranslatedText", {XML_LANG: "en"}).text = text
 
 
+def _ascii(text: str) -> str:
+    """``text`` as the datasets write STUDYID (:func:`ascii_text`)."""
+    return pl.select(ascii_text(pl.lit(text, dtype=pl.String))).item()
+
+
 def write_define_xml(spec: AdamSpec, define: pl.DataFrame, study_id: str, path: Path) -> None:
-    """A Define-XML 2.0 *skeleton* of the datasets in ``define`` (see the module docstring)."""
+    """A Define-XML 2.0 *skeleton* of the datasets in ``define`` (see the module docstring); the study
+    is named as the datasets' STUDYID is written (ASCII)."""
+    study_id = _ascii(study_id)
     ET.register_namespace("", ODM)
     ET.register_namespace("def", DEF)
     ET.register_namespace("xlink", XLINK)
