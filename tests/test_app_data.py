@@ -168,3 +168,25 @@ def test_catalog_from_store_is_read_only(tmp_path):
     with Store(path, read_only=True):  # a read-only opener can still open it: no lock held by the catalog
         pass
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_twin_regimen_probabilities_rest_on_the_effective_draws(monkeypatch):
+    """The dashboard's regimen table shows a probability of 0 from N draws as "< 1/N" with N the SIR
+    effective sample size (7 of 40 here), as `cartlab twin forecast` does - not the 40 draws."""
+    import types
+
+    import cartlab.twin.fit as fit
+    from cartlab.app.twin import simulate_regimen
+
+    seen = {}
+
+    def fake_table(t, sim, n_effective=None):
+        seen["n"] = n_effective
+        return pl.DataFrame({"quantity": ["crs_ge3"]})
+
+    monkeypatch.setattr(fit, "forecast_table", fake_table)
+    sim = types.SimpleNamespace(latent={"CARCOPY": np.ones((40, 3))})
+    model = types.SimpleNamespace(ess_=7.3, events_=None,
+                                  simulate_after=lambda *a, **k: (np.array([-1.0, 0.0, 1.0]), sim))
+    table, curve = simulate_regimen(model, 7.0, "clinic")
+    assert seen["n"] == 7 and curve[0] == [0.0, 1.0]

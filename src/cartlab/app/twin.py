@@ -103,7 +103,7 @@ def simulate_regimen(model, from_day: float, regimen: str) -> tuple[pl.DataFrame
     """The fitted twin's posterior draws simulated after ``from_day`` under ``regimen`` (recorded
     interventions before ``from_day``, the regimen's clinic rule after it), as
     :meth:`cartlab.twin.TwinModel.forecast` does for the clinic rule."""
-    from cartlab.twin.fit import forecast_table
+    from cartlab.twin.fit import _n_effective, forecast_table
 
     _label, overrides, booster = REGIMENS[regimen]
     events = None if booster is None else with_booster(model.events_, booster)
@@ -111,7 +111,9 @@ def simulate_regimen(model, from_day: float, regimen: str) -> tuple[pl.DataFrame
     car = np.asarray(sim.latent["CARCOPY"], float)
     q = np.nanquantile(car, [0.05, 0.5, 0.95], axis=0)
     keep = t >= 0
-    return forecast_table(t, sim), (t[keep].tolist(), q[1][keep].tolist(), q[0][keep].tolist(), q[2][keep].tolist())
+    # a probability rests on the effective draws (the SIR ESS), as `cartlab twin forecast` shows it
+    table = forecast_table(t, sim, n_effective=_n_effective(model, car.shape[0]))
+    return table, (t[keep].tolist(), q[1][keep].tolist(), q[0][keep].tolist(), q[2][keep].tolist())
 
 
 def forecast_figure(curves: dict, from_day: float):
