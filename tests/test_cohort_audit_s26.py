@@ -175,3 +175,11 @@ def test_report_icaht_view_says_grades_could_be_higher(base):
     assert "early grade(s) could be higher: days 0-30 without a count are not counted" in views["icaht"].caption
     t = views["survival"].table
     assert {"median", "at_risk_day_0"} <= set(t.columns)
+
+
+def test_mrd_reason_states_the_comparison_that_holds(base):
+    # S01: MRDFCM 0.005 against the ELN threshold 0.1% (0.001, strict "<" for negative): positive, so
+    # the reason says ">=" (it said "0.005 < 0.001: positive"); S02: 0 < 0.001, negative
+    m = _rows(base.table("marrow_response"))
+    assert m["S01"]["reason"].endswith("MRDFCM 0.005 >= 0.001: positive")
+    assert m["S02"]["reason"].endswith("MRDFCM 0 < 0.001: negative")

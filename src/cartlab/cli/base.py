@@ -312,12 +312,39 @@ StudyOpt = Annotated[Optional[str], typer.Option(
 StudyDirAlias = Annotated[Optional[Path], typer.Option("--study-dir", hidden=True, help="Old name of --study FOLDER.")]
 
 
+def _same_as_stored(study: str, store: Path) -> bool | None:
+    """For a bare name that is also a folder here: None when the store holds no study of that id,
+    True when it does and holds exactly the folder's files (sha256), False when they differ."""
+    import os
+
+    from cartlab.io.study_folder import sha256_file
+    from cartlab.store import Store
+    from cartlab.store.duckdb_store import study_files
+
+    if "/" in study or os.sep in study or not store.exists():  # written as a path: the folder
+        return None
+    with Store(store, read_only=True) as s:
+        if study not in s.studies()["study_id"].to_list():
+            return None
+        stored = {(r["file"], r["sha256"]) for r in s.load_study(study).sources.iter_rows(named=True)}
+    return stored == {(p.name, sha256_file(p)) for p in study_files(Path(study))}
+
+
+def _ambiguous(study: str, store: Path) -> Exception:
+    return _usage(f"{study!r} names both a folder here and a different study in the store {store} (their files "
+                  "differ)", hint=f"give ./{study} for the folder, or run where no folder has that name for the "
+                                  "stored study (cartlab list shows the store's studies)")
+
+
 def _load_study(study: str, store: Path, csv_dialect: str = "standard"):
-    """The study named by ``study``: a folder (read and validated) or a stored study id."""
+    """The study named by ``study``: a folder (read and validated) or a stored study id; a bare name
+    that is both, with different files, is refused (it was silently read as the folder)."""
     from cartlab.store import Store
 
     path = Path(study)
     if path.exists() or len(path.parts) > 1:  # a path (not a bare id): read it, or say what it is
+        if path.is_dir() and _same_as_stored(study, store) is False:
+            raise _ambiguous(study, store)
         return _read_or_exit(path, csv_dialect=csv_dialect)
     if not store.exists():
         raise _usage(f"{study}: no such study folder, and no store at {store} to look the id up in",
@@ -335,6 +362,8 @@ def _subject_data(subject: str, store: Path, study: str | None, csv_dialect: str
     from cartlab.store import Store
 
     if study is not None and Path(study).exists():
+        if Path(study).is_dir() and _same_as_stored(study, store) is False:
+            raise _ambiguous(study, store)
         data = _read_or_exit(Path(study), csv_dialect=csv_dialect)
         if subject not in data.subject_ids:
             raise _usage(f"no subject {subject!r} in {study}")

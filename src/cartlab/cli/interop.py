@@ -114,4 +114,4 @@ def _only_stored_study(store: Path) -> str:
     if len(ids) == 1:
         return ids[0]
     raise _usage(f"the store {store} holds {'no study' if not ids else 'several studies: ' + ', '.join(ids)}; "
-                 "name one (STUDY) or give --study DIR / --sdtm DIR / --fhir PATH")
+                 "name one as the STUDY argument (a stored id or a study folder), or give --sdtm DIR / --fhir PATH")

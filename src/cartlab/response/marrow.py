@@ -366,7 +366,8 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
         reason += (f" | could be {', '.join(a['could_be'])}: missing "
                    + ", ".join(_FEATURE_LABEL.get(x, x) for x in a["missing"]))
     if mrd_v is not None:
-        reason += (f" | MRDFCM {mrd_v:.3g} {'<=' if opts['mrd_threshold_inclusive'] else '<'} "
+        below, above = ("<=", ">") if opts["mrd_threshold_inclusive"] else ("<", ">=")
+        reason += (f" | MRDFCM {mrd_v:.3g} {below if mrd_neg else above} "
                    f"{opts['mrd_threshold']:g}: {'negative' if mrd_neg else 'positive'}"
                    f"{' (detectable, low level)' if mrd_neg and mrd_det else ''}")
     elif used["MRDFCM"] is not None:

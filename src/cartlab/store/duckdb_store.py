@@ -87,8 +87,35 @@ class Store:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        try:
+            self._check_layout()
+        except StoreError:
+            self.con.close()
+            raise
         if not read_only:
             self._create_schema()
+
+    def _check_layout(self) -> None:
+        """Refuse a store this cartlab cannot read: another schema version, or a canonical table
+        without a column this version writes (a store from an earlier cartlab) - one message, not
+        a database error halfway through a command."""
+        tables = {r[0] for r in self._exec("SELECT table_name FROM information_schema.tables")}
+        if "meta" in tables:
+            got = self._exec("SELECT value FROM meta WHERE key = 'schema_version'")
+            if got and got[0][0] != SCHEMA_VERSION:
+                raise StoreError(f"store {self.path} has schema version {got[0][0]}; this cartlab reads version "
+                                 f"{SCHEMA_VERSION}: import the studies again into a new store "
+                                 "(cartlab import STUDY --store NEW.duckdb)")
+        for name, schema in TABLES.items():
+            if name not in tables:
+                continue
+            have = {r[0] for r in self._exec(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [name])}
+            lacking = [c for c in schema if c not in have]
+            if lacking:
+                raise StoreError(f"store {self.path} was written by an earlier cartlab: table {name} lacks "
+                                 f"column(s) {', '.join(lacking)}; import the studies again into a new store "
+                                 "(cartlab import STUDY --store NEW.duckdb)")
 
     def _exec(self, sql: str, args: list | None = None) -> list[tuple]:
         """Run a statement and fetch its whole result (DuckDB wants results finished)."""
@@ -276,6 +303,14 @@ class Store:
             [subject_id, study_id] if study_id else [subject_id],
         )
         if not rows:
+            known = self.studies()["study_id"].to_list()
+            if study_id is not None and study_id not in known:
+                raise StoreLookupError(f"no study {study_id!r} in {self.path} (studies: {', '.join(known) or 'none'})")
+            if study_id is not None:
+                elsewhere = [r[0] for r in self._exec(
+                    "SELECT DISTINCT study_id FROM subjects WHERE subject_id = ?", [subject_id])]
+                where = f"; it is in {', '.join(elsewhere)}" if elsewhere else ""
+                raise StoreLookupError(f"no subject {subject_id!r} in study {study_id!r} of {self.path}{where}")
             raise StoreLookupError(f"no subject {subject_id!r} in {self.path}")
         if len(rows) > 1:
             ids = ", ".join(r[0] for r in rows)
