@@ -368,7 +368,52 @@ def _with_note(cell: str, note: str | None) -> str:
     return f"{cell} ({note})" if note and cell == EMPTY else cell
 
 
-def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | None = None) -> dict:
+#: the CAR-T kinetics columns of the summary: label and unit ({} = the CAR copies' unit)
+KINETICS_LABELS = {
+    "car_cmax": ("CAR Cmax", "{}"),
+    "car_tmax": ("CAR Tmax", "day"),
+    "car_auc_0_28": ("CAR AUC0–28", "{} × day"),
+    "car_tlast": ("CAR Tlast", "day"),
+}
+
+
+def _quantity(v: Any) -> str:
+    """A kinetics value: large values as whole numbers with thousands separators (Cmax 183,945, AUC
+    1,646,462 — never 1.64646e+06), small ones to 4 significant digits."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.4g}"
+    return _cell(v)
+
+
+def _car_unit(analysis, sub: Study | None, subject_id: str) -> str | None:
+    """The unit of the subject's CAR copies (the kinetics table's, else the CARCOPY rows')."""
+    if analysis is not None:
+        try:
+            kin = _of(analysis, "car_kinetics", subject_id)
+        except Exception:  # noqa: BLE001 - a label must not break the page
+            kin = None
+        if kin is not None and kin.height and "unit" in kin.columns:
+            units = [u for u in kin["unit"].to_list() if u]
+            if units:
+                return units[0]
+    if sub is not None and sub.observations.height:
+        units = sub.observations.filter(pl.col("param") == "CARCOPY")["unit"].drop_nulls().to_list()
+        if units:
+            return units[0]
+    return None
+
+
+def _summary_label(col: str, car_unit: str | None) -> str:
+    if col not in KINETICS_LABELS:
+        return col
+    label, unit = KINETICS_LABELS[col]
+    if "{}" in unit:
+        unit = unit.format(car_unit) if car_unit else None
+    return f"{label} ({unit}), {col}" if unit else f"{label}, {col}"
+
+
+def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | None = None,
+                   car_unit: str | None = None) -> dict:
     if summary is not None and "subject_id" in summary.columns:
         cols = [c for c in summary.columns if c != "subject_id"]
         rows = summary.filter(pl.col("subject_id").cast(pl.String) == subject_id)
@@ -378,12 +423,25 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
         cells = [EMPTY] * len(cols)
     else:
         r = rows.row(0, named=True)
-        cells = [_with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
+        cells = [_quantity(r[c]) if c in KINETICS_LABELS
+                 else _with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
     return {
         "given": summary is not None,
-        "items": list(zip(cols, cells)),
+        "items": list(zip([_summary_label(c, car_unit) for c in cols], cells)),
         "any_empty": any(c.startswith(EMPTY) for c in cells),
     }
+
+
+def _not_measured_kinds(counts: dict[str, Any]) -> dict[str, str] | None:
+    """The kinds of not-measured rows a subject holds, in the page's words: ``rows`` ("reconstructed",
+    "synthetic", "reconstructed or synthetic") and what a grade derived from them is (``grade``); None
+    when every row was measured or stated in the publication."""
+    kinds = [k for k in NOT_MEASURED_SOURCES if counts.get(k)]
+    if not kinds:
+        return None
+    grade = {"reconstructed": "a reconstruction", "synthetic": "synthetic", "simulated": "simulated"}
+    return {"rows": " or ".join(kinds),
+            "grade": grade.get(kinds[0], kinds[0]) if len(kinds) == 1 else "not measured either"}
 
 
 def _analysis(study: Study, protocol, analysis):
@@ -408,6 +466,108 @@ def _of(analysis, name: str, subject_id: str) -> pl.DataFrame | None:
     return frame.filter(pl.col(col) == subject_id)
 
 
+#: a grading engine's ``missing_inputs`` name -> the words the page uses ("range: missing temperature")
+MISSING_WORDS = {
+    "TEMP": "temperature",
+    "ICE/CAPD": "ICE/CAPD score",
+    "o2_flow_lpm": "oxygen flow",
+    "vasopressor agent": "vasopressor agent",
+    "death attribution": "death attribution",
+    "age_years": "age",
+}
+
+
+def _grade_text(lo: Any, hi: Any, missing: Sequence[str] = (), why: str | None = None) -> str:
+    """A worst grade with its range, as the CRS scales' rows: "3", "0–1 (range: missing temperature)"."""
+    if hi is None or lo is None or hi == lo:
+        return _cell(lo)
+    why = why or (f"missing {', '.join(missing)}" if missing else None)
+    return f"{_cell(lo)}–{_cell(hi)} (range{': ' + why if why else ''})"
+
+
+def _range_days(daily: pl.DataFrame | None, lo: Any, hi: Any) -> tuple[list[Any], list[str]]:
+    """The days whose upper grade reaches the subject's upper bound ``hi`` above its grade ``lo`` and the
+    inputs missing on those days (a daily ASTCT table: ``grade_max``, ``missing_inputs``)."""
+    if daily is None or hi is None or "grade_max" not in daily.columns or (lo is not None and hi <= lo):
+        return [], []
+    rows = daily.filter(pl.col("grade_max") == hi)
+    if lo is not None:
+        rows = rows.filter(pl.col("grade_max") > pl.col("grade").fill_null(-1))
+    rows = rows.sort("day")
+    missing: list[str] = []
+    if "missing_inputs" in rows.columns:
+        for names in rows["missing_inputs"].to_list():
+            for n in names or []:
+                word = MISSING_WORDS.get(n, n)
+                if word not in missing:
+                    missing.append(word)
+    return rows["day"].to_list(), missing
+
+
+def _range_reason(hi: Any, days: list[Any], otherwise: str | None) -> str | None:
+    if not days:
+        return otherwise
+    shown = ", ".join(_day(d) for d in days[:8]) + (" ..." if len(days) > 8 else "")
+    return f"could be up to grade {_cell(hi)} on day(s) {shown}"
+
+
+def _summary_value(analysis, name: str, subject_id: str, col: str) -> Any:
+    df = _of(analysis, name, subject_id)
+    return df[col][0] if df is not None and df.height and col in df.columns else None
+
+
+def _episode_range(e: dict, crs_daily, icans_daily, icaht) -> str | None:
+    """An episode's grade range: the highest upper grade of its days (ASTCT CRS/ICANS) or the early
+    ICAHT upper grade, where above the episode's grade; else None."""
+    grade, term = e.get("ATOXGR"), (e.get("AETERM") or "").lower()
+    if grade is None:
+        return None
+    daily = crs_daily if term.startswith("cytokine release") else icans_daily if "neurotoxicity" in term else None
+    if daily is not None and "grade_max" in daily.columns and e.get("ASTDY") is not None:
+        end = e.get("AENDY") if e.get("AENDY") is not None else e["ASTDY"]
+        days = daily.filter(pl.col("day").is_between(e["ASTDY"], end))
+        hi = days["grade_max"].max() if days.height else None
+        if hi is not None and hi > grade:
+            return _grade_text(grade, hi, _range_days(days, grade, hi)[1])
+    if "hematotoxicity, early" in term and icaht is not None and icaht.height:
+        r = icaht.row(0, named=True)
+        hi = r.get("icaht_early_grade_max")
+        if hi is not None and hi > grade:
+            return _grade_text(grade, hi, why=_unknown_days(r.get("early_unknown_days"), "ANC"))
+    return None
+
+
+def _unknown_days(n: Any, what: str) -> str | None:
+    return f"no {what} on {_cell(n)} day(s)" if n else None
+
+
+def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame:
+    """ICANS (ASTCT 2019), ICAHT and T-ICAHT (EHA/EBMT 2023) of one subject: each worst grade with its
+    range (where an input is missing) and why — a grade 0 that could be higher has no episode row."""
+    rows = []
+    icans = _of(analysis, "icans_summary", subject_id)
+    if icans is not None and icans.height:
+        r = icans.row(0, named=True)
+        lo, hi = r.get("icans_grade_astct"), r.get("icans_grade_astct_max")
+        up_days, missing = _range_days(icans_daily, lo, hi)
+        rows.append({"toxicity": "ICANS (ASTCT 2019)", "grade": _grade_text(lo, hi, missing),
+                     "missing": ", ".join(missing) or None, "rule": None,
+                     "reason": _range_reason(hi, up_days, "see the episode table")})
+    t_icaht = _of(analysis, "t_icaht", subject_id)
+    for name, frame, prefix, what in (("ICAHT", icaht, "icaht", "ANC"), ("T-ICAHT", t_icaht, "t_icaht", "platelet count")):
+        if frame is None or not frame.height:
+            continue
+        r = frame.row(0, named=True)
+        lo, hi = r.get(f"{prefix}_early_grade"), r.get(f"{prefix}_early_grade_max")
+        why = _unknown_days(r.get("early_unknown_days"), what) if hi is not None and lo is not None and hi > lo else None
+        rows.append({"toxicity": f"{name}, early (days 0-30)", "grade": _grade_text(lo, hi, why=why),
+                     "missing": why, "rule": r.get("early_rule"), "reason": r.get("early_reason")})
+        rows.append({"toxicity": f"{name}, late (after day 30)", "grade": _cell(r.get(f"{prefix}_late_grade")),
+                     "missing": None, "rule": r.get("late_rule"), "reason": r.get("late_reason")})
+    return pl.DataFrame(rows, schema={"toxicity": pl.String, "grade": pl.String, "missing": pl.String,
+                                      "rule": pl.String, "reason": pl.String})
+
+
 def _toxicity_block(analysis, subject_id: str) -> dict:
     """Toxicity grading of one subject: ADAE-like episodes, CRS on every scale, worst CTCAE lab grades
     (the analysis's tables, with its options)."""
@@ -421,11 +581,19 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
     cross = _of(analysis, "crs_cross_scale", subject_id)
     cross = cross if cross is not None else pl.DataFrame()
     labels = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX/MDACC", "mskcc": "MSKCC"}
+    crs_daily = _of(analysis, "crs_daily", subject_id)
+    icans_daily = _of(analysis, "icans_daily", subject_id)
     scale_rows = []
     if cross.height:
         x = cross.row(0, named=True)
-        scale_rows.append({"scale": "ASTCT 2019", "grade": x.get("crs_grade_astct"), "missing": None,
-                           "rule": None, "reason": "see the episode table"})
+        lo = x.get("crs_grade_astct")
+        hi = x.get("crs_grade_astct_max")
+        if hi is None:
+            hi = _summary_value(analysis, "crs_summary", subject_id, "crs_grade_astct_max")
+        up_days, missing = _range_days(crs_daily, lo, hi)
+        scale_rows.append({"scale": "ASTCT 2019", "grade": _grade_text(lo, hi, missing),
+                           "missing": ", ".join(missing) or None, "rule": None,
+                           "reason": _range_reason(hi, up_days, "see the episode table")})
         for sc in SCALES:
             lo, hi = x[f"crs_grade_{sc}_min"], x[f"crs_grade_{sc}_max"]
             grade = str(lo) if lo == hi else f"{lo}–{hi if hi is not None else '?'} (range)"
@@ -441,10 +609,17 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
         .group_by("term", maintain_order=True).first()
         .select([c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule") if c in adlb.columns or c == "grade"])
     )
+    icaht = _of(analysis, "icaht", subject_id)
+    episodes = episodes.with_columns(pl.Series("RANGE", [
+        _episode_range(e, crs_daily, icans_daily, icaht) for e in episodes.iter_rows(named=True)], dtype=pl.String))
     return {
-        "episodes": _table(episodes, [("AETERM", "Toxicity"), ("ATOXGR", "Grade"), ("ATOXGRS", "Scale"),
-                                      ("ASTDY", "Start day"), ("AENDY", "End day"), ("ADURN", "Days"),
-                                      ("RULE", "Rule"), ("REASON", "Why"), ("n_rows", "Source rows")]),
+        "episodes": _table(episodes, [("AETERM", "Toxicity"), ("ATOXGR", "Grade"), ("RANGE", "Range"),
+                                      ("ATOXGRS", "Scale"), ("ASTDY", "Start day"), ("AENDY", "End day"),
+                                      ("ADURN", "Days"), ("RULE", "Rule"), ("REASON", "Why"),
+                                      ("n_rows", "Source rows")]),
+        "worst": _table(_worst_grades(analysis, subject_id, icans_daily, icaht),
+                        [("toxicity", "Toxicity"), ("grade", "Worst grade"), ("missing", "Missing inputs"),
+                         ("rule", "Rule"), ("reason", "Why")]),
         "scales": _table(scales, [("scale", "CRS scale"), ("grade", "Maximum grade"), ("missing", "Missing inputs"),
                                   ("rule", "Rule"), ("reason", "Why")]),
         "ctcae": _table(worst, [("term", "CTCAE v5 term"), ("grade", "Worst grade"), ("day", "First day"),
@@ -582,11 +757,12 @@ def render_subject_html(
     if course is None:
         course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id))
     facts, facts_prov = _subject_facts(sub, subject_id)
+    counts = provenance_counts(sub)
     ctx = {
         "title": title or f"{study.study_id} — subject {subject_id}",
         "study_id": study.study_id,
         "subject_id": subject_id,
-        "counts": provenance_counts(sub),
+        "counts": counts,
         "table_names": list(TABLES),
         "facts": facts,
         "facts_prov": facts_prov,
@@ -595,7 +771,9 @@ def render_subject_html(
         "events": _events_table(sub.events),
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
-        "summary": _summary_block(summary, subject_id, response_notes(analysis, subject_id).get(subject_id)),
+        "summary": _summary_block(summary, subject_id, response_notes(analysis, subject_id).get(subject_id),
+                                  _car_unit(analysis, sub, subject_id)),
+        "not_measured_kinds": _not_measured_kinds(counts),
         "toxicity": _toxicity_block(analysis, subject_id),
         "response": _response_block(analysis, subject_id),
         "protocol": _protocol_block(analysis, subject_id, protocol),

@@ -33,12 +33,27 @@ def _num(v: float | None) -> str:
 
 
 def _daily(obs: pl.DataFrame, param: str, how: str) -> pl.DataFrame:
+    """One row per calendar day ``d``: the day's value ``v`` (max or min), else its first text ``t``, and
+    ``syn``: whether the value shown is not measured. The star follows the row(s) whose value is shown —
+    a paper maximum stays unstarred beside reconstructed rows of the same day; on a tie it is starred only
+    when every row with that value is not measured."""
     rows = obs.filter(pl.col("param") == param).with_columns(pl.col("day").floor().alias("d"))
     agg = pl.col("value").max() if how == "max" else pl.col("value").min()
+    rows = rows.with_columns(
+        agg.over("d").alias("v"),
+        pl.col("value_text").drop_nulls().first().over("d").alias("t"),
+        pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase().is_in(SYNTHETIC)
+        .fill_null(False).alias("_nm"),
+    )
+    shown = (pl.when(pl.col("v").is_not_null()).then(pl.col("value") == pl.col("v"))
+             .otherwise(pl.col("value").is_null() & (pl.col("value_text") == pl.col("t")))
+             .fill_null(False))
+    rows = rows.with_columns(shown.alias("_shown"))
     return rows.group_by("d").agg(
-        agg.alias("v"),
-        pl.col("value_text").drop_nulls().first().alias("t"),
-        pl.col("source").is_in(SYNTHETIC).any().alias("syn"),
+        pl.col("v").first(),
+        pl.col("t").first(),
+        pl.when(pl.col("_shown").any()).then(pl.col("_nm").filter(pl.col("_shown")).all())
+        .otherwise(pl.col("_nm").any()).alias("syn"),
     )
 
 
