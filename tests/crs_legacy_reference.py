@@ -123,7 +123,7 @@ class CrsLegacyOptions:
     scale_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fever_attribution: FeverAttribution | None = None
     # audit s26 (2): how days without organ labs are read
-    organ_labs: str = "same_day"
+    organ_labs: str = "last_known_within_days"  # the engine's default (s26)
     organ_labs_days: int = 1
 
     def __post_init__(self) -> None:
