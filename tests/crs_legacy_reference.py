@@ -125,6 +125,7 @@ class CrsLegacyOptions:
     # audit s26 (2): how days without organ labs are read
     organ_labs: str = "last_known_within_days"  # the engine's default (s26)
     organ_labs_days: int = 1
+    organ_labs_open: str = "crs_signs"  # s26: days without labs are open only with a CRS sign
 
     def __post_init__(self) -> None:
         if self.day_precision not in ("bounds", "full_days"):
@@ -507,8 +508,11 @@ def crs_daily_inputs(
                 any_lab = bool(organ_rows.get((sid, d, "organ_grade_max")))
                 for c in _ORGAN_COLS:
                     rows = organ_rows.get((sid, d, c), [])
+                    sign = (fever is not False or sbp_low is not False or bool(o2)
+                            or (x.get("n_vasopressors") or 0) > 0)
                     if not rows:
-                        if opts.organ_labs == "absent_is_normal":
+                        if opts.organ_labs == "absent_is_normal" or (
+                                opts.organ_labs_open == "crs_signs" and not sign):
                             organ_vals[c] = 0
                         else:
                             organ_vals[c] = None

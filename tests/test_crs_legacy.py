@@ -522,10 +522,15 @@ def test_seed_case_cross_scale_with_organ_grades(seed):
     r = x.row(0, named=True)
     assert [r[f"crs_grade_{s}"] for s in SCALES] == [2, 3, 2, 3]
     assert r["same_grade_all_scales"] is False
-    # organ_labs="same_day": dexamethasone for CRS from day 8 waives the fever requirement on every later
-    # day, so days 15, 17, ... (no labs) are CRS days whose organ toxicity is unknown: Lee/CARTOX 2-4
+    # organ_labs="same_day": the days without labs (15, 17, ...) have no CRS sign (afebrile, normal blood
+    # pressure, no oxygen or vasopressor): with organ_labs_open="crs_signs" (default) they stay settled;
+    # "every_crs_day" opens them too - dexamethasone for CRS from day 8 waives the fever requirement on
+    # every later day, so they are CRS days whose organ toxicity is unknown: Lee/CARTOX 2-4
     strict = CrsLegacyOptions(organ_labs="same_day")
     r = derive_crs_cross_scale(seed, astct, og, options=strict).row(0, named=True)
+    assert (r["crs_grade_lee2014_min"], r["crs_grade_lee2014_max"]) == (2, 2)
+    every = CrsLegacyOptions(organ_labs="same_day", organ_labs_open="every_crs_day")
+    r = derive_crs_cross_scale(seed, astct, og, options=every).row(0, named=True)
     assert (r["crs_grade_lee2014_min"], r["crs_grade_lee2014_max"]) == (2, 4)
     assert r["crs_lee2014_missing"] == ["no organ labs that day"]
     daily = derive_crs_legacy_daily(seed, organ_grades=og)

@@ -383,3 +383,13 @@ def test_ctcae_organ_grades_of_a_synthetic_cohort_agree_with_the_reference(tmp_p
     study = read_study(synthetic_cohort(8, seed=11, out_dir=tmp_path / "c", fmt="parquet"))
     og = organ_grades_from_adlb(derive_ctcae(study))
     vec._same(study, {"organ_labs": mode, "organ_labs_days": days}, og, None, derive_crs_summary(study))
+
+
+def test_organ_labs_open_only_on_days_with_a_crs_sign(s01):
+    """organ_labs_open: S01's day 2 has a fever (a CRS sign), so with same_day it is open (Lee 1-4) in
+    both modes; an option value other than crs_signs / every_crs_day is refused."""
+    for mode in ("crs_signs", "every_crs_day"):
+        res, _ = graded(s01, CrsLegacyOptions(organ_labs="same_day", organ_labs_open=mode))
+        assert grades(res["subjects"].row(0, named=True), "lee2014") == (1, 4), mode
+    with pytest.raises(ValueError, match="organ_labs_open must be"):
+        CrsLegacyOptions(organ_labs_open="sometimes")

@@ -43,7 +43,7 @@ def test_organ_grades_from_the_ctcae_engine_settle_the_legacy_scales(seed):
     assert all(x[f"crs_{s}_missing"] == [] for s in SCALES)
     # organ_labs="same_day": the fever waiver (dexamethasone day 8) makes days 15, 17, ... CRS days
     # without organ labs -> Lee/CARTOX 2-4
-    strict = CrsLegacyOptions(organ_labs="same_day")
+    strict = CrsLegacyOptions(organ_labs="same_day", organ_labs_open="every_crs_day")
     x = derive_crs_cross_scale(seed, derive_crs_summary(seed), og, options=strict).row(0, named=True)
     assert [(x[f"crs_grade_{s}_min"], x[f"crs_grade_{s}_max"]) for s in SCALES] == [(2, 4), (3, 3), (2, 4), (3, 3)]
 

@@ -81,6 +81,11 @@ class CrsLegacyOptions:
       with their day in the reason). "absent_is_normal": a day without rows has no organ toxicity
       (cartlab before 2026-12; for sponsors who grade that way).
     * ``organ_labs_days`` [1]: the look-back of "last_known_within_days", in calendar days.
+    * ``organ_labs_open`` ["crs_signs"]: on which CRS days missing organ labs leave the grade open:
+      days with a CRS sign (fever or an unknown temperature, hypotension or an unknown blood
+      pressure, oxygen, a vasopressor); on an afebrile day without any, a CRS day only by the fever
+      waiver (which lasts to the end of follow-up), absent labs read as no organ toxicity.
+      "every_crs_day" opens every CRS day without labs.
     """
 
     counted_indications: tuple[str, ...] = ("CRS",)
@@ -99,10 +104,13 @@ class CrsLegacyOptions:
     fever_attribution: FeverAttribution | None = None
     organ_labs: str = "last_known_within_days"
     organ_labs_days: int = 1
+    organ_labs_open: str = "crs_signs"
 
     def __post_init__(self) -> None:
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
+        if self.organ_labs_open not in ("crs_signs", "every_crs_day"):
+            raise ValueError(f"organ_labs_open must be 'crs_signs' or 'every_crs_day', not {self.organ_labs_open!r}")
         if self.organ_labs not in ORGAN_LABS:
             raise ValueError(f"organ_labs must be one of {ORGAN_LABS}, not {self.organ_labs!r}")
         if isinstance(self.organ_labs_days, bool) or not isinstance(self.organ_labs_days, int) or self.organ_labs_days < 0:
@@ -476,6 +484,12 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
                        pl.when(pl.col("death_day").is_null()).then(False).otherwise(pl.col("death_crs")).alias("death_crs"))
     x = x.with_columns(gate.alias("crs_gate"))
     fever_unknown = pl.col("fever").is_null() & ~(other if day_scope else pl.lit(False))
+    # a day without organ labs is open only where CRS shows (fever, or unknown; hypotension, or
+    # unknown; oxygen; a vasopressor) unless organ_labs_open = every_crs_day: an afebrile day with none
+    # of them is a CRS day only by the fever waiver, which lasts to the end of follow-up
+    sign = (pl.col("fever").fill_null(True) | pl.col("sbp_low").fill_null(True) | pl.col("o2_any").fill_null(False)
+            | (pl.col("n_vasopressors").fill_null(0) > 0))
+    open_day = pl.lit(True) if opts.organ_labs_open == "every_crs_day" else sign
     unknown = [
         pl.when(pl.col("high_dose_reasons").list.len() > 0).then(
             pl.col("high_dose_reasons").list.eval(pl.lit("high_dose:") + pl.element()).list.join(_SEP)),
@@ -486,7 +500,7 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.when(pl.col("crs_gate").is_null()).then(pl.lit("crs_gate:temperature")),
         pl.when(pl.col("fio2_unknown").fill_null(False)).then(pl.lit("fio2:FiO2 of the oxygen support")),
         *([] if organ_given else [pl.lit(f"{c}:organ toxicity grades (organ_grades not supplied)") for c in ORGAN_COLS]),
-        *([pl.when(~pl.col(f"_has_{c}").fill_null(False)).then(pl.lit(f"{c}:") + _no_labs(c, opts))
+        *([pl.when(~pl.col(f"_has_{c}").fill_null(False) & open_day).then(pl.lit(f"{c}:") + _no_labs(c, opts))
            for c in ORGAN_COLS] if organ_given and opts.organ_labs != "absent_is_normal" else []),
         *([pl.when(pl.col(f"_unk_{c}").fill_null(False)).then(pl.col(f"_organ_unknown_{c}").list.eval(
             pl.lit(f"{c}:CTCAE grade of ") + pl.element()
@@ -497,7 +511,7 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.when(pl.col("death_crs").is_null()).then(pl.lit("death_crs:attribution of death")),
     ]
     lacking = (lambda c: pl.lit(False)) if opts.organ_labs == "absent_is_normal" else (
-        lambda c: ~pl.col(f"_has_{c}").fill_null(False))
+        lambda c: ~pl.col(f"_has_{c}").fill_null(False) & open_day)
     organ = ([pl.when(pl.col(f"_unk_{c}").fill_null(False) | lacking(c)).then(None).otherwise(pl.col(c).fill_null(0)).alias(c)
               for c in ORGAN_COLS] if organ_given
              else [pl.lit(None, dtype=pl.Int64).alias(c) for c in ORGAN_COLS])
