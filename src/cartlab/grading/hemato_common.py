@@ -68,6 +68,23 @@ def grades(table: CriteriaTable, opts: dict[str, Any], sets: tuple[str, ...] = (
     return [e for s in sets for e in decision(table, s, opts, otherwise_grade=0).outcome(s, "grade", "rule")]
 
 
+def early_upper_grade(grid: pl.DataFrame, day: pl.DataFrame, value: str, flags: Sequence[str],
+                      features, table: CriteriaTable, opts: dict[str, Any], fills: Sequence[pl.Expr] = ()
+                      ) -> pl.DataFrame:
+    """The highest early grade the data leave possible (ICAHT, T-ICAHT): every day of ``grid``
+    (``subject_id``, ``day``: the window to its end) without a ``value`` in ``day`` (the daily series)
+    read as below every level (``flags`` True, ``value`` 0; ``fills`` for the engine's other columns),
+    then graded by the table's early rules on ``features(frame)``. Returns ``subject_id``,
+    ``_early_grade_max`` and ``early_unknown_days`` (missing is not negative)."""
+    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
+    unknown = up.group_by("subject_id").agg(pl.col(value).is_null().sum().cast(pl.Int64).alias("early_unknown_days"))
+    up = up.with_columns(pl.col(value).fill_null(0.0), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
+                         *[pl.col(c).fill_null(True) for c in flags], *fills)
+    worst = features(up).with_columns(grades(table, opts, ("early",)))
+    return worst.select("subject_id", pl.col("early_grade").alias("_early_grade_max")).join(
+        unknown, on="subject_id", how="left").with_columns(pl.col("early_unknown_days").fill_null(0))
+
+
 def rule_features(rules: Sequence[Rule]) -> list[str]:
     """The features the conditions of ``rules`` compare, each once, in order."""
     found = [x.feature for r in rules for c in r.when for x in leaves(c) if isinstance(x, Leaf)]

@@ -28,6 +28,7 @@ from cartlab.grading.hemato_common import (
     Number,
     below_durations,
     daily_series,
+    early_upper_grade,
     empty,
     event_windows,
     fmt,
@@ -141,13 +142,7 @@ def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[
                           .alias("day")).explode("day").drop("_death").drop_nulls("day"))
     flags = [f"anc_le_{n}" for n in levels]
     day = daily.filter(pl.col("day").is_between(lo, hi)).select("subject_id", "day", "anc", "evidence", *flags)
-    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
-    unknown = up.group_by("subject_id").agg(pl.col("anc").is_null().sum().cast(pl.Int64).alias("early_unknown_days"))
-    up = up.with_columns(pl.col("anc").fill_null(0.0), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
-                         *[pl.col(c).fill_null(True) for c in flags])
-    worst = _early_features(up, sids, opts, levels).with_columns(grades(table, opts, ("early",)))
-    return worst.select("subject_id", pl.col("early_grade").alias("_early_grade_max")).join(
-        unknown, on="subject_id", how="left").with_columns(pl.col("early_unknown_days").fill_null(0))
+    return early_upper_grade(grid, day, "anc", flags, lambda f: _early_features(f, sids, opts, levels), table, opts)
 
 
 def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:

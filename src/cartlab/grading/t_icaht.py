@@ -27,6 +27,7 @@ from cartlab.grading.hemato_common import (
     CountWindowOptions,
     below_durations,
     daily_series,
+    early_upper_grade,
     empty,
     event_windows,
     fmt,
@@ -191,15 +192,10 @@ def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any
             .drop_nulls("day"))
     day = daily.filter(pl.col("window") == "early").select(
         "subject_id", "day", "plt", "source", "evidence", "below_by_transfusion", *flags)
-    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
-    unknown = up.group_by("subject_id").agg(pl.col("plt").is_null().sum().cast(pl.Int64).alias("early_unknown_days"))
-    up = up.with_columns(pl.col("plt").fill_null(0.0), pl.col("source").fill_null("missing"),
-                         pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
-                         pl.col("below_by_transfusion").fill_null(False), *[pl.col(c).fill_null(True) for c in flags],
-                         pl.lit("early").alias("window"))
-    worst = _window_features(up, sids, opts, levels, "early", "").with_columns(grades(table, opts, ("early",)))
-    return worst.select("subject_id", pl.col("early_grade").alias("_early_grade_max")).join(
-        unknown, on="subject_id", how="left").with_columns(pl.col("early_unknown_days").fill_null(0))
+    fills = (pl.col("source").fill_null("missing"), pl.col("below_by_transfusion").fill_null(False),
+             pl.lit("early").alias("window"))
+    return early_upper_grade(grid, day, "plt", flags, lambda f: _window_features(f, sids, opts, levels, "early", ""),
+                             table, opts, fills)
 
 
 def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
