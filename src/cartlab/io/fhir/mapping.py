@@ -25,6 +25,7 @@ EXT_ANCHOR = f"{BASE}/StructureDefinition/day0-anchor"
 CS_PARAM = f"{BASE}/CodeSystem/param"
 CS_CATEGORY = f"{BASE}/CodeSystem/category"
 CS_EVENT = f"{BASE}/CodeSystem/event"
+CS_FLAG = f"{BASE}/CodeSystem/flag"
 UCUM = "http://unitsofmeasure.org"
 #: the documented day-0 anchor of a study without calendar dates (days only)
 DAYS_ONLY_ANCHOR = "2000-01-01T00:00:00+00:00"

@@ -19,6 +19,7 @@ from cartlab.io.fhir._common import add_days, fhir_text, fhir_time, row_extensio
 from cartlab.io.fhir.mapping import (
     CS_CATEGORY,
     CS_EVENT,
+    CS_FLAG,
     DAYS_ONLY_ANCHOR,
     EXT_ANCHOR,
     UCUM,
@@ -37,6 +38,21 @@ def _pid(subject_id: str) -> str:
     """A FHIR id ([A-Za-z0-9-.]{1,64}) for a subject id; the exact id goes in the identifier."""
     s = re.sub(r"[^A-Za-z0-9.\-]", "-", subject_id)[:55]
     return s if s == subject_id else f"{s}-{uuid.uuid5(_NS, subject_id).hex[:8]}"
+
+
+def _full_url(rtype: str, rid: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(_NS, rtype + '/' + rid)}"
+
+
+def _ref(subject_id: str) -> dict:
+    """A reference to the subject's Patient by its fullUrl (a bundle of urn:uuid fullUrls has no base
+    a relative ``Patient/id`` could resolve against: FHIR R4 Bundle, "Resolving references in Bundles")."""
+    return {"reference": _full_url("Patient", _pid(subject_id))}
+
+
+#: meta.tag of every resource of a days-only subject: its times sit on the nominal 2000-01-01 anchor
+NOMINAL_TAG = {"system": CS_FLAG, "code": "nominal-time",
+               "display": "days since the CAR-T infusion placed on a nominal 2000-01-01 day 0: not calendar dates"}
 
 
 def _clean(v):
@@ -59,15 +75,21 @@ class _Writer:
         self.anchor = {}  # subject -> midnight of day 0 (naive wall clock)
         self.anchor_text = {}  # subject -> its infusion date(-time) as FHIR text
         self.deceased: dict[str, str] = {}
+        self.nominal: set[str] = set()  # days-only subjects (no infusion date): their times are nominal
+        self.ref_sid = {_ref(sid)["reference"]: sid for sid in study.subject_ids}
 
     def add(self, resource: dict) -> None:
         rtype = resource["resourceType"]
+        sid = self.ref_sid.get((resource.get("subject") or {}).get("reference", ""))
+        if rtype == "Patient":
+            sid = resource["identifier"][0]["value"]
+        if sid in self.nominal:
+            resource["meta"] = {"tag": [dict(NOMINAL_TAG)]}
         try:
             get_fhir_model_class(rtype).model_validate(resource)
         except Exception as exc:  # a bug in the writer, not bad input
             raise CartlabError(f"write_fhir_bundle built an invalid {rtype} {resource.get('id')}: {exc}") from exc
-        full = f"urn:uuid:{uuid.uuid5(_NS, rtype + '/' + resource['id'])}"
-        self.entries.append({"fullUrl": full, "resource": resource})
+        self.entries.append({"fullUrl": _full_url(rtype, resource["id"]), "resource": resource})
 
     def when(self, sid: str, day, text) -> str:
         if _clean(text) is not None:
@@ -86,6 +108,9 @@ class _Writer:
         for sid in self.study.subject_ids:  # subjects found only in other tables: days-only anchor
             self.anchor.setdefault(sid, midnight(parse_wall_clock(DAYS_ONLY_ANCHOR)))
             self.anchor_text.setdefault(sid, fhir_text(DAYS_ONLY_ANCHOR))
+        dated = {r["subject_id"] for r in self.study.subjects.iter_rows(named=True)
+                 if r["infusion_datetime"] or r["infusion_date"]}
+        self.nominal = set(self.study.subject_ids) - dated
         ev = self.study.events
         for row in ev.filter(ev["event"] == "death").iter_rows(named=True):
             self.deceased.setdefault(row["subject_id"], self.when(row["subject_id"], row["day"], row["datetime"]))
@@ -102,7 +127,9 @@ class _Writer:
             }
             if row["sex"]:
                 res["gender"] = _GENDER.get(row["sex"], "unknown")
-            if sid in self.deceased:
+            if sid in self.deceased and sid in self.nominal:
+                res["deceasedBoolean"] = True  # no calendar date is known (the day is on the death Condition)
+            elif sid in self.deceased:
                 res["deceasedDateTime"] = self.deceased[sid]
             self.add(res)
             for col, param in (("weight_kg", "WEIGHT"), ("height_cm", "HEIGHT")):
@@ -117,7 +144,7 @@ class _Writer:
             "id": f"subj-{i}-{param.lower()}",
             "status": "final",
             "code": {"coding": [{"system": system, "code": code, "display": display}], "text": param},
-            "subject": {"reference": f"Patient/{_pid(sid)}"},
+            "subject": _ref(sid),
             "effectiveDateTime": fhir_time(self.anchor[sid]),
             "valueQuantity": _quantity(value, unit, unit),
             "extension": [row_extension({"role": "subject"})],
@@ -136,7 +163,7 @@ class _Writer:
                 "id": f"obs-{i}",
                 "status": "final",
                 "code": {"coding": [{"system": system, "code": code, "display": display}], "text": param},
-                "subject": {"reference": f"Patient/{_pid(sid)}"},
+                "subject": _ref(sid),
                 "effectiveDateTime": self.when(sid, r["day"], r["datetime"]),
             }
             if _clean(r["value"]) is not None:
@@ -167,7 +194,7 @@ class _Writer:
                 "status": "completed",
                 "category": {"coding": [{"system": CS_CATEGORY, "code": "dose"}]},
                 "medicationCodeableConcept": {"text": r["agent"]},
-                "subject": {"reference": f"Patient/{_pid(sid)}"},
+                "subject": _ref(sid),
                 "effectiveDateTime": self.when(sid, r["day"], r["datetime"]),
                 "extension": [self.ext({k: r[k] for k in ("orig_dose", "orig_unit", "day", "datetime", "source", "source_note", "extra")})],
             }
@@ -181,7 +208,7 @@ class _Writer:
             start = self.when(sid, r["start_day"], r["start_datetime"])
             has_end = _clean(r["end_day"]) is not None or r["end_datetime"] is not None
             end = self.when(sid, r["end_day"], r["end_datetime"]) if has_end else None
-            res = {"id": f"int-{i}", "subject": {"reference": f"Patient/{_pid(sid)}"},
+            res = {"id": f"int-{i}", "subject": _ref(sid),
                    "extension": [self.ext(r)]}
             if r["indication"]:
                 res["reasonCode"] = [{"text": r["indication"]}]
@@ -206,7 +233,7 @@ class _Writer:
             sid = r["subject_id"]
             t = self.when(sid, r["day"], r["datetime"])
             code = {"coding": [{"system": CS_EVENT, "code": r["event"]}], "text": r["event"]}
-            res = {"id": f"evt-{i}", "subject": {"reference": f"Patient/{_pid(sid)}"}, "code": code,
+            res = {"id": f"evt-{i}", "subject": _ref(sid), "code": code,
                    "extension": [self.ext(r)]}
             if r["event"] == "allo_hsct":
                 res.update(resourceType="Procedure", status="completed", performedDateTime=t)
