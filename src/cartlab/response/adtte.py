@@ -216,7 +216,7 @@ def _first(ev: pl.DataFrame, kinds: Iterable[str], name: str, after: pl.DataFram
         pl.col("ref").drop_nulls().unique(maintain_order=True).alias(f"{name}_refs"))
 
 
-def _last_rows(study: Study, sids: list[str]) -> pl.DataFrame:
+def last_recorded_rows(study: Study, sids: list[str]) -> pl.DataFrame:
     """Per subject of ``sids``: its rows (``day``, ``ref``, ``table``) on its latest day over the
     observations, doses, interventions (start and end) and events."""
     specs = (("observations", "day"), ("doses", "day"), ("interventions", "start_day"),
@@ -257,7 +257,7 @@ def _last_alive(f: pl.DataFrame, ev: pl.DataFrame, resp: pl.DataFrame, study: St
     ]
     no_fu = f.filter(pl.col("fu_day").is_null())[_SID].to_list()
     if opts.missing_followup == "last_observation" and no_fu:
-        last = _last_rows(study, no_fu)
+        last = last_recorded_rows(study, no_fu)
         parts.append(cand(last, 3, pl.format("last {} row, day {}", "table", _g(pl.col("day"))), pl.col("table")))
     c = pl.concat(parts).sort(_SID, "_k", "_i").filter(pl.col("day") == pl.col("day").max().over(_SID))
     how = pl.concat_str(pl.col("text"), pl.when(pl.col("ref").is_not_null() & (pl.col("ref") != ""))

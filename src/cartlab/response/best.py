@@ -87,7 +87,7 @@ def _last_known_alive(study: Study) -> dict[str, tuple[float, str]]:
     """Per subject, the day last known alive and how it is known, as the time-to-event endpoints
     censor: the latest of ``last_followup_day`` and the days of non-death events and marrow
     assessments; without a follow-up day, the latest day of any of the subject's rows."""
-    from cartlab.response.adtte import _last_rows
+    from cartlab.response.adtte import last_recorded_rows
 
     out: dict[str, tuple[float, str]] = {}
 
@@ -103,7 +103,7 @@ def _last_known_alive(study: Study) -> dict[str, tuple[float, str]]:
         put(sid, day, "a later event")
     no_fu = [sid for sid, day in fu.items() if day is None]
     if no_fu:
-        for r in _last_rows(study, no_fu).unique("subject_id").iter_rows(named=True):
+        for r in last_recorded_rows(study, no_fu).unique("subject_id").iter_rows(named=True):
             put(r["subject_id"], r["day"], f"the last recorded row ({r['table']}; no last_followup_day)")
     return out
 
