@@ -175,7 +175,7 @@ def test_twin_regimen_probabilities_rest_on_the_effective_draws(monkeypatch):
     effective sample size (7 of 40 here), as `cartlab twin forecast` does - not the 40 draws."""
     import types
 
-    import cartlab.twin.fit as fit
+    import cartlab.twin.forecast as forecast
     from cartlab.app.twin import simulate_regimen
 
     seen = {}
@@ -184,7 +184,7 @@ def test_twin_regimen_probabilities_rest_on_the_effective_draws(monkeypatch):
         seen["n"] = n_effective
         return pl.DataFrame({"quantity": ["crs_ge3"]})
 
-    monkeypatch.setattr(fit, "forecast_table", fake_table)
+    monkeypatch.setattr(forecast, "forecast_table", fake_table)
     sim = types.SimpleNamespace(latent={"CARCOPY": np.ones((40, 3))})
     model = types.SimpleNamespace(ess_=7.3, events_=None,
                                   simulate_after=lambda *a, **k: (np.array([-1.0, 0.0, 1.0]), sim))

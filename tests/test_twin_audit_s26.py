@@ -146,7 +146,7 @@ def test_sir_draws_respect_the_bounds():
 
 
 def test_mcmc_rejects_proposals_outside_the_bounds():
-    from cartlab.twin.fit import _rw_metropolis
+    from cartlab.twin.posterior import rw_metropolis as _rw_metropolis
 
     ob = _Bowl([0.9], 0.5, [-1.0], [1.0])
     x = _rw_metropolis(ob, np.array([0.9]), np.eye(1) * 0.25, np.random.default_rng(1), n_keep=500, n_burn=50,
@@ -225,7 +225,7 @@ def test_forecast_of_a_synthetic_subject_is_bounded_flagged_and_labelled(syn, tm
 
 
 def test_probability_text_never_shows_exact_zero_or_one():
-    from cartlab.twin.fit import probability_text
+    from cartlab.twin.forecast import probability_text
 
     assert probability_text(0.0, 1000) == "< 0.001"
     assert probability_text(1.0, 1000) == "> 0.999"
@@ -244,7 +244,8 @@ _TABLE = pl.DataFrame({"quantity": ["car_cmax"], "pi90_hi": [1.0e6]})
 
 
 def test_not_converged_makes_the_forecast_unreliable():
-    from cartlab.twin.fit import _forecast_notes, _forecast_problems
+    from cartlab.twin.forecast import forecast_notes as _forecast_notes
+    from cartlab.twin.forecast import forecast_problems as _forecast_problems
 
     assert _forecast_problems(_fake()) == [] and _forecast_notes(_fake(), _TABLE) == []
     m = _fake(converged=False)
@@ -252,7 +253,8 @@ def test_not_converged_makes_the_forecast_unreliable():
 
 
 def test_no_car_samples_says_the_forecast_is_prior_only():
-    from cartlab.twin.fit import _forecast_notes, _forecast_problems
+    from cartlab.twin.forecast import forecast_notes as _forecast_notes
+    from cartlab.twin.forecast import forecast_problems as _forecast_problems
 
     m = _fake(car=False)
     assert _forecast_problems(m) == ["no_car_samples"] and "prior only" in _forecast_notes(m, _TABLE)[0]

@@ -52,7 +52,7 @@ def test_interval_reliability_boundary():
 def test_forecast_notes_flag_unresolved_intervals_and_a_peak_below_the_data():
     from types import SimpleNamespace
 
-    from cartlab.twin.fit import _forecast_notes
+    from cartlab.twin.forecast import forecast_notes as _forecast_notes
 
     table = pl.DataFrame({"quantity": ["car_cmax"], "pi90_hi": [2256.0]})
     obs = pl.DataFrame({"param": ["CARCOPY", "CARCOPY", "CARCOPY", "TEMP"], "day": [4.0, 7.0, 9.0, 7.0],

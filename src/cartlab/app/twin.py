@@ -103,7 +103,7 @@ def simulate_regimen(model, from_day: float, regimen: str) -> tuple[pl.DataFrame
     """The fitted twin's posterior draws simulated after ``from_day`` under ``regimen`` (recorded
     interventions before ``from_day``, the regimen's clinic rule after it), as
     :meth:`cartlab.twin.TwinModel.forecast` does for the clinic rule."""
-    from cartlab.twin.fit import _n_effective, forecast_table
+    from cartlab.twin.forecast import forecast_table, n_effective
 
     _label, overrides, booster = REGIMENS[regimen]
     events = None if booster is None else with_booster(model.events_, booster)
@@ -112,7 +112,7 @@ def simulate_regimen(model, from_day: float, regimen: str) -> tuple[pl.DataFrame
     q = np.nanquantile(car, [0.05, 0.5, 0.95], axis=0)
     keep = t >= 0
     # a probability rests on the effective draws (the SIR ESS), as `cartlab twin forecast` shows it
-    table = forecast_table(t, sim, n_effective=_n_effective(model, car.shape[0]))
+    table = forecast_table(t, sim, n_effective=n_effective(model, car.shape[0]))
     return table, (t[keep].tolist(), q[1][keep].tolist(), q[0][keep].tolist(), q[2][keep].tolist())
 
 

@@ -25,9 +25,8 @@ from cartlab.twin.fit import (
     _Objective,
     _Obs,
     _repeat_rows,
-    _with_recorded,
-    outcome_arrays,
 )
+from cartlab.twin.forecast import outcome_arrays, with_recorded
 
 __all__ = ["HELDOUT_SEED", "calibration_metrics", "forecast_calibration", "simulated_study", "virtual_patients"]
 
@@ -131,7 +130,7 @@ def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: fl
         # every importance draw with its weight (resampling would lose the tails to duplicates)
         keep = m.is_weights_ > 1e-6 * m.is_weights_.max()
         wts = m.is_weights_[keep] / m.is_weights_[keep].sum()
-        fc = outcome_arrays(_T_GRID, _with_recorded(ob.simulate(m.is_draws_[keep], t_out=_T_GRID, clinic=clinic), rec,
+        fc = outcome_arrays(_T_GRID, with_recorded(ob.simulate(m.is_draws_[keep], t_out=_T_GRID, clinic=clinic), rec,
                                                     truth.clinic_days, from_day))
         q = _wquantile(fc["car_cmax"], wts, [0.05, 0.25, 0.5, 0.75, 0.95])
         tp = float(true_out["car_cmax"][r])

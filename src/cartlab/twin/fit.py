@@ -38,7 +38,18 @@ import polars as pl
 from scipy import optimize, special
 
 from cartlab.errors import CartlabWarning, InputError
-from cartlab.twin.quality import MIN_ESS_INTERVALS, fit_quality, intervals_reliable, misfit_text
+from cartlab.twin.forecast import (
+    events_until,
+    forecast_notes,
+    forecast_problems,
+    forecast_table,
+    n_effective,
+    recorded_clinic,
+    subject_target,
+    with_recorded,
+)
+from cartlab.twin.posterior import importance_draws, pd_cov, rw_metropolis
+from cartlab.twin.quality import fit_quality, intervals_reliable, misfit_text
 
 __all__ = ["OBS_MODEL", "SEED_ANCHORS", "Anchor", "TwinModel", "course_summaries"]
 
@@ -361,20 +372,6 @@ class _Objective:
         return H
 
 
-def _pd_cov(H: np.ndarray, prior_sd: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Laplace covariance = inverse Hessian, guarded: in prior-whitened coordinates (x / prior SD) the
-    posterior precision of a Gaussian prior plus data is I + J with J >= 0 (data add information), so
-    its eigenvalues are floored at 1 -- no direction is wider than the prior (finite-difference noise
-    or a non-convex likelihood can otherwise give a negative or tiny curvature). Returns the
-    covariance and whether H was positive definite before the guard."""
-    D = np.diag(prior_sd)
-    Hw = D @ (0.5 * (H + H.T)) @ D
-    w, V = np.linalg.eigh(Hw)
-    ok = bool(np.all(w > 0))
-    w = np.maximum(w, 1.0)
-    return D @ ((V / w) @ V.T) @ D, ok
-
-
 # ------------------------------------------------------------------------------------------------
 # the estimator
 
@@ -427,7 +424,7 @@ class TwinModel:
 
         if subject_id not in study.subject_ids:
             raise InputError(f"subject {subject_id!r} is not in the study")
-        self.target_ = _subject_target(study, subject_id)
+        self.target_ = subject_target(study, subject_id)
         if self.target_ is not None and self.target_.upper() != "CD7" and not self.allow_other_target:
             raise InputError(f"{subject_id} is a {self.target_} subject (subjects.target = {self.target_}); the twin "
                              "models CD7 CAR-T therapy (CD7 antigen pool, CD7+ blast and T/NK kill), so its fit would "
@@ -453,9 +450,9 @@ class TwinModel:
         baseline = Baseline.from_study(base_study, [subject_id])
         events = Events.from_study(study, [subject_id])
         if until_day is not None:
-            events = _events_until(events, until_day)
+            events = events_until(events, until_day)
         days = np.arange(-30.0, 121.0)
-        flags = _recorded_clinic(study, subject_id, days)
+        flags = recorded_clinic(study, subject_id, days)
         if until_day is not None:
             flags = {k: v & (days <= until_day)[None, :] for k, v in flags.items()}
         return _Objective(table, theta0, free, sd[free], baseline, events, obs, self.anchors, recorded=(days, flags))
@@ -499,7 +496,7 @@ class TwinModel:
             best = r
         x = best.x
         H = ob.hessian(x)
-        cov, pd = _pd_cov(H, ob.psd)
+        cov, pd = pd_cov(H, ob.psd)
         self.x_, self.cov_, self.nll_ = x, cov, float(best.fun)
         gnorm = float(np.max(np.abs(best.jac))) if best.jac is not None else float("nan")
         at_bound = bool(np.any(np.isclose(x, lo, atol=1e-6) | np.isclose(x, hi, atol=1e-6)))
@@ -513,18 +510,18 @@ class TwinModel:
     def _posterior(self, rng: np.random.Generator) -> None:
         ob = self._objective
         if self.posterior == "mcmc":
-            draws = _rw_metropolis(ob, self.x_, self.cov_, rng, n_keep=self.n_draws)
+            draws = rw_metropolis(ob, self.x_, self.cov_, rng, n_keep=self.n_draws)
             self.ess_ = float("nan")
             self.is_draws_, self.is_weights_ = draws, np.full(len(draws), 1.0 / len(draws))
         else:
-            xs, w = _importance(ob, self.x_, self.cov_, self.n_sir, rng)
+            xs, w = importance_draws(ob, self.x_, self.cov_, self.n_sir, rng)
             self.ess_ = float(1.0 / np.sum(w * w))
             if self.ess_ < self.n_sir / 10:
                 # adaptive importance sampling, one more round: the proposal re-centred and re-scaled
                 # on the weighted draws (regularised towards the Laplace covariance)
                 mu = w @ xs
                 c = (xs - mu).T @ ((xs - mu) * w[:, None])
-                xs2, w2 = _importance(ob, mu, 0.5 * c + 0.5 * self.cov_, self.n_sir, rng)
+                xs2, w2 = importance_draws(ob, mu, 0.5 * c + 0.5 * self.cov_, self.n_sir, rng)
                 ess2 = float(1.0 / np.sum(w2 * w2))
                 if ess2 >= self.ess_:   # keep the better of the two rounds
                     xs, w, self.ess_ = xs2, w2, ess2
@@ -631,10 +628,10 @@ class TwinModel:
         draws = m.posterior_x_ if n_draws is None else m.posterior_x_[:n_draws]
         _t, sim = m.simulate_after(from_day, draws=draws)
         self.forecast_sim_ = sim
-        self.forecast_ = forecast_table(_T_GRID, sim, n_effective=_n_effective(m, draws.shape[0]))
+        self.forecast_ = forecast_table(_T_GRID, sim, n_effective=n_effective(m, draws.shape[0]))
         self.forecast_day_ = from_day
-        self.forecast_notes_ = _forecast_notes(m, self.forecast_)
-        self.forecast_problems_ = problems = _forecast_problems(m)
+        self.forecast_notes_ = forecast_notes(m, self.forecast_)
+        self.forecast_problems_ = problems = forecast_problems(m)
         self.forecast_reliable_ = not problems
         self.forecast_prior_only_ = "no_car_samples" in problems
         for note in self.forecast_notes_:
@@ -662,7 +659,7 @@ class TwinModel:
                              **(clinic_overrides or {}))
         sim = ob.simulate(self.posterior_x_ if draws is None else draws, t_out=_T_GRID, clinic=clinic)
         if from_day is not None:
-            sim = _with_recorded(sim, _recorded_clinic(self.study_, self.subject_id_, sim.clinic_days), sim.clinic_days,
+            sim = with_recorded(sim, recorded_clinic(self.study_, self.subject_id_, sim.clinic_days), sim.clinic_days,
                                  from_day)
         return _T_GRID, sim
 
@@ -674,226 +671,3 @@ class TwinModel:
 
 
 #: interventions categories of the study format -> clinic array keys of the model
-_CLINIC_CATEGORY = {"vasopressor": "vasopressor", "tocilizumab": "tocilizumab", "corticosteroid": "steroid",
-                    "antipyretic": "antipyretic"}
-
-
-def _recorded_clinic(study, subject_id: str, days: np.ndarray) -> dict[str, np.ndarray]:
-    """The subject's recorded interventions as (1, D) day flags on the clinic days (start..end day)."""
-    iv = study.interventions.filter(pl.col("subject_id") == subject_id)
-    out = {}
-    for cat, key in _CLINIC_CATEGORY.items():
-        flag = np.zeros(days.size, bool)
-        for a, b in iv.filter(pl.col("category") == cat).select("start_day", "end_day").iter_rows():
-            if a is not None:
-                flag |= (days >= np.floor(a)) & (days <= np.floor(b if b is not None else a))
-        out[key] = flag[None, :]
-    return out
-
-
-def _with_recorded(sim, recorded: dict[str, np.ndarray], rec_days: np.ndarray, until: float):
-    """A forecast course whose clinic arrays before ``until`` are the recorded ones (the forecast
-    knows what was given; the rule decides only after ``until``), so an outcome already reached
-    (a vasopressor on day 5) counts."""
-    days = np.asarray(sim.clinic_days, float)
-    rec_days = np.asarray(rec_days, float)
-    before = np.flatnonzero((days < until) & np.isin(days, rec_days))
-    src = np.searchsorted(rec_days, days[before])
-    clinic = dict(sim.clinic)
-    for k, rec in recorded.items():
-        if k in clinic:
-            a = np.array(clinic[k], bool, copy=True)
-            a[:, before] = np.asarray(rec, bool)[:, src]
-            clinic[k] = a
-    return dataclasses.replace(sim, clinic=clinic)
-
-
-def _importance(ob, center: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Generator, nu: float = 5.0):
-    """Draws from a multivariate t (``nu`` df) around ``center`` and their normalised importance
-    weights against the posterior exp(-objective), truncated to the parameter bounds
-    (``ob.bounds_x`` = (lo, hi) of the log parameters, when set): a draw outside gets weight 0
-    (rejection), so no resampled draw leaves the bounds."""
-    k = center.size
-    L = np.linalg.cholesky(cov + 1e-12 * np.eye(k))
-    z = rng.standard_normal((n, k))
-    g = rng.chisquare(nu, n) / nu
-    xs = center + (z @ L.T) / np.sqrt(g)[:, None]
-    inside = _inside(ob, xs)
-    if not inside.any():   # every proposal outside the bounds: the bounded centre alone (ESS 1, flagged)
-        lo, hi = ob.bounds_x
-        xs = np.clip(center, lo, hi)[None, :].repeat(n, axis=0)
-        w = np.zeros(n)
-        w[0] = 1.0
-        return xs, w
-    d = np.linalg.solve(L, (xs - center).T).T
-    logq = -0.5 * (nu + k) * np.log1p((d * d).sum(axis=1) / nu)  # t density up to a constant
-    lw = np.full(n, -np.inf)
-    lw[inside] = -ob(xs[inside]) - logq[inside]
-    w = np.exp(lw - lw[inside].max())
-    return xs, w / w.sum()
-
-
-def _inside(ob, xs: np.ndarray) -> np.ndarray:
-    """Rows of ``xs`` (log parameters) inside the objective's bounds (all rows without bounds)."""
-    b = getattr(ob, "bounds_x", None)
-    if b is None:
-        return np.ones(xs.shape[0], bool)
-    return np.all((xs >= b[0]) & (xs <= b[1]), axis=1)
-
-
-def _events_until(events, day: float):
-    """Recorded interventions after ``day`` removed (a forecast must not know them)."""
-    rep = {}
-    for name in ("toci_day", "steroid_day", "transfusion_day"):
-        a = np.array(getattr(events, name), dtype=float, copy=True)
-        a[a > day] = np.nan
-        rep[name] = a
-    return dataclasses.replace(events, **rep)
-
-
-def outcome_arrays(t: np.ndarray, sim) -> dict[str, np.ndarray]:
-    """Per-row outcomes of a noise-free simulated course: CAR Cmax on days 0-28 and its day, CAR on
-    day 28; CRS grade >= 3 on a day in 0-28 by the ASTCT 2019 rules on the latent daily Tmax and
-    vasopressor days, tocilizumab/steroid waiving fever (:func:`cartlab.twin.summaries.crs_daily_grades`;
-    blood pressure is not used: below the cut-off without a vasopressor is grade 2; no hypoxia model);
-    CR/CRh/CRi/MLFS on day 28 by the ELN 2022 rules on the latent marrow and blood blasts (blood
-    blasts are reported in whole percent: below 0.5 reads as none; counts not used, so MLFS or better
-    is decided by blasts alone; :func:`cartlab.twin.summaries.eln_categories`)."""
-    from cartlab.twin.summaries import CATEGORIES, CR_CRH_CRI, crs_daily_grades, eln_categories
-
-    w = (t >= 0) & (t <= 28)
-    c = sim.latent["CARCOPY"][:, w]
-    i28 = int(np.searchsorted(t, 28.0))
-    out = {"car_cmax": c.max(axis=1), "car_tmax": t[w][c.argmax(axis=1)], "car_day28": sim.latent["CARCOPY"][:, i28]}
-    cd = np.asarray(sim.clinic_days)
-    sel = (cd >= 0) & (cd <= 28)
-    days = cd[sel]
-    tmax = np.stack([sim.latent["TEMP"][:, (t >= d) & (t < d + 1)].max(axis=1) for d in days], axis=1)
-    clinic = {k: np.asarray(v, bool)[:, sel] for k, v in sim.clinic.items()}
-    grades = crs_daily_grades(tmax, np.full(tmax.shape, np.nan), clinic["vasopressor"], clinic)
-    out["crs_ge3"] = (grades >= 3).any(axis=1)
-    pb = sim.latent["PBBLAST"][:, i28]
-    nan = np.full(pb.shape, np.nan)
-    cat = eln_categories(sim.latent["BMBLAST"][:, i28], np.where(pb < 0.5, 0.0, pb), nan, nan, nan)
-    out["response_d28"] = np.isin(cat, [*CR_CRH_CRI, CATEGORIES.index("MLFS")])
-    return out
-
-
-def _subject_target(study, subject_id: str) -> str | None:
-    """The subject's ``target`` (subjects table; None when the column or value is absent)."""
-    subj = study.subjects
-    if "target" not in subj.columns:
-        return None
-    v = subj.filter(pl.col("subject_id") == subject_id)["target"]
-    return str(v[0]).strip() if len(v) and v[0] is not None and str(v[0]).strip() else None
-
-
-def _n_effective(m: TwinModel, n_draws: int) -> int:
-    """Draws a forecast probability rests on: the draws simulated, or fewer (the SIR ESS) when the
-    resampled draws repeat a few importance draws."""
-    ess = getattr(m, "ess_", float("nan"))
-    return int(max(1, min(n_draws, math.floor(ess)))) if math.isfinite(ess) else int(n_draws)
-
-
-def _forecast_problems(m) -> list[str]:
-    """Keys of what makes a forecast unreliable (``forecast_reliable`` false when any): ``ess`` intervals
-    not resolved, ``not_converged`` the fit did not converge, ``no_car_samples`` no CAR-T measurement in
-    the fitting window (the kinetics rest on the prior only), ``not_cd7`` a non-CD7 subject."""
-    problems = []
-    if not m.intervals_reliable_:
-        problems.append("ess")
-    if not getattr(m, "converged_", True):
-        problems.append("not_converged")
-    if m.observations_.filter(pl.col("param") == "CARCOPY").height == 0:
-        problems.append("no_car_samples")
-    tgt = getattr(m, "target_", None)
-    if tgt is not None and tgt.upper() != "CD7":
-        problems.append("not_cd7")
-    return problems
-
-
-def _forecast_notes(m, table: pl.DataFrame) -> list[str]:
-    """Why a forecast should not be read as it stands (empty when nothing is wrong): one note per
-    :func:`_forecast_problems` key, and a forecast peak below a value already measured."""
-    notes = []
-    problems = _forecast_problems(m)
-    if "ess" in problems:
-        notes.append(f"the forecast's prediction intervals are not resolved: SIR effective sample size {m.ess_:.0f} < "
-                     f"{MIN_ESS_INTERVALS:.0f} (fewer than one effective draw beyond each 90% bound; "
-                     f"{getattr(m, 'n_unique_draws_', 0)} distinct draw(s) after resampling); rerun with "
-                     "posterior='mcmc' (cartlab twin forecast --posterior mcmc)")
-    if "not_converged" in problems:
-        notes.append(f"the fit did not converge ({m.message_}): the forecast is not reliable")
-    if "no_car_samples" in problems:
-        notes.append("no CAR-T measurement (CARCOPY) up to the forecast day: the CAR peak and kinetics forecast "
-                     "rests on the population prior only, not on this subject's data")
-    if "not_cd7" in problems:
-        notes.append(f"the subject's target is {m.target_}; the twin models CD7 CAR-T (fitted with "
-                     "--allow-other-target)")
-    peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
-    car = m.observations_.filter((pl.col("param") == "CARCOPY") & pl.col("iwres").is_not_null())
-    if car.height and car["value"].max() > peak["pi90_hi"]:
-        top = car.sort("value", descending=True).row(0, named=True)
-        notes.append(f"the forecast CAR peak (90% PI up to {peak['pi90_hi']:.3g} copies/ug) lies below a value "
-                     f"already measured ({top['value']:.3g} on day {top['day']:g})")
-    return notes
-
-
-def probability_text(p: float, n: int) -> str:
-    """A probability from ``n`` draws as shown: "< 1/n" / "> 1 - 1/n" (as decimals) when no draw / every
-    draw had the outcome (0 and 1 are not resolved by n draws), else the share to 3 decimals."""
-    n = max(int(n), 1)
-    if p <= 0.0:
-        return f"< {1.0 / n:.3g}"
-    if p >= 1.0:
-        return f"> {1.0 - 1.0 / n:.3g}"
-    return f"{p:.3f}"
-
-
-def forecast_table(t: np.ndarray, sim, n_effective: int | None = None) -> pl.DataFrame:
-    """Median, 50%/90% prediction intervals of the continuous outcomes, probabilities of the binary ones
-    (``probability_shown``: "< 1/N" or "> 1 - 1/N" when 0 or all of the N draws had the outcome; N =
-    ``n_effective``, default the draws simulated). Every row is model-based (``source`` = "simulated")."""
-    o = outcome_arrays(t, sim)
-    n = int(n_effective) if n_effective else len(o["crs_ge3"])
-    rows = []
-    for q, unit in (("car_cmax", "copies/ug gDNA"), ("car_tmax", "day"), ("car_day28", "copies/ug gDNA")):
-        v = o[q]
-        p = np.quantile(v, [0.05, 0.25, 0.5, 0.75, 0.95])
-        rows.append({"quantity": q, "unit": unit, "median": p[2], "pi50_lo": p[1], "pi50_hi": p[3],
-                     "pi90_lo": p[0], "pi90_hi": p[4], "probability": None, "probability_shown": None,
-                     "n_draws": n, "source": "simulated"})
-    for q in ("crs_ge3", "response_d28"):
-        pr = float(np.mean(o[q]))
-        rows.append({"quantity": q, "unit": "probability", "median": None, "pi50_lo": None, "pi50_hi": None,
-                     "pi90_lo": None, "pi90_hi": None, "probability": pr, "probability_shown": probability_text(pr, n),
-                     "n_draws": n, "source": "simulated"})
-    return pl.DataFrame(rows, schema={"quantity": pl.String, "unit": pl.String, "median": pl.Float64,
-                                      "pi50_lo": pl.Float64, "pi50_hi": pl.Float64, "pi90_lo": pl.Float64,
-                                      "pi90_hi": pl.Float64, "probability": pl.Float64,
-                                      "probability_shown": pl.String, "n_draws": pl.Int64, "source": pl.String})
-
-
-def _rw_metropolis(ob: _Objective, x0: np.ndarray, cov: np.ndarray, rng: np.random.Generator, *,
-                   n_keep: int = 1000, n_chains: int = 8, n_burn: int = 300, n_iter: int = 800) -> np.ndarray:
-    """Adaptive random-walk Metropolis (Haario 2001 scaling 2.38^2/k), ``n_chains`` chains advanced in
-    one batched solve per step, started from Laplace draws; the last ``n_iter`` steps kept, thinned."""
-    k = x0.size
-    L = np.linalg.cholesky(cov)
-    x = x0 + rng.standard_normal((n_chains, k)) @ L.T * 0.5
-    f = ob(x)
-    scale = 2.38 ** 2 / k
-    kept = []
-    for it in range(n_burn + n_iter):
-        prop = x + rng.standard_normal((n_chains, k)) @ (np.sqrt(scale) * L).T
-        fp = np.full(n_chains, np.inf)
-        ins = _inside(ob, prop)   # a proposal outside the parameter bounds is rejected
-        if ins.any():
-            fp[ins] = ob(prop[ins])
-        acc = np.log(rng.uniform(size=n_chains)) < (f - fp)
-        x[acc], f[acc] = prop[acc], fp[acc]
-        if it >= n_burn:
-            kept.append(x.copy())
-    allx = np.concatenate(kept)
-    idx = np.linspace(0, allx.shape[0] - 1, n_keep).astype(int)
-    return allx[idx]

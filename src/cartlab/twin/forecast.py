@@ -1,0 +1,183 @@
+"""Forecast outcomes of the twin (:class:`cartlab.twin.fit.TwinModel`): the outcomes of simulated
+courses, the forecast table (median, prediction intervals, probabilities shown as "< 1/N"), what makes
+a forecast unreliable, and the recorded clinic a forecast keeps before its day (issue 16, item 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import polars as pl
+
+from cartlab.twin.quality import MIN_ESS_INTERVALS
+
+__all__ = ["forecast_notes", "forecast_problems", "forecast_table", "n_effective", "outcome_arrays",
+           "probability_text"]
+
+
+CLINIC_CATEGORY = {"vasopressor": "vasopressor", "tocilizumab": "tocilizumab", "corticosteroid": "steroid",
+                    "antipyretic": "antipyretic"}
+
+
+def recorded_clinic(study, subject_id: str, days: np.ndarray) -> dict[str, np.ndarray]:
+    """The subject's recorded interventions as (1, D) day flags on the clinic days (start..end day)."""
+    iv = study.interventions.filter(pl.col("subject_id") == subject_id)
+    out = {}
+    for cat, key in CLINIC_CATEGORY.items():
+        flag = np.zeros(days.size, bool)
+        for a, b in iv.filter(pl.col("category") == cat).select("start_day", "end_day").iter_rows():
+            if a is not None:
+                flag |= (days >= np.floor(a)) & (days <= np.floor(b if b is not None else a))
+        out[key] = flag[None, :]
+    return out
+
+
+def with_recorded(sim, recorded: dict[str, np.ndarray], rec_days: np.ndarray, until: float):
+    """A forecast course whose clinic arrays before ``until`` are the recorded ones (the forecast
+    knows what was given; the rule decides only after ``until``), so an outcome already reached
+    (a vasopressor on day 5) counts."""
+    days = np.asarray(sim.clinic_days, float)
+    rec_days = np.asarray(rec_days, float)
+    before = np.flatnonzero((days < until) & np.isin(days, rec_days))
+    src = np.searchsorted(rec_days, days[before])
+    clinic = dict(sim.clinic)
+    for k, rec in recorded.items():
+        if k in clinic:
+            a = np.array(clinic[k], bool, copy=True)
+            a[:, before] = np.asarray(rec, bool)[:, src]
+            clinic[k] = a
+    return dataclasses.replace(sim, clinic=clinic)
+
+
+def events_until(events, day: float):
+    """Recorded interventions after ``day`` removed (a forecast must not know them)."""
+    rep = {}
+    for name in ("toci_day", "steroid_day", "transfusion_day"):
+        a = np.array(getattr(events, name), dtype=float, copy=True)
+        a[a > day] = np.nan
+        rep[name] = a
+    return dataclasses.replace(events, **rep)
+
+
+def outcome_arrays(t: np.ndarray, sim) -> dict[str, np.ndarray]:
+    """Per-row outcomes of a noise-free simulated course: CAR Cmax on days 0-28 and its day, CAR on
+    day 28; CRS grade >= 3 on a day in 0-28 by the ASTCT 2019 rules on the latent daily Tmax and
+    vasopressor days, tocilizumab/steroid waiving fever (:func:`cartlab.twin.summaries.crs_daily_grades`;
+    blood pressure is not used: below the cut-off without a vasopressor is grade 2; no hypoxia model);
+    CR/CRh/CRi/MLFS on day 28 by the ELN 2022 rules on the latent marrow and blood blasts (blood
+    blasts are reported in whole percent: below 0.5 reads as none; counts not used, so MLFS or better
+    is decided by blasts alone; :func:`cartlab.twin.summaries.eln_categories`)."""
+    from cartlab.twin.summaries import CATEGORIES, CR_CRH_CRI, crs_daily_grades, eln_categories
+
+    w = (t >= 0) & (t <= 28)
+    c = sim.latent["CARCOPY"][:, w]
+    i28 = int(np.searchsorted(t, 28.0))
+    out = {"car_cmax": c.max(axis=1), "car_tmax": t[w][c.argmax(axis=1)], "car_day28": sim.latent["CARCOPY"][:, i28]}
+    cd = np.asarray(sim.clinic_days)
+    sel = (cd >= 0) & (cd <= 28)
+    days = cd[sel]
+    tmax = np.stack([sim.latent["TEMP"][:, (t >= d) & (t < d + 1)].max(axis=1) for d in days], axis=1)
+    clinic = {k: np.asarray(v, bool)[:, sel] for k, v in sim.clinic.items()}
+    grades = crs_daily_grades(tmax, np.full(tmax.shape, np.nan), clinic["vasopressor"], clinic)
+    out["crs_ge3"] = (grades >= 3).any(axis=1)
+    pb = sim.latent["PBBLAST"][:, i28]
+    nan = np.full(pb.shape, np.nan)
+    cat = eln_categories(sim.latent["BMBLAST"][:, i28], np.where(pb < 0.5, 0.0, pb), nan, nan, nan)
+    out["response_d28"] = np.isin(cat, [*CR_CRH_CRI, CATEGORIES.index("MLFS")])
+    return out
+
+
+def subject_target(study, subject_id: str) -> str | None:
+    """The subject's ``target`` (subjects table; None when the column or value is absent)."""
+    subj = study.subjects
+    if "target" not in subj.columns:
+        return None
+    v = subj.filter(pl.col("subject_id") == subject_id)["target"]
+    return str(v[0]).strip() if len(v) and v[0] is not None and str(v[0]).strip() else None
+
+
+def n_effective(m, n_draws: int) -> int:
+    """Draws a forecast probability rests on: the draws simulated, or fewer (the SIR ESS) when the
+    resampled draws repeat a few importance draws."""
+    ess = getattr(m, "ess_", float("nan"))
+    return int(max(1, min(n_draws, math.floor(ess)))) if math.isfinite(ess) else int(n_draws)
+
+
+def forecast_problems(m) -> list[str]:
+    """Keys of what makes a forecast unreliable (``forecast_reliable`` false when any): ``ess`` intervals
+    not resolved, ``not_converged`` the fit did not converge, ``no_car_samples`` no CAR-T measurement in
+    the fitting window (the kinetics rest on the prior only), ``not_cd7`` a non-CD7 subject."""
+    problems = []
+    if not m.intervals_reliable_:
+        problems.append("ess")
+    if not getattr(m, "converged_", True):
+        problems.append("not_converged")
+    if m.observations_.filter(pl.col("param") == "CARCOPY").height == 0:
+        problems.append("no_car_samples")
+    tgt = getattr(m, "target_", None)
+    if tgt is not None and tgt.upper() != "CD7":
+        problems.append("not_cd7")
+    return problems
+
+
+def forecast_notes(m, table: pl.DataFrame) -> list[str]:
+    """Why a forecast should not be read as it stands (empty when nothing is wrong): one note per
+    :func:`forecast_problems` key, and a forecast peak below a value already measured."""
+    notes = []
+    problems = forecast_problems(m)
+    if "ess" in problems:
+        notes.append(f"the forecast's prediction intervals are not resolved: SIR effective sample size {m.ess_:.0f} < "
+                     f"{MIN_ESS_INTERVALS:.0f} (fewer than one effective draw beyond each 90% bound; "
+                     f"{getattr(m, 'n_unique_draws_', 0)} distinct draw(s) after resampling); rerun with "
+                     "posterior='mcmc' (cartlab twin forecast --posterior mcmc)")
+    if "not_converged" in problems:
+        notes.append(f"the fit did not converge ({m.message_}): the forecast is not reliable")
+    if "no_car_samples" in problems:
+        notes.append("no CAR-T measurement (CARCOPY) up to the forecast day: the CAR peak and kinetics forecast "
+                     "rests on the population prior only, not on this subject's data")
+    if "not_cd7" in problems:
+        notes.append(f"the subject's target is {m.target_}; the twin models CD7 CAR-T (fitted with "
+                     "--allow-other-target)")
+    peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
+    car = m.observations_.filter((pl.col("param") == "CARCOPY") & pl.col("iwres").is_not_null())
+    if car.height and car["value"].max() > peak["pi90_hi"]:
+        top = car.sort("value", descending=True).row(0, named=True)
+        notes.append(f"the forecast CAR peak (90% PI up to {peak['pi90_hi']:.3g} copies/ug) lies below a value "
+                     f"already measured ({top['value']:.3g} on day {top['day']:g})")
+    return notes
+
+
+def probability_text(p: float, n: int) -> str:
+    """A probability from ``n`` draws as shown: "< 1/n" / "> 1 - 1/n" (as decimals) when no draw / every
+    draw had the outcome (0 and 1 are not resolved by n draws), else the share to 3 decimals."""
+    n = max(int(n), 1)
+    if p <= 0.0:
+        return f"< {1.0 / n:.3g}"
+    if p >= 1.0:
+        return f"> {1.0 - 1.0 / n:.3g}"
+    return f"{p:.3f}"
+
+
+def forecast_table(t: np.ndarray, sim, n_effective: int | None = None) -> pl.DataFrame:
+    """Median, 50%/90% prediction intervals of the continuous outcomes, probabilities of the binary ones
+    (``probability_shown``: "< 1/N" or "> 1 - 1/N" when 0 or all of the N draws had the outcome; N =
+    ``n_effective``, default the draws simulated). Every row is model-based (``source`` = "simulated")."""
+    o = outcome_arrays(t, sim)
+    n = int(n_effective) if n_effective else len(o["crs_ge3"])
+    rows = []
+    for q, unit in (("car_cmax", "copies/ug gDNA"), ("car_tmax", "day"), ("car_day28", "copies/ug gDNA")):
+        v = o[q]
+        p = np.quantile(v, [0.05, 0.25, 0.5, 0.75, 0.95])
+        rows.append({"quantity": q, "unit": unit, "median": p[2], "pi50_lo": p[1], "pi50_hi": p[3],
+                     "pi90_lo": p[0], "pi90_hi": p[4], "probability": None, "probability_shown": None,
+                     "n_draws": n, "source": "simulated"})
+    for q in ("crs_ge3", "response_d28"):
+        pr = float(np.mean(o[q]))
+        rows.append({"quantity": q, "unit": "probability", "median": None, "pi50_lo": None, "pi50_hi": None,
+                     "pi90_lo": None, "pi90_hi": None, "probability": pr, "probability_shown": probability_text(pr, n),
+                     "n_draws": n, "source": "simulated"})
+    return pl.DataFrame(rows, schema={"quantity": pl.String, "unit": pl.String, "median": pl.Float64,
+                                      "pi50_lo": pl.Float64, "pi50_hi": pl.Float64, "pi90_lo": pl.Float64,
+                                      "pi90_hi": pl.Float64, "probability": pl.Float64,
+                                      "probability_shown": pl.String, "n_draws": pl.Int64, "source": pl.String})
