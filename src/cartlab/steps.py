@@ -1,0 +1,311 @@
+"""The steps of an :class:`~cartlab.analyze.Analysis`: every engine declared as a producer of named
+tables, with the tables it reads (a small dependency graph; each table has one producer), and the
+protocol's steps. Engines are imported inside their step, so an engine's import cost is paid only
+when it runs. See docs/architecture.md, "Adding an engine"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+__all__ = ["KM_ENDPOINTS", "STEPS", "SUMMARY_SOURCES", "Step", "protocol_steps"]
+
+@dataclass(frozen=True)
+class Step:
+    """A producer of one or more named tables.
+
+    ``run(study, options, **inputs)`` returns a frame (one output) or a dict of frames (several).
+    ``per_subject``: its rows are per subject, so it can be run on part of the subjects (and failures
+    isolated to the subjects that cause them); cohort steps run whole or not at all, and read only
+    their input tables and ``study.subjects`` (so a study can be analysed in subject batches,
+    :mod:`cartlab.analyze_batched`).
+    ``write``: the tables are written by ``cartlab analyze`` (internal tables are not).
+    """
+
+    outputs: tuple[str, ...]
+    run: Callable[..., Any]
+    engine: str
+    inputs: tuple[str, ...] = ()
+    per_subject: bool = True
+    write: bool = True
+    fix: str = "check the rows of these subjects named in the reason"
+    #: outputs kept for other consumers (the report) but not written by ``cartlab analyze``
+    internal: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------------------------------------------------
+# the engines, as steps (imports inside: an engine's import cost is paid only when it runs)
+
+
+def _cross_scale(study, o, crs_summary, adlb):
+    from cartlab.grading.crs_legacy import derive_crs_cross_scale, organ_grades_from_adlb
+
+    return derive_crs_cross_scale(study, crs_summary, organ_grades_from_adlb(adlb))
+
+
+def _concordance(study, o, crs_cross_scale):
+    from cartlab.grading.crs_legacy import derive_crs_concordance
+
+    cross = derive_crs_concordance(crs_cross_scale)
+    return {"crs_cross_scale_pairwise": cross["pairwise"], "crs_cross_scale_summary": cross["summary"]}
+
+
+def _icaht_summary(study, o, icaht):
+    return study.subjects.select("subject_id").join(
+        icaht.select("subject_id", "icaht_early_grade", "icaht_late_grade"), on="subject_id", how="left",
+        maintain_order="left")
+
+
+def _adae(study, o, crs_daily, icans_daily, icaht):
+    from cartlab.grading.adam import derive_adae_toxicity
+    from cartlab.grading.crs import episodes
+    from cartlab.grading.hematotox import derive_icaht_episodes
+
+    parts = [
+        episodes(crs_daily, "Cytokine release syndrome", "ASTCT 2019"),
+        episodes(icans_daily, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
+        derive_icaht_episodes(study, o.icaht, graded=icaht),
+    ]
+    return derive_adae_toxicity(study, parts)
+
+
+def _engine(module: str, name: str, option: str | None = None, **tables: str):
+    """A step running ``module.name(study, options=<AnalysisOptions.option>, <arg>=<table>, ...)``."""
+
+    def run(study, o, **inputs):
+        import importlib
+
+        fn = getattr(importlib.import_module(module), name)
+        kwargs = {arg: inputs[table] for arg, table in tables.items()}
+        if option is not None:
+            kwargs["options"] = o.endpoint_options() if option == "endpoints" else getattr(o, option)
+        return fn(study, **kwargs)
+
+    run.__name__ = name
+    run.inputs = tuple(tables.values())
+    return run
+
+
+def _step(outputs: str | tuple[str, ...], run, engine: str, **kw) -> Step:
+    """A Step whose inputs are those its run function declares (``_engine``) unless given."""
+    outs = (outputs,) if isinstance(outputs, str) else outputs
+    return Step(outs, run, engine, kw.pop("inputs", getattr(run, "inputs", ())), **kw)
+
+
+def _best_response(study, o, marrow_response, relapse):
+    from dataclasses import replace
+
+    from cartlab.response.best import BestResponseOptions, derive_best_response
+    from cartlab.response.marrow import ResponseOptions
+
+    opts = o.best_response or BestResponseOptions()
+    if o.response is not None and opts.response == ResponseOptions():  # the analysis's response options
+        opts = replace(opts, response=o.response)
+    # the relapse table was derived with the analysis's response options: reused when they are the same
+    same = opts.response == (o.response or ResponseOptions())
+    return derive_best_response(study, opts, assessments=marrow_response, relapses=relapse if same else None)
+
+
+def _response_summary(study, o, best_response):
+    return best_response.select("subject_id", "best_response", "best_response_day", "mrd_negative")
+
+
+def _adtte(study, o, marrow_response, relapse, best_response):
+    from cartlab.response.endpoints import derive_adtte
+
+    # every assessment (not only the best) so that the first remission day starts RFS/CIR
+    assessments = marrow_response.select("subject_id", pl.col("category").alias("best_response"),
+                                         pl.col("day").alias("best_response_day"), "evidence")
+    # subjects whose disease has no response criteria: the response-based endpoints are not defined
+    no_criteria = dict(best_response.filter(pl.col("rule") == "response.no_criteria")
+                       .select("subject_id", "reason").iter_rows())
+    return derive_adtte(study, o.endpoint_options(), responses=assessments, relapses=relapse,
+                        no_criteria=no_criteria)
+
+
+def _response_rates(study, o, best_response):
+    from cartlab.response.best import orr
+
+    rates = []
+    for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi"))):
+        for by in (None, "criteria"):
+            r = orr(best_response, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
+            # a cohort rate points at the subject table and the filter that gives its numerator
+            # (listing every responder's source rows made cells of tens of thousands of characters)
+            where = pl.format("best_response.csv: best_response in {{{}}}{}",
+                              pl.col("responders").list.join(", "),
+                              pl.format(", criteria = {}", pl.col("criteria")) if by else pl.lit(""))
+            rates.append(r.with_columns(pl.concat_list(where).alias("evidence")))
+    return pl.concat(rates, how="diagonal_relaxed")
+
+
+#: the ADTTE endpoints estimated by Kaplan-Meier (CIR is competing-risk: cumulative_incidence)
+KM_ENDPOINTS = ("OS", "EFS", "RFS", "LFS")
+
+
+def _km(study, o, adtte):
+    from cartlab.response.endpoints import km_estimate
+
+    return pl.concat([km_estimate(adtte, p) for p in KM_ENDPOINTS], how="diagonal_relaxed")
+
+
+def _km_median(study, o, adtte):
+    from cartlab.response.endpoints import median_survival
+
+    return pl.concat([median_survival(adtte, p) for p in KM_ENDPOINTS], how="diagonal_relaxed")
+
+
+def _cif(study, o, adtte):
+    from cartlab.response.endpoints import cumulative_incidence
+
+    return pl.concat([cumulative_incidence(adtte, code).with_columns(pl.lit(what).alias("event"))
+                      for code, what in ((1, "relapse"), (2, "death without relapse"))], how="diagonal_relaxed")
+
+
+def _exposure(study, o, kinetics_summary, best_response, crs_summary):
+    from cartlab.kinetics.exposure import derive_exposure_response
+
+    frame = (kinetics_summary
+             .join(best_response.select("subject_id", "best_response"), on="subject_id", how="left")
+             .join(crs_summary.select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
+    return derive_exposure_response(frame)
+
+
+GRADING_FIX = "check these subjects' observations and interventions (cartlab explain SUBJECT --what crs|icans|icaht)"
+RESPONSE_FIX = "check these subjects' marrow (BMBLAST, BMCELL, MRDFCM) and count rows, and subjects.disease"
+KINETICS_FIX = "check these subjects' CARCOPY/CARCELL rows and CAR-T doses"
+
+GRADING, HEMATO = "cartlab.grading.crs", "cartlab.grading.hematotox"
+KIN, MOLECULAR = "cartlab.kinetics.car", "cartlab.response.molecular"
+STEPS: tuple[Step, ...] = (
+    _step("adlb", _engine("cartlab.grading.ctcae", "derive_ctcae", "ctcae"), "CTCAE v5 lab grading",
+          fix="check these subjects' lab rows (units, lln/uln)"),
+    _step("crs_daily", _engine(GRADING, "derive_crs_daily", "crs"), "ASTCT 2019 CRS", fix=GRADING_FIX),
+    _step("crs_summary", _engine(GRADING, "derive_crs_summary", "crs", daily="crs_daily"), "ASTCT 2019 CRS",
+          write=False, fix=GRADING_FIX),
+    _step("icans_daily", _engine("cartlab.grading.icans", "derive_icans_daily", "icans"), "ASTCT 2019 ICANS",
+          fix=GRADING_FIX),
+    _step("icans_summary", _engine("cartlab.grading.icans", "derive_icans_summary", "icans", daily="icans_daily"),
+          "ASTCT 2019 ICANS", write=False, fix=GRADING_FIX),
+    _step("crs_cross_scale", _cross_scale, "CRS scales side by side (Lee 2014, Penn, CARTOX, MSKCC)",
+          inputs=("crs_summary", "adlb"), fix=GRADING_FIX),
+    _step(("crs_cross_scale_pairwise", "crs_cross_scale_summary"), _concordance,
+          "CRS scales: concordance (Pennisi 2020)", inputs=("crs_cross_scale",), per_subject=False,
+          fix=GRADING_FIX),
+    _step("icaht", _engine(HEMATO, "derive_icaht", "icaht", daily="icaht_daily"), "EHA/EBMT ICAHT",
+          fix="check these subjects' NEUT/PLAT rows"),
+    _step("icaht_summary", _icaht_summary, "EHA/EBMT ICAHT", inputs=("icaht",), write=False),
+    _step("icaht_daily", _engine(HEMATO, "derive_icaht_daily", "icaht"), "EHA/EBMT ICAHT (daily ANC)"),
+    _step("t_icaht", _engine(HEMATO, "derive_t_icaht", "t_icaht", daily="t_icaht_daily"), "T-ICAHT (thrombocytopenia)",
+          fix="check these subjects' PLAT rows and platelet transfusions"),
+    _step("t_icaht_daily", _engine(HEMATO, "derive_t_icaht_daily", "t_icaht"), "T-ICAHT (daily platelets)"),
+    _step("count_recovery", _engine(HEMATO, "derive_count_recovery", "count_recovery"), "count recovery"),
+    _step("car_hematotox", _engine(HEMATO, "derive_car_hematotox", "car_hematotox"), "CAR-HEMATOTOX"),
+    _step("easix", _engine(HEMATO, "derive_easix", "easix"), "EASIX"),
+    _step("iec_hs_flags", _engine(HEMATO, "derive_iec_hs_flags", "iec_hs"), "IEC-HS flags"),
+    _step("adae_toxicity", _adae, "ADAE-like toxicity episodes", inputs=("crs_daily", "icans_daily", "icaht")),
+    _step("marrow_response", _engine("cartlab.response.marrow", "derive_marrow_response", "response"),
+          "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),
+    _step("relapse", _engine("cartlab.response.marrow", "derive_relapse", "response", assessments="marrow_response"),
+          "relapse from the marrow", write=False, fix=RESPONSE_FIX),
+    _step("best_response", _best_response, "best response", inputs=("marrow_response", "relapse"),
+          fix=RESPONSE_FIX),
+    _step("response_summary", _response_summary, "best response", inputs=("best_response",), write=False),
+    _step("adrs", _engine("cartlab.response.best", "derive_adrs", "best_response", assessments="marrow_response",
+                          best="best_response"), "ADRS", fix=RESPONSE_FIX),
+    _step("adtte", _adtte, "time-to-event endpoints (ELN 2022 Table 9)",
+          inputs=("marrow_response", "relapse", "best_response"),
+          fix="check these subjects' death, relapse and last_followup_day against their marrow assessments "
+              "(cartlab explain SUBJECT --what response); where none is recorded, give subjects.last_followup_day "
+              "or record death/relapse events"),
+    _step("response_rates", _response_rates, "response rates", inputs=("best_response",), per_subject=False),
+    _step("km", _km, "Kaplan-Meier", inputs=("adtte",), per_subject=False),
+    _step("km_median", _km_median, "Kaplan-Meier median survival", inputs=("adtte",), per_subject=False),
+    _step("cumulative_incidence", _cif, "cumulative incidence of relapse", inputs=("adtte",), per_subject=False),
+    _step("molecular_response", _engine(MOLECULAR, "derive_molecular_response"), "molecular response"),
+    _step("antigen_loss", _engine(MOLECULAR, "derive_antigen_loss"), "target-antigen loss"),
+    _step("car_kinetics", _engine(KIN, "derive_car_kinetics", "kinetics"), "CAR-T kinetics (NCA)",
+          fix=KINETICS_FIX),
+    _step("kinetics_summary", _engine(KIN, "derive_kinetics_summary", "kinetics", kinetics="car_kinetics"),
+          "CAR-T kinetics (NCA)", write=False, fix=KINETICS_FIX),
+    _step("adpc", _engine(KIN, "derive_adpc", "kinetics"), "ADPC", fix=KINETICS_FIX),
+    _step("adpp", _engine(KIN, "derive_adpp", "kinetics", kinetics="car_kinetics"), "ADPP",
+          fix=KINETICS_FIX),
+    _step("exposure_response", _exposure, "exposure-response",
+          inputs=("kinetics_summary", "best_response", "crs_summary"), per_subject=False),
+)
+
+#: the summary tables whose columns make ``subject_summary.csv``, with the engine and citation
+SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("crs_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 1",
+     ("crs_grade_astct", "crs_onset_day", "crs_resolution_day", "crs_episode", "crs_n_episodes",
+      "crs_grade_astct_max")),
+    ("icans_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4",
+     ("icans_grade_astct", "icans_grade_astct_max")),
+    ("icaht_summary", "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
+     ("icaht_early_grade", "icaht_late_grade")),
+    ("response_summary", "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
+     ("best_response", "best_response_day", "mrd_negative")),
+    ("kinetics_summary", "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
+     ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast")),
+)
+
+
+def protocol_steps(protocol) -> tuple[Step, ...]:
+    def dose_plan(study, o):
+        from cartlab.protocol import DOSE_PLAN_SCHEMA, planned_doses
+
+        plans, notes = [], []
+        for sid in study.subject_ids:
+            plan, why = planned_doses(study, protocol, sid)
+            if plan is not None:
+                plans.append(plan.select(pl.lit(sid).alias("subject_id"), pl.all()))
+            notes.append((sid, why))
+        return {
+            "dose_plan": pl.concat(plans) if plans else pl.DataFrame(schema={"subject_id": pl.String,
+                                                                           **DOSE_PLAN_SCHEMA}),
+            # why a subject has no plan (missing weight, height ...), for the report
+            "dose_plan_notes": pl.DataFrame(notes, schema={"subject_id": pl.String, "reason": pl.String},
+                                            orient="row"),
+        }
+
+    def eligibility(study, o):
+        from cartlab.protocol import derive_eligibility
+
+        return derive_eligibility(study, protocol)
+
+    def verdict(study, o, eligibility):
+        from cartlab.protocol import eligibility_verdict
+
+        return eligibility_verdict(eligibility)
+
+    def deviations(study, o):
+        from cartlab.protocol import derive_deviations
+
+        return derive_deviations(study, protocol)
+
+    def best(study, o):
+        from cartlab.protocol.outcomes import derive_protocol_best_response
+
+        return derive_protocol_best_response(study, protocol)
+
+    def orr(study, o, protocol_best_response):
+        from cartlab.protocol.outcomes import protocol_orr_from
+
+        return protocol_orr_from(protocol_best_response, protocol)
+
+    fix = f"check these subjects' weight, height, creatinine and doses against protocol {protocol.id}"
+    return (
+        Step(("dose_plan", "dose_plan_notes"), dose_plan, f"protocol {protocol.id}: dose plan", fix=fix,
+             internal=("dose_plan_notes",)),
+        Step(("eligibility",), eligibility, f"protocol {protocol.id}: eligibility", fix=fix),
+        Step(("eligibility_verdict",), verdict, f"protocol {protocol.id}: eligibility", ("eligibility",)),
+        Step(("protocol_deviations",), deviations, f"protocol {protocol.id}: deviations", fix=fix),
+        Step(("protocol_best_response",), best, f"protocol {protocol.id}: best response", fix=fix,
+             internal=("protocol_best_response",)),
+        Step(("protocol_orr",), orr, f"protocol {protocol.id}: ORR", ("protocol_best_response",),
+             per_subject=False),
+    )
