@@ -445,6 +445,8 @@ def crs_daily_inputs(
         att = _norm(r.get("attribution"))
         val = True if att == "crs" else (None if att == "" else False)
         key = (sid, d)
+        if val is False and d not in days_of[sid]:
+            continue  # a death from another cause does not count toward CRS: no day of its own
         days_of[sid].add(d)
         rec[key]["death_crs"] = val
         ev(key, "death", _ref(r))

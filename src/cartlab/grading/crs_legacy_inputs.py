@@ -413,7 +413,9 @@ def derive_crs_daily_inputs(
     vitals = _vitals(study)
     support, support_items = _support_days(iv)
     deaths, death_items = _deaths(study)
-    parts = [vitals, vaso, support, deaths]
+    # a death attributed to another cause adds no day of its own (spec "Attribution": it does not count
+    # toward CRS; a day with nothing else recorded is not assessed, as a day without any row)
+    parts = [vitals, vaso, support, deaths.filter(pl.col("death_crs").is_null() | pl.col("death_crs"))]
     items = [support_items, vaso_items]
     organ = None
     if organ_grades is not None:
