@@ -151,17 +151,30 @@ def report_cmd(
     workers: Annotated[Optional[int], typer.Option(
         "--workers", min=1, help="Processes drawing the figures (default: the usable cores).")] = None,
     pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="Also write the study page as study.pdf.")] = True,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a folder that holds other files (not an earlier report): its report "
+                        "files are replaced, the other files kept.")] = False,
 ) -> None:
     """Write the study report: a study page with the cohort views (swimmer plot, grade distributions,
     Kaplan–Meier, expansion curves, toxicity and response tables) and a page per subject with its
     course figure (the style of the paper's Figure 1); every figure also as PNG and SVG in figures/,
     the study page also as study.pdf.
 
+    An earlier report in --out is replaced as a whole; a folder holding other files is refused
+    unless --force.
+
     [bold]Example[/]: cartlab report studies/NCT04762485 --out report/   (one subject: --subject ID)
     """
     from cartlab.analyze import Analysis
+    from cartlab.io.atomic import check_output_path, write_error
     from cartlab.report import write_study_report, write_subject_report
+    from cartlab.report.study import check_report_folder
 
+    # the output folder first: a bad --out is one message naming it, before any work
+    if subject:
+        check_output_path(out, "folder", "the report")
+    else:
+        check_report_folder(out, force)
     proto = _protocol_or_exit(protocol) if protocol else None
     options = analysis_options(options_file, set_options)
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
@@ -174,12 +187,16 @@ def report_cmd(
     with _progress("writing report", total=1 if subject else len(data.subject_ids)) as step:
         analysis = Analysis(data, options, protocol=proto, progress=step)
         summary = analysis.subject_summary()
-        if subject:
-            path = write_subject_report(data, subject, out, summary=summary, protocol=proto, analysis=analysis)
-        else:
-            path = write_study_report(data, out, summary=summary, protocol=proto, analysis=analysis,
-                                      progress=lambda k, n: step("subject pages", completed=k, total=n),
-                                      workers=workers, pdf=pdf)
+        try:
+            if subject:
+                path = write_subject_report(data, subject, out, summary=summary, protocol=proto, analysis=analysis)
+            else:
+                # force: the folder was checked above (a mapping report --sdtm/--fhir wrote there is kept)
+                path = write_study_report(data, out, summary=summary, protocol=proto, analysis=analysis,
+                                          progress=lambda k, n: step("subject pages", completed=k, total=n),
+                                          workers=workers, pdf=pdf, force=True)
+        except OSError as exc:  # e.g. --out /proc/x: the user's path, never an internal temporary folder
+            raise write_error(out, exc, "the report folder") from exc
     _print_skipped(analysis)
     console.print(f"[green]report:[/] {path}")
 

@@ -172,7 +172,7 @@ def provenance_note(analysis, ids: list[str] | None) -> str:
     study = analysis.study
     counts: dict[str, int] = {}
     total = 0
-    for name in ("observations", "events", "doses", "interventions"):
+    for name in ("subjects", "observations", "events", "doses", "interventions"):  # as the page's banner
         t = subset(getattr(study, name), ids)
         if "source" not in t.columns or t.height == 0:
             continue

@@ -186,8 +186,33 @@ def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
                                   pl.lit("death").alias("label"), "evidence")))
     markers = pl.concat(parts).with_row_index("_m")
     kinds = evidence_kinds(study, markers, key="_m")
+    # a response is what its marrow shows: a marrow result stated in the publication makes the response
+    # marker "paper" even when the counts beside it (ANC, platelets, PB blasts) were reconstructed
+    marrow = _marrow_evidence(study, markers.filter(pl.col("marker") == "response"))
+    if marrow.height:
+        mk = evidence_kinds(study, marrow, key="_m").rename({"kind": "_mk"})
+        kinds = (kinds.join(mk, on="_m", how="left")
+                 .with_columns(pl.coalesce("_mk", "kind").alias("kind")).drop("_mk"))
     markers = markers.join(kinds, on="_m", how="left").drop("_m", "evidence").sort("subject_id", "day")
     return SwimmerData(bars, markers, tuple(notes))
+
+
+#: marrow observations: the result a response category is read from
+MARROW_PARAMS = ("BMBLAST", "BMCELL")
+
+
+def _marrow_evidence(study, frame: pl.DataFrame) -> pl.DataFrame:
+    """``_m``, ``subject_id``, ``evidence`` restricted to marrow rows (:data:`MARROW_PARAMS` or a
+    ``BM`` specimen) for the rows of ``frame`` that cite any."""
+    obs = study.observations
+    if frame.height == 0 or not {"src_file", "src_row"} <= set(obs.columns):
+        return pl.DataFrame(schema={"_m": pl.UInt32, "subject_id": pl.String, "evidence": _EVIDENCE})
+    is_bm = pl.col("param").is_in(list(MARROW_PARAMS)) | (pl.col("specimen").fill_null("").str.to_uppercase() == "BM")
+    refs = set(obs.filter(is_bm & pl.col("src_row").is_not_null())
+               .select(pl.format("{}:{}", "src_file", "src_row")).to_series().to_list())
+    return (frame.select("_m", "subject_id", pl.col("evidence").cast(_EVIDENCE))
+            .with_columns(pl.col("evidence").list.eval(pl.element().filter(pl.element().is_in(list(refs)))))
+            .filter(pl.col("evidence").list.len() > 0))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -282,8 +307,14 @@ def cross_scale_table(analysis, subject_ids=None) -> CrossScale:
     ids = selected_ids(analysis, subject_ids, view)
     per = require(analysis, "crs_cross_scale", view)
     sub = subjects_of(analysis, ids).select("subject_id").join(subset(per, ids), on="subject_id", how="left")
+    # a range (an input missing) counts at its lower grade (``_min`` on the older scales, whose
+    # ``crs_grade_<scale>`` is empty then), with ``n_could_be_higher``: never as not evaluable
+    def lower(key: str) -> pl.Expr:
+        g = pl.col(f"crs_grade_{key}").cast(pl.Int64)
+        return pl.coalesce(g, pl.col(f"crs_grade_{key}_min").cast(pl.Int64)) if f"crs_grade_{key}_min" in sub.columns else g
+
     long = pl.concat([sub.select("subject_id", pl.lit("CRS").alias("term"), pl.lit(label).alias("scale"),
-                                 pl.col(f"crs_grade_{key}").cast(pl.Int64).alias("grade"))
+                                 lower(key).alias("grade"))
                       for key, label in CROSS_SCALES if f"crs_grade_{key}" in sub.columns])
     upper = pl.concat([sub.select("subject_id", pl.lit(label).alias("term"),
                                   pl.col(f"crs_grade_{key}_max").cast(pl.Int64).alias("grade_max"))

@@ -162,9 +162,11 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> Fig
     fig.subplots_adjust(left=0.30, right=0.80, top=1 - 0.35 / fig.get_figheight(), bottom=0.55 / fig.get_figheight())
     ax = fig.add_subplot()
     used = set()
+    starred = False
     for i, g in enumerate(groups):
         rows = counts.filter(pl.col(by) == g)
         total = int(rows["n"].sum())
+        n_ne = int(rows.filter(pl.col("grade").is_null())["n"].sum())
         left = 0.0
         for r in rows.iter_rows(named=True):
             if r["n"] == 0:
@@ -173,22 +175,28 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> Fig
             ax.barh(i, w, left=left, color=GRADE_COLORS.get(r["grade"], "#ffffff"), edgecolor="#555555", lw=0.4,
                     hatch="///" if r["grade"] is None else None, height=0.62)
             used.add(r["grade"])
+            star = bool(r.get("n_could_be_higher"))  # a range counted at its lower grade
+            starred |= star
             if w >= 6:
                 dark = r["grade"] is not None and r["grade"] >= 3
-                ax.text(left + w / 2, i, str(r["n"]), ha="center", va="center", fontsize=FONT - 1,
-                        color="white" if dark else "black")
+                ax.text(left + w / 2, i, f"{r['n']}*" if star else str(r["n"]), ha="center", va="center",
+                        fontsize=FONT - 1, color="white" if dark else "black")
             left += w
-        ax.text(101, i, f"n={total}", va="center", fontsize=FONT - 1)
+        ax.text(101, i, f"n={total}" + (f"\n({total - n_ne} evaluable)" if n_ne else ""), va="center",
+                fontsize=FONT - 1.5)
     ax.set_yticks(range(len(groups)), groups, fontsize=FONT - 0.5)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.set_xlabel("% of subjects (label = number of subjects)", fontsize=FONT)
+    ax.set_xlabel("% of all n subjects, not evaluable included (label = number of subjects)", fontsize=FONT)
     ax.tick_params(labelsize=FONT - 1)
     if title:
         ax.set_title(title, fontsize=FONT + 0.5, loc="left")
     handles = [Patch(facecolor=GRADE_COLORS[g], edgecolor="#555555", hatch="///" if g is None else None,
                      label=grade_label(g)) for g in (0, 1, 2, 3, 4, 5, None) if g in used]
-    _legend(ax, handles, "worst grade", anchor=(1.09, 1.0))
+    if starred:
+        handles.append(Patch(facecolor="white", edgecolor="white",
+                             label="* includes a range (input missing) counted at its lower grade"))
+    _legend(ax, handles, "worst grade", anchor=(1.09, 1.0), width=22)
     return fig
 
 

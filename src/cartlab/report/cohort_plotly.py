@@ -110,7 +110,7 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.
                              hovertemplate="%{y}: %{text} subject(s), %{x:.1f}%<extra>" + grade_label(g) + "</extra>"))
     groups = totals[by].to_list()
     fig.update_yaxes(categoryorder="array", categoryarray=groups[::-1])
-    fig.update_xaxes(title="% of subjects (label = number of subjects)", range=[0, 100])
+    fig.update_xaxes(title="% of all subjects, not evaluable included (label = number of subjects)", range=[0, 100])
     return _layout(fig, 120 + 45 * len(groups), barmode="stack", legend_title_text="worst grade", title=title or None)
 
 

@@ -203,8 +203,20 @@ def _adae_scale() -> pl.Expr:
     return pl.when(s.str.starts_with("EHA/EBMT")).then(pl.lit("EHA/EBMT 2023 ICAHT")).otherwise(s)
 
 
+def _lower_upper(t: pl.DataFrame, col: str) -> tuple[pl.Expr, pl.Expr]:
+    """The grade of ``col`` as its lower bound and its upper bound. A grade that is a range (an input
+    missing) is ``<col>`` = its lower grade with ``<col>_max`` (ASTCT, ICAHT), or, on the older CRS
+    scales, ``<col>`` empty with ``<col>_min`` / ``<col>_max``: the range counts at its lower grade."""
+    lo = pl.col(col).cast(pl.Int64)
+    if f"{col}_min" in t.columns:
+        lo = pl.coalesce(lo, pl.col(f"{col}_min").cast(pl.Int64))
+    hi = pl.col(f"{col}_max").cast(pl.Int64) if f"{col}_max" in t.columns else pl.lit(None, pl.Int64)
+    return lo, hi
+
+
 def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) -> tuple[pl.DataFrame, list[str]]:
-    """``subject_id``, ``term``, ``scale``, ``grade`` (null = not evaluable) for every selected
+    """``subject_id``, ``term``, ``scale``, ``grade`` (null = not evaluable; a range at its lower
+    grade) and ``grade_max`` (the upper grade of a range, else null or the grade) for every selected
     subject and term, and notes naming tables that were not available."""
     notes: list[str] = []
     parts: list[pl.DataFrame] = []
@@ -214,14 +226,16 @@ def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) ->
             note = f"table '{name}' not available: {term} ({scale}) not shown"
             notes.append(note)
             continue
+        lo, hi = _lower_upper(t, col)
         parts.append(subset(t, ids).select("subject_id", pl.lit(term).alias("term"), pl.lit(scale).alias("scale"),
-                                           pl.col(col).cast(pl.Int64).alias("grade")))
+                                           lo.alias("grade"), hi.alias("grade_max")))
     adae = optional(analysis, "adae_toxicity")
     if adae is None:
         notes.append("table 'adae_toxicity' not available: grades from the summary tables only")
     else:
         parts.append(subset(adae, ids).select(pl.col("USUBJID").alias("subject_id"), _adae_term().alias("term"),
-                                              _adae_scale().alias("scale"), pl.col("ATOXGR").cast(pl.Int64).alias("grade")))
+                                              _adae_scale().alias("scale"), pl.col("ATOXGR").cast(pl.Int64).alias("grade"),
+                                              pl.lit(None, pl.Int64).alias("grade_max")))
     if include_labs:
         adlb = optional(analysis, "adlb")
         if adlb is None:
@@ -233,10 +247,11 @@ def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) ->
                                           pl.col(f"ATOXGR{d}").cast(pl.Int64).alias("grade")) for d in ("L", "H")])
             parts.append(dirs.filter(pl.col("term").is_not_null()).group_by("subject_id", "term")
                          .agg(pl.col("grade").max()).sort("term", "subject_id")
-                         .select("subject_id", "term", pl.lit("CTCAE v5.0 (labs)").alias("scale"), "grade"))
+                         .select("subject_id", "term", pl.lit("CTCAE v5.0 (labs)").alias("scale"), "grade",
+                                 pl.lit(None, pl.Int64).alias("grade_max")))
     if not parts:
         return pl.DataFrame(schema={"subject_id": pl.String, "term": pl.String, "scale": pl.String,
-                                    "grade": pl.Int64}), notes
+                                    "grade": pl.Int64, "grade_max": pl.Int64}), notes
     long = pl.concat(parts)
     everyone = subjects_of(analysis, ids).select("subject_id")
     terms = long.select("term", "scale").unique(maintain_order=True)
@@ -256,20 +271,28 @@ def toxicity_counts(analysis, subject_ids=None, include_labs: bool = True) -> pl
     if long.height == 0:
         raise ViewUnavailable(f"{view}: no grading table is available ({'; '.join(notes)})",
                               ("crs_summary", "icans_summary", "icaht", "adae_toxicity"))
-    return worst_grade_counts(long, 5)
+    counts = worst_grade_counts(long.drop("grade_max"), 5)
+    # a subject whose worst grade is the lower end of a range (an input missing) could be higher
+    per = long.group_by("term", "scale", "subject_id").agg(pl.col("grade").max(), pl.col("grade_max").max())
+    higher = (per.filter(pl.col("grade").is_not_null() & (pl.col("grade_max") > pl.col("grade")))
+              .group_by("term", "scale").agg(pl.len().cast(pl.Int64).alias("n_could_be_higher")))
+    return (counts.join(higher, on=["term", "scale"], how="left", maintain_order="left")
+            .with_columns(pl.col("n_could_be_higher").fill_null(0)))
 
 
 def toxicity_summary(analysis, subject_ids=None, include_labs: bool = True) -> pl.DataFrame:
     """The ADaM-style display table: ``Term``, ``Scale``, ``N evaluable`` (the denominator),
     ``Not evaluable`` (counted apart: missing is not grade 0), ``Any grade n (%)``,
-    ``Grade >=3 n (%)`` and ``Grade 1 n (%)`` .. ``Grade 5 n (%)`` (percent of N evaluable)."""
+    ``Grade >=3 n (%)`` and ``Grade 1 n (%)`` .. ``Grade 5 n (%)`` (percent of N evaluable), and
+    ``Could be higher n``: subjects whose grade is a range, counted at its lower grade."""
     c = toxicity_counts(analysis, subject_ids, include_labs)
     pct = lambda col: pl.struct(col, "n_evaluable").map_elements(
         lambda r: fmt_n_pct(r[col], r["n_evaluable"]), return_dtype=pl.String)
     return c.select(pl.col("term").alias("Term"), pl.col("scale").alias("Scale"),
                     pl.col("n_evaluable").alias("N evaluable"), pl.col("n_not_evaluable").alias("Not evaluable"),
                     pct("n_any").alias("Any grade n (%)"), pct("n_ge3").alias("Grade >=3 n (%)"),
-                    *[pct(f"grade_{g}").alias(f"Grade {g} n (%)") for g in range(1, 6)])
+                    *[pct(f"grade_{g}").alias(f"Grade {g} n (%)") for g in range(1, 6)],
+                    pl.col("n_could_be_higher").alias("Could be higher n"))
 
 
 # ------------------------------------------------------------------------------------------------

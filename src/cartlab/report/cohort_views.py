@@ -15,6 +15,15 @@ from cartlab.report.cohort_style import CROSS_SCALE_CITATION
 
 __all__ = ["VIEW_KEYS", "view_specs"]
 
+#: the grade tables' percent column, named by its denominator (the bars beside them: % of all subjects)
+PCT_OF_EVALUABLE = "% of evaluable"
+
+
+def _grade_table(counts: pl.DataFrame) -> pl.DataFrame:
+    """A grade distribution as the page shows it: its percent named by its denominator."""
+    return counts.rename({"pct": PCT_OF_EVALUABLE}) if "pct" in counts.columns else counts
+
+
 def _caption(text: str, notes=(), prov: str = "") -> str:
     return " ".join([text, *[n.rstrip(".") + "." for n in notes if n], prov]).strip()
 
@@ -49,13 +58,18 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
         hi = d.counts.filter(pl.col("grade").is_not_null())["n_could_be_higher"].sum()
         extra = [f"{hi} subject(s) could have a higher grade had a missing input been recorded"] if hi else []
         return (_caption("Subjects by worst ASTCT 2019 grade (Lee DW et al., BBMT 2019;25:625); not evaluable = "
-                         "no data to grade, counted apart.", [*d.notes, *extra], prov),
-                R.grade_figure(d.counts, "term"), d.counts.drop("scale"))
+                         "no data to grade, counted apart. Bars: % of all subjects (not evaluable included); "
+                         f"table: n, and {PCT_OF_EVALUABLE} = % of n_evaluable.", [*d.notes, *extra], prov),
+                R.grade_figure(d.counts, "term"), _grade_table(d.counts.drop("scale")))
 
     def cross():
         d = cd.cross_scale_table(analysis, sel)
-        return (_caption(f"CRS grade of the same subjects on five scales; the table compares each pair "
-                         f"({CROSS_SCALE_CITATION}).", d.notes, prov),
+        hi = d.grades.filter(pl.col("grade").is_not_null())
+        hi = {s: n for s, n in hi.group_by("scale", maintain_order=True).agg(pl.col("n_could_be_higher").sum()).iter_rows() if n}
+        extra = ([("a grade that is a range (an input missing) counts at its lower grade (* in the bars): "
+                   + ", ".join(f"{s} {n}" for s, n in hi.items()) + " subject(s) could be higher")] if hi else [])
+        return (_caption(f"CRS grade of the same subjects on five scales (bars: % of all subjects); the table "
+                         f"compares each pair ({CROSS_SCALE_CITATION}).", [*d.notes, *extra], prov),
                 R.grade_figure(d.grades, "scale"), d.pairwise)
 
     def icaht():
@@ -63,9 +77,10 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
         hi = d.counts.filter(pl.col("grade").is_not_null())["n_could_be_higher"].sum()
         extra = [f"{hi} early grade(s) could be higher: days 0-30 without a count are not counted"] if hi else []
         return (_caption("Subjects by early and late ICAHT grade (Rejeski K et al., Blood 2023;142:865) and "
-                         "T-ICAHT grade (Rejeski K et al., Blood 2025); not evaluable counted apart.",
+                         "T-ICAHT grade (Rejeski K et al., Blood 2025); not evaluable counted apart. Bars: % of all "
+                         f"subjects (not evaluable included); table: {PCT_OF_EVALUABLE} = % of n_evaluable.",
                          [*d.notes, *extra], prov),
-                R.grade_figure(d.counts, "term"), d.counts)
+                R.grade_figure(d.counts, "term"), _grade_table(d.counts))
 
     def recovery():
         d = cd.count_recovery_data(analysis, sel)
@@ -106,7 +121,9 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     def toxicity():
         t = cd.toxicity_summary(analysis, sel)
         return (_caption("Subjects by worst grade per term and scale; N = subjects evaluable for the term, "
-                         "not evaluable counted separately (missing is not grade 0); CTCAE lab terms from day 0 on.",
+                         "not evaluable counted separately (missing is not grade 0); CTCAE lab terms from day 0 on. "
+                         "A grade that is a range (an input missing, e.g. Penn 1-2) counts at its lower grade: the "
+                         "counts are at least these; Could be higher n = subjects whose grade could be higher.",
                          (), prov), None, t)
 
     def rates():

@@ -330,7 +330,7 @@ def _in_range(df: pl.DataFrame, col: str, lo: float, hi: float) -> pl.DataFrame:
 
 def _default_range(obs, doses, itv, ev, params) -> tuple[float, float]:
     days: list[float] = []
-    days += obs.filter(pl.col("param").is_in(params))["day"].drop_nulls().to_list()
+    days += (obs if params is None else obs.filter(pl.col("param").is_in(params)))["day"].drop_nulls().to_list()
     days += doses["day"].drop_nulls().to_list()
     days += itv["start_day"].drop_nulls().to_list() + itv["end_day"].drop_nulls().to_list()
     days += ev["day"].drop_nulls().to_list()

@@ -158,6 +158,7 @@ def course_figure(
     counts_log: bool = True,
     width: float = 9.0,
     grades: Mapping[str, pl.DataFrame | None] | None = None,
+    fever_c: float = 38.0,
 ) -> Figure:
     """The clinical course of ``subject_id`` as a multi-panel matplotlib figure (Agg canvas).
 
@@ -165,7 +166,9 @@ def course_figure(
     day 0). ``counts_log=False`` draws the blood counts on a linear axis. ``grades`` adds the ASTCT
     grade band: ``{"CRS": rows of crs_daily, "ICANS": rows of icans_daily}`` for this subject, from
     the analysis (``None`` for a table that was not derived); without it the band is left out, since
-    a figure does not grade. The returned figure has an attribute ``cartlab_info`` (dict: ``panels``,
+    a figure does not grade. ``fever_c`` is the fever line (the CRS fever threshold the analysis
+    used). The day axis runs through the subject's last row of any kind.
+    The returned figure has an attribute ``cartlab_info`` (dict: ``panels``,
     ``panels_with_data``, ``has_reconstructed``, ``has_paper``, ``day_range``). Raises ``KeyError``
     if the subject has no row in any table.
     """
@@ -173,8 +176,8 @@ def course_figure(
     if all(df.is_empty() for df in sub.tables().values()):
         raise KeyError(f"subject {subject_id!r} not in study {study.study_id!r}")
     obs, doses, itv, ev = sub.observations, sub.doses, sub.interventions, sub.events
-    plotted = ["CARCOPY", "TEMP", "CRP", "IL6", "IL10", "IFNG", "NEUT", "PLAT", "WBC", "HGB"]
-    lo, hi = day_range if day_range is not None else _default_range(obs, doses, itv, ev, plotted)
+    # the axis covers every recorded row (a day-28 marrow too), not the follow-up beyond the last row
+    lo, hi = _default_range(obs, doses, itv, ev, None) if day_range is None else day_range
     obs = _in_range(obs, "day", lo, hi)
     doses = _in_range(doses, "day", lo, hi)
     ev = _in_range(ev, "day", lo, hi)
@@ -264,8 +267,8 @@ def course_figure(
         ax_temp.set_ylim(min(35.5, tmin - 0.3), max(40.5, tmax + 0.6))
     else:
         ax_temp.set_ylim(35.5, 40.5)
-    ax_temp.axhline(38.0, color=COLORS["TEMP"], ls="--", lw=0.9, alpha=0.7, zorder=1)
-    ax_temp.text(0.004, 38.0, "38 °C fever line", transform=ax_temp.get_yaxis_transform(), ha="left",
+    ax_temp.axhline(fever_c, color=COLORS["TEMP"], ls="--", lw=0.9, alpha=0.7, zorder=1)
+    ax_temp.text(0.004, fever_c, f"{fever_c:g} °C fever line", transform=ax_temp.get_yaxis_transform(), ha="left",
                  va="bottom", fontsize=7, color=COLORS["TEMP"])
     # temperature (with its annotations) above the CRP twin
     ax_temp.set_zorder(ax_crp.get_zorder() + 1)
@@ -389,5 +392,6 @@ def course_figure(
         "has_reconstructed": "reconstructed" in tracker.prov,
         "has_paper": "paper" in tracker.prov,
         "day_range": (lo, hi),
+        "fever_c": fever_c,
     }
     return fig

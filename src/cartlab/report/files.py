@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-__all__ = ["FigureFiles", "save_figure", "figure_png", "write_pdf", "FIGURE_DIR", "safe_stem"]
+__all__ = ["FigureFiles", "save_figure", "figure_png", "write_pdf", "FIGURE_DIR", "safe_stem", "stamp_figure"]
 
 #: Folder (inside the report folder) that holds the figure files.
 FIGURE_DIR = "figures"
@@ -34,6 +34,13 @@ def safe_stem(text: str) -> str:
     """A file-name stem made of ``[A-Za-z0-9._-]`` only (never a path: no separator, no ``..``)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
     return stem or "figure"
+
+
+def stamp_figure(fig: Figure, text: str) -> None:
+    """Write ``text`` (e.g. "synthetic data (generated, from no patient)") into the top right corner
+    of ``fig``: a PNG or SVG reused on its own still says what its data are."""
+    fig.text(0.995, 0.997, text, ha="right", va="top", fontsize=7, color="#7a5a00", style="italic",
+             bbox={"boxstyle": "round,pad=0.2", "facecolor": "#fff4cc", "edgecolor": "#c79a00", "linewidth": 0.6})
 
 
 def figure_png(fig: Figure, dpi: int = PNG_DPI) -> bytes:

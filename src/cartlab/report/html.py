@@ -36,7 +36,7 @@ from cartlab.report.figures import (
     is_car_t_agent,
     provenance_kind,
 )
-from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure
+from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure, stamp_figure
 
 __all__ = [
     "write_subject_report",
@@ -112,7 +112,22 @@ def _day(v: Any) -> str:
 
 
 def _is_day(col: str) -> bool:
-    return col == "day" or col.endswith("_day")
+    return col == "day" or col.endswith("_day") or col in ("ASTDY", "AENDY", "ADY")
+
+
+_LONG_DAY = re.compile(r"\b(days?(?:\(s\))?\s+|d)(-?\d+\.\d{3,})\b")
+
+
+def _round_days(text: str) -> str:
+    """Days in a reason text to 2 decimals, as the tables print them ("day 28.4167" -> "day 28.42")."""
+    return _LONG_DAY.sub(lambda m: m.group(1) + _day(float(m.group(2))), text) if "." in text else text
+
+
+def day_span(start: Any, end: Any) -> str:
+    """An episode's days: "d1–3", "d1" for a one-day episode, "d1–?" when it has no end."""
+    if end is None:
+        return f"d{_day(start)}–?"
+    return f"d{_day(start)}" if _day(start) == _day(end) else f"d{_day(start)}–{_day(end)}"
 
 
 def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[str, ...] = ()) -> dict:
@@ -129,7 +144,7 @@ def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[st
     for r in df.iter_rows(named=True):
         rows.append(
             {
-                "cells": [_rule_cell(r[c]) if _is_rule(c) else _day(r[c]) if _is_day(c) else _cell(r[c])
+                "cells": [_rule_cell(r[c]) if _is_rule(c) else _day(r[c]) if _is_day(c) else _round_days(_cell(r[c]))
                           for c, _ in keep],
                 "prov": provenance_kind(r.get("source")),
             }
@@ -238,11 +253,72 @@ def subject_grades(analysis, subject_id: str) -> dict[str, pl.DataFrame | None]:
     return {"CRS": _of(analysis, "crs_daily", subject_id), "ICANS": _of(analysis, "icans_daily", subject_id)}
 
 
-def draw_course(study: Study, subject_id: str, *, day_range=None, grades=None, report_dir=None) -> CourseFigure:
+def figure_stamp(counts: dict[str, Any]) -> str | None:
+    """The label a figure of not-measured data carries inside its image ("synthetic data (generated,
+    from no patient)"), from :func:`provenance_counts`; None when every row was measured or stated
+    in the publication."""
+    kinds = [k for k in NOT_MEASURED_SOURCES if counts.get(k)]
+    if not kinds:
+        return None
+    words = {"reconstructed": "reconstructed data (not measured)",
+             "synthetic": "synthetic data (generated, from no patient)",
+             "simulated": "simulated data (digital twin)"}
+    what = " + ".join(words.get(k, f"{k} data") for k in kinds)
+    if counts.get("not_measured") == counts.get("total"):
+        return what
+    return f"contains {what}: {counts['not_measured']:,} of {counts['total']:,} rows"
+
+
+def report_provenance(analysis) -> dict[str, Any]:
+    """What the page says about how it was computed: the options that differ from the defaults
+    (``option``, ``value``, ``default``), the criteria versions, and the CRS fever threshold used
+    (the course figure's fever line)."""
+    cached = getattr(analysis, "_report_provenance", None)
+    if cached is not None:
+        return cached
+    from cartlab.analyze import AnalysisOptions
+
+    used = analysis.options.to_dict()
+    default = AnalysisOptions().to_dict()
+    changed = []
+    for engine, values in used.items():
+        base = default.get(engine)
+        if isinstance(values, dict) and isinstance(base, dict):
+            for k, v in values.items():
+                if base.get(k) != v:
+                    changed.append({"option": f"{engine}.{k}", "value": json.dumps(v), "default": json.dumps(base.get(k))})
+        elif values != base:
+            changed.append({"option": engine, "value": json.dumps(values, default=str),
+                            "default": json.dumps(base, default=str)})
+    try:
+        from cartlab.analyze import criteria_versions
+
+        criteria = [{"table": c.get("table"), "version": c.get("version"), "status": c.get("status")}
+                    for c in criteria_versions()]
+    except Exception:  # noqa: BLE001 - the list is informative; the page must not fail on it
+        criteria = []
+    fever = (used.get("crs") or {}).get("fever_threshold_c") if isinstance(used.get("crs"), dict) else None
+    out = {"changed": changed, "criteria": criteria,
+           "fever_threshold_c": float(fever) if isinstance(fever, (int, float)) else 38.0,
+           "protocol": None if analysis.protocol is None else analysis.protocol.id}
+    try:
+        analysis._report_provenance = out  # one analysis, one set of options: computed once per report
+    except AttributeError:  # pragma: no cover - an analysis-like object without attributes
+        pass
+    return out
+
+
+def draw_course(study: Study, subject_id: str, *, day_range=None, grades=None, report_dir=None,
+                fever_c: float | None = None) -> CourseFigure:
     """Draw the course figure; with ``report_dir`` write it as PNG and SVG there (``figures/``) and
-    link the PNG, else embed it as a ``data:`` URI."""
-    fig = course_figure(study, subject_id, day_range=day_range, grades=grades)
+    link the PNG, else embed it as a ``data:`` URI. ``fever_c``: the fever line (the analysis's CRS
+    fever threshold; default 38 °C). A subject with not-measured rows gets the label in the image."""
+    fig = course_figure(study, subject_id, day_range=day_range, grades=grades,
+                        fever_c=38.0 if fever_c is None else fever_c)
     info = getattr(fig, "cartlab_info", {})
+    stamp = figure_stamp(provenance_counts(study.subject(subject_id)))
+    if stamp:
+        stamp_figure(fig, stamp)
     if report_dir is None:
         return CourseFigure("data:image/png;base64," + base64.b64encode(figure_png(fig)).decode("ascii"), info)
     files = save_figure(fig, report_dir, f"course_{subject_filename(subject_id)[len('subject_'):-len('.html')]}")
@@ -423,7 +499,8 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
         cells = [EMPTY] * len(cols)
     else:
         r = rows.row(0, named=True)
-        cells = [_quantity(r[c]) if c in KINETICS_LABELS
+        cells = [_day(r[c]) if c in ("car_tmax", "car_tlast") else _quantity(r[c]) if c in KINETICS_LABELS
+                 else _day(r[c]) if _is_day(c)
                  else _with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
     return {
         "given": summary is not None,
@@ -541,6 +618,22 @@ def _unknown_days(n: Any, what: str) -> str | None:
     return f"no {what} on {_cell(n)} day(s)" if n else None
 
 
+#: the count each hematotoxicity grade reads
+_COUNT_PARAMS = {"icaht": ("NEUT", "ANC"), "t_icaht": ("PLAT",)}
+
+
+def _has_obs(analysis, subject_id: str, params: Sequence[str]) -> bool:
+    obs = analysis.study.observations
+    return obs.filter((pl.col("subject_id") == subject_id) & pl.col("param").is_in(list(params))).height > 0
+
+
+def _icans_not_evaluable(analysis, subject_id: str) -> str:
+    """Why a subject's ICANS has no grade, naming what is missing."""
+    if not _has_obs(analysis, subject_id, ("ICE", "CAPD")):
+        return "no ICE/CAPD score recorded"
+    return "no day with the inputs ICANS grading needs (ICE/CAPD score and consciousness)"
+
+
 def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame:
     """ICANS (ASTCT 2019), ICAHT and T-ICAHT (EHA/EBMT 2023) of one subject: each worst grade with its
     range (where an input is missing) and why — a grade 0 that could be higher has no episode row."""
@@ -550,9 +643,15 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
         r = icans.row(0, named=True)
         lo, hi = r.get("icans_grade_astct"), r.get("icans_grade_astct_max")
         up_days, missing = _range_days(icans_daily, lo, hi)
-        rows.append({"toxicity": "ICANS (ASTCT 2019)", "grade": _grade_text(lo, hi, missing),
-                     "missing": ", ".join(missing) or None, "rule": None,
-                     "reason": _range_reason(hi, up_days, "see the episode table")})
+        if lo is None:  # never "see the episode table": that table lists grade >= 1 only (reads as 0)
+            why = _icans_not_evaluable(analysis, subject_id)
+            rows.append({"toxicity": "ICANS (ASTCT 2019)",
+                         "grade": "not evaluable" if hi is None else f"not evaluable (at most {_cell(hi)})",
+                         "missing": why, "rule": None, "reason": f"ICANS not evaluable: {why}"})
+        else:
+            rows.append({"toxicity": "ICANS (ASTCT 2019)", "grade": _grade_text(lo, hi, missing),
+                         "missing": ", ".join(missing) or None, "rule": None,
+                         "reason": _range_reason(hi, up_days, "see the episode table")})
     t_icaht = _of(analysis, "t_icaht", subject_id)
     for name, frame, prefix, what in (("ICAHT", icaht, "icaht", "ANC"), ("T-ICAHT", t_icaht, "t_icaht", "platelet count")):
         if frame is None or not frame.height:
@@ -560,9 +659,13 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
         r = frame.row(0, named=True)
         lo, hi = r.get(f"{prefix}_early_grade"), r.get(f"{prefix}_early_grade_max")
         why = _unknown_days(r.get("early_unknown_days"), what) if hi is not None and lo is not None and hi > lo else None
-        rows.append({"toxicity": f"{name}, early (days 0-30)", "grade": _grade_text(lo, hi, why=why),
+        if lo is None and hi is None:
+            why = f"no {what} recorded in days 0-30" if not _has_obs(analysis, subject_id, _COUNT_PARAMS[prefix]) else None
+        rows.append({"toxicity": f"{name}, early (days 0-30)",
+                     "grade": _grade_text(lo, hi, why=why) if lo is not None else "not evaluable",
                      "missing": why, "rule": r.get("early_rule"), "reason": r.get("early_reason")})
-        rows.append({"toxicity": f"{name}, late (after day 30)", "grade": _cell(r.get(f"{prefix}_late_grade")),
+        late = r.get(f"{prefix}_late_grade")
+        rows.append({"toxicity": f"{name}, late (after day 30)", "grade": _cell(late) if late is not None else "not evaluable",
                      "missing": None, "rule": r.get("late_rule"), "reason": r.get("late_reason")})
     return pl.DataFrame(rows, schema={"toxicity": pl.String, "grade": pl.String, "missing": pl.String,
                                       "rule": pl.String, "reason": pl.String})
@@ -610,6 +713,26 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
         .select([c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule") if c in adlb.columns or c == "grade"])
     )
     icaht = _of(analysis, "icaht", subject_id)
+    worst_rows = _worst_grades(analysis, subject_id, icans_daily, icaht)
+    ne: dict[str, str | None] = {}  # "ICANS" -> why (the table below has each phase's row)
+    for r in worst_rows.iter_rows(named=True):
+        if str(r["grade"]).startswith("not evaluable"):
+            name = r["toxicity"].split(",")[0].split(" (")[0]
+            ne[name] = ne.get(name) or r["missing"]
+    not_eval = [f"{k} ({why})" if why else k for k, why in ne.items()]
+    crs_lo = _summary_value(analysis, "crs_summary", subject_id, "crs_grade_astct")
+    if crs_lo is None and cross.height == 0:
+        not_eval.insert(0, "CRS")
+    episodes_empty = "no CRS, ICANS or ICAHT episode of grade 1 or more"
+    if not_eval:
+        episodes_empty += " among the evaluable toxicities; not evaluable: " + "; ".join(not_eval)
+    if adlb.height == 0:
+        ctcae_empty = "no laboratory values recorded: CTCAE laboratory grades not evaluable"
+    elif adlb["ATOXGR"].is_null().all():
+        ctcae_empty = ("no laboratory value could be CTCAE-graded (a reference limit the criteria need is "
+                       "missing: observations.csv lln/uln); not evaluable")
+    else:
+        ctcae_empty = "no abnormal CTCAE-graded laboratory value"
     episodes = episodes.with_columns(pl.Series("RANGE", [
         _episode_range(e, crs_daily, icans_daily, icaht) for e in episodes.iter_rows(named=True)], dtype=pl.String))
     return {
@@ -617,7 +740,9 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
                                       ("ATOXGRS", "Scale"), ("ASTDY", "Start day"), ("AENDY", "End day"),
                                       ("ADURN", "Days"), ("RULE", "Rule"), ("REASON", "Why"),
                                       ("n_rows", "Source rows")]),
-        "worst": _table(_worst_grades(analysis, subject_id, icans_daily, icaht),
+        "episodes_empty": episodes_empty,
+        "ctcae_empty": ctcae_empty,
+        "worst": _table(worst_rows,
                         [("toxicity", "Toxicity"), ("grade", "Worst grade"), ("missing", "Missing inputs"),
                          ("rule", "Rule"), ("reason", "Why")]),
         "scales": _table(scales, [("scale", "CRS scale"), ("grade", "Maximum grade"), ("missing", "Missing inputs"),
@@ -638,6 +763,8 @@ def _response_block(analysis, subject_id: str) -> dict:
                              ("bm_blast_pct", "Marrow blasts %"), ("anc", "ANC"), ("plt", "PLT"),
                              ("mrd_fcm", "MRD (flow, fraction)"), ("mrd_negative", "MRD negative"),
                              ("rule", "Rule"), ("reason", "Why")]),
+        "marrow_empty": response_notes(analysis, subject_id).get(subject_id)
+                        or "no marrow assessment after infusion",
         "molecular": _table(mol, [("param", "Param"), ("analyte", "Marker"), ("baseline", "Baseline"),
                                   ("day", "Day"), ("value", "Value"), ("log10_reduction", "log10 reduction"),
                                   ("reason", "Why")]),
@@ -754,8 +881,10 @@ def render_subject_html(
     sub = study.subject(subject_id)
     if all(df.is_empty() for df in sub.tables().values()):
         raise KeyError(f"subject {subject_id!r} not in study {study.study_id!r}")
+    provenance = report_provenance(analysis)
     if course is None:
-        course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id))
+        course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id),
+                             fever_c=provenance["fever_threshold_c"])
     facts, facts_prov = _subject_facts(sub, subject_id)
     counts = provenance_counts(sub)
     ctx = {
@@ -778,6 +907,7 @@ def render_subject_html(
         "response": _response_block(analysis, subject_id),
         "protocol": _protocol_block(analysis, subject_id, protocol),
         "sources": _sources_table(study, sub),
+        "analysis_provenance": provenance,
         "figure_src": course.src,
         "figure_files": course.files,
         "figure_info": course.info,
@@ -818,7 +948,7 @@ def write_subject_report(
     analysis = _analysis(study, protocol, analysis)
     if course is None:
         course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id),
-                             report_dir=out)
+                             report_dir=out, fever_c=report_provenance(analysis)["fever_threshold_c"])
     html = render_subject_html(study, subject_id, summary=summary, title=title, day_range=day_range,
                                index_href=index_href, protocol=protocol, analysis=analysis, figures=figures,
                                course=course, report_dir=out)

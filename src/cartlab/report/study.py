@@ -10,6 +10,7 @@ is left behind, and the folder needs nothing outside itself (no remote scripts o
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import multiprocessing
 import os
@@ -20,10 +21,10 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.io.atomic import atomic_folder
+from cartlab.io.atomic import EXPORT_MARKER, check_output_path, export_folder
 from cartlab.model import Study
 from cartlab.report.figures import fmt_value
-from cartlab.report.files import safe_stem, save_figure, write_pdf
+from cartlab.report.files import safe_stem, save_figure, stamp_figure, write_pdf
 from cartlab.report.html import (
     EMPTY,
     ENGINE_NOTE,
@@ -31,21 +32,77 @@ from cartlab.report.html import (
     ReportFigure,
     _analysis,
     _cell,
+    _day,
     _env,
+    _is_day,
+    _round_days,
     _sources_table,
     _version,
     _with_note,
+    day_span,
     draw_course,
+    figure_stamp,
     provenance_counts,
+    report_provenance,
     response_notes,
     write_subject_report,
 )
 
-__all__ = ["write_study_report", "render_study_html", "SUBJECT_TABLE", "default_workers"]
+__all__ = ["write_study_report", "render_study_html", "SUBJECT_TABLE", "default_workers", "check_report_folder",
+           "is_report_entry", "REPORT_KIND"]
 
 #: Up to this many subjects the figures are drawn in this process (starting workers costs more).
 SERIAL_LIMIT = 8
 PDF_NAME = "study.pdf"
+#: the kind of output a report folder's marker (``.cartlab-export.json``) names
+REPORT_KIND = "report"
+#: the analysis manifest written beside the report's tables (``Analysis.manifest()``)
+MANIFEST_NAME = "analysis.json"
+
+
+def is_report_entry(name: str) -> bool:
+    """Whether a folder entry is one a report writes (replaced as a whole by the next report)."""
+    return (name in ("index.html", PDF_NAME, "figures", "tables")
+            or (name.startswith("subject_") and name.endswith(".html")))
+
+
+def _is_earlier_report(out: Path) -> bool:
+    """``out`` holds a report of an earlier cartlab (no marker): its ``index.html`` says cartlab made it."""
+    try:
+        head = (out / "index.html").read_text(encoding="utf-8", errors="replace")[:2000]
+    except OSError:
+        return False
+    return 'name="generator" content="cartlab' in head
+
+
+def check_report_folder(out_dir, force: bool = False) -> Path:
+    """Whether a report may be written into ``out_dir``: a missing or empty folder, or one holding an
+    earlier report (it is replaced as a whole), else (other files, not a report) an
+    :class:`~cartlab.errors.InputError` unless ``force`` (then the report's files are replaced and
+    the other files kept). A file, or a file among its parents, is an ``InputError`` too."""
+    from cartlab.errors import InputError
+
+    out = check_output_path(out_dir, "folder", "the report")
+    if not out.is_dir() or force:
+        return out
+    try:
+        names = [n for n in os.listdir(out)]
+    except OSError as exc:
+        raise InputError(f"cannot read the report folder {out}: {exc.strerror or exc}") from exc
+    if not names or _is_earlier_report(out):
+        return out
+    try:
+        import json
+
+        marker = json.loads((out / EXPORT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = None
+    if isinstance(marker, dict) and marker.get("cartlab_export") == REPORT_KIND:
+        return out
+    raise InputError(f"{out} is not empty ({len(names)} entries) and it is not an earlier cartlab report: "
+                     "cartlab will not write a report into it",
+                     hint="choose a new or empty folder, or pass --force to replace the report files in it "
+                          "(index.html, study.pdf, subject_*.html, figures/, tables/; other files are kept)")
 
 #: The study page's subject table: (header, summary columns it shows, how). Narrow and sortable;
 #: every column of the subject summary is in ``tables/subject_summary.csv`` beside the page.
@@ -99,8 +156,8 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict
         v = [row.get(c) if row else None for c in cols]
         if how == "grade_days":
             text = _grade(v[0], v[1])
-            if v[2] is not None:
-                text += f" (d{_cell(v[2])}–{_cell(v[3]) if v[3] is not None else '?'})"
+            if v[2] is not None:  # a one-day episode is "d1", not "d1–1"; days to 2 decimals at most
+                text += f" ({day_span(v[2], v[3])})"
             sort = _sortkey(v[1] if v[1] is not None else v[0])
         elif how == "grade":
             text, sort = _grade(v[0], v[1]), _sortkey(v[1] if v[1] is not None else v[0])
@@ -108,10 +165,10 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict
             text = f"{_cell(v[0])} / {_cell(v[1])}" if v[0] is not None or v[1] is not None else EMPTY
             sort = _sortkey(v[0])
         elif how == "response":
-            text = _with_note(_cell(v[0]), note) if v[0] is None else f"{_cell(v[0])} (d{_cell(v[1])})"
+            text = _with_note(_cell(v[0]), note) if v[0] is None else f"{_cell(v[0])} (d{_day(v[1])})"
             sort = "" if v[0] is None else str(v[0])
         elif how == "value_day":
-            text = EMPTY if _num(v[0]) is None else fmt_value(_num(v[0])) + (f" (d{_cell(v[1])})" if v[1] is not None else "")
+            text = EMPTY if _num(v[0]) is None else fmt_value(_num(v[0])) + (f" (d{_day(v[1])})" if v[1] is not None else "")
             sort = _sortkey(v[0])
         elif how == "number":
             text, sort = (EMPTY if _num(v[0]) is None else fmt_value(_num(v[0]))), _sortkey(v[0])
@@ -174,12 +231,21 @@ def _frame_table(df: pl.DataFrame, max_rows: int = 200) -> dict[str, Any]:
     """A small frame as a page table (every column; numbers right-aligned)."""
     num = [df.schema[c].is_numeric() for c in df.columns]
     floats = [df.schema[c].is_float() for c in df.columns]
-    rows = [{"prov": "", "cells": [(fmt_value(v) or EMPTY) if f and v is not None else _cell(v)
-                                   for v, f in zip(r, floats)]} for r in df.head(max_rows).iter_rows()]
+    days = [_is_day(c) for c in df.columns]
+
+    def cell(v: Any, f: bool, d: bool) -> str:
+        if d and f and v is not None:
+            return _day(v)  # a day from a date-time: 2 decimals at most, as every table of the report
+        if f and v is not None:
+            return fmt_value(v) or EMPTY
+        return _round_days(_cell(v)) if isinstance(v, str) else _cell(v)
+
+    rows = [{"prov": "", "cells": [cell(v, f, d) for v, f, d in zip(r, floats, days)]}
+            for r in df.head(max_rows).iter_rows()]
     return {"headers": list(df.columns), "rows": rows, "num": num, "truncated": max(df.height - max_rows, 0)}
 
 
-def _cohort_views(analysis, report_dir: Path) -> list[dict[str, Any]]:
+def _cohort_views(analysis, report_dir: Path, stamp: str | None = None) -> list[dict[str, Any]]:
     """The cohort views (:func:`cartlab.report.cohort_mpl.cohort_figures`) drawn to files; a view
     that cannot be drawn says why, and the others still are."""
     try:
@@ -192,6 +258,8 @@ def _cohort_views(analysis, report_dir: Path) -> list[dict[str, Any]]:
                                 "unavailable": view.unavailable, "files": None, "table": None}
         if view.figure is not None:
             try:
+                if stamp:  # the figure files are reused on their own: the label goes inside the image
+                    stamp_figure(view.figure, stamp)
                 item["files"] = save_figure(view.figure, report_dir, f"cohort_{view.key}")
             except Exception as exc:  # one view failing never sinks the report
                 item["unavailable"] = f"the figure could not be drawn ({type(exc).__name__}: {exc})"
@@ -204,7 +272,8 @@ def _cohort_views(analysis, report_dir: Path) -> list[dict[str, Any]]:
 def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFrame | None = None,
                       title: str | None = None, notes: Mapping[str, str] | None = None,
                       views: Sequence[Mapping[str, Any]] = (), pdf: str | None = None,
-                      pdf_note: str | None = None, for_print: bool = False) -> str:
+                      pdf_note: str | None = None, for_print: bool = False,
+                      provenance: Mapping[str, Any] | None = None) -> str:
     """The HTML text of a study page; ``links`` maps subject_id → relative file name; ``notes``
     (:func:`response_notes`) say why a subject's best response is empty; ``views`` are the drawn
     cohort views; ``for_print`` leaves out the sorting script (the PDF)."""
@@ -221,6 +290,7 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
         "pdf_note": pdf_note,
         "for_print": for_print,
         "sources": _sources_table(study, None),
+        "analysis_provenance": provenance,
         "engine_note": ENGINE_NOTE,
         "empty": EMPTY,
         "version": _version(),
@@ -229,15 +299,26 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
     return _env().get_template("index.html.j2").render(**ctx)
 
 
+def _manifest(analysis) -> dict[str, Any]:
+    """The analysis's manifest (``Analysis.manifest()``: inputs, options, criteria versions, engines,
+    skipped, warnings) without the engines' run times, so that the same report is the same bytes."""
+    meta = analysis.manifest()
+    for e in meta.get("engines", []):
+        if isinstance(e, dict):
+            e.pop("seconds", None)
+    return meta
+
+
 def _draw_chunk(study: Study, ids: list[str], crs: pl.DataFrame | None, icans: pl.DataFrame | None,
-                report_dir: str, day_range) -> list[tuple[str, CourseFigure]]:
+                report_dir: str, day_range, fever_c: float | None = None) -> list[tuple[str, CourseFigure]]:
     """Worker: draw and write the course figures of ``ids`` (a failure becomes a note on the page)."""
     out = []
     for sid in ids:
         grades = {"CRS": None if crs is None else crs.filter(pl.col("subject_id") == sid),
                   "ICANS": None if icans is None else icans.filter(pl.col("subject_id") == sid)}
         try:
-            out.append((sid, draw_course(study, sid, day_range=day_range, grades=grades, report_dir=report_dir)))
+            out.append((sid, draw_course(study, sid, day_range=day_range, grades=grades, report_dir=report_dir,
+                                         fever_c=fever_c)))
         except Exception as exc:  # the page still shows every table, and says why the figure is missing
             out.append((sid, CourseFigure("", {"error": f"{type(exc).__name__}: {exc}", "panels": []})))
     return out
@@ -259,7 +340,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                        title: str | None = None, protocol=None, analysis=None,
                        figures: Mapping[str, Sequence[ReportFigure]] | None = None,
                        progress: Callable[[int, int], None] | None = None,
-                       workers: int | None = None, pdf: bool = True, day_range=None) -> Path:
+                       workers: int | None = None, pdf: bool = True, day_range=None, force: bool = False) -> Path:
     """Write the study report into ``out_dir`` and return the study page (``index.html``).
 
     ``out_dir`` gets ``index.html`` (cohort views, sortable subject table), ``subject_<id>.html`` per
@@ -267,14 +348,24 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
     ``study.pdf`` (the study page; ``pdf=False`` skips it). Every derived value comes from one
     :class:`cartlab.analyze.Analysis` (``analysis``, else one of ``study`` with the default options).
     ``figures`` maps a subject id to extra sections of its page. ``workers`` processes draw the course
-    figures (default: the usable cores). ``progress(done, total)`` is called after each subject page."""
+    figures (default: the usable cores). ``progress(done, total)`` is called after each subject page.
+
+    ``out_dir`` may be missing, empty or an earlier report: the earlier report is replaced as a whole
+    (no page, figure or PDF of it survives). A folder holding other files is refused
+    (:class:`~cartlab.errors.InputError`) unless ``force``; then the report's files are replaced and the
+    other files kept. ``tables/analysis.json`` is the analysis's manifest (options, criteria versions)."""
+    out = check_report_folder(out_dir, force)
     analysis = _analysis(study, protocol, analysis)
     if summary is None:
         summary = analysis.subject_summary()
     workers = default_workers() if workers is None else max(1, int(workers))
     ids = [sid for sid in dict.fromkeys(study.subject_ids) if sid is not None]
-    out = Path(out_dir)
-    with atomic_folder(out) as tmp:
+    provenance = report_provenance(analysis)
+    fever_c = provenance["fever_threshold_c"]
+    stamp = figure_stamp(provenance_counts(study))
+    # checked above; force: an earlier report without a marker (an older cartlab) is replaced too
+    with export_folder(out, REPORT_KIND, owned=is_report_entry, force=True, what="the report") as target:
+        tmp = target.staging
         links: dict[str, str] = {}
 
         def page(sid: str, course: CourseFigure) -> None:
@@ -286,36 +377,40 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
 
         chunks = _chunks(ids, workers)
         if workers == 1 or len(ids) <= SERIAL_LIMIT:
-            views = _cohort_views(analysis, tmp)
+            views = _cohort_views(analysis, tmp, stamp)
             for chunk in chunks:
                 for sid, course in _draw_chunk(study, chunk, _of_ids(analysis, "crs_daily", chunk),
-                                               _of_ids(analysis, "icans_daily", chunk), str(tmp), day_range):
+                                               _of_ids(analysis, "icans_daily", chunk), str(tmp), day_range,
+                                               fever_c):
                     page(sid, course)
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 futures = [pool.submit(_draw_chunk, study.subset(chunk), chunk,
                                        _of_ids(analysis, "crs_daily", chunk), _of_ids(analysis, "icans_daily", chunk),
-                                       str(tmp), day_range) for chunk in chunks]
-                views = _cohort_views(analysis, tmp)  # drawn here while the workers draw the courses
+                                       str(tmp), day_range, fever_c) for chunk in chunks]
+                views = _cohort_views(analysis, tmp, stamp)  # drawn here while the workers draw the courses
                 for fut in as_completed(futures):  # pages as their figures arrive: the progress moves
                     for sid, course in fut.result():
                         page(sid, course)
         tables = tmp / "tables"
         tables.mkdir(exist_ok=True)
         summary.write_csv(tables / "subject_summary.csv")
+        (tables / MANIFEST_NAME).write_text(json.dumps(_manifest(analysis), indent=1, default=str) + "\n",
+                                            encoding="utf-8")
         notes = response_notes(analysis)
         pdf_note = None
         if pdf:
             html = render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
-                                     for_print=True)
+                                     for_print=True, provenance=provenance)
             try:
                 pdf_note = write_pdf(html, tmp, tmp / PDF_NAME)
             except Exception as exc:  # the HTML report does not depend on the PDF
                 pdf_note = f"no PDF: {type(exc).__name__}: {exc}"
         (tmp / "index.html").write_text(
             render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
-                              pdf=PDF_NAME if pdf and pdf_note is None else None, pdf_note=pdf_note),
+                              pdf=PDF_NAME if pdf and pdf_note is None else None, pdf_note=pdf_note,
+                              provenance=provenance),
             encoding="utf-8")
     return out / "index.html"
 
