@@ -132,9 +132,15 @@ def test_websocket_needs_the_token(servers):
         except websockets.exceptions.InvalidStatus as exc:
             return exc.response.status_code
 
-    assert asyncio.run(attempt({})) == 403
-    assert asyncio.run(attempt({"Authorization": "Bearer nope"})) == 403
-    assert asyncio.run(attempt({"Authorization": f"Bearer {TOKEN}"})) == "open"
+    def run(headers):  # in a thread of its own: a browser test of the same session may hold an event loop here
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, attempt(headers)).result()
+
+    assert run({}) == 403
+    assert run({"Authorization": "Bearer nope"}) == 403
+    assert run({"Authorization": f"Bearer {TOKEN}"}) == "open"
 
 
 # -- traversal

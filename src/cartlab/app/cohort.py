@@ -1,31 +1,88 @@
 """Cohort filters and the tables the dashboard shows (pure functions over the StudyView's frames).
 
-Filters (issue 17 §3): disease, target, dose level, best response, worst ASTCT CRS grade. A subject
-whose value is missing is shown under "not evaluable" (response, CRS) or "unknown" (the others) --
-missing is never read as a category of its own data (e.g. CRS grade 0).
+Filters (issue 17 §3): disease, target, dose level, best response, worst ASTCT CRS grade, worst ASTCT
+ICANS grade. A subject whose value is missing is shown under "not evaluable" (response, grades) or
+"unknown" (the others) -- missing is never read as a category of its own data (e.g. CRS grade 0).
+
+Missing is not negative (docs/derivation-conventions.md): a worst grade with a higher possible maximum
+(``crs_grade_astct_max`` > ``crs_grade_astct``: some day lacked an input, e.g. a temperature) is the
+range ``"0–1"``, its own filter choice; the choice ``"0"`` holds only subjects whose maximum is 0 too.
+A best response of ``NE`` and a missing one are both "not evaluable"; a subject whose disease has no
+response criteria in cartlab yet (``response.no_criteria``) is "no response criteria yet (LBCL)".
 """
 
 from __future__ import annotations
+
+import re
 
 import polars as pl
 
 #: filter input id -> cohort column
 FILTER_COLUMNS = {"f_disease": "disease", "f_target": "target", "f_dose": "dose_level",
-                  "f_response": "best_response", "f_crs": "crs_grade_astct"}
-MISSING_LABEL = {"best_response": "not evaluable", "crs_grade_astct": "not evaluable"}
+                  "f_response": "best_response", "f_crs": "crs_grade_astct", "f_icans": "icans_grade_astct"}
+#: filter input id -> a short name for file names and provenance
+FILTER_NAMES = {"f_disease": "disease", "f_target": "target", "f_dose": "dose", "f_response": "response",
+                "f_crs": "crs", "f_icans": "icans"}
+MISSING_LABEL = {"best_response": "not evaluable", "crs_grade_astct": "not evaluable",
+                 "icans_grade_astct": "not evaluable"}
+NO_CRITERIA_RULE = "response.no_criteria"
 
 
-def _label(col: str) -> pl.Expr:
+def grade_label_expr(col: str, max_col: str | None = None) -> pl.Expr:
+    """A worst grade as shown: ``"2"``, or the range ``"0–1"`` when ``max_col`` (the grade had every
+    missing input been positive) is higher; "not evaluable" when the grade is missing."""
+    g = pl.col(col).cast(pl.Int64)
+    plain = g.cast(pl.String)
+    if max_col is None:
+        return plain.fill_null(MISSING_LABEL[col])
+    m = pl.col(max_col).cast(pl.Int64)
+    return (pl.when(g.is_null()).then(pl.lit(MISSING_LABEL[col]))
+            .when(m.is_not_null() & (m > g)).then(pl.format("{}–{}", g, m))
+            .otherwise(plain))
+
+
+def label_expr(col: str, columns) -> pl.Expr:
+    """The filter label of a cohort column (using the helper columns the frame has)."""
+    cols = set(columns)
+    if col in ("crs_grade_astct", "icans_grade_astct"):
+        mx = f"{col}_max"
+        return grade_label_expr(col, mx if mx in cols else None)
+    if col == "best_response":
+        r = pl.col(col).cast(pl.String)
+        out = pl.when(r.is_null() | (r == "NE")).then(pl.lit(MISSING_LABEL[col])).otherwise(r)
+        if "best_response_rule" in cols:
+            disease = pl.col("disease").cast(pl.String).fill_null("?") if "disease" in cols else pl.lit("?")
+            out = (pl.when(r.is_null() & (pl.col("best_response_rule") == NO_CRITERIA_RULE))
+                   .then(pl.format("no response criteria yet ({})", disease)).otherwise(out))
+        return out
     return pl.col(col).cast(pl.String).fill_null(MISSING_LABEL.get(col, "unknown"))
 
 
+def _sort_key(col: str):
+    from cartlab.app.data import dose_label_value
+
+    def key(v: str):
+        if col == "dose_level":
+            x = dose_label_value(v)
+            return (0, x if x is not None else float("inf"), v)
+        if col in ("crs_grade_astct", "icans_grade_astct"):
+            nums = [int(n) for n in re.findall(r"\d+", v)]
+            return (0, nums[0], nums[-1]) if nums else (1, 0, 0)  # "0", then "0–1", then "1"
+        return (0, v)
+
+    return key
+
+
 def filter_choices(cohort: pl.DataFrame) -> dict[str, list[str]]:
-    """The values each filter can take in this cohort (sorted; the missing label last)."""
+    """The values each filter can take in this cohort (sorted: doses and grades by number; the missing
+    label last)."""
     out = {}
     for key, col in FILTER_COLUMNS.items():
-        vals = cohort.select(_label(col).unique()).to_series().to_list()
+        if col not in cohort.columns:
+            continue
+        vals = cohort.select(label_expr(col, cohort.columns).unique()).to_series().to_list()
         miss = MISSING_LABEL.get(col, "unknown")
-        out[key] = sorted(v for v in vals if v != miss) + ([miss] if miss in vals else [])
+        out[key] = sorted((v for v in vals if v != miss), key=_sort_key(col)) + ([miss] if miss in vals else [])
     return out
 
 
@@ -33,9 +90,35 @@ def filter_cohort(cohort: pl.DataFrame, selected: dict[str, tuple[str, ...] | li
     """The subjects matching every filter with a selection (an empty selection = no filter)."""
     cond = pl.lit(True)
     for key, values in selected.items():
-        if values:
-            cond = cond & _label(FILTER_COLUMNS[key]).is_in(list(values))
+        if values and FILTER_COLUMNS[key] in cohort.columns:
+            cond = cond & label_expr(FILTER_COLUMNS[key], cohort.columns).is_in(list(values))
     return cohort.filter(cond)
+
+
+def active_filters(selected: dict) -> dict[str, list[str]]:
+    """The filters with a selection, by their short name (``{"disease": ["AML"]}``)."""
+    return {FILTER_NAMES[k]: list(v) for k, v in selected.items() if v}
+
+
+def _slug(value: str) -> str:
+    v = value.translate(str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")).replace("×10", "e").replace("/kg", "")
+    return re.sub(r"[^A-Za-z0-9.]+", "-", v).strip("-") or "x"
+
+
+def filter_tag(selected: dict) -> str:
+    """The filters in a file name: ``"_disease-AML_crs-0-1"`` (empty without a filter); a long one is
+    cut and ends with a short hash of the whole, so two filters never share a name."""
+    import hashlib
+
+    act = active_filters(selected)
+    if not act:
+        return ""
+    tag = "".join(f"_{name}-{'+'.join(_slug(v) for v in vals)}" for name, vals in act.items())
+    tag = tag.replace("+", ".")
+    if len(tag) > 70:
+        digest = hashlib.sha256(repr(sorted(act.items())).encode()).hexdigest()[:8]
+        tag = tag[:60].rstrip("-_.") + f"_{digest}"
+    return "_filtered" + tag
 
 
 def display_frame(frame: pl.DataFrame) -> pl.DataFrame:
@@ -53,8 +136,9 @@ def display_frame(frame: pl.DataFrame) -> pl.DataFrame:
 
 def grades_table(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame) -> pl.DataFrame:
     """The ASTCT CRS and ICANS grade of every assessed day with its rule, reason and evidence
-    (``evidence`` = source rows "file:row"; ``rule_status`` = the rule's verification)."""
-    cols = ("day", "grade", "grade_max", "rule", "reason", "evidence", "rule_status")
+    (``grade_max`` / ``missing_inputs`` = the grade had the missing inputs been positive, and which;
+    ``evidence`` = source rows "file:row"; ``rule_status`` = the rule's verification)."""
+    cols = ("day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence", "rule_status")
     parts = []
     for scale, frame in (("CRS (ASTCT 2019)", crs_daily), ("ICANS (ASTCT 2019)", icans_daily)):
         if frame.height:
@@ -66,17 +150,51 @@ def grades_table(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame) -> pl.DataF
     return pl.concat(parts, how="diagonal_relaxed").sort("day", "scale")
 
 
+#: ADPP parameters that need the terminal slope (lambda.z)
+_NEEDS_LAMBDA_Z = {"LAMZ", "LAMZHL", "LAMZNPT", "LAMZLL", "LAMZUL", "R2", "R2ADJ", "AUCIFO", "AUCIFP", "AUCPEO",
+                   "CLSTP", "MRTIFO", "VZO", "CLO"}
+
+
+def kinetics_warnings(car_kinetics: pl.DataFrame) -> list[str]:
+    """The NCA's warnings of the subject (``code: text``), one per item."""
+    if not car_kinetics.height or "warnings" not in car_kinetics.columns:
+        return []
+    out: list[str] = []
+    for text in car_kinetics["warnings"].drop_nulls().to_list():
+        items = text if isinstance(text, list) else re.split(r";\s+(?=[a-z0-9_]+:)", str(text))
+        out += [str(i).strip() for i in items if str(i).strip()]
+    return list(dict.fromkeys(out))
+
+
+def _why_empty(code: str, ck: dict, warnings: list[str]) -> str:
+    lz_reason = ck.get("lambda.z.reason")
+    if code in _NEEDS_LAMBDA_Z:
+        return f"lambda.z not estimable: {lz_reason}" if lz_reason else "lambda.z not estimable"
+    if code.startswith("AUCINT"):
+        hit = [w for w in warnings if w.startswith("aucint")]
+        return ck.get("reason") or (hit[0] if hit else "the interval could not be integrated")
+    return ck.get("reason") or "not computed (see the NCA warnings)"
+
+
 def kinetics_table(car_kinetics: pl.DataFrame, adpp: pl.DataFrame) -> pl.DataFrame:
-    """The NCA parameters of the subject (ADPP rows: test, value, interval, method, evidence);
-    with no ADPP rows, the car_kinetics row's reason."""
+    """The NCA parameters of the subject (ADPP rows: test, value, interval, method, evidence) with
+    ``why_empty``: for a parameter without a value, why (the car_kinetics row's ``lambda.z.reason``,
+    ``reason`` and warnings); with no ADPP rows, the car_kinetics row's reason."""
     if adpp.height:
         keep = [c for c in ("PARAMCD", "PPTESTCD", "PPTEST", "AVAL", "PPSTINT", "PPENINT", "METHOD", "EVIDENCE")
                 if c in adpp.columns]
-        return adpp.select(keep)
+        out = adpp.select(keep)
+        if "AVAL" in out.columns and "PPTESTCD" in out.columns:
+            ck = car_kinetics.row(0, named=True) if car_kinetics.height else {}
+            warns = kinetics_warnings(car_kinetics)
+            why = [None if v is not None else _why_empty(str(c), ck, warns)
+                   for c, v in zip(out["PPTESTCD"].to_list(), out["AVAL"].to_list())]
+            out = out.with_columns(pl.Series("why_empty", why, dtype=pl.String))
+        return out
     if car_kinetics.height:
-        return car_kinetics.select([c for c in ("param", "n_samples", "cmax", "tmax", "reason") if c in
+        return car_kinetics.select([c for c in ("param", "n_samples", "cmax", "tmax", "reason", "warnings") if c in
                                     car_kinetics.columns])
-    return pl.DataFrame({"note": ["no CARCOPY or CARCELL sample after the first infusion"]})
+    return pl.DataFrame({"note": ["no CARCOPY or CARCELL sample"]})
 
 
 def cohort_views(view, subject_ids: list[str]) -> list:
@@ -88,14 +206,43 @@ def cohort_views(view, subject_ids: list[str]) -> list:
     except ImportError:
         cohort_figures_plotly = None
     if cohort_figures_plotly is not None:
-        return list(cohort_figures_plotly(view.analysis, subject_ids=subject_ids))
+        with warnings_once():
+            return list(cohort_figures_plotly(view.analysis, subject_ids=subject_ids))
     from cartlab.app.figures import cohort_overview_figure
     from cartlab.report.cohort_base import CohortView
 
     sub = view.cohort.filter(pl.col("subject_id").is_in(subject_ids))
-    counts = (sub.select(_label("crs_grade_astct").alias("worst ASTCT CRS grade")).group_by("worst ASTCT CRS grade")
+    counts = (sub.select(label_expr("crs_grade_astct", sub.columns).alias("worst ASTCT CRS grade")).group_by("worst ASTCT CRS grade")
               .len("subjects").sort("worst ASTCT CRS grade"))
     return [CohortView("overview", "Worst CRS grade and best response", f"{sub.height} subjects (filtered); "
                        "subjects whose grade or response could not be derived are counted as not evaluable",
                        cohort_overview_figure(sub), None),
             CohortView("crs_counts", "Subjects by worst ASTCT CRS grade", "", None, counts)]
+
+
+_SHOWN: set[tuple] = set()
+
+
+class warnings_once:
+    """Show each warning (category and code location) once per server process: the cohort views are
+    recomputed on every filter change and would repeat the same (redacted) log line each time."""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings(record=True)
+        self._caught = self._cm.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        import warnings
+
+        self._cm.__exit__(*exc)
+        for w in self._caught:
+            key = (w.category, w.filename, w.lineno)
+            if key in _SHOWN:
+                continue
+            _SHOWN.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return False

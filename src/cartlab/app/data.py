@@ -32,14 +32,42 @@ def _noop(_msg: str, _frac: float) -> None:
     return None
 
 
+def round_sig(value: float, digits: int = 2) -> float:
+    """``value`` rounded to ``digits`` significant digits, half to even on its shortest decimal form
+    (``1.25e6`` -> ``1.2e6``, ``1.35e6`` -> ``1.4e6``, ``1.05e8`` -> ``1.0e8``): the same rule for every
+    value, not the accident of its binary representation."""
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    d = Decimal(repr(float(value)))
+    if d == 0:
+        return 0.0
+    exp = d.adjusted() - (digits - 1)
+    return float(d.quantize(Decimal(1).scaleb(exp), rounding=ROUND_HALF_EVEN))
+
+
 def dose_level_label(cells_per_kg: float | None) -> str | None:
-    """A CAR-T dose level as a category: total viable CAR-T cells/kg to 2 significant digits,
-    ``2×10⁶/kg`` (``None`` when the dose is unknown)."""
+    """A CAR-T dose level as a category: total viable CAR-T cells/kg to 2 significant digits (rounded
+    half to even, :func:`round_sig`), ``2×10⁶/kg`` (``None`` when the dose is unknown)."""
     if cells_per_kg is None or not math.isfinite(cells_per_kg) or cells_per_kg <= 0:
         return None
-    exp = math.floor(math.log10(cells_per_kg))
     # the report's dose format, on the dose rounded to 2 significant digits (a category, not a value)
-    return fmt_dose(round(cells_per_kg / 10 ** exp, 1) * 10 ** exp, "cells/kg")
+    return fmt_dose(round_sig(cells_per_kg, 2), "cells/kg")
+
+
+_SUP = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+
+
+def dose_label_value(label: str | None) -> float | None:
+    """The number a dose-level label stands for (``"2.5×10⁵/kg"`` -> 250000.0; None if it is no dose)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)×10([⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+)\s*/kg\s*", label or "")
+    if not m:
+        return None
+    try:
+        return float(m.group(1)) * 10 ** int(m.group(2).translate(_SUP))
+    except ValueError:
+        return None
 
 
 def dose_levels(study: Study) -> pl.DataFrame:
@@ -77,6 +105,14 @@ class Patient:
     car_kinetics: pl.DataFrame
     adpp: pl.DataFrame
 
+    @property
+    def has_car_t_dose(self) -> bool:
+        """Whether the subject has a CAR-T dose (day 0 is then the first CAR-T infusion)."""
+        from cartlab.kinetics.agents import car_t_agent_expr
+
+        d = self.doses
+        return bool(d.height) and "agent" in d.columns and d.filter(car_t_agent_expr(pl.col("agent"))).height > 0
+
 
 @dataclass
 class StudyView:
@@ -87,6 +123,10 @@ class StudyView:
     cohort: pl.DataFrame
     options: dict
     seconds: float
+    #: the options that differ from the defaults, ``{"crs.fever_threshold_c": (39.5, 38.0)}`` (value, default)
+    overrides: dict = field(default_factory=dict)
+    #: the protocol checked against (``"id version"``) or None
+    protocol: str | None = None
     _by_subject: dict[str, dict[str, pl.DataFrame]] = field(default_factory=dict, repr=False)
     _patients: dict[str, Patient] = field(default_factory=dict, repr=False)
 
@@ -145,8 +185,44 @@ class StudyView:
             self._by_subject[key] = parts
 
 
-def build_view(study: Study, progress: Progress = _noop, protocol=None) -> StudyView:
-    """Analyse ``study`` once (every table) and assemble the cohort frame of the dashboard."""
+def option_overrides(options: dict, defaults: dict | None = None) -> dict[str, tuple]:
+    """The options (``AnalysisOptions.to_dict()``) that differ from the defaults, as
+    ``{"engine.option": (value, default)}`` (empty: all defaults)."""
+    if defaults is None:
+        from cartlab.analyze import AnalysisOptions
+
+        defaults = AnalysisOptions().to_dict()
+    out: dict[str, tuple] = {}
+    for engine, value in options.items():
+        base = defaults.get(engine)
+        if isinstance(value, dict) and isinstance(base, dict):
+            for k, v in value.items():
+                if k not in base or base[k] != v:
+                    out[f"{engine}.{k}"] = (v, base.get(k))
+        elif value != base:
+            out[engine] = (value, base)
+    return out
+
+
+def describe_options(overrides: dict, protocol: str | None = None) -> str:
+    """One line: "options: all defaults" or the non-default options with their defaults."""
+    if not overrides:
+        text = "options: all defaults"
+    else:
+        text = "options not default: " + "; ".join(f"{k} = {_fmt_opt(v)} (default {_fmt_opt(d)})"
+                                                   for k, (v, d) in sorted(overrides.items()))
+    return text + (f"; protocol {protocol}" if protocol else "")
+
+
+def _fmt_opt(v) -> str:
+    import json
+
+    return json.dumps(v, default=str, ensure_ascii=False)
+
+
+def build_view(study: Study, progress: Progress = _noop, protocol=None, options=None) -> StudyView:
+    """Analyse ``study`` once (every table, with ``options``: an AnalysisOptions, None = the defaults;
+    ``protocol``: also check it) and assemble the cohort frame of the dashboard."""
     from cartlab.analyze import Analysis
 
     t0 = time.perf_counter()
@@ -156,16 +232,38 @@ def build_view(study: Study, progress: Progress = _noop, protocol=None) -> Study
         steps[0] += 1
         progress(f"analysing: {msg}", min(0.9, steps[0] / 40))
 
-    analysis = Analysis(study, protocol=protocol, progress=step)
+    analysis = Analysis(study, options, protocol=protocol, progress=step)
     analysis.tables()
     summary = analysis.subject_summary()
     progress("assembling the cohort", 0.95)
     cohort = (study.subjects.select("subject_id", "disease", "target")
               .join(dose_levels(study), on="subject_id", how="left", maintain_order="left")
               .join(summary, on="subject_id", how="left", maintain_order="left"))
-    view = StudyView(study, analysis, cohort, analysis.options.to_dict(), time.perf_counter() - t0)
+    cohort = cohort.join(_response_reasons(analysis), on="subject_id", how="left", maintain_order="left")
+    opts = analysis.options.to_dict()
+    proto = f"{protocol.id} {protocol.version}".strip() if protocol is not None else None
+    view = StudyView(study, analysis, cohort, opts, time.perf_counter() - t0, option_overrides(opts), proto)
     view.split_inputs()
     return view
+
+
+def _response_reasons(analysis) -> pl.DataFrame:
+    """Per subject without a best response (none, or ``NE``) the best_response table's rule and reason
+    (``best_response_rule``, ``best_response_reason``; e.g. "no response criteria for disease 'LBCL'
+    yet ..."), so the page can say why."""
+    empty = pl.DataFrame(schema={"subject_id": pl.String, "best_response_rule": pl.String,
+                                 "best_response_reason": pl.String})
+    if not analysis.has("best_response"):
+        return empty
+    t = analysis.table("best_response")
+    if not {"subject_id", "best_response"} <= set(t.columns):
+        return empty
+    rule = pl.col("rule").cast(pl.String) if "rule" in t.columns else pl.lit(None, pl.String)
+    reason = pl.col("reason").cast(pl.String) if "reason" in t.columns else pl.lit(None, pl.String)
+    unset = pl.col("best_response").is_null() | (pl.col("best_response").cast(pl.String) == "NE")
+    return (t.unique("subject_id", keep="first", maintain_order=True)
+            .select("subject_id", pl.when(unset).then(rule).alias("best_response_rule"),
+                    pl.when(unset).then(reason).alias("best_response_reason")))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -185,18 +283,21 @@ class Catalog:
     ``Catalog.from_store(path)``: every study of a DuckDB store, read-only.
     """
 
-    def __init__(self, entries: list[StudyEntry], loader: Callable[[str], Study]):
+    def __init__(self, entries: list[StudyEntry], loader: Callable[[str], Study], options=None, protocol=None):
         self.entries = entries
         self._loader = loader
+        #: the AnalysisOptions every study is analysed with (None: the defaults) and the protocol, if any
+        self.options, self.protocol = options, protocol
         self._views: dict[str, StudyView] = {}
         self._locks: dict[str, threading.Lock] = {e.study_id: threading.Lock() for e in entries}
 
     @classmethod
-    def from_study(cls, study: Study, origin: str) -> Catalog:
-        return cls([StudyEntry(study.study_id, study.subjects.height, origin)], lambda _sid: study)
+    def from_study(cls, study: Study, origin: str, options=None, protocol=None) -> Catalog:
+        return cls([StudyEntry(study.study_id, study.subjects.height, origin)], lambda _sid: study, options,
+                   protocol)
 
     @classmethod
-    def from_store(cls, path: str | Path) -> Catalog:
+    def from_store(cls, path: str | Path, options=None, protocol=None) -> Catalog:
         from cartlab.store import Store
 
         with Store(path, read_only=True) as s:
@@ -207,7 +308,7 @@ class Catalog:
                 return st.load_study(study_id)
 
         return cls([StudyEntry(r["study_id"], r["n_subjects"], f"store {path}") for r in studies.iter_rows(named=True)],
-                   load)
+                   load, options, protocol)
 
     def ids(self) -> list[str]:
         return [e.study_id for e in self.entries]
@@ -232,6 +333,6 @@ class Catalog:
             v = self._views.get(study_id)
             if v is None:
                 progress("loading the study", 0.02)
-                v = build_view(self._loader(study_id), progress)
+                v = build_view(self._loader(study_id), progress, self.protocol, self.options)
                 self._views[study_id] = v
         return v

@@ -180,12 +180,20 @@ def course_spec(patient, height: int = 900) -> dict:
     for d in patient.doses.filter(_car_t()).get_column("day").drop_nulls().unique().sort().to_list():
         layout["shapes"].append({"type": "line", "xref": f"x{n}", "x0": d, "x1": d, "yref": "paper", "y0": 0,
                                  "y1": 1, "line": {"color": "#6a3d9a", "width": 1, "dash": "dash"}})
-    layout[f"xaxis{n}"]["title"] = {"text": "day after the first CAR-T infusion (dashed: CAR-T infusions)"}
+    layout[f"xaxis{n}"]["title"] = {"text": day_axis_title(patient, "(dashed: CAR-T infusions)")}
     note = NOT_MEASURED_NOTE if "reconstructed" in seen else None
     layout["margin"] = {"l": 70, "r": 20, "t": 70 if note else 40, "b": 60}
     if note:
         layout["title"] = {"text": note, "font": {"size": 12, "color": "#444"}, "x": 0.01}
     return {"data": data, "layout": layout}
+
+
+def day_axis_title(patient, suffix: str = "") -> str:
+    """"day after the first CAR-T infusion" -- or, for a subject without a CAR-T dose, "study day (no
+    CAR-T dose recorded)": day 0 is then not an infusion."""
+    if getattr(patient, "has_car_t_dose", True):
+        return f"day after the first CAR-T infusion {suffix}".strip()
+    return "study day (no CAR-T dose recorded)"
 
 
 @functools.cache
@@ -243,7 +251,7 @@ def kinetics_figure(patient, stein=None) -> go.Figure:
     if not pts.height:
         fig.add_annotation(text="no CARCOPY samples", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     fig.update_yaxes(type="log", title_text="CAR copies/µg gDNA")
-    fig.update_xaxes(title_text="day after the first CAR-T infusion")
+    fig.update_xaxes(title_text=day_axis_title(patient))
     extra = [NOT_MEASURED_NOTE] if "reconstructed" in seen else []
     fig.update_layout(height=420, template="plotly_white", margin={"l": 70, "r": 20, "t": 30, "b": 60},
                       title={"text": "; ".join(extra), "font": {"size": 11}} if extra else None)

@@ -17,9 +17,9 @@ from shiny import App, reactive, render, req, ui
 
 from cartlab.app import cohort as C
 from cartlab.app import figures as F
-from cartlab.app.cohort import FILTER_COLUMNS, display_frame
-from cartlab.app.data import Catalog
-from cartlab.app.security import TokenGuard, safe_filename
+from cartlab.app.cohort import FILTER_COLUMNS, display_frame, filter_tag
+from cartlab.app.data import Catalog, describe_options
+from cartlab.app.security import HostPolicy, TokenGuard, safe_filename
 from cartlab.app.twin import REGIMENS, TwinCache
 from cartlab.app.ui import page
 
@@ -35,6 +35,41 @@ def csv_text(frame: pl.DataFrame) -> str:
     buf = io.StringIO()
     to_csv_frame(frame).write_csv(buf)
     return buf.getvalue()
+
+
+def provenance(view, table: str, file_name: str, csv: str, filters: dict | None = None, **extra) -> dict:
+    """How a downloaded CSV was made (its companion ``<name>.provenance.json``): cartlab's version, the
+    study, the table, the filters (an empty mapping: none), the analysis options (every option as
+    applied, and those differing from the defaults), the protocol, the row count and the CSV's
+    SHA-256 (to pair the two files), and the table-specific ``extra`` (subject, twin regimens)."""
+    import datetime
+    import hashlib
+
+    from cartlab import __version__
+
+    n_rows = max(0, len(csv.splitlines()) - 1) if csv else 0
+    return {
+        "file": file_name,
+        "sha256": hashlib.sha256(csv.encode("utf-8")).hexdigest(),
+        "made_by": f"cartlab {__version__} dashboard (cartlab serve)",
+        "cartlab_version": __version__,
+        "made_at_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "study_id": view.study_id,
+        "table": table,
+        "rows": n_rows,
+        "filters": C.active_filters(filters or {}),
+        **extra,
+        "options_not_default": {k: {"value": v, "default": d} for k, (v, d) in sorted(view.overrides.items())},
+        "options_all_defaults": not view.overrides,
+        "protocol": view.protocol,
+        "options": view.options,
+    }
+
+
+def _name(stem: str) -> str:
+    """A download's file name: ``stem.csv`` sanitised, never cut inside its extension."""
+    base = safe_filename(stem, "table")[:110]
+    return f"{base}.csv"
 
 
 class _Stage:
@@ -106,7 +141,8 @@ def make_server(catalog: Catalog, twins: TwinCache):
         @render.ui
         def study_status():
             v = view()
-            return ui.p(f"{v.cohort.height} subjects; analysed once in {v.seconds:.1f} s", class_="cartlab-note")
+            return ui.div(ui.p(f"{v.cohort.height} subjects; analysed once in {v.seconds:.1f} s", class_="cartlab-note"),
+                          ui.p(describe_options(v.overrides, v.protocol), class_="cartlab-note", id="options_line"))
 
         @render.data_frame
         def studies_table():
@@ -122,7 +158,10 @@ def make_server(catalog: Catalog, twins: TwinCache):
             return ui.div(
                 ui.p(f"{v.study_id}: {v.cohort.height} subjects, {len(a.tables())} tables, computed once "
                      f"({v.seconds:.1f} s); every page reads these tables.", class_="cartlab-note"),
-                ui.tags.details(ui.tags.summary("Options of the analysis (as applied)"),
+                ui.p(ui.tags.b(describe_options(v.overrides, v.protocol)),
+                     " (cartlab serve --set ENGINE.OPTION=VALUE / --options FILE, as cartlab analyze)",
+                     class_="cartlab-note"),
+                ui.tags.details(ui.tags.summary("Every option of the analysis (as applied)"),
                                 ui.tags.pre(_json(v.options))),
                 ui.tags.details(ui.tags.summary(f"Not analysed ({len(skipped)})"),
                                 ui.tags.ul(*[ui.tags.li(s) for s in skipped])) if skipped else None,
@@ -143,8 +182,31 @@ def make_server(catalog: Catalog, twins: TwinCache):
                 ui.update_selectize(key, selected=[])
 
         @reactive.calc
+        def selection() -> dict:
+            return {k: tuple(input[k]() or ()) for k in FILTER_COLUMNS}
+
+        @reactive.calc
         def filtered() -> pl.DataFrame:
-            return C.filter_cohort(view().cohort, {k: input[k]() or () for k in FILTER_COLUMNS})
+            return C.filter_cohort(view().cohort, selection())
+
+        def downloads(out_id: str, table: str, stem, frame, filters=None, extra=None):
+            """The CSV download ``out_id`` and its provenance JSON ``out_id + "_prov"`` (same file stem)."""
+
+            def name() -> str:
+                return _name(stem())
+
+            def csv_fn():
+                yield csv_text(frame())
+
+            def prov_fn():
+                text = csv_text(frame())
+                yield _json(provenance(view(), table, name(), text, filters() if filters else None,
+                                       **(extra() if extra else {})))
+
+            csv_fn.__name__, prov_fn.__name__ = out_id, out_id + "_prov"
+            render.download_button(filename=name, media_type="text/csv")(csv_fn)
+            render.download_button(filename=lambda: name()[:-4] + ".provenance.json",
+                                   media_type="application/json")(prov_fn)
 
         @render.ui
         def cohort_count():
@@ -187,18 +249,17 @@ def make_server(catalog: Catalog, twins: TwinCache):
         def view_table_out():
             return render.DataGrid(display_frame(chosen_view_table()), width="100%")
 
-        @render.download_button(filename=lambda: safe_filename(f"{view().study_id}_{input.view_table()}.csv"),
-                         media_type="text/csv")
-        def dl_view_table():
-            yield csv_text(chosen_view_table())
+        downloads("dl_view_table", "cohort view table", lambda: f"{view().study_id}_{input.view_table()}"
+                  f"{filter_tag(selection())}", chosen_view_table, selection,
+                  lambda: {"view_table": input.view_table(), "subjects": filtered().height})
 
         @render.data_frame
         def cohort_table():
             return render.DataGrid(display_frame(filtered()), width="100%", height="420px", filters=False)
 
-        @render.download_button(filename=lambda: safe_filename(f"{view().study_id}_subjects.csv"), media_type="text/csv")
-        def dl_cohort():
-            yield csv_text(filtered())
+        downloads("dl_cohort", "subjects (filtered cohort)",
+                  lambda: f"{view().study_id}_subjects{filter_tag(selection())}", filtered, selection,
+                  lambda: {"subjects": filtered().height, "subjects_in_study": view().cohort.height})
 
         # -- patient
         @reactive.calc
@@ -214,19 +275,33 @@ def make_server(catalog: Catalog, twins: TwinCache):
             p = patient()
             s = p.summary
 
-            def g(x):
-                return "not evaluable" if x is None else str(x)
-
+            crs, icans = grade_text(s, "crs_grade_astct"), grade_text(s, "icans_grade_astct")
+            dose = (f"CAR-T {s.get('dose_level') or 'dose unknown'}" if p.has_car_t_dose else "no CAR-T dose recorded")
+            resp, full_reason = response_text(s)
+            ranged = [n for n, t in (("CRS", crs), ("ICANS", icans)) if "–" in t]
+            notes = []
+            if ranged:
+                notes.append(f"{' and '.join(ranged)}: a range (lowest–highest): some days lack an input (e.g. a "
+                             "temperature); the higher grade is what it would be had the missing inputs been "
+                             "positive (missing is not negative).")
+            if full_reason:
+                notes.append(f"Best response: {full_reason}")
             return ui.div(
-                ui.p(f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, "
-                     f"CAR-T {s.get('dose_level') or 'dose unknown'}): "
-                     f"CRS grade {g(s.get('crs_grade_astct'))} (ASTCT, worst) · ICANS grade "
-                     f"{g(s.get('icans_grade_astct'))} · best response {s.get('best_response') or 'not evaluable'}",
-                     class_="cartlab-headline", id="patient_headline_text"))
+                ui.p(f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, {dose}): "
+                     f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · best response {resp}",
+                     class_="cartlab-headline", id="patient_headline_text"),
+                *[ui.p(n, class_="cartlab-note") for n in notes])
 
         @render.ui
         def course_plot():
             return ui.HTML(F.to_html(F.course_spec(patient()), "course_fig"))
+
+        @render.ui
+        def day_note():
+            if patient().has_car_t_dose:
+                return None
+            return ui.p("No CAR-T dose is recorded for this subject: its days are study days, not days after a "
+                        "CAR-T infusion.", class_="cartlab-note", id="no_car_t_note")
 
         @reactive.calc
         def explained():
@@ -249,9 +324,8 @@ def make_server(catalog: Catalog, twins: TwinCache):
         def grades_table():
             return render.DataGrid(display_frame(grades()), width="100%", height="360px")
 
-        @render.download_button(filename=lambda: safe_filename(f"{patient().subject_id}_grades.csv"), media_type="text/csv")
-        def dl_grades():
-            yield csv_text(grades())
+        downloads("dl_grades", "CRS/ICANS grade per day", lambda: f"{patient().subject_id}_grades", grades,
+                  extra=lambda: {"subject_id": patient().subject_id})
 
         # kinetics, with the Stein fit on request (cached)
         @reactive.extended_task
@@ -301,10 +375,16 @@ def make_server(catalog: Catalog, twins: TwinCache):
         def kinetics_table():
             return render.DataGrid(display_frame(kinetics()), width="100%")
 
-        @render.download_button(filename=lambda: safe_filename(f"{patient().subject_id}_kinetics.csv"),
-                         media_type="text/csv")
-        def dl_kinetics():
-            yield csv_text(kinetics())
+        downloads("dl_kinetics", "CAR-T kinetics (NCA, ADPP)", lambda: f"{patient().subject_id}_kinetics", kinetics,
+                  extra=lambda: {"subject_id": patient().subject_id})
+
+        @render.ui
+        def kinetics_notes():
+            warns = C.kinetics_warnings(patient().car_kinetics)
+            if not warns:
+                return None
+            return ui.div(ui.p("NCA warnings:", class_="cartlab-note"),
+                          ui.tags.ul(*[ui.tags.li(w, class_="cartlab-note") for w in warns]), id="kinetics_warnings")
 
         # -- twin
         @reactive.extended_task
@@ -353,12 +433,36 @@ def make_server(catalog: Catalog, twins: TwinCache):
 
             return render.DataGrid(display_table(twin_result()[0]), width="100%")
 
-        @render.download_button(filename=lambda: safe_filename(f"{patient().subject_id}_twin_forecast.csv"),
-                         media_type="text/csv")
-        def dl_twin():
-            yield csv_text(twin_result()[0])
+        downloads("dl_twin", "twin forecast (simulated)", lambda: f"{patient().subject_id}_twin_forecast",
+                  lambda: twin_result()[0],
+                  extra=lambda: {"subject_id": patient().subject_id, "twin_data_up_to_day": float(input.twin_day() or 7),
+                                 "twin_regimens": [input.twin_a(), input.twin_b()], "values": "simulated"})
 
     return server
+
+
+def grade_text(summary: dict, col: str) -> str:
+    """A worst grade for the headline: "2", the range "0–1" when ``<col>_max`` is higher (an input was
+    missing on some day), or "not evaluable"."""
+    g, m = summary.get(col), summary.get(f"{col}_max")
+    if g is None:
+        return "not evaluable"
+    if m is not None and int(m) > int(g):
+        return f"{int(g)}–{int(m)}"
+    return str(int(g))
+
+
+def response_text(summary: dict) -> tuple[str, str | None]:
+    """The best response for the headline and, when there is none (or NE), the full reason."""
+    br = summary.get("best_response")
+    if br is not None and str(br) != "NE":
+        return str(br), None
+    reason = summary.get("best_response_reason")
+    if not reason:
+        return "not evaluable", None
+    short = str(reason).split(" (cartlab has", 1)[0].strip()
+    short = short.removeprefix("not evaluable: ").removeprefix("not evaluable").strip(" :")
+    return (f"not evaluable ({short})" if short else "not evaluable"), str(reason)
 
 
 def _fit_stein(study, subject_id: str, key, stage) -> None:
@@ -382,10 +486,13 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=2, default=str)
 
 
-def create_app(catalog: Catalog, token: str | None = None, twins: TwinCache | None = None):
-    """The dashboard as an ASGI app: the Shiny app behind :class:`~cartlab.app.security.TokenGuard`."""
+def create_app(catalog: Catalog, token: str | None = None, twins: TwinCache | None = None, *,
+               host: str | None = None, port: int | None = None, allowed_origins=()):
+    """The dashboard as an ASGI app: the Shiny app behind :class:`~cartlab.app.security.TokenGuard`,
+    which accepts the Host/Origin of ``host:port`` (loopback names always; the port is checked when
+    given) and of ``allowed_origins`` (a reverse proxy's public origin)."""
     shiny_app = App(page(catalog.ids()), make_server(catalog, twins or TwinCache()))
-    return TokenGuard(shiny_app, token)
+    return TokenGuard(shiny_app, token, HostPolicy(host, port, allowed_origins))
 
 
-__all__ = ["REGIMENS", "create_app", "csv_text", "make_server"]
+__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "make_server", "provenance", "response_text"]

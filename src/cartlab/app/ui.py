@@ -8,13 +8,25 @@ from cartlab.app.figures import plotly_dependency
 from cartlab.app.twin import REGIMENS
 
 FILTERS = (("f_disease", "Disease"), ("f_target", "Target"), ("f_dose", "Dose level (CAR-T cells/kg)"),
-           ("f_response", "Best response"), ("f_crs", "Worst ASTCT CRS grade"))
+           ("f_response", "Best response"), ("f_crs", "Worst ASTCT CRS grade (0–1: a range, inputs missing)"),
+           ("f_icans", "Worst ASTCT ICANS grade (0–1: a range, inputs missing)"))
 
 CSS = """
 .cartlab-note { color: #555; font-size: 0.9em; }
 .cartlab-headline { font-size: 1.15em; font-weight: 600; margin: 0.3em 0; }
 .cartlab-explain { font-size: 0.92em; color: #333; }
 """
+
+
+def downloads(out_id: str):
+    """A table's CSV download and its provenance (a JSON file of the same name: filters, options,
+    cartlab version, the CSV's SHA-256)."""
+    return ui.div(
+        ui.download_button(out_id, "Download CSV", class_="btn-sm"),
+        ui.download_button(f"{out_id}_prov", "Provenance (JSON)", class_="btn-sm btn-outline-secondary"),
+        ui.tags.small(" the JSON records the filters, the analysis options and the cartlab version",
+                      class_="cartlab-note"),
+    )
 
 
 def page(study_ids: list[str]):
@@ -40,13 +52,13 @@ def page(study_ids: list[str]):
             ui.card(
                 ui.card_header("Subjects (filtered)"),
                 ui.output_data_frame("cohort_table"),
-                ui.download_button("dl_cohort", "Download CSV", class_="btn-sm"),
+                downloads("dl_cohort"),
             ),
             ui.card(
                 ui.card_header("Tables of the cohort views"),
                 ui.input_select("view_table", "Table", choices=[]),
                 ui.output_data_frame("view_table_out"),
-                ui.download_button("dl_view_table", "Download CSV", class_="btn-sm"),
+                downloads("dl_view_table"),
             ),
         ),
         value="cohort",
@@ -55,20 +67,22 @@ def page(study_ids: list[str]):
         "Patient",
         ui.input_selectize("subject", "Subject", choices=[]),
         ui.output_ui("patient_headline"),
+        ui.output_ui("day_note"),
         ui.card(ui.card_header("Course (zoom one panel: every panel follows)"), ui.output_ui("course_plot")),
         ui.card(
             ui.card_header("CRS / ICANS grade per day, with the rule and the evidence (cartlab explain)"),
             ui.output_ui("explain_text"),
             ui.output_data_frame("grades_table"),
-            ui.download_button("dl_grades", "Download CSV", class_="btn-sm"),
+            downloads("dl_grades"),
         ),
         ui.card(
             ui.card_header("CAR-T kinetics (NCA; Stein 2019 model on request)"),
             ui.output_ui("kinetics_plot"),
             ui.input_action_button("fit_stein", "Fit the Stein 2019 model", class_="btn-sm"),
             ui.output_ui("stein_note"),
+            ui.output_ui("kinetics_notes"),
             ui.output_data_frame("kinetics_table"),
-            ui.download_button("dl_kinetics", "Download CSV", class_="btn-sm"),
+            downloads("dl_kinetics"),
         ),
         value="patient",
     )
@@ -86,7 +100,7 @@ def page(study_ids: list[str]):
         ui.output_ui("twin_status"),
         ui.output_ui("twin_plot"),
         ui.output_data_frame("twin_table"),
-        ui.download_button("dl_twin", "Download CSV", class_="btn-sm"),
+        downloads("dl_twin"),
         value="twin",
     )
     return ui.page_navbar(

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from cartlab.cli.analysis import OptionsFileOpt, SetOpt, analysis_options
 from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
@@ -33,7 +34,18 @@ def serve_cmd(
     token: Annotated[str | None, typer.Option(
         "--token", envvar="CARTLAB_TOKEN", show_envvar=False,
         help="Require this token on every request (Authorization: Bearer T, or ?token=T once, which sets a "
-        "cookie). Env CARTLAB_TOKEN.")] = None,
+        "cookie). Prefer the environment variable CARTLAB_TOKEN: a --token value is visible in the process "
+        "list. Use 16+ random characters off loopback.")] = None,
+    allowed_origins: Annotated[list[str] | None, typer.Option(
+        "--allowed-origin", help="Also accept requests from this origin (scheme://host[:port], e.g. a reverse "
+        "proxy's https://dash.example.org); repeatable. Env CARTLAB_ALLOWED_ORIGINS (comma-separated). Without "
+        "it only the dashboard's own origin (the --host:--port address, 127.0.0.1, localhost, [::1]) is "
+        "accepted.")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        "--protocol", "-p", help="Also check every study against a protocol (shipped id or YAML), as cartlab "
+        "analyze --protocol.")] = None,
+    options_file: OptionsFileOpt = None,
+    set_options: SetOpt = None,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Open the dashboard in a browser: studies, cohort (views, filters), patient (linked course, grade per day
@@ -43,23 +55,45 @@ def serve_cmd(
     The access log is off (URLs never reach a log); an error inside the dashboard is logged as its type and
     code location only, never its message (cartlab --debug serve logs the full traceback).
 
+    Requests whose Host or Origin is not the dashboard's own are refused (403): another web page cannot
+    read it. Behind a reverse proxy, name the proxy's public origin with --allowed-origin.
+
+    The analysis uses the default options unless --set / --options say otherwise (as cartlab analyze);
+    the page says "options: all defaults" or lists those that differ.
+
     [bold]Example[/]: cartlab serve studies/seed_case   (then open http://127.0.0.1:8050/)
-    [bold]Example[/]: cartlab serve --store cartlab.duckdb --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+    [bold]Example[/]: cartlab serve studies/seed_case --set crs.fever_threshold_c=38.3
+    [bold]Example[/]: CARTLAB_TOKEN="$(openssl rand -hex 16)" cartlab serve --store cartlab.duckdb --host 0.0.0.0
     """
-    from cartlab.app.security import check_bind
+    from cartlab.app.security import (
+        allowed_origins_from_env,
+        check_bind,
+        check_token,
+        parse_origin,
+    )
+    from cartlab.cli.base import _protocol_or_exit
 
     token = token or os.environ.get("CARTLAB_TOKEN") or None
     check_bind(host, token)
+    for warning in check_token(token, host):
+        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    origins = [parse_origin(o) for o in [*(allowed_origins or []), *allowed_origins_from_env()]]
+    options = analysis_options(options_file, set_options)  # a bad option stops before any reading
+    proto = _protocol_or_exit(protocol) if protocol else None
     catalog = _catalog(study, store, csv_dialect)
+    catalog.options, catalog.protocol = options, proto
     if not catalog.ids():
         raise _usage(f"no study in {store}", hint="import one first (cartlab import FOLDER) or name a study folder")
     from cartlab.app.server import create_app
 
-    asgi = create_app(catalog, token=token)
+    asgi = create_app(catalog, token=token, host=host, port=port or None, allowed_origins=origins)
     shown = f"[{host}]" if ":" in host else host
+    from cartlab.app.data import describe_options, option_overrides
+
+    opts = describe_options(option_overrides(options.to_dict()), f"{proto.id} {proto.version}" if proto else None)
     console.print(f"[green]cartlab dashboard[/] on http://{shown}:{port}/ ({len(catalog.ids())} "
                   f"stud{'y' if len(catalog.ids()) == 1 else 'ies'}"
-                  f"{'; token required' if token else ''}). Ctrl+C stops it.", soft_wrap=True)
+                  f"{'; token required' if token else ''}; {opts}). Ctrl+C stops it.", soft_wrap=True)
     from cartlab.app.logs import redacted_errors
 
     with redacted_errors(enabled=not _debug(ctx)):
