@@ -306,7 +306,7 @@ def test_a_lymphoma_subject_says_why_it_has_no_response(tmp_path):
                                          (1.125, "1.12"), (None, "—")])
 def test_days_from_datetimes_print_with_two_decimals(value, text):
     """Issue 17: a day computed from a datetime printed as -0.666667; by hand: -2/3 -> -0.67."""
-    from cartlab.report.html import _day
+    from cartlab.report.cells import _day
 
     assert _day(value) == text
 

@@ -447,7 +447,7 @@ def test_bad_out_folders_name_the_users_path(audit, tmp_path):
 
 
 def test_days_print_with_two_decimals():
-    from cartlab.report.html import _round_days, day_span
+    from cartlab.report.cells import _round_days, day_span
 
     # 2024-03-01T14:00 to 2024-03-29T10:00 = 28 days - 4 h = 27 + 20/24 = 27.8333...; 28 + 10/24 = 28.41666...
     assert _round_days("day 28.416667: CR") == "day 28.42: CR"

@@ -36,7 +36,7 @@ def test_report_banner_counts_simulated_rows_as_not_measured(tmp_path):
     assert after["simulated"] == moved and after["observed"] == before["observed"]
     assert after["not_measured"] == before["not_measured"]
     html = write_subject_report(sim, sim.subject_ids[0], tmp_path).read_text()
-    assert f"simulated by the digital twin (<code>source = simulated</code>): {moved} rows" in html
+    assert f"simulated by the digital twin (<code>source = simulated</code>): {moved:,} rows" in html  # thousands separated
 
 
 def test_report_extra_figure_section_is_rendered_with_its_table(tmp_path):

@@ -28,6 +28,7 @@ import polars as pl
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from cartlab.model import NOT_MEASURED_SOURCES, SUBJECT_SUMMARY_COLUMNS, TABLES, Study
+from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _table
 from cartlab.report.figures import (
     LYMPHODEPLETION_AGENTS,
     RECONSTRUCTED_CAPTION,
@@ -37,6 +38,7 @@ from cartlab.report.figures import (
     provenance_kind,
 )
 from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure, stamp_figure
+from cartlab.report.subject_blocks import _of, _protocol_block, _response_block, _toxicity_block, response_notes
 
 __all__ = [
     "write_subject_report",
@@ -47,7 +49,6 @@ __all__ = [
 ]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
-EMPTY = "—"
 ENGINE_NOTE = "not evaluable: an input is missing or the criteria do not apply to this subject"
 
 SUBJECT_FIELDS = [
@@ -78,79 +79,6 @@ def _env() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# formatting helpers
-
-
-def _cell(v: Any) -> str:
-    """One table cell as text; missing → "—"."""
-    if v is None:
-        return EMPTY
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return EMPTY
-        if v.is_integer() and abs(v) < 1e15:
-            return f"{int(v):,}" if abs(v) >= 1000 else str(int(v))
-        return f"{v:,.6g}" if abs(v) < 1e6 else f"{v:.6g}"
-    if isinstance(v, int):
-        return f"{v:,}" if abs(v) >= 1000 else str(v)
-    s = str(v)
-    return s if s.strip() else EMPTY
-
-
-def _day(v: Any) -> str:
-    """A study day: whole days as integers, a day computed from a datetime to 2 decimals (-0.67, not
-    -0.666667; the date/time column beside it is exact)."""
-    if isinstance(v, float) and not math.isnan(v) and not v.is_integer():
-        text = f"{v:.2f}".rstrip("0")
-        return "0" if text in ("-0.", "0.") else text
-    return _cell(v)
-
-
-def _is_day(col: str) -> bool:
-    return col == "day" or col.endswith("_day") or col in ("ASTDY", "AENDY", "ADY")
-
-
-_LONG_DAY = re.compile(r"\b(days?(?:\(s\))?\s+|d)(-?\d+\.\d{3,})\b")
-
-
-def _round_days(text: str) -> str:
-    """Days in a reason text to 2 decimals, as the tables print them ("day 28.4167" -> "day 28.42")."""
-    return _LONG_DAY.sub(lambda m: m.group(1) + _day(float(m.group(2))), text) if "." in text else text
-
-
-def day_span(start: Any, end: Any) -> str:
-    """An episode's days: "d1–3", "d1" for a one-day episode, "d1–?" when it has no end."""
-    if end is None:
-        return f"d{_day(start)}–?"
-    return f"d{_day(start)}" if _day(start) == _day(end) else f"d{_day(start)}–{_day(end)}"
-
-
-def _table(df: pl.DataFrame, columns: list[tuple[str, str]], *, always: tuple[str, ...] = ()) -> dict:
-    """``{"headers": [...], "rows": [{"cells": [...], "prov": ...}]}`` for the template.
-
-    Columns entirely empty in ``df`` are dropped unless listed in ``always``.
-    """
-    keep = [
-        (col, header)
-        for col, header in columns
-        if col in df.columns and (col in always or any(_cell(x) != EMPTY for x in df[col].to_list()))
-    ]
-    rows = []
-    for r in df.iter_rows(named=True):
-        rows.append(
-            {
-                "cells": [_rule_cell(r[c]) if _is_rule(c) else _day(r[c]) if _is_day(c) else _round_days(_cell(r[c]))
-                          for c, _ in keep],
-                "prov": provenance_kind(r.get("source")),
-            }
-        )
-    num = [df[c].dtype.is_numeric() for c, _ in keep]
-    return {"headers": [h for _, h in keep], "rows": rows, "num": num}
 
 
 @dataclass(frozen=True)
@@ -188,22 +116,6 @@ class ReportFigure:
             src = files["png"]
         return {"title": self.title, "anchor": self.anchor, "nav": self.nav, "alt": self.alt or self.title,
                 "caption": self.caption, "src": src, "files": files, "table": table}
-
-
-UNSETTLED_MARK = "⚠"
-
-
-def _is_rule(col: str) -> bool:
-    return col.lower() == "rule" or col.lower().endswith("_rule")
-
-
-def _rule_cell(value: Any) -> str:
-    """A rule id, marked when its criteria row is not (fully) verified against its source."""
-    from cartlab.criteria import UNSETTLED, rule_status
-
-    text = _cell(value)
-    status = rule_status(value) if isinstance(value, str) else None
-    return f"{text} {UNSETTLED_MARK} {status.replace('_', ' ')}" if status in UNSETTLED else text
 
 
 def subject_filename(subject_id: str) -> str:
@@ -427,19 +339,6 @@ def _observation_overview(obs: pl.DataFrame) -> dict:
     }
 
 
-def response_notes(analysis, subject_id: str | None = None) -> dict[str, str]:
-    """Why a subject has no best response, where the criteria do not apply: subject -> e.g. "no
-    response criteria for disease 'DLBCL' yet" (the best-response engine's reason, shown next to the
-    empty cell rather than only in best_response.csv); every subject, or only ``subject_id``."""
-    if analysis is None or not analysis.has("best_response"):
-        return {}
-    best = analysis.table("best_response") if subject_id is None else _of(analysis, "best_response", subject_id)
-    if "rule" not in best.columns or "reason" not in best.columns:
-        return {}
-    rows = best.filter(pl.col("rule") == "response.no_criteria").select("subject_id", "reason")
-    return {sid: (why or "").split(" (")[0] for sid, why in rows.iter_rows()}
-
-
 def _with_note(cell: str, note: str | None) -> str:
     return f"{cell} ({note})" if note and cell == EMPTY else cell
 
@@ -532,278 +431,6 @@ def _analysis(study: Study, protocol, analysis):
     from cartlab.analyze import Analysis
 
     return Analysis(study, protocol=protocol)
-
-
-def _of(analysis, name: str, subject_id: str) -> pl.DataFrame | None:
-    """One subject's rows of an analysis table (None when the table could not be derived)."""
-    if not analysis.has(name):
-        return None
-    frame = analysis.table(name)
-    col = "USUBJID" if "USUBJID" in frame.columns and "subject_id" not in frame.columns else "subject_id"
-    return frame.filter(pl.col(col) == subject_id)
-
-
-#: a grading engine's ``missing_inputs`` name -> the words the page uses ("range: missing temperature")
-MISSING_WORDS = {
-    "TEMP": "temperature",
-    "ICE/CAPD": "ICE/CAPD score",
-    "o2_flow_lpm": "oxygen flow",
-    "vasopressor agent": "vasopressor agent",
-    "death attribution": "death attribution",
-    "age_years": "age",
-}
-
-
-def _grade_text(lo: Any, hi: Any, missing: Sequence[str] = (), why: str | None = None) -> str:
-    """A worst grade with its range, as the CRS scales' rows: "3", "0–1 (range: missing temperature)"."""
-    if hi is None or lo is None or hi == lo:
-        return _cell(lo)
-    why = why or (f"missing {', '.join(missing)}" if missing else None)
-    return f"{_cell(lo)}–{_cell(hi)} (range{': ' + why if why else ''})"
-
-
-def _range_days(daily: pl.DataFrame | None, lo: Any, hi: Any) -> tuple[list[Any], list[str]]:
-    """The days whose upper grade reaches the subject's upper bound ``hi`` above its grade ``lo`` and the
-    inputs missing on those days (a daily ASTCT table: ``grade_max``, ``missing_inputs``)."""
-    if daily is None or hi is None or "grade_max" not in daily.columns or (lo is not None and hi <= lo):
-        return [], []
-    rows = daily.filter(pl.col("grade_max") == hi)
-    if lo is not None:
-        rows = rows.filter(pl.col("grade_max") > pl.col("grade").fill_null(-1))
-    rows = rows.sort("day")
-    missing: list[str] = []
-    if "missing_inputs" in rows.columns:
-        for names in rows["missing_inputs"].to_list():
-            for n in names or []:
-                word = MISSING_WORDS.get(n, n)
-                if word not in missing:
-                    missing.append(word)
-    return rows["day"].to_list(), missing
-
-
-def _range_reason(hi: Any, days: list[Any], otherwise: str | None) -> str | None:
-    if not days:
-        return otherwise
-    shown = ", ".join(_day(d) for d in days[:8]) + (" ..." if len(days) > 8 else "")
-    return f"could be up to grade {_cell(hi)} on day(s) {shown}"
-
-
-def _summary_value(analysis, name: str, subject_id: str, col: str) -> Any:
-    df = _of(analysis, name, subject_id)
-    return df[col][0] if df is not None and df.height and col in df.columns else None
-
-
-def _episode_range(e: dict, crs_daily, icans_daily, icaht) -> str | None:
-    """An episode's grade range: the highest upper grade of its days (ASTCT CRS/ICANS) or the early
-    ICAHT upper grade, where above the episode's grade; else None."""
-    grade, term = e.get("ATOXGR"), (e.get("AETERM") or "").lower()
-    if grade is None:
-        return None
-    daily = crs_daily if term.startswith("cytokine release") else icans_daily if "neurotoxicity" in term else None
-    if daily is not None and "grade_max" in daily.columns and e.get("ASTDY") is not None:
-        end = e.get("AENDY") if e.get("AENDY") is not None else e["ASTDY"]
-        days = daily.filter(pl.col("day").is_between(e["ASTDY"], end))
-        hi = days["grade_max"].max() if days.height else None
-        if hi is not None and hi > grade:
-            return _grade_text(grade, hi, _range_days(days, grade, hi)[1])
-    if "hematotoxicity, early" in term and icaht is not None and icaht.height:
-        r = icaht.row(0, named=True)
-        hi = r.get("icaht_early_grade_max")
-        if hi is not None and hi > grade:
-            return _grade_text(grade, hi, why=_unknown_days(r.get("early_unknown_days"), "ANC"))
-    return None
-
-
-def _unknown_days(n: Any, what: str) -> str | None:
-    return f"no {what} on {_cell(n)} day(s)" if n else None
-
-
-#: the count each hematotoxicity grade reads
-_COUNT_PARAMS = {"icaht": ("NEUT", "ANC"), "t_icaht": ("PLAT",)}
-
-
-def _has_obs(analysis, subject_id: str, params: Sequence[str]) -> bool:
-    obs = analysis.study.observations
-    return obs.filter((pl.col("subject_id") == subject_id) & pl.col("param").is_in(list(params))).height > 0
-
-
-def _icans_not_evaluable(analysis, subject_id: str) -> str:
-    """Why a subject's ICANS has no grade, naming what is missing."""
-    if not _has_obs(analysis, subject_id, ("ICE", "CAPD")):
-        return "no ICE/CAPD score recorded"
-    return "no day with the inputs ICANS grading needs (ICE/CAPD score and consciousness)"
-
-
-def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame:
-    """ICANS (ASTCT 2019), ICAHT and T-ICAHT (EHA/EBMT 2023) of one subject: each worst grade with its
-    range (where an input is missing) and why — a grade 0 that could be higher has no episode row."""
-    rows = []
-    icans = _of(analysis, "icans_summary", subject_id)
-    if icans is not None and icans.height:
-        r = icans.row(0, named=True)
-        lo, hi = r.get("icans_grade_astct"), r.get("icans_grade_astct_max")
-        up_days, missing = _range_days(icans_daily, lo, hi)
-        if lo is None:  # never "see the episode table": that table lists grade >= 1 only (reads as 0)
-            why = _icans_not_evaluable(analysis, subject_id)
-            rows.append({"toxicity": "ICANS (ASTCT 2019)",
-                         "grade": "not evaluable" if hi is None else f"not evaluable (at most {_cell(hi)})",
-                         "missing": why, "rule": None, "reason": f"ICANS not evaluable: {why}"})
-        else:
-            rows.append({"toxicity": "ICANS (ASTCT 2019)", "grade": _grade_text(lo, hi, missing),
-                         "missing": ", ".join(missing) or None, "rule": None,
-                         "reason": _range_reason(hi, up_days, "see the episode table")})
-    t_icaht = _of(analysis, "t_icaht", subject_id)
-    for name, frame, prefix, what in (("ICAHT", icaht, "icaht", "ANC"), ("T-ICAHT", t_icaht, "t_icaht", "platelet count")):
-        if frame is None or not frame.height:
-            continue
-        r = frame.row(0, named=True)
-        lo, hi = r.get(f"{prefix}_early_grade"), r.get(f"{prefix}_early_grade_max")
-        why = _unknown_days(r.get("early_unknown_days"), what) if hi is not None and lo is not None and hi > lo else None
-        if lo is None and hi is None:
-            why = f"no {what} recorded in days 0-30" if not _has_obs(analysis, subject_id, _COUNT_PARAMS[prefix]) else None
-        rows.append({"toxicity": f"{name}, early (days 0-30)",
-                     "grade": _grade_text(lo, hi, why=why) if lo is not None else "not evaluable",
-                     "missing": why, "rule": r.get("early_rule"), "reason": r.get("early_reason")})
-        late = r.get(f"{prefix}_late_grade")
-        rows.append({"toxicity": f"{name}, late (after day 30)", "grade": _cell(late) if late is not None else "not evaluable",
-                     "missing": None, "rule": r.get("late_rule"), "reason": r.get("late_reason")})
-    return pl.DataFrame(rows, schema={"toxicity": pl.String, "grade": pl.String, "missing": pl.String,
-                                      "rule": pl.String, "reason": pl.String})
-
-
-def _toxicity_block(analysis, subject_id: str) -> dict:
-    """Toxicity grading of one subject: ADAE-like episodes, CRS on every scale, worst CTCAE lab grades
-    (the analysis's tables, with its options)."""
-    from cartlab.grading.crs_legacy import SCALES
-
-    adlb = _of(analysis, "adlb", subject_id)
-    adlb = adlb if adlb is not None else pl.DataFrame(schema={"ATOXGR": pl.Int64, "term": pl.String, "day": pl.Float64})
-    episodes = _of(analysis, "adae_toxicity", subject_id)
-    episodes = (episodes if episodes is not None else pl.DataFrame(schema={"EVIDENCE": pl.List(pl.String)})
-                ).with_columns(pl.col("EVIDENCE").list.len().alias("n_rows"))
-    cross = _of(analysis, "crs_cross_scale", subject_id)
-    cross = cross if cross is not None else pl.DataFrame()
-    labels = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX/MDACC", "mskcc": "MSKCC"}
-    crs_daily = _of(analysis, "crs_daily", subject_id)
-    icans_daily = _of(analysis, "icans_daily", subject_id)
-    scale_rows = []
-    if cross.height:
-        x = cross.row(0, named=True)
-        lo = x.get("crs_grade_astct")
-        hi = x.get("crs_grade_astct_max")
-        if hi is None:
-            hi = _summary_value(analysis, "crs_summary", subject_id, "crs_grade_astct_max")
-        up_days, missing = _range_days(crs_daily, lo, hi)
-        scale_rows.append({"scale": "ASTCT 2019", "grade": _grade_text(lo, hi, missing),
-                           "missing": ", ".join(missing) or None, "rule": None,
-                           "reason": _range_reason(hi, up_days, "see the episode table")})
-        for sc in SCALES:
-            lo, hi = x[f"crs_grade_{sc}_min"], x[f"crs_grade_{sc}_max"]
-            grade = str(lo) if lo == hi else f"{lo}–{hi if hi is not None else '?'} (range)"
-            scale_rows.append({"scale": labels.get(sc, sc), "grade": grade,
-                               "missing": ", ".join(x[f"crs_{sc}_missing"] or []) or None,
-                               "rule": x[f"crs_{sc}_rule"], "reason": x[f"crs_{sc}_reason"]})
-    scales = pl.DataFrame(scale_rows, schema={"scale": pl.String, "grade": pl.String, "missing": pl.String,
-                                              "rule": pl.String, "reason": pl.String})
-    worst = (
-        adlb.filter(pl.col("ATOXGR").fill_null(0) != 0)
-        .with_columns(pl.col("ATOXGR").abs().alias("grade"))
-        .sort(["grade", "day"], descending=[True, False])
-        .group_by("term", maintain_order=True).first()
-        .select([c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule") if c in adlb.columns or c == "grade"])
-    )
-    icaht = _of(analysis, "icaht", subject_id)
-    worst_rows = _worst_grades(analysis, subject_id, icans_daily, icaht)
-    ne: dict[str, str | None] = {}  # "ICANS" -> why (the table below has each phase's row)
-    for r in worst_rows.iter_rows(named=True):
-        if str(r["grade"]).startswith("not evaluable"):
-            name = r["toxicity"].split(",")[0].split(" (")[0]
-            ne[name] = ne.get(name) or r["missing"]
-    not_eval = [f"{k} ({why})" if why else k for k, why in ne.items()]
-    crs_lo = _summary_value(analysis, "crs_summary", subject_id, "crs_grade_astct")
-    if crs_lo is None and cross.height == 0:
-        not_eval.insert(0, "CRS")
-    episodes_empty = "no CRS, ICANS or ICAHT episode of grade 1 or more"
-    if not_eval:
-        episodes_empty += " among the evaluable toxicities; not evaluable: " + "; ".join(not_eval)
-    if adlb.height == 0:
-        ctcae_empty = "no laboratory values recorded: CTCAE laboratory grades not evaluable"
-    elif adlb["ATOXGR"].is_null().all():
-        ctcae_empty = ("no laboratory value could be CTCAE-graded (a reference limit the criteria need is "
-                       "missing: observations.csv lln/uln); not evaluable")
-    else:
-        ctcae_empty = "no abnormal CTCAE-graded laboratory value"
-    episodes = episodes.with_columns(pl.Series("RANGE", [
-        _episode_range(e, crs_daily, icans_daily, icaht) for e in episodes.iter_rows(named=True)], dtype=pl.String))
-    return {
-        "episodes": _table(episodes, [("AETERM", "Toxicity"), ("ATOXGR", "Grade"), ("RANGE", "Range"),
-                                      ("ATOXGRS", "Scale"), ("ASTDY", "Start day"), ("AENDY", "End day"),
-                                      ("ADURN", "Days"), ("RULE", "Rule"), ("REASON", "Why"),
-                                      ("n_rows", "Source rows")]),
-        "episodes_empty": episodes_empty,
-        "ctcae_empty": ctcae_empty,
-        "worst": _table(worst_rows,
-                        [("toxicity", "Toxicity"), ("grade", "Worst grade"), ("missing", "Missing inputs"),
-                         ("rule", "Rule"), ("reason", "Why")]),
-        "scales": _table(scales, [("scale", "CRS scale"), ("grade", "Maximum grade"), ("missing", "Missing inputs"),
-                                  ("rule", "Rule"), ("reason", "Why")]),
-        "ctcae": _table(worst, [("term", "CTCAE v5 term"), ("grade", "Worst grade"), ("day", "First day"),
-                                ("AVAL", "Value"), ("AVALU", "Unit"), ("BASE", "Baseline"), ("rule", "Rule")]),
-    }
-
-
-def _response_block(analysis, subject_id: str) -> dict:
-    """Response of one subject: each marrow assessment (ELN 2022 / ALL) and molecular log reductions."""
-    a = _of(analysis, "marrow_response", subject_id)
-    mol = _of(analysis, "molecular_response", subject_id)
-    a = a if a is not None else pl.DataFrame()
-    mol = mol if mol is not None else pl.DataFrame()
-    return {
-        "marrow": _table(a, [("day", "Day"), ("category_mrd", "Response"), ("criteria", "Criteria"),
-                             ("bm_blast_pct", "Marrow blasts %"), ("anc", "ANC"), ("plt", "PLT"),
-                             ("mrd_fcm", "MRD (flow, fraction)"), ("mrd_negative", "MRD negative"),
-                             ("rule", "Rule"), ("reason", "Why")]),
-        "marrow_empty": response_notes(analysis, subject_id).get(subject_id)
-                        or "no marrow assessment after infusion",
-        "molecular": _table(mol, [("param", "Param"), ("analyte", "Marker"), ("baseline", "Baseline"),
-                                  ("day", "Day"), ("value", "Value"), ("log10_reduction", "log10 reduction"),
-                                  ("reason", "Why")]),
-    }
-
-
-def _protocol_block(analysis, subject_id: str, protocol) -> dict | None:
-    """The protocol view of one subject: planned doses (from the subject's own weight and BSA),
-    eligibility screening and deviations (``None`` without a protocol)."""
-    if protocol is None:
-        return None
-    from cartlab.protocol.sheet import dose_text
-
-    plan = _of(analysis, "dose_plan", subject_id)
-    notes = _of(analysis, "dose_plan_notes", subject_id)
-    why = notes["reason"][0] if notes is not None and notes.height else None
-    if plan is not None and plan.height:  # WITHHOLD / not evaluable (needs creatinine) where no dose is given
-        plan = plan.drop("subject_id").with_columns(
-            pl.struct("dose", "unit", "status", "needs").map_elements(dose_text, return_dtype=pl.String)
-            .alias("dose_text"))
-    else:
-        plan = None
-    elig = _of(analysis, "eligibility", subject_id)
-    elig = elig if elig is not None else pl.DataFrame()
-    dev = _of(analysis, "protocol_deviations", subject_id)
-    dev = (dev if dev is not None else pl.DataFrame(schema={"evidence": pl.List(pl.String)})).with_columns(
-        pl.col("evidence").list.join(", ").alias("source_rows"))
-    return {
-        "id": protocol.id, "title": protocol.title, "version": protocol.version, "source": protocol.source,
-        "plan_note": why,
-        "plan": _table(plan, [("day", "Day"), ("agent", "Agent"), ("dose_text", "Planned dose"), ("unit", "Unit"),
-                              ("basis", "Basis"), ("adjustment", "Adjustment"), ("rule", "Rule"),
-                              ("source", "Source")]) if plan is not None else None,
-        "eligibility": _table(elig, [("criterion_id", "Criterion"), ("kind", "Kind"), ("status", "Status"),
-                                     ("value", "Value"), ("unit", "Unit"), ("day", "Day"), ("reason", "Why"),
-                                     ("source", "Source")]),
-        "deviations": _table(dev, [("category", "Category"), ("item", "Item"), ("detail", "Detail"),
-                                   ("rule", "Rule"), ("source_rows", "Source rows")]),
-    }
 
 
 def _sources_table(study: Study, sub: Study | None) -> dict:

@@ -23,30 +23,25 @@ import polars as pl
 
 from cartlab.io.atomic import EXPORT_MARKER, check_output_path, export_folder
 from cartlab.model import Study
+from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _round_days, day_span
 from cartlab.report.figures import fmt_value
 from cartlab.report.files import safe_stem, save_figure, stamp_figure, write_pdf
 from cartlab.report.html import (
-    EMPTY,
     ENGINE_NOTE,
     CourseFigure,
     ReportFigure,
     _analysis,
-    _cell,
-    _day,
     _env,
-    _is_day,
-    _round_days,
     _sources_table,
     _version,
     _with_note,
-    day_span,
     draw_course,
     figure_stamp,
     provenance_counts,
     report_provenance,
-    response_notes,
     write_subject_report,
 )
+from cartlab.report.subject_blocks import response_notes
 
 __all__ = ["write_study_report", "render_study_html", "SUBJECT_TABLE", "default_workers", "check_report_folder",
            "is_report_entry", "REPORT_KIND"]
