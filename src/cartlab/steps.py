@@ -170,7 +170,9 @@ def _exposure(study, o, kinetics_summary, best_response, crs_summary):
 
     frame = (kinetics_summary
              .join(best_response.select("subject_id", "best_response"), on="subject_id", how="left")
-             .join(crs_summary.select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
+             .join(crs_summary.select("subject_id", "crs_grade_astct", *[c for c in ("crs_grade_astct_max",)
+                                                                        if c in crs_summary.columns]),
+                   on="subject_id", how="left"))
     return derive_exposure_response(frame)
 
 

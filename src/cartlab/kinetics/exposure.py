@@ -8,7 +8,8 @@ odds ratio per 10-fold higher exposure. These are the analyses CAR-T kinetic pap
 Stein et al. 2019 relate Cmax/AUC0-28 to response; Mueller et al. 2017 to CRS).
 
 Outcomes (from the engines' summary columns): ``responder`` = best response in the ORR categories
-of :class:`cartlab.response.best.BestResponseOptions` (CR, CRh, CRi, MLFS, PR), ``crs_grade_ge3`` = ASTCT CRS grade >= 3, ``crs_any`` = grade >= 1.
+of :class:`cartlab.response.best.BestResponseOptions` (CR, CRh, CRi, MLFS, PR), ``crs_grade_ge3`` = ASTCT CRS grade >= 3, ``crs_any`` = grade >= 1 (a grade range, ``crs_grade_astct``
+to ``crs_grade_astct_max``, that straddles the threshold leaves the outcome unknown: excluded, named).
 
 Who is counted:
 
@@ -43,11 +44,20 @@ def _orr_categories() -> list[str]:
     return list(BestResponseOptions().orr_categories)
 
 
+def _crs_at_least(t: int) -> tuple[pl.Expr, pl.Expr]:
+    """ASTCT CRS grade >= ``t``, known only when the grade range settles it: the grade itself (the
+    lowest possible) reaches ``t``, or its maximum ``crs_grade_astct_max`` (an input missing; absent =
+    the grade) stays below ``t``. A grade 2 that could be 3 is not "no grade >= 3"."""
+    lo = pl.col("crs_grade_astct")
+    hi = pl.coalesce(pl.col("crs_grade_astct_max"), lo)
+    return lo >= t, lo.is_not_null() & ((lo >= t) | (hi < t))
+
+
 OUTCOMES = {
     "responder": (pl.col("best_response").is_in(_orr_categories()),
                   pl.col("best_response").is_not_null() & (pl.col("best_response") != "")),
-    "crs_grade_ge3": (pl.col("crs_grade_astct") >= 3, pl.col("crs_grade_astct").is_not_null()),
-    "crs_any": (pl.col("crs_grade_astct") >= 1, pl.col("crs_grade_astct").is_not_null()),
+    "crs_grade_ge3": _crs_at_least(3),
+    "crs_any": _crs_at_least(1),
 }
 
 
@@ -59,7 +69,8 @@ def derive_exposure_response_frame(study) -> pl.DataFrame:
 
     return (derive_kinetics_summary(study)
             .join(derive_response_summary(study), on="subject_id", how="left")
-            .join(derive_crs_summary(study).select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
+            .join(derive_crs_summary(study).select("subject_id", "crs_grade_astct", "crs_grade_astct_max"),
+                  on="subject_id", how="left"))
 
 
 def _logit(y: np.ndarray, x: np.ndarray) -> dict[str, Any]:
@@ -109,6 +120,18 @@ def _grouped(names: list[str], whys: list[str]) -> str:
 
 _UNKNOWN = {"responder": "best_response empty (no response assessment, or no criteria for the disease)",
             "crs_grade_ge3": "crs_grade_astct empty (no CRS grade)", "crs_any": "crs_grade_astct empty (no CRS grade)"}
+_THRESHOLD = {"crs_grade_ge3": 3, "crs_any": 1}
+
+
+def _unknown_reason(out: str) -> pl.Expr:
+    """Why the outcome ``out`` is unknown for a row (the engine's reason for an empty value; for a CRS
+    grade range that straddles the threshold, the range)."""
+    if out not in _THRESHOLD:
+        return pl.lit(_UNKNOWN[out])
+    return (pl.when(pl.col("crs_grade_astct").is_null()).then(pl.lit(_UNKNOWN[out]))
+            .otherwise(pl.format("CRS grade {}-{} (an input missing): grade >= {} undetermined",
+                                 pl.col("crs_grade_astct"), pl.col("crs_grade_astct_max"),
+                                 pl.lit(_THRESHOLD[out]))))
 
 
 def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = ("car_cmax", "car_auc_0_28"),
@@ -135,11 +158,13 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
             if needed and ((out == "responder" and "best_response" in needed)
                            or (out != "responder" and "crs_grade_astct" in needed)):
                 raise ValueError(f"outcome {out!r} needs column(s) {needed}")
+            if out in _THRESHOLD and "crs_grade_astct_max" not in summary.columns:
+                summary = summary.with_columns(pl.lit(None, pl.Int64).alias("crs_grade_astct_max"))
             f = summary.with_columns(
                 known.fill_null(False).alias("_known"), flag.alias("_y"),
                 pl.col(exp).cast(pl.Float64).alias("_x"), _missing_reason(summary, exp).alias("_why_x"))
             f = f.with_columns(pl.concat_str(
-                [pl.when(~pl.col("_known")).then(pl.lit(_UNKNOWN[out])), pl.col("_why_x")],
+                [pl.when(~pl.col("_known")).then(_unknown_reason(out)), pl.col("_why_x")],
                 separator="; ", ignore_nulls=True).alias("_why"))
             f = f.with_columns(pl.when(pl.col("_why") == "").then(None).otherwise(pl.col("_why")).alias("_why"))
             excluded = f.filter(pl.col("_why").is_not_null())

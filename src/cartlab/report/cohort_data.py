@@ -521,18 +521,26 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
     else:
         pts = pts.with_columns(pl.lit(None, pl.String).alias("best_response"), pl.lit("not assessed").alias("response"),
                                pl.lit(None, pl.Boolean).alias("responder"))
+    hi_col = [pl.col("crs_grade_astct_max").alias("crs_grade_max")] if crs is not None and \
+        "crs_grade_astct_max" in crs.columns else [pl.col("crs_grade_astct").alias("crs_grade_max")]
     if crs is not None:
-        pts = pts.join(crs.select("subject_id", pl.col("crs_grade_astct").alias("crs_grade")), on="subject_id", how="left")
+        pts = pts.join(crs.select("subject_id", pl.col("crs_grade_astct").alias("crs_grade"), *hi_col),
+                       on="subject_id", how="left")
     else:
-        pts = pts.with_columns(pl.lit(None, pl.Int64).alias("crs_grade"))
-    pts = pts.with_columns((pl.col("crs_grade") >= 3).alias("crs_ge3"))
+        pts = pts.with_columns(pl.lit(None, pl.Int64).alias("crs_grade"), pl.lit(None, pl.Int64).alias("crs_grade_max"))
+    # grade >= 3 only where the grade range settles it (2-3: unknown, not "no")
+    hi = pl.coalesce(pl.col("crs_grade_max"), pl.col("crs_grade"))
+    pts = pts.with_columns(pl.when(pl.col("crs_grade") >= 3).then(True).when(hi < 3).then(False)
+                           .otherwise(None).alias("crs_ge3"))
     if ids is None:
         stats = require(analysis, "exposure_response", view)
     elif best is not None and crs is not None:
         from cartlab.kinetics.exposure import derive_exposure_response
 
         stats = derive_exposure_response(kin.join(best.select("subject_id", "best_response"), on="subject_id", how="left")
-                                         .join(crs.select("subject_id", "crs_grade_astct"), on="subject_id", how="left"))
+                                         .join(crs.select("subject_id", "crs_grade_astct",
+                                                          *[c for c in ("crs_grade_astct_max",) if c in crs.columns]),
+                                               on="subject_id", how="left"))
     else:
         stats = pl.DataFrame()
     cols = ["subject_id", "car_cmax", "car_auc_0_28", "response", "responder", "crs_grade", "crs_ge3"]

@@ -303,7 +303,7 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
         ax.tick_params(labelsize=FONT - 1)
     handles = [Line2D([], [], marker="o", ls="", color=crs_col[True], label="CRS grade >= 3 (ASTCT)"),
                Line2D([], [], marker="o", ls="", color=crs_col[False], label="CRS grade 0-2"),
-               Line2D([], [], marker="o", ls="", color=crs_col[None], label="CRS not evaluable"),
+               Line2D([], [], marker="o", ls="", color=crs_col[None], label="CRS >= 3 not settled (not evaluable, or a range)"),
                Line2D([], [], color="black", lw=1.2, label="median of the category")]
     _legend(fig.axes[-1], handles, "points")
     return fig

@@ -180,7 +180,7 @@ def exposure_figure(data: cd.ExposureData) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Cmax", "AUC day 0-28"))
     pts = data.points
     cats = response_categories(pts["response"].to_list())
-    label = {True: "CRS grade >= 3 (ASTCT)", False: "CRS grade 0-2", None: "CRS not evaluable"}
+    label = {True: "CRS grade >= 3 (ASTCT)", False: "CRS grade 0-2", None: "CRS >= 3 not settled (not evaluable, or a range)"}
     color = {True: "#d95f0e", False: "#3182bd", None: "#bdbdbd"}
     rng = np.random.default_rng(0)
     for j, col in enumerate(("car_cmax", "car_auc_0_28")):
