@@ -148,9 +148,11 @@ def test_a_course_without_interventions_or_events_files_says_what_is_read_as_not
     write(f, "subjects.csv", "subject_id\nA")
     write(f, "observations.csv", "subject_id,day,param,value,unit\nA,3,TEMP,38.2,C")
     warned = {w.file: w.message for w in read_study(f).warnings}
-    assert set(warned) == {"interventions.csv", "events.csv"}
+    assert set(warned) == {"doses.csv", "interventions.csv", "events.csv"}
     assert "vasopressor" in warned["interventions.csv"] and "death" in warned["events.csv"]
+    assert "not checkable rather than missed" in warned["doses.csv"]
     # an empty file with its header says none was given: no warning
+    write(f, "doses.csv", "subject_id,day,agent,dose,unit")
     write(f, "interventions.csv", "subject_id,start_day,category")
     write(f, "events.csv", "subject_id,day,event")
     assert read_study(f).warnings == []

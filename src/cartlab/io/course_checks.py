@@ -11,6 +11,9 @@ __all__ = ["ABSENT_FILE_MEANS", "records_after_death"]
 
 #: what an analysis reads as not given when a course (observations) comes without these files
 ABSENT_FILE_MEANS = {
+    "doses": "no CAR-T, lymphodepletion or bridging dose is recorded (kinetics per dose, the protocol's dose "
+             "checks and the twin's dosing have no doses; a protocol's planned administrations of a subject "
+             "without any dose row are not checkable rather than missed)",
     "interventions": "no vasopressor, oxygen, tocilizumab, corticosteroid or transfusion is recorded, so "
                      "none is taken as given (CRS grades 2-4 from hypotension with vasopressors or hypoxia, "
                      "the fever waiver, transfusion rules of T-ICAHT); an empty file with its header says "

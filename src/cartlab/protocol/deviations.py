@@ -14,8 +14,8 @@ row per deviation:
   scheduled day (one row per parameter, listing the days), up to the subject's follow-up end;
 * ``not_checkable`` — what could not be checked and why: a dose the plan cannot evaluate (no
   weight for a per-kg dose, no height for a per-m2 dose, no screening creatinine for a renal rule;
-  one row per agent naming the missing input), a dose in a unit that cannot be compared, or no
-  plan at all.
+  one row per agent naming the missing input), a dose in a unit that cannot be compared, no
+  plan at all, or no dose row of the subject at all (its doses were not recorded).
 
 Every row names the protocol rule and the source rows (``evidence``).
 """
@@ -172,8 +172,15 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
         if plan is None:
             add("not_checkable", "doses", f"doses not checked: {why}", f"{protocol.id}.dosing")
         bsa = size["bsa_m2"] if size is not None else None
-        # ---- administrations: match planned and given per agent
-        for agent in list(ld_agents) + [car_agent]:
+        # ---- administrations: match planned and given per agent. A subject without any dose row has
+        # its doses unrecorded (day 0 is a CAR-T infusion): not a missed dose of every agent
+        agents = list(ld_agents) + [car_agent]
+        if given.height == 0:
+            add("not_checkable", "doses", "administrations not checked: no dose of this subject is recorded "
+                "(doses.csv not given, or without this subject's rows; day 0 is a CAR-T infusion, so its doses "
+                "were not recorded rather than all missed)", f"{protocol.id}.dosing")
+            agents = []
+        for agent in agents:
             is_car = agent == car_agent
             if plan is not None:
                 p = plan.filter(pl.col("kind") == ("car_t" if is_car else "lymphodepletion"))
