@@ -449,6 +449,11 @@ class TwinModel:
                 pl.col("source").is_in(list(self.sources))))
         baseline = Baseline.from_study(base_study, [subject_id])
         events = Events.from_study(study, [subject_id])
+        cells = np.asarray(events.car_t_cells, dtype=float)
+        if not (np.isfinite(cells) & (cells > 0)).any():  # no dose is not "no CAR-T": the fit would be of nothing
+            raise InputError(f"subject {subject_id!r} has no CAR-T dose with its amount in doses.csv (agent, day, "
+                             "dose in cells or cells/kg): the twin simulates the infused cells, so it cannot fit "
+                             "or forecast this subject without them", hint="add the CAR-T infusion(s) to doses.csv")
         if until_day is not None:
             events = events_until(events, until_day)
         days = np.arange(-30.0, 121.0)
