@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http.client
 import json
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from cartlab.app.security import (
 )
 from cartlab.app.server import create_app, grade_text, response_text
 from cartlab.errors import InputError
+from http_raw import raw_request
 
 TOKEN = "s27-token-0123456789"
 TIMEOUT = 60_000
@@ -79,16 +79,7 @@ def hand_view():
 
 def request(host, port, path, headers=None):
     """(status, headers, body) of a raw request; ``Host`` is sent as given in ``headers`` (else the address)."""
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    headers = dict(headers or {})
-    conn.putrequest("GET", path, skip_host="Host" in headers, skip_accept_encoding=True)
-    for k, v in headers.items():
-        conn.putheader(k, v)
-    conn.endheaders()
-    r = conn.getresponse()
-    body = r.read()
-    conn.close()
-    return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+    return raw_request(host, port, path, headers)
 
 
 def ws_attempt(port, headers, path="/websocket/"):

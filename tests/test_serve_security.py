@@ -6,7 +6,6 @@ patient identifiers in the server's output."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from cartlab.app.security import check_bind, is_loopback, is_traversal, safe_fil
 from cartlab.app.server import create_app
 from cartlab.datasets import seed_case, seed_case_path
 from cartlab.errors import InputError
+from http_raw import raw_request
 
 TOKEN = "s3cret-token-for-tests"
 SEED_SUBJECT = "CD7-AML-001"
@@ -36,15 +36,7 @@ def servers():
 
 def request(srv, path: str, headers: dict | None = None, method: str = "GET"):
     """(status, headers, body) of a raw request: ``path`` is sent exactly as given (no normalisation)."""
-    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
-    conn.putrequest(method, path, skip_accept_encoding=True)
-    for k, v in (headers or {}).items():
-        conn.putheader(k, v)
-    conn.endheaders()
-    r = conn.getresponse()
-    body = r.read()
-    conn.close()
-    return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+    return raw_request(srv.host, srv.port, path, headers, method)
 
 
 # -- binding
