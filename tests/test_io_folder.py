@@ -134,7 +134,8 @@ def test_several_vital_signs_a_day_are_not_a_conflict(tmp_path):
     s = read_study(f)
     # the only warnings: the optional files not given (said once each), not the readings
     assert s.observations.height == 4
-    assert [(w.file, w.message.split(":")[0]) for w in s.warnings] == [("interventions.csv", "not given"),
+    assert [(w.file, w.message.split(":")[0]) for w in s.warnings] == [("doses.csv", "not given"),
+                                                                       ("interventions.csv", "not given"),
                                                                        ("events.csv", "not given")]
 
 

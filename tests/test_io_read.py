@@ -182,8 +182,8 @@ def test_no_unit_column_is_one_error_naming_the_parameters_and_problems_come_in_
     # NEUT, TEMP, PLAT need a unit (ICE is a score; MRDFCM's empty unit means a fraction), in file order
     assert "no 'unit' column" in first and "values of NEUT, TEMP, PLAT need their unit" in first
     # 40 as a fraction is implausible: said once, without a double space for the empty unit
-    assert messages[0][1:] == ["MRDFCM value 40.0 (no unit) (= 40.0 fraction) is outside the plausible range "
-                               "[0.0, 1.0] fraction: is the unit right?"]
+    assert messages[0][1:] == ["MRDFCM value 40 (no unit) (= 40 fraction) is outside the plausible range "
+                               "[0, 1] fraction: is the unit right?"]
 
 
 def test_records_after_a_death_are_warned_about_with_their_rows(tmp_path):

@@ -27,6 +27,8 @@ from cartlab.units import UnitError, conversion, normalise_spelling
         ("G/L", "10^9/L", {}, 1.0, 0.0),
         ("K/uL", "10^9/L", {}, 1.0, 0.0),
         ("K/µL", "10^9/L", {}, 1.0, 0.0),
+        ("thou/uL", "10^9/L", {}, 1.0, 0.0),  # thousand per uL = 1e3 * 1e6/L = 1e9/L
+        ("mm Hg", "mmHg", {}, 1.0, 0.0),  # AMA style, with a space
         ("T/L", "10^9/L", {}, 1000.0, 0.0),
         ("g/dL", "g/L", {}, 10.0, 0.0),
         ("mg/dL", "mg/L", {}, 10.0, 0.0),
@@ -102,13 +104,14 @@ def test_normalise_never_crashes(s):
 
 
 def test_a_unit_of_the_wrong_dimension_says_how_it_was_read_and_what_is_accepted():
-    """'deg F' is degree x farad to pint and 'thou/uL' is thou (a length) per microlitre: the error
-    says so and lists the parameter's accepted spellings, instead of only "different dimension"."""
+    """'deg F' is degree x farad to pint and 'mm/uL' is a length per microlitre: the error says so and
+    lists the parameter's accepted spellings, instead of only "different dimension". ('thou/uL', thou a
+    length to pint, is read as the US lab spelling "thousand per uL" since s27.)"""
     from cartlab.io.dictionary import load_dictionary
 
     with pytest.raises(UnitError) as exc:
         load_dictionary()["TEMP"].conversion_from("deg F")
     msg = str(exc.value)
     assert "read as 'degree * farad'" in msg and "TEMP accepts degC" in msg and "°F" in msg
-    with pytest.raises(UnitError, match=r"read as 'thou / microliter'.*NEUT accepts 10\^9/L, /uL"):
-        load_dictionary()["NEUT"].conversion_from("thou/uL")
+    with pytest.raises(UnitError, match=r"read as 'millimeter / microliter'.*NEUT accepts 10\^9/L, /uL"):
+        load_dictionary()["NEUT"].conversion_from("mm/uL")

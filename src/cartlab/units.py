@@ -59,6 +59,8 @@ _SPELLINGS = {
     "G/L": "1e9/L",   # giga per litre, as French and other European lab reports write cell counts
     "T/L": "1e12/L",  # tera per litre (red cells), the same convention
     "K/uL": "1e3/uL",  # thousands per microlitre, as US lab reports write cell counts ("K/µL")
+    "thou/uL": "1e3/uL",  # the same, as some US lab systems print it ("thou/µL")
+    "mm Hg": "mmHg",  # AMA Manual of Style spelling of millimetres of mercury (with a space)
     "bpm": "beats/min",
     "sec": "s",
     "fraction": "fraction",

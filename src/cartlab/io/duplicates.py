@@ -51,8 +51,8 @@ def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Is
         examples = "; ".join(f"row {r} repeats row {f}" for r, f in pairs.head(5).iter_rows())
         issues.append(Issue(
             fname, None,
-            f"{dropped.height} exact duplicate row(s) dropped (the first copy is kept, every engine sees "
-            f"it once): {examples}{' ...' if pairs.height > 5 else ''}",
+            f"{dropped.height} exact duplicate row(s) dropped (equal once units are converted; the first copy "
+            f"is kept, every engine sees it once): {examples}{' ...' if pairs.height > 5 else ''}",
             sorted(dropped["src_row"].to_list()), severity="warning",
         ))
         frame = frame.filter(first)

@@ -148,8 +148,8 @@ class _FileReader:
         try:
             with open(self.path, newline="", encoding="utf-8-sig") as fh:
                 header = next(csv.reader(fh, delimiter=self.separator), None)
-        except UnicodeDecodeError as exc:
-            self.issue(None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        except UnicodeDecodeError:
+            self._not_utf8()
             return None
         if not header:
             self.issue(None, "empty file: the header line is missing")
@@ -170,8 +170,23 @@ class _FileReader:
             return None
         return self._clean(df)
 
+    def _not_utf8(self) -> bool:
+        """One issue naming the line of the first byte that is not UTF-8 (a Latin-1 export ...); False
+        when the file is UTF-8."""
+        raw = self.path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = raw.count(b"\n", 0, bad.start) + 1
+            self.issue(None, f"not UTF-8 text ({bad.reason} at byte {bad.start}" + (", the header" if line == 1 else "")
+                       + "): save the file as UTF-8", [line - 1] if line > 1 else None)
+            return True
+        return False
+
     def _explain_csv_error(self, exc: Exception) -> None:
         n = len(self.header)
+        if self._not_utf8():
+            return
         with open(self.path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, delimiter=self.separator)
             next(reader, None)
@@ -433,6 +448,17 @@ def _doses(r: _FileReader) -> pl.DataFrame:
     return df.with_columns(r.provenance())
 
 
+def _implausible(v) -> str:
+    """The message for a value outside its parameter's plausible range; ``v`` = (param, orig value,
+    orig unit, canonical value, canonical unit, low, high). A score without unit is just out of range."""
+    param, orig, ounit, val, cunit, lo, hi = v
+    g = lambda x: f"{float(x):g}" if x not in (None, "") else ""  # noqa: E731
+    if not cunit:
+        return f"{param} value {g(orig)} is outside its range [{g(lo)}, {g(hi)}]"
+    return (f"{param} value {g(orig)} {ounit or '(no unit)'} (= {g(val)} {cunit}) is outside the plausible range "
+            f"[{g(lo)}, {g(hi)}] {cunit}: is the unit right?")
+
+
 def dose_unit(unit: str) -> tuple[str, float]:
     """Canonical dose unit (one of DOSE_UNITS) and the factor to it.
 
@@ -443,6 +469,9 @@ def dose_unit(unit: str) -> tuple[str, float]:
     s = unit.replace("m^2", "m2")
     if s in DOSE_UNITS:
         return s, 1.0
+    if s.lower() in DOSE_UNITS:  # the spec's closed list, matched in any case as the other vocabularies
+        return s.lower(), 1.0
+    unit = re.sub(r"\bcells?\b", "cells", unit, flags=re.IGNORECASE)  # "10^6 Cells/kg"
     family = ("cells/kg", "cells") if re.search(r"\bcells?\b", unit) else ("mg/m2", "mg", "mg/kg")
     parse_unit(unit)  # raises UnitError for an unknown spelling
     for target in family:
@@ -500,6 +529,12 @@ def _observations(r: _FileReader) -> pl.DataFrame:
                 & ~pl.col("value_text").is_in(p.text_values),
                 "value_text",
                 lambda v, p=p: f"{v!r} is not a valid {p.code}; allowed: {', '.join(p.text_values)}",
+            )
+            r.flag(  # a categorical param has no number: a value there would be ignored by every engine
+                (pl.col("param") == p.code) & pl.col("value").is_not_null(),
+                "value",
+                lambda v, p=p: (f"{p.code} is categorical: give it in value_text ({', '.join(p.text_values)}), "
+                                f"not as the number {v}"),
             )
         if p.integer:
             r.flag(
@@ -573,8 +608,7 @@ def _observations(r: _FileReader) -> pl.DataFrame:
     r.flag(
         pl.col("value").is_not_null() & lo.is_not_null() & ((pl.col("value") < lo) | (pl.col("value") > hi)),
         "value",
-        lambda v: f"{v[0]} value {v[1]}{' ' + v[2] if v[2] else ' (no unit)'} (= {v[3]} {v[4]}) is outside the plausible range "
-        f"[{v[5]}, {v[6]}] {v[4]}: is the unit right?",
+        _implausible,
         by=pl.concat_list(
             pl.col("param"),
             pl.col("orig_value").cast(pl.String),
