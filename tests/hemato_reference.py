@@ -348,13 +348,18 @@ _INCLUSIVE = {"<": "<=", ">": ">=", "<=": "<=", ">=": ">="}
 
 def _item_points(item: dict, value: float, opts: dict) -> tuple[int, str]:
     """Points of one CAR-HEMATOTOX item for a canonical value, and the matching row's text."""
+    at_cut = None  # exactly at an undefined cut-off: the comparison that holds (audit s27 item 12c)
     for row in item["points"]:
         op = row["op"]
-        if row.get("boundary") == "undefined" and opts["undefined_boundary"] == "worst":
-            op = _INCLUSIVE[op]
-        if _CMP[op](value, _to_canonical(row["value"], item["unit"], item["param"])):
-            return int(row["points"]), row["text"]
-    return int(item["else"]["points"]), item["else"]["text"]
+        cut = _to_canonical(row["value"], item["unit"], item["param"])
+        if row.get("boundary") == "undefined":
+            if value == cut:
+                at_cut = f"= {row['value']:g} {item['unit']}"
+            if opts["undefined_boundary"] == "worst":
+                op = _INCLUSIVE[op]
+        if _CMP[op](value, cut):
+            return int(row["points"]), at_cut or row["text"]
+    return int(item["else"]["points"]), at_cut or item["else"]["text"]
 
 
 def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> pl.DataFrame:
@@ -438,6 +443,15 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
     return pl.DataFrame(rows, schema=schema)
 
 
+def _recorded(study: Study) -> dict:
+    """(subject, "file:row") -> (value, unit) as recorded (orig_value, orig_unit)."""
+    o = study.observations
+    if "orig_unit" not in o.columns:
+        return {}
+    return {(r["subject_id"], f"{r['src_file']}:{r['src_row']}"): (r.get("orig_value"), r["orig_unit"])
+            for r in o.iter_rows(named=True) if r["src_file"] is not None and r["src_row"] is not None}
+
+
 def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | None = None) -> pl.DataFrame:
     """EASIX, m-EASIX and s-EASIX per subject at one timepoint (or per day).
 
@@ -483,6 +497,7 @@ def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | Non
         else:
             raise ValueError(f"day must be 'pre_ld', 'each' or a number, not {day!r}")
     rows = []
+    recorded = _recorded(study)
     for sid, tp, d, vals in frames:
         row: dict[str, Any] = {"subject_id": sid, "timepoint": tp, "day": d}
         conv: dict[str, float | None] = {}
@@ -512,8 +527,15 @@ def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | Non
                 why = "platelets 0" if all(conv[p] is not None for p in need) else \
                     "missing " + ", ".join(p for p in need if conv[p] is None)
                 parts.append(f"{sc['id']} not computable ({why})")
-        notes = [f"{p} {_fmt(vals[p]['value'])} {_canonical_unit(p)[0]} -> {_fmt(conv[p])} {inputs[p]['unit']}"
-                 for p in inputs if conv[p] is not None and _canonical_unit(p)[0] != inputs[p]["unit"]]
+        notes = []
+        for p in inputs:
+            if conv[p] is None or _canonical_unit(p)[0] == inputs[p]["unit"]:
+                continue
+            oval, ounit = recorded.get((sid, vals[p]["ref"]), (None, None))
+            if ounit is not None and ounit.lower().replace(" ", "") == inputs[p]["unit"].lower().replace(" ", ""):
+                continue  # recorded in the formula's unit: not converted (audit s27 item 12b)
+            shown = _fmt(oval) if ounit is not None and oval is not None else _fmt(vals[p]["value"])
+            notes.append(f"{p} {shown} {ounit or _canonical_unit(p)[0]} -> {_fmt(conv[p])} {inputs[p]['unit']}")
         row |= {"missing": missing, "rule": ", ".join(done) if done else None,
                 "reason": "; ".join(parts) + (f" [converted: {'; '.join(notes)}]" if notes else "") + ".",
                 "evidence": _uniq(ev)}

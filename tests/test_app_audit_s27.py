@@ -45,7 +45,8 @@ def hand_study():
     * A (AML): TEMP 37.0 on day 1 -> no fever (< 38 °C, ASTCT) -> CRS 0, nothing missing: "0".
     * B (AML): TEMP 37.2 on day 1 (grade 0); day 2 only SBP 85 mmHg, no temperature -> graded 0 as
       measured, but a fever would make it hypotension without vasopressor = grade 2: "0–2".
-    * C (LBCL): TEMP 39.0 on day 1 -> fever only -> grade 1: "1"; cartlab has no lymphoma response
+    * C (LBCL): TEMP 39.0 on day 1 -> fever, no SBP recorded -> grade 1, up to 2 (SYSBP missing): "1–2";
+      cartlab has no lymphoma response
       criteria, so its best response has none, with that reason.
     * D (AML): no CAR-T dose at all (only the TEMP 37.0 on day 1): "no CAR-T dose recorded".
     * K (T-ALL): CARCOPY 1000, 5000, 800 on days 7, 14, 21 (LLOQ 50): Cmax 5000 on day 14; one
@@ -227,8 +228,8 @@ def test_check_token():
 
 def test_grade_ranges_and_response_labels(hand_view):
     ch = C.filter_choices(hand_view.cohort)
-    # A 0, B 0–2, C 1 (hand_study); D: 37.0 -> 0; K: no CRS input at all -> not evaluable
-    assert ch["f_crs"] == ["0", "0–2", "1", "not evaluable"]
+    # A 0, B 0–2, C 1–2 (fever, no SBP: hypotension unknown); D: 37.0 -> 0; K: no CRS input -> not evaluable
+    assert ch["f_crs"] == ["0", "0–2", "1–2", "not evaluable"]
     assert C.filter_cohort(hand_view.cohort, {"f_crs": ["0"]})["subject_id"].to_list() == ["A", "D"]
     assert C.filter_cohort(hand_view.cohort, {"f_crs": ["0–2"]})["subject_id"].to_list() == ["B"]
     # NE (A, B, D, K: no marrow assessment) and none are one choice; LBCL (C) says why

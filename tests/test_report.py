@@ -360,8 +360,9 @@ def test_study_page_views_sortable_table_and_pdf(tmp_path):
                   "Response rates"):
         assert f"<h3>{title}</h3>" in html, title
     assert "protocol deviations: no protocol was given" in html  # unavailable view names why
-    # the worst CRS grade of each subject is the sort key of its CRS cell (derived from crs_daily)
-    worst = a.table("crs_daily").group_by("subject_id").agg(pl.col("grade").max())
+    # the worst possible CRS grade of each subject (its grade_max where an input is missing, else its grade)
+    # is the sort key of its CRS cell (derived from crs_daily)
+    worst = a.table("crs_daily").group_by("subject_id").agg(pl.coalesce("grade_max", "grade").max())
     for sid, g in worst.iter_rows():
         row = re.search(rf'<tr[^>]*>\s*<td data-sort="{re.escape(sid)}">.*?</tr>', html, re.S).group(0)
         keys = re.findall(r'data-sort="([^"]*)"', row)

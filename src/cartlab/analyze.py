@@ -24,7 +24,7 @@ import json
 import time
 import warnings as _warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,25 +93,126 @@ class AnalysisOptions:
         opts = self.endpoints or EndpointOptions()
         return replace(opts, missing_followup="error") if self.strict else opts
 
-    def to_dict(self) -> dict[str, Any]:
+    def best_response_options(self):
+        """The best-response options the analysis applies: ``best_response`` with the analysis's
+        ``response`` options in it when ``best_response.response`` was left at its default (so a
+        ``--set response.mrd_threshold=...`` reaches the best response and ADRS too)."""
+        from dataclasses import replace
+
+        from cartlab.response.best import BestResponseOptions
+        from cartlab.response.marrow import ResponseOptions
+
+        opts = self.best_response or BestResponseOptions()
+        if self.response is not None and opts.response == ResponseOptions():
+            opts = replace(opts, response=self.response)
+        return opts
+
+    def to_dict(self, diseases: Sequence[str | None] | None = None) -> dict[str, Any]:
         """Every engine's options as they were applied: the criteria table's defaults overlaid with
-        what was set (``resolved()`` where the options have one, else every field)."""
+        what was set (``resolved()`` where the options have one, else every field).
+
+        Options resolved per subject are recorded as applied, never as the unset ``None``: the
+        response options per disease (:func:`response_options_record`; ``diseases``: the study's,
+        else every disease with response criteria), the best response's ``response`` as the
+        analysis passes it down (the same record as ``response`` unless set apart), the kinetics
+        ``param`` when not set (the per-subject rule; each row of ``car_kinetics.csv`` names the
+        parameter it used, ``param``) and the endpoint ``params`` (every ADTTE parameter, as the
+        analysis derives them). ``diseases`` comes from the subjects table only, so a batched run
+        records the same as a whole one.
+        """
         import importlib
 
         out: dict[str, Any] = {"strict": self.strict}
         for name, (module, cls) in OPTION_CLASSES.items():
-            value = self.endpoint_options() if name == "endpoints" else getattr(self, name)
+            value = (self.endpoint_options() if name == "endpoints" else
+                     self.best_response_options() if name == "best_response" else getattr(self, name))
             if value is None:
                 value = getattr(importlib.import_module(module), cls)()
-            resolved = None
-            if callable(getattr(value, "resolved", None)):
-                try:
-                    resolved = value.resolved()
-                except TypeError:  # resolved(table): the table is chosen per subject
-                    resolved = None
-            data = resolved if isinstance(resolved, dict) else (asdict(value) if is_dataclass(value) else repr(value))
+            if name == "response":
+                data: Any = response_options_record(value, diseases)
+            elif name == "best_response":
+                data = {f.name: (response_options_record(value.response, diseases) if f.name == "response"
+                                 else getattr(value, f.name)) for f in fields(value)}
+            else:
+                resolved = None
+                if callable(getattr(value, "resolved", None)):
+                    try:
+                        resolved = value.resolved()
+                    except TypeError:  # resolved(table): the table is chosen per subject
+                        resolved = None
+                data = resolved if isinstance(resolved, dict) else (asdict(value) if is_dataclass(value) else repr(value))
+            if name == "kinetics" and isinstance(data, dict) and data.get("param") is None:
+                data = {**data, "param": KINETICS_PARAM_RULE}
+            if name == "endpoints" and isinstance(data, dict) and data.get("params") is None:
+                from cartlab.response.adtte import PARAMCDS
+
+                data = {**data, "params": list(PARAMCDS)}  # the analysis derives them all
             out[name] = json.loads(json.dumps(data, default=str))
         return out
+
+
+#: the kinetics ``param`` when it was not set: what the engine does per subject
+KINETICS_PARAM_RULE = ("per subject: CARCOPY when the subject has a CARCOPY sample, else CARCELL "
+                       "(the one used: car_kinetics.csv param)")
+
+#: the note beside response options that differ by disease
+RESPONSE_BY_DISEASE_NOTE = (
+    "response options are resolved per subject from the criteria table of its disease (option criteria, "
+    "else chosen by subjects.disease): an option whose value differs between the tables is a mapping "
+    "disease -> value applied; an option absent from a disease's mapping does not exist in its table; "
+    "null = off in the table (e.g. platelet_transfusion_free_days)")
+
+
+def response_options_record(options, diseases: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """The response options as applied (``ResponseOptions`` resolved against each criteria table in use):
+    one value where every table in use gives the same, else ``{disease: value}``; ``criteria`` is the
+    table applied (or ``{disease: table}``); ``by_disease`` explains the mapping. ``diseases``: the
+    study's (those without response criteria are named in ``no_criteria``), else every disease that has
+    criteria."""
+    from cartlab.criteria.model import load_raw
+    from cartlab.errors import InputError
+    from cartlab.response.marrow import RESPONSE_TABLES, ResponseOptions, criteria_for_disease
+
+    options = options or ResponseOptions()
+    if diseases is None:
+        diseases = [d for t in ((options.criteria,) if options.criteria else RESPONSE_TABLES)
+                    for d in load_raw(t, "cartlab.response").get("diseases", [])]
+    table_of: dict[str, str] = {}
+    no_criteria: list[str] = []
+    for d in dict.fromkeys(diseases):
+        t = options.criteria or criteria_for_disease(d)
+        if t is None:
+            no_criteria.append("(empty)" if d is None else str(d))
+        else:
+            table_of[str(d)] = t
+    resolved: dict[str, dict[str, Any]] = {}
+    refused: dict[str, str] = {}
+    for t in dict.fromkeys(table_of.values()):
+        try:
+            resolved[t] = options.resolved(load_raw(t, "cartlab.response"))
+        except InputError as exc:  # an option set for a table that lacks it
+            refused[t] = str(exc)
+    names = [f.name for f in fields(options)]
+    out: dict[str, Any] = {}
+    for name in names:
+        if name == "criteria":
+            tables = set(table_of.values())
+            out[name] = (next(iter(tables)) if len(tables) == 1 else dict(table_of)) if tables else options.criteria
+            continue
+        per = {d: resolved[t][name] for d, t in table_of.items() if t in resolved and name in resolved[t]}
+        values = list(per.values())
+        if not per:
+            out[name] = getattr(options, name)
+        elif all(v == values[0] for v in values) and len(per) == len(table_of):
+            out[name] = values[0]
+        else:
+            out[name] = per
+    out["by_disease"] = RESPONSE_BY_DISEASE_NOTE
+    if no_criteria:
+        out["no_criteria"] = no_criteria
+    if refused:
+        out["refused"] = refused
+    return out
 
 
 #: AnalysisOptions field -> the engine's options class (module, name)
@@ -250,7 +351,7 @@ class Analysis:
             "n_subjects": self.study.subjects.height,
             "inputs": self.study.sources.to_dicts(),
             "input_warnings": [w.to_dict() for w in getattr(self.study, "warnings", [])],
-            "options": self.options.to_dict(),
+            "options": self.options.to_dict(diseases=self._diseases()),
             "criteria": criteria_versions(),
             "summary_columns": [{"table": t, "columns": list(c), "citation": cite} for t, cite, c in SUMMARY_SOURCES],
             "engines": [{"engine": s.engine, "tables": list(s.outputs), "seconds": round(self.timings.get(s.outputs[0], 0.0), 3),
@@ -263,6 +364,10 @@ class Analysis:
             p = self.protocol
             meta["protocol"] = {"id": p.id, "version": p.version, "path": p.path}
         return meta
+
+    def _diseases(self) -> list[str | None]:
+        subjects = self.study.subjects
+        return subjects["disease"].unique(maintain_order=True).to_list() if "disease" in subjects.columns else []
 
     def rules_used(self) -> dict[str, Any]:
         """The criteria rules behind the computed tables: every unsettled one (unverified, partially

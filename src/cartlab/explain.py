@@ -57,8 +57,13 @@ def _crs(a: Analysis, sid: str) -> Explanation:
                 f"last CRS day {s['crs_resolution_day']:g}"
                 + (f" ({n} episodes: {s['crs_episode']})" if n and n > 1 else ""))
     if s["crs_grade_astct"] is not None and (s.get("crs_grade_astct_max") or 0) > s["crs_grade_astct"]:
-        head += (f"; up to grade {s['crs_grade_astct_max']} had a fever been recorded on the days without a "
-                 "temperature")
+        # name what was not recorded on the days that reach the upper bound (TEMP, SYSBP, ...)
+        top = daily.filter(pl.col("grade_max") == s["crs_grade_astct_max"]) if "grade_max" in daily.columns else daily
+        names = (list(dict.fromkeys(n for ns in top["missing_inputs"].to_list() for n in (ns or [])))
+                 if "missing_inputs" in top.columns else [])
+        head += (f"; up to grade {s['crs_grade_astct_max']} with the inputs not recorded on "
+                 f"{'day' if top.height == 1 else 'days'} {', '.join(f'{d:g}' for d in top['day'].to_list())}"
+                 + (f" ({', '.join(names)})" if names else ""))
     crit = load_criteria(opts.criteria)
     resolved = opts.resolved()
     options = ", ".join(f"{k}={v}" for k, v in resolved.items())
@@ -138,6 +143,15 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
     daily = _rows(a, "icaht_daily", sid)
     levels = [c for c in daily.columns if c.startswith("anc_le_")]
     below = [pl.when(pl.col(c)).then(pl.lit(c.replace("anc_le_", "<= "))).otherwise(None) for c in levels]
+    top = max((int(c.replace("anc_le_", "")) for c in levels), default=None)
+    # the day's ANC in /uL and the thresholds it is at or below; above all of them: "> <highest>"
+    # (audit s27 item 9: never an empty list "-> ANC  /uL")
+    anc_ul = (pl.col("anc") * 1000).round(0).cast(pl.Int64).cast(pl.String)
+    under = pl.concat_str(below, separator=", ", ignore_nulls=True)
+    where = (pl.when(pl.col("anc").is_null()).then(pl.lit("ANC not known"))
+             .when(under.is_not_null() & (under != "")).then(pl.format("ANC {}/uL: {} /uL", anc_ul, under))
+             .otherwise(pl.format("ANC {}/uL: > {} /uL (above every ICAHT threshold)", anc_ul,
+                                  pl.lit("" if top is None else str(top)))))
     days = daily.select(
         "day",
         pl.lit(None, dtype=pl.Int64).alias("grade"),
@@ -145,8 +159,7 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
         .then(pl.concat_str([pl.lit("icaht."), pl.col("window"), pl.lit(".day")])).otherwise(None).alias("rule"),
         pl.concat_str(
             [pl.col("window").fill_null("outside the ICAHT windows"), pl.lit(": "), pl.col("reason"),
-             pl.lit(" -> ANC "), pl.concat_str(below, separator=", ", ignore_nulls=True).fill_null(""),
-             pl.lit(" /uL")],
+             pl.lit(" -> "), where],
         ).alias("reason"),
         pl.col("evidence"),
         (pl.col("window").is_not_null() & pl.any_horizontal([pl.col(c).fill_null(False) for c in levels])).alias("shown"),
@@ -206,18 +219,24 @@ def _response(an: Analysis, sid: str) -> Explanation:
 def _kinetics(a: Analysis, sid: str) -> Explanation:
     """The CAR profile behind Cmax, Tmax, AUC0-28 and Tlast. Every sample says where it comes
     from; values that were not measured (``source`` in :data:`cartlab.model.NOT_MEASURED_SOURCES`,
-    e.g. the seed's reconstructed course) are marked. Samples are shown as recorded (thousands
-    separated); derived numbers are rounded to 3 significant digits."""
+    e.g. the seed's reconstructed course) are marked. Samples, Cmax and AUC are shown as in the CSV
+    (thousands separated; at or above 1000 to 0.1, so 1131816.002 reads 1,131,816: checks compare AUC
+    to 0.1%); lambda.z and the half-life to 3 significant digits."""
     import math
 
     from cartlab.kinetics.car import CarKineticsOptions, derive_car_profiles
     from cartlab.model import NOT_MEASURED_SOURCES
 
     def num(x: float, sig: int | None = None) -> str:
-        """``x`` with thousands separators, rounded to ``sig`` significant digits when given."""
+        """``x`` with thousands separators, rounded to ``sig`` significant digits when given, else
+        (at or above 1000) to 0.1: 1131816.002 -> "1,131,816", 1646461.507 -> "1,646,461.5"."""
         if sig is not None and x != 0:
             x = round(x, sig - 1 - math.floor(math.log10(abs(x))))
-        return f"{int(x):,}" if float(x).is_integer() else f"{x:,.{sig or 6}g}"
+        elif sig is None and abs(x) >= 1000:
+            x = round(x, 1)
+        if float(x).is_integer():
+            return f"{int(x):,}"
+        return f"{x:,.1f}" if sig is None and abs(x) >= 1000 else f"{x:,.{sig or 6}g}"
 
     opts = a.options.kinetics or CarKineticsOptions()
     k = _rows(a, "car_kinetics", sid)
@@ -231,22 +250,23 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
     not_measured = measured.filter(pl.col("source").is_in(list(NOT_MEASURED_SOURCES)))
     kinds = "/".join(sorted(set(not_measured["source"].to_list())))
     peak = measured.filter((pl.col("time") == r["tmax"]) & ~pl.col("blq"))
-    peak_src = peak["source"][0] if peak.height and peak["source"][0] else "source not given"
-    if peak.height and peak_src in NOT_MEASURED_SOURCES:
+    # the peak's source when the study records one ("(paper, not measured)"); nothing otherwise
+    peak_src = peak["source"][0] if peak.height and peak["source"][0] else None
+    if peak_src in NOT_MEASURED_SOURCES:
         peak_src += ", not measured"
     unit = f" {r['unit']}" if r.get("unit") else ""
     head = (f"{r['param']} from {measured.height} samples"
             + (f", {not_measured.height} of them {kinds} (not measured)" if not_measured.height else "")
             + ("; 0 imputed at the infusion" if r["zero_imputed"] else "") + ". ")
     if r["cmax"] is not None and r["tmax"] is not None:
-        head += f"Cmax {num(r['cmax'])}{unit} on day {num(r['tmax'])} ({peak_src})"
+        head += f"Cmax {num(r['cmax'])}{unit} on day {num(r['tmax'])}" + (f" ({peak_src})" if peak_src else "")
     else:
         head += "no quantifiable sample"
     if r["tlast"] is not None:
         head += f"; last quantifiable day {num(r['tlast'])}"
     lo, hi = opts.auc_window
     if r["auc_window"] is not None:
-        head += (f"; AUC{num(lo)}-{num(hi)} {num(r['auc_window'], 3)}{unit}·day by {r['method']}, "
+        head += (f"; AUC{num(lo)}-{num(hi)} {num(r['auc_window'])}{unit}·day by {r['method']}, "
                  f"{r['auc_window_basis']}")
     else:
         head += f"; AUC{num(lo)}-{num(hi)} {r['auc_window_basis']}"

@@ -81,7 +81,8 @@ def _engine(module: str, name: str, option: str | None = None, **tables: str):
         fn = getattr(importlib.import_module(module), name)
         kwargs = {arg: inputs[table] for arg, table in tables.items()}
         if option is not None:
-            kwargs["options"] = o.endpoint_options() if option == "endpoints" else getattr(o, option)
+            kwargs["options"] = (o.endpoint_options() if option == "endpoints" else
+                                 o.best_response_options() if option == "best_response" else getattr(o, option))
         return fn(study, **kwargs)
 
     run.__name__ = name
@@ -96,14 +97,10 @@ def _step(outputs: str | tuple[str, ...], run, engine: str, **kw) -> Step:
 
 
 def _best_response(study, o, marrow_response, relapse):
-    from dataclasses import replace
-
-    from cartlab.response.best import BestResponseOptions, derive_best_response
+    from cartlab.response.best import derive_best_response
     from cartlab.response.marrow import ResponseOptions
 
-    opts = o.best_response or BestResponseOptions()
-    if o.response is not None and opts.response == ResponseOptions():  # the analysis's response options
-        opts = replace(opts, response=o.response)
+    opts = o.best_response_options()  # with the analysis's response options unless set apart
     # the relapse table was derived with the analysis's response options: reused when they are the same
     same = opts.response == (o.response or ResponseOptions())
     return derive_best_response(study, opts, assessments=marrow_response, relapses=relapse if same else None)
@@ -257,6 +254,12 @@ SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 
 def protocol_steps(protocol) -> tuple[Step, ...]:
+    from cartlab.criteria.status import register_rules
+
+    # the protocol is a table of rules: its rows' statuses fill the rule_status of its outputs (a
+    # protocol parsed from text, not through load_protocol, is registered here)
+    register_rules(protocol.rule_infos())
+
     def dose_plan(study, o):
         from cartlab.protocol import DOSE_PLAN_SCHEMA, planned_doses
 
@@ -282,7 +285,7 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
     def verdict(study, o, eligibility):
         from cartlab.protocol import eligibility_verdict
 
-        return eligibility_verdict(eligibility)
+        return eligibility_verdict(eligibility, trace=True)
 
     def deviations(study, o):
         from cartlab.protocol import derive_deviations

@@ -170,7 +170,11 @@ def dose_cmd(
     except (DosingError, ValueError) as exc:
         raise _usage(f"cannot dose: {exc}") from None
     if as_csv:
-        sys.stdout.write(_round_floats(plan).write_csv())
+        from cartlab.criteria import with_rule_status
+        from cartlab.grading.adam import to_csv_frame
+
+        # rule_status: the status of each row's rule in its table (the protocol file, renal_adjustment.yaml)
+        sys.stdout.write(to_csv_frame(_round_floats(with_rule_status(plan))).write_csv())
     else:
         crcl, egfr = size["crcl_ml_min"], size["egfr_ml_min_173"]
         if crcl is None and egfr is None and size["renal_note"] == size["egfr_note"]:

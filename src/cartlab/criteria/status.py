@@ -15,7 +15,7 @@ from cartlab._yaml import load_yaml
 STATUS_ORDER = ("unverified", "proxy", "partially_verified", "verified_secondary", "convention", "verified")
 #: statuses whose results are marked as not settled wherever they are shown
 UNSETTLED = frozenset({"unverified", "proxy", "partially_verified"})
-PACKAGES = ("cartlab.grading", "cartlab.response", "cartlab.protocol")
+PACKAGES = ("cartlab.grading", "cartlab.response", "cartlab.protocol", "cartlab.kinetics")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]+(?:[.:][A-Za-z0-9_\-]+)+")
 
 
@@ -52,15 +52,72 @@ def _tables() -> dict[str, dict]:
     return tables
 
 
+def _keyed_rules(data: dict, table: str, out: dict[str, list[RuleInfo]]) -> None:
+    """Rules written as a mapping ``rules: {<id>: {..., bands: [{id: <band>}, ...]}}`` (the renal
+    dose-adjustment table): each rule is ``<id>`` and each of its bands ``<id>.<band>``, the ids the
+    dosing engine writes (``fludarabine_label``, ``fludarabine_label.moderate``)."""
+    rules = data.get("rules")
+    if not isinstance(rules, dict):
+        return
+    t_status, t_cite = data.get("status"), data.get("citation")
+    for key, rule in rules.items():
+        if not isinstance(rule, dict):
+            continue
+        status = rule.get("status") if isinstance(rule.get("status"), str) else t_status
+        cite = rule.get("citation") if isinstance(rule.get("citation"), str) else t_cite
+        out.setdefault(str(key), []).append(RuleInfo(str(key), table, status, cite))
+        for band in rule.get("bands") or ():
+            if isinstance(band, dict) and isinstance(band.get("id"), str):
+                rid = f"{key}.{band['id']}"
+                b_status = band.get("status") if isinstance(band.get("status"), str) else status
+                out.setdefault(rid, []).append(RuleInfo(rid, table, b_status, band.get("citation") or cite))
+
+
 @lru_cache(maxsize=1)
 def rule_index() -> dict[str, RuleInfo]:
     """Every rule id that names exactly one row across the criteria tables (ids reused within or across
-    tables, such as CTCAE's per-term ``g1``, are reached through their table's prefix instead)."""
+    tables, such as CTCAE's per-term ``g1``, are reached through their table's prefix instead), and
+    the rules of the shipped protocols and of every protocol loaded since (:func:`register_rules`)."""
     found: dict[str, list[RuleInfo]] = {}
     for name, data in _tables().items():
         if isinstance(data, dict):
             _walk(data, name, data.get("status"), data.get("citation"), found)
-    return {k: v[0] for k, v in found.items() if len(v) == 1}
+            _keyed_rules(data, name, found)
+    out = {k: v[0] for k, v in found.items() if len(v) == 1}
+    out.update(_shipped_protocol_rules())
+    out.update(_registered)
+    return out
+
+
+#: rules of protocols loaded in this process (a protocol file is a table of rules too)
+_registered: dict[str, RuleInfo] = {}
+
+
+def register_rules(infos) -> None:
+    """Make ``infos`` (:class:`RuleInfo`, e.g. a loaded protocol's rules: ``<protocol>.eligibility.<id>``
+    ...) known to :func:`rules_in` / :func:`rule_status`; a later registration of the same id (a
+    protocol file edited and loaded again) replaces the earlier one."""
+    changed = False
+    for info in infos:
+        if _registered.get(info.id) != info:
+            _registered[info.id] = info
+            changed = True
+    if changed:
+        rule_index.cache_clear()
+        rule_status.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def _shipped_protocol_rules() -> dict[str, RuleInfo]:
+    """The rules of every protocol shipped in ``cartlab/protocol/protocols`` (by id, so that a table
+    written with a shipped protocol resolves in a process that has not loaded it)."""
+    from cartlab.protocol.schema import load_protocol, shipped_protocols
+
+    out: dict[str, RuleInfo] = {}
+    for pid in shipped_protocols():
+        for info in load_protocol(pid, register=False).rule_infos():
+            out[info.id] = info
+    return out
 
 
 def _table_info(table: str) -> RuleInfo | None:

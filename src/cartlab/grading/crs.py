@@ -35,7 +35,10 @@ from cartlab.provenance import EVIDENCE, evidence_ref
 KEY = ["subject_id", "day"]
 DOMAINS = ("fever", "hypotension", "hypoxia")
 #: feature of the criteria table -> the observation it comes from (``missing_inputs``)
-INPUTS = {"tmax_c": "TEMP"}
+INPUTS = {"tmax_c": "TEMP", "sbp_min_mmhg": "SYSBP"}
+#: intervention categories the ASTCT grade reads (besides the fever-waiver ones): an excluded row of
+#: one of these is named in the day's reason (option counted_indications)
+GRADED_CATEGORIES = ("oxygen", "vasopressor")
 
 Number = int | float
 
@@ -105,7 +108,8 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
 
     Columns: tmax_c, sbp_min_mmhg, sbp_cutoff, n_vasopressors, n_vasopressors_excl_vasopressin,
     vasopressors, vasopressors_unknown, o2_level, o2_devices, waiver_from_day, crs_death,
-    other_cause (+ reason), and evidence lists per input. Vasopressor drugs and fever attribution
+    other_cause (+ reason), not_counted (+ not_counted_refs: oxygen, vasopressor and fever-waiver rows
+    left out by ``counted_indications``), and evidence lists per input. Vasopressor drugs and fever attribution
     come from :func:`cartlab.grading.crs_features.crs_day_features` (shared with the older scales).
     """
     options = options or CrsOptions()
@@ -136,6 +140,26 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     iv = _counted(study.interventions, "indication", opts["counted_indications"]).with_columns(
         evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category"))
     days = expand_days(iv)
+    waiver_cats = list(opts["waiver_categories"]) + (["antipyretic"] if opts["antipyretics_waive_fever"] else [])
+    # rows of a category the grade reads that do not count because of their indication: named on each
+    # day they cover (missing is not negative: the reader sees the row and the option that dropped it)
+    dropped = (
+        study.interventions.filter(~counted("indication", opts["counted_indications"]))
+        .with_columns(evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category"))
+        .filter(pl.col("category").is_in(norm_values([*GRADED_CATEGORIES, *waiver_cats])))
+    )
+    detail = pl.coalesce(pl.col("o2_device"), pl.col("agent")).cast(pl.String)
+    dropped = (
+        expand_days(dropped)
+        .with_columns(pl.format(
+            "{}{} ({}) not counted: indication {} (option crs.counted_indications)", pl.col("category"),
+            pl.when(detail.is_not_null() & (norm_text(detail) != pl.col("category")))
+            .then(pl.concat_str(pl.lit(" "), detail)).otherwise(pl.lit("")),
+            pl.col("ref").fill_null("row not given"), pl.col("indication")).alias("_txt"))
+        .group_by("subject_id", "d")
+        .agg(pl.col("_txt").unique(maintain_order=True).str.join("; ").alias("not_counted"),
+             _ref_list().alias("not_counted_refs"))
+    )
     shared = crs_day_features(study, indications=opts["counted_indications"],
                               attribution=options.attribution()).rename({"day": "d"})
     vaso = shared.filter(pl.col("n_vasopressors").is_not_null()).select(
@@ -164,7 +188,6 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
             _ref_list().alias("o2_refs"),
         )
     )
-    waiver_cats = list(opts["waiver_categories"]) + (["antipyretic"] if opts["antipyretics_waive_fever"] else [])
     waiver = (
         iv.filter(pl.col("category").is_in(waiver_cats))
         .sort("start_day")
@@ -191,6 +214,7 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         out = out.join(f, on=["subject_id", "d"], how="left")
     out = (
         out.join(other, on=["subject_id", "d"], how="left")
+        .join(dropped, on=["subject_id", "d"], how="left")
         .join(waiver, on="subject_id", how="left")
         .join(_sbp_cutoff(study.subjects, opts, table), on="subject_id", how="left")
         .with_columns(
@@ -291,8 +315,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     f = derive_crs_features(study, options)
     domains = {d: decision(table, d, opts, otherwise_grade=0, schema=f.schema) for d in DOMAINS}
     lazy = domains["fever"].apply(f.lazy(), "fever", "grade", "rule", "grade_max", "missing", labels=INPUTS)
-    lazy = domains["hypotension"].apply(lazy, "hypotension", "grade", "rule")
+    # grade_max of the measured pass: what an unrecorded SBP could have made the domain (< cut-off: 2)
+    lazy = domains["hypotension"].apply(lazy, "hypotension", "grade", "rule", "grade_max", labels=INPUTS)
     f = domains["hypoxia"].apply(lazy, "hypoxia", "grade", "rule").collect()
+    f = f.rename({"hypotension_grade_max": "hypotension_grade_max_sbp"})
     # the grades unrecorded inputs could have made (same rules): an oxygen flow not recorded
     # (o2_level_max), vasopressor rows without an agent, each possibly another drug (..._max)
     upper = f.lazy().drop(cs.starts_with("hypotension_", "hypoxia_")).with_columns(
@@ -300,8 +326,12 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         pl.col("n_vasopressors_excl_vasopressin_max").alias("n_vasopressors_excl_vasopressin"))
     upper = domains["hypotension"].apply(upper, "hypotension", "grade", "rule")
     upper = domains["hypoxia"].apply(upper, "hypoxia", "grade", "rule").collect()
-    f = f.join(upper.select(*KEY, pl.col("hypotension_grade").alias("hypotension_grade_max"),
+    f = f.join(upper.select(*KEY, pl.col("hypotension_grade").alias("hypotension_grade_max_vaso"),
                             pl.col("hypoxia_grade").alias("hypoxia_grade_max")), on=KEY, how="left")
+    # missing is not negative: a day with no SYSBP row and no vasopressor could have been hypotensive
+    # (grade 2 without a vasopressor); it counts only where the SBP matters (fever, or the waiver)
+    f = f.with_columns(pl.max_horizontal("hypotension_grade_max_sbp", "hypotension_grade_max_vaso")
+                       .alias("hypotension_grade_max"))
     other_rule, other = _flag(table, "other_cause", opts)
     fever = pl.col("fever_grade") >= 1
     discounted = fever & other                      # a fever that does not count toward CRS
@@ -351,7 +381,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
             pl.when(fever_open).then(pl.col("fever_missing")).otherwise(no_list),
             *[pl.when(gain & (pl.col(upper_grade) > support)).then(pl.lit([name], dtype=pl.List(pl.String)))
               .otherwise(no_list)
-              for upper_grade, name in (("hypoxia_grade_max", "o2_flow_lpm"), ("hypotension_grade_max", "vasopressor agent"))],
+              for upper_grade, name in (("hypotension_grade_max_sbp", "SYSBP"), ("hypoxia_grade_max", "o2_flow_lpm"),
+                                        ("hypotension_grade_max_vaso", "vasopressor agent"))],
             pl.when(death_open).then(pl.lit(["death attribution"], dtype=pl.List(pl.String))).otherwise(no_list)))
         .otherwise(no_list).alias("missing_inputs"))
 
@@ -372,6 +403,7 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                 " ({} not in the vasopressor vocabulary: counted as its own drug)", unknown.list.join(", ")))
             .otherwise(pl.lit("")))),
         pl.when(pl.col("o2_level") > 0).then(pl.format("oxygen: {}", pl.col("o2_devices"))),
+        pl.col("not_counted"),
         pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(
             pl.format("fever not required since day {} ({})", pl.col("waiver_from_day"), pl.col("waiver_category"))
         ),
@@ -386,9 +418,12 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         "grade {}{}{}", pl.col("grade"),
         pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
             " (up to {} {})", pl.col("grade_max"), pl.concat_str([
-                pl.when(pl.col("missing_inputs").list.contains(name)).then(pl.lit(text)) for name, text in (
+                pl.when(pl.col("missing_inputs").list.contains(name)).then(
+                    text if isinstance(text, pl.Expr) else pl.lit(text)) for name, text in (
                     ("death attribution", "if the death, with no attribution recorded, was due to CRS"),
                     ("TEMP", "with a fever: no temperature recorded that day"),
+                    ("SYSBP", pl.format("if hypotensive (SBP < {} mmHg): no systolic blood pressure recorded that day",
+                                        pl.col("sbp_cutoff").round(0).cast(pl.Int64))),
                     ("o2_flow_lpm", "if the nasal cannula flow, not recorded, was above 6 L/min (high flow)"),
                     ("vasopressor agent", "if the vasopressor rows without an agent are different drugs"))],
                 separator="; ", ignore_nulls=True))).otherwise(pl.lit("")),
@@ -403,12 +438,14 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     evidence = pl.concat_list(
         pl.when(pl.col("tmax_ref").is_not_null()).then(pl.concat_list(pl.col("tmax_ref"))).otherwise(empty),
         pl.when(other).then(pl.col("other_cause_refs")).otherwise(empty),
-        pl.when(pl.col("sbp_min_mmhg") < pl.col("sbp_cutoff")).then(pl.concat_list(pl.col("sbp_ref"))).otherwise(empty),
+        # the day's lowest SBP: below the cut-off it is the hypotension; at or above it, it rules grade 2 out
+        pl.when(pl.col("sbp_ref").is_not_null()).then(pl.concat_list(pl.col("sbp_ref"))).otherwise(empty),
         pl.col("vaso_refs").fill_null(empty),
         pl.col("o2_refs").fill_null(empty),
         pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(pl.concat_list(pl.col("waiver_ref"))).otherwise(empty),
         pl.col("death_refs").fill_null(empty),
-    )
+        pl.col("not_counted_refs").fill_null(empty),
+    ).list.unique(maintain_order=True)
     f = f.with_columns(reason.alias("reason"), evidence.alias("evidence")).select(
         "subject_id", "day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence",
         "tmax_c", "fever", "sbp_min_mmhg", "sbp_cutoff", "n_vasopressors",

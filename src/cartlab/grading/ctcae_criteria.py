@@ -152,8 +152,43 @@ def precise_missing(reason: str, mask: int) -> str:
     return _EITHER_MISSING.sub(name, reason)
 
 
+#: what an option-gated rule assumes, said in its reason (entry:rule id -> words); the option and its
+#: value follow. A gated rule not listed here names only the option.
+ASSUMPTIONS = {
+    "hyponatremia:g3.symptomatic": "125-129 mmol/L graded 3 assuming symptoms",
+    "hyponatremia:g2.asymptomatic": "125-129 mmol/L graded 2 assuming no symptoms",
+    "hypokalemia:g2.symptomatic": "<LLN - 3.0 mmol/L graded 2 assuming symptoms",
+    "hypokalemia:g1.asymptomatic": "<LLN - 3.0 mmol/L graded 1 assuming no symptoms",
+    "hyperuricemia:g3.consequences": ">ULN graded 3 assuming physiologic consequences",
+    "hyperuricemia:g1.no_consequences": ">ULN graded 1 assuming no physiologic consequences",
+    "lipase_increased:g4.symptomatic": "graded assuming signs or symptoms",
+    "lipase_increased:g3.symptomatic": "graded assuming signs or symptoms",
+    "lipase_increased:g3.asymptomatic": "graded assuming no signs or symptoms",
+    "amylase_increased:g4.symptomatic": "graded assuming signs or symptoms",
+    "amylase_increased:g3.symptomatic": "graded assuming signs or symptoms",
+    "amylase_increased:g3.asymptomatic": "graded assuming no signs or symptoms",
+    "inr_increased:g3.xbase": "graded against baseline assuming anticoagulation",
+    "inr_increased:g2.xbase": "graded against baseline assuming anticoagulation",
+    "inr_increased:g1.xbase": "graded against baseline assuming anticoagulation",
+}
+
+
+def _option_value(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _assumption(rule: Rule) -> str:
+    """``"; <what it assumes> (option ctcae.<name>=<value>)"`` for a rule kept only under an option
+    (audit s27 item 8: the reason names the assumption that set the grade), else ``""``."""
+    if not rule.option:
+        return ""
+    opts = ", ".join(f"ctcae.{k}={_option_value(v)}" for k, v in rule.option.items())
+    what = ASSUMPTIONS.get(rule.id)
+    return f"; {what} (option {opts})" if what else f" (option {opts})"
+
+
 def _reason(rule: Rule, unit: str | None) -> str:
-    text = " and ".join(_words(c, unit) for c in rule.when)
+    text = " and ".join(_words(c, unit) for c in rule.when) + _assumption(rule)
     return f"not gradable: {text}" if rule.grade is None else f"grade {rule.grade}: {text}"
 
 

@@ -452,13 +452,17 @@ def _item_points(item: dict, opts: dict) -> tuple[pl.Expr, pl.Expr]:
         if row.get("boundary") == "undefined":
             worst = opts["undefined_boundary"] == "worst"
             op = _INCLUSIVE[op] if worst else op
-            at_cut.append((v == cut, f"; exactly {row['value']:g} {item['unit']}, a cut-off the source leaves "
-                                     f"undefined: scored {'worst' if worst else 'best'} (option undefined_boundary)"))
+            at_cut.append((v == cut, f"= {row['value']:g} {item['unit']}",
+                           f"; exactly {row['value']:g} {item['unit']}, a cut-off the source leaves "
+                           f"undefined: scored {'worst' if worst else 'best'} (option undefined_boundary)"))
         cond = _CMP[op](v, cut)
         points, text = points.when(cond).then(int(row["points"])), text.when(cond).then(pl.lit(row["text"]))
     text = text.otherwise(pl.lit(item["else"]["text"]))
     note = pl.lit("")
-    for hit, words in at_cut:
+    for hit, holds, words in at_cut:
+        # exactly at an undefined cut-off neither "< x" nor "> x" holds: show the comparison that does
+        # ("= 1200 /uL"), then how it was scored (audit s27 item 12c)
+        text = pl.when(hit).then(pl.lit(holds)).otherwise(text)
         note = pl.when(hit).then(pl.lit(words)).otherwise(note)
     return (points.otherwise(int(item["else"]["points"])).cast(pl.Int64),
             pl.concat_str(text, note).cast(pl.String))
@@ -595,6 +599,31 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
     return f
 
 
+def _unit_key(e: pl.Expr) -> pl.Expr:
+    """A unit for comparison: lower case, no spaces ("mg/dL" == "mg / dl")."""
+    return e.cast(pl.String).str.to_lowercase().str.replace_all(r"\s+", "")
+
+
+def _with_recorded_units(f: pl.DataFrame, study: Study, params: list[str]) -> pl.DataFrame:
+    """``f`` with ``_<param>_ounit`` / ``_<param>_oval``: the unit and value as recorded in the row
+    ``_<param>_ref`` cites (null when the study keeps no ``orig_unit`` or the row has none)."""
+    obs = study.observations
+    if not params:
+        return f
+    if "orig_unit" not in obs.columns:
+        return f.with_columns(*[pl.lit(None, dtype=pl.String).alias(f"_{p}_ounit") for p in params],
+                              *[pl.lit(None, dtype=pl.Float64).alias(f"_{p}_oval") for p in params])
+    val = pl.col("orig_value") if "orig_value" in obs.columns else pl.lit(None)
+    rec = (obs.filter(pl.col("param").is_in(params))
+           .select(_SID, evidence_ref().alias("_r"), pl.col("orig_unit").cast(pl.String).alias("_ou"),
+                   val.cast(pl.Float64, strict=False).alias("_ov"))
+           .filter(pl.col("_r").is_not_null()).unique([_SID, "_r"], keep="first"))
+    for p in params:
+        f = f.join(rec.rename({"_r": f"_{p}_ref", "_ou": f"_{p}_ounit", "_ov": f"_{p}_oval"}),
+                   on=[_SID, f"_{p}_ref"], how="left")
+    return f
+
+
 def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | None = None) -> pl.DataFrame:
     """EASIX, m-EASIX and s-EASIX per subject at one timepoint (or per day).
 
@@ -660,9 +689,21 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
                                      joined([(conv(p).is_null(), p) for p in need], ", "), pl.lit(")"))))
         done.append((ok, sc["id"]))
         ev.append(pl.when(ok).then(pl.concat_list([pl.col(f"_{p}_ref") for p in need])).otherwise(_NO_REFS))
-    notes = [(conv(p).is_not_null(), pl.concat_str(
-        pl.lit(f"{p} "), _fmt_expr(pl.col(f"_{p}")), pl.lit(f" {_canonical_unit(p)[0]} -> "), _fmt_expr(conv(p)),
-        pl.lit(f" {spec['unit']}"))) for p, spec in inputs.items() if _canonical_unit(p)[0] != spec["unit"]]
+    # "converted" only for an input whose row was recorded in another unit than the formula's (audit
+    # s27 item 12b: a CREAT row of 1.0 mg/dL is not "converted" although the canonical unit is umol/L);
+    # the note shows the row's value and unit as recorded (a row without a unit: the canonical one)
+    f = _with_recorded_units(f, study, [p for p, spec in inputs.items() if _canonical_unit(p)[0] != spec["unit"]])
+    notes = []
+    for p, spec in inputs.items():
+        if _canonical_unit(p)[0] == spec["unit"]:
+            continue
+        ounit, oval = pl.col(f"_{p}_ounit"), pl.col(f"_{p}_oval")
+        same = _unit_key(ounit) == _unit_key(pl.lit(spec["unit"]))
+        shown_val = pl.when(ounit.is_not_null() & oval.is_not_null()).then(_fmt_expr(oval)).otherwise(_fmt_expr(pl.col(f"_{p}")))
+        shown_unit = pl.coalesce(ounit, pl.lit(_canonical_unit(p)[0]))
+        notes.append((conv(p).is_not_null() & ~same.fill_null(False), pl.concat_str(
+            pl.lit(f"{p} "), shown_val, pl.lit(" "), shown_unit, pl.lit(" -> "), _fmt_expr(conv(p)),
+            pl.lit(f" {spec['unit']}"))))
     f = f.with_columns(joined(done, ", ").alias("_done"), joined(notes, "; ").alias("_notes"))
     f = f.with_columns(
         str_list([(conv(p).is_null(), p) for p in inputs]).alias("missing"),

@@ -205,11 +205,20 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                   pl.col("param"), pl.col("n_samples"), pl.lit(options.time_from),
                   pl.when(pl.col("zero_imputed")).then(pl.lit("; concentration 0 imputed at the infusion"))
                   .otherwise(pl.lit("")),
-                  pl.col("cmax").round_sig_figs(6), pl.col("tmax"), pl.col("tlast"), pl.lit(f"{lo:g}"),
-                  pl.lit(f"{hi:g}"), pl.col("auc_window").round_sig_figs(6), pl.lit(options.method),
+                  _num_text("cmax"), _num_text("tmax"), _num_text("tlast"), pl.lit(f"{lo:g}"),
+                  pl.lit(f"{hi:g}"), _num_text("auc_window"), pl.lit(options.method),
                   pl.col("auc_window_basis")).alias("reason"),
     )
     return out
+
+
+def _num_text(col: str) -> pl.Expr:
+    """A number as the reason shows it: at or above 1000 to 0.1 (1131816.002 -> "1131816",
+    1646461.507 -> "1646461.5", never 3-6 significant digits: checks compare AUC to 0.1%),
+    below it to 6 significant digits; no trailing ".0" (audit s27 item 10)."""
+    x = pl.col(col)
+    r = pl.when(x.abs() >= 1000).then(x.round(1)).otherwise(x.round_sig_figs(6))
+    return r.cast(pl.String).str.replace(r"\.0$", "")
 
 
 def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = None,

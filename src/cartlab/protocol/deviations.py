@@ -82,10 +82,14 @@ def subject_patient(study, protocol, subject_id: str):
     r = sub.row(0, named=True)
     obs = study.observations.filter(pl.col("subject_id") == subject_id)
     scr, unit, day, why = _screening_creatinine(obs, protocol)
+    creat_ref = None
+    if day is not None:  # the row the value came from (the last CREAT of that day in the window)
+        c = obs.filter((pl.col("param") == "CREAT") & (pl.col("day") == day) & (pl.col("value") == scr))
+        creat_ref = row_ref(c.row(-1, named=True)) if c.height else None
     sex = r.get("sex") if r.get("sex") in ("F", "M") else None
     return Patient(weight_kg=r.get("weight_kg"), height_cm=r.get("height_cm"), age_years=r.get("age_years"), sex=sex,
                    creatinine=scr, creatinine_unit=unit, subject_id=subject_id, creatinine_day=day,
-                   creatinine_note=why), None
+                   creatinine_note=why, subject_ref=row_ref(r), creatinine_ref=creat_ref), None
 
 
 def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.DataFrame | None, str | None]:

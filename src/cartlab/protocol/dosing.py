@@ -98,7 +98,10 @@ class Patient:
     doses that need the value are not evaluable (per-m2 doses need weight and height, per-kg doses
     weight, renal rules age, sex, creatinine and, for Cockcroft-Gault, weight); flat doses need
     nothing. ``creatinine_day`` is the study day the creatinine was measured on (from a study),
-    ``creatinine_note`` why there is none (e.g. none in the screening window)."""
+    ``creatinine_note`` why there is none (e.g. none in the screening window). ``subject_ref`` /
+    ``creatinine_ref``: the source rows of the subject's weight, height, age and sex and of the
+    creatinine (``subjects.csv:3``, ``observations.csv:41``; from a study), cited in the dose plan's
+    ``evidence``."""
 
     weight_kg: float | None
     height_cm: float | None
@@ -109,6 +112,8 @@ class Patient:
     subject_id: str | None = None
     creatinine_day: float | None = None
     creatinine_note: str | None = None
+    subject_ref: str | None = None
+    creatinine_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,9 @@ DOSE_PLAN_SCHEMA = {
     "rule": pl.String,
     "citation": pl.String,
     "source": pl.String,
+    # the source rows behind the dose: the subject's row (weight, height; age and sex for a renal
+    # rule) and the screening creatinine's row; empty for a flat dose or a patient not from a study
+    "evidence": pl.List(pl.String),
 }
 
 
@@ -399,6 +407,9 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
                     adj = "; ".join(x for x in (adj, f"capped at the protocol maximum {a.max_dose_mg:g} mg") if x)
                     basis += f", capped at {a.max_dose_mg:g} mg"
                     dose = a.max_dose_mg
+        uses_size = a.unit in ("mg/m2", "mg/kg") or renal.rule != ""
+        evidence = [x for x in ((patient.subject_ref if uses_size else None),
+                                (patient.creatinine_ref if renal.rule else None)) if x]
         for d in a.days:
             rows.append({
                 "day": d, "agent": a.agent, "kind": "lymphodepletion", "dose": dose, "unit": "mg",
@@ -406,6 +417,7 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
                 "basis": basis, "protocol_dose": a.dose, "protocol_unit": a.unit, "adjustment": adj or None,
                 "factor": factor, "route": a.route, "rule": renal.rule or f"{protocol.id}.lymphodepletion.{a.agent}",
                 "citation": "; ".join(x for x in (a.citation, renal.citation) if x), "source": a.source,
+                "evidence": evidence,
             })
     rows += _car_rows(protocol, patient, options)
     if rows and all(r["status"] == "not_evaluable" for r in rows):
@@ -435,8 +447,11 @@ def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str
     band = _car_band(protocol, w)
     _check_car_options(protocol, band, options)
     n = len(car.infusions)
+    # the weight (per-kg dose, or the band chosen by weight) comes from the subject's row
+    by_weight = any(b.unit == "cells/kg" or b.above_kg is not None or b.up_to_kg is not None for b in car.bands)
     common = {"agent": car.agent, "kind": "car_t", "unit": "cells", "route": "IV", "rule": f"{protocol.id}.car_t",
-              "source": car.source}
+              "source": car.source,
+              "evidence": [patient.subject_ref] if by_weight and patient.subject_ref and w is not None else []}
     if band is None or (band.unit == "cells/kg" and w is None):
         return _car_rows_without_weight(car, band, options, common)
     per = band.unit

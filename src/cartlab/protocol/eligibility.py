@@ -28,7 +28,7 @@ from cartlab._deprecated import renamed
 from cartlab.criteria import Compiler, Range
 from cartlab.criteria.model import AnyOf, Column, Leaf
 from cartlab.protocol.dosing import round_sig
-from cartlab.provenance import EVIDENCE, row_ref
+from cartlab.provenance import EVIDENCE, row_ref, unique_refs
 
 __all__ = ["ELIGIBILITY_SCHEMA", "eligibility_verdict", "derive_eligibility"]
 
@@ -330,20 +330,32 @@ def derive_eligibility(study, protocol, subject_id: str | None = None) -> pl.Dat
     return pl.DataFrame(rows, schema=ELIGIBILITY_SCHEMA, orient="row") if rows else pl.DataFrame(schema=ELIGIBILITY_SCHEMA)
 
 
-def eligibility_verdict(screen: pl.DataFrame) -> pl.DataFrame:
+def eligibility_verdict(screen: pl.DataFrame, trace: bool = False) -> pl.DataFrame:
     """Per subject: ``eligible`` (every criterion passes), ``not eligible`` (any fails, listed) or
-    ``undetermined`` (none fails, some unknown, listed)."""
+    ``undetermined`` (none fails, some unknown, listed).
+
+    ``trace``: also ``rule`` (the rules of the criteria that decide the verdict: the failed ones for
+    "not eligible", the unknown ones for "undetermined", every one for "eligible"; '; '-separated,
+    so ``rule_status`` is the least verified of them) and ``evidence`` (those criteria's source rows).
+    """
     rows = []
     for sid, g in screen.group_by("subject_id", maintain_order=True):
         failed = g.filter(pl.col("status") == "fail")["criterion_id"].to_list()
         unknown = g.filter(pl.col("status") == "unknown")["criterion_id"].to_list()
         verdict = "not eligible" if failed else ("undetermined" if unknown else "eligible")
-        rows.append({"subject_id": sid[0], "verdict": verdict, "n_pass": int((g["status"] == "pass").sum()),
-                     "n_fail": len(failed), "n_unknown": len(unknown),
-                     "failed": ", ".join(failed), "unknown": ", ".join(unknown)})
-    return pl.DataFrame(rows, schema={"subject_id": pl.String, "verdict": pl.String, "n_pass": pl.Int64,
-                                      "n_fail": pl.Int64, "n_unknown": pl.Int64, "failed": pl.String,
-                                      "unknown": pl.String})
+        row = {"subject_id": sid[0], "verdict": verdict, "n_pass": int((g["status"] == "pass").sum()),
+               "n_fail": len(failed), "n_unknown": len(unknown),
+               "failed": ", ".join(failed), "unknown": ", ".join(unknown)}
+        if trace:
+            deciding = g.filter(pl.col("status") == {"not eligible": "fail", "undetermined": "unknown"}.get(verdict, "pass"))
+            row["rule"] = "; ".join(dict.fromkeys(r for r in deciding["rule"].to_list() if r)) or None
+            row["evidence"] = unique_refs(e for refs in deciding["evidence"].to_list() for e in (refs or ()))
+        rows.append(row)
+    schema = {"subject_id": pl.String, "verdict": pl.String, "n_pass": pl.Int64, "n_fail": pl.Int64,
+              "n_unknown": pl.Int64, "failed": pl.String, "unknown": pl.String}
+    if trace:
+        schema |= {"rule": pl.String, "evidence": EVIDENCE}
+    return pl.DataFrame(rows, schema=schema)
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning

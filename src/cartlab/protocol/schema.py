@@ -18,6 +18,13 @@ Conventions
   infusions with the fraction of the total each one carries.
 * Every number carries a ``citation``; ``source`` says whether it is stated (``published``,
   ``label``) or ``reconstructed``.
+* A protocol is a table of rules (``<id>.eligibility.<criterion>``, ``<id>.lymphodepletion.<agent>``,
+  ``<id>.car_t``, ``<id>.monitoring.<schedule>``, ``<id>.dosing``, ``<id>.lymphodepletion``), each
+  with a verification ``status`` (the criteria tables' vocabulary): the item's own ``status``, else
+  ``convention`` for a ``reconstructed`` item (cartlab's choice where the source is silent), else
+  the protocol's ``status``, else ``unverified``. :meth:`Protocol.rule_infos` lists them;
+  :func:`load_protocol` registers them with :mod:`cartlab.criteria.status`, so the ``rule_status``
+  of the protocol's outputs comes from the protocol file.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cartlab._yaml import load_yaml
-from cartlab.criteria.model import SchemaError
+from cartlab.criteria.model import SchemaError, Status
 
 __all__ = [
     "SCHEMA",
@@ -102,6 +109,7 @@ class Criterion(_Strict):
     window: Optional[tuple[float, float]] = None
     any_of: Optional[list["Criterion"]] = None
     citation: str = ""
+    status: Optional[Status] = None
     note: Optional[str] = None
 
     @model_validator(mode="after")
@@ -163,6 +171,7 @@ class DosingRules(_Strict):
     #: None = each renal rule's own measure (Cockcroft-Gault CrCl for the fludarabine labels)
     renal_function: Optional[Literal["crcl_cockcroft_gault", "egfr_ckd_epi_2021"]] = None
     citation: str = ""
+    status: Optional[Status] = None
 
 
 class LymphodepletionAgent(_Strict):
@@ -177,6 +186,7 @@ class LymphodepletionAgent(_Strict):
     renal_adjustment: Optional[str] = None
     citation: str = Field(min_length=1)
     source: Literal["published", "label", "registry", "reconstructed"] = "published"
+    status: Optional[Status] = None
     note: Optional[str] = None
 
     @field_validator("days")
@@ -241,6 +251,7 @@ class CarTDose(_Strict):
     infusions: list[Infusion] = Field(min_length=1)
     citation: str = Field(min_length=1)
     source: Literal["published", "label", "registry", "reconstructed"] = "published"
+    status: Optional[Status] = None
     note: Optional[str] = None
 
     @model_validator(mode="after")
@@ -283,6 +294,7 @@ class Monitoring(_Strict):
     tolerance_days: float = Field(default=0, ge=0)
     citation: str = Field(min_length=1)
     source: Literal["published", "label", "registry", "reconstructed"] = "published"
+    status: Optional[Status] = None
 
     @model_validator(mode="after")
     def _check(self) -> "Monitoring":
@@ -346,6 +358,9 @@ class Protocol(_Strict):
     version: str
     citation: str = Field(min_length=1)
     source: Literal["published", "label", "registry", "reconstructed"]
+    #: how the protocol's stated items were checked (the criteria tables' vocabulary); items may
+    #: carry their own; None = unverified (``convention`` for reconstructed items)
+    status: Optional[Status] = None
     note: Optional[str] = None
     population: Population = Population()
     screening_window: tuple[float, float] = (-42.0, -1.0)
@@ -381,6 +396,36 @@ class Protocol(_Strict):
                 raise ValueError(f"lymphodepletion {a.agent}: unknown renal_adjustment "
                                  f"{a.renal_adjustment!r}; known: {', '.join(sorted(known))}")
         return self
+
+    # rules ------------------------------------------------------------------------------------
+    def status_of(self, item: Any = None) -> str:
+        """The verification status of an item of the protocol (see the module docstring)."""
+        own = getattr(item, "status", None) if item is not None else None
+        if own is not None:
+            return own
+        if getattr(item, "source", None) == "reconstructed":
+            return "convention"
+        if self.status is not None:
+            return self.status
+        return "convention" if self.source == "reconstructed" else "unverified"
+
+    def rule_infos(self) -> list:
+        """Every rule id the protocol's outputs write (dose plan, eligibility, deviations), with its
+        table (``protocol:<id>``), status and citation (:class:`cartlab.criteria.RuleInfo`)."""
+        from cartlab.criteria.status import RuleInfo
+
+        table, pid = f"protocol:{self.id}", self.id
+
+        def info(rid: str, item: Any, citation: str | None) -> RuleInfo:
+            return RuleInfo(f"{pid}.{rid}", table, self.status_of(item), citation or self.citation)
+
+        out = [info(f"eligibility.{c.id}", c, c.citation) for c in self.eligibility]
+        out += [info(f"lymphodepletion.{a.agent}", a, a.citation) for a in self.lymphodepletion]
+        out.append(info("lymphodepletion", None, self.citation))  # an agent the protocol does not list
+        out.append(info("car_t", self.car_t, self.car_t.citation))
+        out += [info(f"monitoring.{m.id}", m, m.citation) for m in self.monitoring]
+        out.append(info("dosing", self.dosing, self.dosing.citation))
+        return out
 
     # convenience views ------------------------------------------------------------------------
     @property
@@ -494,8 +539,19 @@ def shipped_protocols() -> dict[str, str]:
     return out
 
 
-def load_protocol(id_or_path: str | Path) -> Protocol:
-    """A protocol by shipped id (``nct04762485``) or by YAML file path."""
+def load_protocol(id_or_path: str | Path, register: bool = True) -> Protocol:
+    """A protocol by shipped id (``nct04762485``) or by YAML file path. Its rules are registered with
+    :func:`cartlab.criteria.status.register_rules` (``register=False``: not), so that the status of
+    ``<id>.eligibility.<criterion>`` ... is the one of this file."""
+    p = _load_protocol(id_or_path)
+    if register:
+        from cartlab.criteria.status import register_rules
+
+        register_rules(p.rule_infos())
+    return p
+
+
+def _load_protocol(id_or_path: str | Path) -> Protocol:
     text_id = str(id_or_path)
     path = Path(text_id)
     if path.suffix.lower() in (".yaml", ".yml") or path.exists():

@@ -25,6 +25,7 @@ def _of(analysis, name: str, subject_id: str) -> pl.DataFrame | None:
 #: a grading engine's ``missing_inputs`` name -> the words the page uses ("range: missing temperature")
 MISSING_WORDS = {
     "TEMP": "temperature",
+    "SYSBP": "systolic blood pressure",
     "ICE/CAPD": "ICE/CAPD score",
     "o2_flow_lpm": "oxygen flow",
     "vasopressor agent": "vasopressor agent",
