@@ -62,3 +62,31 @@ def test_a_score_out_of_range_reads_plainly(tmp_path):
     write(f, "observations.csv", "subject_id,day,param,value,unit\nA,1,ICE,11,\n")
     (_f, _c, _r, msg), = _errors(f)
     assert msg == "ICE value 11 is outside its range [0, 10]"
+
+
+def test_crs_reason_never_rounds_a_temperature_across_the_fever_cut_off(tmp_path):
+    """Spec: fever = "the day's maximum temperature >= 38.0 C". 37.99 is no fever (grade 0), so the
+    reason must not print it as 38.0; 38.44 (fever) prints with one decimal as before."""
+    from cartlab.grading.crs import derive_crs_daily
+
+    f = tmp_path / "t"
+    write(f, "subjects.csv", "subject_id\nA")
+    write(f, "observations.csv", "subject_id,day,param,value,unit\nA,1,TEMP,37.99,C\nA,1,SYSBP,110,mmHg\n"
+                                 "A,2,TEMP,38.44,C\nA,2,SYSBP,110,mmHg\n")
+    write(f, "interventions.csv", "subject_id,start_day,category\n")
+    write(f, "events.csv", "subject_id,day,event\n")
+    r = {d: why for d, why in derive_crs_daily(read_study(f)).select("day", "reason").iter_rows()}
+    assert r[1].startswith("Tmax 37.99 C; SBP min 110 mmHg -> grade 0")
+    assert r[2].startswith("Tmax 38.4 C (fever)")
+
+
+def test_a_study_without_subjects_analyses_without_a_skip(tmp_path):
+    """A header-only subjects.csv: every engine gives its empty table; nothing is 'skipped' with an
+    internal column error (the ADAE-like ICAHT episodes raised ColumnNotFoundError)."""
+    from cartlab.analyze import Analysis
+
+    f = tmp_path / "z"
+    write(f, "subjects.csv", "subject_id,sex\n")
+    a = Analysis(read_study(f))
+    a.tables()
+    assert a.skipped == []

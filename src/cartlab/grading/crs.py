@@ -390,7 +390,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     reason_bits = [
         pl.when(pl.col("tmax_c").is_not_null()).then(
-            pl.format("Tmax {} C{}", pl.col("tmax_c").round(1), pl.when(fever).then(pl.lit(" (fever)")).otherwise(pl.lit("")))
+            # one decimal, unless rounding would cross the fever cut-off (37.99 is not "38.0": 2 decimals)
+            pl.format("Tmax {} C{}", pl.when(fever == (pl.col("tmax_c").round(1) >= opts["fever_threshold_c"]))
+                      .then(pl.col("tmax_c").round(1)).otherwise(pl.col("tmax_c").round(3)),
+                      pl.when(fever).then(pl.lit(" (fever)")).otherwise(pl.lit("")))
         ),
         pl.when(other).then(pl.format("attributed to another cause: {}", pl.col("other_cause_reason"))),
         pl.when(pl.col("sbp_min_mmhg").is_not_null()).then(

@@ -280,6 +280,8 @@ def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
               "AENDY": pl.Int64, "ADURN": pl.Int64, "ATOXGR": pl.Int64, "ATOXGRS": pl.String,
               "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
     scale = "EHA/EBMT 2023 ICAHT"
+    if f.height == 0:  # a study without subjects: no episode (the graded frame carries no feature columns)
+        return pl.DataFrame(schema=schema)
     early = f.filter(pl.col("icaht_early_grade") >= 1).select(
         "subject_id", pl.lit(1, dtype=pl.Int64).alias("episode"),
         pl.lit("Immune effector cell-associated hematotoxicity, early (days 0-30)").alias("AETERM"),
