@@ -127,7 +127,8 @@ def test_adam_over_an_earlier_adam_export_leaves_no_file_of_another_format(small
 
 
 def test_a_failure_while_writing_leaves_the_earlier_export_as_it_was(studies, tmp_path, monkeypatch):
-    from cartlab.io import adam, study_folder
+    from cartlab.io import adam
+    from cartlab.io import study_writer as study_folder  # the writer (split out of study_folder, s27)
 
     out = tmp_path / "exp"
     write_study(read_study(studies["seed"]), out)
@@ -385,7 +386,8 @@ def test_a_table_given_empty_is_exported_empty(tmp_path):
     import shutil
 
     from cartlab.datasets import seed_case_path
-    from cartlab.io.study_folder import read_study, write_study
+    from cartlab.io.study_folder import read_study
+    from cartlab.io.study_writer import write_study
 
     src = tmp_path / "src"
     shutil.copytree(seed_case_path(), src)

@@ -279,7 +279,7 @@ def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, for
     if formats:
         from cartlab.io.adam import is_adam_file as owned
     else:
-        from cartlab.io.study_folder import is_study_file as owned
+        from cartlab.io.study_writer import is_study_file as owned
     kind = "ADaM" if formats else "study folder"
     reading = False
     try:
@@ -293,7 +293,7 @@ def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, for
                 result, analysis = _write_adam(data, t.staging, formats, strict)
                 t.meta.update(not_written=result["not_written"], notes=result["notes"])
             else:
-                from cartlab.io.study_folder import write_study_tables
+                from cartlab.io.study_writer import write_study_tables
 
                 write_study_tables(data, t.staging, fmt=fmt or "csv")
     except OSError as exc:

@@ -2,7 +2,8 @@
 
 from cartlab.io.dictionary import Param, load_dictionary
 from cartlab.io.errors import Issue, StudyValidationError
-from cartlab.io.study_folder import read_study, validate_study, write_study
+from cartlab.io.study_folder import read_study, validate_study
+from cartlab.io.study_writer import write_study
 
 __all__ = [
     "Issue",

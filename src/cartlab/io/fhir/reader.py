@@ -26,7 +26,8 @@ from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import StudyValidationError
 from cartlab.io.fhir._common import parse_fhir_time, read_row_extension
 from cartlab.io.fhir.mapping import CS_CATEGORY, CS_EVENT, EXT_ANCHOR, UCUM, FhirMapping, load_mapping
-from cartlab.io.study_folder import read_study, write_study
+from cartlab.io.study_folder import read_study
+from cartlab.io.study_writer import write_study
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import TABLES, Study, conform
 from cartlab.units import UnitError, parse_unit
