@@ -8,8 +8,10 @@ the criteria/options used, and a frame with one row per day or observation (``da
 
 ``crs`` and ``icans`` (ASTCT 2019), ``crs-scales`` (Lee 2014, Penn, CARTOX, MSKCC side by side),
 ``ctcae`` (CTCAE v5 lab grades), ``icaht`` (EHA/EBMT 2023, with the daily ANC series) and
-``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions) and
-``kinetics`` (the CAR profile behind Cmax, Tmax, AUC0-28 and Tlast).
+``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions),
+``kinetics`` (the CAR profile behind Cmax, Tmax, AUC0-28 and Tlast), ``hematotox`` (CAR-HEMATOTOX items
+and score), ``easix`` (each time point), ``t-icaht`` (platelet windows) and ``recovery`` (neutrophil and
+platelet recovery).
 """
 
 from __future__ import annotations
@@ -304,10 +306,103 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
     return Explanation("kinetics", head, crit, days)
 
 
+def _row_frame(rows: list[dict]) -> pl.DataFrame:
+    """Explanation rows (day, grade, rule, reason, evidence) from dicts; evidence lists of text."""
+    def refs(v) -> list[str]:
+        if v is None:
+            return []
+        return [str(x) for x in v] if isinstance(v, (list, tuple, pl.Series)) else [x for x in str(v).split("; ") if x]
+
+    return pl.DataFrame([{"day": None if r.get("day") is None else float(r["day"]), "grade": r.get("grade"),
+                          "rule": r.get("rule"), "reason": r.get("reason"), "evidence": refs(r.get("evidence")),
+                          "shown": True} for r in rows],
+                        schema={"day": pl.Float64, "grade": pl.Int64, "rule": pl.String, "reason": pl.String,
+                                "evidence": pl.List(pl.String), "shown": pl.Boolean})
+
+
+def _one(a: Analysis, name: str, sid: str) -> dict | None:
+    rows = _rows(a, name, sid) if a.has(name) else None
+    return None if rows is None or rows.height == 0 else rows.row(0, named=True)
+
+
+def _hematotox(a: Analysis, sid: str) -> Explanation:
+    """CAR-HEMATOTOX (Rejeski 2021): the score, its risk group and each item's baseline value."""
+    r = _one(a, "car_hematotox", sid)
+    if r is None:
+        return Explanation("hematotox", "CAR-HEMATOTOX not derived for this subject", "Rejeski K et al., Blood 2021",
+                           _row_frame([]))
+    lo, hi = r["hematotox_score_min"], r["hematotox_score_max"]
+    score = f"{r['hematotox_score']}" if lo == hi else f"{lo}-{hi} (an item missing: {r['hematotox_missing']})"
+    head = f"CAR-HEMATOTOX score {score}, risk {r['hematotox_risk'] or 'undetermined'}. {r['reason']}"
+    items = [{"day": r[f"{k}_day"] if r[f"{k}_day"] is not None else r["baseline_day"], "grade": r[f"{k}_points"],
+              "rule": f"car_hematotox.item.{k}",
+              "reason": f"{k}: {'not measured before the baseline day' if r[f'{k}_value'] is None else r[f'{k}_value']}"
+                        f" -> {'?' if r[f'{k}_points'] is None else r[f'{k}_points']} point(s)"}
+             for k in ("plat", "neut", "hgb", "crp", "ferritin") if f"{k}_points" in r]
+    for it in items:
+        if it["day"] is None:
+            it["day"] = 0.0
+    items.append({"day": r["baseline_day"] if r["baseline_day"] is not None else 0.0, "grade": r["hematotox_score"],
+                  "rule": r["rule"], "reason": f"score {score} = the sum of the item points; risk "
+                  f"{r['hematotox_risk'] or 'undetermined'}", "evidence": r["evidence"]})
+    frame = _row_frame(items)
+    return Explanation("hematotox", head, "Rejeski K et al., Blood 2021;138:2499 (criteria/car_hematotox_2021.yaml); "
+                       f"baseline: {r['baseline_rule']}", frame, rules=tuple(x for x in [r["rule"]] if x))
+
+
+def _easix(a: Analysis, sid: str) -> Explanation:
+    """EASIX (LDH x creatinine / platelets) at each time point, with m-EASIX and s-EASIX."""
+    rows = _rows(a, "easix", sid) if a.has("easix") else pl.DataFrame()
+    items = [{"day": r["day"] if r["day"] is not None else 0.0, "grade": None, "rule": r["rule"],
+              "reason": f"{r['timepoint']}: {r['reason']}", "evidence": r["evidence"]}
+             for r in rows.iter_rows(named=True)]
+    vals = ", ".join(f"{r['timepoint']} {r['easix']:.4g}" if r["easix"] is not None else f"{r['timepoint']} not computable"
+                     for r in rows.iter_rows(named=True))
+    head = f"EASIX {vals}" if vals else "EASIX not derived for this subject"
+    return Explanation("easix", head, "Luft T et al. 2017; criteria/easix.yaml", _row_frame(items),
+                       rules=tuple({x for r in items for x in [r["rule"]] if x}))
+
+
+def _t_icaht(a: Analysis, sid: str) -> Explanation:
+    """T-ICAHT (platelets): the early and late window grades with their reasons."""
+    r = _one(a, "t_icaht", sid)
+    if r is None:
+        return Explanation("t-icaht", "T-ICAHT not derived for this subject", "criteria/t_icaht_2025.yaml",
+                           _row_frame([]))
+    e, late = r["t_icaht_early_grade"], r["t_icaht_late_grade"]
+    head = (f"early T-ICAHT grade {'not evaluable' if e is None else e}"
+            + ("" if r.get("t_icaht_early_grade_max") in (None, e) else f" (could be up to {r['t_icaht_early_grade_max']})")
+            + f", late T-ICAHT grade {'not evaluable' if late is None else late}")
+    items = [{"day": r["early_window_end"] or 30.0, "grade": e, "rule": r["early_rule"],
+              "reason": f"early window: {r['early_reason']}", "evidence": r["early_evidence"]},
+             {"day": r["late_window_start"] or 31.0, "grade": late, "rule": r["late_rule"],
+              "reason": f"late window: {r['late_reason']}", "evidence": r["late_evidence"]}]
+    return Explanation("t-icaht", head, "criteria/t_icaht_2025.yaml", _row_frame(items),
+                       rules=tuple(x for x in (r["early_rule"], r["late_rule"]) if x))
+
+
+def _recovery(a: Analysis, sid: str) -> Explanation:
+    """Neutrophil and platelet count recovery (day, or not reached with the censoring day)."""
+    r = _one(a, "count_recovery", sid)
+    if r is None:
+        return Explanation("recovery", "count recovery not derived for this subject", "criteria/count_recovery.yaml",
+                           _row_frame([]))
+    items, bits = [], []
+    for k, label in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
+        day, status = r[f"{k}_recovery_day"], r[f"{k}_recovery_status"]
+        bits.append(f"{label} {(status or 'not evaluable').replace('_', ' ')}" + (f" on day {day:g}" if day is not None else ""))
+        items.append({"day": day if day is not None else (r[f"{k}_recovery_censor_day"] or 0.0), "grade": None,
+                      "rule": r[f"{k}_recovery_rule"], "reason": f"{label}: {r[f'{k}_recovery_reason']}",
+                      "evidence": r[f"{k}_recovery_evidence"]})
+    return Explanation("recovery", "count recovery: " + "; ".join(bits), "criteria/count_recovery.yaml",
+                       _row_frame(items), rules=tuple(x["rule"] for x in items if x["rule"]))
+
+
 EXPLAINERS: dict[str, Callable[[Analysis, str], Explanation]] = {
     "kinetics": _kinetics,
     "response": _response,
     "crs": _crs, "icans": _icans, "crs-scales": _crs_scales, "ctcae": _ctcae, "icaht": _icaht,
+    "hematotox": _hematotox, "easix": _easix, "t-icaht": _t_icaht, "recovery": _recovery,
 }
 
 

@@ -205,7 +205,7 @@ def report_cmd(
 @app.command("explain")
 def explain_cmd(
     subject: Annotated[str, typer.Argument(help="Subject id.")],
-    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, response, kinetics.")] = "crs",
+    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, t-icaht, hematotox, easix, recovery, response, kinetics.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,
@@ -222,7 +222,7 @@ def explain_cmd(
 
     from cartlab.explain import EXPLAINERS, explain
 
-    GRADED = ("crs", "icans", "crs-scales", "ctcae", "icaht")  # explainers whose days carry a grade
+    GRADED = ("crs", "icans", "crs-scales", "ctcae", "icaht", "t-icaht")  # explainers whose days carry a grade
 
     if what not in EXPLAINERS:
         raise _usage(f"cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}")
