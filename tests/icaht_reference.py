@@ -233,8 +233,8 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
         pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
     )
     f = f.with_columns(
-        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
-                      pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
+        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("icaht.early.not_evaluable"),
+                      pl.lit("; late: "), pl.col("late_rule").fill_null("icaht.late.not_evaluable")).alias("rule"),
         pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )
@@ -429,8 +429,8 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
         pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
     )
     f = f.with_columns(
-        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
-                      pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
+        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("t_icaht.early.not_evaluable"),
+                      pl.lit("; late: "), pl.col("late_rule").fill_null("t_icaht.late.not_evaluable")).alias("rule"),
         pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )

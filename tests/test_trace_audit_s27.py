@@ -230,9 +230,8 @@ def test_a_protocol_parsed_from_text_is_a_rule_table_too(status, eligibility, ca
 # ---------------------------------------------------------------------------------------------
 # finding 3: every rule id written resolves to a criteria row with a status
 
-#: rule cells that name no rule id (ICAHT/T-ICAHT with neither window evaluable): written by
-#: grading/hematotox.py, outside this change (see the s27 report)
-NO_RULE_ID = {"early: not evaluable; late: not evaluable"}
+#: rule cells that name no rule id (none since the ICAHT/T-ICAHT not-evaluable windows got their ids)
+NO_RULE_ID: set[str] = set()
 _ID = re.compile(r"[A-Za-z0-9_\-]+(?:[.:][A-Za-z0-9_\-]+)+|[A-Za-z_]+_[A-Za-z_]+")
 
 

@@ -241,8 +241,8 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                       .otherwise(pl.lit(""))).alias("early_reason"),
         _late_reason(opts, levels, texts, sym).alias("late_reason"))
     f = f.with_columns(
-        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
-                      pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
+        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("icaht.early.not_evaluable"),
+                      pl.lit("; late: "), pl.col("late_rule").fill_null("icaht.late.not_evaluable")).alias("rule"),
         pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )

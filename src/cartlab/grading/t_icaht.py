@@ -262,8 +262,8 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                       .otherwise(pl.lit(""))).alias("early_reason"),
         _late_reason(opts, levels, l_lv, n_lv, texts).alias("late_reason"))
     f = f.with_columns(
-        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("not evaluable"),
-                      pl.lit("; late: "), pl.col("late_rule").fill_null("not evaluable")).alias("rule"),
+        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("t_icaht.early.not_evaluable"),
+                      pl.lit("; late: "), pl.col("late_rule").fill_null("t_icaht.late.not_evaluable")).alias("rule"),
         pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )
