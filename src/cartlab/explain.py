@@ -325,24 +325,28 @@ def _one(a: Analysis, name: str, sid: str) -> dict | None:
     return None if rows is None or rows.height == 0 else rows.row(0, named=True)
 
 
+def _not_derived(what: str, label: str, criteria: str) -> Explanation:
+    return Explanation(what, f"{label} not derived for this subject", criteria, _row_frame([]))
+
+
+def _or(v, default: float) -> float:
+    return default if v is None else v
+
+
 def _hematotox(a: Analysis, sid: str) -> Explanation:
     """CAR-HEMATOTOX (Rejeski 2021): the score, its risk group and each item's baseline value."""
     r = _one(a, "car_hematotox", sid)
     if r is None:
-        return Explanation("hematotox", "CAR-HEMATOTOX not derived for this subject", "Rejeski K et al., Blood 2021",
-                           _row_frame([]))
+        return _not_derived("hematotox", "CAR-HEMATOTOX", "Rejeski K et al., Blood 2021")
     lo, hi = r["hematotox_score_min"], r["hematotox_score_max"]
     score = f"{r['hematotox_score']}" if lo == hi else f"{lo}-{hi} (an item missing: {r['hematotox_missing']})"
     head = f"CAR-HEMATOTOX score {score}, risk {r['hematotox_risk'] or 'undetermined'}. {r['reason']}"
-    items = [{"day": r[f"{k}_day"] if r[f"{k}_day"] is not None else r["baseline_day"], "grade": r[f"{k}_points"],
+    items = [{"day": _or(_or(r[f"{k}_day"], r["baseline_day"]), 0.0), "grade": r[f"{k}_points"],
               "rule": f"car_hematotox.item.{k}",
               "reason": f"{k}: {'not measured before the baseline day' if r[f'{k}_value'] is None else r[f'{k}_value']}"
                         f" -> {'?' if r[f'{k}_points'] is None else r[f'{k}_points']} point(s)"}
              for k in ("plat", "neut", "hgb", "crp", "ferritin") if f"{k}_points" in r]
-    for it in items:
-        if it["day"] is None:
-            it["day"] = 0.0
-    items.append({"day": r["baseline_day"] if r["baseline_day"] is not None else 0.0, "grade": r["hematotox_score"],
+    items.append({"day": _or(r["baseline_day"], 0.0), "grade": r["hematotox_score"],
                   "rule": r["rule"], "reason": f"score {score} = the sum of the item points; risk "
                   f"{r['hematotox_risk'] or 'undetermined'}", "evidence": r["evidence"]})
     frame = _row_frame(items)
@@ -353,7 +357,7 @@ def _hematotox(a: Analysis, sid: str) -> Explanation:
 def _easix(a: Analysis, sid: str) -> Explanation:
     """EASIX (LDH x creatinine / platelets) at each time point, with m-EASIX and s-EASIX."""
     rows = _rows(a, "easix", sid) if a.has("easix") else pl.DataFrame()
-    items = [{"day": r["day"] if r["day"] is not None else 0.0, "grade": None, "rule": r["rule"],
+    items = [{"day": _or(r["day"], 0.0), "grade": None, "rule": r["rule"],
               "reason": f"{r['timepoint']}: {r['reason']}", "evidence": r["evidence"]}
              for r in rows.iter_rows(named=True)]
     vals = ", ".join(f"{r['timepoint']} {r['easix']:.4g}" if r["easix"] is not None else f"{r['timepoint']} not computable"
@@ -367,15 +371,14 @@ def _t_icaht(a: Analysis, sid: str) -> Explanation:
     """T-ICAHT (platelets): the early and late window grades with their reasons."""
     r = _one(a, "t_icaht", sid)
     if r is None:
-        return Explanation("t-icaht", "T-ICAHT not derived for this subject", "criteria/t_icaht_2025.yaml",
-                           _row_frame([]))
+        return _not_derived("t-icaht", "T-ICAHT", "criteria/t_icaht_2025.yaml")
     e, late = r["t_icaht_early_grade"], r["t_icaht_late_grade"]
     head = (f"early T-ICAHT grade {'not evaluable' if e is None else e}"
             + ("" if r.get("t_icaht_early_grade_max") in (None, e) else f" (could be up to {r['t_icaht_early_grade_max']})")
             + f", late T-ICAHT grade {'not evaluable' if late is None else late}")
-    items = [{"day": r["early_window_end"] or 30.0, "grade": e, "rule": r["early_rule"],
+    items = [{"day": _or(r["early_window_end"], 30.0), "grade": e, "rule": r["early_rule"],
               "reason": f"early window: {r['early_reason']}", "evidence": r["early_evidence"]},
-             {"day": r["late_window_start"] or 31.0, "grade": late, "rule": r["late_rule"],
+             {"day": _or(r["late_window_start"], 31.0), "grade": late, "rule": r["late_rule"],
               "reason": f"late window: {r['late_reason']}", "evidence": r["late_evidence"]}]
     return Explanation("t-icaht", head, "criteria/t_icaht_2025.yaml", _row_frame(items),
                        rules=tuple(x for x in (r["early_rule"], r["late_rule"]) if x))
@@ -385,13 +388,12 @@ def _recovery(a: Analysis, sid: str) -> Explanation:
     """Neutrophil and platelet count recovery (day, or not reached with the censoring day)."""
     r = _one(a, "count_recovery", sid)
     if r is None:
-        return Explanation("recovery", "count recovery not derived for this subject", "criteria/count_recovery.yaml",
-                           _row_frame([]))
+        return _not_derived("recovery", "count recovery", "criteria/count_recovery.yaml")
     items, bits = [], []
     for k, label in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
         day, status = r[f"{k}_recovery_day"], r[f"{k}_recovery_status"]
         bits.append(f"{label} {(status or 'not evaluable').replace('_', ' ')}" + (f" on day {day:g}" if day is not None else ""))
-        items.append({"day": day if day is not None else (r[f"{k}_recovery_censor_day"] or 0.0), "grade": None,
+        items.append({"day": _or(day, _or(r[f"{k}_recovery_censor_day"], 0.0)), "grade": None,
                       "rule": r[f"{k}_recovery_rule"], "reason": f"{label}: {r[f'{k}_recovery_reason']}",
                       "evidence": r[f"{k}_recovery_evidence"]})
     return Explanation("recovery", "count recovery: " + "; ".join(bits), "criteria/count_recovery.yaml",
