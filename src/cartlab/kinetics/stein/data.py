@@ -297,7 +297,8 @@ def _observations_frame(d: _Data, log_ipred: np.ndarray, sigma: np.ndarray,
                              pl.Series("iwres", res).fill_nan(None))
     if log_pred is not None:
         out = out.with_columns(pl.Series("pred", np.exp(log_pred[m])))
-    cols = ["subject_id", "time", "conc", "lloq", "blq", "ipred", "iwres"] + (["pred"] if log_pred is not None else [])
+    # ``limit``: what a BLQ row is censored at (its "<x" bound, else its lloq): the value the fit used
+    cols = ["subject_id", "time", "conc", "lloq", "blq", "limit", "ipred", "iwres"] + (["pred"] if log_pred is not None else [])
     return out.select(*cols, *_PROVENANCE)
 
 
