@@ -444,12 +444,10 @@ def make_server(catalog: Catalog, twins: TwinCache):
 def grade_text(summary: dict, col: str) -> str:
     """A worst grade for the headline: "2", the range "0–1" when ``<col>_max`` is higher (an input was
     missing on some day), or "not evaluable"."""
-    g, m = summary.get(col), summary.get(f"{col}_max")
-    if g is None:
-        return "not evaluable"
-    if m is not None and int(m) > int(g):
-        return f"{int(g)}–{int(m)}"
-    return str(int(g))
+    from cartlab.report.cells import grade_span
+
+    g = summary.get(col)
+    return "not evaluable" if g is None else grade_span(g, summary.get(f"{col}_max"))
 
 
 def response_text(summary: dict) -> tuple[str, str | None]:

@@ -56,6 +56,22 @@ def _round_days(text: str) -> str:
     return _LONG_DAY.sub(lambda m: m.group(1) + _day(float(m.group(2))), text) if "." in text else text
 
 
+def grade_span(lo: Any, hi: Any) -> str:
+    """A worst grade (``lo`` given) with its upper bound: "2", or "0–1" when an input was missing."""
+    return _cell(lo) if hi is None or _num(hi) == _num(lo) else f"{_cell(lo)}–{_cell(hi)}"
+
+
+def _num(v: Any) -> float | None:
+    """A number, or None (missing, a flag, text, NaN)."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
 def day_span(start: Any, end: Any) -> str:
     """An episode's days: "d1–3", "d1" for a one-day episode, "d1–?" when it has no end."""
     if end is None:

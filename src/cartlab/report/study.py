@@ -23,7 +23,7 @@ import polars as pl
 
 from cartlab.io.atomic import EXPORT_MARKER, check_output_path, export_folder
 from cartlab.model import Study
-from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _round_days, day_span
+from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _num, _round_days, day_span, grade_span
 from cartlab.report.figures import fmt_value
 from cartlab.report.files import safe_stem, save_figure, stamp_figure, write_pdf
 from cartlab.report.html import (
@@ -81,14 +81,12 @@ def check_report_folder(out_dir, force: bool = False) -> Path:
     if not out.is_dir() or force:
         return out
     try:
-        names = [n for n in os.listdir(out)]
+        names = os.listdir(out)
     except OSError as exc:
         raise InputError(f"cannot read the report folder {out}: {exc.strerror or exc}") from exc
     if not names or _is_earlier_report(out):
         return out
     try:
-        import json
-
         marker = json.loads((out / EXPORT_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         marker = None
@@ -121,15 +119,6 @@ def default_workers() -> int:
     return max(1, min(n, 8))
 
 
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
 
 def _sortkey(v: Any) -> str:
     f = _num(v)
@@ -141,7 +130,7 @@ def _grade(g: Any, g_max: Any) -> str:
         return EMPTY
     if g is None:
         return f"≤{_cell(g_max)}"
-    return _cell(g) if g_max is None or _num(g_max) == _num(g) else f"{_cell(g)}–{_cell(g_max)}"
+    return grade_span(g, g_max)
 
 
 def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict[str, str]]:

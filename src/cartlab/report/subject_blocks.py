@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.report.cells import _cell, _day, _table
+from cartlab.report.cells import _cell, _day, _table, grade_span
 
 
 def _of(analysis, name: str, subject_id: str) -> pl.DataFrame | None:
@@ -39,7 +39,7 @@ def _grade_text(lo: Any, hi: Any, missing: Sequence[str] = (), why: str | None =
     if hi is None or lo is None or hi == lo:
         return _cell(lo)
     why = why or (f"missing {', '.join(missing)}" if missing else None)
-    return f"{_cell(lo)}–{_cell(hi)} (range{': ' + why if why else ''})"
+    return f"{grade_span(lo, hi)} (range{': ' + why if why else ''})"
 
 
 def _range_days(daily: pl.DataFrame | None, lo: Any, hi: Any) -> tuple[list[Any], list[str]]:
