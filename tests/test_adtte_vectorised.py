@@ -47,7 +47,10 @@ def outcome(fn, *args, **kwargs):
 
 
 def check(study, responses=None, relapses=None, options=None) -> str | None:
-    new = outcome(derive_adtte, study, options, responses=responses, relapses=relapses)
+    # the reference is the row-by-row derivation on the days as given (calendar_days=False);
+    # test_calendar_days_equal_the_reference_on_floored_days covers the default
+    exact = dataclasses.replace(options or EndpointOptions(), calendar_days=False)
+    new = outcome(derive_adtte, study, exact, responses=responses, relapses=relapses)
     old = outcome(ref.derive_adtte, study, options, responses=responses, relapses=relapses)
     assert new[1] == old[1], (options, new[1], old[1])
     assert new[2] == old[2], (options, new[2], old[2])
@@ -114,6 +117,34 @@ def test_synthetic_and_perturbed_cohorts(cohorts, options):
         # responses without evidence: the references are the responses' own rows
         check(p[0], p[1].drop("evidence").with_columns(pl.lit("adrs.csv").alias("src_file"),
                                                        pl.int_range(pl.len()).alias("src_row")), p[2], options)
+
+
+def _floored(study, resp, relapse):
+    """The same facts on whole calendar days (spec: "Days are calendar days relative to day 0")."""
+    day_cols = ("day", "start_day", "end_day", "last_followup_day")
+    tables = {}
+    for name in ("subjects", "observations", "doses", "interventions", "events"):
+        t = getattr(study, name)
+        tables[name] = t.with_columns(pl.col(c).cast(pl.Float64).floor() for c in day_cols if c in t.columns)
+    return (dataclasses.replace(study, **tables),
+            resp.with_columns(pl.col("best_response_day").floor()),
+            relapse.with_columns(pl.col("relapse_day").floor()))
+
+
+@pytest.mark.parametrize("options", OPTIONS[:3], ids=range(3))
+def test_calendar_days_equal_the_reference_on_floored_days(cohorts, options):
+    for study, resp, relapse in cohorts:
+        # fractional days, as date-times give them: a sample at 15:00 on day 20 is day 20.625
+        frac_resp = resp.with_columns((pl.col("best_response_day") + 0.625).alias("best_response_day"))
+        events = study.events.with_columns(pl.col("day") + 0.375)
+        s = dataclasses.replace(study, events=events)
+        rel = relapse.with_columns(pl.col("relapse_day") + 0.5)
+        new = derive_adtte(s, options, responses=frac_resp, relapses=rel)
+        fs, fr, frel = _floored(s, frac_resp, rel)
+        want = ref.derive_adtte(fs, dataclasses.replace(options, calendar_days=False), responses=fr, relapses=frel)
+        ady = new["ADY"].drop_nulls()
+        assert ady.len() > 0 and (ady == ady.floor()).all()  # whole days
+        assert_frame_equal(new, want)
 
 
 def test_seed_case():

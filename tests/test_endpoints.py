@@ -129,9 +129,15 @@ def test_km_hand_computed_product_limit():
         assert km["ci_low"][i] == pytest.approx(s ** math.exp(Z95 * se), abs=1e-12)
         assert km["ci_high"][i] == pytest.approx(s ** math.exp(-Z95 * se), abs=1e-12)
     assert km["ci_low"][3] == pytest.approx(0.055992, abs=1e-6)
-    # median: first time S <= 0.5 is t=3; lower band <= 0.5 at t=1 (0.273), upper band at t=5
+    # at t5 S = 0: log S = -inf and the Greenwood term d/(n(n-d)) = 1/0, so the interval is undefined
+    # (R survfit conf.type "log-log" gives NA), never 0-0
+    assert (km["ci_low"][5], km["ci_high"][5]) == (None, None)
+    # median: first time S <= 0.5 is t=3; lower band <= 0.5 at t=1 (0.273); the upper band is
+    # 5/12 ** exp(-1.96 * sqrt(1/30 + 1/4) / |log 5/12|) = 0.766 at t3 and t4 and undefined at t5:
+    # it never reaches 0.5 where defined, so the upper bound is not reached (was 5 before 0.x s28)
     m = median_survival(tte(KM_T, KM_C), "OS").row(0, named=True)
-    assert (m["median"], m["median_ci_low"], m["median_ci_high"]) == (3.0, 1.0, 5.0)
+    assert (m["median"], m["median_ci_low"], m["median_ci_high"]) == (3.0, 1.0, None)
+    assert m["reason"].endswith("95% CI 1 - not reached")
     assert (m["n"], m["n_events"]) == (6, 4)
 
 
@@ -148,8 +154,9 @@ def test_km_equals_lifelines_and_by_groups():
         got = km.filter(pl.col("arm") == a)
         assert np.array_equal(got["time"].to_numpy(), kmf.survival_function_.index.to_numpy())
         assert np.max(np.abs(got["survival"].to_numpy() - kmf.survival_function_.iloc[:, 0].to_numpy())) < 1e-12
-        assert np.max(np.abs(got["ci_low"].to_numpy() - kmf.confidence_interval_.iloc[:, 0].to_numpy())) < 1e-12
-        assert np.max(np.abs(got["ci_high"].to_numpy() - kmf.confidence_interval_.iloc[:, 1].to_numpy())) < 1e-12
+        d = got["survival"].to_numpy() > 0  # lifelines writes 0-0 where S = 0; cartlab leaves it undefined
+        assert np.max(np.abs(got["ci_low"].to_numpy()[d] - kmf.confidence_interval_.iloc[:, 0].to_numpy()[d])) < 1e-12
+        assert np.max(np.abs(got["ci_high"].to_numpy()[d] - kmf.confidence_interval_.iloc[:, 1].to_numpy()[d])) < 1e-12
         assert got["n_at_risk"].to_list() == kmf.event_table["at_risk"].tolist()
     med = median_survival(df, "OS", by="arm")
     assert med["arm"].to_list() == ["a", "b"]
@@ -187,7 +194,9 @@ def test_km_property_monotone_bounded_equals_lifelines(data):
     s = km["survival"].to_numpy()
     assert np.all((s >= 0) & (s <= 1))
     assert np.all(np.diff(s) <= 1e-15)
-    assert np.all(km["ci_low"].to_numpy() <= s + 1e-12) and np.all(s <= km["ci_high"].to_numpy() + 1e-12)
+    lo, hi = km["ci_low"].to_numpy(), km["ci_high"].to_numpy()
+    assert np.array_equal(np.isnan(lo), s == 0) and np.array_equal(np.isnan(hi), s == 0)  # undefined at S = 0 only
+    assert np.all(lo[s > 0] <= s[s > 0] + 1e-12) and np.all(s[s > 0] <= hi[s > 0] + 1e-12)
     kmf = KaplanMeierFitter().fit(t, ev)
     assert np.max(np.abs(s - kmf.survival_function_.iloc[:, 0].to_numpy())) < 1e-12
     ref = product_limit(t, ev)

@@ -290,7 +290,9 @@ def test_relapse_by_event_and_by_new_emd():
     emd = _course(extra=[(70, "BMBLAST", 0.0), (70, "PBBLAST", 0.0)],
                   events=[{"subject_id": "A", "day": 65.0, "event": "extramedullary_disease"}])
     r = derive_relapse(emd).row(0, named=True)
-    assert (r["relapse_day"], r["relapse_rule"]) == (70.0, "eln2022.relapse.emd")
+    # ELN 2022 Table 7: "development of extramedullary disease" is relapse, on the day it is
+    # recorded (65), not at the next marrow (70), as ADTTE's relapse_events already dated it
+    assert (r["relapse_day"], r["relapse_rule"]) == (65.0, "eln2022.relapse.event")
 
 
 def test_best_response_ranking_ties_and_end_events():

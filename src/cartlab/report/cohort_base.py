@@ -238,10 +238,11 @@ def worst_grade_counts(long: pl.DataFrame, max_grade: int = 5) -> pl.DataFrame:
 
 def curve_points(frame, value: str, start: float):
     """``time``, ``value``, ``ci_low``, ``ci_high`` of one step curve as numpy arrays, starting at
-    (0, ``start``) so that an event at day 0 shows as a drop from ``start``."""
+    (0, ``start``) so that an event at day 0 shows as a drop from ``start``. An undefined interval
+    (e.g. where the Kaplan-Meier estimate is 0) is NaN: a gap in the band, never a made-up bound."""
     import numpy as np
 
     s = frame.sort("time")
     t = np.concatenate([[0.0], s["time"].to_numpy()])
-    pick = lambda c: np.concatenate([[start], s[c].fill_null(start).to_numpy()])
+    pick = lambda c: np.concatenate([[start], s[c].cast(pl.Float64).fill_null(np.nan).to_numpy()])
     return t, pick(value), pick("ci_low"), pick("ci_high")

@@ -87,6 +87,10 @@ class EndpointOptions(CriteriaOptions):
       warning naming the subjects; "error" raises ``ValueError`` naming the subjects instead.
     * ``params`` (None): the parameters to derive; None = OS alone without a ``responses`` frame, all
       of :data:`PARAMCDS` with one.
+    * ``calendar_days`` (True): times are whole calendar days - a date-time counts on its day (spec
+      "Days are calendar days relative to day 0"; ELN 2022 Table 9 measures "to the date of" the
+      event), so a death at 08:00 on day 10 and a follow-up ending on day 10 tie on day 10, as the
+      same facts given as day numbers do. False keeps the fractional days of date-times.
     """
 
     censor_at_allo_hsct: bool = False
@@ -97,6 +101,7 @@ class EndpointOptions(CriteriaOptions):
     relapse_events: tuple[str, ...] = ("relapse", "extramedullary_disease")
     missing_followup: str = "last_observation"
     params: tuple[str, ...] | None = None
+    calendar_days: bool = True
 
     def __post_init__(self) -> None:
         if self.missing_followup not in ("error", "last_observation"):
@@ -157,7 +162,13 @@ def _uniq(*lists: pl.Expr) -> pl.Expr:
 # the rows a subject's endpoints rest on
 
 
-def _responses(responses: pl.DataFrame | None, ids: list[str]) -> pl.DataFrame:
+def _day(expr: pl.Expr, calendar: bool) -> pl.Expr:
+    """A day as a Float64, its calendar day (floor) when ``calendar``."""
+    expr = expr.cast(pl.Float64)
+    return expr.floor() if calendar else expr
+
+
+def _responses(responses: pl.DataFrame | None, ids: list[str], calendar: bool = False) -> pl.DataFrame:
     """Response rows (``category``, ``day``, ``refs``), ``_r`` = their order within the subject (by
     day, rows without a day last, else as given)."""
     schema = {_SID: pl.String, "category": pl.String, "day": pl.Float64, "refs": EVIDENCE}
@@ -180,23 +191,23 @@ def _responses(responses: pl.DataFrame | None, ids: list[str]) -> pl.DataFrame:
     if "src_row" in f.columns:
         f = f.with_columns(pl.col("src_row").cast(pl.Int64).alias("_src_row"))
     return (f.select(_SID, "_i", pl.col("best_response").cast(pl.String).alias("category"),
-                     pl.col("best_response_day").cast(pl.Float64).alias("day"),
+                     _day(pl.col("best_response_day"), calendar).alias("day"),
                      refs.cast(EVIDENCE).list.drop_nulls().list.unique(maintain_order=True).alias("refs"))
             .sort(_SID, "day", "_i", nulls_last=True).drop("_i").with_row_index("_r"))
 
 
-def _events(study: Study, relapses: pl.DataFrame | None) -> pl.DataFrame:
+def _events(study: Study, relapses: pl.DataFrame | None, calendar: bool = False) -> pl.DataFrame:
     """Events from day 0 on (and the derived ``relapses``, at any day): ``day``, ``event``, ``ref``;
     ``_e`` = their order within the subject (by day; events.csv rows by row, before derived relapses)."""
     ev = (study.events.filter(pl.col("day").is_not_null() & (pl.col("day") >= 0) & pl.col("event").is_not_null())
           .sort(["day", "src_row"], nulls_last=True).with_row_index("_i")
-          .select(_SID, pl.col("day").cast(pl.Float64), pl.col("event").cast(pl.String),
+          .select(_SID, _day(pl.col("day"), calendar), pl.col("event").cast(pl.String),
                   evidence_ref().alias("ref"), pl.lit(0).alias("_g"), "_i"))
     if relapses is not None:  # relapse derived from the data (e.g. cartlab.response.marrow.relapse)
         r = relapses.filter(pl.col("relapse_day").is_not_null())
         refs = (pl.when(pl.col("evidence").list.len() > 0).then(pl.col("evidence"))
                 if "evidence" in r.columns else pl.lit(None))
-        derived = (r.select(_SID, pl.col("relapse_day").cast(pl.Float64).alias("day"),
+        derived = (r.select(_SID, _day(pl.col("relapse_day"), calendar).alias("day"),
                             refs.fill_null(pl.lit([None], dtype=EVIDENCE)).cast(EVIDENCE).alias("ref"))
                    .explode("ref").with_row_index("_i")
                    .select(_SID, "day", pl.lit("relapse").alias("event"), "ref", pl.lit(1).alias("_g"), "_i"))
@@ -257,7 +268,7 @@ def _last_alive(f: pl.DataFrame, ev: pl.DataFrame, resp: pl.DataFrame, study: St
     ]
     no_fu = f.filter(pl.col("fu_day").is_null())[_SID].to_list()
     if opts.missing_followup == "last_observation" and no_fu:
-        last = last_recorded_rows(study, no_fu)
+        last = last_recorded_rows(study, no_fu).with_columns(_day(pl.col("day"), opts.calendar_days))
         parts.append(cand(last, 3, pl.format("last {} row, day {}", "table", _g(pl.col("day"))), pl.col("table")))
     c = pl.concat(parts).sort(_SID, "_k", "_i").filter(pl.col("day") == pl.col("day").max().over(_SID))
     how = pl.concat_str(pl.col("text"), pl.when(pl.col("ref").is_not_null() & (pl.col("ref") != ""))
@@ -294,8 +305,9 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
     f = pl.DataFrame({_SID: ids, "_order": range(len(ids))}, schema={_SID: pl.String, "_order": pl.Int64})
     fu = (study.subjects.filter(pl.col("last_followup_day").is_not_null())
           .unique(_SID, keep="last", maintain_order=True)
-          .select(_SID, pl.col("last_followup_day").cast(pl.Float64).alias("fu_day"), evidence_ref().alias("fu_ref")))
-    ev = _events(study, relapses)
+          .select(_SID, _day(pl.col("last_followup_day"), opts.calendar_days).alias("fu_day"),
+                  evidence_ref().alias("fu_ref")))
+    ev = _events(study, relapses, opts.calendar_days)
     censor_kinds = [k for k, on in (("allo_hsct", opts.censor_at_allo_hsct),
                                     ("new_therapy", opts.censor_at_new_therapy)) if on]
     f = f.join(fu, on=_SID, how="left").join(_first(ev, censor_kinds, "c"), on=_SID, how="left")
@@ -535,7 +547,7 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     if responses is None and any(p != "OS" for p in params):
         raise ValueError(f"parameters {[p for p in params if p != 'OS']} need a responses frame "
                          "(subject_id, best_response, best_response_day)")
-    resp = _responses(responses, study.subject_ids)
+    resp = _responses(responses, study.subject_ids, opts.calendar_days)
     f = _subjects(study, resp, opts, relapses)
     if f.is_empty() or not params:
         return pl.DataFrame(schema=ADTTE_SCHEMA)

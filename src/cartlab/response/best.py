@@ -11,6 +11,7 @@ introduced and which that trial's definition predates).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import polars as pl
@@ -108,13 +109,20 @@ def _last_known_alive(study: Study) -> dict[str, tuple[float, str]]:
     return out
 
 
+def _days_between(start: float, end: float) -> float:
+    """Whole calendar days from ``start``'s day to ``end``'s (a date-time counts on its day, as the
+    time-to-event endpoints count; ELN 2022 measures duration "from the date of" to "the date of")."""
+    return float(math.floor(end) - math.floor(start))
+
+
 def derive_best_response(study: Study, options: BestResponseOptions | None = None,
                   assessments: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
     """Best overall response per subject, with time to response, relapse and duration of response.
 
     Subjects whose disease has no response criteria get an empty ``best_response`` (not evaluable by
     these criteria); AML/ALL subjects without a post-infusion marrow get ``NE``. Duration of response:
-    first response day to relapse (event) or to the last follow-up / end event (censored).
+    first response day to relapse (event) or to the last follow-up / end event (censored), in whole
+    calendar days; not derived (empty, the reason says why) when death precedes the first response.
     ``assessments``/``relapses``: :func:`derive_marrow_response`/:func:`derive_relapse` of the study
     with ``options.response``, when already derived.
     """
@@ -123,7 +131,9 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     ends = _end_days(study, options.end_events)
     if relapses is None:
         relapses = derive_relapse(study, a, options.response)
-    rel = {r["subject_id"]: r for r in relapses.iter_rows(named=True)}
+    rel: dict[str, dict] = {}
+    for r in relapses.iter_rows(named=True):  # the first episode's relapse (the one after the first response)
+        rel.setdefault(r["subject_id"], r)
     alive = _last_known_alive(study)
     dor_censor = _end_days(study, options.dor_censor_events) if options.dor_censor_events else {}
     deaths = {r["subject_id"]: float(r["day"]) for r in
@@ -178,18 +188,21 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             relapse_day = None
         death = deaths.get(sid)
         dor = dor_event = None
-        if first is not None:
+        if first is not None and death is not None and math.floor(death) < math.floor(first):
+            notes.append(f"duration of response not derived: death on day {death:g} precedes the first response "
+                         f"on day {first:g} (check the dates)")
+        elif first is not None:
             stop = min((d for d in (relapse_day, death) if d is not None), default=None)
             cens = dor_censor.get(sid)
             if cens is not None and cens[0] >= first and (stop is None or cens[0] < stop):
-                dor, dor_event = cens[0] - first, False  # option dor_censor_events
+                dor, dor_event = _days_between(first, cens[0]), False  # option dor_censor_events
             elif stop is not None:
-                dor, dor_event = stop - first, True
+                dor, dor_event = _days_between(first, stop), True
             else:  # censored when last known alive, after the last assessment at the latest
                 days = [r["day"] for r in recs if r["day"] is not None]
                 if sid in alive:
                     days.append(alive[sid][0])
-                dor, dor_event = max(days) - first, False
+                dor, dor_event = _days_between(first, max(days)), False
         reason = (f"best of {len(window)} assessment(s): {best['category']} on day {best['day']:g} "
                   f"({best['rule']})")
         if best["mrd_negative"] is not None:

@@ -289,6 +289,23 @@ def _kmf(sub: pl.DataFrame, level: float):
         sub["AVAL"].cast(pl.Float64).to_numpy(), event_observed=(sub["CNSR"].to_numpy() == 0), label="S")
 
 
+def _first_at_or_below(band, q: float) -> float:
+    """The first time a band is <= q (where it is defined), else inf (lifelines ``qth_survival_time``
+    without its binary search, which an undefined (NaN) stretch of the band would mislead)."""
+    hit = (band.to_numpy(dtype=float) <= q)  # NaN compares False
+    return float(band.index[hit.argmax()]) if hit.any() else math.inf
+
+
+def _km_band(kmf):
+    """lifelines' pointwise log(-log) band, empty (NaN) where S(t) = 0: there log S is -inf and the
+    Greenwood sum has d_i = n_i, so the interval is undefined (R ``survfit``, conf.type "log-log",
+    gives NA there too). lifelines writes 0-0, which would make a median's upper bound "reached"."""
+    ci = kmf.confidence_interval_.copy()
+    sf = kmf.survival_function_["S"].reindex(ci.index)
+    ci.loc[(sf <= 0).to_numpy()] = np.nan
+    return ci
+
+
 def km_estimate(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence[str] | None = None,
                 level: float = 0.95) -> pl.DataFrame:
     """Kaplan-Meier estimate of one ADTTE parameter, overall or per ``by`` group.
@@ -297,7 +314,8 @@ def km_estimate(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence[str
     on the rows with ``ANLFL == "Y"``; events are ``CNSR == 0``. The pointwise ``level`` CI is
     lifelines' default, the exponential Greenwood ("log-log") interval
     ``S(t) ** exp(+-z * sqrt(sum d_i/(n_i(n_i-d_i))) / |log S(t)|)`` (equal to R ``survfit`` with
-    ``conf.type = "log-log"``; bounds equal S where the variance is 0, e.g. S = 1).
+    ``conf.type = "log-log"``; bounds equal S where the variance is 0, e.g. S = 1; empty where S = 0,
+    the interval being undefined there).
 
     Columns: ``PARAMCD``, the ``by`` columns, ``time`` (0 and every distinct AVAL), ``n_at_risk``
     (AVAL >= time), ``n_events``, ``n_censored`` (at that time), ``survival``, ``ci_low``, ``ci_high``.
@@ -315,14 +333,14 @@ def km_estimate(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence[str
         kmf = _kmf(sub, level)
         et = kmf.event_table
         sf = kmf.survival_function_["S"].reindex(et.index)
-        ci = kmf.confidence_interval_.reindex(et.index)
+        ci = _km_band(kmf).reindex(et.index)
         frames.append(pl.DataFrame({
             "PARAMCD": [paramcd] * len(et), **{c: [key[c]] * len(et) for c in cols},
             "time": et.index.to_numpy(dtype=float), "n_at_risk": et["at_risk"].to_numpy(dtype=np.int64),
             "n_events": et["observed"].to_numpy(dtype=np.int64), "n_censored": et["censored"].to_numpy(dtype=np.int64),
             "survival": sf.to_numpy(dtype=float), "ci_low": ci.iloc[:, 0].to_numpy(dtype=float),
             "ci_high": ci.iloc[:, 1].to_numpy(dtype=float),
-        }, schema=schema))
+        }, schema=schema).with_columns(pl.col("ci_low", "ci_high").fill_nan(None)))
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
@@ -331,15 +349,14 @@ def median_survival(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence
     """Kaplan-Meier median with its CI, overall or per ``by`` group.
 
     The median is the first time with S(t) <= 0.5 (lifelines ``median_survival_time_``); the CI is
-    the first times at which the lower and upper pointwise log(-log) bands reach 0.5 (lifelines
+    the first times at which the lower and upper pointwise log(-log) bands reach 0.5 (as lifelines
     ``median_survival_times(confidence_interval_)``, the Brookmeyer-Crowley band inversion also used
-    by R ``print.survfit``). A median or bound that is not reached is empty and the reason says so.
+    by R ``print.survfit``; the band is undefined where S = 0, so a bound is not reached there). A
+    median or bound that is not reached is empty and the reason says so.
 
     Columns: ``PARAMCD``, the ``by`` columns, ``n``, ``n_events``, ``median``, ``median_ci_low``,
     ``median_ci_high``, ``level``, ``method``, ``reason``.
     """
-    from lifelines.utils import median_survival_times
-
     level = _check_level(level)
     df = _tte_rows(adtte, paramcd)
     cols = _by_cols(by)
@@ -349,8 +366,7 @@ def median_survival(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence
             continue
         kmf = _kmf(sub, level)
         med = float(kmf.median_survival_time_)
-        band = median_survival_times(kmf.confidence_interval_)
-        lo, hi = float(band.iloc[0, 0]), float(band.iloc[0, 1])
+        lo, hi = (_first_at_or_below(col, 0.5) for _, col in _km_band(kmf).items())
         fin = [None if not math.isfinite(v) else v for v in (med, lo, hi)]
         n_ev = int((sub["CNSR"] == 0).sum())
         ci_txt = " - ".join("not reached" if v is None else f"{v:g}" for v in fin[1:])

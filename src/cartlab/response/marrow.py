@@ -424,20 +424,66 @@ def _relapse_rule(a: pl.DataFrame, names: list[str | None], resolved: dict[str, 
 
 
 _RELAPSE_SCHEMA = {
-    "subject_id": pl.String, "response_day": pl.Float64, "response_category": pl.String,
+    "subject_id": pl.String, "episode": pl.Int64, "response_day": pl.Float64, "response_category": pl.String,
     "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
     "mrd_relapse_day": pl.Float64, "mrd_relapse_reason": pl.String, "evidence": EVIDENCE,
 }
 
 
+def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, prefix: str):
+    """The first relapse after day ``after``: (day, rule id, reason, evidence) or None."""
+    cands: list[tuple[float, str, str, list[str]]] = []
+    for r in recs:
+        if r["day"] <= after or r["_relapse_rule"] is None:
+            continue
+        rule = rules[r["_relapse_rule"]]
+        cands.append((r["day"], rule.id, f"day {r['day']:g}: {rule.text} ({rule.citation})", r["evidence"]))
+        break  # the assessments are in day order: later ones cannot come first
+    if sd is not None:
+        pbs = [x for x in sd.obs.get("PBBLAST", []) if x["day"] > after and x["value"] > 0]
+        need, gap = int(rel["pb_blast_samples"]), float(rel["pb_blast_min_days_apart"])
+        for i, x in enumerate(pbs):
+            earlier = [y for y in pbs[:i] if x["day"] - y["day"] >= gap]
+            if len(earlier) + 1 >= need:
+                refs = [z for z in (row_ref(earlier[0]), row_ref(x)) if z]
+                cands.append((x["day"], f"{prefix}.pb_blasts",
+                              (f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
+                               f"(days {earlier[0]['day']:g} and {x['day']:g})"), refs))
+                break
+        for e in sd.events:
+            if e["event"] in rel["relapse_events"] and e["day"] > after:
+                what = "relapse" if e["event"] == "relapse" else e["event"].replace("_", " ")
+                cands.append((e["day"], f"{prefix}.event", f"day {e['day']:g}: {what} recorded in events.csv",
+                              [z for z in [row_ref(e)] if z]))
+                break
+    return min(cands, key=lambda c: c[0]) if cands else None
+
+
+def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, thr: float):
+    """Conversion to MRD positivity: after the first MRD-negative assessment in [start, stop), the
+    first later MRDFCM >= ``thr`` (day, reason, evidence), or Nones."""
+    neg = next((r for r in recs if r["mrd_negative"] is True and r["day"] >= start
+                and (stop is None or r["day"] < stop)), None)
+    if neg is None or sd is None:
+        return None, None, []
+    for x in sd.obs.get("MRDFCM", []):
+        if x["day"] > neg["day"] and x["value"] is not None and x["value"] >= thr:
+            return (x["day"], f"MRD negative on day {neg['day']:g}, MRDFCM {x['value']:.3g} >= {thr:g} on day {x['day']:g}",
+                    [z for z in [row_ref(x)] if z])
+    return None, None, []
+
+
 def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
             options: ResponseOptions | None = None) -> pl.DataFrame:
-    """Hematologic relapse and MRD relapse after the first response, per responding subject.
+    """Hematologic relapse and MRD relapse after a response, one row per response episode.
 
-    Relapse (criteria table ``relapse:``): the first later assessment with marrow blasts >= 5% or new
-    EMD, the second of >= 2 PBBLAST > 0 samples >= 7 days apart after the response, or a recorded
-    ``relapse`` event - whichever comes first. MRD relapse: after an MRD-negative assessment, the
-    first later MRDFCM at or above the threshold (conversion to MRD positivity; ELN MRD WP 2021).
+    Relapse (criteria table ``relapse:``, ELN 2022 Table 7): the first later assessment with marrow
+    blasts >= 5% or new EMD, the second of >= 2 PBBLAST > 0 samples >= 7 days apart after the
+    response, or a recorded ``relapse`` or ``extramedullary_disease`` event - whichever comes first.
+    Episode 1 starts at the first response (``after_categories``); a response after a relapse starts
+    the next episode, whose relapse is looked for after it (a relapse after a second remission is
+    not lost). MRD relapse: after an MRD-negative assessment of the episode, the first later MRDFCM
+    at or above the threshold (conversion to MRD positivity; ELN MRD WP 2021).
     """
     options = options or ResponseOptions()
     a = assessments if assessments is not None else derive_marrow_response(study, options)
@@ -451,54 +497,28 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
         sid = sid[0]
         name = options.criteria or criteria_for_disease(part["disease"][0])
         table = _table(name)
-        rel, rules = table["relapse"], {r.id: r for r in _rules(name).rule_set("relapse")}
-        opts = resolved[name]
+        rel, rule_set = table["relapse"], _rules(name).rule_set("relapse")
+        rules = {r.id: r for r in rule_set}
+        prefix = rule_set[0].id.rsplit(".", 1)[0]  # e.g. eln2022.relapse: the table's relapse rule ids
+        thr = float(resolved[name]["mrd_threshold"])
         recs = part.to_dicts()
-        first = next((r for r in recs if r["category"] in rel["after_categories"]), None)
-        if first is None:
-            continue
-        cands: list[tuple[float, str, str, list[str]]] = []
-        for r in recs:
-            if r["day"] <= first["day"] or r["_relapse_rule"] is None:
-                continue
-            rule = rules[r["_relapse_rule"]]
-            cands.append((r["day"], rule.id, f"day {r['day']:g}: {rule.text} ({rule.citation})", r["evidence"]))
         sd = data.get(sid)
-        if sd is not None:
-            pbs = [x for x in sd.obs.get("PBBLAST", []) if x["day"] > first["day"] and x["value"] > 0]
-            need, gap = int(rel["pb_blast_samples"]), float(rel["pb_blast_min_days_apart"])
-            for i, x in enumerate(pbs):
-                earlier = [y for y in pbs[:i] if x["day"] - y["day"] >= gap]
-                if len(earlier) + 1 >= need:
-                    refs = [z for z in (row_ref(earlier[0]), row_ref(x)) if z]
-                    cands.append((x["day"], f"{table['standard'].split()[0].lower()}.relapse.pb_blasts",
-                                  (f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
-                                  f"(days {earlier[0]['day']:g} and {x['day']:g})"), refs))
-                    break
-            for e in sd.events:
-                if e["event"] in rel["relapse_events"] and e["day"] > first["day"]:
-                    cands.append((e["day"], "event.relapse", f"day {e['day']:g}: relapse recorded in events.csv",
-                                  [z for z in [row_ref(e)] if z]))
-                    break
-        best = min(cands, key=lambda c: c[0]) if cands else None
-        mrd_day, mrd_reason, mrd_ev = None, None, []
-        neg = next((r for r in recs if r["mrd_negative"] is True), None)
-        if neg is not None and sd is not None:
-            thr = float(opts["mrd_threshold"])
-            for x in sd.obs.get("MRDFCM", []):
-                if x["day"] > neg["day"] and x["value"] is not None and x["value"] >= thr:
-                    mrd_day = x["day"]
-                    mrd_reason = (f"MRD negative on day {neg['day']:g}, MRDFCM {x['value']:.3g} >= {thr:g} "
-                                  f"on day {x['day']:g}")
-                    mrd_ev = [z for z in [row_ref(x)] if z]
-                    break
-        rows.append({
-            "subject_id": sid, "response_day": first["day"], "response_category": first["category"],
-            "relapse_day": None if best is None else best[0], "relapse_rule": None if best is None else best[1],
-            "relapse_reason": "no relapse after the response" if best is None else best[2],
-            "mrd_relapse_day": mrd_day, "mrd_relapse_reason": mrd_reason,
-            "evidence": list(dict.fromkeys((best[3] if best else []) + mrd_ev)),
-        })
+        start = next((r for r in recs if r["category"] in rel["after_categories"]), None)
+        episode = 0
+        while start is not None:
+            episode += 1
+            best = _first_relapse(recs, sd, start["day"], rel, rules, prefix)
+            mrd_day, mrd_reason, mrd_ev = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0], thr)
+            rows.append({
+                "subject_id": sid, "episode": episode, "response_day": start["day"],
+                "response_category": start["category"],
+                "relapse_day": None if best is None else best[0], "relapse_rule": None if best is None else best[1],
+                "relapse_reason": "no relapse after the response" if best is None else best[2],
+                "mrd_relapse_day": mrd_day, "mrd_relapse_reason": mrd_reason,
+                "evidence": list(dict.fromkeys((best[3] if best else []) + mrd_ev)),
+            })
+            start = None if best is None else next(
+                (r for r in recs if r["day"] > best[0] and r["category"] in rel["after_categories"]), None)
     return pl.DataFrame(rows, schema=_RELAPSE_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_RELAPSE_SCHEMA)
 
 
