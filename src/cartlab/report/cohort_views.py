@@ -109,7 +109,7 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     def survival():
         d = cd.survival_data(analysis, sel)
         return (_caption("Kaplan-Meier estimates (ELN 2022 Table 9 endpoints) with 95% log(-log) CIs; table: "
-                         "median (days; 95% CI by inversion of the log(-log) band, empty = not reached) and "
+                         "median (days; 95% CI by inversion of the log(-log) band, empty = not reached or not estimable) and "
                          "number at risk = subjects with time >= the day.", d.notes, prov),
                 R.survival_figure(d), d.table())
 

@@ -352,7 +352,8 @@ def median_survival(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence
     the first times at which the lower and upper pointwise log(-log) bands reach 0.5 (as lifelines
     ``median_survival_times(confidence_interval_)``, the Brookmeyer-Crowley band inversion also used
     by R ``print.survfit``; the band is undefined where S = 0, so a bound is not reached there). A
-    median or bound that is not reached is empty and the reason says so.
+    median or bound that is not reached is empty and the reason says so ("not estimable" when the
+    band ends at S = 0 before reaching 0.5, e.g. one subject with an event).
 
     Columns: ``PARAMCD``, the ``by`` columns, ``n``, ``n_events``, ``median``, ``median_ci_low``,
     ``median_ci_high``, ``level``, ``method``, ``reason``.
@@ -366,10 +367,14 @@ def median_survival(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence
             continue
         kmf = _kmf(sub, level)
         med = float(kmf.median_survival_time_)
-        lo, hi = (_first_at_or_below(col, 0.5) for _, col in _km_band(kmf).items())
+        band = _km_band(kmf)
+        lo, hi = (_first_at_or_below(col, 0.5) for _, col in band.items())
         fin = [None if not math.isfinite(v) else v for v in (med, lo, hi)]
         n_ev = int((sub["CNSR"] == 0).sum())
-        ci_txt = " - ".join("not reached" if v is None else f"{v:g}" for v in fin[1:])
+        # a bound not found: "not reached" while the band is defined to the end, else not estimable
+        # (the band ends where S = 0, as with a single subject's event)
+        open_txt = "not reached" if band.iloc[-1].notna().all() else "not estimable"
+        ci_txt = " - ".join(open_txt if v is None else f"{v:g}" for v in fin[1:])
         reason = (f"{n_ev} event(s) in {sub.height} subject(s); median "
                   + ("not reached" if fin[0] is None else f"{fin[0]:g} days")
                   + f", {level:.0%} CI {ci_txt}")
