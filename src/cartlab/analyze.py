@@ -59,6 +59,8 @@ class AnalysisOptions:
     best_response: Any = None  # cartlab.response.best.BestResponseOptions
     endpoints: Any = None  # cartlab.response.endpoints.EndpointOptions
     kinetics: Any = None  # cartlab.kinetics.car.CarKineticsOptions
+    crs_legacy: Any = None  # cartlab.grading.crs_legacy.CrsLegacyOptions (Lee 2014, Penn, CARTOX, MSKCC)
+    molecular: Any = None  # cartlab.response.molecular.MolecularOptions (molecular response, antigen loss)
     strict: bool = False
 
     @classmethod
@@ -81,8 +83,18 @@ class AnalysisOptions:
             if not isinstance(values, Mapping):
                 raise InputError(f"the options of {engine!r} must be a mapping of option: value, not {values!r}")
             module, name = OPTION_CLASSES[engine]
-            kw[engine] = getattr(importlib.import_module(module), name)(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+            klass = getattr(importlib.import_module(module), name)
+            known = [f.name for f in fields(klass)] if is_dataclass(klass) else []
+            unknown = [k for k in values if known and k not in known]
+            if unknown:  # worded as CriteriaOptions words it, for the plain dataclasses (crs_legacy)
+                raise InputError(f"{name}: unknown option {', '.join(map(repr, unknown))}; the options are "
+                                 f"{', '.join(known)}")
+            try:
+                kw[engine] = klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+            except InputError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{name}: {exc}") from exc
         return cls(strict=strict, **kw)
 
     def endpoint_options(self):
@@ -230,6 +242,8 @@ OPTION_CLASSES = {
     "best_response": ("cartlab.response.best", "BestResponseOptions"),
     "endpoints": ("cartlab.response.endpoints", "EndpointOptions"),
     "kinetics": ("cartlab.kinetics.car", "CarKineticsOptions"),
+    "crs_legacy": ("cartlab.grading.crs_legacy", "CrsLegacyOptions"),
+    "molecular": ("cartlab.response.molecular", "MolecularOptions"),
 }
 
 

@@ -43,7 +43,7 @@ class Step:
 def _cross_scale(study, o, crs_summary, adlb):
     from cartlab.grading.crs_legacy import derive_crs_cross_scale, organ_grades_from_adlb
 
-    return derive_crs_cross_scale(study, crs_summary, organ_grades_from_adlb(adlb))
+    return derive_crs_cross_scale(study, crs_summary, organ_grades_from_adlb(adlb), options=o.crs_legacy)
 
 
 def _concordance(study, o, crs_cross_scale):
@@ -224,8 +224,8 @@ STEPS: tuple[Step, ...] = (
     _step("km", _km, "Kaplan-Meier", inputs=("adtte",), per_subject=False),
     _step("km_median", _km_median, "Kaplan-Meier median survival", inputs=("adtte",), per_subject=False),
     _step("cumulative_incidence", _cif, "cumulative incidence of relapse", inputs=("adtte",), per_subject=False),
-    _step("molecular_response", _engine(MOLECULAR, "derive_molecular_response"), "molecular response"),
-    _step("antigen_loss", _engine(MOLECULAR, "derive_antigen_loss"), "target-antigen loss"),
+    _step("molecular_response", _engine(MOLECULAR, "derive_molecular_response", "molecular"), "molecular response"),
+    _step("antigen_loss", _engine(MOLECULAR, "derive_antigen_loss", "molecular"), "target-antigen loss"),
     _step("car_kinetics", _engine(KIN, "derive_car_kinetics", "kinetics"), "CAR-T kinetics (NCA)",
           fix=KINETICS_FIX),
     _step("kinetics_summary", _engine(KIN, "derive_kinetics_summary", "kinetics", kinetics="car_kinetics"),

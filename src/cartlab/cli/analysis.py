@@ -28,7 +28,8 @@ SourceArg = Annotated[Optional[str], typer.Argument(
     "study).")]
 OptionsFileOpt = Annotated[Optional[Path], typer.Option(
     "--options", help="A YAML file of engine options, e.g. 'icaht: {never_above_requires_full_window: true}' "
-    "(engines: crs, icans, ctcae, icaht, response, best_response, endpoints, kinetics; every option and the "
+    "(engines: crs, icans, ctcae, icaht, t_icaht, count_recovery, car_hematotox, easix, iec_hs, crs_legacy, "
+    "response, best_response, endpoints, molecular, kinetics; every option and the "
     "value applied is listed in analysis.json, 'options'; docs/derivation-conventions.md).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="One engine option, ENGINE.OPTION=VALUE (a YAML value), e.g. --set crs.fever_threshold_c=38.3; "
