@@ -27,6 +27,10 @@ CS_CATEGORY = f"{BASE}/CodeSystem/category"
 CS_EVENT = f"{BASE}/CodeSystem/event"
 CS_FLAG = f"{BASE}/CodeSystem/flag"
 UCUM = "http://unitsofmeasure.org"
+#: a UCUM annotation with no unit symbol before it (at the start, or after "." "/" "("): the unity 1
+_ANNOTATION_ALONE = re.compile(r"(^|[./(])\{[^{}]*\}")
+#: any other UCUM annotation: it follows a symbol and is discarded
+_ANNOTATION = re.compile(r"\{[^{}]*\}")
 #: the documented day-0 anchor of a study without calendar dates (days only)
 DAYS_ONLY_ANCHOR = "2000-01-01T00:00:00+00:00"
 
@@ -62,7 +66,24 @@ class FhirMapping:
         power = re.fullmatch(r"10\*(-?\d+)\.?([\[{].*)", code)
         if power and power.group(2) in self.ucum:
             return f"10^{power.group(1)} {self.ucum[power.group(2)]}"
-        if "[" in code or "{" in code:
+        if "{" in code:
+            # UCUM §6 "curly braces": "Annotations do not contribute to the semantics of the unit ...
+            # any fully conformant parser must discard all annotations"; "An annotation without a
+            # leading symbol implies the default unit 1 (the unity)". 10*9{cells}/L is 10*9/L and
+            # {cells}/L is 1/L. An annotation alone is read only when the ucum table lists it ({score}:
+            # unitless, {cells}: cells): the unity alone does not say whether it is a score, a fraction
+            # or a count, which cartlab's units tell apart
+            if re.fullmatch(r"(\{[^{}]*\})+", code):
+                raise UnitError(f"unknown UCUM unit {code!r}")
+            bare = _ANNOTATION_ALONE.sub(r"\g<1>1", code)
+            bare = _ANNOTATION.sub("", bare)
+            if "{" in bare or "}" in bare:
+                raise UnitError(f"unknown UCUM unit {code!r} (unbalanced or nested curly braces)")
+            try:
+                return self.unit_from_ucum(bare)
+            except UnitError:
+                raise UnitError(f"unknown UCUM unit {code!r} (read without its annotations as {bare!r})") from None
+        if "[" in code or "}" in code:
             raise UnitError(f"unknown UCUM unit {code!r}")
         unit = re.sub(r"10\*(-?\d+)", r"10^\1", code)
         parse_unit(unit)

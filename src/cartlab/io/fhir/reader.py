@@ -25,7 +25,16 @@ from cartlab.io.clock import days_from, midnight
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import StudyValidationError
 from cartlab.io.fhir._common import parse_fhir_time, read_row_extension
-from cartlab.io.fhir.mapping import CS_CATEGORY, CS_EVENT, EXT_ANCHOR, UCUM, FhirMapping, load_mapping
+from cartlab.io.fhir.mapping import (
+    CS_CATEGORY,
+    CS_EVENT,
+    CS_FLAG,
+    DAYS_ONLY_ANCHOR,
+    EXT_ANCHOR,
+    UCUM,
+    FhirMapping,
+    load_mapping,
+)
 from cartlab.io.study_folder import read_study
 from cartlab.io.study_writer import write_study
 from cartlab.kinetics.agents import is_car_t_agent
@@ -46,6 +55,9 @@ _NEGATION_BEFORE = re.compile(r"\b(no|denies|denied|negative for|rule out|r/o|ab
 _NEGATION_AFTER = re.compile(r"\b(ruled out|unlikely|excluded|not (present|confirmed|seen))\b", re.IGNORECASE)
 #: a censored result written as text ("<50", ">= 1e3"): the study folder's censor rule decides the rest
 _CENSORED_TEXT = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*[-+]?(\d|\.\d)")
+#: the row-extension mark of a CAR-T administration whose clock time is subjects.infusion_datetime's
+#: (the study row itself gives day 0 only): its cartlab day is checked against the date, not the time
+TIME_FROM_INFUSION = ("time_from", "infusion_datetime")
 REPORT_SCHEMA = {"file": pl.String, "resource_type": pl.String, "code": pl.String, "target": pl.String,
                  "n": pl.Int64, "reason": pl.String, "entries": pl.String}
 
@@ -172,6 +184,7 @@ class _Reader:
         self.anchor_text: dict[str, str] = {}
         self.baseline: dict[str, dict] = defaultdict(dict)
         self.medications: dict[str, str] = {}  # Medication reference -> its code's text
+        self.nominal: set[str] = set()  # subjects whose resources carry the nominal-time meta.tag
 
     def skip(self, e: _Entry, code: str, reason: str, target: str = "") -> None:
         key = (e.file, e.res["resourceType"], code, target, reason)
@@ -206,10 +219,15 @@ class _Reader:
             return None, "no day 0: the subject has no CAR-T MedicationAdministration"
         day = days_from(midnight(self.anchor[sid]), dt)  # calendar days from day 0 (cartlab.io.clock)
         if ext is not None and key in ext:
-            if abs(ext[key] - day) > 1 / 1440:
+            if key == "day" and ext.get(TIME_FROM_INFUSION[0]) == TIME_FROM_INFUSION[1]:
+                off = math.floor(day) != math.floor(ext[key])  # a day-only row at the infusion's clock time
+            else:
+                off = abs(ext[key] - day) > 1 / 1440
+            if off:
                 raise e.error(f"the time {text} disagrees with the cartlab {key} {ext[key]:g}")
             day = ext[key]
-        return day, text
+        # a nominal-time subject's times are day 0 + days, not calendar dates: no datetime is kept
+        return day, (None if sid in self.nominal else text)
 
     def patients_pass(self, entries: list[_Entry]) -> None:
         for e in entries:  # Medications first: an administration may name its drug by reference
@@ -235,12 +253,15 @@ class _Reader:
                     self.anchor[sid] = parse_fhir_time(x["valueDateTime"])
             row = {"subject_id": sid, "sex": _SEX.get(r.get("gender") or "", None), **ext}
             self.add("subjects", e, row, "Patient")
+        self._nominal_pass(entries)
         # day 0 of subjects without a cartlab anchor: the first CAR-T MedicationAdministration
         for e in entries:
             r = e.res
             if (r["resourceType"] == "MedicationAdministration" and is_car_t_agent(self._agent(r))
                     and r.get("status") not in _NOT_GIVEN):  # a CAR-T not given is no day 0
                 sid = self.subject(e)
+                if sid in self.nominal:  # day 0 is the nominal anchor, not this administration's time
+                    continue
                 start, _ = _effective(r, "effective")
                 dt = parse_fhir_time(start) if start else None
                 if dt is not None and (sid not in self.anchor_text) and sid not in self._cartlab_anchored():
@@ -248,6 +269,25 @@ class _Reader:
                     self.anchor[sid] = dt
                 elif dt is not None and sid in self.anchor_text and dt < self.anchor[sid]:
                     self.anchor_text[sid], self.anchor[sid] = start, dt
+
+    def _nominal_pass(self, entries: list[_Entry]) -> None:
+        """Subjects of which a resource carries cartlab's ``nominal-time`` meta.tag (the writer tags every
+        resource of a subject without an infusion date): their times are day 0 + days on the nominal
+        anchor (the Patient's day0-anchor, else the documented 2000-01-01), never calendar dates, so the
+        subject gets no infusion date/datetime and its rows no datetime."""
+        for e in entries:
+            r = e.res
+            tags = (r.get("meta") or {}).get("tag") or []
+            if not any(t.get("system") == CS_FLAG and t.get("code") == "nominal-time" for t in tags):
+                continue
+            if r["resourceType"] == "Patient":
+                ref = f"Patient/{r.get('id')}" if r.get("id") else e.full
+            else:
+                ref = (r.get("subject") or r.get("patient") or {}).get("reference")
+            if ref in self.patients:
+                self.nominal.add(self.patients[ref][0])
+        for sid in self.nominal:
+            self.anchor.setdefault(sid, parse_fhir_time(DAYS_ONLY_ANCHOR))
 
     def _cartlab_anchored(self) -> set:
         return set(self.anchor) - set(self.anchor_text)
@@ -277,6 +317,7 @@ class _Reader:
         q = r.get("valueQuantity")
         if q is not None:
             unit = self._unit(e, q)
+            self._unit_of_param(e, q, unit, param)
             if q.get("comparator"):
                 row["value_text"] = f"{q['comparator']}{q.get('value')}"
             else:
@@ -320,6 +361,17 @@ class _Reader:
             return str(q.get("unit") or "")
         except UnitError as exc:
             raise e.error(f"{exc} in valueQuantity") from exc
+
+    def _unit_of_param(self, e: _Entry, q: dict, unit: str, param: str) -> None:
+        """The value's own unit must convert to the param's unit: otherwise the error names the value's
+        unit (checked before the referenceRange, which is converted to the value's unit)."""
+        if not unit:
+            return  # no unit: the study-folder reader says whether the param accepts none
+        try:
+            load_dictionary()[param].conversion_from(unit)
+        except UnitError as exc:
+            given = q.get("code") if q.get("code") is not None else q.get("unit")
+            raise e.error(f"field 'valueQuantity.unit/code': {given!r} is not a unit of {param} ({exc})") from exc
 
     def _in_unit(self, e, q: dict, unit: str, param: str) -> float:
         from cartlab.units import conversion
@@ -396,7 +448,7 @@ class _Reader:
                 return self.skip(e, code, f"reasonCode {_text(r['reasonCode'][0])!r} not in the indication table "
                                           "(indications): not mapped")
         if ext:
-            row.update({k: v for k, v in ext.items() if not k.endswith("day")})
+            row.update({k: v for k, v in ext.items() if not k.endswith("day") and k != TIME_FROM_INFUSION[0]})
         if table == "interventions" and row.get("category") == "oxygen" and not row.get("o2_device"):
             return self.skip(e, code, "oxygen without a device (o2_device is required)")
         if table in ("doses", "events"):
@@ -523,7 +575,9 @@ def _subjects_from_fhir(rd: _Reader) -> None:
         if sid in rd.anchor_text:
             row.setdefault("infusion_datetime", rd.anchor_text[sid])
         birth = e.res.get("birthDate")
-        if "age_years" not in row and birth and sid in rd.anchor:
+        if "age_years" not in row and birth and sid in rd.nominal:
+            rd.skip(e, "birthDate", "birthDate not used for age: the subject's times are nominal (no calendar day 0)")
+        elif "age_years" not in row and birth and sid in rd.anchor:
             b = parse_fhir_time(birth)
             if b is not None:  # completed years on the day of the first CAR-T infusion
                 d0 = rd.anchor[sid].date()

@@ -26,6 +26,7 @@ from cartlab.io.fhir.mapping import (
     FhirMapping,
     load_mapping,
 )
+from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import PROVENANCE_COLUMNS, Study
 
 _NS = uuid.UUID("5b0c1d1e-7a57-4c1a-9c2e-ca27ab000001")
@@ -186,8 +187,18 @@ class _Writer:
             self.add(res)
 
     def doses(self) -> None:
+        infusion = {row["subject_id"]: row["infusion_datetime"] for row in self.study.subjects.iter_rows(named=True)
+                    if row["infusion_datetime"]}
         for i, r in enumerate(self.study.doses.iter_rows(named=True), 1):
             sid = r["subject_id"]
+            when = self.when(sid, r["day"], r["datetime"])
+            mark = {}
+            if (sid in infusion and _clean(r["datetime"]) is None and r["day"] == 0
+                    and is_car_t_agent(r["agent"] or "")):
+                # the day-0 CAR-T without a time of its own was given at subjects.infusion_datetime (the
+                # Patient's day0-anchor): the MedicationAdministration says so, as readers take day 0
+                # and infusion_datetime from it; the mark keeps the row's own day 0 on reading back
+                when, mark = fhir_text(infusion[sid]), {"time_from": "infusion_datetime"}
             res = {
                 "resourceType": "MedicationAdministration",
                 "id": f"dose-{i}",
@@ -195,8 +206,9 @@ class _Writer:
                 "category": {"coding": [{"system": CS_CATEGORY, "code": "dose"}]},
                 "medicationCodeableConcept": {"text": r["agent"]},
                 "subject": _ref(sid),
-                "effectiveDateTime": self.when(sid, r["day"], r["datetime"]),
-                "extension": [self.ext({k: r[k] for k in ("orig_dose", "orig_unit", "day", "datetime", "source", "source_note", "extra")})],
+                "effectiveDateTime": when,
+                "extension": [self.ext({**{k: r[k] for k in ("orig_dose", "orig_unit", "day", "datetime", "source",
+                                                              "source_note", "extra")}, **mark})],
             }
             if _clean(r["dose"]) is not None:
                 res["dosage"] = {"dose": _quantity(r["dose"], r["unit"], _DOSE_UCUM.get(r["unit"] or ""))}
