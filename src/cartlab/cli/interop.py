@@ -30,8 +30,13 @@ MappingOpt = Annotated[Optional[Path], typer.Option(
 
 def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhir: Path | None = None,
                 mapping: Path | None = None, csv_dialect: str = "standard", study_id: str | None = None,
-                report_to: Path | None = None, partial_dates: str = "skip"):
-    """The study a command names (exactly one source), and where its mapping report went (or None)."""
+                report_to=None, partial_dates: str = "skip"):
+    """The study a command names (exactly one source), and where its mapping report went (or None).
+
+    ``study_id``: an explicit id (``--study``); None leaves the reader's default (SDTM: DM.STUDYID when
+    it is unique, else the folder name; FHIR: :func:`fhir_study_id`, else the file name).
+    ``report_to``: a folder or file for the mapping report, or a callable giving it from the study read.
+    """
     given = [name for name, v in (("STUDY", study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
     if len(given) > 1:
         raise _usage(f"give one source, not {' and '.join(given)}")
@@ -41,7 +46,8 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
         if fhir is not None and partial_dates != "skip":
             raise _usage("--partial-dates applies to --sdtm")
         data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates)
-        written = _write_report(report, report_to, "sdtm" if sdtm is not None else "fhir") if report_to else None
+        where = report_to(data) if callable(report_to) else report_to  # a callable: named after the study
+        written = _write_report(report, where, "sdtm" if sdtm is not None else "fhir") if where else None
         _say_report(report, written)
         _print_warnings(getattr(data, "warnings", []))  # e.g. duplicate records dropped
         return data, written
@@ -65,12 +71,36 @@ def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, st
         if sdtm is not None:
             from cartlab.io.sdtm import read_sdtm
 
-            got = read_sdtm(sdtm, mapping, report=True, partial_dates=partial_dates,
-                            study_id=study_id or sdtm.resolve().name)
+            # no explicit id: the reader's default (DM.STUDYID when it is unique, else the folder name)
+            got = read_sdtm(sdtm, mapping, report=True, partial_dates=partial_dates, study_id=study_id)
             return got.study, got.report
         from cartlab.io.fhir import read_fhir_with_report
 
-        return read_fhir_with_report(fhir, mapping=mapping, study_id=study_id or fhir.resolve().stem)
+        return read_fhir_with_report(fhir, mapping=mapping, study_id=study_id or fhir_study_id(fhir))
+
+
+def fhir_study_id(path: Path) -> str | None:
+    """The study id a single FHIR Bundle file states: its ``identifier.value``, else the ``id`` of a
+    collection or document Bundle (what ``export --fhir`` writes: the study id, made a FHIR id). None
+    when it states none (a folder, NDJSON, a transaction/searchset Bundle whose id is the server's):
+    then the reader's default applies (the file name without its extension)."""
+    import json
+
+    if not path.is_file() or path.suffix.lower() != ".json":
+        return None
+    try:
+        obj = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # the reader reports the file
+    if not isinstance(obj, dict) or obj.get("resourceType") != "Bundle":
+        return None
+    ident = obj.get("identifier")
+    if isinstance(ident, dict) and isinstance(ident.get("value"), str) and ident["value"].strip():
+        return ident["value"].strip()
+    rid = obj.get("id")
+    if obj.get("type") in ("collection", "document") and isinstance(rid, str) and rid.strip():
+        return rid.strip()
+    return None
 
 
 def _write_report(report, where: Path, kind: str) -> Path:

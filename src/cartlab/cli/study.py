@@ -71,7 +71,8 @@ def import_cmd(
     store: StoreOpt = DEFAULT_STORE_PATH,
     study_id: Annotated[
         Optional[str], typer.Option("--study", "--study-id", help="Id to store the study under (default: the "
-                                    "folder's or file's name).")
+                                    "study folder's name; --sdtm: DM.STUDYID when it is unique, else the folder "
+                                    "name; --fhir: the Bundle's identifier or collection id, else the file name).")
     ] = None,
     sdtm: SdtmOpt = None,
     fhir: FhirInOpt = None,
@@ -97,10 +98,15 @@ def import_cmd(
         if study_dir is not None:
             raise _usage("give a study folder, --sdtm or --fhir, not two of them")
         source = sdtm if sdtm is not None else fhir
-        sid = study_id or (source.resolve().name if sdtm is not None else source.resolve().stem)
-        report_to = store.resolve().parent / f"{sid}_{'sdtm' if sdtm is not None else 'fhir'}_mapping_report.csv"
-        study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=sid, report_to=report_to,
-                               partial_dates=partial_dates)
+        kind = "sdtm" if sdtm is not None else "fhir"
+
+        def report_to(st) -> Path:  # named after the id the study got (an explicit --study wins)
+            return store.resolve().parent / f"{st.study_id}_{kind}_mapping_report.csv"
+
+        # no --study: the reader's default id (SDTM: DM.STUDYID when unique; FHIR: what the Bundle states)
+        study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=study_id,
+                               report_to=report_to, partial_dates=partial_dates)
+        sid = study.study_id
         with _progress(f"importing {sid}") as step, Store(store) as s:
             result = s.import_study(study, sid, folder=source, progress=step)
         _print_warnings(study.warnings)

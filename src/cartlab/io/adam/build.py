@@ -142,6 +142,28 @@ def _param_label(unit: str) -> pl.Expr:
         pl.format("{} ({})", pl.col("_label"), pl.col(unit))).otherwise(pl.col("_label"))
 
 
+def _stated(key: str) -> pl.Expr:
+    """A subject attribute the study states outside the canonical columns: the ``key`` of
+    subjects.extra (a study folder's extra column such as ``site``; the SDTM reader puts DM.SITEID,
+    DM.RACE and DM.ARM there as ``site``, ``race``, ``arm``); null when not stated or blank."""
+    if key not in _EXTRA_KEYS:  # pragma: no cover - a programming error
+        raise ValueError(key)
+    v = pl.col("extra").cast(pl.String).str.json_path_match(f"$.{key}").str.strip_chars()
+    return pl.when(v != "").then(v).otherwise(None)
+
+
+_EXTRA_KEYS = ("site", "race", "arm")
+
+
+def _planned_arm() -> pl.Expr:
+    """ARM / TRT01P: the arm the study states (extra ``arm``: SDTM DM.ARM or a study-folder ``arm``
+    column); else, when subjects.target names the product's target antigen, ``<target> CAR-T``; else
+    empty (no planned treatment is invented from the doses given: those are TRT01A)."""
+    target = pl.col("target").cast(pl.String).str.strip_chars()
+    from_target = pl.when(target.is_not_null() & (target != "")).then(target + pl.lit(" CAR-T"))
+    return pl.coalesce(_stated("arm"), from_target)
+
+
 def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     from cartlab.kinetics.agents import car_t_agent_expr
 
@@ -162,9 +184,10 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.col("best_response_day").alias("BORRDY"), _flag("mrd_negative").alias("MRDNEGFL"))
     f = s.select(
         pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
-        pl.col("subject_id").alias("SUBJID"), pl.col("age_years").alias("AGE"),
+        pl.col("subject_id").alias("SUBJID"), _stated("site").alias("SITEID"), pl.col("age_years").alias("AGE"),
         pl.when(pl.col("age_years").is_not_null()).then(pl.lit("YEARS")).otherwise(None).alias("AGEU"),
-        pl.col("sex").alias("SEX"), pl.col("disease").alias("DISEASE"), pl.col("target").alias("TARGET"),
+        pl.col("sex").alias("SEX"), _stated("race").alias("RACE"), _planned_arm().alias("ARM"),
+        _planned_arm().alias("TRT01P"), pl.col("disease").alias("DISEASE"), pl.col("target").alias("TARGET"),
         pl.col("weight_kg").alias("WEIGHTBL"), pl.col("height_cm").alias("HEIGHTBL"),
         pl.lit("Y").alias("ITTFL"), pl.col("last_followup_day").alias("LSTFURDY"), "subject_id",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
 from cartlab.io.sdtm.common import (
@@ -36,7 +38,9 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
     """Per subject: day 0 = the date of the first CAR-T exposure in EX (or EC; else DM.RFXSTDTC), at
     midnight; ``__nominal`` when SUPPDM NOMANCH = Y (write_sdtm's placeholder calendar). The
     treatment name is read through the mapping's ``ex_agents``, as the doses are (a sponsor code for
-    the CAR-T product anchors day 0 too)."""
+    the CAR-T product anchors day 0 too). ``__infdtm``: the --STDTC text of that first CAR-T exposure
+    when it gives a clock time (subjects.infusion_datetime, as the FHIR reader sets it from the first
+    CAR-T MedicationAdministration); null when the first exposure is dated without a time."""
     rfx = parse_dtc(dm.col("RFXSTDTC"))
     dm.fail(rfx.struct.field("status") == "invalid", "RFXSTDTC", BAD_DTC)
     dmf = dm.df.select(
@@ -49,14 +53,23 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
         p = parse_dtc(ex.col(f"{dom}STDTC"))
         agent = upper(ex, f"{dom}TRT").replace_strict(ex_agents or {}, default=ex.text(f"{dom}TRT"),
                                                       return_dtype=pl.String)
+        ok = p.struct.field("status") == "ok"
         cart = ex.df.filter(car_t_agent_expr(agent)).select(
             pl.col("USUBJID").cast(pl.String).alias("subject_id"),
-            pl.when(p.struct.field("status") == "ok").then(p.struct.field("dt").dt.truncate("1d")).alias("__ex"),
-        ).group_by("subject_id").agg(pl.col("__ex").min())
+            pl.when(ok).then(p.struct.field("dt").dt.truncate("1d")).alias("__ex"),
+            pl.when(ok).then(p.struct.field("dt")).alias("__exdt"),
+            pl.when(ok & p.struct.field("has_time")).then(ex.text(f"{dom}STDTC")).alias("__extext"),
+        ).filter(pl.col("__exdt").is_not_null())
+        # the first CAR-T exposure (earliest date and time; a date without a time counts as its midnight)
+        cart = cart.sort("subject_id", "__exdt", pl.col("__extext").is_null(), maintain_order=True).group_by(
+            "subject_id", maintain_order=True).first().select("subject_id", "__ex", pl.col("__extext").alias("__infdtm"))
         dmf = dmf.join(cart, on="subject_id", how="left")
     else:
-        dmf = dmf.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("__ex"))
-    return dmf.select("subject_id", pl.coalesce("__ex", "__rfx").alias("__anchor"), "__nominal")
+        dmf = dmf.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("__ex"),
+                               pl.lit(None, dtype=pl.String).alias("__infdtm"))
+    return dmf.select("subject_id", pl.coalesce("__ex", "__rfx").alias("__anchor"), "__nominal",
+                      pl.when(pl.col("__ex").is_not_null() & ~pl.col("__nominal")).then(pl.col("__infdtm"))
+                      .alias("__infdtm"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,15 +93,38 @@ def map_dm(dm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         supp_col(dm, "disease").alias("disease"),
         supp_col(dm, "target").alias("target"),
         pl.when(~pl.col("__nominal").fill_null(False)).then(pl.col("__anchor").dt.strftime("%Y-%m-%d")).alias("infusion_date"),
-        supp_col(dm, "infusion_datetime").alias("infusion_datetime"),
+        # SUPPDM INFDTM (write_sdtm's) wins; else the clock time of the first CAR-T exposure in EX
+        supp_col(dm, "infusion_datetime").fill_null(pl.col("__infdtm")).alias("infusion_datetime"),
         supp_col(dm, "last_followup_day").fill_null(pl.when(pl.col("end__dstatus") == "ok").then(pl.col("end__day")))
         .alias("last_followup_day"),
         supp_col(dm, "source").alias("source"),
         supp_col(dm, "source_note").alias("source_note"),
-        extra_json(dm),
+        _dm_extra(dm),
         *provenance(dm),
     )
     return out, status(df, pl.lit("DM"), pl.lit("subjects"), pl.lit(None, dtype=pl.String))
+
+
+#: DM variables with no canonical subjects column, kept in subjects.extra (the ADaM ADSL writes
+#: them as SITEID, RACE, ARM); a SUPPDM EXTRA key of the same name wins
+DM_EXTRA = {"SITEID": "site", "RACE": "race", "ARM": "arm"}
+
+
+def _dm_extra(dm: DomainFile) -> pl.Expr:
+    """``extra`` of a DM record: the SUPPDM EXTRA / unknown QNAM JSON, with DM.SITEID, DM.RACE and
+    DM.ARM added as ``site``, ``race``, ``arm`` when given."""
+    present = {var: key for var, key in DM_EXTRA.items() if dm.has(var)}
+    base = extra_json(dm)
+    if not present:
+        return base
+
+    def merge(r: dict) -> str | None:
+        d = {key: r[var] for var, key in present.items() if r[var] is not None}
+        d.update(json.loads(r["__x"]) if r["__x"] else {})
+        return json.dumps(d) if d else None
+
+    return pl.struct(base.alias("__x"), *[dm.text(var).alias(var) for var in present]).map_elements(
+        merge, return_dtype=pl.String).alias("extra")
 
 
 def dm_deaths(dm: DomainFile, ctx: Ctx, have_death: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:

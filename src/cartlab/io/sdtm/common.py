@@ -4,7 +4,7 @@ and the per-record status (mapped, or skipped with a reason) that the mapping re
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -28,6 +28,8 @@ class Ctx:
     #: subject_id, __anchor (Datetime: midnight of the day-0 date), __nominal (bool)
     anchors: pl.DataFrame
     subjects: pl.Series
+    #: warnings of the mappers (``cartlab.io.errors.Issue``), added to Study.warnings
+    warnings: list = field(default_factory=list)
 
 
 def status(df: pl.DataFrame, code: pl.Expr, target: pl.Expr, reason: pl.Expr) -> pl.DataFrame:

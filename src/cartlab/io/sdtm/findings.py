@@ -19,6 +19,7 @@ import polars as pl
 from cartlab.errors import InputError
 from cartlab.io.sdtm.common import (
     Ctx,
+    _key,
     extra_json,
     first_reason,
     imputed_note,
@@ -79,6 +80,35 @@ def _conv_cols(df: pl.DataFrame, conv: dict, unit_col: str, prefix: str) -> pl.D
     return df.join(table, on=["__param", unit_col], how="left").sort(ROW)
 
 
+#: the mapping report's reason for a text result of a numeric param that is no number
+NOT_NUMERIC = ("not numeric: {stresc} is neither a number nor a censored value (<x, <=x, >x, >=x) "
+               "of a numeric param (e.g. a decimal comma '0,2', or 'BLQ'); the value is missing")
+
+
+def _not_numeric(text_params: dict) -> pl.Expr:
+    """A record of a numeric param whose only result is a text that is no number and not censored
+    (SDTMIG: --STRESN is --STRESC "copied in numeric format"; '0,2' or 'BLQ' gives no number)."""
+    return (pl.col("__param").is_not_null() & ~pl.col("__param").is_in(list(text_params))
+            & pl.col("__stresn").is_null() & pl.col("__vtext").is_not_null() & pl.col("censor").is_null())
+
+
+def _warn_not_numeric(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, v: dict, reason: str) -> None:
+    """One warning per record skipped as not numeric, naming domain, USUBJID, --SEQ, record and text."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    dom = dfile.domain
+    seq = _key(dfile.col(f"{dom}SEQ"))  # 3.0 (XPT numbers) is written 3
+    bad = df.filter(pl.col("__pre") == reason).select(
+        pl.col(ROW), pl.col("USUBJID").cast(pl.String), seq.alias("__seq"), pl.col("__param"), pl.col("__vtext"))
+    for row, usubjid, sq, param, text in bad.iter_rows():
+        at = f"{dom}SEQ {sq}" if sq is not None else f"record {row}"
+        ctx.warnings.append(SdtmIssue(
+            dfile.name, v["STRESC"],
+            f"{dom} USUBJID {usubjid}, {at}: {v['STRESC']} {text!r} is neither a number nor a censored value "
+            f"(<x): not numeric, the {param} record is not mapped (counted in the mapping report; give a number "
+            f"with a decimal point in {v['STRESN']}, or a censored '<limit')", [row], "warning"))
+
+
 def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(canonical observations, per-record status) of one findings domain."""
     dom = dfile.domain
@@ -113,6 +143,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     df = dfile.df
     text_params = {p.code: list(p.text_values) for p in d.params.values() if p.text_values}
     has_result = pl.col("__stresn").is_not_null() | pl.col("__vtext").is_not_null()
+    not_numeric = NOT_NUMERIC.format(stresc=v["STRESC"])
     base_reason = [
         (pl.col("USUBJID").is_null(), "USUBJID empty"),
         (~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
@@ -124,9 +155,11 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         (~has_result, f"no result ({v['STRESN']} and {v['STRESC']} empty)"),
         *[((pl.col("__param") == p) & pl.col("__vtext").is_not_null() & ~pl.col("__vtext").is_in(vals),
            f"{p} result is not one of {', '.join(vals)}") for p, vals in text_params.items()],
+        (_not_numeric(text_params), not_numeric),
         *time_reason("", v["DTC"]),
     ]
     df = df.with_columns(first_reason(*base_reason).alias("__pre"))
+    _warn_not_numeric(dfile, df, ctx, v, not_numeric)
     # unit conversion of the rows still mapped: standard unit (required), original unit (optional)
     needs_unit = (pl.col("__stresn").is_not_null() | pl.col("__climit").is_not_null()
                   | dfile.col(v["STNRLO"]).is_not_null() | dfile.col(v["STNRHI"]).is_not_null())

@@ -161,6 +161,7 @@ def read_sdtm(
     have_death = set()
     for ev in tables["events"]:
         have_death |= set(ev.filter(pl.col("event") == "death")["subject_id"].to_list())
+    warnings += ctx.warnings  # e.g. a text result of a numeric param that is no number (not mapped)
     deaths, dst = dm_deaths(dm, ctx, have_death)
     if deaths.height:
         tables["events"].append(deaths)
