@@ -456,7 +456,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         "fever_waived", "waiver_from_day", "fever_grade", "hypotension_grade", "hypoxia_grade",
         "fever_other_cause", pl.col("other_cause_reason").alias("other_cause"),
     )
-    return number_episodes(_assessed(study, f, opts), int(opts["episode_join_gap_days"]))
+    f = _assessed(study, f, opts).with_columns(  # a graded day meeting no criterion names that too
+        pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("crs.g0"))
+        .otherwise(pl.col("rule")).alias("rule"))
+    return number_episodes(f, int(opts["episode_join_gap_days"]))
 
 
 _EPISODE_SCHEMA = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,

@@ -189,7 +189,10 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
 
     evidence = pl.concat_list(one("ice_ref"), one("capd_ref"), one("loc_ref"), pl.col("event_refs").fill_null(empty))
     return (
-        f.with_columns(reason.alias("reason"), evidence.alias("evidence"))
+        f.with_columns(reason.alias("reason"), evidence.alias("evidence"),
+                       # a graded day meeting no criterion names that too (criteria row icans.g0)
+                       pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("icans.g0"))
+                       .otherwise(pl.col("rule")).alias("rule"))
         .rename({"d": "day"})
         .select("subject_id", "day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence",
                 "ice_min", "capd_max",
