@@ -31,11 +31,13 @@ Every value carries the rows it came from (``evidence``) and the method; the NCA
 from __future__ import annotations
 
 import math
+import warnings
 
 import polars as pl
 
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
+from cartlab.errors import CartlabWarning
 from cartlab.kinetics.agents import car_t_agent_expr
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -60,6 +62,12 @@ class CarKineticsOptions(CriteriaOptions):
     * ``auc_window`` ((0, 28)): the ``car_auc_0_28`` window in days.
     * ``time_from`` ("first"): days from the first CAR-T infusion, or "last" (the most recent one).
     * ``zero_at_infusion`` (True): a concentration of 0 at time 0 when no sample is there.
+    * ``date_only_samples`` ("as_given"): a sample given as a date without a clock time (``datetime``
+      2021-05-24) is at that date's midnight, as every date-time is (spec "Time"), so after an
+      infusion at 14:00 a day-14 sample is 13.42 days from it (spec: "time from the first CAR-T
+      infusion"); a warning names such subjects. "calendar_day": such a sample's time is whole days,
+      its calendar day minus the infusion's (13.42 -> 14; its time of day is unknown); samples with a
+      clock time keep their exact time.
     """
 
     param: str | None = None
@@ -67,8 +75,11 @@ class CarKineticsOptions(CriteriaOptions):
     auc_window: tuple[float, float] = (0.0, 28.0)
     time_from: str = "first"
     zero_at_infusion: bool = True
+    date_only_samples: str = "as_given"
 
     def __post_init__(self) -> None:
+        if self.date_only_samples not in ("as_given", "calendar_day"):
+            raise ValueError(f"date_only_samples must be 'as_given' or 'calendar_day', not {self.date_only_samples!r}")
         if self.param is not None and self.param not in CAR_PARAMS:
             raise ValueError(f"param must be one of {CAR_PARAMS}, not {self.param!r}")
         if self.time_from not in ("first", "last"):
@@ -92,6 +103,29 @@ _PROFILE_SCHEMA = {
 }
 
 
+def _date_only() -> pl.Expr:
+    """A row whose ``datetime`` is a date without a clock time (``2021-05-24``)."""
+    return pl.col("datetime").cast(pl.String).str.strip_chars().str.contains(r"^\d{4}-\d{2}-\d{2}$").fill_null(False)
+
+
+def _warn_date_only(study: Study, prof: pl.DataFrame, options: CarKineticsOptions) -> None:
+    """Warn when date-only samples meet an infusion with a clock time (option ``date_only_samples``)."""
+    if options.date_only_samples != "as_given" or "datetime" not in study.observations.columns:
+        return
+    timed = _infusions(study).group_by("subject_id").agg(pl.col("day").min()).filter(
+        pl.col("day") != pl.col("day").floor())["subject_id"]
+    dated = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS)) & _date_only()
+                                      & pl.col("subject_id").is_in(timed.implode()))["subject_id"].unique().sort()
+    dated = [sid for sid in dated.to_list() if sid in set(prof["subject_id"].to_list())]
+    if dated:
+        warnings.warn(CartlabWarning(
+            f"{len(dated)} subject(s) have CAR-T samples given as dates without a clock time while the infusion has "
+            f"one: their times from the infusion count from midnight (a day-14 sample after a 14:00 infusion is "
+            f"13.42 days), which can leave no sample on day 28 for car_auc_0_28; --set "
+            f"kinetics.date_only_samples=calendar_day counts them in whole days: {', '.join(dated[:20])}"
+            f"{' ...' if len(dated) > 20 else ''}"), stacklevel=3)
+
+
 def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
     """One row per CAR kinetic sample after the first infusion (plus the imputed 0 at infusion).
 
@@ -110,7 +144,13 @@ def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None)
     inf = _infusions(study)
     first = inf.group_by("subject_id").agg(pl.col("day").min().alias("_first"))
     obs = obs.join(first, on="subject_id", how="left").with_columns(pl.col("_first").fill_null(0.0))
-    obs = obs.filter(pl.col("day") >= pl.col("_first"))
+    if options.date_only_samples == "calendar_day":  # a date without a clock time: its calendar day
+        obs = obs.with_columns(pl.when(_date_only()).then(pl.col("day").floor()).otherwise(pl.col("day")).alias("_t"),
+                               pl.when(_date_only()).then(pl.col("_first").floor()).otherwise(pl.col("_first"))
+                               .alias("_first_t"))
+    else:
+        obs = obs.with_columns(pl.col("day").alias("_t"), pl.col("_first").alias("_first_t"))
+    obs = obs.filter(pl.col("_t") >= pl.col("_first_t"))
     if options.time_from == "last" and inf.height:
         obs = obs.sort("subject_id", "day").join_asof(
             inf.sort("subject_id", "day").rename({"day": "_last"}), left_on="day", right_on="_last",
@@ -118,9 +158,11 @@ def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None)
         ref = pl.coalesce(pl.col("_last"), pl.col("_first"))
     else:
         ref = pl.col("_first")
+    if options.date_only_samples == "calendar_day":
+        ref = pl.when(_date_only()).then(ref.floor()).otherwise(ref)
     limit = pl.coalesce(pl.col("censor_limit"), pl.col("lloq"))
     prof = obs.select(
-        "subject_id", "param", "day", (pl.col("day") - ref).alias("time"),
+        "subject_id", "param", "day", (pl.col("_t") - ref).alias("time"),
         pl.col("value").alias("conc"), limit.alias("lloq"),
         (pl.col("censor").is_in(["<", "<="]).fill_null(False)
          | (pl.col("value").is_not_null() & limit.is_not_null() & (pl.col("value") < limit))).alias("blq"),
@@ -153,6 +195,7 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
 
     options = options or CarKineticsOptions()
     prof = derive_car_profiles(study, options)
+    _warn_date_only(study, prof, options)
     schema_extra = {"subject_id": pl.String}
     if prof.height == 0:
         return pl.DataFrame(schema={**schema_extra, "param": pl.String, "cmax": pl.Float64, "tmax": pl.Float64,
