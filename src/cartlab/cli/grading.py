@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.table import Table
 
 from cartlab.cli.base import (
@@ -14,8 +15,28 @@ from cartlab.cli.base import (
     _usage,
     app,
     console,
+    err,
 )
 from cartlab.errors import CartlabError
+
+
+#: what a bare ``--version`` (no value) gives: the program's version, as ``cartlab --version``
+_SHOW_PROGRAM_VERSION = "\0program-version"
+
+
+class _CtcaeCommand(typer.core.TyperCommand):
+    """``--version`` was the CTCAE version's option (now ``--ctcae-version``; the old spelling is a
+    hidden alias). typer has no option with an optional value, so a bare ``--version`` (last, or
+    followed by another option) is read here as the program's ``--version`` instead of an error."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        for i, a in enumerate(args):
+            if a == "--":
+                break
+            if a == "--version" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                args[i] = f"--version={_SHOW_PROGRAM_VERSION}"
+        return super().parse_args(ctx, args)
 
 
 def _parse_option_value(text: str):
@@ -27,7 +48,7 @@ def _parse_option_value(text: str):
     return text.strip()
 
 
-@app.command("ctcae")
+@app.command("ctcae", cls=_CtcaeCommand)
 def ctcae_cmd(
     input_csv: Annotated[Optional[Path], typer.Argument(
         help="CSV with term (a CTCAE term, or a parameter: ANC, PLT, Hb, NEUT ...), direction (L/H, low/high), "
@@ -35,33 +56,57 @@ def ctcae_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output CSV: the input rows plus grade and grade_reason.")] = None,
     list_terms: Annotated[bool, typer.Option("--list-terms", help="List the terms, directions, parameters and units "
                                              "the criteria grade, and exit.")] = False,
-    units: Annotated[str, typer.Option("--units", help="Criteria unit system: SI, US or auto (by each row's unit).")] = "auto",
-    version: Annotated[str, typer.Option("--version", help="CTCAE version of the criteria tables.")] = "5.0",
+    units: Annotated[Optional[str], typer.Option(
+        "--units", help="Criteria unit system: SI, US or auto (by each row's unit). [default: auto]")] = None,
+    ctcae_version: Annotated[Optional[str], typer.Option(
+        "--ctcae-version", help="CTCAE version of the criteria tables. [default: 5.0]")] = None,
+    version_alias: Annotated[Optional[str], typer.Option(
+        "--version", hidden=True, help="Old name of --ctcae-version; alone, the program's version.")] = None,
+    set_options: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="One CTCAE option, NAME=VALUE or ctcae.NAME=VALUE (a YAML value), e.g. --set "
+        "hypokalemia_symptomatic=false; repeatable; applied after --options. cartlab.grading.ctcae.OPTION_DOCS "
+        "lists the ambiguous-criterion options.")] = None,
+    options_file: Annotated[Optional[Path], typer.Option(
+        "--options", help="A YAML file of engine options, as cartlab analyze takes; its ctcae section is used "
+        "(e.g. 'ctcae: {hypokalemia_symptomatic: false}').")] = None,
     option: Annotated[Optional[list[str]], typer.Option(
-        "--option", help="An ambiguous-criterion option as NAME=VALUE (repeatable), e.g. "
-        "hypokalemia_symptomatic=false; see cartlab.grading.ctcae.OPTION_DOCS.")] = None,
+        "--option", hidden=True, help="Old form of --set NAME=VALUE (deprecated).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace --out when it is an existing file (even the input table).")] = False,
 ) -> None:
     """Grade a plain lab table with CTCAE (v5.0 default; SI and US conventional units).
 
     Every input column is kept, in the same row order; [bold]grade[/] (0-4, empty = cannot be graded)
     and [bold]grade_reason[/] (the rule in words and its criteria id) are added. Ambiguous criteria
-    follow admiral's (worst-case) reading by default; change them with --option.
+    follow admiral's (worst-case) reading by default; change them with --set NAME=VALUE or --options FILE.
 
     [bold]term[/]: a CTCAE term ("Neutrophil count decreased"), or a parameter as users write it — a
     cartlab code (NEUT, PLAT, HGB ...) or an alias (ANC, PLT, Hb, Na, Cr, ALT ...); a parameter's value is
     converted from its unit (/uL, mg/dL ...) to the criteria's. [bold]direction[/]: L or H (low, high,
     decreased, increased). cartlab ctcae --list-terms shows every term.
 
-    [bold]Example[/]: cartlab ctcae labs.csv --out labs_graded.csv --option hypokalemia_symptomatic=false
+    [bold]Example[/]: cartlab ctcae labs.csv --out labs_graded.csv --set hypokalemia_symptomatic=false
     """
-    from dataclasses import fields
-
     from cartlab.cli.grading_io import ctcae_command
-    from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions, ctcae_terms
+    from cartlab.grading.ctcae import OPTION_DOCS, ctcae_terms
 
+    if version_alias == _SHOW_PROGRAM_VERSION:  # `cartlab ctcae --version`: what `cartlab --version` says
+        from cartlab import __version__
+
+        console.print(f"cartlab {__version__}")
+        raise typer.Exit()
+    if version_alias is not None:
+        if ctcae_version is not None and ctcae_version != version_alias:
+            raise _usage(f"--version {version_alias} and --ctcae-version {ctcae_version} disagree; give "
+                         "--ctcae-version only")
+        err.print("  [yellow]![/] --version VERSION is deprecated: use --ctcae-version VERSION", highlight=False)
+        ctcae_version = version_alias
+    if option:
+        err.print("  [yellow]![/] --option is deprecated: use --set NAME=VALUE", highlight=False)
+    opts, extra = _ctcae_options(ctcae_version, units, set_options, options_file, option)
     if list_terms:
-        terms = ctcae_terms(version, units)
-        t = Table(title=f"CTCAE {version} terms ({units} units)", header_style="bold")
+        terms = ctcae_terms(opts.version, opts.units)
+        t = Table(title=f"CTCAE {opts.version} terms ({opts.units} units)", header_style="bold")
         for c in ("term", "direction", "params", "unit", "table"):
             t.add_column(c, overflow="fold")
         for r in terms.iter_rows():
@@ -71,25 +116,10 @@ def ctcae_cmd(
     if input_csv is None or out is None:
         raise _usage("give the INPUT_CSV and --out OUT (or --list-terms)")
     _check_file(input_csv)
-    known = {f.name for f in fields(CtcaeOptions)} - {"extra", "version", "units"}
-    kwargs: dict = {"version": version, "units": units}
-    extra: dict = {}
-    for item in option or []:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise _usage(f"--option {item!r}: write NAME=VALUE")
-        if name in ("high_indicator", "low_indicator"):
-            kwargs[name] = tuple(v.strip() for v in value.split("|") if v.strip())
-        elif name in known:
-            kwargs[name] = _parse_option_value(value)
-        else:
-            extra[name] = _parse_option_value(value)
     try:
-        opts = CtcaeOptions(**kwargs, extra=extra)
         with _progress(f"grading {input_csv.name}") as step:
             step("CTCAE")
-            summary = ctcae_command(input_csv, out, options=opts)
+            summary = ctcae_command(input_csv, out, options=opts, force=force)
     except (ValueError, KeyError) as exc:
         if isinstance(exc, CartlabError):
             raise
@@ -104,3 +134,50 @@ def ctcae_cmd(
     if "expected_agree" in summary:
         console.print(f"expected_grade column: {summary['expected_agree']} agree, "
                       f"{summary['expected_mismatch']} differ")
+
+
+def _ctcae_options(version: str | None, units: str | None, set_options: list[str] | None,
+                   options_file: Path | None, option: list[str] | None):
+    """CtcaeOptions from --options FILE (its ctcae section), --set NAME=VALUE (later wins), then the
+    old --option NAME=VALUE pairs and --units/--ctcae-version; returns (options, extra names)."""
+    from dataclasses import fields
+
+    from cartlab.cli.analysis import analysis_options
+    from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions
+
+    sets = []
+    for item in set_options or []:
+        key, sep, value = item.partition("=")
+        engine, dot, _ = key.strip().rpartition(".")
+        if not sep or not key.strip():
+            raise _usage(f"--set {item!r}: write NAME=VALUE, e.g. --set hypokalemia_symptomatic=false")
+        if dot and engine.strip() != "ctcae":
+            raise _usage(f"--set {item!r}: cartlab ctcae takes CTCAE options only (NAME=VALUE or ctcae.NAME=VALUE)")
+        sets.append(item if dot else f"ctcae.{item.strip()}")
+    kwargs: dict = {}
+    extra: dict = {}
+    if options_file is not None or sets:
+        base = analysis_options(options_file, sets).ctcae
+        if base is not None:
+            kwargs = {f.name: getattr(base, f.name) for f in fields(base)}
+            extra = dict(kwargs.pop("extra", None) or {})
+    known = {f.name for f in fields(CtcaeOptions)} - {"extra", "version", "units"}
+    for item in option or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise _usage(f"--option {item!r}: write NAME=VALUE")
+        if name in ("high_indicator", "low_indicator"):
+            kwargs[name] = tuple(v.strip() for v in value.split("|") if v.strip())
+        elif name in known:
+            kwargs[name] = _parse_option_value(value)
+        else:
+            extra[name] = _parse_option_value(value)
+    kwargs["version"] = version or kwargs.get("version") or "5.0"
+    kwargs["units"] = units or kwargs.get("units") or "auto"
+    try:
+        return CtcaeOptions(**kwargs, extra=extra), extra
+    except (ValueError, KeyError) as exc:
+        if isinstance(exc, CartlabError):
+            raise
+        raise _usage(f"the CTCAE options: {exc}", hint=f"known options: {', '.join(sorted(OPTION_DOCS))}") from None

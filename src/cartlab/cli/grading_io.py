@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.errors import InputError
-from cartlab.io.atomic import atomic_file
+from cartlab.io.atomic import atomic_file, check_output_path
 
 #: direction spellings -> L/H
 DIRECTIONS = {
@@ -41,10 +41,140 @@ def _param_lookup() -> dict[str, str]:
     return out
 
 
-def normalise_user_names(work: pl.DataFrame, terms: pl.DataFrame) -> pl.DataFrame:
+#: the numeric columns of the contract; an empty cell is missing, anything else must be a finite number
+_NUMERIC_COLS = ("aval", "anrlo", "anrhi", "base", "pchg")
+#: the value columns that are amounts of the parameter (a percent change may be negative)
+_AMOUNT_COLS = ("aval", "anrlo", "anrhi", "base")
+
+
+def _where(path: Any, i: int, col: str) -> str:
+    """``FILE: row N (line M), column 'c'`` for the 0-based data row ``i`` (the header is line 1)."""
+    return f"{path}: row {i + 1} (line {i + 2}), column {col!r}"
+
+
+def accepted_directions() -> str:
+    """The direction spellings a table may use, as a list for a message."""
+    return ", ".join(["L", "H", *(k for k in DIRECTIONS if k not in ("l", "h"))])
+
+
+def check_table(raw: pl.DataFrame, path: Any, terms: pl.DataFrame) -> None:
+    """Refuse a table the grader would silently misread; raise one :class:`InputError` naming the
+    file, row (and CSV line) and column of the first problem (the next few in its hint):
+
+    * a numeric cell (``aval``, ``anrlo``, ``anrhi``, ``base``, ``pchg``) that is not a finite
+      number (``abc``, ``NaN``, ``inf``; an empty cell is missing and allowed);
+    * a negative amount (``aval``, ``anrlo``, ``anrhi``, ``base``) of a parameter that cannot be
+      negative: its plausible range (``plausible`` in ``io/params_v1.yaml``, the ranges the study
+      reader checks) starts at 0 or above. A CTCAE term is checked through the parameters it maps to;
+    * a direction that is not one of :func:`accepted_directions`;
+    * a unit pint does not know, or (for a parameter) one it does not accept.
+    """
+    import math
+
+    from cartlab.io.dictionary import load_dictionary
+    from cartlab.units import UnitError, parse_unit
+
+    lower = {c.lower(): c for c in raw.columns}
+    d = load_dictionary()
+    lookup = _param_lookup()
+    term_params: dict[str, list[str]] = {}
+    for t, p in zip(terms["term"].to_list(), terms["params"].to_list()):
+        term_params.setdefault(str(t).strip().upper(), []).extend(c.strip() for c in (p or "").split(",") if c.strip())
+    problems: list[str] = []
+    for i, r in enumerate(raw.iter_rows(named=True)):
+        def cell(col: str) -> str | None:
+            v = r.get(lower[col]) if col in lower else None
+            return None if v is None or not str(v).strip() else str(v).strip()
+
+        values: dict[str, float] = {}
+        for col in _NUMERIC_COLS:
+            v = cell(col)
+            if v is None:
+                continue
+            try:
+                x = float(v)
+            except ValueError:
+                x = math.nan
+            if not math.isfinite(x):
+                problems.append(f"{_where(path, i, lower[col])}: {v!r} is not a number")
+            else:
+                values[col] = x
+        direction = cell("direction")
+        if direction is not None and direction.lower() not in DIRECTIONS:
+            problems.append(f"{_where(path, i, lower['direction'])}: {direction!r} is not a direction; "
+                            f"accepted (any case): {accepted_directions()}")
+        term, code = cell("term"), cell("param")
+        codes: list[str] = []
+        if code is not None and code.upper() in d.params:
+            codes = [code.upper()]
+        elif term is not None:
+            codes = term_params.get(term.upper()) or [c for c in [lookup.get(term.upper())] if c]
+        unit = cell("unit")
+        if unit is not None:
+            try:
+                if len(codes) == 1 and term_params.get((term or "").upper()) is None:
+                    d[codes[0]].conversion_from(unit)  # a parameter: a unit it accepts
+                else:
+                    parse_unit(unit)
+            except UnitError as exc:
+                problems.append(f"{_where(path, i, lower['unit'])}: {exc}")
+        ranges = [d[c].plausible for c in codes if c in d.params]
+        if ranges and all(rg is not None and rg[0] >= 0 for rg in ranges):
+            for col in _AMOUNT_COLS:
+                if values.get(col, 0.0) < 0:
+                    written = term or code or ""
+                    name = written if written.upper() in codes else f"{written} ({' / '.join(codes)})"
+                    lo, hi = ranges[0]
+                    problems.append(f"{_where(path, i, lower[col])}: {name} value {values[col]:g} is negative; "
+                                    f"it cannot be below 0 (plausible range [{lo:g}, {hi:g}] {d[codes[0]].unit})")
+    if problems:
+        more = [m.removeprefix(f"{path}: ") for m in problems[1:]]
+        hint = ("also: " + "; ".join(more[:5]) + (f"; and {len(more) - 5} more" if len(more) > 5 else "")
+                + ". Nothing was written.") if more else "Nothing was written."
+        raise InputError(problems[0], hint=hint)
+
+
+def check_output_file(out: str | Path, inputs: Any = (), *, force: bool = False,
+                      what: str = "the output") -> Path:
+    """The output file ``out`` may be written: not a folder, no file among its parents, and, unless
+    ``force``, not an existing file (an input table above all): an :class:`InputError` (exit 2)."""
+    import os
+
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out}: a folder; give the path of the CSV file to write {what} to")
+    check_output_path(out, "file", what)
+    if out.exists() and not force:
+        def same(p: Any) -> bool:
+            try:
+                return os.path.samefile(out, p)
+            except OSError:
+                return False
+
+        why = " and it is an input table" if any(same(p) for p in inputs) else ""
+        raise InputError(f"{out} exists{why}: cartlab will not overwrite it",
+                         hint="choose another file, or pass --force to replace it")
+    return out
+
+
+def output_error(out: str | Path, exc: OSError) -> OSError:
+    """``exc`` (raised while writing ``out``, perhaps naming a temporary file beside it) as the same
+    kind of error naming ``out``: the path the user gave, reported as every command reports a file
+    system error (a missing or wrong folder is bad usage, exit 2)."""
+    import errno
+    import os
+
+    by_type = {FileNotFoundError: errno.ENOENT, PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR,
+               NotADirectoryError: errno.ENOTDIR, FileExistsError: errno.EEXIST}
+    code = exc.errno or next((c for t, c in by_type.items() if isinstance(exc, t)), errno.EIO)
+    return OSError(code, os.strerror(code), str(out))
+
+
+def normalise_user_names(work: pl.DataFrame, terms: pl.DataFrame, source: Any = None) -> pl.DataFrame:
     """Directions and parameter names as a user writes them, in the contract's terms (see module doc).
 
-    Rows whose term is a CTCAE term are left exactly as they are (admiral's contract)."""
+    Rows whose term is a CTCAE term are left exactly as they are (admiral's contract). ``source``
+    (the file) is named in an error."""
     from cartlab.io.dictionary import load_dictionary
     from cartlab.units import UnitError
 
@@ -53,7 +183,7 @@ def normalise_user_names(work: pl.DataFrame, terms: pl.DataFrame) -> pl.DataFram
     d = load_dictionary()
     rows = work.to_dicts()
     notes: list[str | None] = []
-    for r in rows:
+    for i, r in enumerate(rows):
         note = []
         raw_dir = r.get("direction")
         if raw_dir is not None and str(raw_dir).strip().upper() not in ("L", "H"):
@@ -75,7 +205,8 @@ def normalise_user_names(work: pl.DataFrame, terms: pl.DataFrame) -> pl.DataFram
                 try:
                     conv = p.conversion_from(unit)
                 except UnitError as exc:
-                    raise InputError(f"row with {code} in {unit!r}: {exc}") from None
+                    raise InputError(f"{_where(source if source is not None else 'the table', i, 'unit')}: "
+                                     f"{exc}") from None
                 for col in ("aval", "anrlo", "anrhi", "base"):
                     v = r.get(col)
                     if v not in (None, ""):
@@ -92,7 +223,7 @@ def normalise_user_names(work: pl.DataFrame, terms: pl.DataFrame) -> pl.DataFram
 
 
 def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | None = None,
-                  options: Any = None) -> dict[str, Any]:
+                  options: Any = None, force: bool = True) -> dict[str, Any]:
     """Grade a plain CSV table (contract: ``../shared/conformance/README.md``).
 
     The input needs ``term`` (or ``param``), ``direction`` and ``aval`` (column names case-insensitive)
@@ -102,9 +233,14 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     the same order with every input column unchanged, plus ``grade`` ("0"-"4", empty when not
     gradable) and ``grade_reason`` (the rule in words and its id in brackets).
 
+    Bad input (see :func:`check_table`; a semicolon- or tab-separated file) raises an
+    :class:`InputError` naming the file, row and column, and nothing is written. Unless ``force``,
+    an existing ``out_csv`` (the input above all) is refused (``cartlab ctcae`` without --force).
+
     Returns a summary: rows, graded, not_gradable, by_grade, criteria, unknown_terms and, when the
     input has an ``expected_grade`` column, expected_agree / expected_mismatch.
     """
+    from cartlab.io.folder import sniff_dialect
     from dataclasses import fields
 
     from cartlab.grading.ctcae import (
@@ -119,6 +255,11 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     options = options or CtcaeOptions()
     if units is not None:
         options = CtcaeOptions(**{**{f.name: getattr(options, f.name) for f in fields(options)}, "units": units})
+    check_output_file(out_csv, [input_csv], force=force, what="the graded table")
+    wrong = sniff_dialect(Path(input_csv), "standard")
+    if wrong is not None:  # worded as the study reader words it; ctcae reads comma-separated files only
+        raise InputError(f"{input_csv}: {wrong.message.split(', or pass --csv-dialect')[0]}",
+                         hint="Nothing was written.")
     try:
         raw = pl.read_csv(input_csv, infer_schema=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable CSV is the user's input problem
@@ -136,7 +277,8 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
                  "cartlab ctcae --list-terms lists the terms")
     work = raw.select([pl.col(lower[c]).alias(c) for c in INPUTS if c in lower])
     terms = ctcae_terms(options=options)
-    work = normalise_user_names(work, terms)
+    check_table(raw, input_csv, terms)
+    work = normalise_user_names(work, terms, input_csv)
     if "metadata" in lower:
         meta = raw[lower["metadata"]].unique().to_list()
         mapping = {m: metadata_units(m, options.version) for m in meta if m is not None}
@@ -150,8 +292,11 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     reason = pl.select(pl.when(read_as.is_not_null()).then(pl.concat_str([pl.lit("("), read_as, pl.lit(") "), reason]))
                        .otherwise(reason)).to_series()
     out = raw.with_columns(graded["grade"].cast(pl.String).alias("grade"), reason.alias("grade_reason"))
-    with atomic_file(out_csv) as tmp:  # nothing partial is left under the output name
-        out.write_csv(tmp)
+    try:
+        with atomic_file(out_csv) as tmp:  # nothing partial is left under the output name
+            out.write_csv(tmp)
+    except OSError as exc:  # e.g. --out /proc/x.csv: the user's path, never the temporary file's
+        raise output_error(out_csv, exc) from None
     counts = graded["grade"].value_counts()
     unknown = sorted({str(t) for t, g, why in zip(work["term"].to_list() if "term" in work.columns else [],
                                                      graded["grade"].to_list(), graded["grade_reason"].to_list())

@@ -38,6 +38,9 @@ def nca_cmd(
         "(cmax ng/mL, AUCs time*conc, lambda.z 1/time), as PKNCA does.")] = None,
     time_unit: Annotated[Optional[str], typer.Option(
         "--time-unit", help="Unit of the times (e.g. h, d): tmax, tlast, half.life in it, lambda.z in 1/it.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace --out (and OUT_units.csv) when it is an existing file (even the input table).")]
+    = False,
 ) -> None:
     """Non-compartmental analysis with PKNCA's rules and column names (cmax, tmax, tlast, clast.obs,
     auclast, aucall, aucinf.obs, lambda.z, half.life, r.squared, adj.r.squared, lambda.z.n.points ...).
@@ -53,7 +56,8 @@ def nca_cmd(
         with _progress(f"NCA of {table.name}") as step:
             step("profiles")
             summary = nca_command(table, out, subject=subject, time=time, conc=conc, lloq=lloq, method=method,
-                                  intervals=interval or None, conc_unit=conc_unit, time_unit=time_unit)
+                                  intervals=interval or None, conc_unit=conc_unit, time_unit=time_unit,
+                                  force=force)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
             raise

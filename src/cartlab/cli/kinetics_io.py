@@ -140,7 +140,8 @@ def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str
 def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, time: str, conc: str,
                 lloq: str | None = None, method: str = "lin-up/log-down",
                 intervals: Sequence[Any] | None = None, options: NcaOptions | None = None,
-                conc_unit: str | None = None, time_unit: str | None = None) -> dict[str, Any]:
+                conc_unit: str | None = None, time_unit: str | None = None,
+                force: bool = True) -> dict[str, Any]:
     """``cartlab nca TABLE.csv --subject COL --time COL --conc COL [--lloq COL] [--method M]
     [--interval START,END]... --out OUT.csv`` (contract: ``../shared/conformance/README.md``).
 
@@ -157,11 +158,33 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
     ``unit``; PKNCA's PPORRESU: cmax in the concentration unit, tmax and half.life in the time
     unit, the AUCs in time*concentration, lambda.z in 1/time; a unit derived from one that was not
     given is empty). Without them the output is unchanged and the summary says ``units: not given``.
+    A unit pint does not know (or a ``time_unit`` that is not a time) is an error (UnitError).
+
+    Output: unless ``force`` (``cartlab nca`` passes its --force), an existing ``out_csv`` or
+    ``OUT_units.csv`` (the input table above all) is refused before anything is computed; a path
+    that cannot be written is reported as that path (never a temporary file's name).
     """
+    from cartlab.cli.grading_io import check_output_file, output_error
+    from cartlab.units import UnitError, parse_unit, ureg
+
     path = Path(input_csv)
     for what, u in (("--conc-unit", conc_unit), ("--time-unit", time_unit)):
         if u is not None and not u.strip():
             raise ValueError(f"{what}: the unit is empty")
+        if u is not None:  # units are explicit: one pint does not know is an error, never copied through
+            try:
+                parsed = parse_unit(u)
+            except UnitError as exc:
+                raise UnitError(f"{what}: {exc}", hint="e.g. --conc-unit ng/mL, --conc-unit copies/ug, "
+                                "--time-unit h, --time-unit d") from None
+            if what == "--time-unit" and parsed.dimensionality != ureg.hour.dimensionality:
+                raise UnitError(f"--time-unit: {u!r} is not a unit of time (e.g. h, d, min)")
+    out_path = Path(out_csv)
+    units_path = out_path.with_name(f"{out_path.stem}_units{out_path.suffix or '.csv'}")
+    given = conc_unit is not None or time_unit is not None
+    check_output_file(out_path, [path], force=force, what="the NCA results")
+    if given:
+        check_output_file(units_path, [path], force=force, what="the units of the NCA results")
     work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq)
     base = options or NcaOptions()
     opt = NcaOptions(**{f.name: getattr(base, f.name) for f in fields(NcaOptions)} | {"method": method})
@@ -172,19 +195,19 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
         pl.col("lambda.z.times").cast(pl.List(pl.String)).list.join(";"),
         pl.col("warnings").list.join(" | "),
     )
-    out_path = Path(out_csv)
-    units_path = out_path.with_name(f"{out_path.stem}_units{out_path.suffix or '.csv'}")
-    given = conc_unit is not None or time_unit is not None
-    if given:
-        units = nca_units(conc_unit, time_unit, flat.columns)
-        table = pl.DataFrame({"column": list(units), "unit": list(units.values())},
-                             schema={"column": pl.String, "unit": pl.String})
-        with atomic_file(units_path) as tmp_units, atomic_file(out_path) as tmp:
-            table.write_csv(tmp_units)
-            flat.write_csv(tmp)
-    else:
-        with atomic_file(out_path) as tmp:
-            flat.write_csv(tmp)
+    try:
+        if given:
+            units = nca_units(conc_unit, time_unit, flat.columns)
+            table = pl.DataFrame({"column": list(units), "unit": list(units.values())},
+                                 schema={"column": pl.String, "unit": pl.String})
+            with atomic_file(units_path) as tmp_units, atomic_file(out_path) as tmp:
+                table.write_csv(tmp_units)
+                flat.write_csv(tmp)
+        else:
+            with atomic_file(out_path) as tmp:
+                flat.write_csv(tmp)
+    except OSError as exc:  # e.g. --out /proc/x.csv: the user's path, never the temporary file's
+        raise output_error(out_path, exc) from None
     return {
         "input": str(path),
         "output": str(out_path),

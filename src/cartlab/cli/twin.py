@@ -76,6 +76,55 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
     })
 
 
+def _check_out(out: Path, what: str) -> None:
+    """The output folder can be written (not a file, no file among its parents): checked before the
+    fit, which takes minutes, so a mistyped --out is told at once (exit 2)."""
+    import shutil
+    import tempfile
+
+    from cartlab.cli.grading_io import output_error
+    from cartlab.io.atomic import check_output_path
+
+    check_output_path(out, "folder", what)
+    base = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    try:  # can a folder be made where the output goes (not /proc, a read-only disk ...)?
+        shutil.rmtree(tempfile.mkdtemp(prefix=".cartlab-check-", dir=base if base.is_dir() else base.parent))
+    except OSError as exc:
+        raise output_error(out, exc) from None
+
+
+def _write_folder(out: Path, write) -> None:
+    """``write(tmp)`` into a temporary folder moved into ``out`` when complete; a file system error
+    names ``out`` (the user's path, never the temporary folder's)."""
+    from cartlab.cli.grading_io import output_error
+    from cartlab.io.atomic import atomic_folder
+
+    try:
+        with atomic_folder(out) as tmp:
+            write(tmp)
+    except OSError as exc:
+        raise output_error(out, exc) from None
+
+
+def _last_recorded_day(data, subject: str) -> float | None:
+    """The subject's last day with data: observations, doses, interventions, events, follow-up."""
+    import polars as pl
+
+    days: list[float] = []
+    for name, cols in (("observations", ("day",)), ("doses", ("day",)), ("interventions", ("start_day", "end_day")),
+                       ("events", ("day", "start_day", "end_day")), ("subjects", ("last_followup_day",))):
+        df = getattr(data, name, None)
+        if df is None or "subject_id" not in df.columns:
+            continue
+        rows = df.filter(pl.col("subject_id") == subject)
+        for c in cols:
+            if c in rows.columns and rows.height:
+                m = rows[c].cast(pl.Float64, strict=False).max()
+                if m is not None:
+                    days.append(float(m))
+    return max(days) if days else None
+
+
 @twin_app.command("fit")
 def fit_cmd(
     study: StudyArg = None,
@@ -97,17 +146,19 @@ def fit_cmd(
 
     [bold]Example[/]: cartlab twin fit studies/seed --subject CD7-AML-001 --sources paper --seed-anchors --out twin/
     """
-    from cartlab.io.atomic import atomic_folder
-
+    _check_out(out, "the twin fit")
     data, _ = load_source(study, store, csv_dialect=csv_dialect)
     model = _model(sources, posterior, seed_anchors, seed, draws, allow_other_target)
     with _progress(f"fitting the twin of {subject}") as step:
         model.fit(data, subject)
         step("identifiability and figure")
         meta: dict = {"command": "twin fit"}
-        with atomic_folder(out) as tmp:
+
+        def write(tmp: Path) -> None:
             _write_fit(model, tmp, meta)
             (tmp / "twin_fit.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+
+        _write_folder(out, write)
     console.print(f"[green]wrote[/] {out}: twin of {subject} fitted to {model.observations_.height} observations "
                   f"({'converged' if model.converged_ else 'NOT converged: ' + model.message_})"
                   + _misfit_note(model), soft_wrap=True)
@@ -143,9 +194,14 @@ def forecast_cmd(
 
     [bold]Example[/]: cartlab twin forecast studies/seed --subject CD7-AML-001 --from-day 7 --out fc/
     """
-    from cartlab.io.atomic import atomic_folder
-
+    if not math.isfinite(from_day):
+        raise _usage(f"--from-day must be a finite number of days, got {from_day:g}")
+    _check_out(out, "the twin forecast")
     data, _ = load_source(study, store, csv_dialect=csv_dialect)
+    last = _last_recorded_day(data, subject)
+    if last is not None and from_day > last:
+        raise _usage(f"--from-day {from_day:g} is beyond the last recorded day of subject {subject!r}: day {last:g}",
+                     hint=f"give --from-day {last:g} or earlier: the forecast starts from the data up to that day")
     model = _model(sources, posterior, False, seed, draws, allow_other_target)   # anchors describe the whole course: never in a forecast
     with _progress(f"forecasting {subject} from day {from_day:g}") as step:
         model.fit(data, subject, until_day=from_day)
@@ -153,7 +209,8 @@ def forecast_cmd(
         table = model.forecast(from_day)
         step("writing")
         meta: dict = {"command": "twin forecast", "from_day": from_day, "draws": draws}
-        with atomic_folder(out) as tmp:
+
+        def write(tmp: Path) -> None:
             _write_fit(model, tmp, meta)
             table.write_csv(tmp / "twin_forecast.csv")
             from cartlab.twin.plots import forecast_figure
@@ -164,6 +221,8 @@ def forecast_cmd(
             meta["forecast_problems"] = model.forecast_problems_
             meta["forecast_prior_only"] = model.forecast_prior_only_
             (tmp / "twin_forecast.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+
+        _write_folder(out, write)
     rows = {r["quantity"]: r for r in table.iter_rows(named=True)}
     peak = rows["car_cmax"]
     caveat = "" if model.forecast_reliable_ else ": [yellow]NOT reliable[/]"

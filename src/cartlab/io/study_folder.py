@@ -350,7 +350,8 @@ class _FileReader:
                     by=pl.lit(None),
                 )
             self.flag(
-                pl.col(day_col).is_null() & has_dt & pl.col("__anchor").is_null(),
+                pl.col(day_col).is_null() & has_dt & pl.col("__anchor").is_null()
+                & ~pl.col("__anchor_given").fill_null(False),
                 dt_col,
                 lambda v: f"{dt_col} is given but subject {v!r} has no infusion_date or "
                 "infusion_datetime in subjects to anchor it",
@@ -371,7 +372,7 @@ class _FileReader:
                 .otherwise(derived)
                 .alias(day_col)
             )
-        self.df = self.df.with_columns(new_cols).drop("__anchor")
+        self.df = self.df.with_columns(new_cols).drop("__anchor", "__anchor_given")
 
     def check_subjects_known(self, known: pl.Series) -> None:
         assert self.df is not None
@@ -422,7 +423,10 @@ def _subjects(r: _FileReader) -> pl.DataFrame:
 def _anchors(subjects: pl.DataFrame) -> pl.DataFrame:
     """Per subject the origin of the day axis: midnight of the infusion date (``cartlab.io.clock``)."""
     anchor = day_zero(pl.col("infusion_datetime"), pl.col("infusion_date"))
-    return subjects.select("subject_id", anchor.alias("__anchor")).unique("subject_id", keep="first")
+    # given but unreadable: the date has its own error in subjects, so no row is told it has none
+    given = pl.col("infusion_datetime").is_not_null() | pl.col("infusion_date").is_not_null()
+    return subjects.select("subject_id", anchor.alias("__anchor"), given.alias("__anchor_given")).unique(
+        "subject_id", keep="first")
 
 
 def _doses(r: _FileReader) -> pl.DataFrame:
@@ -604,7 +608,8 @@ def _observations(r: _FileReader) -> pl.DataFrame:
     lo = pl.col("param").replace_strict({k: v.plausible[0] for k, v in d.params.items() if v.plausible}, default=None, return_dtype=pl.Float64)
     hi = pl.col("param").replace_strict({k: v.plausible[1] for k, v in d.params.items() if v.plausible}, default=None, return_dtype=pl.Float64)
     r.flag(
-        pl.col("value").is_not_null() & lo.is_not_null() & ((pl.col("value") < lo) | (pl.col("value") > hi)),
+        # a NaN or infinite value already has its error ("value must be a number"): not also this one
+        pl.col("value").is_finite() & lo.is_not_null() & ((pl.col("value") < lo) | (pl.col("value") > hi)),
         "value",
         _implausible,
         by=pl.concat_list(
