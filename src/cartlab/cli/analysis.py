@@ -70,6 +70,42 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
     return AnalysisOptions.from_settings(settings, strict=strict)
 
 
+#: the kind of output ``analyze`` writes (its marker, .cartlab-export.json, names it)
+ANALYSIS_KIND = "analysis"
+_ANALYSIS_FIXED = {"analysis.json", "subject_summary.csv", "sdtm_mapping_report.csv", "sdtm_mapping_report.md",
+                   "fhir_mapping_report.csv"}
+
+
+def _earlier_tables(out: Path) -> set[str]:
+    """The table files an earlier analysis in ``out`` wrote, from its analysis.json (engines, tables)."""
+    import json
+
+    try:
+        meta = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(meta, dict) or "cartlab_version" not in meta or not isinstance(meta.get("engines"), list):
+        return set()
+    return {f"{t}.csv" for e in meta["engines"] if isinstance(e, dict) for t in e.get("tables") or []
+            if isinstance(t, str)}
+
+
+def is_analysis_output(out: Path) -> bool:
+    """``out`` holds an analysis that an earlier cartlab wrote (its analysis.json, before the marker)."""
+    import json
+
+    try:
+        meta = json.loads((Path(out) / "analysis.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "cartlab_version" in meta and isinstance(meta.get("engines"), list)
+
+
+def is_analysis_file(name: str) -> bool:
+    """A file every analysis writes (the tables of an earlier one are listed in its marker)."""
+    return name in _ANALYSIS_FIXED
+
+
 @app.command("analyze")
 def analyze_cmd(
     study: SourceArg = None,
@@ -92,6 +128,9 @@ def analyze_cmd(
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", min=1, help="Subjects per batch (default: 500 with --workers > 1 or more than 2000 "
         "subjects; otherwise the whole study at once). Lower it to use less memory.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a folder that holds other files (not an earlier analysis): its analysis "
+                        "files are replaced, the other files kept.")] = False,
 ) -> None:
     """Run every engine on a study (a folder, a stored study, --sdtm DIR or --fhir PATH); write DIR/subject_summary.csv, every table and DIR/analysis.json.
 
@@ -101,34 +140,58 @@ def analyze_cmd(
     An SDTM or FHIR source writes its mapping report (every input record: mapped, or why not) into
     the output folder too.
 
+    An earlier analysis in --out is replaced as a whole (a table it wrote and this one does not is
+    deleted); a folder holding other files is refused unless --force.
+
     [bold]Example[/]: cartlab analyze studies/NCT04762485 --out results/
     [bold]Example[/]: cartlab analyze --sdtm sdtm/ --out results/
     [bold]Example[/]: cartlab analyze big_study/ --workers 2 --out results/
     """
     from cartlab.analyze import Analysis, write_analysis
     from cartlab.analyze_batched import AUTO_BATCH_ABOVE, DEFAULT_BATCH_SIZE, InMemorySource, write_analysis_batched
+    from cartlab.io.atomic import export_folder, write_error
 
     proto = _protocol_or_exit(protocol) if protocol else None
     options = analysis_options(options_file, set_options, strict)  # a bad option stops before any reading
-    data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
-                          partial_dates=partial_dates,
-                          report_to=out)
-    if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
-        batch_size = DEFAULT_BATCH_SIZE
-    if batch_size is not None and batch_size < data.subjects.height:
-        with _progress("analysing", total=1) as step:
-            def done(k: int, n: int) -> None:
-                step(f"batch {k}/{n} ({batch_size} subjects each, {workers} worker(s))", completed=k, total=n)
 
-            step("starting the workers" if workers > 1 else "batch 1")
-            path, analysis, tables = write_analysis_batched(InMemorySource(data), out, options, proto,
-                                                            batch_size=batch_size, workers=workers, progress=done)
-    else:
-        with _progress("analysing") as step:
-            analysis = Analysis(data, options, protocol=proto, progress=step)
-            analysis.tables()
-            step("writing")
-            path, tables = write_analysis(analysis, out)
+    def owned(name: str) -> bool:  # the files of an earlier analysis: replaced as a whole
+        return is_analysis_file(name) or name in earlier
+
+    earlier = _earlier_tables(out) if out.is_dir() else set()
+    reading = False
+    try:
+        # --out is checked first (a file, a folder of other files: one message, before any work); the
+        # analysis is written beside it and swapped in when complete
+        with export_folder(out, ANALYSIS_KIND, owned=owned, force=force, what="the analysis", noun="output",
+                           earlier=is_analysis_output) as t:
+            reading = True  # an OSError while reading the input is not a write error
+            data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
+                                  partial_dates=partial_dates, report_to=t.staging, report_shown=out)
+            reading = False
+            t.meta["study_id"] = data.study_id
+            if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
+                batch_size = DEFAULT_BATCH_SIZE
+            if batch_size is not None and batch_size < data.subjects.height:
+                with _progress("analysing", total=1) as step:
+                    def done(k: int, n: int) -> None:
+                        step(f"batch {k}/{n} ({batch_size} subjects each, {workers} worker(s))", completed=k,
+                             total=n)
+
+                    step("starting the workers" if workers > 1 else "batch 1")
+                    path, analysis, tables = write_analysis_batched(
+                        InMemorySource(data), t.staging, options, proto, batch_size=batch_size, workers=workers,
+                        progress=done)
+            else:
+                with _progress("analysing") as step:
+                    analysis = Analysis(data, options, protocol=proto, progress=step)
+                    analysis.tables()
+                    step("writing")
+                    path, tables = write_analysis(analysis, t.staging)
+    except OSError as exc:
+        if reading:
+            raise
+        raise write_error(out, exc, "the analysis") from exc
+    path = out / Path(path).relative_to(t.staging)  # where it is now, not the staging folder
     _print_skipped(analysis)
     console.print(f"[green]wrote[/] {path} ({data.subjects.height} subjects) and {len(tables)} tables: "
                   f"{', '.join(t + '.csv' for t in tables)}", soft_wrap=True)

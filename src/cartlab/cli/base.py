@@ -47,8 +47,11 @@ class _Group(typer.core.TyperGroup):
         except (typer.Exit, typer.Abort, _ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place where every error is turned into a message
-            if _debug(ctx):
-                raise
+            if _debug(ctx):  # the traceback as well as the message; the exit code stays the same (2 stays 2)
+                import traceback
+
+                sys.stderr.write("".join(traceback.format_exception(exc)))
+                sys.stderr.flush()
             raise typer.Exit(_report_error(exc)) from None
 
 
@@ -361,12 +364,21 @@ def _subject_data(subject: str, store: Path, study: str | None, csv_dialect: str
     """One subject's data, from a study folder or stored study (``--study``), else from the store."""
     from cartlab.store import Store
 
-    if study is not None and Path(study).exists():
+    if study is not None and (Path(study).exists() or len(Path(study).parts) > 1):
         if Path(study).is_dir() and _same_as_stored(study, store) is False:
             raise _ambiguous(study, store)
         data = _read_or_exit(Path(study), csv_dialect=csv_dialect)
         if subject not in data.subject_ids:
             raise _usage(f"no subject {subject!r} in {study}")
         return data.subject(subject)
+    if study is not None and not store.exists():  # --study names neither a folder nor a stored study
+        raise _usage(f"{study}: no such study folder, and no store at {store} to look the id up in",
+                     hint="give --study a study folder, or import it first (cartlab import FOLDER) and name it "
+                          "by its id")
     with Store(store, read_only=True) as s:
+        if study is not None:
+            ids = s.studies()["study_id"].to_list()
+            if study not in ids:
+                raise _usage(f"{study}: no such study folder, and no study with this id in {store} "
+                             f"(studies: {', '.join(ids) or 'none'})")
         return s.subject(subject, study)

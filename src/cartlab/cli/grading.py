@@ -19,7 +19,6 @@ from cartlab.cli.base import (
 )
 from cartlab.errors import CartlabError
 
-
 #: what a bare ``--version`` (no value) gives: the program's version, as ``cartlab --version``
 _SHOW_PROGRAM_VERSION = "\0program-version"
 

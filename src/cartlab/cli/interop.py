@@ -30,12 +30,14 @@ MappingOpt = Annotated[Optional[Path], typer.Option(
 
 def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhir: Path | None = None,
                 mapping: Path | None = None, csv_dialect: str = "standard", study_id: str | None = None,
-                report_to=None, partial_dates: str = "skip"):
+                report_to=None, partial_dates: str = "skip", report_shown: Path | None = None):
     """The study a command names (exactly one source), and where its mapping report went (or None).
 
     ``study_id``: an explicit id (``--study``); None leaves the reader's default (SDTM: DM.STUDYID when
     it is unique, else the folder name; FHIR: :func:`fhir_study_id`, else the file name).
     ``report_to``: a folder or file for the mapping report, or a callable giving it from the study read.
+    ``report_shown``: the folder the report will be in when the output is complete, printed instead of
+    ``report_to`` when that is a staging folder swapped into place afterwards.
     """
     given = [name for name, v in (("STUDY", study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
     if len(given) > 1:
@@ -48,6 +50,8 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
         data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates)
         where = report_to(data) if callable(report_to) else report_to  # a callable: named after the study
         written = _write_report(report, where, "sdtm" if sdtm is not None else "fhir") if where else None
+        if written is not None and report_shown is not None:
+            written = Path(report_shown) / written.name
         _say_report(report, written)
         _print_warnings(getattr(data, "warnings", []))  # e.g. duplicate records dropped
         return data, written

@@ -102,6 +102,7 @@ def dose_cmd(
     study_dir: StudyDirAlias = None,
     store: Annotated[Optional[Path], typer.Option("--store", envvar="CARTLAB_STORE",
                                                  help="DuckDB store to read --subject from.")] = None,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Doses of every administration of a protocol for one patient: day, agent, dose, unit, basis.
 
@@ -132,7 +133,7 @@ def dose_cmd(
 
         from cartlab.protocol import subject_patient
 
-        data = _subject_data(subject, store or DEFAULT_STORE_PATH, study)
+        data = _subject_data(subject, store or DEFAULT_STORE_PATH, study, csv_dialect)
         patient, why = subject_patient(data, p, subject)
         if patient is None:
             raise _usage(f"cannot dose {subject}: {why}")
@@ -166,7 +167,15 @@ def dose_cmd(
                            car_positive=car_positive)
         size = body_size(patient, p, opts)
         plan = dose_plan(p, patient, opts, size=size)
-        path = write_dosing_sheet(sheet_context(p, plan, size, opts, patient), sheet) if sheet else None
+        if sheet is not None:
+            from cartlab.cli.grading_io import output_error
+
+            try:
+                path = write_dosing_sheet(sheet_context(p, plan, size, opts, patient), sheet)
+            except OSError as exc:  # e.g. --sheet /proc/x.html: the user's path, never a temporary name
+                raise output_error(sheet, exc) from None
+        else:
+            path = None
     except (DosingError, ValueError) as exc:
         raise _usage(f"cannot dose: {exc}") from None
     if as_csv:

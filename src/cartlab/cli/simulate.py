@@ -63,10 +63,14 @@ def simulate_cmd(
         "at most the schedule's follow-up, 90 days; default: 90).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue a run in DIR: finished chunks are kept, the others computed.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a folder that holds other files (not an earlier simulate run); the other "
+                        "files are kept.")] = False,
 ) -> None:
     """Run a virtual trial of the CD7 CAR-T digital twin; write DIR/summary.json, DIR/tables, DIR/plots, DIR/study.
 
-    Every simulated row has source = simulated. Rates come with Wilson and exact 95% CIs.
+    Every simulated row has source = simulated. Rates come with Wilson and exact 95% CIs. A folder
+    holding other files (not an earlier simulate run) is refused unless --force.
 
     [bold]Example[/]: cartlab simulate --protocol nct04762485 --n 200 --seed 1 --out sim/
     [bold]Example[/]: cartlab simulate --n 100000 --dose-levels 1e6,2e6,5e6 --workers 2 --out sim/
@@ -95,6 +99,11 @@ def simulate_cmd(
         raise _usage(f"--folders: a number or 'all', got {folders!r}")
     if out.exists() and not out.is_dir():
         raise _usage(f"--out {out}: a file, not a folder to write the trial into")
+    from cartlab.io.atomic import check_output_folder
+
+    # a folder of other files is refused before any work (an earlier run: run_trial asks for --resume)
+    check_output_folder(out, "simulate", force=force, what="the trial", noun="run",
+                        earlier=lambda p: (p / "manifest.jsonl").exists() or (p / "run_config.json").exists())
     if days is not None:
         from cartlab.twin.trial import max_course_days
 

@@ -49,6 +49,14 @@ def validate_cmd(
     from cartlab.io import validate_study
     from cartlab.io.study_folder import check_study_path
 
+    if as_json and not study_dir.is_dir():  # --json: JSON on stdout even when the path is no study folder
+        from cartlab.io import StudyValidationError
+
+        try:
+            check_study_path(study_dir)
+        except StudyValidationError as exc:
+            console.print_json(json.dumps([i.to_dict() for i in exc.issues]))
+            raise typer.Exit(exc.exit_code) from None
     check_study_path(study_dir)
     with _progress(f"validating {study_dir.name}") as _:
         issues = validate_study(study_dir, csv_dialect)
@@ -92,8 +100,9 @@ def import_cmd(
     from cartlab.io import read_study
     from cartlab.io.study_folder import check_study_path, sha256_file
     from cartlab.store import Store
-    from cartlab.store.duckdb_store import fingerprint_files, study_files
+    from cartlab.store.duckdb_store import check_store_path, fingerprint_files, study_files
 
+    check_store_path(store)  # a folder or a file that is not a store: refused before the study is read
     if sdtm is not None or fhir is not None:
         if study_dir is not None:
             raise _usage("give a study folder, --sdtm or --fhir, not two of them")
@@ -219,11 +228,13 @@ def export_cmd(
     strict: Annotated[bool, typer.Option(
         "--strict", help="ADaM: stop with an error when an engine cannot analyse a subject or a dataset cannot be "
         "derived, instead of writing the other datasets and naming what was left out.")] = False,
+    csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Write a study out: as a study folder (values and units as given), as ADaM (--adam) or as a FHIR Bundle (--fhir).
 
     The folder must be new, empty or an earlier export of the same kind, which is then replaced as a whole
-    (a file the new export does not write is deleted); anything else is refused unless --force. The export
+    (a file the new export does not write is deleted); anything else is refused unless --force (--fhir: an
+    existing file that is not an earlier FHIR export of cartlab is refused unless --force). The export
     is written beside the folder and swapped in when complete: if anything fails, nothing in it changes.
     ADaM: a dataset that cannot be derived (e.g. ADTTE without follow-up) is left out and named; the
     others are written. In the examples, out/seed_case is the study folder cartlab demo writes.
@@ -245,9 +256,7 @@ def export_cmd(
     if fhir_out is not None:
         if fmt is not None:
             raise _usage("--format applies to a study folder or ADaM, not --fhir")
-        if force:
-            raise _usage("--force applies to a folder (--out, --adam); --fhir replaces its file")
-        return _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out)
+        return _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out, force, csv_dialect)
     if adam is None and fmt not in (None, "csv", "parquet"):
         raise _usage("--format must be csv or parquet for a study folder")
     formats = ()
@@ -258,16 +267,34 @@ def export_cmd(
         if not formats or any(f not in FORMATS for f in formats):
             raise _usage(f"--format for ADaM: {fmt!r}; choose from {', '.join(FORMATS)} (comma-separated)")
     target = adam if adam is not None else _out(out, out_arg)
-    _export_folder(study, store, sdtm, mapping, partial_dates, target, formats, fmt, force, strict)
+    _export_folder(study, store, sdtm, mapping, partial_dates, target, formats, fmt, force, strict, csv_dialect)
 
 
-def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path) -> None:
+def _is_fhir_export(path: Path) -> bool:
+    """``path`` holds a FHIR Bundle that cartlab wrote (export --fhir): a collection Bundle whose
+    resources carry cartlab's row extension (or none at all)."""
+    from cartlab.io.fhir.mapping import EXT_ROW
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        obj = json.loads(text)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(obj, dict) and obj.get("resourceType") == "Bundle" and obj.get("type") == "collection"
+            and (EXT_ROW in text or not obj.get("entry")))
+
+
+def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path, force: bool = False,
+                 csv_dialect: str = "standard") -> None:
     from cartlab.io.atomic import check_output_path, write_error
     from cartlab.io.fhir import write_fhir_bundle
 
     check_output_path(fhir_out, "file", "the FHIR Bundle")
+    if fhir_out.exists() and not force and not _is_fhir_export(fhir_out):
+        raise _usage(f"{fhir_out} exists and it is not an earlier cartlab FHIR export: cartlab will not write "
+                     "over it", hint="choose a new file name, or pass --force to replace it")
     data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, report_to=fhir_out.parent,
-                          partial_dates=partial_dates)
+                          partial_dates=partial_dates, csv_dialect=csv_dialect)
     try:
         path = write_fhir_bundle(data, fhir_out)
     except OSError as exc:
@@ -276,7 +303,7 @@ def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path) -> 
 
 
 def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, formats: tuple[str, ...],
-                   fmt: str | None, force: bool, strict: bool) -> None:
+                   fmt: str | None, force: bool, strict: bool, csv_dialect: str = "standard") -> None:
     """A study folder (no formats) or ADaM export, staged beside ``target`` and swapped in whole."""
     from rich.markup import escape
 
@@ -291,8 +318,10 @@ def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, for
     try:
         with export_folder(target, kind, owned=owned, force=force) as t:
             reading = True  # an OSError while reading the input is not a write error
+            # the mapping report goes into the staging folder; the path printed is where it ends up
             data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, partial_dates=partial_dates,
-                                  report_to=t.staging / "sdtm_mapping_report.csv" if sdtm is not None else None)
+                                  report_to=t.staging / "sdtm_mapping_report.csv" if sdtm is not None else None,
+                                  report_shown=target, csv_dialect=csv_dialect)
             reading = False
             t.meta["study_id"] = data.study_id
             if formats:
@@ -385,7 +414,10 @@ def demo_cmd(
     [bold]Example[/]: cartlab demo --out out/
     """
     from cartlab.analyze import Analysis, write_analysis
+    from cartlab.cli.analysis import ANALYSIS_KIND, is_analysis_file, is_analysis_output
     from cartlab.datasets import seed_case_path
+    from cartlab.io import read_study
+    from cartlab.io.atomic import atomic_replace_folder, check_output_path, export_folder, write_error
     from cartlab.protocol import (
         DoseOptions,
         body_size,
@@ -396,52 +428,68 @@ def demo_cmd(
     from cartlab.protocol.sheet import sheet_context, write_dosing_sheet
     from cartlab.report import write_study_report
     from cartlab.store import Store
+    from cartlab.store.duckdb_store import check_store_path
 
-    if out.exists() and not out.is_dir():
-        raise _usage(f"{out}: a file, not a folder to write the demo into")
-    out.mkdir(parents=True, exist_ok=True)
-    folder = out / "seed_case"
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(seed_case_path(), folder)
-    console.print(f"1. seed case study folder: {folder}")
-    store_path = store  # the default store, so that cartlab list / show / explain work next
-    with Store(store_path) as s:
-        result = s.import_study(folder, "seed_case")
-    console.print(f"2. imported into {store_path}: {result}")
-    with Store(store_path, read_only=True) as s:
-        study = s.load_study("seed_case")
-
+    # both destinations are checked before anything is written: a bad --out or --store stops here
+    check_output_path(out, "folder", "the demo")
+    check_store_path(store)
     proto = load_protocol("nct04762485")
-    analysis = Analysis(study, protocol=proto)
-    path, _tables = write_analysis(analysis, out / "analysis")
-    _print_skipped(analysis)
-    summary = analysis.subject_summary()
-    console.print(f"3. analysis: {path} (protocol {proto.id}: dose_plan, eligibility, protocol_deviations)")
-    figures = _seed_twin_figures(out / "twin", study.subject_ids[0])
-    report = write_study_report(study, out / "report", summary=summary, protocol=proto, analysis=analysis,
-                                figures=figures)
-    console.print(f"4. report: [bold green]{report.resolve()}[/]")
-    patient, _ = subject_patient(study, proto, study.subject_ids[0])
-    opts = DoseOptions()
-    sheet = write_dosing_sheet(sheet_context(proto, dose_plan(proto, patient, opts), body_size(patient, proto, opts),
-                                             opts, patient, input_note=(
-        "Demo: age and sex are stated by the paper; weight, height and the screening creatinine (day -6) are "
-        "reconstructed (synthetic), not stated by the paper.")), out / "report" / "dosing_sheet.html")
-    console.print(f"5. dosing sheet ({proto.id}; weight and height reconstructed): {sheet}")
-    from cartlab.cli.kinetics_io import stein_command
+    store_path = store  # the default store, so that cartlab list / show / explain work next
+    folder = out / "seed_case"
+    try:
+        # everything is written in a folder beside --out and moved in when complete: a failure (a store
+        # that cannot be created, a full disk) leaves --out as it was; the demo's own folders are replaced
+        with atomic_replace_folder(out, replace=DEMO_FOLDERS) as stage:
+            shutil.copytree(seed_case_path(), stage / "seed_case")
+            seed = read_study(stage / "seed_case", "seed_case")
+            with Store(store_path) as s:  # opened (created) before the demo writes anything it keeps
+                result = s.import_study(seed, "seed_case", folder=folder)
+            console.print(f"1. seed case study folder: {folder}")
+            console.print(f"2. imported into {store_path}: {result}")
+            with Store(store_path, read_only=True) as s:
+                study = s.load_study("seed_case")
 
-    meta = stein_command(study, out / "stein")
-    console.print(f"6. Stein 2019 kinetic fit of CARCOPY: {out / 'stein'} ({meta['n_observations']} samples, "
-                  f"{meta['n_not_measured']} of them reconstructed); the model's peak is the corner of its "
-                  "expansion and contraction lines, above the observed 183,945 on day 14: see "
-                  "docs/kinetics/stein_seed_peak.md", soft_wrap=True)
+            analysis = Analysis(study, protocol=proto)
+            with export_folder(stage / "analysis", ANALYSIS_KIND, owned=is_analysis_file, noun="output",
+                               earlier=is_analysis_output) as t:
+                write_analysis(analysis, t.staging)
+            _print_skipped(analysis)
+            summary = analysis.subject_summary()
+            console.print(f"3. analysis: {out / 'analysis' / 'subject_summary.csv'} (protocol {proto.id}: "
+                          "dose_plan, eligibility, protocol_deviations)")
+            figures = _seed_twin_figures(stage / "twin", study.subject_ids[0], shown=out / "twin")
+            staged_report = write_study_report(study, stage / "report", summary=summary, protocol=proto,
+                                               analysis=analysis, figures=figures)
+            report = out / staged_report.relative_to(stage)
+            console.print(f"4. report: [bold green]{report.resolve()}[/]")
+            patient, _ = subject_patient(study, proto, study.subject_ids[0])
+            opts = DoseOptions()
+            sheet = write_dosing_sheet(sheet_context(
+                proto, dose_plan(proto, patient, opts), body_size(patient, proto, opts), opts, patient,
+                input_note=("Demo: age and sex are stated by the paper; weight, height and the screening "
+                            "creatinine (day -6) are reconstructed (synthetic), not stated by the paper.")),
+                stage / "report" / "dosing_sheet.html")
+            console.print(f"5. dosing sheet ({proto.id}; weight and height reconstructed): "
+                          f"{out / sheet.relative_to(stage)}")
+            from cartlab.cli.kinetics_io import stein_command
+
+            meta = stein_command(study, stage / "stein")
+            console.print(f"6. Stein 2019 kinetic fit of CARCOPY: {out / 'stein'} ({meta['n_observations']} "
+                          f"samples, {meta['n_not_measured']} of them reconstructed); the model's peak is the "
+                          "corner of its expansion and contraction lines, above the observed 183,945 on day "
+                          "14: see docs/kinetics/stein_seed_peak.md", soft_wrap=True)
+    except OSError as exc:  # writing the demo's folder: named by the path given, never the staging folder
+        raise write_error(out, exc, "the demo") from exc
     console.print(
         "[yellow]Note:[/] rows with source=reconstructed are synthetic, reconstructed around the "
         "paper's stated values."
     )
     console.print(f"report: [bold green]{report.resolve()}[/]", soft_wrap=True)
     console.print(f"dashboard: [bold]{_this_command()} serve --store {shlex.quote(str(store_path))}[/]", soft_wrap=True)
+
+
+#: the folders ``cartlab demo`` writes into --out (an earlier demo's are replaced as a whole)
+DEMO_FOLDERS = ("seed_case", "analysis", "twin", "report", "stein")
 
 
 def _this_command() -> str:
@@ -455,9 +503,10 @@ def _this_command() -> str:
         return shlex.quote(str(prog))
 
 
-def _seed_twin_figures(folder: Path, subject_id: str) -> dict:
+def _seed_twin_figures(folder: Path, subject_id: str, shown: Path | None = None) -> dict:
     """The seed's digital twin (fitted to the paper's values and anchors) as a report section; a
-    failure is reported and the demo goes on without it."""
+    failure is reported and the demo goes on without it. ``shown``: the folder printed (where
+    ``folder`` ends up once the demo is moved into place)."""
     from cartlab.report.html import ReportFigure
 
     try:
@@ -472,7 +521,8 @@ def _seed_twin_figures(folder: Path, subject_id: str) -> dict:
         err.print(f"[yellow]digital twin skipped:[/] {exc}")
         return {}
     notes = "; ".join(dict.fromkeys(str(w.message) for w in caught))
-    console.print(f"   digital twin of the seed case (fitted to the paper's values and anchors): {png}"
+    console.print(f"   digital twin of the seed case (fitted to the paper's values and anchors): "
+                  f"{(shown / png.name) if shown is not None else png}"
                   + (f" [yellow]({notes})[/]" if notes else ""), soft_wrap=True)
     caption = ("Digital twin of this patient (cartlab.twin, docs/twin.md): the model is fitted to the values the "
                "paper states (filled markers) and to its qualitative anchors only; lines and bands are SIMULATED, "

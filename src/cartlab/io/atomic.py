@@ -28,7 +28,7 @@ from typing import Any
 from cartlab.errors import CartlabError, InputError
 
 __all__ = ["EXPORT_MARKER", "ExportTarget", "atomic_file", "atomic_folder", "atomic_replace_folder",
-           "check_output_path", "export_folder", "write_error"]
+           "check_output_folder", "check_output_path", "export_folder", "write_error"]
 
 #: the hidden file an export leaves in its folder: its kind and the files it wrote (hidden files are
 #: not read as study tables, cartlab.io.folder)
@@ -189,7 +189,8 @@ def _read_marker(out: Path) -> dict[str, Any] | None:
     return got if isinstance(got, dict) and isinstance(got.get("files"), list) else None
 
 
-def _prepare(out: Path, kind: str, owned: Callable[[str], bool], force: bool, what: str) -> ExportTarget:
+def _prepare(out: Path, kind: str, owned: Callable[[str], bool], force: bool, what: str,
+             noun: str = "export", earlier: Callable[[Path], bool] | None = None) -> ExportTarget:
     check_output_path(out, "folder", what)
     target = ExportTarget(out, kind)
     if not out.is_dir():
@@ -199,10 +200,12 @@ def _prepare(out: Path, kind: str, owned: Callable[[str], bool], force: bool, wh
         return target
     marker = _read_marker(out)
     target.previous = None if marker is None else str(marker.get("cartlab_export"))
+    if marker is None and earlier is not None and earlier(out):  # an output of an earlier cartlab (no marker)
+        target.previous = kind
     if target.previous != kind and not force:
-        earlier = (f"it holds an earlier cartlab {target.previous} export (not {kind})" if marker is not None
-                   else f"it is not an earlier cartlab {kind} export")
-        raise InputError(f"{out} is not empty ({len(names)} entries) and {earlier}: cartlab will not write into it",
+        said = (f"it holds an earlier cartlab {target.previous} {noun} (not {kind})" if marker is not None
+                else f"it is not an earlier cartlab {kind} {noun}")
+        raise InputError(f"{out} is not empty ({len(names)} entries) and {said}: cartlab will not write into it",
                          hint=f"choose a new or empty folder, or pass --force to replace the {kind} files in it "
                               "(other files are kept)")
     listed = {str(n) for n in (marker or {}).get("files", [])}
@@ -210,17 +213,31 @@ def _prepare(out: Path, kind: str, owned: Callable[[str], bool], force: bool, wh
     return target
 
 
+def check_output_folder(out_dir: str | Path, kind: str, *, force: bool = False, what: str | None = None,
+                        noun: str = "output", earlier: Callable[[Path], bool] | None = None) -> Path:
+    """The check :func:`export_folder` makes, for a command that writes into ``out_dir`` itself
+    (``cartlab simulate``): a missing or empty folder, or one holding an earlier output of ``kind``
+    (its marker, or ``earlier(out)`` says so) is fine; a file is an :class:`InputError`, and so is a
+    folder holding other files unless ``force`` (the same wording as exports, reports and analyses)."""
+    _prepare(Path(out_dir), kind, lambda _n: False, force, what or f"the {kind} {noun}", noun, earlier)
+    return Path(out_dir)
+
+
 @contextmanager
 def export_folder(out_dir: str | Path, kind: str, *, owned: Callable[[str], bool], force: bool = False,
-                  what: str | None = None) -> Iterator[ExportTarget]:
+                  what: str | None = None, noun: str = "export",
+                  earlier: Callable[[Path], bool] | None = None) -> Iterator[ExportTarget]:
     """An export of ``kind`` into ``out_dir``, written in ``target.staging`` and swapped in whole.
 
     ``out_dir`` may be missing, empty, or an earlier export of the same ``kind`` (its marker says
     so); anything else is an :class:`InputError` (exit 2) unless ``force``. The files of the earlier
     export (listed in its marker) and every entry ``owned`` says belongs to an export of this kind
-    are replaced as a whole: none of them survives beside the new export. Other files are kept."""
+    are replaced as a whole: none of them survives beside the new export. Other files are kept.
+
+    ``noun`` names the output in messages (an "analysis output" rather than an "export");
+    ``earlier(out)`` recognises an output of this kind written before the marker existed."""
     out = Path(out_dir)
-    target = _prepare(out, kind, owned, force, what or f"the {kind} export")
+    target = _prepare(out, kind, owned, force, what or f"the {kind} {noun}", noun, earlier)
     with atomic_replace_folder(out, target.replaced) as tmp:
         target.staging = tmp
         yield target
@@ -231,12 +248,20 @@ def export_folder(out_dir: str | Path, kind: str, *, owned: Callable[[str], bool
         (tmp / EXPORT_MARKER).write_text(json.dumps(marker, indent=1, default=str) + "\n", encoding="utf-8")
 
 
+#: errors about the path itself (it cannot exist as given): bad usage, exit 2, as the command line
+#: classes them for every command (cartlab.cli.base); others (no permission, a full disk): exit 1
+PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, FileNotFoundError)
+
+
 def write_error(path: str | Path, exc: OSError, what: str = "the output") -> CartlabError:
-    """An operating-system error while writing ``what`` to ``path`` as one message (exit 1) naming
-    the path and the problem; nothing was changed at ``path`` (the writers above)."""
+    """An operating-system error while writing ``what`` to ``path`` as one message naming the path
+    the user gave and the problem (never an internal temporary name); nothing was changed at
+    ``path`` (the writers above). Exit code 2 when the path cannot exist as given (e.g. ``/proc/x``:
+    :data:`PATH_ERRORS`), as for every command; 1 otherwise."""
     reason = exc.strerror or type(exc).__name__
     name = Path(str(exc.filename)).name if exc.filename else ""
     where = f" ({exc.filename})" if name and not name.startswith(".") else ""  # not a temporary name
-    return CartlabError(f"cannot write {what} to {path}: {reason}{where}; nothing was changed there",
-                        hint="check that the folder and the one above it can be written (permissions, a "
-                             "read-only or full disk), or choose another path")
+    cls = InputError if isinstance(exc, PATH_ERRORS) else CartlabError
+    return cls(f"cannot write {what} to {path}: {reason}{where}; nothing was changed there",
+               hint="check that the folder and the one above it can be written (permissions, a "
+                    "read-only or full disk), or choose another path")

@@ -70,6 +70,48 @@ def fingerprint_files(study_id: str, files: list[tuple[str, str]]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+#: DuckDB's database files carry these bytes after an 8-byte header checksum (DuckDB docs, "Storage":
+#: a uint64 checksum, then the magic bytes ``DUCK``, then the storage version)
+DUCKDB_MAGIC = b"DUCK"
+DUCKDB_MAGIC_OFFSET = 8
+
+
+def is_duckdb_file(path: str | Path) -> bool:
+    """``path`` is a file starting with DuckDB's header (checksum, ``DUCK``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC))
+    except OSError:
+        return False
+    return head[DUCKDB_MAGIC_OFFSET:] == DUCKDB_MAGIC
+
+
+def check_store_path(path: str | Path) -> bool:
+    """Whether a store exists at ``path`` (False: none yet); anything there that is not a DuckDB
+    database (a folder, a CSV, an empty file) is a :class:`StoreLookupError` (exit 2) before DuckDB
+    opens it: DuckDB would open a ``.csv`` as an in-memory database and keep nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreLookupError(f"{path}: a folder, not a cartlab store",
+                               hint="give --store the store's file (a DuckDB file, e.g. cartlab.duckdb)")
+    if not path.exists():
+        if path.is_symlink():
+            raise StoreLookupError(f"{path}: a broken link, not a cartlab store")
+        return False
+    if not is_duckdb_file(path):
+        what = "an empty file" if path.is_file() and path.stat().st_size == 0 else "not a DuckDB database file"
+        raise StoreLookupError(f"{path}: not a cartlab store ({what})",
+                               hint="give --store a store file (cartlab import STUDY --store NEW.duckdb makes "
+                                    "one); cartlab does not write a store into another file")
+    return True
+
+
+def _io_reason(exc: Exception) -> str:
+    """DuckDB's 'IO Error: Cannot open file "x": No such file or directory' as its last part."""
+    text = str(exc)
+    return text.rsplit(": ", 1)[-1] if ": " in text else text
+
+
 class Store:
     """A DuckDB file holding any number of studies in canonical form.
 
@@ -81,11 +123,16 @@ class Store:
     def __init__(self, path: str | Path = DEFAULT_STORE, *, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
-        if read_only and not self.path.exists():
+        existed = check_store_path(self.path)
+        if read_only and not existed:
             raise StoreLookupError(f"no store at {self.path} (import a study first: cartlab import STUDY_DIR)")
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
+            if not existed:  # the path given cannot be made a file (a missing or read-only folder): usage
+                raise StoreLookupError(f"cannot create the store {self.path}: {_io_reason(exc)}",
+                                       hint="give --store a file in a folder that exists and can be "
+                                            "written") from exc
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         try:
             self._check_layout()
