@@ -301,3 +301,15 @@ def test_export_adam_from_sdtm_prints_the_final_mapping_report_path(study, tmp_p
     want = adam / "sdtm_mapping_report.csv"
     assert f"mappingreport:{want}" in flat and want.is_file(), text
     assert "-tmp" not in flat, text  # never the staging folder's name
+
+
+def test_simulate_refuses_a_folder_of_other_files_unless_force(tmp_path):
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    args = ("simulate", "--n", "2", "--out", out, "--days", "5", "--folders", "0")
+    res, text = _run(*args)
+    assert res.exit_code == 2 and "pass --force" in text and sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    res, text = _run(*args, "--force")
+    assert res.exit_code == 0, text
+    assert (out / "mine.txt").read_text() == "mine" and (out / "summary.json").is_file()
