@@ -316,6 +316,35 @@ def _t_windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[dic
     return early, late, frame
 
 
+def _censor_after_end(daily: pl.DataFrame, early_w: dict, late_w: dict, opts: dict[str, Any]) -> pl.DataFrame:
+    """Session 28 audit, finding 6 (a row loop, not the engine's code): a day of a censored window
+    (ended by an event or the last follow-up, not its nominal day) interpolated toward a count after
+    the window's last day has no value (Rejeski 2025 Table 1 footnote: "censoring at the time of
+    disease progression")."""
+    hi, late_end = opts["early_window"][1], opts["late_end_day"]
+    rows = daily.to_dicts()
+    nxt: list[int | None] = [None] * len(rows)
+    last: dict[str, int | None] = {}
+    for i in range(len(rows) - 1, -1, -1):
+        r = rows[i]
+        if r["source"] == "measured":
+            last[r["subject_id"]] = r["day"]
+        nxt[i] = last.get(r["subject_id"])
+    for i, r in enumerate(rows):
+        sid, cut = r["subject_id"], None
+        if r["window"] == "early" and early_w[sid]["why"] != f"day {hi:g}":
+            cut, why = early_w[sid]["last"], early_w[sid]["why"]
+        elif r["window"] == "late" and late_w[sid]["why"] != f"day {late_end:g}":
+            we = late_w[sid]["end"]
+            cut = math.floor(we) if opts["late_window_end_inclusive"] else math.ceil(we) - 1
+            why = late_w[sid]["why"]
+        if cut is not None and r["source"] == "interpolated" and nxt[i] is not None and nxt[i] > cut:
+            r.update(plt=None, source="missing", evidence=[],
+                     reason=f"no PLT: the next count (day {nxt[i]}) is after the {r['window']} window's censored "
+                            f"end (day {int(cut)}: {why}) and is not used")
+    return pl.DataFrame(rows, schema=daily.schema)
+
+
 def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
     """The daily platelet series T-ICAHT is graded on, one row per subject and calendar day.
 
@@ -339,9 +368,14 @@ def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.Data
     tx = transfusion_days(study, opts["platelet_transfusion_categories"])
     cover = (tx.with_columns(pl.int_ranges("d", pl.col("d") + free + 1).alias("day")).explode("day")
              .group_by("subject_id", "day").agg(pl.col("ref").drop_nulls().unique(maintain_order=True).alias("tx_refs")))
-    _, _, win = _t_windows(study, sids, opts)
+    early_w, late_w, win = _t_windows(study, sids, opts)
     lo = opts["early_window"][0]
     daily = daily.join(cover, on=["subject_id", "day"], how="left").join(win, on="subject_id", how="left")
+    daily = daily.with_columns(
+        pl.when((pl.col("day") >= lo) & (pl.col("day") <= pl.col("_el"))).then(pl.lit("early"))
+        .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
+        .otherwise(pl.lit(None, dtype=pl.String)).alias("window"))
+    daily = _censor_after_end(daily, early_w, late_w, opts)
     supported = pl.col("tx_refs").is_not_null() & (pl.col("tx_refs").list.len() > 0)
     below = {n: (pl.col("plt") <= thr) if opts["inclusive"] else (pl.col("plt") < thr) for n, thr in levels.items()}
     flags = [
@@ -359,9 +393,6 @@ def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.Data
     daily = daily.with_columns(
         supported.alias("transfusion_supported"),
         by_tx.alias("below_by_transfusion"),
-        pl.when((pl.col("day") >= lo) & (pl.col("day") <= pl.col("_el"))).then(pl.lit("early"))
-        .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
-        .otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
         *flags,
         pl.concat_str(pl.col("reason"), note).alias("reason"),
         pl.when(by_tx).then(pl.concat_list("evidence", pl.col("tx_refs"))).otherwise(pl.col("evidence")).alias("evidence"),

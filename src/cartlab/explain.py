@@ -333,29 +333,65 @@ def _or(v, default: float) -> float:
     return default if v is None else v
 
 
+def _hematotox_item_ref(a: Analysis, sid: str, param: str, day, value) -> list[str]:
+    """The observations row an item's baseline value comes from (``file:row``): the subject's row of
+    ``param`` on that day with that (canonical) value; of several, the last (as the baseline rule)."""
+    from cartlab.provenance import row_ref
+
+    if day is None or value is None:
+        return []
+    o = a.study.observations
+    rows = (o.filter((pl.col("subject_id") == sid) & (pl.col("param") == param) & (pl.col("day") == float(day))
+                     & ((pl.col("value") - float(value)).abs() <= 1e-9 * max(1.0, abs(float(value)))))
+            .sort("src_row", nulls_last=True))
+    ref = row_ref(rows.row(-1, named=True)) if rows.height else None
+    return [ref] if ref else []
+
+
 def _hematotox(a: Analysis, sid: str) -> Explanation:
-    """CAR-HEMATOTOX (Rejeski 2021): the score, its risk group and each item's baseline value."""
+    """CAR-HEMATOTOX (Rejeski 2021): the score, its risk group and each item's baseline value, in
+    the unit of the item's cut-offs, with its source row."""
+    from cartlab.grading.common import load_criteria
+    from cartlab.grading.hemato_common import fmt, from_canonical
+
     r = _one(a, "car_hematotox", sid)
     if r is None:
         return _not_derived("hematotox", "CAR-HEMATOTOX", "Rejeski K et al., Blood 2021")
+    name = getattr(a.options.car_hematotox, "criteria", None) or "car_hematotox_2021"
+    table = load_criteria(name)
     lo, hi = r["hematotox_score_min"], r["hematotox_score_max"]
-    score = f"{r['hematotox_score']}" if lo == hi else f"{lo}-{hi} (an item missing: {r['hematotox_missing']})"
+    missing = r["hematotox_missing"]
+    missing = ", ".join(str(x) for x in missing) if isinstance(missing, (list, tuple, pl.Series)) else str(missing)
+    score = f"{r['hematotox_score']}" if lo == hi else f"{lo}-{hi} (an item missing: {missing})"
     head = f"CAR-HEMATOTOX score {score}, risk {r['hematotox_risk'] or 'undetermined'}. {r['reason']}"
-    items = [{"day": _or(_or(r[f"{k}_day"], r["baseline_day"]), 0.0), "grade": r[f"{k}_points"],
-              "rule": f"car_hematotox.item.{k}",
-              "reason": f"{k}: {'not measured before the baseline day' if r[f'{k}_value'] is None else r[f'{k}_value']}"
-                        f" -> {'?' if r[f'{k}_points'] is None else r[f'{k}_points']} point(s)"}
-             for k in ("plat", "neut", "hgb", "crp", "ferritin") if f"{k}_points" in r]
-    items.append({"day": _or(r["baseline_day"], 0.0), "grade": r["hematotox_score"],
+    base = r["baseline_day"]
+    # the baseline rule: on or before the first lymphodepletion day, else before day 0
+    where = (f"on or before the baseline day (day {fmt(base, 6)}, the first lymphodepletion dose)"
+             if r["baseline_rule"] == "baseline.first_lymphodepletion_day" else "before day 0 (no lymphodepletion dose)")
+    items = []
+    for item in table["items"]:
+        k, p, unit = item["param"].lower(), item["param"], item["unit"]
+        if f"{k}_points" not in r:
+            continue
+        v, pts = r[f"{k}_value"], r[f"{k}_points"]
+        shown = f"not measured {where}" if v is None else f"{fmt(from_canonical(v, unit, p))} {unit}"
+        items.append({"day": _or(_or(r[f"{k}_day"], base), 0.0), "grade": pts, "rule": item.get("id", f"car_hematotox.item.{k}"),
+                      "reason": f"{item.get('label', k)}: {shown} -> {'?' if pts is None else pts} point(s)",
+                      "evidence": _hematotox_item_ref(a, sid, p, r[f"{k}_day"], v)})
+    items.append({"day": _or(base, 0.0), "grade": r["hematotox_score"],
                   "rule": r["rule"], "reason": f"score {score} = the sum of the item points; risk "
                   f"{r['hematotox_risk'] or 'undetermined'}", "evidence": r["evidence"]})
     frame = _row_frame(items)
-    return Explanation("hematotox", head, "Rejeski K et al., Blood 2021;138:2499 (criteria/car_hematotox_2021.yaml); "
-                       f"baseline: {r['baseline_rule']}", frame, rules=tuple(x for x in [r["rule"]] if x))
+    return Explanation("hematotox", head, f"{table.get('citation') or 'Rejeski K et al., Blood 2021;138:2499'} "
+                       f"(criteria/{name}.yaml); baseline: {r['baseline_rule']}", frame,
+                       rules=tuple(x for x in [r["rule"]] if x))
 
 
 def _easix(a: Analysis, sid: str) -> Explanation:
     """EASIX (LDH x creatinine / platelets) at each time point, with m-EASIX and s-EASIX."""
+    from cartlab.grading.common import load_criteria
+
+    name = getattr(a.options.easix, "criteria", None) or "easix"
     rows = _rows(a, "easix", sid) if a.has("easix") else pl.DataFrame()
     items = [{"day": _or(r["day"], 0.0), "grade": None, "rule": r["rule"],
               "reason": f"{r['timepoint']}: {r['reason']}", "evidence": r["evidence"]}
@@ -363,8 +399,9 @@ def _easix(a: Analysis, sid: str) -> Explanation:
     vals = ", ".join(f"{r['timepoint']} {r['easix']:.4g}" if r["easix"] is not None else f"{r['timepoint']} not computable"
                      for r in rows.iter_rows(named=True))
     head = f"EASIX {vals}" if vals else "EASIX not derived for this subject"
-    return Explanation("easix", head, "Luft T et al. 2017; criteria/easix.yaml", _row_frame(items),
-                       rules=tuple({x for r in items for x in [r["rule"]] if x}))
+    cite = load_criteria(name).get("citation")  # the criteria table's source (Pennisi 2021), not a fixed text
+    return Explanation("easix", head, f"{cite}; criteria/{name}.yaml" if cite else f"criteria/{name}.yaml",
+                       _row_frame(items), rules=tuple({x for r in items for x in [r["rule"]] if x}))
 
 
 def _t_icaht(a: Analysis, sid: str) -> Explanation:

@@ -240,7 +240,6 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     Returns a summary: rows, graded, not_gradable, by_grade, criteria, unknown_terms and, when the
     input has an ``expected_grade`` column, expected_agree / expected_mismatch.
     """
-    from cartlab.io.folder import sniff_dialect
     from dataclasses import fields
 
     from cartlab.grading.ctcae import (
@@ -251,6 +250,7 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         grade_labs,
         metadata_units,
     )
+    from cartlab.io.folder import sniff_dialect
 
     options = options or CtcaeOptions()
     if units is not None:

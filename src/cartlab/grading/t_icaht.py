@@ -112,10 +112,17 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
     tx = transfusion_days(study, opts["platelet_transfusion_categories"])
     cover = (tx.with_columns(pl.int_ranges("d", pl.col("d") + free + 1).alias("day")).explode("day")
              .group_by("subject_id", "day").agg(pl.col("ref").drop_nulls().unique(maintain_order=True).alias("tx_refs")))
-    win = _windows(study, sids, opts)[1].select("subject_id", "_ws", "_we", "_el")
-    lo = opts["early_window"][0]
+    early_w, late_w = _windows(study, sids, opts)
+    win = late_w.select("subject_id", "_ws", "_we", "_el", pl.col("why").alias("_lwhy")).join(
+        early_w.select("subject_id", pl.col("why").alias("_ewhy")), on="subject_id", how="left", maintain_order="left")
+    lo, hi = opts["early_window"]
     daily = daily.join(cover, on=["subject_id", "day"], how="left", maintain_order="left").join(
         win, on="subject_id", how="left", maintain_order="left")
+    daily = daily.with_columns(
+        pl.when((pl.col("day") >= lo) & (pl.col("day") <= pl.col("_el"))).then(pl.lit("early"))
+        .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
+        .otherwise(pl.lit(None, dtype=pl.String)).alias("window"))
+    daily = _censor_interpolation(daily, opts, hi)
     supported = pl.col("tx_refs").is_not_null() & (pl.col("tx_refs").list.len() > 0)
     below = {n: (pl.col("plt") <= thr) if opts["inclusive"] else (pl.col("plt") < thr) for n, thr in levels.items()}
     flags = [
@@ -133,9 +140,6 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
     daily = daily.with_columns(
         supported.alias("transfusion_supported"),
         by_tx.alias("below_by_transfusion"),
-        pl.when((pl.col("day") >= lo) & (pl.col("day") <= pl.col("_el"))).then(pl.lit("early"))
-        .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
-        .otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
         *flags,
         pl.concat_str(pl.col("reason"), note).alias("reason"),
     ).with_row_index("_row")
@@ -147,6 +151,34 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
             "below_by_transfusion", "window"]
     cols += [f"plt_lt_{n}" for n in levels] + ["reason", "evidence"]
     return daily.select(cols)  # in subject and day order (daily_series)
+
+
+def _censor_interpolation(daily: pl.DataFrame, opts: dict[str, Any], early_hi: float) -> pl.DataFrame:
+    """Days of a censored window (ended by a ``censor_events``/``late_end_events`` event or the last
+    follow-up, not by its nominal last day) interpolated toward a count measured after the window's
+    last day lose that value: "the cumulative length beneath the respective threshold is calculated,
+    censoring at the time of disease progression, subsequent line of therapy, or death" (Rejeski 2025,
+    Table 1 footnote), so no count after the censoring is used. Such a day has no count (``source``
+    missing, unknown: it is never counted below a level; early days count in ``early_unknown_days``)."""
+    late_end = float(opts["late_end_day"])
+    late_last = (pl.when(pl.lit(bool(opts["late_window_end_inclusive"]))).then(pl.col("_we").floor())
+                 .otherwise(pl.col("_we").ceil() - 1))
+    cut = (pl.when((pl.col("window") == "early") & (pl.col("_ewhy") != f"day {early_hi:g}")).then(pl.col("_el"))
+           .when((pl.col("window") == "late") & (pl.col("_lwhy") != f"day {late_end:g}")).then(late_last)
+           .cast(pl.Int64))
+    why = pl.when(pl.col("window") == "early").then(pl.col("_ewhy")).otherwise(pl.col("_lwhy"))
+    # the next measured day (from the sources: daily_series' next_day is not filled on interpolated days)
+    nxt = (pl.when(pl.col("source") == "measured").then(pl.col("day")).backward_fill().over("subject_id"))
+    daily = daily.with_columns(cut.alias("_cut"), why.alias("_cwhy"), nxt.alias("_next"))
+    leak = (pl.col("source") == "interpolated") & pl.col("_cut").is_not_null() & (pl.col("_next") > pl.col("_cut"))
+    return daily.with_columns(
+        pl.when(leak).then(None).otherwise(pl.col("plt")).alias("plt"),
+        pl.when(leak).then(pl.lit("missing")).otherwise(pl.col("source")).alias("source"),
+        pl.when(leak).then(pl.format(
+            "no PLT: the next count (day {}) is after the {} window's censored end (day {}: {}) and is not used",
+            pl.col("_next"), pl.col("window"), pl.col("_cut"), pl.col("_cwhy"))).otherwise(pl.col("reason")).alias("reason"),
+        pl.when(leak).then(pl.lit([], dtype=EVIDENCE)).otherwise(pl.col("evidence")).alias("evidence"),
+    ).drop("_cut", "_cwhy", "_next")
 
 
 def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float],

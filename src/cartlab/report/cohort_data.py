@@ -163,16 +163,28 @@ def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
         notes.append("target-antigen assessment not available (table 'antigen_loss'): relapses marked "
                      "'antigen not assessed'")
         loss = pl.DataFrame(schema={"subject_id": pl.String, "antigen": pl.String, "antigen_loss": pl.Boolean})
+    # below_cutoff (antigen_loss.csv since the s28 molecular audit): below the cut-off without a
+    # documented loss (antigen.low_at_baseline: low before treatment; antigen.no_baseline: no
+    # pre-treatment value, antigen_loss empty) is "low", never "retained" nor "not assessed"
+    below = pl.col("below_cutoff") if "below_cutoff" in loss.columns else pl.col("antigen_loss")
     ag = subset(loss, ids).group_by("subject_id").agg(
-        pl.col("antigen_loss").any().alias("neg"), pl.col("antigen_loss").is_not_null().any().alias("assessed"),
+        pl.col("antigen_loss").any().alias("neg"),
+        (below.fill_null(False) & ~pl.col("antigen_loss").fill_null(False)).any().alias("low"),
+        (pl.col("antigen_loss").is_not_null() | below.is_not_null()).any().alias("assessed"),
         pl.col("antigen").filter(pl.col("antigen_loss").fill_null(False)).unique().sort().str.join("/").alias("neg_ag"),
+        pl.col("antigen").filter(below.fill_null(False) & ~pl.col("antigen_loss").fill_null(False))
+        .unique().sort().str.join("/").alias("low_ag"),
         pl.col("antigen").unique().sort().str.join("/").alias("ag"))
     rel = rel.join(ag, on="subject_id", how="left").with_columns(
         pl.when(pl.col("neg").fill_null(False)).then(pl.lit("negative"))
+        .when(pl.col("low").fill_null(False)).then(pl.lit("low"))
         .when(pl.col("assessed").fill_null(False)).then(pl.lit("retained")).otherwise(pl.lit("not assessed")).alias("antigen"))
     parts.append(_markers(rel.filter(pl.col("subject_id").is_in(drawn)).select(
         "subject_id", "day", pl.lit("relapse").alias("marker"), "antigen", "evidence",
         pl.when(pl.col("antigen") == "negative").then(pl.format("{}-negative relapse", pl.col("neg_ag")))
+        .when(pl.col("antigen") == "low").then(pl.format("relapse, {} below the cut-off (low before treatment "
+                                                         "or no pre-treatment value: not a documented loss)",
+                                                         pl.col("low_ag")))
         .when(pl.col("antigen") == "retained").then(pl.format("relapse, {} retained", pl.col("ag")))
         .otherwise(pl.lit("relapse, antigen not assessed")).alias("label"))))
     ev = subset(study.events, ids)

@@ -18,6 +18,8 @@ GRADE_COLORS = {0: "#d9d9d9", 1: "#fee391", 2: "#fe9929", 3: "#d95f0e", 4: "#993
 SWIMMER_MARKERS = {
     "response": ("D", "diamond", None, "best response (fill = category, on its day)"),
     "relapse:negative": ("X", "x", "#b2182b", "relapse, target antigen negative (e.g. CD7-negative)"),
+    "relapse:low": ("X", "x", "#f4a582", "relapse, target antigen below the cut-off, not a documented loss "
+                                          "(low before treatment or no pre-treatment value)"),
     "relapse:retained": ("v", "triangle-down", "#b2182b", "relapse, target antigen retained"),
     "relapse:not assessed": ("v", "triangle-down", "#f4a582", "relapse, target antigen not assessed"),
     "allo-HSCT": ("*", "star", "#2166ac", "allogeneic HSCT"),

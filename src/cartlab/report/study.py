@@ -102,7 +102,7 @@ def check_report_folder(out_dir, force: bool = False) -> Path:
 SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("CRS (ASTCT)", ("crs_grade_astct", "crs_grade_astct_max", "crs_onset_day", "crs_resolution_day"), "grade_days"),
     ("ICANS (ASTCT)", ("icans_grade_astct", "icans_grade_astct_max"), "grade"),
-    ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade"), "pair"),
+    ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max"), "pair"),
     ("Best response (day)", ("best_response", "best_response_day"), "response"),
     ("MRD-negative", ("mrd_negative",), "plain"),
     ("CAR Cmax (day)", ("car_cmax", "car_tmax"), "value_day"),
@@ -146,7 +146,9 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict
         elif how == "grade":
             text, sort = _grade(v[0], v[1]), _sortkey(v[1] if v[1] is not None else v[0])
         elif how == "pair":
-            text = f"{_cell(v[0])} / {_cell(v[1])}" if v[0] is not None or v[1] is not None else EMPTY
+            # the early grade as a range when days 0-30 lack an ANC (icaht_early_grade_max)
+            first = _grade(v[0], v[2] if len(v) > 2 else None) if v[0] is not None else _cell(v[0])
+            text = f"{first} / {_cell(v[1])}" if v[0] is not None or v[1] is not None else EMPTY
             sort = _sortkey(v[0])
         elif how == "response":
             text = _with_note(_cell(v[0]), note) if v[0] is None else f"{_cell(v[0])} (d{_day(v[1])})"

@@ -246,8 +246,10 @@ def _response_block(analysis, subject_id: str) -> dict:
         "marrow_empty": response_notes(analysis, subject_id).get(subject_id)
                         or "no marrow assessment after infusion",
         "molecular": _table(mol, [("param", "Param"), ("analyte", "Marker"), ("baseline", "Baseline"),
-                                  ("day", "Day"), ("value", "Value"), ("log10_reduction", "log10 reduction"),
-                                  ("reason", "Why")]),
+                                  ("baseline_censored", "Baseline (censored)"), ("day", "Day"), ("value", "Value"),
+                                  ("value_censored", "Value (censored)"), ("log10_reduction", "log10 reduction"),
+                                  ("log10_reduction_at_least", "log10 reduction at least"),
+                                  ("log10_reduction_at_most", "log10 reduction at most"), ("reason", "Why")]),
     }
 
 

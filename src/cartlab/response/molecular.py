@@ -3,14 +3,37 @@
 Molecular log reduction is not an ELN 2022 response category; it is reported as an exploratory
 endpoint, ``log10(baseline / follow-up)`` (research note ../shared/research/grading.md §4.1,
 "Molecular log reduction ... exploratory endpoint"). The baseline of a marker (``param`` +
-``analyte``: MOLVAF, MOLAR, FISHPCT, FUSION) is its last value before day 0. A follow-up value of 0
-(undetectable) has no finite log reduction: with an ``lloq`` it is reported as ">= log10(baseline /
-lloq)", otherwise as not computable, never as a number.
+``analyte``: MOLVAF, MOLAR, FISHPCT, FUSION) is its last value before day 0, whether a number or a
+censored result (``value_text`` such as ``<0.01``): an older number is never used in its place.
+
+A result that is not a quantified number is a bound, never an exact reduction:
+
+* a censored result ``<x`` (or ``<=x``), a value of 0 with an ``lloq``, and a value above 0 but
+  below its row's ``lloq`` (censored at the lloq, as the spec's BLQ rule for kinetics: "a value
+  below ``lloq``" is BLQ) all mean "below x" (x = the limit or the lloq);
+* as the follow-up, the log10 reduction is then *at least* ``log10(baseline / x)``
+  (``log10_reduction_at_least``);
+* as the baseline, it is *at most* ``log10(x / follow-up)`` (``log10_reduction_at_most``): the
+  marker can have risen, not fallen by more than that;
+* both censored: no bound (both columns empty), and the reason says so;
+* a value of 0 without an ``lloq`` has no bound: not computable, never a number.
+
+``baseline_censored`` / ``value_censored`` carry such a result as a bound in the canonical unit
+(``<0.01``), empty for a quantified value.
 
 Target antigen (TGTBLAST, % of blasts positive for ``analyte``, e.g. CD7): its pre-treatment value
-and every later one; a later value below ``antigen_negative_below_pct`` flags antigen loss (an
-antigen-low/negative relapse when it comes with a relapse marrow). The default 30% is the CD7
-eligibility cut-off of NCT04762485 ("CD7 > 30% of blasts by flow"); set it from the protocol.
+(the last before day 0) and every later one, against ``antigen_negative_below_pct``:
+
+* ``antigen.loss``: pre-treatment at or above the cut-off, later below it (``antigen_loss`` true);
+* ``antigen.low_at_baseline``: already below the cut-off before treatment and still below it: an
+  antigen-low disease, not a loss (``antigen_loss`` false, ``below_cutoff`` true);
+* ``antigen.no_baseline``: below the cut-off with no pre-treatment value: loss or low from the start
+  cannot be told (``antigen_loss`` empty);
+* ``antigen.retained``: at or above the cut-off (``antigen_loss`` false).
+
+``with_relapse_marrow`` is true when the same day has marrow blasts (BMBLAST) >= 5%, false when
+below 5%, and empty when no BMBLAST was measured that day (the reason names it). The default 30% is
+the CD7 eligibility cut-off of NCT04762485 ("CD7 > 30% of blasts by flow"); set it from the protocol.
 """
 
 from __future__ import annotations
@@ -32,7 +55,8 @@ MOLECULAR_PARAMS = ("MOLVAF", "MOLAR", "FISHPCT", "FUSION")
 class MolecularOptions(CriteriaOptions):
     """* ``baseline_before_day`` (0): baseline = last value with day < this.
     * ``params``: which molecular params are followed.
-    * ``antigen_negative_below_pct`` (30, NCT04762485 eligibility): TGTBLAST below it = antigen loss.
+    * ``antigen_negative_below_pct`` (30, NCT04762485 eligibility): TGTBLAST below it = antigen
+      negative/low (a loss when the pre-treatment value was at or above it).
     """
 
     baseline_before_day: float = 0.0
@@ -42,101 +66,228 @@ class MolecularOptions(CriteriaOptions):
 
 _SCHEMA = {
     "subject_id": pl.String, "param": pl.String, "analyte": pl.String, "baseline_day": pl.Float64,
-    "baseline": pl.Float64, "day": pl.Float64, "value": pl.Float64, "fold_reduction": pl.Float64,
-    "log10_reduction": pl.Float64, "log10_reduction_at_least": pl.Float64, "rule": pl.String,
+    "baseline": pl.Float64, "baseline_censored": pl.String, "day": pl.Float64, "value": pl.Float64,
+    "value_censored": pl.String, "fold_reduction": pl.Float64, "log10_reduction": pl.Float64,
+    "log10_reduction_at_least": pl.Float64, "log10_reduction_at_most": pl.Float64, "rule": pl.String,
     "reason": pl.String, "evidence": EVIDENCE,
 }
 
 
+class _Reading:
+    """One molecular result as an interval [lo, hi] of the true level (``hi`` None = no upper
+    bound known, ``lo`` None = no lower bound known)."""
+
+    def __init__(self, r: dict):
+        v, lloq, cens, lim = r["value"], r.get("lloq"), r.get("censor"), r.get("censor_limit")
+        self.value = v
+        self.censored = None  # the bound as text, canonical unit
+        if v is not None:
+            if v > 0 and lloq and v < lloq:
+                self.kind, self.lo, self.hi = "blq", 0.0, lloq
+                self.censored = f"<{lloq:g}"
+                self.text = f"{v:g} (below its LLOQ {lloq:g}, censored at the LLOQ)"
+            elif v > 0:
+                self.kind, self.lo, self.hi = "exact", v, v
+                self.text = f"{v:g}"
+            elif lloq:
+                self.kind, self.lo, self.hi = "undetectable_lloq", 0.0, lloq
+                self.censored = f"<{lloq:g}"
+                self.text = f"undetectable (LLOQ {lloq:g})"
+            else:
+                self.kind, self.lo, self.hi = "undetectable", 0.0, None
+                self.text = f"{v:g} (undetectable, no LLOQ)"
+        elif cens in ("<", "<=") and lim is not None and lim > 0:
+            self.kind, self.lo, self.hi = "below", 0.0, lim
+            self.censored = f"{cens}{lim:g}"
+            self.text = f"{cens}{lim:g} (censored)"
+        elif cens in (">", ">=") and lim is not None and lim > 0:
+            self.kind, self.lo, self.hi = "above", lim, None
+            self.censored = f"{cens}{lim:g}"
+            self.text = f"{cens}{lim:g} (censored)"
+        else:
+            self.kind, self.lo, self.hi = "text", None, None
+            self.text = repr(r.get("value_text"))
+
+
+def _bound(num: float | None, den: float | None) -> float | None:
+    """log10(num / den) when both are finite and positive, else None (no bound)."""
+    return math.log10(num / den) if num and den and num > 0 and den > 0 else None
+
+
 def derive_molecular_response(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
-    """One row per post-baseline molecular value: fold and log10 reduction from the marker's baseline."""
+    """One row per post-baseline molecular result: fold and log10 reduction from the marker's
+    baseline, or a bound (``log10_reduction_at_least`` / ``_at_most``) when either is censored."""
     options = options or MolecularOptions()
+    cut = options.baseline_before_day
     obs = (
-        study.observations.filter(pl.col("param").is_in(list(options.params)) & pl.col("day").is_not_null())
+        study.observations.filter(pl.col("param").is_in(list(options.params)) & pl.col("day").is_not_null()
+                                  & (pl.col("value").is_not_null() | pl.col("value_text").is_not_null()))
         .sort("subject_id", "param", "analyte", "day", "src_row", nulls_last=True)
     )
     rows = []
     for key, part in obs.partition_by(["subject_id", "param", "analyte"], as_dict=True).items() if obs.height else []:
         sid, param, analyte = key
         recs = part.to_dicts()
-        base = [r for r in recs if r["day"] < options.baseline_before_day and r["value"] is not None]
+        base = [r for r in recs if r["day"] < cut]
         b = base[-1] if base else None
+        br = _Reading(b) if b else None
+        name = f"{param} {analyte or ''}".strip()
         for r in recs:
-            if r["day"] < options.baseline_before_day or r["value"] is None:
+            if r["day"] < cut:
                 continue
-            name = f"{param} {analyte or ''}".strip()
+            fr = _Reading(r)
             ev = [x for x in (row_ref(r), row_ref(b) if b else None) if x]
             out = {"subject_id": sid, "param": param, "analyte": analyte, "day": r["day"], "value": r["value"],
+                   "value_censored": fr.censored,
                    "baseline_day": None if b is None else b["day"], "baseline": None if b is None else b["value"],
+                   "baseline_censored": None if br is None else br.censored,
                    "fold_reduction": None, "log10_reduction": None, "log10_reduction_at_least": None,
-                   "evidence": ev}
+                   "log10_reduction_at_most": None, "evidence": ev}
+            at = f"on day {r['day']:g}"
+            bl = "" if b is None else f"baseline {br.text} on day {b['day']:g}"
             if b is None:
                 out.update(rule="molecular.no_baseline",
-                           reason=f"{name} {r['value']:g} on day {r['day']:g}: no value before day "
-                                  f"{options.baseline_before_day:g}, so no reduction can be computed")
-            elif b["value"] <= 0:
+                           reason=f"{name} {fr.text} {at}: no value before day {cut:g}, so no reduction can "
+                                  "be computed")
+            elif br.kind == "text" or fr.kind == "text":
+                which = (f"baseline value_text {br.text} on day {b['day']:g}" if br.kind == "text"
+                         else f"value_text {fr.text} {at}")
+                out.update(rule="molecular.not_numeric",
+                           reason=f"{name}: {which} is neither a number nor a censored result such as <x, "
+                                  "so no reduction can be computed")
+            elif br.kind == "undetectable":
                 out.update(rule="molecular.baseline_zero",
                            reason=f"{name}: baseline {b['value']:g} on day {b['day']:g} is not positive")
-            elif r["value"] > 0:
-                fold = b["value"] / r["value"]
+            elif br.kind == "exact" and fr.kind == "exact":
+                fold = br.value / fr.value
                 out.update(fold_reduction=fold, log10_reduction=math.log10(fold), rule="molecular.log10_reduction",
-                           reason=f"{name}: log10({b['value']:g} / {r['value']:g}) = {math.log10(fold):.2f} "
+                           reason=f"{name}: log10({br.value:g} / {fr.value:g}) = {math.log10(fold):.2f} "
                                   f"(baseline day {b['day']:g}, follow-up day {r['day']:g})")
-            elif r.get("lloq"):
-                bound = math.log10(b["value"] / r["lloq"])
-                out.update(log10_reduction_at_least=bound, rule="molecular.undetectable_lloq",
-                           reason=f"{name} undetectable on day {r['day']:g}: log10 reduction >= "
-                                  f"log10({b['value']:g} / LLOQ {r['lloq']:g}) = {bound:.2f}")
-            else:
+            elif br.kind == "exact" and fr.kind == "undetectable":
                 out.update(rule="molecular.undetectable",
-                           reason=f"{name} undetectable on day {r['day']:g} and no LLOQ given: the log "
+                           reason=f"{name} undetectable {at} and no LLOQ given: the log "
                                   "reduction is not finite and is not reported")
+            elif br.kind == "exact" and fr.kind in ("undetectable_lloq", "blq", "below"):
+                least = math.log10(br.value / fr.hi)
+                what = (f"undetectable {at}" if fr.kind == "undetectable_lloq"
+                        else f"{fr.value:g} {at} is below its LLOQ {fr.hi:g} (not quantifiable, censored at "
+                             "the LLOQ)" if fr.kind == "blq"
+                        else f"{fr.censored} {at} (censored result)")
+                lim = {"undetectable_lloq": "LLOQ ", "blq": "LLOQ ", "below": ""}[fr.kind]
+                out.update(log10_reduction_at_least=least,
+                           rule={"undetectable_lloq": "molecular.undetectable_lloq", "blq": "molecular.below_lloq",
+                                 "below": "molecular.followup_censored"}[fr.kind],
+                           reason=f"{name} {what}: log10 reduction >= log10({br.value:g} / {lim}{fr.hi:g}) = "
+                                  f"{least:.2f} (baseline day {b['day']:g})")
+            elif br.kind == "exact" and fr.kind == "above":
+                most = math.log10(br.value / fr.lo)
+                out.update(log10_reduction_at_most=most, rule="molecular.followup_censored",
+                           reason=f"{name} {fr.censored} {at} (censored result): log10 reduction <= "
+                                  f"log10({br.value:g} / {fr.lo:g}) = {most:.2f} (baseline day {b['day']:g})")
+            elif fr.kind == "exact":
+                # censored baseline (below x, or above x), quantified follow-up
+                if br.kind == "above":
+                    least = math.log10(br.lo / fr.value)
+                    out.update(log10_reduction_at_least=least, rule="molecular.baseline_censored",
+                               reason=f"{name}: {bl} is a censored result: log10 reduction >= "
+                                      f"log10({br.lo:g} / {fr.value:g}) = {least:.2f} (follow-up day {r['day']:g})")
+                else:
+                    most = math.log10(br.hi / fr.value)
+                    change = (f"the marker rose at least {fr.value / br.hi:g}-fold" if most < 0
+                              else f"a reduction of at most {br.hi / fr.value:g}-fold")
+                    out.update(log10_reduction_at_most=most, rule="molecular.baseline_censored",
+                               reason=f"{name}: {bl}, below {br.hi:g}, so {fr.value:g} {at} gives a log10 "
+                                      f"reduction <= log10({br.hi:g} / {fr.value:g}) = {most:.2f} ({change}); "
+                                      "no exact reduction")
+            else:
+                least, most = _bound(br.lo, fr.hi), _bound(br.hi, fr.lo)
+                bounds = "; ".join(x for x in (
+                    None if least is None else f"log10 reduction >= {least:.2f}",
+                    None if most is None else f"log10 reduction <= {most:.2f}") if x)
+                out.update(log10_reduction_at_least=least, log10_reduction_at_most=most, rule="molecular.both_censored",
+                           reason=f"{name}: {bl} and {fr.text} {at} are both censored or undetectable: "
+                                  + (bounds if bounds else "no reduction and no bound can be computed"))
             rows.append(out)
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
 
 
 _AG_SCHEMA = {
     "subject_id": pl.String, "antigen": pl.String, "pre_day": pl.Float64, "pre_pct": pl.Float64,
-    "day": pl.Float64, "pct": pl.Float64, "antigen_loss": pl.Boolean, "with_relapse_marrow": pl.Boolean,
-    "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
+    "day": pl.Float64, "pct": pl.Float64, "below_cutoff": pl.Boolean, "antigen_loss": pl.Boolean,
+    "with_relapse_marrow": pl.Boolean, "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
 }
+
+#: marrow blasts at or above this (%) make a relapse marrow (ELN 2022 / ALL: >= 5% blasts)
+_RELAPSE_BLASTS = 5.0
 
 
 def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
     """Target antigen on blasts (TGTBLAST) before and after infusion; flags antigen loss.
 
-    ``with_relapse_marrow`` is True when the same day has marrow blasts >= 5% (an antigen-negative
-    or antigen-low relapse, the escape the digital twin models).
+    ``below_cutoff``: the value is below ``antigen_negative_below_pct``. ``antigen_loss`` is true only
+    when the pre-treatment value was at or above the cut-off (``antigen.loss``); below it from before
+    treatment is ``antigen.low_at_baseline`` (false: not a loss), and below it with no pre-treatment
+    value is ``antigen.no_baseline`` (empty: unknown). ``with_relapse_marrow`` is true when the same
+    day has marrow blasts >= 5% (an antigen-negative or antigen-low relapse, the escape the digital
+    twin models), false below 5%, and empty when no BMBLAST was measured that day.
     """
     options = options or MolecularOptions()
     thr = options.antigen_negative_below_pct
     tg = study.observations.filter((pl.col("param") == "TGTBLAST") & pl.col("value").is_not_null()
                                    & pl.col("day").is_not_null()).sort("subject_id", "analyte", "day")
-    bm = {(r["subject_id"], math.floor(r["day"])): r["value"] for r in
-          study.observations.filter((pl.col("param") == "BMBLAST") & pl.col("value").is_not_null()
-                                    & pl.col("day").is_not_null()).iter_rows(named=True)}
+    bm = {}
+    for r in study.observations.filter((pl.col("param") == "BMBLAST") & pl.col("day").is_not_null()
+                                       & (pl.col("value").is_not_null() | pl.col("censor_limit").is_not_null())
+                                       ).sort("day", "src_row", nulls_last=True).iter_rows(named=True):
+        if r["value"] is not None:
+            bm[(r["subject_id"], math.floor(r["day"]))] = (r["value"] >= _RELAPSE_BLASTS, f"{r['value']:g}%")
+        elif r["censor"] in ("<", "<=") and r["censor_limit"] <= _RELAPSE_BLASTS:
+            bm[(r["subject_id"], math.floor(r["day"]))] = (False, f"{r['censor']}{r['censor_limit']:g}%")
     rows = []
     for key, part in tg.partition_by(["subject_id", "analyte"], as_dict=True).items() if tg.height else []:
         sid, antigen = key
         recs = part.to_dicts()
         pre = [r for r in recs if r["day"] < options.baseline_before_day]
         p = pre[-1] if pre else None
+        ag = antigen or "target"
         for r in recs:
             if r["day"] < options.baseline_before_day:
                 continue
-            lost = r["value"] < thr
-            blasts = bm.get((sid, math.floor(r["day"])))
-            rel = blasts is not None and blasts >= 5
-            what = f"{antigen or 'target'} on {r['value']:g}% of blasts on day {r['day']:g}"
+            below = r["value"] < thr
+            what = f"{ag} on {r['value']:g}% of blasts on day {r['day']:g}"
             if p is not None:
                 what += f" (pre-treatment {p['value']:g}% on day {p['day']:g})"
+            if not below:
+                lost, rule, why = False, "antigen.retained", f"not below {thr:g}%"
+            elif p is None:
+                lost, rule = None, "antigen.no_baseline"
+                why = (f"below {thr:g}%, but no pre-treatment {ag} value (TGTBLAST before day "
+                       f"{options.baseline_before_day:g}): loss or antigen-low from the start cannot be told")
+            elif p["value"] < thr:
+                lost, rule = False, "antigen.low_at_baseline"
+                why = (f"below {thr:g}%, as it already was before treatment ({p['value']:g}% < {thr:g}%): "
+                       "antigen-low at baseline, not a loss")
+            else:
+                lost, rule = True, "antigen.loss"
+                why = f"below {thr:g}%, from {p['value']:g}% (at or above {thr:g}%) before treatment: antigen loss"
+            day = math.floor(r["day"])
+            marrow = bm.get((sid, day))
+            if marrow is None:
+                rel = None
+                why += (f"; no marrow blasts (BMBLAST) measured on day {day:g}: whether this is a relapse "
+                        "marrow is unknown")
+            else:
+                rel, shown = marrow
+                if rel:
+                    kind = ("antigen-negative/low " if lost else "antigen-low " if below else "antigen-positive ")
+                    why += f"; marrow blasts {shown} the same day: {kind}relapse"
+                else:
+                    why += f"; marrow blasts {shown} the same day: below {_RELAPSE_BLASTS:g}%, not a relapse marrow"
             rows.append({
                 "subject_id": sid, "antigen": antigen, "pre_day": None if p is None else p["day"],
                 "pre_pct": None if p is None else p["value"], "day": r["day"], "pct": r["value"],
-                "antigen_loss": lost, "with_relapse_marrow": rel,
-                "rule": "antigen.loss" if lost else "antigen.retained",
-                "reason": f"{what}: {'below' if lost else 'not below'} {thr:g}%"
-                          + (f"; marrow blasts {blasts:g}% the same day: antigen-{'negative/low ' if lost else 'positive '}relapse" if rel else ""),
+                "below_cutoff": below, "antigen_loss": lost, "with_relapse_marrow": rel, "rule": rule,
+                "reason": f"{what}: {why}",
                 "evidence": [x for x in (row_ref(r), row_ref(p) if p else None) if x],
             })
     return pl.DataFrame(rows, schema=_AG_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_AG_SCHEMA)
