@@ -186,8 +186,12 @@ def test_too_few_samples_and_all_blq_give_no_estimates():
         assert not row["fitted"] and row["car_cmax"] is None and row["cmax"] is None  # not 0.001
         assert "no quantifiable sample (3 BLQ)" in row["message"]
         assert fit.summary["estimate"].null_count() == 6 + (model.prior is None)  # sigma held under the prior
-    # three parameters fixed and sigma held: 3 free parameters, 3 samples -> fitted
-    ok = SteinModel(sigma=0.3, fixed={"alpha": 0.16, "fb": 0.0079, "beta": 0.0032}).fit(_frame(FEW3))
+    # three parameters fixed and sigma held: 3 free parameters, 3 samples -> not fitted (kinfit audit s28:
+    # a fit needs more quantifiable samples than free parameters); a fourth fixed: 2 free, 3 samples -> fitted
+    three = SteinModel(sigma=0.3, fixed={"alpha": 0.16, "fb": 0.0079, "beta": 0.0032}).fit(_frame(FEW3))
+    assert not three.individual_["fitted"][0]
+    assert "3 quantifiable sample(s) for 3 free parameters" in three.individual_["message"][0]
+    ok = SteinModel(sigma=0.3, fixed={"alpha": 0.16, "fb": 0.0079, "beta": 0.0032, "tmax": 9.0}).fit(_frame(FEW3))
     assert ok.individual_["fitted"][0] and ok.individual_["cmax"][0] is not None
 
 
@@ -255,12 +259,12 @@ def test_exposure_response_keeps_zeros_and_names_the_excluded():
     with pytest.warns(CartlabWarning, match="E") as w:
         er = derive_exposure_response(summary)
     msg = str(w[0].message)
-    assert "best_response empty" in msg and ": E" in msg and "no CAR-T kinetics" in msg and ": F" in msg
+    assert "best_response NE or empty" in msg and ": E" in msg and "no CAR-T kinetics" in msg and ": F" in msg
     r = er.filter(exposure="car_cmax", outcome="responder").row(0, named=True)
     # usable: A (0, CR), B (100, CR), C (10, NR), D (1000, NR); E has no response, F no exposure
     assert (r["n"], r["n_event"], r["n_zero"], r["n_logit"], r["n_excluded"]) == (4, 2, 1, 3, 2)
     # grouped by reason: "reason: ID, ID; reason: ID"
-    assert r["excluded"].startswith("best_response empty") and ": E; no CAR-T kinetics" in r["excluded"]
+    assert r["excluded"].startswith("best_response NE or empty") and ": E; no CAR-T kinetics" in r["excluded"]
     assert r["excluded"].endswith(": F")
     # medians: responders {0, 100} -> 50; non-responders {10, 1000} -> 505
     assert (r["median_event"], r["median_no_event"]) == (50.0, 505.0)

@@ -10,6 +10,10 @@ Stein et al. 2019 relate Cmax/AUC0-28 to response; Mueller et al. 2017 to CRS).
 Outcomes (from the engines' summary columns): ``responder`` = best response in the ORR categories
 of :class:`cartlab.response.best.BestResponseOptions` (CR, CRh, CRi, MLFS, PR), ``crs_grade_ge3`` = ASTCT CRS grade >= 3, ``crs_any`` = grade >= 1 (a grade range, ``crs_grade_astct``
 to ``crs_grade_astct_max``, that straddles the threshold leaves the outcome unknown: excluded, named).
+A best response of ``NE`` (not evaluable: no post-infusion response assessment) is an unknown
+outcome here, not a non-response: the subject is excluded from the responder rows and named (missing
+is not negative). This differs on purpose from the ORR of :func:`cartlab.response.best.orr`, where NE
+counts in the intention-to-treat denominator as a non-responder.
 
 Who is counted:
 
@@ -17,8 +21,8 @@ Who is counted:
   Zero is informative, so these subjects are in the group medians and the Mann-Whitney test (a
   rank test: 0 is the lowest rank); only the logistic regression, which takes log10 of the
   exposure, leaves them out (``n_zero``, ``n_logit`` and ``logit_note`` say so).
-* A subject is **excluded** from a row when its outcome is unknown (no best response, no CRS
-  grade) or its exposure is missing (no CAR-T samples, AUC not computable) or negative. Every
+* A subject is **excluded** from a row when its outcome is unknown (best response NE or empty, no CRS
+  grade, a CRS grade range across the threshold) or its exposure is missing (no CAR-T samples, AUC not computable) or negative. Every
   excluded subject is named with its reason in ``excluded`` (``n_excluded`` counts them), and a
   :class:`~cartlab.errors.CartlabWarning` names them once per call (``cartlab analyze`` records it
   in ``analysis.json``).
@@ -53,9 +57,13 @@ def _crs_at_least(t: int) -> tuple[pl.Expr, pl.Expr]:
     return lo >= t, lo.is_not_null() & ((lo >= t) | (hi < t))
 
 
+#: best responses that are no outcome: NE (not evaluable, e.g. no post-infusion marrow) and empty
+_NO_RESPONSE = ("", "NE")
+
 OUTCOMES = {
     "responder": (pl.col("best_response").is_in(_orr_categories()),
-                  pl.col("best_response").is_not_null() & (pl.col("best_response") != "")),
+                  pl.col("best_response").is_not_null()
+                  & ~pl.col("best_response").cast(pl.String).str.strip_chars().str.to_uppercase().is_in(_NO_RESPONSE)),
     "crs_grade_ge3": _crs_at_least(3),
     "crs_any": _crs_at_least(1),
 }
@@ -118,7 +126,8 @@ def _grouped(names: list[str], whys: list[str]) -> str:
     return "; ".join(f"{why}: {', '.join(ids)}" for why, ids in by.items())
 
 
-_UNKNOWN = {"responder": "best_response empty (no response assessment, or no criteria for the disease)",
+_UNKNOWN = {"responder": "best_response NE or empty (not evaluable: no post-infusion response assessment, "
+                         "or no response criteria for the disease)",
             "crs_grade_ge3": "crs_grade_astct empty (no CRS grade)", "crs_any": "crs_grade_astct empty (no CRS grade)"}
 _THRESHOLD = {"crs_grade_ge3": 3, "crs_any": 1}
 
@@ -138,7 +147,8 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
                              outcomes: Sequence[str] = ("responder", "crs_grade_ge3")) -> pl.DataFrame:
     """One row per exposure x outcome: n, medians by group, Mann-Whitney U and p, logistic odds ratio.
 
-    ``n``: subjects with a known outcome and an exposure >= 0 (medians and Mann-Whitney);
+    ``n``: subjects with a known outcome (for ``responder``: a best response other than NE or empty)
+    and an exposure >= 0 (medians and Mann-Whitney);
     ``n_zero``: of them, non-expanders with exposure 0; ``n_logit``: subjects in the logistic
     regression of log10 exposure (exposure > 0); ``n_excluded`` and ``excluded`` ("reason: ID, ID;
     ...", in the frame's order): subjects left out of the row and why. Excluded subjects are also named

@@ -399,7 +399,10 @@ class TwinModel:
     ``intervals_reliable_`` (the posterior draws resolve a 90% interval), ``anchors_`` (anchor
     statistics at the MAP), ``nll_``, ``converged_``, ``message_``; ``summary`` (SE, RSE, 95% CI,
     shrinkage). After :meth:`forecast`: ``forecast_``, ``forecast_reliable_`` and ``forecast_notes_``
-    (why the intervals should not be read as they stand; each also a ``CartlabWarning``).
+    (why the intervals should not be read as they stand; each also a ``CartlabWarning``). Before
+    :meth:`fit`, ``summary``, ``plot()``, ``forecast()`` and the other results raise
+    ``AttributeError: this TwinModel is not fitted yet: call fit() first`` (as the Stein fitters); a
+    failed :meth:`fit` leaves the model as it was.
     """
 
     def __init__(self, prior: Any = "cd7_twin_v1", fixed: dict[str, float] | None = None, posterior: str = "laplace",
@@ -463,11 +466,37 @@ class TwinModel:
         return _Objective(table, theta0, free, sd[free], baseline, events, obs, self.anchors, recorded=(days, flags))
 
     # -- fit
+    def _fitted_state(self) -> dict[str, Any]:
+        """The attributes a fit sets (the ``_``-suffixed results, the objective), by name."""
+        return {k: v for k, v in vars(self).items()
+                if k == "_objective" or (k.endswith("_") and not k.startswith("_"))}
+
+    def _require_fitted(self) -> _Objective:
+        """The fitted objective; AttributeError before :meth:`fit` (as the Stein fitters)."""
+        ob = vars(self).get("_objective")
+        if ob is None:
+            raise AttributeError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+        return ob
+
     def fit(self, study, subject_id: str, *, until_day: float | None = None) -> TwinModel:
-        """Fit the twin to ``subject_id`` of ``study`` (observations up to ``until_day`` when given)."""
-        self.study_, self.subject_id_, self.until_day_ = study, subject_id, until_day
-        self._fit_objective(self._setup(study, subject_id, until_day))
-        self._fitted_frames()
+        """Fit the twin to ``subject_id`` of ``study`` (observations up to ``until_day`` when given).
+
+        A fit replaces every fitted attribute (a forecast of the previous fit is dropped). When it
+        fails (an invalid subject, no data to fit, ...) the model is left as it was: it still
+        describes the previous fit, or stays unfitted."""
+        before = self._fitted_state()
+        for k in before:
+            delattr(self, k)
+        try:
+            ob = self._setup(study, subject_id, until_day)
+            self.study_, self.subject_id_, self.until_day_ = study, subject_id, until_day
+            self._fit_objective(ob)
+            self._fitted_frames()
+        except BaseException:
+            for k in self._fitted_state():
+                delattr(self, k)
+            vars(self).update(before)
+            raise
         return self
 
     def _fit_objective(self, ob: _Objective) -> None:
@@ -591,7 +620,7 @@ class TwinModel:
         median are null when the draws do not resolve the posterior (SIR ESS < 20, see
         :mod:`cartlab.twin.quality`); ``sir_ess`` and ``posterior_unique_draws`` say why; every value is
         model-based (``source`` = "simulated")."""
-        ob = self._objective
+        ob = self._require_fitted()
         se = np.sqrt(np.diag(self.cov_))
         post_sd = self.posterior_x_.std(axis=0)
         names = [ob.table.names[i] for i in ob.free]
@@ -621,6 +650,7 @@ class TwinModel:
         ``from_day``. Returns (and stores as ``forecast_``) one row per quantity: median, 50% and 90%
         prediction intervals, or a probability."""
 
+        self._require_fitted()
         if from_day is None:
             from_day = self.until_day_
         m = self
@@ -646,7 +676,7 @@ class TwinModel:
     @property
     def events_(self):
         """The dosing events the model was fitted with (:class:`cartlab.twin.model.Events`)."""
-        return self._objective.events
+        return self._require_fitted().events
 
     def simulate_after(self, from_day: float | None, *, clinic_overrides: dict | None = None, events=None,
                        draws: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
@@ -656,7 +686,7 @@ class TwinModel:
         infusion, for a regimen comparison). Returns ``(days, simulation)``; every value is simulated."""
         from cartlab.twin.clinic import load_clinic
 
-        ob = self._objective
+        ob = self._require_fitted()
         if events is not None:
             ob = copy.copy(ob)
             ob.events = events
@@ -672,6 +702,7 @@ class TwinModel:
         """Observed course over the twin (simulated values labelled as simulated); returns the figure."""
         from cartlab.twin.plots import fit_figure
 
+        self._require_fitted()
         return fit_figure(self, path)
 
 

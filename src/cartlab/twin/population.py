@@ -208,7 +208,12 @@ def calibrate(n: int = 400, seed: int = 20260, maxiter: int = 40, log: str | Pat
               start: Population | None = None) -> tuple[Population, dict[str, float], float]:
     """Nelder-Mead on the synthetic log-likelihood over :data:`HYPER_ORDER` (common random numbers:
     the same ``n`` patient streams at every evaluation). Returns the calibrated population, its
-    rates and the objective; each evaluation is appended to ``log`` (JSON lines)."""
+    rates and the objective; each evaluation is appended to ``log`` (JSON lines).
+
+    Internal: a function, not an estimator class (the exception to the estimator convention of
+    docs/architecture.md), used by this module's ``__main__`` to re-derive the population's
+    hyper-parameters (written by :func:`write_calibrated`). It keeps the best point it evaluated, not
+    the optimiser's final one (the objective is a simulation, so the two can differ)."""
     from scipy.optimize import minimize
 
     pop = start or load_population()

@@ -64,9 +64,12 @@ Both fitters follow the convention of lifelines and scikit-learn: options in the
   for comparison; an optional ``prior`` (a :class:`PopulationParams`) turns the fit into a MAP
   (Bayesian, "empirical Bayes") estimate for sparse subjects, with the residual SD held at the
   prior's ``sigma`` as MAP/POSTHOC fits do (``sigma="estimate"`` estimates it). A subject whose
-  data cannot identify the free parameters (no quantifiable sample; without a prior, fewer
-  quantifiable samples than free parameters) gets no estimates and a reason. The 95% CIs are on the
-  log scale, ``fb``'s on the logit scale.
+  data cannot identify the free parameters (no quantifiable sample; without a prior, no more
+  quantifiable samples than free parameters, i.e. no residual degree of freedom) gets no estimates
+  and a reason. A maximum-likelihood fit the data do not determine (``foldx`` estimated with no
+  quantifiable sample before the fitted peak, or a parameter RSE above :data:`RSE_LIMIT_PCT`, 500%)
+  is reported with ``converged`` false and a message starting "not identified". The 95% CIs are on
+  the log scale, ``fb``'s on the logit scale.
 * :class:`SteinPopulationModel` -- nonlinear mixed effects by SAEM (Delyon B, Lavielle M, Moulines
   E. *Ann Stat* 1999;27:94-128; Kuhn E, Lavielle M. *Comput Stat Data Anal* 2005;49:1020-1038),
   the algorithm of Monolix, which Stein used:
@@ -132,7 +135,7 @@ from cartlab.kinetics.stein.curve import (
     stein_peak,
 )
 from cartlab.kinetics.stein.data import PEAK_COLUMNS, observed_peaks
-from cartlab.kinetics.stein.individual import SteinModel
+from cartlab.kinetics.stein.individual import RSE_LIMIT_PCT, SteinModel
 from cartlab.kinetics.stein.params import (
     BLQ_METHODS,
     DEFAULT_TIMES,
@@ -157,6 +160,7 @@ __all__ = [
     "LN2",
     "PARAMS",
     "PEAK_COLUMNS",
+    "RSE_LIMIT_PCT",
     "STEIN_2019",
     "Dosing",
     "PopulationParams",

@@ -19,7 +19,12 @@ from cartlab.kinetics.stein.likelihood import _Evaluator
 from cartlab.kinetics.stein.params import _BOUNDS, _SIGMA_BOUNDS, PARAMS, STEIN_2019, PopulationParams, Progress
 from cartlab.kinetics.stein.plots import fits_figure
 
-__all__ = ["SteinModel"]
+__all__ = ["RSE_LIMIT_PCT", "SteinModel"]
+
+#: a maximum-likelihood fit (no prior) with a parameter RSE above this (percent; 100 x SE of the log
+#: parameter, so 500% is a 95% CI wider than a factor 18,000 either side) is not determined by the
+#: data: ``converged`` false, the message names the parameter
+RSE_LIMIT_PCT = 500.0
 
 
 def _data_start(t: np.ndarray, ly: np.ndarray, tpeak: float | None = None) -> dict[str, float]:
@@ -155,10 +160,18 @@ class SteinModel(_SteinFitter):
 
     Minimum data: a subject is fitted only when its data can identify the free parameters. Without
     a quantifiable sample (every sample BLQ: a non-expander) no curve is fitted; without a prior it
-    needs at least as many quantifiable samples as free parameters (the six structural ones not
-    fixed, plus sigma when estimated). Otherwise the subject gets no estimates (``fitted`` false,
-    null parameters and derived quantities) and ``message`` says why and what to give (a prior,
-    fixed parameters).
+    needs more quantifiable samples than free parameters (the six structural ones not fixed, plus
+    sigma when estimated), so that at least one residual degree of freedom is left (with as many
+    samples as parameters the curve goes through every sample and sigma collapses to 0). Otherwise
+    the subject gets no estimates (``fitted`` false, null parameters and derived quantities) and
+    ``message`` says why and what to give (a prior, fixed parameters).
+
+    Identification (maximum-likelihood fits, no prior): a fit whose data do not determine it is
+    reported with ``converged`` false and a ``message`` starting "not identified": when ``foldx``
+    is estimated and no quantifiable sample lies before the fitted peak (the expansion, and with it
+    the AUC0-28, is then not determined by the data: the likelihood is flat in ``foldx``), or when a
+    parameter's RSE exceeds :data:`RSE_LIMIT_PCT` (500%). Its estimates are kept, for inspection
+    only. With a prior (MAP) the prior determines what the data do not, so these checks do not apply.
 
     Optimisation: L-BFGS-B from several starts (data-driven -- tmax at the observed peak time, cmax
     at the observed peak, the expansion rate from the rising samples, the contraction rates by
@@ -249,9 +262,10 @@ class SteinModel(_SteinFitter):
         if n_q == 0:
             return (f"not fitted: no quantifiable sample ({n_blq} BLQ): the level was never above the LLOQ, so "
                     "there is no expansion or peak to fit (Cmax is below the LLOQ, not a number)")
-        if self.prior is None and n_q < len(names):
+        if self.prior is None and n_q <= len(names):
             return (f"not fitted: {n_q} quantifiable sample(s) for {len(names)} free parameters "
-                    f"({', '.join(names)}): the data cannot identify them; give the population prior "
+                    f"({', '.join(names)}): the data cannot identify them (a fit needs more quantifiable samples "
+                    "than free parameters, at least one residual degree of freedom); give the population prior "
                     "(--prior stein2019, prior=STEIN_2019) or hold parameters fixed (--fix / fixed=, e.g. "
                     "beta=0.0032, sigma=0.56)")
         return ""
@@ -389,10 +403,37 @@ class SteinModel(_SteinFitter):
         if near:
             converged = False
             msg += f"; an estimate is at its bound ({', '.join(near)})"
+        if prior is None:
+            why = self._not_identified(d, q, vals, names, cov)
+            if why:
+                converged = False
+                msg = f"not identified: {why}" + msg
         return _SubjectFit(
             subject_id=d.ids[0], est=est, values=vals, sigma=sig, sigma_estimated=est_sigma,
             cov_log=cov, nll=fval, n_obs=n_obs, n_blq=n_blq, converged=converged, message=msg.strip("; "),
         )
+
+    def _not_identified(self, d: _Data, q: np.ndarray, vals: dict[str, float], names: list[str],
+                        cov: np.ndarray | None) -> str:
+        """Why a maximum-likelihood fit is not determined by the data ('' when it is): no quantifiable
+        sample before the fitted peak while ``foldx`` is estimated, or an RSE above RSE_LIMIT_PCT."""
+        why = []
+        if "foldx" in names:
+            tpk = self.extras["tlag"] + vals["tmax"]
+            tq = d.t[0][q]
+            if not np.any(tq < tpk - 1e-6 * max(1.0, tpk)):
+                first = f"day {tq.min():g}" if tq.size else "none"
+                why.append(f"no quantifiable sample before the fitted peak (day {tpk:.3g}; first quantifiable "
+                           f"sample {first}), so the expansion (foldx, and with it AUC0-28) is not determined "
+                           "by the data; give --prior stein2019 (prior=STEIN_2019) or --fix foldx=VALUE")
+        if cov is not None:
+            with np.errstate(invalid="ignore"):
+                rse = 100 * np.sqrt(np.diag(cov))
+            big = [f"{n} {r:.0f}%" for n, r in zip(names, rse) if np.isfinite(r) and r > RSE_LIMIT_PCT]
+            if big:
+                why.append(f"RSE above {RSE_LIMIT_PCT:g}% ({', '.join(big)}): the data do not determine "
+                           f"{'it' if len(big) == 1 else 'them'}")
+        return "; ".join(why)
 
     # -- results ------------------------------------------------------------------------------
     def _params(self, idx: Sequence[int]) -> dict[str, np.ndarray]:
