@@ -160,3 +160,18 @@ def test_relapse_rule_ids_are_in_criteria_tables(out):
     for case in out.values():
         rules = json.loads((case / "analysis.json").read_text())["rules"]
         assert rules.get("not_in_a_criteria_table", []) == [], case.name
+
+
+def test_explain_endpoints_names_times_events_and_relapse_episodes():
+    from cartlab.explain import explain
+
+    ex = explain(read_study(CASES / "c03_endpoints"), "endpoints", "P5")
+    # the hand values of test_relapse_after_a_later_remission_is_an_event
+    assert ex.headline.startswith("OS 200 days, censored")
+    assert "RFS 60 days, event (relapse)" in ex.headline and "CIR 60 days, event (relapse)" in ex.headline
+    reasons = ex.days["reason"].to_list()
+    assert any(r.startswith("relapse episode 2: response CR on day 60") for r in reasons)
+    assert any("duration of response from the first response on day 14: 14 days, event" in r for r in reasons)
+    assert {"rfs.relapse", "eln2022.relapse.marrow"} <= set(ex.rules)
+    never = explain(read_study(CASES / "c03_endpoints"), "endpoints", "P3")  # NR: never in remission
+    assert "RFS not defined" in never.headline

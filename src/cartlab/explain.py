@@ -10,8 +10,9 @@ the criteria/options used, and a frame with one row per day or observation (``da
 ``ctcae`` (CTCAE v5 lab grades), ``icaht`` (EHA/EBMT 2023, with the daily ANC series) and
 ``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions),
 ``kinetics`` (the CAR profile behind Cmax, Tmax, AUC0-28 and Tlast), ``hematotox`` (CAR-HEMATOTOX items
-and score), ``easix`` (each time point), ``t-icaht`` (platelet windows) and ``recovery`` (neutrophil and
-platelet recovery).
+and score), ``easix`` (each time point), ``t-icaht`` (platelet windows), ``recovery`` (neutrophil and
+platelet recovery) and ``endpoints`` (OS, EFS, RFS, LFS, CIR: time, event or censoring and why; the
+relapse episodes; the duration of response).
 """
 
 from __future__ import annotations
@@ -437,11 +438,49 @@ def _recovery(a: Analysis, sid: str) -> Explanation:
                        _row_frame(items), rules=tuple(x["rule"] for x in items if x["rule"]))
 
 
+def _endpoints(a: Analysis, sid: str) -> Explanation:
+    """Time-to-event endpoints (ELN 2022 Table 9): each ADTTE parameter's time, event or censoring and
+    why, the relapse episodes behind RFS/CIR and the duration of response."""
+    rows = _rows(a, "adtte", sid) if a.has("adtte") else pl.DataFrame()
+    items, bits = [], []
+    for r in rows.iter_rows(named=True):
+        if r["ANLFL"] != "Y":
+            bits.append(f"{r['PARAMCD']} not defined")
+            what = "not defined"
+        else:
+            kind = ("censored" if r["CNSR"] == 1 else
+                    "competing event" if r["PARAMCD"] == "CIR" and r["EVENT"] == 2 else "event")
+            desc = r["EVNTDESC"] if kind != "censored" else r["CNSDTDSC"]
+            what = f"{r['AVAL']:g} days, {kind}" + (f" ({desc.lower()})" if desc else "")
+            bits.append(f"{r['PARAMCD']} {what}")
+        items.append({"day": _or(r["ADY"], 0.0), "grade": None, "rule": r["rule"],
+                      "reason": f"{r['PARAMCD']} ({r['PARAM']}): {what}; {r['reason']}", "evidence": r["evidence"]})
+    rel = _rows(a, "relapse", sid) if a.has("relapse") else pl.DataFrame()
+    for r in rel.iter_rows(named=True):
+        day = r["relapse_day"] if r["relapse_day"] is not None else r["response_day"]
+        items.append({"day": _or(day, 0.0), "grade": None, "rule": r["relapse_rule"],
+                      "reason": f"relapse episode {r['episode']}: response {r['response_category']} on day "
+                                f"{r['response_day']:g}; {r['relapse_reason']}", "evidence": r["evidence"]})
+    b = _one(a, "best_response", sid)
+    if b is not None and b.get("first_response_day") is not None:
+        dor = ("not derived" if b["dor_days"] is None else
+               f"{b['dor_days']:g} days, {'event (relapse or death)' if b['dor_event'] else 'censored'}")
+        items.append({"day": b["first_response_day"], "grade": None, "rule": None,
+                      "reason": f"duration of response from the first response on day {b['first_response_day']:g}: {dor}",
+                      "evidence": []})
+    items.sort(key=lambda x: x["day"])  # stable: the parameters in their order on one day
+    head = "; ".join(bits) if bits else "no time-to-event endpoint derived for this subject"
+    return Explanation("endpoints", head, "ELN 2022 (Döhner et al., Blood 2022) Table 9; criteria/endpoints.yaml; "
+                       f"options: {a.options.endpoint_options()}", _row_frame(items),
+                       rules=tuple(dict.fromkeys(x["rule"] for x in items if x["rule"])))
+
+
 EXPLAINERS: dict[str, Callable[[Analysis, str], Explanation]] = {
     "kinetics": _kinetics,
     "response": _response,
     "crs": _crs, "icans": _icans, "crs-scales": _crs_scales, "ctcae": _ctcae, "icaht": _icaht,
     "hematotox": _hematotox, "easix": _easix, "t-icaht": _t_icaht, "recovery": _recovery,
+    "endpoints": _endpoints,
 }
 
 
