@@ -54,7 +54,11 @@ def test_every_derived_row_carries_its_status_and_the_manifest_lists_unsettled_r
     # its CAR-HEMATOTOX score rests on unverified cut-offs
     assert tables["car_hematotox"]["rule_status"].to_list() == ["unverified"]
     # ASTCT CRS and CTCAE grades are settled
-    assert set(tables["crs_daily"]["rule_status"].drop_nulls()) <= {"verified", "verified_secondary"}
+    crs = tables["crs_daily"]
+    assert set(crs.filter(pl.col("grade") > 0)["rule_status"].drop_nulls()) <= {"verified", "verified_secondary"}
+    # a grade-0 day names the convention row crs.g0 (no criterion met; since session 28)
+    assert set(crs.filter(pl.col("grade") == 0)["rule"]) == {"crs.g0"}
+    assert set(crs.filter(pl.col("grade") == 0)["rule_status"]) == {"convention"}
     assert set(tables["adlb"]["rule_status"].drop_nulls()) == {"verified_secondary"}
     rules = a.manifest()["rules"]
     listed = {r["rule"]: r for r in rules["unsettled"]}

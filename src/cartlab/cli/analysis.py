@@ -8,68 +8,36 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cartlab.cli.base import (
+from cartlab.cli.base import (  # OptionsFileOpt, SetOpt, StrictOpt, analysis_options: also imported from here
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
+    OptionsFileOpt,
+    SetOpt,
     StoreOpt,
+    StrictOpt,
     StudyOpt,
     _print_skipped,
     _progress,
     _protocol_or_exit,
     _subject_data,
     _usage,
+    analysis_options,
     app,
     console,
 )
 from cartlab.cli.interop import FhirInOpt, MappingOpt, PartialDatesOpt, SdtmOpt, load_source
 
 SourceArg = Annotated[Optional[str], typer.Argument(
-    metavar="[STUDY]", help="A study folder or the id of a stored study (none: --sdtm, --fhir, or the store's only "
+    metavar="STUDY", help="A study folder or the id of a stored study (none: --sdtm, --fhir, or the store's only "
     "study).")]
-OptionsFileOpt = Annotated[Optional[Path], typer.Option(
-    "--options", help="A YAML file of engine options, e.g. 'icaht: {never_above_requires_full_window: true}' "
-    "(engines: crs, icans, ctcae, icaht, t_icaht, count_recovery, car_hematotox, easix, iec_hs, crs_legacy, "
-    "response, best_response, endpoints, molecular, kinetics; every option and the "
-    "value applied is listed in analysis.json, 'options'; docs/derivation-conventions.md).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="One engine option, ENGINE.OPTION=VALUE (a YAML value), e.g. --set crs.fever_threshold_c=38.3; "
-    "repeatable; applied after --options.")]
-StrictOpt = Annotated[bool, typer.Option(
-    "--strict", help="Stop with an error when an engine cannot analyse a subject, or a subject needing censoring "
-    "has no last_followup_day, instead of recording it and going on.")]
+#: a second argument: the output folder is --out DIR everywhere (a clear message, not "unexpected extra argument")
+OutArgRefused = Annotated[Optional[str], typer.Argument(metavar="OUT", hidden=True, help="Not accepted: use --out.")]
 
 
-def analysis_options(options_file: Path | None, set_options: list[str] | None, strict: bool = False):
-    """AnalysisOptions from an --options YAML file and --set ENGINE.OPTION=VALUE pairs (later wins)."""
-    import yaml
-
-    from cartlab.analyze import AnalysisOptions
-
-    settings: dict = {}
-    if options_file is not None:
-        try:
-            loaded = yaml.safe_load(options_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise _usage(f"--options {options_file}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise _usage(f"--options {options_file}: expected a mapping of engine: {{option: value}}")
-        settings = {k: dict(v) if isinstance(v, dict) else v for k, v in loaded.items()}
-    for item in set_options or []:
-        key, sep, text = item.partition("=")
-        engine, dot, name = key.strip().partition(".")
-        if not sep or not dot or not engine or not name:
-            raise _usage(f"--set {item!r}: write ENGINE.OPTION=VALUE, e.g. --set icaht.duration=longest_run")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise _usage(f"--set {item!r}: the value is not YAML: {exc}") from None
-        current = settings.setdefault(engine, {})
-        if not isinstance(current, dict):
-            raise _usage(f"--set {item!r}: {engine!r} is not an engine")
-        current[name] = value
-    return AnalysisOptions.from_settings(settings, strict=strict)
-
-
+def _refuse_out_arg(command: str, study: str | None, out_arg: str | None) -> None:
+    if out_arg is not None:
+        raise _usage(f"unexpected argument {out_arg!r}: the output folder is given with --out",
+                     hint=f"cartlab {command} {study or 'STUDY'} --out {out_arg}")
 #: the kind of output ``analyze`` writes (its marker, .cartlab-export.json, names it)
 ANALYSIS_KIND = "analysis"
 _ANALYSIS_FIXED = {"analysis.json", "subject_summary.csv", "sdtm_mapping_report.csv", "sdtm_mapping_report.md",
@@ -109,7 +77,8 @@ def is_analysis_file(name: str) -> bool:
 @app.command("analyze")
 def analyze_cmd(
     study: SourceArg = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/analysis"),
+    out_arg: OutArgRefused = None,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/analysis"),
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Also check the study against a protocol (shipped id or YAML): dose_plan, "
         "eligibility, eligibility_verdict and protocol_deviations tables.")] = None,
@@ -151,6 +120,7 @@ def analyze_cmd(
     from cartlab.analyze_batched import AUTO_BATCH_ABOVE, DEFAULT_BATCH_SIZE, InMemorySource, write_analysis_batched
     from cartlab.io.atomic import export_folder, write_error
 
+    _refuse_out_arg("analyze", study, out_arg)
     proto = _protocol_or_exit(protocol) if protocol else None
     options = analysis_options(options_file, set_options, strict)  # a bad option stops before any reading
 
@@ -200,10 +170,12 @@ def analyze_cmd(
 @app.command("report")
 def report_cmd(
     study: SourceArg = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/report"),
-    subject: Annotated[Optional[str], typer.Option("--subject", help="Only this subject.")] = None,
+    out_arg: OutArgRefused = None,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/report"),
+    subject: Annotated[Optional[str], typer.Option("--subject", metavar="SUBJECT", help="Only this subject.")] = None,
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Add the protocol section (planned doses, eligibility, deviations).")] = None,
+    strict: StrictOpt = False,
     options_file: OptionsFileOpt = None,
     set_options: SetOpt = None,
     sdtm: SdtmOpt = None,
@@ -234,13 +206,14 @@ def report_cmd(
     from cartlab.report import write_study_report, write_subject_report
     from cartlab.report.study import check_report_folder
 
+    _refuse_out_arg("report", study, out_arg)
     # the output folder first: a bad --out is one message naming it, before any work
     if subject:
         check_output_path(out, "folder", "the report")
     else:
         check_report_folder(out, force)
     proto = _protocol_or_exit(protocol) if protocol else None
-    options = analysis_options(options_file, set_options)
+    options = analysis_options(options_file, set_options, strict)
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
                           partial_dates=partial_dates,
                           report_to=out)
@@ -268,8 +241,8 @@ def report_cmd(
 
 @app.command("explain")
 def explain_cmd(
-    subject: Annotated[str, typer.Argument(help="Subject id.")],
-    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, t-icaht, hematotox, easix, recovery, response, kinetics.")] = "crs",
+    subject: Annotated[str, typer.Argument(metavar="SUBJECT", help="Subject id.")],
+    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, t-icaht, hematotox, easix, recovery, response, kinetics, endpoints.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,

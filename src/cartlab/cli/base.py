@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, ClassVar, Optional
 
 import typer
 import typer.core
@@ -32,6 +32,23 @@ def _flag_without_type(self, ctx):
 
 
 typer.core.TyperOption.display_type_rich = _flag_without_type
+
+
+# typer (0.2x) writes a required argument as "{name}" in the usage line, and an argument without a
+# metavar in lower case: write STUDY (required), [STUDY] (optional), in capitals, and leave hidden
+# arguments (old spellings) out of the usage line.
+def _usage_display_name(self) -> str:
+    name = self.metavar if self.metavar is not None else self.name.upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+def _usage_pieces(self, ctx) -> list[str]:
+    return [] if self.hidden else [self._usage_display_name()]
+
+
+typer.core.TyperArgument._usage_display_name = _usage_display_name
+typer.core.TyperArgument.get_usage_pieces = _usage_pieces
 
 #: click's base of usage errors (typer may vendor click, so found through a public typer class)
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -95,6 +112,7 @@ StoreOpt = Annotated[
     typer.Option(
         "--store",
         envvar="CARTLAB_STORE",
+        metavar="FILE",
         help="DuckDB store file (env CARTLAB_STORE).",
         show_default=True,
     ),
@@ -305,12 +323,112 @@ def _print_skipped(analysis) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# engine options: the same --set / --options / --strict wherever an analysis runs
+
+OptionsFileOpt = Annotated[Optional[Path], typer.Option(
+    "--options", metavar="FILE", help="A YAML file of engine options, e.g. 'icaht: {never_above_requires_full_window: true}' "
+    "(engines: crs, icans, ctcae, icaht, t_icaht, count_recovery, car_hematotox, easix, iec_hs, crs_legacy, "
+    "response, best_response, endpoints, molecular, kinetics; every option and the "
+    "value applied is listed in analysis.json, 'options'; docs/derivation-conventions.md).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="One engine option, ENGINE.OPTION=VALUE (a YAML value), e.g. --set crs.fever_threshold_c=38.3; "
+    "repeatable; applied after --options.")]
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict", help="Stop with an error when an engine cannot analyse a subject, or a subject needing censoring "
+    "has no last_followup_day, instead of recording it and going on.")]
+
+
+def analysis_options(options_file: Path | None, set_options: list[str] | None, strict: bool = False):
+    """AnalysisOptions from an --options YAML file and --set ENGINE.OPTION=VALUE pairs (later wins)."""
+    import yaml
+
+    from cartlab.analyze import AnalysisOptions
+
+    settings: dict = {}
+    if options_file is not None:
+        try:
+            loaded = yaml.safe_load(options_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise _usage(f"--options {options_file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise _usage(f"--options {options_file}: expected a mapping of engine: {{option: value}}")
+        settings = {k: dict(v) if isinstance(v, dict) else v for k, v in loaded.items()}
+    for item in set_options or []:
+        key, sep, text = item.partition("=")
+        engine, dot, name = key.strip().partition(".")
+        if not sep or not dot or not engine or not name:
+            raise _usage(f"--set {item!r}: write ENGINE.OPTION=VALUE, e.g. --set icaht.duration=longest_run")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise _usage(f"--set {item!r}: the value is not YAML: {exc}") from None
+        current = settings.setdefault(engine, {})
+        if not isinstance(current, dict):
+            raise _usage(f"--set {item!r}: {engine!r} is not an engine")
+        current[name] = value
+    return AnalysisOptions.from_settings(settings, strict=strict)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# old spellings: hidden aliases that keep working, each with a one-line deprecation warning
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one-line warning (stderr) printed when an old spelling is used."""
+    err.print(f"  [yellow]![/] {old} is deprecated: use {new}", highlight=False, soft_wrap=True)
+
+
+class AliasCommand(typer.core.TyperCommand):
+    """A command whose old option names (``aliases``: old -> new) still work. They are not options of
+    the command (so not in --help): each is rewritten to its new name before parsing, with a
+    deprecation warning; ``spelled(ctx, new)`` gives the spelling the user typed, for messages."""
+
+    aliases: ClassVar[dict[str, str]] = {}
+    #: old names that keep working without a warning (a published contract uses them)
+    silent: ClassVar[frozenset[str]] = frozenset()
+
+    def parse_args(self, ctx, args):
+        takes_value = {name: p.nargs for p in self.get_params(ctx)
+                       if p.param_type_name == "option" and not p.is_flag for name in (*p.opts, *p.secondary_opts)}
+        takes_value.update({old: takes_value.get(new, 0) for old, new in self.aliases.items()})
+        used = ctx.meta.setdefault("cartlab_old_spellings", {})
+        args, i = list(args), 0
+        while i < len(args):
+            a = args[i]
+            if a == "--":
+                break
+            name, eq, value = a.partition("=")
+            if name in self.aliases:
+                new = self.aliases[name]
+                args[i] = new + eq + value
+                used[new] = name
+                if name not in self.silent:
+                    deprecated(name, new)
+            # an option's value is never read as an option name (a column called "--time" ...)
+            i += 1 + (takes_value.get(name, 0) if not eq and a.startswith("-") else 0)
+        return super().parse_args(ctx, args)
+
+
+def aliased(aliases: dict[str, str], base: type = AliasCommand, silent=()) -> type:
+    """A command class whose old option names ``aliases`` (old -> new) are hidden, deprecated aliases
+    (``silent``: those of them that stay without a warning)."""
+    return type(f"{base.__name__}_aliased", (base,), {"aliases": {**base.aliases, **aliases},
+                                                       "silent": base.silent | frozenset(silent)})
+
+
+def spelled(ctx, new: str) -> str:
+    """The option name as the user typed it: an old alias of ``new``, or ``new``."""
+    return (ctx.meta.get("cartlab_old_spellings") or {}).get(new, new) if ctx is not None else new
+
+
+# ------------------------------------------------------------------------------------------------
 # one way to name a study: a study folder, or the id of a study in the store
 
 StudyArg = Annotated[str, typer.Argument(
     metavar="STUDY", help="A study folder, or the id of a study in the store (see cartlab list).")]
 StudyOpt = Annotated[Optional[str], typer.Option(
-    "--study", help="A study folder, or the id of a study in the store; needed with a store when the subject "
+    "--study", metavar="STUDY", help="A study folder, or the id of a study in the store; needed with a store when the subject "
     "id is in several studies.")]
 StudyDirAlias = Annotated[Optional[Path], typer.Option("--study-dir", hidden=True, help="Old name of --study FOLDER.")]
 

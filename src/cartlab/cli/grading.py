@@ -50,9 +50,9 @@ def _parse_option_value(text: str):
 @app.command("ctcae", cls=_CtcaeCommand)
 def ctcae_cmd(
     input_csv: Annotated[Optional[Path], typer.Argument(
-        help="CSV with term (a CTCAE term, or a parameter: ANC, PLT, Hb, NEUT ...), direction (L/H, low/high), "
+        metavar="FILE", help="CSV with term (a CTCAE term, or a parameter: ANC, PLT, Hb, NEUT ...), direction (L/H, low/high), "
         "aval (+ anrlo, anrhi, base, unit, bnrind, pchg).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output CSV: the input rows plus grade and grade_reason.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Output CSV: the input rows plus grade and grade_reason.")] = None,
     list_terms: Annotated[bool, typer.Option("--list-terms", help="List the terms, directions, parameters and units "
                                              "the criteria grade, and exit.")] = False,
     units: Annotated[Optional[str], typer.Option(
@@ -113,7 +113,7 @@ def ctcae_cmd(
         console.print(t)
         return
     if input_csv is None or out is None:
-        raise _usage("give the INPUT_CSV and --out OUT (or --list-terms)")
+        raise _usage("give the FILE to grade and --out FILE (or --list-terms)")
     _check_file(input_csv)
     try:
         with _progress(f"grading {input_csv.name}") as step:

@@ -8,24 +8,39 @@ from typing import Annotated, Optional
 import typer
 
 from cartlab.cli.base import (
+    DEFAULT_STORE_PATH,
     CsvDialectOpt,
+    StoreOpt,
+    _load_study,
     _progress,
-    _read_or_exit,
     _usage,
+    aliased,
     app,
     console,
+    spelled,
 )
 from cartlab.errors import CartlabError
 
+#: the column options of the table commands, renamed from --subject/--time/--conc/--lloq (which read
+#: as a subject id or a day elsewhere); the old names are hidden, deprecated aliases
+COLUMN_ALIASES = {"--subject": "--subject-col", "--time": "--time-col", "--conc": "--conc-col", "--lloq": "--lloq-col"}
 
-@app.command("nca")
+
+# ../shared/conformance/README.md runs `cartlab nca ... --subject Subject --time Time --conc conc`:
+# those spellings stay, hidden and without a deprecation warning
+@app.command("nca", cls=aliased(COLUMN_ALIASES, silent=COLUMN_ALIASES))
 def nca_cmd(
-    table: Annotated[Path, typer.Argument(help="CSV: one row per sample (any concentration-time data, not only CAR-T).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: one row per subject and interval.")],
-    subject: Annotated[str, typer.Option("--subject", help="Subject column.")],
-    time: Annotated[str, typer.Option("--time", help="Time column (numbers).")],
-    conc: Annotated[str, typer.Option("--conc", help="Concentration column (numbers; '<x' = below x).")],
-    lloq: Annotated[Optional[str], typer.Option("--lloq", help="LLOQ column: conc below it is BLQ.")] = None,
+    table: Annotated[Path, typer.Argument(
+        metavar="FILE", help="A plain CSV table, not a study (for a study use cartlab analyze): one row per sample "
+        "(any concentration-time data, not only CAR-T).")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE",
+                                      help="Output CSV: one row per subject and interval.")],
+    subject: Annotated[str, typer.Option("--subject-col", metavar="COLUMN", help="Subject column.")],
+    time: Annotated[str, typer.Option("--time-col", metavar="COLUMN", help="Time column (numbers).")],
+    conc: Annotated[str, typer.Option("--conc-col", metavar="COLUMN",
+                                      help="Concentration column (numbers; '<x' = below x).")],
+    lloq: Annotated[Optional[str], typer.Option("--lloq-col", metavar="COLUMN",
+                                                help="LLOQ column: conc below it is BLQ.")] = None,
     method: Annotated[str, typer.Option(
         "--method", help="AUC interpolation: lin-up/log-down (default, PKNCA), linear, lin-log, log-up/log-down.")]
     = "lin-up/log-down",
@@ -45,10 +60,13 @@ def nca_cmd(
     """Non-compartmental analysis with PKNCA's rules and column names (cmax, tmax, tlast, clast.obs,
     auclast, aucall, aucinf.obs, lambda.z, half.life, r.squared, adj.r.squared, lambda.z.n.points ...).
 
+    The input is a plain table, not a study (for a study use cartlab analyze, whose kinetics engine
+    derives the CAR-T metrics); --subject-col, --time-col and --conc-col name its columns.
+
     BLQ: 0 before the first quantifiable value, dropped between, 0 after the last (PKNCA defaults);
     lambda.z by PKNCA's best-fit selection (adjusted R², >= 3 points, Tmax excluded).
 
-    [bold]Example[/]: cartlab nca theoph.csv --subject Subject --time Time --conc conc --out nca.csv
+    [bold]Example[/]: cartlab nca theoph.csv --subject-col Subject --time-col Time --conc-col conc --out nca.csv
     """
     from cartlab.cli.kinetics_io import nca_command
 
@@ -66,20 +84,26 @@ def nca_cmd(
                                                        if not isinstance(v, (list, dict))), soft_wrap=True)
 
 
-@app.command("stein")
+@app.command("stein", cls=aliased(COLUMN_ALIASES))
 def stein_cmd(
-    source: Annotated[Path, typer.Argument(help="Study folder, or a CSV table with one row per sample.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/stein"),
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(
+        metavar="STUDY|FILE", help="A study (a study folder, or the id of a study in the store), or a plain CSV "
+        "table with one row per sample (then --subject-col, --time-col and --conc-col name its columns).")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/stein"),
     population: Annotated[bool, typer.Option(
         "--population", help="Population fit (SAEM: typical values, omega², covariates, VPC) instead of "
         "per-subject fits.")] = False,
-    subject: Annotated[Optional[str], typer.Option("--subject", help="Table: subject column.")] = None,
+    subject: Annotated[Optional[str], typer.Option("--subject-col", metavar="COLUMN",
+                                                   help="Table: subject column.")] = None,
     time: Annotated[Optional[str], typer.Option(
-        "--time", help="Table: time column (days from the first infusion, or give --doses).")] = None,
-    conc: Annotated[Optional[str], typer.Option("--conc", help="Table: concentration column ('<x' = below x).")] = None,
-    lloq: Annotated[Optional[str], typer.Option("--lloq", help="Table: LLOQ column.")] = None,
+        "--time-col", metavar="COLUMN", help="Table: time column (days from the first infusion, or give --doses).")
+    ] = None,
+    conc: Annotated[Optional[str], typer.Option(
+        "--conc-col", metavar="COLUMN", help="Table: concentration column ('<x' = below x).")] = None,
+    lloq: Annotated[Optional[str], typer.Option("--lloq-col", metavar="COLUMN", help="Table: LLOQ column.")] = None,
     doses: Annotated[Optional[Path], typer.Option(
-        "--doses", help="Table: CSV of infusions (subject and time columns as in the table, optional dose).")] = None,
+        "--doses", metavar="FILE", help="Table: CSV of infusions (subject and time columns as in the table, optional dose).")] = None,
     param: Annotated[str, typer.Option("--param", help="Study: observation parameter.")] = "CARCOPY",
     blq: Annotated[str, typer.Option("--blq", help="BLQ handling: m3 (Beal M3, default), drop, half.")] = "m3",
     dose_handling: Annotated[str, typer.Option(
@@ -101,6 +125,7 @@ def stein_cmd(
     n_smooth: Annotated[int, typer.Option("--n-smooth", min=1, help="Population: SAEM iterations with decreasing step.")] = 200,
     n_post: Annotated[int, typer.Option("--n-post", min=1, help="Population: MCMC iterations for SEs.")] = 150,
     n_chains: Annotated[Optional[int], typer.Option("--n-chains", min=1, help="Population: chains per subject.")] = None,
+    store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Fit the Stein 2019 CAR-T kinetic model (expansion to Tmax, biphasic contraction), per subject
@@ -110,13 +135,22 @@ def stein_cmd(
     AUC0-28, half-lives), stein_observations.csv (observed vs fitted, with source rows),
     stein_fits.png, stein_vpc.png (population) and stein_fit.json (inputs, options, fit statistics).
 
+    The input is a study, named as everywhere (a study folder, or the id of a study in the store,
+    --store), or a plain CSV table with one row per sample.
+
     [bold]Example[/]: cartlab stein cohort/ --population --covariate cmax=log_dose --out stein/
+    [bold]Example[/]: cartlab stein conc.csv --subject-col ID --time-col DAY --conc-col DV --out stein/
     """
     from cartlab.cli.kinetics_io import stein_command
 
-    if not source.exists():
-        raise _usage(f"{source}: no such file or folder")
-    study = _read_or_exit(source, csv_dialect=csv_dialect) if source.is_dir() else source
+    path = Path(source)
+    if path.is_file():  # a plain table
+        study = path
+    elif not path.exists() and (len(path.parts) > 1 or path.suffix.lower() in (".csv", ".tsv", ".txt")):
+        raise _usage(f"{source}: no such file or folder")  # written as a path or a file name, not an id
+    else:  # a study folder, or the id of a stored study
+        study = _load_study(source, store, csv_dialect)
+    names = {k: spelled(ctx, f"--{k}-col") for k in ("subject", "time", "conc", "lloq")}
     try:
         with _progress("Stein fit", total=1) as step:
             def report(stage: str, done: int, total: int) -> None:
@@ -126,7 +160,7 @@ def stein_cmd(
                 study, out, population=population, subject=subject, time=time, conc=conc, lloq=lloq,
                 doses=doses, param=param, blq=blq, dose_handling=dose_handling, covariates=covariate or (),
                 fixed=fix or (), prior=prior, estimate_sigma=estimate_sigma, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
-                progress=report)
+                progress=report, option_names=names)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
             raise
@@ -138,8 +172,8 @@ def stein_cmd(
         for sid, why in meta["not_fitted"].items():
             console.print(f"[yellow]{sid}:[/] {why}", soft_wrap=True)
     if not population and meta["not_converged"]:
-        console.print(f"[yellow]not converged:[/] {', '.join(meta['not_converged'])} (see stein_subjects.csv, "
-                      "column message)", soft_wrap=True)
+        console.print(f"[yellow]not converged or not identified:[/] {', '.join(meta['not_converged'])} (see "
+                      "stein_subjects.csv, column message)", soft_wrap=True)
     if meta.get("warning"):
         console.print(f"[yellow]Note:[/] {meta['warning']}", soft_wrap=True)
 

@@ -142,7 +142,7 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
                 intervals: Sequence[Any] | None = None, options: NcaOptions | None = None,
                 conc_unit: str | None = None, time_unit: str | None = None,
                 force: bool = True) -> dict[str, Any]:
-    """``cartlab nca TABLE.csv --subject COL --time COL --conc COL [--lloq COL] [--method M]
+    """``cartlab nca TABLE.csv --subject-col COL --time-col COL --conc-col COL [--lloq-col COL] [--method M]
     [--interval START,END]... --out OUT.csv`` (contract: ``../shared/conformance/README.md``).
 
     Writes one row per subject and interval with the subject column under its own name and the
@@ -267,9 +267,15 @@ def _numeric_or_text(col: pl.Series) -> pl.Series:
     return num if num.null_count() == txt.null_count() else txt
 
 
+#: the command-line names of the table's column options (cartlab stein passes the ones typed)
+OPTION_NAMES = {"subject": "--subject-col", "time": "--time-col", "conc": "--conc-col", "lloq": "--lloq-col",
+                "doses": "--doses"}
+
+
 def _read_table(path: Path, subject: str | None, time: str | None, conc: str | None, lloq: str | None,
-                covariate_cols: Sequence[str]) -> pl.DataFrame:
-    missing = [f"--{n}" for n, v in (("subject", subject), ("time", time), ("conc", conc)) if not v]
+                covariate_cols: Sequence[str], option_names: dict[str, str] | None = None) -> pl.DataFrame:
+    names = {**OPTION_NAMES, **(option_names or {})}
+    missing = [names[n] for n, v in (("subject", subject), ("time", time), ("conc", conc)) if not v]
     if missing:
         raise ValueError(f"{path}: a table needs {', '.join(missing)} (the column names of subject, time and "
                          "concentration)")
@@ -368,6 +374,7 @@ def stein_command(
     n_chains: int | None = None,
     vpc_reps: int = 200,
     progress: Progress | None = None,
+    option_names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fit the Stein 2019 model and write the results into ``out_dir``.
 
@@ -394,6 +401,8 @@ def stein_command(
     ``stein_observations.csv`` (observed vs ipred/pred, iwres, source rows); ``stein_dropped.csv``;
     ``stein_fits.png``; population only: ``stein_vpc.csv``, ``stein_vpc.png``, ``stein_trace.csv``;
     ``stein_fit.json``. Raises ValueError (bad options or table, naming file, row and column).
+    ``option_names``: the command-line names of ``subject``, ``time``, ``conc``, ``lloq`` and
+    ``doses`` for messages (default :data:`OPTION_NAMES`: ``--subject-col`` ...).
     """
     from cartlab.model import Study
 
@@ -437,7 +446,7 @@ def stein_command(
             data = read_study(path)
             inputs, kind = data.sources.to_dicts(), "study"
         elif path.is_file():
-            data = _read_table(path, subject, time, conc, lloq, [c for _, c in cov_items])
+            data = _read_table(path, subject, time, conc, lloq, [c for _, c in cov_items], option_names)
             inputs, kind = [{"file": str(path), "sha256": sha256_file(path)}], "table"
             if doses is not None:
                 dose_df = _read_doses(Path(doses), subject, time)
@@ -445,11 +454,12 @@ def stein_command(
         else:
             raise ValueError(f"{path}: no such file or study folder")
     if kind == "study":
-        given = [f"--{n}" for n, v in (("subject", subject), ("time", time), ("conc", conc), ("lloq", lloq),
+        names = {**OPTION_NAMES, **(option_names or {})}
+        given = [names[n] for n, v in (("subject", subject), ("time", time), ("conc", conc), ("lloq", lloq),
                                        ("doses", doses)) if v is not None]
         if given:
-            raise ValueError(f"{', '.join(given)}: for a table; a study folder has its own columns, LLOQs and "
-                             "doses.csv")
+            raise ValueError(f"{', '.join(given)}: for a table; a study (a folder or a stored study) has its own "
+                             "columns, LLOQs and doses")
 
     options = {"population": population, "param": param, "blq": blq, "dose_handling": dose_handling,
                "covariates": cov_spec, "fixed": fix_items, "ftoci": 1.0, "fster": 1.0, "tlag": 0.0}

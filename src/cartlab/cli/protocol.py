@@ -22,13 +22,15 @@ from cartlab.cli.base import (
     _usage,
     app,
     console,
+    deprecated,
     err,
 )
 
 
 @app.command("protocols")
 def protocols_cmd(
-    protocol: Annotated[Optional[str], typer.Argument(help="A shipped id or a protocol YAML file to check and show.")] = None,
+    protocol: Annotated[Optional[str], typer.Argument(
+        metavar="PROTOCOL", help="A shipped id or a protocol YAML file to check and show.")] = None,
     json_schema: Annotated[bool, typer.Option("--json-schema", help="Print the protocol file's JSON Schema (for editors).")] = False,
 ) -> None:
     """List the shipped protocols, or validate one protocol (id or file) and show its schedule.
@@ -75,6 +77,7 @@ def protocols_cmd(
 
 @app.command("dose")
 def dose_cmd(
+    ctx: typer.Context,
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id (e.g. nct04762485) or YAML file.")],
     weight: Annotated[Optional[float], typer.Option("--weight", help="Body weight in kg.")] = None,
     height: Annotated[Optional[float], typer.Option("--height", help="Height in cm.")] = None,
@@ -96,18 +99,18 @@ def dose_cmd(
     car_positive: Annotated[float, typer.Option("--car-positive", help="CAR-positive fraction of viable cells (0-1).")] = 1.0,
     sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Also write a printable dosing sheet (.html or .pdf).")] = None,
     subject: Annotated[Optional[str], typer.Option(
-        "--subject", help="Subject id (printed on the sheet); with --study or --store, and no --weight, "
-        "weight, height, age, sex and the screening creatinine are read from the subject's data.")] = None,
+        "--subject", metavar="SUBJECT", help="Subject id (printed on the sheet). Without --weight or --height, "
+        "weight, height, age, sex and the screening creatinine are read from the subject's data: in --study, "
+        "else in the store (--store).")] = None,
     study: StudyOpt = None,
     study_dir: StudyDirAlias = None,
-    store: Annotated[Optional[Path], typer.Option("--store", envvar="CARTLAB_STORE",
-                                                 help="DuckDB store to read --subject from.")] = None,
+    store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Doses of every administration of a protocol for one patient: day, agent, dose, unit, basis.
 
     The patient is given by --weight/--height (+ --age, --sex, --creatinine), or read from a
-    subject's data (--subject with --study or --store; given flags override the data; the
+    subject's data (--subject, in --study or else the store; given flags override the data; the
     screening creatinine is the last one from the start of the protocol's screening window up to
     the first lymphodepletion day).
 
@@ -119,6 +122,7 @@ def dose_cmd(
     and doses outside the protocol are refused.
 
     [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52 --height 160 --age 17 --sex F --creatinine 54 umol/L
+    [bold]Example[/]: cartlab dose --protocol nct04762485 --subject CD7-AML-001 --study studies/seed_case
     """
     from rich.markup import escape
 
@@ -128,12 +132,15 @@ def dose_cmd(
     as_csv = _as_csv(as_csv, fmt)
     study = _study_alias(study, study_dir)
     p = _protocol_or_exit(protocol)
-    if (weight is None or height is None) and subject and (study is not None or store is not None):
+    # the subject's data: in --study, or in the store (an explicit --store or CARTLAB_STORE, or the default
+    # store when it exists; without any, --subject only labels the sheet, as before)
+    from_store = study is None and (store.exists() or not _is_default(ctx, "store"))
+    if (weight is None or height is None) and subject and (study is not None or from_store):
         from dataclasses import replace
 
         from cartlab.protocol import subject_patient
 
-        data = _subject_data(subject, store or DEFAULT_STORE_PATH, study, csv_dialect)
+        data = _subject_data(subject, store, study, csv_dialect)
         patient, why = subject_patient(data, p, subject)
         if patient is None:
             raise _usage(f"cannot dose {subject}: {why}")
@@ -155,7 +162,8 @@ def dose_cmd(
                   "(from the study data)[/]", soft_wrap=True)
     elif weight is None and height is None:
         raise _usage("give --weight and --height (a missing one makes only the doses that need it not "
-                     "evaluable), or --subject with --study/--store")
+                     "evaluable), or --subject with --study/--store"
+                     + (f" (there is no store at {store})" if subject and not store.exists() else ""))
     else:
         # a missing weight or height makes only the doses that need it not evaluable
         patient = Patient(weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
@@ -215,8 +223,9 @@ def dose_cmd(
 
 @app.command("eligibility")
 def eligibility_cmd(
-    subject: Annotated[str, typer.Argument(help="Subject id.")],
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
+    subject: Annotated[Optional[str], typer.Argument(
+        metavar="SUBJECT", help="Subject id (default: every subject of --study).")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     study_dir: StudyDirAlias = None,
@@ -224,10 +233,14 @@ def eligibility_cmd(
     fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
-    """Screen one subject against a protocol's eligibility criteria: value, day, pass/fail/unknown
-    and the reason for each criterion.
+    """Screen a subject (or every subject of --study) against a protocol's eligibility criteria:
+    value, day, pass/fail/unknown and the reason for each criterion.
+
+    Without a SUBJECT, every subject of --study (a folder or stored id) is screened: a verdict per
+    subject (--csv: every criterion of every subject), as cartlab deviations does.
 
     [bold]Example[/]: cartlab eligibility CD7-AML-001 --protocol nct04762485
+    [bold]Example[/]: cartlab eligibility --study studies/NCT04762485 --protocol nct04762485
     """
     from rich.markup import escape
 
@@ -236,10 +249,19 @@ def eligibility_cmd(
     from cartlab.protocol import derive_eligibility, eligibility_verdict
 
     p = _protocol_or_exit(protocol)
-    data = _subject_data(subject, store, _study_alias(study, study_dir), csv_dialect)
+    study = _study_alias(study, study_dir)
+    if subject is None:
+        if study is None:
+            raise _usage("give a SUBJECT, or --study (a folder or stored id) for every subject of a study")
+        data = _load_study(study, store, csv_dialect)
+    else:
+        data = _subject_data(subject, store, study, csv_dialect)
     res = derive_eligibility(data, p, subject)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
+        return
+    if subject is None:
+        _print_verdicts(eligibility_verdict(res), p)
         return
     v = eligibility_verdict(res).row(0, named=True)
     colour = {"eligible": "green", "not eligible": "red"}.get(v["verdict"], "yellow")
@@ -265,7 +287,8 @@ def eligibility_cmd(
 @app.command("deviations")
 def deviations_cmd(
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
-    subject: Annotated[Optional[str], typer.Argument(help="Subject id (default: every subject of --study).")] = None,
+    subject: Annotated[Optional[str], typer.Argument(
+        metavar="SUBJECT", help="Subject id (default: every subject of --study).")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     study_dir: StudyDirAlias = None,
@@ -307,6 +330,29 @@ def deviations_cmd(
     console.print(t)
 
 
+def _print_verdicts(verdicts, p) -> None:
+    """One row per subject: the verdict, the counts and the criteria that failed or are unknown."""
+    from rich.markup import escape
+
+    n = verdicts["verdict"].value_counts()
+    counts = ", ".join(f"{c} {v}" for v, c in sorted(n.iter_rows()))
+    t = Table(header_style="bold", title=f"{verdicts.height} subject(s) screened against {p.id}: {counts}")
+    for c in ("subject", "verdict", "pass", "fail", "unknown", "failed criteria"):
+        t.add_column(c, overflow="fold")
+    for r in verdicts.iter_rows(named=True):
+        colour = {"eligible": "green", "not eligible": "red"}.get(r["verdict"], "yellow")
+        t.add_row(escape(r["subject_id"]), f"[{colour}]{r['verdict']}[/]", str(r["n_pass"]), str(r["n_fail"]),
+                  str(r["n_unknown"]), escape(r["failed"]))
+    console.print(t)
+    console.print("[dim]one subject's criteria: cartlab eligibility SUBJECT ...; every criterion: --csv[/]")
+
+
+def _is_default(ctx, name: str) -> bool:
+    """The parameter ``name`` has its default value (not given on the command line nor by env)."""
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
+
+
 def _num(x: float | None, unit: str) -> str:
     return f"? {unit}" if x is None else f"{x:g} {unit}"
 
@@ -325,6 +371,8 @@ def _study_alias(study: str | None, study_dir: Path | None) -> str | None:
     """--study, or the old --study-dir."""
     if study is not None and study_dir is not None:
         raise _usage("give --study (a folder or a stored id), not both --study and --study-dir")
+    if study_dir is not None:
+        deprecated("--study-dir", "--study")
     return study if study is not None else (str(study_dir) if study_dir is not None else None)
 
 
@@ -334,4 +382,5 @@ def _as_csv(as_csv: bool, fmt: str | None) -> bool:
         return as_csv
     if fmt not in ("table", "csv"):
         raise _usage("--format must be table or csv (use --csv)")
+    deprecated(f"--format {fmt}", "--csv" if fmt == "csv" else "no --format (a table is the default)")
     return as_csv or fmt == "csv"

@@ -26,7 +26,7 @@ from cartlab.cli.base import (
 def serve_cmd(
     ctx: typer.Context,
     study: Annotated[str | None, typer.Argument(
-        metavar="[STUDY]", help="A study folder or the id of a stored study (none: every study of the store).")] = None,
+        metavar="STUDY", help="A study folder or the id of a stored study (none: every study of the store).")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs a "
                                       "token.")] = "127.0.0.1",

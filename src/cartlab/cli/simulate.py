@@ -44,7 +44,7 @@ def simulate_cmd(
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Protocol (shipped id or YAML).")] = "nct04762485",
     n: Annotated[int, typer.Option("--n", help="Virtual patients (per arm; every patient runs in every arm).")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (the same seed gives the same patients).")] = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/simulate"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/simulate"),
     dose_levels: Annotated[str | None, typer.Option(
         "--dose-levels", help="CAR-T dose levels in cells/kg, e.g. 1e6,2e6,5e6 (default: the protocol's).")] = None,
     split: Annotated[str | None, typer.Option(

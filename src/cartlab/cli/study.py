@@ -16,6 +16,8 @@ from rich.table import Table
 from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
+    OptionsFileOpt,
+    SetOpt,
     StoreOpt,
     StudyOpt,
     _open_store,
@@ -25,8 +27,11 @@ from cartlab.cli.base import (
     _progress,
     _subject_data,
     _usage,
+    aliased,
+    analysis_options,
     app,
     console,
+    deprecated,
     err,
 )
 from cartlab.cli.interop import FhirInOpt, MappingOpt, PartialDatesOpt, SdtmOpt, load_source
@@ -34,7 +39,7 @@ from cartlab.cli.interop import FhirInOpt, MappingOpt, PartialDatesOpt, SdtmOpt,
 
 @app.command("validate")
 def validate_cmd(
-    study_dir: Annotated[Path, typer.Argument(help="Study folder (format v1).")],
+    study_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Study folder (format v1).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print every issue as JSON.")] = False,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
@@ -73,12 +78,13 @@ def validate_cmd(
     raise typer.Exit(1 if errors else 0)
 
 
-@app.command("import")
+@app.command("import", cls=aliased({"--study": "--study-id"}))
 def import_cmd(
-    study_dir: Annotated[Optional[Path], typer.Argument(help="Study folder (format v1); or --sdtm / --fhir.")] = None,
+    study_dir: Annotated[Optional[Path], typer.Argument(
+        metavar="DIR", help="Study folder (format v1); or --sdtm / --fhir.")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     study_id: Annotated[
-        Optional[str], typer.Option("--study", "--study-id", help="Id to store the study under (default: the "
+        Optional[str], typer.Option("--study-id", metavar="ID", help="Id to store the study under (default: the "
                                     "study folder's name; --sdtm: DM.STUDYID when it is unique, else the folder "
                                     "name; --fhir: the Bundle's identifier or collection id, else the file name).")
     ] = None,
@@ -95,7 +101,7 @@ def import_cmd(
     its mapping report (every input record: mapped, or why not) beside the store.
 
     [bold]Example[/]: cartlab import studies/NCT04762485 --store trial.duckdb
-    [bold]Example[/]: cartlab import --sdtm sdtm/ --study TRIAL-01
+    [bold]Example[/]: cartlab import --sdtm sdtm/ --study-id TRIAL-01
     """
     from cartlab.io import read_study
     from cartlab.io.study_folder import check_study_path, sha256_file
@@ -109,10 +115,10 @@ def import_cmd(
         source = sdtm if sdtm is not None else fhir
         kind = "sdtm" if sdtm is not None else "fhir"
 
-        def report_to(st) -> Path:  # named after the id the study got (an explicit --study wins)
+        def report_to(st) -> Path:  # named after the id the study got (an explicit --study-id wins)
             return store.resolve().parent / f"{st.study_id}_{kind}_mapping_report.csv"
 
-        # no --study: the reader's default id (SDTM: DM.STUDYID when unique; FHIR: what the Bundle states)
+        # no --study-id: the reader's default id (SDTM: DM.STUDYID when unique; FHIR: what the Bundle states)
         study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=study_id,
                                report_to=report_to, partial_dates=partial_dates)
         sid = study.study_id
@@ -180,11 +186,11 @@ def list_cmd(
 
 @app.command("show")
 def show_cmd(
-    subject: Annotated[str, typer.Argument(help="Subject id.")],
+    subject: Annotated[str, typer.Argument(metavar="SUBJECT", help="Subject id.")],
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
-    start: Annotated[Optional[float], typer.Option("--from", help="First day to show.")] = None,
-    end: Annotated[Optional[float], typer.Option("--to", help="Last day to show.")] = None,
+    start: Annotated[Optional[float], typer.Option("--from", metavar="DAY", help="First day to show.")] = None,
+    end: Annotated[Optional[float], typer.Option("--to", metavar="DAY", help="Last day to show.")] = None,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Show one subject's course as a day-by-day timeline.
@@ -206,15 +212,18 @@ def show_cmd(
 @app.command("export")
 def export_cmd(
     study: Annotated[Optional[str], typer.Argument(
-        metavar="[STUDY]", help="A study folder or stored id (none: --study/--sdtm, or the store's only study).")] = None,
-    out_arg: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Output folder (or --out).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write the study folder into.")] = None,
+        metavar="STUDY", help="A study folder or stored id (none: --sdtm, or the store's only study).")] = None,
+    out_arg: Annotated[Optional[Path], typer.Argument(
+        metavar="OUT", hidden=True, help="Old form of --out DIR (deprecated).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR",
+                                                help="Folder to write the study folder into.")] = None,
     adam: Annotated[Optional[Path], typer.Option(
-        "--adam", help="Write the analysis as ADaM datasets (ADSL, ADLB, ADVS, ADAE, ADRS, ADTTE, ADPC, ADPP) "
+        "--adam", metavar="DIR", help="Write the analysis as ADaM datasets (ADSL, ADLB, ADVS, ADAE, ADRS, ADTTE, ADPC, ADPP) "
         "with define.csv and a Define-XML skeleton into this folder.")] = None,
     fhir_out: Annotated[Optional[Path], typer.Option(
-        "--fhir", help="Write the study as a FHIR R4 collection Bundle (JSON) to this file.")] = None,
-    study_opt: Annotated[Optional[str], typer.Option("--study", help="The study folder or stored id (as STUDY).")] = None,
+        "--fhir", metavar="FILE", help="Write the study as a FHIR R4 collection Bundle (JSON) to this file.")] = None,
+    study_opt: Annotated[Optional[str], typer.Option(
+        "--study", metavar="STUDY", hidden=True, help="Old form of the STUDY argument (deprecated).")] = None,
     sdtm: SdtmOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
@@ -228,6 +237,8 @@ def export_cmd(
     strict: Annotated[bool, typer.Option(
         "--strict", help="ADaM: stop with an error when an engine cannot analyse a subject or a dataset cannot be "
         "derived, instead of writing the other datasets and naming what was left out.")] = False,
+    options_file: OptionsFileOpt = None,
+    set_options: SetOpt = None,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Write a study out: as a study folder (values and units as given), as ADaM (--adam) or as a FHIR Bundle (--fhir).
@@ -237,15 +248,18 @@ def export_cmd(
     existing file that is not an earlier FHIR export of cartlab is refused unless --force). The export
     is written beside the folder and swapped in when complete: if anything fails, nothing in it changes.
     ADaM: a dataset that cannot be derived (e.g. ADTTE without follow-up) is left out and named; the
-    others are written. In the examples, out/seed_case is the study folder cartlab demo writes.
+    others are written; the analysis behind it takes --set, --options and --strict as cartlab analyze.
+    In the examples, out/seed_case is the study folder cartlab demo writes.
 
     [bold]Example[/]: cartlab export out/seed_case --out exported/ --format parquet
-    [bold]Example[/]: cartlab export --adam adam/ --study studies/NCT04762485
+    [bold]Example[/]: cartlab export studies/NCT04762485 --adam adam/ --set crs.fever_threshold_c=38.3
     [bold]Example[/]: cartlab export --adam adam/ --sdtm sdtm/ --format xpt
     [bold]Example[/]: cartlab export out/seed_case --fhir seed_bundle.json
     """
     if study is not None and study_opt is not None:
         raise _usage("give the study once (STUDY or --study)")
+    if study_opt is not None:
+        deprecated("export --study", "the STUDY argument (cartlab export STUDY ...)")
     study = study if study is not None else study_opt
     targets = [t for t in (out or out_arg, adam, fhir_out) if t is not None]
     if len(targets) != 1:
@@ -253,6 +267,9 @@ def export_cmd(
                      if not targets else "give one output at a time (--out, --adam or --fhir)")
     if strict and adam is None:
         raise _usage("--strict applies to --adam")
+    if (options_file is not None or set_options) and adam is None:
+        raise _usage("--set and --options apply to --adam (the analysis behind the ADaM datasets)")
+    options = analysis_options(options_file, set_options, strict) if adam is not None else None
     if fhir_out is not None:
         if fmt is not None:
             raise _usage("--format applies to a study folder or ADaM, not --fhir")
@@ -267,7 +284,8 @@ def export_cmd(
         if not formats or any(f not in FORMATS for f in formats):
             raise _usage(f"--format for ADaM: {fmt!r}; choose from {', '.join(FORMATS)} (comma-separated)")
     target = adam if adam is not None else _out(out, out_arg)
-    _export_folder(study, store, sdtm, mapping, partial_dates, target, formats, fmt, force, strict, csv_dialect)
+    _export_folder(study, store, sdtm, mapping, partial_dates, target, formats, fmt, force, strict, csv_dialect,
+                   options)
 
 
 def _is_fhir_export(path: Path) -> bool:
@@ -303,7 +321,8 @@ def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path, for
 
 
 def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, formats: tuple[str, ...],
-                   fmt: str | None, force: bool, strict: bool, csv_dialect: str = "standard") -> None:
+                   fmt: str | None, force: bool, strict: bool, csv_dialect: str = "standard",
+                   options=None) -> None:
     """A study folder (no formats) or ADaM export, staged beside ``target`` and swapped in whole."""
     from rich.markup import escape
 
@@ -325,7 +344,7 @@ def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, for
             reading = False
             t.meta["study_id"] = data.study_id
             if formats:
-                result, analysis = _write_adam(data, t.staging, formats, strict)
+                result, analysis = _write_adam(data, t.staging, formats, strict, options)
                 t.meta.update(not_written=result["not_written"], notes=result["notes"])
             else:
                 from cartlab.io.study_writer import write_study_tables
@@ -351,19 +370,22 @@ def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, for
         console.print(f"replaced {what} in {target}{gone}", soft_wrap=True, highlight=False)
 
 
-def _write_adam(data, folder: Path, formats: tuple[str, ...], strict: bool):
+def _write_adam(data, folder: Path, formats: tuple[str, ...], strict: bool, options=None):
+    """ADaM datasets of the analysis of ``data`` with ``options`` (AnalysisOptions; default: the defaults)."""
     from cartlab.analyze import Analysis, AnalysisOptions
     from cartlab.io.adam import write_adam
 
     with _progress("analysing for ADaM") as step:
-        analysis = Analysis(data, AnalysisOptions(strict=strict), progress=step)
+        analysis = Analysis(data, options if options is not None else AnalysisOptions(strict=strict), progress=step)
         return write_adam(analysis, folder, formats, strict=strict), analysis
 
 
 @app.command("synthetic")
 def synthetic_cmd(
-    out_arg: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Output folder (or --out).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write the study into.")] = None,
+    out_arg: Annotated[Optional[Path], typer.Argument(
+        metavar="OUT", hidden=True, help="Old form of --out DIR (deprecated).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Folder to write the study into.")]
+    = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of subjects.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
@@ -402,7 +424,7 @@ def synthetic_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out"),
     store: StoreOpt = DEFAULT_STORE_PATH,
 ) -> None:
     """Run the built-in seed case end to end: import, analyse, report.
@@ -536,9 +558,11 @@ def _seed_twin_figures(folder: Path, subject_id: str, shown: Path | None = None)
 
 
 def _out(option: Path | None, argument: Path | None) -> Path:
-    """The output folder: --out, or the positional OUT of earlier versions."""
+    """The output folder: --out, or the positional OUT of earlier versions (deprecated, with a warning)."""
     if option is not None and argument is not None and option != argument:
         raise _usage(f"two output folders given ({argument} and --out {option}): give one")
     if option is None and argument is None:
         raise _usage("give the output folder with --out DIR")
+    if option is None:
+        deprecated(f"the output folder as an argument ({argument})", f"--out {argument}")
     return option if option is not None else argument

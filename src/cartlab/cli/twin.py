@@ -17,8 +17,8 @@ twin_app = typer.Typer(help="A patient's digital twin of CD7 CAR-T therapy: fit,
 app.add_typer(twin_app, name="twin")
 
 StudyArg = Annotated[str | None, typer.Argument(
-    metavar="[STUDY]", help="A study folder or the id of a stored study (none: the store's only study).")]
-SubjectOpt = Annotated[str, typer.Option("--subject", help="The subject to fit.")]
+    metavar="STUDY", help="A study folder or the id of a stored study (none: the store's only study).")]
+SubjectOpt = Annotated[str, typer.Option("--subject", metavar="SUBJECT", help="The subject to fit.")]
 SourcesOpt = Annotated[list[str] | None, typer.Option(
     "--sources", help="Fit only observation rows with this source label (repeatable or comma-separated), e.g. "
     "paper. Doses and interventions are always used as inputs.")]
@@ -129,7 +129,7 @@ def _last_recorded_day(data, subject: str) -> float | None:
 def fit_cmd(
     study: StudyArg = None,
     subject: SubjectOpt = ...,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/twin"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/twin"),
     sources: SourcesOpt = None,
     posterior: PosteriorOpt = "laplace",
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws kept (SIR proposal: twice).")] = 1000,
@@ -175,10 +175,13 @@ def _misfit_note(model) -> str:
 def forecast_cmd(
     study: StudyArg = None,
     subject: SubjectOpt = ...,
-    from_day: Annotated[float, typer.Option("--from-day", help="Use the data up to this day; forecast the rest.")] = 7.0,
+    from_day: Annotated[float, typer.Option(
+        "--from-day", metavar="DAY", help="The forecast's origin (a study day): the twin is fitted to the data up to "
+        "this day only and forecasts the rest. Not a display window like cartlab show --from/--to: it changes "
+        "what the fit sees.")] = 7.0,
     draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws simulated forward (SIR proposal: "
                                        "twice).")] = 1000,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/twin_forecast"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/twin_forecast"),
     sources: SourcesOpt = None,
     posterior: PosteriorOpt = "laplace",
     seed: SeedOpt = 0,

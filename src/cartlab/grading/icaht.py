@@ -209,7 +209,8 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     sids = subject_ids(study)
     if not sids:
         return empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
-                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
+                      "icaht_early_grade_max": pl.Int64, "early_unknown_days": pl.Int64,
+                      "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
     daily = derive_icaht_daily(study, options) if daily is None else daily
     early = _early_features(daily, sids, opts, levels)
     late = _late_features(daily, opts, levels, _late_windows(study, opts))
