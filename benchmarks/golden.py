@@ -60,7 +60,7 @@ def produce(out: Path) -> None:
     seed = out / "seed" / "study"
     shutil.copytree(seed_case_path(), seed)
     cohort = out / "cohort" / "study"
-    _cartlab("synthetic", str(cohort), "--n", str(N_SUBJECTS), "--seed", str(SEED))
+    _cartlab("synthetic", "--out", str(cohort), "--n", str(N_SUBJECTS), "--seed", str(SEED))
     for case in (seed, cohort):
         _cartlab("analyze", str(case), "--protocol", "nct04762485", "--out", str(case.parent / "analysis"))
         _cartlab("report", str(case), "--protocol", "nct04762485", "--out", str(case.parent / "report"))
