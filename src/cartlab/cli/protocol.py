@@ -249,13 +249,7 @@ def eligibility_cmd(
     from cartlab.protocol import derive_eligibility, eligibility_verdict
 
     p = _protocol_or_exit(protocol)
-    study = _study_alias(study, study_dir)
-    if subject is None:
-        if study is None:
-            raise _usage("give a SUBJECT, or --study (a folder or stored id) for every subject of a study")
-        data = _load_study(study, store, csv_dialect)
-    else:
-        data = _subject_data(subject, store, study, csv_dialect)
+    data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
     res = derive_eligibility(data, p, subject)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
@@ -307,13 +301,7 @@ def deviations_cmd(
     from cartlab.protocol import derive_deviations
 
     p = _protocol_or_exit(protocol)
-    study = _study_alias(study, study_dir)
-    if subject is None:
-        if study is None:
-            raise _usage("give a SUBJECT, or --study (a folder or stored id) for every subject of a study")
-        data = _load_study(study, store, csv_dialect)
-    else:
-        data = _subject_data(subject, store, study, csv_dialect)
+    data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
     res = derive_deviations(data, p)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(_round_floats(res)).write_csv())
@@ -365,6 +353,15 @@ def _round_floats(df):
     from cartlab.io.study_folder import SIG_DIGITS
 
     return df.with_columns(pl.col(c).round_sig_figs(SIG_DIGITS) for c, t in df.schema.items() if t == pl.Float64)
+
+
+def _one_or_all(subject, study, store, csv_dialect):
+    """The study data of one SUBJECT (from --study or the store), or of every subject of --study."""
+    if subject is not None:
+        return _subject_data(subject, store, study, csv_dialect)
+    if study is None:
+        raise _usage("give a SUBJECT, or --study (a folder or stored id) for every subject of a study")
+    return _load_study(study, store, csv_dialect)
 
 
 def _study_alias(study: str | None, study_dir: Path | None) -> str | None:
