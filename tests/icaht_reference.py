@@ -206,8 +206,11 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
     levels = _levels(table)
     sids = subject_ids(study)
     if not sids:
+        # the empty frame has the columns of a non-empty one (icaht_early_grade_max, early_unknown_days: a
+        # study without subjects feeds the summary's icaht_early_grade_max too; session 28)
         return empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
-                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
+                      "icaht_early_grade_max": pl.Int64, "early_unknown_days": pl.Int64,
+                      "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
     daily = icaht_daily(study, options)
     wins = _late_windows(study, opts)
     early = _early_features(daily, sids, opts, levels)
