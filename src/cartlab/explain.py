@@ -470,8 +470,15 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
                       "evidence": []})
     items.sort(key=lambda x: x["day"])  # stable: the parameters in their order on one day
     head = "; ".join(bits) if bits else "no time-to-event endpoint derived for this subject"
+    from dataclasses import fields
+
+    from cartlab.response.endpoints import EndpointOptions
+
+    opts, default = a.options.endpoint_options(), EndpointOptions()
+    changed = ", ".join(f"{f.name}={getattr(opts, f.name)!r}" for f in fields(opts)
+                        if getattr(opts, f.name) != getattr(default, f.name))
     return Explanation("endpoints", head, "ELN 2022 (Döhner et al., Blood 2022) Table 9; criteria/endpoints.yaml; "
-                       f"options: {a.options.endpoint_options()}", _row_frame(items),
+                       f"options: {changed or 'the defaults'} (analysis.json 'options')", _row_frame(items),
                        rules=tuple(dict.fromkeys(x["rule"] for x in items if x["rule"])))
 
 
