@@ -286,6 +286,7 @@ def make_server(catalog: Catalog, twins: TwinCache):
                              "positive (missing is not negative).")
             if full_reason:
                 notes.append(f"Best response: {full_reason}")
+            notes += response_notes_lines(view().analysis, p.subject_id)
             return ui.div(
                 ui.p(f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, {dose}): "
                      f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · best response {resp}",
@@ -350,8 +351,8 @@ def make_server(catalog: Catalog, twins: TwinCache):
         @render.ui
         def kinetics_plot():
             s = stein()
-            fitted = s is not None and s[2].get("fitted", True)
-            return ui.HTML(F.to_html(F.kinetics_figure(patient(), s[:2] if fitted else None), "kinetics_fig"))
+            drawn = s is not None and stein_identified(s[2])
+            return ui.HTML(F.to_html(F.kinetics_figure(patient(), s[:2] if drawn else None), "kinetics_fig"))
 
         @render.ui
         def stein_note():
@@ -360,12 +361,7 @@ def make_server(catalog: Catalog, twins: TwinCache):
             s = stein()
             if s is None:
                 return None
-            r = s[2]
-            if not r.get("fitted", True):  # too little data to identify the model: no curve, and why
-                return ui.p(f"Stein 2019 fit: {r['message']}", class_="cartlab-note")
-            return ui.p(f"Stein 2019 fit: Cmax {r['car_cmax']:.3g} on day {r['car_tmax']:.3g}, doubling time "
-                        f"{r['doubling_time']:.3g} d, converged: {r['converged']} ({r['message']})",
-                        class_="cartlab-note")
+            return ui.p(stein_note_text(s[2]), class_="cartlab-note", id="stein_note")
 
         @reactive.calc
         def kinetics():
@@ -450,6 +446,41 @@ def grade_text(summary: dict, col: str) -> str:
     return "not evaluable" if g is None else grade_span(g, summary.get(f"{col}_max"))
 
 
+def stein_identified(row: dict) -> bool:
+    """Whether a Stein 2019 fit (one row of ``SteinModel.individual_``) is an estimate to draw and
+    quote: fitted, converged and not flagged "not identified" (a maximum-likelihood fit the data do
+    not determine is no estimate)."""
+    msg = str(row.get("message") or "").lower()
+    return bool(row.get("fitted", True)) and row.get("converged") is True and "not identified" not in msg
+
+
+def stein_note_text(row: dict) -> str:
+    """The note under the kinetics figure: the estimates of an identified fit, else the reason first
+    and no Cmax / doubling time (the curve is not drawn)."""
+    msg = str(row.get("message") or "").strip()
+    if not row.get("fitted", True):  # too little data to fit at all
+        return f"Stein 2019 fit not done: {msg or 'too little data'}; no curve drawn."
+    if not stein_identified(row):
+        what = "not identified" if "not identified" in msg.lower() else "did not converge"
+        reason = msg.split(":", 1)[1].strip() if msg.lower().startswith("not identified:") else msg
+        return (f"Stein 2019 fit {what}: {reason or 'no reason given'}. No curve drawn and no Cmax or doubling "
+                "time given: the data do not determine the model's estimates.")
+    return (f"Stein 2019 fit: Cmax {row['car_cmax']:.3g} on day {row['car_tmax']:.3g}, doubling time "
+            f"{row['doubling_time']:.3g} d, converged ({msg})" if msg else
+            f"Stein 2019 fit: Cmax {row['car_cmax']:.3g} on day {row['car_tmax']:.3g}, doubling time "
+            f"{row['doubling_time']:.3g} d, converged")
+
+
+def response_notes_lines(analysis, subject_id: str) -> list[str]:
+    """The subject's relapses (every episode: day, rule) and duration of response, as the report's
+    subject page words them (:func:`cartlab.report.subject_blocks.relapse_text` / ``dor_text``)."""
+    from cartlab.report.subject_blocks import dor_text, relapse_text
+
+    if analysis is None or not analysis.has("best_response"):
+        return []
+    return [f"Relapse: {relapse_text(analysis, subject_id)}", f"Duration of response: {dor_text(analysis, subject_id)}"]
+
+
 def response_text(summary: dict) -> tuple[str, str | None]:
     """The best response for the headline and, when there is none (or NE), the full reason."""
     br = summary.get("best_response")
@@ -493,4 +524,5 @@ def create_app(catalog: Catalog, token: str | None = None, twins: TwinCache | No
     return TokenGuard(shiny_app, token, HostPolicy(host, port, allowed_origins))
 
 
-__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "make_server", "provenance", "response_text"]
+__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "make_server", "provenance", "response_notes_lines",
+           "response_text", "stein_identified", "stein_note_text"]

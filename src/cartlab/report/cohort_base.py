@@ -246,3 +246,46 @@ def curve_points(frame, value: str, start: float):
     t = np.concatenate([[0.0], s["time"].to_numpy()])
     pick = lambda c: np.concatenate([[start], s[c].cast(pl.Float64).fill_null(np.nan).to_numpy()])
     return t, pick(value), pick("ci_low"), pick("ci_high")
+
+
+def band_segments(t, lo, hi) -> list[tuple[list, list, list]]:
+    """The confidence band of a post-step curve (:func:`curve_points`) as explicit step outlines:
+    one ``(x, low, high)`` per run of defined intervals, each point doubled so that the interval at
+    time ``t[i]`` holds on ``[t[i], t[i+1])`` (the last one at its own time only). An undefined
+    interval (NaN, e.g. where the Kaplan-Meier estimate reaches 0) ends the run at its time: a gap,
+    never a bound drawn early nor a straight line to the next defined point. Drawn as polygons
+    (x forward with ``high``, then backward with ``low``) with straight edges, the outline is the
+    band of the CSV, step for step."""
+    import numpy as np
+
+    t, lo, hi = (np.asarray(a, dtype=float) for a in (t, lo, hi))
+    ok = ~(np.isnan(lo) | np.isnan(hi))
+    out, i, n = [], 0, len(t)
+    while i < n:
+        if not ok[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and ok[j + 1]:
+            j += 1
+        x, yl, yh = [], [], []
+        for k in range(i, j + 1):
+            end = t[k + 1] if k + 1 < n else t[k]
+            x += [float(t[k]), float(end)]
+            yl += [float(lo[k])] * 2
+            yh += [float(hi[k])] * 2
+        out.append((x, yl, yh))
+        i = j + 1
+    return out
+
+
+#: the label of an exposure of 0 drawn at the floor of a log axis
+ZERO_EXPOSURE_TEXT = "0 (no expansion), drawn at the axis floor"
+
+
+def log_floor(values) -> float:
+    """Where a 0 is drawn on a log axis: a decade below the smallest positive value (1 if none)."""
+    import math
+
+    pos = [float(v) for v in values if v is not None and float(v) > 0]
+    return 10.0 ** (math.floor(math.log10(min(pos))) - 1) if pos else 1.0

@@ -108,10 +108,11 @@ def _markers(frame: pl.DataFrame) -> pl.DataFrame:
 
 def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
     """Per subject a bar from infusion (day 0) to death or last known alive, with markers for the best
-    response (category and day), relapse (flagged by target-antigen loss), allo-HSCT and death.
+    response (category and day), every relapse (flagged by target-antigen loss), allo-HSCT and death.
 
     Sources: ``adtte`` OS (bar end, death; ELN 2022 Table 9), ``best_response`` (best response and
-    its day, marrow relapse day), ``adtte`` CIR (relapse event day), ``antigen_loss`` (antigen-negative
+    its day, marrow relapse day), ``relapse`` (every relapse episode), ``adtte`` CIR and EFS/RFS/LFS
+    relapse events (relapse event day; one marker per subject and day), ``antigen_loss`` (antigen-negative
     relapse), ``events`` ``allo_hsct`` (day >= 0). Sorted by follow-up, longest first."""
     view = "swimmer plot"
     ids = selected_ids(analysis, subject_ids, view)
@@ -146,18 +147,24 @@ def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
     parts = [_markers(best.filter(pl.col("best_response_day").is_not_null() & pl.col("subject_id").is_in(drawn))
                       .select("subject_id", pl.col("best_response_day").alias("day"), pl.lit("response").alias("marker"),
                               pl.col("best_response").alias("label"), "evidence"))]
-    # relapse: the marrow relapse of the best-response table or the CIR relapse event, whichever first
+    # relapse: every episode (table 'relapse', one row per response episode; a response after a relapse
+    # starts a new episode), the best-response relapse day and the relapse events of ADTTE (CIR; EFS/RFS
+    # with EVNTDESC RELAPSE), one marker per subject and day -- never only the first relapse
     rel_tab = optional(analysis, "relapse")
-    rel_ev = (subset(rel_tab, ids).filter(pl.col("relapse_day").is_not_null()).select("subject_id", "evidence")
-              if rel_tab is not None else pl.DataFrame(schema={"subject_id": pl.String, "evidence": _EVIDENCE}))
-    cir = adtte.filter((pl.col("PARAMCD") == "CIR") & (pl.col("EVENT") == 1)).select(
-        "subject_id", pl.col("ADY").alias("day"), "evidence")
-    rel = pl.concat([best.filter(pl.col("relapse_day").is_not_null()).select(
-        "subject_id", pl.col("relapse_day").alias("day"), pl.col("evidence").cast(_EVIDENCE).alias("evidence")), cir],
-        how="vertical_relaxed").group_by("subject_id").agg(pl.col("day").min())
-    rel = rel.join(pl.concat([rel_ev.cast({"evidence": _EVIDENCE}), cir.select("subject_id", "evidence")],
-                             how="vertical_relaxed").explode("evidence").group_by("subject_id").agg(pl.col("evidence").drop_nulls()),
-                   on="subject_id", how="left")
+    src = [best.filter(pl.col("relapse_day").is_not_null()).select(
+        "subject_id", pl.col("relapse_day").alias("day"), pl.lit([], dtype=_EVIDENCE).alias("evidence"))]
+    if rel_tab is not None:
+        src.append(subset(rel_tab, ids).filter(pl.col("relapse_day").is_not_null()).select(
+            "subject_id", pl.col("relapse_day").alias("day"), pl.col("evidence").cast(_EVIDENCE)))
+    desc = pl.col("EVNTDESC").cast(pl.String).str.to_uppercase() if "EVNTDESC" in adtte.columns else pl.lit(None, pl.String)
+    src.append(adtte.filter((pl.col("EVENT") == 1) & pl.col("ADY").is_not_null()
+                            & ((pl.col("PARAMCD") == "CIR") | (pl.col("PARAMCD").is_in(["EFS", "RFS", "LFS"])
+                                                               & (desc == "RELAPSE"))))
+               .select("subject_id", pl.col("ADY").alias("day"), pl.col("evidence").cast(_EVIDENCE)))
+    rel = (pl.concat(src, how="vertical_relaxed").with_columns(pl.col("day").cast(pl.Float64))
+           .group_by("subject_id", "day")
+           .agg(pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True))
+           .sort("subject_id", "day"))
     loss = optional(analysis, "antigen_loss")
     if loss is None:
         notes.append("target-antigen assessment not available (table 'antigen_loss'): relapses marked "

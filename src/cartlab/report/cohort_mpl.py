@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from cartlab.report import cohort_data as cd
-from cartlab.report.cohort_base import CohortView, curve_points
+from cartlab.report.cohort_base import ZERO_EXPOSURE_TEXT, CohortView, curve_points, log_floor
 from cartlab.report.cohort_style import (
     GRADE_COLORS,
     LIGHT_BAR_TEXT,
@@ -289,6 +289,7 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
     crs_col = {True: "#d95f0e", False: "#3182bd", None: "#bdbdbd"}
     for j, (col, label) in enumerate((("car_cmax", "Cmax (copies/µg gDNA)"), ("car_auc_0_28", "AUC day 0-28 (copies x day/µg)"))):
         ax = fig.add_subplot(1, 2, j + 1)
+        floor = log_floor(pts[col].to_list())
         for i, cat in enumerate(cats):
             sub = pts.filter((pl.col("response") == cat) & (pl.col(col) > 0))
             x = i + rng.uniform(-0.18, 0.18, sub.height)
@@ -296,6 +297,10 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
             if sub.height:
                 med = float(np.median(sub[col].to_numpy()))
                 ax.hlines(med, i - 0.3, i + 0.3, color="black", lw=1.2)
+            zero = pts.filter((pl.col("response") == cat) & (pl.col(col) == 0))
+            if zero.height:  # never silently off the log axis: at the floor, marked
+                ax.scatter(i + rng.uniform(-0.18, 0.18, zero.height), [floor] * zero.height, s=22, marker="v",
+                           c=[crs_col[v] for v in zero["crs_ge3"].to_list()], edgecolors="black", linewidths=0.6)
         ax.set_yscale("log")
         ax.set_xticks(range(len(cats)), cats, rotation=45, ha="right", fontsize=FONT - 1)
         ax.set_xlim(-0.6, max(len(cats) - 0.4, 0.6))
@@ -305,6 +310,8 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
                Line2D([], [], marker="o", ls="", color=crs_col[False], label="CRS grade 0-2"),
                Line2D([], [], marker="o", ls="", color=crs_col[None], label="CRS >= 3 not settled (not evaluable, or a range)"),
                Line2D([], [], color="black", lw=1.2, label="median of the category")]
+    if pts.filter((pl.col("car_cmax") == 0) | (pl.col("car_auc_0_28") == 0)).height:
+        handles.append(Line2D([], [], marker="v", ls="", color="#888888", markeredgecolor="black", label=ZERO_EXPOSURE_TEXT))
     _legend(fig.axes[-1], handles, "points")
     return fig
 

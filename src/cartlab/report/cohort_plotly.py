@@ -16,7 +16,7 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from cartlab.report import cohort_data as cd
-from cartlab.report.cohort_base import CohortView, curve_points
+from cartlab.report.cohort_base import ZERO_EXPOSURE_TEXT, CohortView, band_segments, curve_points, log_floor
 from cartlab.report.cohort_style import (
     GRADE_COLORS,
     ONGOING_TEXT,
@@ -194,6 +194,15 @@ def exposure_figure(data: cd.ExposureData) -> go.Figure:
                                        showlegend=j == 0, text=sub["subject_id"].to_list(),
                                        hovertemplate="%{text}: %{y:.3s}<extra></extra>",
                                        marker={"color": color[flag], "size": 6}), row=1, col=j + 1)
+        zero = pts.filter(pl.col(col) == 0)
+        if zero.height:  # never silently off the log axis: at the floor, marked and named
+            floor = log_floor(pts[col].to_list())
+            fig.add_trace(go.Scatter(
+                x=[cats.index(r) + rng.uniform(-0.18, 0.18) for r in zero["response"].to_list()], y=[floor] * zero.height,
+                mode="markers", name=ZERO_EXPOSURE_TEXT, legendgroup="zero", showlegend=j == 0,
+                text=zero["subject_id"].to_list(), hovertemplate="%{text}: 0 (no expansion)<extra></extra>",
+                marker={"symbol": "triangle-down", "size": 8, "line": {"color": "black", "width": 1},
+                        "color": [color[v] for v in zero["crs_ge3"].to_list()]}), row=1, col=j + 1)
         fig.update_yaxes(type="log", row=1, col=j + 1)
         fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, row=1, col=j + 1)
     fig.update_yaxes(title="copies/µg gDNA", row=1, col=1)
@@ -232,6 +241,16 @@ def _at_risk_annotations(fig: go.Figure, rows, days) -> None:
                        xanchor="left", font={"size": 11})
 
 
+def _band(fig: go.Figure, t, lo, hi, col: str, name: str) -> None:
+    """The 95% CI band of a post-step curve: one filled step outline per run of defined intervals
+    (:func:`~cartlab.report.cohort_base.band_segments`), straight edges between the doubled points
+    (a step, never a diagonal), nothing where the interval is undefined (ci empty, e.g. S = 0)."""
+    for x, yl, yh in band_segments(t, lo, hi):
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=yh + yl[::-1], fill="toself", mode="none", fillcolor=col,
+                                 opacity=0.15, line={"shape": "linear"}, name=f"{name} 95% CI",
+                                 legendgroup=f"band {name}", showlegend=False, hoverinfo="skip"))
+
+
 def survival_figure(data) -> go.Figure:
     from cartlab.report.cohort_stats import ENDPOINT_NAMES
 
@@ -241,8 +260,7 @@ def survival_figure(data) -> go.Figure:
         s = data.steps.filter(pl.col("PARAMCD") == p)
         t, y, lo, hi = curve_points(s, "survival", 1.0)
         col = KM_COLORS.get(p, "#333")
-        fig.add_trace(go.Scatter(x=list(t) + list(t[::-1]), y=list(hi) + list(lo[::-1]), fill="toself", mode="none",
-                                 fillcolor=col, opacity=0.15, line={"shape": "hv"}, showlegend=False, hoverinfo="skip"))
+        _band(fig, t, lo, hi, col, p)
         fig.add_trace(go.Scatter(x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2},
                                  name=f"{ENDPOINT_NAMES.get(p, p)} ({p})"))
         cen = s.filter(pl.col("n_censored") > 0)
@@ -262,8 +280,7 @@ def incidence_figure(data) -> go.Figure:
     for ev in data.curves["event"].unique(maintain_order=True).to_list():
         t, y, lo, hi = curve_points(data.curves.filter(pl.col("event") == ev), "cif", 0.0)
         col = KM_COLORS.get(ev, "#333")
-        fig.add_trace(go.Scatter(x=list(t) + list(t[::-1]), y=list(hi) + list(lo[::-1]), fill="toself", mode="none",
-                                 fillcolor=col, opacity=0.15, showlegend=False, hoverinfo="skip"))
+        _band(fig, t, lo, hi, col, ev)
         fig.add_trace(go.Scatter(x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2}, name=ev))
     days = sorted(set(data.at_risk["time"].to_list()))
     _at_risk_annotations(fig, [("CIR", data.at_risk.sort("time")["n_at_risk"].to_list())], days)

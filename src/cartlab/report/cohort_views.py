@@ -36,6 +36,25 @@ def _view(key: str, title: str, build) -> CohortView:
     return CohortView(key, title, caption, figure, table)
 
 
+def _exposure_notes(d) -> list[str]:
+    """Why an outcome's rows have fewer subjects (exposure_response ``n_excluded`` / ``excluded``, once
+    per outcome) and how many exposures of 0 are drawn at the floor of the log axis."""
+    notes = []
+    st = d.stats
+    if st.width and {"outcome", "n_excluded", "excluded"} <= set(st.columns):
+        for outcome, n, why in st.select("outcome", "n_excluded", "excluded").unique(maintain_order=True).iter_rows():
+            if n:
+                notes.append(f"{outcome} rows: {n} subject(s) excluded, {why}")
+    pts = d.points
+    for col, name in (("car_cmax", "Cmax"), ("car_auc_0_28", "AUC(0-28)")):
+        if col in pts.columns:
+            z = pts.filter(pl.col(col) == 0)
+            if z.height:
+                notes.append(f"{z.height} subject(s) with {name} 0 (no expansion: "
+                             f"{', '.join(z['subject_id'].head(10).to_list())}) drawn at the floor of the log axis (▼)")
+    return notes
+
+
 def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     """Every cohort view, built from the data functions and drawn by ``renderer`` (an object with
     the figure functions of this module or of :mod:`cartlab.report.cohort_plotly`)."""
@@ -95,11 +114,13 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
 
     def exposure():
         d = cd.exposure_outcome_data(analysis, sel)
-        table = d.stats.select([c for c in ("exposure", "outcome", "n", "n_event", "median_event", "median_no_event",
-                                            "mann_whitney_p", "or_per_10fold", "or_ci_low", "or_ci_high", "logit_note")
+        table = d.stats.select([c for c in ("exposure", "outcome", "n", "n_event", "n_excluded", "median_event",
+                                            "median_no_event", "mann_whitney_p", "or_per_10fold", "or_ci_low",
+                                            "or_ci_high", "logit_note")
                                 if c in d.stats.columns]) if d.stats.width else None
         return (_caption("Cmax and AUC(0-28) (PKNCA conventions) by best response; table: Mann-Whitney test and "
-                         "logistic regression per 10-fold exposure.", d.notes, prov), R.exposure_figure(d), table)
+                         "logistic regression per 10-fold exposure; n_excluded = subjects left out of that "
+                         "outcome's row.", [*d.notes, *_exposure_notes(d)], prov), R.exposure_figure(d), table)
 
     def cytokine():
         d = cd.cytokine_matrix(analysis, sel)

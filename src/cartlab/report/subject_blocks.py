@@ -5,6 +5,7 @@ reason rather than a grade when nothing was measured."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,6 +152,41 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
                                       "rule": pl.String, "reason": pl.String})
 
 
+def _lower_grade(text: str) -> int | None:
+    """The lower grade a worst-grade cell shows ("3", "3–4 (range: ...)" -> 3; "not evaluable" -> None)."""
+    m = re.match(r"\s*(\d+)", str(text or ""))
+    return int(m.group(1)) if m else None
+
+
+def episode_sentence(worst_rows: pl.DataFrame, crs_missing: bool = False) -> str:
+    """What the page says where the episode table is empty, worded from the grades the worst-grade
+    table shows: a toxicity is "not evaluable" only where its grade cell is (each phase named, e.g.
+    "T-ICAHT, late (after day 30)"), and a grade of 1 or more without an episode row (T-ICAHT never
+    has one; an ICAHT window graded from counts alone) is named with its grade, never read as none."""
+    graded, not_eval = [], []
+    if crs_missing:
+        not_eval.append("CRS")
+    for r in worst_rows.iter_rows(named=True):
+        grade = str(r["grade"] or "")
+        name = r["toxicity"].replace(", early (", " early window (").replace(", late (", " late window (")
+        if grade.startswith("not evaluable"):
+            why = r["missing"] or str(r["reason"] or "").removeprefix("not evaluable: ").removeprefix(
+                f"{r['toxicity'].split(' (')[0]} not evaluable: ").rstrip(".") or None
+            not_eval.append(f"{name} ({why})" if why else name)
+        elif (_lower_grade(grade) or 0) >= 1:
+            graded.append(f"{name}: grade {grade}")
+    text = "no CRS, ICANS or ICAHT episode row"
+    if graded:
+        text += ("; graded without an episode row (worst-grade table below): " + "; ".join(graded))
+    elif not not_eval:
+        return "no CRS, ICANS or ICAHT episode of grade 1 or more"
+    else:
+        text = "no CRS, ICANS or ICAHT episode of grade 1 or more among the evaluable toxicities"
+    if not_eval:
+        text += "; not evaluable: " + "; ".join(not_eval)
+    return text
+
+
 def _toxicity_block(analysis, subject_id: str) -> dict:
     """Toxicity grading of one subject: ADAE-like episodes, CRS on every scale, worst CTCAE lab grades
     (the analysis's tables, with its options)."""
@@ -194,18 +230,8 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
     )
     icaht = _of(analysis, "icaht", subject_id)
     worst_rows = _worst_grades(analysis, subject_id, icans_daily, icaht)
-    ne: dict[str, str | None] = {}  # "ICANS" -> why (the table below has each phase's row)
-    for r in worst_rows.iter_rows(named=True):
-        if str(r["grade"]).startswith("not evaluable"):
-            name = r["toxicity"].split(",")[0].split(" (")[0]
-            ne[name] = ne.get(name) or r["missing"]
-    not_eval = [f"{k} ({why})" if why else k for k, why in ne.items()]
-    crs_lo = _summary_value(analysis, "crs_summary", subject_id, "crs_grade_astct")
-    if crs_lo is None and cross.height == 0:
-        not_eval.insert(0, "CRS")
-    episodes_empty = "no CRS, ICANS or ICAHT episode of grade 1 or more"
-    if not_eval:
-        episodes_empty += " among the evaluable toxicities; not evaluable: " + "; ".join(not_eval)
+    episodes_empty = episode_sentence(worst_rows, crs_missing=(
+        _summary_value(analysis, "crs_summary", subject_id, "crs_grade_astct") is None and cross.height == 0))
     if adlb.height == 0:
         ctcae_empty = "no laboratory values recorded: CTCAE laboratory grades not evaluable"
     elif adlb["ATOXGR"].is_null().all():
@@ -232,8 +258,72 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
     }
 
 
+def _g(x) -> str:
+    return f"{float(x):g}"
+
+
+def relapse_episodes(analysis, subject_id: str) -> pl.DataFrame:
+    """The subject's relapses, one row per response episode with a relapse (table ``relapse``: a
+    response after a relapse starts a new episode): ``episode``, ``response_day``,
+    ``response_category``, ``relapse_day``, ``relapse_rule``, ``relapse_reason`` (and the MRD relapse)."""
+    rel = _of(analysis, "relapse", subject_id)
+    cols = ["episode", "response_day", "response_category", "relapse_day", "relapse_rule", "relapse_reason",
+            "mrd_relapse_day", "mrd_relapse_reason"]
+    if rel is None or not rel.height:
+        return pl.DataFrame(schema={c: pl.String for c in cols})
+    have = [c for c in cols if c in rel.columns]
+    return (rel.filter(pl.col("relapse_day").is_not_null() | (pl.col("mrd_relapse_day").is_not_null()
+                                                               if "mrd_relapse_day" in rel.columns else pl.lit(False)))
+            .sort("relapse_day", nulls_last=True).select(have))
+
+
+def relapse_text(analysis, subject_id: str) -> str:
+    """One line: every relapse (day, rule, episode), or that none was found (and why not looked for)."""
+    if analysis is None or not analysis.has("relapse"):
+        return "relapse not assessed (no table 'relapse': no response criteria applied)"
+    rel = relapse_episodes(analysis, subject_id)
+    if not rel.height:
+        return "no relapse found after a response"
+    parts = []
+    for r in rel.iter_rows(named=True):
+        after = (f" after {r['response_category']} on day {_g(r['response_day'])}"
+                 if r.get("response_day") is not None and r.get("response_category") else "")
+        if r.get("relapse_day") is not None:
+            parts.append(f"day {_g(r['relapse_day'])} ({r.get('relapse_rule') or 'relapse'}; episode "
+                         f"{r.get('episode')}{after})")
+        if r.get("mrd_relapse_day") is not None:
+            parts.append(f"MRD relapse day {_g(r['mrd_relapse_day'])} (episode {r.get('episode')}{after})")
+    return f"{len(parts)} relapse(s): " + "; ".join(parts)
+
+
+def dor_text(analysis, subject_id: str) -> str:
+    """The duration of response of best_response.csv (``dor_days``, ``dor_event``) in words, or why it
+    was not derived (no response, or the engine's note)."""
+    best = _of(analysis, "best_response", subject_id) if analysis is not None and analysis.has("best_response") else None
+    if best is None or not best.height or "dor_days" not in best.columns:
+        return "not derived (no best response)"
+    r = best.row(0, named=True)
+    dor, first = r.get("dor_days"), r.get("first_response_day")
+    if dor is None:
+        if not r.get("responder") or first is None:
+            br = r.get("best_response")
+            return f"not derived: no response (best response {br})" if br else "not derived: no best response"
+        note = next((p for p in str(r.get("reason") or "").split("; ") if "duration of response" in p), None)
+        return note or "not derived"
+    start = f"from the first response on day {_g(first)}" if first is not None else ""
+    if r.get("dor_event"):
+        rel, end = r.get("relapse_day"), (float(first) + float(dor)) if first is not None else None
+        what = (f"relapse on day {_g(rel)}" if rel is not None and end is not None and abs(float(rel) - end) < 1
+                else "death" if end is not None else "relapse or death")
+        return f"{_g(dor)} days {start} to {what} (event; first response episode)".replace("  ", " ")
+    cens = (f"censored at {r['end_reason']} on day {_g(r['end_day'])}" if r.get("end_reason") and r.get("end_day") is not None
+            else "censored: no relapse or death seen (last assessment or last known alive)")
+    return f"{_g(dor)} days {start}, {cens} (first response episode)".replace("  ", " ")
+
+
 def _response_block(analysis, subject_id: str) -> dict:
-    """Response of one subject: each marrow assessment (ELN 2022 / ALL) and molecular log reductions."""
+    """Response of one subject: each marrow assessment (ELN 2022 / ALL), the relapses (every episode)
+    and the duration of response, and molecular log reductions."""
     a = _of(analysis, "marrow_response", subject_id)
     mol = _of(analysis, "molecular_response", subject_id)
     a = a if a is not None else pl.DataFrame()
@@ -245,6 +335,12 @@ def _response_block(analysis, subject_id: str) -> dict:
                              ("rule", "Rule"), ("reason", "Why")]),
         "marrow_empty": response_notes(analysis, subject_id).get(subject_id)
                         or "no marrow assessment after infusion",
+        "relapse_text": relapse_text(analysis, subject_id),
+        "relapses": _table(relapse_episodes(analysis, subject_id),
+                           [("episode", "Episode"), ("response_category", "Response"), ("response_day", "Response day"),
+                            ("relapse_day", "Relapse day"), ("relapse_rule", "Rule"), ("relapse_reason", "Why"),
+                            ("mrd_relapse_day", "MRD relapse day"), ("mrd_relapse_reason", "MRD relapse: why")]),
+        "dor_text": dor_text(analysis, subject_id),
         "molecular": _table(mol, [("param", "Param"), ("analyte", "Marker"), ("baseline", "Baseline"),
                                   ("baseline_censored", "Baseline (censored)"), ("day", "Day"), ("value", "Value"),
                                   ("value_censored", "Value (censored)"), ("log10_reduction", "log10 reduction"),
