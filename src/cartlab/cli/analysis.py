@@ -38,35 +38,36 @@ def _refuse_out_arg(command: str, study: str | None, out_arg: str | None) -> Non
     if out_arg is not None:
         raise _usage(f"unexpected argument {out_arg!r}: the output folder is given with --out",
                      hint=f"cartlab {command} {study or 'STUDY'} --out {out_arg}")
+
+
 #: the kind of output ``analyze`` writes (its marker, .cartlab-export.json, names it)
 ANALYSIS_KIND = "analysis"
 _ANALYSIS_FIXED = {"analysis.json", "subject_summary.csv", "sdtm_mapping_report.csv", "sdtm_mapping_report.md",
                    "fhir_mapping_report.csv"}
 
 
-def _earlier_tables(out: Path) -> set[str]:
-    """The table files an earlier analysis in ``out`` wrote, from its analysis.json (engines, tables)."""
+def _earlier_manifest(out: Path) -> dict | None:
+    """The analysis.json of an analysis an earlier cartlab wrote in ``out`` (None: there is none)."""
     import json
 
     try:
-        meta = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
+        meta = json.loads((Path(out) / "analysis.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return set()
-    if not isinstance(meta, dict) or "cartlab_version" not in meta or not isinstance(meta.get("engines"), list):
-        return set()
+        return None
+    ok = isinstance(meta, dict) and "cartlab_version" in meta and isinstance(meta.get("engines"), list)
+    return meta if ok else None
+
+
+def _earlier_tables(out: Path) -> set[str]:
+    """The table files an earlier analysis in ``out`` wrote, from its analysis.json (engines, tables)."""
+    meta = _earlier_manifest(out) or {"engines": []}
     return {f"{t}.csv" for e in meta["engines"] if isinstance(e, dict) for t in e.get("tables") or []
             if isinstance(t, str)}
 
 
 def is_analysis_output(out: Path) -> bool:
     """``out`` holds an analysis that an earlier cartlab wrote (its analysis.json, before the marker)."""
-    import json
-
-    try:
-        meta = json.loads((Path(out) / "analysis.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and "cartlab_version" in meta and isinstance(meta.get("engines"), list)
+    return _earlier_manifest(out) is not None
 
 
 def is_analysis_file(name: str) -> bool:
