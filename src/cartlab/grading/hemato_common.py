@@ -332,8 +332,9 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
         .otherwise(pl.format(f"no {label}: gap between day {{}} and day {{}} too long to interpolate",
                              pl.col("prev_day"), pl.col("next_day"))).alias("reason"),
         pl.when(refs == "").then(pl.lit([], dtype=EVIDENCE)).otherwise(refs.str.split(_SEP)).alias("evidence"),
-        pl.when(measured).then(None).otherwise(pl.col("prev_day")).alias("prev_day"),
-        pl.when(measured).then(None).otherwise(pl.col("next_day")).alias("next_day"),
+        # is_m, not `measured`: "value" now holds the interpolated values too
+        pl.when(is_m).then(None).otherwise(pl.col("prev_day")).alias("prev_day"),
+        pl.when(is_m).then(None).otherwise(pl.col("next_day")).alias("next_day"),
     )
     return f.rename({"d": "day"}).select(list(schema)).cast(schema)
 

@@ -261,8 +261,10 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
 
 
 def derive_icaht_summary(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
-    """``icaht_early_grade`` and ``icaht_late_grade`` per subject (the ``subject_summary.csv`` columns)."""
-    return derive_icaht(study, options).select("subject_id", "icaht_early_grade", "icaht_late_grade")
+    """``icaht_early_grade``, ``icaht_late_grade`` and ``icaht_early_grade_max`` per subject (the
+    ``subject_summary.csv`` columns)."""
+    return derive_icaht(study, options).select("subject_id", "icaht_early_grade", "icaht_late_grade",
+                                               "icaht_early_grade_max")
 
 
 def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
