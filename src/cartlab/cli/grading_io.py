@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.errors import InputError
-from cartlab.io.atomic import atomic_file, check_output_path
+from cartlab.io.atomic import atomic_file, check_output_path, write_error
 
 #: direction spellings -> L/H
 DIRECTIONS = {
@@ -157,19 +157,6 @@ def check_output_file(out: str | Path, inputs: Any = (), *, force: bool = False,
     return out
 
 
-def output_error(out: str | Path, exc: OSError) -> OSError:
-    """``exc`` (raised while writing ``out``, perhaps naming a temporary file beside it) as the same
-    kind of error naming ``out``: the path the user gave, reported as every command reports a file
-    system error (a missing or wrong folder is bad usage, exit 2)."""
-    import errno
-    import os
-
-    by_type = {FileNotFoundError: errno.ENOENT, PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR,
-               NotADirectoryError: errno.ENOTDIR, FileExistsError: errno.EEXIST}
-    code = exc.errno or next((c for t, c in by_type.items() if isinstance(exc, t)), errno.EIO)
-    return OSError(code, os.strerror(code), str(out))
-
-
 def normalise_user_names(work: pl.DataFrame, terms: pl.DataFrame, source: Any = None) -> pl.DataFrame:
     """Directions and parameter names as a user writes them, in the contract's terms (see module doc).
 
@@ -296,7 +283,7 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         with atomic_file(out_csv) as tmp:  # nothing partial is left under the output name
             out.write_csv(tmp)
     except OSError as exc:  # e.g. --out /proc/x.csv: the user's path, never the temporary file's
-        raise output_error(out_csv, exc) from None
+        raise write_error(out_csv, exc) from None
     counts = graded["grade"].value_counts()
     unknown = sorted({str(t) for t, g, why in zip(work["term"].to_list() if "term" in work.columns else [],
                                                      graded["grade"].to_list(), graded["grade_reason"].to_list())

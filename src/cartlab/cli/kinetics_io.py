@@ -164,7 +164,8 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
     ``OUT_units.csv`` (the input table above all) is refused before anything is computed; a path
     that cannot be written is reported as that path (never a temporary file's name).
     """
-    from cartlab.cli.grading_io import check_output_file, output_error
+    from cartlab.cli.grading_io import check_output_file
+    from cartlab.io.atomic import write_error
     from cartlab.units import UnitError, parse_unit, ureg
 
     path = Path(input_csv)
@@ -207,7 +208,7 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
             with atomic_file(out_path) as tmp:
                 flat.write_csv(tmp)
     except OSError as exc:  # e.g. --out /proc/x.csv: the user's path, never the temporary file's
-        raise output_error(out_path, exc) from None
+        raise write_error(out_path, exc) from None
     return {
         "input": str(path),
         "output": str(out_path),

@@ -176,12 +176,12 @@ def dose_cmd(
         size = body_size(patient, p, opts)
         plan = dose_plan(p, patient, opts, size=size)
         if sheet is not None:
-            from cartlab.cli.grading_io import output_error
+            from cartlab.io.atomic import write_error
 
             try:
                 path = write_dosing_sheet(sheet_context(p, plan, size, opts, patient), sheet)
             except OSError as exc:  # e.g. --sheet /proc/x.html: the user's path, never a temporary name
-                raise output_error(sheet, exc) from None
+                raise write_error(sheet, exc) from None
         else:
             path = None
     except (DosingError, ValueError) as exc:

@@ -82,28 +82,26 @@ def _check_out(out: Path, what: str) -> None:
     import shutil
     import tempfile
 
-    from cartlab.cli.grading_io import output_error
-    from cartlab.io.atomic import check_output_path
+    from cartlab.io.atomic import check_output_path, write_error
 
     check_output_path(out, "folder", what)
     base = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     try:  # can a folder be made where the output goes (not /proc, a read-only disk ...)?
         shutil.rmtree(tempfile.mkdtemp(prefix=".cartlab-check-", dir=base if base.is_dir() else base.parent))
     except OSError as exc:
-        raise output_error(out, exc) from None
+        raise write_error(out, exc) from None
 
 
 def _write_folder(out: Path, write) -> None:
     """``write(tmp)`` into a temporary folder moved into ``out`` when complete; a file system error
     names ``out`` (the user's path, never the temporary folder's)."""
-    from cartlab.cli.grading_io import output_error
-    from cartlab.io.atomic import atomic_folder
+    from cartlab.io.atomic import atomic_folder, write_error
 
     try:
         with atomic_folder(out) as tmp:
             write(tmp)
     except OSError as exc:
-        raise output_error(out, exc) from None
+        raise write_error(out, exc) from None
 
 
 def _last_recorded_day(data, subject: str) -> float | None:
