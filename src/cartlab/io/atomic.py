@@ -258,7 +258,13 @@ def write_error(path: str | Path, exc: OSError, what: str = "the output") -> Car
     the user gave and the problem (never an internal temporary name); nothing was changed at
     ``path`` (the writers above). Exit code 2 when the path cannot exist as given (e.g. ``/proc/x``:
     :data:`PATH_ERRORS`), as for every command; 1 otherwise."""
-    reason = exc.strerror or type(exc).__name__
+    import errno
+    import os
+
+    codes = {FileNotFoundError: errno.ENOENT, PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR,
+             NotADirectoryError: errno.ENOTDIR, FileExistsError: errno.EEXIST}
+    code = exc.errno or next((c for t, c in codes.items() if isinstance(exc, t)), None)
+    reason = exc.strerror or (os.strerror(code) if code else type(exc).__name__)
     name = Path(str(exc.filename)).name if exc.filename else ""
     where = f" ({exc.filename})" if name and not name.startswith(".") else ""  # not a temporary name
     cls = InputError if isinstance(exc, PATH_ERRORS) else CartlabError
