@@ -47,7 +47,8 @@ def test_every_derived_row_carries_its_status_and_the_manifest_lists_unsettled_r
     for name, df in tables.items():
         for col in df.columns:
             if col.lower() == "rule" and df.schema[col] in (pl.String, pl.Categorical):
-                assert f"{col}_status" in df.columns, name
+                # ``rule`` -> ``rule_status``; the ADaM-style ``RULE`` -> ``RULESTAT`` (the ADaM name)
+                assert ("RULESTAT" if col == "RULE" else f"{col}_status") in df.columns, name
     # the seed's ICAHT rows rest on partially verified rules (Rejeski 2023 table not read in full)
     icaht = tables["icaht"].row(0, named=True)
     assert icaht["rule_status"] == "partially_verified"

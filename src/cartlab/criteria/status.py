@@ -163,16 +163,23 @@ def _rule_columns(frame: pl.DataFrame) -> list[str]:
             and frame.schema[c] in (pl.String, pl.Categorical) and not c.startswith("lambda")]
 
 
+def status_column(rule_column: str) -> str:
+    """The name of the status column beside ``rule_column``: ``RULESTAT`` for an upper-case (ADaM)
+    name, ``<name>_status`` otherwise."""
+    return f"{rule_column}STAT" if rule_column.isupper() else f"{rule_column}_status"
+
+
 def with_rule_status(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with a status column after each rule column (``rule`` -> ``rule_status``,
-    ``early_rule`` -> ``early_rule_status``): the criteria status of the rule that produced the row."""
+    ``early_rule`` -> ``early_rule_status``; an ADaM-style upper-case ``RULE`` -> ``RULESTAT``, the
+    name ``cartlab export --adam`` uses): the criteria status of the rule that produced the row."""
     cols = _rule_columns(frame)
     if not cols or frame.height == 0:
-        return frame.with_columns(pl.lit(None, dtype=pl.String).alias(f"{c}_status") for c in cols)
+        return frame.with_columns(pl.lit(None, dtype=pl.String).alias(status_column(c)) for c in cols)
     exprs = []
     for c in cols:
         values = frame[c].cast(pl.String).unique().drop_nulls().to_list()
         mapping = {v: rule_status(v) for v in values}
         exprs.append(pl.col(c).cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
-                     .alias(f"{c}_status"))
+                     .alias(status_column(c)))
     return frame.with_columns(exprs)

@@ -262,7 +262,7 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         cdisc_day(pl.col("ASTDY")).alias("ASTDY"), cdisc_day(pl.col("AENDY")).alias("AENDY"),
         pl.col("ASTDY").cast(pl.Float64).alias("ASTRLDY"), pl.col("AENDY").cast(pl.Float64).alias("AENRLDY"),
         "ADURN", "ADURU", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
-        *_rule_cols("RULE", "RULE_status", "REASON", "EVIDENCE"),
+        *_rule_cols("RULE", "RULESTAT", "REASON", "EVIDENCE"),
     )
     return _with_dates(f, dates, ASTDT="ASTRLDY", AENDT="AENRLDY")
 
@@ -272,7 +272,7 @@ def adrs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "PARAMCD", "PARAM", "AVALC",
         cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "CRIT", "RSSCAT",
-        _flag("MRDNEG").alias("MRDNEGFL"), *_rule_cols("RULE", "RULE_status", "REASON", "EVIDENCE"),
+        _flag("MRDNEG").alias("MRDNEGFL"), *_rule_cols("RULE", "RULESTAT", "REASON", "EVIDENCE"),
     )
     return _with_dates(f, dates, ADT="ARELDY")
 
