@@ -121,6 +121,24 @@ def filter_tag(selected: dict) -> str:
     return "_filtered" + tag
 
 
+#: the early ICAHT pair of the cohort table (both kept in the CSV download)
+ICAHT_EARLY_PAIR = ("icaht_early_grade", "icaht_early_grade_max")
+
+
+def cohort_display(cohort: pl.DataFrame) -> pl.DataFrame:
+    """The cohort table as the page shows it: the early ICAHT grade and its upper bound as one column
+    ``icaht_early`` where the grade was ("0–4" when days 0-30 lack an ANC, as the report's study
+    table: :func:`cartlab.report.cells.grade_range`; "—" = not evaluable). The download keeps both."""
+    from cartlab.report.cells import grade_range
+
+    lo, hi = ICAHT_EARLY_PAIR
+    if lo not in cohort.columns or hi not in cohort.columns:
+        return cohort
+    text = [grade_range(a, b) for a, b in zip(cohort[lo].to_list(), cohort[hi].to_list())]
+    cols = [c for c in cohort.columns if c != hi]
+    return cohort.with_columns(pl.Series(lo, text, pl.String)).select(cols).rename({lo: "icaht_early"})
+
+
 def display_frame(frame: pl.DataFrame) -> pl.DataFrame:
     """A frame for the page: list columns joined with '; ', floats to 4 significant digits."""
     exprs = []

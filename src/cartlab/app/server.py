@@ -255,7 +255,8 @@ def make_server(catalog: Catalog, twins: TwinCache):
 
         @render.data_frame
         def cohort_table():
-            return render.DataGrid(display_frame(filtered()), width="100%", height="420px", filters=False)
+            return render.DataGrid(display_frame(C.cohort_display(filtered())), width="100%", height="420px",
+                                   filters=False)
 
         downloads("dl_cohort", "subjects (filtered cohort)",
                   lambda: f"{view().study_id}_subjects{filter_tag(selection())}", filtered, selection,
@@ -276,6 +277,7 @@ def make_server(catalog: Catalog, twins: TwinCache):
             s = p.summary
 
             crs, icans = grade_text(s, "crs_grade_astct"), grade_text(s, "icans_grade_astct")
+            icaht = icaht_text(view().analysis, p.subject_id, s)
             dose = (f"CAR-T {s.get('dose_level') or 'dose unknown'}" if p.has_car_t_dose else "no CAR-T dose recorded")
             resp, full_reason = response_text(s)
             ranged = [n for n, t in (("CRS", crs), ("ICANS", icans)) if "–" in t]
@@ -289,7 +291,8 @@ def make_server(catalog: Catalog, twins: TwinCache):
             notes += response_notes_lines(view().analysis, p.subject_id)
             return ui.div(
                 ui.p(f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, {dose}): "
-                     f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · best response {resp}",
+                     f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · ICAHT early {icaht} "
+                     f"(days 0-30) · best response {resp}",
                      class_="cartlab-headline", id="patient_headline_text"),
                 *[ui.p(n, class_="cartlab-note") for n in notes])
 
@@ -446,6 +449,16 @@ def grade_text(summary: dict, col: str) -> str:
     return "not evaluable" if g is None else grade_span(g, summary.get(f"{col}_max"))
 
 
+def icaht_text(analysis, subject_id: str, summary: dict) -> str:
+    """The early ICAHT grade for the headline as the report shows it: "0–4 (range: no ANC on 30
+    day(s))", "2", or "not evaluable" (:func:`cartlab.report.subject_blocks.icaht_early_text`)."""
+    from cartlab.report.cells import EMPTY
+    from cartlab.report.subject_blocks import icaht_early_text
+
+    text = icaht_early_text(analysis, subject_id, summary.get("icaht_early_grade"), summary.get("icaht_early_grade_max"))
+    return "not evaluable" if text == EMPTY else text
+
+
 def stein_identified(row: dict) -> bool:
     """Whether a Stein 2019 fit (one row of ``SteinModel.individual_``) is an estimate to draw and
     quote: fitted, converged and not flagged "not identified" (a maximum-likelihood fit the data do
@@ -472,13 +485,16 @@ def stein_note_text(row: dict) -> str:
 
 
 def response_notes_lines(analysis, subject_id: str) -> list[str]:
-    """The subject's relapses (every episode: day, rule) and duration of response, as the report's
-    subject page words them (:func:`cartlab.report.subject_blocks.relapse_text` / ``dor_text``)."""
-    from cartlab.report.subject_blocks import dor_text, relapse_text
+    """The subject's relapses (every episode: day, rule), duration of response and target antigen on
+    blasts, as the report's subject page words them (:func:`cartlab.report.subject_blocks.relapse_text`
+    / ``dor_text`` / ``antigen_status``: table ``antigen_loss``)."""
+    from cartlab.report.subject_blocks import antigen_status, dor_text, relapse_text
 
+    antigen = [f"Target antigen: {line}" for line in antigen_status(analysis, subject_id)]
     if analysis is None or not analysis.has("best_response"):
-        return []
-    return [f"Relapse: {relapse_text(analysis, subject_id)}", f"Duration of response: {dor_text(analysis, subject_id)}"]
+        return antigen
+    return [f"Relapse: {relapse_text(analysis, subject_id)}", f"Duration of response: {dor_text(analysis, subject_id)}",
+            *antigen]
 
 
 def response_text(summary: dict) -> tuple[str, str | None]:
@@ -524,5 +540,5 @@ def create_app(catalog: Catalog, token: str | None = None, twins: TwinCache | No
     return TokenGuard(shiny_app, token, HostPolicy(host, port, allowed_origins))
 
 
-__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "make_server", "provenance", "response_notes_lines",
-           "response_text", "stein_identified", "stein_note_text"]
+__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "icaht_text", "make_server", "provenance",
+           "response_notes_lines", "response_text", "stein_identified", "stein_note_text"]

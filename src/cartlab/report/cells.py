@@ -61,6 +61,19 @@ def grade_span(lo: Any, hi: Any) -> str:
     return _cell(lo) if hi is None or _num(hi) == _num(lo) else f"{_cell(lo)}–{_cell(hi)}"
 
 
+def grade_range(lo: Any, hi: Any, why: str | None = None) -> str:
+    """A worst grade that may be a range, as the study table shows the early ICAHT grade: "2", "0–4"
+    when days lacked a count (``hi`` = the grade had they been below every level), "≤4" when only
+    the upper bound is known, "—" when neither; ``why`` (e.g. "no ANC on 30 day(s)") is added to a
+    range as "0–4 (range: no ANC on 30 day(s))"."""
+    if lo is None and hi is None:
+        return EMPTY
+    if lo is None:
+        return f"≤{_cell(hi)}"
+    text = grade_span(lo, hi)
+    return f"{text} (range: {why})" if why and "–" in text else text
+
+
 def _num(v: Any) -> float | None:
     """A number, or None (missing, a flag, text, NaN)."""
     if v is None or isinstance(v, bool):

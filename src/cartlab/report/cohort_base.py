@@ -279,6 +279,17 @@ def band_segments(t, lo, hi) -> list[tuple[list, list, list]]:
     return out
 
 
+def under_death(markers: pl.DataFrame) -> pl.DataFrame:
+    """The swimmer markers (relapse, response, allo-HSCT) on the calendar day of their subject's
+    death marker: the renderers draw these again on top, smaller and edged in white, so the death
+    square does not hide them (e.g. a relapse found at death); the legend is unchanged."""
+    death = markers.filter(pl.col("marker") == "death").select("subject_id", pl.col("day").floor().alias("_d")).unique()
+    if death.height == 0:
+        return markers.clear()
+    return (markers.filter(pl.col("marker") != "death").with_columns(pl.col("day").floor().alias("_d"))
+            .join(death, on=["subject_id", "_d"], how="semi").drop("_d"))
+
+
 #: the label of an exposure of 0 drawn at the floor of a log axis
 ZERO_EXPOSURE_TEXT = "0 (no expansion), drawn at the axis floor"
 

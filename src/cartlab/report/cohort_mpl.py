@@ -23,7 +23,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from cartlab.report import cohort_data as cd
-from cartlab.report.cohort_base import ZERO_EXPOSURE_TEXT, CohortView, curve_points, log_floor
+from cartlab.report.cohort_base import (
+    ZERO_EXPOSURE_TEXT,
+    CohortView,
+    band_segments,
+    curve_points,
+    log_floor,
+    under_death,
+)
 from cartlab.report.cohort_style import (
     GRADE_COLORS,
     LIGHT_BAR_TEXT,
@@ -121,6 +128,14 @@ def swimmer_figure(data: cd.SwimmerData) -> Figure:
                 edge = "black" if key == "response" else c  # a response marker sits on a bar of its colour
                 ax.scatter(sub["day"].to_numpy()[sel], ys[sel], marker=m, s=ms, zorder=4,
                            c=c if filled else "none", edgecolors=edge, linewidths=0.6 if filled else 1.3)
+    top = under_death(mk)  # a relapse on the day of death: again on top of the death square, smaller
+    for key, part in top.partition_by("key", as_dict=True).items() if top.height else ():
+        m, _sym, color, _text = SWIMMER_MARKERS[key[0]]
+        c = [response_color(lab) for lab in part["label"]] if color is None else [color] * part.height
+        open_ = (part["kind"] == "reconstructed").to_list()  # a not-measured marker stays open
+        ax.scatter(part["day"].to_numpy(), [order[s] for s in part["subject_id"]], marker=m, s=ms * 0.6, zorder=5,
+                   c=["none" if o else x for x, o in zip(c, open_)],
+                   edgecolors=[x if o else "white" for x, o in zip(c, open_)], linewidths=0.6)
     ax.set_ylim(-0.7, n - 0.3)
     ax.invert_yaxis()
     if n <= MAX_LABELLED:
@@ -282,7 +297,7 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
 def exposure_figure(data: cd.ExposureData) -> Figure:
     """Cmax and AUC(0-28) per best-response category (log axis), points coloured by CRS grade >= 3."""
     fig = _figure(3.8)
-    fig.subplots_adjust(left=0.08, right=0.78, top=0.90, bottom=0.22, wspace=0.32)
+    fig.subplots_adjust(left=0.08, right=0.74, top=0.90, bottom=0.22, wspace=0.32)
     pts = data.points
     cats = response_categories(pts["response"].to_list())
     rng = np.random.default_rng(0)  # jitter only; deterministic
@@ -312,7 +327,7 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
                Line2D([], [], color="black", lw=1.2, label="median of the category")]
     if pts.filter((pl.col("car_cmax") == 0) | (pl.col("car_auc_0_28") == 0)).height:
         handles.append(Line2D([], [], marker="v", ls="", color="#888888", markeredgecolor="black", label=ZERO_EXPOSURE_TEXT))
-    _legend(fig.axes[-1], handles, "points")
+    _legend(fig.axes[-1], handles, "points", width=26)  # inside the figure's right edge (PNG and SVG)
     return fig
 
 
@@ -401,6 +416,14 @@ def _curve_axes(ax, at_risk: pl.DataFrame, tmax: float, ylabel: str, xlabel: str
     return days
 
 
+def _band(ax, t, lo, hi, col: str) -> None:
+    """The 95% CI band of a post-step curve as the dashboard draws it (:func:`band_segments`): the
+    interval at ``t[i]`` holds on ``[t[i], t[i+1])``, so the last defined one reaches the time where
+    the interval becomes undefined (e.g. S = 0: a gap from there on, never a bound)."""
+    for x, yl, yh in band_segments(t, lo, hi):
+        ax.fill_between(x, yl, yh, color=col, alpha=0.15, lw=0)
+
+
 def survival_figure(data) -> Figure:
     """Kaplan-Meier curves with 95% CI bands and censoring ticks; numbers at risk under the axis."""
     names = data.steps["PARAMCD"].unique(maintain_order=True).to_list()
@@ -412,7 +435,7 @@ def survival_figure(data) -> Figure:
         col = KM_COLORS.get(p, "#333333")
         t, y, lo, hi = curve_points(s, "survival", 1.0)
         ax.step(t, y, where="post", color=col, lw=1.6)
-        ax.fill_between(t, lo, hi, step="post", color=col, alpha=0.15, lw=0)
+        _band(ax, t, lo, hi, col)
         cen = s.filter(pl.col("n_censored") > 0)
         ax.plot(cen["time"].to_numpy(), cen["survival"].to_numpy(), ls="", marker="|", ms=7, color=col)
     days = _curve_axes(ax, data.at_risk, float(data.steps["time"].max()), "Probability",
@@ -439,7 +462,7 @@ def incidence_figure(data) -> Figure:
         col = KM_COLORS.get(ev, "#333")
         t, y, lo, hi = curve_points(data.curves.filter(pl.col("event") == ev), "cif", 0.0)
         ax.step(t, y, where="post", color=col, lw=1.6)
-        ax.fill_between(t, lo, hi, step="post", color=col, alpha=0.15, lw=0)
+        _band(ax, t, lo, hi, col)
     days = _curve_axes(ax, data.at_risk, float(data.curves["time"].max()), "Cumulative incidence",
                        "Days since remission (CR/CRh/CRi)")
     _at_risk_rows(fig, ax, [("CIR", data.at_risk.sort("time")["n_at_risk"].to_list())], days, ["#333333"])

@@ -16,7 +16,14 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from cartlab.report import cohort_data as cd
-from cartlab.report.cohort_base import ZERO_EXPOSURE_TEXT, CohortView, band_segments, curve_points, log_floor
+from cartlab.report.cohort_base import (
+    ZERO_EXPOSURE_TEXT,
+    CohortView,
+    band_segments,
+    curve_points,
+    log_floor,
+    under_death,
+)
 from cartlab.report.cohort_style import (
     GRADE_COLORS,
     ONGOING_TEXT,
@@ -83,6 +90,16 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
                 text=sub["label"].to_list(), hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
                 marker={"symbol": _symbol(sym, open_), "size": 9 if n <= 60 else 6, "color": cols,
                             "line": {"color": "black" if key == "response" else cols, "width": 1}}))
+    top = under_death(mk)  # a relapse on the day of death: again on top of the death square, smaller
+    for key, part in top.partition_by("key", as_dict=True).items() if top.height else ():
+        _m, sym, color, text = SWIMMER_MARKERS[key[0]]
+        cols = [response_color(lab) for lab in part["label"]] if color is None else [color] * part.height
+        open_ = (part["kind"] == "reconstructed").to_list()  # a not-measured marker stays open
+        fig.add_trace(go.Scatter(
+            x=part["day"].to_list(), y=part["subject_id"].to_list(), mode="markers", name=text, showlegend=False,
+            legendgroup="markers", text=part["label"].to_list(), hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
+            marker={"symbol": [_symbol(sym, o) for o in open_], "size": 6 if n <= 60 else 4, "color": cols,
+                    "line": {"color": [c if o else "white" for c, o in zip(cols, open_)], "width": 1}}))
     on = bars.filter("ongoing")
     if on.height:
         fig.add_trace(go.Scatter(x=(on["end_day"] + 1.0).to_list(), y=on["subject_id"].to_list(), mode="markers",

@@ -10,6 +10,7 @@ parameter the ``km`` table does not hold (RFS). The notes say when that happened
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import polars as pl
@@ -33,6 +34,7 @@ __all__ = [
     "SurvivalData",
     "at_risk_table",
     "deviation_summary",
+    "median_words",
     "relapse_incidence_data",
     "response_rate_table",
     "survival_data",
@@ -81,6 +83,36 @@ class SurvivalData:
             return wide
         m = self.medians.select("PARAMCD", "n", "n_events", "median", "median_ci_low", "median_ci_high")
         return m.join(wide, on="PARAMCD", how="left", maintain_order="left")
+
+    def shown_table(self) -> pl.DataFrame:
+        """:meth:`table` as the pages show it: the median and its CI bounds as text, an empty one
+        worded as km_median.csv's ``reason`` words it ("not reached": the curve or band stays above 0.5
+        while defined to the end; "not estimable": the band ends where S = 0 before reaching 0.5)."""
+        t = self.table()
+        if self.medians is None or self.medians.is_empty() or "median" not in t.columns:
+            return t
+        words = {p: median_words(r) for p, r in zip(self.medians["PARAMCD"].to_list(),
+                                                     self.medians["reason"].to_list())}
+        cols = ("median", "median_ci_low", "median_ci_high")
+        shown = [[(f"{v:g}" if v is not None else words.get(p, (EMPTY_BOUND,) * 3)[i])
+                  for p, v in zip(t["PARAMCD"].to_list(), t[c].to_list())] for i, c in enumerate(cols)]
+        return t.with_columns([pl.Series(c, vals, pl.String) for c, vals in zip(cols, shown)])
+
+
+#: an empty median bound whose reason could not be read (never a made-up word)
+EMPTY_BOUND = "—"
+_MEDIAN_REASON = re.compile(r"median (not reached|\S+ days), \d+% CI (not reached|not estimable|\S+) - "
+                            r"(not reached|not estimable|\S+)$")
+
+
+def median_words(reason: str | None) -> tuple[str, str, str]:
+    """How km_median's ``reason`` words the median and its two CI bounds ("not reached" / "not
+    estimable" where empty; the number otherwise); "—" for each part it does not state."""
+    m = _MEDIAN_REASON.search(str(reason or ""))
+    if not m:
+        return (EMPTY_BOUND,) * 3
+    med = m.group(1)
+    return ("not reached" if med == "not reached" else med.removesuffix(" days"), m.group(2), m.group(3))
 
 
 _KM_COLS = ["PARAMCD", "time", "survival", "ci_low", "ci_high", "n_at_risk", "n_events", "n_censored"]

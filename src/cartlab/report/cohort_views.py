@@ -130,9 +130,10 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     def survival():
         d = cd.survival_data(analysis, sel)
         return (_caption("Kaplan-Meier estimates (ELN 2022 Table 9 endpoints) with 95% log(-log) CIs; table: "
-                         "median (days; 95% CI by inversion of the log(-log) band, empty = not reached or not estimable) and "
-                         "number at risk = subjects with time >= the day.", d.notes, prov),
-                R.survival_figure(d), d.table())
+                         "median (days; 95% CI by inversion of the log(-log) band; not reached = the curve or band stays "
+                         "above 0.5, not estimable = the band ends where the estimate reaches 0 first, as in "
+                         "km_median.csv) and number at risk = subjects with time >= the day.", d.notes, prov),
+                R.survival_figure(d), d.shown_table())
 
     def incidence():
         d = cd.relapse_incidence_data(analysis, sel)

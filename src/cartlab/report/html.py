@@ -38,7 +38,14 @@ from cartlab.report.figures import (
     provenance_kind,
 )
 from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure, stamp_figure
-from cartlab.report.subject_blocks import _of, _protocol_block, _response_block, _toxicity_block, response_notes
+from cartlab.report.subject_blocks import (
+    _of,
+    _protocol_block,
+    _response_block,
+    _toxicity_block,
+    icaht_early_text,
+    response_notes,
+)
 
 __all__ = [
     "write_subject_report",
@@ -387,20 +394,31 @@ def _summary_label(col: str, car_unit: str | None) -> str:
     return f"{label} ({unit}), {col}" if unit else f"{label}, {col}"
 
 
+#: the early ICAHT pair of the summary, shown as one cell (the study table's "0–4")
+ICAHT_EARLY_PAIR = ("icaht_early_grade", "icaht_early_grade_max")
+ICAHT_EARLY_LABEL = "ICAHT early (days 0–30), icaht_early_grade(_max)"
+
+
 def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | None = None,
-                   car_unit: str | None = None) -> dict:
+                   car_unit: str | None = None, analysis=None) -> dict:
     if summary is not None and "subject_id" in summary.columns:
         cols = [c for c in summary.columns if c != "subject_id"]
         rows = summary.filter(pl.col("subject_id").cast(pl.String) == subject_id)
     else:
         cols, rows = [c for c in SUBJECT_SUMMARY_COLUMNS if c != "subject_id"], None
+    pair = all(c in cols for c in ICAHT_EARLY_PAIR)
+    if pair:  # one "ICAHT early" cell where the grade was; its upper bound is no column of its own
+        cols = [c for c in cols if c != ICAHT_EARLY_PAIR[1]]
     if rows is None or rows.height == 0:
         cells = [EMPTY] * len(cols)
     else:
         r = rows.row(0, named=True)
-        cells = [_day(r[c]) if c in ("car_tmax", "car_tlast") else _quantity(r[c]) if c in KINETICS_LABELS
+        cells = [icaht_early_text(analysis, subject_id, r[c], r[ICAHT_EARLY_PAIR[1]]) if pair and c == ICAHT_EARLY_PAIR[0]
+                 else _day(r[c]) if c in ("car_tmax", "car_tlast") else _quantity(r[c]) if c in KINETICS_LABELS
                  else _day(r[c]) if _is_day(c)
                  else _with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
+    if pair:
+        cols = [ICAHT_EARLY_LABEL if c == ICAHT_EARLY_PAIR[0] else c for c in cols]
     return {
         "given": summary is not None,
         "items": list(zip([_summary_label(c, car_unit) for c in cols], cells)),
@@ -528,7 +546,7 @@ def render_subject_html(
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
         "summary": _summary_block(summary, subject_id, response_notes(analysis, subject_id).get(subject_id),
-                                  _car_unit(analysis, sub, subject_id)),
+                                  _car_unit(analysis, sub, subject_id), analysis),
         "not_measured_kinds": _not_measured_kinds(counts),
         "toxicity": _toxicity_block(analysis, subject_id),
         "response": _response_block(analysis, subject_id),

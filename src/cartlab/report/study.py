@@ -23,7 +23,7 @@ import polars as pl
 
 from cartlab.io.atomic import EXPORT_MARKER, check_output_path, export_folder
 from cartlab.model import Study
-from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _num, _round_days, day_span, grade_span
+from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _num, _round_days, day_span, grade_range
 from cartlab.report.figures import fmt_value
 from cartlab.report.files import safe_stem, save_figure, stamp_figure, write_pdf
 from cartlab.report.html import (
@@ -126,11 +126,7 @@ def _sortkey(v: Any) -> str:
 
 
 def _grade(g: Any, g_max: Any) -> str:
-    if g is None and g_max is None:
-        return EMPTY
-    if g is None:
-        return f"≤{_cell(g_max)}"
-    return grade_span(g, g_max)
+    return grade_range(g, g_max)
 
 
 def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.report.cells import _cell, _day, _table, grade_span
+from cartlab.report.cells import _cell, _day, _table, grade_range, grade_span
 
 
 def _of(analysis, name: str, subject_id: str) -> pl.DataFrame | None:
@@ -97,6 +97,49 @@ def _episode_range(e: dict, crs_daily, icans_daily, icaht) -> str | None:
 
 def _unknown_days(n: Any, what: str) -> str | None:
     return f"no {what} on {_cell(n)} day(s)" if n else None
+
+
+def icaht_early_text(analysis, subject_id: str, lo: Any, hi: Any) -> str:
+    """The early ICAHT grade (days 0-30; ``lo`` = ``icaht_early_grade``, ``hi`` = ``_max``) in one
+    cell, as the study table shows it ("0–4", :func:`~cartlab.report.cells.grade_range`), with why it
+    is a range from table ``icaht``'s ``early_unknown_days``: "0–4 (range: no ANC on 30 day(s))"."""
+    icaht = _of(analysis, "icaht", subject_id) if analysis is not None else None
+    n = icaht["early_unknown_days"][0] if icaht is not None and icaht.height and "early_unknown_days" in icaht.columns else None
+    return grade_range(lo, hi, _unknown_days(n, "ANC"))
+
+
+#: the target-antigen rules of table ``antigen_loss`` in the page's words
+ANTIGEN_STATUS = {
+    "antigen.loss": "antigen loss (below the cut-off, at or above it before treatment)",
+    "antigen.low_at_baseline": "below the cut-off at baseline, not a documented loss",
+    "antigen.no_baseline": "below the cut-off with no pre-treatment value: a loss cannot be told",
+    "antigen.retained": "retained (not below the cut-off)",
+}
+
+
+def antigen_status(analysis, subject_id: str) -> list[str]:
+    """The target antigen on blasts (table ``antigen_loss``, as the analysis derived it), one line per
+    antigen: "CD7 on blasts (cut-off 30%): 20% before treatment (day -7); 15% on day 28: below the
+    cut-off at baseline, not a documented loss". Empty when the subject has no TGTBLAST value."""
+    if analysis is None or not analysis.has("antigen_loss"):
+        return []
+    rows = _of(analysis, "antigen_loss", subject_id)
+    if rows is None or not rows.height:
+        return []
+    cut = (analysis.options.to_dict().get("molecular") or {}).get("antigen_negative_below_pct")
+    lines = []
+    for (antigen,), part in rows.sort("day").partition_by("antigen", as_dict=True, maintain_order=True).items():
+        first = part.row(0, named=True)
+        pre = (f"{_g(first['pre_pct'])}% before treatment (day {_g(first['pre_day'])})"
+               if first.get("pre_pct") is not None else "no value before treatment")
+        after = []
+        for r in part.iter_rows(named=True):
+            marrow = {True: ", relapse marrow (blasts >= 5%)", False: ", marrow blasts below 5%"}.get(
+                r.get("with_relapse_marrow"), ", no marrow blasts measured that day")
+            after.append(f"{_g(r['pct'])}% on day {_day(r['day'])}: {ANTIGEN_STATUS.get(r['rule'], r['rule'])}{marrow}")
+        head = f"{antigen or 'target antigen'} on blasts" + (f" (cut-off {_g(cut)}%)" if cut is not None else "")
+        lines.append(f"{head}: {pre}; " + "; ".join(after))
+    return lines
 
 
 #: the count each hematotoxicity grade reads
@@ -341,6 +384,7 @@ def _response_block(analysis, subject_id: str) -> dict:
                             ("relapse_day", "Relapse day"), ("relapse_rule", "Rule"), ("relapse_reason", "Why"),
                             ("mrd_relapse_day", "MRD relapse day"), ("mrd_relapse_reason", "MRD relapse: why")]),
         "dor_text": dor_text(analysis, subject_id),
+        "antigen": antigen_status(analysis, subject_id),
         "molecular": _table(mol, [("param", "Param"), ("analyte", "Marker"), ("baseline", "Baseline"),
                                   ("baseline_censored", "Baseline (censored)"), ("day", "Day"), ("value", "Value"),
                                   ("value_censored", "Value (censored)"), ("log10_reduction", "log10 reduction"),
