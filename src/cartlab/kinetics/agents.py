@@ -9,7 +9,7 @@ from importlib import resources
 import polars as pl
 import yaml
 
-__all__ = ["car_t_agent_expr", "is_car_t_agent"]
+__all__ = ["car_t_agent_expr", "car_t_infusions", "is_car_t_agent"]
 
 
 @functools.cache
@@ -39,3 +39,38 @@ def car_t_agent_expr(agent: pl.Expr) -> pl.Expr:
     a = agent.fill_null("").str.to_lowercase().str.replace_all(r"[\s_\-]", "")
     return (a.str.contains("cart", literal=True) | a.str.ends_with("leucel") | a.str.contains("cabtagene", literal=True)
             | a.is_in(sorted(product_names())))
+
+
+def car_t_infusions(study) -> pl.DataFrame:
+    """The CAR-T infusions of a study (its ``doses`` rows, columns kept) on the day axis, with the clock
+    time of ``subjects.infusion_datetime`` where the dose row has none.
+
+    Spec "subjects.csv": ``infusion_datetime`` is the "calendar anchor of day 0", and kinetics count
+    "time from the first CAR-T infusion". A dose row on day 0 given without a clock time (``day`` 0, or
+    a date alone) is therefore at the subject's ``infusion_datetime`` time (10:00 -> day 0.4167); a
+    dose row with its own time keeps it. A subject with a timed ``infusion_datetime`` and no CAR-T dose
+    row gets one row at that time (``dose`` empty), so its samples count from the infusion, not from
+    midnight.
+    """
+    from cartlab.io.clock import day_number, day_zero, wall_clock
+
+    d = study.doses.filter(pl.col("day").is_not_null() & car_t_agent_expr(pl.col("agent")))
+    s = study.subjects
+    if "infusion_datetime" not in s.columns or s.height == 0:
+        return d
+    at = s.select("subject_id", day_number(
+        wall_clock(pl.col("infusion_datetime")),
+        day_zero(pl.col("infusion_datetime"), pl.col("infusion_date") if "infusion_date" in s.columns
+                 else pl.lit(None, dtype=pl.String))).alias("_at")).filter(pl.col("_at") > 0)
+    if at.height == 0:
+        return d
+    untimed = pl.col("datetime").is_null() | pl.col("datetime").cast(pl.String).str.strip_chars().str.contains(
+        r"^\d{4}-\d{2}-\d{2}$").fill_null(False) if "datetime" in d.columns else pl.lit(True)
+    d = d.join(at, on="subject_id", how="left").with_columns(
+        pl.when((pl.col("day") == 0) & untimed & pl.col("_at").is_not_null()).then(pl.col("_at"))
+        .otherwise(pl.col("day")).alias("day")).drop("_at")
+    missing = at.filter(~pl.col("subject_id").is_in(d["subject_id"].unique().implode()))
+    if missing.height:
+        extra = missing.select("subject_id", pl.col("_at").alias("day"), pl.lit("CAR-T").alias("agent"))
+        d = pl.concat([d, extra], how="diagonal_relaxed")
+    return d

@@ -38,7 +38,7 @@ import polars as pl
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning
-from cartlab.kinetics.agents import car_t_agent_expr
+from cartlab.kinetics.agents import car_t_infusions
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -90,10 +90,10 @@ class CarKineticsOptions(CriteriaOptions):
 
 
 def _infusions(study: Study) -> pl.DataFrame:
-    d = study.doses.filter(pl.col("day").is_not_null())
+    d = car_t_infusions(study)
     if d.height == 0:
         return pl.DataFrame(schema={"subject_id": pl.String, "day": pl.Float64})
-    return d.filter(car_t_agent_expr(pl.col("agent"))).select("subject_id", "day").sort("subject_id", "day")
+    return d.select("subject_id", pl.col("day").cast(pl.Float64)).sort("subject_id", "day")
 
 
 _PROFILE_SCHEMA = {

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cartlab.kinetics.agents import car_t_agent_expr
+from cartlab.kinetics.agents import car_t_infusions
 from cartlab.kinetics.stein.curve import Dosing
 from cartlab.kinetics.stein.params import BLQ_METHODS, DOSE_HANDLINGS
 
@@ -65,7 +65,7 @@ def _is_study(data: Any) -> bool:
 
 def _from_study(study: Any, param: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(long obs, doses, per-subject covariates/events) from a canonical Study."""
-    doses = study.doses.filter(car_t_agent_expr(pl.col("agent")))  # one CAR-T rule (kinetics.agents)
+    doses = car_t_infusions(study)  # one CAR-T rule and infusion time (kinetics.agents)
     # dose in cells/kg (absolute cell doses divided by the subject's weight)
     wt = study.subjects.select("subject_id", "weight_kg") if "weight_kg" in study.subjects.columns else None
     if wt is not None:
