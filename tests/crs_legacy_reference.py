@@ -13,6 +13,8 @@ concordance; (2) organ toxicity is unknown on a day without the labs that define
 organ_labs / organ_labs_days); (3) an organ-toxicity rule's text names the labs at that grade and
 their CTCAE grade (input columns <organ column>_labs); (4) Lee/CARTOX "hypotension responsive to
 fluids" is not named on a day whose low-dose-vasopressor rule is named too.
+Audit s29 (5) (/work/notes/audit_diffgrade, marked "audit s29"): the other-cause rule removes a
+*fever* day; an afebrile day in the window keeps its waiver, and no temperature there is not unknown.
 """
 
 from __future__ import annotations
@@ -470,7 +472,7 @@ def crs_daily_inputs(
                 fever = False
             if x.get("tmax_ref"):
                 evid.append(f"fever|{x['tmax_ref']}")
-            if fever is None and not (other and attribution.scope == "day"):
+            if fever is None and not other:  # audit s29 (5): a fever that day would be attributed
                 unknown.append("fever:temperature")
             sbp = x.get("sbp_min_mmhg")
             sbp_low = None if sbp is None else sbp < opts.sbp_cutoff_mmhg
@@ -483,7 +485,11 @@ def crs_daily_inputs(
                 evid.append(f"waiver|{w[1]}")
             gate = True if (fever or waiver) else (None if fever is None else False)
             if other and attribution.scope == "day":
-                gate = False
+                # audit s29 (5): only a fever day is removed; an unknown temperature leaves the waiver
+                if fever_other:
+                    gate = False
+                elif tmax is None:
+                    gate = waiver
             if gate is None:
                 unknown.append("crs_gate:temperature")
             # oxygen

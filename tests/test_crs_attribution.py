@@ -81,10 +81,17 @@ def test_explicit_crs_treatment_keeps_the_day_crs():
 
 
 def test_scope_day_versus_fever_after_the_waiver():
-    # tocilizumab for CRS on day 3 waives the fever requirement; day 20: infection, SBP 80, no fever
+    # tocilizumab for CRS on day 3 waives the fever requirement; day 20: infection, SBP 80.
+    # Without fever there is no fever to attribute (session 29: the rule attributes a fever), so the
+    # waived hypotension is grade 2 in both scopes; with a fever (38.8 C) the default scope removes the
+    # day, while scope 'fever' discounts only the fever (the waived hypotension stays grade 2)
     obs = fevers([3]) + [("A", 20, "TEMP", 37.2), ("A", 20, "SYSBP", 80.0)]
     s = study(obs=obs, iv=[drug("tocilizumab", 3, "tocilizumab")], events=[infection(20)])
-    assert grades(s)[20] == 0                                      # default: the day is not CRS
+    assert grades(s)[20] == 2
+    assert grades(s, CrsOptions(other_cause_scope="fever"))[20] == 2
+    s = study(obs=fevers([3]) + [("A", 20, "TEMP", 38.8), ("A", 20, "SYSBP", 80.0)],
+              iv=[drug("tocilizumab", 3, "tocilizumab")], events=[infection(20)])
+    assert grades(s)[20] == 0                                      # default: the fever day is not CRS
     assert grades(s, CrsOptions(other_cause_scope="fever"))[20] == 2  # only the fever is discounted
 
 

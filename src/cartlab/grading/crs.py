@@ -305,7 +305,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     """ASTCT CRS grade per subject and day, with the rule that drove it, a reason and evidence.
 
     A day whose fever is attributed to another cause is not a CRS day (rule ``crs.other_cause``;
-    with ``other_cause_scope="fever"`` only its fever is discounted). ``episode`` numbers the CRS
+    with ``other_cause_scope="fever"`` only its fever is discounted); a day without fever has none to
+    attribute and keeps its grade (after the fever waiver). ``episode`` numbers the CRS
     episodes; days outside the assessment (options) are not returned.
     """
     options = options or CrsOptions()
@@ -336,7 +337,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     fever = pl.col("fever_grade") >= 1
     discounted = fever & other                      # a fever that does not count toward CRS
     crs_fever = fever & ~other
-    excluded = other if opts["other_cause_scope"] == "day" else pl.lit(False)
+    # scope "day": a day whose fever is attributed to another cause is not a CRS day. Only a fever is
+    # attributed: a day without one (hypotension or hypoxia after the fever waiver) keeps its grade
+    attributed = other if opts["other_cause_scope"] == "day" else pl.lit(False)
+    excluded = attributed & fever
     waived = pl.col("waiver_from_day").is_not_null() & (pl.col("day") >= pl.col("waiver_from_day"))
     support = pl.max_horizontal("hypotension_grade", "hypoxia_grade")
     f = _unattributed_deaths(f, day_grade(crs_fever, support, waived, None, excluded), opts)
@@ -364,7 +368,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     # domain is unknown), so its grade is a lower bound; grade_max is what a fever would have made it
     # (ASTCT: fever >= grade 1, and with fever hypotension/hypoxia count before any tocilizumab/steroid)
     # likewise a nasal cannula without a recorded flow: hypoxia up to its hypoxia_grade_max
-    fever_open = (pl.col("fever_grade_max") > pl.col("fever_grade")) & ~death & ~excluded
+    # (on an attributed day a fever, had there been one, would not count: no range from it)
+    fever_open = (pl.col("fever_grade_max") > pl.col("fever_grade")) & ~death & ~other
     support_max = pl.max_horizontal("hypotension_grade_max", "hypoxia_grade_max")
     death_open = pl.col("death_outside_crs")  # an unattributed death outside CRS: could have been a CRS death
     f = f.with_columns(
@@ -395,7 +400,7 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                       .then(pl.col("tmax_c").round(1)).otherwise(pl.col("tmax_c").round(3)),
                       pl.when(fever).then(pl.lit(" (fever)")).otherwise(pl.lit("")))
         ),
-        pl.when(other).then(pl.format("attributed to another cause: {}", pl.col("other_cause_reason"))),
+        pl.when(discounted).then(pl.format("fever attributed to another cause: {}", pl.col("other_cause_reason"))),
         pl.when(pl.col("sbp_min_mmhg").is_not_null()).then(
             pl.format("SBP min {} mmHg{}", pl.col("sbp_min_mmhg").round(0).cast(pl.Int64),
                       pl.when(pl.col("sbp_min_mmhg") < pl.col("sbp_cutoff")).then(pl.format(" (< {})", pl.col("sbp_cutoff").round(0).cast(pl.Int64))).otherwise(pl.lit("")))
@@ -440,7 +445,7 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     empty = pl.lit([], dtype=EVIDENCE)
     evidence = pl.concat_list(
         pl.when(pl.col("tmax_ref").is_not_null()).then(pl.concat_list(pl.col("tmax_ref"))).otherwise(empty),
-        pl.when(other).then(pl.col("other_cause_refs")).otherwise(empty),
+        pl.when(discounted).then(pl.col("other_cause_refs")).otherwise(empty),
         # the day's lowest SBP: below the cut-off it is the hypotension; at or above it, it rules grade 2 out
         pl.when(pl.col("sbp_ref").is_not_null()).then(pl.concat_list(pl.col("sbp_ref"))).otherwise(empty),
         pl.col("vaso_refs").fill_null(empty),

@@ -478,14 +478,16 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
     waiver = pl.col("w_day").is_not_null() & (pl.col("day") >= pl.col("w_day"))
     gate = pl.when(fever.fill_null(False) | waiver).then(True).when(fever.is_null()).then(None).otherwise(False)
     if day_scope:
-        gate = pl.when(other).then(False).otherwise(gate)
+        # a fever day attributed to another cause is not a CRS day; an afebrile day has no fever to
+        # attribute (the waiver keeps it open), and an unknown temperature would be attributed too
+        gate = pl.when(fever_other).then(False).when(other & raw_fever.is_null()).then(waiver).otherwise(gate)
     sbp_low = pl.when(sbp.is_null()).then(None).otherwise((sbp < opts.sbp_cutoff_mmhg) & ~sbp.is_nan())
     hosp = pl.coalesce("h", pl.lit(opts.assume_hospitalized, dtype=pl.Boolean))
     x = x.with_columns(fever.alias("fever"), fever_other.alias("fever_other_cause"), sbp_low.alias("sbp_low"),
                        waiver.alias("waiver_active"), hosp.alias("hospitalized"),
                        pl.when(pl.col("death_day").is_null()).then(False).otherwise(pl.col("death_crs")).alias("death_crs"))
     x = x.with_columns(gate.alias("crs_gate"))
-    fever_unknown = pl.col("fever").is_null() & ~(other if day_scope else pl.lit(False))
+    fever_unknown = pl.col("fever").is_null() & ~other  # a fever that day would be attributed: not CRS
     # a day without organ labs is open only where CRS shows (fever, or unknown; hypotension, or
     # unknown; oxygen; a vasopressor) unless organ_labs_open = every_crs_day: an afebrile day with none
     # of them is a CRS day only by the fever waiver, which lasts to the end of follow-up
