@@ -24,13 +24,18 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import polars as pl
-
-from pathlib import Path
-
 import yaml
+
+from cartlab.grading.common import EVIDENCE, evidence_ref
+from cartlab.grading.common import load_criteria as _load_shipped
+from cartlab.grading.crs_features import FeverAttribution, counted, crs_day_features
+from cartlab.grading.vasopressors import resolve_agents
+from cartlab.model import Study
+from cartlab.units import conversion
 from crs_vaso_reference import (
     _EPS_H,
     VASOPRESSOR_TABLE,  # noqa: F401  (kept importable from here)
@@ -45,13 +50,6 @@ from crs_vaso_reference import (
     _vaso_table,
     _VasoRow,
 )
-
-from cartlab.grading.common import EVIDENCE, evidence_ref
-from cartlab.grading.common import load_criteria as _load_shipped
-from cartlab.grading.crs_features import FeverAttribution, counted, crs_day_features
-from cartlab.grading.vasopressors import resolve_agents
-from cartlab.model import Study
-from cartlab.units import conversion
 
 __all__ = [
     "SCALES",

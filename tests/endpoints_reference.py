@@ -3,6 +3,7 @@
 tests/test_adtte_vectorised.py checks that the vectorised :func:`cartlab.response.endpoints.derive_adtte`
 and :func:`~cartlab.response.endpoints.response_rate` give identical frames, warnings and errors. The
 code below is the old implementation verbatim (only its imports changed); do not "fix" it here.
+Exception, marked "session 29": CIR's competing event is CNSR 2 (audit /work/notes/audit_diffsurv).
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: Endp
     """
     c = s.censor
     if event is not None and (c is None or event["day"] <= c["day"]):
-        return {"ADY": event["day"], "CNSR": 0, "EVENT": event["code"], "EVNTDESC": event["desc"], "CNSDTDSC": None,
+        # session 29: a competing event (CIR death, EVENT 2) is CNSR 2 (as the ADaM export)
+        return {"ADY": event["day"], "CNSR": 2 if event["code"] == 2 else 0, "EVENT": event["code"], "EVNTDESC": event["desc"], "CNSDTDSC": None,
                 "SRCDOM": event["srcdom"], "rule": event["rule"], "reason": event["reason"], "evidence": event["refs"]}
     if c is not None:
         if c["day"] < origin:  # pragma: no cover - responses after the censoring day are dropped

@@ -6,6 +6,9 @@ code below is the old implementation verbatim (only its imports changed); do not
 except where an audit derived the new behaviour by hand: count recovery (rewritten as a row loop of
 the audited rules) and IEC-HS (three-valued baseline status, missing inputs named, reported features),
 session 26, /work/notes/audit_crs_legacy; the hand-derived cases are tests/test_hemato_audit_s26.py.
+Session 29 (/work/notes/audit_diffscore, marked "session 29"; cases tests/test_scores_audit_s29.py):
+a recovery run possible before the measured nadir opens the range; IEC-HS reads the highest value
+against its own row's ULN/LLN.
 """
 
 from __future__ import annotations
@@ -249,6 +252,10 @@ def _recovery_one(points, rule: dict, opts: dict, thr: float, transfused: set[in
     else:
         after, start_txt, start_refs = -1, "from day 0", []
     first = {f: next((r for r in runs if r[f] and r["d"] > after), None) for f in ("definite", "possible", "open")}
+    if opts["start"] == "nadir" and opts["nadir"] != "lowest":
+        # session 29: a run the unmeasured days could complete may end the first episode before the
+        # measured nadir: the earliest possible run counts from the first value below the level
+        first["possible"] = next((r for r in runs if r["possible"] and r["d"] > drop[0]), None)
     D, E, O = first["definite"], first["possible"], first["open"]
     def days(r: dict) -> str:
         return ", ".join(str(x) for x in r["seq"])
@@ -259,7 +266,9 @@ def _recovery_one(points, rule: dict, opts: dict, thr: float, transfused: set[in
         run = f"{label} {op} {t} on days {days(D)} {start_txt}{extra}"
     if E is not None:
         gaps = (f"no {label} value on day(s) {', '.join(str(x) for x in E['gaps'])}, so {k} consecutive days from "
-                f"day {E['d']} cannot be ruled out")
+                f"day {E['d']} cannot be ruled out"
+                + (" (before the nadir: had they recovered, the first episode would have ended there)"
+                   if E["d"] < after else ""))  # session 29
     if D is not None and E["d"] == D["d"]:
         again = ""
         if opts["start"] == "nadir" and opts["nadir"] == "first_episode":
@@ -626,7 +635,9 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
     params = crit_params | _cond_params(feats)
     obs = _param_obs(study, params)
     lo_d = _daily(obs, "min").rename({"value": "min", "refs": "min_refs"})
-    hi_d = _daily(obs, "max").select("subject_id", "param", "d", pl.col("value").alias("max"), pl.col("refs").alias("max_refs"))
+    # session 29: the highest value's own lln/uln (spec: a reference range belongs to its row)
+    hi_d = _daily(obs, "max").select("subject_id", "param", "d", pl.col("value").alias("max"), pl.col("refs").alias("max_refs"),
+                                     pl.col("lln").alias("max_lln"), pl.col("uln").alias("max_uln"))
     daily = lo_d.join(hi_d, on=["subject_id", "param", "d"], how="left").sort("subject_id", "param", "d")
     series: dict[tuple[str, str], list[dict]] = {}
     for r in daily.iter_rows(named=True):
@@ -650,7 +661,7 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
                     mx = max(cands, key=lambda r: (r["max"], r["d"]))
                     day_vals[p] = {
                         "min": {"value": mn["min"], "d": mn["d"], "lln": mn["lln"], "uln": mn["uln"], "ref": (mn["min_refs"] or [None])[0]},
-                        "max": {"value": mx["max"], "d": mx["d"], "lln": mx["lln"], "uln": mx["uln"], "ref": (mx["max_refs"] or [None])[0]},
+                        "max": {"value": mx["max"], "d": mx["d"], "lln": mx["max_lln"], "uln": mx["max_uln"], "ref": (mx["max_refs"] or [None])[0]},
                     }
             met: dict[str, list[str]] = {"key": [], "supporting": [], "feature": []}
             opened = {"key": 0, "supporting": 0}  # criteria met or undecided

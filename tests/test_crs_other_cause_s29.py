@@ -14,7 +14,6 @@ from __future__ import annotations
 import pytest
 
 from cartlab.grading.crs import CrsOptions, derive_crs_daily, derive_crs_summary
-
 from grading_helpers import drug, oxygen, study
 
 

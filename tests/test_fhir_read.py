@@ -114,8 +114,8 @@ def test_folder_and_ndjson(tmp_path):
 
 
 def test_mass_concentration_loinc_read_with_molar_mass(tmp_path):
-    """Creatinine 1 mg/dL under LOINC 2160-0 (mass/volume) = 88.40 umol/L (113.12 g/mol, by hand:
-    10 mg/L / 113.12 g/mol = 88.4017 umol/L); the writer then uses the cartlab code, not 2160-0."""
+    """Creatinine 1 mg/dL under LOINC 2160-0 (mass/volume) = 88.4 umol/L (the conventional factor of
+    params_v1.yaml; 113.12 g/mol would give 88.4017); the writer then uses the cartlab code, not 2160-0."""
     import json
 
     from cartlab.io.fhir import build_bundle
@@ -129,7 +129,7 @@ def test_mass_concentration_loinc_read_with_molar_mass(tmp_path):
     p = tmp_path / "cr.json"
     p.write_text(json.dumps(b))
     study = read_fhir(p)
-    assert _obs(study, "CREAT")["value"] == pytest.approx(88.4017, abs=1e-3)
+    assert _obs(study, "CREAT")["value"] == pytest.approx(88.4, rel=1e-12)
     out = build_bundle(study)
     cr = [e["resource"] for e in out["entry"] if e["resource"].get("code", {}).get("text") == "CREAT"]
     assert cr[0]["code"]["coding"][0]["code"] == "CREAT"

@@ -159,14 +159,18 @@ def test_sparse_labs_leave_the_days_reading_not_evaluable_and_give_the_cibmtr_re
     # CIBMTR values: 0.8 (14), 1.2 (17), 1.5 (21) -> day 14. Platelets: nadir 10 on day 7, 15 on day
     # 10 (< 20); 40, 60, 90 on days 14, 17, 21 -> values reading 14, days reading not evaluable from 11.
     # No follow-up recorded -> censored at the last_followup_day 30.
+    # Session 29: the first episode runs from the first value below the level (ANC 0.1 on day 3) to
+    # its first run that recovers; days 4-6 have no value and could be that run (the 0.05 on day 7
+    # would then be a later dip), so the ANC range starts on day 4 (count_recovery.yaml "nadir:
+    # first_episode"; /work/notes/audit_diffscore). Platelets first fall below 20 on day 7 (10): 11.
     r = rec(R02, {"R02": 30.0})["R02"]
-    for k, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
+    for k, label, lo, gap in (("neutrophil", "ANC", 4.0, "4, 5, 6"), ("platelet", "platelets", 11.0, "11, 12, 13")):
         assert r[f"{k}_recovery_status"] == "not_evaluable"
-        assert (r[f"{k}_recovery_day"], r[f"{k}_recovery_day_min"], r[f"{k}_recovery_day_max"]) == (None, 11.0, None)
+        assert (r[f"{k}_recovery_day"], r[f"{k}_recovery_day_min"], r[f"{k}_recovery_day_max"]) == (None, lo, None)
         assert r[f"{k}_recovery_censor_day"] == 30.0
         assert r[f"{k}_recovery_rule"] == f"recovery.{k}; recovery.not_evaluable"
         why = r[f"{k}_recovery_reason"]
-        assert why.startswith("not evaluable: no 3 consecutive days measured") and f"no {label} value on day(s) 11, 12, 13" in why
+        assert why.startswith("not evaluable: no 3 consecutive days measured") and f"no {label} value on day(s) {gap}" in why
         assert "(option mode=measurements) gives day 14" in why and "censored at day 30 (last_followup_day)" in why
     m = rec(R02, {"R02": 30.0}, mode="measurements")["R02"]
     assert (m["neutrophil_recovery_day"], m["platelet_recovery_day"]) == (14.0, 14.0)

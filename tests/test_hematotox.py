@@ -256,16 +256,19 @@ def test_neutrophil_recovery_days_versus_measurements_mode():
     obs = [(0, "NEUT", 0.1), (5, "NEUT", 0.05), (10, "NEUT", 0.6), (11, "NEUT", 0.7), (13, "NEUT", 0.8)]
     days = derive_count_recovery(make_study(obs)).row(0, named=True)
     assert days["neutrophil_recovery_day"] is None
-    # days 6-9 and 12 have no value: a run of 3 days >= 0.5 could start on day 6 (audit s26: not
-    # evaluable, the earliest possible day 6, no complete run), not "not reached"
-    assert days["neutrophil_recovery_status"] == "not_evaluable" and days["neutrophil_recovery_day_min"] == 6.0
+    # days 1-4, 6-9 and 12 have no value: a run of 3 days >= 0.5 could start on day 6 (audit s26: not
+    # evaluable, no complete run), not "not reached"; and already on day 1 (audit s29): the first
+    # episode runs from the first value below the level (0.1 on day 0) to its first run that recovers,
+    # which days 1-3 could be (count_recovery.yaml "nadir: first_episode"), so the earliest is day 1
+    assert days["neutrophil_recovery_status"] == "not_evaluable" and days["neutrophil_recovery_day_min"] == 1.0
     meas = derive_count_recovery(make_study(obs), RecoveryOptions(mode="measurements")).row(0, named=True)
     assert meas["neutrophil_recovery_day"] == 10.0
     # a value below the level interrupts the sequence
     obs2 = obs[:-1] + [(12, "NEUT", 0.4), (13, "NEUT", 0.8), (14, "NEUT", 0.8), (15, "NEUT", 0.8)]
     r2 = derive_count_recovery(make_study(obs2)).row(0, named=True)
-    # days 13-15 are the first complete run; days 6-8 (unmeasured) could have been one: range 6-13 (s26)
-    assert (r2["neutrophil_recovery_day_min"], r2["neutrophil_recovery_day_max"]) == (6.0, 13.0)
+    # days 13-15 are the first complete run; days 1-3 (unmeasured, after the first value below 0.5)
+    # could have been one: range 1-13 (s26 said 6-13, counting only after the lowest value, s29)
+    assert (r2["neutrophil_recovery_day_min"], r2["neutrophil_recovery_day_max"]) == (1.0, 13.0)
     full = [(d, "NEUT", 0.05) for d in range(0, 10)] + obs2[2:]  # every day measured: day 13, certain
     assert derive_count_recovery(make_study(full)).row(0, named=True)["neutrophil_recovery_day"] == 13.0
 
@@ -495,7 +498,8 @@ def test_seed_case_other_scores():
     assert ht["baseline_day"] == -5.0 and ht["hematotox_risk"] == "high"
     assert ht["hematotox_score"] == 5
     ex = derive_easix(s).row(0, named=True)
-    assert ex["easix"] == pytest.approx(273 * 54 * 0.011312 / 42, rel=1e-6)
+    # creatinine 54 umol/L / 88.4 (the conventional factor, params_v1.yaml) mg/dL
+    assert ex["easix"] == pytest.approx(273 * (54 / 88.4) / 42, rel=1e-9)
     assert derive_iec_hs_flags(s).filter("iec_hs_flag").height > 0
 
 

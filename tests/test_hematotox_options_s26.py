@@ -40,8 +40,8 @@ def test_undefined_boundary_option_reaches_the_analysis_and_is_said():
 
 
 def test_easix_log_base_option_reaches_the_analysis():
-    # creatinine 88.4 umol/L / (113.12 g/mol x 10 dL/L / 1000) = 0.999980 mg/dL; EASIX = 250 x that / 75
-    creat = 88.4 * 113.12 / 10000
+    # creatinine 88.4 umol/L / 88.4 (the conventional factor, params_v1.yaml) = 1.0 mg/dL; EASIX = 250 x 1 / 75
+    creat = 88.4 / 88.4
     easix = 250 * creat / 75
     a = Analysis(_study(), AnalysisOptions.from_settings({"easix": {"log_base": 10}}))
     r = a.table("easix").row(0, named=True)

@@ -115,15 +115,16 @@ def test_crcl_band_bounds(age, factor, band):
 
 
 def test_creatinine_round_trip_through_the_study_reader():
-    # 3.0 mg/dL = 3.0 x 10 / 113.12 x 1000 = 265.2050919377... umol/L, stored by the reader to 12
-    # significant digits as 265.205091938; back: 265.205091938 x 113.12 / 10000 = 3.0000000000026
-    # mg/dL -> 12 significant digits: 3.00000000000
-    assert creatinine_mg_dl(265.205091938, "umol/L") == 3.0
+    # 3.0 mg/dL = 3.0 x 88.4 = 265.2 umol/L (the conventional factor, params_v1.yaml; 113.12 g/mol
+    # gave 265.205091938); back: 265.2 / 88.4 = 3.0 (float noise removed by 12 significant digits);
+    # 88.4 umol/L is exactly 1.0 mg/dL
+    assert creatinine_mg_dl(265.2, "umol/L") == 3.0
+    assert creatinine_mg_dl(88.4, "umol/L") == 1.0
 
 
 def test_crcl_70_from_a_study_folder(tmp_path):
     # the same patient as above with the creatinine (1.0 mg/dL, day -10) read from a study folder:
-    # stored as 88.4016973126 umol/L (1.0 x 10 / 113.12 x 1000, 12 digits), back to 1.0 mg/dL ->
+    # stored as 88.4 umol/L (1.0 x 88.4), back to 1.0 mg/dL ->
     # CrCl 70 -> fludarabine x 0.8, 44.16 mg
     folder = _study(tmp_path, [dict(subject_id="P1", sex="M", age_years=70, weight_kg=72, height_cm=170, **SUBJ)],
                     [dict(subject_id="P1", day=-10, param="CREAT", value=1.0, unit="mg/dL")])

@@ -111,11 +111,17 @@ def _response_summary(study, o, best_response):
 
 
 def _adtte(study, o, marrow_response, relapse, best_response):
+    from cartlab.response.best import assessment_end_days
     from cartlab.response.endpoints import derive_adtte
 
-    # every assessment (not only the best) so that the first remission day starts RFS/CIR
-    assessments = marrow_response.select("subject_id", pl.col("category").alias("best_response"),
-                                         pl.col("day").alias("best_response_day"), "evidence")
+    # every assessment (not only the best) so that the first remission day starts RFS/CIR; the same
+    # assessments best_response counts: none after its end events (allo-HSCT, new therapy), so a
+    # remission reached only after new therapy is not the CAR-T's (EFS failure, not in RFS/CIR)
+    ends = assessment_end_days(study, o.best_response_options().end_events)
+    assessments = (marrow_response.join(ends, on="subject_id", how="left")
+                   .filter(pl.col("end_day").is_null() | pl.col("day").is_null() | (pl.col("day") <= pl.col("end_day")))
+                   .select("subject_id", pl.col("category").alias("best_response"),
+                           pl.col("day").alias("best_response_day"), "evidence"))
     # subjects whose disease has no response criteria: the response-based endpoints are not defined
     no_criteria = dict(best_response.filter(pl.col("rule") == "response.no_criteria")
                        .select("subject_id", "reason").iter_rows())
@@ -269,6 +275,16 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
             if plan is not None:
                 plans.append(plan.select(pl.lit(sid).alias("subject_id"), pl.all()))
             notes.append((sid, why))
+        refused = [(sid, why) for sid, why in notes if why]
+        if refused:  # inputs dosing refuses (a weight of 1.5 kg, creatinine 25 mg/dL ...): said, not dropped
+            import warnings
+
+            from cartlab.errors import CartlabWarning
+
+            warnings.warn(CartlabWarning(
+                f"no plan for {len(refused)} subject(s) (dose_plan.csv has no rows for them): "
+                + "; ".join(f"{sid}: {why}" for sid, why in refused[:20]) + (" ..." if len(refused) > 20 else "")),
+                stacklevel=2)
         return {
             "dose_plan": pl.concat(plans) if plans else pl.DataFrame(schema={"subject_id": pl.String,
                                                                            **DOSE_PLAN_SCHEMA}),

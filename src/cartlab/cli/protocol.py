@@ -192,6 +192,8 @@ def dose_cmd(
 
         # rule_status: the status of each row's rule in its table (the protocol file, renal_adjustment.yaml)
         sys.stdout.write(to_csv_frame(_round_floats(with_rule_status(plan))).write_csv())
+        if size.get("renal_caveat") and (size["crcl_ml_min"] is not None or size["egfr_ml_min_173"] is not None):
+            err.print(f"[yellow]![/] {escape(size['renal_caveat'])}", soft_wrap=True)  # stdout stays CSV
     else:
         crcl, egfr = size["crcl_ml_min"], size["egfr_ml_min_173"]
         if crcl is None and egfr is None and size["renal_note"] == size["egfr_note"]:

@@ -208,16 +208,20 @@ def daily_values(obs: pl.DataFrame, how: str) -> pl.DataFrame:
 
 def daily_min_max(obs: pl.DataFrame, keys: list[str] = _DAY_KEYS, carry: tuple[str, ...] = ()) -> pl.DataFrame:
     """The lowest and the highest value per subject, param and calendar day (as :func:`daily_values`):
-    ``min``, ``lln``/``uln`` (of the lowest value's row), ``min_ref``, ``max``, ``max_ref``.
+    ``min``, ``lln``/``uln`` (of the lowest value's row), ``min_ref``, ``max``, ``max_ref``,
+    ``max_lln``/``max_uln`` (of the highest value's row: a reference range belongs to its own row,
+    spec "lln, uln: reference range, in the row's unit").
 
     ``keys``: the columns that name a subject, param and day (one integer key is the fastest);
     ``carry``: further columns, equal within a key, kept."""
     single, several = _one_a_day(obs, keys)
     lo = _day_rows(several, "min", ["value", "lln", "uln", "ref", *carry], keys).rename({"value": "min", "ref": "min_ref"})
-    hi = _day_rows(several, "max", ["value", "ref"], keys).rename({"value": "max", "ref": "max_ref"})
+    hi = _day_rows(several, "max", ["value", "ref", "lln", "uln"], keys).rename(
+        {"value": "max", "ref": "max_ref", "lln": "max_lln", "uln": "max_uln"})
     return pl.concat([
         single.select(*keys, pl.col("value").alias("min"), "lln", "uln", pl.col("ref").alias("min_ref"), *carry,
-                      pl.col("value").alias("max"), pl.col("ref").alias("max_ref")),
+                      pl.col("value").alias("max"), pl.col("ref").alias("max_ref"),
+                      pl.col("lln").alias("max_lln"), pl.col("uln").alias("max_uln")),
         lo.join(hi, on=keys, how="left"),
     ])
 

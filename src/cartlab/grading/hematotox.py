@@ -277,10 +277,18 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
     c = _candidates(pts, tx, opts, mode)
     st = _recovery_start(pts, c, meets, thr, label, opts)
     live = st.filter(~pl.col("na"))
+    live_e = live
+    if opts["start"] == "nadir" and opts["nadir"] == "first_episode":
+        # the first episode ends at its first run that recovers, and a run the unmeasured days could
+        # complete may end it before the measured nadir (ANC 0.4 on day 1, days 2 and 4 unmeasured,
+        # 0.6 on day 3, 0.1 on day 5): the earliest possible run counts from the first value below
+        first_low = pts.filter(~pl.col("m")).group_by(_SID).agg(pl.col("d").min().alias("_f"))
+        live_e = live.join(first_low, on=_SID, how="left").with_columns(
+            pl.coalesce("_f", "after").alias("after")).drop("_f")
     # the first run that recovers (D), the earliest one the data leave possible (E), the first one
     # the data end in (O): D = E is the recovery day; E < D (or no D) leaves it open
     first = (_first(c, live, "definite", "D", ("seq", "seq_refs"))
-             .join(_first(c, live, "possible", "E", ("seq_refs", "gaps")), on=_SID, how="full", coalesce=True)
+             .join(_first(c, live_e, "possible", "E", ("seq_refs", "gaps")), on=_SID, how="full", coalesce=True)
              .join(_first(c, live, "open", "O"), on=_SID, how="full", coalesce=True))
     out = (pts.group_by(_SID).agg(pl.col("d").max().alias("L")).join(st, on=_SID, how="left")
            .join(first, on=_SID, how="left"))
@@ -300,7 +308,10 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
     run = pl.concat_str(pl.lit(f"{label} {op} {thr_txt} on days "), _days_list("D_seq"), pl.lit(" "),
                         pl.col("start_txt"), extra)
     gaps = pl.concat_str(pl.lit(f"no {label} value on day(s) "), _days_list("E_gaps"),
-                         pl.format(f", so {k} consecutive days from day {{}} cannot be ruled out", E))
+                         pl.format(f", so {k} consecutive days from day {{}} cannot be ruled out", E),
+                         pl.when(E < pl.col("after")).then(pl.lit(
+                             " (before the nadir: had they recovered, the first episode would have ended there)"))
+                         .otherwise(pl.lit("")))
     again = pl.when(pl.col("again").is_not_null()).then(pl.format(
         f"; {label} below {thr_txt} again from day {{}} (the initial recovery counts; option nadir=lowest counts "
         "after the lowest value)", pl.col("again"))).otherwise(pl.lit(""))

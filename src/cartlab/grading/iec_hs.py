@@ -90,7 +90,7 @@ def _day_frame(study: Study, conds: list[dict], opts: dict, criterion_params: se
             .group_by((pl.col("_kp") // len(params)).alias("_k"))
             .agg((pl.col("_kp") % len(params)).is_in(crit_idx).any().alias("_crit_day"))
             .sort("_k").with_columns((pl.col("_k") // span).alias("_s"), (pl.col("_k") % span + lo_d).alias("day")))
-    cols = {"min": ["min", "min_ref", "lln", "uln", "d"], "max": ["max", "max_ref", "lln", "uln", "d"]}
+    cols = {"min": ["min", "min_ref", "lln", "uln", "d"], "max": ["max", "max_ref", "max_lln", "max_uln", "d"]}
     if w > 0:  # every value counts for its day and the w days after it
         win = daily.with_columns(pl.int_ranges("d", pl.col("d") + w + 1).alias("day")).explode("day").join(
             days, on=["_s", "day"], how="semi")
@@ -107,7 +107,8 @@ def _day_frame(study: Study, conds: list[dict], opts: dict, criterion_params: se
                          .alias(_SID), "day", "_crit_day")]
     for p, s in sorted({(c["param"], _side(c)) for c in conds}):
         parts.append(join_param(days.select("_k"), side[s], ["_k"], p, {
-            cols[s][0]: f"{p}.{s}.value", cols[s][1]: f"{p}.{s}.ref", **{c: f"{p}.{s}.{c}" for c in cols[s][2:]}}))
+            cols[s][0]: f"{p}.{s}.value", cols[s][1]: f"{p}.{s}.ref",
+            **{c: f"{p}.{s}.{c.removeprefix('max_')}" for c in cols[s][2:]}}))
     for p in params:
         parts.append(join_param(days.select("_s"), base, ["_s"], p,
                                 {c: f"{p}.base.{c}" for c in ("value", "uln", "d", "ref")}))

@@ -70,6 +70,15 @@ class Dictionary:
         return list(self.params)
 
 
+def _molar_mass(p: dict) -> float | None:
+    """The molar mass the mg/dL <-> umol/L conversion uses: ``umol_l_per_mg_dl`` (the conventional
+    clinical factor, e.g. 88.4 for creatinine) when given, so that 1 mg/dL is exactly that many
+    umol/L (molar mass = 10,000 / factor), else ``molar_mass_g_mol``."""
+    if p.get("umol_l_per_mg_dl") is not None:
+        return 10_000.0 / float(p["umol_l_per_mg_dl"])
+    return p.get("molar_mass_g_mol")
+
+
 @lru_cache(maxsize=1)
 def load_dictionary() -> Dictionary:
     """The shipped parameter dictionary (format v1)."""
@@ -84,7 +93,7 @@ def load_dictionary() -> Dictionary:
             unit=str(p["unit"]),
             accepts=tuple(str(u) for u in p.get("accepts", ())),
             empty_unit=p.get("empty_unit"),
-            molar_mass_g_mol=p.get("molar_mass_g_mol"),
+            molar_mass_g_mol=_molar_mass(p),
             equivalents_per_mol=p.get("equivalents_per_mol"),
             plausible=tuple(float(x) for x in p["plausible"]) if "plausible" in p else None,
             text_values=tuple(p.get("text_values", ())),

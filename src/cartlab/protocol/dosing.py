@@ -424,6 +424,8 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
         raise DosingError(f"no dose of {protocol.id} can be computed: "
                           + "; ".join(dict.fromkeys(f"{r['agent']} needs {r['needs']}" for r in rows)))
     df = pl.DataFrame(rows, schema=DOSE_PLAN_SCHEMA, orient="row") if rows else pl.DataFrame(schema=DOSE_PLAN_SCHEMA)
+    # float artefacts of the products (30 x 1.84 x 0.8 = 44.160000000000004) off, as the study reader does
+    df = df.with_columns(pl.col(c).round_sig_figs(SIG_DIGITS) for c, t in df.schema.items() if t == pl.Float64)
     return df.sort(["day", pl.col("kind") != "lymphodepletion", "agent"], maintain_order=True)
 
 

@@ -45,7 +45,7 @@ ADTTE_SCHEMA: dict[str, pl.DataType] = {
     "ADY": pl.Float64,  # day of the event or censoring
     "AVAL": pl.Float64,  # ADY - STARTDY, days
     "AVALU": pl.String,
-    "CNSR": pl.Int64,  # 0 = event, 1 = censored (CIR: 0 for either event type)
+    "CNSR": pl.Int64,  # 0 = event, 1 = censored, 2 = competing event (CIR: death without relapse)
     "EVENT": pl.Int64,  # 0 = censored, 1 = event (CIR: 1 = relapse, 2 = death without relapse)
     "EVNTDESC": pl.String,
     "CNSDTDSC": pl.String,
@@ -358,7 +358,9 @@ def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str,
     none = pl.lit(None)
     cols = {
         "ADY": pick(ev["day"] if ev else none, c, a),
-        "CNSR": pick(0, 1, 1),
+        # a competing event (CIR: death without relapse, EVENT 2) is CNSR 2, as in the ADaM export:
+        # CNSR 0 would read as the event of interest (a relapse) for anyone using CNSR as the indicator
+        "CNSR": pick(pl.when(ev["code"] == 2).then(2).otherwise(0) if ev else 0, 1, 1),
         "EVENT": pick(ev["code"] if ev else none, 0, 0),
         "EVNTDESC": pick(ev["desc"] if ev else none, none, none),
         "CNSDTDSC": pick(none, pl.col("c_event").replace_strict(_CENSOR_DESC, default=None, return_dtype=pl.String),
@@ -536,7 +538,7 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     criteria for it yet); its EFS, RFS, LFS and CIR rows are not defined (``ANLFL`` empty, rule
     ``no_response_criteria``) rather than "not evaluable for response"; OS is unaffected.
 
-    Columns: :data:`ADTTE_SCHEMA` (``CNSR`` 0 = event, 1 = censored; ``EVENT`` 0 = censored, 1 =
+    Columns: :data:`ADTTE_SCHEMA` (``CNSR`` 0 = event, 1 = censored, 2 = competing event; ``EVENT`` 0 = censored, 1 =
     event, for CIR 1 = relapse, 2 = death without relapse). Raises ``ValueError`` naming every subject
     that needs censoring but has no ``last_followup_day`` and no event or assessment (see
     ``EndpointOptions.missing_followup``).

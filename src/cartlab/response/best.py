@@ -75,13 +75,25 @@ _BEST_SCHEMA = {
 
 
 def _end_days(study: Study, events: tuple[str, ...]) -> dict[str, tuple[float, str, str | None]]:
+    """Per subject, the first of ``events`` on or after day 0: (day, event, row ref). An event before
+    the infusion (bridging therapy recorded as ``new_therapy``) ends nothing: the CAR-T comes after it."""
     out: dict[str, tuple[float, str, str | None]] = {}
-    ev = study.events.filter(pl.col("event").is_in(list(events)) & pl.col("day").is_not_null()).sort("day")
+    ev = study.events.filter(pl.col("event").is_in(list(events)) & pl.col("day").is_not_null()
+                             & (pl.col("day") >= 0)).sort("day")
     for r in ev.iter_rows(named=True):
         if r["subject_id"] not in out:
             ref = row_ref(r)
             out[r["subject_id"]] = (float(r["day"]), r["event"], ref)
     return out
+
+
+def assessment_end_days(study: Study, events: tuple[str, ...]) -> pl.DataFrame:
+    """``subject_id``, ``end_day``: the first of ``events`` (``BestResponseOptions.end_events``) on or
+    after day 0, after which assessments are not the CAR-T's (best response and the time-to-event
+    endpoints count the same assessments)."""
+    ends = _end_days(study, events)
+    return pl.DataFrame({"subject_id": list(ends), "end_day": [v[0] for v in ends.values()]},
+                        schema={"subject_id": pl.String, "end_day": pl.Float64})
 
 
 def _last_known_alive(study: Study) -> dict[str, tuple[float, str]]:

@@ -278,7 +278,8 @@ def _tte_rows(adtte: pl.DataFrame, paramcd: str | None, need: tuple[str, ...] = 
     if df.height and (not np.all(np.isfinite(aval.to_numpy())) or aval.min() < 0):
         raise ValueError("AVAL must be finite and >= 0")
     if "CNSR" in need and df.height and not set(df["CNSR"].to_list()) <= {0, 1}:
-        raise ValueError("CNSR must be 0 (event) or 1 (censored)")
+        raise ValueError("CNSR must be 0 (event) or 1 (censored); CNSR 2 is a competing event (CIR: death "
+                         "without relapse), estimated by cumulative_incidence, not Kaplan-Meier")
     return df
 
 
@@ -289,11 +290,26 @@ def _kmf(sub: pl.DataFrame, level: float):
         sub["AVAL"].cast(pl.Float64).to_numpy(), event_observed=(sub["CNSR"].to_numpy() == 0), label="S")
 
 
+#: R ``quantile.survfit``'s tolerance for "exactly at the quantile": sqrt(.Machine$double.eps)
+_FLAT_TOL = math.sqrt(np.finfo(float).eps)
+
+
 def _first_at_or_below(band, q: float) -> float:
-    """The first time a band is <= q (where it is defined), else inf (lifelines ``qth_survival_time``
-    without its binary search, which an undefined (NaN) stretch of the band would mislead)."""
-    hit = (band.to_numpy(dtype=float) <= q)  # NaN compares False
-    return float(band.index[hit.argmax()]) if hit.any() else math.inf
+    """The first time a curve (or band) is <= q where it is defined, else inf; where it is flat at
+    exactly q (within R's tolerance), the midpoint of that flat stretch: to the next time it drops
+    (or becomes undefined), or to the last time when it stays at q to the end. This is R
+    ``quantile.survfit``'s midpoint rule (survival package, T. Therneau: "the usual midpoint rule used
+    for medians"; a flat at the end of the curve uses the last time); lifelines takes the flat's start."""
+    y = band.to_numpy(dtype=float)
+    x = np.asarray(band.index, dtype=float)
+    hit = y <= q + _FLAT_TOL  # NaN compares False
+    if not hit.any():
+        return math.inf
+    i = int(hit.argmax())
+    if abs(y[i] - q) >= _FLAT_TOL:
+        return float(x[i])
+    off = np.nonzero(~(np.abs(y[i:] - q) < _FLAT_TOL))[0]  # the first time it leaves the flat (NaN too)
+    return float((x[i] + (x[i + off[0]] if off.size else x[-1])) / 2)
 
 
 def _km_band(kmf):
@@ -348,10 +364,12 @@ def median_survival(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence
                     level: float = 0.95) -> pl.DataFrame:
     """Kaplan-Meier median with its CI, overall or per ``by`` group.
 
-    The median is the first time with S(t) <= 0.5 (lifelines ``median_survival_time_``); the CI is
-    the first times at which the lower and upper pointwise log(-log) bands reach 0.5 (as lifelines
-    ``median_survival_times(confidence_interval_)``, the Brookmeyer-Crowley band inversion also used
-    by R ``print.survfit``; the band is undefined where S = 0, so a bound is not reached there). A
+    The median is the first time with S(t) <= 0.5; the CI is the first times at which the lower and
+    upper pointwise log(-log) bands reach 0.5 (the Brookmeyer-Crowley band inversion of R
+    ``print.survfit`` and lifelines ``median_survival_times(confidence_interval_)``; the band is
+    undefined where S = 0, so a bound is not reached there). Where a curve is exactly 0.5 over a
+    stretch, the midpoint of the stretch (R ``quantile.survfit``; deaths on days 10, 20, 30 and a
+    censoring at 40 in 4 subjects: S = 0.5 on [20, 30), median 25, where lifelines says 20). A
     median or bound that is not reached is empty and the reason says so ("not estimable" when the
     band ends at S = 0 before reaching 0.5, e.g. one subject with an event).
 
@@ -366,7 +384,7 @@ def median_survival(adtte: pl.DataFrame, paramcd: str | None, by: str | Sequence
         if sub.height == 0:  # no subject in the parameter's population (e.g. RFS when none reached CR)
             continue
         kmf = _kmf(sub, level)
-        med = float(kmf.median_survival_time_)
+        med = _first_at_or_below(kmf.survival_function_["S"], 0.5)
         band = _km_band(kmf)
         lo, hi = (_first_at_or_below(col, 0.5) for _, col in band.items())
         fin = [None if not math.isfinite(v) else v for v in (med, lo, hi)]

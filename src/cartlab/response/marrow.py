@@ -193,8 +193,8 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
         plats = [r for r in plats if not any(0 <= r["day"] - t <= float(free) for t in sd.plt_tx)]
     plt = _nearest(plats, d, w)
     pb = _nearest(sd.obs.get("PBBLAST", []), d, w)
-    if opts["emd_window"] == "since_infusion":
-        emd_rows = [e for e in sd.emd if 0 <= e["day"] <= d + w]
+    if opts["emd_window"] == "since_infusion":  # calendar days, as the count window (spec "Days are calendar days")
+        emd_rows = [e for e in sd.emd if 0 <= e["day"] and math.floor(e["day"]) <= math.floor(d) + w]
     else:
         emd_rows = [e for e in sd.emd if abs(math.floor(e["day"]) - math.floor(d)) <= w]
     used.update({"BMCELL": cell, "MRDFCM": mrd, "NEUT": anc, "PLAT": plt, "PBBLAST": pb, "PRE": pre})
@@ -433,10 +433,15 @@ _RELAPSE_SCHEMA = {
 def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, prefix: str):
     """The first relapse after day ``after``: (day, rule id, reason, evidence) or None."""
     cands: list[tuple[float, str, str, list[str]]] = []
+    emd_events = "extramedullary_disease" in rel["relapse_events"]
     for r in recs:
         if r["day"] <= after or r["_relapse_rule"] is None:
             continue
         rule = rules[r["_relapse_rule"]]
+        if emd_events and rule.id.endswith(".emd"):
+            # relapse only by the EMD in the marrow's window: the EMD event itself is the relapse, on its
+            # own day (below), not on a marrow day that may come before any evidence of it
+            continue
         cands.append((r["day"], rule.id, f"day {r['day']:g}: {rule.text} ({rule.citation})", r["evidence"]))
         break  # the assessments are in day order: later ones cannot come first
     if sd is not None:
