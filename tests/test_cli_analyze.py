@@ -77,17 +77,18 @@ def test_synthetic_refuses_a_non_empty_folder(tmp_path):
 
 
 def _sparse_anc_study(folder):
-    """One subject with a single ANC of 0.3 x10^9/L on day 5 and fevers of 38.3 C on days 1-2."""
+    """One subject with a single ANC of 0.3 x10^9/L on day 2 and fevers of 38.3 C on days 1-2."""
     folder.mkdir(parents=True)
     (folder / "subjects.csv").write_text("subject_id,age_years,last_followup_day\nA,50,100\n")
-    (folder / "observations.csv").write_text("subject_id,day,param,value,unit\nA,5,NEUT,0.3,10^9/L\n"
+    (folder / "observations.csv").write_text("subject_id,day,param,value,unit\nA,2,NEUT,0.3,10^9/L\n"
                                              "A,1,TEMP,38.3,C\nA,2,TEMP,38.3,C\nA,3,TEMP,37.0,C\n")
     return folder
 
 
 def test_engine_options_from_the_command_line(tmp_path):
     """--set and --options reach the engines and analysis.json records them. By hand: with the
-    default, "ANC never above 0.5 in days 0-30" is judged on the one day with data -> early ICAHT 4;
+    default, "ANC never above 0.5 in days 0-30" is judged on the days with data when they start by day
+    3 (Liang: an episode from day 0-3 not ending by the last value), here the one day 2 -> early ICAHT 4;
     with never_above_requires_full_window it is graded by duration, 1 day <= 0.5 -> grade 1. A fever
     threshold of 38.5 C makes the two 38.3 C days no fever -> CRS 0 (default 38.0 -> grade 1)."""
     study = _sparse_anc_study(tmp_path / "s")

@@ -53,6 +53,7 @@ class IcahtOptions(CountWindowOptions):
     cumulative by default (the EHA/EBMT logic restated in Rejeski 2025, T-ICAHT Table 1 footnote)."""
 
     never_above_requires_full_window: bool | None = None
+    never_above_data_from_day: Number | None = None
     late_end_events_from_day: Number | None = None
     criteria: str = "icaht_2023"
 
@@ -109,7 +110,7 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     known = win.filter(pl.col("anc").is_not_null())
     out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String}).join(
         known.group_by("subject_id").agg(
-            pl.len().alias("early_n_days"),
+            pl.len().alias("early_n_days"), pl.col("day").min().alias("_first_day"),
             pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique(maintain_order=True).alias("early_evidence"),
             *[pl.col(f"anc_le_{n}").all().alias(f"_all_{n}") for n in levels],
         ), on="subject_id", how="left",
@@ -120,11 +121,15 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
                             bool(opts["count_recovery_days_in_run"]), opts["duration"])
         out = out.join(d.rename({c: f"anc_le_{name}_{c}" for c in d.columns if c != "subject_id"}),
                        on="subject_id", how="left", maintain_order="left")
-        complete = (pl.col("early_n_days") == hi - lo + 1) | pl.lit(not opts["never_above_requires_full_window"])
+        # "never above" on the days with data: the whole window, or (default) data from day 0-3 on
+        # (Liang's episode starting day 0-3 that does not end by the last value)
+        complete = (pl.col("early_n_days") == hi - lo + 1) | (
+            pl.lit(not opts["never_above_requires_full_window"])
+            & (pl.col("_first_day") <= float(opts["never_above_data_from_day"])).fill_null(False))
         out = out.with_columns(
             ((pl.col("early_n_days") > 0) & pl.col(f"_all_{name}").fill_null(False) & complete)
             .alias(f"never_above_{name}"))
-    return out.drop([f"_all_{n}" for n in levels])
+    return out.drop([f"_all_{n}" for n in levels] + ["_first_day"])
 
 
 def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
@@ -158,8 +163,10 @@ def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:
         warnings.warn(CartlabWarning(
             f"early ICAHT: {part.height} subject(s) graded by 'ANC never above the level in days {lo}-{hi}' on "
             f"fewer than {hi - lo + 1} days with data (measured or interpolated): {who}"
-            f"{' ...' if part.height > 20 else ''}. Days without data are not known to be above it; "
-            "never_above_requires_full_window=true grades them by duration instead."), stacklevel=3)
+            f"{' ...' if part.height > 20 else ''}. Their data start by day {opts['never_above_data_from_day']:g} "
+            "(Liang: an episode from day 0-3 that does not end by the last value); days without data are not "
+            "known to be above it, and never_above_requires_full_window=true grades them by duration instead."),
+            stacklevel=3)
 
 
 def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
