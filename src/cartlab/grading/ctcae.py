@@ -365,7 +365,8 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     observations whose ``param`` is listed by a term of the criteria (``params`` in the YAML).
 
     * AVAL/ANRLO/ANRHI/AVALU = value/lln/uln/unit (canonical SI units, so the SI table applies;
-      ``options.units="US"`` is refused).
+      ``options.units="US"`` is refused). Comparisons at 11 significant digits unless
+      ``signif_digits`` is set: the study's converted values carry 12.
     * BASE: per subject and param, the last non-missing value with ``day <= options.baseline_day``
       (``<`` when ``baseline_inclusive`` is False; ties on the same day: the later source row);
       ABLFL = "Y" on that row. BASE is filled on every row of the subject/param.
@@ -392,6 +393,14 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     options = options or CtcaeOptions()
     if options.units == "US":
         raise ValueError("derive_ctcae grades canonical observations, which are in SI units; use units='SI' or 'auto'")
+    if options.signif_digits is None:
+        # a study's values are stored at SIG_DIGITS (12) significant digits after unit conversion, so
+        # a value on a bound in its own unit (bilirubin 3.6 mg/dL = 3.0 x ULN 1.2 mg/dL) can differ from
+        # the converted bound in the 12th digit: compare at one digit less (admiral's 15 assumes values
+        # as given; `cartlab ctcae` on a table keeps 15)
+        from cartlab.io.study_folder import SIG_DIGITS
+
+        options = replace(options, signif_digits=SIG_DIGITS - 1)
     obs = study.observations if hasattr(study, "observations") else study
     tabs = tables(None, replace(options, units="SI"))
     pmap = param_terms(tabs)
