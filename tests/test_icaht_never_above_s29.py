@@ -8,10 +8,8 @@
   start by day 3 and the episode does not end by the last value -> grade 4 (Liang); 19 days <= 0.5
   otherwise (grade 3 by duration with never_above_requires_full_window=true).
 """
-import polars as pl
 
 from cartlab.grading.icaht import IcahtOptions, derive_icaht
-
 from grading_helpers import study
 
 
