@@ -302,7 +302,9 @@ def test_property_doses_scale_with_body_size(weight, height):
         elif r["protocol_unit"] == "mg":
             assert r["dose"] == r["protocol_dose"]
     car = plan.filter(pl.col("kind") == "car_t")
-    assert car["dose"].sum() == pytest.approx(5e6 * weight, rel=1e-12)
+    # each fraction's dose is stored at 12 significant digits (session 29: no float noise in
+    # dose_plan.csv), at most 5e-12 relative apart from the exact product; the sum of two likewise
+    assert car["dose"].sum() == pytest.approx(5e6 * weight, rel=1e-11)
 
 
 def test_plan_to_doses_gives_canonical_rows_for_a_simulated_patient():
