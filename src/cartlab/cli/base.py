@@ -123,8 +123,9 @@ CsvDialectOpt = Annotated[
     typer.Option(
         "--csv-dialect",
         envvar="CARTLAB_CSV_DIALECT",
-        help="How the study's CSV files are written: standard (comma-separated, decimal points), european "
-        "(semicolons, decimal commas), semicolon or tab.",
+        help="The format of the input study's CSV files, to read them: standard (comma-separated, decimal "
+        "points), european (semicolons, decimal commas), semicolon or tab. What cartlab writes is always "
+        "standard CSV.",
     ),
 ]
 
