@@ -17,9 +17,11 @@ from cartlab.grading.crs import CrsOptions, derive_crs_daily, derive_crs_summary
 from grading_helpers import drug, oxygen, study
 
 
-def _case():
+def _case(day4_fever: bool = False):
+    """The audit's case; ``day4_fever``: also 39.0 C on day 4 (in the infection window)."""
     obs = [("A", d + 0.3, "TEMP", 37.0) for d in range(0, 10)] + [("A", 2.5, "TEMP", 39.0),
                                                                    ("A", 4.5, "SYSBP", 85.0), ("A", 5.5, "SYSBP", 85.0)]
+    obs += [("A", 4.6, "TEMP", 39.0)] if day4_fever else []
     iv = [drug("tocilizumab", 2), {**oxygen("face_mask", 4, flow=8.0), "end_day": 5.0}]
     ev = [{"subject_id": "A", "day": 4.0, "event": "infection", "attribution": "other"}]
     return study(obs=obs, iv=iv, events=ev)
@@ -39,11 +41,7 @@ def test_a_day_without_fever_keeps_its_grade_in_an_infection_window():
 def test_a_fever_in_the_window_still_removes_the_day():
     """Day 4 with 39 C as well: its fever is attributed to the infection, so day 4 is not a CRS day
     (scope 'day', the documented default); day 5 (no fever) stays grade 3."""
-    s = _case()
-    s2 = study(obs=[*(("A", r["day"], r["param"], r["value"]) for r in s.observations.iter_rows(named=True)),
-                    ("A", 4.6, "TEMP", 39.0)],
-               iv=[drug("tocilizumab", 2), {**oxygen("face_mask", 4, flow=8.0), "end_day": 5.0}],
-               events=[{"subject_id": "A", "day": 4.0, "event": "infection", "attribution": "other"}])
+    s2 = _case(day4_fever=True)
     g = dict(derive_crs_daily(s2).select("day", "grade").iter_rows())
     assert (g[4], g[5]) == (0, 3)
     # scope 'fever' discounts only the fever: day 4 keeps its grade 3 (waiver)
@@ -69,10 +67,5 @@ def test_older_scales_share_the_rule():
     x = derive_crs_daily_inputs(_case())
     gate = dict(x.select("day", "crs_gate").iter_rows())
     assert gate[4] is True and gate[5] is True
-    s = _case()
-    febrile = study(obs=[*(("A", r["day"], r["param"], r["value"]) for r in s.observations.iter_rows(named=True)),
-                         ("A", 4.6, "TEMP", 39.0)],
-                    iv=[drug("tocilizumab", 2), {**oxygen("face_mask", 4, flow=8.0), "end_day": 5.0}],
-                    events=[{"subject_id": "A", "day": 4.0, "event": "infection", "attribution": "other"}])
-    gate = dict(derive_crs_daily_inputs(febrile).select("day", "crs_gate").iter_rows())
+    gate = dict(derive_crs_daily_inputs(_case(day4_fever=True)).select("day", "crs_gate").iter_rows())
     assert gate[4] is False and gate[5] is True
