@@ -37,6 +37,7 @@ from cartlab.criteria import (
     load_table,
     render,
 )
+from cartlab.criteria.model import Leaf, leaves
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
 
@@ -438,7 +439,7 @@ def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, p
         if r["day"] <= after or r["_relapse_rule"] is None:
             continue
         rule = rules[r["_relapse_rule"]]
-        if emd_events and rule.id.endswith(".emd"):
+        if emd_events and {x.feature for c in rule.when for x in leaves(c) if isinstance(x, Leaf)} == {"emd"}:
             # relapse only by the EMD in the marrow's window: the EMD event itself is the relapse, on its
             # own day (below), not on a marrow day that may come before any evidence of it
             continue
