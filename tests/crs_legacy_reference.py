@@ -15,6 +15,8 @@ their CTCAE grade (input columns <organ column>_labs); (4) Lee/CARTOX "hypotensi
 fluids" is not named on a day whose low-dose-vasopressor rule is named too.
 Audit s29 (5) (/work/notes/audit_diffgrade, marked "audit s29"): the other-cause rule removes a
 *fever* day; an afebrile day in the window keeps its waiver, and no temperature there is not unknown.
+Audit s29 (6) (/work/notes/audit_difflegacy case min4): an organ input left unknown by an ungradable
+lab keeps the grade its gradable labs settle as a lower bound (columns <input>_known).
 """
 
 from __future__ import annotations
@@ -201,6 +203,12 @@ _INPUT_SCHEMA: dict[str, pl.DataType] = {
     "organ_grade_max_transaminase_labs": pl.String,
     "creatinine_grade_labs": pl.String,
     "lft_grade_labs": pl.String,
+    # audit s29 (6): the grade the gradable labs settle (a lower bound when another lab is ungradable)
+    "organ_grade_max_known": pl.Int64,
+    "organ_grade_max_non_transaminase_known": pl.Int64,
+    "organ_grade_max_transaminase_known": pl.Int64,
+    "creatinine_grade_known": pl.Int64,
+    "lft_grade_known": pl.Int64,
     "blood_products": pl.Boolean,
     "hospitalized": pl.Boolean,
     "iv_therapy": pl.Boolean,
@@ -505,6 +513,7 @@ def crs_daily_inputs(
             vent = 2 if "mechanical_ventilation" in devices else (1 if {"cpap", "bipap"} & set(devices) else 0)
             # organ toxicity (audit s26 (2), (3))
             organ_vals: dict[str, Any] = {f"{c}_labs": None for c in _ORGAN_COLS}
+            organ_vals.update({f"{c}_known": 0 for c in _ORGAN_COLS})  # audit s29 (6)
             if organ_grades is None:
                 organ_vals.update({c: None for c in _ORGAN_COLS})
                 unknown.extend(f"{c}:organ toxicity grades (organ_grades not supplied)" for c in _ORGAN_COLS)
@@ -527,6 +536,7 @@ def crs_daily_inputs(
                     graded = [(int(r["grade"]), lag, r) for lag, _, r, _ in rows if r.get("grade") is not None]
                     top = max([0, *(g for g, _, _ in graded)])
                     organ_vals[c] = top
+                    organ_vals[f"{c}_known"] = top  # audit s29 (6)
                     labels = sorted({_lab_label(r, g, lag, d) for g, lag, r in graded if g == top and g >= 1})
                     organ_vals[f"{c}_labs"] = ", ".join(labels) or None
                     names = {r.get("organ") if r.get("organ") is not None else "an unnamed lab value"
@@ -615,6 +625,8 @@ def _interval(row: Mapping[str, Any], feature: str) -> tuple[float, float]:
         return (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
     v = row[cols[0]]
     if v is None:
+        if kind == "grade":  # audit s29 (6): the grade the gradable labs settle stays a lower bound
+            return float(row.get(f"{cols[0]}_known") or 0), 4.0
         return {"bool": (0.0, 1.0), "grade": (0.0, 4.0), "num": (0.0, math.inf)}[kind]
     return float(v), float(v)
 

@@ -28,7 +28,8 @@ RULE_SET = "grade"
 ALWAYS = "__always"  # a column that is always True (feature `always`, and crs_gate with gate `none`)
 
 #: feature -> (kind, columns, evidence groups of crs_daily_inputs' feature_evidence).
-#: Kinds: bool, num, grade, range (a value known as [min, max]), const (always true).
+#: Kinds: bool, num, grade, range (a value known as [min, max]), const (always true). An organ-toxicity
+#: grade is a range: [the grade its gradable labs settle, the grade itself] (empty: unknown, up to 4).
 FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "fever": ("bool", ("fever",), ("fever", "other_cause")),
     "crs_gate": ("bool", ("crs_gate",), ("fever", "waiver", "other_cause")),
@@ -40,11 +41,11 @@ FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "o2_any": ("bool", ("o2_any",), ("o2",)),
     "fio2": ("range", ("fio2_min", "fio2_max"), ("o2",)),
     "ventilation_level": ("num", ("ventilation_level",), ("o2",)),
-    "organ_grade_max": ("grade", ("organ_grade_max",), ("organ",)),
-    "organ_grade_max_non_transaminase": ("grade", ("organ_grade_max_non_transaminase",), ("organ",)),
-    "organ_grade_max_transaminase": ("grade", ("organ_grade_max_transaminase",), ("organ",)),
-    "creatinine_grade": ("grade", ("creatinine_grade",), ("organ",)),
-    "lft_grade": ("grade", ("lft_grade",), ("organ",)),
+    "organ_grade_max": ("range", ("organ_grade_max_known", "organ_grade_max"), ("organ",)),
+    "organ_grade_max_non_transaminase": ("range", ("organ_grade_max_non_transaminase_known", "organ_grade_max_non_transaminase"), ("organ",)),
+    "organ_grade_max_transaminase": ("range", ("organ_grade_max_transaminase_known", "organ_grade_max_transaminase"), ("organ",)),
+    "creatinine_grade": ("range", ("creatinine_grade_known", "creatinine_grade"), ("organ",)),
+    "lft_grade": ("range", ("lft_grade_known", "lft_grade"), ("organ",)),
     "blood_products": ("bool", ("blood_products",), ("blood_products",)),
     "hospitalized": ("bool", ("hospitalized",), ("hospitalized",)),
     "iv_therapy": ("bool", ("iv_therapy",), ("iv_therapy",)),

@@ -158,6 +158,12 @@ INPUT_SCHEMA: dict[str, pl.DataType] = {
     "organ_grade_max_transaminase_labs": pl.String,
     "creatinine_grade_labs": pl.String,
     "lft_grade_labs": pl.String,
+    # the grade the gradable labs settle (a lower bound where an ungradable lab could raise it)
+    "organ_grade_max_known": pl.Int64,
+    "organ_grade_max_non_transaminase_known": pl.Int64,
+    "organ_grade_max_transaminase_known": pl.Int64,
+    "creatinine_grade_known": pl.Int64,
+    "lft_grade_known": pl.Int64,
     "blood_products": pl.Boolean,
     "hospitalized": pl.Boolean,
     "iv_therapy": pl.Boolean,
@@ -519,6 +525,10 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
     organ = ([pl.when(pl.col(f"_unk_{c}").fill_null(False) | lacking(c)).then(None).otherwise(pl.col(c).fill_null(0)).alias(c)
               for c in ORGAN_COLS] if organ_given
              else [pl.lit(None, dtype=pl.Int64).alias(c) for c in ORGAN_COLS])
+    # the lower bound an unknown organ input keeps: a bilirubin of CTCAE grade 3 beside an ALT without
+    # its ULN is "grade 3 LFTs" for sure, up to 4 (audit s29); 0 where no lab settles anything
+    organ += ([pl.col(c).fill_null(0).alias(f"{c}_known") for c in ORGAN_COLS] if organ_given
+              else [pl.lit(0, dtype=pl.Int64).alias(f"{c}_known") for c in ORGAN_COLS])
     empty = pl.lit([], dtype=pl.List(pl.String))
     return x.with_columns(
         _listed(unknown).alias("unknown_reasons"),
