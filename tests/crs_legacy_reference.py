@@ -17,6 +17,8 @@ Audit s29 (5) (/work/notes/audit_diffgrade, marked "audit s29"): the other-cause
 *fever* day; an afebrile day in the window keeps its waiver, and no temperature there is not unknown.
 Audit s29 (6) (/work/notes/audit_difflegacy case min4): an organ input left unknown by an ungradable
 lab keeps the grade its gradable labs settle as a lower bound (columns <input>_known).
+Audit s29 (7) (case min2): a vasopressor episode counts for a day it overlaps, not for a day whose
+first midnight it ended on.
 """
 
 from __future__ import annotations
@@ -375,7 +377,7 @@ def crs_daily_inputs(
             rec[key]["vaso_hours_day_max"] = _hours(_overlap(outer_u, d, d + 1))
             cmin = cmax = 0.0
             for a, b in episodes:
-                if a <= d + 1 and b >= d:
+                if a < d + 1 and b > d:  # audit s29 (7): overlapping the day, not touching its midnight
                     clip = [(max(x, a), min(y, b, d + 1)) for x, y in outer_u if y > a and x < b]
                     clip_in = [(max(x, a), min(y, b, d + 1)) for x, y in inner_u if y > a and x < b]
                     cmax = max(cmax, _overlap([c for c in clip if c[1] > c[0]], -math.inf, math.inf))

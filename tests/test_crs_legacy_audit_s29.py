@@ -29,3 +29,18 @@ def test_a_known_organ_grade_is_a_lower_bound():
     for s in ("lee2014", "cartox"):
         assert (g["P3"][f"crs_grade_{s}_min"], g["P3"][f"crs_grade_{s}_max"]) == (3, 4)
     assert (g["P2"]["crs_grade_lee2014_min"], g["P2"]["crs_grade_lee2014_max"]) == (3, 4)
+
+
+def test_a_vasopressor_episode_ended_by_midnight_does_not_count_the_next_day():
+    """MSKCC (Park 2018) grade 3 needs vasopressors >= 24 h (cumulative episode, gap 0). E4: vasopressin
+    `start_day 0, end_day 1` (whole days: it ends by day 2.0 at the latest) and norepinephrine from day
+    2.625 to 2.75; fever only on day 2. The day-2 episode is the norepinephrine's 3 h (15 h after the
+    vasopressin ended at the latest) -> MSKCC 2 for sure (was 2-3: the vasopressin episode "touched"
+    day 2 at its first midnight). E2: the same with no end on the norepinephrine (at most until the end
+    of day 2, 9 h) -> 2 (was 2-3). Fixture tests/fixtures/crs_legacy_s29/vaso_episode_midnight
+    (/work/notes/audit_difflegacy case min2)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = Analysis(read_study(FIX.parent / "vaso_episode_midnight")).table("crs_cross_scale")
+    g = {r["subject_id"]: (r["crs_grade_mskcc_min"], r["crs_grade_mskcc_max"]) for r in t.iter_rows(named=True)}
+    assert g["E4"] == (2, 2) and g["E2"] == (2, 2)

@@ -326,7 +326,9 @@ def _episode_hours(days: pl.DataFrame, episodes: pl.DataFrame, union: pl.DataFra
     day, counted up to the end of the day."""
     pieces = union.sort(SID, "a").join_asof(episodes.sort(SID, "A").select(SID, "ep", "A"), left_on="a",
                                             right_on="A", by=SID, strategy="backward", check_sortedness=False)
-    touching = days.join(episodes, on=SID).filter((pl.col("A") <= pl.col(D) + 1) & (pl.col("B") >= pl.col(D)))
+    # an episode overlapping the day [D, D+1): one that ended by midnight starting the day (or starts at
+    # the next midnight) gives no support that day (audit s29: a vasopressin "days 0-1" ends by day 2.0)
+    touching = days.join(episodes, on=SID).filter((pl.col("A") < pl.col(D) + 1) & (pl.col("B") > pl.col(D)))
     upto = pl.min_horizontal("b", pl.col(D) + 1) - pl.col("a")
     per_episode = (touching.join(pieces, on=[SID, "ep"], how="left").sort(SID, D, "ep", "a")
                    .group_by(SID, D, "ep").agg(_seq_sum(pl.when(pl.col("a") < pl.col(D) + 1).then(upto)
