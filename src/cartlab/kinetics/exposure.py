@@ -187,10 +187,11 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
                 if "subject_id" in usable.columns else []
             names = excluded["subject_id"].cast(pl.String).to_list() if "subject_id" in excluded.columns \
                 else [f"row {i + 1}" for i in range(excluded.height)]
-            for sid, why in zip(names, excluded["_why"].to_list()):
-                left_out.setdefault(why, [])
-                if sid not in left_out[why]:
-                    left_out[why].append(sid)
+            for sid, whys in zip(names, excluded["_why"].to_list()):
+                for why in whys.split("; "):  # one entry per reason, not per combination of reasons
+                    left_out.setdefault(why, [])
+                    if sid not in left_out[why]:
+                        left_out[why].append(sid)
             row: dict[str, Any] = {
                 "exposure": exp, "outcome": out, "n": len(x), "n_event": int(y.sum()),
                 "n_zero": int((~pos).sum()), "n_logit": int(pos.sum()),
