@@ -6,6 +6,7 @@ code below is the old implementation verbatim (only its imports changed); do not
 except where an audit derived the new behaviour by hand: count recovery (rewritten as a row loop of
 the audited rules) and IEC-HS (three-valued baseline status, missing inputs named, reported features),
 session 26, /work/notes/audit_crs_legacy; the hand-derived cases are tests/test_hemato_audit_s26.py.
+Session 30 (options audit): the low-risk band is written "score 0-1" (marked "session 30").
 Session 29 (/work/notes/audit_diffscore, marked "session 29"; cases tests/test_scores_audit_s29.py):
 a recovery run possible before the measured nadir opens the range; IEC-HS reads the highest value
 against its own row's ULN/LLN.
@@ -428,7 +429,11 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
             risk = top_group
         score = lo if not missing else None
         score_txt = f"score {lo}" if not missing else f"score {lo}-{hi} ({', '.join(missing)} missing)"
-        risk_txt = (f"{risk['label']} risk (score >= {risk['min_score']})" if risk is not None
+        # session 30 (options audit): the band of a group below the highest is "min-(next min - 1)"
+        # (Rejeski 2021: low 0-1, high >= 2), not ">= min"
+        higher = [int(g["min_score"]) for g in groups if risk is not None and int(g["min_score"]) > int(risk["min_score"])]
+        band = (f">= {risk['min_score']}" if not higher else f"{risk['min_score']}-{min(higher) - 1}") if risk else ""
+        risk_txt = (f"{risk['label']} risk (score {band})" if risk is not None
                     else "risk group undetermined: the possible scores span more than one group")
         row |= {
             "hematotox_score": score, "hematotox_score_min": lo, "hematotox_score_max": hi,

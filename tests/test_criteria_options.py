@@ -46,9 +46,15 @@ def test_resolved_overlays_the_set_options_on_the_table_defaults():
     # not set: the table's default (astct_crs_2019.yaml defaults), in the field's type
     assert r["fever_threshold_c"] == 38.0 and r["other_cause_event_window_days"] == (0, 3)
     assert r["summary_episode"] == "course" and r["assessment_window"] is None
-    # a table default without a field is passed through; the engine options come last
-    assert r["waiver_categories"] == ["tocilizumab", "corticosteroid"]
+    # waiver_categories is an option field since session 30 (it was recorded but could not be set)
+    assert r["waiver_categories"] == ("tocilizumab", "corticosteroid")
     assert list(r)[-1] == "criteria"
+    # a table default without a field (a table of another version) is passed through
+    from cartlab.criteria import load_raw
+
+    table = load_raw("astct_crs_2019")
+    other = {**table, "defaults": {**table["defaults"], "a_rule_level_option": [1, 2]}}
+    assert CrsOptions().resolved(other)["a_rule_level_option"] == [1, 2]
     i = IcansOptions().resolved()
     assert i == {"ice_min_age_years": 12, "excluded_attributions": ("other",), "episode_join_gap_days": 1,
                  "criteria": "astct_icans_2019"}

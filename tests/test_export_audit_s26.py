@@ -119,7 +119,7 @@ def test_adam_over_an_earlier_adam_export_leaves_no_file_of_another_format(small
     assert not [n for n in names if n.endswith(".parquet")], names  # no stale adtte.parquet beside adtte.xpt
     assert sorted(result["removed"]) == sorted(f"{n.lower()}.parquet" for n in DATASETS)
     export_adam(analysis, out, datasets=["ADSL"], formats=("csv",))
-    assert sorted(p.name for p in out.iterdir()) == [EXPORT_MARKER, "adsl.csv", "define.csv", "define.xml"]
+    assert sorted(p.name for p in out.iterdir()) == [EXPORT_MARKER, "adsl.csv", "analysis_options.json", "define.csv", "define.xml"]  # + options (s30)
 
 
 # ------------------------------------------------------------------------------------------------

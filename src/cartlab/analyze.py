@@ -62,6 +62,9 @@ class AnalysisOptions:
     crs_legacy: Any = None  # cartlab.grading.crs_legacy.CrsLegacyOptions (Lee 2014, Penn, CARTOX, MSKCC)
     molecular: Any = None  # cartlab.response.molecular.MolecularOptions (molecular response, antigen loss)
     strict: bool = False
+    #: the options as they were set (``from_settings``: the --options file and --set pairs, validated);
+    #: recorded as ``options_set`` in analysis.json, so ``--options analysis.json`` replays the analysis
+    settings: Any = field(default=None, compare=False, hash=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None = None, *, strict: bool = False) -> AnalysisOptions:
@@ -95,7 +98,28 @@ class AnalysisOptions:
                 raise
             except (TypeError, ValueError) as exc:
                 raise InputError(f"{name}: {exc}") from exc
-        return cls(strict=strict, **kw)
+        given = {k: dict(v) for k, v in (settings or {}).items() if k != "strict"}
+        given = json.loads(json.dumps(given, default=str))
+        if strict:
+            given["strict"] = True
+        return cls(strict=strict, settings=given, **kw)
+
+    def settings_record(self) -> dict[str, Any]:
+        """What was set (``options_set`` of analysis.json): the settings ``from_settings`` was given,
+        else (options built in Python) every engine option that differs from its class's default."""
+        if self.settings is not None:
+            return dict(self.settings)
+        out: dict[str, Any] = {"strict": True} if self.strict else {}
+        for name in OPTION_CLASSES:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            default = type(value)()
+            names = [f.name for f in fields(value)] if is_dataclass(value) else list(type(value).model_fields)
+            diff = {n: getattr(value, n) for n in names if getattr(value, n) != getattr(default, n)}
+            if diff:
+                out[name] = json.loads(json.dumps(diff, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
+        return out
 
     def endpoint_options(self):
         from dataclasses import replace
@@ -140,6 +164,10 @@ class AnalysisOptions:
                      self.best_response_options() if name == "best_response" else getattr(self, name))
             if value is None:
                 value = getattr(importlib.import_module(module), cls)()
+            if name == "ctcae":  # the study's comparison precision when not set (derive_ctcae applies it)
+                from cartlab.grading.ctcae import study_options
+
+                value = study_options(value)
             if name == "response":
                 data: Any = response_options_record(value, diseases)
             elif name == "best_response":
@@ -161,6 +189,49 @@ class AnalysisOptions:
                 data = {**data, "params": list(PARAMCDS)}  # the analysis derives them all
             out[name] = json.loads(json.dumps(data, default=str))
         return out
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def option_overrides(options: dict, defaults: dict | None = None) -> dict[str, tuple]:
+    """The options (``AnalysisOptions.to_dict()``) that differ from the defaults, as
+    ``{"engine.option": (value, default)}`` (empty: all defaults). Nested records are compared leaf
+    by leaf (``best_response.response.mrd_threshold``), and the best response's copy of a changed
+    ``response`` option is not listed twice."""
+    if defaults is None:
+        defaults = AnalysisOptions().to_dict()
+    have: dict[str, Any] = {}
+    base: dict[str, Any] = {}
+    _flatten("", options, have)
+    _flatten("", defaults, base)
+    def default(k: str) -> Any:  # a value set for all where the default is per disease: that mapping
+        if k in base:
+            return base[k]
+        nested = {b.removeprefix(k + "."): v for b, v in base.items() if b.startswith(k + ".")}
+        return nested or None
+
+    out = {k: (v, default(k)) for k, v in have.items() if default(k) != v}
+    for k in [k for k in out if k.startswith("best_response.response.")]:
+        if out.get(k.removeprefix("best_response.")) == out[k]:
+            del out[k]
+    return out
+
+
+def describe_options(overrides: dict, protocol: str | None = None) -> str:
+    """One line: "options: all defaults" or the non-default options with their defaults."""
+    if not overrides:
+        text = "options: all defaults"
+    else:
+        text = "options not default: " + "; ".join(
+            f"{k} = {json.dumps(v, default=str, ensure_ascii=False)} "
+            f"(default {json.dumps(d, default=str, ensure_ascii=False)})" for k, (v, d) in sorted(overrides.items()))
+    return text + (f"; protocol {protocol}" if protocol else "")
 
 
 #: the kinetics ``param`` when it was not set: what the engine does per subject
@@ -366,6 +437,7 @@ class Analysis:
             "inputs": self.study.sources.to_dicts(),
             "input_warnings": [w.to_dict() for w in getattr(self.study, "warnings", [])],
             "options": self.options.to_dict(diseases=self._diseases()),
+            "options_set": self.options.settings_record(),
             "criteria": criteria_versions(),
             "summary_columns": [{"table": t, "columns": list(c), "citation": cite} for t, cite, c in SUMMARY_SOURCES],
             "engines": [{"engine": s.engine, "tables": list(s.outputs), "seconds": round(self.timings.get(s.outputs[0], 0.0), 3),

@@ -244,9 +244,7 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
     opts = a.options.kinetics or CarKineticsOptions()
     k = _rows(a, "car_kinetics", sid)
     if k.height == 0:
-        return Explanation("kinetics", "no CARCOPY or CARCELL sample after the first infusion", "",
-                           pl.DataFrame(schema={"day": pl.Float64, "grade": pl.String, "rule": pl.String,
-                                                "reason": pl.String, "evidence": pl.List(pl.String)}))
+        return Explanation("kinetics", "no CARCOPY or CARCELL sample after the first infusion", "", _row_frame([]))
     r = k.row(0, named=True)
     prof = derive_car_profiles(a.study.subject(sid), opts)
     measured = prof.filter(~pl.col("imputed"))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from cartlab.analyze import describe_options, option_overrides  # noqa: F401  (re-exported)
 from cartlab.model import Study
 from cartlab.report.course_parts import fmt_dose
 
@@ -183,41 +184,6 @@ class StudyView:
             parts = {k[0]: v for k, v in frame.partition_by("subject_id", as_dict=True, maintain_order=True).items()}
             parts["__empty__"] = frame.clear()
             self._by_subject[key] = parts
-
-
-def option_overrides(options: dict, defaults: dict | None = None) -> dict[str, tuple]:
-    """The options (``AnalysisOptions.to_dict()``) that differ from the defaults, as
-    ``{"engine.option": (value, default)}`` (empty: all defaults)."""
-    if defaults is None:
-        from cartlab.analyze import AnalysisOptions
-
-        defaults = AnalysisOptions().to_dict()
-    out: dict[str, tuple] = {}
-    for engine, value in options.items():
-        base = defaults.get(engine)
-        if isinstance(value, dict) and isinstance(base, dict):
-            for k, v in value.items():
-                if k not in base or base[k] != v:
-                    out[f"{engine}.{k}"] = (v, base.get(k))
-        elif value != base:
-            out[engine] = (value, base)
-    return out
-
-
-def describe_options(overrides: dict, protocol: str | None = None) -> str:
-    """One line: "options: all defaults" or the non-default options with their defaults."""
-    if not overrides:
-        text = "options: all defaults"
-    else:
-        text = "options not default: " + "; ".join(f"{k} = {_fmt_opt(v)} (default {_fmt_opt(d)})"
-                                                   for k, (v, d) in sorted(overrides.items()))
-    return text + (f"; protocol {protocol}" if protocol else "")
-
-
-def _fmt_opt(v) -> str:
-    import json
-
-    return json.dumps(v, default=str, ensure_ascii=False)
 
 
 def build_view(study: Study, progress: Progress = _noop, protocol=None, options=None) -> StudyView:

@@ -267,8 +267,12 @@ def explain_cmd(
     options = analysis_options(options_file, set_options)
     data = _subject_data(subject, store, study, csv_dialect)
     ex = explain(data, what, options=options)
+    from cartlab.analyze import describe_options, option_overrides
+
     console.print(f"[bold]{escape(subject)}[/] · {escape(ex.headline)}")
     console.print(f"[dim]{escape(ex.criteria)}[/]", soft_wrap=True)
+    # every explanation says which options it was derived with (the analysis's, given by --options/--set)
+    console.print(f"[dim]{escape(describe_options(option_overrides(options.to_dict())))}[/]", soft_wrap=True)
     if all_days:
         days = ex.days
     elif "shown" in ex.days.columns:

@@ -330,7 +330,8 @@ OptionsFileOpt = Annotated[Optional[Path], typer.Option(
     "--options", metavar="FILE", help="A YAML file of engine options, e.g. 'icaht: {never_above_requires_full_window: true}' "
     "(engines: crs, icans, ctcae, icaht, t_icaht, count_recovery, car_hematotox, easix, iec_hs, crs_legacy, "
     "response, best_response, endpoints, molecular, kinetics; every option and the "
-    "value applied is listed in analysis.json, 'options'; docs/derivation-conventions.md).")]
+    "value applied is listed in analysis.json, 'options'; docs/derivation-conventions.md). An analysis.json "
+    "replays the options that analysis was given ('options_set').")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="One engine option, ENGINE.OPTION=VALUE (a YAML value), e.g. --set crs.fever_threshold_c=38.3; "
     "repeatable; applied after --options.")]
@@ -353,6 +354,16 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
             raise _usage(f"--options {options_file}: {exc}") from None
         if not isinstance(loaded, dict):
             raise _usage(f"--options {options_file}: expected a mapping of engine: {{option: value}}")
+        if "cartlab_version" in loaded:  # an analysis.json: replay the options that analysis was given
+            if not isinstance(loaded.get("options_set"), dict):
+                raise _usage(f"--options {options_file}: this analysis.json (cartlab {loaded['cartlab_version']}) has no "
+                             "'options_set' (written before it was recorded); write the options as a YAML file "
+                             "(its 'options' lists every value applied)")
+            if loaded["cartlab_version"] != __version__:
+                err.print(f"  [yellow]![/] --options {options_file}: written by cartlab {loaded['cartlab_version']}, "
+                          f"this is {__version__}: the options set are replayed, the defaults are this version's "
+                          "(CHANGELOG.md)", highlight=False, soft_wrap=True)
+            loaded = loaded["options_set"]
         settings = {k: dict(v) if isinstance(v, dict) else v for k, v in loaded.items()}
     for item in set_options or []:
         key, sep, text = item.partition("=")

@@ -129,6 +129,28 @@ def options_markdown(cls: type, tables: tuple[str, ...] | None = None) -> str:
     return "\n".join(rows)
 
 
+def _check_values(cls: type, obj: Any) -> None:
+    """Values of the right type that cannot be meant: a reversed window (``*_window``,
+    ``*_window_days``: [start, end] with start > end), a value outside the class's ``limits``
+    (``{option: (low, high, what it is)}``, e.g. a fever threshold given in Fahrenheit), an entry
+    outside the class's ``allowed`` values (``{option: (values...)}``)."""
+    for f in _fields(obj):
+        v = getattr(obj, f.name)
+        if (f.name.endswith(("_window", "_window_days")) and isinstance(v, tuple) and len(v) == 2
+                and all(isinstance(x, (int, float)) for x in v) and v[0] > v[1]):
+            raise InputError(f"{cls.__name__}: {f.name}={list(v)} is reversed; write [start, end] with start <= end")
+    for name, (low, high, what) in getattr(cls, "limits", {}).items():
+        v = getattr(obj, name, None)
+        if isinstance(v, (int, float)) and not low <= v <= high:
+            raise InputError(f"{cls.__name__}: {name}={v!r} is not {what} (expected {low} to {high})")
+    for name, values in getattr(cls, "allowed", {}).items():
+        v = getattr(obj, name, None)
+        bad = [x for x in (v if isinstance(v, tuple) else ()) if x not in values]
+        if bad:
+            raise InputError(f"{cls.__name__}: {name}: unknown value(s) {', '.join(map(repr, bad))}; "
+                             f"the values are {', '.join(values)}")
+
+
 def _message(cls: type, exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
@@ -166,6 +188,7 @@ class CriteriaOptions:
                 init(self, *args, **kw)
             except ValidationError as exc:
                 raise InputError(_message(cls, exc)) from None
+            _check_values(cls, self)
 
         cls.__init__ = __init__
         if cls.criteria_tables():

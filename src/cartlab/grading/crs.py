@@ -14,7 +14,7 @@ derives episodes and the ``subject_summary.csv`` columns ``crs_grade_astct``, ``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 import polars.selectors as cs
@@ -29,6 +29,7 @@ from cartlab.grading.crs_features import (
     norm_text,
     norm_values,
 )
+from cartlab.io.schema import CATEGORIES
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -64,7 +65,16 @@ class CrsOptions(CriteriaOptions):
     assessment_window: tuple[Number | None, Number | None] | None = None
     assessment_end_events: tuple[str, ...] | None = None
     unattributed_death: Literal["during_crs", "always"] | None = None
+    waiver_categories: tuple[str, ...] | None = None
     criteria: str = "astct_crs_2019"
+
+    #: values of the right type that cannot be meant (checked when the options are made)
+    limits: ClassVar[dict[str, tuple[float, float, str]]] = {
+        "fever_threshold_c": (35.0, 43.0, "a body temperature in degrees Celsius"),
+        "sbp_cutoff_mmhg": (40.0, 200.0, "a systolic blood pressure in mmHg"),
+    }
+    allowed: ClassVar[dict[str, tuple[str, ...]]] = {
+        "waiver_categories": CATEGORIES, "other_cause_intervention_categories": CATEGORIES}
 
     def attribution(self) -> FeverAttribution:
         """The fever-attribution options as the shared feature layer takes them."""

@@ -115,9 +115,41 @@ class CrsLegacyOptions:
             raise ValueError(f"organ_labs must be one of {ORGAN_LABS}, not {self.organ_labs!r}")
         if isinstance(self.organ_labs_days, bool) or not isinstance(self.organ_labs_days, int) or self.organ_labs_days < 0:
             raise ValueError(f"organ_labs_days must be a whole number of days >= 0, not {self.organ_labs_days!r}")
+        for name, (low, high, what) in (("fever_threshold_c", (35.0, 43.0, "a body temperature in degrees Celsius")),
+                                        ("sbp_cutoff_mmhg", (40.0, 200.0, "a systolic blood pressure in mmHg"))):
+            v = getattr(self, name)
+            if isinstance(v, (int, float)) and not low <= v <= high:
+                raise ValueError(f"{name}={v!r} is not {what} (expected {low} to {high})")
+        if not isinstance(self.scale_params, Mapping):
+            raise ValueError(f"scale_params must be a mapping {{scale: {{option: value}}}}, not {self.scale_params!r}")
         unknown = set(self.scale_params) - set(SCALES)
         if unknown:
             raise ValueError(f"scale_params for unknown scale(s) {sorted(unknown)}; known: {SCALES}")
+        defaults = self.scale_defaults()
+        for scale, params in self.scale_params.items():
+            if not isinstance(params, Mapping):
+                raise ValueError(f"scale_params.{scale} must be a mapping {{option: value}}, not {params!r}")
+            bad = sorted(set(params) - set(defaults[scale]))
+            if bad:
+                raise ValueError(f"scale_params.{scale}: unknown option(s) {bad}; the options of "
+                                 f"{TABLE_NAMES[scale]}.yaml are {', '.join(defaults[scale])}")
+
+    @staticmethod
+    def scale_defaults() -> dict[str, dict[str, Any]]:
+        """Each scale table's ``defaults`` (the options ``scale_params`` may override)."""
+        from cartlab.criteria import load_table
+
+        return {scale: dict(load_table(TABLE_NAMES[scale]).defaults) for scale in SCALES}
+
+    def resolved(self) -> dict[str, Any]:
+        """Every option as applied, ``scale_params`` as each scale's table defaults overlaid with
+        the overrides (what ``analysis.json`` records)."""
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["scale_params"] = {scale: {**d, **dict(self.scale_params.get(scale, {}))}
+                               for scale, d in self.scale_defaults().items()}
+        return out
 
 
 INPUT_SCHEMA: dict[str, pl.DataType] = {

@@ -77,7 +77,27 @@ __all__ = [
     "metadata_units",
     "signif",
     "signif_scalar",
+    "study_options",
+    "study_signif_digits",
 ]
+
+
+def study_signif_digits() -> int:
+    """The comparison precision of :func:`derive_ctcae` when ``signif_digits`` is not set: a study's
+    values are stored at ``SIG_DIGITS`` (12) significant digits after unit conversion, so a value on a
+    bound in its own unit (bilirubin 3.6 mg/dL = 3.0 x ULN 1.2 mg/dL) can differ from the converted
+    bound in the 12th digit: one digit less (admiral's 15 assumes values as given; ``cartlab ctcae``
+    on a table keeps 15)."""
+    from cartlab.io.study_folder import SIG_DIGITS
+
+    return SIG_DIGITS - 1
+
+
+def study_options(options: CtcaeOptions | None = None) -> CtcaeOptions:
+    """The options :func:`derive_ctcae` applies to a study: ``signif_digits`` at
+    :func:`study_signif_digits` unless set (what ``analysis.json`` records as applied)."""
+    options = options or CtcaeOptions()
+    return options if options.signif_digits is not None else replace(options, signif_digits=study_signif_digits())
 
 
 def _grade_partition(part: pl.DataFrame, table: CompiledTable, entry: Entry, gids: dict[str, int],
@@ -393,14 +413,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     options = options or CtcaeOptions()
     if options.units == "US":
         raise ValueError("derive_ctcae grades canonical observations, which are in SI units; use units='SI' or 'auto'")
-    if options.signif_digits is None:
-        # a study's values are stored at SIG_DIGITS (12) significant digits after unit conversion, so
-        # a value on a bound in its own unit (bilirubin 3.6 mg/dL = 3.0 x ULN 1.2 mg/dL) can differ from
-        # the converted bound in the 12th digit: compare at one digit less (admiral's 15 assumes values
-        # as given; `cartlab ctcae` on a table keeps 15)
-        from cartlab.io.study_folder import SIG_DIGITS
-
-        options = replace(options, signif_digits=SIG_DIGITS - 1)
+    options = study_options(options)
     obs = study.observations if hasattr(study, "observations") else study
     tabs = tables(None, replace(options, units="SI"))
     pmap = param_terms(tabs)

@@ -542,7 +542,11 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
                        .then(_risk_group(lo, groups)).alias("_risk"))
     risk = pl.col("_risk")
     labels = {g["id"]: g["label"] for g in groups}
-    risk_txt = {g["id"]: f"{g['label']} risk (score >= {g['min_score']})" for g in groups}
+    # each group's band: from its min_score up to the next higher group's (groups: highest first)
+    above = [None, *(int(g["min_score"]) for g in groups[:-1])]
+    risk_txt = {g["id"]: f"{g['label']} risk (score " + (f">= {g['min_score']})" if top is None else
+                                                        f"{g['min_score']}-{top - 1})")
+                for g, top in zip(groups, above)}
     score_txt = pl.when(complete).then(pl.format("score {}", lo)).otherwise(
         pl.format("score {}-{} ({} missing)", lo, hi, miss.list.join(", ")))
     f = f.with_columns(

@@ -195,20 +195,11 @@ def report_provenance(analysis) -> dict[str, Any]:
     cached = getattr(analysis, "_report_provenance", None)
     if cached is not None:
         return cached
-    from cartlab.analyze import AnalysisOptions
+    from cartlab.analyze import option_overrides
 
     used = analysis.options.to_dict()
-    default = AnalysisOptions().to_dict()
-    changed = []
-    for engine, values in used.items():
-        base = default.get(engine)
-        if isinstance(values, dict) and isinstance(base, dict):
-            for k, v in values.items():
-                if base.get(k) != v:
-                    changed.append({"option": f"{engine}.{k}", "value": json.dumps(v), "default": json.dumps(base.get(k))})
-        elif values != base:
-            changed.append({"option": engine, "value": json.dumps(values, default=str),
-                            "default": json.dumps(base, default=str)})
+    changed = [{"option": k, "value": json.dumps(v, default=str), "default": json.dumps(d, default=str)}
+               for k, (v, d) in sorted(option_overrides(used).items())]
     try:
         from cartlab.analyze import criteria_versions
 

@@ -34,11 +34,12 @@ __all__ = ["DATASETS", "FORMATS", "adam_frames", "cdisc_day", "check_unique_ids"
 FORMATS = ("xpt", "csv", "parquet")
 DATASETS = tuple(BUILDERS)
 _ADAM_FILE = re.compile(rf"^(?:(?:{'|'.join(n.lower() for n in DATASETS)})\.(?:{'|'.join(FORMATS)})"
-                        r"|define\.(?:csv|xml))$", re.IGNORECASE)
+                        r"|define\.(?:csv|xml)|analysis_options\.json)$", re.IGNORECASE)
 
 
 def is_adam_file(name: str) -> bool:
-    """A file an ADaM export owns (``adsl.xpt`` ... ``adpp.parquet``, ``define.csv``, ``define.xml``)."""
+    """A file an ADaM export owns (``adsl.xpt`` ... ``adpp.parquet``, ``define.csv``, ``define.xml``,
+    ``analysis_options.json``)."""
     return bool(_ADAM_FILE.match(name))
 
 
@@ -115,6 +116,17 @@ def write_adam(analysis, folder: Path, formats: tuple[str, ...] | list[str] = ("
     if define_xml:
         write_define_xml(spec, define, analysis.study.study_id, folder / "define.xml")
         files.append("define.xml")
+    # the options the datasets were derived with (a CRSGRMX at 38.3 C looks like one at 38.0 C):
+    # every value applied and what was set; `cartlab analyze --options analysis_options.json` replays it
+    import json
+
+    from cartlab import __version__
+
+    record = {"cartlab_version": __version__, "study_id": analysis.study.study_id,
+              "options": analysis.options.to_dict(diseases=analysis._diseases()),
+              "options_set": analysis.options.settings_record()}
+    (folder / "analysis_options.json").write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+    files.append("analysis_options.json")
     return {"datasets": {n: f.height for n, f in frames.items()}, "files": files, "not_written": not_written,
             "notes": notes}
 
