@@ -6,6 +6,7 @@ import json
 
 import polars as pl
 
+from cartlab.io.schema import O2_DEVICES
 from cartlab.io.sdtm.common import (
     BAD_DTC,
     Ctx,
@@ -19,7 +20,7 @@ from cartlab.io.sdtm.common import (
     time_reason,
 )
 from cartlab.io.sdtm.dates import parse_dtc
-from cartlab.io.sdtm.files import DomainFile
+from cartlab.io.sdtm.files import ROW, DomainFile
 from cartlab.io.sdtm.mapping import SdtmMapping
 from cartlab.io.study_folder import dose_unit
 from cartlab.kinetics.agents import car_t_agent_expr
@@ -69,7 +70,40 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
                                pl.lit(None, dtype=pl.String).alias("__infdtm"))
     return dmf.select("subject_id", pl.coalesce("__ex", "__rfx").alias("__anchor"), "__nominal",
                       pl.when(pl.col("__ex").is_not_null() & ~pl.col("__nominal")).then(pl.col("__infdtm"))
-                      .alias("__infdtm"))
+                      .alias("__infdtm"),
+                      pl.when(pl.col("__ex").is_null() & pl.col("__rfx").is_not_null()).then(pl.lit("RFXSTDTC"))
+                      .alias("__anchor_from"))
+
+
+def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None) -> list[tuple[str, str, list[int]]]:
+    """Subjects whose day 0 is DM.RFXSTDTC although EX/EC has exposures for them, none recognised as
+    a CAR-T: (subject, message, EX record numbers). SDTMIG's RFXSTDTC is the first exposure to any
+    study treatment (often the lymphodepletion), so an unrecognised product name (a code such as
+    CTL019) would shift every study day by the lead time without a word."""
+    if ex is None or "__anchor_from" not in anc.columns:
+        return []
+    dom = ex.domain
+    if not ex.has(f"{dom}TRT"):
+        return []
+    via = anc.filter(pl.col("__anchor_from") == "RFXSTDTC").select("subject_id", "__anchor")
+    if via.height == 0:
+        return []
+    recs = ex.df.select(pl.col("USUBJID").cast(pl.String).alias("subject_id"), ex.text(f"{dom}TRT").alias("trt"),
+                        pl.col(ROW)).join(via, on="subject_id", how="inner")
+    by_names: dict[str, tuple[list[str], list[int]]] = {}
+    for (sid,), g in recs.group_by("subject_id", maintain_order=True):
+        names = ", ".join(sorted({str(t) for t in g["trt"].drop_nulls().to_list()}))
+        ids, rows = by_names.setdefault(names, ([], []))
+        ids.append(f"{sid} ({g['__anchor'][0]:%Y-%m-%d})")
+        rows.extend(g[ROW].to_list())
+    out = []
+    for names, (ids, rows) in by_names.items():
+        who = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        out.append((who, f"no {dom}TRT is recognised as a CAR-T ({names}), so day 0 is DM.RFXSTDTC (the first "
+                         "exposure to any study treatment, often the lymphodepletion) for USUBJID " + who +
+                         ": if the CAR-T is one of these, name it in the mapping's ex_agents (e.g. 'ex_agents: "
+                         "{CTL019: CAR-T}'), or every study day is shifted", sorted(rows)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +263,16 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     category = pl.coalesce(cat_direct, look("CMDECOD", 0), look("CMTRT", 0))
     agent = pl.coalesce(look("CMDECOD", 1), look("CMTRT", 1), cm.text("CMTRT"))
     device_text = pl.coalesce(upper(cm, "CMDOSFRM"), upper(cm, "CMROUTE"), upper(cm, "CMTRT"))
-    device = pl.coalesce(supp_col(cm, "o2_device"), look("CMDECOD", 2), look("CMTRT", 2),
+    # SUPPCM O2DEV: a study-format code (nasal_cannula, any case) or a term of the o2_devices mapping
+    # (NASAL CANNULA), read like CMDOSFRM/CMROUTE; any other value is not guessed (the record is not
+    # mapped, with the value in the reason)
+    supp_dev = supp_col(cm, "o2_device").cast(pl.String).str.strip_chars()
+    supp_up = supp_dev.str.to_uppercase()
+    codes = {c.upper(): c for c in O2_DEVICES}
+    supp_norm = pl.coalesce(supp_up.replace_strict(codes, default=None, return_dtype=pl.String),
+                            supp_up.str.replace_all(r"[\s-]+", "_").replace_strict(codes, default=None, return_dtype=pl.String),
+                            supp_up.replace_strict(m.o2_devices, default=None, return_dtype=pl.String))
+    device = pl.coalesce(supp_norm, look("CMDECOD", 2), look("CMTRT", 2),
                          device_text.replace_strict(m.o2_devices, default=None, return_dtype=pl.String))
     unit_raw = cm.text("CMDOSU")
     unit = m.unit_expr(unit_raw)
@@ -241,11 +284,15 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         except UnitError:
             pass
     indc = upper(cm, "CMINDC")
-    df = df.with_columns(category.alias("__cat"), agent.alias("__agent"), device.alias("__dev"))
+    df = df.with_columns(category.alias("__cat"), agent.alias("__agent"), device.alias("__dev"),
+                         supp_dev.alias("__dev_given"), supp_norm.alias("__dev_norm"))
     reason = first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
         (pl.col("__cat").is_null(),
          "CM term not in the intervention mapping (cm_terms / cm_categories, or its CMROUTE is excluded)"),
+        (pl.col("__dev_given").is_not_null() & (pl.col("__dev_given") != "") & pl.col("__dev_norm").is_null(),
+         pl.format("SUPPCM O2DEV '{}' is not an oxygen device of the study format ({}) nor of the o2_devices "
+                   "mapping", pl.col("__dev_given"), pl.lit(", ".join(O2_DEVICES)))),
         ((pl.col("__cat") == "oxygen") & pl.col("__dev").is_null(), "oxygen without a device (o2_device is required)"),
         *time_reason("s", "CMSTDTC"),
         ((pl.col("e__dstatus") == "partial"), "partial date in CMENDTC: not placed on a day"),

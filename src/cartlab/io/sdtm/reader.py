@@ -19,7 +19,16 @@ from cartlab.errors import InputError
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue
-from cartlab.io.sdtm.clinical import anchors, dm_deaths, map_cm, map_dm, map_events, map_ex, unmapped
+from cartlab.io.sdtm.clinical import (
+    anchors,
+    dm_deaths,
+    map_cm,
+    map_dm,
+    map_events,
+    map_ex,
+    rfxstdtc_anchor_warnings,
+    unmapped,
+)
 from cartlab.io.sdtm.common import Ctx, attach_supp
 from cartlab.io.sdtm.dates import PARTIAL_DATES
 from cartlab.io.sdtm.files import ROW, DomainFile, find_domains, load_domain
@@ -125,6 +134,9 @@ def read_sdtm(
     for dom, f in files.items():
         if dom not in m.unmapped_domains:
             f.require("USUBJID")
+            # SDTMIG: USUBJID is required in every record; a record without one belongs to no subject
+            f.fail(pl.col("USUBJID").cast(pl.String).str.strip_chars().fill_null("") == "", "USUBJID",
+                   "USUBJID is empty (SDTMIG: required in every record)")
     statuses: list[tuple[DomainFile, pl.DataFrame]] = []
     for dom, f in files.items():
         if dom.startswith("SUPP") and len(dom) > 4:
@@ -142,7 +154,20 @@ def read_sdtm(
     subjects, st = map_dm(dm, ctx)
     statuses.append((dm, st))
     tables: dict[str, list[pl.DataFrame]] = {"doses": [], "observations": [], "interventions": [], "events": []}
-    warnings: list[Issue] = []
+    warnings: list[Issue] = [SdtmIssue(ex.name, f"{ex.domain}TRT", msg, rows, "warning")
+                             for _sid, msg, rows in rfxstdtc_anchor_warnings(anc, ex)]
+    in_dm = set(ctx.subjects.to_list())
+    for dom, f in files.items():  # records of subjects DM does not have: not mapped, and said so
+        if dom == "DM" or dom in m.unmapped_domains:
+            continue
+        stray = f.df.filter(~pl.col("USUBJID").cast(pl.String).is_in(sorted(in_dm))).select(
+            pl.col("USUBJID").cast(pl.String), ROW)
+        if stray.height:
+            ids = stray["USUBJID"].unique(maintain_order=True).to_list()
+            who = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+            warnings.append(SdtmIssue(f.name, "USUBJID", f"{stray.height:,} record(s) of USUBJID {who}, not a "
+                                      "subject of DM: not mapped (counted in the mapping report)",
+                                      stray[ROW].to_list(), "warning"))
     for dom, f in files.items():
         if dom == "DM" or (dom.startswith("SUPP") and len(dom) > 4):
             continue
