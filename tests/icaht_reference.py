@@ -7,6 +7,8 @@ tests/test_hemato_vectorised.py checks that :func:`cartlab.grading.icaht.icaht` 
 :func:`cartlab.grading.t_icaht.t_icaht` (and their daily series) give identical frames. The code below
 is the old implementation of what changed, verbatim (the old event windows, late features and
 reasons, and the functions calling them); what did not change is imported. Do not "fix" it here.
+Session 30: daily_series' `source` names a not-measured day's word (simulated, synthetic,
+reconstructed) instead of "measured"; the two checks of a recorded day follow (marked "session 30").
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFra
 def _late_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float],
                    wins: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     cmp = CMP["<=" if opts["inclusive"] else "<"]
-    meas = daily.filter((pl.col("source") == "measured") & (pl.col("window") == "late"))
+    meas = daily.filter(~pl.col("source").is_in(["interpolated", "missing"]) & (pl.col("window") == "late"))  # session 30
     by_sid = {k[0]: g for k, g in meas.partition_by("subject_id", as_dict=True).items()}
     rows = []
     for sid in sids:
@@ -330,7 +332,7 @@ def _censor_after_end(daily: pl.DataFrame, early_w: dict, late_w: dict, opts: di
     last: dict[str, int | None] = {}
     for i in range(len(rows) - 1, -1, -1):
         r = rows[i]
-        if r["source"] == "measured":
+        if r["source"] not in ("interpolated", "missing"):  # session 30: a simulated/synthetic day is recorded too
             last[r["subject_id"]] = r["day"]
         nxt[i] = last.get(r["subject_id"])
     for i, r in enumerate(rows):

@@ -21,7 +21,7 @@ import polars as pl
 from cartlab.criteria import CriteriaOptions, CriteriaTable, Rule, decision
 from cartlab.criteria.model import Leaf, leaves
 from cartlab.io.dictionary import load_dictionary
-from cartlab.model import Study
+from cartlab.model import NOT_MEASURED_SOURCES, Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 from cartlab.units import conversion
 
@@ -277,13 +277,39 @@ def transfusion_days(study: Study, categories: Iterable[str]) -> pl.DataFrame:
 INTERPOLATION_SIG_DIGITS = 12
 
 
+def recorded_day(col: str = "source") -> pl.Expr:
+    """A day of :func:`daily_series` with a value recorded that day (``source`` measured, or the
+    not-measured word of its rows: simulated, synthetic, reconstructed), not interpolated or missing."""
+    return ~pl.col(col).is_in(["interpolated", "missing"]) & pl.col(col).is_not_null()
+
+
+def _not_measured_days(study: Study, param: str) -> pl.DataFrame:
+    """(subject_id, d, _prov): the calendar days whose every value of ``param`` has a not-measured
+    source (:data:`cartlab.model.NOT_MEASURED_SOURCES`), with that word (the first in that order)."""
+    schema = {"subject_id": pl.String, "d": pl.Int64, "_prov": pl.String}
+    obs = study.observations
+    if "source" not in obs.columns:
+        return pl.DataFrame(schema=schema)
+    src = pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase()
+    rank = {w: i for i, w in enumerate(NOT_MEASURED_SOURCES)}
+    days = (obs.filter((pl.col("param") == param) & pl.col("value").is_not_null() & pl.col("day").is_not_null())
+            .select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("d"),
+                    src.replace_strict(rank, default=None, return_dtype=pl.Int64).alias("_r"))
+            .group_by("subject_id", "d").agg(pl.col("_r").is_not_null().all().alias("_all"), pl.col("_r").min()))
+    words = {i: w for w, i in rank.items()}
+    return days.filter(pl.col("_all")).select(
+        "subject_id", "d", pl.col("_r").replace_strict(words, return_dtype=pl.String).alias("_prov")).cast(schema)
+
+
 def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> pl.DataFrame:
     """One row per subject and calendar day from its first to its last measured day of ``param``.
 
     ``value`` is the day's ``opts["daily_value"]`` (min | max | mean | last) or, when
     ``opts["interpolate"]``, the linear interpolation of the neighbouring measured days (not across
     more than ``opts["max_interpolation_gap_days"]`` missing days when set); otherwise missing.
-    Columns: ``subject_id``, ``day``, ``value``, ``source`` (measured | interpolated | missing),
+    Columns: ``subject_id``, ``day``, ``value``, ``source`` (measured | interpolated | missing; a
+    recorded day whose every row is simulated, synthetic or reconstructed has that word instead of
+    measured: :func:`recorded_day`),
     ``prev_day``/``next_day`` (interpolation neighbours), ``reason``, ``evidence``; rows in subject
     and day order.
     """
@@ -319,16 +345,19 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
         (pl.col("d") - pl.col("prev_day")) / (pl.col("next_day") - pl.col("prev_day"))
     )).round_sig_figs(INTERPOLATION_SIG_DIGITS)
     measured = pl.col("value").is_not_null()
+    # a day whose every value of the param is not measured (simulated, synthetic, reconstructed) says
+    # so: `source` is that word, not "measured" (a recorded value either way: recorded_day())
+    f = f.join(_not_measured_days(study, param), on=["subject_id", "d"], how="left", maintain_order="left")
     f = f.with_columns(
         pl.when(measured).then(pl.col("value")).when(gap_ok).then(interp).alias("value"),
-        pl.when(measured).then(pl.lit("measured")).when(gap_ok).then(pl.lit("interpolated"))
-        .otherwise(pl.lit("missing")).alias("source"),
+        pl.when(measured).then(pl.coalesce(pl.col("_prov"), pl.lit("measured"))).when(gap_ok)
+        .then(pl.lit("interpolated")).otherwise(pl.lit("missing")).alias("source"),
     )
-    is_m, is_i = pl.col("source") == "measured", pl.col("source") == "interpolated"
+    is_m, is_i = recorded_day(), pl.col("source") == "interpolated"
     refs = pl.concat_str([pl.when(rows & (pl.col(c) != "")).then(pl.col(c)) for rows, c in
                           ((is_m, "_rs"), (is_i, "prev_rs"), (is_i, "next_rs"))], separator=_SEP, ignore_nulls=True)
     f = f.with_columns(
-        pl.when(is_m).then(pl.concat_str(pl.lit(f"measured {label} "), pl.col("_vs")))
+        pl.when(is_m).then(pl.concat_str(pl.col("source"), pl.lit(f" {label} "), pl.col("_vs")))
         .when(is_i).then(pl.concat_str(
             pl.lit("interpolated "), pl.col("value").round(3).cast(pl.String), pl.lit(" between day "),
             pl.col("prev_day").cast(pl.String), pl.lit(" ("), pl.col("prev_vs"), pl.lit(") and day "),

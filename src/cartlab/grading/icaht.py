@@ -36,6 +36,7 @@ from cartlab.grading.hemato_common import (
     grades,
     in_window,
     py_str,
+    recorded_day,
     rule_features,
     subject_ids,
     table_levels,
@@ -175,7 +176,7 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
     second lowest with their days, count at or below each level) and evidence."""
     sid = "subject_id"
     cmp = CMP["<=" if opts["inclusive"] else "<"]
-    meas = daily.filter((pl.col("source") == "measured") & (pl.col("window") == "late"))
+    meas = daily.filter(recorded_day() & (pl.col("window") == "late"))
     by_value = meas.sort("anc", "day").group_by(sid, maintain_order=True).agg(
         pl.len().alias("late_n_measurements"),
         pl.col("anc").first().alias("late_anc_nadir"), pl.col("day").first().alias("late_anc_nadir_day"),

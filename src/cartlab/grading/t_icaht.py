@@ -34,6 +34,7 @@ from cartlab.grading.hemato_common import (
     grades,
     in_window,
     py_str,
+    recorded_day,
     rule_features,
     subject_ids,
     table_levels,
@@ -168,7 +169,7 @@ def _censor_interpolation(daily: pl.DataFrame, opts: dict[str, Any], early_hi: f
            .cast(pl.Int64))
     why = pl.when(pl.col("window") == "early").then(pl.col("_ewhy")).otherwise(pl.col("_lwhy"))
     # the next measured day (from the sources: daily_series' next_day is not filled on interpolated days)
-    nxt = (pl.when(pl.col("source") == "measured").then(pl.col("day")).backward_fill().over("subject_id"))
+    nxt = (pl.when(recorded_day()).then(pl.col("day")).backward_fill().over("subject_id"))
     daily = daily.with_columns(cut.alias("_cut"), why.alias("_cwhy"), nxt.alias("_next"))
     leak = (pl.col("source") == "interpolated") & pl.col("_cut").is_not_null() & (pl.col("_next") > pl.col("_cut"))
     return daily.with_columns(
@@ -187,7 +188,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     per level the duration and the measured days below, and transfusion-supported days."""
     win = daily.filter(pl.col("window") == window)
     known = win.filter(pl.col("plt").is_not_null())
-    meas = known.filter(pl.col("source") == "measured").sort("plt", "day")
+    meas = known.filter(recorded_day()).sort("plt", "day")
     out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
     out = out.join(known.group_by("subject_id").agg(
         pl.len().alias(f"{prefix}n_days"),

@@ -203,6 +203,7 @@ class _Tracker:
         self.prov: set[str] = set()
         self.blq = False
         self.hatched = False
+        self.hatched_kinds: set[str] = set()  # the not-measured sources of hatched bars (simulated ...)
         self.panels_with_data: dict[str, bool] = {}
         self.strip: set[str] = set()  # marker kinds drawn in the treatment strip
         self.grades: set[int] = set()  # grade colours drawn in the grade band
@@ -443,6 +444,7 @@ def _draw_strip(ax, lanes, tracker: _Tracker, lo: float, hi: float) -> None:
                     left, right = min(s, e) - 0.4, max(s, e) + 0.4
                     if prov == "reconstructed":
                         tracker.hatched = True
+                        tracker.hatched_kinds.add((r["source"] or "").strip().lower())
                         ax.barh(y, right - left, left=left, height=0.5, color="white",
                                 edgecolor=color, hatch="////", lw=1.0, alpha=0.9, zorder=2)
                     else:

@@ -144,7 +144,8 @@ def _legend_handles(tracker: _Tracker, grades_shown: bool, has_events: bool) -> 
         key.append(Line2D([], [], marker="o", ls=(0, (1.5, 1.5)), ms=5.5, mfc="white",
                           mec="#555555", color="#555555", label=RECONSTRUCTED_CAPTION))
     if tracker.hatched:
-        key.append(Patch(facecolor="white", edgecolor="#555555", hatch="////", label="hatched bar = reconstructed timing"))
+        kinds = "/".join(sorted(tracker.hatched_kinds)) or "reconstructed"  # the words of the data (simulated ...)
+        key.append(Patch(facecolor="white", edgecolor="#555555", hatch="////", label=f"hatched bar = {kinds} timing"))
     if tracker.blq:
         key.append(Line2D([], [], marker="v", ls="none", ms=6, mfc="#777777", mec="#777777", label=BLQ_CAPTION))
     return key

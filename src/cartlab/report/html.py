@@ -314,7 +314,7 @@ def _observation_overview(obs: pl.DataFrame) -> dict:
             pl.col("day").min().alias("first"),
             pl.col("day").max().alias("last"),
             (src == "paper").sum().alias("paper"),
-            src.is_in(["reconstructed", "synthetic"]).sum().alias("recon"),
+            src.is_in(list(NOT_MEASURED_SOURCES)).sum().alias("recon"),  # simulated rows too (s30 audit)
             pl.col("unit").drop_nulls().first().alias("unit"),
         )
         .sort("param")
@@ -332,7 +332,7 @@ def _observation_overview(obs: pl.DataFrame) -> dict:
     return {
         "num": [False, False] + [True] * 6,
         "headers": ["Parameter", "Unit", "Rows", "First day", "Last day", "Stated in paper",
-                    "Reconstructed / synthetic", "Measured"],
+                    "Not measured (reconstructed, synthetic, simulated)", "Measured"],
         "rows": rows,
     }
 

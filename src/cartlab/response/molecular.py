@@ -32,7 +32,9 @@ Target antigen (TGTBLAST, % of blasts positive for ``analyte``, e.g. CD7): its p
 * ``antigen.retained``: at or above the cut-off (``antigen_loss`` false).
 
 ``with_relapse_marrow`` is true when the same day has marrow blasts (BMBLAST) >= 5%, false when
-below 5%, and empty when no BMBLAST was measured that day (the reason names it). The default 30% is
+below 5%, and empty when no BMBLAST was measured that day (the reason names it). Such a marrow is a
+relapse only after a remission (ELN 2022); before one it is persistent disease, which this table
+does not decide (the reason says so; ``best_response.csv`` has the relapse). The default 30% is
 the CD7 eligibility cut-off of NCT04762485 ("CD7 > 30% of blasts by flow"); set it from the protocol.
 """
 
@@ -279,8 +281,12 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
             else:
                 rel, shown = marrow
                 if rel:
-                    kind = ("antigen-negative/low " if lost else "antigen-low " if below else "antigen-positive ")
-                    why += f"; marrow blasts {shown} the same day: {kind}relapse"
+                    kind = ("antigen-negative/low" if lost else "antigen-low" if below else "antigen-positive")
+                    # >= 5% blasts is a relapse only after a remission (ELN 2022); before one it is
+                    # persistent disease: this table does not know which (best_response.csv does)
+                    why += (f"; marrow blasts {shown} the same day (>= {_RELAPSE_BLASTS:g}%): {kind} leukaemia in "
+                            "the marrow (a relapse if after a remission, else persistent disease: see "
+                            "best_response.csv)")
                 else:
                     why += f"; marrow blasts {shown} the same day: below {_RELAPSE_BLASTS:g}%, not a relapse marrow"
             rows.append({
