@@ -78,7 +78,8 @@ def test_relapse_event_with_cd7_status():
     t = sched.times["BMBLAST"]                     # -7, 17, 28, 60, 90
     bm = np.array([[20.0, 1.0, 2.0, 12.0, 30.0], [20.0, 1.0, 8.0, 9.0, 9.0], [20.0, 12.0, 15.0, 15.0, 15.0]])
     cd7 = np.array([[95.0, np.nan, 90.0, 10.0, 5.0], [95.0, 90.0, 80.0, 80.0, 80.0], [95.0] * 5])
-    day, pct = _relapse({"BMBLAST": bm, "TGTBLAST": cd7}, sched)
+    # the response day (first CR/CRh/CRi/MLFS marrow) is now an input: the ELN categories need the counts
+    day, pct, _ = _relapse({"BMBLAST": bm, "TGTBLAST": cd7}, sched, np.array([17.0, 17.0, np.nan]))
     # patient 0: remission on day 17 (< 5%), first marrow >= 5% afterwards is day 60, CD7 on 10% of blasts
     # patient 1: remission day 17, relapse day 28 (8%), CD7 80%; patient 2: never in remission -> no relapse
     assert t.tolist() == [-7, 17, 28, 60, 90]

@@ -85,7 +85,7 @@ def simulate_cmd(
     )
 
     from cartlab.protocol import load_protocol
-    from cartlab.twin.trial import TrialConfig, arms_from, run_trial
+    from cartlab.twin.trial import TrialConfig, WorkersLost, arms_from, run_trial
 
     if n < 1:
         raise _usage("--n must be at least 1")
@@ -128,7 +128,17 @@ def simulate_cmd(
         def progress(done: int, total: int) -> None:
             prog.update(task, completed=done, total=total)
 
-        summary = run_trial(cfg, out, workers=workers, scheduler=scheduler, resume=resume, progress=progress)
+        try:
+            summary = run_trial(cfg, out, workers=workers, scheduler=scheduler, resume=resume, progress=progress)
+        except KeyboardInterrupt:
+            prog.stop()
+            err.print(f"interrupted: the finished chunks are kept in {out}; continue with the same command and "
+                      "--resume", soft_wrap=True, highlight=False)
+            raise typer.Exit(130) from None
+        except WorkersLost as e:
+            prog.stop()
+            err.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None
     def fmt(r: dict, k: str) -> str:
         lo, hi = r[k]["ci95_wilson"]
         return f"{100 * r[k]['rate']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"

@@ -150,12 +150,22 @@ def forecast_notes(m, table: pl.DataFrame) -> list[str]:
 
 def probability_text(p: float, n: int) -> str:
     """A probability from ``n`` draws as shown: "< 1/n" / "> 1 - 1/n" (as decimals) when no draw / every
-    draw had the outcome (0 and 1 are not resolved by n draws), else the share to 3 decimals."""
+    draw had the outcome (0 and 1 are not resolved by n draws), else the share to 3 decimals. A bound is
+    rounded toward itself, so it stays true: "< 1/n" up (ceil, 3 significant digits: n = 28 -> "< 0.0358"),
+    "> 1 - 1/n" down (floor, to the decimal of 1/n's second significant digit: n = 137 -> "> 0.9927")."""
     n = max(int(n), 1)
-    if p <= 0.0:
-        return f"< {1.0 / n:.3g}"
-    if p >= 1.0:
-        return f"> {1.0 - 1.0 / n:.3g}"
+    if p <= 0.0 or p >= 1.0:
+        if n == 1:
+            return "< 1" if p <= 0.0 else "> 0"
+        e = len(str(n - 1))            # 10^-e <= 1/n < 10^-(e-1), exactly (integers)
+        if p <= 0.0:
+            d = e + 2                  # 3 significant digits of 1/n, rounded up
+            k = -(-(10 ** d) // n)
+        else:
+            d = e + 1                  # 1 - 1/n to 1/n's second significant digit, rounded down
+            k = (n - 1) * 10 ** d // n
+        text = f"{k / 10 ** d:.{d}f}".rstrip("0").rstrip(".")
+        return f"< {text}" if p <= 0.0 else f"> {text}"
     return f"{p:.3f}"
 
 

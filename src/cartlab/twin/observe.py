@@ -128,6 +128,8 @@ class Observed:
     relapse_cd7_pct: np.ndarray       # (n,) CD7 on blasts at relapse (NaN when not measured)
     relapse_cd7_negative: np.ndarray  # (n,) bool
     covariates: dict[str, np.ndarray] = field(default_factory=dict)   # sex, age_years, weight_kg, height_cm
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)   # param -> (lln, uln)
+    relapse_by_pb: np.ndarray | None = None   # (n,) bool: relapse dated by circulating blasts (no marrow >= 5% first)
 
     @property
     def n(self) -> int:
@@ -209,11 +211,21 @@ def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: 
         values["TGTBLAST"] = np.where(no_blasts, np.nan, values["TGTBLAST"])
     days = np.asarray(sim.clinic_days, float)
     clinic = {k: np.asarray(v, bool) & (days[None, :] <= last[:, None]) for k, v in sim.clinic.items()}
-    rday, rcd7 = _relapse(values, schedule)
-    return Observed(index, int(seed), {p: schedule.times[p] for p in params}, values, censored, lloq, clinic,
-                    days, last, np.where(hsct <= last, hsct, np.nan), rday, rcd7,
-                    np.isfinite(rcd7) & (rcd7 < schedule.cd7_negative_below_pct) & np.isfinite(rday),
-                    dict(covariates or {}))
+    ranges = {p: (schedule.noise[p].get("lln"), schedule.noise[p].get("uln")) for p in params
+              if schedule.noise[p].get("lln") is not None or schedule.noise[p].get("uln") is not None}
+    nan = np.full(n, np.nan)
+    obs = Observed(index, int(seed), {p: schedule.times[p] for p in params}, values, censored, lloq, clinic,
+                   days, last, np.where(hsct <= last, hsct, np.nan), nan, nan.copy(), np.zeros(n, bool),
+                   dict(covariates or {}), ranges, np.zeros(n, bool))
+    if "BMBLAST" in values:
+        from cartlab.twin.summaries import first_response_day
+
+        start = first_response_day(obs)
+        pb = (schedule.times["PBBLAST"], values["PBBLAST"]) if "PBBLAST" in values else None
+        rday, rcd7, by_pb = _relapse(values, schedule, start, pb)
+        obs.relapse_day, obs.relapse_cd7_pct, obs.relapse_by_pb = rday, rcd7, by_pb
+        obs.relapse_cd7_negative = np.isfinite(rcd7) & (rcd7 < schedule.cd7_negative_below_pct) & np.isfinite(rday)
+    return obs
 
 
 def _screening_cd7(latent: np.ndarray, t: np.ndarray, covariates: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -231,26 +243,49 @@ def _screening_cd7(latent: np.ndarray, t: np.ndarray, covariates: dict[str, np.n
     return np.where(use, cd7[:, None], latent)
 
 
-def _relapse(values: dict[str, np.ndarray], schedule: Schedule) -> tuple[np.ndarray, np.ndarray]:
-    """Relapse day (first scheduled marrow >= threshold after a post-infusion marrow below it) and
-    the CD7 % of blasts that day."""
+def _relapse(values: dict[str, np.ndarray], schedule: Schedule, start_day: np.ndarray,
+             pb: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relapse as ``cartlab.response.marrow.derive_relapse`` finds it (ELN 2022 Table 7, the criteria
+    table's ``relapse:`` rules): only after a response (``start_day``: the first marrow categorised CR,
+    CRh, CRi or MLFS; NaN = never, no relapse), the first later scheduled marrow with blasts >= 5%, or
+    the second of two samples with circulating blasts (PBBLAST > 0) at least 7 days apart after the
+    response (``pb``: (days, values)), whichever comes first. Returns (relapse day, CD7 % of blasts on
+    the relapse marrow: that day's, or for a relapse dated by circulating blasts the first later marrow
+    with >= 5% blasts (NaN = none within follow-up), dated by circulating blasts)."""
+    from cartlab.twin.summaries import relapse_rule
+
+    rule = relapse_rule()
     bm = values.get("BMBLAST")
-    if bm is None:
-        return np.full(0, np.nan), np.full(0, np.nan)
+    start = np.asarray(start_day, float)
+    n = start.size
     t = schedule.times["BMBLAST"]
-    post = t[None, :] > 0
-    below = post & (bm < schedule.relapse_bm_blast_pct)
-    remitted = np.maximum.accumulate(below, axis=1)
-    prior = np.zeros_like(remitted)
-    prior[:, 1:] = remitted[:, :-1]
-    hit = prior & (bm >= schedule.relapse_bm_blast_pct)
-    any_hit = hit.any(axis=1)
-    j = np.argmax(hit, axis=1)
-    rows = np.arange(bm.shape[0])
-    day = np.where(any_hit, t[j], np.nan)
+    with np.errstate(invalid="ignore"):
+        hit = (t[None, :] > start[:, None]) & (bm >= rule["bm_blast_pct"])   # NaN start: never
+    day = np.where(hit.any(axis=1), t[np.argmax(hit, axis=1)], np.nan)
+    by_pb = np.zeros(n, bool)
+    if pb is not None:
+        tp, v = np.asarray(pb[0], float), np.asarray(pb[1], float)
+        with np.errstate(invalid="ignore"):
+            pos = (tp[None, :] > start[:, None]) & (v > 0)
+        cum = np.cumsum(pos, axis=1)
+        need, gap = rule["pb_blast_samples"], rule["pb_blast_min_days_apart"]
+        hit_pb = np.zeros_like(pos)
+        for j in range(tp.size):
+            i = int(np.searchsorted(tp, tp[j] - gap, side="right")) - 1   # samples at least `gap` days earlier
+            earlier = cum[:, i] if i >= 0 else np.zeros(n, np.int64)
+            hit_pb[:, j] = pos[:, j] & (earlier + 1 >= need)
+        pday = np.where(hit_pb.any(axis=1), tp[np.argmax(hit_pb, axis=1)], np.nan)
+        by_pb = np.isfinite(pday) & ~(pday >= day)
+        day = np.where(by_pb, pday, day)
     tgt = values.get("TGTBLAST")
-    cd7 = np.where(any_hit, tgt[rows, j], np.nan) if tgt is not None else np.full(bm.shape[0], np.nan)
-    return day, cd7
+    cd7 = np.full(n, np.nan)
+    if tgt is not None:   # the relapse marrow: that day's, or (dated by blood blasts) the first later one >= 5%
+        with np.errstate(invalid="ignore"):
+            conf = (t[None, :] >= day[:, None]) & (bm >= rule["bm_blast_pct"])
+        first = np.argmax(conf, axis=1)
+        rows = np.arange(n)
+        cd7 = np.where(conf.any(axis=1) & np.isfinite(day), tgt[rows, first], np.nan)
+    return day, cd7, by_pb
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,19 +316,31 @@ def observation_rows(obs: Observed) -> pl.DataFrame:
         text = [None] * s.size
         if lq is not None:
             text = [f"<{lq:g}" if x else None for x in c[s, j].tolist()]
+        lln, uln = obs.ranges.get(p, (None, None))
         parts.append(pl.DataFrame({
             "s": s.astype(np.int64), "day": t[j], "param": [p] * s.size,
             "analyte": ["CD7" if p == "TGTBLAST" else None] * s.size,
-            "value": np.where(c[s, j], np.nan, v[s, j]),
+            "value": _sig12(np.where(c[s, j], np.nan, v[s, j])),
             "value_text": pl.Series(text, dtype=pl.String),
             "unit": [units[p]] * s.size,
+            "lln": np.full(s.size, np.nan if lln is None else float(lln)),
+            "uln": np.full(s.size, np.nan if uln is None else float(uln)),
             "lloq": np.full(s.size, np.nan if lq is None else lq),
             "specimen": pl.Series([_SPECIMEN.get(p)] * s.size, dtype=pl.String),
         }, schema_overrides={"analyte": pl.String}))
     df = pl.concat(parts).sort(["s", "day", "param"])
     return df.select(ids.gather(df["s"]).alias("subject_id"), "day", "param", "analyte",
-                     pl.col("value").fill_nan(None), "value_text", "unit", pl.col("lloq").fill_nan(None),
+                     pl.col("value").fill_nan(None), "value_text", "unit", pl.col("lln").fill_nan(None),
+                     pl.col("uln").fill_nan(None), pl.col("lloq").fill_nan(None),
                      "specimen", pl.lit(SOURCE).alias("source"), notes.gather(df["s"]).alias("source_note"))
+
+
+def _sig12(v: np.ndarray) -> np.ndarray:
+    """Values rounded to 12 significant digits (as cartlab's readers round converted values): the
+    last-bit differences of the floating-point arithmetic (one arm or several in a chunk) do not
+    reach the written study."""
+    v = np.asarray(v, float)
+    return np.array([float(f"{x:.12g}") if np.isfinite(x) else x for x in v.tolist()], float) if v.size else v
 
 
 def _runs(mask: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -334,15 +381,22 @@ def intervention_rows(obs: Observed) -> pl.DataFrame:
                      notes.gather(df["s"]).alias("source_note"))
 
 
+def _relapse_detail(cd7: float, negative: bool, by_pb: bool) -> str:
+    status = "CD7-negative" if negative else "CD7-positive" if np.isfinite(cd7) else "CD7 status unknown"
+    if not by_pb:
+        return f"{status} marrow relapse" + (f" (CD7 on {cd7:g}% of blasts)" if np.isfinite(cd7) else "")
+    return (f"{status} relapse (circulating blasts in 2 samples at least 7 days apart"
+            + (f"; CD7 on {cd7:g}% of blasts in the next marrow with >= 5% blasts)" if np.isfinite(cd7) else ")"))
+
+
 def event_rows(obs: Observed) -> pl.DataFrame:
     """Relapse (CD7 status in ``detail``) and allo-HSCT ``events`` rows (no death model in v1)."""
     ids = pl.Series(subject_ids(obs.index), dtype=pl.String)
     notes = _note(obs)
     rs = np.nonzero(np.isfinite(obs.relapse_day))[0]
     cd7 = obs.relapse_cd7_pct[rs]
-    detail = [("CD7-negative" if neg else "CD7-positive" if np.isfinite(c) else "CD7 status unknown")
-              + (f" marrow relapse (CD7 on {c:g}% of blasts)" if np.isfinite(c) else " marrow relapse")
-              for c, neg in zip(cd7, obs.relapse_cd7_negative[rs])]
+    by_pb = np.zeros(obs.n, bool) if obs.relapse_by_pb is None else np.asarray(obs.relapse_by_pb, bool)
+    detail = [_relapse_detail(c, neg, pbr) for c, neg, pbr in zip(cd7, obs.relapse_cd7_negative[rs], by_pb[rs])]
     hs = np.nonzero(np.isfinite(obs.hsct_day))[0]
     df = pl.DataFrame({
         "s": np.concatenate([rs, hs]).astype(np.int64),

@@ -262,6 +262,8 @@ def icaht_early(obs) -> np.ndarray:
 
 
 def _nearest(obs, p: str, day: float, window: float) -> np.ndarray:
+    if p not in obs.values:   # not recorded at all (a reduced schedule): missing
+        return np.full(next(iter(obs.values.values())).shape[0], np.nan)
     t, v = obs.times[p], obs.values[p]
     dist = np.abs(np.floor(t) - np.floor(day))
     order = np.lexsort((t, dist))
@@ -295,9 +297,10 @@ def eln_categories(bm_blast_pct, pb_blast_pct, anc, plt, blast_reduction_pct) ->
     return cats["a_category"].replace_strict(rank, default=rank["NE"], return_dtype=pl.Int64).to_numpy()
 
 
-def eln_best_response(obs) -> tuple[np.ndarray, np.ndarray]:
-    """ELN 2022 best response (index into :data:`CATEGORIES`) and its day, per patient, each marrow
-    categorised by the rules of ``eln2022_aml.yaml`` (Döhner et al. 2022, Table 7)."""
+def eln_marrow_categories(obs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ELN 2022 category (index into :data:`CATEGORIES`) of every post-infusion marrow, by the rules of
+    ``eln2022_aml.yaml`` (default options): (days (J,), categories (n, J), counted (n, J): a marrow
+    blast value on or before the end of follow-up / the allo-HSCT day)."""
     _, opts = _eln_rules()
     window = float(opts["count_window_days"])
     t, bm = obs.times["BMBLAST"], obs.values["BMBLAST"]
@@ -305,21 +308,62 @@ def eln_best_response(obs) -> tuple[np.ndarray, np.ndarray]:
     pre = np.full(n, np.nan)
     for j in np.nonzero(t < 0)[0]:
         pre = np.where(np.isfinite(bm[:, j]), bm[:, j], pre)
-    best = np.full(n, CATEGORIES.index("NE"))
-    best_day = np.full(n, np.nan)
     end = np.where(np.isfinite(obs.hsct_day), obs.hsct_day, np.inf)
-    for j in np.nonzero(t > 0)[0]:
+    post = np.nonzero(t > 0)[0]
+    cats = np.full((n, post.size), CATEGORIES.index("NE"))
+    counted = np.zeros((n, post.size), bool)
+    for k, j in enumerate(post):
         b = bm[:, j]
-        ok = np.isfinite(b) & (t[j] <= end)
+        counted[:, k] = np.isfinite(b) & (t[j] <= end)
         anc, plt, pb = (_nearest(obs, p, t[j], window) for p in ("NEUT", "PLAT", "PBBLAST"))
         with np.errstate(invalid="ignore", divide="ignore"):
             red = np.where(pre > 0, 100 * (pre - b) / np.where(pre > 0, pre, 1), np.nan)
-        cat = eln_categories(b, pb, anc, plt, red)
-        better = ok & ((cat < best) | ~np.isfinite(best_day))
+        cats[:, k] = eln_categories(b, pb, anc, plt, red)
+    return t[post], cats, counted
+
+
+def eln_best_response(obs, marrows=None) -> tuple[np.ndarray, np.ndarray]:
+    """ELN 2022 best response (index into :data:`CATEGORIES`) and its day, per patient, each marrow
+    categorised by the rules of ``eln2022_aml.yaml`` (Döhner et al. 2022, Table 7)."""
+    days, cats, counted = marrows if marrows is not None else eln_marrow_categories(obs)
+    n = cats.shape[0]
+    best = np.full(n, CATEGORIES.index("NE"))
+    best_day = np.full(n, np.nan)
+    for k in range(days.size):
+        cat = cats[:, k]
+        better = counted[:, k] & ((cat < best) | ~np.isfinite(best_day))
         better &= ~(np.isfinite(best_day) & (cat >= best))
         best = np.where(better, cat, best)
-        best_day = np.where(better, t[j], best_day)
+        best_day = np.where(better, days[k], best_day)
     return best, best_day
+
+
+def relapse_rule() -> dict[str, Any]:
+    """The ELN 2022 table's ``relapse:`` block (``after_categories``, the circulating-blast rule) and
+    its marrow threshold (rule ``eln2022.relapse.marrow``), as ``cartlab.response.marrow.derive_relapse``
+    reads them."""
+    from cartlab.response.marrow import _table
+
+    raw = _table("eln2022_aml")
+    marrow = [w for r in raw["rule_sets"]["relapse"] for w in r["when"]
+              if isinstance(w, dict) and w.get("feature") == "bm_blast_pct" and w.get("op") == ">="]
+    if len(marrow) != 1:
+        raise InputError("twin relapse: the ELN 2022 table's relapse rules are not one 'bm_blast_pct >=' rule "
+                         "(plus EMD), which the twin's relapse derivation implements")
+    thr = float(marrow[0]["value"])
+    rel = raw["relapse"]
+    return {"after_categories": tuple(rel["after_categories"]), "bm_blast_pct": thr,
+            "pb_blast_samples": int(rel["pb_blast_samples"]), "pb_blast_min_days_apart": float(rel["pb_blast_min_days_apart"])}
+
+
+def first_response_day(obs, marrows=None) -> np.ndarray:
+    """Day of the first post-infusion marrow whose ELN 2022 category is one after which a relapse can
+    occur (the table's ``relapse.after_categories``: CR, CRh, CRi, MLFS), NaN when none: the start of
+    ``derive_relapse``'s first episode."""
+    days, cats, counted = marrows if marrows is not None else eln_marrow_categories(obs)
+    after = [CATEGORIES.index(c) for c in relapse_rule()["after_categories"] if c in CATEGORIES]
+    hit = counted & np.isin(cats, after)
+    return np.where(hit.any(axis=1), days[np.argmax(hit, axis=1)] if days.size else np.nan, np.nan)
 
 
 def summarise(obs) -> dict[str, np.ndarray]:
@@ -331,7 +375,7 @@ def summarise(obs) -> dict[str, np.ndarray]:
         out.update(cmax=k["cmax"], tmax=k["tmax"], tlast=k["tlast"], auc28=k["auc"])
     out["crs_grade"] = crs_grade(obs)
     out["icaht_early"] = icaht_early(obs)
-    out["response"], out["response_day"] = eln_best_response(obs)
+    out["response"], out["response_day"] = eln_best_response(obs)   # the marrows' categories: as observe's relapse
     out["relapse"] = np.isfinite(obs.relapse_day)
     out["cd7neg_relapse"] = np.asarray(obs.relapse_cd7_negative, bool)
     out["hsct"] = np.isfinite(obs.hsct_day)
@@ -418,12 +462,21 @@ class Accumulator:
 
 
 def hist_median(h: np.ndarray, log: bool = True) -> float:
-    """Median of a fixed-bin histogram (bin centre; log10 bins of 0.01 dex, or integer days)."""
+    """Median of a fixed-bin histogram: the centre of the middle order statistic's bin, or for an even
+    count the mean of the two middle order statistics' bin centres (as a sample median averages them).
+    Log10 bins of 0.01 dex: every value lies within a factor 10^0.005 (-1.15%, +1.16%) of its bin
+    centre, so the result is within that of the sample median; integer-day bins: exact for whole days."""
     total = int(h.sum())
     if total == 0:
         return float("nan")
-    k = int(np.searchsorted(np.cumsum(h), (total + 1) / 2))
-    if not log:
-        return float(k)
-    lo = LOG_BINS[k - 1] if k >= 1 else LOG_BINS[0] - 0.01
-    return float(10 ** (lo + 0.005))
+    cum = np.cumsum(h)
+    ranks = (total // 2, total // 2 + 1) if total % 2 == 0 else ((total + 1) // 2,)
+    centres = []
+    for r in ranks:
+        k = int(np.searchsorted(cum, r))   # bin holding the r-th smallest value (1-based)
+        if not log:
+            centres.append(float(k))
+        else:
+            lo = LOG_BINS[k - 1] if k >= 1 else LOG_BINS[0] - 0.01
+            centres.append(float(10 ** (lo + 0.005)))
+    return float(sum(centres) / len(centres))

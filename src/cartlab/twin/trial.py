@@ -189,7 +189,8 @@ def _take(obs, rows: np.ndarray):
     return replace(obs, index=obs.index[rows], values=cut(obs.values), censored=cut(obs.censored),
                    clinic=cut(obs.clinic), last_day=obs.last_day[rows], hsct_day=obs.hsct_day[rows],
                    relapse_day=obs.relapse_day[rows], relapse_cd7_pct=obs.relapse_cd7_pct[rows],
-                   relapse_cd7_negative=obs.relapse_cd7_negative[rows], covariates=cut(obs.covariates))
+                   relapse_cd7_negative=obs.relapse_cd7_negative[rows], covariates=cut(obs.covariates),
+                   relapse_by_pb=None if obs.relapse_by_pb is None else obs.relapse_by_pb[rows])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,21 +252,62 @@ def _client(workers: int | None, scheduler: str | None):
     if workers:
         from distributed import Client, LocalCluster
 
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"})
+        import signal
+        import threading
+
+        # the worker processes inherit an ignored SIGINT: Ctrl-C reaches only this driver, which cancels
+        # the work and closes the cluster (no KeyboardInterrupt traceback from every worker)
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            import logging
+
+            # worker log lines are silenced: a chunk's error reaches this driver through its future
+            cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                                   dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"},
+                                   silence_logs=logging.CRITICAL)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, old)
         return Client(cluster), cluster
     return None, None
 
 
+class WorkersLost(RuntimeError):
+    """Every Dask worker of the run is gone (finished chunks are kept: rerun with --resume)."""
+
+
+def _check_workers(client, alone_since: float | None, grace: float, out: Path) -> float | None:
+    """None while the cluster has a worker; else the time it has had none since, raising
+    :class:`WorkersLost` once that exceeds ``grace`` seconds."""
+    import time
+
+    try:
+        n = len(client.scheduler_info().get("workers", {}))
+    except Exception:   # the scheduler itself is unreachable: as good as no worker
+        n = 0
+    if n:
+        return None
+    now = time.monotonic()
+    if alone_since is None:
+        return now
+    if now - alone_since > grace:
+        raise WorkersLost(f"no Dask worker for {grace:g} s: the workers died or were stopped; the finished chunks "
+                          f"are kept in {out}, rerun the same command with --resume to continue")
+    return alone_since
+
+
 def run_trial(cfg: TrialConfig, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,
               resume: bool = False, progress: Callable[[int, int], None] | None = None, client=None,
-              fail_chunk: int | None = None) -> dict[str, Any]:
+              fail_chunk: int | None = None, no_worker_timeout: float | None = None) -> dict[str, Any]:
     """Run (or resume) a virtual trial into ``out``; returns the summary (also ``out/summary.json``).
 
     ``workers``: a LocalCluster of that many processes; ``scheduler``: the address of a running
     Dask scheduler; ``client``: an existing ``distributed.Client``; none: in this process.
     ``progress(done_patients, total_patients)`` is called as chunks finish. ``fail_chunk`` injects
-    an exception into that chunk (tests of resume).
+    an exception into that chunk (tests of resume). With Dask, a run whose cluster has had no worker
+    for ``no_worker_timeout`` seconds (default 60 for ``workers``, 600 for a scheduler or client)
+    stops with :class:`WorkersLost` instead of waiting forever; the finished chunks are kept.
     """
     from cartlab.twin.population import load_population
 
@@ -305,14 +347,31 @@ def run_trial(cfg: TrialConfig, out: str | Path, *, workers: int | None = None, 
             from distributed import as_completed
 
             futs = [cl.submit(run_chunk, cfg, c, None, c == fail_chunk, pure=False) for c in todo]
+            grace = no_worker_timeout if no_worker_timeout is not None else (60.0 if cluster is not None else 600.0)
             try:
-                for fut in as_completed(futs):
-                    res = fut.result()
-                    _save_chunk(out, res, chash)
-                    n_done += cfg.chunk_index(res["cid"]).size
-                    if progress:
-                        progress(n_done, cfg.n)
-            except BaseException:
+                import time
+
+                ac = as_completed(futs)
+                alone_since, checked = None, time.monotonic()
+                while not ac.is_empty():
+                    batch = ac.next_batch(block=False)
+                    if not batch:
+                        if time.monotonic() - checked >= 1.0:   # a worker count once a second while waiting
+                            alone_since, checked = _check_workers(cl, alone_since, grace, out), time.monotonic()
+                        time.sleep(0.05)
+                        continue
+                    alone_since = None
+                    for fut in batch:
+                        res = fut.result()
+                        _save_chunk(out, res, chash)
+                        n_done += cfg.chunk_index(res["cid"]).size
+                        if progress:
+                            progress(n_done, cfg.n)
+            except BaseException as e:
+                if isinstance(e, (KeyboardInterrupt, WorkersLost)):   # one message from the CLI, no Dask log noise
+                    import logging
+
+                    logging.getLogger("distributed").setLevel(logging.CRITICAL)
                 for f in futs:
                     f.cancel()
                 raise
@@ -366,14 +425,17 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
                "median_auc0_28": _r(hist_median(h["auc28"])) if "auc28" in h else None}
         arms.append(row)
     return {
-        "model": MODEL_VERSION, "config": cfg.to_dict(), "arms": arms,
+        # the work-unit size is not part of the result (run_config.json keeps it for --resume): the
+        # summary's bytes are the same for any --chunk and any number of workers
+        "model": MODEL_VERSION, "config": {k: v for k, v in cfg.to_dict().items() if k != "chunk"}, "arms": arms,
         "notes": [
             ("response: ELN 2022 best response over the simulated follow-up; 'response_cr_crh_cri_mlfs' counts "
             "CR, CRh, CRi and MLFS, 'response_cr_crh_cri' only CR, CRh and CRi"),
             ("CRS by ASTCT 2019 from fever, hypotension and vasopressors; the model has no hypoxia and no "
             "ICANS: CRS grade 4 by positive pressure and any ICANS are impossible in simulated patients"),
-            ("medians of Cmax / AUC from fixed log10 histograms (0.01 dex bins, bin centre), Tmax from daily bins; "
-            "among patients with a quantifiable CAR level"),
+            ("medians of Cmax / AUC from fixed log10 histograms (0.01 dex bins: the middle value's bin centre, for an "
+            "even count the mean of the two middle values' bin centres; within a factor 10^0.005, about 1.2%, of the "
+            "sample median), Tmax from daily bins; among patients with a quantifiable CAR level"),
             "95% CIs: Wilson score and exact Clopper-Pearson, binomial sampling only (no parameter uncertainty)",
         ]}
 
