@@ -4,6 +4,8 @@ tests/test_adtte_vectorised.py checks that the vectorised :func:`cartlab.respons
 and :func:`~cartlab.response.endpoints.response_rate` give identical frames, warnings and errors. The
 code below is the old implementation verbatim (only its imports changed); do not "fix" it here.
 Exception, marked "session 29": CIR's competing event is CNSR 2 (audit /work/notes/audit_diffsurv).
+Session 30 (fuzz audit, marked "session 30"): contradictory input raises InputError (a ValueError)
+with the file named, as the engine now does.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.errors import CartlabWarning
+from cartlab.errors import CartlabWarning, InputError
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, unique_refs
 from cartlab.response.endpoints import (
@@ -225,8 +227,8 @@ def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: Endp
     if alive is None:
         raise _Missing(s.sid)
     if alive["day"] < origin:
-        raise ValueError(f"subject {s.sid}: last known alive on day {alive['day']:g}, before the clock start "
-                         f"{origin:g}")
+        raise InputError(f"subject {s.sid}: last known alive on day {alive['day']:g} (subjects.csv "  # session 30
+                         f"last_followup_day), before the clock start {origin:g}: check last_followup_day")
     rule = "censor.last_record" if alive["no_followup"] else "censor.last_alive"
     return {"ADY": alive["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
             "CNSDTDSC": "LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)" if alive["no_followup"] else "LAST KNOWN ALIVE",
@@ -241,7 +243,8 @@ def _death_or_relapse(s: _Subject, origin: float, rem: dict, prefix: str, opts: 
     relapse = s.first(opts.relapse_events, after=rem["day"])
     death = s.first(["death"], after=None)
     if death is not None and death["day"] < rem["day"]:
-        raise ValueError(f"subject {s.sid}: death on day {death['day']:g} before the remission on day {rem['day']:g}")
+        raise InputError(f"subject {s.sid}: death on day {death['day']:g} (events.csv) before the remission "  # session 30
+                         f"on day {rem['day']:g}")
     rem_txt = f"{rem['category']} on day {_fmt_day(rem['day'])}"
     cands = []
     if relapse is not None:
@@ -268,7 +271,7 @@ def _remission(rows: list[dict], opts: EndpointOptions, sid: str, landmark: floa
     rem = [r for r in rows if r["category"] in opts.remission_categories]
     for r in rem:
         if r["day"] is None:
-            raise ValueError(f"subject {sid}: remission response {r['category']!r} without best_response_day")
+            raise InputError(f"subject {sid}: remission response {r['category']!r} without best_response_day")  # s30
     rem = [r for r in rem if landmark is None or r["day"] <= landmark]
     return min(rem, key=lambda r: r["day"]) if rem else None
 

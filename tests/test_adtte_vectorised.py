@@ -175,9 +175,13 @@ def test_errors_are_those_of_the_row_by_row_derivation():
         (s, [("D", "CR", None)]),
     ]
     errors = [err for study, rows in cases for o in OPTIONS if (err := check(study, responses(rows), None, o))]
-    assert {err.split(":")[0] for err in errors} == {"ValueError"}
-    assert any("subject C: death on day 20 before the remission on day 30" in err for err in errors)
-    assert any("subject E: last known alive on day -5, before the clock start 0" in err for err in errors)
+    # session 30: contradictory input is an InputError (a ValueError) naming the file
+    # (the strict "nothing to censor at" stays a ValueError in both)
+    assert {err.split(":")[0] for err in errors} == {"InputError", "ValueError"}
+    assert all(e.startswith("InputError") for e in errors if "before the" in e or "without best_response_day" in e)
+    assert any("subject C: death on day 20 (events.csv) before the remission on day 30" in err for err in errors)
+    assert any("subject E: last known alive on day -5 (subjects.csv last_followup_day), before the clock start 0"
+               in err for err in errors)
     assert any("subject A: remission response 'CR' without best_response_day" in err for err in errors)
     assert any("subject D: remission response 'CR' without best_response_day" in err for err in errors)
     assert any("subject(s) ['B', 'D']: no last_followup_day and no row at all" in err for err in errors)

@@ -56,8 +56,9 @@ def test_resolved_overlays_the_set_options_on_the_table_defaults():
     other = {**table, "defaults": {**table["defaults"], "a_rule_level_option": [1, 2]}}
     assert CrsOptions().resolved(other)["a_rule_level_option"] == [1, 2]
     i = IcansOptions().resolved()
-    assert i == {"ice_min_age_years": 12, "excluded_attributions": ("other",), "episode_join_gap_days": 1,
-                 "criteria": "astct_icans_2019"}
+    assert i == {"ice_min_age_years": 12, "excluded_attributions": ("other",),
+                 "unattributed_death": "during_icans",  # session 30 (FHIR audit): an ICANS option
+                 "episode_join_gap_days": 1, "criteria": "astct_icans_2019"}
 
 
 def test_an_option_the_table_lacks_is_refused():

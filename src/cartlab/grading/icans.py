@@ -12,6 +12,7 @@ when the age is missing); events attributed to another cause are excluded.
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 import polars as pl
 from pydantic import Field
@@ -32,6 +33,7 @@ class IcansOptions(CriteriaOptions):
 
     ice_min_age_years: int | float | None = None
     excluded_attributions: tuple[str, ...] | None = None
+    unattributed_death: Literal["during_icans", "never"] | None = None
     episode_join_gap_days: int = Field(default=1, description="ICANS days separated by at most this many days "
                                        "without ICANS form one episode (as :func:`cartlab.grading.crs.episodes`)")
     criteria: str = "astct_icans_2019"
@@ -188,8 +190,11 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         return pl.when(pl.col(c).is_not_null()).then(pl.concat_list(pl.col(c))).otherwise(empty)
 
     evidence = pl.concat_list(one("ice_ref"), one("capd_ref"), one("loc_ref"), pl.col("event_refs").fill_null(empty))
+    f = f.with_columns(reason.alias("reason"), evidence.alias("evidence"))
+    if opts["unattributed_death"] == "during_icans":
+        f = _unattributed_deaths(study, f)
     return (
-        f.with_columns(reason.alias("reason"), evidence.alias("evidence"),
+        f.with_columns(
                        # a graded day meeting no criterion names that too (criteria row icans.g0)
                        pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("icans.g0"))
                        .otherwise(pl.col("rule")).alias("rule"))
@@ -199,6 +204,52 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                 "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade")
         .sort("subject_id", "day")
     )
+
+
+#: how many days before a death an ICANS day makes it a death "during ICANS" (the CRS convention's
+#: window with its default episode gap: the day of death or at most 2 days before)
+DEATH_WINDOW_DAYS = 2
+
+
+def _unattributed_deaths(study: Study, f: pl.DataFrame) -> pl.DataFrame:
+    """Convention icans.conv.unattributed_death: a death with no attribution recorded on a day with an
+    ICANS day (grade >= 1) at most DEATH_WINDOW_DAYS before it opens that day up to 5 (grade_max,
+    missing_inputs "death attribution"); a death day without ICANS data gets a row (grade 0, the
+    recorded data's lower bound). Grades are unchanged."""
+    deaths = (study.events.filter((pl.col("event") == "death") & pl.col("attribution").is_null()
+                                  & pl.col("day").is_not_null())
+              .select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("_dref"))
+              .unique(["subject_id", "d"], keep="first", maintain_order=True))
+    if deaths.height == 0:
+        return f
+    icans_days = f.filter(pl.col("grade") >= 1).select("subject_id", pl.col("d").alias("_id"))
+    during = (deaths.join(icans_days, on="subject_id", how="inner")
+              .filter((pl.col("_id") <= pl.col("d")) & (pl.col("_id") >= pl.col("d") - DEATH_WINDOW_DAYS))
+              .select("subject_id", "d", "_dref").unique(["subject_id", "d"], maintain_order=True))
+    if during.height == 0:
+        return f
+    new = during.join(f.select("subject_id", "d"), on=["subject_id", "d"], how="anti")
+    if new.height:
+        f = pl.concat([f, new.select("subject_id", "d").with_columns(
+            pl.lit(0, dtype=f.schema["grade"]).alias("grade"), pl.lit(0, dtype=f.schema["grade_max"]).alias("grade_max"),
+            pl.lit([], dtype=f.schema["missing_inputs"]).alias("missing_inputs"),
+            pl.lit("no ICE/CAPD score, consciousness or ICANS event recorded that day -> grade 0").alias("reason"),
+            pl.lit([], dtype=EVIDENCE).alias("evidence"))], how="diagonal_relaxed")
+    f = f.join(during.with_columns(pl.lit(True).alias("_death")), on=["subject_id", "d"], how="left")
+    hit = pl.col("_death").fill_null(False)
+    return f.with_columns(
+        pl.when(hit).then(pl.lit(5, dtype=f.schema["grade_max"])).otherwise(pl.col("grade_max")).alias("grade_max"),
+        pl.when(hit).then(pl.col("missing_inputs").list.concat(pl.lit(["death attribution"])))
+        .otherwise(pl.col("missing_inputs")).alias("missing_inputs"),
+        pl.when(hit).then(pl.concat_str(pl.col("reason"), pl.lit(
+            "; death with no attribution recorded during ICANS: up to 5 if due to ICANS "
+            "(convention icans.conv.unattributed_death)"))).otherwise(pl.col("reason")).alias("reason"),
+        pl.when(hit).then(pl.concat_list(pl.col("evidence"), pl.concat_list(pl.col("_dref"))))
+        .otherwise(pl.col("evidence")).alias("evidence"),
+        pl.when(hit).then(pl.concat_str(
+            pl.coalesce(pl.col("rule"), pl.lit("icans.g0")), pl.lit("; icans.conv.unattributed_death")))
+        .otherwise(pl.col("rule")).alias("rule"),
+    ).drop("_death", "_dref")
 
 
 def derive_icans_episodes(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:

@@ -99,6 +99,9 @@ class FileSpec:
 
 
 PROVENANCE_COLS = (Column("source"), Column("source_note"))
+#: study days (since the infusion) a course can have: 100 years either way, as last_followup_day's upper
+#: bound; a date typed into a day column (20240330) or an Excel serial (45382) is outside
+DAY_RANGE = (-36500.0, 36500.0)
 
 SUBJECTS = FileSpec(
     "subjects",
@@ -122,7 +125,7 @@ DOSES = FileSpec(
     "doses",
     (
         Column("subject_id", required=True),
-        Column("day", "num"),
+        Column("day", "num", range=DAY_RANGE),
         Column("datetime", "datetime"),
         Column("agent", required=True),
         Column("dose", "num", required=True, range=(0, float("inf"))),
@@ -136,7 +139,7 @@ OBSERVATIONS = FileSpec(
     "observations",
     (
         Column("subject_id", required=True),
-        Column("day", "num"),
+        Column("day", "num", range=DAY_RANGE),
         Column("datetime", "datetime"),
         Column("param", required=True),
         Column("analyte"),
@@ -156,8 +159,8 @@ INTERVENTIONS = FileSpec(
     "interventions",
     (
         Column("subject_id", required=True),
-        Column("start_day", "num"),
-        Column("end_day", "num"),
+        Column("start_day", "num", range=DAY_RANGE),
+        Column("end_day", "num", range=DAY_RANGE),
         Column("start_datetime", "datetime"),
         Column("end_datetime", "datetime"),
         Column("category", "enum", required=True, values=CATEGORIES),
@@ -177,7 +180,7 @@ EVENTS_FILE = FileSpec(
     "events",
     (
         Column("subject_id", required=True),
-        Column("day", "num"),
+        Column("day", "num", range=DAY_RANGE),
         Column("datetime", "datetime"),
         Column("event", "enum", required=True, values=EVENTS),
         Column("detail"),

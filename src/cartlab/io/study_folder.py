@@ -32,7 +32,7 @@ from cartlab.io.folder import (
     missing_subjects_issue,
     sniff_dialect,
 )
-from cartlab.io.schema import DOSE_UNITS, FILES, FileSpec, vocab_key, vocab_key_expr
+from cartlab.io.schema import DAY_RANGE, DOSE_UNITS, FILES, FileSpec, vocab_key, vocab_key_expr
 from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
 
@@ -366,13 +366,23 @@ class _FileReader:
                 lambda v: f"{day_col} disagrees with {dt_col} and the infusion date (by more than one minute)",
                 by=pl.lit(None),
             )
-            new_cols.append(
-                pl.when(pl.col(day_col).is_not_null())
-                .then(pl.col(day_col))
-                .otherwise(derived)
-                .alias(day_col)
-            )
-        self.df = self.df.with_columns(new_cols).drop("__anchor", "__anchor_given")
+            # a day from a date-time (and the infusion date) that cannot be: a wrong infusion_date
+            # (2099 for 2024) or date-time; a given day has its range check already
+            self.flag(pl.col(day_col).is_null() & has_dt & pl.col("__anchor").is_not_null()
+                      & ((derived < DAY_RANGE[0]) | (derived > DAY_RANGE[1])), dt_col,
+                      lambda v: f"subject {v!r}: the {dt_col} is more than 100 years from the subject's "
+                      "infusion date: check the date-time or subjects' infusion_date/infusion_datetime",
+                      by="subject_id")
+            day = pl.when(pl.col(day_col).is_not_null()).then(pl.col(day_col)).otherwise(derived)
+            born = -(pl.col("__age") + 1) * 365.25  # the earliest day of birth an age in completed years allows
+            before_birth = pl.col("__age").is_not_null() & day.is_not_null() & (day < born)
+            for col, given in ((day_col, pl.col(day_col).is_not_null()), (dt_col, pl.col(day_col).is_null())):
+                self.flag(before_birth & given, col,
+                          lambda v, c=col: f"subject {v!r}: the {c} falls before the subject's birth (day "
+                          "< -(age_years + 1) x 365.25): check the day, the date-time or subjects' "
+                          "infusion_date and age_years", by="subject_id")
+            new_cols.append(day.alias(day_col))
+        self.df = self.df.with_columns(new_cols).drop("__anchor", "__anchor_given", "__age")
 
     def check_subjects_known(self, known: pl.Series) -> None:
         assert self.df is not None
@@ -425,8 +435,9 @@ def _anchors(subjects: pl.DataFrame) -> pl.DataFrame:
     anchor = day_zero(pl.col("infusion_datetime"), pl.col("infusion_date"))
     # given but unreadable: the date has its own error in subjects, so no row is told it has none
     given = pl.col("infusion_datetime").is_not_null() | pl.col("infusion_date").is_not_null()
-    return subjects.select("subject_id", anchor.alias("__anchor"), given.alias("__anchor_given")).unique(
-        "subject_id", keep="first")
+    age = pl.col("age_years") if "age_years" in subjects.columns else pl.lit(None, dtype=pl.Float64)
+    return subjects.select("subject_id", anchor.alias("__anchor"), given.alias("__anchor_given"),
+                           age.cast(pl.Float64, strict=False).alias("__age")).unique("subject_id", keep="first")
 
 
 def _doses(r: _FileReader) -> pl.DataFrame:
@@ -622,6 +633,12 @@ def _observations(r: _FileReader) -> pl.DataFrame:
             hi.cast(pl.String),
         ),
     )
+    for c in ("lln", "uln"):  # a reference limit no value of the param can reach (uln 1e300)
+        r.flag(pl.col(c).is_finite() & lo.is_not_null() & ((pl.col(c) < lo) | (pl.col(c) > hi)), c,
+               lambda v, c=c: f"{c} {v[1]} of {v[0]} is outside the plausible range of its values "
+               f"[{v[2]}, {v[3]}] ({v[4]})",
+               by=pl.concat_list(pl.col("param"), pl.col(f"orig_{c}").cast(pl.String), lo.cast(pl.String),
+                                 hi.cast(pl.String), pl.col("unit")))
     return df.with_columns(r.provenance())
 
 

@@ -483,13 +483,18 @@ def _raise_first_error(rows: pl.DataFrame, f: pl.DataFrame, opts: EndpointOption
         r = errors.row(0, named=True)
         s = f.filter(pl.col("_order") == r["_order"]).row(0, named=True)
         sid, why = r[_SID], r["_outcome"]
+        # contradictory input (not a failure of the engine): an InputError, worded without a type name
+        from cartlab.errors import InputError
+
         if why == "undated_remission":
-            raise ValueError(f"subject {sid}: remission response {s['undated_cat']!r} without best_response_day")
+            raise InputError(f"subject {sid}: remission response {s['undated_cat']!r} without best_response_day")
         rem = "remefs_day" if r["PARAMCD"] == "EFS" else "rem_day"
         if why == "death_before_remission":
-            raise ValueError(f"subject {sid}: death on day {s['death_day']:g} before the remission on day {s[rem]:g}")
+            raise InputError(f"subject {sid}: death on day {s['death_day']:g} (events.csv) before the remission "
+                             f"on day {s[rem]:g}")
         origin = 0.0 if r["PARAMCD"] in ("OS", "EFS", "LFS") else s[rem]
-        raise ValueError(f"subject {sid}: last known alive on day {s['a_day']:g}, before the clock start {origin:g}")
+        raise InputError(f"subject {sid}: last known alive on day {s['a_day']:g} (subjects.csv last_followup_day), "
+                         f"before the clock start {origin:g}: check last_followup_day")
     missing = stops[_SID].to_list()
     if opts.missing_followup == "error":
         raise ValueError(

@@ -250,10 +250,10 @@ def _client(workers: int | None, scheduler: str | None):
 
         return Client(scheduler), None
     if workers:
-        from distributed import Client, LocalCluster
-
         import signal
         import threading
+
+        from distributed import Client, LocalCluster
 
         # the worker processes inherit an ignored SIGINT: Ctrl-C reaches only this driver, which cancels
         # the work and closes the cluster (no KeyboardInterrupt traceback from every worker)

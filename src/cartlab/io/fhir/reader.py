@@ -22,6 +22,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from cartlab.errors import InputError
 from cartlab.io.clock import days_from, midnight
+from cartlab.io.course_checks import ABSENT_FILE_MEANS
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import StudyValidationError
 from cartlab.io.fhir._common import parse_fhir_time, read_row_extension
@@ -55,6 +56,7 @@ _NEGATION_BEFORE = re.compile(r"\b(no|denies|denied|negative for|rule out|r/o|ab
 _NEGATION_AFTER = re.compile(r"\b(ruled out|unlikely|excluded|not (present|confirmed|seen))\b", re.IGNORECASE)
 #: a censored result written as text ("<50", ">= 1e3"): the study folder's censor rule decides the rest
 _CENSORED_TEXT = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*[-+]?(\d|\.\d)")
+_NUMBER_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")  # a plain number sent as valueString
 #: the row-extension mark of a CAR-T administration whose clock time is subjects.infusion_datetime's
 #: (the study row itself gives day 0 only): its cartlab day is checked against the date, not the time
 TIME_FROM_INFUSION = ("time_from", "infusion_datetime")
@@ -93,6 +95,7 @@ def _load(path: Path) -> tuple[list[_Entry], tuple]:
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     name = path.name
+    without_resource: dict[int, dict] = {}
     try:
         text = data.decode("utf-8")
         if path.suffix.lower() == ".ndjson":
@@ -109,6 +112,12 @@ def _load(path: Path) -> tuple[list[_Entry], tuple]:
                     (i, e.get("resource") if isinstance(e, dict) else e, e.get("fullUrl") if isinstance(e, dict) else None)
                     for i, e in enumerate(entries, 1)
                 ]
+                # FHIR R4 bdl-5: "must be a resource unless there's a request or response" (a transaction's
+                # or a history's DELETE): nothing to read; named in the result (not an error)
+                without_resource = {i: (e.get("request") or e.get("response") or {})
+                                    for i, e in enumerate(entries, 1)
+                                    if isinstance(e, dict) and e.get("resource") is None
+                                    and (e.get("request") or e.get("response"))}
             else:
                 raws = [(1, obj, None)]
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -116,6 +125,8 @@ def _load(path: Path) -> tuple[list[_Entry], tuple]:
     out = []
     for i, res, full in raws:
         e = _Entry(name, i, res, full)
+        if res is None and i in without_resource:  # bdl-5: a request/response entry (DELETE) has none
+            continue
         if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
             raise e.error("not a FHIR resource (no resourceType)")
         try:
@@ -306,6 +317,10 @@ class _Reader:
         if r.get("status") in ("entered-in-error", "cancelled", "registered"):
             return self.skip(e, code, f"status {r['status']}: not a result")
         param = self.m.param_of(_codings(r.get("code")))
+        if param is None and r.get("component"):
+            # a panel (blood pressure 85354-9: systolic 8480-6 and diastolic 8462-4 as components,
+            # the FHIR R4 vital-signs profile's shape): each mapped component is an observation
+            return self._components(e, code)
         if param is None:
             return self.skip(e, code, "code not in the FHIR code map (loinc_map.yaml)")
         sid = self.subject(e)
@@ -330,9 +345,16 @@ class _Reader:
         elif "valueInteger" in r:
             row["orig_value"] = float(r["valueInteger"])
         elif "valueString" in r:
-            row["value_text"] = r["valueString"]
             unit = load_dictionary()[param].unit
-            if unit and _CENSORED_TEXT.match(str(r["valueString"])):  # "<50": text has no unit field
+            number = _NUMBER_TEXT.match(str(r["valueString"]).strip())
+            if number:  # "38.5": a number sent as text, read as the censored texts are (canonical unit)
+                row["orig_value"] = float(number.group(0))
+                if unit:
+                    row["orig_unit"] = unit
+                note = "numeric valueString read" + (f" in the canonical unit {unit}" if unit else "")
+            else:
+                row["value_text"] = r["valueString"]
+            if unit and not number and _CENSORED_TEXT.match(str(r["valueString"])):  # "<50": no unit field
                 row["orig_unit"] = unit
                 note = f"censored valueString read in the canonical unit {unit}"
         elif "valueCodeableConcept" in r:
@@ -353,6 +375,23 @@ class _Reader:
         row["day"] = day
         row["datetime"] = ext.get("datetime") if ext is not None else dt
         self.add("observations", e, row, code, note if "orig_unit" not in (ext or {}) else None)
+
+    def _components(self, e: _Entry, code: str) -> None:
+        """The mapped components of a panel Observation, each as an Observation of its own (the
+        panel's subject, effective time, status and specimen); unmapped components are reported."""
+        r = e.res
+        used = 0
+        for k, comp in enumerate(r.get("component") or [], 1):
+            if not isinstance(comp, dict) or self.m.param_of(_codings(comp.get("code"))) is None:
+                self.skip(e, f"{code} component {k} {_code_label((comp or {}).get('code'))}",
+                          "component code not in the FHIR code map (loinc_map.yaml)")
+                continue
+            part = {k2: v for k2, v in r.items() if k2 not in ("component", "code") and not k2.startswith("value")}
+            part.update({k2: v for k2, v in comp.items() if k2 == "code" or k2.startswith("value")})
+            self.observation(_Entry(e.file, e.index, part, e.full))
+            used += 1
+        if not used:
+            self.skip(e, code, "panel code not in the FHIR code map, and none of its components is")
 
     def _unit(self, e: _Entry, q: dict) -> str:
         try:
@@ -578,7 +617,10 @@ def _subjects_from_fhir(rd: _Reader) -> None:
         if "age_years" not in row and birth and sid in rd.nominal:
             rd.skip(e, "birthDate", "birthDate not used for age: the subject's times are nominal (no calendar day 0)")
         elif "age_years" not in row and birth and sid in rd.anchor:
-            b = parse_fhir_time(birth)
+            b = parse_fhir_time(birth) if re.fullmatch(r"\d{4}-\d{2}-\d{2}.*", str(birth)) else None
+            if b is None:  # "1980" or "1980-05": the completed years on day 0 are not known
+                rd.skip(e, "birthDate", f"birthDate {birth!r} has no day: the age on day 0 is not computed "
+                        "(age_years empty; give the full date or an age)")
             if b is not None:  # completed years on the day of the first CAR-T infusion
                 d0 = rd.anchor[sid].date()
                 row["age_years"] = float(d0.year - b.year - ((d0.month, d0.day) < (b.month, b.day)))
@@ -597,6 +639,22 @@ def _frame(rows: list[dict], table: str) -> pl.DataFrame:
     cols = [c for c in TABLES[table] if any(c in r for r in rows)]
     data = {c: [r.get(c) for r in rows] for c in cols}
     return conform(pl.DataFrame({c: pl.Series(c, v, dtype=TABLES[table][c], strict=False) for c, v in data.items()}), table)
+
+
+#: the resources a study-folder table is read from (what "not given" means for a FHIR input)
+_FHIR_SOURCES = {"doses": "MedicationAdministration of a CAR-T or lymphodepletion drug",
+                 "interventions": "MedicationAdministration or Procedure of an intervention",
+                 "events": "Condition, Procedure or Patient.deceased[x] of an event"}
+
+
+def _absent_in_fhir(w, name: str):
+    """The study folder's "file not given" warning in FHIR's words (an empty file's header is no
+    advice for a Bundle)."""
+    table = Path(w.file).stem
+    if table not in ABSENT_FILE_MEANS or not w.message.startswith("not given:"):
+        return w
+    what = ABSENT_FILE_MEANS[table].split("; an empty file")[0]
+    return type(w)(name, None, f"no {_FHIR_SOURCES[table]} was read (table {table}): {what}", [], w.severity)
 
 
 def _translate(exc: StudyValidationError, rd: _Reader) -> InputError:
@@ -633,6 +691,7 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
             study = read_study(tmp, study_id=study_id or path.stem)
         except StudyValidationError as exc:
             raise _translate(exc, rd) from exc
+    study.warnings = [_absent_in_fhir(w, path.name) for w in getattr(study, "warnings", [])]
     sha = {name: s for name, _, s, _ in sources}
     for t in TABLES:
         df = study.table(t)
