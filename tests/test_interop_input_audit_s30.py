@@ -193,3 +193,23 @@ def test_last_followup_before_the_clock_start_is_named_without_a_type(tmp_path):
 
 def test_input_error_is_the_cartlab_error():
     assert issubclass(InputError, ValueError)
+
+
+@pytest.mark.parametrize("dose, unit, agent", [(1e300, "mg/m2", "fludarabine"), (1e300, "cells/kg", "CAR-T"),
+                                               (2e10, "cells/kg", "CAR-T")])
+def test_a_dose_no_patient_can_get_is_refused(tmp_path, dose, unit, agent):
+    """Fuzz audit: fludarabine 1e300 mg/m2 was accepted; the ceiling per unit (schema.DOSE_MAX) is far
+    above any CAR-T (1e5-1e8 cells/kg) or lymphodepletion dose."""
+    d = _folder(tmp_path, [{"subject_id": "A", "day": 3.0, "param": "TEMP", "value": 37.0, "unit": "C"}])
+    pl.DataFrame([{"subject_id": "A", "day": 0.0, "agent": agent, "dose": dose, "unit": unit}]).write_csv(d / "doses.csv")
+    with pytest.raises(StudyValidationError, match="is above the plausible maximum") as exc:
+        read_study(d)
+    assert (exc.value.issues[0].file, exc.value.issues[0].column) == ("doses.csv", "dose")
+
+
+def test_a_usual_dose_is_accepted(tmp_path):
+    d = _folder(tmp_path, [{"subject_id": "A", "day": 3.0, "param": "TEMP", "value": 37.0, "unit": "C"}])
+    pl.DataFrame([{"subject_id": "A", "day": 0.0, "agent": "CAR-T", "dose": 1e6, "unit": "cells/kg"},
+                  {"subject_id": "A", "day": -5.0, "agent": "cyclophosphamide", "dose": 500.0, "unit": "mg/m2"}]
+                 ).write_csv(d / "doses.csv")
+    assert read_study(d).doses.height == 2

@@ -30,6 +30,9 @@ SEX = ("F", "M", "U")
 SEX_SYNONYMS = (("female", "F"), ("male", "M"), ("unknown", "U"))
 DISEASES = ("AML", "B-ALL", "T-ALL", "T-LBL", "MPAL", "LBCL", "FL", "MCL", "CLL", "MM", "other")
 DOSE_UNITS = ("cells/kg", "cells", "mg/m2", "mg", "mg/kg")
+#: the largest dose a row can mean, per canonical dose unit (far above any CAR-T or chemotherapy dose:
+#: CAR-T 1e5-1e8 cells/kg, cyclophosphamide up to a few g/m2); above it the value is a typing error
+DOSE_MAX = {"cells/kg": 1e10, "cells": 1e13, "mg/m2": 1e5, "mg": 1e6, "mg/kg": 1e4}
 CATEGORIES = (
     "vasopressor",
     "oxygen",

@@ -32,7 +32,7 @@ from cartlab.io.folder import (
     missing_subjects_issue,
     sniff_dialect,
 )
-from cartlab.io.schema import DAY_RANGE, DOSE_UNITS, FILES, FileSpec, vocab_key, vocab_key_expr
+from cartlab.io.schema import DAY_RANGE, DOSE_MAX, DOSE_UNITS, FILES, FileSpec, vocab_key, vocab_key_expr
 from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
 
@@ -458,6 +458,11 @@ def _doses(r: _FileReader) -> pl.DataFrame:
         _round_sig(pl.col("dose") * pl.col("unit").replace_strict(scale, default=None, return_dtype=pl.Float64)).alias("dose"),
         pl.col("unit").replace_strict(canon, default=None, return_dtype=pl.String).alias("unit"),
     )
+    r.df = df
+    top = pl.col("unit").replace_strict(DOSE_MAX, default=None, return_dtype=pl.Float64)
+    r.flag(top.is_not_null() & (pl.col("dose") > top), "dose", lambda v: f"dose {v[0]} {v[1]} is above the plausible "
+           f"maximum {v[2]} {v[3]}", by=pl.concat_list(pl.col("orig_dose").cast(pl.String), pl.col("orig_unit"),
+                                                      top.cast(pl.String), pl.col("unit")))
     return df.with_columns(r.provenance())
 
 
