@@ -113,7 +113,7 @@ def analyze_cmd(
     An earlier analysis in --out is replaced as a whole (a table it wrote and this one does not is
     deleted); a folder holding other files is refused unless --force.
 
-    [bold]Example[/]: cartlab analyze studies/NCT04762485 --out results/
+    [bold]Example[/]: cartlab analyze out/seed_case --out results/
     [bold]Example[/]: cartlab analyze --sdtm sdtm/ --out results/
     [bold]Example[/]: cartlab analyze big_study/ --workers 2 --out results/
     """
@@ -200,7 +200,7 @@ def report_cmd(
     An earlier report in --out is replaced as a whole; a folder holding other files is refused
     unless --force.
 
-    [bold]Example[/]: cartlab report studies/NCT04762485 --out report/   (one subject: --subject ID)
+    [bold]Example[/]: cartlab report out/seed_case --out report/   (one subject: --subject ID)
     """
     from cartlab.analyze import Analysis
     from cartlab.io.atomic import check_output_path, write_error

@@ -122,7 +122,7 @@ def dose_cmd(
     and doses outside the protocol are refused.
 
     [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52 --height 160 --age 17 --sex F --creatinine 54 umol/L
-    [bold]Example[/]: cartlab dose --protocol nct04762485 --subject CD7-AML-001 --study studies/seed_case
+    [bold]Example[/]: cartlab dose --protocol nct04762485 --subject CD7-AML-001 --study out/seed_case
     """
     from rich.markup import escape
 
@@ -242,7 +242,7 @@ def eligibility_cmd(
     subject (--csv: every criterion of every subject), as cartlab deviations does.
 
     [bold]Example[/]: cartlab eligibility CD7-AML-001 --protocol nct04762485
-    [bold]Example[/]: cartlab eligibility --study studies/NCT04762485 --protocol nct04762485
+    [bold]Example[/]: cartlab eligibility --study out/seed_case --protocol nct04762485
     """
     from rich.markup import escape
 

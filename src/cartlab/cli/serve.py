@@ -61,8 +61,8 @@ def serve_cmd(
     The analysis uses the default options unless --set / --options say otherwise (as cartlab analyze);
     the page says "options: all defaults" or lists those that differ.
 
-    [bold]Example[/]: cartlab serve studies/seed_case   (then open http://127.0.0.1:8050/)
-    [bold]Example[/]: cartlab serve studies/seed_case --set crs.fever_threshold_c=38.3
+    [bold]Example[/]: cartlab serve out/seed_case   (then open http://127.0.0.1:8050/)
+    [bold]Example[/]: cartlab serve out/seed_case --set crs.fever_threshold_c=38.3
     [bold]Example[/]: CARTLAB_TOKEN="$(openssl rand -hex 16)" cartlab serve --store cartlab.duckdb --host 0.0.0.0
     """
     from cartlab.app.security import (

@@ -49,7 +49,7 @@ def validate_cmd(
     Exit code 0 when valid (warnings allowed), 1 when not, 2 when the path is not a study folder.
     Nothing is written.
 
-    [bold]Example[/]: cartlab validate studies/NCT04762485
+    [bold]Example[/]: cartlab validate out/seed_case
     """
     from cartlab.io import validate_study
     from cartlab.io.study_folder import check_study_path
@@ -100,7 +100,7 @@ def import_cmd(
     Invalid input is rejected whole and the store is left untouched. An SDTM or FHIR import writes
     its mapping report (every input record: mapped, or why not) beside the store.
 
-    [bold]Example[/]: cartlab import studies/NCT04762485 --store trial.duckdb
+    [bold]Example[/]: cartlab import out/seed_case --store trial.duckdb
     [bold]Example[/]: cartlab import --sdtm sdtm/ --study-id TRIAL-01
     """
     from cartlab.io import read_study
@@ -252,7 +252,7 @@ def export_cmd(
     In the examples, out/seed_case is the study folder cartlab demo writes.
 
     [bold]Example[/]: cartlab export out/seed_case --out exported/ --format parquet
-    [bold]Example[/]: cartlab export studies/NCT04762485 --adam adam/ --set crs.fever_threshold_c=38.3
+    [bold]Example[/]: cartlab export out/seed_case --adam adam/ --set crs.fever_threshold_c=38.3
     [bold]Example[/]: cartlab export --adam adam/ --sdtm sdtm/ --format xpt
     [bold]Example[/]: cartlab export out/seed_case --fhir seed_bundle.json
     """

@@ -142,7 +142,7 @@ def fit_cmd(
     vs twin), twin_fit_quality.csv (per parameter: RMS standardised residual, whether the twin describes it),
     twin_identifiability.csv, twin_fit.png and twin_fit.json.
 
-    [bold]Example[/]: cartlab twin fit studies/seed --subject CD7-AML-001 --sources paper --seed-anchors --out twin/
+    [bold]Example[/]: cartlab twin fit out/seed_case --subject CD7-AML-001 --sources paper --seed-anchors --out twin/
     """
     _check_out(out, "the twin fit")
     data, _ = load_source(study, store, csv_dialect=csv_dialect)
@@ -193,7 +193,7 @@ def forecast_cmd(
     twin_identifiability.csv, twin_forecast.png, twin_fit.png and twin_forecast.json. Intervals that the
     posterior draws do not resolve, and a forecast peak below a value already measured, are flagged.
 
-    [bold]Example[/]: cartlab twin forecast studies/seed --subject CD7-AML-001 --from-day 7 --out fc/
+    [bold]Example[/]: cartlab twin forecast out/seed_case --subject CD7-AML-001 --from-day 7 --out fc/
     """
     if not math.isfinite(from_day):
         raise _usage(f"--from-day must be a finite number of days, got {from_day:g}")
