@@ -384,7 +384,7 @@ def response_rate_table(analysis, subject_ids=None) -> Rates:
 @dataclass(frozen=True)
 class Deviations:
     """``summary``: ``category``, ``item``, ``n_deviations``, ``n_subjects``, ``subjects`` (first
-    ten); ``n_with`` of ``n_selected`` subjects have at least one deviation."""
+    ten, then "(+N more)"); ``n_with`` of ``n_selected`` subjects have at least one deviation."""
 
     protocol: str
     summary: pl.DataFrame
@@ -402,6 +402,9 @@ def deviation_summary(analysis, subject_ids=None) -> Deviations:
                .agg(pl.len().cast(pl.Int64).alias("n_deviations"),
                     pl.col("subject_id").n_unique().cast(pl.Int64).alias("n_subjects"),
                     pl.col("subject_id").unique(maintain_order=True).head(10).str.join(", ").alias("subjects"))
+               .with_columns(pl.when(pl.col("n_subjects") > 10)  # the first ten, and how many more
+                             .then(pl.format("{} (+{} more)", pl.col("subjects"), pl.col("n_subjects") - 10))
+                             .otherwise(pl.col("subjects")).alias("subjects"))
                .sort(["n_subjects", "category", "item"], descending=[True, False, False]))
     return Deviations(analysis.protocol.id, summary, subjects_of(analysis, ids).height,
                       dev["subject_id"].n_unique())

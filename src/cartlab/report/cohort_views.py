@@ -74,8 +74,10 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
 
     def grades():
         d = cd.grade_distribution(analysis, sel)
-        hi = d.counts.filter(pl.col("grade").is_not_null())["n_could_be_higher"].sum()
-        extra = [f"{hi} subject(s) could have a higher grade had a missing input been recorded"] if hi else []
+        hi = {t: n for t, n in d.counts.filter(pl.col("grade").is_not_null()).group_by("term", maintain_order=True)
+              .agg(pl.col("n_could_be_higher").sum()).iter_rows() if n}  # subjects per term (one grade each)
+        extra = ([", ".join(f"{t}: {n} subject(s)" for t, n in hi.items())
+                  + " could have a higher grade had a missing input been recorded"] if hi else [])
         return (_caption("Subjects by worst ASTCT 2019 grade (Lee DW et al., BBMT 2019;25:625); not evaluable = "
                          "no data to grade, counted apart. Bars: % of all subjects (not evaluable included); "
                          f"table: n, and {PCT_OF_EVALUABLE} = % of n_evaluable.", [*d.notes, *extra], prov),
@@ -132,7 +134,8 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
         return (_caption("Kaplan-Meier estimates (ELN 2022 Table 9 endpoints) with 95% log(-log) CIs; table: "
                          "median (days; 95% CI by inversion of the log(-log) band; not reached = the curve or band stays "
                          "above 0.5, not estimable = the band ends where the estimate reaches 0 first, as in "
-                         "km_median.csv) and number at risk = subjects with time >= the day.", d.notes, prov),
+                         "km_median.csv) and number at risk = subjects with time >= the day (RFS and CIR count days since the "
+                         "remission, OS, EFS and LFS since the infusion).", d.notes, prov),
                 R.survival_figure(d), d.shown_table())
 
     def incidence():

@@ -28,7 +28,7 @@ import polars as pl
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from cartlab.model import NOT_MEASURED_SOURCES, SUBJECT_SUMMARY_COLUMNS, TABLES, Study
-from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _table
+from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _table, grade_span
 from cartlab.report.figures import (
     LYMPHODEPLETION_AGENTS,
     RECONSTRUCTED_CAPTION,
@@ -390,6 +390,18 @@ ICAHT_EARLY_PAIR = ("icaht_early_grade", "icaht_early_grade_max")
 ICAHT_EARLY_LABEL = "ICAHT early (days 0–30), icaht_early_grade(_max)"
 
 
+#: worst grades whose upper bound the summary carries as a column of its own (merged into one cell)
+GRADE_RANGE_PAIRS = {"crs_grade_astct": "crs_grade_astct_max", "icans_grade_astct": "icans_grade_astct_max"}
+
+
+def _grade_range_cell(lo: Any, hi: Any) -> str:
+    """A worst grade with its upper bound, as the study table shows it: "1", "1–2 (range: an input
+    missing, see the grades below)"."""
+    if lo is None or hi is None or hi == lo:
+        return _cell(lo)
+    return f"{grade_span(lo, hi)} (range: an input missing, see the grades below)"
+
+
 def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | None = None,
                    car_unit: str | None = None, analysis=None) -> dict:
     if summary is not None and "subject_id" in summary.columns:
@@ -400,11 +412,15 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
     pair = all(c in cols for c in ICAHT_EARLY_PAIR)
     if pair:  # one "ICAHT early" cell where the grade was; its upper bound is no column of its own
         cols = [c for c in cols if c != ICAHT_EARLY_PAIR[1]]
+    # CRS and ICANS as the study table shows them: one cell, "1–2" when an input is missing
+    merged = {lo: hi for lo, hi in GRADE_RANGE_PAIRS.items() if lo in cols and hi in cols}
+    cols = [c for c in cols if c not in merged.values()]
     if rows is None or rows.height == 0:
         cells = [EMPTY] * len(cols)
     else:
         r = rows.row(0, named=True)
         cells = [icaht_early_text(analysis, subject_id, r[c], r[ICAHT_EARLY_PAIR[1]]) if pair and c == ICAHT_EARLY_PAIR[0]
+                 else _grade_range_cell(r[c], r[merged[c]]) if c in merged
                  else _day(r[c]) if c in ("car_tmax", "car_tlast") else _quantity(r[c]) if c in KINETICS_LABELS
                  else _day(r[c]) if _is_day(c)
                  else _with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]

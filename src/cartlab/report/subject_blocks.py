@@ -264,8 +264,8 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
                                "rule": x[f"crs_{sc}_rule"], "reason": x[f"crs_{sc}_reason"]})
     scales = pl.DataFrame(scale_rows, schema={"scale": pl.String, "grade": pl.String, "missing": pl.String,
                                               "rule": pl.String, "reason": pl.String})
-    worst = (
-        adlb.filter(pl.col("ATOXGR").fill_null(0) != 0)
+    worst = (  # from day 0 on, as the study page's toxicity summary (pre-infusion values are baseline)
+        adlb.filter((pl.col("ATOXGR").fill_null(0) != 0) & (pl.col("day") >= 0))
         .with_columns(pl.col("ATOXGR").abs().alias("grade"))
         .sort(["grade", "day"], descending=[True, False])
         .group_by("term", maintain_order=True).first()
@@ -281,7 +281,7 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
         ctcae_empty = ("no laboratory value could be CTCAE-graded (a reference limit the criteria need is "
                        "missing: observations.csv lln/uln); not evaluable")
     else:
-        ctcae_empty = "no abnormal CTCAE-graded laboratory value"
+        ctcae_empty = "no abnormal CTCAE-graded laboratory value from day 0 on"
     episodes = episodes.with_columns(pl.Series("RANGE", [
         _episode_range(e, crs_daily, icans_daily, icaht) for e in episodes.iter_rows(named=True)], dtype=pl.String))
     return {
@@ -411,12 +411,20 @@ def _protocol_block(analysis, subject_id: str, protocol) -> dict | None:
         plan = None
     elig = _of(analysis, "eligibility", subject_id)
     elig = elig if elig is not None else pl.DataFrame()
+    verdict = _of(analysis, "eligibility_verdict", subject_id)
+    verdict_text = None
+    if verdict is not None and verdict.height:
+        v = verdict.row(0, named=True)
+        verdict_text = (f"{v['verdict']} ({v['n_pass']} criteria met, {v['n_fail']} not met"
+                        + (f": {v['failed']}" if v.get("failed") else "") + f", {v['n_unknown']} undetermined"
+                        + (f": {v['unknown']}" if v.get("unknown") else "") + ")")
     dev = _of(analysis, "protocol_deviations", subject_id)
     dev = (dev if dev is not None else pl.DataFrame(schema={"evidence": pl.List(pl.String)})).with_columns(
         pl.col("evidence").list.join(", ").alias("source_rows"))
     return {
         "id": protocol.id, "title": protocol.title, "version": protocol.version, "source": protocol.source,
         "plan_note": why,
+        "verdict": verdict_text,
         "plan": _table(plan, [("day", "Day"), ("agent", "Agent"), ("dose_text", "Planned dose"), ("unit", "Unit"),
                               ("basis", "Basis"), ("adjustment", "Adjustment"), ("rule", "Rule"),
                               ("source", "Source")]) if plan is not None else None,
