@@ -213,3 +213,14 @@ def test_a_usual_dose_is_accepted(tmp_path):
                   {"subject_id": "A", "day": -5.0, "agent": "cyclophosphamide", "dose": 500.0, "unit": "mg/m2"}]
                  ).write_csv(d / "doses.csv")
     assert read_study(d).doses.height == 2
+
+
+def test_a_zero_dose_is_read_with_a_warning(tmp_path):
+    """Fuzz audit: a CAR-T dose of 0 was accepted silently; it is read (it may be a deliberate record)
+    but warned about, since every engine reads the row as an administration."""
+    d = _folder(tmp_path, [{"subject_id": "A", "day": 3.0, "param": "TEMP", "value": 37.0, "unit": "C"}])
+    pl.DataFrame([{"subject_id": "A", "day": 0.0, "agent": "CAR-T", "dose": 0.0, "unit": "cells/kg"}]
+                 ).write_csv(d / "doses.csv")
+    s = read_study(d)
+    (w,) = [w for w in s.warnings if "a dose of 0" in w.message]
+    assert (w.file, w.column, w.rows, w.severity) == ("doses.csv", "dose", [1], "warning")

@@ -463,6 +463,9 @@ def _doses(r: _FileReader) -> pl.DataFrame:
     r.flag(top.is_not_null() & (pl.col("dose") > top), "dose", lambda v: f"dose {v[0]} {v[1]} is above the plausible "
            f"maximum {v[2]} {v[3]}", by=pl.concat_list(pl.col("orig_dose").cast(pl.String), pl.col("orig_unit"),
                                                       top.cast(pl.String), pl.col("unit")))
+    r.flag(pl.col("dose") == 0, "dose", "a dose of 0 is recorded as given (a dose not given is better left out: "
+           "kinetics, the twin and the protocol's dose checks read this row as an administration)",
+           by=pl.lit(None), severity="warning")
     return df.with_columns(r.provenance())
 
 
