@@ -23,6 +23,7 @@ from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
 from cartlab.grading.common import expand_days
 from cartlab.grading.crs_features import (
+    VITAL_OPTION_LIMITS,
     FeverAttribution,
     counted,
     crs_day_features,
@@ -69,10 +70,7 @@ class CrsOptions(CriteriaOptions):
     criteria: str = "astct_crs_2019"
 
     #: values of the right type that cannot be meant (checked when the options are made)
-    limits: ClassVar[dict[str, tuple[float, float, str]]] = {
-        "fever_threshold_c": (35.0, 43.0, "a body temperature in degrees Celsius"),
-        "sbp_cutoff_mmhg": (40.0, 200.0, "a systolic blood pressure in mmHg"),
-    }
+    limits: ClassVar[dict[str, tuple[float, float, str]]] = VITAL_OPTION_LIMITS
     allowed: ClassVar[dict[str, tuple[str, ...]]] = {
         "waiver_categories": CATEGORIES, "other_cause_intervention_categories": CATEGORIES}
 

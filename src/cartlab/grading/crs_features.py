@@ -42,6 +42,12 @@ ATTRIBUTION_OPTIONS = {
     "crs_indication_overrides_other_cause": "crs_indication_overrides",
 }
 SCOPES = ("day", "fever")
+#: the values a fever threshold and an SBP cut-off can mean (checked when CRS options of either
+#: engine are made): outside, a value in the wrong unit (100.4, a Fahrenheit fever) or a typing error
+VITAL_OPTION_LIMITS: dict[str, tuple[float, float, str]] = {
+    "fever_threshold_c": (35.0, 43.0, "a body temperature in degrees Celsius"),
+    "sbp_cutoff_mmhg": (40.0, 200.0, "a systolic blood pressure in mmHg"),
+}
 
 
 def norm_text(expr: pl.Expr) -> pl.Expr:

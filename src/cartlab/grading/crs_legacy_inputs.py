@@ -21,7 +21,14 @@ import polars as pl
 
 from cartlab._deprecated import renamed
 from cartlab.grading.common import load_criteria
-from cartlab.grading.crs_features import FeverAttribution, counted, crs_day_features, norm_text, norm_values
+from cartlab.grading.crs_features import (
+    VITAL_OPTION_LIMITS,
+    FeverAttribution,
+    counted,
+    crs_day_features,
+    norm_text,
+    norm_values,
+)
 from cartlab.grading.crs_vaso_course import vaso_course, vaso_rows
 from cartlab.grading.vasopressors import resolve_agents
 from cartlab.model import Study
@@ -115,8 +122,7 @@ class CrsLegacyOptions:
             raise ValueError(f"organ_labs must be one of {ORGAN_LABS}, not {self.organ_labs!r}")
         if isinstance(self.organ_labs_days, bool) or not isinstance(self.organ_labs_days, int) or self.organ_labs_days < 0:
             raise ValueError(f"organ_labs_days must be a whole number of days >= 0, not {self.organ_labs_days!r}")
-        for name, (low, high, what) in (("fever_threshold_c", (35.0, 43.0, "a body temperature in degrees Celsius")),
-                                        ("sbp_cutoff_mmhg", (40.0, 200.0, "a systolic blood pressure in mmHg"))):
+        for name, (low, high, what) in VITAL_OPTION_LIMITS.items():
             v = getattr(self, name)
             if isinstance(v, (int, float)) and not low <= v <= high:
                 raise ValueError(f"{name}={v!r} is not {what} (expected {low} to {high})")
