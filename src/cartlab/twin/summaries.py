@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cartlab.criteria import decision, load_table
+from cartlab.criteria import decision, load_raw, load_table
 from cartlab.errors import InputError
 
 CATEGORIES = ("CR", "CRh", "CRi", "MLFS", "PR", "NR", "NE")
@@ -338,13 +338,12 @@ def eln_best_response(obs, marrows=None) -> tuple[np.ndarray, np.ndarray]:
     return best, best_day
 
 
+@functools.cache
 def relapse_rule() -> dict[str, Any]:
     """The ELN 2022 table's ``relapse:`` block (``after_categories``, the circulating-blast rule) and
     its marrow threshold (rule ``eln2022.relapse.marrow``), as ``cartlab.response.marrow.derive_relapse``
-    reads them."""
-    from cartlab.response.marrow import _table
-
-    raw = _table("eln2022_aml")
+    reads them (read once: every chunk asks)."""
+    raw = load_raw("eln2022_aml", "cartlab.response")
     marrow = [w for r in raw["rule_sets"]["relapse"] for w in r["when"]
               if isinstance(w, dict) and w.get("feature") == "bm_blast_pct" and w.get("op") == ">="]
     if len(marrow) != 1:
