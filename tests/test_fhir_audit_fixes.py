@@ -106,21 +106,23 @@ def test_censored_value_string_in_canonical_unit(tmp_path):
         tmp_path, _patient(), _cart(),
         _obs("il6", "26881-3", "2024-03-05", valueString="<50"),        # IL-6, canonical pg/mL
         _obs("crp", "1988-5", "2024-03-06", valueString=">= 300"),      # CRP, canonical mg/L
-        _obs("il6b", "26881-3", "2024-03-07", valueString="hemolysed"),  # not censored: no unit needed
+        _obs("il6b", "26881-3", "2024-03-07", valueString="hemolysed"),  # no result: skipped (session 31)
     )
     o = study.observations.sort("day")
-    assert o["day"].to_list() == [2.0, 3.0, 4.0]  # dates without a time: their midnight
-    assert o["param"].to_list() == ["IL6", "CRP", "IL6"]
-    assert o["value"].to_list() == [None, None, None]
-    assert o["value_text"].to_list() == ["<50", ">= 300", "hemolysed"]
-    assert o["censor"].to_list() == ["<", ">=", None]
-    assert o["censor_limit"].to_list() == [50.0, 300.0, None]
-    assert o["unit"].to_list() == ["pg/mL", "mg/L", "pg/mL"]
-    assert o["orig_unit"].to_list() == ["pg/mL", "mg/L", None]
+    assert o["day"].to_list() == [2.0, 3.0]  # dates without a time: their midnight
+    assert o["param"].to_list() == ["IL6", "CRP"]
+    assert o["value"].to_list() == [None, None]
+    assert o["value_text"].to_list() == ["<50", ">= 300"]
+    assert o["censor"].to_list() == ["<", ">="]
+    assert o["censor_limit"].to_list() == [50.0, 300.0]
+    assert o["unit"].to_list() == ["pg/mL", "mg/L"]
+    assert o["orig_unit"].to_list() == ["pg/mL", "mg/L"]
     notes = report.filter(pl.col("reason").str.contains("censored valueString"))
     assert sorted(notes["reason"]) == ["mapped (censored valueString read in the canonical unit mg/L)",
                                        "mapped (censored valueString read in the canonical unit pg/mL)"]
-    assert _reasons(report) == {}  # counted as mapped, nothing skipped
+    # session 31: a word for a numeric param is no result (before: kept as a value_text every engine
+    # dropped); reported as skipped, like SDTM's non-numeric --STRESC
+    assert _reasons(report) == {"valueString is neither a number nor a censored value (<x): not numeric": "5"}  # entry 5
 
 
 # -- H4: reasonCode -> indication, usedCode -> o2_device through the shared vocabulary --------------

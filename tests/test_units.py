@@ -104,14 +104,15 @@ def test_normalise_never_crashes(s):
 
 
 def test_a_unit_of_the_wrong_dimension_says_how_it_was_read_and_what_is_accepted():
-    """'deg F' is degree x farad to pint and 'mm/uL' is a length per microlitre: the error says so and
-    lists the parameter's accepted spellings, instead of only "different dimension". ('thou/uL', thou a
-    length to pint, is read as the US lab spelling "thousand per uL" since s27.)"""
+    """'deg R' is degree x gas constant to pint and 'mm/uL' is a length per microlitre: the error says so
+    and lists the parameter's accepted spellings, instead of only "different dimension". ('thou/uL', thou
+    a length to pint, is read as the US lab spelling "thousand per uL" since s27; 'deg F' is degF since
+    session 31.)"""
     from cartlab.io.dictionary import load_dictionary
 
     with pytest.raises(UnitError) as exc:
-        load_dictionary()["TEMP"].conversion_from("deg F")
+        load_dictionary()["TEMP"].conversion_from("deg R")
     msg = str(exc.value)
-    assert "read as 'degree * farad'" in msg and "TEMP accepts degC" in msg and "°F" in msg
+    assert "read as 'degree * molar_gas_constant'" in msg and "TEMP accepts degC" in msg and "°F" in msg
     with pytest.raises(UnitError, match=r"read as 'millimeter / microliter'.*NEUT accepts 10\^9/L, /uL"):
         load_dictionary()["NEUT"].conversion_from("mm/uL")

@@ -255,7 +255,7 @@ SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("response_summary", "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
      ("best_response", "best_response_day", "mrd_negative")),
     ("kinetics_summary", "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
-     ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast")),
+     ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast", "car_param", "car_unit")),
 )
 
 

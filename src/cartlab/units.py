@@ -55,9 +55,13 @@ _SPELLINGS = {
     "F": "degF",
     "°F": "degF",
     "degF": "degF",
+    # the degree sign as users type it: lower case, the masculine ordinal (º), the one-glyph signs
+    "°c": "degC", "ºC": "degC", "℃": "degC", "Celsius": "degC", "deg C": "degC",
+    "°f": "degF", "ºF": "degF", "℉": "degF", "Fahrenheit": "degF", "deg F": "degF",
     "GI/L": "1e9/L",  # CDISC controlled terminology: giga-units per litre
     "G/L": "1e9/L",   # giga per litre, as French and other European lab reports write cell counts
     "T/L": "1e12/L",  # tera per litre (red cells), the same convention
+    "G/l": "1e9/L", "GI/l": "1e9/L", "T/l": "1e12/L",  # the same with a lower-case litre (pint: gauss)
     "K/uL": "1e3/uL",  # thousands per microlitre, as US lab reports write cell counts ("K/µL")
     "thou/uL": "1e3/uL",  # the same, as some US lab systems print it ("thou/µL")
     "mm Hg": "mmHg",  # AMA Manual of Style spelling of millimetres of mercury (with a space)
@@ -67,7 +71,12 @@ _SPELLINGS = {
     "": "dimensionless",
 }
 
-_GDNA = re.compile(r"\s*(g\s*DNA|gDNA|genomic DNA)\s*$", re.IGNORECASE)
+# "copies/ug gDNA", "copies/ug DNA", "copies/µg genomic DNA": the qualifier after the mass names the
+# matrix, not a unit (read as units, "DNA" would be debye x Avogadro's number)
+_GDNA = re.compile(r"(?<=g)\s*(of\s+)?(g\s*DNA|gDNA|genomic\s+DNA|DNA)\s*$", re.IGNORECASE)
+# a bare number left in a unit once the powers of ten are read ("109/L" where "10^9/L" lost its superscript)
+_ANGLES = frozenset({"degree", "radian", "arcminute", "arcsecond", "turn", "gradian", "milliradian"})
+_FACTOR = re.compile(r"(?<![\w.*])\d+(\.\d*)?(?![\w.])")
 
 
 def normalise_spelling(unit: str) -> str:
@@ -77,8 +86,11 @@ def normalise_spelling(unit: str) -> str:
         return _SPELLINGS[s]
     # "copies/ug gDNA" -> "copies/ug": the qualifier names the matrix, not a unit
     s = _GDNA.sub("", s)
-    # "x10^9/L", "×10^9/L" -> "10^9/L"
-    s = re.sub(r"^[x×]\s*(?=10)", "", s)
+    # "x10^9/L", "X10^9/L", "×10^9/L" -> "10^9/L"
+    s = re.sub(r"^[xX×]\s*(?=10)", "", s)
+    # enzyme activity: "units/L", "Units/L" -> "U/L" (pint reads "units" as micro-nit); "iu/L" -> "IU/L"
+    s = re.sub(r"\b[Uu]nits?\b", "U", s)
+    s = re.sub(r"\b[iI][uU]\b", "IU", s)
     # 10^9 / 10E9 / 10e9 / UCUM 10*9 (also 10**9) -> 1e9 (read literally, "10*9" would be 90)
     s = re.sub(r"\b10\s*\^\s*(-?\d+)", r"1e\1", s)
     s = re.sub(r"\b10\s*\*{1,2}\s*(-?\d+)", r"1e\1", s)
@@ -93,12 +105,25 @@ def normalise_spelling(unit: str) -> str:
 
 
 def parse_unit(unit: str) -> pint.Unit | pint.Quantity:
-    """Parse a unit spelling; raise :class:`UnitError` if pint cannot."""
+    """Parse a unit spelling; raise :class:`UnitError` if pint cannot.
+
+    A number in a unit must be a power of ten (``10^9/L``, ``10*9/L``, ``1e9/L``, ``1000/uL``): a
+    superscript lost in copying turns ``10⁹/L`` into ``109/L`` (or ``10 9/L``, ``10.9/L``), which pint
+    would read as 109 per litre; such a unit is an error, not a guess."""
     expr = normalise_spelling(unit)
+    bare = re.sub(r"\*\*\s*-?\d+", "", re.sub(r"\b1e-?\d+", "", expr))  # exponents and 1eN are read
+    for m in _FACTOR.finditer(bare):
+        if not re.fullmatch(r"10*", m.group(0)):
+            raise UnitError(f"unit {unit!r} holds the factor {m.group(0)}: write a power of ten with a caret (10^9/L, 10^3/uL) "
+                            "(a lost superscript makes 10⁹ read as 109)")
     try:
-        return ureg.parse_expression(expr)
+        parsed = ureg.parse_expression(expr)
     except Exception as exc:  # pint raises several error types (UndefinedUnitError, tokenizer errors)
         raise UnitError(f"unknown unit {unit!r}") from exc
+    units = parsed.units if isinstance(parsed, ureg.Quantity) else parsed
+    if any(name in _ANGLES for name in getattr(units, "_units", {})):  # pint: an angle is a pure number
+        raise UnitError(f"unknown unit {unit!r} (read as {str(units)!r}, an angle)")
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -165,13 +190,22 @@ def conversion(
             src_u = _quantity(1.0, unit).units
             tgt = parse_unit(canonical)
             tgt_u = tgt.units if isinstance(tgt, ureg.Quantity) else tgt
-            scale = float(ureg.Quantity(1.0, f"delta_{src_u}").to(f"delta_{tgt_u}").magnitude)
+            try:
+                scale = float(ureg.Quantity(1.0, f"delta_{src_u}").to(f"delta_{tgt_u}").magnitude)
+            except pint.UndefinedUnitError:  # an absolute scale (kelvin) has no delta unit: the slope
+                scale = one - zero
         else:
             scale = one
     except UnitError:
         raise
-    except Exception as exc:  # any other pint failure is an unknown unit
-        raise UnitError(f"unknown unit {unit!r}") from exc
+    except Exception as exc:  # a unit pint reads but cannot convert (e.g. % to umol/L in a molar context)
+        try:
+            read = parse_unit(unit)
+        except UnitError:
+            raise UnitError(f"unknown unit {unit!r}") from exc
+        read_units = read.units if isinstance(read, ureg.Quantity) else read
+        raise UnitError(f"unit {unit!r} (read as {str(read_units)!r}) cannot be converted to {canonical!r} "
+                        "(different dimension)") from exc
     return Conversion(scale=_tidy(scale), offset=_tidy(zero))
 
 

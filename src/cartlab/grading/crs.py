@@ -203,7 +203,9 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         .agg(
             pl.col("start_day").first().floor().cast(pl.Int64).alias("waiver_from_day"),
             pl.col("ref").first().alias("waiver_ref"),
-            pl.col("category").first().alias("waiver_category"),
+            # every category given on that first day, in a fixed order (not the file's row order)
+            pl.col("category").filter(pl.col("start_day").floor() == pl.col("start_day").floor().min())
+            .unique().sort().str.join(", ").alias("waiver_category"),
         )
     )
     ev = _counted(study.events, "attribution", ("CRS",)).filter(pl.col("event") == "death")

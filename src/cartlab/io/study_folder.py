@@ -33,6 +33,7 @@ from cartlab.io.folder import (
     sniff_dialect,
 )
 from cartlab.io.schema import DAY_RANGE, DOSE_MAX, DOSE_UNITS, FILES, FileSpec, vocab_key, vocab_key_expr
+from cartlab.io.value_text import number_hint, read_value_text
 from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
 
@@ -42,19 +43,8 @@ ROW = "__row"
 SIG_DIGITS = 12
 MAX_DISTINCT_VALUE_ISSUES = 25
 
-_CENSORED = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
-
-
 # --------------------------------------------------------------------------------------------
 # small expression helpers
-
-
-_MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "nd", "-", "--", ".", "missing", "unknown"}
-
-
-def _number_hint(text: object) -> str:
-    """A missing-value word (NA, N/A, ND, -) written where a number belongs: say how to write it."""
-    return " (leave the cell empty for a missing value)" if str(text).strip().lower() in _MISSING_WORDS else ""
 
 
 def _round_sig(expr: pl.Expr) -> pl.Expr:
@@ -215,6 +205,13 @@ class _FileReader:
                 casts.append(pl.col(name).dt.to_string("%Y-%m-%d").alias(name))
             elif isinstance(dtype, pl.Datetime):  # ISO 8601, with the offset of a zone-aware column
                 fmt = "%Y-%m-%dT%H:%M:%S%.f" + ("%:z" if dtype.time_zone else "")
+                t = df[name].drop_nulls()
+                if not dtype.time_zone and t.len() and (t.dt.truncate("1d") == t).all():
+                    # pandas writes a date column as timestamps at 00:00: dates, not exact midnights
+                    fmt = "%Y-%m-%d"
+                    self.issue(name, "every value is at 00:00: read as dates (a date column written as "
+                                     "timestamps); give a time other than 00:00 in one row, or a zone, to mean midnight",
+                               [], "warning")
                 casts.append(pl.col(name).dt.to_string(fmt).alias(name))
             else:
                 casts.append(pl.col(name).cast(pl.String))
@@ -280,7 +277,7 @@ class _FileReader:
                 self.flag(
                     raw.is_not_null() & (parsed.is_null() | ~parsed.is_finite()),
                     col.name,
-                    lambda v, c=col.name: f"{c} must be a number, got {v!r}{_number_hint(v)}",
+                    lambda v, c=col.name: f"{c} must be a number, got {v!r}{number_hint(v)}",
                 )
                 if col.range is not None:
                     lo, hi = col.range
@@ -523,40 +520,9 @@ def _observations(r: _FileReader) -> pl.DataFrame:
         "neither value nor value_text is given",
         by=pl.lit(None),
     )
-    # censored results such as "<50": bound in the row's unit
-    text = pl.col("value_text")
-    if r.decimal == ",":  # "<0,5" in the european dialect
-        text = text.str.replace(r"^(\s*[<>≤≥]=?\s*[-+]?\d+),(\d+)", "$1.$2")
-    cens = text.str.extract_groups(_CENSORED.pattern)
-    df = df.with_columns(
-        cens.struct.field("1").replace({"≤": "<=", "≥": ">="}).alias("censor"),
-        cens.struct.field("2").cast(pl.Float64, strict=False).alias("__censor_limit"),
-    )
-    # categorical params: value_text in the vocabulary's spelling ("Awakens to voice" is
-    # awakens_to_voice, as for the enum columns), then it must be one of the allowed codes
+    read_value_text(r, d)  # censored results ("<50": bound in the row's unit) and categorical codes
+    df = r.df
     for p in d.params.values():
-        if p.text_values:
-            key = vocab_key_expr(pl.col("value_text"))
-            df = df.with_columns(
-                pl.when(pl.col("param") == p.code)
-                .then(key.replace_strict({vocab_key(v): v for v in p.text_values}, default=pl.col("value_text")))
-                .otherwise(pl.col("value_text")).alias("value_text"))
-    r.df = df
-    for p in d.params.values():
-        if p.text_values:
-            r.flag(
-                (pl.col("param") == p.code)
-                & pl.col("value_text").is_not_null()
-                & ~pl.col("value_text").is_in(p.text_values),
-                "value_text",
-                lambda v, p=p: f"{v!r} is not a valid {p.code}; allowed: {', '.join(p.text_values)}",
-            )
-            r.flag(  # a categorical param has no number: a value there would be ignored by every engine
-                (pl.col("param") == p.code) & pl.col("value").is_not_null(),
-                "value",
-                lambda v, p=p: (f"{p.code} is categorical: give it in value_text ({', '.join(p.text_values)}), "
-                                f"not as the number {v}"),
-            )
         if p.integer:
             r.flag(
                 (pl.col("param") == p.code) & pl.col("value").is_not_null() & (pl.col("value") % 1 != 0),

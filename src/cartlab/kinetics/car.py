@@ -63,7 +63,7 @@ class CarKineticsOptions(CriteriaOptions):
     * ``time_from`` ("first"): days from the first CAR-T infusion, or "last" (the most recent one).
     * ``zero_at_infusion`` (True): a concentration of 0 at time 0 when no sample is there.
     * ``date_only_samples`` ("as_given"): a sample given as a date without a clock time (``datetime``
-      2021-05-24) is at that date's midnight, as every date-time is (spec "Time"), so after an
+      2021-05-24), or as a whole ``day`` without a ``datetime``, is at that day's midnight, as every date-time is (spec "Time"), so after an
       infusion at 14:00 a day-14 sample is 13.42 days from it (spec: "time from the first CAR-T
       infusion"); a warning names such subjects. "calendar_day": such a sample's time is whole days,
       its calendar day minus the infusion's (13.42 -> 14; its time of day is unknown); samples with a
@@ -104,13 +104,16 @@ _PROFILE_SCHEMA = {
 
 
 def _date_only() -> pl.Expr:
-    """A row whose ``datetime`` is a date without a clock time (``2021-05-24``)."""
-    return pl.col("datetime").cast(pl.String).str.strip_chars().str.contains(r"^\d{4}-\d{2}-\d{2}$").fill_null(False)
+    """A row whose time is known to the day only: a ``datetime`` without a clock time (``2021-05-24``),
+    or a whole ``day`` number given without a ``datetime`` (day 14 is no more precise than a date)."""
+    dt = pl.col("datetime").cast(pl.String).str.strip_chars()
+    return (dt.str.contains(r"^\d{4}-\d{2}-\d{2}$")
+            | (dt.is_null() & (pl.col("day") == pl.col("day").floor()))).fill_null(False)
 
 
 def _warn_date_only(study: Study, prof: pl.DataFrame, options: CarKineticsOptions) -> None:
     """Warn when date-only samples meet an infusion with a clock time (option ``date_only_samples``)."""
-    if options.date_only_samples != "as_given" or "datetime" not in study.observations.columns:
+    if options.date_only_samples != "as_given":
         return
     timed = _infusions(study).group_by("subject_id").agg(pl.col("day").min()).filter(
         pl.col("day") != pl.col("day").floor())["subject_id"]
@@ -119,7 +122,8 @@ def _warn_date_only(study: Study, prof: pl.DataFrame, options: CarKineticsOption
     dated = [sid for sid in dated.to_list() if sid in set(prof["subject_id"].to_list())]
     if dated:
         warnings.warn(CartlabWarning(
-            f"{len(dated)} subject(s) have CAR-T samples given as dates without a clock time while the infusion has "
+            f"{len(dated)} subject(s) have CAR-T samples given as dates without a clock time (or as whole days) "
+            f"while the infusion has "
             f"one: their times from the infusion count from midnight (a day-14 sample after a 14:00 infusion is "
             f"13.42 days), which can leave no sample on day 28 for car_auc_0_28; --set "
             f"kinetics.date_only_samples=calendar_day counts them in whole days: {', '.join(dated[:20])}"
@@ -266,7 +270,9 @@ def _num_text(col: str) -> pl.Expr:
 
 def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = None,
                      kinetics: pl.DataFrame | None = None) -> pl.DataFrame:
-    """``car_cmax``, ``car_tmax``, ``car_auc_0_28``, ``car_tlast`` per subject (subject_summary.csv).
+    """``car_cmax``, ``car_tmax``, ``car_auc_0_28``, ``car_tlast`` per subject (subject_summary.csv),
+    with ``car_param`` and ``car_unit``: the measurement they come from (CARCOPY, else CARCELL) and its
+    unit, since a cohort may mix the two.
 
     ``car_auc_0_28`` is the AUC over exactly ``auc_window`` (days 0-28), interpolated at day 28 by
     the AUC method (module docstring); Cmax/Tmax/Tlast are those of the whole profile.
@@ -276,8 +282,19 @@ def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = N
     k = kinetics if kinetics is not None else derive_car_kinetics(study, options)
     return study.subjects.select("subject_id").join(
         k.select("subject_id", pl.col("cmax").alias("car_cmax"), pl.col("tmax").alias("car_tmax"),
-                 pl.col("auc_window").alias("car_auc_0_28"), pl.col("tlast").alias("car_tlast")),
+                 pl.col("auc_window").alias("car_auc_0_28"), pl.col("tlast").alias("car_tlast"),
+                 pl.col("param").alias("car_param"), pl.col("unit").alias("car_unit")),
         on="subject_id", how="left", maintain_order="left")
+
+
+def _avalc() -> pl.Expr:
+    """AVALC of a censored sample in AVALU, the canonical unit: ``<`` and the converted bound
+    (``<0.05`` in 10^9/L is ``<50`` cells/uL; ``BLQ`` with an lloq of 50 is ``<50``)."""
+    sym = pl.col("value_text").str.extract(r"^\s*(<=|>=|<|>|≤|≥)", 1)
+    bound = pl.col("lloq").cast(pl.String).str.replace(r"\.0$", "")
+    return (pl.when(pl.col("value_text").is_not_null() & pl.col("lloq").is_not_null()
+                    & (sym.is_not_null() | pl.col("blq")))
+            .then(pl.concat_str(sym.fill_null("<"), bound)).otherwise(pl.col("value_text")).alias("AVALC"))
 
 
 ADPC_COLUMNS = ("STUDYID", "USUBJID", "PARAMCD", "AVAL", "AVALU", "AVALC", "BLQFL", "ADY", "AFRLT", "ARRLT",
@@ -299,7 +316,7 @@ def derive_adpc(study: Study, options: CarKineticsOptions | None = None) -> pl.D
     return first.select(
         pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.col("param").alias("PARAMCD"), pl.col("conc").alias("AVAL"), pl.col("unit").alias("AVALU"),
-        pl.col("value_text").alias("AVALC"), pl.when(pl.col("blq")).then(pl.lit("Y")).otherwise(None).alias("BLQFL"),
+        _avalc(), pl.when(pl.col("blq")).then(pl.lit("Y")).otherwise(None).alias("BLQFL"),
         pl.col("day").alias("ADY"), pl.col("time").alias("AFRLT"), pl.col("_rel").alias("ARRLT"),
         pl.col("time").floor().alias("NFRLT"),
         pl.when(pl.col("imputed")).then(pl.lit("IMPUTED")).otherwise(None).alias("DTYPE"),

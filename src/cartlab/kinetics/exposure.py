@@ -145,18 +145,55 @@ def _unknown_reason(out: str) -> pl.Expr:
 
 def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = ("car_cmax", "car_auc_0_28"),
                              outcomes: Sequence[str] = ("responder", "crs_grade_ge3")) -> pl.DataFrame:
-    """One row per exposure x outcome: n, medians by group, Mann-Whitney U and p, logistic odds ratio.
+    """One row per kinetics param x exposure x outcome: n, medians by group, Mann-Whitney U and p,
+    logistic odds ratio.
 
+    ``param``/``unit``: the measurement the exposure comes from (``car_param``/``car_unit`` of the
+    summary: CARCOPY, else CARCELL). Exposures of different params (copies/ug gDNA against cells/uL)
+    are never pooled: each param has its own rows, and a subject without kinetics is named in each.
     ``n``: subjects with a known outcome (for ``responder``: a best response other than NE or empty)
     and an exposure >= 0 (medians and Mann-Whitney);
     ``n_zero``: of them, non-expanders with exposure 0; ``n_logit``: subjects in the logistic
     regression of log10 exposure (exposure > 0); ``n_excluded`` and ``excluded`` ("reason: ID, ID;
     ...", in the frame's order): subjects left out of the row and why. Excluded subjects are also named
     in a :class:`~cartlab.errors.CartlabWarning`."""
+    left_out: dict[str, list[str]] = {}
+    if "car_param" in summary.columns:
+        kinds = summary.filter(pl.col("car_param").is_not_null()).select("car_param", "car_unit").unique(
+            maintain_order=True).sort("car_param").rows()  # CARCELL, CARCOPY: a fixed order
+        if len(kinds) > 1:
+            from cartlab.errors import CartlabWarning
+
+            counts = ", ".join(f"{k} for {summary.filter(pl.col('car_param') == k).height}" for k, _u in kinds)
+            warnings.warn(CartlabWarning(f"CAR-T kinetics come from {counts} subjects: exposure-response is "
+                                         "analysed per param (exposure_response.csv, column param), not pooled"),
+                          stacklevel=2)
+    else:
+        kinds = []
+    groups = [(k, u, summary.filter(pl.col("car_param").is_null() | (pl.col("car_param") == k)))
+              for k, u in kinds] or [(None, None, summary)]
+    rows = []
+    for param, unit, part in groups:
+        rows += [{"param": param, "unit": unit, **r} for r in _rows(part, exposures, outcomes, left_out)]
+    if left_out:
+        from cartlab.errors import CartlabWarning
+
+        parts = [f"{why}: {', '.join(ids[:20])}" + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
+                 for why, ids in left_out.items()]
+        warnings.warn(CartlabWarning(
+            "subjects left out (exposure_response.csv, column excluded) -- " + " | ".join(parts)),
+            stacklevel=2)
+    return pl.DataFrame(rows, infer_schema_length=None,
+                        schema_overrides={"excluded": pl.String, "param": pl.String, "unit": pl.String})
+
+
+def _rows(summary: pl.DataFrame, exposures: Sequence[str], outcomes: Sequence[str],
+          left_out: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The rows of :func:`derive_exposure_response` for one kinetics param (``left_out`` collects the
+    excluded subjects by reason)."""
     from scipy.stats import mannwhitneyu
 
     rows = []
-    left_out: dict[str, list[str]] = {}
     for out in outcomes:
         if out not in OUTCOMES:
             raise ValueError(f"unknown outcome {out!r}; choose from {sorted(OUTCOMES)}")
@@ -211,15 +248,7 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
                                      f"{who} left out of the log10 fit only (they are in the medians and the "
                                      "Mann-Whitney test)")
             rows.append(row)
-    if left_out:
-        from cartlab.errors import CartlabWarning
-
-        parts = [f"{why}: {', '.join(ids[:20])}" + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
-                 for why, ids in left_out.items()]
-        warnings.warn(CartlabWarning(
-            "subjects left out (exposure_response.csv, column excluded) -- " + " | ".join(parts)),
-            stacklevel=2)
-    return pl.DataFrame(rows, infer_schema_length=None, schema_overrides={"excluded": pl.String})
+    return rows
 
 
 def plot_exposure_response(summary: pl.DataFrame, exposure: str = "car_cmax", outcome: str = "responder"):

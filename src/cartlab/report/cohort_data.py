@@ -512,11 +512,14 @@ def expansion_data(analysis, subject_ids=None, param: str = "CARCOPY") -> Expans
 class ExposureData:
     """``points``: ``subject_id``, ``car_cmax``, ``car_auc_0_28``, ``response``, ``responder``,
     ``crs_grade`` (ASTCT), ``crs_ge3``; ``stats``: the ``exposure_response`` table (Mann-Whitney and
-    logistic regression per exposure and outcome)."""
+    logistic regression per exposure and outcome); ``param``/``unit``: the measurement drawn (CARCOPY,
+    else CARCELL: one scale per figure, never pooled)."""
 
     points: pl.DataFrame
     stats: pl.DataFrame
     notes: tuple[str, ...] = ()
+    param: str | None = None
+    unit: str = ""
 
 
 def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
@@ -533,6 +536,17 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
     best, crs = optional(analysis, "best_response"), optional(analysis, "crs_summary")
     notes = [n for n, t in (("best response not available (table 'best_response')", best),
                             ("CRS grades not available (table 'crs_summary')", crs)) if t is None]
+    param, unit = None, ""
+    if "car_param" in kin.columns and kin["car_param"].drop_nulls().len():
+        counts = kin.group_by("car_param", "car_unit").len().sort(  # the most subjects; CARCOPY on a tie
+            "len", pl.col("car_param") == "CARCOPY", descending=True)
+        param, unit = counts.row(0)[:2]
+        other = kin.filter(pl.col("car_param") != param)
+        if other.height:
+            notes.append(f"{other.height} subject(s) with kinetics from another measurement "
+                         f"({', '.join(sorted(set(other['car_param'].to_list())))}) not drawn: not on the {param} "
+                         f"scale ({unit}); exposure_response.csv has their own rows")
+        kin = kin.filter(pl.col("car_param") == param)
     pts = kin.select("subject_id", "car_cmax", "car_auc_0_28")
     if best is not None:
         pts = pts.join(best.select("subject_id", "criteria", "best_response", "responder"), on="subject_id", how="left")
@@ -562,8 +576,10 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
                                                on="subject_id", how="left"))
     else:
         stats = pl.DataFrame()
+    if param is not None and "param" in stats.columns:
+        stats = stats.filter(pl.col("param") == param)
     cols = ["subject_id", "car_cmax", "car_auc_0_28", "response", "responder", "crs_grade", "crs_ge3"]
-    return ExposureData(pts.select(cols), stats, tuple(notes))
+    return ExposureData(pts.select(cols), stats, tuple(notes), param, unit)
 
 
 # ------------------------------------------------------------------------------------------------

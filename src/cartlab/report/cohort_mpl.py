@@ -42,6 +42,7 @@ from cartlab.report.cohort_style import (
     response_categories,
     response_color,
 )
+from cartlab.report.course_parts import UNITS
 
 __all__ = [
     "CohortView",
@@ -302,7 +303,8 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
     cats = response_categories(pts["response"].to_list())
     rng = np.random.default_rng(0)  # jitter only; deterministic
     crs_col = {True: "#d95f0e", False: "#3182bd", None: "#bdbdbd"}
-    for j, (col, label) in enumerate((("car_cmax", "Cmax (copies/µg gDNA)"), ("car_auc_0_28", "AUC day 0-28 (copies x day/µg)"))):
+    unit = UNITS.get(data.unit, data.unit) or "unit not known"
+    for j, (col, label) in enumerate((("car_cmax", f"Cmax ({unit})"), ("car_auc_0_28", f"AUC day 0-28 ({unit} × day)"))):
         ax = fig.add_subplot(1, 2, j + 1)
         floor = log_floor(pts[col].to_list())
         for i, cat in enumerate(cats):

@@ -34,6 +34,7 @@ from cartlab.report.cohort_style import (
     response_categories,
     response_color,
 )
+from cartlab.report.course_parts import UNITS
 
 __all__ = [
     "CohortView",
@@ -222,8 +223,9 @@ def exposure_figure(data: cd.ExposureData) -> go.Figure:
                         "color": [color[v] for v in zero["crs_ge3"].to_list()]}), row=1, col=j + 1)
         fig.update_yaxes(type="log", row=1, col=j + 1)
         fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, row=1, col=j + 1)
-    fig.update_yaxes(title="copies/µg gDNA", row=1, col=1)
-    fig.update_yaxes(title="copies x day/µg", row=1, col=2)
+    unit = UNITS.get(data.unit, data.unit) or "unit not known"
+    fig.update_yaxes(title=unit, row=1, col=1)
+    fig.update_yaxes(title=f"{unit} × day", row=1, col=2)
     return _layout(fig, 420)
 
 

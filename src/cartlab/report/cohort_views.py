@@ -116,7 +116,7 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
 
     def exposure():
         d = cd.exposure_outcome_data(analysis, sel)
-        table = d.stats.select([c for c in ("exposure", "outcome", "n", "n_event", "n_excluded", "median_event",
+        table = d.stats.select([c for c in ("param", "unit", "exposure", "outcome", "n", "n_event", "n_excluded", "median_event",
                                             "median_no_event", "mann_whitney_p", "or_per_10fold", "or_ci_low",
                                             "or_ci_high", "logit_note")
                                 if c in d.stats.columns]) if d.stats.width else None

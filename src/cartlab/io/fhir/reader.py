@@ -352,6 +352,9 @@ class _Reader:
                 if unit:
                     row["orig_unit"] = unit
                 note = "numeric valueString read" + (f" in the canonical unit {unit}" if unit else "")
+            elif not load_dictionary()[param].text_values and not _CENSORED_TEXT.match(str(r["valueString"])):
+                # as SDTM's --STRESC: a word for a numeric param is no result (the record is reported)
+                return self.skip(e, code, "valueString is neither a number nor a censored value (<x): not numeric")
             else:
                 row["value_text"] = r["valueString"]
             if unit and not number and _CENSORED_TEXT.match(str(r["valueString"])):  # "<50": no unit field

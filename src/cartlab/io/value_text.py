@@ -1,0 +1,100 @@
+"""``value_text`` of ``observations.csv``: categorical codes and censored results.
+
+Study folder format v1, observations.csv: ``value_text`` is "a categorical result (e.g. LOC), or a
+censored result such as ``<50``" (the bound in the row's unit). Anything else there would be dropped
+by every engine, so it is an error naming the file, row and column, never a silently missing value:
+a unit inside the text (``<50 copies/ug``), a word for a numeric parameter (MRD ``negative``), or a
+row giving both a number and a censored text.
+
+One documented extension: ``BLQ`` (also ``BQL``, ``BLOQ``, ``<LLOQ``, ``below LLOQ``) on a row with
+an ``lloq`` reads as ``<lloq``, the result below the row's limit of quantification; without an
+``lloq`` it is an error (the bound is unknown).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from cartlab.io.schema import vocab_key, vocab_key_expr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cartlab.io.dictionary import Dictionary
+
+__all__ = ["CENSORED", "BLQ_WORDS", "MISSING_WORDS", "number_hint", "read_value_text"]
+
+CENSORED = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+#: below the limit of quantification, as lab systems print it (lower case, spaces folded)
+BLQ_WORDS = ("blq", "bql", "bloq", "<lloq", "< lloq", "below lloq", "<loq", "< loq")
+MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "nd", "-", "--", ".", "missing", "unknown"}
+
+
+def number_hint(text: object) -> str:
+    """A missing-value word (NA, N/A, ND, -) written where a number belongs: say how to write it."""
+    return " (leave the cell empty for a missing value)" if str(text).strip().lower() in MISSING_WORDS else ""
+
+
+def read_value_text(r, d: Dictionary) -> None:
+    """Parse ``r.df``'s ``value_text`` into ``censor`` and ``__censor_limit`` (row's unit), normalise
+    categorical codes, and flag what the format does not allow (``r``: the study-folder file reader)."""
+    df = r.df
+    text = pl.col("value_text")
+    if r.decimal == ",":  # "<0,5" in the european dialect
+        text = text.str.replace(r"^(\s*[<>≤≥]=?\s*[-+]?\d+),(\d+)", "$1.$2")
+    cens = text.str.extract_groups(CENSORED.pattern)
+    blq = pl.col("value_text").str.strip_chars().str.to_lowercase().str.replace_all(r"\s+", " ").is_in(BLQ_WORDS)
+    blq_bound = blq & pl.col("lloq").is_not_null()
+    df = df.with_columns(
+        pl.when(blq_bound).then(pl.lit("<"))
+        .otherwise(cens.struct.field("1").replace({"≤": "<=", "≥": ">="})).alias("censor"),
+        pl.when(blq_bound).then(pl.col("lloq").cast(pl.Float64))
+        .otherwise(cens.struct.field("2").cast(pl.Float64, strict=False)).alias("__censor_limit"),
+        blq.fill_null(False).alias("__blq"),
+    )
+    # categorical params: value_text in the vocabulary's spelling ("Awakens to voice" is
+    # awakens_to_voice, as for the enum columns), then it must be one of the allowed codes
+    categorical = [p for p in d.params.values() if p.text_values]
+    for p in categorical:
+        key = vocab_key_expr(pl.col("value_text"))
+        df = df.with_columns(
+            pl.when(pl.col("param") == p.code)
+            .then(key.replace_strict({vocab_key(v): v for v in p.text_values}, default=pl.col("value_text")))
+            .otherwise(pl.col("value_text")).alias("value_text"))
+    r.df = df
+    for p in categorical:
+        r.flag(
+            (pl.col("param") == p.code)
+            & pl.col("value_text").is_not_null()
+            & ~pl.col("value_text").is_in(p.text_values),
+            "value_text",
+            lambda v, p=p: f"{v!r} is not a valid {p.code}; allowed: {', '.join(p.text_values)}",
+        )
+        r.flag(  # a categorical param has no number: a value there would be ignored by every engine
+            (pl.col("param") == p.code) & pl.col("value").is_not_null(),
+            "value",
+            lambda v, p=p: (f"{p.code} is categorical: give it in value_text ({', '.join(p.text_values)}), "
+                            f"not as the number {v}"),
+        )
+    numeric = pl.col("param").is_in([c for c, p in d.params.items() if not p.text_values])
+    given = numeric & pl.col("value_text").is_not_null()
+    r.flag(
+        given & pl.col("__blq") & pl.col("lloq").is_null(),
+        "value_text",
+        lambda v: (f"value_text {v!r} needs the row's lloq (the limit the result is below); give lloq, or "
+                   "write '<' and the limit in the row's unit, e.g. '<50'"),
+    )
+    r.flag(
+        given & ~pl.col("__blq") & pl.col("__censor_limit").is_null(),
+        "value_text",
+        lambda v: (f"value_text {v!r} is not a censored result such as '<50' (a bound in the row's unit, "
+                   f"no unit or word inside){number_hint(v)}; a measured number goes in value"),
+    )
+    r.flag(
+        given & pl.col("value").is_not_null() & pl.col("__censor_limit").is_not_null(),
+        "value_text",
+        lambda v: f"the row gives both value {v[0]} and value_text {v[1]!r}: give one of them",
+        by=pl.concat_list(pl.col("value").cast(pl.String), pl.col("value_text")),
+    )
+    r.df = r.df.drop("__blq")
