@@ -13,6 +13,7 @@ response criteria in cartlab yet (``response.no_criteria``) is "no response crit
 
 from __future__ import annotations
 
+import math
 import re
 
 import polars as pl
@@ -105,16 +106,21 @@ def _slug(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", v).strip("-") or "x"
 
 
+#: between the values of one filter in a file name (``crs-0-1_or_0``: "0–1" or "0"; never "." or "-",
+#: which read as a decimal or a range)
+VALUE_SEP = "_or_"
+
+
 def filter_tag(selected: dict) -> str:
-    """The filters in a file name: ``"_disease-AML_crs-0-1"`` (empty without a filter); a long one is
-    cut and ends with a short hash of the whole, so two filters never share a name."""
+    """The filters in a file name: ``"_disease-AML_crs-0-1"`` (empty without a filter), several values
+    of one filter joined by ``_or_`` (``"_crs-0-1_or_0"``); a long one is cut and ends with a short
+    hash of the whole, so two filters never share a name."""
     import hashlib
 
     act = active_filters(selected)
     if not act:
         return ""
-    tag = "".join(f"_{name}-{'+'.join(_slug(v) for v in vals)}" for name, vals in act.items())
-    tag = tag.replace("+", ".")
+    tag = "".join(f"_{name}-{VALUE_SEP.join(_slug(v) for v in vals)}" for name, vals in act.items())
     if len(tag) > 70:
         digest = hashlib.sha256(repr(sorted(act.items())).encode()).hexdigest()[:8]
         tag = tag[:60].rstrip("-_.") + f"_{digest}"
@@ -123,30 +129,59 @@ def filter_tag(selected: dict) -> str:
 
 #: the early ICAHT pair of the cohort table (both kept in the CSV download)
 ICAHT_EARLY_PAIR = ("icaht_early_grade", "icaht_early_grade_max")
+#: why an ICAHT grade is missing (the icaht table's early_reason / late_reason; :func:`cartlab.app.data.build_view`)
+ICAHT_REASONS = ("icaht_early_reason", "icaht_late_reason")
 
 
 def cohort_display(cohort: pl.DataFrame) -> pl.DataFrame:
     """The cohort table as the page shows it: the early ICAHT grade and its upper bound as one column
     ``icaht_early`` where the grade was ("0–4" when days 0-30 lack an ANC, as the report's study
-    table: :func:`cartlab.report.cells.grade_range`; "—" = not evaluable). The download keeps both."""
-    from cartlab.report.cells import grade_range
+    table: :func:`cartlab.report.cells.grade_range`; "—" = not evaluable), the late grade as
+    ``icaht_late`` ("—" = not evaluable), each followed by why it is not evaluable
+    (``icaht_early_reason``, ``icaht_late_reason``). The download keeps the grade columns."""
+    from cartlab.report.cells import EMPTY, grade_range
 
     lo, hi = ICAHT_EARLY_PAIR
-    if lo not in cohort.columns or hi not in cohort.columns:
-        return cohort
-    text = [grade_range(a, b) for a, b in zip(cohort[lo].to_list(), cohort[hi].to_list())]
-    cols = [c for c in cohort.columns if c != hi]
-    return cohort.with_columns(pl.Series(lo, text, pl.String)).select(cols).rename({lo: "icaht_early"})
+    out = cohort
+    if lo in out.columns and hi in out.columns:
+        text = [grade_range(a, b) for a, b in zip(out[lo].to_list(), out[hi].to_list())]
+        out = out.with_columns(pl.Series(lo, text, pl.String)).drop(hi).rename({lo: "icaht_early"})
+    if "icaht_late_grade" in out.columns:
+        out = out.with_columns(pl.col("icaht_late_grade").cast(pl.String).fill_null(EMPTY)).rename(
+            {"icaht_late_grade": "icaht_late"})
+    reasons = [c for c in ICAHT_REASONS if c in out.columns]
+    if reasons and "icaht_late" in out.columns:  # the reasons beside the grades
+        cols = [c for c in out.columns if c not in reasons]
+        at = cols.index("icaht_late") + 1
+        out = out.select(cols[:at] + reasons + cols[at:])
+    return out
+
+
+def report_round_expr(col: str) -> pl.Expr:
+    """A float column rounded as the report prints it, kept a number so the table sorts by value: a day
+    (``day``, ``*_day``, ``*tmax``, ``*tlast``) to 2 decimals (:func:`cartlab.report.cells._day`: "d7.36"),
+    any other value as :func:`cartlab.report.figures.fmt_value` (whole from 100 on: AUC 6,057,119;
+    1 decimal from 10; 3 significant digits below)."""
+    from cartlab.report.cells import _is_day
+
+    x = pl.col(col)
+    if _is_day(col) or col.lower().endswith(("tmax", "tlast")):
+        return x.round(2).alias(col)
+    a = x.abs()
+    return (pl.when(a.is_nan() | a.is_infinite()).then(x).when(a >= 100).then(x.round(0))
+            .when(a >= 10).then(x.round(1)).when(a == 0).then(pl.lit(0.0))
+            .otherwise(x.round_sig_figs(3)).alias(col))
 
 
 def display_frame(frame: pl.DataFrame) -> pl.DataFrame:
-    """A frame for the page: list columns joined with '; ', floats to 4 significant digits."""
+    """A frame for the page: list columns joined with '; ', floats rounded as the report prints them
+    (:func:`report_round_expr`)."""
     exprs = []
     for c, t in frame.schema.items():
         if isinstance(t, pl.List):
             exprs.append(pl.col(c).cast(pl.List(pl.String)).list.join("; ").alias(c))
         elif t in (pl.Float64, pl.Float32):
-            exprs.append(pl.col(c).round_sig_figs(4).alias(c))
+            exprs.append(report_round_expr(c))
         elif isinstance(t, (pl.Struct, pl.Object)):
             exprs.append(pl.col(c).cast(pl.String, strict=False).alias(c))
     return frame.with_columns(exprs) if exprs else frame
@@ -173,14 +208,39 @@ _NEEDS_LAMBDA_Z = {"LAMZ", "LAMZHL", "LAMZNPT", "LAMZLL", "LAMZUL", "R2", "R2ADJ
                    "CLSTP", "MRTIFO", "VZO", "CLO"}
 
 
+def _num_text(v) -> str:
+    if v is None:
+        return "?"
+    v = float(v)
+    return "∞" if math.isinf(v) else (str(int(v)) if v.is_integer() else f"{v:g}")
+
+
+def interval_label(start, end) -> str:
+    """What an NCA row's values belong to: "whole profile (day 0–∞)" for the interval from day 0 with
+    no end, else "interval day 0–21" (car_kinetics ``start`` / ``end``)."""
+    if (start is None or float(start) == 0) and (end is None or math.isinf(float(end))):
+        return "whole profile (day 0–∞)"
+    return f"interval day {_num_text(start)}–{_num_text(end)}"
+
+
 def kinetics_warnings(car_kinetics: pl.DataFrame) -> list[str]:
-    """The NCA's warnings of the subject (``code: text``), one per item."""
+    """The NCA's warnings of the subject, one per item, each with what it belongs to:
+    ``"whole profile (day 0–∞): code: text"`` (and the parameter, when the subject has several), so a
+    warning of the whole-profile NCA ("aucint is null") is never read as one of the AUC window shown."""
     if not car_kinetics.height or "warnings" not in car_kinetics.columns:
         return []
+    k = car_kinetics
+    params = k["param"].n_unique() if "param" in k.columns else 1
     out: list[str] = []
-    for text in car_kinetics["warnings"].drop_nulls().to_list():
+    for r in k.iter_rows(named=True):  # one row per parameter and interval: a handful
+        text = r["warnings"]
+        if text is None:
+            continue
+        label = interval_label(r.get("start"), r.get("end"))
+        if params > 1 and r.get("param"):
+            label = f"{r['param']}, {label}"
         items = text if isinstance(text, list) else re.split(r";\s+(?=[a-z0-9_]+:)", str(text))
-        out += [str(i).strip() for i in items if str(i).strip()]
+        out += [f"{label}: {str(i).strip()}" for i in items if str(i).strip()]
     return list(dict.fromkeys(out))
 
 
@@ -189,7 +249,7 @@ def _why_empty(code: str, ck: dict, warnings: list[str]) -> str:
     if code in _NEEDS_LAMBDA_Z:
         return f"lambda.z not estimable: {lz_reason}" if lz_reason else "lambda.z not estimable"
     if code.startswith("AUCINT"):
-        hit = [w for w in warnings if w.startswith("aucint")]
+        hit = [w for w in warnings if re.search(r"(^|: )aucint", w)]
         return ck.get("reason") or (hit[0] if hit else "the interval could not be integrated")
     return ck.get("reason") or "not computed (see the NCA warnings)"
 

@@ -105,6 +105,10 @@ class Patient:
     icans_daily: pl.DataFrame
     car_kinetics: pl.DataFrame
     adpp: pl.DataFrame
+    #: the CRS fever threshold of the analysis (``crs.fever_threshold_c``; the course's fever line)
+    fever_threshold_c: float | None = None
+    #: row counts by ``source`` over the subject's five tables (:func:`cartlab.report.html.provenance_counts`)
+    counts: dict = field(default_factory=dict)
 
     @property
     def has_car_t_dose(self) -> bool:
@@ -167,11 +171,16 @@ class StudyView:
             return p
         if subject_id not in set(self.subject_ids):
             raise KeyError(subject_id)
+        from cartlab.report.html import provenance_counts
+
         obs = self.rows("__obs__", subject_id)
         summ = self.cohort.filter(pl.col("subject_id") == subject_id).row(0, named=True)
+        fever = (self.options.get("crs") or {}).get("fever_threshold_c")
         p = Patient(subject_id, obs, self.rows("__doses__", subject_id), self.rows("__interventions__", subject_id),
                     summ, self.rows("crs_daily", subject_id), self.rows("icans_daily", subject_id),
-                    self.rows("car_kinetics", subject_id), self.rows("adpp", subject_id))
+                    self.rows("car_kinetics", subject_id), self.rows("adpp", subject_id),
+                    float(fever) if isinstance(fever, (int, float)) else None,
+                    provenance_counts(self.study.subject(subject_id)))
         self._patients[subject_id] = p
         return p
 
@@ -206,6 +215,7 @@ def build_view(study: Study, progress: Progress = _noop, protocol=None, options=
               .join(dose_levels(study), on="subject_id", how="left", maintain_order="left")
               .join(summary, on="subject_id", how="left", maintain_order="left"))
     cohort = cohort.join(_response_reasons(analysis), on="subject_id", how="left", maintain_order="left")
+    cohort = cohort.join(_icaht_reasons(analysis), on="subject_id", how="left", maintain_order="left")
     opts = analysis.options.to_dict()
     proto = f"{protocol.id} {protocol.version}".strip() if protocol is not None else None
     view = StudyView(study, analysis, cohort, opts, time.perf_counter() - t0, option_overrides(opts), proto)
@@ -230,6 +240,25 @@ def _response_reasons(analysis) -> pl.DataFrame:
     return (t.unique("subject_id", keep="first", maintain_order=True)
             .select("subject_id", pl.when(unset).then(rule).alias("best_response_rule"),
                     pl.when(unset).then(reason).alias("best_response_reason")))
+
+
+def _icaht_reasons(analysis) -> pl.DataFrame:
+    """Per subject without an early / late ICAHT grade the icaht table's reason (``icaht_early_reason``,
+    ``icaht_late_reason``; e.g. "not evaluable: the late window is empty ..."), so the page can say why."""
+    out = pl.DataFrame(schema={"subject_id": pl.String, "icaht_early_reason": pl.String,
+                               "icaht_late_reason": pl.String})
+    if not analysis.has("icaht"):
+        return out
+    t = analysis.table("icaht")
+    cols = []
+    for when, grade, reason in (("early", "icaht_early_grade", "early_reason"),
+                                ("late", "icaht_late_grade", "late_reason")):
+        has = grade in t.columns and reason in t.columns
+        cols.append(pl.when(pl.col(grade).is_null()).then(pl.col(reason).cast(pl.String)).alias(f"icaht_{when}_reason")
+                    if has else pl.lit(None, pl.String).alias(f"icaht_{when}_reason"))
+    if "subject_id" not in t.columns:
+        return out
+    return t.unique("subject_id", keep="first", maintain_order=True).select("subject_id", *cols)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from cartlab.model import NOT_MEASURED_SOURCES
+from cartlab.report.course_parts import BLQ_CAPTION
 
 COLORS = {"CARCOPY": "#6a3d9a", "TEMP": "#d7301f", "CRP": "#1f78b4", "IL6": "#e6550d", "NEUT": "#08519c",
           "PLAT": "#cb181d", "HGB": "#238b45"}
@@ -87,11 +88,36 @@ def course_points(obs: pl.DataFrame, param: str, log: bool) -> pl.DataFrame:
                                  "src_file", "src_row")
 
 
+def _day_text(col: str = "day") -> pl.Expr:
+    """A day as the report prints it: whole days without decimals ("-1", not "-1.0"), else 2 decimals."""
+    d = pl.col(col).cast(pl.Float64)
+    return (pl.when(d == d.round(0)).then(d.cast(pl.Int64).cast(pl.String))
+            .otherwise(d.round(2).cast(pl.String)))
+
+
+def _marker(kind: str, censored: str, color: str) -> dict:
+    """A point's marker: provenance by shape as the report (filled diamond = publication, open = not
+    measured, filled circle = measured); a censored value (below / above a limit, drawn at the limit)
+    is a down / up triangle instead of a circle, as the report's BLQ marker."""
+    symbol = _SYMBOL[kind]
+    if censored != "value":
+        symbol = ("triangle-down" if censored == "below" else "triangle-up") + ("-open" if kind == "reconstructed" else "")
+    return {"color": color, "symbol": symbol, "size": 9 if kind == "paper" else 6 if censored == "value" else 8,
+            "line": {"color": color if kind != "paper" else "black", "width": 1.2}}
+
+
+def _trace_name(label: str, kind: str, censored: str) -> str:
+    if censored == "value":
+        return f"{label} — {_KIND_LABEL[kind]}"
+    limit = BLQ_CAPTION if censored == "below" else "above limit of quantification (drawn at the limit)"
+    return f"{label} — {limit}" + (f", {_KIND_LABEL[kind]}" if kind != "observed" else "")
+
+
 def _hover(df: pl.DataFrame, label: str) -> list[str]:
     return (df.select(pl.format("{} {} {} on day {}<br>{}: {} (source: {})<br>{}:{}", pl.lit(label),
                                 pl.when(pl.col("kind") == "below").then(pl.lit("<"))
                                 .when(pl.col("kind") == "above").then(pl.lit(">")).otherwise(pl.lit("")),
-                                pl.col("y").round_sig_figs(4), pl.col("day").round(2),
+                                pl.col("y").round_sig_figs(4), _day_text(),
                                 pl.col("unit").fill_null(""),
                                 pl.col("prov").replace_strict(_KIND_LABEL, default="measured"), pl.col("source"),
                                 pl.col("src_file").fill_null("?"), pl.col("src_row").fill_null(-1)))
@@ -108,29 +134,85 @@ def _param_traces(obs, param: str, axis: str, log: bool, seen: set[str]) -> list
     out = [{"type": "scatter", "x": pts["day"].to_list(), "y": pts["y"].to_list(), "mode": "lines", "name": label,
             "line": {"color": color, "width": 1.2}, "legendgroup": param, "showlegend": False, "hoverinfo": "skip",
             "opacity": 0.6, **ax}]
-    for kind, part in pts.partition_by("prov", as_dict=True, maintain_order=True).items():
-        kind = kind[0]
+    for (kind, censored), part in _marker_groups(pts):
         seen.add(kind)
         out.append({"type": "scatter", "x": part["day"].to_list(), "y": part["y"].to_list(), "mode": "markers",
-                    "legendgroup": param, "name": f"{label} — {_KIND_LABEL[kind]}", "hovertext": _hover(part, label),
-                    "hoverinfo": "text",
-                    "marker": {"color": color, "symbol": _SYMBOL[kind], "size": 9 if kind == "paper" else 6,
-                               "line": {"color": color if kind != "paper" else "black", "width": 1.2}}, **ax})
+                    "legendgroup": param, "name": _trace_name(label, kind, censored), "hovertext": _hover(part, label),
+                    "hoverinfo": "text", "marker": _marker(kind, censored, color), **ax})
     return out
 
 
+def _marker_groups(pts: pl.DataFrame):
+    """The points by (provenance kind, value / below / above): one marker trace each."""
+    return [(k, part) for k, part in pts.partition_by("prov", "kind", as_dict=True, maintain_order=True).items()]
+
+
 def grade_strip(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame) -> tuple[list, list, list, list]:
-    """Days, rows (CRS, ICANS), grades (None = not graded that day) and hover texts of the strip."""
+    """Days, rows (CRS, ICANS), grades (None = not graded that day) and hover texts of the strip. A
+    day whose grade is a range (``grade_max`` above ``grade``: an input missing) says so, as the
+    report's grade band: "day 40: grade 0–1 (missing: TEMP) (crs.g0)" (:func:`strip_ranges` hatches it)."""
     days = sorted(set(crs_daily["day"].to_list()) | set(icans_daily["day"].to_list())) if (
         crs_daily.height or icans_daily.height) else []
     z, text = [], []
     for frame in (crs_daily, icans_daily):
-        g = dict(zip(frame["day"].to_list(), frame["grade"].to_list())) if frame.height else {}
-        r = dict(zip(frame["day"].to_list(), frame["rule"].to_list())) if frame.height else {}
+        t = _strip_frame(frame)
+        g = dict(zip(t["day"].to_list(), t["grade"].to_list()))
+        h = dict(zip(t["day"].to_list(), t["text"].to_list()))
         z.append([g.get(d) for d in days])
-        text.append([f"day {d:g}: grade {'not graded' if g.get(d) is None else g.get(d)} ({r.get(d) or 'no rule'})"
-                     for d in days])
+        text.append([h.get(d) or f"day {d:g}: not graded" for d in days])
     return days, ["CRS", "ICANS"], z, text
+
+
+def _strip_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """``day``, ``grade``, ``high`` (the upper grade) and the hover ``text`` of one daily grade table."""
+    if not frame.height:
+        return pl.DataFrame(schema={"day": pl.Float64, "grade": pl.Int64, "high": pl.Int64, "text": pl.String})
+    g = pl.col("grade").cast(pl.Int64)
+    hi = pl.col("grade_max").cast(pl.Int64) if "grade_max" in frame.columns else g
+    m = pl.col("missing_inputs").cast(pl.List(pl.String)) if "missing_inputs" in frame.columns else None
+    miss = pl.when(m.list.len() > 0).then(m.list.join(", ")) if m is not None else pl.lit(None, pl.String)
+    rule = pl.col("rule").fill_null("no rule") if "rule" in frame.columns else pl.lit("no rule")
+    ranged = g.is_not_null() & hi.is_not_null() & (hi > g)
+    grade = (pl.when(g.is_null()).then(pl.lit("not graded"))
+             .when(ranged).then(pl.format("{}–{} (missing: {})", g, hi, miss.fill_null("an input")))
+             .otherwise(g.cast(pl.String)))
+    return frame.select(pl.col("day").cast(pl.Float64), g.alias("grade"), pl.when(ranged).then(hi).alias("high"),
+                        pl.format("day {}: grade {} ({})", _day_text(), grade, rule).alias("text"))
+
+
+#: the strip's hatched overlay: a range day (an input missing)
+RANGE_LEGEND = "hatched: grade is a range (an input missing)"
+
+
+def _cells(days: list) -> pl.DataFrame:
+    """Each strip day's heatmap cell: its centre ``mid`` and ``width`` (edges half-way to the next days,
+    as plotly draws a heatmap's bricks)."""
+    d = pl.DataFrame({"day": days}, schema={"day": pl.Float64})
+    gap = pl.col("day").diff()
+    lo = pl.col("day") - (gap.fill_null(gap.shift(-1)).fill_null(1.0) / 2)
+    hi = pl.col("day") + (gap.shift(-1).fill_null(gap).fill_null(1.0) / 2)
+    return d.select("day", ((lo + hi) / 2).alias("mid"), ((hi - lo) * 0.92).alias("width"))
+
+
+def strip_ranges(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame, days: list, axis: str) -> list[dict]:
+    """Hatched bars over the strip's range days (grade below ``grade_max``), in the colour of the highest
+    possible grade over the measured grade's colour, as the report's grade band; one bar trace per
+    row and upper grade, one legend entry."""
+    out: list[dict] = []
+    cells = _cells(days)
+    for j, frame in enumerate((crs_daily, icans_daily)):
+        t = _strip_frame(frame).filter(pl.col("high").is_not_null()).join(cells, on="day", how="left")
+        for (high,), part in t.partition_by("high", as_dict=True, maintain_order=True).items():
+            out.append({"type": "bar", "x": part["mid"].to_list(), "y": [0.8] * part.height,
+                        "base": [j - 0.4] * part.height, "width": part["width"].to_list(),
+                        "hovertext": part["text"].to_list(),
+                        "hoverinfo": "text", "name": RANGE_LEGEND, "legendgroup": "grade_range",
+                        "showlegend": not out,
+                        "marker": {"color": "rgba(0,0,0,0)", "line": {"width": 0},
+                                   "pattern": {"shape": "/", "fgcolor": GRADE_COLORS[min(int(high), 5)],
+                                               "fgopacity": 1.0, "solidity": 0.45}},
+                        "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
+    return out
 
 
 def course_spec(patient, height: int = 900) -> dict:
@@ -165,15 +247,22 @@ def course_spec(patient, height: int = 900) -> dict:
         if not traces:
             layout["annotations"].append({"text": "no data", "showarrow": False, "xref": f"x{sfx} domain",
                                           "yref": f"y{sfx} domain", "x": 0.5, "y": 0.5, "font": {"color": "#888"}})
-        elif params == ("TEMP",):
+        elif params == ("TEMP",) and getattr(patient, "fever_threshold_c", None) is not None:
+            fever = patient.fever_threshold_c  # the analysis's crs.fever_threshold_c, never a default
             layout["shapes"].append({"type": "line", "xref": f"x{sfx} domain", "x0": 0, "x1": 1, "yref": f"y{sfx}",
-                                     "y0": 38.0, "y1": 38.0, "line": {"dash": "dot", "color": "#d7301f", "width": 1}})
+                                     "y0": fever, "y1": fever, "line": {"dash": "dot", "color": "#d7301f", "width": 1}})
+            layout["annotations"].append({"text": fever_label(fever), "showarrow": False, "xref": f"x{sfx} domain",
+                                          "yref": f"y{sfx}", "x": 1, "y": fever, "xanchor": "right",
+                                          "yanchor": "bottom", "font": {"size": 10, "color": "#d7301f"}})
     days, rows, z, text = grade_strip(patient.crs_daily, patient.icans_daily)
     if days:
         colors = [[k / 5, GRADE_COLORS[k]] for k in range(6)]
-        data.append({"type": "heatmap", "x": days, "y": rows, "z": z, "text": text, "hoverinfo": "text", "zmin": 0,
+        data.append({"type": "heatmap", "x": days, "y": [0, 1], "z": z, "text": text, "hoverinfo": "text", "zmin": 0,
                      "zmax": 5, "colorscale": colors, "showscale": False, "xgap": 1, "ygap": 2,
                      "name": "grade per day", "xaxis": f"x{n}", "yaxis": f"y{n}"})
+        data.extend(strip_ranges(patient.crs_daily, patient.icans_daily, days, str(n)))
+        layout[f"yaxis{n}"].update({"tickvals": [0, 1], "ticktext": rows, "range": [1.5, -0.5]})
+        layout["barmode"] = "overlay"
     else:
         layout["annotations"].append({"text": "no CRS/ICANS grading", "showarrow": False, "xref": f"x{n} domain",
                                       "yref": f"y{n} domain", "x": 0.5, "y": 0.5, "font": {"color": "#888"}})
@@ -186,6 +275,11 @@ def course_spec(patient, height: int = 900) -> dict:
     if note:
         layout["title"] = {"text": note, "font": {"size": 12, "color": "#444"}, "x": 0.01}
     return {"data": data, "layout": layout}
+
+
+def fever_label(fever_c: float) -> str:
+    """The fever line's label: "fever 38.5 °C (CRS threshold of this analysis)"."""
+    return f"fever {fever_c:g} °C (CRS threshold of this analysis)"
 
 
 def day_axis_title(patient, suffix: str = "") -> str:
@@ -223,15 +317,12 @@ def kinetics_figure(patient, stein=None) -> go.Figure:
     obs = patient.observations
     pts = course_points(obs, "CARCOPY", True)
     if pts.height:
-        for kind, part in pts.partition_by("prov", as_dict=True, maintain_order=True).items():
-            kind = kind[0]
+        for (kind, censored), part in _marker_groups(pts):
             seen.add(kind)
             fig.add_trace(go.Scatter(x=part["day"].to_list(), y=part["y"].to_list(), mode="markers",
-                                     name=f"CAR copies — {_KIND_LABEL[kind]}", hovertext=_hover(part, "CAR copies"),
-                                     hoverinfo="text",
-                                     marker={"symbol": _SYMBOL[kind], "size": 8, "color": COLORS["CARCOPY"],
-                                             "line": {"color": COLORS["CARCOPY"] if kind != "paper" else "black",
-                                                      "width": 1.2}}))
+                                     name=_trace_name("CAR copies", kind, censored),
+                                     hovertext=_hover(part, "CAR copies"), hoverinfo="text",
+                                     marker={**_marker(kind, censored, COLORS["CARCOPY"]), "size": 8}))
     k = patient.car_kinetics
     if k.height:
         r = k.row(0, named=True)

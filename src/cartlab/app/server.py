@@ -273,27 +273,10 @@ def make_server(catalog: Catalog, twins: TwinCache):
 
         @render.ui
         def patient_headline():
-            p = patient()
-            s = p.summary
-
-            crs, icans = grade_text(s, "crs_grade_astct"), grade_text(s, "icans_grade_astct")
-            icaht = icaht_text(view().analysis, p.subject_id, s)
-            dose = (f"CAR-T {s.get('dose_level') or 'dose unknown'}" if p.has_car_t_dose else "no CAR-T dose recorded")
-            resp, full_reason = response_text(s)
-            ranged = [n for n, t in (("CRS", crs), ("ICANS", icans)) if "–" in t]
-            notes = []
-            if ranged:
-                notes.append(f"{' and '.join(ranged)}: a range (lowest–highest): some days lack an input (e.g. a "
-                             "temperature); the higher grade is what it would be had the missing inputs been "
-                             "positive (missing is not negative).")
-            if full_reason:
-                notes.append(f"Best response: {full_reason}")
-            notes += response_notes_lines(view().analysis, p.subject_id)
+            banner, headline, notes = patient_headline_parts(view(), patient())
             return ui.div(
-                ui.p(f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, {dose}): "
-                     f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · ICAHT early {icaht} "
-                     f"(days 0-30) · best response {resp}",
-                     class_="cartlab-headline", id="patient_headline_text"),
+                ui.div(banner, class_="cartlab-banner", role="note", id="patient_banner") if banner else None,
+                ui.p(headline, class_="cartlab-headline", id="patient_headline_text"),
                 *[ui.p(n, class_="cartlab-note") for n in notes])
 
         @render.ui
@@ -382,7 +365,8 @@ def make_server(catalog: Catalog, twins: TwinCache):
             warns = C.kinetics_warnings(patient().car_kinetics)
             if not warns:
                 return None
-            return ui.div(ui.p("NCA warnings:", class_="cartlab-note"),
+            return ui.div(ui.p("NCA warnings (each with the interval it belongs to; the table's AUCINT row is "
+                               "the AUC window):", class_="cartlab-note"),
                           ui.tags.ul(*[ui.tags.li(w, class_="cartlab-note") for w in warns]), id="kinetics_warnings")
 
         # -- twin
@@ -440,6 +424,30 @@ def make_server(catalog: Catalog, twins: TwinCache):
     return server
 
 
+def patient_headline_parts(view, p) -> tuple[str | None, str, list[str]]:
+    """The patient page's banner (None when every row was measured: :func:`not_measured_banner`), its
+    headline (disease, target, dose level, worst CRS / ICANS grade, early and late ICAHT grade or why
+    not evaluable, best response) and the notes under it."""
+    s = p.summary
+    crs, icans = grade_text(s, "crs_grade_astct"), grade_text(s, "icans_grade_astct")
+    icaht, late = icaht_text(view.analysis, p.subject_id, s), icaht_late_text(s)
+    dose = (f"CAR-T {s.get('dose_level') or 'dose unknown'}" if p.has_car_t_dose else "no CAR-T dose recorded")
+    resp, full_reason = response_text(s)
+    ranged = [n for n, t in (("CRS", crs), ("ICANS", icans)) if "–" in t]
+    notes = []
+    if ranged:
+        notes.append(f"{' and '.join(ranged)}: a range (lowest–highest): some days lack an input (e.g. a "
+                     "temperature); the higher grade is what it would be had the missing inputs been "
+                     "positive (missing is not negative).")
+    if full_reason:
+        notes.append(f"Best response: {full_reason}")
+    notes += response_notes_lines(view.analysis, p.subject_id)
+    headline = (f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, {dose}): "
+                f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · ICAHT early "
+                f"(days 0-30) {icaht} · ICAHT late (after day 30) {late} · best response {resp}")
+    return not_measured_banner(p.counts), headline, notes
+
+
 def grade_text(summary: dict, col: str) -> str:
     """A worst grade for the headline: "2", the range "0–1" when ``<col>_max`` is higher (an input was
     missing on some day), or "not evaluable"."""
@@ -449,14 +457,44 @@ def grade_text(summary: dict, col: str) -> str:
     return "not evaluable" if g is None else grade_span(g, summary.get(f"{col}_max"))
 
 
+def _not_evaluable(reason) -> str:
+    """"not evaluable: <reason>" from an analysis reason ("not evaluable: no ANC in days 0-30 ...")."""
+    why = str(reason or "").strip().removeprefix("not evaluable").strip(" :").rstrip(".")
+    return f"not evaluable: {why}" if why else "not evaluable"
+
+
 def icaht_text(analysis, subject_id: str, summary: dict) -> str:
     """The early ICAHT grade for the headline as the report shows it: "0–4 (range: no ANC on 30
-    day(s))", "2", or "not evaluable" (:func:`cartlab.report.subject_blocks.icaht_early_text`)."""
+    day(s))", "2" (:func:`cartlab.report.subject_blocks.icaht_early_text`), or "not evaluable: <the
+    icaht table's early_reason>" ("not evaluable: no ANC in days 0-30 (measured or interpolated)")."""
     from cartlab.report.cells import EMPTY
     from cartlab.report.subject_blocks import icaht_early_text
 
     text = icaht_early_text(analysis, subject_id, summary.get("icaht_early_grade"), summary.get("icaht_early_grade_max"))
-    return "not evaluable" if text == EMPTY else text
+    return _not_evaluable(summary.get("icaht_early_reason")) if text == EMPTY else text
+
+
+def icaht_late_text(summary: dict) -> str:
+    """The late ICAHT grade (after day 30) for the headline: "2", or "not evaluable: <the icaht
+    table's late_reason>" ("not evaluable: the late window is empty (it ends on day 29, ...)")."""
+    g = summary.get("icaht_late_grade")
+    return str(g) if g is not None else _not_evaluable(summary.get("icaht_late_reason"))
+
+
+def not_measured_banner(counts: dict) -> str | None:
+    """The patient page's banner when the subject's rows were not measured, as the report's subject
+    page ("This case contains synthetic values."), with the counts in the words of
+    :func:`cartlab.report.html.figure_stamp` (``counts``: :func:`cartlab.report.html.provenance_counts`
+    of the subject); None when every row was measured or stated in the publication."""
+    from cartlab.model import NOT_MEASURED_SOURCES
+    from cartlab.report.html import figure_stamp
+
+    kinds = [k for k in NOT_MEASURED_SOURCES if counts.get(k)]
+    if not kinds:
+        return None
+    words = figure_stamp({**counts, "total": counts["not_measured"]})  # the kinds' words, without the counts
+    return (f"This case contains {', '.join(kinds)} values. {counts['not_measured']:,} of {counts['total']:,} "
+            f"data rows are {words}: they were not measured.")
 
 
 def stein_identified(row: dict) -> bool:
@@ -540,5 +578,5 @@ def create_app(catalog: Catalog, token: str | None = None, twins: TwinCache | No
     return TokenGuard(shiny_app, token, HostPolicy(host, port, allowed_origins))
 
 
-__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "icaht_text", "make_server", "provenance",
-           "response_notes_lines", "response_text", "stein_identified", "stein_note_text"]
+__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "icaht_late_text", "icaht_text", "make_server",
+           "not_measured_banner", "patient_headline_parts", "provenance", "response_notes_lines", "response_text", "stein_identified", "stein_note_text"]

@@ -15,6 +15,7 @@ CSS = """
 .cartlab-note { color: #555; font-size: 0.9em; }
 .cartlab-headline { font-size: 1.15em; font-weight: 600; margin: 0.3em 0; }
 .cartlab-explain { font-size: 0.92em; color: #333; }
+.cartlab-banner { background: #fff3cd; border: 1px solid #e0c46c; padding: 0.4em 0.7em; margin: 0.4em 0; }
 """
 
 

@@ -300,3 +300,18 @@ def log_floor(values) -> float:
 
     pos = [float(v) for v in values if v is not None and float(v) > 0]
     return 10.0 ** (math.floor(math.log10(min(pos))) - 1) if pos else 1.0
+
+
+def auc_window(analysis) -> tuple[float, float]:
+    """The kinetics AUC window of ``analysis`` (``kinetics.auc_window``; the spec's days 0-28): the
+    column keeps its name ``car_auc_0_28``, the labels say the window used."""
+    try:
+        w = (analysis.options.to_dict().get("kinetics") or {}).get("auc_window")
+        return (float(w[0]), float(w[1]))
+    except (AttributeError, TypeError, IndexError, ValueError):
+        return (0.0, 28.0)
+
+
+def auc_name(window=(0.0, 28.0)) -> str:
+    """"AUC(0-28)", or the window used ("AUC(0-21)")."""
+    return f"AUC({window[0]:g}-{window[1]:g})"

@@ -26,6 +26,7 @@ from cartlab.provenance import evidence_ref
 from cartlab.report.cohort_base import (
     CohortView,
     ViewUnavailable,
+    auc_window,
     evidence_kinds,
     kind_expr,
     optional,
@@ -520,6 +521,7 @@ class ExposureData:
     notes: tuple[str, ...] = ()
     param: str | None = None
     unit: str = ""
+    window: tuple[float, float] = (0.0, 28.0)
 
 
 def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
@@ -579,7 +581,7 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
     if param is not None and "param" in stats.columns:
         stats = stats.filter(pl.col("param") == param)
     cols = ["subject_id", "car_cmax", "car_auc_0_28", "response", "responder", "crs_grade", "crs_ge3"]
-    return ExposureData(pts.select(cols), stats, tuple(notes), param, unit)
+    return ExposureData(pts.select(cols), stats, tuple(notes), param, unit, auc_window(analysis))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -304,7 +304,8 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
     rng = np.random.default_rng(0)  # jitter only; deterministic
     crs_col = {True: "#d95f0e", False: "#3182bd", None: "#bdbdbd"}
     unit = UNITS.get(data.unit, data.unit) or "unit not known"
-    for j, (col, label) in enumerate((("car_cmax", f"Cmax ({unit})"), ("car_auc_0_28", f"AUC day 0-28 ({unit} × day)"))):
+    auc = f"AUC day {data.window[0]:g}-{data.window[1]:g}"
+    for j, (col, label) in enumerate((("car_cmax", f"Cmax ({unit})"), ("car_auc_0_28", f"{auc} ({unit} × day)"))):
         ax = fig.add_subplot(1, 2, j + 1)
         floor = log_floor(pts[col].to_list())
         for i, cat in enumerate(cats):

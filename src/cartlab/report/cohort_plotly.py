@@ -195,7 +195,7 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
 
 
 def exposure_figure(data: cd.ExposureData) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Cmax", "AUC day 0-28"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Cmax", f"AUC day {data.window[0]:g}-{data.window[1]:g}"))
     pts = data.points
     cats = response_categories(pts["response"].to_list())
     label = {True: "CRS grade >= 3 (ASTCT)", False: "CRS grade 0-2", None: "CRS >= 3 not settled (not evaluable, or a range)"}

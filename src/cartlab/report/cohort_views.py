@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from cartlab.report import cohort_data as cd
-from cartlab.report.cohort_base import CohortView, ViewUnavailable, provenance_note, selected_ids
+from cartlab.report.cohort_base import CohortView, ViewUnavailable, auc_name, provenance_note, selected_ids
 from cartlab.report.cohort_style import CROSS_SCALE_CITATION
 
 __all__ = ["VIEW_KEYS", "view_specs"]
@@ -46,7 +46,7 @@ def _exposure_notes(d) -> list[str]:
             if n:
                 notes.append(f"{outcome} rows: {n} subject(s) excluded, {why}")
     pts = d.points
-    for col, name in (("car_cmax", "Cmax"), ("car_auc_0_28", "AUC(0-28)")):
+    for col, name in (("car_cmax", "Cmax"), ("car_auc_0_28", auc_name(getattr(d, "window", (0.0, 28.0))))):
         if col in pts.columns:
             z = pts.filter(pl.col(col) == 0)
             if z.height:
@@ -120,7 +120,8 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                                             "median_no_event", "mann_whitney_p", "or_per_10fold", "or_ci_low",
                                             "or_ci_high", "logit_note")
                                 if c in d.stats.columns]) if d.stats.width else None
-        return (_caption("Cmax and AUC(0-28) (PKNCA conventions) by best response; table: Mann-Whitney test and "
+        return (_caption(f"Cmax and {auc_name(d.window)} (PKNCA conventions; column car_auc_0_28) by best response; "
+                         "table: Mann-Whitney test and "
                          "logistic regression per 10-fold exposure; n_excluded = subjects left out of that "
                          "outcome's row.", [*d.notes, *_exposure_notes(d)], prov), R.exposure_figure(d), table)
 

@@ -29,6 +29,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from cartlab.model import NOT_MEASURED_SOURCES, SUBJECT_SUMMARY_COLUMNS, TABLES, Study
 from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _table, grade_span
+from cartlab.report.cohort_base import auc_window
 from cartlab.report.figures import (
     LYMPHODEPLETION_AGENTS,
     RECONSTRUCTED_CAPTION,
@@ -210,6 +211,7 @@ def report_provenance(analysis) -> dict[str, Any]:
     fever = (used.get("crs") or {}).get("fever_threshold_c") if isinstance(used.get("crs"), dict) else None
     out = {"changed": changed, "criteria": criteria,
            "fever_threshold_c": float(fever) if isinstance(fever, (int, float)) else 38.0,
+           "auc_window": auc_window(analysis),
            "protocol": None if analysis.protocol is None else analysis.protocol.id}
     try:
         analysis._report_provenance = out  # one analysis, one set of options: computed once per report
@@ -376,10 +378,12 @@ def _car_unit(analysis, sub: Study | None, subject_id: str) -> str | None:
     return None
 
 
-def _summary_label(col: str, car_unit: str | None) -> str:
+def _summary_label(col: str, car_unit: str | None, window=(0.0, 28.0)) -> str:
     if col not in KINETICS_LABELS:
         return col
     label, unit = KINETICS_LABELS[col]
+    if col == "car_auc_0_28" and tuple(window) != (0.0, 28.0):  # the column keeps its name; the label the window
+        label = f"CAR AUC{window[0]:g}–{window[1]:g}"
     if "{}" in unit:
         unit = unit.format(car_unit) if car_unit else None
     return f"{label} ({unit}), {col}" if unit else f"{label}, {col}"
@@ -428,7 +432,7 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
         cols = [ICAHT_EARLY_LABEL if c == ICAHT_EARLY_PAIR[0] else c for c in cols]
     return {
         "given": summary is not None,
-        "items": list(zip([_summary_label(c, car_unit) for c in cols], cells)),
+        "items": list(zip([_summary_label(c, car_unit, auc_window(analysis)) for c in cols], cells)),
         "any_empty": any(c.startswith(EMPTY) for c in cells),
     }
 

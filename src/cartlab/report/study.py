@@ -110,6 +110,12 @@ SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 
 
+def _header(h: str, cols: tuple[str, ...], provenance: Mapping[str, Any] | None) -> str:
+    """A subject-table header; the AUC's says the analysis's window when it is not days 0-28."""
+    w = tuple((provenance or {}).get("auc_window") or (0.0, 28.0))
+    return f"CAR AUC {w[0]:g}–{w[1]:g}" if cols == ("car_auc_0_28",) and w != (0.0, 28.0) else h
+
+
 def default_workers() -> int:
     """Worker processes for the figures: the usable cores, at most 8."""
     try:
@@ -265,7 +271,8 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
         "study_id": study.study_id,
         "counts": provenance_counts(study),
         "rows": rows,
-        "summary_headers": [h for h, _, _ in SUBJECT_TABLE] if rows and rows[0]["cells"] else [],
+        "summary_headers": [_header(h, cols, provenance) for h, cols, _ in SUBJECT_TABLE]
+        if rows and rows[0]["cells"] else [],
         "summary_given": summary is not None,
         "views": list(views),
         "pdf": pdf,
