@@ -25,7 +25,7 @@ def _report(cohort, out, *extra):
 def test_auc_labels_name_the_window_of_the_analysis(cohort, tmp_path):
     index, subject = _report(cohort, tmp_path / "r21", "--set", "kinetics.auc_window=[0,21]")
     assert "CAR AUC 0–21" in index and "CAR AUC₀₋₂₈" not in index  # study table header
-    assert "CAR AUC0–21" in subject and "CAR AUC0–28" not in subject  # subject summary label
+    assert "CAR AUC 0–21" in subject and "CAR AUC0–28" not in subject  # subject summary label
     assert "Cmax and AUC(0-21)" in index  # exposure view caption
 
 

@@ -12,6 +12,7 @@ multiply-add.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -76,7 +77,7 @@ _SPELLINGS = {
 _GDNA = re.compile(r"(?<=g)\s*(of\s+)?(g\s*DNA|gDNA|genomic\s+DNA|DNA)\s*$", re.IGNORECASE)
 # a bare number left in a unit once the powers of ten are read ("109/L" where "10^9/L" lost its superscript)
 _ANGLES = frozenset({"degree", "radian", "arcminute", "arcsecond", "turn", "gradian", "milliradian"})
-_FACTOR = re.compile(r"(?<![\w.*])\d+(\.\d*)?(?![\w.])")
+_FACTOR = re.compile(r"(?<![\w.*])(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?(?![\w.])")
 
 
 def normalise_spelling(unit: str) -> str:
@@ -92,9 +93,9 @@ def normalise_spelling(unit: str) -> str:
     s = re.sub(r"\b[Uu]nits?\b", "U", s)
     s = re.sub(r"\b[iI][uU]\b", "IU", s)
     # 10^9 / 10E9 / 10e9 / UCUM 10*9 (also 10**9) -> 1e9 (read literally, "10*9" would be 90)
-    s = re.sub(r"\b10\s*\^\s*(-?\d+)", r"1e\1", s)
-    s = re.sub(r"\b10\s*\*{1,2}\s*(-?\d+)", r"1e\1", s)
-    s = re.sub(r"\b10[Ee](-?\d+)", r"1e\1", s)
+    s = re.sub(r"\b10\s*\^\s*\+?(-?\d+)", r"1e\1", s)
+    s = re.sub(r"\b10\s*\*{1,2}\s*\+?(-?\d+)", r"1e\1", s)
+    s = re.sub(r"\b10[Ee]\+?(-?\d+)", r"1e\1", s)
     # leading "/" means per: "/uL" -> "1/uL"
     if s.startswith("/"):
         s = "1" + s
@@ -107,13 +108,17 @@ def normalise_spelling(unit: str) -> str:
 def parse_unit(unit: str) -> pint.Unit | pint.Quantity:
     """Parse a unit spelling; raise :class:`UnitError` if pint cannot.
 
-    A number in a unit must be a power of ten (``10^9/L``, ``10*9/L``, ``1e9/L``, ``1000/uL``): a
+    A number leading a unit must be a power of ten (``10^9/L``, ``10*9/L``, ``1e9/L``, ``1e+09/L``,
+    ``1000/uL``, ``0.1 mg/dL``; ``mL/min/1.73 m2`` has none in front): a
     superscript lost in copying turns ``10⁹/L`` into ``109/L`` (or ``10 9/L``, ``10.9/L``), which pint
     would read as 109 per litre; such a unit is an error, not a guess."""
     expr = normalise_spelling(unit)
-    bare = re.sub(r"\*\*\s*-?\d+", "", re.sub(r"\b1e-?\d+", "", expr))  # exponents and 1eN are read
+    bare = re.sub(r"\*\*\s*[-+]?\d+", "", expr)  # the exponents of units (mm**3) are no factors
     for m in _FACTOR.finditer(bare):
-        if not re.fullmatch(r"10*", m.group(0)):
+        if re.search(r"[^\d\s.eE+*-]", bare[:m.start()]):  # only the leading multiplier: "mL/min/1.73 m2"
+            continue                                          # and "mg/24 h" are units of their own
+        v = float(m.group(0))
+        if not (v > 0 and abs(math.log10(v) - round(math.log10(v))) < 1e-12):  # 1, 1000, 1e9, 0.1
             raise UnitError(f"unit {unit!r} holds the factor {m.group(0)}: write a power of ten with a caret (10^9/L, 10^3/uL) "
                             "(a lost superscript makes 10⁹ read as 109)")
     try:

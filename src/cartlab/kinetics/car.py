@@ -283,14 +283,15 @@ def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = N
     return study.subjects.select("subject_id").join(
         k.select("subject_id", pl.col("cmax").alias("car_cmax"), pl.col("tmax").alias("car_tmax"),
                  pl.col("auc_window").alias("car_auc_0_28"), pl.col("tlast").alias("car_tlast"),
-                 pl.col("param").alias("car_param"), pl.col("unit").alias("car_unit")),
+                 *[(pl.col(c) if c in k.columns else pl.lit(None, pl.String)).alias(f"car_{c}")
+                   for c in ("param", "unit")]),  # an empty NCA frame has no param/unit columns
         on="subject_id", how="left", maintain_order="left")
 
 
 def _avalc() -> pl.Expr:
     """AVALC of a censored sample in AVALU, the canonical unit: ``<`` and the converted bound
     (``<0.05`` in 10^9/L is ``<50`` cells/uL; ``BLQ`` with an lloq of 50 is ``<50``)."""
-    sym = pl.col("value_text").str.extract(r"^\s*(<=|>=|<|>|≤|≥)", 1)
+    sym = pl.col("value_text").str.extract(r"^\s*(<=|>=|<|>|≤|≥)", 1).replace({"≤": "<=", "≥": ">="})
     bound = pl.col("lloq").cast(pl.String).str.replace(r"\.0$", "")
     return (pl.when(pl.col("value_text").is_not_null() & pl.col("lloq").is_not_null()
                     & (sym.is_not_null() | pl.col("blq")))

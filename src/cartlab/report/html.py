@@ -383,7 +383,7 @@ def _summary_label(col: str, car_unit: str | None, window=(0.0, 28.0)) -> str:
         return col
     label, unit = KINETICS_LABELS[col]
     if col == "car_auc_0_28" and tuple(window) != (0.0, 28.0):  # the column keeps its name; the label the window
-        label = f"CAR AUC{window[0]:g}–{window[1]:g}"
+        label = f"CAR AUC {window[0]:g}–{window[1]:g}"  # as the study table's header
     if "{}" in unit:
         unit = unit.format(car_unit) if car_unit else None
     return f"{label} ({unit}), {col}" if unit else f"{label}, {col}"

@@ -38,6 +38,7 @@ from cartlab.io.fhir.mapping import (
 )
 from cartlab.io.study_folder import read_study
 from cartlab.io.study_writer import write_study
+from cartlab.io.value_text import CENSORED
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import TABLES, Study, conform
 from cartlab.units import UnitError, parse_unit
@@ -55,7 +56,7 @@ _NEGATION_BEFORE = re.compile(r"\b(no|denies|denied|negative for|rule out|r/o|ab
                               r"probable|suspected|suspicion of|history of)\b", re.IGNORECASE)
 _NEGATION_AFTER = re.compile(r"\b(ruled out|unlikely|excluded|not (present|confirmed|seen))\b", re.IGNORECASE)
 #: a censored result written as text ("<50", ">= 1e3"): the study folder's censor rule decides the rest
-_CENSORED_TEXT = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*[-+]?(\d|\.\d)")
+_CENSORED_TEXT = CENSORED  # the whole text: "<0.5 x10^9/L" (a unit inside) is no censored result
 _NUMBER_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")  # a plain number sent as valueString
 #: the row-extension mark of a CAR-T administration whose clock time is subjects.infusion_datetime's
 #: (the study row itself gives day 0 only): its cartlab day is checked against the date, not the time
@@ -361,6 +362,8 @@ class _Reader:
                 row["orig_unit"] = unit
                 note = f"censored valueString read in the canonical unit {unit}"
         elif "valueCodeableConcept" in r:
+            if not load_dictionary()[param].text_values:  # a coded word ("negative") for a numeric param
+                return self.skip(e, code, "valueCodeableConcept for a numeric parameter: not numeric")
             row["value_text"] = _text(r["valueCodeableConcept"])
         else:
             return self.skip(e, code, "no value of a supported type (Quantity, integer, string, CodeableConcept)")

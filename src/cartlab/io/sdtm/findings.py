@@ -182,7 +182,9 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
 
     orres = dfile.number(v["ORRES"]) if dfile.has(v["ORRES"]) else pl.lit(None, dtype=pl.Float64)
     use_or = pl.col("__oscale").is_not_null() & (orres.is_not_null() | pl.col("__stresn").is_null()) & (
-        dfile.col(v["ORRES"]).is_not_null() | (pl.col("__oru") != ""))
+        dfile.col(v["ORRES"]).is_not_null() | (pl.col("__oru") != "")) & (
+        # a censored text result is read from --STRESC, so its unit is --STRESU (not --ORRESU)
+        orres.is_not_null() | pl.col("__climit").is_null())
     units = {k: p.unit for k, p in d.params.items()}
     lo = pl.col("__param").replace_strict({k: p.plausible[0] for k, p in d.params.items() if p.plausible}, default=None,
                                           return_dtype=pl.Float64)

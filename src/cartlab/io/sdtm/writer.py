@@ -36,6 +36,17 @@ def _num_text(e: pl.Expr) -> pl.Expr:
     return e.cast(pl.String)
 
 
+def _censored_stresc() -> pl.Expr:
+    """A censored result's --STRESC in --STRESU: the text as given when its bound is already the
+    standard one ("<50"), else the comparator and the converted bound."""
+    given = pl.col("value_text").str.extract(r"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$", 1).cast(
+        pl.Float64, strict=False)
+    bound = _num_text(pl.col("censor_limit")).str.replace(r"\.0$", "")
+    return (pl.when(pl.col("censor").is_null() | pl.col("censor_limit").is_null()).then(None)
+            .when(given == pl.col("censor_limit")).then(pl.col("value_text"))
+            .otherwise(pl.concat_str(pl.col("censor"), bound)))
+
+
 def _dtc(day: pl.Expr, given: pl.Expr) -> pl.Expr:
     """--DTC: the row's datetime when the subject's calendar is real and it has one, else the
     anchor + day (date only for whole days, else to the microsecond)."""
@@ -102,7 +113,9 @@ def _findings(obs: pl.DataFrame, study_id: str, dom: str, spec_out: dict) -> tup
         pl.col("orig_unit").alias(f"{dom}ORRESU"),
         _num_text(pl.col("orig_lln")).alias(f"{dom}ORNRLO"),
         _num_text(pl.col("orig_uln")).alias(f"{dom}ORNRHI"),
-        pl.coalesce(pl.col("value_text"), _num_text(pl.col("value"))).alias(f"{dom}STRESC"),
+        # a censored result in the standard unit: "<" and the converted bound ("<0.05" in 10^9/L is
+        # "<50" in cells/uL; "BLQ" with an lloq of 50 is "<50"), as STRESU says
+        pl.coalesce(_censored_stresc(), pl.col("value_text"), _num_text(pl.col("value"))).alias(f"{dom}STRESC"),
         pl.col("value").alias(f"{dom}STRESN"),
         pl.col("unit").replace("", None).alias(f"{dom}STRESU"),
         pl.col("lln").alias(f"{dom}STNRLO"),
