@@ -269,14 +269,15 @@ def test_a_nasal_cannula_without_flow_is_low_flow_with_high_flow_possible():
 def test_vasopressor_rows_without_an_agent_could_be_several_drugs():
     """ASTCT Table 1: one vasopressor = grade 3, two or more (vasopressin aside) = 4. Two different
     vasopressor rows on a day without an agent name count as one "unspecified vasopressor" (grade 3),
-    but could be two drugs: grade_max 4, the missing input named. A named drug plus an unnamed row is
-    already two drugs (an unnamed row counts as its own drug: docs/derivation-conventions.md)."""
+    but could be two drugs: grade_max 4, the missing input named. A named drug plus an unnamed row
+    could be that drug twice or two drugs: 3 with grade_max 4 (session 31 monotonicity audit; it was a
+    definite 4, which filling the agent in as the same drug contradicted)."""
     s = study(obs=[("A", d, "TEMP", 38.5) for d in (1, 2, 3, 4)],
               iv=[vaso(None, 1, dose=0.05), vaso(None, 1, dose=0.1), vaso("norepinephrine", 2), vaso(None, 2),
                   vaso(None, 3), vaso("vasopressin", 4)])
     d1, d2, d3, d4 = (grade_on(s, day=d) for d in (1, 2, 3, 4))
     assert (d1["grade"], d1["grade_max"], d1["missing_inputs"]) == (3, 4, ["vasopressor agent"])
     assert "(up to 4 if the vasopressor rows without an agent are different drugs)" in d1["reason"]
-    assert (d2["grade"], d2["grade_max"]) == (4, 4)
+    assert (d2["grade"], d2["grade_max"], d2["missing_inputs"]) == (3, 4, ["vasopressor agent"])
     assert (d3["grade"], d3["grade_max"], d3["missing_inputs"]) == (3, 3, [])  # one row: one drug at most
     assert (d4["grade"], d4["grade_max"]) == (3, 3)  # vasopressin alone: never "multiple"

@@ -124,7 +124,10 @@ def vasopressor_days(study: Study, indications, count_empty: bool = True) -> pl.
         .agg(
             agent.unique().sort().alias("vasopressor_agents"),
             agent.n_unique().cast(pl.Int64).alias("n_vasopressors"),
-            agent.filter(~pl.col("vaso_is_vasopressin")).n_unique().cast(pl.Int64)
+            # at least: the named drugs; rows without an agent could be one of them (or vasopressin), so
+            # they add a drug only when no agent is named that day
+            (agent.filter(~pl.col("vaso_is_vasopressin") & (agent != UNSPECIFIED)).n_unique()
+             + ((agent == UNSPECIFIED).any() & (agent != UNSPECIFIED).not_().all()).cast(pl.Int64)).cast(pl.Int64)
             .alias("n_vasopressors_excl_vasopressin"),
             agent.filter(~pl.col("vaso_known")).unique().sort().alias("vasopressors_unknown"),
             # missing is not negative: each row without an agent could be another drug than the rest

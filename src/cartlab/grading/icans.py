@@ -122,7 +122,8 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     f = grid
     for part in (ice, capd, loc, ev):
         f = f.join(part, on=["subject_id", "d"], how="left")
-    f = f.with_columns(pl.col("loc_level").fill_null(0), pl.col("event_grade").fill_null(0))
+    f = f.with_columns(pl.col("loc_level").is_null().alias("_loc_missing"), pl.col("loc_level").fill_null(0),
+                       pl.col("event_grade").fill_null(0))
     scores = {d: decision(table, d, opts, otherwise_grade=0, schema=f.schema) for d in ("ice", "capd")}
     lazy = scores["ice"].apply(f.lazy(), "ice", "grade", "rule", "grade_max", "missing", labels=INPUTS)
     f = scores["capd"].apply(lazy, "capd", "grade", "rule", "grade_max").with_columns(
@@ -153,6 +154,13 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                        .otherwise(pl.col("grade")).alias("grade_max"))
     f = f.with_columns(pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.col("ice_missing"))
                        .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
+    # ICE 0 is grade 3, or 4 when the patient is unarousable (Table 4): without a LOC row that day the
+    # grade-4 condition is unknown, not false (missing is not negative)
+    open4 = (pl.col("ice_min") == 0).fill_null(False) & pl.col("_loc_missing") & (pl.col("grade_max") < 4)
+    f = f.with_columns(pl.when(open4).then(pl.lit(4, dtype=f.schema["grade_max"])).otherwise(pl.col("grade_max"))
+                       .alias("grade_max"),
+                       pl.when(open4).then(pl.col("missing_inputs").list.concat(pl.lit(["LOC"])))
+                       .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
     by_age = pl.col("_age_grade_max").fill_null(0) > pl.col("grade_max")
     f = f.with_columns(pl.when(by_age).then(pl.col("_age_grade_max")).otherwise(pl.col("grade_max")).alias("grade_max"),
                        pl.when(by_age).then(pl.col("missing_inputs").list.concat(pl.lit(["age_years"])))
@@ -179,6 +187,9 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                       pl.when(pl.col("missing_inputs").list.contains("age_years")).then(pl.format(
                           " (up to {}: age unknown, so ICE or CAPD, both recorded, could be the score ASTCT "
                           "calls for)", pl.col("grade_max")))
+                      .when(pl.col("missing_inputs").list.contains("LOC")).then(pl.format(
+                          " (up to {}: ICE 0 with no level of consciousness (LOC) that day: unarousable would "
+                          "make it 4)", pl.col("grade_max")))
                       .when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
                           " (up to {}: no ICE/CAPD score that day)", pl.col("grade_max"))).otherwise(pl.lit(""))),
         ],

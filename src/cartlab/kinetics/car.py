@@ -169,7 +169,8 @@ def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None)
         "subject_id", "param", "day", (pl.col("_t") - ref).alias("time"),
         pl.col("value").alias("conc"), limit.alias("lloq"),
         (pl.col("censor").is_in(["<", "<="]).fill_null(False)
-         | (pl.col("value").is_not_null() & limit.is_not_null() & (pl.col("value") < limit))).alias("blq"),
+         | (pl.col("value").is_not_null() & limit.is_not_null() & (pl.col("value") < limit))
+         | (pl.col("value") == 0).fill_null(False)).alias("blq"),  # a 0 is BLQ without an lloq too (docs)
         "value_text", "unit", pl.lit(False).alias("imputed"), pl.col("source"),
         pl.concat_list(evidence_ref()).list.drop_nulls().alias("evidence"),
     )
@@ -206,9 +207,11 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                                     "tlast": pl.Float64, "auc_window": pl.Float64, "method": pl.String,
                                     "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
     # the NCA sees quantifiable values as conc and BLQ samples as conc 0 with their LLOQ
-    frame = prof.select("subject_id", "time", pl.when(pl.col("blq")).then(None).otherwise(pl.col("conc")).alias("conc"),
-                        pl.when(pl.col("blq")).then(pl.col("lloq")).otherwise(None).alias("lloq"),
-                        pl.when(pl.col("blq")).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
+    # (a measured 0 stays a 0: the NCA reads it as BLQ without an lloq, PKNCA's convention)
+    censored = pl.col("blq") & (pl.col("conc") != 0).fill_null(True)
+    frame = prof.select("subject_id", "time", pl.when(censored).then(None).otherwise(pl.col("conc")).alias("conc"),
+                        pl.when(censored).then(pl.col("lloq")).otherwise(None).alias("lloq"),
+                        pl.when(censored).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
                         .otherwise(None).alias("value_text"))
     lo, hi = options.auc_window
     res = derive_nca(frame, subject="subject_id", time="time", conc="conc", lloq="lloq", value_text="value_text",

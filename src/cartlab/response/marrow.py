@@ -203,6 +203,8 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     red = None
     if pre is not None and pre["value"] > 0:
         red = 100.0 * (pre["value"] - bm) / pre["value"]
+    elif pre is not None:  # measured 0%: no reduction is possible (blasts above 0 are a rise): not missing
+        red = 0.0 if bm <= 0 else -math.inf
     assume_pb = pb is None and opts["missing_pb_blasts"] == "assume_absent"
     feats = {
         "bm_blast_pct": bm,
@@ -242,7 +244,9 @@ def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
              f"EMD {_fmt(feats['emd'])}"]
     if feats["bm_cellularity_pct"] is not None:
         parts.append(f"cellularity {_fmt(feats['bm_cellularity_pct'])}%")
-    if feats["blast_reduction_pct"] is not None:
+    if feats["blast_reduction_pct"] is not None and math.isinf(feats["blast_reduction_pct"]):
+        parts.append(f"no blast reduction from a pre-treatment {_fmt(used['PRE']['value'])}%")
+    elif feats["blast_reduction_pct"] is not None:
         parts.append(f"blast reduction {_fmt(feats['blast_reduction_pct'])}% from {_fmt(used['PRE']['value'])}%")
     return ", ".join(parts)
 
@@ -387,7 +391,8 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
         "emd": feats["emd"], "bm_cellularity_pct": feats["bm_cellularity_pct"],
         "pre_bm_blast_pct": None if pre is None else pre["value"],
         "pre_bm_day": None if pre is None else pre["day"],
-        "blast_reduction_pct": feats["blast_reduction_pct"],
+        # a rise from 0% has no percentage (-inf for the rule): empty in the table, the reason says it
+        "blast_reduction_pct": None if feats["blast_reduction_pct"] == -math.inf else feats["blast_reduction_pct"],
         "mrd_fcm": mrd_v, "mrd_threshold": float(opts["mrd_threshold"]), "mrd_negative": mrd_neg,
         "mrd_detectable": mrd_det, "evidence": evidence,
     }
