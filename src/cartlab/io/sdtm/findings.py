@@ -31,9 +31,10 @@ from cartlab.io.sdtm.common import (
 )
 from cartlab.io.sdtm.files import ROW, DomainFile
 from cartlab.io.sdtm.mapping import norm
+from cartlab.io.value_text import CENSORED
 from cartlab.units import UnitError
 
-_CENSORED = r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$"
+_CENSORED = CENSORED.pattern  # the study folder's censored result ("<50"), one definition
 #: a number written out in --STRESC (1.2, -0.5, .5, 1.2E-5): no comparator, no text, no inf/nan
 _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 SIG_DIGITS = 12
