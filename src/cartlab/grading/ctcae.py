@@ -462,7 +462,8 @@ def _warn_missing_limits(adlb: pl.DataFrame) -> pl.DataFrame:
         from cartlab.errors import CartlabWarning
 
         warnings.warn(CartlabWarning(
-            "lab values without the reference limit their criteria need (observations.csv lln/uln) are "
+            "lab values without the reference limit their criteria need (lln/uln: observations.csv; SDTM --STNRLO/--STNRHI; "
+            "FHIR referenceRange) are "
             "not graded (adlb.csv: grade empty, grade_reason names the missing limit; missing is not grade 0)"),
             stacklevel=3)
     return adlb

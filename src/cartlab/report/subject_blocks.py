@@ -279,7 +279,7 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
         ctcae_empty = "no laboratory values recorded: CTCAE laboratory grades not evaluable"
     elif adlb["ATOXGR"].is_null().all():
         ctcae_empty = ("no laboratory value could be CTCAE-graded (a reference limit the criteria need is "
-                       "missing: observations.csv lln/uln); not evaluable")
+                       "missing: lln/uln, in SDTM --STNRLO/--STNRHI, in FHIR referenceRange); not evaluable")
     else:
         ctcae_empty = "no abnormal CTCAE-graded laboratory value from day 0 on"
     episodes = episodes.with_columns(pl.Series("RANGE", [
