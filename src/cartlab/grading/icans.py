@@ -19,6 +19,7 @@ from pydantic import Field
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, decision, load_table
+from cartlab.criteria.model import Leaf
 from cartlab.errors import CartlabWarning
 from cartlab.grading.crs import episodes
 from cartlab.model import Study
@@ -26,6 +27,18 @@ from cartlab.provenance import EVIDENCE, evidence_ref
 
 #: feature of the criteria table -> the input a missing value stands for (``missing_inputs``)
 INPUTS = {"ice_min": "ICE/CAPD"}
+
+
+def _needs_loc(table) -> list[tuple[float, int]]:
+    """(ICE score, grade) of the ICE rows that also need the level of consciousness (ASTCT 2019 Table 4:
+    "ICE 0 and unarousable" = 4), read from the criteria table."""
+    out = []
+    for r in table.rule_set("ice"):
+        leaves = [c for c in r.when if isinstance(c, Leaf)]
+        ice = [c.value for c in leaves if c.feature == "ice_min" and c.op == "=="]
+        if r.grade is not None and ice and any(c.feature == "loc_level" for c in leaves):
+            out.append((ice[0], r.grade))
+    return out
 
 
 class IcansOptions(CriteriaOptions):
@@ -154,13 +167,14 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                        .otherwise(pl.col("grade")).alias("grade_max"))
     f = f.with_columns(pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.col("ice_missing"))
                        .otherwise(pl.lit([], dtype=pl.List(pl.String))).alias("missing_inputs"))
-    # ICE 0 is grade 3, or 4 when the patient is unarousable (Table 4): without a LOC row that day the
-    # grade-4 condition is unknown, not false (missing is not negative)
-    open4 = (pl.col("ice_min") == 0).fill_null(False) & pl.col("_loc_missing") & (pl.col("grade_max") < 4)
-    f = f.with_columns(pl.when(open4).then(pl.lit(4, dtype=f.schema["grade_max"])).otherwise(pl.col("grade_max"))
-                       .alias("grade_max"),
-                       pl.when(open4).then(pl.col("missing_inputs").list.concat(pl.lit(["LOC"])))
-                       .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
+    # ICE 0 is grade 3, or 4 when the patient is unarousable (Table 4, the criteria row that needs the
+    # level of consciousness): without a LOC row that day its condition is unknown, not false
+    for ice_value, loc_grade in _needs_loc(table):
+        could = (pl.col("ice_min") == ice_value).fill_null(False) & pl.col("_loc_missing") & (pl.col("grade_max") < loc_grade)
+        f = f.with_columns(pl.when(could).then(pl.lit(loc_grade, dtype=f.schema["grade_max"]))
+                           .otherwise(pl.col("grade_max")).alias("grade_max"),
+                           pl.when(could).then(pl.col("missing_inputs").list.concat(pl.lit(["LOC"])))
+                           .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
     by_age = pl.col("_age_grade_max").fill_null(0) > pl.col("grade_max")
     f = f.with_columns(pl.when(by_age).then(pl.col("_age_grade_max")).otherwise(pl.col("grade_max")).alias("grade_max"),
                        pl.when(by_age).then(pl.col("missing_inputs").list.concat(pl.lit(["age_years"])))
