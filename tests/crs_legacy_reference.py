@@ -130,6 +130,8 @@ class CrsLegacyOptions:
     organ_labs: str = "last_known_within_days"  # the engine's default (s26)
     organ_labs_days: int = 1
     organ_labs_open: str = "crs_signs"  # s26: days without labs are open only with a CRS sign
+    # session 32: the all-organ inputs need a creatinine and a liver lab ("renal_and_liver") or any lab
+    organ_labs_required: str = "renal_and_liver"
 
     def __post_init__(self) -> None:
         if self.day_precision not in ("bounds", "full_days"):
@@ -433,6 +435,17 @@ def crs_daily_inputs(
             for lag, i, r, refs in rows:
                 if r.get("grade") is not None:
                     used[(sid, d)][(lag, i)] = refs
+        # session 32: an all-organ input also reads the latest creatinine and liver rows (its own kind:
+        # no ALT/AST for the non-transaminase input) and is open when one of the two is missing
+        if opts.organ_labs_required == "renal_and_liver":
+            for (sid, d, c) in [k for k in organ_rows if k[2] in ("organ_grade_max", "organ_grade_max_non_transaminase")]:
+                have = {(lag, i) for lag, i, _, _ in organ_rows[(sid, d, c)]}
+                for k in ("creatinine_grade", "lft_grade"):
+                    for lag, i, r, refs in organ_rows.get((sid, d, k), []):
+                        own = c == "organ_grade_max" or not r.get("is_transaminase")
+                        if own and (lag, i) not in have:
+                            organ_rows[(sid, d, c)].append((lag, i, r, refs))
+                            have.add((lag, i))
         for key, rows in used.items():
             for _, refs in sorted(rows.items()):
                 for ref in refs:
@@ -546,6 +559,15 @@ def crs_daily_inputs(
                     if names and top < 4:  # an ungraded value can raise a grade below 4: unknown
                         organ_vals[c] = None
                         unknown.extend(f"{c}:CTCAE grade of {n} (not gradable)" for n in sorted(names))
+                    # session 32: a day with organ labs but no creatinine or no liver lab (renal_and_liver)
+                    if (opts.organ_labs_required == "renal_and_liver" and opts.organ_labs != "absent_is_normal"
+                            and c in ("organ_grade_max", "organ_grade_max_non_transaminase") and top < 4
+                            and (opts.organ_labs_open == "every_crs_day" or sign)):
+                        lacking = [n for n, k in (("creatinine", "creatinine_grade"), ("liver", "lft_grade"))
+                                   if not organ_rows.get((sid, d, k))]
+                        if lacking:
+                            organ_vals[c] = None
+                            unknown.extend(f"{c}:no {n} lab {when} (other organ labs measured)" for n in lacking)
             # hospitalization
             h = hosp.get(key)
             if h is not None:

@@ -44,6 +44,8 @@ LABELS = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX", "mskcc": "M
 KEY = ["subject_id", "day"]
 #: values of CrsLegacyOptions.organ_labs (how days without organ labs are read)
 ORGAN_LABS = ("same_day", "last_known_within_days", "absent_is_normal")
+#: values of CrsLegacyOptions.organ_labs_required (which labs settle the all-organ inputs on a day)
+ORGAN_LABS_REQUIRED = ("renal_and_liver", "any")
 
 
 @dataclass
@@ -93,6 +95,13 @@ class CrsLegacyOptions:
       pressure, oxygen, a vasopressor); on an afebrile day without any, a CRS day only by the fever
       waiver (which lasts to the end of follow-up), absent labs read as no organ toxicity.
       "every_crs_day" opens every CRS day without labs.
+    * ``organ_labs_required`` ["renal_and_liver"]: which labs settle the all-organ inputs
+      (``organ_grade_max``, ``organ_grade_max_non_transaminase``) on a day. "renal_and_liver": a
+      creatinine and a liver lab (ALT, AST, bilirubin, ALP, GGT: the chemistry panel was drawn),
+      each of the day or within the look-back; a day with only one of them
+      keeps the grade the measured labs set as a lower bound and stays open up to 4, naming the
+      lab that is missing (a normal creatinine does not say the liver was normal; missing is not
+      negative). "any": any organ lab settles them (cartlab before session 32).
     """
 
     counted_indications: tuple[str, ...] = ("CRS",)
@@ -112,12 +121,15 @@ class CrsLegacyOptions:
     organ_labs: str = "last_known_within_days"
     organ_labs_days: int = 1
     organ_labs_open: str = "crs_signs"
+    organ_labs_required: str = "renal_and_liver"
 
     def __post_init__(self) -> None:
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
         if self.organ_labs_open not in ("crs_signs", "every_crs_day"):
             raise ValueError(f"organ_labs_open must be 'crs_signs' or 'every_crs_day', not {self.organ_labs_open!r}")
+        if self.organ_labs_required not in ORGAN_LABS_REQUIRED:
+            raise ValueError(f"organ_labs_required must be one of {ORGAN_LABS_REQUIRED}, not {self.organ_labs_required!r}")
         if self.organ_labs not in ORGAN_LABS:
             raise ValueError(f"organ_labs must be one of {ORGAN_LABS}, not {self.organ_labs!r}")
         if isinstance(self.organ_labs_days, bool) or not isinstance(self.organ_labs_days, int) or self.organ_labs_days < 0:
@@ -371,33 +383,46 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any], opts: CrsLegacyOpt
     g, lag = pl.col("g"), pl.col("lag")
     organ = pl.col("organ").cast(pl.String).fill_null("an unnamed lab value")
     creat, lft = pl.col("organ_n").is_in(voc.get("creatinine", [])), pl.col("organ_n").is_in(voc.get("lft", []))
+    liver = pl.col("is_t") | lft
     groups = {"organ_grade_max": pl.lit(True), "organ_grade_max_non_transaminase": ~pl.col("is_t"),
-              "organ_grade_max_transaminase": pl.col("is_t"), "creatinine_grade": creat, "lft_grade": pl.col("is_t") | lft}
-    # the rows an input reads on a day: its group's rows of the latest lab day (the day itself with lag 0)
-    latest = {c: lag == lag.filter(e).min() for c, e in groups.items()}
-    read = {c: (e & latest[c]) if window else e for c, e in groups.items()}
-    aggs = []
-    for c, e in groups.items():
-        top = g.filter(read[c]).max()
+              "organ_grade_max_transaminase": pl.col("is_t"), "creatinine_grade": creat, "lft_grade": liver}
+    # the labs the all-organ inputs need on a day (organ_labs_required): a renal and a liver lab, the
+    # chemistry panel drawn; a normal creatinine alone does not say the liver was normal, so a day
+    # with one of them only stays open above what it measured
+    need = {"creatinine": "creatinine_grade", "liver": "lft_grade"}
+    parts = ({"organ_grade_max": need, "organ_grade_max_non_transaminase": need}
+             if opts.organ_labs_required == "renal_and_liver" else {})
+    # the rows an input reads on a day: its group's rows of the latest lab day (the day itself with
+    # lag 0), and for an all-organ input also the latest rows of each lab it needs
+    read = {c: (e & (lag == lag.filter(e).min().over(KEY))) if window else e for c, e in groups.items()}
+    for c, need in parts.items():  # an input reads only its own kind of row (no ALT for non-transaminase)
+        read[c] = read[c] | (pl.any_horizontal([read[k] for k in need.values()]) & groups[c])
+    og = og.with_columns(*(r.alias(f"_r_{c}") for c, r in read.items()))
+    read = {c: pl.col(f"_r_{c}") for c in groups}
+    cols = [c for c in groups if not c.startswith("_")]
+    aggs, none = [], pl.lit([], dtype=pl.List(pl.String))
+    for c in cols:
+        e, top = groups[c], g.filter(read[c]).max()
+        missing = [pl.when(~groups[k].any()).then(pl.lit(name)) for name, k in parts.get(c, {}).items()]
         aggs += [top.fill_null(0).clip(lower_bound=0).alias(c),
                  # an ungraded value can only raise a grade below 4
                  ((g.is_null() & read[c]).any() & (top.fill_null(0) < 4)).alias(f"_unk_{c}"),
                  organ.filter(g.is_null() & read[c]).unique().sort().alias(f"_organ_unknown_{c}"),
-                 e.any().alias(f"_has_{c}"), top.alias(f"_top_{c}"), lag.filter(e).min().alias(f"_lag_{c}")]
+                 # the labs an all-organ input needs and lacks (a grade 4 already settles it)
+                 (pl.when(top.fill_null(0) < 4).then(pl.concat_list(missing).list.drop_nulls()).otherwise(none)
+                  if missing else none).alias(f"_missing_{c}"),
+                 e.any().alias(f"_has_{c}"), top.alias(f"_top_{c}")]
     days = og.group_by(KEY).agg(aggs)
     # the labs at each input's grade, named (labels built for the few rows with a grade >= 1 only)
     pos = og.filter(g >= 1)
     pos = pos.with_columns(_lab_label(pl.col("_term"), organ, pl.col("_value"), pl.col("_unit"), g, lag,
                                       pl.col("day")).alias("label"))
-    for c, e in groups.items():
-        labs = (pos.filter(e).join(days.select(*KEY, f"_top_{c}", f"_lag_{c}"), on=KEY)
-                .filter((g == pl.col(f"_top_{c}")) & (lag == pl.col(f"_lag_{c}")))
+    for c in cols:
+        labs = (pos.filter(read[c]).join(days.select(*KEY, f"_top_{c}"), on=KEY)
+                .filter(g == pl.col(f"_top_{c}"))
                 .group_by(KEY).agg(pl.col("label").unique().sort().str.join(", ").alias(f"{c}_labs")))
         days = days.join(labs, on=KEY, how="left")
-    used = og.filter(g.is_not_null())
-    if window:
-        used = used.join(days.select(*KEY, *(f"_lag_{c}" for c in groups)), on=KEY).filter(
-            pl.any_horizontal([e & (lag == pl.col(f"_lag_{c}")) for c, e in groups.items()]))
+    used = og.filter(g.is_not_null() & pl.any_horizontal([read[c] for c in cols]))
     ev = (used.sort(*KEY, "lag", "i") if window else used).select(*KEY, pl.col("refs").alias("ref")).explode("ref")
     return days, _items(ev, "organ", "ref"), grid
 
@@ -502,10 +527,14 @@ def derive_crs_daily_inputs(
             .select(*INPUT_SCHEMA).cast(INPUT_SCHEMA))
 
 
+def _when(opts: CrsLegacyOptions) -> str:
+    return ("that day" if opts.organ_labs == "same_day"
+            else f"that day or in the {opts.organ_labs_days} day(s) before")
+
+
 def _no_labs(c: str, opts: CrsLegacyOptions) -> pl.Expr:
     """Why organ-toxicity input ``c`` is unknown on a day without its labs."""
-    when = ("that day" if opts.organ_labs == "same_day"
-            else f"that day or in the {opts.organ_labs_days} day(s) before")
+    when = _when(opts)
     return (pl.when(pl.col("_has_organ_grade_max").fill_null(False))
             .then(pl.lit(f"no {ORGAN_GROUP_LABS[c]} {when}")).otherwise(pl.lit(f"no organ labs {when}")))
 
@@ -538,6 +567,12 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
     sign = (pl.col("fever").fill_null(True) | pl.col("sbp_low").fill_null(True) | pl.col("o2_any").fill_null(False)
             | (pl.col("n_vasopressors").fill_null(0) > 0))
     open_day = pl.lit(True) if opts.organ_labs_open == "every_crs_day" else sign
+
+    def partial(c: str) -> pl.Expr:  # some organ labs that day, not every one the input needs
+        if not organ_given or opts.organ_labs == "absent_is_normal":
+            return pl.lit(False)
+        return (pl.col(f"_has_{c}").fill_null(False) & (pl.col(f"_missing_{c}").list.len().fill_null(0) > 0)
+                & open_day)
     unknown = [
         pl.when(pl.col("high_dose_reasons").list.len() > 0).then(
             pl.col("high_dose_reasons").list.eval(pl.lit("high_dose:") + pl.element()).list.join(_SEP)),
@@ -550,6 +585,9 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         *([] if organ_given else [pl.lit(f"{c}:organ toxicity grades (organ_grades not supplied)") for c in ORGAN_COLS]),
         *([pl.when(~pl.col(f"_has_{c}").fill_null(False) & open_day).then(pl.lit(f"{c}:") + _no_labs(c, opts))
            for c in ORGAN_COLS] if organ_given and opts.organ_labs != "absent_is_normal" else []),
+        *([pl.when(partial(c)).then(pl.col(f"_missing_{c}").list.eval(
+            pl.lit(f"{c}:no ") + pl.element() + pl.lit(f" lab {_when(opts)} (other organ labs measured)")
+        ).list.join(_SEP)) for c in ORGAN_COLS] if organ_given and opts.organ_labs != "absent_is_normal" else []),
         *([pl.when(pl.col(f"_unk_{c}").fill_null(False)).then(pl.col(f"_organ_unknown_{c}").list.eval(
             pl.lit(f"{c}:CTCAE grade of ") + pl.element()
             + pl.lit(" (not gradable)")).list.join(_SEP))
@@ -560,7 +598,7 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
     ]
     lacking = (lambda c: pl.lit(False)) if opts.organ_labs == "absent_is_normal" else (
         lambda c: ~pl.col(f"_has_{c}").fill_null(False) & open_day)
-    organ = ([pl.when(pl.col(f"_unk_{c}").fill_null(False) | lacking(c)).then(None).otherwise(pl.col(c).fill_null(0)).alias(c)
+    organ = ([pl.when(pl.col(f"_unk_{c}").fill_null(False) | lacking(c) | partial(c)).then(None).otherwise(pl.col(c).fill_null(0)).alias(c)
               for c in ORGAN_COLS] if organ_given
              else [pl.lit(None, dtype=pl.Int64).alias(c) for c in ORGAN_COLS])
     # the lower bound an unknown organ input keeps: a bilirubin of CTCAE grade 3 beside an ALT without
