@@ -35,3 +35,77 @@ def expand_days(frame: pl.DataFrame, start: str = "start_day", end: str = "end_d
         .with_columns(pl.int_ranges(lo, pl.max_horizontal(lo, hi) + 1).alias("d"))
         .explode("d")
     )
+
+
+#: values of the ``first_day`` option of the ASTCT CRS/ICANS engines besides a study day
+FIRST_DAY_MODES = ("infusion", "all")
+
+
+def is_timed(day: str, datetime: str | None) -> pl.Expr:
+    """A row whose time of day is known: a fractional ``day`` (14.5 is noon of day 14) or a
+    ``datetime`` with a clock time; a whole-number day or a date alone says only which day."""
+    out = (pl.col(day) != pl.col(day).floor()).fill_null(False)
+    if datetime is not None:
+        out = out | pl.col(datetime).cast(pl.String).str.contains(r"\d[T ]\d").fill_null(False)
+    return out
+
+
+def assessment_start(study: Any, first_day: Any) -> pl.DataFrame | None:
+    """Per subject (``subject_id``, ``_start``) the moment on the day axis from which CRS/ICANS are
+    graded, or None (``first_day="all"``: every recorded day).
+
+    ``"infusion"``: the first CAR-T infusion (ASTCT 2019 grades toxicities "associated with immune
+    effector cells"): its dose row (an agent :func:`~cartlab.kinetics.agents.is_car_t_agent`
+    recognises), timed by ``infusion_datetime`` when the row has no time; day 0 (the spec's infusion
+    day) when no CAR-T dose is recorded. A number: that study day.
+    """
+    if first_day == "all" or first_day is None:
+        return None
+    ids = pl.DataFrame({"subject_id": study.subject_ids}, schema={"subject_id": pl.String})
+    if first_day == "infusion":
+        from cartlab.kinetics.agents import car_t_infusions
+
+        inf = car_t_infusions(study)
+        inf = (inf.group_by("subject_id").agg(pl.col("day").cast(pl.Float64).min().alias("_start"))
+               if inf.height else pl.DataFrame(schema={"subject_id": pl.String, "_start": pl.Float64}))
+        return ids.join(inf, on="subject_id", how="left").with_columns(pl.col("_start").fill_null(0.0))
+    return ids.with_columns(pl.lit(float(first_day)).alias("_start"))
+
+
+def from_start(day: pl.Expr, timed: pl.Expr) -> pl.Expr:
+    """Rows at or after ``_start`` (a column, see :func:`assessment_start`): a timed row by its time,
+    a row known to the day only by its day (a whole-number day 0 is on the infusion day, not before
+    the infusion); no ``_start`` keeps the row."""
+    start = pl.col("_start")
+    return (start.is_null() | pl.when(timed).then(day >= start).otherwise(day.floor() >= start.floor())).fill_null(True)
+
+
+def rows_from_start(frame: pl.DataFrame, start: pl.DataFrame | None, day: str = "day",
+                    datetime: str | None = "datetime") -> pl.DataFrame:
+    """The rows of ``frame`` (observations, events) at or after the subject's assessment start."""
+    if start is None or frame.height == 0:
+        return frame
+    dt = datetime if datetime is not None and datetime in frame.columns else None
+    return (frame.join(start, on="subject_id", how="left")
+            .filter(from_start(pl.col(day), is_timed(day, dt))).drop("_start"))
+
+
+def interventions_from_start(frame: pl.DataFrame, start: pl.DataFrame | None) -> pl.DataFrame:
+    """Interventions at or after the assessment start: a row that ended before it is not read; one
+    running across it counts from it (its ``start_day`` moved to the start, so a corticosteroid
+    course from day -2 to 3 counts on days 0-3; ASTCT 2019 footnote: the fever waiver follows
+    tocilizumab or steroids given to a patient who has CRS)."""
+    if start is None or frame.height == 0:
+        return frame
+    def col(name: str) -> str | None:
+        return name if name in frame.columns else None
+
+    has_end = pl.col("end_day").is_not_null()
+    end = pl.coalesce("end_day", "start_day")
+    end_timed = (pl.when(has_end).then(is_timed("end_day", col("end_datetime")))
+                 .otherwise(is_timed("start_day", col("start_datetime"))))
+    return (frame.join(start, on="subject_id", how="left")
+            .filter(pl.col("start_day").is_null() | from_start(end, end_timed))
+            .with_columns(pl.when(pl.col("_start").is_not_null() & (pl.col("start_day") < pl.col("_start")))
+                          .then(pl.col("_start")).otherwise(pl.col("start_day")).alias("start_day"))
+            .drop("_start"))

@@ -14,6 +14,7 @@ derives episodes and the ``subject_summary.csv`` columns ``crs_grade_astct``, ``
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Literal
 
 import polars as pl
@@ -21,7 +22,13 @@ import polars.selectors as cs
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
-from cartlab.grading.common import expand_days
+from cartlab.criteria.compile import Range
+from cartlab.grading.common import (
+    assessment_start,
+    expand_days,
+    interventions_from_start,
+    rows_from_start,
+)
 from cartlab.grading.crs_features import (
     VITAL_OPTION_LIMITS,
     FeverAttribution,
@@ -38,6 +45,10 @@ KEY = ["subject_id", "day"]
 DOMAINS = ("fever", "hypotension", "hypoxia")
 #: feature of the criteria table -> the observation it comes from (``missing_inputs``)
 INPUTS = {"tmax_c": "TEMP", "sbp_min_mmhg": "SYSBP"}
+#: the day's Tmax and lowest SBP as intervals (a censored result such as ">39" or "<70" bounds them;
+#: criteria compile: TRUE when the rule holds for every value of the interval, unknown when only some)
+BINDINGS = {"tmax_c": Range("tmax_lo", "tmax_hi", "tmax_lo_open", "tmax_hi_open"),
+            "sbp_min_mmhg": Range("sbp_lo", "sbp_hi", "sbp_lo_open", "sbp_hi_open")}
 #: intervention categories the ASTCT grade reads (besides the fever-waiver ones): an excluded row of
 #: one of these is named in the day's reason (option counted_indications)
 GRADED_CATEGORIES = ("oxygen", "vasopressor")
@@ -64,6 +75,7 @@ class CrsOptions(CriteriaOptions):
     episode_join_gap_days: int | None = None
     summary_episode: Literal["course", "first", "worst"] | None = None
     assessment_window: tuple[Number | None, Number | None] | None = None
+    first_day: Literal["infusion", "all"] | float | None = None
     assessment_end_events: tuple[str, ...] | None = None
     unattributed_death: Literal["during_crs", "always"] | None = None
     waiver_categories: tuple[str, ...] | None = None
@@ -85,6 +97,20 @@ def _flag(table: CriteriaTable, name: str, opts: dict[str, Any]) -> tuple[str, p
     return rule.id, decision(table, name, opts).truth(rule.id).fill_null(False)
 
 
+def _num(x: pl.Expr) -> pl.Expr:
+    """A number as text: whole numbers without decimals (90, 6.5, 38.25)."""
+    return (pl.when(x == x.round(0)).then(x.round(0).cast(pl.Int64).cast(pl.String))
+            .otherwise(x.round(3).cast(pl.String)))
+
+
+def _interval_text(lo: str, hi: str, lo_open: str, hi_open: str) -> pl.Expr:
+    """An interval of :func:`_day_extreme` as text: ">39", "<70", ">=37.5 and <38"."""
+    low = pl.format("{}{}", pl.when(pl.col(lo_open)).then(pl.lit(">")).otherwise(pl.lit(">=")), _num(pl.col(lo)))
+    high = pl.format("{}{}", pl.when(pl.col(hi_open)).then(pl.lit("<")).otherwise(pl.lit("<=")), _num(pl.col(hi)))
+    return pl.concat_str([pl.when(pl.col(lo).is_not_null()).then(low), pl.when(pl.col(hi).is_not_null()).then(high)],
+                         separator=" and ", ignore_nulls=True)
+
+
 def _ref_list(col: str = "ref") -> pl.Expr:
     return pl.col(col).drop_nulls().unique(maintain_order=True)
 
@@ -95,20 +121,74 @@ def _counted(df: pl.DataFrame, column: str, indications: tuple[str, ...]) -> pl.
 
 
 def _sbp_cutoff(subjects: pl.DataFrame, opts: dict[str, Any], table: CriteriaTable) -> pl.DataFrame:
-    """Per-subject SBP cut-off: the adult default, or PALS by age when age_adjusted_sbp is on."""
+    """Per-subject SBP cut-off: the adult default, or PALS by age when age_adjusted_sbp is on.
+
+    ``sbp_cutoff_lo`` / ``sbp_cutoff_hi``: equal when known; with age_adjusted_sbp and no age, the
+    lowest and highest cut-off of the PALS table (missing is not negative: the age decides the
+    cut-off, so an SBP between them is not settled); ``sbp_cutoff`` is then empty."""
     base = subjects.select("subject_id", pl.col("age_years"))
     cutoff = pl.lit(float(opts["sbp_cutoff_mmhg"]))
+    lo = hi = cutoff
     if opts.get("age_adjusted_sbp"):
         rows = table.extra("pals_sbp")["rows"]
         expr = cutoff
+        values, prev = [], 0.0
+        for r in rows:
+            if "cutoff" in r:
+                values.append(float(r["cutoff"]))
+            else:
+                values += [float(r["cutoff_base"]) + float(r["cutoff_per_year"]) * a
+                           for a in (float(int(prev)), float(int(r["age_max_years"])))]
+            prev = float(r["age_max_years"])
         for r in reversed(rows):
             if "cutoff" in r:
                 val = pl.lit(float(r["cutoff"]))
             else:
                 val = float(r["cutoff_base"]) + float(r["cutoff_per_year"]) * pl.col("age_years").floor()
             expr = pl.when(pl.col("age_years") <= r["age_max_years"]).then(val).otherwise(expr)
-        cutoff = pl.when(pl.col("age_years").is_null()).then(cutoff).otherwise(expr)
-    return base.select("subject_id", cutoff.cast(pl.Float64).alias("sbp_cutoff"))
+        unknown = pl.col("age_years").is_null()
+        cutoff = pl.when(unknown).then(None).otherwise(expr)
+        lo = pl.when(unknown).then(pl.lit(min(values))).otherwise(expr)
+        hi = pl.when(unknown).then(pl.lit(max(values))).otherwise(expr)
+    return base.select("subject_id", cutoff.cast(pl.Float64).alias("sbp_cutoff"),
+                       lo.cast(pl.Float64).alias("sbp_cutoff_lo"), hi.cast(pl.Float64).alias("sbp_cutoff_hi"))
+
+
+def _bounds(obs: pl.DataFrame) -> pl.DataFrame:
+    """Each row's value as an interval (``lo``, ``hi``, open ends): a number is a point; a censored
+    result (``censor`` > >= < <=, ``censor_limit``) bounds one side; a row with neither is dropped."""
+    c = pl.col("censor").fill_null("")
+    num = pl.col("value").is_not_null()
+    return obs.with_columns(
+        pl.when(num).then(pl.col("value")).when(c.is_in([">", ">="])).then(pl.col("censor_limit")).alias("lo"),
+        pl.when(num).then(pl.col("value")).when(c.is_in(["<", "<="])).then(pl.col("censor_limit")).alias("hi"),
+        (~num & (c == ">")).alias("lo_open"), (~num & (c == "<")).alias("hi_open"),
+    ).filter(pl.col("lo").is_not_null() | pl.col("hi").is_not_null())
+
+
+def _day_extreme(rows: pl.DataFrame, name: str, highest: bool) -> pl.DataFrame:
+    """Per subject and day the interval of the day's maximum (``highest``) or minimum of ``rows``
+    (from :func:`_bounds`): ``<name>_lo/_hi`` (null: unbounded), their open ends, the point value
+    ``<name>`` when the interval is one number, and the row that sets it (``<name>_ref``)."""
+    # the extreme bound of the side that can be unbounded is unbounded as soon as one row is
+    free, kept = ("hi", "lo") if highest else ("lo", "hi")
+    pick = pl.col(kept).max() if highest else pl.col(kept).min()
+    other = pl.when(pl.col(free).is_null().any()).then(None).otherwise(
+        pl.col(free).max() if highest else pl.col(free).min())
+    order = rows.sort([kept, free], descending=[highest, highest], nulls_last=True)
+    agg = order.group_by("subject_id", "d").agg(
+        pick.alias(f"_{kept}"), other.alias(f"_{free}"),
+        pl.col(f"{kept}_open").filter(pl.col(kept) == pick).all().alias(f"_{kept}_open"),
+        pl.col(f"{free}_open").filter(pl.col(free) == (pl.col(free).max() if highest else pl.col(free).min()))
+        .all().alias(f"_{free}_open"),
+        pl.col("ref").first().alias(f"{name}_ref"))
+    lo, hi = pl.col("_lo"), pl.col("_hi")
+    point = (lo == hi) & ~pl.col("_lo_open") & ~pl.col("_hi_open")
+    return agg.select(
+        "subject_id", "d", pl.when(point).then(lo).alias(name),
+        lo.alias(f"{name}_lo"), hi.alias(f"{name}_hi"),
+        pl.col("_lo_open").fill_null(False).alias(f"{name}_lo_open"),
+        pl.col("_hi_open").fill_null(False).alias(f"{name}_hi_open"), f"{name}_ref")
 
 
 def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
@@ -123,27 +203,24 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     options = options or CrsOptions()
     opts = options.resolved()
     table = load_table(options.criteria)
+    # the assessment starts at the first CAR-T infusion (option first_day): rows before it are not read,
+    # interventions running across it count from it (convention crs.conv.first_day)
+    start = assessment_start(study, opts["first_day"])
+    if start is not None:
+        study = dataclasses.replace(
+            study, observations=rows_from_start(study.observations.filter(pl.col("param").is_in(["TEMP", "SYSBP"])), start),
+            interventions=interventions_from_start(study.interventions, start))
     # only the rows and columns used (the references are built for those rows only)
-    obs = (
+    obs = _bounds(
         study.observations.lazy()
         .filter(pl.col("param").is_in(["TEMP", "SYSBP"]))
-        .select("subject_id", "param", "value", pl.col("day").floor().cast(pl.Int64).alias("d"),
-                evidence_ref().alias("ref"))
+        .select("subject_id", "param", "value", "censor", "censor_limit",
+                pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
         .collect()
     )
-
-    temp = (
-        obs.filter((pl.col("param") == "TEMP") & pl.col("value").is_not_null())
-        .sort("value", descending=True)
-        .group_by("subject_id", "d")
-        .agg(pl.col("value").first().alias("tmax_c"), pl.col("ref").first().alias("tmax_ref"))
-    )
-    sbp = (
-        obs.filter((pl.col("param") == "SYSBP") & pl.col("value").is_not_null())
-        .sort("value")
-        .group_by("subject_id", "d")
-        .agg(pl.col("value").first().alias("sbp_min_mmhg"), pl.col("ref").first().alias("sbp_ref"))
-    )
+    # the day's Tmax and lowest SBP, as intervals when a censored result (">39", "<70") bounds them
+    temp = _day_extreme(obs.filter(pl.col("param") == "TEMP"), "tmax", highest=True).rename({"tmax": "tmax_c"})
+    sbp = _day_extreme(obs.filter(pl.col("param") == "SYSBP"), "sbp", highest=False).rename({"sbp": "sbp_min_mmhg"})
 
     iv = _counted(study.interventions, "indication", opts["counted_indications"]).with_columns(
         evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category"))
@@ -184,15 +261,20 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     # a nasal cannula without a recorded flow is low flow (the table's reading), but could have run
     # above low_flow_max_lpm: o2_level_max keeps that bound (missing is not negative)
     flow_unknown = (pl.col("o2_device") == "nasal_cannula") & pl.col("o2_flow_lpm").is_null()
+    flow = pl.col("o2_flow_lpm")
     o2 = (
         days.filter(pl.col("category") == "oxygen")
         .with_columns(level.alias("lvl"), pl.when(flow_unknown).then(pl.lit(3, dtype=pl.Int64))
-                      .otherwise(level).alias("lvl_max"))
+                      .otherwise(level).alias("lvl_max"),
+                      # the reason shows the flow where recorded (6.5 L/min is what makes a nasal cannula high flow)
+                      pl.when(flow.is_not_null()).then(pl.format("{} {} L/min", pl.col("o2_device"), _num(flow)))
+                      .otherwise(pl.col("o2_device")).alias("_o2_txt"))
         .group_by("subject_id", "d")
         .agg(
             pl.col("lvl").max().alias("o2_level"),
             pl.col("lvl_max").max().alias("o2_level_max"),
             pl.col("o2_device").unique(maintain_order=True).str.join(", ").alias("o2_devices"),
+            pl.col("_o2_txt").unique(maintain_order=True).str.join(", ").alias("o2_text"),
             _ref_list().alias("o2_refs"),
         )
     )
@@ -216,9 +298,15 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         # False: no death row of the day carries an attribution (empty counts toward CRS, spec "Attribution")
         (norm_text(pl.col("attribution")).fill_null("") != "").any().alias("death_attribution_recorded"))
 
+    # a day with a fever-waiver agent counted toward CRS is assessed even without vital signs (missing
+    # is not negative: its temperature and blood pressure are unknown, so its grade is a range)
+    waiver_days = expand_days(iv.filter(pl.col("category").is_in(waiver_cats))).select("subject_id", "d")
     grid = pl.concat(
-        [f.select("subject_id", "d") for f in (temp, sbp, vaso, o2, death)], how="vertical"
+        [f.select("subject_id", "d") for f in (temp, sbp, vaso, o2, death, waiver_days)], how="vertical"
     ).unique()
+    if start is not None:  # days before the assessment start (deaths, other-cause rows) are not graded
+        grid = (grid.join(start, on="subject_id", how="left")
+                .filter(pl.col("_start").is_null() | (pl.col("d") >= pl.col("_start").floor())).drop("_start"))
     out = grid
     for f in (temp, sbp, vaso, o2, death):
         out = out.join(f, on=["subject_id", "d"], how="left")
@@ -235,7 +323,9 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
             pl.col("o2_level_max").fill_null(0),
             pl.col("crs_death").fill_null(False),
             pl.col("other_cause").fill_null(False),
-            pl.col("sbp_cutoff").fill_null(float(opts["sbp_cutoff_mmhg"])),
+            *[pl.col(c).fill_null(float(opts["sbp_cutoff_mmhg"])) for c in ("sbp_cutoff_lo", "sbp_cutoff_hi")],
+            pl.when(pl.col("sbp_cutoff_lo").is_null()).then(float(opts["sbp_cutoff_mmhg"]))
+            .otherwise(pl.col("sbp_cutoff")).alias("sbp_cutoff"),
         )
         .rename({"d": "day"})
         .sort(KEY)
@@ -324,12 +414,20 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     table = load_table(options.criteria)
     texts = table.texts((*DOMAINS, "death", "other_cause"), opts)
     f = derive_crs_features(study, options)
-    domains = {d: decision(table, d, opts, otherwise_grade=0, schema=f.schema) for d in DOMAINS}
+    # the measured pass reads the lowest cut-off the subject's age allows (an SBP below it is
+    # hypotension for sure); the age pass below the highest (an unknown age under age_adjusted_sbp)
+    f = f.with_columns(pl.col("sbp_cutoff").alias("_sbp_cutoff_known"), pl.col("sbp_cutoff_lo").alias("sbp_cutoff"))
+    domains = {d: decision(table, d, opts, bindings=BINDINGS, otherwise_grade=0, schema=f.schema) for d in DOMAINS}
     lazy = domains["fever"].apply(f.lazy(), "fever", "grade", "rule", "grade_max", "missing", labels=INPUTS)
     # grade_max of the measured pass: what an unrecorded SBP could have made the domain (< cut-off: 2)
-    lazy = domains["hypotension"].apply(lazy, "hypotension", "grade", "rule", "grade_max", labels=INPUTS)
+    lazy = domains["hypotension"].apply(lazy, "hypotension", "grade", "rule", "grade_max", labels=INPUTS, truths=True)
     f = domains["hypoxia"].apply(lazy, "hypoxia", "grade", "rule").collect()
     f = f.rename({"hypotension_grade_max": "hypotension_grade_max_sbp"})
+    # age_adjusted_sbp without an age: what the highest PALS cut-off makes the measured SBP (age_years)
+    by_age = domains["hypotension"].apply(
+        f.lazy().drop(cs.starts_with("hypotension_")).with_columns(pl.col("sbp_cutoff_hi").alias("sbp_cutoff")),
+        "hypotension", "grade").collect()
+    f = f.join(by_age.select(*KEY, pl.col("hypotension_grade").alias("hypotension_grade_max_age")), on=KEY, how="left")
     # the grades unrecorded inputs could have made (same rules): an oxygen flow not recorded
     # (o2_level_max), vasopressor rows without an agent, each possibly another drug (..._max)
     upper = f.lazy().drop(cs.starts_with("hypotension_", "hypoxia_")).with_columns(
@@ -341,8 +439,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                             pl.col("hypoxia_grade").alias("hypoxia_grade_max")), on=KEY, how="left")
     # missing is not negative: a day with no SYSBP row and no vasopressor could have been hypotensive
     # (grade 2 without a vasopressor); it counts only where the SBP matters (fever, or the waiver)
-    f = f.with_columns(pl.max_horizontal("hypotension_grade_max_sbp", "hypotension_grade_max_vaso")
-                       .alias("hypotension_grade_max"))
+    f = f.with_columns(pl.max_horizontal("hypotension_grade_max_sbp", "hypotension_grade_max_vaso",
+                                         "hypotension_grade_max_age").alias("hypotension_grade_max"))
     other_rule, other = _flag(table, "other_cause", opts)
     fever = pl.col("fever_grade") >= 1
     discounted = fever & other                      # a fever that does not count toward CRS
@@ -397,34 +495,58 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
             *[pl.when(gain & (pl.col(upper_grade) > support)).then(pl.lit([name], dtype=pl.List(pl.String)))
               .otherwise(no_list)
               for upper_grade, name in (("hypotension_grade_max_sbp", "SYSBP"), ("hypoxia_grade_max", "o2_flow_lpm"),
-                                        ("hypotension_grade_max_vaso", "vasopressor agent"))],
+                                        ("hypotension_grade_max_vaso", "vasopressor agent"),
+                                        ("hypotension_grade_max_age", "age_years"))],
             pl.when(death_open).then(pl.lit(["death attribution"], dtype=pl.List(pl.String))).otherwise(no_list)))
         .otherwise(no_list).alias("missing_inputs"))
 
     texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"
+    rule_text = pl.col("rule").replace_strict(texts, default=pl.col("rule"))
+    if opts["age_adjusted_sbp"]:  # the rule's text names the adult cut-off option: show the subject's
+        rule_text = pl.when(pl.col("rule") == "crs.hypotension.no_vasopressor").then(rule_text.str.replace(
+            f"SBP < {opts['sbp_cutoff_mmhg']:g} mmHg", pl.format("SBP < {} mmHg", _num(pl.col("sbp_cutoff"))),
+            literal=True)).otherwise(rule_text)
     unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+    # the cut-off used: the subject's, or the range of PALS cut-offs an unknown age leaves open
+    cut_known = pl.col("_sbp_cutoff_known")
+    cut_text = pl.when(cut_known.is_not_null()).then(_num(cut_known)).otherwise(
+        pl.format("{}-{}", _num(pl.col("sbp_cutoff_lo")), _num(pl.col("sbp_cutoff_hi"))))
+    below = pl.col("hypotension_truth_crs.hypotension.no_vasopressor")
+    sbp = pl.col("sbp_min_mmhg")
+    tmax_censored = pl.col("tmax_c").is_null() & (pl.col("tmax_lo").is_not_null() | pl.col("tmax_hi").is_not_null())
+    sbp_censored = sbp.is_null() & (pl.col("sbp_lo").is_not_null() | pl.col("sbp_hi").is_not_null())
     reason_bits = [
         pl.when(pl.col("tmax_c").is_not_null()).then(
             # one decimal, unless rounding would cross the fever cut-off (37.99 is not "38.0": 2 decimals)
             pl.format("Tmax {} C{}", pl.when(fever == (pl.col("tmax_c").round(1) >= opts["fever_threshold_c"]))
                       .then(pl.col("tmax_c").round(1)).otherwise(pl.col("tmax_c").round(3)),
                       pl.when(fever).then(pl.lit(" (fever)")).otherwise(pl.lit("")))
-        ),
+        ).when(tmax_censored).then(pl.format(
+            "Tmax {} C (censored result){}", _interval_text("tmax_lo", "tmax_hi", "tmax_lo_open", "tmax_hi_open"),
+            pl.when(fever).then(pl.lit(" (fever)")).otherwise(pl.lit("")))),
         pl.when(discounted).then(pl.format("fever attributed to another cause: {}", pl.col("other_cause_reason"))),
-        pl.when(pl.col("sbp_min_mmhg").is_not_null()).then(
-            pl.format("SBP min {} mmHg{}", pl.col("sbp_min_mmhg").round(0).cast(pl.Int64),
-                      pl.when(pl.col("sbp_min_mmhg") < pl.col("sbp_cutoff")).then(pl.format(" (< {})", pl.col("sbp_cutoff").round(0).cast(pl.Int64))).otherwise(pl.lit("")))
-        ),
+        pl.when(sbp.is_not_null()).then(
+            # whole mmHg, unless rounding would cross the cut-off (89.6 is not "90 (< 90)")
+            pl.format("SBP min {} mmHg{}",
+                      pl.when((sbp.round(0) < pl.col("sbp_cutoff")) == (sbp < pl.col("sbp_cutoff"))).then(_num(sbp.round(0)))
+                      .otherwise(_num(sbp)),
+                      pl.when(below.fill_null(False)).then(pl.format(" (< {})", cut_text))
+                      .when(cut_known.is_null()).then(pl.format(" (PALS cut-off {} mmHg: age not recorded)", cut_text))
+                      .otherwise(pl.lit("")))
+        ).when(sbp_censored).then(pl.format(
+            "SBP min {} mmHg (censored result){}", _interval_text("sbp_lo", "sbp_hi", "sbp_lo_open", "sbp_hi_open"),
+            pl.when(below.fill_null(False)).then(pl.format(" (< {})", cut_text)).otherwise(pl.lit("")))),
         pl.when(pl.col("n_vasopressors") > 0).then(pl.format(
             "vasopressors: {}{}", pl.col("vasopressors"),
             pl.when(unknown.list.len() > 0).then(pl.format(
                 " ({} not in the vasopressor vocabulary: counted as its own drug)", unknown.list.join(", ")))
             .otherwise(pl.lit("")))),
-        pl.when(pl.col("o2_level") > 0).then(pl.format("oxygen: {}", pl.col("o2_devices"))),
+        pl.when(pl.col("o2_level") > 0).then(pl.format("oxygen: {}", pl.col("o2_text"))),
         pl.col("not_counted"),
         pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(
             pl.format("fever not required since day {} ({})", pl.col("waiver_from_day"), pl.col("waiver_category"))
-        ),
+        ).when(pl.col("day") == pl.col("waiver_from_day")).then(
+            pl.format("{} given: fever not required from this day", pl.col("waiver_category"))),
         pl.when(death & pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit("death attributed to CRS")),
         pl.when(death & ~pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit(
             "death with no attribution recorded, during CRS (counted toward CRS: an empty attribution counts, "
@@ -439,15 +561,22 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                 pl.when(pl.col("missing_inputs").list.contains(name)).then(
                     text if isinstance(text, pl.Expr) else pl.lit(text)) for name, text in (
                     ("death attribution", "if the death, with no attribution recorded, was due to CRS"),
-                    ("TEMP", "with a fever: no temperature recorded that day"),
-                    ("SYSBP", pl.format("if hypotensive (SBP < {} mmHg): no systolic blood pressure recorded that day",
-                                        pl.col("sbp_cutoff").round(0).cast(pl.Int64))),
+                    ("TEMP", pl.when(tmax_censored).then(pl.format(
+                        "with a fever: the temperature recorded ({} C) does not settle Tmax >= {} C",
+                        _interval_text("tmax_lo", "tmax_hi", "tmax_lo_open", "tmax_hi_open"),
+                        pl.lit(opts["fever_threshold_c"])))
+                     .otherwise(pl.lit("with a fever: no temperature recorded that day"))),
+                    ("SYSBP", pl.when(sbp_censored).then(pl.format(
+                        "if hypotensive (SBP < {} mmHg): the SBP recorded ({} mmHg) does not settle it", cut_text,
+                        _interval_text("sbp_lo", "sbp_hi", "sbp_lo_open", "sbp_hi_open")))
+                     .otherwise(pl.format("if hypotensive (SBP < {} mmHg): no systolic blood pressure recorded that day",
+                                          cut_text))),
+                    ("age_years", pl.format("if hypotensive: the age, not recorded, sets the PALS SBP cut-off "
+                                            "(option age_adjusted_sbp; {} mmHg)", cut_text)),
                     ("o2_flow_lpm", "if the nasal cannula flow, not recorded, was above 6 L/min (high flow)"),
                     ("vasopressor agent", "if the vasopressor rows without an agent are different drugs"))],
                 separator="; ", ignore_nulls=True))).otherwise(pl.lit("")),
-        pl.when(pl.col("rule").is_not_null()).then(
-            pl.format(": {}", pl.col("rule").replace_strict(texts, default=pl.col("rule")))
-        ).otherwise(pl.lit("")),
+        pl.when(pl.col("rule").is_not_null()).then(pl.format(": {}", rule_text)).otherwise(pl.lit("")),
     )
     reason = pl.concat_str(
         [pl.concat_str(reason_bits, separator="; ", ignore_nulls=True), conclusion], separator=" -> "
@@ -460,13 +589,14 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         pl.when(pl.col("sbp_ref").is_not_null()).then(pl.concat_list(pl.col("sbp_ref"))).otherwise(empty),
         pl.col("vaso_refs").fill_null(empty),
         pl.col("o2_refs").fill_null(empty),
-        pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(pl.concat_list(pl.col("waiver_ref"))).otherwise(empty),
+        pl.when((waived & ~crs_fever & ~excluded & (support > 0)) | (pl.col("day") == pl.col("waiver_from_day")))
+        .then(pl.concat_list(pl.col("waiver_ref"))).otherwise(empty),
         pl.col("death_refs").fill_null(empty),
         pl.col("not_counted_refs").fill_null(empty),
     ).list.unique(maintain_order=True)
     f = f.with_columns(reason.alias("reason"), evidence.alias("evidence")).select(
         "subject_id", "day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence",
-        "tmax_c", "fever", "sbp_min_mmhg", "sbp_cutoff", "n_vasopressors",
+        "tmax_c", "fever", "sbp_min_mmhg", pl.col("_sbp_cutoff_known").alias("sbp_cutoff"), "n_vasopressors",
         "n_vasopressors_excl_vasopressin", "vasopressors", "o2_level", "o2_devices",
         "fever_waived", "waiver_from_day", "fever_grade", "hypotension_grade", "hypoxia_grade",
         "fever_other_cause", pl.col("other_cause_reason").alias("other_cause"),

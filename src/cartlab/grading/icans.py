@@ -11,6 +11,7 @@ when the age is missing); events attributed to another cause are excluded.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Literal
 
@@ -19,14 +20,21 @@ from pydantic import Field
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, decision, load_table
+from cartlab.criteria.compile import Range
 from cartlab.criteria.model import Leaf
 from cartlab.errors import CartlabWarning
+from cartlab.grading.common import assessment_start, rows_from_start
 from cartlab.grading.crs import episodes
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
 #: feature of the criteria table -> the input a missing value stands for (``missing_inputs``)
 INPUTS = {"ice_min": "ICE/CAPD"}
+#: the day's ICE minimum and CAPD maximum as whole-number intervals (a censored score such as "<3"
+#: is 0-2); the criteria compile TRUE when a rule holds for every score of the interval
+BINDINGS = {"ice_min": Range("ice_lo", "ice_hi"), "capd_max": Range("capd_lo", "capd_hi")}
+#: the range of each score (ICE 0-10, ASTCT 2019 Table 3; CAPD 0-32, Table 5)
+SCORE_RANGE = {"ICE": (0, 10), "CAPD": (0, 32)}
 
 
 def _needs_loc(table) -> list[tuple[float, int]]:
@@ -47,6 +55,7 @@ class IcansOptions(CriteriaOptions):
     ice_min_age_years: int | float | None = None
     excluded_attributions: tuple[str, ...] | None = None
     unattributed_death: Literal["during_icans", "never"] | None = None
+    first_day: Literal["infusion", "all"] | float | None = None
     episode_join_gap_days: int = Field(default=1, description="ICANS days separated by at most this many days "
                                        "without ICANS form one episode (as :func:`cartlab.grading.crs.episodes`)")
     criteria: str = "astct_icans_2019"
@@ -57,18 +66,37 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     options = options or IcansOptions()
     opts = options.resolved()
     table = load_table(options.criteria)
+    # ICANS is graded from the first CAR-T infusion (option first_day, as CRS: convention icans.conv.first_day)
+    start = assessment_start(study, opts["first_day"])
+    if start is not None:
+        study = dataclasses.replace(
+            study, observations=rows_from_start(study.observations.filter(pl.col("param").is_in(["ICE", "CAPD", "LOC"])),
+                                                start),
+            events=rows_from_start(study.events, start))
     # only the rows and columns used (the references are built for those rows only)
     obs = (
         study.observations.lazy()
         .filter(pl.col("param").is_in(["ICE", "CAPD", "LOC"]))
-        .select("subject_id", "param", "value", "value_text", pl.col("day").floor().cast(pl.Int64).alias("d"),
-                evidence_ref().alias("ref"))
+        .select("subject_id", "param", "value", "value_text", "censor", "censor_limit",
+                pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
         .collect()
     )
     age = study.subjects.select("subject_id", "age_years")
-    scores = obs.filter(pl.col("param").is_in(["ICE", "CAPD"]) & pl.col("value").is_not_null()).join(
-        age, on="subject_id", how="left"
-    )
+    # a score as whole-number bounds: a number is itself; a censored score bounds one side (ICE "<3" is
+    # 0-2, ">=7" is 7-10), the other side is the score's range (convention icans.conv.censored_scores)
+    c, lim = pl.col("censor").fill_null(""), pl.col("censor_limit")
+    num = pl.col("value").is_not_null()
+    top = pl.col("param").replace_strict({k: float(v[1]) for k, v in SCORE_RANGE.items()}, default=None,
+                                         return_dtype=pl.Float64)
+    low_int = pl.when(c == ">").then(lim.floor() + 1).otherwise(lim.ceil())
+    high_int = pl.when(c == "<").then(lim.ceil() - 1).otherwise(lim.floor())
+    scores = obs.filter(pl.col("param").is_in(["ICE", "CAPD"]) & (num | c.is_in([">", ">=", "<", "<="])
+                                                                & lim.is_not_null())).with_columns(
+        pl.when(num).then(pl.col("value")).when(c.is_in([">", ">="])).then(low_int.clip(0.0, top))
+        .otherwise(pl.lit(0.0)).alias("lo"),
+        pl.when(num).then(pl.col("value")).when(c.is_in(["<", "<="])).then(high_int.clip(0.0, top))
+        .otherwise(top).alias("hi"),
+    ).join(age, on="subject_id", how="left")
     # ICE from the age threshold, CAPD below it; both when the age is unknown
     use = (
         pl.when(pl.col("age_years").is_null()).then(True)
@@ -86,15 +114,20 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                     f"2019: ICE from age {opts['ice_min_age_years']:g}, CAPD below): {', '.join(ids[:20])}"
                     f"{' ...' if len(ids) > 20 else ''}"), stacklevel=2)
     scores = scores.filter(use)
+    # the day's worst score: the lowest ICE (interval: lowest lower and upper bounds), the highest CAPD
     ice = (
-        scores.filter(pl.col("param") == "ICE").sort("value")
+        scores.filter(pl.col("param") == "ICE").sort("hi", "lo")
         .group_by("subject_id", "d")
-        .agg(pl.col("value").first().alias("ice_min"), pl.col("ref").first().alias("ice_ref"))
+        .agg(pl.col("lo").min().alias("ice_lo"), pl.col("hi").min().alias("ice_hi"),
+             pl.col("ref").first().alias("ice_ref"))
+        .with_columns(pl.when(pl.col("ice_lo") == pl.col("ice_hi")).then(pl.col("ice_lo")).alias("ice_min"))
     )
     capd = (
-        scores.filter(pl.col("param") == "CAPD").sort("value", descending=True)
+        scores.filter(pl.col("param") == "CAPD").sort("lo", "hi", descending=True)
         .group_by("subject_id", "d")
-        .agg(pl.col("value").first().alias("capd_max"), pl.col("ref").first().alias("capd_ref"))
+        .agg(pl.col("lo").max().alias("capd_lo"), pl.col("hi").max().alias("capd_hi"),
+             pl.col("ref").first().alias("capd_ref"))
+        .with_columns(pl.when(pl.col("capd_lo") == pl.col("capd_hi")).then(pl.col("capd_lo")).alias("capd_max"))
     )
     levels = table.extra("loc_levels")
     loc_rule = table.extra("loc")[0]["id"]
@@ -137,7 +170,7 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         f = f.join(part, on=["subject_id", "d"], how="left")
     f = f.with_columns(pl.col("loc_level").is_null().alias("_loc_missing"), pl.col("loc_level").fill_null(0),
                        pl.col("event_grade").fill_null(0))
-    scores = {d: decision(table, d, opts, otherwise_grade=0, schema=f.schema) for d in ("ice", "capd")}
+    scores = {d: decision(table, d, opts, bindings=BINDINGS, otherwise_grade=0, schema=f.schema) for d in ("ice", "capd")}
     lazy = scores["ice"].apply(f.lazy(), "ice", "grade", "rule", "grade_max", "missing", labels=INPUTS)
     f = scores["capd"].apply(lazy, "capd", "grade", "rule", "grade_max").with_columns(
         pl.col("loc_level").alias("loc_grade"),
@@ -146,7 +179,7 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     domains = ["ice", "capd", "loc", "event"]
     # age unknown and both scores recorded: which one ASTCT calls for is unknown, so the lower of
     # their grades counts and the higher is what the age could make it (missing is not negative)
-    both = (pl.col("ice_min").is_not_null() & pl.col("capd_max").is_not_null()
+    both = (pl.col("ice_lo").is_not_null() & pl.col("capd_lo").is_not_null()
             & pl.col("subject_id").is_in(study.subjects.filter(pl.col("age_years").is_null())["subject_id"].implode()))
     f = f.with_columns(pl.col("ice_grade").alias("_ice_grade"), pl.col("capd_grade").alias("_capd_grade"),
                        pl.when(both).then(pl.max_horizontal("ice_grade", "capd_grade")).alias("_age_grade_max"))
@@ -170,7 +203,9 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     # ICE 0 is grade 3, or 4 when the patient is unarousable (Table 4, the criteria row that needs the
     # level of consciousness): without a LOC row that day its condition is unknown, not false
     for ice_value, loc_grade in _needs_loc(table):
-        could = (pl.col("ice_min") == ice_value).fill_null(False) & pl.col("_loc_missing") & (pl.col("grade_max") < loc_grade)
+        # ICE ice_value possible: within the day's interval (ICE "<3" could be 0)
+        could = ((pl.col("ice_lo") <= ice_value) & (pl.col("ice_hi") >= ice_value)).fill_null(False) \
+            & pl.col("_loc_missing") & (pl.col("grade_max") < loc_grade)
         f = f.with_columns(pl.when(could).then(pl.lit(loc_grade, dtype=f.schema["grade_max"]))
                            .otherwise(pl.col("grade_max")).alias("grade_max"),
                            pl.when(could).then(pl.col("missing_inputs").list.concat(pl.lit(["LOC"])))
@@ -183,8 +218,12 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
 
     texts = table.texts(("ice", "capd", "events"), opts)
     bits = [
-        pl.when(pl.col("ice_min").is_not_null()).then(pl.format("ICE {}", pl.col("ice_min").cast(pl.Int64))),
-        pl.when(pl.col("capd_max").is_not_null()).then(pl.format("CAPD {}", pl.col("capd_max").cast(pl.Int64))),
+        pl.when(pl.col("ice_min").is_not_null()).then(pl.format("ICE {}", pl.col("ice_min").cast(pl.Int64)))
+        .when(pl.col("ice_lo").is_not_null()).then(pl.format("ICE {}-{} (censored result)", pl.col("ice_lo").cast(pl.Int64),
+                                                              pl.col("ice_hi").cast(pl.Int64))),
+        pl.when(pl.col("capd_max").is_not_null()).then(pl.format("CAPD {}", pl.col("capd_max").cast(pl.Int64)))
+        .when(pl.col("capd_lo").is_not_null()).then(pl.format("CAPD {}-{} (censored result)", pl.col("capd_lo").cast(pl.Int64),
+                                                               pl.col("capd_hi").cast(pl.Int64))),
         pl.when(pl.col("loc").is_not_null()).then(pl.format("consciousness: {}", pl.col("loc"))),
         pl.when(pl.col("events").is_not_null()).then(pl.format("events: {}", pl.col("events"))),
     ]
@@ -204,6 +243,9 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                       .when(pl.col("missing_inputs").list.contains("LOC")).then(pl.format(
                           " (up to {}: ICE 0 with no level of consciousness (LOC) that day: unarousable would "
                           "make it 4)", pl.col("grade_max")))
+                      .when((pl.col("grade_max") > pl.col("grade")) & (pl.col("ice_lo").is_not_null()
+                                                                        | pl.col("capd_lo").is_not_null())).then(pl.format(
+                          " (up to {}: the censored score does not settle the grade)", pl.col("grade_max")))
                       .when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
                           " (up to {}: no ICE/CAPD score that day)", pl.col("grade_max"))).otherwise(pl.lit(""))),
         ],
