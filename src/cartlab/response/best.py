@@ -2,7 +2,11 @@
 
 Conventions (study-format v1, "Derivation conventions", Response): best response ranks
 CR > CRh > CRi > MLFS > PR > NR > NE, ties go to the first day; ``mrd_negative`` is taken at the
-best-response marrow (empty when MRDFCM was not measured that day). Assessments after an allogeneic
+best-response marrow (empty when MRDFCM was not measured that day). When a counted assessment could
+be better than the best for want of an input (its ``could_be``), the best is a range: at least
+``best_response``, ``could_be`` the better categories and ``missing_inputs`` what was not measured
+(spec "Response": a missing input never yields a definitive negative). Relapse and duration of
+response belong to a counted response: a remission after an end event starts no relapse here. Assessments after an allogeneic
 HSCT or a new therapy are not responses to the CAR-T and are left out by default
 (``BestResponseOptions.end_events``). The overall response rate counts the categories the trial
 defines (``orr_categories``; NCT04762485: CR + CRi + MLFS + PR, the default adds CRh, which ELN 2022
@@ -71,6 +75,7 @@ _BEST_SCHEMA = {
     "relapse_day": pl.Float64, "relapse_rule": pl.String, "mrd_relapse_day": pl.Float64,
     "dor_days": pl.Float64, "dor_event": pl.Boolean, "end_day": pl.Float64, "end_reason": pl.String,
     "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
+    "could_be": pl.List(pl.String), "missing_inputs": pl.List(pl.String),
 }
 
 
@@ -143,9 +148,15 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     ends = _end_days(study, options.end_events)
     if relapses is None:
         relapses = derive_relapse(study, a, options.response)
+    limit = {sid: e[0] for sid, e in ends.items()}
+    if options.landmark_day is not None:
+        limit = {sid: min(limit.get(sid, math.inf), float(options.landmark_day)) for sid in study.subjects["subject_id"]}
     rel: dict[str, dict] = {}
-    for r in relapses.iter_rows(named=True):  # the first episode's relapse (the one after the first response)
-        rel.setdefault(r["subject_id"], r)
+    for r in relapses.sort("subject_id", "episode").iter_rows(named=True):
+        # the first episode that starts at a counted response (not after an end event or the landmark):
+        # a remission after new therapy is not the CAR-T's, and neither is the relapse from it
+        if r["response_day"] is not None and r["response_day"] <= limit.get(r["subject_id"], math.inf):
+            rel.setdefault(r["subject_id"], r)
     alive = _last_known_alive(study)
     dor_censor = _end_days(study, options.dor_censor_events) if options.dor_censor_events else {}
     deaths = {r["subject_id"]: float(r["day"]) for r in
@@ -192,11 +203,24 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                          "evidence": []})
             continue
         best = min(window, key=lambda r: (CATEGORY_RANK[r["category"]], r["day"]))
+        # "missing is not negative": a counted assessment that a missing input (or a censored bound)
+        # leaves open to a better category than the best makes the best a range (at least best)
+        could: dict[str, None] = {}
+        missing: dict[str, None] = {}
+        open_days: dict[float, None] = {}
+        for r in window:
+            better = [c for c in (r.get("could_be") or []) if CATEGORY_RANK.get(c, 99) < CATEGORY_RANK[best["category"]]]
+            if better:
+                could.update(dict.fromkeys(better))
+                missing.update(dict.fromkeys(r.get("missing_inputs") or []))
+                open_days[r["day"]] = None
+        could_be = sorted(could, key=lambda c: CATEGORY_RANK[c])
         resp = [r for r in window if r["category"] in options.orr_categories]
         first = resp[0]["day"] if resp else None
         rr = rel.get(sid) or {}
         relapse_day = rr.get("relapse_day")
-        if relapse_day is not None and first is not None and relapse_day <= first:
+        # a relapse belongs to a response; one on the response's calendar day counts (as in ADTTE)
+        if relapse_day is not None and (first is None or math.floor(relapse_day) < math.floor(first)):
             relapse_day = None
         death = deaths.get(sid)
         dor = dor_event = None
@@ -220,6 +244,9 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         if best["mrd_negative"] is not None:
             mrd = "below the assay limit" if best["mrd_fcm"] is None else f"{best['mrd_fcm']:.3g}"
             reason += f"; MRDFCM {mrd} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
+        if could_be:
+            reason += (f"; could be {', '.join(could_be)} (assessment day(s) "
+                       f"{', '.join(f'{d:g}' for d in open_days)}): missing {', '.join(missing) or 'an input'}")
         if notes:
             reason += "; " + "; ".join(notes)
         rows.append({
@@ -227,9 +254,10 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             "best_response_mrd": best["category_mrd"], "best_response_day": best["day"],
             "mrd_negative": best["mrd_negative"], "n_assessments": len(window), "first_response_day": first,
             "responder": first is not None, "relapse_day": relapse_day, "relapse_rule": rr.get("relapse_rule") if relapse_day is not None else None,
-            "mrd_relapse_day": rr.get("mrd_relapse_day"), "dor_days": dor, "dor_event": dor_event,
+            "mrd_relapse_day": rr.get("mrd_relapse_day") if first is not None else None, "dor_days": dor, "dor_event": dor_event,
             "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
             "rule": best["rule"], "reason": reason, "evidence": best["evidence"],
+            "could_be": could_be, "missing_inputs": list(missing) if could_be else [],
         })
     if no_disease:
         warnings.warn(CartlabWarning(

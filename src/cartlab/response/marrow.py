@@ -31,6 +31,7 @@ from cartlab._deprecated import renamed
 from cartlab.criteria import (
     CriteriaOptions,
     CriteriaTable,
+    Range,
     Rule,
     decision,
     load_raw,
@@ -56,8 +57,9 @@ __all__ = [
 PACKAGE = "cartlab.response"
 #: the shipped response criteria tables
 RESPONSE_TABLES = ("eln2022_aml", "all_car_t")
-#: best-response ranking (study-format v1: CR > CRh > CRi > MLFS > PR > NR > NE)
-CATEGORY_RANK = {"CR": 0, "CRh": 1, "CRi": 2, "MLFS": 3, "PR": 4, "NR": 5, "NE": 6}
+#: best-response ranking (study-format v1: CR > CRh > CRi > MLFS > PR > NR > NE);
+#: ``relapse`` (ELN 2022 Table 7, a marrow after a response meeting the relapse criteria) ranks below PR
+CATEGORY_RANK = {"CR": 0, "CRh": 1, "CRi": 2, "MLFS": 3, "PR": 4, "relapse": 5, "NR": 6, "NE": 7}
 class ResponseOptions(CriteriaOptions):
     """Options of the response criteria; ``None`` takes the criteria table's default (AML: ELN 2022,
     ALL: ELIANA; each documented by its comment in the table's ``defaults``, rendered below). An
@@ -137,11 +139,15 @@ def _nearest(rows: list[dict[str, Any]], day: float, window: float) -> dict[str,
     return None if best is None else best[1]
 
 
+#: the comparison signs of a censored result (observations ``censor``)
+_CENSOR_OPS = ("<", "<=", ">", ">=")
+
+
 @dataclass
 class _SubjectData:
     obs: dict[str, list[dict[str, Any]]]
     emd: list[dict[str, Any]]
-    plt_tx: list[float]
+    plt_tx: list[tuple[float, float]]
     events: list[dict[str, Any]]
 
 
@@ -151,11 +157,12 @@ def _by_subject(study: Study, near: float | None = None,
     """Each subject's marrow-related rows (``params``), events and platelet transfusions. With
     ``near``, only the counts (NEUT, PLAT) within that many calendar days of a post-infusion marrow
     are kept (the only ones an assessment reads)."""
-    # a censored MRD result ("<1e-4": value empty, censor "<", censor_limit 1e-4) is a measurement
-    censored_mrd = ((pl.col("param") == "MRDFCM") & pl.col("value").is_null()
-                    & pl.col("censor").is_in(["<", "<="]) & pl.col("censor_limit").is_not_null())
+    # a censored result ("<1e-4", "<5", ">20": value empty, censor and censor_limit) is a measurement,
+    # read as a bound (spec "observations": value_text "a censored result such as `<50`"): never dropped
+    censored = (pl.col("value").is_null() & pl.col("censor").is_in(list(_CENSOR_OPS))
+                & pl.col("censor_limit").is_not_null())
     obs = study.observations.filter(pl.col("param").is_in(list(params)) & pl.col("day").is_not_null()
-                                    & (pl.col("value").is_not_null() | censored_mrd))
+                                    & (pl.col("value").is_not_null() | censored))
     if near is not None:
         counts = pl.col("param").is_in(["NEUT", "PLAT"])
         marrows = (obs.filter((pl.col("param") == "BMBLAST") & (pl.col("day") > 0))
@@ -163,7 +170,8 @@ def _by_subject(study: Study, near: float | None = None,
         used = (obs.with_row_index("_i").filter(counts).join(marrows, on="subject_id")
                 .filter((pl.col("day").floor() - pl.col("_md")).abs() <= near)["_i"].unique())
         obs = obs.with_row_index("_i").filter(~counts | pl.col("_i").is_in(used.implode())).drop("_i")
-    obs = obs.select("subject_id", "day", "param", "value", "censor", "censor_limit", "src_file", "src_row").sort(
+    obs = obs.select("subject_id", "day", "param", "value", "censor", "censor_limit", "specimen", "src_file",
+                     "src_row").sort(
         "subject_id", "day", "src_row", nulls_last=True)
     out: dict[str, _SubjectData] = defaultdict(lambda: _SubjectData(defaultdict(list), [], [], []))
     for r in obs.iter_rows(named=True):
@@ -173,53 +181,139 @@ def _by_subject(study: Study, near: float | None = None,
         out[r["subject_id"]].events.append(r)
         if r["event"] == "extramedullary_disease":
             out[r["subject_id"]].emd.append(r)
+    # spec "Derivation conventions": an intervention covers every day from start_day to end_day inclusive
     iv = study.interventions.filter((pl.col("category") == "platelet_transfusion") & pl.col("start_day").is_not_null())
     for r in iv.iter_rows(named=True):
-        out[r["subject_id"]].plt_tx.append(float(r["start_day"]))
+        end = r["start_day"] if r.get("end_day") is None else max(r["end_day"], r["start_day"])
+        out[r["subject_id"]].plt_tx.append((float(r["start_day"]), float(end)))
     return out
+
+
+def _infusion_moments(study: Study) -> dict[str, float]:
+    """Per subject, the day of the first CAR-T infusion on day 0 (its clock time when known, e.g. 0.583
+    for 14:00; spec "subjects.csv": infusion_datetime; else 0). Only a marrow after this moment is a
+    response to the CAR-T; one drawn on day 0 before it is neither that nor (spec "Response": the last
+    one before day 0) the pre-treatment marrow."""
+    from cartlab.kinetics.agents import car_t_infusions
+
+    inf = car_t_infusions(study).filter((pl.col("day") >= 0) & (pl.col("day") < 1))
+    return dict(inf.group_by("subject_id").agg(pl.col("day").min()).iter_rows())
+
+
+#: the numeric features, read as intervals (a censored result is a bound; a measured value a point):
+#: the observation param behind each (for the reason) and the largest value a percentage can take
+_NUMERIC = {"bm_blast_pct": "BMBLAST", "pb_blast_pct": "PBBLAST", "anc": "NEUT", "plt": "PLAT",
+            "bm_cellularity_pct": "BMCELL", "blast_reduction_pct": None}
+_PERCENT = {"BMBLAST", "PBBLAST", "BMCELL"}
+
+
+def _interval(r: dict[str, Any] | None) -> tuple[float | None, float | None, bool, bool]:
+    """(lo, hi, lo_open, hi_open) of a row's value: a point for a number, the bound's side for a
+    censored result (``<5``: [0, 5); ``>=20`` %: [20, 100]; a count ``>2``: (2, unbounded)), all
+    None for no row. Values are never negative."""
+    if r is None:
+        return None, None, False, False
+    if r["value"] is not None:
+        return float(r["value"]), float(r["value"]), False, False
+    op, lim = r["censor"], float(r["censor_limit"])
+    if op in ("<", "<="):
+        return 0.0, lim, False, op == "<"
+    cap = max(100.0, lim) if r.get("param") in _PERCENT else None
+    return lim, cap, op == ">", False
+
+
+def _shown(r: dict[str, Any] | None) -> str:
+    """A row's value as written: the number, or the censored result (``<=5``)."""
+    if r is None:
+        return "missing"
+    return _fmt(r["value"]) if r["value"] is not None else f"{r['censor']}{r['censor_limit']:g}"
+
+
+def _reduction(bm: tuple, pre: tuple) -> tuple[float | None, float | None]:
+    """The interval of 100 * (pre - bm) / pre over the bm and pre intervals (closed, so never narrower
+    than the truth). A pre-treatment 0% gives 0 when the marrow is 0% and -inf (a rise) otherwise."""
+    (b_lo, b_hi), (p_lo, p_hi) = bm[:2], pre[:2]
+    if None in (b_lo, b_hi, p_lo):
+        return None, None
+
+    def red(b: float, p: float | None) -> float | None:
+        if p is None:  # unbounded pre-treatment value: the reduction tends to 100%
+            return 100.0
+        if p > 0:
+            return 100.0 * (p - b) / p
+        return 0.0 if b <= 0 else -math.inf
+
+    lo = red(b_hi, p_lo)
+    hi = red(b_lo, p_hi)
+    if p_lo == 0 and p_hi != 0 and b_hi > 0:  # the pre-treatment value may be tiny: no lower bound
+        lo = None
+    return lo, hi
 
 
 def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | None,
               opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """Features of one assessment, the rows behind each (for the reason) and the evidence."""
+    """Features of one assessment, the rows behind each (for the reason) and the evidence. Each
+    numeric feature is also given as an interval (``<k>_lo``, ``<k>_hi``, ``<k>_lo_open``,
+    ``<k>_hi_open``): a censored result is a bound that settles a comparison only when every value
+    it allows does (spec "observations": value_text "a censored result such as `<50`")."""
     d, w = marrow["day"], float(opts["count_window_days"])
     used: dict[str, Any] = {"BMBLAST": marrow}
     day_rows = {p: [r for r in sd.obs.get(p, []) if math.floor(r["day"]) == math.floor(d)] for p in ("BMCELL", "MRDFCM")}
     cell = day_rows["BMCELL"][-1] if day_rows["BMCELL"] else None
-    mrd = day_rows["MRDFCM"][-1] if day_rows["MRDFCM"] else None
+    mrd, mrd_rows = _pick_mrd(day_rows["MRDFCM"], opts)
     anc = _nearest(sd.obs.get("NEUT", []), d, w)
     free = opts.get("platelet_transfusion_free_days")
     plats = sd.obs.get("PLAT", [])
-    if free is not None:
-        plats = [r for r in plats if not any(0 <= r["day"] - t <= float(free) for t in sd.plt_tx)]
+    if free is not None:  # calendar days from the transfusion's first day to free days after its last
+        plats = [r for r in plats if not any(math.floor(s) <= math.floor(r["day"]) <= math.floor(e) + float(free)
+                                             for s, e in sd.plt_tx)]
     plt = _nearest(plats, d, w)
     pb = _nearest(sd.obs.get("PBBLAST", []), d, w)
     if opts["emd_window"] == "since_infusion":  # calendar days, as the count window (spec "Days are calendar days")
         emd_rows = [e for e in sd.emd if 0 <= e["day"] and math.floor(e["day"]) <= math.floor(d) + w]
     else:
         emd_rows = [e for e in sd.emd if abs(math.floor(e["day"]) - math.floor(d)) <= w]
-    used.update({"BMCELL": cell, "MRDFCM": mrd, "NEUT": anc, "PLAT": plt, "PBBLAST": pb, "PRE": pre})
-    bm = marrow["value"]
-    red = None
-    if pre is not None and pre["value"] > 0:
-        red = 100.0 * (pre["value"] - bm) / pre["value"]
-    elif pre is not None:  # measured 0%: no reduction is possible (blasts above 0 are a rise): not missing
-        red = 0.0 if bm <= 0 else -math.inf
+    used.update({"BMCELL": cell, "MRDFCM": mrd, "MRDFCM_all": mrd_rows, "NEUT": anc, "PLAT": plt, "PBBLAST": pb,
+                 "PRE": pre})
     assume_pb = pb is None and opts["missing_pb_blasts"] == "assume_absent"
-    feats = {
-        "bm_blast_pct": bm,
-        "pb_blast_pct": 0.0 if assume_pb else (None if pb is None else pb["value"]),
-        "pb_blast_assumed": assume_pb,
-        "emd": bool(emd_rows),
-        "anc": None if anc is None else anc["value"],
-        "plt": None if plt is None else plt["value"],
-        "bm_cellularity_pct": None if cell is None else cell["value"],
-        "not_aplastic": True if cell is None else cell["value"] >= float(opts["min_cellularity_pct"]),
-        "blast_reduction_pct": red,
-    }
-    evidence = [x for x in (row_ref(r) for r in used.values() if r is not None) if x]
+    iv = {"bm_blast_pct": _interval({**marrow, "param": "BMBLAST"}),
+          "pb_blast_pct": (0.0, 0.0, False, False) if assume_pb else _interval(None if pb is None else {**pb, "param": "PBBLAST"}),
+          "anc": _interval(anc), "plt": _interval(plt),
+          "bm_cellularity_pct": _interval(None if cell is None else {**cell, "param": "BMCELL"})}
+    pre_iv = _interval(None if pre is None else {**pre, "param": "BMBLAST"})
+    red = _reduction(iv["bm_blast_pct"], pre_iv) if pre is not None else (None, None)
+    iv["blast_reduction_pct"] = (red[0], red[1], False, False)
+    c_lo, c_hi, _, c_hi_open = iv["bm_cellularity_pct"]
+    min_cell = float(opts["min_cellularity_pct"])
+    not_aplastic = (True if cell is None else True if c_lo >= min_cell
+                    else False if (c_hi < min_cell or (c_hi == min_cell and c_hi_open)) else None)
+    feats: dict[str, Any] = {k: (v[0] if v[0] is not None and v[0] == v[1] and not (v[2] or v[3]) else None)
+                             for k, v in iv.items()}
+    feats.update({"pb_blast_assumed": assume_pb, "emd": bool(emd_rows), "not_aplastic": not_aplastic})
+    for k, (lo, hi, lo_open, hi_open) in iv.items():
+        feats.update({f"{k}_lo": lo, f"{k}_hi": hi, f"{k}_lo_open": lo_open, f"{k}_hi_open": hi_open})
+    evidence = [x for x in (row_ref(r) for k, r in used.items() if k != "MRDFCM_all" and r is not None) if x]
+    evidence += [x for x in (row_ref(r) for r in mrd_rows) if x]
     evidence += [x for x in (row_ref(e) for e in emd_rows) if x]
     return feats, used, list(dict.fromkeys(evidence))
+
+
+def _pick_mrd(rows: list[dict[str, Any]], opts: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The MRDFCM of the marrow's calendar day: the bone-marrow specimen's (spec: MRD "at the
+    best-response marrow") when one is marked BM, else every result that day. Of several, the status
+    must agree: the highest result is then reported; when they disagree the status is undetermined
+    (None, and all of them are returned). Never the file's row order."""
+    bm = [r for r in rows if str(r.get("specimen") or "").strip().upper() == "BM"]
+    pool = bm or rows
+    if not pool:
+        return None, []
+    if len(pool) == 1:
+        return pool[0], pool
+    status = {_mrd(r, opts)[1] for r in pool}
+    if len(status) > 1:
+        return None, pool
+    return max(pool, key=lambda r: (r["value"] if r["value"] is not None else float(r["censor_limit"]),
+                                    r["value"] is not None)), pool
 
 
 _FEATURE_LABEL = {
@@ -229,6 +323,7 @@ _FEATURE_LABEL = {
     "plt": "platelets (PLAT within the count window)",
     "blast_reduction_pct": "pre-treatment marrow blasts (for the % reduction)",
     "bm_cellularity_pct": "marrow cellularity (BMCELL)",
+    "not_aplastic": "marrow cellularity (BMCELL)",
 }
 
 
@@ -237,38 +332,67 @@ def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
         r = used.get(p)
         return "" if r is None else f" (day {r['day']:g})"
 
+    pb = used.get("PBBLAST")
     pb = ("PBBLAST missing, assumed 0 (option missing_pb_blasts=assume_absent)" if feats.get("pb_blast_assumed")
-          else f"PBBLAST {_fmt(feats['pb_blast_pct'])}{'%' if feats['pb_blast_pct'] is not None else ''}{at('PBBLAST')}")
-    parts = [f"BMBLAST {_fmt(feats['bm_blast_pct'])}%", pb,
-             f"ANC {_fmt(feats['anc'])}{at('NEUT')}", f"PLT {_fmt(feats['plt'])}{at('PLAT')}",
+          else f"PBBLAST {_shown(pb)}{'%' if pb is not None else ''}{at('PBBLAST')}")
+    parts = [f"BMBLAST {_shown(used['BMBLAST'])}%", pb,
+             f"ANC {_shown(used.get('NEUT'))}{at('NEUT')}", f"PLT {_shown(used.get('PLAT'))}{at('PLAT')}",
              f"EMD {_fmt(feats['emd'])}"]
-    if feats["bm_cellularity_pct"] is not None:
-        parts.append(f"cellularity {_fmt(feats['bm_cellularity_pct'])}%")
-    if feats["blast_reduction_pct"] is not None and math.isinf(feats["blast_reduction_pct"]):
-        parts.append(f"no blast reduction from a pre-treatment {_fmt(used['PRE']['value'])}%")
-    elif feats["blast_reduction_pct"] is not None:
-        parts.append(f"blast reduction {_fmt(feats['blast_reduction_pct'])}% from {_fmt(used['PRE']['value'])}%")
+    if used.get("BMCELL") is not None:
+        parts.append(f"cellularity {_shown(used['BMCELL'])}%")
+    pre = used.get("PRE")
+    red, lo, hi = feats["blast_reduction_pct"], feats["blast_reduction_pct_lo"], feats["blast_reduction_pct_hi"]
+    if pre is not None and red is not None and math.isinf(red):
+        parts.append(f"no blast reduction from a pre-treatment {_shown(pre)}%")
+    elif pre is not None and red is not None:
+        parts.append(f"blast reduction {_fmt(red)}% from {_shown(pre)}%")
+    elif pre is not None:
+        span = ("between " + ("-inf" if lo is None else _fmt(lo)) + "% and " + ("?" if hi is None else _fmt(hi)) + "%")
+        parts.append(f"blast reduction {span} from {_shown(pre)}% (a censored value is a bound)")
     return ", ".join(parts)
 
 
 _FEATURES = {"bm_blast_pct": pl.Float64, "pb_blast_pct": pl.Float64, "pb_blast_assumed": pl.Boolean,
              "emd": pl.Boolean, "anc": pl.Float64, "plt": pl.Float64, "bm_cellularity_pct": pl.Float64,
              "not_aplastic": pl.Boolean, "blast_reduction_pct": pl.Float64}
+#: the interval columns of the numeric features (optional input of categorise_assessments)
+_RANGE_COLUMNS = {f"{k}_{end}": (pl.Float64 if end in ("lo", "hi") else pl.Boolean)
+                  for k in _NUMERIC for end in ("lo", "hi", "lo_open", "hi_open")}
+
+
+def _range_frame(features: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Range]]:
+    """The features frame with each numeric feature as an interval (``<k>__lo`` ... columns; a plain
+    value is a point) and the criteria bindings that read them (``cartlab.criteria.Range``)."""
+    cols, bindings = [], {}
+    for k, t in _FEATURES.items():
+        cols.append((pl.col(k) if k in features.columns else pl.lit(None)).cast(t).alias(k))
+    for k in _NUMERIC:
+        point = pl.col(k) if k in features.columns else pl.lit(None, dtype=pl.Float64)
+        for end in ("lo", "hi"):
+            given = f"{k}_{end}" in features.columns
+            c = pl.col(f"{k}_{end}") if given else point
+            cols.append(c.cast(pl.Float64).alias(f"{k}__{end}"))
+        for end in ("lo_open", "hi_open"):
+            c = pl.col(f"{k}_{end}") if f"{k}_{end}" in features.columns else pl.lit(False)
+            cols.append(c.cast(pl.Boolean).fill_null(False).alias(f"{k}__{end}"))
+        bindings[k] = Range(f"{k}__lo", f"{k}__hi", f"{k}__lo_open", f"{k}__hi_open")
+    return features.select(cols), bindings
 
 
 def categorise_assessments(table: CriteriaTable, opts: dict[str, Any], features: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
     """The category of each assessment (one row of ``features`` each; columns as ``_FEATURES``, a
-    missing column is a missing input) by the table's ``categories``: the first whose conditions all
-    hold; when that is the catch-all (no conditions) while a better category is still possible for
-    want of an input, the table's ``unresolved`` (NE). Returns the frame ``a_category``, ``a_rule``,
+    missing column is a missing input; a numeric feature may instead be given as an interval,
+    ``<k>_lo``/``<k>_hi``/``<k>_lo_open``/``<k>_hi_open``, for a censored result) by the table's
+    ``categories``: the first whose conditions all hold; when that is the catch-all (no conditions)
+    while a better category is still possible for want of an input (or a bound that does not settle
+    a comparison), the table's ``unresolved`` (NE). Returns the frame ``a_category``, ``a_rule``,
     ``a_possible`` (categories still possible), ``a_unmet``, ``a_missing``, and the rules' texts."""
-    categories = decision(table, "categories", opts, schema=_FEATURES)
+    frame, bindings = _range_frame(features)
+    categories = decision(table, "categories", opts, bindings=bindings, schema=frame.schema)
     catch_all = [r.id for r in categories.rules if not r.when]
     if not catch_all:
         raise ValueError("the criteria table has no catch-all category (a category with no conditions)")
     texts = {r.id: render(r, opts) for r in categories.rules}
-    frame = features.select([(pl.col(k) if k in features.columns else pl.lit(None)).cast(t).alias(k)
-                             for k, t in _FEATURES.items()])
     out = categories.apply(frame, "a", "rule", "category", "possible", "missing", "unmet")
     if "unresolved" in (table.model_extra or {}):
         unresolved = Rule.model_validate(table.extra("unresolved"))
@@ -279,12 +403,34 @@ def categorise_assessments(table: CriteriaTable, opts: dict[str, Any], features:
     return out.select("a_category", "a_rule", "a_possible", "a_unmet", "a_missing"), texts
 
 
+def _relapse_marrow(table: CriteriaTable, opts: dict[str, Any], features: pl.DataFrame) -> pl.DataFrame:
+    """Per assessment, the marrow relapse rule that holds (``r_rule``) and whether one is possible
+    (``r_possible``: a bound or a missing input leaves it open). A rule on extramedullary disease
+    alone is left to the EMD event (as :func:`derive_relapse`), when EMD events are relapse events."""
+    frame, bindings = _range_frame(features)
+    rules = decision(table, "relapse", opts, bindings=bindings, schema=frame.schema)
+    marrow_ids = [r.id for r in rules.rules if not _emd_only(r)]
+    out = rules.apply(frame, "r", "rule", "possible")
+    return out.select(pl.when(pl.col("r_rule").is_in(marrow_ids)).then(pl.col("r_rule")).alias("r_rule"),
+                      pl.col("r_possible").list.eval(pl.element().filter(pl.element().is_in(marrow_ids)))
+                      .list.len().gt(0).alias("r_possible"))
+
+
+def _emd_only(rule: Rule) -> bool:
+    return {x.feature for c in rule.when for x in leaves(c) if isinstance(x, Leaf)} == {"emd"}
+
+
 def _assess(table: CriteriaTable, opts: dict[str, Any], feats: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """:func:`categorise_assessments` of row dicts, as dicts (``could_be``, ``failed``, ``missing``)."""
-    out, texts = categorise_assessments(table, opts, pl.DataFrame(feats, schema=_FEATURES))
+    """:func:`categorise_assessments` of row dicts, as dicts (``could_be``, ``failed``, ``missing``),
+    with the marrow relapse rule of each (``relapse_rule``, ``relapse_possible``)."""
+    frame = pl.DataFrame(feats, schema={**_FEATURES, **_RANGE_COLUMNS})
+    out, texts = categorise_assessments(table, opts, frame)
+    rel = _relapse_marrow(table, opts, frame)
+    rel_text = {r.id: (render(r, opts), r.citation) for r in table.rule_set("relapse")}
     return [{"category": r["a_category"], "rule": r["a_rule"], "text": texts[r["a_rule"]], "could_be": r["a_possible"],
-             "failed": r["a_unmet"], "missing": r["a_missing"]}
-            for r in out.select("a_category", "a_rule", "a_possible", "a_unmet", "a_missing").iter_rows(named=True)]
+             "failed": r["a_unmet"], "missing": r["a_missing"], "relapse_rule": x["r_rule"],
+             "relapse_possible": x["r_possible"], "relapse_text": rel_text}
+            for r, x in zip(out.iter_rows(named=True), rel.iter_rows(named=True))]
 
 
 _SCHEMA = {
@@ -302,12 +448,17 @@ _SCHEMA = {
 def _mrd(mrd_row: dict[str, Any] | None, opts: dict[str, Any]) -> tuple[float | None, bool | None, bool | None]:
     """(value, negative, detectable) of the marrow day's MRDFCM. A censored result (``<L``, no value)
     is negative when every value below ``L`` is below the threshold, else undetermined (None); it is
-    never detectable."""
+    never detectable. A ``>L`` result is positive when every value above ``L`` is at or above the
+    threshold (detectable), else undetermined."""
     if mrd_row is None:
         return None, None, None
     v, thr, inclusive = mrd_row["value"], float(opts["mrd_threshold"]), bool(opts["mrd_threshold_inclusive"])
     if v is None:
         lim, op = float(mrd_row["censor_limit"]), mrd_row["censor"]
+        if op in (">", ">="):
+            # ">L": every value is > L; ">=L": every value is >= L
+            sure = lim >= thr if (op == ">" or not inclusive) else lim > thr
+            return None, (False if sure else None), True
         # "<L": every value is < L; "<=L": every value is <= L
         sure = lim <= thr if (op == "<" or inclusive) else lim < thr
         return None, (True if sure else None), False
@@ -321,12 +472,17 @@ def mrd_text(value: float | None, censor: str | None = None, limit: float | None
 
 
 def derive_marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
-    """Response at every post-infusion marrow assessment (BMBLAST with day > 0) of AML/ALL subjects.
+    """Response at every post-infusion marrow assessment (BMBLAST after the first CAR-T infusion) of
+    AML/ALL subjects.
 
     The table is chosen by ``subjects.disease`` (``criteria_for_disease``) unless
-    ``options.criteria`` forces one; subjects of other diseases are skipped. The pre-treatment
-    marrow is the last BMBLAST before day 0. ``category_mrd`` adds ``_MRD-`` to CR/CRh/CRi when
-    MRDFCM on the marrow day is below the threshold (ELN 2022 "CR without MRD"; ALL MRD-negative).
+    ``options.criteria`` forces one; subjects of other diseases are skipped. A marrow counts when
+    it is after the infusion moment (its clock time on day 0 when known: a marrow at 09:00 before a
+    14:00 infusion is not a response). The pre-treatment marrow is the last BMBLAST before day 0
+    (spec "Response"). ``category_mrd`` adds ``_MRD-`` to CR/CRh/CRi when the marrow day's MRDFCM
+    (bone marrow specimen first) is below the threshold (ELN 2022 "CR without MRD"; ALL
+    MRD-negative). After a response (the table's ``relapse.after_categories``), a marrow meeting a
+    marrow relapse rule (ELN 2022 Table 7: BM blasts >= 5%) is category ``relapse``.
     """
     options = options or ResponseOptions()
     if options.criteria is not None and options.criteria not in RESPONSE_TABLES:
@@ -334,6 +490,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     names = {options.criteria} if options.criteria else {criteria_for_disease(d) for d in study.subjects["disease"]}
     resolved = {n: options.resolved(_table(n)) for n in RESPONSE_TABLES if n in names}
     data = _by_subject(study, near=max((float(o["count_window_days"]) for o in resolved.values()), default=0.0))
+    infused = _infusion_moments(study)
     found: dict[str, list[tuple]] = defaultdict(list)  # table -> (subject, marrow, pre, feats, used, evidence)
     for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
         name = options.criteria or criteria_for_disease(subj["disease"])
@@ -346,18 +503,42 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
         marrows = sd.obs.get("BMBLAST", [])
         before = [m for m in marrows if m["day"] < opts["pre_treatment_before_day"]]
         pre = before[-1] if before else None
+        at = max(0.0, float(infused.get(subj["subject_id"], 0.0)))
         for m in marrows:
-            if m["day"] <= 0:
+            if m["day"] <= at:  # not after the first CAR-T infusion: not a response to it
                 continue
             found[name].append((subj, m, pre, *_features(sd, m, pre, opts)))
     rows = []
     for name, items in found.items():
-        opts, standard = resolved[name], _table(name)["standard"]
-        for (subj, m, pre, feats, used, evidence), a in zip(items, _assess(_rules(name), opts, [x[3] for x in items])):
-            rows.append(_assessment_row(subj, m, pre, feats, used, evidence, a, opts, standard))
+        opts, table = resolved[name], _table(name)
+        after = set(table["relapse"]["after_categories"])
+        assessed = _assess(_rules(name), opts, [x[3] for x in items])
+        remission: dict[str, float] = {}  # subject -> day of its first response (after_categories)
+        # the items are in day order per subject: a relapse needs a response on an earlier assessment
+        for (subj, m, pre, feats, used, evidence), a in zip(items, assessed):
+            sid = subj["subject_id"]
+            if sid in remission:
+                a = _as_relapse(a, remission[sid], after)
+            if a["category"] in after and sid not in remission:
+                remission[sid] = m["day"]
+            rows.append(_assessment_row(subj, m, pre, feats, used, evidence, a, opts, table["standard"]))
     order = {sid: i for i, sid in enumerate(study.subjects["subject_id"].to_list())}
     rows.sort(key=lambda r: order[r["subject_id"]])  # subjects in study order, each subject's marrows in day order
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
+
+
+def _as_relapse(a: dict[str, Any], since: float, after: set[str]) -> dict[str, Any]:
+    """An assessment after a response: ``relapse`` when a marrow relapse rule holds (ELN 2022 Table 7,
+    hematologic relapse after CR, CRh, CRi); when a bound or a missing input leaves it open, the
+    result is NE with ``relapse`` among the categories still possible."""
+    if a["relapse_rule"] is not None:
+        text, citation = a["relapse_text"][a["relapse_rule"]]
+        return {**a, "category": "relapse", "rule": a["relapse_rule"], "could_be": [], "failed": [], "missing": [],
+                "text": f"relapse after the response on day {since:g}: {text} ({citation})"}
+    if a["relapse_possible"] and a["category"] not in after:
+        could = [c for c in a["could_be"] if c in after] + ["relapse"]
+        return {**a, "could_be": could, "missing": list(dict.fromkeys(a["missing"] + ["bm_blast_pct"]))}
+    return a
 
 
 def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: dict, evidence: list[str],
@@ -369,22 +550,36 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
         reason += " | not " + ", ".join(a["failed"])
     if a["could_be"]:
         reason += (f" | could be {', '.join(a['could_be'])}: missing "
-                   + ", ".join(_FEATURE_LABEL.get(x, x) for x in a["missing"]))
-    if mrd_v is not None:
+                   + ", ".join(dict.fromkeys(_FEATURE_LABEL.get(x, x) for x in a["missing"])))
+        if any(v is None and r is not None for v, r in ((feats["bm_blast_pct"], used["BMBLAST"]),
+                                                        (feats["anc"], used["NEUT"]), (feats["plt"], used["PLAT"]),
+                                                        (feats["pb_blast_pct"], used["PBBLAST"]))):
+            reason += " (a censored result is only a bound)"
+    pool = used.get("MRDFCM_all") or []
+    if used["MRDFCM"] is None and pool:
+        reason += (" | MRDFCM on the marrow day disagree on the MRD status ("
+                   + ", ".join(f"{mrd_text(r['value'], r['censor'], r['censor_limit'])}"
+                               f" {r.get('specimen') or 'specimen not given'}" for r in pool)
+                   + "): MRD status undetermined")
+    elif mrd_v is not None:
         below, above = ("<=", ">") if opts["mrd_threshold_inclusive"] else ("<", ">=")
         reason += (f" | MRDFCM {mrd_v:.3g} {below if mrd_neg else above} "
                    f"{opts['mrd_threshold']:g}: {'negative' if mrd_neg else 'positive'}"
                    f"{' (detectable, low level)' if mrd_neg and mrd_det else ''}")
     elif used["MRDFCM"] is not None:
         r = used["MRDFCM"]
-        reason += (f" | MRDFCM {mrd_text(None, r['censor'], r['censor_limit'])} (below the assay limit): "
-                   + ("negative" if mrd_neg else
-                      f"MRD status not evaluable: the limit is not below the threshold {opts['mrd_threshold']:g}"))
+        up = r["censor"] in (">", ">=")
+        reason += (f" | MRDFCM {mrd_text(None, r['censor'], r['censor_limit'])} "
+                   f"({'above' if up else 'below'} the assay limit): "
+                   + ("positive" if mrd_neg is False else "negative" if mrd_neg else
+                      f"MRD status not evaluable: the limit does not settle the threshold {opts['mrd_threshold']:g}"))
+    if len(pool) > 1 and used["MRDFCM"] is not None:
+        reason += f" (the highest of {len(pool)} MRDFCM results that day, all with the same status)"
     return {
         "subject_id": subj["subject_id"], "disease": subj["disease"], "criteria": standard,
         "day": float(m["day"]), "category": a["category"], "category_mrd": cat_mrd, "rule": a["rule"],
         "reason": reason, "could_be": a["could_be"],
-        "missing_inputs": [_FEATURE_LABEL.get(x, x) for x in a["missing"]] if a["could_be"] else [],
+        "missing_inputs": list(dict.fromkeys(_FEATURE_LABEL.get(x, x) for x in a["missing"])) if a["could_be"] else [],
         "bm_blast_pct": feats["bm_blast_pct"], "pb_blast_pct": feats["pb_blast_pct"],
         "anc": feats["anc"], "anc_day": None if used["NEUT"] is None else used["NEUT"]["day"],
         "plt": feats["plt"], "plt_day": None if used["PLAT"] is None else used["PLAT"]["day"],
@@ -420,13 +615,17 @@ def _only(study: Study, options: ResponseOptions | None, name: str) -> pl.DataFr
 
 
 def _relapse_rule(a: pl.DataFrame, names: list[str | None], resolved: dict[str, dict[str, Any]]) -> pl.Expr:
-    """Per assessment, the first rule of its table's ``relapse`` rule set that holds (else null)."""
+    """Per assessment, the first rule of its table's ``relapse`` rule set that holds (else null); an
+    assessment :func:`derive_marrow_response` labelled ``relapse`` (a bound such as ``>20`` included)
+    carries its rule."""
     table = pl.Series(names, dtype=pl.String)
     out = pl.lit(None, dtype=pl.String)
     for name, opts in resolved.items():
         rules = decision(_rules(name), "relapse", opts, schema=a.schema)
         out = pl.when(pl.lit(table) == name).then(rules.rule()).otherwise(out)
-    return out
+    if "rule" not in a.columns:
+        return out
+    return pl.when(pl.col("category") == "relapse").then(pl.col("rule")).otherwise(out)
 
 
 _RELAPSE_SCHEMA = {
@@ -437,7 +636,9 @@ _RELAPSE_SCHEMA = {
 
 
 def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, prefix: str):
-    """The first relapse after day ``after``: (day, rule id, reason, evidence) or None."""
+    """The first relapse after day ``after``: (day, rule id, reason, evidence) or None. A relapse
+    event recorded on the response's calendar day counts (as the time-to-event endpoints count it:
+    AVAL 0), a marrow or blood sample must come after the response."""
     cands: list[tuple[float, str, str, list[str]]] = []
     emd_events = "extramedullary_disease" in rel["relapse_events"]
     for r in recs:
@@ -462,7 +663,7 @@ def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, p
                                f"(days {earlier[0]['day']:g} and {x['day']:g})"), refs))
                 break
         for e in sd.events:
-            if e["event"] in rel["relapse_events"] and e["day"] > after:
+            if e["event"] in rel["relapse_events"] and math.floor(e["day"]) >= math.floor(after):
                 what = "relapse" if e["event"] == "relapse" else e["event"].replace("_", " ")
                 cands.append((e["day"], f"{prefix}.event", f"day {e['day']:g}: {what} recorded in events.csv",
                               [z for z in [row_ref(e)] if z]))
@@ -520,16 +721,26 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
             episode += 1
             best = _first_relapse(recs, sd, start["day"], rel, rules, prefix)
             mrd_day, mrd_reason, mrd_ev = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0], thr)
+            why = "no relapse after the response" if best is None else best[2]
+            # a marrow whose blasts are only a bound that does not settle ">= 5%" (NE, could be relapse)
+            open_ = [r for r in recs if r["day"] > start["day"] and (best is None or r["day"] < best[0])
+                     and "relapse" in (r.get("could_be") or [])]
+            if open_:
+                why += (f"; the marrow on day {open_[0]['day']:g} could be a relapse (undetermined: "
+                        f"{', '.join(open_[0].get('missing_inputs') or ['an input'])} not settled)")
             rows.append({
                 "subject_id": sid, "episode": episode, "response_day": start["day"],
                 "response_category": start["category"],
                 "relapse_day": None if best is None else best[0], "relapse_rule": None if best is None else best[1],
-                "relapse_reason": "no relapse after the response" if best is None else best[2],
+                "relapse_reason": why,
                 "mrd_relapse_day": mrd_day, "mrd_relapse_reason": mrd_reason,
                 "evidence": list(dict.fromkeys((best[3] if best else []) + mrd_ev)),
             })
+            # the next episode's response comes after the relapse (and after this response: a relapse
+            # event on the response's own day must not restart the same episode)
             start = None if best is None else next(
-                (r for r in recs if r["day"] > best[0] and r["category"] in rel["after_categories"]), None)
+                (r for r in recs if r["day"] > max(best[0], start["day"]) and r["category"] in rel["after_categories"]),
+                None)
     return pl.DataFrame(rows, schema=_RELAPSE_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_RELAPSE_SCHEMA)
 
 

@@ -32,7 +32,8 @@ Target antigen (TGTBLAST, % of blasts positive for ``analyte``, e.g. CD7): its p
 * ``antigen.retained``: at or above the cut-off (``antigen_loss`` false).
 
 ``with_relapse_marrow`` is true when the same day has marrow blasts (BMBLAST) >= 5%, false when
-below 5%, and empty when no BMBLAST was measured that day (the reason names it). Such a marrow is a
+below 5%, and empty when no BMBLAST was measured that day (the reason names it) or when a censored
+result does not settle it (``<=5`` could be 5%: empty; ``<5`` false; ``>20`` true). Such a marrow is a
 relapse only after a remission (ELN 2022); before one it is persistent disease, which this table
 does not decide (the reason says so; ``best_response.csv`` has the relapse). The default 30% is
 the CD7 eligibility cut-off of NCT04762485 ("CD7 > 30% of blasts by flow"); set it from the protocol.
@@ -220,6 +221,7 @@ _AG_SCHEMA = {
 }
 
 #: marrow blasts at or above this (%) make a relapse marrow (ELN 2022 / ALL: >= 5% blasts)
+_CENSOR_OPS = ("<", "<=", ">", ">=")
 _RELAPSE_BLASTS = 5.0
 
 
@@ -241,10 +243,19 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
     for r in study.observations.filter((pl.col("param") == "BMBLAST") & pl.col("day").is_not_null()
                                        & (pl.col("value").is_not_null() | pl.col("censor_limit").is_not_null())
                                        ).sort("day", "src_row", nulls_last=True).iter_rows(named=True):
+        key = (r["subject_id"], math.floor(r["day"]))
         if r["value"] is not None:
-            bm[(r["subject_id"], math.floor(r["day"]))] = (r["value"] >= _RELAPSE_BLASTS, f"{r['value']:g}%")
-        elif r["censor"] in ("<", "<=") and r["censor_limit"] <= _RELAPSE_BLASTS:
-            bm[(r["subject_id"], math.floor(r["day"]))] = (False, f"{r['censor']}{r['censor_limit']:g}%")
+            bm[key] = (r["value"] >= _RELAPSE_BLASTS, f"{r['value']:g}%")
+            continue
+        op, lim = r["censor"], r["censor_limit"]
+        # a censored result is a bound: it settles ">= 5%" only when every value it allows does
+        # ("<5", "<4": below; "<=5" could be 5: undetermined; ">=5", ">4.9"? only ">= 5" or "> x >= 5": at least 5)
+        if (op == "<" and lim <= _RELAPSE_BLASTS) or (op == "<=" and lim < _RELAPSE_BLASTS):
+            bm[key] = (False, f"{op}{lim:g}%")
+        elif op in (">", ">=") and lim >= _RELAPSE_BLASTS:
+            bm[key] = (True, f"{op}{lim:g}%")
+        elif op in _CENSOR_OPS:
+            bm[key] = (None, f"{op}{lim:g}%")
     rows = []
     for key, part in tg.partition_by(["subject_id", "analyte"], as_dict=True).items() if tg.height else []:
         sid, antigen = key
@@ -274,7 +285,11 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
                 why = f"below {thr:g}%, from {p['value']:g}% (at or above {thr:g}%) before treatment: antigen loss"
             day = math.floor(r["day"])
             marrow = bm.get((sid, day))
-            if marrow is None:
+            if marrow is not None and marrow[0] is None:
+                rel = None
+                why += (f"; marrow blasts {marrow[1]} the same day: the bound does not settle >= "
+                        f"{_RELAPSE_BLASTS:g}%, whether this is a relapse marrow is undetermined")
+            elif marrow is None:
                 rel = None
                 why += (f"; no marrow blasts (BMBLAST) measured on day {day:g}: whether this is a relapse "
                         "marrow is unknown")
