@@ -160,7 +160,10 @@ def icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFra
         *[(pl.col("anc") <= thr if opts["inclusive"] else pl.col("anc") < thr).alias(f"anc_le_{name}")
           for name, thr in levels.items()],
     )
-    cols = ["subject_id", "day", "anc", "source", "prev_day", "next_day", "window"]
+    # session 32: the engine reads censored ANC results ("<0.1"); the studies this oracle is compared
+    # on have none (tests/test_censored_counts_s32.py checks that reading by hand)
+    daily = daily.with_columns(pl.lit(None, dtype=pl.String).alias("anc_censored"))
+    cols = ["subject_id", "day", "anc", "anc_censored", "source", "prev_day", "next_day", "window"]
     cols += [f"anc_le_{n}" for n in levels] + ["reason", "evidence"]
     return daily.select(cols).sort("subject_id", "day")
 
@@ -402,7 +405,9 @@ def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.Data
         pl.concat_str(pl.col("reason"), note).alias("reason"),
         pl.when(by_tx).then(pl.concat_list("evidence", pl.col("tx_refs"))).otherwise(pl.col("evidence")).alias("evidence"),
     )
-    cols = ["subject_id", "day", "plt", "source", "prev_day", "next_day", "transfusion_supported",
+    # session 32: censored PLT results are read by the engine; none in the studies compared here
+    daily = daily.with_columns(pl.lit(None, dtype=pl.String).alias("plt_censored"))
+    cols = ["subject_id", "day", "plt", "plt_censored", "source", "prev_day", "next_day", "transfusion_supported",
             "below_by_transfusion", "window"]
     cols += [f"plt_lt_{n}" for n in levels] + ["reason", "evidence"]
     return daily.select(cols).sort("subject_id", "day")

@@ -77,7 +77,9 @@ def early_upper_grade(grid: pl.DataFrame, day: pl.DataFrame, value: str, flags: 
     then graded by the table's early rules on ``features(frame)``. Returns ``subject_id``,
     ``_early_grade_max`` and ``early_unknown_days`` (missing is not negative)."""
     up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
-    unknown = up.group_by("subject_id").agg(pl.col(value).is_null().sum().cast(pl.Int64).alias("early_unknown_days"))
+    # a censored result ("<0.5") is a known day even where its bound leaves a level open (flag null)
+    unknown_day = pl.col(value).is_null() & pl.all_horizontal([pl.col(c).is_null() for c in flags])
+    unknown = up.group_by("subject_id").agg(unknown_day.sum().cast(pl.Int64).alias("early_unknown_days"))
     up = up.with_columns(pl.col(value).fill_null(0.0), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
                          *[pl.col(c).fill_null(True) for c in flags], *fills)
     worst = features(up).with_columns(grades(table, opts, ("early",)))
@@ -151,6 +153,45 @@ def subject_order(study: Study) -> pl.DataFrame:
     ids = subject_ids(study)
     return pl.DataFrame({"subject_id": ids, "_order": list(range(len(ids)))},
                         schema={"subject_id": pl.String, "_order": pl.Int64})
+
+
+def censored_days(study: Study, param: str, numeric: pl.DataFrame) -> pl.DataFrame:
+    """The calendar days of ``param`` with a censored result (``value_text`` "<0.1": columns
+    ``censor``, ``censor_limit`` canonical) and no number (``numeric``: the days of
+    :func:`daily_values`): ``subject_id``, ``d``, ``censor``, ``censor_limit``, ``_cs`` (the result
+    as text, "<0.1") and ``_crs`` (its evidence). Of several on one day, the most informative: the
+    lowest upper bound ("<"), else the highest lower bound (">")."""
+    schema = {"subject_id": pl.String, "d": pl.Int64, "censor": pl.String, "censor_limit": pl.Float64,
+              "_cs": pl.String, "_crs": pl.String}
+    obs = study.observations
+    if "censor" not in obs.columns or "censor_limit" not in obs.columns:
+        return pl.DataFrame(schema=schema)
+    c = (obs.filter((pl.col("param") == param) & pl.col("censor").is_not_null() & pl.col("censor_limit").is_not_null()
+                    & pl.col("value").is_null() & pl.col("day").is_not_null())
+         .with_columns(pl.col("day").floor().cast(pl.Int64).alias("d")))
+    if c.is_empty():
+        return pl.DataFrame(schema=schema)
+    c = c.join(numeric.select("subject_id", "d").unique(), on=["subject_id", "d"], how="anti")
+    upper = pl.col("censor").is_in(["<", "<="])
+    c = c.with_columns(evidence_ref().alias("_crs"), pl.when(upper).then(pl.col("censor_limit"))
+                       .otherwise(-pl.col("censor_limit")).alias("_k"))
+    return (c.sort("_k", "day", "src_row").group_by("subject_id", "d", maintain_order=True).first()
+            .select("subject_id", "d", "censor", "censor_limit",
+                    pl.concat_str(pl.col("censor"), pl.col("censor_limit").round_sig_figs(6).cast(pl.String)).alias("_cs"),
+                    "_crs").cast(schema))
+
+
+def censored_flag(op: pl.Expr, limit: pl.Expr, threshold: float, inclusive: bool) -> pl.Expr:
+    """Whether a censored result ``op limit`` is at or below (``inclusive``) or below ``threshold``:
+    True or False where the bound settles it, null where it does not ("<0.5" against 0.1)."""
+    t = pl.lit(threshold)
+    if inclusive:  # value <= t
+        yes = ((op == "<") & (limit <= t)) | ((op == "<=") & (limit <= t))
+        no = ((op == ">") & (limit >= t)) | ((op == ">=") & (limit > t))
+    else:  # value < t
+        yes = ((op == "<") & (limit <= t)) | ((op == "<=") & (limit < t))
+        no = ((op == ">") & (limit >= t)) | ((op == ">=") & (limit >= t))
+    return pl.when(yes).then(True).when(no).then(False).otherwise(None)
 
 
 def param_obs(study: Study, params: Iterable[str], with_ref: bool = True) -> pl.DataFrame:
@@ -314,13 +355,16 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
     and day order.
     """
     schema = {"subject_id": pl.String, "day": pl.Int64, "value": pl.Float64, "source": pl.String,
-              "prev_day": pl.Int64, "next_day": pl.Int64, "reason": pl.String, "evidence": EVIDENCE}
+              "prev_day": pl.Int64, "next_day": pl.Int64, "reason": pl.String, "evidence": EVIDENCE,
+              "censor": pl.String, "censor_limit": pl.Float64}
     obs = daily_values(param_obs(study, [param]), opts["daily_value"])
-    if obs.is_empty():
+    cens = censored_days(study, param, obs)
+    if obs.is_empty() and cens.is_empty():
         return empty(schema)
     # the grid in subject and day order (sorting the small per-subject frame, not the grid)
+    days = pl.concat([obs.select("subject_id", "d"), cens.select("subject_id", "d")])
     grid = (
-        obs.group_by("subject_id").agg(pl.col("d").min().alias("lo"), pl.col("d").max().alias("hi"))
+        days.group_by("subject_id").agg(pl.col("d").min().alias("lo"), pl.col("d").max().alias("hi"))
         .sort("subject_id").with_columns(pl.int_ranges("lo", pl.col("hi") + 1).alias("d")).explode("d")
         .select("subject_id", "d")
     )
@@ -328,14 +372,22 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
     # it repeat them (formatting floats and building lists are most of the cost of this table)
     obs = obs.select("subject_id", "d", "value", pl.col("value").cast(pl.String).alias("_vs"),
                      pl.col("refs").list.join(_SEP).alias("_rs"))
-    f = grid.join(obs, on=["subject_id", "d"], how="left", maintain_order="left")
-    f = f.with_columns(pl.when(pl.col("value").is_not_null()).then(pl.col("d")).alias("_md"))
+    f = (grid.join(obs, on=["subject_id", "d"], how="left", maintain_order="left")
+         .join(cens, on=["subject_id", "d"], how="left", maintain_order="left"))
+    # a censored result ("<0.1") is a measurement whose number is unknown: it ends an interpolation
+    # (NaN carried to the neighbours: no number is made up from it) and gets no value of its own
+    censored = pl.col("censor").is_not_null()
+    f = f.with_columns(pl.when(pl.col("value").is_not_null() | censored).then(pl.col("d")).alias("_md"),
+                       pl.when(censored).then(float("nan")).otherwise(pl.col("value")).alias("_v"),
+                       pl.when(censored).then(pl.col("_cs")).otherwise(pl.col("_vs")).alias("_vs"),
+                       pl.when(censored).then(pl.col("_crs")).otherwise(pl.col("_rs")).alias("_rs"))
     f = f.with_columns(
         *[pl.col(c).forward_fill().over("subject_id").alias(f"prev_{n}") for c, n in
-          (("_md", "day"), ("value", "v"), ("_vs", "vs"), ("_rs", "rs"))],
+          (("_md", "day"), ("_v", "v"), ("_vs", "vs"), ("_rs", "rs"))],
         *[pl.col(c).backward_fill().over("subject_id").alias(f"next_{n}") for c, n in
-          (("_md", "day"), ("value", "v"), ("_vs", "vs"), ("_rs", "rs"))],
+          (("_md", "day"), ("_v", "v"), ("_vs", "vs"), ("_rs", "rs"))],
     )
+    next_to_censored = pl.col("prev_v").is_nan() | pl.col("next_v").is_nan()
     gap_ok = pl.lit(bool(opts["interpolate"]))
     if opts["max_interpolation_gap_days"] is not None:
         gap_ok = gap_ok & ((pl.col("next_day") - pl.col("prev_day") - 1) <= int(opts["max_interpolation_gap_days"]))
@@ -344,7 +396,8 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
     interp = (pl.col("prev_v") + (pl.col("next_v") - pl.col("prev_v")) * (
         (pl.col("d") - pl.col("prev_day")) / (pl.col("next_day") - pl.col("prev_day"))
     )).round_sig_figs(INTERPOLATION_SIG_DIGITS)
-    measured = pl.col("value").is_not_null()
+    measured = pl.col("value").is_not_null() | censored
+    gap_ok = gap_ok & ~next_to_censored.fill_null(False)
     # a day whose every value of the param is not measured (simulated, synthetic, reconstructed) says
     # so: `source` is that word, not "measured" (a recorded value either way: recorded_day())
     f = f.join(_not_measured_days(study, param), on=["subject_id", "d"], how="left", maintain_order="left")
@@ -362,6 +415,9 @@ def daily_series(study: Study, param: str, opts: dict[str, Any], label: str) -> 
             pl.lit("interpolated "), pl.col("value").round(3).cast(pl.String), pl.lit(" between day "),
             pl.col("prev_day").cast(pl.String), pl.lit(" ("), pl.col("prev_vs"), pl.lit(") and day "),
             pl.col("next_day").cast(pl.String), pl.lit(" ("), pl.col("next_vs"), pl.lit(")")))
+        .when(next_to_censored.fill_null(False)).then(pl.format(
+            f"no {label}: between day {{}} ({{}}) and day {{}} ({{}}), a censored result is not interpolated",
+            pl.col("prev_day"), pl.col("prev_vs"), pl.col("next_day"), pl.col("next_vs")))
         .otherwise(pl.format(f"no {label}: gap between day {{}} and day {{}} too long to interpolate",
                              pl.col("prev_day"), pl.col("next_day"))).alias("reason"),
         pl.when(refs == "").then(pl.lit([], dtype=EVIDENCE)).otherwise(refs.str.split(_SEP)).alias("evidence"),

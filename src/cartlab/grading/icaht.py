@@ -23,10 +23,10 @@ from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaTable, load_table
 from cartlab.errors import CartlabWarning
 from cartlab.grading.hemato_common import (
-    CMP,
     CountWindowOptions,
     Number,
     below_durations,
+    censored_flag,
     daily_series,
     early_upper_grade,
     empty,
@@ -93,10 +93,13 @@ def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.
         pl.when((pl.col("day") >= lo) & (pl.col("day") <= hi)).then(pl.lit("early"))
         .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
         .otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
-        *[(pl.col("anc") <= thr if opts["inclusive"] else pl.col("anc") < thr).alias(f"anc_le_{name}")
-          for name, thr in levels.items()],
+        # a censored result ("<0.1") is at or below a level when its bound says so, unknown otherwise
+        *[pl.when(pl.col("anc").is_not_null()).then(pl.col("anc") <= thr if opts["inclusive"] else pl.col("anc") < thr)
+          .otherwise(censored_flag(pl.col("censor"), pl.col("censor_limit"), thr, opts["inclusive"]))
+          .alias(f"anc_le_{name}") for name, thr in levels.items()],
+        pl.concat_str(pl.col("censor"), pl.col("censor_limit").round_sig_figs(6).cast(pl.String)).alias("anc_censored"),
     )
-    cols = ["subject_id", "day", "anc", "source", "prev_day", "next_day", "window"]
+    cols = ["subject_id", "day", "anc", "anc_censored", "source", "prev_day", "next_day", "window"]
     cols += [f"anc_le_{n}" for n in levels] + ["reason", "evidence"]
     return daily.select(cols)  # in subject and day order (daily_series)
 
@@ -108,12 +111,13 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     ``never_above_<level>``."""
     lo, hi = opts["early_window"]
     win = daily.filter(pl.col("day").is_between(lo, hi))
-    known = win.filter(pl.col("anc").is_not_null())
+    known = win.filter(pl.col("anc").is_not_null() | pl.col("anc_censored").is_not_null())
     out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String}).join(
         known.group_by("subject_id").agg(
             pl.len().alias("early_n_days"), pl.col("day").min().alias("_first_day"),
             pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique(maintain_order=True).alias("early_evidence"),
-            *[pl.col(f"anc_le_{n}").all().alias(f"_all_{n}") for n in levels],
+            # a censored day whose bound leaves the level open is not "never above" for sure
+            *[pl.col(f"anc_le_{n}").fill_null(False).all().alias(f"_all_{n}") for n in levels],
         ), on="subject_id", how="left",
     ).with_columns(pl.col("early_n_days").fill_null(0),
                    pl.col("early_evidence").fill_null(pl.lit([], dtype=EVIDENCE)))
@@ -147,7 +151,8 @@ def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[
             .with_columns(pl.int_ranges(lo, pl.min_horizontal(pl.col("_death").fill_null(hi), pl.lit(hi)) + 1)
                           .alias("day")).explode("day").drop("_death").drop_nulls("day"))
     flags = [f"anc_le_{n}" for n in levels]
-    day = daily.filter(pl.col("day").is_between(lo, hi)).select("subject_id", "day", "anc", "evidence", *flags)
+    day = daily.filter(pl.col("day").is_between(lo, hi)).select("subject_id", "day", "anc", "anc_censored", "evidence",
+                                                                  *flags)
     return early_upper_grade(grid, day, "anc", flags, lambda f: _early_features(f, sids, opts, levels), table, opts)
 
 
@@ -175,14 +180,14 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
     """Per subject (the rows of ``wins``): the late window, its measured ANCs (count, lowest and
     second lowest with their days, count at or below each level) and evidence."""
     sid = "subject_id"
-    cmp = CMP["<=" if opts["inclusive"] else "<"]
     meas = daily.filter(recorded_day() & (pl.col("window") == "late"))
-    by_value = meas.sort("anc", "day").group_by(sid, maintain_order=True).agg(
+    # a censored result counts at the levels its bound settles (its flags), and is no nadir number
+    by_value = meas.sort("anc", "day", nulls_last=True).group_by(sid, maintain_order=True).agg(
         pl.len().alias("late_n_measurements"),
         pl.col("anc").first().alias("late_anc_nadir"), pl.col("day").first().alias("late_anc_nadir_day"),
         pl.col("anc").get(1, null_on_oob=True).alias("late_anc_confirmed"),
         pl.col("day").get(1, null_on_oob=True).alias("late_anc_confirmed_day"),
-        *[cmp(pl.col("anc"), thr).sum().alias(f"late_n_anc_{name}") for name, thr in levels.items()])
+        *[pl.col(f"anc_le_{name}").fill_null(False).sum().alias(f"late_n_anc_{name}") for name in levels])
     refs = meas.sort("day").group_by(sid, maintain_order=True).agg(pl.col("evidence").explode().alias("_refs"))
     counts = ["late_n_measurements", *[f"late_n_anc_{name}" for name in levels]]
     return wins.join(by_value, on=sid, how="left", maintain_order="left").join(refs, on=sid, how="left", maintain_order="left").select(

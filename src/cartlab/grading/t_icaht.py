@@ -26,6 +26,7 @@ from cartlab.criteria import CriteriaTable, load_table
 from cartlab.grading.hemato_common import (
     CountWindowOptions,
     below_durations,
+    censored_flag,
     daily_series,
     early_upper_grade,
     empty,
@@ -126,8 +127,12 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
     daily = _censor_interpolation(daily, opts, hi)
     supported = pl.col("tx_refs").is_not_null() & (pl.col("tx_refs").list.len() > 0)
     below = {n: (pl.col("plt") <= thr) if opts["inclusive"] else (pl.col("plt") < thr) for n, thr in levels.items()}
+    # a censored result ("<5") is below a level when its bound says so, unknown otherwise
+    cens = {n: censored_flag(pl.col("censor"), pl.col("censor_limit"), thr, opts["inclusive"]) for n, thr in levels.items()}
     flags = [
-        (pl.when(pl.col("plt").is_null()).then(None)
+        (pl.when(pl.col("plt").is_null() & pl.col("censor").is_null()).then(None)
+         .when(pl.col("plt").is_null()).then(
+             pl.when(supported & pl.lit(n in opts["transfusion_supported_levels"])).then(True).otherwise(cens[n]))
          .otherwise(below[n] | (supported if n in opts["transfusion_supported_levels"] else pl.lit(False))))
         .alias(f"plt_lt_{n}") for n in levels
     ]
@@ -142,13 +147,14 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
         supported.alias("transfusion_supported"),
         by_tx.alias("below_by_transfusion"),
         *flags,
+        pl.concat_str(pl.col("censor"), pl.col("censor_limit").round_sig_figs(6).cast(pl.String)).alias("plt_censored"),
         pl.concat_str(pl.col("reason"), note).alias("reason"),
     ).with_row_index("_row")
     # the transfusion rows join the evidence of the (few) days counted below because of them
     extra = daily.filter(pl.col("below_by_transfusion")).select("_row", pl.concat_list("evidence", "tx_refs").alias("_ev"))
     daily = daily.join(extra, on="_row", how="left", maintain_order="left").with_columns(
         pl.coalesce("_ev", "evidence").alias("evidence"))
-    cols = ["subject_id", "day", "plt", "source", "prev_day", "next_day", "transfusion_supported",
+    cols = ["subject_id", "day", "plt", "plt_censored", "source", "prev_day", "next_day", "transfusion_supported",
             "below_by_transfusion", "window"]
     cols += [f"plt_lt_{n}" for n in levels] + ["reason", "evidence"]
     return daily.select(cols)  # in subject and day order (daily_series)
@@ -187,8 +193,8 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     """Per subject in one window: days with a value, measured days, lowest measured values, evidence,
     per level the duration and the measured days below, and transfusion-supported days."""
     win = daily.filter(pl.col("window") == window)
-    known = win.filter(pl.col("plt").is_not_null())
-    meas = known.filter(recorded_day()).sort("plt", "day")
+    known = win.filter(pl.col("plt").is_not_null() | pl.col("plt_censored").is_not_null())
+    meas = known.filter(recorded_day()).sort("plt", "day", nulls_last=True)  # a censored result is no nadir number
     out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
     out = out.join(known.group_by("subject_id").agg(
         pl.len().alias(f"{prefix}n_days"),
@@ -200,7 +206,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
         pl.col("plt").first().alias(f"{prefix}plt_nadir"), pl.col("day").first().alias(f"{prefix}plt_nadir_day"),
         pl.col("plt").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed"),
         pl.col("day").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed_day"),
-        *[pl.col(f"plt_lt_{n}").sum().alias(f"{prefix}n_plt_{n}") for n in levels],
+        *[pl.col(f"plt_lt_{n}").fill_null(False).sum().alias(f"{prefix}n_plt_{n}") for n in levels],
     ), on="subject_id", how="left", maintain_order="left")
     zero = [f"{prefix}n_days", f"{prefix}n_measurements", f"{prefix}transfusion_supported_days"]
     zero += [f"{prefix}n_plt_{n}" for n in levels]
@@ -224,7 +230,7 @@ def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any
     grid = (early_w.select("subject_id", pl.int_ranges(lo, pl.col("_el") + 1).alias("day")).explode("day")
             .drop_nulls("day"))
     day = daily.filter(pl.col("window") == "early").select(
-        "subject_id", "day", "plt", "source", "evidence", "below_by_transfusion", *flags)
+        "subject_id", "day", "plt", "plt_censored", "source", "evidence", "below_by_transfusion", *flags)
     fills = (pl.col("source").fill_null("missing"), pl.col("below_by_transfusion").fill_null(False),
              pl.lit("early").alias("window"))
     return early_upper_grade(grid, day, "plt", flags, lambda f: _window_features(f, sids, opts, levels, "early", ""),
