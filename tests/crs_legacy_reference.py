@@ -117,7 +117,7 @@ class CrsLegacyOptions:
     fever_threshold_c: float = 38.0
     sbp_cutoff_mmhg: float = 90.0
     waiver_categories: tuple[str, ...] = ("tocilizumab", "corticosteroid")
-    first_day: float | None = 0.0
+    first_day: float | str | None = "infusion"  # session 32: from the first CAR-T infusion (day 0 without one)
     day_precision: str = "bounds"
     episode_gap_hours: float = 0.0
     assume_hospitalized: bool | None = None
@@ -248,6 +248,55 @@ def _lab_label(r: Mapping[str, Any], g: int, lag: int, d: int) -> str:
     return f"{measure} (CTCAE grade {g}{when})"
 
 
+def _from_start(study: Study, first_day: Any) -> tuple[Study, dict[str, float | None]]:
+    """Session 32, written row by row: the study from each subject's assessment start (first_day a
+    study day; "infusion" = the first dose row of a CAR-T agent, else day 0; "all"/None = no start).
+    An observation timed (fractional day) before the start is dropped, one known to the day only is
+    kept from the start's day on; an intervention that ended before the start is dropped, one
+    running across it starts at the start."""
+    if first_day is None or first_day == "all":
+        return study, {}
+    starts: dict[str, float | None] = {}
+    for sid in study.subject_ids:
+        start = float(first_day) if first_day != "infusion" else 0.0
+        if first_day == "infusion":
+            cart = [r["day"] for r in study.doses.to_dicts()
+                    if r["subject_id"] == sid and r.get("day") is not None
+                    and str(r.get("agent") or "").strip().lower().replace("-", "").replace(" ", "") in ("cart", "cart cells")]
+            start = min(cart) if cart else 0.0
+        starts[sid] = start
+
+    def keep(day: float | None, timed: bool, sid: str) -> bool:
+        st_ = starts.get(sid)
+        if st_ is None or day is None:
+            return True
+        return day >= st_ if timed else math.floor(day) >= math.floor(st_)
+
+    def timed(day: float | None) -> bool:
+        return day is not None and day != math.floor(day)
+
+    obs = study.observations
+    keep_obs = [keep(r["day"], timed(r["day"]), r["subject_id"]) for r in obs.select("subject_id", "day").to_dicts()]
+    iv = study.interventions
+    rows = []
+    for r in iv.to_dicts():
+        st_ = starts.get(r["subject_id"])
+        if st_ is None or r.get("start_day") is None:
+            rows.append(r)
+            continue
+        end = r["end_day"] if r.get("end_day") is not None else r["start_day"]
+        if not keep(end, timed(end), r["subject_id"]):
+            continue
+        if r["start_day"] < st_:
+            r = {**r, "start_day": st_}
+        rows.append(r)
+    import dataclasses
+
+    return dataclasses.replace(
+        study, observations=obs.filter(pl.Series(keep_obs, dtype=pl.Boolean)) if obs.height else obs,
+        interventions=pl.DataFrame(rows, schema=iv.schema) if rows else iv.clear()), starts
+
+
 def crs_daily_inputs(
     study: Study,
     options: CrsLegacyOptions | None = None,
@@ -268,6 +317,7 @@ def crs_daily_inputs(
     """
     opts = options or CrsLegacyOptions()
     attribution = opts.fever_attribution or FeverAttribution.from_table()
+    study, starts = _from_start(study, opts.first_day)
     shared = crs_day_features(study, indications=opts.counted_indications,
                               count_empty=opts.count_empty_indication, attribution=attribution)
     vt = _vaso_table()
@@ -479,7 +529,7 @@ def crs_daily_inputs(
     for sid in sorted(days_of):
         w = waiver_first.get(sid)
         for d in sorted(days_of[sid]):
-            if opts.first_day is not None and d < opts.first_day:
+            if starts.get(sid) is not None and d < math.floor(starts[sid]):
                 continue
             key = (sid, d)
             x = rec[key]

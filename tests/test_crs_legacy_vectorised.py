@@ -154,7 +154,7 @@ def options(draw):
     kw = {
         "day_precision": draw(st.sampled_from(["bounds", "full_days"])),
         "episode_gap_hours": draw(st.sampled_from([0.0, 1.0, 30.0])),
-        "first_day": draw(st.sampled_from([0.0, None, 2.0])),
+        "first_day": draw(st.sampled_from([0.0, None, 2.0, "infusion", 1.5])),  # session 32: "infusion", 1.5
         "assume_hospitalized": draw(st.sampled_from([None, False, True])),
         "scale_params": params,
         "fever_attribution": draw(st.sampled_from([None, FeverAttribution.from_table(scope="fever"),

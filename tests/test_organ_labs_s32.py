@@ -102,3 +102,51 @@ def test_any_restores_the_earlier_reading(study):
 def test_the_option_is_validated():
     with pytest.raises(ValueError, match="organ_labs_required"):
         CrsLegacyOptions(organ_labs_required="some")
+
+
+# -- the older scales start at the first CAR-T infusion, as ASTCT (session 32 review, /work/notes/review32_tox c02)
+# ASTCT 2019 grades CRS "associated with immune effector cells"; its footnote waives the fever only in
+# "patients who have CRS then receive tocilizumab or steroids". PRE: fever 38.6 C on day -2 only; STER:
+# dexamethasone on day -6, never febrile, SBP 85 on day 10. CAR-T on day 0; normal CREAT/ALT daily.
+
+
+@pytest.fixture(scope="module")
+def pre_infusion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pre_infusion")
+    obs = []
+    for sid in ("PRE", "STER"):
+        for d in range(-7, 11):
+            obs += [[sid, d, "TEMP", 38.6 if (sid, d) == ("PRE", -2) else 36.8, "C", "", ""],
+                    [sid, d, "SYSBP", 85 if (sid, d) == ("STER", 10) else 115, "mmHg", "", ""],
+                    [sid, d, "CREAT", 70, "umol/L", 60, 100], [sid, d, "ALT", 25, "U/L", 5, 40]]
+    with open(root / "subjects.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["subject_id", "sex", "age_years", "weight_kg", "height_cm", "disease", "target", "last_followup_day"])
+        w.writerows([sid, "M", 50, 70, 175, "LBCL", "CD19", 28] for sid in ("PRE", "STER"))
+    with open(root / "observations.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["subject_id", "day", "param", "value", "unit", "lln", "uln"])
+        w.writerows(obs)
+    with open(root / "interventions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["subject_id", "start_day", "end_day", "category", "agent", "dose", "dose_unit", "indication"])
+        w.writerow(["STER", -6, -6, "corticosteroid", "dexamethasone", 10, "mg", ""])
+    with open(root / "doses.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["subject_id", "day", "agent", "dose", "unit"])
+        w.writerows([sid, 0, "CAR-T", 1e6, "cells/kg"] for sid in ("PRE", "STER"))
+    return read_study(root)
+
+
+def test_the_older_scales_do_not_grade_before_the_infusion(pre_infusion):
+    lee = _lee(pre_infusion)
+    assert lee["PRE"][:2] == (0, 0)  # the only fever is before the cells: no CRS
+    assert lee["STER"][:2] == (0, 0)  # a steroid before the cells starts no fever waiver: SBP 85 afebrile is no CRS
+    old = _lee(pre_infusion, first_day="all")  # every recorded day, as before session 32
+    assert old["PRE"][:2] == (1, 1)  # Lee grade 1: fever
+    assert old["STER"][:2] == (2, 2)  # Lee grade 2: "hypotension responsive to fluids" under the waiver
+
+
+def test_first_day_is_validated():
+    with pytest.raises(ValueError, match="first_day"):
+        CrsLegacyOptions(first_day="cells")

@@ -107,7 +107,9 @@ def _best_response(study, o, marrow_response, relapse):
 
 
 def _response_summary(study, o, best_response):
-    return best_response.select("subject_id", "best_response", "best_response_day", "mrd_negative")
+    # could_be: the better categories a missing input leaves possible (a CRi without platelets: CR;CRh)
+    return best_response.select("subject_id", "best_response", pl.col("could_be").list.join(";").replace("", None).alias("best_response_could_be"),
+                                "best_response_day", "mrd_negative")
 
 
 def _adtte(study, o, marrow_response, relapse, best_response):
@@ -253,7 +255,7 @@ SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("icaht_summary", "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
      ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max")),
     ("response_summary", "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
-     ("best_response", "best_response_day", "mrd_negative")),
+     ("best_response", "best_response_could_be", "best_response_day", "mrd_negative")),
     ("kinetics_summary", "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
      ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast", "car_param", "car_unit")),
 )

@@ -13,6 +13,7 @@ reason (missing is not negative).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,13 @@ from typing import Any
 import polars as pl
 
 from cartlab._deprecated import renamed
-from cartlab.grading.common import load_criteria
+from cartlab.grading.common import (
+    FIRST_DAY_MODES,
+    assessment_start,
+    interventions_from_start,
+    load_criteria,
+    rows_from_start,
+)
 from cartlab.grading.crs_features import (
     VITAL_OPTION_LIMITS,
     FeverAttribution,
@@ -61,8 +68,11 @@ class CrsLegacyOptions:
       fever is no longer needed for CRS to be present (spec / ASTCT footnote). Used by the default
       ``gate`` of every scale table (``fever_or_waiver``); a scale's gate can be set to ``none``
       through ``scale_params``.
-    * ``first_day`` [0.0]: days before this are not graded (CRS follows the cell infusion; None
-      grades every day).
+    * ``first_day`` ["infusion"]: grading starts at the first CAR-T infusion, as the ASTCT engine's
+      ``CrsOptions.first_day``: rows before it (a timed row on the infusion day before its time
+      included) are not read, an intervention running across it counts from it, days before its
+      day are not graded (CRS follows the cell infusion). A number: that study day (0.0 before
+      session 32); "all" or None grades every day.
     * ``day_precision`` ["bounds"]: a whole-number day only says which day (the engine carries the
       earliest/latest possible times, so "norepinephrine days 8-10" lasted at least 24 h and at
       most 72 h); "full_days" reads whole-number days as full calendar days. A fractional day or a
@@ -109,7 +119,7 @@ class CrsLegacyOptions:
     fever_threshold_c: float = 38.0
     sbp_cutoff_mmhg: float = 90.0
     waiver_categories: tuple[str, ...] = ("tocilizumab", "corticosteroid")
-    first_day: float | None = 0.0
+    first_day: float | str | None = "infusion"
     day_precision: str = "bounds"
     episode_gap_hours: float = 0.0
     assume_hospitalized: bool | None = None
@@ -128,6 +138,9 @@ class CrsLegacyOptions:
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
         if self.organ_labs_open not in ("crs_signs", "every_crs_day"):
             raise ValueError(f"organ_labs_open must be 'crs_signs' or 'every_crs_day', not {self.organ_labs_open!r}")
+        if not (self.first_day is None or self.first_day in FIRST_DAY_MODES
+                or (isinstance(self.first_day, (int, float)) and not isinstance(self.first_day, bool))):
+            raise ValueError(f"first_day must be 'infusion', 'all' or a study day, not {self.first_day!r}")
         if self.organ_labs_required not in ORGAN_LABS_REQUIRED:
             raise ValueError(f"organ_labs_required must be one of {ORGAN_LABS_REQUIRED}, not {self.organ_labs_required!r}")
         if self.organ_labs not in ORGAN_LABS:
@@ -474,6 +487,12 @@ def derive_crs_daily_inputs(
     """
     opts = options or CrsLegacyOptions()
     attribution = opts.fever_attribution or FeverAttribution.from_table()
+    # from the first CAR-T infusion (first_day), as the ASTCT engine: earlier rows are not read, an
+    # intervention running across it counts from it (a steroid before it starts no fever waiver)
+    start = assessment_start(study, "all" if opts.first_day is None else opts.first_day)
+    if start is not None:
+        study = dataclasses.replace(study, observations=rows_from_start(study.observations, start),
+                                    interventions=interventions_from_start(study.interventions, start))
     vocab = _vocab(opts)
     iv = _interventions(study, opts, vocab)
     vaso, vaso_items = _vasopressors(study, iv, opts)
@@ -493,8 +512,9 @@ def derive_crs_daily_inputs(
         items.append(organ_items)
     items.append(death_items)
     grid = pl.concat([p.select(KEY) for p in parts]).unique()
-    if opts.first_day is not None:
-        grid = grid.filter(pl.col("day") >= opts.first_day)
+    if start is not None:
+        grid = (grid.join(start, on="subject_id", how="left")
+                .filter(pl.col("_start").is_null() | (pl.col("day") >= pl.col("_start").floor())).drop("_start"))
     grid = grid.sort(KEY)
     other = shared.filter(pl.col("other_cause").fill_null(False))
     cats = norm_values(opts.waiver_categories)
