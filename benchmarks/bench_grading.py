@@ -40,7 +40,7 @@ DAYS = (-7, 112)  # 120 calendar days
 #: canonical columns the engines read (the others are not loaded, to keep memory honest)
 COLUMNS = {
     "subjects": ["subject_id", "age_years", "weight_kg", "last_followup_day"],
-    "observations": ["subject_id", "day", "param", "value", "value_text", "unit", "lln", "uln",
+    "observations": ["subject_id", "day", "param", "value", "value_text", "censor", "censor_limit", "unit", "lln", "uln",
                      "src_file", "src_row"],
     "interventions": ["subject_id", "start_day", "end_day", "category", "agent", "dose", "dose_unit",
                       "o2_device", "o2_flow_lpm", "fio2", "indication", "src_file", "src_row"],

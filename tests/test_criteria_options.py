@@ -58,6 +58,7 @@ def test_resolved_overlays_the_set_options_on_the_table_defaults():
     i = IcansOptions().resolved()
     assert i == {"ice_min_age_years": 12, "excluded_attributions": ("other",),
                  "unattributed_death": "during_icans",  # session 30 (FHIR audit): an ICANS option
+                 "first_day": "infusion",  # session 32: graded from the first CAR-T infusion
                  "episode_join_gap_days": 1, "criteria": "astct_icans_2019"}
 
 

@@ -175,7 +175,7 @@ def _day_extreme(rows: pl.DataFrame, name: str, highest: bool) -> pl.DataFrame:
     pick = pl.col(kept).max() if highest else pl.col(kept).min()
     other = pl.when(pl.col(free).is_null().any()).then(None).otherwise(
         pl.col(free).max() if highest else pl.col(free).min())
-    order = rows.sort([kept, free], descending=[highest, highest], nulls_last=True)
+    order = rows.sort([kept, free], descending=[highest, highest], nulls_last=True, maintain_order=True)  # ties: file order
     agg = order.group_by("subject_id", "d").agg(
         pick.alias(f"_{kept}"), other.alias(f"_{free}"),
         pl.col(f"{kept}_open").filter(pl.col(kept) == pick).all().alias(f"_{kept}_open"),
@@ -539,7 +539,7 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         pl.when(pl.col("n_vasopressors") > 0).then(pl.format(
             "vasopressors: {}{}", pl.col("vasopressors"),
             pl.when(unknown.list.len() > 0).then(pl.format(
-                " ({} not in the vasopressor vocabulary: counted as its own drug)", unknown.list.join(", ")))
+                " ({} not in the vasopressor vocabulary: counted as a vasopressor of its own)", unknown.list.join(", ")))
             .otherwise(pl.lit("")))),
         pl.when(pl.col("o2_level") > 0).then(pl.format("oxygen: {}", pl.col("o2_text"))),
         pl.col("not_counted"),

@@ -116,14 +116,14 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     scores = scores.filter(use)
     # the day's worst score: the lowest ICE (interval: lowest lower and upper bounds), the highest CAPD
     ice = (
-        scores.filter(pl.col("param") == "ICE").sort("hi", "lo")
+        scores.filter(pl.col("param") == "ICE").sort("hi", "lo", maintain_order=True)  # ties: file order
         .group_by("subject_id", "d")
         .agg(pl.col("lo").min().alias("ice_lo"), pl.col("hi").min().alias("ice_hi"),
              pl.col("ref").first().alias("ice_ref"))
         .with_columns(pl.when(pl.col("ice_lo") == pl.col("ice_hi")).then(pl.col("ice_lo")).alias("ice_min"))
     )
     capd = (
-        scores.filter(pl.col("param") == "CAPD").sort("lo", "hi", descending=True)
+        scores.filter(pl.col("param") == "CAPD").sort("lo", "hi", descending=True, maintain_order=True)
         .group_by("subject_id", "d")
         .agg(pl.col("lo").max().alias("capd_lo"), pl.col("hi").max().alias("capd_hi"),
              pl.col("ref").first().alias("capd_ref"))

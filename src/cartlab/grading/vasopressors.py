@@ -99,8 +99,9 @@ def resolve_agents(frame: pl.DataFrame, column: str = "agent", *, warn: bool = T
         names = [u for u in unknown if u != UNSPECIFIED]
         if names:
             warnings.warn(
-                f"vasopressor name(s) not in the vocabulary ({TABLE}.yaml), each counted as its own drug: "
-                f"{', '.join(names)}", UnknownVasopressorWarning, stacklevel=2)
+                f"vasopressor name(s) not in the vocabulary ({TABLE}.yaml), each counted as a vasopressor of its "
+                f"own toward 'multiple vasopressors' (CRS grade 4; an inotrope such as dobutamine recorded as "
+                f"category vasopressor counts too): {', '.join(names)}", UnknownVasopressorWarning, stacklevel=2)
         if UNSPECIFIED in unknown:
             warnings.warn("vasopressor row(s) without an agent name: counted together as one "
                           f"{UNSPECIFIED!r}", UnknownVasopressorWarning, stacklevel=2)
