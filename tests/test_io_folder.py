@@ -115,15 +115,29 @@ def test_same_value_in_another_unit_is_a_duplicate(tmp_path):
 
 
 def test_conflicting_values_name_both_rows(tmp_path):
+    # session 32: a conflict is two different values at one time (a fractional day or a datetime with a
+    # clock time); 14.5 is noon of day 14
     f = tmp_path / "c"
     write(f, "subjects.csv", "subject_id\nA")
-    write(f, "observations.csv", "subject_id,day,param,value,unit\nA,14,CARCOPY,183945,copies/ug\n"
-          "A,20,CARCOPY,5000,copies/ug\nA,14,CARCOPY,18394,copies/ug")
+    write(f, "observations.csv", "subject_id,day,param,value,unit\nA,14.5,CARCOPY,183945,copies/ug\n"
+          "A,20,CARCOPY,5000,copies/ug\nA,14.5,CARCOPY,18394,copies/ug")
     with pytest.raises(StudyValidationError) as e:
         read_study(f)
     [err] = e.value.issues
     assert (err.file, err.column, err.rows) == ("observations.csv", "value", [1, 3])
-    assert "CARCOPY of subject 'A' on day 14" in err.message and "rows 1, 3" in err.message
+    assert "CARCOPY of subject 'A' on day 14.5" in err.message and "rows 1, 3" in err.message
+
+
+def test_two_values_of_a_day_without_a_time_are_both_read_with_a_warning(tmp_path):
+    """Session 32 (review of the reader against the spec): observations.csv is "every measured value"
+    (study-format.md); two labs drawn on day 3 with no time are two measurements, not a conflict."""
+    f = tmp_path / "d"
+    write(f, "subjects.csv", "subject_id\nA")
+    write(f, "observations.csv", "subject_id,day,param,value,unit\nA,3,NEUT,0.4,10^9/L\nA,3,NEUT,0.6,10^9/L")
+    s = read_study(f)
+    assert sorted(s.observations["value"].to_list()) == [0.4, 0.6]
+    [w] = [w for w in s.warnings if w.file == "observations.csv"]
+    assert w.rows == [1, 2] and "no time of day" in w.message and "NEUT of subject 'A' on day 3" in w.message
 
 
 def test_several_vital_signs_a_day_are_not_a_conflict(tmp_path):

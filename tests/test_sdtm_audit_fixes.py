@@ -169,15 +169,15 @@ T1,VS,T1-001,2,TEMP,38.4,38.4,C,2021-05-12T02:00
 
 def test_conflicting_values_are_one_error_naming_file_records_and_variable(tmp_path):
     lb = """STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBSTRESC,LBSTRESN,LBSTRESU,LBDTC
-T1,LB,T1-001,1,CRP,10,10,mg/L,2021-05-12
-T1,LB,T1-001,2,CRP,99,99,mg/L,2021-05-12
+T1,LB,T1-001,1,CRP,10,10,mg/L,2021-05-12T08:00
+T1,LB,T1-001,2,CRP,99,99,mg/L,2021-05-12T08:00
 """
     folder = sdtm(tmp_path, lb=lb)
     with pytest.raises(InputError) as exc:
         read_sdtm(folder)
     msg = str(exc.value)
     assert msg.startswith("lb.csv, records 1, 2, variable LBSTRESN/LBSTRESC: conflicting values: CRP")
-    assert "'T1-001' on day 2 " in msg and "LBDTC" in msg
+    assert "'T1-001' on day 2.33333 " in msg and "LBDTC" in msg  # session 32: 08:00 of day 2
     # through the command line: one message, no traceback, nothing stored
     store = tmp_path / "s.duckdb"
     res = CliRunner().invoke(app, ["import", "--sdtm", str(folder), "--store", str(store)],
@@ -186,8 +186,8 @@ T1,LB,T1-001,2,CRP,99,99,mg/L,2021-05-12
     assert res.exit_code == 2 and "Traceback" not in text
     assert "lb.csv, records 1, 2" in text and not store.exists()
     # each with its time: two measurements, both read
-    (folder / "lb.csv").write_text(lb.replace("2021-05-12\nT1", "2021-05-12T06:00\nT1").replace(
-        "mg/L,2021-05-12\n", "mg/L,2021-05-12T18:00\n"), encoding="utf-8")
+    (folder / "lb.csv").write_text(lb.replace("2021-05-12T08:00\nT1", "2021-05-12T06:00\nT1").replace(
+        "mg/L,2021-05-12T08:00\n", "mg/L,2021-05-12T18:00\n"), encoding="utf-8")
     obs = read_sdtm(folder).observations.sort("src_row")
     assert obs.select("value", "day").rows() == [(10.0, 2.25), (99.0, 2.75)]
 

@@ -8,6 +8,10 @@
   time with different values: an error naming the rows, since cartlab cannot tell which is right.
   Vital signs and bedside neurological scores (dictionary groups ``vital`` and ``neuro``) are
   exempt: several readings a day are normal there, and the engines use the day's worst value.
+  Rows known to the day only (a whole-number ``day``, a ``datetime`` without a clock time) are not at
+  "the same time": two labs drawn the same day are both measurements (spec: observations.csv holds
+  "every measured value"), so they are read, with a warning; each engine takes the day's value its
+  documented ``daily_value`` rule gives (session 32; an error before).
 """
 
 from __future__ import annotations
@@ -64,16 +68,33 @@ def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Is
 def _conflicts(obs: pl.DataFrame, fname: str, issues: list[Issue]) -> None:
     repeated = [p.code for p in load_dictionary().params.values() if p.group in REPEATED_GROUPS]
     key = list(OBSERVATION_KEY)
+    timed = pl.col("day") != pl.col("day").floor()
+    if "datetime" in obs.columns:
+        timed = timed | pl.col("datetime").cast(pl.String).str.contains(r"\d[T ]\d").fill_null(False)
     groups = (
         obs.filter(pl.col("day").is_not_null() & ~pl.col("param").is_in(repeated))
         .group_by(key)
         .agg(
             pl.col("src_row").sort(),
             pl.struct("value", "value_text").n_unique().alias("__n"),
+            timed.any().alias("__timed"),
         )
         .filter(pl.col("__n") > 1)
         .sort(pl.col("src_row").list.first())
     )
+    untimed = groups.filter(~pl.col("__timed"))
+    if untimed.height:  # known to the day only: two measurements of that day, both read
+        rows = sorted(r for rs in untimed["src_row"].to_list() for r in rs)
+        ex = untimed.row(0, named=True)
+        what = ex["param"] + (f" {ex['analyte']}" if ex["analyte"] else "")
+        issues.append(Issue(
+            fname, "value",
+            f"{untimed.height} parameter-day(s) with several different values and no time of day (e.g. {what} of "
+            f"subject {ex['subject_id']!r} on day {ex['day']:g}, rows {', '.join(map(str, ex['src_row']))}): all "
+            "are read, and each engine takes the day's value its daily_value rule gives (the lowest count for "
+            "ICAHT, see docs/derivation-conventions.md); give each a time (datetime, or a fractional day) to "
+            "order them", rows, severity="warning"))
+    groups = groups.filter(pl.col("__timed"))
     for i, g in enumerate(groups.iter_rows(named=True)):
         if i == MAX_CONFLICTS:
             rest = groups.slice(i)

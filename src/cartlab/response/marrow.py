@@ -172,7 +172,8 @@ def _by_subject(study: Study, near: float | None = None,
         obs = obs.with_row_index("_i").filter(~counts | pl.col("_i").is_in(used.implode())).drop("_i")
     obs = obs.select("subject_id", "day", "param", "value", "censor", "censor_limit", "specimen", "src_file",
                      "src_row").sort(
-        "subject_id", "day", "src_row", nulls_last=True)
+        # two values of one day without a time: in value order (file order must not decide), then file order
+        "subject_id", "day", "value", "censor_limit", "src_row", nulls_last=True)
     out: dict[str, _SubjectData] = defaultdict(lambda: _SubjectData(defaultdict(list), [], [], []))
     for r in obs.iter_rows(named=True):
         out[r["subject_id"]].obs[r["param"]].append(r)
