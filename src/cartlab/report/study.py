@@ -103,7 +103,7 @@ SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("CRS (ASTCT)", ("crs_grade_astct", "crs_grade_astct_max", "crs_onset_day", "crs_resolution_day"), "grade_days"),
     ("ICANS (ASTCT)", ("icans_grade_astct", "icans_grade_astct_max"), "grade"),
     ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max"), "pair"),
-    ("Best response (day)", ("best_response", "best_response_day"), "response"),
+    ("Best response (day)", ("best_response", "best_response_day", "best_response_could_be"), "response"),
     ("MRD-negative", ("mrd_negative",), "plain"),
     ("CAR Cmax (day)", ("car_cmax", "car_tmax"), "value_day"),
     ("CAR AUC₀₋₂₈", ("car_auc_0_28",), "number"),
@@ -154,6 +154,8 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict
             sort = _sortkey(v[0])
         elif how == "response":
             text = _with_note(_cell(v[0]), note) if v[0] is None else f"{_cell(v[0])} (d{_day(v[1])})"
+            if v[0] is not None and len(v) > 2 and v[2]:  # a missing input leaves a better category possible
+                text += f"; could be {str(v[2]).replace(';', ', ')}"
             sort = "" if v[0] is None else str(v[0])
         elif how == "value_day":
             text = EMPTY if _num(v[0]) is None else fmt_value(_num(v[0])) + (f" (d{_day(v[1])})" if v[1] is not None else "")
