@@ -32,6 +32,7 @@ from cartlab.io.folder import (
     missing_subjects_issue,
     sniff_dialect,
 )
+from cartlab.io.infusion_day import first_car_t_not_on_day0
 from cartlab.io.schema import DAY_RANGE, DOSE_MAX, DOSE_UNITS, FILES, FileSpec, vocab_key, vocab_key_expr
 from cartlab.io.value_text import number_hint, read_value_text
 from cartlab.model import Study, conform, empty_frame
@@ -346,22 +347,26 @@ class _FileReader:
                     f"neither {day_col!r} nor {dt_col!r} is given",
                     by=pl.lit(None),
                 )
-            self.flag(
+            self.flag(  # a subject not in subjects has its own error ("unknown subject") already
                 pl.col(day_col).is_null() & has_dt & pl.col("__anchor").is_null()
-                & ~pl.col("__anchor_given").fill_null(False),
+                & ~pl.col("__anchor_given").fill_null(False) & pl.col("__known").fill_null(False),
                 dt_col,
                 lambda v: f"{dt_col} is given but subject {v!r} has no infusion_date or "
                 "infusion_datetime in subjects to anchor it",
                 by="subject_id",
             )
+            # both given: a whole-number day names the calendar day, and a date-time on that day gives
+            # its time (day 14 with 2024-03-15T12:00 after a 1 March infusion is day 14.5); otherwise
+            # they must agree to the minute (see docs "Reading a study folder")
+            both = pl.col(day_col).is_not_null() & has_dt & pl.col("__anchor").is_not_null()
+            same_day = (pl.col(day_col) % 1 == 0) & (derived.floor() == pl.col(day_col))
+            agree = same_day | ((pl.col(day_col) - derived).abs() <= 1.0 / 1440.0)
             self.flag(
-                pl.col(day_col).is_not_null()
-                & has_dt
-                & pl.col("__anchor").is_not_null()
-                & ((pl.col(day_col) - derived).abs() > 1.0 / 1440.0),
+                both & ~agree,
                 day_col,
-                lambda v: f"{day_col} disagrees with {dt_col} and the infusion date (by more than one minute)",
-                by=pl.lit(None),
+                lambda v, d=day_col, t=dt_col: _disagree(d, t, v),
+                by=pl.concat_list(pl.col(day_col).cast(pl.String), pl.col(dt_col), derived.cast(pl.String),
+                                  pl.col("__anchor").dt.date().cast(pl.String), pl.col("__anchor_from")),
             )
             # a day from a date-time (and the infusion date) that cannot be: a wrong infusion_date
             # (2099 for 2024) or date-time; a given day has its range check already
@@ -370,7 +375,8 @@ class _FileReader:
                       lambda v: f"subject {v!r}: the {dt_col} is more than 100 years from the subject's "
                       "infusion date: check the date-time or subjects' infusion_date/infusion_datetime",
                       by="subject_id")
-            day = pl.when(pl.col(day_col).is_not_null()).then(pl.col(day_col)).otherwise(derived)
+            day = (pl.when(both & same_day).then(derived)
+                   .when(pl.col(day_col).is_not_null()).then(pl.col(day_col)).otherwise(derived))
             born = -(pl.col("__age") + 1) * 365.25  # the earliest day of birth an age in completed years allows
             before_birth = pl.col("__age").is_not_null() & day.is_not_null() & (day < born)
             for col, given in ((day_col, pl.col(day_col).is_not_null()), (dt_col, pl.col(day_col).is_null())):
@@ -379,7 +385,7 @@ class _FileReader:
                           "< -(age_years + 1) x 365.25): check the day, the date-time or subjects' "
                           "infusion_date and age_years", by="subject_id")
             new_cols.append(day.alias(day_col))
-        self.df = self.df.with_columns(new_cols).drop("__anchor", "__anchor_given", "__age")
+        self.df = self.df.with_columns(new_cols).drop("__anchor", "__anchor_given", "__anchor_from", "__age", "__known")
 
     def check_subjects_known(self, known: pl.Series) -> None:
         assert self.df is not None
@@ -433,8 +439,26 @@ def _anchors(subjects: pl.DataFrame) -> pl.DataFrame:
     # given but unreadable: the date has its own error in subjects, so no row is told it has none
     given = pl.col("infusion_datetime").is_not_null() | pl.col("infusion_date").is_not_null()
     age = pl.col("age_years") if "age_years" in subjects.columns else pl.lit(None, dtype=pl.Float64)
+    src = (pl.when(pl.col("infusion_datetime").is_not_null()).then(pl.lit("infusion_datetime "))
+           .otherwise(pl.lit("infusion_date ")) + pl.coalesce(pl.col("infusion_datetime"), pl.col("infusion_date")))
     return subjects.select("subject_id", anchor.alias("__anchor"), given.alias("__anchor_given"),
-                           age.cast(pl.Float64, strict=False).alias("__age")).unique("subject_id", keep="first")
+                           src.alias("__anchor_from"), age.cast(pl.Float64, strict=False).alias("__age"),
+                           pl.lit(True).alias("__known")).unique("subject_id", keep="first")
+
+
+def _num(x: float) -> str:
+    """A day as a short number: 3, 0.4167, -0.0833."""
+    return f"{round(float(x), 4):g}"
+
+
+def _disagree(day_col: str, dt_col: str, v) -> str:
+    """The message for a row whose day and date-time disagree; ``v`` = (day, date-time as written, the
+    date-time's day, day 0's date, the anchor as written)."""
+    day, dt, derived, zero, anchor = v
+    d = float(derived)
+    return (f"{day_col} {_num(float(day))} disagrees with {dt_col} {dt}, which is day {_num(d)} (calendar day "
+            f"{int(d // 1)}) from {anchor} (day 0 = {zero}): a whole-number {day_col} must be the date-time's "
+            f"calendar day, a fractional one the same time to the minute; give one of them or make them agree")
 
 
 def _doses(r: _FileReader) -> pl.DataFrame:
@@ -560,9 +584,11 @@ def _observations(r: _FileReader) -> pl.DataFrame:
                 f"{exc} (param {code})",
                 by=pl.lit(None),
             )
-    if unitless:
+    if unitless:  # named with the rows that need a unit (the first few shown, the count of the rest)
+        need = df.filter(pl.col("param").is_in(unitless) & needs_unit)[ROW].sort().to_list()
         r.issue("unit", f"the file has no 'unit' column, but values of {', '.join(unitless)} need their unit "
-                        "(e.g. 10^9/L, g/L, C): add a 'unit' column", [])
+                        f"(e.g. 10^9/L, g/L, C): add a 'unit' column and give their unit ({len(need):,} "
+                        f"row{'s' if len(need) != 1 else ''})", need)
     conv = pl.DataFrame(
         conv_rows,
         schema={"param": pl.String, "__unit": pl.String, "__scale": pl.Float64, "__offset": pl.Float64, "__canon": pl.String},
@@ -719,6 +745,8 @@ def _read(
         fr.resolve_times(anchors)
         frames[name] = drop_duplicates(rule(fr), name, path.name, issues)
         sources.append((path.name, fr.fmt, fr.sha256, frames[name].height))
+        if name == "doses":  # day 0 is the first CAR-T infusion (spec "Time")
+            issues.extend(first_car_t_not_on_day0(frames[name], subjects, path.name, ROW))
 
     if any(i.severity == "error" for i in issues):
         return None, issues
