@@ -115,19 +115,27 @@ def transfusion_days(study: Study, categories: Iterable[str]) -> pl.DataFrame:
 _daily, _empty, _param_obs, _subject_ids = daily_values, empty, param_obs, subject_ids
 
 
-def _lymphodepletion_days(study: Study, agents: Iterable[str]) -> dict[str, tuple[float, list[str]]]:
-    """Per subject: (day of the first lymphodepletion dose, evidence of that dose)."""
+def _lymphodepletion_days(study: Study, agents: Iterable[str], window=(-14, -1), max_gap=3
+                          ) -> dict[str, tuple[float, list[str], float]]:
+    """Per subject: (first dose day of the lymphodepletion course, evidence of that day's doses, its
+    last dose day). Session 32: the course is the last run (gaps <= max_gap days) of doses of the
+    agents within ``window`` (days relative to infusion); a bridging dose weeks earlier is not one."""
     names = [a.lower() for a in agents]
     doses = study.doses.filter(
         pl.col("agent").str.to_lowercase().is_in(names) & pl.col("day").is_not_null()
+        & (pl.col("day") >= window[0]) & (pl.col("day") <= window[1])
     ).with_columns(evidence_ref().alias("ref")).sort("day")
-    out: dict[str, tuple[float, list[str]]] = {}
+    courses: dict[str, list[list[dict]]] = {}
     for row in doses.iter_rows(named=True):
-        sid = row["subject_id"]
-        if sid not in out:
-            out[sid] = (float(row["day"]), _uniq([row["ref"]]))
-        elif row["day"] == out[sid][0]:
-            out[sid] = (out[sid][0], _uniq(out[sid][1] + [row["ref"]]))
+        cs = courses.setdefault(row["subject_id"], [])
+        if not cs or row["day"] - cs[-1][-1]["day"] > max_gap:
+            cs.append([])
+        cs[-1].append(row)
+    out: dict[str, tuple[float, list[str], float]] = {}
+    for sid, cs in courses.items():
+        last = cs[-1]
+        first = float(last[0]["day"])
+        out[sid] = (first, _uniq([r["ref"] for r in last if r["day"] == first]), float(last[-1]["day"]))
     return out
 
 
@@ -138,12 +146,15 @@ def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
     ld = _lymphodepletion_days(study, agents)
     obs = _param_obs(study, params).sort(["day", "src_row"], nulls_last=True)
     refs: dict[str, dict] = {}
+    names = "/".join(agents)
     for sid in _subject_ids(study):
         if sid in ld:
-            refs[sid] = {"day": ld[sid][0], "how": f"on or before day {ld[sid][0]:g} (first lymphodepletion dose)",
+            refs[sid] = {"day": ld[sid][0], "how": f"on or before day {ld[sid][0]:g} (first lymphodepletion dose: "
+                         f"course days {ld[sid][0]:g} to {ld[sid][2]:g}, the last course of {names} within days "
+                         "-14 to -1)",
                          "rule": "baseline.first_lymphodepletion_day", "evidence": ld[sid][1]}
         else:
-            refs[sid] = {"day": 0.0, "how": "before day 0 (no lymphodepletion dose recorded)",
+            refs[sid] = {"day": 0.0, "how": "before day 0 (no lymphodepletion dose recorded within days -14 to -1)",
                          "rule": "baseline.before_day0", "evidence": []}
     values: dict[str, dict[str, dict]] = {sid: {} for sid in refs}
     for row in obs.iter_rows(named=True):

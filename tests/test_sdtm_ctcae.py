@@ -41,7 +41,8 @@ def test_imported_lb_grades_equal_grade_labs_on_the_raw_values():
         columns={"aval": "base", "anrlo": "blo", "anrhi": "bhi"})
     lb = lb.merge(base, on=["USUBJID", "LBTESTCD"], how="left")
     lb["bnrind"] = None
-    lb.loc[lb["blo"].notna() | lb["bhi"].notna(), "bnrind"] = "NORMAL"
+    # session 32: NORMAL only when both limits are known (a missing limit leaves BNRIND empty)
+    lb.loc[lb["blo"].notna() & lb["bhi"].notna(), "bnrind"] = "NORMAL"
     lb.loc[lb["base"] < lb["blo"], "bnrind"] = "LOW"
     lb.loc[lb["base"] > lb["bhi"], "bnrind"] = "HIGH"
     lb.loc[lb["base"].isna(), "bnrind"] = None
@@ -66,6 +67,12 @@ def test_imported_lb_grades_equal_grade_labs_on_the_raw_values():
             got[(r, "L")] = lo
         if dh is not None:
             got[(r, "H")] = hi
+    # session 32: a censored result (LBSTRESC '<2.2204', no LBSTRESN) is graded by its bound where the
+    # bound settles the grade; grade_labs on the raw (empty) value cannot: those rows are tested by hand
+    # in test_review_hemato_s32.py (PLT "<10" -> grade 4; "<40" -> grades 3-4, not gradable)
+    censored = set(lb.loc[lb["aval"].isna() & lb["LBSTRESC"].astype(str).str.match(r"^[<>]"), "src_row"])
+    expect = {k: g for k, g in expect.items() if k[0] not in censored}
+    got = {k: g for k, g in got.items() if k[0] not in censored}
     assert len(expect) > 20000
     assert got.keys() == expect.keys()
     diff = [(k, got[k], expect[k]) for k in expect if got[k] != expect[k]]

@@ -429,9 +429,15 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     for col in ("src_file", "src_row", "datetime", "lln", "uln", "unit"):
         if col not in obs.columns:
             obs = obs.with_columns(pl.lit(None).alias(col))
+    for col, dt in (("censor", pl.String), ("censor_limit", pl.Float64)):
+        if col not in obs.columns:
+            obs = obs.with_columns(pl.lit(None, dtype=dt).alias(col))
     # only the columns the derivation needs travel through it; one sort, then order-keeping joins
     f = (
-        obs.select("subject_id", "day", "datetime", "param", "value", "unit", "lln", "uln", "src_file", "src_row")
+        obs.select("subject_id", "day", "datetime", "param", "value", "unit", "lln", "uln", "src_file", "src_row",
+                   # a censored result ("<10", value empty) is graded by its bound (session 32)
+                   pl.when(pl.col("value").is_null() & pl.col("censor").is_in(["<", "<=", ">", ">="]))
+                   .then(pl.col("censor")).alias("_cens"), pl.col("censor_limit").cast(pl.Float64).alias("_clim"))
         .with_row_index("_obs")
         .filter(pl.col("param").is_in(params))
         .sort(["subject_id", "param", "day", "_obs"], nulls_last=True)
@@ -554,7 +560,9 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         pl.when(pl.col("BASE").is_null()).then(None)
         .when(pl.col("_buln").is_not_null() & (pl.col("BASE") > pl.col("_buln"))).then(pl.lit("HIGH"))
         .when(pl.col("_blln").is_not_null() & (pl.col("BASE") < pl.col("_blln"))).then(pl.lit("LOW"))
-        .when(pl.col("_blln").is_not_null() | pl.col("_buln").is_not_null()).then(pl.lit("NORMAL"))
+        # NORMAL only when both limits are known (session 32): within one limit, the other unknown,
+        # is not known to be normal (empty; the grading then reads it as admiral does a missing BNRIND)
+        .when(pl.col("_blln").is_not_null() & pl.col("_buln").is_not_null()).then(pl.lit("NORMAL"))
         .otherwise(None).alias("BNRIND"),
         pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
         .then((pl.col("value") - pl.col("BASE")) / pl.col("BASE") * 100).otherwise(None).alias("PCHG"),
@@ -562,17 +570,32 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         pl.col("param").replace_strict(high_terms, default=None, return_dtype=pl.String).alias("ATOXDSCH"),
     ).drop("_blln", "_buln")
 
+    # a censored result is graded at both ends of its interval: its bound (just inside it for "<"/">":
+    # a relative 1e-9, far below the comparison precision) and the far end (0 for "<", 1e12 for ">");
+    # grades are monotone in the value, so equal grades settle it and different ones leave a range
+    cens, lim = pl.col("_cens"), pl.col("_clim")
+    near = (pl.when(cens == "<").then(lim * (1 - 1e-9)).when(cens == ">").then(lim * (1 + 1e-9))
+            .when(cens.is_not_null()).then(lim))
+    far = pl.when(cens.is_in(["<", "<="])).then(pl.lit(0.0)).when(cens.is_not_null()).then(pl.lit(1e12))
+    f = f.with_columns(pl.coalesce(pl.col("value"), near).alias("_aval"), far.alias("_far"))
+
     # both directions graded in one engine call; outcomes come back as small integer codes
-    inputs = []
-    for direction, term_col in (("L", "ATOXDSCL"), ("H", "ATOXDSCH")):
-        inputs.append(
-            f.with_row_index("_i").filter(pl.col(term_col).is_not_null()).select(
-                "_i", pl.col(term_col).alias("term"), pl.lit(direction).alias("direction"),
-                pl.col("value").alias("aval"), pl.col("lln").alias("anrlo"), pl.col("uln").alias("anrhi"),
-                pl.col("BASE").alias("base"), pl.col("BNRIND").alias("bnrind"), pl.col("PCHG").alias("pchg"),
-                pl.col("unit").alias("unit"),
+    def graded_input(aval: pl.Expr, rows: pl.Expr) -> list[pl.DataFrame]:
+        out = []
+        for direction, term_col in (("L", "ATOXDSCL"), ("H", "ATOXDSCH")):
+            out.append(
+                f.with_row_index("_i").filter(pl.col(term_col).is_not_null() & rows).select(
+                    "_i", pl.col(term_col).alias("term"), pl.lit(direction).alias("direction"),
+                    aval.alias("aval"), pl.col("lln").alias("anrlo"), pl.col("uln").alias("anrhi"),
+                    pl.col("BASE").alias("base"), pl.col("BNRIND").alias("bnrind"),
+                    pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
+                    .then((aval - pl.col("BASE")) / pl.col("BASE") * 100).alias("pchg"),
+                    pl.col("unit").alias("unit"),
+                )
             )
-        )
+        return out
+
+    inputs = graded_input(pl.col("_aval"), pl.lit(True))
     graded_in = pl.concat(inputs)
     codes, labels, _ = _grade_codes(graded_in.drop("_i"), tabs, options)
     n_low = inputs[0].height
@@ -587,9 +610,27 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         out = np.where(g >= 0, grade_of[np.maximum(g, 0)], -1)
         return pl.Series(out, dtype=pl.Int64)
 
+    # the far end of a censored result's interval: the grade there (-1: none)
+    far_in = graded_input(pl.col("_far"), pl.col("_cens").is_not_null())
+    far_g = {"L": np.full(f.height, -1, dtype=np.int64), "H": np.full(f.height, -1, dtype=np.int64)}
+    if far_in[0].height + far_in[1].height:
+        fc, flab, _ = _grade_codes(pl.concat(far_in).drop("_i"), tabs, options)
+        fgrade = np.array([-1 if g is None else g for g, _, _ in flab], dtype=np.int64)[fc.to_numpy()]
+        fidx = pl.concat(far_in)["_i"].to_numpy()
+        nl = far_in[0].height
+        far_g["L"][fidx[:nl]] = fgrade[:nl]
+        far_g["H"][fidx[nl:]] = fgrade[nl:]
     f = f.with_columns(
         grades(gid["L"]).alias("ATOXGRL"), grades(gid["H"]).alias("ATOXGRH"),
         pl.Series("_gL", gid["L"], dtype=pl.Int64), pl.Series("_gH", gid["H"], dtype=pl.Int64),
+        pl.Series("_fL", far_g["L"], dtype=pl.Int64), pl.Series("_fH", far_g["H"], dtype=pl.Int64),
+    ).with_columns(
+        # a censored result whose interval spans more than one grade: not gradable (the reason says the range)
+        *[pl.when(pl.col("_cens").is_not_null() & (pl.col(f"ATOXGR{d}") != pl.col(f"_f{d}"))).then(-2)
+          .otherwise(pl.col(f"ATOXGR{d}")).alias(f"ATOXGR{d}") for d in ("L", "H")],
+        *[pl.when(pl.col("_cens").is_not_null() & (pl.col(f"ATOXGR{d}") != pl.col(f"_f{d}")))
+          .then(pl.format("grade {}-{}", pl.min_horizontal(f"ATOXGR{d}", f"_f{d}"), pl.max_horizontal(f"ATOXGR{d}", f"_f{d}")))
+          .alias(f"_range{d}") for d in ("L", "H")],
     ).with_columns(
         # -1 marks "no term in this direction" (no code) or "not gradable" (grade None)
         pl.when(pl.col("ATOXGRL") >= 0).then(pl.col("ATOXGRL")).otherwise(None).alias("ATOXGRL"),
@@ -615,7 +656,7 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         .otherwise(nlab + pl.col("_gL") * nlab + pl.col("_gH"))
     )
     # the reason also depends on which inputs the row lacks ("ANRHI missing"): key * 8 + that mask
-    mask = missing_mask(pl.col("value"), pl.col("lln"), pl.col("uln"))
+    mask = missing_mask(pl.col("_aval"), pl.col("lln"), pl.col("uln"))
     f = f.with_columns(key.alias("_key")).with_columns((pl.col("_key") * 8 + mask).alias("_wkey"))
     rule_map: dict[int, str] = {}
     why_map: dict[int, str] = {}
@@ -655,6 +696,16 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         .otherwise(pl.col("grade_reason").cast(pl.String))
         .cast(pl.Categorical).alias("grade_reason"),
     )
+    # a censored result: AVAL stays empty; the reason names it, and the range when its bound does not settle the grade
+    ctext = pl.concat_str(pl.col("_cens"), pl.col("_clim").round_sig_figs(6).cast(pl.String))
+    rng = pl.concat_str([pl.when(pl.col("_rangeL").is_not_null()).then(pl.format("L {}", pl.col("_rangeL"))),
+                         pl.when(pl.col("_rangeH").is_not_null()).then(pl.format("H {}", pl.col("_rangeH")))],
+                        separator=", ", ignore_nulls=True)
+    f = f.with_columns(pl.when(pl.col("_cens").is_not_null() & ~no_term).then(
+        pl.when(rng != "").then(pl.format("not gradable: censored result {} (AVAL empty) leaves {} open", ctext, rng))
+        .otherwise(pl.format("censored result {} (AVAL empty), graded by its bound: {}", ctext,
+                             pl.col("grade_reason").cast(pl.String))))
+        .otherwise(pl.col("grade_reason").cast(pl.String)).cast(pl.Categorical).alias("grade_reason"))
     btox = f.filter(pl.col("ABLFL") == "Y").select("subject_id", "param", pl.col("ATOXGR").alias("BTOXGR"))
     f = f.join(btox, on=["subject_id", "param"], how="left", nulls_equal=True, maintain_order="left")
     sep = "\x1f"

@@ -51,6 +51,9 @@ from cartlab.grading.hemato_common import fmt as _fmt
 from cartlab.grading.hemato_common import fmt_expr as _fmt_expr
 from cartlab.grading.hemato_common import from_canonical_expr as _from_canonical
 from cartlab.grading.hemato_common import param_obs as _param_obs
+from cartlab.grading.hemato_common import param_obs_censored as _param_obs_censored
+from cartlab.grading.hemato_common import bounds as _bounds, censored_text as _ctext, interval_cmp as _icmp, point as _point
+from cartlab.grading.hemato_common import censored_days as _censored_days
 from cartlab.grading.hemato_common import subject_order as _subject_order
 from cartlab.grading.hemato_common import to_canonical as _to_canonical
 from cartlab.grading.icaht import (
@@ -101,46 +104,68 @@ def _refs(*parts: pl.Expr) -> pl.Expr:
 # baseline (pre-lymphodepletion) values
 
 
-def _lymphodepletion_days(study: Study, agents: Iterable[str]) -> pl.DataFrame:
-    """Per subject: ``ld_day`` (the first lymphodepletion dose day) and ``ld_refs`` (that day's dose rows)."""
+def _lymphodepletion_days(study: Study, agents: Iterable[str], window: tuple[float, float] = (-14, -1),
+                          max_gap: float = 3) -> pl.DataFrame:
+    """Per subject: ``ld_day`` (the first dose day of the lymphodepletion course), ``ld_last`` (its
+    last dose day) and ``ld_refs`` (the first day's dose rows). The course: the doses of ``agents``
+    within ``window`` (days relative to the CAR-T infusion, day 0), the last run of them with no gap
+    longer than ``max_gap`` days - a bridging cyclophosphamide weeks earlier is not lymphodepletion
+    (EMCL score page: the score is "determined prior to lymphodepleting chemotherapy (e.g. day -5)")."""
     names = [a.lower() for a in agents]
+    lo, hi = (float(x) for x in window)
     doses = study.doses.filter(
         pl.col("agent").str.to_lowercase().is_in(names) & pl.col("day").is_not_null()
-    ).with_columns(evidence_ref().alias("ref")).sort("day")
-    first = pl.col("day").first()
+        & pl.col("day").is_between(lo, hi)
+    ).with_columns(evidence_ref().alias("ref")).sort(_SID, "day")
+    # a new course starts after a gap longer than max_gap days; the last course is lymphodepletion
+    doses = doses.with_columns(((pl.col("day") - pl.col("day").shift(1).over(_SID)) > float(max_gap))
+                               .fill_null(False).cast(pl.Int64).cum_sum().over(_SID).alias("_course"))
+    doses = doses.filter(pl.col("_course") == pl.col("_course").max().over(_SID))
+    first = pl.col("day").min()
     return doses.group_by(_SID, maintain_order=True).agg(
-        first.cast(pl.Float64).alias("ld_day"),
+        first.cast(pl.Float64).alias("ld_day"), pl.col("day").max().cast(pl.Float64).alias("ld_last"),
         pl.col("ref").filter(pl.col("day") == first).drop_nulls().unique(maintain_order=True).alias("ld_refs"),
     )
 
 
-def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
-                   max_lookback: float | None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Baseline values: the last value on or before the first lymphodepletion dose day, else the
-    last value before day 0.
+def _pre_ld_values(study: Study, params: Iterable[str], opts: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Baseline values: the last result on or before the first dose day of the lymphodepletion
+    course (:func:`_lymphodepletion_days`), else the last result before day 0. A censored result
+    (">40000") is a result: when it is the last one it is the baseline (``censor``/``censor_limit``
+    set, ``value`` null), never an older number.
 
-    Returns (the observation used - ``day``, ``value``, ``ref`` - per subject and param; per
-    subject in subject order: ``ref_day``, ``how``, ``baseline_rule``, ``ref_evidence``)."""
+    Returns (the observation used - ``day``, ``value``, ``censor``, ``censor_limit``, ``ref`` - per
+    subject and param; per subject in subject order: ``ref_day``, ``how``, ``baseline_rule``,
+    ``ref_evidence``)."""
+    agents, max_lookback = opts["lymphodepletion_agents"], opts["max_lookback_days"]
+    window = tuple(opts.get("lymphodepletion_window") or (-14, -1))
+    gap = opts.get("lymphodepletion_max_gap_days")
+    ld = _lymphodepletion_days(study, agents, window, 3 if gap is None else gap)
     has_ld = pl.col("ld_day").is_not_null()
-    refs = _subject_order(study).join(_lymphodepletion_days(study, agents), on=_SID, how="left").select(
+    refs = _subject_order(study).join(ld, on=_SID, how="left").select(
         _SID, "_order",
         pl.when(has_ld).then(pl.col("ld_day")).otherwise(0.0).alias("ref_day"),
-        pl.when(has_ld).then(pl.format("on or before day {} (first lymphodepletion dose)",
-                                       _fmt_expr(pl.col("ld_day"), 6)))
-        .otherwise(pl.lit("before day 0 (no lymphodepletion dose recorded)")).alias("how"),
+        pl.when(has_ld).then(pl.format(
+            f"on or before day {{}} (first lymphodepletion dose: course days {{}} to {{}}, the last course of "
+            f"{'/'.join(agents)} within days {window[0]:g} to {window[1]:g})",
+            _fmt_expr(pl.col("ld_day"), 6), _fmt_expr(pl.col("ld_day"), 6), _fmt_expr(pl.col("ld_last"), 6)))
+        .otherwise(pl.lit(f"before day 0 (no lymphodepletion dose recorded within days {window[0]:g} to "
+                          f"{window[1]:g})")).alias("how"),
         pl.when(has_ld).then(pl.lit("baseline.first_lymphodepletion_day"))
         .otherwise(pl.lit("baseline.before_day0")).alias("baseline_rule"),
         pl.col("ld_refs").fill_null(_NO_REFS).alias("ref_evidence"),
     ).sort("_order")
-    obs = _param_obs(study, params, with_ref=False).join(
+    obs = _param_obs_censored(study, params).join(
         refs.select(_SID, "ref_day", "baseline_rule"), on=_SID, how="inner")
     ok = (pl.when(pl.col("baseline_rule") == "baseline.first_lymphodepletion_day")
           .then(pl.col("d") <= pl.col("ref_day").floor()).otherwise(pl.col("day") < 0))
     if max_lookback is not None:
         ok = ok & (pl.col("day") >= pl.col("ref_day") - float(max_lookback))
-    # the last value by day wins
-    values = (obs.filter(ok).sort(["day", "src_row"], nulls_last=True)
-              .group_by(_SID, "param", maintain_order=True).agg(pl.col("day", "value", "src_file", "src_row").last())
+    # the last result by day wins, numeric or censored; two of one day without a time in value order
+    # (the higher is taken as the later: file order must not decide)
+    values = (obs.filter(ok).sort(["day", "value", "censor_limit", "src_row"], nulls_last=True)
+              .group_by(_SID, "param", maintain_order=True)
+              .agg(pl.col("day", "value", "censor", "censor_limit", "src_file", "src_row").last())
               .with_columns(evidence_ref().alias("ref")))
     return values, refs
 
@@ -225,13 +250,14 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, meets: Any, thr: float, 
     """Per subject: counting starts after day ``after``; ``na`` (not applicable) with ``na_reason``;
     ``start_txt`` and ``start_refs`` (the value that fixes the start)."""
     thr_txt, start = _fmt(thr), opts["start"]
-    low = pts.group_by(_SID).agg(pl.col("value", "d", "refs").sort_by("value", "d").first())
-    drop = pts.filter(~pl.col("m")).group_by(_SID).agg(pl.col("value", "d", "refs").sort_by("d").first())
+    low = pts.group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("value", "d").first())
+    drop = pts.filter(~pl.col("m")).group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("d").first())
     subj = pts.select(_SID).unique()
     if start == "nadir":
         never = pl.format(f"not applicable: {label} never below {thr_txt} from day 0 (nadir {{}} on day {{}}).",
-                          _fmt_expr(pl.col("value")), pl.col("d").cast(pl.String))
-        na = low.select(_SID, meets(pl.col("value"), thr).alias("na"), never.alias("na_reason"),
+                          pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String))
+        # a censored lowest result ("<0.1") is below the level only when its bound says so (m)
+        na = low.select(_SID, pl.col("m").fill_null(False).alias("na"), never.alias("na_reason"),
                         pl.col("refs").alias("na_refs"))
         if opts["nadir"] == "lowest":  # the lowest value from day 0 on (the earliest of equal ones)
             st = low.with_columns(pl.lit(" (the lowest value from day 0: option nadir=lowest)").alias("how"))
@@ -241,11 +267,11 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, meets: Any, thr: float, 
             st = (pts.join(drop.select(_SID, pl.col("d").alias("_f")), on=_SID, how="inner")
                   .join(end, on=_SID, how="left")
                   .filter((pl.col("d") >= pl.col("_f")) & (pl.col("_end").is_null() | (pl.col("d") < pl.col("_end"))))
-                  .group_by(_SID).agg(pl.col("value", "d", "refs").sort_by("value", "d").first())
+                  .group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("value", "d").first())
                   .with_columns(pl.lit("").alias("how")))
         st = na.join(st, on=_SID, how="left").select(
             _SID, pl.col("d").alias("after"), "na", "na_reason",
-            pl.format("after the nadir {} on day {}{}", _fmt_expr(pl.col("value")), pl.col("d").cast(pl.String),
+            pl.format("after the nadir {} on day {}{}", pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String),
                       pl.col("how")).alias("start_txt"),
             pl.when(pl.col("na")).then(pl.col("na_refs")).otherwise(pl.col("refs")).alias("start_refs"))
         return st
@@ -273,7 +299,10 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
     (``subject_id``, ``d_tx``) platelet transfusion days, or None (neutrophils)."""
     meets, op = _CMP[rule["op"]], rule["op"]
     k, thr_txt = int(opts["consecutive"]), _fmt(thr)
-    pts = pts.with_columns(meets(pl.col("value"), thr).alias("m"))
+    # a censored result ("<0.1") meets the level where its bound settles it, else it is unknown (null)
+    pts = pts.with_columns(pl.when(pl.col("censor").is_null()).then(meets(pl.col("value"), thr))
+                           .otherwise(_icmp(op, _bounds(pl.lit(None, dtype=pl.Float64), pl.col("censor"),
+                                                        pl.col("censor_limit")), _point(thr))).alias("m"))
     c = _candidates(pts, tx, opts, mode)
     st = _recovery_start(pts, c, meets, thr, label, opts)
     live = st.filter(~pl.col("na"))
@@ -390,7 +419,16 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
         rule = table[kind]
         thr = _to_canonical(rule["value"], rule["unit"], rule["param"])
-        pts = daily.filter(pl.col("param") == rule["param"]).select(_SID, "d", "value", "refs")
+        num = daily.filter(pl.col("param") == rule["param"])
+        # censored results ("<0.1") on days without a number: measured days whose bound stands in for
+        # the number in the nadir's order and meets the level only where it settles it (session 32)
+        cens = _censored_days(study, rule["param"], num).filter(pl.col("d") >= 0)
+        pts = pl.concat([
+            num.select(_SID, "d", "value", "refs", pl.lit(None, dtype=pl.String).alias("ctxt"),
+                       pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit")),
+            cens.select(_SID, "d", pl.col("censor_limit").alias("value"), pl.concat_list(pl.col("_crs")).cast(EVIDENCE)
+                        .alias("refs"), pl.col("_cs").alias("ctxt"), "censor", "censor_limit"),
+        ]).sort(_SID, "d")
         ktx = tx if kind == "platelet" else None
         rec = _recovery(pts, ktx, rule, opts, thr, label, mode)
         if mode == "days":  # what the CIBMTR reading (consecutive values) gives, for the days left open
@@ -443,6 +481,8 @@ class CarHematotoxOptions(CriteriaOptions):
     ``defaults``, whose comments document each option: the table below is generated from them)."""
 
     lymphodepletion_agents: tuple[str, ...] | None = None
+    lymphodepletion_window: tuple[Number, Number] | None = None
+    lymphodepletion_max_gap_days: Number | None = None
     max_lookback_days: Number | None = None
     undefined_boundary: Literal["worst", "best"] | None = None
     criteria: str = "car_hematotox_2021"
@@ -451,11 +491,16 @@ class CarHematotoxOptions(CriteriaOptions):
 _INCLUSIVE = {"<": "<=", ">": ">=", "<=": "<=", ">=": ">="}
 
 
-def _item_points(item: dict, opts: dict) -> tuple[pl.Expr, pl.Expr]:
-    """Points of one CAR-HEMATOTOX item for its canonical ``<param>_value`` and the matching row's
-    text (the first row that holds, else the ``else`` row; null when the value is missing)."""
-    v = pl.col(f"{item['param'].lower()}_value")
-    points = text = pl.when(v.is_null()).then(None)
+def _item_points(item: dict, opts: dict) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(lowest points, highest points, text) of one CAR-HEMATOTOX item for its baseline
+    ``<param>_value`` or censored ``_<param>_censor``/``_<param>_limit`` (canonical): the first row
+    that holds, else the ``else`` row. A censored result (">40000") scores where its bound settles
+    the rows (> 2000 -> 2 points); where it does not, the points are the range its bound leaves
+    (like a missing item's). Null when the item is missing."""
+    k = item["param"].lower()
+    v = pl.col(f"{k}_value")
+    iv = _bounds(v, pl.col(f"_{k}_censor"), pl.col(f"_{k}_limit"))
+    conds, texts, pts = [], [], []
     at_cut = []  # (value exactly at a cut-off the source leaves undefined, what was done)
     for row in item["points"]:
         op = row["op"]
@@ -466,17 +511,31 @@ def _item_points(item: dict, opts: dict) -> tuple[pl.Expr, pl.Expr]:
             at_cut.append((v == cut, f"= {row['value']:g} {item['unit']}",
                            f"; exactly {row['value']:g} {item['unit']}, a cut-off the source leaves "
                            f"undefined: scored {'worst' if worst else 'best'} (option undefined_boundary)"))
-        cond = _CMP[op](v, cut)
-        points, text = points.when(cond).then(int(row["points"])), text.when(cond).then(pl.lit(row["text"]))
-    text = text.otherwise(pl.lit(item["else"]["text"]))
+        conds.append(_icmp(op, iv, _point(cut)))
+        texts.append(row["text"])
+        pts.append(int(row["points"]))
+    else_pts = int(item["else"]["points"])
+    not_true = [~c.fill_null(False) for c in conds]   # the row may fail
+    false = [(~c).fill_null(False) for c in conds]     # the row fails for sure
+    possible = [c.fill_null(True) & pl.all_horizontal([pl.lit(True), *not_true[:i]]) for i, c in enumerate(conds)]
+    possible_else = pl.all_horizontal([pl.lit(True), *not_true])
+    opts_pts = [pl.when(ok).then(p) for ok, p in zip(possible, pts)] + [pl.when(possible_else).then(else_pts)]
+    lo = pl.min_horizontal(opts_pts).cast(pl.Int64)
+    hi = pl.max_horizontal(opts_pts).cast(pl.Int64)
+    text = pl.when(pl.lit(False)).then(pl.lit(None, dtype=pl.String))
+    for i, (c, t) in enumerate(zip(conds, texts)):
+        text = text.when(c.fill_null(False) & pl.all_horizontal([pl.lit(True), *false[:i]])).then(pl.lit(t))
+    text = text.when(pl.all_horizontal([pl.lit(True), *false])).then(pl.lit(item["else"]["text"]))
+    text = text.otherwise(pl.lit("the censored result does not settle the cut-offs"))
     note = pl.lit("")
     for hit, holds, words in at_cut:
         # exactly at an undefined cut-off neither "< x" nor "> x" holds: show the comparison that does
         # ("= 1200 /uL"), then how it was scored (audit s27 item 12c)
-        text = pl.when(hit).then(pl.lit(holds)).otherwise(text)
-        note = pl.when(hit).then(pl.lit(words)).otherwise(note)
-    return (points.otherwise(int(item["else"]["points"])).cast(pl.Int64),
-            pl.concat_str(text, note).cast(pl.String))
+        text = pl.when(hit.fill_null(False)).then(pl.lit(holds)).otherwise(text)
+        note = pl.when(hit.fill_null(False)).then(pl.lit(words)).otherwise(note)
+    known = iv[0].is_not_null()
+    return (pl.when(known).then(lo), pl.when(known).then(hi),
+            pl.when(known).then(pl.concat_str(text, note)).cast(pl.String))
 
 
 def _risk_group(score: pl.Expr, groups: list[dict]) -> pl.Expr:
@@ -501,8 +560,7 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
     table = load_criteria(options.criteria)
     items = table["items"]
     groups = sorted(table["risk_groups"], key=lambda g: -int(g["min_score"]))
-    values, refs = _pre_ld_values(study, [i["param"] for i in items], opts["lymphodepletion_agents"],
-                                  opts["max_lookback_days"])
+    values, refs = _pre_ld_values(study, [i["param"] for i in items], opts)
     schema = {_SID: pl.String, "hematotox_score": pl.Int64, "hematotox_score_min": pl.Int64,
               "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String, "hematotox_missing": pl.List(pl.String),
               "baseline_day": pl.Float64, "baseline_rule": pl.String}
@@ -516,28 +574,44 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
     for item in items:
         k = item["param"].lower()
         f = join_param(f, values, [_SID], item["param"],
-                           {"value": f"{k}_value", "day": f"{k}_day", "ref": f"_{k}_ref"})
+                       {"value": f"{k}_value", "day": f"{k}_day", "ref": f"_{k}_ref",
+                        "censor": f"_{k}_censor", "censor_limit": f"_{k}_limit"})
     lo = hi = pl.lit(0, dtype=pl.Int64)
-    parts, missing, scored = [], [], []
+    parts, missing, scored, open_ = [], [], [], []
     for item in items:
         p, k = item["param"], item["param"].lower()
-        v, absent = pl.col(f"{k}_value"), pl.col(f"{k}_value").is_null()
-        pts, txt = _item_points(item, opts)
-        f = f.with_columns(pts.alias(f"{k}_points"), txt.alias(f"_{k}_text"))
+        v = pl.col(f"{k}_value")
+        absent = v.is_null() & pl.col(f"_{k}_censor").is_null()
+        p_lo, p_hi, txt = _item_points(item, opts)
+        f = f.with_columns(p_lo.alias(f"_{k}_lo"), p_hi.alias(f"_{k}_hi"), txt.alias(f"_{k}_text"))
+        f = f.with_columns(pl.when(pl.col(f"_{k}_lo") == pl.col(f"_{k}_hi")).then(pl.col(f"_{k}_lo"))
+                           .alias(f"{k}_points"))
         top = max([int(r["points"]) for r in item["points"]] + [int(item["else"]["points"])])
-        lo = lo + pl.col(f"{k}_points").fill_null(0)
-        hi = hi + pl.when(absent).then(top).otherwise(pl.col(f"{k}_points"))
+        lo = lo + pl.col(f"_{k}_lo").fill_null(0)
+        hi = hi + pl.when(absent).then(top).otherwise(pl.col(f"_{k}_hi"))
         missing.append((absent, p))
-        scored.append((~absent, item.get("id", p)))
-        shown = _fmt_expr(_from_canonical(v, item["unit"], p))
+        unsettled = ~absent & pl.col(f"{k}_points").is_null()
+        open_.append((unsettled, p))
+        scored.append((pl.col(f"{k}_points").is_not_null(), item.get("id", p)))
+        # a censored result in the item's unit ("ferritin >40000 ng/mL")
+        shown = pl.coalesce(
+            pl.concat_str(pl.col(f"_{k}_censor"),
+                          _fmt_expr(_from_canonical(pl.col(f"_{k}_limit"), item["unit"], p), 6)),
+            _fmt_expr(_from_canonical(v, item["unit"], p)))
+        pts_txt = pl.when(pl.col(f"{k}_points").is_not_null()).then(pl.col(f"{k}_points").cast(pl.String)).otherwise(
+            pl.format("{}-{} points (censored result)", pl.col(f"_{k}_lo"), pl.col(f"_{k}_hi")))
         parts.append(pl.when(absent).then(pl.lit(f"{item['label']} missing (0-{top} points)")).otherwise(
             pl.concat_str(pl.lit(f"{item['label']} "), shown, pl.lit(f" {item['unit']} (day "),
-                          _fmt_expr(pl.col(f"{k}_day")), pl.lit(") -> "), pl.col(f"{k}_points").cast(pl.String),
+                          _fmt_expr(pl.col(f"{k}_day")), pl.lit(") -> "), pts_txt,
                           pl.lit(" ["), pl.col(f"_{k}_text"), pl.lit("]"))))
     f = f.with_columns(lo.alias("hematotox_score_min"), hi.alias("hematotox_score_max"),
-                       str_list(missing).alias("hematotox_missing"))
+                       str_list(missing).alias("hematotox_missing"), joined(open_, ", ").alias("_open"))
     lo, hi, miss = pl.col("hematotox_score_min"), pl.col("hematotox_score_max"), pl.col("hematotox_missing")
-    complete = miss.list.len() == 0
+    complete = lo == hi
+    why = pl.concat_str(pl.when(miss.list.len() > 0).then(pl.concat_str(miss.list.join(", "), pl.lit(" missing"))),
+                        pl.when(pl.col("_open") != "").then(pl.concat_str(pl.col("_open"),
+                                                                          pl.lit(" censored, not settled"))),
+                        separator="; ", ignore_nulls=True)
     f = f.with_columns(pl.when(_risk_group(lo, groups) == _risk_group(hi, groups))
                        .then(_risk_group(lo, groups)).alias("_risk"))
     risk = pl.col("_risk")
@@ -548,7 +622,7 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
                                                         f"{g['min_score']}-{top - 1})")
                 for g, top in zip(groups, above)}
     score_txt = pl.when(complete).then(pl.format("score {}", lo)).otherwise(
-        pl.format("score {}-{} ({} missing)", lo, hi, miss.list.join(", ")))
+        pl.format("score {}-{} ({})", lo, hi, why))
     f = f.with_columns(
         pl.when(complete).then(lo).alias("hematotox_score"),
         risk.replace_strict(labels, default=None, return_dtype=pl.String).alias("hematotox_risk"),
@@ -575,6 +649,8 @@ class EasixOptions(CriteriaOptions):
     whose comments document each option: the table below is generated from them)."""
 
     lymphodepletion_agents: tuple[str, ...] | None = None
+    lymphodepletion_window: tuple[Number, Number] | None = None
+    lymphodepletion_max_gap_days: Number | None = None
     max_lookback_days: Number | None = None
     day_tolerance_days: int | None = None
     daily_value: DailyValue | None = None
@@ -586,7 +662,7 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
     """One row per output row (``subject_id``, ``_order``, ``timepoint``, ``day``) with, per input
     param, its canonical value ``_<param>``, ``<column>_day`` and reference ``_<param>_ref``."""
     if day == "pre_ld":
-        values, refs = _pre_ld_values(study, inputs, opts["lymphodepletion_agents"], opts["max_lookback_days"])
+        values, refs = _pre_ld_values(study, inputs, opts)
         f = refs.select(_SID, "_order", pl.lit("pre_ld").alias("timepoint"), pl.col("ref_day").alias("day"))
         keys = [_SID]
     else:
@@ -609,8 +685,12 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
             keys = [_SID]
         else:
             raise ValueError(f"day must be 'pre_ld', 'each' or a number, not {day!r}")
+    if "censor" not in values.columns:
+        values = values.with_columns(pl.lit(None, dtype=pl.String).alias("censor"),
+                                     pl.lit(None, dtype=pl.Float64).alias("censor_limit"))
     for p, spec in inputs.items():
-        f = join_param(f, values, keys, p, {"value": f"_{p}", "day": f"{spec['column']}_day", "ref": f"_{p}_ref"})
+        f = join_param(f, values, keys, p, {"value": f"_{p}", "day": f"{spec['column']}_day", "ref": f"_{p}_ref",
+                                            "censor": f"_{p}_censor", "censor_limit": f"_{p}_limit"})
     return f
 
 
@@ -675,6 +755,48 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
             out = out * conv(p)
         return out
 
+    # a censored input (PLAT "<10") in the formula's unit, and the interval it leaves (counts and
+    # concentrations are >= 0): the score is then a bound ("easix > 30"), never an older value
+    f = f.with_columns(_from_canonical(pl.col(f"_{p}_limit"), spec["unit"], p).alias(f"_{p}_lim")
+                       for p, spec in inputs.items())
+
+    def cens(p: str) -> pl.Expr:
+        return pl.col(f"_{p}_censor")
+
+    def edge(p: str, upper: bool) -> tuple[pl.Expr, pl.Expr]:
+        lo, lo_o, hi, hi_o = _bounds(conv(p), cens(p), pl.col(f"_{p}_lim"))
+        return (hi, hi_o) if upper else (pl.max_horizontal(lo, pl.lit(0.0)), lo_o & (lo >= 0))
+
+    def bound(num: list[str], den: list[str], upper: bool) -> tuple[pl.Expr, pl.Expr]:
+        out, open_ = pl.lit(1.0), pl.lit(False)
+        for p in num:
+            e, o = edge(p, upper)
+            out, open_ = out * e, open_ | o.fill_null(False)
+        for p in den:
+            e, o = edge(p, not upper)
+            out, open_ = out / e, open_ | o.fill_null(False)
+        return out, open_
+
+    bound_txt = {}
+    for sc in table["scores"]:
+        need = sc["numerator"] + sc["denominator"]
+        present = pl.all_horizontal([conv(p).is_not_null() | cens(p).is_not_null() for p in need])
+        censored = pl.any_horizontal([cens(p).is_not_null() for p in need])
+        lo, lo_o = bound(sc["numerator"], sc["denominator"], False)
+        hi, hi_o = bound(sc["numerator"], sc["denominator"], True)
+        fin_lo = lo.is_finite() & (lo > 0)
+        fin_hi = hi.is_finite()
+        names = pl.concat_str([pl.when(cens(p).is_not_null()).then(pl.concat_str(
+            pl.lit(f"{p} "), cens(p), _fmt_expr(pl.col(f"_{p}_lim"), 6), pl.lit(f" {inputs[p]['unit']}")))
+            for p in need], separator=", ", ignore_nulls=True)
+        txt = (pl.when(fin_lo & fin_hi).then(pl.format(f"{sc['id']} between {{}} and {{}}", _fmt_expr(lo), _fmt_expr(hi)))
+               .when(fin_lo).then(pl.format(f"{sc['id']} {{}} {{}}", pl.when(lo_o).then(pl.lit(">")).otherwise(pl.lit(">=")),
+                                            _fmt_expr(lo)))
+               .when(fin_hi).then(pl.format(f"{sc['id']} {{}} {{}}", pl.when(hi_o).then(pl.lit("<")).otherwise(pl.lit("<=")),
+                                            _fmt_expr(hi)))
+               .otherwise(pl.lit(f"{sc['id']} not computable")))
+        bound_txt[sc["id"]] = pl.when(present & censored).then(pl.concat_str(
+            txt, pl.lit(" (censored "), names, pl.lit(": a bound, not a value; the score is left empty)")))
     for sc in table["scores"]:
         known = pl.all_horizontal([conv(p).is_not_null() for p in sc["numerator"] + sc["denominator"]])
         den = product(sc["denominator"])
@@ -700,10 +822,12 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
                 pl.lit(" = "), _fmt_expr(pl.when(ok).then(val)), pl.lit(f" (log{base:g} "),
                 _fmt_expr(pl.when(ok).then(pl.col(f"log{base:g}_{sc['id']}"))).fill_null(pl.lit("NA")), pl.lit(")")))
             .when(known).then(pl.lit(f"{sc['id']} not computable (platelets 0)"))
+            .when(bound_txt[sc["id"]].is_not_null()).then(bound_txt[sc["id"]])
             .otherwise(pl.concat_str(pl.lit(f"{sc['id']} not computable (missing "),
-                                     joined([(conv(p).is_null(), p) for p in need], ", "), pl.lit(")"))))
+                                     joined([(conv(p).is_null() & cens(p).is_null(), p) for p in need], ", "),
+                                     pl.lit(")"))))
         done.append((ok, sc["id"]))
-        ev.append(pl.when(ok).then(pl.concat_list([pl.col(f"_{p}_ref") for p in need])).otherwise(_NO_REFS))
+        ev.append(pl.when(ok | bound_txt[sc["id"]].is_not_null()).then(pl.concat_list([pl.col(f"_{p}_ref") for p in need])).otherwise(_NO_REFS))
     # "converted" only for an input whose row was recorded in another unit than the formula's (audit
     # s27 item 12b: a CREAT row of 1.0 mg/dL is not "converted" although the canonical unit is umol/L);
     # the note shows the row's value and unit as recorded (a row without a unit: the canonical one)
@@ -721,7 +845,7 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
             pl.lit(f" {spec['unit']}"))))
     f = f.with_columns(joined(done, ", ").alias("_done"), joined(notes, "; ").alias("_notes"))
     f = f.with_columns(
-        str_list([(conv(p).is_null(), p) for p in inputs]).alias("missing"),
+        str_list([(conv(p).is_null() & cens(p).is_null(), p) for p in inputs]).alias("missing"),
         pl.when(pl.col("_done") != "").then(pl.col("_done")).alias("rule"),
         pl.concat_str(pl.concat_str(parts, separator="; "),
                       pl.when(pl.col("_notes") != "")

@@ -181,13 +181,22 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
     second lowest with their days, count at or below each level) and evidence."""
     sid = "subject_id"
     meas = daily.filter(recorded_day() & (pl.col("window") == "late"))
-    # a censored result counts at the levels its bound settles (its flags), and is no nadir number
-    by_value = meas.sort("anc", "day", nulls_last=True).group_by(sid, maintain_order=True).agg(
+    # a censored result counts at the levels its bound settles (its flags), and is no nadir number:
+    # it is ordered by its bound ("<0.5" as 0.5) and shown as written (session 32); at a level its
+    # bound leaves open it counts toward the highest grade possible (late_n_anc_<level>_max)
+    key = pl.coalesce(pl.col("anc"), pl.col("anc_censored").str.replace(r"^[<>]=?", "").cast(pl.Float64, strict=False))
+    open_ = pl.any_horizontal([pl.col(f"anc_le_{name}").is_null() for name in levels])
+    by_value = meas.sort(key, "day", nulls_last=True).group_by(sid, maintain_order=True).agg(
         pl.len().alias("late_n_measurements"),
         pl.col("anc").first().alias("late_anc_nadir"), pl.col("day").first().alias("late_anc_nadir_day"),
         pl.col("anc").get(1, null_on_oob=True).alias("late_anc_confirmed"),
         pl.col("day").get(1, null_on_oob=True).alias("late_anc_confirmed_day"),
-        *[pl.col(f"anc_le_{name}").fill_null(False).sum().alias(f"late_n_anc_{name}") for name in levels])
+        pl.col("anc_censored").first().alias("_late_anc_nadir_cs"),
+        pl.col("anc_censored").get(1, null_on_oob=True).alias("_late_anc_confirmed_cs"),
+        pl.format("{} on day {}", pl.col("anc_censored"), pl.col("day")).filter(open_).sort_by(
+            pl.col("day").filter(open_)).str.join(", ").alias("_late_open"),
+        *[pl.col(f"anc_le_{name}").fill_null(False).sum().alias(f"late_n_anc_{name}") for name in levels],
+        *[pl.col(f"anc_le_{name}").fill_null(True).sum().alias(f"_late_max_n_{name}") for name in levels])
     refs = meas.sort("day").group_by(sid, maintain_order=True).agg(pl.col("evidence").explode().alias("_refs"))
     counts = ["late_n_measurements", *[f"late_n_anc_{name}" for name in levels]]
     return wins.join(by_value, on=sid, how="left", maintain_order="left").join(refs, on=sid, how="left", maintain_order="left").select(
@@ -197,6 +206,8 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
         pl.concat_list(pl.col("_refs").fill_null(pl.lit([], dtype=EVIDENCE)), "evidence").list.drop_nulls()
         .list.unique(maintain_order=True).alias("late_evidence"),
         *[pl.col(c).fill_null(0).cast(pl.Int64) for c in counts[1:]],
+        "_late_anc_nadir_cs", "_late_anc_confirmed_cs", "_late_open",
+        *[pl.col(f"_late_max_n_{name}").fill_null(0).cast(pl.Int64) for name in levels],
     ).with_columns(pl.col("late_n_measurements").cast(pl.Int64))
 
 
@@ -232,7 +243,14 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     f = f.join(_early_upper(study, daily, sids, opts, levels, table), on="subject_id", how="left",
                maintain_order="left")
     need = int(opts["late_min_measurements"])
+    # the highest late grade possible: censored results at the levels their bounds leave open read as
+    # at or below them ("<0.5" may be <= 0.1), like the early grade's icaht_early_grade_max
+    upper = f.select("subject_id", *[pl.col(f"_late_max_n_{n}").alias(f"late_n_anc_{n}") for n in levels]).with_columns(
+        grades(table, opts, ("late",))).select("subject_id", pl.col("late_grade").alias("_late_grade_max"))
+    f = f.join(upper, on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(
+        pl.when(pl.col("late_n_measurements") >= need).then(pl.max_horizontal("late_grade", "_late_grade_max"))
+        .otherwise(None).alias("icaht_late_grade_max"),
         pl.when(pl.col("early_n_days") > 0).then(pl.col("early_grade")).otherwise(None).alias("icaht_early_grade"),
         pl.when(pl.col("early_n_days") > 0).then(pl.max_horizontal("early_grade", "_early_grade_max"))
         .otherwise(None).alias("icaht_early_grade_max"),
@@ -253,7 +271,11 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
         pl.concat_str(_early_reason(opts, levels, early_levels, never_used, texts, sym),
                       pl.when(pl.col("icaht_early_grade_max") > pl.col("icaht_early_grade")).then(could)
                       .otherwise(pl.lit(""))).alias("early_reason"),
-        _late_reason(opts, levels, texts, sym).alias("late_reason"))
+        pl.concat_str(_late_reason(opts, levels, texts, sym),
+                      pl.when(pl.col("icaht_late_grade_max") > pl.col("icaht_late_grade")).then(pl.format(
+                          " Could be up to grade {}: the censored result(s) {} do not settle the deeper level(s).",
+                          py_str(pl.col("icaht_late_grade_max")), pl.col("_late_open"))).otherwise(pl.lit("")))
+        .alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("icaht.early.not_evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("icaht.late.not_evaluable")).alias("rule"),
@@ -262,7 +284,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     )
     lvl_cols = [f"anc_le_{n}_{c}" for n in early_levels for c in ("days", "start", "end", "episodes", "recovery_days")]
     cols = (["subject_id", "icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
-             "early_unknown_days"] + lvl_cols
+             "early_unknown_days", "icaht_late_grade_max"] + lvl_cols
             + [f"never_above_{n}" for n in never_used]
             + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
                "late_anc_nadir", "late_anc_nadir_day", "late_anc_confirmed", "late_anc_confirmed_day",
@@ -361,8 +383,8 @@ def late_window_text(start: str, end: str, why: str) -> tuple[pl.Expr, pl.Expr, 
 
 def lowest_text(label: str, prefix: str) -> pl.Expr:
     """"lowest ANC 0.3 on day 40, second lowest 0.4 on day 45" of the late window's values."""
-    def num(c: str) -> pl.Expr:
-        return fmt_expr(pl.col(c)).fill_null(pl.lit("NA"))
+    def num(c: str) -> pl.Expr:  # a censored result as written ("<0.5"): the engines keep it in _<c>_cs
+        return pl.coalesce(pl.col(f"_{c}_cs"), fmt_expr(pl.col(c)), pl.lit("NA"))
 
     return pl.concat_str(
         pl.lit(f"lowest {label} "), num(f"{prefix}_nadir"), pl.lit(" on day "), py_str(pl.col(f"{prefix}_nadir_day")),

@@ -29,13 +29,18 @@ from cartlab.grading.hemato_common import (
     fmt_expr,
     join_param,
     joined,
+    bounds,
+    censored_text,
+    interval_cmp,
     param_obs,
+    param_obs_censored,
+    point,
     str_list,
     subject_order,
     to_canonical,
 )
 from cartlab.model import Study
-from cartlab.provenance import EVIDENCE
+from cartlab.provenance import EVIDENCE, evidence_ref
 
 __all__ = ["IecHsOptions", "derive_iec_hs_flags"]
 
@@ -86,7 +91,28 @@ def _day_frame(study: Study, conds: list[dict], opts: dict, criterion_params: se
     obs = obs.with_columns(((pl.col("_s") * span + (pl.col("d") - lo_d)) * len(params) + pl.col("_p")).alias("_kp"))
     daily = daily_min_max(obs, ["_kp"], ("_s", "param", "d"))
     crit_idx = [i for i, p in enumerate(params) if p in criterion_params]
-    days = (daily.filter(pl.col("d") >= int(opts["start_day"]))
+    # censored results ("FERRITIN >40000", session 32): per subject, param and day without a number,
+    # the most informative one (the highest lower bound, else the lowest upper bound); read on their
+    # own day only (lab_window_days does not carry them)
+    allc = param_obs_censored(study, params).with_columns(
+        pl.col(_SID).replace_strict(order[_SID], order["_order"], default=None, return_dtype=pl.Int64).alias("_s"),
+        pl.col("param").replace_strict(params, range(len(params)), return_dtype=pl.Int64).alias("_p"))
+    cens = (allc.filter(pl.col("censor").is_not_null() & pl.col("_s").is_not_null())
+            .join(obs.select("_s", "param", "d").unique(), on=["_s", "param", "d"], how="anti")
+            .with_columns(evidence_ref().alias("ref"),
+                          pl.when(pl.col("censor").is_in([">", ">="])).then(-pl.col("censor_limit"))
+                          .otherwise(pl.col("censor_limit")).alias("_k"))
+            .sort("_k", "day", "src_row").group_by("_s", "param", "d", maintain_order=True).first())
+    if cens.height:
+        lo_d, hi_d = min(lo_d, cens["d"].min()), max(hi_d, cens["d"].max() + max(w, 0))
+        span = hi_d - lo_d + 1
+        key = pl.col("_s") * span + (pl.col("day") - lo_d)
+        obs = obs.with_columns(((pl.col("_s") * span + (pl.col("d") - lo_d)) * len(params) + pl.col("_p")).alias("_kp"))
+        daily = daily_min_max(obs, ["_kp"], ("_s", "param", "d"))
+    cens = cens.with_columns(((pl.col("_s") * span + (pl.col("d") - lo_d)) * len(params) + pl.col("_p")).alias("_kp"),
+                             (pl.col("_s") * span + (pl.col("d") - lo_d)).alias("_k"))
+    keys = pl.concat([daily.select("_kp", "d"), cens.select("_kp", "d")])
+    days = (keys.filter(pl.col("d") >= int(opts["start_day"]))
             .group_by((pl.col("_kp") // len(params)).alias("_k"))
             .agg((pl.col("_kp") % len(params)).is_in(crit_idx).any().alias("_crit_day"))
             .sort("_k").with_columns((pl.col("_k") // span).alias("_s"), (pl.col("_k") % span + lo_d).alias("day")))
@@ -101,8 +127,10 @@ def _day_frame(study: Study, conds: list[dict], opts: dict, criterion_params: se
     else:
         side = dict.fromkeys(("min", "max"), daily.with_columns(pl.col("d").alias("day")).with_columns(
             key.alias("_k")).sort("_k"))
-    base = (obs.filter(pl.col("d") <= int(opts["baseline_day"])).sort(["day", "src_row"], nulls_last=True)
-            .group_by("_s", "param", maintain_order=True).agg(pl.col("value", "uln", "d", "ref").last()))
+    # the baseline is the last result, numeric or censored (">40000" is a baseline, session 32)
+    base = (allc.filter((pl.col("d") <= int(opts["baseline_day"])) & pl.col("_s").is_not_null())
+            .sort(["day", "src_row"], nulls_last=True).with_columns(evidence_ref().alias("ref"))
+            .group_by("_s", "param", maintain_order=True).agg(pl.col("value", "uln", "d", "ref", "censor", "censor_limit").last()))
     parts = [days.select(pl.col("_s").replace_strict(order["_order"], order[_SID], return_dtype=pl.String)
                          .alias(_SID), "day", "_crit_day")]
     for p, s in sorted({(c["param"], _side(c)) for c in conds}):
@@ -111,7 +139,9 @@ def _day_frame(study: Study, conds: list[dict], opts: dict, criterion_params: se
             **{c: f"{p}.{s}.{c.removeprefix('max_')}" for c in cols[s][2:]}}))
     for p in params:
         parts.append(join_param(days.select("_s"), base, ["_s"], p,
-                                {c: f"{p}.base.{c}" for c in ("value", "uln", "d", "ref")}))
+                                {c: f"{p}.base.{c}" for c in ("value", "uln", "d", "ref", "censor", "censor_limit")}))
+        parts.append(join_param(days.select("_k"), cens, ["_k"], p,
+                                {c: f"{p}.cens.{c}" for c in ("censor", "censor_limit", "lln", "uln", "d", "ref")}))
     # each part holds the grid's rows in the grid's order: side by side
     return pl.concat([parts[0], *[x.drop("_k", "_s", strict=False) for x in parts[1:]]], how="horizontal")
 
@@ -119,7 +149,13 @@ def _day_frame(study: Study, conds: list[dict], opts: dict, criterion_params: se
 def _baseline_abnormal(p: str) -> pl.Expr:
     """``p``'s baseline above its ULN: True / False; null when the baseline value or its ULN is missing
     (missing is not normal: the status is then unknown)."""
-    return pl.col(f"{p}.base.value") > pl.col(f"{p}.base.uln")
+    return interval_cmp(">", _base_iv(p), point(pl.col(f"{p}.base.uln")))
+
+
+def _base_iv(p: str, k: float = 1.0) -> tuple[pl.Expr, ...]:
+    """``k`` x the baseline of ``p`` as an interval: a number, or the bound of a censored baseline."""
+    lo, lo_o, hi, hi_o = bounds(pl.col(f"{p}.base.value"), pl.col(f"{p}.base.censor"), pl.col(f"{p}.base.censor_limit"))
+    return lo * k, lo_o, hi * k, hi_o
 
 
 def _condition(c: dict, ignore_baseline: bool = False) -> tuple[pl.Expr, pl.Expr, list[pl.Expr], list[str], pl.Expr]:
@@ -132,43 +168,66 @@ def _condition(c: dict, ignore_baseline: bool = False) -> tuple[pl.Expr, pl.Expr
     the baseline value or its ULN the status is unknown, and the condition is undecided unless its
     comparison fails. ``ignore_baseline``: the comparison alone (see ``_either_way``)."""
     p, op, s = c["param"], c["op"], _side(c)
-    v, b = f"{p}.{s}.", f"{p}.base."
+    v, b, cz = f"{p}.{s}.", f"{p}.base.", f"{p}.cens."
     shown = [v + "value"]
     kind, k = c["compare"], float(c["value"])
+    # the day's censored result (">40000"), with the limits of its own row (session 32)
+    c_iv = bounds(pl.lit(None, dtype=pl.Float64), pl.col(cz + "censor"), pl.col(cz + "censor_limit"))
     if kind == "value":
         ref, known, what = pl.lit(to_canonical(k, c["unit"], p)), pl.lit(True), pl.lit(f"{fmt(k)} {c['unit']}")
+        ref_iv = c_ref_iv = point(ref)
+        c_known = pl.lit(True)
         missing = pl.lit(None, dtype=pl.String)
     elif kind in ("uln_multiple", "lln_multiple"):
         name = "ULN" if kind == "uln_multiple" else "LLN"
         lim = v + name.lower()
         ref, known = k * pl.col(lim), pl.col(lim).is_not_null()
-        what = pl.concat_str(pl.lit(f"{fmt(k)} x {name} ("), pl.col(lim + ":fmt"), pl.lit(")"))
+        ref_iv = point(ref)
+        c_ref_iv, c_known = point(k * pl.col(cz + name.lower())), pl.col(cz + name.lower()).is_not_null()
+        what = pl.concat_str(pl.lit(f"{fmt(k)} x {name} ("),
+                             pl.coalesce(pl.col(lim + ":fmt"), fmt_expr(pl.col(cz + name.lower()))), pl.lit(")"))
         missing = pl.lit(f"{p} without {name}")
         shown.append(lim)
     elif kind == "baseline_multiple":
-        ref, known = k * pl.col(b + "value"), pl.col(b + "value").is_not_null()
-        what = pl.concat_str(pl.lit(f"{fmt(k)} x baseline ("), pl.col(b + "value:fmt"), pl.lit(" on day "),
+        ref_iv = c_ref_iv = _base_iv(p, k)
+        ref = k * pl.col(b + "value")
+        known = c_known = pl.col(b + "value").is_not_null() | pl.col(b + "censor").is_not_null()
+        base_txt = pl.coalesce(pl.col(b + "value:fmt"), censored_text(pl.col(b + "censor"), pl.col(b + "censor_limit")))
+        what = pl.concat_str(pl.lit(f"{fmt(k)} x baseline ("), base_txt, pl.lit(" on day "),
                              pl.col(b + "d").cast(pl.String), pl.lit(")"))
         missing = pl.lit(f"no baseline {p}")
         shown.append(b + "value")
     else:
         raise ValueError(f"unknown comparison {kind!r}")
-    cmp = CMP[op](pl.col(v + "value"), ref)
-    holds = pl.when(pl.col(v + "value").is_null()).then(None)
-    why = pl.when(pl.col(v + "value").is_null()).then(pl.lit(f"{p} not measured"))
+    num, has_c = pl.col(v + "value"), pl.col(cz + "censor").is_not_null()
+    # the day's numbers and its censored result: met when either meets it for sure (the lowest for
+    # "<", the highest for ">"), failed when every one fails, else undecided
+    cmp_n = pl.when(num.is_not_null() & known).then(interval_cmp(op, point(num), ref_iv))
+    cmp_c = pl.when(has_c & c_known).then(interval_cmp(op, c_iv, c_ref_iv))
+    cmp = (pl.when(cmp_n.fill_null(False) | cmp_c.fill_null(False)).then(True)
+           .when((cmp_n.is_null() & num.is_not_null() & known) | (cmp_c.is_null() & has_c & c_known)).then(None)
+           .otherwise(False))
+    absent = num.is_null() & ~has_c
+    known = pl.when(num.is_not_null()).then(known).otherwise(c_known)
+    holds = pl.when(absent).then(None)
+    why = pl.when(absent).then(pl.lit(f"{p} not measured"))
     status = "baseline" in c and not ignore_baseline
     if status:  # the condition applies only when the baseline is (not) above its ULN
         abn = _baseline_abnormal(p)
         holds = holds.when((~abn if c["baseline"] == "abnormal" else abn).fill_null(False)).then(False)
     holds, why = holds.when(~known).then(None), why.when(~known).then(missing)
     if status:  # status unknown: a failing comparison fails either way, else undecided
-        holds = holds.when(abn.is_null() & ~cmp).then(False).when(abn.is_null()).then(None)
-        why = why.when(abn.is_null()).then(pl.when(pl.col(b + "value").is_null()).then(pl.lit(f"no baseline {p}"))
+        holds = holds.when(abn.is_null() & (~cmp).fill_null(False)).then(False).when(abn.is_null()).then(None)
+        why = why.when(abn.is_null()).then(pl.when(pl.col(b + "value").is_null() & pl.col(b + "censor").is_null())
+                                           .then(pl.lit(f"no baseline {p}"))
                                            .otherwise(pl.lit(f"baseline {p} without ULN")))
     holds = holds.otherwise(cmp)
-    text = pl.concat_str(pl.lit(f"{p} "), pl.col(v + "value:fmt"), pl.lit(f" {canonical_unit(p)[0]} on day "),
-                         pl.col(v + "d").cast(pl.String), pl.lit(f" {op} "), what)
-    refs = [pl.col(v + "ref")] + ([pl.col(b + "ref")] if kind == "baseline_multiple" else [])
+    why = why.when(cmp.is_null()).then(pl.format(f"{p} {{}}: its bound does not settle it",
+                                                 censored_text(pl.col(cz + "censor"), pl.col(cz + "censor_limit"))))
+    day_txt = pl.coalesce(pl.col(v + "value:fmt"), censored_text(pl.col(cz + "censor"), pl.col(cz + "censor_limit")))
+    text = pl.concat_str(pl.lit(f"{p} "), day_txt, pl.lit(f" {canonical_unit(p)[0]} on day "),
+                         pl.coalesce(pl.col(v + "d"), pl.col(cz + "d")).cast(pl.String), pl.lit(f" {op} "), what)
+    refs = [pl.coalesce(pl.col(v + "ref"), pl.col(cz + "ref"))] + ([pl.col(b + "ref")] if kind == "baseline_multiple" else [])
     return holds, text, refs, shown, why.otherwise(None)
 
 

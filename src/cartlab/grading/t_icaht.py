@@ -194,7 +194,9 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     per level the duration and the measured days below, and transfusion-supported days."""
     win = daily.filter(pl.col("window") == window)
     known = win.filter(pl.col("plt").is_not_null() | pl.col("plt_censored").is_not_null())
-    meas = known.filter(recorded_day()).sort("plt", "day", nulls_last=True)  # a censored result is no nadir number
+    # a censored result is no nadir number: ordered by its bound ("<50" as 50), shown as written (session 32)
+    key = pl.coalesce(pl.col("plt"), pl.col("plt_censored").str.replace(r"^[<>]=?", "").cast(pl.Float64, strict=False))
+    meas = known.filter(recorded_day()).sort(key, "day", nulls_last=True)
     out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
     out = out.join(known.group_by("subject_id").agg(
         pl.len().alias(f"{prefix}n_days"),
@@ -206,6 +208,11 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
         pl.col("plt").first().alias(f"{prefix}plt_nadir"), pl.col("day").first().alias(f"{prefix}plt_nadir_day"),
         pl.col("plt").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed"),
         pl.col("day").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed_day"),
+        pl.col("plt_censored").first().alias(f"_{prefix}plt_nadir_cs"),
+        pl.col("plt_censored").get(1, null_on_oob=True).alias(f"_{prefix}plt_confirmed_cs"),
+        pl.format("{} on day {}", pl.col("plt_censored"), pl.col("day"))
+        .filter(pl.any_horizontal([pl.col(f"plt_lt_{n}").is_null() for n in levels]))
+        .str.join(", ").alias(f"_{prefix}open"),
         *[pl.col(f"plt_lt_{n}").fill_null(False).sum().alias(f"{prefix}n_plt_{n}") for n in levels],
     ), on="subject_id", how="left", maintain_order="left")
     zero = [f"{prefix}n_days", f"{prefix}n_measurements", f"{prefix}transfusion_supported_days"]
@@ -235,6 +242,25 @@ def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any
              pl.lit("early").alias("window"))
     return early_upper_grade(grid, day, "plt", flags, lambda f: _window_features(f, sids, opts, levels, "early", ""),
                              table, opts, fills)
+
+
+def _late_upper(daily: pl.DataFrame, late_w: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
+                table: CriteriaTable, sids: list[str]) -> pl.DataFrame:
+    """The highest late grade the data leave possible (session 32, as :func:`_early_upper`): every
+    day of the late window without a platelet count, and every censored count at a level its bound
+    leaves open ("<50" against 20), read as below every level. ``_late_grade_max`` per subject."""
+    flags = [f"plt_lt_{n}" for n in levels]
+    last = (pl.col("end").floor() if opts["late_window_end_inclusive"] else pl.col("end").ceil() - 1).cast(pl.Int64)
+    grid = (late_w.select("subject_id", pl.int_ranges(pl.col("start").ceil().cast(pl.Int64), last + 1).alias("day"))
+            .explode("day").drop_nulls("day"))
+    day = daily.filter(pl.col("window") == "late").select(
+        "subject_id", "day", "plt", "plt_censored", "source", "evidence", "below_by_transfusion", *flags)
+    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left").with_columns(
+        pl.col("plt").fill_null(0.0), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
+        pl.col("source").fill_null("missing"), pl.col("below_by_transfusion").fill_null(False),
+        pl.lit("late").alias("window"), *[pl.col(c).fill_null(True) for c in flags])
+    worst = _window_features(up, sids, opts, levels, "late", "late_").with_columns(grades(table, opts, ("late",)))
+    return worst.select("subject_id", pl.col("late_grade").alias("_late_grade_max"))
 
 
 def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -281,7 +307,10 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                maintain_order="left").with_columns(pl.col("early_unknown_days").fill_null(0))
     need = int(opts["late_min_measurements"])
     early_ok, late_ok = pl.col("n_days") > 0, pl.col("late_n_measurements") >= need
+    f = f.join(_late_upper(daily, late_w, opts, levels, table, sids), on="subject_id", how="left",
+               maintain_order="left")
     f = f.with_columns(
+        pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max")).alias("t_icaht_late_grade_max"),
         pl.when(early_ok).then(pl.col("early_grade")).alias("t_icaht_early_grade"),
         pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max")).alias("t_icaht_early_grade_max"),
         pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
@@ -299,7 +328,13 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
         pl.concat_str(_early_reason(opts, levels, e_lv, texts),
                       pl.when(pl.col("t_icaht_early_grade_max") > pl.col("t_icaht_early_grade")).then(could)
                       .otherwise(pl.lit(""))).alias("early_reason"),
-        _late_reason(opts, levels, l_lv, n_lv, texts).alias("late_reason"))
+        pl.concat_str(_late_reason(opts, levels, l_lv, n_lv, texts), pl.when(
+            pl.col("t_icaht_late_grade_max") > pl.col("t_icaht_late_grade")).then(pl.format(
+                " Could be up to grade {}: days of the late window without a platelet count{} are not counted; had "
+                "they been below every level, the grade would be that.", py_str(pl.col("t_icaht_late_grade_max")),
+                pl.when(pl.col("_late_open").fill_null("") != "").then(pl.format(
+                    " and the censored result(s) {} (their bound leaves a deeper level open)",
+                    pl.col("_late_open"))).otherwise(pl.lit("")))).otherwise(pl.lit(""))).alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("t_icaht.early.not_evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("t_icaht.late.not_evaluable")).alias("rule"),
@@ -308,6 +343,7 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     )
     dur = ("days", "start", "end", "episodes", "recovery_days")
     cols = (["subject_id", "t_icaht_early_grade", "t_icaht_late_grade", "t_icaht_early_grade_max", "early_unknown_days",
+             "t_icaht_late_grade_max",
              "early_window_end", "early_window_end_reason"]
             + [f"plt_lt_{n}_{c}" for n in e_lv for c in dur] + ["early_transfusion_supported_days"]
             + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
