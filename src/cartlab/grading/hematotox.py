@@ -44,16 +44,18 @@ from cartlab.criteria import CriteriaOptions
 from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import CMP as _CMP
 from cartlab.grading.hemato_common import DailyValue, Number, join_param, joined, str_list, transfusion_days
+from cartlab.grading.hemato_common import bounds as _bounds
 from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
+from cartlab.grading.hemato_common import censored_days as _censored_days
 from cartlab.grading.hemato_common import daily_values as _daily
 from cartlab.grading.hemato_common import empty as _empty
 from cartlab.grading.hemato_common import fmt as _fmt
 from cartlab.grading.hemato_common import fmt_expr as _fmt_expr
 from cartlab.grading.hemato_common import from_canonical_expr as _from_canonical
+from cartlab.grading.hemato_common import interval_cmp as _icmp
 from cartlab.grading.hemato_common import param_obs as _param_obs
 from cartlab.grading.hemato_common import param_obs_censored as _param_obs_censored
-from cartlab.grading.hemato_common import bounds as _bounds, censored_text as _ctext, interval_cmp as _icmp, point as _point
-from cartlab.grading.hemato_common import censored_days as _censored_days
+from cartlab.grading.hemato_common import point as _point
 from cartlab.grading.hemato_common import subject_order as _subject_order
 from cartlab.grading.hemato_common import to_canonical as _to_canonical
 from cartlab.grading.icaht import (

@@ -21,17 +21,16 @@ from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions
 from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import (
-    CMP,
+    bounds,
     canonical_unit,
+    censored_text,
     daily_min_max,
     empty,
     fmt,
     fmt_expr,
+    interval_cmp,
     join_param,
     joined,
-    bounds,
-    censored_text,
-    interval_cmp,
     param_obs,
     param_obs_censored,
     point,
