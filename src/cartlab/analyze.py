@@ -51,7 +51,7 @@ class AnalysisOptions:
     ctcae: Any = None  # cartlab.grading.ctcae.CtcaeOptions
     icaht: Any = None  # cartlab.grading.hematotox.IcahtOptions
     t_icaht: Any = None  # cartlab.grading.t_icaht.TIcahtOptions
-    count_recovery: Any = None  # cartlab.grading.hematotox.RecoveryOptions
+    count_recovery: Any = None  # cartlab.grading.count_recovery.RecoveryOptions
     car_hematotox: Any = None  # cartlab.grading.hematotox.CarHematotoxOptions
     easix: Any = None  # cartlab.grading.hematotox.EasixOptions
     iec_hs: Any = None  # cartlab.grading.iec_hs.IecHsOptions
@@ -305,7 +305,7 @@ OPTION_CLASSES = {
     "ctcae": ("cartlab.grading.ctcae", "CtcaeOptions"),
     "icaht": ("cartlab.grading.hematotox", "IcahtOptions"),
     "t_icaht": ("cartlab.grading.t_icaht", "TIcahtOptions"),
-    "count_recovery": ("cartlab.grading.hematotox", "RecoveryOptions"),
+    "count_recovery": ("cartlab.grading.count_recovery", "RecoveryOptions"),
     "car_hematotox": ("cartlab.grading.hematotox", "CarHematotoxOptions"),
     "easix": ("cartlab.grading.hematotox", "EasixOptions"),
     "iec_hs": ("cartlab.grading.iec_hs", "IecHsOptions"),

@@ -613,3 +613,11 @@ def point(x: pl.Expr | float) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
 def censored_text(censor: pl.Expr, limit: pl.Expr) -> pl.Expr:
     """A censored result as text ("<10"; null on a numeric row)."""
     return pl.concat_str(censor, limit.round_sig_figs(6).cast(pl.String))
+
+
+def unique_refs_expr(*parts: pl.Expr) -> pl.Expr:
+    """The non-null references of ``parts`` (String or non-null list expressions) in first-seen
+    order, each once (:func:`cartlab.provenance.unique_refs` as an expression)."""
+    if not parts:
+        return pl.lit([], dtype=EVIDENCE)
+    return pl.concat_list(list(parts)).list.drop_nulls().list.unique(maintain_order=True)

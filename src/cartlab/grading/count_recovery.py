@@ -1,0 +1,337 @@
+"""Neutrophil and platelet recovery days (ASTCT / CIBMTR definitions; ``criteria/count_recovery.yaml``).
+
+A count recovers on the first of ``consecutive`` successive days (or measurements) at or above its
+level after the nadir; a day without a value is unknown, so a recovery the data do not settle is a
+range, never a guess. A censored count ("<0.1") is a measured day, at or above a level only where
+its bound settles it. Moved out of :mod:`cartlab.grading.hematotox` (session 32), which still
+exports :func:`derive_count_recovery` and :class:`RecoveryOptions`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import polars as pl
+from pydantic import Field
+
+from cartlab.criteria import CriteriaOptions
+from cartlab.grading.common import load_criteria
+from cartlab.grading.hemato_common import CMP as _CMP
+from cartlab.grading.hemato_common import bounds as _bounds
+from cartlab.grading.hemato_common import censored_days as _censored_days
+from cartlab.grading.hemato_common import daily_values as _daily
+from cartlab.grading.hemato_common import fmt as _fmt
+from cartlab.grading.hemato_common import fmt_expr as _fmt_expr
+from cartlab.grading.hemato_common import interval_cmp as _icmp
+from cartlab.grading.hemato_common import param_obs as _param_obs
+from cartlab.grading.hemato_common import point as _point
+from cartlab.grading.hemato_common import subject_order as _subject_order
+from cartlab.grading.hemato_common import to_canonical as _to_canonical
+from cartlab.grading.hemato_common import transfusion_days
+from cartlab.grading.hemato_common import unique_refs_expr as _refs
+from cartlab.model import Study
+from cartlab.provenance import EVIDENCE
+
+__all__ = ["RecoveryOptions", "derive_count_recovery"]
+
+_NO_REFS = pl.lit([], dtype=EVIDENCE)
+_STRINGS = pl.List(pl.String)
+_SID = "subject_id"
+
+
+class RecoveryOptions(CriteriaOptions):
+    """Options of the neutrophil/platelet recovery days (ASTCT / CIBMTR); ``None`` means the criteria
+    table's default (``criteria/count_recovery.yaml``, whose comments document each option: the
+    table below is generated from them)."""
+
+    consecutive: Annotated[int, Field(ge=1)] | None = None
+    mode: Literal["days", "measurements"] | None = None
+    start: Literal["nadir", "first_drop", "day0"] | None = None
+    nadir: Literal["first_episode", "lowest"] | None = None
+    platelet_transfusion_free_days: int | None = None
+    transfusion_free_during_counting: bool | None = None
+    platelet_transfusion_categories: tuple[str, ...] | None = None
+    criteria: str = "count_recovery"
+
+
+def _days_list(col: str) -> pl.Expr:
+    return pl.col(col).cast(_STRINGS).list.join(", ")
+
+
+def _candidates(pts: pl.DataFrame, tx: pl.DataFrame | None, opts: dict, mode: str) -> pl.DataFrame:
+    """Per subject and candidate first day ``d`` (day 0 to the subject's last value ``L``) of a run of
+    ``consecutive`` days (mode "days") or values (mode "measurements"):
+
+    * ``definite``: every day/value of the run measured at the level (and no platelet transfusion
+      from ``free`` days before it, nor during it unless the option says otherwise);
+    * ``possible``: no value of the run below the level and no such transfusion, the run ending by
+      ``L``: days not measured (mode "days") could make it a recovery (missing is not negative);
+    * ``open``: as possible, but the run ends after ``L`` (the data end before it is complete);
+
+    with ``seq`` (the measured days of the run), ``seq_refs`` and ``gaps`` (its days without a value, up to ``L``)."""
+    k = int(opts["consecutive"])
+    if mode == "days":  # a calendar grid: shift(-j) is day d + j
+        grid = (pts.group_by(_SID).agg(pl.col("d").max().alias("L"))
+                .with_columns(pl.int_ranges(0, pl.col("L") + k).alias("d")).explode("d")
+                .join(pts.select(_SID, "d", "m", "refs"), on=[_SID, "d"], how="left").sort(_SID, "d"))
+        day = [pl.col("d") + j for j in range(k)]
+    else:
+        grid = pts.select(_SID, "d", "m", "refs", pl.col("d").max().over(_SID).alias("L"))
+        day = [pl.col("d").shift(-j).over(_SID) for j in range(k)]
+    grid = grid.with_columns(*[pl.col("m").shift(-j).over(_SID).alias(f"m{j}") for j in range(k)],
+                             *[pl.col("refs").shift(-j).over(_SID).alias(f"r{j}") for j in range(k)],
+                             *[e.alias(f"d{j}") for j, e in enumerate(day)]).filter(pl.col("d") <= pl.col("L"))
+    m = [pl.col(f"m{j}") for j in range(k)]
+    fails = pl.any_horizontal([(~x).fill_null(False) for x in m])
+    last = pl.col(f"d{k - 1}") if mode == "days" else pl.max_horizontal([pl.col(f"d{j}") for j in range(k)])
+    inside = (pl.col(f"d{k - 1}") <= pl.col("L")).fill_null(False)
+    c = grid.select(
+        _SID, "d", "L", pl.all_horizontal([x.fill_null(False) for x in m]).alias("definite"),
+        (~fails & inside).alias("possible"), (~fails & ~inside).alias("open"), last.alias("hi"),
+        pl.concat_list([pl.when(m[j].is_not_null()).then(pl.col(f"d{j}")) for j in range(k)]).list.drop_nulls().alias("seq"),
+        pl.concat_list([pl.col(f"r{j}").fill_null(_NO_REFS) for j in range(k)]).alias("seq_refs"),
+        pl.concat_list([pl.when(m[j].is_null() & (pl.col(f"d{j}") <= pl.col("L"))).then(pl.col(f"d{j}"))
+                        for j in range(k)]).list.drop_nulls().alias("gaps"))
+    if tx is not None:  # no platelet transfusion from `free` days before the run (and during it)
+        hi = pl.col("hi") if opts["transfusion_free_during_counting"] else pl.col("d") - 1
+        blocked = (c.select(_SID, "d", (pl.col("d") - int(opts["platelet_transfusion_free_days"])).alias("lo"),
+                            hi.alias("hi")).join(tx, on=_SID, how="inner")
+                   .filter(pl.col("d_tx").is_between(pl.col("lo"), pl.col("hi"))).select(_SID, "d").unique()
+                   .with_columns(pl.lit(True).alias("_tx")))
+        c = c.join(blocked, on=[_SID, "d"], how="left", maintain_order="left").with_columns(
+            *[(pl.col(x) & pl.col("_tx").is_null()).alias(x) for x in ("definite", "possible", "open")]).drop("_tx")
+    return c
+
+
+def _first(c: pl.DataFrame, st: pl.DataFrame, flag: str, name: str, cols: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Per subject: the first candidate day after ``after`` with ``flag`` (``<name>``) and its ``cols`` (``<name>_<col>``)."""
+    return (c.join(st.select(_SID, "after"), on=_SID, how="inner").filter(pl.col(flag) & (pl.col("d") > pl.col("after")))
+            .group_by(_SID).agg(pl.col("d", *cols).sort_by("d").first())
+            .rename({"d": name, **{x: f"{name}_{x}" for x in cols}}))
+
+
+def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, meets: Any, thr: float, label: str,
+                    opts: dict) -> pl.DataFrame:
+    """Per subject: counting starts after day ``after``; ``na`` (not applicable) with ``na_reason``;
+    ``start_txt`` and ``start_refs`` (the value that fixes the start)."""
+    thr_txt, start = _fmt(thr), opts["start"]
+    low = pts.group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("value", "d").first())
+    drop = pts.filter(~pl.col("m")).group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("d").first())
+    subj = pts.select(_SID).unique()
+    if start == "nadir":
+        never = pl.format(f"not applicable: {label} never below {thr_txt} from day 0 (nadir {{}} on day {{}}).",
+                          pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String))
+        # a censored lowest result ("<0.1") is below the level only when its bound says so (m)
+        na = low.select(_SID, pl.col("m").fill_null(False).alias("na"), never.alias("na_reason"),
+                        pl.col("refs").alias("na_refs"))
+        if opts["nadir"] == "lowest":  # the lowest value from day 0 on (the earliest of equal ones)
+            st = low.with_columns(pl.lit(" (the lowest value from day 0: option nadir=lowest)").alias("how"))
+        else:  # the lowest value of the first episode below the level: from the first value below it
+            # to the first run that recovers (the initial recovery), the earliest of equal ones
+            end = _first(c, drop.select(_SID, pl.col("d").alias("after")), "definite", "_end")
+            st = (pts.join(drop.select(_SID, pl.col("d").alias("_f")), on=_SID, how="inner")
+                  .join(end, on=_SID, how="left")
+                  .filter((pl.col("d") >= pl.col("_f")) & (pl.col("_end").is_null() | (pl.col("d") < pl.col("_end"))))
+                  .group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("value", "d").first())
+                  .with_columns(pl.lit("").alias("how")))
+        st = na.join(st, on=_SID, how="left").select(
+            _SID, pl.col("d").alias("after"), "na", "na_reason",
+            pl.format("after the nadir {} on day {}{}", pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String),
+                      pl.col("how")).alias("start_txt"),
+            pl.when(pl.col("na")).then(pl.col("na_refs")).otherwise(pl.col("refs")).alias("start_refs"))
+        return st
+    if start == "first_drop":
+        return subj.join(drop, on=_SID, how="left").select(
+            _SID, pl.col("d").alias("after"), pl.col("d").is_null().alias("na"),
+            pl.lit(f"not applicable: {label} never below {thr_txt} from day 0.").alias("na_reason"),
+            pl.format(f"after the first value below {thr_txt} on day {{}}", pl.col("d")).alias("start_txt"),
+            pl.col("refs").fill_null(_NO_REFS).alias("start_refs"))
+    if start == "day0":
+        return subj.select(
+            _SID, pl.lit(-1, dtype=pl.Int64).alias("after"), pl.lit(False).alias("na"),
+            pl.lit(None, dtype=pl.String).alias("na_reason"), pl.lit("from day 0").alias("start_txt"),
+            _NO_REFS.alias("start_refs"))
+    raise ValueError(f"unknown recovery start {start!r} (nadir, first_drop or day0)")
+
+
+def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict, thr: float, label: str,
+              mode: str) -> pl.DataFrame:
+    """Per subject with a value from day 0 on: ``status``, recovery ``day`` (when decided), ``day_min``
+    / ``day_max`` (the possible range), ``L`` (last value's day), ``reason`` (without the censoring and
+    the other reading) and ``evidence``.
+
+    ``pts``: daily values (``d`` >= 0, ``value``, ``refs``) in day order within each subject; ``tx``: the
+    (``subject_id``, ``d_tx``) platelet transfusion days, or None (neutrophils)."""
+    meets, op = _CMP[rule["op"]], rule["op"]
+    k, thr_txt = int(opts["consecutive"]), _fmt(thr)
+    # a censored result ("<0.1") meets the level where its bound settles it, else it is unknown (null)
+    pts = pts.with_columns(pl.when(pl.col("censor").is_null()).then(meets(pl.col("value"), thr))
+                           .otherwise(_icmp(op, _bounds(pl.lit(None, dtype=pl.Float64), pl.col("censor"),
+                                                        pl.col("censor_limit")), _point(thr))).alias("m"))
+    c = _candidates(pts, tx, opts, mode)
+    st = _recovery_start(pts, c, meets, thr, label, opts)
+    live = st.filter(~pl.col("na"))
+    live_e = live
+    if opts["start"] == "nadir" and opts["nadir"] == "first_episode":
+        # the first episode ends at its first run that recovers, and a run the unmeasured days could
+        # complete may end it before the measured nadir (ANC 0.4 on day 1, days 2 and 4 unmeasured,
+        # 0.6 on day 3, 0.1 on day 5): the earliest possible run counts from the first value below
+        first_low = pts.filter(~pl.col("m")).group_by(_SID).agg(pl.col("d").min().alias("_f"))
+        live_e = live.join(first_low, on=_SID, how="left").with_columns(
+            pl.coalesce("_f", "after").alias("after")).drop("_f")
+    # the first run that recovers (D), the earliest one the data leave possible (E), the first one
+    # the data end in (O): D = E is the recovery day; E < D (or no D) leaves it open
+    first = (_first(c, live, "definite", "D", ("seq", "seq_refs"))
+             .join(_first(c, live_e, "possible", "E", ("seq_refs", "gaps")), on=_SID, how="full", coalesce=True)
+             .join(_first(c, live, "open", "O"), on=_SID, how="full", coalesce=True))
+    out = (pts.group_by(_SID).agg(pl.col("d").max().alias("L")).join(st, on=_SID, how="left")
+           .join(first, on=_SID, how="left"))
+    if opts["start"] == "nadir" and opts["nadir"] == "first_episode":  # a later episode below the level
+        again = (pts.filter(~pl.col("m")).join(out.select(_SID, pl.col("D_seq").list.max().alias("_e")), on=_SID)
+                 .filter(pl.col("d") > pl.col("_e")).group_by(_SID).agg(pl.col("d").min().alias("again")))
+        out = out.join(again, on=_SID, how="left")
+    else:
+        out = out.with_columns(pl.lit(None, dtype=pl.Int64).alias("again"))
+    D, E = pl.col("D"), pl.col("E")
+    status = (pl.when(pl.col("na")).then(pl.lit("not_applicable")).when(D.is_not_null() & (E == D))
+              .then(pl.lit("recovered")).when(E.is_not_null()).then(pl.lit("not_evaluable"))
+              .otherwise(pl.lit("not_reached")))
+    out = out.with_columns(status.alias("status"))
+    extra = (pl.format(", no platelet transfusion from day {}", D - int(opts["platelet_transfusion_free_days"]))
+             if tx is not None else pl.lit(""))
+    run = pl.concat_str(pl.lit(f"{label} {op} {thr_txt} on days "), _days_list("D_seq"), pl.lit(" "),
+                        pl.col("start_txt"), extra)
+    gaps = pl.concat_str(pl.lit(f"no {label} value on day(s) "), _days_list("E_gaps"),
+                         pl.format(f", so {k} consecutive days from day {{}} cannot be ruled out", E),
+                         pl.when(E < pl.col("after")).then(pl.lit(
+                             " (before the nadir: had they recovered, the first episode would have ended there)"))
+                         .otherwise(pl.lit("")))
+    again = pl.when(pl.col("again").is_not_null()).then(pl.format(
+        f"; {label} below {thr_txt} again from day {{}} (the initial recovery counts; option nadir=lowest counts "
+        "after the lowest value)", pl.col("again"))).otherwise(pl.lit(""))
+    s = pl.col("status")
+    reason = (pl.when(s == "not_applicable").then(pl.col("na_reason"))
+              .when(s == "recovered").then(pl.concat_str(run, pl.lit(" -> recovery day "), D.cast(pl.String), again,
+                                                          pl.lit(".")))
+              .when(D.is_not_null()).then(pl.concat_str(
+                  pl.format("not evaluable: the recovery day is between day {} and day {}: ", E, D), run,
+                  pl.lit(", but "), gaps))
+              .when(s == "not_evaluable").then(pl.concat_str(
+                  pl.lit(f"not evaluable: no {k} consecutive days measured with {label} {op} {thr_txt} "),
+                  pl.col("start_txt"), pl.format(" up to day {}, and ", pl.col("L")), gaps))
+              .otherwise(pl.concat_str(
+                  pl.lit(f"not reached: no {k} consecutive {mode} with {label} {op} {thr_txt} "), pl.col("start_txt"),
+                  pl.format(" up to day {}", pl.col("L")),
+                  pl.when(pl.col("O").is_not_null()).then(pl.format(
+                      f" (the values from day {{}} meet the level, but the data end before {k} consecutive {mode})",
+                      pl.col("O"))).otherwise(pl.lit("")))))
+    return out.select(
+        _SID, "status", "L",
+        pl.when(s == "recovered").then(D.cast(pl.Float64)).alias("day"),
+        pl.when(s.is_in(["recovered", "not_evaluable"])).then(E.cast(pl.Float64)).alias("day_min"),
+        pl.when(s.is_in(["recovered", "not_evaluable"])).then(D.cast(pl.Float64)).alias("day_max"),
+        reason.alias("reason"),
+        pl.when(s == "recovered").then(_refs(pl.col("start_refs"), pl.col("D_seq_refs")))
+        .when(s == "not_evaluable").then(_refs(pl.col("start_refs"), pl.col("E_seq_refs"),
+                                               pl.col("D_seq_refs").fill_null(_NO_REFS)))
+        .otherwise(pl.col("start_refs")).alias("evidence"),
+    )
+
+
+def _follow_up_end(study: Study) -> pl.DataFrame:
+    """Per subject: ``fu_day`` (the calendar day of ``last_followup_day``; without it, of the latest
+    day of the subject's rows in any table - the spec's "Follow-up for time-to-event endpoints") and ``fu_how``."""
+    given = study.subjects.filter(pl.col("last_followup_day").is_not_null()).group_by(_SID).agg(
+        pl.col("last_followup_day").last().floor().alias("fu"))
+    rows = pl.concat([study.table(t).select(_SID, pl.col(col).cast(pl.Float64).alias("day"))
+                      for t, col in (("observations", "day"), ("doses", "day"), ("interventions", "start_day"),
+                                     ("interventions", "end_day"), ("events", "day"))])
+    latest = rows.group_by(_SID).agg(pl.col("day").max().floor().alias("rows"))
+    return _subject_order(study).join(given, on=_SID, how="left").join(latest, on=_SID, how="left").select(
+        _SID, pl.coalesce("fu", "rows").alias("fu_day"),
+        pl.when(pl.col("fu").is_not_null()).then(pl.lit("last_followup_day"))
+        .otherwise(pl.lit("no last_followup_day: the latest day of the subject's rows")).alias("fu_how"))
+
+
+def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
+    """Neutrophil and platelet recovery day per subject (ASTCT / CIBMTR definitions).
+
+    Per kind (``neutrophil``, ``platelet``): ``<kind>_recovery_day`` (Float64; empty unless decided),
+    ``_day_min`` / ``_day_max`` (the possible range, as the other engines' grade / grade_max: equal to
+    the day when decided; when unmeasured days leave the first day of the run open, the earliest day
+    they allow and the first complete run, ``_day_max`` empty when no run is complete),
+    ``_status`` (recovered | not_evaluable | not_reached | not_applicable | no_data),
+    ``_censor_day`` (when no recovery is established: the end of follow-up, ``last_followup_day`` -
+    else the latest day of the subject's rows - and not before the count's last value), ``_rule``,
+    ``_reason`` and ``_evidence``. Uses measured values only (lowest of a calendar day); days are
+    calendar days after day 0. The nadir is that of the first episode below the level (the initial
+    recovery; option ``nadir``). In mode "days" a value not measured is not a value below the level:
+    a run it could complete makes the day not evaluable, and the reason gives what the CIBMTR reading
+    (three consecutive values, mode "measurements") yields.
+    """
+    options = options or RecoveryOptions()
+    opts = options.resolved()  # consecutive >= 1, mode, start and nadir validated
+    table = load_criteria(options.criteria)
+    # by subject and day: the windows below read each subject's values in day order
+    daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").filter(pl.col("d") >= 0).sort(_SID, "d")
+    tx = transfusion_days(study, opts["platelet_transfusion_categories"]).select(
+        _SID, pl.col("d").alias("d_tx")).unique()
+    fu = _follow_up_end(study)
+    out = _subject_order(study)
+    schema: dict[str, pl.DataType] = {_SID: pl.String}
+    k, mode = int(opts["consecutive"]), opts["mode"]
+    ne_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.not_evaluable"), None)
+    for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
+        rule = table[kind]
+        thr = _to_canonical(rule["value"], rule["unit"], rule["param"])
+        num = daily.filter(pl.col("param") == rule["param"])
+        # censored results ("<0.1") on days without a number: measured days whose bound stands in for
+        # the number in the nadir's order and meets the level only where it settles it (session 32)
+        cens = _censored_days(study, rule["param"], num).filter(pl.col("d") >= 0)
+        pts = pl.concat([
+            num.select(_SID, "d", "value", "refs", pl.lit(None, dtype=pl.String).alias("ctxt"),
+                       pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit")),
+            cens.select(_SID, "d", pl.col("censor_limit").alias("value"), pl.concat_list(pl.col("_crs")).cast(EVIDENCE)
+                        .alias("refs"), pl.col("_cs").alias("ctxt"), "censor", "censor_limit"),
+        ]).sort(_SID, "d")
+        ktx = tx if kind == "platelet" else None
+        rec = _recovery(pts, ktx, rule, opts, thr, label, mode)
+        if mode == "days":  # what the CIBMTR reading (consecutive values) gives, for the days left open
+            alt = _recovery(pts, ktx, rule, opts, thr, label, "measurements").select(
+                _SID, pl.when(pl.col("day").is_not_null()).then(pl.format("gives day {}", pl.col("day").cast(pl.Int64)))
+                .otherwise(pl.lit("gives no recovery (not reached)")).alias("_alt"))
+            rec = rec.join(alt, on=_SID, how="left")
+        else:
+            rec = rec.with_columns(pl.lit(None, dtype=pl.String).alias("_alt"))
+        s = pl.col("status")
+        open_end = s.is_in(["not_reached", "not_evaluable"]) & pl.col("day_max").is_null()
+        censor = pl.when(open_end).then(pl.max_horizontal(pl.col("fu_day"), pl.col("L").cast(pl.Float64)))
+        rec = rec.join(fu, on=_SID, how="left").with_columns(censor.alias("censor_day")).with_columns(
+            pl.concat_str(
+                pl.col("reason"),
+                pl.when(s == "not_evaluable").then(pl.format(
+                    f"; the CIBMTR reading of {k} consecutive values on different days (option mode=measurements) {{}}",
+                    pl.col("_alt"))).otherwise(pl.lit("")),
+                pl.when(pl.col("censor_day").is_not_null()).then(pl.format(
+                    "; censored at day {} ({})", pl.col("censor_day").cast(pl.Int64),
+                    pl.when(pl.col("fu_day") >= pl.col("L")).then(pl.col("fu_how"))
+                    .otherwise(pl.lit("the last value: it is after the end of follow-up")))).otherwise(pl.lit("")),
+                pl.when(s.is_in(["not_reached", "not_evaluable"])).then(pl.lit(".")).otherwise(pl.lit(""))).alias("reason"))
+        rid = pl.lit(rule["id"], dtype=pl.String)
+        out = out.join(rec, on=_SID, how="left").select(
+            *out.columns,
+            pl.col("day").alias(f"{kind}_recovery_day"),
+            pl.col("day_min").alias(f"{kind}_recovery_day_min"),
+            pl.col("day_max").alias(f"{kind}_recovery_day_max"),
+            pl.col("status").fill_null(pl.lit("no_data")).alias(f"{kind}_recovery_status"),
+            pl.col("censor_day").alias(f"{kind}_recovery_censor_day"),
+            (pl.when(s == "not_evaluable").then(pl.concat_str(rid, pl.lit(f"; {ne_id}"))).otherwise(rid)
+             if ne_id else rid).alias(f"{kind}_recovery_rule"),
+            pl.col("reason").fill_null(pl.lit(f"no {label} from day 0 on.")).alias(f"{kind}_recovery_reason"),
+            pl.col("evidence").fill_null(_NO_REFS).alias(f"{kind}_recovery_evidence"),
+        )
+        schema |= {f"{kind}_recovery_day": pl.Float64, f"{kind}_recovery_day_min": pl.Float64,
+                   f"{kind}_recovery_day_max": pl.Float64, f"{kind}_recovery_status": pl.String,
+                   f"{kind}_recovery_censor_day": pl.Float64, f"{kind}_recovery_rule": pl.String,
+                   f"{kind}_recovery_reason": pl.String, f"{kind}_recovery_evidence": EVIDENCE}
+    return out.sort("_order").select(list(schema)).cast(schema)
