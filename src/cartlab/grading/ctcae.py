@@ -560,9 +560,9 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         pl.when(pl.col("BASE").is_null()).then(None)
         .when(pl.col("_buln").is_not_null() & (pl.col("BASE") > pl.col("_buln"))).then(pl.lit("HIGH"))
         .when(pl.col("_blln").is_not_null() & (pl.col("BASE") < pl.col("_blln"))).then(pl.lit("LOW"))
-        # NORMAL only when both limits are known (session 32): within one limit, the other unknown,
-        # is not known to be normal (empty; the grading then reads it as admiral does a missing BNRIND)
-        .when(pl.col("_blln").is_not_null() & pl.col("_buln").is_not_null()).then(pl.lit("NORMAL"))
+        # within the limits it has (admiral derive_var_anrind: a missing limit does not restrict;
+        # session 32 review kept: ALT with only a ULN, the usual report, is NORMAL below it)
+        .when(pl.col("_blln").is_not_null() | pl.col("_buln").is_not_null()).then(pl.lit("NORMAL"))
         .otherwise(None).alias("BNRIND"),
         pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
         .then((pl.col("value") - pl.col("BASE")) / pl.col("BASE") * 100).otherwise(None).alias("PCHG"),
