@@ -27,6 +27,14 @@ from cartlab.grading.crs_legacy import CrsLegacyOptions
 from cartlab.io import read_study
 
 ALL = tuple(range(-1, 4))
+SUBJECT_COLUMNS = ["subject_id", "sex", "age_years", "weight_kg", "height_cm", "disease", "target", "last_followup_day"]
+
+
+def _csv(path, header, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
 CASES = {
     # subject: (creatinine days, ALT days, day-1 creatinine)
     "CREAT_ONLY": (ALL, (), 70),
@@ -49,18 +57,9 @@ def study(tmp_path_factory):
                 obs.append([sid, d, "CREAT", creat1 if d == 1 else 70, "umol/L", 60, 100])
             if d in alt_days:
                 obs.append([sid, d, "ALT", 25, "U/L", 5, 40])
-    with open(root / "subjects.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["subject_id", "sex", "age_years", "weight_kg", "height_cm", "disease", "target", "last_followup_day"])
-        w.writerows([sid, "M", 50, 70, 175, "LBCL", "CD19", 28] for sid in CASES)
-    with open(root / "observations.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["subject_id", "day", "param", "value", "unit", "lln", "uln"])
-        w.writerows(obs)
-    with open(root / "doses.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["subject_id", "day", "agent", "dose", "unit"])
-        w.writerows([sid, 0, "CAR-T", 1e6, "cells/kg"] for sid in CASES)
+    _csv(root / "subjects.csv", SUBJECT_COLUMNS, ([sid, "M", 50, 70, 175, "LBCL", "CD19", 28] for sid in CASES))
+    _csv(root / "observations.csv", ["subject_id", "day", "param", "value", "unit", "lln", "uln"], obs)
+    _csv(root / "doses.csv", ["subject_id", "day", "agent", "dose", "unit"], ([sid, 0, "CAR-T", 1e6, "cells/kg"] for sid in CASES))
     return read_study(root)
 
 
@@ -119,22 +118,12 @@ def pre_infusion(tmp_path_factory):
             obs += [[sid, d, "TEMP", 38.6 if (sid, d) == ("PRE", -2) else 36.8, "C", "", ""],
                     [sid, d, "SYSBP", 85 if (sid, d) == ("STER", 10) else 115, "mmHg", "", ""],
                     [sid, d, "CREAT", 70, "umol/L", 60, 100], [sid, d, "ALT", 25, "U/L", 5, 40]]
-    with open(root / "subjects.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["subject_id", "sex", "age_years", "weight_kg", "height_cm", "disease", "target", "last_followup_day"])
-        w.writerows([sid, "M", 50, 70, 175, "LBCL", "CD19", 28] for sid in ("PRE", "STER"))
-    with open(root / "observations.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["subject_id", "day", "param", "value", "unit", "lln", "uln"])
-        w.writerows(obs)
-    with open(root / "interventions.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["subject_id", "start_day", "end_day", "category", "agent", "dose", "dose_unit", "indication"])
-        w.writerow(["STER", -6, -6, "corticosteroid", "dexamethasone", 10, "mg", ""])
-    with open(root / "doses.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["subject_id", "day", "agent", "dose", "unit"])
-        w.writerows([sid, 0, "CAR-T", 1e6, "cells/kg"] for sid in ("PRE", "STER"))
+    ids = ("PRE", "STER")
+    _csv(root / "subjects.csv", SUBJECT_COLUMNS, ([sid, "M", 50, 70, 175, "LBCL", "CD19", 28] for sid in ids))
+    _csv(root / "observations.csv", ["subject_id", "day", "param", "value", "unit", "lln", "uln"], obs)
+    _csv(root / "interventions.csv", ["subject_id", "start_day", "end_day", "category", "agent", "dose", "dose_unit",
+                                      "indication"], [["STER", -6, -6, "corticosteroid", "dexamethasone", 10, "mg", ""]])
+    _csv(root / "doses.csv", ["subject_id", "day", "agent", "dose", "unit"], ([sid, 0, "CAR-T", 1e6, "cells/kg"] for sid in ids))
     return read_study(root)
 
 
