@@ -142,9 +142,6 @@ def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None)
     obs = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS)) & pl.col("day").is_not_null())
     if options.param is not None:
         obs = obs.filter(pl.col("param") == options.param)
-    else:  # per subject: CARCOPY when it has any, else CARCELL
-        has_copy = obs.filter(pl.col("param") == "CARCOPY")["subject_id"].unique().to_list()
-        obs = obs.filter((pl.col("param") == "CARCOPY") | ~pl.col("subject_id").is_in(has_copy))
     inf = _infusions(study)
     first = inf.group_by("subject_id").agg(pl.col("day").min().alias("_first"))
     obs = obs.join(first, on="subject_id", how="left").with_columns(pl.col("_first").fill_null(0.0))
@@ -155,6 +152,10 @@ def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None)
     else:
         obs = obs.with_columns(pl.col("day").alias("_t"), pl.col("_first").alias("_first_t"))
     obs = obs.filter(pl.col("_t") >= pl.col("_first_t"))
+    if options.param is None:  # per subject: CARCOPY when it has any after the infusion, else CARCELL
+        # (a pre-infusion CARCOPY baseline "<50" must not hide the CARCELL profile: session 32 review)
+        has_copy = obs.filter(pl.col("param") == "CARCOPY")["subject_id"].unique().to_list()
+        obs = obs.filter((pl.col("param") == "CARCOPY") | ~pl.col("subject_id").is_in(has_copy))
     if options.time_from == "last" and inf.height:
         obs = obs.sort("subject_id", "day").join_asof(
             inf.sort("subject_id", "day").rename({"day": "_last"}), left_on="day", right_on="_last",
@@ -209,9 +210,15 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     # the NCA sees quantifiable values as conc and BLQ samples as conc 0 with their LLOQ
     # (a measured 0 stays a 0: the NCA reads it as BLQ without an lloq, PKNCA's convention)
     censored = pl.col("blq") & (pl.col("conc") != 0).fill_null(True)
+    # an upper-censored result (">1e6", above the upper limit of quantification; its bound is in
+    # ``lloq``, canonical) goes to the NCA as ">bound": used as the bound, with warning above_uloq
+    # (it was dropped: a ">1e6" peak left Cmax at the next sample; session 32 review)
+    above = (pl.col("conc").is_null() & ~pl.col("blq")
+             & pl.col("value_text").str.contains(r"^\s*(>=|>|≥)").fill_null(False) & pl.col("lloq").is_not_null())
     frame = prof.select("subject_id", "time", pl.when(censored).then(None).otherwise(pl.col("conc")).alias("conc"),
                         pl.when(censored).then(pl.col("lloq")).otherwise(None).alias("lloq"),
                         pl.when(censored).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
+                        .when(above).then(pl.concat_str(pl.lit(">"), pl.col("lloq").cast(pl.String)))
                         .otherwise(None).alias("value_text"))
     lo, hi = options.auc_window
     res = derive_nca(frame, subject="subject_id", time="time", conc="conc", lloq="lloq", value_text="value_text",
@@ -309,7 +316,9 @@ def derive_adpc(study: Study, options: CarKineticsOptions | None = None) -> pl.D
     """ADaM-style ADPC: one row per CAR kinetic sample after the first infusion.
 
     AFRLT = actual time from the first infusion (days), ARRLT = from the most recent infusion,
-    NFRLT = the nominal (planned) day, taken as the calendar day (floor of AFRLT); DTYPE = "IMPUTED"
+    NFRLT = the nominal (planned) day, taken as the sample's calendar day counted from the infusion's
+    calendar day (session 32: was the floor of AFRLT, a day short for a date-only sample after a timed
+    infusion, and for 13.999999999999998); DTYPE = "IMPUTED"
     for the concentration of 0 placed at the infusion.
     """
     options = options or CarKineticsOptions()
@@ -322,7 +331,10 @@ def derive_adpc(study: Study, options: CarKineticsOptions | None = None) -> pl.D
         pl.col("param").alias("PARAMCD"), pl.col("conc").alias("AVAL"), pl.col("unit").alias("AVALU"),
         _avalc(), pl.when(pl.col("blq")).then(pl.lit("Y")).otherwise(None).alias("BLQFL"),
         pl.col("day").alias("ADY"), pl.col("time").alias("AFRLT"), pl.col("_rel").alias("ARRLT"),
-        pl.col("time").floor().alias("NFRLT"),
+        # the sample's calendar day counted from the infusion's calendar day (a date-only sample on
+        # day 7 after a 14:00 infusion is 7, not floor(6.42)); rounded first: 13.999999999999998 is 14
+        pl.when(pl.col("day").is_null()).then(pl.col("time").round(9).floor())
+        .otherwise(pl.col("day").round(9).floor() - (pl.col("day") - pl.col("time")).round(9).floor()).alias("NFRLT"),
         pl.when(pl.col("imputed")).then(pl.lit("IMPUTED")).otherwise(None).alias("DTYPE"),
         pl.col("evidence").alias("EVIDENCE"),
     )
