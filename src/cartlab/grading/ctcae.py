@@ -60,6 +60,7 @@ from cartlab.grading.ctcae_criteria import (
 )
 from cartlab.grading.ctcae_options import OPTION_DOCS, CtcaeOptions
 from cartlab.grading.ctcae_units import available_criteria, criteria_names, metadata_units, signif, signif_scalar
+from cartlab.grading.hemato_common import censored_text
 from cartlab.provenance import EVIDENCE, evidence_ref
 
 __all__ = [
@@ -697,7 +698,7 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         .cast(pl.Categorical).alias("grade_reason"),
     )
     # a censored result: AVAL stays empty; the reason names it, and the range when its bound does not settle the grade
-    ctext = pl.concat_str(pl.col("_cens"), pl.col("_clim").round_sig_figs(6).cast(pl.String))
+    ctext = censored_text(pl.col("_cens"), pl.col("_clim"))
     rng = pl.concat_str([pl.when(pl.col("_rangeL").is_not_null()).then(pl.format("L {}", pl.col("_rangeL"))),
                          pl.when(pl.col("_rangeH").is_not_null()).then(pl.format("H {}", pl.col("_rangeH")))],
                         separator=", ", ignore_nulls=True)

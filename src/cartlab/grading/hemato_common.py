@@ -177,7 +177,7 @@ def censored_days(study: Study, param: str, numeric: pl.DataFrame) -> pl.DataFra
                        .otherwise(-pl.col("censor_limit")).alias("_k"))
     return (c.sort("_k", "day", "src_row").group_by("subject_id", "d", maintain_order=True).first()
             .select("subject_id", "d", "censor", "censor_limit",
-                    pl.concat_str(pl.col("censor"), pl.col("censor_limit").round_sig_figs(6).cast(pl.String)).alias("_cs"),
+                    censored_text(pl.col("censor"), pl.col("censor_limit")).alias("_cs"),
                     "_crs").cast(schema))
 
 

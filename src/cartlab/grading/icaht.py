@@ -27,6 +27,7 @@ from cartlab.grading.hemato_common import (
     Number,
     below_durations,
     censored_flag,
+    censored_text,
     daily_series,
     early_upper_grade,
     empty,
@@ -97,7 +98,7 @@ def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.
         *[pl.when(pl.col("anc").is_not_null()).then(pl.col("anc") <= thr if opts["inclusive"] else pl.col("anc") < thr)
           .otherwise(censored_flag(pl.col("censor"), pl.col("censor_limit"), thr, opts["inclusive"]))
           .alias(f"anc_le_{name}") for name, thr in levels.items()],
-        pl.concat_str(pl.col("censor"), pl.col("censor_limit").round_sig_figs(6).cast(pl.String)).alias("anc_censored"),
+        censored_text(pl.col("censor"), pl.col("censor_limit")).alias("anc_censored"),
     )
     cols = ["subject_id", "day", "anc", "anc_censored", "source", "prev_day", "next_day", "window"]
     cols += [f"anc_le_{n}" for n in levels] + ["reason", "evidence"]

@@ -27,6 +27,7 @@ from cartlab.grading.hemato_common import (
     CountWindowOptions,
     below_durations,
     censored_flag,
+    censored_text,
     daily_series,
     early_upper_grade,
     empty,
@@ -147,7 +148,7 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
         supported.alias("transfusion_supported"),
         by_tx.alias("below_by_transfusion"),
         *flags,
-        pl.concat_str(pl.col("censor"), pl.col("censor_limit").round_sig_figs(6).cast(pl.String)).alias("plt_censored"),
+        censored_text(pl.col("censor"), pl.col("censor_limit")).alias("plt_censored"),
         pl.concat_str(pl.col("reason"), note).alias("reason"),
     ).with_row_index("_row")
     # the transfusion rows join the evidence of the (few) days counted below because of them
