@@ -45,6 +45,7 @@ from cartlab.grading.count_recovery import RecoveryOptions, derive_count_recover
 from cartlab.grading.hemato_common import DailyValue, Number, join_param, joined, str_list
 from cartlab.grading.hemato_common import bounds as _bounds
 from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
+from cartlab.grading.hemato_common import censored_days as _censored_days
 from cartlab.grading.hemato_common import daily_values as _daily
 from cartlab.grading.hemato_common import empty as _empty
 from cartlab.grading.hemato_common import fmt_expr as _fmt_expr
@@ -96,8 +97,8 @@ _SID = "subject_id"
 # baseline (pre-lymphodepletion) values
 
 
-def _lymphodepletion_days(study: Study, agents: Iterable[str], window: tuple[float, float] = (-14, -1),
-                          max_gap: float = 3) -> pl.DataFrame:
+def _lymphodepletion_days(study: Study, agents: Iterable[str], window: tuple[float, float],
+                          max_gap: float) -> pl.DataFrame:
     """Per subject: ``ld_day`` (the first dose day of the lymphodepletion course), ``ld_last`` (its
     last dose day) and ``ld_refs`` (the first day's dose rows). The course: the doses of ``agents``
     within ``window`` (days relative to the CAR-T infusion, day 0), the last run of them with no gap
@@ -130,9 +131,10 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict) -> tuple[pl.
     subject and param; per subject in subject order: ``ref_day``, ``how``, ``baseline_rule``,
     ``ref_evidence``)."""
     agents, max_lookback = opts["lymphodepletion_agents"], opts["max_lookback_days"]
-    window = tuple(opts.get("lymphodepletion_window") or (-14, -1))
-    gap = opts.get("lymphodepletion_max_gap_days")
-    ld = _lymphodepletion_days(study, agents, window, 3 if gap is None else gap)
+    # the window and the gap come from the criteria table's defaults (car_hematotox_2021.yaml,
+    # easix.yaml) or the user's options: no second copy of the defaults here
+    window = tuple(opts["lymphodepletion_window"])
+    ld = _lymphodepletion_days(study, agents, window, opts["lymphodepletion_max_gap_days"])
     has_ld = pl.col("ld_day").is_not_null()
     refs = _subject_order(study).join(ld, on=_SID, how="left").select(
         _SID, "_order",
@@ -356,9 +358,17 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
         f = refs.select(_SID, "_order", pl.lit("pre_ld").alias("timepoint"), pl.col("ref_day").alias("day"))
         keys = [_SID]
     else:
-        values = _daily(_param_obs(study, inputs), opts["daily_value"]).select(
+        numeric = _daily(_param_obs(study, inputs), opts["daily_value"]).select(
             _SID, "param", "d", "value", pl.col("d").cast(pl.Float64).alias("day"),
-            pl.col("refs").list.first().alias("ref"))
+            pl.col("refs").list.first().alias("ref"),
+            pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"))
+        # a day with only a censored result ("PLAT <10") is a result of that day, read as a bound
+        # (session 33: it read as missing, and a chosen day's nearest number could come from further away)
+        cens = [_censored_days(study, p, numeric.filter(pl.col("param") == p)).select(
+            _SID, pl.lit(p).alias("param"), "d", pl.lit(None, dtype=pl.Float64).alias("value"),
+            pl.col("d").cast(pl.Float64).alias("day"), pl.col("_crs").alias("ref"), "censor", "censor_limit")
+            for p in inputs]
+        values = pl.concat([numeric, *cens], how="vertical_relaxed")
         if day == "each":
             f = values.select(_SID, "d").unique().sort(_SID, "d").select(
                 _SID, "d", pl.col("d").alias("_order"), pl.lit("each").alias("timepoint"),
@@ -375,9 +385,6 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
             keys = [_SID]
         else:
             raise ValueError(f"day must be 'pre_ld', 'each' or a number, not {day!r}")
-    if "censor" not in values.columns:
-        values = values.with_columns(pl.lit(None, dtype=pl.String).alias("censor"),
-                                     pl.lit(None, dtype=pl.Float64).alias("censor_limit"))
     for p, spec in inputs.items():
         f = join_param(f, values, keys, p, {"value": f"_{p}", "day": f"{spec['column']}_day", "ref": f"_{p}_ref",
                                             "censor": f"_{p}_censor", "censor_limit": f"_{p}_limit"})
