@@ -145,12 +145,13 @@ def test_subject_page_shows_the_antigen_status_and_one_early_icaht_cell(small):
 
 
 def test_antigen_status_words_every_rule():
-    # the four rules of derive_antigen_loss, in the page's words (missing is not negative: no baseline
-    # is "cannot be told", never a loss nor retained)
+    # the rules of derive_antigen_loss, in the page's words (missing is not negative: no baseline
+    # is "cannot be told", never a loss nor retained); antigen.undetermined added in session 33
     from cartlab.report.subject_blocks import ANTIGEN_STATUS
 
     assert set(ANTIGEN_STATUS) == {"antigen.loss", "antigen.low_at_baseline", "antigen.no_baseline",
-                                   "antigen.retained"}
+                                   "antigen.retained", "antigen.undetermined"}
+    assert "cannot be told" in ANTIGEN_STATUS["antigen.undetermined"]
     assert "not a documented loss" in ANTIGEN_STATUS["antigen.low_at_baseline"]
     assert "cannot be told" in ANTIGEN_STATUS["antigen.no_baseline"]
 

@@ -114,6 +114,7 @@ ANTIGEN_STATUS = {
     "antigen.low_at_baseline": "below the cut-off at baseline, not a documented loss",
     "antigen.no_baseline": "below the cut-off with no pre-treatment value: a loss cannot be told",
     "antigen.retained": "retained (not below the cut-off)",
+    "antigen.undetermined": "a censored result that does not settle the cut-off: a loss cannot be told",
 }
 
 
@@ -130,13 +131,14 @@ def antigen_status(analysis, subject_id: str) -> list[str]:
     lines = []
     for (antigen,), part in rows.sort("day").partition_by("antigen", as_dict=True, maintain_order=True).items():
         first = part.row(0, named=True)
-        pre = (f"{_g(first['pre_pct'])}% before treatment (day {_g(first['pre_day'])})"
-               if first.get("pre_pct") is not None else "no value before treatment")
+        pre_shown = first.get("pre_pct_censored") or (None if first.get("pre_pct") is None else _g(first["pre_pct"]))
+        pre = (f"{pre_shown}% before treatment (day {_g(first['pre_day'])})"
+               if pre_shown is not None else "no value before treatment")
         after = []
         for r in part.iter_rows(named=True):
             marrow = {True: ", relapse marrow (blasts >= 5%)", False: ", marrow blasts below 5%"}.get(
                 r.get("with_relapse_marrow"), ", no marrow blasts measured that day")
-            after.append(f"{_g(r['pct'])}% on day {_day(r['day'])}: {ANTIGEN_STATUS.get(r['rule'], r['rule'])}{marrow}")
+            after.append(f"{r.get('pct_censored') or _g(r['pct'])}% on day {_day(r['day'])}: {ANTIGEN_STATUS.get(r['rule'], r['rule'])}{marrow}")
         head = f"{antigen or 'target antigen'} on blasts" + (f" (cut-off {_g(cut)}%)" if cut is not None else "")
         lines.append(f"{head}: {pre}; " + "; ".join(after))
     return lines

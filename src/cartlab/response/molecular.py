@@ -60,15 +60,22 @@ class MolecularOptions(CriteriaOptions):
     * ``params``: which molecular params are followed.
     * ``antigen_negative_below_pct`` (30, NCT04762485 eligibility): TGTBLAST below it = antigen
       negative/low (a loss when the pre-treatment value was at or above it).
+    * ``same_specimen`` (True): a follow-up is compared only with a baseline of the same specimen
+      (BM with BM, PB with PB; an empty specimen only with an empty one): blood and marrow levels of
+      one marker differ, so a change across specimens is not a reduction. A cartlab convention
+      (ELN MRD 2021, Heuser et al., Blood 2021;138:2753, monitors MRD in serial samples of one
+      material; that wording is not verified here). False compares across specimens.
     """
 
     baseline_before_day: float = 0.0
     params: tuple[str, ...] = MOLECULAR_PARAMS
+    same_specimen: bool = True
     antigen_negative_below_pct: float = 30.0
 
 
 _SCHEMA = {
-    "subject_id": pl.String, "param": pl.String, "analyte": pl.String, "baseline_day": pl.Float64,
+    "subject_id": pl.String, "param": pl.String, "analyte": pl.String, "specimen": pl.String,
+    "baseline_day": pl.Float64,
     "baseline": pl.Float64, "baseline_censored": pl.String, "day": pl.Float64, "value": pl.Float64,
     "value_censored": pl.String, "fold_reduction": pl.Float64, "log10_reduction": pl.Float64,
     "log10_reduction_at_least": pl.Float64, "log10_reduction_at_most": pl.Float64, "rule": pl.String,
@@ -131,16 +138,18 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
     for key, part in obs.partition_by(["subject_id", "param", "analyte"], as_dict=True).items() if obs.height else []:
         sid, param, analyte = key
         recs = part.to_dicts()
-        base = [r for r in recs if r["day"] < cut]
-        b = base[-1] if base else None
-        br = _Reading(b) if b else None
         name = f"{param} {analyte or ''}".strip()
         for r in recs:
             if r["day"] < cut:
                 continue
+            base = [x for x in recs if x["day"] < cut
+                    and (not options.same_specimen or x["specimen"] == r["specimen"])]
+            b = base[-1] if base else None
+            br = _Reading(b) if b else None
             fr = _Reading(r)
             ev = [x for x in (row_ref(r), row_ref(b) if b else None) if x]
-            out = {"subject_id": sid, "param": param, "analyte": analyte, "day": r["day"], "value": r["value"],
+            out = {"subject_id": sid, "param": param, "analyte": analyte, "specimen": r["specimen"],
+                   "day": r["day"], "value": r["value"],
                    "value_censored": fr.censored,
                    "baseline_day": None if b is None else b["day"], "baseline": None if b is None else b["value"],
                    "baseline_censored": None if br is None else br.censored,
@@ -149,9 +158,13 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
             at = f"on day {r['day']:g}"
             bl = "" if b is None else f"baseline {br.text} on day {b['day']:g}"
             if b is None:
+                other = sorted({x["specimen"] or "no specimen" for x in recs if x["day"] < cut})
+                where = f" in {r['specimen'] or 'a row without a specimen'}" if options.same_specimen else ""
+                note = (f" (before day {cut:g} only in {', '.join(other)}: blood and marrow levels differ, "
+                        "so only the same specimen is compared; option molecular.same_specimen)" if other else "")
                 out.update(rule="molecular.no_baseline",
-                           reason=f"{name} {fr.text} {at}: no value before day {cut:g}, so no reduction can "
-                                  "be computed")
+                           reason=f"{name} {fr.text} {at}: no value before day {cut:g}{where}, so no reduction "
+                                  f"can be computed{note}")
             elif br.kind == "text" or fr.kind == "text":
                 which = (f"baseline value_text {br.text} on day {b['day']:g}" if br.kind == "text"
                          else f"value_text {fr.text} {at}")
@@ -216,13 +229,31 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
 
 _AG_SCHEMA = {
     "subject_id": pl.String, "antigen": pl.String, "pre_day": pl.Float64, "pre_pct": pl.Float64,
-    "day": pl.Float64, "pct": pl.Float64, "below_cutoff": pl.Boolean, "antigen_loss": pl.Boolean,
+    "pre_pct_censored": pl.String, "day": pl.Float64, "pct": pl.Float64, "pct_censored": pl.String, "below_cutoff": pl.Boolean, "antigen_loss": pl.Boolean,
     "with_relapse_marrow": pl.Boolean, "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
 }
 
 #: marrow blasts at or above this (%) make a relapse marrow (ELN 2022 / ALL: >= 5% blasts)
 _CENSOR_OPS = ("<", "<=", ">", ">=")
 _RELAPSE_BLASTS = 5.0
+
+
+def _below(r: dict, thr: float) -> bool | None:
+    """Whether a TGTBLAST result is below ``thr`` %: a number compares; a censored result when its
+    bound settles it ("<1", "<=20" against 30: below; ">=30", ">95": not), else None ("<50")."""
+    if r["value"] is not None:
+        return r["value"] < thr
+    op, lim = r["censor"], r["censor_limit"]
+    if (op == "<" and lim <= thr) or (op == "<=" and lim < thr):
+        return True
+    if op in (">", ">=") and lim >= thr:
+        return False
+    return None
+
+
+def _pct(r: dict) -> str:
+    """A TGTBLAST result as written: "95.6%" or the censored "<1%"."""
+    return f"{r['value']:g}%" if r["value"] is not None else f"{r['censor']}{r['censor_limit']:g}%"
 
 
 def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
@@ -237,8 +268,13 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
     """
     options = options or MolecularOptions()
     thr = options.antigen_negative_below_pct
-    tg = study.observations.filter((pl.col("param") == "TGTBLAST") & pl.col("value").is_not_null()
-                                   & pl.col("day").is_not_null()).sort("subject_id", "analyte", "day")
+    # a censored result ("<1" %, CD7-negative by flow) is a reading: below the cut-off when its bound
+    # settles it, undetermined when not ("<50" against 30%); session 33 (it was dropped)
+    tg = study.observations.filter(
+        (pl.col("param") == "TGTBLAST") & pl.col("day").is_not_null()
+        & (pl.col("value").is_not_null() | (pl.col("censor").is_in(list(_CENSOR_OPS))
+                                           & pl.col("censor_limit").is_not_null()))
+    ).sort("subject_id", "analyte", "day", "src_row")
     bm = {}
     for r in study.observations.filter((pl.col("param") == "BMBLAST") & pl.col("day").is_not_null()
                                        & (pl.col("value").is_not_null() | pl.col("censor_limit").is_not_null())
@@ -262,27 +298,36 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
         recs = part.to_dicts()
         pre = [r for r in recs if r["day"] < options.baseline_before_day]
         p = pre[-1] if pre else None
+        p_below = None if p is None else _below(p, thr)
         ag = antigen or "target"
         for r in recs:
             if r["day"] < options.baseline_before_day:
                 continue
-            below = r["value"] < thr
-            what = f"{ag} on {r['value']:g}% of blasts on day {r['day']:g}"
+            below = _below(r, thr)
+            what = f"{ag} on {_pct(r)} of blasts on day {r['day']:g}"
             if p is not None:
-                what += f" (pre-treatment {p['value']:g}% on day {p['day']:g})"
-            if not below:
+                what += f" (pre-treatment {_pct(p)} on day {p['day']:g})"
+            if below is None:
+                lost, rule = None, "antigen.undetermined"
+                why = (f"the censored result {_pct(r)} does not settle whether it is below {thr:g}%: loss "
+                       "undetermined")
+            elif not below:
                 lost, rule, why = False, "antigen.retained", f"not below {thr:g}%"
             elif p is None:
                 lost, rule = None, "antigen.no_baseline"
                 why = (f"below {thr:g}%, but no pre-treatment {ag} value (TGTBLAST before day "
                        f"{options.baseline_before_day:g}): loss or antigen-low from the start cannot be told")
-            elif p["value"] < thr:
+            elif p_below is None:
+                lost, rule = None, "antigen.undetermined"
+                why = (f"below {thr:g}%, but the pre-treatment censored result {_pct(p)} does not settle whether "
+                       f"it was below {thr:g}%: loss or antigen-low from the start cannot be told")
+            elif p_below:
                 lost, rule = False, "antigen.low_at_baseline"
-                why = (f"below {thr:g}%, as it already was before treatment ({p['value']:g}% < {thr:g}%): "
+                why = (f"below {thr:g}%, as it already was before treatment ({_pct(p)} < {thr:g}%): "
                        "antigen-low at baseline, not a loss")
             else:
                 lost, rule = True, "antigen.loss"
-                why = f"below {thr:g}%, from {p['value']:g}% (at or above {thr:g}%) before treatment: antigen loss"
+                why = f"below {thr:g}%, from {_pct(p)} (at or above {thr:g}%) before treatment: antigen loss"
             day = math.floor(r["day"])
             marrow = bm.get((sid, day))
             if marrow is not None and marrow[0] is None:
@@ -296,7 +341,8 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
             else:
                 rel, shown = marrow
                 if rel:
-                    kind = ("antigen-negative/low" if lost else "antigen-low" if below else "antigen-positive")
+                    kind = ("antigen-negative/low" if lost else "antigen-low" if below
+                            else "antigen level undetermined" if below is None else "antigen-positive")
                     # >= 5% blasts is a relapse only after a remission (ELN 2022); before one it is
                     # persistent disease: this table does not know which (best_response.csv does)
                     why += (f"; marrow blasts {shown} the same day (>= {_RELAPSE_BLASTS:g}%): {kind} leukaemia in "
@@ -306,7 +352,9 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
                     why += f"; marrow blasts {shown} the same day: below {_RELAPSE_BLASTS:g}%, not a relapse marrow"
             rows.append({
                 "subject_id": sid, "antigen": antigen, "pre_day": None if p is None else p["day"],
-                "pre_pct": None if p is None else p["value"], "day": r["day"], "pct": r["value"],
+                "pre_pct": None if p is None else p["value"],
+                "pre_pct_censored": None if p is None or p["value"] is not None else _pct(p)[:-1],
+                "day": r["day"], "pct": r["value"], "pct_censored": None if r["value"] is not None else _pct(r)[:-1],
                 "below_cutoff": below, "antigen_loss": lost, "with_relapse_marrow": rel, "rule": rule,
                 "reason": f"{what}: {why}",
                 "evidence": [x for x in (row_ref(r), row_ref(p) if p else None) if x],
