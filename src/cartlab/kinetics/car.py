@@ -24,6 +24,10 @@ Cellular kinetics). Time is days from the first CAR-T infusion (the study's day 
   stops at the last sample on or before day 28 (``cartlab nca --interval 0,28`` gives both:
   ``aucint``/``aucint.last`` and ``auclast``).
 
+* Two samples of one subject at the same time (one whole ``day`` twice, without a time of day):
+  the subject's NCA is not evaluable, with the reason "two samples at the same time (day 7)"
+  (PKNCA requires unique times); see :func:`derive_car_kinetics`.
+
 Every value carries the rows it came from (``evidence``) and the method; the NCA itself is
 :func:`cartlab.kinetics.nca.nca`.
 """
@@ -38,6 +42,7 @@ import polars as pl
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning
+from cartlab.kinetics._days import day_expr, day_text
 from cartlab.kinetics.agents import car_t_infusions
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -190,12 +195,45 @@ def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None)
     return prof.cast(_PROFILE_SCHEMA).sort("subject_id", "time")
 
 
+def _same_time(prof: pl.DataFrame) -> pl.DataFrame:
+    """Subjects with two (or more) samples at one time, with ``not_evaluable``: "two samples at the same
+    time (day 7)" (the study days, as the user gave them; "several" when a time has three or more)."""
+    groups = (prof.filter(pl.len().over("subject_id", "time") > 1)
+              .group_by("subject_id", "time").agg(pl.col("day").min().alias("_d"), pl.len().alias("_n"))
+              .sort("subject_id", "time")
+              .group_by("subject_id", maintain_order=True)
+              .agg(pl.concat_str(pl.lit("day "), day_expr(pl.col("_d"))).str.join(", ").alias("_days"),
+                   (pl.col("_n") > 2).any().alias("_more")))
+    return groups.select("subject_id", pl.format(
+        "{} samples at the same time ({})", pl.when(pl.col("_more")).then(pl.lit("several")).otherwise(pl.lit("two")),
+        pl.col("_days")).alias("not_evaluable"))
+
+
 def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
     """NCA of every subject's CAR profile: PKNCA-named parameters over all data and the AUC window.
 
     Columns: ``subject_id``, ``param``, ``unit``, the NCA columns of the whole profile (``cmax``,
     ``tmax``, ``tlast``, ``clast.obs``, ``auclast``, ``lambda.z``, ``half.life`` ...), ``auc_window``
-    (the AUC over ``auc_window``), ``method``, ``warnings``, ``rule``, ``reason`` and ``evidence``.
+    (the AUC over ``auc_window``), ``auc_window_basis``, ``method``, ``warnings``, ``rule``,
+    ``reason``, ``evidence`` and ``not_evaluable``.
+
+    * ``n_blq``: the subject's samples (after the infusion) observed below the limit of
+      quantification — a ``<x`` result, a value below its ``lloq``, or a measured 0 (PKNCA: "values
+      are considered BLQ if they are 0") — counted as observed: those the BLQ rule sets to 0 (before
+      the first and after the last quantifiable sample) and those it drops (between) alike. The 0
+      imputed at the infusion (``zero_at_infusion``) is not a sample and is not counted (it was before
+      session 33). ``n_samples`` is the NCA's: the points its AUCs use, the imputed 0 included.
+    * ``warnings``: the whole-profile NCA's, except ``aucint_no_lambda_z`` (PKNCA's 0-infinity
+      ``aucint`` always needs lambda.z): that code is given only when ``auc_window`` is null because
+      the window ends after the last quantifiable sample, lambda.z is not available, and no BLQ
+      sample after it brings the level to 0 (the only case where extrapolation is needed).
+    * Two samples of a subject at the same time (two rows of one whole ``day`` without a time of day,
+      which the study reader keeps and warns about): NCA needs one concentration per time (PKNCA:
+      times must be unique and increasing), and which is the later sample is unknown. The subject is
+      not evaluable: one row with every NCA value empty, ``not_evaluable`` = "two samples at the same
+      time (day 7)", rule ``car_kinetics.duplicate_time``, warning ``duplicate_time``; the other
+      subjects are computed as usual (session 33: one raised ValueError left the subject without a
+      row). Missing is not negative: its Cmax and AUC are empty, never 0.
     """
     from cartlab.kinetics.nca import NcaOptions, derive_nca
 
@@ -206,7 +244,9 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     if prof.height == 0:
         return pl.DataFrame(schema={**schema_extra, "param": pl.String, "cmax": pl.Float64, "tmax": pl.Float64,
                                     "tlast": pl.Float64, "auc_window": pl.Float64, "method": pl.String,
-                                    "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
+                                    "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
+                                    "not_evaluable": pl.String})
+    same = _same_time(prof)
     # the NCA sees quantifiable values as conc and BLQ samples as conc 0 with their LLOQ
     # (a measured 0 stays a 0: the NCA reads it as BLQ without an lloq, PKNCA's convention)
     censored = pl.col("blq") & (pl.col("conc") != 0).fill_null(True)
@@ -215,16 +255,20 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     # (it was dropped: a ">1e6" peak left Cmax at the next sample; session 32 review)
     above = (pl.col("conc").is_null() & ~pl.col("blq")
              & pl.col("value_text").str.contains(r"^\s*(>=|>|≥)").fill_null(False) & pl.col("lloq").is_not_null())
-    frame = prof.select("subject_id", "time", pl.when(censored).then(None).otherwise(pl.col("conc")).alias("conc"),
-                        pl.when(censored).then(pl.col("lloq")).otherwise(None).alias("lloq"),
-                        pl.when(censored).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
-                        .when(above).then(pl.concat_str(pl.lit(">"), pl.col("lloq").cast(pl.String)))
-                        .otherwise(None).alias("value_text"))
+    frame = (prof.filter(~pl.col("subject_id").is_in(same["subject_id"].implode()))
+             .select("subject_id", "time", pl.when(censored).then(None).otherwise(pl.col("conc")).alias("conc"),
+                     pl.when(censored).then(pl.col("lloq")).otherwise(None).alias("lloq"),
+                     pl.when(censored).then(pl.concat_str(pl.lit("<"), pl.col("lloq").cast(pl.String)))
+                     .when(above).then(pl.concat_str(pl.lit(">"), pl.col("lloq").cast(pl.String)))
+                     .otherwise(None).alias("value_text")))
     lo, hi = options.auc_window
     res = derive_nca(frame, subject="subject_id", time="time", conc="conc", lloq="lloq", value_text="value_text",
               intervals=((0.0, math.inf), (lo, hi)), options=NcaOptions(method=options.method))
     whole = res.filter(pl.col("end").is_infinite()).rename({"rule": "lambda.z.rule", "reason": "lambda.z.reason"})
-    win = res.filter(pl.col("end") == hi).select("subject_id", pl.col("aucint").alias("_aucint"))
+    win = res.filter(pl.col("end") == hi).select(
+        "subject_id", pl.col("aucint").alias("_aucint"),
+        pl.col("warnings").list.eval(pl.element().str.starts_with("aucint_no_lambda_z:")).list.any()
+        .alias("_win_no_lz"))
     # BLQ after the last quantifiable sample: the curve is 0 from there on (study contract: BLQ after
     # the last quantifiable value is 0). Inside the window the window AUC is AUCall; after it, the
     # level at the window's end is interpolated between the last quantifiable sample and that 0
@@ -234,7 +278,9 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                   .group_by("subject_id").agg(pl.col("time").min().alias("_zero_at")))
     meta = prof.group_by("subject_id", maintain_order=True).agg(
         pl.col("param").first(), pl.col("unit").first(), pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).alias("evidence"),
-        pl.col("imputed").any().alias("zero_imputed"))
+        pl.col("imputed").any().alias("zero_imputed"),
+        # samples observed BLQ (the imputed 0 at the infusion is not one: its blq is False)
+        pl.col("blq").sum().cast(pl.Int64).alias("_n_blq"))
     out = (whole.join(win, on="subject_id", how="left").join(zero_after, on="subject_id", how="left")
            .join(meta, on="subject_id", how="left"))
     use_all = pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") <= hi) & pl.lit(lo == 0.0)
@@ -242,31 +288,68 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                   & pl.lit(lo == 0.0))
     tl, cl, z = pl.col("tlast"), pl.col("clast.obs"), pl.col("_zero_at")
     c_end = cl * (z - hi) / (z - tl)  # linear from (tlast, clast) to (zero_at, 0), at the window's end
+    # the window needs lambda.z only on the aucint path (no BLQ sample after tlast closes the curve)
+    # and only when it ends after tlast (the window row's own aucint_no_lambda_z says exactly that)
+    no_lz = ~use_all & ~zero_later & pl.col("_aucint").is_null() & pl.col("_win_no_lz").fill_null(False)
     out = out.with_columns(
         pl.when(use_all).then(pl.col("aucall"))
         .when(zero_later).then(pl.col("auclast") + (cl + c_end) / 2 * (hi - tl))
         .otherwise(pl.col("_aucint")).alias("auc_window"),
-        pl.when(use_all).then(pl.format("AUCall: concentration 0 from the BLQ sample on day {}", pl.col("_zero_at")))
+        pl.when(use_all).then(pl.format("AUCall: concentration 0 from the BLQ sample on day {}", day_expr(z)))
         .when(zero_later).then(pl.format(
             f"AUClast, then linear from the last quantifiable sample to concentration 0 at the BLQ sample on "
-            f"day {{}}, interpolated at day {hi:g}", pl.col("_zero_at")))
-        .when(pl.col("_aucint").is_null()).then(pl.lit("not computable: the window reaches past the last "
-                                                       "quantifiable sample and lambda.z is not estimable"))
+            f"day {{}}, interpolated at day {day_text(hi)}", day_expr(z)))
+        .when(no_lz).then(pl.lit("not computable: the window reaches past the last quantifiable sample and "
+                                 "lambda.z is not estimable"))
+        .when(pl.col("_aucint").is_null()).then(pl.lit("not computable: fewer than 2 samples in the profile"))
         .otherwise(pl.lit("AUC over the window (PKNCA aucint)")).alias("auc_window_basis"),
-    ).drop("_aucint", "_zero_at")
+        # aucint_no_lambda_z of the whole profile is about PKNCA's 0-infinity aucint (= aucinf.obs), not
+        # the window beside it: given only when the window itself needs lambda.z (session 33)
+        pl.col("warnings").list.eval(pl.element().filter(~pl.element().str.starts_with("aucint_no_lambda_z:")))
+        .list.concat(pl.when(no_lz).then(pl.concat_list(pl.format(
+            f"aucint_no_lambda_z: the AUC window (day {day_text(lo)}-{day_text(hi)}) reaches past the last "
+            "quantifiable sample (day {}) and lambda.z is not available, with no BLQ sample after it to bring the "
+            "level to 0: auc_window is null (PKNCA aucint)", day_expr(tl))))
+                     .otherwise(pl.lit([], dtype=pl.List(pl.String)))).alias("warnings"),
+        pl.col("_n_blq").alias("n_blq"),
+    ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq")
+    auc_text = (pl.when(pl.col("auc_window").is_null()).then(pl.format("({})", pl.col("auc_window_basis")))
+                .otherwise(pl.format("{} by {} ({})", _num_text("auc_window"), pl.lit(options.method),
+                                     pl.col("auc_window_basis"))))
+    peak_text = (pl.when(pl.col("tmax").is_null()).then(pl.format("no quantifiable sample (Cmax {})", _num_text("cmax")))
+                 .otherwise(pl.format("Cmax {} at day {}, last quantifiable day {}", _num_text("cmax"),
+                                      day_expr(pl.col("tmax")), day_expr(pl.col("tlast")))))
     out = out.with_columns(
         pl.lit(options.method).alias("method"),
         pl.lit("car_kinetics.nca").alias("rule"),
-        pl.format("{} NCA from {} samples (time from the {} infusion{}): Cmax {} at day {}, last quantifiable day {}, "
-                  "AUC{}-{} {} by {} ({})",
+        pl.format("{} NCA from {} samples (time from the {} infusion{}): {}, AUC{}-{} {}",
                   pl.col("param"), pl.col("n_samples"), pl.lit(options.time_from),
                   pl.when(pl.col("zero_imputed")).then(pl.lit("; concentration 0 imputed at the infusion"))
-                  .otherwise(pl.lit("")),
-                  _num_text("cmax"), _num_text("tmax"), _num_text("tlast"), pl.lit(f"{lo:g}"),
-                  pl.lit(f"{hi:g}"), _num_text("auc_window"), pl.lit(options.method),
-                  pl.col("auc_window_basis")).alias("reason"),
+                  .otherwise(pl.lit("")), peak_text, pl.lit(day_text(lo)), pl.lit(day_text(hi)),
+                  auc_text).alias("reason"),
+        pl.lit(None, dtype=pl.String).alias("not_evaluable"),
     )
+    if same.height:
+        out = pl.concat([out, _not_evaluable_rows(same, meta, options)], how="diagonal_relaxed").sort(
+            "subject_id", maintain_order=True)
     return out
+
+
+def _not_evaluable_rows(same: pl.DataFrame, meta: pl.DataFrame, options: CarKineticsOptions) -> pl.DataFrame:
+    """The rows of the subjects with two samples at one time: every NCA value empty, and why."""
+    fix = ("NCA needs one concentration per time (PKNCA: sample times must be unique and increasing), and "
+           "which sample came later is unknown; give each its time of day (a datetime, or a fractional day)")
+    return same.join(meta, on="subject_id", how="left").select(
+        "subject_id", pl.lit(0.0).alias("start"), pl.lit(math.inf).alias("end"),
+        pl.col("_n_blq").alias("n_blq"),
+        pl.concat_list(pl.format("duplicate_time: {}: {}", pl.col("not_evaluable"), pl.lit(fix))).alias("warnings"),
+        "param", "unit", "evidence", "zero_imputed",
+        pl.format("not evaluable: {}", pl.col("not_evaluable")).alias("auc_window_basis"),
+        pl.lit(options.method).alias("method"),
+        pl.lit("car_kinetics.duplicate_time").alias("rule"),
+        pl.format("{} NCA not evaluable: {}; {}", pl.col("param"), pl.col("not_evaluable"), pl.lit(fix)).alias("reason"),
+        "not_evaluable",
+    )
 
 
 def _num_text(col: str) -> pl.Expr:
@@ -287,6 +370,10 @@ def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = N
     ``car_auc_0_28`` is the AUC over exactly ``auc_window`` (days 0-28), interpolated at day 28 by
     the AUC method (module docstring); Cmax/Tmax/Tlast are those of the whole profile.
 
+    ``car_not_evaluable``: why the subject's kinetics are not evaluable (e.g. "two samples at the same
+    time (day 7)"; null otherwise), so that exposure-response names the reason; it is not a
+    subject_summary.csv column.
+
     ``kinetics``: the :func:`car_kinetics` frame when already computed.
     """
     k = kinetics if kinetics is not None else derive_car_kinetics(study, options)
@@ -294,7 +381,7 @@ def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = N
         k.select("subject_id", pl.col("cmax").alias("car_cmax"), pl.col("tmax").alias("car_tmax"),
                  pl.col("auc_window").alias("car_auc_0_28"), pl.col("tlast").alias("car_tlast"),
                  *[(pl.col(c) if c in k.columns else pl.lit(None, pl.String)).alias(f"car_{c}")
-                   for c in ("param", "unit")]),  # an empty NCA frame has no param/unit columns
+                   for c in ("param", "unit", "not_evaluable")]),  # an empty NCA frame has no param/unit
         on="subject_id", how="left", maintain_order="left")
 
 

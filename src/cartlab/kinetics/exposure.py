@@ -22,7 +22,9 @@ Who is counted:
   rank test: 0 is the lowest rank); only the logistic regression, which takes log10 of the
   exposure, leaves them out (``n_zero``, ``n_logit`` and ``logit_note`` say so).
 * A subject is **excluded** from a row when its outcome is unknown (best response NE or empty, no CRS
-  grade, a CRS grade range across the threshold) or its exposure is missing (no CAR-T samples, AUC not computable) or negative. Every
+  grade, a CRS grade range across the threshold) or its exposure is missing (no CAR-T samples, AUC not
+  computable, kinetics not evaluable — e.g. "CAR-T kinetics not evaluable: two samples at the same time
+  (day 7)", from ``car_not_evaluable`` of the kinetics summary) or negative. Every
   excluded subject is named with its reason in ``excluded`` (``n_excluded`` counts them), and a
   :class:`~cartlab.errors.CartlabWarning` names them once per call (``cartlab analyze`` records it
   in ``analysis.json``).
@@ -110,7 +112,10 @@ def _missing_reason(summary: pl.DataFrame, exp: str) -> pl.Expr:
     for c in ("car_cmax", "car_auc_0_28"):
         if c in summary.columns:
             no_kinetics = no_kinetics & pl.col(c).is_null()
-    return (pl.when(col.is_null() & no_kinetics)
+    why_not = pl.col("car_not_evaluable") if "car_not_evaluable" in summary.columns else pl.lit(None, pl.String)
+    return (pl.when(col.is_null() & why_not.is_not_null())
+            .then(pl.format("CAR-T kinetics not evaluable: {}", why_not))
+            .when(col.is_null() & no_kinetics)
             .then(pl.lit("no CAR-T kinetics: exposure empty (no CARCOPY/CARCELL sample after the infusion)"))
             .when(col.is_null()).then(pl.lit(f"{exp} empty: not computable (see car_kinetics.csv)"))
             .when(col.is_nan()).then(pl.lit(f"{exp} is not a number"))

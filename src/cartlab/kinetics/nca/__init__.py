@@ -68,7 +68,8 @@ quantifiable time on the profile's own axis (*cartlab*).
   sample in the interval (a BLQ kept as 0; ``choose_interval_method``). ``aucinf.obs`` = AUClast
   + ``clast.obs / lambda.z`` (``aucinf_finite_interval`` warns for a finite interval). For
   ``"lin-log"`` the tmax that splits linear from log is the curve's own (PKNCA recomputes it).
-  ``n_samples`` counts these cleaned samples.
+  ``n_samples`` counts these cleaned samples; ``n_blq`` (*cartlab*) counts the interval's samples
+  observed BLQ, as observed (before cleaning: kept, imputed and dropped ones alike).
 * ``aucint`` / ``aucint.last`` (PKNCA ``aucint.inf.obs`` / ``aucint.last``, ``R/aucint.R``, which
   receive ``conc.group``/``time.group``: the whole profile) are the AUCs over exactly
   ``[start, end]``, interpolated or extrapolated at the edges; see below. Use them for an AUC to a

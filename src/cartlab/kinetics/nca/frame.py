@@ -261,7 +261,8 @@ def _assemble(subject: str, subjects: pl.Series, results: list[dict], opt: NcaOp
             "linup": linup}
     messages = [f"{code}: {msg.format(**fill)}" for code, msg in _WARNINGS]
     combos = {int(v): [messages[i] for i in range(len(_WARNINGS)) if (int(v) >> i) & 1] for v in np.unique(wbits)}
-    warnings = pl.Series("warnings", wbits).replace_strict(combos, return_dtype=pl.List(pl.String))
+    warnings = (pl.Series("warnings", wbits).replace_strict(combos, return_dtype=pl.List(pl.String)) if wbits.size
+                else pl.Series("warnings", [], dtype=pl.List(pl.String)))  # no rows: still a list column
 
     out = frame.with_columns(
         subjects.gather(sub).alias(subject),
@@ -295,8 +296,10 @@ def derive_nca(frame: pl.DataFrame, *, subject: str = "subject_id", time: str = 
     ``frame`` is a long table: one row per sample with ``subject``, ``time`` and ``conc`` columns
     (``conc`` may be missing on a censored row), optionally ``lloq`` (BLQ when conc < lloq) and
     ``value_text`` (BLQ when a lower-censored result such as ``<50``). Rows need not be sorted; a
-    subject may not have two samples at one time. ``intervals`` are ``(start, end)`` pairs or
-    ``"START,END"`` strings (``end`` may be ``inf``). With ``doses`` (columns ``subject`` and
+    subject may not have two samples at one time (PKNCA: times must be unique; a ValueError names
+    the subject and the time — :func:`cartlab.kinetics.car.derive_car_kinetics` makes such a
+    subject not evaluable instead, so one subject never sinks a study). ``intervals`` are
+    ``(start, end)`` pairs or ``"START,END"`` strings (``end`` may be ``inf``). With ``doses`` (columns ``subject`` and
     ``dose_time``, default the ``time`` name), time is counted from each subject's first or last
     dose (``options.time_from``) and ``time_offset`` gives the dose time used. With
     ``threshold``, ``conc_above`` and ``time_above`` (time at or above it) are added.
@@ -305,7 +308,11 @@ def derive_nca(frame: pl.DataFrame, *, subject: str = "subject_id", time: str = 
     ``pk.nca`` does (``auclast`` stops at the interval's last quantifiable sample; ``aucint`` and
     ``aucint.last`` interpolate at the edges). Output: the subject column (first-appearance
     order), then :data:`NCA_COLUMNS` — ``start``, ``end``, ``method``, ``n_samples`` (samples used
-    for the AUCs), ``n_blq``, ``cmax``, ``tmax``, ``tlast``,
+    for the AUCs, after BLQ cleaning), ``n_blq`` (samples of the interval observed BLQ — below
+    ``lloq``, a lower-censored ``value_text`` or a concentration of 0 — counted as observed, before
+    BLQ cleaning: those kept or imputed as 0 and those dropped alike; PKNCA has no such column, its
+    ``count_conc`` counts the non-missing concentrations and ``count_conc_measured`` those not
+    below or above the limit of quantification), ``cmax``, ``tmax``, ``tlast``,
     ``clast.obs``, ``auclast``, ``aucall``, ``aucinf.obs``, ``aucint``, ``aucint.last``,
     ``lambda.z``, ``half.life``, ``r.squared``, ``adj.r.squared``, ``lambda.z.n.points``,
     ``lambda.z.time.first``, ``lambda.z.time.last``, ``span.ratio``, ``clast.pred``,

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 from scipy import optimize, special
 
+from cartlab.kinetics._days import day_text
 from cartlab.kinetics.stein.base import _SteinFitter
 from cartlab.kinetics.stein.curve import derived_quantities, stein_curve, stein_log_curve
 from cartlab.kinetics.stein.data import _Data, _observations_frame, _with_observed_peaks
@@ -422,8 +423,8 @@ class SteinModel(_SteinFitter):
             tpk = self.extras["tlag"] + vals["tmax"]
             tq = d.t[0][q]
             if not np.any(tq < tpk - 1e-6 * max(1.0, tpk)):
-                first = f"day {tq.min():g}" if tq.size else "none"
-                why.append(f"no quantifiable sample before the fitted peak (day {tpk:.3g}; first quantifiable "
+                first = f"day {day_text(tq.min())}" if tq.size else "none"
+                why.append(f"no quantifiable sample before the fitted peak (day {day_text(tpk)}; first quantifiable "
                            f"sample {first}), so the expansion (foldx, and with it AUC0-28) is not determined "
                            "by the data; give --prior stein2019 (prior=STEIN_2019) or --fix foldx=VALUE")
         if cov is not None:
