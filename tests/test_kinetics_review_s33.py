@@ -203,3 +203,14 @@ def test_whole_days_print_without_decimals_and_timed_ones_with_two(tail_study, t
         warnings.simplefilter("ignore")
         r = derive_car_kinetics(s).row(0, named=True)
     assert "Cmax 10000 at day 6.42, last quantifiable day 27.42," in r["reason"]  # was "day 6.41667"
+
+
+def test_explain_names_the_not_evaluable_reason(dup_study):
+    """`cartlab explain --what kinetics` of A1 (two samples on day 7) says why there is no NCA, not
+    "no quantifiable sample" (A1 has quantifiable samples: 100 ... 12000)."""
+    from cartlab.analyze import Analysis
+    from cartlab.explain import explain
+
+    text = explain(Analysis(dup_study), "kinetics", "A1").headline
+    assert "not evaluable: two samples at the same time (day 7)" in text
+    assert "no quantifiable sample" not in text

@@ -227,6 +227,7 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
     to 0.1%); lambda.z and the half-life to 3 significant digits."""
     import math
 
+    from cartlab.kinetics._days import day_text
     from cartlab.kinetics.car import CarKineticsOptions, derive_car_profiles
     from cartlab.model import NOT_MEASURED_SOURCES
 
@@ -259,12 +260,14 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
     head = (f"{r['param']} from {measured.height} samples"
             + (f", {not_measured.height} of them {kinds} (not measured)" if not_measured.height else "")
             + ("; 0 imputed at the infusion" if r["zero_imputed"] else "") + ". ")
-    if r["cmax"] is not None and r["tmax"] is not None:
-        head += f"Cmax {num(r['cmax'])}{unit} on day {num(r['tmax'])}" + (f" ({peak_src})" if peak_src else "")
+    if r.get("not_evaluable"):  # e.g. two samples at the same time: no NCA at all (missing, not 0)
+        head += f"not evaluable: {r['not_evaluable']}"
+    elif r["cmax"] is not None and r["tmax"] is not None:
+        head += f"Cmax {num(r['cmax'])}{unit} on day {day_text(r['tmax'])}" + (f" ({peak_src})" if peak_src else "")
     else:
         head += "no quantifiable sample"
     if r["tlast"] is not None:
-        head += f"; last quantifiable day {num(r['tlast'])}"
+        head += f"; last quantifiable day {day_text(r['tlast'])}"
     lo, hi = opts.auc_window
     if r["auc_window"] is not None:
         head += (f"; AUC{num(lo)}-{num(hi)} {num(r['auc_window'])}{unit}·day by {r['method']}, "
@@ -278,7 +281,7 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
                if r.get("lambda.z.n.points") else f"; {r['lambda.z.rule']}")
         head += (f"; lambda.z {num(r['lambda.z'], 3)}/day (half-life {num(r['half.life'], 3)} days"
                  f"{fit})")
-    day_txt = pl.col("day").map_elements(num, return_dtype=pl.String)
+    day_txt = pl.col("day").map_elements(day_text, return_dtype=pl.String)
     value_txt = pl.col("conc").map_elements(num, return_dtype=pl.String)
     days = prof.select(
         pl.col("day"), pl.lit(None, dtype=pl.String).alias("grade"),
