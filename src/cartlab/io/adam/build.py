@@ -10,6 +10,11 @@ Conventions (docs/interop/adam.md):
   subject has an ``infusion_date``/``infusion_datetime``: ``ADT = TRTSDT + floor(ARELDY)``. The seed
   and synthetic studies have days only, so their dates are empty.
 * ``USUBJID`` = cartlab ``subject_id`` (the key of every analysis table).
+* **Treatment.** One period: ADSL TRT01P (the stated arm, else ``<target> CAR-T``, else empty),
+  TRT01A (agent of the earliest CAR-T dose row), TRTEDT (date of the last CAR-T dose row); every
+  record-level dataset carries them as TRTP / TRTA (ADaMIG BDS: at least one treatment variable).
+* **Terms and units as data** (``adam_terms.yaml``): ADAE AEDECOD/AEBODSYS of the reported term,
+  ADPP parameter units; a term or parameter not listed stays uncoded / unitless.
 * **Provenance.** ``DATASRC`` carries the study rows' ``source`` label (paper, reconstructed,
   synthetic, simulated ...) of every record: the row itself (ADVS) or the rows in its evidence;
   ADSL has the subject's labels and ``NMEASFL`` (Y when any of its rows was not measured).
@@ -18,6 +23,8 @@ Conventions (docs/interop/adam.md):
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+from importlib import resources
 
 import polars as pl
 
@@ -27,11 +34,37 @@ from cartlab.io.dictionary import load_dictionary
 from cartlab.model import NOT_MEASURED_SOURCES
 from cartlab.provenance import evidence_ref
 
-__all__ = ["BUILDERS", "build_available", "build_datasets", "cdisc_day", "evidence_text"]
+__all__ = ["BUILDERS", "ae_terms", "build_available", "build_datasets", "cdisc_day", "evidence_text", "iso_duration",
+           "pp_units"]
 
 _EPOCH = _dt.date(1960, 1, 1)
 _EPOCH_DT = _dt.datetime(1960, 1, 1)
 EVIDENCE_MAX = 200
+
+
+@functools.cache
+def _terms() -> dict:
+    from cartlab._yaml import load_yaml
+
+    raw = load_yaml(resources.files("cartlab.io.adam").joinpath("adam_terms.yaml").read_text(encoding="utf-8"))
+    for i, row in enumerate(raw.get("ae_terms") or [], 1):
+        missing = [k for k in ("aeterm", "aedecod", "aebodsys", "cite", "status") if not row.get(k)]
+        if missing or row["status"] not in ("verified", "unverified"):  # pragma: no cover - shipped data
+            raise InputError(f"adam_terms.yaml: ae_terms row {i}: missing {missing} or bad status")
+    return raw
+
+
+def ae_terms() -> pl.DataFrame:
+    """``adam_terms.yaml`` ae_terms: ``_term`` (AETERM) -> ``_decod`` (MedDRA PT), ``_bodsys`` (SOC)."""
+    rows = _terms().get("ae_terms") or []
+    return pl.DataFrame({"_term": [r["aeterm"] for r in rows], "_decod": [r["aedecod"] for r in rows],
+                         "_bodsys": [r["aebodsys"] for r in rows]},
+                        schema={"_term": pl.String, "_decod": pl.String, "_bodsys": pl.String})
+
+
+def pp_units() -> dict[str, str]:
+    """``adam_terms.yaml`` pp_units: PPTESTCD -> unit template (``{c}`` = concentration unit)."""
+    return {str(k): str(v) for k, v in (_terms().get("pp_units") or {}).items()}
 
 
 def cdisc_day(day: pl.Expr) -> pl.Expr:
@@ -123,12 +156,37 @@ def _study_dates(study) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"USUBJID": pl.String, "TRTSDT": pl.Int64, "TRTSDTM": pl.Float64}, orient="row")
 
 
+def _treatments(study, dates: pl.DataFrame) -> pl.DataFrame:
+    """``dates`` with the subject's treatments: TRT01P (:func:`_planned_arm`), TRT01A (agent of the
+    earliest CAR-T dose row) and TRTEDT = TRTSDT + floor(day of the last CAR-T dose row): the last
+    fraction of a split dose (days 0 and 2: TRTSDT + 2); empty without an infusion date or a CAR-T
+    dose row (ADaMIG ADSL: TRTEDT, "Date of Last Exposure to Treatment")."""
+    from cartlab.kinetics.agents import car_t_agent_expr
+
+    car = (study.doses.filter(car_t_agent_expr(pl.col("agent"))).sort(["subject_id", "day"], nulls_last=True)
+           .group_by("subject_id", maintain_order=True)
+           .agg(pl.col("agent").first().alias("TRT01A"), pl.col("day").max().alias("_lastday"))
+           .rename({"subject_id": "USUBJID"}))
+    plan = study.subjects.select(pl.col("subject_id").cast(pl.String).alias("USUBJID"), _planned_arm().alias("TRT01P"))
+    f = dates.join(plan, on="USUBJID", how="left").join(car, on="USUBJID", how="left")
+    return f.with_columns((pl.col("TRTSDT") + pl.col("_lastday").floor().cast(pl.Int64)).alias("TRTEDT")).drop("_lastday")
+
+
+def _with_trt(frame: pl.DataFrame, dates: pl.DataFrame) -> pl.DataFrame:
+    """TRTP = ADSL.TRT01P and TRTA = ADSL.TRT01A on every record of the subject (one period: the
+    record-level treatment is the subject's; ADaMIG BDS: TRTP/TRTA "must match at least one value" of
+    ADSL TRTxxP/TRTxxA)."""
+    trt = dates.select("USUBJID", pl.col("TRT01P").alias("TRTP"), pl.col("TRT01A").alias("TRTA"))
+    return frame.join(trt, on="USUBJID", how="left", maintain_order="left")
+
+
 def _with_dates(frame: pl.DataFrame, dates: pl.DataFrame, **targets: str) -> pl.DataFrame:
     """Add ``<target> = TRTSDT + floor(<relative day column>)`` for each target=column."""
     f = frame.join(dates.select("USUBJID", "TRTSDT"), on="USUBJID", how="left", maintain_order="left")
-    return f.with_columns(
+    f = f.with_columns(
         (pl.col("TRTSDT") + pl.col(src).floor().cast(pl.Int64)).alias(tgt) for tgt, src in targets.items()
     ).drop("TRTSDT")
+    return _with_trt(f, dates)
 
 
 def _params() -> pl.DataFrame:
@@ -165,12 +223,8 @@ def _planned_arm() -> pl.Expr:
 
 
 def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    from cartlab.kinetics.agents import car_t_agent_expr
-
     study = analysis.study
     s = study.subjects
-    car = (study.doses.filter(car_t_agent_expr(pl.col("agent"))).sort(["subject_id", "day"], nulls_last=True)
-           .group_by("subject_id", maintain_order=True).first().select("subject_id", pl.col("agent").alias("TRT01A")))
     ev = study.events
     dead = ev.filter(pl.col("event") == "death").select("subject_id").unique().with_columns(pl.lit("Y").alias("DTHFL"))
     summ = analysis.subject_summary().select(
@@ -187,11 +241,11 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.col("subject_id").alias("SUBJID"), _stated("site").alias("SITEID"), pl.col("age_years").alias("AGE"),
         pl.when(pl.col("age_years").is_not_null()).then(pl.lit("YEARS")).otherwise(None).alias("AGEU"),
         pl.col("sex").alias("SEX"), _stated("race").alias("RACE"), _planned_arm().alias("ARM"),
-        _planned_arm().alias("TRT01P"), pl.col("disease").alias("DISEASE"), pl.col("target").alias("TARGET"),
+        pl.col("disease").alias("DISEASE"), pl.col("target").alias("TARGET"),
         pl.col("weight_kg").alias("WEIGHTBL"), pl.col("height_cm").alias("HEIGHTBL"),
         pl.lit("Y").alias("ITTFL"), pl.col("last_followup_day").alias("LSTFURDY"), "subject_id",
     )
-    for other in (car, dead, summ, best):
+    for other in (dead, summ, best):
         f = f.join(other, on="subject_id", how="left", maintain_order="left")
     f = f.join(dates, on="USUBJID", how="left", maintain_order="left")
     f = f.join(_subject_sources(study), on="USUBJID", how="left", maintain_order="left")
@@ -256,11 +310,19 @@ def _table(analysis, name: str, evidence: str) -> pl.DataFrame:
 
 
 def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    """CRS / ICANS / ICAHT episodes (OCCDS). AEDECOD / AEBODSYS from the term table
+    (``adam_terms.yaml``: MedDRA PT and primary SOC of the reported term; empty where the term is
+    not coded there); TRTEMFL "Y" when the episode starts on or after the day of the first CAR-T
+    infusion (ASTRLDY >= 0, no end window), "N" before it, empty when the start is unknown."""
     t = _table(analysis, "adae_toxicity", "EVIDENCE")
+    t = t.join(ae_terms(), left_on="AETERM", right_on="_term", how="left", maintain_order="left")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "AESEQ", "AETERM",
+        pl.col("_decod").alias("AEDECOD"), pl.col("_bodsys").alias("AEBODSYS"),
         cdisc_day(pl.col("ASTDY")).alias("ASTDY"), cdisc_day(pl.col("AENDY")).alias("AENDY"),
         pl.col("ASTDY").cast(pl.Float64).alias("ASTRLDY"), pl.col("AENDY").cast(pl.Float64).alias("AENRLDY"),
+        pl.when(pl.col("ASTDY") >= 0).then(pl.lit("Y")).when(pl.col("ASTDY") < 0).then(pl.lit("N"))
+        .otherwise(None).alias("TRTEMFL"),
         "ADURN", "ADURU", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
         *_rule_cols("RULE", "RULESTAT", "REASON", "EVIDENCE"),
     )
@@ -292,23 +354,85 @@ def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     return _with_dates(f, dates, STARTDT="STARTRDY", ADT="ARELDY")
 
 
+def _lloq(study) -> pl.DataFrame:
+    """``_ref`` (file:row) and ``_lloq`` (the censoring bound, else the row's LLOQ) of every observation."""
+    obs = study.observations
+    cols = [c for c in ("censor_limit", "lloq") if c in obs.columns]
+    limit = pl.coalesce([pl.col(c).cast(pl.Float64) for c in cols]) if cols else pl.lit(None, dtype=pl.Float64)
+    return obs.select(evidence_ref().alias("_ref"), limit.alias("_lloq")).drop_nulls("_ref").unique("_ref", keep="first")
+
+
+def _blq_text(bound: pl.Expr) -> pl.Expr:
+    """AVALC of a sample below the LLOQ whose result was a number: "<" and the bound in AVALU, as a
+    censored result is written (ADLB REASON, cartlab.grading.hemato_common.censored_text: "<50");
+    "BLQ" when no bound is known (a measured 0)."""
+    b = bound.round_sig_figs(6).cast(pl.String).str.replace(r"\.0$", "")
+    return pl.when(bound.is_not_null()).then(pl.lit("<") + b).otherwise(pl.lit("BLQ"))
+
+
 def adpc(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    """Cellular kinetics samples (BDS). PARAM = dictionary label and AVALU ("CAR transgene copies by
+    qPCR in blood (copies/ug gDNA)"); AVALC of a BLQ sample is never empty (:func:`_blq_text`)."""
     t = _table(analysis, "adpc", "EVIDENCE")
+    t = t.join(_params(), left_on="PARAMCD", right_on="_code", how="left", maintain_order="left")
+    first_ref = pl.col("EVIDENCE").cast(pl.List(pl.String)).list.first()
+    t = t.with_columns(first_ref.alias("_ref")).join(_lloq(analysis.study), on="_ref", how="left",
+                                                     maintain_order="left")
     f = t.select(
-        pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "PARAMCD", "AVAL", "AVALU", "AVALC", "BLQFL",
+        pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "PARAMCD",
+        pl.when(pl.col("_label").is_not_null()).then(_param_label("AVALU")).otherwise(
+            pl.format("{} ({})", pl.col("PARAMCD"), pl.col("AVALU"))).alias("PARAM"),
+        "AVAL", "AVALU",
+        pl.when(pl.col("AVALC").is_null() & (pl.col("BLQFL") == "Y")).then(_blq_text(pl.col("_lloq")))
+        .otherwise(pl.col("AVALC")).alias("AVALC"), "BLQFL",
         cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "AFRLT", "ARRLT", "NFRLT", "DTYPE",
         "DATASRC", evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
     )
     return _with_dates(f, dates, ADT="ARELDY")
 
 
+def iso_duration(days: pl.Expr) -> pl.Expr:
+    """An ISO 8601 duration of a number of days (SDTM/ADaM PPSTINT, PPENINT): 0 -> ``P0D``, 28 ->
+    ``P28D``, 0.5 -> ``PT12H``, 1.25 -> ``P1DT6H``, 1/48 -> ``PT30M``, -7 -> ``-P7D``; rounded to the
+    second; null stays null."""
+    sec = (days.abs() * 86400).round(0).cast(pl.Int64)
+    d, r = sec // 86400, sec % 86400
+    h, m, s = r // 3600, (r % 3600) // 60, r % 60
+    part = lambda n, unit: pl.when(n > 0).then(n.cast(pl.String) + pl.lit(unit)).otherwise(pl.lit(""))  # noqa: E731
+    date_part = pl.when((d > 0) | (r == 0)).then(d.cast(pl.String) + pl.lit("D")).otherwise(pl.lit(""))
+    time_part = pl.when(r > 0).then(pl.lit("T") + part(h, "H") + part(m, "M") + part(s, "S")).otherwise(pl.lit(""))
+    sign = pl.when(days < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    return pl.when(days.is_null()).then(None).otherwise(sign + pl.lit("P") + date_part + time_part)
+
+
+def _pp_unit(unit: pl.Expr) -> pl.Expr:
+    """The unit of an ADPP parameter (``adam_terms.yaml`` pp_units: ``{c}`` = the concentration unit of
+    the analyte, time in days); null for a unitless one (R2ADJ, LAMZNPT)."""
+    units = pp_units()
+    tmpl = pl.col("PPTESTCD").replace_strict(units, default=None, return_dtype=pl.String)
+    needs = tmpl.str.contains("{c}", literal=True)
+    return (pl.when(tmpl.is_null() | (needs & unit.is_null())).then(None)
+            .otherwise(tmpl.str.replace_all("{c}", unit.fill_null(""), literal=True)))
+
+
 def adpp(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    """Cellular kinetics parameters (BDS). PARAM = the PK parameter name and its unit ("Max Conc
+    (copies/ug gDNA)", "AUC All (days*copies/ug gDNA)"; unitless: the name alone); PPSTINT /
+    PPENINT as ISO 8601 durations from the infusion ("P0D", "P28D")."""
     t = _table(analysis, "adpp", "EVIDENCE")
-    return t.select(
+    unit = (analysis.table("adpc").group_by("USUBJID", "PARAMCD").agg(pl.col("AVALU").drop_nulls().first().alias("_unit"))
+            if analysis.has("adpc") else pl.DataFrame(schema={"USUBJID": pl.String, "PARAMCD": pl.String, "_unit": pl.String}))
+    t = t.join(unit, on=["USUBJID", "PARAMCD"], how="left", maintain_order="left").with_columns(
+        _pp_unit(pl.col("_unit")).alias("_ppu"))
+    f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", pl.col("PPTESTCD").alias("PARAMCD"),
-        pl.col("PPTEST").alias("PARAM"), pl.col("PARAMCD").alias("PARCAT1"), "AVAL", "PPSTINT", "PPENINT", "METHOD",
+        pl.when(pl.col("_ppu").is_not_null()).then(pl.format("{} ({})", pl.col("PPTEST"), pl.col("_ppu")))
+        .otherwise(pl.col("PPTEST")).alias("PARAM"), pl.col("PARAMCD").alias("PARCAT1"), "AVAL",
+        iso_duration(pl.col("PPSTINT").cast(pl.Float64, strict=False)).alias("PPSTINT"),
+        iso_duration(pl.col("PPENINT").cast(pl.Float64, strict=False)).alias("PPENINT"), "METHOD",
         "DATASRC", evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
     )
+    return _with_trt(f, dates)
 
 
 #: dataset name -> builder(analysis, dates) -> frame (columns named as in adam_spec.yaml)
@@ -331,7 +455,7 @@ def build_available(analysis, names: list[str] | None = None, *, strict: bool = 
     """The raw frames of the datasets that can be built, ``{dataset: why not}`` for the others (an
     analysis table they need could not be derived) and notes on datasets built with variables left
     empty (:data:`PARTS`). ``strict``: the first of these is an :class:`EngineError` instead."""
-    dates = _study_dates(analysis.study)
+    dates = _treatments(analysis.study, _study_dates(analysis.study))
     frames: dict[str, pl.DataFrame] = {}
     not_built: dict[str, str] = {}
     notes: list[str] = []
@@ -348,4 +472,21 @@ def build_available(analysis, names: list[str] | None = None, *, strict: bool = 
             if strict:
                 raise
             not_built[n] = str(exc)
+            continue
+        notes += _param_notes(n, frames[n])
     return frames, not_built, notes
+
+
+def _param_notes(name: str, frame: pl.DataFrame) -> list[str]:
+    """One note when a PARAMCD has more than one PARAM (ADaMIG BDS: PARAM unique, one-to-one with
+    PARAMCD), e.g. the ADPP of a cohort that mixes CARCOPY (copies/ug gDNA) and CARCELL (cells/uL)."""
+    if not {"PARAMCD", "PARAM"} <= set(frame.columns):
+        return []
+    many = (frame.group_by("PARAMCD").agg(pl.col("PARAM").drop_nulls().unique().sort())
+            .filter(pl.col("PARAM").list.len() > 1).sort("PARAMCD"))
+    if not many.height:
+        return []
+    code, params = many.row(0)
+    return [f"{name}: PARAMCD {', '.join(many['PARAMCD'])} each have more than one PARAM (e.g. {code}: "
+            f"{'; '.join(params)}): the records differ by analyte or unit (PARCAT1 / AVALU); the ADaMIG wants "
+            "one PARAM per PARAMCD, so analyse them apart"]

@@ -20,6 +20,7 @@ from cartlab.io.dictionary import load_dictionary
 from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue
 from cartlab.io.sdtm.clinical import (
+    DM_EXTRA,
     anchors,
     dm_deaths,
     map_cm,
@@ -100,6 +101,33 @@ def _drop_duplicates(out: pl.DataFrame, st: pl.DataFrame, table: str, f: DomainF
     return kept, st
 
 
+def _drop_restated_dm(dm: DomainFile) -> None:
+    """Blank the DM.SITEID / RACE / ARM that would only restate what ``subjects.extra`` gets anyway, so
+    write_sdtm -> read_sdtm gives ``extra`` back as it was (keys and their order):
+
+    * the variable's key is already in the record's SUPPDM EXTRA (write_sdtm writes the subject's
+      ``extra`` there and DM.SITEID/RACE/ARM from it; the EXTRA key wins over the DM variable anyway);
+    * DM.ARM is ``<SUPPDM TARGET> CAR-T``: the arm write_sdtm derives from the target when none is
+      stated, which the ADaM ADSL derives again from ``target`` (nothing is lost).
+
+    A third-party DM (no SUPPDM EXTRA / TARGET) is left as it is: its SITEID, RACE and ARM go to
+    ``extra`` as before."""
+    present = [var for var in DM_EXTRA if dm.has(var)]
+    if not present:
+        return
+    extra = dm.col("__q_extra").cast(pl.String)
+    cols = []
+    for var in present:
+        stated = extra.str.json_path_match(f"$.{DM_EXTRA[var]}").is_not_null().fill_null(False)
+        if var == "ARM":
+            target = dm.col("__q_target").cast(pl.String).str.strip_chars()
+            stated = stated | (dm.text("ARM") == target + pl.lit(" CAR-T")).fill_null(False)
+        cols.append(pl.when(stated).then(None).otherwise(pl.col(var)).alias(var))
+    df = dm.df.with_columns(cols)
+    # a variable left with no value is dropped: extra is then the SUPPDM EXTRA text as written
+    dm.df = df.drop([var for var in present if df[var].null_count() == df.height])
+
+
 def _concat(frames: list[pl.DataFrame], table: str) -> pl.DataFrame:
     frames = [conform(f, table) for f in frames if f.height]
     return pl.concat(frames) if frames else empty_frame(table)
@@ -151,6 +179,7 @@ def read_sdtm(
     anc = anchors(dm, ex, m.ex_agents)
     ctx = Ctx(m, load_dictionary(), partial_dates, anc, dm.df["USUBJID"].cast(pl.String).drop_nulls())
 
+    _drop_restated_dm(dm)
     subjects, st = map_dm(dm, ctx)
     statuses.append((dm, st))
     tables: dict[str, list[pl.DataFrame]] = {"doses": [], "observations": [], "interventions": [], "events": []}

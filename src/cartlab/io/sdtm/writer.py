@@ -1,7 +1,8 @@
 """``write_sdtm(study, folder)``: a Study as SDTM-like domains (CSV or SAS XPT v5), so that
 ``read_sdtm`` gives the same canonical rows back (docs/interop/sdtm.md, "Round trip").
 
-DM (+ SUPPDM), EX, CM, LB / VS / QS / PC (by the param's group), DS (deaths) and CE (other events),
+DM (+ SUPPDM; SITEID, RACE, COUNTRY and the arms from the subject's ``extra`` and target, see
+:func:`dm_arms`), EX, CM, LB / VS / QS / PC (by the param's group), DS (deaths) and CE (other events),
 each with a SUPP-- domain for what SDTM has no variable for (provenance label and note, ``extra``
 JSON, oxygen device and flow, attribution, the original LLOQ). --STRESN/--STRESU are the canonical
 value and unit, --ORRES/--ORRESU the values as first given. Subjects without a calendar anchor
@@ -11,12 +12,13 @@ are placeholders that carry the day, and read_sdtm leaves their dates empty agai
 
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
-from cartlab.errors import InputError
+from cartlab.errors import CartlabWarning, InputError
 from cartlab.io.atomic import atomic_folder
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.sdtm.dates import US_PER_DAY
@@ -28,7 +30,13 @@ _DOMAIN_OF_GROUP = {"vital": "VS", "neuro": "QS", "kinetics": "PC"}
 _LABELS = {"STUDYID": "Study Identifier", "DOMAIN": "Domain Abbreviation", "USUBJID": "Unique Subject Identifier",
            "RDOMAIN": "Related Domain Abbreviation", "IDVAR": "Identifying Variable",
            "IDVARVAL": "Identifying Variable Value", "QNAM": "Qualifier Variable Name",
-           "QLABEL": "Qualifier Variable Label", "QVAL": "Data Value", "QORIG": "Origin"}
+           "QLABEL": "Qualifier Variable Label", "QVAL": "Data Value", "QORIG": "Origin",
+           # DM (SDTMIG 3.4 labels)
+           "SUBJID": "Subject Identifier for the Study", "RFXSTDTC": "Date/Time of First Study Treatment",
+           "SITEID": "Study Site Identifier", "AGE": "Age", "AGEU": "Age Units", "SEX": "Sex", "RACE": "Race",
+           "ARMCD": "Planned Arm Code", "ARM": "Description of Planned Arm", "ACTARMCD": "Actual Arm Code",
+           "ACTARM": "Description of Actual Arm", "ARMNRS": "Reason Arm and/or Actual Arm is Null",
+           "COUNTRY": "Country"}
 
 
 def _num_text(e: pl.Expr) -> pl.Expr:
@@ -141,6 +149,70 @@ def _events(ev: pl.DataFrame, study_id: str, dom: str) -> tuple[pl.DataFrame, pl
     return out, _supp(ev, study_id, dom, {"ATTRIB": pl.col("attribution"), **_common_quals(ev)})
 
 
+#: ARMNRS when neither an arm nor a target is stated (SDTMIG 3.4 DM: ARMNRS "Reason Arm and/or Actual Arm
+#: is Null", codelist ARMNULRS; a null ARMCD needs a reason). The study folder cannot say why: the DM
+#: writer warns whenever it writes this
+ARM_NOT_STATED = "NOT ASSIGNED"
+
+
+def _extra_key(key: str) -> pl.Expr:
+    """The value of ``key`` in the subject's ``extra`` JSON (a study-folder column such as ``site``,
+    or what read_sdtm kept from DM.SITEID / RACE / ARM); null when absent or blank."""
+    v = pl.col("extra").cast(pl.String).str.json_path_match(f"$.{key}").str.strip_chars()
+    return pl.when(v != "").then(v).otherwise(None)
+
+
+def _treated(study: Study) -> pl.DataFrame:
+    """subject_id and ``__treated`` (True: the subject has a CAR-T dose row)."""
+    from cartlab.kinetics.agents import car_t_agent_expr
+
+    return (study.doses.filter(car_t_agent_expr(pl.col("agent"))).select("subject_id").unique()
+            .with_columns(pl.lit(True).alias("__treated")))
+
+
+def dm_arms() -> list[pl.Expr]:
+    """DM ARMCD, ARM, ACTARMCD, ACTARM, ARMNRS (SDTMIG 3.4 DM) of a subjects frame with ``extra``,
+    ``target`` and ``__treated``.
+
+    ARM: the arm the study states (``extra`` arm: a study-folder column or a DM.ARM read by
+    read_sdtm), else ``<target> CAR-T`` (the product's target antigen: "CD19 CAR-T"), the rule of the
+    ADaM ADSL.ARM; ARMCD: ARM in upper case, letters and digits only, at most 20 characters
+    ("CD19CART"). ACTARM / ACTARMCD = ARM / ARMCD when the subject has a CAR-T dose row, else empty
+    (no dose recorded is not "not treated"). ARMNRS = :data:`ARM_NOT_STATED` when ARM is empty."""
+    target = pl.col("target").cast(pl.String).str.strip_chars()
+    arm = pl.coalesce(_extra_key("arm"), pl.when(target.is_not_null() & (target != "")).then(target + pl.lit(" CAR-T")))
+    code = arm.str.to_uppercase().str.replace_all(r"[^A-Z0-9]", "").str.slice(0, 20)
+    code = pl.when(code != "").then(code)
+    treated = pl.col("__treated")
+    return [code.alias("ARMCD"), arm.alias("ARM"), pl.when(treated).then(code).alias("ACTARMCD"),
+            pl.when(treated).then(arm).alias("ACTARM"),
+            pl.when(arm.is_null()).then(pl.lit(ARM_NOT_STATED)).alias("ARMNRS")]
+
+
+def _warn_dm(dm: pl.DataFrame) -> None:
+    """One warning naming the DM variables SDTMIG 3.4 requires or expects that are empty, and why."""
+    n = dm.height
+    parts = []
+    for var, why in (("SITEID", "no site stated (subjects column 'site' / DM.SITEID); SDTMIG 3.4 DM: SITEID is Req"),
+                     ("COUNTRY", "no country stated (subjects column 'country'); SDTMIG 3.4 DM: COUNTRY is Req")):
+        k = dm[var].null_count()
+        if k:
+            parts.append(f"{var} empty for {k} of {n} subject(s): {why}")
+    k = dm["ARM"].null_count()
+    if k:
+        parts.append(f"ARM/ARMCD empty for {k} of {n} subject(s) (no arm and no target stated): ARMNRS written as "
+                     f"{ARM_NOT_STATED!r} because SDTMIG 3.4 needs a reason, though the study does not say the "
+                     "subject was unassigned")
+    k = (dm["ARM"].is_not_null() & dm["ACTARM"].is_null()).sum()
+    if k:
+        parts.append(f"ACTARM/ACTARMCD empty for {k} of {n} subject(s): no CAR-T dose row (not read as 'not treated')")
+    codes = dm.drop_nulls("ARMCD").group_by("ARMCD").agg(pl.col("ARM").unique()).filter(pl.col("ARM").list.len() > 1)
+    for code, arms in codes.iter_rows():
+        parts.append(f"ARMCD {code} stands for {len(arms)} arms ({'; '.join(sorted(arms))}): state distinct arms")
+    if parts:
+        warnings.warn("write_sdtm DM: " + "; ".join(parts), CartlabWarning, stacklevel=3)
+
+
 def sdtm_frames(study: Study, anchor_date: str = "2000-01-01") -> dict[str, pl.DataFrame]:
     """The SDTM-like domains of ``study`` (domain name -> frame), as :func:`write_sdtm` writes them."""
     try:
@@ -164,12 +236,15 @@ def sdtm_frames(study: Study, anchor_date: str = "2000-01-01") -> dict[str, pl.D
         raise InputError(f"subjects {extra_ids.head(5).to_list()} are not in the subjects table; SDTM needs them in DM")
     out: dict[str, pl.DataFrame] = {}
     s = _with_anchor(subj, anchors)
+    s = s.join(_treated(study), on="subject_id", how="left").with_columns(pl.col("__treated").fill_null(False))
     out["DM"] = s.select(
         pl.lit(sid).alias("STUDYID"), pl.lit("DM").alias("DOMAIN"), pl.col("subject_id").alias("USUBJID"),
         pl.col("subject_id").alias("SUBJID"), pl.col("__anchor").dt.strftime("%Y-%m-%d").alias("RFXSTDTC"),
+        _extra_key("site").alias("SITEID"),
         pl.col("age_years").alias("AGE"), pl.when(pl.col("age_years").is_not_null()).then(pl.lit("YEARS")).alias("AGEU"),
-        pl.col("sex").alias("SEX"),
+        pl.col("sex").alias("SEX"), _extra_key("race").alias("RACE"), *dm_arms(), _extra_key("country").alias("COUNTRY"),
     )
+    _warn_dm(out["DM"])
     out["SUPPDM"] = _supp(s, sid, "DM", {
         "WEIGHTKG": _num_text(pl.col("weight_kg")), "HEIGHTCM": _num_text(pl.col("height_cm")),
         "DISEASE": pl.col("disease"), "TARGET": pl.col("target"),
