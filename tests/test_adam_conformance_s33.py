@@ -350,3 +350,27 @@ def test_round_trip_keeps_extra_key_order_and_a_stated_arm(tmp_path):
     assert dm.row(0, named=True)["ARMCD"] == "CD19CART1X106CELLSKG"
     back = read_sdtm(write_sdtm(study, tmp_path / "sdtm", "csv"))
     assert back.subjects["extra"].to_list() == extra
+
+
+def test_third_party_dm_country_is_kept_and_written_back(tmp_path):
+    """A third-party DM with SITEID 08 and COUNTRY CHN: read_sdtm keeps both in ``extra`` (site,
+    country) and write_sdtm writes them to DM.SITEID / DM.COUNTRY again (SDTMIG 3.4 DM: both Req)."""
+    import json
+
+    import polars as pl
+
+    from cartlab.io.sdtm import read_sdtm, write_sdtm
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "dm.csv").write_text("STUDYID,DOMAIN,USUBJID,RFSTDTC,RFXSTDTC,SITEID,COUNTRY,AGE,AGEU,SEX\n"
+                                "S,DM,P1,2021-05-10,2021-05-10,08,CHN,40,YEARS,M\n", encoding="utf-8")
+    (src / "ex.csv").write_text("STUDYID,DOMAIN,USUBJID,EXSEQ,EXTRT,EXDOSE,EXDOSU,EXSTDTC\n"
+                                "S,EX,P1,1,CAR-T,1000000,CELLS/KG,2021-05-10\n", encoding="utf-8")
+    s = read_sdtm(src)
+    extra = json.loads(s.subjects["extra"][0])
+    assert (extra["site"], extra["country"]) == ("08", "CHN")
+    out = tmp_path / "out"
+    write_sdtm(s, out)
+    dm = pl.read_csv(out / "dm.csv", infer_schema_length=0)
+    assert (dm["SITEID"][0], dm["COUNTRY"][0]) == ("08", "CHN")

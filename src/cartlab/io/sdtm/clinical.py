@@ -140,8 +140,8 @@ def map_dm(dm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 #: DM variables with no canonical subjects column, kept in subjects.extra (the ADaM ADSL writes
-#: them as SITEID, RACE, ARM); a SUPPDM EXTRA key of the same name wins
-DM_EXTRA = {"SITEID": "site", "RACE": "race", "ARM": "arm"}
+#: them as SITEID, RACE, ARM; write_sdtm writes DM.COUNTRY back); a SUPPDM EXTRA key of the same name wins
+DM_EXTRA = {"SITEID": "site", "RACE": "race", "ARM": "arm", "COUNTRY": "country"}
 
 
 def _dm_extra(dm: DomainFile) -> pl.Expr:
