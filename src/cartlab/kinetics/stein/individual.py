@@ -179,8 +179,9 @@ class SteinModel(_SteinFitter):
     curve stripping of the post-peak samples --, published typical values, earlier peak times, a
     slower contraction; the residual SD starts at the start curve's RMS residual), then a
     Nelder-Mead polish of the best two optima and a last L-BFGS-B step; log-parameter bounds.
-    Everything is deterministic. ``converged`` requires that the optimiser reports success, a
-    ~zero gradient, a positive-definite Hessian and no estimate at a bound; ``message`` names
+    Everything is deterministic. ``converged`` requires that the optimiser reports success (or
+    stops because its line search finds no lower point, "ABNORMAL", which the next checks then
+    decide), a ~zero gradient, a positive-definite Hessian and no estimate at a bound; ``message`` names
     what failed (the optimiser's own message when it is the optimiser). When the fitted peak
     coincides with a sampling time the likelihood has a kink in ``tmax`` (that sample switches
     between the rising and the falling branch): the optimum is accepted (``converged`` true) if it
@@ -353,7 +354,15 @@ class SteinModel(_SteinFitter):
         cov = None
         converged = bool(np.isfinite(fval))
         msg = ""
-        if not opt_ok:
+        # L-BFGS-B ends "ABNORMAL" when its line search finds no lower point: at an optimum, finite-
+        # difference gradient noise does that (scipy >= 1.15's L-BFGS-B says so more often). It is not a
+        # failure by itself: the fit is accepted when the checks below (~zero gradient, positive-definite
+        # Hessian, no estimate at a bound) all pass, and the message says the optimiser stopped so.
+        abnormal = not opt_ok and "ABNORMAL" in str(getattr(r2, "message", "")).upper()
+        if abnormal:
+            msg += (f"; the optimiser stopped without a success flag ({_optimiser_note(r2, 'L-BFGS-B')}: its line "
+                    "search found no lower point); accepted on the gradient and Hessian checks")
+        elif not opt_ok:
             converged = False
             msg += f"; the optimiser did not converge ({_optimiser_note(r2, 'L-BFGS-B')})"
         h = 1e-5
