@@ -19,6 +19,14 @@ Audit s29 (6) (/work/notes/audit_difflegacy case min4): an organ input left unkn
 lab keeps the grade its gradable labs settle as a lower bound (columns <input>_known).
 Audit s29 (7) (case min2): a vasopressor episode counts for a day it overlaps, not for a day whose
 first midnight it ended on.
+Session 33 (review33, /work/notes/review33_legacy/REPORT.md; each place marked "session 33"):
+(8) option multiple_vasopressors ("same_day" default | "concurrent": Lee/CARTOX "multiple" = drugs
+running at the same time, a range when the times of day are unknown; input columns
+n_vasopressors[_excl_vasopressin]_concurrent_min/_max); (9) MSKCC grade 4 "hypotension refractory to
+high-dose vasopressors" is possible on a high-dose day (rule mskcc.g4.high_dose_refractory, input
+refractory_hypotension always unknown); (10) the high-dose rules are status unverified and their
+text names the high-dose table row and the dose (input high_dose_detail). The old tables are patched
+for (9) and (10) in load_criteria below.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import yaml
 from cartlab.grading.common import EVIDENCE, evidence_ref
 from cartlab.grading.common import load_criteria as _load_shipped
 from cartlab.grading.crs_features import FeverAttribution, counted, crs_day_features
-from cartlab.grading.vasopressors import resolve_agents
+from cartlab.grading.vasopressors import UNSPECIFIED, resolve_agents
 from cartlab.model import Study
 from cartlab.units import conversion
 from crs_vaso_reference import (
@@ -74,10 +82,30 @@ _TABLE_NAMES = {"lee2014": "crs_lee2014", "penn": "crs_penn", "cartox": "crs_car
 _OLD_TABLES = Path(__file__).parent / "fixtures" / "crs_legacy_v1"
 
 
+# session 33 (10): the high-dose rules read the unverified high-dose table
+_S33_UNVERIFIED = {"lee2014.g3.high_dose_vasopressor", "penn.g4.high_dose_vasopressor", "cartox.g3.high_dose_vasopressor"}
+# session 33 (9): MSKCC grade 4 "hypotension refractory to high-dose vasopressors" (PMC7006459 Table 2)
+_S33_MSKCC_G4 = {"id": "mskcc.g4.high_dose_refractory", "grade": 4,
+                 "when": [{"feature": "high_dose", "op": "==", "value": 1},
+                          {"feature": "refractory_hypotension", "op": "==", "value": 1}],
+                 "text": "hypotension refractory to high-dose vasopressors",
+                 "citation": "MSKCC grade 4: hypotension refractory to high-dose vasopressors (PMC7006459 Table 2)",
+                 "status": "unverified"}
+
+
 def load_criteria(name: str) -> dict[str, Any]:
     """The old (pre-issue-14) scale tables; other tables are the shipped ones."""
     path = _OLD_TABLES / f"{name}.yaml"
-    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else _load_shipped(name)
+    if not path.exists():
+        return _load_shipped(name)
+    t = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for r in t["rules"]:  # session 33 (10)
+        if r["id"] in _S33_UNVERIFIED:
+            r["status"] = "unverified"
+    if name == "crs_mskcc":  # session 33 (9): before the other grade-4 row (published order)
+        k = next(i for i, r in enumerate(t["rules"]) if r["id"] == "mskcc.g4.mechanical_ventilation")
+        t["rules"].insert(k, dict(_S33_MSKCC_G4))
+    return t
 
 
 _LABELS = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX", "mskcc": "MSKCC", "astct": "ASTCT"}
@@ -132,8 +160,13 @@ class CrsLegacyOptions:
     organ_labs_open: str = "crs_signs"  # s26: days without labs are open only with a CRS sign
     # session 32: the all-organ inputs need a creatinine and a liver lab ("renal_and_liver") or any lab
     organ_labs_required: str = "renal_and_liver"
+    multiple_vasopressors: str = "same_day"  # session 33 (8)
+    assume_refractory_hypotension: bool | None = None  # session 33 (9)
 
     def __post_init__(self) -> None:
+        if self.multiple_vasopressors not in ("same_day", "concurrent"):
+            raise ValueError(f"multiple_vasopressors must be one of ('same_day', 'concurrent'), "
+                             f"not {self.multiple_vasopressors!r}")
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
         modes = ("same_day", "last_known_within_days", "absent_is_normal")
@@ -182,6 +215,10 @@ _INPUT_SCHEMA: dict[str, pl.DataType] = {
     "vasopressor_agents": pl.List(pl.String),
     "n_vasopressors": pl.Int64,
     "n_vasopressors_excl_vasopressin": pl.Int64,
+    "n_vasopressors_concurrent_min": pl.Int64,  # session 33 (8)
+    "n_vasopressors_concurrent_max": pl.Int64,
+    "n_vasopressors_excl_vasopressin_concurrent_min": pl.Int64,
+    "n_vasopressors_excl_vasopressin_concurrent_max": pl.Int64,
     "ne_equiv_max_ug_min": pl.Float64,
     "ne_equiv_complete": pl.Boolean,
     "vaso_hours_day_min": pl.Float64,
@@ -190,6 +227,8 @@ _INPUT_SCHEMA: dict[str, pl.DataType] = {
     "vaso_episode_hours_max": pl.Float64,
     "high_dose": pl.Boolean,
     "high_dose_rule": pl.String,
+    "high_dose_detail": pl.String,  # session 33 (10)
+    "refractory_hypotension": pl.Boolean,  # session 33 (9)
     "o2_any": pl.Boolean,
     "o2_devices": pl.List(pl.String),
     "o2_flow_max_lpm": pl.Float64,
@@ -441,6 +480,25 @@ def crs_daily_inputs(
                     "vaso_episode_hours:vasopressor duration (times known to the day only, or end not recorded)")
             st, rule, reasons = hd[d]
             rec[key]["high_dose"], rec[key]["high_dose_rule"] = st, rule
+            # session 33 (8): the most drugs running at the same time within the day, per scenario
+            for scen, tail in (("inner", "min"), ("outer", "max")):
+                ivs = [(getattr(r, scen), r) for r in rows if getattr(r, scen)]
+                if not ivs:
+                    continue
+                pts = sorted({p for (a, b), _ in ivs for p in (a, b)} | {float(d), float(d + 1)})
+                n_all = n_excl = None
+                for p, q in zip(pts, pts[1:]):
+                    if p < d or q > d + 1:
+                        continue
+                    run = [r for (a, b), r in ivs if a <= p and b >= q]
+                    if not run:
+                        continue
+                    names = {r.agent for r in run}
+                    named = {r.agent for r in run if not r.vasopressin and r.agent != UNSPECIFIED}
+                    n_all = max(n_all or 0, len(names))
+                    n_excl = max(n_excl or 0, len(named) + (1 if names == {UNSPECIFIED} else 0))
+                rec[key][f"n_vasopressors_concurrent_{tail}"] = n_all
+                rec[key][f"n_vasopressors_excl_vasopressin_concurrent_{tail}"] = n_excl
             for why in reasons:
                 rec[key]["unknown"].append(f"high_dose:{why}")
             for r in act:
@@ -628,6 +686,16 @@ def crs_daily_inputs(
             if hospitalized is None:
                 unknown.append("hospitalized:hospitalization")
             unknown.append("fluid_boluses:IV fluid boluses (not recorded in study format v1)")
+            if opts.assume_refractory_hypotension is None:  # session 33 (9)
+                unknown.append("refractory_hypotension:refractoriness of hypotension (not recorded)")
+            conc = {}  # session 33 (8)
+            for f in ("n_vasopressors", "n_vasopressors_excl_vasopressin"):
+                lo = max(x.get(f"{f}_concurrent_min") or 0, min(x.get(f) or 0, 1))
+                hi = max(x.get(f"{f}_concurrent_max") or 0, lo)
+                conc[f"{f}_concurrent_min"], conc[f"{f}_concurrent_max"] = lo, hi
+                if lo < hi:
+                    unknown.append(f"{f}_concurrent:vasopressor times of day (whether "
+                                   f"{', '.join(x.get('vasopressor_agents') or [])} ran at the same time)")
             death = x.get("death_crs", False)
             if death is None:
                 unknown.append("death_crs:attribution of death")
@@ -644,7 +712,10 @@ def crs_daily_inputs(
                 "vaso_hours_day_max": x.get("vaso_hours_day_max", 0.0),
                 "vaso_episode_hours_min": x.get("vaso_episode_hours_min", 0.0),
                 "vaso_episode_hours_max": x.get("vaso_episode_hours_max", 0.0),
+                **conc,
                 "high_dose": x.get("high_dose", False), "high_dose_rule": x.get("high_dose_rule"),
+                "high_dose_detail": _hd_detail(x),
+                "refractory_hypotension": opts.assume_refractory_hypotension,
                 "o2_any": bool(o2), "o2_devices": devices,
                 "o2_flow_max_lpm": max(flows) if flows else None,
                 "fio2_min": fio2_min, "fio2_max": fio2_max, "ventilation_level": vent,
@@ -661,6 +732,35 @@ def crs_daily_inputs(
     return pl.DataFrame(out, schema=_INPUT_SCHEMA, orient="row") if out else pl.DataFrame(schema=_INPUT_SCHEMA)
 
 
+def _num(v: float) -> str:
+    t = str(round(v, 6))
+    return t[:-2] if t.endswith(".0") else t
+
+
+def _hd_detail(x: Mapping[str, Any]) -> str | None:
+    """session 33 (10): the high-dose table row behind high_dose = true and the day's dose."""
+    rule = x.get("high_dose_rule")
+    if not x.get("high_dose") or rule is None:
+        return None
+    table = _load_shipped(VASOPRESSOR_TABLE)
+    row = next(r for r in table["high_dose"]["rows"] if r["id"] == rule)
+    agents = _vaso_table()["agents"]
+    status = row.get("status") or table.get("status") or "unverified"
+    head = (f"{row['text']} for >= {table['high_dose']['min_duration_hours']:g} h (table row {rule}, "
+            f"vasopressor_equivalents.yaml, status {status})")
+    ne, complete = x.get("ne_equiv_max_ug_min"), x.get("ne_equiv_complete")
+    agent = row.get("agent") if row["measure"] == "dose" else None
+    factor = (agents.get(agent) or {}).get("ne_factor") if agent else None
+    drugs = [a for a in (x.get("vasopressor_agents") or []) if not (agents.get(a) or {}).get("vasopressin")]
+    if not complete or ne is None:
+        dose = "dose not known for every drug"
+    elif agent and drugs == [agent] and factor and factor > 0:
+        dose = f"{agent} up to {_num(ne / factor)} {row['unit']} that day"
+    else:
+        dose = f"norepinephrine equivalent up to {_num(ne)} ug/min that day"
+    return f"{head}; {dose}"
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. generic three-valued grader
 
@@ -672,6 +772,13 @@ _FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "n_vasopressors": ("num", ("n_vasopressors",), ("vasopressor",)),
     "n_vasopressors_excl_vasopressin": ("num", ("n_vasopressors_excl_vasopressin",), ("vasopressor",)),
     "high_dose": ("bool", ("high_dose",), ("vasopressor", "weight")),
+    # session 33 (8), (9)
+    "n_vasopressors_concurrent": ("range", ("n_vasopressors_concurrent_min", "n_vasopressors_concurrent_max"),
+                                  ("vasopressor",)),
+    "n_vasopressors_excl_vasopressin_concurrent": ("range", ("n_vasopressors_excl_vasopressin_concurrent_min",
+                                                             "n_vasopressors_excl_vasopressin_concurrent_max"),
+                                                   ("vasopressor",)),
+    "refractory_hypotension": ("bool", ("refractory_hypotension",), ()),
     "vaso_episode_hours": ("range", ("vaso_episode_hours_min", "vaso_episode_hours_max"), ("vasopressor",)),
     "o2_any": ("bool", ("o2_any",), ("o2",)),
     "fio2": ("range", ("fio2_min", "fio2_max"), ("o2",)),
@@ -742,6 +849,11 @@ def scale_table(scale: str, options: CrsLegacyOptions | None = None) -> dict[str
             if key not in r:
                 raise ValueError(f"{scale}: rule {r.get('id')!r} lacks {key!r}")
         when = [{"feature": res(c["feature"]), "op": c["op"], "value": res(c["value"])} for c in r["when"]]
+        if opts.multiple_vasopressors == "concurrent":  # session 33 (8): only the "multiple" count
+            for c, raw in zip(when, r["when"]):
+                if raw["feature"] == "$multiple_count_feature" and c["feature"] in (
+                        "n_vasopressors", "n_vasopressors_excl_vasopressin"):
+                    c["feature"] = c["feature"] + "_concurrent"
         for c in when:
             if c["feature"] not in _FEATURES:
                 raise ValueError(f"{scale}: rule {r['id']} uses unknown feature {c['feature']!r}")
@@ -773,7 +885,8 @@ _SUPERSEDED = {"lee2014.g2.hypotension_fluids": ("lee2014.g2.one_low_dose_vasopr
 
 def _text(r: Mapping[str, Any], features: list[str], row: Mapping[str, Any]) -> str:
     """audit s26 (3): the rule's text, then ": <labs>" for each organ-toxicity input it reads."""
-    details = [row.get(f"{f}_labs") for f in dict.fromkeys(features) if f in _ORGAN_COLS]
+    details = [row.get(f"{f}_labs") if f in _ORGAN_COLS else row.get("high_dose_detail")  # session 33 (10)
+               for f in dict.fromkeys(features) if f in _ORGAN_COLS or f == "high_dose"]
     return r["text"] + "".join(f": {t}" for t in details if t is not None)
 
 

@@ -80,6 +80,11 @@ def make_study(ivs=(), *, subjects=("S1",), days=range(15), fever_days=range(3, 
                  interventions=inter, events=ev)
 
 
+#: MSKCC read as before session 33 (no G4 range for unrecorded refractoriness), for tests whose
+#: point is another rule; the default range is asserted beside them
+NOT_REFRACTORY = CrsLegacyOptions(assume_refractory_hypotension=False)
+
+
 def subject_grades(study, organ_grades=NO_ORGAN_TOX, options=None, subject="S1"):
     """{scale: (grade, grade_min, grade_max)} for one subject."""
     x = derive_crs_cross_scale(study, organ_grades=organ_grades, options=absent(options)).filter(
@@ -274,9 +279,11 @@ def test_vasopressin_handling():
                                          for s_ in ("lee2014", "cartox")})
     g = exact(s, options=opt)
     assert g["lee2014"] == 2 and g["cartox"] == 2
-    # vasopressin + NE 10 ug/min is high dose -> Penn 4
+    # vasopressin + NE 10 ug/min is high dose -> Penn 4; MSKCC 2-4 since session 33 (MSKCC G4
+    # "hypotension refractory to high-dose vasopressors": refractoriness is not recorded)
     s = make_study([iv(8, 10, dose=10), iv(8, 10, agent="vasopressin", dose=0.03, dose_unit="U/min")])
-    assert exact(s)["penn"] == 4
+    assert exact(s, options=NOT_REFRACTORY)["penn"] == 4
+    assert subject_grades(s)["mskcc"][2] == 4
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,7 +294,10 @@ def test_missing_dose_gives_range():
     s = make_study([iv(8, 10)])  # dose not recorded
     g = subject_grades(s)
     assert g["lee2014"] == (None, 2, 3) and g["cartox"] == (None, 2, 3)
-    assert g["penn"] == (None, 3, 4) and g["mskcc"] == (3, 3, 3)
+    # MSKCC: 3 days of vasopressors (>= 24 h) is 3 whatever the dose; high dose is possible and
+    # refractoriness unknown, so 4 is possible (session 33; (3, 3, 3) before)
+    assert g["penn"] == (None, 3, 4) and g["mskcc"] == (None, 3, 4)
+    assert subject_grades(s, options=NOT_REFRACTORY)["mskcc"] == (3, 3, 3)
     x = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, options=ABSENT).row(0, named=True)
     assert "vasopressor dose" in x["crs_penn_missing"]
     assert x["crs_grade_penn"] is None
@@ -426,7 +436,8 @@ def test_worked_example_a_low_dose_norepinephrine_three_days():
 
 def test_worked_example_b_high_dose():
     s = seed_like([iv(8, 10, dose=0.5, dose_unit="ug/kg/min")])  # 26 ug/min
-    assert exact(s) == {"lee2014": 3, "cartox": 3, "penn": 4, "mskcc": 3}
+    assert exact(s, options=NOT_REFRACTORY) == {"lee2014": 3, "cartox": 3, "penn": 4, "mskcc": 3}
+    assert subject_grades(s)["mskcc"] == (None, 3, 4)  # refractoriness not recorded (session 33)
     r = derive_crs_cross_scale(s, organ_grades=NO_ORGAN_TOX, options=ABSENT).row(0, named=True)
     assert r["crs_penn_rule"] == "penn.g4.high_dose_vasopressor" and r["crs_penn_day"] == 9
     # the dose per kg was converted with the subject's weight: that row is evidence too
@@ -437,14 +448,15 @@ def test_worked_example_c_less_than_24_hours():
     s = seed_like([iv(8.25, 8.25 + 20 / 24, dose=0.08, dose_unit="ug/kg/min")])
     assert exact(s) == {"lee2014": 2, "cartox": 2, "penn": 3, "mskcc": 2}
     s = seed_like([iv(8.25, 8.25 + 20 / 24, dose=0.5, dose_unit="ug/kg/min")])
-    assert exact(s) == {"lee2014": 3, "cartox": 3, "penn": 4, "mskcc": 2}
+    assert exact(s, options=NOT_REFRACTORY) == {"lee2014": 3, "cartox": 3, "penn": 4, "mskcc": 2}
+    assert subject_grades(s)["mskcc"] == (None, 2, 4)  # < 24 h: 2; refractory would be 4 (session 33)
 
 
 def test_worked_example_dose_missing_range_covers_both():
     s = seed_like([iv(8, 10)])
-    g = subject_grades(s)
-    low = exact(seed_like([iv(8, 10, dose=0.08, dose_unit="ug/kg/min")]))
-    high = exact(seed_like([iv(8, 10, dose=0.5, dose_unit="ug/kg/min")]))
+    g = subject_grades(s, options=NOT_REFRACTORY)  # the dose range alone (MSKCC's G4 range: above)
+    low = exact(seed_like([iv(8, 10, dose=0.08, dose_unit="ug/kg/min")]), options=NOT_REFRACTORY)
+    high = exact(seed_like([iv(8, 10, dose=0.5, dose_unit="ug/kg/min")]), options=NOT_REFRACTORY)
     for scale in SCALES:
         _, lo, hi = g[scale]
         assert lo == min(low[scale], high[scale]) and hi == max(low[scale], high[scale]), scale
@@ -575,7 +587,7 @@ def test_cohort_concordance():
                   pl.when((pl.col("param") == "TEMP") & pl.col("subject_id").is_in(["A", "B"])
                           & pl.col("day").is_between(3, 14)).then(39.0).otherwise(pl.col("value")).alias("value")))
     astct = pl.DataFrame({"subject_id": ["A", "B", "C"], "crs_grade_astct": [3, 3, 0]})
-    res = derive_crs_cross_scale_cohort(s, astct, NO_ORGAN_TOX, options=ABSENT)
+    res = derive_crs_cross_scale_cohort(s, astct, NO_ORGAN_TOX, options=absent(NOT_REFRACTORY))
     subj = res["subjects"].sort("subject_id")
     assert subj.select([f"crs_grade_{x}" for x in SCALES]).rows() == [(2, 3, 2, 3), (3, 4, 3, 3), (0, 0, 0, 0)]
     pw = {(r["scale_a"], r["scale_b"]): r for r in res["pairwise"].to_dicts()}

@@ -43,4 +43,8 @@ def test_a_vasopressor_episode_ended_by_midnight_does_not_count_the_next_day():
         warnings.simplefilter("ignore")
         t = Analysis(read_study(FIX.parent / "vaso_episode_midnight")).table("crs_cross_scale")
     g = {r["subject_id"]: (r["crs_grade_mskcc_min"], r["crs_grade_mskcc_max"]) for r in t.iter_rows(named=True)}
-    assert g["E4"] == (2, 2) and g["E2"] == (2, 2)
+    # the upper bounds are 4 since session 33: the norepinephrine (20 ug/min; 3 h in E4, open-ended in
+    # E2) is or may be high dose, and MSKCC G4 ("refractory to high-dose vasopressors") is then
+    # possible (refractoriness not recorded); the episode rule this test is about sets the lower
+    # bound: 2, not 3
+    assert g["E4"] == (2, 4) and g["E2"] == (2, 4)

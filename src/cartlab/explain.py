@@ -174,8 +174,11 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
 
 
 def _crs_scales(a: Analysis, sid: str) -> Explanation:
-    from cartlab.grading.crs_legacy import derive_crs_legacy_daily, organ_grades_from_adlb
+    """The cross-scale row and the day-by-day grades behind it, derived with the analysis' own
+    ``crs_legacy`` options and its ADLB (session 33, review33 C3: not with defaults)."""
+    from cartlab.grading.crs_legacy import CrsLegacyOptions, derive_crs_legacy_daily, organ_grades_from_adlb
 
+    opts = a.options.crs_legacy or CrsLegacyOptions()
     study = a.study.subject(sid)
     organ = organ_grades_from_adlb(_rows(a, "adlb", sid))
     x = _rows(a, "crs_cross_scale", sid).row(0, named=True)
@@ -187,7 +190,7 @@ def _crs_scales(a: Analysis, sid: str) -> Explanation:
         g = f"{lo}" if lo == hi else f"{lo}-{hi if hi is not None else '?'} (missing: {', '.join(x[f'crs_{s}_missing'])})"
         parts.append(f"{label} {g}")
     head = "CRS by scale: " + "; ".join(parts)
-    daily = derive_crs_legacy_daily(study, organ_grades=organ)
+    daily = derive_crs_legacy_daily(study, organ_grades=organ, options=opts)
     days = daily.sort("day", "scale").select(
         "day",
         pl.when(pl.col("grade_min") == pl.col("grade_max")).then(pl.col("grade_min").cast(pl.String))
@@ -200,7 +203,8 @@ def _crs_scales(a: Analysis, sid: str) -> Explanation:
     from cartlab.criteria import load_raw as load_criteria
 
     crit = " | ".join(load_criteria(f"crs_{s}")["citation"] for s in ("lee2014", "penn", "cartox", "mskcc"))
-    return Explanation("crs-scales", head, crit, days)
+    options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
+    return Explanation("crs-scales", head, f"{crit} | options: {options}", days)
 
 
 def _response(an: Analysis, sid: str) -> Explanation:

@@ -36,7 +36,14 @@ FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "sbp_low": ("bool", ("sbp_low",), ("sbp",)),
     "n_vasopressors": ("num", ("n_vasopressors",), ("vasopressor",)),
     "n_vasopressors_excl_vasopressin": ("num", ("n_vasopressors_excl_vasopressin",), ("vasopressor",)),
+    # session 33: drugs running at the same time (CrsLegacyOptions.multiple_vasopressors "concurrent")
+    "n_vasopressors_concurrent": ("range", ("n_vasopressors_concurrent_min", "n_vasopressors_concurrent_max"),
+                                  ("vasopressor",)),
+    "n_vasopressors_excl_vasopressin_concurrent": ("range", ("n_vasopressors_excl_vasopressin_concurrent_min",
+                                                             "n_vasopressors_excl_vasopressin_concurrent_max"),
+                                                   ("vasopressor",)),
     "high_dose": ("bool", ("high_dose",), ("vasopressor", "weight")),
+    "refractory_hypotension": ("bool", ("refractory_hypotension",), ()),
     "vaso_episode_hours": ("range", ("vaso_episode_hours_min", "vaso_episode_hours_max"), ("vasopressor",)),
     "o2_any": ("bool", ("o2_any",), ("o2",)),
     "fio2": ("range", ("fio2_min", "fio2_max"), ("o2",)),
@@ -56,7 +63,12 @@ FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 GATES = ("fever_or_waiver", "none")
 #: feature -> the input column naming what set it (the labs at an organ-toxicity grade), added to a
 #: holding rule's text in the reason ("grade 3 organ toxicity: hypokalemia (K 2.8 mmol/L, CTCAE grade 3)")
-DETAILS: dict[str, str] = {c: f"{c}_labs" for c in ORGAN_COLS}
+DETAILS: dict[str, str] = {c: f"{c}_labs" for c in ORGAN_COLS} | {"high_dose": "high_dose_detail"}
+#: the parameter naming the "multiple vasopressors" count, and its feature under
+#: CrsLegacyOptions.multiple_vasopressors = "concurrent" (session 33)
+MULTIPLE_PARAM = "multiple_count_feature"
+CONCURRENT = {"n_vasopressors": "n_vasopressors_concurrent",
+              "n_vasopressors_excl_vasopressin": "n_vasopressors_excl_vasopressin_concurrent"}
 #: a table's top-level key: rule id -> rule ids that, named in the same reason, leave it out of the
 #: reason and the day's ``rule`` (wording only: the grade does not change)
 SUPERSEDED = "reason_superseded_by"
@@ -124,7 +136,8 @@ def _compiled(scale: str, options: CrsLegacyOptions | None) -> _Scale:
     opts = options or CrsLegacyOptions()
     table = load_table(TABLE_NAMES[scale])
     params = {**table.defaults, **dict(opts.scale_params.get(scale, {}))}
-    key = (scale, repr(sorted(params.items())))
+    concurrent = opts.multiple_vasopressors == "concurrent"
+    key = (scale, repr(sorted(params.items())), concurrent)
     hit = _SCALES.get(key)
     if hit is not None and hit.table is table:
         return hit
@@ -144,6 +157,8 @@ def _compiled(scale: str, options: CrsLegacyOptions | None) -> _Scale:
             if name is not None and name not in params:
                 raise ValueError(f"{scale}: parameter ${name} is not defined in the table defaults")
             feature = params[name] if name is not None else leaf.feature
+            if concurrent and name == MULTIPLE_PARAM:
+                feature = CONCURRENT.get(feature, feature)
             if feature not in FEATURES:
                 raise ValueError(f"{scale}: rule {r.id} uses unknown feature {feature!r}")
             kind, cols, _ = FEATURES[feature]

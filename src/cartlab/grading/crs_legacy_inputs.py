@@ -36,8 +36,8 @@ from cartlab.grading.crs_features import (
     norm_text,
     norm_values,
 )
-from cartlab.grading.crs_vaso_course import vaso_course, vaso_rows
-from cartlab.grading.vasopressors import resolve_agents
+from cartlab.grading.crs_vaso_course import VASOPRESSOR_TABLE, vaso_course, vaso_rows
+from cartlab.grading.vasopressors import resolve_agents, vocabulary
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 from cartlab.units import conversion
@@ -53,14 +53,28 @@ KEY = ["subject_id", "day"]
 ORGAN_LABS = ("same_day", "last_known_within_days", "absent_is_normal")
 #: values of CrsLegacyOptions.organ_labs_required (which labs settle the all-organ inputs on a day)
 ORGAN_LABS_REQUIRED = ("renal_and_liver", "any")
+#: values of CrsLegacyOptions.multiple_vasopressors (Lee 2014 / CARTOX "multiple vasopressors")
+MULTIPLE_VASOPRESSORS = ("same_day", "concurrent")
 
 
 @dataclass
 class CrsLegacyOptions:
     """Documented choices behind the legacy-scale derivation (defaults in brackets).
 
-    * ``counted_indications`` [("CRS",)] / ``count_empty_indication`` [True]: which interventions
-      and events count toward CRS (spec "Attribution": empty or ``CRS``).
+    * ``counted_indications`` [("CRS",)] / ``count_empty_indication`` [True]: which
+      *interventions* count toward CRS (spec "Attribution": empty or ``CRS``). Deaths do not read
+      them: a death attributed to CRS is grade 5, one attributed to another cause is not CRS, and a
+      death with an empty attribution leaves the day open up to grade 5 (``missing_inputs``
+      "attribution of death"), inside or outside a CRS episode. (The ASTCT engine instead counts an
+      unattributed death inside a CRS episode as grade 5, convention crs.conv.unattributed_death;
+      session 33 kept the legacy range, tested in tests/test_crs_legacy.py.)
+    * ``multiple_vasopressors`` ["same_day"]: how Lee 2014 / CARTOX "multiple vasopressors" is
+      counted. "same_day": two or more drugs given on the same calendar day (the study format's
+      ASTCT convention, so that the cross-scale table compares like with like; convention rows
+      lee2014.conv.multiple_vasopressors / cartox.conv.multiple_vasopressors). "concurrent": two or
+      more drugs running at the same time, from the vasopressor time course; a switch from one drug
+      to another is one vasopressor, and two drugs on one day without times of day are a range
+      naming the missing times (session 33, review33 A1/B1).
     * ``fever_threshold_c`` [38.0]: fever is Tmax >= this (spec; ASTCT 2019 and CARTOX ">= 38 C").
     * ``sbp_cutoff_mmhg`` [90]: hypotension is the day's lowest SBP below this (spec; CARTOX
       "SBP < 90 mmHg").
@@ -81,6 +95,11 @@ class CrsLegacyOptions:
       episode (MSKCC "vasopressors >= 24 h" uses the cumulative episode duration).
     * ``assume_hospitalized`` [None]: hospitalization is unknown unless a ``hospitalization`` frame
       says so; True/False fills the days it does not cover.
+    * ``assume_refractory_hypotension`` [None]: MSKCC grade 4 "hypotension refractory to high-dose
+      vasopressors" - refractoriness is not recorded in the study format, so on a CRS day with
+      high-dose vasopressors MSKCC is a range up to 4 naming it (session 33); False reads every
+      such hypotension as not refractory (cartlab before session 33: MSKCC 3 at most), True as
+      refractory.
     * ``coagulopathy_agents`` / ``iv_therapy_categories`` / ``organ_vocabulary`` [None = the
       vocabularies in crs_penn.yaml / crs_lee2014.yaml ``inputs``].
     * ``scale_params`` [{}]: per-scale overrides of a table's ``defaults`` (e.g.
@@ -123,6 +142,7 @@ class CrsLegacyOptions:
     day_precision: str = "bounds"
     episode_gap_hours: float = 0.0
     assume_hospitalized: bool | None = None
+    assume_refractory_hypotension: bool | None = None
     coagulopathy_agents: tuple[str, ...] | None = None
     iv_therapy_categories: tuple[str, ...] | None = None
     organ_vocabulary: Mapping[str, Iterable[str]] | None = None
@@ -132,8 +152,12 @@ class CrsLegacyOptions:
     organ_labs_days: int = 1
     organ_labs_open: str = "crs_signs"
     organ_labs_required: str = "renal_and_liver"
+    multiple_vasopressors: str = "same_day"
 
     def __post_init__(self) -> None:
+        if self.multiple_vasopressors not in MULTIPLE_VASOPRESSORS:
+            raise ValueError(f"multiple_vasopressors must be one of {MULTIPLE_VASOPRESSORS}, "
+                             f"not {self.multiple_vasopressors!r}")
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
         if self.organ_labs_open not in ("crs_signs", "every_crs_day"):
@@ -197,6 +221,11 @@ INPUT_SCHEMA: dict[str, pl.DataType] = {
     "vasopressor_agents": pl.List(pl.String),
     "n_vasopressors": pl.Int64,
     "n_vasopressors_excl_vasopressin": pl.Int64,
+    # session 33: the most drugs running at the same time that day (surely / possibly)
+    "n_vasopressors_concurrent_min": pl.Int64,
+    "n_vasopressors_concurrent_max": pl.Int64,
+    "n_vasopressors_excl_vasopressin_concurrent_min": pl.Int64,
+    "n_vasopressors_excl_vasopressin_concurrent_max": pl.Int64,
     "ne_equiv_max_ug_min": pl.Float64,
     "ne_equiv_complete": pl.Boolean,
     "vaso_hours_day_min": pl.Float64,
@@ -205,6 +234,10 @@ INPUT_SCHEMA: dict[str, pl.DataType] = {
     "vaso_episode_hours_max": pl.Float64,
     "high_dose": pl.Boolean,
     "high_dose_rule": pl.String,
+    # session 33: the high-dose table row and dose behind high_dose = true, for the reasons
+    "high_dose_detail": pl.String,
+    # session 33: MSKCC grade 4 "hypotension refractory to high-dose vasopressors": never recorded
+    "refractory_hypotension": pl.Boolean,
     "o2_any": pl.Boolean,
     "o2_devices": pl.List(pl.String),
     "o2_flow_max_lpm": pl.Float64,
@@ -559,6 +592,38 @@ def _no_labs(c: str, opts: CrsLegacyOptions) -> pl.Expr:
             .then(pl.lit(f"no {ORGAN_GROUP_LABS[c]} {when}")).otherwise(pl.lit(f"no organ labs {when}")))
 
 
+def _number(e: pl.Expr) -> pl.Expr:
+    return e.round(6).cast(pl.String).str.replace(r"\.0$", "")
+
+
+def _high_dose_detail() -> pl.Expr:
+    """What a high-dose rule's reason adds (session 33, review33 C1): the table row that decided it
+    (its text, id and status: vasopressor_equivalents.yaml is unverified) and the day's dose: the
+    drug's own dose when it is the day's only drug other than vasopressin (the row's measure is its
+    dose), else the norepinephrine equivalent (VASST formula); "up to": the day's highest."""
+    table = load_criteria(VASOPRESSOR_TABLE)
+    hd, agents = table["high_dose"], vocabulary().agents
+    rows = {r["id"]: r for r in hd["rows"]}
+    pick = lambda f: pl.col("high_dose_rule").replace_strict({k: f(r) for k, r in rows.items()}, default=None,
+                                                            return_dtype=pl.String)
+    status = lambda r: r.get("status") or table.get("status") or "unverified"
+    head = pl.format(f"{{}} for >= {hd['min_duration_hours']:g} h (table row {{}}, vasopressor_equivalents.yaml, "
+                     "status {})", pick(lambda r: r["text"]), pl.col("high_dose_rule"), pick(status))
+    agent = pick(lambda r: r.get("agent") if r["measure"] == "dose" else None)
+    factor = agent.replace_strict({a: r.get("ne_factor") for a, r in agents.items()}, default=None,
+                                  return_dtype=pl.Float64)
+    vasopressin = [a for a, r in agents.items() if r.get("vasopressin")]
+    drugs = pl.col("vasopressor_agents").list.set_difference(pl.lit(vasopressin, dtype=pl.List(pl.String)))
+    alone = (drugs.list.len() == 1) & (drugs.list.first() == agent) & (factor > 0)
+    ne = pl.col("ne_equiv_max_ug_min")
+    dose = (pl.when(~pl.col("ne_equiv_complete").fill_null(False) | ne.is_null()).then(pl.lit("dose not known for every drug"))
+            .when(alone.fill_null(False)).then(pl.format("{} up to {} {} that day", agent, _number(ne / factor),
+                                                         pick(lambda r: r["unit"])))
+            .otherwise(pl.format("norepinephrine equivalent up to {} ug/min that day", _number(ne))))
+    return (pl.when(pl.col("high_dose").fill_null(False) & pl.col("high_dose_rule").is_not_null())
+            .then(pl.format("{}; {}", head, dose)))
+
+
 def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribution, organ_given: bool
               ) -> pl.DataFrame:
     """The grid joined with every source -> the features, their defaults and unknown reasons."""
@@ -580,6 +645,13 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
                        waiver.alias("waiver_active"), hosp.alias("hospitalized"),
                        pl.when(pl.col("death_day").is_null()).then(False).otherwise(pl.col("death_crs")).alias("death_crs"))
     x = x.with_columns(gate.alias("crs_gate"))
+    # session 33: drugs running together; at least one when one was given that day (its times may
+    # be known to the day only), at most what the longest time scenario lets overlap
+    for f in ("n_vasopressors", "n_vasopressors_excl_vasopressin"):
+        lo = pl.max_horizontal(pl.col(f"{f}_concurrent_min").fill_null(0), pl.col(f).fill_null(0).clip(upper_bound=1))
+        x = x.with_columns(lo.alias(f"{f}_concurrent_lo")).with_columns(
+            pl.max_horizontal(pl.col(f"{f}_concurrent_max").fill_null(0), pl.col(f"{f}_concurrent_lo"))
+            .alias(f"{f}_concurrent_hi"))
     fever_unknown = pl.col("fever").is_null() & ~other  # a fever that day would be attributed: not CRS
     # a day without organ labs is open only where CRS shows (fever, or unknown; hypotension, or
     # unknown; oxygen; a vasopressor) unless organ_labs_open = every_crs_day: an afebrile day with none
@@ -614,6 +686,11 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
             for c in ORGAN_COLS] if organ_given else []),
         pl.when(pl.col("hospitalized").is_null()).then(pl.lit("hospitalized:hospitalization")),
         pl.lit("fluid_boluses:IV fluid boluses (not recorded in study format v1)"),
+        *([pl.lit("refractory_hypotension:refractoriness of hypotension (not recorded)")]
+          if opts.assume_refractory_hypotension is None else []),
+        *(pl.when(pl.col(f"{f}_concurrent_lo") < pl.col(f"{f}_concurrent_hi")).then(pl.format(
+            f"{f}_concurrent:vasopressor times of day (whether {{}} ran at the same time)",
+            pl.col("vasopressor_agents").list.join(", "))) for f in ("n_vasopressors", "n_vasopressors_excl_vasopressin")),
         pl.when(pl.col("death_crs").is_null()).then(pl.lit("death_crs:attribution of death")),
     ]
     lacking = (lambda c: pl.lit(False)) if opts.organ_labs == "absent_is_normal" else (
@@ -639,6 +716,10 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         *organ,
         pl.col("blood_products").fill_null(False), pl.col("iv_therapy").fill_null(False),
         pl.lit(None, dtype=pl.Boolean).alias("fluid_boluses"),
+        pl.lit(opts.assume_refractory_hypotension, dtype=pl.Boolean).alias("refractory_hypotension"),
+        *(pl.col(f"{f}_concurrent_{a}").alias(f"{f}_concurrent_{b}") for f in (
+            "n_vasopressors", "n_vasopressors_excl_vasopressin") for a, b in (("lo", "min"), ("hi", "max"))),
+        _high_dose_detail().alias("high_dose_detail"),
     )
 
 

@@ -25,7 +25,7 @@ import polars as pl
 from cartlab.criteria.model import COMPARE
 from cartlab.grading.common import load_criteria
 from cartlab.grading.vasopressors import TABLE as VASOPRESSOR_TABLE
-from cartlab.grading.vasopressors import normalize_agent, vocabulary
+from cartlab.grading.vasopressors import UNSPECIFIED, normalize_agent, vocabulary
 from cartlab.provenance import evidence_ref, row_ref
 from cartlab.units import UnitError, conversion
 
@@ -206,7 +206,13 @@ def _segments(intervals: pl.DataFrame, hd: dict[str, Any]) -> pl.DataFrame:
               .then(pl.format("norepinephrine equivalent of {} (not in vasopressor table)",
                               pl.col("agent").replace_strict(reprs, return_dtype=pl.String)))
               .when(incomplete).then(rate_why))
+    agent = pl.col("agent")
     seg = act.group_by(*skey, "t1", maintain_order=True).agg(
+        # drugs running together in the segment, counted as crs_features counts them per day (session 33)
+        agent.n_unique().cast(pl.Int64).alias("n_all"),
+        (agent.filter(nv & (agent != UNSPECIFIED)).n_unique()
+         + ((agent == UNSPECIFIED).any() & (agent != UNSPECIFIED).not_().all()).cast(pl.Int64)).cast(pl.Int64)
+        .alias("n_excl"),
         pl.col("vasopressin").any().alias("has_vp"),
         pl.col("agent").filter(nv).n_unique().alias("n_nv"),
         pl.col("agent").filter(first).first().alias("agent"),
@@ -236,7 +242,7 @@ def _segments(intervals: pl.DataFrame, hd: dict[str, Any]) -> pl.DataFrame:
                .when(dose).then(pl.col("dose_reasons")).otherwise(pl.col("ne_reasons")))
     return seg.select(*key, "t0", "t1", st.alias("st"), pl.col("hd_id").alias("rule"),
                       pl.when(st.is_null()).then(reasons).otherwise(pl.lit([], dtype=_S)).alias("reasons"),
-                      "ne", "complete")
+                      "ne", "complete", "n_all", "n_excl")
 
 
 def _runs(seg: pl.DataFrame, accept_unknown: bool, min_h: float) -> pl.DataFrame:
@@ -339,7 +345,9 @@ def _episode_hours(days: pl.DataFrame, episodes: pl.DataFrame, union: pl.DataFra
 def vaso_course(rows: pl.DataFrame, hd: dict[str, Any] | None = None, episode_gap_hours: float = 0.0) -> pl.DataFrame:
     """Per subject and calendar day covered by an infusion of :func:`vaso_rows`: ``vaso_hours_day_min
     / _max``, ``vaso_episode_hours_min / _max``, ``duration_unknown``, ``high_dose``,
-    ``high_dose_rule``, ``high_dose_reasons``, ``ne_equiv_max_ug_min``, ``ne_equiv_complete``.
+    ``high_dose_rule``, ``high_dose_reasons``, ``ne_equiv_max_ug_min``, ``ne_equiv_complete``,
+    ``n_vasopressors[_excl_vasopressin]_concurrent_min / _max`` (the most drugs running at the same
+    time that day in the inner / outer time scenario; null where none runs in that scenario).
 
     An episode is uninterrupted support by any agent (gaps up to ``episode_gap_hours`` joined); its
     hours count up to the end of the day (MSKCC "vasopressors >= 24 h")."""
@@ -350,7 +358,15 @@ def vaso_course(rows: pl.DataFrame, hd: dict[str, Any] | None = None, episode_ga
         *cols, pl.lit("inner").alias("scen"), pl.col("s_hi").alias("a"), pl.col("e_lo").alias("b"))
     outer = rows.filter(pl.col("e_hi") > pl.col("s_lo")).select(
         *cols, pl.lit("outer").alias("scen"), pl.col("s_lo").alias("a"), pl.col("e_hi").alias("b"))
-    out = _high_dose(days, _segments(pl.concat([inner, outer]), hd), hd)
+    seg = _segments(pl.concat([inner, outer]), hd)
+    out = _high_dose(days, seg, hd)
+    # session 33: the most drugs running at the same time on the day, in the shortest (inner: surely
+    # together) and longest (outer: possibly together) time scenario
+    for scen, tail in (("inner", "min"), ("outer", "max")):
+        conc = (_by_day(days, seg.filter(pl.col("scen") == scen), "t0", "t1", [SID]).group_by(SID, D)
+                .agg(pl.col("n_all").max().alias(f"n_vasopressors_concurrent_{tail}"),
+                     pl.col("n_excl").max().alias(f"n_vasopressors_excl_vasopressin_concurrent_{tail}")))
+        out = out.join(conc, on=[SID, D], how="left")
     inner_u, outer_u = _union(inner), _union(outer)
     episodes = _union(outer_u, episode_gap_hours / 24.0).select(
         SID, pl.col("piece").alias("ep"), pl.col("a").alias("A"), pl.col("b").alias("B"))
