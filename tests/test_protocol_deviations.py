@@ -263,7 +263,7 @@ def test_lymphodepletion_dose_tolerance(factor, flagged):
     assert r["given_dose"] == pytest.approx(300.0 * factor)
     assert r["unit"] == "mg/m2"
     assert r["difference_pct"] == pytest.approx(100.0 * (factor - 1))
-    assert r["rule"] == "dev-test.lymphodepletion.cyclophosphamide"
+    assert r["rule"] == "dev-test.lymphodepletion.cyclophosphamide; dev-test.tolerances"  # s33: + the tolerance rule
     row = next(i + 1 for i, x in enumerate(rows) if x["agent"] == "cyclophosphamide" and x["day"] == -4)
     assert r["evidence"] == [f"doses.csv:{row}"]
     assert "tolerance ±10%" in r["detail"]
@@ -366,7 +366,7 @@ def test_car_t_in_cells_against_a_cells_per_kg_protocol(cells, flagged):
     assert r["planned_dose"] == pytest.approx(1e6)
     assert r["given_dose"] == pytest.approx(cells / 70.0)
     assert r["difference_pct"] == pytest.approx(100 * (cells / 7e7 - 1))
-    assert r["rule"] == "dev-test.car_t"
+    assert r["rule"] == "dev-test.car_t; dev-test.tolerances"  # s33: + the tolerance rule
     assert r["evidence"] == [f"doses.csv:{len(rows)}"]
     assert "tolerance ±20%" in r["detail"]
 
@@ -498,7 +498,9 @@ def test_planned_doses_apply_the_renal_reduction():
     fl = plan.filter(pl.col("agent") == "fludarabine")
     assert fl["factor"].to_list() == [0.8] * 3
     assert fl["dose"].to_list() == pytest.approx([30 * BSA * 0.8] * 3)
-    assert fl["rule"].to_list() == ["fludarabine_label.moderate"] * 3
+    # s33: + the protocol's rule and its .renal rule (convention)
+    assert fl["rule"].to_list() == ["dev-test.lymphodepletion.fludarabine; dev-test.lymphodepletion.fludarabine.renal; "
+                                    "fludarabine_label.moderate"] * 3
     assert "51.9 mL/min" in fl["adjustment"][0]
     cy = plan.filter(pl.col("agent") == "cyclophosphamide")
     assert cy["factor"].to_list() == [1.0] * 3
@@ -514,7 +516,9 @@ def test_full_fludarabine_dose_at_low_crcl_is_out_of_tolerance():
     assert res["planned_dose"].to_list() == pytest.approx([24.0] * 3)
     assert res["given_dose"].to_list() == pytest.approx([30.0] * 3)
     assert res["difference_pct"].to_list() == pytest.approx([25.0] * 3)
-    assert res["rule"].to_list() == ["fludarabine_label.moderate"] * 3
+    # s33: + the protocol's rule, its .renal rule (convention) and the tolerance rule
+    assert res["rule"].to_list() == ["dev-test.lymphodepletion.fludarabine; dev-test.lymphodepletion.fludarabine.renal; "
+                                     "fludarabine_label.moderate; dev-test.tolerances"] * 3
     assert res["evidence"].to_list() == [["doses.csv:1"], ["doses.csv:3"], ["doses.csv:5"]]
     assert "x 0.8 (renal)" in res["detail"][0]
 
@@ -555,7 +559,9 @@ def test_fludarabine_given_although_withheld():
     assert res["category"].to_list() == ["dose_out_of_tolerance"] * 3
     assert res["item"].to_list() == ["fludarabine"] * 3
     assert res["planned_dose"].to_list() == [None] * 3
-    assert res["rule"].to_list() == ["fludarabine_label.severe"] * 3
+    # s33: + the protocol's rule and its .renal rule (convention); a withheld dose is not a tolerance question
+    assert res["rule"].to_list() == ["dev-test.lymphodepletion.fludarabine; dev-test.lymphodepletion.fludarabine.renal; "
+                                     "fludarabine_label.severe"] * 3
     assert all("withholds" in d for d in res["detail"].to_list())
 
 

@@ -125,7 +125,9 @@ def test_renal_reduction_applied_from_creatinine():
     bsa = round(math.sqrt(170 * 70 / 3600), 2)
     assert flu["dose"] == pytest.approx(30 * bsa * 0.8)
     assert flu["factor"] == 0.8 and "20% dose reduction" in flu["adjustment"]
-    assert flu["rule"] == "fludarabine_label.moderate"
+    # s33: the row names the protocol's rule, its .renal rule (convention) and the label's band
+    assert flu["rule"] == ("nct04762485.lymphodepletion.fludarabine; nct04762485.lymphodepletion.fludarabine.renal; "
+                           "fludarabine_label.moderate")
     cy = plan.filter(pl.col("agent") == "cyclophosphamide").row(0, named=True)
     assert cy["factor"] == 1.0 and cy["adjustment"] is None  # no renal rule for cyclophosphamide
     # switched off

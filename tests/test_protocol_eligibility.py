@@ -100,7 +100,8 @@ AGE = """
 
 @pytest.mark.parametrize("age, status", [
     (11.99, "fail"), (12.0, "pass"), (12.01, "pass"),
-    (64.99, "pass"), (65.0, "pass"), (65.01, "fail"),
+    # s33: ages are compared in completed years by default (65.01 is 65 years of age); 66.0 fails
+    (64.99, "pass"), (65.0, "pass"), (65.01, "pass"), (66.0, "fail"),
 ])
 def test_field_between_is_inclusive_at_both_ends(age, status):
     r = screen1(proto(AGE), study(subjects({"age_years": age})))

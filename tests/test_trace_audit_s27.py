@@ -154,12 +154,13 @@ def test_dose_plan_cites_the_rows_behind_each_dose(s1_prot, seed_prot):
     assert (float(cy["dose"]), cy["evidence"], cy["rule_status"]) == (552.0, "subjects.csv:1", "verified_secondary")
     assert a1[("decitabine", "-6.0")]["evidence"] == ""
     flu = a1[("fludarabine", "-5.0")]
-    assert (flu["status"], flu["rule"], flu["evidence"], flu["rule_status"]) == (
+    # s33: the rule cell also names the protocol's rule and its .renal rule (status convention)
+    assert (flu["status"], flu["rule"].split("; ")[-1], flu["evidence"], flu["rule_status"]) == (
         "not_evaluable", "fludarabine_label", "subjects.csv:1", "verified_secondary")
     seed = {(r["agent"], r["day"]): r for r in _rows(seed_prot, "dose_plan")}
     flu = seed[("fludarabine", "-5.0")]
     assert float(flu["dose"]) == pytest.approx(45.6)
-    assert (flu["rule"], flu["evidence"], flu["rule_status"]) == (
+    assert (flu["rule"].split("; ")[-1], flu["evidence"], flu["rule_status"]) == (  # s33: last of its rules
         "fludarabine_label.normal", "subjects.csv:1; observations.csv:25", "verified_secondary")
 
 
@@ -181,8 +182,10 @@ def test_dose_command_csv_has_the_rule_status():
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(r.stdout.splitlines()))
     flu = next(x for x in rows if x["agent"] == "fludarabine")
-    assert (float(flu["dose"]), flu["rule"], flu["rule_status"]) == (39.12, "fludarabine_label.moderate",
-                                                                    "verified_secondary")
+    # s33: + the protocol's rule and its .renal rule (convention); the worst status stays verified_secondary
+    assert (float(flu["dose"]), flu["rule"], flu["rule_status"]) == (
+        39.12, "nct04762485.lymphodepletion.fludarabine; nct04762485.lymphodepletion.fludarabine.renal; "
+        "fludarabine_label.moderate", "verified_secondary")
     assert all(x["rule_status"] for x in rows) and all(x["evidence"] == "" for x in rows)  # no study rows
 
 

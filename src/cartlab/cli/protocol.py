@@ -89,7 +89,14 @@ def dose_cmd(
     fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
     bsa_method: Annotated[Optional[str], typer.Option("--bsa-method", help="mosteller (default), dubois or haycock.")] = None,
     renal_function: Annotated[Optional[str], typer.Option(
-        "--renal-function", help="crcl_cockcroft_gault or egfr_ckd_epi_2021 (default: the protocol's/rule's).")] = None,
+        "--renal-function", help="crcl_cockcroft_gault (absolute mL/min), crcl_cockcroft_gault_bsa (CrCl x 1.73 / BSA, "
+        "mL/min/1.73 m2) or egfr_ckd_epi_2021 (default: the protocol's, else the rule's).")] = None,
+    crcl_weight: Annotated[Optional[str], typer.Option(
+        "--crcl-weight", help="Weight in Cockcroft-Gault: actual, ideal (Devine IBW) or adjusted (IBW + 0.4 x "
+        "(actual - IBW)); default: the protocol's (actual).")] = None,
+    bsa_decimals: Annotated[Optional[int], typer.Option(
+        "--bsa-decimals", min=0, max=6, help="Decimals BSA is rounded to before dosing, ties half up (default 2).")] = 2,
+    bsa_unrounded: Annotated[bool, typer.Option("--bsa-unrounded", help="Dose from the unrounded BSA.")] = False,
     no_renal: Annotated[bool, typer.Option("--no-renal-adjustment", help="Do not apply renal dose rules.")] = False,
     car_dose: Annotated[Optional[float], typer.Option(
         "--car-dose", help="CAR-T total dose in the protocol's unit (cells/kg or cells); default: the protocol's target.")] = None,
@@ -172,7 +179,8 @@ def dose_cmd(
     try:
         opts = DoseOptions(bsa_method=bsa_method, renal_function=renal_function, apply_renal_adjustment=not no_renal,
                            car_dose=car_dose, product_concentration=product_conc, viability=viability,
-                           car_positive=car_positive)
+                           car_positive=car_positive, crcl_weight=crcl_weight,
+                           bsa_decimals=None if bsa_unrounded else bsa_decimals)
         size = body_size(patient, p, opts)
         plan = dose_plan(p, patient, opts, size=size)
         if sheet is not None:
@@ -195,12 +203,18 @@ def dose_cmd(
         if size.get("renal_caveat") and (size["crcl_ml_min"] is not None or size["egfr_ml_min_173"] is not None):
             err.print(f"[yellow]![/] {escape(size['renal_caveat'])}", soft_wrap=True)  # stdout stays CSV
     else:
+        from cartlab.protocol.dosing import renal_value_text
+
         crcl, egfr = size["crcl_ml_min"], size["egfr_ml_min_173"]
+        rules = [a.renal_adjustment for a in p.lymphodepletion if a.renal_adjustment]  # digits enough for their bounds
         if crcl is None and egfr is None and size["renal_note"] == size["egfr_note"]:
             renal = f"renal function (CrCl, eGFR) {size['renal_note']}"
         else:
-            renal = (f"CrCl {crcl:.0f} mL/min (Cockcroft-Gault)" if crcl is not None else f"CrCl {size['renal_note']}") \
-                + ", " + (f"eGFR {egfr:.0f} mL/min/1.73 m2 (CKD-EPI 2021)" if egfr is not None else f"eGFR {size['egfr_note']}")
+            weight_used = f", {size['crcl_weight']} weight" if size.get("crcl_weight", "actual") != "actual" else ""
+            renal = (f"CrCl {renal_value_text(crcl, rules)} mL/min (Cockcroft-Gault{weight_used})" if crcl is not None
+                     else f"CrCl {size['renal_note']}") + ", " + (
+                f"eGFR {renal_value_text(egfr, rules)} mL/min/1.73 m2 (CKD-EPI 2021)" if egfr is not None
+                else f"eGFR {size['egfr_note']}")
             if patient.creatinine_day is not None:
                 renal += f" (creatinine of day {patient.creatinine_day:g})"
         bsa = (f"BSA {size['bsa_m2']:.2f} m2 ({size['bsa_method'].capitalize()})" if size["bsa_m2"] is not None
@@ -234,6 +248,9 @@ def eligibility_cmd(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
     csv_dialect: CsvDialectOpt = "standard",
+    age_exact: Annotated[bool, typer.Option(
+        "--age-exact", help="Compare age limits with the exact age (default: completed years, floor(age), as "
+        "'up to 25 years of age' is read).")] = False,
 ) -> None:
     """Screen a subject (or every subject of --study) against a protocol's eligibility criteria:
     value, day, pass/fail/unknown and the reason for each criterion.
@@ -252,7 +269,7 @@ def eligibility_cmd(
 
     p = _protocol_or_exit(protocol)
     data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
-    res = derive_eligibility(data, p, subject)
+    res = derive_eligibility(data, p, subject, age_whole_years=False if age_exact else None)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
         return

@@ -4,7 +4,10 @@
 row per deviation:
 
 * ``missed_dose`` — a planned administration with no matching dose;
-* ``wrong_day`` — given, but more than ``tolerances.day`` days from the planned day;
+* ``wrong_day`` — given, but more than ``tolerances.day`` days from the planned day; with a
+  ``lymphodepletion_window`` (Kymriah: completed 2-14 days before the infusion) the planned
+  lymphodepletion days are first shifted as a block to end on the day the given course ended, when
+  that day lies in the window (else one ``wrong_day`` row says the course ended outside it);
 * ``extra_dose`` — a dose of a protocol agent that matches no planned administration;
 * ``unplanned_agent`` — an agent the protocol does not list (bridging therapy is reported here too);
 * ``dose_out_of_tolerance`` — the dose differs from the plan by more than ``tolerances.dose_pct``
@@ -17,7 +20,8 @@ row per deviation:
   one row per agent naming the missing input), a dose in a unit that cannot be compared, no
   plan at all, or no dose row of the subject at all (its doses were not recorded).
 
-Every row names the protocol rule and the source rows (``evidence``).
+Every row names the protocol rule and the source rows (``evidence``); a row decided by a tolerance
+also names ``<id>.tolerances`` (cartlab's defaults: status ``convention``).
 """
 
 from __future__ import annotations
@@ -184,6 +188,8 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
                 "(doses.csv not given, or without this subject's rows; day 0 is a CAR-T infusion, so its doses "
                 "were not recorded rather than all missed)", f"{protocol.id}.dosing")
             agents = []
+        tol_rule = f"{protocol.id}.tolerances"
+        shift = _window_shift(add, protocol, given, ld_agents) if agents else 0.0
         for agent in agents:
             is_car = agent == car_agent
             if plan is not None:
@@ -193,14 +199,18 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
             else:
                 planned = [{"day": d} for d in (ld_agents[agent].days if not is_car
                                                  else [i.day for i in protocol.car_t.infusions])]
+            if shift and not is_car:  # the course moved as a block inside the protocol's window
+                planned = [{**r, "day": r["day"] + shift} for r in planned]
             g = given.filter(pl.col("_agent") == agent).sort("day").to_dicts()
             rule = f"{protocol.id}.{'car_t' if is_car else 'lymphodepletion.' + agent}"
             name = protocol.car_t.agent if is_car else agent
             on_time, late, missed, extra = _match_days([r["day"] for r in planned], [r["day"] for r in g], tol.day)
+            day_rule = "; ".join([rule if is_car else protocol.days_rule(agent), tol_rule])
+            moved = f" (the planned course shifted {shift:+g} days in the window)" if shift and not is_car else ""
             for pi, gi in late:
                 pr, gr = planned[pi], g[gi]
-                add("wrong_day", name, f"{name} planned on day {pr['day']:g}, given on day {gr['day']:g} "
-                    f"(tolerance {tol.day:g} days)", rule, _refs([gr]), planned_day=pr["day"], actual_day=gr["day"])
+                add("wrong_day", name, f"{name} planned on day {pr['day']:g}{moved}, given on day {gr['day']:g} "
+                    f"(tolerance {tol.day:g} days)", day_rule, _refs([gr]), planned_day=pr["day"], actual_day=gr["day"])
             for pi in missed:
                 add("missed_dose", name, f"{name} planned on day {planned[pi]['day']:g}: no dose recorded", rule,
                     planned_day=planned[pi]["day"])
@@ -222,7 +232,7 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
                 basis = pr["protocol_unit"]
                 if pr["status"] == "not_evaluable":
                     continue
-                if pr["status"] == "withhold":
+                if pr["status"] == "withhold":  # not a tolerance question: the rule withholds it
                     add("dose_out_of_tolerance", name, f"{name} given on day {gr['day']:g} although the plan "
                         f"withholds it ({pr['adjustment']})", pr["rule"], _refs([gr]), planned_day=pr["day"],
                         actual_day=gr["day"], given_dose=gr["dose"], unit=gr["unit"])
@@ -242,7 +252,7 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
                     add("dose_out_of_tolerance", name,
                         f"{name} day {gr['day']:g}: given {given_basis:.4g} {basis}, planned {planned_basis:.4g} "
                         f"{basis} ({diff:+.1f}%, tolerance ±{limit:g}%); plan: {pr['basis']}",
-                        pr["rule"], _refs([gr]), planned_day=pr["day"], actual_day=gr["day"],
+                        f"{pr['rule']}; {tol_rule}", _refs([gr]), planned_day=pr["day"], actual_day=gr["day"],
                         planned_dose=planned_basis, given_dose=given_basis, unit=basis, difference_pct=diff)
         known = set(ld_agents) | {car_agent}
         for gr in given.filter(~pl.col("_agent").is_in(list(known))).sort("day").to_dicts():
@@ -253,6 +263,28 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
         _monitoring(add, study, protocol, sid, sub)
     df = pl.DataFrame(rows, schema=DEVIATION_SCHEMA, orient="row") if rows else pl.DataFrame(schema=DEVIATION_SCHEMA)
     return df
+
+
+def _window_shift(add, protocol, given: pl.DataFrame, ld_agents: dict) -> float:
+    """Days by which the planned lymphodepletion course moves as a block inside the protocol's
+    ``lymphodepletion_window``: the given course's last day minus the planned last day, when the
+    given course ended inside the window (0 without a window or lymphodepletion dose; a course that
+    ended outside the window gets a ``wrong_day`` row and is compared unshifted)."""
+    win, planned_last = protocol.lymphodepletion_window, protocol.last_lymphodepletion_day
+    if win is None or planned_last is None:
+        return 0.0
+    ld = given.filter(pl.col("_agent").is_in(list(ld_agents)))
+    if ld.height == 0:
+        return 0.0
+    last = max(math.floor(d + 1e-9) for d in ld["day"].to_list())  # calendar days
+    lo, hi = win.completed_days
+    if lo - 1e-9 <= last <= hi + 1e-9:
+        return float(last - planned_last)
+    r = ld.filter(pl.col("day").floor() == last).to_dicts()
+    add("wrong_day", "lymphodepletion", f"lymphodepletion completed on day {last:g}: outside the window (completed on "
+        f"days {lo:g} to {hi:g}, i.e. {-hi:g}-{-lo:g} days before the infusion)",
+        f"{protocol.id}.lymphodepletion_window", _refs(r), planned_day=float(planned_last), actual_day=float(last))
+    return 0.0
 
 
 def _check_car_range(add, pr, gr, weight, agent, rule) -> None:

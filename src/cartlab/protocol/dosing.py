@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -41,6 +42,8 @@ __all__ = [
     "creatinine_mg_dl",
     "plan_to_doses",
     "round_sig",
+    "round_half_up",
+    "renal_value_text",
     "DOSE_PLAN_SCHEMA",
 ]
 
@@ -76,6 +79,16 @@ def round_sig(x: float | None) -> float | None:
     if x is None or isinstance(x, bool) or not math.isfinite(x) or x == 0:
         return x
     return pl.Series([float(x)], dtype=pl.Float64).round_sig_figs(SIG_DIGITS).item()
+
+
+def round_half_up(x: float, decimals: int) -> float:
+    """``x`` rounded to ``decimals`` decimals with ties away from zero (half up), on the decimal value
+    printed to 12 significant digits (:func:`round_sig`): 1.845 -> 1.85 and 1.625 -> 1.63, where
+    Python's binary ``round`` gives 1.84 and 1.62 (half to even on the nearest binary double)."""
+    r = round_sig(x)
+    if r is None or not math.isfinite(r):
+        return r
+    return float(Decimal(repr(r)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
 
 
 def creatinine_mg_dl(value: float, unit: str) -> float:
@@ -123,8 +136,15 @@ class DoseOptions:
     * ``bsa_method``: ``mosteller`` | ``dubois`` | ``haycock``; ``None`` = the protocol's (Mosteller
       unless it says otherwise).
     * ``bsa_decimals``: BSA is rounded to this many decimals before dosing, as printed on the sheet
-      (2 by default; ``None`` = unrounded).
-    * ``renal_function``: ``crcl_cockcroft_gault`` | ``egfr_ckd_epi_2021``; ``None`` = the protocol's.
+      (2 by default; ``None`` = unrounded). Ties round half up on the decimal value (1.845 -> 1.85;
+      :func:`round_half_up`), not by binary half-to-even.
+    * ``renal_function``: ``crcl_cockcroft_gault`` (absolute mL/min) | ``crcl_cockcroft_gault_bsa``
+      (CrCl x 1.73 / BSA, mL/min/1.73 m2, the unit of the generic fludarabine label's bands; the
+      unrounded, uncapped BSA of ``bsa_method``) | ``egfr_ckd_epi_2021``; ``None`` = the protocol's,
+      else each rule's own (``crcl_cockcroft_gault`` for both fludarabine rules).
+    * ``crcl_weight``: the weight in Cockcroft-Gault: ``actual`` | ``ideal`` (Devine) | ``adjusted``
+      (IBW + 0.4 x (actual - IBW)); ``None`` = the protocol's (``actual`` by default, as in the
+      1976 paper). Devine is defined from 152.4 cm (60 in); below it the actual weight is used.
     * ``apply_renal_adjustment``: apply the protocol's renal rules (default True).
     * ``car_dose``: the CAR-T total dose in the band's unit (cells/kg or cells), overriding the
       protocol's target; must lie within the band's range.
@@ -136,6 +156,7 @@ class DoseOptions:
     bsa_method: str | None = None
     bsa_decimals: int | None = 2
     renal_function: str | None = None
+    crcl_weight: str | None = None
     apply_renal_adjustment: bool = True
     car_dose: float | None = None
     product_concentration: float | None = None
@@ -192,6 +213,9 @@ def _validate_patient(patient: Patient, options: DoseOptions) -> float | None:
     _check_range("weight_kg", patient.weight_kg, options, "weight")
     _check_range("height_cm", patient.height_cm, options, "height")
     _check_range("age_years", patient.age_years, options, "age")
+    if patient.age_years is not None and patient.age_years >= 140:
+        raise DosingError(f"age {patient.age_years:g} years: Cockcroft-Gault ((140 - age) x weight ...) needs an "
+                          "age below 140 years; check the value")
     if patient.weight_kg is not None and patient.height_cm is not None:
         bmi = patient.weight_kg / (patient.height_cm / 100.0) ** 2
         _check_range("bmi_kg_m2", round(round_sig(bmi), 1), options,
@@ -240,7 +264,7 @@ def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOption
     capped = False
     if not bsa_missing:
         raw = float(fx.bsa(w, h, method=method))
-        bsa = round(round_sig(raw), options.bsa_decimals) if options.bsa_decimals is not None else raw
+        bsa = round_half_up(raw, options.bsa_decimals) if options.bsa_decimals is not None else raw
         capped = cap is not None and round_sig(bsa) > cap
     info = fx.formula_info(method)
     out: dict[str, Any] = {
@@ -262,11 +286,22 @@ def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOption
         return _needs([creat if n == "creatinine" else n for n in missing]) if missing else None
 
     age, sex = patient.age_years, patient.sex
+    basis = options.crcl_weight or (protocol.dosing.crcl_weight if protocol is not None else "actual")
+    if basis not in ("actual", "ideal", "adjusted"):
+        raise DosingError(f"unknown Cockcroft-Gault weight {basis!r}; choose actual, ideal or adjusted")
+    if basis != "actual":
+        crcl_missing += [n for n in ("height",) if h is None]
+    cw, cw_note = _crcl_weight(basis, w, h, sex) if not crcl_missing else (None, None)
+    crcl = None if crcl_missing else round_sig(float(fx.crcl_cockcroft_gault(age, cw, scr, sex)))
+    bsa_crcl_missing = crcl_missing + [n for n in bsa_missing if n not in crcl_missing]
     out.update(
-        crcl_ml_min=None if crcl_missing else round_sig(float(fx.crcl_cockcroft_gault(age, w, scr, sex))),
+        crcl_ml_min=crcl,
+        crcl_weight=basis, crcl_weight_kg=cw, crcl_weight_note=cw_note,
+        # CrCl normalised to 1.73 m2 by the unrounded, uncapped BSA (the renal rule's unit)
+        crcl_ml_min_173=None if bsa_crcl_missing else round_sig(crcl * 1.73 / raw),
         egfr_ml_min_173=None if egfr_missing else round_sig(float(fx.egfr_ckd_epi_2021(scr, age, sex))),
-        crcl_missing=crcl_missing, egfr_missing=egfr_missing, renal_note=note(crcl_missing),
-        egfr_note=note(egfr_missing))
+        crcl_missing=crcl_missing, egfr_missing=egfr_missing, crcl_173_missing=bsa_crcl_missing,
+        renal_note=note(crcl_missing), egfr_note=note(egfr_missing), crcl_173_note=note(bsa_crcl_missing))
     out["renal_caveat"] = (
         "Cockcroft-Gault and CKD-EPI 2021 were derived in adults; below 18 years a paediatric estimate "
         "(e.g. bedside Schwartz) is usual" if patient.age_years is not None and patient.age_years < 18 else None)
@@ -274,6 +309,24 @@ def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOption
     out.update(crcl_formula=cg["expression"], crcl_citation=cg["citation"],
                egfr_formula=ckd["expression"], egfr_citation=ckd["citation"])
     return out
+
+
+def _crcl_weight(basis: str, w: float, h: float | None, sex: str) -> tuple[float, str | None]:
+    """The weight Cockcroft-Gault uses (kg) and a note when it is not the actual weight."""
+    from cartlab.protocol import formulas as fx
+
+    if basis == "actual":
+        return w, None
+    try:
+        ibw = float(fx.ideal_body_weight(h, sex))
+    except ValueError:
+        return w, (f"{basis} weight not defined below 152.4 cm (Devine IBW starts at 60 in; height {h:g} cm): "
+                   f"actual weight {w:g} kg used")
+    if basis == "ideal":
+        return round_sig(ibw), f"ideal body weight (Devine) {ibw:.1f} kg used (actual {w:g} kg)"
+    adj = float(fx.adjusted_body_weight(w, h, sex))
+    return round_sig(adj), (f"adjusted body weight {adj:.1f} kg = IBW {ibw:.1f} + 0.4 x ({w:g} - {ibw:.1f}) "
+                            f"used (actual {w:g} kg)")
 
 
 def _in_band(x: float, band: dict[str, Any]) -> bool:
@@ -316,8 +369,29 @@ class _Renal:
 
 _MEASURES = {  # measure -> (body_size key, its note, its missing inputs, name, unit)
     "crcl_cockcroft_gault": ("crcl_ml_min", "renal_note", "crcl_missing", "CrCl (Cockcroft-Gault)", "mL/min"),
+    "crcl_cockcroft_gault_bsa": ("crcl_ml_min_173", "crcl_173_note", "crcl_173_missing",
+                                 "CrCl (Cockcroft-Gault) per 1.73 m2", "mL/min/1.73 m2"),
     "egfr_ckd_epi_2021": ("egfr_ml_min_173", "egfr_note", "egfr_missing", "eGFR (CKD-EPI 2021)", "mL/min/1.73 m2"),
 }
+
+
+def renal_value_text(value: float, rule_ids) -> str:
+    """A renal-function value printed with enough decimals (1 at least, up to 6) to show on which
+    side of every band bound of ``rule_ids`` it lies: CrCl 29.96 prints "29.96", not "30.0" (which
+    would read as the 30-70 band while the dose is withheld for < 30)."""
+    rules = renal_rules()
+    bands = [b for r in rule_ids if r in rules for b in rules[r]["bands"]]
+
+    def where(x: float) -> tuple:
+        return tuple(_in_band(x, b) for b in bands)
+
+    bounds = {b.get(k) for b in bands for k in ("low", "high") if b.get(k) is not None}
+    for d in range(1, 7):
+        text = f"{value:.{d}f}"
+        x = float(text)
+        if where(x) == where(value) and (x == value or x not in bounds):
+            return text
+    return repr(value)
 
 
 def _renal(agent, size: dict[str, Any], measure_default: str, options: DoseOptions) -> _Renal:
@@ -327,19 +401,28 @@ def _renal(agent, size: dict[str, Any], measure_default: str, options: DoseOptio
     if rule_id is None or not options.apply_renal_adjustment:
         return _Renal(1.0, "computed", "" if rule_id is None else f"renal adjustment {rule_id} switched off")
     rule = renal_rules()[rule_id]
-    measure = options.renal_function or measure_default or rule.get("measure") or "crcl_cockcroft_gault"
+    own = rule.get("measure") or "crcl_cockcroft_gault"
+    measure = options.renal_function or measure_default or own
     if measure not in _MEASURES:
-        raise DosingError(f"unknown renal function measure {measure!r}")
+        raise DosingError(f"unknown renal function measure {measure!r}; choose one of {', '.join(_MEASURES)}")
     key, note, missing, name, unit = _MEASURES[measure]
+    # a rule whose text names its equation (FLUDARA: "as estimated by the Cockroft-Gault equations")
+    warn = (f"WARNING: {rule_id} is written for {_MEASURES[own][3]}; {name} is used instead (option)"
+            if rule.get("measure_fixed") and measure != own else "")
     value = size.get(key)
     if value is None:
-        return _Renal(None, "not_evaluable", f"NOT EVALUABLE: {rule_id} needs {name}, {size.get(note)}", rule_id,
-                      rule["citation"], tuple(size.get(missing) or ()))
+        text = "; ".join(x for x in (f"NOT EVALUABLE: {rule_id} needs {name}, {size.get(note)}", warn) if x)
+        return _Renal(None, "not_evaluable", text, rule_id, rule["citation"], tuple(size.get(missing) or ()))
     f, band_id, band_text = renal_adjustment(rule_id, value)
-    text = f"{name} {value:.1f} {unit}: {band_text}"
+    r_unit = rule.get("unit", unit)
+    text = f"{name} {renal_value_text(value, [rule_id])} {unit}: {band_text} ({rule_id}, bands in {r_unit}"
+    text += (f"; applied to the {unit} value: cartlab's convention)" if r_unit != unit else ")")
+    if measure == "crcl_cockcroft_gault" and size.get("crcl_weight_note"):
+        text += f" [{size['crcl_weight_note']}]"
+    text = "; ".join(x for x in (text, warn) if x)
     if f is None:
         return _Renal(None, "withhold", text, f"{rule_id}.{band_id}", rule["citation"])
-    return _Renal(f, "computed", "" if f == 1 else text, f"{rule_id}.{band_id}", rule["citation"])
+    return _Renal(f, "computed", text if (f != 1 or warn) else "", f"{rule_id}.{band_id}", rule["citation"])
 
 
 def _fmt(x: float) -> str:
@@ -407,6 +490,7 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
                     adj = "; ".join(x for x in (adj, f"capped at the protocol maximum {a.max_dose_mg:g} mg") if x)
                     basis += f", capped at {a.max_dose_mg:g} mg"
                     dose = a.max_dose_mg
+                    factor = dose / base  # the factor of the dose actually planned (renal x cap)
         uses_size = a.unit in ("mg/m2", "mg/kg") or renal.rule != ""
         evidence = [x for x in ((patient.subject_ref if uses_size else None),
                                 (patient.creatinine_ref if renal.rule else None)) if x]
@@ -415,8 +499,11 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
                 "day": d, "agent": a.agent, "kind": "lymphodepletion", "dose": dose, "unit": "mg",
                 "status": status, "needs": ", ".join(needs) or None,
                 "basis": basis, "protocol_dose": a.dose, "protocol_unit": a.unit, "adjustment": adj or None,
-                "factor": factor, "route": a.route, "rule": renal.rule or f"{protocol.id}.lymphodepletion.{a.agent}",
-                "citation": "; ".join(x for x in (a.citation, renal.citation) if x), "source": a.source,
+                "factor": factor, "route": a.route, "rule": "; ".join(
+                    [f"{protocol.id}.lymphodepletion.{a.agent}"]
+                    + ([f"{protocol.id}.lymphodepletion.{a.agent}.renal", renal.rule] if renal.rule else [])),
+                "citation": "; ".join(x for x in (a.citation, a.renal_adjustment_citation if renal.rule else "",
+                                                  renal.citation) if x), "source": a.source,
                 "evidence": evidence,
             })
     rows += _car_rows(protocol, patient, options)
@@ -469,9 +556,11 @@ def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str
     if cap is not None:
         lo, hi = (None if lo is None else min(lo, cap)), min(hi, cap)
     total = None if chosen is None else absolute(chosen)
-    adj = None
+    adj, factor = None, 1.0
     if total is not None and cap is not None and total > cap:
-        adj = f"capped at the maximum total dose {_fmt(cap)} cells"
+        adj = (f"capped at the maximum total dose {_fmt(cap)} cells (= {_fmt(cap / w) if per == 'cells/kg' else _fmt(cap)}"
+               f" {per}; factor {cap / total:.4g} of the protocol dose)")
+        factor = cap / total  # the planned dose is protocol_dose x factor (plan_to_doses, deviations)
         total = cap
     rows = []
     for inf in sorted(car.infusions, key=lambda i: i.day):
@@ -495,7 +584,7 @@ def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str
         rows.append({
             **common, "day": inf.day, "dose": dose, "status": "to_choose" if dose is None else "computed", "needs": None,
             "basis": basis, "protocol_dose": None if chosen is None else chosen * inf.fraction,
-            "protocol_unit": per, "adjustment": adj, "factor": 1.0,
+            "protocol_unit": per, "adjustment": adj, "factor": factor,
             "dose_min": None if lo is None else lo * inf.fraction, "dose_max": hi * inf.fraction, "volume_ml": vol,
             "citation": band.citation,
         })
@@ -547,8 +636,10 @@ def _check_car_options(protocol, band, options: DoseOptions) -> None:
 def plan_to_doses(plan: pl.DataFrame, subject_id: str, source: str = "synthetic") -> pl.DataFrame:
     """A dose plan as canonical ``doses`` rows (:data:`cartlab.model.DOSES`) on the protocol's
     basis (mg/m2, mg/kg, mg, cells/kg, cells), so a simulated (digital-twin) patient carries the
-    protocol's administrations like a real one. Withheld and not-evaluable doses are left out;
-    ``source`` labels the rows (``synthetic`` by default)."""
+    protocol's administrations like a real one: the dose planned, ``protocol_dose x factor`` (the
+    factor holds the renal adjustment and any cap: Yescarta 2e6/kg at 130 kg is capped to 2e8 cells
+    = 1.538e6 cells/kg). Withheld and not-evaluable doses are left out; ``source`` labels the rows
+    (``synthetic`` by default)."""
     from cartlab.model import conform
 
     given = plan.filter(pl.col("dose").is_not_null() & pl.col("protocol_dose").is_not_null())

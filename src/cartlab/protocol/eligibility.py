@@ -6,6 +6,11 @@ row per subject and criterion: the value used, its day, ``status`` (``pass`` / `
 value, a censored value that cannot decide the criterion, a missing ULN, a criterion that needs the
 source documents (``manual``) all give ``unknown`` with the reason.
 
+Age limits compare completed years by default (``protocol.age_whole_years``, overridable per call):
+"up to 25 years of age" (Kymriah USPI; EU SmPC "up to and including 25 years") and "12-65 years"
+(NCT04762485) are limits on the age in whole years, so floor(age_years) is compared: 25.4 meets
+``<= 25``, 11.9 does not meet ``>= 12``. ``age_whole_years=False`` compares the exact age.
+
 Screening values are the last ones recorded in the criterion's window (default: the protocol's
 ``screening_window``, in days relative to day 0, both ends inclusive).
 
@@ -93,6 +98,7 @@ class _Part:
     dtype: Any = None        # a field's dtype (subjects.csv)
     unit: str | None = None  # the param's canonical unit
     target: Any = None       # the param's threshold in that unit (before a ULN/LLN multiple)
+    whole_years: bool = False  # age_years compared in completed years (floor)
 
 
 def _parts(c, window: tuple[float, float], key: str) -> list[_Part]:
@@ -158,7 +164,10 @@ def _columns(part: _Part, ids: list[str]) -> dict[str, pl.Series]:
         return {k: pl.Series(k, flag, dtype=pl.Boolean)}
     if c.field is not None:
         vals = [None if _missing(v := part.rows.get(sid, {}).get(c.field)) else v for sid in ids]
-        return {k: pl.Series(k, vals, dtype=part.dtype)}
+        col = pl.Series(k, vals, dtype=part.dtype)
+        if c.field == "age_years" and part.whole_years:  # completed years
+            col = col.floor()
+        return {k: col}
     lo, hi, lo_open, hi_open, ref = [], [], [], [], []
     for sid in ids:
         r = part.rows.get(sid)
@@ -215,9 +224,11 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
         if _missing(v):
             return {**nothing, "reason": f"{c.field} is not recorded in subjects.csv"}
         row = part.rows[sid]
+        whole = (f" ({math.floor(v):g} completed years)" if c.field == "age_years" and part.whole_years
+                 and float(v) != math.floor(v) else "")
         return {"cond": cond, "value": _fmt(v), "unit": "years" if c.field == "age_years" else None,
                 "day": None, "evidence": _ref(row), "source": _src(row),
-                "reason": f"{c.field} = {_fmt(v)}, {'meets' if cond else 'does not meet'} {_target_text(c)}"}
+                "reason": f"{c.field} = {_fmt(v)}{whole}, {'meets' if cond else 'does not meet'} {_target_text(c)}"}
     r = part.rows.get(sid)
     if c.event is not None:
         if r is not None:
@@ -271,7 +282,8 @@ def _date(subject: dict, day: float | None) -> str | None:
     return (d0 + dt.timedelta(days=math.floor(day))).isoformat()
 
 
-def _truths(study, protocol, ids: list[str], subjects: dict[str, dict]) -> tuple[dict, list[dict[str, bool | None]]]:
+def _truths(study, protocol, ids: list[str], subjects: dict[str, dict],
+            whole_years: bool = True) -> tuple[dict, list[dict[str, bool | None]]]:
     """Every criterion's parts (data gathered once per part for all subjects) and, per subject, the
     truth of every criterion and part (one evaluation of the compiled conditions)."""
     parts: dict[str, _Part] = {}
@@ -279,6 +291,7 @@ def _truths(study, protocol, ids: list[str], subjects: dict[str, dict]) -> tuple
     for n, c in enumerate(protocol.eligibility):
         key = f"c{n}"
         for part in _parts(c, protocol.screening_window, key):
+            part.whole_years = whole_years
             _gather(study, part, subjects)
             parts[k := part.key] = part
             columns.update(_columns(part, ids))
@@ -293,18 +306,22 @@ def _truths(study, protocol, ids: list[str], subjects: dict[str, dict]) -> tuple
     return parts, out.to_dicts() if conds else [{} for _ in ids]
 
 
-def derive_eligibility(study, protocol, subject_id: str | None = None) -> pl.DataFrame:
+def derive_eligibility(study, protocol, subject_id: str | None = None,
+                       age_whole_years: bool | None = None) -> pl.DataFrame:
     """Every eligibility criterion of ``protocol`` for every subject (or one) of ``study``.
 
     Inclusion criteria pass when their condition holds; exclusion criteria pass when it does not.
+    ``age_whole_years``: compare age limits in completed years (None = ``protocol.age_whole_years``,
+    True by default; see the module docstring).
     """
+    whole = protocol.age_whole_years if age_whole_years is None else bool(age_whole_years)
     ids = [subject_id] if subject_id is not None else study.subject_ids
     subjects = {r["subject_id"]: r for r in study.subjects.unique("subject_id", keep="first", maintain_order=True)
                 .iter_rows(named=True)}
     for sid in ids:
         if sid not in subjects:
             raise ValueError(f"no subject {sid!r} in study {study.study_id!r}")
-    parts, truths = _truths(study.subset(ids) if subject_id is not None else study, protocol, ids, subjects)
+    parts, truths = _truths(study.subset(ids) if subject_id is not None else study, protocol, ids, subjects, whole)
     rows = []
     for sid, truth in zip(ids, truths):
         for n, c in enumerate(protocol.eligibility):

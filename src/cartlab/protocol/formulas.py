@@ -7,7 +7,9 @@ table once (cached) and evaluates an entry by its ``kind``:
 * ``power_bsa`` - ``c * weight_kg**a * height_cm**b`` (Mosteller, Du Bois, Haycock);
 * ``cockcroft_gault`` - ``(age_offset - age) * weight / (divisor * Scr) * sex_factor``;
 * ``ckd_epi_creatinine`` - ``scale * min(Scr/kappa, 1)**alpha * max(Scr/kappa, 1)**beta *
-  age_base**age * sex_factor``.
+  age_base**age * sex_factor``;
+* ``devine_ibw`` - ideal body weight ``base_kg[sex] + kg_per_inch * (height_cm / cm_per_inch -
+  from_inches)`` (Devine 1974) and the adjusted weight ``IBW + adjusted_fraction * (actual - IBW)``.
 
 All functions are numpy-vectorised: arguments may be floats or array-likes (broadcast together);
 the result is a ``float`` when every argument is a scalar, an ``ndarray`` otherwise. Inputs are
@@ -32,6 +34,8 @@ __all__ = [
     "crcl_cockcroft_gault",
     "egfr_ckd_epi_2021",
     "formula_info",
+    "ideal_body_weight",
+    "adjusted_body_weight",
 ]
 
 _TABLE = "formulas"
@@ -211,3 +215,26 @@ def egfr_ckd_epi_2021(creatinine_mg_dl, age_years, sex) -> float | np.ndarray:
         * _by_sex(s, k["sex_factor"])
     )
     return _result(out, scr, age, s)
+
+
+def ideal_body_weight(height_cm, sex) -> float | np.ndarray:
+    """Ideal body weight in kg by Devine (Drug Intell Clin Pharm 1974;8:650): 50 kg (M) / 45.5 kg
+    (F) + 2.3 kg per inch of height over 60 inches. Defined from 60 inches (152.4 cm): a shorter
+    height raises ValueError (the caller decides what to use instead)."""
+    k = _entry("devine_ibw", "weight")["coefficients"]
+    h = _positive(height_cm, "height_cm")
+    s = _sex(sex)
+    h, s = np.broadcast_arrays(h, s)
+    inches = h / k["cm_per_inch"]
+    if np.any(inches < k["from_inches"]):
+        raise ValueError(f"Devine ideal body weight is defined from {k['from_inches']:g} inches "
+                         f"({k['from_inches'] * k['cm_per_inch']:g} cm); got {float(h.min())!r} cm")
+    return _result(_by_sex(s, k["base_kg"]) + k["kg_per_inch"] * (inches - k["from_inches"]), h, s)
+
+
+def adjusted_body_weight(weight_kg, height_cm, sex) -> float | np.ndarray:
+    """Adjusted body weight in kg: IBW + 0.4 x (actual - IBW), IBW by :func:`ideal_body_weight`."""
+    k = _entry("devine_ibw", "weight")["coefficients"]
+    w = _positive(weight_kg, "weight_kg")
+    ibw = ideal_body_weight(height_cm, sex)
+    return _result(ibw + k["adjusted_fraction"] * (w - ibw), w, np.asarray(ibw))

@@ -54,6 +54,7 @@ __all__ = [
     "Monitoring",
     "ResponsePlan",
     "Tolerances",
+    "LymphodepletionWindow",
     "DosingRules",
     "load_protocol",
     "parse_protocol",
@@ -163,13 +164,19 @@ class Criterion(_Strict):
 
 
 class DosingRules(_Strict):
-    """How body size enters the doses: BSA formula (Mosteller default), optional BSA cap, and the
-    renal-function estimate used by renal adjustment rules."""
+    """How body size enters the doses: BSA formula (Mosteller default), optional BSA cap, the
+    renal-function estimate used by renal adjustment rules and the weight Cockcroft-Gault uses.
+
+    ``renal_function``: ``crcl_cockcroft_gault`` (absolute mL/min), ``crcl_cockcroft_gault_bsa``
+    (the same normalised to 1.73 m2: CrCl x 1.73 / BSA, for bands written in mL/min/1.73 m2) or
+    ``egfr_ckd_epi_2021``; None = each rule's own. ``crcl_weight``: ``actual`` (the 1976 paper's
+    default), ``ideal`` (Devine IBW) or ``adjusted`` (IBW + 0.4 x (actual - IBW))."""
 
     bsa_method: Literal["mosteller", "dubois", "haycock"] = "mosteller"
     bsa_cap_m2: Optional[float] = Field(default=None, gt=0)
     #: None = each renal rule's own measure (Cockcroft-Gault CrCl for the fludarabine labels)
-    renal_function: Optional[Literal["crcl_cockcroft_gault", "egfr_ckd_epi_2021"]] = None
+    renal_function: Optional[Literal["crcl_cockcroft_gault", "crcl_cockcroft_gault_bsa", "egfr_ckd_epi_2021"]] = None
+    crcl_weight: Literal["actual", "ideal", "adjusted"] = "actual"
     citation: str = ""
     status: Optional[Status] = None
 
@@ -184,9 +191,17 @@ class LymphodepletionAgent(_Strict):
     route: str = "IV"
     max_dose_mg: Optional[float] = Field(default=None, gt=0)
     renal_adjustment: Optional[str] = None
+    #: who says the renal rule applies to this regimen: the rule itself comes from its own table
+    #: (e.g. the fludarabine label); applying it here is cartlab's convention unless the protocol's
+    #: source states it (then give its citation and status). Rule ``<id>.lymphodepletion.<agent>.renal``
+    renal_adjustment_citation: str = ""
+    renal_adjustment_status: Status = "convention"
     citation: str = Field(min_length=1)
     source: Literal["published", "label", "registry", "reconstructed"] = "published"
     status: Optional[Status] = None
+    #: where the listed days come from when it differs from the dose's ``source`` (e.g. cartlab's
+    #: placement inside a label's window: ``reconstructed``); rule ``<id>.lymphodepletion.<agent>.days``
+    days_source: Optional[Literal["published", "label", "registry", "reconstructed"]] = None
     note: Optional[str] = None
 
     @field_validator("days")
@@ -335,12 +350,33 @@ class ResponsePlan(_Strict):
 
 class Tolerances(_Strict):
     """What counts as a deviation: a dose off by more than ``dose_pct`` percent, an administration
-    more than ``day`` days from its planned day."""
+    more than ``day`` days from its planned day. Rule ``<id>.tolerances``: the defaults are
+    cartlab's (``source: reconstructed``, status ``convention``) unless the protocol cites its own."""
 
     dose_pct: float = Field(default=10.0, ge=0)
     car_t_dose_pct: float = Field(default=20.0, ge=0)
     day: float = Field(default=0.0, ge=0)
-    citation: str = ""
+    citation: str = "cartlab defaults: +/-10% chemotherapy, +/-20% cell dose, same day (no source states them)"
+    source: Literal["published", "label", "registry", "reconstructed"] = "reconstructed"
+    status: Optional[Status] = None
+
+
+class LymphodepletionWindow(_Strict):
+    """The days (relative to the infusion, both inclusive) on which lymphodepletion must be
+    completed, e.g. Kymriah: infusion 2 to 14 days after its completion = ``completed_days: [-14, -2]``.
+    The listed days are then one placement inside the window: the whole course may be shifted
+    (deviations compare the given course with the plan shifted to end on the day it ended)."""
+
+    completed_days: tuple[float, float]
+    citation: str = Field(min_length=1)
+    source: Literal["published", "label", "registry", "reconstructed"] = "published"
+    status: Optional[Status] = None
+
+    @model_validator(mode="after")
+    def _order(self) -> "LymphodepletionWindow":
+        if self.completed_days[0] > self.completed_days[1]:
+            raise ValueError("completed_days: start is after end")
+        return self
 
 
 class Population(_Strict):
@@ -367,6 +403,10 @@ class Protocol(_Strict):
     eligibility: list[Criterion] = Field(default_factory=list)
     dosing: DosingRules = DosingRules()
     lymphodepletion: list[LymphodepletionAgent] = Field(default_factory=list)
+    lymphodepletion_window: Optional[LymphodepletionWindow] = None
+    #: eligibility age limits in completed years (floor(age_years) is compared: "up to 25 years of
+    #: age" includes 25.4); false = the exact fractional age
+    age_whole_years: bool = True
     car_t: CarTDose
     monitoring: list[Monitoring] = Field(default_factory=list)
     response: Optional[ResponsePlan] = None
@@ -388,6 +428,10 @@ class Protocol(_Strict):
             raise ValueError(f"lymphodepletion agents repeat: {', '.join(dup)}")
         if self.screening_window[0] > self.screening_window[1]:
             raise ValueError("screening_window: start is after end")
+        win, last = self.lymphodepletion_window, self.last_lymphodepletion_day
+        if win is not None and last is not None and not win.completed_days[0] <= last <= win.completed_days[1]:
+            raise ValueError(f"lymphodepletion_window: the listed days end on day {last:g}, outside "
+                             f"completed_days {win.completed_days[0]:g}..{win.completed_days[1]:g}")
         from cartlab.protocol.dosing import renal_rules
 
         known = renal_rules()
@@ -421,6 +465,18 @@ class Protocol(_Strict):
 
         out = [info(f"eligibility.{c.id}", c, c.citation) for c in self.eligibility]
         out += [info(f"lymphodepletion.{a.agent}", a, a.citation) for a in self.lymphodepletion]
+        out += [RuleInfo(f"{pid}.lymphodepletion.{a.agent}.renal", table, a.renal_adjustment_status,
+                         a.renal_adjustment_citation or f"{a.renal_adjustment} (its own table, renal_adjustment.yaml) "
+                         f"applied to {a.agent} of this regimen by cartlab; the protocol's source states no renal rule")
+                for a in self.lymphodepletion if a.renal_adjustment is not None]
+        out += [RuleInfo(f"{pid}.lymphodepletion.{a.agent}.days", table,
+                         "convention" if a.days_source == "reconstructed" else self.status_of(a),
+                         f"days of {a.agent}: source {a.days_source}" + (f" ({a.note.strip()})" if a.note else ""))
+                for a in self.lymphodepletion if a.days_source is not None]
+        if self.lymphodepletion_window is not None:
+            w = self.lymphodepletion_window
+            out.append(info("lymphodepletion_window", w, w.citation))
+        out.append(info("tolerances", self.tolerances, self.tolerances.citation))
         out.append(info("lymphodepletion", None, self.citation))  # an agent the protocol does not list
         out.append(info("car_t", self.car_t, self.car_t.citation))
         out += [info(f"monitoring.{m.id}", m, m.citation) for m in self.monitoring]
@@ -432,6 +488,21 @@ class Protocol(_Strict):
     def first_lymphodepletion_day(self) -> float | None:
         days = [d for a in self.lymphodepletion for d in a.days]
         return min(days) if days else None
+
+    @property
+    def last_lymphodepletion_day(self) -> float | None:
+        days = [d for a in self.lymphodepletion for d in a.days]
+        return max(days) if days else None
+
+    def days_rule(self, agent: str) -> str:
+        """The rule(s) behind an agent's planned days (for wrong-day rows)."""
+        rules = [f"{self.id}.lymphodepletion.{agent}"]
+        a = next((x for x in self.lymphodepletion if x.agent == agent), None)
+        if a is not None and a.days_source is not None:
+            rules.append(f"{self.id}.lymphodepletion.{agent}.days")
+        if a is not None and self.lymphodepletion_window is not None:
+            rules.append(f"{self.id}.lymphodepletion_window")
+        return "; ".join(rules)
 
     def schedule(self) -> list[dict[str, Any]]:
         """Every planned administration in day order: day, agent, dose, unit (on its basis)."""

@@ -72,12 +72,24 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
                     "substituted": size["bsa_note"], "value": "not computed", "citation": size["bsa_citation"]}]
     scr = size["creatinine_mg_dl"]
     if size.get("crcl_ml_min") is not None:
+        from cartlab.protocol.dosing import renal_value_text
+
+        rules = [a.renal_adjustment for a in protocol.lymphodepletion if a.renal_adjustment]
+        cw = size.get("crcl_weight_kg", w)
         derived.append({
-            "name": "Creatinine clearance (Cockcroft-Gault)", "formula": size["crcl_formula"],
-            "substituted": _substitute(size["crcl_formula"], age_years=f"{size['age_years']:g}", weight_kg=f"{w:g}",
-                                       creatinine_mg_dl=f"{scr:.3f}") + f"; sex {size['sex']}",
-            "value": f"{size['crcl_ml_min']:.1f} mL/min", "citation": size["crcl_citation"],
+            "name": f"Creatinine clearance (Cockcroft-Gault, {size.get('crcl_weight', 'actual')} weight)",
+            "formula": size["crcl_formula"],
+            "substituted": _substitute(size["crcl_formula"], age_years=f"{size['age_years']:g}", weight_kg=f"{cw:.4g}",
+                                       creatinine_mg_dl=f"{scr:.3f}") + f"; sex {size['sex']}"
+                           + (f"; {size['crcl_weight_note']}" if size.get("crcl_weight_note") else ""),
+            "value": f"{renal_value_text(size['crcl_ml_min'], rules)} mL/min", "citation": size["crcl_citation"],
         })
+        if size.get("crcl_ml_min_173") is not None:
+            derived.append({
+                "name": "Creatinine clearance per 1.73 m2", "formula": "CrCl x 1.73 / BSA (unrounded)",
+                "substituted": f"{size['crcl_ml_min']:.4g} x 1.73 / {size['bsa_raw_m2']:.4f}",
+                "value": f"{renal_value_text(size['crcl_ml_min_173'], rules)} mL/min/1.73 m2", "citation": "",
+            })
     else:
         derived.append({"name": "Creatinine clearance (Cockcroft-Gault)", "formula": size["crcl_formula"],
                         "substituted": size.get("renal_note") or "", "value": "not computed", "citation": ""})
@@ -132,9 +144,11 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
         "reconstructed": any(r["reconstructed"] for r in rows) or protocol.source == "reconstructed",
         "options": {
             "BSA method": size["bsa_method"],
-            "BSA rounding": "none" if options.bsa_decimals is None else f"{options.bsa_decimals} decimals",
+            "BSA rounding": "none" if options.bsa_decimals is None else f"{options.bsa_decimals} decimals, ties half up",
+            "Cockcroft-Gault weight": size.get("crcl_weight", "actual"),
             "Renal adjustment": "applied" if options.apply_renal_adjustment else "switched off",
-            "Renal measure": options.renal_function or protocol.dosing.renal_function or "each rule's own (Cockcroft-Gault)",
+            "Renal measure": options.renal_function or protocol.dosing.renal_function
+            or "each rule's own (Cockcroft-Gault CrCl, mL/min)",
         },
     }
 

@@ -522,7 +522,10 @@ def _protocol_schedule(protocol, wk: float, car_dose_per_kg):
             continue
         ld[r["day"]] = ld.get(r["day"], 0.0) + u
     items = sorted(ld.items())
-    res = (tuple(car["day"].to_list()), tuple(car["protocol_dose"].to_list()), tuple(u == "cells/kg" for u in units),
+    # the planned dose: the protocol's, times the plan's factor (a label cap: Yescarta's 2e8 cells at
+    # 130 kg is factor 10/13 of 2e6/kg; session 33, the uncapped dose was simulated)
+    car_per = [d * (f if f is not None else 1.0) for d, f in zip(car["protocol_dose"].to_list(), car["factor"].to_list())]
+    res = (tuple(car["day"].to_list()), tuple(car_per), tuple(u == "cells/kg" for u in units),
            tuple(d for d, _ in items), tuple(u for _, u in items))
     if len(_SCHEDULES) > 20000:
         _SCHEDULES.clear()
