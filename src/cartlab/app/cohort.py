@@ -129,6 +129,8 @@ def filter_tag(selected: dict) -> str:
 
 #: the early ICAHT pair of the cohort table (both kept in the CSV download)
 ICAHT_EARLY_PAIR = ("icaht_early_grade", "icaht_early_grade_max")
+#: the late ICAHT upper bound (table icaht), shown in the late cell ("3–4"; kept in the CSV download)
+LATE_MAX = "icaht_late_grade_max"
 #: why an ICAHT grade is missing (the icaht table's early_reason / late_reason; :func:`cartlab.app.data.build_view`)
 ICAHT_REASONS = ("icaht_early_reason", "icaht_late_reason")
 
@@ -137,18 +139,21 @@ def cohort_display(cohort: pl.DataFrame) -> pl.DataFrame:
     """The cohort table as the page shows it: the early ICAHT grade and its upper bound as one column
     ``icaht_early`` where the grade was ("0–4" when days 0-30 lack an ANC, as the report's study
     table: :func:`cartlab.report.cells.grade_range`; "—" = not evaluable), the late grade as
-    ``icaht_late`` ("—" = not evaluable), each followed by why it is not evaluable
-    (``icaht_early_reason``, ``icaht_late_reason``). The download keeps the grade columns."""
-    from cartlab.report.cells import EMPTY, grade_range
+    ``icaht_late`` ("3–4" when ``icaht_late_grade_max`` is higher; "—" = not evaluable), each followed
+    by why it is not evaluable (``icaht_early_reason``, ``icaht_late_reason``). The download keeps the grade columns."""
+    from cartlab.report.cells import grade_range
 
     lo, hi = ICAHT_EARLY_PAIR
     out = cohort
     if lo in out.columns and hi in out.columns:
         text = [grade_range(a, b) for a, b in zip(out[lo].to_list(), out[hi].to_list())]
         out = out.with_columns(pl.Series(lo, text, pl.String)).drop(hi).rename({lo: "icaht_early"})
-    if "icaht_late_grade" in out.columns:
-        out = out.with_columns(pl.col("icaht_late_grade").cast(pl.String).fill_null(EMPTY)).rename(
+    if "icaht_late_grade" in out.columns:  # a range too when icaht_late_grade_max is higher ("3–4")
+        hi = (out[LATE_MAX].to_list() if LATE_MAX in out.columns else [None] * out.height)
+        text = [grade_range(a, b) for a, b in zip(out["icaht_late_grade"].to_list(), hi)]
+        out = out.with_columns(pl.Series("icaht_late_grade", text, pl.String)).rename(
             {"icaht_late_grade": "icaht_late"})
+        out = out.drop(LATE_MAX) if LATE_MAX in out.columns else out
     reasons = [c for c in ICAHT_REASONS if c in out.columns]
     if reasons and "icaht_late" in out.columns:  # the reasons beside the grades
         cols = [c for c in out.columns if c not in reasons]
@@ -160,13 +165,16 @@ def cohort_display(cohort: pl.DataFrame) -> pl.DataFrame:
 def report_round_expr(col: str) -> pl.Expr:
     """A float column rounded as the report prints it, kept a number so the table sorts by value: a day
     (``day``, ``*_day``, ``*tmax``, ``*tlast``) to 2 decimals (:func:`cartlab.report.cells._day`: "d7.36"),
-    any other value as :func:`cartlab.report.figures.fmt_value` (whole from 100 on: AUC 6,057,119;
-    1 decimal from 10; 3 significant digits below)."""
+    a percent column ("% of evaluable") to 1 decimal, any other value as
+    :func:`cartlab.report.figures.fmt_value` (whole from 100 on: AUC 6,057,119; 1 decimal from 10; 3
+    significant digits below)."""
     from cartlab.report.cells import _is_day
 
     x = pl.col(col)
     if _is_day(col) or col.lower().endswith(("tmax", "tlast")):
         return x.round(2).alias(col)
+    if "%" in col:  # a percent ("% of evaluable"): one decimal, as the report prints it
+        return x.round(1).alias(col)
     a = x.abs()
     return (pl.when(a.is_nan() | a.is_infinite()).then(x).when(a >= 100).then(x.round(0))
             .when(a >= 10).then(x.round(1)).when(a == 0).then(pl.lit(0.0))

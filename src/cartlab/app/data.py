@@ -199,6 +199,7 @@ def build_view(study: Study, progress: Progress = _noop, protocol=None, options=
     """Analyse ``study`` once (every table, with ``options``: an AnalysisOptions, None = the defaults;
     ``protocol``: also check it) and assemble the cohort frame of the dashboard."""
     from cartlab.analyze import Analysis
+    from cartlab.report.subject_blocks import with_late_grade_max
 
     t0 = time.perf_counter()
     steps = [0]
@@ -209,7 +210,8 @@ def build_view(study: Study, progress: Progress = _noop, protocol=None, options=
 
     analysis = Analysis(study, options, protocol=protocol, progress=step)
     analysis.tables()
-    summary = analysis.subject_summary()
+    # with the late ICAHT upper bound (table icaht), as the report's study table shows the late grade
+    summary = with_late_grade_max(analysis.subject_summary(), analysis)
     progress("assembling the cohort", 0.95)
     cohort = (study.subjects.select("subject_id", "disease", "target")
               .join(dose_levels(study), on="subject_id", how="left", maintain_order="left")

@@ -475,10 +475,16 @@ def icaht_text(analysis, subject_id: str, summary: dict) -> str:
 
 
 def icaht_late_text(summary: dict) -> str:
-    """The late ICAHT grade (after day 30) for the headline: "2", or "not evaluable: <the icaht
-    table's late_reason>" ("not evaluable: the late window is empty (it ends on day 29, ...)")."""
+    """The late ICAHT grade (after day 30) for the headline as the report shows it: "2", "3–4 (range:
+    days of the late window without an ANC are not counted)" when ``icaht_late_grade_max`` (table
+    icaht) is higher (:func:`cartlab.report.subject_blocks.late_grade_text`), or "not evaluable: <the
+    icaht table's late_reason>" ("not evaluable: the late window is empty (it ends on day 29, ...)")."""
+    from cartlab.report.subject_blocks import late_grade_text
+
     g = summary.get("icaht_late_grade")
-    return str(g) if g is not None else _not_evaluable(summary.get("icaht_late_reason"))
+    if g is None:
+        return _not_evaluable(summary.get("icaht_late_reason"))
+    return late_grade_text(g, summary.get("icaht_late_grade_max"))
 
 
 def not_measured_banner(counts: dict) -> str | None:

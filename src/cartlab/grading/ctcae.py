@@ -375,7 +375,7 @@ def combine_atoxgr(low: str = "ATOXGRL", high: str = "ATOXGRH", low_term: str = 
 ADLB_COLUMNS = (
     "subject_id", "day", "datetime", "param", "term", "direction", "AVAL", "AVALU", "ANRLO", "ANRHI",
     "BASE", "ABLFL", "BNRIND", "PCHG", "ATOXDSCL", "ATOXGRL", "ATOXDSCH", "ATOXGRH", "ATOXGR", "BTOXGR",
-    "rule", "grade_reason", "evidence", "DTYPE",
+    "rule", "grade_reason", "evidence", "DTYPE", "ATOXGRL_MAX", "ATOXGRH_MAX",
 )
 
 
@@ -396,6 +396,10 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     * ATOXDSCL/ATOXDSCH: the low/high term of the param (null when none); ATOXGRL/ATOXGRH their
       grades; ATOXGR the signed combination (:func:`combine_atoxgr`); BTOXGR = ATOXGR of the baseline
       row.
+    * ATOXGRL_MAX/ATOXGRH_MAX (cartlab, not ADaM): the highest grade of that direction a missing
+      input leaves possible, when above ATOXGRL/ATOXGRH (creatinine 2 x BASE without ANRHI: ATOXGRH
+      2, ATOXGRH_MAX 4, the reason "at least grade 2 (grade 4 not excluded: ...)"); null when the
+      grade is settled or not gradable. ATOXGR stays the lower grade (ADaM).
     * term/direction/rule/grade_reason: those of the direction that decides ATOXGR (the non-zero
       one, or the only direction the param has); when both directions exist and ATOXGR is 0 or
       null, direction/term are null and rule/grade_reason list both ("L: ...; H: ...").
@@ -598,9 +602,13 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
 
     inputs = graded_input(pl.col("_aval"), pl.lit(True))
     graded_in = pl.concat(inputs)
-    codes, labels, _ = _grade_codes(graded_in.drop("_i"), tabs, options)
+    codes, labels, open_max = _grade_codes(graded_in.drop("_i"), tabs, options)
     n_low = inputs[0].height
     grade_of = np.array([-1 if g is None else g for g, _, _ in labels], dtype=np.int64)
+    # the upper bound of an outcome a missing input leaves open (-1: settled)
+    upper_of = np.full(len(labels), -1, dtype=np.int64)
+    for k, g in open_max.items():
+        upper_of[k] = g
     gid = {"L": np.full(f.height, -1, dtype=np.int64), "H": np.full(f.height, -1, dtype=np.int64)}
     idx = graded_in["_i"].to_numpy()
     code = codes.to_numpy()
@@ -609,6 +617,10 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
 
     def grades(g: np.ndarray) -> pl.Series:
         out = np.where(g >= 0, grade_of[np.maximum(g, 0)], -1)
+        return pl.Series(out, dtype=pl.Int64)
+
+    def uppers(g: np.ndarray) -> pl.Series:
+        out = np.where(g >= 0, upper_of[np.maximum(g, 0)], -1)
         return pl.Series(out, dtype=pl.Int64)
 
     # the far end of a censored result's interval: the grade there (-1: none)
@@ -624,6 +636,7 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
     f = f.with_columns(
         grades(gid["L"]).alias("ATOXGRL"), grades(gid["H"]).alias("ATOXGRH"),
         pl.Series("_gL", gid["L"], dtype=pl.Int64), pl.Series("_gH", gid["H"], dtype=pl.Int64),
+        uppers(gid["L"]).alias("ATOXGRL_MAX"), uppers(gid["H"]).alias("ATOXGRH_MAX"),
         pl.Series("_fL", far_g["L"], dtype=pl.Int64), pl.Series("_fH", far_g["H"], dtype=pl.Int64),
     ).with_columns(
         # a censored result whose interval spans more than one grade: not gradable (the reason says the range)
@@ -636,6 +649,9 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         # -1 marks "no term in this direction" (no code) or "not gradable" (grade None)
         pl.when(pl.col("ATOXGRL") >= 0).then(pl.col("ATOXGRL")).otherwise(None).alias("ATOXGRL"),
         pl.when(pl.col("ATOXGRH") >= 0).then(pl.col("ATOXGRH")).otherwise(None).alias("ATOXGRH"),
+        # the upper bound only where the grade stands and a missing input leaves a higher one open
+        *[pl.when((pl.col(f"ATOXGR{d}") >= 0) & (pl.col(f"ATOXGR{d}_MAX") > pl.col(f"ATOXGR{d}")))
+          .then(pl.col(f"ATOXGR{d}_MAX")).otherwise(None).alias(f"ATOXGR{d}_MAX") for d in ("L", "H")],
     )
     f = f.with_columns(combine_atoxgr().alias("ATOXGR"))
     no_term = pl.col("ATOXDSCL").is_null() & pl.col("ATOXDSCH").is_null()  # a source row (CA): not graded itself

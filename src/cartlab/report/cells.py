@@ -129,3 +129,12 @@ def _rule_cell(value: Any) -> str:
     text = _cell(value)
     status = rule_status(value) if isinstance(value, str) else None
     return f"{text} {UNSETTLED_MARK} {status.replace('_', ' ')}" if status in UNSETTLED else text
+
+
+def zero_exposure(v: Any, what: str = "Cmax") -> str | None:
+    """A Cmax or AUC of exactly 0 in words: the NCA (PKNCA's convention) sets a sample below the LLOQ
+    to 0, so 0 means no quantifiable sample, not a measured zero nor a missing value: "0 (all samples
+    below LLOQ)" (the AUC: "in the window"); None for any other value."""
+    if _num(v) != 0:
+        return None
+    return "0 (all samples below LLOQ)" if what == "Cmax" else "0 (all samples in the window below LLOQ)"

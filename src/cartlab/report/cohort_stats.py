@@ -118,7 +118,7 @@ def median_words(reason: str | None) -> tuple[str, str, str]:
 _KM_COLS = ["PARAMCD", "time", "survival", "ci_low", "ci_high", "n_at_risk", "n_events", "n_censored"]
 
 
-def survival_data(analysis, subject_ids=None, endpoints=("OS", "EFS", "RFS"), at=None) -> SurvivalData:
+def survival_data(analysis, subject_ids=None, endpoints=("OS", "EFS", "RFS", "LFS"), at=None) -> SurvivalData:
     """Kaplan-Meier curves of ``endpoints`` (ELN 2022 Table 9 definitions, ``adtte``) with numbers at
     risk at ``at`` (default: a round step, at most 8 days). From the ``km`` table when it holds the
     endpoint for the whole study; otherwise ``km_estimate`` on the selected ``adtte`` rows (the
@@ -274,13 +274,18 @@ def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) ->
             notes.append("table 'adlb' not available: CTCAE lab toxicities not shown")
         else:
             # each direction its own term (ATOXDSCL/ATOXGRL, ATOXDSCH/ATOXGRH; ATOXGR is signed)
+            # a grade a missing input leaves open (ATOXGR<d>_MAX: e.g. no ULN) counts at its lower grade
+            # with the highest upper bound of the subject's rows as grade_max ("2–4", could be higher)
             labs = subset(adlb, ids).filter(pl.col("day") >= 0)
-            dirs = pl.concat([labs.select("subject_id", pl.col(f"ATOXDSC{d}").alias("term"),
-                                          pl.col(f"ATOXGR{d}").cast(pl.Int64).alias("grade")) for d in ("L", "H")])
+            dirs = pl.concat([labs.select(
+                "subject_id", pl.col(f"ATOXDSC{d}").alias("term"), pl.col(f"ATOXGR{d}").cast(pl.Int64).alias("grade"),
+                (pl.coalesce(pl.col(f"ATOXGR{d}_MAX"), pl.col(f"ATOXGR{d}")) if f"ATOXGR{d}_MAX" in labs.columns
+                 else pl.col(f"ATOXGR{d}")).cast(pl.Int64).alias("_upper")) for d in ("L", "H")])
             parts.append(dirs.filter(pl.col("term").is_not_null()).group_by("subject_id", "term")
-                         .agg(pl.col("grade").max()).sort("term", "subject_id")
+                         .agg(pl.col("grade").max(), pl.col("_upper").max()).sort("term", "subject_id")
                          .select("subject_id", "term", pl.lit("CTCAE v5.0 (labs)").alias("scale"), "grade",
-                                 pl.lit(None, pl.Int64).alias("grade_max")))
+                                 pl.when(pl.col("_upper") > pl.col("grade")).then(pl.col("_upper"))
+                                 .otherwise(None).alias("grade_max")))
     if not parts:
         return pl.DataFrame(schema={"subject_id": pl.String, "term": pl.String, "scale": pl.String,
                                     "grade": pl.Int64, "grade_max": pl.Int64}), notes

@@ -20,8 +20,11 @@ PCT_OF_EVALUABLE = "% of evaluable"
 
 
 def _grade_table(counts: pl.DataFrame) -> pl.DataFrame:
-    """A grade distribution as the page shows it: its percent named by its denominator."""
-    return counts.rename({"pct": PCT_OF_EVALUABLE}) if "pct" in counts.columns else counts
+    """A grade distribution as the page shows it: its percent named by its denominator, to one decimal
+    (the report and the dashboard print it alike: "41.0", "5.1")."""
+    if "pct" not in counts.columns:
+        return counts
+    return counts.with_columns(pl.col("pct").round(1)).rename({"pct": PCT_OF_EVALUABLE})
 
 
 def _caption(text: str, notes=(), prov: str = "") -> str:
@@ -95,8 +98,10 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
 
     def icaht():
         d = cd.icaht_distribution(analysis, sel)
-        hi = d.counts.filter(pl.col("grade").is_not_null())["n_could_be_higher"].sum()
-        extra = [f"{hi} early grade(s) could be higher: days 0-30 without a count are not counted"] if hi else []
+        hi = {t: n for t, n in d.counts.filter(pl.col("grade").is_not_null()).group_by("term", maintain_order=True)
+              .agg(pl.col("n_could_be_higher").sum()).iter_rows() if n}  # per term: early and late apart
+        extra = ([", ".join(f"{t}: {n} subject(s)" for t, n in hi.items())
+                  + " could have a higher grade (days of the window without a count are not counted)"] if hi else [])
         return (_caption("Subjects by early and late ICAHT grade (Rejeski K et al., Blood 2023;142:865) and "
                          "T-ICAHT grade (Rejeski K et al., Blood 2025); not evaluable counted apart. Bars: % of all "
                          f"subjects (not evaluable included); table: {PCT_OF_EVALUABLE} = % of n_evaluable.",

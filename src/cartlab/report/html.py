@@ -28,7 +28,7 @@ import polars as pl
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from cartlab.model import NOT_MEASURED_SOURCES, SUBJECT_SUMMARY_COLUMNS, TABLES, Study
-from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _table, grade_span
+from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _table, grade_span, zero_exposure
 from cartlab.report.cohort_base import auc_window
 from cartlab.report.figures import (
     LYMPHODEPLETION_AGENTS,
@@ -45,7 +45,9 @@ from cartlab.report.subject_blocks import (
     _response_block,
     _toxicity_block,
     icaht_early_text,
+    late_grade_text,
     response_notes,
+    with_late_grade_max,
 )
 
 __all__ = [
@@ -392,6 +394,9 @@ def _summary_label(col: str, car_unit: str | None, window=(0.0, 28.0)) -> str:
 #: the early ICAHT pair of the summary, shown as one cell (the study table's "0–4")
 ICAHT_EARLY_PAIR = ("icaht_early_grade", "icaht_early_grade_max")
 ICAHT_EARLY_LABEL = "ICAHT early (days 0–30), icaht_early_grade(_max)"
+#: the late ICAHT grade with its upper bound (table icaht's icaht_late_grade_max), one cell
+ICAHT_LATE_PAIR = ("icaht_late_grade", "icaht_late_grade_max")
+ICAHT_LATE_LABEL = "ICAHT late (after day 30), icaht_late_grade(_max)"
 
 
 #: worst grades whose upper bound the summary carries as a column of its own (merged into one cell)
@@ -408,6 +413,7 @@ def _grade_range_cell(lo: Any, hi: Any) -> str:
 
 def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | None = None,
                    car_unit: str | None = None, analysis=None) -> dict:
+    summary = with_late_grade_max(summary, analysis)
     if summary is not None and "subject_id" in summary.columns:
         cols = [c for c in summary.columns if c != "subject_id"]
         rows = summary.filter(pl.col("subject_id").cast(pl.String) == subject_id)
@@ -418,18 +424,25 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
         cols = [c for c in cols if c != ICAHT_EARLY_PAIR[1]]
     # CRS and ICANS as the study table shows them: one cell, "1–2" when an input is missing
     merged = {lo: hi for lo, hi in GRADE_RANGE_PAIRS.items() if lo in cols and hi in cols}
-    cols = [c for c in cols if c not in merged.values()]
+    late = all(c in cols for c in ICAHT_LATE_PAIR)  # the late grade as a range too (table icaht)
+    cols = [c for c in cols if c not in merged.values() and not (late and c == ICAHT_LATE_PAIR[1])]
     if rows is None or rows.height == 0:
         cells = [EMPTY] * len(cols)
     else:
         r = rows.row(0, named=True)
         cells = [icaht_early_text(analysis, subject_id, r[c], r[ICAHT_EARLY_PAIR[1]]) if pair and c == ICAHT_EARLY_PAIR[0]
+                 else late_grade_text(r[c], r[ICAHT_LATE_PAIR[1]]) if late and c == ICAHT_LATE_PAIR[0]
                  else _grade_range_cell(r[c], r[merged[c]]) if c in merged
-                 else _day(r[c]) if c in ("car_tmax", "car_tlast") else _quantity(r[c]) if c in KINETICS_LABELS
+                 else _day(r[c]) if c in ("car_tmax", "car_tlast")
+                 else zero_exposure(r[c], "AUC" if "auc" in c else "Cmax") or _quantity(r[c])
+                 if c in ("car_cmax", "car_auc_0_28")
+                 else _quantity(r[c]) if c in KINETICS_LABELS
                  else _day(r[c]) if _is_day(c)
                  else _with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
     if pair:
         cols = [ICAHT_EARLY_LABEL if c == ICAHT_EARLY_PAIR[0] else c for c in cols]
+    if late:
+        cols = [ICAHT_LATE_LABEL if c == ICAHT_LATE_PAIR[0] else c for c in cols]
     return {
         "given": summary is not None,
         "items": list(zip([_summary_label(c, car_unit, auc_window(analysis)) for c in cols], cells)),

@@ -23,7 +23,7 @@ import polars as pl
 
 from cartlab.io.atomic import EXPORT_MARKER, check_output_path, export_folder
 from cartlab.model import Study
-from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _num, _round_days, day_span, grade_range
+from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _num, _round_days, day_span, grade_range, zero_exposure
 from cartlab.report.figures import fmt_value
 from cartlab.report.files import safe_stem, save_figure, stamp_figure, write_pdf
 from cartlab.report.html import (
@@ -41,7 +41,7 @@ from cartlab.report.html import (
     report_provenance,
     write_subject_report,
 )
-from cartlab.report.subject_blocks import response_notes
+from cartlab.report.subject_blocks import response_notes, with_late_grade_max
 
 __all__ = ["write_study_report", "render_study_html", "SUBJECT_TABLE", "default_workers", "check_report_folder",
            "is_report_entry", "REPORT_KIND"]
@@ -102,7 +102,8 @@ def check_report_folder(out_dir, force: bool = False) -> Path:
 SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("CRS (ASTCT)", ("crs_grade_astct", "crs_grade_astct_max", "crs_onset_day", "crs_resolution_day"), "grade_days"),
     ("ICANS (ASTCT)", ("icans_grade_astct", "icans_grade_astct_max"), "grade"),
-    ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max"), "pair"),
+    ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
+                            "icaht_late_grade_max"), "pair"),
     ("Best response (day)", ("best_response", "best_response_day", "best_response_could_be"), "response"),
     ("MRD-negative", ("mrd_negative",), "plain"),
     ("CAR Cmax (day)", ("car_cmax", "car_tmax"), "value_day"),
@@ -150,7 +151,9 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict
         elif how == "pair":
             # the early grade as a range when days 0-30 lack an ANC (icaht_early_grade_max)
             first = _grade(v[0], v[2] if len(v) > 2 else None) if v[0] is not None else _cell(v[0])
-            text = f"{first} / {_cell(v[1])}" if v[0] is not None or v[1] is not None else EMPTY
+            # the late grade as a range too when days of the late window lack an ANC (icaht_late_grade_max)
+            second = _grade(v[1], v[3] if len(v) > 3 else None) if v[1] is not None else _cell(v[1])
+            text = f"{first} / {second}" if v[0] is not None or v[1] is not None else EMPTY
             sort = _sortkey(v[0])
         elif how == "response":
             text = _with_note(_cell(v[0]), note) if v[0] is None else f"{_cell(v[0])} (d{_day(v[1])})"
@@ -158,10 +161,12 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict
                 text += f"; could be {str(v[2]).replace(';', ', ')}"
             sort = "" if v[0] is None else str(v[0])
         elif how == "value_day":
-            text = EMPTY if _num(v[0]) is None else fmt_value(_num(v[0])) + (f" (d{_day(v[1])})" if v[1] is not None else "")
+            text = (EMPTY if _num(v[0]) is None else zero_exposure(v[0], "Cmax") or fmt_value(_num(v[0]))
+                    + (f" (d{_day(v[1])})" if v[1] is not None else ""))
             sort = _sortkey(v[0])
         elif how == "number":
-            text, sort = (EMPTY if _num(v[0]) is None else fmt_value(_num(v[0]))), _sortkey(v[0])
+            text = EMPTY if _num(v[0]) is None else zero_exposure(v[0], "AUC") or fmt_value(_num(v[0]))
+            sort = _sortkey(v[0])
         elif isinstance(v[0], bool):
             text, sort = ("yes" if v[0] else "no"), str(v[0])
         else:
@@ -222,15 +227,18 @@ def _frame_table(df: pl.DataFrame, max_rows: int = 200) -> dict[str, Any]:
     num = [df.schema[c].is_numeric() for c in df.columns]
     floats = [df.schema[c].is_float() for c in df.columns]
     days = [_is_day(c) for c in df.columns]
+    pcts = ["%" in c for c in df.columns]  # a percent column ("% of evaluable"): one decimal in every row
 
-    def cell(v: Any, f: bool, d: bool) -> str:
+    def cell(v: Any, f: bool, d: bool, p: bool) -> str:
         if d and f and v is not None:
             return _day(v)  # a day from a date-time: 2 decimals at most, as every table of the report
+        if p and f and _num(v) is not None:
+            return f"{v:.1f}"
         if f and v is not None:
             return fmt_value(v) or EMPTY
         return _round_days(_cell(v)) if isinstance(v, str) else _cell(v)
 
-    rows = [{"prov": "", "cells": [cell(v, f, d) for v, f, d in zip(r, floats, days)]}
+    rows = [{"prov": "", "cells": [cell(v, f, d, p) for v, f, d, p in zip(r, floats, days, pcts)]}
             for r in df.head(max_rows).iter_rows()]
     return {"headers": list(df.columns), "rows": rows, "num": num, "truncated": max(df.height - max_rows, 0)}
 
@@ -349,6 +357,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
     analysis = _analysis(study, protocol, analysis)
     if summary is None:
         summary = analysis.subject_summary()
+    summary = with_late_grade_max(summary, analysis)  # the late ICAHT range (an extra column; spec ones kept)
     workers = default_workers() if workers is None else max(1, int(workers))
     ids = [sid for sid in dict.fromkeys(study.subject_ids) if sid is not None]
     provenance = report_provenance(analysis)

@@ -69,6 +69,19 @@ def _range_reason(hi: Any, days: list[Any], otherwise: str | None) -> str | None
     return f"could be up to grade {_cell(hi)} on day(s) {shown}"
 
 
+def _see_episodes(grade: Any, daily: pl.DataFrame | None, what: str) -> str:
+    """Where a settled worst grade is explained: the episode table for grade 1 or more; for grade 0,
+    which has no episode row, "no CRS episode: grade 0 on every assessed day (days 0–28)"."""
+    if grade is None or grade != 0:
+        return "see the episode table"
+    text = f"no {what} episode: grade 0 on every assessed day"
+    if daily is not None and daily.height and "day" in daily.columns:
+        days = daily.filter(pl.col("grade").is_not_null())["day"] if "grade" in daily.columns else daily["day"]
+        if days.len():
+            text += f" (days {_day(days.min())}–{_day(days.max())})"
+    return text
+
+
 def _summary_value(analysis, name: str, subject_id: str, col: str) -> Any:
     df = _of(analysis, name, subject_id)
     return df[col][0] if df is not None and df.height and col in df.columns else None
@@ -97,6 +110,30 @@ def _episode_range(e: dict, crs_daily, icans_daily, icaht) -> str | None:
 
 def _unknown_days(n: Any, what: str) -> str | None:
     return f"no {what} on {_cell(n)} day(s)" if n else None
+
+
+#: the late ICAHT upper bound the subject summary lacks (table ``icaht``), joined for the pages
+LATE_MAX = "icaht_late_grade_max"
+
+
+def with_late_grade_max(summary: pl.DataFrame | None, analysis) -> pl.DataFrame | None:
+    """``summary`` with ``icaht_late_grade_max`` (table ``icaht``: the late grade had the days of the
+    late window without an ANC been below every level) when it lacks it; every spec column kept
+    unchanged (the spec allows extra columns)."""
+    if summary is None or analysis is None or LATE_MAX in summary.columns or "subject_id" not in summary.columns:
+        return summary
+    if not analysis.has("icaht") or LATE_MAX not in analysis.table("icaht").columns:
+        return summary
+    late = analysis.table("icaht").select(pl.col("subject_id").cast(summary.schema["subject_id"]),
+                                          pl.col(LATE_MAX).cast(pl.Int64)).unique("subject_id", keep="first")
+    return summary.join(late, on="subject_id", how="left", maintain_order="left")
+
+
+def late_grade_text(lo: Any, hi: Any, what: str = "an ANC") -> str:
+    """A late ICAHT / T-ICAHT grade (after day 30) in one cell: "3", or "3–4 (range: days of the late
+    window without an ANC are not counted)" when the table's ``*_late_grade_max`` is above it; "—"
+    when not evaluable."""
+    return grade_range(lo, hi, f"days of the late window without {what} are not counted")
 
 
 def icaht_early_text(analysis, subject_id: str, lo: Any, hi: Any) -> str:
@@ -132,7 +169,7 @@ def antigen_status(analysis, subject_id: str) -> list[str]:
     for (antigen,), part in rows.sort("day").partition_by("antigen", as_dict=True, maintain_order=True).items():
         first = part.row(0, named=True)
         pre_shown = first.get("pre_pct_censored") or (None if first.get("pre_pct") is None else _g(first["pre_pct"]))
-        pre = (f"{pre_shown}% before treatment (day {_g(first['pre_day'])})"
+        pre = (f"{pre_shown}% before treatment (day {_day(first['pre_day'])})"
                if pre_shown is not None else "no value before treatment")
         after = []
         for r in part.iter_rows(named=True):
@@ -177,7 +214,7 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
         else:
             rows.append({"toxicity": "ICANS (ASTCT 2019)", "grade": _grade_text(lo, hi, missing),
                          "missing": ", ".join(missing) or None, "rule": None,
-                         "reason": _range_reason(hi, up_days, "see the episode table")})
+                         "reason": _range_reason(hi, up_days, _see_episodes(lo, icans_daily, "ICANS"))})
     t_icaht = _of(analysis, "t_icaht", subject_id)
     for name, frame, prefix, what in (("ICAHT", icaht, "icaht", "ANC"), ("T-ICAHT", t_icaht, "t_icaht", "platelet count")):
         if frame is None or not frame.height:
@@ -190,9 +227,13 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
         rows.append({"toxicity": f"{name}, early (days 0-30)",
                      "grade": _grade_text(lo, hi, why=why) if lo is not None else "not evaluable",
                      "missing": why, "rule": r.get("early_rule"), "reason": r.get("early_reason")})
-        late = r.get(f"{prefix}_late_grade")
-        rows.append({"toxicity": f"{name}, late (after day 30)", "grade": _cell(late) if late is not None else "not evaluable",
-                     "missing": None, "rule": r.get("late_rule"), "reason": r.get("late_reason")})
+        late, late_hi = r.get(f"{prefix}_late_grade"), r.get(f"{prefix}_late_grade_max")
+        # a late grade that days of the window without a count leave open is a range, as the early one
+        late_why = (f"days of the late window without {'an' if what == 'ANC' else 'a'} {what} are not counted"
+                    if late is not None and late_hi is not None and late_hi > late else None)
+        rows.append({"toxicity": f"{name}, late (after day 30)",
+                     "grade": _grade_text(late, late_hi, why=late_why) if late is not None else "not evaluable",
+                     "missing": late_why, "rule": r.get("late_rule"), "reason": r.get("late_reason")})
     return pl.DataFrame(rows, schema={"toxicity": pl.String, "grade": pl.String, "missing": pl.String,
                                       "rule": pl.String, "reason": pl.String})
 
@@ -232,6 +273,33 @@ def episode_sentence(worst_rows: pl.DataFrame, crs_missing: bool = False) -> str
     return text
 
 
+_NOT_EXCLUDED = r"not excluded: criteria on (.+?) not evaluable"
+
+
+def _worst_labs(adlb: pl.DataFrame) -> pl.DataFrame:
+    """The worst CTCAE grade per term from day 0 on (as the study page's toxicity summary; pre-infusion
+    values are baseline), its first day and value; a grade a missing input leaves open is a range from
+    its lower grade to the highest upper bound of the term's rows (``ATOXGRL_MAX``/``ATOXGRH_MAX``),
+    with the missing input named: "2–4 (range: ANRHI missing)"."""
+    rows = adlb.filter((pl.col("ATOXGR").fill_null(0) != 0) & (pl.col("day") >= 0)).with_columns(
+        pl.col("ATOXGR").abs().alias("_g"))
+    has_max = all(c in rows.columns for c in ("ATOXGRL_MAX", "ATOXGRH_MAX", "direction"))
+    upper = (pl.when(pl.col("direction") == "L").then(pl.col("ATOXGRL_MAX"))
+             .when(pl.col("direction") == "H").then(pl.col("ATOXGRH_MAX")) if has_max else pl.lit(None, pl.Int64))
+    reason = pl.col("grade_reason").cast(pl.String) if "grade_reason" in rows.columns else pl.lit(None, pl.String)
+    rows = rows.with_columns(pl.coalesce(upper.cast(pl.Int64), pl.col("_g")).alias("_up"),
+                             pl.when(upper.is_not_null()).then(reason.str.extract(_NOT_EXCLUDED, 1)).alias("_miss"))
+    tops = rows.group_by("term", maintain_order=True).agg(
+        pl.col("_up").max().alias("_hi"),
+        pl.col("_miss").filter(pl.col("_up") == pl.col("_up").max()).drop_nulls().first().alias("_why"))
+    worst = (rows.sort(["_g", "day"], descending=[True, False]).group_by("term", maintain_order=True).first()
+             .join(tops, on="term", how="left", maintain_order="left"))
+    text = [_grade_text(lo, hi, why=f"{why} missing" if why else "an input missing")
+            for lo, hi, why in zip(worst["_g"].to_list(), worst["_hi"].to_list(), worst["_why"].to_list())]
+    return worst.with_columns(pl.Series("grade", text, pl.String)).select(
+        [c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule") if c in worst.columns or c == "grade"])
+
+
 def _toxicity_block(analysis, subject_id: str) -> dict:
     """Toxicity grading of one subject: ADAE-like episodes, CRS on every scale, worst CTCAE lab grades
     (the analysis's tables, with its options)."""
@@ -257,7 +325,7 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
         up_days, missing = _range_days(crs_daily, lo, hi)
         scale_rows.append({"scale": "ASTCT 2019", "grade": _grade_text(lo, hi, missing),
                            "missing": ", ".join(missing) or None, "rule": None,
-                           "reason": _range_reason(hi, up_days, "see the episode table")})
+                           "reason": _range_reason(hi, up_days, _see_episodes(lo, crs_daily, "CRS"))})
         for sc in SCALES:
             lo, hi = x[f"crs_grade_{sc}_min"], x[f"crs_grade_{sc}_max"]
             grade = str(lo) if lo == hi else f"{lo}–{hi if hi is not None else '?'} (range)"
@@ -266,13 +334,7 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
                                "rule": x[f"crs_{sc}_rule"], "reason": x[f"crs_{sc}_reason"]})
     scales = pl.DataFrame(scale_rows, schema={"scale": pl.String, "grade": pl.String, "missing": pl.String,
                                               "rule": pl.String, "reason": pl.String})
-    worst = (  # from day 0 on, as the study page's toxicity summary (pre-infusion values are baseline)
-        adlb.filter((pl.col("ATOXGR").fill_null(0) != 0) & (pl.col("day") >= 0))
-        .with_columns(pl.col("ATOXGR").abs().alias("grade"))
-        .sort(["grade", "day"], descending=[True, False])
-        .group_by("term", maintain_order=True).first()
-        .select([c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule") if c in adlb.columns or c == "grade"])
-    )
+    worst = _worst_labs(adlb)
     icaht = _of(analysis, "icaht", subject_id)
     worst_rows = _worst_grades(analysis, subject_id, icans_daily, icaht)
     episodes_empty = episode_sentence(worst_rows, crs_missing=(
@@ -331,19 +393,22 @@ def relapse_text(analysis, subject_id: str) -> str:
         return "no relapse found after a response"
     parts = []
     for r in rel.iter_rows(named=True):
-        after = (f" after {r['response_category']} on day {_g(r['response_day'])}"
+        after = (f" after {r['response_category']} on day {_day(r['response_day'])}"
                  if r.get("response_day") is not None and r.get("response_category") else "")
         if r.get("relapse_day") is not None:
-            parts.append(f"day {_g(r['relapse_day'])} ({r.get('relapse_rule') or 'relapse'}; episode "
+            parts.append(f"day {_day(r['relapse_day'])} ({r.get('relapse_rule') or 'relapse'}; episode "
                          f"{r.get('episode')}{after})")
         if r.get("mrd_relapse_day") is not None:
-            parts.append(f"MRD relapse day {_g(r['mrd_relapse_day'])} (episode {r.get('episode')}{after})")
+            parts.append(f"MRD relapse day {_day(r['mrd_relapse_day'])} (episode {r.get('episode')}{after})")
     return f"{len(parts)} relapse(s): " + "; ".join(parts)
 
 
 def dor_text(analysis, subject_id: str) -> str:
-    """The duration of response of best_response.csv (``dor_days``, ``dor_event``) in words, or why it
-    was not derived (no response, or the engine's note)."""
+    """The duration of response of best_response.csv in words: ``dor_days`` from
+    ``first_response_day`` to the duration's own end (``dor_end_day``, ``dor_end_reason``: relapse or
+    death = an event; else censored, e.g. when last known alive), or why it was not derived. The
+    response-assessment window's end (``end_day``/``end_reason``, e.g. an allo-HSCT) is named apart:
+    it does not censor the duration unless the option ``dor_censor_events`` says so (ELN 2022)."""
     best = _of(analysis, "best_response", subject_id) if analysis is not None and analysis.has("best_response") else None
     if best is None or not best.height or "dor_days" not in best.columns:
         return "not derived (no best response)"
@@ -355,15 +420,21 @@ def dor_text(analysis, subject_id: str) -> str:
             return f"not derived: no response (best response {br})" if br else "not derived: no best response"
         note = next((p for p in str(r.get("reason") or "").split("; ") if "duration of response" in p), None)
         return note or "not derived"
-    start = f"from the first response on day {_g(first)}" if first is not None else ""
+    start = f" from the first response on day {_day(first)}" if first is not None else ""
+    end, why = r.get("dor_end_day"), r.get("dor_end_reason")
     if r.get("dor_event"):
-        rel, end = r.get("relapse_day"), (float(first) + float(dor)) if first is not None else None
-        what = (f"relapse on day {_g(rel)}" if rel is not None and end is not None and abs(float(rel) - end) < 1
-                else "death" if end is not None else "relapse or death")
-        return f"{_g(dor)} days {start} to {what} (event; first response episode)".replace("  ", " ")
-    cens = (f"censored at {r['end_reason']} on day {_g(r['end_day'])}" if r.get("end_reason") and r.get("end_day") is not None
-            else "censored: no relapse or death seen (last assessment or last known alive)")
-    return f"{_g(dor)} days {start}, {cens} (first response episode)".replace("  ", " ")
+        to = f" to {why or 'relapse or death'}" + (f" on day {_day(end)}" if end is not None else "")
+        text = f"{_g(dor)} days{start}{to} (whole calendar days), an event"
+    else:
+        to = f" to day {_day(end)}" if end is not None else ""
+        text = (f"{_g(dor)} days{start}{to} (whole calendar days), censored: "
+                + (why or "no relapse or death seen"))
+    text += "; first response episode"
+    window, wend = r.get("end_reason"), r.get("end_day")
+    if window and wend is not None and not str(why or "").startswith(str(window)):
+        text += (f"; the best-response assessment window ends at {window} on day {_day(wend)} "
+                 "(this does not censor the duration)")
+    return text
 
 
 def _response_block(analysis, subject_id: str) -> dict:

@@ -73,7 +73,8 @@ _BEST_SCHEMA = {
     "best_response_mrd": pl.String, "best_response_day": pl.Float64, "mrd_negative": pl.Boolean,
     "n_assessments": pl.Int64, "first_response_day": pl.Float64, "responder": pl.Boolean,
     "relapse_day": pl.Float64, "relapse_rule": pl.String, "mrd_relapse_day": pl.Float64,
-    "dor_days": pl.Float64, "dor_event": pl.Boolean, "end_day": pl.Float64, "end_reason": pl.String,
+    "dor_days": pl.Float64, "dor_event": pl.Boolean, "dor_end_day": pl.Float64, "dor_end_reason": pl.String,
+    "end_day": pl.Float64, "end_reason": pl.String,
     "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
     "could_be": pl.List(pl.String), "missing_inputs": pl.List(pl.String),
 }
@@ -137,9 +138,17 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     """Best overall response per subject, with time to response, relapse and duration of response.
 
     Subjects whose disease has no response criteria get an empty ``best_response`` (not evaluable by
-    these criteria); AML/ALL subjects without a post-infusion marrow get ``NE``. Duration of response:
-    first response day to relapse (event) or to the last follow-up / end event (censored), in whole
-    calendar days; not derived (empty, the reason says why) when death precedes the first response.
+    these criteria); AML/ALL subjects without a post-infusion marrow get ``NE``. Duration of response
+    (ELN 2022 Table 9; docs/derivation-conventions.md "Relapse and duration of response"): first
+    response day to relapse or death (``dor_event`` true), else censored when last known alive (the
+    latest of ``last_followup_day``, a non-death event and a marrow assessment), or at the first of
+    ``options.dor_censor_events`` (none by default: an allo-HSCT does not censor it), in whole calendar
+    days; not derived (empty, the reason says why) when death precedes the first response.
+    ``dor_end_day`` / ``dor_end_reason``: the day the duration ends and why ("relapse", "death", "last
+    known alive (last_followup_day)", "allo_hsct (option dor_censor_events)"); ``dor_days`` is
+    ``floor(dor_end_day) - floor(first_response_day)``. ``end_day`` / ``end_reason`` are something
+    else: the end of the response-assessment window (the first of ``options.end_events``), after which
+    assessments are not counted.
     ``assessments``/``relapses``: :func:`derive_marrow_response`/:func:`derive_relapse` of the study
     with ``options.response``, when already derived.
     """
@@ -223,7 +232,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         if relapse_day is not None and (first is None or math.floor(relapse_day) < math.floor(first)):
             relapse_day = None
         death = deaths.get(sid)
-        dor = dor_event = None
+        dor = dor_event = dor_end = dor_why = None
         if first is not None and death is not None and math.floor(death) < math.floor(first):
             notes.append(f"duration of response not derived: death on day {death:g} precedes the first response "
                          f"on day {first:g} (check the dates)")
@@ -231,14 +240,20 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             stop = min((d for d in (relapse_day, death) if d is not None), default=None)
             cens = dor_censor.get(sid)
             if cens is not None and cens[0] >= first and (stop is None or cens[0] < stop):
-                dor, dor_event = _days_between(first, cens[0]), False  # option dor_censor_events
+                dor_end, dor_event = cens[0], False  # option dor_censor_events
+                dor_why = f"{cens[1]} (option dor_censor_events)"
             elif stop is not None:
-                dor, dor_event = _days_between(first, stop), True
+                dor_end, dor_event = stop, True
+                dor_why = "relapse" if relapse_day is not None and relapse_day <= stop else "death"
             else:  # censored when last known alive, after the last assessment at the latest
-                days = [r["day"] for r in recs if r["day"] is not None]
-                if sid in alive:
-                    days.append(alive[sid][0])
-                dor, dor_event = _days_between(first, max(days)), False
+                last = max((r["day"] for r in recs if r["day"] is not None), default=None)
+                known = alive.get(sid)
+                if known is not None and (last is None or known[0] >= last):
+                    dor_end, dor_why = known[0], f"last known alive ({known[1]})"
+                else:
+                    dor_end, dor_why = last, "last known alive (the last marrow assessment)"
+                dor_event = False
+            dor = _days_between(first, dor_end)
         reason = (f"best of {len(window)} assessment(s): {best['category']} on day {best['day']:g} "
                   f"({best['rule']})")
         if best["mrd_negative"] is not None:
@@ -255,7 +270,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             "mrd_negative": best["mrd_negative"], "n_assessments": len(window), "first_response_day": first,
             "responder": first is not None, "relapse_day": relapse_day, "relapse_rule": rr.get("relapse_rule") if relapse_day is not None else None,
             "mrd_relapse_day": rr.get("mrd_relapse_day") if first is not None else None, "dor_days": dor, "dor_event": dor_event,
-            "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
+            "dor_end_day": dor_end, "dor_end_reason": dor_why, "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
             "rule": best["rule"], "reason": reason, "evidence": best["evidence"],
             "could_be": could_be, "missing_inputs": list(missing) if could_be else [],
         })
