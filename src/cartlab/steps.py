@@ -55,8 +55,9 @@ def _concordance(study, o, crs_cross_scale):
 
 def _icaht_summary(study, o, icaht):
     return study.subjects.select("subject_id").join(
-        icaht.select("subject_id", "icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max"), on="subject_id", how="left",
-        maintain_order="left")
+        icaht.select("subject_id", "icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
+                     *[c for c in ("icaht_late_grade_max",) if c in icaht.columns]),
+        on="subject_id", how="left", maintain_order="left")
 
 
 def _adae(study, o, crs_daily, icans_daily, icaht):
@@ -253,7 +254,7 @@ SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("icans_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4",
      ("icans_grade_astct", "icans_grade_astct_max")),
     ("icaht_summary", "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
-     ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max")),
+     ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max", "icaht_late_grade_max")),
     ("response_summary", "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
      ("best_response", "best_response_could_be", "best_response_day", "mrd_negative")),
     ("kinetics_summary", "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
