@@ -256,3 +256,15 @@ def test_icans_grade_0_is_not_sent_to_the_episode_table():
     r = icans["ICANS (ASTCT 2019)"]
     assert r["grade"] == "0"
     assert r["reason"] == "no ICANS episode: grade 0 on every assessed day (days 0–8)"
+
+
+def test_explain_names_the_duration_of_response_end():
+    """Seed case: MLFS on day 17 (case-facts), no relapse or death, last_followup_day 60 in
+    subjects.csv -> 60 - 17 = 43 days, censored at last known alive; explain names that end."""
+    from cartlab.analyze import Analysis
+    from cartlab.datasets import seed_case
+    from cartlab.explain import explain
+
+    e = explain(Analysis(seed_case()), "endpoints")
+    text = " ".join(e.days["reason"].to_list())
+    assert "43 days to day 60 (last known alive" in text and "censored" in text

@@ -468,8 +468,11 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
                                 f"{r['response_day']:g}; {r['relapse_reason']}", "evidence": r["evidence"]})
     b = _one(a, "best_response", sid)
     if b is not None and b.get("first_response_day") is not None:
+        end = ""
+        if b.get("dor_end_day") is not None:  # the duration's own end (not the assessment window's)
+            end = f" to day {b['dor_end_day']:g}" + (f" ({b['dor_end_reason']})" if b.get("dor_end_reason") else "")
         dor = ("not derived" if b["dor_days"] is None else
-               f"{b['dor_days']:g} days, {'event (relapse or death)' if b['dor_event'] else 'censored'}")
+               f"{b['dor_days']:g} days{end}, {'event (relapse or death)' if b['dor_event'] else 'censored'}")
         items.append({"day": b["first_response_day"], "grade": None, "rule": None,
                       "reason": f"duration of response from the first response on day {b['first_response_day']:g}: {dor}",
                       "evidence": []})
