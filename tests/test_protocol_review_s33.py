@@ -65,23 +65,29 @@ def test_a1_twin_of_a_capped_plan_shows_no_deviation():
     assert dv.filter(pl.col("category").is_in(["dose_out_of_tolerance", "wrong_day", "missed_dose"])).height == 0
 
 
-CAPPED = """\
+def _one_agent_protocol(pid: str, title: str, ld_agent: str) -> str:
+    """A minimal protocol: one lymphodepletion agent line (``ld_agent``) and a flat CAR-T band."""
+    return f"""\
 schema: cartlab-protocol/1
-id: cap-test
-title: cap test
+id: {pid}
+title: {title}
 version: "1"
 citation: unit test
 source: reconstructed
 lymphodepletion:
-  - {agent: cyclophosphamide, dose: 500, unit: mg/m2, days: [-3], max_dose_mg: 800, citation: test}
+  - {ld_agent}
 car_t:
   product: test
   bands:
-    - {unit: cells, target: 1.0e8, max: 2.0e8, citation: test}
+    - {{unit: cells, target: 1.0e8, max: 2.0e8, citation: test}}
   infusions:
-    - {day: 0, fraction: 1}
+    - {{day: 0, fraction: 1}}
   citation: test
 """
+
+
+CAPPED = _one_agent_protocol("cap-test", "cap test", "{agent: cyclophosphamide, dose: 500, unit: mg/m2, days: [-3], "
+                                                  "max_dose_mg: 800, citation: test}")
 
 
 def test_a1_ld_max_dose_cap_sets_the_factor():
@@ -156,23 +162,8 @@ def test_c4_tolerance_rows_name_the_tolerance_rule():
     assert rule_status("nct04762485.tolerances") == "convention"
 
 
-BRAND = """\
-schema: cartlab-protocol/1
-id: brand-test
-title: brand rule test
-version: "1"
-citation: unit test
-source: reconstructed
-lymphodepletion:
-  - {agent: fludarabine, dose: 25, unit: mg/m2, days: [-3], renal_adjustment: fludara_brand_label, citation: test}
-car_t:
-  product: test
-  bands:
-    - {unit: cells, target: 1.0e8, max: 2.0e8, citation: test}
-  infusions:
-    - {day: 0, fraction: 1}
-  citation: test
-"""
+BRAND = _one_agent_protocol("brand-test", "brand rule test", "{agent: fludarabine, dose: 25, unit: mg/m2, days: [-3], "
+                                                       "renal_adjustment: fludara_brand_label, citation: test}")
 
 
 def test_c5_measure_override_of_a_cockcroft_gault_rule_warns():
