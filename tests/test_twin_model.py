@@ -305,3 +305,18 @@ def test_clinic_rule_by_hand():
     cs2[3] = -1e9
     out = [clinic_decide(pv, 39.2, 100.0, 50.0, cs2) for _ in range(3)]
     assert [o[2] for o in out] == [0.0, 0.0, 1.0]  # high fever on 3 consecutive days
+
+
+def test_course_does_not_depend_on_the_first_output_time():
+    """Session 33 (review33 twin A1): the baseline is the state at the first event (LD day -5 here),
+    so the same patient, parameters and doses give the same course from day 0 on whether the output
+    grid starts on day -30 or day -5; outputs before the first event are the baseline state."""
+    th = theta()
+    ev = events(car_days=(0.0, 2.0), cells=(7e7, 2.8e8), ld_days=(-5.0, -4.0, -3.0), ld_u=(2.0, 2.0, 2.0))
+    late = np.array([0.0, 7.0, 14.0, 28.0])
+    a = simulate(th, base(), ev, np.concatenate([[-30.0, -10.0, -5.0], late]), rtol=1e-9)
+    b = simulate(th, base(), ev, np.concatenate([[-5.0], late]), rtol=1e-9)
+    np.testing.assert_allclose(a.states[0, 3:], b.states[0, 1:], rtol=1e-9, atol=0.0)
+    # days -30 and -10 read the baseline state (day -5, before the first LD dose is applied)
+    np.testing.assert_array_equal(a.states[0, 0], a.states[0, 2])
+    np.testing.assert_array_equal(a.states[0, 1], a.states[0, 2])

@@ -427,7 +427,11 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
     aux[:, A_QSSA] = _qssa_flag(il6)
     ev_t, ev_k, ev_v = event_table(events, clinic)
     first_ev = np.min(ev_t, axis=1, initial=np.inf) if ev_t.shape[1] else np.full(n, np.inf)
-    t0 = np.minimum(t_out[0], first_ev)
+    # the state of the baseline is the state at the first event (the first lymphodepletion or
+    # CAR-T dose), whatever the output grid: outputs before it read that state (session 33; the
+    # course started at the first output time, so a grid from day -30 or from day -7 gave different
+    # courses, blasts and normal T cells growing from the earlier start)
+    t0 = np.where(np.isfinite(first_ev), first_ev, t_out[0])
     day_lo, day_hi = _clinic_window(t_out)
     D = max(0, int(day_hi - day_lo) + 1)
     use_policy = clinic is not None
@@ -506,7 +510,7 @@ def python_course(theta_row, baseline_row, events_row, t_out, *, clinic_log=None
                       transfusion_day=tr, transfusion_units=tu)
     ev_t, ev_k, ev_v = (x[0] for x in event_table(ev, pol))
     ev_t = ev_t[np.isfinite(ev_t)]
-    t = min(t_out[0], ev_t[0]) if len(ev_t) else t_out[0]
+    t = ev_t[0] if len(ev_t) else t_out[0]  # the baseline state is at the first event (see solve)
     day_lo, day_hi = _clinic_window(t_out)
     D = max(0, int(day_hi - day_lo) + 1)
     out = np.zeros((len(t_out), m.NS))
