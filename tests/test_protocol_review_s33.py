@@ -314,3 +314,13 @@ def test_a1_twin_events_of_a_capped_plan_use_the_capped_dose():
     ev = Events.from_protocol(load_protocol("axicabtagene_lbcl"), [130.0, 70.0])
     total = np.nansum(ev.car_t_cells, axis=1)
     assert total[0] == pytest.approx(2e8) and total[1] == pytest.approx(1.4e8)
+
+
+def test_twin_of_a_protocol_without_a_target_dose_is_a_clear_error():
+    """Kymriah B-ALL gives a dose range, no target (label: 0.1-2.5e8 cells above 50 kg): the twin
+    cannot pick a dose and says so (it raised TypeError: NoneType * float)."""
+    from cartlab.errors import InputError
+    from cartlab.twin.model import Events
+
+    with pytest.raises(InputError, match="no CAR-T target dose.*--dose-levels"):
+        Events.from_protocol(load_protocol("tisagenlecleucel_ball"), [60.0])

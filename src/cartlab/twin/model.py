@@ -504,6 +504,11 @@ def _protocol_schedule(protocol, wk: float, car_dose_per_kg):
     height = min(200.0, max(100.0, 100.0 * math.sqrt(wk / 22.0)))
     plan = dose_plan(protocol, Patient(weight_kg=wk, height_cm=height), DoseOptions(car_dose=car_dose_per_kg))
     car = plan.filter(plan["kind"] == "car_t")
+    if any(d is None for d in car["protocol_dose"].to_list()):
+        why = "; ".join(sorted({str(x) for x in car["adjustment"].drop_nulls().to_list()}))
+        raise InputError(f"protocol {protocol.id!r} gives no CAR-T target dose for a {wk:g} kg patient"
+                         + (f" ({why})" if why else "") + ": give the dose to simulate (cartlab simulate "
+                         "--dose-levels, or car_dose_per_kg=)")
     units = car["protocol_unit"].to_list()
     for u in units:
         if u not in ("cells", "cells/kg"):
