@@ -517,6 +517,10 @@ def _protocol_schedule(protocol, wk: float, car_dose_per_kg):
     ld: dict[float, float] = {}
     for r in plan.filter(plan["kind"] == "lymphodepletion").iter_rows(named=True):
         a = r["agent"].lower()
+        if r["status"] == "withhold":  # the renal rule says do not give: no lymphodepletion effect
+            continue
+        # the virtual patient has no creatinine: a renal adjustment is "not_evaluable" and the full
+        # protocol dose is simulated (normal renal function assumed; docs/twin.md "Dosing")
         if a in ref:
             if r["protocol_unit"] != "mg/m2":
                 raise InputError(f"{a}: protocol unit {r['protocol_unit']!r} not supported (mg/m2)")
