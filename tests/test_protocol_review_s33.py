@@ -324,3 +324,13 @@ def test_twin_of_a_protocol_without_a_target_dose_is_a_clear_error():
 
     with pytest.raises(InputError, match="no CAR-T target dose.*--dose-levels"):
         Events.from_protocol(load_protocol("tisagenlecleucel_ball"), [60.0])
+
+
+def test_twin_dose_level_per_kg_on_a_flat_cells_band():
+    """--dose-levels is per kg: Kymriah B-ALL at 60 kg (flat-cells band above 50 kg) with 2e6/kg is
+    2e6 x 60 = 1.2e8 cells; at 40 kg (per-kg band) 2e6 x 40 = 8e7 (it refused 2e6 as "cells")."""
+    from cartlab.twin.model import Events
+
+    ev = Events.from_protocol(load_protocol("tisagenlecleucel_ball"), [60.0, 40.0], car_dose_per_kg=2e6)
+    total = np.nansum(ev.car_t_cells, axis=1)
+    assert total[0] == pytest.approx(1.2e8) and total[1] == pytest.approx(8e7)

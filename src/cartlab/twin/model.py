@@ -502,7 +502,16 @@ def _protocol_schedule(protocol, wk: float, car_dose_per_kg):
     # height only feeds the BSA of the absolute mg doses, which u does not use (u is on the
     # protocol's mg/m2 basis): a height giving BMI 22 keeps the plausibility checks quiet
     height = min(200.0, max(100.0, 100.0 * math.sqrt(wk / 22.0)))
-    plan = dose_plan(protocol, Patient(weight_kg=wk, height_cm=height), DoseOptions(car_dose=car_dose_per_kg))
+    patient = Patient(weight_kg=wk, height_cm=height)
+    car_dose = car_dose_per_kg
+    if car_dose_per_kg is not None:
+        # car_dose_per_kg is per kg (cartlab simulate --dose-levels); a band in flat cells (Kymriah
+        # B-ALL above 50 kg) takes the dose in cells: per kg x weight (session 33, review33 twin B2)
+        plan0 = dose_plan(protocol, patient)
+        units0 = plan0.filter(plan0["kind"] == "car_t")["protocol_unit"].to_list()
+        if units0 and all(u == "cells" for u in units0):
+            car_dose = float(car_dose_per_kg) * wk
+    plan = dose_plan(protocol, patient, DoseOptions(car_dose=car_dose))
     car = plan.filter(plan["kind"] == "car_t")
     if any(d is None for d in car["protocol_dose"].to_list()):
         why = "; ".join(sorted({str(x) for x in car["adjustment"].drop_nulls().to_list()}))
