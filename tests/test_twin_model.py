@@ -320,3 +320,13 @@ def test_course_does_not_depend_on_the_first_output_time():
     # days -30 and -10 read the baseline state (day -5, before the first LD dose is applied)
     np.testing.assert_array_equal(a.states[0, 0], a.states[0, 2])
     np.testing.assert_array_equal(a.states[0, 1], a.states[0, 2])
+
+
+def test_forecast_draws_are_spread_over_the_posterior():
+    """forecast(n_draws=4) of 10 posterior draws takes rows 0, 3, 6, 9 (evenly spaced:
+    linspace(0, 9, 4) = 0, 3, 6, 9), not the first four (session 33)."""
+    from cartlab.twin.fit import thin_draws
+
+    x = np.arange(10.0)[:, None] * np.ones((1, 2))
+    assert thin_draws(x, 4)[:, 0].tolist() == [0.0, 3.0, 6.0, 9.0]
+    assert thin_draws(x, None) is x and thin_draws(x, 20) is x

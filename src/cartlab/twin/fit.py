@@ -376,6 +376,17 @@ class _Objective:
 # the estimator
 
 
+def thin_draws(draws: np.ndarray, n: int | None) -> np.ndarray:
+    """``n`` posterior draws evenly spaced over ``draws`` (all when ``n`` is None or not smaller), not
+    the first ``n``: SIR draws come sorted by proposal and MCMC draws in iteration order, so a prefix
+    is not a sample of the posterior (session 33)."""
+    if n is None or n >= draws.shape[0]:
+        return draws
+    if n < 1:
+        raise InputError(f"n_draws must be at least 1, not {n}")
+    return draws[np.unique(np.linspace(0, draws.shape[0] - 1, int(n)).round().astype(np.int64))]
+
+
 class TwinModel:
     """A patient's digital twin: MAP fit with the population prior, Laplace+SIR (or MCMC) posterior.
 
@@ -660,7 +671,7 @@ class TwinModel:
                           self.n_sir, self.n_draws, self.seed, self.maxiter,
                           allow_other_target=self.allow_other_target).fit(self.study_, self.subject_id_,
                                                                           until_day=from_day)
-        draws = m.posterior_x_ if n_draws is None else m.posterior_x_[:n_draws]
+        draws = thin_draws(m.posterior_x_, n_draws)
         _t, sim = m.simulate_after(from_day, draws=draws)
         self.forecast_sim_ = sim
         self.forecast_ = forecast_table(_T_GRID, sim, n_effective=n_effective(m, draws.shape[0]))
