@@ -53,6 +53,16 @@ def parse_fhir_time(text: str) -> datetime | None:
     return parse_wall_clock(s)
 
 
+def utc_offset(text: str) -> str | None:
+    """The UTC offset written on a FHIR dateTime/instant with a time of day (``Z``, ``-05:00``; ``+00:00``
+    is ``Z``), None for a date alone."""
+    m = re.search(OFFSET, str(text).strip())
+    if m is None:
+        return None
+    off = m.group(2)
+    return "Z" if off in ("+00:00", "-00:00") else off
+
+
 def fhir_text(text: str) -> str:
     """A canonical (study folder) date or date-time text as FHIR dateTime text: the same date and
     clock time, the offset kept (``Z`` when none is given: FHIR needs one with a time of day)."""

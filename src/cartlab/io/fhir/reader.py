@@ -24,8 +24,9 @@ from cartlab.errors import InputError
 from cartlab.io.clock import days_from, midnight
 from cartlab.io.course_checks import ABSENT_FILE_MEANS
 from cartlab.io.dictionary import load_dictionary
-from cartlab.io.errors import StudyValidationError
-from cartlab.io.fhir._common import parse_fhir_time, read_row_extension
+from cartlab.io.errors import Issue, StudyValidationError
+from cartlab.io.fhir._common import parse_fhir_time, read_row_extension, utc_offset
+from cartlab.io.fhir._terms import _code_label, _codings, _negated, _text, _texts
 from cartlab.io.fhir.mapping import (
     CS_CATEGORY,
     CS_EVENT,
@@ -46,15 +47,18 @@ from cartlab.units import UnitError, parse_unit
 _SEX = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
 #: MedicationAdministration statuses of a dose that was not given: never a dose, never day 0
 _NOT_GIVEN = ("not-done", "entered-in-error")
+#: MedicationAdministration statuses (R4 medication-admin-status) that do not say the dose was given:
+#: "on-hold" (temporarily halted) and "unknown" (the system does not know): not read, never day 0
+_NOT_KNOWN_GIVEN = ("on-hold", "unknown")
+#: Observation statuses (R4 observation-status) read as results by default: final, amended, corrected.
+#: preliminary/unknown are reported ("not a final result") unless ``observation_statuses`` adds them;
+#: registered/cancelled/entered-in-error carry no result and are never read
+READ_STATUSES = ("final", "amended", "corrected")
+_OPTIONAL_STATUSES = ("preliminary", "unknown")
+_NO_RESULT = ("entered-in-error", "cancelled", "registered")
+_COMPONENT_OWN = ("code", "dataAbsentReason", "interpretation", "referenceRange")
 #: Condition.verificationStatus codes of a diagnosis that is not confirmed (refuted/entered-in-error: not one)
 _NOT_CONFIRMED = ("unconfirmed", "provisional", "differential")
-#: negation and uncertainty cues in a Condition's free text (NegEx's commonest triggers, Chapman et al.,
-#: J Biomed Inform 2001): a text rule must not turn "No seizure activity" into a seizure. Pre-cues
-#: negate a term after them ("no seizure"), post-cues one before them ("infection ruled out");
-#: "seizure without loss of consciousness" stays a seizure.
-_NEGATION_BEFORE = re.compile(r"\b(no|denies|denied|negative for|rule out|r/o|absence of|free of|possible|"
-                              r"probable|suspected|suspicion of|history of)\b", re.IGNORECASE)
-_NEGATION_AFTER = re.compile(r"\b(ruled out|unlikely|excluded|not (present|confirmed|seen))\b", re.IGNORECASE)
 #: a censored result written as text ("<50", ">= 1e3"): the study folder's censor rule decides the rest
 _CENSORED_TEXT = CENSORED  # the whole text: "<0.5 x10^9/L" (a unit inside) is no censored result
 _NUMBER_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")  # a plain number sent as valueString
@@ -144,37 +148,6 @@ def _load(path: Path) -> tuple[list[_Entry], tuple]:
     return out, (name, fmt, sha, len(out))
 
 
-def _codings(cc: dict | None) -> list[dict]:
-    return list((cc or {}).get("coding") or [])
-
-
-def _text(cc: dict | None) -> str:
-    cc = cc or {}
-    return cc.get("text") or next((c.get("display") or c.get("code") or "" for c in _codings(cc)), "")
-
-
-def _texts(cc: dict | None) -> list[str]:
-    """Every text of a CodeableConcept, in the order it is matched: text, each coding's display, code."""
-    cs = _codings(cc)
-    return [t for t in [(cc or {}).get("text"), *(c.get("display") for c in cs), *(c.get("code") for c in cs)] if t]
-
-
-def _negated(text: str, term: str) -> str | None:
-    """The negation or uncertainty cue that applies to the first match of ``term`` in ``text``, if any."""
-    m = re.search(term, text, re.IGNORECASE)
-    if m is None:
-        return None
-    before = _NEGATION_BEFORE.search(text[:m.start()])
-    after = _NEGATION_AFTER.search(text[m.end():])
-    cue = before or after
-    return cue.group(0) if cue else None
-
-
-def _code_label(cc: dict | None) -> str:
-    cs = _codings(cc)
-    return f"{cs[0].get('system', '')}|{cs[0].get('code', '')}" if cs else _text(cc)
-
-
 def _effective(res: dict, prefix: str) -> tuple[str | None, str | None]:
     if res.get(f"{prefix}DateTime"):
         return res[f"{prefix}DateTime"], None
@@ -185,8 +158,9 @@ def _effective(res: dict, prefix: str) -> tuple[str | None, str | None]:
 
 
 class _Reader:
-    def __init__(self, m: FhirMapping):
+    def __init__(self, m: FhirMapping, statuses: tuple[str, ...] = READ_STATUSES):
         self.m = m
+        self.statuses = statuses
         self.rows: dict[str, list[dict]] = defaultdict(list)
         self.where: dict[str, list[_Entry]] = defaultdict(list)
         self.report: Counter = Counter()
@@ -197,6 +171,7 @@ class _Reader:
         self.baseline: dict[str, dict] = defaultdict(dict)
         self.medications: dict[str, str] = {}  # Medication reference -> its code's text
         self.nominal: set[str] = set()  # subjects whose resources carry the nominal-time meta.tag
+        self.offsets: dict[str, set] = defaultdict(set)  # subject -> UTC offsets of the times placed
 
     def skip(self, e: _Entry, code: str, reason: str, target: str = "") -> None:
         key = (e.file, e.res["resourceType"], code, target, reason)
@@ -230,6 +205,8 @@ class _Reader:
         if sid not in self.anchor:
             return None, "no day 0: the subject has no CAR-T MedicationAdministration"
         day = days_from(midnight(self.anchor[sid]), dt)  # calendar days from day 0 (cartlab.io.clock)
+        if (off := utc_offset(text)) is not None:
+            self.offsets[sid].add(off)
         if ext is not None and key in ext:
             if key == "day" and ext.get(TIME_FROM_INFUSION[0]) == TIME_FROM_INFUSION[1]:
                 off = math.floor(day) != math.floor(ext[key])  # a day-only row at the infusion's clock time
@@ -270,7 +247,7 @@ class _Reader:
         for e in entries:
             r = e.res
             if (r["resourceType"] == "MedicationAdministration" and is_car_t_agent(self._agent(r))
-                    and r.get("status") not in _NOT_GIVEN):  # a CAR-T not given is no day 0
+                    and r.get("status") not in _NOT_GIVEN + _NOT_KNOWN_GIVEN):  # not (known) given: no day 0
                 sid = self.subject(e)
                 if sid in self.nominal:  # day 0 is the nominal anchor, not this administration's time
                     continue
@@ -312,11 +289,15 @@ class _Reader:
                 or self.medications.get(ref.get("reference") or "", ""))
 
     # -- resources
-    def observation(self, e: _Entry) -> None:
+    def observation(self, e: _Entry, at: str = "") -> None:
+        """One Observation (``at``: the element path prefix of a panel's component, ``component[2].``)."""
         r = e.res
         code = _code_label(r.get("code"))
-        if r.get("status") in ("entered-in-error", "cancelled", "registered"):
+        if r.get("status") in _NO_RESULT:
             return self.skip(e, code, f"status {r['status']}: not a result")
+        if r.get("status") not in self.statuses:  # R4: preliminary "data may be incomplete or unverified"
+            return self.skip(e, code, f"status {r.get('status')}: not a final result (read only with "
+                                      f"observation_statuses including {r.get('status')!r})")
         param = self.m.param_of(_codings(r.get("code")))
         if param is None and r.get("component"):
             # a panel (blood pressure 85354-9: systolic 8480-6 and diastolic 8462-4 as components,
@@ -330,7 +311,17 @@ class _Reader:
             return self._baseline(e, sid, param, code)
         row = {"subject_id": sid, "param": param}
         note = None
+        values = [k for k in r if k.startswith("value")]
+        if r.get("dataAbsentReason"):  # missing is not negative, and not a number either
+            why = next((c.get("code") for c in _codings(r["dataAbsentReason"]) if c.get("code")),
+                       _text(r["dataAbsentReason"]))
+            if values:  # R4 obs-6: "dataAbsentReason SHALL only be present if Observation.value[x] is not present"
+                return self.skip(e, code, f"{_rid(r)}: {at}dataAbsentReason {why!r} next to {at}{values[0]} "
+                                          "(against FHIR R4 obs-6): the value is not read")
+            return self.skip(e, code, f"{at}dataAbsentReason {why!r}: no result")
         q = r.get("valueQuantity")
+        if q is not None and q.get("value") is None:
+            return self.skip(e, code, f"{_rid(r)}: {at}valueQuantity.value missing: no result")
         if q is not None:
             unit = self._unit(e, q)
             self._unit_of_param(e, q, unit, param)
@@ -380,7 +371,10 @@ class _Reader:
             return self.skip(e, code, dt)
         row["day"] = day
         row["datetime"] = ext.get("datetime") if ext is not None else dt
-        self.add("observations", e, row, code, note if "orig_unit" not in (ext or {}) else None)
+        note = None if "orig_unit" in (ext or {}) else note  # a cartlab row: its unit is in the extension
+        if r.get("status") not in READ_STATUSES:  # read because the user asked for it: say so
+            note = "; ".join(x for x in (note, f"status {r.get('status')}") if x)
+        self.add("observations", e, row, code, note)
 
     def _components(self, e: _Entry, code: str) -> None:
         """The mapped components of a panel Observation, each as an Observation of its own (the
@@ -392,9 +386,12 @@ class _Reader:
                 self.skip(e, f"{code} component {k} {_code_label((comp or {}).get('code'))}",
                           "component code not in the FHIR code map (loinc_map.yaml)")
                 continue
-            part = {k2: v for k2, v in r.items() if k2 not in ("component", "code") and not k2.startswith("value")}
-            part.update({k2: v for k2, v in comp.items() if k2 == "code" or k2.startswith("value")})
-            self.observation(_Entry(e.file, e.index, part, e.full))
+            # R4 component has its own value[x], dataAbsentReason, interpretation and referenceRange; the
+            # panel's belong to the panel's own value[x]
+            part = {k2: v for k2, v in r.items() if k2 not in ("component", *_COMPONENT_OWN)
+                    and not k2.startswith("value")}
+            part.update({k2: v for k2, v in comp.items() if k2 in _COMPONENT_OWN or k2.startswith("value")})
+            self.observation(_Entry(e.file, e.index, part, e.full), f"component[{k - 1}].")
             used += 1
         if not used:
             self.skip(e, code, "panel code not in the FHIR code map, and none of its components is")
@@ -446,6 +443,9 @@ class _Reader:
     def _baseline(self, e: _Entry, sid: str, param: str, code: str) -> None:
         q = e.res.get("valueQuantity") or {}
         col, unit = ("weight_kg", "kg") if param == "WEIGHT" else ("height_cm", "cm")
+        if q.get("comparator") or q.get("value") is None:  # not an exact weight/height: not read
+            what = f"comparator {q['comparator']!r}" if q.get("comparator") else "value missing"
+            return self.skip(e, code, f"{_rid(e.res)}: valueQuantity.{what}: subjects.{col} not read")
         try:
             v = load_dictionary()[param].conversion_from(self._unit(e, q))(_num(q.get("value")))
         except UnitError as exc:
@@ -458,6 +458,8 @@ class _Reader:
         agent = self._agent(r)
         if r.get("status") in _NOT_GIVEN:
             return self.skip(e, agent, f"status {r['status']}: not given")
+        if r.get("status") in _NOT_KNOWN_GIVEN:  # R4: on-hold "temporarily halted", unknown "does not know"
+            return self.skip(e, agent, f"status {r['status']}: not known to be given (not read, never day 0)")
         cat = next((c["code"] for c in _codings(r.get("category")) if c.get("system") == CS_CATEGORY), None)
         if cat == "dose" or (cat is None and is_car_t_agent(agent)):
             table, category = "doses", None
@@ -481,6 +483,14 @@ class _Reader:
         row = {"subject_id": sid, **{k: v for k, v in base.items() if v is not None}}
         dosage = r.get("dosage") or {}
         q = dosage.get("dose") or dosage.get("rateQuantity")
+        if q and (q.get("comparator") or q.get("value") is None):  # "<2": not an exact dose, never read as 2
+            el = "dosage." + ("dose" if dosage.get("dose") else "rateQuantity")
+            why = (f"{el}.comparator {q['comparator']!r}: not an exact dose" if q.get("comparator")
+                   else f"{el}.value missing")
+            if table == "doses":  # a dose row needs its dose; day 0 was already set from this administration
+                return self.skip(e, code, f"{_rid(r)}: {why}: the dose is not read")
+            self.skip(e, code, f"{_rid(r)}: {why}: dose left empty", table)
+            q = None
         if table == "doses":
             row.pop("category", None)
             if q:
@@ -508,7 +518,10 @@ class _Reader:
             row["start_day"], row["start_datetime"] = day, (ext.get("start_datetime") if ext is not None else dt)
             if end:
                 eday, edt = self.day(e, sid, end, ext, "end_day")
-                row["end_day"], row["end_datetime"] = eday, (ext.get("end_datetime") if ext is not None else edt)
+                if eday is None:  # a partial end ("2024-03"): the start is kept, the end not placed
+                    self.skip(e, code, f"{_rid(r)}: {prefix}Period.end {end!r}: {edt}: end not placed", table)
+                else:
+                    row["end_day"], row["end_datetime"] = eday, (ext.get("end_datetime") if ext is not None else edt)
         self.add(table, e, row, code)
 
     def _dose_unit(self, e: _Entry, q: dict) -> str | None:
@@ -591,6 +604,11 @@ class _Reader:
                 self.skip(e, "deceasedBoolean", "death without a date cannot be placed on a day")
 
 
+def _rid(r: dict) -> str:
+    """``Type/id`` of a resource, named in a mapping-report reason about that one resource."""
+    return f"{r.get('resourceType')}/{r.get('id')}"
+
+
 def _num(v) -> float | None:
     return None if v is None else float(v)
 
@@ -639,6 +657,23 @@ def _subjects_from_fhir(rd: _Reader) -> None:
                 row[col] = p.conversion_from(pick.get("orig_unit"))(pick["orig_value"])
 
 
+def _mixed_offsets(rd: _Reader) -> list[str]:
+    """A warning (and a mapping-report row on the Patient) for each subject whose times carry different
+    UTC offsets: days use each time's clock as written (cartlab.io.clock), so a server that stored some
+    times in Z and others in local time puts them on days up to the offsets' difference apart."""
+    out = []
+    for ref, (sid, e) in rd.patients.items():
+        offs = sorted(rd.offsets.get(sid, ()))
+        if len(offs) < 2 or any(o[1] == sid for o in out):
+            continue
+        msg = (f"subject {sid}: times carry different UTC offsets ({', '.join(offs)}); each day uses its "
+               "own time's clock as written (offset not applied), so times are up to the offsets' "
+               "difference apart on the day axis")
+        rd.skip(e, "UTC offsets", msg)
+        out.append((msg, sid))
+    return [m for m, _ in out]
+
+
 def _frame(rows: list[dict], table: str) -> pl.DataFrame:
     if not rows:
         return conform(pl.DataFrame(schema=TABLES[table]), table)
@@ -673,20 +708,32 @@ def _translate(exc: StudyValidationError, rd: _Reader) -> InputError:
     return InputError(f"{'; '.join(places)}{col}: {issue.message}{more}")
 
 
-def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None = None) -> tuple[Study, pl.DataFrame]:
+def _statuses(given) -> tuple[str, ...]:
+    given = (given,) if isinstance(given, str) else tuple(given)
+    bad = [s for s in given if s not in READ_STATUSES + _OPTIONAL_STATUSES]
+    if bad:
+        raise InputError(f"observation_statuses: {bad[0]!r} cannot be read as a result (choose from "
+                         f"{', '.join(READ_STATUSES + _OPTIONAL_STATUSES)}; {', '.join(_NO_RESULT)} carry none)")
+    return given
+
+
+def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None = None,
+                          observation_statuses=READ_STATUSES) -> tuple[Study, pl.DataFrame]:
     """:func:`read_fhir` and its mapping report (file, resource_type, code, target, n, reason, entries)."""
     path = Path(path)
+    statuses = _statuses(observation_statuses)
     m = load_mapping(mapping)
     entries, sources = [], []
     for f in _files(path):
         got, src = _load(f)
         entries += got
         sources.append(src)
-    rd = _Reader(m)
+    rd = _Reader(m, statuses)
     rd.patients_pass(entries)
     for e in entries:
         _dispatch(rd, e)
     rd.deaths()
+    mixed = _mixed_offsets(rd)
     _subjects_from_fhir(rd)
     if not rd.rows["subjects"]:
         raise InputError(f"{path}: no Patient resource: a study needs at least one subject")
@@ -698,6 +745,7 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
         except StudyValidationError as exc:
             raise _translate(exc, rd) from exc
     study.warnings = [_absent_in_fhir(w, path.name) for w in getattr(study, "warnings", [])]
+    study.warnings += [Issue(path.name, None, msg, [], "warning") for msg in mixed]
     sha = {name: s for name, _, s, _ in sources}
     for t in TABLES:
         df = study.table(t)
@@ -720,12 +768,15 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
     return study, report
 
 
-def read_fhir(path: str | Path, mapping=None, study_id: str | None = None) -> Study:
+def read_fhir(path: str | Path, mapping=None, study_id: str | None = None,
+              observation_statuses=READ_STATUSES) -> Study:
     """Read a FHIR R4 Bundle JSON file, NDJSON file or folder of them into a canonical Study.
 
-    ``mapping``: a YAML file (or dict) extending ``loinc_map.yaml``. Raises :class:`InputError`
-    naming the file and entry of the first problem. The mapping report is ``study.mapping_report``.
+    ``mapping``: a YAML file (or dict) extending ``loinc_map.yaml``. ``observation_statuses``: the
+    Observation.status codes read as results (default final, amended, corrected; ``preliminary`` and
+    ``unknown`` may be added). Raises :class:`InputError` naming the file and entry of the first
+    problem. The mapping report is ``study.mapping_report``.
     """
-    study, report = read_fhir_with_report(path, mapping, study_id)
+    study, report = read_fhir_with_report(path, mapping, study_id, observation_statuses)
     study.mapping_report = report
     return study
