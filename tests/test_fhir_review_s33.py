@@ -193,3 +193,14 @@ def test_same_offset_is_not_warned(tmp_path):
     st, rep = read_fhir_with_report(p)
     assert not [w for w in st.warnings if "UTC offsets" in w.message]
     assert not [r for r in reasons(rep) if "UTC offsets" in r]
+
+
+def test_a_version_specific_subject_reference_is_the_patient(tmp_path):
+    """B7: "Patient/P1/_history/1" refers to version 1 of Patient P1 (R4 References: a reference
+    may be version-specific); the NEUT 0.4 on 2024-03-05T10:00Z is P1's, day 2 + 10/24 (days count from
+    midnight of the day-0 date, docs/interop/fhir.md)."""
+    o = neut("o2", value=0.4, when="2024-03-05T10:00:00Z")
+    o["subject"] = {"reference": "Patient/P1/_history/1"}
+    s = read_fhir(bundle(tmp_path, patient(), cart(), o))
+    r = s.observations.filter(pl.col("param") == "NEUT").row(0, named=True)
+    assert (r["subject_id"], r["value"]) == ("P1", 0.4) and r["day"] == pytest.approx(2 + 10 / 24)

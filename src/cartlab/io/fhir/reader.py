@@ -69,6 +69,12 @@ REPORT_SCHEMA = {"file": pl.String, "resource_type": pl.String, "code": pl.Strin
                  "n": pl.Int64, "reason": pl.String, "entries": pl.String}
 
 
+
+def _unversioned(ref: str | None) -> str | None:
+    """A reference without its version ("Patient/P1/_history/2" -> "Patient/P1"): a version-specific
+    reference points at the same resource (FHIR R4 References, "Resolving references in Bundles")."""
+    return ref.split("/_history/", 1)[0] if ref and "/_history/" in ref else ref
+
 class _Entry:
     __slots__ = ("file", "index", "res", "full")
 
@@ -184,7 +190,7 @@ class _Reader:
         self.skip(e, code, f"mapped ({note})" if note else "mapped", table)
 
     def subject(self, e: _Entry) -> str:
-        ref = (e.res.get("subject") or e.res.get("patient") or {}).get("reference")
+        ref = _unversioned((e.res.get("subject") or e.res.get("patient") or {}).get("reference"))
         if not ref:
             raise e.error("no subject reference (Patient)")
         if ref not in self.patients:
@@ -272,7 +278,7 @@ class _Reader:
             if r["resourceType"] == "Patient":
                 ref = f"Patient/{r.get('id')}" if r.get("id") else e.full
             else:
-                ref = (r.get("subject") or r.get("patient") or {}).get("reference")
+                ref = _unversioned((r.get("subject") or r.get("patient") or {}).get("reference"))
             if ref in self.patients:
                 self.nominal.add(self.patients[ref][0])
         for sid in self.nominal:
