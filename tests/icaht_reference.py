@@ -386,18 +386,53 @@ def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.Data
     daily = _censor_after_end(daily, early_w, late_w, opts)
     supported = pl.col("tx_refs").is_not_null() & (pl.col("tx_refs").list.len() > 0)
     below = {n: (pl.col("plt") <= thr) if opts["inclusive"] else (pl.col("plt") < thr) for n, thr in levels.items()}
+    masked = list(opts["transfusion_supported_levels"])
+    # session 33: a supported count is below a masked level only when the patient's own count before
+    # the transfusion (the last recorded count on or before its day that no earlier transfusion
+    # supports) was below it; otherwise unknown there. Row loop, written independently of the engine.
+    lt = (lambda v, t: v <= t) if opts["inclusive"] else (lambda v, t: v < t)
+    tx_days: dict[str, list[int]] = {}
+    for sid, d in tx.select("subject_id", "d").unique().iter_rows():
+        tx_days.setdefault(sid, []).append(int(d))
+    own: dict[str, list[tuple[int, float]]] = {}
+    for sid, day, v, src in daily.select("subject_id", "day", "plt", "source").iter_rows():
+        if v is None or src in ("interpolated", "missing"):
+            continue
+        if any(t < day <= t + free for t in tx_days.get(sid, [])):
+            continue
+        own.setdefault(sid, []).append((int(day), float(v)))
+    pre_rows = []
+    for sid, days in tx_days.items():
+        for t in days:
+            before = [v for d, v in sorted(own.get(sid, [])) if d <= t]
+            for day in range(t, t + free + 1):
+                pre_rows.append({"subject_id": sid, "day": day,
+                                 **{f"_pre_{n}": bool(before) and lt(before[-1], levels[n]) for n in masked}})
+    pre_schema = {"subject_id": pl.String, "day": pl.Int64, **{f"_pre_{n}": pl.Boolean for n in masked}}
+    pre = (pl.DataFrame(pre_rows, schema=pre_schema, orient="row").group_by("subject_id", "day")
+           .agg(*[pl.col(f"_pre_{n}").any() for n in masked]))
+    daily = daily.join(pre, on=["subject_id", "day"], how="left")
+    pre_of = {n: pl.col(f"_pre_{n}").fill_null(False) for n in masked}
     flags = [
         (pl.when(pl.col("plt").is_null()).then(None)
-         .otherwise(below[n] | (supported if n in opts["transfusion_supported_levels"] else pl.lit(False))))
+         .when(below[n]).then(True)
+         .when(supported & pre_of[n]).then(True) if n in masked else
+         pl.when(pl.col("plt").is_null()).then(None).when(below[n]).then(True))
+        .pipe(lambda e, n=n: e.when(supported).then(None).otherwise(False) if n in masked else e.otherwise(False))
         .alias(f"plt_lt_{n}") for n in levels
     ]
-    masked = list(opts["transfusion_supported_levels"])
     # a value that is below a masked level only because a transfusion supports it
-    by_tx = (supported & pl.col("plt").is_not_null()
-             & ~pl.all_horizontal([below[n] for n in masked] or [pl.lit(True)]))
-    note = pl.when(by_tx).then(pl.lit(
-        f"; a platelet transfusion within {free} days: not a recovery, counted below "
-        + "/".join(fmt(levels[n]) for n in masked))).otherwise(pl.lit(""))
+    not_below = ~pl.all_horizontal([below[n] for n in masked] or [pl.lit(True)])
+    by_tx = (supported & pl.col("plt").is_not_null() & not_below
+             & pl.all_horizontal([pre_of[n] for n in masked] or [pl.lit(False)]))
+    open_tx = supported & pl.col("plt").is_not_null() & not_below & ~by_tx
+    lv = "/".join(fmt(levels[n]) for n in masked)
+    note = (pl.when(by_tx).then(pl.lit(
+        f"; a platelet transfusion within {free} days after an own count below {lv}: not a recovery, counted below {lv}"))
+        .when(open_tx).then(pl.lit(
+            f"; a platelet transfusion within {free} days, the own count before it not below {lv} (or not measured): "
+            f"whether this count is the patient's own is unknown, so below {lv} is open"))
+        .otherwise(pl.lit("")))
     daily = daily.with_columns(
         supported.alias("transfusion_supported"),
         by_tx.alias("below_by_transfusion"),

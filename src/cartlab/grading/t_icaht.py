@@ -130,20 +130,41 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
     below = {n: (pl.col("plt") <= thr) if opts["inclusive"] else (pl.col("plt") < thr) for n, thr in levels.items()}
     # a censored result ("<5") is below a level when its bound says so, unknown otherwise
     cens = {n: censored_flag(pl.col("censor"), pl.col("censor_limit"), thr, opts["inclusive"]) for n, thr in levels.items()}
+    masked = list(opts["transfusion_supported_levels"])
+    daily = daily.join(_own_count_before_transfusion(daily, tx, free, levels, masked, opts["inclusive"]),
+                       on=["subject_id", "day"], how="left", maintain_order="left")
+
+    def pre(n: str) -> pl.Expr:  # the patient's own count before the supporting transfusion was below n
+        return pl.col(f"_pre_{n}").fill_null(False) if n in masked else pl.lit(False)
+
+    # a count a transfusion supports is below a masked level when the patient's own count before the
+    # transfusion was below it; after an own count at or above it the day is unknown there (a range),
+    # never below for sure (session 33: a transfusion given at an own count of 40 made 8 days "< 20")
     flags = [
         (pl.when(pl.col("plt").is_null() & pl.col("censor").is_null()).then(None)
          .when(pl.col("plt").is_null()).then(
-             pl.when(supported & pl.lit(n in opts["transfusion_supported_levels"])).then(True).otherwise(cens[n]))
-         .otherwise(below[n] | (supported if n in opts["transfusion_supported_levels"] else pl.lit(False))))
+             pl.when(cens[n].fill_null(False)).then(True)
+             .when(supported & pl.lit(n in masked) & pre(n)).then(True)
+             .when(supported & pl.lit(n in masked)).then(None).otherwise(cens[n]))
+         .when(below[n]).then(True)
+         .when(supported & pl.lit(n in masked) & pre(n)).then(True)
+         .when(supported & pl.lit(n in masked)).then(None)
+         .otherwise(False))
         .alias(f"plt_lt_{n}") for n in levels
     ]
-    masked = list(opts["transfusion_supported_levels"])
     # a value that is below a masked level only because a transfusion supports it
-    by_tx = (supported & pl.col("plt").is_not_null()
-             & ~pl.all_horizontal([below[n] for n in masked] or [pl.lit(True)]))
-    note = pl.when(by_tx).then(pl.lit(
-        f"; a platelet transfusion within {free} days: not a recovery, counted below "
-        + "/".join(fmt(levels[n]) for n in masked))).otherwise(pl.lit(""))
+    not_below = ~pl.all_horizontal([below[n] for n in masked] or [pl.lit(True)])
+    by_tx = supported & pl.col("plt").is_not_null() & not_below & pl.all_horizontal([pre(n) for n in masked] or [pl.lit(False)])
+    open_tx = supported & pl.col("plt").is_not_null() & not_below & ~by_tx
+    note = (pl.when(by_tx).then(pl.lit(
+        f"; a platelet transfusion within {free} days after an own count below "
+        + "/".join(fmt(levels[n]) for n in masked) + ": not a recovery, counted below "
+        + "/".join(fmt(levels[n]) for n in masked)))
+        .when(open_tx).then(pl.lit(
+            f"; a platelet transfusion within {free} days, the own count before it not below "
+            + "/".join(fmt(levels[n]) for n in masked) + " (or not measured): whether this count is the "
+            "patient's own is unknown, so below " + "/".join(fmt(levels[n]) for n in masked) + " is open"))
+        .otherwise(pl.lit("")))
     daily = daily.with_columns(
         supported.alias("transfusion_supported"),
         by_tx.alias("below_by_transfusion"),
@@ -159,6 +180,40 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
             "below_by_transfusion", "window"]
     cols += [f"plt_lt_{n}" for n in levels] + ["reason", "evidence"]
     return daily.select(cols)  # in subject and day order (daily_series)
+
+
+def _own_count_before_transfusion(daily: pl.DataFrame, tx: pl.DataFrame, free: int, levels: dict[str, float],
+                                  masked: list[str], inclusive: bool) -> pl.DataFrame:
+    """Per subject and day a transfusion supports: ``_pre_<level>`` for each masked level, True when
+    the patient's own count before a supporting transfusion was below the level (the last recorded
+    count on or before the transfusion day that no earlier transfusion supports), else null. Rejeski
+    2025 Table 1 names transfusions only in its recovery ("... in the absence of a PLT transfusion for
+    7 consecutive days"): a transfused count is no recovery from below 20 only when the count was
+    below 20 before it."""
+    out_schema = {"subject_id": pl.String, "day": pl.Int64, **{f"_pre_{n}": pl.Boolean for n in masked}}
+    if tx.is_empty() or not masked:
+        return pl.DataFrame(schema=out_schema)
+    starts = tx.select("subject_id", pl.col("d").cast(pl.Int64).alias("tx_day")).unique()
+    own = daily.filter(recorded_day() & (pl.col("plt").is_not_null() | pl.col("censor").is_not_null())).select(
+        "subject_id", pl.col("day").cast(pl.Int64), "plt", "censor", "censor_limit")
+    # a count on a day an earlier transfusion (strictly before it, within `free` days) supports is not own
+    sup = (own.select("subject_id", "day").join(starts, on="subject_id", how="inner")
+           .filter((pl.col("tx_day") < pl.col("day")) & (pl.col("day") - pl.col("tx_day") <= free))
+           .select("subject_id", "day").unique())
+    own = own.join(sup, on=["subject_id", "day"], how="anti")
+    flag = {n: (pl.when(pl.col("plt").is_not_null())
+                .then((pl.col("plt") <= levels[n]) if inclusive else (pl.col("plt") < levels[n]))
+                .otherwise(censored_flag(pl.col("censor"), pl.col("censor_limit"), levels[n], inclusive)))
+            for n in masked}
+    own = own.with_columns(*[f.alias(f"_b_{n}") for n, f in flag.items()]).sort("subject_id", "day")
+    pre = (starts.sort("subject_id", "tx_day")
+           .join_asof(own.select("subject_id", pl.col("day").alias("tx_day"), *[f"_b_{n}" for n in masked]),
+                      on="tx_day", by="subject_id", strategy="backward", check_sortedness=False))  # both sorted
+    covered = (pre.with_columns(pl.int_ranges("tx_day", pl.col("tx_day") + free + 1).alias("day")).explode("day")
+               .group_by("subject_id", "day")
+               .agg(*[pl.col(f"_b_{n}").fill_null(False).any().alias(f"_pre_{n}") for n in masked]))
+    return covered.with_columns(*[pl.when(pl.col(f"_pre_{n}")).then(True).alias(f"_pre_{n}") for n in masked]).select(
+        list(out_schema)).cast(out_schema)
 
 
 def _censor_interpolation(daily: pl.DataFrame, opts: dict[str, Any], early_hi: float) -> pl.DataFrame:
@@ -322,20 +377,38 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     e_lv = _used(table, "early", r"plt_lt_(\w+)_days")
     l_lv = _used(table, "late", r"late_plt_lt_(\w+)_days")
     n_lv = sorted(levels, key=lambda n: -levels[n])
+    # early days a transfusion supports after an own count not below the masked level: open there (session 33)
+    masked = list(opts["transfusion_supported_levels"])
+    is_open = (pl.col("transfusion_supported") & pl.col("plt").is_not_null()
+               & pl.any_horizontal([pl.col(f"plt_lt_{n}").is_null() for n in masked] or [pl.lit(False)]))
+    open_days = daily.group_by("subject_id").agg(
+        (is_open & (pl.col("window") == "early")).sum().cast(pl.Int64).alias("_tx_open"),
+        (is_open & (pl.col("window") == "late")).sum().cast(pl.Int64).alias("_tx_open_late"))
+    f = f.join(open_days, on="subject_id", how="left", maintain_order="left").with_columns(
+        pl.col("_tx_open").fill_null(0), pl.col("_tx_open_late").fill_null(0))
+
+    def tx_open_text(col: str) -> pl.Expr:
+        return pl.when(pl.col(col) > 0).then(pl.format(
+            "; {} day(s) follow a platelet transfusion given when the own count was not below {} (or not measured), "
+            "so whether they are below it is open", py_str(pl.col(col)),
+            pl.lit("/".join(fmt(levels[n]) for n in masked)))).otherwise(pl.lit(""))
+
+    tx_open = tx_open_text("_tx_open")
     could = pl.format(" Could be up to grade {}: {} day(s) of the early window have no platelet count (measured "
-                      "or interpolated) and are not counted; had they been below every level, the grade would be that.",
-                      py_str(pl.col("t_icaht_early_grade_max")), py_str(pl.col("early_unknown_days")))
+                      "or interpolated) and are not counted{}; had they been below every level, the grade would be that.",
+                      py_str(pl.col("t_icaht_early_grade_max")), py_str(pl.col("early_unknown_days")), tx_open)
     f = f.with_columns(
         pl.concat_str(_early_reason(opts, levels, e_lv, texts),
                       pl.when(pl.col("t_icaht_early_grade_max") > pl.col("t_icaht_early_grade")).then(could)
                       .otherwise(pl.lit(""))).alias("early_reason"),
         pl.concat_str(_late_reason(opts, levels, l_lv, n_lv, texts), pl.when(
             pl.col("t_icaht_late_grade_max") > pl.col("t_icaht_late_grade")).then(pl.format(
-                " Could be up to grade {}: days of the late window without a platelet count{} are not counted; had "
+                " Could be up to grade {}: days of the late window without a platelet count{} are not counted{}; had "
                 "they been below every level, the grade would be that.", py_str(pl.col("t_icaht_late_grade_max")),
                 pl.when(pl.col("_late_open").fill_null("") != "").then(pl.format(
                     " and the censored result(s) {} (their bound leaves a deeper level open)",
-                    pl.col("_late_open"))).otherwise(pl.lit("")))).otherwise(pl.lit(""))).alias("late_reason"))
+                    pl.col("_late_open"))).otherwise(pl.lit("")), tx_open_text("_tx_open_late"))).otherwise(pl.lit("")))
+        .alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("t_icaht.early.not_evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("t_icaht.late.not_evaluable")).alias("rule"),

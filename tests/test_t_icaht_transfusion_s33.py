@@ -1,0 +1,57 @@
+"""T-ICAHT: a transfused count is below 20 only after an own count below 20 (session 33).
+
+Rejeski et al. 2025, Table 1 (T-ICAHT): early grade 1 = PLT < 50 x10^9/L on 1-6 days, grade 3 =
+PLT < 20 on 1-13 days; transfusions appear only in the recovery definition ("first of 3 consecutive
+days with a PLT count of >= 20 ... in the absence of a PLT transfusion for 7 consecutive days"), which
+presupposes a count below 20. Expected values by hand; interpolation is linear between measured days.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cartlab.grading.t_icaht import derive_t_icaht, derive_t_icaht_daily
+from cartlab.io import read_study
+
+
+def _study(tmp_path, name, counts, tx_days):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "subjects.csv").write_text("subject_id,last_followup_day\nS,100\n")
+    (d / "doses.csv").write_text("subject_id,day,agent,dose,unit\nS,0,CAR-T,1,cells\n")
+    (d / "observations.csv").write_text("subject_id,day,param,value,unit\n" + "".join(
+        f"S,{day},PLAT,{v},10^9/L\n" for day, v in counts))
+    (d / "interventions.csv").write_text("subject_id,start_day,end_day,category\n" + "".join(
+        f"S,{t},,platelet_transfusion\n" for t in tx_days))
+    return read_study(d)
+
+
+LATE = [(30, 150), (40, 150), (60, 150)]
+
+
+def test_transfusion_at_an_own_count_of_40_leaves_below_20_open(tmp_path):
+    """Own counts never below 20; a transfusion on day 2 at an own count of 40. Days 2-9 (the day
+    and the 7 after it) are open at < 20: early grade 1 (day 2: 40 < 50, the only day < 50), up to 3
+    had they been < 20 (it was 3 for sure before session 33)."""
+    s = _study(tmp_path, "a", [(0, 100), (2, 40), (3, 70), (5, 60), (7, 80), (10, 120), (14, 150), *LATE], [2])
+    r = derive_t_icaht(s).row(0, named=True)
+    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (1, 3, 0)
+    assert "8 day(s) follow a platelet transfusion" in r["reason"]
+    d = derive_t_icaht_daily(s).filter(pl.col("day").is_between(2, 9))
+    assert d["plt_lt_20"].null_count() == 8
+
+
+def test_transfusion_after_an_own_count_below_20_still_counts(tmp_path):
+    """Own count 10 on day 5, transfused that day; 60-80 on days 6-12: days 5-12 count < 20 (not a
+    recovery) = 8 days -> grade 3 (PLT < 20 on 1-13 days), settled."""
+    s = _study(tmp_path, "b", [(0, 100), (4, 30), (5, 10), (6, 60), (8, 70), (12, 80), (14, 150), *LATE], [5])
+    r = derive_t_icaht(s).row(0, named=True)
+    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (3, 3, 8)
+
+
+def test_transfusion_before_day_0_at_normal_counts(tmp_path):
+    """A transfusion on day -3 with own counts 150 throughout: days 0-4 of the early window are open
+    at < 20 (grade 0, up to 3); it was grade 3 for sure."""
+    s = _study(tmp_path, "c", [(-5, 150), (-3, 150), (0, 150), (2, 150), (4, 150), *LATE], [-3])
+    r = derive_t_icaht(s).row(0, named=True)
+    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (0, 3, 0)
