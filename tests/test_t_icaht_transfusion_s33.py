@@ -14,10 +14,10 @@ from cartlab.grading.t_icaht import derive_t_icaht, derive_t_icaht_daily
 from cartlab.io import read_study
 
 
-def _study(tmp_path, name, counts, tx_days):
+def _study(tmp_path, name, counts, tx_days, followup=100):
     d = tmp_path / name
     d.mkdir()
-    (d / "subjects.csv").write_text("subject_id,last_followup_day\nS,100\n")
+    (d / "subjects.csv").write_text(f"subject_id,last_followup_day\nS,{followup}\n")
     (d / "doses.csv").write_text("subject_id,day,agent,dose,unit\nS,0,CAR-T,1,cells\n")
     (d / "observations.csv").write_text("subject_id,day,param,value,unit\n" + "".join(
         f"S,{day},PLAT,{v},10^9/L\n" for day, v in counts))
@@ -55,3 +55,13 @@ def test_transfusion_before_day_0_at_normal_counts(tmp_path):
     s = _study(tmp_path, "c", [(-5, 150), (-3, 150), (0, 150), (2, 150), (4, 150), *LATE], [-3])
     r = derive_t_icaht(s).row(0, named=True)
     assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (0, 3, 0)
+
+
+def test_late_window_ending_on_day_100_at_last_followup_is_not_censored(tmp_path):
+    """Counts 150 on day 35, 10 on days 85, 95 and 110: interpolated 150 - 140 (d - 35) / 50 is < 20
+    from day 82 (18.4); days 82-100 = 19 days < 20, whether follow-up ends on day 120 or exactly on
+    day 100, the nominal end (with follow-up 100 days 96-100 were dropped as censored: 14 days)."""
+    counts = [(0, 150), (30, 150), (35, 150), (85, 10), (95, 10), (110, 10)]
+    for fu in (120, 100):
+        r = derive_t_icaht(_study(tmp_path, f"fu{fu}", counts, [], followup=fu)).row(0, named=True)
+        assert (r["late_plt_lt_20_days"], r["t_icaht_late_grade"]) == (19, 4), fu

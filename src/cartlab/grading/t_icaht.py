@@ -226,8 +226,10 @@ def _censor_interpolation(daily: pl.DataFrame, opts: dict[str, Any], early_hi: f
     late_end = float(opts["late_end_day"])
     late_last = (pl.when(pl.lit(bool(opts["late_window_end_inclusive"]))).then(pl.col("_we").floor())
                  .otherwise(pl.col("_we").ceil() - 1))
-    cut = (pl.when((pl.col("window") == "early") & (pl.col("_ewhy") != f"day {early_hi:g}")).then(pl.col("_el"))
-           .when((pl.col("window") == "late") & (pl.col("_lwhy") != f"day {late_end:g}")).then(late_last)
+    # censored = the window ends before its nominal last day (decided by the day, not by the reason's
+    # text: a last follow-up on day 100 ends the late window on its nominal day; session 33)
+    cut = (pl.when((pl.col("window") == "early") & (pl.col("_el") < early_hi)).then(pl.col("_el"))
+           .when((pl.col("window") == "late") & (pl.col("_we") < late_end)).then(late_last)
            .cast(pl.Int64))
     why = pl.when(pl.col("window") == "early").then(pl.col("_ewhy")).otherwise(pl.col("_lwhy"))
     # the next measured day (from the sources: daily_series' next_day is not filled on interpolated days)
