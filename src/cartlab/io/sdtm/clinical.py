@@ -35,13 +35,42 @@ def upper(dfile: DomainFile, var: str) -> pl.Expr:
 # day 0
 
 
+def exposure_reason(ex: DomainFile, agent: pl.Expr) -> pl.Expr:
+    """Why an EX/EC record is no exposure (null: it is one). SDTMIG EC: ECMOOD "SCHEDULED" records
+    are intended doses, "PERFORMED" ones actual doses (an empty --MOOD, as in EX, is an actual one);
+    "ECOCCUR value of "N" indicates a dose was not taken, not given, or missed"; --STAT NOT DONE is
+    a question not answered; "Dose amount variables ... must not be set to zero (0) as an
+    alternative method for indicating doses not taken": a CAR-T dose of 0 (``agent`` recognised as a
+    CAR-T) is no exposure. A dose 0 of another treatment (PLACEBO 0 mg, as in the CDISC pilot) is
+    kept as it is."""
+    dom = ex.domain
+    mood = upper(ex, f"{dom}MOOD")
+    return first_reason(
+        (mood.is_not_null() & (mood != "") & (mood != "PERFORMED"),
+         pl.lit(f"{dom}MOOD ") + mood + pl.lit(": not an exposure (SDTMIG EC: only PERFORMED records are doses given)")),
+        (upper(ex, f"{dom}OCCUR") == "N", f"not given ({dom}OCCUR = N)"),
+        (upper(ex, f"{dom}STAT") == "NOT DONE", f"not done ({dom}STAT)"),
+        ((ex.number(f"{dom}DOSE") == 0) & car_t_agent_expr(agent),
+         f"{dom}DOSE 0 of a CAR-T: not an exposure (SDTMIG: a dose is not set to 0 to mean not given)"),
+    )
+
+
+#: the reason of a record of a subject whose CAR-T exposure has no complete date (``__noanchor``)
+NO_CART_DATE = "the CAR-T exposure's {var} is {what} ({text}): day 0 cannot be placed (DM.RFXSTDTC is not used)"
+
+
 def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | None = None) -> pl.DataFrame:
     """Per subject: day 0 = the date of the first CAR-T exposure in EX (or EC; else DM.RFXSTDTC), at
     midnight; ``__nominal`` when SUPPDM NOMANCH = Y (write_sdtm's placeholder calendar). The
     treatment name is read through the mapping's ``ex_agents``, as the doses are (a sponsor code for
-    the CAR-T product anchors day 0 too). ``__infdtm``: the --STDTC text of that first CAR-T exposure
-    when it gives a clock time (subjects.infusion_datetime, as the FHIR reader sets it from the first
-    CAR-T MedicationAdministration); null when the first exposure is dated without a time."""
+    the CAR-T product anchors day 0 too). Only exposures anchor (:func:`exposure_reason`: not a
+    SCHEDULED, not-given, not-done or zero dose). ``__infdtm``: the --STDTC text of that first CAR-T
+    exposure when it gives a clock time (subjects.infusion_datetime, as the FHIR reader sets it from
+    the first CAR-T MedicationAdministration); null when the first exposure is dated without a time.
+
+    A subject whose CAR-T exposures all have a partial or empty --STDTC gets no day 0 (``__noanchor``
+    says why): DM.RFXSTDTC is the first exposure to *any* study treatment, often the
+    lymphodepletion, and would shift every day silently (missing is not negative)."""
     rfx = parse_dtc(dm.col("RFXSTDTC"))
     dm.fail(rfx.struct.field("status") == "invalid", "RFXSTDTC", BAD_DTC)
     dmf = dm.df.select(
@@ -55,54 +84,87 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
         agent = upper(ex, f"{dom}TRT").replace_strict(ex_agents or {}, default=ex.text(f"{dom}TRT"),
                                                       return_dtype=pl.String)
         ok = p.struct.field("status") == "ok"
-        cart = ex.df.filter(car_t_agent_expr(agent)).select(
+        given = ex.df.filter(car_t_agent_expr(agent) & exposure_reason(ex, agent).is_null()).select(
             pl.col("USUBJID").cast(pl.String).alias("subject_id"),
             pl.when(ok).then(p.struct.field("dt").dt.truncate("1d")).alias("__ex"),
             pl.when(ok).then(p.struct.field("dt")).alias("__exdt"),
             pl.when(ok & p.struct.field("has_time")).then(ex.text(f"{dom}STDTC")).alias("__extext"),
-        ).filter(pl.col("__exdt").is_not_null())
+            p.struct.field("status").alias("__st"), ex.text(f"{dom}STDTC").alias("__dtc"),
+        )
+        cart = given.filter(pl.col("__exdt").is_not_null())
         # the first CAR-T exposure (earliest date and time; a date without a time counts as its midnight)
         cart = cart.sort("subject_id", "__exdt", pl.col("__extext").is_null(), maintain_order=True).group_by(
             "subject_id", maintain_order=True).first().select("subject_id", "__ex", pl.col("__extext").alias("__infdtm"))
-        dmf = dmf.join(cart, on="subject_id", how="left")
+        undated = given.filter(~pl.col("subject_id").is_in(cart["subject_id"].implode())).group_by(
+            "subject_id", maintain_order=True).agg(
+            pl.format(NO_CART_DATE.replace("{var}", f"{dom}STDTC").replace("{what}", "{}").replace("{text}", "{}"),
+                      pl.when(pl.col("__st").first() == "missing").then(pl.lit("empty")).otherwise(pl.lit("partial")),
+                      pl.col("__dtc").fill_null("").str.join(", ")).alias("__noanchor"))
+        dmf = dmf.join(cart, on="subject_id", how="left").join(undated, on="subject_id", how="left")
     else:
         dmf = dmf.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("__ex"),
-                               pl.lit(None, dtype=pl.String).alias("__infdtm"))
-    return dmf.select("subject_id", pl.coalesce("__ex", "__rfx").alias("__anchor"), "__nominal",
+                               pl.lit(None, dtype=pl.String).alias("__infdtm"),
+                               pl.lit(None, dtype=pl.String).alias("__noanchor"))
+    fallback = pl.col("__ex").is_null() & pl.col("__noanchor").is_null()
+    return dmf.select("subject_id",
+                      pl.coalesce("__ex", pl.when(fallback).then(pl.col("__rfx"))).alias("__anchor"), "__nominal",
                       pl.when(pl.col("__ex").is_not_null() & ~pl.col("__nominal")).then(pl.col("__infdtm"))
                       .alias("__infdtm"),
-                      pl.when(pl.col("__ex").is_null() & pl.col("__rfx").is_not_null()).then(pl.lit("RFXSTDTC"))
-                      .alias("__anchor_from"))
+                      pl.when(fallback & pl.col("__rfx").is_not_null()).then(pl.lit("RFXSTDTC")).alias("__anchor_from"),
+                      "__noanchor", pl.col("__rfx").alias("__rfxdate"))
 
 
-def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None) -> list[tuple[str, str, list[int]]]:
-    """Subjects whose day 0 is DM.RFXSTDTC although EX/EC has exposures for them, none recognised as
-    a CAR-T: (subject, message, EX record numbers). SDTMIG's RFXSTDTC is the first exposure to any
-    study treatment (often the lymphodepletion), so an unrecognised product name (a code such as
-    CTL019) would shift every study day by the lead time without a word."""
+def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None,
+                             ex_agents: dict[str, str] | None = None) -> list[tuple[str, str, list[int]]]:
+    """Warnings about day 0 (subject, message, EX record numbers):
+
+    * a subject whose day 0 is DM.RFXSTDTC although EX/EC has records for them, none a CAR-T
+      exposure: either no treatment name is recognised as a CAR-T (a code such as CTL019 needs
+      ``ex_agents``) or the CAR-T records are no exposures (:func:`exposure_reason`). SDTMIG's
+      RFXSTDTC is the first exposure to any study treatment (often the lymphodepletion), so this
+      would shift every study day by the lead time without a word;
+    * a subject left without day 0 because the CAR-T exposure's date is partial or empty."""
     if ex is None or "__anchor_from" not in anc.columns:
         return []
     dom = ex.domain
     if not ex.has(f"{dom}TRT"):
         return []
+    out = []
+    agent = upper(ex, f"{dom}TRT").replace_strict(ex_agents or {}, default=ex.text(f"{dom}TRT"), return_dtype=pl.String)
+    recs = ex.df.select(pl.col("USUBJID").cast(pl.String).alias("subject_id"), ex.text(f"{dom}TRT").alias("trt"),
+                        car_t_agent_expr(agent).fill_null(False).alias("__cart"), exposure_reason(ex, agent).alias("__why"),
+                        pl.col(ROW))
+    nodate = anc.filter(pl.col("__noanchor").is_not_null()).select("subject_id", "__noanchor", "__rfxdate")
+    for sid, why, rfx in nodate.iter_rows():
+        rows = recs.filter((pl.col("subject_id") == sid) & pl.col("__cart") & pl.col("__why").is_null())[ROW].to_list()
+        rfx_txt = f" (DM.RFXSTDTC {rfx:%Y-%m-%d} is the first exposure to any study treatment, often the " \
+                  "lymphodepletion, and is not used)" if rfx is not None else ""
+        out.append((sid, f"USUBJID {sid}: {why.split(': day 0')[0]}, so the subject has no day 0{rfx_txt}: none of "
+                         "the subject's dated records can be placed on a day (counted as not mapped in the mapping "
+                         f"report); give the complete date of the CAR-T infusion in {dom}STDTC", sorted(rows)))
     via = anc.filter(pl.col("__anchor_from") == "RFXSTDTC").select("subject_id", "__anchor")
     if via.height == 0:
-        return []
-    recs = ex.df.select(pl.col("USUBJID").cast(pl.String).alias("subject_id"), ex.text(f"{dom}TRT").alias("trt"),
-                        pl.col(ROW)).join(via, on="subject_id", how="inner")
+        return out
+    recs = recs.join(via, on="subject_id", how="inner")
     by_names: dict[str, tuple[list[str], list[int]]] = {}
     for (sid,), g in recs.group_by("subject_id", maintain_order=True):
-        names = ", ".join(sorted({str(t) for t in g["trt"].drop_nulls().to_list()}))
-        ids, rows = by_names.setdefault(names, ([], []))
+        cart = g.filter(pl.col("__cart"))
+        if cart.height:  # recognised as CAR-T, but no exposure (scheduled, not given, not done, dose 0)
+            why = "; ".join(sorted(set(cart["__why"].drop_nulls().to_list())))
+            key = f"\x1fthe CAR-T records of {dom} are no exposures ({why})"
+        else:
+            key = f"no {dom}TRT is recognised as a CAR-T ({', '.join(sorted({str(t) for t in g['trt'].drop_nulls()}))})"
+        ids, rows = by_names.setdefault(key, ([], []))
         ids.append(f"{sid} ({g['__anchor'][0]:%Y-%m-%d})")
         rows.extend(g[ROW].to_list())
-    out = []
-    for names, (ids, rows) in by_names.items():
+    for key, (ids, rows) in by_names.items():
         who = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        out.append((who, f"no {dom}TRT is recognised as a CAR-T ({names}), so day 0 is DM.RFXSTDTC (the first "
-                         "exposure to any study treatment, often the lymphodepletion) for USUBJID " + who +
-                         ": if the CAR-T is one of these, name it in the mapping's ex_agents (e.g. 'ex_agents: "
-                         "{CTL019: CAR-T}'), or every study day is shifted", sorted(rows)))
+        head = (f"{key.lstrip(chr(31))}, so day 0 is DM.RFXSTDTC (the first exposure to any study treatment, often "
+                "the lymphodepletion) for USUBJID " + who)
+        tail = (": check that the CAR-T was given, or every study day is shifted" if key.startswith("\x1f") else
+                ": if the CAR-T is one of these, name it in the mapping's ex_agents (e.g. 'ex_agents: "
+                "{CTL019: CAR-T}'), or every study day is shifted")
+        out.append((who, head + tail, sorted(rows)))
     return out
 
 
@@ -162,7 +224,7 @@ def _dm_extra(dm: DomainFile) -> pl.Expr:
 
 
 def dm_deaths(dm: DomainFile, ctx: Ctx, have_death: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Death events from DM.DTHDTC, for subjects without a death event from DS/DD/CE."""
+    """Death events from DM.DTHDTC, for subjects without a death event from DS/CE (or a DD mapping of the user)."""
     if not dm.has("DTHDTC"):
         return pl.DataFrame(), pl.DataFrame()
     place(dm, ctx, "DTHDTC", prefix="dth")
@@ -205,6 +267,7 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     df = ex.df.with_columns(agent.alias("__agent"), first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
         (trt.is_null(), f"{dom}TRT empty"),
+        (exposure_reason(ex, agent).is_not_null(), exposure_reason(ex, agent)),
         (dose.is_null(), f"no dose ({dom}DOSE empty)"),
         (u.is_null() | ~u.is_in(list(scale)), pl.lit(f"{dom}DOSU '") + u.fill_null("") +
          pl.lit("' is not a dose unit (cells/kg, cells, mg/m2, mg, mg/kg)")),
@@ -219,8 +282,25 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         supp_col(ex, "source").alias("source"), imputed_note([("", f"{dom}STDTC")], ex), extra_json(ex),
         *provenance(ex),
     )
+    _warn_zero_dose(ex, df, ctx)
     code = pl.when(car_t_agent_expr(pl.col("__agent"))).then(pl.lit("CAR-T")).otherwise(pl.col("__agent"))
     return out, status(df, code, pl.lit("doses"), pl.col("__reason"))
+
+
+def _warn_zero_dose(ex: DomainFile, df: pl.DataFrame, ctx: Ctx) -> None:
+    """One warning naming the records with --DOSE 0 (SDTMIG EC: a dose is not set to 0 to mean a dose
+    not taken; such a record is no exposure and never day 0)."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    dom = ex.domain
+    zero = df.filter(pl.col("__reason").str.starts_with(f"{dom}DOSE 0")).select(
+        pl.col(ROW), pl.col("USUBJID").cast(pl.String), ex.text(f"{dom}TRT").alias("__trt"))
+    if zero.height:
+        what = ", ".join(f"USUBJID {u} {t}" for u, t in zero.select("USUBJID", "__trt").unique(maintain_order=True).rows()[:10])
+        ctx.warnings.append(SdtmIssue(ex.name, f"{dom}DOSE", f"{zero.height:,} CAR-T {dom} record(s) with {dom}DOSE 0 ({what}): "
+                                      "not an exposure, not a dose and never day 0 (SDTMIG: a dose is not set to 0 to "
+                                      "mean not given; leave the record out or use --OCCUR = N)",
+                                      zero[ROW].to_list(), "warning"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +317,17 @@ def _term_table(m: SdtmMapping, terms: list[str], routes: list[str | None]) -> d
                     out[(t, r)] = (e["category"], e.get("agent"), e.get("o2_device"))
                     break
     return out
+
+
+def not_occurred(dfile: DomainFile, verb: str) -> list[tuple[pl.Expr, str]]:
+    """The reasons of a CM / event record that states no occurrence: --OCCUR = N (SDTMIG: --PRESP
+    and --OCCUR "indicate whether the intervention ... was pre-specified and whether it occurred";
+    CEOCCUR "indicate[s] whether or not a clinical event occurred") or --STAT = NOT DONE (the
+    question was not asked or not answered). An empty --OCCUR is the usual, unsolicited record: it
+    occurred."""
+    dom = dfile.domain
+    return [(upper(dfile, f"{dom}OCCUR") == "N", f"not {verb} ({dom}OCCUR = N)"),
+            (upper(dfile, f"{dom}STAT") == "NOT DONE", f"not done ({dom}STAT)")]
 
 
 def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -288,6 +379,7 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
                          supp_dev.alias("__dev_given"), supp_norm.alias("__dev_norm"))
     reason = first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
+        *not_occurred(cm, "given"),
         (pl.col("__cat").is_null(),
          "CM term not in the intervention mapping (cm_terms / cm_categories, or its CMROUTE is excluded)"),
         (pl.col("__dev_given").is_not_null() & (pl.col("__dev_given") != "") & pl.col("__dev_norm").is_null(),
@@ -348,6 +440,7 @@ def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]
     df = dfile.df.with_columns(event.alias("__event"))
     reason = first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
+        *not_occurred(dfile, "occurred"),
         (pl.col("__event").is_null(), f"{dom} term not in the event mapping"),
         *time_reason("", dtc),
     )

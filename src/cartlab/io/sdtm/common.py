@@ -176,12 +176,13 @@ def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool
     ).drop("__p")
 
 
-def time_reason(prefix: str, dtc_var: str) -> list[tuple[pl.Expr, str]]:
+def time_reason(prefix: str, dtc_var: str) -> list[tuple[pl.Expr, str | pl.Expr]]:
     s = pl.col(f"{prefix}__dstatus")
     return [
         (s == "missing", f"no date ({dtc_var} empty)"),
         (s == "partial", f"partial date in {dtc_var}: not placed on a day (option partial_dates='impute')"),
-        (s == "noanchor", "subject has no day 0 (no CAR-T exposure in EX, no RFXSTDTC in DM)"),
+        (s == "noanchor", pl.lit("subject has no day 0 (") + pl.col("__noanchor").fill_null(
+            "no CAR-T exposure in EX, no RFXSTDTC in DM") + pl.lit(")")),
     ]
 
 

@@ -110,6 +110,29 @@ def _warn_not_numeric(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, v: dict, re
             f"with a decimal point in {v['STRESN']}, or a censored '<limit')", [row], "warning"))
 
 
+def _warn_stresn_stresc(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, v: dict) -> None:
+    """One warning per record mapped whose --STRESN is not --STRESC "copied in numeric format"
+    (SDTMIG): a censored --STRESC with a --STRESN (read as censored) or two different numbers (the
+    --STRESN is read)."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    dom = dfile.domain
+    seq = _key(dfile.col(f"{dom}SEQ"))
+    bad = df.filter(pl.col("__pre").is_null() & (pl.col("__cens_n") | pl.col("__disagree"))).select(
+        pl.col(ROW), pl.col("USUBJID").cast(pl.String), seq.alias("__seq"), pl.col("__param"),
+        dfile.text(v["STRESN"]).alias("__n"), dfile.text(v["STRESC"]).alias("__c"), pl.col("__cens_n"))
+    for row, usubjid, sq, param, n, c, cens in bad.iter_rows():
+        at = f"{dom}SEQ {sq}" if sq is not None else f"record {row}"
+        if cens:
+            what = (f"{v['STRESN']} {n} contradicts the censored {v['STRESC']} {c!r}: read as censored "
+                    f"({c.strip()}), {v['STRESN']} not used (a censored result has no exact number)")
+        else:
+            what = f"{v['STRESN']} {n} differs from {v['STRESC']} {c!r}: {v['STRESN']} {n} is read"
+        ctx.warnings.append(SdtmIssue(
+            dfile.name, v["STRESN"], f"{dom} USUBJID {usubjid}, {at} ({param}): {what} (SDTMIG: {v['STRESN']} is "
+            f"{v['STRESC']} copied in numeric format)", [row], "warning"))
+
+
 def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(canonical observations, per-record status) of one findings domain."""
     dom = dfile.domain
@@ -123,13 +146,19 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     code = dfile.col(v["TESTCD"]).cast(pl.String).str.to_uppercase().str.strip_chars()
     # SDTMIG: --STRESN is --STRESC "copied in numeric format"; a number given only in --STRESC is
     # the numeric result all the same (a censored "<2" or a text result stays text)
+    # a censored --STRESC (">5000") wins over a --STRESN filled against the IG (5000): the result has
+    # no exact number, so it stays censored (a warning names the record)
     stresc = dfile.text(v["STRESC"])
-    stresn = pl.coalesce(dfile.number(v["STRESN"]),
-                         pl.when(stresc.str.contains(_NUMBER)).then(stresc.cast(pl.Float64, strict=False)))
+    censored_c = stresc.str.contains(_CENSORED).fill_null(False)
+    stresc_num = pl.when(stresc.str.contains(_NUMBER)).then(stresc.cast(pl.Float64, strict=False))
+    stresn = pl.when(censored_c).then(None).otherwise(pl.coalesce(dfile.number(v["STRESN"]), stresc_num))
     df = dfile.df.with_columns(
         code.alias("__code"),
         code.replace_strict(params, default=None, return_dtype=pl.String).alias("__param"),
         stresn.alias("__stresn"),
+        (censored_c & dfile.number(v["STRESN"]).is_not_null()).alias("__cens_n"),
+        ((dfile.number(v["STRESN"]) - stresc_num).abs()
+         > 1e-9 * pl.max_horizontal(dfile.number(v["STRESN"]).abs(), stresc_num.abs())).fill_null(False).alias("__disagree"),
         supp_col(dfile, "value_text").fill_null(pl.when(stresn.is_null()).then(stresc)).alias("__vtext"),
         m.unit_expr(dfile.text(v["STRESU"])).fill_null("").alias("__stu"),
         m.unit_expr(dfile.text(v["ORRESU"])).fill_null("").alias("__oru"),
@@ -161,6 +190,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     ]
     df = df.with_columns(first_reason(*base_reason).alias("__pre"))
     _warn_not_numeric(dfile, df, ctx, v, not_numeric)
+    _warn_stresn_stresc(dfile, df, ctx, v)
     # unit conversion of the rows still mapped: standard unit (required), original unit (optional)
     needs_unit = (pl.col("__stresn").is_not_null() | pl.col("__climit").is_not_null()
                   | dfile.col(v["STNRLO"]).is_not_null() | dfile.col(v["STNRHI"]).is_not_null())

@@ -184,7 +184,7 @@ def read_sdtm(
     statuses.append((dm, st))
     tables: dict[str, list[pl.DataFrame]] = {"doses": [], "observations": [], "interventions": [], "events": []}
     warnings: list[Issue] = [SdtmIssue(ex.name, f"{ex.domain}TRT", msg, rows, "warning")
-                             for _sid, msg, rows in rfxstdtc_anchor_warnings(anc, ex)]
+                             for _sid, msg, rows in rfxstdtc_anchor_warnings(anc, ex, m.ex_agents)]
     in_dm = set(ctx.subjects.to_list())
     for dom, f in files.items():  # records of subjects DM does not have: not mapped, and said so
         if dom == "DM" or dom in m.unmapped_domains:
