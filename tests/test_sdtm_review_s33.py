@@ -180,3 +180,18 @@ def test_placebo_zero_dose_is_kept(tmp_path):
     s = read_sdtm(folder(tmp_path, ex=ex))
     assert s.doses.sort("src_row").select("agent", "dose").rows() == [("PLACEBO", 0.0), ("CAR-T", 1000000.0)]
     assert not [w for w in s.warnings if w.column == "EXDOSE"]
+
+
+def test_a_blood_count_from_another_specimen_is_not_read(tmp_path):
+    """A6/B2: LBSPEC names the material (SDTMIG LB). A CSF WBC of 5 /uL is not the blood WBC (it was
+    read as 0.005 x10^9/L, profound leukopenia); a urine WBC in /HPF stopped the import over its unit.
+    Both are left out and reported; a VENOUS BLOOD WBC of 5.2 x10^9/L is read (session 33)."""
+    lb = (LBH + "S,LB,P1,1,WBC,5,5,/uL,CEREBROSPINAL FLUID,2021-05-12\n"
+          "S,LB,P1,2,WBC,3,3,/HPF,URINE,2021-05-12\n"
+          "S,LB,P1,3,WBC,5.2,5.2,10^9/L,VENOUS BLOOD,2021-05-12\n")
+    imp = read_sdtm(folder(tmp_path, lb=lb), report=True)
+    wbc = imp.study.observations.filter(pl.col("param") == "WBC")
+    assert wbc.select("value", "specimen").rows() == [(5.2, "PB")]
+    r = reasons(imp, "lb.csv")
+    assert r.get("specimen CEREBROSPINAL FLUID is not blood: not read as WBC (a blood count)") == 1
+    assert r.get("specimen URINE is not blood: not read as WBC (a blood count)") == 1

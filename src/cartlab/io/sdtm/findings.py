@@ -40,6 +40,10 @@ _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 SIG_DIGITS = 12
 
 
+#: dictionary group "hematology": counts and blasts of peripheral blood, read only from a blood specimen
+BLOOD_COUNTS = ("WBC", "NEUT", "LYM", "MONO", "HGB", "PLAT", "PBBLAST")
+
+
 def _param_map(dfile: DomainFile, ctx: Ctx) -> tuple[dict[str, str | None], dict[str, str]]:
     """test code -> param (None = explicitly unmapped), and the reasons of explicit skips."""
     dom = dfile.domain
@@ -174,6 +178,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     text_params = {p.code: list(p.text_values) for p in d.params.values() if p.text_values}
     has_result = pl.col("__stresn").is_not_null() | pl.col("__vtext").is_not_null()
     not_numeric = NOT_NUMERIC.format(stresc=v["STRESC"])
+    spec_raw = dfile.col(v["SPEC"]).cast(pl.String).str.to_uppercase().str.strip_chars().fill_null("")
     base_reason = [
         (pl.col("USUBJID").is_null(), "USUBJID empty"),
         (~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
@@ -183,6 +188,11 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         (pl.col("__param").is_null(), "test code not in the mapping nor the parameter dictionary"),
         (dfile.col(v["STAT"]).cast(pl.String).str.to_uppercase() == "NOT DONE", f"not done ({v['STAT']})"),
         (~has_result, f"no result ({v['STRESN']} and {v['STRESC']} empty)"),
+        # a blood count measured in another specimen (a CSF or urine WBC) is not the blood count the
+        # engines grade: not read, and never a reason to stop the import (session 33, review33 A6/B2)
+        (pl.col("__param").is_in(list(BLOOD_COUNTS)) & (spec_raw != "")
+         & (spec_raw.replace_strict(m.specimens, default=None, return_dtype=pl.String).fill_null("?") != "PB"),
+         pl.format("specimen {} is not blood: not read as {} (a blood count)", spec_raw, pl.col("__param"))),
         *[((pl.col("__param") == p) & pl.col("__vtext").is_not_null() & ~pl.col("__vtext").is_in(vals),
            f"{p} result is not one of {', '.join(vals)}") for p, vals in text_params.items()],
         (_not_numeric(text_params), not_numeric),
