@@ -49,6 +49,9 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
         assert [r.grade for r in rules] == sorted((r.grade for r in rules), reverse=True)
         assert [r.id for r in rules] == [r["id"] for r in before[s]]
         for r, o in zip(rules, before[s]):
+            if r.id == "t_icaht.late.g2_plt50":  # session 33 review: its Grade 2 column is an inference
+                assert (r.status, r.note.startswith(o["note"])) == ("partially_verified", True)
+                o = {**o, "status": r.status, "note": r.note}
             assert (r.grade, r.text, r.citation, r.status, r.note) == (
                 o["grade"], o["text"], o["citation"], o["status"], o.get("note"))
             assert [(c.feature, c.op, c.value) for c in r.when] == [(c["feature"], c["op"], c["value"]) for c in o["when"]]
