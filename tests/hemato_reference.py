@@ -737,6 +737,8 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
                           f">= {opts['min_supporting']} supporting criterion(s).")
             else:
                 reason = "not flagged: no computable IEC-HS criterion met."
+            if flag is False and adjud:  # session 33: the criteria never computed are named
+                reason += f" Not assessed (adjudication): {', '.join(adjud)}."
             if ftexts:
                 reason += f" Reported for adjudication, never used for the flag: {'; '.join(ftexts)}."
             rows.append({

@@ -376,6 +376,8 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
              & (pl.sum_horizontal([c.cast(pl.Int64) for c in open_["supporting"]] or [pl.lit(0)]) >= n_min))
     f = f.with_columns(pl.when(flag).then(True).when(could).then(None).otherwise(False).alias("iec_hs_flag"))
     unknown = pl.col("iec_hs_flag").is_null()
+    # "not flagged" is by the computable criteria only: the others are named (session 33 review)
+    not_assessed = f" Not assessed (adjudication): {', '.join(adjud)}." if adjud else ""
     features = pl.when(pl.col("_ftexts") != "").then(pl.concat_str(
         pl.lit(" Reported for adjudication, never used for the flag: "), pl.col("_ftexts"), pl.lit("."))).otherwise(pl.lit(""))
     f = f.with_columns(
@@ -395,8 +397,9 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
             pl.lit(".")))
         .when(pl.col("_texts") != "").then(pl.concat_str(
             pl.lit("not flagged: "), pl.col("_texts"),
-            pl.lit(f"; needs a key (ferritin) criterion and >= {opts['min_supporting']} supporting criterion(s).")))
-        .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met.")), features).alias("reason"),
+            pl.lit(f"; needs a key (ferritin) criterion and >= {opts['min_supporting']} supporting criterion(s)."
+                   + not_assessed)))
+        .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met." + not_assessed)), features).alias("reason"),
     )
     # a day with only a reported feature's parameter measured is a row when the feature is met
     f = f.filter(pl.col("_crit_day") | pl.any_horizontal([c for c, _ in met["feature"]] or [pl.lit(False)]))

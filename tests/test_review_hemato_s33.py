@@ -1,4 +1,4 @@
-"""T-ICAHT: a transfused count is below 20 only after an own count below 20 (session 33).
+"""T-ICAHT and IEC-HS review fixes (session 33). T-ICAHT: a transfused count is below 20 only after an own count below 20.
 
 Rejeski et al. 2025, Table 1 (T-ICAHT): early grade 1 = PLT < 50 x10^9/L on 1-6 days, grade 3 =
 PLT < 20 on 1-13 days; transfusions appear only in the recovery definition ("first of 3 consecutive
@@ -65,3 +65,22 @@ def test_late_window_ending_on_day_100_at_last_followup_is_not_censored(tmp_path
     for fu in (120, 100):
         r = derive_t_icaht(_study(tmp_path, f"fu{fu}", counts, [], followup=fu)).row(0, named=True)
         assert (r["late_plt_lt_20_days"], r["t_icaht_late_grade"]) == (19, 4), fu
+
+
+def test_iec_hs_not_flagged_names_what_was_not_assessed(tmp_path):
+    """IEC-HS (Hines 2023, research notes §3.4): the key criterion can also be a rapidly rising
+    ferritin, and hemophagocytosis is a criterion; cartlab computes neither. Ferritin 300 ug/L with
+    ULN 400 on day 5 (not > 2 x ULN): not flagged by the computable criteria, and the reason says
+    which criteria were not assessed (session 33)."""
+    from cartlab.grading.iec_hs import derive_iec_hs_flags
+
+    d = tmp_path / "iec"
+    d.mkdir()
+    (d / "subjects.csv").write_text("subject_id,last_followup_day\nS,30\n")
+    (d / "doses.csv").write_text("subject_id,day,agent,dose,unit\nS,0,CAR-T,1,cells\n")
+    (d / "observations.csv").write_text("subject_id,day,param,value,unit,uln\nS,-5,FERRITIN,200,ug/L,400\n"
+                                        "S,5,FERRITIN,300,ug/L,400\n")
+    r = derive_iec_hs_flags(read_study(d)).filter(pl.col("day") == 5).row(0, named=True)
+    assert r["iec_hs_flag"] is False
+    assert "Not assessed (adjudication): " in r["reason"]
+    assert "iec_hs.ferritin_rapidly_rising" in r["reason"] and "iec_hs.hemophagocytosis" in r["reason"]
