@@ -171,7 +171,9 @@ def test_explain_endpoints_names_times_events_and_relapse_episodes():
     assert "RFS 60 days, event (relapse)" in ex.headline and "CIR 60 days, event (relapse)" in ex.headline
     reasons = ex.days["reason"].to_list()
     assert any(r.startswith("relapse episode 2: response CR on day 60") for r in reasons)
-    assert any("duration of response from the first response on day 14: 14 days, event" in r for r in reasons)
+    # session 33: the duration's own end is named ("to day 28 (relapse)"): response day 14 + 14 days
+    assert any("duration of response from the first response on day 14: 14 days to day 28" in r
+               and ", event" in r for r in reasons)
     assert {"rfs.relapse", "eln2022.relapse.marrow"} <= set(ex.rules)
     never = explain(read_study(CASES / "c03_endpoints"), "endpoints", "P3")  # NR: never in remission
     assert "RFS not defined" in never.headline

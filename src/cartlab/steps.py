@@ -56,7 +56,8 @@ def _concordance(study, o, crs_cross_scale):
 def _icaht_summary(study, o, icaht):
     return study.subjects.select("subject_id").join(
         icaht.select("subject_id", "icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
-                     *[c for c in ("icaht_late_grade_max",) if c in icaht.columns]),
+                     pl.col("icaht_late_grade_max") if "icaht_late_grade_max" in icaht.columns
+                     else pl.lit(None, dtype=pl.Int64).alias("icaht_late_grade_max")),
         on="subject_id", how="left", maintain_order="left")
 
 
