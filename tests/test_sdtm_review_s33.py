@@ -195,3 +195,16 @@ def test_a_blood_count_from_another_specimen_is_not_read(tmp_path):
     r = reasons(imp, "lb.csv")
     assert r.get("specimen CEREBROSPINAL FLUID is not blood: not read as WBC (a blood count)") == 1
     assert r.get("specimen URINE is not blood: not read as WBC (a blood count)") == 1
+
+
+def test_blq_with_lloq_is_censored_at_the_lloq(tmp_path):
+    """B5: PCSTRESC "BLQ" with PCLLOQ 50 is below the limit of quantification: "<50" (censor "<",
+    limit 50), as the study-folder reader reads BLQ with an lloq (spec observations.csv lloq); without
+    a PCLLOQ the bound is unknown: not read, reported as not numeric (session 33)."""
+    pc = ("STUDYID,DOMAIN,USUBJID,PCSEQ,PCTESTCD,PCSTRESC,PCSTRESN,PCSTRESU,PCLLOQ,PCDTC\n"
+          "S,PC,P1,1,CARCOPY,BLQ,,copies/ug,50,2021-05-20\n"
+          "S,PC,P1,2,CARCOPY,BLQ,,copies/ug,,2021-05-21\n")
+    imp = read_sdtm(folder(tmp_path, pc=pc), report=True)
+    o = imp.study.observations.filter(pl.col("param") == "CARCOPY")
+    assert o.select("censor", "censor_limit", "value", "lloq").rows() == [("<", 50.0, None, 50.0)]
+    assert any(r.startswith("not numeric") for r in reasons(imp, "pc.csv"))

@@ -31,7 +31,7 @@ from cartlab.io.sdtm.common import (
 )
 from cartlab.io.sdtm.files import ROW, DomainFile
 from cartlab.io.sdtm.mapping import norm
-from cartlab.io.value_text import CENSORED
+from cartlab.io.value_text import BLQ_WORDS, CENSORED
 from cartlab.units import UnitError
 
 _CENSORED = CENSORED.pattern  # the study folder's censored result ("<50"), one definition
@@ -168,9 +168,14 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         m.unit_expr(dfile.text(v["ORRESU"])).fill_null("").alias("__oru"),
     )
     cens = pl.col("__vtext").str.extract_groups(_CENSORED)
+    # "BLQ" (BQL, BLOQ, <LLOQ ...) with a --LLOQ is "<LLOQ", as the study-folder reader reads it
+    # (io/value_text.py); without --LLOQ its bound is unknown: not numeric, reported (session 33)
+    blq = (pl.col("__vtext").str.strip_chars().str.to_lowercase().str.replace_all(r"\s+", " ").is_in(BLQ_WORDS)
+           & dfile.number(v["LLOQ"]).is_not_null())
     df = df.with_columns(
-        cens.struct.field("1").replace({"≤": "<=", "≥": ">="}).alias("censor"),
-        cens.struct.field("2").cast(pl.Float64, strict=False).alias("__climit"),
+        pl.when(blq).then(pl.lit("<")).otherwise(cens.struct.field("1").replace({"≤": "<=", "≥": ">="})).alias("censor"),
+        pl.when(blq).then(dfile.number(v["LLOQ"])).otherwise(cens.struct.field("2").cast(pl.Float64, strict=False))
+        .alias("__climit"),
     )
     dfile.df = df
     place(dfile, ctx, v["DTC"])
