@@ -208,3 +208,15 @@ def test_blq_with_lloq_is_censored_at_the_lloq(tmp_path):
     o = imp.study.observations.filter(pl.col("param") == "CARCOPY")
     assert o.select("censor", "censor_limit", "value", "lloq").rows() == [("<", 50.0, None, 50.0)]
     assert any(r.startswith("not numeric") for r in reasons(imp, "pc.csv"))
+
+
+def test_dm_death_date_disagreeing_with_ds_is_warned(tmp_path):
+    """B4: DS death on 2021-05-30 (day 20 from the infusion on 2021-05-10) and DM.DTHDTC 2021-05-25
+    (day 15): the DS date is used (as documented) and a warning names both days (session 33)."""
+    dm = ("STUDYID,DOMAIN,USUBJID,RFSTDTC,RFXSTDTC,RFPENDTC,AGE,AGEU,SEX,DTHDTC\n"
+          "S,DM,P1,2021-05-10,2021-05-10,2021-06-09,40,YEARS,M,2021-05-25\n")
+    ds = "STUDYID,DOMAIN,USUBJID,DSSEQ,DSDECOD,DSSTDTC\nS,DS,P1,1,DEATH,2021-05-30\n"
+    s = read_sdtm(folder(tmp_path, dm=dm, ds=ds))
+    assert s.events.filter(pl.col("event") == "death")["day"].to_list() == [20.0]
+    (w,) = [w for w in s.warnings if "DTHDTC" in w.message]
+    assert "day 15" in w.message and "day 20" in w.message

@@ -54,6 +54,25 @@ class SdtmImport:
     mapping_files: tuple[str, ...]
 
 
+def _death_date_conflicts(dm: DomainFile, events: list[pl.DataFrame]) -> list[Issue]:
+    """One warning per subject whose DM.DTHDTC falls on another calendar day than the death mapped
+    from DS/CE (that one is used; session 33, review33 SDTM B4): two dates of one death cannot both be
+    right, and survival endpoints read the day."""
+    deaths = [e.filter(pl.col("event") == "death").select("subject_id", "day", "src_file")
+              for e in events if e.height and "event" in e.columns]
+    if "dth__day" not in dm.df.columns or not deaths:
+        return []
+    mapped = (pl.concat(deaths, how="vertical_relaxed").filter(pl.col("src_file") != dm.name)
+              .drop_nulls("day").group_by("subject_id")
+              .agg(pl.col("day").floor().min().alias("_d"), pl.col("src_file").first()))
+    dmd = dm.df.select(pl.col("USUBJID").cast(pl.String).alias("subject_id"), pl.col("dth__day").floor().alias("_dm"),
+                       pl.col(ROW)).drop_nulls("_dm")
+    bad = dmd.join(mapped, on="subject_id", how="inner").filter(pl.col("_dm") != pl.col("_d"))
+    return [SdtmIssue(dm.name, "DTHDTC", f"USUBJID {sid}: DM.DTHDTC is day {dd:g} but the death in {src} is day {d:g}; "
+                      f"the {src} date is used; correct the one that is wrong", [row], "warning")
+            for sid, dd, row, d, src in bad.select("subject_id", "_dm", ROW, "_d", "src_file").iter_rows()]
+
+
 class SdtmIssue(Issue):
     """A warning about SDTM records: ``rows`` are record numbers of the domain file (``src_row``)."""
 
@@ -219,6 +238,7 @@ def read_sdtm(
     deaths, dst = dm_deaths(dm, ctx, have_death)
     if deaths.height:
         tables["events"].append(deaths)
+    warnings += _death_date_conflicts(dm, tables["events"])
 
     sids = dm.df["STUDYID"].drop_nulls().unique().to_list() if dm.has("STUDYID") else []
     study = Study(
