@@ -204,3 +204,13 @@ def test_a_version_specific_subject_reference_is_the_patient(tmp_path):
     s = read_fhir(bundle(tmp_path, patient(), cart(), o))
     r = s.observations.filter(pl.col("param") == "NEUT").row(0, named=True)
     assert (r["subject_id"], r["value"]) == ("P1", 0.4) and r["day"] == pytest.approx(2 + 10 / 24)
+
+
+def test_a_rate_ratio_is_reported_not_silently_dropped(tmp_path):
+    """B8: dosage.rateRatio (5 mg / 1 h; R4 Dosage.rate[x] = Ratio | Range | Quantity) is not read:
+    the intervention keeps its row with the dose empty and the report says so (session 33)."""
+    toci = ma("t2", "tocilizumab", "2024-03-04T11:00:00Z", dosage={"rateRatio": {
+        "numerator": {"value": 5, "system": UCUM, "code": "mg"}, "denominator": {"value": 1, "system": UCUM, "code": "h"}}})
+    st, rep = read_fhir_with_report(bundle(tmp_path, patient(), cart(), toci))
+    assert st.interventions.height == 1 and st.interventions["dose"].to_list() == [None]
+    assert any("MedicationAdministration/t2" in r and "dosage.rateRatio not read" in r for r in reasons(rep))

@@ -497,6 +497,10 @@ class _Reader:
                 return self.skip(e, code, f"{_rid(r)}: {why}: the dose is not read")
             self.skip(e, code, f"{_rid(r)}: {why}: dose left empty", table)
             q = None
+        if not q and dosage.get("rateRatio"):  # a rate as a ratio (5 mg / 1 h): not read, said so (session 33)
+            if table == "doses":
+                return self.skip(e, code, f"{_rid(r)}: dosage.rateRatio not read: the dose is not read")
+            self.skip(e, code, f"{_rid(r)}: dosage.rateRatio not read: dose left empty", table)
         if table == "doses":
             row.pop("category", None)
             if q:
