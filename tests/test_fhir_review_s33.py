@@ -214,3 +214,16 @@ def test_a_rate_ratio_is_reported_not_silently_dropped(tmp_path):
     st, rep = read_fhir_with_report(bundle(tmp_path, patient(), cart(), toci))
     assert st.interventions.height == 1 and st.interventions["dose"].to_list() == [None]
     assert any("MedicationAdministration/t2" in r and "dosage.rateRatio not read" in r for r in reasons(rep))
+
+
+def test_ucum_products_and_reciprocals_are_read(tmp_path):
+    """C7: UCUM §2.2 "." is multiplication and "-1" an exponent: "10*9.L-1" is 10^9/L (a NEUT of 0.3
+    in it is 0.3 x10^9/L) and "mmol.L-1" mmol/L; they were refused as unknown units (session 33)."""
+    from cartlab.io.fhir.mapping import load_mapping
+
+    m = load_mapping()
+    assert (m.unit_from_ucum("mmol.L-1"), m.unit_from_ucum("ug.kg-1.min-1")) == ("mmol/L", "ug/kg/min")
+    o = neut("o3")
+    o["valueQuantity"] = {"value": 0.3, "system": UCUM, "code": "10*9.L-1"}
+    st = read_fhir(bundle(tmp_path, patient(), cart(), o))
+    assert st.observations.filter(pl.col("param") == "NEUT")["value"].to_list() == [0.3]

@@ -88,6 +88,13 @@ class FhirMapping:
         if "[" in code or "}" in code:
             raise UnitError(f"unknown UCUM unit {code!r}")
         unit = re.sub(r"10\*(-?\d+)", r"10^\1", code)
+        if "." in unit and not re.search(r"\d\.\d", unit):
+            # UCUM §2.2: "." multiplies and a trailing "-1" is a reciprocal: "mmol.L-1" is mmol/L,
+            # "ug.kg-1.min-1" ug/kg/min (session 33: such valid codes were refused as unknown)
+            parts = unit.split(".")
+            num = [x for x in parts if not re.fullmatch(r".+-1", x)]
+            den = [x[:-2] for x in parts if re.fullmatch(r".+-1", x)]
+            unit = ("*".join(num) or "1") + "".join(f"/{d}" for d in den)
         parse_unit(unit)
         return unit
 
