@@ -146,22 +146,23 @@ def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None,
     if via.height == 0:
         return out
     recs = recs.join(via, on="subject_id", how="inner")
-    by_names: dict[str, tuple[list[str], list[int]]] = {}
+    # (the CAR-T was recognised but gave no exposure, the warning's cause) -> (subjects, records)
+    by_names: dict[tuple[bool, str], tuple[list[str], list[int]]] = {}
     for (sid,), g in recs.group_by("subject_id", maintain_order=True):
         cart = g.filter(pl.col("__cart"))
         if cart.height:  # recognised as CAR-T, but no exposure (scheduled, not given, not done, dose 0)
             why = "; ".join(sorted(set(cart["__why"].drop_nulls().to_list())))
-            key = f"\x1fthe CAR-T records of {dom} are no exposures ({why})"
+            key = (True, f"the CAR-T records of {dom} are no exposures ({why})")
         else:
-            key = f"no {dom}TRT is recognised as a CAR-T ({', '.join(sorted({str(t) for t in g['trt'].drop_nulls()}))})"
+            key = (False, f"no {dom}TRT is recognised as a CAR-T ({', '.join(sorted({str(t) for t in g['trt'].drop_nulls()}))})")
         ids, rows = by_names.setdefault(key, ([], []))
         ids.append(f"{sid} ({g['__anchor'][0]:%Y-%m-%d})")
         rows.extend(g[ROW].to_list())
-    for key, (ids, rows) in by_names.items():
+    for (recognised, cause), (ids, rows) in by_names.items():
         who = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        head = (f"{key.lstrip(chr(31))}, so day 0 is DM.RFXSTDTC (the first exposure to any study treatment, often "
+        head = (f"{cause}, so day 0 is DM.RFXSTDTC (the first exposure to any study treatment, often "
                 "the lymphodepletion) for USUBJID " + who)
-        tail = (": check that the CAR-T was given, or every study day is shifted" if key.startswith("\x1f") else
+        tail = (": check that the CAR-T was given, or every study day is shifted" if recognised else
                 ": if the CAR-T is one of these, name it in the mapping's ex_agents (e.g. 'ex_agents: "
                 "{CTL019: CAR-T}'), or every study day is shifted")
         out.append((who, head + tail, sorted(rows)))
