@@ -732,6 +732,12 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
                 reason = (f"data meet {', '.join(met['key'])} and {len(met['supporting'])} supporting criterion(s) "
                           f"({'; '.join(texts)}) -> flagged for review, not a diagnosis; needs adjudication of "
                           f"{', '.join(adjud)}.")
+                # session 34: a flag that needs a proxy criterion (status proxy) to reach n_min names it
+                proxies = sorted(c["id"] for c in sup if c.get("status") == "proxy")
+                if len([c for c in met["supporting"] if c not in proxies]) < n_min:
+                    reason += (f" Met via the proxy criterion ({', '.join(proxies)}: cartlab's operationalisation, "
+                               "status proxy); without it the flag would not be raised (leave it out with "
+                               "the option iec_hs.exclude).")
             elif texts:
                 reason = (f"not flagged: {'; '.join(texts)}; needs a key (ferritin) criterion and "
                           f">= {opts['min_supporting']} supporting criterion(s).")

@@ -359,12 +359,16 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
                  *[joined([(pl.lit(True), pl.col(t.meta.output_name())) for t in texts[k]], "; ").alias(name)
                    for k, name in (("criteria", "_texts"), ("feature", "_ftexts"))])
     n_sup = pl.sum_horizontal([c.cast(pl.Int64) for c, _ in met["supporting"]] or [pl.lit(0)])
+    # supporting criteria that are cartlab's operationalisation (status proxy), e.g. the cytopenia proxy
+    proxy_ids = {c["id"] for c in sup if c.get("status") == "proxy"}
+    n_sup_direct = pl.sum_horizontal([c.cast(pl.Int64) for c, cid in met["supporting"] if cid not in proxy_ids]
+                                     or [pl.lit(0)])
     f = f.with_columns(
         str_list(met["key"]).alias("key_met"), str_list(met["supporting"]).alias("supporting_met"),
         str_list(not_eval).alias("not_evaluable"), str_list(met["feature"]).alias("adjudication_features"),
         joined(whys, ", ").alias("_why"),
         joined(met["key"], ", ").alias("_key"), joined(met["key"] + met["supporting"], "; ").alias("_met"),
-        n_sup.alias("_n_sup"), pl.any_horizontal([c for c, _ in met["key"]] or [pl.lit(False)]).alias("_any_key"),
+        n_sup.alias("_n_sup"), n_sup_direct.alias("_n_sup_direct"), pl.any_horizontal([c for c, _ in met["key"]] or [pl.lit(False)]).alias("_any_key"),
     ).with_row_index("_row").join(g, on="_row", how="left", maintain_order="left").with_columns(
         pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)), pl.col("_texts").fill_null(pl.lit("")),
         pl.col("_ftexts").fill_null(pl.lit("")))
@@ -378,6 +382,11 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
     unknown = pl.col("iec_hs_flag").is_null()
     # "not flagged" is by the computable criteria only: the others are named (session 33 review)
     not_assessed = f" Not assessed (adjudication): {', '.join(adjud)}." if adjud else ""
+    # a flag that needs a proxy criterion to reach min_supporting says so (session 34 review: after
+    # lymphodepletion almost every patient meets the cytopenia proxy, so it is weak evidence alone)
+    via_proxy = pl.when(pl.col("_n_sup_direct") < n_min).then(pl.lit(
+        f" Met via the proxy criterion ({', '.join(sorted(proxy_ids))}: cartlab's operationalisation, status "
+        "proxy); without it the flag would not be raised (leave it out with the option iec_hs.exclude).")).otherwise(pl.lit(""))
     features = pl.when(pl.col("_ftexts") != "").then(pl.concat_str(
         pl.lit(" Reported for adjudication, never used for the flag: "), pl.col("_ftexts"), pl.lit("."))).otherwise(pl.lit(""))
     f = f.with_columns(
@@ -389,7 +398,8 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
         pl.concat_str(pl.when(pl.col("iec_hs_flag")).then(pl.concat_str(
             pl.lit("data meet "), pl.col("_key"), pl.lit(" and "), pl.col("_n_sup").cast(pl.String),
             pl.lit(" supporting criterion(s) ("), pl.col("_texts"),
-            pl.lit(f") -> flagged for review, not a diagnosis; needs adjudication of {', '.join(adjud)}.")))
+            pl.lit(f") -> flagged for review, not a diagnosis; needs adjudication of {', '.join(adjud)}."),
+            via_proxy))
         .when(unknown).then(pl.concat_str(
             pl.lit("not evaluable: the data cannot decide "), pl.col("_why"),
             pl.lit(f", and with them a key (ferritin) criterion and >= {n_min} supporting criterion(s) could be met"),
