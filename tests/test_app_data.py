@@ -180,13 +180,16 @@ def test_twin_regimen_probabilities_rest_on_the_effective_draws(monkeypatch):
 
     seen = {}
 
-    def fake_table(t, sim, n_effective=None):
-        seen["n"] = n_effective
+    def fake_table(t, sim, n_effective=None, weights=None):
+        seen["n"], seen["w"] = n_effective, weights
         return pl.DataFrame({"quantity": ["crs_ge3"]})
 
     monkeypatch.setattr(forecast, "forecast_table", fake_table)
     sim = types.SimpleNamespace(latent={"CARCOPY": np.ones((40, 3))})
-    model = types.SimpleNamespace(ess_=7.3, events_=None,
+    # session 34: a Laplace + SIR model's 40 importance draws with their weights are simulated
+    model = types.SimpleNamespace(ess_=7.3, events_=None, posterior="laplace", is_draws_=np.zeros((40, 2)),
+                                  is_weights_=np.full(40, 1 / 40),
                                   simulate_after=lambda *a, **k: (np.array([-1.0, 0.0, 1.0]), sim))
     table, curve = simulate_regimen(model, 7.0, "clinic")
     assert seen["n"] == 7 and curve[0] == [0.0, 1.0]
+    assert seen["w"] is not None and len(seen["w"]) == 40

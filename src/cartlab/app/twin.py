@@ -103,16 +103,19 @@ def simulate_regimen(model, from_day: float, regimen: str) -> tuple[pl.DataFrame
     """The fitted twin's posterior draws simulated after ``from_day`` under ``regimen`` (recorded
     interventions before ``from_day``, the regimen's clinic rule after it), as
     :meth:`cartlab.twin.TwinModel.forecast` does for the clinic rule."""
-    from cartlab.twin.forecast import forecast_table, n_effective
+    from cartlab.twin.fit import forecast_draws
+    from cartlab.twin.forecast import forecast_table, n_effective, weighted_quantile
 
     _label, overrides, booster = REGIMENS[regimen]
     events = None if booster is None else with_booster(model.events_, booster)
-    t, sim = model.simulate_after(float(from_day), clinic_overrides=overrides, events=events)
+    # the draws and weights `cartlab twin forecast` uses (importance draws with their weights after SIR)
+    draws, weights = forecast_draws(model)
+    t, sim = model.simulate_after(float(from_day), clinic_overrides=overrides, events=events, draws=draws)
     car = np.asarray(sim.latent["CARCOPY"], float)
-    q = np.nanquantile(car, [0.05, 0.5, 0.95], axis=0)
+    q = weighted_quantile(car, weights, [0.05, 0.5, 0.95], axis=0)
     keep = t >= 0
     # a probability rests on the effective draws (the SIR ESS), as `cartlab twin forecast` shows it
-    table = forecast_table(t, sim, n_effective=n_effective(model, car.shape[0]))
+    table = forecast_table(t, sim, n_effective=n_effective(model, car.shape[0]), weights=weights)
     return table, (t[keep].tolist(), q[1][keep].tolist(), q[0][keep].tolist(), q[2][keep].tolist())
 
 

@@ -177,8 +177,9 @@ def forecast_cmd(
         "--from-day", metavar="DAY", help="The forecast's origin (a study day): the twin is fitted to the data up to "
         "this day only and forecasts the rest. Not a display window like cartlab show --from/--to: it changes "
         "what the fit sees.")] = 7.0,
-    draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws simulated forward (SIR proposal: "
-                                       "twice).")] = 1000,
+    draws: Annotated[int, typer.Option("--draws", min=10, help="Posterior draws (SIR proposal: twice). With the "
+                                       "Laplace posterior the forecast simulates every importance draw with its "
+                                       "weight; with MCMC, the draws kept.")] = 1000,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/twin_forecast"),
     sources: SourcesOpt = None,
     posterior: PosteriorOpt = "laplace",

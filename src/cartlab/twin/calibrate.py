@@ -25,8 +25,9 @@ from cartlab.twin.fit import (
     _Objective,
     _Obs,
     _repeat_rows,
+    forecast_draws,
 )
-from cartlab.twin.forecast import outcome_arrays, with_recorded
+from cartlab.twin.forecast import outcome_arrays, weighted_quantile, with_recorded
 
 __all__ = ["HELDOUT_SEED", "calibration_metrics", "forecast_calibration", "simulated_study", "virtual_patients"]
 
@@ -128,9 +129,10 @@ def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: fl
             m._fit_objective(ob)
         rec = {k: np.asarray(v, bool)[r:r + 1] for k, v in truth.clinic.items()}
         # every importance draw with its weight (resampling would lose the tails to duplicates)
-        keep = m.is_weights_ > 1e-6 * m.is_weights_.max()
-        wts = m.is_weights_[keep] / m.is_weights_[keep].sum()
-        fc = outcome_arrays(_T_GRID, with_recorded(ob.simulate(m.is_draws_[keep], t_out=_T_GRID, clinic=clinic), rec,
+        # (the draws and weights `twin forecast` uses: cartlab.twin.fit.forecast_draws)
+        draws, wts = forecast_draws(m)
+        wts = np.full(len(draws), 1.0 / len(draws)) if wts is None else wts
+        fc = outcome_arrays(_T_GRID, with_recorded(ob.simulate(draws, t_out=_T_GRID, clinic=clinic), rec,
                                                     truth.clinic_days, from_day))
         q = _wquantile(fc["car_cmax"], wts, [0.05, 0.25, 0.5, 0.75, 0.95])
         tp = float(true_out["car_cmax"][r])
@@ -152,10 +154,8 @@ def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: fl
 
 
 def _wquantile(v: np.ndarray, w: np.ndarray, qs) -> np.ndarray:
-    """Weighted quantiles (inverse of the weighted empirical CDF, midpoint rule)."""
-    o = np.argsort(v)
-    cw = np.cumsum(w[o]) - 0.5 * w[o]
-    return np.interp(qs, cw / w.sum(), v[o])
+    """Weighted quantiles (inverse of the weighted empirical CDF, midpoint rule), as a forecast's."""
+    return weighted_quantile(v, w, qs)
 
 
 def calibration_metrics(per_patient: pl.DataFrame) -> dict[str, float]:

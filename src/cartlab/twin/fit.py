@@ -387,6 +387,19 @@ def thin_draws(draws: np.ndarray, n: int | None) -> np.ndarray:
     return draws[np.unique(np.linspace(0, draws.shape[0] - 1, int(n)).round().astype(np.int64))]
 
 
+def forecast_draws(m, n_draws: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The posterior draws a forecast simulates, and their weights (None: equal). A Laplace + SIR fit
+    without ``n_draws``: every importance draw with its weight (those above 1e-6 of the largest), as
+    the forecast calibration (docs/twin.md) measured, since resampling loses the tails to duplicates
+    (session 34; before, the resampled draws with equal weights). MCMC, or ``n_draws`` given: the
+    draws kept, evenly thinned to ``n_draws``, equal weights."""
+    w = getattr(m, "is_weights_", None)
+    if n_draws is not None or m.posterior == "mcmc" or w is None:
+        return thin_draws(m.posterior_x_, n_draws), None
+    keep = w > 1e-6 * w.max()
+    return m.is_draws_[keep], w[keep] / w[keep].sum()
+
+
 class TwinModel:
     """A patient's digital twin: MAP fit with the population prior, Laplace+SIR (or MCMC) posterior.
 
@@ -671,10 +684,10 @@ class TwinModel:
                           self.n_sir, self.n_draws, self.seed, self.maxiter,
                           allow_other_target=self.allow_other_target).fit(self.study_, self.subject_id_,
                                                                           until_day=from_day)
-        draws = thin_draws(m.posterior_x_, n_draws)
+        draws, weights = forecast_draws(m, n_draws)
         _t, sim = m.simulate_after(from_day, draws=draws)
-        self.forecast_sim_ = sim
-        self.forecast_ = forecast_table(_T_GRID, sim, n_effective=n_effective(m, draws.shape[0]))
+        self.forecast_sim_, self.forecast_weights_ = sim, weights
+        self.forecast_ = forecast_table(_T_GRID, sim, n_effective=n_effective(m, draws.shape[0]), weights=weights)
         self.forecast_day_ = from_day
         self.forecast_notes_ = forecast_notes(m, self.forecast_)
         self.forecast_problems_ = problems = forecast_problems(m)

@@ -13,7 +13,7 @@ import polars as pl
 from cartlab.twin.quality import MIN_ESS_INTERVALS
 
 __all__ = ["forecast_notes", "forecast_problems", "forecast_table", "n_effective", "outcome_arrays",
-           "probability_text"]
+           "probability_text", "weighted_quantile"]
 
 
 CLINIC_CATEGORY = {"vasopressor": "vasopressor", "tocilizumab": "tocilizumab", "corticosteroid": "steroid",
@@ -169,21 +169,46 @@ def probability_text(p: float, n: int) -> str:
     return f"{p:.3f}"
 
 
-def forecast_table(t: np.ndarray, sim, n_effective: int | None = None) -> pl.DataFrame:
-    """Median, 50%/90% prediction intervals of the continuous outcomes, probabilities of the binary ones
+def weighted_quantile(v: np.ndarray, w: np.ndarray | None, qs, axis: int = 0) -> np.ndarray:
+    """Quantiles ``qs`` of ``v`` along ``axis`` with draw weights ``w`` (None: equal weights, numpy's
+    default quantile). Weighted: the inverse of the weighted empirical CDF, midpoint rule, so equal
+    weights give numpy's "hazen" quantiles; draws of weight 0 are left out. Returns shape (len(qs),) + the other axes of ``v``."""
+    v = np.asarray(v, float)
+    if w is None:
+        return np.quantile(v, qs, axis=axis)
+    w = np.asarray(w, float)
+    v = np.moveaxis(v, axis, 0)
+    if np.any(w <= 0):  # a draw without weight has no mass: it must not stretch the interpolation
+        v, w = v[w > 0], w[w > 0]
+    o = np.argsort(v, axis=0)
+    vs = np.take_along_axis(v, o, axis=0)
+    ws = w[o]
+    cw = (np.cumsum(ws, axis=0) - 0.5 * ws) / w.sum()
+    flat_v = vs.reshape(vs.shape[0], -1)
+    flat_c = cw.reshape(cw.shape[0], -1)
+    out = np.stack([np.interp(qs, flat_c[:, j], flat_v[:, j]) for j in range(flat_v.shape[1])], axis=-1)
+    return out.reshape((len(qs),) + vs.shape[1:])
+
+
+def forecast_table(t: np.ndarray, sim, n_effective: int | None = None, weights: np.ndarray | None = None) -> pl.DataFrame:
+    """Median, 50%/90% intervals of the continuous outcomes, probabilities of the binary ones
     (``probability_shown``: "< 1/N" or "> 1 - 1/N" when 0 or all of the N draws had the outcome; N =
-    ``n_effective``, default the draws simulated). Every row is model-based (``source`` = "simulated")."""
+    ``n_effective``, default the draws simulated). ``weights``: the draws' posterior weights (the
+    importance draws of a Laplace + SIR fit; None: equal). The intervals are those of the noise-free
+    course over the posterior (parameter uncertainty): a new measurement scatters more, by the
+    observation model's noise. Every row is model-based (``source`` = "simulated")."""
     o = outcome_arrays(t, sim)
     n = int(n_effective) if n_effective else len(o["crs_ge3"])
+    wn = None if weights is None else np.asarray(weights, float) / float(np.sum(weights))
     rows = []
     for q, unit in (("car_cmax", "copies/ug gDNA"), ("car_tmax", "day"), ("car_day28", "copies/ug gDNA")):
         v = o[q]
-        p = np.quantile(v, [0.05, 0.25, 0.5, 0.75, 0.95])
+        p = weighted_quantile(v, wn, [0.05, 0.25, 0.5, 0.75, 0.95])
         rows.append({"quantity": q, "unit": unit, "median": p[2], "pi50_lo": p[1], "pi50_hi": p[3],
                      "pi90_lo": p[0], "pi90_hi": p[4], "probability": None, "probability_shown": None,
                      "n_draws": n, "source": "simulated"})
     for q in ("crs_ge3", "response_d28"):
-        pr = float(np.mean(o[q]))
+        pr = float(np.mean(o[q])) if wn is None else float(np.clip(wn @ o[q].astype(float), 0.0, 1.0))
         rows.append({"quantity": q, "unit": "probability", "median": None, "pi50_lo": None, "pi50_hi": None,
                      "pi90_lo": None, "pi90_hi": None, "probability": pr, "probability_shown": probability_text(pr, n),
                      "n_draws": n, "source": "simulated"})

@@ -52,9 +52,12 @@ def _observed(ax, obs: pl.DataFrame, param: str, fitted_rows: set | None) -> Non
         ax.plot(cens["day"].to_numpy(), cens["lloq"].to_numpy(), "v", mfc="none", color="C3", ms=5, label="< LLOQ")
 
 
-def _band(ax, t, draws: np.ndarray, color: str, label: str, qs=((0.05, 0.95), (0.25, 0.75))) -> None:
+def _band(ax, t, draws: np.ndarray, color: str, label: str, qs=((0.05, 0.95), (0.25, 0.75)),
+          weights: np.ndarray | None = None) -> None:
+    from cartlab.twin.forecast import weighted_quantile
+
     for (a, b), alpha in zip(qs, (0.18, 0.3)):
-        lo, hi = np.quantile(draws, [a, b], axis=0)
+        lo, hi = weighted_quantile(draws, weights, [a, b], axis=0)
         ax.fill_between(t, lo, hi, color=color, alpha=alpha, lw=0,
                         label=f"{label} {round(100 * (b - a))}% interval")
 
@@ -111,6 +114,7 @@ def forecast_figure(model, path=None, t_max: float = 60.0):
     """Fan chart of the forecast after ``forecast_day_`` (5-95% and 25-75% of the simulated draws,
     clinic rule active after that day) with the observations up to it."""
     from cartlab.twin.fit import _T_GRID
+    from cartlab.twin.forecast import weighted_quantile
 
     sim = model.forecast_sim_
     obs = model.study_.observations.filter(pl.col("subject_id") == model.subject_id_)
@@ -120,8 +124,10 @@ def forecast_figure(model, path=None, t_max: float = 60.0):
     axes = fig.subplots(2, 4).ravel()
     for ax, (p, title, log) in zip(axes, PANELS):
         if p in sim.latent:
-            _band(ax, t, sim.latent[p][:, w], "C2", "forecast (simulated)")
-            ax.plot(t, np.median(sim.latent[p][:, w], axis=0), color="C2", lw=1.4, label="forecast median (simulated)")
+            wts = getattr(model, "forecast_weights_", None)  # the forecast table's draws and weights
+            _band(ax, t, sim.latent[p][:, w], "C2", "forecast (simulated)", weights=wts)
+            ax.plot(t, weighted_quantile(sim.latent[p][:, w], wts, [0.5], axis=0)[0], color="C2", lw=1.4,
+                    label="forecast median (simulated)")
         seen = obs.filter(pl.col("day") <= model.forecast_day_)
         _observed(ax, seen, p, None)
         later = obs.filter((pl.col("day") > model.forecast_day_) & (pl.col("param") == p) & pl.col("value").is_not_null())
