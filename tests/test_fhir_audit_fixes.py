@@ -64,11 +64,11 @@ def _condition(rid: str, text: str, when: str, verification: str | None = None) 
     return res
 
 
-def _read(tmp_path: Path, *resources, mapping=None):
+def _read(tmp_path: Path, *resources, mapping=None, **options):
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
     p = tmp_path / "b.json"
     p.write_text(json.dumps(bundle), encoding="utf-8")
-    return read_fhir_with_report(p, mapping=mapping)
+    return read_fhir_with_report(p, mapping=mapping, **options)
 
 
 def _reasons(report: pl.DataFrame) -> dict[str, str]:
@@ -107,6 +107,7 @@ def test_censored_value_string_in_canonical_unit(tmp_path):
         _obs("il6", "26881-3", "2024-03-05", valueString="<50"),        # IL-6, canonical pg/mL
         _obs("crp", "1988-5", "2024-03-06", valueString=">= 300"),      # CRP, canonical mg/L
         _obs("il6b", "26881-3", "2024-03-07", valueString="hemolysed"),  # no result: skipped (session 31)
+        numeric_valuestring="canonical",  # session 34: opt-in (default skip: a string has no unit)
     )
     o = study.observations.sort("day")
     assert o["day"].to_list() == [2.0, 3.0]  # dates without a time: their midnight
@@ -118,11 +119,13 @@ def test_censored_value_string_in_canonical_unit(tmp_path):
     assert o["unit"].to_list() == ["pg/mL", "mg/L"]
     assert o["orig_unit"].to_list() == ["pg/mL", "mg/L"]
     notes = report.filter(pl.col("reason").str.contains("censored valueString"))
-    assert sorted(notes["reason"]) == ["mapped (censored valueString read in the canonical unit mg/L)",
-                                       "mapped (censored valueString read in the canonical unit pg/mL)"]
+    assert sorted(notes["reason"]) == [
+        "mapped (censored valueString read in the canonical unit mg/L: option numeric_valuestring='canonical')",
+        "mapped (censored valueString read in the canonical unit pg/mL: option numeric_valuestring='canonical')"]
     # session 31: a word for a numeric param is no result (before: kept as a value_text every engine
     # dropped); reported as skipped, like SDTM's non-numeric --STRESC
-    assert _reasons(report) == {"valueString is neither a number nor a censored value (<x): not numeric": "5"}  # entry 5
+    assert _reasons(report) == {"valueString is neither a number nor a censored value (<x): not numeric": "5",  # entry 5
+                                "option numeric_valuestring=canonical": ""}  # session 34: the option is reported
 
 
 # -- H4: reasonCode -> indication, usedCode -> o2_device through the shared vocabulary --------------
@@ -195,8 +198,8 @@ def test_dose_units_from_ucum_code_before_display(tmp_path):
 
 def test_unreadable_dose_unit_is_one_clear_error(tmp_path):
     bad = {"value": 2, "unit": "lots", "system": UCUM, "code": "{lots}"}
-    with pytest.raises(InputError, match=r"b\.json, entry 2 \(MedicationAdministration/cart\): "
-                                         r"unknown UCUM unit '\{lots\}' in dosage \(nor its unit text 'lots'\)"):
+    with pytest.raises(InputError, match=r"b\.json, entry 2 \(MedicationAdministration/cart\): dosage\.dose\.code "
+                                         r"'\{lots\}': unknown UCUM unit '\{lots\}' \(nor its unit text 'lots'\)"):
         _read(tmp_path, _patient(), _cart(dosage={"dose": bad}))
 
 

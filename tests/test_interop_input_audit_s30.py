@@ -72,7 +72,8 @@ def test_a_number_sent_as_valuestring_is_read_in_the_canonical_unit(tmp_path):
     """38.5 as text on day 1 (the canonical unit of TEMP is C, as for censored texts): fever, CRS >= 1;
     SBP not recorded that day, so up to 2."""
     temp = _obs(1, "8310-5", 1, valueString="38.5")
-    s, report = read_fhir_with_report(_bundle(tmp_path, temp, _obs(2, "8310-5", 2, 36.8, "Cel")))
+    s, report = read_fhir_with_report(_bundle(tmp_path, temp, _obs(2, "8310-5", 2, 36.8, "Cel")),
+                                      numeric_valuestring="canonical")  # session 34: opt-in, default skip
     assert sorted(s.observations.filter(pl.col("param") == "TEMP")["value"].to_list()) == [36.8, 38.5]
     r = derive_crs_summary(s).row(0, named=True)
     assert (r["crs_grade_astct"], r["crs_grade_astct_max"]) == (1, 2)

@@ -449,6 +449,8 @@ class Analysis:
         if self.protocol is not None:
             p = self.protocol
             meta["protocol"] = {"id": p.id, "version": p.version, "path": p.path}
+        if getattr(self.study, "reader_options", None):  # e.g. the FHIR reader's observation statuses
+            meta["reader_options"] = dict(self.study.reader_options)
         return meta
 
     def _diseases(self) -> list[str | None]:

@@ -25,7 +25,15 @@ from cartlab.cli.base import (  # OptionsFileOpt, SetOpt, StrictOpt, analysis_op
     app,
     console,
 )
-from cartlab.cli.interop import FhirInOpt, MappingOpt, PartialDatesOpt, SdtmOpt, load_source
+from cartlab.cli.interop import (
+    FhirInOpt,
+    MappingOpt,
+    NumericValueStringOpt,
+    ObservationStatusOpt,
+    PartialDatesOpt,
+    SdtmOpt,
+    load_source,
+)
 
 SourceArg = Annotated[Optional[str], typer.Argument(
     metavar="STUDY", help="A study folder or the id of a stored study (none: --sdtm, --fhir, or the store's only "
@@ -90,6 +98,8 @@ def analyze_cmd(
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
+    observation_status: ObservationStatusOpt = None,
+    numeric_valuestring: NumericValueStringOpt = "skip",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
     workers: Annotated[int, typer.Option(
@@ -137,7 +147,8 @@ def analyze_cmd(
                            earlier=is_analysis_output) as t:
             reading = True  # an OSError while reading the input is not a write error
             data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
-                                  partial_dates=partial_dates, report_to=t.staging, report_shown=out)
+                                  partial_dates=partial_dates, report_to=t.staging, report_shown=out,
+                                  observation_statuses=observation_status, numeric_valuestring=numeric_valuestring)
             reading = False
             t.meta["study_id"] = data.study_id
             if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
@@ -183,6 +194,8 @@ def report_cmd(
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
+    observation_status: ObservationStatusOpt = None,
+    numeric_valuestring: NumericValueStringOpt = "skip",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
     workers: Annotated[Optional[int], typer.Option(
@@ -216,8 +229,8 @@ def report_cmd(
     proto = _protocol_or_exit(protocol) if protocol else None
     options = analysis_options(options_file, set_options, strict)
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
-                          partial_dates=partial_dates,
-                          report_to=out)
+                          partial_dates=partial_dates, observation_statuses=observation_status,
+                          numeric_valuestring=numeric_valuestring, report_to=out)
     if subject and subject not in data.subject_ids:
         raise _usage(f"no subject {subject!r} in {study}")
     if subject:  # engines are per subject (batched runs agree): analyse this one, report only its problems

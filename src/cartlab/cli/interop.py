@@ -26,11 +26,23 @@ PartialDatesOpt = Annotated[str, typer.Option(
     "of the month/year for a start, last for an end, said in source_note).")]
 MappingOpt = Annotated[Optional[Path], typer.Option(
     "--mapping", help="A YAML file extending/overriding the shipped SDTM or FHIR code map (docs/interop/).")]
+#: FHIR R4 ObservationStatus (http://hl7.org/fhir/R4/valueset-observation-status.html), all eight codes
+OBSERVATION_STATUS_CODES = ("registered", "preliminary", "final", "amended", "corrected", "cancelled",
+                            "entered-in-error", "unknown")
+ObservationStatusOpt = Annotated[Optional[list[str]], typer.Option(
+    "--observation-status", metavar="CODE", help="FHIR: an Observation.status read as a result; repeat it for "
+    "several (the list replaces the default final, amended, corrected; preliminary and unknown may be added). "
+    "Other Observations are counted in the mapping report.")]
+NumericValueStringOpt = Annotated[str, typer.Option(
+    "--numeric-valuestring", metavar="skip|canonical", help="FHIR: a number or censored text sent as "
+    "valueString (\"9.5\", \"<50\") has no unit: skip (default; counted in the mapping report) or canonical "
+    "(read in the parameter's canonical unit, e.g. g/L for haemoglobin; only when the sender used it).")]
 
 
 def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhir: Path | None = None,
                 mapping: Path | None = None, csv_dialect: str = "standard", study_id: str | None = None,
-                report_to=None, partial_dates: str = "skip", report_shown: Path | None = None):
+                report_to=None, partial_dates: str = "skip", report_shown: Path | None = None,
+                observation_statuses: list[str] | None = None, numeric_valuestring: str = "skip"):
     """The study a command names (exactly one source), and where its mapping report went (or None).
 
     ``study_id``: an explicit id (``--study``); None leaves the reader's default (SDTM: DM.STUDYID when
@@ -38,21 +50,26 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     ``report_to``: a folder or file for the mapping report, or a callable giving it from the study read.
     ``report_shown``: the folder the report will be in when the output is complete, printed instead of
     ``report_to`` when that is a staging folder swapped into place afterwards.
+    ``observation_statuses`` / ``numeric_valuestring``: the FHIR reader's options (``--observation-status``,
+    ``--numeric-valuestring``; None / "skip": the reader's defaults).
     """
     given = [name for name, v in (("STUDY", study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
     if len(given) > 1:
         raise _usage(f"give one source, not {' and '.join(given)}")
     if mapping is not None and sdtm is None and fhir is None:
         raise _usage("--mapping applies to --sdtm or --fhir")
+    fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring)
     if sdtm is not None or fhir is not None:
         if fhir is not None and partial_dates != "skip":
             raise _usage("--partial-dates applies to --sdtm")
-        data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates)
+        data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates, fhir_opts)
         where = report_to(data) if callable(report_to) else report_to  # a callable: named after the study
         written = _write_report(report, where, "sdtm" if sdtm is not None else "fhir") if where else None
         if written is not None and report_shown is not None:
             written = Path(report_shown) / written.name
         _say_report(report, written)
+        if fhir is not None:
+            _say_fhir_options(getattr(data, "reader_options", fhir_opts))
         _print_warnings(getattr(data, "warnings", []))  # e.g. duplicate records dropped
         return data, written
     if study is None:
@@ -60,8 +77,38 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     return _load_study(study, store, csv_dialect), None
 
 
+def _fhir_options(fhir: Path | None, statuses: list[str] | None, numeric_valuestring: str) -> dict:
+    """The FHIR reader's options from ``--observation-status`` / ``--numeric-valuestring``, checked: an
+    unknown code, a status that carries no result, or either option without ``--fhir`` is a usage error."""
+    given = [o for o, v in (("--observation-status", statuses), ("--numeric-valuestring",
+                                                                 numeric_valuestring != "skip")) if v]
+    if given and fhir is None:
+        raise _usage(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to --fhir")
+    if fhir is None:
+        return {}
+    from cartlab.io.fhir.reader import NUMERIC_VALUESTRING, READ_STATUSES
+
+    for code in statuses or ():
+        if code not in OBSERVATION_STATUS_CODES:
+            raise _usage(f"--observation-status {code!r} is not a FHIR R4 ObservationStatus code",
+                         hint="one of " + ", ".join(OBSERVATION_STATUS_CODES))
+        if code in ("registered", "cancelled", "entered-in-error"):
+            raise _usage(f"--observation-status {code!r}: an Observation with status {code} carries no result",
+                         hint="results are read from final, amended, corrected, preliminary or unknown")
+    if numeric_valuestring not in NUMERIC_VALUESTRING:
+        raise _usage(f"--numeric-valuestring {numeric_valuestring!r}: choose {' or '.join(NUMERIC_VALUESTRING)}")
+    chosen = list(dict.fromkeys(statuses)) if statuses else list(READ_STATUSES)
+    return {"observation_statuses": chosen, "numeric_valuestring": numeric_valuestring}
+
+
+def _say_fhir_options(opts: dict) -> None:
+    """The FHIR reader options used (recorded on the study as ``reader_options``)."""
+    console.print(f"FHIR reader options: observation statuses read {', '.join(opts['observation_statuses'])}; "
+                  f"numeric valueString {opts['numeric_valuestring']}", soft_wrap=True)
+
+
 def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, study_id: str | None,
-                  partial_dates: str = "skip"):
+                  partial_dates: str = "skip", fhir_opts: dict | None = None):
     from cartlab.cli.base import _progress
 
     path = sdtm if sdtm is not None else fhir
@@ -80,7 +127,8 @@ def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, st
             return got.study, got.report
         from cartlab.io.fhir import read_fhir_with_report
 
-        return read_fhir_with_report(fhir, mapping=mapping, study_id=study_id or fhir_study_id(fhir))
+        return read_fhir_with_report(fhir, mapping=mapping, study_id=study_id or fhir_study_id(fhir),
+                                     **(fhir_opts or {}))
 
 
 def fhir_study_id(path: Path) -> str | None:

@@ -34,7 +34,15 @@ from cartlab.cli.base import (
     deprecated,
     err,
 )
-from cartlab.cli.interop import FhirInOpt, MappingOpt, PartialDatesOpt, SdtmOpt, load_source
+from cartlab.cli.interop import (
+    FhirInOpt,
+    MappingOpt,
+    NumericValueStringOpt,
+    ObservationStatusOpt,
+    PartialDatesOpt,
+    SdtmOpt,
+    load_source,
+)
 
 
 @app.command("validate")
@@ -92,6 +100,8 @@ def import_cmd(
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
+    observation_status: ObservationStatusOpt = None,
+    numeric_valuestring: NumericValueStringOpt = "skip",
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Validate a study (a study folder, CDISC SDTM domains or FHIR R4 resources) and import it into the store (one transaction).
@@ -120,7 +130,8 @@ def import_cmd(
 
         # no --study-id: the reader's default id (SDTM: DM.STUDYID when unique; FHIR: what the Bundle states)
         study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=study_id,
-                               report_to=report_to, partial_dates=partial_dates)
+                               report_to=report_to, partial_dates=partial_dates,
+                               observation_statuses=observation_status, numeric_valuestring=numeric_valuestring)
         sid = study.study_id
         with _progress(f"importing {sid}") as step, Store(store) as s:
             result = s.import_study(study, sid, folder=source, progress=step)

@@ -8,8 +8,6 @@ are counted in the mapping report (resource type, code, n, reason), never droppe
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 import tempfile
@@ -18,13 +16,13 @@ from datetime import datetime
 from pathlib import Path
 
 import polars as pl
-from fhir.resources.R4B import get_fhir_model_class
 
 from cartlab.errors import InputError
 from cartlab.io.clock import days_from, midnight
 from cartlab.io.course_checks import ABSENT_FILE_MEANS
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue, StudyValidationError
+from cartlab.io.fhir._bundle import _effective, _Entry, _files, _load, _unversioned
 from cartlab.io.fhir._common import parse_fhir_time, read_row_extension, utc_offset
 from cartlab.io.fhir._terms import _code_label, _codings, _negated, _text, _texts
 from cartlab.io.fhir.mapping import (
@@ -62,6 +60,10 @@ _NOT_CONFIRMED = ("unconfirmed", "provisional", "differential")
 #: a censored result written as text ("<50", ">= 1e3"): the study folder's censor rule decides the rest
 _CENSORED_TEXT = CENSORED  # the whole text: "<0.5 x10^9/L" (a unit inside) is no censored result
 _NUMBER_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")  # a plain number sent as valueString
+#: ``numeric_valuestring``: a number or censored text ("9.5", "<50") sent as valueString carries no unit
+#: (R4: a measured amount is a valueQuantity with its unit). "skip" (default): not read, reported;
+#: "canonical": read in the param's canonical unit (cartlab's data dictionary), said in the report
+NUMERIC_VALUESTRING = ("skip", "canonical")
 #: the row-extension mark of a CAR-T administration whose clock time is subjects.infusion_datetime's
 #: (the study row itself gives day 0 only): its cartlab day is checked against the date, not the time
 TIME_FROM_INFUSION = ("time_from", "infusion_datetime")
@@ -70,103 +72,13 @@ REPORT_SCHEMA = {"file": pl.String, "resource_type": pl.String, "code": pl.Strin
 
 
 
-def _unversioned(ref: str | None) -> str | None:
-    """A reference without its version ("Patient/P1/_history/2" -> "Patient/P1"): a version-specific
-    reference points at the same resource (FHIR R4 References, "Resolving references in Bundles")."""
-    return ref.split("/_history/", 1)[0] if ref and "/_history/" in ref else ref
-
-class _Entry:
-    __slots__ = ("file", "index", "res", "full")
-
-    def __init__(self, file: str, index: int, res: dict, full: str | None = None):
-        self.file, self.index, self.res, self.full = file, index, res, full
-
-    @property
-    def where(self) -> str:
-        rid = self.res.get("id") if isinstance(self.res, dict) else None
-        rtype = self.res.get("resourceType") if isinstance(self.res, dict) else None
-        return f"{self.file}, entry {self.index}" + (f" ({rtype}/{rid})" if rtype else "")
-
-    def error(self, msg: str) -> InputError:
-        return InputError(f"{self.where}: {msg}")
-
-
-def _files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".ndjson") and p.is_file())
-        if not files:
-            raise InputError(f"{path}: no .json or .ndjson files in the folder")
-        return files
-    if not path.is_file():
-        raise InputError(f"{path}: no such file or folder")
-    return [path]
-
-
-def _load(path: Path) -> tuple[list[_Entry], tuple]:
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    name = path.name
-    without_resource: dict[int, dict] = {}
-    try:
-        text = data.decode("utf-8")
-        if path.suffix.lower() == ".ndjson":
-            raws = [(i, json.loads(line), None) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
-            fmt = "fhir-ndjson"
-        else:
-            obj = json.loads(text)
-            fmt = "fhir-json"
-            if isinstance(obj, dict) and obj.get("resourceType") == "Bundle":
-                entries = obj.get("entry") or []
-                if not isinstance(entries, list):
-                    raise InputError(f"{name}: Bundle.entry is not a list")
-                raws = [
-                    (i, e.get("resource") if isinstance(e, dict) else e, e.get("fullUrl") if isinstance(e, dict) else None)
-                    for i, e in enumerate(entries, 1)
-                ]
-                # FHIR R4 bdl-5: "must be a resource unless there's a request or response" (a transaction's
-                # or a history's DELETE): nothing to read; named in the result (not an error)
-                without_resource = {i: (e.get("request") or e.get("response") or {})
-                                    for i, e in enumerate(entries, 1)
-                                    if isinstance(e, dict) and e.get("resource") is None
-                                    and (e.get("request") or e.get("response"))}
-            else:
-                raws = [(1, obj, None)]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{name}: not FHIR JSON ({exc})") from exc
-    out = []
-    for i, res, full in raws:
-        e = _Entry(name, i, res, full)
-        if res is None and i in without_resource:  # bdl-5: a request/response entry (DELETE) has none
-            continue
-        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-            raise e.error("not a FHIR resource (no resourceType)")
-        try:
-            cls = get_fhir_model_class(res["resourceType"])
-        except Exception as exc:
-            raise e.error(f"unknown FHIR R4 resourceType {res['resourceType']!r}") from exc
-        try:
-            cls.model_validate(res)
-        except Exception as exc:  # pydantic ValidationError and friends: first line is enough
-            lines = str(exc).splitlines()
-            detail = "; ".join(x.strip() for x in lines[1:3]) or lines[0]
-            raise e.error(f"invalid {res['resourceType']}: {detail}") from exc
-        out.append(e)
-    return out, (name, fmt, sha, len(out))
-
-
-def _effective(res: dict, prefix: str) -> tuple[str | None, str | None]:
-    if res.get(f"{prefix}DateTime"):
-        return res[f"{prefix}DateTime"], None
-    if res.get(f"{prefix}Instant"):
-        return res[f"{prefix}Instant"], None
-    per = res.get(f"{prefix}Period") or {}
-    return per.get("start"), per.get("end")
-
-
 class _Reader:
-    def __init__(self, m: FhirMapping, statuses: tuple[str, ...] = READ_STATUSES):
+    def __init__(self, m: FhirMapping, statuses: tuple[str, ...] = READ_STATUSES, valuestring: str = "skip"):
         self.m = m
         self.statuses = statuses
+        self.valuestring = valuestring
+        self.no_anchor: dict[str, str] = {}  # subject -> why it has no day 0 (a partial CAR-T date)
+        self.day0_warnings: list[tuple[str, str]] = []  # (subject, warning) about day 0
         self.rows: dict[str, list[dict]] = defaultdict(list)
         self.where: dict[str, list[_Entry]] = defaultdict(list)
         self.report: Counter = Counter()
@@ -174,6 +86,7 @@ class _Reader:
         self.patients: dict[str, tuple[str, _Entry]] = {}  # reference -> (subject_id, entry)
         self.anchor: dict[str, datetime] = {}
         self.anchor_text: dict[str, str] = {}
+        self.anchor_entry: dict[str, _Entry] = {}  # the CAR-T administration that gave day 0
         self.baseline: dict[str, dict] = defaultdict(dict)
         self.medications: dict[str, str] = {}  # Medication reference -> its code's text
         self.nominal: set[str] = set()  # subjects whose resources carry the nominal-time meta.tag
@@ -209,7 +122,7 @@ class _Reader:
         if dt is None:
             return None, "partial date (year or month only) cannot be placed on a day"
         if sid not in self.anchor:
-            return None, "no day 0: the subject has no CAR-T MedicationAdministration"
+            return None, self.no_anchor.get(sid, "no day 0: the subject has no CAR-T MedicationAdministration")
         day = days_from(midnight(self.anchor[sid]), dt)  # calendar days from day 0 (cartlab.io.clock)
         if (off := utc_offset(text)) is not None:
             self.offsets[sid].add(off)
@@ -250,6 +163,7 @@ class _Reader:
             self.add("subjects", e, row, "Patient")
         self._nominal_pass(entries)
         # day 0 of subjects without a cartlab anchor: the first CAR-T MedicationAdministration
+        partial: dict[str, list[tuple[_Entry, str]]] = defaultdict(list)
         for e in entries:
             r = e.res
             if (r["resourceType"] == "MedicationAdministration" and is_car_t_agent(self._agent(r))
@@ -259,11 +173,38 @@ class _Reader:
                     continue
                 start, _ = _effective(r, "effective")
                 dt = parse_fhir_time(start) if start else None
-                if dt is not None and (sid not in self.anchor_text) and sid not in self._cartlab_anchored():
-                    self.anchor_text[sid] = start
-                    self.anchor[sid] = dt
-                elif dt is not None and sid in self.anchor_text and dt < self.anchor[sid]:
-                    self.anchor_text[sid], self.anchor[sid] = start, dt
+                if dt is None and start:  # "2024-03": a period of days, not a day
+                    partial[sid].append((e, start))
+                first = (sid not in self.anchor_text) and sid not in self._cartlab_anchored()
+                if dt is not None and (first or (sid in self.anchor_text and dt < self.anchor[sid])):
+                    self.anchor_text[sid], self.anchor[sid], self.anchor_entry[sid] = start, dt, e
+        self._partial_cart(partial)
+
+    def _partial_cart(self, partial: dict[str, list[tuple[_Entry, str]]]) -> None:
+        """No day 0 for a subject with a given CAR-T administration dated only to a month or year
+        ("2024-03") whose period can include or precede the first fully dated CAR-T: the first infusion
+        may be that one, so day 0 is unknown (as the SDTM reader does for a partial --STDTC); a
+        partial period wholly after the first dated CAR-T leaves day 0 as it is. Day 0 from cartlab's
+        day0-anchor extension is not affected."""
+        for sid, items in partial.items():
+            if sid in self._cartlab_anchored():
+                continue
+            first = self.anchor.get(sid) if sid in self.anchor_text else None
+            hit = [(e, t) for e, t in items if first is None or _period_start(t) <= first.date()]
+            if not hit:
+                continue
+            what = "; ".join(f"{_rid(e.res)}'s {_time_element(e.res)} is partial ({t})" for e, t in hit)
+            if first is not None:
+                what += (f", and may fall on or before the first fully dated CAR-T ({_rid(self.anchor_entry[sid].res)}, "
+                         f"{self.anchor_text[sid]})")
+                for d in (self.anchor, self.anchor_text, self.anchor_entry):
+                    d.pop(sid, None)
+            el = _time_element(hit[0][0].res)
+            self.no_anchor[sid] = f"no day 0: the CAR-T {what}: day 0 cannot be placed"
+            self.day0_warnings.append((sid, (
+                f"subject {sid}: the CAR-T {what}, so the subject has no day 0: none of the subject's dated "
+                f"records can be placed on a day (counted as not mapped in the mapping report); give the "
+                f"complete date of the CAR-T infusion in {el}")))
 
     def _nominal_pass(self, entries: list[_Entry]) -> None:
         """Subjects of which a resource carries cartlab's ``nominal-time`` meta.tag (the writer tags every
@@ -329,8 +270,8 @@ class _Reader:
         if q is not None and q.get("value") is None:
             return self.skip(e, code, f"{_rid(r)}: {at}valueQuantity.value missing: no result")
         if q is not None:
-            unit = self._unit(e, q)
-            self._unit_of_param(e, q, unit, param)
+            unit = self._unit(e, q, f"{at}valueQuantity")
+            self._unit_of_param(e, q, unit, param, f"{at}valueQuantity")
             if q.get("comparator"):
                 row["value_text"] = f"{q['comparator']}{q.get('value')}"
             else:
@@ -339,25 +280,31 @@ class _Reader:
             rng = (r.get("referenceRange") or [{}])[0]
             for side, col in (("low", "orig_lln"), ("high", "orig_uln")):
                 if rng.get(side) and rng[side].get("value") is not None:
-                    row[col] = self._in_unit(e, rng[side], unit, param)
+                    row[col] = self._in_unit(e, rng[side], unit, f"{at}referenceRange[0].{side}")
         elif "valueInteger" in r:
+            if load_dictionary()[param].unit:  # an integer has no unit field: not the study folder's 'unit' column
+                raise e.error(f"{at}valueInteger {r['valueInteger']}: {param} is measured in a unit (e.g. "
+                              f"{load_dictionary()[param].unit}) and valueInteger carries none: send a "
+                              "valueQuantity with its UCUM code")
             row["orig_value"] = float(r["valueInteger"])
         elif "valueString" in r:
             unit = load_dictionary()[param].unit
             number = _NUMBER_TEXT.match(str(r["valueString"]).strip())
-            if number:  # "38.5": a number sent as text, read as the censored texts are (canonical unit)
+            censored = not number and _CENSORED_TEXT.match(str(r["valueString"]))
+            kind = "numeric" if number else "censored"
+            if (number or censored) and unit and self.valuestring == "skip":  # "9.5": g/dL or g/L?
+                return self.skip(e, code, f"{kind} valueString without a unit: not read (a valueQuantity carries "
+                                          f"the unit; option numeric_valuestring='canonical' reads it in {unit})")
+            if number:  # "38.5": a number sent as text (a score, or numeric_valuestring='canonical')
                 row["orig_value"] = float(number.group(0))
-                if unit:
-                    row["orig_unit"] = unit
-                note = "numeric valueString read" + (f" in the canonical unit {unit}" if unit else "")
-            elif not load_dictionary()[param].text_values and not _CENSORED_TEXT.match(str(r["valueString"])):
+            elif not load_dictionary()[param].text_values and not censored:
                 # as SDTM's --STRESC: a word for a numeric param is no result (the record is reported)
                 return self.skip(e, code, "valueString is neither a number nor a censored value (<x): not numeric")
             else:
                 row["value_text"] = r["valueString"]
-            if unit and not number and _CENSORED_TEXT.match(str(r["valueString"])):  # "<50": no unit field
+            if unit and (number or censored):  # no unit field: the canonical unit, as the option asks
                 row["orig_unit"] = unit
-                note = f"censored valueString read in the canonical unit {unit}"
+                note = f"{kind} valueString read in the canonical unit {unit}: option numeric_valuestring='canonical'"
         elif "valueCodeableConcept" in r:
             if not load_dictionary()[param].text_values:  # a coded word ("negative") for a numeric param
                 return self.skip(e, code, "valueCodeableConcept for a numeric parameter: not numeric")
@@ -402,15 +349,16 @@ class _Reader:
         if not used:
             self.skip(e, code, "panel code not in the FHIR code map, and none of its components is")
 
-    def _unit(self, e: _Entry, q: dict) -> str:
+    def _unit(self, e: _Entry, q: dict, path: str) -> str:
+        """A Quantity's unit (its UCUM ``code``, else its ``unit`` text); an error names ``path.code``."""
         try:
             if q.get("code") is not None:
                 return self.m.unit_from_ucum(str(q["code"]))
             return str(q.get("unit") or "")
         except UnitError as exc:
-            raise e.error(f"{exc} in valueQuantity") from exc
+            raise e.error(f"{path}.code {q.get('code')!r}: {exc}") from exc
 
-    def _unit_of_param(self, e: _Entry, q: dict, unit: str, param: str) -> None:
+    def _unit_of_param(self, e: _Entry, q: dict, unit: str, param: str, path: str) -> None:
         """The value's own unit must convert to the param's unit: otherwise the error names the value's
         unit (checked before the referenceRange, which is converted to the value's unit)."""
         if not unit:
@@ -418,19 +366,21 @@ class _Reader:
         try:
             load_dictionary()[param].conversion_from(unit)
         except UnitError as exc:
-            given = q.get("code") if q.get("code") is not None else q.get("unit")
-            raise e.error(f"field 'valueQuantity.unit/code': {given!r} is not a unit of {param} ({exc})") from exc
+            el = "code" if q.get("code") is not None else "unit"
+            raise e.error(f"{path}.{el} {q.get(el)!r} is not a unit of {param} ({exc})") from exc
 
-    def _in_unit(self, e, q: dict, unit: str, param: str) -> float:
+    def _in_unit(self, e, q: dict, unit: str, path: str) -> float:
+        """A referenceRange bound (at ``path``) in the value's unit."""
         from cartlab.units import conversion
 
-        u = self._unit(e, q)
+        u = self._unit(e, q, path)
         if u == unit:
             return _num(q["value"])
         try:
             return conversion(u, unit).scale * _num(q["value"]) + conversion(u, unit).offset
         except UnitError as exc:
-            raise e.error(f"referenceRange unit: {exc}") from exc
+            el = "code" if q.get("code") is not None else "unit"
+            raise e.error(f"{path}.{el} {q.get(el)!r}: {exc}") from exc
 
     def _check_value(self, e: _Entry, param: str, row: dict, ext: dict) -> None:
         """The standard valueQuantity must agree with the cartlab original value it travels with."""
@@ -453,9 +403,9 @@ class _Reader:
             what = f"comparator {q['comparator']!r}" if q.get("comparator") else "value missing"
             return self.skip(e, code, f"{_rid(e.res)}: valueQuantity.{what}: subjects.{col} not read")
         try:
-            v = load_dictionary()[param].conversion_from(self._unit(e, q))(_num(q.get("value")))
+            v = load_dictionary()[param].conversion_from(self._unit(e, q, "valueQuantity"))(_num(q.get("value")))
         except UnitError as exc:
-            raise e.error(str(exc)) from exc
+            raise e.error(f"valueQuantity: {exc}") from exc
         self.baseline[sid][col] = v
         self.skip(e, code, f"mapped to subjects.{col}", "subjects")
 
@@ -501,12 +451,13 @@ class _Reader:
             if table == "doses":
                 return self.skip(e, code, f"{_rid(r)}: dosage.rateRatio not read: the dose is not read")
             self.skip(e, code, f"{_rid(r)}: dosage.rateRatio not read: dose left empty", table)
+        el = "dosage." + ("dose" if dosage.get("dose") else "rateQuantity")
         if table == "doses":
             row.pop("category", None)
             if q:
-                row["orig_dose"], row["orig_unit"] = _num(q.get("value")), self._dose_unit(e, q)
+                row["orig_dose"], row["orig_unit"] = _num(q.get("value")), self._dose_unit(e, q, el)
         elif q:
-            row["dose"], row["dose_unit"] = _num(q.get("value")), self._dose_unit(e, q)
+            row["dose"], row["dose_unit"] = _num(q.get("value")), self._dose_unit(e, q, el)
         if r.get("reasonCode") and table == "interventions":
             row["indication"] = self.m.vocabulary("indications", [t for cc in r["reasonCode"] for t in _texts(cc)])
             if row["indication"] is None and not (ext or {}).get("indication"):
@@ -534,7 +485,7 @@ class _Reader:
                     row["end_day"], row["end_datetime"] = eday, (ext.get("end_datetime") if ext is not None else edt)
         self.add(table, e, row, code)
 
-    def _dose_unit(self, e: _Entry, q: dict) -> str | None:
+    def _dose_unit(self, e: _Entry, q: dict, path: str) -> str | None:
         """A dosage Quantity's unit: the UCUM ``code`` first (system UCUM or none), as for observations;
         the display ``unit`` when there is no such code, or when cartlab cannot read the code but can
         read the display."""
@@ -551,7 +502,7 @@ class _Reader:
             except UnitError:
                 pass
             also = f" (nor its unit text {display!r})" if display else ""
-            raise e.error(f"{exc} in dosage{also}") from exc
+            raise e.error(f"{path}.code {code!r}: {exc}{also}") from exc
 
     def procedure(self, e: _Entry) -> None:
         r = e.res
@@ -612,6 +563,19 @@ class _Reader:
                     self.add("events", e, {"subject_id": sid, "day": day, "datetime": dt, "event": "death"}, "deceasedDateTime")
             elif r.get("deceasedBoolean"):
                 self.skip(e, "deceasedBoolean", "death without a date cannot be placed on a day")
+
+
+def _period_start(text: str):
+    """The first day of a partial FHIR date's period ("2024-03" -> 2024-03-01, "2024" -> 2024-01-01)."""
+    from datetime import date
+
+    y, _, mo = str(text).strip().partition("-")
+    return date(int(y), int(mo or 1), 1)
+
+
+def _time_element(r: dict) -> str:
+    """The element holding a MedicationAdministration's time (effectiveDateTime or effectivePeriod.start)."""
+    return "effectivePeriod.start" if r.get("effectivePeriod") else "effectiveDateTime"
 
 
 def _rid(r: dict) -> str:
@@ -718,6 +682,14 @@ def _translate(exc: StudyValidationError, rd: _Reader) -> InputError:
     return InputError(f"{'; '.join(places)}{col}: {issue.message}{more}")
 
 
+def _day0_warnings(rd: _Reader) -> list[str]:
+    """The day-0 warnings (a partial CAR-T date: no day 0), each also a mapping-report row on the Patient."""
+    patient = {sid: e for sid, e in rd.patients.values()}
+    for sid, msg in rd.day0_warnings:
+        rd.skip(patient[sid], "day 0", msg)
+    return [msg for _, msg in rd.day0_warnings]
+
+
 def _statuses(given) -> tuple[str, ...]:
     given = (given,) if isinstance(given, str) else tuple(given)
     bad = [s for s in given if s not in READ_STATUSES + _OPTIONAL_STATUSES]
@@ -728,22 +700,26 @@ def _statuses(given) -> tuple[str, ...]:
 
 
 def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None = None,
-                          observation_statuses=READ_STATUSES) -> tuple[Study, pl.DataFrame]:
+                          observation_statuses=READ_STATUSES,
+                          numeric_valuestring: str = "skip") -> tuple[Study, pl.DataFrame]:
     """:func:`read_fhir` and its mapping report (file, resource_type, code, target, n, reason, entries)."""
     path = Path(path)
     statuses = _statuses(observation_statuses)
+    if numeric_valuestring not in NUMERIC_VALUESTRING:
+        raise InputError(f"numeric_valuestring must be one of {', '.join(NUMERIC_VALUESTRING)}, "
+                         f"not {numeric_valuestring!r}")
     m = load_mapping(mapping)
     entries, sources = [], []
     for f in _files(path):
         got, src = _load(f)
         entries += got
         sources.append(src)
-    rd = _Reader(m, statuses)
+    rd = _Reader(m, statuses, numeric_valuestring)
     rd.patients_pass(entries)
     for e in entries:
         _dispatch(rd, e)
     rd.deaths()
-    mixed = _mixed_offsets(rd)
+    mixed = _day0_warnings(rd) + _mixed_offsets(rd)
     _subjects_from_fhir(rd)
     if not rd.rows["subjects"]:
         raise InputError(f"{path}: no Patient resource: a study needs at least one subject")
@@ -768,25 +744,33 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
                 pl.Series("src_sha256", [sha[f] for f in files], dtype=pl.String),
                 pl.Series("src_row", idx, dtype=pl.Int64),
             ))
+    #: the reader options this study was read with (the CLI prints them; docs/interop/fhir.md)
+    study.reader_options = {"observation_statuses": list(statuses), "numeric_valuestring": numeric_valuestring}
     study.sources = pl.DataFrame(sources, schema={"file": pl.String, "format": pl.String, "sha256": pl.String,
                                                   "n_rows": pl.Int64}, orient="row")
+    # an option other than the default is named in the report (n 0: no record); always in reader_options
+    chosen = [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in study.reader_options.items()
+              if v != {"observation_statuses": list(READ_STATUSES), "numeric_valuestring": "skip"}[k]]
     report = pl.DataFrame(
         [(f, t, c, tg, n, rs, ",".join(map(str, rd.report_entries[(f, t, c, tg, rs)][:20])))
-         for (f, t, c, tg, rs), n in sorted(rd.report.items())],
+         for (f, t, c, tg, rs), n in sorted(rd.report.items())]
+        + [(path.name, "(reader option)", k, "", 0, f"option {k}={v}", "") for k, v in chosen],
         schema=REPORT_SCHEMA, orient="row",
     )
     return study, report
 
 
 def read_fhir(path: str | Path, mapping=None, study_id: str | None = None,
-              observation_statuses=READ_STATUSES) -> Study:
+              observation_statuses=READ_STATUSES, numeric_valuestring: str = "skip") -> Study:
     """Read a FHIR R4 Bundle JSON file, NDJSON file or folder of them into a canonical Study.
 
     ``mapping``: a YAML file (or dict) extending ``loinc_map.yaml``. ``observation_statuses``: the
     Observation.status codes read as results (default final, amended, corrected; ``preliminary`` and
-    ``unknown`` may be added). Raises :class:`InputError` naming the file and entry of the first
-    problem. The mapping report is ``study.mapping_report``.
+    ``unknown`` may be added). ``numeric_valuestring``: a number or censored text sent as valueString
+    for a param with a unit: ``skip`` (default, reported) or ``canonical`` (read in the param's
+    canonical unit). Raises :class:`InputError` naming the file and entry of the first problem. The
+    mapping report is ``study.mapping_report``; the options used are ``study.reader_options``.
     """
-    study, report = read_fhir_with_report(path, mapping, study_id, observation_statuses)
+    study, report = read_fhir_with_report(path, mapping, study_id, observation_statuses, numeric_valuestring)
     study.mapping_report = report
     return study

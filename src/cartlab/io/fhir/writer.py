@@ -15,6 +15,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from cartlab.errors import CartlabError, InputError
 from cartlab.io.atomic import atomic_file
 from cartlab.io.clock import midnight, parse_wall_clock
+from cartlab.io.dictionary import load_dictionary
 from cartlab.io.fhir._common import add_days, fhir_text, fhir_time, row_extension
 from cartlab.io.fhir.mapping import (
     CS_CATEGORY,
@@ -26,6 +27,7 @@ from cartlab.io.fhir.mapping import (
     FhirMapping,
     load_mapping,
 )
+from cartlab.io.value_text import CENSORED
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import PROVENANCE_COLUMNS, Study
 
@@ -171,6 +173,14 @@ class _Writer:
                 res["valueQuantity"] = _quantity(r["value"], r["unit"], ucum)
             elif r["censor"] and _clean(r["censor_limit"]) is not None:
                 res["valueQuantity"] = {**_quantity(r["censor_limit"], r["unit"], ucum), "comparator": r["censor"]}
+            elif r["value_text"] is not None and (unit := r["orig_unit"] or r["unit"]) and (
+                    c := CENSORED.match(r["value_text"])):
+                # a censored text without censor/censor_limit (a Study built in code; the text is in the
+                # original unit): a Quantity with its comparator and unit, never a valueString, whose unit
+                # read_fhir does not guess (numeric_valuestring)
+                code = ucum if unit == load_dictionary()[param].unit else None
+                res["valueQuantity"] = {**_quantity(float(c.group(2)), unit, code),
+                                        "comparator": {"≤": "<=", "≥": ">="}.get(c.group(1), c.group(1))}
             elif r["value_text"] is not None:
                 res["valueString"] = r["value_text"]
             rng = {}
