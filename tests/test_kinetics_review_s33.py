@@ -21,7 +21,7 @@ import pytest
 
 from cartlab.analyze import Analysis
 from cartlab.io import read_study
-from cartlab.kinetics._days import day_text
+from cartlab._days import day_text
 from cartlab.kinetics.car import derive_car_kinetics, derive_kinetics_summary
 from cartlab.kinetics.exposure import derive_exposure_response
 from cartlab.kinetics.nca import nca_profile

@@ -303,9 +303,12 @@ def test_a_lymphoma_subject_says_why_it_has_no_response(tmp_path):
 
 
 @pytest.mark.parametrize("value, text", [(-2 / 3, "-0.67"), (0.5, "0.5"), (14.0, "14"), (-0.001, "0"),
-                                         (1.125, "1.12"), (None, "—")])
+                                         (1.125, "1.13"), (14.001, "14"), (None, "—")])
 def test_days_from_datetimes_print_with_two_decimals(value, text):
-    """Issue 17: a day computed from a datetime printed as -0.666667; by hand: -2/3 -> -0.67."""
+    """Issue 17: a day computed from a datetime printed as -0.666667; by hand: -2/3 -> -0.67.
+    Session 34: one formatter (cartlab._days) for report, dashboard and messages, hundredths rounded
+    half away from zero (1.125 -> 1.13; it was 1.12 by Python's half-even string formatting), and
+    14.001 -> "14" (it printed "14.")."""
     from cartlab.report.cells import _day
 
     assert _day(value) == text

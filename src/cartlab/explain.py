@@ -231,7 +231,7 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
     to 0.1%); lambda.z and the half-life to 3 significant digits."""
     import math
 
-    from cartlab.kinetics._days import day_text
+    from cartlab._days import day_text
     from cartlab.kinetics.car import CarKineticsOptions, derive_car_profiles
     from cartlab.model import NOT_MEASURED_SOURCES
 

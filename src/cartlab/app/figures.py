@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
+from cartlab._days import day_expr
 from cartlab.model import NOT_MEASURED_SOURCES
 from cartlab.report.course_parts import BLQ_CAPTION
 
@@ -89,10 +90,9 @@ def course_points(obs: pl.DataFrame, param: str, log: bool) -> pl.DataFrame:
 
 
 def _day_text(col: str = "day") -> pl.Expr:
-    """A day as the report prints it: whole days without decimals ("-1", not "-1.0"), else 2 decimals."""
-    d = pl.col(col).cast(pl.Float64)
-    return (pl.when(d == d.round(0)).then(d.cast(pl.Int64).cast(pl.String))
-            .otherwise(d.round(2).cast(pl.String)))
+    """A day as the report prints it (:func:`cartlab._days.day_expr`): whole days without decimals
+    ("-1", not "-1.0"), else at most 2 decimals."""
+    return day_expr(pl.col(col))
 
 
 def _marker(kind: str, censored: str, color: str) -> dict:

@@ -39,10 +39,10 @@ import warnings
 
 import polars as pl
 
+from cartlab._days import day_expr, day_text
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning
-from cartlab.kinetics._days import day_expr, day_text
 from cartlab.kinetics.agents import car_t_infusions
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab._days import day_text
 from cartlab.report.figures import provenance_kind
 
 EMPTY = "—"
@@ -37,10 +38,9 @@ def _cell(v: Any) -> str:
 
 def _day(v: Any) -> str:
     """A study day: whole days as integers, a day computed from a datetime to 2 decimals (-0.67, not
-    -0.666667; the date/time column beside it is exact)."""
+    -0.666667; the date/time column beside it is exact), as :func:`cartlab._days.day_text`."""
     if isinstance(v, float) and not math.isnan(v) and not v.is_integer():
-        text = f"{v:.2f}".rstrip("0")
-        return "0" if text in ("-0.", "0.") else text
+        return day_text(v)
     return _cell(v)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 from scipy import optimize, special
 
-from cartlab.kinetics._days import day_text
+from cartlab._days import day_text
 from cartlab.kinetics.stein.base import _SteinFitter
 from cartlab.kinetics.stein.curve import derived_quantities, stein_curve, stein_log_curve
 from cartlab.kinetics.stein.data import _Data, _observations_frame, _with_observed_peaks
