@@ -9,6 +9,10 @@ is the old implementation of what changed, verbatim (the old event windows, late
 reasons, and the functions calling them); what did not change is imported. Do not "fix" it here.
 Session 30: daily_series' `source` names a not-measured day's word (simulated, synthetic,
 reconstructed) instead of "measured"; the two checks of a recorded day follow (marked "session 30").
+Session 34 (T-ICAHT, deliberate): a transfused count below a masked level is below every higher
+level too; the late "or nontransient thrombocytopenia" alternative (option late_nontransient, rules
+*_nontransient) and the not-evaluable late reason; each change is marked "session 34" and is a
+row loop written from the rule's words, not from the engine's code.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab.criteria import load_table
 from cartlab.grading.hemato_common import (
     CMP,
     daily_series,
@@ -421,6 +426,12 @@ def t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.Data
         .pipe(lambda e, n=n: e.when(supported).then(None).otherwise(False) if n in masked else e.otherwise(False))
         .alias(f"plt_lt_{n}") for n in levels
     ]
+    # session 34: below a masked level by transfusion -> below every higher level too (review s33 finding 4)
+    for i, n in enumerate(levels):
+        lower = [m for m in masked if levels[m] < levels[n]]
+        if n not in masked and lower:
+            flags[i] = (pl.when(pl.col("plt").is_not_null() & supported & pl.any_horizontal([pre_of[m] for m in lower]))
+                        .then(True).otherwise(flags[i]).alias(f"plt_lt_{n}"))
     # a value that is below a masked level only because a transfusion supports it
     not_below = ~pl.all_horizontal([below[n] for n in masked] or [pl.lit(True)])
     by_tx = (supported & pl.col("plt").is_not_null() & not_below
@@ -485,9 +496,22 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
         pl.concat_list(pl.col("late__ev"), pl.Series([late_w[s]["evidence"] for s in sids], dtype=EVIDENCE))
         .list.unique(maintain_order=True).alias("late_evidence"),
     )
-    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
+    # session 34: "Two or more laboratory tests or nontransient thrombocytopenia" (row loop below)
+    nt = _t_nontransient(daily, sids, opts, levels)
+    f = f.with_columns(*[pl.Series(f"late_nontransient_plt_{n}", [nt[sid][n] for sid in sids], dtype=pl.Int64)
+                         for n in levels])
+    late_rules = []
+    for r in table["late"]:
+        late_rules.append(r)
+        if opts.get("late_nontransient"):  # the same rule with the second test replaced by a nontransient run
+            when = [{**c, "feature": c["feature"].replace("late_n_plt_", "late_nontransient_plt_"), "value": 1}
+                    if c["feature"].startswith("late_n_plt_") else c for c in r["when"]]
+            late_rules.append({**r, "id": r["id"] + "_nontransient", "when": when})
+    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(late_rules, opts, "late"))
     need = int(opts["late_min_measurements"])
-    early_ok, late_ok = pl.col("n_days") > 0, pl.col("late_n_measurements") >= need
+    early_ok = pl.col("n_days") > 0
+    late_ok = (pl.col("late_n_measurements") >= need) | pl.any_horizontal(
+        [pl.col(f"late_nontransient_plt_{n}") > 0 for n in levels])
     f = f.with_columns(
         pl.when(early_ok).then(pl.col("early_grade")).alias("t_icaht_early_grade"),
         pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
@@ -495,6 +519,8 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
         pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
     )
     texts = {r["id"]: rule_text(r, opts) for r in table["early"] + table["late"]}
+    # session 34: the *_nontransient rows' texts (data of the current table; the old table has none)
+    texts |= {k: v for k, v in load_table(options.criteria).texts(("late",), opts).items() if k.endswith("_nontransient")}
     e_lv = _used(table["early"], r"plt_lt_(\w+)_days")
     l_lv = _used(table["late"], r"late_plt_lt_(\w+)_days")
     n_lv = sorted(levels, key=lambda n: -levels[n])
@@ -521,6 +547,36 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
     return f.select(cols).cast({"t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
                                 "late_plt_nadir_day": pl.Int64, "late_plt_confirmed_day": pl.Int64,
                                 "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
+
+
+def _t_nontransient(daily: pl.DataFrame, sids: list[str], opts: dict, levels: dict[str, float]) -> dict[str, dict[str, int]]:
+    """Session 34, row loop: per subject and level, 1 when a run of consecutive calendar days below the
+    level in the early and late windows reaches the late window and holds a recorded early count
+    below the level, or lasts >= stable_recovery_days days from its first recorded count below the
+    level (Rejeski 2025 Table 1 footnote "or nontransient thrombocytopenia"); all 0 when the option
+    is off."""
+    out = {sid: {n: 0 for n in levels} for sid in sids}
+    if not opts.get("late_nontransient"):
+        return out
+    stable = int(opts["stable_recovery_days"])
+    rows = daily.filter(pl.col("window").is_in(["early", "late"])).sort("subject_id", "day").to_dicts()
+    for n in levels:
+        run: list[dict] = []
+        for i, r in enumerate(rows + [None]):
+            cont = (r is not None and bool(r[f"plt_lt_{n}"]) and run and run[-1]["subject_id"] == r["subject_id"]
+                    and r["day"] == run[-1]["day"] + 1)
+            if cont:
+                run.append(r)
+                continue
+            if run:  # close the run
+                recorded = [x["day"] for x in run if x["source"] not in ("interpolated", "missing")]
+                late = any(x["window"] == "late" for x in run)
+                from_early = any(x["window"] == "early" and x["source"] not in ("interpolated", "missing") for x in run)
+                long = bool(recorded) and run[-1]["day"] - min(recorded) + 1 >= stable
+                if late and (from_early or long):
+                    out[run[0]["subject_id"]][n] = 1
+            run = [r] if r is not None and r[f"plt_lt_{n}"] else []
+    return out
 
 
 def _tx_text(n: int, opts: dict) -> str:
@@ -554,11 +610,16 @@ def _t_late_reason(r: dict, opts: dict, levels: dict[str, float], dur_names: lis
         return (f"not evaluable: the late window is empty (it ends on day {fmt(we)}, "
                 f"{r['late_window_end_reason']}, before day {ws}).")
     n = r["late_n_measurements"]
-    if n < need:
-        return f"not evaluable: {n} platelet measurement(s) in {win}, {need} needed."
+    if r["t_icaht_late_grade"] is None:  # session 34: fewer tests and no nontransient run
+        also = (f", and no nontransient thrombocytopenia (a run below a level continuing from the early window or "
+                f"lasting >= {opts['stable_recovery_days']} days)" if opts.get("late_nontransient") else "")
+        return f"not evaluable: {n} platelet measurement(s) in {win}, {need} needed{also}."
     counts = ", ".join(f"{r[f'late_n_plt_{x}']} {_sym(opts)} {fmt(levels[x])}" for x in names)
     lowest = (f"lowest PLT {fmt(r['late_plt_nadir'])} on day {r['late_plt_nadir_day']}, second lowest "
               f"{fmt(r['late_plt_confirmed'])} on day {r['late_plt_confirmed_day']}")
+    if n < 2:  # session 34: graded on a nontransient run with one measurement or none
+        lowest = (f"lowest PLT {fmt(r['late_plt_nadir'])} on day {r['late_plt_nadir_day']} (the only measurement)"
+                  if n == 1 else "no measurement in the window")
     durs = [duration_text(r, f"late_plt_lt_{x}", f"PLT {_sym(opts)} {fmt(levels[x])}", opts) for x in dur_names]
     why = texts[r["late_rule"]] if r["late_rule"] else "no T-ICAHT criterion met"
     return (f"{n} measurements in {win}, of which {counts}; {lowest}; {'; '.join(durs)}"

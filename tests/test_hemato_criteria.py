@@ -39,12 +39,16 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
     table, before = load_table(name), old(name)
     assert (table.version, table.citation, table.status) == (before["version"], before["citation"], before["status"])
     # options added since the old table (session 29: never_above_data_from_day, Liang's day 0-3)
-    added = {"icaht_2023": {"never_above_data_from_day"}}.get(name, set())
+    # session 34: late_nontransient (T-ICAHT footnote "or nontransient thrombocytopenia")
+    added = {"icaht_2023": {"never_above_data_from_day"}, "t_icaht_2025": {"late_nontransient"}}.get(name, set())
     assert {k: v for k, v in table.defaults.items() if k not in added} == before["defaults"]
     assert table.extra("levels") == before["levels"]
     assert sorted(table.rule_sets) == ["early", "late"]
     for s in ("early", "late"):
         rules = table.rule_set(s)
+        assert [r.grade for r in rules] == sorted((r.grade for r in rules), reverse=True)
+        # session 34: the *_nontransient rows (option late_nontransient) were added after each two-test row
+        rules = [r for r in rules if not r.id.endswith("_nontransient")]
         # tried in the order written: the highest grade first, as the old code sorted them
         assert [r.grade for r in rules] == sorted((r.grade for r in rules), reverse=True)
         assert [r.id for r in rules] == [r["id"] for r in before[s]]
@@ -101,6 +105,8 @@ def test_late_rule_sets_read_the_minimum_number_of_measurements_option():
     the default (2) but not 3, where the next rule down (< 100 on >= 3: grade 1) holds."""
     table = load_table("t_icaht_2025")
     f = pl.DataFrame({"late_plt_lt_20_days": [0], "late_n_plt_20": [0], "late_n_plt_50": [2], "late_n_plt_100": [3]})
+    # session 34: the *_nontransient rows read these flags (no nontransient run here)
+    f = f.with_columns(pl.lit(0).alias(f"late_nontransient_plt_{t}") for t in (20, 50, 100))
     grade = {}
     for need in (2, 3):
         opts = h.TIcahtOptions(late_min_measurements=need).resolved()

@@ -3,8 +3,9 @@ options as applied; the protocol outputs carry a rule status and their source ro
 written in a table is a row of a criteria table (or of the protocol file) with a status.
 
 Inputs: the seed case with protocol nct04762485, and the audit's 3-subject study (study1: A1 adult
-AML, A2 8-year-old B-ALL, A3 AML; copied below from the audit notes when they are there, else
-written here). Every expectation is derived by hand in its docstring.
+AML, A2 8-year-old B-ALL, A3 AML). The audit's folder was lost; session 34 rebuilt it as the committed
+synthetic fixture tests/fixtures/trace_audit_s27/study1 (designed by hand from the facts below, see its
+README.md), copied into tmp for each run. Every expectation is derived by hand in its docstring.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import pytest
 from cartlab.criteria import rule_status, rules_in
 from cartlab.datasets import seed_case_path
 
-AUDIT = Path("/work/notes/audit_trace/study1")
+#: session 34: the committed fixture (was /work/notes/audit_trace/study1, lost; the tests skipped)
+AUDIT = Path(__file__).parent / "fixtures" / "trace_audit_s27" / "study1"
 
 
 def run(*args):
@@ -31,8 +33,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def study1(tmp_path_factory) -> Path:
-    if not AUDIT.is_dir():
-        pytest.skip("the audit's study1 folder is not available")
+    assert AUDIT.is_dir(), f"missing test fixture {AUDIT}"  # session 34: an error, no longer a skip
     return Path(shutil.copytree(AUDIT, tmp_path_factory.mktemp("s27") / "study1"))
 
 

@@ -4,9 +4,12 @@ Criteria in ``criteria/t_icaht_2025.yaml`` (http://www.ash-sap.org/view-large/12
 T-ICAHT (days 0-30, censored at progression, new therapy or death): cumulative days with PLT < 50
 (grade 1: 1-6 days, grade 2: >= 7) and < 20 x10^9/L (grade 3: 1-13 days, grade 4: >= 14), non-stable
 recoveries (< 3 days) counted. Late T-ICAHT (days 31-100): PLT < 100 (grade 1) or < 50 (grade 2) on
-two or more measurements, < 20 for 1-13 (grade 3) or >= 14 days (grade 4). A count >= 20 within 7
-days of a platelet transfusion is not a recovery (the paper's platelet-recovery definition) and
-counts as below 20. No platelet count in a window -> that grade is empty (not evaluable), never 0.
+two or more measurements "or nontransient thrombocytopenia" (a run below the level continuing from
+the early window or lasting >= 3 days; option ``late_nontransient``), < 20 for 1-13 (grade 3) or
+>= 14 days (grade 4). A count >= 20 within 7 days of a platelet transfusion given after an own count
+< 20 is not a recovery (the paper's platelet-recovery definition) and counts as below 20. Too few
+platelet counts in a window -> that grade is empty (not evaluable), never 0; the late window then
+still gives ``t_icaht_late_grade_max``, the highest grade possible (missing is not negative).
 
 >>> from cartlab.datasets import seed_case
 >>> t_icaht(seed_case()).select("t_icaht_early_grade", "t_icaht_late_grade").row(0)
@@ -33,6 +36,7 @@ from cartlab.grading.hemato_common import (
     empty,
     event_windows,
     fmt,
+    fmt_expr,
     grades,
     in_window,
     py_str,
@@ -68,6 +72,7 @@ class TIcahtOptions(CountWindowOptions):
     platelet_transfusion_categories: tuple[str, ...] | None = None
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
+    late_nontransient: bool | None = None
     criteria: str = "t_icaht_2025"
 
 
@@ -152,6 +157,12 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
          .otherwise(False))
         .alias(f"plt_lt_{n}") for n in levels
     ]
+    # below a masked level by transfusion -> below every higher level too (session 34, review s33
+    # finding 4: a transfused 60 after an own 10 counted < 20 but not < 50)
+    higher = {n: [m for m in masked if levels[m] < levels[n]] for n in levels if n not in masked}
+    flags = [f if not higher.get(n) else
+             pl.when(pl.col("plt").is_not_null() & supported & pl.any_horizontal([pre(m) for m in higher[n]]))
+             .then(True).otherwise(f).alias(f"plt_lt_{n}") for n, f in zip(levels, flags)]
     # a value that is below a masked level only because a transfusion supports it
     not_below = ~pl.all_horizontal([below[n] for n in masked] or [pl.lit(True)])
     by_tx = supported & pl.col("plt").is_not_null() & not_below & pl.all_horizontal([pre(n) for n in masked] or [pl.lit(False)])
@@ -285,6 +296,35 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     return out
 
 
+def _nontransient(frame: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float]) -> pl.DataFrame:
+    """``late_nontransient_plt_<level>`` (1/0) per subject: Rejeski 2025 Table 1 footnote "Two or more
+    laboratory tests **or nontransient thrombocytopenia**" (option ``late_nontransient``; all 0 when
+    off). A run is consecutive calendar days of the early and late windows below the level (a day
+    without a count, or open, ends it); it is nontransient when it reaches the late window and either
+    holds a measured early count below the level (it continues from the early window) or lasts
+    >= ``stable_recovery_days`` days from its first measured count below the level (cartlab's reading,
+    rules ``t_icaht.late.*_nontransient``). The days interpolated down to that first count do not
+    count: one count of 10 after 150 ten days before is one test, not a run of several days."""
+    cols = [f"late_nontransient_plt_{n}" for n in levels]
+    out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
+    if not opts.get("late_nontransient"):
+        return out.with_columns(pl.lit(0, dtype=pl.Int64).alias(c) for c in cols)
+    f = frame.filter(pl.col("window").is_in(["early", "late"])).sort("subject_id", "day")
+    gap = (pl.col("day") - pl.col("day").shift(1).over("subject_id")) != 1
+    for n, c in zip(levels, cols):
+        flag = pl.col(f"plt_lt_{n}").fill_null(False)
+        new_run = (gap | (flag != flag.shift(1).over("subject_id"))).fill_null(True)
+        runs = (f.with_columns(new_run.cum_sum().over("subject_id").alias("_run"), flag.alias("_below"))
+                .filter("_below").group_by("subject_id", "_run").agg(
+                    (pl.col("window") == "late").any().alias("_late"),
+                    ((pl.col("window") == "early") & recorded_day()).any().alias("_from_early"),
+                    (pl.col("day").max() - pl.col("day").filter(recorded_day()).min() + 1).alias("_len")))
+        hit = runs.filter(pl.col("_late") & (pl.col("_from_early")
+                                             | (pl.col("_len").fill_null(0) >= int(opts["stable_recovery_days"]))))
+        out = out.with_columns(pl.col("subject_id").is_in(hit["subject_id"].implode()).cast(pl.Int64).alias(c))
+    return out
+
+
 def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
                  table: CriteriaTable, sids: list[str]) -> pl.DataFrame:
     """The highest early grade the data leave possible: every day of the early window (to its
@@ -306,19 +346,35 @@ def _late_upper(daily: pl.DataFrame, late_w: pl.DataFrame, opts: dict[str, Any],
                 table: CriteriaTable, sids: list[str]) -> pl.DataFrame:
     """The highest late grade the data leave possible (session 32, as :func:`_early_upper`): every
     day of the late window without a platelet count, and every censored count at a level its bound
-    leaves open ("<50" against 20), read as below every level. ``_late_grade_max`` per subject."""
+    leaves open ("<50" against 20), read as below every level. ``_late_grade_max`` per subject, and
+    ``_late_unknown_days`` (with its first and last day): the window's days without any count."""
     flags = [f"plt_lt_{n}" for n in levels]
     last = (pl.col("end").floor() if opts["late_window_end_inclusive"] else pl.col("end").ceil() - 1).cast(pl.Int64)
     grid = (late_w.select("subject_id", pl.int_ranges(pl.col("start").ceil().cast(pl.Int64), last + 1).alias("day"))
             .explode("day").drop_nulls("day"))
     day = daily.filter(pl.col("window") == "late").select(
         "subject_id", "day", "plt", "plt_censored", "source", "evidence", "below_by_transfusion", *flags)
-    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left").with_columns(
+    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
+    # days without any count (measured or interpolated): the missing input a not-evaluable window names
+    no_count = pl.col("plt").is_null() & pl.all_horizontal([pl.col(c).is_null() for c in flags])
+    unknown = up.group_by("subject_id").agg(
+        no_count.sum().cast(pl.Int64).alias("_late_unknown_days"),
+        pl.col("day").filter(no_count).min().alias("_late_unknown_first"),
+        pl.col("day").filter(no_count).max().alias("_late_unknown_last"))
+    # a day without a count could have been a test below every level (session 34: it was read as below
+    # but never as a measurement, so a window short of counts could never reach its 2-test grades)
+    up = up.with_columns(
         pl.col("plt").fill_null(0.0), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
-        pl.col("source").fill_null("missing"), pl.col("below_by_transfusion").fill_null(False),
+        pl.when(no_count).then(pl.lit("unknown")).otherwise(pl.col("source").fill_null("missing")).alias("source"),
+        pl.col("below_by_transfusion").fill_null(False),
         pl.lit("late").alias("window"), *[pl.col(c).fill_null(True) for c in flags])
-    worst = _window_features(up, sids, opts, levels, "late", "late_").with_columns(grades(table, opts, ("late",)))
-    return worst.select("subject_id", pl.col("late_grade").alias("_late_grade_max"))
+    early = daily.filter(pl.col("window") == "early").select(up.columns)
+    nt = _nontransient(pl.concat([early, up]), sids, opts, levels)
+    worst = (_window_features(up, sids, opts, levels, "late", "late_")
+             .join(nt, on="subject_id", how="left", maintain_order="left")
+             .with_columns(grades(table, opts, ("late",))))
+    return worst.select("subject_id", pl.col("late_grade").alias("_late_grade_max")).join(
+        unknown, on="subject_id", how="left", maintain_order="left")
 
 
 def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -326,7 +382,9 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
 
     Columns: ``t_icaht_early_grade``/``t_icaht_late_grade`` (Int64, null when not evaluable),
     ``t_icaht_early_grade_max`` and ``early_unknown_days`` (the highest early grade possible had the
-    window's days without a count been below every level, and how many such days), the
+    window's days without a count been below every level, and how many such days),
+    ``t_icaht_late_grade_max`` (the same for the late window; given also when the late window is not
+    evaluable, empty only when it is empty; session 34), the
     early window's last day and why (``early_window_end``/``_end_reason``), the early durations
     ``plt_lt_<level>_days`` with ``_start``/``_end``/``_episodes``/``_recovery_days`` and
     ``early_transfusion_supported_days`` (days counted below 20 only because of a transfusion); the late window (``late_window_start``/``_end``/``_end_reason``),
@@ -360,15 +418,22 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
         pl.concat_list(pl.col("_ev"), "_early_w_ev").list.unique(maintain_order=True).alias("early_evidence"),
         pl.concat_list(pl.col("late__ev"), "_late_w_ev").list.unique(maintain_order=True).alias("late_evidence"),
     )
+    nt_cols = [f"late_nontransient_plt_{n}" for n in levels]
+    f = f.join(_nontransient(daily, sids, opts, levels), on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(grades(table, opts))
     f = f.join(_early_upper(daily, early_w, opts, levels, table, sids), on="subject_id", how="left",
                maintain_order="left").with_columns(pl.col("early_unknown_days").fill_null(0))
     need = int(opts["late_min_measurements"])
-    early_ok, late_ok = pl.col("n_days") > 0, pl.col("late_n_measurements") >= need
+    # "Two or more laboratory tests or nontransient thrombocytopenia" (session 34: the second alternative)
+    early_ok = pl.col("n_days") > 0
+    late_ok = (pl.col("late_n_measurements") >= need) | pl.any_horizontal([pl.col(c) > 0 for c in nt_cols])
     f = f.join(_late_upper(daily, late_w, opts, levels, table, sids), on="subject_id", how="left",
                maintain_order="left")
+    # not evaluable: still the highest grade possible (missing is not negative; session 34: it was null)
     f = f.with_columns(
-        pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max")).alias("t_icaht_late_grade_max"),
+        pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max"))
+        .otherwise(pl.when(pl.col("_late_unknown_days").is_not_null()).then(pl.col("_late_grade_max")))  # empty: null
+        .alias("t_icaht_late_grade_max"),
         pl.when(early_ok).then(pl.col("early_grade")).alias("t_icaht_early_grade"),
         pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max")).alias("t_icaht_early_grade_max"),
         pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
@@ -409,7 +474,9 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                 "they been below every level, the grade would be that.", py_str(pl.col("t_icaht_late_grade_max")),
                 pl.when(pl.col("_late_open").fill_null("") != "").then(pl.format(
                     " and the censored result(s) {} (their bound leaves a deeper level open)",
-                    pl.col("_late_open"))).otherwise(pl.lit("")), tx_open_text("_tx_open_late"))).otherwise(pl.lit("")))
+                    pl.col("_late_open"))).otherwise(pl.lit("")), tx_open_text("_tx_open_late")))
+            .when(pl.col("t_icaht_late_grade").is_null() & pl.col("t_icaht_late_grade_max").is_not_null())
+            .then(_late_range_text(tx_open_text("_tx_open_late"))).otherwise(pl.lit("")))
         .alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("t_icaht.early.not_evaluable"),
@@ -431,6 +498,14 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                                 "t_icaht_early_grade_max": pl.Int64,
                                 "late_plt_nadir_day": pl.Int64, "late_plt_confirmed_day": pl.Int64,
                                 "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
+
+
+def _nt_text(opts: dict) -> str:
+    """What else would have made a late window evaluable (option ``late_nontransient``)."""
+    if not opts.get("late_nontransient"):
+        return ""
+    return (f", and no nontransient thrombocytopenia (a run below a level continuing from the early window or "
+            f"lasting >= {opts['stable_recovery_days']} days)")
 
 
 def _sym(opts: dict) -> str:
@@ -460,6 +535,29 @@ def _early_reason(opts: dict, levels: dict[str, float], names: list[str], texts:
                                      rule_texts(texts, "early_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
 
 
+def _late_range_text(tx_open: pl.Expr) -> pl.Expr:
+    """A not-evaluable late window's range (session 34): up to ``t_icaht_late_grade_max`` had its days
+    without a count been below every level, at least what the known days confirm (missing is not
+    negative: a range naming the missing counts, not a grade 0)."""
+    lower = (pl.when(pl.col("late_grade") > 0).then(pl.format("the known days alone confirm grade {}", pl.col("late_grade")))
+             .otherwise(pl.lit("the known days alone confirm no grade (a lower bound of 0, not a finding of none)")))
+    missing = (pl.when(pl.col("_late_unknown_days").fill_null(0) > 0).then(pl.format(
+        "{} day(s) of the late window (days {}-{}) have no platelet count (measured or interpolated)",
+        pl.col("_late_unknown_days"), pl.col("_late_unknown_first"), pl.col("_late_unknown_last")))
+        .otherwise(pl.lit("no day of the late window lacks a count but a second test is missing")))
+    return pl.format(" Could be up to grade {}: {}{}; {}; had they been below every level, the grade would be that.",
+                     py_str(pl.col("t_icaht_late_grade_max")), missing, tx_open, lower)
+
+
+def _lowest(n: pl.Expr) -> pl.Expr:
+    """The lowest late counts; a window graded on a nontransient run may have one measurement or none
+    (session 34: it printed "second lowest NA on day None")."""
+    nadir = pl.coalesce(pl.col("_late_plt_nadir_cs"), fmt_expr(pl.col("late_plt_nadir")))
+    return (pl.when(n >= 2).then(lowest_text("PLT", "late_plt"))
+            .when(n == 1).then(pl.format("lowest PLT {} on day {} (the only measurement)", nadir, pl.col("late_plt_nadir_day")))
+            .otherwise(pl.lit("no measurement in the window")))
+
+
 def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], names: list[str],
                  texts: dict[str, str]) -> pl.Expr:
     win, empty, is_empty = late_window_text("late_window_start", "late_window_end", "late_window_end_reason")
@@ -468,11 +566,11 @@ def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], nam
                             for x in names], separator=", ")
     durs = [duration_text(f"late_plt_lt_{x}", f"PLT {_sym(opts)} {fmt(levels[x])}", opts) for x in dur_names]
     return (pl.when(is_empty).then(empty)
-            .when(n < need).then(pl.format(f"not evaluable: {{}} platelet measurement(s) in {{}}, {need} needed.",
-                                           py_str(n), win))
+            .when(pl.col("t_icaht_late_grade").is_null()).then(pl.format(
+                f"not evaluable: {{}} platelet measurement(s) in {{}}, {need} needed{_nt_text(opts)}.", py_str(n), win))
             .otherwise(pl.concat_str(
                 py_str(n), pl.lit(" measurements in "), win, pl.lit(", of which "), counts, pl.lit("; "),
-                lowest_text("PLT", "late_plt"), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
+                _lowest(n), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
                 _tx_text("late_transfusion_supported_days", opts), pl.lit(" -> grade "),
                 py_str(pl.col("t_icaht_late_grade")), pl.lit(" ("),
                 rule_texts(texts, "late_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
