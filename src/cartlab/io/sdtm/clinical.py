@@ -59,6 +59,32 @@ def exposure_reason(ex: DomainFile, agent: pl.Expr) -> pl.Expr:
 NO_CART_DATE = "the CAR-T exposure's {var} is {what} ({text}): day 0 cannot be placed (DM.RFXSTDTC is not used)"
 
 
+#: the reason of a subject whose partial CAR-T date may fall on or before its first dated CAR-T exposure
+PARTIAL_BEFORE = ("the CAR-T exposure's {var} is partial ({what}), and may fall on or before the first fully "
+                  "dated CAR-T exposure (record {row}, {dtc}): day 0 cannot be placed")
+
+
+def _partial_before(given: pl.DataFrame, cart: pl.DataFrame, var: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(first dated CAR-T per subject without the subjects that lose day 0, their ``__noanchor``).
+
+    A given CAR-T exposure whose --STDTC is partial (``2021-05``: the period 2021-05-01 .. 05-31;
+    ``2021`` or ``2021---15``: the year; no year: any time) may be the first infusion when its period
+    starts on or before the date of the first fully dated CAR-T exposure: day 0 is then unknown, as
+    the FHIR reader rules (session 34). A period wholly after that date changes nothing."""
+    dtc = pl.col("__dtc").str.strip_chars()
+    year = dtc.str.extract(r"^(\d{4})", 1).cast(pl.Int32, strict=False)
+    month = dtc.str.extract(r"^\d{4}-(\d{2})", 1).cast(pl.Int32, strict=False).fill_null(1)
+    start = pl.date(year, month, 1)
+    hit = given.filter(pl.col("__st") == "partial").join(cart, on="subject_id", how="inner", suffix="_first").filter(
+        year.is_null() | (start <= pl.col("__ex_first").dt.date()))
+    before = hit.sort("subject_id", ROW).group_by("subject_id", maintain_order=True).agg(
+        pl.format(PARTIAL_BEFORE.replace("{var}", var).replace("{what}", "{}").replace("{row}", "{}")
+                  .replace("{dtc}", "{}"),
+                  pl.format("{}, record {}", pl.col("__dtc"), pl.col(ROW)).str.join("; "),
+                  pl.col("__exrow").first(), pl.col("__exdtc").first()).alias("__noanchor"))
+    return cart.filter(~pl.col("subject_id").is_in(before["subject_id"].implode())), before
+
+
 def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | None = None) -> pl.DataFrame:
     """Per subject: day 0 = the date of the first CAR-T exposure in EX (or EC; else DM.RFXSTDTC), at
     midnight; ``__nominal`` when SUPPDM NOMANCH = Y (write_sdtm's placeholder calendar). The
@@ -70,7 +96,9 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
 
     A subject whose CAR-T exposures all have a partial or empty --STDTC gets no day 0 (``__noanchor``
     says why): DM.RFXSTDTC is the first exposure to *any* study treatment, often the
-    lymphodepletion, and would shift every day silently (missing is not negative)."""
+    lymphodepletion, and would shift every day silently (missing is not negative). Neither does a
+    subject with a partial CAR-T date whose period can include or precede the first fully dated
+    CAR-T exposure (:func:`_partial_before`)."""
     rfx = parse_dtc(dm.col("RFXSTDTC"))
     dm.fail(rfx.struct.field("status") == "invalid", "RFXSTDTC", BAD_DTC)
     dmf = dm.df.select(
@@ -89,18 +117,23 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
             pl.when(ok).then(p.struct.field("dt").dt.truncate("1d")).alias("__ex"),
             pl.when(ok).then(p.struct.field("dt")).alias("__exdt"),
             pl.when(ok & p.struct.field("has_time")).then(ex.text(f"{dom}STDTC")).alias("__extext"),
-            p.struct.field("status").alias("__st"), ex.text(f"{dom}STDTC").alias("__dtc"),
+            p.struct.field("status").alias("__st"), ex.text(f"{dom}STDTC").alias("__dtc"), pl.col(ROW),
         )
         cart = given.filter(pl.col("__exdt").is_not_null())
         # the first CAR-T exposure (earliest date and time; a date without a time counts as its midnight)
         cart = cart.sort("subject_id", "__exdt", pl.col("__extext").is_null(), maintain_order=True).group_by(
-            "subject_id", maintain_order=True).first().select("subject_id", "__ex", pl.col("__extext").alias("__infdtm"))
+            "subject_id", maintain_order=True).first().select(
+            "subject_id", "__ex", pl.col("__extext").alias("__infdtm"), pl.col(ROW).alias("__exrow"),
+            pl.col("__dtc").alias("__exdtc"))
         undated = given.filter(~pl.col("subject_id").is_in(cart["subject_id"].implode())).group_by(
             "subject_id", maintain_order=True).agg(
             pl.format(NO_CART_DATE.replace("{var}", f"{dom}STDTC").replace("{what}", "{}").replace("{text}", "{}"),
                       pl.when(pl.col("__st").first() == "missing").then(pl.lit("empty")).otherwise(pl.lit("partial")),
                       pl.col("__dtc").fill_null("").str.join(", ")).alias("__noanchor"))
-        dmf = dmf.join(cart, on="subject_id", how="left").join(undated, on="subject_id", how="left")
+        cart, before = _partial_before(given, cart, f"{dom}STDTC")
+        undated = pl.concat([undated, before], how="vertical_relaxed")
+        dmf = dmf.join(cart.drop("__exrow", "__exdtc"), on="subject_id", how="left").join(
+            undated, on="subject_id", how="left")
     else:
         dmf = dmf.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("__ex"),
                                pl.lit(None, dtype=pl.String).alias("__infdtm"),
@@ -123,7 +156,8 @@ def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None,
       ``ex_agents``) or the CAR-T records are no exposures (:func:`exposure_reason`). SDTMIG's
       RFXSTDTC is the first exposure to any study treatment (often the lymphodepletion), so this
       would shift every study day by the lead time without a word;
-    * a subject left without day 0 because the CAR-T exposure's date is partial or empty."""
+    * a subject left without day 0 because the CAR-T exposure's date is partial or empty, or because a
+      partial CAR-T date may fall on or before the first fully dated one (the warning names its record)."""
     if ex is None or "__anchor_from" not in anc.columns:
         return []
     dom = ex.domain
@@ -138,7 +172,7 @@ def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None,
     for sid, why, rfx in nodate.iter_rows():
         rows = recs.filter((pl.col("subject_id") == sid) & pl.col("__cart") & pl.col("__why").is_null())[ROW].to_list()
         rfx_txt = f" (DM.RFXSTDTC {rfx:%Y-%m-%d} is the first exposure to any study treatment, often the " \
-                  "lymphodepletion, and is not used)" if rfx is not None else ""
+                  "lymphodepletion, and is not used)" if rfx is not None and "may fall on or before" not in why else ""
         out.append((sid, f"USUBJID {sid}: {why.split(': day 0')[0]}, so the subject has no day 0{rfx_txt}: none of "
                          "the subject's dated records can be placed on a day (counted as not mapped in the mapping "
                          f"report); give the complete date of the CAR-T infusion in {dom}STDTC", sorted(rows)))

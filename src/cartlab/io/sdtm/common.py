@@ -61,9 +61,72 @@ def _key(e: pl.Expr) -> pl.Expr:
         e.cast(pl.String))
 
 
-def attach_supp(parent: DomainFile, supp: DomainFile | None, mapping: SdtmMapping) -> pl.DataFrame | None:
+def _supp_keys(parent: DomainFile, s: pl.DataFrame) -> pl.DataFrame:
+    """``s`` (one row per SUPP-- record) joined to its parent records: one row per (SUPP record,
+    parent record ``__prow``), ``__prow`` null with ``__unres`` (why) when none is found.
+
+    SDTMIG 8.4/8.3: IDVAR "identifies the related record(s). Examples include --SEQ and --GRPID"; the
+    variables in IDVAR "may have values that are unique for: Each observation within a domain. Groups
+    of observations within a domain". So a value of --GRPID (or of any IDVAR other than --SEQ: --REFID,
+    --SPID, --LNKID ...) names every parent record of the subject that has it; --SEQ is unique per
+    subject and a blank IDVAR names the subject's one record (SUPPDM): a value that matches several
+    parent records there is a data error, not attached."""
+    dom = parent.domain
+    p = parent.df
+    sid = pl.col("USUBJID").cast(pl.String).alias("__sid")
+    parts = []
+    for idvar in s["__idvar"].unique(maintain_order=True).to_list():
+        rows = s.filter(pl.col("__idvar").eq_missing(pl.lit(idvar, dtype=pl.String)))
+        var = None if idvar is None else idvar.strip().upper()
+        if var is not None and var not in p.columns:
+            parts.append(rows.with_columns(pl.lit(None, dtype=pl.Int64).alias("__prow"), pl.lit(
+                f"IDVAR {var} is not a variable of {dom}: parent record not found").alias("__unres")))
+            continue
+        key = pl.lit(None, dtype=pl.String) if var is None else _key(parent.text(var))
+        kf = p.select(pl.col(ROW).cast(pl.Int64).alias("__prow"), sid, key.alias("__idval"))
+        if var is not None:  # a parent record without a value of IDVAR is named by no IDVARVAL
+            kf = kf.filter(pl.col("__idval").is_not_null())
+        kf = kf.with_columns(pl.len().over("__sid", "__idval").alias("__nmatch"))
+        j = rows.join(kf, on=["__sid", "__idval"], how="left", nulls_equal=True)
+        unique_key = var is None or var == f"{dom}SEQ"
+        j = j.with_columns(
+            pl.when(pl.col("__prow").is_null()).then(pl.lit(f"parent {dom} record not found (USUBJID/IDVAR/IDVARVAL)"))
+            .when(pl.lit(unique_key) & (pl.col("__nmatch") > 1))
+            .then(pl.lit(f"IDVAR {var or 'empty'} names several {dom} records of the subject (it must name one): "
+                         "not attached"))
+            .alias("__unres"))
+        # an ambiguous unique key attaches to no record: one row per SUPP record, no parent
+        j = j.with_columns(pl.when(pl.col("__unres").is_null()).then(pl.col("__prow")).alias("__prow"))
+        parts.append(j.drop("__nmatch").unique([ROW, "__prow"], keep="first", maintain_order=True))
+    return pl.concat(parts, how="vertical_relaxed").sort(ROW, "__prow", nulls_last=True)
+
+
+def _warn_unresolved(parent: DomainFile, supp: DomainFile, s: pl.DataFrame, warnings: list | None) -> None:
+    """One warning per SUPP-- file naming the domain, IDVAR and IDVARVAL of the records not attached."""
+    if warnings is None:
+        return
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    bad = s.filter(pl.col("__unres").is_not_null()).unique(ROW, keep="first", maintain_order=True)
+    if bad.height == 0:
+        return
+    keys = bad.group_by("__idvar", "__idval", "__unres", maintain_order=True).agg(
+        pl.col("__sid").unique(maintain_order=True))
+    what = [f"IDVAR {iv or 'empty'}, IDVARVAL {val or 'empty'} (USUBJID {', '.join(map(str, sids[:3]))}"
+            f"{' ...' if len(sids) > 3 else ''}): {why}" for iv, val, why, sids in keys.rows()[:10]]
+    more = f"; and {keys.height - 10} more" if keys.height > 10 else ""
+    warnings.append(SdtmIssue(
+        supp.name, "IDVAR", f"{bad.height:,} {supp.domain} record(s) not attached to any {parent.domain} record: "
+        f"{'; '.join(what)}{more} (counted in the mapping report; SDTMIG: IDVAR/IDVARVAL name the parent "
+        "record(s), e.g. --SEQ or --GRPID)", bad[ROW].to_list(), "warning"))
+
+
+def attach_supp(parent: DomainFile, supp: DomainFile | None, mapping: SdtmMapping,
+                warnings: list | None = None) -> pl.DataFrame | None:
     """Qualifier columns ``__q_<canonical>`` (and ``__q_extra`` JSON of unknown QNAMs) joined to
-    ``parent.df``; returns the SUPP file's per-record status (None without a SUPP file)."""
+    ``parent.df``; returns the SUPP file's per-record status (None without a SUPP file). A record
+    keyed on a group (--GRPID ...) qualifies every parent record of the group (:func:`_supp_keys`);
+    ``warnings`` gets one warning naming the records not attached."""
     if supp is None:
         return None
     supp.require("USUBJID", "QNAM", "QVAL")
@@ -74,19 +137,8 @@ def attach_supp(parent: DomainFile, supp: DomainFile | None, mapping: SdtmMappin
         pl.coalesce(supp.col(RAW_QVAL), supp.text("QVAL")).alias("__qraw"),
     )
     p = parent.df
-    keys = []
-    for idvar in s["__idvar"].unique().to_list():
-        if idvar is None:
-            keys.append(p.select(pl.col(ROW).alias("__prow"), pl.col("USUBJID").cast(pl.String).alias("__sid"),
-                                 pl.lit(None, dtype=pl.String).alias("__idvar"), pl.lit(None, dtype=pl.String).alias("__idval")))
-        elif idvar.upper() in p.columns:
-            keys.append(p.select(pl.col(ROW).alias("__prow"), pl.col("USUBJID").cast(pl.String).alias("__sid"),
-                                 pl.lit(idvar).alias("__idvar"), _key(parent.text(idvar.upper())).alias("__idval")))
-    if keys:
-        kf = pl.concat(keys).unique(["__sid", "__idvar", "__idval"], keep="none")
-        s = s.join(kf, on=["__sid", "__idvar", "__idval"], how="left", nulls_equal=True)
-    else:
-        s = s.with_columns(pl.lit(None, dtype=pl.Int64).alias("__prow"))
+    s = _supp_keys(parent, s).with_columns(pl.col("__prow").cast(p.schema[ROW]))
+    _warn_unresolved(parent, supp, s, warnings)
     # split values: QNAM, QNAM1, QNAM2 ... of a known QNAM are one value, joined in order
     base = s["__qnam"].str.replace(r"\d$", "")
     known = set(mapping.supp)
@@ -96,13 +148,17 @@ def attach_supp(parent: DomainFile, supp: DomainFile | None, mapping: SdtmMappin
         pl.when(~pl.col("__qnam").is_in(list(known)) & base.is_in(list(known)))
         .then(pl.col("__qnam").str.slice(-1).cast(pl.Int64, strict=False)).otherwise(0).alias("__part"),
     )
-    dup = s.filter(pl.col("__prow").is_not_null()).select(
-        ROW, pl.struct("__prow", "__qnam").is_duplicated().alias("__dup"))
-    s = s.join(dup, on=ROW, how="left").sort(ROW)
+    # a QNAM given twice for one parent record (e.g. by its --SEQ and by its --GRPID): neither record
+    # is used, for any of its parents
+    dup = (s.filter(pl.col("__prow").is_not_null())
+           .with_columns(pl.struct("__prow", "__qnam").is_duplicated().alias("__dup"))
+           .group_by(ROW).agg(pl.col("__dup").any()))
+    s = s.join(dup, on=ROW, how="left").sort(ROW, "__prow", nulls_last=True)
+    one = s.unique(ROW, keep="first", maintain_order=True)
     st = status(
-        s, pl.col("__qnam"), pl.lit(f"{parent.domain}:") + pl.col("__qbase"),
+        one, pl.col("__qnam"), pl.lit(f"{parent.domain}:") + pl.col("__qbase"),
         first_reason(
-            (pl.col("__prow").is_null(), f"parent {parent.domain} record not found (USUBJID/IDVAR/IDVARVAL)"),
+            (pl.col("__unres").is_not_null(), pl.col("__unres")),
             (pl.col("__dup").fill_null(False), "qualifier given twice for the same record"),
         ),
     )

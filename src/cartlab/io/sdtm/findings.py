@@ -17,6 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from cartlab.errors import InputError
+from cartlab.io.dictionary import Dictionary
 from cartlab.io.sdtm.common import (
     Ctx,
     _key,
@@ -40,8 +41,15 @@ _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 SIG_DIGITS = 12
 
 
-#: dictionary group "hematology": counts and blasts of peripheral blood, read only from a blood specimen
-BLOOD_COUNTS = ("WBC", "NEUT", "LYM", "MONO", "HGB", "PLAT", "PBBLAST")
+#: the parameter dictionary's group of blood counts (params_v1.yaml ``group``): counts and blasts of
+#: peripheral blood, read only from a blood specimen
+BLOOD_GROUP = "hematology"
+
+
+def blood_counts(d: Dictionary) -> list[str]:
+    """The params of the dictionary's :data:`BLOOD_GROUP` (WBC, NEUT, LYM, MONO, HGB, PLAT, PBBLAST in
+    params_v1.yaml): a result of one in a --SPEC that is not blood is not that blood count."""
+    return [code for code, p in d.params.items() if p.group == BLOOD_GROUP]
 
 
 def _param_map(dfile: DomainFile, ctx: Ctx) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -195,7 +203,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         (~has_result, f"no result ({v['STRESN']} and {v['STRESC']} empty)"),
         # a blood count measured in another specimen (a CSF or urine WBC) is not the blood count the
         # engines grade: not read, and never a reason to stop the import (session 33, review33 A6/B2)
-        (pl.col("__param").is_in(list(BLOOD_COUNTS)) & (spec_raw != "")
+        (pl.col("__param").is_in(blood_counts(d)) & (spec_raw != "")
          & (spec_raw.replace_strict(m.specimens, default=None, return_dtype=pl.String).fill_null("?") != "PB"),
          pl.format("specimen {} is not blood: not read as {} (a blood count)", spec_raw, pl.col("__param"))),
         *[((pl.col("__param") == p) & pl.col("__vtext").is_not_null() & ~pl.col("__vtext").is_in(vals),

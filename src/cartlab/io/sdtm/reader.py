@@ -185,13 +185,14 @@ def read_sdtm(
             f.fail(pl.col("USUBJID").cast(pl.String).str.strip_chars().fill_null("") == "", "USUBJID",
                    "USUBJID is empty (SDTMIG: required in every record)")
     statuses: list[tuple[DomainFile, pl.DataFrame]] = []
+    supp_warnings: list[Issue] = []  # SUPP-- records attached to no parent record (domain, IDVAR, IDVARVAL)
     for dom, f in files.items():
         if dom.startswith("SUPP") and len(dom) > 4:
             parent = files.get(dom[4:])
             if parent is None:
                 statuses.append((f, unmapped(f, f"parent domain {dom[4:]} not present")))
             else:
-                statuses.append((f, attach_supp(parent, f, m)))
+                statuses.append((f, attach_supp(parent, f, m, supp_warnings)))
     dm = files["DM"]
     dm.require("USUBJID")
     ex = files.get("EX") or files.get("EC")
@@ -204,6 +205,7 @@ def read_sdtm(
     tables: dict[str, list[pl.DataFrame]] = {"doses": [], "observations": [], "interventions": [], "events": []}
     warnings: list[Issue] = [SdtmIssue(ex.name, f"{ex.domain}TRT", msg, rows, "warning")
                              for _sid, msg, rows in rfxstdtc_anchor_warnings(anc, ex, m.ex_agents)]
+    warnings += supp_warnings
     in_dm = set(ctx.subjects.to_list())
     for dom, f in files.items():  # records of subjects DM does not have: not mapped, and said so
         if dom == "DM" or dom in m.unmapped_domains:
