@@ -27,11 +27,21 @@ high-dose vasopressors" is possible on a high-dose day (rule mskcc.g4.high_dose_
 refractory_hypotension always unknown); (10) the high-dose rules are status unverified and their
 text names the high-dose table row and the dose (input high_dose_detail). The old tables are patched
 for (9) and (10) in load_criteria below.
+Session 34 (/work/notes/fix34_legacy/REPORT.md; each place marked "session 34"): (11) CARTOX grade 4
+"life-threatening hypotension" is possible on a day meeting the grade-3 hypotension row (rules
+cartox.g4.life_threatening_hypotension_high_dose / _multiple, input life_threatening_hypotension,
+option assume_life_threatening_hypotension); (12) option assume_fluid_boluses sets the Penn input
+fluid_boluses (None: unknown, as before), and Penn "treated with IV fluids" is not named beside its
+low-dose-vasopressor rule; an input set by an assume_* option is named "assumed (...)" in a holding
+rule's text (input columns <input>_detail); (13) the per-subject ``not_assessed`` text (each missing
+input on the days that could raise the maximum, with those days) and the cross-scale columns
+crs_<s>_not_assessed / not_assessed.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -93,6 +103,26 @@ _S33_MSKCC_G4 = {"id": "mskcc.g4.high_dose_refractory", "grade": 4,
                  "status": "unverified"}
 
 
+# session 34 (11): CARTOX grade 4 "life-threatening hypotension" (PMC7006459 Table 2) on a grade-3 hypotension day
+_S34_CARTOX_G4 = [
+    {"id": "cartox.g4.life_threatening_hypotension_high_dose", "grade": 4,
+     "when": [{"feature": "high_dose", "op": "==", "value": 1},
+              {"feature": "life_threatening_hypotension", "op": "==", "value": 1}],
+     "text": "life-threatening hypotension (on high-dose vasopressors)", "status": "unverified",
+     "citation": "CARTOX grade 4: life-threatening hypotension (PMC7006459 Table 2); precondition high-dose "
+                 "vasopressors: cartlab convention"},
+    {"id": "cartox.g4.life_threatening_hypotension_multiple", "grade": 4,
+     "when": [{"feature": "$multiple_count_feature", "op": ">=", "value": 2},
+              {"feature": "life_threatening_hypotension", "op": "==", "value": 1}],
+     "text": "life-threatening hypotension (on multiple vasopressors)", "status": "convention",
+     "citation": "CARTOX grade 4: life-threatening hypotension (PMC7006459 Table 2); precondition multiple "
+                 "vasopressors: cartlab convention"},
+]
+# session 34 (12): the inputs an assume_* option may set
+_S34_ASSUMED = {"fluid_boluses": "assume_fluid_boluses", "refractory_hypotension": "assume_refractory_hypotension",
+                "life_threatening_hypotension": "assume_life_threatening_hypotension"}
+
+
 def load_criteria(name: str) -> dict[str, Any]:
     """The old (pre-issue-14) scale tables; other tables are the shipped ones."""
     path = _OLD_TABLES / f"{name}.yaml"
@@ -105,6 +135,9 @@ def load_criteria(name: str) -> dict[str, Any]:
     if name == "crs_mskcc":  # session 33 (9): before the other grade-4 row (published order)
         k = next(i for i, r in enumerate(t["rules"]) if r["id"] == "mskcc.g4.mechanical_ventilation")
         t["rules"].insert(k, dict(_S33_MSKCC_G4))
+    if name == "crs_cartox":  # session 34 (11): before the other grade-4 rows (published order)
+        k = next(i for i, r in enumerate(t["rules"]) if r["id"] == "cartox.g4.ventilator")
+        t["rules"][k:k] = [dict(r) for r in _S34_CARTOX_G4]
     return t
 
 
@@ -162,6 +195,8 @@ class CrsLegacyOptions:
     organ_labs_required: str = "renal_and_liver"
     multiple_vasopressors: str = "same_day"  # session 33 (8)
     assume_refractory_hypotension: bool | None = None  # session 33 (9)
+    assume_life_threatening_hypotension: bool | None = None  # session 34 (11)
+    assume_fluid_boluses: bool | None = None  # session 34 (12)
 
     def __post_init__(self) -> None:
         if self.multiple_vasopressors not in ("same_day", "concurrent"):
@@ -229,6 +264,8 @@ _INPUT_SCHEMA: dict[str, pl.DataType] = {
     "high_dose_rule": pl.String,
     "high_dose_detail": pl.String,  # session 33 (10)
     "refractory_hypotension": pl.Boolean,  # session 33 (9)
+    "life_threatening_hypotension": pl.Boolean,  # session 34 (11)
+    **{f"{f}_detail": pl.String for f in _S34_ASSUMED},  # session 34 (12)
     "o2_any": pl.Boolean,
     "o2_devices": pl.List(pl.String),
     "o2_flow_max_lpm": pl.Float64,
@@ -311,11 +348,15 @@ def _from_start(study: Study, first_day: Any) -> tuple[Study, dict[str, float | 
             return True
         return day >= st_ if timed else math.floor(day) >= math.floor(st_)
 
-    def timed(day: float | None) -> bool:
-        return day is not None and day != math.floor(day)
+    def timed(day: float | None, dt: Any = None) -> bool:
+        # session 34: a date-time with a clock time is timed too (as cartlab.grading.common.is_timed;
+        # the oracle read the fractional day only, and kept a row "day 1, 08:00" before a start 1.5)
+        return (day is not None and day != math.floor(day)) or bool(re.search(r"\d[T ]\d", str(dt or "")))
 
     obs = study.observations
-    keep_obs = [keep(r["day"], timed(r["day"]), r["subject_id"]) for r in obs.select("subject_id", "day").to_dicts()]
+    has_dt = "datetime" in obs.columns
+    keep_obs = [keep(r["day"], timed(r["day"], r.get("datetime") if has_dt else None), r["subject_id"])
+                for r in obs.select("subject_id", "day", *(["datetime"] if has_dt else [])).to_dicts()]
     iv = study.interventions
     rows = []
     for r in iv.to_dicts():
@@ -324,7 +365,8 @@ def _from_start(study: Study, first_day: Any) -> tuple[Study, dict[str, float | 
             rows.append(r)
             continue
         end = r["end_day"] if r.get("end_day") is not None else r["start_day"]
-        if not keep(end, timed(end), r["subject_id"]):
+        end_dt = r.get("end_datetime") if r.get("end_day") is not None else r.get("start_datetime")  # session 34
+        if not keep(end, timed(end, end_dt), r["subject_id"]):
             continue
         if r["start_day"] < st_:
             r = {**r, "start_day": st_}
@@ -685,9 +727,13 @@ def crs_daily_inputs(
                 hospitalized = opts.assume_hospitalized
             if hospitalized is None:
                 unknown.append("hospitalized:hospitalization")
-            unknown.append("fluid_boluses:IV fluid boluses (not recorded in study format v1)")
+            if opts.assume_fluid_boluses is None:  # session 34 (12)
+                unknown.append("fluid_boluses:IV fluid boluses (not recorded in study format v1)")
             if opts.assume_refractory_hypotension is None:  # session 33 (9)
                 unknown.append("refractory_hypotension:refractoriness of hypotension (not recorded)")
+            if opts.assume_life_threatening_hypotension is None:  # session 34 (11)
+                unknown.append("life_threatening_hypotension:whether the hypotension was life-threatening "
+                               "(not recorded)")
             conc = {}  # session 33 (8)
             for f in ("n_vasopressors", "n_vasopressors_excl_vasopressin"):
                 lo = max(x.get(f"{f}_concurrent_min") or 0, min(x.get(f) or 0, 1))
@@ -716,6 +762,9 @@ def crs_daily_inputs(
                 "high_dose": x.get("high_dose", False), "high_dose_rule": x.get("high_dose_rule"),
                 "high_dose_detail": _hd_detail(x),
                 "refractory_hypotension": opts.assume_refractory_hypotension,
+                "life_threatening_hypotension": opts.assume_life_threatening_hypotension,  # session 34 (11)
+                **{f"{f}_detail": f"assumed (CrsLegacyOptions.{o}=True)" if getattr(opts, o) is True else None
+                   for f, o in _S34_ASSUMED.items()},  # session 34 (12)
                 "o2_any": bool(o2), "o2_devices": devices,
                 "o2_flow_max_lpm": max(flows) if flows else None,
                 "fio2_min": fio2_min, "fio2_max": fio2_max, "ventilation_level": vent,
@@ -723,7 +772,7 @@ def crs_daily_inputs(
                 "blood_products": x.get("blood_products", False),
                 "hospitalized": hospitalized,
                 "iv_therapy": x.get("iv_therapy", False),
-                "fluid_boluses": None,
+                "fluid_boluses": opts.assume_fluid_boluses,  # session 34 (12)
                 "death_crs": death,
                 "unknown_reasons": sorted(set(unknown)),
                 "feature_evidence": list(dict.fromkeys(evid)),
@@ -779,6 +828,7 @@ _FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                                                              "n_vasopressors_excl_vasopressin_concurrent_max"),
                                                    ("vasopressor",)),
     "refractory_hypotension": ("bool", ("refractory_hypotension",), ()),
+    "life_threatening_hypotension": ("bool", ("life_threatening_hypotension",), ()),  # session 34 (11)
     "vaso_episode_hours": ("range", ("vaso_episode_hours_min", "vaso_episode_hours_max"), ("vasopressor",)),
     "o2_any": ("bool", ("o2_any",), ("o2",)),
     "fio2": ("range", ("fio2_min", "fio2_max"), ("o2",)),
@@ -880,13 +930,14 @@ _GRADE_SCHEMA: dict[str, pl.DataType] = {
 
 # audit s26 (4): a rule not named in the reason (nor as the day's rule) when one of these is named too
 _SUPERSEDED = {"lee2014.g2.hypotension_fluids": ("lee2014.g2.one_low_dose_vasopressor",),
-               "cartox.g2.hypotension_fluids": ("cartox.g2.low_dose_vasopressor",)}
+               "cartox.g2.hypotension_fluids": ("cartox.g2.low_dose_vasopressor",),
+               "penn.g3.hypotension_fluid_boluses": ("penn.g3.low_dose_vasopressor",)}  # session 34 (12)
 
 
 def _text(r: Mapping[str, Any], features: list[str], row: Mapping[str, Any]) -> str:
     """audit s26 (3): the rule's text, then ": <labs>" for each organ-toxicity input it reads."""
-    details = [row.get(f"{f}_labs") if f in _ORGAN_COLS else row.get("high_dose_detail")  # session 33 (10)
-               for f in dict.fromkeys(features) if f in _ORGAN_COLS or f == "high_dose"]
+    details = [row.get(f"{f}_labs") if f in _ORGAN_COLS else row.get(f"{f}_detail")  # session 33 (10), 34 (12)
+               for f in dict.fromkeys(features) if f in _ORGAN_COLS or f == "high_dose" or f in _S34_ASSUMED]
     return r["text"] + "".join(f": {t}" for t in details if t is not None)
 
 
@@ -982,7 +1033,22 @@ _SUBJECT_SCHEMA: dict[str, pl.DataType] = {
     "missing_inputs": pl.List(pl.String),
     "possible_rules": pl.List(pl.String),
     "evidence": EVIDENCE,
+    "not_assessed": pl.String,  # session 34 (13)
 }
+
+
+def _not_assessed(raising: list[dict]) -> str:
+    """session 34 (13): each missing input of the days that could raise the maximum, with those days."""
+    days: dict[str, set[int]] = defaultdict(set)
+    for r in raising:
+        for m in r["missing_inputs"]:
+            days[m].add(r["day"])
+    parts = []
+    for m in sorted(days):
+        d = sorted(days[m])
+        parts.append(f"{m} on day{'s' if len(d) > 1 else ''} {', '.join(str(x) for x in d[:8])}"
+                     f"{' ...' if len(d) > 8 else ''}")
+    return "; ".join(parts)
 
 
 def crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | None = None) -> pl.DataFrame:
@@ -1007,7 +1073,8 @@ def crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | None = 
                         "day": None, "rule": f"{scale}.no_data",
                         "reason": f"{_LABELS.get(scale, scale)}: no graded day (no temperature, blood pressure, "
                                   "support, organ or event data)",
-                        "missing_inputs": ["daily data"], "possible_rules": [], "evidence": []})
+                        "missing_inputs": ["daily data"], "possible_rules": [], "evidence": [],
+                        "not_assessed": "daily data (no graded day)"})  # session 34 (13)
             continue
         gmin = max(r["grade_min"] for r in rows)
         gmax = max(r["grade_max"] for r in rows)
@@ -1028,6 +1095,7 @@ def crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | None = 
             "possible_rules": sorted({p for r in raising for p in r["possible_rules"]}),
             "evidence": list(dict.fromkeys(
                 [*(first["evidence"] if gmin > 0 else []), *(e for r in raising for e in r["evidence"])])),
+            "not_assessed": _not_assessed(raising),  # session 34 (13)
         })
     return pl.DataFrame(out, schema=_SUBJECT_SCHEMA, orient="row") if out else pl.DataFrame(schema=_SUBJECT_SCHEMA)
 
@@ -1093,6 +1161,7 @@ def crs_cross_scale(
             pl.col("reason").alias(f"crs_{s}_reason"),
             pl.col("day").alias(f"crs_{s}_day"),
             pl.col("evidence").alias(f"crs_{s}_evidence"),
+            pl.col("not_assessed").alias(f"crs_{s}_not_assessed"),  # session 34 (13)
         )
         base = base.join(part, on="subject_id", how="left")
     same = []
@@ -1101,7 +1170,10 @@ def crs_cross_scale(
         if astct is not None:
             b.append(_astct_bounds(r))
         same.append(_same_all(b))
-    return base.with_columns(pl.Series("same_grade_all_scales", same, dtype=pl.Boolean))
+    together = [" | ".join(f"{_LABELS[s]}: {r[f'crs_{s}_not_assessed']}" for s in scales
+                           if r[f"crs_{s}_not_assessed"]) for r in base.to_dicts()]  # session 34 (13)
+    return base.with_columns(pl.Series("same_grade_all_scales", same, dtype=pl.Boolean),
+                             pl.Series("not_assessed", together, dtype=pl.String))
 
 
 def crs_cross_scale_cohort(

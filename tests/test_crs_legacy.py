@@ -82,7 +82,7 @@ def make_study(ivs=(), *, subjects=("S1",), days=range(15), fever_days=range(3, 
 
 #: MSKCC read as before session 33 (no G4 range for unrecorded refractoriness), for tests whose
 #: point is another rule; the default range is asserted beside them
-NOT_REFRACTORY = CrsLegacyOptions(assume_refractory_hypotension=False)
+NOT_REFRACTORY = CrsLegacyOptions(assume_refractory_hypotension=False, assume_life_threatening_hypotension=False)
 
 
 def subject_grades(study, organ_grades=NO_ORGAN_TOX, options=None, subject="S1"):
@@ -254,18 +254,19 @@ def test_mskcc_24_hours(hours, mskcc):
 def test_mskcc_episode_is_cumulative_across_agents_and_days():
     # norepinephrine 20 h then epinephrine 6 h without a gap: one 26-h episode
     s = make_study([iv(8.5, 8.5 + 20 / 24, dose=4), iv(8.5 + 20 / 24, 8.5 + 26 / 24, agent="epinephrine", dose=2)])
-    assert exact(s)["mskcc"] == 3
+    assert exact(s, options=NOT_REFRACTORY)["mskcc"] == 3
     # with a 1-h gap the episodes are separate (20 h and 6 h) unless episode_gap_hours allows it
     s = make_study([iv(8.5, 8.5 + 20 / 24, dose=4), iv(8.5 + 21 / 24, 8.5 + 27 / 24, agent="epinephrine", dose=2)])
-    assert exact(s)["mskcc"] == 2
-    assert exact(s, options=CrsLegacyOptions(episode_gap_hours=1.0))["mskcc"] == 3
+    assert exact(s, options=NOT_REFRACTORY)["mskcc"] == 2
+    assert exact(s, options=CrsLegacyOptions(episode_gap_hours=1.0, assume_life_threatening_hypotension=False))["mskcc"] == 3
 
 
 def test_single_versus_multiple_low_dose_vasopressors():
     single = make_study([iv(8, 10, dose=4)])
     assert exact(single) == {"lee2014": 2, "penn": 3, "cartox": 2, "mskcc": 3}
     multiple = make_study([iv(8, 10, dose=4), iv(9, 9, agent="epinephrine", dose=2)])
-    assert exact(multiple) == {"lee2014": 3, "penn": 3, "cartox": 3, "mskcc": 3}  # NE-eq 6: not high dose
+    assert exact(multiple, options=NOT_REFRACTORY) == {"lee2014": 3, "penn": 3, "cartox": 3, "mskcc": 3}  # NE-eq 6: not high dose
+    assert subject_grades(multiple)["cartox"] == (None, 3, 4)  # life-threatening hypotension not recorded (s34)
 
 
 def test_vasopressin_handling():
@@ -274,7 +275,7 @@ def test_vasopressin_handling():
     assert (r["n_vasopressors"], r["n_vasopressors_excl_vasopressin"]) == (2, 1)
     assert r["high_dose"] is False  # vasopressin + NE-eq 5 < 10
     # Lee 2014 / CARTOX text: "multiple vasopressors" (no vasopressin exclusion) by default
-    assert exact(s)["lee2014"] == 3 and exact(s)["penn"] == 3
+    assert exact(s, options=NOT_REFRACTORY)["lee2014"] == 3 and exact(s, options=NOT_REFRACTORY)["penn"] == 3
     opt = CrsLegacyOptions(scale_params={s_: {"multiple_count_feature": "n_vasopressors_excl_vasopressin"}
                                          for s_ in ("lee2014", "cartox")})
     g = exact(s, options=opt)
@@ -293,7 +294,7 @@ def test_vasopressin_handling():
 def test_missing_dose_gives_range():
     s = make_study([iv(8, 10)])  # dose not recorded
     g = subject_grades(s)
-    assert g["lee2014"] == (None, 2, 3) and g["cartox"] == (None, 2, 3)
+    assert g["lee2014"] == (None, 2, 3) and g["cartox"] == (None, 2, 4)
     # MSKCC: 3 days of vasopressors (>= 24 h) is 3 whatever the dose; high dose is possible and
     # refractoriness unknown, so 4 is possible (session 33; (3, 3, 3) before)
     assert g["penn"] == (None, 3, 4) and g["mskcc"] == (None, 3, 4)

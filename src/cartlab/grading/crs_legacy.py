@@ -77,11 +77,35 @@ SUBJECT_SCHEMA: dict[str, pl.DataType] = {
     "missing_inputs": pl.List(pl.String),
     "possible_rules": pl.List(pl.String),
     "evidence": EVIDENCE,
+    # session 34: what the scale could not assess, on the days it could raise the maximum
+    "not_assessed": pl.String,
 }
+#: shown per input in ``not_assessed`` (as in the reason's "could be up to grade ... on day(s)")
+SHOWN_DAYS = 8
 
 
 def _label(scale: pl.Expr) -> pl.Expr:
     return scale.replace_strict(LABELS, default=scale, return_dtype=pl.String)
+
+
+def _not_assessed(daily: pl.DataFrame) -> pl.DataFrame:
+    """``subject_id, scale, not_assessed``: per input a scale could not assess (the daily grades'
+    ``missing_inputs``) on the days that could raise the subject's maximum, with those days:
+    "refractoriness of hypotension (not recorded) on day 3"; inputs in alphabetical order,
+    "; "-separated. Subjects and scales without such a day get no row."""
+    days = pl.col("days")
+    shown = days.list.head(SHOWN_DAYS).cast(pl.List(pl.String)).list.join(", ")
+    return (daily.filter(pl.col("grade_max") > pl.col("grade_min").max().over("subject_id", "scale"))
+            .select("subject_id", "scale", "day", pl.col("missing_inputs").alias("m"))
+            .explode("m").drop_nulls("m")
+            .group_by("subject_id", "scale", "m").agg(pl.col("day").unique().sort().alias("days"))
+            .sort("subject_id", "scale", "m")
+            .select("subject_id", "scale", pl.format(
+                "{} on day{} {}{}", pl.col("m"),
+                pl.when(days.list.len() > 1).then(pl.lit("s")).otherwise(pl.lit("")), shown,
+                pl.when(days.list.len() > SHOWN_DAYS).then(pl.lit(" ...")).otherwise(pl.lit(""))).alias("t"))
+            .group_by("subject_id", "scale", maintain_order=True)
+            .agg(pl.col("t").str.join("; ").alias("not_assessed")))
 
 
 def derive_crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | None = None) -> pl.DataFrame:
@@ -89,8 +113,10 @@ def derive_crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | 
 
     ``grade_min``/``grade_max`` are the maxima of the daily bounds; ``grade`` is set when they agree.
     ``day``/``rule``/``reason``/``evidence`` come from the first day reaching ``grade_min``;
-    ``missing_inputs`` gathers what is unknown on the days that could raise the maximum. Subjects in
-    ``subject_ids`` without any graded day get ``grade_min`` 0 and an unknown ``grade_max``.
+    ``missing_inputs`` gathers what is unknown on the days that could raise the maximum, and
+    ``not_assessed`` names each with those days ("" when none; session
+    34). Subjects in ``subject_ids`` without any graded day get ``grade_min`` 0, an unknown
+    ``grade_max`` and ``not_assessed`` "daily data (no graded day)".
     """
     gmin, gmax = pl.col("grade_min").max(), pl.col("grade_max").max()
     first = pl.col("grade_min") == gmin
@@ -123,6 +149,8 @@ def derive_crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | 
         "subject_id", "scale", pl.when(pl.col("grade_min") == pl.col("grade_max")).then(pl.col("grade_min")).alias("grade"),
         "grade_min", "grade_max", pl.when(positive).then(pl.col("first_day")).alias("day"), "rule",
         reason.alias("reason"), "missing_inputs", "possible_rules", evidence.alias("evidence"))
+    out = (out.join(_not_assessed(daily), on=["subject_id", "scale"], how="left", maintain_order="left")
+           .with_columns(pl.col("not_assessed").fill_null("")))
     scales = daily["scale"].unique(maintain_order=True).to_list() or list(SCALES)
     ids = pl.DataFrame({"subject_id": list(dict.fromkeys(subject_ids or []))}, schema={"subject_id": pl.String})
     none = (ids.join(pl.DataFrame({"scale": scales}, schema={"scale": pl.String}), how="cross")
@@ -133,7 +161,7 @@ def derive_crs_legacy_subject(daily: pl.DataFrame, subject_ids: Iterable[str] | 
                     pl.format("{}: no graded day (no temperature, blood pressure, support, organ or event data)",
                               _label(pl.col("scale"))).alias("reason"),
                     pl.lit(["daily data"]).alias("missing_inputs"), pl.lit([], dtype=pl.List(pl.String)).alias("possible_rules"),
-                    empty.alias("evidence")))
+                    empty.alias("evidence"), pl.lit("daily data (no graded day)").alias("not_assessed")))
     return pl.concat([out.cast(SUBJECT_SCHEMA), none.cast(SUBJECT_SCHEMA)]).sort("subject_id", "scale")
 
 
@@ -188,7 +216,11 @@ def derive_crs_cross_scale(
 
     Columns per scale ``s``: ``crs_grade_<s>`` (null when a range), ``crs_grade_<s>_min``,
     ``crs_grade_<s>_max``, ``crs_<s>_missing``, ``crs_<s>_rule``, ``crs_<s>_reason``,
-    ``crs_<s>_day``, ``crs_<s>_evidence``. With ``astct`` (``subject_id, crs_grade_astct`` and
+    ``crs_<s>_day``, ``crs_<s>_evidence``, ``crs_<s>_not_assessed`` (the inputs the scale could not
+    assess on the days they could raise the subject's maximum, with those days, from the daily
+    grades' ``missing_inputs``; "" when none). ``not_assessed`` puts
+    them together, "<scale>: <text>" joined by " | " ("" when no scale lacks anything; session 34).
+    With ``astct`` (``subject_id, crs_grade_astct`` and
     optionally ``crs_grade_astct_max``, from the ASTCT engine's summary) its grade is added as
     ``crs_grade_astct`` and ``crs_grade_astct_max`` (the grade a missing input could have made it;
     = ``crs_grade_astct`` when not given): ASTCT is a range when they differ (e.g. a nasal cannula
@@ -232,10 +264,14 @@ def derive_crs_cross_scale(
             pl.col("reason").alias(f"crs_{s}_reason"),
             pl.col("day").alias(f"crs_{s}_day"),
             pl.col("evidence").alias(f"crs_{s}_evidence"),
+            pl.col("not_assessed").alias(f"crs_{s}_not_assessed"),
         )
         base = base.join(part, on="subject_id", how="left", maintain_order="left")
     keys = list(scales) + (["astct"] if astct is not None else [])
-    return base.with_columns(_same_all(keys).alias("same_grade_all_scales"))
+    labelled = [pl.when(pl.col(f"crs_{s}_not_assessed") != "").then(pl.format(f"{LABELS[s]}: {{}}", pl.col(f"crs_{s}_not_assessed")))
+                for s in scales]
+    together = pl.concat_str(labelled, separator=" | ", ignore_nulls=True) if labelled else pl.lit("")
+    return base.with_columns(_same_all(keys).alias("same_grade_all_scales"), together.fill_null("").alias("not_assessed"))
 
 
 def _pair(a: str, b: str, astct_max: bool = True) -> list[pl.Expr]:

@@ -19,7 +19,7 @@ import polars as pl
 
 from cartlab.criteria import Compiler, CriteriaTable, Range, decision, load_table, render
 from cartlab.criteria.model import Leaf, leaves, option_name
-from cartlab.grading.crs_legacy_inputs import LABELS, ORGAN_COLS, SCALES, TABLE_NAMES, CrsLegacyOptions
+from cartlab.grading.crs_legacy_inputs import ASSUMED, LABELS, ORGAN_COLS, SCALES, TABLE_NAMES, CrsLegacyOptions
 from cartlab.provenance import EVIDENCE
 
 __all__ = ["FEATURES", "GRADE_SCHEMA", "grade_crs_scale", "scale_table"]
@@ -44,6 +44,8 @@ FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                                                    ("vasopressor",)),
     "high_dose": ("bool", ("high_dose",), ("vasopressor", "weight")),
     "refractory_hypotension": ("bool", ("refractory_hypotension",), ()),
+    # session 34: CARTOX grade 4 "life-threatening hypotension" (CrsLegacyOptions.assume_life_threatening_hypotension)
+    "life_threatening_hypotension": ("bool", ("life_threatening_hypotension",), ()),
     "vaso_episode_hours": ("range", ("vaso_episode_hours_min", "vaso_episode_hours_max"), ("vasopressor",)),
     "o2_any": ("bool", ("o2_any",), ("o2",)),
     "fio2": ("range", ("fio2_min", "fio2_max"), ("o2",)),
@@ -63,7 +65,8 @@ FEATURES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 GATES = ("fever_or_waiver", "none")
 #: feature -> the input column naming what set it (the labs at an organ-toxicity grade), added to a
 #: holding rule's text in the reason ("grade 3 organ toxicity: hypokalemia (K 2.8 mmol/L, CTCAE grade 3)")
-DETAILS: dict[str, str] = {c: f"{c}_labs" for c in ORGAN_COLS} | {"high_dose": "high_dose_detail"}
+DETAILS: dict[str, str] = ({c: f"{c}_labs" for c in ORGAN_COLS} | {"high_dose": "high_dose_detail"}
+                           | {f: f"{f}_detail" for f in ASSUMED})  # session 34: an input set by an assume_* option
 #: the parameter naming the "multiple vasopressors" count, and its feature under
 #: CrsLegacyOptions.multiple_vasopressors = "concurrent" (session 33)
 MULTIPLE_PARAM = "multiple_count_feature"

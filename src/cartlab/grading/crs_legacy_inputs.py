@@ -53,6 +53,10 @@ KEY = ["subject_id", "day"]
 ORGAN_LABS = ("same_day", "last_known_within_days", "absent_is_normal")
 #: values of CrsLegacyOptions.organ_labs_required (which labs settle the all-organ inputs on a day)
 ORGAN_LABS_REQUIRED = ("renal_and_liver", "any")
+#: inputs never recorded in study format v1 -> the CrsLegacyOptions field that may assume them
+#: (None: unknown, a range naming it; session 34)
+ASSUMED = {"fluid_boluses": "assume_fluid_boluses", "refractory_hypotension": "assume_refractory_hypotension",
+           "life_threatening_hypotension": "assume_life_threatening_hypotension"}
 #: values of CrsLegacyOptions.multiple_vasopressors (Lee 2014 / CARTOX "multiple vasopressors")
 MULTIPLE_VASOPRESSORS = ("same_day", "concurrent")
 
@@ -100,6 +104,18 @@ class CrsLegacyOptions:
       high-dose vasopressors MSKCC is a range up to 4 naming it (session 33); False reads every
       such hypotension as not refractory (cartlab before session 33: MSKCC 3 at most), True as
       refractory.
+    * ``assume_life_threatening_hypotension`` [None]: CARTOX grade 4 "life-threatening hypotension"
+      (Neelapu 2018; PMC7006459 Table 2) - a clinical judgement the study format does not record, so
+      on a CRS day whose hypotension already meets CARTOX grade 3 (high-dose or multiple
+      vasopressors, the scale's next lower hypotension row) CARTOX is a range up to 4 naming it
+      (session 34); False reads no hypotension as life-threatening (cartlab before session 34:
+      CARTOX 3 at most on such a day), True every such hypotension. Other days cannot reach it.
+    * ``assume_fluid_boluses`` [None]: Penn grade 3 "hypotension treated with IV fluids (multiple
+      fluid boluses for blood pressure support)" (Porter 2018) - study format v1 has no way to
+      record fluid boluses (no intervention category; an ``other`` row with a free-text agent is
+      not read as one), so a hypotensive CRS day without a vasopressor is Penn open up to 3, naming
+      "IV fluid boluses (not recorded in study format v1)"; True reads every hypotensive day as
+      treated with multiple boluses (Penn 3), False as not (session 34).
     * ``coagulopathy_agents`` / ``iv_therapy_categories`` / ``organ_vocabulary`` [None = the
       vocabularies in crs_penn.yaml / crs_lee2014.yaml ``inputs``].
     * ``scale_params`` [{}]: per-scale overrides of a table's ``defaults`` (e.g.
@@ -143,6 +159,8 @@ class CrsLegacyOptions:
     episode_gap_hours: float = 0.0
     assume_hospitalized: bool | None = None
     assume_refractory_hypotension: bool | None = None
+    assume_life_threatening_hypotension: bool | None = None
+    assume_fluid_boluses: bool | None = None
     coagulopathy_agents: tuple[str, ...] | None = None
     iv_therapy_categories: tuple[str, ...] | None = None
     organ_vocabulary: Mapping[str, Iterable[str]] | None = None
@@ -155,6 +173,11 @@ class CrsLegacyOptions:
     multiple_vasopressors: str = "same_day"
 
     def __post_init__(self) -> None:
+        for name in ("assume_hospitalized", "assume_refractory_hypotension", "assume_life_threatening_hypotension",
+                     "assume_fluid_boluses"):
+            if getattr(self, name) not in (None, True, False):
+                raise ValueError(f"{name} must be None (not recorded: a range), True or False, "
+                                 f"not {getattr(self, name)!r}")
         if self.multiple_vasopressors not in MULTIPLE_VASOPRESSORS:
             raise ValueError(f"multiple_vasopressors must be one of {MULTIPLE_VASOPRESSORS}, "
                              f"not {self.multiple_vasopressors!r}")
@@ -238,6 +261,11 @@ INPUT_SCHEMA: dict[str, pl.DataType] = {
     "high_dose_detail": pl.String,
     # session 33: MSKCC grade 4 "hypotension refractory to high-dose vasopressors": never recorded
     "refractory_hypotension": pl.Boolean,
+    # session 34: CARTOX grade 4 "life-threatening hypotension": never recorded
+    "life_threatening_hypotension": pl.Boolean,
+    # session 34: "assumed (CrsLegacyOptions.<option>=True)" when an assume_* option sets the input
+    # (named in the reason of a rule that holds by it), else null
+    **{f"{f}_detail": pl.String for f in ASSUMED},
     "o2_any": pl.Boolean,
     "o2_devices": pl.List(pl.String),
     "o2_flow_max_lpm": pl.Float64,
@@ -685,9 +713,12 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
             + pl.lit(" (not gradable)")).list.join(_SEP))
             for c in ORGAN_COLS] if organ_given else []),
         pl.when(pl.col("hospitalized").is_null()).then(pl.lit("hospitalized:hospitalization")),
-        pl.lit("fluid_boluses:IV fluid boluses (not recorded in study format v1)"),
+        *([pl.lit("fluid_boluses:IV fluid boluses (not recorded in study format v1)")]
+          if opts.assume_fluid_boluses is None else []),
         *([pl.lit("refractory_hypotension:refractoriness of hypotension (not recorded)")]
           if opts.assume_refractory_hypotension is None else []),
+        *([pl.lit("life_threatening_hypotension:whether the hypotension was life-threatening (not recorded)")]
+          if opts.assume_life_threatening_hypotension is None else []),
         *(pl.when(pl.col(f"{f}_concurrent_lo") < pl.col(f"{f}_concurrent_hi")).then(pl.format(
             f"{f}_concurrent:vasopressor times of day (whether {{}} ran at the same time)",
             pl.col("vasopressor_agents").list.join(", "))) for f in ("n_vasopressors", "n_vasopressors_excl_vasopressin")),
@@ -715,8 +746,11 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.col("ventilation_level").fill_null(0),
         *organ,
         pl.col("blood_products").fill_null(False), pl.col("iv_therapy").fill_null(False),
-        pl.lit(None, dtype=pl.Boolean).alias("fluid_boluses"),
+        pl.lit(opts.assume_fluid_boluses, dtype=pl.Boolean).alias("fluid_boluses"),
         pl.lit(opts.assume_refractory_hypotension, dtype=pl.Boolean).alias("refractory_hypotension"),
+        pl.lit(opts.assume_life_threatening_hypotension, dtype=pl.Boolean).alias("life_threatening_hypotension"),
+        *(pl.lit(f"assumed (CrsLegacyOptions.{o}=True)" if getattr(opts, o) is True else None, dtype=pl.String)
+          .alias(f"{f}_detail") for f, o in ASSUMED.items()),
         *(pl.col(f"{f}_concurrent_{a}").alias(f"{f}_concurrent_{b}") for f in (
             "n_vasopressors", "n_vasopressors_excl_vasopressin") for a, b in (("lo", "min"), ("hi", "max"))),
         _high_dose_detail().alias("high_dose_detail"),
