@@ -301,5 +301,7 @@ def test_a_missing_value_word_where_a_number_belongs_gets_a_hint(tmp_path):
         read_study(f)
     msg = str(exc.value)
     assert "got 'N/A' (leave the cell empty for a missing value)" in msg
-    assert "got 'ND' (leave the cell empty for a missing value)" in msg
+    # session 34: ND (not detected) is a below-detection result, not a missing value (review34 B4)
+    assert "got 'ND' (a below-detection result: write '<' and the detection limit" in msg
+    assert "got 'ND' (leave the cell empty" not in msg
     assert "got 'lots'" in msg and "got 'lots' (" not in msg

@@ -21,7 +21,7 @@ import pint
 
 from cartlab.errors import InputError
 
-__all__ = ["UnitError", "Conversion", "ureg", "normalise_spelling", "conversion", "parse_unit"]
+__all__ = ["UnitError", "Conversion", "ureg", "normalise_spelling", "conversion", "parse_unit", "casefold_spelling"]
 
 
 class UnitError(InputError):
@@ -103,6 +103,16 @@ def normalise_spelling(unit: str) -> str:
     s = re.sub(r"\b([A-Za-z]+)([23])\b", r"\1**\2", s)
     s = s.replace("^", "**")
     return s
+
+
+def casefold_spelling(unit: str, spellings: tuple[str, ...]) -> str | None:
+    """The one spelling of ``spellings`` that ``unit`` equals apart from letter case (``MG/DL`` ->
+    ``mg/dL``), else ``None`` (none, or several that differ). Lab systems print units in capitals;
+    the unit as written is never case-folded into pint (``MG/L`` there is megagauss per litre): only
+    a parameter's own accepted spellings are matched (session 34)."""
+    key = " ".join(unit.split()).casefold()
+    found = {s for s in spellings if " ".join(s.split()).casefold() == key}
+    return found.pop() if len(found) == 1 else None
 
 
 def parse_unit(unit: str) -> pint.Unit | pint.Quantity:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from importlib import resources
 
 from cartlab._yaml import load_yaml
-from cartlab.units import Conversion, UnitError, conversion
+from cartlab.units import Conversion, UnitError, casefold_spelling, conversion
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,27 @@ class Param:
             if unit in ("", "score", "points"):
                 return Conversion(1.0)
             raise UnitError(f"{self.code} is a unitless score; unit {unit!r} is not allowed")
+        spellings = tuple(dict.fromkeys((self.unit,) + self.accepts))
         if unit == "":
             if self.empty_unit is None:
+                # a % parameter: 0.5 can be 50 % written as a fraction, or 0.5 % (spec: only MRDFCM's
+                # empty unit has a meaning, fraction; see params_v1.yaml "empty_unit")
+                pct = "; a percentage is written with unit %, a fraction (0.5 = 50 %) with unit fraction" \
+                    if self.unit == "%" else ""
                 raise UnitError(
                     f"unit missing: {self.code} needs a unit (canonical {self.unit!r}; "
-                    f"accepted {', '.join(dict.fromkeys((self.unit,) + self.accepts))})"
+                    f"accepted {', '.join(spellings)}){pct}"
                 )
             unit = self.empty_unit
         try:
             return conversion(unit, self.unit, self.molar_mass_g_mol, self.equivalents_per_mol)
         except UnitError as exc:
-            raise UnitError(f"{exc}; {self.code} accepts {', '.join(dict.fromkeys((self.unit,) + self.accepts))}") from None
+            # an all-caps lab spelling (MG/DL, MMOL/L, /UL, MMHG): accepted when it is one of this
+            # parameter's own spellings apart from letter case, never case-folded into pint
+            same = casefold_spelling(unit, spellings)
+            if same is not None and same != unit:
+                return conversion(same, self.unit, self.molar_mass_g_mol, self.equivalents_per_mol)
+            raise UnitError(f"{exc}; {self.code} accepts {', '.join(spellings)}") from None
 
 
 @dataclass(frozen=True)

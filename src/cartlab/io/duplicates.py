@@ -1,9 +1,14 @@
 """Duplicate and conflicting rows of a study folder table.
 
 * **Exact duplicates** — rows whose data are identical (every column but the provenance and the
-  values as written, so ``38 C`` and ``100.4 F`` at the same time are one measurement): the first
-  is kept, every later copy is dropped, and a warning names the file and the rows dropped. Every
-  engine sees the de-duplicated table, so a duplicated lab row is graded once, not twice.
+  values as written, so ``38 C`` and ``100.4 F`` at the same time are one measurement): in
+  observations and events the first is kept, every later copy is dropped, and a warning names the
+  file and the rows dropped. Every engine sees the de-duplicated table, so a duplicated lab row is
+  graded once, not twice.
+* **Identical administrations** — in doses and interventions each row is an administration (spec:
+  doses.csv is "what was given"; a split CAR-T bag, two platelet units on one day), so identical
+  rows are all kept, with a warning naming them: delete one if it is a copy, or tell them apart
+  with an extra column such as ``bag_id`` (session 34; they were dropped as duplicates before).
 * **Conflicts** — two observations of the same subject, parameter, analyte and specimen at the same
   time with different values: an error naming the rows, since cartlab cannot tell which is right.
   Vital signs and bedside neurological scores (dictionary groups ``vital`` and ``neuro``) are
@@ -27,6 +32,8 @@ REPEATED_GROUPS = ("vital", "neuro")
 #: what makes two observations "the same measurement slot"
 OBSERVATION_KEY = ("subject_id", "param", "analyte", "specimen", "day")
 MAX_CONFLICTS = 25
+#: tables whose rows are administrations: identical rows are several administrations, all kept
+ADMINISTRATIONS = {"doses": "day", "interventions": "start_day"}
 
 
 def _data_columns(frame: pl.DataFrame, table: str) -> list[str]:
@@ -45,6 +52,9 @@ def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Is
     if frame.height < 2 or "src_row" not in frame.columns:
         return frame
     cols = _data_columns(frame, table) + [c for c in also if c in frame.columns]
+    if table in ADMINISTRATIONS:
+        _identical_administrations(frame, table, fname, cols, issues)
+        return frame
     first = pl.struct(cols).is_first_distinct()
     dropped = frame.filter(~first)
     if dropped.height:
@@ -63,6 +73,30 @@ def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Is
     if table == "observations":
         _conflicts(frame, fname, issues)
     return frame
+
+
+def _identical_administrations(frame: pl.DataFrame, table: str, fname: str, cols: list[str],
+                               issues: list[Issue]) -> None:
+    """A warning per group of identical rows of doses/interventions: each is read as an administration."""
+    day = ADMINISTRATIONS[table]
+    what = "agent" if table == "doses" else "category"
+    groups = (frame.with_columns(pl.struct(cols).alias("__k"))
+              .group_by("__k", maintain_order=True)
+              .agg(pl.col("src_row").sort(), pl.col("subject_id").first(), pl.col(day).first().alias("__day"),
+                   pl.col(what).first().alias("__what"))
+              .filter(pl.col("src_row").list.len() > 1))
+    for i, (rows, sid, d, name) in enumerate(groups.select("src_row", "subject_id", "__day", "__what").iter_rows()):
+        if i == MAX_CONFLICTS:
+            rest = groups.slice(i)
+            issues.append(Issue(fname, None, f"{rest.height} more groups of identical administrations, each row "
+                                "read as one administration", sorted(r for rs in rest["src_row"].to_list() for r in rs),
+                                severity="warning"))
+            break
+        on = f" on day {d:g}" if d is not None else ""
+        issues.append(Issue(
+            fname, None,
+            f"{len(rows)} identical administrations{on} ({name or 'no ' + what}, subject {sid!r}) read as "
+            f"{len(rows)}: delete one if it is a copy, or add a distinguishing column such as bag_id", rows, severity="warning"))
 
 
 def _conflicts(obs: pl.DataFrame, fname: str, issues: list[Issue]) -> None:

@@ -12,7 +12,9 @@ class Issue:
     """One problem found in a study folder.
 
     ``rows`` are 1-based data-row numbers (the header is line 1, so row ``r`` is on line ``r + 1``
-    of a CSV file); an empty list means the problem is with the file or its header.
+    of a CSV file); an empty list means the problem is with the file or its header. ``lines`` says
+    where rows sit when that rule does not hold: ``{row: line}`` (a CSV file with a quoted cell that
+    spans lines; a row not in it is named without a line) or ``{}`` (Parquet: no lines at all).
     """
 
     file: str
@@ -20,13 +22,15 @@ class Issue:
     message: str
     rows: list[int] = field(default_factory=list)
     severity: str = "error"  # "error" | "warning"
+    lines: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     def where(self, max_rows: int = 8) -> str:
         if not self.rows:
-            loc = "header (line 1)" if self.column else "file"
+            loc = ("header (line 1)" if self.lines != {} else "header") if self.column else "file"
         elif len(self.rows) == 1:
             r = self.rows[0]
-            loc = f"row {r} (line {r + 1})"
+            line = r + 1 if self.lines is None else self.lines.get(r)
+            loc = f"row {r}" + (f" (line {line})" if line is not None else "")
         else:
             shown = ", ".join(str(r) for r in self.rows[:max_rows])
             more = len(self.rows) - max_rows

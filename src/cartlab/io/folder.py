@@ -138,11 +138,17 @@ _DECIMAL_POINT = re.compile(r"^[-+]?\d+\.\d+$")
 _SEP_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
-def sniff_dialect(path: Path, dialect: str = "standard", n_lines: int = 50) -> Issue | None:
+def sniff_dialect(path: Path, dialect: str = "standard", numeric: tuple[str, ...] | None = None,
+                  n_lines: int = 50) -> Issue | None:
     """An error issue when ``path`` is not written in ``dialect`` (semicolons, tabs, decimal commas).
 
-    The separator is the one the header line uses most; the decimal mark is seen in the first
-    ``n_lines`` lines. ``None`` when the file looks right, is empty or cannot be told apart.
+    The separator is the one the header line uses most. The decimal mark is seen in the first
+    ``n_lines`` lines, in the cells of the ``numeric`` columns only (all columns when None): a
+    quoted ``"1,000"`` in a free-text column says nothing about the dialect. A comma-separated file
+    is never taken for decimal commas (a quoted ``"1,5"`` there cannot be the dialect's decimal mark;
+    such a cell gets its row's own "must be a number" error). The message names the first row and
+    column where a decimal mark was seen. ``None`` when the file looks right, is empty or cannot be
+    told apart.
     """
     sep, dec = CSV_DIALECTS[dialect]
     try:
@@ -156,13 +162,27 @@ def sniff_dialect(path: Path, dialect: str = "standard", n_lines: int = 50) -> I
     seen_sep = max(counts, key=lambda s: (counts[s], s == sep))
     if counts[seen_sep] == 0:
         seen_sep = sep  # a one-column header: nothing to tell
-    cells = [c.strip() for row in csv.reader(lines[1:], delimiter=seen_sep) for c in row]
-    commas = any(_DECIMAL_COMMA.match(c) for c in cells)
-    points = any(_DECIMAL_POINT.match(c) for c in cells)
-    seen_dec = "," if commas and not points else "." if points and not commas else dec
+    records = list(csv.reader(lines, delimiter=seen_sep))
+    names = [h.strip().lower() for h in records[0]] if records else []
+    wanted = [i for i, h in enumerate(names) if numeric is None or h in numeric]
+    first: dict[str, tuple[int, str, str]] = {}  # decimal mark -> (row, column, cell) where first seen
+    for row, rec in enumerate(records[1:], start=1):
+        for i in wanted:
+            c = rec[i].strip() if i < len(rec) else ""
+            for mark, pattern in ((",", _DECIMAL_COMMA), (".", _DECIMAL_POINT)):
+                if mark not in first and pattern.match(c):
+                    first[mark] = (row, names[i], c)
+    if seen_sep == ",":
+        seen_dec = "."
+    else:
+        commas, points = "," in first, "." in first
+        seen_dec = "," if commas and not points else "." if points and not commas else dec
     if (seen_sep, seen_dec) == (sep, dec):
         return None
     what = f"looks {_SEP_NAMES[seen_sep]}-separated with decimal {'commas' if seen_dec == ',' else 'points'}"
+    if seen_dec != dec and seen_dec in first:
+        row, col, cell = first[seen_dec]
+        what += f" (e.g. row {row}, column '{col}': {cell!r})"
     how = "re-export it as comma-separated with decimal points"
     suggestion = next((name for name, d in CSV_DIALECTS.items() if d == (seen_sep, seen_dec)), None)
     if suggestion:

@@ -11,7 +11,6 @@ All checks are vectorised (polars); a 1.5-million-row observations file validate
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import re
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from cartlab.io.folder import (
 )
 from cartlab.io.infusion_day import first_car_t_not_on_day0
 from cartlab.io.schema import DAY_RANGE, DOSE_MAX, DOSE_UNITS, FILES, FileSpec, vocab_key, vocab_key_expr
+from cartlab.io.table_load import load_table
 from cartlab.io.value_text import number_hint, read_value_text
 from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
@@ -78,6 +78,9 @@ class _FileReader:
         self.sha256 = ""
         self.fmt = path.suffix.lstrip(".").lower()
         self.extra_cols: list[str] = []
+        self.header: list[str] = []
+        #: row -> line (table_load.Loaded.lines): None = row r on line r + 1, {} = no lines (Parquet)
+        self.lines: dict[int, int] | None = None
 
     # -- issue helpers
     def issue(self, column: str | None, message: str, rows: list[int] | None = None, severity="error"):
@@ -117,12 +120,10 @@ class _FileReader:
         except OSError as exc:
             self.issue(None, f"cannot read file: {exc}")
             return False
-        if self.fmt == "csv":
-            df = self._load_csv()
-        else:
-            df = self._load_parquet()
-        if df is None:
+        loaded = load_table(self.path, self.fmt, self.separator, self.spec, self.issue)
+        if loaded is None:
             return False
+        df, self.header, self.lines = loaded.df, loaded.header, loaded.lines
         df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(ROW))
         # blank lines (or separators only) are not records; the rows after them keep their numbers
         blank = pl.all_horizontal([pl.col(c).is_null() for c in df.columns if c != ROW])
@@ -132,110 +133,6 @@ class _FileReader:
             df = df.filter(~blank)
         self.df = df
         return self._check_header()
-
-    def _load_csv(self) -> pl.DataFrame | None:
-        try:
-            with open(self.path, newline="", encoding="utf-8-sig") as fh:
-                header = next(csv.reader(fh, delimiter=self.separator), None)
-        except UnicodeDecodeError:
-            self._not_utf8()
-            return None
-        if not header:
-            self.issue(None, "empty file: the header line is missing")
-            return None
-        self.header = [h.strip() for h in header]
-        if not self._check_header_names():
-            return None
-        try:
-            df = pl.read_csv(
-                self.path,
-                separator=self.separator,
-                infer_schema=False,
-                encoding="utf8",
-                new_columns=self.header,
-            )
-        except Exception as exc:  # ragged rows, bad quoting: find the line with the csv module
-            self._explain_csv_error(exc)
-            return None
-        return self._clean(df)
-
-    def _not_utf8(self) -> bool:
-        """One issue naming the line of the first byte that is not UTF-8 (a Latin-1 export ...); False
-        when the file is UTF-8."""
-        raw = self.path.read_bytes()
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            line = raw.count(b"\n", 0, bad.start) + 1
-            self.issue(None, f"not UTF-8 text ({bad.reason} at byte {bad.start}" + (", the header" if line == 1 else "")
-                       + "): save the file as UTF-8", [line - 1] if line > 1 else None)
-            return True
-        return False
-
-    def _explain_csv_error(self, exc: Exception) -> None:
-        n = len(self.header)
-        if self._not_utf8():
-            return
-        with open(self.path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh, delimiter=self.separator)
-            next(reader, None)
-            for i, rec in enumerate(reader, start=1):
-                if rec and len(rec) != n:
-                    self.issue(
-                        None,
-                        f"malformed CSV: {len(rec)} fields where the header has {n}",
-                        [i],
-                    )
-                    return
-        self.issue(None, f"malformed CSV: {exc}")
-
-    def _load_parquet(self) -> pl.DataFrame | None:
-        try:
-            df = pl.read_parquet(self.path)
-        except Exception as exc:
-            self.issue(None, f"unreadable Parquet file: {exc}")
-            return None
-        self.header = list(df.columns)
-        if not self._check_header_names():
-            return None
-        casts = []
-        for name, dtype in df.schema.items():
-            if dtype == pl.String:
-                casts.append(pl.col(name))
-            elif dtype == pl.Date:
-                casts.append(pl.col(name).dt.to_string("%Y-%m-%d").alias(name))
-            elif isinstance(dtype, pl.Datetime):  # ISO 8601, with the offset of a zone-aware column
-                fmt = "%Y-%m-%dT%H:%M:%S%.f" + ("%:z" if dtype.time_zone else "")
-                t = df[name].drop_nulls()
-                if not dtype.time_zone and t.len() and (t.dt.truncate("1d") == t).all():
-                    # pandas writes a date column as timestamps at 00:00: dates, not exact midnights
-                    fmt = "%Y-%m-%d"
-                    self.issue(name, "every value is at 00:00: read as dates (a date column written as "
-                                     "timestamps); give a time other than 00:00 in one row, or a zone, to mean midnight",
-                               [], "warning")
-                casts.append(pl.col(name).dt.to_string(fmt).alias(name))
-            else:
-                casts.append(pl.col(name).cast(pl.String))
-        return self._clean(df.select(casts))
-
-    def _clean(self, df: pl.DataFrame) -> pl.DataFrame:
-        """Strip surrounding white space; an empty cell is missing."""
-        return df.with_columns(
-            pl.col(c).str.strip_chars().replace("", None) for c in df.columns
-        )
-
-    def _check_header_names(self) -> bool:
-        ok = True
-        seen: set[str] = set()
-        for name in self.header:
-            if name in seen:
-                self.issue(name, f"duplicate column name {name!r}")
-                ok = False
-            seen.add(name)
-            if name == "":
-                self.issue(None, "a column has an empty name in the header")
-                ok = False
-        return ok
 
     def _check_header(self) -> bool:
         known = set(self.spec.column_names)
@@ -278,7 +175,8 @@ class _FileReader:
                 self.flag(
                     raw.is_not_null() & (parsed.is_null() | ~parsed.is_finite()),
                     col.name,
-                    lambda v, c=col.name: f"{c} must be a number, got {v!r}{number_hint(v)}",
+                    lambda v, c=col.name: f"{c} must be a number, got {v!r}"
+                    f"{number_hint(v, result=(self.spec.name, c) == ('observations', 'value'))}",
                 )
                 if col.range is not None:
                     lo, hi = col.range
@@ -356,11 +254,15 @@ class _FileReader:
                 by="subject_id",
             )
             # both given: a whole-number day names the calendar day, and a date-time on that day gives
-            # its time (day 14 with 2024-03-15T12:00 after a 1 March infusion is day 14.5); otherwise
-            # they must agree to the minute (see docs "Reading a study folder")
+            # its time (day 14 with 2024-03-15T12:00 after a 1 March infusion is day 14.5); a date
+            # without a time names the calendar day of a fractional day, which gives the time (day
+            # 14.5 with 2024-03-15 is day 14.5; session 34); otherwise they must agree to the minute
+            # (see docs "Reading a study folder")
             both = pl.col(day_col).is_not_null() & has_dt & pl.col("__anchor").is_not_null()
             same_day = (pl.col(day_col) % 1 == 0) & (derived.floor() == pl.col(day_col))
-            agree = same_day | ((pl.col(day_col) - derived).abs() <= 1.0 / 1440.0)
+            date_only = ~pl.col(dt_col).str.contains(r"\d[T ]\d")
+            same_date = date_only & (pl.col(day_col).floor() == derived)
+            agree = same_day | same_date | ((pl.col(day_col) - derived).abs() <= 1.0 / 1440.0)
             self.flag(
                 both & ~agree,
                 day_col,
@@ -458,7 +360,8 @@ def _disagree(day_col: str, dt_col: str, v) -> str:
     d = float(derived)
     return (f"{day_col} {_num(float(day))} disagrees with {dt_col} {dt}, which is day {_num(d)} (calendar day "
             f"{int(d // 1)}) from {anchor} (day 0 = {zero}): a whole-number {day_col} must be the date-time's "
-            f"calendar day, a fractional one the same time to the minute; give one of them or make them agree")
+            f"calendar day, a fractional one the same time to the minute (or on the same date, for a date "
+            f"without a time); give one of them or make them agree")
 
 
 def _doses(r: _FileReader) -> pl.DataFrame:
@@ -653,17 +556,41 @@ def _interventions(r: _FileReader) -> pl.DataFrame:
         "o2_device is required for oxygen",
         by=pl.lit(None),
     )
+    # spec "Derivation conventions": days are calendar days, and an intervention covers every day from
+    # start_day to end_day inclusive: an end on the start's calendar day is no error (a date-only end
+    # after a timed start, start_day 2.5 with end_day 2); a timed end before a timed start is
+    def timed(day: str, dt: str) -> pl.Expr:
+        return (pl.col(day) % 1 != 0) | pl.col(dt).str.contains(r"\d[T ]\d").fill_null(False)
+
+    start, end = pl.col("start_day"), pl.col("end_day")
+    before = end.is_not_null() & start.is_not_null() & (end < start)
     r.flag(
-        pl.col("end_day").is_not_null() & pl.col("start_day").is_not_null() & (pl.col("end_day") < pl.col("start_day")),
+        before & ((end.floor() < start.floor()) | (timed("start_day", "start_datetime") & timed("end_day", "end_datetime"))),
         "end_day",
         "the intervention ends before it starts",
         by=pl.lit(None),
     )
+    # an end without a time on a timed start's day, for a vasopressor: the older CRS scales time
+    # vasopressor infusions in hours and cannot read it yet (crs_vaso_course checks end_day >= start_day)
+    r.flag(
+        before & (end.floor() == start.floor()) & (pl.col("category") == "vasopressor")
+        & ~(timed("start_day", "start_datetime") & timed("end_day", "end_datetime")),
+        "end_day",
+        "a vasopressor that ends on its start's calendar day needs its end time (the older CRS scales count "
+        "vasopressor hours): give end_datetime with the time, or the end as a fractional day, or leave the end "
+        "empty if the time is unknown",
+        by=pl.lit(None),
+    )
+    # dose_unit is optional free text (spec: "e.g. 0.1, ug/kg/min"); only the vasopressor rates of the
+    # older CRS scales convert it (crs_vaso_course, which names a unit it cannot convert as the
+    # missing input): an unknown unit is kept as written, with a warning (session 34; an error before)
     for (u,) in df.select(pl.col("dose_unit")).drop_nulls().unique(maintain_order=True).iter_rows():
         try:
             parse_unit(u)
         except UnitError as exc:
-            r.flag(pl.col("dose_unit") == u, "dose_unit", str(exc), by=pl.lit(None))
+            r.flag(pl.col("dose_unit") == u, "dose_unit",
+                   f"{exc}: kept as written (a vasopressor rate in it is unknown to the older CRS scales' "
+                   "vasopressor rules, which name it as a missing input; nothing else reads dose_unit)", by=pl.lit(None), severity="warning")
     return df.with_columns(r.provenance())
 
 
@@ -698,6 +625,22 @@ def _read(
     progress: Callable[[str], None] | None,
     csv_dialect: str = "standard",
 ) -> tuple[Study | None, list[Issue]]:
+    """The study and every issue, each issue told where its file's rows sit (``Issue.lines``)."""
+    line_maps: dict[str, dict[int, int]] = {}
+    study, issues = _read_files(folder, study_id, progress, csv_dialect, line_maps)
+    for i in issues:
+        if i.lines is None and i.file in line_maps:
+            i.lines = line_maps[i.file]
+    return study, issues
+
+
+def _read_files(
+    folder: str | Path,
+    study_id: str | None,
+    progress: Callable[[str], None] | None,
+    csv_dialect: str,
+    line_maps: dict[str, dict[int, int]],
+) -> tuple[Study | None, list[Issue]]:
     folder = Path(folder)
     if csv_dialect not in CSV_DIALECTS:
         raise InputError(f"unknown CSV dialect {csv_dialect!r}; choose one of: {', '.join(CSV_DIALECTS)}")
@@ -708,7 +651,8 @@ def _read(
     # the dialect of every CSV file first: one message per file, not a cascade of row errors
     wrong_dialect = set()
     for name, path in contents.tables.items():
-        if path.suffix.lower() == ".csv" and (issue := sniff_dialect(path, csv_dialect)) is not None:
+        numeric = tuple(c.name for c in FILES[name].columns if c.kind == "num")
+        if path.suffix.lower() == ".csv" and (issue := sniff_dialect(path, csv_dialect, numeric)) is not None:
             issues.append(issue)
             wrong_dialect.add(name)
     if "subjects" not in contents.tables:
@@ -723,7 +667,10 @@ def _read(
     path = contents.tables["subjects"]
     step("subjects")
     sr = _FileReader(FILES["subjects"], path, issues, csv_dialect)
-    if not sr.load():
+    loaded = sr.load()
+    if sr.lines is not None:
+        line_maps[path.name] = sr.lines
+    if not loaded:
         return None, issues
     sr.parse_columns()
     subjects = _subjects(sr)
@@ -738,7 +685,10 @@ def _read(
             continue
         step(name)
         fr = _FileReader(FILES[name], path, issues, csv_dialect)
-        if not fr.load():
+        loaded = fr.load()
+        if fr.lines is not None:
+            line_maps[path.name] = fr.lines
+        if not loaded:
             continue
         fr.parse_columns()
         fr.check_subjects_known(known)

@@ -23,17 +23,33 @@ from cartlab.io.schema import vocab_key, vocab_key_expr
 if TYPE_CHECKING:  # pragma: no cover
     from cartlab.io.dictionary import Dictionary
 
-__all__ = ["CENSORED", "BLQ_WORDS", "MISSING_WORDS", "number_hint", "read_value_text"]
+__all__ = ["CENSORED", "BLQ_WORDS", "MISSING_WORDS", "NOT_DETECTED_WORDS", "number_hint", "read_value_text"]
 
 CENSORED = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
 #: below the limit of quantification, as lab systems print it (lower case, spaces folded)
 BLQ_WORDS = ("blq", "bql", "bloq", "<lloq", "< lloq", "below lloq", "<loq", "< loq")
 MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "nd", "-", "--", ".", "missing", "unknown"}
+#: a measured result below the detection limit, as lab systems print it: a result, not a missing value
+NOT_DETECTED_WORDS = {"nd", "n.d.", "not detected", "undetected", "undetectable", "not detectable",
+                      "negative", "neg"}
+BELOW_DETECTION_HINT = (" (a below-detection result: write '<' and the detection limit in the row's unit in "
+                        "value_text, e.g. '<50', or give lloq and write BLQ; an empty cell would make it missing)")
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
 
 
-def number_hint(text: object) -> str:
-    """A missing-value word (NA, N/A, ND, -) written where a number belongs: say how to write it."""
-    return " (leave the cell empty for a missing value)" if str(text).strip().lower() in MISSING_WORDS else ""
+def number_hint(text: object, result: bool = False) -> str:
+    """How to write what was written where a number belongs: a missing-value word (NA, N/A, -), a
+    decimal comma; ``result``: the cell holds a measured result (observations' value/value_text), where
+    ND / not detected / negative is a below-detection result, never a missing value (session 34)."""
+    word = " ".join(str(text).strip().lower().split())
+    if result and word in NOT_DETECTED_WORDS:
+        return BELOW_DETECTION_HINT
+    if word in MISSING_WORDS:
+        return " (leave the cell empty for a missing value)"
+    if _DECIMAL_COMMA.match(word):
+        return (" (a decimal comma or a thousands separator: write a decimal point and no thousands "
+                "separator, or read a semicolon-separated file with --csv-dialect european)")
+    return ""
 
 
 def read_value_text(r, d: Dictionary) -> None:
@@ -85,8 +101,17 @@ def read_value_text(r, d: Dictionary) -> None:
         lambda v: (f"value_text {v!r} needs the row's lloq (the limit the result is below); give lloq, or "
                    "write '<' and the limit in the row's unit, e.g. '<50'"),
     )
+    nd = (pl.col("value_text").str.strip_chars().str.to_lowercase().str.replace_all(r"\s+", " ")
+          .is_in(sorted(NOT_DETECTED_WORDS)))
     r.flag(
-        given & ~pl.col("__blq") & pl.col("__censor_limit").is_null(),
+        given & nd,
+        "value_text",
+        lambda v: (f"value_text {v!r} is a below-detection result without its limit: write '<' and the "
+                   "detection limit in the row's unit, e.g. '<50', or give lloq and write BLQ (an empty "
+                   "cell would make it a missing value)"),
+    )
+    r.flag(
+        given & ~nd & ~pl.col("__blq") & pl.col("__censor_limit").is_null(),
         "value_text",
         lambda v: (f"value_text {v!r} is not a censored result such as '<50' (a bound in the row's unit, "
                    f"no unit or word inside){number_hint(v)}; a measured number goes in value"),
