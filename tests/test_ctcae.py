@@ -49,6 +49,19 @@ def v1_table(name):
                 for c in r["if"]:
                     if c.get("op") == "<=" and c.get("value") == 129:
                         c.update(op="<", value=130)
+    # session 34 (review 34 F2/F3), deliberate: GGT's "2.0 - 2.5 x baseline" inclusive by default, and
+    # Hypertriglyceridemia grade 1 "150 mg/dL - 300 mg/dL; 1.71 mmol/L - 3.42 mmol/L" inclusive (an option
+    # whose alternative is admiral's strict ">")
+    data["options"]["ggt_baseline_grade1_inclusive"]["default"] = True
+    data["options"]["hypertriglyceridemia_grade1_inclusive"] = {"default": True, "values": [True, False]}
+    for e in data["terms"]:
+        if e["id"] == "hypertriglyceridemia":
+            i = next(k for k, r in enumerate(e["rules"]) if r["id"] == "g1")
+            g1 = e["rules"][i]
+            e["rules"][i:i + 1] = [
+                {**g1, "id": "g1.inclusive", "if": [{**g1["if"][0], "op": ">="}],
+                 "option": {"hypertriglyceridemia_grade1_inclusive": True}},
+                {**g1, "option": {"hypertriglyceridemia_grade1_inclusive": False}}]
     return data
 
 
@@ -220,11 +233,29 @@ def active_rules(entry, opts):
 
 
 def ref_grade(entry, row, opts):
-    """Row-by-row reading of the YAML: first rule whose conditions all hold; else grade 0."""
-    for r in active_rules(entry, opts):
-        if all(ref_cond(c, row) for c in r["if"]):
-            return r["grade"], r["id"]
-    return 0, "g0"
+    """Row-by-row reading of the YAML: first rule whose conditions all hold; else grade 0.
+
+    Session 34 (review 34 F5), deliberate: a row with BASE but no BNRIND whose rules read BNRIND is
+    read under each baseline status (missing = normal, HIGH, LOW when a rule reads it): equal grades
+    give the missing-BNRIND reading, different ones the lowest grade (first reading on a tie), a
+    reading that cannot be graded makes the row not gradable."""
+    def first(r_row):
+        for r in active_rules(entry, opts):
+            if all(ref_cond(c, r_row) for c in r["if"]):
+                return r["grade"], r["id"]
+        return 0, "g0"
+
+    conds = [c for r in active_rules(entry, opts) for c in r["if"]]
+    which = [w for w in ("high", "low") if {"bnrind_in": w} in conds or {"bnrind_not_in": w} in conds]
+    if row.get("BNRIND") is not None or row.get("BASE") is None or not which:
+        return first(row)
+    outs = [first(row)] + [first({**row, "BNRIND": w.upper()}) for w in which]
+    grades = [g for g, _ in outs]
+    if len(set(grades)) == 1:
+        return outs[0]
+    if None in grades:
+        return outs[grades.index(None)]
+    return outs[grades.index(min(grades))]
 
 
 def contexts(entry, rule):
@@ -372,7 +403,7 @@ def test_boundaries_neutrophils_platelets_as_admiral():
 @pytest.mark.parametrize(
     "term,ratio_g1,strict",
     [("Alanine aminotransferase increased", 1.5, False), ("Aspartate aminotransferase increased", 1.5, False),
-     ("Alkaline phosphatase increased", 2.0, False), ("GGT increased", 2.0, True),
+     ("Alkaline phosphatase increased", 2.0, False), ("GGT increased", 2.0, False),  # session 34: GGT inclusive
      ("Blood bilirubin increased", 1.0, True)],
 )
 def test_baseline_abnormal_liver_tests(term, ratio_g1, strict):
@@ -388,7 +419,11 @@ def test_baseline_abnormal_liver_tests(term, ratio_g1, strict):
     assert g(term, "H", g4 * base, anrhi=uln, base=base, bnrind="HIGH") == 3
     # the same value with a normal (or missing) baseline indicator is graded against the ULN
     assert g(term, "H", 41, anrhi=uln, base=base, bnrind="NORMAL") == 1
-    assert g(term, "H", 41, anrhi=uln, base=base, bnrind=None) == 1
+    # session 34 (review 34 F5): a missing BNRIND with BASE 40 is not "normal": the abnormal reading
+    # (41 vs 1.5/2.0 x BASE) gives 0, the normal one 1, so grade 0 with grade_max 1 (bilirubin: > 1.0 x
+    # BASE also grade 1, the readings agree)
+    assert g(term, "H", 41, anrhi=uln, base=base, bnrind=None) == (1 if ratio_g1 == 1.0 else 0)
+    assert g(term, "H", 41, anrhi=uln, bnrind=None) == 1  # no baseline at all: admiral's normal reading
     # missing ULN: not gradable, whatever the baseline
     assert g(term, "H", 200, base=base, bnrind="HIGH") is None
 
@@ -562,9 +597,10 @@ def test_option_hyponatremia():
 
 
 def test_option_ggt_inclusive():
-    on = CtcaeOptions(ggt_baseline_grade1_inclusive=True)
-    assert g("GGT increased", "H", 80, anrhi=39, base=40, bnrind="HIGH") == 0
-    assert g("GGT increased", "H", 80, anrhi=39, base=40, bnrind="HIGH", options=on) == 1
+    # session 34 (review 34 F3): the CTCAE text's inclusive "2.0 - 2.5 x baseline" is the default
+    off = CtcaeOptions(ggt_baseline_grade1_inclusive=False)
+    assert g("GGT increased", "H", 80, anrhi=39, base=40, bnrind="HIGH") == 1
+    assert g("GGT increased", "H", 80, anrhi=39, base=40, bnrind="HIGH", options=off) == 0
 
 
 def test_option_fibrinogen_pchg_condition():

@@ -244,7 +244,10 @@ def test_bnrind_unknown_value_is_an_error_naming_row_and_column():
         grade_labs(df)
     # a value declared in the row's own high_indicator column is known
     ok = grade_labs(df.with_columns(pl.lit("HIGH|H").alias("high_indicator")))
-    assert ok["grade"].to_list() == [0, 1, 0]
+    # session 34 (review 34 F5): row 1 has no BNRIND but BASE 80 (> ULN): grade 0 if the baseline was
+    # abnormal (100 < 1.5 x 80), 1 if normal (100 > 40): the lower grade, the higher one left open
+    assert ok["grade"].to_list() == [0, 0, 0]
+    assert ok["grade_max"].to_list() == [0, 1, 0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,14 @@ S26_PARAMS = {"hypocalcemia": ["CACORR"], "hypercalcemia": ["CACORR"], "hypocalc
               "hypercalcemia_ionized": ["CAION"]}
 S26_RULES = {f"{t}:na.base_bl_abnormal" for t in ("alt_increased", "alp_increased", "ast_increased",
                                                    "bilirubin_increased", "ggt_increased")}
+# Amendments of session 34 (review 34 F2/F3/F8, tests/test_ctcae_fix_s34.py): GGT's grade 1 "2.0 - 2.5 x
+# baseline" inclusive by default; a new option hypertriglyceridemia_grade1_inclusive (default true: a
+# rule g1.inclusive ">=" before admiral's ">" g1, now gated by the option false); annotations on
+# terms (cd4 text_note, ionized calcium ctcae_us_column) and the typo "g/Dl" fixed.
+S34_DEFAULTS = {"ggt_baseline_grade1_inclusive": True}
+S34_OPTIONS = {"hypertriglyceridemia_grade1_inclusive"}
+S34_RULES = {"hypertriglyceridemia:g1.inclusive"}
+S34_TERM_KEYS = ("text_note", "ctcae_us_column")
 
 
 def v1(name: str) -> dict:
@@ -77,9 +85,13 @@ def test_header_and_options_kept(name):
         assert new[key] == old[key], key
     assert new["defaults"]["signif_digits"] == old["signif_digits"] == 15
     assert new["defaults"]["high_indicator"] == ["HIGH"] and new["defaults"]["low_indicator"] == ["LOW"]
-    assert set(new["options"]) == set(old["options"])
+    assert set(new["options"]) == set(old["options"]) | S34_OPTIONS
+    assert new["defaults"]["hypertriglyceridemia_grade1_inclusive"] is True
     for opt, spec in old["options"].items():
-        assert new["defaults"][opt] == spec["default"], opt
+        assert new["defaults"][opt] == S34_DEFAULTS.get(opt, spec["default"]), opt
+        if opt in S34_DEFAULTS:  # values, doc and citation rewritten with the default (session 34)
+            assert set(new["options"][opt]["values"]) == set(spec["values"])
+            continue
         skip = ("default", "doc") if opt == "hyponatremia_symptomatic" else ("default",)  # doc amended (s26)
         assert {k: v for k, v in new["options"][opt].items() if k not in skip} == \
             {k: v for k, v in spec.items() if k not in skip}, opt
@@ -98,8 +110,11 @@ def test_every_term_rule_and_number_kept(name):
         want_term = {k: v for k, v in o.items() if k != "rules"}
         if o["id"] in S26_PARAMS:
             want_term["params"] = S26_PARAMS[o["id"]]
-        assert {k: v for k, v in t.items() if k != "integer_gaps"} == want_term, o["id"]  # term, params, unit, text, citation
-        rules = [r for r in new["rule_sets"][o["id"]] if r["id"] not in S26_RULES]
+        if o["id"] == "hemoglobin_increased":  # typo "g/Dl" fixed (session 34)
+            want_term["ctcae"] = {**o["ctcae"], "grade_1": o["ctcae"]["grade_1"].replace("g/Dl", "g/dL")}
+        got = {k: v for k, v in t.items() if k not in ("integer_gaps", *S34_TERM_KEYS)}
+        assert got == want_term, o["id"]  # term, params, unit, text, citation
+        rules = [r for r in new["rule_sets"][o["id"]] if r["id"] not in S26_RULES | S34_RULES]
         added += len(new["rule_sets"][o["id"]]) - len(rules)
         assert len(rules) == len(o["rules"]), o["id"]
         for r_old, r_new in zip(o["rules"], rules):
@@ -108,10 +123,12 @@ def test_every_term_rule_and_number_kept(name):
                     "citation": o["citation"]}
             if r_old.get("option"):
                 want["option"] = r_old["option"]
+            if want["id"] == "hypertriglyceridemia:g1":  # admiral's ">" now the option's alternative (s34)
+                want["option"] = {"hypertriglyceridemia_grade1_inclusive": False}
             assert same({k: v for k, v in r_new.items() if k != "note"}, want), (r_new, want)
             n += 1
     assert n == sum(len(e["rules"]) for e in old["terms"]) == {"ctcae_v5": 235, "ctcae_v5_uscv": 264}[name]
-    assert added == len(S26_RULES)
+    assert added == len(S26_RULES) + len(S34_RULES)
 
 
 @pytest.mark.parametrize("name", TABLES)

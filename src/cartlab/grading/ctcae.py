@@ -59,6 +59,7 @@ from cartlab.grading.ctcae_criteria import (
     tables,
 )
 from cartlab.grading.ctcae_options import OPTION_DOCS, CtcaeOptions
+from cartlab.grading.ctcae_readings import baseline_readings, column_note, unknown_baseline_outcomes, us_columns
 from cartlab.grading.ctcae_units import available_criteria, criteria_names, metadata_units, signif, signif_scalar
 from cartlab.grading.hemato_common import censored_text
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -166,7 +167,9 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
     ValueError naming the row. A missing ``pchg`` is computed from ``base`` (100 * (AVAL - BASE) /
     BASE) when BASE is given and not 0. A ``param`` row that names a total calcium (CA) is graded
     as corrected calcium only with ``options.calcium="as_given"``; a row naming the term Hypocalcemia
-    is graded on its value as given (the user named the term).
+    is graded on its value as given (the user named the term). A row with ``base`` but no ``bnrind``
+    whose term reads it (liver tests) is graded as if the baseline were normal and abnormal: the
+    lower grade, ``grade_max`` the higher (session 34; missing is not "normal").
 
     ``criteria``: None (the tables of ``options.version``/``options.units``), a table name, a
     loaded table mapping, or a sequence of them in precedence order.
@@ -214,11 +217,18 @@ def _bnrind(work: pl.DataFrame, options_hi: Any, options_lo: Any) -> pl.Expr:
     return pl.lit(up).alias("bnrind")
 
 
-def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions | None = None
+def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions | None = None,
+                 unknown_baseline: str = "baseline status unknown (BNRIND missing)"
                  ) -> tuple[pl.Series, list[Label], dict[int, int]]:
     """The engine behind :func:`grade_labs`: per row the id of the outcome (Int32), the outcomes
     (grade, rule id, reason) indexed by that id, and the grade_max of the outcomes whose grade a
-    missing input leaves open (id -> highest possible grade). Rows are graded per dispatch partition."""
+    missing input leaves open (id -> highest possible grade). Rows are graded per dispatch partition.
+
+    A row with BASE but no BNRIND whose rules read BNRIND ("if baseline was normal / abnormal":
+    ALT, AST, ALP, GGT, bilirubin) is graded under each baseline reading (normal, abnormal high,
+    abnormal low): equal grades settle it, different ones give the lower grade with the higher as
+    grade_max and a reason starting with ``unknown_baseline`` (session 34, review 34 F5: a missing
+    BNRIND is not "baseline normal")."""
     options = options or CtcaeOptions()
     cols = frame.columns
     if criteria is None and "criteria_units" in cols and options.units != "auto":
@@ -263,6 +273,7 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
     extra_gid: dict[tuple[str | None, str], int] = {}
 
     pieces = []
+    alt_pieces: dict[str, list[pl.LazyFrame]] = {}  # baseline reading -> plans of the rows without BNRIND
     parts = work.partition_by(keys, as_dict=True, include_key=False) if work.height else {}
     for k, part in parts.items():
         kv = dict(zip(keys, k))
@@ -309,6 +320,12 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
         hi = [v.upper() for v in indicators(kv.get("high_indicator"), d.table.options.get("high_indicator", ()))]
         lo = [v.upper() for v in indicators(kv.get("low_indicator"), d.table.options.get("low_indicator", ()))]
         pieces.append(_grade_partition(part, d.table, d.entry, gids, hi, lo))
+        readings = baseline_readings(d.table, d.entry, hi, lo)
+        if readings:
+            unknown = part.filter(pl.col("bnrind").is_null() & pl.col("base").is_not_null())
+            for value, words in readings if unknown.height else ():
+                alt_pieces.setdefault(words, []).append(_grade_partition(
+                    unknown.with_columns(pl.lit(value, dtype=pl.String).alias("bnrind")), d.table, d.entry, gids, hi, lo))
 
     gid = np.zeros(work.height, dtype=np.int32)
     gmax = np.full(work.height, -1, dtype=np.int64)
@@ -318,7 +335,9 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
         gid[at] = piece["_gid"].to_numpy()
         gmax[at] = piece["_gmax"].fill_null(-1).to_numpy()
         miss[at] = piece["_miss"].to_numpy()
-    return _open_grades(gid, gmax, miss, labels)
+    settled = unknown_baseline_outcomes(gid, gmax, miss, labels, alt_pieces, unknown_baseline) if alt_pieces else {}
+    out_gid, labels, open_max = _open_grades(gid, gmax, miss, labels)
+    return out_gid, labels, {**open_max, **settled}
 
 
 #: the grade_max / missing-input columns of an outcome that no rule set decides
@@ -392,7 +411,15 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
       (``<`` when ``baseline_inclusive`` is False; ties on the same day: the later source row);
       ABLFL = "Y" on that row. BASE is filled on every row of the subject/param.
     * BNRIND from the baseline row's own limits: HIGH (> ULN), LOW (< LLN), NORMAL (limits known,
-      within), null (no baseline or no limits). PCHG = 100 * (AVAL - BASE) / BASE.
+      within), null (no baseline or no limits). PCHG = 100 * (AVAL - BASE) / BASE. A BASE without
+      BNRIND leaves "if baseline was normal / abnormal" open (ALT, AST, ALP, GGT, bilirubin): both
+      readings are graded, the lower grade stands with the higher in ATOXGRH_MAX and a reason
+      starting "baseline ULN unknown" (session 34); no BASE at all is read as normal (admiral).
+    * The CTCAE column: ``options.criteria_units_by_row`` "si" (default) grades every row on the SI
+      table; a row whose lab reported the US column's unit (``orig_unit``, e.g. calcium mg/dL) and
+      whose grade there differs says so in grade_reason ("CTCAE's mg/dL column gives Hypocalcemia
+      grade 1 for 8.0 mg/dL; graded on the SI column, grade 2 ..."). "reported" grades such rows on
+      the US table (rule ``ctcae_v5_uscv:...``) with value, limits and BASE in that unit (AVAL stays SI).
     * ATOXDSCL/ATOXDSCH: the low/high term of the param (null when none); ATOXGRL/ATOXGRH their
       grades; ATOXGR the signed combination (:func:`combine_atoxgr`); BTOXGR = ATOXGR of the baseline
       row.
@@ -421,6 +448,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     options = study_options(options)
     obs = study.observations if hasattr(study, "observations") else study
     tabs = tables(None, replace(options, units="SI"))
+    us_tabs = tables(None, replace(options, units="US"))
     pmap = param_terms(tabs)
     specs = derived_params(tabs, options)
     for spec in (s for s in specs if not s.get("adjust")):  # the source graded as the param (calcium=as_given)
@@ -431,7 +459,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     params = sorted({p for p, _ in pmap} | {str(s[k]).upper() for s in adjusted for k in ("source", "param")}
                     | {str(s["adjust"]["param"]).upper() for s in adjusted if s.get("adjust")})
 
-    for col in ("src_file", "src_row", "datetime", "lln", "uln", "unit"):
+    for col in ("src_file", "src_row", "datetime", "lln", "uln", "unit", "orig_unit"):
         if col not in obs.columns:
             obs = obs.with_columns(pl.lit(None).alias(col))
     for col, dt in (("censor", pl.String), ("censor_limit", pl.Float64)):
@@ -440,6 +468,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     # only the columns the derivation needs travel through it; one sort, then order-keeping joins
     f = (
         obs.select("subject_id", "day", "datetime", "param", "value", "unit", "lln", "uln", "src_file", "src_row",
+                   pl.col("orig_unit").cast(pl.String).alias("_ounit"),
                    # a censored result ("<10", value empty) is graded by its bound (session 32)
                    pl.when(pl.col("value").is_null() & pl.col("censor").is_in(["<", "<=", ">", ">="]))
                    .then(pl.col("censor")).alias("_cens"), pl.col("censor_limit").cast(pl.Float64).alias("_clim"))
@@ -449,7 +478,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     )
     # baselines are per subject, so large inputs are derived in subject chunks (bounded memory)
     if f.height <= _CHUNK_ROWS:
-        return _warn_missing_limits(_derive_chunk(f, tabs, pmap, options, adjusted))
+        return _warn_missing_limits(_derive_chunk(f, tabs, pmap, options, adjusted, us_tabs))
     counts = f.group_by("subject_id", maintain_order=True).len()
     chunk = (counts["len"].cum_sum() // _CHUNK_ROWS).to_list()
     bounds = [0]
@@ -458,7 +487,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
             bounds.append(k)
     bounds.append(len(chunk))
     starts = [0, *counts["len"].cum_sum().to_list()]
-    parts = [_derive_chunk(f.slice(starts[a], starts[b] - starts[a]), tabs, pmap, options, adjusted)
+    parts = [_derive_chunk(f.slice(starts[a], starts[b] - starts[a]), tabs, pmap, options, adjusted, us_tabs)
              for a, b in pairwise(bounds) if b > a]
     return _warn_missing_limits(pl.concat(parts))
 
@@ -544,9 +573,12 @@ def _derive_params(f: pl.DataFrame, specs: list, pmap: dict) -> pl.DataFrame:
 
 
 def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, options: CtcaeOptions,
-                  adjusted: list | None = None) -> pl.DataFrame:
+                  adjusted: list | None = None, us_tabs: list[CompiledTable] | None = None) -> pl.DataFrame:
     """derive_ctcae on observations of whole subjects, already filtered and sorted."""
     f = _derive_params(f, adjusted or [], pmap)
+    us_tabs = us_tabs or []
+    f = us_columns(f, pmap, us_tabs)
+    reported = options.criteria_units_by_row == "reported"
     low_terms = {p: e.term for (p, d), e in pmap.items() if d == "L"}
     high_terms = {p: e.term for (p, d), e in pmap.items() if d == "H"}
     before = pl.col("day") <= options.baseline_day if options.baseline_inclusive else pl.col("day") < options.baseline_day
@@ -584,25 +616,37 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
     far = pl.when(cens.is_in(["<", "<="])).then(pl.lit(0.0)).when(cens.is_not_null()).then(pl.lit(1e12))
     f = f.with_columns(pl.coalesce(pl.col("value"), near).alias("_aval"), far.alias("_far"))
 
-    # both directions graded in one engine call; outcomes come back as small integer codes
-    def graded_input(aval: pl.Expr, rows: pl.Expr) -> list[pl.DataFrame]:
+    # both directions graded in one engine call; outcomes come back as small integer codes. A row
+    # graded on the US column (criteria_units_by_row="reported", or the "us" pass behind the note of
+    # the default) has its value, limits and BASE in that column's unit (session 34, review 34 F1)
+    def graded_input(aval: pl.Expr, rows: pl.Expr, mode: str = "table") -> list[pl.DataFrame]:
         out = []
         for direction, term_col in (("L", "ATOXDSCL"), ("H", "ATOXDSCH")):
+            us_unit, scale, offset = pl.col(f"_u{direction}"), pl.col(f"_s{direction}"), pl.col(f"_o{direction}")
+            use = us_unit.is_not_null() if (reported or mode == "us") else pl.lit(False)
+
+            def conv(e: pl.Expr, use: pl.Expr = use, scale: pl.Expr = scale, offset: pl.Expr = offset) -> pl.Expr:
+                return pl.when(use).then((e - offset) / scale).otherwise(e)
+
             out.append(
-                f.with_row_index("_i").filter(pl.col(term_col).is_not_null() & rows).select(
+                f.with_row_index("_i").filter(pl.col(term_col).is_not_null() & rows
+                                              & (use if mode == "us" else pl.lit(True))).select(
                     "_i", pl.col(term_col).alias("term"), pl.lit(direction).alias("direction"),
-                    aval.alias("aval"), pl.col("lln").alias("anrlo"), pl.col("uln").alias("anrhi"),
-                    pl.col("BASE").alias("base"), pl.col("BNRIND").alias("bnrind"),
+                    conv(aval).alias("aval"), conv(pl.col("lln")).alias("anrlo"), conv(pl.col("uln")).alias("anrhi"),
+                    conv(pl.col("BASE")).alias("base"), pl.col("BNRIND").alias("bnrind"),
                     pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
                     .then((aval - pl.col("BASE")) / pl.col("BASE") * 100).alias("pchg"),
-                    pl.col("unit").alias("unit"),
+                    pl.when(use).then(us_unit).otherwise(pl.col("unit")).alias("unit"),
+                    pl.when(use).then(pl.lit("US")).otherwise(pl.lit("SI")).alias("criteria_units"),
                 )
             )
         return out
 
+    all_tabs = [*tabs, *us_tabs]
+    unknown = "baseline ULN unknown (BNRIND missing: the baseline row has no reference limits)"
     inputs = graded_input(pl.col("_aval"), pl.lit(True))
     graded_in = pl.concat(inputs)
-    codes, labels, open_max = _grade_codes(graded_in.drop("_i"), tabs, options)
+    codes, labels, open_max = _grade_codes(graded_in.drop("_i"), all_tabs, options, unknown)
     n_low = inputs[0].height
     grade_of = np.array([-1 if g is None else g for g, _, _ in labels], dtype=np.int64)
     # the upper bound of an outcome a missing input leaves open (-1: settled)
@@ -627,7 +671,7 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
     far_in = graded_input(pl.col("_far"), pl.col("_cens").is_not_null())
     far_g = {"L": np.full(f.height, -1, dtype=np.int64), "H": np.full(f.height, -1, dtype=np.int64)}
     if far_in[0].height + far_in[1].height:
-        fc, flab, _ = _grade_codes(pl.concat(far_in).drop("_i"), tabs, options)
+        fc, flab, _ = _grade_codes(pl.concat(far_in).drop("_i"), all_tabs, options, unknown)
         fgrade = np.array([-1 if g is None else g for g, _, _ in flab], dtype=np.int64)[fc.to_numpy()]
         fidx = pl.concat(far_in)["_i"].to_numpy()
         nl = far_in[0].height
@@ -723,6 +767,7 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         .otherwise(pl.format("censored result {} (AVAL empty), graded by its bound: {}", ctext,
                              pl.col("grade_reason").cast(pl.String))))
         .otherwise(pl.col("grade_reason").cast(pl.String)).cast(pl.Categorical).alias("grade_reason"))
+    f = column_note(f, graded_input, _grade_codes, all_tabs, options, reported)
     btox = f.filter(pl.col("ABLFL") == "Y").select("subject_id", "param", pl.col("ATOXGR").alias("BTOXGR"))
     f = f.join(btox, on=["subject_id", "param"], how="left", nulls_equal=True, maintain_order="left")
     sep = "\x1f"

@@ -208,6 +208,29 @@ def _digits(c: Any, n: int) -> Any:
     return c
 
 
+def _lab_max(rules: Sequence[Rule]) -> int | None:
+    """The highest grade an entry's rules (as the options keep them) give from lab values."""
+    return max((r.grade for r in rules if r.grade is not None), default=None)
+
+
+def _clinical_only(text: Any, rules: Sequence[Rule]) -> str:
+    """The reason's note on the grades of a term that no rule gives (session 34, review 34 F6): the
+    CTCAE text of every grade 1-4 above the highest lab-derived grade that CTCAE defines (its text is
+    not "-"), e.g. Anemia "; grade 4 (Life-threatening consequences; urgent intervention indicated)
+    needs clinical findings: not derived from labs". Said on the rules of the highest lab grade only;
+    grade 5 (death) is in the documentation, not in every reason."""
+    top = _lab_max(rules)
+    if not isinstance(text, Mapping) or top is None:
+        return ""
+    above = [(g, str(text.get(f"grade_{g}", "-")).strip()) for g in range(top + 1, 5)]
+    above = [(g, t) for g, t in above if t and t != "-"]
+    if not above:
+        return ""
+    words = ", ".join(f"{g} ({t})" for g, t in above)
+    return f"; grade{'s' if len(above) > 1 else ''} {words} need{'' if len(above) > 1 else 's'} clinical findings: " \
+        "not derived from labs"
+
+
 _ROUNDED: dict[tuple[int, int], tuple[CriteriaTable, CriteriaTable]] = {}
 
 
@@ -244,10 +267,12 @@ def _compile(model: CriteriaTable, options: Mapping[str, Any]) -> CompiledTable:
             raise ValueError(f"{name}:{eid}: direction must be L or H")
         unit = e.get("unit")
         labels = []
-        for r in gated(model.rule_set(eid), options):
+        kept = gated(model.rule_set(eid), options)
+        top = _clinical_only(e.get("ctcae"), kept)
+        for r in kept:
             if r.grade is not None and not 0 <= r.grade <= 4:
                 raise ValueError(f"{name}:{r.id}: grade must be 0-4 or null")
-            labels.append((r.grade, f"{name}:{r.id}", _reason(r, unit)))
+            labels.append((r.grade, f"{name}:{r.id}", _reason(r, unit) + (top if r.grade == _lab_max(kept) else "")))
         entries.append(Entry(
             table=name, entry_id=eid, term=str(e["term"]), term_key=key(e["term"]), direction=direction,
             unit=unit, unit_key=key(unit) if unit else None, params=tuple(str(p).upper() for p in e.get("params") or ()),

@@ -37,6 +37,7 @@ class CtcaeOptions(CriteriaOptions):
     hypokalemia_symptomatic: bool | None = None
     hyponatremia_symptomatic: bool | None = None
     ggt_baseline_grade1_inclusive: bool | None = None
+    hypertriglyceridemia_grade1_inclusive: bool | None = None
     fibrinogen_pchg_condition: Literal["value_below_lln", "baseline_low", "never"] | None = None
     baseline_day: float = Field(default=0.0, description="derive_ctcae: baseline = the last non-missing value "
                                 "on or before this day")
@@ -54,6 +55,16 @@ class CtcaeOptions(CriteriaOptions):
         "that names the term Hypocalcemia is always graded on the value given (the user chose the "
         "term). Formula: criteria/ctcae_v5.yaml derived_params (Payne 1973 form; slope 0.02 "
         "mmol/L per g/L, status partially_verified)")
+    criteria_units_by_row: Literal["si", "reported"] = Field(
+        default="si", description="derive_ctcae: which CTCAE column grades a study row. CTCAE v5.0 gives "
+        "US (mg/dL) and SI (mmol/L) bounds that are not exact conversions of each other (Hypocalcemia "
+        "grade 1 '<LLN - 8.0 mg/dL; <LLN - 2.0 mmol/L', 8.0 mg/dL = 1.996 mmol/L). 'si' (default, as "
+        "admiral grades converted values): every row on the SI table (ctcae_v5.yaml); when the lab "
+        "reported a US unit (observations orig_unit) and the US column would give another grade, "
+        "grade_reason says so. 'reported': a row whose reported unit is the US column's unit (mass "
+        "concentration where the SI column is molar, e.g. calcium in mg/dL) is graded on the US table "
+        "(ctcae_v5_uscv.yaml) with its values in that unit; rows without an original unit are SI. "
+        "Session 34 (review 34 F1)")
     extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = Field(
         default=(), description="values of rule-level options declared by a criteria table but not fields of "
         "this class (a mapping or (name, value) pairs)")
