@@ -99,11 +99,20 @@ def test_end_before_start_still_refused(tmp_path):
     assert errs == ["interventions.csv, rows 1, 2, 3, column 'end_day': the intervention ends before it starts"]
 
 
-def test_vasopressor_untimed_end_on_a_timed_start_day_asks_for_the_time(tmp_path):
-    # the older CRS scales time vasopressors in hours (crs_vaso_course refuses end_day < start_day)
+def test_vasopressor_untimed_end_on_a_timed_start_day_is_read_and_graded(tmp_path):
+    """Lead, session 34: the exception for vasopressors is lifted. Norepinephrine from day 2.5 (noon)
+    with an end of day 2 without a time ended between noon and the end of day 2, never before its
+    start: the study is read, and the older scales' vasopressor course bounds are start 2.5,
+    end between 2.5 and 3.0 (bounds reading: an untimed end covers its whole calendar day)."""
+    from cartlab.grading.crs_vaso_course import _time_bounds
+
     iv = "subject_id,start_day,end_day,category,agent\nS1,2.5,2,vasopressor,norepinephrine\n"
-    errs = errors_of(mk(tmp_path / "s", {"subjects.csv": SUBJ, "interventions.csv": iv}))
-    assert len(errs) == 1 and "needs its end time" in errs[0] and "row 1 (line 2), column 'end_day'" in errs[0]
+    s = read_study(mk(tmp_path / "s", {"subjects.csv": SUBJ, "interventions.csv": iv}))
+    b = s.interventions.select(_time_bounds("bounds")).row(0, named=True)
+    assert (b["s_lo"], b["s_hi"], b["e_lo"], b["e_hi"]) == (2.5, 2.5, 2.5, 3.0)
+    from cartlab.grading.crs_legacy import derive_crs_legacy_daily
+
+    derive_crs_legacy_daily(s)  # no "end_day is before start_day" error (it raised before)
 
 
 # --- A5: a fractional day with a date-only datetime on the same date

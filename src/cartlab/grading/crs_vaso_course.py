@@ -90,11 +90,18 @@ def _time_bounds(mode: str) -> list[pl.Expr]:
         e_lo = pl.when(no_end).then(s).otherwise(e)
         e_hi = (pl.when(no_end & sp).then(s.floor() + 1.0).when(no_end).then(s + 1.0)
                 .when(ep).then(e).otherwise(e + 1.0))
+    # an end without a time on a timed start's calendar day (end_day 2 with start_day 2.5): it ended
+    # at some time from the start to the end of that day, never before the start (session 34)
+    e_lo = pl.max_horizontal(e_lo, s)
     return [s.alias("s_lo"), s_hi.alias("s_hi"), e_lo.alias("e_lo"), e_hi.alias("e_hi")]
 
 
 def _check_order(iv: pl.DataFrame) -> None:
-    bad = iv.filter(pl.col("end_day") < pl.col("start_day")).head(1).to_dicts()
+    """An infusion that ends before it starts: a calendar day before the start's, or both ends timed
+    and the end earlier (the study folder reader refuses these; an API caller gets the message)."""
+    e, st = pl.col("end_day"), pl.col("start_day")
+    both_timed = _precise("start_day", "start_datetime") & _precise("end_day", "end_datetime")
+    bad = iv.filter((e.floor() < st.floor()) | ((e < st) & both_timed)).head(1).to_dicts()
     if bad:
         r = bad[0]
         where = row_ref(r) or r.get("agent")

@@ -570,17 +570,6 @@ def _interventions(r: _FileReader) -> pl.DataFrame:
         "the intervention ends before it starts",
         by=pl.lit(None),
     )
-    # an end without a time on a timed start's day, for a vasopressor: the older CRS scales time
-    # vasopressor infusions in hours and cannot read it yet (crs_vaso_course checks end_day >= start_day)
-    r.flag(
-        before & (end.floor() == start.floor()) & (pl.col("category") == "vasopressor")
-        & ~(timed("start_day", "start_datetime") & timed("end_day", "end_datetime")),
-        "end_day",
-        "a vasopressor that ends on its start's calendar day needs its end time (the older CRS scales count "
-        "vasopressor hours): give end_datetime with the time, or the end as a fractional day, or leave the end "
-        "empty if the time is unknown",
-        by=pl.lit(None),
-    )
     # dose_unit is optional free text (spec: "e.g. 0.1, ug/kg/min"); only the vasopressor rates of the
     # older CRS scales convert it (crs_vaso_course, which names a unit it cannot convert as the
     # missing input): an unknown unit is kept as written, with a warning (session 34; an error before)
