@@ -172,6 +172,8 @@ def _subjects(study: Study, responses: dict[str, list[dict]], opts: EndpointOpti
         s = _Subject(sid, fu.get(sid), events.get(sid, []), responses.get(sid, []), [], None, other.get(sid, []))
         s.censor = s.first(censor_kinds) if censor_kinds else None
         cday = s.censor["day"] if s.censor else None
+        if not any(p != "OS" for p in opts.censor_params):  # session 34: only when a response parameter is censored
+            cday = None
         s.usable = [r for r in s.responses if cday is None or r["day"] is None or r["day"] <= cday]
         out.append(s)
     return out
@@ -206,12 +208,15 @@ class _Missing(Exception):
     pass
 
 
-def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: EndpointOptions) -> dict:
+def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: EndpointOptions,
+           censor: bool = True, last_assessed: bool = False) -> dict:
     """Event, or censoring at the censoring event / last known alive, for a clock started at ``origin``.
 
-    ``event``: {day, code, rule, reason, refs, desc, srcdom} or None.
+    ``event``: {day, code, rule, reason, refs, desc, srcdom} or None. Session 34: ``censor`` = the
+    parameter is in ``censor_params``; ``last_assessed`` = EFS censored at the last evaluable
+    response assessment (ELN 2022 Table 9).
     """
-    c = s.censor
+    c = s.censor if censor else None
     if event is not None and (c is None or event["day"] <= c["day"]):
         # session 29: a competing event (CIR death, EVENT 2) is CNSR 2 (as the ADaM export)
         return {"ADY": event["day"], "CNSR": 2 if event["code"] == 2 else 0, "EVENT": event["code"], "EVNTDESC": event["desc"], "CNSDTDSC": None,
@@ -229,6 +234,18 @@ def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: Endp
     if alive["day"] < origin:
         raise InputError(f"subject {s.sid}: last known alive on day {alive['day']:g} (subjects.csv "  # session 30
                          f"last_followup_day), before the clock start {origin:g}: check last_followup_day")
+    if last_assessed:  # session 34
+        rows = sorted((r for r in s.usable if r["day"] is not None and r["category"] not in (None, "")
+                       and r["category"] not in opts.not_evaluable_categories), key=lambda r: r["day"])
+        if rows:
+            day = rows[-1]["day"]
+            top = [r for r in rows if r["day"] == day]
+            how = ", ".join(_uniq(f"{r['category']} on day {_fmt_day(day)}" for r in top))
+            return {"ADY": day, "CNSR": 1, "EVENT": 0, "EVNTDESC": None, "CNSDTDSC": "LAST RESPONSE ASSESSMENT",
+                    "SRCDOM": "responses", "rule": "censor.last_assessment",
+                    "reason": _rule_text("censor.last_assessment", what=what, day=day, how=how,
+                                         alive=f"{_fmt_day(alive['day'])} ({alive['how']})"),
+                    "evidence": _uniq(ref for r in top for ref in r["refs"])}
     rule = "censor.last_record" if alive["no_followup"] else "censor.last_alive"
     return {"ADY": alive["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
             "CNSDTDSC": "LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)" if alive["no_followup"] else "LAST KNOWN ALIVE",
@@ -296,18 +313,19 @@ def _params_rows(s: _Subject, params: tuple[str, ...], opts: EndpointOptions) ->
             ev = None if d is None else {"day": d["day"], "code": 1, "rule": "os.death", "desc": "DEATH",
                                          "reason": _rule_text("os.death", day=d["day"]), "refs": d["refs"],
                                          "srcdom": "events"}
-            row("OS", 0.0, _close(s, 0.0, ev, "death", opts))
+            row("OS", 0.0, _close(s, 0.0, ev, "death", opts, censor="OS" in opts.censor_params))
         elif paramcd == "EFS":
             lm = opts.efs_landmark_day
             lm_txt = "the end of follow-up" if lm is None else f"day {_fmt_day(float(lm))}"
             rem = _remission(s.usable, opts, s.sid, None if lm is None else float(lm))
             if rem is not None:
                 ev = _death_or_relapse(s, 0.0, rem, "efs", opts)
-                body = _close(s, 0.0, ev, "relapse or death", opts)
+                body = _close(s, 0.0, ev, "relapse or death", opts, censor="EFS" in opts.censor_params,
+                              last_assessed=opts.efs_censor == "last_response_assessment")
                 body["evidence"] = _uniq(rem["refs"] + body["evidence"])
                 row("EFS", 0.0, body)
                 continue
-            evaluable = [r for r in s.usable if r["category"] is not None
+            evaluable = [r for r in s.usable if r["category"] not in (None, "")  # session 34: "" is no assessment
                          and r["category"] not in opts.not_evaluable_categories]
             death = s.first(["death"])
             if evaluable:
@@ -321,6 +339,20 @@ def _params_rows(s: _Subject, params: tuple[str, ...], opts: EndpointOptions) ->
                         "SRCDOM": "events", "rule": "efs.death_without_assessment",
                         "reason": _rule_text("efs.death_without_assessment", day=death["day"], landmark=lm_txt),
                         "evidence": death["refs"]}
+            elif death is not None and ("EFS" not in opts.censor_params or s.censor is None
+                                        or death["day"] <= s.censor["day"]):
+                # session 34: not evaluable by the landmark, death after it (ELN: only patients alive are censored)
+                txt = dict(day=death["day"], landmark=lm_txt, assessments=_assessments(s.usable))
+                refs = _uniq([ref for r in s.usable for ref in r["refs"]] + death["refs"])
+                if opts.efs_ne_death_after_landmark == "event":
+                    body = {"ADY": death["day"], "CNSR": 0, "EVENT": 1, "EVNTDESC": "DEATH", "CNSDTDSC": None,
+                            "SRCDOM": "events", "rule": "efs.death_not_evaluable",
+                            "reason": _rule_text("efs.death_not_evaluable", **txt), "evidence": refs}
+                else:
+                    body = {"ADY": 0.0, "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
+                            "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": "responses" if s.usable else None,
+                            "rule": "efs.not_evaluable_died_after_landmark",
+                            "reason": _rule_text("efs.not_evaluable_died_after_landmark", **txt), "evidence": refs}
             else:
                 body = {"ADY": 0.0, "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
                         "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": "responses" if s.usable else None,
@@ -341,7 +373,7 @@ def _params_rows(s: _Subject, params: tuple[str, ...], opts: EndpointOptions) ->
             origin = 0.0 if paramcd == "LFS" else rem["day"]
             prefix = paramcd.lower()
             ev = _death_or_relapse(s, origin, rem, prefix, opts, competing=paramcd == "CIR")
-            body = _close(s, origin, ev, "relapse or death", opts)
+            body = _close(s, origin, ev, "relapse or death", opts, censor=paramcd in opts.censor_params)
             body["evidence"] = _uniq(rem["refs"] + body["evidence"])
             row(paramcd, origin, body)
     return out
@@ -394,6 +426,14 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
                 "'last_observation')) to censor at the subject's last recorded row")
         raise ValueError(f"subject(s) {missing}: no last_followup_day and no row at all to censor at; give "
                          "subjects.last_followup_day")
+    if "EFS" in params and opts.efs_landmark_day is None and any(
+            r["PARAMCD"] == "EFS" and r["ANLFL"] == "Y" for r in rows):  # session 34
+        warnings.warn(CartlabWarning(
+            "EFS was derived without a landmark (EndpointOptions.efs_landmark_day unset): treatment failure "
+            "is judged by the end of follow-up, so a CR/CRh/CRi on any day avoids it and every death without "
+            "a response assessment, on any day, is treatment failure at day 0 (ADTTE rules efs.*). ELN 2022 "
+            "Table 9 asks for a pre-defined landmark; set the protocol's, e.g. "
+            "--set endpoints.efs_landmark_day=28"), stacklevel=2)
     censored = sorted({r["subject_id"] for r in rows if r.get("rule") == "censor.last_record"})
     if censored:
         warnings.warn(CartlabWarning(

@@ -118,11 +118,12 @@ def test_km_medians_and_numbers_at_risk(base):
     # KM by hand (AVAL, CNSR; events before censorings at a tie):
     # OS: deaths 10, 60, 90, 120, 200 among 10; S(120) = .9 * 8/9 * 7/8 * 5/6 = .5833 (S10 censored at
     #     100), S(200) = .5833 * 3/4 = .4375 -> median 200
-    # EFS (9 subjects; S08 has no response criteria): S(0) = 7/9, S(60) = 7/9 * 5/6, S(90) = * 4/5,
-    #     S(120) = * 2/3 = .3457 -> median 120
+    # EFS (9 subjects; S08 has no response criteria): S(0) = 7/9; session 34: remission without
+    #     relapse or death is censored on the last response assessment (ELN 2022 Table 9): S02 at 28,
+    #     S10 at 56 -> at 60 n = 4: S(60) = 7/9 * 3/4 = .5833, S(90) = * 2/3 = .3889 -> median 90
     # RFS (6 in remission, from day 28): events at 32, 62, 92 (S(92) = 5/6 * 4/5 * 2/3 = .444) -> 92
     med = _rows(base.table("km_median"), "PARAMCD")
-    assert {p: med[p]["median"] for p in ("OS", "EFS", "RFS")} == {"OS": 200.0, "EFS": 120.0, "RFS": 92.0}
+    assert {p: med[p]["median"] for p in ("OS", "EFS", "RFS")} == {"OS": 200.0, "EFS": 90.0, "RFS": 92.0}
     assert (med["OS"]["n"], med["OS"]["n_events"], med["EFS"]["n"], med["RFS"]["n"]) == (10, 5, 9, 6)
     assert set(base.table("km")["PARAMCD"]) == {"OS", "EFS", "RFS", "LFS"}
     from cartlab.report import cohort_data as cd

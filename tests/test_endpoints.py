@@ -414,8 +414,10 @@ def test_adtte_shape_and_defaults(study):
     efs = get(a, "E", "EFS")
     assert (efs["AVAL"], efs["CNSR"], efs["rule"], efs["CNSDTDSC"]) == (0.0, 1, "efs.not_evaluable", "NOT EVALUABLE FOR RESPONSE")
 
-    # F: CR on day 60 (no landmark): remission; RFS from day 60 to last follow-up 150
-    assert get(a, "F", "EFS")["rule"] == "censor.last_alive" and get(a, "F", "RFS")["AVAL"] == 90.0
+    # F: CR on day 60 (no landmark): remission; RFS from day 60 to last follow-up 150; EFS censored
+    # on the last response assessment, day 60 (ELN 2022 Table 9; session 34)
+    assert get(a, "F", "EFS")["rule"] == "censor.last_assessment" and get(a, "F", "EFS")["AVAL"] == 60.0
+    assert get(a, "F", "RFS")["AVAL"] == 90.0
 
     # G: CRi then extramedullary disease = hematologic relapse (ELN 2022 Table 7)
     efs = get(a, "G", "EFS")
@@ -432,7 +434,11 @@ def test_adtte_shape_and_defaults(study):
 
 def test_adtte_censor_at_allo_hsct_and_new_therapy(study):
     hsct = derive_adtte(study, EndpointOptions(censor_at_allo_hsct=True), responses(RESP))
+    # session 34: OS is not censored at HSCT unless censor_params names it (ELN: death from any cause)
     os_b = get(hsct, "B", "OS")
+    assert (os_b["AVAL"], os_b["CNSR"], os_b["rule"]) == (80.0, 0, "os.death")
+    os_b = get(derive_adtte(study, EndpointOptions(censor_at_allo_hsct=True, censor_params=("OS", "CIR")),
+                            responses(RESP)), "B", "OS")
     assert (os_b["AVAL"], os_b["CNSR"], os_b["rule"], os_b["CNSDTDSC"], os_b["evidence"]) == (
         45.0, 1, "censor.allo_hsct", "ALLOGENEIC HSCT", ["events.csv:4"])
     cir = get(hsct, "B", "CIR")
@@ -444,7 +450,7 @@ def test_adtte_censor_at_allo_hsct_and_new_therapy(study):
     efs = get(nt, "H", "EFS")
     assert (efs["AVAL"], efs["CNSR"], efs["rule"], efs["CNSDTDSC"]) == (70.0, 1, "censor.new_therapy", "NEW ANTICANCER THERAPY")
     assert efs["evidence"] == ["adrs:H6", "events.csv:9"]
-    assert (get(nt, "C", "OS")["AVAL"], get(nt, "C", "OS")["rule"]) == (35.0, "censor.new_therapy")
+    assert (get(nt, "C", "OS")["AVAL"], get(nt, "C", "OS")["rule"]) == (200.0, "censor.last_alive")  # session 34
     assert get(nt, "C", "EFS")["rule"] == "efs.treatment_failure"  # day 0 comes first
     assert get(nt, "B", "OS")["rule"] == "os.death"
 
@@ -459,7 +465,8 @@ def test_adtte_event_on_censoring_day_and_response_after_censoring():
     assert get(on, "I", "EFS")["rule"] == "efs.treatment_failure"
     assert get(on, "I", "RFS")["ANLFL"] is None
     off = derive_adtte(s, responses=resp)
-    assert get(off, "I", "RFS")["STARTDY"] == 80.0 and get(off, "I", "EFS")["rule"] == "censor.last_alive"
+    assert get(off, "I", "RFS")["STARTDY"] == 80.0 and get(off, "I", "EFS")["rule"] == "censor.last_assessment"
+    assert get(off, "I", "EFS")["AVAL"] == 80.0  # session 34: the last response assessment (CR on day 80)
 
 
 def test_adtte_efs_landmark(study):
@@ -469,9 +476,14 @@ def test_adtte_efs_landmark(study):
     assert "by day 28" in efs["reason"]
     assert get(lm, "F", "RFS")["AVAL"] == 90.0  # RFS has no landmark
     assert get(lm, "A", "EFS")["rule"] == "efs.relapse"  # CR on day 28 is on the landmark
-    # death after the landmark without an assessment: alive and not evaluable at the landmark
+    # death after the landmark without an assessment (session 34): ELN censors only "patients alive who
+    # are non-evaluable" -> an EFS event on the death day; option "censor": censored at day 0
     s = make_study([{"subject_id": "D", "last_followup_day": None}], [("D", 40, "death")])
-    assert get(derive_adtte(s, EndpointOptions(efs_landmark_day=28), responses([])), "D", "EFS")["rule"] == "efs.not_evaluable"
+    d = get(derive_adtte(s, EndpointOptions(efs_landmark_day=28), responses([])), "D", "EFS")
+    assert (d["rule"], d["AVAL"], d["CNSR"]) == ("efs.death_not_evaluable", 40.0, 0)
+    d = get(derive_adtte(s, EndpointOptions(efs_landmark_day=28, efs_ne_death_after_landmark="censor"),
+                         responses([])), "D", "EFS")
+    assert (d["rule"], d["AVAL"], d["CNSR"]) == ("efs.not_evaluable_died_after_landmark", 0.0, 1)
     assert get(derive_adtte(s, responses=responses([])), "D", "EFS")["rule"] == "efs.death_without_assessment"
 
 
@@ -535,7 +547,10 @@ def test_seed_case_os_censored_day_60():
     assert r["rule"] == "censor.last_alive" and r["CNSDTDSC"] == "LAST KNOWN ALIVE"
     assert r["evidence"] == ["subjects.csv:1", "events.csv:1"]  # last_followup_day 60; allo_hsct on day 60
     assert "no death" in r["reason"] and "allo_hsct on day 60" in r["reason"]
+    # session 34: OS is censored at HSCT only when censor_params names it
     h = derive_adtte(seed_case(), EndpointOptions(censor_at_allo_hsct=True)).row(0, named=True)
+    assert (h["AVAL"], h["CNSR"], h["rule"]) == (60.0, 1, "censor.last_alive")
+    h = derive_adtte(seed_case(), EndpointOptions(censor_at_allo_hsct=True, censor_params=("OS",))).row(0, named=True)
     assert (h["AVAL"], h["CNSR"], h["rule"], h["evidence"]) == (60.0, 1, "censor.allo_hsct", ["events.csv:1"])
     km = km_estimate(a, "OS")
     assert km["survival"].to_list() == [1.0, 1.0] and km["n_censored"].to_list() == [0, 1]

@@ -61,15 +61,17 @@ def test_km_median_table_words_the_empty_bounds(c04):
     # its lower CI bound = first t whose lower band is <= 0.5 = 58 (0.204); the upper bound needs the
     # upper band <= 0.5 (0.969 at 58), never reached before the band ends at S = 0 -> "not
     # estimable" (not "not reached").
-    # EFS: events 58 (Q1 relapse, Q2 death), 88 (Q4), censored 58 (Q3), 128 (Q5): S(58) = 3/5 = 0.6,
-    # S(88) = 0.3 (> 0, band defined to the end: [0.012, 0.719]) -> median 88, lower 58 (band 0.126),
-    # upper band 0.719 > 0.5 to the end -> "not reached".
+    # EFS (session 34: Q3 and Q5, in remission without relapse or death, are censored on their last
+    # response assessment, day 28, ELN 2022 Table 9): events 58 (Q1 relapse, Q2 death), 88 (Q4):
+    # S(58) = 1 - 2/3 = 1/3, Greenwood var of log S = 2/(3*1), band (1/3)^exp(+-1.96*0.8165/1.0986) =
+    # [0.009, 0.774]; S(88) = 0 (band undefined) -> median 58, lower 58 (0.009), upper band 0.774 >
+    # 0.5 until the band ends at S = 0 -> "not estimable".
     t = _view(c04, "survival").table
     rows = {r["PARAMCD"]: r for r in t.iter_rows(named=True)}
     assert (rows["OS"]["median"], rows["OS"]["median_ci_low"], rows["OS"]["median_ci_high"]) == (
         "130", "58", "not estimable")
     assert (rows["EFS"]["median"], rows["EFS"]["median_ci_low"], rows["EFS"]["median_ci_high"]) == (
-        "88", "58", "not reached")
+        "58", "58", "not estimable")
     # the numbers at risk stay numbers (OS: AVAL >= 0 -> 5 subjects)
     assert rows["OS"]["at_risk_day_0"] == 5
 

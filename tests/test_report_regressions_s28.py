@@ -109,11 +109,12 @@ def test_dashboard_km_band_is_the_km_csv_step_function(c04):
     assert os_(129.9) == pytest.approx((0.204, 0.969), abs=5e-4)   # [58, 130): S(128) = 0.8 holds to day 130
     assert os_(130.1) is None                                       # S(130) = 0: no band, no wedge
     assert max(x for tr in _bands(fig) if tr.name == "OS 95% CI" for x in tr.x) == 130
-    assert efs(57.9)[0] == pytest.approx(1.0)                       # not 0.126 one step early
-    assert efs(58.1)[0] == pytest.approx(0.126, abs=5e-4)
-    assert efs(87.9)[0] == pytest.approx(0.126, abs=5e-4)
-    assert efs(88.1)[0] == pytest.approx(0.012, abs=5e-4)
-    assert efs(127.9)[0] == pytest.approx(0.012, abs=5e-4)
+    # session 34: Q3 and Q5 are censored on their last response assessment (day 28, ELN 2022 Table 9):
+    # at 58 n = 3, d = 2: S = 1/3, lower band (1/3)^exp(1.96*sqrt(2/3)/log 3) = 0.00896; S(88) = 0
+    assert efs(57.9)[0] == pytest.approx(1.0)                       # not 0.009 one step early
+    assert efs(58.1)[0] == pytest.approx(0.00896, abs=5e-5)
+    assert efs(87.9)[0] == pytest.approx(0.00896, abs=5e-5)
+    assert efs(88.1) is None                                        # S(88) = 0: no band
 
 
 def test_dashboard_cumulative_incidence_band_is_a_step_function(c04):

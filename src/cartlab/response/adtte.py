@@ -73,6 +73,17 @@ class EndpointOptions(CriteriaOptions):
 
     * ``censor_at_allo_hsct`` (False): censor at the first ``allo_hsct`` event (ELN 2022 does not).
     * ``censor_at_new_therapy`` (False): censor at the first ``new_therapy`` event (ELN 2022 does not).
+    * ``censor_params`` (EFS, RFS, LFS, CIR): the parameters those two options censor; OS is left
+      out by default (ELN 2022 OS runs "to the date of death from any cause").
+    * ``efs_censor`` ("last_response_assessment"): where an EFS subject in remission by the landmark
+      without relapse or death is censored - on the day of the last response assessment on or before
+      the day last known alive (ELN 2022 Table 9: "censored on the date they were last assessed for
+      response"); "last_known_alive" censors on the day last known alive, as OS and RFS do (the
+      behaviour before session 34; a cartlab convention for EFS).
+    * ``efs_ne_death_after_landmark`` ("event"): a subject not evaluable for response by the
+      landmark who dies after it. ELN 2022 censors at day 1 only "patients alive who are
+      non-evaluable" and counts "death from any cause": "event" = an EFS event on the death day;
+      "censor" = censored at day 0 as not evaluable (reading "alive" as alive at the landmark).
     * ``efs_landmark_day`` (None): the EFS treatment-failure landmark - remission (CR/CRh/CRi) must
       be reached on or before this day; None = by the end of follow-up. ELN 2022 asks for a
       pre-defined landmark ("e.g., after two cycles of intensive chemotherapy or 180 d for
@@ -102,6 +113,9 @@ class EndpointOptions(CriteriaOptions):
     missing_followup: str = "last_observation"
     params: tuple[str, ...] | None = None
     calendar_days: bool = True
+    censor_params: tuple[str, ...] = ("EFS", "RFS", "LFS", "CIR")
+    efs_censor: str = "last_response_assessment"
+    efs_ne_death_after_landmark: str = "event"
 
     def __post_init__(self) -> None:
         if self.missing_followup not in ("error", "last_observation"):
@@ -112,6 +126,15 @@ class EndpointOptions(CriteriaOptions):
                 raise ValueError(f"unknown ADTTE parameter(s) {bad}; known: {list(PARAMCDS)}")
         if self.efs_landmark_day is not None and not math.isfinite(float(self.efs_landmark_day)):
             raise ValueError("efs_landmark_day must be a finite number of days or None")
+        bad = [p for p in self.censor_params if p not in PARAMCDS]
+        if bad:
+            raise ValueError(f"unknown ADTTE parameter(s) {bad} in censor_params; known: {list(PARAMCDS)}")
+        if self.efs_censor not in ("last_response_assessment", "last_known_alive"):
+            raise ValueError("efs_censor must be 'last_response_assessment' (ELN 2022) or 'last_known_alive', "
+                             f"got {self.efs_censor!r}")
+        if self.efs_ne_death_after_landmark not in ("event", "censor"):
+            raise ValueError("efs_ne_death_after_landmark must be 'event' or 'censor', "
+                             f"got {self.efs_ne_death_after_landmark!r}")
         if "death" in self.relapse_events:
             raise ValueError("relapse_events must not contain 'death'")
 
@@ -289,6 +312,17 @@ def _assessments(rows: pl.DataFrame, name: str) -> pl.DataFrame:
         pl.col("refs").explode().drop_nulls().unique(maintain_order=True).alias(f"{name}_refs"))
 
 
+def _last_assessment(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per subject: the last dated response assessment (``la_day``, ``la_how``, ``la_refs``) - the
+    day ELN 2022 Table 9 censors EFS at ("the date they were last assessed for response")."""
+    last = rows.filter(pl.col("day").is_not_null())
+    last = last.filter(pl.col("day") == pl.col("day").max().over(_SID)).sort("_r")
+    return last.group_by(_SID, maintain_order=True).agg(
+        pl.col("day").first().alias("la_day"),
+        pl.format("{} on day {}", "category", _g(pl.col("day"))).unique(maintain_order=True).str.join(", ").alias("la_how"),
+        pl.col("refs").explode().drop_nulls().unique(maintain_order=True).alias("la_refs"))
+
+
 def _remission(rows: pl.DataFrame, name: str, landmark: float | None = None) -> pl.DataFrame:
     """Per subject: the first remission (``<name>_day``, ``<name>_cat``, ``<name>_refs``), on or
     before ``landmark`` when given."""
@@ -311,9 +345,15 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
     censor_kinds = [k for k, on in (("allo_hsct", opts.censor_at_allo_hsct),
                                     ("new_therapy", opts.censor_at_new_therapy)) if on]
     f = f.join(fu, on=_SID, how="left").join(_first(ev, censor_kinds, "c"), on=_SID, how="left")
-    # response assessments after the censoring day are not the CAR-T's
-    usable = resp.join(f.select(_SID, "c_day"), on=_SID, how="left").filter(
-        pl.col("c_day").is_null() | pl.col("day").is_null() | (pl.col("day") <= pl.col("c_day")))
+    # response assessments after the censoring day are not the CAR-T's (when a response-based
+    # parameter is censored there)
+    cut = pl.col("c_day").is_null() | pl.col("day").is_null() | (pl.col("day") <= pl.col("c_day"))
+    if not any(p != "OS" for p in opts.censor_params):
+        cut = pl.lit(True)
+    usable = resp.join(f.select(_SID, "c_day"), on=_SID, how="left").filter(cut)
+    # an empty response is no assessment (missing is not negative), as null is
+    evaluable = usable.filter(pl.col("category").is_not_null() & (pl.col("category") != "")
+                              & ~pl.col("category").is_in(list(opts.not_evaluable_categories)))
     rem_rows = usable.filter(pl.col("category").is_in(list(opts.remission_categories)))
     undated = rem_rows.filter(pl.col("day").is_null()).sort("_r").group_by(_SID).agg(
         pl.col("category").first().alias("undated_cat"))
@@ -323,8 +363,8 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
          .join(undated, on=_SID, how="left")
          .join(_first(ev, ["death"], "death"), on=_SID, how="left")
          .join(_assessments(usable, "use"), on=_SID, how="left")
-         .join(_assessments(usable.filter(pl.col("category").is_not_null() & ~pl.col("category").is_in(
-             list(opts.not_evaluable_categories))), "eval"), on=_SID, how="left"))
+         .join(_assessments(evaluable, "eval"), on=_SID, how="left")
+         .join(_last_assessment(evaluable), on=_SID, how="left"))
     for rem in ("rem", "remefs"):
         after = f.filter(pl.col(f"{rem}_day").is_not_null()).select(_SID, pl.col(f"{rem}_day").alias("_after"))
         f = f.join(_first(ev, opts.relapse_events, f"{rem}rl", after), on=_SID, how="left")
@@ -336,12 +376,13 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
 # the rows of one parameter
 
 
-def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str,
-           opts: EndpointOptions) -> tuple[dict[str, pl.Expr], pl.Expr]:
-    """Event, or censoring at the censoring event / last known alive, for a clock started at
-    ``origin``: the row's columns and its outcome (null; "missing": nothing to censor at;
-    "alive_before_origin")."""
-    c, a = pl.col("c_day"), pl.col("a_day")
+def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str, opts: EndpointOptions,
+           censor: bool = True, last_assessed: bool = False) -> tuple[dict[str, pl.Expr], pl.Expr]:
+    """Event, or censoring at the censoring event (when ``censor``: the parameter is in
+    ``censor_params``) / last known alive (``last_assessed``: the last response assessment on or
+    before it, ELN 2022 EFS), for a clock started at ``origin``: the row's columns and its outcome
+    (null; "missing": nothing to censor at; "alive_before_origin")."""
+    c, a = (pl.col("c_day") if censor else pl.lit(None, dtype=pl.Float64)), pl.col("a_day")
     use_ev = (ev["has"] & (c.is_null() | (ev["day"] <= c))) if ev else pl.lit(False)
     use_c = ~use_ev & c.is_not_null()
     use_a = ~use_ev & ~use_c & a.is_not_null()
@@ -356,24 +397,34 @@ def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str,
         return pl.when(use_ev).then(e).when(use_c).then(cen).when(use_a).then(alive)
 
     none = pl.lit(None)
+    a_cnsdtdsc = pl.when(no_fu).then(pl.lit("LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)")).otherwise(pl.lit("LAST KNOWN ALIVE"))
+    a_rule = pl.when(no_fu).then(pl.lit("censor.last_record")).otherwise(pl.lit("censor.last_alive"))
+    a_day, a_src, a_refs = a, pl.col("a_src"), pl.col("a_refs")
+    if last_assessed:  # the last response assessment (on or before the day last known alive)
+        la = pl.col("la_day").is_not_null()
+        a_day = pl.when(la).then(pl.col("la_day")).otherwise(a)
+        a_reason = pl.when(la).then(_text("censor.last_assessment", what=what, day=pl.col("la_day"), how=pl.col(
+            "la_how"), alive=pl.concat_str(_g(a), pl.lit(" ("), pl.col("a_how"), pl.lit(")")))).otherwise(a_reason)
+        a_cnsdtdsc = pl.when(la).then(pl.lit("LAST RESPONSE ASSESSMENT")).otherwise(a_cnsdtdsc)
+        a_rule = pl.when(la).then(pl.lit("censor.last_assessment")).otherwise(a_rule)
+        a_src = pl.when(la).then(pl.lit("responses")).otherwise(a_src)
+        a_refs = pl.when(la).then(pl.col("la_refs")).otherwise(a_refs)
     cols = {
-        "ADY": pick(ev["day"] if ev else none, c, a),
+        "ADY": pick(ev["day"] if ev else none, c, a_day),
         # a competing event (CIR: death without relapse, EVENT 2) is CNSR 2, as in the ADaM export:
         # CNSR 0 would read as the event of interest (a relapse) for anyone using CNSR as the indicator
         "CNSR": pick(pl.when(ev["code"] == 2).then(2).otherwise(0) if ev else 0, 1, 1),
         "EVENT": pick(ev["code"] if ev else none, 0, 0),
         "EVNTDESC": pick(ev["desc"] if ev else none, none, none),
         "CNSDTDSC": pick(none, pl.col("c_event").replace_strict(_CENSOR_DESC, default=None, return_dtype=pl.String),
-                         pl.when(no_fu).then(pl.lit("LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)"))
-                         .otherwise(pl.lit("LAST KNOWN ALIVE"))),
-        "SRCDOM": pick(ev["srcdom"] if ev else none, pl.lit("events"), pl.col("a_src")),
-        "rule": pick(ev["rule"] if ev else none, pl.format("censor.{}", "c_event"),
-                     pl.when(no_fu).then(pl.lit("censor.last_record")).otherwise(pl.lit("censor.last_alive"))),
+                         a_cnsdtdsc),
+        "SRCDOM": pick(ev["srcdom"] if ev else none, pl.lit("events"), a_src),
+        "rule": pick(ev["rule"] if ev else none, pl.format("censor.{}", "c_event"), a_rule),
         "reason": pick(ev["reason"] if ev else none, c_reason, a_reason),
-        "evidence": pick(ev["refs"] if ev else none, pl.col("c_refs"), pl.col("a_refs")),
+        "evidence": pick(ev["refs"] if ev else none, pl.col("c_refs"), a_refs),
     }
     outcome = (pl.when(use_ev | use_c).then(None).when(a.is_null()).then(pl.lit("missing"))
-               .when(a < origin).then(pl.lit("alive_before_origin")))
+               .when(a_day < origin).then(pl.lit("alive_before_origin")))
     return cols, outcome
 
 
@@ -410,31 +461,45 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
         ev = {"has": death.is_not_null(), "day": death, "code": pl.lit(1), "rule": pl.lit("os.death"),
               "desc": pl.lit("DEATH"), "reason": _text("os.death", day=death), "refs": pl.col("death_refs"),
               "srcdom": pl.lit("events")}
-        cols, outcome = _close(pl.lit(0.0), ev, "death", opts)
+        cols, outcome = _close(pl.lit(0.0), ev, "death", opts, censor="OS" in opts.censor_params)
         return _rows(f, paramcd, pl.lit(0.0), cols, outcome)
     if paramcd == "EFS":
         lm_txt = "the end of follow-up" if lm is None else f"day {float(lm):g}"
         ev = _death_or_relapse("remefs", "efs", opts)
-        cols, outcome = _close(pl.lit(0.0), ev, "relapse or death", opts)
+        censor = "EFS" in opts.censor_params
+        cols, outcome = _close(pl.lit(0.0), ev, "relapse or death", opts, censor=censor,
+                               last_assessed=opts.efs_censor == "last_response_assessment")
         cols["evidence"] = _uniq(pl.col("remefs_refs"), cols["evidence"])
         rem = pl.col("remefs_day").is_not_null()
         death = pl.col("death_day")
         failed = pl.col("eval_n") > 0
         died = death.is_not_null() & (pl.lit(True) if lm is None else death <= float(lm))
+        # not evaluable by the landmark, then dead after it (before any censoring at HSCT / new therapy)
+        late = death.is_not_null() & ~died & ~failed
+        if censor:
+            late = late & (pl.col("c_day").is_null() | (death <= pl.col("c_day")))
+        late_ev = late & pl.lit(opts.efs_ne_death_after_landmark == "event")
+        late_cn = late & pl.lit(opts.efs_ne_death_after_landmark == "censor")
+        ne_txt = pl.col("use_txt").fill_null(pl.lit("no response assessment"))
+        event = failed | died | late_ev
         other = {
-            "ADY": pl.lit(0.0), "CNSR": pl.when(failed | died).then(0).otherwise(1),
-            "EVENT": pl.when(failed | died).then(1).otherwise(0),
-            "EVNTDESC": pl.when(failed | died).then(pl.lit("TREATMENT FAILURE")),
-            "CNSDTDSC": pl.when(~failed & ~died).then(pl.lit("NOT EVALUABLE FOR RESPONSE")),
-            "SRCDOM": pl.when(failed).then(pl.lit("responses")).when(died).then(pl.lit("events"))
+            "ADY": pl.when(late_ev).then(death).otherwise(pl.lit(0.0)), "CNSR": pl.when(event).then(0).otherwise(1),
+            "EVENT": pl.when(event).then(1).otherwise(0),
+            "EVNTDESC": pl.when(failed | died).then(pl.lit("TREATMENT FAILURE")).when(late_ev).then(pl.lit("DEATH")),
+            "CNSDTDSC": pl.when(~event).then(pl.lit("NOT EVALUABLE FOR RESPONSE")),
+            "SRCDOM": pl.when(failed).then(pl.lit("responses")).when(died | late_ev).then(pl.lit("events"))
             .when(pl.col("use_n") > 0).then(pl.lit("responses")),
             "rule": pl.when(failed).then(pl.lit("efs.treatment_failure")).when(died)
-            .then(pl.lit("efs.death_without_assessment")).otherwise(pl.lit("efs.not_evaluable")),
+            .then(pl.lit("efs.death_without_assessment")).when(late_ev).then(pl.lit("efs.death_not_evaluable"))
+            .when(late_cn).then(pl.lit("efs.not_evaluable_died_after_landmark")).otherwise(pl.lit("efs.not_evaluable")),
             "reason": pl.when(failed).then(_text("efs.treatment_failure", landmark=lm_txt, assessments=pl.col("eval_txt")))
             .when(died).then(_text("efs.death_without_assessment", day=death, landmark=lm_txt))
-            .otherwise(_text("efs.not_evaluable", landmark=lm_txt,
-                             assessments=pl.col("use_txt").fill_null(pl.lit("no response assessment")))),
+            .when(late_ev).then(_text("efs.death_not_evaluable", day=death, landmark=lm_txt, assessments=ne_txt))
+            .when(late_cn).then(_text("efs.not_evaluable_died_after_landmark", day=death, landmark=lm_txt,
+                                      assessments=ne_txt))
+            .otherwise(_text("efs.not_evaluable", landmark=lm_txt, assessments=ne_txt)),
             "evidence": pl.when(failed).then(pl.col("eval_refs")).when(died).then(pl.col("death_refs"))
+            .when(late).then(_uniq(pl.col("use_refs").fill_null(_NO_REFS), pl.col("death_refs")))
             .otherwise(pl.col("use_refs").fill_null(_NO_REFS)),
         }
         cols = {k: pl.when(rem).then(v).otherwise(other[k]) for k, v in cols.items()}
@@ -445,7 +510,7 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
     rem = pl.col("rem_day").is_not_null()
     origin = pl.lit(0.0) if paramcd == "LFS" else pl.col("rem_day")
     ev = _death_or_relapse("rem", paramcd.lower(), opts, competing=paramcd == "CIR")
-    cols, outcome = _close(origin, ev, "relapse or death", opts)
+    cols, outcome = _close(origin, ev, "relapse or death", opts, censor=paramcd in opts.censor_params)
     cols["evidence"] = _uniq(pl.col("rem_refs"), cols["evidence"])
     out = {k: pl.when(rem).then(v) for k, v in cols.items()}
     out["rule"] = out["rule"].otherwise(pl.lit("not_in_remission"))
@@ -537,7 +602,11 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     evaluable), relapse or death; RFS = relapse or death from the first remission day; LFS = the same
     from day 0; CIR = relapse (EVENT 1) with death without relapse competing (EVENT 2), from the
     remission day. Censoring on the day last known alive (``last_followup_day`` or a later event or
-    assessment), or at HSCT / new therapy when those options are on. RFS/LFS/CIR rows of subjects
+    assessment) - for EFS on the day of the last response assessment (ELN; ``efs_censor``) - or at
+    HSCT / new therapy when those options are on (the parameters of ``censor_params``). A subject not
+    evaluable by the landmark who dies after it: an EFS event on the death day
+    (``efs_ne_death_after_landmark``). Without ``efs_landmark_day`` a CartlabWarning says EFS has no
+    landmark. RFS/LFS/CIR rows of subjects
     never in remission have ``ANLFL`` empty, empty ``AVAL``/``CNSR`` and say why.
     ``no_criteria``: subject -> why it has no response criteria (e.g. a lymphoma: cartlab has no
     criteria for it yet); its EFS, RFS, LFS and CIR rows are not defined (``ANLFL`` empty, rule
@@ -562,6 +631,14 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     if no_criteria:
         rows = _without_criteria(rows, no_criteria)
     _raise_first_error(rows, f, opts)
+    if "EFS" in params and opts.efs_landmark_day is None and rows.filter(
+            (pl.col("PARAMCD") == "EFS") & (pl.col("ANLFL") == "Y")).height:
+        warnings.warn(CartlabWarning(
+            "EFS was derived without a landmark (EndpointOptions.efs_landmark_day unset): treatment failure "
+            "is judged by the end of follow-up, so a CR/CRh/CRi on any day avoids it and every death without "
+            "a response assessment, on any day, is treatment failure at day 0 (ADTTE rules efs.*). ELN 2022 "
+            "Table 9 asks for a pre-defined landmark; set the protocol's, e.g. "
+            "--set endpoints.efs_landmark_day=28"), stacklevel=2)
     censored = sorted(set(rows.filter(pl.col("rule") == "censor.last_record")[_SID].to_list()))
     if censored:
         warnings.warn(CartlabWarning(

@@ -31,9 +31,15 @@ Parameters (population, origin, events):
   (``EndpointOptions.efs_landmark_day``): a subject *evaluable for response* (any response row whose
   category is not ``NE``/empty) without remission by the landmark, or a subject who *dies before the
   landmark without a response assessment*, has an EFS event **at day 0** (ELN: "considered an event
-  at day 1 of randomization"); a subject alive and not evaluable is **censored at day 0**; a subject
-  in remission by the landmark has an event at relapse (on or after the remission day) or death, else is
-  censored when last known alive.
+  at day 1 of randomization"); a subject alive and not evaluable is **censored at day 0** (one not
+  evaluable by the landmark who dies after it has an event on the death day: ELN censors only
+  "patients alive who are non-evaluable" and counts "death from any cause"; option
+  ``efs_ne_death_after_landmark``); a subject in remission by the landmark has an event at relapse (on
+  or after the remission day) or death, else is censored **on the day of the last response
+  assessment** (ELN: "censored on the date they were last assessed for response"; option
+  ``efs_censor``). Without a landmark (the default, None) remission is judged by the end of follow-up
+  and :func:`derive_adtte` warns once: ELN requires a pre-defined landmark
+  (``cartlab analyze --set endpoints.efs_landmark_day=28``).
 * **RFS** - subjects achieving CR, CRh or CRi (at any time); from the first remission day to
   hematologic relapse or death; otherwise censored when last known alive. ("RFS and disease-free
   survival have been used with the same definition", ELN 2017 Table 7 footnote.)
@@ -54,8 +60,11 @@ Conventions (documented defaults, options in :class:`EndpointOptions`):
   remission; it is counted, AVAL 0 for RFS, rather than dropped). On one day relapse precedes death.
 * Last known alive = the latest of ``subjects.last_followup_day`` and the days of the subject's
   non-death events and response assessments (a record on a day shows the subject was followed
-  then). ELN censors EFS "on the date last assessed for response"; cartlab has no separate
-  assessment date and uses the last-known-alive day for every parameter.
+  then). OS, RFS, LFS and CIR are censored on that day. EFS (ELN 2022 Table 9: "censored on the
+  date they were last assessed for response") is censored on the day of the last response
+  assessment on or before it - the latest row of the ``responses`` frame (one row per assessment)
+  whose category is an assessment (not ``NE``/empty) - rule ``censor.last_assessment``, ``CNSDTDSC``
+  "LAST RESPONSE ASSESSMENT"; ``efs_censor="last_known_alive"`` keeps the last-known-alive day.
 * Follow-up: a subject without ``last_followup_day`` is censored at the latest day of any of its
   rows - observations, doses, interventions, events, response assessments - (``missing_followup=
   "last_observation"``, the default; spec: "Follow-up for time-to-event endpoints"); the censoring
@@ -64,9 +73,11 @@ Conventions (documented defaults, options in :class:`EndpointOptions`):
   analyze --strict``) raises a ``ValueError`` naming them instead. A subject with no row at all to
   censor at raises either way.
 * ``censor_at_allo_hsct`` / ``censor_at_new_therapy`` (default False, as ELN 2022, which does not
-  censor at either): censor at the first such event (day >= 0) when no endpoint event comes before
-  it; an endpoint event on the same day counts as the event. Response assessments after the
-  censoring day are then ignored (a remission after HSCT or new therapy is not the CAR-T's).
+  censor at either): censor the parameters of ``censor_params`` (default EFS, RFS, LFS and CIR; OS
+  only when listed, since ELN's OS runs to death from any cause) at the first such event (day >= 0)
+  when no endpoint event comes before it; an endpoint event on the same day counts as the event.
+  Response assessments after the censoring day are then ignored (a remission after HSCT or new
+  therapy is not the CAR-T's) when a response-based parameter is in ``censor_params``.
 * The remission day is the earliest remission row of the ``responses`` frame. The frame may hold one
   row per subject (best response: its day is then used, which is the first *best* day, not
   necessarily the first remission day) or one row per assessment (then the first remission counts).
@@ -78,8 +89,9 @@ Estimators:
   ``S(t) ** exp(+-z * sqrt(sum d/(n(n-d))) / |log S(t)|)`` (Kalbfleisch & Prentice 2002, R
   ``survfit(conf.type = "log-log")``); the median is the first time with S(t) <= 0.5 and its CI the
   times at which the lower / upper pointwise bands first reach 0.5 (Brookmeyer & Crowley 1982 style
-  band inversion, lifelines ``median_survival_times``; R takes a midpoint when S equals 0.5 exactly
-  on a flat stretch, lifelines and cartlab the first time).
+  band inversion, lifelines ``median_survival_times``). Where S equals 0.5 exactly over a flat
+  stretch, cartlab takes the midpoint of the stretch, as R ``quantile.survfit`` does (lifelines takes
+  its first time): deaths on days 10, 20, 30 and a censoring at 40 give a median of 25.
 * Aalen-Johansen: see :func:`aalen_johansen`.
 
 >>> from cartlab.datasets import seed_case

@@ -348,7 +348,11 @@ def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         # variable, and CNSR 0 would make it a relapse for anyone reading CNSR as the event indicator
         pl.when(pl.col("EVENT") == 2).then(pl.lit(2, dtype=pl.Int64)).otherwise(pl.col("CNSR")).alias("CNSR"),
         pl.col("STARTDY").alias("STARTRDY"),
-        cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "EVNTDESC", "CNSDTDSC", "SRCDOM",
+        cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"),
+        # EVNTDESC is the "Event or Censoring Description" (ADaM BDS-TTE; admiral censor_source rows
+        # set it too): a censored row describes its censoring there as in CNSDTDSC
+        pl.when(pl.col("EVNTDESC").is_null() & (pl.col("CNSR") == 1)).then(pl.col("CNSDTDSC"))
+        .otherwise(pl.col("EVNTDESC")).alias("EVNTDESC"), "CNSDTDSC", "SRCDOM",
         *_rule_cols("rule", "rule_status", "reason", "evidence"),
     )
     return _with_dates(f, dates, STARTDT="STARTRDY", ADT="ARELDY")
