@@ -245,6 +245,29 @@ def _recovery_one(points, rule: dict, opts: dict, thr: float, transfused: set[in
     low = min(pts, key=lambda p: (p[1], p[0]))
     drop = next((p for p in pts if not meets(p[1])), None)
     res = {"last": pts[-1][0], "day": None, "day_min": None, "day_max": None}
+    # session 34 (review s34 D8): "never below from day 0" needs a value by never_below_data_from_day;
+    # with the first value later, days 0 to it are unknown: not evaluable, day 1 up to the first run
+    # of k consecutive days (or values) at the level from day 0
+    f0 = pts[0][0]
+    if opts["start"] in ("nadir", "first_drop") and f0 > int(opts["never_below_data_from_day"]) and all(
+            meets(p[1]) for p in pts):
+        U = next((r for r in runs if r["definite"]), None)
+        if opts["start"] == "nadir":
+            reason = (f"not evaluable: {label} never below {t} on the days with a value (from day {f0}; lowest "
+                      f"{_fmt(low[1])} on day {low[0]}), but day(s) 0-{f0 - 1} have no {label} value: a nadir below "
+                      f"{t} and a recovery before day {f0} cannot be ruled out")
+            refs = low[2]
+        else:
+            reason = (f"not evaluable: {label} never below {t} on the days with a value (from day {f0}), but day(s) "
+                      f"0-{f0 - 1} have no {label} value: a value below {t} and a recovery before day {f0} cannot be "
+                      "ruled out")
+            refs = []
+        if U is not None:
+            reason += (f" (the recovery day is between day 1 and day {U['d']}, the first {k} consecutive {mode} at "
+                       "the level)")
+        return res | {"status": "not_evaluable", "unknown_start": True, "day_min": 1.0,
+                      "day_max": float(U["d"]) if U else None, "reason": reason,
+                      "evidence": _uniq(refs + (U["refs"] if U else []))}
     if opts["start"] == "nadir":
         if meets(low[1]):
             return res | {"status": "not_applicable", "evidence": low[2],
@@ -338,7 +361,7 @@ def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.Da
                      "reason": f"no {label} from day 0 on.", "evidence": []}
             censor = None
             if r["status"] in ("not_reached", "not_evaluable"):
-                if r["status"] == "not_evaluable":
+                if r["status"] == "not_evaluable" and not r.get("unknown_start"):  # session 34
                     other = _recovery_one(*args, "measurements") if opts["mode"] == "days" else None
                     if other is not None:
                         gives = f"gives day {int(other['day'])}" if other["day"] is not None else "gives no recovery (not reached)"
@@ -351,7 +374,9 @@ def recovery_days(study: Study, options: RecoveryOptions | None = None) -> pl.Da
                     r["reason"] += f"; censored at day {int(censor)} ({how})"
                 r["reason"] += "."
             vals = {"day": r["day"], "day_min": r["day_min"], "day_max": r["day_max"], "status": r["status"],
-                    "censor_day": censor, "rule": rule["id"] + (f"; {ne_id}" if ne_id and r["status"] == "not_evaluable" else ""),
+                    "censor_day": censor, "rule": rule["id"] + (
+                        "; recovery.never_below_needs_start" if r.get("unknown_start")  # session 34
+                        else f"; {ne_id}" if ne_id and r["status"] == "not_evaluable" else ""),
                     "reason": r["reason"], "evidence": r["evidence"]}
             for c in cols_:
                 cols[f"{kind}_recovery_{c}"].append(vals[c])

@@ -13,6 +13,11 @@ Session 34 (T-ICAHT, deliberate): a transfused count below a masked level is bel
 level too; the late "or nontransient thrombocytopenia" alternative (option late_nontransient, rules
 *_nontransient) and the not-evaluable late reason; each change is marked "session 34" and is a
 row loop written from the rule's words, not from the engine's code.
+Session 34 (N-ICAHT, deliberate; review s34 D1-D4, D9, D10): "never above" needs every day from the
+data's start to the earliest of day 30, death and last follow-up known (_never_above, a row loop);
+the late "or nontransient neutropenia" alternative (option late_nontransient, rules *_nontransient:
+_t_nontransient on the ANC flags) and the not-evaluable late reason; death ends the late window (the
+table's late_end_events). Each change is marked "session 34".
 """
 
 from __future__ import annotations
@@ -224,17 +229,44 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
     daily = icaht_daily(study, options)
     wins = _late_windows(study, opts)
     early = _early_features(daily, sids, opts, levels)
+    # session 34: "never above" from the rule's words (row loop), replacing the engine's column
+    na = _never_above(study, daily, sids, opts, levels)
+    early = early.with_columns(*[pl.Series(f"never_above_{n}", [na[sid][n] for sid in sids], dtype=pl.Boolean)
+                                 for n in levels])
     late = pl.DataFrame(_late_features(daily, sids, opts, levels, wins), infer_schema_length=None)
     f = early.join(late, on="subject_id", how="left")
-    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(table["late"], opts, "late"))
+    # session 34: "Two or more laboratory tests or nontransient neutropenia" (the T-ICAHT row loop on ANC)
+    # a late day interpolated toward an ANC after the late window's end is unknown (not below)
+    ends = {sid: wins[sid]["end"] for sid in sids}
+    masked = pl.DataFrame([
+        {**r, **({f"anc_le_{n}": None for n in levels} | {"source": "missing", "anc": None}
+                 if r["window"] == "late" and r["source"] == "interpolated" and r["next_day"] is not None
+                 and ends.get(r["subject_id"]) is not None
+                 and (r["next_day"] > ends[r["subject_id"]] if opts["late_window_end_inclusive"]
+                      else r["next_day"] >= ends[r["subject_id"]]) else {})}
+        for r in daily.iter_rows(named=True)], schema=daily.schema)
+    nt = _t_nontransient(masked.rename({f"anc_le_{n}": f"plt_lt_{n}" for n in levels}), sids, opts, levels)
+    f = f.with_columns(*[pl.Series(f"late_nontransient_anc_{n}", [nt[sid][n] for sid in sids], dtype=pl.Int64)
+                         for n in levels])
+    late_rules = []
+    for r in table["late"]:
+        late_rules.append(r)
+        if opts.get("late_nontransient"):
+            when = [{**c, "feature": c["feature"].replace("late_n_anc_", "late_nontransient_anc_"), "value": 1}
+                    if c["feature"].startswith("late_n_anc_") else c for c in r["when"]]
+            late_rules.append({**r, "id": r["id"] + "_nontransient", "when": when})
+    f = f.with_columns(*domain_grade(table["early"], opts, "early"), *domain_grade(late_rules, opts, "late"))
     need = int(opts["late_min_measurements"])
+    late_ok = (pl.col("late_n_measurements") >= need) | pl.any_horizontal(
+        [pl.col(f"late_nontransient_anc_{n}") > 0 for n in levels])
     f = f.with_columns(
         pl.when(pl.col("early_n_days") > 0).then(pl.col("early_grade")).otherwise(None).alias("icaht_early_grade"),
         pl.when(pl.col("early_n_days") > 0).then(pl.col("early_rule")).otherwise(None).alias("early_rule"),
-        pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_grade")).otherwise(None).alias("icaht_late_grade"),
-        pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_rule")).otherwise(None).alias("late_rule"),
+        pl.when(late_ok).then(pl.col("late_grade")).otherwise(None).alias("icaht_late_grade"),
+        pl.when(late_ok).then(pl.col("late_rule")).otherwise(None).alias("late_rule"),
     )
     texts = {r["id"]: rule_text(r, opts) for r in table["early"] + table["late"]}
+    texts |= {k: v for k, v in load_table(options.criteria).texts(("late",), opts).items() if k.endswith("_nontransient")}
     early_levels = _early_level_names(table, levels)
     never_used = [n for n in early_levels
                   if any(c["feature"] == f"never_above_{n}" for r in table["early"] for c in r["when"])]
@@ -285,16 +317,54 @@ def _late_reason(r: dict, opts: dict, levels: dict[str, float], texts: dict[str,
     if we < ws:
         return (f"not evaluable: the late window is empty (it ends on day {fmt(we)}, "
                 f"{r['late_window_end_reason']}, before day {ws}).")
-    if n < need:
-        return f"not evaluable: {n} ANC measurement(s) in {win}, {need} needed."
+    if r["icaht_late_grade"] is None:  # session 34: fewer tests (on different days) and no nontransient run
+        also = (f", and no nontransient neutropenia (a run at or below a level continuing from the early window or "
+                f"lasting >= {opts['stable_recovery_days']} days)" if opts.get("late_nontransient") else "")
+        return f"not evaluable: {n} ANC measurement(s) in {win}, {need} needed on different days{also}."
     lowest = f"lowest ANC {fmt(r['late_anc_nadir'])} on day {r['late_anc_nadir_day']}, second lowest " \
              f"{fmt(r['late_anc_confirmed'])} on day {r['late_anc_confirmed_day']}"
+    if n < 2:  # session 34: graded on a nontransient run with one measurement or none
+        lowest = (f"lowest ANC {fmt(r['late_anc_nadir'])} on day {r['late_anc_nadir_day']} (the only measurement)"
+                  if n == 1 else "no measurement in the window")
     g = r["icaht_late_grade"]
     if r["late_rule"]:
         return f"{n} measurements in {win}; {lowest} -> grade {g} ({texts[r['late_rule']]})."
     top = max(levels.values())
     where = "at or below" if sym == "<=" else "below"
     return f"{n} measurements in {win}; {lowest}; fewer than {need} {where} {fmt(top)} -> grade 0."
+
+
+def _never_above(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict, levels: dict[str, float]) -> dict:
+    """Session 34, row loop: per subject and level, whether "ANC never above the level in days 0-30"
+    holds: at least one day with an ANC (measured or interpolated) in days 0-30, every such day at or
+    below the level, the first by never_above_data_from_day (day 0 with never_above_requires_full_window),
+    and every day from the first to E known, E = the earliest of day 30, death and last follow-up."""
+    lo, hi = (int(x) for x in opts["early_window"])
+    end = {sid: hi for sid in sids}
+    for sid, day in study.events.filter(pl.col("event") == "death").select("subject_id", "day").iter_rows():
+        if day is not None and sid in end:
+            end[sid] = min(end[sid], math.floor(day))
+    for sid, lfu in study.subjects.select("subject_id", "last_followup_day").iter_rows():
+        if lfu is not None and sid in end:
+            end[sid] = min(end[sid], math.floor(lfu))
+    known: dict[str, dict[int, dict]] = {sid: {} for sid in sids}
+    for r in daily.filter(pl.col("day").is_between(lo, hi)).iter_rows(named=True):
+        if r["anc"] is not None or r["anc_censored"] is not None:
+            known.setdefault(r["subject_id"], {})[r["day"]] = r
+    out = {}
+    for sid in sids:
+        days = known.get(sid, {})
+        out[sid] = {}
+        for n in levels:
+            if not days:
+                out[sid][n] = False
+                continue
+            first = min(days)
+            starts = first == lo if opts["never_above_requires_full_window"] else (
+                first <= opts["never_above_data_from_day"] and first <= end[sid])
+            covered = all(d in days for d in range(first, end[sid] + 1))
+            out[sid][n] = bool(starts and covered and all(bool(r[f"anc_le_{n}"]) for r in days.values()))
+    return out
 
 
 def duration_text(r: dict, prefix: str, what: str, opts: dict) -> str:

@@ -86,18 +86,18 @@ def _sparse_anc_study(folder):
 
 
 def test_engine_options_from_the_command_line(tmp_path):
-    """--set and --options reach the engines and analysis.json records them. By hand: with the
-    default, "ANC never above 0.5 in days 0-30" is judged on the days with data when they start by day
-    3 (Liang: an episode from day 0-3 not ending by the last value), here the one day 2 -> early ICAHT 4;
-    with never_above_requires_full_window it is graded by duration, 1 day <= 0.5 -> grade 1. A fever
+    """--set and --options reach the engines and analysis.json records them. By hand: one ANC <= 0.5
+    on day 2 and no other: "never above 0.5 in days 0-30" cannot be known (session 34: the data must
+    reach day 30, death or last follow-up; it was grade 4 from the one day), so early ICAHT is graded
+    by duration, 1 day <= 0.5 -> grade 1, up to 4; with never_above_requires_full_window also 1. A fever
     threshold of 38.5 C makes the two 38.3 C days no fever -> CRS 0 (default 38.0 -> grade 1)."""
     study = _sparse_anc_study(tmp_path / "s")
     base = tmp_path / "base"
     r = run("analyze", study, "--out", base)
     assert r.returncode == 0, r.stderr
     row = pl.read_csv(base / "subject_summary.csv").row(0, named=True)
-    assert (row["icaht_early_grade"], row["crs_grade_astct"]) == (4, 1)
-    assert "fewer than 31 days with data" in r.stderr  # the default's partial-window grade 4 is said
+    assert (row["icaht_early_grade"], row["crs_grade_astct"]) == (1, 1)
+    assert pl.read_csv(base / "icaht.csv").row(0, named=True)["icaht_early_grade_max"] == 4
     opts = tmp_path / "opts.yaml"
     opts.write_text("crs:\n  fever_threshold_c: 38.5\n")
     out = tmp_path / "set"

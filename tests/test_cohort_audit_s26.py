@@ -179,8 +179,11 @@ def test_report_icaht_view_says_grades_could_be_higher(base):
     n_ic = ic.filter(pl.col("icaht_early_grade_max") > pl.col("icaht_early_grade")).height
     n_ti = ti.filter(pl.col("t_icaht_early_grade_max") > pl.col("t_icaht_early_grade")).height
     assert n_ic >= 7 and n_ti >= 7
-    assert (f"ICAHT early (days 0-30): {n_ic} subject(s), T-ICAHT early (days 0-30): {n_ti} subject(s) could "
-            "have a higher grade (days of the window without a count are not counted)") in views["icaht"].caption
+    # session 34: the late ICAHT term has upper bounds too (days without an ANC), named between them
+    cap = views["icaht"].caption
+    assert f"ICAHT early (days 0-30): {n_ic} subject(s), " in cap
+    assert (f"T-ICAHT early (days 0-30): {n_ti} subject(s) could have a higher grade (days of the window without a "
+            "count are not counted)") in cap or f"T-ICAHT early (days 0-30): {n_ti} subject(s), " in cap
     t = views["survival"].table
     assert {"median", "at_risk_day_0"} <= set(t.columns)
 

@@ -40,8 +40,14 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
     assert (table.version, table.citation, table.status) == (before["version"], before["citation"], before["status"])
     # options added since the old table (session 29: never_above_data_from_day, Liang's day 0-3)
     # session 34: late_nontransient (T-ICAHT footnote "or nontransient thrombocytopenia")
-    added = {"icaht_2023": {"never_above_data_from_day"}, "t_icaht_2025": {"late_nontransient"}}.get(name, set())
-    assert {k: v for k, v in table.defaults.items() if k not in added} == before["defaults"]
+    # session 34 (N-ICAHT): late_nontransient, and death ends the late window (late_end_events)
+    added = {"icaht_2023": {"never_above_data_from_day", "late_nontransient"},
+             "t_icaht_2025": {"late_nontransient"}}.get(name, set())
+    now = {k: v for k, v in table.defaults.items() if k not in added}
+    if name == "icaht_2023":
+        assert now.pop("late_end_events") == [*before["defaults"]["late_end_events"], "death"]
+        before = {**before, "defaults": {k: v for k, v in before["defaults"].items() if k != "late_end_events"}}
+    assert now == before["defaults"]
     assert table.extra("levels") == before["levels"]
     assert sorted(table.rule_sets) == ["early", "late"]
     for s in ("early", "late"):
@@ -53,6 +59,9 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
         assert [r.grade for r in rules] == sorted((r.grade for r in rules), reverse=True)
         assert [r.id for r in rules] == [r["id"] for r in before[s]]
         for r, o in zip(rules, before[s]):
+            if r.id.startswith("icaht.late."):  # session 34 (review s34 D5): the citation says what Liang does
+                assert r.citation.startswith(o["citation"] + "; levels: spec contract and Liang")
+                o = {**o, "citation": r.citation}
             if r.id == "t_icaht.late.g2_plt50":  # session 33 review: its Grade 2 column is an inference
                 assert (r.status, r.note.startswith(o["note"])) == ("partially_verified", True)
                 o = {**o, "status": r.status, "note": r.note}
@@ -66,7 +75,8 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
 def test_count_recovery_rows_moved_to_their_own_table_unchanged():
     """The ``recovery`` section of the old icaht_2023.yaml is criteria/count_recovery.yaml."""
     before, now = old("icaht_2023")["recovery"], load_raw("count_recovery")
-    assert now["defaults"] == {**before["defaults"], "nadir": "first_episode"}  # option added in s26 (CHANGELOG)
+    assert now["defaults"] == {**before["defaults"], "nadir": "first_episode",  # option added in s26 (CHANGELOG)
+                               "never_below_data_from_day": 3}  # session 34 (review s34 D8)
     assert (now["neutrophil"], now["platelet"]) == (before["neutrophil"], before["platelet"])
     assert now["status"] == "verified"  # both rows are verified (as before)
     assert "recovery" not in load_raw("icaht_2023")  # one home for each rule id

@@ -151,12 +151,17 @@ def test_never_above_500_in_days_0_30_is_grade_4():
     # one day above 0.5 in the window breaks 'never above' (31-day run minus one day -> grade 3)
     r = early([(d, "NEUT", 0.6 if d == 0 else 0.3) for d in range(31)])
     assert (r["never_above_500"], r["icaht_early_grade"]) == (False, 3)
-    # data only on days 0-12 (e.g. early death): grade 4 by default, duration-based if the whole
-    # window must be covered
+    # data only on days 0-12: "never above" needs the data to reach day 30, death or last follow-up
+    # (session 34): without a death, 13 days <= 0.5 -> 2, up to 4 (days 13-30 unknown); with a death on
+    # day 12 (E = 12) grade 4, also when the whole window must be covered (every day 0-12 known)
     short = [(d, "NEUT", 0.4) for d in range(13)]
-    assert early(short)["icaht_early_grade"] == 4
-    r = early(short, never_above_requires_full_window=True)
-    assert (r["icaht_early_grade"], r["anc_le_500_days"]) == (2, 13)
+    r = early(short)
+    assert (r["icaht_early_grade"], r["icaht_early_grade_max"], r["anc_le_500_days"]) == (2, 4, 13)
+    died = derive_icaht(make_study(short, events=[{"day": 12.0, "event": "death"}])).row(0, named=True)
+    assert died["icaht_early_grade"] == 4
+    died = derive_icaht(make_study(short, events=[{"day": 12.0, "event": "death"}]),
+                        IcahtOptions(never_above_requires_full_window=True)).row(0, named=True)
+    assert died["icaht_early_grade"] == 4
 
 
 def test_early_not_evaluable_without_anc_in_window():
@@ -187,8 +192,11 @@ def test_late_needs_two_measurements():
     one = late(base + [(40, "NEUT", 0.05)])
     assert one["icaht_late_grade"] is None and one["late_n_measurements"] == 1
     assert "2 needed" in one["late_reason"]
-    two = late(base + [(40, "NEUT", 0.05), (50, "NEUT", 0.8)])
+    two = late(base + [(40, "NEUT", 0.05), (50, "NEUT", 0.8)], late_nontransient=False)
     assert two["icaht_late_grade"] == 2  # worst level reached by two measurements: <= 1.0
+    # session 34, "or nontransient neutropenia": days 40-46 interpolate 0.05 -> 0.5 (+0.075/day), a run
+    # <= 0.5 of 7 days from the measured day 40 (>= 3) -> 3 by default
+    assert late(base + [(40, "NEUT", 0.05), (50, "NEUT", 0.8)])["icaht_late_grade"] == 3
     assert (two["late_anc_nadir"], two["late_anc_confirmed"]) == (0.05, 0.8)
     assert late(base + [(40, "NEUT", 0.05), (50, "NEUT", 0.08)])["icaht_late_grade"] == 4
     assert late(base + [(40, "NEUT", 0.3), (50, "NEUT", 0.5)])["icaht_late_grade"] == 3

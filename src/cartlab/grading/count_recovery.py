@@ -51,6 +51,7 @@ class RecoveryOptions(CriteriaOptions):
     platelet_transfusion_free_days: int | None = None
     transfusion_free_during_counting: bool | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
+    never_below_data_from_day: int | None = None
     criteria: str = "count_recovery"
 
 
@@ -116,14 +117,25 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, meets: Any, thr: float, 
     ``start_txt`` and ``start_refs`` (the value that fixes the start)."""
     thr_txt, start = _fmt(thr), opts["start"]
     low = pts.group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("value", "d").first())
+    # "never below from day 0" needs the values to start by never_below_data_from_day: days before the
+    # first value are unknown (session 34, review s34 D8); later ones leave the recovery open (`unk`)
+    first = pts.group_by(_SID).agg(pl.col("d").min().alias("_first"))
+    late_start = pl.col("_first") > int(opts["never_below_data_from_day"])
     drop = pts.filter(~pl.col("m")).group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("d").first())
     subj = pts.select(_SID).unique()
     if start == "nadir":
         never = pl.format(f"not applicable: {label} never below {thr_txt} from day 0 (nadir {{}} on day {{}}).",
                           pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String))
         # a censored lowest result ("<0.1") is below the level only when its bound says so (m)
-        na = low.select(_SID, pl.col("m").fill_null(False).alias("na"), never.alias("na_reason"),
-                        pl.col("refs").alias("na_refs"))
+        unknown = pl.format(
+            f"not evaluable: {label} never below {thr_txt} on the days with a value (from day {{}}; lowest {{}} on "
+            f"day {{}}), but day(s) 0-{{}} have no {label} value: a nadir below {thr_txt} and a recovery before day {{}} "
+            "cannot be ruled out", pl.col("_first"), pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))),
+            pl.col("d").cast(pl.String), pl.col("_first") - 1, pl.col("_first"))
+        never_low = pl.col("m").fill_null(False)
+        na = low.join(first, on=_SID, how="left").select(
+            _SID, (never_low & ~late_start).alias("na"), (never_low & late_start).alias("unk"),
+            pl.when(late_start).then(unknown).otherwise(never).alias("na_reason"), pl.col("refs").alias("na_refs"))
         if opts["nadir"] == "lowest":  # the lowest value from day 0 on (the earliest of equal ones)
             st = low.with_columns(pl.lit(" (the lowest value from day 0: option nadir=lowest)").alias("how"))
         else:  # the lowest value of the first episode below the level: from the first value below it
@@ -135,20 +147,25 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, meets: Any, thr: float, 
                   .group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("value", "d").first())
                   .with_columns(pl.lit("").alias("how")))
         st = na.join(st, on=_SID, how="left").select(
-            _SID, pl.col("d").alias("after"), "na", "na_reason",
+            _SID, pl.col("d").alias("after"), "na", "unk", "na_reason",
             pl.format("after the nadir {} on day {}{}", pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String),
                       pl.col("how")).alias("start_txt"),
-            pl.when(pl.col("na")).then(pl.col("na_refs")).otherwise(pl.col("refs")).alias("start_refs"))
+            pl.when(pl.col("na") | pl.col("unk")).then(pl.col("na_refs")).otherwise(pl.col("refs")).alias("start_refs"))
         return st
     if start == "first_drop":
-        return subj.join(drop, on=_SID, how="left").select(
-            _SID, pl.col("d").alias("after"), pl.col("d").is_null().alias("na"),
-            pl.lit(f"not applicable: {label} never below {thr_txt} from day 0.").alias("na_reason"),
+        return subj.join(drop, on=_SID, how="left").join(first, on=_SID, how="left").select(
+            _SID, pl.col("d").alias("after"), (pl.col("d").is_null() & ~late_start).alias("na"),
+            (pl.col("d").is_null() & late_start).alias("unk"),
+            pl.when(late_start).then(pl.format(
+                f"not evaluable: {label} never below {thr_txt} on the days with a value (from day {{}}), but day(s) "
+                f"0-{{}} have no {label} value: a value below {thr_txt} and a recovery before day {{}} cannot be ruled out",
+                pl.col("_first"), pl.col("_first") - 1, pl.col("_first")))
+            .otherwise(pl.lit(f"not applicable: {label} never below {thr_txt} from day 0.")).alias("na_reason"),
             pl.format(f"after the first value below {thr_txt} on day {{}}", pl.col("d")).alias("start_txt"),
             pl.col("refs").fill_null(_NO_REFS).alias("start_refs"))
     if start == "day0":
         return subj.select(
-            _SID, pl.lit(-1, dtype=pl.Int64).alias("after"), pl.lit(False).alias("na"),
+            _SID, pl.lit(-1, dtype=pl.Int64).alias("after"), pl.lit(False).alias("na"), pl.lit(False).alias("unk"),
             pl.lit(None, dtype=pl.String).alias("na_reason"), pl.lit("from day 0").alias("start_txt"),
             _NO_REFS.alias("start_refs"))
     raise ValueError(f"unknown recovery start {start!r} (nadir, first_drop or day0)")
@@ -170,7 +187,7 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
                                                         pl.col("censor_limit")), _point(thr))).alias("m"))
     c = _candidates(pts, tx, opts, mode)
     st = _recovery_start(pts, c, meets, thr, label, opts)
-    live = st.filter(~pl.col("na"))
+    live = st.filter(~pl.col("na") & ~pl.col("unk"))
     live_e = live
     if opts["start"] == "nadir" and opts["nadir"] == "first_episode":
         # the first episode ends at its first run that recovers, and a run the unmeasured days could
@@ -184,8 +201,12 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
     first = (_first(c, live, "definite", "D", ("seq", "seq_refs"))
              .join(_first(c, live_e, "possible", "E", ("seq_refs", "gaps")), on=_SID, how="full", coalesce=True)
              .join(_first(c, live, "open", "O"), on=_SID, how="full", coalesce=True))
+    # never below on the days with a value, which start late: the latest recovery day possible is the
+    # first complete run from day 0 (a dip before the first value recovers by then at the latest)
+    unk = _first(c, st.filter(pl.col("unk")).with_columns(pl.lit(-1, dtype=pl.Int64).alias("after")), "definite",
+                 "U", ("seq_refs",))
     out = (pts.group_by(_SID).agg(pl.col("d").max().alias("L")).join(st, on=_SID, how="left")
-           .join(first, on=_SID, how="left"))
+           .join(first, on=_SID, how="left").join(unk, on=_SID, how="left"))
     if opts["start"] == "nadir" and opts["nadir"] == "first_episode":  # a later episode below the level
         again = (pts.filter(~pl.col("m")).join(out.select(_SID, pl.col("D_seq").list.max().alias("_e")), on=_SID)
                  .filter(pl.col("d") > pl.col("_e")).group_by(_SID).agg(pl.col("d").min().alias("again")))
@@ -193,7 +214,8 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
     else:
         out = out.with_columns(pl.lit(None, dtype=pl.Int64).alias("again"))
     D, E = pl.col("D"), pl.col("E")
-    status = (pl.when(pl.col("na")).then(pl.lit("not_applicable")).when(D.is_not_null() & (E == D))
+    status = (pl.when(pl.col("na")).then(pl.lit("not_applicable")).when(pl.col("unk")).then(pl.lit("not_evaluable"))
+              .when(D.is_not_null() & (E == D))
               .then(pl.lit("recovered")).when(E.is_not_null()).then(pl.lit("not_evaluable"))
               .otherwise(pl.lit("not_reached")))
     out = out.with_columns(status.alias("status"))
@@ -211,6 +233,9 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
         "after the lowest value)", pl.col("again"))).otherwise(pl.lit(""))
     s = pl.col("status")
     reason = (pl.when(s == "not_applicable").then(pl.col("na_reason"))
+              .when(pl.col("unk")).then(pl.concat_str(pl.col("na_reason"), pl.when(pl.col("U").is_not_null()).then(
+                  pl.format(" (the recovery day is between day 1 and day {}, the first {} consecutive {} at the level)",
+                            pl.col("U"), pl.lit(k), pl.lit(mode))).otherwise(pl.lit(""))))
               .when(s == "recovered").then(pl.concat_str(run, pl.lit(" -> recovery day "), D.cast(pl.String), again,
                                                           pl.lit(".")))
               .when(D.is_not_null()).then(pl.concat_str(
@@ -228,10 +253,14 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
     return out.select(
         _SID, "status", "L",
         pl.when(s == "recovered").then(D.cast(pl.Float64)).alias("day"),
-        pl.when(s.is_in(["recovered", "not_evaluable"])).then(E.cast(pl.Float64)).alias("day_min"),
-        pl.when(s.is_in(["recovered", "not_evaluable"])).then(D.cast(pl.Float64)).alias("day_max"),
+        pl.when(pl.col("unk")).then(pl.lit(1.0))
+        .when(s.is_in(["recovered", "not_evaluable"])).then(E.cast(pl.Float64)).alias("day_min"),
+        pl.when(pl.col("unk")).then(pl.col("U").cast(pl.Float64))
+        .when(s.is_in(["recovered", "not_evaluable"])).then(D.cast(pl.Float64)).alias("day_max"),
+        pl.col("unk").fill_null(False).alias("unk"),
         reason.alias("reason"),
-        pl.when(s == "recovered").then(_refs(pl.col("start_refs"), pl.col("D_seq_refs")))
+        pl.when(pl.col("unk")).then(_refs(pl.col("start_refs"), pl.col("U_seq_refs").fill_null(_NO_REFS)))
+        .when(s == "recovered").then(_refs(pl.col("start_refs"), pl.col("D_seq_refs")))
         .when(s == "not_evaluable").then(_refs(pl.col("start_refs"), pl.col("E_seq_refs"),
                                                pl.col("D_seq_refs").fill_null(_NO_REFS)))
         .otherwise(pl.col("start_refs")).alias("evidence"),
@@ -309,7 +338,7 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
         rec = rec.join(fu, on=_SID, how="left").with_columns(censor.alias("censor_day")).with_columns(
             pl.concat_str(
                 pl.col("reason"),
-                pl.when(s == "not_evaluable").then(pl.format(
+                pl.when((s == "not_evaluable") & ~pl.col("unk")).then(pl.format(
                     f"; the CIBMTR reading of {k} consecutive values on different days (option mode=measurements) {{}}",
                     pl.col("_alt"))).otherwise(pl.lit("")),
                 pl.when(pl.col("censor_day").is_not_null()).then(pl.format(
@@ -325,7 +354,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
             pl.col("day_max").alias(f"{kind}_recovery_day_max"),
             pl.col("status").fill_null(pl.lit("no_data")).alias(f"{kind}_recovery_status"),
             pl.col("censor_day").alias(f"{kind}_recovery_censor_day"),
-            (pl.when(s == "not_evaluable").then(pl.concat_str(rid, pl.lit(f"; {ne_id}"))).otherwise(rid)
+            (pl.when(pl.col("unk").fill_null(False)).then(pl.concat_str(rid, pl.lit("; recovery.never_below_needs_start")))
+             .when(s == "not_evaluable").then(pl.concat_str(rid, pl.lit(f"; {ne_id}"))).otherwise(rid)
              if ne_id else rid).alias(f"{kind}_recovery_rule"),
             pl.col("reason").fill_null(pl.lit(f"no {label} from day 0 on.")).alias(f"{kind}_recovery_reason"),
             pl.col("evidence").fill_null(_NO_REFS).alias(f"{kind}_recovery_evidence"),

@@ -498,6 +498,49 @@ def below_durations(frame: pl.DataFrame, flag: str, stable: int, count_gap: bool
     return out.select(list(schema)).cast(schema)
 
 
+def nontransient_runs(frame: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: Iterable[str],
+                      flag: str, out: str) -> pl.DataFrame:
+    """``<out><level>`` (1/0) per subject of ``sids``: the late "Two or more laboratory tests **or
+    nontransient** thrombocytopenia/neutropenia" (Rejeski 2025, T-ICAHT Table 1 footnote; option
+    ``late_nontransient``, all 0 when off). ``frame``: the daily series with ``window`` (early |
+    late), ``source`` and the flags ``<flag><level>``. A run is consecutive calendar days of the
+    early and late windows at or below the level (a day without a count, or open, ends it); it is
+    nontransient when it reaches the late window and either holds a recorded early count below the
+    level (it continues from the early window) or lasts >= ``stable_recovery_days`` days from its
+    first recorded count below it (cartlab's reading). Moved from T-ICAHT (session 34) for N-ICAHT."""
+    cols = [f"{out}{n}" for n in levels]
+    res = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
+    if not opts.get("late_nontransient"):
+        return res.with_columns(pl.lit(0, dtype=pl.Int64).alias(c) for c in cols)
+    f = frame.filter(pl.col("window").is_in(["early", "late"])).sort("subject_id", "day")
+    gap = (pl.col("day") - pl.col("day").shift(1).over("subject_id")) != 1
+    for n, c in zip(levels, cols):
+        below = pl.col(f"{flag}{n}").fill_null(False)
+        new_run = (gap | (below != below.shift(1).over("subject_id"))).fill_null(True)
+        runs = (f.with_columns(new_run.cum_sum().over("subject_id").alias("_run"), below.alias("_below"))
+                .filter("_below").group_by("subject_id", "_run").agg(
+                    (pl.col("window") == "late").any().alias("_late"),
+                    ((pl.col("window") == "early") & recorded_day()).any().alias("_from_early"),
+                    (pl.col("day").max() - pl.col("day").filter(recorded_day()).min() + 1).alias("_len")))
+        hit = runs.filter(pl.col("_late") & (pl.col("_from_early")
+                                             | (pl.col("_len").fill_null(0) >= int(opts["stable_recovery_days"]))))
+        res = res.with_columns(pl.col("subject_id").is_in(hit["subject_id"].implode()).cast(pl.Int64).alias(c))
+    return res
+
+
+def day_ranges(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+    """``subject_id`` and ``name``: the days of ``frame`` (``subject_id``, ``day``) as text, runs of
+    consecutive days joined ("0, 2-30"); subjects without a row are absent."""
+    f = frame.select("subject_id", "day").unique().sort("subject_id", "day")
+    f = f.with_columns(((pl.col("day") - pl.col("day").shift(1).over("subject_id")) != 1).fill_null(True)
+                       .cum_sum().over("subject_id").alias("_r"))
+    runs = f.group_by("subject_id", "_r", maintain_order=True).agg(pl.col("day").min().alias("a"),
+                                                                  pl.col("day").max().alias("b"))
+    txt = pl.when(pl.col("a") == pl.col("b")).then(pl.col("a").cast(pl.String)).otherwise(
+        pl.format("{}-{}", pl.col("a"), pl.col("b")))
+    return runs.group_by("subject_id", maintain_order=True).agg(txt.str.join(", ").alias(name))
+
+
 # ---------------------------------------------------------------------------------------------
 # windows ending at clinical events
 

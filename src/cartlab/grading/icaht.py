@@ -29,6 +29,7 @@ from cartlab.grading.hemato_common import (
     censored_flag,
     censored_text,
     daily_series,
+    day_ranges,
     early_upper_grade,
     empty,
     event_windows,
@@ -36,6 +37,7 @@ from cartlab.grading.hemato_common import (
     fmt_expr,
     grades,
     in_window,
+    nontransient_runs,
     py_str,
     recorded_day,
     rule_features,
@@ -57,6 +59,7 @@ class IcahtOptions(CountWindowOptions):
     never_above_requires_full_window: bool | None = None
     never_above_data_from_day: Number | None = None
     late_end_events_from_day: Number | None = None
+    late_nontransient: bool | None = None
     criteria: str = "icaht_2023"
 
 
@@ -105,45 +108,75 @@ def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.
     return daily.select(cols)  # in subject and day order (daily_series)
 
 
+def _early_ends(study: Study, sids: list[str], opts: dict[str, Any]) -> pl.DataFrame:
+    """Per subject: ``_early_end``, the last day "never above the level in days 0-30" can be judged
+    on: the earliest of day 30, death and the last follow-up day (session 34; Liang et al. build their
+    days up to min(30, last follow-up); an early death in aplasia is grade 4), and ``_early_end_why``."""
+    hi = int(opts["early_window"][1])
+    death = (study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
+             .group_by("subject_id").agg(pl.col("day").min().floor().cast(pl.Int64).alias("_death")))
+    lfu = (study.subjects.unique("subject_id", keep="last").filter(pl.col("last_followup_day").is_not_null())
+           .select("subject_id", pl.col("last_followup_day").floor().cast(pl.Int64).alias("_lfu")))
+    end = pl.min_horizontal(pl.lit(hi, dtype=pl.Int64), "_death", "_lfu")
+    return (pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
+            .join(death, on="subject_id", how="left", maintain_order="left")
+            .join(lfu, on="subject_id", how="left", maintain_order="left")
+            .select("subject_id", end.alias("_early_end"), pl.when(pl.col("_death") <= end).then(pl.lit("death"))
+                    .when(pl.col("_lfu") <= end).then(pl.lit("last follow-up"))
+                    .otherwise(pl.lit(f"day {hi}")).alias("_early_end_why")))
+
+
 def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
-                    levels: dict[str, float]) -> pl.DataFrame:
+                    levels: dict[str, float], ends: pl.DataFrame | None = None) -> pl.DataFrame:
     """Per subject: days with an ANC in the early window, evidence, and per level the duration
     (``anc_le_<level>_days``/``_start``/``_end``/``_episodes``/``_recovery_days``/``_joined``) and
-    ``never_above_<level>``."""
+    ``never_above_<level>``. ``ends``: :func:`_early_ends` (without it: day 30 for every subject)."""
     lo, hi = opts["early_window"]
     win = daily.filter(pl.col("day").is_between(lo, hi))
     known = win.filter(pl.col("anc").is_not_null() | pl.col("anc_censored").is_not_null())
-    out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String}).join(
+    sid = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
+    ends = (sid.with_columns(pl.lit(int(hi), dtype=pl.Int64).alias("_early_end")) if ends is None
+            else sid.join(ends.select("subject_id", "_early_end"), on="subject_id", how="left", maintain_order="left"))
+    known = known.join(ends, on="subject_id", how="left")
+    out = ends.join(
         known.group_by("subject_id").agg(
             pl.len().alias("early_n_days"), pl.col("day").min().alias("_first_day"),
+            (pl.col("day") <= pl.col("_early_end")).sum().alias("_n_to_end"),
             pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique(maintain_order=True).alias("early_evidence"),
             # a censored day whose bound leaves the level open is not "never above" for sure
             *[pl.col(f"anc_le_{n}").fill_null(False).all().alias(f"_all_{n}") for n in levels],
-        ), on="subject_id", how="left",
+        ), on="subject_id", how="left", maintain_order="left",
     ).with_columns(pl.col("early_n_days").fill_null(0),
                    pl.col("early_evidence").fill_null(pl.lit([], dtype=EVIDENCE)))
+    # "never above" (Liang: an episode starting day 0-3 that does not end) needs the data to start by
+    # never_above_data_from_day (day 0 with never_above_requires_full_window) and every day from there
+    # to the window's end E - the earliest of day 30, death and last follow-up - known (session 34,
+    # review s34 D1/D2: one ANC of 0.5 on day 1 was grade 4 with days 2-30 unknown; an early death
+    # in aplasia is 4 with the option too). Missing is not negative.
+    frm = pl.lit(lo, dtype=pl.Int64) if opts["never_above_requires_full_window"] else pl.col("_first_day")
+    starts = ((pl.col("_first_day") <= float(opts["never_above_data_from_day"]))
+              & (pl.col("_first_day") <= pl.col("_early_end")))
+    if opts["never_above_requires_full_window"]:
+        starts = pl.col("_first_day") == lo
+    complete = (starts & (pl.col("_n_to_end") == pl.col("_early_end") - frm + 1)).fill_null(False)
     for name in levels:
         d = below_durations(win, f"anc_le_{name}", int(opts["stable_recovery_days"]),
                             bool(opts["count_recovery_days_in_run"]), opts["duration"])
         out = out.join(d.rename({c: f"anc_le_{name}_{c}" for c in d.columns if c != "subject_id"}),
                        on="subject_id", how="left", maintain_order="left")
-        # "never above" on the days with data: the whole window, or (default) data from day 0-3 on
-        # (Liang's episode starting day 0-3 that does not end by the last value)
-        complete = (pl.col("early_n_days") == hi - lo + 1) | (
-            pl.lit(not opts["never_above_requires_full_window"])
-            & (pl.col("_first_day") <= float(opts["never_above_data_from_day"])).fill_null(False))
-        out = out.with_columns(
-            ((pl.col("early_n_days") > 0) & pl.col(f"_all_{name}").fill_null(False) & complete)
-            .alias(f"never_above_{name}"))
-    return out.drop([f"_all_{n}" for n in levels] + ["_first_day"])
+        low = (pl.col("early_n_days") > 0) & pl.col(f"_all_{name}").fill_null(False)
+        out = out.with_columns((low & complete).alias(f"never_above_{name}"),
+                               # every known day at or below the level, but not up to E (the reason says so)
+                               (low & ~complete).alias(f"_never_open_{name}"))
+    return out.drop([f"_all_{n}" for n in levels] + ["_first_day", "_n_to_end"])
 
 
 def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
-                 levels: dict[str, float], table: CriteriaTable) -> pl.DataFrame:
+                 levels: dict[str, float], table: CriteriaTable, ends: pl.DataFrame) -> pl.DataFrame:
     """The highest early grade the data leave possible: the grade with every day of the early window
     without an ANC (measured or interpolated) read as below every level, up to death (missing is not
     negative: one normal ANC on day 28 does not show days 0-27 were normal). ``early_unknown_days``
-    counts those days."""
+    counts those days, ``_early_unknown_list`` names them ("0, 2-30")."""
     lo, hi = (int(x) for x in opts["early_window"])
     death = (study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
              .group_by("subject_id").agg(pl.col("day").min().floor().cast(pl.Int64).alias("_death")))
@@ -154,26 +187,29 @@ def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[
     flags = [f"anc_le_{n}" for n in levels]
     day = daily.filter(pl.col("day").is_between(lo, hi)).select("subject_id", "day", "anc", "anc_censored", "evidence",
                                                                   *flags)
-    return early_upper_grade(grid, day, "anc", flags, lambda f: _early_features(f, sids, opts, levels), table, opts)
+    known = day.filter(pl.col("anc").is_not_null() | pl.any_horizontal([pl.col(c).is_not_null() for c in flags]))
+    unknown = day_ranges(grid.join(known.select("subject_id", "day"), on=["subject_id", "day"], how="anti"),
+                         "_early_unknown_list")
+    return early_upper_grade(grid, day, "anc", flags, lambda f: _early_features(f, sids, opts, levels, ends),
+                             table, opts).join(unknown, on="subject_id", how="left", maintain_order="left")
 
 
 def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:
-    """Say which early grades rest on "never above" judged on part of the window (the default
-    ``never_above_requires_full_window=False``): a single low ANC can make grade 4."""
+    """Say which early grades rest on "never above" with the first days of the window unknown (the
+    default ``never_above_requires_full_window=False``: data from day 1-3 on, Liang's reading)."""
     if opts["never_above_requires_full_window"]:
         return
     lo, hi = (int(x) for x in opts["early_window"])
     part = f.filter(pl.col("early_rule").str.contains("never_above").fill_null(False)
-                    & (pl.col("early_n_days") < hi - lo + 1))
+                    & (pl.col("early_n_days") < pl.col("_early_end") - lo + 1))
     if part.height:
         who = ", ".join(f"{s} ({n} d)" for s, n in part.select("subject_id", "early_n_days").head(20).iter_rows())
         warnings.warn(CartlabWarning(
-            f"early ICAHT: {part.height} subject(s) graded by 'ANC never above the level in days {lo}-{hi}' on "
-            f"fewer than {hi - lo + 1} days with data (measured or interpolated): {who}"
-            f"{' ...' if part.height > 20 else ''}. Their data start by day {opts['never_above_data_from_day']:g} "
-            "(Liang: an episode from day 0-3 that does not end by the last value); days without data are not "
-            "known to be above it, and never_above_requires_full_window=true grades them by duration instead."),
-            stacklevel=3)
+            f"early ICAHT: {part.height} subject(s) graded by 'ANC never above the level in days {lo}-{hi}' with "
+            f"days before their first ANC unknown: {who}{' ...' if part.height > 20 else ''}. Their data start by "
+            f"day {opts['never_above_data_from_day']:g} and reach day {hi} (or death, or last follow-up) (Liang: an "
+            "episode from day 0-3 that does not end); never_above_requires_full_window=true grades them by "
+            "duration instead."), stacklevel=3)
 
 
 def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
@@ -212,6 +248,51 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
     ).with_columns(pl.col("late_n_measurements").cast(pl.Int64))
 
 
+def _unknown_past_end(daily: pl.DataFrame, wins: pl.DataFrame, levels: dict[str, float],
+                      end_inclusive: bool) -> pl.DataFrame:
+    """``daily`` with the late days interpolated toward an ANC after the late window's end made unknown
+    (as T-ICAHT's censored windows): a value after relapse or follow-up does not fill the window."""
+    past = ((pl.col("window") == "late") & (pl.col("source") == "interpolated")
+            & ((pl.col("next_day") > pl.col("_we")) if end_inclusive
+               else (pl.col("next_day") >= pl.col("_we")))).fill_null(False)
+    return (daily.join(windows_frame(wins), on="subject_id", how="left", maintain_order="left").with_columns(
+        pl.when(past).then(None).otherwise(pl.col("anc")).alias("anc"),
+        pl.when(past).then(pl.lit("missing")).otherwise(pl.col("source")).alias("source"),
+        *[pl.when(past).then(None).otherwise(pl.col(f"anc_le_{n}")).alias(f"anc_le_{n}") for n in levels])
+        .drop("_ws", "_we"))
+
+
+def _late_upper(daily: pl.DataFrame, wins: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
+                table: CriteriaTable, sids: list[str]) -> pl.DataFrame:
+    """The highest late grade the data leave possible (session 34, as T-ICAHT's): every day of the
+    late window without an ANC (measured or interpolated) read as a test below every level, and every
+    censored result at a level its bound leaves open ("<0.5" against 0.1) as at or below it.
+    ``_late_grade_max`` per subject and ``_late_unknown_days`` with ``_late_unknown_list`` (the
+    window's days without any ANC; null when the window is empty)."""
+    flags = [f"anc_le_{n}" for n in levels]
+    last = (pl.col("end").floor() if opts["late_window_end_inclusive"] else pl.col("end").ceil() - 1).cast(pl.Int64)
+    grid = (wins.select("subject_id", pl.int_ranges(pl.col("start").ceil().cast(pl.Int64), last + 1).alias("day"))
+            .explode("day").drop_nulls("day"))
+    cols = ["subject_id", "day", "anc", "anc_censored", "source", "evidence", *flags]
+    up = grid.join(daily.filter(pl.col("window") == "late").select(cols), on=["subject_id", "day"], how="left",
+                   maintain_order="left")
+    no_count = pl.col("anc").is_null() & pl.col("anc_censored").is_null()
+    unknown = up.group_by("subject_id").agg(no_count.sum().cast(pl.Int64).alias("_late_unknown_days")).join(
+        day_ranges(up.filter(no_count), "_late_unknown_list"), on="subject_id", how="left")
+    # "unknown" is a recorded day (recorded_day): a test that could have been below every level
+    up = up.with_columns(
+        pl.col("anc").fill_null(pl.when(no_count).then(0.0)), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
+        pl.when(no_count).then(pl.lit("unknown")).otherwise(pl.col("source")).alias("source"),
+        pl.lit("late").alias("window"), *[pl.col(c).fill_null(True) for c in flags])
+    early = daily.filter(pl.col("window") == "early").select(up.columns)
+    nt = nontransient_runs(pl.concat([early, up.select(early.columns)]), sids, opts, list(levels), "anc_le_",
+                           "late_nontransient_anc_")
+    worst = (_late_features(up, opts, levels, wins).join(nt, on="subject_id", how="left", maintain_order="left")
+             .with_columns(grades(table, opts, ("late",))))
+    return worst.select("subject_id", pl.col("late_grade").alias("_late_grade_max")).join(
+        unknown, on="subject_id", how="left", maintain_order="left")
+
+
 def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late ICAHT grade per subject (EHA/EBMT 2023; see ``criteria/icaht_2023.yaml``).
 
@@ -237,27 +318,37 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                       "icaht_early_grade_max": pl.Int64, "early_unknown_days": pl.Int64,
                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
     daily = derive_icaht_daily(study, options) if daily is None else daily
-    early = _early_features(daily, sids, opts, levels)
-    late = _late_features(daily, opts, levels, _late_windows(study, opts))
+    ends = _early_ends(study, sids, opts)
+    early = _early_features(daily, sids, opts, levels, ends)
+    wins = _late_windows(study, opts)
+    late = _late_features(daily, opts, levels, wins)
     f = early.join(late, on="subject_id", how="left", maintain_order="left")
+    # "Two or more laboratory tests or nontransient neutropenia" (session 34, as T-ICAHT's footnote)
+    nt_cols = [f"late_nontransient_anc_{n}" for n in levels]
+    late_daily = _unknown_past_end(daily, wins, levels, opts["late_window_end_inclusive"])
+    f = f.join(nontransient_runs(late_daily, sids, opts, list(levels), "anc_le_", "late_nontransient_anc_"),
+               on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(grades(table, opts))
-    f = f.join(_early_upper(study, daily, sids, opts, levels, table), on="subject_id", how="left",
-               maintain_order="left")
+    f = f.join(_early_upper(study, daily, sids, opts, levels, table, ends), on="subject_id", how="left",
+               maintain_order="left").join(ends.select("subject_id", "_early_end_why"), on="subject_id", how="left",
+                                           maintain_order="left")
     need = int(opts["late_min_measurements"])
-    # the highest late grade possible: censored results at the levels their bounds leave open read as
-    # at or below them ("<0.5" may be <= 0.1), like the early grade's icaht_early_grade_max
-    upper = f.select("subject_id", *[pl.col(f"_late_max_n_{n}").alias(f"late_n_anc_{n}") for n in levels]).with_columns(
-        grades(table, opts, ("late",))).select("subject_id", pl.col("late_grade").alias("_late_grade_max"))
-    f = f.join(upper, on="subject_id", how="left", maintain_order="left")
+    early_ok = pl.col("early_n_days") > 0
+    late_ok = (pl.col("late_n_measurements") >= need) | pl.any_horizontal([pl.col(c) > 0 for c in nt_cols])
+    # the highest late grade possible: days without an ANC read as tests below every level, censored
+    # results at the levels their bounds leave open as at or below them (session 34, as T-ICAHT);
+    # given also when the window is not evaluable, empty only when it is empty
+    f = f.join(_late_upper(late_daily, wins, opts, levels, table, sids), on="subject_id", how="left",
+               maintain_order="left")
     f = f.with_columns(
-        pl.when(pl.col("late_n_measurements") >= need).then(pl.max_horizontal("late_grade", "_late_grade_max"))
-        .otherwise(None).alias("icaht_late_grade_max"),
-        pl.when(pl.col("early_n_days") > 0).then(pl.col("early_grade")).otherwise(None).alias("icaht_early_grade"),
-        pl.when(pl.col("early_n_days") > 0).then(pl.max_horizontal("early_grade", "_early_grade_max"))
-        .otherwise(None).alias("icaht_early_grade_max"),
-        pl.when(pl.col("early_n_days") > 0).then(pl.col("early_rule")).otherwise(None).alias("early_rule"),
-        pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_grade")).otherwise(None).alias("icaht_late_grade"),
-        pl.when(pl.col("late_n_measurements") >= need).then(pl.col("late_rule")).otherwise(None).alias("late_rule"),
+        pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max"))
+        .otherwise(pl.when(pl.col("_late_unknown_days").is_not_null()).then(pl.col("_late_grade_max")))
+        .alias("icaht_late_grade_max"),
+        pl.when(early_ok).then(pl.col("early_grade")).alias("icaht_early_grade"),
+        pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max")).alias("icaht_early_grade_max"),
+        pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
+        pl.when(late_ok).then(pl.col("late_grade")).alias("icaht_late_grade"),
+        pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
     )
     _warn_partial_never_above(f, opts)
     texts = table.texts(("early", "late"), opts)
@@ -265,17 +356,39 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     never_used = [n for n in early_levels if f"never_above_{n}" in rule_features(table.rule_set("early"))]
     sym = "<=" if opts["inclusive"] else "<"
     lo, hi = opts["early_window"]
-    could = pl.format(f" Could be up to grade {{}}: {{}} day(s) of days {lo}-{hi} have no ANC (measured or "
-                      "interpolated) and are not counted; had they been below every level, the grade would be that.",
-                      py_str(pl.col("icaht_early_grade_max")), py_str(pl.col("early_unknown_days")))
+    # every known day at or below the level, but days up to E unknown: "never above" not established
+    need_txt = (f"every day from day {lo}" if opts["never_above_requires_full_window"] else
+                f"data from day {opts['never_above_data_from_day']:g} at the latest and every day from there")
+    not_est = [pl.when(pl.col(f"_never_open_{n}")).then(pl.format(
+        f"; ANC {sym} {fmt(levels[n])} on every day with data, but 'never above {fmt(levels[n])}' needs {need_txt} "
+        f"to day {{}} (the earliest of day {hi}, death and last follow-up: {{}}) known, so it is not established",
+        pl.col("_early_end"), pl.col("_early_end_why"))) for n in never_used]
+    could = pl.format(f" Could be up to grade {{}}: {{}} day(s) of days {lo}-{hi} ({{}}) have no ANC (measured or "
+                      "interpolated) and are not counted{}; had they been below every level, the grade would be that.",
+                      py_str(pl.col("icaht_early_grade_max")), py_str(pl.col("early_unknown_days")),
+                      pl.coalesce(pl.lit("days ") + pl.col("_early_unknown_list"), pl.lit("none")),
+                      pl.concat_str(not_est, ignore_nulls=True) if not_est else pl.lit(""))
+    lower = (pl.when(pl.col("icaht_late_grade").is_not_null()).then(pl.lit(""))
+             .when(pl.col("late_grade") > 0).then(pl.format("; the known days alone confirm grade {}", pl.col("late_grade")))
+             .otherwise(pl.lit("; the known days alone confirm no grade (a lower bound of 0, not a finding of none)")))
+    late_could = pl.format(
+        " Could be up to grade {}: {}{}{}; had they been below every level, the grade would be that.",
+        py_str(pl.col("icaht_late_grade_max")),
+        pl.when(pl.col("_late_unknown_days").fill_null(0) > 0).then(pl.format(
+            "{} day(s) of the late window (days {}) have no ANC (measured or interpolated) and could each have "
+            "been a test", pl.col("_late_unknown_days"), pl.col("_late_unknown_list")))
+        .otherwise(pl.lit("no day of the late window lacks an ANC")),
+        pl.when(pl.col("_late_open").fill_null("") != "").then(pl.format(
+            " and the censored result(s) {} leave a deeper level open", pl.col("_late_open"))).otherwise(pl.lit("")),
+        lower)
     f = f.with_columns(
         pl.concat_str(_early_reason(opts, levels, early_levels, never_used, texts, sym),
                       pl.when(pl.col("icaht_early_grade_max") > pl.col("icaht_early_grade")).then(could)
                       .otherwise(pl.lit(""))).alias("early_reason"),
         pl.concat_str(_late_reason(opts, levels, texts, sym),
-                      pl.when(pl.col("icaht_late_grade_max") > pl.col("icaht_late_grade")).then(pl.format(
-                          " Could be up to grade {}: the censored result(s) {} do not settle the deeper level(s).",
-                          py_str(pl.col("icaht_late_grade_max")), pl.col("_late_open"))).otherwise(pl.lit("")))
+                      pl.when((pl.col("icaht_late_grade_max") > pl.col("icaht_late_grade"))
+                              | (pl.col("icaht_late_grade").is_null() & pl.col("icaht_late_grade_max").is_not_null()))
+                      .then(late_could).otherwise(pl.lit("")))
         .alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("icaht.early.not_evaluable"),
@@ -407,13 +520,32 @@ def _early_reason(opts: dict, levels: dict[str, float], names: list[str], never_
                                      rule_texts(texts, "early_rule", "no ICAHT criterion met"), pl.lit(")."))))
 
 
+def _nt_text(opts: dict) -> str:
+    """What else would have made a late window evaluable (option ``late_nontransient``)."""
+    if not opts.get("late_nontransient"):
+        return ""
+    return (f", and no nontransient neutropenia (a run at or below a level continuing from the early window or "
+            f"lasting >= {opts['stable_recovery_days']} days)")
+
+
+def _lowest(n: pl.Expr) -> pl.Expr:
+    """The lowest late ANCs; a window graded on a nontransient run may have one measurement or none."""
+    nadir = pl.coalesce(pl.col("_late_anc_nadir_cs"), fmt_expr(pl.col("late_anc_nadir")))
+    return (pl.when(n >= 2).then(lowest_text("ANC", "late_anc"))
+            .when(n == 1).then(pl.format("lowest ANC {} on day {} (the only measurement)", nadir, pl.col("late_anc_nadir_day")))
+            .otherwise(pl.lit("no measurement in the window")))
+
+
 def _late_reason(opts: dict, levels: dict[str, float], texts: dict[str, str], sym: str) -> pl.Expr:
     win, empty, is_empty = late_window_text("late_window_start", "late_window_end", "late_window_end_reason")
     n, need = pl.col("late_n_measurements"), int(opts["late_min_measurements"])
-    head = pl.concat_str(py_str(n), pl.lit(" measurements in "), win, pl.lit("; "), lowest_text("ANC", "late_anc"))
+    head = pl.concat_str(py_str(n), pl.lit(" measurements in "), win, pl.lit("; "), _lowest(n))
     where = "at or below" if sym == "<=" else "below"
+    # two tests on one calendar day count as one (convention icaht.late.same_day_one_test, session 34)
     return (pl.when(is_empty).then(empty)
-            .when(n < need).then(pl.format(f"not evaluable: {{}} ANC measurement(s) in {{}}, {need} needed.", py_str(n), win))
+            .when(pl.col("icaht_late_grade").is_null()).then(pl.format(
+                f"not evaluable: {{}} ANC measurement(s) in {{}}, {need} needed on different days{_nt_text(opts)}.",
+                py_str(n), win))
             .when(pl.col("late_rule").is_not_null() & (pl.col("late_rule") != ""))
             .then(pl.concat_str(head, pl.lit(" -> grade "), py_str(pl.col("icaht_late_grade")), pl.lit(" ("),
                                 rule_texts(texts, "late_rule", ""), pl.lit(").")))

@@ -39,6 +39,7 @@ from cartlab.grading.hemato_common import (
     fmt_expr,
     grades,
     in_window,
+    nontransient_runs,
     py_str,
     recorded_day,
     rule_features,
@@ -305,24 +306,7 @@ def _nontransient(frame: pl.DataFrame, sids: list[str], opts: dict[str, Any], le
     >= ``stable_recovery_days`` days from its first measured count below the level (cartlab's reading,
     rules ``t_icaht.late.*_nontransient``). The days interpolated down to that first count do not
     count: one count of 10 after 150 ten days before is one test, not a run of several days."""
-    cols = [f"late_nontransient_plt_{n}" for n in levels]
-    out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
-    if not opts.get("late_nontransient"):
-        return out.with_columns(pl.lit(0, dtype=pl.Int64).alias(c) for c in cols)
-    f = frame.filter(pl.col("window").is_in(["early", "late"])).sort("subject_id", "day")
-    gap = (pl.col("day") - pl.col("day").shift(1).over("subject_id")) != 1
-    for n, c in zip(levels, cols):
-        flag = pl.col(f"plt_lt_{n}").fill_null(False)
-        new_run = (gap | (flag != flag.shift(1).over("subject_id"))).fill_null(True)
-        runs = (f.with_columns(new_run.cum_sum().over("subject_id").alias("_run"), flag.alias("_below"))
-                .filter("_below").group_by("subject_id", "_run").agg(
-                    (pl.col("window") == "late").any().alias("_late"),
-                    ((pl.col("window") == "early") & recorded_day()).any().alias("_from_early"),
-                    (pl.col("day").max() - pl.col("day").filter(recorded_day()).min() + 1).alias("_len")))
-        hit = runs.filter(pl.col("_late") & (pl.col("_from_early")
-                                             | (pl.col("_len").fill_null(0) >= int(opts["stable_recovery_days"]))))
-        out = out.with_columns(pl.col("subject_id").is_in(hit["subject_id"].implode()).cast(pl.Int64).alias(c))
-    return out
+    return nontransient_runs(frame, sids, opts, list(levels), "plt_lt_", "late_nontransient_plt_")
 
 
 def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
