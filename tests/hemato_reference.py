@@ -10,6 +10,11 @@ Session 30 (options audit): the low-risk band is written "score 0-1" (marked "se
 Session 29 (/work/notes/audit_diffscore, marked "session 29"; cases tests/test_scores_audit_s29.py):
 a recovery run possible before the measured nadir opens the range; IEC-HS reads the highest value
 against its own row's ULN/LLN.
+Session 34 (/work/notes/review34_scores, marked "session 34"; cases tests/test_hematotox_fix_s34.py):
+a one-day lymphodepletion course is "course day -5"; CAR-HEMATOTOX flags a risk group the other
+undefined_boundary reading would change; EASIX applies daily_value (min/max/mean) at pre_ld too.
+Not here: several different untimed values of the baseline time scored as a range (the synthetic
+cohorts add same-day values with a time only): tested by hand.
 """
 
 from __future__ import annotations
@@ -140,7 +145,8 @@ def _lymphodepletion_days(study: Study, agents: Iterable[str], window=(-14, -1),
 
 
 def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
-                   max_lookback: float | None) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+                   max_lookback: float | None, daily: str | None = None
+                   ) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
     """Baseline values: the last value on or before the first lymphodepletion dose day, else the
     last value before day 0. Returns ({subject: {param: row}}, {subject: reference info})."""
     ld = _lymphodepletion_days(study, agents)
@@ -149,14 +155,17 @@ def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
     names = "/".join(agents)
     for sid in _subject_ids(study):
         if sid in ld:
+            # session 34 (review s34 C5): a one-day course is "course day -5"
+            course = (f"course day {ld[sid][0]:g}" if ld[sid][0] == ld[sid][2]
+                      else f"course days {ld[sid][0]:g} to {ld[sid][2]:g}")
             refs[sid] = {"day": ld[sid][0], "how": f"on or before day {ld[sid][0]:g} (first lymphodepletion dose: "
-                         f"course days {ld[sid][0]:g} to {ld[sid][2]:g}, the last course of {names} within days "
-                         "-14 to -1)",
+                         f"{course}, the last course of {names} within days -14 to -1)",
                          "rule": "baseline.first_lymphodepletion_day", "evidence": ld[sid][1]}
         else:
             refs[sid] = {"day": 0.0, "how": "before day 0 (no lymphodepletion dose recorded within days -14 to -1)",
                          "rule": "baseline.before_day0", "evidence": []}
     values: dict[str, dict[str, dict]] = {sid: {} for sid in refs}
+    day_rows: dict[tuple[str, str], list[dict]] = {}
     for row in obs.iter_rows(named=True):
         sid = row["subject_id"]
         info = refs.get(sid)
@@ -170,6 +179,19 @@ def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
             ok = row["day"] >= info["day"] - float(max_lookback)
         if ok:
             values[sid][row["param"]] = row  # rows are sorted by day: the last one wins
+            day_rows.setdefault((sid, row["param"]), []).append(row)  # session 34
+    if daily in ("min", "max", "mean"):
+        # session 34 (review s34 B2): EASIX's daily_value on the last calendar day with a number
+        for (sid, p), rs in day_rows.items():
+            last_d = max(r["d"] for r in rs)
+            day = [r for r in rs if r["d"] == last_d]
+            if daily == "mean":
+                values[sid][p] = {**day[0], "value": sum(r["value"] for r in day) / len(day), "day": float(last_d)}
+            else:
+                key = (lambda r: (r["value"], r["day"], r["src_row"] if r["src_row"] is not None else math.inf))
+                pick = min(day, key=key) if daily == "min" else \
+                    min(day, key=lambda r: (-r["value"], r["day"], r["src_row"] if r["src_row"] is not None else math.inf))
+                values[sid][p] = pick
     return values, refs
 
 
@@ -424,11 +446,19 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
     groups = sorted(table["risk_groups"], key=lambda g: -int(g["min_score"]))
     values, refs = _pre_ld_values(study, [i["param"] for i in items], opts["lymphodepletion_agents"],
                                   opts["max_lookback_days"])
+    # session 34 (review s34 B3): the other reading of a value exactly at an undefined cut-off
+    alt = {**opts, "undefined_boundary": "best" if opts["undefined_boundary"] == "worst" else "worst"}
+
+    def group_of(lo_: int, hi_: int):
+        a = next((g for g in groups if lo_ >= int(g["min_score"])), None)
+        b = next((g for g in groups if hi_ >= int(g["min_score"])), None)
+        return a if a is not None and b is not None and a["id"] == b["id"] else None
+
     rows = []
     for sid, vals in values.items():
         ref = refs[sid]
         row: dict[str, Any] = {"subject_id": sid, "baseline_day": ref["day"], "baseline_rule": ref["rule"]}
-        lo = hi = 0
+        lo = hi = alo = ahi = 0
         missing, parts, ev = [], [], list(ref["evidence"])
         for item in items:
             p = item["param"]
@@ -437,6 +467,7 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
             if v is None:
                 top = max([int(r["points"]) for r in item["points"]] + [int(item["else"]["points"])])
                 hi += top
+                ahi += top  # session 34
                 missing.append(p)
                 row |= {f"{key}_value": None, f"{key}_day": None, f"{key}_points": None}
                 parts.append(f"{item['label']} missing (0-{top} points)")
@@ -444,6 +475,9 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
             pts, txt = _item_points(item, v["value"], opts)
             lo += pts
             hi += pts
+            apts = _item_points(item, v["value"], alt)[0]  # session 34
+            alo += apts
+            ahi += apts
             row |= {f"{key}_value": v["value"], f"{key}_day": v["day"], f"{key}_points": pts}
             shown = _from_canonical(v["value"], item["unit"], p)
             parts.append(f"{item['label']} {_fmt(shown)} {item['unit']} (day {_fmt(v['day'])}) -> {pts} [{txt}]")
@@ -471,9 +505,17 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
         band = (f">= {risk['min_score']}" if not higher else f"{risk['min_score']}-{min(higher) - 1}") if risk else ""
         risk_txt = (f"{risk['label']} risk (score {band})" if risk is not None
                     else "risk group undetermined: the possible scores span more than one group")
+        # session 34 (review s34 B3): flag and name a risk group the other reading would change
+        arisk = group_of(alo, ahi)
+        flips = (arisk["id"] if arisk else None) != (risk["id"] if risk else None)
+        if flips:
+            risk_txt += (f"; with undefined_boundary {alt['undefined_boundary']} (a value exactly at a cut-off the "
+                         f"source leaves undefined) the risk group would be {arisk['label'] if arisk else 'undetermined'}"
+                         f" (score {alo if alo == ahi else f'{alo}-{ahi}'})")
         row |= {
             "hematotox_score": score, "hematotox_score_min": lo, "hematotox_score_max": hi,
             "hematotox_risk": risk["label"] if risk else None, "hematotox_missing": missing,
+            "hematotox_risk_depends_on_boundary": flips,  # session 34
             # the risk group and every item scored: the row rests on each item's cut-offs
             "rule": "; ".join([risk["id"] if risk else "car_hematotox.undetermined",
                                *(i.get("id", i["param"]) for i in items if i["param"] not in missing)]),
@@ -482,7 +524,9 @@ def car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> p
         }
         rows.append(row)
     schema = {"subject_id": pl.String, "hematotox_score": pl.Int64, "hematotox_score_min": pl.Int64,
-              "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String, "hematotox_missing": pl.List(pl.String),
+              "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String,
+              "hematotox_risk_depends_on_boundary": pl.Boolean,  # session 34
+              "hematotox_missing": pl.List(pl.String),
               "baseline_day": pl.Float64, "baseline_rule": pl.String}
     for item in items:
         k = item["param"].lower()
@@ -520,7 +564,8 @@ def easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | Non
     # one dict per output row: subject_id, timepoint, day, {param: row}
     frames: list[tuple[str, str, float | None, dict[str, dict]]] = []
     if day == "pre_ld":
-        values, refs = _pre_ld_values(study, inputs, opts["lymphodepletion_agents"], opts["max_lookback_days"])
+        values, refs = _pre_ld_values(study, inputs, opts["lymphodepletion_agents"], opts["max_lookback_days"],
+                                      daily=opts["daily_value"])  # session 34
         for sid, vals in values.items():
             frames.append((sid, "pre_ld", refs[sid]["day"], vals))
     else:

@@ -368,7 +368,8 @@ def _hematotox(a: Analysis, sid: str) -> Explanation:
     lo, hi = r["hematotox_score_min"], r["hematotox_score_max"]
     missing = r["hematotox_missing"]
     missing = ", ".join(str(x) for x in missing) if isinstance(missing, (list, tuple, pl.Series)) else str(missing)
-    score = f"{r['hematotox_score']}" if lo == hi else f"{lo}-{hi} (an item missing: {missing})"
+    score = (f"{r['hematotox_score']}" if lo == hi else f"{lo}-{hi} (an item missing: {missing})" if missing.strip()
+             else f"{lo}-{hi} (a range: see the items)")
     head = f"CAR-HEMATOTOX score {score}, risk {r['hematotox_risk'] or 'undetermined'}. {r['reason']}"
     base = r["baseline_day"]
     # the baseline rule: on or before the first lymphodepletion day, else before day 0
@@ -380,9 +381,16 @@ def _hematotox(a: Analysis, sid: str) -> Explanation:
         if f"{k}_points" not in r:
             continue
         v, pts = r[f"{k}_value"], r[f"{k}_points"]
-        shown = f"not measured {where}" if v is None else f"{fmt(from_canonical(v, unit, p))} {unit}"
+        if v is not None:
+            shown = f"{fmt(from_canonical(v, unit, p))} {unit}"
+        elif r[f"{k}_day"] is not None:  # measured: a censored result, or two values of a day without a time
+            shown = (f"measured on day {fmt(r[f'{k}_day'], 6)}, as a censored result or two values of that day "
+                     "without a time (the score's reason gives them and their points)")
+        else:
+            shown = f"not measured {where}"
+        got = ("a range (see the reason)" if v is None and r[f"{k}_day"] is not None else "?") if pts is None else pts
         items.append({"day": _or(_or(r[f"{k}_day"], base), 0.0), "grade": pts, "rule": item.get("id", f"car_hematotox.item.{k}"),
-                      "reason": f"{item.get('label', k)}: {shown} -> {'?' if pts is None else pts} point(s)",
+                      "reason": f"{item.get('label', k)}: {shown} -> {got} point(s)",
                       "evidence": _hematotox_item_ref(a, sid, p, r[f"{k}_day"], v)})
     items.append({"day": _or(base, 0.0), "grade": r["hematotox_score"],
                   "rule": r["rule"], "reason": f"score {score} = the sum of the item points; risk "

@@ -16,7 +16,7 @@ Public functions (all pure functions of a canonical :class:`~cartlab.model.Study
 * :func:`recovery_days` - neutrophil and platelet recovery days (ASTCT/CIBMTR definitions).
 * :func:`car_hematotox` - CAR-HEMATOTOX score and risk group from pre-lymphodepletion values, with a
   score range (never a guess) when inputs are missing.
-* :func:`easix` - EASIX, m-EASIX and s-EASIX (and their log2) at the pre-lymphodepletion timepoint,
+* :func:`easix` - EASIX, m-EASIX and s-EASIX (and their logarithm, base ``log_base``, 2 by default) at the pre-lymphodepletion timepoint,
   a chosen day, or every day.
 * :func:`iec_hs_flags` - days on which the data meet the computable IEC-HS criteria (a flag for
   clinician review, not a diagnosis; defined in :mod:`cartlab.grading.iec_hs`).
@@ -121,28 +121,40 @@ def _lymphodepletion_days(study: Study, agents: Iterable[str], window: tuple[flo
     )
 
 
-def _pre_ld_values(study: Study, params: Iterable[str], opts: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str | None = None
+                   ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Baseline values: the last result on or before the first dose day of the lymphodepletion
     course (:func:`_lymphodepletion_days`), else the last result before day 0. A censored result
     (">40000") is a result: when it is the last one it is the baseline (``censor``/``censor_limit``
     set, ``value`` null), never an older number.
 
-    Returns (the observation used - ``day``, ``value``, ``censor``, ``censor_limit``, ``ref`` - per
-    subject and param; per subject in subject order: ``ref_day``, ``how``, ``baseline_rule``,
-    ``ref_evidence``)."""
+    ``daily`` (EASIX's ``daily_value``): ``min``/``max``/``mean`` take that value of the numbers of
+    the last calendar day with a result (as on a chosen day); ``None`` or ``last`` take the latest
+    result. Several different results at that latest time (one day, no time to order them) are a
+    tie (session 34): no silent choice - ``tie`` is set, ``value``/``censor`` are null and the rows
+    are returned in the third frame, for the caller to score as the range they leave.
+
+    Returns (the result used - ``day``, ``value``, ``censor``, ``censor_limit``, ``ref``, ``tie``,
+    ``n_results`` - per subject and param; per subject in subject order: ``ref_day``, ``how``,
+    ``baseline_rule``, ``ref_evidence``; the tied rows - ``day``, ``value``, ``censor``,
+    ``censor_limit``, ``ref``, ``src_row``)."""
     agents, max_lookback = opts["lymphodepletion_agents"], opts["max_lookback_days"]
     # the window and the gap come from the criteria table's defaults (car_hematotox_2021.yaml,
     # easix.yaml) or the user's options: no second copy of the defaults here
     window = tuple(opts["lymphodepletion_window"])
     ld = _lymphodepletion_days(study, agents, window, opts["lymphodepletion_max_gap_days"])
     has_ld = pl.col("ld_day").is_not_null()
+    one_day = pl.col("ld_day") == pl.col("ld_last")  # session 34 (review s34 C5): "course day -5"
     refs = _subject_order(study).join(ld, on=_SID, how="left").select(
         _SID, "_order",
         pl.when(has_ld).then(pl.col("ld_day")).otherwise(0.0).alias("ref_day"),
         pl.when(has_ld).then(pl.format(
-            f"on or before day {{}} (first lymphodepletion dose: course days {{}} to {{}}, the last course of "
+            f"on or before day {{}} (first lymphodepletion dose: {{}}, the last course of "
             f"{'/'.join(agents)} within days {window[0]:g} to {window[1]:g})",
-            _fmt_expr(pl.col("ld_day"), 6), _fmt_expr(pl.col("ld_day"), 6), _fmt_expr(pl.col("ld_last"), 6)))
+            _fmt_expr(pl.col("ld_day"), 6),
+            pl.when(one_day).then(pl.format("course day {}", _fmt_expr(pl.col("ld_day"), 6)))
+            .otherwise(pl.format("course days {} to {}", _fmt_expr(pl.col("ld_day"), 6),
+                                 _fmt_expr(pl.col("ld_last"), 6)))))
         .otherwise(pl.lit(f"before day 0 (no lymphodepletion dose recorded within days {window[0]:g} to "
                           f"{window[1]:g})")).alias("how"),
         pl.when(has_ld).then(pl.lit("baseline.first_lymphodepletion_day"))
@@ -155,13 +167,41 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict) -> tuple[pl.
           .then(pl.col("d") <= pl.col("ref_day").floor()).otherwise(pl.col("day") < 0))
     if max_lookback is not None:
         ok = ok & (pl.col("day") >= pl.col("ref_day") - float(max_lookback))
-    # the last result by day wins, numeric or censored; two of one day without a time in value order
-    # (the higher is taken as the later: file order must not decide)
-    values = (obs.filter(ok).sort(["day", "value", "censor_limit", "src_row"], nulls_last=True)
-              .group_by(_SID, "param", maintain_order=True)
-              .agg(pl.col("day", "value", "censor", "censor_limit", "src_file", "src_row").last())
-              .with_columns(evidence_ref().alias("ref")))
-    return values, refs
+    by = [_SID, "param"]
+    cand = obs.filter(ok).with_columns(evidence_ref().alias("ref"))
+    cols = ["day", "value", "censor", "censor_limit", "ref"]
+    picked = []
+    if daily in ("min", "max", "mean"):
+        # the numbers of the last calendar day with a result, by the daily_value rule (as on a chosen
+        # day: hemato_common.daily_values); a day with only censored results falls through to "last"
+        cand = cand.filter(pl.col("d") == pl.col("d").max().over(by))
+        num = cand.filter(pl.col("value").is_not_null())
+        if daily == "mean":
+            day_num = num.sort("day", "src_row", nulls_last=True).group_by(by, maintain_order=True).agg(
+                pl.col("d").first().cast(pl.Float64).alias("day"), pl.col("value").mean(),
+                pl.col("censor", "censor_limit", "ref").first(), pl.len().alias("n_results"))
+        else:
+            day_num = num.sort(["value", "day", "src_row"], descending=[daily == "max", False, False],
+                               nulls_last=True).group_by(by, maintain_order=True).agg(
+                pl.col(cols).first(), pl.len().alias("n_results"))
+        picked.append(day_num.with_columns(pl.lit(False).alias("tie")))
+        cand = cand.join(num.select(by).unique(), on=by, how="anti")
+    # the last result by time, numeric or censored; several different results at that time (one
+    # day without a time to order them) are a tie: never a choice by file order or by value
+    latest = cand.filter(pl.col("day") == pl.col("day").max().over(by)).with_columns(
+        pl.struct("value", "censor", "censor_limit").n_unique().over(by).alias("n_results"))
+    tied = latest.filter(pl.col("n_results") > 1).sort(by + ["value", "censor_limit", "src_row"], nulls_last=True)
+    single = (latest.filter(pl.col("n_results") == 1).sort("src_row", nulls_last=True)
+              .group_by(by, maintain_order=True).agg(pl.col(cols).first(), pl.col("n_results").first())
+              .with_columns(pl.lit(False).alias("tie")))
+    ties = tied.group_by(by, maintain_order=True).agg(
+        pl.col("day").first(), pl.lit(None, dtype=pl.Float64).alias("value"),
+        pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"),
+        pl.lit(None, dtype=pl.String).alias("ref"), pl.col("n_results").first(), pl.lit(True).alias("tie"))
+    schema = {_SID: pl.String, "param": pl.String, "day": pl.Float64, "value": pl.Float64, "censor": pl.String,
+              "censor_limit": pl.Float64, "ref": pl.String, "n_results": pl.Int64, "tie": pl.Boolean}
+    values = pl.concat([x.select(list(schema)).cast(schema) for x in [*picked, single, ties]])
+    return values, refs, tied.select(*by, *cols, "src_row")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,23 +278,57 @@ def _risk_group(score: pl.Expr, groups: list[dict]) -> pl.Expr:
     return out.otherwise(pl.lit(None, dtype=pl.String))
 
 
+def _tie_points(tied: pl.DataFrame, item: dict, opts: dict, alt: dict) -> pl.DataFrame:
+    """Per subject, for an item whose baseline time holds several different results (one day, no
+    time to order them; session 34, review s34 B1): each result scored, and the range they leave -
+    ``_<k>_tlo``/``_<k>_thi`` (and ``_<k>_alo``/``_<k>_ahi`` under the other ``undefined_boundary``),
+    ``_<k>_tshown`` ("50 or 100"), ``_<k>_tdetail`` (each result with its points and row) and
+    ``_<k>_trefs`` (the rows)."""
+    p, k = item["param"], item["param"].lower()
+    t = tied.filter(pl.col("param") == p).rename(
+        {"value": f"{k}_value", "censor": f"_{k}_censor", "censor_limit": f"_{k}_limit"})
+    lo, hi, txt = _item_points(item, opts)
+    alo, ahi, _ = _item_points(item, alt)
+    shown = pl.coalesce(
+        pl.concat_str(pl.col(f"_{k}_censor"), _fmt_expr(_from_canonical(pl.col(f"_{k}_limit"), item["unit"], p), 6)),
+        _fmt_expr(_from_canonical(pl.col(f"{k}_value"), item["unit"], p)))
+    t = t.with_columns(lo.alias("_lo"), hi.alias("_hi"), alo.alias("_alo"), ahi.alias("_ahi"), txt.alias("_txt"),
+                       shown.alias("_shown"))
+    pts = pl.when(pl.col("_lo") == pl.col("_hi")).then(pl.col("_lo").cast(pl.String)).otherwise(
+        pl.format("{}-{}", pl.col("_lo"), pl.col("_hi")))
+    return t.group_by(_SID, maintain_order=True).agg(
+        pl.col("_lo").min().alias(f"_{k}_tlo"), pl.col("_hi").max().alias(f"_{k}_thi"),
+        pl.col("_alo").min().alias(f"_{k}_alo_t"), pl.col("_ahi").max().alias(f"_{k}_ahi_t"),
+        pl.col("_shown").str.join(" or ").alias(f"_{k}_tshown"),
+        pl.format("{} ({}) -> {} ({})", pl.col("_shown"), pl.col("ref").fill_null("no row"), pts, pl.col("_txt"))
+        .str.join("; ").alias(f"_{k}_tdetail"),
+        pl.col("ref").drop_nulls().alias(f"_{k}_trefs"))
+
+
 def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> pl.DataFrame:
     """CAR-HEMATOTOX score (0-7) and risk group per subject from pre-lymphodepletion values.
 
-    Columns: ``hematotox_score`` (Int64; null when an input is missing), ``hematotox_score_min`` /
-    ``_max`` (the possible range given the missing inputs), ``hematotox_risk`` ("low" | "high"; null
-    when the range spans both groups), ``hematotox_missing`` (params without a baseline value),
-    ``baseline_day`` (reference day) and ``baseline_rule``, per item ``<param>_value`` (canonical
-    unit), ``<param>_day`` and ``<param>_points``, and ``rule``, ``reason``, ``evidence``.
+    Columns: ``hematotox_score`` (Int64; null when an input is missing or unsettled),
+    ``hematotox_score_min`` / ``_max`` (the possible range given the missing, censored or tied
+    inputs), ``hematotox_risk`` ("low" | "high"; null when the range spans both groups),
+    ``hematotox_risk_depends_on_boundary`` (the risk group would differ under the other
+    ``undefined_boundary`` reading of a value exactly at a cut-off), ``hematotox_missing`` (params
+    without a baseline value), ``baseline_day`` (reference day) and ``baseline_rule``, per item
+    ``<param>_value`` (canonical unit; null for a censored result or for several different results
+    at the baseline time, which are each scored: the item is then their points range),
+    ``<param>_day`` and ``<param>_points``, and ``rule``, ``reason``, ``evidence``.
     """
     options = options or CarHematotoxOptions()
     opts = options.resolved()
+    # the other reading of a value exactly at an undefined cut-off (session 34, review s34 B3)
+    alt = {**opts, "undefined_boundary": "best" if opts["undefined_boundary"] == "worst" else "worst"}
     table = load_criteria(options.criteria)
     items = table["items"]
     groups = sorted(table["risk_groups"], key=lambda g: -int(g["min_score"]))
-    values, refs = _pre_ld_values(study, [i["param"] for i in items], opts)
+    values, refs, tied = _pre_ld_values(study, [i["param"] for i in items], opts)
     schema = {_SID: pl.String, "hematotox_score": pl.Int64, "hematotox_score_min": pl.Int64,
-              "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String, "hematotox_missing": pl.List(pl.String),
+              "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String,
+              "hematotox_risk_depends_on_boundary": pl.Boolean, "hematotox_missing": pl.List(pl.String),
               "baseline_day": pl.Float64, "baseline_rule": pl.String}
     for item in items:
         k = item["param"].lower()
@@ -267,23 +341,34 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
         k = item["param"].lower()
         f = join_param(f, values, [_SID], item["param"],
                        {"value": f"{k}_value", "day": f"{k}_day", "ref": f"_{k}_ref",
-                        "censor": f"_{k}_censor", "censor_limit": f"_{k}_limit"})
-    lo = hi = pl.lit(0, dtype=pl.Int64)
-    parts, missing, scored, open_ = [], [], [], []
+                        "censor": f"_{k}_censor", "censor_limit": f"_{k}_limit", "tie": f"_{k}_tie",
+                        "n_results": f"_{k}_n"})
+        f = f.join(_tie_points(tied, item, opts, alt), on=_SID, how="left", maintain_order="left")
+    lo = hi = alo = ahi = pl.lit(0, dtype=pl.Int64)
+    parts, missing, scored, open_, ties = [], [], [], [], []
     for item in items:
         p, k = item["param"], item["param"].lower()
         v = pl.col(f"{k}_value")
-        absent = v.is_null() & pl.col(f"_{k}_censor").is_null()
+        tie = pl.col(f"_{k}_tie").fill_null(False)
+        absent = v.is_null() & pl.col(f"_{k}_censor").is_null() & ~tie
         p_lo, p_hi, txt = _item_points(item, opts)
-        f = f.with_columns(p_lo.alias(f"_{k}_lo"), p_hi.alias(f"_{k}_hi"), txt.alias(f"_{k}_text"))
+        a_lo, a_hi, _ = _item_points(item, alt)
+        f = f.with_columns(pl.coalesce(p_lo, pl.col(f"_{k}_tlo")).alias(f"_{k}_lo"),
+                           pl.coalesce(p_hi, pl.col(f"_{k}_thi")).alias(f"_{k}_hi"),
+                           pl.coalesce(a_lo, pl.col(f"_{k}_alo_t")).alias(f"_{k}_alo"),
+                           pl.coalesce(a_hi, pl.col(f"_{k}_ahi_t")).alias(f"_{k}_ahi"), txt.alias(f"_{k}_text"))
         f = f.with_columns(pl.when(pl.col(f"_{k}_lo") == pl.col(f"_{k}_hi")).then(pl.col(f"_{k}_lo"))
                            .alias(f"{k}_points"))
         top = max([int(r["points"]) for r in item["points"]] + [int(item["else"]["points"])])
         lo = lo + pl.col(f"_{k}_lo").fill_null(0)
         hi = hi + pl.when(absent).then(top).otherwise(pl.col(f"_{k}_hi"))
+        alo = alo + pl.col(f"_{k}_alo").fill_null(0)
+        ahi = ahi + pl.when(absent).then(top).otherwise(pl.col(f"_{k}_ahi"))
         missing.append((absent, p))
         unsettled = ~absent & pl.col(f"{k}_points").is_null()
-        open_.append((unsettled, p))
+        open_.append((unsettled & ~tie, p))
+        ties.append((unsettled & tie, pl.format(f"{p} {{}} results of day {{}}", pl.col(f"_{k}_n"),
+                                                _fmt_expr(pl.col(f"{k}_day")))))
         scored.append((pl.col(f"{k}_points").is_not_null(), item.get("id", p)))
         # a censored result in the item's unit ("ferritin >40000 ng/mL")
         shown = pl.coalesce(
@@ -292,21 +377,38 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
             _fmt_expr(_from_canonical(v, item["unit"], p)))
         pts_txt = pl.when(pl.col(f"{k}_points").is_not_null()).then(pl.col(f"{k}_points").cast(pl.String)).otherwise(
             pl.format("{}-{} points (censored result)", pl.col(f"_{k}_lo"), pl.col(f"_{k}_hi")))
-        parts.append(pl.when(absent).then(pl.lit(f"{item['label']} missing (0-{top} points)")).otherwise(
-            pl.concat_str(pl.lit(f"{item['label']} "), shown, pl.lit(f" {item['unit']} (day "),
-                          _fmt_expr(pl.col(f"{k}_day")), pl.lit(") -> "), pts_txt,
-                          pl.lit(" ["), pl.col(f"_{k}_text"), pl.lit("]"))))
+        # several different results at the baseline time (one day, no time to order them): each is
+        # scored and named with its row, the item is the range they leave (session 34, review s34 B1)
+        tie_txt = pl.concat_str(
+            pl.lit(f"{item['label']} "), pl.col(f"_{k}_tshown"), pl.lit(f" {item['unit']} (day "),
+            _fmt_expr(pl.col(f"{k}_day")), pl.lit(", "), pl.col(f"_{k}_n").cast(pl.String),
+            pl.lit(" different results with no time to order them: each scored) -> "),
+            pl.when(pl.col(f"{k}_points").is_not_null()).then(pl.col(f"{k}_points").cast(pl.String))
+            .otherwise(pl.format("{}-{} points", pl.col(f"_{k}_lo"), pl.col(f"_{k}_hi"))),
+            pl.lit(" ["), pl.col(f"_{k}_tdetail"), pl.lit("]"))
+        parts.append(pl.when(absent).then(pl.lit(f"{item['label']} missing (0-{top} points)")).when(tie).then(tie_txt)
+                     .otherwise(pl.concat_str(pl.lit(f"{item['label']} "), shown, pl.lit(f" {item['unit']} (day "),
+                                              _fmt_expr(pl.col(f"{k}_day")), pl.lit(") -> "), pts_txt,
+                                              pl.lit(" ["), pl.col(f"_{k}_text"), pl.lit("]"))))
     f = f.with_columns(lo.alias("hematotox_score_min"), hi.alias("hematotox_score_max"),
-                       str_list(missing).alias("hematotox_missing"), joined(open_, ", ").alias("_open"))
+                       alo.alias("_alt_min"), ahi.alias("_alt_max"),
+                       str_list(missing).alias("hematotox_missing"), joined(open_, ", ").alias("_open"),
+                       joined(ties, ", ").alias("_ties"))
     lo, hi, miss = pl.col("hematotox_score_min"), pl.col("hematotox_score_max"), pl.col("hematotox_missing")
     complete = lo == hi
     why = pl.concat_str(pl.when(miss.list.len() > 0).then(pl.concat_str(miss.list.join(", "), pl.lit(" missing"))),
                         pl.when(pl.col("_open") != "").then(pl.concat_str(pl.col("_open"),
                                                                           pl.lit(" censored, not settled"))),
+                        pl.when(pl.col("_ties") != "").then(pl.concat_str(pl.col("_ties"),
+                                                                          pl.lit(" with no time to order them"))),
                         separator="; ", ignore_nulls=True)
     f = f.with_columns(pl.when(_risk_group(lo, groups) == _risk_group(hi, groups))
-                       .then(_risk_group(lo, groups)).alias("_risk"))
+                       .then(_risk_group(lo, groups)).alias("_risk"),
+                       pl.when(_risk_group(pl.col("_alt_min"), groups) == _risk_group(pl.col("_alt_max"), groups))
+                       .then(_risk_group(pl.col("_alt_min"), groups)).alias("_alt_risk"))
     risk = pl.col("_risk")
+    # session 34 (review s34 B3): the risk group under the other reading of an undefined cut-off
+    flips = ~risk.eq_missing(pl.col("_alt_risk"))
     labels = {g["id"]: g["label"] for g in groups}
     # each group's band: from its min_score up to the next higher group's (groups: highest first)
     above = [None, *(int(g["min_score"]) for g in groups[:-1])]
@@ -315,9 +417,16 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
                 for g, top in zip(groups, above)}
     score_txt = pl.when(complete).then(pl.format("score {}", lo)).otherwise(
         pl.format("score {}-{} ({})", lo, hi, why))
+    flip_txt = pl.when(flips).then(pl.concat_str(
+        pl.lit(f"; with undefined_boundary {alt['undefined_boundary']} (a value exactly at a cut-off the source "
+               f"leaves undefined) the risk group would be "),
+        pl.col("_alt_risk").replace_strict(labels, default=None, return_dtype=pl.String).fill_null("undetermined"),
+        pl.lit(" (score "), pl.when(pl.col("_alt_min") == pl.col("_alt_max")).then(pl.col("_alt_min").cast(pl.String))
+        .otherwise(pl.format("{}-{}", pl.col("_alt_min"), pl.col("_alt_max"))), pl.lit(")"))).otherwise(pl.lit(""))
     f = f.with_columns(
         pl.when(complete).then(lo).alias("hematotox_score"),
         risk.replace_strict(labels, default=None, return_dtype=pl.String).alias("hematotox_risk"),
+        flips.alias("hematotox_risk_depends_on_boundary"),
         pl.col("ref_day").alias("baseline_day"),
         # the risk group and every item scored: the row rests on each item's cut-offs
         joined([(pl.lit(True), risk.fill_null(pl.lit("car_hematotox.undetermined"))), *scored], "; ").alias("rule"),
@@ -326,8 +435,9 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
                       pl.when(risk.is_null()).then(pl.lit("risk group undetermined: the possible scores span more "
                                                            "than one group"))
                       .otherwise(risk.replace_strict(risk_txt, default=None, return_dtype=pl.String)),
-                      pl.lit(".")).alias("reason"),
-        _refs(pl.col("ref_evidence"), *[pl.col(f"_{i['param'].lower()}_ref") for i in items]).alias("evidence"),
+                      flip_txt, pl.lit(".")).alias("reason"),
+        _refs(pl.col("ref_evidence"), *[pl.col(f"_{i['param'].lower()}_ref") for i in items],
+              *[pl.col(f"_{i['param'].lower()}_trefs").fill_null(_NO_REFS) for i in items]).alias("evidence"),
     )
     return f.sort("_order").select(list(schema)).cast(schema)
 
@@ -350,23 +460,57 @@ class EasixOptions(CriteriaOptions):
     criteria: str = "easix"
 
 
+_TIE_COLS = {"tlo": pl.Float64, "thi": pl.Float64, "tn": pl.Int64, "trefs": EVIDENCE}
+
+
+def _tie_hull(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per ``keys``: the range several different results of one time leave (session 34, review s34
+    B2) - ``tlo``/``thi`` (canonical; a censored result's open side is -inf/inf), ``tn`` (how many
+    different results) and ``trefs`` (their rows). EASIX rises with LDH, creatinine and CRP and
+    falls with platelets, so the score's range is that of the ends."""
+    lo, _, hi, _ = _bounds(pl.col("value"), pl.col("censor"), pl.col("censor_limit"))
+    return rows.group_by(keys, maintain_order=True).agg(
+        lo.min().alias("tlo"), hi.max().alias("thi"),
+        pl.struct("value", "censor", "censor_limit").n_unique().cast(pl.Int64).alias("tn"),
+        pl.col("ref").drop_nulls().alias("trefs"))
+
+
 def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, dict]) -> pl.DataFrame:
     """One row per output row (``subject_id``, ``_order``, ``timepoint``, ``day``) with, per input
-    param, its canonical value ``_<param>``, ``<column>_day`` and reference ``_<param>_ref``."""
+    param, its canonical value ``_<param>``, ``<column>_day`` and reference ``_<param>_ref`` (and
+    ``_<param>_tlo``/``_thi``/``_tn``/``_trefs`` when the day's value is a tie, see :func:`_tie_hull`).
+
+    Several values of one calendar day: the ``daily_value`` one, on every path (session 34, review
+    s34 B2: the pre-lymphodepletion timepoint took the higher one whatever the option). ``last`` is
+    the latest by time; several different results at that time (a day without times) have no last:
+    the input is the range they leave, never the file's last row."""
+    how = opts["daily_value"]
     if day == "pre_ld":
-        values, refs = _pre_ld_values(study, inputs, opts)
+        values, refs, tied = _pre_ld_values(study, inputs, opts, daily=how)
+        values = values.join(_tie_hull(tied, [_SID, "param"]), on=[_SID, "param"], how="left")
         f = refs.select(_SID, "_order", pl.lit("pre_ld").alias("timepoint"), pl.col("ref_day").alias("day"))
         keys = [_SID]
     else:
-        numeric = _daily(_param_obs(study, inputs), opts["daily_value"]).select(
+        obs = _param_obs(study, inputs)
+        numeric = _daily(obs, how).select(
             _SID, "param", "d", "value", pl.col("d").cast(pl.Float64).alias("day"),
             pl.col("refs").list.first().alias("ref"),
             pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"))
+        by = [_SID, "param", "d"]
+        if how == "last":
+            latest = obs.filter(pl.col("day") == pl.col("day").max().over(by)).with_columns(
+                pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"))
+            hull = _tie_hull(latest.filter(pl.col("value").n_unique().over(by) > 1), by)
+            numeric = numeric.join(hull, on=by, how="left").with_columns(
+                pl.when(pl.col("tn").is_null()).then(pl.col(c)).alias(c) for c in ("value", "ref"))
+        else:
+            numeric = numeric.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in _TIE_COLS.items())
         # a day with only a censored result ("PLAT <10") is a result of that day, read as a bound
         # (session 33: it read as missing, and a chosen day's nearest number could come from further away)
         cens = [_censored_days(study, p, numeric.filter(pl.col("param") == p)).select(
             _SID, pl.lit(p).alias("param"), "d", pl.lit(None, dtype=pl.Float64).alias("value"),
-            pl.col("d").cast(pl.Float64).alias("day"), pl.col("_crs").alias("ref"), "censor", "censor_limit")
+            pl.col("d").cast(pl.Float64).alias("day"), pl.col("_crs").alias("ref"), "censor", "censor_limit",
+            *[pl.lit(None, dtype=t).alias(c) for c, t in _TIE_COLS.items()])
             for p in inputs]
         values = pl.concat([numeric, *cens], how="vertical_relaxed")
         if day == "each":
@@ -387,7 +531,8 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
             raise ValueError(f"day must be 'pre_ld', 'each' or a number, not {day!r}")
     for p, spec in inputs.items():
         f = join_param(f, values, keys, p, {"value": f"_{p}", "day": f"{spec['column']}_day", "ref": f"_{p}_ref",
-                                            "censor": f"_{p}_censor", "censor_limit": f"_{p}_limit"})
+                                            "censor": f"_{p}_censor", "censor_limit": f"_{p}_limit",
+                                            **{c: f"_{p}_{c}" for c in _TIE_COLS}})
     return f
 
 
@@ -456,13 +601,24 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
     # concentrations are >= 0): the score is then a bound ("easix > 30"), never an older value
     f = f.with_columns(_from_canonical(pl.col(f"_{p}_limit"), spec["unit"], p).alias(f"_{p}_lim")
                        for p, spec in inputs.items())
+    # several different results of one time (a day without times; session 34): the range they leave
+    f = f.with_columns(e for p, spec in inputs.items() for e in (
+        _from_canonical(pl.col(f"_{p}_tlo"), spec["unit"], p).alias(f"_{p}_tlo_f"),
+        _from_canonical(pl.col(f"_{p}_thi"), spec["unit"], p).alias(f"_{p}_thi_f")))
 
     def cens(p: str) -> pl.Expr:
         return pl.col(f"_{p}_censor")
 
+    def tie(p: str) -> pl.Expr:
+        return pl.col(f"_{p}_tn").is_not_null()
+
     def edge(p: str, upper: bool) -> tuple[pl.Expr, pl.Expr]:
         lo, lo_o, hi, hi_o = _bounds(conv(p), cens(p), pl.col(f"_{p}_lim"))
-        return (hi, hi_o) if upper else (pl.max_horizontal(lo, pl.lit(0.0)), lo_o & (lo >= 0))
+        if upper:
+            return pl.when(tie(p)).then(pl.col(f"_{p}_thi_f")).otherwise(hi), pl.when(tie(p)).then(False).otherwise(hi_o)
+        return (pl.when(tie(p)).then(pl.max_horizontal(pl.col(f"_{p}_tlo_f"), pl.lit(0.0)))
+                .otherwise(pl.max_horizontal(lo, pl.lit(0.0))),
+                pl.when(tie(p)).then(False).otherwise(lo_o & (lo >= 0)))
 
     def bound(num: list[str], den: list[str], upper: bool) -> tuple[pl.Expr, pl.Expr]:
         out, open_ = pl.lit(1.0), pl.lit(False)
@@ -477,8 +633,9 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
     bound_txt = {}
     for sc in table["scores"]:
         need = sc["numerator"] + sc["denominator"]
-        present = pl.all_horizontal([conv(p).is_not_null() | cens(p).is_not_null() for p in need])
+        present = pl.all_horizontal([conv(p).is_not_null() | cens(p).is_not_null() | tie(p) for p in need])
         censored = pl.any_horizontal([cens(p).is_not_null() for p in need])
+        tied = pl.any_horizontal([tie(p) for p in need])
         lo, lo_o = bound(sc["numerator"], sc["denominator"], False)
         hi, hi_o = bound(sc["numerator"], sc["denominator"], True)
         fin_lo = lo.is_finite() & (lo > 0)
@@ -492,8 +649,17 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
                .when(fin_hi).then(pl.format(f"{sc['id']} {{}} {{}}", pl.when(hi_o).then(pl.lit("<")).otherwise(pl.lit("<=")),
                                             _fmt_expr(hi)))
                .otherwise(pl.lit(f"{sc['id']} not computable")))
-        bound_txt[sc["id"]] = pl.when(present & censored).then(pl.concat_str(
-            txt, pl.lit(" (censored "), names, pl.lit(": a bound, not a value; the score is left empty)")))
+        tnames = pl.concat_str([pl.when(tie(p)).then(pl.concat_str(
+            pl.lit(f"{p} "), _fmt_expr(pl.col(f"_{p}_tlo_f"), 6), pl.lit(" to "), _fmt_expr(pl.col(f"_{p}_thi_f"), 6),
+            pl.lit(f" {inputs[p]['unit']} ("), pl.col(f"_{p}_tn").cast(pl.String), pl.lit(" different results of day "),
+            _fmt_expr(pl.col(f"{inputs[p]['column']}_day")), pl.lit(" with no time to order them, rows "),
+            pl.col(f"_{p}_trefs").list.join(", "), pl.lit(")")))
+            for p in need], separator=", ", ignore_nulls=True)
+        why = pl.concat_str(pl.when(censored).then(pl.concat_str(pl.lit("censored "), names, pl.lit(": a bound"))),
+                            pl.when(tied).then(pl.concat_str(tnames, pl.lit(": a range"))),
+                            separator="; ", ignore_nulls=True)
+        bound_txt[sc["id"]] = pl.when(present & (censored | tied)).then(pl.concat_str(
+            txt, pl.lit(" ("), why, pl.lit(", not a value; the score is left empty)")))
     for sc in table["scores"]:
         known = pl.all_horizontal([conv(p).is_not_null() for p in sc["numerator"] + sc["denominator"]])
         den = product(sc["denominator"])
@@ -521,10 +687,12 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
             .when(known).then(pl.lit(f"{sc['id']} not computable (platelets 0)"))
             .when(bound_txt[sc["id"]].is_not_null()).then(bound_txt[sc["id"]])
             .otherwise(pl.concat_str(pl.lit(f"{sc['id']} not computable (missing "),
-                                     joined([(conv(p).is_null() & cens(p).is_null(), p) for p in need], ", "),
+                                     joined([(conv(p).is_null() & cens(p).is_null() & ~tie(p), p) for p in need], ", "),
                                      pl.lit(")"))))
         done.append((ok, sc["id"]))
-        ev.append(pl.when(ok | bound_txt[sc["id"]].is_not_null()).then(pl.concat_list([pl.col(f"_{p}_ref") for p in need])).otherwise(_NO_REFS))
+        ev.append(pl.when(ok | bound_txt[sc["id"]].is_not_null()).then(pl.concat_list(
+            [pl.col(f"_{p}_ref") for p in need] + [pl.col(f"_{p}_trefs").fill_null(_NO_REFS) for p in need]))
+            .otherwise(_NO_REFS))
     # "converted" only for an input whose row was recorded in another unit than the formula's (audit
     # s27 item 12b: a CREAT row of 1.0 mg/dL is not "converted" although the canonical unit is umol/L);
     # the note shows the row's value and unit as recorded (a row without a unit: the canonical one)
@@ -542,7 +710,7 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
             pl.lit(f" {spec['unit']}"))))
     f = f.with_columns(joined(done, ", ").alias("_done"), joined(notes, "; ").alias("_notes"))
     f = f.with_columns(
-        str_list([(conv(p).is_null() & cens(p).is_null(), p) for p in inputs]).alias("missing"),
+        str_list([(conv(p).is_null() & cens(p).is_null() & ~tie(p), p) for p in inputs]).alias("missing"),
         pl.when(pl.col("_done") != "").then(pl.col("_done")).alias("rule"),
         pl.concat_str(pl.concat_str(parts, separator="; "),
                       pl.when(pl.col("_notes") != "")

@@ -126,8 +126,9 @@ def _conflicts(obs: pl.DataFrame, fname: str, issues: list[Issue]) -> None:
             f"{untimed.height} parameter-day(s) with several different values and no time of day (e.g. {what} of "
             f"subject {ex['subject_id']!r} on day {ex['day']:g}, rows {', '.join(map(str, ex['src_row']))}): all "
             "are read, and each engine takes the day's value its daily_value rule gives (the lowest count for "
-            "ICAHT, see docs/derivation-conventions.md); give each a time (datetime, or a fractional day) to "
-            "order them", rows, severity="warning"))
+            "ICAHT); where the engine wants the last value (CAR-HEMATOTOX, EASIX with daily_value last) the "
+            "values have no order, so it scores each and gives the range they leave (see "
+            "docs/derivation-conventions.md); give each a time (datetime, or a fractional day) to order them", rows, severity="warning"))
     groups = groups.filter(pl.col("__timed"))
     for i, g in enumerate(groups.iter_rows(named=True)):
         if i == MAX_CONFLICTS:
