@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 
 from cartlab._days import day_expr
 from cartlab.model import NOT_MEASURED_SOURCES
+from cartlab.report.cohort_plotly import plotly_text, plotly_text_expr
 from cartlab.report.course_parts import BLQ_CAPTION
 
 COLORS = {"CARCOPY": "#6a3d9a", "TEMP": "#d7301f", "CRP": "#1f78b4", "IL6": "#e6550d", "NEUT": "#08519c",
@@ -114,13 +115,16 @@ def _trace_name(label: str, kind: str, censored: str) -> str:
 
 
 def _hover(df: pl.DataFrame, label: str) -> list[str]:
-    return (df.select(pl.format("{} {} {} on day {}<br>{}: {} (source: {})<br>{}:{}", pl.lit(label),
-                                pl.when(pl.col("kind") == "below").then(pl.lit("<"))
-                                .when(pl.col("kind") == "above").then(pl.lit(">")).otherwise(pl.lit("")),
+    """A point's hover text; the data strings (unit, source, file) escaped (:func:`plotly_text`), then
+    cartlab's ``<br>`` put in."""
+    return (df.select(pl.format("{} {} {} on day {}<br>{}: {} (source: {})<br>{}:{}", pl.lit(plotly_text(label)),
+                                pl.when(pl.col("kind") == "below").then(pl.lit("&lt;"))
+                                .when(pl.col("kind") == "above").then(pl.lit("&gt;")).otherwise(pl.lit("")),
                                 pl.col("y").round_sig_figs(4), _day_text(),
-                                pl.col("unit").fill_null(""),
-                                pl.col("prov").replace_strict(_KIND_LABEL, default="measured"), pl.col("source"),
-                                pl.col("src_file").fill_null("?"), pl.col("src_row").fill_null(-1)))
+                                plotly_text_expr(pl.col("unit").fill_null("")),
+                                pl.col("prov").replace_strict(_KIND_LABEL, default="measured"),
+                                plotly_text_expr(pl.col("source")),
+                                plotly_text_expr(pl.col("src_file").fill_null("?")), pl.col("src_row").fill_null(-1)))
             .to_series().to_list())
 
 
@@ -170,8 +174,9 @@ def _strip_frame(frame: pl.DataFrame) -> pl.DataFrame:
     g = pl.col("grade").cast(pl.Int64)
     hi = pl.col("grade_max").cast(pl.Int64) if "grade_max" in frame.columns else g
     m = pl.col("missing_inputs").cast(pl.List(pl.String)) if "missing_inputs" in frame.columns else None
-    miss = pl.when(m.list.len() > 0).then(m.list.join(", ")) if m is not None else pl.lit(None, pl.String)
-    rule = pl.col("rule").fill_null("no rule") if "rule" in frame.columns else pl.lit("no rule")
+    miss = (pl.when(m.list.len() > 0).then(plotly_text_expr(m.list.join(", "))) if m is not None
+            else pl.lit(None, pl.String))
+    rule = plotly_text_expr(pl.col("rule").fill_null("no rule")) if "rule" in frame.columns else pl.lit("no rule")
     ranged = g.is_not_null() & hi.is_not_null() & (hi > g)
     grade = (pl.when(g.is_null()).then(pl.lit("not graded"))
              .when(ranged).then(pl.format("{}–{} (missing: {})", g, hi, miss.fill_null("an input")))
@@ -354,11 +359,11 @@ def cohort_overview_figure(cohort: pl.DataFrame) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Worst ASTCT CRS grade", "Best response"))
     crs = (cohort.select(pl.col("crs_grade_astct").cast(pl.String).fill_null("not evaluable").alias("g"))
            .group_by("g").len().sort("g"))
-    fig.add_trace(go.Bar(x=crs["g"].to_list(), y=crs["len"].to_list(), name="subjects by CRS grade",
+    fig.add_trace(go.Bar(x=plotly_text(crs["g"].to_list()), y=crs["len"].to_list(), name="subjects by CRS grade",
                          marker_color="#d7301f"), row=1, col=1)
     resp = (cohort.select(pl.col("best_response").fill_null("not evaluable").alias("r"))
             .group_by("r").len().sort("len", descending=True))
-    fig.add_trace(go.Bar(x=resp["r"].to_list(), y=resp["len"].to_list(), name="subjects by best response",
+    fig.add_trace(go.Bar(x=plotly_text(resp["r"].to_list()), y=resp["len"].to_list(), name="subjects by best response",
                          marker_color="#1f78b4"), row=1, col=2)
     fig.update_yaxes(title_text="subjects", row=1, col=1)
     fig.update_layout(height=360, template="plotly_white", showlegend=False,

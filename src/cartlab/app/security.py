@@ -16,6 +16,17 @@
   dashboard's own origin (``Origin`` equal to ``scheme://Host``) or from an ``--allowed-origin`` (a
   reverse proxy's public origin), otherwise 403 -- another web page cannot open the websocket
   (cross-site websocket hijacking), with or without a token.
+* **Security headers on every response** (:data:`SECURITY_HEADERS`, OWASP Secure Headers Project):
+  ``Content-Security-Policy: frame-ancestors 'none'`` and ``X-Frame-Options: DENY`` (no other site
+  can frame the dashboard: clickjacking), ``X-Content-Type-Options: nosniff``,
+  ``Referrer-Policy: no-referrer``, and ``Cache-Control: no-store`` on everything but the versioned
+  JavaScript/CSS libraries under ``/lib/`` (pages and CSV downloads of patient data stay out of the
+  browser's disk cache). No ``script-src`` policy: Shiny and plotly need their inline scripts.
+* **The cookie** is ``HttpOnly; SameSite=Strict``, a session cookie, plus ``Secure`` when the request
+  came over https: uvicorn with TLS, a trusted proxy's ``X-Forwarded-Proto: https`` (uvicorn only
+  believes it from ``--forwarded-allow-ips``, by default 127.0.0.1), or a Host naming an https
+  ``--allowed-origin``. Its value is an HMAC of the token and a random salt drawn when the server
+  starts, so restarting the dashboard invalidates every cookie it gave out.
 * **No path traversal.** A request path containing a ``..`` segment, a backslash, a NUL or another
   control character (an open redirect through ``?token=``), or an absolute path after percent-decoding (``%2e%2e%2f``, ``..%2f``, double encoding) is refused with
   400 before it reaches any route; download file names are sanitised by :func:`safe_filename`.
@@ -26,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import os
 import re
 import socket
 from http.cookies import SimpleCookie
@@ -42,6 +54,17 @@ MIN_TOKEN_LENGTH = 16
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 _WILDCARDS = ("0.0.0.0", "::", "")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: sent with every HTTP response and refused websocket handshake (OWASP Secure Headers Project); no
+#: script-src: Shiny and plotly run inline scripts
+SECURITY_HEADERS = (
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+NO_STORE = (b"cache-control", b"no-store")
+#: path prefixes of the versioned public libraries (jQuery, Bootstrap, Shiny, plotly.js), which may be cached
+CACHEABLE_PREFIXES = ("/lib/",)
 
 
 def is_loopback(host: str) -> bool:
@@ -58,6 +81,18 @@ def is_loopback(host: str) -> bool:
         except OSError:
             return False
         return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def bind_host(host: str) -> str:
+    """The address to listen on as ``--host`` gave it, without the brackets of a URL-style IPv6 literal
+    (``[::1]`` -> ``::1``; uvicorn and the socket API take the bare address); unbalanced brackets are
+    an :class:`InputError`."""
+    h = host.strip()
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1].strip()
+    if "[" in h or "]" in h:
+        raise InputError(f"--host {host!r}: not an address", hint="write an IPv6 address as ::1 or [::1]")
+    return h
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -157,6 +192,13 @@ class HostPolicy:
             except OSError:  # pragma: no cover
                 pass
             self.direct |= {n for n in names if n}
+        self.https_hosts = {(urlsplit(o).hostname, urlsplit(o).port or 443) for o in self.origins
+                            if o.startswith("https://")}
+
+    def https_host(self, value: str | None) -> bool:
+        """Whether a ``Host`` header names an https ``--allowed-origin`` (a TLS reverse proxy's)."""
+        parsed = split_host(value or "")
+        return parsed is not None and (parsed[0], parsed[1] or 443) in self.https_hosts
 
     def host_ok(self, value: str | None) -> bool:
         parsed = split_host(value or "")
@@ -241,8 +283,9 @@ class TokenGuard:
         self.token = token or None
         self.policy = policy or HostPolicy()
         self._token_bytes = token.encode("utf-8") if token else None
-        self._cookie_value = (hmac.new(token.encode("utf-8"), b"cartlab-dashboard-session", hashlib.sha256)
-                              .hexdigest() if token else None)
+        # a random salt per server process: a restart invalidates every cookie given out before
+        self._cookie_value = (hmac.new(token.encode("utf-8"), b"cartlab-dashboard-session" + os.urandom(16),
+                                       hashlib.sha256).hexdigest() if token else None)
 
     # -- checks
     def _check(self, scope) -> tuple[str, bytes | None]:
@@ -290,6 +333,14 @@ class TokenGuard:
             return "cross-origin request refused (Origin is not the dashboard's; see --allowed-origin)"
         return None
 
+    def _secure(self, scope) -> bool:
+        """Whether the request came over https (uvicorn's TLS, or ``X-Forwarded-Proto`` from a proxy
+        uvicorn trusts: both set the scope's scheme) or through an https ``--allowed-origin``."""
+        if scope.get("scheme") in ("https", "wss"):
+            return True
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"host"), None)
+        return self.policy.https_host(host)
+
     async def __call__(self, scope, receive, send):
         kind = scope["type"]
         if kind not in ("http", "websocket"):
@@ -297,6 +348,8 @@ class TokenGuard:
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if raw else scope.get("path", "")
         path = path.split("?", 1)[0]
+        send = with_security_headers(send, cacheable=path.startswith(CACHEABLE_PREFIXES)
+                                     and not is_traversal(path))
         if is_traversal(path) or is_traversal(scope.get("path", "")):
             return await _deny(scope, receive, send, 400, "bad request path")
         problem = self._origin_problem(scope)
@@ -316,12 +369,28 @@ class TokenGuard:
             if location is None:
                 return await _deny(scope, receive, send, 400, "bad request path")
             cookie = f"{COOKIE}={self._cookie_value}; Path=/; HttpOnly; SameSite=Strict"
+            cookie += "; Secure" if self._secure(scope) else ""
             await send({"type": "http.response.start", "status": 303,
                         "headers": [(b"location", location), (b"set-cookie", cookie.encode()),
                                     (b"content-length", b"0"), (b"cache-control", b"no-store")]})
             await send({"type": "http.response.body", "body": b""})
             return
         return await self.app(scope, receive, send)
+
+
+def with_security_headers(send, cacheable: bool = False):
+    """``send`` adding :data:`SECURITY_HEADERS` (replacing the app's own of the same names) to every
+    response start, and ``Cache-Control: no-store`` unless ``cacheable`` (a versioned library file)."""
+    names = {k for k, _ in SECURITY_HEADERS} | ({NO_STORE[0]} if not cacheable else set())
+    extra = list(SECURITY_HEADERS) + ([NO_STORE] if not cacheable else [])
+
+    async def wrapped(message):
+        if message.get("type") in ("http.response.start", "websocket.http.response.start"):
+            kept = [(k, v) for k, v in message.get("headers", []) if bytes(k).lower() not in names]
+            message = {**message, "headers": kept + extra}
+        await send(message)
+
+    return wrapped
 
 
 def query_pairs(query: bytes) -> list[tuple[bytes, bytes]]:

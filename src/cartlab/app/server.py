@@ -9,7 +9,6 @@ every later page reads tables.
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 
 import polars as pl
@@ -22,19 +21,18 @@ from cartlab.app.data import Catalog, describe_options
 from cartlab.app.security import HostPolicy, TokenGuard, safe_filename
 from cartlab.app.twin import REGIMENS, TwinCache
 from cartlab.app.ui import page
+from cartlab.io.csv_safe import DEFAULT_CSV_FORMULA_GUARD, check_guard, safe_csv_text
 
 #: fitted Stein curves per (study id, subject id): (days, values, parameter row)
 _STEIN: dict[tuple[str, str], tuple[list, list, dict]] = {}
 _STEIN_LOCK = threading.Lock()
 
 
-def csv_text(frame: pl.DataFrame) -> str:
-    """A table as CSV text (list columns joined with '; ', as ``cartlab analyze`` writes them)."""
-    from cartlab.grading.adam import to_csv_frame
-
-    buf = io.StringIO()
-    to_csv_frame(frame).write_csv(buf)
-    return buf.getvalue()
+def csv_text(frame: pl.DataFrame, guard: str = DEFAULT_CSV_FORMULA_GUARD) -> str:
+    """A table as CSV text (list columns joined with '; ', as ``cartlab analyze`` writes them), text
+    cells starting with ``= + - @``, tab, CR or NUL prefixed with ``'`` unless ``guard="off"``
+    (:mod:`cartlab.io.csv_safe`: OWASP CSV Injection, ASVS 1.2.10)."""
+    return safe_csv_text(frame, guard)
 
 
 def provenance(view, table: str, file_name: str, csv: str, filters: dict | None = None, **extra) -> dict:
@@ -109,7 +107,7 @@ def _progress_panel(task, stage: _Stage, title: str):
     return _show
 
 
-def make_server(catalog: Catalog, twins: TwinCache):
+def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEFAULT_CSV_FORMULA_GUARD):
     def server(input, output, session):
         stage, twin_stage, stein_stage = _Stage(), _Stage(), _Stage()
 
@@ -196,12 +194,12 @@ def make_server(catalog: Catalog, twins: TwinCache):
                 return _name(stem())
 
             def csv_fn():
-                yield csv_text(frame())
+                yield csv_text(frame(), csv_formula_guard)
 
             def prov_fn():
-                text = csv_text(frame())
+                text = csv_text(frame(), csv_formula_guard)  # the bytes downloaded: the SHA-256 pairs them
                 yield _json(provenance(view(), table, name(), text, filters() if filters else None,
-                                       **(extra() if extra else {})))
+                                       csv_formula_guard=csv_formula_guard, **(extra() if extra else {})))
 
             csv_fn.__name__, prov_fn.__name__ = out_id, out_id + "_prov"
             render.download_button(filename=name, media_type="text/csv")(csv_fn)
@@ -576,11 +574,14 @@ def _json(obj) -> str:
 
 
 def create_app(catalog: Catalog, token: str | None = None, twins: TwinCache | None = None, *,
-               host: str | None = None, port: int | None = None, allowed_origins=()):
+               host: str | None = None, port: int | None = None, allowed_origins=(),
+               csv_formula_guard: str = DEFAULT_CSV_FORMULA_GUARD):
     """The dashboard as an ASGI app: the Shiny app behind :class:`~cartlab.app.security.TokenGuard`,
     which accepts the Host/Origin of ``host:port`` (loopback names always; the port is checked when
-    given) and of ``allowed_origins`` (a reverse proxy's public origin)."""
-    shiny_app = App(page(catalog.ids()), make_server(catalog, twins or TwinCache()))
+    given) and of ``allowed_origins`` (a reverse proxy's public origin). ``csv_formula_guard``: how the
+    CSV downloads treat a text cell starting with ``= + - @`` (``quote``, the default, or ``off``;
+    :mod:`cartlab.io.csv_safe`)."""
+    shiny_app = App(page(catalog.ids()), make_server(catalog, twins or TwinCache(), check_guard(csv_formula_guard)))
     return TokenGuard(shiny_app, token, HostPolicy(host, port, allowed_origins))
 
 

@@ -16,6 +16,7 @@ from cartlab.cli.base import (  # OptionsFileOpt, SetOpt, StrictOpt, analysis_op
     StoreOpt,
     StrictOpt,
     StudyOpt,
+    _debug,
     _print_skipped,
     _progress,
     _protocol_or_exit,
@@ -181,6 +182,7 @@ def analyze_cmd(
 
 @app.command("report")
 def report_cmd(
+    ctx: typer.Context,
     study: SourceArg = None,
     out_arg: OutArgRefused = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/report"),
@@ -204,6 +206,9 @@ def report_cmd(
     force: Annotated[bool, typer.Option(
         "--force", help="Write into a folder that holds other files (not an earlier report): its report "
                         "files are replaced, the other files kept.")] = False,
+    csv_formula_guard: Annotated[str, typer.Option(
+        "--csv-formula-guard", help="tables/subject_summary.csv: 'quote' prefixes ' to a text cell starting "
+        "with = + - @ (a spreadsheet formula; OWASP CSV Injection), 'off' writes cells unchanged.")] = "quote",
 ) -> None:
     """Write the study report: a study page with the cohort views (swimmer plot, grade distributions,
     Kaplan–Meier, expansion curves, toxicity and response tables) and a page per subject with its
@@ -245,7 +250,8 @@ def report_cmd(
                 # force: the folder was checked above (a mapping report --sdtm/--fhir wrote there is kept)
                 path = write_study_report(data, out, summary=summary, protocol=proto, analysis=analysis,
                                           progress=lambda k, n: step("subject pages", completed=k, total=n),
-                                          workers=workers, pdf=pdf, force=True)
+                                          workers=workers, pdf=pdf, force=True, csv_formula_guard=csv_formula_guard,
+                                          name_subjects_in_warnings=_debug(ctx))
         except OSError as exc:  # e.g. --out /proc/x: the user's path, never an internal temporary folder
             raise write_error(out, exc, "the report folder") from exc
     _print_skipped(analysis)

@@ -47,6 +47,9 @@ def serve_cmd(
     options_file: OptionsFileOpt = None,
     set_options: SetOpt = None,
     csv_dialect: CsvDialectOpt = "standard",
+    csv_formula_guard: Annotated[str, typer.Option(
+        "--csv-formula-guard", help="CSV downloads: 'quote' prefixes ' to a text cell starting with = + - @ "
+        "(a spreadsheet formula; OWASP CSV Injection), 'off' writes cells unchanged.")] = "quote",
 ) -> None:
     """Open the dashboard in a browser: studies, cohort (views, filters), patient (linked course, grade per day
     and its evidence, kinetics), twin forecast; CSV download of every table. Read-only.
@@ -67,12 +70,14 @@ def serve_cmd(
     """
     from cartlab.app.security import (
         allowed_origins_from_env,
+        bind_host,
         check_bind,
         check_token,
         parse_origin,
     )
     from cartlab.cli.base import _protocol_or_exit
 
+    host = bind_host(host)  # "[::1]" -> "::1": uvicorn binds the bare address
     token = token or os.environ.get("CARTLAB_TOKEN") or None
     check_bind(host, token)
     for warning in check_token(token, host):
@@ -86,7 +91,8 @@ def serve_cmd(
         raise _usage(f"no study in {store}", hint="import one first (cartlab import FOLDER) or name a study folder")
     from cartlab.app.server import create_app
 
-    asgi = create_app(catalog, token=token, host=host, port=port or None, allowed_origins=origins)
+    asgi = create_app(catalog, token=token, host=host, port=port or None, allowed_origins=origins,
+                      csv_formula_guard=csv_formula_guard)
     shown = f"[{host}]" if ":" in host else host
     from cartlab.app.data import describe_options, option_overrides
 

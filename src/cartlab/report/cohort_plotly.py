@@ -44,6 +44,8 @@ __all__ = [
     "exposure_figure",
     "grade_figure",
     "incidence_figure",
+    "plotly_text",
+    "plotly_text_expr",
     "rates_figure",
     "recovery_figure",
     "survival_figure",
@@ -61,6 +63,25 @@ def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
     return fig
 
 
+def plotly_text(value):
+    """Data text for plotly (tick labels, hover texts, legend names, category values): ``&``, ``<`` and
+    ``>`` as the entities plotly.js decodes, so its pseudo-HTML (``<a href>``, ``<b>``, ``<br>``) in a
+    subject id or a label is shown as text and can never become a link or markup. A list is escaped
+    item by item; None and numbers pass unchanged. cartlab's own markup (``<br>``, ``<extra>``) is added
+    after escaping."""
+    if isinstance(value, str):
+        return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if isinstance(value, (list, tuple)):
+        return [plotly_text(v) for v in value]
+    return value
+
+
+def plotly_text_expr(expr: pl.Expr) -> pl.Expr:
+    """:func:`plotly_text` as a polars expression over a String column."""
+    return (expr.str.replace_all("&", "&amp;", literal=True).str.replace_all("<", "&lt;", literal=True)
+            .str.replace_all(">", "&gt;", literal=True))
+
+
 def _symbol(base: str, open_: bool) -> str:
     return f"{base}-open" if open_ else base
 
@@ -72,10 +93,11 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
         b = bars.filter(pl.col("response") == cat)
         pale = (b["end_kind"] == "reconstructed").to_numpy()
         fig.add_trace(go.Bar(
-            y=b["subject_id"].to_list(), x=b["end_day"].to_list(), base=0, orientation="h", name=cat,
+            y=plotly_text(b["subject_id"].to_list()), x=b["end_day"].to_list(), base=0, orientation="h",
+            name=plotly_text(cat),
             legendgroup="bars", legendgrouptitle_text="bar colour = best response",
             marker={"color": response_color(cat), "opacity": 0.6, "pattern": {"shape": ["/" if p else "" for p in pale]}},
-            hovertemplate="%{y}: follow-up to day %{x}<extra>" + cat + "</extra>"))
+            hovertemplate="%{y}: follow-up to day %{x}<extra>" + plotly_text(cat) + "</extra>"))
     mk = data.markers
     keys = [marker_key(m, a) for m, a in zip(mk["marker"].to_list(), mk["antigen"].to_list())]
     mk = mk.with_columns(pl.Series("key", keys, pl.String))
@@ -86,9 +108,9 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
                 continue
             cols = [response_color(lab) for lab in sub["label"]] if color is None else color
             fig.add_trace(go.Scatter(
-                x=sub["day"].to_list(), y=sub["subject_id"].to_list(), mode="markers",
+                x=sub["day"].to_list(), y=plotly_text(sub["subject_id"].to_list()), mode="markers",
                 name=text + (" (not measured)" if open_ else ""), legendgroup="markers", legendgrouptitle_text="markers",
-                text=sub["label"].to_list(), hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
+                text=plotly_text(sub["label"].to_list()), hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
                 marker={"symbol": _symbol(sym, open_), "size": 9 if n <= 60 else 6, "color": cols,
                             "line": {"color": "black" if key == "response" else cols, "width": 1}}))
     top = under_death(mk)  # a relapse on the day of death: again on top of the death square, smaller
@@ -97,16 +119,18 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
         cols = [response_color(lab) for lab in part["label"]] if color is None else [color] * part.height
         open_ = (part["kind"] == "reconstructed").to_list()  # a not-measured marker stays open
         fig.add_trace(go.Scatter(
-            x=part["day"].to_list(), y=part["subject_id"].to_list(), mode="markers", name=text, showlegend=False,
-            legendgroup="markers", text=part["label"].to_list(), hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
+            x=part["day"].to_list(), y=plotly_text(part["subject_id"].to_list()), mode="markers", name=text,
+            showlegend=False, legendgroup="markers", text=plotly_text(part["label"].to_list()),
+            hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
             marker={"symbol": [_symbol(sym, o) for o in open_], "size": 6 if n <= 60 else 4, "color": cols,
                     "line": {"color": [c if o else "white" for c, o in zip(cols, open_)], "width": 1}}))
     on = bars.filter("ongoing")
     if on.height:
-        fig.add_trace(go.Scatter(x=(on["end_day"] + 1.0).to_list(), y=on["subject_id"].to_list(), mode="markers",
+        fig.add_trace(go.Scatter(x=(on["end_day"] + 1.0).to_list(), y=plotly_text(on["subject_id"].to_list()),
+                                 mode="markers",
                                  name=ONGOING_TEXT, legendgroup="markers",
                                  marker={"symbol": "triangle-right", "size": 7, "color": "#444444"}, hoverinfo="skip"))
-    order = bars.sort("order")["subject_id"].to_list()
+    order = plotly_text(bars.sort("order")["subject_id"].to_list())
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], showticklabels=n <= 60,
                      title=None if n <= 60 else f"{n} subjects, longest follow-up first")
     fig.update_xaxes(title=X_DAYS + " (day 0)")
@@ -121,12 +145,13 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.
         (pl.col("grade").is_null() if g is None else pl.col("grade") == g) & (pl.col("n") > 0)).height]
     for g in grades:
         sub = c.filter(pl.col("grade").is_null() if g is None else pl.col("grade") == g)
-        fig.add_trace(go.Bar(y=sub[by].to_list(), x=sub["share"].to_list(), orientation="h", name=grade_label(g),
+        fig.add_trace(go.Bar(y=plotly_text(sub[by].to_list()), x=sub["share"].to_list(), orientation="h",
+                             name=grade_label(g),
                              text=[str(v) if v else "" for v in sub["n"].to_list()], textposition="inside",
                              marker={"color": GRADE_COLORS[g], "line": {"color": "#555555", "width": 0.5},
                                          "pattern": {"shape": "/" if g is None else ""}},
                              hovertemplate="%{y}: %{text} subject(s), %{x:.1f}%<extra>" + grade_label(g) + "</extra>"))
-    groups = totals[by].to_list()
+    groups = plotly_text(totals[by].to_list())
     fig.update_yaxes(categoryorder="array", categoryarray=groups[::-1])
     fig.update_xaxes(title="% of all subjects, not evaluable included (label = number of subjects)", range=[0, 100])
     return _layout(fig, 120 + 45 * len(groups), barmode="stack", legend_title_text="worst grade", title=title or None)
@@ -173,7 +198,7 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
             if sub.height == 0:
                 continue
             x, y = _gapped(sub)
-            fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name=cat, legendgroup=cat, showlegend=not nm,
+            fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name=plotly_text(cat), legendgroup=cat, showlegend=not nm,
                                        line={"color": response_color(cat), "width": 0.7 if many else 1.4,
                                                  "dash": "dot" if nm else "solid"}, opacity=0.5 if many else 0.9,
                                        hoverinfo="skip"))
@@ -185,7 +210,7 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
             name = ("below limit of quantification (at the limit)" if blq else "measured value")
             fig.add_trace(go.Scattergl(
                 x=sub["day"].to_list(), y=sub["value"].to_list(), mode="markers",
-                name=name + (f" — {OPEN_TEXT}" if open_ else ""), text=sub["subject_id"].to_list(),
+                name=name + (f" — {OPEN_TEXT}" if open_ else ""), text=plotly_text(sub["subject_id"].to_list()),
                 hovertemplate="%{text} day %{x}: %{y:.3s}<extra></extra>",
                 marker={"symbol": _symbol(sym, open_), "size": 4 if many else 7,
                             "color": [response_color(r) for r in sub["response"].to_list()]}))
@@ -209,7 +234,7 @@ def exposure_figure(data: cd.ExposureData) -> go.Figure:
                 continue
             x = [cats.index(r) + rng.uniform(-0.18, 0.18) for r in sub["response"].to_list()]
             fig.add_trace(go.Scattergl(x=x, y=sub[col].to_list(), mode="markers", name=label[flag], legendgroup=str(flag),
-                                       showlegend=j == 0, text=sub["subject_id"].to_list(),
+                                       showlegend=j == 0, text=plotly_text(sub["subject_id"].to_list()),
                                        hovertemplate="%{text}: %{y:.3s}<extra></extra>",
                                        marker={"color": color[flag], "size": 6}), row=1, col=j + 1)
         zero = pts.filter(pl.col(col) == 0)
@@ -218,11 +243,11 @@ def exposure_figure(data: cd.ExposureData) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=[cats.index(r) + rng.uniform(-0.18, 0.18) for r in zero["response"].to_list()], y=[floor] * zero.height,
                 mode="markers", name=ZERO_EXPOSURE_TEXT, legendgroup="zero", showlegend=j == 0,
-                text=zero["subject_id"].to_list(), hovertemplate="%{text}: 0 (no expansion)<extra></extra>",
+                text=plotly_text(zero["subject_id"].to_list()), hovertemplate="%{text}: 0 (no expansion)<extra></extra>",
                 marker={"symbol": "triangle-down", "size": 8, "line": {"color": "black", "width": 1},
                         "color": [color[v] for v in zero["crs_ge3"].to_list()]}), row=1, col=j + 1)
         fig.update_yaxes(type="log", row=1, col=j + 1)
-        fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, row=1, col=j + 1)
+        fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=plotly_text(cats), row=1, col=j + 1)
     unit = UNITS.get(data.unit, data.unit) or "unit not known"
     fig.update_yaxes(title=unit, row=1, col=1)
     fig.update_yaxes(title=f"{unit} × day", row=1, col=2)
@@ -236,13 +261,14 @@ def cytokine_figure(data: cd.CytokineMatrix) -> go.Figure:
     cells = data.cells.filter(pl.col("value") > 0)
     m = np.full((len(subjects), d1 - d0 + 1), np.nan)
     m[[row[s] for s in cells["subject_id"]], cells["day"].to_numpy() - d0] = np.log10(cells["value"].to_numpy())
-    fig = go.Figure(go.Heatmap(z=m, x=list(range(d0, d1 + 1)), y=subjects, colorscale="Magma", reversescale=True,
-                               colorbar={"title": f"log10 {data.param}<br>({data.unit})"},
+    fig = go.Figure(go.Heatmap(z=m, x=list(range(d0, d1 + 1)), y=plotly_text(subjects), colorscale="Magma",
+                               reversescale=True,
+                               colorbar={"title": f"log10 {plotly_text(data.param)}<br>({plotly_text(data.unit)})"},
                                hovertemplate="%{y} day %{x}: log10 = %{z:.2f}<extra></extra>"))
     kinds = cells["kind"].unique().to_list()
     if "reconstructed" in kinds and len(kinds) > 1:
         nm = cells.filter(pl.col("kind") == "reconstructed")
-        fig.add_trace(go.Scattergl(x=nm["day"].to_list(), y=nm["subject_id"].to_list(), mode="markers",
+        fig.add_trace(go.Scattergl(x=nm["day"].to_list(), y=plotly_text(nm["subject_id"].to_list()), mode="markers",
                                    name="value not measured", marker={"size": 3, "color": "#1f78b4"}))
     fig.update_yaxes(autorange="reversed", showticklabels=len(subjects) <= 60)
     fig.update_xaxes(title=X_DAYS + " (blank = no sample)")
@@ -310,7 +336,8 @@ def incidence_figure(data) -> go.Figure:
 
 def rates_figure(rates: pl.DataFrame) -> go.Figure:
     r = rates.filter(pl.col("n") > 0)
-    labels = [f"{e} — {c} ({k}/{n})" for e, c, k, n in r.select("endpoint", "criteria", "n_responders", "n").iter_rows()]
+    labels = [plotly_text(f"{e} — {c} ({k}/{n})")
+              for e, c, k, n in r.select("endpoint", "criteria", "n_responders", "n").iter_rows()]
     rate = (r["rate"] * 100).to_list()
     fig = go.Figure(go.Scatter(
         x=rate, y=labels, mode="markers", marker={"color": "#1b7837", "size": 9}, name="rate",

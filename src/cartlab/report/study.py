@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.io.atomic import EXPORT_MARKER, check_output_path, export_folder
+from cartlab.io.csv_safe import DEFAULT_CSV_FORMULA_GUARD, check_guard, write_safe_csv
 from cartlab.model import Study
 from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _num, _round_days, day_span, grade_range, zero_exposure
 from cartlab.report.figures import fmt_value
@@ -298,6 +299,11 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
     return _env().get_template("index.html.j2").render(**ctx)
 
 
+def _debug_env() -> bool:
+    """``CARTLAB_DEBUG=1`` (as ``cartlab --debug``): warnings may name subjects."""
+    return os.environ.get("CARTLAB_DEBUG", "").lower() in ("1", "true", "yes")
+
+
 def _manifest(analysis) -> dict[str, Any]:
     """The analysis's manifest (``Analysis.manifest()``: inputs, options, criteria versions, engines,
     skipped, warnings) without the engines' run times, so that the same report is the same bytes."""
@@ -339,7 +345,9 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                        title: str | None = None, protocol=None, analysis=None,
                        figures: Mapping[str, Sequence[ReportFigure]] | None = None,
                        progress: Callable[[int, int], None] | None = None,
-                       workers: int | None = None, pdf: bool = True, day_range=None, force: bool = False) -> Path:
+                       workers: int | None = None, pdf: bool = True, day_range=None, force: bool = False,
+                       csv_formula_guard: str = DEFAULT_CSV_FORMULA_GUARD,
+                       name_subjects_in_warnings: bool | None = None) -> Path:
     """Write the study report into ``out_dir`` and return the study page (``index.html``).
 
     ``out_dir`` gets ``index.html`` (cohort views, sortable subject table), ``subject_<id>.html`` per
@@ -352,65 +360,80 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
     ``out_dir`` may be missing, empty or an earlier report: the earlier report is replaced as a whole
     (no page, figure or PDF of it survives). A folder holding other files is refused
     (:class:`~cartlab.errors.InputError`) unless ``force``; then the report's files are replaced and the
-    other files kept. ``tables/analysis.json`` is the analysis's manifest (options, criteria versions)."""
+    other files kept. ``tables/analysis.json`` is the analysis's manifest (options, criteria versions).
+    ``csv_formula_guard``: ``quote`` (default) prefixes ``'`` to a text cell of ``subject_summary.csv``
+    starting with ``= + - @``, tab, CR or NUL, so a spreadsheet shows it as text (OWASP CSV Injection;
+    :mod:`cartlab.io.csv_safe`), ``off`` writes the cells as they are; recorded in ``analysis.json``.
+    ``name_subjects_in_warnings``: whether warnings raised while the report is made name subjects
+    (exposure-response exclusions) or give counts and point to the table naming them; None: only
+    with ``CARTLAB_DEBUG=1`` (:func:`cartlab.kinetics.exposure.subject_ids_in_warnings`)."""
+    check_guard(csv_formula_guard)
     out = check_report_folder(out_dir, force)
-    analysis = _analysis(study, protocol, analysis)
-    if summary is None:
-        summary = analysis.subject_summary()
-    summary = with_late_grade_max(summary, analysis)  # the late ICAHT range (an extra column; spec ones kept)
-    workers = default_workers() if workers is None else max(1, int(workers))
-    ids = [sid for sid in dict.fromkeys(study.subject_ids) if sid is not None]
-    provenance = report_provenance(analysis)
-    fever_c = provenance["fever_threshold_c"]
-    stamp = figure_stamp(provenance_counts(study))
-    # checked above; force: an earlier report without a marker (an older cartlab) is replaced too
-    with export_folder(out, REPORT_KIND, owned=is_report_entry, force=True, what="the report") as target:
-        tmp = target.staging
-        links: dict[str, str] = {}
+    from cartlab.kinetics.exposure import subject_ids_in_warnings
 
-        def page(sid: str, course: CourseFigure) -> None:
-            p = write_subject_report(study, sid, tmp, summary=summary, index_href="index.html", protocol=protocol,
-                                     analysis=analysis, figures=(figures or {}).get(sid, ()), course=course)
-            links[sid] = p.name
-            if progress is not None:
-                progress(len(links), len(ids))
+    named = _debug_env() if name_subjects_in_warnings is None else name_subjects_in_warnings
+    with subject_ids_in_warnings(named):  # stderr is a log: counts, the ids stay in the tables (issue 17)
+        analysis = _analysis(study, protocol, analysis)
+        if summary is None:
+            summary = analysis.subject_summary()
+        summary = with_late_grade_max(summary, analysis)  # the late ICAHT range (an extra column; spec ones kept)
+        workers = default_workers() if workers is None else max(1, int(workers))
+        ids = [sid for sid in dict.fromkeys(study.subject_ids) if sid is not None]
+        provenance = report_provenance(analysis)
+        fever_c = provenance["fever_threshold_c"]
+        stamp = figure_stamp(provenance_counts(study))
+        # checked above; force: an earlier report without a marker (an older cartlab) is replaced too
+        with export_folder(out, REPORT_KIND, owned=is_report_entry, force=True, what="the report") as target:
+            tmp = target.staging
+            links: dict[str, str] = {}
 
-        chunks = _chunks(ids, workers)
-        if workers == 1 or len(ids) <= SERIAL_LIMIT:
-            views = _cohort_views(analysis, tmp, stamp)
-            for chunk in chunks:
-                for sid, course in _draw_chunk(study, chunk, _of_ids(analysis, "crs_daily", chunk),
-                                               _of_ids(analysis, "icans_daily", chunk), str(tmp), day_range,
-                                               fever_c):
-                    page(sid, course)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_draw_chunk, study.subset(chunk), chunk,
-                                       _of_ids(analysis, "crs_daily", chunk), _of_ids(analysis, "icans_daily", chunk),
-                                       str(tmp), day_range, fever_c) for chunk in chunks]
-                views = _cohort_views(analysis, tmp, stamp)  # drawn here while the workers draw the courses
-                for fut in as_completed(futures):  # pages as their figures arrive: the progress moves
-                    for sid, course in fut.result():
+            def page(sid: str, course: CourseFigure) -> None:
+                p = write_subject_report(study, sid, tmp, summary=summary, index_href="index.html", protocol=protocol,
+                                         analysis=analysis, figures=(figures or {}).get(sid, ()), course=course)
+                links[sid] = p.name
+                if progress is not None:
+                    progress(len(links), len(ids))
+
+            chunks = _chunks(ids, workers)
+            if workers == 1 or len(ids) <= SERIAL_LIMIT:
+                views = _cohort_views(analysis, tmp, stamp)
+                for chunk in chunks:
+                    for sid, course in _draw_chunk(study, chunk, _of_ids(analysis, "crs_daily", chunk),
+                                                   _of_ids(analysis, "icans_daily", chunk), str(tmp), day_range,
+                                                   fever_c):
                         page(sid, course)
-        tables = tmp / "tables"
-        tables.mkdir(exist_ok=True)
-        summary.write_csv(tables / "subject_summary.csv")
-        (tables / MANIFEST_NAME).write_text(json.dumps(_manifest(analysis), indent=1, default=str) + "\n",
-                                            encoding="utf-8")
-        notes = response_notes(analysis)
-        pdf_note = None
-        if pdf:
-            html = render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
-                                     for_print=True, provenance=provenance)
-            try:
-                pdf_note = write_pdf(html, tmp, tmp / PDF_NAME)
-            except Exception as exc:  # the HTML report does not depend on the PDF
-                pdf_note = f"no PDF: {type(exc).__name__}: {exc}"
-        (tmp / "index.html").write_text(
-            render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
-                              pdf=PDF_NAME if pdf and pdf_note is None else None, pdf_note=pdf_note,
-                              provenance=provenance),
-            encoding="utf-8")
-    return out / "index.html"
+            else:
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                    futures = [pool.submit(_draw_chunk, study.subset(chunk), chunk,
+                                           _of_ids(analysis, "crs_daily", chunk), _of_ids(analysis, "icans_daily", chunk),
+                                           str(tmp), day_range, fever_c) for chunk in chunks]
+                    views = _cohort_views(analysis, tmp, stamp)  # drawn here while the workers draw the courses
+                    for fut in as_completed(futures):  # pages as their figures arrive: the progress moves
+                        for sid, course in fut.result():
+                            page(sid, course)
+            tables = tmp / "tables"
+            tables.mkdir(exist_ok=True)
+            write_safe_csv(summary, tables / "subject_summary.csv", csv_formula_guard)
+            manifest = {**_manifest(analysis), "report_csv": {
+                "files": ["subject_summary.csv"], "csv_formula_guard": csv_formula_guard,
+                "note": "quote: a text cell starting with = + - @, tab, CR or NUL is prefixed with ' (OWASP CSV "
+                        "Injection); cartlab analyze's tables are written unchanged" if csv_formula_guard == "quote"
+                        else "off: cells written unchanged"}}
+            (tables / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=str) + "\n", encoding="utf-8")
+            notes = response_notes(analysis)
+            pdf_note = None
+            if pdf:
+                html = render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
+                                         for_print=True, provenance=provenance)
+                try:
+                    pdf_note = write_pdf(html, tmp, tmp / PDF_NAME)
+                except Exception as exc:  # the HTML report does not depend on the PDF
+                    pdf_note = f"no PDF: {type(exc).__name__}: {exc}"
+            (tmp / "index.html").write_text(
+                render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
+                                  pdf=PDF_NAME if pdf and pdf_note is None else None, pdf_note=pdf_note,
+                                  provenance=provenance),
+                encoding="utf-8")
+        return out / "index.html"
 
