@@ -156,3 +156,13 @@ def test_the_row_loop_oracle_agrees_on_these_cases(study, opts):
         pl.col("reason").str.replace_all(late, "")).with_columns(pl.col("reason").str.replace(could, ""))
     assert_frame_equal(got, want)
     assert_frame_equal(derive_t_icaht_daily(study, o), oracle.t_icaht_daily(study, o))
+
+
+def test_unknown_late_days_are_named_as_ranges(tmp_path):
+    """Lead, session 34 (diff review B4: the text is built from runs of days, not first-last). Counts
+    150 on days 0, 10 and 60: days 31-59 interpolate toward day 60 (a count), days 61-100 have none:
+    40 day(s), "days 61-100"; one late measurement -> not evaluable."""
+    cases = {"G": ([(0, 150), (10, 150), (60, 150)], 100, [])}
+    r = derive_t_icaht(_study(tmp_path / "g", cases)).row(0, named=True)
+    assert r["t_icaht_late_grade"] is None
+    assert "40 day(s) of the late window (days 61-100) have no platelet count" in r["late_reason"]

@@ -32,6 +32,7 @@ def day_text(x: float | None) -> str:
 def day_expr(expr: pl.Expr) -> pl.Expr:
     """:func:`day_text` as a polars expression (null stays null; the same float operations)."""
     x = expr.cast(pl.Float64)
+    x = pl.when(x.is_finite()).then(x)  # NaN / inf: null (day_text gives "?"), never a failed cast
     n = (x.abs() * 100.0 + 0.5).floor().cast(pl.Int64)
     whole, frac = n // 100, n % 100
     sign = pl.when((x < 0) & (n > 0)).then(pl.lit("-")).otherwise(pl.lit(""))

@@ -32,6 +32,7 @@ from cartlab.grading.hemato_common import (
     censored_flag,
     censored_text,
     daily_series,
+    day_ranges,
     early_upper_grade,
     empty,
     event_windows,
@@ -341,10 +342,8 @@ def _late_upper(daily: pl.DataFrame, late_w: pl.DataFrame, opts: dict[str, Any],
     up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
     # days without any count (measured or interpolated): the missing input a not-evaluable window names
     no_count = pl.col("plt").is_null() & pl.all_horizontal([pl.col(c).is_null() for c in flags])
-    unknown = up.group_by("subject_id").agg(
-        no_count.sum().cast(pl.Int64).alias("_late_unknown_days"),
-        pl.col("day").filter(no_count).min().alias("_late_unknown_first"),
-        pl.col("day").filter(no_count).max().alias("_late_unknown_last"))
+    unknown = up.group_by("subject_id").agg(no_count.sum().cast(pl.Int64).alias("_late_unknown_days")).join(
+        day_ranges(up.filter(no_count), "_late_unknown_ranges"), on="subject_id", how="left")
     # a day without a count could have been a test below every level (session 34: it was read as below
     # but never as a measurement, so a window short of counts could never reach its 2-test grades)
     up = up.with_columns(
@@ -526,8 +525,8 @@ def _late_range_text(tx_open: pl.Expr) -> pl.Expr:
     lower = (pl.when(pl.col("late_grade") > 0).then(pl.format("the known days alone confirm grade {}", pl.col("late_grade")))
              .otherwise(pl.lit("the known days alone confirm no grade (a lower bound of 0, not a finding of none)")))
     missing = (pl.when(pl.col("_late_unknown_days").fill_null(0) > 0).then(pl.format(
-        "{} day(s) of the late window (days {}-{}) have no platelet count (measured or interpolated)",
-        pl.col("_late_unknown_days"), pl.col("_late_unknown_first"), pl.col("_late_unknown_last")))
+        "{} day(s) of the late window (days {}) have no platelet count (measured or interpolated)",
+        pl.col("_late_unknown_days"), pl.col("_late_unknown_ranges")))
         .otherwise(pl.lit("no day of the late window lacks a count but a second test is missing")))
     return pl.format(" Could be up to grade {}: {}{}; {}; had they been below every level, the grade would be that.",
                      py_str(pl.col("t_icaht_late_grade_max")), missing, tx_open, lower)
