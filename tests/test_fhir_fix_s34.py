@@ -20,9 +20,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from cartlab.cli import app
 from cartlab.errors import InputError
 from cartlab.io import read_study
 from cartlab.io.fhir import build_bundle, read_fhir, read_fhir_with_report, write_fhir_bundle
@@ -311,12 +309,7 @@ def test_value_integer_of_a_param_with_a_unit_names_valueinteger(tmp_path):
 
 # -- CLI: --observation-status, --numeric-valuestring -----------------------------------------------
 
-def run(*args, code: int = 0) -> str:
-    res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "CARTLAB_DEBUG": ""})
-    text = res.output + (res.stderr if res.stderr_bytes is not None else "")
-    assert "Traceback" not in text
-    assert res.exit_code == code, text
-    return " ".join(text.split())
+from test_cli_interop import run  # noqa: E402  (one CLI runner for the interop tests)
 
 
 def _cli_bundle(tmp_path: Path) -> Path:

@@ -40,3 +40,11 @@ class EngineError(CartlabError):
 
 class CartlabWarning(UserWarning):
     """Something a user should know about a result that was still produced."""
+
+
+def debug_from_env() -> bool:
+    """``CARTLAB_DEBUG`` set to 1/true/yes (as ``cartlab --debug``): full tracebacks, and warnings
+    may name subjects."""
+    import os
+
+    return os.environ.get("CARTLAB_DEBUG", "").lower() in ("1", "true", "yes")

@@ -150,9 +150,9 @@ def main(
 
 
 def _debug(ctx) -> bool:
-    import os
+    from cartlab.errors import debug_from_env
 
-    return bool(ctx.meta.get("cartlab_debug")) or os.environ.get("CARTLAB_DEBUG", "").lower() in ("1", "true", "yes")
+    return bool(ctx.meta.get("cartlab_debug")) or debug_from_env()
 
 
 def _report_error(exc: BaseException) -> int:

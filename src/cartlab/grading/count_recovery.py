@@ -310,6 +310,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     schema: dict[str, pl.DataType] = {_SID: pl.String}
     k, mode = int(opts["consecutive"]), opts["mode"]
     ne_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.not_evaluable"), None)
+    start_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.never_below_needs_start"),
+                    ne_id)
     for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
         rule = table[kind]
         thr = _to_canonical(rule["value"], rule["unit"], rule["param"])
@@ -354,7 +356,7 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
             pl.col("day_max").alias(f"{kind}_recovery_day_max"),
             pl.col("status").fill_null(pl.lit("no_data")).alias(f"{kind}_recovery_status"),
             pl.col("censor_day").alias(f"{kind}_recovery_censor_day"),
-            (pl.when(pl.col("unk").fill_null(False)).then(pl.concat_str(rid, pl.lit("; recovery.never_below_needs_start")))
+            (pl.when(pl.col("unk").fill_null(False)).then(pl.concat_str(rid, pl.lit(f"; {start_id}")))
              .when(s == "not_evaluable").then(pl.concat_str(rid, pl.lit(f"; {ne_id}"))).otherwise(rid)
              if ne_id else rid).alias(f"{kind}_recovery_rule"),
             pl.col("reason").fill_null(pl.lit(f"no {label} from day 0 on.")).alias(f"{kind}_recovery_reason"),

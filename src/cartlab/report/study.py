@@ -21,6 +21,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab.errors import debug_from_env
 from cartlab.io.atomic import EXPORT_MARKER, check_output_path, export_folder
 from cartlab.io.csv_safe import DEFAULT_CSV_FORMULA_GUARD, check_guard, write_safe_csv
 from cartlab.model import Study
@@ -299,11 +300,6 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
     return _env().get_template("index.html.j2").render(**ctx)
 
 
-def _debug_env() -> bool:
-    """``CARTLAB_DEBUG=1`` (as ``cartlab --debug``): warnings may name subjects."""
-    return os.environ.get("CARTLAB_DEBUG", "").lower() in ("1", "true", "yes")
-
-
 def _manifest(analysis) -> dict[str, Any]:
     """The analysis's manifest (``Analysis.manifest()``: inputs, options, criteria versions, engines,
     skipped, warnings) without the engines' run times, so that the same report is the same bytes."""
@@ -371,7 +367,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
     out = check_report_folder(out_dir, force)
     from cartlab.kinetics.exposure import subject_ids_in_warnings
 
-    named = _debug_env() if name_subjects_in_warnings is None else name_subjects_in_warnings
+    named = debug_from_env() if name_subjects_in_warnings is None else name_subjects_in_warnings
     with subject_ids_in_warnings(named):  # stderr is a log: counts, the ids stay in the tables (issue 17)
         analysis = _analysis(study, protocol, analysis)
         if summary is None:

@@ -134,7 +134,7 @@ def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: fl
         wts = np.full(len(draws), 1.0 / len(draws)) if wts is None else wts
         fc = outcome_arrays(_T_GRID, with_recorded(ob.simulate(draws, t_out=_T_GRID, clinic=clinic), rec,
                                                     truth.clinic_days, from_day))
-        q = _wquantile(fc["car_cmax"], wts, [0.05, 0.25, 0.5, 0.75, 0.95])
+        q = weighted_quantile(fc["car_cmax"], wts, [0.05, 0.25, 0.5, 0.75, 0.95])
         tp = float(true_out["car_cmax"][r])
         rows.append({"patient": int(index[r]), "true_peak": tp, "median": q[2], "pi50_lo": q[1], "pi50_hi": q[3],
                      "pi90_lo": q[0], "pi90_hi": q[4], "in_pi50": bool(q[1] <= tp <= q[3]),
@@ -151,11 +151,6 @@ def forecast_calibration(n: int = 500, *, seed: int = HELDOUT_SEED, from_day: fl
     if out is not None:
         return pl.read_ndjson(out)
     return pl.DataFrame(rows)
-
-
-def _wquantile(v: np.ndarray, w: np.ndarray, qs) -> np.ndarray:
-    """Weighted quantiles (inverse of the weighted empirical CDF, midpoint rule), as a forecast's."""
-    return weighted_quantile(v, w, qs)
 
 
 def calibration_metrics(per_patient: pl.DataFrame) -> dict[str, float]:
