@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from cartlab import __version__
-from cartlab.errors import CartlabError, CartlabWarning, EngineError
+from cartlab.errors import CartlabError, CartlabWarning, EngineError, SubjectsWarning, warning_text
 from cartlab.io.atomic import atomic_file
 from cartlab.model import SUBJECT_SUMMARY, SUBJECT_SUMMARY_COLUMNS, Study
 from cartlab.steps import STEPS, SUMMARY_SOURCES, Step, protocol_steps
@@ -569,9 +569,9 @@ class Analysis:
                 self._skip(step, lacking, f"needs {', '.join(step.inputs)}, which could not be derived for "
                            "these subjects", step.fix, partial=True)
             else:
-                self.warnings.append({"engine": step.engine, "message": f"computed without {len(lacking)} "
-                                      f"subject(s) whose {', '.join(step.inputs)} could not be derived: "
-                                      f"{', '.join(lacking[:20])}{' ...' if len(lacking) > 20 else ''}"})
+                self.warnings.append({"engine": step.engine, "message": warning_text(SubjectsWarning(
+                    f"computed without {len(lacking)} subject(s) whose {', '.join(step.inputs)} could not be "
+                    "derived: {subjects}", lacking, "analysis.json ('skipped')"))})
         self.progress(step.engine)
         start = time.perf_counter()
         result = self._run_isolated(step, ids)
@@ -597,7 +597,7 @@ class Analysis:
             out = step.run(study, self.options, **inputs)
         for w in caught:
             if issubclass(w.category, CartlabWarning):
-                entry = {"engine": step.engine, "message": str(w.message)}
+                entry = {"engine": step.engine, "message": warning_text(w.message)}
                 if entry not in self.warnings:
                     self.warnings.append(entry)
             else:

@@ -17,6 +17,10 @@ recorded row) are :class:`CartlabWarning`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 
 class CartlabError(Exception):
     """Base class of every expected cartlab error (exit code 1 unless a subclass says otherwise)."""
@@ -48,3 +52,58 @@ def debug_from_env() -> bool:
     import os
 
     return os.environ.get("CARTLAB_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+# ------------------------------------------------------------------------------------------------
+# warnings that name subjects: named for ``cartlab analyze`` and the API, counted on a log
+
+
+#: whether warnings printed now may name subjects (see :func:`subject_ids_in_warnings`)
+_NAME_SUBJECTS: ContextVar[bool] = ContextVar("cartlab_name_subjects", default=True)
+
+
+def names_subjects() -> bool:
+    """Whether warnings shown now may name subjects (False inside ``subject_ids_in_warnings(False)``:
+    ``cartlab report`` without ``--debug``, whose terminal output is a log)."""
+    return _NAME_SUBJECTS.get()
+
+
+@contextmanager
+def subject_ids_in_warnings(named: bool) -> Iterator[None]:
+    """While active (this thread / task), warnings printed on the terminal name subjects (``named``)
+    or give the words of :attr:`SubjectsWarning.unnamed` (a pointer to the table naming them). The
+    warnings recorded in ``Analysis.warnings`` (and ``analysis.json``) keep the ids either way."""
+    token = _NAME_SUBJECTS.set(bool(named))
+    try:
+        yield
+    finally:
+        _NAME_SUBJECTS.reset(token)
+
+
+class SubjectsWarning(CartlabWarning):
+    """A :class:`CartlabWarning` that names subjects. ``template`` holds ``{subjects}``: ``str()`` puts
+    the ids there (``labels`` when given, e.g. "S1 (22 d)"; at most ``limit``, then "(+N more)");
+    :attr:`unnamed` puts "named in ``where``" there instead (or is given), for output that is a log
+    (``cartlab report``). ``subject_ids``: every id, in order, without repeats. Use :func:`warning_text`
+    for the text to record or show now."""
+
+    def __init__(self, template: str, ids, where: str, labels=None, limit: int = 20, unnamed: str | None = None):
+        self.subject_ids = list(dict.fromkeys(ids))
+        shown = list(labels) if labels is not None else self.subject_ids
+        named = ", ".join(str(s) for s in shown[:limit]) + (
+            f" (+{len(shown) - limit} more)" if len(shown) > limit else "")
+        self.template, self.where = template, where
+        self.unnamed = unnamed if unnamed is not None else template.replace(
+            "{subjects}", f"named in {where} (cartlab --debug names them here)")
+        super().__init__(template.replace("{subjects}", named))
+
+    def __reduce__(self):  # a plain CartlabWarning with the named text (e.g. across processes)
+        return CartlabWarning, (str(self),)
+
+
+def warning_text(message) -> str:
+    """The text of a warning (its message) to record or show now: a :class:`SubjectsWarning` names
+    its subjects unless :func:`names_subjects` is False (then its :attr:`~SubjectsWarning.unnamed`)."""
+    if isinstance(message, SubjectsWarning) and not names_subjects():
+        return message.unnamed
+    return str(message)

@@ -283,12 +283,12 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
         if refused:  # inputs dosing refuses (a weight of 1.5 kg, creatinine 25 mg/dL ...): said, not dropped
             import warnings
 
-            from cartlab.errors import CartlabWarning
+            from cartlab.errors import SubjectsWarning
 
-            warnings.warn(CartlabWarning(
-                f"no plan for {len(refused)} subject(s) (dose_plan.csv has no rows for them): "
-                + "; ".join(f"{sid}: {why}" for sid, why in refused[:20]) + (" ..." if len(refused) > 20 else "")),
-                stacklevel=2)
+            warnings.warn(SubjectsWarning(
+                f"no plan for {len(refused)} subject(s) (dose_plan.csv has no rows for them): {{subjects}}",
+                [sid for sid, _ in refused], "the report's dosing section",
+                labels=[f"{sid}: {why}" for sid, why in refused]), stacklevel=2)
         return {
             "dose_plan": pl.concat(plans) if plans else pl.DataFrame(schema={"subject_id": pl.String,
                                                                            **DOSE_PLAN_SCHEMA}),

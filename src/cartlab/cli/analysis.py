@@ -240,7 +240,12 @@ def report_cmd(
         raise _usage(f"no subject {subject!r} in {study}")
     if subject:  # engines are per subject (batched runs agree): analyse this one, report only its problems
         data = data.subset([subject])
-    with _progress("writing report", total=1 if subject else len(data.subject_ids)) as step:
+    from cartlab.errors import subject_ids_in_warnings
+
+    # the terminal output of a report is a log: warnings and the "not analysed" table give counts and
+    # point to the tables naming the subjects (--debug names them), issue 17
+    with subject_ids_in_warnings(_debug(ctx)), \
+            _progress("writing report", total=1 if subject else len(data.subject_ids)) as step:
         analysis = Analysis(data, options, protocol=proto, progress=step)
         summary = analysis.subject_summary()
         try:
@@ -254,7 +259,7 @@ def report_cmd(
                                           name_subjects_in_warnings=_debug(ctx))
         except OSError as exc:  # e.g. --out /proc/x: the user's path, never an internal temporary folder
             raise write_error(out, exc, "the report folder") from exc
-    _print_skipped(analysis)
+        _print_skipped(analysis)
     console.print(f"[green]report:[/] {path}")
 
 

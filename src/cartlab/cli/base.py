@@ -260,8 +260,10 @@ def _read_or_exit(folder: Path, study_id: str | None = None, csv_dialect: str = 
 def _print_warnings(warnings, limit: int = 50) -> None:
     from rich.markup import escape
 
+    from cartlab.errors import warning_text
+
     for w in warnings[:limit]:
-        err.print(f"  [yellow]![/] {escape(str(w))}", soft_wrap=True, highlight=False)
+        err.print(f"  [yellow]![/] {escape(warning_text(w))}", soft_wrap=True, highlight=False)
     if len(warnings) > limit:
         err.print(f"  ... and {len(warnings) - limit} more warnings (cartlab validate --json lists them all)")
 
@@ -301,14 +303,22 @@ def _print_skipped(analysis) -> None:
     """A short table of what could not be analysed (the details are in analysis.json)."""
     from rich.markup import escape
 
+    from cartlab.errors import names_subjects
+
+    named = names_subjects()  # False: cartlab report without --debug (its terminal output is a log)
     if analysis.skipped:
         t = Table(title="not analysed (see analysis.json, 'skipped')", header_style="bold", title_justify="left")
         for c in ("engine", "subjects", "reason", "how to fix"):
             t.add_column(c, overflow="fold")
         for sk in analysis.skipped[:30]:
             who = "all" if sk.subjects is None else (", ".join(sk.subjects[:6]) + (
-                f" (+{len(sk.subjects) - 6})" if len(sk.subjects) > 6 else ""))
-            t.add_row(escape(sk.engine), escape(who), escape(sk.reason), escape(sk.fix))
+                f" (+{len(sk.subjects) - 6})" if len(sk.subjects) > 6 else "")) if named else (
+                f"{len(sk.subjects)} (named in analysis.json)")
+            reason = sk.reason
+            if not named:  # an engine's error may name the subject it failed on
+                for sid in sorted(sk.subjects or (), key=len, reverse=True):
+                    reason = reason.replace(sid, "[subject]")
+            t.add_row(escape(sk.engine), escape(who), escape(reason), escape(sk.fix))
         err.print(t)
         if len(analysis.skipped) > 30:
             err.print(f"... and {len(analysis.skipped) - 30} more")

@@ -22,7 +22,7 @@ from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, decision, load_table
 from cartlab.criteria.compile import Range
 from cartlab.criteria.model import Leaf
-from cartlab.errors import CartlabWarning
+from cartlab.errors import SubjectsWarning
 from cartlab.grading.common import assessment_start, rows_from_start
 from cartlab.grading.crs import episodes
 from cartlab.model import Study
@@ -109,10 +109,10 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         for param, who in (("ICE", f"under {age}"), ("CAPD", f"aged {age} or more")):
             ids = ignored.filter(pl.col("param") == param)["subject_id"].unique(maintain_order=True).to_list()
             if ids:
-                warnings.warn(CartlabWarning(
-                    f"{param} scores of subject(s) {who} are not graded (ASTCT "
-                    f"2019: ICE from age {opts['ice_min_age_years']:g}, CAPD below): {', '.join(ids[:20])}"
-                    f"{' ...' if len(ids) > 20 else ''}"), stacklevel=2)
+                warnings.warn(SubjectsWarning(
+                    f"{param} scores of {len(ids)} subject(s) {who} are not graded (ASTCT "
+                    f"2019: ICE from age {opts['ice_min_age_years']:g}, CAPD below): {{subjects}}", ids,
+                    "the warnings of cartlab analyze (analysis.json)"), stacklevel=2)
     scores = scores.filter(use)
     # the day's worst score: the lowest ICE (interval: lowest lower and upper bounds), the highest CAPD
     ice = (

@@ -42,7 +42,7 @@ import polars as pl
 from cartlab._days import day_expr, day_text
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
-from cartlab.errors import CartlabWarning
+from cartlab.errors import SubjectsWarning
 from cartlab.kinetics.agents import car_t_infusions
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -126,13 +126,12 @@ def _warn_date_only(study: Study, prof: pl.DataFrame, options: CarKineticsOption
                                       & pl.col("subject_id").is_in(timed.implode()))["subject_id"].unique().sort()
     dated = [sid for sid in dated.to_list() if sid in set(prof["subject_id"].to_list())]
     if dated:
-        warnings.warn(CartlabWarning(
+        warnings.warn(SubjectsWarning(
             f"{len(dated)} subject(s) have CAR-T samples given as dates without a clock time (or as whole days) "
-            f"while the infusion has "
-            f"one: their times from the infusion count from midnight (a day-14 sample after a 14:00 infusion is "
-            f"13.42 days), which can leave no sample on day 28 for car_auc_0_28; --set "
-            f"kinetics.date_only_samples=calendar_day counts them in whole days: {', '.join(dated[:20])}"
-            f"{' ...' if len(dated) > 20 else ''}"), stacklevel=3)
+            "while the infusion has one: their times from the infusion count from midnight (a day-14 sample "
+            "after a 14:00 infusion is 13.42 days), which can leave no sample on day 28 for car_auc_0_28; --set "
+            "kinetics.date_only_samples=calendar_day counts them in whole days: {subjects}", dated,
+            "the warnings of cartlab analyze (analysis.json)"), stacklevel=3)
 
 
 def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:

@@ -27,7 +27,7 @@ Who is counted:
   (day 7)", from ``car_not_evaluable`` of the kinetics summary) or negative. Every
   excluded subject is named with its reason in ``excluded`` (``n_excluded`` counts them), and a
   :class:`~cartlab.errors.CartlabWarning` names them once per call (``cartlab analyze`` records it
-  in ``analysis.json``); inside :func:`subject_ids_in_warnings` ``(False)`` (``cartlab report``) the
+  in ``analysis.json``); inside :func:`cartlab.errors.subject_ids_in_warnings` ``(False)`` (``cartlab report``) the
   warning gives their count per reason and points to ``exposure_response.csv`` instead.
 """
 
@@ -35,48 +35,37 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from cartlab._deprecated import renamed
+from cartlab.errors import names_subjects, subject_ids_in_warnings
 
 __all__ = ["OUTCOMES", "derive_exposure_response", "derive_exposure_response_frame", "left_out_message",
            "plot_exposure_response", "subject_ids_in_warnings"]
 
-#: whether the warning of the subjects left out names them (True: ``cartlab analyze`` and the API) or
-#: gives their count and points to ``exposure_response.csv`` (the report: stderr is a log, issue 17)
-_NAME_SUBJECTS: ContextVar[bool] = ContextVar("cartlab_exposure_name_subjects", default=True)
-
-
-@contextmanager
-def subject_ids_in_warnings(named: bool) -> Iterator[None]:
-    """While active (this thread / task), the exposure-response warning names the subjects left out
-    (``named``) or only counts them and points to ``exposure_response.csv`` (column ``excluded``), where
-    every excluded subject stays named with its reason."""
-    token = _NAME_SUBJECTS.set(bool(named))
-    try:
-        yield
-    finally:
-        _NAME_SUBJECTS.reset(token)
-
-
 def left_out_message(left_out: dict[str, list[str]]) -> str:
     """The warning about the subjects left out of exposure-response rows (``left_out``: reason -> ids):
-    the ids (at most 20 per reason) when :func:`subject_ids_in_warnings` allows it (the default), else
-    the count per reason and a pointer to ``exposure_response.csv``."""
-    if _NAME_SUBJECTS.get():
-        parts = [f"{why}: {', '.join(ids[:20])}" + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
-                 for why, ids in left_out.items()]
-        return "subjects left out (exposure_response.csv, column excluded) -- " + " | ".join(parts)
+    the ids (at most 20 per reason) when :func:`cartlab.errors.subject_ids_in_warnings` allows it (the
+    default), else the count per reason and a pointer to ``exposure_response.csv``."""
+    return _left_out_named(left_out) if names_subjects() else _left_out_counted(left_out)
+
+
+def _left_out_named(left_out: dict[str, list[str]]) -> str:
+    parts = [f"{why}: {', '.join(ids[:20])}" + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
+             for why, ids in left_out.items()]
+    return "subjects left out (exposure_response.csv, column excluded) -- " + " | ".join(parts)
+
+
+def _left_out_counted(left_out: dict[str, list[str]]) -> str:
     every = {i for ids in left_out.values() for i in ids}
     parts = [f"{why}: {len(dict.fromkeys(ids))}" for why, ids in left_out.items()]
     return (f"{len(every)} subject(s) left out -- " + " | ".join(parts) + " -- named in exposure_response.csv, "
             "column excluded (cartlab analyze writes it); CARTLAB_DEBUG=1 names them here")
+
 
 def _orr_categories() -> list[str]:
     from cartlab.response.best import BestResponseOptions
@@ -215,9 +204,10 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
     for param, unit, part in groups:
         rows += [{"param": param, "unit": unit, **r} for r in _rows(part, exposures, outcomes, left_out)]
     if left_out:
-        from cartlab.errors import CartlabWarning
+        from cartlab.errors import SubjectsWarning
 
-        warnings.warn(CartlabWarning(left_out_message(left_out)), stacklevel=2)
+        warnings.warn(SubjectsWarning(_left_out_named(left_out), [i for ids in left_out.values() for i in ids],
+                                      "exposure_response.csv", unnamed=_left_out_counted(left_out)), stacklevel=2)
     return pl.DataFrame(rows, infer_schema_length=None,
                         schema_overrides={"excluded": pl.String, "param": pl.String, "unit": pl.String})
 

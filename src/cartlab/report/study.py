@@ -360,12 +360,13 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
     ``csv_formula_guard``: ``quote`` (default) prefixes ``'`` to a text cell of ``subject_summary.csv``
     starting with ``= + - @``, tab, CR or NUL, so a spreadsheet shows it as text (OWASP CSV Injection;
     :mod:`cartlab.io.csv_safe`), ``off`` writes the cells as they are; recorded in ``analysis.json``.
-    ``name_subjects_in_warnings``: whether warnings raised while the report is made name subjects
-    (exposure-response exclusions) or give counts and point to the table naming them; None: only
-    with ``CARTLAB_DEBUG=1`` (:func:`cartlab.kinetics.exposure.subject_ids_in_warnings`)."""
+    ``name_subjects_in_warnings``: whether warnings raised while the report is made (and recorded in
+    the analysis it computes) name subjects or give counts and point to the table naming them; None:
+    only with ``CARTLAB_DEBUG=1`` (:func:`cartlab.errors.subject_ids_in_warnings`). An ``analysis``
+    passed in keeps the warnings it recorded when it was made."""
     check_guard(csv_formula_guard)
     out = check_report_folder(out_dir, force)
-    from cartlab.kinetics.exposure import subject_ids_in_warnings
+    from cartlab.errors import subject_ids_in_warnings
 
     named = debug_from_env() if name_subjects_in_warnings is None else name_subjects_in_warnings
     with subject_ids_in_warnings(named):  # stderr is a log: counts, the ids stay in the tables (issue 17)

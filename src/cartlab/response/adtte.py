@@ -25,7 +25,7 @@ import polars as pl
 
 from cartlab._yaml import load_yaml
 from cartlab.criteria.options import CriteriaOptions
-from cartlab.errors import CartlabWarning
+from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -641,9 +641,9 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
             "--set endpoints.efs_landmark_day=28"), stacklevel=2)
     censored = sorted(set(rows.filter(pl.col("rule") == "censor.last_record")[_SID].to_list()))
     if censored:
-        warnings.warn(CartlabWarning(
+        warnings.warn(SubjectsWarning(
             f"{len(censored)} subject(s) have no last_followup_day and were censored at their last recorded row "
-            f"(ADTTE rule censor.last_record): {', '.join(censored[:20])}{' ...' if len(censored) > 20 else ''}"),
+            "(ADTTE rule censor.last_record): {subjects}", censored, "adtte.csv (rule censor.last_record)"),
             stacklevel=2)
     return rows.with_columns(pl.lit(study.study_id, dtype=pl.String).alias("STUDYID")).select(
         list(ADTTE_SCHEMA)).cast(ADTTE_SCHEMA)

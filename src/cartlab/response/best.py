@@ -23,7 +23,7 @@ import polars as pl
 from cartlab._deprecated import renamed
 from cartlab.criteria import load_raw as load_criteria
 from cartlab.criteria.options import CriteriaOptions
-from cartlab.errors import CartlabWarning
+from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
 from cartlab.response.marrow import (
@@ -275,9 +275,9 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             "could_be": could_be, "missing_inputs": list(missing) if could_be else [],
         })
     if no_disease:
-        warnings.warn(CartlabWarning(
+        warnings.warn(SubjectsWarning(
             f"{len(no_disease)} subject(s) have no disease in subjects.csv, so no response criteria were applied: "
-            f"{', '.join(no_disease[:20])}{' ...' if len(no_disease) > 20 else ''}"), stacklevel=2)
+            "{subjects}", no_disease, "best_response.csv (column reason)"), stacklevel=2)
     for disease in unsupported:  # one message per disease (the same in every batch of a batched analysis)
         warnings.warn(CartlabWarning(
             f"disease {disease!r}: cartlab has no response criteria for it yet (it has AML: ELN 2022; B-ALL, T-ALL, "
