@@ -226,6 +226,9 @@ def report_cmd(
     from cartlab.report.study import check_report_folder
 
     _refuse_out_arg("report", study, out_arg)
+    from cartlab.io.csv_safe import check_guard
+
+    check_guard(csv_formula_guard)  # a bad value is one message before any work (not after the analysis)
     # the output folder first: a bad --out is one message naming it, before any work
     if subject:
         check_output_path(out, "folder", "the report")

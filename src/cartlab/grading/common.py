@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.criteria import load_raw as _load_raw
+from cartlab.io.clock import is_timed
 from cartlab.provenance import EVIDENCE, evidence_ref, unique_refs  # noqa: F401  (one definition, re-exported)
 
 
@@ -39,15 +40,6 @@ def expand_days(frame: pl.DataFrame, start: str = "start_day", end: str = "end_d
 
 #: values of the ``first_day`` option of the ASTCT CRS/ICANS engines besides a study day
 FIRST_DAY_MODES = ("infusion", "all")
-
-
-def is_timed(day: str, datetime: str | None) -> pl.Expr:
-    """A row whose time of day is known: a fractional ``day`` (14.5 is noon of day 14) or a
-    ``datetime`` with a clock time; a whole-number day or a date alone says only which day."""
-    out = (pl.col(day) != pl.col(day).floor()).fill_null(False)
-    if datetime is not None:
-        out = out | pl.col(datetime).cast(pl.String).str.contains(r"\d[T ]\d").fill_null(False)
-    return out
 
 
 def assessment_start(study: Any, first_day: Any) -> pl.DataFrame | None:

@@ -26,6 +26,7 @@ from cartlab.criteria.model import COMPARE
 from cartlab.grading.common import load_criteria
 from cartlab.grading.vasopressors import TABLE as VASOPRESSOR_TABLE
 from cartlab.grading.vasopressors import UNSPECIFIED, normalize_agent, vocabulary
+from cartlab.io.clock import is_timed
 from cartlab.provenance import evidence_ref, row_ref
 from cartlab.units import UnitError, conversion
 
@@ -70,16 +71,10 @@ def _unit_rule(dose_unit: str, unit: str) -> tuple[str, float | None, str | None
     return ("div" if per_kg_target else "mul"), scale, None
 
 
-def _precise(value: str, dt: str) -> pl.Expr:
-    """A time point known to better than a day: a datetime with a time, or a fractional day."""
-    clock = pl.col(dt).str.contains("T", literal=True) | pl.col(dt).str.contains(":", literal=True)
-    return clock.fill_null(False) | (pl.col(value) != pl.col(value).floor())
-
-
 def _time_bounds(mode: str) -> list[pl.Expr]:
     """s_lo, s_hi, e_lo, e_hi (days) of an intervention row under ``day_precision`` ``mode``."""
     s, e = pl.col("start_day"), pl.col("end_day")
-    sp, ep = _precise("start_day", "start_datetime"), _precise("end_day", "end_datetime")
+    sp, ep = is_timed("start_day", "start_datetime"), is_timed("end_day", "end_datetime")
     no_end = e.is_null()
     if mode == "full_days":
         s_hi = s
@@ -100,7 +95,7 @@ def _check_order(iv: pl.DataFrame) -> None:
     """An infusion that ends before it starts: a calendar day before the start's, or both ends timed
     and the end earlier (the study folder reader refuses these; an API caller gets the message)."""
     e, st = pl.col("end_day"), pl.col("start_day")
-    both_timed = _precise("start_day", "start_datetime") & _precise("end_day", "end_datetime")
+    both_timed = is_timed("start_day", "start_datetime") & is_timed("end_day", "end_datetime")
     bad = iv.filter((e.floor() < st.floor()) | ((e < st) & both_timed)).head(1).to_dicts()
     if bad:
         r = bad[0]

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cartlab.grading.ctcae_criteria import CompiledTable, Entry, Label
+from cartlab.criteria.model import Leaf, leaves
+from cartlab.grading.ctcae_criteria import CompiledTable, Entry, Label, _indicator
 from cartlab.grading.ctcae_options import CtcaeOptions
 
 __all__ = ["baseline_readings", "column_note", "unknown_baseline_outcomes", "us_columns"]
@@ -25,9 +26,11 @@ __all__ = ["baseline_readings", "column_note", "unknown_baseline_outcomes", "us_
 def baseline_readings(table: CompiledTable, entry: Entry, hi: list[str], lo: list[str]) -> list[tuple[str, str]]:
     """The BNRIND values a row without one could have had, when the entry's rules read BNRIND:
     (value, words) for abnormal high and abnormal low (the missing value itself is the normal reading)."""
-    text = repr([r.when for r in table.decision(entry, hi, lo).rules])
-    return [(v[0], w) for v, w, name in ((hi, "abnormal high", "high_indicator"), (lo, "abnormal low", "low_indicator"))
-            if v and name in text]
+    read = {_indicator(v) for r in table.decision(entry, hi, lo).rules for cond in r.when for leaf in leaves(cond)
+            if isinstance(leaf, Leaf) and leaf.feature == "bnrind"
+            for v in (leaf.value if isinstance(leaf.value, tuple) else (leaf.value,))}
+    return [(v[0], w) for v, w, which in ((hi, "abnormal high", "high"), (lo, "abnormal low", "low"))
+            if v and which in read]
 
 
 def unknown_baseline_outcomes(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarray, labels: list[Label],

@@ -36,6 +36,21 @@ _NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
 US_PER_DAY = 86_400e6
 
 
+def has_clock_time(dt: pl.Expr) -> pl.Expr:
+    """A date-time text with a clock time (``2024-03-15T12:00``, ``2024-03-15 12:00``); a date alone or
+    a null is False. The one "has a clock time" test of cartlab (reader checks and engines)."""
+    return dt.cast(pl.String).str.contains(r"\d[T ]\d").fill_null(False)
+
+
+def is_timed(day: str, datetime: str | None = None) -> pl.Expr:
+    """A row whose time of day is known: a fractional ``day`` (14.5 is noon of day 14) or a
+    ``datetime`` with a clock time; a whole-number day or a date alone says only which day."""
+    out = (pl.col(day) != pl.col(day).floor()).fill_null(False)
+    if datetime is not None:
+        out = out | has_clock_time(pl.col(datetime))
+    return out
+
+
 def wall_clock(expr: pl.Expr) -> pl.Expr:
     """ISO 8601 text -> the date and clock time as written (naive Datetime, any UTC offset left
     unapplied); a date alone is its midnight; null where the text is not an ISO 8601 date-time."""

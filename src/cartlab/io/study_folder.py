@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.errors import InputError
-from cartlab.io.clock import day_number, day_zero, wall_clock
+from cartlab.io.clock import day_number, day_zero, has_clock_time, is_timed, wall_clock
 from cartlab.io.course_checks import ABSENT_FILE_MEANS, records_after_death
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.duplicates import drop_duplicates
@@ -260,7 +260,7 @@ class _FileReader:
             # (see docs "Reading a study folder")
             both = pl.col(day_col).is_not_null() & has_dt & pl.col("__anchor").is_not_null()
             same_day = (pl.col(day_col) % 1 == 0) & (derived.floor() == pl.col(day_col))
-            date_only = ~pl.col(dt_col).str.contains(r"\d[T ]\d")
+            date_only = ~has_clock_time(pl.col(dt_col))
             same_date = date_only & (pl.col(day_col).floor() == derived)
             agree = same_day | same_date | ((pl.col(day_col) - derived).abs() <= 1.0 / 1440.0)
             self.flag(
@@ -559,13 +559,10 @@ def _interventions(r: _FileReader) -> pl.DataFrame:
     # spec "Derivation conventions": days are calendar days, and an intervention covers every day from
     # start_day to end_day inclusive: an end on the start's calendar day is no error (a date-only end
     # after a timed start, start_day 2.5 with end_day 2); a timed end before a timed start is
-    def timed(day: str, dt: str) -> pl.Expr:
-        return (pl.col(day) % 1 != 0) | pl.col(dt).str.contains(r"\d[T ]\d").fill_null(False)
-
     start, end = pl.col("start_day"), pl.col("end_day")
     before = end.is_not_null() & start.is_not_null() & (end < start)
     r.flag(
-        before & ((end.floor() < start.floor()) | (timed("start_day", "start_datetime") & timed("end_day", "end_datetime"))),
+        before & ((end.floor() < start.floor()) | (is_timed("start_day", "start_datetime") & is_timed("end_day", "end_datetime"))),
         "end_day",
         "the intervention ends before it starts",
         by=pl.lit(None),

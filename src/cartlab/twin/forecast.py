@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import polars as pl
@@ -172,22 +173,41 @@ def probability_text(p: float, n: int) -> str:
 def weighted_quantile(v: np.ndarray, w: np.ndarray | None, qs, axis: int = 0) -> np.ndarray:
     """Quantiles ``qs`` of ``v`` along ``axis`` with draw weights ``w`` (None: equal weights, numpy's
     default quantile). Weighted: the inverse of the weighted empirical CDF, midpoint rule, so equal
-    weights give numpy's "hazen" quantiles; draws of weight 0 are left out. Returns shape (len(qs),) + the other axes of ``v``."""
-    v = np.asarray(v, float)
+    weights give numpy's "hazen" quantiles; draws of weight 0 are left out. A NaN (a draw the solver
+    could not follow) is left out of its own column, never interpolated through; an all-NaN column
+    gives NaN. Returns shape (len(qs),) + the other axes of ``v``."""
+    v = np.moveaxis(np.asarray(v, float), axis, 0)
     if w is None:
-        return np.quantile(v, qs, axis=axis)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: NaN, said by the caller
+            return np.nanquantile(v, qs, axis=0)
     w = np.asarray(w, float)
-    v = np.moveaxis(v, axis, 0)
     if np.any(w <= 0):  # a draw without weight has no mass: it must not stretch the interpolation
         v, w = v[w > 0], w[w > 0]
-    o = np.argsort(v, axis=0)
-    vs = np.take_along_axis(v, o, axis=0)
-    ws = w[o]
-    cw = (np.cumsum(ws, axis=0) - 0.5 * ws) / w.sum()
-    flat_v = vs.reshape(vs.shape[0], -1)
-    flat_c = cw.reshape(cw.shape[0], -1)
-    out = np.stack([np.interp(qs, flat_c[:, j], flat_v[:, j]) for j in range(flat_v.shape[1])], axis=-1)
-    return out.reshape((len(qs),) + vs.shape[1:])
+    flat = v.reshape(v.shape[0], int(np.prod(v.shape[1:], dtype=np.int64)))
+    if flat.shape[0] == 0:  # no draw with weight
+        return np.full((len(qs),) + v.shape[1:], np.nan)
+    o = np.argsort(flat, axis=0)  # NaN last
+    vs = np.take_along_axis(flat, o, axis=0)
+    valid = ~np.isnan(vs)
+    ws = np.where(valid, w[o], 0.0)
+    total = ws.sum(axis=0)
+    cw = (np.cumsum(ws, axis=0) - 0.5 * ws) / np.where(total > 0, total, 1.0)
+    nv = valid.sum(axis=0)
+    last = np.maximum(nv - 1, 0)
+    cols = np.arange(flat.shape[1])
+    out = np.empty((len(qs), flat.shape[1]))
+    for k, q in enumerate(np.asarray(qs, float)):  # np.interp per column, vectorised over the columns
+        above = (cw > q) & valid
+        hi = np.where(above.any(axis=0), above.argmax(axis=0), nv)
+        lo = np.clip(hi - 1, 0, last)
+        hc = np.clip(hi, 0, last)
+        c_lo, c_hi = cw[lo, cols], cw[hc, cols]
+        frac = np.where(c_hi > c_lo, (q - c_lo) / np.where(c_hi > c_lo, c_hi - c_lo, 1.0), 0.0)
+        val = vs[lo, cols] + np.clip(frac, 0.0, 1.0) * (vs[hc, cols] - vs[lo, cols])
+        val = np.where(hi == 0, vs[0, cols], np.where(hi >= nv, vs[last, cols], val))
+        out[k] = np.where(nv == 0, np.nan, val)
+    return out.reshape((len(qs),) + v.shape[1:])
 
 
 def forecast_table(t: np.ndarray, sim, n_effective: int | None = None, weights: np.ndarray | None = None) -> pl.DataFrame:
