@@ -98,3 +98,24 @@ def test_ctcae_baseline_readings_found_from_the_rule_leaves():
     assert all(r == [("H", "abnormal high")] for r in found.values()), found
     ids = " ".join(found).lower()
     assert "alanine" in ids or "alt" in ids
+
+
+def test_adtte_error_names_the_day_it_compared():
+    """s34 diff review B7: EFS is censored at the last response assessment (ELN 2022 Table 9); a CR
+    recorded on day -2 with follow-up to day 100 used to raise "last known alive on day 100 ... before
+    the clock start 0", which is false. The message names the day compared."""
+    import pytest
+
+    from cartlab.errors import InputError
+    from cartlab.model import Study, conform
+    from cartlab.response import derive_adtte
+
+    study = Study(study_id="T", subjects=conform(pl.DataFrame({"subject_id": ["X"], "last_followup_day": [100.0]}),
+                                                 "subjects"))
+    resp = pl.DataFrame({"subject_id": ["X"], "best_response": ["CR"], "best_response_day": [-2.0],
+                         "evidence": [["adrs:X0"]]})
+    with pytest.raises(InputError) as e:
+        derive_adtte(study, responses=resp)
+    msg = str(e.value)
+    assert "last response assessment, on day -2" in msg and "clock start 0" in msg
+    assert "last known alive on day 100" not in msg

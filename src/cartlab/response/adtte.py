@@ -558,6 +558,10 @@ def _raise_first_error(rows: pl.DataFrame, f: pl.DataFrame, opts: EndpointOption
             raise InputError(f"subject {sid}: death on day {s['death_day']:g} (events.csv) before the remission "
                              f"on day {s[rem]:g}")
         origin = 0.0 if r["PARAMCD"] in ("OS", "EFS", "LFS") else s[rem]
+        la = s.get("la_day") if r["PARAMCD"] == "EFS" and opts.efs_censor == "last_response_assessment" else None
+        if la is not None and la < origin <= (s["a_day"] if s["a_day"] is not None else -math.inf):
+            raise InputError(f"subject {sid}: EFS censored at the last response assessment, on day {la:g}, "
+                             f"before the clock start {origin:g}: check the response assessments' days")
         raise InputError(f"subject {sid}: last known alive on day {s['a_day']:g} (subjects.csv last_followup_day), "
                          f"before the clock start {origin:g}: check last_followup_day")
     missing = stops[_SID].to_list()
