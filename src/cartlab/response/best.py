@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Literal
 
 import polars as pl
 
@@ -53,6 +54,11 @@ class BestResponseOptions(CriteriaOptions):
       (e.g. ``allo_hsct``, ``new_therapy``) when it comes before relapse or death; by default, as the
       time-to-event endpoints (ELN 2022 Table 9 censors at neither), a relapse or death after them
       is still the event.
+    * ``dor_pr_end`` ("loss_of_response"): how a response outside ``response.relapse_after`` (PR,
+      and MLFS by default; ELN 2022 has relapse only after CR/CRh/CRi) ends: at the first later
+      counted assessment no longer in ``orr_categories`` (NE does not end it) or a ``relapse`` /
+      ``extramedullary_disease`` event, whichever first (rule ``response.loss_of_response``, a cartlab
+      convention); "relapse_only" = only a relapse (never, for such a response) or death end it.
     * ``response``: options of the per-assessment criteria.
     """
 
@@ -60,6 +66,7 @@ class BestResponseOptions(CriteriaOptions):
     end_events: tuple[str, ...] = ("allo_hsct", "new_therapy")
     landmark_day: float | None = None
     dor_censor_events: tuple[str, ...] = ()
+    dor_pr_end: Literal["loss_of_response", "relapse_only"] = "loss_of_response"
     response: ResponseOptions = ResponseOptions()
 
     def __post_init__(self) -> None:
@@ -72,7 +79,8 @@ _BEST_SCHEMA = {
     "subject_id": pl.String, "criteria": pl.String, "best_response": pl.String,
     "best_response_mrd": pl.String, "best_response_day": pl.Float64, "mrd_negative": pl.Boolean,
     "n_assessments": pl.Int64, "first_response_day": pl.Float64, "responder": pl.Boolean,
-    "relapse_day": pl.Float64, "relapse_rule": pl.String, "mrd_relapse_day": pl.Float64,
+    "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
+    "mrd_relapse_day": pl.Float64, "mrd_relapse_reason": pl.String,
     "dor_days": pl.Float64, "dor_event": pl.Boolean, "dor_end_day": pl.Float64, "dor_end_reason": pl.String,
     "end_day": pl.Float64, "end_reason": pl.String,
     "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
@@ -133,6 +141,22 @@ def _days_between(start: float, end: float) -> float:
     return float(math.floor(end) - math.floor(start))
 
 
+def _loss_of_response(first: dict, window: list[dict], events: list[dict],
+                      orr_categories: tuple[str, ...]) -> tuple[float, str, list[str]] | None:
+    """Rule ``response.loss_of_response`` (cartlab convention): the end of a response after which the
+    criteria define no relapse (PR; MLFS unless in ``relapse_after``): the first later counted
+    assessment no longer in ``orr_categories`` (NE does not end it), or a ``relapse`` /
+    ``extramedullary_disease`` event on or after the response's calendar day; (day, reason, evidence)."""
+    cands = [(r["day"], f"loss of response ({r['category']} on day {r['day']:g} after {first['category']} on day "
+              f"{first['day']:g}; rule response.loss_of_response)", r["evidence"] or [])
+             for r in window if r["day"] > first["day"] and r["category"] not in orr_categories and r["category"] != "NE"][:1]
+    cands += [(float(e["day"]), f"loss of response ({e['event'].replace('_', ' ')} event on day {e['day']:g} after "
+               f"{first['category']} on day {first['day']:g}; rule response.loss_of_response)",
+               [z for z in [row_ref(e)] if z])
+              for e in events if math.floor(e["day"]) >= math.floor(first["day"])][:1]
+    return min(cands, key=lambda c: c[0]) if cands else None
+
+
 def derive_best_response(study: Study, options: BestResponseOptions | None = None,
                   assessments: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
     """Best overall response per subject, with time to response, relapse and duration of response.
@@ -167,6 +191,10 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         if r["response_day"] is not None and r["response_day"] <= limit.get(r["subject_id"], math.inf):
             rel.setdefault(r["subject_id"], r)
     alive = _last_known_alive(study)
+    evs: dict[str, list[dict]] = {}
+    for r in study.events.filter(pl.col("event").is_in(["relapse", "extramedullary_disease"])
+                                 & pl.col("day").is_not_null()).sort("day").iter_rows(named=True):
+        evs.setdefault(r["subject_id"], []).append(r)
     dor_censor = _end_days(study, options.dor_censor_events) if options.dor_censor_events else {}
     deaths = {r["subject_id"]: float(r["day"]) for r in
               study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
@@ -231,20 +259,25 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         # a relapse belongs to a response; one on the response's calendar day counts (as in ADTTE)
         if relapse_day is not None and (first is None or math.floor(relapse_day) < math.floor(first)):
             relapse_day = None
+        loss = None
+        if resp and options.dor_pr_end == "loss_of_response" and resp[0]["category"] not in \
+                options.response.resolved(load_criteria(crit, PACKAGE))["relapse_after"]:
+            loss = _loss_of_response(resp[0], window, evs.get(sid, []), options.orr_categories)
         death = deaths.get(sid)
         dor = dor_event = dor_end = dor_why = None
         if first is not None and death is not None and math.floor(death) < math.floor(first):
             notes.append(f"duration of response not derived: death on day {death:g} precedes the first response "
                          f"on day {first:g} (check the dates)")
         elif first is not None:
-            stop = min((d for d in (relapse_day, death) if d is not None), default=None)
+            stop = min((d for d in (relapse_day, None if loss is None else loss[0], death) if d is not None), default=None)
             cens = dor_censor.get(sid)
             if cens is not None and cens[0] >= first and (stop is None or cens[0] < stop):
                 dor_end, dor_event = cens[0], False  # option dor_censor_events
                 dor_why = f"{cens[1]} (option dor_censor_events)"
             elif stop is not None:
                 dor_end, dor_event = stop, True
-                dor_why = "relapse" if relapse_day is not None and relapse_day <= stop else "death"
+                dor_why = ("relapse" if relapse_day is not None and relapse_day <= stop
+                           else loss[1] if loss is not None and loss[0] <= stop else "death")
             else:  # censored when last known alive, after the last assessment at the latest
                 last = max((r["day"] for r in recs if r["day"] is not None), default=None)
                 known = alive.get(sid)
@@ -269,9 +302,15 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             "best_response_mrd": best["category_mrd"], "best_response_day": best["day"],
             "mrd_negative": best["mrd_negative"], "n_assessments": len(window), "first_response_day": first,
             "responder": first is not None, "relapse_day": relapse_day, "relapse_rule": rr.get("relapse_rule") if relapse_day is not None else None,
-            "mrd_relapse_day": rr.get("mrd_relapse_day") if first is not None else None, "dor_days": dor, "dor_event": dor_event,
+            "relapse_reason": (f"after {rr['response_category']} on day {rr['response_day']:g}: {rr['relapse_reason']}"
+                               if rr and first is not None else None),
+            "mrd_relapse_day": rr.get("mrd_relapse_day") if first is not None else None,
+            "mrd_relapse_reason": rr.get("mrd_relapse_reason") if first is not None else None,
+            "dor_days": dor, "dor_event": dor_event,
             "dor_end_day": dor_end, "dor_end_reason": dor_why, "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
-            "rule": best["rule"], "reason": reason, "evidence": best["evidence"],
+            "rule": best["rule"], "reason": reason,
+            "evidence": list(dict.fromkeys(best["evidence"] + ((rr.get("evidence") or []) if rr and first is not None else [])
+                                           + ([] if loss is None else loss[2]))),
             "could_be": could_be, "missing_inputs": list(missing) if could_be else [],
         })
     if no_disease:

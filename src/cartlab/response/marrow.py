@@ -68,7 +68,8 @@ class ResponseOptions(CriteriaOptions):
     ``cri_min_recovered_counts`` 0 makes CRi "either count may be short"; ``missing_pb_blasts``
     "not_evaluable" makes a marrow that would be CR/CRh/CRi/MLFS but has no PBBLAST within the
     count window NE, naming the categories still possible, "assume_absent" reads the missing value
-    as no circulating blasts (and the reason says so).
+    as no circulating blasts (and the reason says so). ``missing_cellularity``, ``same_day_marrow``,
+    ``relapse_after``, ``mrd_relapse_same_specimen``, ``all_count_strict``: see the table's comments.
     """
 
     criteria_package = "cartlab.response"
@@ -83,6 +84,11 @@ class ResponseOptions(CriteriaOptions):
     mrd_threshold: int | float | None = None
     mrd_threshold_inclusive: bool | None = None
     missing_pb_blasts: Literal["not_evaluable", "assume_absent"] | None = None
+    missing_cellularity: Literal["assume_adequate", "not_evaluable"] | None = None
+    same_day_marrow: Literal["highest", "not_evaluable"] | None = None
+    relapse_after: tuple[Literal["CR", "CRh", "CRi", "MLFS", "PR"], ...] | None = None
+    mrd_relapse_same_specimen: bool | None = None
+    all_count_strict: bool | None = None
     pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
                                             "BMBLAST before this day")
     criteria: str | None = Field(default=None, description="force one table (eln2022_aml, all_car_t) for every "
@@ -149,6 +155,8 @@ class _SubjectData:
     emd: list[dict[str, Any]]
     plt_tx: list[tuple[float, float]]
     events: list[dict[str, Any]]
+    #: platelet and RBC transfusions: (category, start day, end day, row ref)
+    tx: list[tuple[str, float, float, str | None]] = None  # type: ignore[assignment]
 
 
 def _by_subject(study: Study, near: float | None = None,
@@ -174,7 +182,7 @@ def _by_subject(study: Study, near: float | None = None,
                      "src_row").sort(
         # two values of one day without a time: in value order (file order must not decide), then file order
         "subject_id", "day", "value", "censor_limit", "src_row", nulls_last=True)
-    out: dict[str, _SubjectData] = defaultdict(lambda: _SubjectData(defaultdict(list), [], [], []))
+    out: dict[str, _SubjectData] = defaultdict(lambda: _SubjectData(defaultdict(list), [], [], [], []))
     for r in obs.iter_rows(named=True):
         out[r["subject_id"]].obs[r["param"]].append(r)
     ev = study.events.filter(pl.col("day").is_not_null()).sort("subject_id", "day")
@@ -183,10 +191,13 @@ def _by_subject(study: Study, near: float | None = None,
         if r["event"] == "extramedullary_disease":
             out[r["subject_id"]].emd.append(r)
     # spec "Derivation conventions": an intervention covers every day from start_day to end_day inclusive
-    iv = study.interventions.filter((pl.col("category") == "platelet_transfusion") & pl.col("start_day").is_not_null())
+    iv = study.interventions.filter(pl.col("category").is_in(["platelet_transfusion", "rbc_transfusion"])
+                                    & pl.col("start_day").is_not_null())
     for r in iv.iter_rows(named=True):
         end = r["start_day"] if r.get("end_day") is None else max(r["end_day"], r["start_day"])
-        out[r["subject_id"]].plt_tx.append((float(r["start_day"]), float(end)))
+        if r["category"] == "platelet_transfusion":
+            out[r["subject_id"]].plt_tx.append((float(r["start_day"]), float(end)))
+        out[r["subject_id"]].tx.append((r["category"], float(r["start_day"]), float(end), row_ref(r)))
     return out
 
 
@@ -286,14 +297,20 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     iv["blast_reduction_pct"] = (red[0], red[1], False, False)
     c_lo, c_hi, _, c_hi_open = iv["bm_cellularity_pct"]
     min_cell = float(opts["min_cellularity_pct"])
-    not_aplastic = (True if cell is None else True if c_lo >= min_cell
+    assume_cell = cell is None and opts["missing_cellularity"] == "assume_adequate"
+    not_aplastic = ((True if assume_cell else None) if cell is None else True if c_lo >= min_cell
                     else False if (c_hi < min_cell or (c_hi == min_cell and c_hi_open)) else None)
     feats: dict[str, Any] = {k: (v[0] if v[0] is not None and v[0] == v[1] and not (v[2] or v[3]) else None)
                              for k, v in iv.items()}
-    feats.update({"pb_blast_assumed": assume_pb, "emd": bool(emd_rows), "not_aplastic": not_aplastic})
+    feats.update({"pb_blast_assumed": assume_pb, "emd": bool(emd_rows), "not_aplastic": not_aplastic,
+                  "cellularity_assumed": assume_cell})
+    # transfusions in the count window are named (ELIANA/CIBMTR ask for transfusion independence;
+    # ELN 2022's footnote on it was not retrieved): excluded only with platelet_transfusion_free_days
+    lo_d, hi_d = math.floor(d) - w, math.floor(d) + w
+    used["TX"] = [(kind, s_, e_) for kind, s_, e_, _ in sd.tx if math.floor(s_) <= hi_d and math.floor(e_) >= lo_d]
     for k, (lo, hi, lo_open, hi_open) in iv.items():
         feats.update({f"{k}_lo": lo, f"{k}_hi": hi, f"{k}_lo_open": lo_open, f"{k}_hi_open": hi_open})
-    evidence = [x for x in (row_ref(r) for k, r in used.items() if k != "MRDFCM_all" and r is not None) if x]
+    evidence = [x for x in (row_ref(r) for k, r in used.items() if k not in ("MRDFCM_all", "TX") and r is not None) if x]
     evidence += [x for x in (row_ref(r) for r in mrd_rows) if x]
     evidence += [x for x in (row_ref(e) for e in emd_rows) if x]
     return feats, used, list(dict.fromkeys(evidence))
@@ -325,6 +342,7 @@ _FEATURE_LABEL = {
     "blast_reduction_pct": "pre-treatment marrow blasts (for the % reduction)",
     "bm_cellularity_pct": "marrow cellularity (BMCELL)",
     "not_aplastic": "marrow cellularity (BMCELL)",
+    "same_day_bm_blast": "one marrow blast reading (the BMBLAST readings of the day disagree)",
 }
 
 
@@ -482,7 +500,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     14:00 infusion is not a response). The pre-treatment marrow is the last BMBLAST before day 0
     (spec "Response"). ``category_mrd`` adds ``_MRD-`` to CR/CRh/CRi when the marrow day's MRDFCM
     (bone marrow specimen first) is below the threshold (ELN 2022 "CR without MRD"; ALL
-    MRD-negative). After a response (the table's ``relapse.after_categories``), a marrow meeting a
+    MRD-negative). After a response (the option ``relapse_after``), a marrow meeting a
     marrow relapse rule (ELN 2022 Table 7: BM blasts >= 5%) is category ``relapse``.
     """
     options = options or ResponseOptions()
@@ -505,19 +523,31 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
         before = [m for m in marrows if m["day"] < opts["pre_treatment_before_day"]]
         pre = before[-1] if before else None
         at = max(0.0, float(infused.get(subj["subject_id"], 0.0)))
+        days: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for m in marrows:
-            if m["day"] <= at:  # not after the first CAR-T infusion: not a response to it
-                continue
-            found[name].append((subj, m, pre, *_features(sd, m, pre, opts)))
+            if m["day"] > at:  # only after the first CAR-T infusion: a response to it
+                days[math.floor(m["day"])].append(m)
+        for group in days.values():  # one assessment per marrow day (option same_day_marrow)
+            m = max(group, key=_reading_key)
+            feats, used, evidence = _features(sd, m, pre, opts)
+            used["SAME_DAY"] = group
+            evidence = list(dict.fromkeys(evidence + [x for x in map(row_ref, group) if x]))
+            low = min(group, key=_reading_key)
+            alt = (_features(sd, low, pre, opts)[0] if opts["same_day_marrow"] == "not_evaluable"
+                   and _reading_key(low) != _reading_key(m) else None)
+            found[name].append((subj, m, pre, feats, used, evidence, alt))
     rows = []
     for name, items in found.items():
         opts, table = resolved[name], _table(name)
-        after = set(table["relapse"]["after_categories"])
+        after = set(opts["relapse_after"])
         assessed = _assess(_rules(name), opts, [x[3] for x in items])
-        remission: dict[str, float] = {}  # subject -> day of its first response (after_categories)
+        alts = iter(_assess(_rules(name), opts, [x[6] for x in items if x[6] is not None]))
+        remission: dict[str, float] = {}  # subject -> day of its first response (relapse_after)
         # the items are in day order per subject: a relapse needs a response on an earlier assessment
-        for (subj, m, pre, feats, used, evidence), a in zip(items, assessed):
+        for (subj, m, pre, feats, used, evidence, alt), a in zip(items, assessed):
             sid = subj["subject_id"]
+            if alt is not None:
+                a = _same_day_split(a, next(alts), table, used)
             if sid in remission:
                 a = _as_relapse(a, remission[sid], after)
             if a["category"] in after and sid not in remission:
@@ -526,6 +556,25 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     order = {sid: i for i, sid in enumerate(study.subjects["subject_id"].to_list())}
     rows.sort(key=lambda r: order[r["subject_id"]])  # subjects in study order, each subject's marrows in day order
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
+
+
+def _reading_key(r: dict[str, Any]) -> tuple[float, float]:
+    """Order of BMBLAST readings: by the highest value a reading allows, then its lowest."""
+    lo, hi, _, _ = _interval({**r, "param": "BMBLAST"})
+    return (math.inf if hi is None else hi, lo)
+
+
+def _same_day_split(a: dict[str, Any], low: dict[str, Any], table: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:
+    """Option same_day_marrow=not_evaluable: the highest reading's assessment ``a``, or NE (the
+    table's ``unresolved`` rule) when the lowest reading gives a better category."""
+    if CATEGORY_RANK[low["category"]] >= CATEGORY_RANK[a["category"]]:
+        return a
+    used["SAME_DAY_SPLIT"] = True
+    un = table["unresolved"]
+    better = [c for c in dict.fromkeys([low["category"], *a["could_be"]]) if CATEGORY_RANK.get(c, 99) < CATEGORY_RANK["NR"]]
+    return {**a, "category": un["category"], "rule": un["id"], "text": un["text"], "could_be": better, "failed": [],
+            "missing": ["same_day_bm_blast"], "relapse_rule": None, "relapse_possible": a["relapse_rule"] is not None
+            or a["relapse_possible"]}
 
 
 def _as_relapse(a: dict[str, Any], since: float, after: set[str]) -> dict[str, Any]:
@@ -542,6 +591,27 @@ def _as_relapse(a: dict[str, Any], since: float, after: set[str]) -> dict[str, A
     return a
 
 
+def _context_text(used: dict[str, Any], opts: dict[str, Any]) -> str:
+    """The reason's note on transfusions in the count window and on several BMBLAST of the day."""
+    out = ""
+    tx = used.get("TX") or []
+    if tx:
+        free = opts.get("platelet_transfusion_free_days")
+        how = ("platelet counts within that many days of a platelet transfusion not used (option "
+               f"platelet_transfusion_free_days={free:g})" if free is not None else
+               "counts not excluded: option platelet_transfusion_free_days unset")
+        days = ", ".join(f"{k.replace('_', ' ')} on day {a:g}" + (f"-{b:g}" if b != a else "") for k, a, b in tx)
+        out += f" | {days} within the count window ({how})"
+    same = used.get("SAME_DAY") or []
+    if len(same) > 1:
+        rows = ", ".join(f"{_shown(r)}% ({row_ref(r) or 'row not given'})" for r in same)
+        pick = ("the highest used (option same_day_marrow=highest)" if opts["same_day_marrow"] == "highest"
+                else "they give different categories: not evaluable (option same_day_marrow=not_evaluable)"
+                if used.get("SAME_DAY_SPLIT") else "all give the same category (option same_day_marrow=not_evaluable)")
+        out += f" | {len(same)} BMBLAST readings on the marrow day: {rows}: {pick}"
+    return out
+
+
 def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: dict, evidence: list[str],
                     a: dict[str, Any], opts: dict[str, Any], standard: str) -> dict[str, Any]:
     mrd_v, mrd_neg, mrd_det = _mrd(used["MRDFCM"], opts)
@@ -556,6 +626,9 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
                                                         (feats["anc"], used["NEUT"]), (feats["plt"], used["PLAT"]),
                                                         (feats["pb_blast_pct"], used["PBBLAST"]))):
             reason += " (a censored result is only a bound)"
+    if a["category"] == "MLFS" and feats.get("cellularity_assumed"):
+        reason += " | cellularity not given: assumed not aplastic (option missing_cellularity=assume_adequate)"
+    reason += _context_text(used, opts)
     pool = used.get("MRDFCM_all") or []
     if used["MRDFCM"] is None and pool:
         reason += (" | MRDFCM on the marrow day disagree on the MRD status ("
@@ -611,139 +684,7 @@ def _only(study: Study, options: ResponseOptions | None, name: str) -> pl.DataFr
     return out if forced else out.filter(pl.col("disease").str.to_uppercase().is_in(list(diseases)))
 
 
-# ---------------------------------------------------------------------------------------------
-# relapse
-
-
-def _relapse_rule(a: pl.DataFrame, names: list[str | None], resolved: dict[str, dict[str, Any]]) -> pl.Expr:
-    """Per assessment, the first rule of its table's ``relapse`` rule set that holds (else null); an
-    assessment :func:`derive_marrow_response` labelled ``relapse`` (a bound such as ``>20`` included)
-    carries its rule."""
-    table = pl.Series(names, dtype=pl.String)
-    out = pl.lit(None, dtype=pl.String)
-    for name, opts in resolved.items():
-        rules = decision(_rules(name), "relapse", opts, schema=a.schema)
-        out = pl.when(pl.lit(table) == name).then(rules.rule()).otherwise(out)
-    if "rule" not in a.columns:
-        return out
-    return pl.when(pl.col("category") == "relapse").then(pl.col("rule")).otherwise(out)
-
-
-_RELAPSE_SCHEMA = {
-    "subject_id": pl.String, "episode": pl.Int64, "response_day": pl.Float64, "response_category": pl.String,
-    "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
-    "mrd_relapse_day": pl.Float64, "mrd_relapse_reason": pl.String, "evidence": EVIDENCE,
-}
-
-
-def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, prefix: str):
-    """The first relapse after day ``after``: (day, rule id, reason, evidence) or None. A relapse
-    event recorded on the response's calendar day counts (as the time-to-event endpoints count it:
-    AVAL 0), a marrow or blood sample must come after the response."""
-    cands: list[tuple[float, str, str, list[str]]] = []
-    emd_events = "extramedullary_disease" in rel["relapse_events"]
-    for r in recs:
-        if r["day"] <= after or r["_relapse_rule"] is None:
-            continue
-        rule = rules[r["_relapse_rule"]]
-        if emd_events and {x.feature for c in rule.when for x in leaves(c) if isinstance(x, Leaf)} == {"emd"}:
-            # relapse only by the EMD in the marrow's window: the EMD event itself is the relapse, on its
-            # own day (below), not on a marrow day that may come before any evidence of it
-            continue
-        cands.append((r["day"], rule.id, f"day {r['day']:g}: {rule.text} ({rule.citation})", r["evidence"]))
-        break  # the assessments are in day order: later ones cannot come first
-    if sd is not None:
-        pbs = [x for x in sd.obs.get("PBBLAST", []) if x["day"] > after and x["value"] > 0]
-        need, gap = int(rel["pb_blast_samples"]), float(rel["pb_blast_min_days_apart"])
-        for i, x in enumerate(pbs):
-            earlier = [y for y in pbs[:i] if x["day"] - y["day"] >= gap]
-            if len(earlier) + 1 >= need:
-                refs = [z for z in (row_ref(earlier[0]), row_ref(x)) if z]
-                cands.append((x["day"], f"{prefix}.pb_blasts",
-                              (f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
-                               f"(days {earlier[0]['day']:g} and {x['day']:g})"), refs))
-                break
-        for e in sd.events:
-            if e["event"] in rel["relapse_events"] and math.floor(e["day"]) >= math.floor(after):
-                what = "relapse" if e["event"] == "relapse" else e["event"].replace("_", " ")
-                cands.append((e["day"], f"{prefix}.event", f"day {e['day']:g}: {what} recorded in events.csv",
-                              [z for z in [row_ref(e)] if z]))
-                break
-    return min(cands, key=lambda c: c[0]) if cands else None
-
-
-def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, thr: float):
-    """Conversion to MRD positivity: after the first MRD-negative assessment in [start, stop), the
-    first later MRDFCM >= ``thr`` (day, reason, evidence), or Nones."""
-    neg = next((r for r in recs if r["mrd_negative"] is True and r["day"] >= start
-                and (stop is None or r["day"] < stop)), None)
-    if neg is None or sd is None:
-        return None, None, []
-    for x in sd.obs.get("MRDFCM", []):
-        if x["day"] > neg["day"] and x["value"] is not None and x["value"] >= thr:
-            return (x["day"], f"MRD negative on day {neg['day']:g}, MRDFCM {x['value']:.3g} >= {thr:g} on day {x['day']:g}",
-                    [z for z in [row_ref(x)] if z])
-    return None, None, []
-
-
-def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
-            options: ResponseOptions | None = None) -> pl.DataFrame:
-    """Hematologic relapse and MRD relapse after a response, one row per response episode.
-
-    Relapse (criteria table ``relapse:``, ELN 2022 Table 7): the first later assessment with marrow
-    blasts >= 5% or new EMD, the second of >= 2 PBBLAST > 0 samples >= 7 days apart after the
-    response, or a recorded ``relapse`` or ``extramedullary_disease`` event - whichever comes first.
-    Episode 1 starts at the first response (``after_categories``); a response after a relapse starts
-    the next episode, whose relapse is looked for after it (a relapse after a second remission is
-    not lost). MRD relapse: after an MRD-negative assessment of the episode, the first later MRDFCM
-    at or above the threshold (conversion to MRD positivity; ELN MRD WP 2021).
-    """
-    options = options or ResponseOptions()
-    a = assessments if assessments is not None else derive_marrow_response(study, options)
-    a = a.sort("subject_id", "day")
-    names = [options.criteria or criteria_for_disease(d) for d in a["disease"].to_list()]
-    resolved = {n: options.resolved(_table(n)) for n in dict.fromkeys(names) if n is not None}
-    a = a.with_columns(_relapse_rule(a, names, resolved).alias("_relapse_rule"))
-    data = _by_subject(study, params=("PBBLAST", "MRDFCM"))  # what relapse reads besides the assessments
-    rows = []
-    for sid, part in a.partition_by("subject_id", as_dict=True, maintain_order=True).items():
-        sid = sid[0]
-        name = options.criteria or criteria_for_disease(part["disease"][0])
-        table = _table(name)
-        rel, rule_set = table["relapse"], _rules(name).rule_set("relapse")
-        rules = {r.id: r for r in rule_set}
-        prefix = rule_set[0].id.rsplit(".", 1)[0]  # e.g. eln2022.relapse: the table's relapse rule ids
-        thr = float(resolved[name]["mrd_threshold"])
-        recs = part.to_dicts()
-        sd = data.get(sid)
-        start = next((r for r in recs if r["category"] in rel["after_categories"]), None)
-        episode = 0
-        while start is not None:
-            episode += 1
-            best = _first_relapse(recs, sd, start["day"], rel, rules, prefix)
-            mrd_day, mrd_reason, mrd_ev = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0], thr)
-            why = "no relapse after the response" if best is None else best[2]
-            # a marrow whose blasts are only a bound that does not settle ">= 5%" (NE, could be relapse)
-            open_ = [r for r in recs if r["day"] > start["day"] and (best is None or r["day"] < best[0])
-                     and "relapse" in (r.get("could_be") or [])]
-            if open_:
-                why += (f"; the marrow on day {open_[0]['day']:g} could be a relapse (undetermined: "
-                        f"{', '.join(open_[0].get('missing_inputs') or ['an input'])} not settled)")
-            rows.append({
-                "subject_id": sid, "episode": episode, "response_day": start["day"],
-                "response_category": start["category"],
-                "relapse_day": None if best is None else best[0], "relapse_rule": None if best is None else best[1],
-                "relapse_reason": why,
-                "mrd_relapse_day": mrd_day, "mrd_relapse_reason": mrd_reason,
-                "evidence": list(dict.fromkeys((best[3] if best else []) + mrd_ev)),
-            })
-            # the next episode's response comes after the relapse (and after this response: a relapse
-            # event on the response's own day must not restart the same episode)
-            start = None if best is None else next(
-                (r for r in recs if r["day"] > max(best[0], start["day"]) and r["category"] in rel["after_categories"]),
-                None)
-    return pl.DataFrame(rows, schema=_RELAPSE_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_RELAPSE_SCHEMA)
-
+from cartlab.response.relapse_episodes import derive_relapse  # noqa: E402  (moved there; imports this module)
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
 __getattr__ = renamed(__name__, "all_response", "eln2022_response", "marrow_response", "relapse")

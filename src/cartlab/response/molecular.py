@@ -5,6 +5,9 @@ endpoint, ``log10(baseline / follow-up)`` (research note ../shared/research/grad
 "Molecular log reduction ... exploratory endpoint"). The baseline of a marker (``param`` +
 ``analyte``: MOLVAF, MOLAR, FISHPCT, FUSION) is its last value before day 0, whether a number or a
 censored result (``value_text`` such as ``<0.01``): an older number is never used in its place.
+Every result from day 0 on is a follow-up, whatever the infusion's clock time (spec "Response": the
+last result before day 0 is the baseline), unlike the marrow response, which counts only marrows
+after the infusion moment: a day-0 sample drawn before the infusion gives a near-zero "reduction".
 
 A result that is not a quantified number is a bound, never an exact reduction:
 

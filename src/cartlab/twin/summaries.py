@@ -351,13 +351,15 @@ def relapse_rule() -> dict[str, Any]:
                          "(plus EMD), which the twin's relapse derivation implements")
     thr = float(marrow[0]["value"])
     rel = raw["relapse"]
-    return {"after_categories": tuple(rel["after_categories"]), "bm_blast_pct": thr,
+    # the response engine's option relapse_after, at its default (session 35: ELN 2022, CR/CRh/CRi)
+    after = raw.get("defaults", {}).get("relapse_after", rel.get("after_categories"))
+    return {"after_categories": tuple(after), "bm_blast_pct": thr,
             "pb_blast_samples": int(rel["pb_blast_samples"]), "pb_blast_min_days_apart": float(rel["pb_blast_min_days_apart"])}
 
 
 def first_response_day(obs, marrows=None) -> np.ndarray:
     """Day of the first post-infusion marrow whose ELN 2022 category is one after which a relapse can
-    occur (the table's ``relapse.after_categories``: CR, CRh, CRi, MLFS), NaN when none: the start of
+    occur (the option ``relapse_after`` at its default: CR, CRh, CRi), NaN when none: the start of
     ``derive_relapse``'s first episode."""
     days, cats, counted = marrows if marrows is not None else eln_marrow_categories(obs)
     after = [CATEGORIES.index(c) for c in relapse_rule()["after_categories"] if c in CATEGORIES]

@@ -1,0 +1,224 @@
+"""Hematologic relapse and MRD relapse after a response (ELN 2022 response table, hematologic
+relapse; research note ../shared/research/grading.md §4.1), one row per response episode.
+
+Moved out of :mod:`cartlab.response.marrow` (which re-exports :func:`derive_relapse`; the module is not named
+``relapse``: that is the 0.2 name of derive_relapse, still importable from cartlab.response). A relapse
+episode starts at a response in the option ``relapse_after`` (ELN 2022: CR, CRh, CRi; "relapse
+after CR/CRh/CRi"); a response outside it (MLFS, PR by default) ends by loss of response
+(``cartlab.response.best``, rule ``response.loss_of_response``), not by relapse.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+
+from cartlab.criteria import decision
+from cartlab.criteria.model import Leaf, leaves
+from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, row_ref
+from cartlab.response.marrow import (
+    ResponseOptions,
+    _by_subject,
+    _interval,
+    _mrd,
+    _pick_mrd,
+    _rules,
+    _shown,
+    _table,
+    criteria_for_disease,
+    derive_marrow_response,
+    mrd_text,
+)
+
+__all__ = ["derive_relapse"]
+
+#: the categories after which an MRD-negative assessment can convert (ELN 2022 "CR, CRh or CRi
+#: without MRD"; research note §4.1 "MRD relapse (after CR/CRh/CRi MRD−)")
+MRD_REMISSION = ("CR", "CRh", "CRi")
+
+
+def _relapse_rule(a: pl.DataFrame, names: list[str | None], resolved: dict[str, dict[str, Any]]) -> pl.Expr:
+    """Per assessment, the first rule of its table's ``relapse`` rule set that holds (else null); an
+    assessment :func:`derive_marrow_response` labelled ``relapse`` (a bound such as ``>20`` included)
+    carries its rule."""
+    table = pl.Series(names, dtype=pl.String)
+    out = pl.lit(None, dtype=pl.String)
+    for name, opts in resolved.items():
+        rules = decision(_rules(name), "relapse", opts, schema=a.schema)
+        out = pl.when(pl.lit(table) == name).then(rules.rule()).otherwise(out)
+    if "rule" not in a.columns:
+        return out
+    return pl.when(pl.col("category") == "relapse").then(pl.col("rule")).otherwise(out)
+
+
+_RELAPSE_SCHEMA = {
+    "subject_id": pl.String, "episode": pl.Int64, "response_day": pl.Float64, "response_category": pl.String,
+    "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
+    "mrd_relapse_day": pl.Float64, "mrd_relapse_reason": pl.String, "evidence": EVIDENCE,
+}
+
+
+def _pb_status(x: dict[str, Any]) -> bool | None:
+    """A PBBLAST sample: True = circulating blasts (a value > 0, or ``>x``/``>=x`` above 0), False =
+    none (0, ``<=0``), None = a bound that does not settle it (``<1``: anything from 0 to 1)."""
+    lo, hi, lo_open, _ = _interval({**x, "param": "PBBLAST"})
+    if lo > 0 or (lo == 0 and lo_open):
+        return True
+    return False if hi is not None and hi <= 0 else None
+
+
+def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, prefix: str):
+    """The first relapse after day ``after``: (day, rule id, reason, evidence, notes) or None, and
+    the notes (PBBLAST bounds that settle nothing) either way. A relapse event recorded on the
+    response's calendar day counts (as the time-to-event endpoints count it: AVAL 0), a marrow or
+    blood sample must come after the response."""
+    cands: list[tuple[float, str, str, list[str]]] = []
+    notes: list[tuple[float, str, str | None]] = []
+    emd_events = "extramedullary_disease" in rel["relapse_events"]
+    for r in recs:
+        if r["day"] <= after or r["_relapse_rule"] is None:
+            continue
+        rule = rules[r["_relapse_rule"]]
+        if emd_events and {x.feature for c in rule.when for x in leaves(c) if isinstance(x, Leaf)} == {"emd"}:
+            # relapse only by the EMD in the marrow's window: the EMD event itself is the relapse, on its
+            # own day (below), not on a marrow day that may come before any evidence of it
+            continue
+        cands.append((r["day"], rule.id, f"day {r['day']:g}: {rule.text} ({rule.citation})", r["evidence"]))
+        break  # the assessments are in day order: later ones cannot come first
+    if sd is not None:
+        later = [x for x in sd.obs.get("PBBLAST", []) if x["day"] > after]
+        pbs = [x for x in later if _pb_status(x) is True]
+        # a censored "<x" sample is neither a proven reappearance of blasts nor their absence: named
+        notes += [(x["day"], f"PBBLAST {_shown(x)} on day {x['day']:g} does not settle circulating blasts "
+                   "(a censored result is only a bound)", row_ref(x)) for x in later if _pb_status(x) is None]
+        need, gap = int(rel["pb_blast_samples"]), float(rel["pb_blast_min_days_apart"])
+        for i, x in enumerate(pbs):
+            earlier = [y for y in pbs[:i] if x["day"] - y["day"] >= gap]
+            if len(earlier) + 1 >= need:
+                refs = [z for z in (row_ref(earlier[0]), row_ref(x)) if z]
+                cands.append((x["day"], f"{prefix}.pb_blasts",
+                              (f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
+                               f"(days {earlier[0]['day']:g} and {x['day']:g})"), refs))
+                break
+        for e in sd.events:
+            if e["event"] in rel["relapse_events"] and math.floor(e["day"]) >= math.floor(after):
+                what = "relapse" if e["event"] == "relapse" else e["event"].replace("_", " ")
+                cands.append((e["day"], f"{prefix}.event", f"day {e['day']:g}: {what} recorded in events.csv",
+                              [z for z in [row_ref(e)] if z]))
+                break
+    best = min(cands, key=lambda c: c[0]) if cands else None
+    return best, [n for n in notes if best is None or n[0] < best[0]]
+
+
+def _specimen(r: dict[str, Any] | None) -> str:
+    return str((r or {}).get("specimen") or "").strip().upper()
+
+
+def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: dict[str, Any]):
+    """Conversion to MRD positivity (ELN MRD WP 2021; research note §4.1 "MRD relapse (after
+    CR/CRh/CRi MRD−)"): after the first MRD-negative CR/CRh/CRi assessment in [start, stop), the
+    first later MRDFCM that :func:`cartlab.response.marrow._mrd` reads as positive (honouring
+    ``mrd_threshold_inclusive``; a ``>x`` bound above the threshold counts), of the same specimen
+    when ``mrd_relapse_same_specimen`` (blood and marrow flow MRD differ in sensitivity). Returns
+    (day, reason, evidence); the reason names every later result that could not be compared or whose
+    bound does not settle the threshold. The research note's confirmation on a second consecutive
+    sample ([M] there, unverified) is not applied: the first positive sample dates it."""
+    neg = next((r for r in recs if r["mrd_negative"] is True and r["category"] in MRD_REMISSION
+                and r["day"] >= start and (stop is None or r["day"] < stop)), None)
+    if neg is None or sd is None:
+        return None, None, []
+    rows = sd.obs.get("MRDFCM", [])
+    neg_row, _ = _pick_mrd([x for x in rows if math.floor(x["day"]) == math.floor(neg["day"])], opts)
+    spec = _specimen(neg_row)
+    thr, inclusive = float(opts["mrd_threshold"]), bool(opts["mrd_threshold_inclusive"])
+    same = bool(opts["mrd_relapse_same_specimen"])
+    head = (f"MRD negative on day {neg['day']:g} ({neg['category']}, MRDFCM "
+            f"{'specimen ' + spec if spec else 'specimen not given'})")
+    notes: list[str] = []
+    refs: list[str] = []
+    for x in rows:
+        if math.floor(x["day"]) <= math.floor(neg["day"]):
+            continue
+        shown = mrd_text(x["value"], x["censor"], x["censor_limit"])
+        where = _specimen(x) or "specimen not given"
+        if same and _specimen(x) != spec:
+            notes.append(f"MRDFCM {shown} ({where}) on day {x['day']:g} not compared: another specimen than the "
+                         "MRD-negative marrow's (option mrd_relapse_same_specimen)")
+            continue
+        _, negative, _ = _mrd(x, opts)
+        if negative is False:
+            refs = [z for z in [row_ref(x)] if z]
+            above = ">" if inclusive else ">="
+            why = (f"{head}; MRDFCM {shown} ({where}) on day {x['day']:g} {above} {thr:g}: positive "
+                   "(conversion to MRD positivity)")
+            return x["day"], why + ("; " + "; ".join(notes) if notes else ""), refs
+        if negative is None:
+            notes.append(f"MRDFCM {shown} ({where}) on day {x['day']:g}: the bound does not settle the threshold "
+                         f"{thr:g} (undetermined)")
+            refs += [z for z in [row_ref(x)] if z]
+    return None, f"{head}; no later conversion to MRD positivity" + ("; " + "; ".join(notes) if notes else ""), refs
+
+
+def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
+                   options: ResponseOptions | None = None) -> pl.DataFrame:
+    """Hematologic relapse and MRD relapse after a response, one row per response episode.
+
+    Relapse (criteria table ``relapse:``, ELN 2022 response table, hematologic relapse): the first
+    later assessment with marrow blasts >= 5% or new EMD, the second of >= 2 PBBLAST samples with
+    blasts (a value > 0 or a ``>x`` bound; a ``<x`` bound settles nothing and is named in
+    ``relapse_reason``) >= 7 days apart after the response, or a recorded ``relapse`` or
+    ``extramedullary_disease`` event - whichever comes first. Episode 1 starts at the first response
+    in the option ``relapse_after`` (default CR, CRh, CRi); a response after a relapse starts the next
+    episode, whose relapse is looked for after it (a relapse after a second remission is not lost).
+    MRD relapse: see :func:`_mrd_relapse`.
+    """
+    options = options or ResponseOptions()
+    a = assessments if assessments is not None else derive_marrow_response(study, options)
+    a = a.sort("subject_id", "day")
+    names = [options.criteria or criteria_for_disease(d) for d in a["disease"].to_list()]
+    resolved = {n: options.resolved(_table(n)) for n in dict.fromkeys(names) if n is not None}
+    a = a.with_columns(_relapse_rule(a, names, resolved).alias("_relapse_rule"))
+    data = _by_subject(study, params=("PBBLAST", "MRDFCM"))  # what relapse reads besides the assessments
+    rows = []
+    for sid, part in a.partition_by("subject_id", as_dict=True, maintain_order=True).items():
+        sid = sid[0]
+        name = options.criteria or criteria_for_disease(part["disease"][0])
+        table = _table(name)
+        rel, rule_set = table["relapse"], _rules(name).rule_set("relapse")
+        after = list(resolved[name]["relapse_after"])
+        rules = {r.id: r for r in rule_set}
+        prefix = rule_set[0].id.rsplit(".", 1)[0]  # e.g. eln2022.relapse: the table's relapse rule ids
+        recs = part.to_dicts()
+        sd = data.get(sid)
+        start = next((r for r in recs if r["category"] in after), None)
+        episode = 0
+        while start is not None:
+            episode += 1
+            best, notes = _first_relapse(recs, sd, start["day"], rel, rules, prefix)
+            mrd_day, mrd_reason, mrd_ev = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0],
+                                                       resolved[name])
+            why = "no relapse after the response" if best is None else best[2]
+            # a marrow whose blasts are only a bound that does not settle ">= 5%" (NE, could be relapse)
+            open_ = [r for r in recs if r["day"] > start["day"] and (best is None or r["day"] < best[0])
+                     and "relapse" in (r.get("could_be") or [])]
+            if open_:
+                why += (f"; the marrow on day {open_[0]['day']:g} could be a relapse (undetermined: "
+                        f"{', '.join(open_[0].get('missing_inputs') or ['an input'])} not settled)")
+            if notes:
+                why += "; " + "; ".join(n[1] for n in notes)
+            rows.append({
+                "subject_id": sid, "episode": episode, "response_day": start["day"],
+                "response_category": start["category"],
+                "relapse_day": None if best is None else best[0], "relapse_rule": None if best is None else best[1],
+                "relapse_reason": why,
+                "mrd_relapse_day": mrd_day, "mrd_relapse_reason": mrd_reason,
+                "evidence": list(dict.fromkeys((best[3] if best else []) + [n[2] for n in notes if n[2]] + mrd_ev)),
+            })
+            # the next episode's response comes after the relapse (and after this response: a relapse
+            # event on the response's own day must not restart the same episode)
+            start = None if best is None else next(
+                (r for r in recs if r["day"] > max(best[0], start["day"]) and r["category"] in after), None)
+    return pl.DataFrame(rows, schema=_RELAPSE_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_RELAPSE_SCHEMA)
