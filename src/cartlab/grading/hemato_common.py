@@ -229,22 +229,60 @@ def _one_a_day(obs: pl.DataFrame, keys: list[str] = _DAY_KEYS) -> tuple[pl.DataF
     return obs.filter(~several), obs.filter(several)
 
 
-def daily_values(obs: pl.DataFrame, how: str) -> pl.DataFrame:
+def daily_values(obs: pl.DataFrame, how: str, ties: Literal["range"] | None = None,
+                 carry: Sequence[str] = ()) -> pl.DataFrame:
     """One value per subject, param and calendar day: the ``how`` (min | max | last | mean) one
-    (min/max: on equal values the earliest row). Rows in no particular order."""
+    (min/max: on equal values the earliest row; last: the latest by time, on equal times the file's
+    last row). Rows in no particular order. ``carry``: further columns of the row chosen (mean: of
+    the day's first row) kept.
+
+    ``ties="range"`` (CAR-HEMATOTOX and EASIX; session 35, review s34 M2; the other engines keep
+    the file's last row): several different results at the latest time of a ``last`` day - one day,
+    no time to order them - have no last value: ``value`` is null and ``refs`` empty, and ``tlo``/
+    ``thi`` are the range they leave (:func:`bounds`: a censored result's open side is -inf/inf),
+    ``tn`` how many different results (a result is ``value`` with ``censor``/``censor_limit`` when
+    ``obs`` has them) and ``trefs`` their rows (in the order of ``obs``); all four null on a day without
+    such a tie (and for min/max/mean, which use every value). The carried columns keep the file's
+    last row of that time (``day``: the time of the tie)."""
     if how == "mean":
         return obs.group_by(_DAY_KEYS).agg(
             pl.col("value").mean(), pl.col("ref").drop_nulls().alias("refs"),
-            pl.col("lln").first(), pl.col("uln").first(),
-        )
+            pl.col("lln").first(), pl.col("uln").first(), *[pl.col(c).first() for c in carry],
+        ).with_columns(_no_tie(ties))
     if how not in _DAY_ORDER:
         raise ValueError(f"unknown daily value {how!r} (min, max, last or mean)")
     single, several = _one_a_day(obs)
-    cols = ["value", "ref", "lln", "uln"]
-    return pl.concat([single.select(*_DAY_KEYS, *cols), _day_rows(several, how, cols)]).select(
+    cols = ["value", "ref", "lln", "uln", *carry]
+    out = pl.concat([single.select(*_DAY_KEYS, *cols), _day_rows(several, how, cols)]).select(
         *_DAY_KEYS, "value", "lln", "uln",
         pl.when(pl.col("ref").is_not_null()).then(pl.concat_list(pl.col("ref")))
-        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("refs"))
+        .otherwise(pl.lit([], dtype=EVIDENCE)).alias("refs"), *carry)
+    if ties is None or how != "last":
+        return out.with_columns(_no_tie(ties))
+    if ties != "range":
+        raise ValueError(f"unknown ties {ties!r} (range or None)")
+    # the rows of the latest time of each day holding different results: no last one (session 34)
+    res = [c for c in ("value", "censor", "censor_limit") if c in several.columns]
+    lo, _, hi, _ = bounds(pl.col("value"), *[pl.col(c) if c in res else pl.lit(None, dtype=t)
+                                             for c, t in (("censor", pl.String), ("censor_limit", pl.Float64))])
+    latest = several.filter(pl.col("day") == pl.col("day").max().over(_DAY_KEYS))
+    hull = (latest.group_by(_DAY_KEYS, maintain_order=True).agg(
+                lo.min().alias("tlo"), hi.max().alias("thi"), pl.struct(res).n_unique().cast(pl.Int64).alias("tn"),
+                pl.col("ref").drop_nulls().alias("trefs"))
+            .filter(pl.col("tn") > 1))
+    tie = pl.col("tn").is_not_null()
+    return out.join(hull.cast(TIE_COLUMNS), on=_DAY_KEYS, how="left").with_columns(
+        pl.when(~tie).then(pl.col("value")).alias("value"),
+        pl.when(tie).then(pl.lit([], dtype=EVIDENCE)).otherwise(pl.col("refs")).alias("refs"))
+
+
+#: the columns ``daily_values(..., ties="range")`` adds
+TIE_COLUMNS = {"tlo": pl.Float64, "thi": pl.Float64, "tn": pl.Int64, "trefs": EVIDENCE}
+
+
+def _no_tie(ties: str | None) -> list[pl.Expr]:
+    """The tie columns of :func:`daily_values`, null (none without ``ties``)."""
+    return [] if ties is None else [pl.lit(None, dtype=t).alias(c) for c, t in TIE_COLUMNS.items()]
 
 
 def daily_min_max(obs: pl.DataFrame, keys: list[str] = _DAY_KEYS, carry: tuple[str, ...] = ()) -> pl.DataFrame:
@@ -507,7 +545,10 @@ def nontransient_runs(frame: pl.DataFrame, sids: list[str], opts: dict[str, Any]
     early and late windows at or below the level (a day without a count, or open, ends it); it is
     nontransient when it reaches the late window and either holds a recorded early count below the
     level (it continues from the early window) or lasts >= ``stable_recovery_days`` days from its
-    first recorded count below it (cartlab's reading). Moved from T-ICAHT (session 34) for N-ICAHT."""
+    first recorded count below it (cartlab's reading, rules ``t_icaht.late.*_nontransient``,
+    ``icaht.late.*_nontransient``). The days interpolated down to that first count do not count:
+    one count of 10 after 150 ten days before is one test, not a run of several days. Moved from
+    T-ICAHT (session 34) for N-ICAHT; both call it directly (session 35)."""
     cols = [f"{out}{n}" for n in levels]
     res = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
     if not opts.get("late_nontransient"):

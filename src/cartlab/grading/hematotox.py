@@ -26,7 +26,7 @@ FERRITIN ug/L, FIBRINO g/L); every cut-off is written in the unit of its source 
 explicitly with :func:`cartlab.units.conversion`.
 
 >>> from cartlab.datasets import seed_case
->>> icaht(seed_case())["icaht_early_grade"].to_list()
+>>> derive_icaht(seed_case())["icaht_early_grade"].to_list()
 [3]
 """
 
@@ -42,7 +42,7 @@ from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions
 from cartlab.grading.common import load_criteria
 from cartlab.grading.count_recovery import RecoveryOptions, derive_count_recovery
-from cartlab.grading.hemato_common import DailyValue, Number, join_param, joined, str_list
+from cartlab.grading.hemato_common import TIE_COLUMNS, DailyValue, Number, join_param, joined, str_list
 from cartlab.grading.hemato_common import bounds as _bounds
 from cartlab.grading.hemato_common import canonical_unit as _canonical_unit
 from cartlab.grading.hemato_common import censored_days as _censored_days
@@ -131,11 +131,13 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str |
     ``daily`` (EASIX's ``daily_value``): ``min``/``max``/``mean`` take that value of the numbers of
     the last calendar day with a result (as on a chosen day); ``None`` or ``last`` take the latest
     result. Several different results at that latest time (one day, no time to order them) are a
-    tie (session 34): no silent choice - ``tie`` is set, ``value``/``censor`` are null and the rows
-    are returned in the third frame, for the caller to score as the range they leave.
+    tie (session 34): no silent choice - ``tie`` is set, ``value``/``censor`` are null, ``tlo``/
+    ``thi``/``tn``/``trefs`` give the range they leave (``hemato_common.daily_values(ties="range")``,
+    session 35) and the rows are returned in the third frame, for the caller to score.
 
-    Returns (the result used - ``day``, ``value``, ``censor``, ``censor_limit``, ``ref``, ``tie``,
-    ``n_results`` - per subject and param; per subject in subject order: ``ref_day``, ``how``,
+    Returns (the result used - ``day``, ``value``, ``censor``, ``censor_limit``, ``ref`` (its row),
+    ``refs`` (every row it rests on: all those a mean averages, session 35), ``tie``, ``n_results``,
+    ``tlo``/``thi``/``tn``/``trefs`` - per subject and param; per subject in subject order: ``ref_day``, ``how``,
     ``baseline_rule``, ``ref_evidence``; the tied rows - ``day``, ``value``, ``censor``,
     ``censor_limit``, ``ref``, ``src_row``)."""
     agents, max_lookback = opts["lymphodepletion_agents"], opts["max_lookback_days"]
@@ -168,40 +170,37 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str |
     if max_lookback is not None:
         ok = ok & (pl.col("day") >= pl.col("ref_day") - float(max_lookback))
     by = [_SID, "param"]
-    cand = obs.filter(ok).with_columns(evidence_ref().alias("ref"))
-    cols = ["day", "value", "censor", "censor_limit", "ref"]
+    # the last calendar day with a result: its latest time is the last result's
+    cand = (obs.filter(ok).with_columns(evidence_ref().alias("ref"))
+            .filter(pl.col("d") == pl.col("d").max().over(by)).sort("day", "src_row", nulls_last=True))
+    no_tie = [pl.lit(None, dtype=t).alias(c) for c, t in TIE_COLUMNS.items()]
     picked = []
     if daily in ("min", "max", "mean"):
-        # the numbers of the last calendar day with a result, by the daily_value rule (as on a chosen
-        # day: hemato_common.daily_values); a day with only censored results falls through to "last"
-        cand = cand.filter(pl.col("d") == pl.col("d").max().over(by))
+        # the numbers of that day by the daily_value rule (as on a chosen day: hemato_common.daily_values);
+        # a day with only censored results falls through to "last". A mean cites every row it averages.
         num = cand.filter(pl.col("value").is_not_null())
-        if daily == "mean":
-            day_num = num.sort("day", "src_row", nulls_last=True).group_by(by, maintain_order=True).agg(
-                pl.col("d").first().cast(pl.Float64).alias("day"), pl.col("value").mean(),
-                pl.col("censor", "censor_limit", "ref").first(), pl.len().alias("n_results"))
-        else:
-            day_num = num.sort(["value", "day", "src_row"], descending=[daily == "max", False, False],
-                               nulls_last=True).group_by(by, maintain_order=True).agg(
-                pl.col(cols).first(), pl.len().alias("n_results"))
-        picked.append(day_num.with_columns(pl.lit(False).alias("tie")))
+        day_num = _daily(num, daily, carry=("day",)).join(num.group_by(by).agg(pl.len().alias("n_results")), on=by)
+        picked.append(day_num.select(
+            *by, pl.col("d").cast(pl.Float64).alias("day") if daily == "mean" else "day", "value",
+            pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"),
+            pl.col("refs").list.first().alias("ref"), "refs", "n_results", pl.lit(False).alias("tie"), *no_tie))
         cand = cand.join(num.select(by).unique(), on=by, how="anti")
     # the last result by time, numeric or censored; several different results at that time (one
     # day without a time to order them) are a tie: never a choice by file order or by value
-    latest = cand.filter(pl.col("day") == pl.col("day").max().over(by)).with_columns(
-        pl.struct("value", "censor", "censor_limit").n_unique().over(by).alias("n_results"))
-    tied = latest.filter(pl.col("n_results") > 1).sort(by + ["value", "censor_limit", "src_row"], nulls_last=True)
-    single = (latest.filter(pl.col("n_results") == 1).sort("src_row", nulls_last=True)
-              .group_by(by, maintain_order=True).agg(pl.col(cols).first(), pl.col("n_results").first())
-              .with_columns(pl.lit(False).alias("tie")))
-    ties = tied.group_by(by, maintain_order=True).agg(
-        pl.col("day").first(), pl.lit(None, dtype=pl.Float64).alias("value"),
-        pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"),
-        pl.lit(None, dtype=pl.String).alias("ref"), pl.col("n_results").first(), pl.lit(True).alias("tie"))
+    # (a tie's rows by result, then row: the order its range and the reason name them)
+    cand = cand.sort("value", "censor_limit", "src_row", nulls_last=True)
+    last = _daily(cand, "last", ties="range", carry=("day", "censor", "censor_limit"))
+    tie = pl.col("tn").is_not_null()
+    picked.append(last.select(
+        *by, "day", "value", *[pl.when(~tie).then(pl.col(c)).alias(c) for c in ("censor", "censor_limit")],
+        pl.col("refs").list.first().alias("ref"), "refs", pl.coalesce("tn", pl.lit(1)).alias("n_results"),
+        tie.alias("tie"), *TIE_COLUMNS))
     schema = {_SID: pl.String, "param": pl.String, "day": pl.Float64, "value": pl.Float64, "censor": pl.String,
-              "censor_limit": pl.Float64, "ref": pl.String, "n_results": pl.Int64, "tie": pl.Boolean}
-    values = pl.concat([x.select(list(schema)).cast(schema) for x in [*picked, single, ties]])
-    return values, refs, tied.select(*by, *cols, "src_row")
+              "censor_limit": pl.Float64, "ref": pl.String, "refs": EVIDENCE, "n_results": pl.Int64, "tie": pl.Boolean,
+              **TIE_COLUMNS}
+    values = pl.concat([x.select(list(schema)).cast(schema) for x in picked])
+    tied = cand.join(last.filter(tie).select(*by, "day"), on=[*by, "day"], how="semi")
+    return values, refs, tied.select(*by, "day", "value", "censor", "censor_limit", "ref", "src_row")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,25 +459,13 @@ class EasixOptions(CriteriaOptions):
     criteria: str = "easix"
 
 
-_TIE_COLS = {"tlo": pl.Float64, "thi": pl.Float64, "tn": pl.Int64, "trefs": EVIDENCE}
-
-
-def _tie_hull(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Per ``keys``: the range several different results of one time leave (session 34, review s34
-    B2) - ``tlo``/``thi`` (canonical; a censored result's open side is -inf/inf), ``tn`` (how many
-    different results) and ``trefs`` (their rows). EASIX rises with LDH, creatinine and CRP and
-    falls with platelets, so the score's range is that of the ends."""
-    lo, _, hi, _ = _bounds(pl.col("value"), pl.col("censor"), pl.col("censor_limit"))
-    return rows.group_by(keys, maintain_order=True).agg(
-        lo.min().alias("tlo"), hi.max().alias("thi"),
-        pl.struct("value", "censor", "censor_limit").n_unique().cast(pl.Int64).alias("tn"),
-        pl.col("ref").drop_nulls().alias("trefs"))
-
-
 def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, dict]) -> pl.DataFrame:
     """One row per output row (``subject_id``, ``_order``, ``timepoint``, ``day``) with, per input
-    param, its canonical value ``_<param>``, ``<column>_day`` and reference ``_<param>_ref`` (and
-    ``_<param>_tlo``/``_thi``/``_tn``/``_trefs`` when the day's value is a tie, see :func:`_tie_hull`).
+    param, its canonical value ``_<param>``, ``<column>_day``, reference ``_<param>_ref`` and every
+    row it rests on ``_<param>_refs`` (a mean's: all it averages) (and ``_<param>_tlo``/``_thi``/
+    ``_tn``/``_trefs`` when the day's value is a tie: ``hemato_common.daily_values(ties="range")``;
+    EASIX rises with LDH, creatinine and CRP and falls with platelets, so the score's range is that
+    of the ends).
 
     Several values of one calendar day: the ``daily_value`` one, on every path (session 34, review
     s34 B2: the pre-lymphodepletion timepoint took the higher one whatever the option). ``last`` is
@@ -486,31 +473,24 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
     the input is the range they leave, never the file's last row."""
     how = opts["daily_value"]
     if day == "pre_ld":
-        values, refs, tied = _pre_ld_values(study, inputs, opts, daily=how)
-        values = values.join(_tie_hull(tied, [_SID, "param"]), on=[_SID, "param"], how="left")
+        values, refs, _ = _pre_ld_values(study, inputs, opts, daily=how)
         f = refs.select(_SID, "_order", pl.lit("pre_ld").alias("timepoint"), pl.col("ref_day").alias("day"))
         keys = [_SID]
     else:
         obs = _param_obs(study, inputs)
-        numeric = _daily(obs, how).select(
+        # "last" of several different results at one time (a day without times): the range they leave
+        numeric = _daily(obs, how, ties="range").select(
             _SID, "param", "d", "value", pl.col("d").cast(pl.Float64).alias("day"),
-            pl.col("refs").list.first().alias("ref"),
-            pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"))
-        by = [_SID, "param", "d"]
-        if how == "last":
-            latest = obs.filter(pl.col("day") == pl.col("day").max().over(by)).with_columns(
-                pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"))
-            hull = _tie_hull(latest.filter(pl.col("value").n_unique().over(by) > 1), by)
-            numeric = numeric.join(hull, on=by, how="left").with_columns(
-                pl.when(pl.col("tn").is_null()).then(pl.col(c)).alias(c) for c in ("value", "ref"))
-        else:
-            numeric = numeric.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in _TIE_COLS.items())
+            pl.col("refs").list.first().alias("ref"), "refs",
+            pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit"),
+            *TIE_COLUMNS)
         # a day with only a censored result ("PLAT <10") is a result of that day, read as a bound
         # (session 33: it read as missing, and a chosen day's nearest number could come from further away)
         cens = [_censored_days(study, p, numeric.filter(pl.col("param") == p)).select(
             _SID, pl.lit(p).alias("param"), "d", pl.lit(None, dtype=pl.Float64).alias("value"),
-            pl.col("d").cast(pl.Float64).alias("day"), pl.col("_crs").alias("ref"), "censor", "censor_limit",
-            *[pl.lit(None, dtype=t).alias(c) for c, t in _TIE_COLS.items()])
+            pl.col("d").cast(pl.Float64).alias("day"), pl.col("_crs").alias("ref"),
+            pl.concat_list(pl.col("_crs")).list.drop_nulls().cast(EVIDENCE).alias("refs"), "censor", "censor_limit",
+            *[pl.lit(None, dtype=t).alias(c) for c, t in TIE_COLUMNS.items()])
             for p in inputs]
         values = pl.concat([numeric, *cens], how="vertical_relaxed")
         if day == "each":
@@ -531,8 +511,8 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
             raise ValueError(f"day must be 'pre_ld', 'each' or a number, not {day!r}")
     for p, spec in inputs.items():
         f = join_param(f, values, keys, p, {"value": f"_{p}", "day": f"{spec['column']}_day", "ref": f"_{p}_ref",
-                                            "censor": f"_{p}_censor", "censor_limit": f"_{p}_limit",
-                                            **{c: f"_{p}_{c}" for c in _TIE_COLS}})
+                                            "refs": f"_{p}_refs", "censor": f"_{p}_censor", "censor_limit": f"_{p}_limit",
+                                            **{c: f"_{p}_{c}" for c in TIE_COLUMNS}})
     return f
 
 
@@ -690,8 +670,10 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
                                      joined([(conv(p).is_null() & cens(p).is_null() & ~tie(p), p) for p in need], ", "),
                                      pl.lit(")"))))
         done.append((ok, sc["id"]))
+        # every row an input rests on: all of a daily_value mean's, a tie's (session 35, review s34 B3)
         ev.append(pl.when(ok | bound_txt[sc["id"]].is_not_null()).then(pl.concat_list(
-            [pl.col(f"_{p}_ref") for p in need] + [pl.col(f"_{p}_trefs").fill_null(_NO_REFS) for p in need]))
+            [pl.col(f"_{p}_refs").fill_null(_NO_REFS) for p in need]
+            + [pl.col(f"_{p}_trefs").fill_null(_NO_REFS) for p in need]))
             .otherwise(_NO_REFS))
     # "converted" only for an input whose row was recorded in another unit than the formula's (audit
     # s27 item 12b: a CREAT row of 1.0 mg/dL is not "converted" although the canonical unit is umol/L);

@@ -7,7 +7,7 @@ option), late ICAHT (day 31 to the earliest of day 100, relapse, new therapy, al
 follow-up) the worst ANC level reached by at least two measurements.
 
 >>> from cartlab.datasets import seed_case
->>> icaht(seed_case())["icaht_early_grade"].to_list()
+>>> derive_icaht(seed_case())["icaht_early_grade"].to_list()
 [3]
 """
 
@@ -21,7 +21,7 @@ import polars as pl
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaTable, load_table
-from cartlab.errors import CartlabWarning
+from cartlab.errors import SubjectsWarning
 from cartlab.grading.hemato_common import (
     CountWindowOptions,
     Number,
@@ -34,7 +34,6 @@ from cartlab.grading.hemato_common import (
     empty,
     event_windows,
     fmt,
-    fmt_expr,
     grades,
     in_window,
     nontransient_runs,
@@ -44,6 +43,13 @@ from cartlab.grading.hemato_common import (
     subject_ids,
     table_levels,
     windows_frame,
+)
+from cartlab.grading.hemato_late import (
+    late_lowest_text,
+    late_range_text,
+    late_upper_grade,
+    late_window_text,
+    nontransient_text,
 )
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
@@ -203,13 +209,14 @@ def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:
     part = f.filter(pl.col("early_rule").str.contains("never_above").fill_null(False)
                     & (pl.col("early_n_days") < pl.col("_early_end") - lo + 1))
     if part.height:
-        who = ", ".join(f"{s} ({n} d)" for s, n in part.select("subject_id", "early_n_days").head(20).iter_rows())
-        warnings.warn(CartlabWarning(
+        rows = part.select("subject_id", "early_n_days").rows()
+        warnings.warn(SubjectsWarning(
             f"early ICAHT: {part.height} subject(s) graded by 'ANC never above the level in days {lo}-{hi}' with "
-            f"days before their first ANC unknown: {who}{' ...' if part.height > 20 else ''}. Their data start by "
+            "days before their first ANC unknown: {subjects}. Their data start by "
             f"day {opts['never_above_data_from_day']:g} and reach day {hi} (or death, or last follow-up) (Liang: an "
             "episode from day 0-3 that does not end); never_above_requires_full_window=true grades them by "
-            "duration instead."), stacklevel=3)
+            "duration instead.", [r[0] for r in rows], "icaht.csv (early_rule, early_n_days)",
+            labels=[f"{sid} ({n} d)" for sid, n in rows]), stacklevel=3)
 
 
 def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
@@ -262,37 +269,6 @@ def _unknown_past_end(daily: pl.DataFrame, wins: pl.DataFrame, levels: dict[str,
         .drop("_ws", "_we"))
 
 
-def _late_upper(daily: pl.DataFrame, wins: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
-                table: CriteriaTable, sids: list[str]) -> pl.DataFrame:
-    """The highest late grade the data leave possible (session 34, as T-ICAHT's): every day of the
-    late window without an ANC (measured or interpolated) read as a test below every level, and every
-    censored result at a level its bound leaves open ("<0.5" against 0.1) as at or below it.
-    ``_late_grade_max`` per subject and ``_late_unknown_days`` with ``_late_unknown_list`` (the
-    window's days without any ANC; null when the window is empty)."""
-    flags = [f"anc_le_{n}" for n in levels]
-    last = (pl.col("end").floor() if opts["late_window_end_inclusive"] else pl.col("end").ceil() - 1).cast(pl.Int64)
-    grid = (wins.select("subject_id", pl.int_ranges(pl.col("start").ceil().cast(pl.Int64), last + 1).alias("day"))
-            .explode("day").drop_nulls("day"))
-    cols = ["subject_id", "day", "anc", "anc_censored", "source", "evidence", *flags]
-    up = grid.join(daily.filter(pl.col("window") == "late").select(cols), on=["subject_id", "day"], how="left",
-                   maintain_order="left")
-    no_count = pl.col("anc").is_null() & pl.col("anc_censored").is_null()
-    unknown = up.group_by("subject_id").agg(no_count.sum().cast(pl.Int64).alias("_late_unknown_days")).join(
-        day_ranges(up.filter(no_count), "_late_unknown_list"), on="subject_id", how="left")
-    # "unknown" is a recorded day (recorded_day): a test that could have been below every level
-    up = up.with_columns(
-        pl.col("anc").fill_null(pl.when(no_count).then(0.0)), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
-        pl.when(no_count).then(pl.lit("unknown")).otherwise(pl.col("source")).alias("source"),
-        pl.lit("late").alias("window"), *[pl.col(c).fill_null(True) for c in flags])
-    early = daily.filter(pl.col("window") == "early").select(up.columns)
-    nt = nontransient_runs(pl.concat([early, up.select(early.columns)]), sids, opts, list(levels), "anc_le_",
-                           "late_nontransient_anc_")
-    worst = (_late_features(up, opts, levels, wins).join(nt, on="subject_id", how="left", maintain_order="left")
-             .with_columns(grades(table, opts, ("late",))))
-    return worst.select("subject_id", pl.col("late_grade").alias("_late_grade_max")).join(
-        unknown, on="subject_id", how="left", maintain_order="left")
-
-
 def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late ICAHT grade per subject (EHA/EBMT 2023; see ``criteria/icaht_2023.yaml``).
 
@@ -338,8 +314,10 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     # the highest late grade possible: days without an ANC read as tests below every level, censored
     # results at the levels their bounds leave open as at or below them (session 34, as T-ICAHT);
     # given also when the window is not evaluable, empty only when it is empty
-    f = f.join(_late_upper(late_daily, wins, opts, levels, table, sids), on="subject_id", how="left",
-               maintain_order="left")
+    f = f.join(late_upper_grade(late_daily, wins, sids, opts, list(levels), table, value="anc", flag="anc_le_",
+                                out="late_nontransient_anc_", censored="anc_censored",
+                                features=lambda up: _late_features(up, opts, levels, wins)),
+               on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(
         pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max"))
         .otherwise(pl.when(pl.col("_late_unknown_days").is_not_null()).then(pl.col("_late_grade_max")))
@@ -368,19 +346,11 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                       py_str(pl.col("icaht_early_grade_max")), py_str(pl.col("early_unknown_days")),
                       pl.coalesce(pl.lit("days ") + pl.col("_early_unknown_list"), pl.lit("none")),
                       pl.concat_str(not_est, ignore_nulls=True) if not_est else pl.lit(""))
-    lower = (pl.when(pl.col("icaht_late_grade").is_not_null()).then(pl.lit(""))
-             .when(pl.col("late_grade") > 0).then(pl.format("; the known days alone confirm grade {}", pl.col("late_grade")))
-             .otherwise(pl.lit("; the known days alone confirm no grade (a lower bound of 0, not a finding of none)")))
-    late_could = pl.format(
-        " Could be up to grade {}: {}{}{}; had they been below every level, the grade would be that.",
-        py_str(pl.col("icaht_late_grade_max")),
-        pl.when(pl.col("_late_unknown_days").fill_null(0) > 0).then(pl.format(
-            "{} day(s) of the late window (days {}) have no ANC (measured or interpolated) and could each have "
-            "been a test", pl.col("_late_unknown_days"), pl.col("_late_unknown_list")))
-        .otherwise(pl.lit("no day of the late window lacks an ANC")),
+    late_could = late_range_text(
+        "icaht_late_grade", "icaht_late_grade_max", "ANC (measured or interpolated) and could each have been a test",
+        "no day of the late window lacks an ANC",
         pl.when(pl.col("_late_open").fill_null("") != "").then(pl.format(
-            " and the censored result(s) {} leave a deeper level open", pl.col("_late_open"))).otherwise(pl.lit("")),
-        lower)
+            " and the censored result(s) {} leave a deeper level open", pl.col("_late_open"))).otherwise(pl.lit("")))
     f = f.with_columns(
         pl.concat_str(_early_reason(opts, levels, early_levels, never_used, texts, sym),
                       pl.when(pl.col("icaht_early_grade_max") > pl.col("icaht_early_grade")).then(could)
@@ -484,28 +454,6 @@ def duration_text(prefix: str, what: str, opts: dict) -> pl.Expr:
     return pl.when(n.fill_null(0) == 0).then(pl.lit(f"{what} on no day")).otherwise(text)
 
 
-def late_window_text(start: str, end: str, why: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(the window "days 31-100 (window ends: day 100)", the not-evaluable sentence when it is
-    empty, its emptiness) of a late window."""
-    ws, we = pl.col(start).cast(pl.Int64), pl.col(end)
-    win = pl.concat_str(pl.lit("days "), py_str(ws), pl.lit("-"), fmt_expr(we), pl.lit(" (window ends: "),
-                        py_str(pl.col(why)), pl.lit(")"))
-    empty = pl.concat_str(pl.lit("not evaluable: the late window is empty (it ends on day "), fmt_expr(we),
-                          pl.lit(", "), py_str(pl.col(why)), pl.lit(", before day "), py_str(ws), pl.lit(")."))
-    return win, empty, we < ws
-
-
-def lowest_text(label: str, prefix: str) -> pl.Expr:
-    """"lowest ANC 0.3 on day 40, second lowest 0.4 on day 45" of the late window's values."""
-    def num(c: str) -> pl.Expr:  # a censored result as written ("<0.5"): the engines keep it in _<c>_cs
-        return pl.coalesce(pl.col(f"_{c}_cs"), fmt_expr(pl.col(c)), pl.lit("NA"))
-
-    return pl.concat_str(
-        pl.lit(f"lowest {label} "), num(f"{prefix}_nadir"), pl.lit(" on day "), py_str(pl.col(f"{prefix}_nadir_day")),
-        pl.lit(", second lowest "), num(f"{prefix}_confirmed"), pl.lit(" on day "),
-        py_str(pl.col(f"{prefix}_confirmed_day")))
-
-
 def _early_reason(opts: dict, levels: dict[str, float], names: list[str], never_used: list[str],
                   texts: dict[str, str], sym: str) -> pl.Expr:
     lo, hi = opts["early_window"]
@@ -520,31 +468,16 @@ def _early_reason(opts: dict, levels: dict[str, float], names: list[str], never_
                                      rule_texts(texts, "early_rule", "no ICAHT criterion met"), pl.lit(")."))))
 
 
-def _nt_text(opts: dict) -> str:
-    """What else would have made a late window evaluable (option ``late_nontransient``)."""
-    if not opts.get("late_nontransient"):
-        return ""
-    return (f", and no nontransient neutropenia (a run at or below a level continuing from the early window or "
-            f"lasting >= {opts['stable_recovery_days']} days)")
-
-
-def _lowest(n: pl.Expr) -> pl.Expr:
-    """The lowest late ANCs; a window graded on a nontransient run may have one measurement or none."""
-    nadir = pl.coalesce(pl.col("_late_anc_nadir_cs"), fmt_expr(pl.col("late_anc_nadir")))
-    return (pl.when(n >= 2).then(lowest_text("ANC", "late_anc"))
-            .when(n == 1).then(pl.format("lowest ANC {} on day {} (the only measurement)", nadir, pl.col("late_anc_nadir_day")))
-            .otherwise(pl.lit("no measurement in the window")))
-
-
 def _late_reason(opts: dict, levels: dict[str, float], texts: dict[str, str], sym: str) -> pl.Expr:
     win, empty, is_empty = late_window_text("late_window_start", "late_window_end", "late_window_end_reason")
     n, need = pl.col("late_n_measurements"), int(opts["late_min_measurements"])
-    head = pl.concat_str(py_str(n), pl.lit(" measurements in "), win, pl.lit("; "), _lowest(n))
+    head = pl.concat_str(py_str(n), pl.lit(" measurements in "), win, pl.lit("; "), late_lowest_text(n, "ANC", "late_anc"))
     where = "at or below" if sym == "<=" else "below"
     # two tests on one calendar day count as one (convention icaht.late.same_day_one_test, session 34)
+    nt = nontransient_text(opts, "neutropenia", "at or below")
     return (pl.when(is_empty).then(empty)
             .when(pl.col("icaht_late_grade").is_null()).then(pl.format(
-                f"not evaluable: {{}} ANC measurement(s) in {{}}, {need} needed on different days{_nt_text(opts)}.",
+                f"not evaluable: {{}} ANC measurement(s) in {{}}, {need} needed on different days{nt}.",
                 py_str(n), win))
             .when(pl.col("late_rule").is_not_null() & (pl.col("late_rule") != ""))
             .then(pl.concat_str(head, pl.lit(" -> grade "), py_str(pl.col("icaht_late_grade")), pl.lit(" ("),

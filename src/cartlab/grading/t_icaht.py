@@ -12,7 +12,7 @@ platelet counts in a window -> that grade is empty (not evaluable), never 0; the
 still gives ``t_icaht_late_grade_max``, the highest grade possible (missing is not negative).
 
 >>> from cartlab.datasets import seed_case
->>> t_icaht(seed_case()).select("t_icaht_early_grade", "t_icaht_late_grade").row(0)
+>>> derive_t_icaht(seed_case()).select("t_icaht_early_grade", "t_icaht_late_grade").row(0)
 (4, 4)
 """
 
@@ -32,12 +32,10 @@ from cartlab.grading.hemato_common import (
     censored_flag,
     censored_text,
     daily_series,
-    day_ranges,
     early_upper_grade,
     empty,
     event_windows,
     fmt,
-    fmt_expr,
     grades,
     in_window,
     nontransient_runs,
@@ -49,12 +47,14 @@ from cartlab.grading.hemato_common import (
     transfusion_days,
     windows_frame,
 )
-from cartlab.grading.icaht import (
-    duration_text,
+from cartlab.grading.hemato_late import (
+    late_lowest_text,
+    late_range_text,
+    late_upper_grade,
     late_window_text,
-    lowest_text,
-    rule_texts,
+    nontransient_text,
 )
+from cartlab.grading.icaht import duration_text, rule_texts
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
 
@@ -298,18 +298,6 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     return out
 
 
-def _nontransient(frame: pl.DataFrame, sids: list[str], opts: dict[str, Any], levels: dict[str, float]) -> pl.DataFrame:
-    """``late_nontransient_plt_<level>`` (1/0) per subject: Rejeski 2025 Table 1 footnote "Two or more
-    laboratory tests **or nontransient thrombocytopenia**" (option ``late_nontransient``; all 0 when
-    off). A run is consecutive calendar days of the early and late windows below the level (a day
-    without a count, or open, ends it); it is nontransient when it reaches the late window and either
-    holds a measured early count below the level (it continues from the early window) or lasts
-    >= ``stable_recovery_days`` days from its first measured count below the level (cartlab's reading,
-    rules ``t_icaht.late.*_nontransient``). The days interpolated down to that first count do not
-    count: one count of 10 after 150 ten days before is one test, not a run of several days."""
-    return nontransient_runs(frame, sids, opts, list(levels), "plt_lt_", "late_nontransient_plt_")
-
-
 def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
                  table: CriteriaTable, sids: list[str]) -> pl.DataFrame:
     """The highest early grade the data leave possible: every day of the early window (to its
@@ -325,39 +313,6 @@ def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any
              pl.lit("early").alias("window"))
     return early_upper_grade(grid, day, "plt", flags, lambda f: _window_features(f, sids, opts, levels, "early", ""),
                              table, opts, fills)
-
-
-def _late_upper(daily: pl.DataFrame, late_w: pl.DataFrame, opts: dict[str, Any], levels: dict[str, float],
-                table: CriteriaTable, sids: list[str]) -> pl.DataFrame:
-    """The highest late grade the data leave possible (session 32, as :func:`_early_upper`): every
-    day of the late window without a platelet count, and every censored count at a level its bound
-    leaves open ("<50" against 20), read as below every level. ``_late_grade_max`` per subject, and
-    ``_late_unknown_days`` (with its first and last day): the window's days without any count."""
-    flags = [f"plt_lt_{n}" for n in levels]
-    last = (pl.col("end").floor() if opts["late_window_end_inclusive"] else pl.col("end").ceil() - 1).cast(pl.Int64)
-    grid = (late_w.select("subject_id", pl.int_ranges(pl.col("start").ceil().cast(pl.Int64), last + 1).alias("day"))
-            .explode("day").drop_nulls("day"))
-    day = daily.filter(pl.col("window") == "late").select(
-        "subject_id", "day", "plt", "plt_censored", "source", "evidence", "below_by_transfusion", *flags)
-    up = grid.join(day, on=["subject_id", "day"], how="left", maintain_order="left")
-    # days without any count (measured or interpolated): the missing input a not-evaluable window names
-    no_count = pl.col("plt").is_null() & pl.all_horizontal([pl.col(c).is_null() for c in flags])
-    unknown = up.group_by("subject_id").agg(no_count.sum().cast(pl.Int64).alias("_late_unknown_days")).join(
-        day_ranges(up.filter(no_count), "_late_unknown_ranges"), on="subject_id", how="left")
-    # a day without a count could have been a test below every level (session 34: it was read as below
-    # but never as a measurement, so a window short of counts could never reach its 2-test grades)
-    up = up.with_columns(
-        pl.col("plt").fill_null(0.0), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
-        pl.when(no_count).then(pl.lit("unknown")).otherwise(pl.col("source").fill_null("missing")).alias("source"),
-        pl.col("below_by_transfusion").fill_null(False),
-        pl.lit("late").alias("window"), *[pl.col(c).fill_null(True) for c in flags])
-    early = daily.filter(pl.col("window") == "early").select(up.columns)
-    nt = _nontransient(pl.concat([early, up]), sids, opts, levels)
-    worst = (_window_features(up, sids, opts, levels, "late", "late_")
-             .join(nt, on="subject_id", how="left", maintain_order="left")
-             .with_columns(grades(table, opts, ("late",))))
-    return worst.select("subject_id", pl.col("late_grade").alias("_late_grade_max")).join(
-        unknown, on="subject_id", how="left", maintain_order="left")
 
 
 def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -402,7 +357,8 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
         pl.concat_list(pl.col("late__ev"), "_late_w_ev").list.unique(maintain_order=True).alias("late_evidence"),
     )
     nt_cols = [f"late_nontransient_plt_{n}" for n in levels]
-    f = f.join(_nontransient(daily, sids, opts, levels), on="subject_id", how="left", maintain_order="left")
+    f = f.join(nontransient_runs(daily, sids, opts, list(levels), "plt_lt_", "late_nontransient_plt_"),
+               on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(grades(table, opts))
     f = f.join(_early_upper(daily, early_w, opts, levels, table, sids), on="subject_id", how="left",
                maintain_order="left").with_columns(pl.col("early_unknown_days").fill_null(0))
@@ -410,8 +366,11 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     # "Two or more laboratory tests or nontransient thrombocytopenia" (session 34: the second alternative)
     early_ok = pl.col("n_days") > 0
     late_ok = (pl.col("late_n_measurements") >= need) | pl.any_horizontal([pl.col(c) > 0 for c in nt_cols])
-    f = f.join(_late_upper(daily, late_w, opts, levels, table, sids), on="subject_id", how="left",
-               maintain_order="left")
+    f = f.join(late_upper_grade(daily, late_w, sids, opts, list(levels), table, value="plt", flag="plt_lt_",
+                                out="late_nontransient_plt_", keep=("plt_censored", "below_by_transfusion"),
+                                fills=(pl.col("below_by_transfusion").fill_null(False),),
+                                features=lambda up: _window_features(up, sids, opts, levels, "late", "late_")),
+               on="subject_id", how="left", maintain_order="left")
     # not evaluable: still the highest grade possible (missing is not negative; session 34: it was null)
     f = f.with_columns(
         pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max"))
@@ -459,7 +418,10 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                     " and the censored result(s) {} (their bound leaves a deeper level open)",
                     pl.col("_late_open"))).otherwise(pl.lit("")), tx_open_text("_tx_open_late")))
             .when(pl.col("t_icaht_late_grade").is_null() & pl.col("t_icaht_late_grade_max").is_not_null())
-            .then(_late_range_text(tx_open_text("_tx_open_late"))).otherwise(pl.lit("")))
+            .then(late_range_text("t_icaht_late_grade", "t_icaht_late_grade_max",
+                                  "platelet count (measured or interpolated)",
+                                  "no day of the late window lacks a count but a second test is missing",
+                                  tx_open_text("_tx_open_late"))).otherwise(pl.lit("")))
         .alias("late_reason"))
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("t_icaht.early.not_evaluable"),
@@ -481,14 +443,6 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                                 "t_icaht_early_grade_max": pl.Int64,
                                 "late_plt_nadir_day": pl.Int64, "late_plt_confirmed_day": pl.Int64,
                                 "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
-
-
-def _nt_text(opts: dict) -> str:
-    """What else would have made a late window evaluable (option ``late_nontransient``)."""
-    if not opts.get("late_nontransient"):
-        return ""
-    return (f", and no nontransient thrombocytopenia (a run below a level continuing from the early window or "
-            f"lasting >= {opts['stable_recovery_days']} days)")
 
 
 def _sym(opts: dict) -> str:
@@ -518,29 +472,6 @@ def _early_reason(opts: dict, levels: dict[str, float], names: list[str], texts:
                                      rule_texts(texts, "early_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
 
 
-def _late_range_text(tx_open: pl.Expr) -> pl.Expr:
-    """A not-evaluable late window's range (session 34): up to ``t_icaht_late_grade_max`` had its days
-    without a count been below every level, at least what the known days confirm (missing is not
-    negative: a range naming the missing counts, not a grade 0)."""
-    lower = (pl.when(pl.col("late_grade") > 0).then(pl.format("the known days alone confirm grade {}", pl.col("late_grade")))
-             .otherwise(pl.lit("the known days alone confirm no grade (a lower bound of 0, not a finding of none)")))
-    missing = (pl.when(pl.col("_late_unknown_days").fill_null(0) > 0).then(pl.format(
-        "{} day(s) of the late window (days {}) have no platelet count (measured or interpolated)",
-        pl.col("_late_unknown_days"), pl.col("_late_unknown_ranges")))
-        .otherwise(pl.lit("no day of the late window lacks a count but a second test is missing")))
-    return pl.format(" Could be up to grade {}: {}{}; {}; had they been below every level, the grade would be that.",
-                     py_str(pl.col("t_icaht_late_grade_max")), missing, tx_open, lower)
-
-
-def _lowest(n: pl.Expr) -> pl.Expr:
-    """The lowest late counts; a window graded on a nontransient run may have one measurement or none
-    (session 34: it printed "second lowest NA on day None")."""
-    nadir = pl.coalesce(pl.col("_late_plt_nadir_cs"), fmt_expr(pl.col("late_plt_nadir")))
-    return (pl.when(n >= 2).then(lowest_text("PLT", "late_plt"))
-            .when(n == 1).then(pl.format("lowest PLT {} on day {} (the only measurement)", nadir, pl.col("late_plt_nadir_day")))
-            .otherwise(pl.lit("no measurement in the window")))
-
-
 def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], names: list[str],
                  texts: dict[str, str]) -> pl.Expr:
     win, empty, is_empty = late_window_text("late_window_start", "late_window_end", "late_window_end_reason")
@@ -548,12 +479,14 @@ def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], nam
     counts = pl.concat_str([pl.concat_str(py_str(pl.col(f"late_n_plt_{x}")), pl.lit(f" {_sym(opts)} {fmt(levels[x])}"))
                             for x in names], separator=", ")
     durs = [duration_text(f"late_plt_lt_{x}", f"PLT {_sym(opts)} {fmt(levels[x])}", opts) for x in dur_names]
+    nt = nontransient_text(opts, "thrombocytopenia", "below")
     return (pl.when(is_empty).then(empty)
             .when(pl.col("t_icaht_late_grade").is_null()).then(pl.format(
-                f"not evaluable: {{}} platelet measurement(s) in {{}}, {need} needed{_nt_text(opts)}.", py_str(n), win))
+                f"not evaluable: {{}} platelet measurement(s) in {{}}, {need} needed{nt}.",
+                py_str(n), win))
             .otherwise(pl.concat_str(
                 py_str(n), pl.lit(" measurements in "), win, pl.lit(", of which "), counts, pl.lit("; "),
-                _lowest(n), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
+                late_lowest_text(n, "PLT", "late_plt"), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
                 _tx_text("late_transfusion_supported_days", opts), pl.lit(" -> grade "),
                 py_str(pl.col("t_icaht_late_grade")), pl.lit(" ("),
                 rule_texts(texts, "late_rule", "no T-ICAHT criterion met"), pl.lit(")."))))

@@ -1,0 +1,131 @@
+"""The late window shared by N-ICAHT and T-ICAHT (EHA/EBMT 2023; Rejeski et al., Blood 2025, Table 1).
+
+One implementation, parametrised by the count (value column, label "ANC"/"PLT", flag prefix and
+levels), of what both instruments do after day 30 (session 35, review s34 M1: the two engines
+carried near-copies):
+
+* the highest late grade the data leave possible (:func:`late_upper_grade`; missing is not
+  negative: a day without a count could have been a test below every level);
+* the texts of a late reason: the window (:func:`late_window_text`), its lowest counts
+  (:func:`late_lowest_text`), the "or nontransient" clause of a not-evaluable window
+  (:func:`nontransient_text`) and the range a window short of counts leaves
+  (:func:`late_range_text`, naming the days without a count as
+  :func:`~cartlab.grading.hemato_common.day_ranges` writes them: "41-44, 60-100").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+
+from cartlab.criteria import CriteriaTable
+from cartlab.grading.hemato_common import day_ranges, fmt_expr, grades, nontransient_runs, py_str
+from cartlab.provenance import EVIDENCE
+
+__all__ = ["late_lowest_text", "late_range_text", "late_upper_grade", "late_window_text", "lowest_text",
+           "nontransient_text"]
+
+
+def late_upper_grade(daily: pl.DataFrame, wins: pl.DataFrame, sids: list[str], opts: dict[str, Any],
+                     levels: Sequence[str], table: CriteriaTable, *, value: str, flag: str, out: str,
+                     features: Callable[[pl.DataFrame], pl.DataFrame], censored: str | None = None,
+                     keep: Sequence[str] = (), fills: Sequence[pl.Expr] = ()) -> pl.DataFrame:
+    """The highest late grade the data leave possible (N-ICAHT, T-ICAHT; session 34): every day of
+    the late window (``wins``: ``subject_id``, ``start``, ``end``; ``late_window_end_inclusive``)
+    without a count (measured or interpolated) read as a test below every level (``value`` 0, flags
+    ``<flag><level>`` True, ``source`` "unknown": a recorded day), and every censored result at a
+    level its bound leaves open ("<0.5" against 0.1) as below it; nontransient runs
+    (:func:`~cartlab.grading.hemato_common.nontransient_runs`, columns ``<out><level>``) over the
+    early days of ``daily`` and these; then graded by the table's late rules on ``features(frame)``.
+
+    ``censored``: the column holding a censored result as text; a day with one is a day with a
+    count (N-ICAHT). Without it a day has no count when its value and every flag are null (T-ICAHT,
+    as :func:`~cartlab.grading.hemato_common.early_upper_grade`). ``keep``/``fills``: the engine's
+    other columns of ``daily`` and how a day without a row fills them.
+
+    Returns ``subject_id``, ``_late_grade_max``, ``_late_unknown_days`` (the window's days without a
+    count; null when the window is empty) and ``_late_unknown_list`` (those days, "41-44, 60")."""
+    flags = [f"{flag}{n}" for n in levels]
+    last = (pl.col("end").floor() if opts["late_window_end_inclusive"] else pl.col("end").ceil() - 1).cast(pl.Int64)
+    grid = (wins.select("subject_id", pl.int_ranges(pl.col("start").ceil().cast(pl.Int64), last + 1).alias("day"))
+            .explode("day").drop_nulls("day"))
+    cols = ["subject_id", "day", value, *([censored] if censored else []), "source", "evidence", *keep, *flags]
+    up = grid.join(daily.filter(pl.col("window") == "late").select(cols), on=["subject_id", "day"], how="left",
+                   maintain_order="left")
+    no_count = pl.col(value).is_null() & (pl.col(censored).is_null() if censored else
+                                          pl.all_horizontal([pl.col(c).is_null() for c in flags]))
+    unknown = up.group_by("subject_id").agg(no_count.sum().cast(pl.Int64).alias("_late_unknown_days")).join(
+        day_ranges(up.filter(no_count), "_late_unknown_list"), on="subject_id", how="left")
+    # a day without a count could have been a test below every level (session 34: it was read as
+    # below but never as a measurement, so a window short of counts could never reach its 2-test grades)
+    up = up.with_columns(
+        pl.col(value).fill_null(pl.when(no_count).then(0.0)), pl.col("evidence").fill_null(pl.lit([], dtype=EVIDENCE)),
+        pl.when(no_count).then(pl.lit("unknown")).otherwise(pl.col("source")).alias("source"),
+        pl.lit("late").alias("window"), *fills, *[pl.col(c).fill_null(True) for c in flags])
+    early = daily.filter(pl.col("window") == "early").select(up.columns)
+    nt = nontransient_runs(pl.concat([early, up]), sids, opts, list(levels), flag, out)
+    worst = features(up).join(nt, on="subject_id", how="left", maintain_order="left").with_columns(
+        grades(table, opts, ("late",)))
+    return worst.select("subject_id", pl.col("late_grade").alias("_late_grade_max")).join(
+        unknown, on="subject_id", how="left", maintain_order="left")
+
+
+def late_window_text(start: str, end: str, why: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(the window "days 31-100 (window ends: day 100)", the not-evaluable sentence when it is
+    empty, its emptiness) of a late window."""
+    ws, we = pl.col(start).cast(pl.Int64), pl.col(end)
+    win = pl.concat_str(pl.lit("days "), py_str(ws), pl.lit("-"), fmt_expr(we), pl.lit(" (window ends: "),
+                        py_str(pl.col(why)), pl.lit(")"))
+    empty = pl.concat_str(pl.lit("not evaluable: the late window is empty (it ends on day "), fmt_expr(we),
+                          pl.lit(", "), py_str(pl.col(why)), pl.lit(", before day "), py_str(ws), pl.lit(")."))
+    return win, empty, we < ws
+
+
+def lowest_text(label: str, prefix: str) -> pl.Expr:
+    """"lowest ANC 0.3 on day 40, second lowest 0.4 on day 45" of the late window's values."""
+    def num(c: str) -> pl.Expr:  # a censored result as written ("<0.5"): the engines keep it in _<c>_cs
+        return pl.coalesce(pl.col(f"_{c}_cs"), fmt_expr(pl.col(c)), pl.lit("NA"))
+
+    return pl.concat_str(
+        pl.lit(f"lowest {label} "), num(f"{prefix}_nadir"), pl.lit(" on day "), py_str(pl.col(f"{prefix}_nadir_day")),
+        pl.lit(", second lowest "), num(f"{prefix}_confirmed"), pl.lit(" on day "),
+        py_str(pl.col(f"{prefix}_confirmed_day")))
+
+
+def late_lowest_text(n: pl.Expr, label: str, prefix: str) -> pl.Expr:
+    """The lowest late counts (``<prefix>_nadir``/``_confirmed`` with their days); a window graded on
+    a nontransient run may have one measurement (``n``) or none (session 34: it printed "second
+    lowest NA on day None")."""
+    nadir = pl.coalesce(pl.col(f"_{prefix}_nadir_cs"), fmt_expr(pl.col(f"{prefix}_nadir")))
+    return (pl.when(n >= 2).then(lowest_text(label, prefix))
+            .when(n == 1).then(pl.format(f"lowest {label} {{}} on day {{}} (the only measurement)", nadir,
+                                         pl.col(f"{prefix}_nadir_day")))
+            .otherwise(pl.lit("no measurement in the window")))
+
+
+def nontransient_text(opts: dict, what: str, where: str) -> str:
+    """What else would have made a late window evaluable (option ``late_nontransient``; "" when
+    off): ", and no nontransient <what> (a run <where> a level ...)"."""
+    if not opts.get("late_nontransient"):
+        return ""
+    return (f", and no nontransient {what} (a run {where} a level continuing from the early window or "
+            f"lasting >= {opts['stable_recovery_days']} days)")
+
+
+def late_range_text(grade: str, grade_max: str, no_count: str, none_text: str, extra: pl.Expr) -> pl.Expr:
+    """" Could be up to grade X: ..." - the range a late window leaves (session 34): up to
+    ``grade_max`` had its days without a count (``_late_unknown_days``, named by
+    ``_late_unknown_list``: "N day(s) of the late window (days 41-44, 60) have no <no_count>";
+    ``none_text`` when there are none) been below every level, then ``extra``, and, when ``grade``
+    is empty (not evaluable), at least what the known days confirm (``late_grade``: missing is not
+    negative, a range naming the missing counts, never a grade 0)."""
+    missing = (pl.when(pl.col("_late_unknown_days").fill_null(0) > 0).then(pl.format(
+        f"{{}} day(s) of the late window (days {{}}) have no {no_count}", pl.col("_late_unknown_days"),
+        pl.col("_late_unknown_list"))).otherwise(pl.lit(none_text)))
+    lower = (pl.when(pl.col(grade).is_not_null()).then(pl.lit(""))
+             .when(pl.col("late_grade") > 0).then(pl.format("; the known days alone confirm grade {}", pl.col("late_grade")))
+             .otherwise(pl.lit("; the known days alone confirm no grade (a lower bound of 0, not a finding of none)")))
+    return pl.format(" Could be up to grade {}: {}{}{}; had they been below every level, the grade would be that.",
+                     py_str(pl.col(grade_max)), missing, extra, lower)
