@@ -611,18 +611,25 @@ def crs_daily_inputs(
             hosp[key] = (bool(r["hospitalized"]), _ref(r) or f"hospitalization:{i + 1}")
 
     # ---- deaths
+    # session 35: per day, the last death row decides (death_crs) and every death row of a graded day is
+    # cited, whatever their order (before, a death from another cause before a CRS death on the same
+    # day was left out of the evidence and the reverse order kept it: the engine cites both)
+    death_rows: dict[tuple[str, int], list[tuple[bool | None, str | None]]] = defaultdict(list)
     for r in study.events.to_dicts():
         if _norm(r.get("event")) != "death" or r.get("day") is None:
             continue
-        sid, d = r["subject_id"], math.floor(r["day"])
         att = _norm(r.get("attribution"))
         val = True if att == "crs" else (None if att == "" else False)
-        key = (sid, d)
+        death_rows[(r["subject_id"], math.floor(r["day"]))].append((val, _ref(r)))
+    for key, rows in death_rows.items():
+        sid, d = key
+        val = rows[-1][0]
         if val is False and d not in days_of[sid]:
             continue  # a death from another cause does not count toward CRS: no day of its own
         days_of[sid].add(d)
         rec[key]["death_crs"] = val
-        ev(key, "death", _ref(r))
+        for _, ref in rows:
+            ev(key, "death", ref)
 
     # ---- assemble
     out = []

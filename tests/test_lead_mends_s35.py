@@ -119,3 +119,24 @@ def test_adtte_error_names_the_day_it_compared():
     msg = str(e.value)
     assert "last response assessment, on day -2" in msg and "clock start 0" in msg
     assert "last known alive on day 100" not in msg
+
+
+def test_two_deaths_on_one_day_cite_both_rows_whatever_their_order():
+    """Older CRS scales: a subject with two death rows on one day (one attributed to another cause, one
+    to CRS): the day's death_crs is the last row's, and both rows are evidence in either order. The
+    engine did this; the row-loop oracle (tests/crs_legacy_reference.py) depended on the rows' order,
+    which hypothesis found in session 35 (test_crs_legacy_audit_s26 random example)."""
+    import test_crs_legacy_vectorised as vec
+
+    from cartlab.model import Study, conform
+
+    def study(order):
+        ev = pl.DataFrame({"subject_id": ["S1", "S1"], "day": [3.0, 3.0], "event": ["death", "death"],
+                           "attribution": order, "src_file": ["events.csv"] * 2, "src_row": [1, 2]})
+        obs = pl.DataFrame({"subject_id": ["S1"], "day": [1.0], "param": ["TEMP"], "value": [38.5], "unit": ["C"],
+                            "src_file": ["observations.csv"], "src_row": [1]})
+        return Study("t", subjects=conform(pl.DataFrame({"subject_id": ["S1"]}), "subjects"),
+                     observations=conform(obs, "observations"), events=conform(ev, "events"))
+
+    for order in (["other", "CRS"], ["CRS", "other"], ["other", None]):
+        vec._same(study(order), {})
