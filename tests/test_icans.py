@@ -101,15 +101,18 @@ def test_a_day_without_ice_or_capd_is_a_range():
 
 def test_the_score_the_age_does_not_call_for_is_said_not_dropped_silently():
     """A 10-year-old scored only with ICE: ASTCT 2019 grades children < 12 by CAPD, so the grade is
-    not evaluable, and a warning names the subject whose ICE rows were not graded."""
+    not settled, and a warning names the subject whose ICE rows were not graded. Session 35 (review
+    B3): the day keeps its row, grade 0 up to 3 (no CAPD that day: CAPD >= 9 is grade 3; the ICE row
+    shows the child awake, so not the unarousable 4), where it was an empty grade before."""
     from cartlab.errors import CartlabWarning
 
     s = study(subjects=[{"subject_id": "K", "age_years": 10.0}, {"subject_id": "A", "age_years": 40.0}],
               obs=[("K", 1, "ICE", 5.0), ("A", 1, "ICE", 9.0)])
-    with pytest.warns(CartlabWarning, match=r"ICE scores of subject\(s\) under 12 years are not graded.*: K$"):
+    with pytest.warns(CartlabWarning, match=r"ICE scores of 1 subject\(s\) under 12 years are not graded.*: K$"):
         summ = derive_icans_summary(s)
     rows = {r["subject_id"]: r for r in summ.iter_rows(named=True)}
-    assert rows["K"]["icans_grade_astct"] is None and rows["A"]["icans_grade_astct"] == 1
+    assert rows["K"]["icans_grade_astct"] == 0 and rows["K"]["icans_grade_astct_max"] == 3
+    assert rows["A"]["icans_grade_astct"] == 1
 
 
 @pytest.mark.parametrize("attribution, grade", [("ICANS", 5), (None, 2), ("other", 2), ("CRS", 2)])

@@ -8,7 +8,7 @@ derives episodes and the ``subject_summary.csv`` columns ``crs_grade_astct``, ``
 ``crs_resolution_day`` (plus ``crs_episode`` / ``crs_n_episodes``: which episodes they describe).
 
 >>> from cartlab.datasets import seed_case
->>> crs_summary(seed_case())["crs_grade_astct"].to_list()
+>>> derive_crs_summary(seed_case())["crs_grade_astct"].to_list()
 [3]
 """
 
@@ -37,6 +37,7 @@ from cartlab.grading.crs_features import (
     norm_text,
     norm_values,
 )
+from cartlab.grading.crs_waiver import apply_waiver
 from cartlab.io.schema import CATEGORIES
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -79,6 +80,10 @@ class CrsOptions(CriteriaOptions):
     assessment_end_events: tuple[str, ...] | None = None
     unattributed_death: Literal["during_crs", "always"] | None = None
     waiver_categories: tuple[str, ...] | None = None
+    fever_waiver_scope: Literal["course", "episode"] | None = None
+    fever_waiver_requires_crs: bool | None = None
+    hfnc_by_flow: bool | None = None
+    multiple_vasopressors: Literal["same_day", "concurrent"] | None = None
     criteria: str = "astct_crs_2019"
 
     #: values of the right type that cannot be meant (checked when the options are made)
@@ -197,7 +202,9 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     Columns: tmax_c, sbp_min_mmhg, sbp_cutoff, n_vasopressors, n_vasopressors_excl_vasopressin,
     vasopressors, vasopressors_unknown, o2_level, o2_devices, waiver_from_day, crs_death,
     other_cause (+ reason), not_counted (+ not_counted_refs: oxygen, vasopressor and fever-waiver rows
-    left out by ``counted_indications``), and evidence lists per input. Vasopressor drugs and fever attribution
+    left out by ``counted_indications``), and evidence lists per input; columns starting with ``_``
+    are inputs of the daily grade (waiver agents per day, a counted antipyretic, a high-flow nasal
+    cannula at <= 6 L/min). Vasopressor drugs and fever attribution
     come from :func:`cartlab.grading.crs_features.crs_day_features` (shared with the older scales).
     """
     options = options or CrsOptions()
@@ -246,16 +253,26 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
              _ref_list().alias("not_counted_refs"))
     )
     shared = crs_day_features(study, indications=opts["counted_indications"],
-                              attribution=options.attribution()).rename({"day": "d"})
+                              attribution=options.attribution(),
+                              concurrent_vasopressors=opts["multiple_vasopressors"] == "concurrent").rename({"day": "d"})
+    if "vasopressor_times_missing" not in shared.columns:  # option multiple_vasopressors="same_day"
+        shared = shared.with_columns(pl.lit(False).alias("vasopressor_times_missing"),
+                                     pl.lit(False).alias("vasopressors_sequential"))
     vaso = shared.filter(pl.col("n_vasopressors").is_not_null()).select(
         "subject_id", "d", "n_vasopressors", "n_vasopressors_excl_vasopressin", "n_vasopressors_excl_vasopressin_max",
-        pl.col("vasopressor_agents").list.join(", ").alias("vasopressors"), "vasopressors_unknown", "vaso_refs")
+        pl.col("vasopressor_agents").list.join(", ").alias("vasopressors"), "vasopressors_unknown", "vaso_refs",
+        "vasopressor_times_missing", "vasopressors_sequential")
     other = shared.filter(pl.col("other_cause").fill_null(False)).select(
         "subject_id", "d", "other_cause", "other_cause_reason", "other_cause_refs")
     level = pl.col("o2_device").replace_strict(table.extra("devices"), default=None, return_dtype=pl.Int64)
+    low_max = table.extra("low_flow_max_lpm")
+    # a high-flow nasal cannula at a recorded flow <= low_flow_max_lpm: high flow by device (spec),
+    # low flow by the flow with option hfnc_by_flow (ASTCT: "high flow refers to delivery at >6 L/min")
+    hfnc_low = (pl.col("o2_device") == "high_flow_nasal_cannula") & (pl.col("o2_flow_lpm") <= low_max).fill_null(False)
     level = (
-        pl.when((pl.col("o2_device") == "nasal_cannula") & (pl.col("o2_flow_lpm") > table.extra("low_flow_max_lpm")))
+        pl.when((pl.col("o2_device") == "nasal_cannula") & (pl.col("o2_flow_lpm") > low_max))
         .then(pl.lit(3, dtype=pl.Int64))
+        .when(hfnc_low & pl.lit(bool(opts["hfnc_by_flow"]))).then(pl.lit(2, dtype=pl.Int64))
         .otherwise(level)
     )
     # a nasal cannula without a recorded flow is low flow (the table's reading), but could have run
@@ -267,14 +284,20 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         .with_columns(level.alias("lvl"), pl.when(flow_unknown).then(pl.lit(3, dtype=pl.Int64))
                       .otherwise(level).alias("lvl_max"),
                       # the reason shows the flow where recorded (6.5 L/min is what makes a nasal cannula high flow)
-                      pl.when(flow.is_not_null()).then(pl.format("{} {} L/min", pl.col("o2_device"), _num(flow)))
-                      .otherwise(pl.col("o2_device")).alias("_o2_txt"))
+                      pl.when(flow.is_not_null()).then(pl.format("{} {} L/min{}", pl.col("o2_device"), _num(flow),
+                                                                 pl.when(hfnc_low).then(pl.lit(
+                                                                     " (high flow by device (option hfnc_by_flow))"
+                                                                     if not opts["hfnc_by_flow"] else
+                                                                     f" (<= {low_max:g} L/min: low flow, option hfnc_by_flow)"))
+                                                                 .otherwise(pl.lit(""))))
+                      .otherwise(pl.col("o2_device")).alias("_o2_txt"), hfnc_low.alias("_hfnc_low"))
         .group_by("subject_id", "d")
         .agg(
             pl.col("lvl").max().alias("o2_level"),
             pl.col("lvl_max").max().alias("o2_level_max"),
             pl.col("o2_device").unique(maintain_order=True).str.join(", ").alias("o2_devices"),
             pl.col("_o2_txt").unique(maintain_order=True).str.join(", ").alias("o2_text"),
+            (pl.col("_hfnc_low") & (pl.col("lvl") == pl.col("lvl").max())).any().alias("_hfnc_low"),
             _ref_list().alias("o2_refs"),
         )
     )
@@ -300,7 +323,17 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
 
     # a day with a fever-waiver agent counted toward CRS is assessed even without vital signs (missing
     # is not negative: its temperature and blood pressure are unknown, so its grade is a range)
-    waiver_days = expand_days(iv.filter(pl.col("category").is_in(waiver_cats))).select("subject_id", "d")
+    waiver_days = (expand_days(iv.filter(pl.col("category").is_in(waiver_cats))).sort("subject_id", "d", "start_day")
+                   .group_by("subject_id", "d", maintain_order=True)
+                   .agg(pl.lit(True).alias("_waiver_given"), pl.col("ref").first().alias("_waiver_day_ref"),
+                        pl.col("category").unique().sort().str.join(", ").alias("_waiver_day_cat")))
+    # a counted antipyretic that does not waive the fever (option antipyretics_waive_fever): named on
+    # an afebrile CRS-like day after it (crs.py reason)
+    antipyretic = (
+        iv.filter((pl.col("category") == "antipyretic") & pl.lit(not opts["antipyretics_waive_fever"]))
+        .sort("start_day").group_by("subject_id")
+        .agg(pl.col("start_day").first().floor().cast(pl.Int64).alias("_antipyretic_day"),
+             pl.col("ref").first().alias("_antipyretic_ref")))
     grid = pl.concat(
         [f.select("subject_id", "d") for f in (temp, sbp, vaso, o2, death, waiver_days)], how="vertical"
     ).unique()
@@ -308,10 +341,11 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         grid = (grid.join(start, on="subject_id", how="left")
                 .filter(pl.col("_start").is_null() | (pl.col("d") >= pl.col("_start").floor())).drop("_start"))
     out = grid
-    for f in (temp, sbp, vaso, o2, death):
+    for f in (temp, sbp, vaso, o2, death, waiver_days):
         out = out.join(f, on=["subject_id", "d"], how="left")
     out = (
         out.join(other, on=["subject_id", "d"], how="left")
+        .join(antipyretic, on="subject_id", how="left")
         .join(dropped, on=["subject_id", "d"], how="left")
         .join(waiver, on="subject_id", how="left")
         .join(_sbp_cutoff(study.subjects, opts, table), on="subject_id", how="left")
@@ -371,7 +405,8 @@ def day_grade(fever: pl.Expr, support: pl.Expr, waived: pl.Expr, death: pl.Expr 
     """The ASTCT CRS grade of a day from its domain results (ASTCT 2019, Lee et al., Table 1): 5 on a
     death from CRS; 0 when the day is attributed to another cause; with a fever (counted toward CRS)
     the higher of 1 and ``support`` (the hypotension/hypoxia grade); without one, ``support`` once
-    the fever requirement is ``waived`` (tocilizumab/corticosteroid for CRS), else 0."""
+    the fever requirement is ``waived`` (tocilizumab/corticosteroid for CRS, within the scope of
+    option fever_waiver_scope), else 0."""
     zero = pl.lit(0, dtype=pl.Int64)
     expr = pl.when(death if death is not None else pl.lit(False)).then(pl.lit(5, dtype=pl.Int64))
     return (expr.when(excluded if excluded is not None else pl.lit(False)).then(zero)
@@ -406,8 +441,12 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
 
     A day whose fever is attributed to another cause is not a CRS day (rule ``crs.other_cause``;
     with ``other_cause_scope="fever"`` only its fever is discounted); a day without fever has none to
-    attribute and keeps its grade (after the fever waiver). ``episode`` numbers the CRS
-    episodes; days outside the assessment (options) are not returned.
+    attribute and keeps its grade (after the fever waiver). The fever waiver (ASTCT Table 1
+    footnote) runs from the first tocilizumab/corticosteroid given for CRS to the end of the course
+    (spec), or within its CRS episode / only after CRS began with the options fever_waiver_scope /
+    fever_waiver_requires_crs (:mod:`cartlab.grading.crs_waiver`); an afebrile hypotension or
+    hypoxia without it is rule ``crs.no_fever``. ``episode`` numbers the CRS episodes; days
+    outside the assessment (options) are not returned.
     """
     options = options or CrsOptions()
     opts = options.resolved()
@@ -449,8 +488,10 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     # attributed: a day without one (hypotension or hypoxia after the fever waiver) keeps its grade
     attributed = other if opts["other_cause_scope"] == "day" else pl.lit(False)
     excluded = attributed & fever
-    waived = pl.col("waiver_from_day").is_not_null() & (pl.col("day") >= pl.col("waiver_from_day"))
     support = pl.max_horizontal("hypotension_grade", "hypoxia_grade")
+    # the fever waiver (options fever_waiver_scope, fever_waiver_requires_crs: crs_waiver)
+    f = apply_waiver(f, crs_fever & ~excluded, day_grade(crs_fever, support, pl.lit(True), None, excluded) >= 1, opts)
+    waived = pl.col("_waived")
     f = _unattributed_deaths(f, day_grade(crs_fever, support, waived, None, excluded), opts)
     death_rule, death = _flag(table, "death", opts)
     support_rule = (
@@ -492,20 +533,34 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     f = f.with_columns(
         pl.when(pl.col("grade_max") > pl.col("grade")).then(pl.concat_list(
             pl.when(fever_open).then(pl.col("fever_missing")).otherwise(no_list),
-            *[pl.when(gain & (pl.col(upper_grade) > support)).then(pl.lit([name], dtype=pl.List(pl.String)))
+            *[pl.when(gain & (pl.col(upper_grade) > support)
+                      & ((pl.lit(name) != "vasopressor agent") | ~pl.col("vasopressor_times_missing").fill_null(False)))
+              .then(pl.lit([name], dtype=pl.List(pl.String)))
               .otherwise(no_list)
               for upper_grade, name in (("hypotension_grade_max_sbp", "SYSBP"), ("hypoxia_grade_max", "o2_flow_lpm"),
                                         ("hypotension_grade_max_vaso", "vasopressor agent"),
                                         ("hypotension_grade_max_age", "age_years"))],
+            # option multiple_vasopressors="concurrent": drugs recorded by day, without times
+            pl.when(gain & (pl.col("hypotension_grade_max_vaso") > support)
+                    & pl.col("vasopressor_times_missing").fill_null(False))
+            .then(pl.lit(["vasopressor times"], dtype=pl.List(pl.String))).otherwise(no_list),
             pl.when(death_open).then(pl.lit(["death attribution"], dtype=pl.List(pl.String))).otherwise(no_list)))
         .otherwise(no_list).alias("missing_inputs"))
 
-    texts["crs.no_fever"] = "hypotension or hypoxia without fever before any tocilizumab/corticosteroid for CRS: not graded as CRS"
+    texts.update({r["id"]: r["text"] for r in table.extra("day_rules")})
     rule_text = pl.col("rule").replace_strict(texts, default=pl.col("rule"))
+    # a high-flow nasal cannula at a recorded flow <= 6 L/min is high flow by its device (option
+    # hfnc_by_flow): the rule's text does not claim "> 6 L/min" next to it
+    rule_text = pl.when((pl.col("rule") == "crs.hypoxia.high_flow") & pl.col("_hfnc_low").fill_null(False)).then(
+        rule_text.str.replace("high-flow nasal cannula (> 6 L/min)", "high-flow nasal cannula by device (option "
+                              "hfnc_by_flow)", literal=True)).otherwise(rule_text)
     if opts["age_adjusted_sbp"]:  # the rule's text names the adult cut-off option: show the subject's
         rule_text = pl.when(pl.col("rule") == "crs.hypotension.no_vasopressor").then(rule_text.str.replace(
             f"SBP < {opts['sbp_cutoff_mmhg']:g} mmHg", pl.format("SBP < {} mmHg", _num(pl.col("sbp_cutoff"))),
             literal=True)).otherwise(rule_text)
+    # an afebrile hypotension/hypoxia not graded as CRS after a counted antipyretic (which does not waive)
+    antipyretic_note = ((pl.col("rule") == "crs.no_fever") & pl.col("_antipyretic_day").is_not_null()
+                        & (pl.col("day") >= pl.col("_antipyretic_day")))
     unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     # the cut-off used: the subject's, or the range of PALS cut-offs an unknown age leaves open
     cut_known = pl.col("_sbp_cutoff_known")
@@ -537,16 +592,25 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
             "SBP min {} mmHg (censored result){}", _interval_text("sbp_lo", "sbp_hi", "sbp_lo_open", "sbp_hi_open"),
             pl.when(below.fill_null(False)).then(pl.format(" (< {})", cut_text)).otherwise(pl.lit("")))),
         pl.when(pl.col("n_vasopressors") > 0).then(pl.format(
-            "vasopressors: {}{}", pl.col("vasopressors"),
+            "vasopressors: {}{}{}", pl.col("vasopressors"),
             pl.when(unknown.list.len() > 0).then(pl.format(
                 " ({} not in the vasopressor vocabulary: counted as a vasopressor of its own)", unknown.list.join(", ")))
+            .otherwise(pl.lit("")),
+            pl.when(pl.col("vasopressors_sequential").fill_null(False)).then(pl.lit(
+                " (never given at the same time: one at a time, option multiple_vasopressors=concurrent)"))
             .otherwise(pl.lit("")))),
         pl.when(pl.col("o2_level") > 0).then(pl.format("oxygen: {}", pl.col("o2_text"))),
         pl.col("not_counted"),
         pl.when(waived & ~crs_fever & ~excluded & (support > 0)).then(
-            pl.format("fever not required since day {} ({})", pl.col("waiver_from_day"), pl.col("waiver_category"))
+            pl.format("fever not required since day {} ({}), {} (option fever_waiver_scope={})", pl.col("waiver_from_day"),
+                      pl.col("waiver_category"), pl.lit("for the rest of the course" if opts["fever_waiver_scope"] == "course"
+                                                        else "within its CRS episode"), pl.lit(opts["fever_waiver_scope"]))
         ).when(pl.col("day") == pl.col("waiver_from_day")).then(
             pl.format("{} given: fever not required from this day", pl.col("waiver_category"))),
+        pl.col("_waiver_note"),
+        pl.when(antipyretic_note).then(pl.format(
+            "antipyretic on day {} does not waive the fever (option antipyretics_waive_fever=false)",
+            pl.col("_antipyretic_day"))),
         pl.when(death & pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit("death attributed to CRS")),
         pl.when(death & ~pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit(
             "death with no attribution recorded, during CRS (counted toward CRS: an empty attribution counts, "
@@ -574,7 +638,9 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                     ("age_years", pl.format("if hypotensive: the age, not recorded, sets the PALS SBP cut-off "
                                             "(option age_adjusted_sbp; {} mmHg)", cut_text)),
                     ("o2_flow_lpm", "if the nasal cannula flow, not recorded, was above 6 L/min (high flow)"),
-                    ("vasopressor agent", "if the vasopressor rows without an agent are different drugs"))],
+                    ("vasopressor agent", "if the vasopressor rows without an agent are different drugs"),
+                    ("vasopressor times", "if the vasopressors, recorded without times, ran at the same time "
+                                          "(option multiple_vasopressors=concurrent)"))],
                 separator="; ", ignore_nulls=True))).otherwise(pl.lit("")),
         pl.when(pl.col("rule").is_not_null()).then(pl.format(": {}", rule_text)).otherwise(pl.lit("")),
     )
@@ -591,6 +657,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
         pl.col("o2_refs").fill_null(empty),
         pl.when((waived & ~crs_fever & ~excluded & (support > 0)) | (pl.col("day") == pl.col("waiver_from_day")))
         .then(pl.concat_list(pl.col("waiver_ref"))).otherwise(empty),
+        pl.col("_waiver_note_refs").fill_null(empty),
+        pl.when(antipyretic_note).then(pl.concat_list(pl.col("_antipyretic_ref"))).otherwise(empty),
         pl.col("death_refs").fill_null(empty),
         pl.col("not_counted_refs").fill_null(empty),
     ).list.unique(maintain_order=True)

@@ -111,15 +111,43 @@ def _floor_day(col: str) -> pl.Expr:
     return pl.col(col).floor().cast(pl.Int64)
 
 
-def vasopressor_days(study: Study, indications, count_empty: bool = True) -> pl.DataFrame:
-    """Per subject and day: the vasopressor drugs counted toward CRS (one vocabulary for all engines)."""
+def _timed(frame: pl.DataFrame) -> pl.Expr:
+    """A row whose start and end are known to the time of day (a datetime, or a fractional day)."""
+    frac = [pl.col(c) != pl.col(c).floor() for c in ("start_day", "end_day")]
+    dt = [pl.col(c).is_not_null() for c in ("start_datetime", "end_datetime") if c in frame.columns]
+    return pl.col("end_day").is_not_null() & pl.any_horizontal(*frac, *dt).fill_null(False)
+
+
+def _concurrent(days: pl.DataFrame) -> pl.DataFrame:
+    """Per subject and day (``d``): ``_overlap`` (two named drugs other than vasopressin ran at the
+    same time that day: timed rows whose [start, end] intervals overlap within the day) and
+    ``_untimed`` (a named drug other than vasopressin has a row without times that day)."""
+    named = days.filter(~pl.col("vaso_is_vasopressin") & (pl.col("vaso_agent") != UNSPECIFIED))
+    t = named.filter(pl.col("_timed")).select("subject_id", "d", "vaso_agent", "start_day", "end_day")
+    pairs = t.join(t, on=["subject_id", "d"], suffix="_b").filter(
+        (pl.col("vaso_agent") < pl.col("vaso_agent_b"))
+        & (pl.max_horizontal("start_day", "start_day_b") < pl.min_horizontal("end_day", "end_day_b"))
+        & (pl.max_horizontal("start_day", "start_day_b") < pl.col("d") + 1)
+        & (pl.min_horizontal("end_day", "end_day_b") > pl.col("d")))
+    return (named.group_by("subject_id", "d").agg((~pl.col("_timed")).any().alias("_untimed"))
+            .join(pairs.select("subject_id", "d").unique().with_columns(pl.lit(True).alias("_overlap")),
+                  on=["subject_id", "d"], how="left")
+            .with_columns(pl.col("_overlap").fill_null(False)))
+
+
+def vasopressor_days(study: Study, indications, count_empty: bool = True, concurrent: bool = False) -> pl.DataFrame:
+    """Per subject and day: the vasopressor drugs counted toward CRS (one vocabulary for all engines).
+
+    ``concurrent`` (ASTCT option ``multiple_vasopressors="concurrent"``): drugs other than vasopressin
+    count as several only when their timed [start, end] intervals overlap; on a day whose rows carry
+    no times the lower count is 1 and the upper the same-day count (``vasopressor_times_missing``)."""
     iv = study.interventions.filter(
         (norm_text(pl.col("category")) == "vasopressor") & counted("indication", indications, count_empty)
     )
     iv = resolve_agents(iv.with_columns(evidence_ref().alias("ref")), "agent", warn=True)
     days = expand_days(iv).sort("subject_id", "d", "src_row", nulls_last=True)
     agent = pl.col("vaso_agent")
-    return (
+    out = (
         days.group_by("subject_id", "d")
         .agg(
             agent.unique().sort().alias("vasopressor_agents"),
@@ -136,8 +164,23 @@ def vasopressor_days(study: Study, indications, count_empty: bool = True) -> pl.
             .alias("n_vasopressors_excl_vasopressin_max"),
             pl.col("ref").drop_nulls().unique(maintain_order=True).alias("vaso_refs"),
         )
-        .rename({"d": "day"})
     )
+    if not concurrent:
+        return out.rename({"d": "day"})
+    conc = _concurrent(days.with_columns(_timed(days).alias("_timed")))
+    out = out.join(conc, on=["subject_id", "d"], how="left").with_columns(
+        pl.col("_overlap").fill_null(False), pl.col("_untimed").fill_null(False))
+    several = pl.col("n_vasopressors_excl_vasopressin") >= 2
+    return out.with_columns(
+        (several & ~pl.col("_overlap") & pl.col("_untimed")).alias("vasopressor_times_missing"),
+        (several & ~pl.col("_overlap") & ~pl.col("_untimed")).alias("vasopressors_sequential"),
+        pl.when(several & ~pl.col("_overlap")).then(pl.lit(1, dtype=pl.Int64))
+        .otherwise(pl.col("n_vasopressors_excl_vasopressin")).alias("n_vasopressors_excl_vasopressin"),
+        # the upper count: the same-day count unless every row was timed (then what overlapped)
+        pl.when(several & ~pl.col("_overlap") & ~pl.col("_untimed"))
+        .then(pl.col("n_vasopressors_excl_vasopressin_max") - pl.col("n_vasopressors_excl_vasopressin") + 1)
+        .otherwise(pl.col("n_vasopressors_excl_vasopressin_max")).alias("n_vasopressors_excl_vasopressin_max"),
+    ).drop("_overlap", "_untimed").rename({"d": "day"})
 
 
 def other_cause_days(study: Study, attribution: FeverAttribution) -> pl.DataFrame:
@@ -186,7 +229,8 @@ def other_cause_days(study: Study, attribution: FeverAttribution) -> pl.DataFram
 
 
 def crs_day_features(
-    study: Study, *, indications, count_empty: bool = True, attribution: FeverAttribution | None = None
+    study: Study, *, indications, count_empty: bool = True, attribution: FeverAttribution | None = None,
+    concurrent_vasopressors: bool = False,
 ) -> pl.DataFrame:
     """The shared daily layer: vasopressor drugs and fever attribution per subject and day.
 
@@ -194,6 +238,6 @@ def crs_day_features(
     :func:`cartlab.grading.crs_legacy.crs_daily_inputs` (Lee 2014, Penn, CARTOX, MSKCC).
     """
     attribution = attribution or FeverAttribution.from_table()
-    vaso = vasopressor_days(study, indications, count_empty)
+    vaso = vasopressor_days(study, indications, count_empty, concurrent_vasopressors)
     oc = other_cause_days(study, attribution)
     return vaso.join(oc, on=KEY, how="full", coalesce=True).sort(KEY)

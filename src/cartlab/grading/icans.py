@@ -2,10 +2,12 @@
 
 Lee DW et al., Biol Blood Marrow Transplant 2019;25(4):625-638, Tables 3-5; rules in
 ``criteria/astct_icans_2019.yaml``. ICE is used from age 12, CAPD below (whichever is recorded
-when the age is missing); events attributed to another cause are excluded.
+when the age is missing); events attributed to another cause are excluded (their day keeps a
+row naming them). A day with no ICE/CAPD score and no level of consciousness is a range up to 4;
+conventions in the criteria table (icans.conv.*).
 
 >>> from cartlab.datasets import seed_case
->>> icans_summary(seed_case())["icans_grade_astct"].to_list()
+>>> derive_icans_summary(seed_case())["icans_grade_astct"].to_list()
 [0]
 """
 
@@ -113,6 +115,22 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                     f"{param} scores of {len(ids)} subject(s) {who} are not graded (ASTCT "
                     f"2019: ICE from age {opts['ice_min_age_years']:g}, CAPD below): {{subjects}}", ids,
                     "the warnings of cartlab analyze (analysis.json)"), stacklevel=2)
+    # the ignored rows' days keep a row (missing is not negative: the day has no score ASTCT calls for)
+    skipped = (
+        ignored.with_columns(pl.format("{} {} not graded: ASTCT 2019 grades {} by {}", pl.col("param"),
+                                       pl.when(pl.col("lo") == pl.col("hi")).then(pl.col("lo").cast(pl.Int64).cast(pl.String))
+                                       .otherwise(pl.format("{}-{}", pl.col("lo").cast(pl.Int64), pl.col("hi").cast(pl.Int64))),
+                                       pl.when(pl.col("param") == "ICE")
+                                       .then(pl.lit(f"age < {opts['ice_min_age_years']:g} years"))
+                                       .otherwise(pl.lit(f"age >= {opts['ice_min_age_years']:g} years")),
+                                       pl.when(pl.col("param") == "ICE").then(pl.lit("CAPD")).otherwise(pl.lit("ICE")))
+                             .alias("_txt"))
+        .group_by("subject_id", "d")
+        .agg(pl.col("_txt").unique(maintain_order=True).str.join("; ").alias("skipped"),
+             pl.col("ref").unique(maintain_order=True).alias("skipped_refs"),
+             # a score performed that day (>= 1 for ICE): the patient was rousable (convention icans.conv.loc_missing)
+             ((pl.col("param") == "CAPD") | (pl.col("lo") >= 1)).any().alias("_skipped_rousable"))
+    )
     scores = scores.filter(use)
     # the day's worst score: the lowest ICE (interval: lowest lower and upper bounds), the highest CAPD
     ice = (
@@ -134,21 +152,35 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     loc = (
         obs.filter((pl.col("param") == "LOC") & pl.col("value_text").is_not_null())
         .with_columns(pl.col("value_text").replace_strict(levels, default=None, return_dtype=pl.Int64).alias("lvl"))
-        .sort("lvl", descending=True)
+        .sort("lvl", descending=True, nulls_last=True, maintain_order=True)  # an unmapped text never hides a level
         .group_by("subject_id", "d")
         .agg(
             pl.col("lvl").first().alias("loc_level"),
-            pl.col("value_text").first().alias("loc"),
-            pl.col("ref").first().alias("loc_ref"),
+            pl.col("value_text").filter(pl.col("lvl").is_not_null()).first().alias("loc"),
+            pl.col("ref").filter(pl.col("lvl").is_not_null()).first().alias("loc_ref"),
+            # texts outside loc_levels (a Study built in Python; the folder reader refuses them): named, not graded
+            pl.col("value_text").filter(pl.col("lvl").is_null()).unique(maintain_order=True).str.join(", ")
+            .alias("loc_unknown"),
+            pl.col("ref").filter(pl.col("lvl").is_null()).alias("loc_unknown_refs"),
         )
+        .with_columns(pl.when(pl.col("loc_unknown") != "").then(pl.col("loc_unknown")).alias("loc_unknown"))
     )
     # each event row graded by the events rule set (events outside its vocabulary match no rule)
     events = decision(table, "events", opts)
+    is_excluded = pl.col("attribution").is_not_null() & pl.col("attribution").is_in(list(opts["excluded_attributions"]))
+    graded_ev = study.events.with_columns(*events.outcome("e", "grade", "rule")).filter(pl.col("e_rule").is_not_null())
+    # ICANS events excluded by their attribution: named on their day, with their row (traceable)
+    excluded_ev = (
+        graded_ev.filter(is_excluded)
+        .with_columns(pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"),
+                      pl.format("{} attributed to {}: not ICANS (option excluded_attributions)",
+                                pl.col("event"), pl.col("attribution")).alias("_txt"))
+        .group_by("subject_id", "d")
+        .agg(pl.col("_txt").unique(maintain_order=True).str.join("; ").alias("excluded_events"),
+             pl.col("ref").unique(maintain_order=True).alias("excluded_refs"))
+    )
     ev = (
-        study.events.filter(
-            pl.col("attribution").is_null() | ~pl.col("attribution").is_in(list(opts["excluded_attributions"])))
-        .with_columns(*events.outcome("e", "grade", "rule"))
-        .filter(pl.col("e_rule").is_not_null())
+        graded_ev.filter(~is_excluded)
         .with_columns(
             pl.col("day").floor().cast(pl.Int64).alias("d"),
             evidence_ref().alias("ref"),
@@ -164,9 +196,10 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
             pl.col("ref").unique(maintain_order=True).alias("event_refs"),
         )
     )
-    grid = pl.concat([f.select("subject_id", "d") for f in (ice, capd, loc, ev)]).unique()
+    parts = (ice, capd, loc, ev, skipped, excluded_ev)
+    grid = pl.concat([f.select("subject_id", "d") for f in parts]).unique()
     f = grid
-    for part in (ice, capd, loc, ev):
+    for part in parts:
         f = f.join(part, on=["subject_id", "d"], how="left")
     f = f.with_columns(pl.col("loc_level").is_null().alias("_loc_missing"), pl.col("loc_level").fill_null(0),
                        pl.col("event_grade").fill_null(0))
@@ -210,6 +243,18 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                            .otherwise(pl.col("grade_max")).alias("grade_max"),
                            pl.when(could).then(pl.col("missing_inputs").list.concat(pl.lit(["LOC"])))
                            .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
+    # no score that day and no LOC: the patient could have been unarousable (LOC domain 4; ICE 0 and
+    # unarousable is 4 too). A score performed that day (ICE >= 1, any CAPD, used or not) reads as
+    # rousable (convention icans.conv.loc_missing)
+    top_loc = max(int(v) for v in levels.values())
+    no_score = (pl.col("ice_lo").is_null() & pl.col("capd_lo").is_null()
+                & ~pl.col("_skipped_rousable").fill_null(False))
+    could = no_score & pl.col("_loc_missing") & (pl.col("grade_max") < top_loc)
+    f = f.with_columns(pl.when(could).then(pl.lit(top_loc, dtype=f.schema["grade_max"]))
+                       .otherwise(pl.col("grade_max")).alias("grade_max"),
+                       pl.when(could).then(pl.concat_list(
+                           pl.col("missing_inputs").list.set_difference(pl.lit(["ICE/CAPD"])), pl.lit(["ICE/CAPD", "LOC"])))
+                       .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
     by_age = pl.col("_age_grade_max").fill_null(0) > pl.col("grade_max")
     f = f.with_columns(pl.when(by_age).then(pl.col("_age_grade_max")).otherwise(pl.col("grade_max")).alias("grade_max"),
                        pl.when(by_age).then(pl.col("missing_inputs").list.concat(pl.lit(["age_years"])))
@@ -224,8 +269,12 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         pl.when(pl.col("capd_max").is_not_null()).then(pl.format("CAPD {}", pl.col("capd_max").cast(pl.Int64)))
         .when(pl.col("capd_lo").is_not_null()).then(pl.format("CAPD {}-{} (censored result)", pl.col("capd_lo").cast(pl.Int64),
                                                                pl.col("capd_hi").cast(pl.Int64))),
+        pl.col("skipped"),
         pl.when(pl.col("loc").is_not_null()).then(pl.format("consciousness: {}", pl.col("loc"))),
+        pl.when(pl.col("loc_unknown").is_not_null()).then(pl.format(
+            "consciousness '{}' not in the level-of-consciousness vocabulary: not graded", pl.col("loc_unknown"))),
         pl.when(pl.col("events").is_not_null()).then(pl.format("events: {}", pl.col("events"))),
+        pl.col("excluded_events"),
     ]
     loc_text = pl.format("depressed level of consciousness: {}", pl.col("loc"))
     rule_text = (
@@ -240,6 +289,10 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                       pl.when(pl.col("missing_inputs").list.contains("age_years")).then(pl.format(
                           " (up to {}: age unknown, so ICE or CAPD, both recorded, could be the score ASTCT "
                           "calls for)", pl.col("grade_max")))
+                      .when(pl.col("missing_inputs").list.contains("LOC") & pl.col("ice_lo").is_null()
+                            & pl.col("capd_lo").is_null()).then(pl.format(
+                          " (up to {}: no ICE/CAPD score and no level of consciousness (LOC) that day: "
+                          "unarousable would make it 4)", pl.col("grade_max")))
                       .when(pl.col("missing_inputs").list.contains("LOC")).then(pl.format(
                           " (up to {}: ICE 0 with no level of consciousness (LOC) that day: unarousable would "
                           "make it 4)", pl.col("grade_max")))
@@ -256,7 +309,9 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     def one(c: str) -> pl.Expr:
         return pl.when(pl.col(c).is_not_null()).then(pl.concat_list(pl.col(c))).otherwise(empty)
 
-    evidence = pl.concat_list(one("ice_ref"), one("capd_ref"), one("loc_ref"), pl.col("event_refs").fill_null(empty))
+    evidence = pl.concat_list(one("ice_ref"), one("capd_ref"), one("loc_ref"), pl.col("event_refs").fill_null(empty),
+                              pl.col("skipped_refs").fill_null(empty), pl.col("loc_unknown_refs").fill_null(empty),
+                              pl.col("excluded_refs").fill_null(empty)).list.unique(maintain_order=True)
     f = f.with_columns(reason.alias("reason"), evidence.alias("evidence"))
     if opts["unattributed_death"] == "during_icans":
         f = _unattributed_deaths(study, f)
