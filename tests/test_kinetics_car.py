@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from cartlab.datasets import seed_case
+from cartlab.errors import InputError
 from cartlab.kinetics.car import (
     CarKineticsOptions,
     derive_car_kinetics,
@@ -120,8 +121,15 @@ def test_carcell_when_no_carcopy_and_time_from_last_infusion():
              doses=((0.0, "CAR-T"), (2.0, "CAR-T")))
     k = derive_car_kinetics(s).row(0, named=True)
     assert k["param"] == "CARCELL" and k["cmax"] == 50.0 and k["tmax"] == 9.0
-    last = derive_car_profiles(s, CarKineticsOptions(time_from="last"))
-    assert last.filter(pl.col("day") == 9.0)["time"][0] == 7.0
+    # the day-0 sample lies between the infusions on days 0 and 2: time from the last infusion is
+    # refused for it (review s35 B1: a sample of another dosing interval has no place on that axis)
+    with pytest.raises(InputError, match="between two CAR-T infusions"):
+        derive_car_profiles(s, CarKineticsOptions(time_from="last"))
+    after = make([cc(5, 20.0, param="CARCELL", lloq=None), cc(9, 50.0, param="CARCELL", lloq=None),
+                  cc(20, 5.0, param="CARCELL", lloq=None)], doses=((0.0, "CAR-T"), (2.0, "CAR-T")))
+    last = derive_car_profiles(after, CarKineticsOptions(time_from="last"))
+    assert last.filter(pl.col("day") == 9.0)["time"][0] == 7.0  # 9 - 2
+    assert last.filter(pl.col("imputed"))["day"].to_list() == [2.0]  # the 0 sits at the last infusion
     with pytest.raises(ValueError):
         CarKineticsOptions(param="IL6")
 

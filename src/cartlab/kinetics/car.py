@@ -11,7 +11,10 @@ Cellular kinetics). Time is days from the first CAR-T infusion (the study's day 
 * Samples before the first infusion are not part of the profile, and the profile starts with a
   concentration of 0 at the infusion when no sample was taken at that moment (no CAR-T is in the
   blood before it is given: PKNCA's ``start_conc0`` imputation). ``zero_at_infusion=False`` turns
-  this off (an AUC window starting before the first sample is then not computable).
+  this off (an AUC window starting before the first sample is then not computable: empty, with
+  that reason). A subject without a CAR-T infusion record is timed from day 0 (spec "Time"), with
+  a warning; a date-only sample on the day of an untimed infusion is at time 0 (option
+  ``day0_untimed_sample``).
 * ``car_auc_0_28`` (study contract, "Cellular kinetics"): the AUC over exactly days 0-28 by
   ``method`` (linear-up/log-down by default: linear trapezoids while the level rises or stays,
   log trapezoids ``dt (c2 - c1) / ln(c2 / c1)`` while it falls), from the 0 at the infusion
@@ -42,7 +45,7 @@ import polars as pl
 from cartlab._days import day_expr, day_text
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
-from cartlab.errors import SubjectsWarning
+from cartlab.errors import InputError, SubjectsWarning
 from cartlab.kinetics.agents import car_t_infusions
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -65,8 +68,19 @@ class CarKineticsOptions(CriteriaOptions):
     """* ``param``: force CARCOPY or CARCELL (default: CARCOPY, else CARCELL per subject).
     * ``method``: AUC interpolation ("lin-up/log-down" default; "linear", "lin-log", "log-up/log-down").
     * ``auc_window`` ((0, 28)): the ``car_auc_0_28`` window in days.
-    * ``time_from`` ("first"): days from the first CAR-T infusion, or "last" (the most recent one).
-    * ``zero_at_infusion`` (True): a concentration of 0 at time 0 when no sample is there.
+    * ``time_from`` ("first"): days from the first CAR-T infusion (the spec), or "last": from the
+      subject's last infusion, for subjects whose samples all follow it; a sample between two
+      infusions belongs to another dosing interval (PKNCA: NCA per dosing interval), and the option
+      is then refused (InputError naming the subjects, days and rows).
+    * ``zero_at_infusion`` (True): a concentration of 0 at time 0 when no sample is there. False: no
+      0 is imputed, and ``car_auc_0_28`` is empty (not computable: no sample at the start of the
+      window) for a subject without a sample at the window's start.
+    * ``day0_untimed_sample`` ("as_given"): a sample given as a date (or whole day) without a clock
+      time on the day of the infusion it is timed from, when that infusion has no clock time either,
+      is at time 0: it cannot be ordered against the infusion. "as_given" (the spec: day 0 is the
+      infusion day, and only samples *before* the infusion leave the profile) makes it the level at
+      the infusion, in place of the imputed 0, with a warning naming a quantifiable one;
+      "pre_infusion" reads it as the pre-infusion baseline: left out, and the 0 is imputed.
     * ``date_only_samples`` ("as_given"): a sample given as a date without a clock time (``datetime``
       2021-05-24), or as a whole ``day`` without a ``datetime``, is at that day's midnight, as every date-time is (spec "Time"), so after an
       infusion at 14:00 a day-14 sample is 13.42 days from it (spec: "time from the first CAR-T
@@ -81,8 +95,11 @@ class CarKineticsOptions(CriteriaOptions):
     time_from: str = "first"
     zero_at_infusion: bool = True
     date_only_samples: str = "as_given"
+    day0_untimed_sample: str = "as_given"
 
     def __post_init__(self) -> None:
+        if self.day0_untimed_sample not in ("as_given", "pre_infusion"):
+            raise ValueError(f"day0_untimed_sample must be 'as_given' or 'pre_infusion', not {self.day0_untimed_sample!r}")
         if self.date_only_samples not in ("as_given", "calendar_day"):
             raise ValueError(f"date_only_samples must be 'as_given' or 'calendar_day', not {self.date_only_samples!r}")
         if self.param is not None and self.param not in CAR_PARAMS:
@@ -134,22 +151,38 @@ def _warn_date_only(study: Study, prof: pl.DataFrame, options: CarKineticsOption
             "the warnings of cartlab analyze (analysis.json)"), stacklevel=3)
 
 
-def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
-    """One row per CAR kinetic sample after the first infusion (plus the imputed 0 at infusion).
+def _with_last_infusion(obs: pl.DataFrame, inf: pl.DataFrame, calendar: bool) -> pl.DataFrame:
+    """``obs`` with ``_last``: the day of the subject's most recent CAR-T infusion at or before each row,
+    joined per subject (polars ``join_asof`` by ``subject_id``, backward), never by row position
+    (review s35 A1). In ``calendar_day`` mode a date-only row is compared by calendar day (its day
+    0-28 counts from the infusion's calendar day), any other row by its exact time."""
+    rows = obs.with_row_index("_row")
+    right = inf.select("subject_id", pl.col("day").alias("_last"), pl.col("day").floor().alias("_last_k")).sort("_last")
+    exact = rows.select("_row", "subject_id", "day").sort("day").join_asof(
+        right.select("subject_id", "_last"), left_on="day", right_on="_last", by="subject_id", strategy="backward", check_sortedness=False)
+    cal = rows.select("_row", "subject_id", "_t").sort("_t").join_asof(
+        right.select("subject_id", "_last_k", pl.col("_last").alias("_last_c")), left_on="_t", right_on="_last_k",
+        by="subject_id", strategy="backward", check_sortedness=False)
+    rows = rows.join(exact.select("_row", "_last"), on="_row", how="left").join(
+        cal.select("_row", "_last_c"), on="_row", how="left")
+    use_cal = _date_only() & pl.lit(calendar)
+    return rows.with_columns(pl.when(use_cal).then(pl.col("_last_c")).otherwise(pl.col("_last")).alias("_last")
+                             ).drop("_row", "_last_c").sort("subject_id", "day")
 
-    ``conc`` is the value in the canonical unit (null for a censored ``<x`` result), ``lloq`` the
-    row's LLOQ or the censoring limit, ``blq`` whether the sample is below it; ``time`` follows
-    ``time_from``; ``source`` is the row's provenance label (``paper``, ``reconstructed`` ...; null
-    for the imputed 0). BLQ handling itself happens in the NCA (first/middle/last policies).
-    """
-    options = options or CarKineticsOptions()
+
+def _profiles(study: Study, options: CarKineticsOptions) -> pl.DataFrame:
+    """:func:`derive_car_profiles` with three private columns: ``_rel`` (time from the most recent
+    infusion, ADPC ARRLT), ``_untimed0`` (a date-only sample at time 0, B4) and ``_no_inf`` (the subject
+    has no CAR-T infusion record: timed from day 0, B3)."""
     obs = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS)) & pl.col("day").is_not_null())
     if options.param is not None:
         obs = obs.filter(pl.col("param") == options.param)
     inf = _infusions(study)
-    first = inf.group_by("subject_id").agg(pl.col("day").min().alias("_first"))
-    obs = obs.join(first, on="subject_id", how="left").with_columns(pl.col("_first").fill_null(0.0))
-    if options.date_only_samples == "calendar_day":  # a date without a clock time: its calendar day
+    calendar = options.date_only_samples == "calendar_day"
+    first = inf.group_by("subject_id").agg(pl.col("day").min().alias("_first"), pl.col("day").max().alias("_final"))
+    obs = obs.join(first, on="subject_id", how="left").with_columns(
+        pl.col("_first").is_null().alias("_no_inf"), pl.col("_first").fill_null(0.0))
+    if calendar:  # a date without a clock time: its calendar day
         obs = obs.with_columns(pl.when(_date_only()).then(pl.col("day").floor()).otherwise(pl.col("day")).alias("_t"),
                                pl.when(_date_only()).then(pl.col("_first").floor()).otherwise(pl.col("_first"))
                                .alias("_first_t"))
@@ -160,38 +193,106 @@ def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None)
         # (a pre-infusion CARCOPY baseline "<50" must not hide the CARCELL profile: session 32 review)
         has_copy = obs.filter(pl.col("param") == "CARCOPY")["subject_id"].unique().to_list()
         obs = obs.filter((pl.col("param") == "CARCOPY") | ~pl.col("subject_id").is_in(has_copy))
-    if options.time_from == "last" and inf.height:
-        obs = obs.sort("subject_id", "day").join_asof(
-            inf.sort("subject_id", "day").rename({"day": "_last"}), left_on="day", right_on="_last",
-            by="subject_id", strategy="backward", check_sortedness=False)
-        ref = pl.coalesce(pl.col("_last"), pl.col("_first"))
-    else:
-        ref = pl.col("_first")
-    if options.date_only_samples == "calendar_day":
-        ref = pl.when(_date_only()).then(ref.floor()).otherwise(ref)
+    obs = _with_last_infusion(obs, inf, calendar)
+    if options.time_from == "last":
+        _refuse_between(obs)
+    last = pl.coalesce(pl.col("_last"), pl.col("_first"))  # no infusion record: day 0 (B3)
+    ref_last = pl.when(_date_only() & pl.lit(calendar)).then(last.floor()).otherwise(last)
+    rel = (pl.col("_t") - ref_last).alias("_rel")
+    time = (rel if options.time_from == "last" else pl.col("_t") - pl.col("_first_t")).alias("time")
+    obs = obs.with_columns(time, rel, (_date_only() & (time == 0)).alias("_untimed0"))
+    if options.day0_untimed_sample == "pre_infusion":  # a date-only sample on the infusion's day: before it
+        obs = obs.filter(~pl.col("_untimed0"))
     limit = pl.coalesce(pl.col("censor_limit"), pl.col("lloq"))
     prof = obs.select(
-        "subject_id", "param", "day", (pl.col("_t") - ref).alias("time"),
+        "subject_id", "param", "day", "time",
         pl.col("value").alias("conc"), limit.alias("lloq"),
         (pl.col("censor").is_in(["<", "<="]).fill_null(False)
          | (pl.col("value").is_not_null() & limit.is_not_null() & (pl.col("value") < limit))
          | (pl.col("value") == 0).fill_null(False)).alias("blq"),  # a 0 is BLQ without an lloq too (docs)
         "value_text", "unit", pl.lit(False).alias("imputed"), pl.col("source"),
         pl.concat_list(evidence_ref()).list.drop_nulls().alias("evidence"),
+        "_rel", "_untimed0", "_no_inf",
     )
+    schema = {**_PROFILE_SCHEMA, "_rel": pl.Float64, "_untimed0": pl.Boolean, "_no_inf": pl.Boolean}
     if options.zero_at_infusion:
         at0 = prof.filter(pl.col("time") == 0)["subject_id"].unique().to_list()
         starts = prof.group_by("subject_id", maintain_order=True).agg(
-            pl.col("param").first(), pl.col("unit").first(), pl.col("day").min().alias("_d"))
-        starts = starts.filter(~pl.col("subject_id").is_in(at0)).join(first, on="subject_id", how="left")
-        zero = starts.select(
-            "subject_id", "param", pl.col("_first").fill_null(0.0).alias("day"), pl.lit(0.0).alias("time"),
+            pl.col("param").first(), pl.col("unit").first(), pl.col("_no_inf").first())
+        ref_day = pl.col("_final" if options.time_from == "last" else "_first").fill_null(0.0)
+        zero = starts.filter(~pl.col("subject_id").is_in(at0)).join(first, on="subject_id", how="left").select(
+            "subject_id", "param", ref_day.alias("day"), pl.lit(0.0).alias("time"),
             pl.lit(0.0).alias("conc"), pl.lit(None, dtype=pl.Float64).alias("lloq"), pl.lit(False).alias("blq"),
             pl.lit(None, dtype=pl.String).alias("value_text"), "unit", pl.lit(True).alias("imputed"),
             pl.lit(None, dtype=pl.String).alias("source"), pl.lit([], dtype=EVIDENCE).alias("evidence"),
+            pl.lit(0.0).alias("_rel"), pl.lit(False).alias("_untimed0"), "_no_inf",
         )
-        prof = pl.concat([prof.cast(_PROFILE_SCHEMA), zero.cast(_PROFILE_SCHEMA)])
-    return prof.cast(_PROFILE_SCHEMA).sort("subject_id", "time")
+        prof = pl.concat([prof.cast(schema), zero.cast(schema)])
+    return prof.cast(schema).sort("subject_id", "time")
+
+
+def _refuse_between(obs: pl.DataFrame) -> None:
+    """``time_from="last"`` times a profile from the subject's last infusion, so a sample before it (after
+    an earlier infusion) belongs to another dosing interval (PKNCA: one NCA per dosing interval) and
+    has no place on that axis: refused, naming the subjects, days and rows (review s35 B1)."""
+    bad = obs.filter(pl.col("_last").is_not_null() & (pl.col("_last") < pl.col("_final")))
+    if bad.height == 0:
+        return
+    per = (bad.sort("subject_id", "day").group_by("subject_id", maintain_order=True).agg(
+        day_expr(pl.col("day")).str.join(", ").alias("_days"), pl.col("_final").first(),
+        evidence_ref().drop_nulls().str.join(", ").alias("_rows"))
+        .select(pl.format("{} (sample day(s) {} before the last infusion on day {}{})", "subject_id", "_days",
+                          day_expr(pl.col("_final")),
+                          pl.when(pl.col("_rows") != "").then(pl.concat_str(pl.lit("; "), pl.col("_rows")))
+                          .otherwise(pl.lit("")))))
+    shown = per.to_series().to_list()
+    raise InputError(
+        f"kinetics.time_from=last: {len(shown)} subject(s) have CAR-T samples between two CAR-T infusions "
+        f"(observations.csv, column day): {'; '.join(shown[:20])}{' ...' if len(shown) > 20 else ''}. Time from "
+        "the last infusion puts such samples on the axis of another dosing interval (NCA is per dosing interval, "
+        "PKNCA), so the option is refused",
+        hint="use kinetics.time_from=first (the default and the spec: time from the first CAR-T infusion), or "
+             "analyse the samples after the last infusion as a study of their own")
+
+
+def _warn_day0(prof: pl.DataFrame, options: CarKineticsOptions) -> None:
+    """Warn about the two ways a profile's time 0 is not a recorded infusion with nothing measured at it:
+    no CAR-T infusion record (timed from day 0, review s35 B3), and a quantifiable date-only sample on the
+    infusion's day taken as the level at the infusion (``day0_untimed_sample``, review s35 B4)."""
+    no_inf = prof.filter(pl.col("_no_inf"))["subject_id"].unique(maintain_order=True).to_list()
+    if no_inf:
+        warnings.warn(SubjectsWarning(
+            f"{len(no_inf)} subject(s) have CAR-T samples but no CAR-T infusion in doses.csv: their kinetics are "
+            "timed from day 0 (spec 'Time': day 0 is the infusion day)"
+            + (" with a concentration of 0 imputed at day 0" if options.zero_at_infusion else "")
+            + "; record the infusion in doses.csv if it was on another day: {subjects}", no_inf,
+            "car_kinetics.csv (reason)"), stacklevel=3)
+    q0 = prof.filter(pl.col("_untimed0") & ~pl.col("blq") & (pl.col("conc") > 0).fill_null(False))
+    if q0.height:
+        labels = q0.select(pl.format("{} (day {}: {} {})", "subject_id", day_expr(pl.col("day")),
+                                     _num_text("conc"), pl.col("unit").fill_null(""))
+                           .str.strip_chars().str.replace(r" \)$", ")")).to_series().to_list()
+        warnings.warn(SubjectsWarning(
+            f"{q0.height} quantifiable CAR-T sample(s) without a clock time on the day of the infusion they are "
+            "timed from fall at time 0 and cannot be ordered against it: each is taken as the level at the infusion, in "
+            "place of the imputed 0 (spec: only samples before the infusion leave the profile); if it is the "
+            "pre-infusion baseline, --set kinetics.day0_untimed_sample=pre_infusion leaves it out: {subjects}",
+            q0["subject_id"].to_list(), "car_kinetics.csv (reason)", labels=labels), stacklevel=3)
+
+
+def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
+    """One row per CAR kinetic sample after the first infusion (plus the imputed 0 at infusion).
+
+    ``conc`` is the value in the canonical unit (null for a censored ``<x`` result), ``lloq`` the
+    row's LLOQ or the censoring limit, ``blq`` whether the sample is below it; ``time`` follows
+    ``time_from``; ``source`` is the row's provenance label (``paper``, ``reconstructed`` ...; null
+    for the imputed 0). BLQ handling itself happens in the NCA (first/middle/last policies).
+    A subject without a CAR-T infusion record is timed from day 0 (spec "Time": day 0 is the
+    infusion day); ``time_from="last"`` raises :class:`~cartlab.errors.InputError` when a sample falls
+    between two infusions.
+    """
+    options = options or CarKineticsOptions()
+    return _profiles(study, options).drop("_rel", "_untimed0", "_no_inf")
 
 
 def _same_time(prof: pl.DataFrame) -> pl.DataFrame:
@@ -237,8 +338,9 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     from cartlab.kinetics.nca import NcaOptions, derive_nca
 
     options = options or CarKineticsOptions()
-    prof = derive_car_profiles(study, options)
+    prof = _profiles(study, options)
     _warn_date_only(study, prof, options)
+    _warn_day0(prof, options)
     schema_extra = {"subject_id": pl.String}
     if prof.height == 0:
         return pl.DataFrame(schema={**schema_extra, "param": pl.String, "cmax": pl.Float64, "tmax": pl.Float64,
@@ -277,7 +379,11 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                   .group_by("subject_id").agg(pl.col("time").min().alias("_zero_at")))
     meta = prof.group_by("subject_id", maintain_order=True).agg(
         pl.col("param").first(), pl.col("unit").first(), pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).alias("evidence"),
-        pl.col("imputed").any().alias("zero_imputed"),
+        pl.col("imputed").any().alias("zero_imputed"), pl.col("_no_inf").any().alias("_no_inf"),
+        (pl.col("_untimed0") & ~pl.col("blq") & (pl.col("conc") > 0).fill_null(False)).any().alias("_q0"),
+        # a sample at the window's start (or before it): without one and without the imputed 0 the window
+        # has no start (zero_at_infusion=False; review s35 B2)
+        (pl.col("time") <= lo).any().alias("_has_start"),
         # samples observed BLQ (the imputed 0 at the infusion is not one: its blq is False)
         pl.col("blq").sum().cast(pl.Int64).alias("_n_blq"))
     out = (whole.join(win, on="subject_id", how="left").join(zero_after, on="subject_id", how="left")
@@ -286,15 +392,26 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     zero_later = (pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") > hi) & (pl.col("tlast") < hi)
                   & pl.lit(lo == 0.0))
     tl, cl, z = pl.col("tlast"), pl.col("clast.obs"), pl.col("_zero_at")
+    # zero_at_infusion=False and no sample at the window's start: not computable (the option's meaning;
+    # PKNCA's aucint would start from conc.origin = 0, i.e. impute the 0 anyway: review s35 B2)
+    no_start = pl.lit(not options.zero_at_infusion) & ~pl.col("_has_start").fill_null(False)
     c_end = cl * (z - hi) / (z - tl)  # linear from (tlast, clast) to (zero_at, 0), at the window's end
     # the window needs lambda.z only on the aucint path (no BLQ sample after tlast closes the curve)
     # and only when it ends after tlast (the window row's own aucint_no_lambda_z says exactly that)
-    no_lz = ~use_all & ~zero_later & pl.col("_aucint").is_null() & pl.col("_win_no_lz").fill_null(False)
+    no_lz = (~no_start & ~use_all & ~zero_later & pl.col("_aucint").is_null()
+             & pl.col("_win_no_lz").fill_null(False))
+    auc = (pl.when(no_start).then(pl.lit(None, dtype=pl.Float64)).when(use_all).then(pl.col("aucall"))
+           .when(zero_later).then(pl.col("auclast") + (cl + c_end) / 2 * (hi - tl))
+           .otherwise(pl.col("_aucint")))
     out = out.with_columns(
-        pl.when(use_all).then(pl.col("aucall"))
-        .when(zero_later).then(pl.col("auclast") + (cl + c_end) / 2 * (hi - tl))
-        .otherwise(pl.col("_aucint")).alias("auc_window"),
-        pl.when(use_all).then(pl.format("AUCall: concentration 0 from the BLQ sample on day {}", day_expr(z)))
+        auc.alias("auc_window"),
+        pl.when(no_start).then(pl.lit(
+            f"not computable: no sample at the start of the window (day {day_text(lo)}) and no 0 imputed at the "
+            "infusion (zero_at_infusion=False)"))
+        # a method is the basis of a value only: an empty AUC says why it is empty (review s35 B2)
+        .when(auc.is_null() & (use_all | zero_later)).then(pl.lit(
+            "not computable: the NCA of the whole profile gives no AUCall/AUClast"))
+        .when(use_all).then(pl.format("AUCall: concentration 0 from the BLQ sample on day {}", day_expr(z)))
         .when(zero_later).then(pl.format(
             f"AUClast, then linear from the last quantifiable sample to concentration 0 at the BLQ sample on "
             f"day {{}}, interpolated at day {day_text(hi)}", day_expr(z)))
@@ -311,7 +428,7 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
             "level to 0: auc_window is null (PKNCA aucint)", day_expr(tl))))
                      .otherwise(pl.lit([], dtype=pl.List(pl.String)))).alias("warnings"),
         pl.col("_n_blq").alias("n_blq"),
-    ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq")
+    ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq", "_has_start")
     auc_text = (pl.when(pl.col("auc_window").is_null()).then(pl.format("({})", pl.col("auc_window_basis")))
                 .otherwise(pl.format("{} by {} ({})", _num_text("auc_window"), pl.lit(options.method),
                                      pl.col("auc_window_basis"))))
@@ -321,13 +438,20 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     out = out.with_columns(
         pl.lit(options.method).alias("method"),
         pl.lit("car_kinetics.nca").alias("rule"),
-        pl.format("{} NCA from {} samples (time from the {} infusion{}): {}, AUC{}-{} {}",
-                  pl.col("param"), pl.col("n_samples"), pl.lit(options.time_from),
-                  pl.when(pl.col("zero_imputed")).then(pl.lit("; concentration 0 imputed at the infusion"))
-                  .otherwise(pl.lit("")), peak_text, pl.lit(day_text(lo)), pl.lit(day_text(hi)),
+        pl.format("{} NCA from {} samples ({}{}{}): {}, AUC{}-{} {}",
+                  pl.col("param"), pl.col("n_samples"),
+                  pl.when(pl.col("_no_inf")).then(pl.lit("time from day 0 (no CAR-T infusion recorded)"))
+                  .otherwise(pl.lit(f"time from the {options.time_from} infusion")),
+                  pl.when(pl.col("zero_imputed") & pl.col("_no_inf")).then(pl.lit("; concentration 0 imputed at day 0"))
+                  .when(pl.col("zero_imputed")).then(pl.lit("; concentration 0 imputed at the infusion"))
+                  .otherwise(pl.lit("")),
+                  pl.when(pl.col("_q0")).then(pl.lit(
+                      "; a quantifiable sample without a clock time on the infusion's day taken as the level at "
+                      "the infusion (kinetics.day0_untimed_sample=as_given)")).otherwise(pl.lit("")),
+                  peak_text, pl.lit(day_text(lo)), pl.lit(day_text(hi)),
                   auc_text).alias("reason"),
         pl.lit(None, dtype=pl.String).alias("not_evaluable"),
-    )
+    ).drop("_no_inf", "_q0")
     if same.height:
         out = pl.concat([out, _not_evaluable_rows(same, meta, options)], how="diagonal_relaxed").sort(
             "subject_id", maintain_order=True)
@@ -401,17 +525,18 @@ ADPC_COLUMNS = ("STUDYID", "USUBJID", "PARAMCD", "AVAL", "AVALU", "AVALC", "BLQF
 def derive_adpc(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
     """ADaM-style ADPC: one row per CAR kinetic sample after the first infusion.
 
-    AFRLT = actual time from the first infusion (days), ARRLT = from the most recent infusion,
+    AFRLT = actual time from the first infusion (days), ARRLT = from the most recent infusion at or
+    before the sample (that infusion's day, per subject; date-only samples by calendar day under
+    ``date_only_samples="calendar_day"``, as AFRLT),
     NFRLT = the nominal (planned) day, taken as the sample's calendar day counted from the infusion's
     calendar day (session 32: was the floor of AFRLT, a day short for a date-only sample after a timed
     infusion, and for 13.999999999999998); DTYPE = "IMPUTED"
     for the concentration of 0 placed at the infusion.
     """
     options = options or CarKineticsOptions()
-    first = derive_car_profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "first"}))
-    last = derive_car_profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "last"}))
-    first = first.with_columns(last["time"].alias("_rel")) if first.height == last.height else \
-        first.with_columns(pl.col("time").alias("_rel"))
+    # ARRLT on the same rows as AFRLT: each sample joined per subject to its most recent infusion
+    # (``_rel``; 0 for the imputed 0), never pasted by row position (review s35 A1)
+    first = _profiles(study, CarKineticsOptions(**{**options.__dict__, "time_from": "first"}))
     return first.select(
         pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.col("param").alias("PARAMCD"), pl.col("conc").alias("AVAL"), pl.col("unit").alias("AVALU"),
