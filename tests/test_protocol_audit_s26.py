@@ -30,6 +30,7 @@ import pytest
 
 from cartlab.io import read_study
 from cartlab.protocol import (
+    DoseOptions,
     DosingError,
     Patient,
     body_size,
@@ -313,12 +314,17 @@ def test_age_zero_is_a_valid_age():
     assert crcl_cockcroft_gault(0, 10, 0.3, "M") == pytest.approx(1400 / 21.6, rel=1e-12)
     with pytest.raises(ValueError, match="age_years must be a non-negative finite number"):
         crcl_cockcroft_gault(-1, 10, 0.3, "M")
-    # 10 kg, 75 cm: BSA sqrt(750 / 3600) = 0.4564 -> 0.46 m2; CrCl 64.8 -> x 0.8:
-    # fludarabine 30 x 0.46 x 0.8 = 11.04 mg; the adult-formula caveat is given
+    # 10 kg, 75 cm: BSA sqrt(750 / 3600) = 0.4564 -> 0.46 m2. Review 35 A1 (deliberate change): under
+    # 18 years the renal rule uses the bedside Schwartz eGFR 0.413 x 75 / 0.3 = 103.25 mL/min/1.73 m2
+    # > 70 -> full dose 30 x 0.46 = 13.8 mg; the old adult reading (CrCl 64.8 -> x 0.8 = 11.04 mg) is
+    # paediatric_renal_function="same_as_adults". The adult-formula caveat is given, and that the
+    # Schwartz equation is validated from 1 year.
     p = Patient(10, 75, 0, "M", 0.3, "mg/dL")
     size = body_size(p, NCT)
-    assert size["bsa_m2"] == 0.46 and "adults" in size["renal_caveat"]
-    assert _rows(dose_plan(NCT, p), "fludarabine")[0]["dose"] == pytest.approx(11.04, rel=1e-12)
+    assert size["bsa_m2"] == 0.46 and "adults" in size["renal_caveat"] and "from 1 year" in size["renal_caveat"]
+    assert _rows(dose_plan(NCT, p), "fludarabine")[0]["dose"] == pytest.approx(13.8, rel=1e-12)
+    old = DoseOptions(paediatric_renal_function="same_as_adults")
+    assert _rows(dose_plan(NCT, p, old), "fludarabine")[0]["dose"] == pytest.approx(11.04, rel=1e-12)
     with pytest.raises(DosingError, match="age -1 years is implausible"):
         dose_plan(NCT, Patient(10, 75, -1, "M", 0.3, "mg/dL"))
 

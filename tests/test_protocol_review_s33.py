@@ -290,12 +290,17 @@ def test_cli_dose_prints_the_crcl_digits_and_takes_the_new_options():
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert "CrCl 29.96 mL/min" in out.stdout and "CrCl 30 mL/min" not in out.stdout
-    # 168.1 cm / 72.9 kg: BSA 1.845 -> 1.85 with 2 decimals; --bsa-decimals 1 -> 1.8 (1.845 -> 1.8)
-    # M 50 y Scr 1.0, ideal weight: Devine 50 + 2.3 x (168.1/2.54 - 60) = 64.22 kg; CrCl 90 x 64.22 / 72 = 80.3
-    # -> full dose: fludarabine 30 x 1.8 = 54 mg, cyclophosphamide 500 x 1.8 = 900 mg
+    # 168.1 cm / 72.9 kg: BSA 1.845 -> 1.85 with 2 decimals; --bsa-decimals 3 -> 1.845. Review 35 B2
+    # (deliberate change): --bsa-decimals 1 is refused (allowed 2-4), so the option is exercised with 3.
+    # M 50 y Scr 1.0, ideal weight: Devine 50 + 2.3 x (168.1/2.54 - 60) = 64.22 kg (< 72.9 actual, so
+    # the lesser is IBW); CrCl 90 x 64.22 / 72 = 80.3 -> full dose: fludarabine 30 x 1.845 = 55.35 mg,
+    # cyclophosphamide 500 x 1.845 = 922.5 mg
+    refused = subprocess.run([sys.executable, "-m", "cartlab", "dose", "-p", "axicabtagene_lbcl", "--weight", "72.9",
+                              "--height", "168.1", "--bsa-decimals", "1"], capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "--bsa-decimals" in refused.stderr
     out = subprocess.run([sys.executable, "-m", "cartlab", "dose", "-p", "axicabtagene_lbcl", "--weight", "72.9",
                           "--height", "168.1", "--age", "50", "--sex", "M", "--creatinine", "1.0", "mg/dL",
-                          "--bsa-decimals", "1", "--crcl-weight", "ideal", "--csv"],
+                          "--bsa-decimals", "3", "--crcl-weight", "ideal", "--csv"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     import csv
@@ -303,7 +308,7 @@ def test_cli_dose_prints_the_crcl_digits_and_takes_the_new_options():
 
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     doses = {r["agent"]: float(r["dose"]) for r in rows if r["day"] == "-5.0"}
-    assert doses == {"fludarabine": pytest.approx(54.0), "cyclophosphamide": pytest.approx(900.0)}
+    assert doses == {"fludarabine": pytest.approx(55.35), "cyclophosphamide": pytest.approx(922.5)}
 
 
 def test_a1_twin_events_of_a_capped_plan_use_the_capped_dose():

@@ -90,12 +90,18 @@ def dose_cmd(
     bsa_method: Annotated[Optional[str], typer.Option("--bsa-method", help="mosteller (default), dubois or haycock.")] = None,
     renal_function: Annotated[Optional[str], typer.Option(
         "--renal-function", help="crcl_cockcroft_gault (absolute mL/min), crcl_cockcroft_gault_bsa (CrCl x 1.73 / BSA, "
-        "mL/min/1.73 m2) or egfr_ckd_epi_2021 (default: the protocol's, else the rule's).")] = None,
+        "mL/min/1.73 m2), egfr_ckd_epi_2021 or egfr_bedside_schwartz, used at every age (default: under 18 years "
+        "--paediatric-renal-function, else the protocol's, else the rule's).")] = None,
+    paediatric_renal: Annotated[Optional[str], typer.Option(
+        "--paediatric-renal-function", help="Measure of renal rules under 18 years when --renal-function is not "
+        "given: egfr_bedside_schwartz (0.413 x height / creatinine, mL/min/1.73 m2; default), another measure, or "
+        "same_as_adults (the adult measure at every age, cartlab before 2026-12). Unknown age: not evaluable.")] = None,
     crcl_weight: Annotated[Optional[str], typer.Option(
-        "--crcl-weight", help="Weight in Cockcroft-Gault: actual, ideal (Devine IBW) or adjusted (IBW + 0.4 x "
-        "(actual - IBW)); default: the protocol's (actual).")] = None,
+        "--crcl-weight", help="Weight in Cockcroft-Gault: actual, ideal (the lesser of actual and Devine IBW) or "
+        "adjusted (IBW + 0.4 x (actual - IBW) above 1.3 x IBW, else the lesser of actual and IBW); default: the "
+        "protocol's (actual). Not with --renal-function crcl_cockcroft_gault_bsa.")] = None,
     bsa_decimals: Annotated[Optional[int], typer.Option(
-        "--bsa-decimals", min=0, max=6, help="Decimals BSA is rounded to before dosing, ties half up (default 2).")] = 2,
+        "--bsa-decimals", min=2, max=4, help="Decimals BSA is rounded to before dosing, 2-4, ties half up (default 2).")] = 2,
     bsa_unrounded: Annotated[bool, typer.Option("--bsa-unrounded", help="Dose from the unrounded BSA.")] = False,
     no_renal: Annotated[bool, typer.Option("--no-renal-adjustment", help="Do not apply renal dose rules.")] = False,
     car_dose: Annotated[Optional[float], typer.Option(
@@ -103,7 +109,9 @@ def dose_cmd(
     product_conc: Annotated[Optional[float], typer.Option(
         "--product-conc", help="Product bag concentration, total cells/mL (gives the infusion volume).")] = None,
     viability: Annotated[float, typer.Option("--viability", help="Viable fraction of the product (0-1).")] = 1.0,
-    car_positive: Annotated[float, typer.Option("--car-positive", help="CAR-positive fraction of viable cells (0-1).")] = 1.0,
+    car_positive: Annotated[float, typer.Option(
+        "--car-positive", help="CAR-positive fraction of the viable nucleated cells of --product-conc (0-1; not a "
+        "fraction of T cells: multiply by the T-cell fraction first).")] = 1.0,
     sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Also write a printable dosing sheet (.html or .pdf).")] = None,
     subject: Annotated[Optional[str], typer.Option(
         "--subject", metavar="SUBJECT", help="Subject id (printed on the sheet). Without --weight or --height, "
@@ -123,7 +131,8 @@ def dose_cmd(
 
     BSA by Mosteller unless chosen otherwise; fludarabine (or any agent with a renal rule) adjusted
     for creatinine clearance from age, sex, creatinine and weight; CAR-T cells per infusion from
-    the weight, and the infusion volume from the product's concentration and viability. A dose
+    the weight, and the infusion volume from the product's concentration and viability. Under 18
+    years renal rules use the bedside Schwartz eGFR (--paediatric-renal-function). A dose
     whose inputs are missing (a renal rule without creatinine, per-m2 without height, per-kg
     without weight) is "not evaluable", naming them; the others are computed. Implausible inputs
     and doses outside the protocol are refused.
@@ -180,6 +189,7 @@ def dose_cmd(
         opts = DoseOptions(bsa_method=bsa_method, renal_function=renal_function, apply_renal_adjustment=not no_renal,
                            car_dose=car_dose, product_concentration=product_conc, viability=viability,
                            car_positive=car_positive, crcl_weight=crcl_weight,
+                           paediatric_renal_function=paediatric_renal,
                            bsa_decimals=None if bsa_unrounded else bsa_decimals)
         size = body_size(patient, p, opts)
         plan = dose_plan(p, patient, opts, size=size)
@@ -203,7 +213,7 @@ def dose_cmd(
         if size.get("renal_caveat") and (size["crcl_ml_min"] is not None or size["egfr_ml_min_173"] is not None):
             err.print(f"[yellow]![/] {escape(size['renal_caveat'])}", soft_wrap=True)  # stdout stays CSV
     else:
-        from cartlab.protocol.dosing import renal_value_text
+        from cartlab.protocol.dosing import bsa_text, renal_value_text
 
         crcl, egfr = size["crcl_ml_min"], size["egfr_ml_min_173"]
         rules = [a.renal_adjustment for a in p.lymphodepletion if a.renal_adjustment]  # digits enough for their bounds
@@ -217,7 +227,8 @@ def dose_cmd(
                 else f"eGFR {size['egfr_note']}")
             if patient.creatinine_day is not None:
                 renal += f" (creatinine of day {patient.creatinine_day:g})"
-        bsa = (f"BSA {size['bsa_m2']:.2f} m2 ({size['bsa_method'].capitalize()})" if size["bsa_m2"] is not None
+        renal += _measure_used(p, size, opts, rules)
+        bsa = (f"BSA {bsa_text(size)} m2 ({size['bsa_method'].capitalize()})" if size["bsa_m2"] is not None
                else f"BSA {size['bsa_note']}")
         console.print(f"[bold]{escape(p.id)}[/] · {_num(patient.weight_kg, 'kg')}, {_num(patient.height_cm, 'cm')} · "
                       f"{bsa} · {escape(renal)}", soft_wrap=True)
@@ -235,6 +246,24 @@ def dose_cmd(
             console.print("[yellow]some protocol items are reconstructed (not stated by the source)[/]")
     if path:
         err.print(f"[green]dosing sheet:[/] {path}")
+
+
+def _measure_used(p, size: dict, opts, rules: list[str]) -> str:
+    """"; renal rule: <measure> <value> <unit>" for the header: the value that decided the renal
+    rules when it is not the CrCl/eGFR printed before it (per 1.73 m2, bedside Schwartz)."""
+    from cartlab.protocol.dosing import renal_value_text
+    from cartlab.protocol.renal import MEASURES, paediatric_setting, renal_measure
+
+    if not rules or not opts.apply_renal_adjustment:
+        return ""
+    used = {renal_measure(r, size["age_years"], p.dosing.renal_function, opts, paediatric_setting(p, opts))[0]
+            for r in rules}
+    out = []
+    for m in sorted(x for x in used if x not in (None, "crcl_cockcroft_gault", "egfr_ckd_epi_2021")):
+        key, note, _, name, unit = MEASURES[m]
+        v = size.get(key)
+        out.append(f"{name} {renal_value_text(v, rules)} {unit}" if v is not None else f"{name} {size.get(note)}")
+    return f"; renal rule uses {', '.join(out)}" if out else ""
 
 
 @app.command("eligibility")

@@ -29,6 +29,16 @@ import polars as pl
 from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 from cartlab.io.study_folder import SIG_DIGITS
+from cartlab.protocol.renal import (
+    MEASURES,
+    SAME_AS_ADULTS,
+    crcl_weight,
+    paediatric_setting,
+    renal_adjustment,
+    renal_for_agent,
+    renal_rules,
+    renal_value_text,
+)
 
 __all__ = [
     "DosingError",
@@ -44,6 +54,7 @@ __all__ = [
     "round_sig",
     "round_half_up",
     "renal_value_text",
+    "bsa_text",
     "DOSE_PLAN_SCHEMA",
 ]
 
@@ -55,12 +66,6 @@ class DosingError(InputError):
 def _table(name: str) -> dict[str, Any]:
     path = resources.files("cartlab.protocol").joinpath("criteria", f"{name}.yaml")
     return load_yaml(path.read_text(encoding="utf-8"))
-
-
-@lru_cache(maxsize=None)
-def renal_rules() -> dict[str, dict[str, Any]]:
-    """Renal dose-adjustment rules by id (``criteria/renal_adjustment.yaml``)."""
-    return dict(_table("renal_adjustment")["rules"])
 
 
 @lru_cache(maxsize=None)
@@ -136,26 +141,36 @@ class DoseOptions:
     * ``bsa_method``: ``mosteller`` | ``dubois`` | ``haycock``; ``None`` = the protocol's (Mosteller
       unless it says otherwise).
     * ``bsa_decimals``: BSA is rounded to this many decimals before dosing, as printed on the sheet
-      (2 by default; ``None`` = unrounded). Ties round half up on the decimal value (1.845 -> 1.85;
-      :func:`round_half_up`), not by binary half-to-even.
+      (2 by default, 2-4 allowed: ``bsa_rounding`` in formulas.yaml; ``None`` = unrounded). Ties
+      round half up on the decimal value (1.845 -> 1.85; :func:`round_half_up`).
     * ``renal_function``: ``crcl_cockcroft_gault`` (absolute mL/min) | ``crcl_cockcroft_gault_bsa``
       (CrCl x 1.73 / BSA, mL/min/1.73 m2, the unit of the generic fludarabine label's bands; the
-      unrounded, uncapped BSA of ``bsa_method``) | ``egfr_ckd_epi_2021``; ``None`` = the protocol's,
-      else each rule's own (``crcl_cockcroft_gault`` for both fludarabine rules).
-    * ``crcl_weight``: the weight in Cockcroft-Gault: ``actual`` | ``ideal`` (Devine) | ``adjusted``
-      (IBW + 0.4 x (actual - IBW)); ``None`` = the protocol's (``actual`` by default, as in the
+      unrounded, uncapped BSA of ``bsa_method``) | ``egfr_ckd_epi_2021`` | ``egfr_bedside_schwartz``;
+      used at every age when given. ``None`` = under 18 years the paediatric measure, else the
+      protocol's, else each rule's own (``crcl_cockcroft_gault`` for both fludarabine rules).
+    * ``paediatric_renal_function``: the measure of renal rules under 18 years when
+      ``renal_function`` is not given; ``None`` = the protocol's, else ``egfr_bedside_schwartz``
+      (renal_adjustment.yaml ``paediatric_measure``, convention); ``same_as_adults`` = the adult
+      measure (cartlab before 2026-12). Unknown age: the renal rule is not evaluable (needs age).
+    * ``crcl_weight``: the weight in Cockcroft-Gault: ``actual`` | ``ideal`` (the lesser of actual and
+      Devine IBW) | ``adjusted`` (IBW + 0.4 x (actual - IBW) above 1.3 x IBW, else the lesser of
+      actual and IBW; formulas.yaml); ``None`` = the protocol's (``actual`` by default, as in the
       1976 paper). Devine is defined from 152.4 cm (60 in); below it the actual weight is used.
+      ``ideal``/``adjusted`` with ``crcl_cockcroft_gault_bsa`` is refused (mixed normalisation).
     * ``apply_renal_adjustment``: apply the protocol's renal rules (default True).
     * ``car_dose``: the CAR-T total dose in the band's unit (cells/kg or cells), overriding the
       protocol's target; must lie within the band's range.
     * ``product_concentration``: total nucleated cells per mL of the product bag; with
-      ``viability`` and ``car_positive`` (fractions) it gives the infusion volume.
+      ``viability`` (viable fraction of those cells) and ``car_positive`` (CAR-positive fraction of
+      the viable nucleated cells, not of the T cells) it gives the infusion volume:
+      dose / (concentration x viability x car_positive).
     * ``plausibility``: overrides of the input limits, e.g. ``{"weight_kg": {"low": 1, "high": 350}}``.
     """
 
     bsa_method: str | None = None
     bsa_decimals: int | None = 2
     renal_function: str | None = None
+    paediatric_renal_function: str | None = None
     crcl_weight: str | None = None
     apply_renal_adjustment: bool = True
     car_dose: float | None = None
@@ -163,6 +178,16 @@ class DoseOptions:
     viability: float = 1.0
     car_positive: float = 1.0
     plausibility: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from cartlab.protocol.formulas import bsa_rounding
+
+        d, r = self.bsa_decimals, bsa_rounding()
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int)
+                              or not r["min_decimals"] <= d <= r["max_decimals"]):
+            raise DosingError(f"bsa_decimals (--bsa-decimals) must be an integer from {r['min_decimals']} to "
+                              f"{r['max_decimals']} (got {d!r}): BSA 1.51 m2 to 0 decimals is 2 m2, +32% on "
+                              "every per-m2 dose; use --bsa-unrounded (bsa_decimals=None) for no rounding")
 
 
 DOSE_PLAN_SCHEMA = {
@@ -237,6 +262,14 @@ def _validate_patient(patient: Patient, options: DoseOptions) -> float | None:
     return scr
 
 
+def bsa_text(size: dict[str, Any]) -> str:
+    """The BSA dosed, printed with the digits it was dosed with: ``bsa_decimals`` decimals (the
+    value is already rounded half up to them, or is the cap), 4 when unrounded ("1.845" for
+    ``--bsa-decimals 3``, so that dose / BSA = the dose per m2 on the sheet)."""
+    d = size.get("bsa_decimals", 2)
+    return f"{size['bsa_m2']:.{4 if d is None else d}f}"
+
+
 def _needs(names: list[str]) -> str:
     return "not computed: needs " + ", ".join(names)
 
@@ -272,6 +305,7 @@ def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOption
         "sex": patient.sex, "creatinine": patient.creatinine, "creatinine_unit": patient.creatinine_unit,
         "creatinine_mg_dl": scr, "creatinine_day": patient.creatinine_day,
         "bsa_method": method, "bsa_raw_m2": raw, "bsa_m2": min(bsa, cap) if capped else bsa,
+        "bsa_decimals": options.bsa_decimals,
         "bsa_capped": capped, "bsa_cap_m2": cap, "bsa_formula": info["expression"],
         "bsa_citation": info["citation"], "bsa_missing": bsa_missing,
         "bsa_note": _needs(bsa_missing) if bsa_missing else None,
@@ -281,6 +315,7 @@ def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOption
     have = {"age": patient.age_years, "sex": patient.sex, "creatinine": scr, "weight": w}
     crcl_missing = [n for n in ("age", "sex", "creatinine", "weight") if have[n] is None]
     egfr_missing = [n for n in ("age", "sex", "creatinine") if have[n] is None]
+    schwartz_missing = [n for n, v in (("creatinine", scr), ("height", h)) if v is None]
 
     def note(missing: list[str]) -> str | None:
         return _needs([creat if n == "creatinine" else n for n in missing]) if missing else None
@@ -291,7 +326,7 @@ def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOption
         raise DosingError(f"unknown Cockcroft-Gault weight {basis!r}; choose actual, ideal or adjusted")
     if basis != "actual":
         crcl_missing += [n for n in ("height",) if h is None]
-    cw, cw_note = _crcl_weight(basis, w, h, sex) if not crcl_missing else (None, None)
+    cw, cw_note = crcl_weight(basis, w, h, sex) if not crcl_missing else (None, None)
     crcl = None if crcl_missing else round_sig(float(fx.crcl_cockcroft_gault(age, cw, scr, sex)))
     bsa_crcl_missing = crcl_missing + [n for n in bsa_missing if n not in crcl_missing]
     out.update(
@@ -300,129 +335,38 @@ def body_size(patient: Patient, protocol=None, options: DoseOptions = DoseOption
         # CrCl normalised to 1.73 m2 by the unrounded, uncapped BSA (the renal rule's unit)
         crcl_ml_min_173=None if bsa_crcl_missing else round_sig(crcl * 1.73 / raw),
         egfr_ml_min_173=None if egfr_missing else round_sig(float(fx.egfr_ckd_epi_2021(scr, age, sex))),
+        # bedside Schwartz (children): height and creatinine, no age or sex term
+        egfr_schwartz_ml_min_173=None if schwartz_missing else round_sig(float(fx.egfr_bedside_schwartz(h, scr))),
         crcl_missing=crcl_missing, egfr_missing=egfr_missing, crcl_173_missing=bsa_crcl_missing,
+        egfr_schwartz_missing=schwartz_missing, egfr_schwartz_note=note(schwartz_missing),
         renal_note=note(crcl_missing), egfr_note=note(egfr_missing), crcl_173_note=note(bsa_crcl_missing))
-    out["renal_caveat"] = (
-        "Cockcroft-Gault and CKD-EPI 2021 were derived in adults; below 18 years a paediatric estimate "
-        "(e.g. bedside Schwartz) is usual" if patient.age_years is not None and patient.age_years < 18 else None)
-    cg, ckd = fx.formula_info("cockcroft_gault"), fx.formula_info("ckd_epi_2021")
+    out["renal_caveat"] = _renal_caveat(age, paediatric_setting(protocol, options), options)
+    cg, ckd, sz = (fx.formula_info(n) for n in ("cockcroft_gault", "ckd_epi_2021", "bedside_schwartz"))
     out.update(crcl_formula=cg["expression"], crcl_citation=cg["citation"],
-               egfr_formula=ckd["expression"], egfr_citation=ckd["citation"])
+               egfr_formula=ckd["expression"], egfr_citation=ckd["citation"],
+               egfr_schwartz_formula=sz["expression"], egfr_schwartz_citation=sz["citation"])
     return out
 
 
-def _crcl_weight(basis: str, w: float, h: float | None, sex: str) -> tuple[float, str | None]:
-    """The weight Cockcroft-Gault uses (kg) and a note when it is not the actual weight."""
+def _renal_caveat(age: float | None, paediatric: str, options: DoseOptions) -> str | None:
+    """What the plan should say about renal estimates for a child (None for an adult)."""
     from cartlab.protocol import formulas as fx
+    from cartlab.protocol.renal import paediatric_measure_rule
 
-    if basis == "actual":
-        return w, None
-    try:
-        ibw = float(fx.ideal_body_weight(h, sex))
-    except ValueError:
-        return w, (f"{basis} weight not defined below 152.4 cm (Devine IBW starts at 60 in; height {h:g} cm): "
-                   f"actual weight {w:g} kg used")
-    if basis == "ideal":
-        return round_sig(ibw), f"ideal body weight (Devine) {ibw:.1f} kg used (actual {w:g} kg)"
-    adj = float(fx.adjusted_body_weight(w, h, sex))
-    return round_sig(adj), (f"adjusted body weight {adj:.1f} kg = IBW {ibw:.1f} + 0.4 x ({w:g} - {ibw:.1f}) "
-                            f"used (actual {w:g} kg)")
-
-
-def _in_band(x: float, band: dict[str, Any]) -> bool:
-    lo, hi = band.get("low"), band.get("high")
-    if lo is not None and (x < lo or (x == lo and not band.get("low_inclusive", True))):
-        return False
-    if hi is not None and (x > hi or (x == hi and not band.get("high_inclusive", False))):
-        return False
-    return True
-
-
-def renal_adjustment(rule_id: str, value: float) -> tuple[float | None, str, str]:
-    """``(factor, band id, band text)`` of renal rule ``rule_id`` for a renal-function value
-    (factor ``None`` = do not give). Bounds as written in ``renal_adjustment.yaml``."""
-    rules = renal_rules()
-    if rule_id not in rules:
-        raise DosingError(f"unknown renal rule {rule_id!r}; known: {', '.join(sorted(rules))}")
-    if value is None or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-        raise DosingError(f"renal function must be a non-negative number (got {value!r})")
-    for band in rules[rule_id]["bands"]:
-        if _in_band(value, band):
-            f = band.get("factor")
-            return (None if f is None else float(f)), band["id"], band["text"]
-    raise DosingError(f"renal rule {rule_id}: no band covers {value:g}")
-
-
-@dataclass(frozen=True)
-class _Renal:
-    """What an agent's renal rule says: ``status`` computed (``factor`` applies; ``text`` is the
-    band when it changes the dose), withhold (do not give), or not_evaluable (the renal function
-    is not known: ``needs`` names the missing inputs; ``factor`` is None)."""
-
-    factor: float | None
-    status: str
-    text: str = ""
-    rule: str = ""
-    citation: str = ""
-    needs: tuple[str, ...] = ()
-
-
-_MEASURES = {  # measure -> (body_size key, its note, its missing inputs, name, unit)
-    "crcl_cockcroft_gault": ("crcl_ml_min", "renal_note", "crcl_missing", "CrCl (Cockcroft-Gault)", "mL/min"),
-    "crcl_cockcroft_gault_bsa": ("crcl_ml_min_173", "crcl_173_note", "crcl_173_missing",
-                                 "CrCl (Cockcroft-Gault) per 1.73 m2", "mL/min/1.73 m2"),
-    "egfr_ckd_epi_2021": ("egfr_ml_min_173", "egfr_note", "egfr_missing", "eGFR (CKD-EPI 2021)", "mL/min/1.73 m2"),
-}
-
-
-def renal_value_text(value: float, rule_ids) -> str:
-    """A renal-function value printed with enough decimals (1 at least, up to 6) to show on which
-    side of every band bound of ``rule_ids`` it lies: CrCl 29.96 prints "29.96", not "30.0" (which
-    would read as the 30-70 band while the dose is withheld for < 30)."""
-    rules = renal_rules()
-    bands = [b for r in rule_ids if r in rules for b in rules[r]["bands"]]
-
-    def where(x: float) -> tuple:
-        return tuple(_in_band(x, b) for b in bands)
-
-    bounds = {b.get(k) for b in bands for k in ("low", "high") if b.get(k) is not None}
-    for d in range(1, 7):
-        text = f"{value:.{d}f}"
-        x = float(text)
-        if where(x) == where(value) and (x == value or x not in bounds):
-            return text
-    return repr(value)
-
-
-def _renal(agent, size: dict[str, Any], measure_default: str, options: DoseOptions) -> _Renal:
-    """The renal rule of one agent for this patient. A renal function that cannot be computed is
-    not taken as normal: the dose is not evaluable, naming what is missing."""
-    rule_id = agent.renal_adjustment
-    if rule_id is None or not options.apply_renal_adjustment:
-        return _Renal(1.0, "computed", "" if rule_id is None else f"renal adjustment {rule_id} switched off")
-    rule = renal_rules()[rule_id]
-    own = rule.get("measure") or "crcl_cockcroft_gault"
-    measure = options.renal_function or measure_default or own
-    if measure not in _MEASURES:
-        raise DosingError(f"unknown renal function measure {measure!r}; choose one of {', '.join(_MEASURES)}")
-    key, note, missing, name, unit = _MEASURES[measure]
-    # a rule whose text names its equation (FLUDARA: "as estimated by the Cockroft-Gault equations")
-    warn = (f"WARNING: {rule_id} is written for {_MEASURES[own][3]}; {name} is used instead (option)"
-            if rule.get("measure_fixed") and measure != own else "")
-    value = size.get(key)
-    if value is None:
-        text = "; ".join(x for x in (f"NOT EVALUABLE: {rule_id} needs {name}, {size.get(note)}", warn) if x)
-        return _Renal(None, "not_evaluable", text, rule_id, rule["citation"], tuple(size.get(missing) or ()))
-    f, band_id, band_text = renal_adjustment(rule_id, value)
-    r_unit = rule.get("unit", unit)
-    text = f"{name} {renal_value_text(value, [rule_id])} {unit}: {band_text} ({rule_id}, bands in {r_unit}"
-    text += (f"; applied to the {unit} value: cartlab's convention)" if r_unit != unit else ")")
-    if measure == "crcl_cockcroft_gault" and size.get("crcl_weight_note"):
-        text += f" [{size['crcl_weight_note']}]"
-    text = "; ".join(x for x in (text, warn) if x)
-    if f is None:
-        return _Renal(None, "withhold", text, f"{rule_id}.{band_id}", rule["citation"])
-    return _Renal(f, "computed", text if (f != 1 or warn) else "", f"{rule_id}.{band_id}", rule["citation"])
+    below = paediatric_measure_rule()["age_below_years"]
+    if age is None or age >= below:
+        return None
+    text = f"Cockcroft-Gault and CKD-EPI 2021 were derived in adults; under {below:g} years "
+    if options.renal_function is not None:
+        text += f"the renal rules use {MEASURES[options.renal_function][3]} (--renal-function)"
+    elif paediatric == SAME_AS_ADULTS:
+        text += "the renal rules use the adult measure (--paediatric-renal-function same_as_adults)"
+    else:
+        text += f"the renal rules use {MEASURES[paediatric][3]} by default (--paediatric-renal-function)"
+    low = fx.formula_entry("bedside_schwartz").get("population", {}).get("age_from_years")
+    if low is not None and age < low:
+        text += f"; bedside Schwartz is validated from {low:g} year (NKF: children 1-18 years)"
+    return text
 
 
 def _fmt(x: float) -> str:
@@ -454,7 +398,7 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
     size = size if size is not None else body_size(patient, protocol, options)
     rows: list[dict[str, Any]] = []
     bsa_txt = (f"BSA ({size['bsa_note']})" if size["bsa_m2"] is None else
-               f"BSA {size['bsa_m2']:.2f} m2 ({size['bsa_method'].capitalize()}" + (
+               f"BSA {bsa_text(size)} m2 ({size['bsa_method'].capitalize()}" + (
                    f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else "") + ")")
     for a in protocol.lymphodepletion:
         needs: list[str] = []
@@ -471,7 +415,7 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
                 needs, lacking = ["weight"], f"{a.dose:g} mg/kg needs the weight"
         else:
             base, basis = a.dose, f"{a.dose:g} mg flat"
-        renal = _renal(a, size, protocol.dosing.renal_function, options)
+        renal = renal_for_agent(a, size, protocol, options)
         factor, adj = renal.factor, renal.text
         if renal.status == "withhold":
             status, dose = "withhold", None
@@ -639,16 +583,22 @@ def plan_to_doses(plan: pl.DataFrame, subject_id: str, source: str = "synthetic"
     protocol's administrations like a real one: the dose planned, ``protocol_dose x factor`` (the
     factor holds the renal adjustment and any cap: Yescarta 2e6/kg at 130 kg is capped to 2e8 cells
     = 1.538e6 cells/kg). Withheld and not-evaluable doses are left out; ``source`` labels the rows
-    (``synthetic`` by default)."""
+    (``synthetic`` by default).
+
+    A per-m2 dose on a capped BSA (protocol ``bsa_cap_m2``; the basis reads "BSA 2.00 m2
+    (Mosteller, capped at 2 m2)") is written in absolute ``mg``: per m2 it is per *capped* m2, and a
+    reader converting with the subject's own BSA would give more than was planned (review 35 B4)."""
     from cartlab.model import conform
 
     given = plan.filter(pl.col("dose").is_not_null() & pl.col("protocol_dose").is_not_null())
+    bsa_capped = (pl.col("protocol_unit") == "mg/m2") & pl.col("basis").str.contains(r"BSA [0-9.]+ m2 \([^)]*, capped at ")
     df = given.select(
         pl.lit(subject_id).alias("subject_id"),
         pl.col("day"),
         pl.col("agent"),
-        (pl.col("protocol_dose") * pl.col("factor").fill_null(1.0)).alias("dose"),
-        pl.col("protocol_unit").alias("unit"),
+        pl.when(bsa_capped).then(pl.col("dose"))
+        .otherwise(pl.col("protocol_dose") * pl.col("factor").fill_null(1.0)).alias("dose"),
+        pl.when(bsa_capped).then(pl.lit("mg")).otherwise(pl.col("protocol_unit")).alias("unit"),
         pl.lit(source).alias("source"),
         pl.concat_str(pl.lit("planned by "), pl.col("rule"), pl.lit(": "), pl.col("basis")).alias("source_note"),
     ).with_columns(pl.col("dose").alias("orig_dose"), pl.col("unit").alias("orig_unit"))

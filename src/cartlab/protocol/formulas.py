@@ -8,6 +8,7 @@ table once (cached) and evaluates an entry by its ``kind``:
 * ``cockcroft_gault`` - ``(age_offset - age) * weight / (divisor * Scr) * sex_factor``;
 * ``ckd_epi_creatinine`` - ``scale * min(Scr/kappa, 1)**alpha * max(Scr/kappa, 1)**beta *
   age_base**age * sex_factor``;
+* ``bedside_schwartz`` - paediatric eGFR ``k * height_cm / Scr`` (mL/min/1.73 m2; Schwartz 2009);
 * ``devine_ibw`` - ideal body weight ``base_kg[sex] + kg_per_inch * (height_cm / cm_per_inch -
   from_inches)`` (Devine 1974) and the adjusted weight ``IBW + adjusted_fraction * (actual - IBW)``.
 
@@ -33,7 +34,10 @@ __all__ = [
     "bsa",
     "crcl_cockcroft_gault",
     "egfr_ckd_epi_2021",
+    "egfr_bedside_schwartz",
     "formula_info",
+    "formula_entry",
+    "bsa_rounding",
     "ideal_body_weight",
     "adjusted_body_weight",
 ]
@@ -84,6 +88,18 @@ def _entry(name: str, group: str | None = None) -> dict[str, Any]:
         valid = [n for n, e in formulas.items() if group is None or e["group"] == group]
         raise ValueError(f"unknown formula {name!r}; valid: {', '.join(valid)}")
     return formulas[name]
+
+
+def formula_entry(name: str) -> dict[str, Any]:
+    """The whole parsed entry of a formula (coefficients, ``population``, ...), a shallow copy."""
+    return dict(_entry(name))
+
+
+@lru_cache(maxsize=1)
+def bsa_rounding() -> dict[str, Any]:
+    """The BSA rounding convention (``bsa_rounding`` in formulas.yaml): default, min and max
+    decimals, status and citation."""
+    return dict(load_criteria(_TABLE, package=_PACKAGE)["bsa_rounding"])
 
 
 def formula_info(name: str) -> dict[str, Any]:
@@ -215,6 +231,18 @@ def egfr_ckd_epi_2021(creatinine_mg_dl, age_years, sex) -> float | np.ndarray:
         * _by_sex(s, k["sex_factor"])
     )
     return _result(out, scr, age, s)
+
+
+def egfr_bedside_schwartz(height_cm, creatinine_mg_dl) -> float | np.ndarray:
+    """Paediatric eGFR in mL/min/1.73 m2 by the bedside Schwartz equation: 0.413 x height_cm / Scr
+    (Schwartz GJ et al., J Am Soc Nephrol 2009;20:629; NKF: "for use in children 1-18 years old").
+    ``creatinine_mg_dl`` is IDMS-traceable serum creatinine in mg/dL (convert with pint first).
+    The age range is the caller's concern (the equation has no age term)."""
+    k = _entry("bedside_schwartz", "renal")["coefficients"]
+    h = _positive(height_cm, "height_cm")
+    scr = _positive(creatinine_mg_dl, "creatinine_mg_dl")
+    h, scr = np.broadcast_arrays(h, scr)
+    return _result(k["k"] * h / scr, h, scr)
 
 
 def ideal_body_weight(height_cm, sex) -> float | np.ndarray:

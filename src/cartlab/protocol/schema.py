@@ -169,16 +169,32 @@ class DosingRules(_Strict):
 
     ``renal_function``: ``crcl_cockcroft_gault`` (absolute mL/min), ``crcl_cockcroft_gault_bsa``
     (the same normalised to 1.73 m2: CrCl x 1.73 / BSA, for bands written in mL/min/1.73 m2) or
-    ``egfr_ckd_epi_2021``; None = each rule's own. ``crcl_weight``: ``actual`` (the 1976 paper's
-    default), ``ideal`` (Devine IBW) or ``adjusted`` (IBW + 0.4 x (actual - IBW))."""
+    ``egfr_ckd_epi_2021`` or ``egfr_bedside_schwartz``; None = each rule's own; used from 18 years.
+    ``paediatric_renal_function``: the measure under 18 years; None = the table's
+    (``egfr_bedside_schwartz``, renal_adjustment.yaml ``paediatric_measure``), ``same_as_adults`` =
+    ``renal_function`` at every age. ``crcl_weight``: ``actual`` (the 1976 paper's default),
+    ``ideal`` (the lesser of actual and Devine IBW) or ``adjusted`` (IBW + 0.4 x (actual - IBW)
+    above 1.3 x IBW); ``ideal``/``adjusted`` cannot be combined with ``crcl_cockcroft_gault_bsa``."""
 
     bsa_method: Literal["mosteller", "dubois", "haycock"] = "mosteller"
     bsa_cap_m2: Optional[float] = Field(default=None, gt=0)
     #: None = each renal rule's own measure (Cockcroft-Gault CrCl for the fludarabine labels)
-    renal_function: Optional[Literal["crcl_cockcroft_gault", "crcl_cockcroft_gault_bsa", "egfr_ckd_epi_2021"]] = None
+    renal_function: Optional[Literal["crcl_cockcroft_gault", "crcl_cockcroft_gault_bsa", "egfr_ckd_epi_2021",
+                                     "egfr_bedside_schwartz"]] = None
+    paediatric_renal_function: Optional[Literal["egfr_bedside_schwartz", "crcl_cockcroft_gault",
+                                                "crcl_cockcroft_gault_bsa", "egfr_ckd_epi_2021",
+                                                "same_as_adults"]] = None
     crcl_weight: Literal["actual", "ideal", "adjusted"] = "actual"
     citation: str = ""
     status: Optional[Status] = None
+
+    @model_validator(mode="after")
+    def _one_normalisation(self) -> "DosingRules":
+        if self.crcl_weight != "actual" and "crcl_cockcroft_gault_bsa" in (self.renal_function,
+                                                                          self.paediatric_renal_function):
+            raise ValueError(f"crcl_weight {self.crcl_weight} cannot be combined with crcl_cockcroft_gault_bsa "
+                             "(CrCl x 1.73 / BSA of the actual weight): no source defines that mixed normalisation")
+        return self
 
 
 class LymphodepletionAgent(_Strict):

@@ -52,6 +52,8 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
     """Everything the sheet prints: patient inputs, derived body size with formulas substituted,
     the renal rule used, the administrations, warnings and citations. ``input_note`` is printed
     with the inputs (e.g. that a demo patient's weight and height are reconstructed)."""
+    from cartlab.protocol.dosing import bsa_text, renal_value_text
+
     w, h = size["weight_kg"], size["height_cm"]
     if size["bsa_m2"] is not None:
         bsa_sub = _substitute(size["bsa_formula"], weight_kg=f"{w:g}", height_cm=f"{h:g}")
@@ -59,9 +61,11 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
             "name": f"Body-surface area ({size['bsa_method'].capitalize()})",
             "formula": size["bsa_formula"],
             "substituted": f"{bsa_sub} = {size['bsa_raw_m2']:.4f} m2"
-                           + (f", rounded to {size['bsa_m2']:.2f} m2" if options.bsa_decimals is not None else "")
+                           + (f", rounded half up to {size['bsa_m2']:.{options.bsa_decimals}f} m2"
+                              if options.bsa_decimals is not None and not size["bsa_capped"] else "")
+                           + (", unrounded" if options.bsa_decimals is None else "")
                            + (f", capped at {size['bsa_cap_m2']:g} m2" if size["bsa_capped"] else ""),
-            "value": f"{size['bsa_m2']:.2f} m2",
+            "value": f"{bsa_text(size)} m2",
             "citation": size["bsa_citation"],
         }, {
             "name": "Body-mass index", "formula": "weight_kg / (height_cm / 100)^2",
@@ -72,8 +76,6 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
                     "substituted": size["bsa_note"], "value": "not computed", "citation": size["bsa_citation"]}]
     scr = size["creatinine_mg_dl"]
     if size.get("crcl_ml_min") is not None:
-        from cartlab.protocol.dosing import renal_value_text
-
         rules = [a.renal_adjustment for a in protocol.lymphodepletion if a.renal_adjustment]
         cw = size.get("crcl_weight_kg", w)
         derived.append({
@@ -102,6 +104,15 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
     else:
         derived.append({"name": "eGFR (CKD-EPI 2021)", "formula": size["egfr_formula"],
                         "substituted": size.get("egfr_note") or "", "value": "not computed", "citation": ""})
+    paed = size.get("renal_caveat") is not None or options.renal_function == "egfr_bedside_schwartz"
+    if paed and size.get("egfr_schwartz_ml_min_173") is not None:
+        derived.append({
+            "name": "eGFR (bedside Schwartz)", "formula": size["egfr_schwartz_formula"],
+            "substituted": _substitute(size["egfr_schwartz_formula"], height_cm=f"{h:g}", creatinine_mg_dl=f"{scr:.3f}"),
+            "value": renal_value_text(size["egfr_schwartz_ml_min_173"],
+                                      [a.renal_adjustment for a in protocol.lymphodepletion if a.renal_adjustment])
+                     + " mL/min/1.73 m2", "citation": size["egfr_schwartz_citation"],
+        })
     inputs = [("Weight", "—" if w is None else f"{w:g} kg"), ("Height", "—" if h is None else f"{h:g} cm"),
               ("Age", "—" if size["age_years"] is None else f"{size['age_years']:g} years"),
               ("Sex", size["sex"] or "—")]
