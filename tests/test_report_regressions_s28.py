@@ -28,7 +28,12 @@ def c04():
 
 @pytest.fixture(scope="module")
 def c03():
-    return Analysis(read_study(FIX / "c03_endpoints"))
+    # session 35: the case's relapse after MLFS (P5 day 28) is the CAR-T trial convention, the option
+    # relapse_after (ELN 2022, the default, looks for relapse after CR/CRh/CRi only)
+    from cartlab.analyze import AnalysisOptions
+
+    return Analysis(read_study(FIX / "c03_endpoints"),
+                    AnalysisOptions.from_settings({"response": {"relapse_after": ["CR", "CRh", "CRi", "MLFS"]}}))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -66,15 +66,28 @@ def test_relapse_after_a_later_remission_is_an_event(out):
 
 
 def test_relapse_episodes():
+    from cartlab.response.best import BestResponseOptions
+    from cartlab.response.marrow import ResponseOptions
+
     s = read_study(CASES / "c03_endpoints")
-    p5 = derive_relapse(s).filter(subject_id="P5")
+    # session 35: relapse is looked for after CR/CRh/CRi (ELN 2022) by default; the CAR-T trial
+    # convention (relapse after MLFS too) is the option relapse_after, under which this case was built
+    mlfs = ResponseOptions(relapse_after=("CR", "CRh", "CRi", "MLFS"))
+    p5 = derive_relapse(s, options=mlfs).filter(subject_id="P5")
     # episode 1 from the MLFS on day 14 to marrow blasts >= 5% on day 28; episode 2 from the CR on
     # day 60 to marrow blasts >= 5% on day 120
     assert p5.select("episode", "response_day", "response_category", "relapse_day", "relapse_rule").rows() == [
         (1, 14.0, "MLFS", 28.0, "eln2022.relapse.marrow"), (2, 60.0, "CR", 120.0, "eln2022.relapse.marrow")]
     # duration of response stays that of the first response: 14 -> 28
-    b = derive_best_response(s).filter(subject_id="P5").row(0, named=True)
+    b = derive_best_response(s, BestResponseOptions(response=mlfs)).filter(subject_id="P5").row(0, named=True)
     assert (b["first_response_day"], b["relapse_day"], b["dor_days"], b["dor_event"]) == (14.0, 28.0, 14.0, True)
+    # default (ELN 2022): one episode, CR day 60 -> relapse day 120; the day-28 marrow (blasts 10%, 75%
+    # below the pre-treatment 40%, counts recovered) is a PR, still a response, so the response from the
+    # MLFS on day 14 lasts to the relapse: 120 - 14 = 106 days, an event
+    assert derive_relapse(s).filter(subject_id="P5").select("episode", "response_day", "relapse_day").rows() == [
+        (1, 60.0, 120.0)]
+    d = derive_best_response(s).filter(subject_id="P5").row(0, named=True)
+    assert (d["first_response_day"], d["relapse_day"], d["dor_days"], d["dor_event"]) == (14.0, 120.0, 106.0, True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +178,11 @@ def test_relapse_rule_ids_are_in_criteria_tables(out):
 def test_explain_endpoints_names_times_events_and_relapse_episodes():
     from cartlab.explain import explain
 
-    ex = explain(read_study(CASES / "c03_endpoints"), "endpoints", "P5")
+    from cartlab.analyze import AnalysisOptions
+
+    # session 35: the case's relapse after MLFS is the CAR-T convention (option relapse_after)
+    mlfs = AnalysisOptions.from_settings({"response": {"relapse_after": ["CR", "CRh", "CRi", "MLFS"]}})
+    ex = explain(read_study(CASES / "c03_endpoints"), "endpoints", "P5", options=mlfs)
     # the hand values of test_relapse_after_a_later_remission_is_an_event
     assert ex.headline.startswith("OS 200 days, censored")
     assert "RFS 60 days, event (relapse)" in ex.headline and "CIR 60 days, event (relapse)" in ex.headline
