@@ -140,3 +140,36 @@ def test_two_deaths_on_one_day_cite_both_rows_whatever_their_order():
 
     for order in (["other", "CRS"], ["CRS", "other"], ["other", None]):
         vec._same(study(order), {})
+
+
+def test_response_rates_follow_the_analysis_categories(tmp_path):
+    """Review s35 (app B1/B2): response_rates and the cohort view used the default ORR categories and a
+    fixed CR/CRh/CRi whatever the options. Expected: recounted here from best_response (subjects with
+    response criteria; a responder = best response in the option's categories)."""
+    from cartlab.analyze import Analysis, AnalysisOptions
+    from cartlab.datasets.synthetic import synthetic_cohort
+    from cartlab.io import read_study
+    from cartlab.report.cohort_stats import response_rate_table
+
+    study = read_study(synthetic_cohort(40, 5, tmp_path / "syn"))
+    opts = AnalysisOptions.from_settings({"best_response": {"orr_categories": ["CR", "CRi"]},
+                                          "endpoints": {"remission_categories": ["CR"]}})
+    a = Analysis(study, opts)
+    best = a.table("best_response").filter(pl.col("criteria").is_not_null())
+    n = best.height
+
+    def k(cats):
+        return best.filter(pl.col("best_response").is_in(cats)).height
+
+    rates = a.table("response_rates").filter(pl.col("criteria").is_null())
+    got = {r["endpoint"]: (r["n_responders"], r["n"]) for r in rates.iter_rows(named=True)}
+    assert got == {"ORR": (k(["CR", "CRi"]), n), "CR": (k(["CR"]), n)}
+    assert k(["CR", "CRi"]) < k(["CR", "CRh", "CRi", "MLFS", "PR"])  # the option matters on this cohort
+    # the cohort view of a subset recomputes with the same categories (not the defaults)
+    ids = best["subject_id"].to_list()[:-1]
+    sub = response_rate_table(a, ids).table
+    sub_all = sub.filter(pl.col("criteria") == "all")
+    part = best.filter(pl.col("subject_id").is_in(ids))
+    want = part.filter(pl.col("best_response").is_in(["CR", "CRi"])).height
+    assert sub_all.filter(pl.col("endpoint") == "ORR")["n_responders"].item() == want
+    assert set(sub_all["endpoint"]) == {"ORR", "CR"}

@@ -134,10 +134,11 @@ def _adtte(study, o, marrow_response, relapse, best_response):
 
 
 def _response_rates(study, o, best_response):
-    from cartlab.response.best import orr
+    from cartlab.response.best import orr, rate_definitions
 
     rates = []
-    for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi"))):
+    for name, cats in rate_definitions(o.best_response_options().orr_categories,
+                                       o.endpoint_options().remission_categories):
         for by in (None, "criteria"):
             r = orr(best_response, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
             # a cohort rate points at the subject table and the filter that gives its numerator

@@ -283,10 +283,10 @@ def kinetics_table(car_kinetics: pl.DataFrame, adpp: pl.DataFrame) -> pl.DataFra
     return pl.DataFrame({"note": ["no CARCOPY or CARCELL sample"]})
 
 
-def cohort_views(view, subject_ids: list[str]) -> list:
-    """The cohort views of the filtered subjects: ``cartlab.report.cohort_plotly.cohort_figures_plotly``
-    when it is installed, else a minimal overview (worst CRS grade and best response counts) and the
-    response rates table of the analysis."""
+def cohort_views(view, subject_ids: list[str] | None) -> list:
+    """The cohort views of the filtered subjects (None: every subject, from the analysis's own tables):
+    ``cartlab.report.cohort_plotly.cohort_figures_plotly`` when it is installed, else a minimal
+    overview (worst CRS grade and best response counts) and the response rates table of the analysis."""
     try:
         from cartlab.report.cohort_plotly import cohort_figures_plotly
     except ImportError:
@@ -297,7 +297,7 @@ def cohort_views(view, subject_ids: list[str]) -> list:
     from cartlab.app.figures import cohort_overview_figure
     from cartlab.report.cohort_base import CohortView
 
-    sub = view.cohort.filter(pl.col("subject_id").is_in(subject_ids))
+    sub = view.cohort if subject_ids is None else view.cohort.filter(pl.col("subject_id").is_in(subject_ids))
     counts = (sub.select(label_expr("crs_grade_astct", sub.columns).alias("worst ASTCT CRS grade")).group_by("worst ASTCT CRS grade")
               .len("subjects").sort("worst ASTCT CRS grade"))
     return [CohortView("overview", "Worst CRS grade and best response", f"{sub.height} subjects (filtered); "

@@ -213,7 +213,9 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
 
         @reactive.calc
         def views():
-            return C.cohort_views(view(), filtered()["subject_id"].to_list())
+            # the whole cohort: the analysis's own tables (km, response_rates ...), not a re-estimate
+            sel = filtered()
+            return C.cohort_views(view(), None if sel.height == view().cohort.height else sel["subject_id"].to_list())
 
         @render.ui
         def cohort_views():

@@ -356,7 +356,7 @@ def response_rate_table(analysis, subject_ids=None) -> Rates:
     Biometrika 1934;26:404-413), overall and per criteria set. Denominator: every subject with
     response criteria (intention to treat: NE / not assessed count as non-response). From the
     ``response_rates`` table; for a subset recomputed with ``orr`` (the analysis's function)."""
-    from cartlab.response.best import orr
+    from cartlab.response.best import orr, rate_definitions
     from cartlab.response.endpoints import clopper_pearson
 
     view = "response rates"
@@ -366,8 +366,11 @@ def response_rate_table(analysis, subject_ids=None) -> Rates:
     if ids is None:
         rates = require(analysis, "response_rates", view)
     else:
+        o = analysis.options  # the analysis's own categories, never the defaults
         frames = [orr(best, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
-                  for name, cats in (("ORR", None), ("CR/CRh/CRi", ("CR", "CRh", "CRi"))) for by in (None, "criteria")]
+                  for name, cats in rate_definitions(o.best_response_options().orr_categories,
+                                                     o.endpoint_options().remission_categories)
+                  for by in (None, "criteria")]
         rates = pl.concat(frames, how="diagonal_relaxed")
     if "criteria" not in rates.columns:
         rates = rates.with_columns(pl.lit(None, pl.String).alias("criteria"))

@@ -385,5 +385,13 @@ def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str |
                             (pl.col("reason") + pl.lit(note)).alias("reason"))
 
 
+def rate_definitions(orr_categories: tuple[str, ...], remission_categories: tuple[str, ...]
+                     ) -> list[tuple[str, tuple[str, ...]]]:
+    """The response rates cartlab reports, (endpoint name, categories): the ORR over the analysis's
+    ``best_response.orr_categories`` and the remission rate over ``endpoints.remission_categories``
+    (named by them, "CR/CRh/CRi" by default). One definition for the table and every view."""
+    return [("ORR", tuple(orr_categories)), ("/".join(remission_categories), tuple(remission_categories))]
+
+
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
 __getattr__ = renamed(__name__, "best_response", "response_summary")
