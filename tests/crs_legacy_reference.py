@@ -378,6 +378,19 @@ def _from_start(study: Study, first_day: Any) -> tuple[Study, dict[str, float | 
         interventions=pl.DataFrame(rows, schema=iv.schema) if rows else iv.clear()), starts
 
 
+
+def _at_least(iv, cut: float):
+    """session 35: whether an interval (lo, hi, lo_open, hi_open) is >= ``cut``: True, False, or None
+    when it straddles ``cut`` or is not known."""
+    if iv is None:
+        return None
+    lo, hi, _lo_open, hi_open = iv
+    if lo is not None and lo >= cut:
+        return True
+    if hi is not None and (hi < cut or (hi_open and hi <= cut)):
+        return False
+    return None
+
 def crs_daily_inputs(
     study: Study,
     options: CrsLegacyOptions | None = None,
@@ -414,25 +427,54 @@ def crs_daily_inputs(
     subjects = {r["subject_id"]: r for r in study.subjects.to_dicts()}
 
     # ---- vital signs: the day's highest temperature and lowest SBP (first row reaching it)
-    obs = study.observations.filter(pl.col("param").is_in(["TEMP", "SYSBP"]) & pl.col("value").is_not_null()
-                                    & pl.col("day").is_not_null())
+    # session 35: a censored result (">38.3", "<90") bounds the day's extreme: each day's extreme is an
+    # interval (lo, hi, open ends); at the same value an open bound is the tighter one and names the row
+    obs = study.observations.filter(pl.col("param").is_in(["TEMP", "SYSBP"]) & pl.col("day").is_not_null()
+                                    & (pl.col("value").is_not_null() | pl.col("censor").is_not_null()))
     units = [u for u in obs.filter(pl.col("param") == "TEMP")["unit"].drop_nulls().unique().to_list()
              if u not in ("degC", "C", "°C")]
-    value = pl.col("value")
+    value, limit = pl.col("value"), pl.col("censor_limit")
     for u in units:  # canonical frames hold degC already; convert anything else (unknown unit = error)
         c = conversion(u, "degC")
-        value = pl.when((pl.col("param") == "TEMP") & (pl.col("unit") == u)).then(
-            pl.col("value") * c.scale + c.offset).otherwise(value)
-    signed = pl.when(pl.col("param") == "TEMP").then(pl.col("v")).otherwise(-pl.col("v"))
-    vitals = (
-        obs.with_columns(value.alias("v"), pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
-        .group_by("subject_id", "d", "param", maintain_order=True)
-        .agg(pl.col("v").filter(signed == signed.max()).first(), pl.col("ref").filter(signed == signed.max()).first())
-    )
-    for sid, d, param, v, ref in vitals.iter_rows():
+        is_u = (pl.col("param") == "TEMP") & (pl.col("unit") == u)
+        value = pl.when(is_u).then(pl.col("value") * c.scale + c.offset).otherwise(value)
+        limit = pl.when(is_u).then(pl.col("censor_limit") * c.scale + c.offset).otherwise(limit)
+    vit: dict[tuple, list] = defaultdict(list)
+    for r in obs.with_columns(value.alias("v"), limit.alias("lim"), pl.col("day").floor().cast(pl.Int64).alias("d"),
+                              evidence_ref().alias("ref")).iter_rows(named=True):
+        cen = r["censor"] or ""
+        if r["v"] is not None:
+            b = (r["v"], r["v"], False, False)
+        elif cen in (">", ">=") and r["lim"] is not None:
+            b = (r["lim"], None, cen == ">", False)
+        elif cen in ("<", "<=") and r["lim"] is not None:
+            b = (None, r["lim"], False, cen == "<")
+        else:
+            continue
+        vit[(r["subject_id"], r["d"], r["param"])].append((*b, r["ref"]))
+    for (sid, d, param), rows in vit.items():
         days_of[sid].add(d)
-        col, ref_col = ("tmax_c", "tmax_ref") if param == "TEMP" else ("sbp_min_mmhg", "sbp_ref")
-        rec[(sid, d)][col], rec[(sid, d)][ref_col] = v, ref
+        hi_first = param == "TEMP"  # the day's maximum; SBP: its minimum
+        k, f = (0, 1) if hi_first else (1, 0)  # the bound kept (max: lo) and the free one
+        best = max if hi_first else min
+        have = [r for r in rows if r[k] is not None]
+        iv = [None, None, False, False]
+        if have:
+            top = best(r[k] for r in have)
+            at = [r for r in have if r[k] == top]
+            iv[k], iv[k + 2] = top, any(r[k + 2] for r in at)
+            cands = [r for r in at if r[k + 2] == iv[k + 2]]  # ties: a bound on the other side first, then file order
+            ref = sorted(cands, key=lambda r: (r[f] is None, 0 if r[f] is None else (-r[f] if hi_first else r[f])))[0][4]
+        if all(r[f] is not None for r in rows):
+            far = best(r[f] for r in rows)
+            iv[f], iv[f + 2] = far, all(r[f + 2] for r in rows if r[f] == far)
+            if not have:
+                ref = next(r for r in rows if r[f] == far)[4]
+        lo, hi, lo_open, hi_open = iv
+        point = lo if lo is not None and lo == hi and not lo_open and not hi_open else None
+        col, ref_col, iv_col = (("tmax_c", "tmax_ref", "_tmax_iv") if param == "TEMP"
+                                else ("sbp_min_mmhg", "sbp_ref", "_sbp_iv"))
+        rec[(sid, d)][col], rec[(sid, d)][ref_col], rec[(sid, d)][iv_col] = point, ref, tuple(iv)
 
     # ---- interventions counted toward CRS
     iv = resolve_agents(study.interventions.filter(
@@ -643,7 +685,9 @@ def crs_daily_inputs(
             unknown = list(x["unknown"])
             evid = list(x["evidence"])
             tmax = x.get("tmax_c")
-            fever = None if tmax is None else tmax >= opts.fever_threshold_c
+            fever = _at_least(x.get("_tmax_iv"), opts.fever_threshold_c)  # session 35: an interval
+            if tmax is not None and math.isnan(tmax):
+                fever = False
             other = x.get("other_cause")
             fever_other = bool(fever and other)
             if fever_other:  # ASTCT: fever "not attributable to any other cause"
@@ -653,7 +697,10 @@ def crs_daily_inputs(
             if fever is None and not other:  # audit s29 (5): a fever that day would be attributed
                 unknown.append("fever:temperature")
             sbp = x.get("sbp_min_mmhg")
-            sbp_low = None if sbp is None else sbp < opts.sbp_cutoff_mmhg
+            at_cut = _at_least(x.get("_sbp_iv"), opts.sbp_cutoff_mmhg)  # session 35: an interval
+            sbp_low = None if at_cut is None else not at_cut
+            if sbp is not None and math.isnan(sbp):
+                sbp_low = False
             if x.get("sbp_ref"):
                 evid.append(f"sbp|{x['sbp_ref']}")
             if sbp_low is None:

@@ -173,3 +173,26 @@ def test_response_rates_follow_the_analysis_categories(tmp_path):
     want = part.filter(pl.col("best_response").is_in(["CR", "CRi"])).height
     assert sub_all.filter(pl.col("endpoint") == "ORR")["n_responders"].item() == want
     assert set(sub_all["endpoint"]) == {"ORR", "CR"}
+
+
+def test_untimed_end_on_the_start_day_after_first_day_clipping_is_valid():
+    """A vasopressor from day 0.5 to day 1 (untimed end: it covers day 1) graded from first_day 1.5: the
+    row counts from 1.5 to the end of day 1. The engine accepted it; the vasopressor row-loop oracle
+    (tests/crs_vaso_reference.py) raised "end_day 1.0 is before start_day 1.5" (hypothesis example found
+    in session 35; the study reader accepts such rows since session 34)."""
+    import test_crs_legacy_vectorised as vec
+
+    from cartlab.model import INTERVENTIONS, Study, conform
+
+    row = {k: None for k in INTERVENTIONS}
+    row.update(subject_id="S2", start_day=0.5, end_day=1.0, start_datetime="2024-03-01", category="vasopressor",
+               agent="norepinephrine", indication="CRS", src_file="interventions.csv", src_row=1)
+    obs = pl.DataFrame({"subject_id": ["S2", "S2"], "day": [1.0, 1.0], "param": ["TEMP", "SYSBP"],
+                        "value": [38.6, 85.0], "unit": ["C", "mmHg"], "src_file": ["observations.csv"] * 2,
+                        "src_row": [1, 2]})
+    s = Study("t", subjects=conform(pl.DataFrame({"subject_id": ["S2"]}), "subjects"),
+              observations=conform(obs, "observations"),
+              interventions=conform(pl.DataFrame([row], schema={**INTERVENTIONS, "src_file": pl.String,
+                                                                "src_row": pl.Int64}), "interventions"))
+    for precision in ("bounds", "full_days"):
+        vec._same(s, {"first_day": 1.5, "day_precision": precision})

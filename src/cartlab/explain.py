@@ -43,6 +43,19 @@ def _rows(a: Analysis, name: str, sid: str) -> pl.DataFrame:
     return frame.filter(pl.col(col) == sid)
 
 
+def _graded_days(daily: pl.DataFrame) -> pl.DataFrame:
+    """An ASTCT daily table (crs_daily, icans_daily) as explain rows: the grade as ``lo-hi`` where the
+    inputs not recorded leave it a range (``0-1``: missing is not grade 0), and ``shown``: the days
+    worth listing without --all-days (a grade or a range above 0, or a rule other than ``*.g0``)."""
+    g = pl.col("grade")
+    gmax = pl.col("grade_max") if "grade_max" in daily.columns else g
+    text = (pl.when(gmax.is_not_null() & g.is_not_null() & (gmax > g))
+            .then(pl.format("{}-{}", g, gmax)).otherwise(g.cast(pl.String)))
+    shown = ((g.fill_null(0) > 0) | (gmax.fill_null(0) > 0)
+             | (pl.col("rule").is_not_null() & ~pl.col("rule").str.ends_with(".g0")))
+    return daily.select("day", text.alias("grade"), "rule", "reason", "evidence", shown.alias("shown"))
+
+
 def _crs(a: Analysis, sid: str) -> Explanation:
     from cartlab.criteria import load_raw as load_criteria
     from cartlab.grading.crs import CrsOptions
@@ -59,6 +72,15 @@ def _crs(a: Analysis, sid: str) -> Explanation:
         head = (f"ASTCT CRS grade {s['crs_grade_astct']}, onset day {s['crs_onset_day']:g}, "
                 f"last CRS day {s['crs_resolution_day']:g}"
                 + (f" ({n} episodes: {s['crs_episode']})" if n and n > 1 else ""))
+        # an earlier day whose grade is a range reaching CRS (a censored ">38.3", an SBP not recorded):
+        # the onset is not definite (review35 B3: missing is not negative)
+        if "grade_max" in daily.columns and s["crs_onset_day"] is not None:
+            early = daily.filter((pl.col("grade_max") >= 1) & (pl.col("day") < s["crs_onset_day"]))
+            if early.height:
+                head = head.replace(
+                    f"onset day {s['crs_onset_day']:g}",
+                    f"onset day {s['crs_onset_day']:g} (day {early['day'].min():g} if the inputs that leave the grade "
+                    "of the earlier days a range reach CRS)", 1)
     if s["crs_grade_astct"] is not None and (s.get("crs_grade_astct_max") or 0) > s["crs_grade_astct"]:
         # name what was not recorded on the days that reach the upper bound (TEMP, SYSBP, ...)
         top = daily.filter(pl.col("grade_max") == s["crs_grade_astct_max"]) if "grade_max" in daily.columns else daily
@@ -70,8 +92,7 @@ def _crs(a: Analysis, sid: str) -> Explanation:
     crit = load_criteria(opts.criteria)
     resolved = opts.resolved()
     options = ", ".join(f"{k}={v}" for k, v in resolved.items())
-    return Explanation("crs", head, f"{crit['citation']} | options: {options}",
-                       daily.select("day", "grade", "rule", "reason", "evidence"))
+    return Explanation("crs", head, f"{crit['citation']} | options: {options}", _graded_days(daily))
 
 
 def _icans(a: Analysis, sid: str) -> Explanation:
@@ -88,8 +109,7 @@ def _icans(a: Analysis, sid: str) -> Explanation:
             + (f" (up to {gmax}: some days have no ICE/CAPD score)" if gmax is not None and gmax > g else ""))
     crit = load_criteria(opts.criteria)
     options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
-    return Explanation("icans", head, f"{crit['citation']} | options: {options}",
-                       daily.select("day", "grade", "rule", "reason", "evidence"))
+    return Explanation("icans", head, f"{crit['citation']} | options: {options}", _graded_days(daily))
 
 
 def _ctcae(a: Analysis, sid: str) -> Explanation:
@@ -151,7 +171,13 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
     # (audit s27 item 9: never an empty list "-> ANC  /uL")
     anc_ul = (pl.col("anc") * 1000).round(0).cast(pl.Int64).cast(pl.String)
     under = pl.concat_str(below, separator=", ", ignore_nulls=True)
-    where = (pl.when(pl.col("anc").is_null()).then(pl.lit("ANC not known"))
+    # a censored ANC ("<0.05") is counted below the thresholds it settles (anc_le_*): say so (review35 B4)
+    censored = pl.col("anc_censored") if "anc_censored" in daily.columns else pl.lit(None, dtype=pl.String)
+    where = (pl.when(pl.col("anc").is_null() & censored.is_not_null() & under.is_not_null() & (under != ""))
+             .then(pl.format("ANC {} x10^9/L (censored): {} /uL", censored, under))
+             .when(pl.col("anc").is_null() & censored.is_not_null())
+             .then(pl.format("ANC {} x10^9/L (censored): no ICAHT threshold settled", censored))
+             .when(pl.col("anc").is_null()).then(pl.lit("ANC not known"))
              .when(under.is_not_null() & (under != "")).then(pl.format("ANC {}/uL: {} /uL", anc_ul, under))
              .otherwise(pl.format("ANC {}/uL: > {} /uL (above every ICAHT threshold)", anc_ul,
                                   pl.lit("" if top is None else str(top)))))

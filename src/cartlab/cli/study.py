@@ -103,10 +103,14 @@ def import_cmd(
     observation_status: ObservationStatusOpt = None,
     numeric_valuestring: NumericValueStringOpt = "skip",
     csv_dialect: CsvDialectOpt = "standard",
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Replace a study of the same id imported from another folder (without it that is "
+                          "refused; a re-import from the same folder replaces its earlier import).")] = False,
 ) -> None:
     """Validate a study (a study folder, CDISC SDTM domains or FHIR R4 resources) and import it into the store (one transaction).
 
-    Re-importing identical files changes nothing; changed files replace the study atomically.
+    Re-importing identical files (same --csv-dialect, same cartlab version) changes nothing; changed files
+    replace the study atomically. Another folder under an existing study id is refused unless --replace.
     Invalid input is rejected whole and the store is left untouched. An SDTM or FHIR import writes
     its mapping report (every input record: mapped, or why not) beside the store.
 
@@ -134,7 +138,7 @@ def import_cmd(
                                observation_statuses=observation_status, numeric_valuestring=numeric_valuestring)
         sid = study.study_id
         with _progress(f"importing {sid}") as step, Store(store) as s:
-            result = s.import_study(study, sid, folder=source, progress=step)
+            result = s.import_study(study, sid, folder=source, progress=step, replace=replace)
         _print_warnings(study.warnings)
         console.print(f"[green]{result}[/] -> {store}")
         return
@@ -149,13 +153,16 @@ def import_cmd(
         if store.exists():
             files = [(p.name, sha256_file(p)) for p in study_files(study_dir)]
             with Store(store) as s:
-                if s.fingerprint_of(sid) == fingerprint_files(sid, files):
-                    console.print(f"{sid}: unchanged (already imported, same files)")
+                if s.fingerprint_of(sid) == fingerprint_files(sid, files, csv_dialect):
+                    console.print(f"{sid}: unchanged (already imported: same files, --csv-dialect and cartlab "
+                                  "version)")
                     return
+                s.check_replace(sid, study_dir, replace)  # another folder under this id: refused before reading
         study = read_study(study_dir, sid, progress=lambda n: step(f"validating {n}"), csv_dialect=csv_dialect)
         with Store(store) as s:
             step("writing")
-            result = s.import_study(study, sid, folder=study_dir, progress=step)
+            result = s.import_study(study, sid, folder=study_dir, progress=step, csv_dialect=csv_dialect,
+                                    replace=replace)
     _print_warnings(study.warnings)
     console.print(f"[green]{result}[/] -> {store}")
 

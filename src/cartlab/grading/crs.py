@@ -180,10 +180,14 @@ def _day_extreme(rows: pl.DataFrame, name: str, highest: bool) -> pl.DataFrame:
     pick = pl.col(kept).max() if highest else pl.col(kept).min()
     other = pl.when(pl.col(free).is_null().any()).then(None).otherwise(
         pl.col(free).max() if highest else pl.col(free).min())
-    order = rows.sort([kept, free], descending=[highest, highest], nulls_last=True, maintain_order=True)  # ties: file order
+    # ties: an open (censored) bound first, so that ``<name>_ref`` names the censored row; then file order
+    order = rows.sort([kept, f"{kept}_open", free], descending=[highest, True, highest], nulls_last=True,
+                      maintain_order=True)
     agg = order.group_by("subject_id", "d").agg(
         pick.alias(f"_{kept}"), other.alias(f"_{free}"),
-        pl.col(f"{kept}_open").filter(pl.col(kept) == pick).all().alias(f"_{kept}_open"),
+        # session 35: at the same value an open bound is the tighter one ({90, "<90"}: the minimum is <90)
+        pl.when(pick.is_null()).then(True).otherwise(pl.col(f"{kept}_open").filter(pl.col(kept) == pick).any())
+        .alias(f"_{kept}_open"),
         pl.col(f"{free}_open").filter(pl.col(free) == (pl.col(free).max() if highest else pl.col(free).min()))
         .all().alias(f"_{free}_open"),
         pl.col("ref").first().alias(f"{name}_ref"))

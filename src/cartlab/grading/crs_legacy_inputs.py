@@ -329,25 +329,33 @@ def _items(frame: pl.DataFrame, group: str, ref: str, *keep: str) -> pl.DataFram
 
 
 def _vitals(study: Study) -> pl.DataFrame:
-    """The day's highest temperature (degC) and lowest SBP, each with the first row reaching it."""
-    obs = study.observations.lazy().select("subject_id", "day", "param", "unit", "value", "src_file", "src_row").filter(
-        pl.col("param").is_in(["TEMP", "SYSBP"]) & pl.col("value").is_not_null() & pl.col("day").is_not_null())
+    """The day's highest temperature (degC) and lowest SBP, each with the row that sets it, read as the
+    ASTCT engine reads them (:func:`cartlab.grading.crs._day_extreme`, session 35): a censored result
+    (">38.3", "<90") bounds the day's extreme, so ``tmax_c`` / ``sbp_min_mmhg`` are the point value
+    when one number settles it, and ``_tmax_*`` / ``_sbp_*`` hold the interval (lo, hi, open ends)."""
+    from cartlab.grading.crs import _bounds, _day_extreme
+
+    obs = study.observations.lazy().select(
+        "subject_id", "day", "param", "unit", "value", "censor", "censor_limit", "src_file", "src_row").filter(
+        pl.col("param").is_in(["TEMP", "SYSBP"]) & pl.col("day").is_not_null()
+        & (pl.col("value").is_not_null() | pl.col("censor").is_not_null()))
     units = [u for u in obs.filter(pl.col("param") == "TEMP").select(pl.col("unit").drop_nulls().unique(
         maintain_order=True)).collect()["unit"].to_list() if u not in ("degC", "C", "°C")]
-    value = pl.col("value")
+    value, limit = pl.col("value"), pl.col("censor_limit")
     for u in units:  # canonical frames hold degC already; convert anything else (unknown unit = error)
         c = conversion(u, "degC")
-        value = pl.when((pl.col("param") == "TEMP") & (pl.col("unit") == u)).then(
-            pl.col("value") * c.scale + c.offset).otherwise(value)
-    signed = pl.when(pl.col("param") == "TEMP").then(pl.col("v")).otherwise(-pl.col("v"))
-    k = ["subject_id", "day", "param"]
-    v = (obs.with_columns(value.alias("v"), _floor("day").alias("day"))
-         .filter(signed == signed.max().over(k)).unique(k, keep="first", maintain_order=True)
-         .select(*k, "v", evidence_ref().alias("ref")).collect())
-    temp = v.filter(pl.col("param") == "TEMP").select(*KEY, pl.col("v").alias("tmax_c"), pl.col("ref").alias("tmax_ref"))
-    sbp = v.filter(pl.col("param") == "SYSBP").select(*KEY, pl.col("v").alias("sbp_min_mmhg"),
-                                                       pl.col("ref").alias("sbp_ref"))
-    return temp.join(sbp, on=KEY, how="full", coalesce=True)
+        is_u = (pl.col("param") == "TEMP") & (pl.col("unit") == u)
+        value = pl.when(is_u).then(pl.col("value") * c.scale + c.offset).otherwise(value)
+        limit = pl.when(is_u).then(pl.col("censor_limit") * c.scale + c.offset).otherwise(limit)
+    rows = _bounds(obs.with_columns(value.alias("value"), limit.alias("censor_limit"), _floor("day").alias("d"),
+                                    evidence_ref().alias("ref")).collect())
+    out = []
+    for param, name, col, highest in (("TEMP", "tmax", "tmax_c", True), ("SYSBP", "sbp", "sbp_min_mmhg", False)):
+        ext = _day_extreme(rows.filter(pl.col("param") == param), name, highest=highest)
+        out.append(ext.select(
+            "subject_id", pl.col("d").alias("day"), pl.col(name).alias(col), pl.col(f"{name}_ref"),
+            *(pl.col(f"{name}_{k}").alias(f"_{name}_{k}") for k in ("lo", "hi", "lo_open", "hi_open"))))
+    return out[0].join(out[1], on=KEY, how="full", coalesce=True)
 
 
 def _interventions(study: Study, opts: CrsLegacyOptions, vocab: dict[str, Any]) -> pl.DataFrame:
@@ -656,9 +664,17 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
               ) -> pl.DataFrame:
     """The grid joined with every source -> the features, their defaults and unknown reasons."""
     tmax, sbp = pl.col("tmax_c"), pl.col("sbp_min_mmhg")
+
+    def at_least(name: str, point: pl.Expr, cut: float) -> pl.Expr:
+        """Whether the day's interval ``_<name>_lo/_hi`` (open ends) is >= ``cut``: true, false, or null
+        when it straddles ``cut`` (a censored bound, session 35) or nothing was recorded."""
+        lo, hi = pl.col(f"_{name}_lo"), pl.col(f"_{name}_hi")
+        no = hi.is_not_null() & ((hi < cut) | (pl.col(f"_{name}_hi_open").fill_null(False) & (hi <= cut)))
+        return pl.when(lo.is_not_null() & (lo >= cut)).then(True).when(no).then(False).otherwise(None)
+
     other = pl.col("other_cause").is_not_null() & (pl.col("other_cause") != "")
     day_scope = attribution.scope == "day"
-    raw_fever = pl.when(tmax.is_null()).then(None).otherwise((tmax >= opts.fever_threshold_c) & ~tmax.is_nan())
+    raw_fever = pl.when(tmax.is_nan()).then(False).otherwise(at_least("tmax", tmax, opts.fever_threshold_c))
     fever_other = (raw_fever & other).fill_null(False)
     fever = pl.when(fever_other).then(False).otherwise(raw_fever)
     waiver = pl.col("w_day").is_not_null() & (pl.col("day") >= pl.col("w_day"))
@@ -667,7 +683,7 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         # a fever day attributed to another cause is not a CRS day; an afebrile day has no fever to
         # attribute (the waiver keeps it open), and an unknown temperature would be attributed too
         gate = pl.when(fever_other).then(False).when(other & raw_fever.is_null()).then(waiver).otherwise(gate)
-    sbp_low = pl.when(sbp.is_null()).then(None).otherwise((sbp < opts.sbp_cutoff_mmhg) & ~sbp.is_nan())
+    sbp_low = pl.when(sbp.is_nan()).then(False).otherwise(~at_least("sbp", sbp, opts.sbp_cutoff_mmhg))
     hosp = pl.coalesce("h", pl.lit(opts.assume_hospitalized, dtype=pl.Boolean))
     x = x.with_columns(fever.alias("fever"), fever_other.alias("fever_other_cause"), sbp_low.alias("sbp_low"),
                        waiver.alias("waiver_active"), hosp.alias("hospitalized"),

@@ -371,7 +371,8 @@ def _not_measured_days(study: Study, param: str) -> pl.DataFrame:
         return pl.DataFrame(schema=schema)
     src = pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase()
     rank = {w: i for i, w in enumerate(NOT_MEASURED_SOURCES)}
-    days = (obs.filter((pl.col("param") == param) & pl.col("value").is_not_null() & pl.col("day").is_not_null())
+    days = (obs.filter((pl.col("param") == param) & (pl.col("value").is_not_null() | pl.col("censor").is_not_null())
+                       & pl.col("day").is_not_null())  # a censored "<0.05" is a recorded value too (review35 B5)
             .select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("d"),
                     src.replace_strict(rank, default=None, return_dtype=pl.Int64).alias("_r"))
             .group_by("subject_id", "d").agg(pl.col("_r").is_not_null().all().alias("_all"), pl.col("_r").min()))

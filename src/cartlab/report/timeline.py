@@ -6,6 +6,7 @@ import polars as pl
 from rich.table import Table
 from rich.text import Text
 
+from cartlab.grading.crs import _bounds, _day_extreme
 from cartlab.model import NOT_MEASURED_SOURCES, Study
 
 #: (column title, param, daily aggregate, number format)
@@ -33,28 +34,56 @@ def _num(v: float | None) -> str:
 
 
 def _daily(obs: pl.DataFrame, param: str, how: str) -> pl.DataFrame:
-    """One row per calendar day ``d``: the day's value ``v`` (max or min), else its first text ``t``, and
-    ``syn``: whether the value shown is not measured. The star follows the row(s) whose value is shown —
-    a paper maximum stays unstarred beside reconstructed rows of the same day; on a tie it is starred only
-    when every row with that value is not measured."""
-    rows = obs.filter(pl.col("param") == param).with_columns(pl.col("day").floor().alias("d"))
-    agg = pl.col("value").max() if how == "max" else pl.col("value").min()
-    rows = rows.with_columns(
-        agg.over("d").alias("v"),
-        pl.col("value_text").drop_nulls().first().over("d").alias("t"),
+    """One row per calendar day ``d``: the day's maximum or minimum as an interval (``lo``/``hi``, open
+    ends; ``v`` when it is one number; as the CRS engine reads a day, :func:`cartlab.grading.crs._day_extreme`), in the canonical
+    unit, so a censored result (``>38.3``, ``<0.05``) beside numbers is kept; else the day's first
+    text ``t`` (a categorical result); and ``syn``: whether the value shown is not measured. The star
+    follows the row(s) that set the bound shown -- a paper maximum stays unstarred beside
+    reconstructed rows of the same day; on a tie it is starred only when every such row is not
+    measured."""
+    highest = how == "max"
+    rows = obs.filter(pl.col("param") == param).with_columns(
+        pl.col("day").floor().alias("d"), pl.int_range(pl.len()).cast(pl.String).alias("ref"),
         pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase().is_in(SYNTHETIC)
-        .fill_null(False).alias("_nm"),
-    )
-    shown = (pl.when(pl.col("v").is_not_null()).then(pl.col("value") == pl.col("v"))
-             .otherwise(pl.col("value").is_null() & (pl.col("value_text") == pl.col("t")))
-             .fill_null(False))
-    rows = rows.with_columns(shown.alias("_shown"))
-    return rows.group_by("d").agg(
-        pl.col("v").first(),
-        pl.col("t").first(),
-        pl.when(pl.col("_shown").any()).then(pl.col("_nm").filter(pl.col("_shown")).all())
-        .otherwise(pl.col("_nm").any()).alias("syn"),
-    )
+        .fill_null(False).alias("_nm"))
+    text = rows.group_by("d").agg(
+        pl.col("value_text").filter(pl.col("value").is_null() & pl.col("censor").is_null()).drop_nulls().first()
+        .alias("t"),
+        pl.col("_nm").filter(pl.col("value").is_null() & pl.col("censor").is_null()).any().alias("_t_nm"))
+    bounds = _bounds(rows)
+    if bounds.is_empty():
+        ext = pl.DataFrame(schema={"d": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "lo_open": pl.Boolean,
+                                   "hi_open": pl.Boolean, "_b_nm": pl.Boolean})
+    else:
+        ext = _day_extreme(bounds, "x", highest=highest).select(
+            "d", pl.col("x_lo").alias("lo"), pl.col("x_hi").alias("hi"),
+            pl.col("x_lo_open").alias("lo_open"), pl.col("x_hi_open").alias("hi_open"))
+        # the rows that set the bound shown: the kept side (max: the lower end) when known, else the other
+        kept, free = ("lo", "hi") if highest else ("hi", "lo")
+        b = bounds.join(ext.rename({c: f"_x{c}" for c in ("lo", "hi", "lo_open", "hi_open")}), on="d")
+        shown = (pl.when(pl.col(f"_x{kept}").is_not_null())
+                 .then((pl.col(kept) == pl.col(f"_x{kept}")) & (pl.col(f"{kept}_open") == pl.col(f"_x{kept}_open")))
+                 .otherwise(pl.col(free) == pl.col(f"_x{free}")).fill_null(False))
+        ext = ext.join(b.group_by("d").agg(pl.col("_nm").filter(shown).all().alias("_b_nm")), on="d", how="left")
+    out = text.join(ext, on="d", how="left")
+    point = (pl.col("lo") == pl.col("hi")) & ~pl.col("lo_open") & ~pl.col("hi_open")
+    return out.with_columns(
+        pl.when(point).then(pl.col("lo")).alias("v"),  # the day's value when one number settles it
+        pl.when(pl.col("lo").is_not_null() | pl.col("hi").is_not_null()).then(pl.col("_b_nm"))
+        .otherwise(pl.col("_t_nm")).fill_null(False).alias("syn"))
+
+
+def _cell(r: dict, fmt: str) -> str:
+    """A day's value in the column's unit and format: ``38.2``, ``>38.3``, ``<0.05``, ``>=37.0 <39.0``
+    (a number and a censored bound that leaves the extreme open); else the given text."""
+    lo, hi = r.get("lo"), r.get("hi")
+    if lo is None and hi is None:
+        return r.get("t") or ""
+    if lo is not None and hi is not None and lo == hi and not r["lo_open"] and not r["hi_open"]:
+        return fmt.format(lo)
+    low = None if lo is None else (">" if r["lo_open"] else ">=") + fmt.format(lo)
+    high = None if hi is None else ("<" if r["hi_open"] else "<=") + fmt.format(hi)
+    return " ".join(x for x in (low, high) if x is not None)
 
 
 def subject_timeline(
@@ -104,7 +133,7 @@ def subject_timeline(
             if r is None:
                 cells.append("")
                 continue
-            txt = fmt.format(r["v"]) if r["v"] is not None else (r["t"] or "")
+            txt = _cell(r, fmt)
             if r["syn"]:
                 txt += "*"
                 flagged = True
@@ -119,9 +148,9 @@ def subject_timeline(
             (pl.col("day").floor() == d) & pl.col("param").is_in(["BMBLAST", "MRDFCM"])
         )
         for r in marrow.iter_rows(named=True):
-            ev_bits.append(
-                f"{r['param']} {_num(r['orig_value'])} {r['orig_unit'] or ''}".rstrip()
-                + ("*" if r["source"] in SYNTHETIC else "")
-            )
+            # a censored marrow value ("<0.01" %) has no orig_value: its text as given (review35 C4)
+            shown = _num(r["orig_value"]) if r["orig_value"] is not None else (r["value_text"] or "")
+            not_measured = (r["source"] or "").strip().lower() in SYNTHETIC
+            ev_bits.append(f"{r['param']} {shown} {r['orig_unit'] or ''}".rstrip() + ("*" if not_measured else ""))
         t.add_row(f"{d:g}", dose_txt, *cells, iv_txt, "; ".join(ev_bits))
     return header, t, flagged

@@ -3,14 +3,19 @@
 * Imports are transactional: a study is validated completely before the store is opened, then
   written in a single transaction, so a failed or killed import leaves the store as it was.
 * Imports are idempotent: a study's fingerprint (the sha256 of every source file, the format and
-  dictionary versions) is recorded; re-importing the same files changes nothing.
-* Every row keeps its provenance: source file, its sha256 and the row number.
+  dictionary versions, the CSV dialect and the cartlab version) is recorded; re-importing the same
+  files with the same dialect and cartlab changes nothing.
+* Every row keeps its provenance: source file, its sha256 and the row number; the study's input
+  warnings (rows dropped, files not read) are stored with it (table ``study_warnings``).
+* A study id names one source: importing another folder under an existing id is refused unless
+  ``replace=True``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +26,7 @@ import polars as pl
 
 from cartlab.errors import CartlabError, InputError
 from cartlab.io.dictionary import load_dictionary
+from cartlab.io.errors import Issue
 from cartlab.io.study_folder import read_study, sha256_file
 from cartlab.model import FORMAT_VERSION, TABLES, Study, conform
 
@@ -44,10 +50,11 @@ class ImportResult:
     action: str  # "imported" | "replaced" | "unchanged"
     fingerprint: str
     counts: dict[str, int]
+    previous: str = ""  # "replaced": what was replaced (its folder and import time)
 
     def __str__(self) -> str:
         n = ", ".join(f"{v:,} {k}" for k, v in self.counts.items() if v)
-        return f"{self.study_id}: {self.action} ({n})"
+        return f"{self.study_id}: {self.action} ({n})" + (f"; it replaced {self.previous}" if self.previous else "")
 
 
 def study_files(folder: str | Path) -> list[Path]:
@@ -58,14 +65,20 @@ def study_files(folder: str | Path) -> list[Path]:
     return [tables[name] for name in TABLES if name in tables]
 
 
-def fingerprint_files(study_id: str, files: list[tuple[str, str]]) -> str:
-    """Fingerprint of a study: its id, its files' sha256 and the format/dictionary versions."""
+def fingerprint_files(study_id: str, files: list[tuple[str, str]], csv_dialect: str = "standard") -> str:
+    """Fingerprint of a study: its id, its files' sha256, the format/dictionary versions, the CSV
+    dialect it was read with and the cartlab version (a newer reader may read the same files
+    differently: units, censored values)."""
+    from cartlab import __version__
+
     payload = {
         "study_id": study_id,
         "format": FORMAT_VERSION,
         "dictionary": load_dictionary().version,
         "schema": SCHEMA_VERSION,
         "files": sorted(files),
+        "csv_dialect": csv_dialect,
+        "cartlab": __version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -106,6 +119,19 @@ def check_store_path(path: str | Path) -> bool:
     return True
 
 
+def _lock_message(path: Path, exc: Exception) -> StoreError | None:
+    """DuckDB's "Could not set lock ... Conflicting lock is held in <program> (PID n)" as one cartlab
+    message (DuckDB's own advice names a command-line flag cartlab does not have); None otherwise."""
+    text = str(exc)
+    if "lock" not in text.lower():
+        return None
+    pid = re.search(r"PID (\d+)", text)
+    who = f" (PID {pid.group(1)})" if pid else ""
+    return StoreError(f"the store {path} is in use by another process{who}: another cartlab command or DuckDB "
+                      "program has it open, and DuckDB lets only one process write to a store file",
+                      hint="try again when that command has finished (or close the program holding it)")
+
+
 def _io_reason(exc: Exception) -> str:
     """DuckDB's 'IO Error: Cannot open file "x": No such file or directory' as its last part."""
     text = str(exc)
@@ -133,7 +159,7 @@ class Store:
                 raise StoreLookupError(f"cannot create the store {self.path}: {_io_reason(exc)}",
                                        hint="give --store a file in a folder that exists and can be "
                                             "written") from exc
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+            raise (_lock_message(self.path, exc) or StoreError(f"cannot open store {self.path}: {exc}")) from exc
         try:
             self._check_layout()
         except StoreError:
@@ -194,6 +220,9 @@ class Store:
             """CREATE TABLE IF NOT EXISTS source_files (
                 study_id VARCHAR, file VARCHAR, format VARCHAR, sha256 VARCHAR, n_rows BIGINT)"""
         )
+        # session 35: one row per study imported since, its input warnings as a JSON list (a store of
+        # an earlier cartlab gains the table here; a study imported before has no row: not recorded)
+        self._exec("CREATE TABLE IF NOT EXISTS study_warnings (study_id VARCHAR PRIMARY KEY, warnings VARCHAR)")
         for name, schema in TABLES.items():
             cols = ", ".join(f'"{k}" {_DUCK_TYPES[v]}' for k, v in schema.items())
             self._exec(f"CREATE TABLE IF NOT EXISTS {name} (study_id VARCHAR, {cols})")
@@ -211,12 +240,16 @@ class Store:
         *,
         folder: str | Path | None = None,
         progress: Callable[[str], None] | None = None,
+        csv_dialect: str = "standard",
+        replace: bool = False,
     ) -> ImportResult:
         """Validate and import a study folder (or an in-memory :class:`Study`).
 
         Raises :class:`cartlab.io.StudyValidationError` before touching the store when the folder
-        is invalid. Re-importing identical files is a no-op (``action == "unchanged"``); changed
-        files replace the study atomically (``"replaced"``).
+        is invalid. Re-importing identical files (same CSV dialect, same cartlab) is a no-op
+        (``action == "unchanged"``); changed files from the same folder replace the study atomically
+        (``"replaced"``). A study id already imported from another folder is an :class:`InputError`
+        unless ``replace``. ``csv_dialect``: the dialect ``source`` was read with (fingerprint).
         """
         step = progress or (lambda _msg: None)
         if isinstance(source, Study):
@@ -228,26 +261,47 @@ class Store:
             study_id = study_id or folder_path.resolve().name
             step("hashing files")
             files = [(p.name, sha256_file(p)) for p in study_files(folder_path)]
-            fp = fingerprint_files(study_id, files)
+            fp = fingerprint_files(study_id, files, csv_dialect)
             if self.fingerprint_of(study_id) == fp:
                 return ImportResult(study_id, "unchanged", fp, self.counts(study_id))
-            study = read_study(folder_path, study_id, progress=lambda n: step(f"validating {n}"))
+            self.check_replace(study_id, folder_path, replace)
+            study = read_study(folder_path, study_id, progress=lambda n: step(f"validating {n}"),
+                               csv_dialect=csv_dialect)
             folder = str(folder_path.resolve())
         study_id = study_id or study.study_id
-        fp = fingerprint_files(study_id, files)
+        fp = fingerprint_files(study_id, files, csv_dialect)
         previous = self.fingerprint_of(study_id)
         if previous == fp:
             return ImportResult(study_id, "unchanged", fp, self.counts(study_id))
+        before = self.check_replace(study_id, folder, replace)
         self._write(study, study_id, fp, folder, step)
         return ImportResult(
-            study_id, "replaced" if previous else "imported", fp, self.counts(study_id)
+            study_id, "replaced" if previous else "imported", fp, self.counts(study_id), before
         )
+
+    def check_replace(self, study_id: str, folder: str | Path | None, replace: bool = False) -> str:
+        """What an import of ``folder`` under ``study_id`` would replace ("" if nothing): the same
+        folder may replace its earlier import; another folder only with ``replace`` (else an
+        :class:`InputError` naming both), so that one id never silently names another study."""
+        rows = self._exec("SELECT folder, imported_at FROM studies WHERE study_id = ?", [study_id])
+        if not rows:
+            return ""
+        old, when = rows[0]
+        new = str(Path(folder).resolve()) if folder else ""
+        stamp = f"{when:%Y-%m-%d %H:%M} UTC" if when is not None else "an unknown time"
+        before = f"the import of {old or 'an in-memory study'} of {stamp}"
+        if old and new and old != new and not replace:
+            raise InputError(
+                f"study id {study_id!r} in {self.path} holds the study imported from {old} on {stamp}; "
+                f"this import is from {new}",
+                hint=f"give this study another id (--study-id), or --replace to replace {study_id!r} with it")
+        return before
 
     def _write(self, study: Study, study_id: str, fp: str, folder: str, step) -> None:
         c = self.con
         self._exec("BEGIN TRANSACTION")
         try:
-            for name in ("source_files", "studies", *TABLES):
+            for name in ("source_files", "studies", "study_warnings", *TABLES):
                 self._exec(f"DELETE FROM {name} WHERE study_id = ?", [study_id])
             for name in TABLES:
                 df = conform(study.table(name), name)
@@ -264,6 +318,7 @@ class Store:
             c.register("__src", src.to_arrow())
             self._exec("INSERT INTO source_files SELECT * FROM __src")
             c.unregister("__src")
+            self._exec("INSERT INTO study_warnings VALUES (?, ?)", [study_id, _warnings_json(study.warnings)])
             self._exec(
                 "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -287,9 +342,13 @@ class Store:
         """Remove a study; returns whether it existed."""
         existed = self.fingerprint_of(study_id) is not None
         self._exec("BEGIN TRANSACTION")
-        for name in ("source_files", "studies", *TABLES):
-            self._exec(f"DELETE FROM {name} WHERE study_id = ?", [study_id])
-        self._exec("COMMIT")
+        try:
+            for name in ("source_files", "studies", "study_warnings", *TABLES):
+                self._exec(f"DELETE FROM {name} WHERE study_id = ?", [study_id])
+            self._exec("COMMIT")
+        except BaseException:
+            self._exec("ROLLBACK")
+            raise
         return existed
 
     # -- queries
@@ -324,7 +383,7 @@ class Store:
         sql = f"SELECT * FROM {name}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY study_id, src_row"
+        sql += " ORDER BY study_id, src_file, src_row"  # several files per table (SDTM LB + VS): not interleaved
         df = self._query(sql, args)
         if df.height == 0:
             return pl.DataFrame(schema={"study_id": pl.String, **TABLES[name]})
@@ -336,11 +395,38 @@ class Store:
             known = ", ".join(self.studies()["study_id"].to_list()) or "none"
             raise StoreLookupError(f"no study {study_id!r} in {self.path} (studies: {known})")
         frames = {name: conform(self.table(name, study_id), name) for name in TABLES}
-        sources = self._query(
-            "SELECT file, format, sha256, n_rows FROM source_files WHERE study_id = ? ORDER BY file",
-            [study_id],
-        )
-        return Study(study_id=study_id, sources=sources, **frames)
+        sources = self._sources(study_id)
+        return Study(study_id=study_id, sources=sources, warnings=self.study_warnings(study_id), **frames)
+
+    def _sources(self, study_id: str) -> pl.DataFrame:
+        """The study's source files in the order a study folder is read (subjects, doses, observations,
+        interventions, events; other files after them by name), as ``read_study`` lists them."""
+        src = self._query("SELECT file, format, sha256, n_rows FROM source_files WHERE study_id = ? ORDER BY file",
+                          [study_id])
+        rank = {name: i for i, name in enumerate(TABLES)}
+        stem = pl.col("file").str.to_lowercase().str.replace(r"\.[^.]*$", "")
+        return (src.with_columns(stem.replace_strict(rank, default=len(rank), return_dtype=pl.Int64).alias("_o"))
+                .sort("_o", "file", maintain_order=True).drop("_o"))
+
+    def study_warnings(self, study_id: str) -> list[Issue]:
+        """The study's input warnings recorded at import (duplicate rows dropped, files not read), as
+        :class:`~cartlab.io.errors.Issue`; a study imported by a cartlab before session 35 has none
+        recorded: one warning says so (missing is not "no warnings")."""
+        tables = {r[0] for r in self._exec("SELECT table_name FROM information_schema.tables")}
+        rows = (self._exec("SELECT warnings FROM study_warnings WHERE study_id = ?", [study_id])
+                if "study_warnings" in tables else [])
+        if not rows:
+            return [Issue(file=self.path.name, column=None, severity="warning",
+                          message=f"study {study_id!r} was imported by an earlier cartlab that did not store its "
+                                  "input warnings (rows dropped, files not read): none are listed here; import "
+                                  "the study again to record them")]
+        from cartlab.io.sdtm.reader import SdtmIssue  # its rows are SDTM record numbers: named as such
+
+        kinds = {"SdtmIssue": SdtmIssue}
+        return [kinds.get(w.get("kind"), Issue)(
+            file=w["file"], column=w["column"], message=w["message"], rows=list(w["rows"]), severity=w["severity"],
+            lines=None if w.get("lines") is None else {int(k): v for k, v in w["lines"].items()})
+            for w in json.loads(rows[0][0])]
 
     def locate_subject(self, subject_id: str, study_id: str | None = None) -> str:
         """The study holding ``subject_id``; an error if none or several (then pass ``study_id``)."""
@@ -368,8 +454,20 @@ class Store:
         """One subject's data as a :class:`Study`."""
         sid = self.locate_subject(subject_id, study_id)
         frames = {name: conform(self.table(name, sid, subject_id), name) for name in TABLES}
-        sources = self._query(
-            "SELECT file, format, sha256, n_rows FROM source_files WHERE study_id = ? ORDER BY file",
-            [sid],
-        )
-        return Study(study_id=sid, sources=sources, **frames)
+        sources = self._sources(sid)
+        return Study(study_id=sid, sources=sources, warnings=self.study_warnings(sid), **frames)
+
+
+def _warnings_json(warnings: list) -> str:
+    """A study's warnings (:class:`~cartlab.io.errors.Issue`, or anything with ``to_dict``/text) as JSON."""
+    out = []
+    for w in warnings:
+        if isinstance(w, Issue):
+            out.append({**w.to_dict(), "kind": type(w).__name__,
+                        "lines": None if w.lines is None else {str(k): v for k, v in w.lines.items()}})
+        else:
+            d = w.to_dict() if hasattr(w, "to_dict") else {"message": str(w)}
+            out.append({"severity": d.get("severity", "warning"), "file": d.get("file", ""),
+                        "rows": list(d.get("rows") or []), "column": d.get("column"),
+                        "message": d.get("message", str(w)), "lines": None})
+    return json.dumps(out)
