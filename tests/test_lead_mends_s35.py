@@ -196,3 +196,19 @@ def test_untimed_end_on_the_start_day_after_first_day_clipping_is_valid():
                                                                 "src_row": pl.Int64}), "interventions"))
     for precision in ("bounds", "full_days"):
         vec._same(s, {"first_day": 1.5, "day_precision": precision})
+
+
+def test_explain_kinetics_says_day_0_without_an_infusion_record():
+    """A subject with CAR-T samples and no CAR-T dose row is timed from day 0 (spec); car_kinetics'
+    reason says so (session 35), and explain says the 0 is imputed at day 0, not "at the infusion"."""
+    from cartlab.explain import explain
+    from cartlab.model import Study, conform
+
+    obs = pl.DataFrame({"subject_id": ["K"] * 3, "day": [7.0, 14.0, 28.0], "param": ["CARCOPY"] * 3,
+                        "value": [1000.0, 5000.0, 200.0], "unit": ["copies/ug gDNA"] * 3,
+                        "src_file": ["observations.csv"] * 3, "src_row": [1, 2, 3]})
+    s = Study("t", subjects=conform(pl.DataFrame({"subject_id": ["K"]}), "subjects"),
+              observations=conform(obs, "observations"))
+    ex = explain(s, "kinetics", "K")
+    assert "0 imputed at day 0 (no CAR-T infusion recorded)" in ex.headline
+    assert "0 imputed at the infusion" not in ex.headline

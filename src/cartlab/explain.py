@@ -287,9 +287,12 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
     if peak_src in NOT_MEASURED_SOURCES:
         peak_src += ", not measured"
     unit = f" {r['unit']}" if r.get("unit") else ""
+    # a subject without a CAR-T infusion record is timed from day 0 (spec), as car_kinetics' reason says
+    at0 = ("day 0 (no CAR-T infusion recorded)" if "no CAR-T infusion recorded" in (r.get("reason") or "")
+           else "the infusion")
     head = (f"{r['param']} from {measured.height} samples"
             + (f", {not_measured.height} of them {kinds} (not measured)" if not_measured.height else "")
-            + ("; 0 imputed at the infusion" if r["zero_imputed"] else "") + ". ")
+            + (f"; 0 imputed at {at0}" if r["zero_imputed"] else "") + ". ")
     if r.get("not_evaluable"):  # e.g. two samples at the same time: no NCA at all (missing, not 0)
         head += f"not evaluable: {r['not_evaluable']}"
     elif r["cmax"] is not None and r["tmax"] is not None:
@@ -322,7 +325,7 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
                       num, return_dtype=pl.String))).otherwise(value_txt),
                   pl.when(pl.col("unit").is_not_null()).then(pl.concat_str(pl.lit(" "), pl.col("unit")))
                   .otherwise(pl.lit("")), day_txt,
-                  pl.when(pl.col("imputed")).then(pl.lit(" (0 imputed at the infusion: no CAR-T before it)"))
+                  pl.when(pl.col("imputed")).then(pl.lit(f" (0 imputed at {at0}: no CAR-T before it)"))
                   .when(pl.col("source").is_in(list(NOT_MEASURED_SOURCES)))
                   .then(pl.concat_str(pl.lit(" — "), pl.col("source"), pl.lit(", not measured"),
                                       pl.when(pl.col("blq")).then(pl.lit("; below LLOQ")).otherwise(pl.lit(""))))
