@@ -229,9 +229,13 @@ def test_concurrent_option_switch_is_3_overlap_is_4():
     assert day(crs(_two_pressors((5.0, 5.25), (5.5, 5.9))), 5)["grade"] == 4
     # [S2] "Multiple vasopressors": norepinephrine 5.00-5.25 then phenylephrine 5.50-5.90 never
     # together -> one vasopressor at a time: 3; 5.0-5.6 and 5.5-5.9 overlap -> 4
-    r = day(crs(_two_pressors((5.0, 5.25), (5.5, 5.9)), multiple_vasopressors="concurrent"), 5)
+    # (starts at 5.01, 00:14: a whole-number start 5.0 is "day 5" without a time of day, so the rows
+    # would not be timed: diff review s35 B1, test_lead_mends_s35)
+    r = day(crs(_two_pressors((5.01, 5.25), (5.5, 5.9)), multiple_vasopressors="concurrent"), 5)
     assert (r["grade"], r["grade_max"]) == (3, 3)
-    assert day(crs(_two_pressors((5.0, 5.6), (5.5, 5.9)), multiple_vasopressors="concurrent"), 5)["grade"] == 4
+    assert day(crs(_two_pressors((5.01, 5.6), (5.5, 5.9)), multiple_vasopressors="concurrent"), 5)["grade"] == 4
+    r = day(crs(_two_pressors((5.0, 5.25), (5.5, 5.9)), multiple_vasopressors="concurrent"), 5)
+    assert (r["grade"], r["grade_max"]) == (3, 4)  # a start known to the day only: together or not, unknown
 
 
 def test_concurrent_option_whole_day_rows_are_a_range():

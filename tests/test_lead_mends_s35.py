@@ -127,7 +127,6 @@ def test_two_deaths_on_one_day_cite_both_rows_whatever_their_order():
     engine did this; the row-loop oracle (tests/crs_legacy_reference.py) depended on the rows' order,
     which hypothesis found in session 35 (test_crs_legacy_audit_s26 random example)."""
     import test_crs_legacy_vectorised as vec
-
     from cartlab.model import Study, conform
 
     def study(order):
@@ -181,7 +180,6 @@ def test_untimed_end_on_the_start_day_after_first_day_clipping_is_valid():
     (tests/crs_vaso_reference.py) raised "end_day 1.0 is before start_day 1.5" (hypothesis example found
     in session 35; the study reader accepts such rows since session 34)."""
     import test_crs_legacy_vectorised as vec
-
     from cartlab.model import INTERVENTIONS, Study, conform
 
     row = {k: None for k in INTERVENTIONS}
@@ -212,3 +210,109 @@ def test_explain_kinetics_says_day_0_without_an_infusion_record():
     ex = explain(s, "kinetics", "K")
     assert "0 imputed at day 0 (no CAR-T infusion recorded)" in ex.headline
     assert "0 imputed at the infusion" not in ex.headline
+
+
+def test_concurrent_vasopressors_need_times_of_day_at_both_ends():
+    """Diff review s35 B1: with multiple_vasopressors=concurrent, rows recorded by date only (a datetime
+    without a clock time) or with a timed start but a date-only end are not timed: whether the two drugs
+    ran together is unknown -> grade 3 up to 4 naming "vasopressor times" (crs.conv.multiple_vasopressors)."""
+    from cartlab.grading.crs import CrsOptions, derive_crs_daily
+    from grading_helpers import study, vaso
+
+    def day5(iv):
+        s = study(obs=[("A", 5, "TEMP", 38.6), ("A", 5, "SYSBP", 85.0)], iv=iv)
+        d = derive_crs_daily(s, CrsOptions(multiple_vasopressors="concurrent"))
+        return d.filter(pl.col("day") == 5).row(0, named=True)
+
+    dates = [vaso("norepinephrine", 5, 5, start_datetime="2022-10-01", end_datetime="2022-10-01"),
+             vaso("phenylephrine", 5, 5, start_datetime="2022-10-01", end_datetime="2022-10-01")]
+    r = day5(dates)
+    assert (r["grade"], r["grade_max"], r["missing_inputs"]) == (3, 4, ["vasopressor times"])
+    half = [vaso("norepinephrine", 5 + 8 / 24, 5, start_datetime="2022-10-01T08:00", end_datetime="2022-10-01"),
+            vaso("phenylephrine", 5.5, 5, start_datetime="2022-10-01T12:00", end_datetime="2022-10-01")]
+    r = day5(half)
+    assert (r["grade"], r["grade_max"]) == (3, 4)
+
+
+def test_dose_options_refuse_unknown_renal_measures_at_every_age(tmp_path):
+    """Diff review s35 B2: a mistyped --paediatric-renal-function / --renal-function for a child was an
+    internal KeyError; it is one clear message (exit 2), as for an adult."""
+    import pytest
+
+    from cartlab.protocol.dosing import DoseOptions, DosingError
+
+    with pytest.raises(DosingError, match="unknown paediatric renal function 'schwartz'"):
+        DoseOptions(paediatric_renal_function="schwartz")
+    with pytest.raises(DosingError, match="unknown renal function measure 'egfr_schwartz'"):
+        DoseOptions(renal_function="egfr_schwartz")
+    DoseOptions(paediatric_renal_function="same_as_adults")  # accepted
+    r = subprocess.run([sys.executable, "-m", "cartlab", "dose", "-p", "tisagenlecleucel_ball", "--weight", "16",
+                        "--height", "102", "--age", "4", "--sex", "M", "--creatinine", "0.45", "mg/dL",
+                        "--paediatric-renal-function", "schwartz"], capture_output=True, text=True, timeout=300,
+                       check=False, cwd=tmp_path)
+    assert r.returncode == 2 and "internal error" not in r.stderr and "schwartz" in r.stderr, r.stderr
+
+
+def test_not_analysed_reason_blanks_whole_ids_only():
+    """Diff review s35 B5: the "not analysed" table of cartlab report blanked ids by plain text
+    replacement, so an id "4" turned "day 24" into "day 2[subject]"."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import cartlab.cli.base as base
+    from cartlab.analyze import Skipped
+    from cartlab.errors import subject_ids_in_warnings
+
+    sk = Skipped(engine="CAR-T kinetics", tables=["car_kinetics"], subjects=["4"],
+                 reason="subject '4' has two samples on day 24 (4.5 copies)", fix="drop one")
+    buf = io.StringIO()
+    old = base.err
+    base.err = Console(file=buf, width=300)
+    try:
+        with subject_ids_in_warnings(False):
+            base._print_skipped(SimpleNamespace(skipped=[sk], warnings=[]))
+    finally:
+        base.err = old
+    out = buf.getvalue()
+    assert "subject '[subject]' has two samples on day 24 (4.5 copies)" in out, out
+
+
+def test_relapse_after_refuses_pr():
+    """Diff review s35 B6: a PR marrow already has 5-25% blasts, so "relapse after PR" would make every
+    later PR marrow a relapse (ELN 2022: relapse = marrow blasts >= 5% after CR/CRh/CRi)."""
+    import pytest
+
+    from cartlab.errors import InputError
+    from cartlab.response.marrow import ResponseOptions
+
+    with pytest.raises(InputError, match="relapse_after"):
+        ResponseOptions(relapse_after=("CR", "PR"))
+    assert ResponseOptions(relapse_after=("CR", "CRh", "CRi", "MLFS")).relapse_after == ("CR", "CRh", "CRi", "MLFS")
+
+
+def test_rows_named_by_response_reasons_are_in_the_evidence():
+    """Diff review s35 B3/B4: a marrow reason naming a platelet transfusion in the count window, and an
+    MRD-relapse reason naming a result of another specimen, now cite those rows (interventions.csv:1;
+    observations.csv:8, the PB MRDFCM on day 60) beside the rows that decided (observations.csv:9)."""
+    from cartlab.model import Study, conform
+    from cartlab.response.marrow import derive_marrow_response
+    from cartlab.response.relapse_episodes import derive_relapse
+
+    o = [(-7, "BMBLAST", 40.0, "%", None), (28, "BMBLAST", 2.0, "%", "BM"), (28, "PBBLAST", 0.0, "%", None),
+         (28, "NEUT", 1.5, "10^9/L", None), (28, "PLAT", 120.0, "10^9/L", None), (28, "BMCELL", 40.0, "%", None),
+         (28, "MRDFCM", 0.0001, "fraction", "BM"), (60, "MRDFCM", 0.005, "fraction", "PB"),
+         (90, "MRDFCM", 0.005, "fraction", "BM")]
+    obs = pl.DataFrame({"subject_id": ["P"] * len(o), "day": [float(r[0]) for r in o], "param": [r[1] for r in o],
+                        "value": [r[2] for r in o], "unit": [r[3] for r in o], "specimen": [r[4] for r in o],
+                        "src_file": ["observations.csv"] * len(o), "src_row": list(range(1, len(o) + 1))})
+    iv = pl.DataFrame({"subject_id": ["P"], "start_day": [27.0], "end_day": [27.0],
+                       "category": ["platelet_transfusion"], "src_file": ["interventions.csv"], "src_row": [1]})
+    s = Study("t", subjects=conform(pl.DataFrame({"subject_id": ["P"], "disease": ["AML"]}), "subjects"),
+              observations=conform(obs, "observations"), interventions=conform(iv, "interventions"))
+    m = derive_marrow_response(s).row(0, named=True)
+    assert "platelet transfusion on day 27" in m["reason"] and "interventions.csv:1" in m["evidence"]
+    r = derive_relapse(s).row(0, named=True)
+    assert r["mrd_relapse_day"] == 90.0 and "(PB) on day 60 not compared" in r["mrd_relapse_reason"]
+    assert set(r["evidence"]) >= {"observations.csv:8", "observations.csv:9"}

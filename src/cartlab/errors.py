@@ -70,9 +70,11 @@ def names_subjects() -> bool:
 
 @contextmanager
 def subject_ids_in_warnings(named: bool) -> Iterator[None]:
-    """While active (this thread / task), warnings printed on the terminal name subjects (``named``)
-    or give the words of :attr:`SubjectsWarning.unnamed` (a pointer to the table naming them). The
-    warnings recorded in ``Analysis.warnings`` (and ``analysis.json``) keep the ids either way."""
+    """While active (this thread / task), warnings name subjects (``named``) or give the words of
+    :attr:`SubjectsWarning.unnamed` (a pointer to the table naming them): both on the terminal and as
+    recorded in an ``Analysis`` made inside it (``Analysis.warnings``, so the report's
+    ``tables/analysis.json``). ``cartlab analyze`` and the API (the default) name them. The study
+    reader's input checks (file, row, column) are not affected."""
     token = _NAME_SUBJECTS.set(bool(named))
     try:
         yield

@@ -315,9 +315,12 @@ def _print_skipped(analysis) -> None:
                 f" (+{len(sk.subjects) - 6})" if len(sk.subjects) > 6 else "")) if named else (
                 f"{len(sk.subjects)} (named in analysis.json)")
             reason = sk.reason
-            if not named:  # an engine's error may name the subject it failed on
+            if not named:  # an engine's error may name the subject it failed on (whole tokens only:
+                # an id "4" must not blank the 4 of "day 24")
+                import re
+
                 for sid in sorted(sk.subjects or (), key=len, reverse=True):
-                    reason = reason.replace(sid, "[subject]")
+                    reason = re.sub(rf"(?<![\w.-]){re.escape(sid)}(?![\w-]|\.\d)", "[subject]", reason)
             t.add_row(escape(sk.engine), escape(who), escape(reason), escape(sk.fix))
         err.print(t)
         if len(analysis.skipped) > 30:

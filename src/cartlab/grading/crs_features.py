@@ -27,6 +27,7 @@ import polars as pl
 
 from cartlab.grading.common import EVIDENCE, evidence_ref, expand_days, load_criteria
 from cartlab.grading.vasopressors import UNSPECIFIED, resolve_agents
+from cartlab.io.clock import is_timed
 from cartlab.model import Study
 
 KEY = ["subject_id", "day"]
@@ -112,10 +113,13 @@ def _floor_day(col: str) -> pl.Expr:
 
 
 def _timed(frame: pl.DataFrame) -> pl.Expr:
-    """A row whose start and end are known to the time of day (a datetime, or a fractional day)."""
-    frac = [pl.col(c) != pl.col(c).floor() for c in ("start_day", "end_day")]
-    dt = [pl.col(c).is_not_null() for c in ("start_datetime", "end_datetime") if c in frame.columns]
-    return pl.col("end_day").is_not_null() & pl.any_horizontal(*frac, *dt).fill_null(False)
+    """A row whose start AND end are known to the time of day (each a fractional day or a datetime with a
+    clock time, :func:`cartlab.io.clock.is_timed`); a date alone says only which day."""
+    def col(name: str) -> str | None:
+        return name if name in frame.columns else None
+
+    return (pl.col("end_day").is_not_null() & is_timed("start_day", col("start_datetime"))
+            & is_timed("end_day", col("end_datetime")))
 
 
 def _concurrent(days: pl.DataFrame) -> pl.DataFrame:

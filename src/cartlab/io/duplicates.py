@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from cartlab.io.clock import is_timed
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue
 from cartlab.model import PROVENANCE_COLUMNS, TABLES
@@ -102,9 +103,7 @@ def _identical_administrations(frame: pl.DataFrame, table: str, fname: str, cols
 def _conflicts(obs: pl.DataFrame, fname: str, issues: list[Issue]) -> None:
     repeated = [p.code for p in load_dictionary().params.values() if p.group in REPEATED_GROUPS]
     key = list(OBSERVATION_KEY)
-    timed = pl.col("day") != pl.col("day").floor()
-    if "datetime" in obs.columns:
-        timed = timed | pl.col("datetime").cast(pl.String).str.contains(r"\d[T ]\d").fill_null(False)
+    timed = is_timed("day", "datetime" if "datetime" in obs.columns else None)
     groups = (
         obs.filter(pl.col("day").is_not_null() & ~pl.col("param").is_in(repeated))
         .group_by(key)

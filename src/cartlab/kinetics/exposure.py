@@ -64,7 +64,7 @@ def _left_out_counted(left_out: dict[str, list[str]]) -> str:
     every = {i for ids in left_out.values() for i in ids}
     parts = [f"{why}: {len(dict.fromkeys(ids))}" for why, ids in left_out.items()]
     return (f"{len(every)} subject(s) left out -- " + " | ".join(parts) + " -- named in exposure_response.csv, "
-            "column excluded (cartlab analyze writes it); CARTLAB_DEBUG=1 names them here")
+            "column excluded (cartlab analyze writes it); cartlab --debug names them here")
 
 
 def _orr_categories() -> list[str]:

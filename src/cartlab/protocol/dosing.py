@@ -188,6 +188,14 @@ class DoseOptions:
             raise DosingError(f"bsa_decimals (--bsa-decimals) must be an integer from {r['min_decimals']} to "
                               f"{r['max_decimals']} (got {d!r}): BSA 1.51 m2 to 0 decimals is 2 m2, +32% on "
                               "every per-m2 dose; use --bsa-unrounded (bsa_decimals=None) for no rounding")
+        # checked here, before any body-size arithmetic reads them (a child's dose used to fail with a KeyError)
+        if self.renal_function is not None and self.renal_function not in MEASURES:
+            raise DosingError(f"unknown renal function measure {self.renal_function!r} (--renal-function); "
+                              f"choose one of {', '.join(MEASURES)}")
+        p = self.paediatric_renal_function
+        if p is not None and p not in MEASURES and p != SAME_AS_ADULTS:
+            raise DosingError(f"unknown paediatric renal function {p!r} (--paediatric-renal-function); choose one "
+                              f"of {', '.join(MEASURES)} or {SAME_AS_ADULTS}")
 
 
 DOSE_PLAN_SCHEMA = {

@@ -86,7 +86,7 @@ class ResponseOptions(CriteriaOptions):
     missing_pb_blasts: Literal["not_evaluable", "assume_absent"] | None = None
     missing_cellularity: Literal["assume_adequate", "not_evaluable"] | None = None
     same_day_marrow: Literal["highest", "not_evaluable"] | None = None
-    relapse_after: tuple[Literal["CR", "CRh", "CRi", "MLFS", "PR"], ...] | None = None
+    relapse_after: tuple[Literal["CR", "CRh", "CRi", "MLFS"], ...] | None = None  # not PR: a PR marrow has 5-25% blasts (ELN: relapse is >= 5%)
     mrd_relapse_same_specimen: bool | None = None
     all_count_strict: bool | None = None
     pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
@@ -307,12 +307,14 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     # transfusions in the count window are named (ELIANA/CIBMTR ask for transfusion independence;
     # ELN 2022's footnote on it was not retrieved): excluded only with platelet_transfusion_free_days
     lo_d, hi_d = math.floor(d) - w, math.floor(d) + w
-    used["TX"] = [(kind, s_, e_) for kind, s_, e_, _ in sd.tx if math.floor(s_) <= hi_d and math.floor(e_) >= lo_d]
+    tx_rows = [t for t in sd.tx if math.floor(t[1]) <= hi_d and math.floor(t[2]) >= lo_d]
+    used["TX"] = [(kind, s_, e_) for kind, s_, e_, _ in tx_rows]
     for k, (lo, hi, lo_open, hi_open) in iv.items():
         feats.update({f"{k}_lo": lo, f"{k}_hi": hi, f"{k}_lo_open": lo_open, f"{k}_hi_open": hi_open})
     evidence = [x for x in (row_ref(r) for k, r in used.items() if k not in ("MRDFCM_all", "TX") and r is not None) if x]
     evidence += [x for x in (row_ref(r) for r in mrd_rows) if x]
     evidence += [x for x in (row_ref(e) for e in emd_rows) if x]
+    evidence += [ref for *_, ref in tx_rows if ref]  # the transfusions the reason names (interventions.csv)
     return feats, used, list(dict.fromkeys(evidence))
 
 

@@ -147,10 +147,11 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
         if same and _specimen(x) != spec:
             notes.append(f"MRDFCM {shown} ({where}) on day {x['day']:g} not compared: another specimen than the "
                          "MRD-negative marrow's (option mrd_relapse_same_specimen)")
+            refs += [z for z in [row_ref(x)] if z]  # every row the reason names is in the evidence
             continue
         _, negative, _ = _mrd(x, opts)
         if negative is False:
-            refs = [z for z in [row_ref(x)] if z]
+            refs = [z for z in [row_ref(x)] if z] + refs
             above = ">" if inclusive else ">="
             why = (f"{head}; MRDFCM {shown} ({where}) on day {x['day']:g} {above} {thr:g}: positive "
                    "(conversion to MRD positivity)")
