@@ -316,3 +316,19 @@ def test_rows_named_by_response_reasons_are_in_the_evidence():
     r = derive_relapse(s).row(0, named=True)
     assert r["mrd_relapse_day"] == 90.0 and "(PB) on day 60 not compared" in r["mrd_relapse_reason"]
     assert set(r["evidence"]) >= {"observations.csv:8", "observations.csv:9"}
+
+
+def test_validate_does_not_say_nothing_was_written(tmp_path):
+    """Docs review s35: `cartlab validate` (which never writes) ended an invalid folder's problem list with
+    "Nothing was written."; commands that write (import, analyze ...) keep the sentence."""
+    from cartlab.datasets.synthetic import synthetic_cohort
+
+    folder = synthetic_cohort(2, 1, tmp_path / "syn")
+    subj = (folder / "subjects.csv").read_text().splitlines()
+    (folder / "subjects.csv").write_text("\n".join(subj[:1] + [subj[1].replace("SYN-0001", "", 1)] + subj[2:]) + "\n")
+    v = subprocess.run([sys.executable, "-m", "cartlab", "validate", str(folder)], capture_output=True, text=True,
+                       timeout=300, check=False, cwd=tmp_path)
+    assert v.returncode == 1 and "problem" in v.stderr and "Nothing was written" not in v.stderr, v.stderr
+    a = subprocess.run([sys.executable, "-m", "cartlab", "analyze", str(folder), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert a.returncode == 2 and "Nothing was written" in a.stderr, a.stderr

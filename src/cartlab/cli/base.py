@@ -229,8 +229,9 @@ def _force_progress() -> bool:
     return os.environ.get("CARTLAB_PROGRESS") == "1"
 
 
-def _print_issues(exc) -> None:
-    """Every problem on its own line: file, row(s) (with the CSV line), column, message."""
+def _print_issues(exc, wrote_nothing: bool = True) -> None:
+    """Every problem on its own line: file, row(s) (with the CSV line), column, message; ends with
+    "Nothing was written." for a command that writes (``wrote_nothing``; not ``validate``)."""
     from rich.markup import escape
 
     n = len(exc.issues)
@@ -241,7 +242,8 @@ def _print_issues(exc) -> None:
         err.print(f"  ... and {n - 500} more (cartlab validate --json lists them all)")
     for w in exc.warnings[:50]:
         err.print(f"  [yellow]![/] {escape(str(w))}", soft_wrap=True, highlight=False)
-    err.print("[red]Nothing was written.[/]")
+    if wrote_nothing:
+        err.print("[red]Nothing was written.[/]")
 
 
 def _read_or_exit(folder: Path, study_id: str | None = None, csv_dialect: str = "standard"):

@@ -79,7 +79,7 @@ def validate_cmd(
     elif errors:
         from cartlab.io import StudyValidationError
 
-        _print_issues(StudyValidationError(issues, str(study_dir)))
+        _print_issues(StudyValidationError(issues, str(study_dir)), wrote_nothing=False)  # validate writes nothing
     else:
         console.print(f"[green]{study_dir}: valid[/] (study folder format v1)")
         _print_warnings([i for i in issues if i.severity != "error"], limit=500)
