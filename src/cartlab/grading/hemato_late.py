@@ -25,6 +25,7 @@ from cartlab.grading.hemato_common import day_ranges, fmt_expr, grades, nontrans
 from cartlab.provenance import EVIDENCE
 
 __all__ = ["late_lowest_text", "late_range_text", "late_upper_grade", "late_window_text", "lowest_text",
+           "window_grades",
            "nontransient_text"]
 
 
@@ -70,6 +71,22 @@ def late_upper_grade(daily: pl.DataFrame, wins: pl.DataFrame, sids: list[str], o
         grades(table, opts, ("late",)))
     return worst.select("subject_id", pl.col("late_grade").alias("_late_grade_max")).join(
         unknown, on="subject_id", how="left", maintain_order="left")
+
+
+def window_grades(prefix: str, early_ok: pl.Expr, late_ok: pl.Expr) -> list[pl.Expr]:
+    """The grade columns of an ICAHT-family engine (``prefix``: "icaht", "t_icaht"): the early and late
+    grades and rules where their window is evaluable, and the highest grades possible (missing is not
+    negative: a not-evaluable late window keeps ``_late_grade_max``; an empty one is null)."""
+    return [
+        pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max"))
+        .otherwise(pl.when(pl.col("_late_unknown_days").is_not_null()).then(pl.col("_late_grade_max")))
+        .alias(f"{prefix}_late_grade_max"),
+        pl.when(early_ok).then(pl.col("early_grade")).alias(f"{prefix}_early_grade"),
+        pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max")).alias(f"{prefix}_early_grade_max"),
+        pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
+        pl.when(late_ok).then(pl.col("late_grade")).alias(f"{prefix}_late_grade"),
+        pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
+    ]
 
 
 def late_window_text(start: str, end: str, why: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:

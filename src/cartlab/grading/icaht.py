@@ -50,6 +50,7 @@ from cartlab.grading.hemato_late import (
     late_upper_grade,
     late_window_text,
     nontransient_text,
+    window_grades,
 )
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
@@ -318,16 +319,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                                 out="late_nontransient_anc_", censored="anc_censored",
                                 features=lambda up: _late_features(up, opts, levels, wins)),
                on="subject_id", how="left", maintain_order="left")
-    f = f.with_columns(
-        pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max"))
-        .otherwise(pl.when(pl.col("_late_unknown_days").is_not_null()).then(pl.col("_late_grade_max")))
-        .alias("icaht_late_grade_max"),
-        pl.when(early_ok).then(pl.col("early_grade")).alias("icaht_early_grade"),
-        pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max")).alias("icaht_early_grade_max"),
-        pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
-        pl.when(late_ok).then(pl.col("late_grade")).alias("icaht_late_grade"),
-        pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
-    )
+    f = f.with_columns(window_grades("icaht", early_ok, late_ok))
     _warn_partial_never_above(f, opts)
     texts = table.texts(("early", "late"), opts)
     early_levels = _early_level_names(table, levels)

@@ -53,6 +53,7 @@ from cartlab.grading.hemato_late import (
     late_upper_grade,
     late_window_text,
     nontransient_text,
+    window_grades,
 )
 from cartlab.grading.icaht import duration_text, rule_texts
 from cartlab.model import Study
@@ -372,16 +373,7 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                                 features=lambda up: _window_features(up, sids, opts, levels, "late", "late_")),
                on="subject_id", how="left", maintain_order="left")
     # not evaluable: still the highest grade possible (missing is not negative; session 34: it was null)
-    f = f.with_columns(
-        pl.when(late_ok).then(pl.max_horizontal("late_grade", "_late_grade_max"))
-        .otherwise(pl.when(pl.col("_late_unknown_days").is_not_null()).then(pl.col("_late_grade_max")))  # empty: null
-        .alias("t_icaht_late_grade_max"),
-        pl.when(early_ok).then(pl.col("early_grade")).alias("t_icaht_early_grade"),
-        pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max")).alias("t_icaht_early_grade_max"),
-        pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
-        pl.when(late_ok).then(pl.col("late_grade")).alias("t_icaht_late_grade"),
-        pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
-    )
+    f = f.with_columns(window_grades("t_icaht", early_ok, late_ok))
     texts = table.texts(("early", "late"), opts)
     e_lv = _used(table, "early", r"plt_lt_(\w+)_days")
     l_lv = _used(table, "late", r"late_plt_lt_(\w+)_days")
