@@ -23,6 +23,7 @@ import polars.selectors as cs
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
 from cartlab.criteria.compile import Range
+from cartlab.grading.censored import day_extreme, interval_text, num_text, row_intervals
 from cartlab.grading.common import (
     assessment_start,
     expand_days,
@@ -102,20 +103,6 @@ def _flag(table: CriteriaTable, name: str, opts: dict[str, Any]) -> tuple[str, p
     return rule.id, decision(table, name, opts).truth(rule.id).fill_null(False)
 
 
-def _num(x: pl.Expr) -> pl.Expr:
-    """A number as text: whole numbers without decimals (90, 6.5, 38.25)."""
-    return (pl.when(x == x.round(0)).then(x.round(0).cast(pl.Int64).cast(pl.String))
-            .otherwise(x.round(3).cast(pl.String)))
-
-
-def _interval_text(lo: str, hi: str, lo_open: str, hi_open: str) -> pl.Expr:
-    """An interval of :func:`_day_extreme` as text: ">39", "<70", ">=37.5 and <38"."""
-    low = pl.format("{}{}", pl.when(pl.col(lo_open)).then(pl.lit(">")).otherwise(pl.lit(">=")), _num(pl.col(lo)))
-    high = pl.format("{}{}", pl.when(pl.col(hi_open)).then(pl.lit("<")).otherwise(pl.lit("<=")), _num(pl.col(hi)))
-    return pl.concat_str([pl.when(pl.col(lo).is_not_null()).then(low), pl.when(pl.col(hi).is_not_null()).then(high)],
-                         separator=" and ", ignore_nulls=True)
-
-
 def _ref_list(col: str = "ref") -> pl.Expr:
     return pl.col(col).drop_nulls().unique(maintain_order=True)
 
@@ -159,47 +146,6 @@ def _sbp_cutoff(subjects: pl.DataFrame, opts: dict[str, Any], table: CriteriaTab
                        lo.cast(pl.Float64).alias("sbp_cutoff_lo"), hi.cast(pl.Float64).alias("sbp_cutoff_hi"))
 
 
-def _bounds(obs: pl.DataFrame) -> pl.DataFrame:
-    """Each row's value as an interval (``lo``, ``hi``, open ends): a number is a point; a censored
-    result (``censor`` > >= < <=, ``censor_limit``) bounds one side; a row with neither is dropped."""
-    c = pl.col("censor").fill_null("")
-    num = pl.col("value").is_not_null()
-    return obs.with_columns(
-        pl.when(num).then(pl.col("value")).when(c.is_in([">", ">="])).then(pl.col("censor_limit")).alias("lo"),
-        pl.when(num).then(pl.col("value")).when(c.is_in(["<", "<="])).then(pl.col("censor_limit")).alias("hi"),
-        (~num & (c == ">")).alias("lo_open"), (~num & (c == "<")).alias("hi_open"),
-    ).filter(pl.col("lo").is_not_null() | pl.col("hi").is_not_null())
-
-
-def _day_extreme(rows: pl.DataFrame, name: str, highest: bool) -> pl.DataFrame:
-    """Per subject and day the interval of the day's maximum (``highest``) or minimum of ``rows``
-    (from :func:`_bounds`): ``<name>_lo/_hi`` (null: unbounded), their open ends, the point value
-    ``<name>`` when the interval is one number, and the row that sets it (``<name>_ref``)."""
-    # the extreme bound of the side that can be unbounded is unbounded as soon as one row is
-    free, kept = ("hi", "lo") if highest else ("lo", "hi")
-    pick = pl.col(kept).max() if highest else pl.col(kept).min()
-    other = pl.when(pl.col(free).is_null().any()).then(None).otherwise(
-        pl.col(free).max() if highest else pl.col(free).min())
-    # ties: an open (censored) bound first, so that ``<name>_ref`` names the censored row; then file order
-    order = rows.sort([kept, f"{kept}_open", free], descending=[highest, True, highest], nulls_last=True,
-                      maintain_order=True)
-    agg = order.group_by("subject_id", "d").agg(
-        pick.alias(f"_{kept}"), other.alias(f"_{free}"),
-        # session 35: at the same value an open bound is the tighter one ({90, "<90"}: the minimum is <90)
-        pl.when(pick.is_null()).then(True).otherwise(pl.col(f"{kept}_open").filter(pl.col(kept) == pick).any())
-        .alias(f"_{kept}_open"),
-        pl.col(f"{free}_open").filter(pl.col(free) == (pl.col(free).max() if highest else pl.col(free).min()))
-        .all().alias(f"_{free}_open"),
-        pl.col("ref").first().alias(f"{name}_ref"))
-    lo, hi = pl.col("_lo"), pl.col("_hi")
-    point = (lo == hi) & ~pl.col("_lo_open") & ~pl.col("_hi_open")
-    return agg.select(
-        "subject_id", "d", pl.when(point).then(lo).alias(name),
-        lo.alias(f"{name}_lo"), hi.alias(f"{name}_hi"),
-        pl.col("_lo_open").fill_null(False).alias(f"{name}_lo_open"),
-        pl.col("_hi_open").fill_null(False).alias(f"{name}_hi_open"), f"{name}_ref")
-
-
 def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """Daily CRS inputs per subject and calendar day (``day`` = floor of the study day).
 
@@ -222,7 +168,7 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
             study, observations=rows_from_start(study.observations.filter(pl.col("param").is_in(["TEMP", "SYSBP"])), start),
             interventions=interventions_from_start(study.interventions, start))
     # only the rows and columns used (the references are built for those rows only)
-    obs = _bounds(
+    obs = row_intervals(
         study.observations.lazy()
         .filter(pl.col("param").is_in(["TEMP", "SYSBP"]))
         .select("subject_id", "param", "value", "censor", "censor_limit",
@@ -230,8 +176,8 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         .collect()
     )
     # the day's Tmax and lowest SBP, as intervals when a censored result (">39", "<70") bounds them
-    temp = _day_extreme(obs.filter(pl.col("param") == "TEMP"), "tmax", highest=True).rename({"tmax": "tmax_c"})
-    sbp = _day_extreme(obs.filter(pl.col("param") == "SYSBP"), "sbp", highest=False).rename({"sbp": "sbp_min_mmhg"})
+    temp = day_extreme(obs.filter(pl.col("param") == "TEMP"), "tmax", highest=True).rename({"tmax": "tmax_c"})
+    sbp = day_extreme(obs.filter(pl.col("param") == "SYSBP"), "sbp", highest=False).rename({"sbp": "sbp_min_mmhg"})
 
     iv = _counted(study.interventions, "indication", opts["counted_indications"]).with_columns(
         evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category"))
@@ -288,7 +234,7 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         .with_columns(level.alias("lvl"), pl.when(flow_unknown).then(pl.lit(3, dtype=pl.Int64))
                       .otherwise(level).alias("lvl_max"),
                       # the reason shows the flow where recorded (6.5 L/min is what makes a nasal cannula high flow)
-                      pl.when(flow.is_not_null()).then(pl.format("{} {} L/min{}", pl.col("o2_device"), _num(flow),
+                      pl.when(flow.is_not_null()).then(pl.format("{} {} L/min{}", pl.col("o2_device"), num_text(flow),
                                                                  pl.when(hfnc_low).then(pl.lit(
                                                                      " (high flow by device (option hfnc_by_flow))"
                                                                      if not opts["hfnc_by_flow"] else
@@ -560,7 +506,7 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                               "hfnc_by_flow)", literal=True)).otherwise(rule_text)
     if opts["age_adjusted_sbp"]:  # the rule's text names the adult cut-off option: show the subject's
         rule_text = pl.when(pl.col("rule") == "crs.hypotension.no_vasopressor").then(rule_text.str.replace(
-            f"SBP < {opts['sbp_cutoff_mmhg']:g} mmHg", pl.format("SBP < {} mmHg", _num(pl.col("sbp_cutoff"))),
+            f"SBP < {opts['sbp_cutoff_mmhg']:g} mmHg", pl.format("SBP < {} mmHg", num_text(pl.col("sbp_cutoff"))),
             literal=True)).otherwise(rule_text)
     # an afebrile hypotension/hypoxia not graded as CRS after a counted antipyretic (which does not waive)
     antipyretic_note = ((pl.col("rule") == "crs.no_fever") & pl.col("_antipyretic_day").is_not_null()
@@ -568,8 +514,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     # the cut-off used: the subject's, or the range of PALS cut-offs an unknown age leaves open
     cut_known = pl.col("_sbp_cutoff_known")
-    cut_text = pl.when(cut_known.is_not_null()).then(_num(cut_known)).otherwise(
-        pl.format("{}-{}", _num(pl.col("sbp_cutoff_lo")), _num(pl.col("sbp_cutoff_hi"))))
+    cut_text = pl.when(cut_known.is_not_null()).then(num_text(cut_known)).otherwise(
+        pl.format("{}-{}", num_text(pl.col("sbp_cutoff_lo")), num_text(pl.col("sbp_cutoff_hi"))))
     below = pl.col("hypotension_truth_crs.hypotension.no_vasopressor")
     sbp = pl.col("sbp_min_mmhg")
     tmax_censored = pl.col("tmax_c").is_null() & (pl.col("tmax_lo").is_not_null() | pl.col("tmax_hi").is_not_null())
@@ -581,19 +527,19 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                       .then(pl.col("tmax_c").round(1)).otherwise(pl.col("tmax_c").round(3)),
                       pl.when(fever).then(pl.lit(" (fever)")).otherwise(pl.lit("")))
         ).when(tmax_censored).then(pl.format(
-            "Tmax {} C (censored result){}", _interval_text("tmax_lo", "tmax_hi", "tmax_lo_open", "tmax_hi_open"),
+            "Tmax {} C (censored result){}", interval_text("tmax_lo", "tmax_hi", "tmax_lo_open", "tmax_hi_open"),
             pl.when(fever).then(pl.lit(" (fever)")).otherwise(pl.lit("")))),
         pl.when(discounted).then(pl.format("fever attributed to another cause: {}", pl.col("other_cause_reason"))),
         pl.when(sbp.is_not_null()).then(
             # whole mmHg, unless rounding would cross the cut-off (89.6 is not "90 (< 90)")
             pl.format("SBP min {} mmHg{}",
-                      pl.when((sbp.round(0) < pl.col("sbp_cutoff")) == (sbp < pl.col("sbp_cutoff"))).then(_num(sbp.round(0)))
-                      .otherwise(_num(sbp)),
+                      pl.when((sbp.round(0) < pl.col("sbp_cutoff")) == (sbp < pl.col("sbp_cutoff"))).then(num_text(sbp.round(0)))
+                      .otherwise(num_text(sbp)),
                       pl.when(below.fill_null(False)).then(pl.format(" (< {})", cut_text))
                       .when(cut_known.is_null()).then(pl.format(" (PALS cut-off {} mmHg: age not recorded)", cut_text))
                       .otherwise(pl.lit("")))
         ).when(sbp_censored).then(pl.format(
-            "SBP min {} mmHg (censored result){}", _interval_text("sbp_lo", "sbp_hi", "sbp_lo_open", "sbp_hi_open"),
+            "SBP min {} mmHg (censored result){}", interval_text("sbp_lo", "sbp_hi", "sbp_lo_open", "sbp_hi_open"),
             pl.when(below.fill_null(False)).then(pl.format(" (< {})", cut_text)).otherwise(pl.lit("")))),
         pl.when(pl.col("n_vasopressors") > 0).then(pl.format(
             "vasopressors: {}{}{}", pl.col("vasopressors"),
@@ -631,12 +577,12 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
                     ("death attribution", "if the death, with no attribution recorded, was due to CRS"),
                     ("TEMP", pl.when(tmax_censored).then(pl.format(
                         "with a fever: the temperature recorded ({} C) does not settle Tmax >= {} C",
-                        _interval_text("tmax_lo", "tmax_hi", "tmax_lo_open", "tmax_hi_open"),
+                        interval_text("tmax_lo", "tmax_hi", "tmax_lo_open", "tmax_hi_open"),
                         pl.lit(opts["fever_threshold_c"])))
                      .otherwise(pl.lit("with a fever: no temperature recorded that day"))),
                     ("SYSBP", pl.when(sbp_censored).then(pl.format(
                         "if hypotensive (SBP < {} mmHg): the SBP recorded ({} mmHg) does not settle it", cut_text,
-                        _interval_text("sbp_lo", "sbp_hi", "sbp_lo_open", "sbp_hi_open")))
+                        interval_text("sbp_lo", "sbp_hi", "sbp_lo_open", "sbp_hi_open")))
                      .otherwise(pl.format("if hypotensive (SBP < {} mmHg): no systolic blood pressure recorded that day",
                                           cut_text))),
                     ("age_years", pl.format("if hypotensive: the age, not recorded, sets the PALS SBP cut-off "

@@ -330,10 +330,10 @@ def _items(frame: pl.DataFrame, group: str, ref: str, *keep: str) -> pl.DataFram
 
 def _vitals(study: Study) -> pl.DataFrame:
     """The day's highest temperature (degC) and lowest SBP, each with the row that sets it, read as the
-    ASTCT engine reads them (:func:`cartlab.grading.crs._day_extreme`, session 35): a censored result
+    ASTCT engine reads them (:func:`cartlab.grading.censored.day_extreme`, session 35): a censored result
     (">38.3", "<90") bounds the day's extreme, so ``tmax_c`` / ``sbp_min_mmhg`` are the point value
     when one number settles it, and ``_tmax_*`` / ``_sbp_*`` hold the interval (lo, hi, open ends)."""
-    from cartlab.grading.crs import _bounds, _day_extreme
+    from cartlab.grading.censored import day_extreme, row_intervals
 
     obs = study.observations.lazy().select(
         "subject_id", "day", "param", "unit", "value", "censor", "censor_limit", "src_file", "src_row").filter(
@@ -347,11 +347,11 @@ def _vitals(study: Study) -> pl.DataFrame:
         is_u = (pl.col("param") == "TEMP") & (pl.col("unit") == u)
         value = pl.when(is_u).then(pl.col("value") * c.scale + c.offset).otherwise(value)
         limit = pl.when(is_u).then(pl.col("censor_limit") * c.scale + c.offset).otherwise(limit)
-    rows = _bounds(obs.with_columns(value.alias("value"), limit.alias("censor_limit"), _floor("day").alias("d"),
+    rows = row_intervals(obs.with_columns(value.alias("value"), limit.alias("censor_limit"), _floor("day").alias("d"),
                                     evidence_ref().alias("ref")).collect())
     out = []
     for param, name, col, highest in (("TEMP", "tmax", "tmax_c", True), ("SYSBP", "sbp", "sbp_min_mmhg", False)):
-        ext = _day_extreme(rows.filter(pl.col("param") == param), name, highest=highest)
+        ext = day_extreme(rows.filter(pl.col("param") == param), name, highest=highest)
         out.append(ext.select(
             "subject_id", pl.col("d").alias("day"), pl.col(name).alias(col), pl.col(f"{name}_ref"),
             *(pl.col(f"{name}_{k}").alias(f"_{name}_{k}") for k in ("lo", "hi", "lo_open", "hi_open"))))

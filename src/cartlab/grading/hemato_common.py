@@ -20,6 +20,7 @@ import polars as pl
 
 from cartlab.criteria import CriteriaOptions, CriteriaTable, Rule, decision
 from cartlab.criteria.model import Leaf, leaves
+from cartlab.grading.censored import bounds, censored_text, interval_cmp, point  # noqa: F401 (re-exported)
 from cartlab.io.dictionary import load_dictionary
 from cartlab.model import NOT_MEASURED_SOURCES, Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -652,52 +653,6 @@ def param_obs_censored(study: Study, params: Iterable[str]) -> pl.DataFrame:
                        pl.when(pl.col("value").is_null()).then(pl.col("censor")).alias("censor"),
                        pl.when(pl.col("value").is_null()).then(pl.col("censor_limit")).alias("censor_limit")))
     return f.select("subject_id", "param", "day", "d", "value", "censor", "censor_limit", "lln", "uln", "src_file", "src_row")
-
-
-def bounds(value: pl.Expr, censor: pl.Expr, limit: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
-    """(lo, lo_open, hi, hi_open): the interval a result lies in - a number is [x, x], "<50" is
-    (-inf, 50), "<=50" (-inf, 50], ">50" (50, inf), ">=50" [50, inf); all null when neither is known."""
-    num = value.is_not_null()
-    up = censor.is_in(["<", "<="])
-    lo = pl.when(num).then(value).when(up).then(float("-inf")).otherwise(limit)
-    hi = pl.when(num).then(value).when(up).then(limit).when(censor.is_not_null()).then(float("inf"))
-    lo_open = pl.when(num).then(False).when(censor.is_not_null()).then(up | (censor == ">"))
-    hi_open = pl.when(num).then(False).when(censor.is_not_null()).then(~up | (censor == "<"))
-    return (pl.when(censor.is_not_null() | num).then(lo), lo_open, hi, hi_open)
-
-
-def interval_cmp(op: str, a: tuple[pl.Expr, ...], b: tuple[pl.Expr, ...]) -> pl.Expr:
-    """``x op y`` for every x in interval ``a`` and y in interval ``b`` (:func:`bounds`): True when
-    it holds for all, False when for none, null when the bounds do not settle it (or an interval is
-    unknown). A number is the interval [x, x], so two numbers compare as usual."""
-    alo, alo_o, ahi, ahi_o = a
-    blo, blo_o, bhi, bhi_o = b
-
-    def lt(hi, hi_o, lo, lo_o):  # every x < every y: hi < lo, or equal with an open end
-        return (hi < lo) | ((hi == lo) & (hi_o | lo_o))
-
-    if op == "<":
-        yes, no = lt(ahi, ahi_o, blo, blo_o), alo >= bhi
-    elif op == "<=":
-        yes, no = ahi <= blo, lt(bhi, bhi_o, alo, alo_o)
-    elif op == ">":
-        yes, no = lt(bhi, bhi_o, alo, alo_o), ahi <= blo
-    elif op == ">=":
-        yes, no = alo >= bhi, lt(ahi, ahi_o, blo, blo_o)
-    else:
-        raise ValueError(f"unknown comparison {op!r}")
-    return pl.when(yes).then(True).when(no).then(False).otherwise(None)
-
-
-def point(x: pl.Expr | float) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
-    """A number as the closed interval [x, x] of :func:`interval_cmp`."""
-    e = x if isinstance(x, pl.Expr) else pl.lit(float(x))
-    return e, pl.lit(False), e, pl.lit(False)
-
-
-def censored_text(censor: pl.Expr, limit: pl.Expr) -> pl.Expr:
-    """A censored result as text ("<10"; null on a numeric row)."""
-    return pl.concat_str(censor, limit.round_sig_figs(6).cast(pl.String))
 
 
 def unique_refs_expr(*parts: pl.Expr) -> pl.Expr:

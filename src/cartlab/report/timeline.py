@@ -6,7 +6,7 @@ import polars as pl
 from rich.table import Table
 from rich.text import Text
 
-from cartlab.grading.crs import _bounds, _day_extreme
+from cartlab.grading.censored import day_extreme, row_intervals
 from cartlab.model import NOT_MEASURED_SOURCES, Study
 
 #: (column title, param, daily aggregate, number format)
@@ -35,7 +35,7 @@ def _num(v: float | None) -> str:
 
 def _daily(obs: pl.DataFrame, param: str, how: str) -> pl.DataFrame:
     """One row per calendar day ``d``: the day's maximum or minimum as an interval (``lo``/``hi``, open
-    ends; ``v`` when it is one number; as the CRS engine reads a day, :func:`cartlab.grading.crs._day_extreme`), in the canonical
+    ends; ``v`` when it is one number; as the CRS engine reads a day, :func:`cartlab.grading.censored.day_extreme`), in the canonical
     unit, so a censored result (``>38.3``, ``<0.05``) beside numbers is kept; else the day's first
     text ``t`` (a categorical result); and ``syn``: whether the value shown is not measured. The star
     follows the row(s) that set the bound shown -- a paper maximum stays unstarred beside
@@ -50,12 +50,12 @@ def _daily(obs: pl.DataFrame, param: str, how: str) -> pl.DataFrame:
         pl.col("value_text").filter(pl.col("value").is_null() & pl.col("censor").is_null()).drop_nulls().first()
         .alias("t"),
         pl.col("_nm").filter(pl.col("value").is_null() & pl.col("censor").is_null()).any().alias("_t_nm"))
-    bounds = _bounds(rows)
+    bounds = row_intervals(rows)
     if bounds.is_empty():
         ext = pl.DataFrame(schema={"d": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "lo_open": pl.Boolean,
                                    "hi_open": pl.Boolean, "_b_nm": pl.Boolean})
     else:
-        ext = _day_extreme(bounds, "x", highest=highest).select(
+        ext = day_extreme(bounds, "x", highest=highest).select(
             "d", pl.col("x_lo").alias("lo"), pl.col("x_hi").alias("hi"),
             pl.col("x_lo_open").alias("lo_open"), pl.col("x_hi_open").alias("hi_open"))
         # the rows that set the bound shown: the kept side (max: the lower end) when known, else the other

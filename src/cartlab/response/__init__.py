@@ -22,9 +22,9 @@ from cartlab.response.marrow import (
     derive_all_response,
     derive_eln2022_response,
     derive_marrow_response,
-    derive_relapse,
 )
 from cartlab.response.molecular import MolecularOptions, derive_antigen_loss, derive_molecular_response
+from cartlab.response.relapse_episodes import derive_relapse
 
 __all__ = [
     "BestResponseOptions",

@@ -51,7 +51,6 @@ __all__ = [
     "criteria_for_disease",
     "derive_eln2022_response",
     "derive_marrow_response",
-    "derive_relapse",
 ]
 
 PACKAGE = "cartlab.response"
@@ -686,7 +685,15 @@ def _only(study: Study, options: ResponseOptions | None, name: str) -> pl.DataFr
     return out if forced else out.filter(pl.col("disease").str.to_uppercase().is_in(list(diseases)))
 
 
-from cartlab.response.relapse_episodes import derive_relapse  # noqa: E402  (moved there; imports this module)
-
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning
-__getattr__ = renamed(__name__, "all_response", "eln2022_response", "marrow_response", "relapse")
+_renamed = renamed(__name__, "all_response", "eln2022_response", "marrow_response", "relapse")
+
+
+def __getattr__(name: str):
+    """``derive_relapse`` lives in :mod:`cartlab.response.relapse_episodes`, which imports this module:
+    it is loaded on first use here (no import cycle); the 0.2 names resolve with a warning."""
+    if name == "derive_relapse":
+        from cartlab.response.relapse_episodes import derive_relapse
+
+        return derive_relapse
+    return _renamed(name)
