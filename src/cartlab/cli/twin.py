@@ -72,6 +72,8 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
         "posterior_unique_draws": getattr(model, "n_unique_draws_", None), "target": getattr(model, "target_", None),
         "n_observations": model.observations_.height, "sensitivity": model.sensitivity_,
         "fit_quality": model.fit_quality_.to_dicts(), "intervals_reliable": model.intervals_reliable_,
+        # baseline values the data lack, taken from the parameter table's baseline_defaults (session 36)
+        "baseline_defaults_used": getattr(model, "baseline_defaults_used_", {}),
         "values": "the twin's curves are simulated (source = simulated), not measured",
     })
 

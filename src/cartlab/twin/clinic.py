@@ -18,7 +18,7 @@ import numpy as np
 from cartlab._yaml import load_yaml
 from cartlab.errors import InputError
 
-__all__ = ["CLINIC_KEYS", "ClinicPolicy", "clinic_decide", "load_clinic", "policy_vector"]
+__all__ = ["ANTIPYRETIC_FROM", "CLINIC_KEYS", "ClinicPolicy", "clinic_decide", "load_clinic", "policy_vector"]
 
 CLINIC_KEYS = ("antipyretic", "vasopressor", "tocilizumab", "steroid", "platelet_transfusion")
 
@@ -40,9 +40,13 @@ class ClinicPolicy:
     plat_transfuse_fever: float = 20.0
     platelet_units: float = 1.0
     name: str = "clinic_v1"
+    #: when an antipyretic day's TEMP is lowered: "first_fever" (the readings after the day's first
+    #: reading >= fever_c; that reading keeps its fever) or "day_start" (every reading of the day)
+    antipyretic_from: str = "first_fever"
 
 
-_FLOATS = [f.name for f in fields(ClinicPolicy) if f.name not in ("name", "active_from_day")]
+ANTIPYRETIC_FROM = ("first_fever", "day_start")
+_FLOATS = [f.name for f in fields(ClinicPolicy) if f.name not in ("name", "active_from_day", "antipyretic_from")]
 
 
 def policy_vector(policy: ClinicPolicy) -> np.ndarray:
@@ -72,7 +76,11 @@ def load_clinic(name: str = "clinic_v1", **overrides) -> ClinicPolicy:
     missing = set(_FLOATS) - set(vals)
     if missing:
         raise InputError(f"twin/criteria/{name}.yaml lacks {sorted(missing)}")
+    vals["antipyretic_from"] = str(doc.get("antipyretic_from", "first_fever"))
     vals.update(overrides)
+    if vals["antipyretic_from"] not in ANTIPYRETIC_FROM:
+        raise InputError(f"antipyretic_from must be one of {', '.join(ANTIPYRETIC_FROM)}, not "
+                         f"{vals['antipyretic_from']!r} (twin/criteria/{name}.yaml or the override)")
     return ClinicPolicy(name=name, **vals)
 
 

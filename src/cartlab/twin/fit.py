@@ -39,6 +39,7 @@ from scipy import optimize, special
 
 from cartlab.errors import CartlabWarning, InputError
 from cartlab.twin.forecast import (
+    defaults_text,
     events_until,
     forecast_notes,
     forecast_problems,
@@ -420,7 +421,9 @@ class TwinModel:
     ``posterior_`` ((n, P) natural-scale draws), ``ess_`` (SIR effective sample size),
     ``observations_`` (rows fitted with ipred and iwres), ``fit_quality_`` (per parameter: RMS
     standardised residual and whether the twin describes it, :mod:`cartlab.twin.quality`),
-    ``intervals_reliable_`` (the posterior draws resolve a 90% interval), ``anchors_`` (anchor
+    ``intervals_reliable_`` (the posterior draws resolve a 90% interval), ``baseline_defaults_used_``
+    (baseline values the data lack and the population default replaced: name -> value, unit, what was
+    empty, citation; each fit warns of them), ``anchors_`` (anchor
     statistics at the MAP), ``nll_``, ``converged_``, ``message_``; ``summary`` (SE, RSE, 95% CI,
     shrinkage). After :meth:`forecast`: ``forecast_``, ``forecast_reliable_`` and ``forecast_notes_``
     (why the intervals should not be read as they stand; each also a ``CartlabWarning``). Before
@@ -475,6 +478,7 @@ class TwinModel:
             base_study = dataclasses.replace(base_study, observations=base_study.observations.filter(
                 pl.col("source").is_in(list(self.sources))))
         baseline = Baseline.from_study(base_study, [subject_id])
+        self._baseline_defaults(baseline, subject_id)
         events = Events.from_study(study, [subject_id])
         cells = np.asarray(events.car_t_cells, dtype=float)
         if not (np.isfinite(cells) & (cells > 0)).any():  # no dose is not "no CAR-T": the fit would be of nothing
@@ -488,6 +492,24 @@ class TwinModel:
         if until_day is not None:
             flags = {k: v & (days <= until_day)[None, :] for k, v in flags.items()}
         return _Objective(table, theta0, free, sd[free], baseline, events, obs, self.anchors, recorded=(days, flags))
+
+    def _baseline_defaults(self, baseline, subject_id: str) -> None:
+        """``baseline_defaults_used_``: the baseline values the subject's data lack, replaced by the
+        parameter table's ``baseline_defaults`` (missing is not negative: said, recorded and, for the
+        weight or the marrow blasts, a forecast problem); a warning names them."""
+        from cartlab.errors import SubjectsWarning
+
+        used = baseline.defaults_used(0)
+        if self.sources is not None:
+            for v in used.values():
+                if v["missing"].startswith("observations"):
+                    v["missing"] += f" with source in {list(self.sources)}"
+        self.baseline_defaults_used_ = used
+        if used:
+            warnings.warn(SubjectsWarning(
+                "baseline value(s) missing for {subjects}, the population default assumed: " + defaults_text(used)
+                + " (the fit's baseline_defaults_used, twin_fit.json); add the measurements if they exist",
+                [subject_id], "twin_fit.json (baseline_defaults_used)"), stacklevel=4)
 
     # -- fit
     def _fitted_state(self) -> dict[str, Any]:
@@ -664,6 +686,7 @@ class TwinModel:
             "shrinkage": 1.0 - post_sd / ob.psd if ok else nan,
             "sir_ess": np.full(len(names), self.ess_),
             "posterior_unique_draws": np.full(len(names), getattr(self, "n_unique_draws_", len(self.posterior_x_))),
+            "baseline_defaults": [defaults_text(getattr(self, "baseline_defaults_used_", {})) or None] * len(names),
             "source": ["simulated"] * len(names),
         }).with_columns(pl.col("posterior_median", "shrinkage").fill_nan(None))
 

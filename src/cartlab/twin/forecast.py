@@ -13,7 +13,7 @@ import polars as pl
 
 from cartlab.twin.quality import MIN_ESS_INTERVALS
 
-__all__ = ["forecast_notes", "forecast_problems", "forecast_table", "n_effective", "outcome_arrays",
+__all__ = ["defaults_text", "forecast_notes", "forecast_problems", "forecast_table", "n_effective", "outcome_arrays",
            "probability_text", "weighted_quantile"]
 
 
@@ -105,10 +105,22 @@ def n_effective(m, n_draws: int) -> int:
     return int(max(1, min(n_draws, math.floor(ess)))) if math.isfinite(ess) else int(n_draws)
 
 
+#: baseline values whose population default makes a forecast unreliable: the weight sets the blood
+#: volume (every blood count <-> body cells, CARCOPY), the marrow blasts the leukaemia and antigen load
+UNRELIABLE_DEFAULTS = ("weight_kg", "bm_blast_pct")
+
+
+def defaults_text(used: dict) -> str:
+    """``baseline_defaults_used_`` as text: "weight_kg 60 kg assumed (subjects.csv column weight_kg is
+    empty); ..." (empty when nothing was defaulted)."""
+    return "; ".join(f"{k} {v['value']:g} {v['unit']} assumed ({v['missing']})" for k, v in used.items())
+
+
 def forecast_problems(m) -> list[str]:
     """Keys of what makes a forecast unreliable (``forecast_reliable`` false when any): ``ess`` intervals
     not resolved, ``not_converged`` the fit did not converge, ``no_car_samples`` no CAR-T measurement in
-    the fitting window (the kinetics rest on the prior only), ``not_cd7`` a non-CD7 subject."""
+    the fitting window (the kinetics rest on the prior only), ``not_cd7`` a non-CD7 subject,
+    ``baseline_default`` the weight or the marrow blasts taken from the population default."""
     problems = []
     if not m.intervals_reliable_:
         problems.append("ess")
@@ -119,12 +131,15 @@ def forecast_problems(m) -> list[str]:
     tgt = getattr(m, "target_", None)
     if tgt is not None and tgt.upper() != "CD7":
         problems.append("not_cd7")
+    if set(getattr(m, "baseline_defaults_used_", {})) & set(UNRELIABLE_DEFAULTS):
+        problems.append("baseline_default")
     return problems
 
 
 def forecast_notes(m, table: pl.DataFrame) -> list[str]:
     """Why a forecast should not be read as it stands (empty when nothing is wrong): one note per
-    :func:`forecast_problems` key, and a forecast peak below a value already measured."""
+    :func:`forecast_problems` key, one (``baseline_default: ...``) for any baseline value defaulted, and
+    a forecast peak below a value already measured."""
     notes = []
     problems = forecast_problems(m)
     if "ess" in problems:
@@ -140,6 +155,11 @@ def forecast_notes(m, table: pl.DataFrame) -> list[str]:
     if "not_cd7" in problems:
         notes.append(f"the subject's target is {m.target_}; the twin models CD7 CAR-T (fitted with "
                      "--allow-other-target)")
+    used = getattr(m, "baseline_defaults_used_", {})
+    if used:  # key baseline_default: a problem for the weight / marrow blasts, a note for any
+        notes.append(f"baseline_default: {defaults_text(used)}: the twin starts from the population default "
+                     + ("(the weight or the marrow blasts): the forecast is not reliable" if "baseline_default"
+                        in problems else "for these (not by itself a reason to call the forecast unreliable)"))
     peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
     car = m.observations_.filter((pl.col("param") == "CARCOPY") & pl.col("iwres").is_not_null())
     if car.height and car["value"].max() > peak["pi90_hi"]:

@@ -224,13 +224,22 @@ _BASE_PARAMS = {"bm_blast_pct": "BMBLAST", "cd7_on_blasts_pct": "TGTBLAST", "cd7
                 "il6": "IL6", "sysbp": "SYSBP", "temp": "TEMP"}
 
 
+_BASE_UNITS = {"weight_kg": "kg", "bm_blast_pct": "%", "cd7t_ul": "cells/uL", "cd7nk_ul": "cells/uL",
+               "cd7negt_ul": "cells/uL", "neut": "10^9/L", "plat": "10^9/L", "crp": "mg/L", "il6": "pg/mL",
+               "sysbp": "mmHg", "temp": "degC"}
+
+
 @cache
-def _baseline_defaults() -> dict[str, float]:
+def _baseline_rows() -> dict[str, dict]:
     from importlib import resources
 
     doc = load_yaml(resources.files("cartlab.twin").joinpath("params", "cd7_twin_v1.yaml")
                          .read_text(encoding="utf-8"))
-    return {r["name"]: float(r["value"]) for r in doc["baseline_defaults"]}
+    return {r["name"]: r for r in doc["baseline_defaults"]}
+
+
+def _baseline_defaults() -> dict[str, float]:
+    return {k: float(r["value"]) for k, r in _baseline_rows().items()}
 
 
 @dataclass(frozen=True)
@@ -268,6 +277,19 @@ class Baseline:
         """NaN replaced by the population defaults."""
         d = _baseline_defaults()
         return Baseline(**{f: np.where(np.isfinite(getattr(self, f)), getattr(self, f), d[f]) for f in _BASE_FIELDS})
+
+    def defaults_used(self, i: int = 0) -> dict[str, dict]:
+        """Patient ``i``'s baseline values the data lack, that :meth:`filled` takes from
+        ``baseline_defaults``: name -> value, unit, what was empty, the default's citation. CD7 on
+        blasts has none (unmeasured, the CD7-negative share is the parameter phi0, :func:`cd7neg_share`)."""
+        rows, out = _baseline_rows(), {}
+        for f in _BASE_FIELDS:
+            if f != "cd7_on_blasts_pct" and not math.isfinite(float(getattr(self, f)[i])):
+                empty = ("subjects.csv column weight_kg is empty" if f == "weight_kg" else
+                         f"observations.csv has no {_BASE_PARAMS[f]} value on or before day 0")
+                out[f] = {"value": float(rows[f]["value"]), "unit": _BASE_UNITS[f], "missing": empty,
+                          "citation": str(rows[f].get("citation", ""))}
+        return out
 
     def take(self, idx) -> Baseline:
         return Baseline(**{f: getattr(self, f)[idx] for f in _BASE_FIELDS})
@@ -388,7 +410,7 @@ class Events:
                 dose = r["dose"]
                 if dose is None:
                     continue
-                where = f"{row_ref(r) or 'doses'} (subject {sid}, column unit)"
+                where = f"{row_ref(r) or 'doses.csv'} (subject {sid}, column unit)"
                 if is_car_t_agent(r["agent"]) or unit.startswith("cells"):
                     if unit not in ("cells", "cells/kg"):
                         raise InputError(f"{where}: CAR-T dose unit {unit!r} is not supported by the twin "
@@ -405,6 +427,10 @@ class Events:
                     if unit == "mg/m2":
                         mg_m2 = float(dose)
                     elif unit == "mg":
+                        if not (math.isfinite(w) and math.isfinite(h)):
+                            gone = "/".join(c for c, v in (("weight_kg", w), ("height_cm", h)) if not math.isfinite(v))
+                            raise InputError(f"{where}: {agent} is in mg and subjects.csv gives no {gone} for {sid} "
+                                             "(needed for the BSA): add them, or give the dose in mg/m2")
                         bsa = body_size(Patient(weight_kg=w, height_cm=h))["bsa_m2"]
                         mg_m2 = float(dose) / bsa
                     else:
@@ -432,9 +458,15 @@ class Events:
                     rows["toci_day"][k].append(float(d0))
                 elif cat == "corticosteroid":
                     rows["steroid_day"][k].extend(float(d) for d in np.arange(d0, d1 + 0.5))
-                elif cat == "platelet_transfusion":
+                elif cat == "platelet_transfusion":  # dose in units (empty unit: units; empty dose: 1 unit)
+                    pu = (r.get("dose_unit") or "").strip()
+                    if pu.lower() not in ("units", "unit", ""):
+                        raise InputError(f"{row_ref(r) or 'interventions.csv'} (subject {sid}, column dose_unit): "
+                                         f"platelet transfusion dose unit {pu!r} is not supported by the twin",
+                                         hint="give platelet transfusions in units (dose_unit units; one apheresis "
+                                              "or pooled unit is ~200-300 mL)")
                     rows["transfusion_day"][k].append(float(d0))
-                    rows["transfusion_units"][k].append(float(r["dose"] or 1.0))
+                    rows["transfusion_units"][k].append(float(r["dose"]) if r["dose"] is not None else 1.0)
         return cls._from_rows(rows, len(ids))
 
     @classmethod
@@ -619,12 +651,13 @@ def initial_state(theta: np.ndarray, baseline: Baseline) -> tuple[np.ndarray, np
 
 # ---------------------------------------------------------------- observables
 def _last_before(t: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """(n, T) latest dose time <= t from (n, Q) NaN-padded dose times (-1e300 if none)."""
+    """(n, T) latest dose time < t from (n, Q) NaN-padded dose times (-1e300 if none): an output at a
+    dose's instant is the state just before it (as :func:`simulate`'s states), so the dose does not act yet."""
     n = times.shape[0]
     out = np.full((n, len(t)), _NEG_INF)
     for q in range(times.shape[1]):
         tq = times[:, q:q + 1]
-        hit = np.isfinite(tq) & (tq <= t[None, :])
+        hit = np.isfinite(tq) & (tq < t[None, :])
         out = np.where(hit, np.maximum(out, np.nan_to_num(tq, nan=_NEG_INF)), out)
     return out
 
@@ -640,13 +673,25 @@ def _day_flags(t, clinic_arrays, clinic_days, key, n):
     return out
 
 
+def _after_first_fever(t: np.ndarray, raw: np.ndarray, fever_c: float) -> np.ndarray:
+    """(n, T) True at the outputs ``t`` (sorted) that follow, on the same calendar day, a reading whose
+    raw TEMP is >= ``fever_c``: the readings an antipyretic given for that fever lowers."""
+    fev = (raw >= fever_c).astype(np.int64)
+    d = np.floor(t)
+    start = np.maximum.accumulate(np.where(np.r_[True, d[1:] != d[:-1]], np.arange(len(t)), 0))
+    c = np.cumsum(fev, axis=1)
+    return (c - fev) - (c[:, start] - fev[:, start]) >= 1
+
+
 def latent_observables(states, theta, baseline, t, clinic_arrays=None, *, clinic_days=None,
-                       toci_times=None) -> dict[str, np.ndarray]:
+                       toci_times=None, antipyretic_from: str | None = None,
+                       fever_c: float | None = None) -> dict[str, np.ndarray]:
     """The one implementation of the state -> observable maps (design §2.1, noise-free).
 
     ``states`` (n, T, 17); returns name -> (n, T) in canonical units.  ``clinic_arrays`` (the
     daily antipyretic / vasopressor flags, days ``clinic_days``) lower TEMP and raise SYSBP on
-    those days; ``toci_times`` (n, Q) raise the measured IL-6 (receptor blockade)."""
+    those days (TEMP from the first reading >= ``fever_c`` on, or all day: ``antipyretic_from``,
+    default the clinic table's); ``toci_times`` (n, Q) raise the measured IL-6 (receptor blockade)."""
     st = np.asarray(states, dtype=np.float64)
     n, T = st.shape[0], st.shape[1]
     t = np.asarray(t, dtype=np.float64)
@@ -679,6 +724,18 @@ def latent_observables(states, theta, baseline, t, clinic_arrays=None, *, clinic
     sx = np.maximum(g["I"] * (1.0 - e_t) - a["i0"], 0.0)
     apy = _day_flags(t, clinic_arrays, clinic_days, "antipyretic", n)
     vas = _day_flags(t, clinic_arrays, clinic_days, "vasopressor", n)
+    temp = a["temp"] + P["dT_max"] * _py(hill2)(sx, P["S_T50"])
+    if antipyretic_from is None or fever_c is None:
+        pol = load_clinic()
+        antipyretic_from = pol.antipyretic_from if antipyretic_from is None else antipyretic_from
+        fever_c = pol.fever_c if fever_c is None else fever_c
+    if antipyretic_from == "first_fever" and apy.any():
+        o = np.argsort(t, kind="stable")
+        after = np.empty_like(apy, dtype=bool)
+        after[:, o] = _after_first_fever(t[o], temp[:, o], float(fever_c))
+        apy = apy * after
+    elif antipyretic_from not in ("first_fever", "day_start"):
+        raise InputError(f"antipyretic_from must be first_fever or day_start, not {antipyretic_from!r}")
     return {
         "CARCOPY": P["VCN"] * P["genomes_per_ug"] * pb * car / (1000.0 * wbc),
         "LYM": lym,
@@ -695,7 +752,7 @@ def latent_observables(states, theta, baseline, t, clinic_arrays=None, *, clinic
         "TGTBLAST": tgt,
         "IL6": g["I"] * (1.0 + P["toci_il6_rise"] * e_t),
         "CRP": g["R"],
-        "TEMP": a["temp"] + P["dT_max"] * _py(hill2)(sx, P["S_T50"]) - P["antipyretic_dT"] * apy,
+        "TEMP": temp - P["antipyretic_dT"] * apy,
         "SYSBP": a["sbp"] - P["dSBP"] * _py(hill2)(sx, P["S_B50"]) + P["vaso_dSBP"] * vas,
     }
 

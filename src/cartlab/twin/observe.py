@@ -246,8 +246,8 @@ def _screening_cd7(latent: np.ndarray, t: np.ndarray, covariates: dict[str, np.n
 def _relapse(values: dict[str, np.ndarray], schedule: Schedule, start_day: np.ndarray,
              pb: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Relapse as ``cartlab.response.marrow.derive_relapse`` finds it (ELN 2022 Table 7, the criteria
-    table's ``relapse:`` rules): only after a response (``start_day``: the first marrow categorised CR,
-    CRh, CRi or MLFS; NaN = never, no relapse), the first later scheduled marrow with blasts >= 5%, or
+    table's ``relapse:`` rules): only after a response (``start_day``: the first marrow in one of the
+    table's ``relapse_after`` categories, default CR, CRh, CRi; NaN = never, no relapse), the first later scheduled marrow with blasts >= 5%, or
     the second of two samples with circulating blasts (PBBLAST > 0) at least 7 days apart after the
     response (``pb``: (days, values)), whichever comes first. Returns (relapse day, CD7 % of blasts on
     the relapse marrow: that day's, or for a relapse dated by circulating blasts the first later marrow

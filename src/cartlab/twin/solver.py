@@ -457,7 +457,9 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
     clin = {k: out_cl[:, :D, j] > 0.5 for j, k in enumerate(CLINIC_KEYS)}
     days = np.arange(day_lo, day_hi + 1) if D else np.zeros(0)
     toci_t = _given_times(events.toci_day, clin["tocilizumab"], days, clinic)
-    lat = m.latent_observables(out_y, th, baseline, t_out, clin, clinic_days=days, toci_times=toci_t)
+    lat = m.latent_observables(out_y, th, baseline, t_out, clin, clinic_days=days, toci_times=toci_t,
+                               antipyretic_from=None if clinic is None else clinic.antipyretic_from,
+                               fever_c=None if clinic is None else clinic.fever_c)
     return m.SimResult(t=t_out, states=out_y if keep_states else None, latent=lat, clinic=clin,
                        clinic_days=days, n_fallback=len(failed), toci_times=toci_t,
                        steroid_times=_given_times(events.steroid_day, clin["steroid"], days, clinic),

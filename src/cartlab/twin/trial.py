@@ -427,6 +427,7 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
     return {
         # the work-unit size is not part of the result (run_config.json keeps it for --resume): the
         # summary's bytes are the same for any --chunk and any number of workers
+        "source": "simulated",   # every number here is from simulated patients (review36 C2)
         "model": MODEL_VERSION, "config": {k: v for k, v in cfg.to_dict().items() if k != "chunk"}, "arms": arms,
         "notes": [
             ("response: ELN 2022 best response over the simulated follow-up; 'response_cr_crh_cri_mlfs' counts "
