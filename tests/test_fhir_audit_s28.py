@@ -123,12 +123,12 @@ def test_export_writes_the_infusion_clock_time_on_the_cart_administration(tmp_pa
     written to subjects.infusion_datetime", and "a datetime is written with its date, clock time and
     offset as given (FHIR needs an offset with a time of day: `Z` is added to one written without)".
     infusion_datetime 2021-05-10T14:00 -> the day-0 CAR-T MA reads 2021-05-10T14:00:00Z. The day-only
-    fludarabine stays at midnight ("Studies with an infusion date place day-only rows from the midnight
-    of that date"): day -5 = 2021-05-05T00:00:00Z."""
+    fludarabine is a FHIR date (R4 dateTime: "A date, date-time or partial date"; session 36, review36
+    B5: no invented midnight UTC): day -5 = 2021-05-05."""
     study = _timed_study(tmp_path)
     ma = {e["resource"]["medicationCodeableConcept"]["text"]: e["resource"]["effectiveDateTime"]
           for e in build_bundle(study)["entry"] if e["resource"]["resourceType"] == "MedicationAdministration"}
-    assert ma == {"fludarabine": "2021-05-05T00:00:00Z", "CAR-T": "2021-05-10T14:00:00Z"}
+    assert ma == {"fludarabine": "2021-05-05", "CAR-T": "2021-05-10T14:00:00Z"}
 
 
 def test_infusion_clock_time_survives_for_a_receiver_without_extensions(tmp_path):

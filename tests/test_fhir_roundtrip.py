@@ -57,11 +57,12 @@ def test_seed_bundle_uses_loinc_and_canonical_ucum(seed_round_trip):
 
 
 def test_days_only_study_uses_documented_anchor(seed_round_trip):
-    """A study without calendar dates: day 0 is 2000-01-01T00:00:00Z, so day -7 is 1999-12-25."""
+    """A study without calendar dates: day 0 is 2000-01-01T00:00:00Z, so day -7 is 1999-12-25 (a whole
+    day: written as a FHIR date, session 36)."""
     _, back, path = seed_round_trip
     bundle = json.loads(path.read_text())
     first = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "obs-1")
-    assert first["effectiveDateTime"] == "1999-12-25T00:00:00Z"  # day -7 (seed row 1), by hand
+    assert first["effectiveDateTime"] == "1999-12-25"  # day -7 (seed row 1), by hand
     assert back.observations["datetime"].null_count() == back.observations.height  # none invented
 
 

@@ -139,7 +139,7 @@ def import_cmd(
         sid = study.study_id
         with _progress(f"importing {sid}") as step, Store(store) as s:
             result = s.import_study(study, sid, folder=source, progress=step, replace=replace)
-        _print_warnings(study.warnings)
+        # load_source has printed the reader's warnings already (review36 C5: each was printed twice)
         console.print(f"[green]{result}[/] -> {store}")
         return
     if study_dir is None:

@@ -23,6 +23,15 @@ from cartlab.io.course_checks import ABSENT_FILE_MEANS
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue, StudyValidationError
 from cartlab.io.fhir._bundle import _effective, _Entry, _files, _load, _unversioned
+from cartlab.io.fhir._checks import (
+    HINT,
+    check_extension,
+    check_observation,
+    dose_element,
+    qtext,
+    same_dosage,
+    unmapped_codes,
+)
 from cartlab.io.fhir._common import parse_fhir_time, read_row_extension, utc_offset
 from cartlab.io.fhir._terms import _code_label, _codings, _negated, _text, _texts
 from cartlab.io.fhir.mapping import (
@@ -132,7 +141,7 @@ class _Reader:
             else:
                 off = abs(ext[key] - day) > 1 / 1440
             if off:
-                raise e.error(f"the time {text} disagrees with the cartlab {key} {ext[key]:g}")
+                raise e.error(f"the time {text} disagrees with the cartlab {key} {ext[key]:g}; {HINT}")
             day = ext[key]
         # a nominal-time subject's times are day 0 + days, not calendar dates: no datetime is kept
         return day, (None if sid in self.nominal else text)
@@ -318,6 +327,7 @@ class _Reader:
                 self.skip(e, code, f"specimen {spec!r} not in the specimen map: left empty", "observations")
         if ext:
             self._check_value(e, param, row, ext)
+            check_observation(e, param, row, ext)
             row.update({k: v for k, v in ext.items() if k not in ("day",)})
         day, dt = self.day(e, sid, _effective(r, "effective")[0], ext)
         if day is None:
@@ -394,7 +404,7 @@ class _Reader:
             raise e.error(str(exc)) from exc
         if not math.isclose(std, orig, rel_tol=1e-9, abs_tol=1e-12):
             raise e.error(f"valueQuantity {row['orig_value']} {row.get('orig_unit')} disagrees with the "
-                          f"cartlab original value {ext['orig_value']} {ext.get('orig_unit')}")
+                          f"cartlab original value {ext['orig_value']} {ext.get('orig_unit')}; {HINT}")
 
     def _baseline(self, e: _Entry, sid: str, param: str, code: str) -> None:
         q = e.res.get("valueQuantity") or {}
@@ -438,9 +448,14 @@ class _Reader:
         start, end = _effective(r, prefix)
         row = {"subject_id": sid, **{k: v for k, v in base.items() if v is not None}}
         dosage = r.get("dosage") or {}
-        q = dosage.get("dose") or dosage.get("rateQuantity")
+        el = dose_element(dosage, base.get("category") if table == "interventions" else None)
+        q = dosage.get(el.split(".")[1]) if el else None
+        if el and dosage.get("dose") and dosage.get("rateQuantity") and not same_dosage(dosage):
+            other = "dosage.rateQuantity" if el == "dosage.dose" else "dosage.dose"
+            self.skip(e, code, f"{_rid(r)}: both dosage.dose and dosage.rateQuantity: {el} read ("
+                               f"{'a rate, as the category vasopressor is dosed' if 'rate' in el else 'the dose'}); "
+                               f"{other} {qtext(dosage[other.split('.')[1]])} not read", table)
         if q and (q.get("comparator") or q.get("value") is None):  # "<2": not an exact dose, never read as 2
-            el = "dosage." + ("dose" if dosage.get("dose") else "rateQuantity")
             why = (f"{el}.comparator {q['comparator']!r}: not an exact dose" if q.get("comparator")
                    else f"{el}.value missing")
             if table == "doses":  # a dose row needs its dose; day 0 was already set from this administration
@@ -451,7 +466,6 @@ class _Reader:
             if table == "doses":
                 return self.skip(e, code, f"{_rid(r)}: dosage.rateRatio not read: the dose is not read")
             self.skip(e, code, f"{_rid(r)}: dosage.rateRatio not read: dose left empty", table)
-        el = "dosage." + ("dose" if dosage.get("dose") else "rateQuantity")
         if table == "doses":
             row.pop("category", None)
             if q:
@@ -463,7 +477,15 @@ class _Reader:
             if row["indication"] is None and not (ext or {}).get("indication"):
                 return self.skip(e, code, f"reasonCode {_text(r['reasonCode'][0])!r} not in the indication table "
                                           "(indications): not mapped")
-        if ext:
+        if ext:  # a standard field edited by hand: an error, never silently overridden (review36 A1)
+            std = {**base, **{k: row.get(k) for k in ("dose", "dose_unit", "orig_dose", "orig_unit", "indication")}}
+            std["dose_element"] = el
+            if r.get("reasonCode") is None:
+                std["indication"] = None
+            raw = {"indication": _text(r["reasonCode"][0]) if r.get("reasonCode") else None,
+                   "o2_device": _text(r["usedCode"][0]) if r.get("usedCode") else None,
+                   "agent": self._agent(r) if r["resourceType"] == "MedicationAdministration" else None}
+            check_extension(e, table, std, ext, raw=raw, has_end=bool(end) if table == "interventions" else None)
             row.update({k: v for k, v in ext.items() if not k.endswith("day") and k != TIME_FROM_INFUSION[0]})
         if table == "interventions" and row.get("category") == "oxygen" and not row.get("o2_device"):
             return self.skip(e, code, "oxygen without a device (o2_device is required)")
@@ -524,8 +546,7 @@ class _Reader:
             if base["o2_device"] is None and not (read_row_extension(r) or {}).get("o2_device"):
                 return self.skip(e, code, f"usedCode {_text(r['usedCode'][0])!r} not in the oxygen device table "
                                           "(o2_devices): not mapped")
-        if r.get("note"):
-            base["detail"] = r["note"][0].get("text")
+        base["detail"] = r["note"][0].get("text") if r.get("note") else None
         self._timed(e, rule["table"], code, base, "performed")
 
     def condition(self, e: _Entry) -> None:
@@ -731,7 +752,7 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
         except StudyValidationError as exc:
             raise _translate(exc, rd) from exc
     study.warnings = [_absent_in_fhir(w, path.name) for w in getattr(study, "warnings", [])]
-    study.warnings += [Issue(path.name, None, msg, [], "warning") for msg in mixed]
+    study.warnings += [Issue(path.name, None, msg, [], "warning") for msg in mixed + unmapped_codes(rd.report)]
     sha = {name: s for name, _, s, _ in sources}
     for t in TABLES:
         df = study.table(t)

@@ -97,7 +97,10 @@ class _Writer:
     def when(self, sid: str, day, text) -> str:
         if _clean(text) is not None:
             return fhir_text(text)
-        return fhir_time(add_days(self.anchor[sid], float(day)))
+        at = add_days(self.anchor[sid], float(day))
+        if float(day).is_integer():  # a day without a clock time: a FHIR date, never an invented midnight UTC
+            return at.date().isoformat()
+        return fhir_time(at)
 
     def ext(self, row: dict, *, drop=()) -> dict:
         return row_extension({k: _clean(v) for k, v in row.items() if k not in _SKIP and k not in drop})
@@ -148,7 +151,7 @@ class _Writer:
             "status": "final",
             "code": {"coding": [{"system": system, "code": code, "display": display}], "text": param},
             "subject": _ref(sid),
-            "effectiveDateTime": fhir_time(self.anchor[sid]),
+            "effectiveDateTime": self.anchor[sid].date().isoformat(),
             "valueQuantity": _quantity(value, unit, unit),
             "extension": [row_extension({"role": "subject"})],
         })

@@ -86,7 +86,8 @@ def _partial_before(given: pl.DataFrame, cart: pl.DataFrame, var: str) -> tuple[
 
 
 def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | None = None) -> pl.DataFrame:
-    """Per subject: day 0 = the date of the first CAR-T exposure in EX (or EC; else DM.RFXSTDTC), at
+    """Per subject: day 0 = the date of the first CAR-T exposure in EX (or EC; else SUPPDM DAY0DTC, the
+    day 0 write_sdtm states; else DM.RFXSTDTC), at
     midnight; ``__nominal`` when SUPPDM NOMANCH = Y (write_sdtm's placeholder calendar). The
     treatment name is read through the mapping's ``ex_agents``, as the doses are (a sponsor code for
     the CAR-T product anchors day 0 too). Only exposures anchor (:func:`exposure_reason`: not a
@@ -101,8 +102,13 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
     CAR-T exposure (:func:`_partial_before`)."""
     rfx = parse_dtc(dm.col("RFXSTDTC"))
     dm.fail(rfx.struct.field("status") == "invalid", "RFXSTDTC", BAD_DTC)
+    # SUPPDM DAY0DTC (write_sdtm: the date of the first CAR-T infusion, = its DM.RFSTDTC) comes before
+    # RFXSTDTC, which write_sdtm writes as the first exposure to any treatment (SDTMIG)
+    d0 = parse_dtc(dm.col("__q_day0_date"))
+    dm.fail((d0.struct.field("status") == "invalid") & dm.col("__q_day0_date").is_not_null(), "SUPPDM DAY0DTC", BAD_DTC)
     dmf = dm.df.select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
+        pl.when(d0.struct.field("status") == "ok").then(d0.struct.field("dt").dt.truncate("1d")).alias("__day0"),
         pl.when(rfx.struct.field("status") == "ok").then(rfx.struct.field("dt").dt.truncate("1d")).alias("__rfx"),
         (dm.col("__q_nominal_anchor").cast(pl.String).str.to_uppercase() == "Y").fill_null(False).alias("__nominal"),
     )
@@ -139,11 +145,13 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
                                pl.lit(None, dtype=pl.String).alias("__infdtm"),
                                pl.lit(None, dtype=pl.String).alias("__noanchor"))
     fallback = pl.col("__ex").is_null() & pl.col("__noanchor").is_null()
+    from_rfx = fallback & pl.col("__day0").is_null() & pl.col("__rfx").is_not_null()
     return dmf.select("subject_id",
-                      pl.coalesce("__ex", pl.when(fallback).then(pl.col("__rfx"))).alias("__anchor"), "__nominal",
+                      pl.coalesce("__ex", pl.when(fallback).then(pl.coalesce("__day0", "__rfx"))).alias("__anchor"),
+                      "__nominal",
                       pl.when(pl.col("__ex").is_not_null() & ~pl.col("__nominal")).then(pl.col("__infdtm"))
                       .alias("__infdtm"),
-                      pl.when(fallback & pl.col("__rfx").is_not_null()).then(pl.lit("RFXSTDTC")).alias("__anchor_from"),
+                      pl.when(from_rfx).then(pl.lit("RFXSTDTC")).alias("__anchor_from"),
                       "__noanchor", pl.col("__rfx").alias("__rfxdate"))
 
 
@@ -387,7 +395,11 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
 
     cat_direct = upper(cm, "CMCAT").replace_strict(m.cm_categories, default=None, return_dtype=pl.String)
     category = pl.coalesce(cat_direct, look("CMDECOD", 0), look("CMTRT", 0))
-    agent = pl.coalesce(look("CMDECOD", 1), look("CMTRT", 1), cm.text("CMTRT"))
+    # SUPPCM AGENT (write_sdtm: the agent exactly as in the study) wins; NOAGENT Y: the study had none
+    # (CMTRT, required, then holds the category)
+    no_agent = (supp_col(cm, "no_agent").cast(pl.String).str.strip_chars().str.to_uppercase() == "Y").fill_null(False)
+    agent = pl.when(no_agent).then(pl.lit(None, dtype=pl.String)).otherwise(pl.coalesce(
+        supp_col(cm, "agent").cast(pl.String), look("CMDECOD", 1), look("CMTRT", 1), cm.text("CMTRT")))
     device_text = pl.coalesce(upper(cm, "CMDOSFRM"), upper(cm, "CMROUTE"), upper(cm, "CMTRT"))
     # SUPPCM O2DEV: a study-format code (nasal_cannula, any case) or a term of the o2_devices mapping
     # (NASAL CANNULA), read like CMDOSFRM/CMROUTE; any other value is not guessed (the record is not

@@ -13,7 +13,8 @@ The rule (docs/interop/sdtm.md, "Partial dates"):
   says so. Forms with a missing month cannot be imputed and stay unmapped.
 * a UTC offset (``2021-05-03T01:00+08:00``) is not applied: the date and clock time as written
   place the record (one rule for every reader, ``cartlab.io.clock``);
-* anything else (``03/05/2021``, ``2021-02-30``, a partial ``2021-13`` or ``2021---32``) is an
+* anything else (``03/05/2021``, ``2021-02-30``, a partial ``2021-13`` or ``2021---32``, a second
+  ``:60``: ISO 8601's leap second, which cannot be told from a clock without its UTC offset) is an
   error naming the file and the record.
 """
 
@@ -41,11 +42,14 @@ def parse_dtc(text: pl.Expr, partial_dates: str = "skip", end: bool = False) -> 
     is_time = t.str.contains(_TIME)
     is_date = t.str.contains(_DATE)
     hm = pl.when(t.str.contains(r"T\d{2}$")).then(t + ":00").otherwise(t)
-    dt_time = pl.coalesce(
+    # second 60 is ISO 8601's leap second (23:59:60 UTC on a leap-second day only); with the offset not
+    # applied cartlab cannot tell one, and the study-folder reader rejects it too: invalid, never 14:31
+    leap = t.str.contains(r"T\d{2}:\d{2}:60")
+    dt_time = pl.when(~leap).then(pl.coalesce(
         hm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
         hm.str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us"),
         hm.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
-    )
+    ))
     dt_date = date_part.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us"))
     # a partial date names a month or a day only if it can exist: 2021-13 is no partial date but an error
     month_n = t.str.extract(r"^(?:\d{4}|-)-(\d{2})", 1).cast(pl.Int32, strict=False)

@@ -145,6 +145,41 @@ def _warn_stresn_stresc(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, v: dict) 
             f"{v['STRESC']} copied in numeric format)", [row], "warning"))
 
 
+#: the mapping report's reason of a record mapped from its original result (no standard result given)
+FROM_ORRES = "mapped: result from {orres}/{orresu} ({stresc} and {stresn} empty)"
+
+
+def _orres_fallback(dfile: DomainFile, ctx: Ctx, v: dict) -> None:
+    """A record with --STRESN and --STRESC empty but --ORRES given (against SDTMIG, where --STRESC is
+    the result "copied or derived from --ORRES in a standard format"; common in legacy conversions) is
+    read from --ORRES in --ORRESU (and --ORNRLO/--ORNRHI when --STNRLO/--STNRHI are empty), converted
+    with pint like any standard result: the standard variables are filled from the original ones,
+    ``__from_or`` marks the record (source_note, mapping report), and one warning per file counts them."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    empty = [dfile.text(v[k]).str.strip_chars().fill_null("") == "" for k in ("STRESN", "STRESC", "ORRES")]
+    not_done = (dfile.col(v["STAT"]).cast(pl.String).str.to_uppercase() == "NOT DONE").fill_null(False)
+    orr = empty[0] & empty[1] & ~empty[2] & ~not_done
+    df = dfile.df.with_columns(orr.alias("__from_or"))
+    n = int(df["__from_or"].sum())
+    if not n:
+        dfile.df = df
+        return
+    dfile.df = df
+    fill = [pl.when(pl.col("__from_or")).then(dfile.text(v["ORRES"])).otherwise(dfile.text(v["STRESC"])).alias(v["STRESC"]),
+            pl.when(pl.col("__from_or")).then(dfile.text(v["ORRESU"])).otherwise(dfile.text(v["STRESU"])).alias(v["STRESU"])]
+    for st, orig in (("STNRLO", "ORNRLO"), ("STNRHI", "ORNRHI")):
+        fill.append(pl.when(pl.col("__from_or") & dfile.number(v[st]).is_null()).then(dfile.number(v[orig]))
+                    .otherwise(dfile.number(v[st])).alias(v[st]))
+    dfile.df = df.with_columns(fill)
+    rows = dfile.df.filter(pl.col("__from_or"))[ROW].to_list()
+    ctx.warnings.append(SdtmIssue(
+        dfile.name, v["ORRES"], f"{n} {dfile.domain} record(s) with {v['STRESN']} and {v['STRESC']} empty read from "
+        f"{v['ORRES']} in {v['ORRESU']} (SDTMIG: {v['STRESC']} is the result \"copied or derived from {v['ORRES']} "
+        f"in a standard format\"); records {', '.join(map(str, rows[:10]))}{' ...' if n > 10 else ''}",
+        rows, "warning"))
+
+
 def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(canonical observations, per-record status) of one findings domain."""
     dom = dfile.domain
@@ -152,6 +187,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     v = {s: f"{dom}{s}" for s in ("TESTCD", "STRESN", "STRESC", "STRESU", "ORRES", "ORRESU", "ORNRLO", "ORNRHI",
                                    "STNRLO", "STNRHI", "LLOQ", "SPEC", "STAT", "TSTDTL", "DTC")}
     dfile.check_numbers(v["STRESN"], v["STNRLO"], v["STNRHI"], v["LLOQ"])
+    _orres_fallback(dfile, ctx, v)
     params, skip_reasons = _param_map(dfile, ctx)
     m = ctx.mapping
     d = ctx.dictionary
@@ -222,10 +258,20 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     for (param, unit), c in st_conv.items():
         if isinstance(c, str):
             dfile.df = df
+            dfile.fail(pl.col("__pre").is_null() & (pl.col("__param") == param) & (pl.col("__stu") == unit)
+                       & pl.col("__from_or"), v["ORRESU"], f"{c} (param {param}; the result is read from "
+                       f"{v['ORRES']}, {v['STRESC']} being empty); add the spelling to the mapping's units table")
             dfile.fail(pl.col("__pre").is_null() & (pl.col("__param") == param) & (pl.col("__stu") == unit),
                        v["STRESU"], f"{c} (param {param}); add the spelling to the mapping's units table")
     or_conv = _conversions(ctx, live.filter(dfile.col(v["ORRES"]).is_not_null() | (pl.col("__oru") != ""))
                            .select("__param", "__oru").unique())
+    # --ORRESU as given (IU/L, copies/µg) is kept in orig_unit when cartlab converts it itself; a spelling
+    # only the mapping's units table knows is kept as mapped (review36 B3)
+    df = df.with_columns(dfile.text(v["ORRESU"]).str.strip_chars().fill_null("").alias("__oru_raw"))
+    raw_ok = {k for k, c in _conversions(ctx, df.filter(pl.col("__param").is_not_null() & (pl.col("__oru_raw") != ""))
+                                         .select("__param", "__oru_raw").unique()).items() if not isinstance(c, str)}
+    df = df.with_columns(pl.concat_str("__param", "__oru_raw", separator="\x1f")
+                         .is_in([f"{p}\x1f{u}" for p, u in raw_ok]).fill_null(False).alias("__raw_ok"))
     df = _conv_cols(df, st_conv, "__stu", "__s")
     df = _conv_cols(df, or_conv, "__oru", "__o")
     df = df.with_columns(pl.col("__sscale").fill_null(pl.when(~needs_unit).then(1.0)),
@@ -235,6 +281,15 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         return (e * pl.col("__sscale") + pl.col("__soffset")).round_sig_figs(SIG_DIGITS)
 
     orres = dfile.number(v["ORRES"]) if dfile.has(v["ORRES"]) else pl.lit(None, dtype=pl.Float64)
+    # a censored --STRESC whose --ORRES is censored the same way ("<0.5" mg/dL, "<5" mg/L): the text and
+    # unit as first given are --ORRES/--ORRESU (the censor and limit stay those of --STRESC)
+    or_cens = dfile.text(v["ORRES"]).str.extract_groups(_CENSORED)
+    same_cens = (pl.col("__climit").is_not_null() & pl.col("__oscale").is_not_null()
+                 & (or_cens.struct.field("1").replace({"≤": "<=", "≥": ">="}) == pl.col("censor"))
+                 & supp_col(dfile, "value_text").is_null()).fill_null(False)
+    # (a spelling that differs from the mapped one only in case, G/DL for g/dL, takes the mapped one)
+    oru = pl.when(pl.col("__raw_ok") & (pl.col("__oru_raw").str.to_lowercase() != pl.col("__oru").str.to_lowercase())
+                  ).then(pl.col("__oru_raw")).otherwise(pl.col("__oru"))
     use_or = pl.col("__oscale").is_not_null() & (orres.is_not_null() | pl.col("__stresn").is_null()) & (
         dfile.col(v["ORRES"]).is_not_null() | (pl.col("__oru") != "")) & (
         # a censored text result is read from --STRESC, so its unit is --STRESU (not --ORRESU)
@@ -262,7 +317,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         pl.col("__param").alias("param"),
         supp_col(dfile, "analyte").fill_null(dfile.text(v["TSTDTL"])).alias("analyte"),
         pl.col("value"),
-        pl.col("__vtext").alias("value_text"),
+        pl.when(same_cens).then(dfile.text(v["ORRES"]).str.strip_chars()).otherwise(pl.col("__vtext")).alias("value_text"),
         pl.col("__param").replace_strict(units, default=None, return_dtype=pl.String).alias("unit"),
         canon(dfile.number(v["STNRLO"])).alias("lln"),
         canon(dfile.number(v["STNRHI"])).alias("uln"),
@@ -271,14 +326,19 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         canon(pl.col("__climit")).alias("censor_limit"),
         sp.replace_strict(m.specimens, default=None, return_dtype=pl.String).alias("specimen"),
         pl.when(use_or).then(orres).otherwise(pl.col("__stresn")).alias("orig_value"),
-        pl.when(use_or).then(pl.col("__oru")).otherwise(pl.col("__stu")).replace("", None).alias("orig_unit"),
+        pl.when(use_or | same_cens).then(oru).otherwise(pl.col("__stu")).replace("", None).alias("orig_unit"),
         pl.when(use_or).then(dfile.number(v["ORNRLO"])).otherwise(dfile.number(v["STNRLO"])).alias("orig_lln"),
         pl.when(use_or).then(dfile.number(v["ORNRHI"])).otherwise(dfile.number(v["STNRHI"])).alias("orig_uln"),
         supp_col(dfile, "orig_lloq").fill_null(dfile.number(v["LLOQ"])).alias("orig_lloq"),
         supp_col(dfile, "source").alias("source"),
-        imputed_note([("", v["DTC"])], dfile),
+        pl.concat_str([imputed_note([("", v["DTC"])], dfile),
+                       pl.when(pl.col("__from_or")).then(pl.lit(f"result read from {v['ORRES']}/{v['ORRESU']}: "
+                                                                  f"{v['STRESC']} empty"))],
+                      separator="; ", ignore_nulls=True).replace("", None).alias("source_note"),
         extra_json(dfile),
         *provenance(dfile),
     )
-    st = status(df, pl.col("__code"), pl.lit("observations:") + pl.col("__param").fill_null(""), pl.col("__reason"))
+    from_or = FROM_ORRES.format(orres=v["ORRES"], orresu=v["ORRESU"], stresc=v["STRESC"], stresn=v["STRESN"])
+    reason = pl.when(pl.col("__reason").is_null() & pl.col("__from_or")).then(pl.lit(from_or)).otherwise(pl.col("__reason"))
+    st = status(df, pl.col("__code"), pl.lit("observations:") + pl.col("__param").fill_null(""), reason)
     return out, st

@@ -15,6 +15,10 @@ REPORT_SCHEMA = {
 }
 
 
+#: a record is mapped when it has no reason, or a reason that says how it was mapped ("mapped: ...")
+_mapped = pl.col("reason").is_null() | pl.col("reason").str.starts_with("mapped")
+
+
 def summarise(domain: str, file: str, st: pl.DataFrame) -> pl.DataFrame:
     """One row per (code, target, reason) of a file's per-record status."""
     if st.height == 0:
@@ -22,8 +26,8 @@ def summarise(domain: str, file: str, st: pl.DataFrame) -> pl.DataFrame:
     g = st.group_by("code", "target", "reason", maintain_order=True).agg(pl.len().cast(pl.Int64).alias("n_rows"))
     return g.select(
         pl.lit(domain).alias("domain"), pl.lit(file).alias("file"), "code", "target", "n_rows",
-        pl.when(pl.col("reason").is_null()).then(pl.col("n_rows")).otherwise(0).alias("n_mapped"),
-        pl.when(pl.col("reason").is_null()).then(0).otherwise(pl.col("n_rows")).alias("n_skipped"),
+        pl.when(_mapped).then(pl.col("n_rows")).otherwise(0).alias("n_mapped"),
+        pl.when(_mapped).then(0).otherwise(pl.col("n_rows")).alias("n_skipped"),
         pl.col("reason").fill_null("mapped"),
     ).cast(REPORT_SCHEMA).sort("domain", "code", "reason", nulls_last=True)
 

@@ -23,7 +23,7 @@ from cartlab.io.atomic import atomic_folder
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.sdtm.dates import US_PER_DAY
 from cartlab.io.sdtm.mapping import load_mapping
-from cartlab.model import Study
+from cartlab.model import PROVENANCE_COLUMNS, Study
 
 _MAX_TEXT = 200  # XPT v5 character values
 _DOMAIN_OF_GROUP = {"vital": "VS", "neuro": "QS", "kinetics": "PC"}
@@ -33,6 +33,7 @@ _LABELS = {"STUDYID": "Study Identifier", "DOMAIN": "Domain Abbreviation", "USUB
            "QLABEL": "Qualifier Variable Label", "QVAL": "Data Value", "QORIG": "Origin",
            # DM (SDTMIG 3.4 labels)
            "SUBJID": "Subject Identifier for the Study", "RFXSTDTC": "Date/Time of First Study Treatment",
+           "RFSTDTC": "Subject Reference Start Date/Time",
            "SITEID": "Study Site Identifier", "AGE": "Age", "AGEU": "Age Units", "SEX": "Sex", "RACE": "Race",
            "ARMCD": "Planned Arm Code", "ARM": "Description of Planned Arm", "ACTARMCD": "Actual Arm Code",
            "ACTARM": "Description of Actual Arm", "ARMNRS": "Reason Arm and/or Actual Arm is Null",
@@ -74,7 +75,7 @@ def _with_anchor(df: pl.DataFrame, anchors: pl.DataFrame) -> pl.DataFrame:
 
 def _head(df: pl.DataFrame, study_id: str, dom: str) -> list[pl.Expr]:
     return [pl.lit(study_id).alias("STUDYID"), pl.lit(dom).alias("DOMAIN"), pl.col("subject_id").alias("USUBJID"),
-            pl.int_range(1, df.height + 1, dtype=pl.Int64).cast(pl.Float64).alias(f"{dom}SEQ")]
+            pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(f"{dom}SEQ")]  # SDTMIG: --SEQ is an integer
 
 
 def _supp(df: pl.DataFrame, study_id: str, dom: str, quals: dict[str, pl.Expr], by_seq: bool = True) -> pl.DataFrame:
@@ -237,9 +238,20 @@ def sdtm_frames(study: Study, anchor_date: str = "2000-01-01") -> dict[str, pl.D
     out: dict[str, pl.DataFrame] = {}
     s = _with_anchor(subj, anchors)
     s = s.join(_treated(study), on="subject_id", how="left").with_columns(pl.col("__treated").fill_null(False))
+    # SDTMIG DM: RFXSTDTC is the first exposure to any study treatment (the earliest EXSTDTC: often the
+    # lymphodepletion); RFSTDTC, the sponsor-defined reference start, is cartlab's day 0 (the first CAR-T
+    # infusion), also in SUPPDM DAY0DTC, which read_sdtm uses when EX has no CAR-T exposure
+    if study.doses.height:
+        first_ex = _with_anchor(study.doses, anchors).select(
+            "subject_id", _dtc(pl.col("day"), pl.col("datetime")).alias("__exdtc")).group_by("subject_id").agg(
+            pl.col("__exdtc").min().alias("__rfx"))  # ISO 8601 text: the earliest sorts first
+        s = s.join(first_ex, on="subject_id", how="left", maintain_order="left")
+    else:
+        s = s.with_columns(pl.lit(None, dtype=pl.String).alias("__rfx"))
+    s = s.with_columns(pl.col("__anchor").dt.strftime("%Y-%m-%d").alias("__day0"))
     out["DM"] = s.select(
         pl.lit(sid).alias("STUDYID"), pl.lit("DM").alias("DOMAIN"), pl.col("subject_id").alias("USUBJID"),
-        pl.col("subject_id").alias("SUBJID"), pl.col("__anchor").dt.strftime("%Y-%m-%d").alias("RFXSTDTC"),
+        pl.col("subject_id").alias("SUBJID"), pl.col("__day0").alias("RFSTDTC"), pl.col("__rfx").alias("RFXSTDTC"),
         _extra_key("site").alias("SITEID"),
         pl.col("age_years").alias("AGE"), pl.when(pl.col("age_years").is_not_null()).then(pl.lit("YEARS")).alias("AGEU"),
         pl.col("sex").alias("SEX"), _extra_key("race").alias("RACE"), *dm_arms(), _extra_key("country").alias("COUNTRY"),
@@ -249,7 +261,8 @@ def sdtm_frames(study: Study, anchor_date: str = "2000-01-01") -> dict[str, pl.D
         "WEIGHTKG": _num_text(pl.col("weight_kg")), "HEIGHTCM": _num_text(pl.col("height_cm")),
         "DISEASE": pl.col("disease"), "TARGET": pl.col("target"),
         "LFUPDY": _num_text(pl.col("last_followup_day")), "INFDTM": pl.col("infusion_datetime"),
-        "NOMANCH": pl.when(pl.col("__nominal")).then(pl.lit("Y")), **_common_quals(s)}, by_seq=False)
+        "NOMANCH": pl.when(pl.col("__nominal")).then(pl.lit("Y")), "DAY0DTC": pl.col("__day0"),
+        **_common_quals(s)}, by_seq=False)
     if study.doses.height:
         back = {}
         for k, v in m.ex_agents.items():
@@ -272,6 +285,7 @@ def sdtm_frames(study: Study, anchor_date: str = "2000-01-01") -> dict[str, pl.D
         )
         out["SUPPCM"] = _supp(c, sid, "CM", {
             "O2DEV": pl.col("o2_device"), "O2FLOW": _num_text(pl.col("o2_flow_lpm")), "FIO2": _num_text(pl.col("fio2")),
+            "AGENT": pl.col("agent"), "NOAGENT": pl.when(pl.col("agent").is_null()).then(pl.lit("Y")),
             **_common_quals(c)})
     obs = _with_anchor(study.observations, anchors)
     groups = {k: p.group for k, p in load_dictionary().params.items()}
@@ -297,12 +311,56 @@ def _write_xpt(df: pl.DataFrame, path: Path, dom: str) -> None:
     pyreadstat.write_xport(pdf, str(path), table_name=dom, file_format_version=5, column_labels=labels)
 
 
+#: XPT v5 text is ASCII (the transport format has no encoding field; a SAS session reads bytes in its own
+#: encoding): these characters are spelled in ASCII, then accents are dropped (NFKD, combining marks
+#: removed: é -> e, ü -> u); any other non-ASCII character is an error naming the row and column
+ASCII_SPELLING = ((r"°\s*([CF])\b", "$1"), ("°", " deg"), ("[µμ]", "u"), ("≥", ">="), ("≤", "<="),
+                  ("[—–−]", "-"), ("[‘’]", "'"), ("[“”]", '"'), ("×", "x"), ("\u00a0", " "))
+
+
+def ascii_study(study: Study) -> Study:
+    """``study`` with its text in ASCII for XPT v5 (:data:`ASCII_SPELLING`); a warning names each table
+    and column changed and its rows; a character with no ASCII spelling is an InputError."""
+    import dataclasses
+
+    from cartlab.model import TABLES
+
+    changed, tables = [], {}
+    for t in TABLES:
+        df = study.table(t)
+        cols = [c for c, dt in df.schema.items() if dt == pl.String and c not in PROVENANCE_COLUMNS]
+        exprs = []
+        for c in cols:
+            e = pl.col(c)
+            for pat, rep in ASCII_SPELLING:
+                e = e.str.replace_all(pat, rep)
+            exprs.append(e.str.normalize("NFKD").str.replace_all(r"\p{M}", "").alias(c))
+        new = df.with_columns(exprs) if exprs else df
+        for c in cols:
+            rows = (pl.int_range(1, df.height + 1, eager=True).filter(df[c].ne_missing(new[c]))).to_list()
+            if rows:
+                changed.append(f"{t}.{c} rows {', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''}")
+            bad = new.with_row_index("__i", 1).filter(pl.col(c).str.contains(r"[^\x00-\x7F]"))
+            if bad.height:
+                i, v = bad["__i"][0], bad[c][0]
+                ch = next(x for x in v if ord(x) > 127)
+                raise InputError(f"{t} row {i}, column {c}: {df[c][i - 1]!r} has a character with no ASCII spelling "
+                                 f"({ch!r}, U+{ord(ch):04X}); SAS V5 transport (XPT) text is ASCII: write CSV, or "
+                                 "replace the character")
+        tables[t] = new
+    if changed:
+        warnings.warn("write_sdtm xpt: text spelled in ASCII (XPT v5 has no encoding; docs/interop/sdtm.md): "
+                      + "; ".join(changed), CartlabWarning, stacklevel=3)
+    return dataclasses.replace(study, **tables)
+
+
 def write_sdtm(study: Study, folder: str | Path, fmt: str = "csv", *, anchor_date: str = "2000-01-01") -> Path:
     """Write ``study`` as SDTM-like domain files (``fmt`` = ``csv`` or ``xpt``) into ``folder``;
-    nothing is written unless every file is complete. Returns the folder."""
+    nothing is written unless every file is complete. CSV is UTF-8; XPT text is ASCII
+    (:func:`ascii_study`), so the 200-character limit is also 200 bytes. Returns the folder."""
     if fmt not in ("csv", "xpt"):
         raise InputError(f"fmt must be 'csv' or 'xpt', not {fmt!r}")
-    frames = sdtm_frames(study, anchor_date)
+    frames = sdtm_frames(ascii_study(study) if fmt == "xpt" else study, anchor_date)
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
         for dom, df in frames.items():
