@@ -258,7 +258,9 @@ def test_swimmer_bars_markers_antigen_flags_and_provenance(tmp_path):
                     ("P2", "CIR", 10.0, 1), ("P3", "CIR", 50.0, 1)])
     best = _best(ids, ["ELN 2022 AML", "ALL CAR-T response", "ELN 2022 AML"], ["CR", "CRi", "CR"]).with_columns(
         pl.Series("relapse_day", [None, 30.0, None], pl.Float64))
-    loss = pl.DataFrame({"subject_id": ["P2"], "antigen": ["CD7"], "antigen_loss": [True]})
+    # one assessment per relapse (days 10 and 30): a relapse's flag comes from its own episode (review 36 B1)
+    loss = pl.DataFrame({"subject_id": ["P2", "P2"], "antigen": ["CD7", "CD7"], "day": [10.0, 30.0],
+                         "antigen_loss": [True, True]})
     relapse = pl.DataFrame({"subject_id": ["P2"], "relapse_day": [30.0], "evidence": [[]]},
                            schema_overrides={"evidence": EV})
     a = _adopt(study, adtte=adtte, best_response=best, antigen_loss=loss, relapse=relapse)

@@ -85,7 +85,7 @@ def test_dor_runs_to_last_known_alive_and_the_sentence_says_so_not_the_hsct():
     assert (b["dor_end_day"], b["dor_end_reason"]) == (100.0, "last known alive (last_followup_day)")
     assert (b["end_day"], b["end_reason"]) == (40.0, "allo_hsct")  # the assessment window, unchanged
     text = dor_text(_analysis(s), "A")
-    assert text.startswith("86 days from the first response on day 14.29 to day 100 (whole calendar days), "
+    assert text.startswith("86 days from the first response on day 14.29 (calendar day 14) to day 100 (whole calendar days), "
                            "censored: last known alive (last_followup_day)")
     assert "censored at allo_hsct" not in text and "14.2917" not in text
     assert "window ends at allo_hsct on day 40 (this does not censor the duration)" in text
@@ -104,7 +104,7 @@ def test_dor_censored_at_hsct_by_option_and_ended_by_relapse():
     b = derive_best_response(r).row(0, named=True)
     assert (b["dor_days"], b["dor_event"], b["dor_end_day"], b["dor_end_reason"]) == (56.0, True, 70.0, "relapse")
     assert dor_text(_analysis(r), "A").startswith(
-        "56 days from the first response on day 14.29 to relapse on day 70 (whole calendar days), an event")
+        "56 days from the first response on day 14.29 (calendar day 14) to relapse on day 70 (whole calendar days), an event")
 
 
 # -- B1: the late (T-)ICAHT range --------------------------------------------------------------------

@@ -16,7 +16,7 @@ calls the marker ``reconstructed`` when any of them was not measured (``source``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -28,6 +28,7 @@ __all__ = [
     "NOT_MEASURED_CAPTION",
     "CohortView",
     "ViewUnavailable",
+    "data_files",
     "evidence_kinds",
     "kind_expr",
     "provenance_note",
@@ -55,7 +56,9 @@ class ViewUnavailable(CartlabError):
 @dataclass(frozen=True)
 class CohortView:
     """One cohort view as rendered: a figure (matplotlib ``Figure`` or plotly ``go.Figure``) and/or a
-    table, or ``unavailable`` = why it could not be drawn."""
+    table, or ``unavailable`` = why it could not be drawn. ``data``: the frames the view draws,
+    by part name ("" = the main one), written by the report as ``tables/cohort_<key>[_<part>].csv``
+    (:func:`data_files`)."""
 
     key: str
     title: str
@@ -63,6 +66,13 @@ class CohortView:
     figure: Any = None
     table: pl.DataFrame | None = None
     unavailable: str | None = None
+    data: dict = field(default_factory=dict)
+
+
+def data_files(view: CohortView) -> dict[str, pl.DataFrame]:
+    """``{file name: frame}`` of a view's data (``cohort_<key>.csv``, ``cohort_<key>_<part>.csv``)."""
+    return {f"cohort_{view.key}{'_' + part if part else ''}.csv": frame for part, frame in view.data.items()
+            if frame is not None and frame.width}
 
 
 def require(analysis, name: str, view: str) -> pl.DataFrame:

@@ -48,7 +48,10 @@ from cartlab.report.cohort_stats import (
 )
 
 __all__ = [
+    "HEAT_BLQ_TEXT",
+    "HEAT_ZERO_TEXT",
     "PERIPHERAL_SPECIMENS",
+    "RECOVERY_BAND_TEXT",
     "CohortView",
     "CrossScale",
     "CytokineMatrix",
@@ -60,6 +63,7 @@ __all__ = [
     "SwimmerData",
     "ViewUnavailable",
     "count_recovery_data",
+    "recovery_curve",
     "cross_scale_table",
     "cytokine_matrix",
     "deviation_summary",
@@ -175,15 +179,22 @@ def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
     # documented loss (antigen.low_at_baseline: low before treatment; antigen.no_baseline: no
     # pre-treatment value, antigen_loss empty) is "low", never "retained" nor "not assessed"
     below = pl.col("below_cutoff") if "below_cutoff" in loss.columns else pl.col("antigen_loss")
-    ag = subset(loss, ids).group_by("subject_id").agg(
+    loss = subset(loss, ids)
+    if "day" not in loss.columns:  # an assessment without a day cannot be tied to a relapse episode
+        notes.append("target-antigen assessments without a day (table 'antigen_loss'): relapses marked "
+                     "'antigen not assessed'")
+        loss = loss.clear().with_columns(pl.lit(None, pl.Float64).alias("day"))
+    # per assessment day: the flags of that day's antigens
+    ag = loss.filter(pl.col("day").is_not_null()).group_by("subject_id", pl.col("day").cast(pl.Float64).alias("ag_day")).agg(
         pl.col("antigen_loss").any().alias("neg"),
         (below.fill_null(False) & ~pl.col("antigen_loss").fill_null(False)).any().alias("low"),
         (pl.col("antigen_loss").is_not_null() | below.is_not_null()).any().alias("assessed"),
         pl.col("antigen").filter(pl.col("antigen_loss").fill_null(False)).unique().sort().str.join("/").alias("neg_ag"),
         pl.col("antigen").filter(below.fill_null(False) & ~pl.col("antigen_loss").fill_null(False))
         .unique().sort().str.join("/").alias("low_ag"),
-        pl.col("antigen").unique().sort().str.join("/").alias("ag"))
-    rel = rel.join(ag, on="subject_id", how="left").with_columns(
+        pl.col("antigen").unique().sort().str.join("/").alias("ag")).sort("ag_day")
+    rel = _episode_antigen(rel, ag, rel_tab, best)
+    rel = rel.with_columns(
         pl.when(pl.col("neg").fill_null(False)).then(pl.lit("negative"))
         .when(pl.col("low").fill_null(False)).then(pl.lit("low"))
         .when(pl.col("assessed").fill_null(False)).then(pl.lit("retained")).otherwise(pl.lit("not assessed")).alias("antigen"))
@@ -215,6 +226,29 @@ def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
                  .with_columns(pl.coalesce("_mk", "kind").alias("kind")).drop("_mk"))
     markers = markers.join(kinds, on="_m", how="left").drop("_m", "evidence").sort("subject_id", "day")
     return SwimmerData(bars, markers, tuple(notes))
+
+
+def _episode_antigen(rel: pl.DataFrame, ag: pl.DataFrame, rel_tab: pl.DataFrame | None,
+                     best: pl.DataFrame) -> pl.DataFrame:
+    """Each relapse marker (``subject_id``, ``day``) with the antigen flags of its own episode: the
+    first assessment (``ag``, one row per subject and ``ag_day``) on or after the relapse day and
+    before the episode ends (the subject's next relapse marker or next response: ``relapse``
+    ``response_day``, best response day). None matched: the flags stay empty ("antigen not
+    assessed"), never an assessment of another episode."""
+    rel = rel.sort("day").with_columns(pl.col("day").shift(-1).over("subject_id", order_by="day").alias("_next_rel"))
+    resp = [best.select("subject_id", pl.col("best_response_day").cast(pl.Float64).alias("_resp"))]
+    if rel_tab is not None and "response_day" in rel_tab.columns:
+        resp.append(rel_tab.select("subject_id", pl.col("response_day").cast(pl.Float64).alias("_resp")))
+    resp = pl.concat(resp).drop_nulls().unique().sort("_resp")
+    rel = rel.join_asof(resp, left_on="day", right_on="_resp", by="subject_id", strategy="forward",
+                        allow_exact_matches=False, check_sortedness=False)
+    rel = rel.join_asof(ag, left_on="day", right_on="ag_day", by="subject_id", strategy="forward",
+                        check_sortedness=False)
+    end = pl.min_horizontal("_next_rel", "_resp")
+    inside = pl.col("ag_day").is_not_null() & (end.is_null() | (pl.col("ag_day") < end))
+    flags = ["neg", "low", "assessed", "neg_ag", "low_ag", "ag"]
+    return (rel.with_columns([pl.when(inside).then(pl.col(c)).alias(c) for c in flags])
+            .drop("_next_rel", "_resp", "ag_day").sort("subject_id", "day"))
 
 
 #: marrow observations: the result a response category is read from
@@ -395,10 +429,13 @@ def icaht_distribution(analysis, subject_ids=None) -> Distribution:
 class RecoveryData:
     """``subjects``: ``subject_id``, ``lineage`` (neutrophil / platelet), ``status`` (recovered,
     not reached, not applicable = never below the threshold, not evaluable = the day lies in a range
-    days without a value leave open, no data), ``day``. ``curve``: per
-    lineage and day the cumulative share recovered among the subjects who needed to recover
-    (``n_recovered``, ``n_needing``, ``proportion``; a crude proportion, not a competing-risk
-    estimate)."""
+    days without a value leave open, no data), ``day``, ``day_min``/``day_max`` (the range of a not
+    evaluable day; ``day_max`` empty = open-ended). ``curve`` (:func:`recovery_curve`): per lineage
+    and day the cumulative share recovered among the subjects who needed to recover (recovered, not
+    reached and not evaluable): ``n_recovered_low``/``proportion_low`` (each not evaluable subject at
+    its latest possible day), ``n_recovered_high``/``proportion_high`` (at its earliest),
+    ``n_needing``; ``proportion`` = the lower bound (= the value where the two meet). A crude
+    proportion, not a competing-risk estimate."""
 
     subjects: pl.DataFrame
     curve: pl.DataFrame
@@ -407,6 +444,21 @@ class RecoveryData:
     labels: dict = field(default_factory=dict)
     #: consecutive days the definition requires (the table's default; the engine runs with it)
     consecutive: int | None = None
+
+    def legend(self, lin: str) -> str:
+        """One lineage's legend text (both renderers): recovered of N needing (not evaluable in N),
+        never below, no data."""
+        counts = dict(self.subjects.filter(pl.col("lineage") == lin).group_by("status").len().iter_rows())
+        ne = counts.get("not evaluable", 0)
+        need = counts.get("recovered", 0) + counts.get("not reached", 0) + ne
+        return (f"{self.labels.get(lin, lin)}: N = {need} below the threshold ({counts.get('recovered', 0)} recovered, "
+                f"{counts.get('not reached', 0)} not reached" + (f", {ne} not evaluable: days unknown, band" if ne else "")
+                + f"); {counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data")
+
+
+#: the legend entry of the count-recovery band (not evaluable subjects)
+RECOVERY_BAND_TEXT = ("band: not evaluable subjects at their latest (solid line) to earliest (dashed) possible "
+                      "recovery day")
 
 
 def recovery_definition() -> tuple[dict[str, str], int | None]:
@@ -442,19 +494,44 @@ def count_recovery_data(analysis, subject_ids=None) -> RecoveryData:
                   .when(reason.str.starts_with("not reached")).then(pl.lit("not reached"))
                   .when(reason.str.starts_with("not applicable")).then(pl.lit("not applicable"))
                   .otherwise(pl.lit("no data")))
+        rng = [pl.col(f"{lin}_recovery_day_{b}").cast(pl.Float64).alias(f"day_{b}") if f"{lin}_recovery_day_{b}"
+               in rec.columns else pl.lit(None, pl.Float64).alias(f"day_{b}") for b in ("min", "max")]
         parts.append(rec.select("subject_id", pl.lit(lin).alias("lineage"), st.fill_null("no data").alias("status"),
-                                pl.col(f"{lin}_recovery_day").alias("day")))
+                                pl.col(f"{lin}_recovery_day").cast(pl.Float64).alias("day"), *rng))
     subjects = pl.concat(parts)
-    # not evaluable (the recovery day lies in a range days without a value leave open) is in no curve:
-    # its day is unknown; the legend counts it
-    needing = subjects.filter(pl.col("status").is_in(["recovered", "not reached"]))
-    n_need = needing.group_by("lineage").agg(pl.len().cast(pl.Int64).alias("n_needing"))
-    curve = (needing.filter(pl.col("status") == "recovered").group_by("lineage", "day").agg(pl.len().alias("k"))
-             .sort("lineage", "day").with_columns(pl.col("k").cum_sum().over("lineage").cast(pl.Int64).alias("n_recovered"))
-             .join(n_need, on="lineage").select("lineage", "day", "n_recovered", "n_needing",
-                                                (pl.col("n_recovered") / pl.col("n_needing")).alias("proportion")))
+    curve = recovery_curve(subjects)
     labels, consecutive = recovery_definition()
-    return RecoveryData(subjects, curve, labels=labels, consecutive=consecutive)
+    n_ne = subjects.filter(pl.col("status") == "not evaluable").group_by("lineage").len().sort("lineage")
+    notes = ([" and ".join(f"{n} {lin}" for lin, n in n_ne.iter_rows())
+              + " subject(s) not evaluable (recovery day in a range days without a value leave open) are counted "
+              "in the denominator"] if n_ne.height else [])
+    return RecoveryData(subjects, curve, tuple(notes), labels=labels, consecutive=consecutive)
+
+
+def recovery_curve(subjects: pl.DataFrame) -> pl.DataFrame:
+    """Crude cumulative share recovered per lineage and day among every subject whose counts fell
+    below the threshold (recovered, not reached, not evaluable: missing is not "not recovered", nor
+    is it left out). A not-evaluable subject's day lies in ``[day_min, day_max]``: the lower bound
+    counts it at ``day_max`` (never, if open-ended), the upper bound at ``day_min`` (day 0 if
+    unknown). One pass over the subjects (expressions, no loop)."""
+    st = pl.col("status")
+    need = subjects.filter(st.is_in(["recovered", "not reached", "not evaluable"]))
+    n_need = need.group_by("lineage").agg(pl.len().cast(pl.Int64).alias("n_needing"))
+    rec = st == "recovered"
+    ne = st == "not evaluable"
+    lo_day = pl.when(rec).then(pl.col("day")).when(ne).then(pl.col("day_max"))
+    hi_day = pl.when(rec).then(pl.col("day")).when(ne).then(pl.col("day_min").fill_null(0.0))
+    ev = pl.concat([need.select("lineage", lo_day.alias("day"), pl.lit(1).alias("lo"), pl.lit(0).alias("hi")),
+                    need.select("lineage", hi_day.alias("day"), pl.lit(0).alias("lo"), pl.lit(1).alias("hi"))])
+    return (ev.filter(pl.col("day").is_not_null()).group_by("lineage", "day").agg(pl.col("lo").sum(), pl.col("hi").sum())
+            .sort("lineage", "day")
+            .with_columns(pl.col("lo").cum_sum().over("lineage").cast(pl.Int64).alias("n_recovered_low"),
+                          pl.col("hi").cum_sum().over("lineage").cast(pl.Int64).alias("n_recovered_high"))
+            .join(n_need, on="lineage")
+            .select("lineage", "day", "n_recovered_low", "n_recovered_high", "n_needing",
+                    (pl.col("n_recovered_low") / pl.col("n_needing")).alias("proportion_low"),
+                    (pl.col("n_recovered_high") / pl.col("n_needing")).alias("proportion_high"),
+                    (pl.col("n_recovered_low") / pl.col("n_needing")).alias("proportion")))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -590,8 +667,10 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
 
 @dataclass(frozen=True)
 class CytokineMatrix:
-    """``cells``: ``subject_id``, ``day`` (whole day), ``value`` (the day's maximum), ``kind`` (of
-    that maximum's row); ``subjects`` in display order (highest peak first); ``unit``."""
+    """``cells``: ``subject_id``, ``day`` (whole day), ``value`` (the day's maximum; a measured 0 is
+    a value, drawn at the floor of the log scale and marked, never as "no sample"), ``blq`` (the
+    value is a ``<x`` result shown at its limit x: censored, marked), ``kind`` (of that maximum's
+    row); ``subjects`` in display order (highest peak first); ``unit``."""
 
     param: str
     unit: str
@@ -600,22 +679,48 @@ class CytokineMatrix:
     days: tuple[int, int]
     notes: tuple[str, ...] = ()
 
+    def floor(self) -> float:
+        """Where a measured value <= 0 is drawn on the log scale: a decade below the smallest positive
+        value (:func:`~cartlab.report.cohort_base.log_floor`, as the exposure view draws a 0)."""
+        from cartlab.report.cohort_base import log_floor
+
+        return log_floor(self.cells["value"].to_list())
+
+    def log_cells(self) -> pl.DataFrame:
+        """``cells`` with ``log10`` (a value <= 0 at :meth:`floor`) and ``zero`` (value <= 0): what
+        both renderers draw."""
+        import math
+
+        fl = math.log10(self.floor())
+        return self.cells.with_columns(
+            (pl.col("value") <= 0).alias("zero"),
+            pl.when(pl.col("value") > 0).then(pl.col("value").log10()).otherwise(pl.lit(fl)).alias("log10"))
+
+
+#: legend texts of the heat map's marked cells
+HEAT_ZERO_TEXT = "measured 0, drawn at the floor of the scale"
+HEAT_BLQ_TEXT = "censored: below the limit of quantification (<x), drawn at the limit"
+
 
 def cytokine_matrix(analysis, subject_ids=None, param: str = "IL6", days: tuple[int, int] | None = None) -> CytokineMatrix:
     """Daily maximum of a cytokine (``param``: IL6, IL10, IFNG ...) per subject and day (day = floor
-    of the observation day); subjects ordered by their peak. Censored results (``<x``) count at
-    their limit. ``days`` limits the window (inclusive)."""
+    of the observation day); subjects ordered by their peak. Censored results (``<x``) are shown at
+    their limit with ``blq`` set, and only when the day has no measured value. ``days`` limits the
+    window (inclusive)."""
     view = f"{param} heat map"
     ids = selected_ids(analysis, subject_ids, view)
     obs = subset(analysis.study.observations, ids).filter((pl.col("param") == param) & pl.col("day").is_not_null())
     if days is not None:
         obs = obs.filter(pl.col("day").floor().is_between(days[0], days[1]))
-    val = pl.coalesce(pl.when(pl.col("censor").fill_null("").str.starts_with("<")).then(pl.col("censor_limit")),
-                      pl.col("value"))
+    blq = pl.col("censor").fill_null("").str.starts_with("<")
+    val = pl.coalesce(pl.when(blq).then(pl.col("censor_limit")), pl.col("value"))
+    # the day's maximum is picked before the limit stands in for a censored result: a measured value
+    # (0 included) beats a "<x" of the same day, whose true value is unknown below x
     cells = (obs.select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("day"), val.alias("value"),
-                        kind_expr().alias("kind"), pl.col("unit").fill_null(""))
+                        blq.alias("blq"), kind_expr().alias("kind"), pl.col("unit").fill_null(""))
              .filter(pl.col("value").is_not_null())
-             .sort("value", descending=True).group_by("subject_id", "day", maintain_order=True).first())
+             .sort(["blq", "value"], descending=[False, True])
+             .group_by("subject_id", "day", maintain_order=True).first())
     if cells.height == 0:
         raise ViewUnavailable(f"{view}: no {param} observations for the selected subjects")
     order = (cells.group_by("subject_id").agg(pl.col("value").max().alias("peak"))

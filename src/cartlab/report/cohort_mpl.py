@@ -218,27 +218,27 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> Fig
 
 def recovery_figure(data: cd.RecoveryData) -> Figure:
     """Cumulative share of subjects with neutrophil / platelet recovery by day, among those whose
-    counts fell below the threshold (the others: never below it, or no data, in the legend)."""
+    counts fell below the threshold (not evaluable included: a band from each such subject at its
+    latest to its earliest possible day; the others, never below it or no data, in the legend)."""
     fig = _figure(3.4)
     fig.subplots_adjust(left=0.08, right=0.62, top=0.92, bottom=0.15)
     ax = fig.add_subplot()
     colors = {"neutrophil": "#08519c", "platelet": "#cb181d"}
-    names = data.labels
     handles = []
-    st = data.subjects.group_by("lineage", "status").len()
     last = float(data.curve["day"].max() or 0.0)
     for lin in ("neutrophil", "platelet"):
         c = data.curve.filter(pl.col("lineage") == lin)
-        counts = {s: n for _, s, n in st.filter(pl.col("lineage") == lin).iter_rows()}
-        need = counts.get("recovered", 0) + counts.get("not reached", 0)
         if c.height:  # to the last recovery day seen in the cohort (not extrapolated further)
             x = np.concatenate([[0.0], c["day"].to_numpy(), [last]])
-            yv = np.concatenate([[0.0], 100 * c["proportion"].to_numpy(), [100 * c["proportion"][-1]]])
-            ax.step(x, yv, where="post", color=colors[lin], lw=1.6)
-        label = (f"{names[lin]}: {counts.get('recovered', 0)}/{need} recovered; "
-                 f"{counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data"
-                 + (f"; {counts['not evaluable']} not evaluable (days unknown)" if counts.get('not evaluable') else ""))
-        handles.append(Line2D([], [], color=colors[lin], lw=1.6, label=label))
+            lo = np.concatenate([[0.0], 100 * c["proportion_low"].to_numpy(), [100 * c["proportion_low"][-1]]])
+            hi = np.concatenate([[0.0], 100 * c["proportion_high"].to_numpy(), [100 * c["proportion_high"][-1]]])
+            if (lo != hi).any():
+                ax.fill_between(x, lo, hi, step="post", color=colors[lin], alpha=0.2, linewidth=0)
+                ax.step(x, hi, where="post", color=colors[lin], lw=1.0, ls="--")
+            ax.step(x, lo, where="post", color=colors[lin], lw=1.6)
+        handles.append(Line2D([], [], color=colors[lin], lw=1.6, label=data.legend(lin)))
+    if data.subjects.filter(pl.col("status") == "not evaluable").height:
+        handles.append(Patch(facecolor="#888888", alpha=0.3, label=cd.RECOVERY_BAND_TEXT))
     ax.set_ylim(0, 102)
     ax.set_xlabel("Days since CAR-T infusion", fontsize=FONT)
     ax.set_ylabel(f"% recovered ({data.consecutive} consecutive days)", fontsize=FONT)
@@ -339,8 +339,9 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
 
 
 def cytokine_figure(data: cd.CytokineMatrix) -> Figure:
-    """Subjects x days, colour = log10 of the day's maximum; grey = no sample; a dot marks a value
-    not measured when measured and not-measured values are mixed."""
+    """Subjects x days, colour = log10 of the day's maximum; grey = no sample; a measured 0 is drawn
+    at the floor of the scale (×), a censored "<x" at its limit (▲); a dot marks a value not
+    measured when measured and not-measured values are mixed."""
     subjects = list(data.subjects)
     n = len(subjects)
     d0, d1 = data.days
@@ -349,19 +350,27 @@ def cytokine_figure(data: cd.CytokineMatrix) -> Figure:
                         bottom=max(0.55 / fig.get_figheight(), 0.05))
     ax = fig.add_subplot()
     row = {s: i for i, s in enumerate(subjects)}
-    cells = data.cells.filter(pl.col("value") > 0)
+    cells = data.log_cells()
     m = np.full((n, d1 - d0 + 1), np.nan)
     r = np.array([row[s] for s in cells["subject_id"]], dtype=int)
     c = cells["day"].to_numpy() - d0
-    m[r, c] = np.log10(cells["value"].to_numpy())
+    m[r, c] = cells["log10"].to_numpy()
     ax.set_facecolor("#eeeeee")
     im = ax.imshow(m, aspect="auto", interpolation="nearest", cmap="magma_r",
                    extent=(d0 - 0.5, d1 + 0.5, n - 0.5, -0.5))
+    marks = [(cells.filter("zero"), "x", "#1a9850", f"{cd.HEAT_ZERO_TEXT} ({data.floor():g} {data.unit})"),
+             (cells.filter("blq"), "^", "#1f78b4", cd.HEAT_BLQ_TEXT)]
     kinds = cells["kind"].unique().to_list()
     if "reconstructed" in kinds and len(kinds) > 1:
-        nm = cells.filter(pl.col("kind") == "reconstructed")
-        ax.scatter(nm["day"].to_numpy(), [row[s] for s in nm["subject_id"]], s=4, c="#1f78b4", linewidths=0,
-                   label="value not measured (reconstructed / synthetic)")
+        marks.append((cells.filter(pl.col("kind") == "reconstructed"), "o", "#1f78b4",
+                      "value not measured (reconstructed / synthetic)"))
+    shown = False
+    for sel, mk, col, text in marks:
+        if sel.height:
+            ax.scatter(sel["day"].to_numpy(), [row[s] for s in sel["subject_id"]], s=9 if mk != "o" else 4, c=col,
+                       marker=mk, linewidths=0.8 if mk == "x" else 0, label=text)
+            shown = True
+    if shown:
         ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=FONT - 1, frameon=False)
     if n <= MAX_LABELLED:
         ax.set_yticks(range(n), subjects, fontsize=FONT - 1)

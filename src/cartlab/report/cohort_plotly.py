@@ -158,20 +158,30 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.
 
 
 def recovery_figure(data: cd.RecoveryData) -> go.Figure:
+    """As :func:`cartlab.report.cohort_mpl.recovery_figure`: the lower bound (solid) and, where not
+    evaluable subjects leave it open, the upper bound (dashed) with the band between them."""
     fig = go.Figure()
     colors = {"neutrophil": "#08519c", "platelet": "#cb181d"}
+    fills = {"neutrophil": "rgba(8,81,156,0.2)", "platelet": "rgba(203,24,29,0.2)"}
     last = float(data.curve["day"].max() or 0.0)
-    st = data.subjects.group_by("lineage", "status").len()
     for lin in ("neutrophil", "platelet"):
         c = data.curve.filter(pl.col("lineage") == lin)
-        counts = {s: k for _, s, k in st.filter(pl.col("lineage") == lin).iter_rows()}
-        need = counts.get("recovered", 0) + counts.get("not reached", 0)
         x = [0.0, *c["day"].to_list(), last] if c.height else []
-        y = [0.0, *(100 * c["proportion"]).to_list(), 100 * c["proportion"][-1]] if c.height else []
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"shape": "hv", "color": colors[lin]},
-                                 name=(f"{data.labels.get(lin, lin)}: {counts.get('recovered', 0)}/{need} recovered; "
-                                       f"{counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data"
-                 + (f"; {counts['not evaluable']} not evaluable (days unknown)" if counts.get('not evaluable') else ""))))
+        ys = {b: ([0.0, *(100 * c[f"proportion_{b}"]).to_list(), 100 * c[f"proportion_{b}"][-1]] if c.height else [])
+              for b in ("low", "high")}
+        name = plotly_text(data.legend(lin))
+        if ys["low"] != ys["high"]:
+            fig.add_trace(go.Scatter(x=x, y=ys["high"], mode="lines", line={"shape": "hv", "color": colors[lin],
+                                                                            "dash": "dash", "width": 1},
+                                     name=f"{name}: upper bound", showlegend=False, legendgroup=lin))
+            fig.add_trace(go.Scatter(x=x, y=ys["low"], mode="lines", line={"shape": "hv", "color": colors[lin]},
+                                     fill="tonexty", fillcolor=fills[lin], name=name, legendgroup=lin))
+        else:
+            fig.add_trace(go.Scatter(x=x, y=ys["low"], mode="lines", line={"shape": "hv", "color": colors[lin]},
+                                     name=name, legendgroup=lin))
+    if data.subjects.filter(pl.col("status") == "not evaluable").height:
+        fig.add_annotation(text=plotly_text(cd.RECOVERY_BAND_TEXT), xref="paper", yref="paper", x=0, y=-0.25,
+                           showarrow=False, font={"size": 10}, xanchor="left")
     fig.update_xaxes(title=X_DAYS)
     fig.update_yaxes(title=f"% recovered ({data.consecutive} consecutive days)", range=[0, 102])
     return _layout(fig, 360)
@@ -258,18 +268,23 @@ def cytokine_figure(data: cd.CytokineMatrix) -> go.Figure:
     subjects = list(data.subjects)
     d0, d1 = data.days
     row = {s: i for i, s in enumerate(subjects)}
-    cells = data.cells.filter(pl.col("value") > 0)
+    cells = data.log_cells()
     m = np.full((len(subjects), d1 - d0 + 1), np.nan)
-    m[[row[s] for s in cells["subject_id"]], cells["day"].to_numpy() - d0] = np.log10(cells["value"].to_numpy())
+    m[[row[s] for s in cells["subject_id"]], cells["day"].to_numpy() - d0] = cells["log10"].to_numpy()
     fig = go.Figure(go.Heatmap(z=m, x=list(range(d0, d1 + 1)), y=plotly_text(subjects), colorscale="Magma",
                                reversescale=True,
                                colorbar={"title": f"log10 {plotly_text(data.param)}<br>({plotly_text(data.unit)})"},
                                hovertemplate="%{y} day %{x}: log10 = %{z:.2f}<extra></extra>"))
+    marks = [(cells.filter("zero"), "x", "#1a9850", f"{cd.HEAT_ZERO_TEXT} ({data.floor():g} {data.unit})"),
+             (cells.filter("blq"), "triangle-up", "#1f78b4", cd.HEAT_BLQ_TEXT)]
     kinds = cells["kind"].unique().to_list()
     if "reconstructed" in kinds and len(kinds) > 1:
-        nm = cells.filter(pl.col("kind") == "reconstructed")
-        fig.add_trace(go.Scattergl(x=nm["day"].to_list(), y=plotly_text(nm["subject_id"].to_list()), mode="markers",
-                                   name="value not measured", marker={"size": 3, "color": "#1f78b4"}))
+        marks.append((cells.filter(pl.col("kind") == "reconstructed"), "circle", "#1f78b4", "value not measured"))
+    for sel, mk, col, text in marks:
+        if sel.height:
+            fig.add_trace(go.Scattergl(x=sel["day"].to_list(), y=plotly_text(sel["subject_id"].to_list()),
+                                       mode="markers", name=plotly_text(text),
+                                       marker={"size": 3 if mk == "circle" else 6, "color": col, "symbol": mk}))
     fig.update_yaxes(autorange="reversed", showticklabels=len(subjects) <= 60)
     fig.update_xaxes(title=X_DAYS + " (blank = no sample)")
     return _layout(fig, int(min(max(160 + 14 * len(subjects), 300), 1000)), plot_bgcolor="#eeeeee")

@@ -10,8 +10,9 @@ parameter the ``km`` table does not hold (RFS). The notes say when that happened
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -317,19 +318,73 @@ def toxicity_counts(analysis, subject_ids=None, include_labs: bool = True) -> pl
             .with_columns(pl.col("n_could_be_higher").fill_null(0)))
 
 
+#: the criteria table (``grading/criteria/<name>.yaml``) of each summary scale, for its grade levels
+SCALE_TABLES = {"EHA/EBMT 2023 ICAHT": "icaht_2023", "T-ICAHT 2025": "t_icaht_2025", "Lee 2014": "crs_lee2014",
+                "Penn": "crs_penn", "CARTOX": "crs_cartox", "MSKCC": "crs_mskcc",
+                ("ASTCT 2019", CRS_TERM): "astct_crs_2019", ("ASTCT 2019", ICANS_TERM): "astct_icans_2019"}
+#: the scale of the CTCAE lab terms (graded per term by ``ctcae_v5.yaml``)
+CTCAE_LABS = "CTCAE v5.0 (labs)"
+
+
+@functools.lru_cache(maxsize=1)
+def _grade_levels() -> tuple[dict, dict]:
+    """Grade levels each scale defines, read from the criteria tables: the grades of its rules
+    (``rule_sets``), and per CTCAE lab term the grades its CTCAE text gives (``terms[].ctcae``:
+    ``grade_n`` not "-"; CTCAE v5.0: "Grade 5 (Death) is not appropriate for some AEs")."""
+    from cartlab.criteria import load_table
+
+    scales = {}
+    for key, name in SCALE_TABLES.items():
+        try:
+            t = load_table(name)
+        except Exception:  # noqa: BLE001 - a table that cannot be read: every grade shown
+            continue
+        scales[key] = {r.grade for rules in t.rule_sets.values() for r in rules if getattr(r, "grade", None) is not None}
+    terms: dict[str, set] = {}
+    try:
+        for e in load_table("ctcae_v5").extra("terms") or []:
+            g = {int(k.split("_")[1]) for k, v in (e.get("ctcae") or {}).items()
+                 if k.startswith("grade_") and str(v).strip() not in ("-", "")}
+            terms.setdefault(str(e.get("term", "")).strip().lower(), set()).update(g)
+    except Exception:  # noqa: BLE001
+        pass
+    return scales, terms
+
+
+def grade_levels(term: str, scale: str) -> set[int] | None:
+    """The grades >= 1 the scale defines for ``term`` (None = unknown: every grade 1-5 shown)."""
+    scales, terms = _grade_levels()
+    if scale == CTCAE_LABS:
+        return terms.get(str(term).strip().lower())
+    return scales.get((scale, term), scales.get(scale))
+
+
+#: a grade the scale does not define (e.g. grade 5 of ICAHT or of a CTCAE lab term)
+NOT_ON_SCALE = "—"
+
+
 def toxicity_summary(analysis, subject_ids=None, include_labs: bool = True) -> pl.DataFrame:
     """The ADaM-style display table: ``Term``, ``Scale``, ``N evaluable`` (the denominator),
     ``Not evaluable`` (counted apart: missing is not grade 0), ``Any grade n (%)``,
-    ``Grade >=3 n (%)`` and ``Grade 1 n (%)`` .. ``Grade 5 n (%)`` (percent of N evaluable), and
-    ``Could be higher n``: subjects whose grade is a range, counted at its lower grade."""
+    ``Grade >=3 n (%)`` and ``Grade 1 n (%)`` .. ``Grade 5 n (%)`` (percent of N evaluable; "—" for a
+    grade the scale does not define, read from its criteria table: ICAHT and T-ICAHT stop at 4, and
+    so do the CTCAE lab terms), and ``Could be higher n``: subjects whose grade is a range, counted
+    at its lower grade."""
     c = toxicity_counts(analysis, subject_ids, include_labs)
-    pct = lambda col: pl.struct(col, "n_evaluable").map_elements(
-        lambda r: fmt_n_pct(r[col], r["n_evaluable"]), return_dtype=pl.String)
-    return c.select(pl.col("term").alias("Term"), pl.col("scale").alias("Scale"),
-                    pl.col("n_evaluable").alias("N evaluable"), pl.col("n_not_evaluable").alias("Not evaluable"),
-                    pct("n_any").alias("Any grade n (%)"), pct("n_ge3").alias("Grade >=3 n (%)"),
-                    *[pct(f"grade_{g}").alias(f"Grade {g} n (%)") for g in range(1, 6)],
-                    pl.col("n_could_be_higher").alias("Could be higher n"))
+    rows = []
+    for r in c.iter_rows(named=True):  # one row per term and scale (never per subject)
+        levels = grade_levels(r["term"], r["scale"])
+        rows.append({"Term": r["term"], "Scale": r["scale"], "N evaluable": r["n_evaluable"],
+                     "Not evaluable": r["n_not_evaluable"], "Any grade n (%)": fmt_n_pct(r["n_any"], r["n_evaluable"]),
+                     "Grade >=3 n (%)": fmt_n_pct(r["n_ge3"], r["n_evaluable"]),
+                     **{f"Grade {g} n (%)": (fmt_n_pct(r[f"grade_{g}"], r["n_evaluable"])
+                                              if levels is None or g in levels or r[f"grade_{g}"] else NOT_ON_SCALE)
+                        for g in range(1, 6)},
+                     "Could be higher n": r["n_could_be_higher"]})
+    schema = {"Term": pl.String, "Scale": pl.String, "N evaluable": pl.Int64, "Not evaluable": pl.Int64,
+              "Any grade n (%)": pl.String, "Grade >=3 n (%)": pl.String,
+              **{f"Grade {g} n (%)": pl.String for g in range(1, 6)}, "Could be higher n": pl.Int64}
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -391,28 +446,53 @@ def response_rate_table(analysis, subject_ids=None) -> Rates:
 
 @dataclass(frozen=True)
 class Deviations:
-    """``summary``: ``category``, ``item``, ``n_deviations``, ``n_subjects``, ``subjects`` (first
-    ten, then "(+N more)"); ``n_with`` of ``n_selected`` subjects have at least one deviation."""
+    """``summary``: ``category``, ``item``, ``n_deviations`` (one per planned dose or scheduled
+    assessment day missed or off plan: a missed-monitoring row counts its missed days, any other
+    row 1), ``n_rows`` (rows of ``protocol_deviations.csv``), ``n_subjects``, ``subjects`` (first
+    ten, then "(+N more)"); ``n_with`` of ``n_selected`` subjects have at least one deviation.
+    ``not_checkable`` (``item``, ``n_subjects``, ``subjects``): rows the plan could not be checked
+    against (an input missing): not deviations, counted apart; ``n_not_checkable`` subjects."""
 
     protocol: str
     summary: pl.DataFrame
     n_selected: int
     n_with: int
+    not_checkable: pl.DataFrame = field(default_factory=pl.DataFrame)
+    n_not_checkable: int = 0
+
+
+#: the category of a row the plan could not be checked against (not a deviation)
+NOT_CHECKABLE = "not_checkable"
+
+
+def _first_ten(col: str = "subject_id") -> list[pl.Expr]:
+    return [pl.col(col).n_unique().cast(pl.Int64).alias("n_subjects"),
+            pl.col(col).unique(maintain_order=True).head(10).str.join(", ").alias("subjects")]
+
+
+def _more() -> pl.Expr:
+    return (pl.when(pl.col("n_subjects") > 10)  # the first ten, and how many more
+            .then(pl.format("{} (+{} more)", pl.col("subjects"), pl.col("n_subjects") - 10))
+            .otherwise(pl.col("subjects")).alias("subjects"))
 
 
 def deviation_summary(analysis, subject_ids=None) -> Deviations:
     """Protocol deviations (``protocol_deviations``: missed monitoring, dose or schedule deviations)
-    by category and item; only when the analysis was given a protocol."""
+    by category and item; only when the analysis was given a protocol. ``not_checkable`` rows (the
+    dose or day is not evaluable) are not deviations: counted apart (missing is not a deviation)."""
     view = "protocol deviations"
     ids = selected_ids(analysis, subject_ids, view)
     dev = subset(require(analysis, "protocol_deviations", view), ids)
+    nc = dev.filter(pl.col("category") == NOT_CHECKABLE)
+    dev = dev.filter(pl.col("category") != NOT_CHECKABLE)
+    n_days = (pl.when((pl.col("category") == "missed_monitoring") & (pl.col("days").list.len() > 0))
+              .then(pl.col("days").list.len()).otherwise(1)) if "days" in dev.columns else pl.lit(1)
     summary = (dev.group_by("category", "item", maintain_order=True)
-               .agg(pl.len().cast(pl.Int64).alias("n_deviations"),
-                    pl.col("subject_id").n_unique().cast(pl.Int64).alias("n_subjects"),
-                    pl.col("subject_id").unique(maintain_order=True).head(10).str.join(", ").alias("subjects"))
-               .with_columns(pl.when(pl.col("n_subjects") > 10)  # the first ten, and how many more
-                             .then(pl.format("{} (+{} more)", pl.col("subjects"), pl.col("n_subjects") - 10))
-                             .otherwise(pl.col("subjects")).alias("subjects"))
+               .agg(n_days.sum().cast(pl.Int64).alias("n_deviations"), pl.len().cast(pl.Int64).alias("n_rows"),
+                    *_first_ten())
+               .with_columns(_more())
                .sort(["n_subjects", "category", "item"], descending=[True, False, False]))
+    unchecked = (nc.group_by("item", maintain_order=True).agg(*_first_ten()).with_columns(_more())
+                 .sort(["n_subjects", "item"], descending=[True, False]))
     return Deviations(analysis.protocol.id, summary, subjects_of(analysis, ids).height,
-                      dev["subject_id"].n_unique())
+                      dev["subject_id"].n_unique(), unchecked, nc["subject_id"].n_unique())

@@ -33,10 +33,10 @@ def _caption(text: str, notes=(), prov: str = "") -> str:
 
 def _view(key: str, title: str, build) -> CohortView:
     try:
-        caption, figure, table = build()
+        caption, figure, table, *data = build()
     except ViewUnavailable as exc:
         return CohortView(key, title, "", None, None, exc.reason)
-    return CohortView(key, title, caption, figure, table)
+    return CohortView(key, title, caption, figure, table, data=data[0] if data else {})
 
 
 def _exposure_notes(d) -> list[str]:
@@ -73,7 +73,7 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
         d = cd.swimmer_data(analysis, sel)
         return (_caption("Each bar runs from the CAR-T infusion (day 0) to death or the last day the subject was "
                          "known alive (ADTTE OS, ELN 2022 Table 9); sorted by follow-up.", d.notes, prov),
-                R.swimmer_figure(d), None)
+                R.swimmer_figure(d), None, {"bars": d.bars, "markers": d.markers})
 
     def grades():
         d = cd.grade_distribution(analysis, sel)
@@ -84,7 +84,7 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
         return (_caption("Subjects by worst ASTCT 2019 grade (Lee DW et al., BBMT 2019;25:625); not evaluable = "
                          "no data to grade, counted apart. Bars: % of all subjects (not evaluable included); "
                          f"table: n, and {PCT_OF_EVALUABLE} = % of n_evaluable.", [*d.notes, *extra], prov),
-                R.grade_figure(d.counts, "term"), _grade_table(d.counts.drop("scale")))
+                R.grade_figure(d.counts, "term"), _grade_table(d.counts.drop("scale")), {"": d.counts})
 
     def cross():
         d = cd.cross_scale_table(analysis, sel)
@@ -94,7 +94,7 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                    + ", ".join(f"{s} {n}" for s, n in hi.items()) + " subject(s) could be higher")] if hi else [])
         return (_caption(f"CRS grade of the same subjects on five scales (bars: % of all subjects); the table "
                          f"compares each pair ({CROSS_SCALE_CITATION}).", [*d.notes, *extra], prov),
-                R.grade_figure(d.grades, "scale"), d.pairwise)
+                R.grade_figure(d.grades, "scale"), d.pairwise, {"": d.grades, "pairwise": d.pairwise})
 
     def icaht():
         d = cd.icaht_distribution(analysis, sel)
@@ -106,18 +106,22 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                          "T-ICAHT grade (Rejeski K et al., Blood 2025); not evaluable counted apart. Bars: % of all "
                          f"subjects (not evaluable included); table: {PCT_OF_EVALUABLE} = % of n_evaluable.",
                          [*d.notes, *extra], prov),
-                R.grade_figure(d.counts, "term"), _grade_table(d.counts))
+                R.grade_figure(d.counts, "term"), _grade_table(d.counts), {"": d.counts})
 
     def recovery():
         d = cd.count_recovery_data(analysis, sel)
-        return (_caption("Crude cumulative share recovered among subjects whose counts fell below the threshold "
-                         "(not a competing-risk estimate).", d.notes, prov), R.recovery_figure(d), None)
+        return (_caption("Crude cumulative share recovered among every subject whose counts fell below the threshold "
+                         "(recovered, not reached and not evaluable; not a competing-risk estimate). A not evaluable "
+                         "subject (recovery day in a range) stays in the denominator: the solid line counts it at its "
+                         "latest possible day (never, if open-ended), the dashed line at its earliest; the shaded band "
+                         "between them holds every completion of the missing days.", d.notes, prov),
+                R.recovery_figure(d), None, {"": d.curve, "subjects": d.subjects})
 
     def expansion():
         d = cd.expansion_data(analysis, sel)
         extra = [f"{d.n_without} of {d.n_subjects} selected subject(s) without CAR-T copies"] if d.n_without else []
         return (_caption("CAR transgene copies in peripheral blood (qPCR), one line per subject.",
-                         [*d.notes, *extra], prov), R.expansion_figure(d), None)
+                         [*d.notes, *extra], prov), R.expansion_figure(d), None, {"": d.points})
 
     def exposure():
         d = cd.exposure_outcome_data(analysis, sel)
@@ -128,12 +132,13 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
         return (_caption(f"Cmax and {auc_name(d.window)} (PKNCA conventions; column car_auc_0_28) by best response; "
                          "table: Mann-Whitney test and "
                          "logistic regression per 10-fold exposure; n_excluded = subjects left out of that "
-                         "outcome's row.", [*d.notes, *_exposure_notes(d)], prov), R.exposure_figure(d), table)
+                         "outcome's row.", [*d.notes, *_exposure_notes(d)], prov), R.exposure_figure(d), table,
+                {"": d.points, "stats": d.stats})
 
     def cytokine():
         d = cd.cytokine_matrix(analysis, sel)
         return (_caption(f"Daily maximum {d.param} per subject (rows, highest peak first).", d.notes, prov),
-                R.cytokine_figure(d), None)
+                R.cytokine_figure(d), None, {"": d.cells})
 
     def survival():
         d = cd.survival_data(analysis, sel)
@@ -142,31 +147,43 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                          "above 0.5, not estimable = the band ends where the estimate reaches 0 first, as in "
                          "km_median.csv) and number at risk = subjects with time >= the day (RFS and CIR count days since the "
                          "remission, OS, EFS and LFS since the infusion).", d.notes, prov),
-                R.survival_figure(d), d.shown_table())
+                R.survival_figure(d), d.shown_table(), {"": d.steps, "at_risk": d.at_risk, "medians": d.table()})
 
     def incidence():
         d = cd.relapse_incidence_data(analysis, sel)
         return (_caption("Cumulative incidence of relapse with death without relapse as competing event "
-                         "(Aalen-Johansen), from the first remission.", d.notes, prov), R.incidence_figure(d), None)
+                         "(Aalen-Johansen), from the first remission.", d.notes, prov), R.incidence_figure(d), None,
+                {"": d.curves, "at_risk": d.at_risk})
 
     def toxicity():
         t = cd.toxicity_summary(analysis, sel)
         return (_caption("Subjects by worst grade per term and scale; N = subjects evaluable for the term, "
                          "not evaluable counted separately (missing is not grade 0); CTCAE lab terms from day 0 on. "
                          "A grade that is a range (an input missing, e.g. Penn 1-2) counts at its lower grade: the "
-                         "counts are at least these; Could be higher n = subjects whose grade could be higher.",
-                         (), prov), None, t)
+                         "counts are at least these; Could be higher n = subjects whose grade could be higher. "
+                         "— = a grade the scale does not define (read from its criteria table: ICAHT and T-ICAHT "
+                         "grade 0-4; CTCAE lab terms are graded from the value up to grade 4, and some lack lower "
+                         "grades, e.g. Leukocytosis grades 3-4 only).",
+                         (), prov), None, t, {"": t})
 
     def rates():
         d = cd.response_rate_table(analysis, sel)
         return (_caption("Best-response rates with exact two-sided 95% CIs (Clopper CJ, Pearson ES. Biometrika "
                          "1934;26:404); NE and not assessed count as non-response.", d.notes, prov),
-                R.rates_figure(d.table), d.table)
+                R.rates_figure(d.table), d.table, {"": d.table})
 
     def deviations():
         d = cd.deviation_summary(analysis, sel)
-        return (f"Protocol {d.protocol}: {d.n_with} of {d.n_selected} subject(s) with at least one deviation.",
-                None, d.summary)
+        unchecked = ""
+        if d.n_not_checkable:
+            items = "; ".join(f"{i}: {s}" for i, s in d.not_checkable.select("item", "subjects").iter_rows())
+            unchecked = (f" Could not be checked against the plan (an input missing; not counted as deviations): "
+                         f"{d.n_not_checkable} subject(s) ({items}).")
+        return (f"Protocol {d.protocol}: {d.n_with} of {d.n_selected} subject(s) with at least one deviation."
+                f"{unchecked} n_deviations = planned doses or scheduled assessment days missed or off plan (a "
+                "missed-monitoring row of protocol_deviations.csv counts each of its missed days); n_rows = rows "
+                "of protocol_deviations.csv.", None, d.summary,
+                {"": d.summary, "not_checkable": d.not_checkable})
 
     specs = [("swimmer", "Swimmer plot", swimmer), ("crs_icans_grades", "CRS and ICANS grades", grades),
              ("crs_cross_scale", "CRS across grading scales", cross), ("icaht", "ICAHT and T-ICAHT grades", icaht),

@@ -245,17 +245,23 @@ def _frame_table(df: pl.DataFrame, max_rows: int = 200) -> dict[str, Any]:
     return {"headers": list(df.columns), "rows": rows, "num": num, "truncated": max(df.height - max_rows, 0)}
 
 
-def _cohort_views(analysis, report_dir: Path, stamp: str | None = None) -> list[dict[str, Any]]:
+def _cohort_views(analysis, report_dir: Path, stamp: str | None = None,
+                  csv_formula_guard: str = DEFAULT_CSV_FORMULA_GUARD) -> list[dict[str, Any]]:
     """The cohort views (:func:`cartlab.report.cohort_mpl.cohort_figures`) drawn to files; a view
-    that cannot be drawn says why, and the others still are."""
+    that cannot be drawn says why, and the others still are. Each view's data (the frames it draws:
+    curve steps, numbers at risk at the printed days, markers, cells, counts) is written beside
+    the figures as ``tables/cohort_<view>[_<part>].csv`` through :mod:`cartlab.io.csv_safe` (the
+    report's formula guard); ``item["csv"]`` lists them for the page's links."""
     try:
+        from cartlab.report.cohort_base import data_files
         from cartlab.report.cohort_mpl import cohort_figures
     except ImportError as exc:  # pragma: no cover - the module ships with the package
         return [{"key": "views", "title": "Cohort views", "unavailable": f"not available: {exc}"}]
     out = []
+    tables = report_dir / "tables"
     for view in cohort_figures(analysis):
         item: dict[str, Any] = {"key": safe_stem(view.key), "title": view.title, "caption": view.caption,
-                                "unavailable": view.unavailable, "files": None, "table": None}
+                                "unavailable": view.unavailable, "files": None, "table": None, "csv": []}
         if view.figure is not None:
             try:
                 if stamp:  # the figure files are reused on their own: the label goes inside the image
@@ -265,6 +271,10 @@ def _cohort_views(analysis, report_dir: Path, stamp: str | None = None) -> list[
                 item["unavailable"] = f"the figure could not be drawn ({type(exc).__name__}: {exc})"
         if view.table is not None:
             item["table"] = _frame_table(view.table)
+        for name, frame in data_files(view).items():
+            tables.mkdir(exist_ok=True)
+            write_safe_csv(frame, tables / name, csv_formula_guard)
+            item["csv"].append({"name": name, "href": f"tables/{name}"})
         out.append(item)
     return out
 
@@ -347,7 +357,8 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
     """Write the study report into ``out_dir`` and return the study page (``index.html``).
 
     ``out_dir`` gets ``index.html`` (cohort views, sortable subject table), ``subject_<id>.html`` per
-    subject, ``figures/`` (every figure as PNG and SVG), ``tables/subject_summary.csv`` and
+    subject, ``figures/`` (every figure as PNG and SVG), ``tables/subject_summary.csv``, the data of
+    every cohort view (``tables/cohort_<view>[_<part>].csv``, linked from its caption) and
     ``study.pdf`` (the study page; ``pdf=False`` skips it). Every derived value comes from one
     :class:`cartlab.analyze.Analysis` (``analysis``, else one of ``study`` with the default options).
     ``figures`` maps a subject id to extra sections of its page. ``workers`` processes draw the course
@@ -357,7 +368,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
     (no page, figure or PDF of it survives). A folder holding other files is refused
     (:class:`~cartlab.errors.InputError`) unless ``force``; then the report's files are replaced and the
     other files kept. ``tables/analysis.json`` is the analysis's manifest (options, criteria versions).
-    ``csv_formula_guard``: ``quote`` (default) prefixes ``'`` to a text cell of ``subject_summary.csv``
+    ``csv_formula_guard``: ``quote`` (default) prefixes ``'`` to a text cell of the report's CSV files
     starting with ``= + - @``, tab, CR or NUL, so a spreadsheet shows it as text (OWASP CSV Injection;
     :mod:`cartlab.io.csv_safe`), ``off`` writes the cells as they are; recorded in ``analysis.json``.
     ``name_subjects_in_warnings``: whether warnings raised while the report is made (and recorded in
@@ -393,7 +404,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
 
             chunks = _chunks(ids, workers)
             if workers == 1 or len(ids) <= SERIAL_LIMIT:
-                views = _cohort_views(analysis, tmp, stamp)
+                views = _cohort_views(analysis, tmp, stamp, csv_formula_guard)
                 for chunk in chunks:
                     for sid, course in _draw_chunk(study, chunk, _of_ids(analysis, "crs_daily", chunk),
                                                    _of_ids(analysis, "icans_daily", chunk), str(tmp), day_range,
@@ -405,7 +416,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                     futures = [pool.submit(_draw_chunk, study.subset(chunk), chunk,
                                            _of_ids(analysis, "crs_daily", chunk), _of_ids(analysis, "icans_daily", chunk),
                                            str(tmp), day_range, fever_c) for chunk in chunks]
-                    views = _cohort_views(analysis, tmp, stamp)  # drawn here while the workers draw the courses
+                    views = _cohort_views(analysis, tmp, stamp, csv_formula_guard)  # drawn here while the workers draw the courses
                     for fut in as_completed(futures):  # pages as their figures arrive: the progress moves
                         for sid, course in fut.result():
                             page(sid, course)
@@ -413,7 +424,8 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
             tables.mkdir(exist_ok=True)
             write_safe_csv(summary, tables / "subject_summary.csv", csv_formula_guard)
             manifest = {**_manifest(analysis), "report_csv": {
-                "files": ["subject_summary.csv"], "csv_formula_guard": csv_formula_guard,
+                "files": ["subject_summary.csv", *(c["name"] for v in views for c in v.get("csv") or ())],
+                "csv_formula_guard": csv_formula_guard,
                 "note": "quote: a text cell starting with = + - @, tab, CR or NUL is prefixed with ' (OWASP CSV "
                         "Injection); cartlab analyze's tables are written unchanged" if csv_formula_guard == "quote"
                         else "off: cells written unchanged"}}

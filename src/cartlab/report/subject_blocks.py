@@ -5,6 +5,7 @@ reason rather than a grade when nothing was measured."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -420,13 +421,13 @@ def dor_text(analysis, subject_id: str) -> str:
             return f"not derived: no response (best response {br})" if br else "not derived: no best response"
         note = next((p for p in str(r.get("reason") or "").split("; ") if "duration of response" in p), None)
         return note or "not derived"
-    start = f" from the first response on day {_day(first)}" if first is not None else ""
+    start = f" from the first response on day {_calendar_day(first)}" if first is not None else ""
     end, why = r.get("dor_end_day"), r.get("dor_end_reason")
     if r.get("dor_event"):
-        to = f" to {why or 'relapse or death'}" + (f" on day {_day(end)}" if end is not None else "")
+        to = f" to {why or 'relapse or death'}" + (f" on day {_calendar_day(end)}" if end is not None else "")
         text = f"{_g(dor)} days{start}{to} (whole calendar days), an event"
     else:
-        to = f" to day {_day(end)}" if end is not None else ""
+        to = f" to day {_calendar_day(end)}" if end is not None else ""
         text = (f"{_g(dor)} days{start}{to} (whole calendar days), censored: "
                 + (why or "no relapse or death seen"))
     text += "; first response episode"
@@ -434,6 +435,16 @@ def dor_text(analysis, subject_id: str) -> str:
     if window and wend is not None and not str(why or "").startswith(str(window)):
         text += (f"; the best-response assessment window ends at {window} on day {_day(wend)} "
                  "(this does not censor the duration)")
+    return text
+
+
+def _calendar_day(v) -> str:
+    """A day as the tables print it (:func:`~cartlab.report.cells._day`: "29.42" from a date-time),
+    with the calendar day a whole-day duration counts from ("29.42 (calendar day 29)"; ELN 2022
+    Table 9 "to the date of", ``EndpointOptions.calendar_days``), so 60 - 29 = 31 can be checked."""
+    text = _day(v)
+    if isinstance(v, float) and math.isfinite(v) and not float(text.lstrip("-") or 0).is_integer():
+        return f"{text} (calendar day {math.floor(v)})"
     return text
 
 
