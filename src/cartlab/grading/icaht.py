@@ -197,8 +197,15 @@ def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[
     known = day.filter(pl.col("anc").is_not_null() | pl.any_horizontal([pl.col(c).is_not_null() for c in flags]))
     unknown = day_ranges(grid.join(known.select("subject_id", "day"), on=["subject_id", "day"], how="anti"),
                          "_early_unknown_list")
-    return early_upper_grade(grid, day, "anc", flags, lambda f: _early_features(f, sids, opts, levels, ends),
-                             table, opts).join(unknown, on="subject_id", how="left", maintain_order="left")
+    # censored results whose bound leaves a deeper level open (session 36: named as the late window's are)
+    open_ = (pl.col("anc").is_null() & pl.col("anc_censored").is_not_null()
+             & pl.any_horizontal([pl.col(c).is_null() for c in flags]))
+    opened = (day.join(grid, on=["subject_id", "day"], how="semi").filter(open_).sort("subject_id", "day")
+              .group_by("subject_id", maintain_order=True)
+              .agg(pl.format("{} on day {}", pl.col("anc_censored"), pl.col("day")).str.join(", ").alias("_early_open")))
+    return (early_upper_grade(grid, day, "anc", flags, lambda f: _early_features(f, sids, opts, levels, ends),
+                              table, opts).join(unknown, on="subject_id", how="left", maintain_order="left")
+            .join(opened, on="subject_id", how="left", maintain_order="left"))
 
 
 def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:
@@ -333,11 +340,16 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
         f"; ANC {sym} {fmt(levels[n])} on every day with data, but 'never above {fmt(levels[n])}' needs {need_txt} "
         f"to day {{}} (the earliest of day {hi}, death and last follow-up: {{}}) known, so it is not established",
         pl.col("_early_end"), pl.col("_early_end_why"))) for n in never_used]
-    could = pl.format(f" Could be up to grade {{}}: {{}} day(s) of days {lo}-{hi} ({{}}) have no ANC (measured or "
-                      "interpolated) and are not counted{}; had they been below every level, the grade would be that.",
-                      py_str(pl.col("icaht_early_grade_max")), py_str(pl.col("early_unknown_days")),
-                      pl.coalesce(pl.lit("days ") + pl.col("_early_unknown_list"), pl.lit("none")),
-                      pl.concat_str(not_est, ignore_nulls=True) if not_est else pl.lit(""))
+    gaps = pl.when(pl.col("early_unknown_days") > 0).then(pl.format(
+        f"{{}} day(s) of days {lo}-{hi} ({{}}) have no ANC (measured or interpolated) and are not counted",
+        py_str(pl.col("early_unknown_days")), pl.lit("days ") + pl.col("_early_unknown_list")))
+    cens = pl.when(pl.col("_early_open").fill_null("") != "").then(pl.format(
+        "the censored result(s) {} leave a deeper level open", pl.col("_early_open")))
+    never = (pl.concat_str(not_est, ignore_nulls=True) if not_est else pl.lit(""))
+    never = pl.when(never != "").then(never.str.strip_prefix("; "))
+    could = pl.format(" Could be up to grade {}: {}; had they been below every level, the grade would be that.",
+                      py_str(pl.col("icaht_early_grade_max")),
+                      pl.concat_str(gaps, cens, never, separator="; ", ignore_nulls=True))
     late_could = late_range_text(
         "icaht_late_grade", "icaht_late_grade_max", "ANC (measured or interpolated) and could each have been a test",
         "no day of the late window lacks an ANC",

@@ -395,9 +395,17 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
             pl.lit("/".join(fmt(levels[n]) for n in masked)))).otherwise(pl.lit(""))
 
     tx_open = tx_open_text("_tx_open")
-    could = pl.format(" Could be up to grade {}: {} day(s) of the early window have no platelet count (measured "
-                      "or interpolated) and are not counted{}; had they been below every level, the grade would be that.",
-                      py_str(pl.col("t_icaht_early_grade_max")), py_str(pl.col("early_unknown_days")), tx_open)
+    # what leaves a higher grade open: days without a count, censored results whose bound leaves a deeper
+    # level open (session 36: they were not named), days after a transfusion
+    gaps = pl.when(pl.col("early_unknown_days") > 0).then(pl.format(
+        "{} day(s) of the early window have no platelet count (measured or interpolated) and are not counted",
+        py_str(pl.col("early_unknown_days"))))
+    cens = pl.when(pl.col("_open").fill_null("") != "").then(pl.format(
+        "the censored result(s) {} leave a deeper level open", pl.col("_open")))
+    tx = pl.when(tx_open != "").then(tx_open.str.strip_prefix("; "))
+    could = pl.format(" Could be up to grade {}: {}; had they been below every level, the grade would be that.",
+                      py_str(pl.col("t_icaht_early_grade_max")),
+                      pl.concat_str(gaps, cens, tx, separator="; ", ignore_nulls=True))
     f = f.with_columns(
         pl.concat_str(_early_reason(opts, levels, e_lv, texts),
                       pl.when(pl.col("t_icaht_early_grade_max") > pl.col("t_icaht_early_grade")).then(could)
