@@ -316,7 +316,11 @@ def auc_window(analysis) -> tuple[float, float]:
     """The kinetics AUC window of ``analysis`` (``kinetics.auc_window``; the spec's days 0-28): the
     column keeps its name ``car_auc_0_28``, the labels say the window used."""
     try:
-        w = (analysis.options.to_dict().get("kinetics") or {}).get("auc_window")
+        from cartlab.kinetics.car import CarKineticsOptions
+
+        # the kinetics options' field, as Analysis.options.to_dict() records it, without resolving every
+        # engine's options: this is called for every subject page (issue 17, report speed)
+        w = (analysis.options.kinetics or CarKineticsOptions()).auc_window
         return (float(w[0]), float(w[1]))
     except (AttributeError, TypeError, IndexError, ValueError):
         return (0.0, 28.0)

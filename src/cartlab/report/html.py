@@ -414,6 +414,7 @@ def _grade_range_cell(lo: Any, hi: Any) -> str:
 def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | None = None,
                    car_unit: str | None = None, analysis=None) -> dict:
     summary = with_late_grade_max(summary, analysis)
+    window = auc_window(analysis)
     if summary is not None and "subject_id" in summary.columns:
         cols = [c for c in summary.columns if c != "subject_id"]
         rows = summary.filter(pl.col("subject_id").cast(pl.String) == subject_id)
@@ -445,7 +446,7 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
         cols = [ICAHT_LATE_LABEL if c == ICAHT_LATE_PAIR[0] else c for c in cols]
     return {
         "given": summary is not None,
-        "items": list(zip([_summary_label(c, car_unit, auc_window(analysis)) for c in cols], cells)),
+        "items": list(zip([_summary_label(c, car_unit, window) for c in cols], cells)),
         "any_empty": any(c.startswith(EMPTY) for c in cells),
     }
 
