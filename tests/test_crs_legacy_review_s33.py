@@ -112,7 +112,9 @@ def test_concurrent_day_only_times_give_a_range_naming_the_times(tmp_path):
 def test_same_day_stays_the_default_and_is_a_documented_convention(tmp_path):
     """Default: two drugs the same day are "multiple" (study format, ASTCT "two or more vasopressors
     ... on the same day"), so the sequential course stays Lee/CARTOX 3 like ASTCT's 4."""
-    assert CrsLegacyOptions().multiple_vasopressors == "same_day"
+    # session 36: unset (None) it follows the ASTCT option crs.multiple_vasopressors, same_day by default
+    assert CrsLegacyOptions().multiple_vasopressors is None
+    assert CrsLegacyOptions().applied().multiple_vasopressors == "same_day"
     r, _ = cross(study(tmp_path, FEBRILE_HYPOTENSIVE, SEQUENTIAL))
     assert rng(r, "lee2014") == (3, 3) and rng(r, "cartox") == (3, 4)
     for scale in ("lee2014", "cartox"):

@@ -20,6 +20,7 @@ tables; ``analysis.json`` records the inputs, the options, what ran, what was sk
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings as _warnings
@@ -143,6 +144,15 @@ class AnalysisOptions:
             opts = replace(opts, response=self.response)
         return opts
 
+    def crs_legacy_options(self):
+        """The older CRS scales' options as the analysis applies them: ``crs_legacy`` following the
+        analysis's ASTCT ``crs`` options (session 36): the fever waiver (``waiver_categories``,
+        ``fever_waiver_scope``, ``fever_waiver_requires_crs``) and ``multiple_vasopressors`` left
+        unset are the ASTCT ones, and the waiver is derived as the ASTCT engine derives it."""
+        from cartlab.grading.crs_legacy import CrsLegacyOptions
+
+        return (self.crs_legacy or CrsLegacyOptions()).following(self.crs)
+
     def to_dict(self, diseases: Sequence[str | None] | None = None) -> dict[str, Any]:
         """Every engine's options as they were applied: the criteria table's defaults overlaid with
         what was set (``resolved()`` where the options have one, else every field).
@@ -161,7 +171,8 @@ class AnalysisOptions:
         out: dict[str, Any] = {"strict": self.strict}
         for name, (module, cls) in OPTION_CLASSES.items():
             value = (self.endpoint_options() if name == "endpoints" else
-                     self.best_response_options() if name == "best_response" else getattr(self, name))
+                     self.best_response_options() if name == "best_response" else
+                     self.crs_legacy_options() if name == "crs_legacy" else getattr(self, name))
             if value is None:
                 value = getattr(importlib.import_module(module), cls)()
             if name == "ctcae":  # the study's comparison precision when not set (derive_ctcae applies it)
@@ -367,7 +378,9 @@ class Analysis:
     def __init__(self, study: Study, options: AnalysisOptions | None = None, protocol=None,
                  progress: Callable[[str], None] | None = None):
         self.study = study
-        self.options = options or AnalysisOptions()
+        options = options or AnalysisOptions()
+        # the older CRS scales read the ASTCT fever waiver with the analysis's CRS options (session 36)
+        self.options = dataclasses.replace(options, crs_legacy=options.crs_legacy_options())
         self.protocol = protocol
         self.progress = progress or (lambda msg: None)
         steps = STEPS + (protocol_steps(protocol) if protocol is not None else ())

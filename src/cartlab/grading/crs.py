@@ -38,7 +38,7 @@ from cartlab.grading.crs_features import (
     norm_text,
     norm_values,
 )
-from cartlab.grading.crs_waiver import apply_waiver
+from cartlab.grading.crs_waiver import apply_waiver, waiver_spans
 from cartlab.io.schema import CATEGORIES
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -398,6 +398,19 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     hypoxia without it is rule ``crs.no_fever``. ``episode`` numbers the CRS episodes; days
     outside the assessment (options) are not returned.
     """
+    return _derive_daily(study, options)
+
+
+def derive_crs_waiver(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
+    """The ASTCT fever waivers (Table 1 footnote) per subject: one row per waiver, ``waiver_from_day``
+    to ``waiver_to_day`` (null: to the end of the course), ``waiver_ref``, ``waiver_category``
+    (:data:`cartlab.grading.crs_waiver.SPAN_SCHEMA`), as :func:`derive_crs_daily` applies them with
+    these options (fever_waiver_scope, fever_waiver_requires_crs, waiver_categories, ...). The older
+    CRS scales read their waiver from it (:mod:`cartlab.grading.crs_legacy_waiver`)."""
+    return _derive_daily(study, options, spans_only=True)
+
+
+def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = False) -> pl.DataFrame:
     options = options or CrsOptions()
     opts = options.resolved()
     table = load_table(options.criteria)
@@ -441,6 +454,8 @@ def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.Data
     support = pl.max_horizontal("hypotension_grade", "hypoxia_grade")
     # the fever waiver (options fever_waiver_scope, fever_waiver_requires_crs: crs_waiver)
     f = apply_waiver(f, crs_fever & ~excluded, day_grade(crs_fever, support, pl.lit(True), None, excluded) >= 1, opts)
+    if spans_only:
+        return waiver_spans(f)
     waived = pl.col("_waived")
     f = _unattributed_deaths(f, day_grade(crs_fever, support, waived, None, excluded), opts)
     death_rule, death = _flag(table, "death", opts)

@@ -136,7 +136,7 @@ _SCALES: dict[tuple[str, str], _Scale] = {}
 def _compiled(scale: str, options: CrsLegacyOptions | None) -> _Scale:
     if scale not in TABLE_NAMES:
         raise ValueError(f"unknown CRS scale {scale!r}; known: {SCALES}")
-    opts = options or CrsLegacyOptions()
+    opts = (options or CrsLegacyOptions()).applied()  # multiple_vasopressors: as the ASTCT option if None
     table = load_table(TABLE_NAMES[scale])
     params = {**table.defaults, **dict(opts.scale_params.get(scale, {}))}
     concurrent = opts.multiple_vasopressors == "concurrent"

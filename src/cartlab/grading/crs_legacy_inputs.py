@@ -36,8 +36,9 @@ from cartlab.grading.crs_features import (
     norm_text,
     norm_values,
 )
-from cartlab.grading.crs_vaso_course import VASOPRESSOR_TABLE, vaso_course, vaso_rows
-from cartlab.grading.vasopressors import resolve_agents, vocabulary
+from cartlab.grading.crs_legacy_waiver import follow_astct, legacy_waiver, waiver_days
+from cartlab.grading.crs_vaso_course import high_dose_detail, vaso_course, vaso_rows
+from cartlab.grading.vasopressors import resolve_agents
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 from cartlab.units import conversion
@@ -59,6 +60,10 @@ ASSUMED = {"fluid_boluses": "assume_fluid_boluses", "refractory_hypotension": "a
            "life_threatening_hypotension": "assume_life_threatening_hypotension"}
 #: values of CrsLegacyOptions.multiple_vasopressors (Lee 2014 / CARTOX "multiple vasopressors")
 MULTIPLE_VASOPRESSORS = ("same_day", "concurrent")
+#: values of CrsLegacyOptions.fever_waiver_scope (as the ASTCT option of that name)
+WAIVER_SCOPES = ("course", "episode")
+#: the options that default to the ASTCT CRS option of the same name (None = follow it; session 36)
+FOLLOWS_ASTCT = ("waiver_categories", "fever_waiver_scope", "fever_waiver_requires_crs", "multiple_vasopressors")
 
 
 @dataclass
@@ -72,7 +77,8 @@ class CrsLegacyOptions:
       "attribution of death"), inside or outside a CRS episode. (The ASTCT engine instead counts an
       unattributed death inside a CRS episode as grade 5, convention crs.conv.unattributed_death;
       session 33 kept the legacy range, tested in tests/test_crs_legacy.py.)
-    * ``multiple_vasopressors`` ["same_day"]: how Lee 2014 / CARTOX "multiple vasopressors" is
+    * ``multiple_vasopressors`` [None = the ASTCT option ``crs.multiple_vasopressors`` of the
+      analysis, "same_day" by default; session 36]: how Lee 2014 / CARTOX "multiple vasopressors" is
       counted. "same_day": two or more drugs given on the same calendar day (the study format's
       ASTCT convention, so that the cross-scale table compares like with like; convention rows
       lee2014.conv.multiple_vasopressors / cartox.conv.multiple_vasopressors). "concurrent": two or
@@ -82,10 +88,25 @@ class CrsLegacyOptions:
     * ``fever_threshold_c`` [38.0]: fever is Tmax >= this (spec; ASTCT 2019 and CARTOX ">= 38 C").
     * ``sbp_cutoff_mmhg`` [90]: hypotension is the day's lowest SBP below this (spec; CARTOX
       "SBP < 90 mmHg").
-    * ``waiver_categories`` [tocilizumab, corticosteroid]: from the first day one is given for CRS,
-      fever is no longer needed for CRS to be present (spec / ASTCT footnote). Used by the default
-      ``gate`` of every scale table (``fever_or_waiver``); a scale's gate can be set to ``none``
-      through ``scale_params``.
+    * The fever waiver (ASTCT 2019 Table 1 footnote; the default ``gate`` ``fever_or_waiver`` of
+      every scale table: a CRS day has a fever, or its fever requirement is waived; a scale's gate can
+      be set to ``none`` through ``scale_params``) is the ASTCT engine's, one derivation for both
+      (:mod:`cartlab.grading.crs_legacy_waiver`; session 36). Its options default to None = the
+      ASTCT CRS options of the analysis (``crs.*``; outside an analysis the ASTCT table's defaults),
+      so ``--set crs.fever_waiver_scope=episode`` reaches the older scales too; a value set here
+      applies to the older scales only:
+
+      - ``waiver_categories`` [None = ``crs.waiver_categories``, with "antipyretic" when
+        ``crs.antipyretics_waive_fever``; tocilizumab, corticosteroid by default]: the intervention
+        categories, given for CRS, that waive the fever. A list set here is the whole list (add
+        "antipyretic" to it to let antipyretics waive).
+      - ``fever_waiver_scope`` [None = ``crs.fever_waiver_scope``, "course" by default]: "course"
+        (spec): from the first day one is given to the end of follow-up; "episode": inside the ASTCT
+        CRS episode in which it was given (a later episode needs a fever, then its own agent), the
+        episodes being the ASTCT engine's, graded with the analysis's CRS options.
+      - ``fever_waiver_requires_crs`` [None = ``crs.fever_waiver_requires_crs``, False by default]:
+        True: only an agent given on or after the first ASTCT CRS day starts the waiver (not a
+        prophylactic dose).
     * ``first_day`` ["infusion"]: grading starts at the first CAR-T infusion, as the ASTCT engine's
       ``CrsOptions.first_day``: rows before it (a timed row on the infusion day before its time
       included) are not read, an intervention running across it counts from it, days before its
@@ -138,7 +159,8 @@ class CrsLegacyOptions:
     * ``organ_labs_open`` ["crs_signs"]: on which CRS days missing organ labs leave the grade open:
       days with a CRS sign (fever or an unknown temperature, hypotension or an unknown blood
       pressure, oxygen, a vasopressor); on an afebrile day without any, a CRS day only by the fever
-      waiver (which lasts to the end of follow-up), absent labs read as no organ toxicity.
+      waiver (with fever_waiver_scope "course", to the end of follow-up), absent labs read as no
+      organ toxicity.
       "every_crs_day" opens every CRS day without labs.
     * ``organ_labs_required`` ["renal_and_liver"]: which labs settle the all-organ inputs
       (``organ_grade_max``, ``organ_grade_max_non_transaminase``) on a day. "renal_and_liver": a
@@ -153,7 +175,7 @@ class CrsLegacyOptions:
     count_empty_indication: bool = True
     fever_threshold_c: float = 38.0
     sbp_cutoff_mmhg: float = 90.0
-    waiver_categories: tuple[str, ...] = ("tocilizumab", "corticosteroid")
+    waiver_categories: tuple[str, ...] | None = None
     first_day: float | str | None = "infusion"
     day_precision: str = "bounds"
     episode_gap_hours: float = 0.0
@@ -170,7 +192,9 @@ class CrsLegacyOptions:
     organ_labs_days: int = 1
     organ_labs_open: str = "crs_signs"
     organ_labs_required: str = "renal_and_liver"
-    multiple_vasopressors: str = "same_day"
+    multiple_vasopressors: str | None = None
+    fever_waiver_scope: str | None = None
+    fever_waiver_requires_crs: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("assume_hospitalized", "assume_refractory_hypotension", "assume_life_threatening_hypotension",
@@ -178,9 +202,20 @@ class CrsLegacyOptions:
             if getattr(self, name) not in (None, True, False):
                 raise ValueError(f"{name} must be None (not recorded: a range), True or False, "
                                  f"not {getattr(self, name)!r}")
-        if self.multiple_vasopressors not in MULTIPLE_VASOPRESSORS:
-            raise ValueError(f"multiple_vasopressors must be one of {MULTIPLE_VASOPRESSORS}, "
-                             f"not {self.multiple_vasopressors!r}")
+        if self.multiple_vasopressors not in (None, *MULTIPLE_VASOPRESSORS):
+            raise ValueError(f"multiple_vasopressors must be None (as the ASTCT option) or one of "
+                             f"{MULTIPLE_VASOPRESSORS}, not {self.multiple_vasopressors!r}")
+        if self.fever_waiver_scope not in (None, *WAIVER_SCOPES):
+            raise ValueError(f"fever_waiver_scope must be None (as the ASTCT option) or one of {WAIVER_SCOPES}, "
+                             f"not {self.fever_waiver_scope!r}")
+        if self.fever_waiver_requires_crs not in (None, True, False):
+            raise ValueError(f"fever_waiver_requires_crs must be None (as the ASTCT option), True or False, "
+                             f"not {self.fever_waiver_requires_crs!r}")
+        if self.waiver_categories is not None:
+            if isinstance(self.waiver_categories, str) or not all(isinstance(c, str) for c in self.waiver_categories):
+                raise ValueError(f"waiver_categories must be None (as the ASTCT option) or a list of intervention "
+                                 f"categories, not {self.waiver_categories!r}")
+            self.waiver_categories = tuple(self.waiver_categories)
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
         if self.organ_labs_open not in ("crs_signs", "every_crs_day"):
@@ -224,10 +259,29 @@ class CrsLegacyOptions:
         the overrides (what ``analysis.json`` records)."""
         from dataclasses import asdict
 
-        out = asdict(self)
+        out = asdict(self.applied())
         out["scale_params"] = {scale: {**d, **dict(self.scale_params.get(scale, {}))}
                                for scale, d in self.scale_defaults().items()}
         return out
+
+    def following(self, crs: Any) -> CrsLegacyOptions:
+        """A copy that takes the options left None (:data:`FOLLOWS_ASTCT`) from ``crs``, the ASTCT
+        :class:`~cartlab.grading.crs.CrsOptions` of the analysis (None: the ASTCT table's defaults),
+        and derives the fever waiver with them (how :class:`cartlab.analyze.Analysis` links the two)."""
+        out = dataclasses.replace(self)
+        out._crs = crs
+        return out
+
+    def astct_options(self) -> Any:
+        """The ASTCT CRS options this one follows (:meth:`following`; else the defaults)."""
+        from cartlab.grading.crs import CrsOptions
+
+        return getattr(self, "_crs", None) or CrsOptions()
+
+    def applied(self) -> CrsLegacyOptions:
+        """A copy with every option of :data:`FOLLOWS_ASTCT` left None set to the ASTCT value it
+        follows (idempotent; the link to the ASTCT options is kept)."""
+        return self if getattr(self, "_applied", False) else follow_astct(self)
 
 
 INPUT_SCHEMA: dict[str, pl.DataType] = {
@@ -554,7 +608,8 @@ def derive_crs_daily_inputs(
     Unknown inputs are null and ``unknown_reasons`` holds ``"<feature>:<what is missing>"``;
     ``feature_evidence`` holds ``"<feature>|<file>:<row>"``.
     """
-    opts = options or CrsLegacyOptions()
+    opts = (options or CrsLegacyOptions()).applied()
+    original = study
     attribution = opts.fever_attribution or FeverAttribution.from_table()
     # from the first CAR-T infusion (first_day), as the ASTCT engine: earlier rows are not read, an
     # intervention running across it counts from it (a steroid before it starts no fever waiver)
@@ -586,17 +641,14 @@ def derive_crs_daily_inputs(
                 .filter(pl.col("_start").is_null() | (pl.col("day") >= pl.col("_start").floor())).drop("_start"))
     grid = grid.sort(KEY)
     other = shared.filter(pl.col("other_cause").fill_null(False))
-    cats = norm_values(opts.waiver_categories)
-    waiver = (iv.filter(pl.col("cat").is_in(cats)).sort(_floor("start_day"), "i")
-              .group_by("subject_id", maintain_order=True)
-              .agg(_floor("start_day").first().alias("w_day"), pl.col("ref").first().alias("w_ref")))
+    waiver = legacy_waiver(original, iv, opts)
     x = grid
     for part in (vitals, vaso, support, deaths, *([organ] if organ is not None else [])):
         x = x.join(part, on=KEY, how="left")
     x = (x.join(shared.filter(pl.col("n_vasopressors").is_not_null())
                 .select(*KEY, "vasopressor_agents", "n_vasopressors", "n_vasopressors_excl_vasopressin"), on=KEY, how="left")
          .join(other.select(*KEY, pl.col("other_cause_reason").alias("other_cause")), on=KEY, how="left")
-         .join(waiver, on="subject_id", how="left"))
+         .join(waiver_days(grid, waiver), on=KEY, how="left"))
     if hospitalization is not None:
         x = x.join(_hospitalization(hospitalization), on=KEY, how="left")
     else:
@@ -628,38 +680,6 @@ def _no_labs(c: str, opts: CrsLegacyOptions) -> pl.Expr:
             .then(pl.lit(f"no {ORGAN_GROUP_LABS[c]} {when}")).otherwise(pl.lit(f"no organ labs {when}")))
 
 
-def _number(e: pl.Expr) -> pl.Expr:
-    return e.round(6).cast(pl.String).str.replace(r"\.0$", "")
-
-
-def _high_dose_detail() -> pl.Expr:
-    """What a high-dose rule's reason adds (session 33, review33 C1): the table row that decided it
-    (its text, id and status: vasopressor_equivalents.yaml is unverified) and the day's dose: the
-    drug's own dose when it is the day's only drug other than vasopressin (the row's measure is its
-    dose), else the norepinephrine equivalent (VASST formula); "up to": the day's highest."""
-    table = load_criteria(VASOPRESSOR_TABLE)
-    hd, agents = table["high_dose"], vocabulary().agents
-    rows = {r["id"]: r for r in hd["rows"]}
-    pick = lambda f: pl.col("high_dose_rule").replace_strict({k: f(r) for k, r in rows.items()}, default=None,
-                                                            return_dtype=pl.String)
-    status = lambda r: r.get("status") or table.get("status") or "unverified"
-    head = pl.format(f"{{}} for >= {hd['min_duration_hours']:g} h (table row {{}}, vasopressor_equivalents.yaml, "
-                     "status {})", pick(lambda r: r["text"]), pl.col("high_dose_rule"), pick(status))
-    agent = pick(lambda r: r.get("agent") if r["measure"] == "dose" else None)
-    factor = agent.replace_strict({a: r.get("ne_factor") for a, r in agents.items()}, default=None,
-                                  return_dtype=pl.Float64)
-    vasopressin = [a for a, r in agents.items() if r.get("vasopressin")]
-    drugs = pl.col("vasopressor_agents").list.set_difference(pl.lit(vasopressin, dtype=pl.List(pl.String)))
-    alone = (drugs.list.len() == 1) & (drugs.list.first() == agent) & (factor > 0)
-    ne = pl.col("ne_equiv_max_ug_min")
-    dose = (pl.when(~pl.col("ne_equiv_complete").fill_null(False) | ne.is_null()).then(pl.lit("dose not known for every drug"))
-            .when(alone.fill_null(False)).then(pl.format("{} up to {} {} that day", agent, _number(ne / factor),
-                                                         pick(lambda r: r["unit"])))
-            .otherwise(pl.format("norepinephrine equivalent up to {} ug/min that day", _number(ne))))
-    return (pl.when(pl.col("high_dose").fill_null(False) & pl.col("high_dose_rule").is_not_null())
-            .then(pl.format("{}; {}", head, dose)))
-
-
 def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribution, organ_given: bool
               ) -> pl.DataFrame:
     """The grid joined with every source -> the features, their defaults and unknown reasons."""
@@ -677,7 +697,7 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
     raw_fever = pl.when(tmax.is_nan()).then(False).otherwise(at_least("tmax", tmax, opts.fever_threshold_c))
     fever_other = (raw_fever & other).fill_null(False)
     fever = pl.when(fever_other).then(False).otherwise(raw_fever)
-    waiver = pl.col("w_day").is_not_null() & (pl.col("day") >= pl.col("w_day"))
+    waiver = pl.col("waiver_active").fill_null(False)
     gate = pl.when(fever.fill_null(False) | waiver).then(True).when(fever.is_null()).then(None).otherwise(False)
     if day_scope:
         # a fever day attributed to another cause is not a CRS day; an afebrile day has no fever to
@@ -769,7 +789,7 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
           .alias(f"{f}_detail") for f, o in ASSUMED.items()),
         *(pl.col(f"{f}_concurrent_{a}").alias(f"{f}_concurrent_{b}") for f in (
             "n_vasopressors", "n_vasopressors_excl_vasopressin") for a, b in (("lo", "min"), ("hi", "max"))),
-        _high_dose_detail().alias("high_dose_detail"),
+        high_dose_detail().alias("high_dose_detail"),
     )
 
 

@@ -381,3 +381,35 @@ def vaso_course(rows: pl.DataFrame, hd: dict[str, Any] | None = None, episode_ga
         "vaso_hours_day_min", "vaso_hours_day_max", "vaso_episode_hours_min", "vaso_episode_hours_max"))
     return out.with_columns(
         ((pl.col("vaso_episode_hours_max") - pl.col("vaso_episode_hours_min")) > EPS_H).alias("duration_unknown"))
+
+
+def _number(e: pl.Expr) -> pl.Expr:
+    return e.round(6).cast(pl.String).str.replace(r"\.0$", "")
+
+
+def high_dose_detail() -> pl.Expr:
+    """What a high-dose rule's reason adds (session 33, review33 C1): the table row that decided it
+    (its text, id and status: vasopressor_equivalents.yaml is unverified) and the day's dose: the
+    drug's own dose when it is the day's only drug other than vasopressin (the row's measure is its
+    dose), else the norepinephrine equivalent (VASST formula); "up to": the day's highest."""
+    table = load_criteria(VASOPRESSOR_TABLE)
+    hd, agents = table["high_dose"], vocabulary().agents
+    rows = {r["id"]: r for r in hd["rows"]}
+    pick = lambda f: pl.col("high_dose_rule").replace_strict({k: f(r) for k, r in rows.items()}, default=None,
+                                                            return_dtype=pl.String)
+    status = lambda r: r.get("status") or table.get("status") or "unverified"
+    head = pl.format(f"{{}} for >= {hd['min_duration_hours']:g} h (table row {{}}, vasopressor_equivalents.yaml, "
+                     "status {})", pick(lambda r: r["text"]), pl.col("high_dose_rule"), pick(status))
+    agent = pick(lambda r: r.get("agent") if r["measure"] == "dose" else None)
+    factor = agent.replace_strict({a: r.get("ne_factor") for a, r in agents.items()}, default=None,
+                                  return_dtype=pl.Float64)
+    vasopressin = [a for a, r in agents.items() if r.get("vasopressin")]
+    drugs = pl.col("vasopressor_agents").list.set_difference(pl.lit(vasopressin, dtype=pl.List(pl.String)))
+    alone = (drugs.list.len() == 1) & (drugs.list.first() == agent) & (factor > 0)
+    ne = pl.col("ne_equiv_max_ug_min")
+    dose = (pl.when(~pl.col("ne_equiv_complete").fill_null(False) | ne.is_null()).then(pl.lit("dose not known for every drug"))
+            .when(alone.fill_null(False)).then(pl.format("{} up to {} {} that day", agent, _number(ne / factor),
+                                                         pick(lambda r: r["unit"])))
+            .otherwise(pl.format("norepinephrine equivalent up to {} ug/min that day", _number(ne))))
+    return (pl.when(pl.col("high_dose").fill_null(False) & pl.col("high_dose_rule").is_not_null())
+            .then(pl.format("{}; {}", head, dose)))

@@ -42,8 +42,8 @@ def _first_start(cand: pl.DataFrame, requires_crs: bool) -> pl.DataFrame:
 def apply_waiver(f: pl.DataFrame, crs_fever: pl.Expr, crs_if_waived: pl.Expr, opts: dict[str, Any]) -> pl.DataFrame:
     """``f`` (features of :func:`cartlab.grading.crs.derive_crs_features`, one row per subject and
     day) with ``_waived`` (the day's fever requirement is waived), ``waiver_from_day``,
-    ``waiver_ref``, ``waiver_category`` (of the waiver in force that day, else of the subject's
-    first counted agent) and ``_waiver_note`` / ``_waiver_note_refs`` (a waiver agent that did not
+    ``waiver_to_day`` (its last day; null: to the end of the course), ``waiver_ref``,
+    ``waiver_category`` (of the waiver in force that day, else of the subject's first counted agent) and ``_waiver_note`` / ``_waiver_note_refs`` (a waiver agent that did not
     waive, or a waiver that ended: named on the days it would have changed).
 
     ``crs_fever``: the day's fever counts toward CRS; ``crs_if_waived``: the day would be a CRS day
@@ -53,7 +53,8 @@ def apply_waiver(f: pl.DataFrame, crs_fever: pl.Expr, crs_if_waived: pl.Expr, op
     f = f.with_columns(crs_fever.fill_null(False).alias("_crs_fever"), crs_if_waived.fill_null(False).alias("_crs_w"))
     if scope == "course" and not requires:  # the spec's reading: the subject's first counted agent, whole course
         return f.with_columns((pl.col("waiver_from_day").is_not_null() & (pl.col("day") >= pl.col("waiver_from_day")))
-                              .alias("_waived"), pl.lit(None, dtype=pl.String).alias("_waiver_note"),
+                              .alias("_waived"), pl.lit(None, dtype=pl.Int64).alias("waiver_to_day"),
+                              pl.lit(None, dtype=pl.String).alias("_waiver_note"),
                               pl.lit(None, dtype=EVIDENCE).alias("_waiver_note_refs")
                               ).drop("_crs_fever", "_crs_w")
     first_agent = f.select("subject_id", pl.col("waiver_from_day").alias("_agent_day"),
@@ -109,6 +110,20 @@ def apply_waiver(f: pl.DataFrame, crs_fever: pl.Expr, crs_if_waived: pl.Expr, op
         pl.concat_list(pl.col("_agent_ref")))
     return f.with_columns(
         in_span.alias("_waived"),
-        pl.col("_w").alias("waiver_from_day"), pl.col("_w_ref").alias("waiver_ref"), pl.col("_w_cat").alias("waiver_category"),
-        note.alias("_waiver_note"), note_ref.alias("_waiver_note_refs"),
+        pl.col("_w").alias("waiver_from_day"), pl.col("_e").alias("waiver_to_day"), pl.col("_w_ref").alias("waiver_ref"),
+        pl.col("_w_cat").alias("waiver_category"), note.alias("_waiver_note"), note_ref.alias("_waiver_note_refs"),
     ).drop("_w", "_w_ref", "_w_cat", "_e", "_agent_day", "_agent_ref", "_agent_cat", "_crs_fever", "_crs_w")
+
+
+SPAN_SCHEMA = {"subject_id": pl.String, "waiver_from_day": pl.Int64, "waiver_to_day": pl.Int64,
+               "waiver_ref": pl.String, "waiver_category": pl.String}
+
+
+def waiver_spans(f: pl.DataFrame) -> pl.DataFrame:
+    """The waivers of a frame :func:`apply_waiver` returned: one row per subject and waiver, from
+    ``waiver_from_day`` to ``waiver_to_day`` (null: to the end of the course), with the row and
+    category that started it (:data:`SPAN_SCHEMA`). The older CRS scales read their fever waiver
+    from these (:mod:`cartlab.grading.crs_legacy_waiver`), so both engines waive the same days."""
+    started = f.filter(pl.col("waiver_from_day").is_not_null() & (pl.col("day") >= pl.col("waiver_from_day")))
+    return (started.select(*SPAN_SCHEMA).cast(SPAN_SCHEMA).unique(["subject_id", "waiver_from_day"], keep="first")
+            .sort("subject_id", "waiver_from_day"))
