@@ -42,9 +42,9 @@ def test_sdtm_round_trip_keeps_a_censored_result_in_the_standard_unit(tmp_path):
     # BLQ with lloq 50 -> "<50"; CARCELL <0.005 x 10^9/L = 5e6 per L = 5 per uL (1 uL = 1e-6 L)
     assert cens.select("param", "censor", "censor_limit", "unit").rows() == [
         ("CARCELL", "<", 5.0, "cells/uL"), ("CARCOPY", "<", 50.0, "copies/ug gDNA")]
-    # the text is read from --STRESC, so the unit it is written in is --STRESU, not --ORRESU (10^9/L):
-    # a study folder written from this study must not put "<5" beside 10^9/L (roundtrip audit, finding 2)
-    assert cens.select("value_text", "orig_unit").rows() == [("<5", "cells/uL"), ("<50", "copies/ug gDNA")]
+    # the text and its unit travel together (roundtrip audit, finding 2: never "<5" beside 10^9/L); since
+    # session 36 (review36_interop B3) the original --ORRES/--ORRESU are kept: "<0.005" in 10^9/L as written
+    assert cens.select("value_text", "orig_unit").rows() == [("<0.005", "10^9/L"), ("<50", "copies/ug gDNA")]
 
 
 @pytest.mark.parametrize("unit, scale", [
