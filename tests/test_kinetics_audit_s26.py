@@ -93,7 +93,7 @@ def test_map_fit_holds_sigma_at_the_prior_and_matches_an_independent_map():
     for p in K:
         assert row[p] == pytest.approx(ref[p], rel=1e-3), p
     # the audit's expectation: cmax ~ 23,922, tmax ~ 9.2 (no comedication: the peak is (tmax, cmax))
-    assert row["car_cmax"] == pytest.approx(23_922, abs=2) and row["car_tmax"] == pytest.approx(9.2, abs=1e-3)
+    assert row["stein_cmax"] == pytest.approx(23_922, abs=2) and row["stein_tmax"] == pytest.approx(9.2, abs=1e-3)
     s = fit.summary.filter(parameter="sigma").row(0, named=True)
     assert s["fixed"] and s["se"] is None
     assert "prior's residual SD 0.56" in fit.sigma_rule_
@@ -177,13 +177,13 @@ def test_too_few_samples_and_all_blq_give_no_estimates():
     # 3 quantifiable samples, 7 free parameters (6 structural + sigma): 3 < 7
     assert not few["fitted"] and not few["converged"]
     assert "3 quantifiable sample(s) for 7 free parameters" in few["message"] and "--prior stein2019" in few["message"]
-    assert all(few[c] is None for c in (*PARAMS, "sigma", "car_cmax", "car_auc_0_28", "nll", "aic"))
+    assert all(few[c] is None for c in (*PARAMS, "sigma", "stein_cmax", "stein_auc_0_28", "nll", "aic"))
     blq = _frame([(1.0, None), (9.0, None), (28.0, None)], lloq=1.0).with_columns(
         pl.lit("<").alias("censor"), pl.lit(1.0).alias("censor_limit"))
     for model in (SteinModel(), SteinModel(prior=STEIN_2019)):
         fit = model.fit(blq)
         row = fit.individual_.row(0, named=True)
-        assert not row["fitted"] and row["car_cmax"] is None and row["cmax"] is None  # not 0.001
+        assert not row["fitted"] and row["stein_cmax"] is None and row["cmax"] is None  # not 0.001
         assert "no quantifiable sample (3 BLQ)" in row["message"]
         assert fit.summary["estimate"].null_count() == 6 + (model.prior is None)  # sigma held under the prior
     # three parameters fixed and sigma held: 3 free parameters, 3 samples -> not fitted (kinfit audit s28:
@@ -212,7 +212,7 @@ def test_cli_refuses_when_no_subject_can_be_fitted(tmp_path):
     assert list(meta["not_fitted"]) == ["F"] and meta["not_converged"] == []
     subj = pl.read_csv(out / "stein_subjects.csv")
     f = subj.filter(pl.col("subject_id") == "F").row(0, named=True)
-    assert f["car_cmax"] is None and f["fitted"] is False and f["message"].startswith("not fitted")
+    assert f["stein_cmax"] is None and f["fitted"] is False and f["message"].startswith("not fitted")
 
 
 # ---------------------------------------------------------------------------------------------

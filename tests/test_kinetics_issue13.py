@@ -423,8 +423,9 @@ def test_seed_stein_reports_the_observed_peak_beside_the_fitted_one(seed_stein):
     r = subj.row(0, named=True)
     # the paper's day-14 value is the highest sample
     assert (r["obs_cmax"], r["obs_tmax"]) == (183945.0, 14.0)
-    assert close(r["car_cmax_over_obs"], r["car_cmax"] / 183945.0)
-    assert set(meta["peak_columns"]) == {"car_cmax", "obs_cmax", "obs_tmax", "ipred_at_obs_tmax", "car_cmax_over_obs"}
+    assert close(r["stein_cmax_over_obs"], r["stein_cmax"] / 183945.0)
+    assert set(meta["peak_columns"]) == {"stein_cmax", "stein_tmax", "stein_auc_0_28", "peak_extrapolated", "obs_cmax",
+                                      "obs_tmax", "ipred_at_obs_tmax", "stein_cmax_over_obs"}
     # the fitted curve passes near the samples around the peak: within 2 residual SDs (the fit's
     # own sigma, ~0.23 on the log scale) on days 10, 14 and 17, and within 1.3-fold (log 0.26,
     # ~1.1 SD) at the observed peak itself
@@ -453,7 +454,7 @@ def test_seed_stein_peak_is_the_apex_of_the_two_phases(seed_stein):
     d = np.polyfit(t[(t >= 14) & (t <= 28)], lc[(t >= 14) & (t <= 28)], 1)
     tx = (d[1] - g[1]) / (g[0] - d[0])
     apex = math.exp(np.polyval(g, tx))
-    assert abs(r["car_cmax"] / apex - 1) < 0.05 and abs(r["car_tmax"] - tx) < 0.5
+    assert abs(r["stein_cmax"] / apex - 1) < 0.05 and abs(r["stein_tmax"] - tx) < 0.5
     held = SteinModel(fixed={"cmax": 183945.0}).fit(seed_case()).individual_.row(0, named=True)
     assert 2 * (held["nll"] - r["nll"]) > 3.84
 
@@ -464,7 +465,7 @@ def test_seed_stein_doc_numbers_are_current(seed_stein):
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "kinetics" / "stein_seed_peak.md").read_text("utf-8")
     r = seed_stein[1].row(0, named=True)
-    for number in (f"{r['car_cmax']:,.0f}", f"{r['car_tmax']:.1f}", f"{r['sigma']:.2f}"):
+    for number in (f"{r['stein_cmax']:,.0f}", f"{r['stein_tmax']:.1f}", f"{r['sigma']:.2f}"):
         assert number in doc, number
 
 

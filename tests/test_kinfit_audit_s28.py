@@ -99,7 +99,7 @@ def _frame(rows, sid="C_declineonly"):
 def test_as_many_quantifiable_samples_as_free_parameters_is_not_fitted():
     # 7 samples, 7 free parameters (6 structural + sigma): 0 residual degrees of freedom (hand count)
     row = SteinModel().fit(_frame(C_DECLINE)).individual_.row(0, named=True)
-    assert not row["fitted"] and not row["converged"] and row["car_auc_0_28"] is None
+    assert not row["fitted"] and not row["converged"] and row["stein_auc_0_28"] is None
     assert "7 quantifiable sample(s) for 7 free parameters" in row["message"]
     assert "more quantifiable samples than free parameters" in row["message"]
     # sigma held: 6 free parameters, 6 samples -> not fitted either

@@ -222,7 +222,7 @@ def test_stein_fit_not_identified_is_not_drawn_nor_quoted():
     from cartlab.app.server import stein_identified, stein_note_text
 
     # the row stein_probe.py got for stein_decline (audit finding 6)
-    row = {"fitted": True, "converged": False, "car_cmax": 2.99e5, "car_tmax": 14.6, "doubling_time": 0.695,
+    row = {"fitted": True, "converged": False, "stein_cmax": 2.99e5, "stein_tmax": 14.6, "doubling_time": 0.695,
            "message": "not identified: no quantifiable sample before the fitted peak"}
     assert not stein_identified(row)
     note = stein_note_text(row)

@@ -74,7 +74,7 @@ def test_typical_curve_reference_values():
     assert round(float(d["doubling_time"]), 2) == 0.78
     assert round(float(d["t_half_alpha"]), 1) == 4.3
     assert round(float(d["t_half_beta"])) == 217
-    assert float(d["car_auc_0_28"]) == pytest.approx(auc)
+    assert float(d["stein_auc_0_28"]) == pytest.approx(auc)
     # C(28)/Cmax = 0.057 [C]
     assert float(stein_curve(28.0, typ)) / 24_000 == pytest.approx(0.057, abs=5e-4)
     # before the first infusion there are no CAR-T cells
@@ -189,8 +189,8 @@ def test_per_subject_fit_recovers_noise_free_curve():
         assert row[p] == pytest.approx(TRUE_1[p], rel=1e-4), p
     # derived quantities of the fitted curve
     d = derived_quantities(TRUE_1)
-    assert row["car_auc_0_28"] == pytest.approx(float(d["car_auc_0_28"]), rel=1e-4)
-    assert row["car_cmax"] == pytest.approx(30_000, rel=1e-4) and row["car_tmax"] == pytest.approx(8.5, rel=1e-4)
+    assert row["stein_auc_0_28"] == pytest.approx(float(d["stein_auc_0_28"]), rel=1e-4)
+    assert row["stein_cmax"] == pytest.approx(30_000, rel=1e-4) and row["stein_tmax"] == pytest.approx(8.5, rel=1e-4)
     # a wrong start does not matter; fixed parameters are honoured
     fx = SteinModel(sigma=0.1, fixed={"beta": 0.004}).fit(df)
     s = fx.summary
@@ -267,19 +267,19 @@ def test_seed_case_fit_passes_through_the_paper_values():
     # the fitted curve's derived quantities (analytical AUC) agree with a fine-grid trapezoid
     t = np.linspace(0, 28, 280_001)
     c = fit.predict(t)["pred"].to_numpy()
-    assert row["car_auc_0_28"] == pytest.approx(float(np.trapezoid(c, t)), rel=1e-6)
-    assert row["car_cmax"] == pytest.approx(c.max(), rel=1e-4)  # grid max just misses the exact peak
-    assert 10 <= row["car_tmax"] <= 14
-    assert row["car_cmax"] >= 183_945 * 0.9
+    assert row["stein_auc_0_28"] == pytest.approx(float(np.trapezoid(c, t)), rel=1e-6)
+    assert row["stein_cmax"] == pytest.approx(c.max(), rel=1e-4)  # grid max just misses the exact peak
+    assert 10 <= row["stein_tmax"] <= 14
+    assert row["stein_cmax"] >= 183_945 * 0.9
     sup = SteinModel(dose_handling="superpose").fit(study).individual_.row(0, named=True)
     assert sup["converged"], sup["message"]
     # the 4e6/kg fraction on day 2 starts its own curve: the peak is 2 d after its expansion
-    assert sup["car_tmax"] == pytest.approx(sup["tmax"] + 2.0)
+    assert sup["stein_tmax"] == pytest.approx(sup["tmax"] + 2.0)
     _report("seed case CD7-AML-001 (per-subject Stein fit)", [
-        f"first : Cmax {row['car_cmax']:,.0f} copies/ug at Tmax {row['car_tmax']:.2f} d, AUC0-28 "
-        f"{row['car_auc_0_28']:,.0f}, sigma {row['sigma']:.3f}, AIC {row['aic']:.1f}, "
+        f"first : Cmax {row['stein_cmax']:,.0f} copies/ug at Tmax {row['stein_tmax']:.2f} d, AUC0-28 "
+        f"{row['stein_auc_0_28']:,.0f}, sigma {row['sigma']:.3f}, AIC {row['aic']:.1f}, "
         f"pred d14 {pred[0]:,.0f} d28 {pred[1]:,.0f}",
-        f"superpose: Cmax {sup['car_cmax']:,.0f} at {sup['car_tmax']:.2f} d, AUC0-28 {sup['car_auc_0_28']:,.0f}, "
+        f"superpose: Cmax {sup['stein_cmax']:,.0f} at {sup['stein_tmax']:.2f} d, AUC0-28 {sup['stein_auc_0_28']:,.0f}, "
         f"sigma {sup['sigma']:.3f}, AIC {sup['aic']:.1f}",
     ])
 
@@ -308,8 +308,8 @@ def test_per_subject_result_api():
                              "fixed", "converged"]
     assert "iiv" in s.columns and s.height == 3 * 7
     f = fit.individual_
-    for c in ("subject_id", *PARAMS, "rho", "r0", "doubling_time", "t_half_alpha", "t_half_beta", "car_cmax",
-              "car_tmax", "car_auc_0_28", "sigma", "nll", "aic", "converged"):
+    for c in ("subject_id", *PARAMS, "rho", "r0", "doubling_time", "t_half_alpha", "t_half_beta", "stein_cmax",
+              "stein_tmax", "stein_auc_0_28", "sigma", "nll", "aic", "converged"):
         assert c in f.columns
     pr = fit.predict([0, 7, 14], subject="SIM-0002")
     assert pr.shape == (3, 3) and pr["subject_id"].unique().to_list() == ["SIM-0002"]
@@ -338,7 +338,7 @@ def test_fitters_follow_one_convention():
     top = obs.filter(~pl.col("blq")).group_by("subject_id", maintain_order=True).agg(pl.col("conc").max())
     ind = model.individual_
     assert ind["obs_cmax"].to_list() == top["conc"].to_list()
-    np.testing.assert_allclose(ind["car_cmax_over_obs"], ind["car_cmax"] / ind["obs_cmax"], rtol=1e-15)
+    np.testing.assert_allclose(ind["stein_cmax_over_obs"], ind["stein_cmax"] / ind["obs_cmax"], rtol=1e-15)
 
     pop = SteinPopulationModel(seed=5, n_burn=20, n_smooth=10, n_post=10, n_is=50)
     with pytest.raises(AttributeError, match="call fit"):
@@ -348,7 +348,7 @@ def test_fitters_follow_one_convention():
     assert pop.n_parameters_ == 6 + 6 + 1  # six typical values, six variances, sigma
     assert pop.aic_ == pytest.approx(-2 * pop.loglik_ + 2 * pop.n_parameters_)
     assert set(pop.shrinkage_) == set(PARAMS) and pop.individual_.height == 20
-    assert pop.summary["shrinkage_pct"].head(6).to_list() == [pop.shrinkage_[p] for p in PARAMS]
+    assert pop.summary["shrinkage_sd_pct"].head(6).to_list() == [pop.shrinkage_[p] for p in PARAMS]
 
 
 def test_dosing_is_one_value_for_every_curve_function():
@@ -368,7 +368,7 @@ def test_dosing_is_one_value_for_every_curve_function():
                + 0.8 * stein_curve(t - 2.0, typ, Dosing(t_toci=2.0)))
     np.testing.assert_allclose(both[0], by_hand, rtol=1e-10)
     assert stein_auc(0, 28, two, dosing).shape == (2,) and stein_peak(two, dosing)[0].shape == (2,)
-    assert derived_quantities(two, dosing)["car_auc_0_28"][1] == pytest.approx(float(stein_auc(0, 28, typ)))
+    assert derived_quantities(two, dosing)["stein_auc_0_28"][1] == pytest.approx(float(stein_auc(0, 28, typ)))
     np.testing.assert_array_equal(stein_curve(t, typ, Dosing()), stein_curve(t, typ))  # the default
     with pytest.raises(AttributeError):
         dosing.t_toci = None  # frozen
@@ -405,7 +405,7 @@ def test_population_recovery_of_stein_2019(pop500):
                     f"({100 * _rel(r['estimate'], STEIN_2019.theta[p]):+5.1f}%, RSE {r['rse_pct']:.1f}%)  "
                     f"omega2 {r['omega2']:.3f} true {STEIN_2019.omega2[p]:.2f} "
                     f"({100 * _rel(r['omega2'], STEIN_2019.omega2[p]):+5.1f}%, RSE {r['omega2_rse_pct']:.1f}%)  "
-                    f"shrinkage {r['shrinkage_pct']:.0f}%")
+                    f"shrinkage {r['shrinkage_sd_pct']:.0f}%")
     rows.append(f"sigma {fit.sigma_:.4f} true 0.56; -2LL {-2 * fit.loglik_:.1f} (IS MC SE {2 * fit.loglik_se_:.1f}); "
                 f"score chi2 {fit.polish_['score_chi2'][-1] if fit.polish_.height else float('nan'):.2f} (13 d.f.)")
     _report("SAEM recovery, 500 subjects (moment-matched), DESIGN_2Y", rows)
@@ -542,11 +542,11 @@ def test_population_fit_api_and_determinism():
     assert a.summary.equals(b.summary) and a.individual_.equals(b.individual_)
     s = a.summary
     assert s.columns == ["parameter", "kind", "estimate", "se", "rse_pct", "omega2", "omega2_se", "omega2_rse_pct",
-                         "iiv_cv_pct", "shrinkage_pct", "note"]
+                         "iiv_cv_pct", "shrinkage_sd_pct", "note"]
     assert s["parameter"].to_list() == [*PARAMS, "sigma"]
     f = a.individual_
     assert f.height == 60
-    for c in (*PARAMS, *(f"eta_{p}" for p in PARAMS), "car_cmax", "car_tmax", "car_auc_0_28", "doubling_time",
+    for c in (*PARAMS, *(f"eta_{p}" for p in PARAMS), "stein_cmax", "stein_tmax", "stein_auc_0_28", "doubling_time",
               "t_half_alpha", "t_half_beta"):
         assert c in f.columns
     typ = a.predict([0, 9, 28])

@@ -77,7 +77,7 @@ def test_table_per_subject_end_to_end(tmp_path):
     expect = SteinModel().fit(_expected_frame(df)).individual_
     got = pl.read_csv(out / "stein_subjects.csv")
     assert got.columns == expect.columns  # the file is the fit's individual_ table, not a re-derivation
-    for c in (*PARAMS, "sigma", "car_cmax", "car_auc_0_28", "obs_cmax", "nll"):
+    for c in (*PARAMS, "sigma", "stein_cmax", "stein_auc_0_28", "obs_cmax", "nll"):
         assert np.allclose(got[c].to_numpy(), expect[c].to_numpy(), rtol=1e-9), c
     # every observation leads back to its input row (src_row is the 1-based data row)
     obs = pl.read_csv(out / "stein_observations.csv")

@@ -151,7 +151,7 @@ def main(n_random: int = 300, out_dir: Path = HERE) -> dict:
                                    "max_abs_log_residual": float(np.nanmax(np.abs(np.log(
                                        fx_obs["conc"].to_numpy() / fx_obs["ipred"].to_numpy()))))},
         "superpose": {"m2ll": 2 * sp["nll"], "delta_m2ll": 2 * sp["nll"] - 2 * ml["nll"], "cmax": sp["cmax"],
-                      "peak": sup_row["car_cmax"], "peak_t": sup_row["car_tmax"]},
+                      "peak": sup_row["stein_cmax"], "peak_t": sup_row["stein_tmax"]},
         "random_starts": {"n": n_random, "best_m2ll": random_starts(study, n_random)},
         "n_samples": len(t), "n_reconstructed": int(sum(s == "reconstructed" for s in src)),
     }

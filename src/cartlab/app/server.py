@@ -522,10 +522,12 @@ def stein_note_text(row: dict) -> str:
         reason = msg.split(":", 1)[1].strip() if msg.lower().startswith("not identified:") else msg
         return (f"Stein 2019 fit {what}: {reason or 'no reason given'}. No curve drawn and no Cmax or doubling "
                 "time given: the data do not determine the model's estimates.")
-    return (f"Stein 2019 fit: Cmax {row['car_cmax']:.3g} on day {row['car_tmax']:.3g}, doubling time "
-            f"{row['doubling_time']:.3g} d, converged ({msg})" if msg else
-            f"Stein 2019 fit: Cmax {row['car_cmax']:.3g} on day {row['car_tmax']:.3g}, doubling time "
-            f"{row['doubling_time']:.3g} d, converged")
+    if row.get("stein_cmax") is None:  # peak after the last sample (peak_window="observed"): not reported
+        peak = f"no Cmax ({row.get('peak_note') or 'peak not reported'})"
+    else:
+        peak = f"Cmax {row['stein_cmax']:.3g} on day {row['stein_tmax']:.3g}"
+    dt = "" if row.get("doubling_time") is None else f", doubling time {row['doubling_time']:.3g} d"
+    return f"Stein 2019 fit: {peak}{dt}, converged ({msg})" if msg else f"Stein 2019 fit: {peak}{dt}, converged"
 
 
 def response_notes_lines(analysis, subject_id: str) -> list[str]:

@@ -120,6 +120,25 @@ def stein_cmd(
     estimate_sigma: Annotated[bool, typer.Option(
         "--estimate-sigma", help="With --prior: estimate the residual SD per subject instead of holding it at "
         "the prior's (it can collapse towards 0 on sparse data).")] = False,
+    ftoci: Annotated[float, typer.Option(
+        "--ftoci", help="Multiplier of the expansion rate after the first tocilizumab (1 = no effect, default; "
+        "Stein 2019 Table 1: 1.2, not significant).")] = 1.0,
+    fster: Annotated[float, typer.Option(
+        "--fster", help="Multiplier of the expansion rate after the first corticosteroid (default 1; Stein 2019: "
+        "1.0).")] = 1.0,
+    tlag: Annotated[float, typer.Option("--tlag", metavar="DAYS", help="Lag before expansion starts (default 0).")] = 0.0,
+    missing_dose: Annotated[str, typer.Option(
+        "--missing-dose", help="--dose-handling superpose with an unknown infusion dose: error (default), equal "
+        "(equal fractions) or first (that subject's first infusion only).")] = "error",
+    no_infusion: Annotated[str, typer.Option(
+        "--no-infusion", help="--doses given, a subject without an infusion row: drop (default; time origin "
+        "unknown) or as_is (times kept).")] = "drop",
+    peak_window: Annotated[str, typer.Option(
+        "--peak-window", help="A fitted peak after the subject's last sample: observed (default: not reported, "
+        "flagged) or model (reported, flagged).")] = "observed",
+    derived_if_unidentified: Annotated[str, typer.Option(
+        "--derived-if-unidentified", help="Per-subject fits flagged 'not identified': null (default: no Cmax/AUC "
+        "where they depend on an unidentified parameter) or keep.")] = "null",
     seed: Annotated[int, typer.Option("--seed", help="Population: random seed (same seed, same result).")] = 0,
     n_burn: Annotated[int, typer.Option("--n-burn", min=1, help="Population: SAEM iterations with step 1.")] = 300,
     n_smooth: Annotated[int, typer.Option("--n-smooth", min=1, help="Population: SAEM iterations with decreasing step.")] = 200,
@@ -159,7 +178,9 @@ def stein_cmd(
             meta = stein_command(
                 study, out, population=population, subject=subject, time=time, conc=conc, lloq=lloq,
                 doses=doses, param=param, blq=blq, dose_handling=dose_handling, covariates=covariate or (),
-                fixed=fix or (), prior=prior, estimate_sigma=estimate_sigma, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
+                fixed=fix or (), prior=prior, estimate_sigma=estimate_sigma, ftoci=ftoci, fster=fster, tlag=tlag,
+                missing_dose=missing_dose, no_infusion=no_infusion, peak_window=peak_window,
+                derived_if_unidentified=derived_if_unidentified, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
                 progress=report, option_names=names)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
@@ -174,6 +195,8 @@ def stein_cmd(
     if not population and meta["not_converged"]:
         console.print(f"[yellow]not converged or not identified:[/] {', '.join(meta['not_converged'])} (see "
                       "stein_subjects.csv, column message)", soft_wrap=True)
+    for w in meta.get("warnings") or ():
+        console.print(f"[yellow]Warning:[/] {w}", soft_wrap=True)
     if meta.get("warning"):
         console.print(f"[yellow]Note:[/] {meta['warning']}", soft_wrap=True)
 

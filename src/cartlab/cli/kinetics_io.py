@@ -368,6 +368,13 @@ def stein_command(
     fixed: Sequence[str] = (),
     prior: str | None = None,
     estimate_sigma: bool = False,
+    ftoci: float = 1.0,
+    fster: float = 1.0,
+    tlag: float = 0.0,
+    missing_dose: str = "error",
+    no_infusion: str = "drop",
+    peak_window: str = "observed",
+    derived_if_unidentified: str = "null",
     seed: int = 0,
     n_burn: int = 300,
     n_smooth: int = 200,
@@ -462,19 +469,27 @@ def stein_command(
             raise ValueError(f"{', '.join(given)}: for a table; a study (a folder or a stored study) has its own "
                              "columns, LLOQs and doses")
 
+    for name, v, ok in (("--ftoci", ftoci, ftoci > 0), ("--fster", fster, fster > 0), ("--tlag", tlag, tlag >= 0)):
+        if not (math.isfinite(v) and ok):
+            raise ValueError(f"{name} {v!r}: a finite number {'>= 0' if name == '--tlag' else '> 0'}")
+    shared = {"ftoci": ftoci, "fster": fster, "tlag": tlag, "missing_dose": missing_dose, "no_infusion": no_infusion,
+              "peak_window": peak_window}
     options = {"population": population, "param": param, "blq": blq, "dose_handling": dose_handling,
-               "covariates": cov_spec, "fixed": fix_items, "ftoci": 1.0, "fster": 1.0, "tlag": 0.0}
+               "covariates": cov_spec, "fixed": fix_items, **shared,
+               "shrinkage_basis": "SD: 1 - SD(eta)/omega"}
     if population:
         options.update(seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
                        vpc_reps=vpc_reps)
         model = SteinPopulationModel(covariates=cov_spec, fixed=fix_items, seed=seed, n_burn=n_burn,
                                      n_smooth=n_smooth, n_post=n_post, n_chains=n_chains, blq=blq,
-                                     dose_handling=dose_handling, param=param)
+                                     dose_handling=dose_handling, param=param, **shared)
     else:
         options["prior"] = prior and prior.lower()
+        options["derived_if_unidentified"] = derived_if_unidentified
         model = SteinModel(fixed=fix_items, blq=blq, dose_handling=dose_handling, param=param,
                            prior=PRIORS[prior.lower()] if prior else None,
-                           sigma="estimate" if estimate_sigma else None)
+                           sigma="estimate" if estimate_sigma else None,
+                           derived_if_unidentified=derived_if_unidentified, **shared)
     fit = model.fit(data, doses=dose_df, progress=progress)
     if not population:
         options["sigma"] = fit.sigma_rule_
@@ -500,7 +515,11 @@ def stein_command(
     if population:
         files["stein_population.csv"] = fit.summary
         meta.update(loglik=fit.loglik_, loglik_se=fit.loglik_se_, aic=fit.aic_, bic=fit.bic_,
-                    n_parameters=fit.n_parameters_, n_chains=fit.n_chains_, shrinkage_pct=fit.shrinkage_,
+                    n_parameters=fit.n_parameters_, n_chains=fit.n_chains_, shrinkage_sd_pct=fit.shrinkage_,
+                    diagnostics=fit.diagnostics_, warnings=list(fit.warnings_),
+                    rse_pct={r["parameter"]: r["rse_pct"] for r in fit.summary.iter_rows(named=True)},
+                    omega2_rse_pct={r["parameter"]: r["omega2_rse_pct"] for r in fit.summary.iter_rows(named=True)
+                                    if r["kind"] == "theta"},
                     estimator="SAEM (Kuhn & Lavielle 2005); SEs by Louis' observed information")
         if progress is not None:
             progress("VPC", 0, 0)
@@ -514,9 +533,18 @@ def stein_command(
                     not_converged=subjects.filter(~pl.col("converged") & pl.col("fitted"))["subject_id"].to_list(),
                     not_fitted={r["subject_id"]: r["message"]
                                 for r in subjects.filter(~pl.col("fitted")).iter_rows(named=True)},
+                    warnings=[],
                     estimator=("maximum a posteriori per subject (prior: Stein 2019 Table 1)" if prior else
                                "maximum likelihood per subject") + "; SEs from the Hessian (delta method)")
         figs = {"stein_fits.png": fit.plot()}
+    meta["prior_dominated"] = subjects.filter(pl.col("prior_dominated").fill_null(False))["subject_id"].to_list()
+    meta["peak_extrapolated"] = subjects.filter(pl.col("peak_extrapolated").fill_null(False))["subject_id"].to_list()
+    if meta["peak_extrapolated"]:
+        meta["warnings"].append(f"{len(meta['peak_extrapolated'])} subject(s) with the fitted peak after their last "
+                                f"sample (peak_window={peak_window!r}): {', '.join(meta['peak_extrapolated'][:10])}")
+    if meta["prior_dominated"]:
+        meta["warnings"].append(f"{len(meta['prior_dominated'])} subject(s) prior-dominated (Cmax/AUC are the "
+                                f"population's): {', '.join(meta['prior_dominated'][:10])}")
     if n_not_measured:
         kinds = ", ".join(sorted(set(obs.filter(pl.col("source").is_in(list(NOT_MEASURED_SOURCES)))["source"])))
         note = f"{n_not_measured} of {obs.height} observations are not measured values (source {kinds})"

@@ -67,9 +67,12 @@ Both fitters follow the convention of lifelines and scikit-learn: options in the
   data cannot identify the free parameters (no quantifiable sample; without a prior, no more
   quantifiable samples than free parameters, i.e. no residual degree of freedom) gets no estimates
   and a reason. A maximum-likelihood fit the data do not determine (``foldx`` estimated with no
-  quantifiable sample before the fitted peak, or a parameter RSE above :data:`RSE_LIMIT_PCT`, 500%)
-  is reported with ``converged`` false and a message starting "not identified". The 95% CIs are on
-  the log scale, ``fb``'s on the logit scale.
+  quantifiable sample before the fitted peak, ``cmax``/``alpha`` estimated with none after it, or a
+  parameter RSE above :data:`RSE_LIMIT_PCT`, 500%) is reported with ``converged`` false and a message
+  starting "not identified"; its dependent derived values are null (``derived_if_unidentified``).
+  MAP fits give each subject's shrinkage and a ``prior_dominated`` flag; a fitted peak after the last
+  sample is flagged and, by default, not reported (``peak_window``). The 95% CIs are on the log
+  scale, ``fb``'s on the logit scale.
 * :class:`SteinPopulationModel` -- nonlinear mixed effects by SAEM (Delyon B, Lavielle M, Moulines
   E. *Ann Stat* 1999;27:94-128; Kuhn E, Lavielle M. *Comput Stat Data Anal* 2005;49:1020-1038),
   the algorithm of Monolix, which Stein used:
@@ -122,7 +125,8 @@ Modules: :mod:`~cartlab.kinetics.stein.params` (parameters, published values, de
 :mod:`~cartlab.kinetics.stein.likelihood`, :mod:`~cartlab.kinetics.stein.individual`
 (:class:`SteinModel`), :mod:`~cartlab.kinetics.stein.saem` and
 :mod:`~cartlab.kinetics.stein.population` (:class:`SteinPopulationModel`),
-:mod:`~cartlab.kinetics.stein.plots`. Reading files and writing results (``cartlab stein``) is the
+:mod:`~cartlab.kinetics.stein.plots`, :mod:`~cartlab.kinetics.stein.flags` (peak window, unidentified
+derived values, individual shrinkage, population warnings). Reading files and writing results (``cartlab stein``) is the
 command line's: :func:`cartlab.cli.kinetics_io.stein_command`.
 """
 

@@ -14,18 +14,23 @@ from typing import Any
 import polars as pl
 
 from cartlab.kinetics.stein.data import _Data, _prepare
+from cartlab.kinetics.stein.flags import PEAK_WINDOWS, apply_peak_window, check_option, last_sample_times
 
 
 class _SteinFitter:
     """Data options and fitted-data attributes of :class:`SteinModel` and :class:`SteinPopulationModel`.
 
-    Fitted attributes set by every ``fit``: ``subject_ids_`` (subjects in order of first
-    appearance), ``dosing_`` (their :class:`~cartlab.kinetics.stein.Dosing`, days from the first
+    Fitted attributes set by every ``fit``: ``subject_ids_`` (subjects sorted by
+    ``subject_id``), ``dosing_`` (their :class:`~cartlab.kinetics.stein.Dosing`, days from the first
     infusion), ``dropped_`` (input rows not used, with the reason).
     """
 
     def _data_options(self, *, blq: str, blq_below_lloq: bool, dose_handling: str, ftoci: float, fster: float,
-                      tlag: float, param: str) -> None:
+                      tlag: float, param: str, missing_dose: str = "error", no_infusion: str = "drop",
+                      peak_window: str = "observed") -> None:
+        self.missing_dose = missing_dose
+        self.no_infusion = no_infusion
+        self.peak_window = check_option("peak_window", peak_window, PEAK_WINDOWS)
         self.blq = blq
         self.blq_below_lloq = blq_below_lloq
         self.dose_handling = dose_handling
@@ -34,7 +39,13 @@ class _SteinFitter:
 
     def _prepare(self, data: Any, doses: pl.DataFrame | None, covariates: pl.DataFrame | None) -> _Data:
         return _prepare(data, doses=doses, covariates=covariates, param=self.param, blq=self.blq,
-                        blq_below_lloq=self.blq_below_lloq, dose_handling=self.dose_handling)
+                        blq_below_lloq=self.blq_below_lloq, dose_handling=self.dose_handling,
+                        missing_dose=self.missing_dose, no_infusion=self.no_infusion)
+
+    def _finish_individual(self, df: pl.DataFrame, d: _Data) -> pl.DataFrame:
+        """``peak_window`` (flag, and null the extrapolated peak) and each subject's dosing note."""
+        out = apply_peak_window(df, last_sample_times(d.t, d.mask), self.peak_window)
+        return out.with_columns(pl.Series("dosing_note", [d.notes.get(s) for s in d.ids], dtype=pl.String))
 
     def _set_data(self, d: _Data) -> None:
         self._data = d

@@ -253,7 +253,8 @@ def stein_peak(params: Any, dosing: Dosing | None = None) -> tuple[np.ndarray, n
 def derived_quantities(params: Any, dosing: Dosing | None = None, *,
                        auc_window: tuple[float, float] = (0.0, 28.0)) -> dict[str, np.ndarray]:
     """rho, R0, doubling time ln2/rho, t1/2 alpha and beta, and the fitted curve's Cmax, Tmax and
-    AUC0-28 (analytical). Column names follow ``subject_summary.csv`` (``car_*``)."""
+    AUC0-28 (analytical) as ``stein_cmax``, ``stein_tmax``, ``stein_auc_0_28``: model-based, so not
+    named like the NCA (observed) ``car_cmax``/``car_tmax``/``car_auc_0_28`` of ``subject_summary.csv``."""
     p = _params_arrays(params)
     rho = np.log(p["foldx"]) / p["tmax"]
     cmax, tmax = stein_peak(params, dosing)
@@ -263,7 +264,7 @@ def derived_quantities(params: Any, dosing: Dosing | None = None, *,
         "doubling_time": LN2 / rho,
         "t_half_alpha": LN2 / p["alpha"],
         "t_half_beta": LN2 / p["beta"],
-        "car_cmax": cmax,
-        "car_tmax": tmax,
-        "car_auc_0_28": stein_auc(auc_window[0], auc_window[1], params, dosing),
+        "stein_cmax": cmax,
+        "stein_tmax": tmax,
+        "stein_auc_0_28": stein_auc(auc_window[0], auc_window[1], params, dosing),
     }

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from cartlab._days import day_text
+from cartlab.errors import InputError
 from cartlab.kinetics.agents import car_t_infusions
 from cartlab.kinetics.stein.curve import Dosing
-from cartlab.kinetics.stein.params import BLQ_METHODS, DOSE_HANDLINGS
+from cartlab.kinetics.stein.params import BLQ_METHODS, DOSE_HANDLINGS, MISSING_DOSES, NO_INFUSION
 
 __all__ = ["PEAK_COLUMNS", "observed_peaks"]
 
@@ -30,6 +32,7 @@ class _Data:
     obs: pl.DataFrame  # long: subject_id, time, conc, lloq, blq
     covariates: pl.DataFrame  # subject_id + candidate covariates
     dropped: pl.DataFrame
+    notes: dict[str, str] = field(default_factory=dict)  # per subject: how its dosing was read
 
     @property
     def n(self) -> int:
@@ -44,7 +47,7 @@ class _Data:
             dosing=self.dosing[idx],
             obs=self.obs.filter(pl.col("subject_id").is_in(ids)),
             covariates=self.covariates.filter(pl.col("subject_id").is_in(ids)),
-            dropped=self.dropped,
+            dropped=self.dropped, notes={k: v for k, v in self.notes.items() if k in ids},
         )
 
 
@@ -179,30 +182,46 @@ def _prepare(
     blq: str = "m3",
     blq_below_lloq: bool = True,
     dose_handling: str = "first",
+    missing_dose: str = "error",
+    no_infusion: str = "drop",
 ) -> _Data:
     if blq not in BLQ_METHODS:
         raise ValueError(f"blq must be one of {', '.join(map(repr, BLQ_METHODS))}")
     if dose_handling not in DOSE_HANDLINGS:
         raise ValueError(f"dose_handling must be one of {', '.join(map(repr, DOSE_HANDLINGS))}")
+    if missing_dose not in MISSING_DOSES:
+        raise ValueError(f"missing_dose must be one of {', '.join(map(repr, MISSING_DOSES))}")
+    if no_infusion not in NO_INFUSION:
+        raise ValueError(f"no_infusion must be one of {', '.join(map(repr, NO_INFUSION))}")
+    notes: dict[str, str] = {}
     if _is_study(data):
         o, dose_df, cov = _from_study(data, param)
+        # a study's day 0 is the CAR-T infusion day by the study format: its time origin is known
+        o = o.with_columns(pl.lit(False).alias("_noinf"))
+        dose_df = dose_df.with_columns(pl.lit(None, dtype=pl.Int64).alias("_row"))
     else:
         if not isinstance(data, pl.DataFrame):
             data = pl.DataFrame(data) if not hasattr(data, "to_numpy") else pl.from_pandas(data)
         o, cov = _from_frame(data)
         dose_df = None
+        o = o.with_columns(pl.lit(False).alias("_noinf"))
         if doses is not None:
             dsid = _first_col(doses, ("subject_id", "subject", "id"), "subject")
             dt = _first_col(doses, ("time", "day"), "time")
             dd = _first_col(doses, ("dose",), "dose", required=False)
-            dose_df = doses.select(
+            dose_df = doses.with_row_index("_row", offset=1).select(
+                pl.col("_row").cast(pl.Int64),
                 pl.col(dsid).cast(pl.String).alias("subject_id"),
                 pl.col(dt).cast(pl.Float64).alias("time"),
                 (pl.col(dd).cast(pl.Float64) if dd else pl.lit(1.0)).alias("dose"),
             )
             t0 = dose_df.group_by("subject_id").agg(pl.col("time").min().alias("t0"))
             o = o.join(t0, on="subject_id", how="left").with_columns(
-                (pl.col("time") - pl.col("t0").fill_null(0.0)).alias("time")).drop("t0")
+                (pl.col("time") - pl.col("t0").fill_null(0.0)).alias("time"),
+                (pl.col("t0").is_null() & pl.lit(no_infusion == "drop")).alias("_noinf")).drop("t0")
+            for sid in o.filter(pl.col("_noinf").not_() & pl.col("subject_id").is_in(t0["subject_id"].implode())
+                                .not_())["subject_id"].unique(maintain_order=True).to_list():
+                notes[sid] = "no CAR-T infusion row: times kept as given (no_infusion='as_is')"
             dose_df = dose_df.join(t0, on="subject_id").with_columns(
                 (pl.col("time") - pl.col("t0")).alias("time")).drop("t0")
     if covariates is not None:
@@ -220,10 +239,13 @@ def _prepare(
         pl.when(pl.col("cens") == 0).then(pl.col("conc")).otherwise(pl.col("limit")).alias("y")
     )
     reason = (
-        pl.when(pl.col("time").is_null()).then(pl.lit("no time"))
+        pl.when(pl.col("_noinf")).then(pl.lit("no CAR-T infusion row: time origin unknown (no_infusion='drop')"))
+        .when(pl.col("time").is_null()).then(pl.lit("no time"))
         .when(pl.col("time") < 0).then(pl.lit("before the first infusion"))
         .when(pl.col("y").is_null() & (pl.col("cens") != 0)).then(pl.lit("censored without a limit"))
         .when(pl.col("y").is_null()).then(pl.lit("no value"))
+        .when((pl.col("y") <= 0) & pl.col("lloq").is_not_null())
+        .then(pl.lit("value <= 0 (not treated as BLQ: blq_below_lloq=False)"))
         .when(pl.col("y") <= 0).then(pl.lit("value <= 0 without an LLOQ"))
         .when((pl.col("cens") != 0) & pl.lit(blq == "drop")).then(pl.lit("BLQ dropped (blq='drop')"))
         .otherwise(pl.lit(None, dtype=pl.String))
@@ -232,7 +254,7 @@ def _prepare(
     o = o.with_columns(reason)
     dropped = o.filter(pl.col("reason").is_not_null()).select("subject_id", "time", "conc", "lloq", "reason",
                                                                *_PROVENANCE)
-    o = o.filter(pl.col("reason").is_null()).drop("reason")
+    o = o.filter(pl.col("reason").is_null()).drop("reason", "_noinf")
     if blq == "half":
         o = o.with_columns(
             pl.when(pl.col("cens") == 1).then(pl.col("y") / 2).otherwise(pl.col("y")).alias("y"),
@@ -244,7 +266,7 @@ def _prepare(
     ids = o["subject_id"].unique(maintain_order=True).to_list()
     if not ids:
         raise ValueError(f"no usable {param} observations")
-    # keep the subjects' order of first appearance in the input
+    # subjects sorted by subject_id (the rows above are sorted by subject_id, time)
     counts = o.group_by("subject_id", maintain_order=True).len()
     nmax = int(counts["len"].max())
     n = len(ids)
@@ -269,21 +291,42 @@ def _prepare(
             arr[:] = np.where(np.isfinite(v), v, np.inf)
     dose_t = dose_w = None
     if dose_handling == "superpose" and dose_df is not None and dose_df.height:
-        g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time", "dose")
-        gm = {r[0]: (r[1], r[2]) for r in g.iter_rows()}
+        g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time", "dose", "_row")
+        gm = {r[0]: (r[1], r[2], r[3]) for r in g.iter_rows()}
         kmax = max((len(v[0]) for v in gm.values()), default=1)
         dose_t = np.zeros((n, kmax))
         dose_w = np.zeros((n, kmax))
         for s, i in pos.items():
-            times, dd = gm.get(s, ([0.0], [1.0]))
-            dd = [1.0 if (x is None or not np.isfinite(x)) else x for x in dd]
+            times, dd, rows = gm.get(s, ([0.0], [1.0], [None]))
+            miss = [k for k, x in enumerate(dd) if x is None or not np.isfinite(x)]
+            if miss:
+                dd, times = _missing_dose(s, times, dd, rows, miss, missing_dose, notes)
             dose_t[i, : len(times)] = times
             dose_w[i, : len(times)] = np.asarray(dd) / np.sum(dd)
     obs = o.select(
         "subject_id", "time", pl.when(pl.col("cens") == 0).then(pl.col("conc")).otherwise(None).alias("conc"),
         "lloq", pl.col("limit"), (pl.col("cens") != 0).alias("blq"), *_PROVENANCE,
     )
-    return _Data(ids, t, logy, cens, mask, Dosing(tt, ts, dose_t, dose_w), obs, cov, dropped)
+    return _Data(ids, t, logy, cens, mask, Dosing(tt, ts, dose_t, dose_w), obs, cov, dropped,
+                 {k: v for k, v in notes.items() if k in pos})
+
+
+def _missing_dose(s: str, times: list, dd: list, rows: list, miss: list[int], how: str,
+                  notes: dict[str, str]) -> tuple[list, list]:
+    """A subject's infusions when some dose is unknown (``superpose``): error (default), equal
+    fractions, or only the first infusion (``dose_handling="first"`` for that subject)."""
+    where = ", ".join(f"doses row {rows[k]}, column dose (day {day_text(times[k])})" if rows[k] is not None else
+                      f"study doses, day {day_text(times[k])}, column dose (or weight_kg for a dose in cells)"
+                      for k in miss)
+    if how == "error":
+        raise InputError(f"subject {s}: infusion dose unknown ({where}); dose_handling='superpose' needs every "
+                         "infusion's dose: give it, or missing_dose='equal' / 'first' (--missing-dose)")
+    if how == "equal":
+        notes[s] = f"dose unknown ({where}): equal fractions for its {len(dd)} infusions (missing_dose='equal')"
+        return [1.0] * len(dd), times
+    notes[s] = (f"dose unknown ({where}): only the first infusion used, dose_handling='first' for this subject "
+                "(missing_dose='first')")
+    return [1.0] + [0.0] * (len(dd) - 1), times
 
 
 def _observations_frame(d: _Data, log_ipred: np.ndarray, sigma: np.ndarray,
@@ -304,13 +347,17 @@ def _observations_frame(d: _Data, log_ipred: np.ndarray, sigma: np.ndarray,
 
 #: what the peak columns of ``stein_subjects.csv`` mean (also written into ``stein_fit.json``)
 PEAK_COLUMNS = {
-    "car_cmax": "peak of the fitted curve: the apex where the constant-rate expansion meets the "
+    "stein_cmax": "peak of the fitted curve: the apex where the constant-rate expansion meets the "
                 "contraction; it can lie between two samples and above every observation when growth slows "
-                "before the peak (docs/kinetics/stein_seed_peak.md)",
+                "before the peak (docs/kinetics/stein_seed_peak.md); model-based, not the NCA car_cmax of "
+                  "subject_summary.csv; null when the fitted peak lies after the last sample (peak_window='observed')",
+    "stein_tmax": "its time (days from the first infusion)",
+    "stein_auc_0_28": "exact AUC0-28 of the fitted curve (not the NCA car_auc_0_28)",
+    "peak_extrapolated": "the fitted peak lies after the subject's last sample (t_last_sample)",
     "obs_cmax": "highest quantifiable observation used in the fit",
     "obs_tmax": "its time (the first one when tied)",
     "ipred_at_obs_tmax": "the fitted curve at obs_tmax",
-    "car_cmax_over_obs": "car_cmax / obs_cmax",
+    "stein_cmax_over_obs": "stein_cmax / obs_cmax",
 }
 
 
@@ -327,10 +374,10 @@ def observed_peaks(obs: pl.DataFrame) -> pl.DataFrame:
 
 
 def _with_observed_peaks(subjects: pl.DataFrame, obs: pl.DataFrame) -> pl.DataFrame:
-    """``subjects`` with the observed-peak columns after ``car_auc_0_28``."""
+    """``subjects`` with the observed-peak columns after ``stein_auc_0_28``."""
     out = subjects.join(observed_peaks(obs), on="subject_id", how="left", maintain_order="left").with_columns(
-        (pl.col("car_cmax") / pl.col("obs_cmax")).alias("car_cmax_over_obs"))
-    new = ["obs_cmax", "obs_tmax", "ipred_at_obs_tmax", "car_cmax_over_obs"]
+        (pl.col("stein_cmax") / pl.col("obs_cmax")).alias("stein_cmax_over_obs"))
+    new = ["obs_cmax", "obs_tmax", "ipred_at_obs_tmax", "stein_cmax_over_obs"]
     cols = list(subjects.columns)
-    at = cols.index("car_auc_0_28") + 1 if "car_auc_0_28" in cols else len(cols)
+    at = cols.index("stein_auc_0_28") + 1 if "stein_auc_0_28" in cols else len(cols)
     return out.select(cols[:at] + new + cols[at:])

@@ -16,6 +16,14 @@ from cartlab._days import day_text
 from cartlab.kinetics.stein.base import _SteinFitter
 from cartlab.kinetics.stein.curve import derived_quantities, stein_curve, stein_log_curve
 from cartlab.kinetics.stein.data import _Data, _observations_frame, _with_observed_peaks
+from cartlab.kinetics.stein.flags import (
+    DERIVED_IF_UNIDENTIFIED,
+    PRIOR_DOMINATED_SHRINKAGE,
+    add_shrinkage,
+    check_option,
+    individual_shrinkage,
+    null_unidentified,
+)
 from cartlab.kinetics.stein.likelihood import _Evaluator
 from cartlab.kinetics.stein.params import _BOUNDS, _SIGMA_BOUNDS, PARAMS, STEIN_2019, PopulationParams, Progress
 from cartlab.kinetics.stein.plots import fits_figure
@@ -92,6 +100,7 @@ class _SubjectFit:
     converged: bool
     message: str
     fitted: bool = True
+    unidentified: tuple[str, ...] = ()  # parameters the data do not determine (maximum likelihood)
 
 
 def _fd_hessian(f, x: np.ndarray, h: float = 1e-3) -> np.ndarray:
@@ -143,15 +152,31 @@ class SteinModel(_SteinFitter):
     dose_handling: ``"first"`` (default) or ``"superpose"`` (see :mod:`cartlab.kinetics.stein`).
     ftoci, fster, tlag: fixed model extensions (defaults: no effect, no lag).
     param: the observation parameter of a Study (``CARCOPY``).
+    missing_dose: ``"superpose"`` with an unknown infusion dose: ``"error"`` (default, naming the
+        row), ``"equal"`` or ``"first"`` (:data:`~cartlab.kinetics.stein.params.MISSING_DOSES`).
+    no_infusion: ``doses=`` given and a subject has no infusion row: ``"drop"`` (default; its rows
+        go to ``dropped_``, "time origin unknown") or ``"as_is"``.
+    peak_window: ``"observed"`` (default): a fitted peak after the subject's last sample is not
+        reported (stein_cmax/stein_tmax null, stein_auc_0_28 too when day 28 is after the last
+        sample); ``"model"``: reported. Either way ``peak_extrapolated`` and ``peak_note`` say so.
+    derived_if_unidentified: ``"null"`` (default): a fit flagged "not identified" gets null derived
+        values where they depend on an unidentified parameter
+        (:data:`~cartlab.kinetics.stein.flags.DERIVED_DEPENDS`); ``"keep"``: kept for inspection.
+    prior_dominated_shrinkage: MAP fits: ``prior_dominated`` when the individual SD-based shrinkage
+        1 - sqrt(1 - posterior var/omega²) of every estimated peak parameter (foldx, tmax, cmax) exceeds it
+        (default 0.5, :data:`~cartlab.kinetics.stein.flags.PRIOR_DOMINATED_SHRINKAGE`).
 
     Fitted attributes (after :meth:`fit`, which returns the model)
     ----------------------------------------------------------------
     params_: one row per subject: ``subject_id``, the six parameters, ``tlag``, ``ftoci``, ``fster``
         and ``sigma`` (``stein_curve(t, model.params_, model.dosing_)`` draws the fitted curves).
     individual_: one row per subject: parameters, derived quantities (rho, r0, doubling_time,
-        t_half_alpha, t_half_beta, car_cmax, car_tmax, car_auc_0_28 -- analytical, from the fitted
+        t_half_alpha, t_half_beta, stein_cmax, stein_tmax, stein_auc_0_28 -- analytical, from the fitted
         curve), the observed peak beside them (:data:`~cartlab.kinetics.stein.PEAK_COLUMNS`),
-        sigma, n_obs, n_blq, nll, aic (log-scale likelihood), fitted, converged, message.
+        sigma, n_obs, n_blq, nll, aic (log-scale likelihood), fitted, converged, message;
+        t_last_sample, peak_extrapolated, peak_note (``peak_window``); under a prior
+        shrinkage_<param> (SD-based, fraction; posterior SD from the inverse Hessian), prior_dominated,
+        prior_note (without a prior prior_dominated is false); dosing_note.
     observations_: every observation used: subject_id, time, conc (null when BLQ), lloq, blq,
         ipred (the fitted curve), iwres ((log conc - log ipred) / sigma; null when BLQ) and the
         input row's provenance (source, src_file, src_row).
@@ -170,9 +195,11 @@ class SteinModel(_SteinFitter):
     Identification (maximum-likelihood fits, no prior): a fit whose data do not determine it is
     reported with ``converged`` false and a ``message`` starting "not identified": when ``foldx``
     is estimated and no quantifiable sample lies before the fitted peak (the expansion, and with it
-    the AUC0-28, is then not determined by the data: the likelihood is flat in ``foldx``), or when a
-    parameter's RSE exceeds :data:`RSE_LIMIT_PCT` (500%). Its estimates are kept, for inspection
-    only. With a prior (MAP) the prior determines what the data do not, so these checks do not apply.
+    the AUC0-28, is then not determined by the data: the likelihood is flat in ``foldx``), when
+    ``cmax`` or ``alpha`` is estimated and no quantifiable sample lies after the fitted peak (the
+    peak and the contraction are then extrapolated), or when a parameter's RSE exceeds
+    :data:`RSE_LIMIT_PCT` (500%). Its parameter estimates are kept, for inspection only; its derived
+    values follow ``derived_if_unidentified``. With a prior (MAP) the prior determines what the data do not, so these checks do not apply.
 
     Optimisation: L-BFGS-B from several starts (data-driven -- tmax at the observed peak time, cmax
     at the observed peak, the expansion rate from the rising samples, the contraction rates by
@@ -204,7 +231,15 @@ class SteinModel(_SteinFitter):
         fster: float = 1.0,
         tlag: float = 0.0,
         param: str = "CARCOPY",
+        missing_dose: str = "error",
+        no_infusion: str = "drop",
+        peak_window: str = "observed",
+        derived_if_unidentified: str = "null",
+        prior_dominated_shrinkage: float = PRIOR_DOMINATED_SHRINKAGE,
     ):
+        self.derived_if_unidentified = check_option("derived_if_unidentified", derived_if_unidentified,
+                                                    DERIVED_IF_UNIDENTIFIED)
+        self.prior_dominated_shrinkage = float(prior_dominated_shrinkage)
         self.sigma = sigma
         self.fixed = dict(fixed or {})
         unknown = set(self.fixed) - set(PARAMS) - {"sigma"}
@@ -219,7 +254,8 @@ class SteinModel(_SteinFitter):
             raise ValueError(f"sigma={sigma!r} contradicts fixed['sigma']={self.fixed['sigma']!r}: give one")
         self.prior = prior
         self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling, ftoci=ftoci,
-                           fster=fster, tlag=tlag, param=param)
+                           fster=fster, tlag=tlag, param=param, missing_dose=missing_dose,
+                           no_infusion=no_infusion, peak_window=peak_window)
 
     def _sigma_setting(self) -> tuple[float | None, str]:
         """(the residual SD held fixed, or None when it is estimated; how it was chosen)."""
@@ -413,37 +449,49 @@ class SteinModel(_SteinFitter):
         if near:
             converged = False
             msg += f"; an estimate is at its bound ({', '.join(near)})"
+        unid: list[str] = []
         if prior is None:
-            why = self._not_identified(d, q, vals, names, cov)
+            why, unid = self._not_identified(d, q, vals, names, cov)
             if why:
                 converged = False
                 msg = f"not identified: {why}" + msg
         return _SubjectFit(
             subject_id=d.ids[0], est=est, values=vals, sigma=sig, sigma_estimated=est_sigma,
             cov_log=cov, nll=fval, n_obs=n_obs, n_blq=n_blq, converged=converged, message=msg.strip("; "),
+            unidentified=tuple(unid),
         )
 
     def _not_identified(self, d: _Data, q: np.ndarray, vals: dict[str, float], names: list[str],
-                        cov: np.ndarray | None) -> str:
-        """Why a maximum-likelihood fit is not determined by the data ('' when it is): no quantifiable
-        sample before the fitted peak while ``foldx`` is estimated, or an RSE above RSE_LIMIT_PCT."""
-        why = []
+                        cov: np.ndarray | None) -> tuple[str, list[str]]:
+        """Why a maximum-likelihood fit is not determined by the data ('' when it is) and which
+        parameters: no quantifiable sample before the fitted peak while ``foldx`` is estimated, none
+        after it while ``cmax`` or ``alpha`` is, or an RSE above RSE_LIMIT_PCT."""
+        why, bad = [], []
+        tpk = self.extras["tlag"] + vals["tmax"]
+        tq = d.t[0][q]
+        if {"cmax", "alpha"} & set(names) and not np.any(tq > tpk + 1e-6 * max(1.0, tpk)):
+            last = f"day {day_text(tq.max())}" if tq.size else "none"
+            why.append(f"no quantifiable sample after the fitted peak (day {day_text(tpk)}; last quantifiable sample "
+                       f"{last}), so the peak and the contraction (cmax, alpha; Cmax, Tmax, AUC0-28) are "
+                       "extrapolated, not determined by the data; give --prior stein2019 (prior=STEIN_2019) or "
+                       "later samples")
+            bad += [p for p in ("tmax", "cmax", "alpha") if p in names]
         if "foldx" in names:
-            tpk = self.extras["tlag"] + vals["tmax"]
-            tq = d.t[0][q]
             if not np.any(tq < tpk - 1e-6 * max(1.0, tpk)):
                 first = f"day {day_text(tq.min())}" if tq.size else "none"
                 why.append(f"no quantifiable sample before the fitted peak (day {day_text(tpk)}; first quantifiable "
                            f"sample {first}), so the expansion (foldx, and with it AUC0-28) is not determined "
                            "by the data; give --prior stein2019 (prior=STEIN_2019) or --fix foldx=VALUE")
+                bad.append("foldx")
         if cov is not None:
             with np.errstate(invalid="ignore"):
                 rse = 100 * np.sqrt(np.diag(cov))
             big = [f"{n} {r:.0f}%" for n, r in zip(names, rse) if np.isfinite(r) and r > RSE_LIMIT_PCT]
+            bad += [n for n, r in zip(names, rse) if np.isfinite(r) and r > RSE_LIMIT_PCT]
             if big:
                 why.append(f"RSE above {RSE_LIMIT_PCT:g}% ({', '.join(big)}): the data do not determine "
                            f"{'it' if len(big) == 1 else 'them'}")
-        return "; ".join(why)
+        return "; ".join(why), sorted(set(bad))
 
     # -- results ------------------------------------------------------------------------------
     def _params(self, idx: Sequence[int]) -> dict[str, np.ndarray]:
@@ -495,7 +543,21 @@ class SteinModel(_SteinFitter):
             converged=[f.converged for f in fits],
             message=[f.message for f in fits],
         )
-        return pl.DataFrame(cols).fill_nan(None)
+        out = self._finish_individual(pl.DataFrame(cols).fill_nan(None), self._data)
+        if self.derived_if_unidentified == "null":
+            out = null_unidentified(out, [f.unidentified for f in fits])
+        est = list(fits[0].est) if fits else []
+        shrink = None
+        if self.prior is not None:
+            om = np.array([float(self.prior.omega2.get(q, 0.0)) for q in est])
+            var = np.array([np.diag(f.cov_log)[: len(est)] if f.cov_log is not None else np.full(len(est), np.nan)
+                            for f in fits]).reshape(len(fits), len(est))
+            shrink = individual_shrinkage(var, om)
+        out = add_shrinkage(out, shrink, est, self.prior_dominated_shrinkage, self.prior is not None)
+        return out.with_columns(
+            pl.when(pl.col("prior_dominated").fill_null(False))
+            .then(pl.concat_str([pl.col("message"), pl.col("prior_note")], separator="; ").str.strip_chars("; "))
+            .otherwise(pl.col("message")).alias("message"))
 
     def predict(self, times: Any, subject: Any = None) -> pl.DataFrame:
         """Fitted curves at ``times`` (days from the first infusion): subject_id, time, pred."""

@@ -15,6 +15,12 @@ Progress = Callable[[str, int, int], None]
 BLQ_METHODS: dict[str, str] = {"m3": "Beal M3", "drop": "dropping (M1)", "half": "LLOQ/2 imputation"}
 #: Split infusions: time from the first infusion (Stein's choice) or linear superposition.
 DOSE_HANDLINGS: tuple[str, ...] = ("first", "superpose")
+#: ``superpose`` with an infusion whose dose is unknown: stop naming the row (default), equal
+#: fractions for the subject's infusions, or only its first infusion (``"first"`` for that subject).
+MISSING_DOSES: tuple[str, ...] = ("error", "equal", "first")
+#: ``doses=`` given but a subject has no infusion row: drop its rows (default; reason "time origin
+#: unknown") or keep its times as given (``"as_is"``, noted in ``dosing_note``).
+NO_INFUSION: tuple[str, ...] = ("drop", "as_is")
 
 #: Structural parameters of the model, in order.
 PARAMS: tuple[str, ...] = ("foldx", "tmax", "cmax", "alpha", "fb", "beta")

@@ -5,15 +5,24 @@ predictive check."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from cartlab.errors import CartlabWarning
 from cartlab.kinetics.stein.base import _SteinFitter
 from cartlab.kinetics.stein.curve import derived_quantities, stein_curve
 from cartlab.kinetics.stein.data import _observations_frame, _with_observed_peaks
+from cartlab.kinetics.stein.flags import (
+    PRIOR_DOMINATED_SHRINKAGE,
+    WARN_DEFAULTS,
+    add_shrinkage,
+    individual_shrinkage,
+    population_warnings,
+)
 from cartlab.kinetics.stein.likelihood import _Evaluator
 from cartlab.kinetics.stein.params import PARAMS, STEIN_2019, PopulationParams, Progress
 from cartlab.kinetics.stein.plots import fits_figure, vpc_figure
@@ -49,21 +58,32 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         by Fisher's identity, both from the post-phase draws (default 0: in our tests the SAEM end
         point was already within Monte-Carlo noise of the stationary point).
     kernels: MH iterations per SAEM iteration for the three kernels.
+    missing_dose, no_infusion, peak_window, prior_dominated_shrinkage: as :class:`SteinModel`
+        (defaults ``"error"``, ``"drop"``, ``"observed"``, 0.5; here the posterior variance of a
+        subject's shrinkage is its conditional variance ``cond_cov_``, the prior its omega^2).
+    shrinkage_warn_pct, rse_warn_pct, drift_warn_pct, drift_window: thresholds of ``warnings_``
+        (defaults 30, 50, 5 and 50: :data:`~cartlab.kinetics.stein.flags.WARN_DEFAULTS`).
 
     Fitted attributes (after :meth:`fit`, which returns the model)
     ----------------------------------------------------------------
     params_: the fitted population as :class:`PopulationParams` (typical values, omega², sigma,
         covariate effects and centers; e.g. to :func:`simulate`); ``theta_``, ``omega2_`` (estimated
         parameters only) and ``sigma_`` as plain values.
-    summary: (property) population parameters with SE, RSE, IIV CV% and shrinkage.
-    individual_: one row per subject: EBE parameters, eta, derived quantities and the observed
-        peak (:data:`~cartlab.kinetics.stein.PEAK_COLUMNS`), n_obs, n_blq.
+    summary: (property) population parameters with SE, RSE, IIV CV% and shrinkage (SD-based,
+        ``shrinkage_sd_pct``). When the information matrix is not positive definite every SE and
+        RSE is null (no pseudo-inverse) and ``note`` gives its smallest eigenvalue.
+    individual_: one row per subject: EBE parameters, eta, derived quantities, t_last_sample,
+        peak_extrapolated, peak_note, shrinkage_<param> (individual, SD-based, fraction),
+        prior_dominated, prior_note, dosing_note and the observed peak (:data:`~cartlab.kinetics.stein.PEAK_COLUMNS`), n_obs, n_blq.
     observations_: every observation used with ipred (EBE curve), iwres, pred (population curve)
         and provenance.
     loglik_, loglik_se_: observed-data log-likelihood (log scale, importance sampling) and its
         Monte-Carlo SE (None with ``compute_ll=False``); ``aic_``, ``bic_``, ``n_parameters_``.
-    shrinkage_: eta-shrinkage (SD-based, %) per estimated parameter.
-    fim_, fim_ok_: Louis' observed information and whether it is positive definite.
+    shrinkage_: eta-shrinkage (SD-based, 1 - SD(eta_EBE)/omega, %) per estimated parameter.
+    fim_, fim_ok_, fim_min_eigenvalue_: Louis' observed information, whether it is positive definite
+        (else a :class:`~cartlab.errors.CartlabWarning` and no SEs), its smallest eigenvalue.
+    warnings_: convergence / precision warnings (see ``shrinkage_warn_pct`` ...);
+        ``diagnostics_``: fim_ok, fim_min_eigenvalue, score_chi2, thresholds, warnings.
     polish_: convergence diagnostic: score' I^-1 score of the observed-data score (Fisher's
         identity, from the post-phase draws) at the estimate (last row) and before each optional
         Newton step; at a converged estimate it reflects Monte-Carlo noise only (<< n_parameters_
@@ -102,7 +122,18 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         compute_se: bool = True,
         compute_ll: bool = True,
         n_is: int = 1000,
+        missing_dose: str = "error",
+        no_infusion: str = "drop",
+        peak_window: str = "observed",
+        prior_dominated_shrinkage: float = PRIOR_DOMINATED_SHRINKAGE,
+        shrinkage_warn_pct: float = WARN_DEFAULTS["shrinkage_warn_pct"],
+        rse_warn_pct: float = WARN_DEFAULTS["rse_warn_pct"],
+        drift_warn_pct: float = WARN_DEFAULTS["drift_warn_pct"],
+        drift_window: int = WARN_DEFAULTS["drift_window"],
     ):
+        self.prior_dominated_shrinkage = float(prior_dominated_shrinkage)
+        self.warn_options = {"shrinkage_warn_pct": float(shrinkage_warn_pct), "rse_warn_pct": float(rse_warn_pct),
+                             "drift_warn_pct": float(drift_warn_pct), "drift_window": int(drift_window)}
         self.covariates = {k: list(v) for k, v in (covariates or {}).items()}
         self.centers = dict(centers or {})
         self.fixed = dict(fixed or {})
@@ -117,7 +148,8 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         self.anneal = anneal
         self.seed = seed
         self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling, ftoci=ftoci,
-                           fster=fster, tlag=tlag, param=param)
+                           fster=fster, tlag=tlag, param=param, missing_dose=missing_dose,
+                           no_infusion=no_infusion, peak_window=peak_window)
         self.compute_se = compute_se
         self.compute_ll = compute_ll
         self.n_is = n_is
@@ -142,12 +174,19 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         self.loglik_, self.loglik_se_ = r.loglik, r.loglik_se
         self.fim_ = r.fim
         self._cov = None
+        self.fim_min_eigenvalue_ = None
+        self.fim_ok_ = False
         if r.fim is not None:
-            w = np.linalg.eigvalsh(r.fim)
-            self.fim_ok_ = bool(np.all(np.isfinite(r.fim)) and w.min() > 0)
-            self._cov = np.linalg.inv(r.fim) if self.fim_ok_ else np.linalg.pinv(r.fim)
-        else:
-            self.fim_ok_ = False
+            if np.all(np.isfinite(r.fim)):
+                self.fim_min_eigenvalue_ = float(np.linalg.eigvalsh(r.fim).min())
+            self.fim_ok_ = bool(self.fim_min_eigenvalue_ is not None and self.fim_min_eigenvalue_ > 0)
+            # an indefinite information matrix gives no standard errors (a pseudo-inverse is no covariance)
+            self._cov = np.linalg.inv(r.fim) if self.fim_ok_ else None
+            if not self.fim_ok_:
+                eig = "not finite" if self.fim_min_eigenvalue_ is None else f"{self.fim_min_eigenvalue_:.3g}"
+                warnings.warn(f"Stein population fit: the information matrix is not positive definite (smallest "
+                              f"eigenvalue {eig}): no standard errors or RSEs are reported", CartlabWarning,
+                              stacklevel=2)
         # parameters
         est, b = self._est, self._state.b
         theta = {p: math.exp(b[j][0]) for j, p in enumerate(est)}
@@ -174,6 +213,15 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         self.observations_ = _observations_frame(d, ev.logf(self.ebe_), self._state.sigma,
                                                  log_pred=ev.logf(_mu(self._X, b)))
         self.individual_ = _with_observed_peaks(self._individual(), self.observations_)
+        self.warnings_ = population_warnings(self.summary, self.trace_, self.n_burn, self.fim_ok_ or r.fim is None,
+                                             self.fim_min_eigenvalue_, self.warn_options)
+        pol = self.polish_["score_chi2"].to_list()
+        self.diagnostics_ = {
+            "fim_ok": self.fim_ok_ if r.fim is not None else None, "fim_min_eigenvalue": self.fim_min_eigenvalue_,
+            "score_chi2": pol[-1] if pol else None, "n_parameters": self.n_parameters_,
+            "shrinkage_basis": "SD: 1 - SD(eta_EBE)/omega (NONMEM convention)",
+            "thresholds": dict(self.warn_options), "warnings": list(self.warnings_),
+        }
         return self
 
     def _evaluator(self) -> _Evaluator:
@@ -189,9 +237,13 @@ class SteinPopulationModel(_Saem, _SteinFitter):
     def summary(self) -> pl.DataFrame:
         """Population parameters: kind (theta / covariate / residual), estimate, se, rse_pct,
         omega2 (IIV variance) with its se and rse_pct, iiv_cv_pct (sqrt(exp(omega2)-1)),
-        shrinkage_pct and a note. Theta SEs by the delta method from log theta."""
+        shrinkage_sd_pct (1 - SD(eta_EBE)/omega) and a note. Theta SEs by the delta method from log
+        theta; none when the information matrix is not positive definite (the note says so)."""
         self._fitted()
         se = self._se()
+        nose = "" if self._cov is not None or getattr(self, "fim_", None) is None else (
+            "; no SE: information matrix not positive definite (smallest eigenvalue "
+            + ("not finite" if self.fim_min_eigenvalue_ is None else f"{self.fim_min_eigenvalue_:.3g}") + ")")
         dims = [x.shape[1] for x in self._X]
         offs = np.cumsum([0] + dims)
         P = len(self._est)
@@ -208,7 +260,7 @@ class SteinPopulationModel(_Saem, _SteinFitter):
                              omega2=om, omega2_se=s_om,
                              omega2_rse_pct=None if s_om is None else 100 * s_om / om,
                              iiv_cv_pct=100 * math.sqrt(math.expm1(om)), shrinkage_pct=shr[p],
-                             note="typical value (median); IIV log-normal"))
+                             note="typical value (median); IIV log-normal" + nose))
         for j, p in enumerate(self._est):
             for k, c in enumerate(self._cov_names[j]):
                 v = float(self._state.b[j][1 + k])
@@ -217,7 +269,7 @@ class SteinPopulationModel(_Saem, _SteinFitter):
                                  rse_pct=None if s is None or v == 0 else 100 * abs(s / v),
                                  omega2=None, omega2_se=None, omega2_rse_pct=None, iiv_cv_pct=None,
                                  shrinkage_pct=None,
-                                 note=f"log P = log theta + beta * x; {self._cov_notes[j][k]}"))
+                                 note=f"log P = log theta + beta * x; {self._cov_notes[j][k]}" + nose))
         for p, v in self.fixed.items():
             rows.append(dict(parameter=p, kind="fixed", estimate=float(v), se=None, rse_pct=None, omega2=None,
                              omega2_se=None, omega2_rse_pct=None, iiv_cv_pct=None, shrinkage_pct=None,
@@ -228,12 +280,13 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         rows.append(dict(parameter="sigma", kind="residual", estimate=sig, se=s_sig,
                          rse_pct=None if s_sig is None else 100 * s_sig / sig, omega2=None, omega2_se=None,
                          omega2_rse_pct=None, iiv_cv_pct=None, shrinkage_pct=None,
-                         note="additive SD on the natural-log scale"))
+                         note="additive SD on the natural-log scale" + nose))
         schema = {"parameter": pl.String, "kind": pl.String, "estimate": pl.Float64, "se": pl.Float64,
                   "rse_pct": pl.Float64, "omega2": pl.Float64, "omega2_se": pl.Float64,
-                  "omega2_rse_pct": pl.Float64, "iiv_cv_pct": pl.Float64, "shrinkage_pct": pl.Float64,
+                  "omega2_rse_pct": pl.Float64, "iiv_cv_pct": pl.Float64, "shrinkage_sd_pct": pl.Float64,
                   "note": pl.String}
-        return pl.DataFrame(rows, schema=schema)
+        return pl.DataFrame([{("shrinkage_sd_pct" if k == "shrinkage_pct" else k): v for k, v in r.items()}
+                             for r in rows], schema=schema)
 
 
     # -- individuals --------------------------------------------------------------------------
@@ -246,7 +299,8 @@ class SteinPopulationModel(_Saem, _SteinFitter):
     def _individual(self) -> pl.DataFrame:
         """Per subject (``individual_`` without the observed peaks): EBE parameters (conditional
         modes), eta_<param>, derived quantities (rho, r0, doubling_time, t_half_alpha, t_half_beta,
-        car_cmax, car_tmax, car_auc_0_28 from the individual curve, analytical), n_obs, n_blq."""
+        stein_cmax, stein_tmax, stein_auc_0_28 from the individual curve, analytical), n_obs, n_blq,
+        the peak-window flag, individual shrinkage and ``prior_dominated``."""
         d = self._fitted()
         p = self._evaluator().params(self.ebe_)
         der = derived_quantities(p, d.dosing)
@@ -256,7 +310,10 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         cols.update({k: np.asarray(v) for k, v in der.items()})
         cols["n_obs"] = d.mask.sum(axis=1)
         cols["n_blq"] = (d.mask & (d.cens != 0)).sum(axis=1)
-        return pl.DataFrame(cols)
+        out = self._finish_individual(pl.DataFrame(cols), d)
+        var = np.diagonal(self.cond_cov_, axis1=-2, axis2=-1)
+        shrink = individual_shrinkage(var, np.asarray(self._state.omega2))
+        return add_shrinkage(out, shrink, self._est, self.prior_dominated_shrinkage, True)
 
     def predict(self, times: Any, subject: Any = None) -> pl.DataFrame:
         """Typical curve (``subject=None``: reference covariates, no comedication, one infusion at 0)
