@@ -18,6 +18,8 @@ data's start to the earliest of day 30, death and last follow-up known (_never_a
 the late "or nontransient neutropenia" alternative (option late_nontransient, rules *_nontransient:
 _t_nontransient on the ANC flags) and the not-evaluable late reason; death ends the late window (the
 table's late_end_events). Each change is marked "session 34".
+Session 36 (N-ICAHT and T-ICAHT, deliberate; review s36 A1): a window graded 0 names its row
+<prefix>.<window>.g0, not <prefix>.<window>.not_evaluable; marked "session 36".
 """
 
 from __future__ import annotations
@@ -277,6 +279,11 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
         pl.Series("early_reason", [x[0] for x in reasons], dtype=pl.String),
         pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
     )
+    # session 36 (deliberate; review s36 A1): an evaluable window graded 0 names the criteria row
+    # icaht.<window>.g0 (early_rule / late_rule and rule); not_evaluable only an empty grade
+    f = f.with_columns(*[pl.Series(f"{w}_rule", [
+        r[f"{w}_rule"] if r[f"icaht_{w}_grade"] != 0 or r[f"{w}_rule"] else f"icaht.{w}.g0"
+        for r in f.iter_rows(named=True)], dtype=pl.String) for w in ("early", "late")])
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("icaht.early.not_evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("icaht.late.not_evaluable")).alias("rule"),
@@ -600,6 +607,11 @@ def t_icaht(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
         pl.Series("early_reason", [x[0] for x in reasons], dtype=pl.String),
         pl.Series("late_reason", [x[1] for x in reasons], dtype=pl.String),
     )
+    # session 36 (deliberate; review s36 A1): an evaluable window graded 0 names the criteria row
+    # t_icaht.<window>.g0 (early_rule / late_rule and rule); not_evaluable only an empty grade
+    f = f.with_columns(*[pl.Series(f"{w}_rule", [
+        r[f"{w}_rule"] if r[f"t_icaht_{w}_grade"] != 0 or r[f"{w}_rule"] else f"t_icaht.{w}.g0"
+        for r in f.iter_rows(named=True)], dtype=pl.String) for w in ("early", "late")])
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("t_icaht.early.not_evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("t_icaht.late.not_evaluable")).alias("rule"),

@@ -25,7 +25,7 @@ from cartlab.grading.hemato_common import day_ranges, fmt_expr, grades, nontrans
 from cartlab.provenance import EVIDENCE
 
 __all__ = ["late_lowest_text", "late_range_text", "late_upper_grade", "late_window_text", "lowest_text",
-           "window_grades",
+           "window_grades", "window_rules",
            "nontransient_text"]
 
 
@@ -87,6 +87,27 @@ def window_grades(prefix: str, early_ok: pl.Expr, late_ok: pl.Expr) -> list[pl.E
         pl.when(late_ok).then(pl.col("late_grade")).alias(f"{prefix}_late_grade"),
         pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
     ]
+
+
+def window_rules(table: CriteriaTable, prefix: str) -> list[pl.Expr]:
+    """``early_rule``/``late_rule`` naming the grade-0 row (``<prefix>.<window>.g0`` of the table's
+    ``conventions``) where the window is evaluable and no rule of its set holds, and the combined
+    ``rule`` ("early: <id>; late: <id>") with ``<prefix>.<window>.not_evaluable`` only where the grade
+    is empty (session 36, review s36 A1: a grade 0 was written as not evaluable). Both ids must be
+    rows of the table."""
+    rows = {r.get("id") for r in table.extra("conventions")}
+    out, parts = [], []
+    for window in ("early", "late"):
+        g0, ne = f"{prefix}.{window}.g0", f"{prefix}.{window}.not_evaluable"
+        missing = [i for i in (g0, ne) if i not in rows]
+        if missing:
+            raise KeyError(f"criteria table {table.name!r}: no conventions row {missing} (the rule ids the engine writes)")
+        grade, rule = pl.col(f"{prefix}_{window}_grade"), pl.col(f"{window}_rule")
+        expr = (pl.when(grade.is_null()).then(pl.lit(None, dtype=pl.String))
+                .when(rule.is_null() | (rule == "")).then(pl.lit(g0)).otherwise(rule))
+        out.append(expr.alias(f"{window}_rule"))
+        parts += [pl.lit(f"{window}: " if window == "early" else "; late: "), expr.fill_null(ne)]
+    return [*out, pl.concat_str(parts).alias("rule")]
 
 
 def late_window_text(start: str, end: str, why: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:

@@ -51,11 +51,16 @@ from cartlab.grading.hemato_late import (
     late_window_text,
     nontransient_text,
     window_grades,
+    window_rules,
 )
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
 
-__all__ = ["IcahtOptions", "derive_icaht", "derive_icaht_daily", "derive_icaht_episodes", "derive_icaht_summary"]
+#: the ADAE terms of the early and late ICAHT episodes (:func:`derive_icaht_episodes`)
+EARLY_TERM = "Immune effector cell-associated hematotoxicity, early (days 0-30)"
+LATE_TERM = "Immune effector cell-associated hematotoxicity, late (after day 30)"
+
+__all__ = ["EARLY_TERM", "LATE_TERM", "IcahtOptions", "derive_icaht", "derive_icaht_daily", "derive_icaht_episodes", "derive_icaht_summary"]
 
 
 class IcahtOptions(CountWindowOptions):
@@ -365,8 +370,8 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                       .then(late_could).otherwise(pl.lit("")))
         .alias("late_reason"))
     f = f.with_columns(
-        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("icaht.early.not_evaluable"),
-                      pl.lit("; late: "), pl.col("late_rule").fill_null("icaht.late.not_evaluable")).alias("rule"),
+        # a grade 0 names its row (icaht.<window>.g0), not_evaluable only an empty grade (review s36 A1)
+        *window_rules(table, "icaht"),
         pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )
@@ -410,7 +415,7 @@ def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
         return pl.DataFrame(schema=schema)
     early = f.filter(pl.col("icaht_early_grade") >= 1).select(
         "subject_id", pl.lit(1, dtype=pl.Int64).alias("episode"),
-        pl.lit("Immune effector cell-associated hematotoxicity, early (days 0-30)").alias("AETERM"),
+        pl.lit(EARLY_TERM).alias("AETERM"),
         pl.col(f"anc_le_{first}_start").cast(pl.Int64).alias("ASTDY"),
         pl.col(f"anc_le_{first}_end").cast(pl.Int64).alias("AENDY"),
         pl.col(f"anc_le_{first}_days").cast(pl.Int64).alias("ADURN"),
@@ -420,7 +425,7 @@ def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
     )
     late = f.filter(pl.col("icaht_late_grade") >= 1).select(
         "subject_id", pl.lit(2, dtype=pl.Int64).alias("episode"),
-        pl.lit("Immune effector cell-associated hematotoxicity, late (after day 30)").alias("AETERM"),
+        pl.lit(LATE_TERM).alias("AETERM"),
         pl.col("late_window_start").cast(pl.Int64).alias("ASTDY"),
         pl.col("late_window_end").cast(pl.Int64).alias("AENDY"),
         (pl.col("late_window_end") - pl.col("late_window_start") + 1).cast(pl.Int64).alias("ADURN"),

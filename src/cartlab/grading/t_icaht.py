@@ -54,6 +54,7 @@ from cartlab.grading.hemato_late import (
     late_window_text,
     nontransient_text,
     window_grades,
+    window_rules,
 )
 from cartlab.grading.icaht import duration_text, rule_texts
 from cartlab.model import Study
@@ -424,8 +425,8 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                                   tx_open_text("_tx_open_late"))).otherwise(pl.lit("")))
         .alias("late_reason"))
     f = f.with_columns(
-        pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("t_icaht.early.not_evaluable"),
-                      pl.lit("; late: "), pl.col("late_rule").fill_null("t_icaht.late.not_evaluable")).alias("rule"),
+        # a grade 0 names its row (t_icaht.<window>.g0), not_evaluable only an empty grade (review s36 A1)
+        *window_rules(table, "t_icaht"),
         pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )

@@ -227,10 +227,14 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     s = study.subjects
     ev = study.events
     dead = ev.filter(pl.col("event") == "death").select("subject_id").unique().with_columns(pl.lit("Y").alias("DTHFL"))
-    summ = analysis.subject_summary().select(
+    ss = analysis.subject_summary()
+    summ = ss.select(
         "subject_id", pl.col("crs_grade_astct").alias("CRSGRMX"), pl.col("crs_onset_day").alias("CRSONRDY"),
         pl.col("icans_grade_astct").alias("ICNSGRMX"), pl.col("icaht_early_grade").alias("ICAHTEGR"),
-        pl.col("icaht_late_grade").alias("ICAHTLGR"))
+        pl.col("icaht_late_grade").alias("ICAHTLGR"),
+        # the highest grade the data leave possible and whether the grade is a range (review s36 A2:
+        # CRSGRMX 2 for an ASTCT 2-5 read as a definite 2; missing is not negative)
+        *[e for grade, col, up, fl in _ADSL_RANGES for e in _range_vars(ss, grade, col, up, fl)])
     best = (analysis.table("best_response") if analysis.has("best_response")  # else empty: build_available says why
             else pl.DataFrame(schema={"subject_id": pl.String, "best_response": pl.String, "criteria": pl.String,
                                       "best_response_day": pl.Float64, "mrd_negative": pl.Boolean})).select(
@@ -251,6 +255,63 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     f = f.join(_subject_sources(study), on="USUBJID", how="left", maintain_order="left")
     return f.with_columns(pl.when(pl.col("TRT01A").is_not_null()).then(pl.lit("Y")).otherwise(None).alias("SAFFL"),
                           pl.when(pl.col("_nm").fill_null(False)).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("NMEASFL"))
+
+
+#: ADSL grade, its subject_summary upper-bound column, the upper-bound and the range-flag variables
+_ADSL_RANGES = (("crs_grade_astct", "crs_grade_astct_max", "CRSGRUP", "CRSGRFL"),
+                ("icans_grade_astct", "icans_grade_astct_max", "ICNGRUP", "ICNGRFL"),
+                ("icaht_early_grade", "icaht_early_grade_max", "ICAHTEUP", "ICAEGRFL"),
+                ("icaht_late_grade", "icaht_late_grade_max", "ICAHTLUP", "ICALGRFL"))
+
+
+def _range_flag(grade: pl.Expr, upper: pl.Expr) -> pl.Expr:
+    """"Y" when the grade is a range (the highest possible above it, or no grade with a highest
+    possible), "N" when the grade is definite (upper = grade), empty when neither is known."""
+    return (pl.when(upper.is_null()).then(None).when(grade.is_null() | (upper > grade)).then(pl.lit("Y"))
+            .otherwise(pl.lit("N")))
+
+
+def _range_vars(summary: pl.DataFrame, grade: str, col: str, up: str, fl: str) -> list[pl.Expr]:
+    """The upper-bound variable (``col``; empty when the summary has no such column: not known) and
+    its range flag, for one ADSL grade."""
+    upper = pl.col(col).cast(pl.Int64) if col in summary.columns else pl.lit(None, dtype=pl.Int64)
+    return [upper.alias(up), _range_flag(pl.col(grade), upper).alias(fl)]
+
+
+#: the ADAE terms graded day by day (steps._adae) and their daily tables, with ``grade_max`` per day
+_DAILY_TERMS = {"Cytokine release syndrome": "crs_daily",
+                "Immune effector cell-associated neurotoxicity syndrome": "icans_daily"}
+
+
+def _adae_upper(analysis, t: pl.DataFrame) -> pl.DataFrame:
+    """Per ADAE row (``AESEQ`` of ``USUBJID``): ``ATOXGRUP``, the highest grade the data leave
+    possible for the episode - CRS/ICANS: the highest daily ``grade_max`` from its start to its end
+    day; ICAHT: ``icaht_early_grade_max`` / ``icaht_late_grade_max`` of the window - never below
+    ATOXGR; empty when the analysis lacks the table that says (not known, never read as ATOXGR)."""
+    from cartlab.grading.icaht import EARLY_TERM, LATE_TERM
+
+    keys = t.select("USUBJID", "AESEQ", "AETERM", "ASTDY", "AENDY", "ATOXGR")
+    ups = []
+    for term, name in _DAILY_TERMS.items():
+        if not analysis.has(name) or "grade_max" not in analysis.table(name).columns:
+            continue
+        d = analysis.table(name).select(pl.col("subject_id").alias("USUBJID"), pl.col("day").floor().alias("_d"),
+                                        pl.col("grade_max").cast(pl.Int64).alias("_up"))
+        ups.append(keys.filter(pl.col("AETERM") == term).join(d, on="USUBJID", how="inner")
+                   .filter(pl.col("_d").is_between(pl.col("ASTDY"), pl.col("AENDY")))
+                   .group_by("USUBJID", "AESEQ").agg(pl.col("_up").max()))
+    if analysis.has("icaht"):
+        ic = analysis.table("icaht")
+        for term, col in ((EARLY_TERM, "icaht_early_grade_max"), (LATE_TERM, "icaht_late_grade_max")):
+            if col in ic.columns:
+                ups.append(keys.filter(pl.col("AETERM") == term).join(
+                    ic.select(pl.col("subject_id").alias("USUBJID"), pl.col(col).cast(pl.Int64).alias("_up")),
+                    on="USUBJID", how="inner").select("USUBJID", "AESEQ", "_up"))
+    up = (pl.concat([u.cast({"AESEQ": pl.Int64, "_up": pl.Int64}) for u in ups]) if ups
+          else pl.DataFrame(schema={"USUBJID": pl.String, "AESEQ": pl.Int64, "_up": pl.Int64}))
+    return keys.join(up, on=["USUBJID", "AESEQ"], how="left", maintain_order="left").select(
+        "USUBJID", "AESEQ", pl.when(pl.col("_up").is_not_null())
+        .then(pl.max_horizontal(pl.col("_up"), pl.col("ATOXGR").cast(pl.Int64))).alias("ATOXGRUP"))
 
 
 def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
@@ -316,6 +377,7 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     infusion (ASTRLDY >= 0, no end window), "N" before it, empty when the start is unknown."""
     t = _table(analysis, "adae_toxicity", "EVIDENCE")
     t = t.join(ae_terms(), left_on="AETERM", right_on="_term", how="left", maintain_order="left")
+    t = t.join(_adae_upper(analysis, t), on=["USUBJID", "AESEQ"], how="left", maintain_order="left")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "AESEQ", "AETERM",
         pl.col("_decod").alias("AEDECOD"), pl.col("_bodsys").alias("AEBODSYS"),
@@ -324,6 +386,7 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.when(pl.col("ASTDY") >= 0).then(pl.lit("Y")).when(pl.col("ASTDY") < 0).then(pl.lit("N"))
         .otherwise(None).alias("TRTEMFL"),
         "ADURN", "ADURU", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
+        "ATOXGRUP", _range_flag(pl.col("ATOXGR"), pl.col("ATOXGRUP")).alias("ATOXRGFL"),
         *_rule_cols("RULE", "RULESTAT", "REASON", "EVIDENCE"),
     )
     return _with_dates(f, dates, ASTDT="ASTRLDY", AENDT="AENRLDY")
