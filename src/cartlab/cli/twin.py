@@ -187,14 +187,24 @@ def forecast_cmd(
     posterior: PosteriorOpt = "laplace",
     seed: SeedOpt = 0,
     allow_other_target: OtherTargetOpt = False,
+    show_withheld: Annotated[bool, typer.Option(
+        "--show-withheld", help="Print forecasts that are withheld (the twin does not describe a parameter they "
+        "rest on, RMS standardised residual > 3; or its CAR course lies off the CARCOPY values it was fitted to) "
+        "and unresolved intervals anyway. twin_forecast.csv always has them, with withheld_reason.")] = False,
+    max_car_bias: Annotated[float, typer.Option(
+        "--max-car-bias", metavar="SD", min=0.0, help="Largest mean standardised CARCOPY residual (in observation "
+        "SDs, either sign) up to --from-day for which the twin's CAR course counts as consistent with the data "
+        "it was fitted to (default 3: the fit-quality threshold; 3 x 0.56 on the log scale = 5.4-fold).")] = 3.0,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
 ) -> None:
     """Forecast the rest of a subject's course from the data up to --from-day: CAR peak (median, 50%
     and 90% prediction intervals), P(CRS grade >= 3), P(CR/CRi/MLFS by day 28), with the clinic rule
     deciding interventions after that day. Writes twin_forecast.csv, twin_params.csv, twin_fit_quality.csv,
-    twin_identifiability.csv, twin_forecast.png, twin_fit.png and twin_forecast.json. Intervals that the
-    posterior draws do not resolve, and a forecast peak below a value already measured, are flagged.
+    twin_identifiability.csv, twin_forecast.png, twin_fit.png and twin_forecast.json. Flagged: intervals that
+    the posterior draws do not resolve (not printed), a forecast resting on a parameter the twin does not
+    describe or a CAR course off the CARCOPY values it was fitted to (value not printed; see --show-withheld,
+    --max-car-bias), and a forecast peak below a value already measured.
 
     [bold]Example[/]: cartlab twin forecast out/seed_case --subject CD7-AML-001 --from-day 7 --out fc/
     """
@@ -210,9 +220,10 @@ def forecast_cmd(
     with _progress(f"forecasting {subject} from day {from_day:g}") as step:
         model.fit(data, subject, until_day=from_day)
         step("simulating forward")
-        table = model.forecast(from_day)
+        table = model.forecast(from_day, show_withheld=show_withheld, car_bias_iwres=max_car_bias)
         step("writing")
-        meta: dict = {"command": "twin forecast", "from_day": from_day, "draws": draws}
+        meta: dict = {"command": "twin forecast", "from_day": from_day, "draws": draws,
+                      "show_withheld": show_withheld, "max_car_bias": max_car_bias}
 
         def write(tmp: Path) -> None:
             _write_fit(model, tmp, meta)
@@ -228,11 +239,22 @@ def forecast_cmd(
 
         _write_folder(out, write)
     rows = {r["quantity"]: r for r in table.iter_rows(named=True)}
-    peak = rows["car_cmax"]
     caveat = "" if model.forecast_reliable_ else ": [yellow]NOT reliable[/]"
-    console.print(f"[green]wrote[/] {out}: predicted CAR peak {peak['median']:.3g} copies/ug (90% PI "
-                  f"{peak['pi90_lo']:.3g}-{peak['pi90_hi']:.3g}{caveat}), P(CRS>=3) {rows['crs_ge3']['probability_shown']}, "
-                  f"P(response d28) {rows['response_d28']['probability_shown']}; values are simulated"
-                  + _misfit_note(model), soft_wrap=True)
+    console.print(f"[green]wrote[/] {out}: {_peak_text(rows['car_cmax'])}{caveat}), "
+                  f"P(CRS>=3) {_prob_text(rows['crs_ge3'])}, P(response d28) {_prob_text(rows['response_d28'])}; "
+                  "values are simulated" + _misfit_note(model), soft_wrap=True)
     for note in model.forecast_notes_:
         console.print(f"[yellow]note[/]: {note}", soft_wrap=True, highlight=False)
+
+
+def _peak_text(peak: dict) -> str:
+    """The CAR peak as printed: the median and 90% PI when shown, else why not (twin.forecast.withhold)."""
+    if not peak["value_shown"]:
+        return "CAR peak [yellow]not shown[/] (see the notes; twin_forecast.csv has it with withheld_reason"
+    pi = (f"90% PI {peak['pi90_lo']:.3g}-{peak['pi90_hi']:.3g}" if peak["interval_shown"]
+          else "90% PI not resolved")
+    return f"predicted CAR peak {peak['median']:.3g} copies/ug ({pi}"
+
+
+def _prob_text(row: dict) -> str:
+    return row["probability_shown"] if row["value_shown"] else "[yellow]not shown[/]"

@@ -48,9 +48,10 @@ from cartlab.twin.forecast import (
     recorded_clinic,
     subject_target,
     with_recorded,
+    withhold,
 )
 from cartlab.twin.posterior import importance_draws, pd_cov, rw_metropolis
-from cartlab.twin.quality import fit_quality, intervals_reliable, misfit_text
+from cartlab.twin.quality import CAR_BIAS_IWRES, fit_quality, intervals_reliable, misfit_text, optimiser_message
 
 __all__ = ["OBS_MODEL", "SEED_ANCHORS", "Anchor", "TwinModel", "course_summaries"]
 
@@ -582,7 +583,7 @@ class TwinModel:
         at_bound = bool(np.any(np.isclose(x, lo, atol=1e-6) | np.isclose(x, hi, atol=1e-6)))
         self.converged_ = bool(best.success and pd and not at_bound)
         self.message_ = "; ".join(m for m in (
-            str(best.message), "" if pd else "Hessian not positive definite (covariance regularised)",
+            optimiser_message(best), "" if pd else "Hessian not positive definite (covariance regularised)",
             "estimate at a bound" if at_bound else "", f"max |grad| {gnorm:.2g}") if m)
         self.theta_ = ob.theta(x)[0]
         self._posterior(rng)
@@ -691,11 +692,15 @@ class TwinModel:
         }).with_columns(pl.col("posterior_median", "shrinkage").fill_nan(None))
 
     # -- forecast
-    def forecast(self, from_day: float | None = None, n_draws: int | None = None) -> pl.DataFrame:
+    def forecast(self, from_day: float | None = None, n_draws: int | None = None, *, show_withheld: bool = False,
+                 car_bias_iwres: float = CAR_BIAS_IWRES) -> pl.DataFrame:
         """Predict the course after ``from_day`` from the posterior given the data up to it (refits on
         the truncated data, without anchors, if the model was fitted to more), with the clinic rule active after
         ``from_day``. Returns (and stores as ``forecast_``) one row per quantity: median, 50% and 90%
-        prediction intervals, or a probability."""
+        prediction intervals, or a probability, with ``value_shown``/``interval_shown``/``withheld_reason``
+        (:func:`cartlab.twin.forecast.withhold`: a quantity resting on a parameter the twin does not
+        describe, or a CAR course off the CARCOPY data by more than ``car_bias_iwres`` mean standardised
+        residuals, is not shown unless ``show_withheld``; nor are unresolved intervals)."""
 
         self._require_fitted()
         if from_day is None:
@@ -710,10 +715,11 @@ class TwinModel:
         draws, weights = forecast_draws(m, n_draws)
         _t, sim = m.simulate_after(from_day, draws=draws)
         self.forecast_sim_, self.forecast_weights_ = sim, weights
-        self.forecast_ = forecast_table(_T_GRID, sim, n_effective=n_effective(m, draws.shape[0]), weights=weights)
+        table = forecast_table(_T_GRID, sim, n_effective=n_effective(m, draws.shape[0]), weights=weights)
+        self.forecast_ = withhold(m, table, show_withheld=show_withheld, car_bias_iwres=car_bias_iwres)
         self.forecast_day_ = from_day
-        self.forecast_notes_ = forecast_notes(m, self.forecast_)
-        self.forecast_problems_ = problems = forecast_problems(m)
+        self.forecast_notes_ = forecast_notes(m, self.forecast_, car_bias_iwres)
+        self.forecast_problems_ = problems = forecast_problems(m, car_bias_iwres)
         self.forecast_reliable_ = not problems
         self.forecast_prior_only_ = "no_car_samples" in problems
         for note in self.forecast_notes_:

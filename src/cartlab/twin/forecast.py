@@ -11,10 +11,17 @@ import warnings
 import numpy as np
 import polars as pl
 
-from cartlab.twin.quality import MIN_ESS_INTERVALS
+from cartlab.twin.quality import (
+    CAR_BIAS_IWRES,
+    FORECAST_DEPENDS,
+    MIN_ESS_INTERVALS,
+    MISFIT_RMS,
+    fit_quality,
+    residual_bias,
+)
 
 __all__ = ["defaults_text", "forecast_notes", "forecast_problems", "forecast_table", "n_effective", "outcome_arrays",
-           "probability_text", "weighted_quantile"]
+           "probability_text", "weighted_quantile", "withhold"]
 
 
 CLINIC_CATEGORY = {"vasopressor": "vasopressor", "tocilizumab": "tocilizumab", "corticosteroid": "steroid",
@@ -116,11 +123,14 @@ def defaults_text(used: dict) -> str:
     return "; ".join(f"{k} {v['value']:g} {v['unit']} assumed ({v['missing']})" for k, v in used.items())
 
 
-def forecast_problems(m) -> list[str]:
+def forecast_problems(m, car_bias_iwres: float = CAR_BIAS_IWRES) -> list[str]:
     """Keys of what makes a forecast unreliable (``forecast_reliable`` false when any): ``ess`` intervals
     not resolved, ``not_converged`` the fit did not converge, ``no_car_samples`` no CAR-T measurement in
     the fitting window (the kinetics rest on the prior only), ``not_cd7`` a non-CD7 subject,
-    ``baseline_default`` the weight or the marrow blasts taken from the population default."""
+    ``baseline_default`` the weight or the marrow blasts taken from the population default, ``misfit``
+    the twin does not describe a parameter a forecast quantity rests on (:data:`FORECAST_DEPENDS`,
+    the :data:`MISFIT_RMS` rule), ``car_off_data`` the twin's CAR course lies off the CARCOPY values it
+    was fitted to (mean standardised residual beyond ``car_bias_iwres``, :mod:`cartlab.twin.quality`)."""
     problems = []
     if not m.intervals_reliable_:
         problems.append("ess")
@@ -133,15 +143,71 @@ def forecast_problems(m) -> list[str]:
         problems.append("not_cd7")
     if set(getattr(m, "baseline_defaults_used_", {})) & set(UNRELIABLE_DEFAULTS):
         problems.append("baseline_default")
+    if _misfits(m):
+        problems.append("misfit")
+    if _car_off(m, car_bias_iwres) is not None:
+        problems.append("car_off_data")
     return problems
 
 
-def forecast_notes(m, table: pl.DataFrame) -> list[str]:
+def _quality(m) -> pl.DataFrame:
+    q = getattr(m, "fit_quality_", None)
+    return q if q is not None else fit_quality(m.observations_.select("param", "iwres"))
+
+
+def _misfits(m) -> dict[str, str]:
+    """Parameters a forecast quantity rests on that the twin does not describe: param -> "CARCOPY
+    (RMS standardised residual 9.3 over 3 rows > 3)"."""
+    need = {p for ps in FORECAST_DEPENDS.values() for p in ps}
+    bad = _quality(m).filter(pl.col("param").is_in(list(need)) & pl.col("describes").not_())
+    return {p: f"{p} (RMS standardised residual {r:.1f} over {n} rows > {MISFIT_RMS:g})"
+            for p, r, n in bad.select("param", "rms_iwres", "n_residuals").iter_rows()}
+
+
+def _car_off(m, car_bias_iwres: float = CAR_BIAS_IWRES) -> str | None:
+    """Text when the twin's CAR course lies off the CARCOPY values it was fitted to (None: it does not)."""
+    from cartlab.twin.fit import OBS_MODEL
+
+    bias, n = residual_bias(m.observations_, "CARCOPY")
+    if n == 0 or not abs(bias) > car_bias_iwres:
+        return None
+    fold = math.exp(abs(bias) * OBS_MODEL["CARCOPY"][1])
+    side = "above" if bias < 0 else "below"
+    return (f"the twin's CAR course lies {fold:.3g}-fold {side} the {n} CARCOPY value(s) measured up to the forecast "
+            f"day (geometric mean; mean standardised residual {bias:+.1f}, beyond +-{car_bias_iwres:g})")
+
+
+def withhold(m, table: pl.DataFrame, *, show_withheld: bool = False,
+             car_bias_iwres: float = CAR_BIAS_IWRES) -> pl.DataFrame:
+    """``table`` (:func:`forecast_table`) with ``value_shown``, ``interval_shown`` and ``withheld_reason``:
+    a quantity whose parameters (:data:`FORECAST_DEPENDS`) the twin does not describe (the
+    :data:`MISFIT_RMS` rule), or a CAR quantity when the twin's CAR course lies off the CARCOPY values
+    it was fitted to (``car_bias_iwres``), has neither its value nor its intervals shown; unresolved
+    intervals (SIR ESS < :data:`MIN_ESS_INTERVALS`) are not shown. The numbers stay in the table.
+    ``show_withheld``: show them anyway (the reasons are still given)."""
+    mis, off = _misfits(m), _car_off(m, car_bias_iwres)
+    ess = not m.intervals_reliable_
+    vs, ivs, why = [], [], []
+    for q in table["quantity"].to_list():
+        reasons = [f"the twin does not describe {mis[p]}" for p in FORECAST_DEPENDS.get(q, ()) if p in mis]
+        if off is not None and q.startswith("car_"):
+            reasons.append(off)
+        interval = q in ("car_cmax", "car_tmax", "car_day28")
+        vs.append(show_withheld or not reasons)
+        if ess and interval:
+            reasons.append(f"90% interval not resolved: SIR effective sample size {m.ess_:.0f} < {MIN_ESS_INTERVALS:.0f}")
+        ivs.append((show_withheld or not reasons) if interval else None)
+        why.append("; ".join(reasons) or None)
+    return table.with_columns(pl.Series("value_shown", vs, pl.Boolean), pl.Series("interval_shown", ivs, pl.Boolean),
+                              pl.Series("withheld_reason", why, pl.String))
+
+
+def forecast_notes(m, table: pl.DataFrame, car_bias_iwres: float = CAR_BIAS_IWRES) -> list[str]:
     """Why a forecast should not be read as it stands (empty when nothing is wrong): one note per
     :func:`forecast_problems` key, one (``baseline_default: ...``) for any baseline value defaulted, and
     a forecast peak below a value already measured."""
     notes = []
-    problems = forecast_problems(m)
+    problems = forecast_problems(m, car_bias_iwres)
     if "ess" in problems:
         notes.append(f"the forecast's prediction intervals are not resolved: SIR effective sample size {m.ess_:.0f} < "
                      f"{MIN_ESS_INTERVALS:.0f} (fewer than one effective draw beyond each 90% bound; "
@@ -160,6 +226,13 @@ def forecast_notes(m, table: pl.DataFrame) -> list[str]:
         notes.append(f"baseline_default: {defaults_text(used)}: the twin starts from the population default "
                      + ("(the weight or the marrow blasts): the forecast is not reliable" if "baseline_default"
                         in problems else "for these (not by itself a reason to call the forecast unreliable)"))
+    if "misfit" in problems:
+        deps = {p: [q for q, ps in FORECAST_DEPENDS.items() if p in ps] for p in _misfits(m)}
+        notes.append("the twin does not describe " + ", ".join(f"{t} (the forecast's {', '.join(deps[p])})"
+                     for p, t in _misfits(m).items()) + ": these forecasts are not shown (twin_forecast.csv keeps "
+                     "them with withheld_reason)")
+    if "car_off_data" in problems:
+        notes.append(f"{_car_off(m, car_bias_iwres)}: the CAR forecast is inconsistent with the data it used")
     peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
     car = m.observations_.filter((pl.col("param") == "CARCOPY") & pl.col("iwres").is_not_null())
     if car.height and car["value"].max() > peak["pi90_hi"]:

@@ -110,9 +110,14 @@ def fit_figure(model, path=None, n_band: int = 200, t_max: float = 60.0):
     return _finish(fig, axes, path, ncol=6)
 
 
+#: forecast-figure panel -> the forecast quantity read from it (a withheld one is marked on the panel)
+_PANEL_QUANTITY = {"CARCOPY": "car_cmax", "TEMP": "crs_ge3", "BMBLAST": "response_d28"}
+
+
 def forecast_figure(model, path=None, t_max: float = 60.0):
     """Fan chart of the forecast after ``forecast_day_`` (5-95% and 25-75% of the simulated draws,
-    clinic rule active after that day) with the observations up to it."""
+    clinic rule active after that day) with the observations up to it; a panel whose forecast is
+    withheld (:func:`cartlab.twin.forecast.withhold`) says so in its title."""
     from cartlab.twin.fit import _T_GRID
     from cartlab.twin.forecast import weighted_quantile
 
@@ -120,6 +125,9 @@ def forecast_figure(model, path=None, t_max: float = 60.0):
     obs = model.study_.observations.filter(pl.col("subject_id") == model.subject_id_)
     w = _T_GRID <= t_max
     t = _T_GRID[w]
+    fc = getattr(model, "forecast_", None)
+    shown = (dict(zip(fc["quantity"].to_list(), fc["value_shown"].to_list()))
+             if fc is not None and "value_shown" in fc.columns else {})
     fig = _figure((13, 6.5))
     axes = fig.subplots(2, 4).ravel()
     for ax, (p, title, log) in zip(axes, PANELS):
@@ -137,7 +145,10 @@ def forecast_figure(model, path=None, t_max: float = 60.0):
         ax.axvline(model.forecast_day_, color="k", ls="--", lw=0.8)
         if log:
             ax.set_yscale("log")
-        ax.set_title(title, fontsize=9)
+        q = _PANEL_QUANTITY.get(p)
+        if q in shown and not shown[q]:   # the forecast resting on this panel is withheld (twin.forecast.withhold)
+            title = f"{title}\nforecast WITHHELD (twin_forecast.csv, withheld_reason)"
+        ax.set_title(title, fontsize=9, color="C3" if q in shown and not shown[q] else "k")
         ax.tick_params(labelsize=7)
     fig.suptitle(f"Forecast of {model.subject_id_} from day {model.forecast_day_:g} (data up to that day; clinic "
                  "rule after it) — bands are simulated", fontsize=10)
