@@ -626,7 +626,7 @@ def test_command_errors(tmp_path):
                                          r"than the previous time 2 of subject 'A'"):
         nca_command(f, out, subject="id", time="t", conc="c")
     f = _write(tmp_path / "ragged.csv", "id,t,c\nA,0,0\nA,1\n")
-    with pytest.raises(ValueError, match=r"ragged\.csv: row 2 \(line 3\) has 2 field\(s\) but the header has 3"):
+    with pytest.raises(ValueError, match=r"ragged\.csv: row 2 \(line 3\): expected 3 field\(s\) as in the header \(.*\), found 2"):
         nca_command(f, out, subject="id", time="t", conc="c")
     f = _write(tmp_path / "neg.csv", "id,t,c\nA,0,0\nA,1,-2\n")
     with pytest.raises(ValueError, match=r"neg\.csv: row 2 \(line 3\), column 'c': negative"):

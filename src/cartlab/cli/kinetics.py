@@ -187,8 +187,10 @@ def stein_cmd(
             raise
         raise _usage(str(exc), hint="Nothing was written.") from None
     what = "population (SAEM)" if population else "per-subject"
+    dropped = (f"{meta['n_dropped']} dropped: rows and reasons in {out / 'stein_dropped.csv'}" if meta["n_dropped"]
+               else "0 dropped")
     console.print(f"[green]wrote[/] {out}: {what} fit of {meta['n_subjects']} subject(s), {meta['n_observations']} "
-                  f"observations ({meta['n_blq']} BLQ, {meta['n_dropped']} dropped)", soft_wrap=True)
+                  f"observations ({meta['n_blq']} BLQ, {dropped})", soft_wrap=True)
     if not population and meta["not_fitted"]:
         for sid, why in meta["not_fitted"].items():
             console.print(f"[yellow]{sid}:[/] {why}", soft_wrap=True)

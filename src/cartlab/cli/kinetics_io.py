@@ -68,8 +68,10 @@ def _scan_fields(path: Path) -> list[str]:
         width = len(header)
         for i, row in enumerate(reader, start=1):
             if len(row) != width and row:
-                raise ValueError(f"{path}: row {i} (line {reader.line_num}) has {len(row)} field(s) but the "
-                                 f"header has {width}: time, conc and the other columns must have the same length")
+                why = ("a value with an unquoted comma, or a separator too many?" if len(row) > width
+                       else "a value left out? An empty value still needs its separator")
+                raise ValueError(f"{path}: row {i} (line {reader.line_num}): expected {width} field(s) as in the "
+                                 f"header ({', '.join(header)}), found {len(row)}: {why}")
     return header
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cartlab.errors import CartlabWarning
+from cartlab.errors import CartlabWarning, InputError
 from cartlab.kinetics.stein.base import _SteinFitter
 from cartlab.kinetics.stein.curve import derived_quantities, stein_curve
 from cartlab.kinetics.stein.data import _observations_frame, _with_observed_peaks
@@ -29,6 +29,68 @@ from cartlab.kinetics.stein.plots import fits_figure, vpc_figure
 from cartlab.kinetics.stein.saem import _mu, _Saem
 
 __all__ = ["SteinPopulationModel"]
+
+#: covariates derived from the CAR-T rows of doses.csv (cells/kg; cells are divided by weight_kg)
+_DOSE_COVARIATES = ("dose_total", "log_dose", "n_infusions")
+
+
+def _dose_reasons(study: Any, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Per subject: why its CAR-T dose in cells/kg cannot be formed, as (cause, where): the doses.csv
+    row and unit, or the empty subjects.csv weight_kg."""
+    from cartlab.kinetics.agents import car_t_infusions
+
+    inf = car_t_infusions(study).filter(pl.col("subject_id").is_in(list(ids)))
+    wt = (dict(study.subjects.select("subject_id", "weight_kg").iter_rows())
+          if "weight_kg" in study.subjects.columns else {})
+    out: dict[str, tuple[str, str]] = {}
+    for r in inf.iter_rows(named=True):
+        sid = r["subject_id"]
+        if sid in out:
+            continue
+        where = (f"{r.get('src_file') or 'doses.csv'} row {r['src_row']}" if r.get("src_row") is not None
+                 else "no doses.csv row")
+        unit = (r.get("unit") or "").replace(" ", "").lower()
+        if r.get("dose") is None:
+            out[sid] = ("the CAR-T dose is empty", where)
+        elif unit == "cells" and wt.get(sid) is None:
+            out[sid] = ("the CAR-T dose is in cells and subjects.csv, column weight_kg is empty (cells/kg needs "
+                        "the weight)", f"{where}: {r['dose']:g} cells")
+        elif unit not in ("cells", "cells/kg"):
+            out[sid] = ("the CAR-T dose unit is neither cells nor cells/kg", f"{where}: {r.get('unit')!r}")
+    for sid in ids:
+        out.setdefault(sid, ("no CAR-T row with a dose in doses.csv", ""))
+    return out
+
+
+def _check_study_covariates(data: Any, cov: pl.DataFrame, spec: Mapping[str, Sequence[str]]) -> None:
+    """InputError naming the input behind each missing covariate value of a study (the subjects.csv
+    column, or the doses.csv row and unit of the CAR-T dose and weight_kg) and how to proceed."""
+    from cartlab.kinetics.stein.data import _is_study
+
+    if not _is_study(data):
+        return
+    for p, cols in spec.items():
+        for c in cols:
+            if c not in cov.columns or not cov[c].null_count():
+                continue
+            who = cov.filter(pl.col(c).is_null())["subject_id"].to_list()
+            if c in _DOSE_COVARIATES:
+                reasons = _dose_reasons(data, who)
+                causes: dict[str, list[str]] = {}
+                for sid in who:
+                    cause, where = reasons[sid]
+                    causes.setdefault(cause, []).append(f"{sid} ({where})" if where else str(sid))
+                detail = "; ".join(f"{cause}: {', '.join(items[:10])}{' ...' if len(items) > 10 else ''}"
+                                   for cause, items in causes.items())
+                weight = any("weight_kg" in cause for cause in causes)
+                give = ("give weight_kg in subjects.csv (or the dose in cells/kg in doses.csv)" if weight
+                        else "give the CAR-T dose in cells or cells/kg in doses.csv")
+            else:
+                detail = (f"subjects.csv, column {c} is empty: {', '.join(map(str, who[:10]))}"
+                          f"{' ...' if len(who) > 10 else ''}")
+                give = f"give {c} in subjects.csv"
+            raise InputError(f"--covariate {p}={c}: {c} is missing for {len(who)} subject(s) -- {detail}",
+                             hint=f"{give} for these subjects, or drop --covariate {p}={c}. Nothing was written.")
 
 
 class SteinPopulationModel(_Saem, _SteinFitter):
@@ -162,6 +224,7 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         ``progress(stage, done, total)`` is called after each SAEM iteration and each iteration at
         the estimate (``total`` = n_burn + n_smooth + n_post + 1 for the log-likelihood)."""
         d = self._prepare(data, doses, covariates)
+        _check_study_covariates(data, d.covariates, self.covariates)
         if d.n < 2:
             raise ValueError(f"a population fit needs at least 2 subjects with {self.param} data (got {d.n}); "
                              "fit a single subject with SteinModel (cartlab stein without --population)")

@@ -35,7 +35,8 @@ def _covariate_design(cov: pl.DataFrame, spec: Mapping[str, Sequence[str]],
         if s.null_count():
             who = cov.filter(pl.col(c).is_null())["subject_id"].to_list()
             raise ValueError(f"covariate {c!r} has missing values for {len(who)} subject(s): "
-                             f"{', '.join(map(str, who[:10]))}{' ...' if len(who) > 10 else ''}")
+                             f"{', '.join(map(str, who[:10]))}{' ...' if len(who) > 10 else ''}; fill column {c!r} for "
+                             "these subjects, or drop the covariate")
         if s.dtype in (pl.String, pl.Categorical, pl.Enum):
             vals = s.cast(pl.String).to_list()
             levels = sorted(set(vals))
