@@ -254,7 +254,7 @@ def test_twin_forecast_from_day_says_how_it_differs_from_show_from():
 # j. usage lines: STUDY, SUBJECT, FILE, DIR in capitals; [X] optional; no {x}, no [[X]]
 
 USAGE = {
-    ("validate",): "DIR", ("import",): "[DIR]", ("show",): "SUBJECT", ("export",): "[STUDY]",
+    ("validate",): "STUDY", ("import",): "[DIR]", ("show",): "SUBJECT", ("export",): "[STUDY]",
     ("synthetic",): "", ("analyze",): "[STUDY]", ("report",): "[STUDY]", ("explain",): "SUBJECT",
     ("ctcae",): "[FILE]", ("nca",): "FILE", ("stein",): "STUDY|FILE", ("protocols",): "[PROTOCOL]",
     ("eligibility",): "[SUBJECT]", ("deviations",): "[SUBJECT]", ("serve",): "[STUDY]",

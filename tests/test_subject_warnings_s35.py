@@ -33,7 +33,8 @@ def test_subjects_warning_names_at_most_limit_and_counts_the_rest():
     w = SubjectsWarning("3 subject(s) lack X: {subjects}.", ["A", "B", "A", "C"], "x.csv", limit=2)
     assert str(w) == "3 subject(s) lack X: A, B (+1 more)."
     assert w.subject_ids == ["A", "B", "C"]
-    assert w.unnamed == "3 subject(s) lack X: named in x.csv (cartlab --debug names them here)."
+    assert w.unnamed == ("3 subject(s) lack X: named in x.csv, which cartlab analyze writes (cartlab --debug "
+                         "report ... names them here).")
     assert "A" not in w.unnamed.replace("named", "")  # no id in the unnamed words
     labelled = SubjectsWarning("{subjects}", ["A"], "t", labels=["A (22 d)"])
     assert str(labelled) == "A (22 d)"

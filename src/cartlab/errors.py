@@ -3,7 +3,8 @@
 Every expected failure is a :class:`CartlabError`: its message says what went wrong, where (file,
 row, column, subject) and, in ``hint``, what to do. The command line turns it into one message and
 an exit code (``exit_code``: 2 for bad input or usage, 1 otherwise) without a traceback;
-``cartlab --debug`` (or ``CARTLAB_DEBUG=1``) shows the traceback too.
+``cartlab --debug`` (or ``CARTLAB_DEBUG=1``) shows the traceback too; its second role: the warnings of
+``cartlab report`` name the subjects they count (see :func:`subject_ids_in_warnings`).
 
 * :class:`InputError` — the user's input cannot be used (an invalid study folder, a file that does
   not exist, a bad option value, an unknown subject). Exit code 2.
@@ -82,6 +83,10 @@ def subject_ids_in_warnings(named: bool) -> Iterator[None]:
         _NAME_SUBJECTS.reset(token)
 
 
+#: how to see the subjects a warning of ``cartlab report`` counts (``--debug``'s second role)
+DEBUG_NAMES = "cartlab --debug report ... names them here"
+
+
 class SubjectsWarning(CartlabWarning):
     """A :class:`CartlabWarning` that names subjects. ``template`` holds ``{subjects}``: ``str()`` puts
     the ids there (``labels`` when given, e.g. "S1 (22 d)"; at most ``limit``, then "(+N more)");
@@ -96,7 +101,7 @@ class SubjectsWarning(CartlabWarning):
             f" (+{len(shown) - limit} more)" if len(shown) > limit else "")
         self.template, self.where = template, where
         self.unnamed = unnamed if unnamed is not None else template.replace(
-            "{subjects}", f"named in {where} (cartlab --debug names them here)")
+            "{subjects}", f"named in {where}, which cartlab analyze writes ({DEBUG_NAMES})")
         super().__init__(template.replace("{subjects}", named))
 
     def __reduce__(self):  # a plain CartlabWarning with the named text (e.g. across processes)

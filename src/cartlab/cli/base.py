@@ -23,15 +23,38 @@ from rich.table import Table
 
 from cartlab import __version__
 
-# typer (0.2x) shows a flag's type as "<bool>", as if the flag took a value: show nothing for flags.
+# typer (0.2x) shows a flag's type as "<bool>", as if the flag took a value: show nothing for flags;
+# and a value's Python type ("<str>", "<list[str]>", "<int range>") as a word a user reads (TEXT, N ...),
+# as the metavars DIR, FILE, STUDY of the other options (review 36 B5).
 _display_type = typer.core.TyperOption.display_type_rich
+_display_arg_type = typer.core.TyperArgument.display_type_rich
+_READABLE = {"str": "TEXT", "list[str]": "TEXT", "int": "N", "int range": "N", "list[int]": "N",
+             "float": "NUMBER", "float range": "NUMBER", "list[float]": "NUMBER", "path": "PATH",
+             "list[path]": "PATH", "float,str": "NUMBER UNIT", "float,float": "NUMBER NUMBER"}
+
+
+def _readable(shown):
+    if shown is None:
+        return None
+    text = str(shown)
+    more = text.endswith("...")
+    key = text.removesuffix("...").strip("<>").lower()
+    if not text.startswith("<"):
+        return text
+    more = more and "," not in key  # a pair (VALUE UNIT) is named whole, not "...": two values, not many
+    return _READABLE.get(key, text.removesuffix("...")) + ("..." if more else "")
 
 
 def _flag_without_type(self, ctx):
-    return None if getattr(self, "is_flag", False) else _display_type(self, ctx)
+    return None if getattr(self, "is_flag", False) else _readable(_display_type(self, ctx))
+
+
+def _argument_type(self, ctx):
+    return _readable(_display_arg_type(self, ctx))
 
 
 typer.core.TyperOption.display_type_rich = _flag_without_type
+typer.core.TyperArgument.display_type_rich = _argument_type
 
 
 # typer (0.2x) writes a required argument as "{name}" in the usage line, and an argument without a
@@ -123,6 +146,7 @@ CsvDialectOpt = Annotated[
     typer.Option(
         "--csv-dialect",
         envvar="CARTLAB_CSV_DIALECT",
+        metavar="standard|european|semicolon|tab",
         help="The format of the input study's CSV files, to read them: standard (comma-separated, decimal "
         "points), european (semicolons, decimal commas), semicolon or tab. What cartlab writes is always "
         "standard CSV.",
@@ -143,7 +167,8 @@ def main(
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = None,
     debug: Annotated[bool, typer.Option(
-        "--debug", envvar="CARTLAB_DEBUG", help="Show the full traceback of an error (env CARTLAB_DEBUG=1).")] = False,
+        "--debug", envvar="CARTLAB_DEBUG", help="Show the full traceback of an error; also lets cartlab report's "
+        "warnings name the subjects they count (env CARTLAB_DEBUG=1).")] = False,
 ) -> None:
     """cartlab: CAR-T cell therapy data toolkit."""
     ctx.meta["cartlab_debug"] = debug
@@ -179,9 +204,9 @@ def _report_error(exc: BaseException) -> int:
             err.print(f"  [red]✗[/] [bold]{escape(where)}[/]{': ' if where else ''}{escape(msg)}", soft_wrap=True,
                       highlight=False)
     elif isinstance(exc, CartlabError):
-        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        err.print(f"[red]error:[/] {escape(_plain_message(exc))}", soft_wrap=True, highlight=False)
         if exc.hint:
-            err.print(f"[dim]{escape(exc.hint)}[/]", soft_wrap=True, highlight=False)
+            err.print(f"[dim]{escape(_csv_column(exc.hint))}[/]", soft_wrap=True, highlight=False)
     elif isinstance(exc, OSError) and exc.filename is not None:
         # the file system refused (a file where a folder is needed, no permission, a full disk): the
         # path and what is wrong with it, not "a bug in cartlab"
@@ -198,6 +223,42 @@ def _report_error(exc: BaseException) -> int:
                   soft_wrap=True)
         return 1
     return getattr(exc, "exit_code", 1)
+
+
+_STUDY_FILES = "subjects|doses|observations|interventions|events"
+
+
+def _plain_message(exc: BaseException) -> str:
+    """The message of a cartlab error in the words of the command line. An engine's failure under
+    ``--strict`` (EngineError "ENGINE could not run for subject(s) ...: REASON") gives its cause's own
+    text: no exception class name ("ValueError: "), no "[…]" placeholder for the subjects (the full
+    list, without Python's brackets and quotes), no API option spelling ("(EndpointOptions(...))"),
+    and a study file's column as "subjects.csv, column last_followup_day"."""
+    import re
+
+    from cartlab.errors import CartlabError, EngineError
+
+    text = str(exc)
+    cause = exc.__cause__
+    if not isinstance(exc, EngineError) or cause is None or " could not run for " not in text:
+        return text
+    head = text.split(": ", 1)[0]
+    reason = str(cause).strip()
+    if not isinstance(cause, CartlabError):
+        reason = re.sub(r"\[((?:'[^']*'(?:, )?)+)\]", lambda m: m.group(1).replace("'", ""), reason)
+        reason = re.sub(r"\s*\(\w+Options\([^()]*\)\)", "", reason)
+        reason = _csv_column(reason)
+        if " subject(s) " in head:  # the head names them already
+            reason = re.sub(r"^subjects?(?:\(s\))? [^:]*: ", "", reason)
+    return f"{head}: {reason}"
+
+
+def _csv_column(text: str) -> str:
+    """"subjects.last_followup_day" (a study file's column, as the engines write it) as
+    "subjects.csv, column last_followup_day"."""
+    import re
+
+    return re.sub(rf"\b({_STUDY_FILES})\.(?!csv\b)(\w+)", r"\1.csv, column \2", text)
 
 
 @contextmanager
@@ -246,17 +307,31 @@ def _print_issues(exc, wrote_nothing: bool = True) -> None:
         err.print("[red]Nothing was written.[/]")
 
 
-def _read_or_exit(folder: Path, study_id: str | None = None, csv_dialect: str = "standard"):
+def _read_or_exit(folder: Path, study_id: str | None = None, csv_dialect: str = "standard",
+                  imported_as: str | None = None):
     """Read and validate a study folder (an invalid one raises StudyValidationError: exit 2); print
-    what reading it warned about (files not read, duplicate rows dropped)."""
+    what reading it warned about (files not read, duplicate rows dropped). ``imported_as``: the folder
+    holds the very files of this stored study, whose import printed the warnings: only count them."""
     from cartlab.io import read_study
     from cartlab.io.study_folder import check_study_path
 
     check_study_path(folder)
     with _progress(f"reading {folder.name}") as step:
         study = read_study(folder, study_id, progress=step, csv_dialect=csv_dialect)
-    _print_warnings(study.warnings)
+    if imported_as is not None:
+        _count_warnings(study.warnings, imported_as)
+    else:
+        _print_warnings(study.warnings)
     return study
+
+
+def _count_warnings(warnings, study_id: str) -> None:
+    """A stored study's read-time warnings, printed in full when it was imported: one line counting
+    them, and the command that lists them (review 36 C11: not the whole list on every command)."""
+    if warnings:
+        n = len(warnings)
+        err.print(f"  [yellow]![/] {n} input warning{'s' if n != 1 else ''} recorded when {study_id} was imported "
+                  f"(cartlab validate {study_id} lists them)", soft_wrap=True, highlight=False)
 
 
 def _print_warnings(warnings, limit: int = 50) -> None:
@@ -348,7 +423,7 @@ OptionsFileOpt = Annotated[Optional[Path], typer.Option(
     "value applied is listed in analysis.json, 'options'; docs/derivation-conventions.md). An analysis.json "
     "replays the options that analysis was given ('options_set').")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="One engine option, ENGINE.OPTION=VALUE (a YAML value), e.g. --set crs.fever_threshold_c=38.3; "
+    "--set", metavar="ENGINE.OPTION=VALUE", help="One engine option, ENGINE.OPTION=VALUE (a YAML value), e.g. --set crs.fever_threshold_c=38.3; "
     "repeatable; applied after --options.")]
 StrictOpt = Annotated[bool, typer.Option(
     "--strict", help="Stop with an error when an engine cannot analyse a subject, or a subject needing censoring "
@@ -360,8 +435,10 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
     import yaml
 
     from cartlab.analyze import AnalysisOptions
+    from cartlab.errors import InputError
 
     settings: dict = {}
+    given: dict[tuple[str, str], str] = {}  # (engine, option) -> "--set engine.option"
     if options_file is not None:
         try:
             loaded = yaml.safe_load(options_file.read_text(encoding="utf-8")) or {}
@@ -393,7 +470,65 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
         if not isinstance(current, dict):
             raise _usage(f"--set {item!r}: {engine!r} is not an engine")
         current[name] = value
-    return AnalysisOptions.from_settings(settings, strict=strict)
+        given[(engine, name.strip())] = f"--set {key.strip()}"
+    try:
+        return AnalysisOptions.from_settings(settings, strict=strict)
+    except InputError as exc:
+        plain = _option_value_error(exc, settings, given, options_file)
+        if plain is None:
+            raise
+        raise _usage(plain) from exc
+
+
+#: what a pydantic error type says the value should be, in a user's words
+_EXPECTED = {"int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+             "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+             "bool_type": "true or false", "string_type": "text", "list_type": "a list, e.g. [a, b]",
+             "tuple_type": "a list, e.g. [a, b]", "dict_type": "a mapping, e.g. {key: value}"}
+
+
+def _option_value_error(exc: BaseException, settings: dict, given: dict, options_file: Path | None) -> str | None:
+    """One line for an option value of the wrong type or not among the allowed ones (the option as
+    the user gave it, the value, what is expected) from the options classes' validation error; None
+    when ``exc`` was not such an error (an unknown engine or option keeps its own message)."""
+    import re
+
+    cause = exc.__cause__ or exc.__context__
+    errors = getattr(cause, "errors", None)
+    if not callable(errors):  # a range or value check of the options class: "XOptions: name=..."
+        m = re.match(r"\w+Options: (\w+)(?=[=:])[=:]? ?(.*)", str(exc), re.S)
+        eng = next((e for e, v in settings.items() if m and isinstance(v, dict) and m.group(1) in v), None)
+        if m is None or eng is None:
+            return None
+        where = given.get((eng, m.group(1))) or f"--options {options_file}: {eng}.{m.group(1)}"
+        sep = str(exc)[m.end(1)]  # "name=value is not ..." keeps its "="; "name: ..." its ": "
+        return f"{where}={m.group(2)}" if sep == "=" else f"{where}: {m.group(2)}"
+    lines = []
+    by_option: dict[str, list[dict]] = {}
+    for e in errors():
+        by_option.setdefault(str(e["loc"][0]) if e.get("loc") else "", []).append(e)
+    for name, errs in by_option.items():
+        engine = next((eng for eng, v in settings.items() if isinstance(v, dict) and name in v), None)
+        if engine is None:
+            return None
+        where = given.get((engine, name)) or f"--options {options_file}: {engine}.{name}"
+        expected: list[str] = []
+        for e in errs:
+            if e["type"] == "literal_error":
+                what = str((e.get("ctx") or {}).get("expected", ""))
+            elif e["type"] in _EXPECTED:
+                what = _EXPECTED[e["type"]]
+            else:
+                what = str(e.get("msg", "")).removeprefix("Input should be ").removeprefix("Value error, ")
+            if len(e["loc"]) > 1 and isinstance(e["loc"][1], int):  # an element of a list
+                what = f"a list of {what}" if e["type"] in _EXPECTED else f"a list of values, each {what}"
+            if what not in expected:
+                expected.append(what)
+        if "a number" in expected and "a whole number" in expected:
+            expected.remove("a whole number")
+        value = settings[engine][name]
+        lines.append(f"{where}: {value!r} is not valid; expected {' or '.join(expected)}")
+    return "; ".join(lines) or None
 
 
 
@@ -491,16 +626,19 @@ def _load_study(study: str, store: Path, csv_dialect: str = "standard"):
 
     path = Path(study)
     if path.exists() or len(path.parts) > 1:  # a path (not a bare id): read it, or say what it is
-        if path.is_dir() and _same_as_stored(study, store) is False:
+        same = _same_as_stored(study, store) if path.is_dir() else None
+        if same is False:
             raise _ambiguous(study, store)
-        return _read_or_exit(path, csv_dialect=csv_dialect)
+        return _read_or_exit(path, csv_dialect=csv_dialect, imported_as=study if same else None)
     if not store.exists():
         raise _usage(f"{study}: no such study folder, and no store at {store} to look the id up in",
                      hint="give a study folder, or import it first (cartlab import FOLDER) and name it by its id")
     with Store(store, read_only=True) as s:
         ids = s.studies()["study_id"].to_list()
         if study in ids:
-            return s.load_study(study)
+            data = s.load_study(study)
+            _count_warnings(data.warnings, study)
+            return data
     raise _usage(f"{study}: no such study folder, and no study with this id in {store} "
                  f"(studies: {', '.join(ids) or 'none'})")
 
@@ -510,9 +648,10 @@ def _subject_data(subject: str, store: Path, study: str | None, csv_dialect: str
     from cartlab.store import Store
 
     if study is not None and (Path(study).exists() or len(Path(study).parts) > 1):
-        if Path(study).is_dir() and _same_as_stored(study, store) is False:
+        same = _same_as_stored(study, store) if Path(study).is_dir() else None
+        if same is False:
             raise _ambiguous(study, store)
-        data = _read_or_exit(Path(study), csv_dialect=csv_dialect)
+        data = _read_or_exit(Path(study), csv_dialect=csv_dialect, imported_as=study if same else None)
         if subject not in data.subject_ids:
             raise _usage(f"no subject {subject!r} in {study}")
         return data.subject(subject)
@@ -526,4 +665,6 @@ def _subject_data(subject: str, store: Path, study: str | None, csv_dialect: str
             if study not in ids:
                 raise _usage(f"{study}: no such study folder, and no study with this id in {store} "
                              f"(studies: {', '.join(ids) or 'none'})")
-        return s.subject(subject, study)
+        data = s.subject(subject, study)
+        _count_warnings(getattr(data, "warnings", []), data.study_id)
+        return data

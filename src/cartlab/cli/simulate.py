@@ -69,7 +69,9 @@ def simulate_cmd(
 ) -> None:
     """Run a virtual trial of the CD7 CAR-T digital twin; write DIR/summary.json, DIR/tables, DIR/plots, DIR/study.
 
-    Every simulated row has source = simulated. Rates come with Wilson and exact 95% CIs. A folder
+    Every simulated row has source = simulated. Rates come with 95% CIs: the screen and tables/ give the
+    Wilson score interval, summary.json both Wilson (ci95_wilson) and exact Clopper-Pearson (ci95_exact,
+    the method of cartlab analyze's response rates). A folder
     holding other files (not an earlier simulate run) is refused unless --force.
 
     [bold]Example[/]: cartlab simulate --protocol nct04762485 --n 200 --seed 1 --out sim/
@@ -146,10 +148,13 @@ def simulate_cmd(
     for a in summary["arms"]:
         r = a["rates"]
 
-        console.print(f"[bold]{a['arm']}[/] n={a['n']}: response CR/CRh/CRi {fmt(r, 'response_cr_crh_cri')} "
+        console.print(f"[bold]{a['arm']}[/] n={a['n']} (Wilson 95% CIs): response CR/CRh/CRi {fmt(r, 'response_cr_crh_cri')} "
                       f"(with MLFS {fmt(r, 'response_cr_crh_cri_mlfs')}), "
                       f"CRS>=3 {fmt(r, 'crs_ge3')}, ICAHT>=3 {fmt(r, 'icaht_early_ge3')}, CD7- relapse "
                       f"{fmt(r, 'cd7neg_relapse')}; median Cmax {a['median_cmax_copies_per_ug']} copies/ug at day "
                       f"{a['median_tmax_day']}", soft_wrap=True, highlight=False)
     console.print(f"[green]wrote[/] {out / 'summary.json'}, {out / 'tables'}, {out / 'plots'}"
                   + (f", {out / 'study'}" if cfg.folders else "") + " (all values simulated)")
+    console.print("[dim]rates: % (Wilson score 95% CI); summary.json also gives the exact Clopper-Pearson CI "
+                  "(ci95_exact), the method of cartlab analyze's response_rates.csv[/]", soft_wrap=True,
+                  highlight=False)

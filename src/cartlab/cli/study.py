@@ -47,21 +47,28 @@ from cartlab.cli.interop import (
 
 @app.command("validate")
 def validate_cmd(
-    study_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Study folder (format v1).")],
+    study_dir: Annotated[Path, typer.Argument(metavar="STUDY", help="Study folder (format v1), or the id of a "
+                                              "study in the store: the warnings recorded when it was imported.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print every issue as JSON.")] = False,
     csv_dialect: CsvDialectOpt = "standard",
+    store: StoreOpt = DEFAULT_STORE_PATH,
 ) -> None:
     """Validate a study folder; list every problem (file, row, column) of every file, and warn about
     every file that is not read and every duplicate row.
 
+    A stored study (its id, no folder of that name here) was validated when it was imported: its
+    warnings recorded then are listed (the other commands on a stored study only count them).
+
     Exit code 0 when valid (warnings allowed), 1 when not, 2 when the path is not a study folder.
     Nothing is written.
 
-    [bold]Example[/]: cartlab validate out/seed_case
+    [bold]Example[/]: cartlab validate out/seed_case   (a stored study: cartlab validate seed_case)
     """
     from cartlab.io import validate_study
     from cartlab.io.study_folder import check_study_path
 
+    if not study_dir.exists() and len(study_dir.parts) == 1 and _validate_stored(str(study_dir), store, as_json):
+        return
     if as_json and not study_dir.is_dir():  # --json: JSON on stdout even when the path is no study folder
         from cartlab.io import StudyValidationError
 
@@ -70,7 +77,11 @@ def validate_cmd(
         except StudyValidationError as exc:
             console.print_json(json.dumps([i.to_dict() for i in exc.issues]))
             raise typer.Exit(exc.exit_code) from None
-    check_study_path(study_dir)
+    if not study_dir.is_dir():  # validate writes nothing: no "Nothing was written."
+        from cartlab.io.study_folder import describe_path
+
+        raise _usage(f"{study_dir}: {describe_path(study_dir)}; validate takes a study folder, or the id of a "
+                     "study in the store (cartlab list shows them)")
     with _progress(f"validating {study_dir.name}") as _:
         issues = validate_study(study_dir, csv_dialect)
     errors = [i for i in issues if i.severity == "error"]
@@ -84,6 +95,32 @@ def validate_cmd(
         console.print(f"[green]{study_dir}: valid[/] (study folder format v1)")
         _print_warnings([i for i in issues if i.severity != "error"], limit=500)
     raise typer.Exit(1 if errors else 0)
+
+
+def _validate_stored(study_id: str, store: Path, as_json: bool) -> bool:
+    """``cartlab validate STUDY_ID``: a stored study, validated when it was imported; list the warnings
+    recorded then (True), or False when the store holds no study of that id."""
+    from cartlab.store import Store
+
+    if not store.exists():
+        return False
+    with Store(store, read_only=True) as s:
+        studies = s.studies()
+        if study_id not in studies["study_id"].to_list():
+            return False
+        row = studies.filter(studies["study_id"] == study_id).row(0, named=True)
+        warned = s.study_warnings(study_id)
+    if as_json:
+        console.print_json(json.dumps([w.to_dict() for w in warned]))
+        return True
+    folder = f" from {row['folder']}" if row.get("folder") else ""
+    console.print(f"[green]{study_id}: a study in the store {store}[/], validated when it was imported{folder}; "
+                  f"{len(warned)} warning(s) recorded then" + (":" if warned else ""), soft_wrap=True)
+    _print_warnings(warned, limit=500)
+    if row.get("folder"):
+        console.print(f"[dim]to validate the folder's files as they are now: cartlab validate {row['folder']}[/]",
+                      soft_wrap=True, highlight=False)
+    return True
 
 
 @app.command("import", cls=aliased({"--study": "--study-id"}))
@@ -247,8 +284,12 @@ def export_cmd(
     partial_dates: PartialDatesOpt = "skip",
     store: StoreOpt = DEFAULT_STORE_PATH,
     fmt: Annotated[Optional[str], typer.Option(
-        "--format", help="Study folder: csv or parquet (default csv). ADaM: xpt, csv and/or parquet, comma-separated "
-        "(default xpt,csv).")] = None,
+        "--format", metavar="csv|parquet", help="The study folder's files (--out): csv or parquet (default csv). "
+        "Not for ADaM: use --adam-format (the ADaM formats given here still work, with a deprecation "
+        "warning).")] = None,
+    adam_format: Annotated[Optional[str], typer.Option(
+        "--adam-format", metavar="xpt,csv,parquet", help="The ADaM datasets' files (--adam): xpt, csv and/or "
+        "parquet, comma-separated (default xpt,csv).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Write into a folder that is not empty and not an earlier export of the same kind, replacing "
         "its study tables (--out) or ADaM files (--adam); other files are kept.")] = False,
@@ -271,7 +312,7 @@ def export_cmd(
 
     [bold]Example[/]: cartlab export out/seed_case --out exported/ --format parquet
     [bold]Example[/]: cartlab export out/seed_case --adam adam/ --set crs.fever_threshold_c=38.3
-    [bold]Example[/]: cartlab export --adam adam/ --sdtm sdtm/ --format xpt
+    [bold]Example[/]: cartlab export --adam adam/ --sdtm sdtm/ --adam-format xpt
     [bold]Example[/]: cartlab export out/seed_case --fhir seed_bundle.json
     """
     if study is not None and study_opt is not None:
@@ -288,9 +329,16 @@ def export_cmd(
     if (options_file is not None or set_options) and adam is None:
         raise _usage("--set and --options apply to --adam (the analysis behind the ADaM datasets)")
     options = analysis_options(options_file, set_options, strict) if adam is not None else None
+    if adam_format is not None and adam is None:
+        raise _usage("--adam-format applies to --adam (a study folder's files: --format csv|parquet)")
+    if adam is not None and fmt is not None:  # the old spelling of --adam-format (one option, two meanings)
+        if adam_format is not None:
+            raise _usage("give the ADaM formats once: --adam-format (--format is the study folder's)")
+        deprecated("export --adam ... --format", "--adam-format (--format is the study folder's csv|parquet)")
+        adam_format, fmt = fmt, None
     if fhir_out is not None:
         if fmt is not None:
-            raise _usage("--format applies to a study folder or ADaM, not --fhir")
+            raise _usage("--format applies to a study folder (--out), not --fhir")
         return _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out, force, csv_dialect)
     if adam is None and fmt not in (None, "csv", "parquet"):
         raise _usage("--format must be csv or parquet for a study folder")
@@ -298,9 +346,9 @@ def export_cmd(
     if adam is not None:
         from cartlab.io.adam import FORMATS
 
-        formats = tuple(f.strip() for f in (fmt or "xpt,csv").split(",") if f.strip())
+        formats = tuple(f.strip() for f in (adam_format or "xpt,csv").split(",") if f.strip())
         if not formats or any(f not in FORMATS for f in formats):
-            raise _usage(f"--format for ADaM: {fmt!r}; choose from {', '.join(FORMATS)} (comma-separated)")
+            raise _usage(f"--adam-format {adam_format!r}; choose from {', '.join(FORMATS)} (comma-separated)")
     target = adam if adam is not None else _out(out, out_arg)
     _export_folder(study, store, sdtm, mapping, partial_dates, target, formats, fmt, force, strict, csv_dialect,
                    options)
@@ -406,7 +454,7 @@ def synthetic_cmd(
     = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of subjects.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", metavar="csv|parquet", help="csv or parquet.")] = "csv",
     force: Annotated[bool, typer.Option(
         "--force", help="Write into a folder that is not empty, replacing its study tables and README.")] = False,
 ) -> None:

@@ -131,8 +131,22 @@ class _FileReader:
         if rows:
             self.issue(None, "blank line(s) skipped: every cell is empty", rows, severity="warning")
             df = df.filter(~blank)
+        df = self._drop_repeated_header(df)
         self.df = df
         return self._check_header()
+
+    def _drop_repeated_header(self, df: pl.DataFrame) -> pl.DataFrame:
+        """A row whose cells are the column names (two files joined, header and all) is one error,
+        "repeats the header", not one per column; the row is then left out of the other checks."""
+        cols = [c for c in self.header if c and c in df.columns]
+        if not cols:
+            return df
+        same = pl.all_horizontal([pl.col(c).str.to_lowercase() == c.lower() for c in cols])
+        rows = df.filter(same.fill_null(False))[ROW].to_list()
+        if not rows:
+            return df
+        self.issue(None, "the row repeats the header line (two files joined together?): delete it", rows)
+        return df.filter(~same.fill_null(False))
 
     def _check_header(self) -> bool:
         known = set(self.spec.column_names)

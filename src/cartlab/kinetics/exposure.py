@@ -15,6 +15,15 @@ outcome here, not a non-response: the subject is excluded from the responder row
 is not negative). This differs on purpose from the ORR of :func:`cartlab.response.best.orr`, where NE
 counts in the intention-to-treat denominator as a non-responder.
 
+Sparse data: the logistic fit has one variable (log10 exposure), so its events per variable (EPV)
+is the size of the smaller outcome group of the fit (``n_logit`` subjects; events or non-events,
+whichever is fewer: van Smeden et al., BMC Med Res Methodol 2016;16:163). Below ``min_epv`` (default
+10, the rule of Peduzzi et al., J Clin Epidemiol 1996;49:1373-1379: below 10 EPV the coefficients are
+biased both ways and the Wald CI does not keep its coverage) the odds ratio is still given but
+``logit_sparse`` is true, ``logit_note`` says why it is unreliable, and a
+:class:`~cartlab.errors.CartlabWarning` names the rows (``min_epv=0`` turns the check off). Complete
+separation is not fitted at all (no finite MLE).
+
 Who is counted:
 
 * An exposure of **0** is a non-expander (every CAR-T sample below the LLOQ: Cmax and AUC0-28 are 0).
@@ -28,7 +37,8 @@ Who is counted:
   excluded subject is named with its reason in ``excluded`` (``n_excluded`` counts them), and a
   :class:`~cartlab.errors.CartlabWarning` names them once per call (``cartlab analyze`` records it
   in ``analysis.json``); inside :func:`cartlab.errors.subject_ids_in_warnings` ``(False)`` (``cartlab report``) the
-  warning gives their count per reason and points to ``exposure_response.csv`` instead.
+  warning gives their count per reason and points to the report's ``tables/cohort_exposure_stats.csv``
+  (and analyze's ``exposure_response.csv``) instead.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import numpy as np
 import polars as pl
 
 from cartlab._deprecated import renamed
-from cartlab.errors import names_subjects, subject_ids_in_warnings
+from cartlab.errors import DEBUG_NAMES, names_subjects, subject_ids_in_warnings
 
 __all__ = ["OUTCOMES", "derive_exposure_response", "derive_exposure_response_frame", "left_out_message",
            "plot_exposure_response", "subject_ids_in_warnings"]
@@ -50,7 +60,7 @@ __all__ = ["OUTCOMES", "derive_exposure_response", "derive_exposure_response_fra
 def left_out_message(left_out: dict[str, list[str]]) -> str:
     """The warning about the subjects left out of exposure-response rows (``left_out``: reason -> ids):
     the ids (at most 20 per reason) when :func:`cartlab.errors.subject_ids_in_warnings` allows it (the
-    default), else the count per reason and a pointer to ``exposure_response.csv``."""
+    default), else the count per reason and a pointer to the report's table naming them."""
     return _left_out_named(left_out) if names_subjects() else _left_out_counted(left_out)
 
 
@@ -63,8 +73,9 @@ def _left_out_named(left_out: dict[str, list[str]]) -> str:
 def _left_out_counted(left_out: dict[str, list[str]]) -> str:
     every = {i for ids in left_out.values() for i in ids}
     parts = [f"{why}: {len(dict.fromkeys(ids))}" for why, ids in left_out.items()]
-    return (f"{len(every)} subject(s) left out -- " + " | ".join(parts) + " -- named in exposure_response.csv, "
-            "column excluded (cartlab analyze writes it); cartlab --debug names them here")
+    return (f"{len(every)} subject(s) left out -- " + " | ".join(parts) + " -- named in the report's "
+            "tables/cohort_exposure_stats.csv, column excluded (and cartlab analyze's exposure_response.csv); "
+            f"{DEBUG_NAMES}")
 
 
 def _orr_categories() -> list[str]:
@@ -104,6 +115,21 @@ def derive_exposure_response_frame(study) -> pl.DataFrame:
             .join(derive_response_summary(study), on="subject_id", how="left")
             .join(derive_crs_summary(study).select("subject_id", "crs_grade_astct", "crs_grade_astct_max"),
                   on="subject_id", how="left"))
+
+
+#: events per variable below which a logistic odds ratio is flagged as unreliable (Peduzzi et al. 1996)
+MIN_EPV = 10
+
+
+def _sparse(y: np.ndarray, min_epv: int) -> str | None:
+    """The note for a fit with fewer than ``min_epv`` events per variable (one variable: the smaller
+    of the two outcome groups), else None."""
+    events, non_events = int(y.sum()), int(len(y) - y.sum())
+    if min_epv <= 0 or min(events, non_events) >= min_epv:
+        return None
+    return (f"sparse data: {events} event(s) and {non_events} non-event(s) in the fit, fewer than {min_epv} "
+            "events per variable (Peduzzi et al. 1996): the odds ratio and its CI are unreliable (small-sample "
+            "bias; read the Mann-Whitney test and the medians instead)")
 
 
 def _logit(y: np.ndarray, x: np.ndarray) -> dict[str, Any]:
@@ -172,7 +198,8 @@ def _unknown_reason(out: str) -> pl.Expr:
 
 
 def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = ("car_cmax", "car_auc_0_28"),
-                             outcomes: Sequence[str] = ("responder", "crs_grade_ge3")) -> pl.DataFrame:
+                             outcomes: Sequence[str] = ("responder", "crs_grade_ge3"),
+                             min_epv: int = MIN_EPV) -> pl.DataFrame:
     """One row per kinetics param x exposure x outcome: n, medians by group, Mann-Whitney U and p,
     logistic odds ratio.
 
@@ -184,7 +211,8 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
     ``n_zero``: of them, non-expanders with exposure 0; ``n_logit``: subjects in the logistic
     regression of log10 exposure (exposure > 0); ``n_excluded`` and ``excluded`` ("reason: ID, ID;
     ...", in the frame's order): subjects left out of the row and why. Excluded subjects are also named
-    in a :class:`~cartlab.errors.CartlabWarning`."""
+    in a :class:`~cartlab.errors.CartlabWarning`. ``logit_sparse``: the odds ratio was fitted on fewer
+    than ``min_epv`` events per variable (module docstring; a warning names the rows)."""
     left_out: dict[str, list[str]] = {}
     if "car_param" in summary.columns:
         kinds = summary.filter(pl.col("car_param").is_not_null()).select("car_param", "car_unit").unique(
@@ -202,7 +230,17 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
               for k, u in kinds] or [(None, None, summary)]
     rows = []
     for param, unit, part in groups:
-        rows += [{"param": param, "unit": unit, **r} for r in _rows(part, exposures, outcomes, left_out)]
+        rows += [{"param": param, "unit": unit, **r} for r in _rows(part, exposures, outcomes, left_out, min_epv)]
+    sparse = [r for r in rows if r["logit_sparse"]]
+    if sparse:
+        from cartlab.errors import CartlabWarning
+
+        which = ", ".join(f"{r['exposure']} ~ {r['outcome']}" + (f" ({r['param']})" if r["param"] else "")
+                          + f": {r['n_logit']} subjects in the fit" for r in sparse)
+        warnings.warn(CartlabWarning(
+            f"exposure-response odds ratio(s) on sparse data, fewer than {min_epv} events (or non-events) per "
+            f"variable (Peduzzi et al. 1996): {which}; the odds ratio is unreliable (the exposure-response "
+            "table's columns logit_sparse and logit_note)"), stacklevel=2)
     if left_out:
         from cartlab.errors import SubjectsWarning
 
@@ -213,7 +251,7 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
 
 
 def _rows(summary: pl.DataFrame, exposures: Sequence[str], outcomes: Sequence[str],
-          left_out: dict[str, list[str]]) -> list[dict[str, Any]]:
+          left_out: dict[str, list[str]], min_epv: int = MIN_EPV) -> list[dict[str, Any]]:
     """The rows of :func:`derive_exposure_response` for one kinetics param (``left_out`` collects the
     excluded subjects by reason)."""
     from scipy.stats import mannwhitneyu
@@ -267,6 +305,10 @@ def _rows(summary: pl.DataFrame, exposures: Sequence[str], outcomes: Sequence[st
                 u = mannwhitneyu(yes, no, alternative="two-sided", method="auto")
                 row["mann_whitney_u"], row["mann_whitney_p"] = float(u.statistic), float(u.pvalue)
             row.update(_logit(y[pos], x[pos]))
+            sparse = _sparse(y[pos], min_epv) if row["or_per_10fold"] is not None else None
+            row["logit_sparse"] = sparse is not None
+            if sparse:
+                row["logit_note"] = f"{row['logit_note']}; {sparse}"
             if (~pos).any():
                 who = f" ({', '.join(zeros)})" if zeros else ""
                 row["logit_note"] = (f"{row['logit_note']}; {int((~pos).sum())} non-expander(s) with {exp} = 0"

@@ -437,7 +437,9 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
             ("medians of Cmax / AUC from fixed log10 histograms (0.01 dex bins: the middle value's bin centre, for an "
             "even count the mean of the two middle values' bin centres; within a factor 10^0.005, about 1.2%, of the "
             "sample median), Tmax from daily bins; among patients with a quantifiable CAR level"),
-            "95% CIs: Wilson score and exact Clopper-Pearson, binomial sampling only (no parameter uncertainty)",
+            ("95% CIs, binomial sampling only (no parameter uncertainty): ci95_wilson (Wilson score; the interval "
+             "cartlab simulate prints and tables/ gives as *_lo/*_hi) and ci95_exact (Clopper-Pearson, the method "
+             "of cartlab analyze's response_rates.csv)"),
         ]}
 
 
