@@ -189,18 +189,19 @@ def _crossing_day(raw):
     return st, th, base, t, clinic
 
 
-def test_b4_the_reading_that_crossed_38_keeps_its_fever_later_ones_are_lowered():
+def test_b4_the_reading_at_the_decision_keeps_its_fever_later_ones_are_lowered():
+    """The clinic decides at the day's start (t = 3) on the TEMP then (38.4 >= 38: antipyretic). That
+    reading keeps its value; the later ones of the day are lowered by antipyretic_dT = 0.6 (session 36)."""
     from cartlab.twin.model import latent_observables
 
-    raw = [37.5, 38.2, 38.5, 38.3]
+    raw = [38.4, 38.2, 38.5, 37.9]
     st, th, base, t, clinic = _crossing_day(raw)
     temp = latent_observables(st, th, base, t, clinic, clinic_days=np.arange(0, 5))["TEMP"][0]
-    # first_fever (default): 37.5 and 38.2 (the first >= 38) kept, then 38.5 - 0.6, 38.3 - 0.6
-    np.testing.assert_allclose(temp, [37.5, 38.2, 37.9, 37.7], atol=1e-9)
+    np.testing.assert_allclose(temp, [38.4, 37.6, 37.9, 37.3], atol=1e-9)
     assert temp.max() >= 38.0
     old = latent_observables(st, th, base, t, clinic, clinic_days=np.arange(0, 5),
                              antipyretic_from="day_start")["TEMP"][0]
-    np.testing.assert_allclose(old, [36.9, 37.6, 37.9, 37.7], atol=1e-9)   # every reading - 0.6
+    np.testing.assert_allclose(old, [37.8, 37.6, 37.9, 37.3], atol=1e-9)   # every reading - 0.6
     assert old.max() < 38.0                                                # the masked fever of review36 B4
     # unsorted output times give the same values at the same times
     o = np.array([2, 0, 3, 1])
@@ -208,10 +209,23 @@ def test_b4_the_reading_that_crossed_38_keeps_its_fever_later_ones_are_lowered()
     np.testing.assert_allclose(shuf, temp[o], atol=1e-9)
 
 
+def test_b4_a_reading_does_not_depend_on_the_other_output_times():
+    """review36_diff B2: with the session's first version ("after the day's first reading >= 38") the
+    day-3.5 reading was lowered only when 3.25 was also asked for. Now each reading depends on its own
+    time: the same states at t = 3.5 alone, or with 3.0 and 3.25, give the same TEMP (38.5 - 0.6)."""
+    from cartlab.twin.model import latent_observables
+
+    st, th, base, t, clinic = _crossing_day([37.5, 38.2, 38.5, 38.3])
+    full = latent_observables(st, th, base, t, clinic, clinic_days=np.arange(0, 5))["TEMP"][0]
+    alone = latent_observables(st[:, [2]], th, base, t[[2]], clinic, clinic_days=np.arange(0, 5))["TEMP"][0]
+    np.testing.assert_allclose(alone, [37.9], atol=1e-9)
+    np.testing.assert_allclose(full[2], 37.9, atol=1e-9)
+
+
 def test_b4_option_in_the_clinic_table_and_a_bad_value_refused():
     from cartlab.twin.clinic import load_clinic, policy_vector
 
-    assert load_clinic().antipyretic_from == "first_fever"
+    assert load_clinic().antipyretic_from == "after_decision"
     assert load_clinic(antipyretic_from="day_start").antipyretic_from == "day_start"
     assert policy_vector(load_clinic()).shape == (10,)      # the kernel's float vector is unchanged
     with pytest.raises(InputError, match="antipyretic_from"):

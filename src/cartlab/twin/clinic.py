@@ -40,12 +40,13 @@ class ClinicPolicy:
     plat_transfuse_fever: float = 20.0
     platelet_units: float = 1.0
     name: str = "clinic_v1"
-    #: when an antipyretic day's TEMP is lowered: "first_fever" (the readings after the day's first
-    #: reading >= fever_c; that reading keeps its fever) or "day_start" (every reading of the day)
-    antipyretic_from: str = "first_fever"
+    #: when an antipyretic day's TEMP is lowered: "after_decision" (the readings after the day's start,
+    #: when the clinic decided on the TEMP then; a reading at the day's start keeps its fever) or
+    #: "day_start" (every reading of the day)
+    antipyretic_from: str = "after_decision"
 
 
-ANTIPYRETIC_FROM = ("first_fever", "day_start")
+ANTIPYRETIC_FROM = ("after_decision", "day_start")
 _FLOATS = [f.name for f in fields(ClinicPolicy) if f.name not in ("name", "active_from_day", "antipyretic_from")]
 
 
@@ -76,7 +77,7 @@ def load_clinic(name: str = "clinic_v1", **overrides) -> ClinicPolicy:
     missing = set(_FLOATS) - set(vals)
     if missing:
         raise InputError(f"twin/criteria/{name}.yaml lacks {sorted(missing)}")
-    vals["antipyretic_from"] = str(doc.get("antipyretic_from", "first_fever"))
+    vals["antipyretic_from"] = str(doc.get("antipyretic_from", "after_decision"))
     vals.update(overrides)
     if vals["antipyretic_from"] not in ANTIPYRETIC_FROM:
         raise InputError(f"antipyretic_from must be one of {', '.join(ANTIPYRETIC_FROM)}, not "

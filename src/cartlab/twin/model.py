@@ -673,16 +673,6 @@ def _day_flags(t, clinic_arrays, clinic_days, key, n):
     return out
 
 
-def _after_first_fever(t: np.ndarray, raw: np.ndarray, fever_c: float) -> np.ndarray:
-    """(n, T) True at the outputs ``t`` (sorted) that follow, on the same calendar day, a reading whose
-    raw TEMP is >= ``fever_c``: the readings an antipyretic given for that fever lowers."""
-    fev = (raw >= fever_c).astype(np.int64)
-    d = np.floor(t)
-    start = np.maximum.accumulate(np.where(np.r_[True, d[1:] != d[:-1]], np.arange(len(t)), 0))
-    c = np.cumsum(fev, axis=1)
-    return (c - fev) - (c[:, start] - fev[:, start]) >= 1
-
-
 def latent_observables(states, theta, baseline, t, clinic_arrays=None, *, clinic_days=None,
                        toci_times=None, antipyretic_from: str | None = None,
                        fever_c: float | None = None) -> dict[str, np.ndarray]:
@@ -690,7 +680,7 @@ def latent_observables(states, theta, baseline, t, clinic_arrays=None, *, clinic
 
     ``states`` (n, T, 17); returns name -> (n, T) in canonical units.  ``clinic_arrays`` (the
     daily antipyretic / vasopressor flags, days ``clinic_days``) lower TEMP and raise SYSBP on
-    those days (TEMP from the first reading >= ``fever_c`` on, or all day: ``antipyretic_from``,
+    those days (TEMP after the day's start, when the clinic decided, or all day: ``antipyretic_from``,
     default the clinic table's); ``toci_times`` (n, Q) raise the measured IL-6 (receptor blockade)."""
     st = np.asarray(states, dtype=np.float64)
     n, T = st.shape[0], st.shape[1]
@@ -729,13 +719,13 @@ def latent_observables(states, theta, baseline, t, clinic_arrays=None, *, clinic
         pol = load_clinic()
         antipyretic_from = pol.antipyretic_from if antipyretic_from is None else antipyretic_from
         fever_c = pol.fever_c if fever_c is None else fever_c
-    if antipyretic_from == "first_fever" and apy.any():
-        o = np.argsort(t, kind="stable")
-        after = np.empty_like(apy, dtype=bool)
-        after[:, o] = _after_first_fever(t[o], temp[:, o], float(fever_c))
-        apy = apy * after
-    elif antipyretic_from not in ("first_fever", "day_start"):
-        raise InputError(f"antipyretic_from must be first_fever or day_start, not {antipyretic_from!r}")
+    if antipyretic_from == "after_decision":
+        # the clinic decides at the day's start (integer t) on the TEMP then: that reading is the one that
+        # prompted the antipyretic and keeps its value; later readings of the day are lowered. Depends on
+        # each output time alone, not on which other times are asked for (session 36, review36_diff B2)
+        apy = apy * (t - np.floor(t) > 0)[None, :]
+    elif antipyretic_from != "day_start":
+        raise InputError(f"antipyretic_from must be after_decision or day_start, not {antipyretic_from!r}")
     return {
         "CARCOPY": P["VCN"] * P["genomes_per_ug"] * pb * car / (1000.0 * wbc),
         "LYM": lym,
