@@ -120,7 +120,7 @@ def test_field_between_is_inclusive_at_both_ends(age, status):
 def test_field_value_is_reported():
     r = screen1(proto(AGE), study(subjects({"age_years": 17.0})))
     assert (r["status"], r["value"]) == ("pass", "17")
-    assert r["reason"] == "age_years = 17, meets between 12 and 65"
+    assert r["reason"] == "age at infusion (study format) age_years = 17, meets between 12 and 65"
 
 
 def test_field_missing_is_unknown_without_evidence():
@@ -945,7 +945,8 @@ def test_seed_age_passes(seed_screen):
 def test_seed_ecog_unknown(seed_screen):
     r = _by_id(seed_screen)["ecog"]
     assert r["status"] == "unknown"
-    assert r["reason"] == "no ECOG result in days -42 to -6"
+    # the window ends on the day of the seed's first lymphodepletion dose (decitabine, day -6)
+    assert r["reason"] == "no ECOG result in days -42 to -6, up to the first lymphodepletion dose on day -6"
 
 
 def test_seed_other_decided_criteria(seed_screen):

@@ -18,7 +18,7 @@ def test_seed_orr_by_the_trials_definition_and_landmarks():
     p2 = parse_protocol(yaml.safe_dump(data))
     res = protocol_orr(study, p2)
     assert res["landmark_day"].to_list() == [14.0, 28.0, None]
-    assert set(res["orr_definition"]) == {"CR + CRi + MLFS + PR"}
+    assert set(res["orr_definition"]) == {"CR + CRi (incl. CRh) + MLFS + PR"}
     # MLFS on day 17 (the paper): not yet a responder by day 14, a responder by day 28
     assert res["n"].to_list() == [1, 1, 1]
     assert res["n_responders"].to_list() == [0, 1, 1]

@@ -280,9 +280,17 @@ def eligibility_cmd(
     age_exact: Annotated[bool, typer.Option(
         "--age-exact", help="Compare age limits with the exact age (default: completed years, floor(age), as "
         "'up to 25 years of age' is read).")] = False,
+    screening_end: Annotated[str, typer.Option(
+        "--screening-end", help="Where the screening window ends: lymphodepletion (default: the day of the "
+        "subject's first lymphodepletion dose, else the protocol's nominal end), day_before_lymphodepletion, "
+        "or fixed (the protocol's nominal end).")] = "lymphodepletion",
 ) -> None:
     """Screen a subject (or every subject of --study) against a protocol's eligibility criteria:
     value, day, pass/fail/unknown and the reason for each criterion.
+
+    A lab criterion reads the last value in the protocol's screening window (`cartlab protocols ID`
+    shows it), which ends at the subject's first lymphodepletion dose; a value or event not recorded
+    is unknown, never a pass (docs/protocol.md).
 
     Without a SUBJECT, every subject of --study (a folder or stored id) is screened: a verdict per
     subject (--csv: every criterion of every subject), as cartlab deviations does.
@@ -298,7 +306,12 @@ def eligibility_cmd(
 
     p = _protocol_or_exit(protocol)
     data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
-    res = derive_eligibility(data, p, subject, age_whole_years=False if age_exact else None)
+    from cartlab.protocol.eligibility import SCREENING_ENDS
+
+    if screening_end not in SCREENING_ENDS:
+        raise _usage(f"--screening-end must be one of {', '.join(SCREENING_ENDS)} (got {screening_end!r})")
+    res = derive_eligibility(data, p, subject, age_whole_years=False if age_exact else None,
+                             screening_end=screening_end)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
         return
@@ -337,9 +350,22 @@ def deviations_cmd(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
     csv_dialect: CsvDialectOpt = "standard",
+    car_dose: Annotated[Optional[float], typer.Option(
+        "--car-dose", help="The intended CAR-T total dose in the protocol's unit (cells/kg or cells), as in cartlab "
+        "dose; default: the protocol's target, or for a dose-escalation protocol (NCT04762485) its range.")] = None,
+    max_shift_days: Annotated[Optional[float], typer.Option(
+        "--max-shift-days", min=0, help="Farthest a given dose is paired with a planned one (default: the "
+        "protocol's tolerances.max_shift_days, 7); beyond it: missed_dose + extra_dose.")] = None,
+    monitoring_to_followup: Annotated[bool, typer.Option(
+        "--monitoring-to-followup", help="Check monitoring up to the end of follow-up even after allo-HSCT or new "
+        "therapy (default: those events end the schedule).")] = False,
 ) -> None:
     """Protocol deviations: missed or extra doses, wrong days, doses outside tolerance, missed
     monitoring days — compared with what the protocol plans for the subject's own weight and BSA.
+
+    Tolerances are the protocol's (`cartlab protocols ID`; cartlab defaults ±10% chemotherapy, ±20%
+    CAR-T, same day); monitoring ends at death, last_followup_day (blank: the last recorded row),
+    allo-HSCT or new therapy (docs/protocol.md).
 
     [bold]Example[/]: cartlab deviations CD7-AML-001 --protocol nct04762485
     """
@@ -350,14 +376,27 @@ def deviations_cmd(
 
     p = _protocol_or_exit(protocol)
     data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
-    res = derive_deviations(data, p)
+    from cartlab.protocol import DoseOptions
+    from cartlab.protocol.deviations import deviation_summary
+
+    res = derive_deviations(data, p, DoseOptions(car_dose=car_dose) if car_dose is not None else None,
+                            max_shift_days=max_shift_days, off_study_ends_monitoring=not monitoring_to_followup)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(_round_floats(res)).write_csv())
         return
     if res.height == 0:
         console.print(f"[green]no deviations[/] from {escape(p.id)} ({data.subjects.height} subject(s))")
         return
-    t = Table(header_style="bold", title=f"{res.height} deviation(s) from {p.id}")
+    summ = deviation_summary(res)
+    cats = [c for c in summ.columns[1:] if summ[c].sum() > 0]
+    s = Table(header_style="bold", title=f"rows per subject ({summ.height} subject(s) with a row; not_checkable "
+              "rows are not deviations; missed_monitoring_days: scheduled days missed)")
+    for c in ("subject", *cats):
+        s.add_column(c, justify="left" if c == "subject" else "right")
+    for r in summ.iter_rows(named=True):
+        s.add_row(escape(r["subject_id"]), *(str(r[c]) for c in cats))
+    console.print(s)
+    t = Table(header_style="bold", title=f"{res.height} row(s) from {p.id}")
     for c in ("subject", "category", "item", "detail", "source rows"):
         t.add_column(c, overflow="fold")
     for r in res.iter_rows(named=True):

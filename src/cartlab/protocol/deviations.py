@@ -4,7 +4,9 @@
 row per deviation:
 
 * ``missed_dose`` — a planned administration with no matching dose;
-* ``wrong_day`` — given, but more than ``tolerances.day`` days from the planned day; with a
+* ``wrong_day`` — given, but more than ``tolerances.day`` days from the planned day (doses pair with
+  planned ones in day order by the smallest total shift, never farther than
+  ``tolerances.max_shift_days``: beyond it the planned dose is missed and the given one extra); with a
   ``lymphodepletion_window`` (Kymriah: completed 2-14 days before the infusion) the planned
   lymphodepletion days are first shifted as a block to end on the day the given course ended, when
   that day lies in the window (else one ``wrong_day`` row says the course ended outside it);
@@ -12,16 +14,27 @@ row per deviation:
 * ``unplanned_agent`` — an agent the protocol does not list (bridging therapy is reported here too);
 * ``dose_out_of_tolerance`` — the dose differs from the plan by more than ``tolerances.dose_pct``
   (CAR-T: ``car_t_dose_pct``), compared on the protocol's basis (mg/m2, mg/kg, mg, cells/kg, cells)
-  using the subject's own BSA and weight, after the protocol's renal adjustment;
+  using the subject's own BSA and weight, after the protocol's renal adjustment. A CAR-T target
+  that is not the protocol's dose (``car_t.target_source: reconstructed``, e.g. one patient's level
+  of a dose escalation) is not compared: the subject's TOTAL dose (sum of its infusions, cells/kg
+  with its weight) must lie in the band's range (rule ``<id>.car_t.range``), or within
+  ``car_t_dose_pct`` of an intended dose given per subject (``car_doses``) or for all
+  (``DoseOptions.car_dose``, ``--car-dose``); a split the protocol does not fix
+  (``car_t.split_source: reconstructed``) is not checked (one ``not_checkable`` row);
 * ``missed_monitoring`` — a scheduled parameter not measured within ``tolerance_days`` of a
-  scheduled day (one row per parameter, listing the days), up to the subject's follow-up end;
+  scheduled day (one row per parameter, listing the days), up to the end of monitoring (rule
+  ``<id>.monitoring_end``): death, the end of follow-up (``last_followup_day``; blank: the
+  subject's last recorded row in any table, as study-format.md censors follow-up) and, unless
+  ``off_study_ends_monitoring=False``, the protocol's ``monitoring_ends_at`` events (allo-HSCT, new
+  therapy: the subject leaves the post-infusion schedule);
 * ``not_checkable`` — what could not be checked and why: a dose the plan cannot evaluate (no
   weight for a per-kg dose, no height for a per-m2 dose, no screening creatinine for a renal rule;
   one row per agent naming the missing input), a dose in a unit that cannot be compared, no
   plan at all, or no dose row of the subject at all (its doses were not recorded).
 
 Every row names the protocol rule and the source rows (``evidence``); a row decided by a tolerance
-also names ``<id>.tolerances`` (cartlab's defaults: status ``convention``).
+also names ``<id>.tolerances`` (cartlab's defaults: status ``convention``); ``rule_status`` is the
+least verified of the row's rules. :func:`deviation_summary` counts them per subject.
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ from cartlab._deprecated import renamed
 from cartlab.protocol.dosing import round_sig
 from cartlab.provenance import EVIDENCE, row_ref
 
-__all__ = ["derive_deviations", "planned_doses", "subject_patient", "DEVIATION_SCHEMA"]
+__all__ = ["derive_deviations", "deviation_summary", "planned_doses", "subject_patient", "DEVIATION_SCHEMA"]
 
 DEVIATION_SCHEMA = {
     "subject_id": pl.String,
@@ -50,6 +63,7 @@ DEVIATION_SCHEMA = {
     "days": pl.List(pl.Float64),  # missed monitoring days
     "detail": pl.String,
     "rule": pl.String,
+    "rule_status": pl.String,  # the least verified status of the row's rules
     "evidence": EVIDENCE,
 }
 
@@ -118,34 +132,56 @@ def _plan_and_size(study, protocol, subject_id: str, options=None):
         return None, None, str(exc)
 
 
-def _match_days(planned: list[float], given: list[float], tol: float) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[int], list[int]]:
+def _match_days(planned: list[float], given: list[float], tol: float,
+                max_shift: float = math.inf) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[int], list[int]]:
     """Pair planned and given administrations of one agent by day.
 
-    Days compare as calendar days: a dose at 14:00 on day 0 (day 0.583) is given on day 0. Within
-    ``tol`` days the closest pairs match first (an on-time dose is never taken by a neighbouring
-    planned day); each remaining planned day then takes the nearest remaining given dose as a
-    wrong-day match. Returns (on-time pairs, wrong-day pairs, missed planned indices, extra given
-    indices); pairs are (planned index, given index).
+    Days compare as calendar days: a dose at 14:00 on day 0 (day 0.583) is given on day 0. The
+    pairing keeps day order and pairs as many doses as possible within ``max_shift`` days, then
+    with the smallest total shift (ties: the smallest shift of the exact times): a course given one
+    day early pairs each dose with the planned dose one day later. A pair within ``tol`` days is on
+    time, a farther one a wrong-day pair; a given dose more than ``max_shift`` days from every free
+    planned day is extra, and that planned day missed. Returns (on-time pairs, wrong-day pairs,
+    missed planned indices, extra given indices); pairs are (planned index, given index), indices
+    of the lists as passed.
     """
-    cal = [math.floor(g + 1e-9) for g in given]
-    cand = sorted((abs(c - p), abs(g - p), pi, gi) for pi, p in enumerate(planned)
-                  for gi, (g, c) in enumerate(zip(given, cal)) if abs(c - p) <= tol + 1e-9)
-    match: dict[int, int] = {}
-    for _, _, pi, gi in cand:
-        if pi not in match and gi not in match.values():
-            match[pi] = gi
-    free = [gi for gi in range(len(given)) if gi not in match.values()]
-    late, missed = [], []
-    for pi in range(len(planned)):
-        if pi in match:
-            continue
-        if free:
-            gi = min(free, key=lambda i: abs(given[i] - planned[pi]))
-            free.remove(gi)
-            late.append((pi, gi))
+    po = sorted(range(len(planned)), key=lambda i: planned[i])
+    go = sorted(range(len(given)), key=lambda i: given[i])
+    cal = {gi: math.floor(given[gi] + 1e-9) for gi in go}
+    n, m = len(po), len(go)
+    # best[i][j]: (-pairs, calendar shift, exact shift) of the first i planned and j given, in day order
+    best = [[(0, 0.0, 0.0)] * (m + 1) for _ in range(n + 1)]
+    step = [[None] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        for j in range(m + 1):
+            if i == 0 and j == 0:
+                continue
+            opts = []
+            if i:
+                opts.append((best[i - 1][j], "p"))
+            if j:
+                opts.append((best[i][j - 1], "g"))
+            if i and j:
+                p, g = planned[po[i - 1]], go[j - 1]
+                d = abs(cal[g] - p)
+                if d <= max_shift + 1e-9:
+                    b = best[i - 1][j - 1]
+                    opts.append(((b[0] - 1, b[1] + d, b[2] + abs(given[g] - p)), "m"))
+            best[i][j], step[i][j] = min(opts, key=lambda o: o[0])
+    pairs, i, j = [], n, m
+    while i or j:
+        s_ = step[i][j]
+        if s_ == "m":
+            pairs.append((po[i - 1], go[j - 1]))
+            i, j = i - 1, j - 1
+        elif s_ == "p":
+            i -= 1
         else:
-            missed.append(pi)
-    return sorted(match.items()), late, missed, free
+            j -= 1
+    paired_p, paired_g = {p for p, _ in pairs}, {g for _, g in pairs}
+    on_time = sorted((p, g) for p, g in pairs if abs(cal[g] - planned[p]) <= tol + 1e-9)
+    late = sorted((p, g) for p, g in pairs if abs(cal[g] - planned[p]) > tol + 1e-9)
+    return on_time, late, [p for p in range(n) if p not in paired_p], [g for g in range(m) if g not in paired_g]
 
 
 def _to_basis(dose: float, unit: str, basis: str, bsa: float | None, weight: float | None) -> float | None:
@@ -161,10 +197,23 @@ def _to_basis(dose: float, unit: str, basis: str, bsa: float | None, weight: flo
     return dose * fu / fb
 
 
-def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
-    """Every deviation of every subject of ``study`` from ``protocol`` (see the module docstring)."""
+def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, float] | None = None,
+                      max_shift_days: float | None = None, off_study_ends_monitoring: bool = True) -> pl.DataFrame:
+    """Every deviation of every subject of ``study`` from ``protocol`` (see the module docstring).
+
+    ``options``: :class:`~cartlab.protocol.dosing.DoseOptions` of the plan (``car_dose``: the
+    intended CAR-T total dose of every subject, in the band's unit); ``car_doses``: subject id ->
+    its intended CAR-T total dose (overrides ``car_dose``); ``max_shift_days``: the farthest pairing
+    of a given with a planned dose (None: ``tolerances.max_shift_days``, 7 days by default);
+    ``off_study_ends_monitoring``: the protocol's ``monitoring_ends_at`` events (allo-HSCT, new
+    therapy) end the monitoring schedule (default True; death and the end of follow-up always do).
+    """
+    from dataclasses import replace
+
     rows: list[dict[str, Any]] = []
     tol = protocol.tolerances
+    max_shift = tol.max_shift_days if max_shift_days is None else float(max_shift_days)
+    car_range = protocol.car_t.target_source == "reconstructed"
     ld_agents = {a.agent: a for a in protocol.lymphodepletion}
     car_agent = protocol.car_t.agent.lower()
     for sid in study.subject_ids:
@@ -172,7 +221,13 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
             rows.append({"subject_id": sid, "category": category, "item": item, "detail": detail,
                          "rule": rule, "evidence": list(evidence), **kw})
 
-        plan, size, why = _plan_and_size(study, protocol, sid, options)
+        opts = options
+        if car_doses and sid in car_doses:
+            from cartlab.protocol.dosing import DoseOptions
+
+            opts = replace(options or DoseOptions(), car_dose=float(car_doses[sid]))
+        intended = getattr(opts, "car_dose", None)
+        plan, size, why = _plan_and_size(study, protocol, sid, opts)
         sub = study.subjects.filter(pl.col("subject_id") == sid).row(0, named=True)
         weight = sub.get("weight_kg")
         given = study.doses.filter(pl.col("subject_id") == sid).with_columns(
@@ -189,6 +244,10 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
                 "were not recorded rather than all missed)", f"{protocol.id}.dosing")
             agents = []
         tol_rule = f"{protocol.id}.tolerances"
+        if agents and (car_range or protocol.car_t.split_source == "reconstructed"):
+            _car_total(add, protocol, given.filter(pl.col("_agent") == car_agent).sort("day").to_dicts(), weight,
+                       intended, tol_rule)
+            agents = [a for a in agents if a != car_agent]
         shift = _window_shift(add, protocol, given, ld_agents) if agents else 0.0
         for agent in agents:
             is_car = agent == car_agent
@@ -204,21 +263,28 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
             g = given.filter(pl.col("_agent") == agent).sort("day").to_dicts()
             rule = f"{protocol.id}.{'car_t' if is_car else 'lymphodepletion.' + agent}"
             name = protocol.car_t.agent if is_car else agent
-            on_time, late, missed, extra = _match_days([r["day"] for r in planned], [r["day"] for r in g], tol.day)
+            on_time, late, missed, extra = _match_days([r["day"] for r in planned], [r["day"] for r in g], tol.day,
+                                                       max_shift)
             day_rule = "; ".join([rule if is_car else protocol.days_rule(agent), tol_rule])
             moved = f" (the planned course shifted {shift:+g} days in the window)" if shift and not is_car else ""
             for pi, gi in late:
                 pr, gr = planned[pi], g[gi]
                 add("wrong_day", name, f"{name} planned on day {pr['day']:g}{moved}, given on day {gr['day']:g} "
-                    f"(tolerance {tol.day:g} days)", day_rule, _refs([gr]), planned_day=pr["day"], actual_day=gr["day"])
+                    f"({math.floor(gr['day'] + 1e-9) - pr['day']:+g} days; tolerance {tol.day:g} days)", day_rule, _refs([gr]), planned_day=pr["day"], actual_day=gr["day"])
+            # a missed and an extra dose of the same agent: max_shift_days kept them apart
+            apart = bool(missed and extra)
+            extra_days = ", ".join(f"{g[gi]['day']:g}" for gi in extra)
+            far, far_rule = (f" (the dose(s) of day(s) {extra_days} lie more than {max_shift:g} days from it)",
+                             f"{rule}; {tol_rule}") if apart else ("", rule)
             for pi in missed:
-                add("missed_dose", name, f"{name} planned on day {planned[pi]['day']:g}: no dose recorded", rule,
-                    planned_day=planned[pi]["day"])
+                add("missed_dose", name, f"{name} planned on day {planned[pi]['day']:g}: no dose recorded{far}",
+                    far_rule, planned_day=planned[pi]["day"])
             for gi in extra:
                 gr = g[gi]
                 add("extra_dose", name, f"{name} given on day {gr['day']:g} ({gr['dose']:g} {gr['unit']}): "
-                    "not in the protocol's schedule", rule, _refs([gr]), actual_day=gr["day"],
-                    given_dose=gr["dose"], unit=gr["unit"])
+                    "not in the protocol's schedule" + (f" (no free planned dose within {max_shift:g} days)"
+                                                        if apart else ""),
+                    far_rule, _refs([gr]), actual_day=gr["day"], given_dose=gr["dose"], unit=gr["unit"])
             pairs = [(planned[pi], g[gi]) for pi, gi in on_time + late]
             if plan is None:
                 continue
@@ -260,9 +326,28 @@ def derive_deviations(study, protocol, options=None) -> pl.DataFrame:
                 f"{gr['unit']}): not an agent of the protocol (bridging or a protocol change?)",
                 f"{protocol.id}.lymphodepletion", _refs([gr]), actual_day=gr["day"], given_dose=gr["dose"],
                 unit=gr["unit"])
-        _monitoring(add, study, protocol, sid, sub)
+        _monitoring(add, study, protocol, sid, sub, off_study_ends_monitoring)
+    from cartlab.criteria import with_rule_status
+    from cartlab.criteria.status import register_rules
+
+    register_rules(protocol.rule_infos())  # a protocol parsed from text, not loaded, too
+
     df = pl.DataFrame(rows, schema=DEVIATION_SCHEMA, orient="row") if rows else pl.DataFrame(schema=DEVIATION_SCHEMA)
-    return df
+    return with_rule_status(df.drop("rule_status")).select(list(DEVIATION_SCHEMA))
+
+
+def deviation_summary(deviations: pl.DataFrame) -> pl.DataFrame:
+    """Per subject: the number of rows per category (one column each, in the order of the module
+    docstring) and ``missed_monitoring_days`` (the missed scheduled days, summed over parameters)."""
+    cats = ["missed_dose", "wrong_day", "extra_dose", "unplanned_agent", "dose_out_of_tolerance",
+            "missed_monitoring", "not_checkable"]
+    if deviations.height == 0:
+        return pl.DataFrame(schema={"subject_id": pl.String, **{c: pl.Int64 for c in cats},
+                                    "missed_monitoring_days": pl.Int64})
+    return deviations.group_by("subject_id", maintain_order=True).agg(
+        *[(pl.col("category") == c).sum().cast(pl.Int64).alias(c) for c in cats],
+        pl.col("days").filter(pl.col("category") == "missed_monitoring").list.len().sum().cast(pl.Int64)
+        .alias("missed_monitoring_days"))
 
 
 def _window_shift(add, protocol, given: pl.DataFrame, ld_agents: dict) -> float:
@@ -287,6 +372,60 @@ def _window_shift(add, protocol, given: pl.DataFrame, ld_agents: dict) -> float:
     return 0.0
 
 
+def _car_total(add, protocol, g: list[dict], weight, intended: float | None, tol_rule: str) -> None:
+    """A CAR-T dose whose protocol target is not a protocol dose (one patient's dose level): the
+    subject's TOTAL dose against the band's range, or against ``intended`` (its own dose level,
+    ``car_t_dose_pct``); the split, when the protocol does not fix it, is not checked."""
+    car, name, pid = protocol.car_t, protocol.car_t.agent, protocol.id
+    if not g:
+        add("missed_dose", name, f"{name}: no infusion recorded", f"{pid}.car_t", planned_day=0.0)
+        return
+    if car.split_source == "reconstructed" and not _as_reconstructed(g, car, weight):
+        given = "; ".join(f"day {r['day']:g}: {r['dose']:.4g} {r['unit']}" for r in g)
+        add("not_checkable", name, f"{name} split not checked ({given}): the protocol does not fix the infusion days "
+            "and fractions (" + "; ".join(f"day {i.day:g}: {i.fraction:.0%}" for i in car.infusions)
+            + " is a reconstructed schedule, not a protocol rule)", f"{pid}.car_t.split", _refs(g))
+    band = car.band_for(weight) if weight is not None else (car.bands[0] if len(car.bands) == 1 else None)
+    if band is None:
+        add("not_checkable", name, f"{name} total dose not checked: no weight, and the dose band depends on it",
+            f"{pid}.car_t", _refs(g))
+        return
+    per, w = band.unit, weight
+    conv = [_to_basis(r["dose"], r["unit"], per, None, w) for r in g]
+    if any(c is None for c in conv):
+        bad = sorted({r["unit"] for r, c in zip(g, conv) if c is None})
+        add("not_checkable", name, f"{name} total dose not checked: a dose in {', '.join(bad)} cannot be expressed in "
+            f"{per}" + (" without the subject's weight_kg" if w is None else ""), f"{pid}.car_t", _refs(g))
+        return
+    total = round_sig(sum(conv))
+    days = ", ".join(f"{r['day']:g}" for r in g)
+    if intended is not None:
+        limit = protocol.tolerances.car_t_dose_pct
+        diff = round_sig(100.0 * (total - intended) / intended)
+        if abs(diff) > limit + 1e-9:
+            add("dose_out_of_tolerance", name, f"{name} total {total:.4g} {per} (days {days}), intended {intended:.4g} "
+                f"{per} ({diff:+.1f}%, tolerance ±{limit:g}%)", f"{pid}.car_t; {tol_rule}", _refs(g),
+                planned_dose=float(intended), given_dose=total, unit=per, difference_pct=diff)
+        return
+    lo, hi = band.min, band.max
+    if (lo is not None and total < lo * (1 - 1e-9)) or total > hi * (1 + 1e-9):
+        add("dose_out_of_tolerance", name, f"{name} total {total:.4g} {per} (days {days}) is outside the protocol "
+            f"range {'up to ' if lo is None else f'{lo:.4g}-'}{hi:.4g} {per}", f"{pid}.car_t.range", _refs(g),
+            given_dose=total, unit=per)
+
+
+def _as_reconstructed(g: list[dict], car, weight) -> bool:
+    """The infusions follow the reconstructed split: its calendar days, each its fraction of the
+    total (within 1%); then there is nothing left unchecked to report."""
+    if [math.floor(r["day"] + 1e-9) for r in g] != [i.day for i in sorted(car.infusions, key=lambda i: i.day)]:
+        return False
+    cells = [_to_basis(r["dose"], r["unit"], "cells", None, weight) for r in g]
+    if any(c is None for c in cells) or sum(cells) <= 0:
+        return False
+    total = sum(cells)
+    return all(abs(c / total - i.fraction) <= 0.01 for c, i in zip(cells, sorted(car.infusions, key=lambda i: i.day)))
+
+
 def _check_car_range(add, pr, gr, weight, agent, rule) -> None:
     """Without a protocol target, a CAR-T dose must lie within the band's range."""
     lo, hi = pr.get("dose_min"), pr.get("dose_max")
@@ -303,19 +442,49 @@ def _refs(rows: list[dict]) -> list[str]:
     return [x for x in map(row_ref, rows) if x]
 
 
-def _monitoring(add, study, protocol, sid: str, sub: dict) -> None:
-    obs = study.observations.filter(pl.col("subject_id") == sid)
+def _monitoring_end(study, protocol, sid: str, sub: dict, off_study: bool) -> tuple[float | None, str]:
+    """(end day, why) of the subject's monitoring: the earliest of death, the end of follow-up
+    (``last_followup_day``; blank: its last recorded row in any table, study-format.md: "a subject
+    without `last_followup_day`, death or event is censored at its last recorded row in any table")
+    and, with ``off_study``, the first of the protocol's ``monitoring_ends_at`` events.
+    (None, why) when the subject has no recorded row at all."""
     ev = study.events.filter(pl.col("subject_id") == sid)
-    end = sub.get("last_followup_day")
-    deaths = ev.filter(pl.col("event") == "death")["day"].to_list()
-    if deaths:
-        end = min([d for d in deaths] + ([end] if end is not None else []))
+    ends: list[tuple[float, str]] = []
+    if sub.get("last_followup_day") is not None:
+        ends.append((float(sub["last_followup_day"]), "last_followup_day"))
+    else:
+        days = [x for t in (study.observations, study.events, study.doses)
+                for x in t.filter(pl.col("subject_id") == sid)["day"].drop_nulls().to_list()]
+        if days:
+            ends.append((float(max(days)), "last recorded row (last_followup_day blank)"))
+    stops = ["death"] + (list(protocol.monitoring_ends_at) if off_study else [])
+    for e in stops:
+        d = ev.filter((pl.col("event") == e) & pl.col("day").is_not_null())["day"].to_list()
+        if d:
+            ends.append((float(min(d)), e))
+    if not ends:
+        return None, "no recorded row and no last_followup_day"
+    end = min(x for x, _ in ends)
+    return end, " and ".join(w for x, w in ends if x == end)
+
+
+def _monitoring(add, study, protocol, sid: str, sub: dict, off_study: bool = True) -> None:
+    obs = study.observations.filter(pl.col("subject_id") == sid)
+    end, why = _monitoring_end(study, protocol, sid, sub, off_study)
+    end_rule = f"{protocol.id}.monitoring_end"
+    # the convention decided the end unless a recorded last_followup_day or a death did
+    by_rule = not any(w in ("last_followup_day", "death") for w in why.split(" and "))
+    if end is None:
+        if protocol.monitoring:
+            add("not_checkable", "monitoring", f"monitoring not checked: {why} (the end of follow-up is unknown)",
+                end_rule)
+        return
     for m in protocol.monitoring:
         for param in m.params:
             have = sorted(set(obs.filter(pl.col("param") == param)["day"].to_list()))
             missed = []
             for d in m.scheduled_days():
-                if end is not None and d > end:
+                if d > end + 1e-9:
                     continue
                 if not any(abs(math.floor(h + 1e-9) - d) <= m.tolerance_days + 1e-9 for h in have):  # calendar days
                     missed.append(d)
@@ -323,8 +492,9 @@ def _monitoring(add, study, protocol, sid: str, sub: dict) -> None:
                 shown = ", ".join(f"{d:g}" for d in missed[:12]) + (f" and {len(missed) - 12} more" if len(missed) > 12 else "")
                 tol_txt = f" (±{m.tolerance_days:g} d)" if m.tolerance_days else ""
                 src = " [schedule reconstructed]" if m.source == "reconstructed" else ""
-                add("missed_monitoring", param, f"{param} not measured on scheduled day(s) {shown}{tol_txt}{src}",
-                    f"{protocol.id}.monitoring.{m.id}", days=[float(d) for d in missed],
+                add("missed_monitoring", param, f"{param} not measured on scheduled day(s) {shown}{tol_txt}{src}; "
+                    f"monitoring checked to day {end:g} ({why})",
+                    f"{protocol.id}.monitoring.{m.id}" + (f"; {end_rule}" if by_rule else ""), days=[float(d) for d in missed],
                     planned_day=float(missed[0]))
 
 

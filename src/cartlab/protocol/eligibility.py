@@ -12,7 +12,18 @@ Age limits compare completed years by default (``protocol.age_whole_years``, ove
 ``<= 25``, 11.9 does not meet ``>= 12``. ``age_whole_years=False`` compares the exact age.
 
 Screening values are the last ones recorded in the criterion's window (default: the protocol's
-``screening_window``, in days relative to day 0, both ends inclusive).
+``screening_window``, in days relative to day 0, both ends inclusive). By default
+(``screening_end="lymphodepletion"``) the window ends on the calendar day of the subject's own
+first lymphodepletion dose (doses.csv) when one is recorded, as the nominal window ends on the
+planned first dose day and the dose engine's screening creatinine is read; else on the window's
+nominal end; the reason names which (rule ``<id>.screening_window``).
+``screening_end="day_before_lymphodepletion"``: the day before that dose (a same-day value may
+have been drawn after it); ``"fixed"``: always the nominal end.
+
+An ``event`` criterion is TRUE when the event is recorded in the window; with ``event_decides:
+false`` a recorded event gives *unknown* (NCT04762485: an infection is recorded, whether it was
+"uncontrolled" and "active" is not in the study format). ``age_years`` is the age at infusion
+(study format), which the reason says.
 
 Each criterion is a condition of the criteria language (:mod:`cartlab.criteria`), evaluated for
 every subject at once: a censored result (``<0.5``) is a value known only as a range, so the
@@ -35,7 +46,10 @@ from cartlab.criteria.model import AnyOf, Column, Leaf
 from cartlab.protocol.dosing import round_sig
 from cartlab.provenance import EVIDENCE, row_ref, unique_refs
 
-__all__ = ["ELIGIBILITY_SCHEMA", "eligibility_verdict", "derive_eligibility"]
+__all__ = ["ELIGIBILITY_SCHEMA", "SCREENING_ENDS", "eligibility_verdict", "derive_eligibility"]
+
+#: how the screening window ends (derive_eligibility ``screening_end``; the first is the default)
+SCREENING_ENDS = ("lymphodepletion", "day_before_lymphodepletion", "fixed")
 
 ELIGIBILITY_SCHEMA = {
     "subject_id": pl.String,
@@ -50,6 +64,7 @@ ELIGIBILITY_SCHEMA = {
     "reason": pl.String,
     "source": pl.String,  # provenance of the value used (paper, reconstructed, synthetic, observed)
     "rule": pl.String,
+    "rule_status": pl.String,  # the rule's verification status (least verified of '; '-joined rules)
     "citation": pl.String,
     "evidence": EVIDENCE,
 }
@@ -99,14 +114,47 @@ class _Part:
     unit: str | None = None  # the param's canonical unit
     target: Any = None       # the param's threshold in that unit (before a ULN/LLN multiple)
     whole_years: bool = False  # age_years compared in completed years (floor)
+    #: per subject, the window end from its first lymphodepletion dose: (first dose's calendar day,
+    #: values before that day); subjects not listed use ``window[1]`` (the nominal end)
+    #: None: the window ends at its nominal end for everyone (``screening_end="fixed"`` or the
+    #: criterion's own window)
+    ends: dict[str, float] | None = None
+    strict: bool = False  # True: values before the first dose's calendar day only
 
 
-def _parts(c, window: tuple[float, float], key: str) -> list[_Part]:
-    """The data sources of a criterion, ``any_of`` flattened (each part keeps its own window)."""
-    win = c.window or window
+def _parts(c, window: tuple[float, float], key: str, ends: dict[str, float] | None) -> list[_Part]:
+    """The data sources of a criterion, ``any_of`` flattened (each part keeps its own window; only
+    the protocol's screening window ends at the subject's lymphodepletion, ``ends``)."""
+    win, ends = (c.window, None) if c.window is not None else (window, ends)
     if c.any_of:
-        return [p for i, sub in enumerate(c.any_of) for p in _parts(sub, win, f"{key}_{i}")]
-    return [_Part(c, key, win)]
+        return [p for i, sub in enumerate(c.any_of) for p in _parts(sub, win, f"{key}_{i}", ends)]
+    return [_Part(c, key, win, ends=ends)]
+
+
+def _in_window(part: _Part) -> pl.Expr:
+    """Rows inside the part's window: from its start; up to its nominal end (inclusive), or for a
+    subject with a recorded lymphodepletion, before the calendar day of its first dose."""
+    lo, hi = part.window
+    expr = pl.col("day") >= lo
+    if not part.ends:  # fixed, or no subject with a recorded lymphodepletion dose
+        return expr & (pl.col("day") <= hi)
+    first = pl.col("subject_id").replace_strict(part.ends, default=None, return_dtype=pl.Float64)
+    before = pl.col("day") < (first if part.strict else first + 1)  # calendar days
+    return expr & pl.when(first.is_null()).then(pl.col("day") <= hi).otherwise(before)
+
+
+def _first_lymphodepletion(study, protocol) -> dict[str, float] | None:
+    """Per subject, the calendar day (floor) of its first recorded dose of a lymphodepleting agent
+    of the protocol (subjects without one are not listed; None: the protocol has no lymphodepletion)."""
+    agents = [a.agent for a in protocol.lymphodepletion]
+    d = study.doses
+    if not agents:
+        return None
+    if d.height == 0:
+        return {}
+    ld = d.filter(pl.col("agent").str.to_lowercase().is_in(agents) & pl.col("day").is_not_null())
+    first = ld.group_by("subject_id").agg((pl.col("day") + 1e-9).floor().min().alias("d"))
+    return {r["subject_id"]: float(r["d"]) for r in first.iter_rows(named=True)}
 
 
 def _last(frame: pl.DataFrame, by: list[str]) -> dict[str, dict]:
@@ -119,18 +167,18 @@ def _last(frame: pl.DataFrame, by: list[str]) -> dict[str, dict]:
 
 def _gather(study, part: _Part, subjects: dict[str, dict]) -> None:
     """The row each subject's part reads: the subject row, the last result or event in the window."""
-    c, (lo, hi) = part.crit, part.window
+    c = part.crit
     if c.field is not None:
         part.rows, part.dtype = subjects, study.subjects.schema[c.field]
     elif c.event is not None:
-        ev = study.events.with_row_index("_i").filter((pl.col("event") == c.event) & pl.col("day").is_between(lo, hi))
+        ev = study.events.with_row_index("_i").filter((pl.col("event") == c.event) & _in_window(part))
         part.rows = _last(ev, ["day", "_i"])
     elif c.param is not None:
         from cartlab.io.dictionary import load_dictionary
 
         p = load_dictionary()[c.param]
         obs = study.observations.with_row_index("_i").filter(
-            (pl.col("param") == c.param) & pl.col("day").is_between(lo, hi)
+            (pl.col("param") == c.param) & _in_window(part)
             & (pl.col("value").is_not_null() | pl.col("censor").is_not_null()))
         if c.analyte is not None:
             obs = obs.filter(pl.col("analyte") == c.analyte)
@@ -160,7 +208,8 @@ def _columns(part: _Part, ids: list[str]) -> dict[str, pl.Series]:
     if c.manual:
         return {k: pl.Series(k, [None] * len(ids), dtype=pl.Boolean)}
     if c.event is not None:
-        flag = [True if sid in part.rows else (False if c.absence_means_no else None) for sid in ids]
+        flag = [(True if c.event_decides else None) if sid in part.rows
+                else (False if c.absence_means_no else None) for sid in ids]
         return {k: pl.Series(k, flag, dtype=pl.Boolean)}
     if c.field is not None:
         vals = [None if _missing(v := part.rows.get(sid, {}).get(c.field)) else v for sid in ids]
@@ -194,7 +243,7 @@ def _condition(c, parts: dict[str, _Part], key: str):
     if c.any_of:
         return AnyOf(any=tuple(_condition(sub, parts, f"{key}_{i}") for i, sub in enumerate(c.any_of)))
     if c.manual or c.event is not None:
-        return Leaf(feature=key, op="==", value=True)
+        return Leaf(feature=key, op="==", value=True)  # an event that does not decide is None (unknown)
     if c.field is not None:
         value = tuple(c.value) if isinstance(c.value, list) else c.value
         return Leaf(feature=key, op=c.op, value=value, closed="both" if c.op == "between" else None)
@@ -216,7 +265,14 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
     part, cond = parts[key], truth[key]
     nothing = {"cond": None, "value": None, "unit": None, "day": None, "evidence": []}
     lo, hi = part.window
-    wtxt = f"days {lo:g} to {hi:g}"
+    if part.ends is not None and sid in part.ends:
+        first = part.ends[sid]
+        wtxt = (f"days {lo:g} to {first - 1:g}, before the first lymphodepletion dose on day {first:g}" if part.strict
+                else f"days {lo:g} to {first:g}, up to the first lymphodepletion dose on day {first:g}")
+    elif part.ends is not None:
+        wtxt = f"days {lo:g} to {hi:g}; no lymphodepletion dose recorded: the window's nominal end"
+    else:
+        wtxt = f"days {lo:g} to {hi:g}"
     if c.manual:
         return {**nothing, "reason": "not decidable from the study data: check the source documents"}
     if c.field is not None:
@@ -226,14 +282,19 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
         row = part.rows[sid]
         whole = (f" ({math.floor(v):g} completed years)" if c.field == "age_years" and part.whole_years
                  and float(v) != math.floor(v) else "")
+        what = "age at infusion (study format) " if c.field == "age_years" else ""
         return {"cond": cond, "value": _fmt(v), "unit": "years" if c.field == "age_years" else None,
                 "day": None, "evidence": _ref(row), "source": _src(row),
-                "reason": f"{c.field} = {_fmt(v)}{whole}, {'meets' if cond else 'does not meet'} {_target_text(c)}"}
+                "reason": f"{what}{c.field} = {_fmt(v)}{whole}, {'meets' if cond else 'does not meet'} {_target_text(c)}"}
     r = part.rows.get(sid)
     if c.event is not None:
         if r is not None:
+            said = f"{c.event} recorded on day {r['day']:g}" + (f" ({r['detail']})" if r.get("detail") else "")
+            if not c.event_decides:
+                said += (f" in {wtxt}; the event alone does not decide '{c.text}'"
+                         + (f": {c.event_note.strip()}" if c.event_note else ""))
             return {"cond": cond, "value": c.event, "unit": None, "day": r["day"], "evidence": _ref(r), "source": _src(r),
-                    "reason": f"{c.event} recorded on day {r['day']:g}" + (f" ({r['detail']})" if r.get("detail") else "")}
+                    "reason": said}
         if c.absence_means_no:
             return {**nothing, "cond": cond, "reason": f"no {c.event} event recorded in {wtxt}"}
         return {**nothing, "reason": f"no {c.event} event recorded in {wtxt}; absence of a record is not evidence of "
@@ -283,15 +344,17 @@ def _date(subject: dict, day: float | None) -> str | None:
 
 
 def _truths(study, protocol, ids: list[str], subjects: dict[str, dict],
-            whole_years: bool = True) -> tuple[dict, list[dict[str, bool | None]]]:
+            whole_years: bool = True, screening_end: str = "lymphodepletion") -> tuple[dict, list[dict[str, bool | None]]]:
     """Every criterion's parts (data gathered once per part for all subjects) and, per subject, the
     truth of every criterion and part (one evaluation of the compiled conditions)."""
     parts: dict[str, _Part] = {}
     conds, bindings, columns = {}, {}, {}
+    ends = _first_lymphodepletion(study, protocol) if screening_end != "fixed" else None
     for n, c in enumerate(protocol.eligibility):
         key = f"c{n}"
-        for part in _parts(c, protocol.screening_window, key):
+        for part in _parts(c, protocol.screening_window, key, ends):
             part.whole_years = whole_years
+            part.strict = screening_end == "day_before_lymphodepletion"
             _gather(study, part, subjects)
             parts[k := part.key] = part
             columns.update(_columns(part, ids))
@@ -307,13 +370,17 @@ def _truths(study, protocol, ids: list[str], subjects: dict[str, dict],
 
 
 def derive_eligibility(study, protocol, subject_id: str | None = None,
-                       age_whole_years: bool | None = None) -> pl.DataFrame:
+                       age_whole_years: bool | None = None, screening_end: str = "lymphodepletion") -> pl.DataFrame:
     """Every eligibility criterion of ``protocol`` for every subject (or one) of ``study``.
 
     Inclusion criteria pass when their condition holds; exclusion criteria pass when it does not.
     ``age_whole_years``: compare age limits in completed years (None = ``protocol.age_whole_years``,
-    True by default; see the module docstring).
+    True by default; see the module docstring). ``screening_end``: ``lymphodepletion`` (default: the
+    window ends on the day of the subject's first recorded lymphodepletion dose, else at its nominal
+    end), ``day_before_lymphodepletion`` (the day before that dose) or ``fixed`` (the nominal end).
     """
+    if screening_end not in SCREENING_ENDS:
+        raise ValueError(f"screening_end must be one of {', '.join(SCREENING_ENDS)} (got {screening_end!r})")
     whole = protocol.age_whole_years if age_whole_years is None else bool(age_whole_years)
     ids = [subject_id] if subject_id is not None else study.subject_ids
     subjects = {r["subject_id"]: r for r in study.subjects.unique("subject_id", keep="first", maintain_order=True)
@@ -321,7 +388,8 @@ def derive_eligibility(study, protocol, subject_id: str | None = None,
     for sid in ids:
         if sid not in subjects:
             raise ValueError(f"no subject {sid!r} in study {study.study_id!r}")
-    parts, truths = _truths(study.subset(ids) if subject_id is not None else study, protocol, ids, subjects, whole)
+    parts, truths = _truths(study.subset(ids) if subject_id is not None else study, protocol, ids, subjects, whole,
+                            screening_end)
     rows = []
     for sid, truth in zip(ids, truths):
         for n, c in enumerate(protocol.eligibility):
@@ -342,9 +410,29 @@ def derive_eligibility(study, protocol, subject_id: str | None = None,
                 "subject_id": sid, "criterion_id": c.id, "kind": c.kind, "text": c.text, "status": status,
                 "value": e["value"], "unit": e["unit"], "day": e["day"], "date": _date(subjects[sid], e["day"]),
                 "reason": reason,
-                "source": e.get("source"), "rule": f"{protocol.id}.eligibility.{c.id}", "citation": c.citation, "evidence": e["evidence"],
+                "source": e.get("source"), "rule": _rule(protocol, c), "rule_status": None,
+                "citation": c.citation, "evidence": e["evidence"],
             })
-    return pl.DataFrame(rows, schema=ELIGIBILITY_SCHEMA, orient="row") if rows else pl.DataFrame(schema=ELIGIBILITY_SCHEMA)
+    from cartlab.criteria import with_rule_status
+    from cartlab.criteria.status import register_rules
+
+    register_rules(protocol.rule_infos())  # a protocol parsed from text, not loaded, too
+
+    out = pl.DataFrame(rows, schema=ELIGIBILITY_SCHEMA, orient="row") if rows else pl.DataFrame(schema=ELIGIBILITY_SCHEMA)
+    return with_rule_status(out.drop("rule_status")).select(list(ELIGIBILITY_SCHEMA))
+
+
+def _windowed(c) -> bool:
+    """The criterion reads a value chosen by the protocol's screening window (a param or event)."""
+    if c.any_of:
+        return any(_windowed(sub) for sub in c.any_of)
+    return c.window is None and (c.param is not None or c.event is not None)
+
+
+def _rule(protocol, c) -> str:
+    """The criterion's rule, with ``<id>.screening_window`` when the window chose its value."""
+    rule = f"{protocol.id}.eligibility.{c.id}"
+    return rule + (f"; {protocol.id}.screening_window" if _windowed(c) else "")
 
 
 def eligibility_verdict(screen: pl.DataFrame, trace: bool = False) -> pl.DataFrame:

@@ -3,7 +3,9 @@
 ``protocol_orr(study, protocol)`` runs the best-response engine with the protocol's ORR categories
 (e.g. NCT04762485: CR + CRi + MLFS + PR) once per landmark day (assessments up to that day) and
 once without a landmark, and gives the rate with its exact Clopper-Pearson CI
-(:func:`cartlab.response.endpoints.response_rate`).
+(:func:`cartlab.response.endpoints.response_rate`). The protocol's ``category_map`` (NCT04762485:
+CRh counts as CRi, as the registry's CRi definition includes it) is applied before counting:
+``protocol_category`` is the best response in the protocol's terms, ``orr_definition`` names it.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ def derive_protocol_best_response(study, protocol) -> pl.DataFrame:
 
     if protocol.response is None:
         return pl.DataFrame({"landmark_day": []}, schema={"landmark_day": pl.Float64})
-    cats = tuple(protocol.response.orr_categories)
+    plan = protocol.response
+    cats = plan.counted()
     out = []
-    for landmark in [*protocol.response.landmarks, None]:
+    for landmark in [*plan.landmarks, None]:
         opts = BestResponseOptions(orr_categories=cats, landmark_day=landmark)
-        out.append(derive_best_response(study, opts).with_columns(
-            pl.lit(landmark, dtype=pl.Float64).alias("landmark_day")))
+        best = derive_best_response(study, opts)
+        mapped = (pl.col("best_response").replace(plan.category_map) if plan.category_map
+                  else pl.col("best_response"))
+        out.append(best.with_columns(pl.lit(landmark, dtype=pl.Float64).alias("landmark_day"),
+                                     mapped.alias("protocol_category")))
     return pl.concat(out, how="diagonal_relaxed")
 
 
@@ -41,7 +47,7 @@ def protocol_orr_from(best: pl.DataFrame, protocol) -> pl.DataFrame:
 
     if protocol.response is None:
         return pl.DataFrame()
-    cats = tuple(protocol.response.orr_categories)
+    cats = protocol.response.counted()
     out = []
     for landmark in [*protocol.response.landmarks, None]:
         mine = best.filter(pl.col("landmark_day").is_null() if landmark is None
@@ -50,7 +56,9 @@ def protocol_orr_from(best: pl.DataFrame, protocol) -> pl.DataFrame:
         out.append(rate.select(
             pl.lit(protocol.id).alias("protocol"),
             pl.lit(landmark, dtype=pl.Float64).alias("landmark_day"),
-            pl.lit(" + ".join(cats)).alias("orr_definition"),
+            pl.lit(protocol.response.definition()).alias("orr_definition"),
             pl.all(),
-        ).with_columns(pl.lit(protocol.response.citation).alias("citation")))
+        ).with_columns(pl.lit(protocol.response.citation + (
+            f"; {protocol.response.category_map_citation.strip()}" if protocol.response.category_map else ""))
+            .alias("citation")))
     return pl.concat(out, how="diagonal_relaxed")

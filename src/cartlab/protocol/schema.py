@@ -103,6 +103,11 @@ class Criterion(_Strict):
     event: Optional[str] = None
     manual: bool = False
     absence_means_no: bool = False
+    #: an ``event`` criterion: does a recorded event decide it? False = a recorded event gives
+    #: *unknown* (the data record the event, not the property the criterion asks about, e.g.
+    #: "uncontrolled active infection"); the reason names the event and ``event_note``
+    event_decides: bool = True
+    event_note: Optional[str] = None
     op: Optional[Literal["<", "<=", ">", ">=", "==", "!=", "in", "not_in", "between"]] = None
     value: Union[float, str, list[Union[float, str]], None] = None
     unit: Optional[str] = None
@@ -284,6 +289,16 @@ class CarTDose(_Strict):
     source: Literal["published", "label", "registry", "reconstructed"] = "published"
     status: Optional[Status] = None
     note: Optional[str] = None
+    #: where the bands' ``target`` comes from when it is not the protocol's own dose (e.g. one
+    #: patient's dose level in a dose-escalation trial: ``reconstructed``). Then deviations compare
+    #: the subject's TOTAL dose with the band's range ``min``..``max`` (or with an intended dose given
+    #: per subject), not with the target; rule ``<id>.car_t.range``
+    target_source: Optional[Literal["published", "label", "registry", "reconstructed"]] = None
+    #: where the infusion days and fractions come from when not stated by the protocol
+    #: (``reconstructed``: deviations do not check the split, one ``not_checkable`` row says so);
+    #: rule ``<id>.car_t.split``
+    split_source: Optional[Literal["published", "label", "registry", "reconstructed"]] = None
+    split_citation: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> "CarTDose":
@@ -362,6 +377,29 @@ class ResponsePlan(_Strict):
     landmarks: list[float] = Field(default_factory=list)
     orr_categories: list[str] = Field(min_length=1)
     citation: str = Field(min_length=1)
+    #: engine category -> the protocol's category it counts as (e.g. ``{CRh: CRi}`` for a trial whose
+    #: CRi definition includes ELN 2022's CRh); rule ``<id>.response.category_map``
+    category_map: dict[str, str] = Field(default_factory=dict)
+    category_map_citation: str = ""
+    category_map_status: Optional[Status] = None
+
+    @model_validator(mode="after")
+    def _mapped_into_orr(self) -> "ResponsePlan":
+        bad = [f"{k} -> {v}" for k, v in self.category_map.items() if v not in self.orr_categories]
+        if bad:
+            raise ValueError(f"category_map must map into orr_categories: {', '.join(bad)}")
+        if self.category_map and not self.category_map_citation:
+            raise ValueError("category_map needs category_map_citation (the source of the mapping)")
+        return self
+
+    def counted(self) -> tuple[str, ...]:
+        """The engine categories counted as responses: ``orr_categories`` and those mapped into them."""
+        return tuple(self.orr_categories) + tuple(k for k in self.category_map if k not in self.orr_categories)
+
+    def definition(self) -> str:
+        """"CR + CRi (incl. CRh) + MLFS + PR": the ORR categories with the mapped ones named."""
+        inc = {c: [k for k, v in self.category_map.items() if v == c] for c in self.orr_categories}
+        return " + ".join(c + (f" (incl. {', '.join(inc[c])})" if inc[c] else "") for c in self.orr_categories)
 
 
 class Tolerances(_Strict):
@@ -372,7 +410,11 @@ class Tolerances(_Strict):
     dose_pct: float = Field(default=10.0, ge=0)
     car_t_dose_pct: float = Field(default=20.0, ge=0)
     day: float = Field(default=0.0, ge=0)
-    citation: str = "cartlab defaults: +/-10% chemotherapy, +/-20% cell dose, same day (no source states them)"
+    #: the largest day shift by which a given dose is still paired with a planned one (as a
+    #: ``wrong_day``); beyond it the planned dose is ``missed_dose`` and the given one ``extra_dose``
+    max_shift_days: float = Field(default=7.0, ge=0)
+    citation: str = ("cartlab defaults: +/-10% chemotherapy, +/-20% cell dose, same day, a dose more than 7 days "
+                     "from its planned day is not paired with it (no source states them)")
     source: Literal["published", "label", "registry", "reconstructed"] = "reconstructed"
     status: Optional[Status] = None
 
@@ -416,6 +458,14 @@ class Protocol(_Strict):
     note: Optional[str] = None
     population: Population = Population()
     screening_window: tuple[float, float] = (-42.0, -1.0)
+    #: rule ``<id>.screening_window``: where the window comes from (cartlab's when ``reconstructed``)
+    screening_window_source: Literal["published", "label", "registry", "reconstructed"] = "reconstructed"
+    screening_window_citation: str = ("cartlab convention: screening values are the last ones in the window, "
+                                      "which ends the day before the subject's first lymphodepletion dose")
+    #: what ends the monitoring schedule besides death and the end of follow-up (rule
+    #: ``<id>.monitoring_end``): by default allo-HSCT and new therapy take the subject off the
+    #: protocol's post-infusion schedule (as they end the best-response window)
+    monitoring_ends_at: list[str] = Field(default_factory=lambda: ["allo_hsct", "new_therapy"])
     eligibility: list[Criterion] = Field(default_factory=list)
     dosing: DosingRules = DosingRules()
     lymphodepletion: list[LymphodepletionAgent] = Field(default_factory=list)
@@ -495,6 +545,24 @@ class Protocol(_Strict):
         out.append(info("tolerances", self.tolerances, self.tolerances.citation))
         out.append(info("lymphodepletion", None, self.citation))  # an agent the protocol does not list
         out.append(info("car_t", self.car_t, self.car_t.citation))
+        if self.car_t.target_source is not None:
+            out.append(RuleInfo(f"{pid}.car_t.range", table, self.status_of(self.car_t),
+                                "the total CAR-T dose lies in the protocol's range: " + "; ".join(
+                                    b.citation.strip() for b in self.car_t.bands)))
+        if self.car_t.split_source is not None:
+            st = "convention" if self.car_t.split_source == "reconstructed" else self.status_of(self.car_t)
+            out.append(RuleInfo(f"{pid}.car_t.split", table, st, self.car_t.split_citation or self.car_t.citation))
+        out.append(RuleInfo(f"{pid}.screening_window", table,
+                            "convention" if self.screening_window_source == "reconstructed" else self.status_of(None),
+                            self.screening_window_citation))
+        out.append(RuleInfo(f"{pid}.monitoring_end", table, "convention",
+                            "cartlab convention: monitoring ends at death, the end of follow-up (last_followup_day; "
+                            "blank: the subject's last recorded row, study-format.md) and "
+                            + (", ".join(self.monitoring_ends_at) or "no other event")))
+        if self.response is not None and self.response.category_map:
+            r = self.response
+            out.append(RuleInfo(f"{pid}.response.category_map", table, r.category_map_status or self.status_of(None),
+                                r.category_map_citation))
         out += [info(f"monitoring.{m.id}", m, m.citation) for m in self.monitoring]
         out.append(info("dosing", self.dosing, self.dosing.citation))
         return out
