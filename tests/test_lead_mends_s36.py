@@ -46,3 +46,20 @@ def test_icaht_could_be_higher_names_the_censored_results_not_missing_days(tmp_p
     early = r["reason"].split(" Late: ")[0]
     assert "have no ANC" not in early and "(none)" not in early
     assert "censored result(s) <0.5 on day 1," in early and "on day 13 leave a deeper level open" in early
+
+
+def test_exposure_min_epv_is_an_analysis_option_recorded_and_applied(tmp_path):
+    """review36_diff B1: the sparse-data threshold of the exposure-response odds ratio is an analysis
+    option (`exposure.min_epv`), recorded in the options and applied. A synthetic 10-subject study has 5
+    subjects in each fit (fewer than 10 events per variable: sparse at the default 10, Peduzzi 1996);
+    with min_epv=0 the check is off."""
+    from cartlab.analyze import Analysis, AnalysisOptions
+    from cartlab.datasets.synthetic import synthetic_cohort
+    from cartlab.kinetics.exposure import ExposureOptions
+
+    study = read_study(synthetic_cohort(10, seed=9, out_dir=tmp_path / "s"))
+    default = Analysis(study).table("exposure_response")
+    off = Analysis(study, AnalysisOptions(exposure=ExposureOptions(min_epv=0)))
+    assert default["logit_sparse"].any()
+    assert not off.table("exposure_response")["logit_sparse"].any()
+    assert off.options.to_dict()["exposure"] == {"min_epv": 0}

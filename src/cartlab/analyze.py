@@ -62,6 +62,7 @@ class AnalysisOptions:
     kinetics: Any = None  # cartlab.kinetics.car.CarKineticsOptions
     crs_legacy: Any = None  # cartlab.grading.crs_legacy.CrsLegacyOptions (Lee 2014, Penn, CARTOX, MSKCC)
     molecular: Any = None  # cartlab.response.molecular.MolecularOptions (molecular response, antigen loss)
+    exposure: Any = None  # cartlab.kinetics.exposure.ExposureOptions (exposure-response: min_epv)
     strict: bool = False
     #: the options as they were set (``from_settings``: the --options file and --set pairs, validated);
     #: recorded as ``options_set`` in analysis.json, so ``--options analysis.json`` replays the analysis
@@ -326,6 +327,7 @@ OPTION_CLASSES = {
     "kinetics": ("cartlab.kinetics.car", "CarKineticsOptions"),
     "crs_legacy": ("cartlab.grading.crs_legacy", "CrsLegacyOptions"),
     "molecular": ("cartlab.response.molecular", "MolecularOptions"),
+    "exposure": ("cartlab.kinetics.exposure", "ExposureOptions"),
 }
 
 

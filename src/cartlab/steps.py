@@ -174,14 +174,14 @@ def _cif(study, o, adtte):
 
 
 def _exposure(study, o, kinetics_summary, best_response, crs_summary):
-    from cartlab.kinetics.exposure import derive_exposure_response
+    from cartlab.kinetics.exposure import ExposureOptions, derive_exposure_response
 
     frame = (kinetics_summary
              .join(best_response.select("subject_id", "best_response"), on="subject_id", how="left")
              .join(crs_summary.select("subject_id", "crs_grade_astct", *[c for c in ("crs_grade_astct_max",)
                                                                         if c in crs_summary.columns]),
                    on="subject_id", how="left"))
-    return derive_exposure_response(frame)
+    return derive_exposure_response(frame, min_epv=(o.exposure or ExposureOptions()).min_epv)
 
 
 GRADING_FIX = "check these subjects' observations and interventions (cartlab explain SUBJECT --what crs|icans|icaht)"

@@ -52,6 +52,7 @@ import numpy as np
 import polars as pl
 
 from cartlab._deprecated import renamed
+from cartlab.criteria import CriteriaOptions
 from cartlab.errors import DEBUG_NAMES, names_subjects, subject_ids_in_warnings
 
 __all__ = ["OUTCOMES", "derive_exposure_response", "derive_exposure_response_frame", "left_out_message",
@@ -119,6 +120,19 @@ def derive_exposure_response_frame(study) -> pl.DataFrame:
 
 #: events per variable below which a logistic odds ratio is flagged as unreliable (Peduzzi et al. 1996)
 MIN_EPV = 10
+
+
+class ExposureOptions(CriteriaOptions):
+    """* ``min_epv`` (10): a logistic odds ratio fitted on fewer events (or non-events, whichever is
+      fewer) per variable is flagged ``logit_sparse`` with a note and a warning (Peduzzi et al., J Clin
+      Epidemiol 1996;49:1373; disputed by van Smeden et al., BMC Med Res Methodol 2016;16:163, hence a
+      flag, not a refusal); 0 turns the check off. ``--set exposure.min_epv=5``."""
+
+    min_epv: int = MIN_EPV
+
+    def __post_init__(self) -> None:
+        if int(self.min_epv) != self.min_epv or self.min_epv < 0:
+            raise ValueError(f"min_epv must be a whole number >= 0, not {self.min_epv!r}")
 
 
 def _sparse(y: np.ndarray, min_epv: int) -> str | None:
@@ -240,7 +254,7 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
         warnings.warn(CartlabWarning(
             f"exposure-response odds ratio(s) on sparse data, fewer than {min_epv} events (or non-events) per "
             f"variable (Peduzzi et al. 1996): {which}; the odds ratio is unreliable (the exposure-response "
-            "table's columns logit_sparse and logit_note)"), stacklevel=2)
+            "table's columns logit_sparse and logit_note; threshold: option exposure.min_epv)"), stacklevel=2)
     if left_out:
         from cartlab.errors import SubjectsWarning
 

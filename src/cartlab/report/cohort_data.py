@@ -647,12 +647,14 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
     if ids is None:
         stats = require(analysis, "exposure_response", view)
     elif best is not None and crs is not None:
-        from cartlab.kinetics.exposure import derive_exposure_response
+        from cartlab.kinetics.exposure import ExposureOptions, derive_exposure_response
 
+        # the analysis's option (nothing re-derives with defaults)
+        epv = (getattr(analysis.options, "exposure", None) or ExposureOptions()).min_epv
         stats = derive_exposure_response(kin.join(best.select("subject_id", "best_response"), on="subject_id", how="left")
                                          .join(crs.select("subject_id", "crs_grade_astct",
                                                           *[c for c in ("crs_grade_astct_max",) if c in crs.columns]),
-                                               on="subject_id", how="left"))
+                                               on="subject_id", how="left"), min_epv=epv)
     else:
         stats = pl.DataFrame()
     if param is not None and "param" in stats.columns:
