@@ -198,6 +198,8 @@ def stein_cmd(
         console.print(f"[yellow]not converged or not identified:[/] {', '.join(meta['not_converged'])} (see "
                       "stein_subjects.csv, column message)", soft_wrap=True)
     for w in meta.get("warnings") or ():
+        if w.startswith("information matrix not positive definite"):
+            continue  # already printed: the fit raised it as a CartlabWarning (once, not twice)
         console.print(f"[yellow]Warning:[/] {w}", soft_wrap=True)
     if meta.get("warning"):
         console.print(f"[yellow]Note:[/] {meta['warning']}", soft_wrap=True)

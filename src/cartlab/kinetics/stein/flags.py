@@ -51,8 +51,8 @@ PRIOR_DOMINATED_SHRINKAGE = 0.5
 _PEAK_PARAMS = ("foldx", "tmax", "cmax")
 #: Population-fit warning thresholds (options of :class:`SteinPopulationModel`): population eta
 #: shrinkage above 30% (SD-based; Savic & Karlsson 2009: EBE-based diagnostics unreliable), an RSE
-#: above 50%, and a typical value / omega^2 that still moves by more than 5% over the last 50
-#: burn-in iterations.
+#: above 50%, and a typical value / omega^2 whose mean over the last 50 burn-in iterations differs by
+#: more than 5% from its mean over the 50 before.
 WARN_DEFAULTS = {"shrinkage_warn_pct": 30.0, "rse_warn_pct": 50.0, "drift_warn_pct": 5.0, "drift_window": 50}
 
 
@@ -166,13 +166,18 @@ def population_warnings(summary: pl.DataFrame, trace: pl.DataFrame, n_burn: int,
             if v is not None and math.isfinite(v) and v > rl:
                 out.append(f"{r['parameter']}: RSE of the {what} {v:.3g}% > {rl:g}%: poorly determined")
     w, lim = int(opts["drift_window"]), opts["drift_warn_pct"]
-    if trace.height and n_burn > w:
-        a, b = trace.row(n_burn - w - 1, named=True), trace.row(n_burn - 1, named=True)
+    if trace.height >= n_burn and n_burn >= 2 * w > 0:
+        # burn-in iterates are noisy by design (step size 1): compare the MEANS of the last two windows of
+        # w iterations, not two single iterates (session 36: single iterates flagged noise)
+        prev, last = trace.slice(n_burn - 2 * w, w), trace.slice(n_burn - w, w)
         for c in trace.columns:
-            if c == "iteration" or not a[c]:
+            if c == "iteration":
                 continue
-            ch = 100 * abs(b[c] - a[c]) / abs(a[c])
+            a, b = prev[c].mean(), last[c].mean()
+            if a is None or b is None or not a:
+                continue
+            ch = 100 * abs(b - a) / abs(a)
             if ch > lim:
-                out.append(f"{c} changed {ch:.3g}% over the last {w} burn-in iterations (> {lim:g}%): SAEM may not "
-                           "have reached its stationary phase; increase n_burn")
+                out.append(f"{c}: its mean moved {ch:.3g}% between the last two windows of {w} burn-in iterations "
+                           f"(> {lim:g}%): SAEM may not have reached its stationary phase; increase n_burn")
     return out
