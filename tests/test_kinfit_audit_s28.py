@@ -53,7 +53,8 @@ def test_ne_best_response_is_excluded_and_named_in_the_hand_frame():
     # E (NE), F (empty) and I (null) are named under one reason; N1 (no exposure) under its own
     assert f"{NE_REASON} (not evaluable: no post-infusion response assessment" in r["excluded"]
     assert "): E, F, I" in r["excluded"] and r["n_excluded"] == 4
-    assert "E, F, I" in str(w[0].message)
+    # the left-out warning (session 36: a sparse-data warning may come first, review36_newuser B6)
+    assert "E, F, I" in next(str(x.message) for x in w if NE_REASON in str(x.message))
     # the CRS rows are not touched by the best response: E is out for its missing grade only
     c = er.filter(exposure="car_cmax", outcome="crs_grade_ge3").row(0, named=True)
     assert c["n"] == 8 and "crs_grade_astct empty (no CRS grade): E" in c["excluded"]
