@@ -408,22 +408,34 @@ def _car_total(add, protocol, g: list[dict], weight, intended: float | None, tol
                 planned_dose=float(intended), given_dose=total, unit=per, difference_pct=diff)
         return
     lo, hi = band.min, band.max
-    if (lo is not None and total < lo * (1 - 1e-9)) or total > hi * (1 + 1e-9):
+    if _outside(total, lo, hi):
         add("dose_out_of_tolerance", name, f"{name} total {total:.4g} {per} (days {days}) is outside the protocol "
             f"range {'up to ' if lo is None else f'{lo:.4g}-'}{hi:.4g} {per}", f"{pid}.car_t.range", _refs(g),
             given_dose=total, unit=per)
 
 
+#: how far an infusion's share of the total may be from the reconstructed split's fraction and still
+#: follow it: 1 percentage point, the precision the split is written with (20%/80%; cartlab convention)
+SPLIT_FRACTION_SLACK = 0.01
+
+
+def _outside(x: float, lo: float | None, hi: float | None) -> bool:
+    """Whether ``x`` is below ``lo`` or above ``hi`` (None: unbounded), with a 1e-9 relative slack for
+    values computed from rounded inputs."""
+    return (lo is not None and x < lo * (1 - 1e-9)) or (hi is not None and x > hi * (1 + 1e-9))
+
+
 def _as_reconstructed(g: list[dict], car, weight) -> bool:
     """The infusions follow the reconstructed split: its calendar days, each its fraction of the
-    total (within 1%); then there is nothing left unchecked to report."""
-    if [math.floor(r["day"] + 1e-9) for r in g] != [i.day for i in sorted(car.infusions, key=lambda i: i.day)]:
+    total (within :data:`SPLIT_FRACTION_SLACK`); then there is nothing left unchecked to report."""
+    planned = sorted(car.infusions, key=lambda i: i.day)
+    if [math.floor(r["day"] + 1e-9) for r in g] != [i.day for i in planned]:
         return False
     cells = [_to_basis(r["dose"], r["unit"], "cells", None, weight) for r in g]
     if any(c is None for c in cells) or sum(cells) <= 0:
         return False
     total = sum(cells)
-    return all(abs(c / total - i.fraction) <= 0.01 for c, i in zip(cells, sorted(car.infusions, key=lambda i: i.day)))
+    return all(abs(c / total - i.fraction) <= SPLIT_FRACTION_SLACK for c, i in zip(cells, planned))
 
 
 def _check_car_range(add, pr, gr, weight, agent, rule) -> None:
@@ -432,7 +444,7 @@ def _check_car_range(add, pr, gr, weight, agent, rule) -> None:
     cells = _to_basis(gr["dose"], gr["unit"], "cells", None, weight)
     if cells is None:
         return
-    if (lo is not None and cells < lo * (1 - 1e-9)) or (hi is not None and cells > hi * (1 + 1e-9)):
+    if _outside(cells, lo, hi):
         add("dose_out_of_tolerance", agent, f"{agent} day {gr['day']:g}: {cells:.4g} cells is outside the "
             f"protocol range {'' if lo is None else f'{lo:.4g}-'}{hi:.4g} cells for this infusion", rule,
             _refs([gr]), planned_day=pr["day"], actual_day=gr["day"], given_dose=cells, unit="cells")

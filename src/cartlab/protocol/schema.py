@@ -461,7 +461,9 @@ class Protocol(_Strict):
     #: rule ``<id>.screening_window``: where the window comes from (cartlab's when ``reconstructed``)
     screening_window_source: Literal["published", "label", "registry", "reconstructed"] = "reconstructed"
     screening_window_citation: str = ("cartlab convention: screening values are the last ones in the window, "
-                                      "which ends the day before the subject's first lymphodepletion dose")
+                                      "which ends on the calendar day of the subject's first lymphodepletion "
+                                      "dose, inclusive (eligibility option screening_end: "
+                                      "day_before_lymphodepletion, fixed)")
     #: what ends the monitoring schedule besides death and the end of follow-up (rule
     #: ``<id>.monitoring_end``): by default allo-HSCT and new therapy take the subject off the
     #: protocol's post-infusion schedule (as they end the best-response window)
