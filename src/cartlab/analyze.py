@@ -63,6 +63,7 @@ class AnalysisOptions:
     crs_legacy: Any = None  # cartlab.grading.crs_legacy.CrsLegacyOptions (Lee 2014, Penn, CARTOX, MSKCC)
     molecular: Any = None  # cartlab.response.molecular.MolecularOptions (molecular response, antigen loss)
     exposure: Any = None  # cartlab.kinetics.exposure.ExposureOptions (exposure-response: min_epv)
+    protocol: Any = None  # cartlab.protocol.options.ProtocolOptions (the --protocol views)
     strict: bool = False
     #: the options as they were set (``from_settings``: the --options file and --set pairs, validated);
     #: recorded as ``options_set`` in analysis.json, so ``--options analysis.json`` replays the analysis
@@ -328,6 +329,7 @@ OPTION_CLASSES = {
     "crs_legacy": ("cartlab.grading.crs_legacy", "CrsLegacyOptions"),
     "molecular": ("cartlab.response.molecular", "MolecularOptions"),
     "exposure": ("cartlab.kinetics.exposure", "ExposureOptions"),
+    "protocol": ("cartlab.protocol.options", "ProtocolOptions"),
 }
 
 

@@ -264,6 +264,13 @@ SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
+def _popts(o):
+    """The analysis' :class:`~cartlab.protocol.options.ProtocolOptions` (defaults when unset)."""
+    from cartlab.protocol.options import ProtocolOptions
+
+    return getattr(o, "protocol", None) or ProtocolOptions()
+
+
 def protocol_steps(protocol) -> tuple[Step, ...]:
     from cartlab.criteria.status import register_rules
 
@@ -276,7 +283,7 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
 
         plans, notes = [], []
         for sid in study.subject_ids:
-            plan, why = planned_doses(study, protocol, sid)
+            plan, why = planned_doses(study, protocol, sid, _popts(o).dose_options())
             if plan is not None:
                 plans.append(plan.select(pl.lit(sid).alias("subject_id"), pl.all()))
             notes.append((sid, why))
@@ -301,7 +308,8 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
     def eligibility(study, o):
         from cartlab.protocol import derive_eligibility
 
-        return derive_eligibility(study, protocol)
+        po = _popts(o)
+        return derive_eligibility(study, protocol, age_whole_years=po.age_whole_years, screening_end=po.screening_end)
 
     def verdict(study, o, eligibility):
         from cartlab.protocol import eligibility_verdict
@@ -311,7 +319,9 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
     def deviations(study, o):
         from cartlab.protocol import derive_deviations
 
-        return derive_deviations(study, protocol)
+        po = _popts(o)
+        return derive_deviations(study, protocol, po.dose_options(), max_shift_days=po.max_shift_days,
+                                 off_study_ends_monitoring=po.off_study_ends_monitoring)
 
     def best(study, o):
         from cartlab.protocol.outcomes import derive_protocol_best_response

@@ -465,10 +465,12 @@ def _monitoring_end(study, protocol, sid: str, sub: dict, off_study: bool) -> tu
     if sub.get("last_followup_day") is not None:
         ends.append((float(sub["last_followup_day"]), "last_followup_day"))
     else:
-        days = [x for t in (study.observations, study.events, study.doses)
-                for x in t.filter(pl.col("subject_id") == sid)["day"].drop_nulls().to_list()]
-        if days:
-            ends.append((float(max(days)), "last recorded row (last_followup_day blank)"))
+        from cartlab.response.adtte import last_recorded_rows  # the endpoints' reading of "any table"
+
+        last = last_recorded_rows(study, [sid])
+        if last.height:
+            ends.append((float(last["day"][0]), f"last recorded row, {last['table'][0]} "
+                         "(last_followup_day blank)"))
     stops = ["death"] + (list(protocol.monitoring_ends_at) if off_study else [])
     for e in stops:
         d = ev.filter((pl.col("event") == e) & pl.col("day").is_not_null())["day"].to_list()

@@ -1,0 +1,96 @@
+"""Session 37: the end of monitoring without ``last_followup_day`` reads every table.
+
+study-format.md ("Follow-up for time-to-event endpoints"): "a subject without `last_followup_day`,
+death or event is censored at its last recorded row in any table". Interventions are a table of the
+study; the expected days below are worked out by hand from the tiny study built here.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cartlab.model import Study
+from cartlab.protocol import derive_deviations, parse_protocol
+from protocol_helpers import frame
+from test_protocol_s36 import MON, SUBJECT, flu
+
+
+def _study(interventions=()) -> Study:
+    subj = frame("subjects", [{}], **{**SUBJECT, "last_followup_day": None})
+    obs = [{"day": 5.0, "param": "CRP", "value": 10.0, "unit": "mg/L"}]
+    return Study(study_id="T", subjects=subj,
+                 doses=frame("doses", flu(-5, -4, -3), subject_id="S1", source="observed"),
+                 observations=frame("observations", obs, subject_id="S1", unit=None, source="observed"),
+                 events=frame("events", [], subject_id="S1"),
+                 interventions=frame("interventions", list(interventions), subject_id="S1"))
+
+
+def _missed(res: pl.DataFrame):
+    return res.filter(pl.col("category") == "missed_monitoring").select("item", "days").rows()
+
+
+def test_an_intervention_is_a_recorded_row_that_extends_monitoring():
+    p = parse_protocol(MON, "s36.yaml")  # BMBLAST scheduled on days 14 and 28, +-3 days
+    # without interventions the last row is the day-5 CRP: neither marrow day is due yet
+    assert _missed(derive_deviations(_study(), p)) == []
+    # tocilizumab started on day 12 and ended on day 30: the last recorded row is day 30, so both
+    # marrow days (14 and 28) fall inside monitoring and neither was measured
+    toci = {"start_day": 12.0, "end_day": 30.0, "category": "tocilizumab", "agent": "tocilizumab"}
+    res = derive_deviations(_study([toci]), p)
+    assert _missed(res) == [("BMBLAST", [14.0, 28.0])]
+    detail = res.filter(pl.col("category") == "missed_monitoring")["detail"][0]
+    assert "checked to day 30 (last recorded row, interventions" in detail
+    # an intervention that only started (no end day) on day 16: day 14 is due, day 28 is not
+    res = derive_deviations(_study([{**toci, "start_day": 16.0, "end_day": None}]), p)
+    assert _missed(res) == [("BMBLAST", [14.0])]
+
+
+# -------------------------------------------------------------------------------------------------
+# the analysis passes its protocol options to the protocol views (they were the defaults always)
+
+
+def test_analysis_protocol_options_reach_the_deviations_and_eligibility():
+    from cartlab.analyze import Analysis, AnalysisOptions
+    from cartlab.protocol.options import ProtocolOptions
+
+    p = parse_protocol(MON, "s36.yaml")
+    subj = frame("subjects", [{}], **SUBJECT)  # last_followup_day 60
+    s = Study(study_id="T", subjects=subj,
+              doses=frame("doses", flu(-5, -4, -3), subject_id="S1", source="observed"),
+              observations=frame("observations", [], subject_id="S1", unit=None, source="observed"),
+              events=frame("events", [{"day": 10.0, "event": "allo_hsct"}], subject_id="S1"))
+    # by default allo-HSCT on day 10 ends monitoring: neither marrow day (14, 28) is due
+    dflt = Analysis(s, protocol=p).table("protocol_deviations")
+    assert _missed(dflt) == []
+    # off_study_ends_monitoring=False checks to last_followup_day 60: both days missed
+    o = AnalysisOptions.from_settings({"protocol": {"off_study_ends_monitoring": False}})
+    assert isinstance(o.protocol, ProtocolOptions)
+    assert _missed(Analysis(s, o, protocol=p).table("protocol_deviations")) == [("BMBLAST", [14.0, 28.0])]
+
+
+def test_protocol_options_refuse_bad_values():
+    import pytest
+
+    from cartlab.analyze import AnalysisOptions
+    from cartlab.errors import InputError
+
+    for bad in ({"screening_end": "day_0"}, {"max_shift_days": -1}, {"car_dose": 0},
+                {"off_study_ends_monitoring": "maybe"}, {"screening": "fixed"}):
+        with pytest.raises(InputError, match="ProtocolOptions"):
+            AnalysisOptions.from_settings({"protocol": bad})
+
+
+def test_analysis_age_option_reaches_the_eligibility():
+    from cartlab.analyze import Analysis, AnalysisOptions
+    from cartlab.protocol import load_protocol
+
+    nct = load_protocol("nct04762485")  # "Age 12-65 years" (NCT04762485 inclusion 2)
+    s = Study(study_id="T", subjects=frame("subjects", [{}], **{**SUBJECT, "age_years": 65.5}))
+
+    def age(o=None) -> str:
+        e = Analysis(s, o, protocol=nct).table("eligibility")
+        return e.filter(pl.col("criterion_id").str.ends_with("age"))["status"][0]
+
+    # by hand: 65.5 years is 65 completed years (inside 12-65); as a fraction it is above 65
+    assert age() == "pass"
+    assert age(AnalysisOptions.from_settings({"protocol": {"age_whole_years": False}})) == "fail"
