@@ -151,3 +151,17 @@ def unmapped_codes(report) -> list[str]:
     codes = ", ".join(f"{c} ({n})" for c, n in seen.most_common(10)) + (" ..." if len(seen) > 10 else "")
     return [f"{sum(seen.values())} Observation(s) with a code not in the FHIR code map (loinc_map.yaml) "
             f"were not read: {codes}; add the code to a mapping file (mapping=) if it is a cartlab param"]
+
+
+def check_death(e, patient: dict, patient_day: float | None, death: dict, where) -> None:
+    """A Patient's ``deceased[x]`` against the death event read from another resource (a Condition
+    or Procedure; the writer puts the day there and the date on the Patient): an edit of one that
+    the other contradicts is an error naming both, not a silently ignored field."""
+    other = getattr(where, "where", str(where))
+    if patient.get("deceasedBoolean") is False:
+        raise e.error(f"deceasedBoolean is false, but {other} records a death on day {death['day']:g}; "
+                      "correct one of the two")
+    if patient_day is not None and death.get("day") is not None and \
+            math.floor(patient_day + 1e-9) != math.floor(float(death["day"]) + 1e-9):
+        raise e.error(f"deceasedDateTime {patient['deceasedDateTime']} (day {math.floor(patient_day + 1e-9):g}) "
+                      f"disagrees with the death on day {death['day']:g} of {other}; correct one of the two")

@@ -25,6 +25,7 @@ from cartlab.io.errors import Issue, StudyValidationError
 from cartlab.io.fhir._bundle import _effective, _Entry, _files, _load, _unversioned
 from cartlab.io.fhir._checks import (
     HINT,
+    check_death,
     check_extension,
     check_observation,
     dose_element,
@@ -571,9 +572,13 @@ class _Reader:
         self._timed(e, "events", code, base, "onset")
 
     def deaths(self) -> None:
-        dead = {row["subject_id"] for row in self.rows["events"] if row.get("event") == "death"}
+        deaths = sorted((x for x in zip(self.rows["events"], self.where["events"]) if x[0].get("event") == "death"),
+                        key=lambda x: -(x[0].get("day") if x[0].get("day") is not None else math.inf))
+        dead = {row["subject_id"]: (row, w) for row, w in deaths}  # the earliest death of a subject
         for ref, (sid, e) in list(self.patients.items()):
             r = e.res
+            if ref.startswith("Patient/") and sid in dead:  # the death event carries it: the two must agree
+                check_death(e, r, self.day(e, sid, r.get("deceasedDateTime"), None)[0], *dead[sid])
             if not ref.startswith("Patient/") or sid in dead:
                 continue
             if r.get("deceasedDateTime"):
