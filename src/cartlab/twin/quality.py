@@ -2,7 +2,8 @@
 posterior draws resolve the tails of a 90% prediction interval.
 
 * **Fit quality.** The standardised residual of a row (``iwres``: (observed - twin) / the
-  observation model's SD, on the log scale for log-normal parameters) has RMS about 1 over a
+  observation model's SD, on the log scale for log-normal parameters; for binomial blast counts the
+  quantile residual, :func:`cartlab.twin.fit.binomial_residual`) has RMS about 1 over a
   parameter's rows when the model and its error model describe them. An RMS above
   :data:`MISFIT_RMS` (residuals typically three times the assumed measurement error) means the
   model cannot follow that parameter's course for this subject: its fit, and any forecast that
@@ -44,8 +45,8 @@ MIN_ESS_INTERVALS = 20.0
 CAR_BIAS_IWRES = 3.0
 #: forecast quantity -> the measured parameters its value rests on (the latent course it is read from:
 #: CAR peak / its day / day 28 from CARCOPY; CRS grade from the daily Tmax, TEMP; the day-28 response
-#: from the marrow and blood blasts -- binomial rows without a standardised residual, so never "not
-#: described" today --, :func:`cartlab.twin.forecast.outcome_arrays`)
+#: from the marrow and blood blasts, binomial rows with a quantile residual since session 37,
+#: :func:`cartlab.twin.forecast.outcome_arrays`)
 FORECAST_DEPENDS: dict[str, tuple[str, ...]] = {
     "car_cmax": ("CARCOPY",), "car_tmax": ("CARCOPY",), "car_day28": ("CARCOPY",),
     "crs_ge3": ("TEMP",), "response_d28": ("BMBLAST", "PBBLAST")}
