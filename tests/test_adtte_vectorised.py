@@ -49,11 +49,19 @@ def outcome(fn, *args, **kwargs):
 def check(study, responses=None, relapses=None, options=None) -> str | None:
     # the reference is the row-by-row derivation on the days as given (calendar_days=False);
     # test_calendar_days_equal_the_reference_on_floored_days covers the default
-    exact = dataclasses.replace(options or EndpointOptions(), calendar_days=False)
+    exact = dataclasses.replace(options or EndpointOptions(), calendar_days=False, last_alive_sources="followup_day")
     new = outcome(derive_adtte, study, exact, responses=responses, relapses=relapses)
     old = outcome(ref.derive_adtte, study, options, responses=responses, relapses=relapses)
-    assert new[1] == old[1], (options, new[1], old[1])
-    assert new[2] == old[2], (options, new[2], old[2])
+    if old[1] and "before the clock start" in old[1]:
+        # session 37: the message names the row that set the day ("from last_followup_day -5
+        # (subjects.csv:5)"), the reference only the table: the same error up to that row
+        head = old[1].split(" (")[0]
+        assert new[1].startswith(head) and "before the clock start" in new[1], (options, new[1], old[1])
+    else:
+        assert new[1] == old[1], (options, new[1], old[1])
+    # session 37: the warning naming rows after last_followup_day is not the reference's
+    new_w = [m for m in new[2] if "after their last_followup_day" not in m]
+    assert new_w == old[2], (options, new[2], old[2])
     if old[0] is not None:
         assert_frame_equal(new[0], old[0])
     return old[1]

@@ -258,7 +258,7 @@ def test_adam_adtte_censored_rows_describe_their_censoring(tmp_path):
 ], ids=range(4))
 def test_oracle_equals_vectorised_under_new_options(kw):
     opts = EndpointOptions(**kw)
-    exact = dataclasses.replace(opts, calendar_days=False)
+    exact = dataclasses.replace(opts, calendar_days=False, last_alive_sources="followup_day")
     for study, resp in (_p1(), (make_study(SUBJECTS, EVENTS), responses(RESP))):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CartlabWarning)

@@ -515,6 +515,11 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
                       "evidence": []})
     items.sort(key=lambda x: x["day"])  # stable: the parameters in their order on one day
     head = "; ".join(bits) if bits else "no time-to-event endpoint derived for this subject"
+    if not bits:  # the step skipped this subject: say why, as cartlab analyze does
+        why = next((sk for sk in getattr(a, "skipped", []) if "adtte" in sk.tables
+                    and (sk.subjects is None or sid in sk.subjects)), None)
+        if why is not None:
+            head += f": {why.reason} (fix: {why.fix})"
     from dataclasses import fields
 
     from cartlab.response.endpoints import EndpointOptions

@@ -99,10 +99,14 @@ def _step(outputs: str | tuple[str, ...], run, engine: str, **kw) -> Step:
 
 
 def _best_response(study, o, marrow_response, relapse):
+    from dataclasses import replace
+
     from cartlab.response.best import derive_best_response
     from cartlab.response.marrow import ResponseOptions
 
     opts = o.best_response_options()  # with the analysis's response options unless set apart
+    if opts.last_alive_sources is None:  # duration of response: the endpoints' day last known alive
+        opts = replace(opts, last_alive_sources=o.endpoint_options().last_alive_sources)
     # the relapse table was derived with the analysis's response options: reused when they are the same
     same = opts.response == (o.response or ResponseOptions())
     return derive_best_response(study, opts, assessments=marrow_response, relapses=relapse if same else None)
@@ -122,15 +126,19 @@ def _adtte(study, o, marrow_response, relapse, best_response):
     # assessments best_response counts: none after its end events (allo-HSCT, new therapy), so a
     # remission reached only after new therapy is not the CAR-T's (EFS failure, not in RFS/CIR)
     ends = assessment_end_days(study, o.best_response_options().end_events)
+    cols = ("subject_id", pl.col("category").alias("best_response"), pl.col("day").alias("best_response_day"),
+            "evidence")
     assessments = (marrow_response.join(ends, on="subject_id", how="left")
                    .filter(pl.col("end_day").is_null() | pl.col("day").is_null() | (pl.col("day") <= pl.col("end_day")))
-                   .select("subject_id", pl.col("category").alias("best_response"),
-                           pl.col("day").alias("best_response_day"), "evidence"))
+                   .select(*cols))
+    # ... but every assessment, also after those events, fixes the EFS censoring day (the last response
+    # assessment) and counts as a day known alive: ELN 2022 does not censor at HSCT, and a relapse after
+    # it already ends EFS/RFS (the relapse table is derived from every marrow)
     # subjects whose disease has no response criteria: the response-based endpoints are not defined
     no_criteria = dict(best_response.filter(pl.col("rule") == "response.no_criteria")
                        .select("subject_id", "reason").iter_rows())
     return derive_adtte(study, o.endpoint_options(), responses=assessments, relapses=relapse,
-                        no_criteria=no_criteria)
+                        no_criteria=no_criteria, censoring_responses=marrow_response.select(*cols))
 
 
 def _response_rates(study, o, best_response):

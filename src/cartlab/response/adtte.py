@@ -102,6 +102,19 @@ class EndpointOptions(CriteriaOptions):
       "Days are calendar days relative to day 0"; ELN 2022 Table 9 measures "to the date of" the
       event), so a death at 08:00 on day 10 and a follow-up ending on day 10 tie on day 10, as the
       same facts given as day numbers do. False keeps the fractional days of date-times.
+    * ``last_alive_sources`` ("all_tables"): what makes the day last known alive (OS, RFS, LFS, CIR
+      censoring; duration of response). "all_tables" = the latest of ``last_followup_day`` and every
+      dated row of the subject - observations, doses, interventions, events other than death, response
+      assessments (spec: ``last_followup_day`` is the "last day the subject was known alive and
+      followed", and ELN 2022 Table 9 censors "on the date they were last known to be alive": a lab
+      drawn or a dose given later shows the subject alive later); a warning names the subjects whose
+      rows lie after their ``last_followup_day``. "followup_day" = ``last_followup_day`` and the
+      non-death events and response assessments only (the reading before session 37).
+    * ``efs_evaluable_by`` ("any_time"): which assessments make an EFS subject "evaluable for
+      response" (treatment failure at day 0 rather than censored there). ELN 2022 Table 9 qualifies
+      the remission "by the defined landmark" but does not say by when evaluability is judged:
+      "any_time" = any evaluable assessment (the behaviour before session 37, kept as default);
+      "landmark" = an evaluable assessment on or before ``efs_landmark_day`` (no effect without one).
     """
 
     censor_at_allo_hsct: bool = False
@@ -116,6 +129,8 @@ class EndpointOptions(CriteriaOptions):
     censor_params: tuple[str, ...] = ("EFS", "RFS", "LFS", "CIR")
     efs_censor: str = "last_response_assessment"
     efs_ne_death_after_landmark: str = "event"
+    last_alive_sources: str = "all_tables"
+    efs_evaluable_by: str = "any_time"
 
     def __post_init__(self) -> None:
         if self.missing_followup not in ("error", "last_observation"):
@@ -135,6 +150,11 @@ class EndpointOptions(CriteriaOptions):
         if self.efs_ne_death_after_landmark not in ("event", "censor"):
             raise ValueError("efs_ne_death_after_landmark must be 'event' or 'censor', "
                              f"got {self.efs_ne_death_after_landmark!r}")
+        if self.last_alive_sources not in ("all_tables", "followup_day"):
+            raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
+                             f"got {self.last_alive_sources!r}")
+        if self.efs_evaluable_by not in ("any_time", "landmark"):
+            raise ValueError(f"efs_evaluable_by must be 'any_time' or 'landmark', got {self.efs_evaluable_by!r}")
         if "death" in self.relapse_events:
             raise ValueError("relapse_events must not contain 'death'")
 
@@ -250,15 +270,19 @@ def _first(ev: pl.DataFrame, kinds: Iterable[str], name: str, after: pl.DataFram
         pl.col("ref").drop_nulls().unique(maintain_order=True).alias(f"{name}_refs"))
 
 
-def last_recorded_rows(study: Study, sids: list[str]) -> pl.DataFrame:
+def last_recorded_rows(study: Study, sids: list[str], alive_only: bool = False) -> pl.DataFrame:
     """Per subject of ``sids``: its rows (``day``, ``ref``, ``table``) on its latest day over the
-    observations, doses, interventions (start and end) and events."""
+    observations, doses, interventions (start and end) and events (``alive_only``: not death rows -
+    the rows that show the subject alive on their day, EndpointOptions.last_alive_sources)."""
     specs = (("observations", "day"), ("doses", "day"), ("interventions", "start_day"),
              ("interventions", "end_day"), ("events", "day"))
     parts = []
     for k, (table, col) in enumerate(specs):
         # the columns first: filtering every column of a large table costs several times more
-        t = (study.table(table).select(_SID, pl.col(col).cast(pl.Float64).alias("day"), "src_file", "src_row")
+        t = study.table(table)
+        if alive_only and table == "events":
+            t = t.filter(pl.col("event").is_null() | (pl.col("event") != "death"))
+        t = (t.select(_SID, pl.col(col).cast(pl.Float64).alias("day"), "src_file", "src_row")
              .filter(pl.col(_SID).is_in(sids) & pl.col("day").is_not_null()))
         parts.append(t.filter(pl.col("day") == pl.col("day").max().over(_SID)).with_row_index("_i").select(
             _SID, "day", evidence_ref().alias("ref"), pl.lit(table).alias("table"), pl.lit(k).alias("_k"), "_i"))
@@ -270,7 +294,8 @@ def last_recorded_rows(study: Study, sids: list[str]) -> pl.DataFrame:
 def _last_alive(f: pl.DataFrame, ev: pl.DataFrame, resp: pl.DataFrame, study: Study,
                 opts: EndpointOptions) -> pl.DataFrame:
     """Per subject, the last day known alive (``a_day``) - the latest of last_followup_day, non-death
-    events and response assessments (and, without a follow-up day, the last rows of any table) -
+    events and response assessments, and the last dated row of any table (``last_alive_sources=
+    "all_tables"``; "followup_day": only without a follow-up day) -
     with ``a_refs``, ``a_how`` and ``a_src`` (the table of the first candidate that day)."""
 
     def cand(frame: pl.DataFrame, k: int, text: pl.Expr, src: pl.Expr | str) -> pl.DataFrame:
@@ -293,7 +318,17 @@ def _last_alive(f: pl.DataFrame, ev: pl.DataFrame, resp: pl.DataFrame, study: St
     if opts.missing_followup == "last_observation" and no_fu:
         last = last_recorded_rows(study, no_fu).with_columns(_day(pl.col("day"), opts.calendar_days))
         parts.append(cand(last, 3, pl.format("last {} row, day {}", "table", _g(pl.col("day"))), pl.col("table")))
+    with_fu = f.filter(pl.col("fu_day").is_not_null())[_SID].to_list()
+    if opts.last_alive_sources == "all_tables" and with_fu:
+        # spec: last_followup_day is the "last day the subject was known alive and followed"; a dated
+        # row after it (a lab drawn, a dose given) shows the subject alive later (ELN 2022 Table 9:
+        # censored "on the date they were last known to be alive")
+        last = last_recorded_rows(study, with_fu, alive_only=True).with_columns(_day(pl.col("day"), opts.calendar_days))
+        parts.append(cand(last, 4, pl.format("last {} row, day {}", "table", _g(pl.col("day"))), pl.col("table")))
     c = pl.concat(parts).sort(_SID, "_k", "_i").filter(pl.col("day") == pl.col("day").max().over(_SID))
+    # rows of any table count only when they are later than last_followup_day, events and assessments:
+    # on the same day these name the day (not every lab drawn that day)
+    c = c.filter((pl.col("_k") < 4) | (pl.col("_k").min().over(_SID) == 4))
     how = pl.concat_str(pl.col("text"), pl.when(pl.col("ref").is_not_null() & (pl.col("ref") != ""))
                         .then(pl.format(" ({})", "ref")).otherwise(pl.lit("")))
     return c.group_by(_SID, maintain_order=True).agg(
@@ -333,8 +368,20 @@ def _remission(rows: pl.DataFrame, name: str, landmark: float | None = None) -> 
         pl.col("refs").first().alias(f"{name}_refs"))
 
 
-def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses: pl.DataFrame | None) -> pl.DataFrame:
-    """One row per subject with every fact its ADTTE rows need (see the column prefixes below)."""
+def _death_before_origin(study: Study, calendar: bool) -> pl.DataFrame:
+    """Per subject whose first death row (any day) is before day 0: ``pdeath_day``, ``pdeath_ref``."""
+    d = (study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
+         .sort("day", "src_row").unique(_SID, keep="first", maintain_order=True))
+    return d.filter(pl.col("day") < 0).select(_SID, _day(pl.col("day"), calendar).alias("pdeath_day"),
+                                               evidence_ref().alias("pdeath_ref"))
+
+
+def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses: pl.DataFrame | None,
+              resp_censor: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per subject with every fact its ADTTE rows need (see the column prefixes below).
+    ``resp_censor``: the assessments that fix the last response assessment (EFS censoring) and count
+    as days known alive (default ``resp``; :func:`derive_adtte` ``censoring_responses``)."""
+    resp_censor = resp if resp_censor is None else resp_censor
     ids = study.subject_ids
     f = pl.DataFrame({_SID: ids, "_order": range(len(ids))}, schema={_SID: pl.String, "_order": pl.Int64})
     fu = (study.subjects.filter(pl.col("last_followup_day").is_not_null())
@@ -352,24 +399,31 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
         cut = pl.lit(True)
     usable = resp.join(f.select(_SID, "c_day"), on=_SID, how="left").filter(cut)
     # an empty response is no assessment (missing is not negative), as null is
-    evaluable = usable.filter(pl.col("category").is_not_null() & (pl.col("category") != "")
-                              & ~pl.col("category").is_in(list(opts.not_evaluable_categories)))
+    is_eval = (pl.col("category").is_not_null() & (pl.col("category") != "")
+               & ~pl.col("category").is_in(list(opts.not_evaluable_categories)))
+    evaluable = usable.filter(is_eval)
+    # the last response assessment (EFS censoring) from every assessment, also those after the end of
+    # the best-response window (an allo-HSCT does not censor, ELN 2022), unless censored there
+    evaluable_c = resp_censor.join(f.select(_SID, "c_day"), on=_SID, how="left").filter(cut).filter(is_eval)
+    lm = opts.efs_landmark_day
+    evaluable_lm = evaluable if lm is None else evaluable.filter(pl.col("day") <= float(lm))
     rem_rows = usable.filter(pl.col("category").is_in(list(opts.remission_categories)))
     undated = rem_rows.filter(pl.col("day").is_null()).sort("_r").group_by(_SID).agg(
         pl.col("category").first().alias("undated_cat"))
-    lm = opts.efs_landmark_day
     f = (f.join(_remission(rem_rows, "rem"), on=_SID, how="left")
          .join(_remission(rem_rows, "remefs", None if lm is None else float(lm)), on=_SID, how="left")
          .join(undated, on=_SID, how="left")
          .join(_first(ev, ["death"], "death"), on=_SID, how="left")
          .join(_assessments(usable, "use"), on=_SID, how="left")
          .join(_assessments(evaluable, "eval"), on=_SID, how="left")
-         .join(_last_assessment(evaluable), on=_SID, how="left"))
+         .join(_assessments(evaluable_lm, "evlm"), on=_SID, how="left")
+         .join(_last_assessment(evaluable_c), on=_SID, how="left")
+         .join(_death_before_origin(study, opts.calendar_days), on=_SID, how="left"))
     for rem in ("rem", "remefs"):
         after = f.filter(pl.col(f"{rem}_day").is_not_null()).select(_SID, pl.col(f"{rem}_day").alias("_after"))
         f = f.join(_first(ev, opts.relapse_events, f"{rem}rl", after), on=_SID, how="left")
-    f = f.join(_last_alive(f, ev, resp, study, opts), on=_SID, how="left")
-    return f.with_columns(pl.col(c).fill_null(0) for c in ("use_n", "eval_n")).sort("_order")
+    f = f.join(_last_alive(f, ev, resp_censor, study, opts), on=_SID, how="left")
+    return f.with_columns(pl.col(c).fill_null(0) for c in ("use_n", "eval_n", "evlm_n")).sort("_order")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,7 +526,11 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
         cols["evidence"] = _uniq(pl.col("remefs_refs"), cols["evidence"])
         rem = pl.col("remefs_day").is_not_null()
         death = pl.col("death_day")
-        failed = pl.col("eval_n") > 0
+        by_lm = opts.efs_evaluable_by == "landmark" and lm is not None
+        failed = pl.col("evlm_n" if by_lm else "eval_n") > 0
+        ev_txt = pl.col("evlm_txt") if by_lm else pl.col("eval_txt")
+        if by_lm:  # only the assessments by the landmark make the subject evaluable
+            ev_txt = pl.concat_str(ev_txt, pl.lit(" by the landmark, option efs_evaluable_by='landmark'"))
         died = death.is_not_null() & (pl.lit(True) if lm is None else death <= float(lm))
         # not evaluable by the landmark, then dead after it (before any censoring at HSCT / new therapy)
         late = death.is_not_null() & ~died & ~failed
@@ -492,13 +550,13 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
             "rule": pl.when(failed).then(pl.lit("efs.treatment_failure")).when(died)
             .then(pl.lit("efs.death_without_assessment")).when(late_ev).then(pl.lit("efs.death_not_evaluable"))
             .when(late_cn).then(pl.lit("efs.not_evaluable_died_after_landmark")).otherwise(pl.lit("efs.not_evaluable")),
-            "reason": pl.when(failed).then(_text("efs.treatment_failure", landmark=lm_txt, assessments=pl.col("eval_txt")))
+            "reason": pl.when(failed).then(_text("efs.treatment_failure", landmark=lm_txt, assessments=ev_txt))
             .when(died).then(_text("efs.death_without_assessment", day=death, landmark=lm_txt))
             .when(late_ev).then(_text("efs.death_not_evaluable", day=death, landmark=lm_txt, assessments=ne_txt))
             .when(late_cn).then(_text("efs.not_evaluable_died_after_landmark", day=death, landmark=lm_txt,
                                       assessments=ne_txt))
             .otherwise(_text("efs.not_evaluable", landmark=lm_txt, assessments=ne_txt)),
-            "evidence": pl.when(failed).then(pl.col("eval_refs")).when(died).then(pl.col("death_refs"))
+            "evidence": pl.when(failed).then(pl.col("evlm_refs" if by_lm else "eval_refs")).when(died).then(pl.col("death_refs"))
             .when(late).then(_uniq(pl.col("use_refs").fill_null(_NO_REFS), pl.col("death_refs")))
             .otherwise(pl.col("use_refs").fill_null(_NO_REFS)),
         }
@@ -562,8 +620,15 @@ def _raise_first_error(rows: pl.DataFrame, f: pl.DataFrame, opts: EndpointOption
         if la is not None and la < origin <= (s["a_day"] if s["a_day"] is not None else -math.inf):
             raise InputError(f"subject {sid}: EFS censored at the last response assessment, on day {la:g}, "
                              f"before the clock start {origin:g}: check the response assessments' days")
-        raise InputError(f"subject {sid}: last known alive on day {s['a_day']:g} (subjects.csv last_followup_day), "
-                         f"before the clock start {origin:g}: check last_followup_day")
+        hows = (s["a_how"] or "").split("; ")
+        s = {**s, "a_how": hows[0] + (f" and {len(hows) - 1} more row(s) that day" if len(hows) > 1 else "")}
+        if s["a_src"] == "subjects":
+            raise InputError(f"subject {sid}: last known alive on day {s['a_day']:g} from {s['a_how']}, before "
+                             f"the clock start {origin:g}: check last_followup_day")
+        raise InputError(f"subject {sid}: last known alive on day {s['a_day']:g} from {s['a_how']}, before the clock "
+                         f"start {origin:g}: no row on or after day {origin:g}"
+                         + (" (the CAR-T infusion) - was the subject infused? " if origin == 0 else "; ")
+                         + "give last_followup_day")
     missing = stops[_SID].to_list()
     if opts.missing_followup == "error":
         raise ValueError(
@@ -588,9 +653,52 @@ def _without_criteria(rows: pl.DataFrame, no_criteria: Mapping[str, str]) -> pl.
     )
 
 
+def _died_before_origin(rows: pl.DataFrame, f: pl.DataFrame) -> pl.DataFrame:
+    """Every parameter of a subject whose death is recorded before day 0: not evaluable (ANLFL,
+    AVAL, CNSR empty), rule ``death_before_origin`` naming the death row - never "alive" (B1, s37)."""
+    pre = f.filter(pl.col("pdeath_day").is_not_null()).select(_SID, "pdeath_day", "pdeath_ref")
+    if pre.is_empty():
+        return rows
+    rows = rows.join(pre, on=_SID, how="left")
+    hit = pl.col("pdeath_day").is_not_null()
+    blank = ("ANLFL", "STARTDY", "ADY", "AVAL", "CNSR", "EVENT", "EVNTDESC", "CNSDTDSC", "SRCDOM", "_outcome")
+    return rows.with_columns(
+        *[pl.when(hit).then(None).otherwise(pl.col(c)).alias(c) for c in blank],
+        pl.when(hit).then(pl.lit("death_before_origin")).otherwise(pl.col("rule")).alias("rule"),
+        pl.when(hit).then(_text("death_before_origin", paramcd=pl.col("PARAMCD"), day=pl.col("pdeath_day"),
+                                ref=pl.col("pdeath_ref").fill_null(pl.lit("events.csv"))))
+        .otherwise(pl.col("reason")).alias("reason"),
+        pl.when(hit).then(pl.concat_list(pl.col("pdeath_ref")).list.drop_nulls().cast(EVIDENCE))
+        .otherwise(pl.col("evidence")).alias("evidence"),
+    ).drop("pdeath_day", "pdeath_ref")
+
+
+def _warn_rows_after_followup(f: pl.DataFrame, study: Study, opts: EndpointOptions) -> None:
+    """One warning naming the subjects with a dated row (not death) after their last_followup_day."""
+    fu = f.filter(pl.col("fu_day").is_not_null()).select(_SID, "_order", "fu_day")
+    if fu.is_empty():
+        return
+    last = last_recorded_rows(study, fu[_SID].to_list(), alive_only=True).with_columns(
+        _day(pl.col("day"), opts.calendar_days))
+    late = (last.join(fu, on=_SID).filter(pl.col("day") > pl.col("fu_day")).sort("_order", "table")
+            .group_by(_SID, maintain_order=True).agg(pl.col("day").first(), pl.col("ref").first(), pl.col("fu_day").first()))
+    if late.is_empty():
+        return
+    labels = [f"{r[_SID]} (day {r['day']:g}, {r['ref']}; last_followup_day {r['fu_day']:g})"
+              for r in late.iter_rows(named=True)]
+    used = ("the later row is used as the day last known alive (EndpointOptions.last_alive_sources='all_tables')"
+            if opts.last_alive_sources == "all_tables" else
+            "these rows are not used (last_alive_sources='followup_day'): check last_followup_day")
+    warnings.warn(SubjectsWarning(
+        f"{late.height} subject(s) have a dated row after their last_followup_day (the last day known alive "
+        f"and followed): {{subjects}}; {used}", late[_SID].to_list(), "adtte.csv (column reason)", labels=labels),
+        stacklevel=3)
+
+
 def derive_adtte(study: Study, options: EndpointOptions | None = None,
                  responses: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None,
-                 no_criteria: Mapping[str, str] | None = None) -> pl.DataFrame:
+                 no_criteria: Mapping[str, str] | None = None,
+                 censoring_responses: pl.DataFrame | None = None) -> pl.DataFrame:
     """ADaM-style ADTTE: one row per subject and parameter (OS, EFS, RFS, LFS, CIR), ELN 2022 Table 9.
 
     ``responses``: subject_id, best_response, best_response_day (and optionally ``evidence``, a list of
@@ -612,6 +720,12 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     (``efs_ne_death_after_landmark``). Without ``efs_landmark_day`` a CartlabWarning says EFS has no
     landmark. RFS/LFS/CIR rows of subjects
     never in remission have ``ANLFL`` empty, empty ``AVAL``/``CNSR`` and say why.
+    ``censoring_responses``: the same columns as ``responses``, every assessment including those
+    ``responses`` leaves out after the end of the best-response window (allo-HSCT, new therapy): they
+    fix the EFS censoring day (the last response assessment) and count as days known alive, while
+    ``responses`` alone gives the remission and treatment failure (ELN 2022 does not censor at HSCT;
+    default: ``responses``). A subject whose death is recorded before day 0 has every parameter not
+    evaluable (rule ``death_before_origin``), with a warning naming it.
     ``no_criteria``: subject -> why it has no response criteria (e.g. a lymphoma: cartlab has no
     criteria for it yet); its EFS, RFS, LFS and CIR rows are not defined (``ANLFL`` empty, rule
     ``no_response_criteria``) rather than "not evaluable for response"; OS is unaffected.
@@ -628,13 +742,23 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
         raise ValueError(f"parameters {[p for p in params if p != 'OS']} need a responses frame "
                          "(subject_id, best_response, best_response_day)")
     resp = _responses(responses, study.subject_ids, opts.calendar_days)
-    f = _subjects(study, resp, opts, relapses)
+    resp_c = None if censoring_responses is None else _responses(censoring_responses, study.subject_ids,
+                                                                  opts.calendar_days)
+    f = _subjects(study, resp, opts, relapses, resp_c)
     if f.is_empty() or not params:
         return pl.DataFrame(schema=ADTTE_SCHEMA)
     rows = pl.concat([_param(f, p, opts) for p in params]).sort("_order", "_p")
     if no_criteria:
         rows = _without_criteria(rows, no_criteria)
+    rows = _died_before_origin(rows, f)
     _raise_first_error(rows, f, opts)
+    pre = f.filter(pl.col("pdeath_day").is_not_null())[_SID].to_list()
+    if pre:
+        warnings.warn(SubjectsWarning(
+            f"{len(pre)} subject(s) have a death recorded before day 0 (the first CAR-T infusion): their OS, EFS "
+            "and the other time-to-event endpoints are not evaluable (ADTTE rule death_before_origin): {subjects}; "
+            "check the death day and the infusion day", pre, "adtte.csv (rule death_before_origin)"), stacklevel=2)
+    _warn_rows_after_followup(f, study, opts)
     if "EFS" in params and opts.efs_landmark_day is None and rows.filter(
             (pl.col("PARAMCD") == "EFS") & (pl.col("ANLFL") == "Y")).height:
         warnings.warn(CartlabWarning(

@@ -59,6 +59,16 @@ class BestResponseOptions(CriteriaOptions):
       counted assessment no longer in ``orr_categories`` (NE does not end it) or a ``relapse`` /
       ``extramedullary_disease`` event, whichever first (rule ``response.loss_of_response``, a cartlab
       convention); "relapse_only" = only a relapse (never, for such a response) or death end it.
+    * ``dor_censor`` ("last_response_assessment"): where a response without relapse, loss of response
+      or death is censored - on the day of the last response assessment (a marrow whose category is
+      not NE; any, also after an allo-HSCT, which does not censor), as EFS is (ELN 2022 Table 9:
+      "censored on the date they were last assessed for response"; ELN 2017 Table 7 censored RFS and
+      CIR "on the date they were last examined"; admiralonco's duration-of-response template censors
+      at the last response assessment; ELN gives no duration-of-response row of its own); "last_known_alive" = when last known alive (the
+      behaviour before session 37).
+    * ``last_alive_sources`` (None = the analysis's ``endpoints.last_alive_sources``, "all_tables"
+      when called alone): what makes the day last known alive, as
+      :class:`~cartlab.response.endpoints.EndpointOptions` reads it.
     * ``response``: options of the per-assessment criteria.
     """
 
@@ -67,12 +77,20 @@ class BestResponseOptions(CriteriaOptions):
     landmark_day: float | None = None
     dor_censor_events: tuple[str, ...] = ()
     dor_pr_end: Literal["loss_of_response", "relapse_only"] = "loss_of_response"
+    dor_censor: Literal["last_response_assessment", "last_known_alive"] = "last_response_assessment"
+    last_alive_sources: Literal["all_tables", "followup_day"] | None = None
     response: ResponseOptions = ResponseOptions()
 
     def __post_init__(self) -> None:
         bad = [c for c in self.orr_categories if c not in CATEGORY_RANK]
         if bad:
             raise ValueError(f"unknown response categories {bad}; known: {list(CATEGORY_RANK)}")
+        if self.dor_censor not in ("last_response_assessment", "last_known_alive"):
+            raise ValueError("dor_censor must be 'last_response_assessment' or 'last_known_alive', "
+                             f"got {self.dor_censor!r}")
+        if self.last_alive_sources not in (None, "all_tables", "followup_day"):
+            raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
+                             f"got {self.last_alive_sources!r}")
 
 
 _BEST_SCHEMA = {
@@ -110,10 +128,11 @@ def assessment_end_days(study: Study, events: tuple[str, ...]) -> pl.DataFrame:
                         schema={"subject_id": pl.String, "end_day": pl.Float64})
 
 
-def _last_known_alive(study: Study) -> dict[str, tuple[float, str]]:
+def _last_known_alive(study: Study, sources: str | None = "all_tables") -> dict[str, tuple[float, str]]:
     """Per subject, the day last known alive and how it is known, as the time-to-event endpoints
-    censor: the latest of ``last_followup_day`` and the days of non-death events and marrow
-    assessments; without a follow-up day, the latest day of any of the subject's rows."""
+    censor (EndpointOptions.last_alive_sources, the same function ``last_recorded_rows``): the latest
+    of ``last_followup_day``, the days of non-death events and, with "all_tables", the last dated row
+    of any table (not death); without a follow-up day, the latest day of any of the subject's rows."""
     from cartlab.response.adtte import last_recorded_rows
 
     out: dict[str, tuple[float, str]] = {}
@@ -129,6 +148,10 @@ def _last_known_alive(study: Study) -> dict[str, tuple[float, str]]:
     for sid, day in alive.group_by("subject_id").agg(pl.col("day").max()).iter_rows():
         put(sid, day, "a later event")
     no_fu = [sid for sid, day in fu.items() if day is None]
+    with_fu = [sid for sid, day in fu.items() if day is not None]
+    if (sources or "all_tables") == "all_tables" and with_fu:
+        for r in last_recorded_rows(study, with_fu, alive_only=True).unique("subject_id").iter_rows(named=True):
+            put(r["subject_id"], r["day"], f"the last {r['table']} row, day {r['day']:g} ({r['ref']})")
     if no_fu:
         for r in last_recorded_rows(study, no_fu).unique("subject_id").iter_rows(named=True):
             put(r["subject_id"], r["day"], f"the last recorded row ({r['table']}; no last_followup_day)")
@@ -190,7 +213,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         # a remission after new therapy is not the CAR-T's, and neither is the relapse from it
         if r["response_day"] is not None and r["response_day"] <= limit.get(r["subject_id"], math.inf):
             rel.setdefault(r["subject_id"], r)
-    alive = _last_known_alive(study)
+    alive = _last_known_alive(study, options.last_alive_sources)
     evs: dict[str, list[dict]] = {}
     for r in study.events.filter(pl.col("event").is_in(["relapse", "extramedullary_disease"])
                                  & pl.col("day").is_not_null()).sort("day").iter_rows(named=True):
@@ -278,10 +301,16 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                 dor_end, dor_event = stop, True
                 dor_why = ("relapse" if relapse_day is not None and relapse_day <= stop
                            else loss[1] if loss is not None and loss[0] <= stop else "death")
-            else:  # censored when last known alive, after the last assessment at the latest
+            else:  # censored at the last response assessment (default) or when last known alive
                 last = max((r["day"] for r in recs if r["day"] is not None), default=None)
                 known = alive.get(sid)
-                if known is not None and (last is None or known[0] >= last):
+                assessed = [r for r in recs if r["day"] is not None and r["category"] not in (None, "", "NE")]
+                if options.dor_censor == "last_response_assessment" and assessed:
+                    la = max(assessed, key=lambda r: r["day"])
+                    dor_end = la["day"]
+                    dor_why = (f"last response assessment ({la['category']} on day {la['day']:g}; option dor_censor)"
+                               + (f"; last known alive on day {known[0]:g} ({known[1]})" if known else ""))
+                elif known is not None and (last is None or known[0] >= last):
                     dor_end, dor_why = known[0], f"last known alive ({known[1]})"
                 else:
                     dor_end, dor_why = last, "last known alive (the last marrow assessment)"

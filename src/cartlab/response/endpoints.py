@@ -44,8 +44,9 @@ Parameters (population, origin, events):
   hematologic relapse or death; otherwise censored when last known alive. ("RFS and disease-free
   survival have been used with the same definition", ELN 2017 Table 7 footnote.)
 * **LFS** - leukemia-free survival: the RFS population and events with the clock at day 0 (the
-  CAR-T infusion) instead of the remission day, as CAR-T series commonly report it (cartlab
-  convention).
+  CAR-T infusion) instead of the remission day (cartlab convention). Conditional on reaching
+  remission (guarantee-time bias: the curve cannot drop before the remission day); EFS is the
+  day-0 survival of the cohort.
 * **CIR** - competing-risk input: the RFS population from the first remission day; ``EVENT`` 1 =
   hematologic relapse, 2 = death without relapse (competing), 0 = censored when last known alive.
   ``cumulative_incidence(adtte, 1)`` is the CIR, ``cumulative_incidence(adtte, 2)`` the cumulative
@@ -59,8 +60,11 @@ Conventions (documented defaults, options in :class:`EndpointOptions`):
   disease) on or after the remission day (a relapse recorded on the remission day contradicts the
   remission; it is counted, AVAL 0 for RFS, rather than dropped). On one day relapse precedes death.
 * Last known alive = the latest of ``subjects.last_followup_day`` and the days of the subject's
-  non-death events and response assessments (a record on a day shows the subject was followed
-  then). OS, RFS, LFS and CIR are censored on that day. EFS (ELN 2022 Table 9: "censored on the
+  dated rows - observations, doses, interventions, non-death events, response assessments (a lab
+  drawn on a day needs a living patient; ``last_alive_sources="all_tables"``, the default, with a
+  warning naming the subjects with rows after ``last_followup_day``; "followup_day" counts only
+  non-death events and response assessments besides it). A death recorded before day 0 makes every
+  parameter of the subject not evaluable (rule ``death_before_origin``, a warning names it). OS, RFS, LFS and CIR are censored on that day. EFS (ELN 2022 Table 9: "censored on the
   date they were last assessed for response") is censored on the day of the last response
   assessment on or before it - the latest row of the ``responses`` frame (one row per assessment)
   whose category is an assessment (not ``NE``/empty) - rule ``censor.last_assessment``, ``CNSDTDSC``
