@@ -94,3 +94,28 @@ def test_analysis_age_option_reaches_the_eligibility():
     # by hand: 65.5 years is 65 completed years (inside 12-65); as a fraction it is above 65
     assert age() == "pass"
     assert age(AnalysisOptions.from_settings({"protocol": {"age_whole_years": False}})) == "fail"
+
+
+# -------------------------------------------------------------------------------------------------
+# a dose-escalation CAR-T total is checked against the band's maximum total too
+
+
+def test_car_total_above_the_bands_maximum_total_cells():
+    from test_protocol_s36 import CREAT, NCT, dose, make, nct_ld
+
+    text = open(NCT.path, encoding="utf-8").read().replace(
+        "      max: 10.0e6\n", "      max: 10.0e6\n      max_total_cells: 2.0e8\n", 1)
+    p = parse_protocol(text, "capped.yaml")
+    car = [dose(0, "CAR-T", 1e6, "cells/kg"), dose(2, "CAR-T", 4e6, "cells/kg")]  # 5e6/kg in total
+
+    def car_rows(weight):
+        res = derive_deviations(make(nct_ld() + car, [CREAT], weight_kg=weight), p)
+        return res.filter(pl.col("item") == "CAR-T").select("category", "rule", "given_dose").rows()
+
+    # 50 kg x 5e6/kg = 2.5e8 cells: inside the per-kg range 0.5-10e6/kg, above the 2e8 cells maximum
+    assert car_rows(50.0) == [("dose_out_of_tolerance", "nct04762485.car_t.range", 2.5e8)]  # the id is the text's
+    # 30 kg x 5e6/kg = 1.5e8 cells: below the maximum total
+    assert car_rows(30.0) == []
+    # the shipped protocol has no maximum total: 50 kg is fine there
+    res = derive_deviations(make(nct_ld() + car, [CREAT], weight_kg=50.0), NCT)
+    assert res.filter(pl.col("item") == "CAR-T").height == 0
