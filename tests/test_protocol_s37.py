@@ -119,3 +119,33 @@ def test_car_total_above_the_bands_maximum_total_cells():
     # the shipped protocol has no maximum total: 50 kg is fine there
     res = derive_deviations(make(nct_ld() + car, [CREAT], weight_kg=50.0), NCT)
     assert res.filter(pl.col("item") == "CAR-T").height == 0
+
+
+# -------------------------------------------------------------------------------------------------
+# the dose plan's screening creatinine: calendar days, up to the subject's own first lymphodepletion
+
+
+def _creat_day(ld_shift: int, creat_days: list[float]):
+    from cartlab.protocol import subject_patient
+    from test_protocol_s36 import NCT, make, nct_ld
+
+    obs = [{"day": d, "param": "CREAT", "value": 70.0 + i, "unit": "umol/L"} for i, d in enumerate(creat_days)]
+    pt, _ = subject_patient(make(nct_ld(ld_shift), obs), NCT, "S1")
+    return pt.creatinine_day, pt.creatinine_note
+
+
+def test_screening_creatinine_reads_calendar_days_of_the_first_lymphodepletion_day():
+    # NCT04762485: decitabine from day -6 (screening window -42..-6). A creatinine at 16:48 on day -6
+    # is day -5.3 - calendar day -6, the first LD day, inside the window as eligibility reads it; it
+    # is the last one, so it is the screening value (the old day-number compare, -5.3 > -6, dropped it)
+    assert _creat_day(0, [-10.0, -5.3]) == (-5.3, None)
+
+
+def test_screening_creatinine_ends_at_the_subjects_own_first_lymphodepletion_dose():
+    # the course given one day early: decitabine from day -7. The creatinine of day -6 was drawn
+    # after lymphodepletion began, so the day -10 value is the screening one (the old window ended at
+    # the planned day -6 whatever was given)
+    assert _creat_day(-1, [-10.0, -6.0])[0] == -10.0
+    # with only the day -6 value there is no screening creatinine, and the note says which day ended it
+    day, note = _creat_day(-1, [-6.0])
+    assert day is None and "none recorded on days -42 to -7 (the first lymphodepletion dose given)" in note

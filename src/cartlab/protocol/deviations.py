@@ -68,20 +68,25 @@ DEVIATION_SCHEMA = {
 }
 
 
-def _screening_creatinine(obs: pl.DataFrame, protocol) -> tuple[float | None, str | None, float | None, str | None]:
+def _screening_creatinine(obs: pl.DataFrame, protocol, given_first_ld: float | None = None
+                          ) -> tuple[float | None, str | None, float | None, str | None]:
     """``(value, unit, day, None)`` of the screening creatinine: the last one from the start of the
-    protocol's screening window up to the first lymphodepletion day (day 0 without one), both
-    inclusive; ``(None, None, None, why)`` when there is none in that window (an older value is
-    stale: renal function is then not assessable, not taken as normal)."""
-    first_ld = protocol.first_lymphodepletion_day
+    protocol's screening window up to the first lymphodepletion day, both inclusive, in calendar days
+    (a value at 16:00 on that day is in) - the subject's own first recorded lymphodepletion dose
+    (``given_first_ld``, its calendar day) when there is one, as eligibility's default screening
+    window ends, else the protocol's planned first day (day 0 without lymphodepletion);
+    ``(None, None, None, why)`` when there is none in that window (an older value is stale: renal
+    function is then not assessable, not taken as normal)."""
+    first_ld = given_first_ld if given_first_ld is not None else protocol.first_lymphodepletion_day
     lo, hi = protocol.screening_window[0], (first_ld if first_ld is not None else 0.0)
     c = obs.filter((pl.col("param") == "CREAT") & pl.col("value").is_not_null()).sort("day")
-    inside = c.filter(pl.col("day").is_between(lo, hi))
+    inside = c.filter(((pl.col("day") + 1e-9).floor() >= lo) & ((pl.col("day") + 1e-9).floor() <= hi))
     if inside.height:
         r = inside.row(-1, named=True)
         return float(r["value"]), r["unit"], float(r["day"]), None
-    why = f"none recorded on days {lo:g} to {hi:g}"
-    before = c.filter(pl.col("day") < lo)
+    why = f"none recorded on days {lo:g} to {hi:g}" + (" (the first lymphodepletion dose given)"
+                                                       if given_first_ld is not None else "")
+    before = c.filter((pl.col("day") + 1e-9).floor() < lo)
     if before.height:
         why += f"; the last before, on day {before['day'][-1]:g}, is outside the screening window"
     return None, None, None, why
@@ -99,7 +104,10 @@ def subject_patient(study, protocol, subject_id: str):
         raise ValueError(f"no subject {subject_id!r}")
     r = sub.row(0, named=True)
     obs = study.observations.filter(pl.col("subject_id") == subject_id)
-    scr, unit, day, why = _screening_creatinine(obs, protocol)
+    from cartlab.protocol.eligibility import first_lymphodepletion_days
+
+    given = first_lymphodepletion_days(study.doses.filter(pl.col("subject_id") == subject_id), protocol) or {}
+    scr, unit, day, why = _screening_creatinine(obs, protocol, given.get(subject_id))
     creat_ref = None
     if day is not None:  # the row the value came from (the last CREAT of that day in the window)
         c = obs.filter((pl.col("param") == "CREAT") & (pl.col("day") == day) & (pl.col("value") == scr))

@@ -146,8 +146,12 @@ def _in_window(part: _Part) -> pl.Expr:
 def _first_lymphodepletion(study, protocol) -> dict[str, float] | None:
     """Per subject, the calendar day (floor) of its first recorded dose of a lymphodepleting agent
     of the protocol (subjects without one are not listed; None: the protocol has no lymphodepletion)."""
+    return first_lymphodepletion_days(study.doses, protocol)
+
+
+def first_lymphodepletion_days(d: pl.DataFrame, protocol) -> dict[str, float] | None:
+    """:func:`_first_lymphodepletion` of a doses frame (the screening creatinine of dosing reads it too)."""
     agents = [a.agent for a in protocol.lymphodepletion]
-    d = study.doses
     if not agents:
         return None
     if d.height == 0:
