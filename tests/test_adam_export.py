@@ -60,7 +60,8 @@ def _expected_rows(analysis) -> dict[str, int]:
     return {"ADSL": analysis.study.subjects.height, "ADLB": analysis.table("adlb").height,
             "ADVS": analysis.study.observations.filter(pl.col("param").is_in(list(vitals))).height,
             "ADAE": analysis.table("adae_toxicity").height, "ADRS": analysis.table("adrs").height,
-            "ADTTE": analysis.table("adtte").height, "ADPC": analysis.table("adpc").height,
+            # session 37: a parameter not defined for a subject (no CNSR) has no ADTTE record
+            "ADTTE": analysis.table("adtte").filter(pl.col("CNSR").is_not_null()).height, "ADPC": analysis.table("adpc").height,
             "ADPP": analysis.table("adpp").height}
 
 

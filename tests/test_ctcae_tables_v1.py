@@ -41,6 +41,9 @@ S34_DEFAULTS = {"ggt_baseline_grade1_inclusive": True}
 S34_OPTIONS = {"hypertriglyceridemia_grade1_inclusive"}
 S34_RULES = {"hypertriglyceridemia:g1.inclusive"}
 S34_TERM_KEYS = ("text_note", "ctcae_us_column")
+#: entries added in session 37: CTCAE's mmol/L Anemia column (review 37 R37-3), transcribed from the
+#: CTCAE text (no admiral row): status partially_verified
+S37_TERMS = {"ctcae_v5_uscv": ("anemia_mmol",)}
 
 
 def v1(name: str) -> dict:
@@ -102,11 +105,13 @@ def test_header_and_options_kept(name):
 def test_every_term_rule_and_number_kept(name):
     old, new = v1(name), load_raw(name)
     digits = old["signif_digits"]
-    assert [e["id"] for e in new["terms"]] == [e["id"] for e in old["terms"]]
-    assert list(new["rule_sets"]) == [e["id"] for e in old["terms"]]
+    s37 = S37_TERMS.get(name, ())
+    new_terms = [e for e in new["terms"] if e["id"] not in s37]
+    assert [e["id"] for e in new_terms] == [e["id"] for e in old["terms"]]
+    assert [k for k in new["rule_sets"] if k not in s37] == [e["id"] for e in old["terms"]]
     n = 0
     added = 0
-    for o, t in zip(old["terms"], new["terms"]):
+    for o, t in zip(old["terms"], new_terms):
         want_term = {k: v for k, v in o.items() if k != "rules"}
         if o["id"] in S26_PARAMS:
             want_term["params"] = S26_PARAMS[o["id"]]
@@ -135,7 +140,10 @@ def test_every_term_rule_and_number_kept(name):
 def test_status_of_every_rule_is_the_tables(name):
     table = load_table(name)
     assert table.status == "verified_secondary" == v1(name)["status"]
-    assert {table.status_of(r) for rules in table.rule_sets.values() for r in rules} == {"verified_secondary"}
+    s37 = S37_TERMS.get(name, ())
+    assert {table.status_of(r) for k, rules in table.rule_sets.items() if k not in s37 for r in rules} == {
+        "verified_secondary"}
+    assert {table.status_of(r) for k in s37 for r in table.rule_sets[k]} <= {"partially_verified"}
 
 
 def test_engine_uses_the_criteria_language():

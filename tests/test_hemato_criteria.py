@@ -9,6 +9,7 @@ tests/fixtures/icaht_v1 and compared row by row with the shipped ones.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def test_count_recovery_rows_moved_to_their_own_table_unchanged():
     """The ``recovery`` section of the old icaht_2023.yaml is criteria/count_recovery.yaml."""
     before, now = old("icaht_2023")["recovery"], load_raw("count_recovery")
     assert now["defaults"] == {**before["defaults"], "nadir": "first_episode",  # option added in s26 (CHANGELOG)
-                               "never_below_data_from_day": 3}  # session 34 (review s34 D8)
+                               "never_below_data_from_day": 3,  # session 34 (review s34 D8)
+                               # session 37 (review s37 A1, B1; CHANGELOG)
+                               "transfusion_supported": "transfusion_free_rule",
+                               "censor_events": ["allo_hsct", "new_therapy"]}
     assert (now["neutrophil"], now["platelet"]) == (before["neutrophil"], before["platelet"])
     assert now["status"] == "verified"  # both rows are verified (as before)
     assert "recovery" not in load_raw("icaht_2023")  # one home for each rule id
@@ -90,6 +94,10 @@ def test_other_haematotoxicity_tables_changed_only_their_comments(name):
         now = {**now, "decisions": now["decisions"][:2]}
         # features reported for adjudication only, never used for the flag (added in s26, CHANGELOG)
         now = {k: v for k, v in now.items() if k != "other_features"}
+    if name == "car_hematotox_2021":  # session 37 (review s37 B3): each item names its unit column
+        now = copy.deepcopy(now)
+        assert [i.pop("column") for i in now["items"]] == [
+            "plat_1e9_l", "neut_per_ul", "hgb_g_dl", "crp_mg_dl", "ferritin_ng_ml"]
     if name in ("car_hematotox_2021", "easix"):  # session 32: the lymphodepletion course options (CHANGELOG)
         d = dict(now["defaults"])
         assert (d.pop("lymphodepletion_window"), d.pop("lymphodepletion_max_gap_days")) == ([-14, -1], 3)

@@ -135,12 +135,33 @@ def engine(fn: str):
 def test_vectorised_engine_equals_the_row_loop_oracle(studies, fn, args, kwargs):
     for name, study in studies.items():
         expected = oracle(fn)(study, *args, **kwargs)
-        got = engine(fn)(study, *args, **kwargs)
+        eargs = args
+        if fn == "recovery_days":  # session 37: the oracle predates censor_events and transfusion_supported
+            # (tested by hand in test_recovery_s37.py); their opt-outs give the audited behaviour
+            base = args[0] if args else RecoveryOptions()
+            eargs = (dataclasses.replace(base, censor_events=(), transfusion_supported="as_measured"),)
+        got = engine(fn)(study, *eargs, **kwargs)
         assert got.height > 0, (name, fn)
+        if fn == "recovery_days":  # session 37: the censoring reason column is not in the oracle, whose
+            # reason says "last_followup_day" for a death (the censor day is compared unchanged); the
+            # death's events.csv row is new evidence
+            got = got.drop("neutrophil_recovery_censor_reason", "platelet_recovery_censor_reason")
+            why = [pl.col(f"{k}_recovery_reason").str.replace(r"; censored at day (\d+) \([^)]*\)", "; censored at day $1")
+                   for k in ("neutrophil", "platelet")]
+            got = got.with_columns(*why, *[pl.col(f"{k}_recovery_evidence").list.eval(pl.element().filter(
+                ~pl.element().str.starts_with("events.csv:"))) for k in ("neutrophil", "platelet")])
+            expected = expected.with_columns(*why)
+        if fn == "car_hematotox":  # session 37: the unit columns are not in the oracle (test_recovery_s37.py)
+            got = got.drop([c for c in got.columns if c.endswith("_value_unit")]
+                           + ["plat_1e9_l", "neut_per_ul", "hgb_g_dl", "crp_mg_dl", "ferritin_ng_ml"], strict=False)
         if fn == "car_hematotox":  # the note on an undefined cut-off (0.4) is not in the oracle: tested by hand
             got = got.with_columns(pl.col("reason").str.replace_all(
                 r"; exactly [^\]]*? a cut-off the source leaves undefined: scored (?:worst|best) \(option "
                 r"undefined_boundary\)", ""))
+        if fn == "easix":  # session 37 (review s37 C1): the reader's LDH / PLAT conversions are new notes
+            got = got.with_columns(pl.col("reason").str.replace_all(
+                r"(?:LDH|PLAT) [^;\]]+ -> [^;\]]+ (?:U/L|10\^9/L)(?:; )?", "").str.replace(r"; \]", "]")
+                .str.replace(r" \[converted: \]", ""))
         if fn in ("icaht", "t_icaht"):  # the early upper bound (0.4) is not in the row-loop oracle: tested by hand
             could = r" Could be up to grade \d+: .*? the grade would be that\."
             # session 32: the late upper bound (censored results, days without a count) is not in the
@@ -162,7 +183,12 @@ def test_empty_study_gives_the_same_empty_frames():
     for fn, args in (("recovery_days", ()), ("car_hematotox", ()), ("easix", ()), ("easix", ("each",)),
                      ("easix", (3,)), ("iec_hs_flags", ()), ("icaht", ()), ("t_icaht", ()), ("icaht_daily", ()),
                      ("t_icaht_daily", ())):
-        assert_frame_equal(engine(fn)(blank, *args), oracle(fn)(blank, *args))
+        got = engine(fn)(blank, *args)
+        # session 37: columns the oracle predates (the censoring reason, the item units)
+        if fn in ("recovery_days", "car_hematotox"):
+            got = got.drop([c for c in got.columns if c.endswith(("_censor_reason", "_value_unit"))]
+                           + ["plat_1e9_l", "neut_per_ul", "hgb_g_dl", "crp_mg_dl", "ferritin_ng_ml"], strict=False)
+        assert_frame_equal(got, oracle(fn)(blank, *args))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,7 +82,9 @@ def ctcae_cmd(
     [bold]term[/]: a CTCAE term ("Neutrophil count decreased"), or a parameter as users write it — a
     cartlab code (NEUT, PLAT, HGB ...) or an alias (ANC, PLT, Hb, Na, Cr, ALT ...); a parameter's value is
     converted from its unit (/uL, mg/dL ...) to the criteria's. [bold]direction[/]: L or H (low, high,
-    decreased, increased). cartlab ctcae --list-terms shows every term.
+    decreased, increased). cartlab ctcae --list-terms shows every term. [bold]aval[/]: a number, or a
+    censored result ("<0.5", ">1000"), graded at both ends of its interval: two grades give the lower,
+    the reason naming the range ("censored result <0.6 leaves grade 3-4 open").
 
     [bold]Example[/]: cartlab ctcae labs.csv --out labs_graded.csv --set hypokalemia_symptomatic=false
     """

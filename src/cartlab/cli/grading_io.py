@@ -43,6 +43,8 @@ def _param_lookup() -> dict[str, str]:
 
 #: the numeric columns of the contract; an empty cell is missing, anything else must be a finite number
 _NUMERIC_COLS = ("aval", "anrlo", "anrhi", "base", "pchg")
+#: a censored result in aval: "<0.5", "> 1000", "<=2" (the study reader's value_text forms)
+_CENSORED = __import__("re").compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 #: the value columns that are amounts of the parameter (a percent change may be negative)
 _AMOUNT_COLS = ("aval", "anrlo", "anrhi", "base")
 
@@ -91,12 +93,14 @@ def check_table(raw: pl.DataFrame, path: Any, terms: pl.DataFrame) -> None:
             v = cell(col)
             if v is None:
                 continue
+            m = _CENSORED.match(v) if col == "aval" else None  # "<0.5": a censored result (review 37 R37-6)
             try:
-                x = float(v)
+                x = float(m.group(2) if m else v)
             except ValueError:
                 x = math.nan
             if not math.isfinite(x):
-                problems.append(f"{_where(path, i, lower[col])}: {v!r} is not a number")
+                problems.append(f"{_where(path, i, lower[col])}: {v!r} is not a number"
+                                + (" nor a censored result ('<0.5', '>1000', '<=x', '>=x')" if col == "aval" else ""))
             else:
                 values[col] = x
         direction = cell("direction")
@@ -265,6 +269,11 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     work = raw.select([pl.col(lower[c]).alias(c) for c in INPUTS if c in lower])
     terms = ctcae_terms(options=options)
     check_table(raw, input_csv, terms)
+    # a censored aval ("<0.5"): its bound is graded (unit-converted as any value) and its far end too
+    pattern = _CENSORED.pattern
+    cens = work["aval"].cast(pl.String).str.extract(pattern, 1)
+    work = work.with_columns(pl.when(cens.is_not_null()).then(pl.col("aval").cast(pl.String).str.extract(pattern, 2))
+                             .otherwise(pl.col("aval").cast(pl.String)).alias("aval"))
     work = normalise_user_names(work, terms, input_csv)
     if "metadata" in lower:
         meta = raw[lower["metadata"]].unique().to_list()
@@ -272,7 +281,7 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         work = work.with_columns(
             raw[lower["metadata"]].replace_strict(mapping, default=None, return_dtype=pl.String).alias("criteria_units")
         )
-    graded = grade_labs(work.drop(_READ_AS), None, options)
+    graded = _grade_censored(work.drop(_READ_AS), cens, options, grade_labs)
     reason = pl.concat_str([graded["grade_reason"], pl.lit(" ["), graded["rule"], pl.lit("]")], ignore_nulls=False)
     reason = pl.select(pl.coalesce(reason, graded["grade_reason"])).to_series()
     read_as = work[_READ_AS]
@@ -303,3 +312,41 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         summary["expected_agree"] = agree
         summary["expected_mismatch"] = raw.height - agree
     return summary
+
+
+def _grade_censored(work: pl.DataFrame, cens: pl.Series, options: Any, grade_labs: Any) -> pl.DataFrame:
+    """grade_labs, a censored aval graded as ``derive_ctcae`` grades a study's censored result (review
+    37 R37-6): at its bound (just inside it for "<"/">": a relative 1e-9, far below the comparison
+    precision) and at the far end of its interval (0 for "<", 1e12 for ">"); grades are monotone in
+    the value, so one grade settles it and two give the lower grade (``grade``) with the higher as
+    ``grade_max`` and a reason naming the range."""
+    if cens.null_count() == cens.len():
+        return grade_labs(work, None, options)
+    value = pl.col("aval").cast(pl.Float64, strict=False)
+    c = pl.lit(cens)
+    near = (pl.when(c == "<").then(value * (1 - 1e-9)).when(c == ">").then(value * (1 + 1e-9)).otherwise(value))
+    graded = grade_labs(work.with_columns(near.cast(pl.String).alias("aval")), None, options)
+    rows = cens.is_not_null()
+    far_in = work.with_columns(pl.when(c.is_in(["<", "<="])).then(pl.lit("0")).otherwise(pl.lit("1e12")).alias("aval"))
+    far = grade_labs(far_in.filter(rows), None, options)
+    idx = rows.arg_true()
+    fg = pl.Series("fg", [None] * work.height, dtype=pl.Int64).scatter(idx, far["grade"])
+    fm = pl.Series("fm", [None] * work.height, dtype=pl.Int64).scatter(idx, far["grade_max"])
+    text = pl.concat_str([c, pl.col("_bound")])
+    g, gm, fgc = pl.col("grade"), pl.col("grade_max"), pl.col("_fg")
+    spread = c.is_not_null() & g.is_not_null() & fgc.is_not_null() & (g != fgc)
+    out = graded.with_columns(work["aval"].alias("_bound"), fg.alias("_fg"), fm.alias("_fm")).with_columns(
+        pl.when(c.is_not_null() & (g.is_null() | fgc.is_null())).then(None)
+        .otherwise(pl.min_horizontal(g, fgc).fill_null(g)).alias("grade"),
+        pl.when(c.is_not_null() & g.is_not_null() & fgc.is_not_null())
+        .then(pl.max_horizontal(gm, pl.col("_fm"), g, fgc)).otherwise(gm).alias("grade_max"),
+        pl.when(spread).then(pl.format("censored result {} leaves grade {}-{} open (the lower grade stands); at its "
+                                       "bound: {}", text, pl.min_horizontal(g, fgc), pl.max_horizontal(g, fgc),
+                                       pl.col("grade_reason")))
+        .when(c.is_not_null() & g.is_not_null() & fgc.is_null())
+        .then(pl.format("not gradable: censored result {}: the far end of its interval is not gradable; at its bound: {}",
+                        text, pl.col("grade_reason")))
+        .when(c.is_not_null()).then(pl.format("censored result {}, graded by its bound: {}", text, pl.col("grade_reason")))
+        .otherwise(pl.col("grade_reason")).alias("grade_reason"),
+    )
+    return out.drop("_bound", "_fg", "_fm")

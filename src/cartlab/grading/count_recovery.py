@@ -30,7 +30,7 @@ from cartlab.grading.hemato_common import to_canonical as _to_canonical
 from cartlab.grading.hemato_common import transfusion_days
 from cartlab.grading.hemato_common import unique_refs_expr as _refs
 from cartlab.model import Study
-from cartlab.provenance import EVIDENCE
+from cartlab.provenance import EVIDENCE, evidence_ref
 
 __all__ = ["RecoveryOptions", "derive_count_recovery"]
 
@@ -52,7 +52,17 @@ class RecoveryOptions(CriteriaOptions):
     transfusion_free_during_counting: bool | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
     never_below_data_from_day: int | None = None
+    transfusion_supported: Literal["transfusion_free_rule", "as_measured"] | None = None
+    censor_events: tuple[str, ...] | None = None
     criteria: str = "count_recovery"
+
+    def __post_init__(self) -> None:
+        from cartlab.io.schema import EVENTS
+
+        bad = [e for e in (self.censor_events or ()) if e not in EVENTS or e == "death"]
+        if bad:  # a misspelt event would silently end nothing
+            raise ValueError(f"censor_events: {', '.join(map(repr, bad))}: choose events of events.csv from "
+                             f"{', '.join(e for e in EVENTS if e != 'death')} (death always ends recovery)")
 
 
 def _days_list(col: str) -> pl.Expr:
@@ -100,8 +110,29 @@ def _candidates(pts: pl.DataFrame, tx: pl.DataFrame | None, opts: dict, mode: st
                    .filter(pl.col("d_tx").is_between(pl.col("lo"), pl.col("hi"))).select(_SID, "d").unique()
                    .with_columns(pl.lit(True).alias("_tx")))
         c = c.join(blocked, on=[_SID, "d"], how="left", maintain_order="left").with_columns(
-            *[(pl.col(x) & pl.col("_tx").is_null()).alias(x) for x in ("definite", "possible", "open")]).drop("_tx")
+            *[(pl.col(x) & pl.col("_tx").is_null()).alias(x) for x in ("definite", "possible", "open")],
+            pl.col("_tx").is_not_null().alias("txb")).drop("_tx")
+    else:
+        c = c.with_columns(pl.lit(False).alias("txb"))
     return c
+
+
+def _transfusion_supported(c: pl.DataFrame, tx: pl.DataFrame | None, opts: dict) -> pl.DataFrame:
+    """Per subject whose first candidate run (from day 0, or the first value in mode "measurements")
+    is blocked by a platelet transfusion: ``sup_days`` (the transfusion days from ``free`` days before
+    it to the last value) and ``sup_refs``. A count at the level only with transfusions is not "never below" (ASTCT: "in the
+    absence of platelet transfusion for 7 consecutive days"; session 37, review s37 A1)."""
+    schema = {_SID: pl.String, "sup": pl.Boolean, "sup_days": pl.String, "sup_refs": EVIDENCE}
+    if tx is None or opts["transfusion_supported"] == "as_measured":
+        return pl.DataFrame(schema=schema)
+    first = c.sort(_SID, "d").group_by(_SID).agg(pl.col("d", "L", "txb").first()).filter(pl.col("txb"))
+    # every platelet transfusion from `free` days before the first run to the last value: they decide
+    # which later run is the first transfusion-free one
+    return (first.join(tx, on=_SID, how="inner")
+            .filter(pl.col("d_tx").is_between(pl.col("d") - int(opts["platelet_transfusion_free_days"]), pl.col("L")))
+            .group_by(_SID).agg(pl.col("d_tx").unique().sort().cast(pl.String).str.join(", ").alias("sup_days"),
+                                pl.col("tx_ref").drop_nulls().unique().sort().cast(pl.String).alias("sup_refs"))
+            .select(_SID, pl.lit(True).alias("sup"), "sup_days", pl.col("sup_refs").cast(EVIDENCE)))
 
 
 def _first(c: pl.DataFrame, st: pl.DataFrame, flag: str, name: str, cols: tuple[str, ...] = ()) -> pl.DataFrame:
@@ -111,11 +142,18 @@ def _first(c: pl.DataFrame, st: pl.DataFrame, flag: str, name: str, cols: tuple[
             .rename({"d": name, **{x: f"{name}_{x}" for x in cols}}))
 
 
-def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, meets: Any, thr: float, label: str,
-                    opts: dict) -> pl.DataFrame:
+def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, tx: pl.DataFrame | None, meets: Any, thr: float,
+                    label: str, opts: dict) -> pl.DataFrame:
     """Per subject: counting starts after day ``after``; ``na`` (not applicable) with ``na_reason``;
-    ``start_txt`` and ``start_refs`` (the value that fixes the start)."""
+    ``start_txt`` and ``start_refs`` (the value that fixes the start); ``sup``: never below the level,
+    but only with platelet transfusions, so counted from day 0 under the transfusion-free rule."""
     thr_txt, start = _fmt(thr), opts["start"]
+    free = int(opts["platelet_transfusion_free_days"])
+    sup_txt = pl.format(
+        f"from day 0 ({label} never below {thr_txt} on the days with a value, but with platelet transfusions "
+        f"(day(s) {{}}; the first within {free} days before or during the first run from day 0): counted "
+        f"without platelet transfusion for {free} days, option transfusion_supported)", pl.col("sup_days"))
+    sups = _transfusion_supported(c, tx, opts)
     low = pts.group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("value", "d").first())
     # "never below from day 0" needs the values to start by never_below_data_from_day: days before the
     # first value are unknown (session 34, review s34 D8); later ones leave the recovery open (`unk`)
@@ -133,8 +171,10 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, meets: Any, thr: float, 
             "cannot be ruled out", pl.col("_first"), pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))),
             pl.col("d").cast(pl.String), pl.col("_first") - 1, pl.col("_first"))
         never_low = pl.col("m").fill_null(False)
-        na = low.join(first, on=_SID, how="left").select(
-            _SID, (never_low & ~late_start).alias("na"), (never_low & late_start).alias("unk"),
+        sup = never_low & ~late_start & pl.col("sup").fill_null(False)
+        na = low.join(first, on=_SID, how="left").join(sups, on=_SID, how="left").select(
+            _SID, (never_low & ~late_start & ~sup).alias("na"), (never_low & late_start).alias("unk"),
+            sup.alias("sup"), "sup_days", "sup_refs",
             pl.when(late_start).then(unknown).otherwise(never).alias("na_reason"), pl.col("refs").alias("na_refs"))
         if opts["nadir"] == "lowest":  # the lowest value from day 0 on (the earliest of equal ones)
             st = low.with_columns(pl.lit(" (the lowest value from day 0: option nadir=lowest)").alias("how"))
@@ -146,26 +186,35 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, meets: Any, thr: float, 
                   .filter((pl.col("d") >= pl.col("_f")) & (pl.col("_end").is_null() | (pl.col("d") < pl.col("_end"))))
                   .group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("value", "d").first())
                   .with_columns(pl.lit("").alias("how")))
+        sup = pl.col("sup")
         st = na.join(st, on=_SID, how="left").select(
-            _SID, pl.col("d").alias("after"), "na", "unk", "na_reason",
-            pl.format("after the nadir {} on day {}{}", pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String),
-                      pl.col("how")).alias("start_txt"),
-            pl.when(pl.col("na") | pl.col("unk")).then(pl.col("na_refs")).otherwise(pl.col("refs")).alias("start_refs"))
+            _SID, pl.when(sup).then(pl.lit(-1, dtype=pl.Int64)).otherwise(pl.col("d")).alias("after"), "na", "unk",
+            "na_reason", "sup",
+            pl.when(sup).then(sup_txt).otherwise(pl.format(
+                "after the nadir {} on day {}{}", pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))),
+                pl.col("d").cast(pl.String), pl.col("how"))).alias("start_txt"),
+            pl.when(sup).then(_refs(pl.col("sup_refs"), pl.col("na_refs")))
+            .when(pl.col("na") | pl.col("unk")).then(pl.col("na_refs")).otherwise(pl.col("refs")).alias("start_refs"))
         return st
     if start == "first_drop":
-        return subj.join(drop, on=_SID, how="left").join(first, on=_SID, how="left").select(
-            _SID, pl.col("d").alias("after"), (pl.col("d").is_null() & ~late_start).alias("na"),
-            (pl.col("d").is_null() & late_start).alias("unk"),
+        sup = pl.col("d").is_null() & ~late_start & pl.col("sup").fill_null(False)
+        return subj.join(drop, on=_SID, how="left").join(first, on=_SID, how="left").join(
+            sups, on=_SID, how="left").select(
+            _SID, pl.when(sup).then(pl.lit(-1, dtype=pl.Int64)).otherwise(pl.col("d")).alias("after"),
+            (pl.col("d").is_null() & ~late_start & ~sup).alias("na"),
+            (pl.col("d").is_null() & late_start).alias("unk"), sup.alias("sup"),
             pl.when(late_start).then(pl.format(
                 f"not evaluable: {label} never below {thr_txt} on the days with a value (from day {{}}), but day(s) "
                 f"0-{{}} have no {label} value: a value below {thr_txt} and a recovery before day {{}} cannot be ruled out",
                 pl.col("_first"), pl.col("_first") - 1, pl.col("_first")))
             .otherwise(pl.lit(f"not applicable: {label} never below {thr_txt} from day 0.")).alias("na_reason"),
-            pl.format(f"after the first value below {thr_txt} on day {{}}", pl.col("d")).alias("start_txt"),
-            pl.col("refs").fill_null(_NO_REFS).alias("start_refs"))
+            pl.when(sup).then(sup_txt).otherwise(
+                pl.format(f"after the first value below {thr_txt} on day {{}}", pl.col("d"))).alias("start_txt"),
+            pl.when(sup).then(pl.col("sup_refs")).otherwise(pl.col("refs")).fill_null(_NO_REFS).alias("start_refs"))
     if start == "day0":
         return subj.select(
             _SID, pl.lit(-1, dtype=pl.Int64).alias("after"), pl.lit(False).alias("na"), pl.lit(False).alias("unk"),
+            pl.lit(False).alias("sup"),
             pl.lit(None, dtype=pl.String).alias("na_reason"), pl.lit("from day 0").alias("start_txt"),
             _NO_REFS.alias("start_refs"))
     raise ValueError(f"unknown recovery start {start!r} (nadir, first_drop or day0)")
@@ -186,7 +235,7 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
                            .otherwise(_icmp(op, _bounds(pl.lit(None, dtype=pl.Float64), pl.col("censor"),
                                                         pl.col("censor_limit")), _point(thr))).alias("m"))
     c = _candidates(pts, tx, opts, mode)
-    st = _recovery_start(pts, c, meets, thr, label, opts)
+    st = _recovery_start(pts, c, tx, meets, thr, label, opts)
     live = st.filter(~pl.col("na") & ~pl.col("unk"))
     live_e = live
     if opts["start"] == "nadir" and opts["nadir"] == "first_episode":
@@ -257,7 +306,7 @@ def _recovery(pts: pl.DataFrame, tx: pl.DataFrame | None, rule: dict, opts: dict
         .when(s.is_in(["recovered", "not_evaluable"])).then(E.cast(pl.Float64)).alias("day_min"),
         pl.when(pl.col("unk")).then(pl.col("U").cast(pl.Float64))
         .when(s.is_in(["recovered", "not_evaluable"])).then(D.cast(pl.Float64)).alias("day_max"),
-        pl.col("unk").fill_null(False).alias("unk"),
+        pl.col("unk").fill_null(False).alias("unk"), pl.col("sup").fill_null(False).alias("sup"),
         reason.alias("reason"),
         pl.when(pl.col("unk")).then(_refs(pl.col("start_refs"), pl.col("U_seq_refs").fill_null(_NO_REFS)))
         .when(s == "recovered").then(_refs(pl.col("start_refs"), pl.col("D_seq_refs")))
@@ -279,7 +328,19 @@ def _follow_up_end(study: Study) -> pl.DataFrame:
     return _subject_order(study).join(given, on=_SID, how="left").join(latest, on=_SID, how="left").select(
         _SID, pl.coalesce("fu", "rows").alias("fu_day"),
         pl.when(pl.col("fu").is_not_null()).then(pl.lit("last_followup_day"))
-        .otherwise(pl.lit("no last_followup_day: the latest day of the subject's rows")).alias("fu_how"))
+        .otherwise(pl.lit("no last_followup_day: the latest day of the subject's rows")).alias("fu_how"),
+        pl.when(pl.col("fu").is_not_null()).then(pl.lit("last_followup_day")).otherwise(pl.lit("latest_row"))
+        .alias("fu_code"))
+
+
+def _first_events(study: Study, events: list[str], name: str) -> pl.DataFrame:
+    """Per subject: the first of ``events`` on or after day 0 (an event before the infusion, such as a
+    bridging therapy recorded as ``new_therapy``, ends nothing): ``<name>_day`` (its calendar day),
+    ``<name>_event`` and ``<name>_ref``."""
+    ev = study.events.filter(pl.col("event").is_in(events) & pl.col("day").is_not_null() & (pl.col("day") >= 0))
+    return (ev.select(_SID, pl.col("day").cast(pl.Float64).floor().alias(f"{name}_day"),
+                      pl.col("event").alias(f"{name}_event"), evidence_ref().alias(f"{name}_ref"))
+            .sort(_SID, f"{name}_day", f"{name}_event").group_by(_SID).first())
 
 
 def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
@@ -291,8 +352,14 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     they allow and the first complete run, ``_day_max`` empty when no run is complete),
     ``_status`` (recovered | not_evaluable | not_reached | not_applicable | no_data),
     ``_censor_day`` (when no recovery is established: the end of follow-up, ``last_followup_day`` -
-    else the latest day of the subject's rows - and not before the count's last value), ``_rule``,
-    ``_reason`` and ``_evidence``. Uses measured values only (lowest of a calendar day); days are
+    else the latest day of the subject's rows - and not before the count's last value; a death, or an
+    event of option ``censor_events`` - allo-HSCT, new therapy -, before it: that day),
+    ``_censor_reason`` (death | the event | last_followup_day | latest_row | last_value), ``_rule``,
+    ``_reason`` and ``_evidence``. Values on and after the first ``censor_events`` event are not
+    counted (a recovery after a transplant or a new therapy is not the CAR-T's; session 37). A
+    platelet count never below the level only with platelet transfusions (one within the
+    transfusion-free days of the first run) is counted from day 0 under the transfusion-free rule
+    (option ``transfusion_supported``), not "not applicable". Uses measured values only (lowest of a calendar day); days are
     calendar days after day 0. The nadir is that of the first episode below the level (the initial
     recovery; option ``nadir``). In mode "days" a value not measured is not a value below the level:
     a run it could complete makes the day not evaluable, and the reason gives what the CIBMTR reading
@@ -304,12 +371,21 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     # by subject and day: the windows below read each subject's values in day order
     daily = _daily(_param_obs(study, ["NEUT", "PLAT"]), "min").filter(pl.col("d") >= 0).sort(_SID, "d")
     tx = transfusion_days(study, opts["platelet_transfusion_categories"]).select(
-        _SID, pl.col("d").alias("d_tx")).unique()
-    fu = _follow_up_end(study)
+        _SID, pl.col("d").alias("d_tx"), pl.col("ref").alias("tx_ref")).unique()
+    # session 37 (review s37 B1/B2): the recovery window ends at the first censor event (values from
+    # its day on are not counted) or at death; both are named as the censoring reason
+    ends = _first_events(study, list(opts["censor_events"]), "end")
+    deaths = _first_events(study, ["death"], "death")
+    daily = (daily.join(ends.select(_SID, "end_day"), on=_SID, how="left")
+             .filter(pl.col("end_day").is_null() | (pl.col("d") < pl.col("end_day"))).drop("end_day"))
+    fu = _follow_up_end(study).join(ends, on=_SID, how="left").join(deaths, on=_SID, how="left")
     out = _subject_order(study)
     schema: dict[str, pl.DataType] = {_SID: pl.String}
     k, mode = int(opts["consecutive"]), opts["mode"]
     ne_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.not_evaluable"), None)
+    sup_id = next((o["id"] for o in table.get("outcomes", [])
+                   if o["id"] == "recovery.platelet_transfusion_supported"), None)
+    ev_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.censor_event"), None)
     start_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.never_below_needs_start"),
                     ne_id)
     for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
@@ -318,7 +394,9 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
         num = daily.filter(pl.col("param") == rule["param"])
         # censored results ("<0.1") on days without a number: measured days whose bound stands in for
         # the number in the nadir's order and meets the level only where it settles it (session 32)
-        cens = _censored_days(study, rule["param"], num).filter(pl.col("d") >= 0)
+        cens = (_censored_days(study, rule["param"], num).filter(pl.col("d") >= 0)
+                .join(ends.select(_SID, "end_day"), on=_SID, how="left")
+                .filter(pl.col("end_day").is_null() | (pl.col("d") < pl.col("end_day"))).drop("end_day"))
         pts = pl.concat([
             num.select(_SID, "d", "value", "refs", pl.lit(None, dtype=pl.String).alias("ctxt"),
                        pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit")),
@@ -336,34 +414,63 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
             rec = rec.with_columns(pl.lit(None, dtype=pl.String).alias("_alt"))
         s = pl.col("status")
         open_end = s.is_in(["not_reached", "not_evaluable"]) & pl.col("day_max").is_null()
-        censor = pl.when(open_end).then(pl.max_horizontal(pl.col("fu_day"), pl.col("L").cast(pl.Float64)))
-        rec = rec.join(fu, on=_SID, how="left").with_columns(censor.alias("censor_day")).with_columns(
+        L, end_d, death = pl.col("L").cast(pl.Float64), pl.col("end_day"), pl.col("death_day")
+        by_death = death.is_not_null() & (end_d.is_null() | (death <= end_d))
+        by_event = end_d.is_not_null() & ~by_death
+        censor = pl.when(open_end).then(pl.when(by_event).then(end_d).when(by_death).then(pl.max_horizontal(death, L))
+                                        .otherwise(pl.max_horizontal(pl.col("fu_day"), L)))
+        why = (pl.when(by_event).then(pl.col("end_event")).when(by_death & (death >= L)).then(pl.lit("death"))
+               .when(~by_death & (pl.col("fu_day") >= L)).then(pl.col("fu_code")).otherwise(pl.lit("last_value")))
+        why_txt = (pl.when(by_event).then(pl.format(
+            "{} on day {}: option censor_events, values from that day on are not counted", pl.col("end_event"),
+            end_d.cast(pl.Int64)))
+            .when(by_death & (death >= L)).then(pl.lit("death"))
+            .when(~by_death & (pl.col("fu_day") >= L)).then(pl.col("fu_how"))
+            .otherwise(pl.lit("the last value: it is after the end of follow-up")))
+        rec = (fu.join(rec, on=_SID, how="left")
+               .with_columns(censor.alias("censor_day")).with_columns(
+                   pl.when(pl.col("censor_day").is_not_null()).then(why).alias("censor_reason"),
+                   (pl.col("censor_day").is_not_null() & by_event).alias("by_event"),
+                   pl.when(pl.col("censor_day").is_not_null() & by_event).then(pl.col("end_ref"))
+                   .when(pl.col("censor_day").is_not_null() & by_death).then(pl.col("death_ref")).alias("censor_ref"))
+               .with_columns(
             pl.concat_str(
                 pl.col("reason"),
                 pl.when((s == "not_evaluable") & ~pl.col("unk")).then(pl.format(
                     f"; the CIBMTR reading of {k} consecutive values on different days (option mode=measurements) {{}}",
                     pl.col("_alt"))).otherwise(pl.lit("")),
                 pl.when(pl.col("censor_day").is_not_null()).then(pl.format(
-                    "; censored at day {} ({})", pl.col("censor_day").cast(pl.Int64),
-                    pl.when(pl.col("fu_day") >= pl.col("L")).then(pl.col("fu_how"))
-                    .otherwise(pl.lit("the last value: it is after the end of follow-up")))).otherwise(pl.lit("")),
+                    "; censored at day {} ({})", pl.col("censor_day").cast(pl.Int64), why_txt)).otherwise(pl.lit("")),
                 pl.when(s.is_in(["not_reached", "not_evaluable"])).then(pl.lit(".")).otherwise(pl.lit(""))).alias("reason"))
+               .filter(pl.col("status").is_not_null()))
         rid = pl.lit(rule["id"], dtype=pl.String)
-        out = out.join(rec, on=_SID, how="left").select(
+        extra_ids = [(pl.col("sup").fill_null(False), sup_id), (pl.col("by_event").fill_null(False), ev_id)]
+        rid = pl.concat_str(rid, *[pl.when(flag).then(pl.lit(f"; {i}")).otherwise(pl.lit("")) for flag, i in extra_ids
+                                   if i])
+        no_data = pl.when(pl.col("end_day").is_not_null()).then(pl.format(
+            f"no {label} from day 0 on before {{}} on day {{}} (option censor_events: values from that day on are "
+            "not counted).", pl.col("end_event"), pl.col("end_day").cast(pl.Int64))).otherwise(
+            pl.lit(f"no {label} from day 0 on."))
+        out = out.join(rec.drop("_order", strict=False), on=_SID, how="left").join(
+            ends.select(_SID, "end_day", "end_event"), on=_SID, how="left").select(
             *out.columns,
             pl.col("day").alias(f"{kind}_recovery_day"),
             pl.col("day_min").alias(f"{kind}_recovery_day_min"),
             pl.col("day_max").alias(f"{kind}_recovery_day_max"),
             pl.col("status").fill_null(pl.lit("no_data")).alias(f"{kind}_recovery_status"),
             pl.col("censor_day").alias(f"{kind}_recovery_censor_day"),
+            pl.col("censor_reason").alias(f"{kind}_recovery_censor_reason"),
             (pl.when(pl.col("unk").fill_null(False)).then(pl.concat_str(rid, pl.lit(f"; {start_id}")))
              .when(s == "not_evaluable").then(pl.concat_str(rid, pl.lit(f"; {ne_id}"))).otherwise(rid)
              if ne_id else rid).alias(f"{kind}_recovery_rule"),
-            pl.col("reason").fill_null(pl.lit(f"no {label} from day 0 on.")).alias(f"{kind}_recovery_reason"),
-            pl.col("evidence").fill_null(_NO_REFS).alias(f"{kind}_recovery_evidence"),
+            pl.col("reason").fill_null(no_data).alias(f"{kind}_recovery_reason"),
+            pl.when(pl.col("censor_ref").is_not_null()).then(
+                _refs(pl.col("evidence").fill_null(_NO_REFS), pl.concat_list(pl.col("censor_ref")).cast(EVIDENCE)))
+            .otherwise(pl.col("evidence").fill_null(_NO_REFS)).alias(f"{kind}_recovery_evidence"),
         )
         schema |= {f"{kind}_recovery_day": pl.Float64, f"{kind}_recovery_day_min": pl.Float64,
                    f"{kind}_recovery_day_max": pl.Float64, f"{kind}_recovery_status": pl.String,
-                   f"{kind}_recovery_censor_day": pl.Float64, f"{kind}_recovery_rule": pl.String,
+                   f"{kind}_recovery_censor_day": pl.Float64, f"{kind}_recovery_censor_reason": pl.String,
+                   f"{kind}_recovery_rule": pl.String,
                    f"{kind}_recovery_reason": pl.String, f"{kind}_recovery_evidence": EVIDENCE}
     return out.sort("_order").select(list(schema)).cast(schema)

@@ -58,6 +58,13 @@ from cartlab.grading.ctcae_criteria import (
     precise_missing,
     tables,
 )
+from cartlab.grading.ctcae_derive import (
+    baseline_window,
+    censored_baseline_bnrind,
+    derive_params,
+    infusion_start,
+    warn_missing_limits,
+)
 from cartlab.grading.ctcae_options import OPTION_DOCS, CtcaeOptions
 from cartlab.grading.ctcae_readings import baseline_readings, column_note, unknown_baseline_outcomes, us_columns
 from cartlab.grading.ctcae_units import available_criteria, criteria_names, metadata_units, signif, signif_scalar
@@ -281,9 +288,14 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
         refused = None
         if term is None and use_param and kv.get("param") is not None:
             pk = (str(kv["param"]).strip().upper(), key(kv.get("direction")) or "")
+            named = [f"{e.term} ({dd})" for (p, dd), e in sorted(param_map.items()) if p == pk[0]]
+            if pk[1] not in ("L", "H") and named:  # say the direction, not "no CTCAE term" (review 37 R37-5)
+                raw_dir = kv.get("direction")
+                what = "missing" if raw_dir is None or not str(raw_dir).strip() else f"{raw_dir!r} is not L or H"
+                refused = (None, f"not gradable: direction {what} ({pk[0]} has {', '.join(named)})")
             ent = param_map.get(pk)
             term = ent.term if ent is not None else by_param_iv.get(pk)
-            for spec in (s for s in derived if term is None and str(s["source"]).upper() == pk[0]):
+            for spec in (s for s in derived if term is None and refused is None and str(s["source"]).upper() == pk[0]):
                 target = param_map.get((str(spec["param"]).upper(), pk[1]))
                 if target is None:
                     continue
@@ -394,7 +406,7 @@ def combine_atoxgr(low: str = "ATOXGRL", high: str = "ATOXGRH", low_term: str = 
 ADLB_COLUMNS = (
     "subject_id", "day", "datetime", "param", "term", "direction", "AVAL", "AVALU", "ANRLO", "ANRHI",
     "BASE", "ABLFL", "BNRIND", "PCHG", "ATOXDSCL", "ATOXGRL", "ATOXDSCH", "ATOXGRH", "ATOXGR", "BTOXGR",
-    "rule", "grade_reason", "evidence", "DTYPE", "ATOXGRL_MAX", "ATOXGRH_MAX",
+    "rule", "grade_reason", "evidence", "DTYPE", "ATOXGRL_MAX", "ATOXGRH_MAX", "post_baseline",
 )
 
 
@@ -407,8 +419,10 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     * AVAL/ANRLO/ANRHI/AVALU = value/lln/uln/unit (canonical SI units, so the SI table applies;
       ``options.units="US"`` is refused). Comparisons at 11 significant digits unless
       ``signif_digits`` is set: the study's converted values carry 12.
-    * BASE: per subject and param, the last non-missing value with ``day <= options.baseline_day``
-      (``<`` when ``baseline_inclusive`` is False; ties on the same day: the later source row);
+    * BASE: per subject and param, the last non-missing value on or before ``options.baseline_day``
+      by calendar day (``floor(day)``: a timed day-0 sample counts; before it when ``baseline_inclusive``
+      is False; ``baseline_day0`` can keep only day-0 rows before the infusion time; ties on the same
+      day: the later source row);
       ABLFL = "Y" on that row. BASE is filled on every row of the subject/param.
     * BNRIND from the baseline row's own limits: HIGH (> ULN), LOW (< LLN), NORMAL (limits known,
       within), null (no baseline or no limits). PCHG = 100 * (AVAL - BASE) / BASE. A BASE without
@@ -441,6 +455,14 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
       ...)"). The CA row itself has no grade and says why ("corrected calcium needs albumin (ALB) on
       the same day" when there is none). ``calcium="as_given"``: CA is graded as corrected calcium.
     * DTYPE: "DERIVED" on derived rows, else null.
+    * post_baseline (cartlab): True on rows after the baseline window (calendar day after
+      ``baseline_day``; with ``baseline_day0="before_infusion_time"`` also the infusion day's timed rows
+      from the infusion on): the rows a worst on-treatment grade reads (ADaM ADLB WGRLOFL/WGRHIFL, the
+      report's worst grades); the baseline record (ABLFL, BTOXGR) and the rows before it are False.
+    * A censored result (value empty, ``censor`` "<"/">") is graded at both ends of its interval: one
+      grade settles it, two give the lower grade with the higher in ATOXGR*_MAX (review 37 R37-1). A
+      censored result can be the baseline (BASE empty, BNRIND from its bound when that settles it);
+      the rows are then graded with BASE at both ends of its interval (review 37 R37-2).
     """
     options = options or CtcaeOptions()
     if options.units == "US":
@@ -476,9 +498,12 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
         .filter(pl.col("param").is_in(params))
         .sort(["subject_id", "param", "day", "_obs"], nulls_last=True)
     )
+    inf = infusion_start(study) if options.baseline_day0 == "before_infusion_time" else None
+    if inf is not None:  # the infusion's time, for the baseline window (review 37 R37-8)
+        f = f.join(inf, on="subject_id", how="left", maintain_order="left")
     # baselines are per subject, so large inputs are derived in subject chunks (bounded memory)
     if f.height <= _CHUNK_ROWS:
-        return _warn_missing_limits(_derive_chunk(f, tabs, pmap, options, adjusted, us_tabs))
+        return warn_missing_limits(_derive_chunk(f, tabs, pmap, options, adjusted, us_tabs))
     counts = f.group_by("subject_id", maintain_order=True).len()
     chunk = (counts["len"].cum_sum() // _CHUNK_ROWS).to_list()
     bounds = [0]
@@ -489,112 +514,44 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
     starts = [0, *counts["len"].cum_sum().to_list()]
     parts = [_derive_chunk(f.slice(starts[a], starts[b] - starts[a]), tabs, pmap, options, adjusted, us_tabs)
              for a, b in pairwise(bounds) if b > a]
-    return _warn_missing_limits(pl.concat(parts))
-
-
-def _warn_missing_limits(adlb: pl.DataFrame) -> pl.DataFrame:
-    """Say once (the same words in every subject batch) when lab values were left ungraded for want
-    of the reference limit their criteria need: a study without lln/uln loses most CTCAE grades."""
-    reason = adlb["grade_reason"].cast(pl.String)
-    if reason.str.contains(r"(?:ANRLO|ANRHI)(?: and [A-Z]+)? missing").any():
-        import warnings
-
-        from cartlab.errors import CartlabWarning
-
-        warnings.warn(CartlabWarning(
-            "lab values without the reference limit their criteria need (lln/uln: observations.csv; SDTM --STNRLO/--STNRHI; "
-            "FHIR referenceRange) are "
-            "not graded (adlb.csv: grade empty, grade_reason names the missing limit; missing is not grade 0)"),
-            stacklevel=3)
-    return adlb
+    return warn_missing_limits(pl.concat(parts))
 
 
 #: rows of graded params per derivation chunk (see derive_ctcae)
 _CHUNK_ROWS = 1_000_000
 
 
-def _derive_params(f: pl.DataFrame, specs: list, pmap: dict) -> pl.DataFrame:
-    """``f`` plus the rows of the derived params (``derived_params`` with ``adjust``) and, on every
-    row, ``_xfile``/``_xrow`` (the adjusting row), ``_dnote``/``_drule`` (derived rows), ``_srcnote``
-    (source rows: why they are not graded themselves) and ``DTYPE``."""
-    f = f.with_columns(pl.lit(None, dtype=pl.String).alias("_xfile"), pl.lit(None, dtype=pl.Int64).alias("_xrow"),
-                       *(pl.lit(None, dtype=pl.String).alias(c) for c in ("_dnote", "_drule", "_srcnote", "DTYPE")))
-    if "src_row" in f.columns:
-        f = f.with_columns(pl.col("src_row").cast(pl.Int64, strict=False))
-    for spec in specs:
-        src, tgt, adj = (str(spec["source"]).upper(), str(spec["param"]).upper(), spec.get("adjust"))
-        if not adj:  # the source graded as the param itself (calcium=as_given): say so on its rows
-            f = f.with_columns(
-                pl.when(pl.col("param") == src).then(pl.lit(f"({spec['text']}; {spec['id']})")).otherwise("_dnote")
-                .alias("_dnote"),
-                pl.when(pl.col("param") == src).then(pl.lit(str(spec["id"]))).otherwise("_drule").alias("_drule"))
-            continue
-        terms = "/".join(e.term for (p, _), e in sorted(pmap.items()) if p == tgt) or tgt
-        day = pl.col("day").floor().alias("_dayk")
-        s = f.filter((pl.col("param") == src) & pl.col("value").is_not_null()).with_columns(day)
-        a = (f.filter((pl.col("param") == str(adj["param"]).upper()) & pl.col("value").is_not_null())
-             .select("subject_id", day, pl.col("day").alias("_aday"), pl.col("value").alias("_aval"),
-                     pl.col("_obs").alias("_aobs"), pl.col("src_file").alias("_afile"), pl.col("src_row").alias("_arow")))
-        m = (s.join(a, on=["subject_id", "_dayk"], how="inner")
-             .sort(["_obs", (pl.col("day") - pl.col("_aday")).abs(), "_aobs"], descending=[False, False, True])
-             .group_by("_obs", maintain_order=True).first())
-        if spec.get("skip_if_measured"):
-            measured = f.filter((pl.col("param") == tgt) & pl.col("value").is_not_null()).select(
-                "subject_id", day).unique()
-            m = m.join(measured.with_columns(pl.lit(True).alias("_meas")), on=["subject_id", "_dayk"], how="left")
-            s = s.join(measured.with_columns(pl.lit(True).alias("_meas")), on=["subject_id", "_dayk"], how="left")
-            m = m.filter(pl.col("_meas").is_null())
-        else:
-            s = s.with_columns(pl.lit(None, dtype=pl.Boolean).alias("_meas"))
-        factor, ref = float(adj["factor"]), float(adj["reference"])
-        value = pl.col("value") + factor * (ref - pl.col("_aval"))
-        derived = m.with_columns(
-            pl.lit(tgt).alias("param"), value.alias("value"),
-            pl.col("_afile").alias("_xfile"), pl.col("_arow").cast(pl.Int64).alias("_xrow"),
-            pl.format(f"(derived {tgt} = {src} + {factor:g} x ({ref:g} - {adj['param']}) = {{}} + {factor:g} x "
-                      f"({ref:g} - {{}}) = {{}} {{}}; {adj['param']} of day {{}}; {spec['id']})",
-                      pl.col("value"), pl.col("_aval"), value.round(6), pl.col("unit"), pl.col("_aday")).alias("_dnote"),
-            pl.lit(str(spec["id"])).alias("_drule"), pl.lit("DERIVED").alias("DTYPE"),
-        ).select(f.columns)
-        done = set(m["_obs"].to_list())
-        note = (pl.when(pl.col("_obs").is_in(list(done)))
-                .then(pl.lit(f"not graded itself: graded as the derived {tgt} row of the same day ({spec['id']})"))
-                .when(pl.col("_meas").fill_null(False))
-                .then(pl.lit(f"not graded itself: the measured {tgt} of the same day is graded"))
-                .otherwise(pl.lit(f"not gradable for {terms}: {spec['missing']}")))
-        notes = s.select("_obs", note.alias("_n"))
-        f = (f.join(notes, on="_obs", how="left", maintain_order="left")
-             .with_columns(pl.coalesce("_n", "_srcnote").alias("_srcnote"),
-                           pl.when(pl.col("param") == src).then(pl.lit(str(spec["id"]))).otherwise(pl.col("_drule"))
-                           .alias("_drule"))
-             .drop("_n"))
-        f = pl.concat([f, derived]).sort(["subject_id", "param", "day", "_obs"], nulls_last=True)
-    return f
-
-
 def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, options: CtcaeOptions,
                   adjusted: list | None = None, us_tabs: list[CompiledTable] | None = None) -> pl.DataFrame:
     """derive_ctcae on observations of whole subjects, already filtered and sorted."""
-    f = _derive_params(f, adjusted or [], pmap)
+    f = derive_params(f, adjusted or [], pmap)
     us_tabs = us_tabs or []
     f = us_columns(f, pmap, us_tabs)
     reported = options.criteria_units_by_row == "reported"
     low_terms = {p: e.term for (p, d), e in pmap.items() if d == "L"}
     high_terms = {p: e.term for (p, d), e in pmap.items() if d == "H"}
-    before = pl.col("day") <= options.baseline_day if options.baseline_inclusive else pl.col("day") < options.baseline_day
+    # the baseline: the last value (or censored result, review 37 R37-2) on or before the baseline day,
+    # by calendar day (review 37 R37-8; option baseline_day0)
+    before = baseline_window(options, "_inf" in f.columns)
     base = (
-        f.filter(before & pl.col("value").is_not_null())
+        f.filter(before & (pl.col("value").is_not_null() | pl.col("_cens").is_not_null()))
         .group_by(["subject_id", "param"], maintain_order=True)
         .last()
         .select(
             "subject_id", "param",
             pl.col("value").alias("BASE"), pl.col("lln").alias("_blln"), pl.col("uln").alias("_buln"),
             pl.col("_obs").alias("_bobs"), pl.col("src_file").alias("_bfile"), pl.col("src_row").alias("_brow"),
+            pl.when(pl.col("value").is_null()).then(pl.col("_cens")).alias("_bcens"), pl.col("_clim").alias("_bclim"),
         )
     )
     f = f.join(base, on=["subject_id", "param"], how="left", nulls_equal=True, maintain_order="left").with_columns(
         pl.when(pl.col("_obs") == pl.col("_bobs")).then(pl.lit("Y")).otherwise(None).alias("ABLFL"),
-        pl.when(pl.col("BASE").is_null()).then(None)
+        # after the baseline window: the rows a worst on-treatment grade reads (review 37 R37-9, admiral/tern
+        # "highest grade post-baseline"); the baseline record and the rows before it are not
+        (~before).alias("post_baseline"),
+        pl.when(pl.col("_bcens").is_not_null())
+        .then(censored_baseline_bnrind(pl.col("_bcens"), pl.col("_bclim"), pl.col("_blln"), pl.col("_buln")))
+        .when(pl.col("BASE").is_null()).then(None)
         .when(pl.col("_buln").is_not_null() & (pl.col("BASE") > pl.col("_buln"))).then(pl.lit("HIGH"))
         .when(pl.col("_blln").is_not_null() & (pl.col("BASE") < pl.col("_blln"))).then(pl.lit("LOW"))
         # within the limits it has (admiral derive_var_anrind: a missing limit does not restrict;
@@ -615,11 +572,19 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
             .when(cens.is_not_null()).then(lim))
     far = pl.when(cens.is_in(["<", "<="])).then(pl.lit(0.0)).when(cens.is_not_null()).then(pl.lit(1e12))
     f = f.with_columns(pl.coalesce(pl.col("value"), near).alias("_aval"), far.alias("_far"))
+    # a censored baseline (BASE empty) likewise: graded with BASE at its bound and at its far end ("<":
+    # 1e-9 x the bound, not 0, so that PCHG stays defined)
+    bc, bl = pl.col("_bcens"), pl.col("_bclim")
+    bnear = (pl.when(bc == "<").then(bl * (1 - 1e-9)).when(bc == ">").then(bl * (1 + 1e-9))
+             .when(bc.is_not_null()).then(bl))
+    bfar = pl.when(bc.is_in(["<", "<="])).then(bl * 1e-9).when(bc.is_not_null()).then(pl.lit(1e12))
+    f = f.with_columns(pl.coalesce(pl.col("BASE"), bnear).alias("_bnear"), pl.coalesce(pl.col("BASE"), bfar).alias("_bfar"))
 
     # both directions graded in one engine call; outcomes come back as small integer codes. A row
     # graded on the US column (criteria_units_by_row="reported", or the "us" pass behind the note of
     # the default) has its value, limits and BASE in that column's unit (session 34, review 34 F1)
-    def graded_input(aval: pl.Expr, rows: pl.Expr, mode: str = "table") -> list[pl.DataFrame]:
+    def graded_input(aval: pl.Expr, rows: pl.Expr, mode: str = "table",
+                     base: pl.Expr = pl.col("_bnear")) -> list[pl.DataFrame]:
         out = []
         for direction, term_col in (("L", "ATOXDSCL"), ("H", "ATOXDSCH")):
             us_unit, scale, offset = pl.col(f"_u{direction}"), pl.col(f"_s{direction}"), pl.col(f"_o{direction}")
@@ -633,9 +598,8 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
                                               & (use if mode == "us" else pl.lit(True))).select(
                     "_i", pl.col(term_col).alias("term"), pl.lit(direction).alias("direction"),
                     conv(aval).alias("aval"), conv(pl.col("lln")).alias("anrlo"), conv(pl.col("uln")).alias("anrhi"),
-                    conv(pl.col("BASE")).alias("base"), pl.col("BNRIND").alias("bnrind"),
-                    pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
-                    .then((aval - pl.col("BASE")) / pl.col("BASE") * 100).alias("pchg"),
+                    conv(base).alias("base"), pl.col("BNRIND").alias("bnrind"),
+                    pl.when(base.is_not_null() & (base != 0)).then((aval - base) / base * 100).alias("pchg"),
                     pl.when(use).then(us_unit).otherwise(pl.col("unit")).alias("unit"),
                     pl.when(use).then(pl.lit("US")).otherwise(pl.lit("SI")).alias("criteria_units"),
                 )
@@ -643,6 +607,9 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         return out
 
     all_tabs = [*tabs, *us_tabs]
+    reads_bnrind = {e.term for tb in tabs for e in tb.entries  # terms with "if baseline was normal/abnormal" rules
+                    if baseline_readings(tb, e, list(tb.options.get("high_indicator", ())),
+                                         list(tb.options.get("low_indicator", ())))}
     unknown = "baseline ULN unknown (BNRIND missing: the baseline row has no reference limits)"
     inputs = graded_input(pl.col("_aval"), pl.lit(True))
     graded_in = pl.concat(inputs)
@@ -667,33 +634,44 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         out = np.where(g >= 0, upper_of[np.maximum(g, 0)], -1)
         return pl.Series(out, dtype=pl.Int64)
 
-    # the far end of a censored result's interval: the grade there (-1: none)
-    far_in = graded_input(pl.col("_far"), pl.col("_cens").is_not_null())
-    far_g = {"L": np.full(f.height, -1, dtype=np.int64), "H": np.full(f.height, -1, dtype=np.int64)}
-    if far_in[0].height + far_in[1].height:
-        fc, flab, _ = _grade_codes(pl.concat(far_in).drop("_i"), all_tabs, options, unknown)
-        fgrade = np.array([-1 if g is None else g for g, _, _ in flab], dtype=np.int64)[fc.to_numpy()]
-        fidx = pl.concat(far_in)["_i"].to_numpy()
-        nl = far_in[0].height
-        far_g["L"][fidx[:nl]] = fgrade[:nl]
-        far_g["H"][fidx[nl:]] = fgrade[nl:]
+    # a censored result or baseline: graded at each end of its interval too (grades are monotone in
+    # AVAL and in BASE, so the corners bound them); the lowest grade stands, the highest is *_MAX
+    # (review 37 R37-1, R37-2: a range, not "not gradable"); -9: the row is not graded so
+    main = {d: grades(gid[d]).to_numpy() for d in ("L", "H")}
+    low = {d: main[d].copy() for d in ("L", "H")}
+    high = {d: np.maximum(main[d], uppers(gid[d]).to_numpy()) for d in ("L", "H")}
+    spread = {d: np.zeros(f.height, dtype=bool) for d in ("L", "H")}
+    cens_a, cens_b = pl.col("_cens").is_not_null(), pl.col("_bcens").is_not_null()
+    for aval, base, rows in ((pl.col("_far"), pl.col("_bnear"), cens_a), (pl.col("_aval"), pl.col("_bfar"), cens_b),
+                             (pl.col("_far"), pl.col("_bfar"), cens_a & cens_b)):
+        v_in = graded_input(aval, rows, base=base)
+        if v_in[0].height + v_in[1].height == 0:
+            continue
+        vc, vlab, vopen = _grade_codes(pl.concat(v_in).drop("_i"), all_tabs, options, unknown)
+        vgrade = np.array([-1 if g is None else g for g, _, _ in vlab], dtype=np.int64)
+        vup = np.array([max(vopen.get(i, -1), vgrade[i]) for i in range(len(vlab))], dtype=np.int64)
+        vidx = pl.concat(v_in)["_i"].to_numpy()
+        codes_v = vc.to_numpy()
+        nl = v_in[0].height
+        for d, sl in (("L", slice(0, nl)), ("H", slice(nl, None))):
+            at, g, u = vidx[sl], vgrade[codes_v[sl]], vup[codes_v[sl]]
+            spread[d][at] |= g != main[d][at]
+            low[d][at] = np.where((low[d][at] < 0) | (g < 0), -1, np.minimum(low[d][at], g))
+            high[d][at] = np.maximum(high[d][at], u)
     f = f.with_columns(
-        grades(gid["L"]).alias("ATOXGRL"), grades(gid["H"]).alias("ATOXGRH"),
+        *[pl.Series(f"ATOXGR{d}", np.where(low[d] >= 0, low[d], -1), dtype=pl.Int64) for d in ("L", "H")],
         pl.Series("_gL", gid["L"], dtype=pl.Int64), pl.Series("_gH", gid["H"], dtype=pl.Int64),
-        uppers(gid["L"]).alias("ATOXGRL_MAX"), uppers(gid["H"]).alias("ATOXGRH_MAX"),
-        pl.Series("_fL", far_g["L"], dtype=pl.Int64), pl.Series("_fH", far_g["H"], dtype=pl.Int64),
+        *[pl.Series(f"ATOXGR{d}_MAX", high[d], dtype=pl.Int64) for d in ("L", "H")],
+        *[pl.Series(f"_sp{d}", spread[d]) for d in ("L", "H")],
     ).with_columns(
-        # a censored result whose interval spans more than one grade: not gradable (the reason says the range)
-        *[pl.when(pl.col("_cens").is_not_null() & (pl.col(f"ATOXGR{d}") != pl.col(f"_f{d}"))).then(-2)
-          .otherwise(pl.col(f"ATOXGR{d}")).alias(f"ATOXGR{d}") for d in ("L", "H")],
-        *[pl.when(pl.col("_cens").is_not_null() & (pl.col(f"ATOXGR{d}") != pl.col(f"_f{d}")))
-          .then(pl.format("grade {}-{}", pl.min_horizontal(f"ATOXGR{d}", f"_f{d}"), pl.max_horizontal(f"ATOXGR{d}", f"_f{d}")))
-          .alias(f"_range{d}") for d in ("L", "H")],
+        *[pl.when(pl.col(f"_sp{d}") & (pl.col(f"ATOXGR{d}") >= 0) & (pl.col(f"ATOXGR{d}_MAX") > pl.col(f"ATOXGR{d}")))
+          .then(pl.format("grade {}-{}", pl.col(f"ATOXGR{d}"), pl.col(f"ATOXGR{d}_MAX"))).alias(f"_range{d}")
+          for d in ("L", "H")],
     ).with_columns(
         # -1 marks "no term in this direction" (no code) or "not gradable" (grade None)
         pl.when(pl.col("ATOXGRL") >= 0).then(pl.col("ATOXGRL")).otherwise(None).alias("ATOXGRL"),
         pl.when(pl.col("ATOXGRH") >= 0).then(pl.col("ATOXGRH")).otherwise(None).alias("ATOXGRH"),
-        # the upper bound only where the grade stands and a missing input leaves a higher one open
+        # the upper bound only where the grade stands and a missing input or an interval leaves a higher one open
         *[pl.when((pl.col(f"ATOXGR{d}") >= 0) & (pl.col(f"ATOXGR{d}_MAX") > pl.col(f"ATOXGR{d}")))
           .then(pl.col(f"ATOXGR{d}_MAX")).otherwise(None).alias(f"ATOXGR{d}_MAX") for d in ("L", "H")],
     )
@@ -762,17 +740,36 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
     rng = pl.concat_str([pl.when(pl.col("_rangeL").is_not_null()).then(pl.format("L {}", pl.col("_rangeL"))),
                          pl.when(pl.col("_rangeH").is_not_null()).then(pl.format("H {}", pl.col("_rangeH")))],
                         separator=", ", ignore_nulls=True)
+    btext = censored_text(pl.col("_bcens"), pl.col("_bclim"))
+    open_ranges = pl.concat_str([pl.when(pl.col(f"ATOXGR{d}_MAX").is_not_null()).then(pl.format(
+        "{} grade {}-{}", pl.lit(d), pl.col(f"ATOXGR{d}"), pl.col(f"ATOXGR{d}_MAX"))) for d in ("L", "H")],
+        separator=", ", ignore_nulls=True)
     f = f.with_columns(pl.when(pl.col("_cens").is_not_null() & ~no_term).then(
-        pl.when(rng != "").then(pl.format("not gradable: censored result {} (AVAL empty) leaves {} open", ctext, rng))
+        pl.when(rng != "").then(pl.format("censored result {} (AVAL empty) leaves {} open (the lower grade stands, "
+                                          "the higher in ATOXGR*_MAX); at its bound: {}", ctext, rng,
+                                          pl.col("grade_reason").cast(pl.String)))
         .otherwise(pl.format("censored result {} (AVAL empty), graded by its bound: {}", ctext,
                              pl.col("grade_reason").cast(pl.String))))
-        .otherwise(pl.col("grade_reason").cast(pl.String)).cast(pl.Categorical).alias("grade_reason"))
+        .otherwise(pl.col("grade_reason").cast(pl.String)).alias("grade_reason"))
+    # a censored baseline (review 37 R37-2): the reason names it, its BNRIND and the range it leaves
+    f = f.with_columns(pl.when(pl.col("_bcens").is_not_null() & ~no_term).then(pl.concat_str([
+        pl.col("grade_reason"),
+        pl.format("baseline is the censored result {} {} (BASE empty; BNRIND {}); graded at both ends of its interval",
+                  btext, pl.col("unit"), pl.col("BNRIND").fill_null("not settled by its bound: both readings graded")),
+        pl.when(pl.col("_cens").is_null() & (open_ranges != "")).then(pl.format("leaves {} open", open_ranges))],
+        separator="; ", ignore_nulls=True))
+        .when(pl.col("BASE").is_null() & ~no_term & pl.col("ATOXDSCL").is_in(list(reads_bnrind))
+              | pl.col("BASE").is_null() & ~no_term & pl.col("ATOXDSCH").is_in(list(reads_bnrind)))
+        .then(pl.concat_str([pl.col("grade_reason"), pl.lit(
+            "no baseline (BASE empty): 'if baseline was normal' criteria read as baseline normal (admiral)")],
+            separator="; "))
+        .otherwise(pl.col("grade_reason")).cast(pl.Categorical).alias("grade_reason"))
     f = column_note(f, graded_input, _grade_codes, all_tabs, options, reported)
     btox = f.filter(pl.col("ABLFL") == "Y").select("subject_id", "param", pl.col("ATOXGR").alias("BTOXGR"))
     f = f.join(btox, on=["subject_id", "param"], how="left", nulls_equal=True, maintain_order="left")
     sep = "\x1f"
     own = evidence_ref()
-    other = pl.when(pl.col("BASE").is_not_null() & (pl.col("_bobs") != pl.col("_obs"))).then(
+    other = pl.when(pl.col("_bobs").is_not_null() & (pl.col("_bobs") != pl.col("_obs"))).then(
         evidence_ref("_bfile", "_brow"))
     joined = pl.concat_str([own, evidence_ref("_xfile", "_xrow"), other], separator=sep, ignore_nulls=True)
     f = f.with_columns(

@@ -43,6 +43,14 @@ class CtcaeOptions(CriteriaOptions):
                                 "on or before this day")
     baseline_inclusive: bool = Field(default=True, description="derive_ctcae: the baseline day itself counts "
                                      "(False: only days before it)")
+    baseline_day0: Literal["calendar_day", "before_infusion_time"] = Field(
+        default="calendar_day", description="derive_ctcae and ADVS: which rows of the baseline day count as "
+        "'on or before' it. 'calendar_day' (default, the documented rule 'last value on or before day 0'): "
+        "every row of that calendar day, timed or not (a 07:00 sample on day 0 is day 0.29 and is on day 0, "
+        "as a date-only day-0 row is). 'before_infusion_time': on the infusion day (day 0) a timed row counts "
+        "only before the first CAR-T infusion's time (its dose row time or subjects.infusion_datetime); a "
+        "row without a clock time, or a subject whose infusion time is unknown, falls back to the calendar "
+        "day. Session 37 (review 37 R37-8)")
     calcium: Literal["corrected", "as_given"] = Field(
         default="corrected", description="derive_ctcae and param rows (CA): CTCAE v5.0 Hypocalcemia/"
         "Hypercalcemia grade corrected serum calcium (CACORR) or ionized calcium (CAION, the '(Ionized)' "
@@ -62,9 +70,9 @@ class CtcaeOptions(CriteriaOptions):
         "admiral grades converted values): every row on the SI table (ctcae_v5.yaml); when the lab "
         "reported a US unit (observations orig_unit) and the US column would give another grade, "
         "grade_reason says so. 'reported': a row whose reported unit is the US column's unit (mass "
-        "concentration where the SI column is molar, e.g. calcium in mg/dL) is graded on the US table "
-        "(ctcae_v5_uscv.yaml) with its values in that unit; rows without an original unit are SI. "
-        "Session 34 (review 34 F1)")
+        "concentration where the SI column is molar, e.g. calcium in mg/dL; or haemoglobin in mmol/L, "
+        "CTCAE's third Anemia column, session 37) is graded on that column (ctcae_v5_uscv.yaml) with its "
+        "values in that unit; rows without an original unit are SI. Session 34 (review 34 F1)")
     extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = Field(
         default=(), description="values of rule-level options declared by a criteria table but not fields of "
         "this class (a mapping or (name, value) pairs)")

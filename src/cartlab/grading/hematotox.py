@@ -304,6 +304,16 @@ def _tie_points(tied: pl.DataFrame, item: dict, opts: dict, alt: dict) -> pl.Dat
         pl.col("ref").drop_nulls().alias(f"_{k}_trefs"))
 
 
+def _item_column(item: dict) -> str:
+    """The column of an item's value in the item's own unit: the table's ``column`` (``hgb_g_dl``),
+    else ``<param>_<unit>`` with the unit spelt as in easix.csv ("10^9/L" -> ``1e9_l``, "/uL" -> ``per_ul``)."""
+    if item.get("column"):
+        return str(item["column"])
+    u = str(item["unit"]).lower().replace("10^", "1e").replace("x", "").strip()
+    u = ("per_" + u[1:]) if u.startswith("/") else u
+    return item["param"].lower() + "_" + "".join(c if c.isalnum() else "_" for c in u).strip("_")
+
+
 def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> pl.DataFrame:
     """CAR-HEMATOTOX score (0-7) and risk group per subject from pre-lymphodepletion values.
 
@@ -313,8 +323,10 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
     ``hematotox_risk_depends_on_boundary`` (the risk group would differ under the other
     ``undefined_boundary`` reading of a value exactly at a cut-off), ``hematotox_missing`` (params
     without a baseline value), ``baseline_day`` (reference day) and ``baseline_rule``, per item
-    ``<param>_value`` (canonical unit; null for a censored result or for several different results
-    at the baseline time, which are each scored: the item is then their points range),
+    ``<param>_value`` (canonical unit, named in ``<param>_value_unit``; null for a censored result or
+    for several different results at the baseline time, which are each scored: the item is then
+    their points range), the same value in the item's unit (the criteria table's, as in the reason:
+    ``plat_1e9_l``, ``neut_per_ul``, ``hgb_g_dl``, ``crp_mg_dl``, ``ferritin_ng_ml``),
     ``<param>_day`` and ``<param>_points``, and ``rule``, ``reason``, ``evidence``.
     """
     options = options or CarHematotoxOptions()
@@ -331,7 +343,10 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
               "baseline_day": pl.Float64, "baseline_rule": pl.String}
     for item in items:
         k = item["param"].lower()
-        schema |= {f"{k}_value": pl.Float64, f"{k}_day": pl.Float64, f"{k}_points": pl.Int64}
+        # session 37 (review s37 B3): the unit of <param>_value named beside it, and the value in the
+        # item's (the criteria table's) unit under a unit-named column, as easix.csv does
+        schema |= {f"{k}_value": pl.Float64, f"{k}_value_unit": pl.String, _item_column(item): pl.Float64,
+                   f"{k}_day": pl.Float64, f"{k}_points": pl.Int64}
     schema |= {"rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
     if refs.is_empty():
         return _empty(schema)
@@ -343,6 +358,8 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
                         "censor": f"_{k}_censor", "censor_limit": f"_{k}_limit", "tie": f"_{k}_tie",
                         "n_results": f"_{k}_n"})
         f = f.join(_tie_points(tied, item, opts, alt), on=_SID, how="left", maintain_order="left")
+        f = f.with_columns(pl.lit(_canonical_unit(item["param"])[0]).alias(f"{k}_value_unit"),
+                           _from_canonical(pl.col(f"{k}_value"), item["unit"], item["param"]).alias(_item_column(item)))
     lo = hi = alo = ahi = pl.lit(0, dtype=pl.Int64)
     parts, missing, scored, open_, ties = [], [], [], [], []
     for item in items:
@@ -678,14 +695,16 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
     # "converted" only for an input whose row was recorded in another unit than the formula's (audit
     # s27 item 12b: a CREAT row of 1.0 mg/dL is not "converted" although the canonical unit is umol/L);
     # the note shows the row's value and unit as recorded (a row without a unit: the canonical one)
-    f = _with_recorded_units(f, study, [p for p, spec in inputs.items() if _canonical_unit(p)[0] != spec["unit"]])
+    # session 37 (review s37 C1): every input, also one whose canonical unit is the formula's (LDH
+    # recorded in ukat/L, platelets in /uL are converted by the reader): decided per row by its unit
+    f = _with_recorded_units(f, study, list(inputs))
     notes = []
     for p, spec in inputs.items():
-        if _canonical_unit(p)[0] == spec["unit"]:
-            continue
         ounit, oval = pl.col(f"_{p}_ounit"), pl.col(f"_{p}_oval")
-        same = _unit_key(ounit) == _unit_key(pl.lit(spec["unit"]))
-        shown_val = pl.when(ounit.is_not_null() & oval.is_not_null()).then(_fmt_expr(oval)).otherwise(_fmt_expr(pl.col(f"_{p}")))
+        same = _unit_key(pl.coalesce(ounit, pl.lit(_canonical_unit(p)[0]))) == _unit_key(pl.lit(spec["unit"]))
+        if _canonical_unit(p)[0] == spec["unit"]:  # only another name of the unit (G/L for 10^9/L): no note
+            same = same | (oval.is_not_null() & ((oval - conv(p)).abs() <= 1e-9 * conv(p).abs()))
+        shown_val = pl.when(ounit.is_not_null() & oval.is_not_null()).then(_fmt_expr(oval, 6)).otherwise(_fmt_expr(pl.col(f"_{p}")))
         shown_unit = pl.coalesce(ounit, pl.lit(_canonical_unit(p)[0]))
         notes.append((conv(p).is_not_null() & ~same.fill_null(False), pl.concat_str(
             pl.lit(f"{p} "), shown_val, pl.lit(" "), shown_unit, pl.lit(" -> "), _fmt_expr(conv(p)),

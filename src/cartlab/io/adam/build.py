@@ -249,12 +249,38 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.col("weight_kg").alias("WEIGHTBL"), pl.col("height_cm").alias("HEIGHTBL"),
         pl.lit("Y").alias("ITTFL"), pl.col("last_followup_day").alias("LSTFURDY"), "subject_id",
     )
-    for other in (dead, summ, best):
+    for other in (dead, summ, best, _baseline_scores(analysis)):
         f = f.join(other, on="subject_id", how="left", maintain_order="left")
     f = f.join(dates, on="USUBJID", how="left", maintain_order="left")
     f = f.join(_subject_sources(study), on="USUBJID", how="left", maintain_order="left")
     return f.with_columns(pl.when(pl.col("TRT01A").is_not_null()).then(pl.lit("Y")).otherwise(None).alias("SAFFL"),
                           pl.when(pl.col("_nm").fill_null(False)).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("NMEASFL"))
+
+
+def _baseline_scores(analysis) -> pl.DataFrame:
+    """ADSL pre-lymphodepletion scores (session 37, review s37 B4): CAR-HEMATOTOX score, its range,
+    range flag and risk group; EASIX and m-EASIX at timepoint pre_ld. Empty columns when the engine
+    did not run (build_available says why)."""
+    schema = {"subject_id": pl.String, "HTXSCBL": pl.Int64, "HTXSCLO": pl.Int64, "HTXSCUP": pl.Int64,
+              "HTXSCFL": pl.String, "HTXGR1": pl.String, "EASIXBL": pl.Float64, "MEASIXBL": pl.Float64}
+    f = pl.DataFrame({"subject_id": analysis.study.subjects["subject_id"]})
+    if analysis.has("car_hematotox"):
+        h = analysis.table("car_hematotox")
+        lo, hi = pl.col("hematotox_score_min"), pl.col("hematotox_score_max")
+        f = f.join(h.select("subject_id", pl.col("hematotox_score").alias("HTXSCBL"), lo.alias("HTXSCLO"),
+                            hi.alias("HTXSCUP"),
+                            pl.when(lo.is_null() | hi.is_null()).then(None).when(lo < hi).then(pl.lit("Y"))
+                            .otherwise(pl.lit("N")).alias("HTXSCFL"),
+                            pl.col("hematotox_risk").str.to_uppercase().alias("HTXGR1")),
+                   on="subject_id", how="left", maintain_order="left")
+    if analysis.has("easix"):
+        e = analysis.table("easix")
+        if "timepoint" in e.columns:
+            e = e.filter(pl.col("timepoint") == "pre_ld")
+        f = f.join(e.select("subject_id", pl.col("easix").alias("EASIXBL"), pl.col("m_easix").alias("MEASIXBL"))
+                   .unique("subject_id", keep="first"), on="subject_id", how="left", maintain_order="left")
+    return f.with_columns(*[pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in f.columns]
+                          ).select(list(schema)).cast(schema)
 
 
 #: ADSL grade, its subject_summary upper-bound column, the upper-bound and the range-flag variables
@@ -316,7 +342,7 @@ def _adae_upper(analysis, t: pl.DataFrame) -> pl.DataFrame:
 
 def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     t = analysis.table("adlb").join(_params(), left_on="param", right_on="_code", how="left", maintain_order="left")
-    t = t.with_columns(_datasrc(t, "evidence", analysis.study).alias("DATASRC"))
+    t = t.with_columns(_datasrc(t, "evidence", analysis.study).alias("DATASRC")).with_row_index("_wr")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.col("param").alias("PARAMCD"), _param_label("AVALU").alias("PARAM"), pl.col("_group").alias("PARCAT1"),
@@ -324,11 +350,52 @@ def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.col("day").alias("ARELDY"), "ABLFL", "BASE", (pl.col("AVAL") - pl.col("BASE")).alias("CHG"), "PCHG", "ANRLO", "ANRHI", "BNRIND",
         "ATOXDSCL", _grade_text("ATOXGRL").alias("ATOXGRL"), "ATOXDSCH", _grade_text("ATOXGRH").alias("ATOXGRH"),
         _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"),
-        _grade_text("BTOXGR").alias("BTOXGR"), pl.col("rule").cast(pl.String).alias("RULE"),
+        _grade_text("BTOXGR").alias("BTOXGR"),
+        *_adlb_ranges(t), *_worst_flags(t),
+        pl.col("rule").cast(pl.String).alias("RULE"),
         pl.col("rule_status").cast(pl.String).alias("RULESTAT"), pl.col("grade_reason").cast(pl.String).alias("REASON"),
         "DATASRC", evidence_text(pl.col("evidence")).alias("EVIDENCE"),
     )
     return _with_dates(f, dates, ADT="ARELDY")
+
+
+#: ADLB: per direction the grade, its analysis-table upper bound, the ADaM upper-bound and range-flag names
+_ADLB_RANGES = (("ATOXGRL", "ATOXGRL_MAX", "ATOXGLUP", "ATOXLRFL"), ("ATOXGRH", "ATOXGRH_MAX", "ATOXGHUP", "ATOXHRFL"))
+
+
+def _adlb_ranges(t: pl.DataFrame) -> list[pl.Expr]:
+    """ATOXGLUP/ATOXGHUP (the highest grade the data leave possible, ADAE's ATOXGRUP per direction:
+    the grade itself when settled) and ATOXLRFL/ATOXHRFL (Y: a range, N: settled), review 37 R37-4;
+    empty where the direction has no grade and no bound (no term, or not gradable)."""
+    out = []
+    for grade, col, up, fl in _ADLB_RANGES:
+        g = pl.col(grade).cast(pl.Int64)
+        upper = (pl.coalesce(pl.col(col).cast(pl.Int64), g) if col in t.columns else g)
+        out += [upper.alias(up), _range_flag(g, upper).alias(fl)]
+    return out
+
+
+def _worst_flags(t: pl.DataFrame) -> list[pl.Expr]:
+    """WGRLOFL/WGRHIFL: "Y" on the record with the worst (highest) ATOXGRL/ATOXGRH per subject and
+    parameter among the post-baseline records (``post_baseline``: after the baseline window; the
+    ABLFL record is BTOXGR, not a worst grade), the first such record (day, then source order) on
+    ties; grade-0 records can be flagged (the worst is 0); rows without a grade never are. The
+    convention of pharmaverse tern/teal ("Laboratory test results with highest grade post-baseline",
+    ``worst_flag_low = "WGRLOFL"``), review 37 R37-4 / R37-9."""
+    post = (pl.col("post_baseline").fill_null(False) if "post_baseline" in t.columns
+            else (pl.col("day").floor() > 0).fill_null(False))
+    out = []
+    for d, name in (("L", "WGRLOFL"), ("H", "WGRHIFL")):
+        g = pl.col(f"ATOXGR{d}").cast(pl.Int64)
+        ok = post & g.is_not_null()
+        key = pl.when(ok).then(g)
+        worst = key.max().over("subject_id", "param")
+        first_day = pl.when(ok & (g == worst)).then(pl.col("day")).min().over("subject_id", "param")
+        row = pl.col("_wr")  # source order (adlb() numbers the rows before any window)
+        first_row = pl.when(ok & (g == worst) & (pl.col("day") == first_day)).then(row).min().over("subject_id", "param")
+        out.append(pl.when(ok & (g == worst) & (pl.col("day") == first_day) & (row == first_row))
+                   .then(pl.lit("Y")).otherwise(None).alias(name))
+    return out
 
 
 def advs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
@@ -339,10 +406,18 @@ def advs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     opts = analysis.options.ctcae or CtcaeOptions()
     params = _params().filter(pl.col("_group") == "vital")
     obs = analysis.study.observations
+    from cartlab.grading.ctcae_derive import baseline_window, infusion_start
+
     f = (obs.with_row_index("_obs").filter(pl.col("param").is_in(params["_code"].implode()))
          .join(params, left_on="param", right_on="_code", how="left")
          .sort(["subject_id", "param", "day", "_obs"], nulls_last=True))
-    before = pl.col("day") <= opts.baseline_day if opts.baseline_inclusive else pl.col("day") < opts.baseline_day
+    if "datetime" not in f.columns:
+        f = f.with_columns(pl.lit(None, dtype=pl.String).alias("datetime"))
+    inf = infusion_start(analysis.study) if opts.baseline_day0 == "before_infusion_time" else None
+    if inf is not None:
+        f = f.join(inf, on="subject_id", how="left", maintain_order="left")
+    # the ADLB rule (review 37 R37-8): calendar day, option baseline_day0
+    before = baseline_window(opts, inf is not None)
     base = (f.filter(before & pl.col("value").is_not_null()).group_by(["subject_id", "param"], maintain_order=True)
             .last().select("subject_id", "param", pl.col("value").alias("BASE"), pl.col("_obs").alias("_bobs")))
     f = f.join(base, on=["subject_id", "param"], how="left", maintain_order="left")
@@ -403,7 +478,11 @@ def adrs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
 
 
 def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    t = _table(analysis, "adtte", "evidence")
+    # a parameter not defined for a subject (RFS/LFS/CIR never in remission, no response criteria, a
+    # death before day 0) has no AVAL/CNSR: no ADTTE record (CDISC BDS-TTE: "CNSR is required for
+    # time-to-event parameters"; admiral derive_param_tte emits a record only with an event or a
+    # censoring source). cartlab's own adtte.csv keeps those rows with their rule and reason.
+    t = _table(analysis, "adtte", "evidence").filter(pl.col("CNSR").is_not_null())
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"), "PARAMCD", "PARAM",
         pl.col("ANLFL").alias("ANL01FL"), "AVAL", "AVALU",
