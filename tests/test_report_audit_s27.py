@@ -184,7 +184,8 @@ def test_pdf_tables_fit_the_page(audit):
                     outside.append((i + 1, b.text))
     assert outside == []
     # the columns the audit found cut off are laid out (wrapped, possibly in pieces)
-    joined = "".join(texts).replace(" ", "")
+    # a <wbr> (a line-break opportunity after "_" in a header) is laid out as a zero-width space box
+    joined = "".join(texts).replace(" ", "").replace("\u200b", "")
     for col in ("Grade5n(%)", "at_risk_day_", "Couldbehighern"):
         assert col in joined
 

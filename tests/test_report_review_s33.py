@@ -80,13 +80,18 @@ def test_dor_runs_to_last_known_alive_and_the_sentence_says_so_not_the_hsct():
     from cartlab.report.subject_blocks import dor_text
 
     s = _dor_study([{"day": 40.0, "event": "allo_hsct"}])
-    b = derive_best_response(s).row(0, named=True)
+    # session 37: with dor_censor="last_known_alive" (the behaviour of session 33)
+    b = derive_best_response(s, BestResponseOptions(dor_censor="last_known_alive")).row(0, named=True)
     assert (b["first_response_day"], b["dor_days"], b["dor_event"]) == (14.2917, 86.0, False)
     assert (b["dor_end_day"], b["dor_end_reason"]) == (100.0, "last known alive (last_followup_day)")
     assert (b["end_day"], b["end_reason"]) == (40.0, "allo_hsct")  # the assessment window, unchanged
+    # the default since session 37 censors at the last response assessment (ELN "last examined"):
+    # the CR of day 56, after the HSCT, which does not censor -> 56 - 14 = 42 whole calendar days
+    b = derive_best_response(s).row(0, named=True)
+    assert (b["dor_days"], b["dor_event"], b["dor_end_day"]) == (42.0, False, 56.0)
     text = dor_text(_analysis(s), "A")
-    assert text.startswith("86 days from the first response on day 14.29 (calendar day 14) to day 100 (whole calendar days), "
-                           "censored: last known alive (last_followup_day)")
+    assert text.startswith("42 days from the first response on day 14.29 (calendar day 14) to day 56 (whole calendar days), "
+                           "censored: last response assessment (CR on day 56")
     assert "censored at allo_hsct" not in text and "14.2917" not in text
     assert "window ends at allo_hsct on day 40 (this does not censor the duration)" in text
 
@@ -259,12 +264,16 @@ def test_icans_grade_0_is_not_sent_to_the_episode_table():
 
 
 def test_explain_names_the_duration_of_response_end():
-    """Seed case: MLFS on day 17 (case-facts), no relapse or death, last_followup_day 60 in
-    subjects.csv -> 60 - 17 = 43 days, censored at last known alive; explain names that end."""
-    from cartlab.analyze import Analysis
+    """Seed case: MLFS on day 17 (case-facts), no relapse or death, its only marrow: censored at the
+    last response assessment (session 37 default, ELN "last examined") -> 17 - 17 = 0 days; with
+    dor_censor="last_known_alive", last_followup_day 60 -> 60 - 17 = 43 days. explain names the end."""
+    from cartlab.analyze import Analysis, AnalysisOptions
     from cartlab.datasets import seed_case
     from cartlab.explain import explain
 
     e = explain(Analysis(seed_case()), "endpoints")
     text = " ".join(e.days["reason"].to_list())
+    assert "0 days to day 17 (last response assessment" in text and "censored" in text
+    o = AnalysisOptions.from_settings({"best_response": {"dor_censor": "last_known_alive"}})
+    text = " ".join(explain(Analysis(seed_case(), o), "endpoints").days["reason"].to_list())
     assert "43 days to day 60 (last known alive" in text and "censored" in text

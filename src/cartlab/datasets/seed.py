@@ -64,6 +64,8 @@ def _rows() -> dict[str, list[dict]]:
             "source": PAPER,
             "source_note": "sex, age, disease and target from the paper; weight_kg, height_cm and "
             "last_followup_day are reconstructed (not stated)",
+            # cartlab convention (an extra column, kept by the spec): the reconstructed columns of a paper row
+            "reconstructed_columns": "weight_kg;height_cm;last_followup_day",
         }
     ]
 
@@ -242,7 +244,7 @@ def _rows() -> dict[str, list[dict]]:
 
 _COLUMNS = {
     "subjects": ["subject_id", "sex", "age_years", "weight_kg", "height_cm", "disease", "target",
-                 "last_followup_day", "source", "source_note"],
+                 "last_followup_day", "source", "source_note", "reconstructed_columns"],
     "doses": ["subject_id", "day", "agent", "dose", "unit", "source", "source_note"],
     "observations": ["subject_id", "day", "param", "analyte", "value", "value_text", "unit", "lln",
                      "uln", "lloq", "specimen", "source", "source_note"],

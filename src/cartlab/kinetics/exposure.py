@@ -168,6 +168,15 @@ def _logit(y: np.ndarray, x: np.ndarray) -> dict[str, Any]:
             "logit_p": float(fit.pvalues[1]), "logit_note": "maximum likelihood (statsmodels Logit), Wald 95% CI"}
 
 
+def exposure_unit(exposure: str, conc_unit: str | None) -> str | None:
+    """The unit of one exposure: the concentration unit for a Cmax, the concentration unit times day
+    for an AUC ("copies/ug gDNA × day", as the subject page writes it; an AUC integrates the
+    concentration over days from the first infusion: [conc] x [time], pint ``unit * day``)."""
+    if conc_unit is None:
+        return None
+    return f"{conc_unit} × day" if exposure.startswith("car_auc") else conc_unit
+
+
 def _missing_reason(summary: pl.DataFrame, exp: str) -> pl.Expr:
     """Why ``exp`` is missing or unusable for a subject (null when it is usable)."""
     col = pl.col(exp)
@@ -217,8 +226,9 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
     """One row per kinetics param x exposure x outcome: n, medians by group, Mann-Whitney U and p,
     logistic odds ratio.
 
-    ``param``/``unit``: the measurement the exposure comes from (``car_param``/``car_unit`` of the
-    summary: CARCOPY, else CARCELL). Exposures of different params (copies/ug gDNA against cells/uL)
+    ``param``/``unit``: the measurement the exposure comes from (``car_param`` of the summary: CARCOPY,
+    else CARCELL) and the exposure's own unit (:func:`exposure_unit`: ``car_unit`` for a Cmax,
+    ``car_unit`` × day for an AUC). Exposures of different params (copies/ug gDNA against cells/uL)
     are never pooled: each param has its own rows, and a subject without kinetics is named in each.
     ``n``: subjects with a known outcome (for ``responder``: a best response other than NE or empty)
     and an exposure >= 0 (medians and Mann-Whitney);
@@ -244,7 +254,8 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
               for k, u in kinds] or [(None, None, summary)]
     rows = []
     for param, unit, part in groups:
-        rows += [{"param": param, "unit": unit, **r} for r in _rows(part, exposures, outcomes, left_out, min_epv)]
+        rows += [{"param": param, "unit": exposure_unit(r["exposure"], unit), **r}
+                 for r in _rows(part, exposures, outcomes, left_out, min_epv)]
     sparse = [r for r in rows if r["logit_sparse"]]
     if sparse:
         from cartlab.errors import CartlabWarning

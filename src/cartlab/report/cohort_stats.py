@@ -277,7 +277,11 @@ def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) ->
             # each direction its own term (ATOXDSCL/ATOXGRL, ATOXDSCH/ATOXGRH; ATOXGR is signed)
             # a grade a missing input leaves open (ATOXGR<d>_MAX: e.g. no ULN) counts at its lower grade
             # with the highest upper bound of the subject's rows as grade_max ("2–4", could be higher)
-            labs = subset(adlb, ids).filter(pl.col("day") >= 0)
+            # after the baseline record (review 37 R37-9): the baseline is BTOXGR, not a toxicity
+            from cartlab.report.subject_blocks import post_baseline
+
+            labs = subset(adlb, ids)
+            labs = labs.filter(post_baseline(labs))
             dirs = pl.concat([labs.select(
                 "subject_id", pl.col(f"ATOXDSC{d}").alias("term"), pl.col(f"ATOXGR{d}").cast(pl.Int64).alias("grade"),
                 (pl.coalesce(pl.col(f"ATOXGR{d}_MAX"), pl.col(f"ATOXGR{d}")) if f"ATOXGR{d}_MAX" in labs.columns

@@ -36,10 +36,27 @@ def safe_stem(text: str) -> str:
     return stem or "figure"
 
 
+#: the band (inches) added above a figure for its stamp: nothing drawn before is covered
+STAMP_BAND_IN = 0.22
+
+
 def stamp_figure(fig: Figure, text: str) -> None:
     """Write ``text`` (e.g. "synthetic data (generated, from no patient)") into the top right corner
-    of ``fig``: a PNG or SVG reused on its own still says what its data are."""
-    fig.text(0.995, 0.997, text, ha="right", va="top", fontsize=7, color="#7a5a00", style="italic",
+    of ``fig``: a PNG or SVG reused on its own still says what its data are. The figure grows by a
+    band of :data:`STAMP_BAND_IN` at the top and everything drawn keeps its place in inches from the
+    bottom, so the stamp never covers a title (review 33 C6 / 37 C1). No draw is needed."""
+    w, h = fig.get_size_inches()
+    scale = h / (h + STAMP_BAND_IN)
+    fig.set_size_inches(w, h + STAMP_BAND_IN)
+    for ax in fig.axes:  # axes positions are figure fractions: the same inches from the bottom
+        p = ax.get_position(original=True)
+        ax.set_position([p.x0, p.y0 * scale, p.width, p.height * scale])
+    for t in fig.texts:  # figure texts (the suptitle) placed in figure fractions
+        if t.get_transform() == fig.transFigure:
+            x, y = t.get_position()
+            t.set_y(y * scale)
+    fig.text(0.995, 1 - 0.03 / (h + STAMP_BAND_IN), text, ha="right", va="top", fontsize=7, color="#7a5a00",
+             style="italic",
              bbox={"boxstyle": "round,pad=0.2", "facecolor": "#fff4cc", "edgecolor": "#c79a00", "linewidth": 0.6})
 
 

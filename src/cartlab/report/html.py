@@ -39,11 +39,13 @@ from cartlab.report.figures import (
     provenance_kind,
 )
 from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure, stamp_figure
+from cartlab.report.provenance_marks import RECONSTRUCTED_COLUMNS, reconstructed_columns, source_kinds
 from cartlab.report.subject_blocks import (
     _of,
     _protocol_block,
     _response_block,
     _toxicity_block,
+    car_missing_reasons,
     icaht_early_text,
     late_grade_text,
     response_notes,
@@ -81,7 +83,7 @@ SUBJECT_FIELDS = [
 def _env() -> Environment:
     """The report's template environment, made once: it caches the compiled templates (a fresh
     environment per page recompiled the subject template for every subject)."""
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(str(TEMPLATE_DIR)),
         autoescape=True,
         undefined=StrictUndefined,
@@ -89,6 +91,16 @@ def _env() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["wbr"] = _wbr
+    return env
+
+
+def _wbr(text: Any):
+    """``text`` escaped, with a line-break opportunity after each "_" and "/" (``<wbr>``): a narrow
+    table cell wraps "or_ci_high" as "or_ci_/high", never inside a token ("or_ci_hig/h")."""
+    from markupsafe import Markup, escape
+
+    return Markup(str(escape(text)).replace("_", "_<wbr>").replace("/", "/<wbr>"))
 
 
 @dataclass(frozen=True)
@@ -412,7 +424,9 @@ def _grade_range_cell(lo: Any, hi: Any) -> str:
 
 
 def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | None = None,
-                   car_unit: str | None = None, analysis=None) -> dict:
+                   car_unit: str | None = None, analysis=None, car_why: str | None = None) -> dict:
+    """The subject's summary row; ``car_why`` (:func:`~cartlab.report.subject_blocks.car_missing_reasons`)
+    names the missing input behind empty CAR-T kinetics cells ("— (no CARCOPY/CARCELL sample after day 0)")."""
     summary = with_late_grade_max(summary, analysis)
     window = auc_window(analysis)
     if summary is not None and "subject_id" in summary.columns:
@@ -440,6 +454,7 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
                  else _quantity(r[c]) if c in KINETICS_LABELS
                  else _day(r[c]) if _is_day(c)
                  else _with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
+        cells = [_with_note(v, car_why) if c in KINETICS_LABELS else v for c, v in zip(cols, cells)]
     if pair:
         cols = [ICAHT_EARLY_LABEL if c == ICAHT_EARLY_PAIR[0] else c for c in cols]
     if late:
@@ -509,19 +524,28 @@ def _version() -> str:
         return "unknown"
 
 
-def _subject_facts(sub: Study, subject_id: str) -> tuple[list[tuple[str, str]], str]:
+def _subject_facts(sub: Study, subject_id: str) -> tuple[list[tuple[str, str, str]], str]:
+    """The subject's characteristics as (label, value, row class) lines and the row's class. A ``paper``
+    row's columns named in its extra column ``reconstructed_columns`` are marked reconstructed
+    (:func:`~cartlab.report.provenance_marks.reconstructed_columns`): only the others were stated."""
     if sub.subjects.height == 0:
-        return [("Subject", subject_id)], "observed"
+        return [("Subject", subject_id, "observed")], "observed"
     r = sub.subjects.row(0, named=True)
-    items = [(label, _cell(r.get(col))) for col, label in SUBJECT_FIELDS]
-    items = [(k, v) for k, v in items if v != EMPTY or k in ("Subject", "Source")]
+    prov = provenance_kind(r.get("source"))
+    recon = reconstructed_columns(r) if prov == "paper" else set()
+    items = [(label, _cell(r.get(col)), "reconstructed" if col.lower() in recon else prov)
+             for col, label in SUBJECT_FIELDS]
+    items = [(k, v, p) for k, v, p in items if v != EMPTY or k in ("Subject", "Source")]
     if r.get("extra"):
         try:
             extra = json.loads(r["extra"])
-            items += [(str(k), _cell(v)) for k, v in extra.items()]
+            items += [("Reconstructed columns (not stated)" if str(k).strip().lower() == RECONSTRUCTED_COLUMNS
+                       else str(k), _cell(v), "reconstructed" if str(k).lower() in recon
+                       else "observed" if str(k).strip().lower() == RECONSTRUCTED_COLUMNS else prov)
+                      for k, v in extra.items()]
         except (ValueError, AttributeError):
-            items.append(("Extra", str(r["extra"])))
-    return items, provenance_kind(r.get("source"))
+            items.append(("Extra", str(r["extra"]), prov))
+    return items, prov
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,6 +580,7 @@ def render_subject_html(
         course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id),
                              fever_c=provenance["fever_threshold_c"])
     facts, facts_prov = _subject_facts(sub, subject_id)
+    kinds = source_kinds(sub.tables().values())  # source row -> its source: marks derived rows (B2, s37)
     counts = provenance_counts(sub)
     ctx = {
         "title": title or f"{study.study_id} — subject {subject_id}",
@@ -571,10 +596,11 @@ def render_subject_html(
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
         "summary": _summary_block(summary, subject_id, response_notes(analysis, subject_id).get(subject_id),
-                                  _car_unit(analysis, sub, subject_id), analysis),
+                                  _car_unit(analysis, sub, subject_id), analysis,
+                                  car_missing_reasons(sub, analysis, [subject_id]).get(subject_id)),
         "not_measured_kinds": _not_measured_kinds(counts),
-        "toxicity": _toxicity_block(analysis, subject_id),
-        "response": _response_block(analysis, subject_id),
+        "toxicity": _toxicity_block(analysis, subject_id, kinds),
+        "response": _response_block(analysis, subject_id, kinds),
         "protocol": _protocol_block(analysis, subject_id, protocol),
         "sources": _sources_table(study, sub),
         "analysis_provenance": provenance,

@@ -43,7 +43,7 @@ from cartlab.report.html import (
     report_provenance,
     write_subject_report,
 )
-from cartlab.report.subject_blocks import response_notes, with_late_grade_max
+from cartlab.report.subject_blocks import car_missing_reasons, response_notes, with_late_grade_max
 
 __all__ = ["write_study_report", "render_study_html", "SUBJECT_TABLE", "default_workers", "check_report_folder",
            "is_report_entry", "REPORT_KIND"]
@@ -113,10 +113,29 @@ SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 
 
-def _header(h: str, cols: tuple[str, ...], provenance: Mapping[str, Any] | None) -> str:
-    """A subject-table header; the AUC's says the analysis's window when it is not days 0-28."""
+def _header(h: str, cols: tuple[str, ...], provenance: Mapping[str, Any] | None, car_unit: str | None = None) -> str:
+    """A subject-table header; the AUC's says the analysis's window when it is not days 0-28; the CAR
+    Cmax / AUC's say the unit when every subject's kinetics have the same one (``car_unit``:
+    "CAR Cmax, copies/ug gDNA (day)", "CAR AUC₀₋₂₈, copies/ug gDNA × day")."""
     w = tuple((provenance or {}).get("auc_window") or (0.0, 28.0))
-    return f"CAR AUC {w[0]:g}–{w[1]:g}" if cols == ("car_auc_0_28",) and w != (0.0, 28.0) else h
+    h = f"CAR AUC {w[0]:g}–{w[1]:g}" if cols == ("car_auc_0_28",) and w != (0.0, 28.0) else h
+    if car_unit and cols == ("car_cmax", "car_tmax"):
+        return f"CAR Cmax, {car_unit} (day)"
+    if car_unit and cols == ("car_auc_0_28",):
+        return f"{h}, {car_unit} × day"
+    return h
+
+
+def car_units(summary: pl.DataFrame | None) -> list[str]:
+    """The units of the subjects' CAR-T exposures (``car_unit`` of the rows with a Cmax or AUC), sorted:
+    one unit goes in the header, more in each cell (CARCOPY and CARCELL are not one scale)."""
+    if summary is None or "car_unit" not in summary.columns:
+        return []
+    has = pl.lit(False)
+    for c in ("car_cmax", "car_auc_0_28"):
+        if c in summary.columns:
+            has = has | pl.col(c).is_not_null()
+    return sorted(summary.filter(has)["car_unit"].drop_nulls().unique().to_list())
 
 
 def default_workers() -> int:
@@ -138,9 +157,20 @@ def _grade(g: Any, g_max: Any) -> str:
     return grade_range(g, g_max)
 
 
-def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict[str, str]]:
-    """The summary cells of one subject: ``text`` shown, ``sort`` (numeric when it sorts as a number)."""
+def _unit_sort(v: Any, unit: str) -> str:
+    """A sort key keeping each unit's values together, by value within a unit (non-negative exposures)."""
+    f = _num(v)
+    return "" if f is None else f"{unit} {f:030.6f}"
+
+
+def _subject_cells(row: Mapping[str, Any] | None, note: str | None, *, unit_in_cell: bool = False,
+                   car_why: str | None = None) -> list[dict[str, str]]:
+    """The summary cells of one subject: ``text`` shown, ``sort`` (numeric when it sorts as a number);
+    ``title`` (a hover text) where a cell has one. ``unit_in_cell``: the CAR Cmax / AUC cells carry
+    their unit ("99,400 cells/uL (d10)") and sort per unit, when the cohort's kinetics have several
+    units; ``car_why`` names the missing input behind empty CAR cells (title, and the Cmax cell's text)."""
     cells = []
+    unit = (row or {}).get("car_unit") if unit_in_cell else None
     for _, cols, how in SUBJECT_TABLE:
         v = [row.get(c) if row else None for c in cols]
         if how == "grade_days":
@@ -164,16 +194,22 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None) -> list[dict
             sort = "" if v[0] is None else str(v[0])
         elif how == "value_day":
             text = (EMPTY if _num(v[0]) is None else zero_exposure(v[0], "Cmax") or fmt_value(_num(v[0]))
-                    + (f" (d{_day(v[1])})" if v[1] is not None else ""))
-            sort = _sortkey(v[0])
+                    + (f" {unit}" if unit else "") + (f" (d{_day(v[1])})" if v[1] is not None else ""))
+            sort = _unit_sort(v[0], unit) if unit else _sortkey(v[0])
+            if text == EMPTY and car_why:
+                text = f"{EMPTY} ({car_why})"
         elif how == "number":
-            text = EMPTY if _num(v[0]) is None else zero_exposure(v[0], "AUC") or fmt_value(_num(v[0]))
-            sort = _sortkey(v[0])
+            text = (EMPTY if _num(v[0]) is None else zero_exposure(v[0], "AUC")
+                    or fmt_value(_num(v[0])) + (f" {unit} × day" if unit else ""))
+            sort = _unit_sort(v[0], unit) if unit else _sortkey(v[0])
         elif isinstance(v[0], bool):
             text, sort = ("yes" if v[0] else "no"), str(v[0])
         else:
             text, sort = _cell(v[0]), "" if v[0] is None else str(v[0])
-        cells.append({"text": text, "sort": sort, "num": how not in ("response", "plain")})
+        cell = {"text": text, "sort": sort, "num": how not in ("response", "plain")}
+        if how in ("value_day", "number") and text.startswith(EMPTY) and car_why:
+            cell["title"] = f"not evaluable: {car_why}"
+        cells.append(cell)
     return cells
 
 
@@ -185,6 +221,8 @@ def _subject_rows(study: Study, links: Mapping[str, str], summary: pl.DataFrame 
         by_id = {str(r["subject_id"]): r for r in summary.iter_rows(named=True)}
     facts = {str(r["subject_id"]): r for r in study.subjects.iter_rows(named=True)}
     counts = _provenance_by_subject(study)
+    unit_in_cell = len(car_units(summary)) > 1
+    car_why = car_missing_reasons(study) if by_id else {}
     rows = []
     for sid in ids:
         f = facts.get(sid, {})
@@ -196,7 +234,8 @@ def _subject_rows(study: Study, links: Mapping[str, str], summary: pl.DataFrame 
                        "sort": str(f.get("disease") or ""), "num": False},
                       {"text": _cell(f.get("age_years")), "sort": _sortkey(f.get("age_years")), "num": True},
                       {"text": _cell(f.get("sex")), "sort": str(f.get("sex") or ""), "num": False}],
-            "cells": _subject_cells(by_id.get(sid), notes.get(sid)) if by_id else [],
+            "cells": _subject_cells(by_id.get(sid), notes.get(sid), unit_in_cell=unit_in_cell,
+                                    car_why=car_why.get(sid)) if by_id else [],
             "counts": c,
         })
     return rows
@@ -288,12 +327,14 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
     (:func:`response_notes`) say why a subject's best response is empty; ``views`` are the drawn
     cohort views; ``for_print`` leaves out the sorting script (the PDF)."""
     rows = _subject_rows(study, links, summary, notes or {})
+    units = car_units(summary)
     ctx = {
         "title": title or f"{study.study_id} — study report",
         "study_id": study.study_id,
         "counts": provenance_counts(study),
         "rows": rows,
-        "summary_headers": [_header(h, cols, provenance) for h, cols, _ in SUBJECT_TABLE]
+        "summary_headers": [_header(h, cols, provenance, units[0] if len(units) == 1 else None)
+                            for h, cols, _ in SUBJECT_TABLE]
         if rows and rows[0]["cells"] else [],
         "summary_given": summary is not None,
         "views": list(views),

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.report.cells import _cell, _day, _table, grade_range, grade_span
+from cartlab.report.provenance_marks import apply_classes, refs_text, with_marks
 
 
 def _of(analysis, name: str, subject_id: str) -> pl.DataFrame | None:
@@ -234,9 +235,49 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
                     if late is not None and late_hi is not None and late_hi > late else None)
         rows.append({"toxicity": f"{name}, late (after day 30)",
                      "grade": _grade_text(late, late_hi, why=late_why) if late is not None else "not evaluable",
-                     "missing": late_why, "rule": r.get("late_rule"), "reason": r.get("late_reason")})
+                     "missing": late_why if late is not None else _window_input(what, r),
+                     "rule": r.get("late_rule"), "reason": r.get("late_reason")})
     return pl.DataFrame(rows, schema={"toxicity": pl.String, "grade": pl.String, "missing": pl.String,
                                       "rule": pl.String, "reason": pl.String})
+
+
+def _window_input(what: str, r: dict) -> str:
+    """The input a not-evaluable late window misses, named with the window's days: "ANC (days 31–33)"
+    (table icaht / t_icaht ``late_window_start`` / ``late_window_end``)."""
+    start, end = r.get("late_window_start"), r.get("late_window_end")
+    return f"{what} (days {_day(start)}–{_day(end)})" if start is not None and end is not None else what
+
+
+#: the CAR-T measurements the kinetics read (cartlab.kinetics.car: CARCOPY, else CARCELL)
+CAR_PARAMS = ("CARCOPY", "CARCELL")
+
+
+def car_missing_reasons(study, analysis=None, subject_ids=None) -> dict[str, str]:
+    """Why a subject has no CAR-T exposure (Cmax/AUC empty), naming the missing input: "no
+    CARCOPY/CARCELL sample", "no CARCOPY/CARCELL sample after day 0", or the kinetics table's
+    ``not_evaluable`` reason; subjects with an exposure are left out. One pass over the observations."""
+    obs = study.observations
+    ids = [str(i) for i in (subject_ids if subject_ids is not None else study.subject_ids)]
+    car = obs.filter(pl.col("param").is_in(list(CAR_PARAMS))).group_by(pl.col("subject_id").cast(pl.String)).agg(
+        pl.col("day").max().alias("last"))
+    last = dict(car.iter_rows())
+    kin: dict[str, Any] = {}
+    if analysis is not None and analysis.has("car_kinetics"):
+        k = analysis.table("car_kinetics")
+        if {"cmax", "not_evaluable"} <= set(k.columns):
+            kin = {str(a): (c, ne) for a, c, ne in k.select("subject_id", "cmax", "not_evaluable").iter_rows()}
+    out = {}
+    for sid in ids:
+        cmax, ne = kin.get(sid, (None, None))
+        if cmax is not None:
+            continue
+        if sid not in last:
+            out[sid] = "no CARCOPY/CARCELL sample"
+        elif last[sid] is None or last[sid] <= 0:
+            out[sid] = "no CARCOPY/CARCELL sample after day 0"
+        elif ne:
+            out[sid] = f"not evaluable: {ne}"
+    return out
 
 
 def _lower_grade(text: str) -> int | None:
@@ -275,42 +316,58 @@ def episode_sentence(worst_rows: pl.DataFrame, crs_missing: bool = False) -> str
 
 
 _NOT_EXCLUDED = r"not excluded: criteria on (.+?) not evaluable"
+#: a grade a censored result or baseline leaves open (session 37, review 37 R37-1/R37-2)
+_CENSORED = r"(baseline is the )?censored result ([<>]=?[0-9.eE+-]+)"
+
+
+def post_baseline(frame: pl.DataFrame) -> pl.Expr:
+    """The rows a worst on-treatment CTCAE grade reads: ``post_baseline`` of the ADLB table (after
+    the baseline window: the baseline record is BTOXGR, not a toxicity; review 37 R37-9, the
+    pharmaverse "highest grade post-baseline"); an older table without it: day 0 on."""
+    return pl.col("post_baseline").fill_null(False) if "post_baseline" in frame.columns else pl.col("day") >= 0
 
 
 def _worst_labs(adlb: pl.DataFrame) -> pl.DataFrame:
-    """The worst CTCAE grade per term from day 0 on (as the study page's toxicity summary; pre-infusion
-    values are baseline), its first day and value; a grade a missing input leaves open is a range from
-    its lower grade to the highest upper bound of the term's rows (``ATOXGRL_MAX``/``ATOXGRH_MAX``),
-    with the missing input named: "2–4 (range: ANRHI missing)"."""
-    rows = adlb.filter((pl.col("ATOXGR").fill_null(0) != 0) & (pl.col("day") >= 0)).with_columns(
+    """The worst CTCAE grade per term after the baseline (as the study page's toxicity summary; the
+    baseline record and the values before it are baseline: :func:`post_baseline`), its first day and
+    value; a grade a missing input or a censored result leaves open is a range from its lower grade to
+    the highest upper bound of the term's rows (``ATOXGRL_MAX``/``ATOXGRH_MAX``), with the missing input
+    or the censored result named: "2–4 (range: ANRHI missing)", "3–4 (range: censored result <0.6)"."""
+    rows = adlb.filter((pl.col("ATOXGR").fill_null(0) != 0) & post_baseline(adlb)).with_columns(
         pl.col("ATOXGR").abs().alias("_g"))
     has_max = all(c in rows.columns for c in ("ATOXGRL_MAX", "ATOXGRH_MAX", "direction"))
     upper = (pl.when(pl.col("direction") == "L").then(pl.col("ATOXGRL_MAX"))
              .when(pl.col("direction") == "H").then(pl.col("ATOXGRH_MAX")) if has_max else pl.lit(None, pl.Int64))
     reason = pl.col("grade_reason").cast(pl.String) if "grade_reason" in rows.columns else pl.lit(None, pl.String)
+    cens = pl.concat_str([pl.when(reason.str.extract(_CENSORED, 1).is_not_null()).then(pl.lit("censored baseline "))
+                          .otherwise(pl.lit("censored result ")), reason.str.extract(_CENSORED, 2)])
     rows = rows.with_columns(pl.coalesce(upper.cast(pl.Int64), pl.col("_g")).alias("_up"),
-                             pl.when(upper.is_not_null()).then(reason.str.extract(_NOT_EXCLUDED, 1)).alias("_miss"))
+                             pl.when(upper.is_not_null()).then(pl.coalesce(
+                                 reason.str.extract(_NOT_EXCLUDED, 1) + pl.lit(" missing"), cens)).alias("_miss"))
     tops = rows.group_by("term", maintain_order=True).agg(
         pl.col("_up").max().alias("_hi"),
         pl.col("_miss").filter(pl.col("_up") == pl.col("_up").max()).drop_nulls().first().alias("_why"))
     worst = (rows.sort(["_g", "day"], descending=[True, False]).group_by("term", maintain_order=True).first()
              .join(tops, on="term", how="left", maintain_order="left"))
-    text = [_grade_text(lo, hi, why=f"{why} missing" if why else "an input missing")
+    text = [_grade_text(lo, hi, why=why or "an input missing")
             for lo, hi, why in zip(worst["_g"].to_list(), worst["_hi"].to_list(), worst["_why"].to_list())]
     return worst.with_columns(pl.Series("grade", text, pl.String)).select(
-        [c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule") if c in worst.columns or c == "grade"])
+        [c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule", "evidence")
+         if c in worst.columns or c == "grade"])
 
 
-def _toxicity_block(analysis, subject_id: str) -> dict:
+def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = None) -> dict:
     """Toxicity grading of one subject: ADAE-like episodes, CRS on every scale, worst CTCAE lab grades
-    (the analysis's tables, with its options)."""
+    (the analysis's tables, with its options). With ``kinds`` (source row -> its source,
+    :func:`~cartlab.report.provenance_marks.source_kinds`) an episode or worst grade derived from a
+    not-measured row is marked ("rec. 26 of 31 rows")."""
     from cartlab.grading.crs_legacy import SCALES
 
     adlb = _of(analysis, "adlb", subject_id)
     adlb = adlb if adlb is not None else pl.DataFrame(schema={"ATOXGR": pl.Int64, "term": pl.String, "day": pl.Float64})
     episodes = _of(analysis, "adae_toxicity", subject_id)
     episodes = (episodes if episodes is not None else pl.DataFrame(schema={"EVIDENCE": pl.List(pl.String)})
-                ).with_columns(pl.col("EVIDENCE").list.len().alias("n_rows"))
+                ).with_columns(pl.col("EVIDENCE").map_elements(refs_text, return_dtype=pl.String).alias("src_rows"))
     cross = _of(analysis, "crs_cross_scale", subject_id)
     cross = cross if cross is not None else pl.DataFrame()
     labels = {"lee2014": "Lee 2014", "penn": "Penn", "cartox": "CARTOX/MDACC", "mskcc": "MSKCC"}
@@ -349,11 +406,14 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
         ctcae_empty = "no abnormal CTCAE-graded laboratory value from day 0 on"
     episodes = episodes.with_columns(pl.Series("RANGE", [
         _episode_range(e, crs_daily, icans_daily, icaht) for e in episodes.iter_rows(named=True)], dtype=pl.String))
+    episodes, ep_classes = with_marks(episodes, "EVIDENCE", kinds)
+    worst, worst_classes = with_marks(worst, "evidence", kinds)
     return {
-        "episodes": _table(episodes, [("AETERM", "Toxicity"), ("ATOXGR", "Grade"), ("RANGE", "Range"),
+        "episodes": apply_classes(_table(episodes, [("AETERM", "Toxicity"), ("ATOXGR", "Grade"), ("RANGE", "Range"),
                                       ("ATOXGRS", "Scale"), ("ASTDY", "Start day"), ("AENDY", "End day"),
                                       ("ADURN", "Days"), ("RULE", "Rule"), ("REASON", "Why"),
-                                      ("n_rows", "Source rows")]),
+                                      ("not_measured", "Not measured"), ("src_rows", "Source rows")]),
+                                  ep_classes),
         "episodes_empty": episodes_empty,
         "ctcae_empty": ctcae_empty,
         "worst": _table(worst_rows,
@@ -361,8 +421,9 @@ def _toxicity_block(analysis, subject_id: str) -> dict:
                          ("rule", "Rule"), ("reason", "Why")]),
         "scales": _table(scales, [("scale", "CRS scale"), ("grade", "Maximum grade"), ("missing", "Missing inputs"),
                                   ("rule", "Rule"), ("reason", "Why")]),
-        "ctcae": _table(worst, [("term", "CTCAE v5 term"), ("grade", "Worst grade"), ("day", "First day"),
-                                ("AVAL", "Value"), ("AVALU", "Unit"), ("BASE", "Baseline"), ("rule", "Rule")]),
+        "ctcae": apply_classes(_table(worst, [("term", "CTCAE v5 term"), ("grade", "Worst grade"), ("day", "First day"),
+                                              ("AVAL", "Value"), ("AVALU", "Unit"), ("BASE", "Baseline"),
+                                              ("rule", "Rule"), ("not_measured", "Not measured")]), worst_classes),
     }
 
 
@@ -448,18 +509,21 @@ def _calendar_day(v) -> str:
     return text
 
 
-def _response_block(analysis, subject_id: str) -> dict:
+def _response_block(analysis, subject_id: str, kinds: dict[str, str] | None = None) -> dict:
     """Response of one subject: each marrow assessment (ELN 2022 / ALL), the relapses (every episode)
-    and the duration of response, and molecular log reductions."""
+    and the duration of response, and molecular log reductions. With ``kinds`` an assessment derived
+    from a not-measured row is marked (as :func:`_toxicity_block`)."""
     a = _of(analysis, "marrow_response", subject_id)
     mol = _of(analysis, "molecular_response", subject_id)
     a = a if a is not None else pl.DataFrame()
+    a, a_classes = with_marks(a, "evidence", kinds)
     mol = mol if mol is not None else pl.DataFrame()
     return {
-        "marrow": _table(a, [("day", "Day"), ("category_mrd", "Response"), ("criteria", "Criteria"),
-                             ("bm_blast_pct", "Marrow blasts %"), ("anc", "ANC"), ("plt", "PLT"),
-                             ("mrd_fcm", "MRD (flow, fraction)"), ("mrd_negative", "MRD negative"),
-                             ("rule", "Rule"), ("reason", "Why")]),
+        "marrow": apply_classes(_table(a, [("day", "Day"), ("category_mrd", "Response"), ("criteria", "Criteria"),
+                                           ("bm_blast_pct", "Marrow blasts %"), ("anc", "ANC"), ("plt", "PLT"),
+                                           ("mrd_fcm", "MRD (flow, fraction)"), ("mrd_negative", "MRD negative"),
+                                           ("rule", "Rule"), ("reason", "Why"), ("not_measured", "Not measured")]),
+                                a_classes),
         "marrow_empty": response_notes(analysis, subject_id).get(subject_id)
                         or "no marrow assessment after infusion",
         "relapse_text": relapse_text(analysis, subject_id),
