@@ -38,26 +38,34 @@ def _rows(df: pl.DataFrame, key: str = "subject_id") -> dict:
 
 
 def test_duration_of_response_ends_at_relapse_or_death_else_last_known_alive(base):
-    # first response day 28 for every responder; DOR = relapse or death day - 28, else censored when
-    # last known alive (last_followup_day; S10 has none: its last recorded row, day 100)
+    # first response day 28 for every responder; DOR = relapse or death day - 28, else censored at the
+    # last response assessment (session 37 default, ELN "last examined"; S10: its day-56 marrow, 28
+    # days; when last known alive, dor_censor="last_known_alive": its last recorded row, day 100, 72)
     b = _rows(base.table("best_response"))
     got = {s: (b[s]["dor_days"], b[s]["dor_event"]) for s in ("S01", "S02", "S04", "S05", "S09", "S10")}
-    assert got == {"S01": (92.0, True), "S02": (337.0, False), "S04": (32.0, True), "S05": (122.0, True),
-                   "S09": (62.0, True), "S10": (72.0, False)}
+    # (S02: its only marrow is the day-28 CR: 0 days; last follow-up 365: 337)
+    assert got == {"S01": (92.0, True), "S02": (0.0, False), "S04": (32.0, True), "S05": (122.0, True),
+                   "S09": (62.0, True), "S10": (28.0, False)}
+    alive = _rows(Analysis(base.study, AnalysisOptions(best_response=BestResponseOptions(
+        dor_censor="last_known_alive"))).table("best_response"))
+    assert (alive["S02"]["dor_days"], alive["S10"]["dor_days"]) == (337.0, 72.0)
 
 
 def test_duration_of_response_and_hsct():
     study = read_study(HERE / "hsct")
     # default (as ELN 2022 and the ADTTE endpoints): no censoring at HSCT; S05's relapse on day 150
-    # after its day-60 HSCT is the event, S02 is censored at its last follow-up (365 - 28)
+    # after its day-60 HSCT is the event, S02 is censored at its last response assessment (session 37:
+    # its only marrow, the day-28 CR, 0 days; at its last follow-up, 365 - 28, when last known alive)
     b = _rows(Analysis(study).table("best_response"))
-    assert (b["S02"]["dor_days"], b["S02"]["dor_event"]) == (337.0, False)
+    assert (b["S02"]["dor_days"], b["S02"]["dor_event"]) == (0.0, False)
     assert (b["S05"]["dor_days"], b["S05"]["dor_event"]) == (122.0, True)
-    # censoring at HSCT (option): both at day 60 - 28 = 32, censored - the same rule for both
-    opts = AnalysisOptions(best_response=BestResponseOptions(dor_censor_events=("allo_hsct",)))
-    b = _rows(Analysis(study, opts).table("best_response"))
-    assert (b["S02"]["dor_days"], b["S02"]["dor_event"]) == (32.0, False)
-    assert (b["S05"]["dor_days"], b["S05"]["dor_event"]) == (32.0, False)
+    # censoring at HSCT (option): at the last response assessment before the day-60 HSCT, day 28
+    # (0 days), the same rule for both; when last known alive: at the HSCT, 60 - 28 = 32
+    for censor, days in (("last_response_assessment", 0.0), ("last_known_alive", 32.0)):
+        opts = AnalysisOptions(best_response=BestResponseOptions(dor_censor_events=("allo_hsct",), dor_censor=censor))
+        b = _rows(Analysis(study, opts).table("best_response"))
+        assert (b["S02"]["dor_days"], b["S02"]["dor_event"]) == (days, False)
+        assert (b["S05"]["dor_days"], b["S05"]["dor_event"]) == (days, False)
 
 
 def test_response_based_endpoints_not_defined_without_response_criteria(base):

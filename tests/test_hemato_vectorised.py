@@ -162,6 +162,9 @@ def test_vectorised_engine_equals_the_row_loop_oracle(studies, fn, args, kwargs)
             got = got.with_columns(pl.col("reason").str.replace_all(
                 r"(?:LDH|PLAT) [^;\]]+ -> [^;\]]+ (?:U/L|10\^9/L)(?:; )?", "").str.replace(r"; \]", "]")
                 .str.replace(r" \[converted: \]", ""))
+        if fn == "icaht":  # session 37 (review 37 B6): the late grade's qualifying tests are not in the oracle
+            # (tested by hand in test_explain_s37.py)
+            got = got.drop("late_qualifying_start", "late_qualifying_end", "late_qualifying_n", "late_qualifying_days")
         if fn in ("icaht", "t_icaht"):  # the early upper bound (0.4) is not in the row-loop oracle: tested by hand
             could = r" Could be up to grade \d+: .*? the grade would be that\."
             # session 32: the late upper bound (censored results, days without a count) is not in the

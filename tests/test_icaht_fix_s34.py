@@ -147,12 +147,17 @@ def test_nontransient_rows_are_conventions():
 
 def test_death_ends_the_late_window_and_its_episode(tmp_path):
     """ANC 2.0 on days 0 and 30, 0.3 on days 40 and 44, death on day 45, no last follow-up: the late
-    window is days 31-45 (death), two tests <= 0.5 -> grade 3; the late ADAE row spans 31-45, ADURN
-    15. Before: window to day 100, ADURN 70."""
+    window is days 31-45 (death), two tests <= 0.5 -> grade 3; the late ADAE row spans the two tests
+    (days 40-44, no duration: review 37 B6), with late_episode_span="window" 31-45, ADURN 15. Before:
+    window to day 100, ADURN 70."""
+    from cartlab.grading.icaht import IcahtOptions
+
     s = _study(tmp_path, [(0, 2.0), (30, 2.0), (40, 0.3), (44, 0.3)], fu=None, events=[(45, "death")])
     r = _row(s)
     assert (r["late_window_end"], r["late_window_end_reason"], r["icaht_late_grade"]) == (45.0, "death", 3)
     ep = derive_icaht_episodes(s).filter(episode=2).row(0, named=True)
+    assert (ep["ASTDY"], ep["AENDY"], ep["ADURN"]) == (40, 44, None)
+    ep = derive_icaht_episodes(s, IcahtOptions(late_episode_span="window")).filter(episode=2).row(0, named=True)
     assert (ep["ASTDY"], ep["AENDY"], ep["ADURN"]) == (31, 45, 15)
 
 

@@ -484,8 +484,8 @@ def test_explain_kinetics_marks_reconstructed_points_and_rounds():
     # the seed's course: 12 samples after the infusion, only days 14 and 28 stated by the paper
     assert "12 samples, 10 of them reconstructed (not measured)" in e.headline
     assert "Cmax 183,945 copies/ug gDNA on day 14 (paper)" in e.headline
-    # AUC0-28 as in the CSV, to 0.1 (1646461.507 -> 1,646,461.5; audit s27 item 10); no long decimals
-    assert "AUC0-28 1,646,461.5 " in e.headline
+    # AUC0-28 as the report shows it (review 37 C3: one rounding): 1646461.507 -> 1,646,462; no long decimals
+    assert "AUC0-28 1,646,462 " in e.headline
     assert not re.search(r"\d\.\d{5,}", e.headline) and not re.search(r"\d{4,}\.0\b", e.headline)
     assert "10 of 12 samples are reconstructed, not measured" in e.criteria
     rows = e.days.filter(~pl.col("rule").eq("kinetics.imputed_zero"))

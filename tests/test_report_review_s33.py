@@ -97,9 +97,16 @@ def test_dor_runs_to_last_known_alive_and_the_sentence_says_so_not_the_hsct():
 
 
 def test_dor_censored_at_hsct_by_option_and_ended_by_relapse():
-    # option dor_censor_events=("allo_hsct",): censored on day 40 -> 40 - 14 = 26 days
+    # option dor_censor_events=("allo_hsct",): censored at the last response assessment before the
+    # day-40 HSCT (session 37 default), the CR of day 28 -> 28 - 14 = 14 days; with
+    # dor_censor="last_known_alive", on day 40 itself -> 40 - 14 = 26 days
     s = _dor_study([{"day": 40.0, "event": "allo_hsct"}])
     b = derive_best_response(s, BestResponseOptions(dor_censor_events=("allo_hsct",))).row(0, named=True)
+    assert (b["dor_days"], b["dor_event"], b["dor_end_day"]) == (14.0, False, 28.0)
+    assert b["dor_end_reason"].startswith("allo_hsct (option dor_censor_events): last response assessment before "
+                                          "it (CR on day 28")
+    b = derive_best_response(s, BestResponseOptions(dor_censor_events=("allo_hsct",),
+                                                    dor_censor="last_known_alive")).row(0, named=True)
     assert (b["dor_days"], b["dor_event"], b["dor_end_day"]) == (26.0, False, 40.0)
     assert b["dor_end_reason"] == "allo_hsct (option dor_censor_events)"
     # a relapse event on day 70 (no HSCT): an event, 70 - 14 = 56 days

@@ -135,13 +135,18 @@ def test_two_marrow_readings_of_one_day_are_one_assessment(tmp_path):
 
 def test_pr_ends_at_a_later_non_response(tmp_path):
     """PR day 28 (40 -> 15: 62.5% reduction), day 60 BM 60%, PB 20 (NR): the PR is lost on day 60 ->
-    DOR 60 - 28 = 32 days, an event. dor_pr_end=relapse_only keeps the old reading (censored at the
-    last follow-up, day 200: 172)."""
+    DOR 60 - 28 = 32 days, an event. dor_pr_end=relapse_only does not end it there (censored: at the
+    last assessment, day 60, by default since session 37; at the last follow-up, day 200, with
+    dor_censor=last_known_alive: 172)."""
     s = folder(tmp_path, [PRE, *marrow(28, bm="15"), *marrow(60, bm="60", pb="20")])
     b = best(s)
     assert (b["best_response"], b["dor_days"], b["dor_event"]) == ("PR", 32.0, True)
     assert "loss of response" in b["dor_end_reason"]
     old = best(s, dor_pr_end="relapse_only")
+    # session 37: censored at the last response assessment (the NR of day 60: 60 - 28 = 32) by default;
+    # when last known alive (last follow-up day 200: 172) with dor_censor="last_known_alive"
+    assert (old["dor_days"], old["dor_event"]) == (32.0, False)
+    old = best(s, dor_pr_end="relapse_only", dor_censor="last_known_alive")
     assert (old["dor_days"], old["dor_event"]) == (172.0, False)
 
 

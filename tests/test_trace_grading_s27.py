@@ -142,9 +142,10 @@ def test_explain_icaht_never_prints_an_empty_threshold_list():
 
 def test_kinetics_auc_printed_as_in_the_csv():
     """Finding 10: the seed's AUC0-28 is 1646461.507 (test_report_subject_s26): to 0.1, 1,646,461.5
-    (3 significant digits gave 1,650,000, 0.2% off); the CSV reason has no rounded-with-".0" number."""
+    (3 significant digits gave 1,650,000, 0.2% off); the CSV reason has no rounded-with-".0" number.
+    Review 37 C3: explain prints it as the report does, a whole number (1,646,462: within 0.1%)."""
     e = explain(seed_case(), "kinetics")
-    assert "AUC0-28 1,646,461.5 " in e.headline
+    assert "AUC0-28 1,646,462 " in e.headline
     reason = Analysis(seed_case()).table("car_kinetics")["reason"][0]
     assert "AUC0-28 1646461.5 " in reason and "Cmax 183945 at day 14," in reason
 

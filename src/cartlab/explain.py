@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cartlab._days import day_text
 from cartlab.analyze import Analysis, AnalysisOptions
 from cartlab.model import Study
 
@@ -56,7 +57,17 @@ def _graded_days(daily: pl.DataFrame) -> pl.DataFrame:
     return daily.select("day", text.alias("grade"), "rule", "reason", "evidence", shown.alias("shown"))
 
 
+def _top_rules(daily: pl.DataFrame) -> tuple[str, ...]:
+    """The rule(s) behind an ASTCT headline (review 37 C2: shown with their status whatever it is): the
+    rule of the first day with the subject's highest grade."""
+    if daily.height == 0 or "rule" not in daily.columns:
+        return ()
+    top = daily.filter(pl.col("grade") == pl.col("grade").max()).sort("day")
+    return tuple(x for x in top["rule"].head(1).to_list() if x)
+
+
 def _crs(a: Analysis, sid: str) -> Explanation:
+    from cartlab._days import day_text
     from cartlab.criteria import load_raw as load_criteria
     from cartlab.grading.crs import CrsOptions
 
@@ -69,30 +80,34 @@ def _crs(a: Analysis, sid: str) -> Explanation:
         head = "no CRS (ASTCT grade 0)"
     else:
         n = s["crs_n_episodes"]
-        head = (f"ASTCT CRS grade {s['crs_grade_astct']}, onset day {s['crs_onset_day']:g}, "
-                f"last CRS day {s['crs_resolution_day']:g}"
+        head = (f"ASTCT CRS grade {s['crs_grade_astct']}, onset day {day_text(s['crs_onset_day'])}, "
+                f"last CRS day {day_text(s['crs_resolution_day'])}"
                 + (f" ({n} episodes: {s['crs_episode']})" if n and n > 1 else ""))
-        # an earlier day whose grade is a range reaching CRS (a censored ">38.3", an SBP not recorded):
-        # the onset is not definite (review35 B3: missing is not negative)
-        if "grade_max" in daily.columns and s["crs_onset_day"] is not None:
-            early = daily.filter((pl.col("grade_max") >= 1) & (pl.col("day") < s["crs_onset_day"]))
-            if early.height:
-                head = head.replace(
-                    f"onset day {s['crs_onset_day']:g}",
-                    f"onset day {s['crs_onset_day']:g} (day {early['day'].min():g} if the inputs that leave the grade "
-                    "of the earlier days a range reach CRS)", 1)
+        # an earlier day whose grade is a range reaching CRS (a censored ">38.3", no temperature): the
+        # onset is not definite (review35 B3); the engine's crs_onset_day_earliest, as the report (review 37 B7)
+        early = s.get("crs_onset_day_earliest")
+        if early is None and "grade_max" in daily.columns and s["crs_onset_day"] is not None:  # an older table
+            days = daily.filter((pl.col("grade_max") >= 1) & (pl.col("day") < s["crs_onset_day"]))["day"]
+            early = days.min() if days.len() else None
+        if early is not None and s["crs_onset_day"] is not None:
+            why = f": {s['crs_onset_open']}" if s.get("crs_onset_open") else ""
+            head = head.replace(
+                f"onset day {day_text(s['crs_onset_day'])}",
+                f"onset day {day_text(s['crs_onset_day'])} (day {day_text(early)} if the inputs that leave the grade "
+                f"of the earlier days a range reach CRS{why})", 1)
     if s["crs_grade_astct"] is not None and (s.get("crs_grade_astct_max") or 0) > s["crs_grade_astct"]:
         # name what was not recorded on the days that reach the upper bound (TEMP, SYSBP, ...)
         top = daily.filter(pl.col("grade_max") == s["crs_grade_astct_max"]) if "grade_max" in daily.columns else daily
         names = (list(dict.fromkeys(n for ns in top["missing_inputs"].to_list() for n in (ns or [])))
                  if "missing_inputs" in top.columns else [])
         head += (f"; up to grade {s['crs_grade_astct_max']} with the inputs not recorded on "
-                 f"{'day' if top.height == 1 else 'days'} {', '.join(f'{d:g}' for d in top['day'].to_list())}"
+                 f"{'day' if top.height == 1 else 'days'} {', '.join(day_text(d) for d in top['day'].to_list())}"
                  + (f" ({', '.join(names)})" if names else ""))
     crit = load_criteria(opts.criteria)
     resolved = opts.resolved()
     options = ", ".join(f"{k}={v}" for k, v in resolved.items())
-    return Explanation("crs", head, f"{crit['citation']} | options: {options}", _graded_days(daily))
+    return Explanation("crs", head, f"{crit['citation']} | options: {options}", _graded_days(daily),
+                       rules=_top_rules(daily))
 
 
 def _icans(a: Analysis, sid: str) -> Explanation:
@@ -109,39 +124,56 @@ def _icans(a: Analysis, sid: str) -> Explanation:
             + (f" (up to {gmax}: some days have no ICE/CAPD score)" if gmax is not None and gmax > g else ""))
     crit = load_criteria(opts.criteria)
     options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
-    return Explanation("icans", head, f"{crit['citation']} | options: {options}", _graded_days(daily))
+    return Explanation("icans", head, f"{crit['citation']} | options: {options}", _graded_days(daily),
+                       rules=_top_rules(daily))
+
+
+def _lab_grade(r: dict) -> str:
+    """One term's worst grade as the subject page shows it: "Creatinine increased 2-4 (day 5; ANRHI
+    missing)", days via :func:`cartlab._days.day_text`."""
+    from cartlab._days import day_text
+
+    hi = r.get("grade_max")
+    grade = f"{r['grade']}-{hi}" if hi is not None and hi > r["grade"] else f"{r['grade']}"
+    why = f"; {r['why']}" if hi is not None and hi > r["grade"] and r.get("why") else ""
+    return f"{r['term']} {grade} (day {day_text(r['day'])}{why})"
 
 
 def _ctcae(a: Analysis, sid: str) -> Explanation:
     from cartlab.grading.ctcae import CtcaeOptions, criteria_names
+    from cartlab.grading.lab_worst import baseline_labs, post_baseline, worst_labs
 
     opts = a.options.ctcae or CtcaeOptions()
     adlb = _rows(a, "adlb", sid)
     graded = adlb.filter(pl.col("ATOXGR").is_not_null())
-    worst = (
-        graded.filter(pl.col("ATOXGR") != 0)
-        .with_columns(pl.col("ATOXGR").abs().alias("_g"))
-        .sort(["_g", "day"], descending=[True, False])
-        .group_by("term", maintain_order=True).first()
-    )
+    # the report's worst grades (one implementation, review 37 B8): post-baseline rows only, a range
+    # where a missing input or a censored result leaves the grade open; the baseline grades apart
+    worst = worst_labs(graded)
+    base = baseline_labs(graded)
+    n_post = graded.filter(post_baseline(graded)).height
     n_not = adlb.height - graded.height
     not_gradable = f"; {n_not} value(s) not gradable (listed below with why)" if n_not else ""
+    baseline = ("; baseline (the baseline record and the values before it, not toxicities): "
+                + "; ".join(_lab_grade(r) for r in base.iter_rows(named=True))) if base.height else ""
     if adlb.height == 0:
         head = "CTCAE not evaluable: no lab parameter of the CTCAE v5 criteria"
     elif graded.height == 0:
         head = f"CTCAE v{opts.version} not evaluable: none of the {n_not} lab value(s) could be graded (listed below with why)"
+    elif n_post == 0:
+        head = f"CTCAE v{opts.version}: no graded lab value after the baseline{baseline}{not_gradable}"
     elif worst.height == 0:
-        head = f"CTCAE v{opts.version}: every graded lab value is grade 0 ({graded.height} values){not_gradable}"
+        head = (f"CTCAE v{opts.version}: every graded lab value after the baseline is grade 0 ({n_post} values)"
+                f"{baseline}{not_gradable}")
     else:
-        parts = [f"{r['term']} {r['_g']} (day {r['day']:g})" for r in worst.iter_rows(named=True)]
-        head = f"CTCAE v{opts.version} worst lab grades: " + "; ".join(parts) + not_gradable
+        head = (f"CTCAE v{opts.version} worst lab grades: "
+                + "; ".join(_lab_grade(r) for r in worst.iter_rows(named=True)) + baseline + not_gradable)
     days = adlb.select(
         "day",
         pl.col("ATOXGR").abs().alias("grade"),
         pl.col("rule"),
         pl.concat_str(
-            [pl.col("param"), pl.lit(" "), pl.col("AVAL").round_sig_figs(6).cast(pl.String), pl.lit(" "),
-             pl.col("AVALU").fill_null(""), pl.lit(" ("), pl.col("term").fill_null("both directions"),
+            [pl.col("param"), pl.lit(" "), pl.col("AVAL").round_sig_figs(6).cast(pl.String).fill_null("(empty)"),
+             pl.lit(" "), pl.col("AVALU").fill_null(""), pl.lit(" ("), pl.col("term").fill_null("both directions"),
              pl.lit("; baseline "), pl.col("BASE").round_sig_figs(6).cast(pl.String).fill_null("none"),
              pl.lit("): "), pl.col("grade_reason")],
             ignore_nulls=False,
@@ -151,7 +183,26 @@ def _ctcae(a: Analysis, sid: str) -> Explanation:
     )
     crit = ", ".join(criteria_names(opts.version, "SI"))
     return Explanation("ctcae", head, f"CTCAE v{opts.version} ({crit}); signed ATOXGR: negative = low direction",
-                       days)
+                       days, rules=tuple(dict.fromkeys(x for x in worst["rule"].to_list() if x))
+                       if "rule" in worst.columns else ())
+
+
+#: what a window's reason says leaves its grade open (grading/icaht.py, t_icaht.py, hemato_late.py)
+_COULD_BE = r"Could be up to grade \d+: (.+?); had they been below every level"
+
+
+def _window_grade(r: dict, col: str, reason_col: str) -> str:
+    """An ICAHT / T-ICAHT window's grade as the report shows it: "2", "0-4 (6 day(s) of the late window
+    (days 55-60) have no ANC)" from ``<col>`` and ``<col>_max`` (missing is not negative), "not
+    evaluable (could be up to 3: ...)" when only the upper bound is known."""
+    import re
+
+    lo, hi = r.get(col), r.get(f"{col}_max")
+    m = re.search(_COULD_BE, str(r.get(reason_col) or ""))
+    why = f" ({m.group(1)})" if m else ""
+    if lo is None:
+        return "not evaluable" + ("" if hi is None else f" (could be up to {hi}{': ' + m.group(1) if m else ''})")
+    return f"{lo}" if hi is None or hi <= lo else f"{lo}-{hi}{why}"
 
 
 def _icaht(a: Analysis, sid: str) -> Explanation:
@@ -160,9 +211,9 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
 
     opts = a.options.icaht or IcahtOptions()
     r = _rows(a, "icaht", sid).row(0, named=True)
-    e, late = r["icaht_early_grade"], r["icaht_late_grade"]
-    head = (f"early ICAHT grade {'not evaluable' if e is None else e}, "
-            f"late ICAHT grade {'not evaluable' if late is None else late}. {r['reason']}")
+    # each window as the report shows it: a range up to *_grade_max naming the days without an ANC (review 37 B3)
+    head = (f"early ICAHT grade {_window_grade(r, 'icaht_early_grade', 'early_reason')}, "
+            f"late ICAHT grade {_window_grade(r, 'icaht_late_grade', 'late_reason')}. {r['reason']}")
     daily = _rows(a, "icaht_daily", sid)
     levels = [c for c in daily.columns if c.startswith("anc_le_")]
     below = [pl.when(pl.col(c)).then(pl.lit(c.replace("anc_le_", "<= "))).otherwise(None) for c in levels]
@@ -236,7 +287,7 @@ def _crs_scales(a: Analysis, sid: str) -> Explanation:
 def _response(an: Analysis, sid: str) -> Explanation:
     a = _rows(an, "marrow_response", sid)
     b = _rows(an, "best_response", sid).row(0, named=True)
-    head = (f"best response {b['best_response']} on day {b['best_response_day']:g}"
+    head = (f"best response {b['best_response']} on day {day_text(b['best_response_day'])}"
             if b["best_response_day"] is not None else f"best response {b['best_response'] or 'not evaluable'}")
     if b["mrd_negative"] is not None:
         head += f", MRD {'negative' if b['mrd_negative'] else 'positive'} at that marrow"
@@ -252,9 +303,9 @@ def _response(an: Analysis, sid: str) -> Explanation:
 def _kinetics(a: Analysis, sid: str) -> Explanation:
     """The CAR profile behind Cmax, Tmax, AUC0-28 and Tlast. Every sample says where it comes
     from; values that were not measured (``source`` in :data:`cartlab.model.NOT_MEASURED_SOURCES`,
-    e.g. the seed's reconstructed course) are marked. Samples, Cmax and AUC are shown as in the CSV
-    (thousands separated; at or above 1000 to 0.1, so 1131816.002 reads 1,131,816: checks compare AUC
-    to 0.1%); lambda.z and the half-life to 3 significant digits."""
+    e.g. the seed's reconstructed course) are marked. Samples, Cmax and AUC as the report shows them
+    (thousands separated; at or above 1000 a whole number: 1646461.507 reads 1,646,462, within 0.1%
+    of the CSV); lambda.z and the half-life to 3 significant digits."""
     import math
 
     from cartlab._days import day_text
@@ -263,14 +314,15 @@ def _kinetics(a: Analysis, sid: str) -> Explanation:
 
     def num(x: float, sig: int | None = None) -> str:
         """``x`` with thousands separators, rounded to ``sig`` significant digits when given, else
-        (at or above 1000) to 0.1: 1131816.002 -> "1,131,816", 1646461.507 -> "1,646,461.5"."""
+        at or above 1000 to a whole number as the report shows it (report fmt_value; review 37 C3:
+        one rounding wherever shown): 1646461.507 -> "1,646,462" (the CSV keeps every digit)."""
         if sig is not None and x != 0:
             x = round(x, sig - 1 - math.floor(math.log10(abs(x))))
         elif sig is None and abs(x) >= 1000:
-            x = round(x, 1)
+            return f"{x:,.0f}"
         if float(x).is_integer():
             return f"{int(x):,}"
-        return f"{x:,.1f}" if sig is None and abs(x) >= 1000 else f"{x:,.{sig or 6}g}"
+        return f"{x:,.{sig or 6}g}"
 
     opts = a.options.kinetics or CarKineticsOptions()
     k = _rows(a, "car_kinetics", sid)
@@ -453,9 +505,8 @@ def _t_icaht(a: Analysis, sid: str) -> Explanation:
     if r is None:
         return _not_derived("t-icaht", "T-ICAHT", "criteria/t_icaht_2025.yaml")
     e, late = r["t_icaht_early_grade"], r["t_icaht_late_grade"]
-    head = (f"early T-ICAHT grade {'not evaluable' if e is None else e}"
-            + ("" if r.get("t_icaht_early_grade_max") in (None, e) else f" (could be up to {r['t_icaht_early_grade_max']})")
-            + f", late T-ICAHT grade {'not evaluable' if late is None else late}")
+    head = (f"early T-ICAHT grade {_window_grade(r, 't_icaht_early_grade', 'early_reason')}, "
+            f"late T-ICAHT grade {_window_grade(r, 't_icaht_late_grade', 'late_reason')}")
     items = [{"day": _or(r["early_window_end"], 30.0), "grade": e, "rule": r["early_rule"],
               "reason": f"early window: {r['early_reason']}", "evidence": r["early_evidence"]},
              {"day": _or(r["late_window_start"], 31.0), "grade": late, "rule": r["late_rule"],
@@ -472,7 +523,7 @@ def _recovery(a: Analysis, sid: str) -> Explanation:
     items, bits = [], []
     for k, label in (("neutrophil", "neutrophils"), ("platelet", "platelets")):
         day, status = r[f"{k}_recovery_day"], r[f"{k}_recovery_status"]
-        bits.append(f"{label} {(status or 'not evaluable').replace('_', ' ')}" + (f" on day {day:g}" if day is not None else ""))
+        bits.append(f"{label} {(status or 'not evaluable').replace('_', ' ')}" + (f" on day {day_text(day)}" if day is not None else ""))
         items.append({"day": _or(day, _or(r[f"{k}_recovery_censor_day"], 0.0)), "grade": None,
                       "rule": r[f"{k}_recovery_rule"], "reason": f"{label}: {r[f'{k}_recovery_reason']}",
                       "evidence": r[f"{k}_recovery_evidence"]})
@@ -493,7 +544,7 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
             kind = ("censored" if r["CNSR"] == 1 else
                     "competing event" if r["PARAMCD"] == "CIR" and r["EVENT"] == 2 else "event")
             desc = r["EVNTDESC"] if kind != "censored" else r["CNSDTDSC"]
-            what = f"{r['AVAL']:g} days, {kind}" + (f" ({desc.lower()})" if desc else "")
+            what = f"{day_text(r['AVAL'])} days, {kind}" + (f" ({desc.lower()})" if desc else "")
             bits.append(f"{r['PARAMCD']} {what}")
         items.append({"day": _or(r["ADY"], 0.0), "grade": None, "rule": r["rule"],
                       "reason": f"{r['PARAMCD']} ({r['PARAM']}): {what}; {r['reason']}", "evidence": r["evidence"]})
@@ -502,16 +553,16 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
         day = r["relapse_day"] if r["relapse_day"] is not None else r["response_day"]
         items.append({"day": _or(day, 0.0), "grade": None, "rule": r["relapse_rule"],
                       "reason": f"relapse episode {r['episode']}: response {r['response_category']} on day "
-                                f"{r['response_day']:g}; {r['relapse_reason']}", "evidence": r["evidence"]})
+                                f"{day_text(r['response_day'])}; {r['relapse_reason']}", "evidence": r["evidence"]})
     b = _one(a, "best_response", sid)
     if b is not None and b.get("first_response_day") is not None:
         end = ""
         if b.get("dor_end_day") is not None:  # the duration's own end (not the assessment window's)
-            end = f" to day {b['dor_end_day']:g}" + (f" ({b['dor_end_reason']})" if b.get("dor_end_reason") else "")
+            end = f" to day {day_text(b['dor_end_day'])}" + (f" ({b['dor_end_reason']})" if b.get("dor_end_reason") else "")
         dor = ("not derived" if b["dor_days"] is None else
-               f"{b['dor_days']:g} days{end}, {'event (relapse or death)' if b['dor_event'] else 'censored'}")
+               f"{day_text(b['dor_days'])} days{end}, {'event (relapse or death)' if b['dor_event'] else 'censored'}")
         items.append({"day": b["first_response_day"], "grade": None, "rule": None,
-                      "reason": f"duration of response from the first response on day {b['first_response_day']:g}: {dor}",
+                      "reason": f"duration of response from the first response on day {day_text(b['first_response_day'])}: {dor}",
                       "evidence": []})
     items.sort(key=lambda x: x["day"])  # stable: the parameters in their order on one day
     head = "; ".join(bits) if bits else "no time-to-event endpoint derived for this subject"

@@ -285,6 +285,7 @@ def explain_cmd(
     import polars as pl
     from rich.markup import escape
 
+    from cartlab._days import day_text
     from cartlab.explain import EXPLAINERS, explain
 
     GRADED = ("crs", "icans", "crs-scales", "ctcae", "icaht", "t-icaht")  # explainers whose days carry a grade
@@ -308,6 +309,10 @@ def explain_cmd(
         days = ex.days.filter((pl.col("grade") > 0) | pl.col("rule").is_not_null())
     from cartlab.criteria import UNSETTLED, rule_status, rules_in
 
+    if ex.rules:  # every rule behind the headline with its verification status, whatever it is (review 37 C2)
+        console.print("[dim]rules: " + escape("; ".join(f"{i.id} ({i.status.replace('_', ' ')})"
+                                                       for text in ex.rules for i in rules_in(text))) + "[/]",
+                      soft_wrap=True, highlight=False)
     if days.height == 0:
         console.print("no day scored above 0 (use --all-days to see every assessed day)" if what in GRADED else
                       "no assessment to show (use --all-days to see every row)")
@@ -325,7 +330,7 @@ def explain_cmd(
         if status in UNSETTLED:
             unsettled.update({i.id: i for i in rules_in(rule) if i.status in UNSETTLED})
             rule = f"{rule} ⚠ {status.replace('_', ' ')}"
-        t.add_row(f"{r['day']:g}", *([grade] if graded else []), escape(rule), escape(r["reason"] or ""),
+        t.add_row(day_text(r["day"]), *([grade] if graded else []), escape(rule), escape(r["reason"] or ""),
                   escape(", ".join(r["evidence"] or [])))
     if days.height:
         console.print(t)

@@ -45,7 +45,8 @@ def derive_adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) 
             pl.col("ASTDY").cast(pl.Int64),
             pl.col("AENDY").cast(pl.Int64),
             pl.col("ADURN").cast(pl.Int64),
-            pl.lit("DAYS").alias("ADURU"),
+            # no unit where there is no duration (the late ICAHT row: its tests, not an episode; review 37 B6)
+            pl.when(pl.col("ADURN").is_not_null()).then(pl.lit("DAYS")).alias("ADURU"),
             pl.col("ATOXGR").cast(pl.Int64),
             pl.col("ATOXGRS"),
             pl.col("rule").alias("RULE"),

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 import polars.selectors as cs
 
+from cartlab._days import day_expr
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
 from cartlab.criteria.compile import Range
@@ -686,7 +687,8 @@ def derive_crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.D
 
 def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """``crs_grade_astct``, ``crs_onset_day``, ``crs_resolution_day``, ``crs_episode``,
-    ``crs_n_episodes`` and ``crs_grade_astct_max`` per subject.
+    ``crs_n_episodes``, ``crs_grade_astct_max`` and ``crs_onset_day_earliest`` / ``crs_onset_open``
+    (:func:`_earliest_onset`: an onset missing inputs leave open) per subject.
 
     ``crs_grade_astct_max`` is the grade the course could have reached had a fever been recorded on
     the days without a temperature (equal to ``crs_grade_astct`` when every graded day has one).
@@ -725,7 +727,38 @@ def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: p
                    pl.col("on").cast(pl.Float64).alias("crs_onset_day"),
                    pl.col("off").cast(pl.Float64).alias("crs_resolution_day"),
                    "crs_episode", pl.col("crs_n_episodes").fill_null(0), "crs_grade_astct_max"))
+    agg = agg.join(_earliest_onset(daily, agg, mode), on="subject_id", how="left", maintain_order="left")
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
+
+
+def _earliest_onset(daily: pl.DataFrame, agg: pl.DataFrame, mode: str) -> pl.DataFrame:
+    """``crs_onset_day_earliest``: the earliest day before ``crs_onset_day`` that could be a CRS day had
+    its missing inputs been recorded (a day graded below 1 whose ``grade_max`` reaches 1: no
+    temperature, a censored ">38.3"; ASTCT 2019: onset = the first day of fever or the CRS sign), null
+    when no earlier day could be (the onset is settled); for a subject without CRS, the first such day
+    (its grade is then a range 0-n). With ``summary_episode="worst"`` only the days after the
+    preceding CRS day count. ``crs_onset_open``: those days and the inputs missing on them
+    ("days 1, 2, 3: TEMP not recorded"; review 37 B7: missing is not negative)."""
+    gmax = pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")
+    miss = (pl.col("missing_inputs") if "missing_inputs" in daily.columns
+            else pl.lit(None, pl.List(pl.String)))
+    d = daily.select("subject_id", "day", pl.col("grade").fill_null(0).alias("_g"), gmax.alias("_gm"),
+                     miss.alias("_miss")).join(agg.select("subject_id", pl.col("crs_onset_day").alias("_on")),
+                                               on="subject_id", how="left")
+    if mode == "worst":  # the CRS day before the episode's onset bounds it
+        prev = (d.filter((pl.col("_g") >= 1) & (pl.col("day") < pl.col("_on"))).group_by("subject_id")
+                .agg(pl.col("day").max().alias("_prev")))
+        d = d.join(prev, on="subject_id", how="left").filter(pl.col("_prev").is_null() | (pl.col("day") > pl.col("_prev")))
+    miss_text = pl.col("_miss").list.join(", ") if "missing_inputs" in daily.columns else pl.lit("")
+    opened = (d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1) & (pl.col("_on").is_null() | (pl.col("day") < pl.col("_on"))))
+              .sort("subject_id", "day")
+              .with_columns(day_expr(pl.col("day")).alias("_d"),
+                            pl.when(miss_text != "").then(miss_text).otherwise(pl.lit("an input")).alias("_m")))
+    return opened.group_by("subject_id", maintain_order=True).agg(
+        pl.col("day").min().cast(pl.Float64).alias("crs_onset_day_earliest"),
+        pl.format("day(s) {}: {} not recorded",
+                  pl.col("_d").head(10).str.join(", ") + pl.when(pl.len() > 10).then(pl.lit(", ...")).otherwise(pl.lit("")),
+                  pl.col("_m").unique(maintain_order=True).str.join(", ")).alias("crs_onset_open"))
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
+from cartlab._days import day_expr
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaTable, load_table
 from cartlab.errors import SubjectsWarning
@@ -72,6 +73,7 @@ class IcahtOptions(CountWindowOptions):
     never_above_data_from_day: Number | None = None
     late_end_events_from_day: Number | None = None
     late_nontransient: bool | None = None
+    late_episode_span: Literal["qualifying_measurements", "window"] | None = None
     criteria: str = "icaht_2023"
 
 
@@ -253,7 +255,13 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
         pl.format("{} on day {}", pl.col("anc_censored"), pl.col("day")).filter(open_).sort_by(
             pl.col("day").filter(open_)).str.join(", ").alias("_late_open"),
         *[pl.col(f"anc_le_{name}").fill_null(False).sum().alias(f"late_n_anc_{name}") for name in levels],
-        *[pl.col(f"anc_le_{name}").fill_null(True).sum().alias(f"_late_max_n_{name}") for name in levels])
+        *[pl.col(f"anc_le_{name}").fill_null(True).sum().alias(f"_late_max_n_{name}") for name in levels],
+        # the measurements at or below each level (the late grade's qualifying tests: its episode span)
+        *[e for name in levels for e in (
+            pl.col("day").filter(pl.col(f"anc_le_{name}").fill_null(False)).min().alias(f"_late_first_{name}"),
+            pl.col("day").filter(pl.col(f"anc_le_{name}").fill_null(False)).max().alias(f"_late_last_{name}"),
+            day_expr(pl.col("day").filter(pl.col(f"anc_le_{name}").fill_null(False)).sort())
+            .str.join(", ").alias(f"_late_days_{name}"))])
     refs = meas.sort("day").group_by(sid, maintain_order=True).agg(pl.col("evidence").explode().alias("_refs"))
     counts = ["late_n_measurements", *[f"late_n_anc_{name}" for name in levels]]
     return wins.join(by_value, on=sid, how="left", maintain_order="left").join(refs, on=sid, how="left", maintain_order="left").select(
@@ -265,7 +273,29 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
         *[pl.col(c).fill_null(0).cast(pl.Int64) for c in counts[1:]],
         "_late_anc_nadir_cs", "_late_anc_confirmed_cs", "_late_open",
         *[pl.col(f"_late_max_n_{name}").fill_null(0).cast(pl.Int64) for name in levels],
+        *[f"_late_{k}_{name}" for name in levels for k in ("first", "last", "days")],
     ).with_columns(pl.col("late_n_measurements").cast(pl.Int64))
+
+
+def _late_qualifying(levels: dict[str, float]) -> list[pl.Expr]:
+    """``late_qualifying_start``/``_end``/``_n``/``_days``: the measured ANCs of the late window at or
+    below the level of the late grade's rule (``icaht.late.g2_anc1000`` -> 1000/uL): the tests the grade
+    rests on (Rejeski 2023: late ICAHT is graded from measurements after day 30, not an episode)."""
+    rule = pl.col("late_rule").fill_null("")
+
+    def pick(k: str) -> pl.Expr:
+        e = pl.lit(None)
+        for name in levels:
+            e = pl.when(rule.str.contains(rf"^icaht\.late\.g\d_anc{name}(_|$)")).then(pl.col(f"_late_{k}_{name}")).otherwise(e)
+        return e
+
+    n = pl.lit(None, pl.Int64)
+    for name in levels:
+        n = pl.when(rule.str.contains(rf"^icaht\.late\.g\d_anc{name}(_|$)")).then(
+            pl.col(f"late_n_anc_{name}").cast(pl.Int64)).otherwise(n)
+    return [pick("first").cast(pl.Float64).alias("late_qualifying_start"),
+            pick("last").cast(pl.Float64).alias("late_qualifying_end"),
+            n.alias("late_qualifying_n"), pick("days").cast(pl.String).alias("late_qualifying_days")]
 
 
 def _unknown_past_end(daily: pl.DataFrame, wins: pl.DataFrame, levels: dict[str, float],
@@ -374,13 +404,14 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
         *window_rules(table, "icaht"),
         pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
-    )
+    ).with_columns(_late_qualifying(levels))
     lvl_cols = [f"anc_le_{n}_{c}" for n in early_levels for c in ("days", "start", "end", "episodes", "recovery_days")]
     cols = (["subject_id", "icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
              "early_unknown_days", "icaht_late_grade_max"] + lvl_cols
             + [f"never_above_{n}" for n in never_used]
             + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
                "late_anc_nadir", "late_anc_nadir_day", "late_anc_confirmed", "late_anc_confirmed_day",
+               "late_qualifying_start", "late_qualifying_end", "late_qualifying_n", "late_qualifying_days",
                "early_rule", "early_reason", "early_evidence", "late_rule", "late_reason", "late_evidence",
                "rule", "reason", "evidence"])
     return f.select(cols).cast({"icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
@@ -401,7 +432,10 @@ def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
 
     Early: ASTDY/AENDY = the first and last day counted at or below the first early level (500/uL by
     default) and ADURN the duration graded (cumulative days by default, or the longest run's length).
-    Late: ASTDY/AENDY = the late window, ADURN = its length.
+    Late (option ``late_episode_span``): ``qualifying_measurements`` (default) ASTDY/AENDY = the first
+    and last measured ANC of the late window at or below the late grade's level, ADURN empty (the
+    grade counts tests, not days; the reason names them); a grade from a nontransient run without
+    such a measurement, and ``window``, give the late window and its length.
     ``graded`` is the output of :func:`icaht` when already computed.
     """
     f = graded if graded is not None else derive_icaht(study, options)
@@ -423,14 +457,30 @@ def derive_icaht_episodes(study: Study, options: IcahtOptions | None = None,
         pl.col("early_rule").alias("rule"), pl.col("early_reason").alias("reason"),
         pl.col("early_evidence").alias("evidence"),
     )
+    span = (options or IcahtOptions()).resolved()["late_episode_span"]
+    # qualifying_measurements (default, review 37 B6): the first and last measured ANC at or below the late
+    # grade's level, no duration (the grade counts tests, not days); window: the late window (0.x)
+    qual = (pl.col("late_qualifying_start").is_not_null() if span == "qualifying_measurements"
+            and "late_qualifying_start" in f.columns else pl.lit(False))
     late = f.filter(pl.col("icaht_late_grade") >= 1).select(
         "subject_id", pl.lit(2, dtype=pl.Int64).alias("episode"),
         pl.lit(LATE_TERM).alias("AETERM"),
-        pl.col("late_window_start").cast(pl.Int64).alias("ASTDY"),
-        pl.col("late_window_end").cast(pl.Int64).alias("AENDY"),
-        (pl.col("late_window_end") - pl.col("late_window_start") + 1).cast(pl.Int64).alias("ADURN"),
+        pl.when(qual).then(pl.col("late_qualifying_start") if span == "qualifying_measurements" else None)
+        .otherwise(pl.col("late_window_start")).cast(pl.Int64).alias("ASTDY"),
+        pl.when(qual).then(pl.col("late_qualifying_end") if span == "qualifying_measurements" else None)
+        .otherwise(pl.col("late_window_end")).cast(pl.Int64).alias("AENDY"),
+        pl.when(qual).then(None)
+        .otherwise(pl.col("late_window_end") - pl.col("late_window_start") + 1).cast(pl.Int64).alias("ADURN"),
         pl.col("icaht_late_grade").alias("ATOXGR"), pl.lit(scale).alias("ATOXGRS"),
-        pl.col("late_rule").alias("rule"), pl.col("late_reason").alias("reason"),
+        pl.col("late_rule").alias("rule"),
+        pl.when(qual).then(pl.format(
+            "{} Episode span (option late_episode_span=qualifying_measurements): the {} ANC measurement(s) of the "
+            "late window (days {}-{}) at or below the grade's level, on day(s) {}; no duration (late ICAHT is "
+            "graded from tests, not a continuous episode).",
+            pl.col("late_reason"), pl.col("late_qualifying_n") if span == "qualifying_measurements" else None,
+            day_expr(pl.col("late_window_start")), day_expr(pl.col("late_window_end")),
+            pl.col("late_qualifying_days") if span == "qualifying_measurements" else None))
+        .otherwise(pl.col("late_reason")).alias("reason"),
         pl.col("late_evidence").alias("evidence"),
     )
     return pl.concat([early.cast(schema), late.cast(schema)]).sort("subject_id", "episode")

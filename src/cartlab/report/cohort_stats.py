@@ -407,7 +407,7 @@ class Rates:
 
 
 _RATE_COLS = ["endpoint", "criteria", "n", "n_responders", "rate", "ci_low", "ci_high", "level", "method",
-              "category_counts"]
+              "category_counts", "n_could_be_responders", "rate_max"]
 
 
 def response_rate_table(analysis, subject_ids=None) -> Rates:
@@ -434,6 +434,9 @@ def response_rate_table(analysis, subject_ids=None) -> Rates:
     if "criteria" not in rates.columns:
         rates = rates.with_columns(pl.lit(None, pl.String).alias("criteria"))
     rates = rates.with_columns(pl.col("criteria").fill_null("all"))
+    # an analysis written before review 37 B10 has no could-be columns: empty, never 0 (not known)
+    rates = rates.with_columns([pl.lit(None, t).alias(c) for c, t in (("n_could_be_responders", pl.Int64),
+                                                                      ("rate_max", pl.Float64)) if c not in rates.columns])
     if not rates["method"].fill_null("").str.contains("Clopper-Pearson").all():  # exact CI not in the table
         ci = [clopper_pearson(k, n) if n else (None, None) for k, n in zip(rates["n_responders"], rates["n"])]
         rates = rates.with_columns(pl.Series("ci_low", [c[0] for c in ci], pl.Float64),

@@ -169,7 +169,11 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     def rates():
         d = cd.response_rate_table(analysis, sel)
         return (_caption("Best-response rates with exact two-sided 95% CIs (Clopper CJ, Pearson ES. Biometrika "
-                         "1934;26:404); NE and not assessed count as non-response.", d.notes, prov),
+                         "1934;26:404); NE and not assessed count as non-response (ELN 2022, intention to treat). "
+                         "n_could_be_responders = subjects counted as non-responders whose best response could "
+                         "reach the rate's categories for want of an input (e.g. an NE that could be CR/CRi): "
+                         "the rate is then at least the rate shown, up to rate_max (response_rates.csv reason "
+                         "names them and the missing input).", d.notes, prov),
                 R.rates_figure(d.table), d.table, {"": d.table})
 
     def deviations():

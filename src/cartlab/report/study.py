@@ -102,7 +102,8 @@ def check_report_folder(out_dir, force: bool = False) -> Path:
 #: The study page's subject table: (header, summary columns it shows, how). Narrow and sortable;
 #: every column of the subject summary is in ``tables/subject_summary.csv`` beside the page.
 SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("CRS (ASTCT)", ("crs_grade_astct", "crs_grade_astct_max", "crs_onset_day", "crs_resolution_day"), "grade_days"),
+    ("CRS (ASTCT)", ("crs_grade_astct", "crs_grade_astct_max", "crs_onset_day", "crs_resolution_day",
+                     "crs_onset_day_earliest", "crs_onset_open"), "grade_days"),
     ("ICANS (ASTCT)", ("icans_grade_astct", "icans_grade_astct_max"), "grade"),
     ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
                             "icaht_late_grade_max"), "pair"),
@@ -176,7 +177,10 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None, *, unit_in_c
         if how == "grade_days":
             text = _grade(v[0], v[1])
             if v[2] is not None:  # a one-day episode is "d1", not "d1–1"; days to 2 decimals at most
-                text += f" ({day_span(v[2], v[3])})"
+                # an onset missing inputs leave open (crs_onset_day_earliest, review 37 B7): "onset d1–4: ..."
+                early = (f"; onset d{_day(v[4])}–{_day(v[2])}: {v[5]}" if len(v) > 5 and v[4] is not None
+                         and v[4] < v[2] else "")
+                text += f" ({day_span(v[2], v[3])}{early})"
             sort = _sortkey(v[1] if v[1] is not None else v[0])
         elif how == "grade":
             text, sort = _grade(v[0], v[1]), _sortkey(v[1] if v[1] is not None else v[0])

@@ -12,6 +12,8 @@ from typing import Any
 
 import polars as pl
 
+# post_baseline: the rows a worst on-treatment grade reads (shared with explain; cohort_stats imports it here)
+from cartlab.grading.lab_worst import post_baseline, worst_labs  # noqa: F401
 from cartlab.report.cells import _cell, _day, _table, grade_range, grade_span
 from cartlab.report.provenance_marks import apply_classes, refs_text, with_marks
 
@@ -315,45 +317,17 @@ def episode_sentence(worst_rows: pl.DataFrame, crs_missing: bool = False) -> str
     return text
 
 
-_NOT_EXCLUDED = r"not excluded: criteria on (.+?) not evaluable"
-#: a grade a censored result or baseline leaves open (session 37, review 37 R37-1/R37-2)
-_CENSORED = r"(baseline is the )?censored result ([<>]=?[0-9.eE+-]+)"
-
-
-def post_baseline(frame: pl.DataFrame) -> pl.Expr:
-    """The rows a worst on-treatment CTCAE grade reads: ``post_baseline`` of the ADLB table (after
-    the baseline window: the baseline record is BTOXGR, not a toxicity; review 37 R37-9, the
-    pharmaverse "highest grade post-baseline"); an older table without it: day 0 on."""
-    return pl.col("post_baseline").fill_null(False) if "post_baseline" in frame.columns else pl.col("day") >= 0
-
-
 def _worst_labs(adlb: pl.DataFrame) -> pl.DataFrame:
     """The worst CTCAE grade per term after the baseline (as the study page's toxicity summary; the
     baseline record and the values before it are baseline: :func:`post_baseline`), its first day and
-    value; a grade a missing input or a censored result leaves open is a range from its lower grade to
-    the highest upper bound of the term's rows (``ATOXGRL_MAX``/``ATOXGRH_MAX``), with the missing input
-    or the censored result named: "2–4 (range: ANRHI missing)", "3–4 (range: censored result <0.6)"."""
-    rows = adlb.filter((pl.col("ATOXGR").fill_null(0) != 0) & post_baseline(adlb)).with_columns(
-        pl.col("ATOXGR").abs().alias("_g"))
-    has_max = all(c in rows.columns for c in ("ATOXGRL_MAX", "ATOXGRH_MAX", "direction"))
-    upper = (pl.when(pl.col("direction") == "L").then(pl.col("ATOXGRL_MAX"))
-             .when(pl.col("direction") == "H").then(pl.col("ATOXGRH_MAX")) if has_max else pl.lit(None, pl.Int64))
-    reason = pl.col("grade_reason").cast(pl.String) if "grade_reason" in rows.columns else pl.lit(None, pl.String)
-    cens = pl.concat_str([pl.when(reason.str.extract(_CENSORED, 1).is_not_null()).then(pl.lit("censored baseline "))
-                          .otherwise(pl.lit("censored result ")), reason.str.extract(_CENSORED, 2)])
-    rows = rows.with_columns(pl.coalesce(upper.cast(pl.Int64), pl.col("_g")).alias("_up"),
-                             pl.when(upper.is_not_null()).then(pl.coalesce(
-                                 reason.str.extract(_NOT_EXCLUDED, 1) + pl.lit(" missing"), cens)).alias("_miss"))
-    tops = rows.group_by("term", maintain_order=True).agg(
-        pl.col("_up").max().alias("_hi"),
-        pl.col("_miss").filter(pl.col("_up") == pl.col("_up").max()).drop_nulls().first().alias("_why"))
-    worst = (rows.sort(["_g", "day"], descending=[True, False]).group_by("term", maintain_order=True).first()
-             .join(tops, on="term", how="left", maintain_order="left"))
+    value; a grade a missing input or a censored result leaves open is a range naming it: "2–4 (range:
+    ANRHI missing)", "3–4 (range: censored result <0.6)". One implementation with ``cartlab explain
+    --what ctcae`` (:func:`cartlab.grading.lab_worst.worst_labs`, review 37 B8)."""
+    worst = worst_labs(adlb)
     text = [_grade_text(lo, hi, why=why or "an input missing")
-            for lo, hi, why in zip(worst["_g"].to_list(), worst["_hi"].to_list(), worst["_why"].to_list())]
+            for lo, hi, why in zip(worst["grade"].to_list(), worst["grade_max"].to_list(), worst["why"].to_list())]
     return worst.with_columns(pl.Series("grade", text, pl.String)).select(
-        [c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule", "evidence")
-         if c in worst.columns or c == "grade"])
+        [c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule", "evidence") if c in worst.columns])
 
 
 def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = None) -> dict:
@@ -406,6 +380,10 @@ def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
         ctcae_empty = "no abnormal CTCAE-graded laboratory value from day 0 on"
     episodes = episodes.with_columns(pl.Series("RANGE", [
         _episode_range(e, crs_daily, icans_daily, icaht) for e in episodes.iter_rows(named=True)], dtype=pl.String))
+    if "ADURN" in episodes.columns:  # the late ICAHT row spans its qualifying tests: no duration (review 37 B6)
+        episodes = episodes.with_columns(pl.when(pl.col("ADURN").is_null() & pl.col("ASTDY").is_not_null())
+                                         .then(pl.lit("no duration (graded from tests)"))
+                                         .otherwise(pl.col("ADURN").cast(pl.String)).alias("ADURN"))
     episodes, ep_classes = with_marks(episodes, "EVIDENCE", kinds)
     worst, worst_classes = with_marks(worst, "evidence", kinds)
     return {
@@ -515,6 +493,9 @@ def _response_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
     from a not-measured row is marked (as :func:`_toxicity_block`)."""
     a = _of(analysis, "marrow_response", subject_id)
     mol = _of(analysis, "molecular_response", subject_id)
+    # log10 reductions to 2 decimals, as the engine's reason ("= 0.90") and the paper (review 37 C3)
+    mol = mol.with_columns([pl.col(c).round(2) for c in ("log10_reduction", "log10_reduction_at_least",
+                                                         "log10_reduction_at_most") if c in mol.columns])
     a = a if a is not None else pl.DataFrame()
     a, a_classes = with_marks(a, "evidence", kinds)
     mol = mol if mol is not None else pl.DataFrame()

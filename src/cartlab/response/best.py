@@ -294,9 +294,16 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         elif first is not None:
             stop = min((d for d in (relapse_day, None if loss is None else loss[0], death) if d is not None), default=None)
             cens = dor_censor.get(sid)
+            assessed = [r for r in recs if r["day"] is not None and r["category"] not in (None, "", "NE")]
             if cens is not None and cens[0] >= first and (stop is None or cens[0] < stop):
                 dor_end, dor_event = cens[0], False  # option dor_censor_events
                 dor_why = f"{cens[1]} (option dor_censor_events)"
+                before = [r for r in assessed if first <= r["day"] <= cens[0]]
+                if options.dor_censor == "last_response_assessment" and before:  # the last one before the event
+                    la = max(before, key=lambda r: r["day"])
+                    dor_end = la["day"]
+                    dor_why += (f": last response assessment before it ({la['category']} on day {la['day']:g}; "
+                                "option dor_censor)")
             elif stop is not None:
                 dor_end, dor_event = stop, True
                 dor_why = ("relapse" if relapse_day is not None and relapse_day <= stop
@@ -304,7 +311,6 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             else:  # censored at the last response assessment (default) or when last known alive
                 last = max((r["day"] for r in recs if r["day"] is not None), default=None)
                 known = alive.get(sid)
-                assessed = [r for r in recs if r["day"] is not None and r["category"] not in (None, "", "NE")]
                 if options.dor_censor == "last_response_assessment" and assessed:
                     la = max(assessed, key=lambda r: r["day"])
                     dor_end = la["day"]
@@ -397,11 +403,14 @@ def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str |
     as non-response); ``categories`` default to :class:`BestResponseOptions`' ``orr_categories``.
     ``n_no_criteria``: subjects left out of every denominator because their disease has no response
     criteria (the overall row says so in ``reason``; null on per-criteria rows).
+    ``n_could_be_responders`` / ``rate_max``: the non-responders whose best response could reach a
+    category for want of an input and the rate had they responded (the rate is then a lower bound).
     """
     from cartlab.response.endpoints import response_rate
 
     cats = categories or BestResponseOptions().orr_categories
-    out = response_rate(best.filter(pl.col("criteria").is_not_null()), set(cats), by=by)
+    out = _with_could_be(response_rate(best.filter(pl.col("criteria").is_not_null()), set(cats), by=by),
+                         best.filter(pl.col("criteria").is_not_null()), cats, by)
     none = best.filter(pl.col("criteria").is_null())
     if by is not None:
         return out.with_columns(pl.lit(None, dtype=pl.Int64).alias("n_no_criteria"))
@@ -412,6 +421,41 @@ def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str |
                 f"{', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''} (best_response.csv says why)")
     return out.with_columns(pl.lit(none.height, dtype=pl.Int64).alias("n_no_criteria"),
                             (pl.col("reason") + pl.lit(note)).alias("reason"))
+
+
+def _with_could_be(out: pl.DataFrame, best: pl.DataFrame, cats: tuple[str, ...], by: str | None) -> pl.DataFrame:
+    """``n_could_be_responders`` (the non-responders, e.g. NE, whose ``could_be`` reaches a category of
+    the rate for want of an input: missing is not negative) and ``rate_max`` (the rate had they all
+    responded: the rate itself is then a lower bound; ELN 2022 ITT keeps them non-responders), named
+    in ``reason`` with their missing inputs. Null when the frame has no ``could_be`` column."""
+    if "could_be" not in best.columns:
+        return out.with_columns(pl.lit(None, dtype=pl.Int64).alias("n_could_be_responders"),
+                                pl.lit(None, dtype=pl.Float64).alias("rate_max"))
+    open_ = best.filter(~pl.col("best_response").fill_null("").is_in(list(cats))
+                        & pl.col("could_be").list.eval(pl.element().is_in(list(cats))).list.any().fill_null(False))
+    miss = (pl.col("missing_inputs").list.join(", ") if "missing_inputs" in best.columns else pl.lit(""))
+    open_ = open_.with_columns(pl.format("{} ({}; could be {}{})", "subject_id",
+                                         pl.col("best_response").fill_null("not evaluable"),
+                                         pl.col("could_be").list.join("/"),
+                                         pl.when(miss != "").then(pl.concat_str(pl.lit(": "), miss))
+                                         .otherwise(pl.lit(""))).alias("_who"))
+    keys = [by] if by else []
+    if keys:
+        agg = open_.group_by(keys).agg(pl.len().cast(pl.Int64).alias("n_could_be_responders"),
+                                       pl.col("_who").str.join("; ").alias("_who"))
+        out = out.join(agg, on=keys, how="left", nulls_equal=True, maintain_order="left")
+    else:
+        out = out.with_columns(pl.lit(open_.height, dtype=pl.Int64).alias("n_could_be_responders"),
+                               pl.lit("; ".join(open_["_who"].to_list())).alias("_who"))
+    m = pl.col("n_could_be_responders").fill_null(0)
+    rate_max = pl.when(pl.col("n") > 0).then((pl.col("n_responders") + m) / pl.col("n"))
+    return out.with_columns(m.alias("n_could_be_responders"), rate_max.alias("rate_max")).with_columns(
+        pl.when(pl.col("n_could_be_responders") > 0).then(pl.format(
+            "{}; a lower bound: up to {} of {} (rate {}) had the {} subject(s) whose best response could reach "
+            "{{{}}} for want of an input responded: {}", pl.col("reason"),
+            pl.col("n_responders") + pl.col("n_could_be_responders"), pl.col("n"),
+            pl.col("rate_max").round_sig_figs(4), pl.col("n_could_be_responders"), pl.lit(", ".join(cats)),
+            pl.col("_who"))).otherwise(pl.col("reason")).alias("reason")).drop("_who")
 
 
 def rate_definitions(orr_categories: tuple[str, ...], remission_categories: tuple[str, ...]
