@@ -90,7 +90,11 @@ def stein_cmd(
     source: Annotated[str, typer.Argument(
         metavar="STUDY|FILE", help="A study (a study folder, or the id of a study in the store), or a plain CSV "
         "table with one row per sample (then --subject-col, --time-col and --conc-col name its columns).")],
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/stein"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder (an earlier Stein "
+                                      "output in it is replaced whole).")] = Path("out/stein"),
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a folder that holds other files (not an earlier Stein fit): its stein_* files "
+        "are replaced, the others kept.")] = False,
     population: Annotated[bool, typer.Option(
         "--population", help="Population fit (SAEM: typical values, omega², covariates, VPC) instead of "
         "per-subject fits.")] = False,
@@ -181,7 +185,7 @@ def stein_cmd(
                 fixed=fix or (), prior=prior, estimate_sigma=estimate_sigma, ftoci=ftoci, fster=fster, tlag=tlag,
                 missing_dose=missing_dose, no_infusion=no_infusion, peak_window=peak_window,
                 derived_if_unidentified=derived_if_unidentified, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
-                progress=report, option_names=names)
+                progress=report, option_names=names, force=force)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
             raise

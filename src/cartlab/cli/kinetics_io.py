@@ -11,7 +11,8 @@ concentration tables (CSV), parsing the options, writing the results.
   rows (``src_file``/``src_row`` in ``stein_observations.csv``) and settings that produced it.
 
 Nothing partial is left behind: a CSV is written through :func:`cartlab.io.atomic.atomic_file`, the
-Stein folder through :func:`cartlab.io.atomic.atomic_folder`.
+Stein folder through :func:`cartlab.io.atomic.export_folder` (an earlier Stein output replaced whole, a
+folder of other files refused unless --force, as analyses and reports).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import polars as pl
 
 from cartlab import __version__
-from cartlab.io.atomic import atomic_file, atomic_folder
+from cartlab.io.atomic import atomic_file
 from cartlab.io.study_folder import sha256_file
 from cartlab.kinetics.nca import (
     CENSORED_RESULT,
@@ -335,9 +336,36 @@ def _read_doses(path: Path, subject: str | None, time: str | None) -> pl.DataFra
 
 
 
-def _write_files(files: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Write every output (frames as CSV, dicts as JSON, figures as PNG) into ``out_dir`` at once."""
-    with atomic_folder(out_dir) as tmp:
+#: the kind of output a Stein folder holds (its cartlab export marker): an earlier Stein output is
+#: replaced whole (no stein_estimates.csv of an earlier per-subject fit beside a new population fit)
+STEIN_KIND = "stein"
+
+
+def _stein_owned(name: str) -> bool:
+    return name.startswith("stein_")
+
+
+def _earlier_stein(out: Path) -> bool:
+    """A Stein folder written before the export marker existed (stein_fit.json in it)."""
+    return (out / "stein_fit.json").is_file()
+
+
+def check_stein_folder(out_dir: str | Path, force: bool = False) -> Path:
+    """``out_dir`` may take a Stein fit: missing, empty or an earlier Stein output (else an
+    InputError unless ``force``) - checked before the fit, which can take minutes."""
+    from cartlab.io.atomic import check_output_folder
+
+    return check_output_folder(out_dir, STEIN_KIND, force=force, what="the Stein fit", earlier=_earlier_stein)
+
+
+def _write_files(files: dict[str, Any], out_dir: Path, force: bool = False) -> list[Path]:
+    """Write every output (frames as CSV, dicts as JSON, figures as PNG) into ``out_dir`` at once,
+    replacing an earlier Stein output whole (other files are kept with ``force``)."""
+    from cartlab.io.atomic import export_folder
+
+    with export_folder(out_dir, STEIN_KIND, owned=_stein_owned, force=force, what="the Stein fit",
+                       earlier=_earlier_stein) as target:
+        tmp = target.staging
         for name, obj in files.items():
             target = tmp / name
             if isinstance(obj, pl.DataFrame):
@@ -385,8 +413,10 @@ def stein_command(
     vpc_reps: int = 200,
     progress: Progress | None = None,
     option_names: dict[str, str] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Fit the Stein 2019 model and write the results into ``out_dir``.
+    """Fit the Stein 2019 model and write the results into ``out_dir`` (missing, empty or an earlier
+    Stein output, replaced whole; a folder holding other files only with ``force``).
 
     ``source``: a cartlab Study, a study folder, or a CSV table (one row per sample; ``subject``,
     ``time`` (days from the first infusion, or give ``doses``) and ``conc`` name its columns; a
@@ -416,7 +446,7 @@ def stein_command(
     """
     from cartlab.model import Study
 
-    out_dir = Path(out_dir)
+    out_dir = check_stein_folder(out_dir, force)
     cov_items = parse_assignments(covariates, "--covariate")
     fix_items = dict(parse_assignments(fixed, "--fix", float, extra=("sigma",)))
     if "sigma" in fix_items and population:
@@ -561,6 +591,6 @@ def stein_command(
     files.update(figs)
     files["stein_fit.json"] = meta
     files = {k: _csv_ready(v) if isinstance(v, pl.DataFrame) else v for k, v in files.items()}
-    written = _write_files(files, out_dir)
+    written = _write_files(files, out_dir, force)
     meta["written"] = [str(p) for p in written]
     return meta
