@@ -81,12 +81,16 @@ def test_crs_reason_never_rounds_a_temperature_across_the_fever_cut_off(tmp_path
 
 
 def test_a_study_without_subjects_analyses_without_a_skip(tmp_path):
-    """A header-only subjects.csv: every engine gives its empty table; nothing is 'skipped' with an
+    """A study without subjects (built in memory: a header-only subjects.csv is an input error since
+    session 37, review 37 B5): every engine gives its empty table; nothing is 'skipped' with an
     internal column error (the ADAE-like ICAHT episodes raised ColumnNotFoundError)."""
     from cartlab.analyze import Analysis
+    from cartlab.model import Study, empty_frame
 
     f = tmp_path / "z"
     write(f, "subjects.csv", "subject_id,sex\n")
-    a = Analysis(read_study(f))
+    with pytest.raises(StudyValidationError, match="no subject rows"):
+        read_study(f)
+    a = Analysis(Study(study_id="z", subjects=empty_frame("subjects")))
     a.tables()
     assert a.skipped == []

@@ -183,12 +183,19 @@ def test_last_followup_before_the_clock_start_is_named_without_a_type(tmp_path):
     d = _folder(tmp_path, [{"subject_id": "A", "day": 3.0, "param": "TEMP", "value": 37.0, "unit": "C"}],
                 subjects=[{"subject_id": "A", "age_years": 36, "infusion_date": "2024-03-01", "disease": "AML",
                            "last_followup_day": -10}])
+    # session 37: the TEMP row of day 3 shows the subject alive on day 3 (endpoints.last_alive_sources
+    # "all_tables"): nothing is skipped; reading last_followup_day only, the error names its row
     res = CliRunner().invoke(app, ["analyze", str(d), "--out", str(tmp_path / "out")], env={"COLUMNS": "300"})
     text = " ".join(res.output.split())
     assert res.exit_code == 0, text
     meta = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert not [s for s in meta["skipped"] if "last known alive" in s["reason"]]
+    res = CliRunner().invoke(app, ["analyze", str(d), "--out", str(tmp_path / "out2"), "--set",
+                                   "endpoints.last_alive_sources=followup_day"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, " ".join(res.output.split())
+    meta = json.loads((tmp_path / "out2" / "analysis.json").read_text())
     reasons = [s["reason"] for s in meta["skipped"]]
-    assert any("last known alive on day -10 (subjects.csv last_followup_day)" in r for r in reasons), reasons
+    assert any("last known alive on day -10 from last_followup_day -10 (subjects.csv:1)" in r for r in reasons), reasons
     assert not any(r.startswith("ValueError") for r in reasons)
 
 

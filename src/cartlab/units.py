@@ -66,6 +66,15 @@ _SPELLINGS = {
     "K/uL": "1e3/uL",  # thousands per microlitre, as US lab reports write cell counts ("K/µL")
     "thou/uL": "1e3/uL",  # the same, as some US lab systems print it ("thou/µL")
     "mm Hg": "mmHg",  # AMA Manual of Style spelling of millimetres of mercury (with a space)
+    # UCUM (the unit codes of lab and FHIR exports): Cel is degree Celsius, mm[Hg] millimetre of mercury
+    "Cel": "degC",
+    "mm[Hg]": "mmHg",
+    # thousands per cubic millimetre, as "K/uL" above (1 mm3 = 1 uL)
+    "K/mm3": "1e3/mm**3", "K/mm^3": "1e3/mm**3", "K/mm³": "1e3/mm**3",
+    # French "unités internationales" per litre: IU/L
+    "UI/L": "IU/L", "UI/l": "IU/L",
+    # per minute written with a negative exponent (UCUM "min-1", heart and breathing rates)
+    "min-1": "1/min", "min^-1": "1/min", "/min": "1/min",
     "bpm": "beats/min",
     "sec": "s",
     "fraction": "fraction",

@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-__all__ = ["ISO_SHAPE", "OFFSET", "day_number", "day_zero", "days_from", "midnight", "parse_wall_clock", "wall_clock"]
+__all__ = ["ISO_SHAPE", "OFFSET", "day_number", "day_zero", "days_from", "iso_date", "midnight", "parse_wall_clock", "wall_clock"]
 
 #: A UTC offset at the end of a date-time with a time part: Z, +hh:mm, +hhmm or +hh.
 OFFSET = r"(T[0-9:.,]+)(Z|[+-]\d{2}(:?\d{2})?)$"
@@ -66,6 +66,14 @@ def wall_clock(expr: pl.Expr) -> pl.Expr:
     ])
     # ISO 8601's shape (two-digit hours ...): the parser alone would also take 'T9:30'
     return pl.when(bad_offset | ~e.str.contains(ISO_SHAPE)).then(None).otherwise(parsed)
+
+
+def iso_date(expr: pl.Expr) -> pl.Expr:
+    """ISO 8601 calendar date text (``YYYY-MM-DD``, two-digit month and day) -> Date; null for
+    anything else (``2024-3-1``, a date-time). The one date rule of the study folder: the ``date``
+    columns and the day anchor (:func:`day_zero`) read the same texts."""
+    e = expr.str.strip_chars()
+    return pl.when(e.str.contains(r"^\d{4}-\d{2}-\d{2}$")).then(e.str.to_date("%Y-%m-%d", strict=False))
 
 
 def day_zero(infusion_datetime: pl.Expr, infusion_date: pl.Expr) -> pl.Expr:

@@ -1,13 +1,15 @@
 """Checks of a study folder's course as a whole (after every file is read): what a missing optional
-file means, and records dated after a death. They warn; they never stop a read."""
+file means, records dated after a death, date-times with different UTC offsets in one subject, and a
+last_followup_day that contradicts the subject's rows. They warn; they never stop a read."""
 
 from __future__ import annotations
 
 import polars as pl
 
+from cartlab.io.clock import OFFSET
 from cartlab.io.errors import Issue
 
-__all__ = ["ABSENT_FILE_MEANS", "records_after_death"]
+__all__ = ["ABSENT_FILE_MEANS", "MIXED_OFFSETS", "followup_day_checks", "mixed_utc_offsets", "records_after_death"]
 
 #: what an analysis reads as not given when a course (observations) comes without these files
 ABSENT_FILE_MEANS = {
@@ -46,4 +48,94 @@ def records_after_death(frames: dict[str, pl.DataFrame], row: str) -> list[Issue
             what = "its last_followup_day is" if name == "subjects" else f"{len(rows)} row(s) are dated"
             out.append(Issue(f"{name}.csv", col, f"subject {sid!r}: {what} after its death on day {death:g} "
                              "(events.csv): check the day or the subject", rows, severity="warning"))
+    return out
+
+
+#: (file, column) of each date-time of the study folder format v1
+DATETIME_COLUMNS = (("subjects", "infusion_datetime"), ("observations", "datetime"), ("doses", "datetime"),
+                    ("interventions", "start_datetime"), ("interventions", "end_datetime"), ("events", "datetime"))
+#: (file, day column) of the dated rows that show a subject followed (a death is not: it may come after
+#: the last day the subject was followed)
+DATED_ROWS = (("observations", "day"), ("doses", "day"), ("interventions", "start_day"),
+              ("interventions", "end_day"), ("events", "day"))
+
+
+#: the words of the mixed-offsets warning (a reader with its own such warning, FHIR, can leave this one out)
+MIXED_OFFSETS = "its date-times carry different UTC offsets"
+
+
+def _offset(col: str) -> pl.Expr:
+    """The UTC offset written at the end of a date-time, as +hh:mm (Z is +00:00); null without one."""
+    e = pl.col(col).str.strip_chars().str.replace(" ", "T").str.extract(OFFSET, 2)
+    digits = e.str.replace(":", "")
+    mm = pl.when(digits.str.len_chars() > 3).then(digits.str.slice(3, 2)).otherwise(pl.lit("00"))
+    return pl.when(e == "Z").then(pl.lit("+00:00")).otherwise(digits.str.slice(0, 3) + ":" + mm)
+
+
+def _file(df: pl.DataFrame, name: str) -> pl.Expr:
+    """The file a row was read from (its provenance), else ``name.csv``."""
+    return pl.col("src_file") if "src_file" in df.columns else pl.lit(f"{name}.csv")
+
+
+def mixed_utc_offsets(frames: dict[str, pl.DataFrame], row: str) -> list[Issue]:
+    """A warning per subject (and file) whose date-times carry two or more different UTC offsets
+    (review 37 B4). The documented rule is kept: an offset is not applied, each date-time is read on
+    the site's clock as written (``cartlab.io.clock``); with several offsets that clock is not one
+    zone, so a day (or before/after the infusion) may be off by the offsets' difference."""
+    parts = []
+    for name, col in DATETIME_COLUMNS:
+        df = frames.get(name)
+        if df is None or col not in df.columns or df.is_empty():
+            continue
+        parts.append(df.select(pl.col("subject_id"), _file(df, name).alias("__file"), pl.col(row),
+                               _offset(col).alias("__offset")).drop_nulls("__offset"))
+    if not parts:
+        return []
+    stamps = pl.concat(parts)
+    mixed = stamps.group_by("subject_id").agg(pl.col("__offset").n_unique().alias("__n")).filter(pl.col("__n") > 1)
+    if mixed.is_empty():
+        return []
+    stamps = stamps.join(mixed.select("subject_id"), on="subject_id", how="semi")
+    out = []
+    for (sid,), sub in stamps.group_by("subject_id", maintain_order=True):
+        seen = (sub.group_by("__offset", "__file", maintain_order=True).agg(pl.col(row).sort())
+                .sort("__offset"))
+        where = "; ".join(f"{off} in {f} row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}"
+                          for off, f, rows in seen.iter_rows())
+        for f, rows in sub.group_by("__file", maintain_order=True).agg(pl.col(row).sort()).iter_rows():
+            out.append(Issue(f, None, f"subject {sid!r}: {MIXED_OFFSETS} ({where}); "
+                             "offsets are not applied (each date-time is read as the site's clock as written), so "
+                             "a day, or before/after the infusion, may be off by the offsets' difference: write "
+                             "every date-time in the site's local time", rows, severity="warning"))
+    return out
+
+
+def followup_day_checks(frames: dict[str, pl.DataFrame], row: str) -> list[Issue]:
+    """Warnings for a ``last_followup_day`` that contradicts the subject's rows (review 37 B7):
+    before day 0 (spec "Time": the infusion day is day 0), or before the calendar day of a later dated
+    row of the subject (death excepted). The time-to-event endpoints then take the later row as the
+    day last known alive (``EndpointOptions.last_alive_sources='all_tables'``, the default)."""
+    sub = frames.get("subjects")
+    if sub is None or "last_followup_day" not in sub.columns:
+        return []
+    fu = sub.filter(pl.col("last_followup_day").is_not_null()).select("subject_id", pl.col("last_followup_day").alias("__fu"), pl.col(row).alias("__fu_row"))
+    out = []
+    for sid, day, r in fu.filter(pl.col("__fu") < 0).iter_rows():
+        out.append(Issue("subjects.csv", "last_followup_day", f"subject {sid!r}: last_followup_day {day:g} is before "
+                         "day 0, the infusion day (spec \"Time\"): check the day", [r], severity="warning"))
+    for name, col in DATED_ROWS:
+        df = frames.get(name)
+        if df is None or col not in df.columns or fu.is_empty():
+            continue
+        if name == "events" and "event" in df.columns:
+            df = df.filter(pl.col("event") != "death")
+        late = (df.join(fu, on="subject_id", how="inner").filter(pl.col(col).floor() > pl.col("__fu"))
+                .group_by("subject_id", "__fu", "__fu_row", maintain_order=True)
+                .agg(pl.col(row).sort(), pl.col(col).min().alias("__lo"), pl.col(col).max().alias("__hi")))
+        for sid, day, r, rows, lo, hi in late.iter_rows():
+            span = f"day {lo:g}" if lo == hi else f"days {lo:g}-{hi:g}"
+            out.append(Issue(f"{name}.csv", col, f"subject {sid!r}: dated after its last_followup_day {day:g} "
+                             f"(subjects.csv row {r}), on {span}: the time-to-event endpoints take the latest "
+                             "such row as the day last known alive; check last_followup_day", rows,
+                             severity="warning"))
     return out

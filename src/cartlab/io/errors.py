@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from cartlab.errors import InputError
 
 
+def spelled(text: str) -> str:
+    """A text in quotes and, when it has non-ASCII characters, its code points:
+    'José-1' (code points: Jos<U+00E9>-1)."""
+    esc = "".join(c if ord(c) < 128 else f"<U+{ord(c):04X}>" for c in text)
+    return f"'{text}'" + (f" (code points: {esc})" if esc != text else "")
+
+
 @dataclass
 class Issue:
     """One problem found in a study folder.

@@ -19,11 +19,11 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.errors import InputError
-from cartlab.io.clock import day_number, day_zero, has_clock_time, is_timed, wall_clock
-from cartlab.io.course_checks import ABSENT_FILE_MEANS, records_after_death
+from cartlab.io.clock import day_number, day_zero, has_clock_time, is_timed, iso_date, wall_clock
+from cartlab.io.course_checks import ABSENT_FILE_MEANS, followup_day_checks, mixed_utc_offsets, records_after_death
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.duplicates import drop_duplicates
-from cartlab.io.errors import Issue, StudyValidationError
+from cartlab.io.errors import Issue, StudyValidationError, spelled
 from cartlab.io.folder import (
     CSV_DIALECTS,
     describe_path,
@@ -39,6 +39,9 @@ from cartlab.model import Study, conform, empty_frame
 from cartlab.units import UnitError, conversion, parse_unit
 
 ROW = "__row"
+#: prefix of the internal name of a user column named like an internal one ("__row"): no internal
+#: column starts with it
+RESERVED = "\x1fuser:"
 #: converted values are rounded to this many significant digits, removing float artefacts of unit
 #: conversion (100.4 F -> 38.0 C exactly) while staying far below any measurement's precision.
 SIG_DIGITS = 12
@@ -80,7 +83,9 @@ class _FileReader:
         self.extra_cols: list[str] = []
         self.header: list[str] = []
         #: row -> line (table_load.Loaded.lines): None = row r on line r + 1, {} = no lines (Parquet)
-        self.lines: dict[int, int] | None = None
+        self.lines: dict[int, int] | None = {} if self.fmt == "parquet" else None
+        #: a user column whose name starts with "__" -> the name it is read under (RESERVED + name)
+        self.alias: dict[str, str] = {}
 
     # -- issue helpers
     def issue(self, column: str | None, message: str, rows: list[int] | None = None, severity="error"):
@@ -124,7 +129,10 @@ class _FileReader:
         if loaded is None:
             return False
         df, self.header, self.lines = loaded.df, loaded.header, loaded.lines
-        df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(ROW))
+        # a user's column named like an internal one (``__row``, ``__anchor``) is kept under a name no
+        # internal column uses and written back as named (spec: "Unknown extra columns are kept")
+        self.alias = {c: RESERVED + c for c in self.header if c.startswith("__")}
+        df = df.rename(self.alias).with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(ROW))
         # blank lines (or separators only) are not records; the rows after them keep their numbers
         blank = pl.all_horizontal([pl.col(c).is_null() for c in df.columns if c != ROW])
         rows = df.filter(blank)[ROW].to_list()
@@ -138,10 +146,10 @@ class _FileReader:
     def _drop_repeated_header(self, df: pl.DataFrame) -> pl.DataFrame:
         """A row whose cells are the column names (two files joined, header and all) is one error,
         "repeats the header", not one per column; the row is then left out of the other checks."""
-        cols = [c for c in self.header if c and c in df.columns]
+        cols = [c for c in self.header if c and self.alias.get(c, c) in df.columns]
         if not cols:
             return df
-        same = pl.all_horizontal([pl.col(c).str.to_lowercase() == c.lower() for c in cols])
+        same = pl.all_horizontal([pl.col(self.alias.get(c, c)).str.to_lowercase() == c.lower() for c in cols])
         rows = df.filter(same.fill_null(False))[ROW].to_list()
         if not rows:
             return df
@@ -180,14 +188,16 @@ class _FileReader:
             if col.required:
                 self.flag(raw.is_null(), col.name, f"required value {col.name!r} is empty")
             if col.kind == "num":
+                point = pl.lit(False)
                 if self.decimal == ",":
+                    point = raw.str.contains(".", literal=True).fill_null(False)  # one message per cell
                     self.flag(raw.str.contains(".", literal=True), col.name,
                               lambda v, c=col.name: f"{c} {v!r} has a decimal point, but the {self.dialect} "
                               "dialect writes decimals with a comma")
                     raw = raw.str.replace(",", ".", literal=True)
                 parsed = raw.cast(pl.Float64, strict=False)
                 self.flag(
-                    raw.is_not_null() & (parsed.is_null() | ~parsed.is_finite()),
+                    raw.is_not_null() & (parsed.is_null() | ~parsed.is_finite()) & ~point,
                     col.name,
                     lambda v, c=col.name: f"{c} must be a number, got {v!r}"
                     f"{number_hint(v, result=(self.spec.name, c) == ('observations', 'value'))}",
@@ -212,7 +222,9 @@ class _FileReader:
                 )
                 exprs.append(parsed.alias(col.name))
             elif col.kind == "date":
-                parsed = raw.str.to_date("%Y-%m-%d", strict=False)
+                # the day anchor's own rule (clock.wall_clock, ISO 8601 calendar date YYYY-MM-DD):
+                # '2024-3-1' is refused here, never read as a date the anchor then cannot place
+                parsed = iso_date(raw)
                 self.flag(
                     raw.is_not_null() & parsed.is_null(),
                     col.name,
@@ -231,7 +243,7 @@ class _FileReader:
             else:
                 exprs.append(raw.alias(col.name))
         extra = (
-            pl.struct(self.extra_cols).struct.json_encode().alias("extra")
+            pl.struct([pl.col(self.alias.get(c, c)).alias(c) for c in self.extra_cols]).struct.json_encode().alias("extra")
             if self.extra_cols
             else pl.lit(None, dtype=pl.String).alias("extra")
         )
@@ -267,6 +279,20 @@ class _FileReader:
                 "infusion_datetime in subjects to anchor it",
                 by="subject_id",
             )
+            # defensive (review 37 A1): a readable date-time of a subject whose infusion date is given
+            # but gave no day 0 is never left without a day silently; when subjects already has an
+            # error on that date, this one is not repeated
+            anchor_error = any(i.file.startswith("subjects.") and i.severity == "error"
+                               and i.column in ("infusion_date", "infusion_datetime") for i in self.issues)
+            if not anchor_error:
+                self.flag(
+                    pl.col(day_col).is_null() & has_dt & pl.col("__anchor").is_null()
+                    & pl.col("__anchor_given").fill_null(False),
+                    dt_col,
+                    lambda v: f"subject {v[0]!r}: the {dt_col} cannot be placed on the day axis: its "
+                    f"{v[1]} gives no day 0 (write it as YYYY-MM-DD or YYYY-MM-DDThh:mm)",
+                    by=pl.concat_list(pl.col("subject_id"), pl.col("__anchor_from")),
+                )
             # both given: a whole-number day names the calendar day, and a date-time on that day gives
             # its time (day 14 with 2024-03-15T12:00 after a 1 March infusion is day 14.5); a date
             # without a time names the calendar day of a fractional day, which gives the time (day
@@ -304,12 +330,20 @@ class _FileReader:
         self.df = self.df.with_columns(new_cols).drop("__anchor", "__anchor_given", "__anchor_from", "__age", "__known")
 
     def check_subjects_known(self, known: pl.Series) -> None:
+        """Every subject_id is in subjects, as written. An id equal to a subjects' id only after
+        Unicode NFC normalisation (an NFD 'é' from a macOS export) is an error naming both spellings:
+        ids are written back as given, so cartlab does not normalise them (review 37 B3)."""
         assert self.df is not None
-        self.flag(
-            pl.col("subject_id").is_not_null() & ~pl.col("subject_id").is_in(known.implode()),
-            "subject_id",
-            lambda v: f"unknown subject {v!r}: not in subjects",
-        )
+        nfc = {k: v for v, k in zip(known.to_list(), known.str.normalize("NFC").to_list())}
+        sid = pl.col("subject_id")
+        unknown = sid.is_not_null() & ~sid.is_in(known.implode())
+        twin = sid.str.normalize("NFC").replace_strict(nfc, default=None, return_dtype=pl.String)
+        self.flag(unknown & twin.is_not_null(), "subject_id",
+                  lambda v: f"subject {spelled(v[0])} is not in subjects as written: it differs from subjects' "
+                  f"{spelled(v[1])} only in its Unicode normalisation (the same letters written with other "
+                  "code points, e.g. e + combining accent for é): write it as in subjects",
+                  by=pl.concat_list(sid, twin))
+        self.flag(unknown & twin.is_null(), "subject_id", lambda v: f"unknown subject {v!r}: not in subjects")
 
     def provenance(self) -> list[pl.Expr]:
         return [
@@ -335,12 +369,21 @@ def _subjects(r: _FileReader) -> pl.DataFrame:
     assert df is not None
     dup = pl.col("subject_id").is_not_null() & pl.col("subject_id").is_duplicated()
     r.flag(dup, "subject_id", lambda v: f"duplicate subject_id {v!r}: each subject must appear once")
+    # ids equal after Unicode NFC normalisation but written differently (review 37 B3)
+    key = pl.col("subject_id").str.normalize("NFC")
+    r.flag(pl.col("subject_id").is_not_null() & key.is_duplicated() & ~dup, "subject_id",
+           lambda v: f"subject ids {' and '.join(spelled(x) for x in v)} differ only in their Unicode "
+           "normalisation (the same letters written with other code points): one subject written twice, or two "
+           "subjects that print the same; write them the same way, or make them differ visibly",
+           by=pl.col("subject_id").unique().sort().implode().over(key))
+    if df.height == 0:  # review 37 B5: a header without rows is a failed export, not a study
+        r.issue(None, "no subject rows (the file has its header only): nothing to analyse; give one row per "
+                      "subject")
     both = pl.col("infusion_date").is_not_null() & pl.col("infusion_datetime").is_not_null()
     r.flag(
         both
         & (
-            wall_clock(pl.col("infusion_datetime")).dt.date()
-            != pl.col("infusion_date").str.to_date("%Y-%m-%d", strict=False)
+            wall_clock(pl.col("infusion_datetime")).dt.date() != iso_date(pl.col("infusion_date"))
         ),
         "infusion_datetime",
         "infusion_datetime falls on another date than infusion_date",
@@ -449,10 +492,12 @@ def _observations(r: _FileReader) -> pl.DataFrame:
     df = df.with_columns(pl.col("param").str.to_uppercase())
     r.df = df
     codes = d.codes()
+    alias = {a.upper(): p.code for p in d.params.values() for a in p.aliases}  # review 37 C1: ANC -> NEUT
     r.flag(
         pl.col("param").is_not_null() & ~pl.col("param").is_in(codes),
         "param",
-        lambda v: f"unknown param {v!r}: not in the parameter dictionary",
+        lambda v: f"unknown param {v!r}: not in the parameter dictionary"
+        + (f" ({v} is another name of {alias[v]}: write {alias[v]})" if v in alias else ""),
     )
     unreadable = [n for i in r.issues if i.file == r.fname and i.column == "value" for n in i.rows]
     r.flag(  # a value that is given but not a number has its own error already
@@ -701,6 +746,8 @@ def _read_files(
     if any(i.severity == "error" for i in issues):
         return None, issues
     issues.extend(records_after_death(frames, ROW))
+    issues.extend(mixed_utc_offsets(frames, ROW))
+    issues.extend(followup_day_checks(frames, ROW))
     if "observations" in frames:  # a course without these files: say what is then read as not given
         for name, what in ABSENT_FILE_MEANS.items():
             if name not in contents.tables:

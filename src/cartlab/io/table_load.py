@@ -161,6 +161,8 @@ def _load_parquet(path: Path, spec: FileSpec, issue: IssueFn) -> Loaded | None:
     if not check_header_names(header, issue):
         return None
     text_cols = {c.name for c in spec.columns if c.kind == "str"}
+    spec_cols = {n.lower() for n in spec.column_names}
+    ok = True
     casts = []
     for name, dtype in df.schema.items():
         if dtype == pl.String:
@@ -183,8 +185,22 @@ def _load_parquet(path: Path, spec: FileSpec, issue: IssueFn) -> Loaded | None:
             if name in text_cols and v.len() and (v == v.floor()).all() and (v.abs() < 2**53).all():
                 col = col.cast(pl.Int64)  # an id 101.0 is "101", as in a CSV file
             casts.append(col.cast(pl.String).alias(name))
+        elif isinstance(dtype, (pl.List, pl.Array)) and name.lower() not in spec_cols:
+            # an extra column of lists is kept as its JSON text ("[1, 2]"), one cell per row
+            v = pl.struct(pl.col(name).alias("v")).struct.json_encode().str.strip_prefix('{"v":')
+            casts.append(pl.when(pl.col(name).is_not_null()).then(v.str.strip_suffix("}")).alias(name))
         else:
+            try:
+                df.select(pl.col(name).cast(pl.String))
+            except Exception:  # nested (a list in a spec column), binary, object: not one value per cell
+                kind = "a list" if isinstance(dtype, (pl.List, pl.Array)) else "a"
+                issue(name, f"{kind} column ({dtype}) cannot be read: each cell must be one value "
+                            "(a number, a text, a date)")
+                ok = False
+                continue
             casts.append(pl.col(name).cast(pl.String))
+    if not ok:
+        return None
     return Loaded(_clean(df.select(casts)), header, {})
 
 

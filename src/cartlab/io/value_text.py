@@ -57,7 +57,15 @@ def read_value_text(r, d: Dictionary) -> None:
     categorical codes, and flag what the format does not allow (``r``: the study-folder file reader)."""
     df = r.df
     text = pl.col("value_text")
+    point = pl.lit(False)
     if r.decimal == ",":  # "<0,5" in the european dialect
+        # a decimal point in the bound ("<1.000": one thousand, or one?) is ambiguous in a decimal-comma
+        # file: an error, as in the value column (review 37 A2), never read as "<1"
+        point = text.str.contains(r"^\s*[<>≤≥]=?\s*[-+]?[\d.,]*\.[\d.,]*([eE][-+]?\d+)?\s*$").fill_null(False)
+        r.flag(point, "value_text",
+               lambda v: f"value_text {v!r} has a decimal point in its bound, but the {r.dialect} dialect writes "
+               "decimals with a comma (a thousands separator or a decimal point?): write the bound without "
+               "thousands separators and with a decimal comma, e.g. '<1000' or '<1,5'")
         text = text.str.replace(r"^(\s*[<>≤≥]=?\s*[-+]?\d+),(\d+)", "$1.$2")
     cens = text.str.extract_groups(CENSORED.pattern)
     blq = pl.col("value_text").str.strip_chars().str.to_lowercase().str.replace_all(r"\s+", " ").is_in(BLQ_WORDS)
@@ -68,6 +76,7 @@ def read_value_text(r, d: Dictionary) -> None:
         pl.when(blq_bound).then(pl.col("lloq").cast(pl.Float64))
         .otherwise(cens.struct.field("2").cast(pl.Float64, strict=False)).alias("__censor_limit"),
         blq.fill_null(False).alias("__blq"),
+        point.alias("__point"),
     )
     # categorical params: value_text in the vocabulary's spelling ("Awakens to voice" is
     # awakens_to_voice, as for the enum columns), then it must be one of the allowed codes
@@ -111,7 +120,7 @@ def read_value_text(r, d: Dictionary) -> None:
                    "cell would make it a missing value)"),
     )
     r.flag(
-        given & ~nd & ~pl.col("__blq") & pl.col("__censor_limit").is_null(),
+        given & ~nd & ~pl.col("__blq") & ~pl.col("__point") & pl.col("__censor_limit").is_null(),
         "value_text",
         lambda v: (f"value_text {v!r} is not a censored result such as '<50' (a bound in the row's unit, "
                    f"no unit or word inside){number_hint(v)}; a measured number goes in value"),
@@ -122,4 +131,4 @@ def read_value_text(r, d: Dictionary) -> None:
         lambda v: f"the row gives both value {v[0]} and value_text {v[1]!r}: give one of them",
         by=pl.concat_list(pl.col("value").cast(pl.String), pl.col("value_text")),
     )
-    r.df = r.df.drop("__blq")
+    r.df = r.df.drop("__blq", "__point")

@@ -19,7 +19,7 @@ import polars as pl
 
 from cartlab.errors import InputError
 from cartlab.io.clock import days_from, midnight
-from cartlab.io.course_checks import ABSENT_FILE_MEANS
+from cartlab.io.course_checks import ABSENT_FILE_MEANS, MIXED_OFFSETS
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue, StudyValidationError
 from cartlab.io.fhir._bundle import _effective, _Entry, _files, _load, _unversioned
@@ -756,7 +756,10 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
             study = read_study(tmp, study_id=study_id or path.stem)
         except StudyValidationError as exc:
             raise _translate(exc, rd) from exc
-    study.warnings = [_absent_in_fhir(w, path.name) for w in getattr(study, "warnings", [])]
+    # the study folder's mixed-offsets warning names rows of the temporary folder: the Bundle's own
+    # warning (_mixed_offsets, naming the subject and offsets) says it in FHIR's words
+    study.warnings = [_absent_in_fhir(w, path.name) for w in getattr(study, "warnings", [])
+                      if MIXED_OFFSETS not in w.message]
     study.warnings += [Issue(path.name, None, msg, [], "warning") for msg in mixed + unmapped_codes(rd.report)]
     sha = {name: s for name, _, s, _ in sources}
     for t in TABLES:
