@@ -90,3 +90,16 @@ def _clock(dt: datetime) -> str:
 
 def add_days(origin: datetime, day: float) -> datetime:
     return origin + timedelta(microseconds=round(day * 86_400e6))
+
+
+def period_start(text: str):
+    """The first day of a partial FHIR date's period ("2024-03" -> 2024-03-01, "2024" -> 2024-01-01)."""
+    from datetime import date
+
+    y, _, mo = str(text).strip().partition("-")
+    return date(int(y), int(mo or 1), 1)
+
+
+def time_element(r: dict) -> str:
+    """The element holding a MedicationAdministration's time (effectiveDateTime or effectivePeriod.start)."""
+    return "effectivePeriod.start" if r.get("effectivePeriod") else "effectiveDateTime"

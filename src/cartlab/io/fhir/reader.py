@@ -33,7 +33,7 @@ from cartlab.io.fhir._checks import (
     same_dosage,
     unmapped_codes,
 )
-from cartlab.io.fhir._common import parse_fhir_time, read_row_extension, utc_offset
+from cartlab.io.fhir._common import parse_fhir_time, period_start, read_row_extension, time_element, utc_offset
 from cartlab.io.fhir._terms import _code_label, _codings, _negated, _text, _texts
 from cartlab.io.fhir.mapping import (
     CS_CATEGORY,
@@ -200,16 +200,16 @@ class _Reader:
             if sid in self._cartlab_anchored():
                 continue
             first = self.anchor.get(sid) if sid in self.anchor_text else None
-            hit = [(e, t) for e, t in items if first is None or _period_start(t) <= first.date()]
+            hit = [(e, t) for e, t in items if first is None or period_start(t) <= first.date()]
             if not hit:
                 continue
-            what = "; ".join(f"{_rid(e.res)}'s {_time_element(e.res)} is partial ({t})" for e, t in hit)
+            what = "; ".join(f"{_rid(e.res)}'s {time_element(e.res)} is partial ({t})" for e, t in hit)
             if first is not None:
                 what += (f", and may fall on or before the first fully dated CAR-T ({_rid(self.anchor_entry[sid].res)}, "
                          f"{self.anchor_text[sid]})")
                 for d in (self.anchor, self.anchor_text, self.anchor_entry):
                     d.pop(sid, None)
-            el = _time_element(hit[0][0].res)
+            el = time_element(hit[0][0].res)
             self.no_anchor[sid] = f"no day 0: the CAR-T {what}: day 0 cannot be placed"
             self.day0_warnings.append((sid, (
                 f"subject {sid}: the CAR-T {what}, so the subject has no day 0: none of the subject's dated "
@@ -589,19 +589,6 @@ class _Reader:
                     self.add("events", e, {"subject_id": sid, "day": day, "datetime": dt, "event": "death"}, "deceasedDateTime")
             elif r.get("deceasedBoolean"):
                 self.skip(e, "deceasedBoolean", "death without a date cannot be placed on a day")
-
-
-def _period_start(text: str):
-    """The first day of a partial FHIR date's period ("2024-03" -> 2024-03-01, "2024" -> 2024-01-01)."""
-    from datetime import date
-
-    y, _, mo = str(text).strip().partition("-")
-    return date(int(y), int(mo or 1), 1)
-
-
-def _time_element(r: dict) -> str:
-    """The element holding a MedicationAdministration's time (effectiveDateTime or effectivePeriod.start)."""
-    return "effectivePeriod.start" if r.get("effectivePeriod") else "effectiveDateTime"
 
 
 def _rid(r: dict) -> str:
