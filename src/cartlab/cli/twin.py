@@ -18,7 +18,8 @@ app.add_typer(twin_app, name="twin")
 
 StudyArg = Annotated[str | None, typer.Argument(
     metavar="STUDY", help="A study folder or the id of a stored study (none: the store's only study).")]
-SubjectOpt = Annotated[str, typer.Option("--subject", metavar="SUBJECT", help="The subject to fit.")]
+SubjectOpt = Annotated[str, typer.Option("--subject", metavar="SUBJECT", help="The subject to fit (forecast: whose "
+                                         "twin is fitted and forecast).")]
 SourcesOpt = Annotated[list[str] | None, typer.Option(
     "--sources", help="Fit only observation rows with this source label (repeatable or comma-separated), e.g. "
     "paper. Doses and interventions are always used as inputs.")]
@@ -78,15 +79,26 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
     })
 
 
-def _check_out(out: Path, what: str) -> None:
-    """The output folder can be written (not a file, no file among its parents): checked before the
+def _twin_owned(name: str) -> bool:
+    return name.startswith("twin_")
+
+
+def _earlier_twin(out: Path) -> bool:
+    """A twin folder written before the export marker existed."""
+    return (out / "twin_fit.json").is_file() or (out / "twin_forecast.json").is_file()
+
+
+def _check_out(out: Path, what: str, kind: str = "twin", force: bool = False) -> None:
+    """The output folder can be written (not a file, no file among its parents; missing, empty or an
+    earlier twin output, else refused unless ``force``, as analyses and reports): checked before the
     fit, which takes minutes, so a mistyped --out is told at once (exit 2)."""
     import shutil
     import tempfile
 
-    from cartlab.io.atomic import check_output_path, write_error
+    from cartlab.io.atomic import check_output_folder, check_output_path, write_error
 
     check_output_path(out, "folder", what)
+    check_output_folder(out, kind, force=force, what=what, earlier=_earlier_twin)
     base = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     try:  # can a folder be made where the output goes (not /proc, a read-only disk ...)?
         shutil.rmtree(tempfile.mkdtemp(prefix=".cartlab-check-", dir=base if base.is_dir() else base.parent))
@@ -94,16 +106,23 @@ def _check_out(out: Path, what: str) -> None:
         raise write_error(out, exc) from None
 
 
-def _write_folder(out: Path, write) -> None:
-    """``write(tmp)`` into a temporary folder moved into ``out`` when complete; a file system error
-    names ``out`` (the user's path, never the temporary folder's)."""
-    from cartlab.io.atomic import atomic_folder, write_error
+def _write_folder(out: Path, write, kind: str = "twin", force: bool = False) -> None:
+    """``write(tmp)`` into a staging folder swapped into ``out`` when complete (an earlier twin output
+    replaced whole, other files kept only with ``force``); a file system error names ``out`` (the
+    user's path, never the temporary folder's)."""
+    from cartlab.io.atomic import export_folder, write_error
 
     try:
-        with atomic_folder(out) as tmp:
-            write(tmp)
+        with export_folder(out, kind, owned=_twin_owned, force=force, what=f"the {kind.replace('_', ' ')}",
+                           earlier=_earlier_twin) as target:
+            write(target.staging)
     except OSError as exc:
         raise write_error(out, exc) from None
+
+
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Write into a folder that holds other files (not an earlier twin output): its twin_* files are "
+    "replaced, the others kept.")]
 
 
 def _last_recorded_day(data, subject: str) -> float | None:
@@ -138,6 +157,7 @@ def fit_cmd(
     allow_other_target: OtherTargetOpt = False,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
+    force: ForceOpt = False,
 ) -> None:
     """Fit the CD7 CAR-T twin to one subject's course (MAP with the population prior, Laplace+SIR or MCMC
     posterior). Writes twin_params.csv (estimates, SE, 95% CI, shrinkage), twin_observations.csv (observed
@@ -146,7 +166,7 @@ def fit_cmd(
 
     [bold]Example[/]: cartlab twin fit out/seed_case --subject CD7-AML-001 --sources paper --seed-anchors --out twin/
     """
-    _check_out(out, "the twin fit")
+    _check_out(out, "the twin fit", "twin_fit", force)
     data, _ = load_source(study, store, csv_dialect=csv_dialect)
     model = _model(sources, posterior, seed_anchors, seed, draws, allow_other_target)
     with _progress(f"fitting the twin of {subject}") as step:
@@ -158,7 +178,7 @@ def fit_cmd(
             _write_fit(model, tmp, meta)
             (tmp / "twin_fit.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
 
-        _write_folder(out, write)
+        _write_folder(out, write, "twin_fit", force)
     console.print(f"[green]wrote[/] {out}: twin of {subject} fitted to {model.observations_.height} observations "
                   f"({'converged' if model.converged_ else 'NOT converged: ' + model.message_})"
                   + _misfit_note(model), soft_wrap=True)
@@ -197,6 +217,7 @@ def forecast_cmd(
         "it was fitted to (default 3: the fit-quality threshold; 3 x 0.56 on the log scale = 5.4-fold).")] = 3.0,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
+    force: ForceOpt = False,
 ) -> None:
     """Forecast the rest of a subject's course from the data up to --from-day: CAR peak (median, 50%
     and 90% prediction intervals), P(CRS grade >= 3), P(CR/CRi/MLFS by day 28), with the clinic rule
@@ -210,7 +231,7 @@ def forecast_cmd(
     """
     if not math.isfinite(from_day):
         raise _usage(f"--from-day must be a finite number of days, got {from_day:g}")
-    _check_out(out, "the twin forecast")
+    _check_out(out, "the twin forecast", "twin_forecast", force)
     data, _ = load_source(study, store, csv_dialect=csv_dialect)
     last = _last_recorded_day(data, subject)
     if last is not None and from_day > last:
@@ -237,7 +258,7 @@ def forecast_cmd(
             meta["forecast_prior_only"] = model.forecast_prior_only_
             (tmp / "twin_forecast.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
 
-        _write_folder(out, write)
+        _write_folder(out, write, "twin_forecast", force)
     rows = {r["quantity"]: r for r in table.iter_rows(named=True)}
     caveat = "" if model.forecast_reliable_ else ": [yellow]NOT reliable[/]"
     console.print(f"[green]wrote[/] {out}: {_peak_text(rows['car_cmax'])}{caveat}), "

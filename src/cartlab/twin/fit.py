@@ -478,6 +478,11 @@ class TwinModel:
         if subject_id not in study.subject_ids:
             raise InputError(f"subject {subject_id!r} is not in the study")
         self.target_ = subject_target(study, subject_id)
+        if self.target_ is None and not self.allow_other_target:  # missing is not "CD7"
+            raise InputError(f"subjects.target is empty for {subject_id} (or the column is absent): the twin models "
+                             "CD7 CAR-T therapy, and an unknown target is not taken as CD7. Give the subject's target, "
+                             "or use --allow-other-target (allow_other_target=True) to fit the CD7 model anyway "
+                             "(the forecast is then flagged)")
         if self.target_ is not None and self.target_.upper() != "CD7" and not self.allow_other_target:
             raise InputError(f"{subject_id} is a {self.target_} subject (subjects.target = {self.target_}); the twin "
                              "models CD7 CAR-T therapy (CD7 antigen pool, CD7+ blast and T/NK kill), so its fit would "
@@ -604,9 +609,12 @@ class TwinModel:
         gnorm = float(np.max(np.abs(best.jac))) if best.jac is not None else float("nan")
         at_bound = bool(np.any(np.isclose(x, lo, atol=1e-6) | np.isclose(x, hi, atol=1e-6)))
         self.converged_ = bool(best.success and pd and not at_bound)
-        self.message_ = "; ".join(m for m in (
-            optimiser_message(best), "" if pd else "Hessian not positive definite (covariance regularised)",
-            "estimate at a bound" if at_bound else "", f"max |grad| {gnorm:.2g}") if m)
+        why = [m for m in ("" if pd else "Hessian not positive definite (covariance regularised)",
+                           "estimate at a bound" if at_bound else "") if m]
+        if best.success and why:  # judged not converged although the optimiser calls it a success: why first
+            self.message_ = f"{'; '.join(why)}; max |grad| {gnorm:.2g}, although {optimiser_message(best)}"
+        else:
+            self.message_ = "; ".join([optimiser_message(best), *why, f"max |grad| {gnorm:.2g}"])
         self.theta_ = ob.theta(x)[0]
         self._posterior(rng)
 

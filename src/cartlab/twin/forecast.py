@@ -138,8 +138,8 @@ def forecast_problems(m, car_bias_iwres: float = CAR_BIAS_IWRES) -> list[str]:
         problems.append("not_converged")
     if m.observations_.filter(pl.col("param") == "CARCOPY").height == 0:
         problems.append("no_car_samples")
-    tgt = getattr(m, "target_", None)
-    if tgt is not None and tgt.upper() != "CD7":
+    tgt = getattr(m, "target_", "CD7")
+    if tgt is None or tgt.upper() != "CD7":  # another target, or none given (fitted with allow_other_target)
         problems.append("not_cd7")
     if set(getattr(m, "baseline_defaults_used_", {})) & set(UNRELIABLE_DEFAULTS):
         problems.append("baseline_default")
@@ -219,8 +219,8 @@ def forecast_notes(m, table: pl.DataFrame, car_bias_iwres: float = CAR_BIAS_IWRE
         notes.append("no CAR-T measurement (CARCOPY) up to the forecast day: the CAR peak and kinetics forecast "
                      "rests on the population prior only, not on this subject's data")
     if "not_cd7" in problems:
-        notes.append(f"the subject's target is {m.target_}; the twin models CD7 CAR-T (fitted with "
-                     "--allow-other-target)")
+        notes.append((f"the subject's target is {m.target_}" if m.target_ else "the subject's target is not given")
+                     + "; the twin models CD7 CAR-T (fitted with --allow-other-target)")
     used = getattr(m, "baseline_defaults_used_", {})
     if used:  # key baseline_default: a problem for the weight / marrow blasts, a note for any
         notes.append(f"baseline_default: {defaults_text(used)}: the twin starts from the population default "
