@@ -326,7 +326,8 @@ def test_adrs_frame():
     assert adrs["PARAMCD"].to_list() == ["BOR", "OVRLRESP"]
     bor = adrs.filter(pl.col("PARAMCD") == "BOR").row(0, named=True)
     assert (bor["AVALC"], bor["RSSCAT"], bor["MRDNEG"], bor["ADY"]) == ("CR", "CR_MRD-", True, 28.0)
-    assert bor["EVIDENCE"] and bor["RULE"] == "eln2022.CR"
+    # session 37 (review 37 B3): the MRD qualifier of RSSCAT/MRDNEG has its own rule (unverified threshold)
+    assert bor["EVIDENCE"] and bor["RULE"] == "eln2022.CR; eln2022.MRD_negative"
 
 
 # ---------------------------------------------------------------------------------------------

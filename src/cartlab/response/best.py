@@ -1,7 +1,8 @@
 """Best overall response, time to and duration of response, ORR, and the ADRS frame.
 
 Conventions (study-format v1, "Derivation conventions", Response): best response ranks
-CR > CRh > CRi > MLFS > PR > NR > NE, ties go to the first day; ``mrd_negative`` is taken at the
+CR > CRh > CRi > MLFS > PR > NR > NE, ties go to the first day (option ``rank_mrd``: an MRD-negative
+assessment first, ELN 2022); ``mrd_negative`` is taken at the
 best-response marrow (empty when MRDFCM was not measured that day). When a counted assessment could
 be better than the best for want of an input (its ``could_be``), the best is a range: at least
 ``best_response``, ``could_be`` the better categories and ``missing_inputs`` what was not measured
@@ -69,6 +70,10 @@ class BestResponseOptions(CriteriaOptions):
     * ``last_alive_sources`` (None = the analysis's ``endpoints.last_alive_sources``, "all_tables"
       when called alone): what makes the day last known alive, as
       :class:`~cartlab.response.endpoints.EndpointOptions` reads it.
+    * ``rank_mrd`` (False, study-format v1: ties go to the first day, MRD does not rank): True ranks an
+      MRD-negative assessment above one of the same category without it (ELN 2022 makes "CR/CRh/CRi
+      without MRD" a response of its own, research note grading.md §4.1): CR MRD+ on day 28 and CR
+      MRD- on day 60 give best CR_MRD- on day 60 (the first response day stays 28).
     * ``response``: options of the per-assessment criteria.
     """
 
@@ -79,6 +84,7 @@ class BestResponseOptions(CriteriaOptions):
     dor_pr_end: Literal["loss_of_response", "relapse_only"] = "loss_of_response"
     dor_censor: Literal["last_response_assessment", "last_known_alive"] = "last_response_assessment"
     last_alive_sources: Literal["all_tables", "followup_day"] | None = None
+    rank_mrd: bool = False
     response: ResponseOptions = ResponseOptions()
 
     def __post_init__(self) -> None:
@@ -96,7 +102,7 @@ class BestResponseOptions(CriteriaOptions):
 _BEST_SCHEMA = {
     "subject_id": pl.String, "criteria": pl.String, "best_response": pl.String,
     "best_response_mrd": pl.String, "best_response_day": pl.Float64, "mrd_negative": pl.Boolean,
-    "n_assessments": pl.Int64, "first_response_day": pl.Float64, "responder": pl.Boolean,
+    "mrd_rule": pl.String, "n_assessments": pl.Int64, "first_response_day": pl.Float64, "responder": pl.Boolean,
     "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
     "mrd_relapse_day": pl.Float64, "mrd_relapse_reason": pl.String,
     "dor_days": pl.Float64, "dor_event": pl.Boolean, "dor_end_day": pl.Float64, "dor_end_reason": pl.String,
@@ -262,7 +268,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                          "reason": "not evaluable: no post-infusion marrow assessment" + (f" ({'; '.join(notes)})" if notes else ""),
                          "evidence": []})
             continue
-        best = min(window, key=lambda r: (CATEGORY_RANK[r["category"]], r["day"]))
+        best = min(window, key=lambda r: (CATEGORY_RANK[r["category"]],
+                                          options.rank_mrd and r.get("mrd_negative") is not True, r["day"]))
         # "missing is not negative": a counted assessment that a missing input (or a censored bound)
         # leaves open to a better category than the best makes the best a range (at least best)
         could: dict[str, None] = {}
@@ -326,7 +333,10 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                   f"({best['rule']})")
         if best["mrd_negative"] is not None:
             mrd = "below the assay limit" if best["mrd_fcm"] is None else f"{best['mrd_fcm']:.3g}"
-            reason += f"; MRDFCM {mrd} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
+            reason += (f"; MRDFCM {mrd} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
+                       + (f" ({best['mrd_rule']}; specimen and LLOQ in marrow_response.csv)" if best.get("mrd_rule") else ""))
+        if options.rank_mrd:
+            reason += "; MRD-negative ranked above the same category without it (option rank_mrd)"
         if could_be:
             reason += (f"; could be {', '.join(could_be)} (assessment day(s) "
                        f"{', '.join(f'{d:g}' for d in open_days)}): missing {', '.join(missing) or 'an input'}")
@@ -335,7 +345,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         rows.append({
             "subject_id": sid, "criteria": best["criteria"], "best_response": best["category"],
             "best_response_mrd": best["category_mrd"], "best_response_day": best["day"],
-            "mrd_negative": best["mrd_negative"], "n_assessments": len(window), "first_response_day": first,
+            "mrd_negative": best["mrd_negative"], "mrd_rule": best.get("mrd_rule"), "n_assessments": len(window), "first_response_day": first,
             "responder": first is not None, "relapse_day": relapse_day, "relapse_rule": rr.get("relapse_rule") if relapse_day is not None else None,
             "relapse_reason": (f"after {rr['response_category']} on day {rr['response_day']:g}: {rr['relapse_reason']}"
                                if rr and first is not None else None),
@@ -369,6 +379,17 @@ ADRS_COLUMNS = ("STUDYID", "USUBJID", "PARAMCD", "PARAM", "AVALC", "ADY", "CRIT"
                 "RULE", "REASON", "EVIDENCE")
 
 
+def _with_mrd_rule(frame: pl.DataFrame) -> pl.Expr:
+    """ADRS ``RULE``: the category's rule, and the MRD rule (``eln2022.MRD_negative``) when it decided
+    the MRD qualifier of RSSCAT / MRDNEG, so RULESTAT is the worse of the two. ADaM ADRS has no
+    standard variable for the MRD value, threshold or specimen (ADaM IG v1.3 BDS: one PARAMCD per
+    parameter); REASON carries them."""
+    if "mrd_rule" not in frame.columns:
+        return pl.col("rule")
+    return (pl.when(pl.col("mrd_rule").is_not_null() & pl.col("rule").is_not_null())
+            .then(pl.concat_str(pl.col("rule"), pl.lit("; "), pl.col("mrd_rule"))).otherwise(pl.col("rule")))
+
+
 def derive_adrs(study: Study, options: BestResponseOptions | None = None,
                 assessments: pl.DataFrame | None = None, best: pl.DataFrame | None = None) -> pl.DataFrame:
     """ADaM-style ADRS: one ``OVRLRESP`` row per marrow assessment and one ``BOR`` row per subject.
@@ -383,14 +404,14 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None,
         pl.lit("OVRLRESP").alias("PARAMCD"), pl.lit("Overall response at the marrow assessment").alias("PARAM"),
         pl.col("category").alias("AVALC"), pl.col("day").alias("ADY"), pl.col("criteria").alias("CRIT"),
         pl.col("category_mrd").alias("RSSCAT"), pl.col("mrd_negative").alias("MRDNEG"),
-        pl.col("rule").alias("RULE"), pl.col("reason").alias("REASON"), pl.col("evidence").alias("EVIDENCE"),
+        _with_mrd_rule(a).alias("RULE"), pl.col("reason").alias("REASON"), pl.col("evidence").alias("EVIDENCE"),
     )
     bor = b.filter(pl.col("criteria").is_not_null()).select(
         pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.lit("BOR").alias("PARAMCD"), pl.lit("Best overall response").alias("PARAM"),
         pl.col("best_response").alias("AVALC"), pl.col("best_response_day").alias("ADY"),
         pl.col("criteria").alias("CRIT"), pl.col("best_response_mrd").alias("RSSCAT"),
-        pl.col("mrd_negative").alias("MRDNEG"), pl.col("rule").alias("RULE"), pl.col("reason").alias("REASON"),
+        pl.col("mrd_negative").alias("MRDNEG"), _with_mrd_rule(b).alias("RULE"), pl.col("reason").alias("REASON"),
         pl.col("evidence").alias("EVIDENCE"),
     )
     return pl.concat([per, bor], how="vertical_relaxed").sort("USUBJID", "PARAMCD", "ADY", nulls_last=True).select(ADRS_COLUMNS)

@@ -68,7 +68,8 @@ class ResponseOptions(CriteriaOptions):
     "not_evaluable" makes a marrow that would be CR/CRh/CRi/MLFS but has no PBBLAST within the
     count window NE, naming the categories still possible, "assume_absent" reads the missing value
     as no circulating blasts (and the reason says so). ``missing_cellularity``, ``same_day_marrow``,
-    ``relapse_after``, ``mrd_relapse_same_specimen``, ``all_count_strict``: see the table's comments.
+    ``relapse_after``, ``mrd_relapse_same_specimen``, ``mrd_specimen``, ``all_count_strict``: see the
+    table's comments.
     """
 
     criteria_package = "cartlab.response"
@@ -87,6 +88,7 @@ class ResponseOptions(CriteriaOptions):
     same_day_marrow: Literal["highest", "not_evaluable"] | None = None
     relapse_after: tuple[Literal["CR", "CRh", "CRi", "MLFS"], ...] | None = None  # not PR: a PR marrow has 5-25% blasts (ELN: relapse is >= 5%)
     mrd_relapse_same_specimen: bool | None = None
+    mrd_specimen: Literal["BM", "any"] | None = None
     all_count_strict: bool | None = None
     pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
                                             "BMBLAST before this day")
@@ -177,7 +179,8 @@ def _by_subject(study: Study, near: float | None = None,
         used = (obs.with_row_index("_i").filter(counts).join(marrows, on="subject_id")
                 .filter((pl.col("day").floor() - pl.col("_md")).abs() <= near)["_i"].unique())
         obs = obs.with_row_index("_i").filter(~counts | pl.col("_i").is_in(used.implode())).drop("_i")
-    obs = obs.select("subject_id", "day", "param", "value", "censor", "censor_limit", "specimen", "src_file",
+    lloq = pl.col("lloq") if "lloq" in obs.columns else pl.lit(None, dtype=pl.Float64).alias("lloq")
+    obs = obs.select("subject_id", "day", "param", "value", "censor", "censor_limit", "specimen", lloq, "src_file",
                      "src_row").sort(
         # two values of one day without a time: in value order (file order must not decide), then file order
         "subject_id", "day", "value", "censor_limit", "src_row", nulls_last=True)
@@ -271,7 +274,7 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     used: dict[str, Any] = {"BMBLAST": marrow}
     day_rows = {p: [r for r in sd.obs.get(p, []) if math.floor(r["day"]) == math.floor(d)] for p in ("BMCELL", "MRDFCM")}
     cell = day_rows["BMCELL"][-1] if day_rows["BMCELL"] else None
-    mrd, mrd_rows = _pick_mrd(day_rows["MRDFCM"], opts)
+    mrd, mrd_rows, mrd_other = _pick_mrd(day_rows["MRDFCM"], opts)
     anc = _nearest(sd.obs.get("NEUT", []), d, w)
     free = opts.get("platelet_transfusion_free_days")
     plats = sd.obs.get("PLAT", [])
@@ -284,7 +287,7 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
         emd_rows = [e for e in sd.emd if 0 <= e["day"] and math.floor(e["day"]) <= math.floor(d) + w]
     else:
         emd_rows = [e for e in sd.emd if abs(math.floor(e["day"]) - math.floor(d)) <= w]
-    used.update({"BMCELL": cell, "MRDFCM": mrd, "MRDFCM_all": mrd_rows, "NEUT": anc, "PLAT": plt, "PBBLAST": pb,
+    used.update({"BMCELL": cell, "MRDFCM": mrd, "MRDFCM_all": mrd_rows, "MRDFCM_other": mrd_other, "NEUT": anc, "PLAT": plt, "PBBLAST": pb,
                  "PRE": pre})
     assume_pb = pb is None and opts["missing_pb_blasts"] == "assume_absent"
     iv = {"bm_blast_pct": _interval({**marrow, "param": "BMBLAST"}),
@@ -310,29 +313,36 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     used["TX"] = [(kind, s_, e_) for kind, s_, e_, _ in tx_rows]
     for k, (lo, hi, lo_open, hi_open) in iv.items():
         feats.update({f"{k}_lo": lo, f"{k}_hi": hi, f"{k}_lo_open": lo_open, f"{k}_hi_open": hi_open})
-    evidence = [x for x in (row_ref(r) for k, r in used.items() if k not in ("MRDFCM_all", "TX") and r is not None) if x]
-    evidence += [x for x in (row_ref(r) for r in mrd_rows) if x]
+    evidence = [x for x in (row_ref(r) for k, r in used.items() if k not in ("MRDFCM_all", "MRDFCM_other", "TX") and r is not None) if x]
+    evidence += [x for x in (row_ref(r) for r in mrd_rows + mrd_other) if x]
     evidence += [x for x in (row_ref(e) for e in emd_rows) if x]
     evidence += [ref for *_, ref in tx_rows if ref]  # the transfusions the reason names (interventions.csv)
     return feats, used, list(dict.fromkeys(evidence))
 
 
-def _pick_mrd(rows: list[dict[str, Any]], opts: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The MRDFCM of the marrow's calendar day: the bone-marrow specimen's (spec: MRD "at the
-    best-response marrow") when one is marked BM, else every result that day. Of several, the status
-    must agree: the highest result is then reported; when they disagree the status is undetermined
-    (None, and all of them are returned). Never the file's row order."""
-    bm = [r for r in rows if str(r.get("specimen") or "").strip().upper() == "BM"]
-    pool = bm or rows
+def _pick_mrd(rows: list[dict[str, Any]], opts: dict[str, Any]
+              ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The MRDFCM of the marrow's calendar day (spec: MRD "at the best-response marrow"): the
+    bone-marrow specimen's when one is marked BM, else one without a specimen (counted as marrow);
+    another specimen (PB) only with the option ``mrd_specimen`` "any" (ELIANA: MRD-negative "by flow
+    cytometry in BM", research note §4.2). Of several, the status must agree: the highest result is
+    then reported; when they disagree the status is undetermined (None, and all of them are
+    returned). Never the file's row order. Returns (row, pool, the day's results not used)."""
+    spec = [str(r.get("specimen") or "").strip().upper() for r in rows]
+    bm = [r for r, s in zip(rows, spec) if s == "BM"]
+    pool = bm or [r for r, s in zip(rows, spec) if s == ""]
+    if not pool and opts.get("mrd_specimen", "BM") == "any":
+        pool = rows
+    other = [r for r in rows if not any(r is x for x in pool)]
     if not pool:
-        return None, []
+        return None, [], other
     if len(pool) == 1:
-        return pool[0], pool
+        return pool[0], pool, other
     status = {_mrd(r, opts)[1] for r in pool}
     if len(status) > 1:
-        return None, pool
+        return None, pool, other
     return max(pool, key=lambda r: (r["value"] if r["value"] is not None else float(r["censor_limit"]),
-                                    r["value"] is not None)), pool
+                                    r["value"] is not None)), pool, other
 
 
 _FEATURE_LABEL = {
@@ -461,18 +471,32 @@ _SCHEMA = {
     "plt": pl.Float64, "plt_day": pl.Float64, "emd": pl.Boolean, "bm_cellularity_pct": pl.Float64,
     "pre_bm_blast_pct": pl.Float64, "pre_bm_day": pl.Float64, "blast_reduction_pct": pl.Float64,
     "mrd_fcm": pl.Float64, "mrd_threshold": pl.Float64, "mrd_negative": pl.Boolean,
-    "mrd_detectable": pl.Boolean, "evidence": EVIDENCE,
+    "mrd_detectable": pl.Boolean, "mrd_rule": pl.String, "evidence": EVIDENCE,
 }
+
+
+def _mrd_lloq(mrd_row: dict[str, Any]) -> float | None:
+    """The row's LLOQ when its value is below it (0 included: undetectable at that LLOQ), else None:
+    such a value is known only as "< LLOQ" (spec "Cellular kinetics", BLQ: "a value below ``lloq``")."""
+    v, lloq = mrd_row.get("value"), mrd_row.get("lloq")
+    return float(lloq) if v is not None and lloq is not None and lloq > 0 and v < lloq else None
 
 
 def _mrd(mrd_row: dict[str, Any] | None, opts: dict[str, Any]) -> tuple[float | None, bool | None, bool | None]:
     """(value, negative, detectable) of the marrow day's MRDFCM. A censored result (``<L``, no value)
     is negative when every value below ``L`` is below the threshold, else undetermined (None); it is
-    never detectable. A ``>L`` result is positive when every value above ``L`` is at or above the
-    threshold (detectable), else undetermined."""
+    never detectable. A value below its row's ``lloq`` (0 included) is the bound ``<lloq``: negative
+    when the LLOQ is at or below the threshold, else undetermined (the assay cannot see the
+    threshold; research note §4.1 "test/sensitivity must be reported"); detectable when above 0.
+    A ``>L`` result is positive when every value above ``L`` is at or above the threshold
+    (detectable), else undetermined. A quantified value below the threshold is negative (spec
+    "Response": "detectable values below the threshold count as negative")."""
     if mrd_row is None:
         return None, None, None
     v, thr, inclusive = mrd_row["value"], float(opts["mrd_threshold"]), bool(opts["mrd_threshold_inclusive"])
+    lloq = _mrd_lloq(mrd_row)
+    if lloq is not None:  # every value is < lloq
+        return v, (True if lloq <= thr else None), v > 0
     if v is None:
         lim, op = float(mrd_row["censor_limit"]), mrd_row["censor"]
         if op in (">", ">="):
@@ -484,6 +508,48 @@ def _mrd(mrd_row: dict[str, Any] | None, opts: dict[str, Any]) -> tuple[float | 
         return None, (True if sure else None), False
     neg = v <= thr if inclusive else v < thr
     return v, neg, v > 0
+
+
+def _mrd_value_text(r: dict[str, Any]) -> str:
+    lloq = _mrd_lloq(r)
+    if lloq is None:
+        return mrd_text(r["value"], r["censor"], r["censor_limit"])
+    return (f"undetectable (0) at its LLOQ {lloq:g}" if not r["value"] else
+            f"{r['value']:.3g} below its LLOQ {lloq:g} (not quantifiable)")
+
+
+def _mrd_specimen(r: dict[str, Any]) -> str:
+    return str(r.get("specimen") or "").strip().upper() or "specimen not given"
+
+
+def mrd_shown(r: dict[str, Any]) -> str:
+    """An MRDFCM row as read, with its specimen: ``0.0005 below its LLOQ 0.002 (not quantifiable) (BM)``."""
+    return f"{_mrd_value_text(r)} ({_mrd_specimen(r)})"
+
+
+def mrd_status_text(r: dict[str, Any], opts: dict[str, Any], rule_id: str | None = None) -> str:
+    """``MRDFCM <value> ...: negative|positive|not evaluable`` naming the threshold, the LLOQ (a value
+    below it is only ``<LLOQ``), the MRD rule id and the specimen (the marrow's reason)."""
+    v, neg, det = _mrd(r, opts)
+    thr = float(opts["mrd_threshold"])
+    below, above = ("<=", ">") if opts["mrd_threshold_inclusive"] else ("<", ">=")
+    lloq = _mrd_lloq(r)
+    tag = f" [{rule_id}]" if rule_id else ""
+    spec = f" ({'specimen ' if _mrd_specimen(r) != 'specimen not given' else ''}{_mrd_specimen(r)})"
+    if lloq is not None:
+        why = (f"read as <{lloq:g} {below} {thr:g}: negative{tag}" if neg else
+               f"read as <{lloq:g}: MRD status not evaluable, the LLOQ {lloq:g} is above the threshold {thr:g} "
+               "(assay not sensitive enough)")
+        return f"MRDFCM {_mrd_value_text(r)} {why}{spec}"
+    if v is not None:
+        low = (" (detectable, low level); ELN MRD 2021 reports such a value as 'positive below threshold' "
+               "[wording unverified]: the flags carry the threshold reading" if neg and det else "")
+        return (f"MRDFCM {v:.3g} {below if neg else above} {thr:g}: "
+                f"{'negative' if neg else 'positive'}{low}{tag if neg else ''}{spec}")
+    up = r["censor"] in (">", ">=")
+    return (f"MRDFCM {mrd_text(None, r['censor'], r['censor_limit'])} ({'above' if up else 'below'} the assay limit): "
+            + ("positive" if neg is False else f"negative{tag}" if neg else
+               f"MRD status not evaluable: the limit does not settle the threshold {thr:g}") + spec)
 
 
 def mrd_text(value: float | None, censor: str | None = None, limit: float | None = None) -> str:
@@ -500,8 +566,8 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     it is after the infusion moment (its clock time on day 0 when known: a marrow at 09:00 before a
     14:00 infusion is not a response). The pre-treatment marrow is the last BMBLAST before day 0
     (spec "Response"). ``category_mrd`` adds ``_MRD-`` to CR/CRh/CRi when the marrow day's MRDFCM
-    (bone marrow specimen first) is below the threshold (ELN 2022 "CR without MRD"; ALL
-    MRD-negative). After a response (the option ``relapse_after``), a marrow meeting a
+    (bone marrow specimen, or none given; option ``mrd_specimen``) is below the threshold (ELN 2022
+    "CR without MRD"; ALL MRD-negative; a value below its LLOQ is "< LLOQ"; rule ``mrd_rule``). After a response (the option ``relapse_after``), a marrow meeting a
     marrow relapse rule (ELN 2022 Table 7: BM blasts >= 5%) is category ``relapse``.
     """
     options = options or ResponseOptions()
@@ -553,7 +619,8 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
                 a = _as_relapse(a, remission[sid], after)
             if a["category"] in after and sid not in remission:
                 remission[sid] = m["day"]
-            rows.append(_assessment_row(subj, m, pre, feats, used, evidence, a, opts, table["standard"]))
+            rows.append(_assessment_row(subj, m, pre, feats, used, evidence, a,
+                                        {**opts, "_mrd_rule": (table.get("mrd") or {}).get("id")}, table["standard"]))
     order = {sid: i for i, sid in enumerate(study.subjects["subject_id"].to_list())}
     rows.sort(key=lambda r: order[r["subject_id"]])  # subjects in study order, each subject's marrows in day order
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
@@ -631,25 +698,21 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
         reason += " | cellularity not given: assumed not aplastic (option missing_cellularity=assume_adequate)"
     reason += _context_text(used, opts)
     pool = used.get("MRDFCM_all") or []
+    other = used.get("MRDFCM_other") or []
+    mrd_rule = opts.get("_mrd_rule") if mrd_neg is not None else None  # the threshold rule decided it
     if used["MRDFCM"] is None and pool:
         reason += (" | MRDFCM on the marrow day disagree on the MRD status ("
-                   + ", ".join(f"{mrd_text(r['value'], r['censor'], r['censor_limit'])}"
-                               f" {r.get('specimen') or 'specimen not given'}" for r in pool)
-                   + "): MRD status undetermined")
-    elif mrd_v is not None:
-        below, above = ("<=", ">") if opts["mrd_threshold_inclusive"] else ("<", ">=")
-        reason += (f" | MRDFCM {mrd_v:.3g} {below if mrd_neg else above} "
-                   f"{opts['mrd_threshold']:g}: {'negative' if mrd_neg else 'positive'}"
-                   f"{' (detectable, low level)' if mrd_neg and mrd_det else ''}")
+                   + ", ".join(mrd_shown(r) for r in pool) + "): MRD status undetermined")
     elif used["MRDFCM"] is not None:
-        r = used["MRDFCM"]
-        up = r["censor"] in (">", ">=")
-        reason += (f" | MRDFCM {mrd_text(None, r['censor'], r['censor_limit'])} "
-                   f"({'above' if up else 'below'} the assay limit): "
-                   + ("positive" if mrd_neg is False else "negative" if mrd_neg else
-                      f"MRD status not evaluable: the limit does not settle the threshold {opts['mrd_threshold']:g}"))
+        reason += " | " + mrd_status_text(used["MRDFCM"], opts, mrd_rule)
     if len(pool) > 1 and used["MRDFCM"] is not None:
         reason += f" (the highest of {len(pool)} MRDFCM results that day, all with the same status)"
+    if other:
+        reason += (" | MRDFCM " + ", ".join(mrd_shown(r) for r in other) + " not used for the marrow's MRD status"
+                   + (": MRD status not evaluable" if not pool else "")
+                   + f" (option mrd_specimen={opts.get('mrd_specimen', 'BM')}: BM, or a row without a specimen)")
+    if used["MRDFCM"] is not None or pool or other:
+        reason += " | MRD status is flow (MRDFCM) only; molecular markers are in molecular_response.csv"
     return {
         "subject_id": subj["subject_id"], "disease": subj["disease"], "criteria": standard,
         "day": float(m["day"]), "category": a["category"], "category_mrd": cat_mrd, "rule": a["rule"],
@@ -664,7 +727,7 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
         # a rise from 0% has no percentage (-inf for the rule): empty in the table, the reason says it
         "blast_reduction_pct": None if feats["blast_reduction_pct"] == -math.inf else feats["blast_reduction_pct"],
         "mrd_fcm": mrd_v, "mrd_threshold": float(opts["mrd_threshold"]), "mrd_negative": mrd_neg,
-        "mrd_detectable": mrd_det, "evidence": evidence,
+        "mrd_detectable": mrd_det, "mrd_rule": mrd_rule, "evidence": evidence,
     }
 
 

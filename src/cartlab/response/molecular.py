@@ -33,6 +33,13 @@ Target antigen (TGTBLAST, % of blasts positive for ``analyte``, e.g. CD7): its p
 * ``antigen.no_baseline``: below the cut-off with no pre-treatment value: loss or low from the start
   cannot be told (``antigen_loss`` empty);
 * ``antigen.retained``: at or above the cut-off (``antigen_loss`` false).
+* ``antigen.no_blasts``: a marrow result on a day with BMBLAST 0 and no MRDFCM above 0: no blasts
+  to stain, loss not assessable (``antigen_loss`` and ``below_cutoff`` empty).
+
+The pre-treatment value is that of the follow-up's specimen (else another's, named), and of several
+on its day the highest (option ``antigen_same_day``); never the file's row order. Several molecular
+baselines on one day give a range (option ``same_day_baseline``); a baseline older than
+``baseline_max_days_before`` (42) days is flagged, not dropped.
 
 ``with_relapse_marrow`` is true when the same day has marrow blasts (BMBLAST) >= 5%, false when
 below 5%, and empty when no BMBLAST was measured that day (the reason names it) or when a censored
@@ -45,11 +52,14 @@ the CD7 eligibility cut-off of NCT04762485 ("CD7 > 30% of blasts by flow"); set 
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Literal
 
 import polars as pl
 
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
+from cartlab.errors import SubjectsWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
 
@@ -68,12 +78,28 @@ class MolecularOptions(CriteriaOptions):
       one marker differ, so a change across specimens is not a reduction. A cartlab convention
       (ELN MRD 2021, Heuser et al., Blood 2021;138:2753, monitors MRD in serial samples of one
       material; that wording is not verified here). False compares across specimens.
+    * ``same_day_baseline`` ("range"): several results of a marker on its last pre-treatment day
+      (no time to order them): "range" = the reduction is a range over them
+      (``log10_reduction_at_least`` .. ``_at_most``, rule ``molecular.same_day_baseline``, every row
+      named); "highest" / "lowest" = that one. Never the file's row order.
+    * ``baseline_max_days_before`` (42): a baseline older than this many days before day 0 is still
+      used but flagged in the reason and a warning (it may be a diagnosis value, not the pre-CAR-T
+      level). Default: the screening window [-42, -6] of the shipped NCT04762485 protocol
+      (cartlab/protocol/protocols/nct04762485.yaml; reconstructed there: the registry states none).
+      None: no flag.
+    * ``antigen_same_day`` ("highest"): several pre-treatment TGTBLAST of the follow-up's specimen on
+      their last day: "highest" = the highest (a loss needs the antigen present before; the reason
+      lists all); "not_evaluable" = undetermined when they differ on the cut-off. The pre-treatment
+      value is that of the follow-up's specimen when there is one, else of another (named).
     """
 
     baseline_before_day: float = 0.0
     params: tuple[str, ...] = MOLECULAR_PARAMS
     same_specimen: bool = True
     antigen_negative_below_pct: float = 30.0
+    same_day_baseline: Literal["range", "highest", "lowest"] = "range"
+    baseline_max_days_before: float | None = 42.0
+    antigen_same_day: Literal["highest", "not_evaluable"] = "highest"
 
 
 _SCHEMA = {
@@ -127,6 +153,107 @@ def _bound(num: float | None, den: float | None) -> float | None:
     return math.log10(num / den) if num and den and num > 0 and den > 0 else None
 
 
+def _compare(out: dict, name: str, b: dict, br: _Reading, r: dict, fr: _Reading) -> None:
+    """The reduction (or its bound) of follow-up ``r`` from baseline ``b``, written into ``out``."""
+    at = f"on day {r['day']:g}"
+    bl = f"baseline {br.text} on day {b['day']:g}"
+    if br.kind == "text" or fr.kind == "text":
+        which = (f"baseline value_text {br.text} on day {b['day']:g}" if br.kind == "text"
+                 else f"value_text {fr.text} {at}")
+        out.update(rule="molecular.not_numeric",
+                   reason=f"{name}: {which} is neither a number nor a censored result such as <x, "
+                          "so no reduction can be computed")
+    elif br.kind == "undetectable":
+        out.update(rule="molecular.baseline_zero",
+                   reason=f"{name}: baseline {b['value']:g} on day {b['day']:g} is not positive")
+    elif br.kind == "exact" and fr.kind == "exact":
+        fold = br.value / fr.value
+        out.update(fold_reduction=fold, log10_reduction=math.log10(fold), rule="molecular.log10_reduction",
+                   reason=f"{name}: log10({br.value:g} / {fr.value:g}) = {math.log10(fold):.2f} "
+                          f"(baseline day {b['day']:g}, follow-up day {r['day']:g})")
+    elif br.kind == "exact" and fr.kind == "undetectable":
+        out.update(rule="molecular.undetectable",
+                   reason=f"{name} undetectable {at} and no LLOQ given: the log "
+                          "reduction is not finite and is not reported")
+    elif br.kind == "exact" and fr.kind in ("undetectable_lloq", "blq", "below"):
+        least = math.log10(br.value / fr.hi)
+        what = (f"undetectable {at}" if fr.kind == "undetectable_lloq"
+                else f"{fr.value:g} {at} is below its LLOQ {fr.hi:g} (not quantifiable, censored at "
+                     "the LLOQ)" if fr.kind == "blq"
+                else f"{fr.censored} {at} (censored result)")
+        lim = {"undetectable_lloq": "LLOQ ", "blq": "LLOQ ", "below": ""}[fr.kind]
+        out.update(log10_reduction_at_least=least,
+                   rule={"undetectable_lloq": "molecular.undetectable_lloq", "blq": "molecular.below_lloq",
+                         "below": "molecular.followup_censored"}[fr.kind],
+                   reason=f"{name} {what}: log10 reduction >= log10({br.value:g} / {lim}{fr.hi:g}) = "
+                          f"{least:.2f} (baseline day {b['day']:g})")
+    elif br.kind == "exact" and fr.kind == "above":
+        most = math.log10(br.value / fr.lo)
+        out.update(log10_reduction_at_most=most, rule="molecular.followup_censored",
+                   reason=f"{name} {fr.censored} {at} (censored result): log10 reduction <= "
+                          f"log10({br.value:g} / {fr.lo:g}) = {most:.2f} (baseline day {b['day']:g})")
+    elif fr.kind == "exact":
+        # censored baseline (below x, or above x), quantified follow-up
+        if br.kind == "above":
+            least = math.log10(br.lo / fr.value)
+            out.update(log10_reduction_at_least=least, rule="molecular.baseline_censored",
+                       reason=f"{name}: {bl} is a censored result: log10 reduction >= "
+                              f"log10({br.lo:g} / {fr.value:g}) = {least:.2f} (follow-up day {r['day']:g})")
+        else:
+            most = math.log10(br.hi / fr.value)
+            change = (f"the marker rose at least {fr.value / br.hi:g}-fold" if most < 0
+                      else f"a reduction of at most {br.hi / fr.value:g}-fold")
+            out.update(log10_reduction_at_most=most, rule="molecular.baseline_censored",
+                       reason=f"{name}: {bl}, below {br.hi:g}, so {fr.value:g} {at} gives a log10 "
+                              f"reduction <= log10({br.hi:g} / {fr.value:g}) = {most:.2f} ({change}); "
+                              "no exact reduction")
+    else:
+        least, most = _bound(br.lo, fr.hi), _bound(br.hi, fr.lo)
+        bounds = "; ".join(x for x in (
+            None if least is None else f"log10 reduction >= {least:.2f}",
+            None if most is None else f"log10 reduction <= {most:.2f}") if x)
+        out.update(log10_reduction_at_least=least, log10_reduction_at_most=most, rule="molecular.both_censored",
+                   reason=f"{name}: {bl} and {fr.text} {at} are both censored or undetectable: "
+                          + (bounds if bounds else "no reduction and no bound can be computed"))
+
+
+def _same_day(out: dict, name: str, same: list[dict], r: dict, fr: _Reading, how: str) -> None:
+    """Several baseline results on the last pre-treatment day (no time orders them): the reduction from
+    each; "range": the lowest and highest bound over them (rule ``molecular.same_day_baseline``);
+    "highest" / "lowest": the reduction from that one."""
+    key = [(_Reading(x).hi if _Reading(x).hi is not None else math.inf, _Reading(x).lo or 0.0) for x in same]
+    shown = ", ".join(f"{_Reading(x).text} ({row_ref(x) or 'row not given'})" for x in same)
+    note = f"; {len(same)} baseline results on day {same[0]['day']:g}: {shown}"
+    if how in ("highest", "lowest"):
+        pick = (max if how == "highest" else min)(range(len(same)), key=lambda i: key[i])
+        b = same[pick]
+        out.update(baseline=b["value"], baseline_censored=_Reading(b).censored)
+        _compare(out, name, b, _Reading(b), r, fr)
+        out["reason"] += note + f": the {how} used (option molecular.same_day_baseline={how})"
+        out["evidence"] = list(dict.fromkeys(out["evidence"] + [x for x in map(row_ref, same) if x]))
+        return
+    lows, highs, texts = [], [], []
+    for x in same:
+        one = {"fold_reduction": None, "log10_reduction": None, "log10_reduction_at_least": None,
+               "log10_reduction_at_most": None}
+        _compare(one, name, x, _Reading(x), r, fr)
+        exact = one["log10_reduction"]
+        lows.append(exact if exact is not None else one["log10_reduction_at_least"])
+        highs.append(exact if exact is not None else one["log10_reduction_at_most"])
+        texts.append(one["reason"])
+    least = None if any(v is None for v in lows) else min(lows)
+    most = None if any(v is None for v in highs) else max(highs)
+    span = (f"log10 reduction between {least:.2f} and {most:.2f}" if least is not None and most is not None
+            else f"log10 reduction >= {least:.2f}" if least is not None
+            else f"log10 reduction <= {most:.2f}" if most is not None else "no bound")
+    out.update(baseline=None, baseline_censored=None, fold_reduction=None, log10_reduction=None,
+               log10_reduction_at_least=least, log10_reduction_at_most=most, rule="molecular.same_day_baseline",
+               reason=(f"{name} on day {r['day']:g}: {span} (option molecular.same_day_baseline=range: the baseline "
+                       f"is undetermined between the results of day {same[0]['day']:g}, no time orders them)"
+                       + note + " | " + " | ".join(texts)))
+    out["evidence"] = list(dict.fromkeys(out["evidence"] + [x for x in map(row_ref, same) if x]))
+
+
 def derive_molecular_response(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
     """One row per post-baseline molecular result: fold and log10 reduction from the marker's
     baseline, or a bound (``log10_reduction_at_least`` / ``_at_most``) when either is censored."""
@@ -137,7 +264,8 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
                                   & (pl.col("value").is_not_null() | pl.col("value_text").is_not_null()))
         .sort("subject_id", "param", "analyte", "day", "src_row", nulls_last=True)
     )
-    rows = []
+    rows: list[dict] = []
+    old: list[str] = []
     for key, part in obs.partition_by(["subject_id", "param", "analyte"], as_dict=True).items() if obs.height else []:
         sid, param, analyte = key
         recs = part.to_dicts()
@@ -159,7 +287,6 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
                    "fold_reduction": None, "log10_reduction": None, "log10_reduction_at_least": None,
                    "log10_reduction_at_most": None, "evidence": ev}
             at = f"on day {r['day']:g}"
-            bl = "" if b is None else f"baseline {br.text} on day {b['day']:g}"
             if b is None:
                 other = sorted({x["specimen"] or "no specimen" for x in recs if x["day"] < cut})
                 where = f" in {r['specimen'] or 'a row without a specimen'}" if options.same_specimen else ""
@@ -168,65 +295,23 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
                 out.update(rule="molecular.no_baseline",
                            reason=f"{name} {fr.text} {at}: no value before day {cut:g}{where}, so no reduction "
                                   f"can be computed{note}")
-            elif br.kind == "text" or fr.kind == "text":
-                which = (f"baseline value_text {br.text} on day {b['day']:g}" if br.kind == "text"
-                         else f"value_text {fr.text} {at}")
-                out.update(rule="molecular.not_numeric",
-                           reason=f"{name}: {which} is neither a number nor a censored result such as <x, "
-                                  "so no reduction can be computed")
-            elif br.kind == "undetectable":
-                out.update(rule="molecular.baseline_zero",
-                           reason=f"{name}: baseline {b['value']:g} on day {b['day']:g} is not positive")
-            elif br.kind == "exact" and fr.kind == "exact":
-                fold = br.value / fr.value
-                out.update(fold_reduction=fold, log10_reduction=math.log10(fold), rule="molecular.log10_reduction",
-                           reason=f"{name}: log10({br.value:g} / {fr.value:g}) = {math.log10(fold):.2f} "
-                                  f"(baseline day {b['day']:g}, follow-up day {r['day']:g})")
-            elif br.kind == "exact" and fr.kind == "undetectable":
-                out.update(rule="molecular.undetectable",
-                           reason=f"{name} undetectable {at} and no LLOQ given: the log "
-                                  "reduction is not finite and is not reported")
-            elif br.kind == "exact" and fr.kind in ("undetectable_lloq", "blq", "below"):
-                least = math.log10(br.value / fr.hi)
-                what = (f"undetectable {at}" if fr.kind == "undetectable_lloq"
-                        else f"{fr.value:g} {at} is below its LLOQ {fr.hi:g} (not quantifiable, censored at "
-                             "the LLOQ)" if fr.kind == "blq"
-                        else f"{fr.censored} {at} (censored result)")
-                lim = {"undetectable_lloq": "LLOQ ", "blq": "LLOQ ", "below": ""}[fr.kind]
-                out.update(log10_reduction_at_least=least,
-                           rule={"undetectable_lloq": "molecular.undetectable_lloq", "blq": "molecular.below_lloq",
-                                 "below": "molecular.followup_censored"}[fr.kind],
-                           reason=f"{name} {what}: log10 reduction >= log10({br.value:g} / {lim}{fr.hi:g}) = "
-                                  f"{least:.2f} (baseline day {b['day']:g})")
-            elif br.kind == "exact" and fr.kind == "above":
-                most = math.log10(br.value / fr.lo)
-                out.update(log10_reduction_at_most=most, rule="molecular.followup_censored",
-                           reason=f"{name} {fr.censored} {at} (censored result): log10 reduction <= "
-                                  f"log10({br.value:g} / {fr.lo:g}) = {most:.2f} (baseline day {b['day']:g})")
-            elif fr.kind == "exact":
-                # censored baseline (below x, or above x), quantified follow-up
-                if br.kind == "above":
-                    least = math.log10(br.lo / fr.value)
-                    out.update(log10_reduction_at_least=least, rule="molecular.baseline_censored",
-                               reason=f"{name}: {bl} is a censored result: log10 reduction >= "
-                                      f"log10({br.lo:g} / {fr.value:g}) = {least:.2f} (follow-up day {r['day']:g})")
-                else:
-                    most = math.log10(br.hi / fr.value)
-                    change = (f"the marker rose at least {fr.value / br.hi:g}-fold" if most < 0
-                              else f"a reduction of at most {br.hi / fr.value:g}-fold")
-                    out.update(log10_reduction_at_most=most, rule="molecular.baseline_censored",
-                               reason=f"{name}: {bl}, below {br.hi:g}, so {fr.value:g} {at} gives a log10 "
-                                      f"reduction <= log10({br.hi:g} / {fr.value:g}) = {most:.2f} ({change}); "
-                                      "no exact reduction")
             else:
-                least, most = _bound(br.lo, fr.hi), _bound(br.hi, fr.lo)
-                bounds = "; ".join(x for x in (
-                    None if least is None else f"log10 reduction >= {least:.2f}",
-                    None if most is None else f"log10 reduction <= {most:.2f}") if x)
-                out.update(log10_reduction_at_least=least, log10_reduction_at_most=most, rule="molecular.both_censored",
-                           reason=f"{name}: {bl} and {fr.text} {at} are both censored or undetectable: "
-                                  + (bounds if bounds else "no reduction and no bound can be computed"))
+                same = [x for x in base if math.floor(x["day"]) == math.floor(b["day"])]
+                if len(same) > 1:
+                    _same_day(out, name, same, r, fr, options.same_day_baseline)
+                else:
+                    _compare(out, name, b, br, r, fr)
+                if options.baseline_max_days_before is not None and b["day"] < -options.baseline_max_days_before:
+                    old.append(sid)
+                    out["reason"] += (f"; the baseline is {-b['day']:g} days before day 0, older than "
+                                      f"{options.baseline_max_days_before:g} (option molecular.baseline_max_days_before):"
+                                      " it may be a diagnosis value rather than the pre-CAR-T level")
             rows.append(out)
+    if old:
+        warnings.warn(SubjectsWarning(
+            f"a molecular baseline older than {options.baseline_max_days_before:g} days before day 0 was used for "
+            "{subjects} (it may be a diagnosis value; option molecular.baseline_max_days_before)", old,
+            "molecular_response.csv (column reason)"), stacklevel=2)
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
 
 
@@ -257,6 +342,59 @@ def _below(r: dict, thr: float) -> bool | None:
 def _pct(r: dict) -> str:
     """A TGTBLAST result as written: "95.6%" or the censored "<1%"."""
     return f"{r['value']:g}%" if r["value"] is not None else f"{r['censor']}{r['censor_limit']:g}%"
+
+
+def _spec(r: dict) -> str:
+    return str(r.get("specimen") or "").strip().upper()
+
+
+def _antigen_baseline(pre: list[dict], r: dict, thr: float, same_day: str):
+    """The pre-treatment TGTBLAST for follow-up ``r``: the last of ``r``'s specimen, else of any other
+    (named); several on that day: the highest ("highest", all listed), or none settled when they
+    differ on the cut-off ("not_evaluable"). Never the file's row order. Returns (row, below cut-off
+    (None = undetermined), note for the reason, the rows used)."""
+    mine = [x for x in pre if _spec(x) == _spec(r)]
+    pool, note = mine, ""
+    if not mine and pre:
+        pool = pre
+        note = (f"; none in {_spec(r) or 'rows without a specimen'}, so of "
+                f"{', '.join(sorted({_spec(x) or 'no specimen' for x in pre}))}")
+    if not pool:
+        return None, None, note, []
+    last = max(math.floor(x["day"]) for x in pool)
+    tie = [x for x in pool if math.floor(x["day"]) == last]
+
+    def key(x: dict) -> tuple[float, bool]:
+        return (x["value"] if x["value"] is not None else float(x["censor_limit"]), x["value"] is not None)
+
+    p = max(tie, key=key)
+    status = {_below(x, thr) for x in tie}
+    if len(tie) > 1:
+        note += (f"; {len(tie)} results that day: " + ", ".join(f"{_pct(x)} ({row_ref(x) or 'row not given'})"
+                                                                for x in tie)
+                 + (", the highest used (option molecular.antigen_same_day=highest)" if same_day == "highest"
+                    else f", option molecular.antigen_same_day={same_day}"))
+    if same_day == "not_evaluable" and len(status) > 1:
+        return p, None, note, tie
+    return p, _below(p, thr), note, tie
+
+
+def _no_blast_days(study: Study) -> dict[tuple[str, int], str]:
+    """(subject, calendar day) -> text, for marrow days with BMBLAST 0 (every BMBLAST of the day) and no
+    MRDFCM above 0: no blasts whose antigen could be counted."""
+    ob = study.observations.filter(pl.col("param").is_in(["BMBLAST", "MRDFCM"]) & pl.col("day").is_not_null())
+    out: dict[tuple[str, int], list] = {}
+    for r in ob.iter_rows(named=True):
+        out.setdefault((r["subject_id"], math.floor(r["day"])), []).append(r)
+    res = {}
+    for key, rs in out.items():
+        bm = [r for r in rs if r["param"] == "BMBLAST"]
+        zero = bm and all(r["value"] == 0 or (r["value"] is None and r["censor"] == "<=" and r["censor_limit"] == 0)
+                          for r in bm)
+        seen = any(r["param"] == "MRDFCM" and ((r["value"] or 0) > 0 or r["censor"] in (">", ">=")) for r in rs)
+        if zero and not seen:
+            res[key] = "BMBLAST 0%" + ("" if any(r["param"] == "MRDFCM" for r in rs) else ", no MRDFCM")
+    return res
 
 
 def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
@@ -295,22 +433,30 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
             bm[key] = (True, f"{op}{lim:g}%")
         elif op in _CENSOR_OPS:
             bm[key] = (None, f"{op}{lim:g}%")
+    no_blasts = _no_blast_days(study)
     rows = []
     for key, part in tg.partition_by(["subject_id", "analyte"], as_dict=True).items() if tg.height else []:
         sid, antigen = key
         recs = part.to_dicts()
         pre = [r for r in recs if r["day"] < options.baseline_before_day]
-        p = pre[-1] if pre else None
-        p_below = None if p is None else _below(p, thr)
         ag = antigen or "target"
         for r in recs:
             if r["day"] < options.baseline_before_day:
                 continue
+            p, p_below, p_note, p_rows = _antigen_baseline(pre, r, thr, options.antigen_same_day)
             below = _below(r, thr)
-            what = f"{ag} on {_pct(r)} of blasts on day {r['day']:g}"
+            what = f"{ag} on {_pct(r)} of blasts on day {r['day']:g} ({_spec(r) or 'specimen not given'})"
             if p is not None:
-                what += f" (pre-treatment {_pct(p)} on day {p['day']:g})"
-            if below is None:
+                what += f" (pre-treatment {_pct(p)} on day {p['day']:g}{p_note})"
+            elif p_note:
+                what += f" (pre-treatment{p_note})"
+            day = math.floor(r["day"])
+            if (sid, day) in no_blasts and _spec(r) in ("BM", ""):
+                lost, rule = None, "antigen.no_blasts"
+                why = (f"no blasts in the marrow that day ({no_blasts[(sid, day)]}): the % of blasts carrying "
+                       f"{ag} has no denominator, antigen loss not assessable")
+                below = None
+            elif below is None:
                 lost, rule = None, "antigen.undetermined"
                 why = (f"the censored result {_pct(r)} does not settle whether it is below {thr:g}%: loss "
                        "undetermined")
@@ -323,7 +469,11 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
             elif p_below is None:
                 lost, rule = None, "antigen.undetermined"
                 why = (f"below {thr:g}%, but the pre-treatment censored result {_pct(p)} does not settle whether "
-                       f"it was below {thr:g}%: loss or antigen-low from the start cannot be told")
+                       f"it was below {thr:g}%: loss or antigen-low from the start cannot be told"
+                       if len(p_rows) < 2 else
+                       f"below {thr:g}%, but the pre-treatment results of day {p['day']:g} differ on the cut-off "
+                       "(option molecular.antigen_same_day=not_evaluable): loss or antigen-low from the start "
+                       "cannot be told")
             elif p_below:
                 lost, rule = False, "antigen.low_at_baseline"
                 why = (f"below {thr:g}%, as it already was before treatment ({_pct(p)} < {thr:g}%): "
@@ -331,7 +481,6 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
             else:
                 lost, rule = True, "antigen.loss"
                 why = f"below {thr:g}%, from {_pct(p)} (at or above {thr:g}%) before treatment: antigen loss"
-            day = math.floor(r["day"])
             marrow = bm.get((sid, day))
             if marrow is not None and marrow[0] is None:
                 rel = None
@@ -360,7 +509,7 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
                 "day": r["day"], "pct": r["value"], "pct_censored": None if r["value"] is not None else _pct(r)[:-1],
                 "below_cutoff": below, "antigen_loss": lost, "with_relapse_marrow": rel, "rule": rule,
                 "reason": f"{what}: {why}",
-                "evidence": [x for x in (row_ref(r), row_ref(p) if p else None) if x],
+                "evidence": list(dict.fromkeys(x for x in [row_ref(r), *map(row_ref, p_rows)] if x)),
             })
     return pl.DataFrame(rows, schema=_AG_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_AG_SCHEMA)
 

@@ -24,13 +24,14 @@ from cartlab.response.marrow import (
     _by_subject,
     _interval,
     _mrd,
+    _mrd_lloq,
     _pick_mrd,
     _rules,
     _shown,
     _table,
     criteria_for_disease,
     derive_marrow_response,
-    mrd_text,
+    mrd_shown,
 )
 
 __all__ = ["derive_relapse"]
@@ -121,7 +122,8 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
     """Conversion to MRD positivity (ELN MRD WP 2021; research note §4.1 "MRD relapse (after
     CR/CRh/CRi MRD−)"): after the first MRD-negative CR/CRh/CRi assessment in [start, stop), the
     first later MRDFCM that :func:`cartlab.response.marrow._mrd` reads as positive (honouring
-    ``mrd_threshold_inclusive``; a ``>x`` bound above the threshold counts), of the same specimen
+    ``mrd_threshold_inclusive``; a ``>x`` bound above the threshold counts; a value below its row's
+    ``lloq`` is only ``<lloq``, which settles no positivity), of the same specimen
     when ``mrd_relapse_same_specimen`` (blood and marrow flow MRD differ in sensitivity). Returns
     (day, reason, evidence); the reason names every later result that could not be compared or whose
     bound does not settle the threshold. The research note's confirmation on a second consecutive
@@ -131,7 +133,7 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
     if neg is None or sd is None:
         return None, None, []
     rows = sd.obs.get("MRDFCM", [])
-    neg_row, _ = _pick_mrd([x for x in rows if math.floor(x["day"]) == math.floor(neg["day"])], opts)
+    neg_row, _, _ = _pick_mrd([x for x in rows if math.floor(x["day"]) == math.floor(neg["day"])], opts)
     spec = _specimen(neg_row)
     thr, inclusive = float(opts["mrd_threshold"]), bool(opts["mrd_threshold_inclusive"])
     same = bool(opts["mrd_relapse_same_specimen"])
@@ -142,10 +144,9 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
     for x in rows:
         if math.floor(x["day"]) <= math.floor(neg["day"]):
             continue
-        shown = mrd_text(x["value"], x["censor"], x["censor_limit"])
-        where = _specimen(x) or "specimen not given"
+        shown = mrd_shown(x)  # the value, its LLOQ when below it, and the specimen
         if same and _specimen(x) != spec:
-            notes.append(f"MRDFCM {shown} ({where}) on day {x['day']:g} not compared: another specimen than the "
+            notes.append(f"MRDFCM {shown} on day {x['day']:g} not compared: another specimen than the "
                          "MRD-negative marrow's (option mrd_relapse_same_specimen)")
             refs += [z for z in [row_ref(x)] if z]  # every row the reason names is in the evidence
             continue
@@ -153,12 +154,13 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
         if negative is False:
             refs = [z for z in [row_ref(x)] if z] + refs
             above = ">" if inclusive else ">="
-            why = (f"{head}; MRDFCM {shown} ({where}) on day {x['day']:g} {above} {thr:g}: positive "
+            why = (f"{head}; MRDFCM {shown} on day {x['day']:g} {above} {thr:g}: positive "
                    "(conversion to MRD positivity)")
             return x["day"], why + ("; " + "; ".join(notes) if notes else ""), refs
         if negative is None:
-            notes.append(f"MRDFCM {shown} ({where}) on day {x['day']:g}: the bound does not settle the threshold "
-                         f"{thr:g} (undetermined)")
+            lloq = _mrd_lloq(x)
+            notes.append(f"MRDFCM {shown} on day {x['day']:g}: the bound does not settle the threshold "
+                         f"{thr:g} (undetermined" + (f": the LLOQ {lloq:g} is above the threshold)" if lloq else ")"))
             refs += [z for z in [row_ref(x)] if z]
     return None, f"{head}; no later conversion to MRD positivity" + ("; " + "; ".join(notes) if notes else ""), refs
 
