@@ -254,6 +254,23 @@ def _same_day(out: dict, name: str, same: list[dict], r: dict, fr: _Reading, how
     out["evidence"] = list(dict.fromkeys(out["evidence"] + [x for x in map(row_ref, same) if x]))
 
 
+def _mixed_without_analyte(recs: list[dict], r: dict, b: dict | None, cut: float) -> tuple[str, list[dict]] | None:
+    """(what, rows) when the follow-up's calendar day or the baseline's has more than one different
+    result of the param in the follow-up's specimen (no analyte tells the markers apart), else None."""
+    def key(x: dict):
+        return x["value"] if x["value"] is not None else x["value_text"]
+
+    for d, label in ((r["day"], "the follow-up day"), (None if b is None else b["day"], "the baseline day")):
+        if d is None:
+            continue
+        same = [x for x in recs if math.floor(x["day"]) == math.floor(d) and x["specimen"] == r["specimen"]
+                and (x["day"] < cut) == (d < cut)]
+        if len({key(x) for x in same}) > 1:
+            shown = ", ".join(f"{key(x)}" for x in same)
+            return f"{len(same)} different results on {label} {math.floor(d):g} ({shown})", same
+    return None
+
+
 def derive_molecular_response(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
     """One row per post-baseline molecular result: fold and log10 reduction from the marker's
     baseline, or a bound (``log10_reduction_at_least`` / ``_at_most``) when either is censored."""
@@ -287,7 +304,13 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
                    "fold_reduction": None, "log10_reduction": None, "log10_reduction_at_least": None,
                    "log10_reduction_at_most": None, "evidence": ev}
             at = f"on day {r['day']:g}"
-            if b is None:
+            mixed = _mixed_without_analyte(recs, r, b, cut) if analyte is None else None
+            if mixed is not None:  # several markers under one param and no analyte: nothing to pair
+                out.update(rule="molecular.ambiguous_marker", evidence=[x for x in map(row_ref, mixed[1]) if x],
+                           baseline=None, baseline_day=None, baseline_censored=None,
+                           reason=f"{name} {fr.text} {at}: no analyte, and {mixed[0]}: the results cannot be paired "
+                                  "marker with marker, so no reduction is computed (give observations.csv analyte)")
+            elif b is None:
                 other = sorted({x["specimen"] or "no specimen" for x in recs if x["day"] < cut})
                 where = f" in {r['specimen'] or 'a row without a specimen'}" if options.same_specimen else ""
                 note = (f" (before day {cut:g} only in {', '.join(other)}: blood and marrow levels differ, "
@@ -434,9 +457,13 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
         elif op in _CENSOR_OPS:
             bm[key] = (None, f"{op}{lim:g}%")
     no_blasts = _no_blast_days(study)
+    # TGTBLAST is the subject's CAR target on blasts: without an analyte the antigen is subjects.target
+    targets = ({r["subject_id"]: r["target"] for r in study.subjects.select("subject_id", "target").iter_rows(named=True)}
+               if "target" in study.subjects.columns else {})
     rows = []
     for key, part in tg.partition_by(["subject_id", "analyte"], as_dict=True).items() if tg.height else []:
         sid, antigen = key
+        antigen = antigen or targets.get(sid)
         recs = part.to_dicts()
         pre = [r for r in recs if r["day"] < options.baseline_before_day]
         ag = antigen or "target"
