@@ -149,3 +149,21 @@ def test_screening_creatinine_ends_at_the_subjects_own_first_lymphodepletion_dos
     # with only the day -6 value there is no screening creatinine, and the note says which day ended it
     day, note = _creat_day(-1, [-6.0])
     assert day is None and "none recorded on days -42 to -7 (the first lymphodepletion dose given)" in note
+
+
+def test_eligibility_reason_shows_a_converted_value_as_recorded():
+    # bilirubin recorded as 0.3 mg/dL is 0.3 x 17.1 = 5.13 umol/L canonical; the reason gave the float
+    # "5.13119 umol/L" - it now shows the value as recorded and the converted one to 4 digits
+    import dataclasses
+
+    from cartlab.datasets import seed_case
+    from cartlab.protocol import derive_eligibility, load_protocol
+
+    s = seed_case()
+    bili = pl.col("param") == "BILI"
+    o = s.observations.with_columns(pl.when(bili).then(0.3).otherwise(pl.col("orig_value")).alias("orig_value"),
+                                    pl.when(bili).then(pl.lit("mg/dL")).otherwise(pl.col("orig_unit")).alias("orig_unit"),
+                                    pl.when(bili).then(0.3 * 17.1038).otherwise(pl.col("value")).alias("value"))
+    e = derive_eligibility(dataclasses.replace(s, observations=o), load_protocol("nct04762485"))
+    reason = e.filter(pl.col("criterion_id").str.ends_with("bilirubin"))["reason"][0]
+    assert reason.startswith("BILI 0.3 mg/dL (= 5.131 umol/L) on day -6")

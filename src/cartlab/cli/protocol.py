@@ -170,7 +170,7 @@ def dose_cmd(
         if creatinine:
             creat = f"{patient.creatinine:g} {patient.creatinine_unit} (given)"
         elif patient.creatinine is not None:
-            creat = f"{patient.creatinine:g} {patient.creatinine_unit} on day {patient.creatinine_day:g}"
+            creat = f"{patient.creatinine:.4g} {patient.creatinine_unit} on day {patient.creatinine_day:g}"  # converted on reading: 4 digits
         else:
             creat = f"none ({patient.creatinine_note})"
         err.print(f"[dim]{escape(subject)}: {_num(patient.weight_kg, 'kg')}, {_num(patient.height_cm, 'cm')}, age "

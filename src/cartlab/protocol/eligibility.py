@@ -328,8 +328,12 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
         return {**found, "cond": cond, "value": r["value_text"], "unit": unit,
                 "reason": f"{label} {with_unit(r['value_text'])} on day {r['day']:g}: {verdict} {shown_target}"}
     v = float(r["value"])
+    given = with_unit(f"{v:g}")
+    ov, ou = r.get("orig_value"), r.get("orig_unit")
+    if ov is not None and ou and unit and ou != unit:  # as recorded, then as compared (4 significant digits)
+        given = f"{float(ov):g} {ou} (= {v:.4g} {unit})"
     return {**found, "cond": cond, "value": _fmt(v), "unit": unit,
-            "reason": (f"{label} {with_unit(f'{v:g}')} on day {r['day']:g} (last in {wtxt}), "
+            "reason": (f"{label} {given} on day {r['day']:g} (last in {wtxt}), "
                        f"{'meets' if cond else 'does not meet'} {shown_target}")}
 
 
