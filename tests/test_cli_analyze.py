@@ -110,7 +110,7 @@ def test_engine_options_from_the_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "icaht.no_such_option=1"], "unknown option 'no_such_option'"),
+    (["--set", "icaht.no_such_option=1"], "unknown option icaht.no_such_option"),  # session 37: as written
     (["--set", "nosuch.x=1"], "unknown engine 'nosuch'"),
     (["--set", "icaht"], "write ENGINE.OPTION=VALUE"),
 ])

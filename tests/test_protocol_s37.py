@@ -167,3 +167,14 @@ def test_eligibility_reason_shows_a_converted_value_as_recorded():
     e = derive_eligibility(dataclasses.replace(s, observations=o), load_protocol("nct04762485"))
     reason = e.filter(pl.col("criterion_id").str.ends_with("bilirubin"))["reason"][0]
     assert reason.startswith("BILI 0.3 mg/dL (= 5.131 umol/L) on day -6")
+
+
+def test_an_unknown_analysis_option_is_named_as_written_with_the_closest():
+    import pytest
+
+    from cartlab.analyze import AnalysisOptions
+    from cartlab.errors import InputError
+
+    with pytest.raises(InputError, match=r"unknown option crs\.fevr_threshold_c \(did you mean "
+                                         r"crs\.fever_threshold_c\?\); the crs options \(CrsOptions\) are"):
+        AnalysisOptions.from_settings({"crs": {"fevr_threshold_c": 38}})

@@ -92,8 +92,13 @@ class AnalysisOptions:
             klass = getattr(importlib.import_module(module), name)
             known = [f.name for f in fields(klass)] if is_dataclass(klass) else []
             unknown = [k for k in values if known and k not in known]
-            if unknown:  # worded as CriteriaOptions words it, for the plain dataclasses (crs_legacy)
-                raise InputError(f"{name}: unknown option {', '.join(map(repr, unknown))}; the options are "
+            if unknown:  # named as the user wrote it (engine.option), with the closest known option
+                import difflib
+
+                hints = [f"{engine}.{k}" + (f" (did you mean {engine}.{m[0]}?)"
+                                            if (m := difflib.get_close_matches(k, known, 1)) else "")
+                         for k in unknown]
+                raise InputError(f"unknown option {', '.join(hints)}; the {engine} options ({name}) are "
                                  f"{', '.join(known)}")
             try:
                 kw[engine] = klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
