@@ -38,6 +38,9 @@ def _write(root, rows):
         w = csv.writer(fh)
         w.writerow(["subject_id", "day", "agent", "dose", "unit"])
         w.writerows([sid, 0, "CAR-T", 1e6, "cells/kg"] for sid in sorted({r[0] for r in rows}))
+    # no transfusion given (an empty file with its header): an ABSENT interventions.csv leaves the
+    # platelet counts open to transfusions since session 37 (option t_icaht.absent_interventions)
+    (root / "interventions.csv").write_text("subject_id,start_day,end_day,category\n")
     return read_study(root)
 
 

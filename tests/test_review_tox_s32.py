@@ -148,7 +148,7 @@ C3,1,TEMP,,<37,C
 C3,1,SYSBP,,>100,mmHg
 C4,1,TEMP,,>37.9,C
 C4,1,SYSBP,,>100,mmHg
-""")
+""", interventions="subject_id,start_day,end_day,category")  # none given (session 37: absent = unknown)
     daily = derive_crs_daily(s)
     c1, c3, c4 = (_day(daily, sid, 1) for sid in ("C1", "C3", "C4"))
     assert (c1["grade"], c1["grade_max"]) == (2, 2) and c1["fever"]
@@ -208,7 +208,7 @@ K3,1,TEMP,38.5,C
 K3,1,SYSBP,85,mmHg
 K4,1,TEMP,38.5,C
 K4,1,SYSBP,79,mmHg
-""")
+""", interventions="subject_id,start_day,end_day,category")  # none given (session 37: absent = unknown)
     daily = derive_crs_daily(s, CrsOptions(age_adjusted_sbp=True))
     k3, k4 = _day(daily, "K3", 1), _day(daily, "K4", 1)
     assert (k3["grade"], k3["grade_max"]) == (1, 2) and "age_years" in k3["missing_inputs"]

@@ -44,6 +44,9 @@ def _study(tmp: Path, cases=CASES):
         f"{sid},{d},PLAT,{v},10^9/L\n" for sid, (obs, _, _) in cases.items() for d, v in obs))
     (tmp / "interventions.csv").write_text("subject_id,start_day,end_day,category\n" + "".join(
         f"{sid},{d},,platelet_transfusion\n" for sid, (_, _, tx) in cases.items() for d in tx))
+    # none happened (an empty file with its header): an ABSENT events.csv is named in the late window's
+    # end reason since session 37 (review 37 B1)
+    (tmp / "events.csv").write_text("subject_id,day,event\n")
     return read_study(tmp)
 
 

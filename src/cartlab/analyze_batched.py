@@ -130,7 +130,8 @@ class ParquetSource:
         return ids
 
     def header(self) -> Study:
-        return Study(study_id=self.study_id, subjects=self.subjects(), sources=self._source_table())
+        return Study(study_id=self.study_id, subjects=self.subjects(), sources=self._source_table(),
+                     absent=_absent(self.folder))
 
     def _source_table(self) -> pl.DataFrame:
         if self._sources is None:
@@ -171,7 +172,14 @@ class _ParquetBatch:
         for name in TABLES:
             scan = _scan_table(self.folder, name)
             frames[name] = empty_frame(name) if scan is None else conform(scan.filter(keep).collect(), name)
-        return Study(study_id=self.study_id, **frames)
+        return Study(study_id=self.study_id, absent=_absent(self.folder), **frames)
+
+
+def _absent(folder: Path) -> frozenset[str]:
+    """The optional tables the Parquet folder does not have (Study.absent: read as unknown, not none)."""
+    from cartlab.io.absent_files import absent_tables
+
+    return absent_tables(n for n in TABLES if _table_paths(folder, n) is not None)
 
 
 # ------------------------------------------------------------------------------------------------

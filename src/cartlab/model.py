@@ -186,6 +186,11 @@ class Study:
     )
     #: what reading the study warned about (``cartlab.io.Issue``: files not read, duplicate rows dropped)
     warnings: list = field(default_factory=list)
+    #: the optional tables whose file was not given at all (``"interventions"``, ``"events"``, ...), set by
+    #: the study-folder reader; empty (a study built in Python, SDTM, FHIR) reads every table as given, an
+    #: empty table as "none recorded". Engines read an absent file as unknown where the standard needs it
+    #: (options ``crs.absent_interventions``, ``t_icaht.absent_interventions``)
+    absent: frozenset = field(default_factory=frozenset)
 
     def table(self, name: str) -> pl.DataFrame:
         return getattr(self, name)
@@ -227,14 +232,14 @@ class Study:
         """The same study restricted to ``subject_ids`` (order of the subjects table kept)."""
         ids = list(subject_ids)
         kw = {name: df.filter(pl.col("subject_id").is_in(ids)) for name, df in self.tables().items()}
-        return Study(study_id=self.study_id, sources=self.sources, warnings=self.warnings, **kw)
+        return Study(study_id=self.study_id, sources=self.sources, warnings=self.warnings, absent=self.absent, **kw)
 
     def subject(self, subject_id: str) -> "Study":
         """The same study restricted to one subject."""
         kw = {
             name: df.filter(pl.col("subject_id") == subject_id) for name, df in self.tables().items()
         }
-        return Study(study_id=self.study_id, sources=self.sources, **kw)
+        return Study(study_id=self.study_id, sources=self.sources, absent=self.absent, **kw)
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         parts = ", ".join(f"{n}={self.table(n).height}" for n in TABLES)

@@ -24,6 +24,7 @@ from cartlab._days import day_expr
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
 from cartlab.criteria.compile import Range
+from cartlab.grading.absent_interventions import MISSING, MISSING_TEXT, interventions_unknown, open_crs_days
 from cartlab.grading.censored import day_extreme, interval_text, num_text, row_intervals
 from cartlab.grading.common import (
     assessment_start,
@@ -86,6 +87,7 @@ class CrsOptions(CriteriaOptions):
     fever_waiver_requires_crs: bool | None = None
     hfnc_by_flow: bool | None = None
     multiple_vasopressors: Literal["same_day", "concurrent"] | None = None
+    absent_interventions: Literal["unknown", "none_given"] | None = None
     criteria: str = "astct_crs_2019"
 
     #: values of the right type that cannot be meant (checked when the options are made)
@@ -512,6 +514,8 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
             .then(pl.lit(["vasopressor times"], dtype=pl.List(pl.String))).otherwise(no_list),
             pl.when(death_open).then(pl.lit(["death attribution"], dtype=pl.List(pl.String))).otherwise(no_list)))
         .otherwise(no_list).alias("missing_inputs"))
+    if interventions_unknown(study, opts["absent_interventions"]):  # review 37 A2: absent is not "none given"
+        f = open_crs_days(f, crs_fever | fever_open, death | excluded, bool(opts["fever_waiver_requires_crs"]))
 
     texts.update({r["id"]: r["text"] for r in table.extra("day_rules")})
     rule_text = pl.col("rule").replace_strict(texts, default=pl.col("rule"))
@@ -606,7 +610,8 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
                     ("o2_flow_lpm", "if the nasal cannula flow, not recorded, was above 6 L/min (high flow)"),
                     ("vasopressor agent", "if the vasopressor rows without an agent are different drugs"),
                     ("vasopressor times", "if the vasopressors, recorded without times, ran at the same time "
-                                          "(option multiple_vasopressors=concurrent)"))],
+                                          "(option multiple_vasopressors=concurrent)"),
+                    (MISSING, MISSING_TEXT))],
                 separator="; ", ignore_nulls=True))).otherwise(pl.lit("")),
         pl.when(pl.col("rule").is_not_null()).then(pl.format(": {}", rule_text)).otherwise(pl.lit("")),
     )
@@ -753,7 +758,8 @@ def _earliest_onset(daily: pl.DataFrame, agg: pl.DataFrame, mode: str) -> pl.Dat
     opened = (d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1) & (pl.col("_on").is_null() | (pl.col("day") < pl.col("_on"))))
               .sort("subject_id", "day")
               .with_columns(day_expr(pl.col("day")).alias("_d"),
-                            pl.when(miss_text != "").then(miss_text).otherwise(pl.lit("an input")).alias("_m")))
+                            pl.when(miss_text != "").then(miss_text.str.replace(" (not given)", "", literal=True))
+                            .otherwise(pl.lit("an input")).alias("_m")))
     return opened.group_by("subject_id", maintain_order=True).agg(
         pl.col("day").min().cast(pl.Float64).alias("crs_onset_day_earliest"),
         pl.format("day(s) {}: {} not recorded",

@@ -54,6 +54,7 @@ from cartlab.grading.hemato_late import (
     window_grades,
     window_rules,
 )
+from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
 
@@ -340,6 +341,9 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     ends = _early_ends(study, sids, opts)
     early = _early_features(daily, sids, opts, levels, ends)
     wins = _late_windows(study, opts)
+    if events_absent(study):  # review 37 B1: the window's end assumes no relapse, new therapy or death
+        wins = wins.with_columns(pl.concat_str("why", pl.lit(" (" + EVENTS_NOT_GIVEN.format(
+            "relapse, new therapy, allo-HSCT or death") + ")")).alias("why"))
     late = _late_features(daily, opts, levels, wins)
     f = early.join(late, on="subject_id", how="left", maintain_order="left")
     # "Two or more laboratory tests or nontransient neutropenia" (session 34, as T-ICAHT's footnote)

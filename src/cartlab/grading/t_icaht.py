@@ -19,13 +19,14 @@ still gives ``t_icaht_late_grade_max``, the highest grade possible (missing is n
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import polars as pl
 from pydantic import BeforeValidator
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaTable, load_table
+from cartlab.grading.absent_interventions import TX_MISSING, interventions_unknown, open_untransfused
 from cartlab.grading.hemato_common import (
     CountWindowOptions,
     below_durations,
@@ -57,6 +58,7 @@ from cartlab.grading.hemato_late import (
     window_rules,
 )
 from cartlab.grading.icaht import duration_text, rule_texts
+from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
 
@@ -77,6 +79,7 @@ class TIcahtOptions(CountWindowOptions):
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
     late_nontransient: bool | None = None
+    absent_interventions: Literal["unknown", "none_given"] | None = None
     criteria: str = "t_icaht_2025"
 
 
@@ -98,6 +101,9 @@ def _windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[pl.Da
                          opts["late_end_at_last_followup"], min_event_day=lo)
     late = late.with_columns(windows_frame(late).drop("subject_id")).join(
         early.select("subject_id", "_el"), on="subject_id", how="left", maintain_order="left")
+    if events_absent(study):  # review 37 B1: the late window's end assumes no relapse, new therapy or death
+        late = late.with_columns(pl.concat_str("why", pl.lit(" (" + EVENTS_NOT_GIVEN.format(
+            "relapse, new therapy, allo-HSCT or death") + ")")).alias("why"))
     return early, late
 
 
@@ -187,6 +193,8 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
         censored_text(pl.col("censor"), pl.col("censor_limit")).alias("plt_censored"),
         pl.concat_str(pl.col("reason"), note).alias("reason"),
     ).with_row_index("_row")
+    if interventions_unknown(study, opts["absent_interventions"]):  # review 37 A2: absent is not "none given"
+        daily = open_untransfused(daily, levels, masked)
     # the transfusion rows join the evidence of the (few) days counted below because of them
     extra = daily.filter(pl.col("below_by_transfusion")).select("_row", pl.concat_list("evidence", "tx_refs").alias("_ev"))
     daily = daily.join(extra, on="_row", how="left", maintain_order="left").with_columns(
@@ -383,17 +391,26 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     masked = list(opts["transfusion_supported_levels"])
     is_open = (pl.col("transfusion_supported") & pl.col("plt").is_not_null()
                & pl.any_horizontal([pl.col(f"plt_lt_{n}").is_null() for n in masked] or [pl.lit(False)]))
+    # interventions.csv not given (option absent_interventions): counts after one below 20 left open
+    unknown_tx = (~pl.col("transfusion_supported") & pl.col("plt").is_not_null()
+                  & pl.any_horizontal([pl.col(f"plt_lt_{n}").is_null() for n in masked] or [pl.lit(False)]))
     open_days = daily.group_by("subject_id").agg(
         (is_open & (pl.col("window") == "early")).sum().cast(pl.Int64).alias("_tx_open"),
-        (is_open & (pl.col("window") == "late")).sum().cast(pl.Int64).alias("_tx_open_late"))
+        (is_open & (pl.col("window") == "late")).sum().cast(pl.Int64).alias("_tx_open_late"),
+        (unknown_tx & (pl.col("window") == "early")).sum().cast(pl.Int64).alias("_tx_unknown"),
+        (unknown_tx & (pl.col("window") == "late")).sum().cast(pl.Int64).alias("_tx_unknown_late"))
     f = f.join(open_days, on="subject_id", how="left", maintain_order="left").with_columns(
-        pl.col("_tx_open").fill_null(0), pl.col("_tx_open_late").fill_null(0))
+        pl.col(c).fill_null(0) for c in ("_tx_open", "_tx_open_late", "_tx_unknown", "_tx_unknown_late"))
 
     def tx_open_text(col: str) -> pl.Expr:
-        return pl.when(pl.col(col) > 0).then(pl.format(
+        return pl.concat_str(pl.when(pl.col(col) > 0).then(pl.format(
             "; {} day(s) follow a platelet transfusion given when the own count was not below {} (or not measured), "
             "so whether they are below it is open", py_str(pl.col(col)),
-            pl.lit("/".join(fmt(levels[n]) for n in masked)))).otherwise(pl.lit(""))
+            pl.lit("/".join(fmt(levels[n]) for n in masked)))).otherwise(pl.lit("")),
+            pl.when(pl.col(col.replace("open", "unknown")) > 0).then(pl.format(
+                "; {} day(s) with a count not below {} after one below it could have followed a platelet transfusion "
+                "({}), so whether they are below it is open", py_str(pl.col(col.replace("open", "unknown"))),
+                pl.lit("/".join(fmt(levels[n]) for n in masked)), pl.lit(TX_MISSING))).otherwise(pl.lit("")))
 
     tx_open = tx_open_text("_tx_open")
     # what leaves a higher grade open: days without a count, censored results whose bound leaves a deeper

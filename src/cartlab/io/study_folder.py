@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.errors import InputError
+from cartlab.io.absent_files import absent_tables
 from cartlab.io.clock import day_number, day_zero, has_clock_time, is_timed, iso_date, wall_clock
 from cartlab.io.course_checks import ABSENT_FILE_MEANS, followup_day_checks, mixed_utc_offsets, records_after_death
 from cartlab.io.dictionary import load_dictionary
@@ -764,6 +765,7 @@ def _read_files(
             name: conform(frames[name], name) if name in frames else empty_frame(name)
             for name in _RULES
         },
+        absent=absent_tables(contents.tables),  # a file not given is not an empty one (Study.absent)
     )
     return study, issues
 

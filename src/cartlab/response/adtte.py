@@ -26,6 +26,7 @@ import polars as pl
 from cartlab._yaml import load_yaml
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning, SubjectsWarning
+from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -773,5 +774,10 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
             f"{len(censored)} subject(s) have no last_followup_day and were censored at their last recorded row "
             "(ADTTE rule censor.last_record): {subjects}", censored, "adtte.csv (rule censor.last_record)"),
             stacklevel=2)
+    if events_absent(study):  # review 37 B1: a censoring reads "no event" from a file not given: say so
+        rows = rows.with_columns(pl.when(pl.col("CNSR") == 1).then(pl.concat_str(
+            "reason", pl.lit("; "), pl.when(pl.col("PARAMCD") == "OS").then(pl.lit(EVENTS_NOT_GIVEN.format("death")))
+            .otherwise(pl.lit(EVENTS_NOT_GIVEN.format("death, relapse, allo-HSCT or new therapy")))))
+            .otherwise(pl.col("reason")).alias("reason"))
     return rows.with_columns(pl.lit(study.study_id, dtype=pl.String).alias("STUDYID")).select(
         list(ADTTE_SCHEMA)).cast(ADTTE_SCHEMA)

@@ -25,6 +25,7 @@ import duckdb
 import polars as pl
 
 from cartlab.errors import CartlabError, InputError
+from cartlab.io.absent_files import absent_from_warnings
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue
 from cartlab.io.study_folder import read_study, sha256_file
@@ -396,7 +397,9 @@ class Store:
             raise StoreLookupError(f"no study {study_id!r} in {self.path} (studies: {known})")
         frames = {name: conform(self.table(name, study_id), name) for name in TABLES}
         sources = self._sources(study_id)
-        return Study(study_id=study_id, sources=sources, warnings=self.study_warnings(study_id), **frames)
+        warnings = self.study_warnings(study_id)  # the read warnings name the files not given (Study.absent)
+        return Study(study_id=study_id, sources=sources, warnings=warnings, absent=absent_from_warnings(warnings),
+                     **frames)
 
     def _sources(self, study_id: str) -> pl.DataFrame:
         """The study's source files in the order a study folder is read (subjects, doses, observations,
@@ -455,7 +458,8 @@ class Store:
         sid = self.locate_subject(subject_id, study_id)
         frames = {name: conform(self.table(name, sid, subject_id), name) for name in TABLES}
         sources = self._sources(sid)
-        return Study(study_id=sid, sources=sources, warnings=self.study_warnings(sid), **frames)
+        warnings = self.study_warnings(sid)
+        return Study(study_id=sid, sources=sources, warnings=warnings, absent=absent_from_warnings(warnings), **frames)
 
 
 def _warnings_json(warnings: list) -> str:

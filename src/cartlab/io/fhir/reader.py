@@ -681,7 +681,7 @@ def _absent_in_fhir(w, name: str):
     table = Path(w.file).stem
     if table not in ABSENT_FILE_MEANS or not w.message.startswith("not given:"):
         return w
-    what = ABSENT_FILE_MEANS[table].split("; an empty file")[0]
+    what = ABSENT_FILE_MEANS[table].split("; an empty file")[0].split("; in a study folder")[0]
     return type(w)(name, None, f"no {_FHIR_SOURCES[table]} was read (table {table}): {what}", [], w.severity)
 
 
@@ -743,6 +743,9 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
             study = read_study(tmp, study_id=study_id or path.stem)
         except StudyValidationError as exc:
             raise _translate(exc, rd) from exc
+    # a Bundle without a table's resources reads as before session 37: none given (Study.absent is the
+    # study folder's: a file not given there is unknown; cartlab.io.absent_files)
+    study.absent = frozenset()
     # the study folder's mixed-offsets warning names rows of the temporary folder: the Bundle's own
     # warning (_mixed_offsets, naming the subject and offsets) says it in FHIR's words
     study.warnings = [_absent_in_fhir(w, path.name) for w in getattr(study, "warnings", [])

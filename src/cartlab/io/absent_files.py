@@ -1,0 +1,54 @@
+"""Which optional tables of a study folder were not given at all (review 37 A2/B1).
+
+An ABSENT file and an EMPTY file (its header only) are different inputs: the empty file says none was
+recorded ("none given"); the absent one says nothing. The project rule "missing is not negative"
+(docs/derivation-conventions.md, "Absent files") makes the engines read an absent interventions.csv as
+unknown where the standard needs it (options ``crs.absent_interventions``,
+``t_icaht.absent_interventions``). The reader records the absent tables in ``Study.absent``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["EVENTS_NOT_GIVEN", "OPTIONAL_TABLES", "absent_from_warnings", "absent_tables", "events_absent"]
+
+#: the tables of a study folder that may be left out (study-format.md: only subjects is required)
+OPTIONAL_TABLES = ("doses", "observations", "interventions", "events")
+
+#: appended to a window's end reason or a censoring reason when events.csv was not given (review 37 B1)
+EVENTS_NOT_GIVEN = "events.csv not given: no {} recorded"
+
+
+def events_absent(study) -> bool:
+    """True when ``study`` was read from a folder without events.csv (``Study.absent``): its deaths,
+    relapses, new therapies and HSCTs are unknown, not absent; the engines say so in their reasons."""
+    return "events" in getattr(study, "absent", frozenset())
+
+
+def absent_tables(given: Iterable[str]) -> frozenset[str]:
+    """The optional tables not among ``given`` (the table names the folder holds a file for).
+
+    >>> sorted(absent_tables(["subjects", "observations", "doses"]))
+    ['events', 'interventions']
+    """
+    given = set(given)
+    return frozenset(name for name in OPTIONAL_TABLES if name not in given)
+
+
+def absent_from_warnings(warnings: Iterable) -> frozenset[str]:
+    """The absent tables named by the reader's "<table>.csv, file: not given" warnings (what a study
+    loaded back from the DuckDB store still carries: its input warnings are stored, ``Study.absent``
+    is not). Only tables with such a warning (a course with observations) are returned.
+
+    >>> from cartlab.io.errors import Issue
+    >>> sorted(absent_from_warnings([Issue("events.csv", None, "not given: ...", severity="warning")]))
+    ['events']
+    """
+    out = set()
+    for w in warnings:
+        file, message = getattr(w, "file", ""), str(getattr(w, "message", ""))
+        name = str(file or "").removesuffix(".csv")
+        if name in OPTIONAL_TABLES and getattr(w, "column", None) is None and message.startswith("not given:"):
+            out.add(name)
+    return frozenset(out)
