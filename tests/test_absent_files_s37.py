@@ -83,13 +83,14 @@ def test_seed_without_interventions_crs_upper_bound_is_grade_4(tmp_path):
 
 def test_crs_absent_interventions_unknown_gives_ranges():
     # hand: day 1 fever only -> grade 1 (Table 1); a vasopressor/oxygen could make it up to 4.
-    # days 0 and 2 afebrile -> grade 0; under the spec's waiver (fever_waiver_scope=course, not
-    # requiring CRS) a tocilizumab that day plus oxygen could make them CRS days: up to 4 as well
+    # day 2 afebrile -> grade 0; after the day-1 fever a tocilizumab (waiving the fever) plus oxygen
+    # could make it a CRS day: up to 4 as well. Day 0 comes before any possible fever day: CRS starts
+    # with a fever (ASTCT 2019), so it stays 0-0 (session 37 diff review B1)
     d = derive_crs_daily(_study(_vitals(CRS_DAYS), absent=("interventions",))).sort("day")
     assert d["grade"].to_list() == [0, 1, 0]
-    assert d["grade_max"].to_list() == [4, 4, 4]
-    assert all(NOT_GIVEN in m for m in d["missing_inputs"].to_list())
-    assert all("interventions.csv not given" in r for r in d["reason"].to_list())
+    assert d["grade_max"].to_list() == [0, 4, 4]
+    assert [NOT_GIVEN in m for m in d["missing_inputs"].to_list()] == [False, True, True]
+    assert all("interventions.csv not given" in r for r in d["reason"].to_list()[1:])
     s = derive_crs_summary(_study(_vitals(CRS_DAYS), absent=("interventions",)))
     assert s.select("crs_grade_astct", "crs_grade_astct_max").row(0) == (1, 4)
 
@@ -175,3 +176,10 @@ def test_a_stored_study_keeps_its_absent_files(tmp_path):
         stored = st.load_study(read_study(folder).study_id)
     assert stored.absent == frozenset({"interventions"})
     assert derive_crs_summary(stored)["crs_grade_astct_max"].to_list() == [4]
+
+
+def test_a_subject_never_febrile_is_not_opened():
+    # temperatures every day, never >= 38 C: no day could start CRS, so no intervention could make one
+    never = {0: (37.0, 110.0), 1: (37.2, 105.0), 2: (36.9, 100.0)}
+    s = derive_crs_summary(_study(_vitals(never), absent=("interventions",)))
+    assert s.select("crs_grade_astct", "crs_grade_astct_max").row(0) == (0, 0)

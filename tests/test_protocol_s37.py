@@ -101,6 +101,7 @@ def test_analysis_age_option_reaches_the_eligibility():
 
 
 def test_car_total_above_the_bands_maximum_total_cells():
+    from cartlab.protocol import DoseOptions
     from test_protocol_s36 import CREAT, NCT, dose, make, nct_ld
 
     text = open(NCT.path, encoding="utf-8").read().replace(
@@ -116,6 +117,11 @@ def test_car_total_above_the_bands_maximum_total_cells():
     assert car_rows(50.0) == [("dose_out_of_tolerance", "nct04762485.car_t.range", 2.5e8)]  # the id is the text's
     # 30 kg x 5e6/kg = 1.5e8 cells: below the maximum total
     assert car_rows(30.0) == []
+    # the maximum total holds with an intended dose too (it was skipped: diff review B4): 5e6/kg intended
+    # is the given dose, within tolerance, but 2.5e8 cells is above the 2e8 maximum
+    res = derive_deviations(make(nct_ld() + car, [CREAT], weight_kg=50.0), p, DoseOptions(car_dose=5e6))
+    assert res.filter(pl.col("item") == "CAR-T").select("category", "given_dose").rows() == [
+        ("dose_out_of_tolerance", 2.5e8)]
     # the shipped protocol has no maximum total: 50 kg is fine there
     res = derive_deviations(make(nct_ld() + car, [CREAT], weight_kg=50.0), NCT)
     assert res.filter(pl.col("item") == "CAR-T").height == 0

@@ -183,3 +183,15 @@ def test_censor_events_must_be_events_of_the_study_format():
     for bad in ("allo-hsct", "death"):
         with pytest.raises(InputError, match=f"censor_events: '{bad}'"):
             RecoveryOptions(censor_events=(bad,))
+
+
+def test_a_death_after_the_end_of_follow_up_does_not_move_the_censoring(tmp_path):
+    """ANC 0.1 on days 0-20, last_followup_day 20, death (or new therapy) recorded on day 200: the
+    counts were followed to day 20, so the count is censored there (last_followup_day), not at day 200
+    (session 37 diff review B2)."""
+    obs = [(d, "NEUT", 0.1, "10^9/L") for d in range(21)]
+    for event in ("death", "new_therapy"):
+        (tmp_path / event).mkdir()
+        r = rec(study(tmp_path / event, 20, obs, ev=[(200, event)]))
+        assert (r["neutrophil_recovery_censor_day"], r["neutrophil_recovery_censor_reason"]) == (
+            20.0, "last_followup_day"), event

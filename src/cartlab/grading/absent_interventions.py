@@ -21,8 +21,9 @@ __all__ = ["CRS_TOP", "MISSING", "MISSING_TEXT", "TX_MISSING", "interventions_un
 #: the ``missing_inputs`` entry of a day an absent interventions.csv leaves open
 MISSING = "interventions.csv (not given)"
 #: what the day's reason says about it (after "up to <grade>")
-MISSING_TEXT = ("if a vasopressor, oxygen or tocilizumab/corticosteroid was given: interventions.csv not given "
-                "(option crs.absent_interventions=unknown)")
+MISSING_TEXT = ("if interventions were given (a vasopressor or oxygen with the fever; after a possible fever day, "
+                "tocilizumab/corticosteroid waiving the fever with a vasopressor or oxygen): interventions.csv not "
+                "given (option crs.absent_interventions=unknown)")
 #: ASTCT 2019 Table 1: multiple vasopressors (hypotension) or positive pressure (hypoxia) is grade 4
 CRS_TOP = 4
 
@@ -38,19 +39,17 @@ def open_crs_days(f: pl.DataFrame, fever_day: pl.Expr, closed: pl.Expr, requires
     intervention could raise raised to :data:`CRS_TOP` and naming :data:`MISSING`.
 
     ``fever_day``: the day's fever counts toward CRS or could (no temperature recorded): a vasopressor
-    or oxygen could raise it. Every other day could have its fever waived by a tocilizumab/corticosteroid
-    not known to us: under ``fever_waiver_requires_crs`` only on or after the subject's first such
-    fever day, else any graded day (the waiver's scope, course or episode, starts on the day the agent
-    is given). ``closed``: days no intervention can raise (a CRS death; a fever day attributed to
-    another cause with ``other_cause_scope="day"``)."""
-    if requires_crs:
-        first = (f.filter(fever_day & ~closed).group_by("subject_id")
-                 .agg(pl.col("day").min().alias("_first_fever")))
-        f = f.join(first, on="subject_id", how="left")
-        waivable = pl.col("day") >= pl.col("_first_fever")
-    else:
-        f = f.with_columns(pl.lit(None, dtype=pl.Int64).alias("_first_fever"))
-        waivable = pl.lit(True)
+    or oxygen could raise it. A later day could have its fever waived by a tocilizumab/corticosteroid
+    not known to us, so it is open too - but only on or after the subject's first such possible fever
+    day, whatever ``fever_waiver_requires_crs`` (``requires_crs``, kept for the call): a subject with
+    a temperature every day and never a fever is not opened (ASTCT 2019: fever is the sign CRS starts
+    with; the agents that waive it are given for CRS; cartlab convention, review 37 diff B1).
+    ``closed``: days no intervention can raise (a CRS death; a fever day attributed to another cause
+    with ``other_cause_scope="day"``)."""
+    first = (f.filter(fever_day & ~closed).group_by("subject_id")
+             .agg(pl.col("day").min().alias("_first_fever")))
+    f = f.join(first, on="subject_id", how="left")
+    waivable = pl.col("day") >= pl.col("_first_fever")
     opened = ~closed & (fever_day | waivable.fill_null(False)) & (pl.col("grade_max") < CRS_TOP)
     return f.with_columns(
         pl.when(opened).then(pl.lit(CRS_TOP)).otherwise(pl.col("grade_max")).cast(f.schema["grade_max"])

@@ -415,8 +415,12 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
         s = pl.col("status")
         open_end = s.is_in(["not_reached", "not_evaluable"]) & pl.col("day_max").is_null()
         L, end_d, death = pl.col("L").cast(pl.Float64), pl.col("end_day"), pl.col("death_day")
-        by_death = death.is_not_null() & (end_d.is_null() | (death <= end_d))
-        by_event = end_d.is_not_null() & ~by_death
+        # a death or an end event after the end of follow-up (and the count's last value) is not where
+        # the count's follow-up ended: censored there instead (review 37 diff B2)
+        fu_end = pl.max_horizontal(pl.col("fu_day"), L)
+        within = lambda d: pl.col("fu_day").is_null() | (d <= fu_end)  # noqa: E731
+        by_death = death.is_not_null() & within(death) & (end_d.is_null() | (death <= end_d))
+        by_event = end_d.is_not_null() & within(end_d) & ~by_death
         censor = pl.when(open_end).then(pl.when(by_event).then(end_d).when(by_death).then(pl.max_horizontal(death, L))
                                         .otherwise(pl.max_horizontal(pl.col("fu_day"), L)))
         why = (pl.when(by_event).then(pl.col("end_event")).when(by_death & (death >= L)).then(pl.lit("death"))

@@ -28,10 +28,12 @@ def post_baseline(frame: pl.DataFrame) -> pl.Expr:
 
 
 def _worst(rows: pl.DataFrame) -> pl.DataFrame:
-    rows = rows.filter(pl.col("ATOXGR").fill_null(0) != 0).with_columns(pl.col("ATOXGR").abs().alias("_g"))
     has_max = all(c in rows.columns for c in ("ATOXGRL_MAX", "ATOXGRH_MAX", "direction"))
     upper = (pl.when(pl.col("direction") == "L").then(pl.col("ATOXGRL_MAX"))
              .when(pl.col("direction") == "H").then(pl.col("ATOXGRH_MAX")) if has_max else pl.lit(None, pl.Int64))
+    # a row graded >= 1, or graded 0 with a range reaching >= 1 ("0-4": an open range is not a grade 0)
+    rows = (rows.filter((pl.col("ATOXGR").fill_null(0) != 0) | (upper.cast(pl.Int64).fill_null(0) >= 1))
+            .with_columns(pl.col("ATOXGR").fill_null(0).abs().alias("_g")))
     reason = pl.col("grade_reason").cast(pl.String) if "grade_reason" in rows.columns else pl.lit(None, pl.String)
     cens = pl.concat_str([pl.when(reason.str.extract(_CENSORED, 1).is_not_null()).then(pl.lit("censored baseline "))
                           .otherwise(pl.lit("censored result ")), reason.str.extract(_CENSORED, 2)])
@@ -52,7 +54,8 @@ def _worst(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def worst_labs(adlb: pl.DataFrame) -> pl.DataFrame:
-    """Per term (in first-appearance order) the worst post-baseline grade ``grade`` (>= 1), its first
+    """Per term (in first-appearance order) the worst post-baseline grade ``grade`` (>= 1, or 0 when a
+    range reaches >= 1), its first
     day and value, ``grade_max`` (the highest upper bound of the term's post-baseline rows: a range
     when above ``grade``) and ``why`` (what leaves it open: "ANRHI missing", "censored result <0.6")."""
     return _worst(adlb.filter(post_baseline(adlb)))

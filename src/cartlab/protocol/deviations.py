@@ -407,6 +407,13 @@ def _car_total(add, protocol, g: list[dict], weight, intended: float | None, tol
         return
     total = round_sig(sum(conv))
     days = ", ".join(f"{r['day']:g}" for r in g)
+    cap = band.max_total_cells  # the band's maximum total, whatever the weight or the intended dose
+    cells = None if cap is None else _to_basis(total, per, "cells", None, w)
+    if cells is not None and _outside(cells, None, cap):  # (dose_plan caps at it)
+        add("dose_out_of_tolerance", name, f"{name} total {cells:.4g} cells (days {days}; {total:.4g} {per}) is above "
+            f"the protocol's maximum total {cap:.4g} cells", f"{pid}.car_t.range", _refs(g),
+            given_dose=cells, unit="cells")
+        return
     if intended is not None:
         limit = protocol.tolerances.car_t_dose_pct
         diff = round_sig(100.0 * (total - intended) / intended)
@@ -420,13 +427,6 @@ def _car_total(add, protocol, g: list[dict], weight, intended: float | None, tol
         add("dose_out_of_tolerance", name, f"{name} total {total:.4g} {per} (days {days}) is outside the protocol "
             f"range {'up to ' if lo is None else f'{lo:.4g}-'}{hi:.4g} {per}", f"{pid}.car_t.range", _refs(g),
             given_dose=total, unit=per)
-        return
-    cap = band.max_total_cells  # the band's maximum total, whatever the weight (dose_plan caps at it)
-    cells = None if cap is None else _to_basis(total, per, "cells", None, w)
-    if cells is not None and _outside(cells, None, cap):
-        add("dose_out_of_tolerance", name, f"{name} total {cells:.4g} cells (days {days}; {total:.4g} {per}) is above "
-            f"the protocol's maximum total {cap:.4g} cells", f"{pid}.car_t.range", _refs(g),
-            given_dose=cells, unit="cells")
 
 
 #: how far an infusion's share of the total may be from the reconstructed split's fraction and still
