@@ -59,6 +59,9 @@ def test_resolved_overlays_the_set_options_on_the_table_defaults():
     assert i == {"ice_min_age_years": 12, "excluded_attributions": ("other",),
                  "unattributed_death": "during_icans",  # session 30 (FHIR audit): an ICANS option
                  "first_day": "infusion",  # session 32: graded from the first CAR-T infusion
+                 # session 37 (review 37 B2-B4): ICANS options, today's behaviour as default
+                 "loc_missing_with_score": "not_depressed", "ventilated_loc": "grade",
+                 "episode_gap_days_count": "any",
                  "episode_join_gap_days": 1, "criteria": "astct_icans_2019"}
 
 

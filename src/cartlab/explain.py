@@ -120,12 +120,23 @@ def _icans(a: Analysis, sid: str) -> Explanation:
     g, gmax = summ["icans_grade_astct"][0], summ["icans_grade_astct_max"][0]
     head = ("ICANS not evaluable: no ICE/CAPD score of the kind the age calls for (ICE from "
             f"{opts.resolved()['ice_min_age_years']:g} years, CAPD below), consciousness or neurological event data"
-            if g is None else f"ASTCT ICANS grade {g}"
-            + (f" (up to {gmax}: some days have no ICE/CAPD score)" if gmax is not None and gmax > g else ""))
+            if g is None else f"ASTCT ICANS grade {g}" + (_icans_range(daily, gmax) if gmax is not None and gmax > g else ""))
     crit = load_criteria(opts.criteria)
     options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
     return Explanation("icans", head, f"{crit['citation']} | options: {options}", _graded_days(daily),
                        rules=_top_rules(daily))
+
+
+def _icans_range(daily: pl.DataFrame, gmax: int) -> str:
+    """" (up to 5: death attribution not recorded on day 4)": the inputs missing on the days that
+    reach the subject's upper bound (their ``missing_inputs``), not a fixed cause (review 37 B1)."""
+    from cartlab._days import day_text
+
+    top = daily.filter(pl.col("grade_max") == gmax)
+    names = list(dict.fromkeys(n for ns in top["missing_inputs"].to_list() for n in (ns or [])))
+    days = ", ".join(day_text(d) for d in top["day"].to_list())
+    return (f" (up to {gmax}: {', '.join(names) if names else 'inputs'} not recorded on "
+            f"{'day' if top.height == 1 else 'days'} {days})")
 
 
 def _lab_grade(r: dict) -> str:

@@ -65,10 +65,11 @@ def _adae(study, o, crs_daily, icans_daily, icaht):
     from cartlab.grading.adam import derive_adae_toxicity
     from cartlab.grading.crs import episodes
     from cartlab.grading.hematotox import derive_icaht_episodes
+    from cartlab.grading.icans import icans_episodes_from_daily
 
     parts = [
         episodes(crs_daily, "Cytokine release syndrome", "ASTCT 2019"),
-        episodes(icans_daily, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019"),
+        icans_episodes_from_daily(icans_daily, o.icans),
         derive_icaht_episodes(study, o.icaht, graded=icaht),
     ]
     return derive_adae_toxicity(study, parts)

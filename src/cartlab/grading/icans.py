@@ -57,6 +57,9 @@ class IcansOptions(CriteriaOptions):
     ice_min_age_years: int | float | None = None
     excluded_attributions: tuple[str, ...] | None = None
     unattributed_death: Literal["during_icans", "never"] | None = None
+    loc_missing_with_score: Literal["not_depressed", "rousable"] | None = None
+    ventilated_loc: Literal["grade", "range"] | None = None
+    episode_gap_days_count: Literal["any", "assessed_free"] | None = None
     first_day: Literal["infusion", "all"] | float | None = None
     episode_join_gap_days: int = Field(default=1, description="ICANS days separated by at most this many days "
                                        "without ICANS form one episode (as :func:`cartlab.grading.crs.episodes`)")
@@ -255,11 +258,32 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                        pl.when(could).then(pl.concat_list(
                            pl.col("missing_inputs").list.set_difference(pl.lit(["ICE/CAPD"])), pl.lit(["ICE/CAPD", "LOC"])))
                        .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
+    # a score performed without a LOC row: 'not_depressed' (default) reads the LOC as alert; 'rousable'
+    # reads it as anything short of unarousable (awakens to tactile = 3; convention icans.conv.loc_missing)
+    rousable_top = max((int(v) for v in levels.values() if int(v) < top_loc), default=0)
+    if opts["loc_missing_with_score"] == "rousable":
+        scored = (pl.col("ice_lo").is_not_null() | pl.col("capd_lo").is_not_null()
+                  | pl.col("_skipped_rousable").fill_null(False))
+        could = scored & pl.col("_loc_missing") & (pl.col("grade_max") < rousable_top)
+        f = f.with_columns(pl.when(could).then(pl.lit(rousable_top, dtype=f.schema["grade_max"]))
+                           .otherwise(pl.col("grade_max")).alias("grade_max"),
+                           pl.when(could).then(pl.col("missing_inputs").list.concat(pl.lit(["LOC"])))
+                           .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
     by_age = pl.col("_age_grade_max").fill_null(0) > pl.col("grade_max")
     f = f.with_columns(pl.when(by_age).then(pl.col("_age_grade_max")).otherwise(pl.col("grade_max")).alias("grade_max"),
                        pl.when(by_age).then(pl.col("missing_inputs").list.concat(pl.lit(["age_years"])))
                        .otherwise(pl.col("missing_inputs")).alias("missing_inputs"),
                        pl.col("_ice_grade").alias("ice_grade"), pl.col("_capd_grade").alias("capd_grade"))
+    # a day kept only to name an event of another cause (no score, LOC or counted event) is no more
+    # assessed than a day with no row, which opens no range: grade 0, grade_max 0 (convention
+    # icans.conv.excluded_events)
+    only_excluded = (pl.col("excluded_events").is_not_null() & pl.col("ice_lo").is_null() & pl.col("capd_lo").is_null()
+                     & pl.col("_loc_missing") & pl.col("loc_unknown").is_null() & pl.col("events").is_null()
+                     & pl.col("skipped").is_null())
+    f = f.with_columns(pl.when(only_excluded).then(pl.col("grade")).otherwise(pl.col("grade_max")).alias("grade_max"),
+                       pl.when(only_excluded).then(pl.lit([], dtype=pl.List(pl.String)))
+                       .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
+    f = _ventilated(study, f, opts["ventilated_loc"])
 
     texts = table.texts(("ice", "capd", "events"), opts)
     bits = [
@@ -275,6 +299,9 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
             "consciousness '{}' not in the level-of-consciousness vocabulary: not graded", pl.col("loc_unknown"))),
         pl.when(pl.col("events").is_not_null()).then(pl.format("events: {}", pl.col("events"))),
         pl.col("excluded_events"),
+        pl.when(pl.col("vent_ref").is_not_null()).then(pl.format(
+            "on mechanical ventilation ({}): ASTCT excludes a depressed consciousness due to sedation "
+            "(option ventilated_loc={})", pl.col("vent_ref"), pl.lit(opts["ventilated_loc"]))),
     ]
     loc_text = pl.format("depressed level of consciousness: {}", pl.col("loc"))
     rule_text = (
@@ -286,13 +313,20 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
             pl.concat_str(bits, separator="; ", ignore_nulls=True),
             pl.format("grade {}{}{}", pl.col("grade"),
                       pl.when(pl.col("rule").is_not_null()).then(pl.format(": {}", rule_text)).otherwise(pl.lit("")),
-                      pl.when(pl.col("missing_inputs").list.contains("age_years")).then(pl.format(
+                      pl.when(pl.col("missing_inputs").list.contains("LOC attribution")).then(pl.format(
+                          " (up to {}: the score or consciousness of a ventilated patient, if not due to "
+                          "sedation)", pl.col("grade_max")))
+                      .when(pl.col("missing_inputs").list.contains("age_years")).then(pl.format(
                           " (up to {}: age unknown, so ICE or CAPD, both recorded, could be the score ASTCT "
                           "calls for)", pl.col("grade_max")))
                       .when(pl.col("missing_inputs").list.contains("LOC") & pl.col("ice_lo").is_null()
                             & pl.col("capd_lo").is_null()).then(pl.format(
                           " (up to {}: no ICE/CAPD score and no level of consciousness (LOC) that day: "
                           "unarousable would make it 4)", pl.col("grade_max")))
+                      .when(pl.col("missing_inputs").list.contains("LOC") & (pl.col("grade_max") < top_loc))
+                      .then(pl.format(" (up to {}: a score but no level of consciousness (LOC) that day: awakens "
+                                      "only to tactile stimulus would make it 3 (option loc_missing_with_score))",
+                                      pl.col("grade_max")))
                       .when(pl.col("missing_inputs").list.contains("LOC")).then(pl.format(
                           " (up to {}: ICE 0 with no level of consciousness (LOC) that day: unarousable would "
                           "make it 4)", pl.col("grade_max")))
@@ -311,31 +345,92 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
 
     evidence = pl.concat_list(one("ice_ref"), one("capd_ref"), one("loc_ref"), pl.col("event_refs").fill_null(empty),
                               pl.col("skipped_refs").fill_null(empty), pl.col("loc_unknown_refs").fill_null(empty),
-                              pl.col("excluded_refs").fill_null(empty)).list.unique(maintain_order=True)
+                              pl.col("excluded_refs").fill_null(empty), one("vent_ref")).list.unique(maintain_order=True)
     f = f.with_columns(reason.alias("reason"), evidence.alias("evidence"))
     if opts["unattributed_death"] == "during_icans":
-        f = _unattributed_deaths(study, f)
+        f = _unattributed_deaths(study, f, int(options.episode_join_gap_days) + 1)
+    f = f.rename({"d": "day"})
+    f = number_icans_episodes(f, int(options.episode_join_gap_days), opts["episode_gap_days_count"])
     return (
         f.with_columns(
                        # a graded day meeting no criterion names that too (criteria row icans.g0)
                        pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("icans.g0"))
-                       .otherwise(pl.col("rule")).alias("rule"))
-        .rename({"d": "day"})
+                       .otherwise(pl.col("rule")).alias("rule"),
+                       pl.when(pl.col("episode_note").is_not_null())
+                       .then(pl.concat_str("reason", pl.lit("; "), "episode_note")).otherwise(pl.col("reason"))
+                       .alias("reason"))
         .select("subject_id", "day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence",
                 "ice_min", "capd_max",
-                "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade")
+                "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade", "episode")
         .sort("subject_id", "day")
     )
 
 
-#: how many days before a death an ICANS day makes it a death "during ICANS" (the CRS convention's
-#: window with its default episode gap: the day of death or at most 2 days before)
+def _ventilated(study: Study, f: pl.DataFrame, mode: str) -> pl.DataFrame:
+    """``vent_ref``: the interventions row of mechanical ventilation covering a day with an ICE/CAPD
+    score or a level of consciousness (ASTCT 2019 Table 4 footnote: a depressed consciousness "should
+    be attributable to no other cause (eg, no sedating medication)"; convention icans.conv.ventilated_loc).
+    ``mode`` 'grade' (default) only names it; 'range' grades the day by its events only, up to the
+    grade its score/consciousness gives (missing_inputs 'LOC attribution')."""
+    iv = study.interventions
+    vent = (iv.filter((pl.col("o2_device") == "mechanical_ventilation") & pl.col("start_day").is_not_null())
+            .select("subject_id", pl.col("start_day").floor().cast(pl.Int64).alias("_s"),
+                    pl.coalesce("end_day", "start_day").floor().cast(pl.Int64).alias("_e"),
+                    evidence_ref().alias("vent_ref"))
+            if iv.height and "o2_device" in iv.columns else None)
+    if vent is None or vent.height == 0:
+        return f.with_columns(pl.lit(None, dtype=pl.String).alias("vent_ref"))
+    sedatable = (pl.col("ice_lo").is_not_null() | pl.col("capd_lo").is_not_null() | ~pl.col("_loc_missing")
+                 | pl.col("skipped").is_not_null() | pl.col("loc_unknown").is_not_null())
+    hit = (f.filter(sedatable).select("subject_id", "d").join(vent, on="subject_id")
+           .filter((pl.col("d") >= pl.col("_s")) & (pl.col("d") <= pl.col("_e")))
+           .group_by("subject_id", "d").agg(pl.col("vent_ref").sort().first()))
+    f = f.join(hit, on=["subject_id", "d"], how="left")
+    if mode != "range":
+        return f
+    lower = pl.col("vent_ref").is_not_null() & (pl.col("grade") > pl.col("event_grade"))
+    return f.with_columns(
+        pl.when(lower).then(pl.col("event_grade").cast(f.schema["grade"])).otherwise(pl.col("grade")).alias("grade"),
+        pl.when(lower).then(pl.when(pl.col("event_grade") > 0).then(pl.col("event_rule")))
+        .otherwise(pl.col("rule")).alias("rule"),
+        pl.when(lower).then(pl.col("missing_inputs").list.concat(pl.lit(["LOC attribution"])))
+        .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
+
+
+def number_icans_episodes(daily: pl.DataFrame, join_gap_days: int = 1, gap_days_count: str = "any") -> pl.DataFrame:
+    """``daily`` with ``episode`` (null on grade-0 days) and ``episode_note``: ICANS days (grade >= 1)
+    separated by at most ``join_gap_days`` days form one episode; 'any' counts every calendar day between
+    (as crs.conv.episodes), 'assessed_free' only days with a row whose grade_max is 0 (a day never
+    assessed, or graded 0 only as a lower bound, does not split). The first day of an episode that
+    follows unassessed days names them (convention icans.conv.episodes)."""
+    key = ["subject_id", "day"]
+    d = daily.drop("episode", "episode_note", strict=False).sort(key).with_columns(
+        (pl.col("grade_max") == 0).cast(pl.Int64).cum_sum().over("subject_id").alias("_free"),
+        pl.int_range(pl.len()).over("subject_id").alias("_i"))
+    pos = d.filter(pl.col("grade") >= 1).with_columns(
+        *[pl.col(c).shift(1).over("subject_id").alias(f"_p{c}") for c in ("day", "_free", "_i")])
+    between = pl.col("day") - pl.col("_pday") - 1
+    counted = between if gap_days_count == "any" else pl.col("_free") - pl.col("_p_free")
+    unassessed = between - (pl.col("_i") - pl.col("_p_i") - 1)
+    pos = pos.with_columns(
+        (counted > join_gap_days).fill_null(True).cum_sum().over("subject_id").cast(pl.Int64).alias("episode"),
+        # the split rests on unassessed days: the assessed ICANS-free days alone would not split
+        pl.when((counted > join_gap_days) & (unassessed > 0) & (pl.col("_free") - pl.col("_p_free") <= join_gap_days))
+        .then(pl.format("new episode after ICANS day {}: {} of the {} day(s) between have no ICANS assessment "
+                        "(convention icans.conv.episodes, option episode_gap_days_count={})", pl.col("_pday"),
+                        unassessed, between, pl.lit(gap_days_count))).alias("episode_note"))
+    return daily.drop("episode", "episode_note", strict=False).join(
+        pos.select(*key, "episode", "episode_note"), on=key, how="left")
+
+
+#: how many days before a death an ICANS day makes it a death "during ICANS" with the default
+#: episode_join_gap_days (1): gap + 1, as the CRS convention crs.conv.unattributed_death
 DEATH_WINDOW_DAYS = 2
 
 
-def _unattributed_deaths(study: Study, f: pl.DataFrame) -> pl.DataFrame:
+def _unattributed_deaths(study: Study, f: pl.DataFrame, window: int = DEATH_WINDOW_DAYS) -> pl.DataFrame:
     """Convention icans.conv.unattributed_death: a death with no attribution recorded on a day with an
-    ICANS day (grade >= 1) at most DEATH_WINDOW_DAYS before it opens that day up to 5 (grade_max,
+    ICANS day (grade >= 1) at most ``window`` days (episode_join_gap_days + 1) before it opens that day up to 5 (grade_max,
     missing_inputs "death attribution"); a death day without ICANS data gets a row (grade 0, the
     recorded data's lower bound). Grades are unchanged."""
     deaths = (study.events.filter((pl.col("event") == "death") & pl.col("attribution").is_null()
@@ -346,7 +441,7 @@ def _unattributed_deaths(study: Study, f: pl.DataFrame) -> pl.DataFrame:
         return f
     icans_days = f.filter(pl.col("grade") >= 1).select("subject_id", pl.col("d").alias("_id"))
     during = (deaths.join(icans_days, on="subject_id", how="inner")
-              .filter((pl.col("_id") <= pl.col("d")) & (pl.col("_id") >= pl.col("d") - DEATH_WINDOW_DAYS))
+              .filter((pl.col("_id") <= pl.col("d")) & (pl.col("_id") >= pl.col("d") - window))
               .select("subject_id", "d", "_dref").unique(["subject_id", "d"], maintain_order=True))
     if during.height == 0:
         return f
@@ -377,9 +472,27 @@ def _unattributed_deaths(study: Study, f: pl.DataFrame) -> pl.DataFrame:
 def derive_icans_episodes(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
     """ICANS episodes (ADAE-like)."""
     options = options or IcansOptions()
-    return episodes(derive_icans_daily(study, options),
-                    "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019",
-                    options.episode_join_gap_days)
+    return icans_episodes_from_daily(derive_icans_daily(study, options), options)
+
+
+def icans_episodes_from_daily(daily: pl.DataFrame, options: IcansOptions | None = None) -> pl.DataFrame:
+    """ADAE-like ICANS episodes from :func:`derive_icans_daily` (its ``episode`` numbering, from the
+    options it was graded with); an episode that starts after unassessed days names them in its
+    reason (convention icans.conv.episodes)."""
+    options = options or IcansOptions()
+    eps = episodes(daily, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019",
+                   options.episode_join_gap_days)
+    if eps.height == 0 or "episode" not in daily.columns:
+        return eps
+    # an episode after days never assessed says so (its reason is its worst day's; the note is its first day's)
+    notes = (daily.filter(pl.col("episode").is_not_null()).sort("subject_id", "day")
+             .group_by("subject_id", "episode", maintain_order=True)
+             .agg(pl.col("reason").first().str.extract(r"; (new episode after ICANS day .*)$").alias("_note")))
+    return (eps.join(notes, on=["subject_id", "episode"], how="left")
+            .with_columns(pl.when(pl.col("_note").is_not_null() & ~pl.col("reason").str.contains(
+                                "new episode after ICANS day", literal=True))
+                          .then(pl.concat_str("reason", pl.lit("; "), "_note")).otherwise(pl.col("reason")).alias("reason"))
+            .drop("_note"))
 
 
 def derive_icans_summary(study: Study, options: IcansOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:

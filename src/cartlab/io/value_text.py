@@ -119,11 +119,20 @@ def read_value_text(r, d: Dictionary) -> None:
                    "detection limit in the row's unit, e.g. '<50', or give lloq and write BLQ (an empty "
                    "cell would make it a missing value)"),
     )
+    not_censored = given & ~nd & ~pl.col("__blq") & ~pl.col("__point") & pl.col("__censor_limit").is_null()
+    scores = pl.col("param").is_in(["ICE", "CAPD"])
     r.flag(
-        given & ~nd & ~pl.col("__blq") & ~pl.col("__point") & pl.col("__censor_limit").is_null(),
+        not_censored & ~scores,
         "value_text",
         lambda v: (f"value_text {v!r} is not a censored result such as '<50' (a bound in the row's unit, "
                    f"no unit or word inside){number_hint(v)}; a measured number goes in value"),
+    )
+    r.flag(  # review 37 B5: ASTCT 2019 Table 4, ICE 0 "patient is unarousable and unable to perform ICE"
+        not_censored & scores,
+        "value_text",
+        lambda v: (f"value_text {v!r} is not a censored result such as '<3' (a bound, no word inside)"
+                   f"{number_hint(v)}; a measured score goes in value. An ICE/CAPD the patient could not "
+                   "perform: record ICE 0 with an LOC row 'unarousable' (grade 4), or only the LOC row"),
     )
     r.flag(
         given & pl.col("value").is_not_null() & pl.col("__censor_limit").is_not_null(),
