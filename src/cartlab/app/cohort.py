@@ -140,11 +140,19 @@ def cohort_display(cohort: pl.DataFrame) -> pl.DataFrame:
     ``icaht_early`` where the grade was ("0–4" when days 0-30 lack an ANC, as the report's study
     table: :func:`cartlab.report.cells.grade_range`; "—" = not evaluable), the late grade as
     ``icaht_late`` ("3–4" when ``icaht_late_grade_max`` is higher; "—" = not evaluable), each followed
-    by why it is not evaluable (``icaht_early_reason``, ``icaht_late_reason``). The download keeps the grade columns."""
+    by why it is not evaluable (``icaht_early_reason``, ``icaht_late_reason``). The worst CRS and ICANS
+    grades are shown as the headline and the filter show them: "1–2" when ``<grade>_max`` is higher
+    (a day lacked an input; missing is not negative), "not evaluable" when missing (the ``_max``
+    column is then dropped from the display). The download keeps the grade columns."""
     from cartlab.report.cells import grade_range
 
     lo, hi = ICAHT_EARLY_PAIR
     out = cohort
+    for g in ("crs_grade_astct", "icans_grade_astct"):
+        if g in out.columns:
+            mx = f"{g}_max" if f"{g}_max" in out.columns else None
+            out = out.with_columns(grade_label_expr(g, mx).alias(g))
+            out = out.drop(mx) if mx else out
     if lo in out.columns and hi in out.columns:
         text = [grade_range(a, b) for a, b in zip(out[lo].to_list(), out[hi].to_list())]
         out = out.with_columns(pl.Series(lo, text, pl.String)).drop(hi).rename({lo: "icaht_early"})
@@ -195,10 +203,13 @@ def display_frame(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(exprs) if exprs else frame
 
 
-def grades_table(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame) -> pl.DataFrame:
+def grades_table(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame, kinds: dict | None = None) -> pl.DataFrame:
     """The ASTCT CRS and ICANS grade of every assessed day with its rule, reason and evidence
     (``grade_max`` / ``missing_inputs`` = the grade had the missing inputs been positive, and which;
-    ``evidence`` = source rows "file:row"; ``rule_status`` = the rule's verification)."""
+    ``evidence`` = source rows "file:row"; ``rule_status`` = the rule's verification). With ``kinds``
+    (the subject's "file:row" -> source kind) a ``not_measured`` column marks a day whose evidence
+    has not-measured rows as the report does ("rec. 2 of 4 rows";
+    :func:`cartlab.report.provenance_marks.with_marks`), null when every source row was measured."""
     cols = ("day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence", "rule_status")
     parts = []
     for scale, frame in (("CRS (ASTCT 2019)", crs_daily), ("ICANS (ASTCT 2019)", icans_daily)):
@@ -208,7 +219,17 @@ def grades_table(crs_daily: pl.DataFrame, icans_daily: pl.DataFrame) -> pl.DataF
     if not parts:
         return pl.DataFrame(schema={"scale": pl.String, "day": pl.Float64, "grade": pl.Int64, "rule": pl.String,
                                     "reason": pl.String, "evidence": pl.List(pl.String)})
-    return pl.concat(parts, how="diagonal_relaxed").sort("day", "scale")
+    out = pl.concat(parts, how="diagonal_relaxed").sort("day", "scale")
+    if kinds is None:
+        return out
+    from cartlab.report.provenance_marks import with_marks
+
+    marked, _classes = with_marks(out, "evidence", kinds)
+    if "not_measured" not in marked.columns:  # no evidence column: say so rather than show nothing
+        return out
+    at = marked.columns.index("grade_max" if "grade_max" in marked.columns else "grade") + 1
+    cols = [c for c in marked.columns if c != "not_measured"]
+    return marked.select(cols[:at] + ["not_measured"] + cols[at:])
 
 
 #: ADPP parameters that need the terminal slope (lambda.z)

@@ -74,21 +74,64 @@ def dose_label_value(label: str | None) -> float | None:
 def dose_levels(study: Study) -> pl.DataFrame:
     """Per subject the total CAR-T dose in cells/kg (``cells`` divided by ``subjects.weight_kg``) and
     its label; a subject without a CAR-T dose in cells/kg or cells (or without a weight for an
-    absolute dose) has no dose level (null, not 0)."""
+    absolute dose) has no dose level (null, not 0) and ``dose_level_reason`` names the missing input
+    (missing is not negative: "absolute dose 7×10⁷ cells; subjects.weight_kg missing", "no CAR-T
+    dose row", "unit 'mg' not convertible to cells/kg")."""
     from cartlab.kinetics.agents import car_t_agent_expr
 
     d = study.doses.filter(car_t_agent_expr(pl.col("agent")))
     w = study.subjects.select("subject_id", "weight_kg")
-    per_kg = (d.join(w, on="subject_id", how="left")
-              .with_columns(pl.when(pl.col("unit") == "cells/kg").then(pl.col("dose"))
-                            .when(pl.col("unit") == "cells").then(pl.col("dose") / pl.col("weight_kg"))
-                            .otherwise(None).alias("_per_kg"))
-              .group_by("subject_id")
+    unit = pl.col("unit").cast(pl.String)
+    rows = (d.join(w, on="subject_id", how="left")
+            .with_columns(pl.when(unit == "cells/kg").then(pl.col("dose"))
+                          .when(unit == "cells").then(pl.col("dose") / pl.col("weight_kg"))
+                          .otherwise(None).alias("_per_kg")))
+    why: dict[str, list[str]] = {}
+    absolute: dict[str, list[str]] = {}
+    for sid, pk, dv, u in rows.filter(pl.col("_per_kg").is_null()).select(  # the few rows without cells/kg
+            "subject_id", "_per_kg", "dose", unit).iter_rows():
+        if dv is None:
+            why.setdefault(sid, []).append(f"a CAR-T dose row without a value ({u or 'no unit'})")
+        elif u == "cells":
+            absolute.setdefault(sid, []).append(fmt_dose(float(dv), "cells"))
+        else:
+            why.setdefault(sid, []).append(f"unit {u!r} not convertible to cells/kg")
+    for sid, doses in absolute.items():
+        why.setdefault(sid, []).insert(0, f"absolute dose {' + '.join(doses)} cells; subjects.weight_kg missing")
+    per_kg = (rows.group_by("subject_id", maintain_order=True)
               .agg(pl.when(pl.col("_per_kg").is_null().any()).then(None)
                    .otherwise(pl.col("_per_kg").sum()).alias("car_t_cells_per_kg")))
     out = study.subjects.select("subject_id").join(per_kg, on="subject_id", how="left", maintain_order="left")
     labels = [dose_level_label(v) for v in out["car_t_cells_per_kg"].to_list()]
-    return out.with_columns(pl.Series("dose_level", labels, dtype=pl.String))
+    reasons = [None if lab is not None else
+               ("; ".join(dict.fromkeys(why[sid])) if sid in why else
+                "no CAR-T dose row" if sid not in set(per_kg["subject_id"].to_list()) else "CAR-T dose not positive")
+               for sid, lab in zip(out["subject_id"].to_list(), labels)]
+    return out.with_columns(pl.Series("dose_level", labels, dtype=pl.String),
+                            pl.Series("dose_level_reason", reasons, dtype=pl.String))
+
+
+def subject_counts(subject_study: Study) -> dict:
+    """Row counts by source of one subject (:func:`cartlab.report.html.provenance_counts`), where a
+    ``paper`` row naming ``reconstructed_columns`` counts as reconstructed, as the report's marks do
+    (:func:`cartlab.report.provenance_marks.source_kinds`: part of what it gives was not stated);
+    ``paper_with_reconstructed_columns`` says how many such rows moved."""
+    from cartlab.report.html import provenance_counts
+    from cartlab.report.provenance_marks import reconstructed_columns
+
+    counts = provenance_counts(subject_study)
+    moved = 0
+    for df in subject_study.tables().values():
+        if not df.height or "source" not in df.columns:
+            continue
+        paper = df.filter(pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase() == "paper")
+        if paper.height:
+            moved += sum(1 for r in paper.iter_rows(named=True) if reconstructed_columns(r))  # a few rows
+    if moved:
+        counts = {**counts, "paper": counts["paper"] - moved, "reconstructed": counts.get("reconstructed", 0) + moved,
+                  "not_measured": counts["not_measured"] + moved}
+    counts["paper_with_reconstructed_columns"] = moved
+    return counts
 
 
 @dataclass
@@ -107,8 +150,12 @@ class Patient:
     adpp: pl.DataFrame
     #: the CRS fever threshold of the analysis (``crs.fever_threshold_c``; the course's fever line)
     fever_threshold_c: float | None = None
-    #: row counts by ``source`` over the subject's five tables (:func:`cartlab.report.html.provenance_counts`)
+    #: row counts by ``source`` over the subject's five tables (:func:`subject_counts`)
     counts: dict = field(default_factory=dict)
+    #: "file:row" -> source kind of the subject's rows (:func:`cartlab.report.provenance_marks.source_kinds`)
+    kinds: dict = field(default_factory=dict)
+    #: the subjects row's ``reconstructed_columns`` (lower case; e.g. {"weight_kg", "last_followup_day"})
+    reconstructed_columns: set = field(default_factory=set)
 
     @property
     def has_car_t_dose(self) -> bool:
@@ -171,8 +218,10 @@ class StudyView:
             return p
         if subject_id not in set(self.subject_ids):
             raise KeyError(subject_id)
-        from cartlab.report.html import provenance_counts
+        from cartlab.report.provenance_marks import reconstructed_columns, source_kinds
 
+        sub = self.study.subject(subject_id)
+        subj_rows = sub.subjects.to_dicts()
         obs = self.rows("__obs__", subject_id)
         summ = self.cohort.filter(pl.col("subject_id") == subject_id).row(0, named=True)
         fever = (self.options.get("crs") or {}).get("fever_threshold_c")
@@ -180,7 +229,8 @@ class StudyView:
                     summ, self.rows("crs_daily", subject_id), self.rows("icans_daily", subject_id),
                     self.rows("car_kinetics", subject_id), self.rows("adpp", subject_id),
                     float(fever) if isinstance(fever, (int, float)) else None,
-                    provenance_counts(self.study.subject(subject_id)))
+                    subject_counts(sub), source_kinds(sub.tables().values()),
+                    reconstructed_columns(subj_rows[0]) if subj_rows else set())
         self._patients[subject_id] = p
         return p
 

@@ -9,6 +9,7 @@ every later page reads tables.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 
 import polars as pl
@@ -18,6 +19,7 @@ from cartlab.app import cohort as C
 from cartlab.app import figures as F
 from cartlab.app.cohort import FILTER_COLUMNS, display_frame, filter_tag
 from cartlab.app.data import Catalog, describe_options
+from cartlab.app.links import resolve_subject, url_subject
 from cartlab.app.security import HostPolicy, TokenGuard, safe_filename
 from cartlab.app.twin import REGIMENS, TwinCache
 from cartlab.app.ui import page
@@ -166,12 +168,26 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
             )
 
         # -- cohort
+        url_note = reactive.value(None)  # the message of a link naming a subject the study does not have
+
         @reactive.effect
         def _fill_filters():
-            choices = C.filter_choices(view().cohort)
+            v = view()
+            choices = C.filter_choices(v.cohort)
             for key, values in choices.items():
                 ui.update_selectize(key, choices=values, selected=[])
-            ui.update_selectize("subject", choices=view().subject_ids, selected=view().subject_ids[0])
+            with reactive.isolate():  # a deep link: ?subject=ID (docs/dashboard.md "Links to a patient")
+                cd = session.clientdata
+                requested = url_subject(cd.url_search(), cd.url_hash())
+            chosen, note = resolve_subject(requested, v.subject_ids, v.study_id)
+            url_note.set(note)
+            if note is None:
+                ui.update_selectize("subject", choices=v.subject_ids, selected=chosen)
+            else:  # never another subject silently: an empty choice, and the page names the id
+                ui.update_selectize("subject", choices={"": "— choose a subject —", **{i: i for i in v.subject_ids}},
+                                    selected="")
+            if requested is not None:
+                ui.update_navset("nav", selected="patient")
 
         @reactive.effect
         @reactive.event(input.f_clear)
@@ -273,6 +289,8 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
 
         @render.ui
         def patient_headline():
+            if url_note() and not input.subject():
+                return ui.div(ui.p(url_note(), class_="cartlab-banner", role="alert", id="subject_error"))
             banner, headline, notes = patient_headline_parts(view(), patient())
             return ui.div(
                 ui.div(banner, class_="cartlab-banner", role="note", id="patient_banner") if banner else None,
@@ -305,7 +323,7 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
         @reactive.calc
         def grades():
             p = patient()
-            return C.grades_table(p.crs_daily, p.icans_daily)
+            return C.grades_table(p.crs_daily, p.icans_daily, p.kinds)
 
         @render.data_frame
         def grades_table():
@@ -396,6 +414,7 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
                 return ui.p(f"the forecast failed: {twin_task.error()}", class_="cartlab-note")
             notes = twin_task.result()[2]
             return ui.div(ui.p("forecast done (simulated values)", class_="cartlab-note", id="twin_done"),
+                          ui.p(twin_crs_note(view().overrides), class_="cartlab-note", id="twin_crs_note"),
                           *[ui.p(f"⚠ {n}", class_="cartlab-note") for n in notes])
 
         @reactive.calc
@@ -419,7 +438,8 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
         downloads("dl_twin", "twin forecast (simulated)", lambda: f"{patient().subject_id}_twin_forecast",
                   lambda: twin_result()[0],
                   extra=lambda: {"subject_id": patient().subject_id, "twin_data_up_to_day": float(input.twin_day() or 7),
-                                 "twin_regimens": [input.twin_a(), input.twin_b()], "values": "simulated"})
+                                 "twin_regimens": [input.twin_a(), input.twin_b()], "values": "simulated",
+                                 "crs_options": "defaults", "crs_options_note": twin_crs_note(view().overrides)})
 
     return server
 
@@ -431,7 +451,9 @@ def patient_headline_parts(view, p) -> tuple[str | None, str, list[str]]:
     s = p.summary
     crs, icans = grade_text(s, "crs_grade_astct"), grade_text(s, "icans_grade_astct")
     icaht, late = icaht_text(view.analysis, p.subject_id, s), icaht_late_text(s)
-    dose = (f"CAR-T {s.get('dose_level') or 'dose unknown'}" if p.has_car_t_dose else "no CAR-T dose recorded")
+    why_dose = s.get("dose_level_reason")
+    dose = (f"CAR-T {s.get('dose_level') or 'dose unknown' + (f' ({why_dose})' if why_dose else '')}"
+            if p.has_car_t_dose else "no CAR-T dose recorded")
     resp, full_reason = response_text(s)
     ranged = [n for n, t in (("CRS", crs), ("ICANS", icans)) if "–" in t]
     notes = []
@@ -441,7 +463,8 @@ def patient_headline_parts(view, p) -> tuple[str | None, str, list[str]]:
                      "positive (missing is not negative).")
     if full_reason:
         notes.append(f"Best response: {full_reason}")
-    notes += response_notes_lines(view.analysis, p.subject_id)
+    notes += [mark_reconstructed(n, p.reconstructed_columns)
+              for n in response_notes_lines(view.analysis, p.subject_id)]
     headline = (f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, {dose}): "
                 f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · ICAHT early "
                 f"(days 0-30) {icaht} · ICAHT late (after day 30) {late} · best response {resp}")
@@ -499,8 +522,40 @@ def not_measured_banner(counts: dict) -> str | None:
     if not kinds:
         return None
     words = figure_stamp({**counts, "total": counts["not_measured"]})  # the kinds' words, without the counts
+    words = words.replace(" data (", " (")  # "reconstructed (not measured)": the words say it once
+    moved = counts.get("paper_with_reconstructed_columns") or 0
+    part = (f", counting {moved:,} publication row{'' if moved == 1 else 's'} with reconstructed columns "
+            "(reconstructed_columns)" if moved else "")
     return (f"This case contains {', '.join(kinds)} values. {counts['not_measured']:,} of {counts['total']:,} "
-            f"data rows are {words}: they were not measured.")
+            f"data rows are {words}{part}.")
+
+
+#: what the twin's CRS >= 3 probability is graded by (cartlab.twin.summaries.crs_daily_grades)
+TWIN_CRS_RULES = ("CRS ≥ 3 of the forecast: ASTCT 2019 grade (astct_crs_2019.yaml) with the default options "
+                  "(fever: Tmax ≥ 38.0 °C)")
+
+
+def twin_crs_note(overrides: dict) -> str:
+    """The twin page's note on the options its CRS grade uses: always the defaults (the twin grades
+    simulated days by the YAML's default options), and, when the analysis sets CRS options, that
+    those are not applied to the forecast (review 37 B7)."""
+    crs = sorted((k, v) for k, (v, _d) in overrides.items() if k.startswith("crs."))
+    if not crs:
+        return TWIN_CRS_RULES + ", as this analysis."
+    return (TWIN_CRS_RULES + ", not this analysis's " + ", ".join(f"{k}={v}" for k, v in crs)
+            + ": the patient page's grades and the forecast's can differ on the same day.")
+
+
+_LONG_DAY = re.compile(r"\b(days? )(-?\d+\.\d{3,})(?!\d)")
+
+
+def mark_reconstructed(note: str, columns: set) -> str:
+    """A response note as the page shows it: a value taken from a reconstructed column of the subjects
+    row named so ("(last_followup_day, reconstructed)"), and days with more decimals printed to 2
+    (docs/dashboard.md "Numbers")."""
+    for col in sorted(columns):
+        note = re.sub(rf"\(({re.escape(col)})(?=[,)])(?!, reconstructed)", r"(\1, reconstructed", note)
+    return _LONG_DAY.sub(lambda m: f"{m.group(1)}{float(m.group(2)):.2f}", note)
 
 
 def stein_identified(row: dict) -> bool:
@@ -590,4 +645,4 @@ def create_app(catalog: Catalog, token: str | None = None, twins: TwinCache | No
 
 
 __all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "icaht_late_text", "icaht_text", "make_server",
-           "not_measured_banner", "patient_headline_parts", "provenance", "response_notes_lines", "response_text", "stein_identified", "stein_note_text"]
+           "mark_reconstructed", "not_measured_banner", "patient_headline_parts", "twin_crs_note", "provenance", "response_notes_lines", "response_text", "stein_identified", "stein_note_text"]

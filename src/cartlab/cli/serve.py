@@ -110,12 +110,47 @@ def _catalog(study: str | None, store: Path, csv_dialect: str):
     from cartlab.app.data import Catalog
 
     if study is not None:
-        data = _load_study(study, store, csv_dialect)
+        data = _load_study_quiet(study, store, csv_dialect)
         return Catalog.from_study(data, f"folder {study}" if Path(study).exists() else f"store {store}")
     if not store.exists():
         raise _usage(f"no store at {store} and no study folder given",
                      hint="cartlab serve STUDY_FOLDER, or import a study first (cartlab import FOLDER)")
     return Catalog.from_store(store)
+
+
+def _load_study_quiet(study: str, store: Path, csv_dialect: str):
+    """The study as ``cartlab analyze`` loads it (:func:`cartlab.cli.base._load_study`), but a folder's
+    reading warnings are only counted: they name subjects and values ("HGB of subject 'X' on day -7"),
+    and a dashboard's output goes to a service log (docs/dashboard.md "No patient data in the logs";
+    review 37 B4). A refusal (invalid study) still says what is wrong and stops."""
+    from cartlab.cli.base import _ambiguous, _progress, _same_as_stored
+    from cartlab.io import read_study
+    from cartlab.io.study_folder import check_study_path
+
+    path = Path(study)
+    if not (path.exists() or len(path.parts) > 1):
+        return _load_study(study, store, csv_dialect)  # a stored study: its warnings are counted only
+    same = _same_as_stored(study, store) if path.is_dir() else None
+    if same is False:
+        raise _ambiguous(study, store)
+    check_study_path(path)
+    with _progress(f"reading {path.name}") as step:
+        data = read_study(path, None, progress=step, csv_dialect=csv_dialect)
+    line = warning_count_line(len(data.warnings), study)
+    if line:
+        from rich.markup import escape
+
+        err.print(f"  [yellow]![/] {escape(line)}", soft_wrap=True, highlight=False)
+    return data
+
+
+def warning_count_line(n: int, study: str) -> str | None:
+    """The one line ``cartlab serve`` prints about a study's reading warnings: how many, and where to
+    read them (no subject id or value); None when there are none."""
+    if not n:
+        return None
+    return (f"{n} input warning{'s' if n != 1 else ''} while reading the study; not printed here (they can "
+            f"name subjects and values): `cartlab validate {study}` lists them")
 
 
 def run_server(asgi, host: str, port: int) -> None:
