@@ -1202,6 +1202,8 @@ def crs_cross_scale(
     if astct is not None:  # audit s26 (1): with the grade a missing input could have made it
         top = "crs_grade_astct_max" if "crs_grade_astct_max" in astct.columns else "crs_grade_astct"
         a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64),
+                         # review 37 B3: ASTCT's lower bound under the other scales' name too
+                         pl.col("crs_grade_astct").cast(pl.Int64).alias("crs_grade_astct_min"),
                          pl.col(top).cast(pl.Int64).alias("crs_grade_astct_max"))
         base = base.join(a, on="subject_id", how="left")
     for s in scales:

@@ -50,6 +50,18 @@ def _uniq(refs: Iterable[str | None]) -> list[str]:
     return unique_refs(refs)
 
 
+def _ref_span(refs: list[str]) -> str:
+    """One ref as it is; consecutive rows of one file as "file:first-last, n rows"; else joined by ", "."""
+    if len(refs) == 1:
+        return refs[0]
+    split = [r.rsplit(":", 1) for r in refs]
+    if all(len(p) == 2 and p[1].isdigit() for p in split) and len({p[0] for p in split}) == 1:
+        nums = sorted(int(p[1]) for p in split)
+        if nums == list(range(nums[0], nums[0] + len(nums))):
+            return f"{split[0][0]}:{nums[0]}-{nums[-1]}, {len(nums)} rows"
+    return ", ".join(refs)
+
+
 def _fmt_day(d: float) -> str:
     return f"{d:g}"
 
@@ -140,7 +152,12 @@ class _Subject:
             return None
         day = max(c[0] for c in cands)
         top = [c for c in cands if c[0] == day]
-        how = "; ".join(_uniq(c[2] + (f" ({c[1]})" if c[1] else "") for c in top))
+        # one phrase per fact, its refs together (review 37 C4)
+        parts = []
+        for text in dict.fromkeys(c[2] for c in top):
+            refs = list(dict.fromkeys(c[1] for c in top if c[2] == text and c[1]))
+            parts.append(text + (f" ({_ref_span(refs)})" if refs else ""))
+        how = "; ".join(parts)
         return {"day": day, "refs": _uniq(c[1] for c in top), "how": how, "srcdom": top[0][3],
                 "no_followup": self.fu is None}
 

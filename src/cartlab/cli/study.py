@@ -308,6 +308,8 @@ def export_cmd(
     is written beside the folder and swapped in when complete: if anything fails, nothing in it changes.
     ADaM: a dataset that cannot be derived (e.g. ADTTE without follow-up) is left out and named; the
     others are written; the analysis behind it takes --set, --options and --strict as cartlab analyze.
+    SDTM is read, not written: --sdtm gives the input (as in cartlab import --sdtm and analyze --sdtm);
+    there is no SDTM output (ADaM, a study folder or FHIR are).
     In the examples, out/seed_case is the study folder cartlab demo writes.
 
     [bold]Example[/]: cartlab export out/seed_case --out exported/ --format parquet

@@ -222,9 +222,12 @@ def derive_crs_cross_scale(
     them together, "<scale>: <text>" joined by " | " ("" when no scale lacks anything; session 34).
     With ``astct`` (``subject_id, crs_grade_astct`` and
     optionally ``crs_grade_astct_max``, from the ASTCT engine's summary) its grade is added as
-    ``crs_grade_astct`` and ``crs_grade_astct_max`` (the grade a missing input could have made it;
-    = ``crs_grade_astct`` when not given): ASTCT is a range when they differ (e.g. a nasal cannula
-    without a flow, 2-3). ``same_grade_all_scales`` is True/False when settled by the ranges, null
+    ``crs_grade_astct``, ``crs_grade_astct_min`` and ``crs_grade_astct_max`` (the grade a missing input
+    could have made it; = ``crs_grade_astct`` when not given): ASTCT is a range when min and max differ
+    (e.g. a nasal cannula without a flow, 2-3). Unlike ``crs_grade_<s>`` of the other scales (empty
+    for a range), ``crs_grade_astct`` is ASTCT's summary grade, the range's lower bound
+    (= ``crs_grade_astct_min``), as in ``crs_summary``; compare scales with the ``_min`` / ``_max``
+    columns. ``same_grade_all_scales`` is True/False when settled by the ranges, null
     otherwise.
 
     Every subject is graded on its own rows, so a large study is graded ``batch_size`` subjects at a
@@ -250,7 +253,11 @@ def derive_crs_cross_scale(
     base = pl.DataFrame({"subject_id": study.subject_ids}, schema={"subject_id": pl.String})
     if astct is not None:
         top = pl.col("crs_grade_astct_max") if "crs_grade_astct_max" in astct.columns else pl.col("crs_grade_astct")
+        # crs_grade_astct is ASTCT's summary grade, the LOWER bound (the ASTCT convention: the grade the
+        # recorded inputs prove), not empty for a range as crs_grade_<legacy scale> is; the explicit
+        # crs_grade_astct_min / _max give ASTCT the same range columns as the other scales (review 37 B3)
         a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64),
+                         pl.col("crs_grade_astct").cast(pl.Int64).alias("crs_grade_astct_min"),
                          top.cast(pl.Int64).alias("crs_grade_astct_max"))
         base = base.join(a, on="subject_id", how="left", maintain_order="left")
     for s in scales:

@@ -504,7 +504,11 @@ def _observations(r: _FileReader) -> pl.DataFrame:
     r.flag(  # a value that is given but not a number has its own error already
         pl.col("value").is_null() & pl.col("value_text").is_null() & ~pl.col(ROW).is_in(unreadable),
         "value",
-        "neither value nor value_text is given",
+        "neither value nor value_text is given"
+        # the file has no value_text column at all (review 37 C5): say so, LOC and "<x" results need it
+        + ("" if "value_text" in r.header else
+           f" ({r.fname} has no value_text column: a categorical result such as LOC, or a censored one "
+           "such as '<30', is given in value_text)"),
         by=pl.lit(None),
     )
     read_value_text(r, d)  # censored results ("<50": bound in the row's unit) and categorical codes

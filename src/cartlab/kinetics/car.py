@@ -385,7 +385,17 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         # has no start (zero_at_infusion=False; review s35 B2)
         (pl.col("time") <= lo).any().alias("_has_start"),
         # samples observed BLQ (the imputed 0 at the infusion is not one: its blq is False)
-        pl.col("blq").sum().cast(pl.Int64).alias("_n_blq"))
+        pl.col("blq").sum().cast(pl.Int64).alias("_n_blq"),
+        # no sample with an lloq and no "<x" result (its limit is in lloq too): a value below the
+        # assay's limit cannot be recognised as BLQ (review 37 B5); the imputed 0 is no sample
+        pl.col("lloq").filter(~pl.col("imputed")).is_null().all().alias("_no_lloq"))
+    no_lloq = meta.filter(pl.col("_no_lloq").fill_null(False))["subject_id"].to_list()
+    if no_lloq:  # said once for the analysis too (analysis.json, the report), beside each row's warnings
+        warnings.warn(SubjectsWarning(
+            f"{len(no_lloq)} subject(s) have CAR-T samples without an lloq and without a '<x' result: values below "
+            "the assay's limit of quantification cannot be recognised as BLQ, so they count as quantified "
+            "(car_kinetics.csv warnings no_lloq; give observations.csv lloq): {subjects}", no_lloq,
+            "car_kinetics.csv (warnings no_lloq)"), stacklevel=2)
     out = (whole.join(win, on="subject_id", how="left").join(zero_after, on="subject_id", how="left")
            .join(meta, on="subject_id", how="left"))
     use_all = pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") <= hi) & pl.lit(lo == 0.0)
@@ -426,9 +436,14 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
             f"aucint_no_lambda_z: the AUC window (day {day_text(lo)}-{day_text(hi)}) reaches past the last "
             "quantifiable sample (day {}) and lambda.z is not available, with no BLQ sample after it to bring the "
             "level to 0: auc_window is null (PKNCA aucint)", day_expr(tl))))
-                     .otherwise(pl.lit([], dtype=pl.List(pl.String)))).alias("warnings"),
+                     .otherwise(pl.lit([], dtype=pl.List(pl.String))))
+        .list.concat(pl.when(pl.col("_no_lloq").fill_null(False)).then(pl.concat_list(pl.format(
+            "no_lloq: no {} sample has an lloq (observations.csv lloq) or a '<x' value_text: a value below the "
+            "assay's limit of quantification cannot be recognised, so BLQ comes only from a '<x' result or a "
+            "measured 0 and every other value is taken as quantified (n_blq, auc_window); give lloq",
+            pl.col("param")))).otherwise(pl.lit([], dtype=pl.List(pl.String)))).alias("warnings"),
         pl.col("_n_blq").alias("n_blq"),
-    ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq", "_has_start")
+    ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq", "_has_start", "_no_lloq")
     auc_text = (pl.when(pl.col("auc_window").is_null()).then(pl.format("({})", pl.col("auc_window_basis")))
                 .otherwise(pl.format("{} by {} ({})", _num_text("auc_window"), pl.lit(options.method),
                                      pl.col("auc_window_basis"))))

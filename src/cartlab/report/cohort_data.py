@@ -111,14 +111,17 @@ def _markers(frame: pl.DataFrame) -> pl.DataFrame:
                          for c, t in MARKER_SCHEMA.items()])
 
 
-def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
+def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -> SwimmerData:
     """Per subject a bar from infusion (day 0) to death or last known alive, with markers for the best
     response (category and day), every relapse (flagged by target-antigen loss), allo-HSCT and death.
 
     Sources: ``adtte`` OS (bar end, death; ELN 2022 Table 9), ``best_response`` (best response and
     its day, marrow relapse day), ``relapse`` (every relapse episode), ``adtte`` CIR and EFS/RFS/LFS
     relapse events (relapse event day; one marker per subject and day), ``antigen_loss`` (antigen-negative
-    relapse), ``events`` ``allo_hsct`` (day >= 0). Sorted by follow-up, longest first."""
+    relapse), ``events`` ``allo_hsct`` (day >= 0). Sorted by follow-up, longest first.
+    ``antigen_window_days`` (0): an antigen assessment up to that many days before a relapse (and after
+    the episode's response) is the relapse's when none is on or after it (blood flow drawn two days
+    before the relapse marrow); 0 = on or after the relapse day only (no source fixes a window)."""
     view = "swimmer plot"
     ids = selected_ids(analysis, subject_ids, view)
     study = analysis.study
@@ -193,7 +196,7 @@ def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
         pl.col("antigen").filter(below.fill_null(False) & ~pl.col("antigen_loss").fill_null(False))
         .unique().sort().str.join("/").alias("low_ag"),
         pl.col("antigen").unique().sort().str.join("/").alias("ag")).sort("ag_day")
-    rel = _episode_antigen(rel, ag, rel_tab, best)
+    rel = _episode_antigen(rel, ag, rel_tab, best, antigen_window_days)
     rel = rel.with_columns(
         pl.when(pl.col("neg").fill_null(False)).then(pl.lit("negative"))
         .when(pl.col("low").fill_null(False)).then(pl.lit("low"))
@@ -229,26 +232,40 @@ def swimmer_data(analysis, subject_ids=None) -> SwimmerData:
 
 
 def _episode_antigen(rel: pl.DataFrame, ag: pl.DataFrame, rel_tab: pl.DataFrame | None,
-                     best: pl.DataFrame) -> pl.DataFrame:
+                     best: pl.DataFrame, window: float = 0.0) -> pl.DataFrame:
     """Each relapse marker (``subject_id``, ``day``) with the antigen flags of its own episode: the
     first assessment (``ag``, one row per subject and ``ag_day``) on or after the relapse day and
     before the episode ends (the subject's next relapse marker or next response: ``relapse``
-    ``response_day``, best response day). None matched: the flags stay empty ("antigen not
+    ``response_day``, best response day); none there, the last one within ``window`` days before the
+    relapse and after the episode's response. None matched: the flags stay empty ("antigen not
     assessed"), never an assessment of another episode."""
     rel = rel.sort("day").with_columns(pl.col("day").shift(-1).over("subject_id", order_by="day").alias("_next_rel"))
     resp = [best.select("subject_id", pl.col("best_response_day").cast(pl.Float64).alias("_resp"))]
     if rel_tab is not None and "response_day" in rel_tab.columns:
         resp.append(rel_tab.select("subject_id", pl.col("response_day").cast(pl.Float64).alias("_resp")))
     resp = pl.concat(resp).drop_nulls().unique().sort("_resp")
+    prev = resp.rename({"_resp": "_prev"})
     rel = rel.join_asof(resp, left_on="day", right_on="_resp", by="subject_id", strategy="forward",
                         allow_exact_matches=False, check_sortedness=False)
-    rel = rel.join_asof(ag, left_on="day", right_on="ag_day", by="subject_id", strategy="forward",
+    rel = rel.join_asof(prev, left_on="day", right_on="_prev", by="subject_id", strategy="backward",
+                        check_sortedness=False)
+    flags = ["neg", "low", "assessed", "neg_ag", "low_ag", "ag"]
+    fwd = rel.join_asof(ag, left_on="day", right_on="ag_day", by="subject_id", strategy="forward",
                         check_sortedness=False)
     end = pl.min_horizontal("_next_rel", "_resp")
     inside = pl.col("ag_day").is_not_null() & (end.is_null() | (pl.col("ag_day") < end))
-    flags = ["neg", "low", "assessed", "neg_ag", "low_ag", "ag"]
-    return (rel.with_columns([pl.when(inside).then(pl.col(c)).alias(c) for c in flags])
-            .drop("_next_rel", "_resp", "ag_day").sort("subject_id", "day"))
+    fwd = fwd.with_columns([pl.when(inside).then(pl.col(c)).alias(c) for c in [*flags, "ag_day"]])
+    if window > 0:  # an assessment shortly before the relapse, after the episode's response
+        back = rel.join_asof(ag.rename({c: f"_b_{c}" for c in [*flags, "ag_day"]}), left_on="day",
+                             right_on="_b_ag_day", by="subject_id", strategy="backward", check_sortedness=False)
+        ok = (pl.col("_b_ag_day").is_not_null() & (pl.col("day") - pl.col("_b_ag_day") <= window)
+              & (pl.col("_prev").is_null() | (pl.col("_b_ag_day") > pl.col("_prev"))))
+        fwd = fwd.join(back.select("subject_id", "day", ok.alias("_ok"), *[f"_b_{c}" for c in [*flags, "ag_day"]]),
+                       on=["subject_id", "day"], how="left")
+        use = pl.col("ag_day").is_null() & pl.col("_ok").fill_null(False)
+        fwd = fwd.with_columns([pl.when(use).then(pl.col(f"_b_{c}")).otherwise(pl.col(c)).alias(c) for c in flags]
+                               ).drop([f"_b_{c}" for c in [*flags, "ag_day"]] + ["_ok"])
+    return fwd.drop("_next_rel", "_resp", "_prev", "ag_day").sort("subject_id", "day")
 
 
 #: marrow observations: the result a response category is read from

@@ -476,7 +476,7 @@ def incidence_figure(data) -> Figure:
         ax.step(t, y, where="post", color=col, lw=1.6)
         _band(ax, t, lo, hi, col)
     days = _curve_axes(ax, data.at_risk, float(data.curves["time"].max()), "Cumulative incidence",
-                       "Days since remission (CR/CRh/CRi)")
+                       f"Days since remission ({getattr(data, 'remission', 'CR/CRh/CRi')})")
     _at_risk_rows(fig, ax, [("CIR", data.at_risk.sort("time")["n_at_risk"].to_list())], days, ["#333333"])
     handles = [Line2D([], [], color=KM_COLORS.get(e, "#333"), lw=1.6, label=e) for e in events]
     handles.append(Patch(color="#888888", alpha=0.3, label="95% CI"))

@@ -344,7 +344,7 @@ def incidence_figure(data) -> go.Figure:
         fig.add_trace(go.Scatter(x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2}, name=ev))
     days = sorted(set(data.at_risk["time"].to_list()))
     _at_risk_annotations(fig, [("CIR", data.at_risk.sort("time")["n_at_risk"].to_list())], days)
-    fig.update_xaxes(title="Days since remission (CR/CRh/CRi)", tickvals=days)
+    fig.update_xaxes(title=f"Days since remission ({getattr(data, 'remission', 'CR/CRh/CRi')})", tickvals=days)
     fig.update_yaxes(title="Cumulative incidence (band = 95% CI)", range=[-0.02, 1.02])
     return _layout(fig, 430, margin={"l": 70, "r": 20, "t": 30, "b": 140})
 

@@ -142,7 +142,7 @@ def survival_data(analysis, subject_ids=None, endpoints=("OS", "EFS", "RFS", "LF
             continue
         rows = adtte.filter((pl.col("PARAMCD") == p) & (pl.col("ANLFL") == "Y"))
         if rows.height == 0:
-            pop = " (population: subjects reaching CR/CRh/CRi)" if p in ("RFS", "LFS") else ""
+            pop = f" (population: subjects reaching {remission_label(analysis)})" if p in ("RFS", "LFS") else ""
             notes.append(f"{p}: no analysable subject{pop}")
             continue
         parts.append(km_estimate(rows, p).select(_KM_COLS))
@@ -166,6 +166,47 @@ class IncidenceData:
     at_risk: pl.DataFrame
     source: str
     notes: tuple[str, ...] = ()
+    #: the remission categories of the analysis (``endpoints.remission_categories``) as the axis names them
+    remission: str = "CR/CRh/CRi"
+
+
+def remission_label(analysis) -> str:
+    """The analysis's remission categories joined with "/" ("CR/CRh/CRi" by default; "CR" with
+    ``endpoints.remission_categories=[CR]``), as the response-rate endpoint is named (review 37 B3)."""
+    opts = getattr(analysis, "options", None)
+    cats = opts.endpoint_options().remission_categories if opts is not None else None
+    return "/".join(cats) if cats else "CR/CRh/CRi"
+
+
+def _cir_why() -> pl.Expr:
+    """The part of an adtte CIR ``reason`` that says why the subject is not in the CIR population
+    ("subjects.disease is empty: ..." from rule no_response_criteria; "no CR/CRh/CRi (NR on day 31)")."""
+    return (pl.col("reason").fill_null("not defined (no reason given)").str.split(" -> ").list.first()
+            .str.strip_prefix("CIR rests on response assessments, and "))
+
+
+def _no_cir_population(analysis, ids: list[str] | None) -> str:
+    """Why the CIR population (adtte CIR rows with ANLFL=Y) is empty, from the CIR rows' ``rule`` and
+    ``reason`` (review 37 A3): "no subject reached CR/CRh/CRi" only when responses were assessed
+    (rule not_in_remission with assessment rows as evidence); subjects without an assessed response
+    (no response criteria, no assessment) make it not evaluable and are counted by reason."""
+    if not analysis.has("adtte"):
+        return "not evaluable: table 'adtte' was not derived"
+    cir = subset(analysis.table("adtte"), ids).filter(pl.col("PARAMCD") == "CIR")
+    if cir.height == 0:
+        return "not evaluable: table 'adtte' has no CIR row"
+    ev = pl.col("evidence")
+    has_ev = (ev.list.len() > 0) if isinstance(cir.schema["evidence"], pl.List) else (ev.fill_null("") != "")
+    assessed = (pl.col("rule") == "not_in_remission") & has_ev.fill_null(False)
+    n_assessed = cir.filter(assessed).height
+    other = cir.filter(~assessed).with_columns(_cir_why().alias("why"))
+    groups = other.group_by("why", maintain_order=True).len()
+    why = "; ".join(f"{n} subject{'' if n == 1 else 's'}: {w}" for w, n in groups.iter_rows())
+    if n_assessed == 0:
+        return f"not evaluable: no subject has an assessed response ({why}; the CIR rows of table 'adtte')"
+    tail = f"; not evaluable: {why}" if why else ""
+    return (f"no subject reached {remission_label(analysis)} ({n_assessed} subject{'' if n_assessed == 1 else 's'} with an "
+            f"assessed response{tail}; the CIR rows of table 'adtte')")
 
 
 def relapse_incidence_data(analysis, subject_ids=None, at=None) -> IncidenceData:
@@ -188,12 +229,11 @@ def relapse_incidence_data(analysis, subject_ids=None, at=None) -> IncidenceData
                if cir.height else pl.DataFrame(schema={c: pl.Float64 for c in cols} | {"event": pl.String}))
         source = "estimated here from adtte (selected subjects)"
     if cif.height == 0:
-        raise ViewUnavailable(f"{view}: no subject reached CR/CRh/CRi (the CIR population of table 'adtte' "
-                              "is empty)", ("cumulative_incidence",))
+        raise ViewUnavailable(f"{view}: {_no_cir_population(analysis, ids)}", ("cumulative_incidence",))
     curves = cif.select(cols)
     days = nice_ticks(float(curves["time"].max() or 0.0), at)
     risk = at_risk_table(curves.filter(pl.col("event") == "relapse").rename({"event": "PARAMCD"}), days)
-    return IncidenceData(curves, risk.rename({"PARAMCD": "event"}), source)
+    return IncidenceData(curves, risk.rename({"PARAMCD": "event"}), source, remission=remission_label(analysis))
 
 
 # ------------------------------------------------------------------------------------------------

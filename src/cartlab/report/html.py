@@ -51,6 +51,7 @@ from cartlab.report.subject_blocks import (
     response_notes,
     with_late_grade_max,
 )
+from cartlab.report.warnings_block import absent_file_text, subject_warnings
 
 __all__ = [
     "write_subject_report",
@@ -593,6 +594,10 @@ def render_subject_html(
         "doses": _doses_table(sub.doses),
         "interventions": _interventions_table(sub.interventions),
         "events": _events_table(sub.events),
+        # a file not given is not "none recorded" (review 37 B2); the analysis's warnings about this subject
+        "interventions_empty": absent_file_text(study, "interventions.csv", "no interventions recorded"),
+        "events_empty": absent_file_text(study, "events.csv", "no events recorded"),
+        "warnings": subject_warnings(study, analysis, subject_id),
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
         "summary": _summary_block(summary, subject_id, response_notes(analysis, subject_id).get(subject_id),

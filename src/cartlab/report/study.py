@@ -44,6 +44,7 @@ from cartlab.report.html import (
     write_subject_report,
 )
 from cartlab.report.subject_blocks import car_missing_reasons, response_notes, with_late_grade_max
+from cartlab.report.warnings_block import study_warnings
 
 __all__ = ["write_study_report", "render_study_html", "SUBJECT_TABLE", "default_workers", "check_report_folder",
            "is_report_entry", "REPORT_KIND"]
@@ -108,7 +109,7 @@ SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
                             "icaht_late_grade_max"), "pair"),
     ("Best response (day)", ("best_response", "best_response_day", "best_response_could_be"), "response"),
-    ("MRD-negative", ("mrd_negative",), "plain"),
+    ("MRD-negative (flow)", ("mrd_negative",), "plain"),  # MRDFCM only (spec); molecular MRD apart
     ("CAR Cmax (day)", ("car_cmax", "car_tmax"), "value_day"),
     ("CAR AUC₀₋₂₈", ("car_auc_0_28",), "number"),
 )
@@ -326,10 +327,12 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
                       title: str | None = None, notes: Mapping[str, str] | None = None,
                       views: Sequence[Mapping[str, Any]] = (), pdf: str | None = None,
                       pdf_note: str | None = None, for_print: bool = False,
-                      provenance: Mapping[str, Any] | None = None) -> str:
+                      provenance: Mapping[str, Any] | None = None,
+                      warnings: Mapping[str, Any] | None = None) -> str:
     """The HTML text of a study page; ``links`` maps subject_id → relative file name; ``notes``
     (:func:`response_notes`) say why a subject's best response is empty; ``views`` are the drawn
-    cohort views; ``for_print`` leaves out the sorting script (the PDF)."""
+    cohort views; ``for_print`` leaves out the sorting script (the PDF); ``warnings``
+    (:func:`cartlab.report.warnings_block.study_warnings`) is the "Warnings and assumptions" table."""
     rows = _subject_rows(study, links, summary, notes or {})
     units = car_units(summary)
     ctx = {
@@ -347,6 +350,7 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
         "for_print": for_print,
         "sources": _sources_table(study, None),
         "analysis_provenance": provenance,
+        "warnings": warnings,
         "engine_note": ENGINE_NOTE,
         "empty": EMPTY,
         "version": _version(),
@@ -476,10 +480,11 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                         else "off: cells written unchanged"}}
             (tables / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=str) + "\n", encoding="utf-8")
             notes = response_notes(analysis)
+            warns = study_warnings(study, analysis)  # the analysis's warnings on the page and in the PDF (review 37 B2)
             pdf_note = None
             if pdf:
                 html = render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
-                                         for_print=True, provenance=provenance)
+                                         for_print=True, provenance=provenance, warnings=warns)
                 try:
                     pdf_note = write_pdf(html, tmp, tmp / PDF_NAME)
                 except Exception as exc:  # the HTML report does not depend on the PDF
@@ -487,7 +492,7 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
             (tmp / "index.html").write_text(
                 render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
                                   pdf=PDF_NAME if pdf and pdf_note is None else None, pdf_note=pdf_note,
-                                  provenance=provenance),
+                                  provenance=provenance, warnings=warns),
                 encoding="utf-8")
         return out / "index.html"
 

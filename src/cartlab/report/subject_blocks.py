@@ -514,9 +514,10 @@ def _response_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
                             ("mrd_relapse_day", "MRD relapse day"), ("mrd_relapse_reason", "MRD relapse: why")]),
         "dor_text": dor_text(analysis, subject_id),
         "antigen": antigen_status(analysis, subject_id),
-        "molecular": _table(mol, [("param", "Param"), ("analyte", "Marker"), ("baseline", "Baseline"),
-                                  ("baseline_censored", "Baseline (censored)"), ("day", "Day"), ("value", "Value"),
-                                  ("value_censored", "Value (censored)"), ("log10_reduction", "log10 reduction"),
+        # MOLVAF, MOLAR, FISHPCT, FUSION are % in the canonical unit (study-format v1 "params")
+        "molecular": _table(mol, [("param", "Param"), ("analyte", "Marker"), ("baseline", "Baseline (%)"),
+                                  ("baseline_censored", "Baseline (censored, %)"), ("day", "Day"), ("value", "Value (%)"),
+                                  ("value_censored", "Value (censored, %)"), ("log10_reduction", "log10 reduction"),
                                   ("log10_reduction_at_least", "log10 reduction at least"),
                                   ("log10_reduction_at_most", "log10 reduction at most"), ("reason", "Why")]),
     }

@@ -330,11 +330,32 @@ def _last_alive(f: pl.DataFrame, ev: pl.DataFrame, resp: pl.DataFrame, study: St
     # rows of any table count only when they are later than last_followup_day, events and assessments:
     # on the same day these name the day (not every lab drawn that day)
     c = c.filter((pl.col("_k") < 4) | (pl.col("_k").min().over(_SID) == 4))
-    how = pl.concat_str(pl.col("text"), pl.when(pl.col("ref").is_not_null() & (pl.col("ref") != ""))
-                        .then(pl.format(" ({})", "ref")).otherwise(pl.lit("")))
+    # one phrase per fact: the rows of one table on the day are named together, "last observations row,
+    # day 60 (observations.csv:20028-20034, 7 rows)", not the same words once per row (review 37 C4)
+    phrases = c.group_by(_SID, "text", maintain_order=True).agg(
+        pl.col("ref").filter(pl.col("ref").is_not_null() & (pl.col("ref") != "")).unique(maintain_order=True))
+    how = pl.concat_str(pl.col("text"), pl.when(pl.col("ref").list.len() > 0)
+                        .then(pl.format(" ({})", _ref_span(pl.col("ref")))).otherwise(pl.lit("")))
+    told = phrases.group_by(_SID, maintain_order=True).agg(how.str.join("; ").alias("a_how"))
     return c.group_by(_SID, maintain_order=True).agg(
         pl.col("day").first().alias("a_day"), pl.col("ref").drop_nulls().unique(maintain_order=True).alias("a_refs"),
-        how.unique(maintain_order=True).str.join("; ").alias("a_how"), pl.col("src").first().alias("a_src"))
+        pl.col("src").first().alias("a_src")).join(told, on=_SID, how="left", maintain_order="left").select(
+        _SID, "a_day", "a_refs", "a_how", "a_src")
+
+
+def _ref_span(refs: pl.Expr) -> pl.Expr:
+    """Source refs (``file:row``) in a few words: one ref as it is; the consecutive rows of one file as
+    "file:first-last, n rows"; else every ref, joined by ", " (review 37 C4)."""
+    parts = refs.list.eval(pl.element().str.extract(r"^(.*):(\d+)$", 1))
+    nums = refs.list.eval(pl.element().str.extract(r"^(.*):(\d+)$", 2).cast(pl.Int64, strict=False))
+    n = refs.list.len()
+    one_file = (parts.list.eval(pl.element().is_not_null().all()).list.first()
+                & (parts.list.n_unique() == 1))
+    run = (nums.list.max() - nums.list.min() + 1) == n
+    return (pl.when(n == 1).then(refs.list.first())
+            .when(one_file & run).then(pl.format("{}:{}-{}, {} rows", parts.list.first(), nums.list.min(),
+                                                  nums.list.max(), n))
+            .otherwise(refs.list.join(", ")))
 
 
 def _assessments(rows: pl.DataFrame, name: str) -> pl.DataFrame:
