@@ -57,12 +57,13 @@ def test_baseline_day0_before_infusion_time(tmp_path):
     # a second day-0 sample at 16:00 (after the 10:00 infusion), 1.0 mg/dL
     rows = [*CREAT_ROWS, (0, "2024-03-01T16:00", "CREAT", 1.0, None, "mg/dL", 0.5, 1.2)]
     study = _study(tmp_path, rows)
-    # calendar_day (default): the last value of day 0 is the 16:00 one: BASE 1.0 mg/dL, day 5 = 1.0 x
-    # BASE and < ULN: grade 0
-    cal = _by_day(derive_ctcae(study), "CREAT")
+    # calendar_day: the last value of day 0 is the 16:00 one: BASE 1.0 mg/dL, day 5 = 1.0 x BASE and
+    # < ULN: grade 0
+    cal = _by_day(derive_ctcae(study, CtcaeOptions(baseline_day0="calendar_day")), "CREAT")
     assert cal[0.6667]["ABLFL"] == "Y" and cal[5.3333]["ATOXGRH"] == 0
-    # before_infusion_time: only the 07:00 sample is before the 10:00 infusion: BASE 0.6, grade 2 (as above)
-    inf = _by_day(derive_ctcae(study, CtcaeOptions(baseline_day0="before_infusion_time")), "CREAT")
+    # before_infusion_time (the default since the whole-diff review A2): only the 07:00 sample is before
+    # the 10:00 infusion: BASE 0.6, grade 2 (as above)
+    inf = _by_day(derive_ctcae(study), "CREAT")
     assert inf[0.2917]["ABLFL"] == "Y" and inf[0.6667]["ABLFL"] is None
     assert inf[5.3333]["ATOXGRH"] == 2
     # the 16:00 sample is after the infusion: post-baseline (1.0 / 0.6 x BASE: grade 2 too)

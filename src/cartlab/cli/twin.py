@@ -83,9 +83,12 @@ def _twin_owned(name: str) -> bool:
     return name.startswith("twin_")
 
 
-def _earlier_twin(out: Path) -> bool:
-    """A twin folder written before the export marker existed."""
-    return (out / "twin_fit.json").is_file() or (out / "twin_forecast.json").is_file()
+def _earlier_twin(kind: str):
+    """Recognises a ``kind`` folder (twin_fit / twin_forecast) written before the export marker existed:
+    a forecast never replaces an old fit folder without --force, nor the reverse."""
+    def earlier(out: Path) -> bool:
+        return (out / f"{kind}.json").is_file()
+    return earlier
 
 
 def _check_out(out: Path, what: str, kind: str = "twin", force: bool = False) -> None:
@@ -98,7 +101,7 @@ def _check_out(out: Path, what: str, kind: str = "twin", force: bool = False) ->
     from cartlab.io.atomic import check_output_folder, check_output_path, write_error
 
     check_output_path(out, "folder", what)
-    check_output_folder(out, kind, force=force, what=what, earlier=_earlier_twin)
+    check_output_folder(out, kind, force=force, what=what, earlier=_earlier_twin(kind))
     base = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     try:  # can a folder be made where the output goes (not /proc, a read-only disk ...)?
         shutil.rmtree(tempfile.mkdtemp(prefix=".cartlab-check-", dir=base if base.is_dir() else base.parent))
@@ -114,7 +117,7 @@ def _write_folder(out: Path, write, kind: str = "twin", force: bool = False) -> 
 
     try:
         with export_folder(out, kind, owned=_twin_owned, force=force, what=f"the {kind.replace('_', ' ')}",
-                           earlier=_earlier_twin) as target:
+                           earlier=_earlier_twin(kind)) as target:
             write(target.staging)
     except OSError as exc:
         raise write_error(out, exc) from None

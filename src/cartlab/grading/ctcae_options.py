@@ -44,13 +44,13 @@ class CtcaeOptions(CriteriaOptions):
     baseline_inclusive: bool = Field(default=True, description="derive_ctcae: the baseline day itself counts "
                                      "(False: only days before it)")
     baseline_day0: Literal["calendar_day", "before_infusion_time"] = Field(
-        default="calendar_day", description="derive_ctcae and ADVS: which rows of the baseline day count as "
-        "'on or before' it. 'calendar_day' (default, the documented rule 'last value on or before day 0'): "
-        "every row of that calendar day, timed or not (a 07:00 sample on day 0 is day 0.29 and is on day 0, "
-        "as a date-only day-0 row is). 'before_infusion_time': on the infusion day (day 0) a timed row counts "
-        "only before the first CAR-T infusion's time (its dose row time or subjects.infusion_datetime); a "
-        "row without a clock time, or a subject whose infusion time is unknown, falls back to the calendar "
-        "day. Session 37 (review 37 R37-8)")
+        default="before_infusion_time", description="derive_ctcae and ADVS: which rows of the baseline day "
+        "count as 'on or before' it. 'before_infusion_time' (default): on the infusion day (day 0) a timed row "
+        "counts only before the first CAR-T infusion's time (its dose row time or subjects.infusion_datetime), "
+        "so a 07:00 sample before a 10:00 infusion is a baseline and a 12:00 one is on treatment; a row "
+        "without a clock time, or a subject whose infusion time is unknown, counts by calendar day (as a "
+        "date-only day-0 row always did). 'calendar_day': every row of day 0, timed or not. Session 37 "
+        "(review 37 R37-8; whole-diff review A2: a post-infusion sample is not a baseline)")
     calcium: Literal["corrected", "as_given"] = Field(
         default="corrected", description="derive_ctcae and param rows (CA): CTCAE v5.0 Hypocalcemia/"
         "Hypercalcemia grade corrected serum calcium (CACORR) or ionized calcium (CAION, the '(Ionized)' "

@@ -326,6 +326,33 @@ def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any
 
 
 def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+    """:func:`_derive_t_icaht`; with interventions.csv not given (``absent_interventions="unknown"``) the
+    grades are those of the counts as measured (no transfusion: the lower bound) and the ``_max``
+    columns the higher of that and the open reading, so an unknown transfusion only widens a grade,
+    never lowers it (review 37 diff A1: opening counts split a run the recovery rule joins)."""
+    options = options or TIcahtOptions()
+    if not interventions_unknown(study, options.resolved()["absent_interventions"]):
+        return _derive_t_icaht(study, options, daily)
+    from dataclasses import replace
+
+    low = _derive_t_icaht(study, replace(options, absent_interventions="none_given"))  # the counts as measured
+    high = _derive_t_icaht(study, options, daily)  # counts after one below 20 open
+    out = low.join(high.select("subject_id", *[pl.col(f"t_icaht_{w}_grade_max").alias(f"_hi_{w}")
+                                               for w in ("early", "late")]),
+                   on="subject_id", how="left", maintain_order="left")
+    for w in ("early", "late"):
+        g, up = pl.col(f"t_icaht_{w}_grade"), pl.max_horizontal(f"t_icaht_{w}_grade_max", f"_hi_{w}")
+        note = pl.format("; up to grade {} with interventions.csv not given: a platelet transfusion after a count "
+                         "below 20 could make later counts not the patient's own ({})", up, pl.lit(TX_MISSING))
+        widened = up > pl.col(f"t_icaht_{w}_grade_max").fill_null(-1)
+        out = out.with_columns(
+            up.alias(f"t_icaht_{w}_grade_max"),
+            pl.when(widened).then(pl.concat_str(pl.col(f"{w}_reason"), note)).otherwise(pl.col(f"{w}_reason"))
+            .alias(f"{w}_reason"))
+    return out.drop("_hi_early", "_hi_late")
+
+
+def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """Early and late T-ICAHT grade per subject (Rejeski 2025; see ``criteria/t_icaht_2025.yaml``).
 
     Columns: ``t_icaht_early_grade``/``t_icaht_late_grade`` (Int64, null when not evaluable),

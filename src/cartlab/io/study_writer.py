@@ -70,10 +70,12 @@ def write_study_tables(study: Study, folder: Path, fmt: str = "csv") -> None:
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
     # a table given empty (a header only: "none happened") stays given; one never given stays absent
+    # (Study.absent: read as unknown, not as none); a study built in Python has every table given
     given = set()
     if study.sources is not None and "file" in study.sources.columns:
         given = {Path(str(f)).name.lower().rpartition(".")[0] for f in study.sources["file"].drop_nulls()}
+    absent = getattr(study, "absent", frozenset())
     for name, df in study.tables().items():
-        if name == "subjects" or df.height or name in given:
+        if name == "subjects" or df.height or name in given or name not in absent:
             out = _to_format(df, name)
             out.write_csv(folder / f"{name}.csv") if fmt == "csv" else out.write_parquet(folder / f"{name}.parquet")

@@ -493,12 +493,12 @@ def _response_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
     from a not-measured row is marked (as :func:`_toxicity_block`)."""
     a = _of(analysis, "marrow_response", subject_id)
     mol = _of(analysis, "molecular_response", subject_id)
+    mol = mol if mol is not None else pl.DataFrame()  # the engine did not run (or was skipped)
     # log10 reductions to 2 decimals, as the engine's reason ("= 0.90") and the paper (review 37 C3)
     mol = mol.with_columns([pl.col(c).round(2) for c in ("log10_reduction", "log10_reduction_at_least",
                                                          "log10_reduction_at_most") if c in mol.columns])
     a = a if a is not None else pl.DataFrame()
     a, a_classes = with_marks(a, "evidence", kinds)
-    mol = mol if mol is not None else pl.DataFrame()
     return {
         "marrow": apply_classes(_table(a, [("day", "Day"), ("category_mrd", "Response"), ("criteria", "Criteria"),
                                            ("bm_blast_pct", "Marrow blasts %"), ("anc", "ANC"), ("plt", "PLT"),
