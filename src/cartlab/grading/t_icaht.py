@@ -341,7 +341,7 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
                                                for w in ("early", "late")]),
                    on="subject_id", how="left", maintain_order="left")
     for w in ("early", "late"):
-        g, up = pl.col(f"t_icaht_{w}_grade"), pl.max_horizontal(f"t_icaht_{w}_grade_max", f"_hi_{w}")
+        up = pl.max_horizontal(f"t_icaht_{w}_grade_max", f"_hi_{w}")
         note = pl.format("; up to grade {} with interventions.csv not given: a platelet transfusion after a count "
                          "below 20 could make later counts not the patient's own ({})", up, pl.lit(TX_MISSING))
         widened = up > pl.col(f"t_icaht_{w}_grade_max").fill_null(-1)
