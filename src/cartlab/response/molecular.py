@@ -81,7 +81,9 @@ class MolecularOptions(CriteriaOptions):
     * ``same_day_baseline`` ("range"): several results of a marker on its last pre-treatment day
       (no time to order them): "range" = the reduction is a range over them
       (``log10_reduction_at_least`` .. ``_at_most``, rule ``molecular.same_day_baseline``, every row
-      named); "highest" / "lowest" = that one. Never the file's row order.
+      named); "highest" / "lowest" = that one. Never the file's row order. Only with an ``analyte``:
+      without one, several results on a day may be different markers (rule
+      ``molecular.ambiguous_marker``: no reduction).
     * ``baseline_max_days_before`` (42): a baseline older than this many days before day 0 is still
       used but flagged in the reason and a warning (it may be a diagnosis value, not the pre-CAR-T
       level). Default: the screening window [-42, -6] of the shipped NCT04762485 protocol
