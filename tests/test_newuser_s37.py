@@ -119,7 +119,7 @@ def test_absent_interventions_file_is_not_none_recorded(bare):
     study, a = bare
     assert absent_file(study, "interventions.csv") and not absent_file(study, "events.csv")
     html = render_subject_html(study, SEED, analysis=a, course=CourseFigure("", {"error": "test", "panels": []}))
-    assert "interventions.csv not given (none assumed" in html
+    assert "interventions.csv not given (not known: ASTCT CRS and T-ICAHT" in html  # docs review B1
     assert "no interventions recorded" not in html
     assert 'id="warnings"' in html  # the subject's warnings: the file not given concerns every subject
 

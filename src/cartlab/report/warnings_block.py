@@ -40,12 +40,22 @@ def absent_file(study: Study, name: str) -> bool:
     return False
 
 
+#: what a subject page says of a file not given (the reader's ABSENT_FILE_MEANS, in short)
+_ABSENT_MEANS = {
+    "interventions.csv": "not known: ASTCT CRS and T-ICAHT grades that interventions could change are ranges "
+                         "naming the file (options crs.absent_interventions / t_icaht.absent_interventions); the "
+                         "older CRS scales, ICANS and count recovery read none as given",
+    "events.csv": "none assumed: every result that depends on it is derived as if none happened, and its reasons "
+                  "say 'events.csv not given'",
+}
+
+
 def absent_file_text(study: Study, name: str, empty: str) -> str:
-    """The text of a subject page's empty table: ``"<name> not given (none assumed ...)"`` when the
-    reader said the file was not given, else ``empty`` ("no interventions recorded")."""
+    """The text of a subject page's empty table: ``"<name> not given (...)"`` - what the analysis made
+    of it - when the reader said the file was not given, else ``empty`` ("no interventions recorded")."""
     if absent_file(study, name):
-        return (f"{name} not given (none assumed: every grade that depends on it is computed as if none "
-                "were given; an empty file with its header says none was given)")
+        means = _ABSENT_MEANS.get(name, "none assumed")
+        return f"{name} not given ({means}; an empty file with its header says none was given)"
     return empty
 
 
