@@ -42,9 +42,10 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
     # options added since the old table (session 29: never_above_data_from_day, Liang's day 0-3)
     # session 34: late_nontransient (T-ICAHT footnote "or nontransient thrombocytopenia")
     # session 34 (N-ICAHT): late_nontransient, and death ends the late window (late_end_events)
-    # session 37 (review 37 B6): late_episode_span (the late ADAE row's ASTDY/AENDY)
+    # session 37 (review 37 B6): late_episode_span (the late ADAE row's ASTDY/AENDY); (new-user A2)
+    # absent_interventions (an interventions.csv not given is unknown)
     added = {"icaht_2023": {"never_above_data_from_day", "late_nontransient", "late_episode_span"},
-             "t_icaht_2025": {"late_nontransient"}}.get(name, set())
+             "t_icaht_2025": {"late_nontransient", "absent_interventions"}}.get(name, set())
     now = {k: v for k, v in table.defaults.items() if k not in added}
     if name == "icaht_2023":
         assert now.pop("late_end_events") == [*before["defaults"]["late_end_events"], "death"]

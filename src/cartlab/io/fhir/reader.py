@@ -681,7 +681,9 @@ def _absent_in_fhir(w, name: str):
     table = Path(w.file).stem
     if table not in ABSENT_FILE_MEANS or not w.message.startswith("not given:"):
         return w
-    what = ABSENT_FILE_MEANS[table].split("; an empty file")[0].split("; in a study folder")[0]
+    what = ("none is taken as given (a Bundle without these resources reads as none given, unlike a study "
+            "folder without the file)" if table == "interventions" else
+            ABSENT_FILE_MEANS[table].split("; an empty file")[0])
     return type(w)(name, None, f"no {_FHIR_SOURCES[table]} was read (table {table}): {what}", [], w.severity)
 
 
@@ -738,7 +740,9 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
         raise InputError(f"{path}: no Patient resource: a study needs at least one subject")
     frames = {t: _frame(rd.rows[t], t) for t in TABLES}
     with tempfile.TemporaryDirectory(prefix="cartlab-fhir-") as tmp:
-        write_study(Study(study_id="fhir", **frames), tmp, fmt="parquet")
+        # tables without a resource are left out of the folder (its "not given" warnings say which)
+        empty = frozenset(t for t, f in frames.items() if t != "subjects" and f.height == 0)
+        write_study(Study(study_id="fhir", absent=empty, **frames), tmp, fmt="parquet")
         try:
             study = read_study(tmp, study_id=study_id or path.stem)
         except StudyValidationError as exc:
