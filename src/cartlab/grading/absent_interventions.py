@@ -34,15 +34,15 @@ def interventions_unknown(study, option: str) -> bool:
     return option == "unknown" and "interventions" in getattr(study, "absent", frozenset())
 
 
-def open_crs_days(f: pl.DataFrame, fever_day: pl.Expr, closed: pl.Expr, requires_crs: bool) -> pl.DataFrame:
+def open_crs_days(f: pl.DataFrame, fever_day: pl.Expr, closed: pl.Expr) -> pl.DataFrame:
     """``f`` (the ASTCT daily frame with ``grade_max`` and ``missing_inputs``) with the days an unknown
     intervention could raise raised to :data:`CRS_TOP` and naming :data:`MISSING`.
 
     ``fever_day``: the day's fever counts toward CRS or could (no temperature recorded): a vasopressor
     or oxygen could raise it. A later day could have its fever waived by a tocilizumab/corticosteroid
     not known to us, so it is open too - but only on or after the subject's first such possible fever
-    day, whatever ``fever_waiver_requires_crs`` (``requires_crs``, kept for the call): a subject with
-    a temperature every day and never a fever is not opened (ASTCT 2019: fever is the sign CRS starts
+    day, whatever ``fever_waiver_requires_crs``: a subject with a temperature every day and never a
+    fever is not opened (ASTCT 2019: fever is the sign CRS starts
     with; the agents that waive it are given for CRS; cartlab convention, review 37 diff B1).
     ``closed``: days no intervention can raise (a CRS death; a fever day attributed to another cause
     with ``other_cause_scope="day"``)."""

@@ -515,7 +515,7 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
             pl.when(death_open).then(pl.lit(["death attribution"], dtype=pl.List(pl.String))).otherwise(no_list)))
         .otherwise(no_list).alias("missing_inputs"))
     if interventions_unknown(study, opts["absent_interventions"]):  # review 37 A2: absent is not "none given"
-        f = open_crs_days(f, crs_fever | fever_open, death | excluded, bool(opts["fever_waiver_requires_crs"]))
+        f = open_crs_days(f, crs_fever | fever_open, death | excluded)
 
     texts.update({r["id"]: r["text"] for r in table.extra("day_rules")})
     rule_text = pl.col("rule").replace_strict(texts, default=pl.col("rule"))
