@@ -133,21 +133,9 @@ def test_sir_moves_the_mean_of_a_skewed_posterior():
 @pytest.fixture(scope="module")
 def virtual():
     """One held-out virtual patient observed on the schedule, as a study (noise, censoring)."""
-    from cartlab.model import Study, conform
-    from cartlab.protocol import load_protocol
-    from cartlab.twin.calibrate import virtual_patients
-    from cartlab.twin.clinic import load_clinic
-    from cartlab.twin.model import simulate
-    from cartlab.twin.observe import load_schedule, observe, study_tables
+    from twin_helpers import virtual_patient
 
-    theta, base, ev, idx = virtual_patients(1, seed=123, start=0)
-    sch = load_schedule().shortened(28)
-    sim = simulate(theta, base, ev, sch.t_out(), clinic=load_clinic(), keep_states=False)
-    seen = observe(sim, idx, 123, sch, covariates={"weight_kg": base.weight_kg})
-    tabs = study_tables(seen, ev, load_protocol("nct04762485").lymphodepletion)
-    study = Study("virtual", **{k: conform(v, k) for k, v in tabs.items()})
-    study.folder_tables = tabs
-    return study, theta[0], sim
+    return virtual_patient(123)
 
 
 def test_fit_recovers_the_course_of_a_simulated_patient(virtual):

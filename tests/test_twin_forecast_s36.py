@@ -147,21 +147,9 @@ def test_c5_optimiser_message_says_what_happened():
 @pytest.fixture(scope="module")
 def virtual():
     """One virtual patient observed on the schedule (as tests/test_twin_fit.py's fixture)."""
-    from cartlab.model import Study, conform
-    from cartlab.protocol import load_protocol
-    from cartlab.twin.calibrate import virtual_patients
-    from cartlab.twin.clinic import load_clinic
-    from cartlab.twin.model import simulate
-    from cartlab.twin.observe import load_schedule, observe, study_tables
+    from twin_helpers import virtual_patient
 
-    theta, base, ev, idx = virtual_patients(1, seed=123, start=0)
-    sch = load_schedule().shortened(28)
-    sim = simulate(theta, base, ev, sch.t_out(), clinic=load_clinic(), keep_states=False)
-    seen = observe(sim, idx, 123, sch, covariates={"weight_kg": base.weight_kg})
-    tabs = study_tables(seen, ev, load_protocol("nct04762485").lymphodepletion)
-    study = Study("virtual", **{k: conform(v, k) for k, v in tabs.items()})
-    study.folder_tables = tabs
-    return study
+    return virtual_patient(123)[0]
 
 
 def test_c5_fit_message_names_the_abnormal_stop(virtual, monkeypatch):

@@ -56,21 +56,10 @@ def test_weighted_quantile_along_an_axis():
 
 @pytest.fixture(scope="module")
 def fitted():
-    from cartlab.model import Study, conform
-    from cartlab.protocol import load_protocol
     from cartlab.twin import TwinModel
-    from cartlab.twin.calibrate import virtual_patients
-    from cartlab.twin.clinic import load_clinic
-    from cartlab.twin.model import simulate
-    from cartlab.twin.observe import load_schedule, observe, study_tables
+    from twin_helpers import virtual_patient
 
-    theta, base, ev, idx = virtual_patients(1, seed=321, start=0)
-    sch = load_schedule().shortened(28)
-    sim = simulate(theta, base, ev, sch.t_out(), clinic=load_clinic(), keep_states=False)
-    seen = observe(sim, idx, 321, sch, covariates={"weight_kg": base.weight_kg})
-    tabs = study_tables(seen, ev, load_protocol("nct04762485").lymphodepletion)
-    study = Study("virtual", **{k: conform(v, k) for k, v in tabs.items()})
-    study.folder_tables = tabs
+    study = virtual_patient(321)[0]
     m = TwinModel(n_starts=1, n_sir=200, n_draws=50, maxiter=8).fit(study, study.subject_ids[0], until_day=5)
     return m
 
