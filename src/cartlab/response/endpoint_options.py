@@ -1,0 +1,120 @@
+"""The ADTTE endpoint table and options (ELN 2022 Table 9): :func:`endpoint_definitions` reads
+``criteria/endpoints.yaml``; :class:`EndpointOptions` holds every documented choice of
+:func:`cartlab.response.adtte.derive_adtte` with ELN 2022's reading as the default."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from cartlab._yaml import load_yaml
+from cartlab.criteria.options import CriteriaOptions
+
+__all__ = ["PARAMCDS", "EndpointOptions", "endpoint_definitions"]
+
+#: The ADTTE parameters, in output order.
+PARAMCDS: tuple[str, ...] = ("OS", "EFS", "RFS", "LFS", "CIR")
+
+
+@cache
+def endpoint_definitions() -> dict[str, Any]:
+    """The endpoint table ``cartlab/response/criteria/endpoints.yaml`` (parsed YAML)."""
+    path = resources.files("cartlab.response").joinpath("criteria", "endpoints.yaml")
+    data = load_yaml(path.read_text(encoding="utf-8"))
+    for key in ("version", "citation", "params", "rules"):
+        if key not in data:
+            raise ValueError(f"endpoints.yaml lacks {key!r}")
+    return data
+
+
+class EndpointOptions(CriteriaOptions):
+    """Options of :func:`derive_adtte`; the defaults are ELN 2022 Table 9's reading.
+
+    * ``censor_at_allo_hsct`` (False): censor at the first ``allo_hsct`` event (ELN 2022 does not).
+    * ``censor_at_new_therapy`` (False): censor at the first ``new_therapy`` event (ELN 2022 does not).
+    * ``censor_params`` (EFS, RFS, LFS, CIR): the parameters those two options censor; OS is left
+      out by default (ELN 2022 OS runs "to the date of death from any cause").
+    * ``efs_censor`` ("last_response_assessment"): where an EFS subject in remission by the landmark
+      without relapse or death is censored - on the day of the last response assessment on or before
+      the day last known alive (ELN 2022 Table 9: "censored on the date they were last assessed for
+      response"); "last_known_alive" censors on the day last known alive, as OS and RFS do (the
+      behaviour before session 34; a cartlab convention for EFS).
+    * ``efs_ne_death_after_landmark`` ("event"): a subject not evaluable for response by the
+      landmark who dies after it. ELN 2022 censors at day 1 only "patients alive who are
+      non-evaluable" and counts "death from any cause": "event" = an EFS event on the death day;
+      "censor" = censored at day 0 as not evaluable (reading "alive" as alive at the landmark).
+    * ``efs_landmark_day`` (None): the EFS treatment-failure landmark - remission (CR/CRh/CRi) must
+      be reached on or before this day; None = by the end of follow-up. ELN 2022 asks for a
+      pre-defined landmark ("e.g., after two cycles of intensive chemotherapy or 180 d for
+      non-intensive therapy"); for CAR-T a day-28 (or day-30) marrow is usual, so set it per protocol.
+    * ``remission_categories`` (CR, CRh, CRi): responses that count as remission (ELN 2022 EFS, RFS,
+      CIR). ``not_evaluable_categories`` (NE): responses that are no response assessment (an empty
+      response is never an assessment).
+    * ``relapse_events`` (relapse, extramedullary_disease): events that are hematologic relapse when
+      on or after the remission day (ELN 2022 Table 7 counts development of extramedullary disease).
+    * ``missing_followup`` ("last_observation"): a subject without ``last_followup_day`` is censored
+      at the latest day of any of its rows (spec: "Follow-up for time-to-event endpoints"), with a
+      warning naming the subjects; "error" raises ``ValueError`` naming the subjects instead.
+    * ``params`` (None): the parameters to derive; None = OS alone without a ``responses`` frame, all
+      of :data:`PARAMCDS` with one.
+    * ``calendar_days`` (True): times are whole calendar days - a date-time counts on its day (spec
+      "Days are calendar days relative to day 0"; ELN 2022 Table 9 measures "to the date of" the
+      event), so a death at 08:00 on day 10 and a follow-up ending on day 10 tie on day 10, as the
+      same facts given as day numbers do. False keeps the fractional days of date-times.
+    * ``last_alive_sources`` ("all_tables"): what makes the day last known alive (OS, RFS, LFS, CIR
+      censoring; duration of response). "all_tables" = the latest of ``last_followup_day`` and every
+      dated row of the subject - observations, doses, interventions, events other than death, response
+      assessments (spec: ``last_followup_day`` is the "last day the subject was known alive and
+      followed", and ELN 2022 Table 9 censors "on the date they were last known to be alive": a lab
+      drawn or a dose given later shows the subject alive later); a warning names the subjects whose
+      rows lie after their ``last_followup_day``. "followup_day" = ``last_followup_day`` and the
+      non-death events and response assessments only (the reading before session 37).
+    * ``efs_evaluable_by`` ("any_time"): which assessments make an EFS subject "evaluable for
+      response" (treatment failure at day 0 rather than censored there). ELN 2022 Table 9 qualifies
+      the remission "by the defined landmark" but does not say by when evaluability is judged:
+      "any_time" = any evaluable assessment (the behaviour before session 37, kept as default);
+      "landmark" = an evaluable assessment on or before ``efs_landmark_day`` (no effect without one).
+    """
+
+    censor_at_allo_hsct: bool = False
+    censor_at_new_therapy: bool = False
+    efs_landmark_day: float | None = None
+    remission_categories: tuple[str, ...] = ("CR", "CRh", "CRi")
+    not_evaluable_categories: tuple[str, ...] = ("NE",)
+    relapse_events: tuple[str, ...] = ("relapse", "extramedullary_disease")
+    missing_followup: str = "last_observation"
+    params: tuple[str, ...] | None = None
+    calendar_days: bool = True
+    censor_params: tuple[str, ...] = ("EFS", "RFS", "LFS", "CIR")
+    efs_censor: str = "last_response_assessment"
+    efs_ne_death_after_landmark: str = "event"
+    last_alive_sources: str = "all_tables"
+    efs_evaluable_by: str = "any_time"
+
+    def __post_init__(self) -> None:
+        if self.missing_followup not in ("error", "last_observation"):
+            raise ValueError(f"missing_followup must be 'error' or 'last_observation', got {self.missing_followup!r}")
+        if self.params is not None:
+            bad = [p for p in self.params if p not in PARAMCDS]
+            if bad:
+                raise ValueError(f"unknown ADTTE parameter(s) {bad}; known: {list(PARAMCDS)}")
+        if self.efs_landmark_day is not None and not math.isfinite(float(self.efs_landmark_day)):
+            raise ValueError("efs_landmark_day must be a finite number of days or None")
+        bad = [p for p in self.censor_params if p not in PARAMCDS]
+        if bad:
+            raise ValueError(f"unknown ADTTE parameter(s) {bad} in censor_params; known: {list(PARAMCDS)}")
+        if self.efs_censor not in ("last_response_assessment", "last_known_alive"):
+            raise ValueError("efs_censor must be 'last_response_assessment' (ELN 2022) or 'last_known_alive', "
+                             f"got {self.efs_censor!r}")
+        if self.efs_ne_death_after_landmark not in ("event", "censor"):
+            raise ValueError("efs_ne_death_after_landmark must be 'event' or 'censor', "
+                             f"got {self.efs_ne_death_after_landmark!r}")
+        if self.last_alive_sources not in ("all_tables", "followup_day"):
+            raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
+                             f"got {self.last_alive_sources!r}")
+        if self.efs_evaluable_by not in ("any_time", "landmark"):
+            raise ValueError(f"efs_evaluable_by must be 'any_time' or 'landmark', got {self.efs_evaluable_by!r}")
+        if "death" in self.relapse_events:
+            raise ValueError("relapse_events must not contain 'death'")
