@@ -74,6 +74,37 @@ def _offset(col: str) -> pl.Expr:
     return pl.when(e == "Z").then(pl.lit("+00:00")).otherwise(digits.str.slice(0, 3) + ":" + mm)
 
 
+#: the shortest time between two daylight-saving changes of one zone (they come about 5 and 7 months apart)
+DST_MIN_GAP_DAYS = 120
+
+
+def _local(col: str) -> pl.Expr:
+    """The date-time as written on the site's clock (its offset dropped), to the minute."""
+    return (pl.col(col).str.strip_chars().str.replace(" ", "T").str.slice(0, 16)
+            .str.to_datetime("%Y-%m-%dT%H:%M", strict=False))
+
+
+def _minutes(offset: str) -> int:
+    sign = -1 if offset.startswith("-") else 1
+    return sign * (int(offset[1:3]) * 60 + int(offset[4:6]))
+
+
+def daylight_saving_only(stamps: pl.DataFrame) -> bool:
+    """Whether one subject's offsets read as one zone's daylight-saving changes: in time order the
+    offset changes only by one hour, and two changes are at least ``DST_MIN_GAP_DAYS`` apart (a site
+    mixing its local time with UTC interleaves them instead). ``stamps``: ``__local``, ``__offset``."""
+    rows = stamps.drop_nulls("__local").sort("__local").select("__local", "__offset").rows()
+    if len(rows) < 2 or len(rows) < stamps.height:
+        return False
+    changes = []
+    for (t0, o0), (t1, o1) in zip(rows, rows[1:]):
+        if o0 != o1:
+            if abs(_minutes(o1) - _minutes(o0)) != 60:
+                return False
+            changes.append(t1)
+    return all((b - a).days >= DST_MIN_GAP_DAYS for a, b in zip(changes, changes[1:]))
+
+
 def _file(df: pl.DataFrame, name: str) -> pl.Expr:
     """The file a row was read from (its provenance), else ``name.csv``."""
     return pl.col("src_file") if "src_file" in df.columns else pl.lit(f"{name}.csv")
@@ -83,14 +114,16 @@ def mixed_utc_offsets(frames: dict[str, pl.DataFrame], row: str) -> list[Issue]:
     """A warning per subject (and file) whose date-times carry two or more different UTC offsets
     (review 37 B4). The documented rule is kept: an offset is not applied, each date-time is read on
     the site's clock as written (``cartlab.io.clock``); with several offsets that clock is not one
-    zone, so a day (or before/after the infusion) may be off by the offsets' difference."""
+    zone, so a day (or before/after the infusion) may be off by the offsets' difference. Offsets that
+    are one zone's daylight-saving changes (:func:`daylight_saving_only`) are that clock, and are not
+    warned about."""
     parts = []
     for name, col in DATETIME_COLUMNS:
         df = frames.get(name)
         if df is None or col not in df.columns or df.is_empty():
             continue
         parts.append(df.select(pl.col("subject_id"), _file(df, name).alias("__file"), pl.col(row),
-                               _offset(col).alias("__offset")).drop_nulls("__offset"))
+                               _offset(col).alias("__offset"), _local(col).alias("__local")).drop_nulls("__offset"))
     if not parts:
         return []
     stamps = pl.concat(parts)
@@ -100,6 +133,8 @@ def mixed_utc_offsets(frames: dict[str, pl.DataFrame], row: str) -> list[Issue]:
     stamps = stamps.join(mixed.select("subject_id"), on="subject_id", how="semi")
     out = []
     for (sid,), sub in stamps.group_by("subject_id", maintain_order=True):
+        if daylight_saving_only(sub):
+            continue
         seen = (sub.group_by("__offset", "__file", maintain_order=True).agg(pl.col(row).sort())
                 .sort("__offset"))
         where = "; ".join(f"{off} in {f} row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}"
