@@ -82,7 +82,8 @@ def test_count_recovery_rows_moved_to_their_own_table_unchanged():
                                "never_below_data_from_day": 3,  # session 34 (review s34 D8)
                                # session 37 (review s37 A1, B1; CHANGELOG)
                                "transfusion_supported": "transfusion_free_rule",
-                               "censor_events": ["allo_hsct", "new_therapy"]}
+                               "censor_events": ["allo_hsct", "new_therapy"],
+                               "absent_interventions": "unknown"}  # session 38 (CHANGELOG)
     assert (now["neutrophil"], now["platelet"]) == (before["neutrophil"], before["platelet"])
     assert now["status"] == "verified"  # both rows are verified (as before)
     assert "recovery" not in load_raw("icaht_2023")  # one home for each rule id

@@ -53,3 +53,48 @@ def test_mixed_clocks_are_still_warned(tmp_path, stamps):
         "observations.csv": f"subject_id,day,datetime,param,value,unit\nS1,,{a},TEMP,37,C\nS1,,{b},TEMP,37,C\n",
     })
     assert len(offset_warnings(folder)) == 2  # subjects.csv and observations.csv, as before
+
+
+# --- count recovery with interventions.csv not given: platelet transfusions unknown, not "none given"
+
+PLAT_COURSE = (50, 40, 30, 10, 8, 12, 25, 30, 35, 40, 45)  # x10^9/L on days 0..10
+
+
+def _recovery_study(root: Path, interventions: str | None) -> Path:
+    obs = "".join(f"S1,{d},PLAT,{v},10^9/L\nS1,{d},NEUT,{0.2 if 2 <= d <= 4 else 1.5},10^9/L\n"
+                  for d, v in enumerate(PLAT_COURSE))
+    files = {"subjects.csv": "subject_id,disease,infusion_date,last_followup_day\nS1,AML,2024-03-01,30\n",
+             "observations.csv": "subject_id,day,param,value,unit\n" + obs}
+    if interventions is not None:
+        files["interventions.csv"] = interventions
+    return mk(root, files)
+
+
+def _platelet(folder: Path, **opts) -> dict:
+    from cartlab.grading.count_recovery import RecoveryOptions, derive_count_recovery
+
+    row = derive_count_recovery(read_study(folder), RecoveryOptions(**opts)).row(0, named=True)
+    return {k.removeprefix("platelet_recovery_"): v for k, v in row.items() if k.startswith("platelet_recovery_")}
+
+
+def test_platelet_recovery_without_interventions_file_is_a_range(tmp_path):
+    # ASTCT (Kharfan-Dabaja, PMC11161398 Table 1): first of 3 consecutive days >= 20 without platelet
+    # transfusion for 7 days, after the nadir. Nadir 8 on day 4; days 6, 7, 8 are 25, 30, 35 -> day 6 if no
+    # transfusion was given. Without interventions.csv a transfusion is unknown, not absent: day 6 is the
+    # earliest possible recovery and no later day is excluded.
+    p = _platelet(_recovery_study(tmp_path / "none", None))
+    assert p["status"] == "not_evaluable"
+    assert p["day"] is None and p["day_min"] == 6 and p["day_max"] is None
+    assert "recovery.absent_interventions" in p["rule"] and "interventions.csv not given" in p["reason"]
+    # neutrophils have no transfusion rule: ANC 0.2 on days 2-4, >= 0.5 from day 5 -> day 5 as before
+    from cartlab.grading.count_recovery import derive_count_recovery
+
+    n = derive_count_recovery(read_study(tmp_path / "none")).row(0, named=True)
+    assert n["neutrophil_recovery_status"] == "recovered" and n["neutrophil_recovery_day"] == 5
+
+
+def test_platelet_recovery_with_empty_interventions_or_none_given_is_day_6(tmp_path):
+    header = "subject_id,category,agent,start_day,end_day\n"
+    assert _platelet(_recovery_study(tmp_path / "empty", header))["day"] == 6  # an empty file: none given
+    p = _platelet(_recovery_study(tmp_path / "none", None), absent_interventions="none_given")
+    assert p["status"] == "recovered" and p["day"] == 6 and p["day_max"] == 6

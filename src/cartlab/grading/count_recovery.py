@@ -15,6 +15,7 @@ import polars as pl
 from pydantic import Field
 
 from cartlab.criteria import CriteriaOptions
+from cartlab.grading.absent_interventions import interventions_unknown
 from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import CMP as _CMP
 from cartlab.grading.hemato_common import bounds as _bounds
@@ -54,6 +55,7 @@ class RecoveryOptions(CriteriaOptions):
     never_below_data_from_day: int | None = None
     transfusion_supported: Literal["transfusion_free_rule", "as_measured"] | None = None
     censor_events: tuple[str, ...] | None = None
+    absent_interventions: Literal["unknown", "none_given"] | None = None
     criteria: str = "count_recovery"
 
     def __post_init__(self) -> None:
@@ -343,6 +345,27 @@ def _first_events(study: Study, events: list[str], name: str) -> pl.DataFrame:
             .sort(_SID, f"{name}_day", f"{name}_event").group_by(_SID).first())
 
 
+def _transfusions_unknown(rec: pl.DataFrame, free: int) -> pl.DataFrame:
+    """Platelet recovery with interventions.csv not given (option ``absent_interventions="unknown"``;
+    ASTCT: "in the absence of platelet transfusion for 7 consecutive days", and an unknown transfusion is
+    not an absent one): a run of counts at the level may rest on a transfusion, so the recovery day as
+    measured is the earliest possible (``day_min``) and no later day is excluded (``day_max`` empty);
+    a recovery becomes not evaluable. ``txu`` flags the rows changed."""
+    hit = pl.col("day_max").is_not_null() & pl.col("status").is_in(["recovered", "not_evaluable"])
+    return rec.with_columns(
+        hit.fill_null(False).alias("txu"),
+        pl.when(hit).then(pl.lit("not_evaluable")).otherwise(pl.col("status")).alias("status"),
+        pl.when(hit).then(pl.lit(None, dtype=pl.Float64)).otherwise(pl.col("day")).alias("day"),
+        pl.when(hit).then(pl.lit(None, dtype=pl.Float64)).otherwise(pl.col("day_max")).alias("day_max"),
+        pl.when(hit).then(pl.concat_str(
+            pl.col("reason").str.replace_all("no platelet transfusion from", "no platelet transfusion recorded from",
+                                             literal=True)
+            .str.replace_all("-> recovery day", "-> earliest possible recovery day", literal=True), pl.lit(
+            f"; platelet transfusions unknown (interventions.csv not given, option absent_interventions=unknown): "
+            f"a transfusion within {free} days before or during a run makes its counts not the patient's own, so the "
+            f"recovery is on or after day_min with no later day excluded"))).otherwise(pl.col("reason")).alias("reason"))
+
+
 def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
     """Neutrophil and platelet recovery day per subject (ASTCT / CIBMTR definitions).
 
@@ -386,6 +409,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     sup_id = next((o["id"] for o in table.get("outcomes", [])
                    if o["id"] == "recovery.platelet_transfusion_supported"), None)
     ev_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.censor_event"), None)
+    ai_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.absent_interventions"), None)
+    tx_unknown = interventions_unknown(study, opts["absent_interventions"])
     start_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.never_below_needs_start"),
                     ne_id)
     for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
@@ -412,6 +437,10 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
             rec = rec.join(alt, on=_SID, how="left")
         else:
             rec = rec.with_columns(pl.lit(None, dtype=pl.String).alias("_alt"))
+        if kind == "platelet" and tx_unknown:
+            rec = _transfusions_unknown(rec, int(opts["platelet_transfusion_free_days"]))
+        else:
+            rec = rec.with_columns(pl.lit(False).alias("txu"))
         s = pl.col("status")
         open_end = s.is_in(["not_reached", "not_evaluable"]) & pl.col("day_max").is_null()
         L, end_d, death = pl.col("L").cast(pl.Float64), pl.col("end_day"), pl.col("death_day")
@@ -440,7 +469,7 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
                .with_columns(
             pl.concat_str(
                 pl.col("reason"),
-                pl.when((s == "not_evaluable") & ~pl.col("unk")).then(pl.format(
+                pl.when((s == "not_evaluable") & ~pl.col("unk") & ~pl.col("txu")).then(pl.format(
                     f"; the CIBMTR reading of {k} consecutive values on different days (option mode=measurements) {{}}",
                     pl.col("_alt"))).otherwise(pl.lit("")),
                 pl.when(pl.col("censor_day").is_not_null()).then(pl.format(
@@ -448,7 +477,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
                 pl.when(s.is_in(["not_reached", "not_evaluable"])).then(pl.lit(".")).otherwise(pl.lit(""))).alias("reason"))
                .filter(pl.col("status").is_not_null()))
         rid = pl.lit(rule["id"], dtype=pl.String)
-        extra_ids = [(pl.col("sup").fill_null(False), sup_id), (pl.col("by_event").fill_null(False), ev_id)]
+        extra_ids = [(pl.col("sup").fill_null(False), sup_id), (pl.col("by_event").fill_null(False), ev_id),
+                     (pl.col("txu").fill_null(False), ai_id)]
         rid = pl.concat_str(rid, *[pl.when(flag).then(pl.lit(f"; {i}")).otherwise(pl.lit("")) for flag, i in extra_ids
                                    if i])
         no_data = pl.when(pl.col("end_day").is_not_null()).then(pl.format(
@@ -465,7 +495,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
             pl.col("censor_day").alias(f"{kind}_recovery_censor_day"),
             pl.col("censor_reason").alias(f"{kind}_recovery_censor_reason"),
             (pl.when(pl.col("unk").fill_null(False)).then(pl.concat_str(rid, pl.lit(f"; {start_id}")))
-             .when(s == "not_evaluable").then(pl.concat_str(rid, pl.lit(f"; {ne_id}"))).otherwise(rid)
+             .when((s == "not_evaluable") & ~pl.col("txu").fill_null(False)).then(pl.concat_str(rid, pl.lit(f"; {ne_id}")))
+             .otherwise(rid)
              if ne_id else rid).alias(f"{kind}_recovery_rule"),
             pl.col("reason").fill_null(no_data).alias(f"{kind}_recovery_reason"),
             pl.when(pl.col("censor_ref").is_not_null()).then(

@@ -17,10 +17,11 @@ ABSENT_FILE_MEANS = {
              "checks and the twin's dosing have no doses; a protocol's planned administrations of a subject "
              "without any dose row are not checkable rather than missed)",
     "interventions": "no vasopressor, oxygen, tocilizumab, corticosteroid or transfusion is known: ASTCT CRS "
-                     "(days one could raise are a range up to grade 4, crs_grade_astct_max) and T-ICAHT (counts "
-                     "after one below 20 are open) read them as unknown and name interventions.csv (options "
-                     "crs.absent_interventions / t_icaht.absent_interventions = unknown; none_given reads the "
-                     "file as empty); the older CRS scales, ICANS and count recovery take none as given; a study "
+                     "(days one could raise are a range up to grade 4, crs_grade_astct_max), T-ICAHT (counts "
+                     "after one below 20 are open) and platelet recovery (not evaluable from the day as measured) "
+                     "read them as unknown and name interventions.csv (options crs.absent_interventions / "
+                     "t_icaht.absent_interventions / count_recovery.absent_interventions = unknown; none_given "
+                     "reads the file as empty); the older CRS scales and ICANS take none as given; a study "
                      "imported into the DuckDB store keeps this; an empty file with its header says none was given",
     "events": "no death, relapse, HSCT, new therapy, seizure, cerebral edema or infection is recorded, so "
               "none is taken as having happened (ICANS events, the late ICAHT window, survival endpoints: "

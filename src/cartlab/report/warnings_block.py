@@ -42,9 +42,10 @@ def absent_file(study: Study, name: str) -> bool:
 
 #: what a subject page says of a file not given (the reader's ABSENT_FILE_MEANS, in short)
 _ABSENT_MEANS = {
-    "interventions.csv": "not known: ASTCT CRS and T-ICAHT grades that interventions could change are ranges "
-                         "naming the file (options crs.absent_interventions / t_icaht.absent_interventions); the "
-                         "older CRS scales, ICANS and count recovery read none as given",
+    "interventions.csv": "not known: ASTCT CRS and T-ICAHT grades and platelet recovery days that interventions "
+                         "could change are ranges naming the file (options crs.absent_interventions / "
+                         "t_icaht.absent_interventions / count_recovery.absent_interventions); the older CRS "
+                         "scales and ICANS read none as given",
     "events.csv": "none assumed: every result that depends on it is derived as if none happened, and its reasons "
                   "say 'events.csv not given'",
 }
