@@ -149,7 +149,8 @@ def _response_rates(study, o, best_response):
     for name, cats in rate_definitions(o.best_response_options().orr_categories,
                                        o.endpoint_options().remission_categories):
         for by in (None, "criteria"):
-            r = orr(best_response, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
+            r = orr(best_response, cats, by=by, population=o.best_response_options().rate_population).with_columns(
+                pl.lit(name).alias("endpoint"))
             # a cohort rate points at the subject table and the filter that gives its numerator
             # (listing every responder's source rows made cells of tens of thousands of characters)
             where = pl.format("best_response.csv: best_response in {{{}}}{}",

@@ -466,7 +466,8 @@ def response_rate_table(analysis, subject_ids=None) -> Rates:
         rates = require(analysis, "response_rates", view)
     else:
         o = analysis.options  # the analysis's own categories, never the defaults
-        frames = [orr(best, cats, by=by).with_columns(pl.lit(name).alias("endpoint"))
+        frames = [orr(best, cats, by=by, population=o.best_response_options().rate_population)
+                  .with_columns(pl.lit(name).alias("endpoint"))
                   for name, cats in rate_definitions(o.best_response_options().orr_categories,
                                                      o.endpoint_options().remission_categories)
                   for by in (None, "criteria")]

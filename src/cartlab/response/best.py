@@ -36,6 +36,7 @@ from cartlab.response.marrow import (
     derive_marrow_response,
     derive_relapse,
 )
+from cartlab.response.marrow_inputs import infusion_status
 
 __all__ = [
     "ADRS_COLUMNS",
@@ -74,6 +75,9 @@ class BestResponseOptions(CriteriaOptions):
       MRD-negative assessment above one of the same category without it (ELN 2022 makes "CR/CRh/CRi
       without MRD" a response of its own, research note grading.md §4.1): CR MRD+ on day 28 and CR
       MRD- on day 60 give best CR_MRD- on day 60 (the first response day stays 28).
+    * ``rate_population`` ("infused"): the response rates' denominators leave out subjects without a
+      CAR-T dose (rule ``response.not_infused``; CAR-T trials report the infused set); "all" keeps them
+      in as non-responders (:func:`orr`'s ``population``).
     * ``response``: options of the per-assessment criteria.
     """
 
@@ -85,6 +89,7 @@ class BestResponseOptions(CriteriaOptions):
     dor_censor: Literal["last_response_assessment", "last_known_alive"] = "last_response_assessment"
     last_alive_sources: Literal["all_tables", "followup_day"] | None = None
     rank_mrd: bool = False
+    rate_population: Literal["infused", "all"] = "infused"
     response: ResponseOptions = ResponseOptions()
 
     def __post_init__(self) -> None:
@@ -94,6 +99,8 @@ class BestResponseOptions(CriteriaOptions):
         if self.dor_censor not in ("last_response_assessment", "last_known_alive"):
             raise ValueError("dor_censor must be 'last_response_assessment' or 'last_known_alive', "
                              f"got {self.dor_censor!r}")
+        if self.rate_population not in ("infused", "all"):
+            raise ValueError(f"rate_population must be 'infused' or 'all', got {self.rate_population!r}")
         if self.last_alive_sources not in (None, "all_tables", "followup_day"):
             raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
                              f"got {self.last_alive_sources!r}")
@@ -229,6 +236,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
               study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
               .unique("subject_id", keep="first").iter_rows(named=True)}
     by = {k[0]: v for k, v in a.partition_by("subject_id", as_dict=True).items()} if a.height else {}
+    given, doses_why = infusion_status(study)  # None: doses unknown, day 0 taken as the infusion
+    not_infused: list[str] = []
     rows = []
     no_disease: list[str] = []
     unsupported: dict[str, None] = {}
@@ -247,11 +256,20 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             rows.append({"subject_id": sid, "criteria": None, "rule": "response.no_criteria",
                          "reason": why, "n_assessments": 0, "evidence": []})
             continue
+        if given is not None and sid not in given:
+            not_infused.append(sid)
+            rows.append({"subject_id": sid, "criteria": load_criteria(crit, PACKAGE)["standard"],
+                         "best_response": "NE", "best_response_mrd": "NE", "n_assessments": 0, "responder": False,
+                         "rule": "response.not_infused",
+                         "reason": ("not evaluable: no CAR-T dose for this subject in doses.csv (other subjects have "
+                                    "one), so no marrow is a response to a CAR-T; left out of the response-rate "
+                                    "denominators (option population=infused)"), "evidence": []})
+            continue
         part = by.get(sid)
         end = ends.get(sid)
         recs = [] if part is None else part.sort("day").to_dicts()
         window = recs
-        notes = []
+        notes = [] if given is not None else [doses_why]
         if end is not None:
             window = [r for r in window if r["day"] <= end[0]]
             if len(window) < len(recs):
@@ -358,6 +376,11 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                                            + ([] if loss is None else loss[2]))),
             "could_be": could_be, "missing_inputs": list(missing) if could_be else [],
         })
+    if not_infused:
+        warnings.warn(SubjectsWarning(
+            f"{len(not_infused)} subject(s) have no CAR-T dose in doses.csv: best response not evaluable (rule "
+            "response.not_infused), left out of the response rates by default: {subjects}", not_infused,
+            "best_response.csv (column reason)"), stacklevel=2)
     if no_disease:
         warnings.warn(SubjectsWarning(
             f"{len(no_disease)} subject(s) have no disease in subjects.csv, so no response criteria were applied: "
@@ -417,21 +440,34 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None,
     return pl.concat([per, bor], how="vertical_relaxed").sort("USUBJID", "PARAMCD", "ADY", nulls_last=True).select(ADRS_COLUMNS)
 
 
-def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str | None = None) -> pl.DataFrame:
+def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str | None = None,
+        population: Literal["infused", "all"] = "infused") -> pl.DataFrame:
     """Overall response rate of a best-response frame with its exact (Clopper-Pearson) 95% CI.
 
     The denominator is every subject with response criteria (AML/ALL; intention to treat, NE counts
     as non-response); ``categories`` default to :class:`BestResponseOptions`' ``orr_categories``.
     ``n_no_criteria``: subjects left out of every denominator because their disease has no response
     criteria (the overall row says so in ``reason``; null on per-criteria rows).
+    ``population`` ("infused", the treated set of CAR-T trials): subjects without a CAR-T dose (rule
+    ``response.not_infused``) are in no denominator (``n_not_infused``, named in ``reason``); "all"
+    keeps them in as non-responders. ``n_not_evaluable``: subjects of the denominator whose best
+    response is NE (named with their rule in ``reason``); ``n_evaluable``, ``rate_evaluable``,
+    ``ci_low_evaluable``, ``ci_high_evaluable``: the rate over the others (rule
+    ``response.not_evaluable_rate``; the default ``rate`` keeps NE as non-response, cartlab's ITT
+    convention).
     ``n_could_be_responders`` / ``rate_max``: the non-responders whose best response could reach a
     category for want of an input and the rate had they responded (the rate is then a lower bound).
     """
     from cartlab.response.endpoints import response_rate
 
+    if population not in ("infused", "all"):
+        raise ValueError(f"population must be 'infused' or 'all', got {population!r}")
     cats = categories or BestResponseOptions().orr_categories
-    out = _with_could_be(response_rate(best.filter(pl.col("criteria").is_not_null()), set(cats), by=by),
-                         best.filter(pl.col("criteria").is_not_null()), cats, by)
+    ni = (pl.col("rule") == "response.not_infused").fill_null(False) if "rule" in best.columns else pl.lit(False)
+    skipped = best.filter(ni & pl.col("criteria").is_not_null()) if population == "infused" else best.clear()
+    base = best.filter(pl.col("criteria").is_not_null() & ~(ni & pl.lit(population == "infused")))
+    out = _with_could_be(response_rate(base, set(cats), by=by), base, cats, by)
+    out = _with_evaluable(out, base, cats, by, skipped)
     none = best.filter(pl.col("criteria").is_null())
     if by is not None:
         return out.with_columns(pl.lit(None, dtype=pl.Int64).alias("n_no_criteria"))
@@ -442,6 +478,45 @@ def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str |
                 f"{', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''} (best_response.csv says why)")
     return out.with_columns(pl.lit(none.height, dtype=pl.Int64).alias("n_no_criteria"),
                             (pl.col("reason") + pl.lit(note)).alias("reason"))
+
+
+def _with_evaluable(out: pl.DataFrame, base: pl.DataFrame, cats: tuple[str, ...], by: str | None,
+                    skipped: pl.DataFrame) -> pl.DataFrame:
+    """``n_not_evaluable`` (best response NE, named with their rule in ``reason``), the evaluable-only
+    rate (``n_evaluable``, ``rate_evaluable``, ``ci_low_evaluable``, ``ci_high_evaluable``; Clopper-
+    Pearson) and ``n_not_infused`` (left out, option population; named). Review 38 A2/B6."""
+    from cartlab.response.endpoints import clopper_pearson
+
+    level = float(out["level"][0]) if out.height and "level" in out.columns else 0.95
+    extra = []
+    for row in out.iter_rows(named=True):
+        key = row.get(by) if by else None
+        sub = base.filter(pl.col(by) == key) if by and key is not None else (
+            base.filter(pl.col(by).is_null()) if by else base)
+        sk = skipped.filter(pl.col(by) == key) if by and key is not None and by in skipped.columns else (
+            skipped if not by else skipped.clear())
+        ne = sub.filter(pl.col("best_response").fill_null("") == "NE")
+        n_ev = sub.height - ne.height
+        k = sub.filter(pl.col("best_response").is_in(list(cats))).height
+        lo, hi = clopper_pearson(k, n_ev, level) if n_ev else (None, None)
+        note = ""
+        if ne.height:
+            who = [f"{r['subject_id']} ({r.get('rule') or 'NE'})" for r in ne.head(20).iter_rows(named=True)]
+            note += (f"; {ne.height} not evaluable (NE, counted as non-responders): {', '.join(who)}"
+                     f"{' ...' if ne.height > 20 else ''}; over the {n_ev} evaluable: "
+                     + (f"{k}/{n_ev} = {k / n_ev:.4g} (CI {lo:.4g}-{hi:.4g})" if n_ev else "not estimable"))
+        if sk.height:
+            ids = sk["subject_id"].to_list()
+            note += (f"; {sk.height} subject(s) without a CAR-T dose in no denominator (option population=infused; "
+                     f"rule response.not_infused): {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}")
+        extra.append({"n_not_evaluable": ne.height, "n_evaluable": n_ev, "rate_evaluable": k / n_ev if n_ev else None,
+                      "ci_low_evaluable": lo, "ci_high_evaluable": hi, "n_not_infused": sk.height, "_note": note})
+    schema = {"n_not_evaluable": pl.Int64, "n_evaluable": pl.Int64, "rate_evaluable": pl.Float64,
+              "ci_low_evaluable": pl.Float64, "ci_high_evaluable": pl.Float64, "n_not_infused": pl.Int64,
+              "_note": pl.String}
+    add = pl.DataFrame(extra, schema=schema, orient="row") if extra else pl.DataFrame(schema=schema)
+    return pl.concat([out, add], how="horizontal").with_columns(
+        (pl.col("reason") + pl.col("_note")).alias("reason")).drop("_note")
 
 
 def _with_could_be(out: pl.DataFrame, best: pl.DataFrame, cats: tuple[str, ...], by: str | None) -> pl.DataFrame:

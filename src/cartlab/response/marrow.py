@@ -41,6 +41,14 @@ from cartlab.criteria import (
 from cartlab.criteria.model import Leaf, leaves
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
+from cartlab.response.marrow_inputs import (
+    baseline_interval,
+    baseline_note,
+    choice_notes,
+    infusion_status,
+    pb_only_relapse,
+    pick_baseline,
+)
 
 __all__ = [
     "CATEGORY_RANK",
@@ -68,8 +76,9 @@ class ResponseOptions(CriteriaOptions):
     "not_evaluable" makes a marrow that would be CR/CRh/CRi/MLFS but has no PBBLAST within the
     count window NE, naming the categories still possible, "assume_absent" reads the missing value
     as no circulating blasts (and the reason says so). ``missing_cellularity``, ``same_day_marrow``,
-    ``relapse_after``, ``mrd_relapse_same_specimen``, ``mrd_specimen``, ``all_count_strict``: see the
-    table's comments.
+    ``relapse_after``, ``mrd_relapse_same_specimen``, ``mrd_specimen``, ``all_count_strict``,
+    ``same_day_baseline`` (the PR baseline of several same-day readings), ``pb_blast_consecutive``
+    (relapse by blood): see the table's comments.
     """
 
     criteria_package = "cartlab.response"
@@ -90,6 +99,8 @@ class ResponseOptions(CriteriaOptions):
     mrd_relapse_same_specimen: bool | None = None
     mrd_specimen: Literal["BM", "any"] | None = None
     all_count_strict: bool | None = None
+    same_day_baseline: Literal["range", "lowest", "highest"] | None = None
+    pb_blast_consecutive: bool | None = None
     pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
                                             "BMBLAST before this day")
     criteria: str | None = Field(default=None, description="force one table (eln2022_aml, all_car_t) for every "
@@ -265,7 +276,8 @@ def _reduction(bm: tuple, pre: tuple) -> tuple[float | None, float | None]:
 
 
 def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | None,
-              opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+              opts: dict[str, Any], pre_group: list[dict[str, Any]] | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Features of one assessment, the rows behind each (for the reason) and the evidence. Each
     numeric feature is also given as an interval (``<k>_lo``, ``<k>_hi``, ``<k>_lo_open``,
     ``<k>_hi_open``): a censored result is a bound that settles a comparison only when every value
@@ -294,7 +306,8 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
           "pb_blast_pct": (0.0, 0.0, False, False) if assume_pb else _interval(None if pb is None else {**pb, "param": "PBBLAST"}),
           "anc": _interval(anc), "plt": _interval(plt),
           "bm_cellularity_pct": _interval(None if cell is None else {**cell, "param": "BMCELL"})}
-    pre_iv = _interval(None if pre is None else {**pre, "param": "BMBLAST"})
+    pre_group = pre_group or ([] if pre is None else [pre])
+    pre_iv = baseline_interval(pre_group, pre, opts, _interval)  # option same_day_baseline (review 38 A1)
     red = _reduction(iv["bm_blast_pct"], pre_iv) if pre is not None else (None, None)
     iv["blast_reduction_pct"] = (red[0], red[1], False, False)
     c_lo, c_hi, _, c_hi_open = iv["bm_cellularity_pct"]
@@ -313,7 +326,13 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     used["TX"] = [(kind, s_, e_) for kind, s_, e_, _ in tx_rows]
     for k, (lo, hi, lo_open, hi_open) in iv.items():
         feats.update({f"{k}_lo": lo, f"{k}_hi": hi, f"{k}_lo_open": lo_open, f"{k}_hi_open": hi_open})
-    evidence = [x for x in (row_ref(r) for k, r in used.items() if k not in ("MRDFCM_all", "MRDFCM_other", "TX") and r is not None) if x]
+    used["BMCELL_all"], used["PRE_GROUP"] = day_rows["BMCELL"], pre_group
+    notes, note_refs = choice_notes(sd.obs, used, d, _shown, plats)
+    used["NOTES"] = baseline_note(pre_group, pre, opts, _shown, sd.events) + notes
+    evidence = [x for x in (row_ref(r) for k, r in used.items()
+                            if k not in ("MRDFCM_all", "MRDFCM_other", "TX", "BMCELL_all", "PRE_GROUP", "NOTES")
+                            and r is not None) if x]
+    evidence += [x for x in map(row_ref, pre_group) if x] + note_refs
     evidence += [x for x in (row_ref(r) for r in mrd_rows + mrd_other) if x]
     evidence += [x for x in (row_ref(e) for e in emd_rows) if x]
     evidence += [ref for *_, ref in tx_rows if ref]  # the transfusions the reason names (interventions.csv)
@@ -354,6 +373,7 @@ _FEATURE_LABEL = {
     "bm_cellularity_pct": "marrow cellularity (BMCELL)",
     "not_aplastic": "marrow cellularity (BMCELL)",
     "same_day_bm_blast": "one marrow blast reading (the BMBLAST readings of the day disagree)",
+    "pb_blast_confirm": "a second PBBLAST sample with blasts >= 7 days apart (relapse by blood, ELN 2022)",
 }
 
 
@@ -378,7 +398,10 @@ def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
         parts.append(f"blast reduction {_fmt(red)}% from {_shown(pre)}%")
     elif pre is not None:
         span = ("between " + ("-inf" if lo is None else _fmt(lo)) + "% and " + ("?" if hi is None else _fmt(hi)) + "%")
-        parts.append(f"blast reduction {span} from {_shown(pre)}% (a censored value is a bound)")
+        group = used.get("PRE_GROUP") or []
+        why = ("the pre-treatment readings of that day differ" if len(group) > 1 else "a censored value is a bound")
+        parts.append(f"blast reduction {span} from {'/'.join(_shown(r) for r in group) if len(group) > 1 else _shown(pre)}%"
+                     f" ({why})")
     return ", ".join(parts)
 
 
@@ -577,6 +600,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     resolved = {n: options.resolved(_table(n)) for n in RESPONSE_TABLES if n in names}
     data = _by_subject(study, near=max((float(o["count_window_days"]) for o in resolved.values()), default=0.0))
     infused = _infusion_moments(study)
+    given, _ = infusion_status(study)  # None: doses unknown, day 0 is the infusion (spec "Time")
     found: dict[str, list[tuple]] = defaultdict(list)  # table -> (subject, marrow, pre, feats, used, evidence)
     for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
         name = options.criteria or criteria_for_disease(subj["disease"])
@@ -586,9 +610,11 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
         sd = data.get(subj["subject_id"])
         if sd is None:
             continue
+        if given is not None and subj["subject_id"] not in given:
+            continue  # no CAR-T dose: no marrow is a response to it (rule response.not_infused, best.py)
         marrows = sd.obs.get("BMBLAST", [])
         before = [m for m in marrows if m["day"] < opts["pre_treatment_before_day"]]
-        pre = before[-1] if before else None
+        pre, pre_group = pick_baseline(before, opts, _reading_key)  # option same_day_baseline
         at = max(0.0, float(infused.get(subj["subject_id"], 0.0)))
         days: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for m in marrows:
@@ -596,11 +622,11 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
                 days[math.floor(m["day"])].append(m)
         for group in days.values():  # one assessment per marrow day (option same_day_marrow)
             m = max(group, key=_reading_key)
-            feats, used, evidence = _features(sd, m, pre, opts)
+            feats, used, evidence = _features(sd, m, pre, opts, pre_group)
             used["SAME_DAY"] = group
             evidence = list(dict.fromkeys(evidence + [x for x in map(row_ref, group) if x]))
             low = min(group, key=_reading_key)
-            alt = (_features(sd, low, pre, opts)[0] if opts["same_day_marrow"] == "not_evaluable"
+            alt = (_features(sd, low, pre, opts, pre_group)[0] if opts["same_day_marrow"] == "not_evaluable"
                    and _reading_key(low) != _reading_key(m) else None)
             found[name].append((subj, m, pre, feats, used, evidence, alt))
     rows = []
@@ -616,7 +642,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
             if alt is not None:
                 a = _same_day_split(a, next(alts), table, used)
             if sid in remission:
-                a = _as_relapse(a, remission[sid], after)
+                a = _as_relapse({**a, "unresolved_id": table["unresolved"]["id"]}, remission[sid], after, feats, used)
             if a["category"] in after and sid not in remission:
                 remission[sid] = m["day"]
             rows.append(_assessment_row(subj, m, pre, feats, used, evidence, a,
@@ -645,10 +671,17 @@ def _same_day_split(a: dict[str, Any], low: dict[str, Any], table: dict[str, Any
             or a["relapse_possible"]}
 
 
-def _as_relapse(a: dict[str, Any], since: float, after: set[str]) -> dict[str, Any]:
+def _as_relapse(a: dict[str, Any], since: float, after: set[str], feats: dict[str, Any] | None = None,
+                used: dict[str, Any] | None = None) -> dict[str, Any]:
     """An assessment after a response: ``relapse`` when a marrow relapse rule holds (ELN 2022 Table 7,
     hematologic relapse after CR, CRh, CRi); when a bound or a missing input leaves it open, the
-    result is NE with ``relapse`` among the categories still possible."""
+    result is NE with ``relapse`` among the categories still possible. A marrow with < 5% blasts
+    but circulating blasts (NR by the categories) is not a definite NR after a remission: relapse by
+    blood needs a second sample (ELN 2022: "at least 2 peripheral blood samples at least one week
+    apart"), so NE "could be relapse" naming the missing confirming sample (review 38 B8)."""
+    pb_only = pb_only_relapse(a, since, feats or {}, used or {}, _shown)  # review 38 B8
+    if pb_only is not None:
+        return pb_only
     if a["relapse_rule"] is not None:
         text, citation = a["relapse_text"][a["relapse_rule"]]
         return {**a, "category": "relapse", "rule": a["relapse_rule"], "could_be": [], "failed": [], "missing": [],
@@ -677,7 +710,7 @@ def _context_text(used: dict[str, Any], opts: dict[str, Any]) -> str:
                 else "they give different categories: not evaluable (option same_day_marrow=not_evaluable)"
                 if used.get("SAME_DAY_SPLIT") else "all give the same category (option same_day_marrow=not_evaluable)")
         out += f" | {len(same)} BMBLAST readings on the marrow day: {rows}: {pick}"
-    return out
+    return out + (used.get("NOTES") or "")
 
 
 def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: dict, evidence: list[str],

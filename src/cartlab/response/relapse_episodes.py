@@ -71,6 +71,13 @@ def _pb_status(x: dict[str, Any]) -> bool | None:
     return False if hi is not None and hi <= 0 else None
 
 
+def _unconfirmed(run: list[dict], gap: float, why: str) -> str:
+    """The relapse reason's note on circulating blasts not confirmed by a second sample (review 38 A3)."""
+    seen = ", ".join(f"{_shown(x)}% on day {x['day']:g}" for x in run)
+    return (f"PBBLAST {seen}: not a relapse, not confirmed by a second sample with blasts >= {gap:g} days apart "
+            f"({why}; ELN 2022 relapse by blood; option pb_blast_consecutive)")
+
+
 def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, prefix: str):
     """The first relapse after day ``after``: (day, rule id, reason, evidence, notes) or None, and
     the notes (PBBLAST bounds that settle nothing) either way. A relapse event recorded on the
@@ -91,19 +98,36 @@ def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, p
         break  # the assessments are in day order: later ones cannot come first
     if sd is not None:
         later = [x for x in sd.obs.get("PBBLAST", []) if x["day"] > after]
-        pbs = [x for x in later if _pb_status(x) is True]
         # a censored "<x" sample is neither a proven reappearance of blasts nor their absence: named
         notes += [(x["day"], f"PBBLAST {_shown(x)} on day {x['day']:g} does not settle circulating blasts "
                    "(a censored result is only a bound)", row_ref(x)) for x in later if _pb_status(x) is None]
         need, gap = int(rel["pb_blast_samples"]), float(rel["pb_blast_min_days_apart"])
-        for i, x in enumerate(pbs):
-            earlier = [y for y in pbs[:i] if x["day"] - y["day"] >= gap]
+        consecutive = bool(rel.get("pb_blast_consecutive", True))
+        run: list[dict] = []  # the positive samples since the last negative one (option pb_blast_consecutive)
+        found = None
+        for x in later:
+            status = _pb_status(x)
+            if status is False and consecutive:
+                if run:  # a positive run cleared by a negative sample before it was confirmed: named
+                    notes.append((run[0]["day"], _unconfirmed(run, gap, f"negative PBBLAST {_shown(x)} on day "
+                                                              f"{x['day']:g}"), row_ref(run[0])))
+                run = []
+                continue
+            if status is not True:
+                continue
+            earlier = [y for y in run if x["day"] - y["day"] >= gap]
             if len(earlier) + 1 >= need:
+                found = x
                 refs = [z for z in (row_ref(earlier[0]), row_ref(x)) if z]
                 cands.append((x["day"], f"{prefix}.pb_blasts",
                               (f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
-                               f"(days {earlier[0]['day']:g} and {x['day']:g})"), refs))
+                               f"(days {earlier[0]['day']:g} and {x['day']:g}"
+                               + (", no negative sample between them; option pb_blast_consecutive)" if consecutive
+                                  else "; option pb_blast_consecutive=false)")), refs))
                 break
+            run.append(x)
+        if found is None and run:  # positive sample(s) still waiting for their confirmation
+            notes.append((run[0]["day"], _unconfirmed(run, gap, "no later confirming sample"), row_ref(run[0])))
         for e in sd.events:
             if e["event"] in rel["relapse_events"] and math.floor(e["day"]) >= math.floor(after):
                 what = "relapse" if e["event"] == "relapse" else e["event"].replace("_", " ")
@@ -200,7 +224,9 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
         episode = 0
         while start is not None:
             episode += 1
-            best, notes = _first_relapse(recs, sd, start["day"], rel, rules, prefix)
+            best, notes = _first_relapse(recs, sd, start["day"],
+                                         {**rel, "pb_blast_consecutive": resolved[name]["pb_blast_consecutive"]},
+                                         rules, prefix)
             mrd_day, mrd_reason, mrd_ev = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0],
                                                        resolved[name])
             why = "no relapse after the response" if best is None else best[2]
