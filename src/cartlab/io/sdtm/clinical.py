@@ -22,6 +22,7 @@ from cartlab.io.sdtm.common import (
 from cartlab.io.sdtm.dates import parse_dtc
 from cartlab.io.sdtm.files import ROW, DomainFile
 from cartlab.io.sdtm.mapping import SdtmMapping
+from cartlab.io.sdtm.partial import ONGOING, impute_event_starts
 from cartlab.io.study_folder import dose_unit
 from cartlab.kinetics.agents import car_t_agent_expr
 from cartlab.units import UnitError, parse_unit
@@ -275,6 +276,8 @@ def dm_deaths(dm: DomainFile, ctx: Ctx, have_death: set[str]) -> tuple[pl.DataFr
     dfile = DomainFile(dm.domain, dm.path, dm.fmt, dm.sha256, df)
     reason = first_reason(
         (pl.col("USUBJID").cast(pl.String).is_in(list(have_death)), "death already given by DS/DD/CE"),
+        (pl.col("dth__dstatus").is_in(["partial", "imputed"]) & pl.col("__anchor").is_not_null(),
+         "partial date in DTHDTC: read by option partial_death_dates (see the warning)"),
         *time_reason("dth", "DTHDTC"),
     )
     df = df.with_columns(reason.alias("__reason"))
@@ -434,10 +437,23 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
                    "mapping", pl.col("__dev_given"), pl.lit(", ".join(O2_DEVICES)))),
         ((pl.col("__cat") == "oxygen") & pl.col("__dev").is_null(), "oxygen without a device (o2_device is required)"),
         *time_reason("s", "CMSTDTC"),
-        ((pl.col("e__dstatus") == "partial"), "partial date in CMENDTC: not placed on a day"),
         ((pl.col("e__dstatus") == "ok") & (pl.col("e__day") < pl.col("s__day")), "CMENDTC before CMSTDTC"),
     )
     df = df.with_columns(reason.alias("__reason"))
+    # CMENRTPT / CMENRF ONGOING or AFTER with no complete CMENDTC: continuing (end set by the reader,
+    # partial.ongoing_ends); a partial CMENDTC otherwise: a missing end (study format: "A missing end means a
+    # single administration at the start time"), never a dropped record (review38 A2)
+    rel = [(v, upper(cm, v)) for v in ("CMENRTPT", "CMENRF") if cm.has(v)]
+    ongoing_var = pl.coalesce([pl.when(e.is_in(list(ONGOING))).then(pl.lit(v)) for v, e in rel]) if rel else pl.lit(None, dtype=pl.String)
+    ongoing_val = pl.coalesce([pl.when(e.is_in(list(ONGOING))).then(e) for _, e in rel]) if rel else pl.lit(None, dtype=pl.String)
+    df = df.with_columns(ongoing_var.alias("__ongoing_var"), ongoing_val.alias("__ongoing_val"))
+    ongoing = pl.col("__ongoing_var").is_not_null() & pl.col("e__dstatus").is_in(["missing", "partial"])
+    end_partial = (pl.col("e__dstatus") == "partial") & ~ongoing
+    df = df.with_columns(pl.when(end_partial).then(
+        pl.lit("CMENDTC partial ('") + cm.col("CMENDTC").cast(pl.String)
+        + pl.lit("'): end unknown, read as a missing end (a single administration at the start)")).alias("e__pnote"))
+    cm.df = df
+    _warn_cm_ends(cm, df, end_partial, ongoing, ctx)
     is_o2 = pl.col("__cat") == "oxygen"
     flow_from_dose = is_o2 & unit_raw.str.to_lowercase().str.replace_all(" ", "").is_in(["l/min", "lpm"])
     dose_ok = unit_raw.is_in(okunits) & ~flow_from_dose
@@ -455,10 +471,29 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(indc.is_not_null()).then(indc.replace_strict(m.indications, default="other", return_dtype=pl.String))
         .alias("indication"),
         supp_col(cm, "source").alias("source"), imputed_note([("s", "CMSTDTC"), ("e", "CMENDTC")], cm),
-        extra_json(cm), *provenance(cm),
+        extra_json(cm), *provenance(cm), ongoing.alias("__ongoing"), "__ongoing_var", "__ongoing_val",
     )
     code = pl.coalesce(upper(cm, "CMDECOD"), upper(cm, "CMTRT"))
     return out, status(df, code, pl.lit("interventions:") + pl.col("__cat").fill_null(""), pl.col("__reason"))
+
+
+def _warn_cm_ends(cm: DomainFile, df: pl.DataFrame, end_partial: pl.Expr, ongoing: pl.Expr, ctx: Ctx) -> None:
+    """One warning per kind naming the CM records mapped with a partial CMENDTC (read as a missing end)
+    or continuing (CMENRTPT / CMENRF ONGOING or AFTER)."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    live = df.filter(pl.col("__reason").is_null())
+    part = live.filter(end_partial)[ROW].to_list()
+    if part:
+        ctx.warnings.append(SdtmIssue(cm.name, "CMENDTC", f"{len(part):,} CM record(s) with a partial CMENDTC: the end "
+                                      "is unknown, read as a missing end (study format: a single administration at "
+                                      "the start; the option partial_dates = impute takes the period's last day)",
+                                      part, "warning"))
+    cont = live.filter(ongoing)[ROW].to_list()
+    if cont:
+        ctx.warnings.append(SdtmIssue(cm.name, "CMENRTPT", f"{len(cont):,} CM record(s) ongoing (CMENRTPT/CMENRF "
+                                      "ONGOING or AFTER) without a complete CMENDTC: continuing to DM.RFPENDTC, else "
+                                      "to the subject's last record (the source_note says which)", cont, "warning"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,15 +519,24 @@ def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]
         cond = upper(dfile, f"{dom}{e['field']}") == e["term"]
         event = pl.when(cond).then(pl.lit(e["event"])) if event is None else event.when(cond).then(pl.lit(e["event"]))
     event = pl.lit(None, dtype=pl.String) if event is None else event.otherwise(pl.lit(None, dtype=pl.String))
-    df = dfile.df.with_columns(event.alias("__event"))
+    dfile.df = dfile.df.with_columns(event.alias("__event"))
+    impute_event_starts(dfile, dtc, "__event", ctx.partial_event_dates, ctx.warnings)
+    df = dfile.df
     reason = first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
         *not_occurred(dfile, "occurred"),
         (pl.col("__event").is_null(), f"{dom} term not in the event mapping"),
+        ((pl.col("__event") == "death") & pl.col("__dstatus").is_in(["partial", "imputed"])
+         & pl.col("__anchor").is_not_null(),
+         f"partial death date in {dtc}: read by option partial_death_dates (see the warning)"),
         *time_reason("", dtc),
     )
     df = df.with_columns(reason.alias("__reason"))
+    if dom == "RS":
+        _warn_rs_unread(dfile, df, ctx)
     term = dfile.text(TOPIC.get(dom, f"{dom}TERM"))
+    if dom == "RS" and dfile.has("RSORRES"):  # the result as given (CR, PD ...), not the test code (review38 B4)
+        term = pl.coalesce(dfile.text("RSORRES"), dfile.text("RSSTRESC"), term)
     detail = pl.when(upper(dfile, TOPIC.get(dom, f"{dom}TERM")).is_in([e["term"] for e in m.events])
                      | (term.str.to_lowercase() == pl.col("__event"))).then(None).otherwise(term)
     out = df.filter(pl.col("__reason").is_null()).select(
@@ -506,6 +550,24 @@ def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]
     )
     code = pl.coalesce(upper(dfile, f"{dom}DECOD"), upper(dfile, TOPIC.get(dom, f"{dom}TERM")))
     return out, status(df, code, pl.lit("events:") + pl.col("__event").fill_null(""), pl.col("__reason"))
+
+
+def _warn_rs_unread(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx) -> None:
+    """One warning counting the RS results not read, per RSSTRESC (CR, PR, SD, PD, NE ...): only a
+    result the mapping's events table names (RELAPSE) is an event; the study format has no progression
+    event and the best response is derived from the counts and marrow, not from RS (review38 B4)."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    res = pl.coalesce(upper(dfile, "RSSTRESC"), upper(dfile, "RSORRES")).fill_null("(empty)")
+    bad = df.filter(pl.col("__reason") == "RS term not in the event mapping").select(res.alias("__r"), pl.col(ROW))
+    if not bad.height:
+        return
+    counts = bad.group_by("__r").agg(pl.len(), pl.col(ROW).min()).sort("len", "__r", descending=[True, False])
+    what = ", ".join(f"{r} ({n})" for r, n, _ in counts.rows()[:10])
+    ctx.warnings.append(SdtmIssue(dfile.name, "RSSTRESC", f"{bad.height:,} RS result(s) not read: {what}; only "
+                                  "RSSTRESC = RELAPSE (events table of the mapping) is an event; progression (PD) is "
+                                  "no event of the study format: give it as RELAPSE, or map it in a mapping file, if it "
+                                  "is a relapse", bad[ROW].to_list(), "warning"))
 
 
 def unmapped(dfile: DomainFile, why: str) -> pl.DataFrame:

@@ -30,6 +30,13 @@ class Ctx:
     subjects: pl.Series
     #: warnings of the mappers (``cartlab.io.errors.Issue``), added to Study.warnings
     warnings: list = field(default_factory=list)
+    #: an event (AE, CE, PR, RS ...) with a partial start date: ``impute`` (the first day of its period,
+    #: not before day 0 unless the period lies wholly before it) or ``drop`` (review38 A3)
+    partial_event_dates: str = "impute"
+    #: a death with a partial date: ``impute`` (first day of the period, not before the last record) or ``drop``
+    partial_death_dates: str = "impute"
+    #: a record with --DY and no --DTC date is placed from --DY (SDTMIG: no study day 0) when True (review38 B3)
+    study_day_fallback: bool = False
 
 
 def status(df: pl.DataFrame, code: pl.Expr, target: pl.Expr, reason: pl.Expr) -> pl.DataFrame:
@@ -230,6 +237,53 @@ def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool
         pl.when(p.struct.field("has_time") & ~pl.col("__nominal").fill_null(False) & (st == "ok"))
         .then(dfile.col(dtc_var)).otherwise(None).alias(f"{prefix}__datetime"),
     ).drop("__p")
+    _study_day(dfile, ctx, dtc_var, prefix)
+
+
+#: source_note of a record placed from --DY (option study_day_fallback)
+FROM_DY = "day from {dy} {n} (no date in {dtc}; SDTMIG: no study day 0, day 1 = RFSTDTC = the infusion)"
+
+
+def _study_day(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str) -> None:
+    """--DY for a record whose --DTC has no date (a de-identified SDTM keeps --DY, strips --DTC).
+
+    SDTMIG 4.4.4: "--DY = (date portion of --DTC) - (date portion of RFSTDTC) + 1 if --DTC is on or after
+    RFSTDTC; ... - (date portion of RFSTDTC) if --DTC precedes RFSTDTC", so "there is no study day 0".
+    With ``ctx.study_day_fallback`` (off by default; it asserts that RFSTDTC, the --DY reference, is the day
+    of the first CAR-T infusion) day = --DY - 1 for --DY >= 1 and --DY for --DY <= -1; --DY 0 is an error
+    naming the record. Off: one warning per file counts the records not read (review38 B3)."""
+    dy = dtc_var[:-3] + "DY" if dtc_var.endswith("DTC") else None
+    if dy is None or not dfile.has(dy):
+        return
+    col = f"{prefix}__dstatus"
+    n_dy = dfile.number(dy)
+    # (a partial --DTC with a --DY: the date is not complete either)
+    cand = (pl.col(col).is_in(["missing", "noanchor", "partial"]) & n_dy.is_not_null()
+            & ~dfile.col(dtc_var).cast(pl.String).fill_null("").str.contains(r"^\d{4}-\d{2}-\d{2}"))
+    df = dfile.df
+    n = int(df.select(cand.sum()).item() or 0)
+    if not n:
+        return
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    rows = df.filter(cand)[ROW].to_list()
+    if not ctx.study_day_fallback:
+        ctx.warnings.append(SdtmIssue(dfile.name, dy, f"{n:,} record(s) with {dy} but no date in {dtc_var} were not "
+                                      f"read (not placed on a day; option study_day_fallback places them from {dy}, "
+                                      "SDTMIG: no study day 0)", rows, "warning"))
+        return
+    dfile.fail(cand & (n_dy == 0), dy, f"{dy} is 0: SDTMIG has no study day 0 (day 1 is RFSTDTC)")
+    dfile.fail(cand & (n_dy != n_dy.round(0)), dy, f"{dy} is not a whole number of days")
+    day = pl.when(n_dy >= 1).then(n_dy - 1).otherwise(n_dy)
+    dfile.df = df.with_columns(
+        pl.when(cand).then(day).otherwise(pl.col(f"{prefix}__day")).alias(f"{prefix}__day"),
+        pl.when(cand).then(pl.lit("ok")).otherwise(pl.col(col)).alias(col),
+        pl.when(cand).then(pl.format(FROM_DY.replace("{dy}", dy).replace("{dtc}", dtc_var).replace("{n}", "{}"),
+                                     n_dy.cast(pl.Int64))).alias(f"{prefix}__dynote"),
+    )
+    ctx.warnings.append(SdtmIssue(dfile.name, dy, f"{n:,} record(s) with no date in {dtc_var} placed from {dy} "
+                                  "(option study_day_fallback: day = --DY - 1 from day 1, --DY before it; RFSTDTC is "
+                                  "taken as the infusion day)", rows, "warning"))
 
 
 def time_reason(prefix: str, dtc_var: str) -> list[tuple[pl.Expr, str | pl.Expr]]:
@@ -250,6 +304,8 @@ def imputed_note(dates: list[tuple[str, str]], dfile: DomainFile) -> pl.Expr:
         .then(pl.lit(f"{dtc_var} imputed from the partial date '") + dfile.col(dtc_var) + pl.lit("'"))
         for prefix, dtc_var in dates
     ]
+    remarks += [pl.col(f"{prefix}__dynote") for prefix, _ in dates if f"{prefix}__dynote" in dfile.df.columns]
+    remarks += [pl.col(f"{prefix}__pnote") for prefix, _ in dates if f"{prefix}__pnote" in dfile.df.columns]
     note = pl.concat_str([supp_col(dfile, "source_note"), *remarks], separator="; ", ignore_nulls=True)
     return note.replace("", None).alias("source_note")
 

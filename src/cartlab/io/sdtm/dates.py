@@ -75,3 +75,15 @@ def parse_dtc(text: pl.Expr, partial_dates: str = "skip", end: bool = False) -> 
         .otherwise(pl.lit("invalid"))
     )
     return pl.struct(status.alias("status"), dt.alias("dt"), (is_time & dt_time.is_not_null()).alias("has_time"))
+
+
+def period_bounds(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(first, last) calendar day (Datetime at midnight) of the period a partial --DTC names: ``2021-07``
+    -> 2021-07-01 .. 07-31; ``2021`` (or ``2021---15``, no month) -> 2021-01-01 .. 12-31 (ISO 8601 /
+    SDTMIG 4.4.4: a date with "missing components" is the whole period). Null without a year."""
+    t = text.cast(pl.String).str.strip_chars()
+    year = t.str.extract(r"^(\d{4})", 1).cast(pl.Int32, strict=False)
+    month = t.str.extract(r"^\d{4}-(\d{2})", 1).cast(pl.Int32, strict=False)
+    first = pl.date(year, month.fill_null(1), 1)
+    last = pl.date(year, month.fill_null(12), 1).dt.month_end()
+    return first.cast(pl.Datetime("us")), last.cast(pl.Datetime("us"))

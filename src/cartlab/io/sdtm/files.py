@@ -79,14 +79,20 @@ class DomainFile:
             return
         row, val = bad.row(0)
         more = f" (and {bad.height - 1:,} more records)" if bad.height > 1 else ""
-        raise InputError(f"{self.name}, record {row}, variable {column}: {what}, got {val!r}{more}")
+        got = "" if val is None or (isinstance(val, str) and not val.strip()) else f", got {val!r}"  # review38 C1
+        raise InputError(f"{self.name}, record {row}, variable {column}: {what}{got}{more}")
 
     def require(self, *variables: str) -> None:
         for v in variables:
             if v not in self.df.columns:
+                names = [c for c in self.df.columns if not c.startswith('__')]
+                # review38 C4: one header column holding the separators of another dialect
+                hint = next((f"; the header is one column containing '{sep}': the file is not comma-separated "
+                             "(write it with ',' separators)" for sep in (";", "\t", "|")
+                             if len(names) == 1 and sep in names[0]), "")
                 raise InputError(
                     f"{self.name}, header: required variable {v} is missing "
-                    f"(variables: {', '.join(c for c in self.df.columns if not c.startswith('__'))})"
+                    f"(variables: {', '.join(names)}){hint}"
                 )
 
     def text(self, var: str) -> pl.Expr:

@@ -93,6 +93,46 @@ def _conv_cols(df: pl.DataFrame, conv: dict, unit_col: str, prefix: str) -> pl.D
     return df.join(table, on=["__param", unit_col], how="left").sort(ROW)
 
 
+#: marrow params read only from a bone-marrow specimen (or an empty --SPEC); BMBLAST from blood is PBBLAST
+MARROW_ONLY = ("BMBLAST", "BMCELL")
+UNMAPPED = "test code not in the mapping nor the parameter dictionary"
+
+
+def _marrow_specimen(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, v: dict) -> pl.DataFrame:
+    """BMBLAST measured in blood (--SPEC a PB spelling) is the blood blast percentage PBBLAST of the
+    parameter dictionary (SDTMIG LB: --SPEC "Defines the type of specimen used for a measurement": the
+    same test in two specimens is two measurements); a warning counts them (review38 B1). Another
+    non-marrow specimen is refused in ``base_reason``."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    spec = dfile.col(v["SPEC"]).cast(pl.String).str.to_uppercase().str.strip_chars()
+    pb = (pl.col("__param") == "BMBLAST") & (spec.replace_strict(ctx.mapping.specimens, default=None,
+                                                                  return_dtype=pl.String) == "PB").fill_null(False)
+    rows = df.filter(pb)[ROW].to_list()
+    if not rows or "PBBLAST" not in ctx.dictionary:
+        return df
+    ctx.warnings.append(SdtmIssue(dfile.name, v["SPEC"], f"{len(rows):,} blast record(s) mapped to BMBLAST were measured "
+                                  f"in blood ({v['SPEC']}): read as PBBLAST (blasts in peripheral blood), not as marrow "
+                                  "blasts", rows, "warning"))
+    return df.with_columns(pl.when(pb).then(pl.lit("PBBLAST")).otherwise(pl.col("__param")).alias("__param"))
+
+
+def _warn_unmapped(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx) -> None:
+    """One warning per file naming the test codes not read and how often each was seen (as the FHIR
+    reader's ``unmapped_codes``, review38 B2): an unmapped IL-6 or ANC code leaves grades not evaluable."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    bad = df.filter(pl.col("__pre") == UNMAPPED)
+    if not bad.height:
+        return
+    counts = bad.group_by("__code").agg(pl.len()).sort(["len", "__code"], descending=[True, False])
+    codes = ", ".join(f"{c} ({n})" for c, n in counts.rows()[:10]) + (" ..." if counts.height > 10 else "")
+    ctx.warnings.append(SdtmIssue(dfile.name, f"{dfile.domain}TESTCD", f"{bad.height:,} {dfile.domain} record(s) with a "
+                                  f"test code not in the mapping nor the parameter dictionary were not read: {codes}; "
+                                  "add the code to the tests table of a mapping file if it is a cartlab param",
+                                  bad[ROW].to_list(), "warning"))
+
+
 #: the mapping report's reason for a text result of a numeric param that is no number
 NOT_NUMERIC = ("not numeric: {stresc} is neither a number nor a censored value (<x, <=x, >x, >=x) "
                "of a numeric param (e.g. a decimal comma '0,2', or 'BLQ'); the value is missing")
@@ -211,6 +251,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         m.unit_expr(dfile.text(v["STRESU"])).fill_null("").alias("__stu"),
         m.unit_expr(dfile.text(v["ORRESU"])).fill_null("").alias("__oru"),
     )
+    df = _marrow_specimen(dfile, df, ctx, v)
     cens = pl.col("__vtext").str.extract_groups(_CENSORED)
     # "BLQ" (BQL, BLOQ, <LLOQ ...) with a --LLOQ is "<LLOQ", as the study-folder reader reads it
     # (io/value_text.py); without --LLOQ its bound is unknown: not numeric, reported (session 33)
@@ -234,11 +275,14 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         (pl.col("__code").is_null(), f"{v['TESTCD']} empty"),
         (pl.col("__param").is_null() & pl.col("__code").is_in(list(skip_reasons)),
          pl.col("__code").replace_strict(skip_reasons, default=None, return_dtype=pl.String)),
-        (pl.col("__param").is_null(), "test code not in the mapping nor the parameter dictionary"),
+        (pl.col("__param").is_null(), UNMAPPED),
         (dfile.col(v["STAT"]).cast(pl.String).str.to_uppercase() == "NOT DONE", f"not done ({v['STAT']})"),
         (~has_result, f"no result ({v['STRESN']} and {v['STRESC']} empty)"),
         # a blood count measured in another specimen (a CSF or urine WBC) is not the blood count the
         # engines grade: not read, and never a reason to stop the import (session 33, review33 A6/B2)
+        (pl.col("__param").is_in(list(MARROW_ONLY)) & (spec_raw != "")
+         & (spec_raw.replace_strict(m.specimens, default=None, return_dtype=pl.String).fill_null("?") != "BM"),
+         pl.format("specimen {} is not bone marrow: not read as {} (a marrow result)", spec_raw, pl.col("__param"))),
         (pl.col("__param").is_in(blood_counts(d)) & (spec_raw != "")
          & (spec_raw.replace_strict(m.specimens, default=None, return_dtype=pl.String).fill_null("?") != "PB"),
          pl.format("specimen {} is not blood: not read as {} (a blood count)", spec_raw, pl.col("__param"))),
@@ -261,6 +305,10 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
             dfile.fail(pl.col("__pre").is_null() & (pl.col("__param") == param) & (pl.col("__stu") == unit)
                        & pl.col("__from_or"), v["ORRESU"], f"{c} (param {param}; the result is read from "
                        f"{v['ORRES']}, {v['STRESC']} being empty); add the spelling to the mapping's units table")
+            if unit == "":  # review38 C1: no spelling to add
+                dfile.fail(pl.col("__pre").is_null() & (pl.col("__param") == param) & (pl.col("__stu") == unit),
+                           v["STRESU"], f"{v['STRESU']} is empty: give the unit of {v['STRESN']} "
+                           f"({c.split(', got')[0]}; param {param})")
             dfile.fail(pl.col("__pre").is_null() & (pl.col("__param") == param) & (pl.col("__stu") == unit),
                        v["STRESU"], f"{c} (param {param}); add the spelling to the mapping's units table")
     or_conv = _conversions(ctx, live.filter(dfile.col(v["ORRES"]).is_not_null() | (pl.col("__oru") != ""))
@@ -338,6 +386,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         extra_json(dfile),
         *provenance(dfile),
     )
+    _warn_unmapped(dfile, df, ctx)
     from_or = FROM_ORRES.format(orres=v["ORRES"], orresu=v["ORRESU"], stresc=v["STRESC"], stresn=v["STRESN"])
     reason = pl.when(pl.col("__reason").is_null() & pl.col("__from_or")).then(pl.lit(from_or)).otherwise(pl.col("__reason"))
     st = status(df, pl.col("__code"), pl.lit("observations:") + pl.col("__param").fill_null(""), reason)

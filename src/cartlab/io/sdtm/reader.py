@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.errors import InputError
+from cartlab.io.course_checks import mixed_utc_offsets
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue
@@ -35,6 +36,7 @@ from cartlab.io.sdtm.dates import PARTIAL_DATES
 from cartlab.io.sdtm.files import ROW, DomainFile, find_domains, load_domain
 from cartlab.io.sdtm.findings import map_findings
 from cartlab.io.sdtm.mapping import load_mapping
+from cartlab.io.sdtm.partial import PARTIAL_OPTIONS, last_record_day, ongoing_ends, partial_deaths, undated_deaths
 from cartlab.io.sdtm.report import REPORT_SCHEMA, summarise
 from cartlab.model import Study, conform, empty_frame
 
@@ -159,18 +161,27 @@ def read_sdtm(
     report: bool = False,
     partial_dates: str = "skip",
     study_id: str | None = None,
+    partial_death_dates: str = "impute",
+    partial_event_dates: str = "impute",
+    study_day_fallback: bool = False,
 ) -> Study | SdtmImport:
     """Read an SDTM folder into a canonical :class:`~cartlab.model.Study`.
 
     ``mapping``: a YAML file merged over the shipped tables (``sdtm_map.yaml``). ``partial_dates``:
     ``skip`` (default; such records are counted as not mapped) or ``impute`` (see
     :mod:`cartlab.io.sdtm.dates`). ``report=True`` returns an :class:`SdtmImport` with the mapping
-    report. A file that breaks SDTM (unreadable, a required variable missing, a bad date or number,
+    report. ``partial_death_dates`` / ``partial_event_dates`` (``impute``, default, or ``drop``): a death or
+    an event whose date is partial (``2021-07``) is placed on the first day of the period, not before the
+    last record (a death) or day 0 (an event), with a warning (:mod:`cartlab.io.sdtm.partial`).
+    ``study_day_fallback``: place a record with --DY and no --DTC from --DY (off by default). A file that breaks SDTM (unreadable, a required variable missing, a bad date or number,
     an unknown unit of a mapped test) raises one :class:`~cartlab.errors.InputError` naming the
     file and the record.
     """
     if partial_dates not in PARTIAL_DATES:
         raise InputError(f"partial_dates must be one of {', '.join(PARTIAL_DATES)}, not {partial_dates!r}")
+    for name, val in (("partial_death_dates", partial_death_dates), ("partial_event_dates", partial_event_dates)):
+        if val not in PARTIAL_OPTIONS:
+            raise InputError(f"{name} must be one of {', '.join(PARTIAL_OPTIONS)}, not {val!r}")
     folder = Path(folder)
     m = load_mapping(mapping)
     paths = find_domains(folder)
@@ -197,7 +208,9 @@ def read_sdtm(
     dm.require("USUBJID")
     ex = files.get("EX") or files.get("EC")
     anc = anchors(dm, ex, m.ex_agents)
-    ctx = Ctx(m, load_dictionary(), partial_dates, anc, dm.df["USUBJID"].cast(pl.String).drop_nulls())
+    ctx = Ctx(m, load_dictionary(), partial_dates, anc, dm.df["USUBJID"].cast(pl.String).drop_nulls(),
+              partial_event_dates=partial_event_dates, partial_death_dates=partial_death_dates,
+              study_day_fallback=bool(study_day_fallback))
 
     _drop_restated_dm(dm)
     subjects, st = map_dm(dm, ctx)
@@ -240,17 +253,38 @@ def read_sdtm(
     deaths, dst = dm_deaths(dm, ctx, have_death)
     if deaths.height:
         tables["events"].append(deaths)
+        have_death |= set(deaths["subject_id"].to_list())
     warnings += _death_date_conflicts(dm, tables["events"])
+    # partial death dates (DS before DM), undated deaths, ongoing interventions (review38 A1, A2)
+    lka = last_record_day(tables)
+    sources = []
+    if "DS" in files:
+        ds = files["DS"]
+        if "__event" in ds.df.columns:
+            sources.append((ds, "DSSTDTC", "__dstatus", pl.col("__event") == "death"))
+    if dm.has("DTHDTC") and "dth__dstatus" in dm.df.columns:
+        sources.append((dm, "DTHDTC", "dth__dstatus", pl.lit(True)))
+    imputed, warned = partial_deaths(sources, have_death, lka, ctx.partial_death_dates, warnings)
+    if imputed.height:
+        tables["events"].append(imputed)
+    undated_deaths(dm, files.get("AE"), have_death | warned, warnings)
+    rfpen = dm.df.select(pl.col("USUBJID").cast(pl.String).alias("subject_id"),
+                         pl.when(pl.col("end__dstatus") == "ok").then(pl.col("end__day").floor()).alias("__rfpen"))
+    tables["interventions"] = ongoing_ends(tables["interventions"], rfpen, lka)
 
+    concat = {name: _concat(frames, name) for name, frames in tables.items()}
+    subjects = conform(subjects, "subjects")
+    warnings += [SdtmIssue(i.file, i.column, i.message, i.rows, "warning")  # review38 B6, the study folder's check
+                 for i in mixed_utc_offsets({"subjects": subjects, **concat}, "src_row")]
     sids = dm.df["STUDYID"].drop_nulls().unique().to_list() if dm.has("STUDYID") else []
     study = Study(
         study_id=study_id or (str(sids[0]) if len(sids) == 1 else folder.resolve().name),
-        subjects=conform(subjects, "subjects"),
+        subjects=subjects,
         sources=pl.DataFrame(
             [(f.name, f.fmt, f.sha256, f.n_rows) for f in files.values()],
             schema={"file": pl.String, "format": pl.String, "sha256": pl.String, "n_rows": pl.Int64}, orient="row",
         ),
-        **{name: _concat(frames, name) for name, frames in tables.items()},
+        **concat,
         warnings=warnings,
     )
     if not report:

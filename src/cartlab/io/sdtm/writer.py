@@ -37,7 +37,8 @@ _LABELS = {"STUDYID": "Study Identifier", "DOMAIN": "Domain Abbreviation", "USUB
            "SITEID": "Study Site Identifier", "AGE": "Age", "AGEU": "Age Units", "SEX": "Sex", "RACE": "Race",
            "ARMCD": "Planned Arm Code", "ARM": "Description of Planned Arm", "ACTARMCD": "Actual Arm Code",
            "ACTARM": "Description of Actual Arm", "ARMNRS": "Reason Arm and/or Actual Arm is Null",
-           "COUNTRY": "Country"}
+           "COUNTRY": "Country", "RFPENDTC": "Date/Time of End of Participation", "DTHDTC": "Date/Time of Death",
+           "DTHFL": "Subject Death Flag", "DSCAT": "Category for Disposition Event"}
 
 
 def _num_text(e: pl.Expr) -> pl.Expr:
@@ -145,6 +146,7 @@ def _events(ev: pl.DataFrame, study_id: str, dom: str) -> tuple[pl.DataFrame, pl
         *_head(ev, study_id, dom),
         term.alias(f"{dom}TERM"),
         pl.col("event").str.to_uppercase().alias(f"{dom}DECOD"),
+        *([pl.lit("DISPOSITION EVENT").alias("DSCAT")] if dom == "DS" else []),  # SDTMIG DS: DSCAT (Exp)
         _dtc(pl.col("day"), pl.col("datetime")).alias(f"{dom}STDTC"),
     )
     return out, _supp(ev, study_id, dom, {"ATTRIB": pl.col("attribution"), **_common_quals(ev)})
@@ -249,9 +251,20 @@ def sdtm_frames(study: Study, anchor_date: str = "2000-01-01") -> dict[str, pl.D
     else:
         s = s.with_columns(pl.lit(None, dtype=pl.String).alias("__rfx"))
     s = s.with_columns(pl.col("__anchor").dt.strftime("%Y-%m-%d").alias("__day0"))
+    # SDTMIG DM: DTHFL / DTHDTC (Exp) state a death in DM too (the CDISC all-cause death example: DS, AE
+    # "and DTHFL and DTHDTC ... in DM"); the first death event of the subject (review38 C2)
+    dth = study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("subject_id", "day")
+    dth = dth.group_by("subject_id", maintain_order=True).first().select(
+        "subject_id", pl.col("day").alias("__dthday"), pl.col("datetime").alias("__dthdt"))
+    s = s.join(dth, on="subject_id", how="left", maintain_order="left")
     out["DM"] = s.select(
         pl.lit(sid).alias("STUDYID"), pl.lit("DM").alias("DOMAIN"), pl.col("subject_id").alias("USUBJID"),
         pl.col("subject_id").alias("SUBJID"), pl.col("__day0").alias("RFSTDTC"), pl.col("__rfx").alias("RFXSTDTC"),
+        # RFPENDTC: the end of participation, the last day followed (SUPPDM LFUPDY keeps the exact day)
+        pl.when(pl.col("last_followup_day").is_not_null()).then(
+            _dtc(pl.col("last_followup_day").cast(pl.Float64), pl.lit(None, dtype=pl.String))).alias("RFPENDTC"),
+        pl.when(pl.col("__dthday").is_not_null()).then(_dtc(pl.col("__dthday"), pl.col("__dthdt"))).alias("DTHDTC"),
+        pl.when(pl.col("__dthday").is_not_null()).then(pl.lit("Y")).alias("DTHFL"),
         _extra_key("site").alias("SITEID"),
         pl.col("age_years").alias("AGE"), pl.when(pl.col("age_years").is_not_null()).then(pl.lit("YEARS")).alias("AGEU"),
         pl.col("sex").alias("SEX"), _extra_key("race").alias("RACE"), *dm_arms(), _extra_key("country").alias("COUNTRY"),
