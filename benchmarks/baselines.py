@@ -597,6 +597,10 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
             res["aucinf.obs"] = 0.0
         else:
             res["aucinf.obs"] = auclast + clast / lam if None not in (auclast, clast, lam) else None
+        # % extrapolated (PKNCA pk.calc.aucpext: 100 * (1 - auclast / aucinf), NA if either AUC <= 0)
+        ai = res["aucinf.obs"]
+        res["aucpext.obs"] = (100.0 * (1.0 - auclast / ai) if ai is not None and auclast is not None
+                              and ai > 0 and auclast > 0 else None)
         # times from the interval's start (pk.nca.interval: time - start)
         res["tmax"] = tmax - a if tmax is not None else None
         res["tlast"] = tlast - a if tlast is not None else None
@@ -647,6 +651,7 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
             ("sparse_early_sampling", tmax_ok and sum(1 for t, _ in win if t < tmax) < o.min_samples_before_tmax),
             ("above_uloq", above),
             ("no_dose_time", not offset_known),
+            ("aucpext_high", res["aucpext.obs"] is not None and res["aucpext.obs"] > o.max_aucpext),
         )
         res["codes"] = [code for code, hit in checks if hit]
         out.append(res)

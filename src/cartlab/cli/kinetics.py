@@ -38,7 +38,8 @@ def nca_cmd(
     subject: Annotated[str, typer.Option("--subject-col", metavar="COLUMN", help="Subject column.")],
     time: Annotated[str, typer.Option("--time-col", metavar="COLUMN", help="Time column (numbers).")],
     conc: Annotated[str, typer.Option("--conc-col", metavar="COLUMN",
-                                      help="Concentration column (numbers; '<x' = below x).")],
+                                      help="Concentration column (numbers; '<x' = below x; BLQ or <LLOQ = below "
+                                      "the row's --lloq-col).")],
     lloq: Annotated[Optional[str], typer.Option("--lloq-col", metavar="COLUMN",
                                                 help="LLOQ column: conc below it is BLQ.")] = None,
     method: Annotated[str, typer.Option(

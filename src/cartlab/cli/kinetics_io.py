@@ -31,6 +31,7 @@ import polars as pl
 from cartlab import __version__
 from cartlab.io.atomic import atomic_file
 from cartlab.io.study_folder import sha256_file
+from cartlab.io.value_text import BLQ_WORDS, number_hint
 from cartlab.kinetics.nca import (
     CENSORED_RESULT,
     NA_TEXT,
@@ -96,6 +97,21 @@ def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str
         raise ValueError(f"{path}: column(s) {miss} not found; the header has {header}")
     raw = pl.read_csv(path, infer_schema=False, columns=need)
     raw = raw.with_row_index("_row", offset=1)
+    # BLQ / BQL / BLOQ / <LLOQ / below LLOQ: the result below the row's LLOQ, read as '<lloq' as the study
+    # reader does (cartlab.io.value_text; review s38 B3); without an LLOQ the bound is unknown: an error
+    word = pl.col(conc).str.strip_chars().str.to_lowercase().str.replace_all(r"\s+", " ")
+    is_blq = word.is_in(list(BLQ_WORDS)).fill_null(False)
+    if raw.select(is_blq.any()).item():
+        lim = (pl.col(lloq).str.strip_chars() if lloq is not None else pl.lit(None, dtype=pl.String))
+        no_lim = raw.filter(is_blq & (lim.cast(pl.Float64, strict=False).is_null()))
+        if no_lim.height:
+            r = no_lim.row(0, named=True)
+            raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {conc!r}: {r[conc]!r} "
+                             "(below the limit of quantification) needs the limit: "
+                             + ("the row's LLOQ is empty or not a number" if lloq is not None else "no --lloq-col given")
+                             + "; write '<' and the limit, e.g. '<20', or give the LLOQ (--lloq-col)")
+        raw = raw.with_columns(pl.when(is_blq).then(pl.concat_str(pl.lit("<"), lim)).otherwise(pl.col(conc))
+                               .alias(conc))
 
     def parse(col: str, allow_censored: bool) -> pl.Expr:
         txt = pl.col(col).str.strip_chars()
@@ -106,7 +122,7 @@ def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str
         if bad.height:
             r = bad.row(0, named=True)
             raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {col!r}: "
-                             f"{r[col]!r} is not a number")
+                             f"{r[col]!r} is not a number" + number_hint(r[col], result=allow_censored))
         return val
 
     t_val = parse(time, False)

@@ -9,14 +9,28 @@ from importlib import resources
 import polars as pl
 import yaml
 
-__all__ = ["car_t_agent_expr", "car_t_infusions", "is_car_t_agent"]
+__all__ = ["car_t_agent_expr", "car_t_infusions", "is_car_t_agent", "other_cell_therapy_expr"]
+
+#: the word CAR-T in an agent name: "CAR-T", "CD7 CAR-T", "CAR T", "car_t", "CART19" (not "carteolol",
+#: "cartilage": a letter after the T), lower case (review s38 B5: was any name containing "cart")
+_CAR_T_WORD = r"(^|[^a-z])car[\s_\-]?t([^a-z]|$)"
 
 
 @functools.cache
 def product_names() -> frozenset[str]:
     """Brand, INN and short names of the marketed CAR-T products (``car_t_products.yaml``), normalised."""
-    data = yaml.safe_load(resources.files("cartlab.kinetics").joinpath("car_t_products.yaml").read_text("utf-8"))
-    return frozenset(_norm(p[k]) for p in data["products"] for k in ("brand", "inn", "short") if p.get(k))
+    return frozenset(_norm(p[k]) for p in _data()["products"] for k in ("brand", "inn", "short") if p.get(k))
+
+
+@functools.cache
+def _data() -> dict:
+    return yaml.safe_load(resources.files("cartlab.kinetics").joinpath("car_t_products.yaml").read_text("utf-8"))
+
+
+@functools.cache
+def not_car_t_names() -> frozenset[str]:
+    """Cell therapies with the ``-leucel`` stem that are not CAR-T (``car_t_products.yaml`` not_car_t)."""
+    return frozenset(_norm(p[k]) for p in _data().get("not_car_t", []) for k in ("brand", "inn", "short") if p.get(k))
 
 
 def _norm(name: str) -> str:
@@ -24,21 +38,33 @@ def _norm(name: str) -> str:
 
 
 def is_car_t_agent(agent: str | None) -> bool:
-    """``CAR-T``, ``CD7 CAR-T``, ``car_t``, ``tisagenlecleucel``, ``axicabtagene ciloleucel``, and the
-    marketed products by brand or short name (``Kymriah``, ``axi-cel``; ``car_t_products.yaml``).
+    """``CAR-T``, ``CD7 CAR-T``, ``car_t``, ``CART19``, an INN with the CAR stem ``-cabtagene``
+    (``axicabtagene ciloleucel``), and the marketed products by brand, INN or short name (``Kymriah``,
+    ``tisagenlecleucel``, ``axi-cel``; ``car_t_products.yaml``). Not the ``-leucel`` stem alone: it names
+    cell therapies in general (tabelecleucel, lifileucel are not CAR-T; review s38 B5).
 
     >>> [is_car_t_agent(a) for a in ("CD7 CAR-T", "tisagenlecleucel", "Kymriah", "axi-cel", "fludarabine", None)]
     [True, True, True, True, False, False]
+    >>> [is_car_t_agent(a) for a in ("tabelecleucel", "carteolol", "Aucatzyl")]
+    [False, False, True]
     """
     a = _norm(agent or "")
-    return "cart" in a or a.endswith("leucel") or "cabtagene" in a or a in product_names()
+    return (bool(re.search(_CAR_T_WORD, (agent or "").lower())) or "cabtagene" in a or a in product_names())
 
 
 def car_t_agent_expr(agent: pl.Expr) -> pl.Expr:
     """:func:`is_car_t_agent` as a polars expression (null agent -> False), for whole columns."""
-    a = agent.fill_null("").str.to_lowercase().str.replace_all(r"[\s_\-]", "")
-    return (a.str.contains("cart", literal=True) | a.str.ends_with("leucel") | a.str.contains("cabtagene", literal=True)
+    low = agent.fill_null("").str.to_lowercase()
+    a = low.str.replace_all(r"[\s_\-]", "")
+    return (low.str.contains(_CAR_T_WORD) | a.str.contains("cabtagene", literal=True)
             | a.is_in(sorted(product_names())))
+
+
+def other_cell_therapy_expr(agent: pl.Expr) -> pl.Expr:
+    """An agent with the cell-therapy stem ``-leucel`` (or a listed non-CAR-T cell therapy) that is not a
+    CAR-T (:func:`is_car_t_agent`): not a CAR-T infusion; the kinetics warn about such dosing rows."""
+    a = agent.fill_null("").str.to_lowercase().str.replace_all(r"[\s_\-]", "")
+    return (a.str.ends_with("leucel") | a.is_in(sorted(not_car_t_names()))) & ~car_t_agent_expr(agent)
 
 
 def car_t_infusions(study) -> pl.DataFrame:

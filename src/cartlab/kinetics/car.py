@@ -46,7 +46,8 @@ from cartlab._days import day_expr, day_text
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import InputError, SubjectsWarning
-from cartlab.kinetics.agents import car_t_infusions
+from cartlab.kinetics.agents import car_t_infusions, other_cell_therapy_expr
+from cartlab.kinetics.car_rows import select_analyte, select_specimen
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -87,6 +88,18 @@ class CarKineticsOptions(CriteriaOptions):
       infusion"); a warning names such subjects. "calendar_day": such a sample's time is whole days,
       its calendar day minus the infusion's (13.42 -> 14; its time of day is unknown); samples with a
       clock time keep their exact time.
+    * ``specimen`` ("PB"): the blood kinetics take rows of this specimen only; a row with an empty
+      specimen counts as PB (spec: CARCOPY/CARCELL "in blood"). Rows of other specimens (BM, CSF) are
+      left out, named in a warning and in the reason; "all" keeps every row (before session 38).
+    * ``analyte`` (None): one curve per analyte. A subject with rows of two or more named analytes of
+      its param is not evaluable (rule ``car_kinetics.multiple_analytes``) unless this names one (then
+      only its rows); rows without an analyte beside one named analyte are that analyte.
+    * ``max_aucpext`` (20): warning ``aucpext_high`` when ``aucpext.obs`` (ADPP AUCPEO, the % of
+      ``aucinf.obs`` extrapolated past tlast; PKNCA ``pk.calc.aucpext``) is above this percentage.
+    * ``all_blq_auc`` ("zero"): a subject whose samples are all BLQ gets ``car_auc_0_28`` 0 (PKNCA: "If
+      all conc input are zero, then the AU(M)C is zero"), with a basis naming the last sampled day and
+      warning ``all_blq_before_window_end`` when that day is before the window's end;
+      "through_last_sample": empty (not computable) in that case, the level after it being unknown.
     """
 
     param: str | None = None
@@ -96,8 +109,18 @@ class CarKineticsOptions(CriteriaOptions):
     zero_at_infusion: bool = True
     date_only_samples: str = "as_given"
     day0_untimed_sample: str = "as_given"
+    specimen: str = "PB"
+    analyte: str | None = None
+    max_aucpext: float = 20.0
+    all_blq_auc: str = "zero"
 
     def __post_init__(self) -> None:
+        if self.all_blq_auc not in ("zero", "through_last_sample"):
+            raise ValueError(f"all_blq_auc must be 'zero' or 'through_last_sample', not {self.all_blq_auc!r}")
+        if not isinstance(self.specimen, str) or not self.specimen.strip():
+            raise ValueError(f"specimen must be a specimen code (PB, BM, CSF ...) or 'all', not {self.specimen!r}")
+        if self.analyte is not None and not str(self.analyte).strip():
+            raise ValueError("analyte must be an analyte name (observations.csv analyte) or empty (None)")
         if self.day0_untimed_sample not in ("as_given", "pre_infusion"):
             raise ValueError(f"day0_untimed_sample must be 'as_given' or 'pre_infusion', not {self.day0_untimed_sample!r}")
         if self.date_only_samples not in ("as_given", "calendar_day"):
@@ -171,10 +194,20 @@ def _with_last_infusion(obs: pl.DataFrame, inf: pl.DataFrame, calendar: bool) ->
 
 
 def _profiles(study: Study, options: CarKineticsOptions) -> pl.DataFrame:
-    """:func:`derive_car_profiles` with three private columns: ``_rel`` (time from the most recent
-    infusion, ADPC ARRLT), ``_untimed0`` (a date-only sample at time 0, B4) and ``_no_inf`` (the subject
-    has no CAR-T infusion record: timed from day 0, B3)."""
-    obs = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS)) & pl.col("day").is_not_null())
+    """:func:`derive_car_profiles` with private columns: ``_rel`` (time from the most recent
+    infusion, ADPC ARRLT), ``_untimed0`` (a date-only sample at time 0, B4), ``_no_inf`` (the subject
+    has no CAR-T infusion record: timed from day 0, B3) and ``_note`` (rows left out: specimen, analyte)."""
+    return _profiles_ex(study, options)[0]
+
+
+def _profiles_ex(study: Study, options: CarKineticsOptions, warn: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`_profiles` and the subjects not evaluable for the specimen/analyte rules (``subject_id``,
+    ``param``, ``unit``, ``evidence``, ``not_evaluable``, ``rule``); ``warn``: warn about left-out rows.
+
+    Times are rounded to 1e-9 day (86 us, the NFRLT rule): a date-time exactly N days after the
+    infusion is day N, not 27.999999999999996 (review s38 A3)."""
+    all_obs = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS)) & pl.col("day").is_not_null())
+    obs, spec_notes = select_specimen(all_obs, options.specimen, warn=warn)
     if options.param is not None:
         obs = obs.filter(pl.col("param") == options.param)
     inf = _infusions(study)
@@ -188,18 +221,23 @@ def _profiles(study: Study, options: CarKineticsOptions) -> pl.DataFrame:
                                .alias("_first_t"))
     else:
         obs = obs.with_columns(pl.col("day").alias("_t"), pl.col("_first").alias("_first_t"))
-    obs = obs.filter(pl.col("_t") >= pl.col("_first_t"))
+    obs = obs.filter((pl.col("_t") - pl.col("_first_t")).round(9) >= 0)
     if options.param is None:  # per subject: CARCOPY when it has any after the infusion, else CARCELL
         # (a pre-infusion CARCOPY baseline "<50" must not hide the CARCELL profile: session 32 review)
         has_copy = obs.filter(pl.col("param") == "CARCOPY")["subject_id"].unique().to_list()
         obs = obs.filter((pl.col("param") == "CARCOPY") | ~pl.col("subject_id").is_in(has_copy))
+    obs, an_notes, multi = select_analyte(obs, options.analyte, warn=warn)
+    obs = obs.join(spec_notes, on="subject_id", how="left").join(an_notes, on="subject_id", how="left").with_columns(
+        pl.concat_str(pl.col("_spec_note"), pl.col("_an_note"), separator="; ", ignore_nulls=True)
+        .replace("", None).alias("_note")
+    ).drop("_spec_note", "_an_note")
     obs = _with_last_infusion(obs, inf, calendar)
     if options.time_from == "last":
         _refuse_between(obs)
     last = pl.coalesce(pl.col("_last"), pl.col("_first"))  # no infusion record: day 0 (B3)
     ref_last = pl.when(_date_only() & pl.lit(calendar)).then(last.floor()).otherwise(last)
-    rel = (pl.col("_t") - ref_last).alias("_rel")
-    time = (rel if options.time_from == "last" else pl.col("_t") - pl.col("_first_t")).alias("time")
+    rel = (pl.col("_t") - ref_last).round(9).alias("_rel")
+    time = (rel if options.time_from == "last" else (pl.col("_t") - pl.col("_first_t")).round(9)).alias("time")
     obs = obs.with_columns(time, rel, (_date_only() & (time == 0)).alias("_untimed0"))
     if options.day0_untimed_sample == "pre_infusion":  # a date-only sample on the infusion's day: before it
         obs = obs.filter(~pl.col("_untimed0"))
@@ -212,23 +250,36 @@ def _profiles(study: Study, options: CarKineticsOptions) -> pl.DataFrame:
          | (pl.col("value") == 0).fill_null(False)).alias("blq"),  # a 0 is BLQ without an lloq too (docs)
         "value_text", "unit", pl.lit(False).alias("imputed"), pl.col("source"),
         pl.concat_list(evidence_ref()).list.drop_nulls().alias("evidence"),
-        "_rel", "_untimed0", "_no_inf",
+        "_rel", "_untimed0", "_no_inf", "_note",
     )
-    schema = {**_PROFILE_SCHEMA, "_rel": pl.Float64, "_untimed0": pl.Boolean, "_no_inf": pl.Boolean}
+    schema = {**_PROFILE_SCHEMA, "_rel": pl.Float64, "_untimed0": pl.Boolean, "_no_inf": pl.Boolean,
+              "_note": pl.String}
     if options.zero_at_infusion:
         at0 = prof.filter(pl.col("time") == 0)["subject_id"].unique().to_list()
         starts = prof.group_by("subject_id", maintain_order=True).agg(
-            pl.col("param").first(), pl.col("unit").first(), pl.col("_no_inf").first())
+            pl.col("param").first(), pl.col("unit").first(), pl.col("_no_inf").first(), pl.col("_note").first())
         ref_day = pl.col("_final" if options.time_from == "last" else "_first").fill_null(0.0)
         zero = starts.filter(~pl.col("subject_id").is_in(at0)).join(first, on="subject_id", how="left").select(
             "subject_id", "param", ref_day.alias("day"), pl.lit(0.0).alias("time"),
             pl.lit(0.0).alias("conc"), pl.lit(None, dtype=pl.Float64).alias("lloq"), pl.lit(False).alias("blq"),
             pl.lit(None, dtype=pl.String).alias("value_text"), "unit", pl.lit(True).alias("imputed"),
             pl.lit(None, dtype=pl.String).alias("source"), pl.lit([], dtype=EVIDENCE).alias("evidence"),
-            pl.lit(0.0).alias("_rel"), pl.lit(False).alias("_untimed0"), "_no_inf",
+            pl.lit(0.0).alias("_rel"), pl.lit(False).alias("_untimed0"), "_no_inf", "_note",
         )
         prof = pl.concat([prof.cast(schema), zero.cast(schema)])
-    return prof.cast(schema).sort("subject_id", "time")
+    prof = prof.cast(schema).sort("subject_id", "time")
+    # a subject whose CAR rows are all of another specimen: not evaluable, naming them (missing is not negative)
+    gone = spec_notes.filter(~pl.col("subject_id").is_in(prof["subject_id"].implode())
+                             & ~pl.col("subject_id").is_in(multi["subject_id"].implode()))
+    first_rows = all_obs.sort("subject_id", "day").group_by("subject_id", maintain_order=True).agg(
+        pl.col("param").first(), pl.col("unit").first(), evidence_ref().drop_nulls().alias("evidence"))
+    no_blood = gone.join(first_rows, on="subject_id", how="left").select(
+        "subject_id", "param", "unit", "evidence",
+        pl.format("no {} CAR sample: {}", pl.lit(options.specimen), pl.col("_spec_note")).alias("not_evaluable"),
+        pl.lit("car_kinetics.specimen").alias("rule"))
+    excluded = pl.concat([multi.with_columns(pl.lit("car_kinetics.multiple_analytes").alias("rule")), no_blood],
+                         how="diagonal_relaxed")
+    return prof, excluded
 
 
 def _refuse_between(obs: pl.DataFrame) -> None:
@@ -280,6 +331,20 @@ def _warn_day0(prof: pl.DataFrame, options: CarKineticsOptions) -> None:
             q0["subject_id"].to_list(), "car_kinetics.csv (reason)", labels=labels), stacklevel=3)
 
 
+def _warn_other_cell_therapy(study: Study) -> None:
+    """Warn about dosing rows of a cell therapy (``-leucel``) that is not a CAR-T: not an infusion the
+    kinetics are timed from (review s38 B5; ``car_t_products.yaml``)."""
+    if "agent" not in study.doses.columns:
+        return
+    other = study.doses.filter(other_cell_therapy_expr(pl.col("agent")))
+    if other.height:
+        names = ", ".join(sorted(set(other["agent"].to_list())))
+        warnings.warn(SubjectsWarning(
+            f"{other.height} doses.csv row(s) of a cell therapy that is not a CAR-T ({names}) are not counted as "
+            "CAR-T infusions (time from the first CAR-T infusion ignores them; name a CAR-T product or 'CAR-T' "
+            "if it is one): {subjects}", other["subject_id"].to_list(), "doses.csv (agent)"), stacklevel=3)
+
+
 def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
     """One row per CAR kinetic sample after the first infusion (plus the imputed 0 at infusion).
 
@@ -292,7 +357,7 @@ def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None)
     between two infusions.
     """
     options = options or CarKineticsOptions()
-    return _profiles(study, options).drop("_rel", "_untimed0", "_no_inf")
+    return _profiles(study, options).drop("_rel", "_untimed0", "_no_inf", "_note")
 
 
 def _same_time(prof: pl.DataFrame) -> pl.DataFrame:
@@ -338,15 +403,19 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     from cartlab.kinetics.nca import NcaOptions, derive_nca
 
     options = options or CarKineticsOptions()
-    prof = _profiles(study, options)
+    prof, excluded = _profiles_ex(study, options, warn=True)
     _warn_date_only(study, prof, options)
     _warn_day0(prof, options)
+    _warn_other_cell_therapy(study)
     schema_extra = {"subject_id": pl.String}
     if prof.height == 0:
-        return pl.DataFrame(schema={**schema_extra, "param": pl.String, "cmax": pl.Float64, "tmax": pl.Float64,
-                                    "tlast": pl.Float64, "auc_window": pl.Float64, "method": pl.String,
-                                    "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
-                                    "not_evaluable": pl.String})
+        empty = pl.DataFrame(schema={**schema_extra, "param": pl.String, "cmax": pl.Float64, "tmax": pl.Float64,
+                                     "tlast": pl.Float64, "auc_window": pl.Float64, "method": pl.String,
+                                     "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
+                                     "not_evaluable": pl.String})
+        if excluded.height == 0:
+            return empty
+        return pl.concat([empty, _excluded_rows(excluded, options)], how="diagonal_relaxed")
     same = _same_time(prof)
     # the NCA sees quantifiable values as conc and BLQ samples as conc 0 with their LLOQ
     # (a measured 0 stays a 0: the NCA reads it as BLQ without an lloq, PKNCA's convention)
@@ -364,7 +433,8 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                      .otherwise(None).alias("value_text")))
     lo, hi = options.auc_window
     res = derive_nca(frame, subject="subject_id", time="time", conc="conc", lloq="lloq", value_text="value_text",
-              intervals=((0.0, math.inf), (lo, hi)), options=NcaOptions(method=options.method))
+              intervals=((0.0, math.inf), (lo, hi)), options=NcaOptions(method=options.method,
+                                                                                  max_aucpext=options.max_aucpext))
     whole = res.filter(pl.col("end").is_infinite()).rename({"rule": "lambda.z.rule", "reason": "lambda.z.reason"})
     win = res.filter(pl.col("end") == hi).select(
         "subject_id", pl.col("aucint").alias("_aucint"),
@@ -380,12 +450,16 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     meta = prof.group_by("subject_id", maintain_order=True).agg(
         pl.col("param").first(), pl.col("unit").first(), pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).alias("evidence"),
         pl.col("imputed").any().alias("zero_imputed"), pl.col("_no_inf").any().alias("_no_inf"),
+        pl.col("_note").drop_nulls().first().alias("_note"),
         (pl.col("_untimed0") & ~pl.col("blq") & (pl.col("conc") > 0).fill_null(False)).any().alias("_q0"),
         # a sample at the window's start (or before it): without one and without the imputed 0 the window
         # has no start (zero_at_infusion=False; review s35 B2)
         (pl.col("time") <= lo).any().alias("_has_start"),
         # samples observed BLQ (the imputed 0 at the infusion is not one: its blq is False)
         pl.col("blq").sum().cast(pl.Int64).alias("_n_blq"),
+        # every sample BLQ (the imputed 0 is no sample), and the last sampled time (review s38 B2)
+        (pl.col("blq").filter(~pl.col("imputed")).all() & (~pl.col("imputed")).any()).alias("_all_blq"),
+        pl.col("time").filter(~pl.col("imputed")).max().alias("_last_t"),
         # no sample with an lloq and no "<x" result (its limit is in lloq too): a value below the
         # assay's limit cannot be recognised as BLQ (review 37 B5); the imputed 0 is no sample
         pl.col("lloq").filter(~pl.col("imputed")).is_null().all().alias("_no_lloq"))
@@ -405,12 +479,14 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     # zero_at_infusion=False and no sample at the window's start: not computable (the option's meaning;
     # PKNCA's aucint would start from conc.origin = 0, i.e. impute the 0 anyway: review s35 B2)
     no_start = pl.lit(not options.zero_at_infusion) & ~pl.col("_has_start").fill_null(False)
+    blq_short = pl.col("_all_blq").fill_null(False) & (pl.col("_last_t") < hi).fill_null(False)
+    blq_null = blq_short & pl.lit(options.all_blq_auc == "through_last_sample")
     c_end = cl * (z - hi) / (z - tl)  # linear from (tlast, clast) to (zero_at, 0), at the window's end
     # the window needs lambda.z only on the aucint path (no BLQ sample after tlast closes the curve)
     # and only when it ends after tlast (the window row's own aucint_no_lambda_z says exactly that)
     no_lz = (~no_start & ~use_all & ~zero_later & pl.col("_aucint").is_null()
              & pl.col("_win_no_lz").fill_null(False))
-    auc = (pl.when(no_start).then(pl.lit(None, dtype=pl.Float64)).when(use_all).then(pl.col("aucall"))
+    auc = (pl.when(no_start | blq_null).then(pl.lit(None, dtype=pl.Float64)).when(use_all).then(pl.col("aucall"))
            .when(zero_later).then(pl.col("auclast") + (cl + c_end) / 2 * (hi - tl))
            .otherwise(pl.col("_aucint")))
     out = out.with_columns(
@@ -418,6 +494,15 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         pl.when(no_start).then(pl.lit(
             f"not computable: no sample at the start of the window (day {day_text(lo)}) and no 0 imputed at the "
             "infusion (zero_at_infusion=False)"))
+        .when(blq_null).then(pl.format(
+            f"not computable: all samples BLQ, the last on day {{}}, before the window's end (day {day_text(hi)}): "
+            "the level after it is unknown (kinetics.all_blq_auc=through_last_sample)", day_expr(pl.col("_last_t"))))
+        .when(pl.col("_all_blq").fill_null(False) & ~blq_short & (auc == 0).fill_null(False)).then(pl.format(
+            "all samples BLQ, the last on day {}: AUC 0 (PKNCA: an AUC of all-zero concentrations is 0)",
+            day_expr(pl.col("_last_t"))))
+        .when(blq_short & auc.is_not_null()).then(pl.format(
+            f"all samples BLQ, the last on day {{}}: AUC taken as 0 to day {day_text(hi)} (PKNCA: an AUC of all-zero "
+            "concentrations is 0; kinetics.all_blq_auc=zero)", day_expr(pl.col("_last_t"))))
         # a method is the basis of a value only: an empty AUC says why it is empty (review s35 B2)
         .when(auc.is_null() & (use_all | zero_later)).then(pl.lit(
             "not computable: the NCA of the whole profile gives no AUCall/AUClast"))
@@ -437,13 +522,17 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
             "quantifiable sample (day {}) and lambda.z is not available, with no BLQ sample after it to bring the "
             "level to 0: auc_window is null (PKNCA aucint)", day_expr(tl))))
                      .otherwise(pl.lit([], dtype=pl.List(pl.String))))
+        .list.concat(pl.when(blq_short).then(pl.concat_list(pl.format(
+            f"all_blq_before_window_end: every sample is BLQ and the last is on day {{}}, before the window's end (day "
+            f"{day_text(hi)}): nothing is known of the level after it (option kinetics.all_blq_auc)",
+            day_expr(pl.col("_last_t"))))).otherwise(pl.lit([], dtype=pl.List(pl.String))))
         .list.concat(pl.when(pl.col("_no_lloq").fill_null(False)).then(pl.concat_list(pl.format(
             "no_lloq: no {} sample has an lloq (observations.csv lloq) or a '<x' value_text: a value below the "
             "assay's limit of quantification cannot be recognised, so BLQ comes only from a '<x' result or a "
             "measured 0 and every other value is taken as quantified (n_blq, auc_window); give lloq",
             pl.col("param")))).otherwise(pl.lit([], dtype=pl.List(pl.String)))).alias("warnings"),
         pl.col("_n_blq").alias("n_blq"),
-    ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq", "_has_start", "_no_lloq")
+    ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq", "_has_start", "_no_lloq", "_all_blq", "_last_t")
     auc_text = (pl.when(pl.col("auc_window").is_null()).then(pl.format("({})", pl.col("auc_window_basis")))
                 .otherwise(pl.format("{} by {} ({})", _num_text("auc_window"), pl.lit(options.method),
                                      pl.col("auc_window_basis"))))
@@ -453,7 +542,7 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     out = out.with_columns(
         pl.lit(options.method).alias("method"),
         pl.lit("car_kinetics.nca").alias("rule"),
-        pl.format("{} NCA from {} samples ({}{}{}): {}, AUC{}-{} {}",
+        pl.format("{} NCA from {} samples ({}{}{}{}): {}, AUC{}-{} {}",
                   pl.col("param"), pl.col("n_samples"),
                   pl.when(pl.col("_no_inf")).then(pl.lit("time from day 0 (no CAR-T infusion recorded)"))
                   .otherwise(pl.lit(f"time from the {options.time_from} infusion")),
@@ -463,14 +552,35 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                   pl.when(pl.col("_q0")).then(pl.lit(
                       "; a quantifiable sample without a clock time on the infusion's day taken as the level at "
                       "the infusion (kinetics.day0_untimed_sample=as_given)")).otherwise(pl.lit("")),
+                  pl.when(pl.col("_note").is_not_null()).then(pl.concat_str(pl.lit("; "), pl.col("_note")))
+                  .otherwise(pl.lit("")),
                   peak_text, pl.lit(day_text(lo)), pl.lit(day_text(hi)),
                   auc_text).alias("reason"),
         pl.lit(None, dtype=pl.String).alias("not_evaluable"),
-    ).drop("_no_inf", "_q0")
+    ).drop("_no_inf", "_q0", "_note")
     if same.height:
         out = pl.concat([out, _not_evaluable_rows(same, meta, options)], how="diagonal_relaxed").sort(
             "subject_id", maintain_order=True)
+    if excluded.height:
+        out = pl.concat([out, _excluded_rows(excluded, options)], how="diagonal_relaxed").sort(
+            "subject_id", maintain_order=True)
     return out
+
+
+def _excluded_rows(excluded: pl.DataFrame, options: CarKineticsOptions) -> pl.DataFrame:
+    """The rows of the subjects not evaluable for the specimen/analyte rules (review s38 A1, A2): every
+    NCA value empty (missing, not 0), the rule, and the reason naming the analytes or specimens."""
+    code = pl.when(pl.col("rule") == "car_kinetics.multiple_analytes").then(pl.lit("multiple_analytes")).otherwise(
+        pl.lit("no_blood_sample"))
+    return excluded.select(
+        "subject_id", pl.lit(0.0).alias("start"), pl.lit(math.inf).alias("end"),
+        pl.concat_list(pl.format("{}: {}", code, pl.col("not_evaluable"))).alias("warnings"),
+        "param", "unit", pl.col("evidence").cast(EVIDENCE), pl.lit(False).alias("zero_imputed"),
+        pl.format("not evaluable: {}", pl.col("not_evaluable")).alias("auc_window_basis"),
+        pl.lit(options.method).alias("method"), "rule",
+        pl.format("{} NCA not evaluable: {}", pl.col("param"), pl.col("not_evaluable")).alias("reason"),
+        "not_evaluable",
+    )
 
 
 def _not_evaluable_rows(same: pl.DataFrame, meta: pl.DataFrame, options: CarKineticsOptions) -> pl.DataFrame:
@@ -571,6 +681,7 @@ PPTESTCD = {
     "CMAX": ("cmax", "Max Conc"), "TMAX": ("tmax", "Time of CMAX"), "CLST": ("clast.obs", "Last Nonzero Conc"),
     "TLST": ("tlast", "Time of Last Nonzero Conc"), "AUCLST": ("auclast", "AUC to Last Nonzero Conc"),
     "AUCALL": ("aucall", "AUC All"), "AUCIFO": ("aucinf.obs", "AUC Infinity Obs"),
+    "AUCPEO": ("aucpext.obs", "AUC %Extrapolation Obs"),
     "AUCINT": ("auc_window", "AUC from T1 to T2"), "LAMZ": ("lambda.z", "Lambda z"),
     "LAMZHL": ("half.life", "Half-Life Lambda z"), "R2ADJ": ("adj.r.squared", "R Squared Adjusted"),
     "LAMZNPT": ("lambda.z.n.points", "Number of Points for Lambda z"),

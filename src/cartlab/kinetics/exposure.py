@@ -156,11 +156,23 @@ def _logit(y: np.ndarray, x: np.ndarray) -> dict[str, Any]:
     if lx[y == 1].min() > lx[y == 0].max() or lx[y == 1].max() < lx[y == 0].min():
         return {"or_per_10fold": None, "or_ci_low": None, "or_ci_high": None, "logit_p": None,
                 "logit_note": "not fitted: the exposure separates the outcome groups completely (no finite MLE)"}
+    # quasi-complete separation (review s38 B4): the groups overlap only in ties at one value, so the MLE is
+    # still infinite (Albert & Anderson 1984); statsmodels would fail to converge and warn on stderr
+    for top, bottom in ((lx[y == 0].max(), lx[y == 1].min()), (lx[y == 1].max(), lx[y == 0].min())):
+        if top == bottom:
+            tie = float(10 ** top)
+            return {"or_per_10fold": None, "or_ci_low": None, "or_ci_high": None, "logit_p": None,
+                    "logit_note": f"not fitted: the exposure separates the outcome groups except for ties at "
+                                  f"{tie:.6g} (quasi-complete separation: no finite MLE)"}
     try:
-        fit = sm.Logit(y, sm.add_constant(lx)).fit(disp=0)
+        with warnings.catch_warnings():  # a failed fit is reported in the note, not on stderr
+            warnings.simplefilter("ignore")
+            fit = sm.Logit(y, sm.add_constant(lx)).fit(disp=0)
         if not fit.mle_retvals.get("converged", True):
-            raise RuntimeError("the likelihood maximisation did not converge")
-    except Exception as exc:  # perfect separation and the like
+            return {"or_per_10fold": None, "or_ci_low": None, "or_ci_high": None, "logit_p": None,
+                    "logit_note": "not fitted: the likelihood maximisation did not converge (near separation of "
+                                  "the outcome groups by the exposure)"}
+    except Exception as exc:  # a singular design and the like
         return {"or_per_10fold": None, "or_ci_low": None, "or_ci_high": None, "logit_p": None,
                 "logit_note": f"not fitted: {type(exc).__name__}: {exc}"}
     b, (lo, hi) = fit.params[1], fit.conf_int()[1]

@@ -531,7 +531,9 @@ def adpc(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         "AVAL", "AVALU",
         pl.when(pl.col("AVALC").is_null() & (pl.col("BLQFL") == "Y")).then(_blq_text(pl.col("_lloq")))
         .otherwise(pl.col("AVALC")).alias("AVALC"), "BLQFL",
-        cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "AFRLT", "ARRLT", "NFRLT", "DTYPE",
+        cdisc_day(pl.col("ADY")).alias("ADY"), pl.col("ADY").alias("ARELDY"), "AFRLT", "ARRLT", "NFRLT",
+        # the unit of the relative times: cartlab's day axis, not the ADNCA hours (review s38 C1)
+        pl.lit("DAYS").alias("FRLTU"), pl.lit("DAYS").alias("RRLTU"), "DTYPE",
         "DATASRC", evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
     )
     return _with_dates(f, dates, ADT="ARELDY")
@@ -574,6 +576,7 @@ def adpp(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", pl.col("PPTESTCD").alias("PARAMCD"),
         pl.when(pl.col("_ppu").is_not_null()).then(pl.format("{} ({})", pl.col("PPTEST"), pl.col("_ppu")))
         .otherwise(pl.col("PPTEST")).alias("PARAM"), pl.col("PARAMCD").alias("PARCAT1"), "AVAL",
+        pl.col("_ppu").alias("AVALU"),  # the parameter's unit as a variable, not only in PARAM (review s38 C1)
         iso_duration(pl.col("PPSTINT").cast(pl.Float64, strict=False)).alias("PPSTINT"),
         iso_duration(pl.col("PPENINT").cast(pl.Float64, strict=False)).alias("PPENINT"), "METHOD",
         "DATASRC", evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),

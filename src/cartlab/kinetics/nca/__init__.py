@@ -66,7 +66,9 @@ quantifiable time on the profile's own axis (*cartlab*).
   ``start`` (``auc_before_first``), else the AUC from ``start`` to the interval's tlast — no
   interpolation or extrapolation at ``end``. AUCall adds the linear triangle from tlast to the next
   sample in the interval (a BLQ kept as 0; ``choose_interval_method``). ``aucinf.obs`` = AUClast
-  + ``clast.obs / lambda.z`` (``aucinf_finite_interval`` warns for a finite interval). For
+  + ``clast.obs / lambda.z`` (``aucinf_finite_interval`` warns for a finite interval);
+  ``aucpext.obs`` = ``100 (1 - auclast / aucinf.obs)``, the % extrapolated (PKNCA ``pk.calc.aucpext``:
+  null when either AUC is <= 0), with warning ``aucpext_high`` above ``max_aucpext`` (20). For
   ``"lin-log"`` the tmax that splits linear from log is the curve's own (PKNCA recomputes it).
   ``n_samples`` counts these cleaned samples; ``n_blq`` (*cartlab*) counts the interval's samples
   observed BLQ, as observed (before cleaning: kept, imputed and dropped ones alike).

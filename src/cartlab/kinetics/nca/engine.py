@@ -312,6 +312,8 @@ _WARNINGS = (
                               "sampling' in docs/kinetics/README.md)"),
     ("above_uloq", "an upper-censored result ('>x') without a value was used as x"),
     ("no_dose_time", "no dose time for this subject: times used as given"),
+    ("aucpext_high", "aucpext.obs above {mpe}% (max_aucpext): aucinf.obs rests largely on the lambda.z "
+                     "extrapolation past tlast"),
 )
 _BIT = {code: i for i, (code, _) in enumerate(_WARNINGS)}
 
@@ -411,6 +413,8 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
         aucall = np.where(zero, 0.0, np.where(ok, curves["all"], np.nan))
         with np.errstate(divide="ignore", invalid="ignore"):
             aucinf = np.where(zero, 0.0, np.where(ok, auclast + clast / lam, np.nan))
+            # PKNCA pk.calc.aucpext: 100 * (1 - auclast / aucinf), NA when aucinf <= 0 or auclast <= 0
+            aucpext = np.where((aucinf > 0) & (auclast > 0), 100.0 * (1.0 - auclast / aucinf), np.nan)
 
         # aucint (lambda.z tail after tlast) and aucint.last (0 after tlast) on exactly [a, b], from
         # the whole cleaned profile, interpolated at the edges (PKNCA pk.calc.aucint)
@@ -463,6 +467,7 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
             "aucint_no_lambda_z": tail_b & ~np.isfinite(lam),
             "aucint_before_first": (n1 > 1) & loc_a["before"] & has_pos,
             "sparse_early_sampling": has_tmax & (n_before < opt.min_samples_before_tmax),
+            "aucpext_high": np.isfinite(aucpext) & (aucpext > opt.max_aucpext),
         }
         wbits = np.zeros(s, dtype=np.int64)
         for code, hit in bits.items():
@@ -475,7 +480,7 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
             "start": np.full(s, float(a)), "end": np.full(s, float(b)), "n_samples": nc,
             "n_blq": (present & B & (T >= a) & (T <= b)).sum(axis=1),
             "cmax": np.where(has_w, cm, np.nan), "tmax": tmax - a, "tlast": tlast - a, "clast.obs": clast,
-            "auclast": auclast, "aucall": aucall, "aucinf.obs": aucinf,
+            "auclast": auclast, "aucall": aucall, "aucinf.obs": aucinf, "aucpext.obs": aucpext,
             "aucint": aucint, "aucint.last": aucint_last,
             **lz, "persistence": tlast, "_wbits": wbits,
         }

@@ -258,7 +258,7 @@ def _assemble(subject: str, subjects: pl.Series, results: list[dict], opt: NcaOp
     linup = ("; over a steep (exponential) rise a linear-up AUC before tmax overestimates the area, consider "
              "method='log-up/log-down'" if opt.method != "log-up/log-down" else "")
     fill = {"mhp": opt.min_hl_points, "msr": _g(opt.min_span_ratio), "msb": opt.min_samples_before_tmax,
-            "linup": linup}
+            "linup": linup, "mpe": _g(opt.max_aucpext)}
     messages = [f"{code}: {msg.format(**fill)}" for code, msg in _WARNINGS]
     combos = {int(v): [messages[i] for i in range(len(_WARNINGS)) if (int(v) >> i) & 1] for v in np.unique(wbits)}
     warnings = (pl.Series("warnings", wbits).replace_strict(combos, return_dtype=pl.List(pl.String)) if wbits.size
@@ -313,7 +313,7 @@ def derive_nca(frame: pl.DataFrame, *, subject: str = "subject_id", time: str = 
     BLQ cleaning: those kept or imputed as 0 and those dropped alike; PKNCA has no such column, its
     ``count_conc`` counts the non-missing concentrations and ``count_conc_measured`` those not
     below or above the limit of quantification), ``cmax``, ``tmax``, ``tlast``,
-    ``clast.obs``, ``auclast``, ``aucall``, ``aucinf.obs``, ``aucint``, ``aucint.last``,
+    ``clast.obs``, ``auclast``, ``aucall``, ``aucinf.obs``, ``aucpext.obs``, ``aucint``, ``aucint.last``,
     ``lambda.z``, ``half.life``, ``r.squared``, ``adj.r.squared``, ``lambda.z.n.points``,
     ``lambda.z.time.first``, ``lambda.z.time.last``, ``span.ratio``, ``clast.pred``,
     ``persistence`` (= start + tlast), ``rule``/``reason`` (how lambda.z was chosen), ``lambda.z.times``

@@ -101,6 +101,9 @@ class NcaOptions:
     time_from: str = "first"
     #: warn (sparse_early_sampling) when fewer samples than this precede tmax (cartlab)
     min_samples_before_tmax: int = 3
+    #: warn (aucpext_high) when aucpext.obs, the % of aucinf.obs extrapolated past tlast, is above this
+    #: (cartlab: PKNCA reports aucpext.obs without a limit; 20% is the usual reliability limit)
+    max_aucpext: float = 20.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", normalise_method(self.method))
@@ -116,6 +119,9 @@ class NcaOptions:
             raise ValueError(f"time_from must be 'first' or 'last', not {self.time_from!r}")
         if not isinstance(self.min_samples_before_tmax, int) or self.min_samples_before_tmax < 0:
             raise ValueError("min_samples_before_tmax must be an integer >= 0")
+        if isinstance(self.max_aucpext, bool) or not (isinstance(self.max_aucpext, (int, float))
+                                                       and 0 <= self.max_aucpext <= 100):
+            raise ValueError("max_aucpext must be a percentage between 0 and 100")
         for k, (lo, hi) in self.lambda_z_range.items():
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                 raise ValueError(f"lambda_z_range[{k!r}] must be (first, last) with first <= last")
@@ -152,13 +158,14 @@ OPTION_DOCS: dict[str, str] = {
     "lambda_z_fixed": "subject -> lambda.z given instead of fitted (None: everyone)",
     "time_from": "with doses: time from the first (default) or last infusion",
     "min_samples_before_tmax": "warn sparse_early_sampling below this many samples before tmax (3)",
+    "max_aucpext": "warn aucpext_high when aucpext.obs (% of aucinf.obs extrapolated) is above this (20)",
 }
 
 #: output columns of :func:`nca` after the subject column (``time_offset``, ``conc_above`` and
 #: ``time_above`` are added when doses / a threshold are given)
 NCA_COLUMNS = (
     "start", "end", "method", "n_samples", "n_blq", "cmax", "tmax", "tlast", "clast.obs",
-    "auclast", "aucall", "aucinf.obs", "aucint", "aucint.last", "lambda.z", "half.life",
+    "auclast", "aucall", "aucinf.obs", "aucpext.obs", "aucint", "aucint.last", "lambda.z", "half.life",
     "r.squared", "adj.r.squared", "lambda.z.n.points", "lambda.z.time.first",
     "lambda.z.time.last", "span.ratio", "clast.pred", "persistence", "rule", "reason",
     "lambda.z.times", "warnings",
@@ -176,7 +183,7 @@ UNIT_KINDS: dict[str, str] = {
                      "persistence", "lambda.z.times", "time_offset", "time_above"), "T"),
     **dict.fromkeys(("cmax", "clast.obs", "clast.pred", "conc_above"), "C"),
     **dict.fromkeys(("auclast", "aucall", "aucinf.obs", "aucint", "aucint.last"), "T*C"),
-    "lambda.z": "1/T",
+    "lambda.z": "1/T", "aucpext.obs": "%",
     "r.squared": "unitless", "adj.r.squared": "unitless", "span.ratio": "fraction",
     **dict.fromkeys(("lambda.z.n.points", "n_samples", "n_blq"), "count"),
 }
