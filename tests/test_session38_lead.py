@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from cartlab.io import read_study, validate_study
@@ -98,3 +99,29 @@ def test_platelet_recovery_with_empty_interventions_or_none_given_is_day_6(tmp_p
     assert _platelet(_recovery_study(tmp_path / "empty", header))["day"] == 6  # an empty file: none given
     p = _platelet(_recovery_study(tmp_path / "none", None), absent_interventions="none_given")
     assert p["status"] == "recovered" and p["day"] == 6 and p["day_max"] == 6
+
+
+# --- explain --what response names a relapse without a marrow and the duration of response (review 38 B10)
+
+def test_explain_response_names_an_event_relapse_and_the_duration(tmp_path):
+    # ELN 2022: CR = BM blasts < 5 %, no circulating blasts, no EMD, ANC >= 1.0, PLT >= 100; relapse includes
+    # "development of extramedullary disease". Day -7 marrow 40 %; day 28 BM 2 %, PB 0, ANC 1.5, PLT 150 -> CR;
+    # EMD event on day 60 -> relapse on day 60; duration of response 60 - 28 = 32 days, ended by the relapse.
+    def obs(day, bm, pb, anc, plt):
+        return (f"S1,{day},BMBLAST,{bm},%,BM\n" + ("" if pb is None else f"S1,{day},PBBLAST,{pb},%,PB\n")
+                + ("" if anc is None else f"S1,{day},NEUT,{anc},10^9/L,PB\nS1,{day},PLAT,{plt},10^9/L,PB\n"))
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": "subject_id,disease,infusion_date,last_followup_day\nS1,AML,2024-03-01,120\n",
+        "doses.csv": "subject_id,day,agent,dose,unit\nS1,0,CAR-T,1000000,cells/kg\n",
+        "observations.csv": "subject_id,day,param,value,unit,specimen\n" + obs(-7, 40, None, None, None)
+                            + obs(28, 2, 0, 1.5, 150),
+        "events.csv": "subject_id,day,event\nS1,60,extramedullary_disease\n",
+        "interventions.csv": "subject_id,category,agent,start_day,end_day\n",
+    })
+    from cartlab.explain import explain
+
+    e = explain(read_study(folder), "response", "S1")
+    assert "best response CR on day 28" in e.headline
+    assert "Relapse on day 60" in e.headline and "Duration of response 32 days, ended on day 60" in e.headline
+    rel = e.days.filter(pl.col("grade") == "relapse")
+    assert rel["day"].to_list() == [60.0] and rel["evidence"][0].to_list() == ["events.csv:1"]

@@ -303,11 +303,35 @@ def _response(an: Analysis, sid: str) -> Explanation:
     if b["mrd_negative"] is not None:
         head += f", MRD {'negative' if b['mrd_negative'] else 'positive'} at that marrow"
     head += f". {b['reason']}"
+    # the relapse and the duration of response best_response.csv reports (review 38 B10): a relapse from
+    # blood samples or an event has no marrow row, so it is named here and listed from the relapse table
+    head = head.rstrip() + ("" if head.rstrip().endswith(".") else ".")
+    if b.get("relapse_day") is not None:
+        head += f" Relapse on day {day_text(b['relapse_day'])} ({b['relapse_rule']}): {b['relapse_reason']}"
+        head += "" if str(b["relapse_reason"] or "").endswith(".") else "."
+    if b.get("mrd_relapse_day") is not None:
+        head += f" MRD relapse on day {day_text(b['mrd_relapse_day'])}: {b['mrd_relapse_reason']}"
+        head += "" if str(b["mrd_relapse_reason"] or "").endswith(".") else "."
+    if b.get("dor_days") is not None:
+        head += (f" Duration of response {day_text(b['dor_days'])} days, "
+                 f"{'ended' if b['dor_event'] else 'censored'} on day {day_text(b['dor_end_day'])}: "
+                 f"{b['dor_end_reason']}.")
     mol = _rows(an, "molecular_response", sid)
-    days = pl.concat([
+    rel = _rows(an, "relapse", sid) if an.has("relapse") else None
+    parts = [
         a.select("day", pl.col("category").alias("grade"), "rule", "reason", "evidence"),
         mol.select("day", pl.lit(None, dtype=pl.String).alias("grade"), "rule", "reason", "evidence"),
-    ]).sort("day").with_columns(pl.lit(True).alias("shown"))
+    ]
+    if rel is not None and rel.height:
+        parts += [
+            rel.filter(pl.col("relapse_day").is_not_null()).select(
+                pl.col("relapse_day").alias("day"), pl.lit("relapse").alias("grade"),
+                pl.col("relapse_rule").alias("rule"), pl.col("relapse_reason").alias("reason"), "evidence"),
+            rel.filter(pl.col("mrd_relapse_day").is_not_null()).select(
+                pl.col("mrd_relapse_day").alias("day"), pl.lit("MRD relapse").alias("grade"),
+                pl.lit("mrd relapse").alias("rule"), pl.col("mrd_relapse_reason").alias("reason"), "evidence"),
+        ]
+    days = pl.concat(parts, how="vertical_relaxed").sort("day").with_columns(pl.lit(True).alias("shown"))
     return Explanation("response", head, str(b["criteria"] or "no response criteria for this disease"), days)
 
 
