@@ -111,9 +111,10 @@ def test_trtedt_spec_metadata():
 def test_trtp_trta_copied_from_adsl_in_every_record_level_dataset(frames):
     # ADaMIG Table 3.3.2.1: "TRTP must match at least one value of the character planned treatment
     # variables in ADSL (e.g., TRTxxP ...)"; TRTA likewise with TRTxxA. A: planned "CD19 CAR-T"
-    # (target CD19, no arm stated), actual "CAR-T" (agent of the day-0 dose row); B: no target and no
-    # arm -> TRTP empty, TRTA "CAR-T".
-    expect = {"A": ("CD19 CAR-T", "CAR-T"), "B": (None, "CAR-T")}
+    # (target CD19, no arm stated), actual "CD19 CAR-T" (it has a CAR-T dose row: the planned product,
+    # option adam.trt01a=planned_product, session 38); B: no target and no arm -> TRTP empty, TRTA the
+    # dose agent "CAR-T".
+    expect = {"A": ("CD19 CAR-T", "CD19 CAR-T"), "B": (None, "CAR-T")}
     adsl = frames["ADSL"]
     for sid, (p, a) in expect.items():
         r = _row(adsl, USUBJID=sid)

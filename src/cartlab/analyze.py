@@ -64,6 +64,7 @@ class AnalysisOptions:
     molecular: Any = None  # cartlab.response.molecular.MolecularOptions (molecular response, antigen loss)
     exposure: Any = None  # cartlab.kinetics.exposure.ExposureOptions (exposure-response: min_epv)
     protocol: Any = None  # cartlab.protocol.options.ProtocolOptions (the --protocol views)
+    adam: Any = None  # cartlab.io.adam.exposure.AdamOptions (ADaM export: trt01a, saffl_unknown)
     strict: bool = False
     #: the options as they were set (``from_settings``: the --options file and --set pairs, validated);
     #: recorded as ``options_set`` in analysis.json, so ``--options analysis.json`` replays the analysis
@@ -335,6 +336,7 @@ OPTION_CLASSES = {
     "molecular": ("cartlab.response.molecular", "MolecularOptions"),
     "exposure": ("cartlab.kinetics.exposure", "ExposureOptions"),
     "protocol": ("cartlab.protocol.options", "ProtocolOptions"),
+    "adam": ("cartlab.io.adam.exposure", "AdamOptions"),
 }
 
 

@@ -419,7 +419,7 @@ def _print_skipped(analysis) -> None:
 OptionsFileOpt = Annotated[Optional[Path], typer.Option(
     "--options", metavar="FILE", help="A YAML file of engine options, e.g. 'icaht: {never_above_requires_full_window: true}' "
     "(engines: crs, icans, ctcae, icaht, t_icaht, count_recovery, car_hematotox, easix, iec_hs, crs_legacy, "
-    "response, best_response, endpoints, molecular, kinetics, exposure; every option and the "
+    "response, best_response, endpoints, molecular, kinetics, exposure, adam; every option and the "
     "value applied is listed in analysis.json, 'options'; docs/derivation-conventions.md). An analysis.json "
     "replays the options that analysis was given ('options_set').")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(

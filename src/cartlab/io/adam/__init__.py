@@ -24,11 +24,12 @@ import polars as pl
 
 from cartlab.errors import InputError
 from cartlab.io.adam.build import BUILDERS, build_available, cdisc_day
+from cartlab.io.adam.exposure import AdamOptions
 from cartlab.io.adam.spec import AdamSpec, load_spec
 from cartlab.io.adam.write import ascii_text, conform, define_table, write_define_xml, write_xpt
 from cartlab.io.atomic import export_folder
 
-__all__ = ["DATASETS", "FORMATS", "adam_frames", "cdisc_day", "check_unique_ids", "export_adam", "is_adam_file",
+__all__ = ["DATASETS", "FORMATS", "AdamOptions", "adam_frames", "cdisc_day", "check_unique_ids", "export_adam", "is_adam_file",
            "load_spec", "write_adam"]
 
 FORMATS = ("xpt", "csv", "parquet")
@@ -66,19 +67,21 @@ def check_unique_ids(study) -> None:
                          hint="rename one of each pair in subjects.csv (and the other tables), then export again")
 
 
-def _frames(analysis, spec: AdamSpec, datasets, strict: bool):
+def _frames(analysis, spec: AdamSpec, datasets, strict: bool, options=None):
     names = _names(spec, datasets)
     check_unique_ids(analysis.study)
-    raw, not_written, notes = build_available(analysis, names, strict=strict)
+    raw, not_written, notes = build_available(analysis, names, strict=strict, options=options)
     return {n: conform(raw[n], spec.datasets[n]) for n in names if n in raw}, not_written, notes
 
 
 def adam_frames(analysis, spec: AdamSpec | str | Path | None = None,
-                datasets: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+                datasets: tuple[str, ...] | list[str] | None = None, options=None) -> dict[str, Any]:
     """The conformed ADaM frames (spec order, types, ASCII, <= 200 characters) of ``datasets``; an
-    EngineError when an analysis table one of them needs is not available."""
+    EngineError when an analysis table one of them needs is not available. ``options``: an
+    :class:`~cartlab.io.adam.exposure.AdamOptions` or a mapping (``{"trt01a": "agent"}``), else the
+    analysis' ``adam`` options, else the defaults."""
     spec = spec if isinstance(spec, AdamSpec) else load_spec(spec)
-    return _frames(analysis, spec, datasets, strict=True)[0]
+    return _frames(analysis, spec, datasets, strict=True, options=options)[0]
 
 
 def _formats(formats) -> tuple[str, ...]:
@@ -92,12 +95,12 @@ def _formats(formats) -> tuple[str, ...]:
 
 def write_adam(analysis, folder: Path, formats: tuple[str, ...] | list[str] = ("xpt", "csv"), *,
                spec: AdamSpec | str | Path | None = None, datasets: tuple[str, ...] | list[str] | None = None,
-               define_xml: bool = True, strict: bool = False) -> dict[str, Any]:
+               define_xml: bool = True, strict: bool = False, options=None) -> dict[str, Any]:
     """Write the ADaM files into ``folder`` as they are (no staging: :func:`export_adam` is the
     whole-folder write); return ``{"datasets", "files", "not_written", "notes"}``."""
     formats = _formats(formats)
     spec = spec if isinstance(spec, AdamSpec) else load_spec(spec)
-    frames, not_written, notes = _frames(analysis, spec, datasets, strict)
+    frames, not_written, notes = _frames(analysis, spec, datasets, strict, options)
     define = define_table(spec, frames)
     files = []
     for name, frame in frames.items():
@@ -119,10 +122,13 @@ def write_adam(analysis, folder: Path, formats: tuple[str, ...] | list[str] = ("
     # the options the datasets were derived with (a CRSGRMX at 38.3 C looks like one at 38.0 C):
     # every value applied and what was set; `cartlab analyze --options analysis_options.json` replays it
     import json
+    from dataclasses import asdict
 
     from cartlab import __version__
+    from cartlab.io.adam.exposure import adam_options
 
     record = {"cartlab_version": __version__, "study_id": analysis.study.study_id,
+              "adam_options": asdict(adam_options(options, analysis)),
               "options": analysis.options.to_dict(diseases=analysis._diseases()),
               "options_set": analysis.options.settings_record()}
     (folder / "analysis_options.json").write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
@@ -133,7 +139,7 @@ def write_adam(analysis, folder: Path, formats: tuple[str, ...] | list[str] = ("
 
 def export_adam(analysis, out_dir: str | Path, formats: tuple[str, ...] | list[str] = ("xpt", "csv"), *,
                 spec: AdamSpec | str | Path | None = None, datasets: tuple[str, ...] | list[str] | None = None,
-                define_xml: bool = True, strict: bool = False, force: bool = False) -> dict[str, Any]:
+                define_xml: bool = True, strict: bool = False, force: bool = False, options=None) -> dict[str, Any]:
     """Write the ADaM datasets of ``analysis`` to ``out_dir`` (``<name>.xpt|csv|parquet`` in lower case,
     ``define.csv`` and ``define.xml``); return ``{"datasets": {name: rows}, "files": [...],
     "not_written": {name: why}, "notes": [...], "removed": [...]}`` (``removed``: files of an earlier
@@ -148,7 +154,7 @@ def export_adam(analysis, out_dir: str | Path, formats: tuple[str, ...] | list[s
     out = Path(out_dir)
     with export_folder(out, "ADaM", owned=is_adam_file, force=force) as target:
         result = write_adam(analysis, target.staging, formats, spec=spec, datasets=datasets,
-                            define_xml=define_xml, strict=strict)
+                            define_xml=define_xml, strict=strict, options=options)
         target.meta.update(study_id=analysis.study.study_id, not_written=result["not_written"], notes=result["notes"])
     result["files"] = [str(out / f) for f in result["files"]]
     result["removed"] = target.removed

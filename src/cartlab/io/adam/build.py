@@ -11,7 +11,7 @@ Conventions (docs/interop/adam.md):
   and synthetic studies have days only, so their dates are empty.
 * ``USUBJID`` = cartlab ``subject_id`` (the key of every analysis table).
 * **Treatment.** One period: ADSL TRT01P (the stated arm, else ``<target> CAR-T``, else empty),
-  TRT01A (agent of the earliest CAR-T dose row), TRTEDT (date of the last CAR-T dose row); every
+  TRT01A (= TRT01P when a CAR-T dose row exists, option adam.trt01a; io/adam/exposure.py), TRTEDT (date of the last CAR-T dose row); every
   record-level dataset carries them as TRTP / TRTA (ADaMIG BDS: at least one treatment variable).
 * **Terms and units as data** (``adam_terms.yaml``): ADAE AEDECOD/AEBODSYS of the reported term,
   ADPP parameter units; a term or parameter not listed stays uncoded / unitless.
@@ -29,6 +29,7 @@ from importlib import resources
 import polars as pl
 
 from cartlab.errors import EngineError, InputError
+from cartlab.io.adam.exposure import ADAM_SIG_DIGITS, adam_options, change, exposure
 from cartlab.io.clock import parse_wall_clock
 from cartlab.io.dictionary import load_dictionary
 from cartlab.model import NOT_MEASURED_SOURCES
@@ -156,7 +157,7 @@ def _study_dates(study) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"USUBJID": pl.String, "TRTSDT": pl.Int64, "TRTSDTM": pl.Float64}, orient="row")
 
 
-def _treatments(study, dates: pl.DataFrame) -> pl.DataFrame:
+def _treatments(study, dates: pl.DataFrame, options=None) -> pl.DataFrame:
     """``dates`` with the subject's treatments: TRT01P (:func:`_planned_arm`), TRT01A (agent of the
     earliest CAR-T dose row) and TRTEDT = TRTSDT + floor(day of the last CAR-T dose row): the last
     fraction of a split dose (days 0 and 2: TRTSDT + 2); empty without an infusion date or a CAR-T
@@ -169,7 +170,9 @@ def _treatments(study, dates: pl.DataFrame) -> pl.DataFrame:
            .rename({"subject_id": "USUBJID"}))
     plan = study.subjects.select(pl.col("subject_id").cast(pl.String).alias("USUBJID"), _planned_arm().alias("TRT01P"))
     f = dates.join(plan, on="USUBJID", how="left").join(car, on="USUBJID", how="left")
-    return f.with_columns((pl.col("TRTSDT") + pl.col("_lastday").floor().cast(pl.Int64)).alias("TRTEDT")).drop("_lastday")
+    f = f.with_columns((pl.col("TRTSDT") + pl.col("_lastday").floor().cast(pl.Int64)).alias("TRTEDT")).drop("_lastday")
+    # TRT01A in TRT01P's terms, no exposure dates for a subject not infused, SAFFL (review s38 A1/B1/B2)
+    return exposure(study, f, adam_options(options))
 
 
 def _with_trt(frame: pl.DataFrame, dates: pl.DataFrame) -> pl.DataFrame:
@@ -182,10 +185,11 @@ def _with_trt(frame: pl.DataFrame, dates: pl.DataFrame) -> pl.DataFrame:
 
 def _with_dates(frame: pl.DataFrame, dates: pl.DataFrame, **targets: str) -> pl.DataFrame:
     """Add ``<target> = TRTSDT + floor(<relative day column>)`` for each target=column."""
-    f = frame.join(dates.select("USUBJID", "TRTSDT"), on="USUBJID", how="left", maintain_order="left")
+    anchor = "_anchor" if "_anchor" in dates.columns else "TRTSDT"  # the day-0 date (TRTSDT unless not infused)
+    f = frame.join(dates.select("USUBJID", pl.col(anchor).alias("_d0")), on="USUBJID", how="left", maintain_order="left")
     f = f.with_columns(
-        (pl.col("TRTSDT") + pl.col(src).floor().cast(pl.Int64)).alias(tgt) for tgt, src in targets.items()
-    ).drop("TRTSDT")
+        (pl.col("_d0") + pl.col(src).floor().cast(pl.Int64)).alias(tgt) for tgt, src in targets.items()
+    ).drop("_d0")
     return _with_trt(f, dates)
 
 
@@ -253,8 +257,7 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         f = f.join(other, on="subject_id", how="left", maintain_order="left")
     f = f.join(dates, on="USUBJID", how="left", maintain_order="left")
     f = f.join(_subject_sources(study), on="USUBJID", how="left", maintain_order="left")
-    return f.with_columns(pl.when(pl.col("TRT01A").is_not_null()).then(pl.lit("Y")).otherwise(None).alias("SAFFL"),
-                          pl.when(pl.col("_nm").fill_null(False)).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("NMEASFL"))
+    return f.with_columns(pl.when(pl.col("_nm").fill_null(False)).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("NMEASFL"))
 
 
 def _baseline_scores(analysis) -> pl.DataFrame:
@@ -340,14 +343,50 @@ def _adae_upper(analysis, t: pl.DataFrame) -> pl.DataFrame:
         .then(pl.max_horizontal(pl.col("_up"), pl.col("ATOXGR").cast(pl.Int64))).alias("ATOXGRUP"))
 
 
+def _sig_digits(text: pl.Expr) -> pl.Expr:
+    """Significant digits of the number in a censored source text ("<50" -> 2, "<0.050" -> 2, "<1.5e3"
+    -> 2): its digits without the exponent, the decimal point and the leading zeros; null when none."""
+    mant = text.str.replace_all(r"[<>=\s]", "").str.replace(r"[eE].*$", "").str.replace_all(r"[^0-9]", "")
+    n = mant.str.strip_chars_start("0").str.len_chars()
+    return pl.when(n > 0).then(n)
+
+
+def _censored_avalc(study) -> pl.DataFrame:
+    """``_ref`` (file:row) and ``_avalc`` of every censored observation (value empty, censor < <= > >=):
+    the censor and its bound in the canonical unit (AVALU), rounded to the source's significant digits
+    (at most 6, cartlab.grading.censored.censored_text): "<50" /mm3 -> "<0.05" (10^9/L)."""
+    obs = study.observations
+    if not {"censor", "censor_limit"} <= set(obs.columns):
+        return pl.DataFrame(schema={"_ref": pl.String, "_avalc": pl.String})
+    src = pl.col("value_text").cast(pl.String) if "value_text" in obs.columns else pl.lit(None, dtype=pl.String)
+    digits = pl.min_horizontal(pl.coalesce(_sig_digits(src), pl.lit(6)), pl.lit(6))
+    lim = pl.col("censor_limit").cast(pl.Float64)
+    c = obs.filter(pl.col("value").is_null() & pl.col("censor").is_in(["<", "<=", ">", ">="]) & lim.is_not_null())
+    c = c.with_columns(digits.alias("_n"))
+    txt = pl.lit(None, dtype=pl.String)  # round_sig_figs takes one digit count: one branch per count
+    for n in range(6, 0, -1):
+        txt = pl.when(pl.col("_n") == n).then(lim.round_sig_figs(n).cast(pl.String).str.replace(r"\.0$", "")
+                                              ).otherwise(txt)
+    return c.select(evidence_ref().alias("_ref"), pl.concat_str(pl.col("censor"), txt).alias("_avalc")
+                    ).drop_nulls("_ref").unique("_ref", keep="first")
+
+
 def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     t = analysis.table("adlb").join(_params(), left_on="param", right_on="_code", how="left", maintain_order="left")
     t = t.with_columns(_datasrc(t, "evidence", analysis.study).alias("DATASRC")).with_row_index("_wr")
+    # the record's own row is the first of its evidence (grading.ctcae): its censored result is AVALC (review s38 A2)
+    t = t.with_columns(pl.col("evidence").cast(pl.List(pl.String)).list.first().alias("_ref")).join(
+        _censored_avalc(analysis.study), on="_ref", how="left", maintain_order="left")
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.col("param").alias("PARAMCD"), _param_label("AVALU").alias("PARAM"), pl.col("_group").alias("PARCAT1"),
-        "AVAL", "AVALU", pl.col("DTYPE").cast(pl.String).alias("DTYPE"), cdisc_day(pl.col("day")).alias("ADY"),
-        pl.col("day").alias("ARELDY"), "ABLFL", "BASE", (pl.col("AVAL") - pl.col("BASE")).alias("CHG"), "PCHG", "ANRLO", "ANRHI", "BNRIND",
+        "AVAL", pl.when(pl.col("AVAL").is_null()).then(pl.col("_avalc")).alias("AVALC"),
+        "AVALU", pl.col("DTYPE").cast(pl.String).alias("DTYPE"), cdisc_day(pl.col("day")).alias("ADY"),
+        pl.col("day").alias("ARELDY"), "ABLFL", "BASE", change(pl.col("AVAL"), pl.col("BASE")).alias("CHG"),
+        # adlb.PCHG's formula from the rounded CHG (review s38 B3: 3.6 -> 4.5 is 25, not 24.999999999999996)
+        pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0) & pl.col("PCHG").is_not_null())
+        .then(change(pl.col("AVAL"), pl.col("BASE")) / pl.col("BASE") * 100).otherwise(pl.col("PCHG")).alias("PCHG"),
+        "ANRLO", "ANRHI", "BNRIND",
         "ATOXDSCL", _grade_text("ATOXGRL").alias("ATOXGRL"), "ATOXDSCH", _grade_text("ATOXGRH").alias("ATOXGRH"),
         _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"),
         _grade_text("BTOXGR").alias("BTOXGR"),
@@ -426,9 +465,9 @@ def advs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.col("param").alias("PARAMCD"), _param_label("unit").alias("PARAM"), pl.col("value").alias("AVAL"),
         pl.col("unit").alias("AVALU"), cdisc_day(pl.col("day")).alias("ADY"), pl.col("day").alias("ARELDY"),
         pl.when(pl.col("_obs") == pl.col("_bobs")).then(pl.lit("Y")).otherwise(None).alias("ABLFL"),
-        "BASE", (pl.col("value") - pl.col("BASE")).alias("CHG"),
+        "BASE", change(pl.col("value"), pl.col("BASE")).alias("CHG"),
         pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
-        .then((pl.col("value") - pl.col("BASE")) / pl.col("BASE") * 100).otherwise(None).alias("PCHG"),
+        .then(change(pl.col("value"), pl.col("BASE")) / pl.col("BASE") * 100).otherwise(None).alias("PCHG"),
         _label().alias("DATASRC"), evidence_ref().alias("EVIDENCE"),
     )
     return _with_dates(out, dates, ADT="ARELDY")
@@ -451,6 +490,10 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     not coded there); TRTEMFL "Y" when the episode starts on or after the day of the first CAR-T
     infusion (ASTRLDY >= 0, no end window), "N" before it, empty when the start is unknown."""
     t = _table(analysis, "adae_toxicity", "EVIDENCE")
+    if "_exposed" in dates.columns:
+        t = t.join(dates.select("USUBJID", "_exposed"), on="USUBJID", how="left", maintain_order="left")
+    else:
+        t = t.with_columns(pl.lit(None, dtype=pl.Boolean).alias("_exposed"))
     t = t.join(ae_terms(), left_on="AETERM", right_on="_term", how="left", maintain_order="left")
     t = t.join(_adae_upper(analysis, t), on=["USUBJID", "AESEQ"], how="left", maintain_order="left")
     f = t.select(
@@ -458,7 +501,10 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.col("_decod").alias("AEDECOD"), pl.col("_bodsys").alias("AEBODSYS"),
         cdisc_day(pl.col("ASTDY")).alias("ASTDY"), cdisc_day(pl.col("AENDY")).alias("AENDY"),
         pl.col("ASTDY").cast(pl.Float64).alias("ASTRLDY"), pl.col("AENDY").cast(pl.Float64).alias("AENRLDY"),
-        pl.when(pl.col("ASTDY") >= 0).then(pl.lit("Y")).when(pl.col("ASTDY") < 0).then(pl.lit("N"))
+        # a subject not infused (review s38 B2: other subjects have a CAR-T dose row, it has none) has no
+        # treatment-emergent episode: TRTEMFL empty
+        pl.when(pl.col("_exposed").eq(False).fill_null(False)).then(None)
+        .when(pl.col("ASTDY") >= 0).then(pl.lit("Y")).when(pl.col("ASTDY") < 0).then(pl.lit("N"))
         .otherwise(None).alias("TRTEMFL"),
         "ADURN", "ADURU", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
         "ATOXGRUP", _range_flag(pl.col("ATOXGR"), pl.col("ATOXGRUP")).alias("ATOXRGFL"),
@@ -483,6 +529,9 @@ def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     # time-to-event parameters"; admiral derive_param_tte emits a record only with an event or a
     # censoring source). cartlab's own adtte.csv keeps those rows with their rule and reason.
     t = _table(analysis, "adtte", "evidence").filter(pl.col("CNSR").is_not_null())
+    from cartlab.io.adam.srcrec import source_record
+
+    t = source_record(t, analysis.study)  # SRCVAR/SRCSEQ, the deciding row first in EVIDENCE (review s38 B4)
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"), "PARAMCD", "PARAM",
         pl.col("ANLFL").alias("ANL01FL"), "AVAL", "AVALU",
@@ -494,7 +543,8 @@ def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         # EVNTDESC is the "Event or Censoring Description" (ADaM BDS-TTE; admiral censor_source rows
         # set it too): a censored row describes its censoring there as in CNSDTDSC
         pl.when(pl.col("EVNTDESC").is_null() & (pl.col("CNSR") == 1)).then(pl.col("CNSDTDSC"))
-        .otherwise(pl.col("EVNTDESC")).alias("EVNTDESC"), "CNSDTDSC", "SRCDOM",
+        .otherwise(pl.col("EVNTDESC")).alias("EVNTDESC"), "CNSDTDSC",
+        pl.coalesce(pl.col("_srcdom"), pl.col("SRCDOM")).alias("SRCDOM"), "SRCVAR", "SRCSEQ",
         *_rule_cols("rule", "rule_status", "reason", "evidence"),
     )
     return _with_dates(f, dates, STARTDT="STARTRDY", ADT="ARELDY")
@@ -576,6 +626,9 @@ def adpp(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", pl.col("PPTESTCD").alias("PARAMCD"),
         pl.when(pl.col("_ppu").is_not_null()).then(pl.format("{} ({})", pl.col("PPTEST"), pl.col("_ppu")))
         .otherwise(pl.col("PPTEST")).alias("PARAM"), pl.col("PARAMCD").alias("PARCAT1"), "AVAL",
+        # a parameter the NCA could not estimate (no terminal phase: LAMZ, LAMZHL, AUCIFO ...) is "NE",
+        # never a record with neither AVAL nor AVALC (review s38; car_kinetics.csv reason says why)
+        pl.when(pl.col("AVAL").is_null()).then(pl.lit("NE")).alias("AVALC"),
         pl.col("_ppu").alias("AVALU"),  # the parameter's unit as a variable, not only in PARAM (review s38 C1)
         iso_duration(pl.col("PPSTINT").cast(pl.Float64, strict=False)).alias("PPSTINT"),
         iso_duration(pl.col("PPENINT").cast(pl.Float64, strict=False)).alias("PPENINT"), "METHOD",
@@ -599,12 +652,13 @@ def build_datasets(analysis, names: list[str] | None = None) -> dict[str, pl.Dat
     return build_available(analysis, names, strict=True)[0]
 
 
-def build_available(analysis, names: list[str] | None = None, *, strict: bool = False
+def build_available(analysis, names: list[str] | None = None, *, strict: bool = False, options=None
                     ) -> tuple[dict[str, pl.DataFrame], dict[str, str], list[str]]:
     """The raw frames of the datasets that can be built, ``{dataset: why not}`` for the others (an
     analysis table they need could not be derived) and notes on datasets built with variables left
     empty (:data:`PARTS`). ``strict``: the first of these is an :class:`EngineError` instead."""
-    dates = _treatments(analysis.study, _study_dates(analysis.study))
+    opts = adam_options(options, analysis)
+    dates = _treatments(analysis.study, _study_dates(analysis.study), opts)
     frames: dict[str, pl.DataFrame] = {}
     not_built: dict[str, str] = {}
     notes: list[str] = []
@@ -622,8 +676,36 @@ def build_available(analysis, names: list[str] | None = None, *, strict: bool = 
                 raise
             not_built[n] = str(exc)
             continue
-        notes += _param_notes(n, frames[n])
+        frames[n] = _round_derived(frames[n])
+        notes += _param_notes(n, frames[n]) + _saffl_notes(n, frames[n], opts)
     return frames, not_built, notes
+
+
+#: numbers the export (or the engine behind it) computes by arithmetic: rounded to ADAM_SIG_DIGITS
+#: (review s38 B3); ADTTE AVAL is a difference of days too
+_ROUNDED = ("CHG", "PCHG", "ARELDY", "ASTRLDY", "AENRLDY", "STARTRDY", "AFRLT", "ARRLT", "NFRLT", "BORRDY",
+            "CRSONRDY")
+
+
+def _round_derived(frame: pl.DataFrame) -> pl.DataFrame:
+    from cartlab.criteria.signif import signif
+
+    cols = [c for c in (*_ROUNDED, *(("AVAL",) if "CNSR" in frame.columns else ()))
+            if c in frame.columns and frame.schema[c].is_float()]
+    return frame.with_columns(signif(pl.col(c), ADAM_SIG_DIGITS).alias(c) for c in cols) if cols else frame
+
+
+def _saffl_notes(name: str, frame: pl.DataFrame, opts) -> list[str]:
+    """ADSL: the subjects without a CAR-T dose row, whose SAFFL is blank or N (option adam.saffl_unknown)."""
+    if name != "ADSL" or "SAFFL" not in frame.columns:
+        return []
+    ids = frame.filter(pl.col("SAFFL").is_null() | (pl.col("SAFFL") == "N"))["USUBJID"].to_list()
+    if not ids:
+        return []
+    shown = ", ".join(ids[:20]) + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
+    what = ("N (adam.saffl_unknown=N)" if opts.saffl_unknown == "N"
+            else "empty (adam.saffl_unknown=blank; Pinnacle 21 AD0005 rejects a null SAFFL: set adam.saffl_unknown=N)")
+    return [f"ADSL: SAFFL {what} for {len(ids)} subject(s) without a CAR-T dose row: {shown}"]
 
 
 def _param_notes(name: str, frame: pl.DataFrame) -> list[str]:
