@@ -230,8 +230,11 @@ def test_last_known_labs_within_a_window_stand_in_and_are_named_with_their_day(t
         (pl.col("subject_id") == "C1") & (pl.col("scale") == "lee2014"))
     d2 = daily.filter(pl.col("day") == 2).row(0, named=True)
     assert d2["grade"] == 3
+    # session 38 (review38 B1): the panel lab not measured (creatinine and ALT were) is named
     assert d2["reason"] == ("Lee 2014 grade 3: grade 3 organ toxicity: creatinine increased "
-                            "(CREAT 350 umol/L, CTCAE grade 3, day 1)")
+                            "(CREAT 350 umol/L, CTCAE grade 3, day 1)"
+                            "; not measured, read as not raising the grade (option organ_labs_required=renal_and_liver, "
+                            "crs_legacy.conv.organ_labs_required): bilirubin")
     zero = CrsLegacyOptions(organ_labs="last_known_within_days", organ_labs_days=0)
     y = by_id(derive_crs_cross_scale(study, organ_grades=og, options=zero))
     assert grades(y["S01"], "lee2014") == (1, 4)
@@ -298,10 +301,15 @@ def test_organ_toxicity_reason_names_the_lab_and_its_ctcae_grade(organ_cases):
     transaminitis" (grade 3), Penn "grade 4 LFTs" (grade 3)."""
     x = by_id(organ_cases)
     k01 = x["K01"]
+    # session 38 (review38 B1): the panel lab not measured (creatinine and ALT were) is named
     assert k01["crs_lee2014_reason"] == ("max on day 1: Lee 2014 grade 3: grade 3 organ toxicity: "
-                                         "hypokalemia (K 2.8 mmol/L, CTCAE grade 3)")
+                                         "hypokalemia (K 2.8 mmol/L, CTCAE grade 3)"
+                                         "; not measured, read as not raising the grade (option organ_labs_required=renal_and_liver, "
+                                         "crs_legacy.conv.organ_labs_required): bilirubin")
     assert k01["crs_cartox_reason"] == ("max on day 1: CARTOX grade 3: grade 3 organ toxicity: "
-                                        "hypokalemia (K 2.8 mmol/L, CTCAE grade 3)")
+                                        "hypokalemia (K 2.8 mmol/L, CTCAE grade 3)"
+                                        "; not measured, read as not raising the grade (option organ_labs_required="
+                                        "renal_and_liver, crs_legacy.conv.organ_labs_required): bilirubin")
     assert "creatinine increased (CREAT 350 umol/L, CTCAE grade 3)" in x["S09"]["crs_lee2014_reason"]
     assert x["S09"]["crs_penn_reason"] == (
         "max on day 1: Penn grade 3: organ dysfunction requiring hospitalization: grade 3 creatinine: "

@@ -41,6 +41,8 @@ def study(tmp_path, obs=(), iv=(), ev=()):
     for name, rows in (("observations", obs), ("interventions", iv), ("events", ev)):
         if rows:
             _write(tmp_path, name, list(rows))
+    if not iv:  # session 38 (review38 A1): a header-only interventions.csv says none was given
+        (tmp_path / "interventions.csv").write_text("subject_id,start_day,end_day,category,agent\n")
     return read_study(tmp_path)
 
 

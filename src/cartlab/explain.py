@@ -95,6 +95,13 @@ def _crs(a: Analysis, sid: str) -> Explanation:
                 f"onset day {day_text(s['crs_onset_day'])}",
                 f"onset day {day_text(s['crs_onset_day'])} (day {day_text(early)} if the inputs that leave the grade "
                 f"of the earlier days a range reach CRS{why})", 1)
+        # the end likewise (review 38 B3): crs_resolution_day_latest / crs_resolution_open
+        late = s.get("crs_resolution_day_latest")
+        if late is not None and s["crs_resolution_day"] is not None:
+            why = f": {s['crs_resolution_open']}" if s.get("crs_resolution_open") else ""
+            head = head.replace(
+                f"last CRS day {day_text(s['crs_resolution_day'])}",
+                f"last CRS day {day_text(s['crs_resolution_day'])} (could be day {day_text(late)}{why})", 1)
     if s["crs_grade_astct"] is not None and (s.get("crs_grade_astct_max") or 0) > s["crs_grade_astct"]:
         # name what was not recorded on the days that reach the upper bound (TEMP, SYSBP, ...)
         top = daily.filter(pl.col("grade_max") == s["crs_grade_astct_max"]) if "grade_max" in daily.columns else daily
@@ -104,8 +111,11 @@ def _crs(a: Analysis, sid: str) -> Explanation:
                  f"{'day' if top.height == 1 else 'days'} {', '.join(day_text(d) for d in top['day'].to_list())}"
                  + (f" ({', '.join(names)})" if names else ""))
     crit = load_criteria(opts.criteria)
-    resolved = opts.resolved()
-    options = ", ".join(f"{k}={v}" for k, v in resolved.items())
+    # review 38 C1: only the options that differ from the table's defaults (the analysis' own line
+    # already says "options: all defaults" otherwise)
+    default = CrsOptions(criteria=opts.criteria).resolved()
+    changed = {k: v for k, v in opts.resolved().items() if default.get(k) != v}
+    options = ", ".join(f"{k}={v}" for k, v in changed.items()) or "all defaults"
     return Explanation("crs", head, f"{crit['citation']} | options: {options}", _graded_days(daily),
                        rules=_top_rules(daily))
 

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.criteria import load_raw as _load_raw
-from cartlab.io.clock import is_timed
+from cartlab.io.clock import has_clock_time, is_timed, wall_clock
 from cartlab.provenance import EVIDENCE, evidence_ref, unique_refs  # noqa: F401  (one definition, re-exported)
 
 
@@ -27,10 +27,28 @@ def load_criteria(name: str, package: str = "cartlab.grading") -> dict[str, Any]
     return _load_raw(name, package)
 
 
+def last_covered_day(frame: pl.DataFrame, start: str = "start_day", end: str = "end_day") -> pl.Expr:
+    """The last calendar day an interval covers (Int64; no end = the start's day).
+
+    Spec "Derivation conventions": an intervention covers every day from its start day to its end
+    day inclusive (a whole-number or date-only end is "some time that day"). An end written as a
+    date-time at exactly 00:00 (``end_datetime`` with the clock time 00:00, after the start) ended at the
+    start of that day: it covers up to the day before (review 38 A1; a vasopressor stopped at
+    midnight did not run on the next day). A start at 24:00 cannot occur (the reader rejects it)."""
+    e = pl.col(end)
+    dt = f"{end.removesuffix('_day')}_datetime" if end.endswith("_day") else None
+    midnight = pl.lit(False)
+    if dt is not None and dt in frame.columns:
+        clock = wall_clock(pl.col(dt).cast(pl.String))
+        midnight = (e.is_not_null() & (e == e.floor()) & (e > pl.col(start)) & has_clock_time(pl.col(dt))
+                    & (clock.dt.hour() == 0) & (clock.dt.minute() == 0) & (clock.dt.second() == 0)).fill_null(False)
+    return pl.when(midnight).then(e - 1).otherwise(pl.coalesce(e, pl.col(start))).floor().cast(pl.Int64)
+
+
 def expand_days(frame: pl.DataFrame, start: str = "start_day", end: str = "end_day") -> pl.DataFrame:
-    """One row per calendar day an interval covers (start..end inclusive; no end = start only)."""
+    """One row per calendar day an interval covers (start..:func:`last_covered_day` inclusive)."""
     lo = pl.col(start).floor().cast(pl.Int64)
-    hi = pl.coalesce(pl.col(end), pl.col(start)).floor().cast(pl.Int64)
+    hi = last_covered_day(frame, start, end)
     return (
         frame.filter(pl.col(start).is_not_null())
         .with_columns(pl.int_ranges(lo, pl.max_horizontal(lo, hi) + 1).alias("d"))

@@ -32,6 +32,7 @@ from cartlab.grading.common import (
     interventions_from_start,
     rows_from_start,
 )
+from cartlab.grading.crs_episodes import excluded_rows, latest_resolution, number_episodes, observed_days
 from cartlab.grading.crs_features import (
     VITAL_OPTION_LIMITS,
     FeverAttribution,
@@ -41,6 +42,7 @@ from cartlab.grading.crs_features import (
     norm_values,
 )
 from cartlab.grading.crs_waiver import apply_waiver, waiver_spans
+from cartlab.grading.vasopressors import UNSPECIFIED
 from cartlab.io.schema import CATEGORIES
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -69,6 +71,9 @@ class CrsOptions(CriteriaOptions):
     age_adjusted_sbp: bool | None = None
     antipyretics_waive_fever: bool | None = None
     counted_indications: tuple[str, ...] | None = None
+    waiver_indications: tuple[str, ...] | None = None
+    observed_days: Literal["vitals", "any_row"] | None = None
+    death_joins_episode: bool | None = None
     other_cause_attribution: bool | None = None
     other_cause_events: tuple[str, ...] | None = None
     other_cause_event_window_days: tuple[int, int] | None = None
@@ -166,6 +171,8 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     # the assessment starts at the first CAR-T infusion (option first_day): rows before it are not read,
     # interventions running across it count from it (convention crs.conv.first_day)
     start = assessment_start(study, opts["first_day"])
+    # option observed_days="any_row": every day with a row of the subject is graded (crs.conv.observed_days)
+    any_row = observed_days(study, start) if opts["observed_days"] == "any_row" else None
     if start is not None:
         study = dataclasses.replace(
             study, observations=rows_from_start(study.observations.filter(pl.col("param").is_in(["TEMP", "SYSBP"])), start),
@@ -186,25 +193,10 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category"))
     days = expand_days(iv)
     waiver_cats = list(opts["waiver_categories"]) + (["antipyretic"] if opts["antipyretics_waive_fever"] else [])
-    # rows of a category the grade reads that do not count because of their indication: named on each
-    # day they cover (missing is not negative: the reader sees the row and the option that dropped it)
-    dropped = (
-        study.interventions.filter(~counted("indication", opts["counted_indications"]))
-        .with_columns(evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category"))
-        .filter(pl.col("category").is_in(norm_values([*GRADED_CATEGORIES, *waiver_cats])))
-    )
-    detail = pl.coalesce(pl.col("o2_device"), pl.col("agent")).cast(pl.String)
-    dropped = (
-        expand_days(dropped)
-        .with_columns(pl.format(
-            "{}{} ({}) not counted: indication {} (option crs.counted_indications)", pl.col("category"),
-            pl.when(detail.is_not_null() & (norm_text(detail) != pl.col("category")))
-            .then(pl.concat_str(pl.lit(" "), detail)).otherwise(pl.lit("")),
-            pl.col("ref").fill_null("row not given"), pl.col("indication")).alias("_txt"))
-        .group_by("subject_id", "d")
-        .agg(pl.col("_txt").unique(maintain_order=True).str.join("; ").alias("not_counted"),
-             _ref_list().alias("not_counted_refs"))
-    )
+    # rows of a category the grade reads that do not count (their indication, a vasopressor at dose 0):
+    # named on each day they cover, and the first excluded waiver agent on the afebrile days after it
+    # (missing is not negative: the reader sees the row and the option that dropped it; review 38 B2/B5)
+    dropped, excl_waiver = excluded_rows(study.interventions, opts, GRADED_CATEGORIES, waiver_cats)
     shared = crs_day_features(study, indications=opts["counted_indications"],
                               attribution=options.attribution(),
                               concurrent_vasopressors=opts["multiple_vasopressors"] == "concurrent").rename({"day": "d"})
@@ -254,8 +246,14 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
             _ref_list().alias("o2_refs"),
         )
     )
+    # the fever-waiver agents: tocilizumab/corticosteroid rows of the indications of option
+    # waiver_indications (null: counted_indications, spec "given for CRS"; crs.conv.waiver_indications)
+    ind = opts["waiver_indications"] if opts["waiver_indications"] is not None else opts["counted_indications"]
+    wv = _counted(study.interventions, "indication", ind).with_columns(
+        evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category")).filter(
+        pl.col("category").is_in(waiver_cats))
     waiver = (
-        iv.filter(pl.col("category").is_in(waiver_cats))
+        wv
         .sort("start_day")
         .group_by("subject_id")
         .agg(
@@ -276,7 +274,7 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
 
     # a day with a fever-waiver agent counted toward CRS is assessed even without vital signs (missing
     # is not negative: its temperature and blood pressure are unknown, so its grade is a range)
-    waiver_days = (expand_days(iv.filter(pl.col("category").is_in(waiver_cats))).sort("subject_id", "d", "start_day")
+    waiver_days = (expand_days(wv).sort("subject_id", "d", "start_day")
                    .group_by("subject_id", "d", maintain_order=True)
                    .agg(pl.lit(True).alias("_waiver_given"), pl.col("ref").first().alias("_waiver_day_ref"),
                         pl.col("category").unique().sort().str.join(", ").alias("_waiver_day_cat")))
@@ -287,8 +285,11 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         .sort("start_day").group_by("subject_id")
         .agg(pl.col("start_day").first().floor().cast(pl.Int64).alias("_antipyretic_day"),
              pl.col("ref").first().alias("_antipyretic_ref")))
+    # the graded days: a CRS input row (also one not counted, named in the reason), or with option
+    # observed_days="any_row" any row of the subject (crs.conv.observed_days)
     grid = pl.concat(
-        [f.select("subject_id", "d") for f in (temp, sbp, vaso, o2, death, waiver_days)], how="vertical"
+        [f.select("subject_id", "d") for f in (temp, sbp, vaso, o2, death, waiver_days, dropped)]
+        + ([any_row] if any_row is not None else []), how="vertical"
     ).unique()
     if start is not None:  # days before the assessment start (deaths, other-cause rows) are not graded
         grid = (grid.join(start, on="subject_id", how="left")
@@ -299,6 +300,7 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     out = (
         out.join(other, on=["subject_id", "d"], how="left")
         .join(antipyretic, on="subject_id", how="left")
+        .join(excl_waiver, on="subject_id", how="left")
         .join(dropped, on=["subject_id", "d"], how="left")
         .join(waiver, on="subject_id", how="left")
         .join(_sbp_cutoff(study.subjects, opts, table), on="subject_id", how="left")
@@ -337,20 +339,6 @@ def _assessed(study: Study, f: pl.DataFrame, opts: dict[str, Any]) -> pl.DataFra
         f = (f.join(stop, on="subject_id", how="left")
              .filter(pl.col("_stop").is_null() | (pl.col("day") < pl.col("_stop"))).drop("_stop"))
     return f
-
-
-def number_episodes(daily: pl.DataFrame, join_gap_days: int = 1) -> pl.DataFrame:
-    """``daily`` with ``episode`` (1, 2, ... per subject; null on days with grade 0).
-
-    Days with grade >= 1 separated by at most ``join_gap_days`` calendar days without one are one
-    episode (criteria table ``conventions``: crs.conv.episodes).
-    """
-    pos = daily.filter(pl.col("grade") >= 1).sort(KEY).select(
-        *KEY,
-        ((pl.col("day") - pl.col("day").shift(1).over("subject_id")) > join_gap_days + 1)
-        .fill_null(True).cum_sum().over("subject_id").cast(pl.Int64).alias("episode"),
-    )
-    return daily.drop("episode", strict=False).join(pos, on=KEY, how="left")
 
 
 def day_grade(fever: pl.Expr, support: pl.Expr, waived: pl.Expr, death: pl.Expr | None = None,
@@ -531,6 +519,9 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
     # an afebrile hypotension/hypoxia not graded as CRS after a counted antipyretic (which does not waive)
     antipyretic_note = ((pl.col("rule") == "crs.no_fever") & pl.col("_antipyretic_day").is_not_null()
                         & (pl.col("day") >= pl.col("_antipyretic_day")))
+    # a tocilizumab/corticosteroid left out by its indication, on an afebrile CRS-like day after it (review 38 B2)
+    excl_waiver_note = ((pl.col("rule") == "crs.no_fever") & pl.col("_excl_waiver_day").is_not_null()
+                        & (pl.col("day") >= pl.col("_excl_waiver_day")))
     unknown = pl.col("vasopressors_unknown").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     # the cut-off used: the subject's, or the range of PALS cut-offs an unknown age leaves open
     cut_known = pl.col("_sbp_cutoff_known")
@@ -541,6 +532,10 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
     tmax_censored = pl.col("tmax_c").is_null() & (pl.col("tmax_lo").is_not_null() | pl.col("tmax_hi").is_not_null())
     sbp_censored = sbp.is_null() & (pl.col("sbp_lo").is_not_null() | pl.col("sbp_hi").is_not_null())
     reason_bits = [
+        # option observed_days="any_row": a day graded for its other rows says why it has no vital signs
+        pl.when(pl.lit(opts["observed_days"] == "any_row") & pl.col("tmax_c").is_null() & ~tmax_censored
+                & sbp.is_null() & ~sbp_censored).then(pl.lit(
+                    "no temperature or systolic blood pressure recorded (a day with other rows: option observed_days=any_row)")),
         pl.when(pl.col("tmax_c").is_not_null()).then(
             # one decimal, unless rounding would cross the fever cut-off (37.99 is not "38.0": 2 decimals)
             pl.format("Tmax {} C{}", pl.when(fever == (pl.col("tmax_c").round(1) >= opts["fever_threshold_c"]))
@@ -564,7 +559,10 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
         pl.when(pl.col("n_vasopressors") > 0).then(pl.format(
             "vasopressors: {}{}{}", pl.col("vasopressors"),
             pl.when(unknown.list.len() > 0).then(pl.format(
-                " ({} not in the vasopressor vocabulary: counted as a vasopressor of its own)", unknown.list.join(", ")))
+                " ({})", unknown.list.eval(pl.when(pl.element() == UNSPECIFIED).then(pl.lit(
+                    "a vasopressor row without an agent: counted as one unspecified vasopressor")).otherwise(
+                    pl.format("{} not in the vasopressor vocabulary: counted as a vasopressor of its own",
+                              pl.element()))).list.join("; ")))
             .otherwise(pl.lit("")),
             pl.when(pl.col("vasopressors_sequential").fill_null(False)).then(pl.lit(
                 " (never given at the same time: one at a time, option multiple_vasopressors=concurrent)"))
@@ -581,6 +579,7 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
         pl.when(antipyretic_note).then(pl.format(
             "antipyretic on day {} does not waive the fever (option antipyretics_waive_fever=false)",
             pl.col("_antipyretic_day"))),
+        pl.when(excl_waiver_note).then(pl.col("_excl_waiver_txt")),
         pl.when(death & pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit("death attributed to CRS")),
         pl.when(death & ~pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit(
             "death with no attribution recorded, during CRS (counted toward CRS: an empty attribution counts, "
@@ -630,6 +629,7 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
         .then(pl.concat_list(pl.col("waiver_ref"))).otherwise(empty),
         pl.col("_waiver_note_refs").fill_null(empty),
         pl.when(antipyretic_note).then(pl.concat_list(pl.col("_antipyretic_ref"))).otherwise(empty),
+        pl.when(excl_waiver_note).then(pl.concat_list(pl.col("_excl_waiver_ref"))).otherwise(empty),
         pl.col("death_refs").fill_null(empty),
         pl.col("not_counted_refs").fill_null(empty),
     ).list.unique(maintain_order=True)
@@ -643,7 +643,7 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
     f = _assessed(study, f, opts).with_columns(  # a graded day meeting no criterion names that too
         pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("crs.g0"))
         .otherwise(pl.col("rule")).alias("rule"))
-    return number_episodes(f, int(opts["episode_join_gap_days"]))
+    return number_episodes(f, int(opts["episode_join_gap_days"]), bool(opts["death_joins_episode"]))
 
 
 _EPISODE_SCHEMA = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
@@ -692,11 +692,16 @@ def derive_crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.D
 
 def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """``crs_grade_astct``, ``crs_onset_day``, ``crs_resolution_day``, ``crs_episode``,
-    ``crs_n_episodes``, ``crs_grade_astct_max`` and ``crs_onset_day_earliest`` / ``crs_onset_open``
-    (:func:`_earliest_onset`: an onset missing inputs leave open) per subject.
+    ``crs_n_episodes``, ``crs_grade_astct_max``, ``crs_onset_day_earliest`` / ``crs_onset_open``
+    (:func:`_earliest_onset`: an onset missing inputs leave open) and ``crs_resolution_day_latest`` /
+    ``crs_resolution_open`` (:func:`cartlab.grading.crs_episodes.latest_resolution`: a resolution they
+    leave open) per subject.
 
-    ``crs_grade_astct_max`` is the grade the course could have reached had a fever been recorded on
-    the days without a temperature (equal to ``crs_grade_astct`` when every graded day has one).
+    ``crs_grade_astct_max`` is the highest ``grade_max`` of the graded days: the grade the course
+    could have reached had every missing input of a graded day been the worst (a temperature, an SBP,
+    a nasal cannula flow, a vasopressor's agent or times, the age for the PALS cut-off, a death's
+    attribution, an interventions.csv not given; each named in the day's ``missing_inputs``). Which
+    days are graded: option observed_days (crs.conv.observed_days).
 
     Default (``summary_episode="course"``, spec): the grade is the maximum daily grade, onset/
     resolution the first/last day with grade >= 1 over the whole course; ``crs_episode`` names the
@@ -708,7 +713,8 @@ def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: p
     mode = options.resolved()["summary_episode"]
     daily = daily if daily is not None else derive_crs_daily(study, options)
     if "episode" not in daily.columns:
-        daily = number_episodes(daily, int(options.resolved()["episode_join_gap_days"]))
+        daily = number_episodes(daily, int(options.resolved()["episode_join_gap_days"]),
+                                bool(options.resolved()["death_joins_episode"]))
     eps = (daily.filter(pl.col("grade") >= 1)
            .group_by("subject_id", "episode")
            .agg(pl.col("grade").max().alias("g"), pl.col("day").min().alias("on"), pl.col("day").max().alias("off")))
@@ -733,6 +739,8 @@ def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: p
                    pl.col("off").cast(pl.Float64).alias("crs_resolution_day"),
                    "crs_episode", pl.col("crs_n_episodes").fill_null(0), "crs_grade_astct_max"))
     agg = agg.join(_earliest_onset(daily, agg, mode), on="subject_id", how="left", maintain_order="left")
+    agg = agg.join(latest_resolution(daily, agg, mode, int(options.resolved()["episode_join_gap_days"])),
+                   on="subject_id", how="left", maintain_order="left")
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
 
 

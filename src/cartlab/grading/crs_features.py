@@ -140,7 +140,9 @@ def _concurrent(days: pl.DataFrame) -> pl.DataFrame:
 
 
 def vasopressor_days(study: Study, indications, count_empty: bool = True, concurrent: bool = False) -> pl.DataFrame:
-    """Per subject and day: the vasopressor drugs counted toward CRS (one vocabulary for all engines).
+    """Per subject and day: the vasopressor drugs counted toward CRS (one vocabulary for all engines);
+    a row with a dose recorded as 0 is not a vasopressor given (ASTCT Table 1 "requiring a
+    vasopressor"; convention crs.conv.zero_dose_vasopressor, review 38 B5).
 
     ``concurrent`` (ASTCT option ``multiple_vasopressors="concurrent"``): drugs other than vasopressin
     count as several only when their timed [start, end] intervals overlap; on a day whose rows carry
@@ -148,6 +150,8 @@ def vasopressor_days(study: Study, indications, count_empty: bool = True, concur
     iv = study.interventions.filter(
         (norm_text(pl.col("category")) == "vasopressor") & counted("indication", indications, count_empty)
     )
+    if "dose" in iv.columns:  # a dose recorded as 0 is not a vasopressor given (crs.conv.zero_dose_vasopressor)
+        iv = iv.filter((pl.col("dose") != 0).fill_null(True))
     iv = resolve_agents(iv.with_columns(evidence_ref().alias("ref")), "agent", warn=True)
     days = expand_days(iv).sort("subject_id", "d", "src_row", nulls_last=True)
     agent = pl.col("vaso_agent")

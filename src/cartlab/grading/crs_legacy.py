@@ -29,6 +29,10 @@ from itertools import combinations
 import polars as pl
 
 from cartlab._deprecated import renamed
+from cartlab.criteria import rule_status
+from cartlab.grading.absent_interventions import interventions_unknown
+from cartlab.grading.crs_legacy_absent import for_maximum as legacy_for_maximum
+from cartlab.grading.crs_legacy_absent import open_absent_interventions, panel_note
 from cartlab.grading.crs_legacy_grade import GRADE_SCHEMA, grade_crs_scale, scale_table
 from cartlab.grading.crs_legacy_inputs import LABELS, SCALES, CrsLegacyOptions, derive_crs_daily_inputs
 from cartlab.grading.crs_vaso_course import VASOPRESSOR_TABLE  # noqa: F401  (kept importable from here)
@@ -60,8 +64,16 @@ def derive_crs_legacy_daily(
 ) -> pl.DataFrame:
     """Daily grades of several legacy scales (long format: one row per subject, day and scale);
     ``for_maximum``: only the days the subject maximum reads (see :func:`grade_crs_scale`)."""
-    inputs = derive_crs_daily_inputs(study, options, organ_grades=organ_grades, hospitalization=hospitalization)
-    frames = [grade_crs_scale(inputs, s, options, for_maximum=for_maximum) for s in scales]
+    opts = (options or CrsLegacyOptions()).applied()
+    inputs = derive_crs_daily_inputs(study, opts, organ_grades=organ_grades, hospitalization=hospitalization)
+    # review 38 A1: an absent interventions.csv opens days a settled grade would hide, so the subject
+    # maximum's day filter runs after the opening
+    absent = interventions_unknown(study, opts.absent_interventions)
+    frames = []
+    for s in scales:
+        g = grade_crs_scale(inputs, s, opts, for_maximum=for_maximum and not absent)
+        g = panel_note(open_absent_interventions(g, inputs, study, opts, s), inputs, opts, s)
+        frames.append(legacy_for_maximum(g) if for_maximum and absent else g)
     return pl.concat(frames) if frames else pl.DataFrame(schema=GRADE_SCHEMA)
 
 
@@ -216,7 +228,9 @@ def derive_crs_cross_scale(
 
     Columns per scale ``s``: ``crs_grade_<s>`` (null when a range), ``crs_grade_<s>_min``,
     ``crs_grade_<s>_max``, ``crs_<s>_missing``, ``crs_<s>_rule``, ``crs_<s>_reason``,
-    ``crs_<s>_day``, ``crs_<s>_evidence``, ``crs_<s>_not_assessed`` (the inputs the scale could not
+    ``crs_<s>_day``, ``crs_<s>_evidence``, ``crs_<s>_possible_rules`` (the rules that could give the
+    upper grade, "; "-joined), ``crs_<s>_rule_status_max`` (the least verified status of the rule
+    and those rules; review 38 B3), ``crs_<s>_not_assessed`` (the inputs the scale could not
     assess on the days they could raise the subject's maximum, with those days, from the daily
     grades' ``missing_inputs``; "" when none). ``not_assessed`` puts
     them together, "<scale>: <text>" joined by " | " ("" when no scale lacks anything; session 34).
@@ -272,7 +286,13 @@ def derive_crs_cross_scale(
             pl.col("day").alias(f"crs_{s}_day"),
             pl.col("evidence").alias(f"crs_{s}_evidence"),
             pl.col("not_assessed").alias(f"crs_{s}_not_assessed"),
+            pl.col("possible_rules").list.join("; ").alias(f"crs_{s}_possible_rules"),
         )
+        # review 38 B3: the least verified status of the rule and of the rules that could raise it
+        worst = {v: rule_status(v) for v in part.select(pl.concat_str(
+            f"crs_{s}_rule", f"crs_{s}_possible_rules", separator="; ", ignore_nulls=True)).to_series().unique().drop_nulls()}
+        part = part.with_columns(pl.concat_str(f"crs_{s}_rule", f"crs_{s}_possible_rules", separator="; ", ignore_nulls=True)
+                                 .replace_strict(worst, default=None, return_dtype=pl.String).alias(f"crs_{s}_rule_status_max"))
         base = base.join(part, on="subject_id", how="left", maintain_order="left")
     keys = list(scales) + (["astct"] if astct is not None else [])
     labelled = [pl.when(pl.col(f"crs_{s}_not_assessed") != "").then(pl.format(f"{LABELS[s]}: {{}}", pl.col(f"crs_{s}_not_assessed")))

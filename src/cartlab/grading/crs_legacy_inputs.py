@@ -25,6 +25,7 @@ from cartlab.grading.common import (
     FIRST_DAY_MODES,
     assessment_start,
     interventions_from_start,
+    last_covered_day,
     load_criteria,
     rows_from_start,
 )
@@ -35,6 +36,13 @@ from cartlab.grading.crs_features import (
     crs_day_features,
     norm_text,
     norm_values,
+)
+from cartlab.grading.crs_legacy_absent import (
+    PANEL,
+    check_options,
+    lab_label,
+    open_end_inputs,
+    organ_parts,
 )
 from cartlab.grading.crs_legacy_waiver import follow_astct, legacy_waiver, waiver_days
 from cartlab.grading.crs_vaso_course import high_dose_detail, vaso_course, vaso_rows
@@ -53,7 +61,7 @@ KEY = ["subject_id", "day"]
 #: values of CrsLegacyOptions.organ_labs (how days without organ labs are read)
 ORGAN_LABS = ("same_day", "last_known_within_days", "absent_is_normal")
 #: values of CrsLegacyOptions.organ_labs_required (which labs settle the all-organ inputs on a day)
-ORGAN_LABS_REQUIRED = ("renal_and_liver", "any")
+ORGAN_LABS_REQUIRED = ("renal_and_liver", "each", "any")
 #: inputs never recorded in study format v1 -> the CrsLegacyOptions field that may assume them
 #: (None: unknown, a range naming it; session 34)
 ASSUMED = {"fluid_boluses": "assume_fluid_boluses", "refractory_hypotension": "assume_refractory_hypotension",
@@ -63,7 +71,8 @@ MULTIPLE_VASOPRESSORS = ("same_day", "concurrent")
 #: values of CrsLegacyOptions.fever_waiver_scope (as the ASTCT option of that name)
 WAIVER_SCOPES = ("course", "episode")
 #: the options that default to the ASTCT CRS option of the same name (None = follow it; session 36)
-FOLLOWS_ASTCT = ("waiver_categories", "fever_waiver_scope", "fever_waiver_requires_crs", "multiple_vasopressors")
+FOLLOWS_ASTCT = ("waiver_categories", "fever_waiver_scope", "fever_waiver_requires_crs", "multiple_vasopressors",
+                 "absent_interventions")
 
 
 @dataclass
@@ -168,7 +177,13 @@ class CrsLegacyOptions:
       each of the day or within the look-back; a day with only one of them
       keeps the grade the measured labs set as a lower bound and stays open up to 4, naming the
       lab that is missing (a normal creatinine does not say the liver was normal; missing is not
-      negative). "any": any organ lab settles them (cartlab before session 32).
+      negative; convention crs_legacy.conv.organ_labs_required: a liver lab stands for the panel, the
+      reason names the panel labs - creatinine, ALT/AST, bilirubin - not measured). "each": a creatinine,
+      an ALT/AST and a bilirubin must each be measured, else a range naming the missing ones (review 38
+      B1). "any": any organ lab settles them (cartlab before session 32).
+    * ``absent_interventions`` [None = ``crs.absent_interventions``, "unknown"] / ``open_end_infusion``
+      ["unknown"]: an absent interventions.csv, a vasopressor without an end (review 38 A1, A2; see
+      :mod:`cartlab.grading.crs_legacy_absent`).
     """
 
     counted_indications: tuple[str, ...] = ("CRS",)
@@ -195,6 +210,8 @@ class CrsLegacyOptions:
     multiple_vasopressors: str | None = None
     fever_waiver_scope: str | None = None
     fever_waiver_requires_crs: bool | None = None
+    absent_interventions: str | None = None
+    open_end_infusion: str = "unknown"
 
     def __post_init__(self) -> None:
         for name in ("assume_hospitalized", "assume_refractory_hypotension", "assume_life_threatening_hypotension",
@@ -205,6 +222,7 @@ class CrsLegacyOptions:
         if self.multiple_vasopressors not in (None, *MULTIPLE_VASOPRESSORS):
             raise ValueError(f"multiple_vasopressors must be None (as the ASTCT option) or one of "
                              f"{MULTIPLE_VASOPRESSORS}, not {self.multiple_vasopressors!r}")
+        check_options(self)  # absent_interventions, open_end_infusion (review 38)
         if self.fever_waiver_scope not in (None, *WAIVER_SCOPES):
             raise ValueError(f"fever_waiver_scope must be None (as the ASTCT option) or one of {WAIVER_SCOPES}, "
                              f"not {self.fever_waiver_scope!r}")
@@ -342,6 +360,8 @@ INPUT_SCHEMA: dict[str, pl.DataType] = {
     "organ_grade_max_transaminase_known": pl.Int64,
     "creatinine_grade_known": pl.Int64,
     "lft_grade_known": pl.Int64,
+    # review 38 B1: the panel labs (creatinine, ALT/AST, bilirubin) not measured for organ_grade_max
+    "organ_labs_unmeasured": pl.List(pl.String),
     "blood_products": pl.Boolean,
     "hospitalized": pl.Boolean,
     "iv_therapy": pl.Boolean,
@@ -428,7 +448,7 @@ def _support_days(iv: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per day covered by an oxygen, coagulopathy or IV-therapy row: oxygen features, blood
     products, IV therapy; and the evidence items of those rows."""
     rows = iv.filter((pl.col("cat") == "oxygen") | pl.col("is_coag") | pl.col("is_iv")).with_columns(
-        pl.int_ranges(_floor("start_day"), pl.coalesce("end_day", "start_day").floor().cast(pl.Int64) + 1)
+        pl.int_ranges(_floor("start_day"), last_covered_day(iv) + 1)  # an end at 00:00: the day before (review 38 A1)
         .alias("day")).explode("day").drop_nulls("day")
     o2 = pl.col("cat") == "oxygen"
     device = pl.col("o2_device")
@@ -462,23 +482,6 @@ def _vasopressors(study: Study, iv: pl.DataFrame, opts: CrsLegacyOptions) -> tup
     act = rows.select("subject_id", "idx", "ref", "weight_ref", pl.col("days").alias("day")).explode("day").drop_nulls("day")
     items = pl.concat([_items(act, "vasopressor", "ref"), _items(act, "weight", "weight_ref")])
     return course, items
-
-
-def _lab_label(term: pl.Expr, organ: pl.Expr, value: pl.Expr, unit: pl.Expr, grade: pl.Expr, lag: pl.Expr,
-               day: pl.Expr) -> pl.Expr:
-    """What raised an organ-toxicity grade, for a reason: "hypokalemia (K 2.8 mmol/L, CTCAE grade 3)";
-    without a term "K 2.8 mmol/L (CTCAE grade 3)"; a lab of an earlier day (organ_labs
-    "last_known_within_days") adds ", day <d>"."""
-    v = value.round(6).cast(pl.String).str.replace(r"\.0$", "")
-    measure = pl.concat_str([organ, pl.lit(" "), v, pl.when(unit.is_not_null() & (unit != "")).then(
-        pl.concat_str(pl.lit(" "), unit)).otherwise(pl.lit(""))])
-    measure = pl.when(value.is_not_null() & ~value.is_nan().fill_null(False)).then(measure).otherwise(organ)
-    second = term.str.slice(1, 1)
-    name = pl.when(second == second.str.to_lowercase()).then(
-        pl.concat_str(term.str.slice(0, 1).str.to_lowercase(), term.str.slice(1))).otherwise(term)
-    when = pl.when(lag > 0).then(pl.format(", day {}", day - lag)).otherwise(pl.lit(""))
-    return (pl.when(term.is_not_null() & (term != "")).then(pl.format("{} ({}, CTCAE grade {}{})", name, measure, grade, when))
-            .otherwise(pl.format("{} (CTCAE grade {}{})", measure, grade, when)))
 
 
 def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any], opts: CrsLegacyOptions
@@ -520,14 +523,14 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any], opts: CrsLegacyOpt
     organ = pl.col("organ").cast(pl.String).fill_null("an unnamed lab value")
     creat, lft = pl.col("organ_n").is_in(voc.get("creatinine", [])), pl.col("organ_n").is_in(voc.get("lft", []))
     liver = pl.col("is_t") | lft
+    bili = pl.col("organ_n").is_in(["bili", "bilirubin", "blood bilirubin increased"])
     groups = {"organ_grade_max": pl.lit(True), "organ_grade_max_non_transaminase": ~pl.col("is_t"),
-              "organ_grade_max_transaminase": pl.col("is_t"), "creatinine_grade": creat, "lft_grade": liver}
+              "organ_grade_max_transaminase": pl.col("is_t"), "creatinine_grade": creat, "lft_grade": liver,
+              "_bilirubin": bili}
     # the labs the all-organ inputs need on a day (organ_labs_required): a renal and a liver lab, the
     # chemistry panel drawn; a normal creatinine alone does not say the liver was normal, so a day
     # with one of them only stays open above what it measured
-    need = {"creatinine": "creatinine_grade", "liver": "lft_grade"}
-    parts = ({"organ_grade_max": need, "organ_grade_max_non_transaminase": need}
-             if opts.organ_labs_required == "renal_and_liver" else {})
+    parts = organ_parts(opts.organ_labs_required)  # review 38 B1: "each" also needs ALT/AST and bilirubin
     # the rows an input reads on a day: its group's rows of the latest lab day (the day itself with
     # lag 0), and for an all-organ input also the latest rows of each lab it needs
     read = {c: (e & (lag == lag.filter(e).min().over(KEY))) if window else e for c, e in groups.items()}
@@ -548,10 +551,11 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any], opts: CrsLegacyOpt
                  (pl.when(top.fill_null(0) < 4).then(pl.concat_list(missing).list.drop_nulls()).otherwise(none)
                   if missing else none).alias(f"_missing_{c}"),
                  e.any().alias(f"_has_{c}"), top.alias(f"_top_{c}")]
-    days = og.group_by(KEY).agg(aggs)
+    unmeasured = [pl.when(~groups[k].any()).then(pl.lit(name)) for name, k in PANEL.items()]
+    days = og.group_by(KEY).agg(*aggs, pl.concat_list(unmeasured).list.drop_nulls().alias("organ_labs_unmeasured"))
     # the labs at each input's grade, named (labels built for the few rows with a grade >= 1 only)
     pos = og.filter(g >= 1)
-    pos = pos.with_columns(_lab_label(pl.col("_term"), organ, pl.col("_value"), pl.col("_unit"), g, lag,
+    pos = pos.with_columns(lab_label(pl.col("_term"), organ, pl.col("_value"), pl.col("_unit"), g, lag,
                                       pl.col("day")).alias("label"))
     for c in cols:
         labs = (pos.filter(read[c]).join(days.select(*KEY, f"_top_{c}"), on=KEY)
@@ -655,7 +659,8 @@ def derive_crs_daily_inputs(
         x = x.with_columns(pl.lit(None, dtype=pl.Boolean).alias("h"), pl.lit(None, dtype=pl.String).alias("h_ref"))
     x = _assemble(x, opts, attribution, organ_grades is not None)
     if organ_grades is None:
-        x = x.with_columns(*(pl.lit(None, dtype=pl.String).alias(f"{c}_labs") for c in ORGAN_COLS))
+        x = x.with_columns(*(pl.lit(None, dtype=pl.String).alias(f"{c}_labs") for c in ORGAN_COLS),
+                           pl.lit(None, dtype=pl.List(pl.String)).alias("organ_labs_unmeasured"))
     other_items = _items(other.select(*KEY, pl.col("other_cause_refs").alias("ref")).explode("ref"), "other_cause", "ref")
     items.insert(1, other_items)
     items.append(pl.concat([_items(x, "fever", "tmax_ref"), _items(x, "sbp", "sbp_ref"),
@@ -663,9 +668,9 @@ def derive_crs_daily_inputs(
     # the sources in the order they record evidence (a day's items keep it; each item once)
     evidence = (pl.concat(items).unique(maintain_order=True)
                 .group_by(KEY, maintain_order=True).agg(pl.col("item").alias("feature_evidence")))
-    return (x.join(evidence, on=KEY, how="left", maintain_order="left")
-            .with_columns(pl.col("feature_evidence").fill_null(pl.lit([], dtype=pl.List(pl.String))))
-            .select(*INPUT_SCHEMA).cast(INPUT_SCHEMA))
+    x = (x.join(evidence, on=KEY, how="left", maintain_order="left")
+         .with_columns(pl.col("feature_evidence").fill_null(pl.lit([], dtype=pl.List(pl.String)))))
+    return open_end_inputs(x, iv, opts).select(*INPUT_SCHEMA).cast(INPUT_SCHEMA)  # review 38 A2
 
 
 def _when(opts: CrsLegacyOptions) -> str:

@@ -58,7 +58,8 @@ def follow_astct(opts: CrsLegacyOptions) -> CrsLegacyOptions:
     cats = tuple(crs["waiver_categories"]) + (("antipyretic",) if crs["antipyretics_waive_fever"] else ())
     values = {"waiver_categories": cats, "fever_waiver_scope": crs["fever_waiver_scope"],
               "fever_waiver_requires_crs": bool(crs["fever_waiver_requires_crs"]),
-              "multiple_vasopressors": crs["multiple_vasopressors"]}
+              "multiple_vasopressors": crs["multiple_vasopressors"],
+              "absent_interventions": crs.get("absent_interventions") or "unknown"}
     out = dataclasses.replace(opts, **{k: v for k, v in values.items() if getattr(opts, k) is None})
     out._crs, out._applied = astct, True
     out._waiver_categories_set = opts.waiver_categories is not None

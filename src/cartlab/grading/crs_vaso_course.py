@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.criteria.model import COMPARE
-from cartlab.grading.common import load_criteria
+from cartlab.grading.common import last_covered_day, load_criteria
 from cartlab.grading.vasopressors import TABLE as VASOPRESSOR_TABLE
 from cartlab.grading.vasopressors import UNSPECIFIED, normalize_agent, vocabulary
 from cartlab.io.clock import is_timed
@@ -121,7 +121,7 @@ def vaso_rows(iv: pl.DataFrame, subjects: pl.DataFrame, day_precision: str) -> p
         .select("idx", SID, pl.col("vaso_agent").alias("agent"), pl.col("vaso_known").alias("known"),
                 pl.col("vaso_is_vasopressin").alias("vasopressin"), "dose", "dose_unit", *_time_bounds(day_precision),
                 pl.int_ranges(pl.col("start_day").floor().cast(pl.Int64),
-                              pl.coalesce("end_day", "start_day").floor().cast(pl.Int64) + 1).alias("days"),
+                              last_covered_day(iv) + 1).alias("days"),  # an end at 00:00: the day before (review 38 A1)
                 evidence_ref().alias("ref"))
         .join(table, on="agent", how="left")
         .with_columns(pl.when(pl.col("known")).then(pl.col("unit")).alias("unit"),

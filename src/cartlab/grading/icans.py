@@ -25,7 +25,7 @@ from cartlab.criteria import CriteriaOptions, decision, load_table
 from cartlab.criteria.compile import Range
 from cartlab.criteria.model import Leaf
 from cartlab.errors import SubjectsWarning
-from cartlab.grading.common import assessment_start, rows_from_start
+from cartlab.grading.common import assessment_start, last_covered_day, rows_from_start
 from cartlab.grading.crs import episodes
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -375,7 +375,7 @@ def _ventilated(study: Study, f: pl.DataFrame, mode: str) -> pl.DataFrame:
     iv = study.interventions
     vent = (iv.filter((pl.col("o2_device") == "mechanical_ventilation") & pl.col("start_day").is_not_null())
             .select("subject_id", pl.col("start_day").floor().cast(pl.Int64).alias("_s"),
-                    pl.coalesce("end_day", "start_day").floor().cast(pl.Int64).alias("_e"),
+                    last_covered_day(iv).alias("_e"),  # an end at 00:00: the day before (review 38 A1)
                     evidence_ref().alias("vent_ref"))
             if iv.height and "o2_device" in iv.columns else None)
     if vent is None or vent.height == 0:
