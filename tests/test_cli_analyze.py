@@ -72,7 +72,8 @@ def test_synthetic_refuses_a_non_empty_folder(tmp_path):
     assert (d / "subjects.csv").read_text() == first  # untouched
     f = run("synthetic", d, "--n", "5", "--seed", "2", "--force")
     assert f.returncode == 0, f.stderr
-    assert not (d / "README.md").exists()  # no stale README left behind
+    # review 38 B8: --force replaces the study tables only; a README the user wrote is kept
+    assert (d / "README.md").read_text() == "an old study's readme"
     assert len((d / "subjects.csv").read_text().strip().splitlines()) == 6
 
 

@@ -108,7 +108,7 @@ def test_ctcae_command_end_to_end(tmp_path):
     with open(out, newline="", encoding="utf-8") as fh:
         got = list(csv.reader(fh))
     assert len(got) == len(src)
-    assert got[0] == src[0] + ["grade", "grade_reason"]
+    assert got[0] == src[0] + ["grade", "grade_max", "grade_reason"]  # grade_max: review 38 B3
     header = got[0]
     gi, ei, ri = header.index("grade"), header.index("expected_grade"), header.index("grade_reason")
     bad = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -133,8 +134,10 @@ def analyze_cmd(
     from cartlab.io.atomic import export_folder, write_error
 
     _refuse_out_arg("analyze", study, out_arg)
+    _refuse_out_in_study(study, out)
+    options = analysis_options(options_file, set_options, strict,  # a bad option stops before any reading
+                               protocol="given" if protocol else "missing")
     proto = _protocol_or_exit(protocol) if protocol else None
-    options = analysis_options(options_file, set_options, strict)  # a bad option stops before any reading
 
     def owned(name: str) -> bool:  # the files of an earlier analysis: replaced as a whole
         return is_analysis_file(name) or name in earlier
@@ -216,7 +219,9 @@ def report_cmd(
     the study page also as study.pdf.
 
     An earlier report in --out is replaced as a whole; a folder holding other files is refused
-    unless --force.
+    unless --force. --subject into a folder holding a study report is refused (the study page and
+    tables would stay beside a page from another run) unless --force, which removes that report
+    (index.html, study.pdf, tables/, figures/, subject pages) before writing the subject's page.
 
     [bold]Example[/]: cartlab report out/seed_case --out report/   (one subject: --subject ID)
     """
@@ -232,10 +237,11 @@ def report_cmd(
     # the output folder first: a bad --out is one message naming it, before any work
     if subject:
         check_output_path(out, "folder", "the report")
+        stale = _study_report_in(out, force)
     else:
         check_report_folder(out, force)
+    options = analysis_options(options_file, set_options, strict, protocol="given" if protocol else "missing")
     proto = _protocol_or_exit(protocol) if protocol else None
-    options = analysis_options(options_file, set_options, strict)
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
                           partial_dates=partial_dates, observation_statuses=observation_status,
                           numeric_valuestring=numeric_valuestring, report_to=out)
@@ -253,6 +259,7 @@ def report_cmd(
         summary = analysis.subject_summary()
         try:
             if subject:
+                _remove_report_files(out, stale)  # --force: the earlier study report goes, not kept beside
                 path = write_subject_report(data, subject, out, summary=summary, protocol=proto, analysis=analysis)
             else:
                 # force: the folder was checked above (a mapping report --sdtm/--fhir wrote there is kept)
@@ -265,6 +272,49 @@ def report_cmd(
         _print_skipped(analysis)
     console.print(f"[green]report:[/] {path}")
 
+
+
+def _refuse_out_in_study(study, out: Path) -> None:
+    """--out is the study folder itself: refused even with --force (its result tables would then be
+    read as unknown files of the study by every later command; review 38 C7)."""
+    if study is None or not Path(str(study)).is_dir() or not out.exists():
+        return
+    try:
+        same = os.path.samefile(str(study), out)
+    except OSError:
+        return
+    if same:
+        raise _usage(f"--out {out} is the study folder itself: cartlab will not write results into a study",
+                     hint="give another --out, e.g. --out results/. Nothing was written.")
+
+
+def _study_report_in(out: Path, force: bool) -> list[str]:
+    """The report files of an earlier study report in ``out`` (index.html, study.pdf, tables/ ...):
+    refused for ``report --subject`` unless ``force``, then returned to be removed (review 38 B4)."""
+    from cartlab.io.atomic import EXPORT_MARKER
+    from cartlab.report.study import is_report_entry
+
+    if not out.is_dir() or not any((out / n).exists() for n in ("index.html", "study.pdf", "tables")):
+        return []
+    entries = sorted(n for n in os.listdir(out) if is_report_entry(n) or n == EXPORT_MARKER)
+    if not force:
+        raise _usage(f"{out} holds a study report (index.html, tables/): a --subject page written there would "
+                     "sit beside a study page and tables from another run",
+                     hint="use another --out for the subject's page, or drop --subject to rewrite the whole "
+                          "report, or pass --force to remove that report (index.html, study.pdf, tables/, "
+                          "figures/, subject pages). Nothing was written.")
+    return entries
+
+
+def _remove_report_files(out: Path, entries: list[str]) -> None:
+    import shutil
+
+    for name in entries:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
 
 
 @app.command("explain")
@@ -292,7 +342,7 @@ def explain_cmd(
 
     if what not in EXPLAINERS:
         raise _usage(f"cannot explain {what!r}; choose one of: {', '.join(EXPLAINERS)}")
-    options = analysis_options(options_file, set_options)
+    options = analysis_options(options_file, set_options, protocol="none", command="explain")
     data = _subject_data(subject, store, study, csv_dialect)
     ex = explain(data, what, options=options)
     from cartlab.analyze import describe_options, option_overrides

@@ -80,12 +80,27 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 class _Group(typer.core.TyperGroup):
     """The ``cartlab`` group: expected errors become one message and an exit code, never a traceback."""
 
+    def get_command(self, ctx, cmd_name):
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and cmd.help and not getattr(cmd, "_cartlab_unwrapped", False):
+            cmd.help = _unwrap_help(cmd.help)  # --help fills the terminal's width (review 38 C1)
+            cmd._cartlab_unwrapped = True
+        return cmd
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except _ClickException as exc:  # `cartlab --bogus`: the group's own options
+            raise typer.Exit(_click_error(exc)) from None
+
     def invoke(self, ctx):
         try:
             with _warnings_as_messages(ctx):
                 return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, _ClickException):
+        except (typer.Exit, typer.Abort):
             raise
+        except _ClickException as exc:  # a usage error of click/typer: cartlab's one error style
+            raise typer.Exit(_click_error(exc)) from None
         except Exception as exc:  # noqa: BLE001 - the one place where every error is turned into a message
             if _debug(ctx):  # the traceback as well as the message; the exit code stays the same (2 stays 2)
                 import traceback
@@ -93,6 +108,37 @@ class _Group(typer.core.TyperGroup):
                 sys.stderr.write("".join(traceback.format_exception(exc)))
                 sys.stderr.flush()
             raise typer.Exit(_report_error(exc)) from None
+
+
+def _unwrap_help(text: str) -> str:
+    """A docstring hard-wrapped at ~100 characters as one line per paragraph, so that Typer's rich
+    help (which keeps every newline) wraps it once, at the terminal's width. Blank lines, and lines
+    that start a list item ("* ", "- "), an example ("[bold]Example") or an indented block, stay breaks."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        keep = (not out or not out[-1].strip() or not line.strip() or line[:1].isspace()
+                or line.startswith(("* ", "- ", "[bold]Example")) or out[-1].startswith("[bold]Example"))
+        if keep:
+            out.append(line.rstrip())
+        else:
+            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+    return "\n".join(out)
+
+
+def _click_error(exc) -> int:
+    """A click/typer usage error (unknown option, a value out of range, a missing option) printed as
+    every other cartlab error, "error: ..." and a hint on stderr, with click's exit code (2 for usage;
+    review 38 B6), not typer's box. "No arguments: show the help" is re-raised (it prints the help)."""
+    from rich.markup import escape
+
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc
+    err.print(f"[red]error:[/] {escape(exc.format_message())}", soft_wrap=True, highlight=False)
+    sub = getattr(exc, "ctx", None)
+    if sub is not None:
+        err.print(f"[dim]{escape(sub.get_usage())}\nTry '{escape(sub.command_path)} -h' for help.[/]",
+                  soft_wrap=True, highlight=False)
+    return exc.exit_code
 
 
 @contextmanager
@@ -430,8 +476,13 @@ StrictOpt = Annotated[bool, typer.Option(
     "has no last_followup_day, instead of recording it and going on.")]
 
 
-def analysis_options(options_file: Path | None, set_options: list[str] | None, strict: bool = False):
-    """AnalysisOptions from an --options YAML file and --set ENGINE.OPTION=VALUE pairs (later wins)."""
+def analysis_options(options_file: Path | None, set_options: list[str] | None, strict: bool = False, *,
+                     protocol: str | None = None, command: str | None = None):
+    """AnalysisOptions from an --options YAML file and --set ENGINE.OPTION=VALUE pairs (later wins).
+
+    ``protocol``: "given" or "missing" on a command that has --protocol, "none" on one that has none
+    (``command`` names it), None: not checked. A protocol.* option with no protocol to apply it to is
+    refused (exit 2) rather than recorded as in force (review 38 B2)."""
     import yaml
 
     from cartlab.analyze import AnalysisOptions
@@ -471,6 +522,7 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
             raise _usage(f"--set {item!r}: {engine!r} is not an engine")
         current[name] = value
         given[(engine, name.strip())] = f"--set {key.strip()}"
+    _check_protocol_options(settings, given, options_file, protocol, command)
     try:
         return AnalysisOptions.from_settings(settings, strict=strict)
     except InputError as exc:
@@ -478,6 +530,25 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
         if plain is None:
             raise
         raise _usage(plain) from exc
+
+
+def _check_protocol_options(settings: dict, given: dict, options_file: Path | None, protocol: str | None,
+                            command: str | None) -> None:
+    """Refuse protocol.* options when no protocol is checked (see :func:`analysis_options`)."""
+    names = list(settings.get("protocol") or {}) if isinstance(settings.get("protocol"), dict) else []
+    if protocol in (None, "given") or not names:
+        return
+    name = names[0]
+    where = given.get(("protocol", name)) or f"--options {options_file}: protocol.{name}"
+    if protocol == "missing":
+        raise _usage(f"{where} needs --protocol (no protocol is checked without it): add --protocol ID, or drop "
+                     f"the protocol option{'s' if len(names) > 1 else ''}",
+                     hint="Nothing was written." if len(names) == 1 else
+                     f"protocol options given: {', '.join(names)}. Nothing was written.")
+    raise _usage(f"{where}: cartlab {command or 'this command'} has no protocol (it takes no --protocol), so the "
+                 "option would change nothing: drop it",
+                 hint="protocol options apply in analyze, report and serve with --protocol, and in eligibility, "
+                      "deviations and dose")
 
 
 #: what a pydantic error type says the value should be, in a user's words

@@ -75,16 +75,18 @@ def ctcae_cmd(
 ) -> None:
     """Grade a plain lab table with CTCAE (v5.0 default; SI and US conventional units).
 
-    Every input column is kept, in the same row order; [bold]grade[/] (0-4, empty = cannot be graded)
-    and [bold]grade_reason[/] (the rule in words and its criteria id) are added. Ambiguous criteria
+    Every input column is kept, in the same row order; [bold]grade[/] (0-4, empty = cannot be graded),
+    [bold]grade_max[/] (the highest grade the value leaves open: a censored result or a missing baseline;
+    equal to grade when settled) and [bold]grade_reason[/] (the rule in words and its criteria id) are added. Ambiguous criteria
     follow admiral's (worst-case) reading by default; change them with --set NAME=VALUE or --options FILE.
 
     [bold]term[/]: a CTCAE term ("Neutrophil count decreased"), or a parameter as users write it — a
     cartlab code (NEUT, PLAT, HGB ...) or an alias (ANC, PLT, Hb, Na, Cr, ALT ...); a parameter's value is
     converted from its unit (/uL, mg/dL ...) to the criteria's. [bold]direction[/]: L or H (low, high,
     decreased, increased). cartlab ctcae --list-terms shows every term. [bold]aval[/]: a number, or a
-    censored result ("<0.5", ">1000"), graded at both ends of its interval: two grades give the lower,
-    the reason naming the range ("censored result <0.6 leaves grade 3-4 open").
+    censored result ("<0.5", ">1000"), graded at both ends of its interval: two grades give the lower
+    as grade and the higher as grade_max, the reason naming the range ("censored result <0.6 leaves
+    grade 3-4 open"; a converted bound as written and converted: "<0.5 mg/dL (<8.552 umol/L)").
 
     [bold]Example[/]: cartlab ctcae labs.csv --out labs_graded.csv --set hypokalemia_symptomatic=false
     """
@@ -128,7 +130,9 @@ def ctcae_cmd(
                      if extra else None) from None
     by = ", ".join(f"grade {g}: {n}" for g, n in sorted(summary["by_grade"].items()))
     console.print(f"[green]wrote[/] {out}: {summary['rows']} rows, {summary['graded']} graded{f' ({by})' if by else ''}, "
-                  f"{summary['not_gradable']} not gradable; criteria {', '.join(summary['criteria'])}")
+                  f"{summary['not_gradable']} not gradable"
+                  + (f", {summary['with_range']} with a range up to grade_max" if summary.get("with_range") else "")
+                  + f"; criteria {', '.join(summary['criteria'])}")
     if summary.get("unknown_terms"):
         console.print(f"[yellow]not CTCAE terms or known parameters:[/] {', '.join(summary['unknown_terms'][:20])} "
                       "(cartlab ctcae --list-terms lists the terms)", soft_wrap=True)

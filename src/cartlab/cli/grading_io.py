@@ -1,7 +1,7 @@
 """`cartlab ctcae`: grade a plain CSV lab table (the contract of ../shared/conformance/README.md).
 
 The table is read, graded by :func:`cartlab.grading.ctcae.grade_labs` and written back with every
-input column unchanged plus ``grade`` and ``grade_reason``. Besides the CTCAE term names and L/H
+input column unchanged plus ``grade``, ``grade_max`` and ``grade_reason``. Besides the CTCAE term names and L/H
 directions of the contract, a row may name what a user writes first:
 
 * a direction ``low``/``high`` (``decreased``, ``increased``, ``lo``, ``hi`` ... any case);
@@ -222,7 +222,8 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     ``low_indicator`` and ``metadata`` (admiral criteria name: ``..._uscv`` = US units, else SI;
     otherwise ``units``/``options.units`` decide, "auto" by the unit). The output has the same rows in
     the same order with every input column unchanged, plus ``grade`` ("0"-"4", empty when not
-    gradable) and ``grade_reason`` (the rule in words and its id in brackets).
+    gradable), ``grade_max`` (the highest grade the value leaves open: a censored result or a missing
+    baseline; equal to grade when settled) and ``grade_reason`` (the rule in words and its id in brackets).
 
     Bad input (see :func:`check_table`; a semicolon- or tab-separated file) raises an
     :class:`InputError` naming the file, row and column, and nothing is written. Unless ``force``,
@@ -255,7 +256,7 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         raw = pl.read_csv(input_csv, infer_schema=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable CSV is the user's input problem
         raise InputError(f"{input_csv}: not a readable CSV table ({exc})") from None
-    clash = [c for c in raw.columns if c.lower() in ("grade", "grade_reason")]
+    clash = [c for c in raw.columns if c.lower() in ("grade", "grade_max", "grade_reason")]
     if clash:
         raise InputError(f"{input_csv}: the input already has column(s) {clash}")
     lower = {c.lower(): c for c in raw.columns}
@@ -274,6 +275,7 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     cens = work["aval"].cast(pl.String).str.extract(pattern, 1)
     work = work.with_columns(pl.when(cens.is_not_null()).then(pl.col("aval").cast(pl.String).str.extract(pattern, 2))
                              .otherwise(pl.col("aval").cast(pl.String)).alias("aval"))
+    written = _bound_as_written(raw, lower, cens)
     work = normalise_user_names(work, terms, input_csv)
     if "metadata" in lower:
         meta = raw[lower["metadata"]].unique().to_list()
@@ -281,13 +283,21 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         work = work.with_columns(
             raw[lower["metadata"]].replace_strict(mapping, default=None, return_dtype=pl.String).alias("criteria_units")
         )
-    graded = _grade_censored(work.drop(_READ_AS), cens, options, grade_labs)
+    graded = _grade_censored(work.drop(_READ_AS), cens, options, grade_labs, _bound_text(written, work))
     reason = pl.concat_str([graded["grade_reason"], pl.lit(" ["), graded["rule"], pl.lit("]")], ignore_nulls=False)
     reason = pl.select(pl.coalesce(reason, graded["grade_reason"])).to_series()
+    # an empty direction is named as empty, never as Python's None (review 38 C7)
+    reason = reason.str.replace("direction None is not L or H", "direction is empty: give L or H (low/high)",
+                                literal=True)
     read_as = work[_READ_AS]
     reason = pl.select(pl.when(read_as.is_not_null()).then(pl.concat_str([pl.lit("("), read_as, pl.lit(") "), reason]))
                        .otherwise(reason)).to_series()
-    out = raw.with_columns(graded["grade"].cast(pl.String).alias("grade"), reason.alias("grade_reason"))
+    # grade_max: the open upper grade of a censored or baseline-less value (review 38 B3), equal to
+    # grade when it is settled, empty when grade is
+    gmax = pl.select(pl.when(graded["grade"].is_null()).then(None)
+                     .otherwise(pl.max_horizontal(graded["grade"], graded["grade_max"]))).to_series()
+    out = raw.with_columns(graded["grade"].cast(pl.String).alias("grade"), gmax.cast(pl.String).alias("grade_max"),
+                           reason.alias("grade_reason"))
     try:
         with atomic_file(out_csv) as tmp:  # nothing partial is left under the output name
             out.write_csv(tmp)
@@ -304,6 +314,7 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         "by_grade": {int(g): int(n) for g, n in counts.iter_rows() if g is not None},
         "criteria": criteria_names(options.version, options.units),
         "unknown_terms": unknown,
+        "with_range": int((gmax.is_not_null() & (gmax != graded["grade"])).sum()),
     }
     if "expected_grade" in lower:
         exp = raw[lower["expected_grade"]].fill_null("").str.strip_chars()
@@ -314,7 +325,33 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     return summary
 
 
-def _grade_censored(work: pl.DataFrame, cens: pl.Series, options: Any, grade_labs: Any) -> pl.DataFrame:
+def _bound_as_written(raw: pl.DataFrame, lower: dict[str, str], cens: pl.Series) -> pl.DataFrame:
+    """The censored bound and unit of each row as the user wrote them ("0.5", "mg/dL"); null elsewhere."""
+    bound = raw[lower["aval"]].cast(pl.String).str.extract(_CENSORED.pattern, 2)
+    unit = raw[lower["unit"]].cast(pl.String).str.strip_chars() if "unit" in lower else pl.repeat(
+        None, raw.height, dtype=pl.String, eager=True)
+    return pl.DataFrame({"_w_bound": bound, "_w_unit": unit, "_w_cens": cens})
+
+
+def _bound_text(written: pl.DataFrame, work: pl.DataFrame) -> pl.Series:
+    """The censored bound in a reason: as written ("<0.6"); when the row's value was converted to
+    another unit, the written value and unit and the converted value with at most 4 significant
+    digits ("<0.5 mg/dL (<8.552 umol/L)"), never the float's full repr (review 38 C2)."""
+    conv = work["aval"].cast(pl.Float64, strict=False).round_sig_figs(4)
+    conv_text = conv.cast(pl.String).str.replace(r"\.0$", "")
+    w = written.with_columns(conv_text.alias("_conv"), work["unit"].alias("_unit") if "unit" in work.columns
+                             else pl.lit(None, pl.String).alias("_unit"))
+    c = pl.col("_w_cens")
+    changed = pl.col("_unit").is_not_null() & pl.col("_w_unit").is_not_null() & (pl.col("_unit") != pl.col("_w_unit"))
+    return w.select(
+        pl.when(c.is_null()).then(None)
+        .when(changed).then(pl.format("{}{} {} ({}{} {})", c, pl.col("_w_bound"), pl.col("_w_unit"), c,
+                                      pl.col("_conv"), pl.col("_unit")))
+        .otherwise(pl.concat_str([c, pl.col("_w_bound")])).alias("_text")).to_series()
+
+
+def _grade_censored(work: pl.DataFrame, cens: pl.Series, options: Any, grade_labs: Any,
+                    bound_text: pl.Series | None = None) -> pl.DataFrame:
     """grade_labs, a censored aval graded as ``derive_ctcae`` grades a study's censored result (review
     37 R37-6): at its bound (just inside it for "<"/">": a relative 1e-9, far below the comparison
     precision) and at the far end of its interval (0 for "<", 1e12 for ">"); grades are monotone in
@@ -332,7 +369,7 @@ def _grade_censored(work: pl.DataFrame, cens: pl.Series, options: Any, grade_lab
     idx = rows.arg_true()
     fg = pl.Series("fg", [None] * work.height, dtype=pl.Int64).scatter(idx, far["grade"])
     fm = pl.Series("fm", [None] * work.height, dtype=pl.Int64).scatter(idx, far["grade_max"])
-    text = pl.concat_str([c, pl.col("_bound")])
+    text = pl.lit(bound_text) if bound_text is not None else pl.concat_str([c, pl.col("_bound")])
     g, gm, fgc = pl.col("grade"), pl.col("grade_max"), pl.col("_fg")
     spread = c.is_not_null() & g.is_not_null() & fgc.is_not_null() & (g != fgc)
     out = graded.with_columns(work["aval"].alias("_bound"), fg.alias("_fg"), fm.alias("_fm")).with_columns(

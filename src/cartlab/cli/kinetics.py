@@ -17,6 +17,7 @@ from cartlab.cli.base import (
     aliased,
     app,
     console,
+    err,
     spelled,
 )
 from cartlab.errors import CartlabError
@@ -144,7 +145,7 @@ def stein_cmd(
     derived_if_unidentified: Annotated[str, typer.Option(
         "--derived-if-unidentified", help="Per-subject fits flagged 'not identified': null (default: no Cmax/AUC "
         "where they depend on an unidentified parameter) or keep.")] = "null",
-    seed: Annotated[int, typer.Option("--seed", help="Population: random seed (same seed, same result).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Population: random seed (same seed, same result).")] = 0,
     n_burn: Annotated[int, typer.Option("--n-burn", min=1, help="Population: SAEM iterations with step 1.")] = 300,
     n_smooth: Annotated[int, typer.Option("--n-smooth", min=1, help="Population: SAEM iterations with decreasing step.")] = 200,
     n_post: Annotated[int, typer.Option("--n-post", min=1, help="Population: MCMC iterations for SEs.")] = 150,
@@ -205,9 +206,9 @@ def stein_cmd(
     for w in meta.get("warnings") or ():
         if w.startswith("information matrix not positive definite"):
             continue  # already printed: the fit raised it as a CartlabWarning (once, not twice)
-        console.print(f"[yellow]Warning:[/] {w}", soft_wrap=True)
+        err.print(f"  [yellow]![/] {w}", soft_wrap=True, highlight=False)  # warnings on stderr, one prefix (review 38 C3)
     if meta.get("warning"):
-        console.print(f"[yellow]Note:[/] {meta['warning']}", soft_wrap=True)
+        err.print(f"  [yellow]![/] {meta['warning']}", soft_wrap=True, highlight=False)
 
 
 # ------------------------------------------------------------------------------------------------

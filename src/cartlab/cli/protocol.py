@@ -26,6 +26,15 @@ from cartlab.cli.base import (
     err,
 )
 
+ProtoSetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="protocol.OPTION=VALUE", help="A protocol option as cartlab analyze --protocol takes it, "
+    "e.g. --set protocol.max_shift_days=3; repeatable; applied after --options. The command's own flags are "
+    "the same options (see below); a flag and a --set that disagree are an error.")]
+ProtoOptionsOpt = Annotated[Optional[Path], typer.Option(
+    "--options", metavar="FILE", help="A YAML options file as cartlab analyze takes (or an analysis.json, whose "
+    "options are replayed): its protocol section is used; protocol options this command has no use for, and "
+    "other engines' sections, are ignored.")]
+
 
 @app.command("protocols")
 def protocols_cmd(
@@ -121,6 +130,8 @@ def dose_cmd(
     study_dir: StudyDirAlias = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
+    set_options: ProtoSetOpt = None,
+    options_file: ProtoOptionsOpt = None,
 ) -> None:
     """Doses of every administration of a protocol for one patient: day, agent, dose, unit, basis.
 
@@ -137,6 +148,8 @@ def dose_cmd(
     without weight) is "not evaluable", naming them; the others are computed. Implausible inputs
     and doses outside the protocol are refused.
 
+    Protocol options (as analyze's --set protocol.OPTION): --car-dose = protocol.car_dose.
+
     [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52 --height 160 --age 17 --sex F --creatinine 54 umol/L
     [bold]Example[/]: cartlab dose --protocol nct04762485 --subject CD7-AML-001 --study out/seed_case
     """
@@ -147,6 +160,8 @@ def dose_cmd(
 
     as_csv = _as_csv(as_csv, fmt)
     study = _study_alias(study, study_dir)
+    car_dose = _protocol_settings(ctx, "dose", set_options, options_file,
+                                  {"car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose)})["car_dose"]
     p = _protocol_or_exit(protocol)
     # the subject's data: in --study, or in the store (an explicit --store or CARTLAB_STORE, or the default
     # store when it exists; without any, --subject only labels the sheet, as before)
@@ -268,6 +283,7 @@ def _measure_used(p, size: dict, opts, rules: list[str]) -> str:
 
 @app.command("eligibility")
 def eligibility_cmd(
+    ctx: typer.Context,
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
     subject: Annotated[Optional[str], typer.Argument(
         metavar="SUBJECT", help="Subject id (default: every subject of --study).")] = None,
@@ -284,6 +300,8 @@ def eligibility_cmd(
         "--screening-end", help="Where the screening window ends: lymphodepletion (default: the day of the "
         "subject's first lymphodepletion dose, else the protocol's nominal end), day_before_lymphodepletion, "
         "or fixed (the protocol's nominal end).")] = "lymphodepletion",
+    set_options: ProtoSetOpt = None,
+    options_file: ProtoOptionsOpt = None,
 ) -> None:
     """Screen a subject (or every subject of --study) against a protocol's eligibility criteria:
     value, day, pass/fail/unknown and the reason for each criterion.
@@ -295,6 +313,9 @@ def eligibility_cmd(
     Without a SUBJECT, every subject of --study (a folder or stored id) is screened: a verdict per
     subject (--csv: every criterion of every subject), as cartlab deviations does.
 
+    Protocol options (as analyze's --set protocol.OPTION): --age-exact = protocol.age_whole_years=false,
+    --screening-end X = protocol.screening_end=X.
+
     [bold]Example[/]: cartlab eligibility CD7-AML-001 --protocol nct04762485
     [bold]Example[/]: cartlab eligibility --study out/seed_case --protocol nct04762485
     """
@@ -304,13 +325,17 @@ def eligibility_cmd(
     from cartlab.model import NOT_MEASURED_SOURCES
     from cartlab.protocol import derive_eligibility, eligibility_verdict
 
+    chosen = _protocol_settings(ctx, "eligibility", set_options, options_file, {
+        "age_whole_years": ("age_exact", "--age-exact", False if age_exact else None),
+        "screening_end": ("screening_end", f"--screening-end {screening_end}", screening_end)})
+    screening_end = chosen["screening_end"]
     p = _protocol_or_exit(protocol)
     data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
     from cartlab.protocol.eligibility import SCREENING_ENDS
 
     if screening_end not in SCREENING_ENDS:
         raise _usage(f"--screening-end must be one of {', '.join(SCREENING_ENDS)} (got {screening_end!r})")
-    res = derive_eligibility(data, p, subject, age_whole_years=False if age_exact else None,
+    res = derive_eligibility(data, p, subject, age_whole_years=chosen["age_whole_years"],
                              screening_end=screening_end)
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
@@ -341,6 +366,7 @@ def eligibility_cmd(
 
 @app.command("deviations")
 def deviations_cmd(
+    ctx: typer.Context,
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
     subject: Annotated[Optional[str], typer.Argument(
         metavar="SUBJECT", help="Subject id (default: every subject of --study).")] = None,
@@ -359,6 +385,8 @@ def deviations_cmd(
     monitoring_to_followup: Annotated[bool, typer.Option(
         "--monitoring-to-followup", help="Check monitoring up to the end of follow-up even after allo-HSCT or new "
         "therapy (default: those events end the schedule).")] = False,
+    set_options: ProtoSetOpt = None,
+    options_file: ProtoOptionsOpt = None,
 ) -> None:
     """Protocol deviations: missed or extra doses, wrong days, doses outside tolerance, missed
     monitoring days — compared with what the protocol plans for the subject's own weight and BSA.
@@ -367,6 +395,10 @@ def deviations_cmd(
     CAR-T, same day); monitoring ends at death, last_followup_day (blank: the last recorded row),
     allo-HSCT or new therapy (docs/protocol.md).
 
+    Protocol options (as analyze's --set protocol.OPTION): --car-dose X = protocol.car_dose=X,
+    --max-shift-days N = protocol.max_shift_days=N, --monitoring-to-followup =
+    protocol.off_study_ends_monitoring=false.
+
     [bold]Example[/]: cartlab deviations CD7-AML-001 --protocol nct04762485
     """
     from rich.markup import escape
@@ -374,13 +406,19 @@ def deviations_cmd(
     from cartlab.grading.adam import to_csv_frame
     from cartlab.protocol import derive_deviations
 
+    chosen = _protocol_settings(ctx, "deviations", set_options, options_file, {
+        "car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose),
+        "max_shift_days": ("max_shift_days", f"--max-shift-days {max_shift_days}", max_shift_days),
+        "off_study_ends_monitoring": ("monitoring_to_followup", "--monitoring-to-followup",
+                                      False if monitoring_to_followup else True)})
+    car_dose, max_shift_days = chosen["car_dose"], chosen["max_shift_days"]
     p = _protocol_or_exit(protocol)
     data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
     from cartlab.protocol import DoseOptions
     from cartlab.protocol.deviations import deviation_summary
 
     res = derive_deviations(data, p, DoseOptions(car_dose=car_dose) if car_dose is not None else None,
-                            max_shift_days=max_shift_days, off_study_ends_monitoring=not monitoring_to_followup)
+                            max_shift_days=max_shift_days, off_study_ends_monitoring=chosen["off_study_ends_monitoring"])
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(_round_floats(res)).write_csv())
         return
@@ -420,6 +458,54 @@ def _print_verdicts(verdicts, p) -> None:
                   str(r["n_unknown"]), escape(r["failed"]))
     console.print(t)
     console.print("[dim]one subject's criteria: cartlab eligibility SUBJECT ...; every criterion: --csv[/]")
+
+
+def _protocol_settings(ctx, command: str, set_options: list[str] | None, options_file: Path | None,
+                       flags: dict[str, tuple[str, str, object]]) -> dict[str, object]:
+    """The protocol options of ``command`` from its flags and ``--set protocol.X`` / ``--options``
+    (review 38 B5): ``flags`` maps each option the command uses to (parameter name, the flag as
+    written, its value as a ProtocolOptions value). A flag given on the command line wins over its
+    default; a flag and a --set/--options value that disagree are an error (exit 2); a --set of
+    another engine, or of a protocol option the command does not use, is refused."""
+    import yaml
+
+    from cartlab.cli.base import analysis_options
+
+    applies = ", ".join(f"protocol.{k}" for k in flags)
+    named: dict[str, str] = {}
+    for item in set_options or []:
+        key = item.partition("=")[0].strip()
+        engine, _, name = key.partition(".")
+        if engine.strip() != "protocol":
+            raise _usage(f"--set {item!r}: cartlab {command} takes protocol options only ({applies})")
+        named[name.strip()] = f"--set {key}"
+    if options_file is not None:
+        try:
+            loaded = yaml.safe_load(options_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise _usage(f"--options {options_file}: {exc}") from None
+        if isinstance(loaded, dict) and "cartlab_version" in loaded:
+            loaded = loaded.get("options_set") or {}
+        section = loaded.get("protocol") if isinstance(loaded, dict) else None
+        for name in section if isinstance(section, dict) else {}:
+            named.setdefault(str(name), f"--options {options_file}: protocol.{name}")
+    chosen = {key: value for key, (_, _, value) in flags.items()}
+    if not named:
+        return chosen
+    po = analysis_options(options_file, set_options, protocol="given").protocol  # checks names and values
+    for name, where in named.items():
+        if name not in flags and where.startswith("--set"):
+            raise _usage(f"{where}: cartlab {command} has no use for it; it takes {applies}")
+    for key, (param, flag, value) in flags.items():
+        if key not in named:
+            continue
+        wanted = getattr(po, key)
+        if not _is_default(ctx, param) and wanted != value:
+            raise _usage(f"{flag} and {named[key]}={wanted} disagree: give the option once")
+        chosen[key] = wanted
+    shown = ", ".join(f"protocol.{k} = {v}" for k, v in chosen.items() if k in named)
+    err.print(f"[dim]protocol options set: {shown}[/]", soft_wrap=True, highlight=False)
+    return chosen
 
 
 def _is_default(ctx, name: str) -> bool:

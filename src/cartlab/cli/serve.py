@@ -83,7 +83,8 @@ def serve_cmd(
     for warning in check_token(token, host):
         err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     origins = [parse_origin(o) for o in [*(allowed_origins or []), *allowed_origins_from_env()]]
-    options = analysis_options(options_file, set_options)  # a bad option stops before any reading
+    options = analysis_options(options_file, set_options,  # a bad option stops before any reading
+                               protocol="given" if protocol else "missing")
     proto = _protocol_or_exit(protocol) if protocol else None
     catalog = _catalog(study, store, csv_dialect)
     catalog.options, catalog.protocol = options, proto

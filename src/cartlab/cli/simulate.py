@@ -43,7 +43,7 @@ def _splits(text: str | None) -> list[tuple[float, ...]] | None:
 def simulate_cmd(
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Protocol (shipped id or YAML).")] = "nct04762485",
     n: Annotated[int, typer.Option("--n", help="Virtual patients (per arm; every patient runs in every arm).")] = 200,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (the same seed gives the same patients).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (the same seed gives the same patients).")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/simulate"),
     dose_levels: Annotated[str | None, typer.Option(
         "--dose-levels", help="CAR-T dose levels in cells/kg, e.g. 1e6,2e6,5e6 (default: the protocol's).")] = None,
@@ -141,20 +141,46 @@ def simulate_cmd(
             prog.stop()
             err.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
             raise typer.Exit(1) from None
-    def fmt(r: dict, k: str) -> str:
-        lo, hi = r[k]["ci95_wilson"]
-        return f"{100 * r[k]['rate']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"
-
     for a in summary["arms"]:
-        r = a["rates"]
-
-        console.print(f"[bold]{a['arm']}[/] n={a['n']} (Wilson 95% CIs): response CR/CRh/CRi {fmt(r, 'response_cr_crh_cri')} "
-                      f"(with MLFS {fmt(r, 'response_cr_crh_cri_mlfs')}), "
-                      f"CRS>=3 {fmt(r, 'crs_ge3')}, ICAHT>=3 {fmt(r, 'icaht_early_ge3')}, CD7- relapse "
-                      f"{fmt(r, 'cd7neg_relapse')}; median Cmax {a['median_cmax_copies_per_ug']} copies/ug at day "
-                      f"{a['median_tmax_day']}", soft_wrap=True, highlight=False)
+        console.print(_arm_line(a, days), soft_wrap=True, highlight=False)
     console.print(f"[green]wrote[/] {out / 'summary.json'}, {out / 'tables'}, {out / 'plots'}"
                   + (f", {out / 'study'}" if cfg.folders else "") + " (all values simulated)")
     console.print("[dim]rates: % (Wilson score 95% CI); summary.json also gives the exact Clopper-Pearson CI "
                   "(ci95_exact), the method of cartlab analyze's response_rates.csv[/]", soft_wrap=True,
                   highlight=False)
+
+
+def _pct(k: int, n: int) -> str:
+    """k/n as "% (Wilson 95% CI)"."""
+    from cartlab.twin.trial import wilson
+
+    lo, hi = wilson(k, n)
+    return f"{100 * k / n:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"
+
+
+def _arm_line(a: dict, days: float | None) -> str:
+    """One arm's printed rates (review 38 B9): a response rate is over the patients with a response
+    assessment (best response not NE, as analyze's response_rates), with the NE count named, and
+    "not evaluable" when none was assessed; with a follow-up shorter than the early ICAHT window
+    (days 0-30, EHA/EBMT 2023) ICAHT >= 3 is a lower bound ("at least"), and Cmax/Tmax are "within D
+    days" when D is shorter than the 28-day expansion window."""
+    from cartlab.twin.summaries import early_icaht_window
+
+    r, n = a["rates"], a["n"]
+    ne = int(a["best_response"].get("NE", 0))
+    evaluable = n - ne
+    if evaluable == 0:
+        follow = f"follow-up {days:g} days; " if days is not None else ""
+        response = f"response not evaluable (0/{n} with a response assessment: {follow}best response NE for all)"
+    else:
+        response = (f"response CR/CRh/CRi {_pct(r['response_cr_crh_cri']['k'], evaluable)} (with MLFS "
+                    f"{_pct(r['response_cr_crh_cri_mlfs']['k'], evaluable)}) of {evaluable} evaluable"
+                    + (f", {ne} not evaluable (NE)" if ne else ""))
+    window_end = early_icaht_window()[1]
+    short = days is not None and days < window_end
+    icaht = (f"ICAHT>=3 at least {_pct(r['icaht_early_ge3']['k'], n)} (follow-up {days:g} days < the early window's "
+             f"{window_end:g})" if short else f"ICAHT>=3 {_pct(r['icaht_early_ge3']['k'], n)}")
+    within = f" within {days:g} days" if days is not None and days < 28 else ""
+    return (f"[bold]{a['arm']}[/] n={n} (Wilson 95% CIs): {response}, CRS>=3 {_pct(r['crs_ge3']['k'], n)}, "
+            f"{icaht}, CD7- relapse {_pct(r['cd7neg_relapse']['k'], n)}; median Cmax{within} "
+            f"{a['median_cmax_copies_per_ug']} copies/ug at day {a['median_tmax_day']}")

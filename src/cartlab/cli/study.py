@@ -256,6 +256,8 @@ def show_cmd(
     """
     from cartlab.report.timeline import subject_timeline
 
+    if start is not None and end is not None and start > end:  # review 38 C7: not an empty table
+        raise _usage(f"--from {start:g} is after --to {end:g}: give the first day to show, then the last")
     data = _subject_data(subject, store, study, csv_dialect)
     header, table, flagged = subject_timeline(data, subject, start=start, end=end)
     console.print(header)
@@ -330,7 +332,8 @@ def export_cmd(
         raise _usage("--strict applies to --adam")
     if (options_file is not None or set_options) and adam is None:
         raise _usage("--set and --options apply to --adam (the analysis behind the ADaM datasets)")
-    options = analysis_options(options_file, set_options, strict) if adam is not None else None
+    options = (analysis_options(options_file, set_options, strict, protocol="none", command="export")
+               if adam is not None else None)
     if adam_format is not None and adam is None:
         raise _usage("--adam-format applies to --adam (a study folder's files: --format csv|parquet)")
     if adam is not None and fmt is not None:  # the old spelling of --adam-format (one option, two meanings)
@@ -448,25 +451,40 @@ def _write_adam(data, folder: Path, formats: tuple[str, ...], strict: bool, opti
         return write_adam(analysis, folder, formats, strict=strict), analysis
 
 
+#: the largest --n of `cartlab synthetic`: the generator holds the whole cohort in memory (about 0.5 GB
+#: per 1000 subjects at its peak and 1,500 observation rows, 76 MB of CSV, per subject; review 38 B1)
+SYNTHETIC_MAX_N = 10_000
+
+
 @app.command("synthetic")
 def synthetic_cmd(
     out_arg: Annotated[Optional[Path], typer.Argument(
         metavar="OUT", hidden=True, help="Old form of --out DIR (deprecated).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Folder to write the study into.")]
     = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of subjects.")] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
+    n: Annotated[int, typer.Option("--n", min=1, max=SYNTHETIC_MAX_N,
+                                   help=f"Number of subjects (1 to {SYNTHETIC_MAX_N:,}: the cohort is built in "
+                                        "memory, about 0.5 GB per 1,000 subjects).")] = 100,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (same seed, same files).")] = 0,
     fmt: Annotated[str, typer.Option("--format", metavar="csv|parquet", help="csv or parquet.")] = "csv",
     force: Annotated[bool, typer.Option(
-        "--force", help="Write into a folder that is not empty, replacing its study tables and README.")] = False,
+        "--force", help="Write into a folder that is not empty: its study tables (subjects, doses, observations, "
+        "interventions, events; .csv or .parquet) are replaced once the new ones are written; other files "
+        "(a README.md ...) are kept.")] = False,
 ) -> None:
     """Write a seeded synthetic CAR-T cohort (CD7 and CD19 programmes) as a study folder.
 
-    Every row carries source=synthetic. Useful for trying cartlab, tests and benchmarks. A folder that
-    is not empty is refused unless --force is given.
+    Every row carries source=synthetic. Useful for trying cartlab, tests and benchmarks. The diseases
+    are AML, B-ALL and LBCL; cartlab has no response criteria for LBCL yet, so their best response is
+    not evaluable. A folder that is not empty is refused unless --force is given. The study is written
+    into a temporary folder beside --out and moved in only when complete: a failed run leaves the
+    earlier study as it was.
 
     [bold]Example[/]: cartlab synthetic --out cohort/ --n 200 --seed 7
     """
+    import shutil
+    import tempfile
+
     from cartlab.datasets import synthetic_cohort
 
     if fmt not in ("csv", "parquet"):
@@ -474,20 +492,56 @@ def synthetic_cmd(
     out = _out(out, out_arg)
     if out.exists() and not out.is_dir():
         raise _usage(f"{out}: a file, not a folder to write the study into")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            n_files = sum(1 for _ in out.iterdir())
-            raise _usage(f"{out} is not empty ({n_files} entries): cartlab will not overwrite it",
-                         hint="choose a new folder, or pass --force to replace its study tables and README")
-        from cartlab.io.folder import TABLE_FORMATS, TABLE_NAMES
+    if out.is_dir() and any(out.iterdir()) and not force:
+        n_files = sum(1 for _ in out.iterdir())
+        raise _usage(f"{out} is not empty ({n_files} entries): cartlab will not overwrite it",
+                     hint="choose a new folder, or pass --force to replace its study tables (other files are kept)")
+    from cartlab.io.atomic import write_error
 
-        for p in out.iterdir():
-            stem, _, ext = p.name.rpartition(".")
-            if p.is_file() and ((stem.lower() in TABLE_NAMES and ext.lower() in TABLE_FORMATS)
-                                or p.name.lower() == "readme.md"):
-                p.unlink()
-    path = synthetic_cohort(n, seed=seed, out_dir=out, fmt=fmt, progress=err.is_terminal)
-    console.print(f"[green]wrote[/] {path} ({n} synthetic subjects, seed {seed})")
+    stage = None
+    try:
+        parent = out.absolute().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.synthetic-", dir=parent))
+        try:
+            synthetic_cohort(n, seed=seed, out_dir=stage, fmt=fmt, progress=err.is_terminal)
+        except MemoryError:
+            from cartlab.errors import CartlabError
+
+            raise CartlabError(f"not enough memory to build {n:,} synthetic subjects (about {n * 1500:,} "
+                               "observation rows, held in memory)",
+                               hint=f"use a smaller --n; {out} was left as it was") from None
+        _move_study_in(stage, out)
+    except OSError as exc:  # e.g. --out /proc/x: the path given, never the staging folder's name
+        raise write_error(out, exc, "the synthetic study") from None
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    console.print(f"[green]wrote[/] {out} ({n} synthetic subjects, seed {seed})")
+
+
+def _move_study_in(stage: Path, out: Path) -> None:
+    """The finished study in ``stage`` becomes ``out``: a new folder is renamed into place; an
+    existing one (--force) loses its old study tables (either format) and gets the new ones, each by
+    an atomic rename; its other files stay (review 38 B8)."""
+    import os
+
+    from cartlab.io.folder import TABLE_FORMATS, TABLE_NAMES
+
+    if not out.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(stage, 0o777 & ~umask)  # mkdtemp's folder is private (0700); a study folder is not
+        os.replace(stage, out)
+        return
+    new = {p.name for p in stage.iterdir()}
+    for p in out.iterdir():
+        stem, _, ext = p.name.rpartition(".")
+        if (p.is_file() and p.name not in new and stem.lower() in TABLE_NAMES
+                and ext.lower() in TABLE_FORMATS):
+            p.unlink()
+    for name in sorted(new):
+        os.replace(stage / name, out / name)
 
 
 @app.command("demo")

@@ -27,7 +27,7 @@ PosteriorOpt = Annotated[str, typer.Option("--posterior", help="laplace (Laplace
 AnchorsOpt = Annotated[bool, typer.Option(
     "--seed-anchors", help="Add the seed paper's qualitative facts (fever days, hypotension, neutropenia, CD7+ "
     "fall, peak day) as soft pseudo-observations.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Random seed (same seed, same result).")]
 OtherTargetOpt = Annotated[bool, typer.Option(
     "--allow-other-target", help="Fit a subject whose subjects.target is not CD7 (e.g. CD19) with the CD7 model "
     "anyway (refused by default: the twin models CD7 CAR-T). The forecast is then flagged unreliable.")]
@@ -126,6 +126,17 @@ def _write_folder(out: Path, write, kind: str = "twin", force: bool = False) -> 
 ForceOpt = Annotated[bool, typer.Option(
     "--force", help="Write into a folder that holds other files (not an earlier twin output): its twin_* files are "
     "replaced, the others kept.")]
+
+
+def _first_observed_day(data, subject: str) -> float | None:
+    """The subject's first observation day (None: no observation with a day)."""
+    import polars as pl
+
+    obs = getattr(data, "observations", None)
+    if obs is None or "subject_id" not in obs.columns or "day" not in obs.columns:
+        return None
+    m = obs.filter(pl.col("subject_id") == subject)["day"].cast(pl.Float64, strict=False).min()
+    return None if m is None else float(m)
 
 
 def _last_recorded_day(data, subject: str) -> float | None:
@@ -240,6 +251,10 @@ def forecast_cmd(
     if last is not None and from_day > last:
         raise _usage(f"--from-day {from_day:g} is beyond the last recorded day of subject {subject!r}: day {last:g}",
                      hint=f"give --from-day {last:g} or earlier: the forecast starts from the data up to that day")
+    first = _first_observed_day(data, subject)
+    if first is not None and from_day < first:  # review 38 C7: name the option, not "no observation"
+        raise _usage(f"subject {subject!r} has no observation on or before --from-day {from_day:g} (the first is on "
+                     f"day {first:g})", hint=f"give --from-day {first:g} or later")
     model = _model(sources, posterior, False, seed, draws, allow_other_target)   # anchors describe the whole course: never in a forecast
     with _progress(f"forecasting {subject} from day {from_day:g}") as step:
         model.fit(data, subject, until_day=from_day)
@@ -267,8 +282,8 @@ def forecast_cmd(
     console.print(f"[green]wrote[/] {out}: {_peak_text(rows['car_cmax'])}{caveat}), "
                   f"P(CRS>=3) {_prob_text(rows['crs_ge3'])}, P(response d28) {_prob_text(rows['response_d28'])}; "
                   "values are simulated" + _misfit_note(model), soft_wrap=True)
-    for note in model.forecast_notes_:
-        console.print(f"[yellow]note[/]: {note}", soft_wrap=True, highlight=False)
+    # the forecast's notes were printed once, as warnings on stderr (model.forecast warns each one);
+    # not again on stdout (review 38 C3); twin_forecast.json keeps them as forecast_notes
 
 
 def _peak_text(peak: dict) -> str:

@@ -220,6 +220,13 @@ def _below_days(flag: np.ndarray, known: np.ndarray, stable: int = 3) -> np.ndar
     return total
 
 
+def early_icaht_window() -> tuple[float, float]:
+    """The early ICAHT window (first and last day after infusion) of ``icaht_2023.yaml``'s options."""
+    _, opts = _rules("icaht")
+    lo, hi = opts["early_window"]
+    return float(lo), float(hi)
+
+
 def icaht_early(obs) -> np.ndarray:
     """EHA/EBMT 2023 early ICAHT grade (0-4; -1 = not evaluable: no ANC in the early window), by the
     rules of ``icaht_2023.yaml`` (Rejeski et al. 2023)."""
