@@ -82,7 +82,8 @@ def test_numeric_valuestring_is_not_read_by_default(tmp_path):
     assert hgb[0].startswith("numeric valueString without a unit: not read")
     assert (reasons[hgb[0]], reasons[crp[0]]) == ("3", "4")
     assert st.reader_options == {"observation_statuses": ["final", "amended", "corrected"],
-                                 "numeric_valuestring": "skip"}
+                                 "numeric_valuestring": "skip", "partial_death_dates": "impute",
+                                 "partial_event_dates": "impute", "ongoing_interventions": "last_record"}
     assert not rep.filter(pl.col("resource_type") == "(reader option)").height  # defaults: no option row
 
 
@@ -381,4 +382,6 @@ def test_cli_analyze_records_the_reader_options_in_analysis_json(tmp_path):
     run("analyze", "--fhir", _cli_bundle(tmp_path), "--observation-status", "final", "--observation-status",
         "preliminary", "--out", tmp_path / "a")
     meta = json.loads((tmp_path / "a" / "analysis.json").read_text(encoding="utf-8"))
-    assert meta["reader_options"] == {"observation_statuses": ["final", "preliminary"], "numeric_valuestring": "skip"}
+    assert meta["reader_options"] == {"observation_statuses": ["final", "preliminary"], "numeric_valuestring": "skip",
+                                      "partial_death_dates": "impute", "partial_event_dates": "impute",
+                                      "ongoing_interventions": "last_record"}

@@ -32,8 +32,12 @@ from cartlab.cli.interop import (
     MappingOpt,
     NumericValueStringOpt,
     ObservationStatusOpt,
+    OngoingInterventionsOpt,
     PartialDatesOpt,
+    PartialDeathDatesOpt,
+    PartialEventDatesOpt,
     SdtmOpt,
+    StudyDayFallbackOpt,
     load_source,
 )
 
@@ -100,8 +104,12 @@ def analyze_cmd(
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
+    partial_death_dates: PartialDeathDatesOpt = "impute",
+    partial_event_dates: PartialEventDatesOpt = "impute",
+    study_day_fallback: StudyDayFallbackOpt = False,
     observation_status: ObservationStatusOpt = None,
     numeric_valuestring: NumericValueStringOpt = "skip",
+    ongoing_interventions: OngoingInterventionsOpt = "last_record",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
     workers: Annotated[int, typer.Option(
@@ -152,7 +160,11 @@ def analyze_cmd(
             reading = True  # an OSError while reading the input is not a write error
             data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
                                   partial_dates=partial_dates, report_to=t.staging, report_shown=out,
-                                  observation_statuses=observation_status, numeric_valuestring=numeric_valuestring)
+                                  observation_statuses=observation_status, numeric_valuestring=numeric_valuestring,
+                                  sdtm_opts={"partial_death_dates": partial_death_dates,
+                                             "partial_event_dates": partial_event_dates,
+                                             "study_day_fallback": study_day_fallback},
+                                  ongoing_interventions=ongoing_interventions)
             reading = False
             t.meta["study_id"] = data.study_id
             if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
@@ -199,8 +211,12 @@ def report_cmd(
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
+    partial_death_dates: PartialDeathDatesOpt = "impute",
+    partial_event_dates: PartialEventDatesOpt = "impute",
+    study_day_fallback: StudyDayFallbackOpt = False,
     observation_status: ObservationStatusOpt = None,
     numeric_valuestring: NumericValueStringOpt = "skip",
+    ongoing_interventions: OngoingInterventionsOpt = "last_record",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
     workers: Annotated[Optional[int], typer.Option(
@@ -244,7 +260,11 @@ def report_cmd(
     proto = _protocol_or_exit(protocol) if protocol else None
     data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
                           partial_dates=partial_dates, observation_statuses=observation_status,
-                          numeric_valuestring=numeric_valuestring, report_to=out)
+                          numeric_valuestring=numeric_valuestring, report_to=out,
+                          sdtm_opts={"partial_death_dates": partial_death_dates,
+                                     "partial_event_dates": partial_event_dates,
+                                     "study_day_fallback": study_day_fallback},
+                          ongoing_interventions=ongoing_interventions)
     if subject and subject not in data.subject_ids:
         raise _usage(f"no subject {subject!r} in {study}")
     if subject:  # engines are per subject (batched runs agree): analyse this one, report only its problems

@@ -24,6 +24,21 @@ FhirInOpt = Annotated[Optional[Path], typer.Option(
 PartialDatesOpt = Annotated[str, typer.Option(
     "--partial-dates", help="SDTM dates without a day (2021-05): skip (count them as not mapped) or impute (first "
     "of the month/year for a start, last for an end, said in source_note).")]
+PartialDeathDatesOpt = Annotated[str, typer.Option(
+    "--partial-death-dates", metavar="impute|drop", help="SDTM and FHIR: a death with a partial date (DTHDTC/"
+    "DSSTDTC, Patient.deceasedDateTime 2021-07): impute (default; the first day of the period, not before the last record, with a warning) or drop "
+    "(no death event; a warning says OS is censored although the subject died).")]
+PartialEventDatesOpt = Annotated[str, typer.Option(
+    "--partial-event-dates", metavar="impute|drop", help="SDTM and FHIR: an event (AE/CE seizure ..., FHIR "
+    "Condition/Procedure) with a partial start date: impute (default; the first day of the period, not before day 0 unless the period lies before it) or "
+    "drop (not mapped, with a warning).")]
+StudyDayFallbackOpt = Annotated[bool, typer.Option(
+    "--study-day-fallback", help="SDTM: place a record with --DY and no --DTC date from --DY (RFSTDTC taken as "
+    "the infusion day; SDTMIG: no study day 0). Off: such records are counted in a warning.")]
+OngoingInterventionsOpt = Annotated[str, typer.Option(
+    "--ongoing-interventions", metavar="last_record|start_only", help="FHIR: a MedicationAdministration in-progress "
+    "without an effectivePeriod.end: last_record (default; runs to the subject's last dated record, said in "
+    "source_note) or start_only (a single administration at its start).")]
 MappingOpt = Annotated[Optional[Path], typer.Option(
     "--mapping", help="A YAML file extending/overriding the shipped SDTM or FHIR code map (docs/interop/).")]
 #: FHIR R4 ObservationStatus (http://hl7.org/fhir/R4/valueset-observation-status.html), all eight codes
@@ -42,7 +57,8 @@ NumericValueStringOpt = Annotated[str, typer.Option(
 def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhir: Path | None = None,
                 mapping: Path | None = None, csv_dialect: str = "standard", study_id: str | None = None,
                 report_to=None, partial_dates: str = "skip", report_shown: Path | None = None,
-                observation_statuses: list[str] | None = None, numeric_valuestring: str = "skip"):
+                observation_statuses: list[str] | None = None, numeric_valuestring: str = "skip",
+                sdtm_opts: dict | None = None, ongoing_interventions: str = "last_record"):
     """The study a command names (exactly one source), and where its mapping report went (or None).
 
     ``study_id``: an explicit id (``--study``); None leaves the reader's default (SDTM: DM.STUDYID when
@@ -52,17 +68,25 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     ``report_to`` when that is a staging folder swapped into place afterwards.
     ``observation_statuses`` / ``numeric_valuestring``: the FHIR reader's options (``--observation-status``,
     ``--numeric-valuestring``; None / "skip": the reader's defaults).
+    ``sdtm_opts``: read_sdtm's ``partial_death_dates``, ``partial_event_dates``, ``study_day_fallback``
+    (None: the reader's defaults); the two ``partial_*`` also go to the FHIR reader, with
+    ``ongoing_interventions`` (``--ongoing-interventions``, FHIR only).
     """
     given = [name for name, v in (("STUDY", study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
     if len(given) > 1:
         raise _usage(f"give one source, not {' and '.join(given)}")
     if mapping is not None and sdtm is None and fhir is None:
         raise _usage("--mapping applies to --sdtm or --fhir")
-    fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring)
+    fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring, ongoing_interventions)
+    if fhir is not None:  # partial death / event dates: the same options, and defaults, as read_sdtm
+        fhir_opts.update({k: v for k, v in (sdtm_opts or {}).items() if k.startswith("partial_") and v is not None})
+        sdtm_opts = {k: v for k, v in (sdtm_opts or {}).items() if not k.startswith("partial_")}
     if sdtm is not None or fhir is not None:
         if fhir is not None and partial_dates != "skip":
             raise _usage("--partial-dates applies to --sdtm")
-        data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates, fhir_opts)
+        if fhir is not None and sdtm_opts and any(v not in (None, False, "impute") for v in sdtm_opts.values()):
+            raise _usage("--study-day-fallback applies to --sdtm")
+        data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates, fhir_opts, sdtm_opts)
         where = report_to(data) if callable(report_to) else report_to  # a callable: named after the study
         written = _write_report(report, where, "sdtm" if sdtm is not None else "fhir") if where else None
         if written is not None and report_shown is not None:
@@ -77,11 +101,13 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     return _load_study(study, store, csv_dialect), None
 
 
-def _fhir_options(fhir: Path | None, statuses: list[str] | None, numeric_valuestring: str) -> dict:
+def _fhir_options(fhir: Path | None, statuses: list[str] | None, numeric_valuestring: str,
+                  ongoing: str = "last_record") -> dict:
     """The FHIR reader's options from ``--observation-status`` / ``--numeric-valuestring``, checked: an
     unknown code, a status that carries no result, or either option without ``--fhir`` is a usage error."""
     given = [o for o, v in (("--observation-status", statuses), ("--numeric-valuestring",
-                                                                 numeric_valuestring != "skip")) if v]
+                                                                 numeric_valuestring != "skip"),
+                                    ("--ongoing-interventions", ongoing != "last_record")) if v]
     if given and fhir is None:
         raise _usage(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to --fhir")
     if fhir is None:
@@ -97,18 +123,26 @@ def _fhir_options(fhir: Path | None, statuses: list[str] | None, numeric_valuest
                          hint="results are read from final, amended, corrected, preliminary or unknown")
     if numeric_valuestring not in NUMERIC_VALUESTRING:
         raise _usage(f"--numeric-valuestring {numeric_valuestring!r}: choose {' or '.join(NUMERIC_VALUESTRING)}")
+    from cartlab.io.fhir._partial import ONGOING_OPTIONS
+
+    if ongoing not in ONGOING_OPTIONS:
+        raise _usage(f"--ongoing-interventions {ongoing!r}: choose {' or '.join(ONGOING_OPTIONS)}")
     chosen = list(dict.fromkeys(statuses)) if statuses else list(READ_STATUSES)
-    return {"observation_statuses": chosen, "numeric_valuestring": numeric_valuestring}
+    return {"observation_statuses": chosen, "numeric_valuestring": numeric_valuestring,
+            "ongoing_interventions": ongoing}
 
 
 def _say_fhir_options(opts: dict) -> None:
     """The FHIR reader options used (recorded on the study as ``reader_options``)."""
     console.print(f"FHIR reader options: observation statuses read {', '.join(opts['observation_statuses'])}; "
-                  f"numeric valueString {opts['numeric_valuestring']}", soft_wrap=True)
+                  f"numeric valueString {opts['numeric_valuestring']}; partial death dates "
+                  f"{opts.get('partial_death_dates', 'impute')}; partial event dates "
+                  f"{opts.get('partial_event_dates', 'impute')}; ongoing interventions "
+                  f"{opts.get('ongoing_interventions', 'last_record')}", soft_wrap=True)
 
 
 def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, study_id: str | None,
-                  partial_dates: str = "skip", fhir_opts: dict | None = None):
+                  partial_dates: str = "skip", fhir_opts: dict | None = None, sdtm_opts: dict | None = None):
     from cartlab.cli.base import _progress
 
     path = sdtm if sdtm is not None else fhir
@@ -123,7 +157,8 @@ def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, st
             from cartlab.io.sdtm import read_sdtm
 
             # no explicit id: the reader's default (DM.STUDYID when it is unique, else the folder name)
-            got = read_sdtm(sdtm, mapping, report=True, partial_dates=partial_dates, study_id=study_id)
+            got = read_sdtm(sdtm, mapping, report=True, partial_dates=partial_dates, study_id=study_id,
+                            **(sdtm_opts or {}))
             return got.study, got.report
         from cartlab.io.fhir import read_fhir_with_report
 

@@ -19,13 +19,12 @@ import polars as pl
 
 from cartlab.errors import InputError
 from cartlab.io.clock import days_from, midnight
-from cartlab.io.course_checks import ABSENT_FILE_MEANS, MIXED_OFFSETS
+from cartlab.io.course_checks import MIXED_OFFSETS
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue, StudyValidationError
 from cartlab.io.fhir._bundle import _effective, _Entry, _files, _load, _unversioned
 from cartlab.io.fhir._checks import (
     HINT,
-    check_death,
     check_extension,
     check_observation,
     dose_element,
@@ -34,6 +33,18 @@ from cartlab.io.fhir._checks import (
     unmapped_codes,
 )
 from cartlab.io.fhir._common import parse_fhir_time, period_start, read_row_extension, time_element, utc_offset
+from cartlab.io.fhir._partial import (
+    DEFAULTS,
+    absent_in_fhir,
+    check_options,
+    deaths,
+    is_partial,
+    mixed_offsets,
+    offset_stamp,
+    ongoing_ends,
+    partial_event,
+    warn_partial_events,
+)
 from cartlab.io.fhir._terms import _code_label, _codings, _negated, _text, _texts
 from cartlab.io.fhir.mapping import (
     CS_CATEGORY,
@@ -83,8 +94,14 @@ REPORT_SCHEMA = {"file": pl.String, "resource_type": pl.String, "code": pl.Strin
 
 
 class _Reader:
-    def __init__(self, m: FhirMapping, statuses: tuple[str, ...] = READ_STATUSES, valuestring: str = "skip"):
+    def __init__(self, m: FhirMapping, statuses: tuple[str, ...] = READ_STATUSES, valuestring: str = "skip",
+                 options: dict | None = None):
         self.m = m
+        self.options = {**DEFAULTS, **(options or {})}  # partial dates, ongoing administrations (_partial)
+        self.partial_death_events: list = []  # (entry, subject, text, element, code, row) of a partial death
+        self.partial_events: dict[str, list[str]] = defaultdict(list)  # subject -> partial-dated events
+        self.ongoing: list[tuple[dict, str]] = []  # (intervention row, status) in progress without an end
+        self.undated_deaths: set[str] = set()  # subjects who died on no day (deceasedBoolean, partial + drop)
         self.statuses = statuses
         self.valuestring = valuestring
         self.no_anchor: dict[str, str] = {}  # subject -> why it has no day 0 (a partial CAR-T date)
@@ -100,7 +117,7 @@ class _Reader:
         self.baseline: dict[str, dict] = defaultdict(dict)
         self.medications: dict[str, str] = {}  # Medication reference -> its code's text
         self.nominal: set[str] = set()  # subjects whose resources carry the nominal-time meta.tag
-        self.offsets: dict[str, set] = defaultdict(set)  # subject -> UTC offsets of the times placed
+        self.offsets: dict[str, set] = defaultdict(set)  # subject -> (UTC offset, local time) of the times placed
 
     def skip(self, e: _Entry, code: str, reason: str, target: str = "") -> None:
         key = (e.file, e.res["resourceType"], code, target, reason)
@@ -135,7 +152,7 @@ class _Reader:
             return None, self.no_anchor.get(sid, "no day 0: the subject has no CAR-T MedicationAdministration")
         day = days_from(midnight(self.anchor[sid]), dt)  # calendar days from day 0 (cartlab.io.clock)
         if (off := utc_offset(text)) is not None:
-            self.offsets[sid].add(off)
+            self.offsets[sid].add(offset_stamp(off, dt))
         if ext is not None and key in ext:
             if key == "day" and ext.get(TIME_FROM_INFUSION[0]) == TIME_FROM_INFUSION[1]:
                 off = math.floor(day) != math.floor(ext[key])  # a day-only row at the infusion's clock time
@@ -181,10 +198,12 @@ class _Reader:
                 sid = self.subject(e)
                 if sid in self.nominal:  # day 0 is the nominal anchor, not this administration's time
                     continue
-                start, _ = _effective(r, "effective")
+                start, end = _effective(r, "effective")
                 dt = parse_fhir_time(start) if start else None
                 if dt is None and start:  # "2024-03": a period of days, not a day
                     partial[sid].append((e, start))
+                elif not start and end:  # FHIR Period: "If the start element is missing, the start ... is not known"
+                    partial[sid].append((e, f"(no start; end {end})"))
                 first = (sid not in self.anchor_text) and sid not in self._cartlab_anchored()
                 if dt is not None and (first or (sid in self.anchor_text and dt < self.anchor[sid])):
                     self.anchor_text[sid], self.anchor[sid], self.anchor_entry[sid] = start, dt, e
@@ -200,10 +219,13 @@ class _Reader:
             if sid in self._cartlab_anchored():
                 continue
             first = self.anchor.get(sid) if sid in self.anchor_text else None
-            hit = [(e, t) for e, t in items if first is None or period_start(t) <= first.date()]
+            # a start not given (only an end) may fall on or before any dated CAR-T
+            hit = [(e, t) for e, t in items if first is None or t.startswith("(") or period_start(t) <= first.date()]
             if not hit:
                 continue
-            what = "; ".join(f"{_rid(e.res)}'s {time_element(e.res)} is partial ({t})" for e, t in hit)
+            what = "; ".join(f"{_rid(e.res)}'s effectivePeriod.start is not given ({t[11:-1]})"
+                             if t.startswith("(") else f"{_rid(e.res)}'s {time_element(e.res)} is partial ({t})"
+                             for e, t in hit)
             if first is not None:
                 what += (f", and may fall on or before the first fully dated CAR-T ({_rid(self.anchor_entry[sid].res)}, "
                          f"{self.anchor_text[sid]})")
@@ -490,6 +512,10 @@ class _Reader:
             row.update({k: v for k, v in ext.items() if not k.endswith("day") and k != TIME_FROM_INFUSION[0]})
         if table == "interventions" and row.get("category") == "oxygen" and not row.get("o2_device"):
             return self.skip(e, code, "oxygen without a device (o2_device is required)")
+        if table == "events" and is_partial(start) and ext is None:  # "2024-06": partial_event_dates
+            return partial_event(self, e, sid, code, row, start, prefix)
+        if not start and end:  # FHIR Period: "If the start element is missing, the start ... is not known"
+            return self.skip(e, code, f"{_rid(r)}: {prefix}Period.start is not given (end {end}): not placed on a day")
         if table in ("doses", "events"):
             day, dt = self.day(e, sid, start, ext)
             if day is None:
@@ -506,6 +532,8 @@ class _Reader:
                     self.skip(e, code, f"{_rid(r)}: {prefix}Period.end {end!r}: {edt}: end not placed", table)
                 else:
                     row["end_day"], row["end_datetime"] = eday, (ext.get("end_datetime") if ext is not None else edt)
+            elif r["resourceType"] == "MedicationAdministration" and r.get("status") == "in-progress" and ext is None:
+                self.ongoing.append((row, "status in-progress"))  # R4: "started but has not yet completed"
         self.add(table, e, row, code)
 
     def _dose_unit(self, e: _Entry, q: dict, path: str) -> str | None:
@@ -571,24 +599,9 @@ class _Reader:
         base = {"event": rule["event"], "detail": (r.get("note") or [{}])[0].get("text")}
         self._timed(e, "events", code, base, "onset")
 
-    def deaths(self) -> None:
-        deaths = sorted((x for x in zip(self.rows["events"], self.where["events"]) if x[0].get("event") == "death"),
-                        key=lambda x: -(x[0].get("day") if x[0].get("day") is not None else math.inf))
-        dead = {row["subject_id"]: (row, w) for row, w in deaths}  # the earliest death of a subject
-        for ref, (sid, e) in list(self.patients.items()):
-            r = e.res
-            if ref.startswith("Patient/") and sid in dead:  # the death event carries it: the two must agree
-                check_death(e, r, self.day(e, sid, r.get("deceasedDateTime"), None)[0], *dead[sid])
-            if not ref.startswith("Patient/") or sid in dead:
-                continue
-            if r.get("deceasedDateTime"):
-                day, dt = self.day(e, sid, r["deceasedDateTime"], None)
-                if day is None:
-                    self.skip(e, "deceasedDateTime", dt)
-                else:
-                    self.add("events", e, {"subject_id": sid, "day": day, "datetime": dt, "event": "death"}, "deceasedDateTime")
-            elif r.get("deceasedBoolean"):
-                self.skip(e, "deceasedBoolean", "death without a date cannot be placed on a day")
+    def deaths(self) -> list[str]:
+        """Patient.deceased[x] and partial death dates (cartlab.io.fhir._partial.deaths); the warnings."""
+        return deaths(self)
 
 
 def _rid(r: dict) -> str:
@@ -644,47 +657,12 @@ def _subjects_from_fhir(rd: _Reader) -> None:
                 row[col] = p.conversion_from(pick.get("orig_unit"))(pick["orig_value"])
 
 
-def _mixed_offsets(rd: _Reader) -> list[str]:
-    """A warning (and a mapping-report row on the Patient) for each subject whose times carry different
-    UTC offsets: days use each time's clock as written (cartlab.io.clock), so a server that stored some
-    times in Z and others in local time puts them on days up to the offsets' difference apart."""
-    out = []
-    for ref, (sid, e) in rd.patients.items():
-        offs = sorted(rd.offsets.get(sid, ()))
-        if len(offs) < 2 or any(o[1] == sid for o in out):
-            continue
-        msg = (f"subject {sid}: times carry different UTC offsets ({', '.join(offs)}); each day uses its "
-               "own time's clock as written (offset not applied), so times are up to the offsets' "
-               "difference apart on the day axis")
-        rd.skip(e, "UTC offsets", msg)
-        out.append((msg, sid))
-    return [m for m, _ in out]
-
-
 def _frame(rows: list[dict], table: str) -> pl.DataFrame:
     if not rows:
         return conform(pl.DataFrame(schema=TABLES[table]), table)
     cols = [c for c in TABLES[table] if any(c in r for r in rows)]
     data = {c: [r.get(c) for r in rows] for c in cols}
     return conform(pl.DataFrame({c: pl.Series(c, v, dtype=TABLES[table][c], strict=False) for c, v in data.items()}), table)
-
-
-#: the resources a study-folder table is read from (what "not given" means for a FHIR input)
-_FHIR_SOURCES = {"doses": "MedicationAdministration of a CAR-T or lymphodepletion drug",
-                 "interventions": "MedicationAdministration or Procedure of an intervention",
-                 "events": "Condition, Procedure or Patient.deceased[x] of an event"}
-
-
-def _absent_in_fhir(w, name: str):
-    """The study folder's "file not given" warning in FHIR's words (an empty file's header is no
-    advice for a Bundle)."""
-    table = Path(w.file).stem
-    if table not in ABSENT_FILE_MEANS or not w.message.startswith("not given:"):
-        return w
-    what = ("none is taken as given (a Bundle without these resources reads as none given, unlike a study "
-            "folder without the file)" if table == "interventions" else
-            ABSENT_FILE_MEANS[table].split("; an empty file")[0])
-    return type(w)(name, None, f"no {_FHIR_SOURCES[table]} was read (table {table}): {what}", [], w.severity)
 
 
 def _translate(exc: StudyValidationError, rd: _Reader) -> InputError:
@@ -716,9 +694,14 @@ def _statuses(given) -> tuple[str, ...]:
 
 def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None = None,
                           observation_statuses=READ_STATUSES,
-                          numeric_valuestring: str = "skip") -> tuple[Study, pl.DataFrame]:
+                          numeric_valuestring: str = "skip", partial_death_dates: str = "impute",
+                          partial_event_dates: str = "impute",
+                          ongoing_interventions: str = "last_record") -> tuple[Study, pl.DataFrame]:
     """:func:`read_fhir` and its mapping report (file, resource_type, code, target, n, reason, entries)."""
     path = Path(path)
+    opts = {"partial_death_dates": partial_death_dates, "partial_event_dates": partial_event_dates,
+            "ongoing_interventions": ongoing_interventions}
+    check_options(opts)
     statuses = _statuses(observation_statuses)
     if numeric_valuestring not in NUMERIC_VALUESTRING:
         raise InputError(f"numeric_valuestring must be one of {', '.join(NUMERIC_VALUESTRING)}, "
@@ -729,12 +712,11 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
         got, src = _load(f)
         entries += got
         sources.append(src)
-    rd = _Reader(m, statuses, numeric_valuestring)
+    rd = _Reader(m, statuses, numeric_valuestring, opts)
     rd.patients_pass(entries)
     for e in entries:
         _dispatch(rd, e)
-    rd.deaths()
-    mixed = _day0_warnings(rd) + _mixed_offsets(rd)
+    mixed = _day0_warnings(rd) + rd.deaths() + warn_partial_events(rd) + ongoing_ends(rd) + mixed_offsets(rd)
     _subjects_from_fhir(rd)
     if not rd.rows["subjects"]:
         raise InputError(f"{path}: no Patient resource: a study needs at least one subject")
@@ -752,7 +734,8 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
     study.absent = frozenset()
     # the study folder's mixed-offsets warning names rows of the temporary folder: the Bundle's own
     # warning (_mixed_offsets, naming the subject and offsets) says it in FHIR's words
-    study.warnings = [_absent_in_fhir(w, path.name) for w in getattr(study, "warnings", [])
+    dropped = set(rd.partial_events) if opts["partial_event_dates"] == "drop" else set()
+    study.warnings = [absent_in_fhir(w, path.name, rd.undated_deaths, dropped) for w in getattr(study, "warnings", [])
                       if MIXED_OFFSETS not in w.message]
     study.warnings += [Issue(path.name, None, msg, [], "warning") for msg in mixed + unmapped_codes(rd.report)]
     sha = {name: s for name, _, s, _ in sources}
@@ -768,12 +751,12 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
                 pl.Series("src_row", idx, dtype=pl.Int64),
             ))
     #: the reader options this study was read with (the CLI prints them; docs/interop/fhir.md)
-    study.reader_options = {"observation_statuses": list(statuses), "numeric_valuestring": numeric_valuestring}
+    study.reader_options = {"observation_statuses": list(statuses), "numeric_valuestring": numeric_valuestring, **opts}
     study.sources = pl.DataFrame(sources, schema={"file": pl.String, "format": pl.String, "sha256": pl.String,
                                                   "n_rows": pl.Int64}, orient="row")
     # an option other than the default is named in the report (n 0: no record); always in reader_options
     chosen = [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in study.reader_options.items()
-              if v != {"observation_statuses": list(READ_STATUSES), "numeric_valuestring": "skip"}[k]]
+              if v != {"observation_statuses": list(READ_STATUSES), "numeric_valuestring": "skip", **DEFAULTS}[k]]
     report = pl.DataFrame(
         [(f, t, c, tg, n, rs, ",".join(map(str, rd.report_entries[(f, t, c, tg, rs)][:20])))
          for (f, t, c, tg, rs), n in sorted(rd.report.items())]
@@ -784,16 +767,17 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
 
 
 def read_fhir(path: str | Path, mapping=None, study_id: str | None = None,
-              observation_statuses=READ_STATUSES, numeric_valuestring: str = "skip") -> Study:
+              observation_statuses=READ_STATUSES, numeric_valuestring: str = "skip", **options) -> Study:
     """Read a FHIR R4 Bundle JSON file, NDJSON file or folder of them into a canonical Study.
 
     ``mapping``: a YAML file (or dict) extending ``loinc_map.yaml``. ``observation_statuses``: the
     Observation.status codes read as results (default final, amended, corrected; ``preliminary`` and
     ``unknown`` may be added). ``numeric_valuestring``: a number or censored text sent as valueString
     for a param with a unit: ``skip`` (default, reported) or ``canonical`` (read in the param's
-    canonical unit). Raises :class:`InputError` naming the file and entry of the first problem. The
+    canonical unit). ``options``: ``partial_death_dates`` / ``partial_event_dates`` (impute, default, or
+    drop) and ``ongoing_interventions`` (last_record, default, or start_only): docs/interop/fhir.md. Raises :class:`InputError` naming the file and entry of the first problem. The
     mapping report is ``study.mapping_report``; the options used are ``study.reader_options``.
     """
-    study, report = read_fhir_with_report(path, mapping, study_id, observation_statuses, numeric_valuestring)
+    study, report = read_fhir_with_report(path, mapping, study_id, observation_statuses, numeric_valuestring, **options)
     study.mapping_report = report
     return study
