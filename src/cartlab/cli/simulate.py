@@ -14,8 +14,11 @@ from cartlab.cli.base import _force_progress, _usage, app, console, err
 def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
+    items = [x.strip() for x in text.replace(";", ",").split(",")]
+    if any(not x for x in items):   # review 38 C2: an empty item is an error, never silently dropped
+        raise _usage(f"{what}: empty item in {text!r}", hint="give numbers separated by commas, e.g. 1e6,2e6")
     try:
-        vals = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
+        vals = [float(x) for x in items]
     except ValueError:
         raise _usage(f"{what}: expected numbers separated by commas, got {text!r}") from None
     if not vals or any(not math.isfinite(v) for v in vals):
@@ -30,7 +33,11 @@ def _splits(text: str | None) -> list[tuple[float, ...]] | None:
     if text is None:
         return None
     out = []
-    for part in text.split(";"):
+    for k, part in enumerate(text.split(";")):
+        if not part.strip():
+            where = "after ';'" if k else "before ';'"
+            raise _usage(f"--split: empty regimen {where} in {text!r}",
+                         hint="e.g. --split 0.2,0.8 or --split '1;0.2,0.8' to compare regimens")
         fr = _floats(part, "--split")
         if not fr or abs(sum(fr) - 1.0) > 1e-6:
             raise _usage(f"--split: the fractions of a regimen must add up to 1, got {part!r}",
@@ -61,6 +68,10 @@ def simulate_cmd(
     days: Annotated[float | None, typer.Option(
         "--days", help="Shorten the simulated follow-up to this many days after the first infusion (more than 0, "
         "at most the schedule's follow-up, 90 days; default: 90).")] = None,
+    on_solver_failure: Annotated[str, typer.Option(
+        "--on-solver-failure", metavar="exclude|error", help="A patient whose course the solvers cannot follow "
+        "(DP5 step limit, then the LSODA fallback): exclude (default) leaves it out of its arm, counted and listed "
+        "in summary.json (solver.failed) and on the screen; error stops the run.")] = "exclude",
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue a run in DIR: finished chunks are kept, the others computed.")] = False,
     force: Annotated[bool, typer.Option(
@@ -87,7 +98,7 @@ def simulate_cmd(
     )
 
     from cartlab.protocol import load_protocol
-    from cartlab.twin.trial import TrialConfig, WorkersLost, arms_from, run_trial
+    from cartlab.twin.trial import SolverFailed, TrialConfig, WorkersLost, arms_from, run_trial
 
     if n < 1:
         raise _usage("--n must be at least 1")
@@ -97,6 +108,8 @@ def simulate_cmd(
         raise _usage("give --workers or --scheduler, not both")
     if workers is not None and workers < 1:
         raise _usage("--workers must be at least 1")
+    if on_solver_failure not in ("exclude", "error"):
+        raise _usage(f"--on-solver-failure must be exclude or error, not {on_solver_failure!r}")
     if folders != "all" and not folders.isdigit():
         raise _usage(f"--folders: a number or 'all', got {folders!r}")
     if out.exists() and not out.is_dir():
@@ -118,7 +131,8 @@ def simulate_cmd(
     load_protocol(protocol)   # a bad protocol fails here (exit 2), not in a worker
     arms = arms_from(_floats(dose_levels, "--dose-levels"), _splits(split), _floats(ld_intensity, "--ld-intensity"))
     cfg = TrialConfig(protocol=protocol, n=n, seed=seed, arms=arms, chunk=chunk,
-                      folders=n if folders == "all" else int(folders), course_days=days)
+                      folders=n if folders == "all" else int(folders), course_days=days,
+                      on_solver_failure=on_solver_failure)
     from cartlab.twin.trial import validate_config
 
     validate_config(cfg)   # every arm's doses checked against the protocol before anything is written
@@ -137,12 +151,14 @@ def simulate_cmd(
             err.print(f"interrupted: the finished chunks are kept in {out}; continue with the same command and "
                       "--resume", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
-        except WorkersLost as e:
+        except (WorkersLost, SolverFailed) as e:
             prog.stop()
             err.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
             raise typer.Exit(1) from None
     for a in summary["arms"]:
         console.print(_arm_line(a, days), soft_wrap=True, highlight=False)
+        if (sv := a.get("solver")) and (sv["n_failed"] or sv["n_fallback"]):
+            err.print(_solver_line(a), soft_wrap=True, highlight=False)
     console.print(f"[green]wrote[/] {out / 'summary.json'}, {out / 'tables'}, {out / 'plots'}"
                   + (f", {out / 'study'}" if cfg.folders else "") + " (all values simulated)")
     console.print("[dim]rates: % (Wilson score 95% CI); summary.json also gives the exact Clopper-Pearson CI "
@@ -184,3 +200,16 @@ def _arm_line(a: dict, days: float | None) -> str:
     return (f"[bold]{a['arm']}[/] n={n} (Wilson 95% CIs): {response}, CRS>=3 {_pct(r['crs_ge3']['k'], n)}, "
             f"{icaht}, CD7- relapse {_pct(r['cd7neg_relapse']['k'], n)}; median Cmax{within} "
             f"{a['median_cmax_copies_per_ug']} copies/ug at day {a['median_tmax_day']}")
+
+
+def _solver_line(a: dict) -> str:
+    """The arm's solver report (review 38 B2): patients left out because no solver could follow them
+    (ids and reason), and the count that needed the LSODA fallback."""
+    sv = a["solver"]
+    text = f"[yellow]warning:[/] {a['arm']}: {sv['n_fallback']} patient(s) needed the LSODA fallback solver"
+    if sv["n_failed"]:
+        shown = "; ".join(f"{f['subject_id']} ({f['reason']})" for f in sv["failed"][:5])
+        more = f"; and {sv['n_failed'] - 5} more" if sv["n_failed"] > 5 else ""
+        text += (f"; {sv['n_failed']} left out of the arm (every solver failed; rates over the other {a['n']}): "
+                 f"{shown}{more} (summary.json: solver.failed)")
+    return text

@@ -56,8 +56,11 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
     def simulated(df):   # model-based tables carry source = simulated, as the study tables' simulated rows
         return df if "source" in df.columns else df.with_columns(pl.lit("simulated").alias("source"))
 
-    model.summary.write_csv(tmp / "twin_params.csv")
-    simulated(model.params_).write_csv(tmp / "twin_all_params.csv")
+    from cartlab.twin.provenance import rows_by_source, versions, with_param_columns
+
+    table = model._table()   # unit, status, citation of each parameter from its YAML row (review 38 B3)
+    with_param_columns(model.summary, table).write_csv(tmp / "twin_params.csv")
+    with_param_columns(simulated(model.params_), table).write_csv(tmp / "twin_all_params.csv")
     # measured rows keep their own source; the twin's prediction columns are named ipred / iwres
     model.observations_.write_csv(tmp / "twin_observations.csv")
     simulated(model.fit_quality_).write_csv(tmp / "twin_fit_quality.csv")
@@ -76,6 +79,7 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
         # baseline values the data lack, taken from the parameter table's baseline_defaults (session 36)
         "baseline_defaults_used": getattr(model, "baseline_defaults_used_", {}),
         "values": "the twin's curves are simulated (source = simulated), not measured",
+        "model": versions(table), "rows_by_source": rows_by_source(model.observations_),
     })
 
 
@@ -234,7 +238,7 @@ def forecast_cmd(
     force: ForceOpt = False,
 ) -> None:
     """Forecast the rest of a subject's course from the data up to --from-day: CAR peak (median, 50%
-    and 90% prediction intervals), P(CRS grade >= 3), P(CR/CRi/MLFS by day 28), with the clinic rule
+    and 90% prediction intervals), P(CRS grade >= 3), P(CR/CRh/CRi/MLFS on day 28, by marrow and blood blasts; counts not used), with the clinic rule
     deciding interventions after that day. Writes twin_forecast.csv, twin_params.csv, twin_fit_quality.csv,
     twin_identifiability.csv, twin_forecast.png, twin_fit.png and twin_forecast.json. Flagged: intervals that
     the posterior draws do not resolve (not printed), a forecast resting on a parameter the twin does not
@@ -268,12 +272,14 @@ def forecast_cmd(
             _write_fit(model, tmp, meta)
             table.write_csv(tmp / "twin_forecast.csv")
             from cartlab.twin.plots import forecast_figure
+            from cartlab.twin.provenance import forecast_assumptions
 
             forecast_figure(model, tmp / "twin_forecast.png")
             meta["forecast"] = table.to_dicts()
             meta["forecast_reliable"], meta["forecast_notes"] = model.forecast_reliable_, model.forecast_notes_
             meta["forecast_problems"] = model.forecast_problems_
             meta["forecast_prior_only"] = model.forecast_prior_only_
+            meta["assumptions"] = forecast_assumptions(from_day)   # review 38 B3
             (tmp / "twin_forecast.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
 
         _write_folder(out, write, "twin_forecast", force)
@@ -282,6 +288,9 @@ def forecast_cmd(
     console.print(f"[green]wrote[/] {out}: {_peak_text(rows['car_cmax'])}{caveat}), "
                   f"P(CRS>=3) {_prob_text(rows['crs_ge3'])}, P(response d28) {_prob_text(rows['response_d28'])}; "
                   "values are simulated" + _misfit_note(model), soft_wrap=True)
+    console.print(f"[dim]assumed: the clinic rule (clinic_v1) decides interventions after day {from_day:g}; recorded "
+                  f"interventions after day {from_day:g} are not used; intervals are of the noise-free course "
+                  "(twin_forecast.json: assumptions)[/]", soft_wrap=True)
     # the forecast's notes were printed once, as warnings on stderr (model.forecast warns each one);
     # not again on stdout (review 38 C3); twin_forecast.json keeps them as forecast_notes
 

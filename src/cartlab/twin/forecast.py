@@ -205,7 +205,8 @@ def withhold(m, table: pl.DataFrame, *, show_withheld: bool = False,
 def forecast_notes(m, table: pl.DataFrame, car_bias_iwres: float = CAR_BIAS_IWRES) -> list[str]:
     """Why a forecast should not be read as it stands (empty when nothing is wrong): one note per
     :func:`forecast_problems` key, one (``baseline_default: ...``) for any baseline value defaulted, and
-    a forecast peak below a value already measured."""
+    a forecast peak below a value already measured, and one (``not_measured_data: ...``) when most fitted
+    rows are not measured (:func:`cartlab.twin.provenance.not_measured_note`)."""
     notes = []
     problems = forecast_problems(m, car_bias_iwres)
     if "ess" in problems:
@@ -233,6 +234,10 @@ def forecast_notes(m, table: pl.DataFrame, car_bias_iwres: float = CAR_BIAS_IWRE
                      "them with withheld_reason)")
     if "car_off_data" in problems:
         notes.append(f"{_car_off(m, car_bias_iwres)}: the CAR forecast is inconsistent with the data it used")
+    from cartlab.twin.provenance import not_measured_note
+
+    if (nm := not_measured_note(m.observations_)) is not None:   # review 38 B5: a note, not a problem
+        notes.append(nm)
     peak = table.row(table["quantity"].to_list().index("car_cmax"), named=True)
     car = m.observations_.filter((pl.col("param") == "CARCOPY") & pl.col("iwres").is_not_null())
     if car.height and car["value"].max() > peak["pi90_hi"]:
@@ -243,23 +248,25 @@ def forecast_notes(m, table: pl.DataFrame, car_bias_iwres: float = CAR_BIAS_IWRE
 
 
 def probability_text(p: float, n: int) -> str:
-    """A probability from ``n`` draws as shown: "< 1/n" / "> 1 - 1/n" (as decimals) when no draw / every
-    draw had the outcome (0 and 1 are not resolved by n draws), else the share to 3 decimals. A bound is
+    """A probability from ``n`` (effective) draws as shown: "< 1/n" / "> 1 - 1/n" (as decimals) when it is
+    below 1/n / above 1 - 1/n (n draws resolve nothing finer than 1/n, whatever the draws' weights: a
+    weighted share of 3.5e-7 from 163 draws is "< 0.00614", review 38 A1), else the share to 3 decimals. A bound is
     rounded toward itself, so it stays true: "< 1/n" up (ceil, 3 significant digits: n = 28 -> "< 0.0358"),
     "> 1 - 1/n" down (floor, to the decimal of 1/n's second significant digit: n = 137 -> "> 0.9927")."""
     n = max(int(n), 1)
-    if p <= 0.0 or p >= 1.0:
+    low, high = p < 1.0 / n, p > 1.0 - 1.0 / n
+    if low or high:
         if n == 1:
-            return "< 1" if p <= 0.0 else "> 0"
+            return "< 1" if p < 0.5 else "> 0"
         e = len(str(n - 1))            # 10^-e <= 1/n < 10^-(e-1), exactly (integers)
-        if p <= 0.0:
+        if low:
             d = e + 2                  # 3 significant digits of 1/n, rounded up
             k = -(-(10 ** d) // n)
         else:
             d = e + 1                  # 1 - 1/n to 1/n's second significant digit, rounded down
             k = (n - 1) * 10 ** d // n
         text = f"{k / 10 ** d:.{d}f}".rstrip("0").rstrip(".")
-        return f"< {text}" if p <= 0.0 else f"> {text}"
+        return f"< {text}" if low else f"> {text}"
     return f"{p:.3f}"
 
 
@@ -305,7 +312,7 @@ def weighted_quantile(v: np.ndarray, w: np.ndarray | None, qs, axis: int = 0) ->
 
 def forecast_table(t: np.ndarray, sim, n_effective: int | None = None, weights: np.ndarray | None = None) -> pl.DataFrame:
     """Median, 50%/90% intervals of the continuous outcomes, probabilities of the binary ones
-    (``probability_shown``: "< 1/N" or "> 1 - 1/N" when 0 or all of the N draws had the outcome; N =
+    (``probability_shown``: "< 1/N" or "> 1 - 1/N" when the share is below 1/N or above 1 - 1/N; N =
     ``n_effective``, default the draws simulated). ``weights``: the draws' posterior weights (the
     importance draws of a Laplace + SIR fit; None: equal). The intervals are those of the noise-free
     course over the posterior (parameter uncertainty): a new measurement scatters more, by the

@@ -760,18 +760,21 @@ class SimResult:
     steroid_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     transfusion_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     n_steps: np.ndarray | None = None
+    failed: dict = field(default_factory=dict)   # row -> reason: every solver failed (on_failure="mark": NaN row)
 
 
 def simulate(theta, baseline: Baseline, events: Events, t_out, *, clinic: ClinicPolicy | None = None,
-             solver: str = "dp5", rtol: float = 1e-6, keep_states: bool = True, il6: str = "dynamic") -> SimResult:
+             solver: str = "dp5", rtol: float = 1e-6, keep_states: bool = True, il6: str = "dynamic",
+             on_failure: str = "raise") -> SimResult:
     """Solve the twin for n patients (design §3): ``solver`` "dp5" (numba adaptive Dormand-Prince
     5(4), NumPy-free pure-Python kernel when numba is absent), "rk4" (fixed step 1/32 d), or
     "python" (the same kernel, not compiled).  Outputs at ``t_out`` are the state just before any
     event at that instant.  ``il6="qssa"`` replaces the IL-6 ODE by its quasi-steady state (an
-    approximation of the model, ~1.6x fewer steps; the I column then holds the algebraic value)."""
+    approximation of the model, ~1.6x fewer steps; the I column then holds the algebraic value).
+    ``on_failure="mark"``: a patient whose backup solver fails too gets NaN rows, listed in ``failed``."""
     from cartlab.twin.solver import solve
     return solve(theta, baseline, events, t_out, clinic=clinic, solver=solver, rtol=rtol, keep_states=keep_states,
-                 il6=il6)
+                 il6=il6, on_failure=on_failure)
 
 
 def reference_solve(theta_row, baseline_row, events_row, t_out, clinic_log=None, *, policy=None,

@@ -200,6 +200,8 @@ def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: 
             if p == "TGTBLAST":
                 latent = _screening_cd7(latent, schedule.times[p], covariates)
         v, c = _noisy(p, latent, zp, spec)
+        if spec.get("sum_of"):   # WBC = its differential + the other white cells (review 38 B4)
+            v = _count_with_differential(p, spec, latent, zp, values, schedule, sim, cols)
         after = schedule.times[p][None, :] > last[:, None]
         v[after] = np.nan
         c[after] = False
@@ -226,6 +228,32 @@ def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: 
         obs.relapse_day, obs.relapse_cd7_pct, obs.relapse_by_pb = rday, rcd7, by_pb
         obs.relapse_cd7_negative = np.isfinite(rcd7) & (rcd7 < schedule.cd7_negative_below_pct) & np.isfinite(rday)
     return obs
+
+
+def _count_with_differential(p: str, spec: dict, latent: np.ndarray, z: np.ndarray, values: dict, schedule,
+                             sim, cols: dict) -> np.ndarray:
+    """A total count (WBC) observed as the sum of its already observed parts (``spec["sum_of"]``, e.g.
+    NEUT and LYM, each with its own noise) plus the noise-free remainder (latent total - latent parts,
+    at least 0: monocytes, blasts, other white cells) with the total's own noise model applied to that
+    remainder, so total >= sum of the parts on every sample, as in a real CBC whose differential is a share
+    of the same count. The parts must be observed on the same days and come before the total in the
+    schedule's noise table."""
+    parts = list(spec["sum_of"])
+    for q in parts:
+        if q not in values or not np.array_equal(schedule.times[q], schedule.times[p]):
+            raise InputError(f"schedule {schedule.version}: {p} sum_of {q}: {q} must be observed before {p} and on "
+                             f"the same days")
+    rest = latent.copy()
+    total = np.zeros_like(latent)
+    for q in parts:
+        rest = rest - np.asarray(sim.latent[q], float)[:, cols[q]]
+        total = total + values[q]
+    other, _ = _noisy(p, np.maximum(rest, 0.0), z, {k: v for k, v in spec.items() if k not in ("lloq", "decimals")})
+    v = total + other
+    if "decimals" in spec:   # rounded up: the total never falls below its parts
+        f = 10.0 ** int(spec["decimals"])
+        v = np.ceil(v * f) / f
+    return np.where(np.isfinite(latent), v, np.nan)
 
 
 def _screening_cd7(latent: np.ndarray, t: np.ndarray, covariates: dict[str, np.ndarray] | None) -> np.ndarray:

@@ -414,8 +414,12 @@ def _clinic_window(t_out):
 
 
 def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-6, keep_states=True,
-          max_steps=MAX_STEPS, h_fixed=RK4_DT, il6="dynamic"):
-    """Driver behind :func:`cartlab.twin.model.simulate`."""
+          max_steps=MAX_STEPS, h_fixed=RK4_DT, il6="dynamic", on_failure="raise"):
+    """Driver behind :func:`cartlab.twin.model.simulate`. A patient whose course exceeds ``max_steps`` is
+    re-run with LSODA (counted in ``n_fallback``); if that fails too, ``on_failure`` "raise" raises its
+    RuntimeError, "mark" leaves the patient's rows NaN and lists it in ``SimResult.failed`` (row -> reason)."""
+    if on_failure not in ("raise", "mark"):
+        raise InputError(f"on_failure must be raise or mark, not {on_failure!r}")
     t_out = np.ascontiguousarray(np.asarray(t_out, dtype=np.float64))
     if t_out.ndim != 1 or len(t_out) == 0 or np.any(np.diff(t_out) < 0):
         raise InputError("t_out must be a non-empty increasing 1-D array of days")
@@ -449,23 +453,32 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
     runner(th, y0, aux, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, pv, act,
            float(rtol), atol, method, float(h_fixed), int(max_steps), out_y, out_cl, nsteps)
     failed = np.flatnonzero(nsteps < 0)
+    lost: dict[int, str] = {}
     for i in failed:  # stiff / extreme draw: implicit LSODA with the rule run in Python
-        ys, cl = python_course(th[i], baseline.row(i), events.take([i]), t_out, policy=clinic,
-                               method="LSODA", rtol=rtol, return_clinic=True, il6=il6)
+        try:
+            ys, cl = python_course(th[i], baseline.row(i), events.take([i]), t_out, policy=clinic,
+                                   method="LSODA", rtol=rtol, return_clinic=True, il6=il6)
+        except RuntimeError as exc:
+            if on_failure == "raise":
+                raise
+            lost[int(i)] = f"DP5 exceeded {int(max_steps)} steps and the LSODA fallback failed: {exc}"
+            out_y[i], out_cl[i] = np.nan, 0.0
+            continue
         out_y[i] = ys
         out_cl[i] = cl
     clin = {k: out_cl[:, :D, j] > 0.5 for j, k in enumerate(CLINIC_KEYS)}
     days = np.arange(day_lo, day_hi + 1) if D else np.zeros(0)
     toci_t = _given_times(events.toci_day, clin["tocilizumab"], days, clinic)
-    lat = m.latent_observables(out_y, th, baseline, t_out, clin, clinic_days=days, toci_times=toci_t,
-                               antipyretic_from=None if clinic is None else clinic.antipyretic_from,
-                               fever_c=None if clinic is None else clinic.fever_c)
+    with np.errstate(invalid="ignore" if lost else "warn"):   # a failed patient's NaN rows stay NaN
+        lat = m.latent_observables(out_y, th, baseline, t_out, clin, clinic_days=days, toci_times=toci_t,
+                                   antipyretic_from=None if clinic is None else clinic.antipyretic_from,
+                                   fever_c=None if clinic is None else clinic.fever_c)
     return m.SimResult(t=t_out, states=out_y if keep_states else None, latent=lat, clinic=clin,
                        clinic_days=days, n_fallback=len(failed), toci_times=toci_t,
                        steroid_times=_given_times(events.steroid_day, clin["steroid"], days, clinic),
                        transfusion_times=_given_times(events.transfusion_day, clin["platelet_transfusion"],
                                                       days, clinic),
-                       n_steps=nsteps)
+                       n_steps=nsteps, failed=lost)
 
 
 def _qssa_flag(il6_mode: str) -> float:

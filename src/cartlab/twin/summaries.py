@@ -437,6 +437,14 @@ class Accumulator:
             tm = s["tmax"][s["cmax"] > 0]
             th += np.bincount(np.clip(np.round(tm).astype(np.int64), 0, 120), minlength=121)
 
+    def add_solver(self, arm: str, n_fallback: int, failed: dict[int, str]) -> None:
+        """Patients that needed the LSODA fallback, and those left out because every solver failed
+        (global index -> reason; kept as one count per patient, ``solver_failed|<index>|<reason>``)."""
+        self._c(arm, "n_fallback", n_fallback)
+        self._c(arm, "n_solver_failed", len(failed))
+        for i, why in failed.items():
+            self._c(arm, f"solver_failed|{int(i)}|{why.replace('/', ' per ').replace('|', ' ')}", 1)
+
     def merge(self, other: Accumulator) -> Accumulator:
         for arm, c in other.counts.items():
             for k, v in c.items():

@@ -26,19 +26,26 @@ import numpy as np
 import polars as pl
 
 from cartlab.errors import InputError
-from cartlab.twin.observe import MODEL_VERSION, observe, study_tables, write_tables
+from cartlab.twin.observe import MODEL_VERSION, observe, study_tables, subject_ids, write_tables
 from cartlab.twin.summaries import CATEGORIES, Accumulator, hist_median, summarise
 
 RATES = (  # summary name, counter, denominator counter, label
-    ("response_cr_crh_cri_mlfs", "response_cr_crh_cri_mlfs", "n", "ELN 2022 CR, CRh, CRi or MLFS (best response)"),
-    ("response_cr_crh_cri", "response_cr_crh_cri", "n", "ELN 2022 CR, CRh or CRi (best response)"),
+    # the response rates are over the patients with a response assessment (best response not NE; review 38
+    # B9, as analyze's response_rates): missing is not negative; n_response_not_evaluable is beside them
+    ("response_cr_crh_cri_mlfs", "response_cr_crh_cri_mlfs", "response_evaluable",
+     "ELN 2022 CR, CRh, CRi or MLFS (best response), of the patients with a response assessment"),
+    ("response_cr_crh_cri", "response_cr_crh_cri", "response_evaluable",
+     "ELN 2022 CR, CRh or CRi (best response), of the patients with a response assessment"),
     ("crs_any", "crs_any", "n", "ASTCT CRS any grade"),
     ("crs_ge3", "crs_ge3", "n", "ASTCT CRS grade >= 3"),
     ("icaht_early_ge3", "icaht_early_ge3", "n", "early ICAHT grade >= 3"),
     ("relapse", "relapse", "n", "marrow relapse within follow-up"),
     ("cd7neg_relapse", "cd7neg_relapse", "n", "CD7-negative marrow relapse within follow-up"),
     ("hsct", "hsct", "n", "allo-HSCT (ends follow-up)"),
-    ("expanded", "expanded", "n", "CAR transgene quantifiable at least once"),
+    # review 38 C3: not "expanded": a non-expander's infused cells are still quantifiable (above the LLOQ),
+    # so this rate says nothing about the population's non-expanders (counter name kept for chunk files)
+    ("car_quantifiable", "expanded", "n", "CAR transgene quantifiable at least once (not a measure of expansion: "
+     "the infused cells of a non-expander are quantifiable too)"),
 )
 
 
@@ -66,6 +73,13 @@ def arms_from(dose_levels=None, splits=None, ld_intensities=None) -> tuple[Arm, 
     return tuple(Arm(d, s, float(l)) for d in ds for s in ss for l in ls)
 
 
+SOLVER_FAILURE_OPTIONS = ("exclude", "error")
+
+
+class SolverFailed(RuntimeError):
+    """A patient's course could not be solved (DP5 and the LSODA fallback) and on_solver_failure="error"."""
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     protocol: str = "nct04762485"
@@ -77,6 +91,9 @@ class TrialConfig:
     schedule: str = "schedule_v1"
     course_days: float | None = None     # shorten the schedule (quick runs, tests)
     folders: int = 200                   # patients (per arm) written as study folders
+    # a patient whose solvers all fail (DP5 step limit, then LSODA): "exclude" (default) leaves it out of
+    # its arm, counted and listed in summary.json; "error" stops the run (SolverFailed), as before
+    on_solver_failure: str = "exclude"
 
     @property
     def n_chunks(self) -> int:
@@ -114,6 +131,9 @@ def validate_config(cfg: TrialConfig) -> None:
     from cartlab.protocol.schema import load_protocol
     from cartlab.twin.model import Events
 
+    if cfg.on_solver_failure not in SOLVER_FAILURE_OPTIONS:
+        raise InputError(f"on_solver_failure must be one of {', '.join(SOLVER_FAILURE_OPTIONS)}, "
+                         f"not {cfg.on_solver_failure!r}")
     if cfg.course_days is not None:
         top = max_course_days(cfg.schedule)
         d = float(cfg.course_days)
@@ -144,8 +164,12 @@ def _context(cfg: TrialConfig, population=None):
             load_clinic())
 
 
-def simulate_observed(cfg: TrialConfig, idx: np.ndarray, arm: Arm, population=None, draws=None, context=None):
-    """The recorded courses (``Observed``) and the ``Events`` of global patients ``idx`` under ``arm``."""
+def simulate_observed(cfg: TrialConfig, idx: np.ndarray, arm: Arm, population=None, draws=None, context=None,
+                      solver_log: dict | None = None):
+    """The recorded courses (``Observed``) and the ``Events`` of global patients ``idx`` under ``arm``.
+    A patient whose solvers all fail is left out of both (``cfg.on_solver_failure`` "exclude") or stops
+    the run (:class:`SolverFailed`, "error"); ``solver_log`` (if given) receives ``n_fallback`` and
+    ``failed`` (global index -> reason). The other patients' draws do not change (own random streams)."""
     from cartlab.twin.model import Events, simulate
     from cartlab.twin.population import draw
 
@@ -153,8 +177,37 @@ def simulate_observed(cfg: TrialConfig, idx: np.ndarray, arm: Arm, population=No
     d = draws if draws is not None else draw(pop, idx, cfg.seed)
     ev = Events.from_protocol(proto, d.baseline.weight_kg, car_dose_per_kg=arm.dose_per_kg, split=arm.split,
                               ld_intensity=arm.ld_intensity)
-    sim = simulate(d.theta, d.baseline, ev, sched.t_out(), clinic=policy, keep_states=False)
-    return observe(sim, idx, cfg.seed, sched, hsct_day=d.hsct_day, covariates=d.covariates), ev
+    sim = simulate(d.theta, d.baseline, ev, sched.t_out(), clinic=policy, keep_states=False, on_failure="mark")
+    failed = {int(idx[r]): why for r, why in sim.failed.items()}
+    if solver_log is not None:
+        solver_log.update(n_fallback=int(sim.n_fallback), failed=failed)
+    if failed and cfg.on_solver_failure == "error":
+        first = min(failed)
+        raise SolverFailed(f"arm {arm.label}: the course of patient {first} ({subject_ids([first])[0]}) could not be "
+                           f"solved ({failed[first]}); {len(failed)} patient(s) failed in this chunk. Rerun with "
+                           "on_solver_failure exclude (the default) to leave such patients out, counted in summary.json")
+    hsct, cov = d.hsct_day, d.covariates
+    if failed:
+        ok = np.flatnonzero(~np.isin(idx, list(failed)))
+        sim, idx, ev = _sim_rows(sim, ok), idx[ok], ev.take(ok)
+        hsct = None if hsct is None else np.asarray(hsct)[ok]
+        cov = None if cov is None else {k: np.asarray(v)[ok] for k, v in cov.items()}
+    return observe(sim, idx, cfg.seed, sched, hsct_day=hsct, covariates=cov), ev
+
+
+def _sim_rows(sim, rows: np.ndarray):
+    """The ``SimResult`` of patient rows ``rows`` only."""
+    from dataclasses import replace
+
+    n = next(iter(sim.latent.values())).shape[0]
+
+    def cut(x):
+        return x[rows] if isinstance(x, np.ndarray) and x.ndim and x.shape[0] == n else x
+
+    return replace(sim, states=cut(sim.states), latent={k: cut(v) for k, v in sim.latent.items()},
+                   clinic={k: cut(v) for k, v in sim.clinic.items()}, toci_times=cut(sim.toci_times),
+                   steroid_times=cut(sim.steroid_times), transfusion_times=cut(sim.transfusion_times),
+                   n_steps=cut(sim.n_steps), failed={})
 
 
 def run_chunk(cfg: TrialConfig, cid: int, population=None, fail: bool = False) -> dict[str, Any]:
@@ -169,10 +222,13 @@ def run_chunk(cfg: TrialConfig, cid: int, population=None, fail: bool = False) -
     d = draw(ctx[0], idx, cfg.seed)
     acc = Accumulator()
     tables: dict[str, dict[str, pl.DataFrame]] = {}
-    sample = idx < cfg.folders
     for arm in cfg.arms:
-        obs, ev = simulate_observed(cfg, idx, arm, draws=d, context=ctx)
-        acc.add(arm.label, summarise(obs))
+        log: dict = {}
+        obs, ev = simulate_observed(cfg, idx, arm, draws=d, context=ctx, solver_log=log)
+        if obs.index.size:
+            acc.add(arm.label, summarise(obs))
+        acc.add_solver(arm.label, log["n_fallback"], log["failed"])
+        sample = obs.index < cfg.folders
         if sample.any():
             sub = np.nonzero(sample)[0]
             tables[arm.label] = study_tables(_take(obs, sub), ev.take(sub), proto.lymphodepletion,
@@ -416,9 +472,17 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
         c = acc.counts.get(arm.label, {})
         h = acc.hists.get(arm.label, {})
         n = int(c.get("n", 0))
+        den = {"n": n, "response_evaluable": int(c.get("response_evaluable", 0))}
+        failed = sorted((int(k.split("|")[1]), k.split("|", 2)[2]) for k in c if k.startswith("solver_failed|"))
         row = {"arm": arm.label, "dose_per_kg": arm.dose_per_kg, "split": list(arm.split) if arm.split else None,
                "ld_intensity": arm.ld_intensity, "n": n,
-               "rates": {name: _rate(c.get(k, 0), n) | {"label": label} for name, k, _, label in RATES},
+               "n_response_evaluable": den["response_evaluable"],
+               "n_response_not_evaluable": n - den["response_evaluable"],
+               "solver": {"n_fallback": int(c.get("n_fallback", 0)), "n_failed": len(failed),
+                          "on_failure": cfg.on_solver_failure,
+                          "failed": [{"patient": i, "subject_id": f"SIM-{i:07d}", "reason": why}
+                                     for i, why in failed]},
+               "rates": {name: _rate(c.get(k, 0), den[d]) | {"label": label} for name, k, d, label in RATES},
                "best_response": {cat: int(c.get(f"best_{cat}", 0)) for cat in CATEGORIES},
                "median_cmax_copies_per_ug": _r(hist_median(h["cmax"])) if "cmax" in h else None,
                "median_tmax_day": _r(hist_median(h["tmax"], log=False)) if "tmax" in h else None,
@@ -431,7 +495,12 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
         "model": MODEL_VERSION, "config": {k: v for k, v in cfg.to_dict().items() if k != "chunk"}, "arms": arms,
         "notes": [
             ("response: ELN 2022 best response over the simulated follow-up; 'response_cr_crh_cri_mlfs' counts "
-            "CR, CRh, CRi and MLFS, 'response_cr_crh_cri' only CR, CRh and CRi"),
+            "CR, CRh, CRi and MLFS, 'response_cr_crh_cri' only CR, CRh and CRi; both over the patients with a "
+            "response assessment (n_response_evaluable; best response NE: n_response_not_evaluable), the other "
+            "rates over all n patients of the arm"),
+            ("solver: a patient whose course the solvers could not follow (DP5 step limit, then the LSODA "
+             "fallback) is left out of its arm (on_failure exclude; n counts the others) and listed in "
+             "solver.failed; n_fallback counts the patients that needed the LSODA fallback"),
             ("CRS by ASTCT 2019 from fever, hypotension and vasopressors; the model has no hypoxia and no "
             "ICANS: CRS grade 4 by positive pressure and any ICANS are impossible in simulated patients"),
             ("medians of Cmax / AUC from fixed log10 histograms (0.01 dex bins: the middle value's bin centre, for an "
@@ -470,6 +539,8 @@ def write_outputs(cfg: TrialConfig, acc: Accumulator, out: Path) -> dict[str, An
         r = {"arm": a["arm"], "dose_per_kg": a["dose_per_kg"],
              "split": "+".join(f"{x:g}" for x in a["split"]) if a["split"] else None,
              "ld_intensity": a["ld_intensity"], "n": a["n"],
+             "n_response_evaluable": a["n_response_evaluable"], "n_response_not_evaluable": a["n_response_not_evaluable"],
+             "n_solver_failed": a["solver"]["n_failed"], "n_fallback": a["solver"]["n_fallback"],
              "median_cmax": a["median_cmax_copies_per_ug"], "median_tmax": a["median_tmax_day"]}
         for name, v in a["rates"].items():
             r[name] = v["rate"]
