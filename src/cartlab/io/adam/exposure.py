@@ -19,10 +19,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
+from typing import Literal
 
 import polars as pl
 
+from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import InputError
 
 __all__ = ["ADAM_SIG_DIGITS", "AdamOptions", "adam_options", "change", "exposure"]
@@ -32,20 +34,14 @@ __all__ = ["ADAM_SIG_DIGITS", "AdamOptions", "adam_options", "change", "exposure
 #: (cartlab.criteria.signif, criteria/ctcae_v5.yaml ``signif: 15``), so 3.6 -> 4.5 is PCHG 25, not 24.999999999999996
 ADAM_SIG_DIGITS = 15
 
-_CHOICES = {"trt01a": ("planned_product", "agent"), "saffl_unknown": ("blank", "N")}
 
 
-@dataclass(frozen=True)
-class AdamOptions:
-    """Options of the ADaM export (docs/interop/adam.md "Options")."""
+class AdamOptions(CriteriaOptions):
+    """Options of the ADaM export (docs/interop/adam.md "Options"); the package's one options base
+    class (frozen, validated, unknown options refused with a hint)."""
 
-    trt01a: str = "planned_product"  #: planned_product | agent
-    saffl_unknown: str = "blank"  #: blank | N
-
-    def __post_init__(self):
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise InputError(f"ADaM option adam.{name}={getattr(self, name)!r}; choose from {', '.join(allowed)}")
+    trt01a: Literal["planned_product", "agent"] = "planned_product"
+    saffl_unknown: Literal["blank", "N"] = "blank"
 
 
 def adam_options(options=None, analysis=None) -> AdamOptions:
