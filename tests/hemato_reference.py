@@ -125,11 +125,11 @@ def _lymphodepletion_days(study: Study, agents: Iterable[str], window=(-14, -1),
     """Per subject: (first dose day of the lymphodepletion course, evidence of that day's doses, its
     last dose day). Session 32: the course is the last run (gaps <= max_gap days) of doses of the
     agents within ``window`` (days relative to infusion); a bridging dose weeks earlier is not one."""
-    names = [a.lower() for a in agents]
-    doses = study.doses.filter(
-        pl.col("agent").str.to_lowercase().is_in(names) & pl.col("day").is_not_null()
-        & (pl.col("day") >= window[0]) & (pl.col("day") <= window[1])
-    ).with_columns(evidence_ref().alias("ref")).sort("day")
+    from cartlab.grading.ld_agents import canonical_agent  # session 38: the alias table (review s38 A1)
+    names = [canonical_agent(a) for a in agents]
+    doses = study.doses.filter(pl.col("day").is_not_null() & (pl.col("day") <= window[1])).with_columns(
+        evidence_ref().alias("ref")).sort("day")
+    doses = doses.filter(pl.Series([canonical_agent(a) in names for a in doses["agent"]], dtype=pl.Boolean))
     courses: dict[str, list[list[dict]]] = {}
     for row in doses.iter_rows(named=True):
         cs = courses.setdefault(row["subject_id"], [])
@@ -138,10 +138,32 @@ def _lymphodepletion_days(study: Study, agents: Iterable[str], window=(-14, -1),
         cs[-1].append(row)
     out: dict[str, tuple[float, list[str], float]] = {}
     for sid, cs in courses.items():
+        # session 38 (review s38 B4): the last course with a dose in the window, taken whole
+        cs = [c for c in cs if any(window[0] <= r["day"] <= window[1] for r in c)]
+        if not cs:
+            continue
         last = cs[-1]
         first = float(last[0]["day"])
         out[sid] = (first, _uniq([r["ref"] for r in last if r["day"] == first]), float(last[-1]["day"]))
     return out
+
+
+def _other(study: Study, sid: str, agents: Iterable[str]) -> str:
+    """Session 38 (review s38 A1): the doses of days -14..-1 not read as lymphodepletion, named."""
+    from cartlab.grading.ld_agents import canonical_agent
+    from cartlab.kinetics.agents import is_car_t_agent
+    names = [canonical_agent(a) for a in agents]
+    spans: dict[str, list[float]] = {}
+    for r in study.doses.filter(pl.col("subject_id") == sid).iter_rows(named=True):
+        if r["day"] is not None and -14 <= r["day"] <= -1 and canonical_agent(r["agent"]) not in names \
+                and not is_car_t_agent(r["agent"]):
+            spans.setdefault(r["agent"].strip(), []).append(r["day"])
+    if not spans:
+        return ""
+    parts = [f"{a} on " + (f"day {min(d):g}" if min(d) == max(d) else f"days {min(d):g} to {max(d):g}")
+             for a, d in sorted(spans.items(), key=lambda x: (min(x[1]), x[0]))]
+    return (f"; not read as lymphodepletion: {', '.join(parts)} (agent not in lymphodepletion_agents "
+            f"{'/'.join(agents)} nor CAR-T)")
 
 
 def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
@@ -159,10 +181,11 @@ def _pre_ld_values(study: Study, params: Iterable[str], agents: Iterable[str],
             course = (f"course day {ld[sid][0]:g}" if ld[sid][0] == ld[sid][2]
                       else f"course days {ld[sid][0]:g} to {ld[sid][2]:g}")
             refs[sid] = {"day": ld[sid][0], "how": f"on or before day {ld[sid][0]:g} (first lymphodepletion dose: "
-                         f"{course}, the last course of {names} within days -14 to -1)",
+                         f"{course}, the last course of {names} with a dose within days -14 to -1)" + _other(study, sid, agents),
                          "rule": "baseline.first_lymphodepletion_day", "evidence": ld[sid][1]}
         else:
-            refs[sid] = {"day": 0.0, "how": "before day 0 (no lymphodepletion dose recorded within days -14 to -1)",
+            refs[sid] = {"day": 0.0, "how": "before day 0 (no lymphodepletion dose recorded within days -14 to -1)"
+                         + _other(study, sid, agents),
                          "rule": "baseline.before_day0", "evidence": []}
     values: dict[str, dict[str, dict]] = {sid: {} for sid in refs}
     day_rows: dict[tuple[str, str], list[dict]] = {}
@@ -681,7 +704,7 @@ def _eval_condition(c: dict, day_vals: dict[str, dict], base: dict[str, dict],
     elif kind == "baseline_multiple":
         if b is None:
             return None, f"no baseline {p}", [], f"no baseline {p}"
-        ref, what = k * b["value"], f"{_fmt(k)} x baseline ({_fmt(b['value'])} on day {b['d']})"
+        ref, what = k * b["value"], f"{_fmt(k)} x baseline ({_fmt(b['value'])} on day {b['d']}, {b['bd'] - b['d']} day(s) before day {b['bd']})"
     else:
         raise ValueError(f"unknown comparison {kind!r}")
     holds = _CMP[op](v["value"], ref)
@@ -729,6 +752,7 @@ def iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl.DataFr
     for r in daily.iter_rows(named=True):
         series.setdefault((r["subject_id"], r["param"]), []).append(r)
     base_obs = obs.filter(pl.col("d") <= int(opts["baseline_day"])).sort(["day", "src_row"], nulls_last=True)
+    base_obs = base_obs.with_columns(pl.lit(int(opts["baseline_day"])).alias("bd"))  # session 38: the age's day
     baseline: dict[str, dict[str, dict]] = {}
     for r in base_obs.iter_rows(named=True):
         baseline.setdefault(r["subject_id"], {})[r["param"]] = r

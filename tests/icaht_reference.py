@@ -287,7 +287,8 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
     f = f.with_columns(
         pl.concat_str(pl.lit("early: "), pl.col("early_rule").fill_null("icaht.early.not_evaluable"),
                       pl.lit("; late: "), pl.col("late_rule").fill_null("icaht.late.not_evaluable")).alias("rule"),
-        pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
+        pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason"),
+                      pl.col("subject_id").replace_strict(_gcsf(study, opts), default="")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )
     lvl_cols = [f"anc_le_{n}_{c}" for n in early_levels for c in ("days", "start", "end", "episodes", "recovery_days")]
@@ -299,6 +300,26 @@ def icaht(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
                "rule", "reason", "evidence"])
     return f.select(cols).cast({"icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
                                 "early_evidence": EVIDENCE, "late_evidence": EVIDENCE, "evidence": EVIDENCE})
+
+
+def _gcsf(study: Study, opts: dict) -> dict[str, str]:
+    """Session 38 (review s38 C1): the G-CSF days of days early_window[0]..late_end_day, named in the
+    reason; the ANC is graded as measured (icaht.gcsf_not_considered)."""
+    lo, hi = float(opts["early_window"][0]), float(opts["late_end_day"])
+    iv = study.interventions
+    if iv.is_empty() or "category" not in iv.columns:
+        return {}
+    out: dict[str, list[str]] = {}
+    rows = sorted((r for r in iv.with_columns(evidence_ref().alias("_ref")).iter_rows(named=True)
+                   if r["category"] == "gcsf" and r["start_day"] is not None), key=lambda r: (r["subject_id"], r["start_day"]))
+    for r in rows:
+        end = r.get("end_day") if r.get("end_day") is not None else r["start_day"]
+        if r["start_day"] > hi or end < lo:
+            continue
+        days = f"day {int(r['start_day'])}" if r["start_day"] == end else f"days {int(r['start_day'])}-{int(end)}"
+        agent = f" ({r['agent']})" if r.get("agent") is not None else ""
+        out.setdefault(r["subject_id"], []).append(f"G-CSF{agent} on {days} ({r['_ref'] or 'no row'})")
+    return {sid: " " + "; ".join(t) + ": counts graded as measured (icaht.gcsf_not_considered)." for sid, t in out.items()}
 
 
 def _early_reason(r: dict, opts: dict, levels: dict[str, float], names: list[str], never_used: list[str],

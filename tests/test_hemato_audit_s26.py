@@ -94,7 +94,7 @@ def test_iec_hs_baseline_without_uln_is_decided_only_when_both_readings_agree():
     # reading) and > 5 x 30 = 150 (abnormal reading): met either way -> flag
     r = iec_day4(alt_base=(30, None))
     assert r["iec_hs_flag"] is True and r["supporting_met"] == ["iec_hs.transaminases_gt_5x"]
-    assert "met either way" in r["reason"] and "5 x baseline (30 on day 0)" in r["reason"]
+    assert "met either way" in r["reason"] and "5 x baseline (30 on day 0, 0 day(s) before day 0)" in r["reason"]
     # ALT 100: <= 200 and <= 150: fails either way -> not flagged (decided)
     r = iec_day4(alt_base=(30, None), alt=100.0)
     assert r["iec_hs_flag"] is False and r["not_evaluable"] == []

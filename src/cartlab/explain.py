@@ -10,7 +10,7 @@ the criteria/options used, and a frame with one row per day or observation (``da
 ``ctcae`` (CTCAE v5 lab grades), ``icaht`` (EHA/EBMT 2023, with the daily ANC series) and
 ``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions),
 ``kinetics`` (the CAR profile behind Cmax, Tmax, AUC0-28 and Tlast), ``hematotox`` (CAR-HEMATOTOX items
-and score), ``easix`` (each time point), ``t-icaht`` (platelet windows), ``recovery`` (neutrophil and
+and score), ``easix`` (each time point), ``t-icaht`` (platelet windows), ``iec-hs`` (IEC-HS flag days), ``recovery`` (neutrophil and
 platelet recovery) and ``endpoints`` (OS, EFS, RFS, LFS, CIR: time, event or censoring and why; the
 relapse episodes; the duration of response).
 """
@@ -237,12 +237,23 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
             f"late ICAHT grade {_window_grade(r, 'icaht_late_grade', 'late_reason')}. {r['reason']}")
     daily = _rows(a, "icaht_daily", sid)
     levels = [c for c in daily.columns if c.startswith("anc_le_")]
-    below = [pl.when(pl.col(c)).then(pl.lit(c.replace("anc_le_", "<= "))).otherwise(None) for c in levels]
-    top = max((int(c.replace("anc_le_", "")) for c in levels), default=None)
+    # session 38 (review s38 C2): an early day lists only the levels the early grade reads (500, 100)
+    from cartlab.grading.icaht import early_level_columns
+
+    early = [c for c in levels if c in early_level_columns(opts)]
+
+    def _below(cols: list[str]) -> pl.Expr:
+        return pl.concat_str([pl.when(pl.col(c)).then(pl.lit(c.replace("anc_le_", "<= "))).otherwise(None)
+                              for c in cols] or [pl.lit(None, dtype=pl.String)], separator=", ", ignore_nulls=True)
+
+    def _top(cols: list[str]) -> str:
+        return str(max((int(c.replace("anc_le_", "")) for c in cols), default="")) if cols else ""
+
+    is_early = pl.col("window") == "early"
     # the day's ANC in /uL and the thresholds it is at or below; above all of them: "> <highest>"
     # (audit s27 item 9: never an empty list "-> ANC  /uL")
     anc_ul = (pl.col("anc") * 1000).round(0).cast(pl.Int64).cast(pl.String)
-    under = pl.concat_str(below, separator=", ", ignore_nulls=True)
+    under = pl.when(is_early.fill_null(False)).then(_below(early)).otherwise(_below(levels))
     # a censored ANC ("<0.05") is counted below the thresholds it settles (anc_le_*): say so (review35 B4)
     censored = pl.col("anc_censored") if "anc_censored" in daily.columns else pl.lit(None, dtype=pl.String)
     where = (pl.when(pl.col("anc").is_null() & censored.is_not_null() & under.is_not_null() & (under != ""))
@@ -251,8 +262,10 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
              .then(pl.format("ANC {} x10^9/L (censored): no ICAHT threshold settled", censored))
              .when(pl.col("anc").is_null()).then(pl.lit("ANC not known"))
              .when(under.is_not_null() & (under != "")).then(pl.format("ANC {}/uL: {} /uL", anc_ul, under))
-             .otherwise(pl.format("ANC {}/uL: > {} /uL (above every ICAHT threshold)", anc_ul,
-                                  pl.lit("" if top is None else str(top)))))
+             .otherwise(pl.format("ANC {}/uL: > {} /uL (above every ICAHT threshold{})", anc_ul,
+                                  pl.when(is_early.fill_null(False)).then(pl.lit(_top(early))).otherwise(pl.lit(_top(levels))),
+                                  pl.when(is_early.fill_null(False)).then(pl.lit(" of the early window"))
+                                  .otherwise(pl.lit("")))))
     days = daily.select(
         "day",
         pl.lit(None, dtype=pl.Int64).alias("grade"),
@@ -560,6 +573,41 @@ def _t_icaht(a: Analysis, sid: str) -> Explanation:
                        rules=tuple(x for x in (r["early_rule"], r["late_rule"]) if x))
 
 
+def _iec_hs(a: Analysis, sid: str) -> Explanation:
+    """IEC-HS flags (session 38, review s38 C3): one line per day with each computable criterion met,
+    undecided (the engine's reason says why: the missing input, a censored baseline, ...) or not met,
+    then the engine's reason; the evidence holds the day's rows and the baseline rows used."""
+    from cartlab.grading.common import load_criteria
+    from cartlab.grading.iec_hs import IecHsOptions
+
+    opts = a.options.iec_hs or IecHsOptions()
+    table = load_criteria(opts.criteria)
+    ids = [c["id"] for role in ("key", "supporting") for c in table[role]
+           if c.get("computable") and c["id"] not in opts.exclude]
+    rows = _rows(a, "iec_hs_flags", sid) if a.has("iec_hs_flags") else None
+    if rows is None or rows.height == 0:
+        return _not_derived("iec-hs", "IEC-HS flags (no day with an IEC-HS criterion measured)",
+                            f"criteria/{opts.criteria}.yaml")
+    items = []
+    for r in rows.iter_rows(named=True):
+        met = [*r["key_met"], *r["supporting_met"]]
+        open_ = list(r["not_evaluable"])
+        no = [i for i in ids if i not in met and i not in open_]
+        state = {True: "flagged", False: "not flagged", None: "not evaluable"}[r["iec_hs_flag"]]
+        parts = [f"met: {', '.join(met)}" if met else "", f"undecided: {', '.join(open_)}" if open_ else "",
+                 f"not met: {', '.join(no)}" if no else ""]
+        items.append({"day": r["day"], "grade": None, "rule": r["rule"],
+                      "reason": f"{state} ({'; '.join(p for p in parts if p)}) - {r['reason']}", "evidence": r["evidence"]})
+    flag = rows.filter(pl.col("iec_hs_flag").fill_null(False))["day"].to_list()
+    unk = rows.filter(pl.col("iec_hs_flag").is_null())["day"].to_list()
+    head = (f"IEC-HS flag (for review, not a diagnosis) on {len(flag)} day(s)"
+            + (f" ({', '.join(str(d) for d in flag)})" if flag else "")
+            + f", not evaluable on {len(unk)} day(s)" + (f" ({', '.join(str(d) for d in unk)})" if unk else "")
+            + f", of {rows.height} day(s) with a criterion measured")
+    return Explanation("iec-hs", head, f"{table.get('citation')}; criteria/{opts.criteria}.yaml", _row_frame(items),
+                       rules=tuple(dict.fromkeys(x for r in items for x in str(r["rule"] or "").split("; ") if x)))
+
+
 def _recovery(a: Analysis, sid: str) -> Explanation:
     """Neutrophil and platelet count recovery (day, or not reached with the censoring day)."""
     r = _one(a, "count_recovery", sid)
@@ -632,7 +680,7 @@ EXPLAINERS: dict[str, Callable[[Analysis, str], Explanation]] = {
     "kinetics": _kinetics,
     "response": _response,
     "crs": _crs, "icans": _icans, "crs-scales": _crs_scales, "ctcae": _ctcae, "icaht": _icaht,
-    "hematotox": _hematotox, "easix": _easix, "t-icaht": _t_icaht, "recovery": _recovery,
+    "hematotox": _hematotox, "easix": _easix, "t-icaht": _t_icaht, "iec-hs": _iec_hs, "recovery": _recovery,
     "endpoints": _endpoints,
 }
 

@@ -340,7 +340,7 @@ def _remove_report_files(out: Path, entries: list[str]) -> None:
 @app.command("explain")
 def explain_cmd(
     subject: Annotated[str, typer.Argument(metavar="SUBJECT", help="Subject id.")],
-    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, t-icaht, hematotox, easix, recovery, response, kinetics, endpoints.")] = "crs",
+    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, t-icaht, iec-hs, hematotox, easix, recovery, response, kinetics, endpoints.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,

@@ -22,7 +22,8 @@ import polars as pl
 
 from cartlab.criteria import CriteriaTable
 from cartlab.grading.hemato_common import day_ranges, fmt_expr, grades, nontransient_runs, py_str
-from cartlab.provenance import EVIDENCE
+from cartlab.model import Study
+from cartlab.provenance import EVIDENCE, evidence_ref
 
 __all__ = ["late_lowest_text", "late_range_text", "late_upper_grade", "late_window_text", "lowest_text",
            "window_grades", "window_rules",
@@ -82,7 +83,11 @@ def window_grades(prefix: str, early_ok: pl.Expr, late_ok: pl.Expr) -> list[pl.E
         .otherwise(pl.when(pl.col("_late_unknown_days").is_not_null()).then(pl.col("_late_grade_max")))
         .alias(f"{prefix}_late_grade_max"),
         pl.when(early_ok).then(pl.col("early_grade")).alias(f"{prefix}_early_grade"),
-        pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max")).alias(f"{prefix}_early_grade_max"),
+        # session 38 (review s38 B3): an early window without any count is not evaluable with the grade
+        # its unknown days leave possible (as the late window), not empty
+        pl.when(early_ok).then(pl.max_horizontal("early_grade", "_early_grade_max"))
+        .otherwise(pl.when(pl.col("early_unknown_days") > 0).then(pl.col("_early_grade_max")))
+        .alias(f"{prefix}_early_grade_max"),
         pl.when(early_ok).then(pl.col("early_rule")).alias("early_rule"),
         pl.when(late_ok).then(pl.col("late_grade")).alias(f"{prefix}_late_grade"),
         pl.when(late_ok).then(pl.col("late_rule")).alias("late_rule"),
@@ -167,3 +172,25 @@ def late_range_text(grade: str, grade_max: str, no_count: str, none_text: str, e
              .otherwise(pl.lit("; the known days alone confirm no grade (a lower bound of 0, not a finding of none)")))
     return pl.format(" Could be up to grade {}: {}{}{}; had they been below every level, the grade would be that.",
                      py_str(pl.col(grade_max)), missing, extra, lower)
+
+
+def gcsf_days_text(study: Study, lo: float, hi: float) -> pl.DataFrame:
+    """Per subject with a ``gcsf`` intervention (interventions.csv) overlapping days ``lo``-``hi``:
+    ``_gcsf`` - "G-CSF (filgrastim) on days 5-10 (interventions.csv:3)". ICAHT grades the ANC as
+    measured under G-CSF (no G-CSF rule in the verified text; convention icaht.gcsf_not_considered,
+    session 38, review s38 C1): the reason names those days."""
+    iv = study.interventions
+    if iv.is_empty() or "category" not in iv.columns:
+        return pl.DataFrame(schema={"subject_id": pl.String, "_gcsf": pl.String})
+    end = pl.coalesce(pl.col("end_day") if "end_day" in iv.columns else pl.lit(None, dtype=pl.Float64), pl.col("start_day"))
+    agent = pl.col("agent") if "agent" in iv.columns else pl.lit(None, dtype=pl.String)
+    g = (iv.filter((pl.col("category") == "gcsf") & pl.col("start_day").is_not_null()
+                   & (pl.col("start_day") <= hi) & (end >= lo))
+         .with_columns(evidence_ref().alias("_ref"), end.alias("_end"))
+         .sort("subject_id", "start_day"))
+    return g.group_by("subject_id", maintain_order=True).agg(pl.format(
+        "G-CSF{} on {} ({})",
+        pl.when(agent.is_not_null()).then(pl.format(" ({})", agent)).otherwise(pl.lit("")),
+        pl.when(pl.col("start_day") == pl.col("_end")).then(pl.format("day {}", pl.col("start_day").cast(pl.Int64)))
+        .otherwise(pl.format("days {}-{}", pl.col("start_day").cast(pl.Int64), pl.col("_end").cast(pl.Int64))),
+        pl.col("_ref").fill_null("no row")).str.join("; ").alias("_gcsf"))

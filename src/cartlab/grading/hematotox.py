@@ -65,6 +65,7 @@ from cartlab.grading.icaht import (
     derive_icaht_summary,
 )
 from cartlab.grading.iec_hs import IecHsOptions, derive_iec_hs_flags
+from cartlab.grading.ld_agents import lymphodepletion_days as _lymphodepletion_days
 from cartlab.grading.t_icaht import TIcahtOptions, derive_t_icaht, derive_t_icaht_daily
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -95,30 +96,6 @@ _SID = "subject_id"
 
 # ---------------------------------------------------------------------------------------------
 # baseline (pre-lymphodepletion) values
-
-
-def _lymphodepletion_days(study: Study, agents: Iterable[str], window: tuple[float, float],
-                          max_gap: float) -> pl.DataFrame:
-    """Per subject: ``ld_day`` (the first dose day of the lymphodepletion course), ``ld_last`` (its
-    last dose day) and ``ld_refs`` (the first day's dose rows). The course: the doses of ``agents``
-    within ``window`` (days relative to the CAR-T infusion, day 0), the last run of them with no gap
-    longer than ``max_gap`` days - a bridging cyclophosphamide weeks earlier is not lymphodepletion
-    (EMCL score page: the score is "determined prior to lymphodepleting chemotherapy (e.g. day -5)")."""
-    names = [a.lower() for a in agents]
-    lo, hi = (float(x) for x in window)
-    doses = study.doses.filter(
-        pl.col("agent").str.to_lowercase().is_in(names) & pl.col("day").is_not_null()
-        & pl.col("day").is_between(lo, hi)
-    ).with_columns(evidence_ref().alias("ref")).sort(_SID, "day")
-    # a new course starts after a gap longer than max_gap days; the last course is lymphodepletion
-    doses = doses.with_columns(((pl.col("day") - pl.col("day").shift(1).over(_SID)) > float(max_gap))
-                               .fill_null(False).cast(pl.Int64).cum_sum().over(_SID).alias("_course"))
-    doses = doses.filter(pl.col("_course") == pl.col("_course").max().over(_SID))
-    first = pl.col("day").min()
-    return doses.group_by(_SID, maintain_order=True).agg(
-        first.cast(pl.Float64).alias("ld_day"), pl.col("day").max().cast(pl.Float64).alias("ld_last"),
-        pl.col("ref").filter(pl.col("day") == first).drop_nulls().unique(maintain_order=True).alias("ld_refs"),
-    )
 
 
 def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str | None = None
@@ -152,17 +129,23 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str |
         pl.when(has_ld).then(pl.col("ld_day")).otherwise(0.0).alias("ref_day"),
         pl.when(has_ld).then(pl.format(
             f"on or before day {{}} (first lymphodepletion dose: {{}}, the last course of "
-            f"{'/'.join(agents)} within days {window[0]:g} to {window[1]:g})",
+            f"{'/'.join(agents)} with a dose within days {window[0]:g} to {window[1]:g})",
             _fmt_expr(pl.col("ld_day"), 6),
             pl.when(one_day).then(pl.format("course day {}", _fmt_expr(pl.col("ld_day"), 6)))
             .otherwise(pl.format("course days {} to {}", _fmt_expr(pl.col("ld_day"), 6),
                                  _fmt_expr(pl.col("ld_last"), 6)))))
         .otherwise(pl.lit(f"before day 0 (no lymphodepletion dose recorded within days {window[0]:g} to "
-                          f"{window[1]:g})")).alias("how"),
+                          f"{window[1]:g})")).alias("how"), "ld_day", "ld_refs", "ld_other",
+    ).with_columns(
+        # session 38 (review s38 A1): the doses of the window not read as lymphodepletion are named
+        pl.concat_str(pl.col("how"), pl.when(pl.col("ld_other").is_not_null()).then(pl.concat_str(
+            pl.lit("; not read as lymphodepletion: "), pl.col("ld_other"),
+            pl.lit(f" (agent not in lymphodepletion_agents {'/'.join(agents)} nor CAR-T)"))).otherwise(pl.lit("")))
+        .alias("how"),
         pl.when(has_ld).then(pl.lit("baseline.first_lymphodepletion_day"))
         .otherwise(pl.lit("baseline.before_day0")).alias("baseline_rule"),
         pl.col("ld_refs").fill_null(_NO_REFS).alias("ref_evidence"),
-    ).sort("_order")
+    ).drop("ld_day", "ld_refs", "ld_other").sort("_order")
     obs = _param_obs_censored(study, params).join(
         refs.select(_SID, "ref_day", "baseline_rule"), on=_SID, how="inner")
     ok = (pl.when(pl.col("baseline_rule") == "baseline.first_lymphodepletion_day")

@@ -46,6 +46,7 @@ from cartlab.grading.hemato_common import (
     windows_frame,
 )
 from cartlab.grading.hemato_late import (
+    gcsf_days_text,
     late_lowest_text,
     late_range_text,
     late_upper_grade,
@@ -62,7 +63,8 @@ from cartlab.provenance import EVIDENCE
 EARLY_TERM = "Immune effector cell-associated hematotoxicity, early (days 0-30)"
 LATE_TERM = "Immune effector cell-associated hematotoxicity, late (after day 30)"
 
-__all__ = ["EARLY_TERM", "LATE_TERM", "IcahtOptions", "derive_icaht", "derive_icaht_daily", "derive_icaht_episodes", "derive_icaht_summary"]
+__all__ = ["EARLY_TERM", "LATE_TERM", "IcahtOptions", "derive_icaht", "derive_icaht_daily", "derive_icaht_episodes",
+           "derive_icaht_summary", "early_level_columns"]
 
 
 class IcahtOptions(CountWindowOptions):
@@ -86,6 +88,13 @@ def _early_level_names(table: CriteriaTable, levels: dict[str, float]) -> list[s
         if m:
             used.add(m.group(1) or m.group(2))
     return sorted(used, key=lambda n: -levels[n])
+
+
+def early_level_columns(options: IcahtOptions | None = None) -> list[str]:
+    """The daily series' flag columns (``anc_le_<level>``) the early grade reads, deepest last
+    (session 38, review s38 C2: ``cartlab explain`` lists only these on early days)."""
+    table = load_table((options or IcahtOptions()).criteria)
+    return [f"anc_le_{n}" for n in _early_level_names(table, table_levels(table, "NEUT"))]
 
 
 def _late_windows(study: Study, opts: dict[str, Any]) -> pl.DataFrame:
@@ -396,17 +405,25 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
             " and the censored result(s) {} leave a deeper level open", pl.col("_late_open"))).otherwise(pl.lit("")))
     f = f.with_columns(
         pl.concat_str(_early_reason(opts, levels, early_levels, never_used, texts, sym),
-                      pl.when(pl.col("icaht_early_grade_max") > pl.col("icaht_early_grade")).then(could)
+                      pl.when((pl.col("icaht_early_grade_max") > pl.col("icaht_early_grade"))
+                           | (pl.col("icaht_early_grade").is_null() & pl.col("icaht_early_grade_max").is_not_null()))
+                      .then(could)
                       .otherwise(pl.lit(""))).alias("early_reason"),
         pl.concat_str(_late_reason(opts, levels, texts, sym),
                       pl.when((pl.col("icaht_late_grade_max") > pl.col("icaht_late_grade"))
                               | (pl.col("icaht_late_grade").is_null() & pl.col("icaht_late_grade_max").is_not_null()))
                       .then(late_could).otherwise(pl.lit("")))
         .alias("late_reason"))
+    f = f.join(gcsf_days_text(study, float(opts["early_window"][0]), float(opts["late_end_day"])), on="subject_id",
+               how="left", maintain_order="left")
     f = f.with_columns(
         # a grade 0 names its row (icaht.<window>.g0), not_evaluable only an empty grade (review s36 A1)
         *window_rules(table, "icaht"),
-        pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
+        pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason"),
+                      # session 38 (review s38 C1): G-CSF days named; the ANC is graded as measured
+                      pl.when(pl.col("_gcsf").is_not_null()).then(pl.concat_str(
+                          pl.lit(" "), pl.col("_gcsf"), pl.lit(": counts graded as measured (icaht.gcsf_not_considered)."))
+                      ).otherwise(pl.lit(""))).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     ).with_columns(_late_qualifying(levels))
     lvl_cols = [f"anc_le_{n}_{c}" for n in early_levels for c in ("days", "start", "end", "episodes", "recovery_days")]

@@ -14,6 +14,9 @@ True
 
 from __future__ import annotations
 
+import functools
+from typing import Literal
+
 import polars as pl
 from pydantic import Field
 
@@ -54,6 +57,9 @@ class IecHsOptions(CriteriaOptions):
     baseline_day: int | None = None
     lab_window_days: int | None = None
     min_supporting: int | None = None
+    baseline_max_lookback_days: int | None = Field(default=None, description=(
+        "how many days before baseline_day a baseline value may be (None: any earlier value; session 38)"))
+    transaminase_baseline_uln: Literal["none", "same_as_day"] | None = None
     exclude: tuple[str, ...] = Field(default=(), description="criterion ids not to use (e.g. the cytopenia "
                                      "proxy ``iec_hs.cytopenia_new_or_worse``)")
     criteria: str = "iec_hs_2023"
@@ -127,7 +133,10 @@ def _day_frame(study: Study, conds: list[dict], opts: dict, criterion_params: se
         side = dict.fromkeys(("min", "max"), daily.with_columns(pl.col("d").alias("day")).with_columns(
             key.alias("_k")).sort("_k"))
     # the baseline is the last result, numeric or censored (">40000" is a baseline, session 32)
-    base = (allc.filter((pl.col("d") <= int(opts["baseline_day"])) & pl.col("_s").is_not_null())
+    # session 38 (review s38 B5): baseline_max_lookback_days bounds how old the baseline may be
+    lookback = opts.get("baseline_max_lookback_days")
+    in_reach = pl.lit(True) if lookback is None else pl.col("d") >= int(opts["baseline_day"]) - int(lookback)
+    base = (allc.filter((pl.col("d") <= int(opts["baseline_day"])) & in_reach & pl.col("_s").is_not_null())
             .sort(["day", "src_row"], nulls_last=True).with_columns(evidence_ref().alias("ref"))
             .group_by("_s", "param", maintain_order=True).agg(pl.col("value", "uln", "d", "ref", "censor", "censor_limit").last()))
     parts = [days.select(pl.col("_s").replace_strict(order["_order"], order[_SID], return_dtype=pl.String)
@@ -157,7 +166,8 @@ def _base_iv(p: str, k: float = 1.0) -> tuple[pl.Expr, ...]:
     return lo * k, lo_o, hi * k, hi_o
 
 
-def _condition(c: dict, ignore_baseline: bool = False) -> tuple[pl.Expr, pl.Expr, list[pl.Expr], list[str], pl.Expr]:
+def _condition_expr(c: dict, ignore_baseline: bool = False, baseline_day: int = 0, lookback: int | None = None,
+               same_uln: bool = False) -> tuple[pl.Expr, pl.Expr, list[pl.Expr], list[str], pl.Expr]:
     """(holds, text, evidence, the numeric columns the text shows, why) of one condition; holds is
     null when the data cannot decide, and ``why`` then names the missing input ("ALT not measured",
     "ALT without ULN", "no baseline ALT", "baseline ALT without ULN"). The text reads each shown
@@ -165,7 +175,12 @@ def _condition(c: dict, ignore_baseline: bool = False) -> tuple[pl.Expr, pl.Expr
 
     A condition on the baseline's status (``baseline: normal | abnormal``) is three-valued: without
     the baseline value or its ULN the status is unknown, and the condition is undecided unless its
-    comparison fails. ``ignore_baseline``: the comparison alone (see ``_either_way``)."""
+    comparison fails. ``ignore_baseline``: the comparison alone (see ``_either_way``).
+
+    ``baseline_day``/``lookback`` (options baseline_day, baseline_max_lookback_days) name the
+    baseline's age in the text and the reach of a missing one; ``same_uln`` (option
+    transaminase_baseline_uln same_as_day): without a baseline, "> k x baseline when abnormal" fails
+    when the day's value is <= k x the day's ULN (an abnormal baseline is above that ULN)."""
     p, op, s = c["param"], c["op"], _side(c)
     v, b, cz = f"{p}.{s}.", f"{p}.base.", f"{p}.cens."
     shown = [v + "value"]
@@ -192,9 +207,13 @@ def _condition(c: dict, ignore_baseline: bool = False) -> tuple[pl.Expr, pl.Expr
         ref = k * pl.col(b + "value")
         known = c_known = pl.col(b + "value").is_not_null() | pl.col(b + "censor").is_not_null()
         base_txt = pl.coalesce(pl.col(b + "value:fmt"), censored_text(pl.col(b + "censor"), pl.col(b + "censor_limit")))
+        age = pl.lit(baseline_day) - pl.col(b + "d")
         what = pl.concat_str(pl.lit(f"{fmt(k)} x baseline ("), base_txt, pl.lit(" on day "),
-                             pl.col(b + "d").cast(pl.String), pl.lit(")"))
-        missing = pl.lit(f"no baseline {p}")
+                             pl.col(b + "d").cast(pl.String), pl.lit(", "), age.cast(pl.String),
+                             pl.lit(f" day(s) before day {baseline_day})"))
+        missing = pl.lit(f"no baseline {p}" + ("" if lookback is None else
+                                               f" within {lookback} days before day {baseline_day} "
+                                               "(option baseline_max_lookback_days)"))
         shown.append(b + "value")
     else:
         raise ValueError(f"unknown comparison {kind!r}")
@@ -209,6 +228,10 @@ def _condition(c: dict, ignore_baseline: bool = False) -> tuple[pl.Expr, pl.Expr
     absent = num.is_null() & ~has_c
     known = pl.when(num.is_not_null()).then(known).otherwise(c_known)
     holds = pl.when(absent).then(None)
+    if same_uln and kind == "baseline_multiple" and c.get("baseline") == "abnormal" and op.startswith(">"):
+        # session 38 (review s38 B2): an abnormal baseline is above the ULN, read as the day's
+        no_base = pl.col(b + "value").is_null() & pl.col(b + "censor").is_null()
+        holds = holds.when(no_base & num.is_not_null() & (num <= k * pl.col(v + "uln")).fill_null(False)).then(False)
     why = pl.when(absent).then(pl.lit(f"{p} not measured"))
     status = "baseline" in c and not ignore_baseline
     if status:  # the condition applies only when the baseline is (not) above its ULN
@@ -218,16 +241,48 @@ def _condition(c: dict, ignore_baseline: bool = False) -> tuple[pl.Expr, pl.Expr
     if status:  # status unknown: a failing comparison fails either way, else undecided
         holds = holds.when(abn.is_null() & (~cmp).fill_null(False)).then(False).when(abn.is_null()).then(None)
         why = why.when(abn.is_null()).then(pl.when(pl.col(b + "value").is_null() & pl.col(b + "censor").is_null())
-                                           .then(pl.lit(f"no baseline {p}"))
+                                           .then(pl.lit(f"no baseline {p}" + ("" if lookback is None else
+                                                        f" within {lookback} days before day {baseline_day} "
+                                                        "(option baseline_max_lookback_days)")))
                                            .otherwise(pl.lit(f"baseline {p} without ULN")))
     holds = holds.otherwise(cmp)
-    why = why.when(cmp.is_null()).then(pl.format(f"{p} {{}}: its bound does not settle it",
-                                                 censored_text(pl.col(cz + "censor"), pl.col(cz + "censor_limit"))))
+    why = why.when(cmp.is_null() & has_c).then(pl.format(f"{p} {{}}: its bound does not settle it",
+                                                          censored_text(pl.col(cz + "censor"), pl.col(cz + "censor_limit"))))
+    if kind == "baseline_multiple":  # session 38 (review s38 B1): a censored baseline leaves it undecided
+        why = why.when(cmp.is_null()).then(pl.format(
+            f"censored baseline {p} {{}} on day {{}}: {fmt(k)} x baseline {{}}{{}}, {{}} undecided",
+            censored_text(pl.col(b + "censor"), pl.col(b + "censor_limit")), pl.col(b + "d").cast(pl.String),
+            pl.col(b + "censor"), fmt_expr(k * pl.col(b + "censor_limit")), fmt_expr(num)))
     day_txt = pl.coalesce(pl.col(v + "value:fmt"), censored_text(pl.col(cz + "censor"), pl.col(cz + "censor_limit")))
     text = pl.concat_str(pl.lit(f"{p} "), day_txt, pl.lit(f" {canonical_unit(p)[0]} on day "),
                          pl.coalesce(pl.col(v + "d"), pl.col(cz + "d")).cast(pl.String), pl.lit(f" {op} "), what)
     refs = [pl.coalesce(pl.col(v + "ref"), pl.col(cz + "ref"))] + ([pl.col(b + "ref")] if kind == "baseline_multiple" else [])
     return holds, text, refs, shown, why.otherwise(None)
+
+
+def _same_uln_notes(crits: list[tuple[str, dict]], opts: dict) -> pl.Expr:
+    """" Assumed: no baseline ALT: read with the day's ULN (40), ..." where the option
+    transaminase_baseline_uln same_as_day decided a "> k x baseline when abnormal" condition (session 38,
+    review s38 B2); empty otherwise."""
+    if opts.get("transaminase_baseline_uln") != "same_as_day":
+        return pl.lit("")
+    notes = []
+    for _, crit in crits:
+        for alt in crit["any"]:
+            for c in alt:
+                if c["compare"] == "baseline_multiple" and c.get("baseline") == "abnormal" and c["op"].startswith(">"):
+                    p, k = c["param"], float(c["value"])
+                    v, b = f"{p}.{_side(c)}.", f"{p}.base."
+                    used = (pl.col(b + "value").is_null() & pl.col(b + "censor").is_null() & pl.col(v + "value").is_not_null()
+                            & (pl.col(v + "value") <= k * pl.col(v + "uln")).fill_null(False))
+                    notes.append((used, pl.format(f"no baseline {p}: read with the day's ULN ({{}}), so > {fmt(k)} x an "
+                                                  "abnormal baseline is not met (option transaminase_baseline_uln "
+                                                  "same_as_day)", fmt_expr(pl.col(v + "uln")))))
+    if not notes:
+        return pl.lit("")
+    txt = pl.concat_list([pl.when(u).then(t) for u, t in notes]).list.drop_nulls().list.unique(maintain_order=True)
+    return pl.when(txt.list.len() > 0).then(pl.concat_str(pl.lit(" Assumed: "), txt.list.join("; "), pl.lit(".")))\
+        .otherwise(pl.lit(""))
 
 
 def _either_way(crit: dict) -> list[tuple[str, int, int]]:
@@ -273,6 +328,9 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
     options = options or IecHsOptions()
     opts = options.resolved()
     table = load_criteria(options.criteria)
+    _condition = functools.partial(_condition_expr, baseline_day=int(opts["baseline_day"]),
+                                   lookback=opts.get("baseline_max_lookback_days"),
+                                   same_uln=opts.get("transaminase_baseline_uln") == "same_as_day")
     key = [c for c in table["key"] if c["id"] not in options.exclude]
     sup = [c for c in table["supporting"] if c["id"] not in options.exclude]
     feats = [c for c in table.get("other_features", []) if c["id"] not in options.exclude]
@@ -409,7 +467,8 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
             pl.lit("not flagged: "), pl.col("_texts"),
             pl.lit(f"; needs a key (ferritin) criterion and >= {opts['min_supporting']} supporting criterion(s)."
                    + not_assessed)))
-        .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met." + not_assessed)), features).alias("reason"),
+        .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met." + not_assessed)), features,
+        _same_uln_notes(crits, opts)).alias("reason"),
     )
     # a day with only a reported feature's parameter measured is a row when the feature is met
     f = f.filter(pl.col("_crit_day") | pl.any_horizontal([c for c, _ in met["feature"]] or [pl.lit(False)]))

@@ -453,7 +453,9 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
                       pl.concat_str(gaps, cens, tx, separator="; ", ignore_nulls=True))
     f = f.with_columns(
         pl.concat_str(_early_reason(opts, levels, e_lv, texts),
-                      pl.when(pl.col("t_icaht_early_grade_max") > pl.col("t_icaht_early_grade")).then(could)
+                      pl.when((pl.col("t_icaht_early_grade_max") > pl.col("t_icaht_early_grade"))
+                           | (pl.col("t_icaht_early_grade").is_null() & pl.col("t_icaht_early_grade_max").is_not_null()))
+                      .then(could)
                       .otherwise(pl.lit(""))).alias("early_reason"),
         pl.concat_str(_late_reason(opts, levels, l_lv, n_lv, texts), pl.when(
             pl.col("t_icaht_late_grade_max") > pl.col("t_icaht_late_grade")).then(pl.format(

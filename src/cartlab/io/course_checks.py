@@ -9,7 +9,8 @@ import polars as pl
 from cartlab.io.clock import OFFSET
 from cartlab.io.errors import Issue
 
-__all__ = ["ABSENT_FILE_MEANS", "MIXED_OFFSETS", "followup_day_checks", "mixed_utc_offsets", "records_after_death"]
+__all__ = ["ABSENT_FILE_MEANS", "MIXED_OFFSETS", "followup_day_checks", "mixed_utc_offsets", "records_after_death",
+           "unknown_dose_agents"]
 
 #: what an analysis reads as not given when a course (observations) comes without these files
 ABSENT_FILE_MEANS = {
@@ -177,4 +178,25 @@ def followup_day_checks(frames: dict[str, pl.DataFrame], row: str) -> list[Issue
                              f"(subjects.csv row {r}), on {span}: the time-to-event endpoints take the latest "
                              "such row as the day last known alive; check last_followup_day", rows,
                              severity="warning"))
+    return out
+
+
+def unknown_dose_agents(frames: dict[str, pl.DataFrame], row: str) -> list[Issue]:
+    """Warnings for dose rows within days -14 to -1 whose agent is neither a lymphodepletion agent of
+    the alias table (grading/ld_agents.yaml: "fludarabine phosphate", "Cytoxan", ...) nor CAR-T
+    (session 38, review s38 A1): CAR-HEMATOTOX and EASIX do not read them as lymphodepletion."""
+    from cartlab.grading.ld_agents import unknown_dose_agents as _unknown  # lazy: grading imports io
+
+    doses = frames.get("doses")
+    if doses is None or not {"agent", "day", "subject_id"} <= set(doses.columns):
+        return []
+    bad = (_unknown(doses).group_by("subject_id", pl.col("agent").cast(pl.String).str.strip_chars(), maintain_order=True)
+           .agg(pl.col(row).sort(), pl.col("day").min().alias("_lo"), pl.col("day").max().alias("_hi")))
+    out = []
+    for sid, agent, rows, lo, hi in bad.iter_rows():
+        days = f"day {lo:g}" if lo == hi else f"days {lo:g} to {hi:g}"
+        out.append(Issue("doses.csv", "agent", f"subject {sid!r}: agent {agent!r} on {days} is not a known "
+                         "lymphodepletion agent (grading/ld_agents.yaml) nor CAR-T: CAR-HEMATOTOX and EASIX do not "
+                         "read it as lymphodepletion (their baseline reason names it); if it is one, spell it as in "
+                         "the table or add it to the option lymphodepletion_agents", rows, severity="warning"))
     return out

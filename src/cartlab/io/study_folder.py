@@ -20,7 +20,13 @@ import polars as pl
 from cartlab.errors import InputError
 from cartlab.io.absent_files import absent_tables
 from cartlab.io.clock import day_zero, is_timed, iso_date, wall_clock
-from cartlab.io.course_checks import ABSENT_FILE_MEANS, followup_day_checks, mixed_utc_offsets, records_after_death
+from cartlab.io.course_checks import (
+    ABSENT_FILE_MEANS,
+    followup_day_checks,
+    mixed_utc_offsets,
+    records_after_death,
+    unknown_dose_agents,
+)
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue, StudyValidationError, spelled
@@ -423,6 +429,7 @@ def _read_files(
     issues.extend(records_after_death(frames, ROW))
     issues.extend(mixed_utc_offsets(frames, ROW))
     issues.extend(followup_day_checks(frames, ROW))
+    issues.extend(unknown_dose_agents(frames, ROW))  # session 38 (review s38 A1)
     if "observations" in frames:  # a course without these files: say what is then read as not given
         for name, what in ABSENT_FILE_MEANS.items():
             if name not in contents.tables:
