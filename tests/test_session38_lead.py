@@ -125,3 +125,14 @@ def test_explain_response_names_an_event_relapse_and_the_duration(tmp_path):
     assert "Relapse on day 60" in e.headline and "Duration of response 32 days, ended on day 60" in e.headline
     rel = e.days.filter(pl.col("grade") == "relapse")
     assert rel["day"].to_list() == [60.0] and rel["evidence"][0].to_list() == ["events.csv:1"]
+
+
+# --- explain lists long day sets as runs (new-user trial, session 38)
+
+def test_days_text_compresses_runs_of_whole_days():
+    from cartlab._days import days_text
+
+    # by hand: 0,1,2 consecutive -> "0-2"; 3.5 a timed day on its own; 5 alone; 7,8 -> "7-8"; 10 alone
+    assert days_text([8, 0, 1, 2, 5, 7, 3.5, 10, 2]) == "0-2, 3.5, 5, 7-8, 10"
+    assert days_text([4]) == "4" and days_text([]) == ""
+    assert days_text([-2, -1, 0]) == "-2-0"

@@ -10,7 +10,7 @@ import math
 
 import polars as pl
 
-__all__ = ["day_expr", "day_text"]
+__all__ = ["day_expr", "day_text", "days_text"]
 
 
 def _hundredths(x: float) -> int:
@@ -27,6 +27,31 @@ def day_text(x: float | None) -> str:
     sign = "-" if x < 0 and n > 0 else ""
     whole, frac = divmod(n, 100)
     return f"{sign}{whole}" + (("." + f"{frac:02d}".rstrip("0")) if frac else "")
+
+
+def days_text(days) -> str:
+    """Days as a short list: runs of consecutive whole days as ``a-b`` (``[0, 1, 2, 5, 7, 8]`` ->
+    "0-2, 5, 7-8"), other days with :func:`day_text`; sorted, duplicates once."""
+    vals = sorted({float(d) for d in days if d is not None and not (isinstance(d, float) and math.isnan(d))})
+    parts: list[str] = []
+    run: list[float] = []
+
+    def flush() -> None:
+        if run:
+            parts.append(day_text(run[0]) if len(run) == 1 else f"{day_text(run[0])}-{day_text(run[-1])}")
+            run.clear()
+
+    for d in vals:
+        if d.is_integer() and run and d == run[-1] + 1:
+            run.append(d)
+            continue
+        flush()
+        if d.is_integer():
+            run.append(d)
+        else:
+            parts.append(day_text(d))
+    flush()
+    return ", ".join(parts)
 
 
 def day_expr(expr: pl.Expr) -> pl.Expr:

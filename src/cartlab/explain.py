@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cartlab._days import day_text
+from cartlab._days import day_text, days_text
 from cartlab.analyze import Analysis, AnalysisOptions
 from cartlab.model import Study
 
@@ -108,7 +108,7 @@ def _crs(a: Analysis, sid: str) -> Explanation:
         names = (list(dict.fromkeys(n for ns in top["missing_inputs"].to_list() for n in (ns or [])))
                  if "missing_inputs" in top.columns else [])
         head += (f"; up to grade {s['crs_grade_astct_max']} with the inputs not recorded on "
-                 f"{'day' if top.height == 1 else 'days'} {', '.join(day_text(d) for d in top['day'].to_list())}"
+                 f"{'day' if top.height == 1 else 'days'} {days_text(top['day'].to_list())}"
                  + (f" ({', '.join(names)})" if names else ""))
     crit = load_criteria(opts.criteria)
     # review 38 C1: only the options that differ from the table's defaults (the analysis' own line
