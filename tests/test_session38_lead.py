@@ -135,4 +135,4 @@ def test_days_text_compresses_runs_of_whole_days():
     # by hand: 0,1,2 consecutive -> "0-2"; 3.5 a timed day on its own; 5 alone; 7,8 -> "7-8"; 10 alone
     assert days_text([8, 0, 1, 2, 5, 7, 3.5, 10, 2]) == "0-2, 3.5, 5, 7-8, 10"
     assert days_text([4]) == "4" and days_text([]) == ""
-    assert days_text([-2, -1, 0]) == "-2-0"
+    assert days_text([-2, -1, 0]) == "-2 to 0"

@@ -31,14 +31,16 @@ def day_text(x: float | None) -> str:
 
 def days_text(days) -> str:
     """Days as a short list: runs of consecutive whole days as ``a-b`` (``[0, 1, 2, 5, 7, 8]`` ->
-    "0-2, 5, 7-8"), other days with :func:`day_text`; sorted, duplicates once."""
+    "0-2, 5, 7-8"; a run from a negative day "-2 to 0"), other days with :func:`day_text`; sorted,
+    duplicates once."""
     vals = sorted({float(d) for d in days if d is not None and not (isinstance(d, float) and math.isnan(d))})
     parts: list[str] = []
     run: list[float] = []
 
     def flush() -> None:
         if run:
-            parts.append(day_text(run[0]) if len(run) == 1 else f"{day_text(run[0])}-{day_text(run[-1])}")
+            sep = " to " if run[0] < 0 else "-"  # "-2 to 0", not "-2-0"
+            parts.append(day_text(run[0]) if len(run) == 1 else f"{day_text(run[0])}{sep}{day_text(run[-1])}")
             run.clear()
 
     for d in vals:
