@@ -361,6 +361,7 @@ class _NcaDefaults:
     allow_tmax_in_half_life = False
     adj_r_squared_factor = 1e-4
     min_span_ratio = 2.0
+    max_aucpext = 20.0
     first_tmax = True
     lambda_z_times: dict = {}
     lambda_z_range: dict = {}

@@ -237,7 +237,9 @@ DOSES = """subject_id,day,agent,dose,unit
 K1,0,CAR-T,1000000,cells/kg
 K2,0,CAR-T,1000000,cells/kg
 K5,0,CAR-T,1000000,cells/kg
-"""
+""" + "".join(f"{sid},0,CAR-T,1000000,cells/kg\n" for sid in ("R1", "R2", "R3", "R4", "R5", "R7", "R8", "R9", "R10", "R12"))
+# session 38: the response subjects are infused (a study whose doses.csv records CAR-T rows reads a subject
+# without one as not infused: best response NE, rule response.not_infused - CHANGELOG)
 
 
 @pytest.fixture(scope="module")
