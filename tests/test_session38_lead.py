@@ -136,3 +136,18 @@ def test_days_text_compresses_runs_of_whole_days():
     assert days_text([8, 0, 1, 2, 5, 7, 3.5, 10, 2]) == "0-2, 3.5, 5, 7-8, 10"
     assert days_text([4]) == "4" and days_text([]) == ""
     assert days_text([-2, -1, 0]) == "-2 to 0"
+
+
+@pytest.mark.parametrize("stamps", [
+    # review 38 diff2 B5: one switch in June is no daylight-saving change (UTC, then local time)
+    ("2024-06-01T10:00Z", "2024-06-05T08:00Z", "2024-06-12T08:00+01:00"),
+    # two steps the same way (+00 -> +01 -> +02) are no daylight-saving clock
+    ("2024-03-20T10:00Z", "2024-04-05T08:00+01:00", "2024-10-28T08:00+02:00"),
+])
+def test_other_offset_changes_are_still_warned(tmp_path, stamps):
+    inf, a, b = stamps
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": f"subject_id,disease,infusion_datetime\nS1,AML,{inf}\n",
+        "observations.csv": f"subject_id,day,datetime,param,value,unit\nS1,,{a},TEMP,37,C\nS1,,{b},TEMP,37,C\n",
+    })
+    assert len(offset_warnings(folder)) == 2

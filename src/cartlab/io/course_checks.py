@@ -94,18 +94,38 @@ def _minutes(offset: str) -> int:
 
 def daylight_saving_only(stamps: pl.DataFrame) -> bool:
     """Whether one subject's offsets read as one zone's daylight-saving changes: in time order the
-    offset changes only by one hour, and two changes are at least ``DST_MIN_GAP_DAYS`` apart (a site
-    mixing its local time with UTC interleaves them instead). ``stamps``: ``__local``, ``__offset``."""
+    offset changes only by one hour, in a month such changes happen in (:data:`DST_MONTHS`), in
+    alternating directions, and two changes are at least ``DST_MIN_GAP_DAYS`` apart (a site mixing its
+    local time with UTC interleaves them instead). ``stamps``: ``__local``, ``__offset``."""
     rows = stamps.drop_nulls("__local").sort("__local").select("__local", "__offset").rows()
     if len(rows) < 2 or len(rows) < stamps.height:
         return False
-    changes = []
+    changes: list[tuple[object, int]] = []
     for (t0, o0), (t1, o1) in zip(rows, rows[1:]):
         if o0 != o1:
-            if abs(_minutes(o1) - _minutes(o0)) != 60:
+            step = _minutes(o1) - _minutes(o0)
+            if abs(step) != 60 or not _in_dst_season(t0, t1):
                 return False
-            changes.append(t1)
-    return all((b - a).days >= DST_MIN_GAP_DAYS for a, b in zip(changes, changes[1:]))
+            if changes and changes[-1][1] == step:  # +00 -> +01 -> +02 is no daylight-saving clock
+                return False
+            changes.append((t1, step))
+    return all((b - a).days >= DST_MIN_GAP_DAYS for (a, _), (b, _) in zip(changes, changes[1:]))
+
+
+#: the months daylight-saving time starts or ends in either hemisphere (EU/US: March-April, October-November;
+#: southern zones such as Sydney or Santiago: April, September-October)
+DST_MONTHS = frozenset({3, 4, 9, 10, 11})
+
+
+def _in_dst_season(t0, t1) -> bool:
+    """Whether a day from ``t0`` to ``t1`` (the readings before and after an offset change) falls in a
+    month a daylight-saving change happens in (:data:`DST_MONTHS`): a switch in June is not one."""
+    y, m = t0.year, t0.month
+    while (y, m) <= (t1.year, t1.month):
+        if m in DST_MONTHS:
+            return True
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return False
 
 
 def _file(df: pl.DataFrame, name: str) -> pl.Expr:
