@@ -36,6 +36,9 @@ def _same_files(a, b):
             for j in (ja, jb):
                 for e in j["engines"]:
                     e.pop("seconds")
+            # review 38 C1: a batched run records how it was cut ("run"); a whole run has none
+            assert "run" not in ja and set(jb.pop("run")) == {"batch_size", "workers", "batches",
+                                                               "engine_seconds_are"}
             assert ja == jb
         else:
             assert filecmp.cmp(a / name, b / name, shallow=False), name

@@ -52,7 +52,8 @@ def test_a_store_of_another_layout_is_one_clear_message(tmp_path):
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.close()
     r = _run("import", "seed", "--store", "v99.duckdb", cwd=tmp_path)
-    assert r.returncode == 1 and "has schema version 99" in r.stderr
+    # review 38 B4: a NEWER store is not "import again" but "upgrade cartlab"
+    assert r.returncode == 1 and "schema version 99" in r.stderr and "upgrade cartlab" in r.stderr
 
 
 def test_subject_lookup_names_the_real_problem(tmp_path):

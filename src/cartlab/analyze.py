@@ -32,6 +32,7 @@ from typing import Any
 import polars as pl
 
 from cartlab import __version__
+from cartlab.batch_warnings import warning_shape
 from cartlab.errors import CartlabError, CartlabWarning, EngineError, SubjectsWarning, warning_text
 from cartlab.io.atomic import atomic_file
 from cartlab.model import SUBJECT_SUMMARY, SUBJECT_SUMMARY_COLUMNS, Study
@@ -402,6 +403,7 @@ class Analysis:
         self._done: set[tuple[str, ...]] = set()
         self.skipped: list[Skipped] = []
         self.warnings: list[dict[str, str]] = []
+        self.warning_shapes: dict[tuple[str, str], tuple[str, list[str]]] = {}  # batches merge them (B1)
         self.timings: dict[str, float] = {}
         self._adopted: set[str] = set()  # tables computed elsewhere (batches): rules counted there
         self._adopted_rules: dict[tuple[str, str], int] = {}
@@ -622,6 +624,9 @@ class Analysis:
         for w in caught:
             if issubclass(w.category, CartlabWarning):
                 entry = {"engine": step.engine, "message": warning_text(w.message)}
+                shape = warning_shape(w.message)
+                if shape is not None:
+                    self.warning_shapes[(entry["engine"], entry["message"])] = shape
                 if entry not in self.warnings:
                     self.warnings.append(entry)
             else:

@@ -11,8 +11,13 @@ spilled parts.
 
 The files written are the same as :func:`cartlab.analyze.write_analysis` writes for the whole study
 in one piece (tested byte for byte), apart from ``analysis.json``: the engine seconds are summed over
-the batches (worker time, not wall time), and a warning that names subjects (e.g. those censored at
-their last recorded row) is given once per batch, naming that batch's subjects.
+the batches (worker time, not wall time; its ``run`` says so, with the batch size and workers). A
+warning that names subjects (e.g. those censored at their last recorded row) is merged over the
+batches into one, its counts summed (:mod:`cartlab.batch_warnings`), as a whole-study run gives it.
+Facts of the whole study travel with each batch: whether its CAR-T doses are recorded
+(``Study.doses_recorded``, review 38 A1) and which files were not given (``Study.absent``). When
+subjects.csv is not in subject-id order, a table its engines sort by subject is written in that order
+over the whole study, not batch by batch (review 38 B7).
 
     >>> from cartlab.datasets import seed_case
     >>> import tempfile
@@ -29,6 +34,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,11 +43,13 @@ import polars as pl
 
 from cartlab._process import peak_rss
 from cartlab.analyze import Analysis, AnalysisOptions, Skipped, generic_reason, write_summary
+from cartlab.batch_warnings import merge_warnings
+from cartlab.errors import CartlabError
 from cartlab.io.atomic import atomic_file
 from cartlab.model import TABLES, Study, conform, empty_frame
 
 __all__ = ["AUTO_BATCH_ABOVE", "DEFAULT_BATCH_SIZE", "BatchedAnalysis", "InMemorySource", "ParquetSource",
-           "analyze_batched", "write_analysis_batched"]
+           "WorkerKilledError", "analyze_batched", "write_analysis_batched"]
 
 #: subjects per batch when none is given (about 1.1 GiB per worker at 120 days a subject)
 DEFAULT_BATCH_SIZE = 500
@@ -72,7 +80,8 @@ class InMemorySource:
     def header(self) -> Study:
         """The study with its subjects only (what the cohort steps may read), sources and warnings."""
         return Study(study_id=self.study.study_id, subjects=self.study.subjects, sources=self.study.sources,
-                     warnings=self.study.warnings)
+                     warnings=self.study.warnings, absent=self.study.absent,
+                     doses_recorded=self.study.car_t_doses_recorded())
 
     def task(self, ids: list[str]) -> Callable[[], Study]:
         return _Loaded(self.study.subset(ids))
@@ -131,7 +140,19 @@ class ParquetSource:
 
     def header(self) -> Study:
         return Study(study_id=self.study_id, subjects=self.subjects(), sources=self._source_table(),
-                     absent=_absent(self.folder))
+                     absent=_absent(self.folder), doses_recorded=self.doses_recorded())
+
+    def doses_recorded(self) -> bool:
+        """``Study.doses_recorded`` of the whole study (review 38 A1): doses given with a CAR-T row (with a
+        day) for some subject; every batch carries it."""
+        from cartlab.kinetics.agents import car_t_agent_expr
+
+        scan = self._scan("doses")
+        if scan is None:
+            return False
+        hit = scan.filter(pl.col("day").is_not_null() & car_t_agent_expr(pl.col("agent"))).select(
+            pl.len()).collect().item()
+        return hit > 0
 
     def _source_table(self) -> pl.DataFrame:
         if self._sources is None:
@@ -143,7 +164,9 @@ class ParquetSource:
         return self._sources
 
     def task(self, ids: list[str]) -> Callable[[], Study]:
-        return _ParquetBatch(self.folder, self.study_id, ids)
+        if not hasattr(self, "_recorded"):
+            self._recorded = self.doses_recorded()
+        return _ParquetBatch(self.folder, self.study_id, ids, self._recorded)
 
 
 def _table_paths(folder: Path, name: str) -> list[Path] | None:
@@ -165,6 +188,7 @@ class _ParquetBatch:
     folder: Path
     study_id: str
     ids: list[str]
+    doses_recorded: bool | None = None  # the whole study's (review 38 A1)
 
     def __call__(self) -> Study:
         keep = pl.col("subject_id").is_in(self.ids)
@@ -172,7 +196,8 @@ class _ParquetBatch:
         for name in TABLES:
             scan = _scan_table(self.folder, name)
             frames[name] = empty_frame(name) if scan is None else conform(scan.filter(keep).collect(), name)
-        return Study(study_id=self.study_id, absent=_absent(self.folder), **frames)
+        return Study(study_id=self.study_id, absent=_absent(self.folder), doses_recorded=self.doses_recorded,
+                     **frames)
 
 
 def _absent(folder: Path) -> frozenset[str]:
@@ -200,6 +225,8 @@ class _BatchResult:
     rule_counts: dict[tuple[str, str], int]
     peak_rss: int
     pid: int
+    #: (engine, message) -> (template, subject ids) of each subject-counting warning (merged: B1)
+    warning_shapes: dict[tuple[str, str], tuple[str, list[str]]] = field(default_factory=dict)
 
 
 def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: AnalysisOptions, protocol,
@@ -235,7 +262,7 @@ def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: Analy
             del frame
     return _BatchResult(
         k=k, ids=ids, kept=kept, spilled=spilled, derived=derived, missing=missing, skipped=a.skipped,
-        warnings=a.warnings, timings=a.timings, rule_counts=a.rules_counted(), peak_rss=peak_rss(),
+        warnings=a.warnings, warning_shapes=a.warning_shapes, timings=a.timings, rule_counts=a.rules_counted(), peak_rss=peak_rss(),
         pid=os.getpid())
 
 
@@ -262,6 +289,7 @@ class BatchedAnalysis:
     analysis: Analysis
     parts: dict[str, list[Path]]
     info: dict[str, Any]
+    subject_ids: list[str] = field(default_factory=list)  # the study's, in the order the batches follow
 
 
 def analyze_batched(source, folder: str | Path, options: AnalysisOptions | None = None, protocol=None,
@@ -303,7 +331,7 @@ def analyze_batched(source, folder: str | Path, options: AnalysisOptions | None 
         for name in r.spilled:
             parts.setdefault(name, []).append(folder / name / f"{r.k:06d}.parquet")
     info = {"batches": len(batches), "workers": workers, "phases": phases, "worker_peak_rss": _peaks(results)}
-    return BatchedAnalysis(cohort, parts, info)
+    return BatchedAnalysis(cohort, parts, info, ids)
 
 
 def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions | None = None,
@@ -330,13 +358,22 @@ def write_analysis_batched(source, out_dir: str | Path, options: AnalysisOptions
         cohort = run.analysis
         summary = cohort.subject_summary()
         meta = cohort.manifest()
+        # how the run was cut (review 38 C1): not an option, the results do not depend on it
+        meta["run"] = {"batch_size": batch_size, "workers": workers, "batches": run.info["batches"],
+                       "engine_seconds_are": "worker time summed over the batches"}
         t_write = time.perf_counter()
         names = cohort.table_names(written_only=True)
         memory = cohort.computed()
         stale = [p for p in out.glob("*.csv") if p.stem in names and p.stem not in joined.tables | set(memory)]
         written = []
+        rank = {sid: i for i, sid in enumerate(run.subject_ids)}
+        resort = run.subject_ids != sorted(run.subject_ids)  # else the batches follow the id order too
         for name in names:
-            if name in joined.tables:
+            if name in joined.tables and resort and len(run.parts.get(name, [])) > 1 and \
+                    _sorted_by_id(name, run.parts[name], rank):
+                joined.drop(name)  # B7: sorted over the whole study, as a whole-study run sorts it
+                _write_sorted(run.parts[name], out / f"{name}.csv", batch_size)
+            elif name in joined.tables:
                 joined.finish(name, out / f"{name}.csv")
             elif name in memory:
                 _write_parts([memory[name]], out / f"{name}.csv")
@@ -381,7 +418,10 @@ def _run_all(batches, source, options, protocol, spill, keep, workers, progress,
             _warm_up()  # while the workers run
             results = []
             for n, fut in enumerate(futures, 1):  # in batch order: the output order does not depend on timing
-                results.append(fut.result())
+                try:
+                    results.append(fut.result())
+                except BrokenProcessPool as exc:
+                    raise WorkerKilledError(_killed_message(n, total, batches[n - 1], len(batches[0]), workers)) from exc
                 on_result(results[-1])
                 if progress:
                     progress(n, total)
@@ -391,6 +431,18 @@ def _run_all(batches, source, options, protocol, spill, keep, workers, progress,
             os.environ.pop("POLARS_MAX_THREADS", None)
         else:
             os.environ["POLARS_MAX_THREADS"] = saved
+
+
+class WorkerKilledError(CartlabError):
+    """A worker process of a batched analysis was killed (by the system: most likely out of memory).
+    Exit code 1; nothing is written (review 38 B6)."""
+
+
+def _killed_message(n: int, total: int, ids: list[str], size: int, workers: int) -> str:
+    first, last = (ids[0], ids[-1]) if ids else ("", "")
+    return (f"a worker process was killed by the system, most likely for lack of memory, before batch {n} of "
+            f"{total} (subjects {first}..{last}) was done: run again with a lower --batch-size (now {size}) or "
+            f"fewer --workers (now {workers}); no analysis file was written")
 
 
 def _peaks(results: list[_BatchResult]) -> list[int]:
@@ -425,7 +477,8 @@ def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str])
     derived: set[str] = set()
     missing: dict[str, set[str] | None] = {}
     skipped: dict[tuple, Skipped] = {}
-    warnings: list[dict[str, str]] = []
+    warnings: list[list[dict[str, str]]] = []
+    shapes: dict[tuple[str, str], tuple[str, list[str]]] = {}
     timings: dict[str, float] = {}
     rules: dict[tuple[str, str], int] = {}
     outputs = {n for s in steps for n in s.outputs}
@@ -447,7 +500,8 @@ def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str])
             else:
                 skipped[key] = Skipped(s.engine, list(s.tables), None if s.subjects is None else list(s.subjects),
                                        s.reason, s.fix)
-        warnings.extend(w for w in r.warnings if w not in warnings)
+        warnings.append(list(r.warnings))  # every batch's fragments: merged below (B1)
+        shapes.update(r.warning_shapes)
         for n, sec in r.timings.items():
             timings[n] = timings.get(n, 0.0) + sec
         for key, n in r.rule_counts.items():
@@ -460,8 +514,9 @@ def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str])
     engine_rank = {}
     for i, s in enumerate(steps):
         engine_rank.setdefault(s.engine, i)
-    warnings.sort(key=lambda w: engine_rank.get(w["engine"], len(engine_rank)))  # stable: batch order within
-    cohort.adopt(steps, whole, missing, ordered, warnings, timings, rules, available=derived,
+    # one warning per kind, counts summed, in the engines' order, as a whole-study run lists them (B1)
+    merged = merge_warnings(warnings, shapes, engine_rank)
+    cohort.adopt(steps, whole, missing, ordered, merged, timings, rules, available=derived,
                  subject_ids=ids)
 
 
@@ -505,6 +560,12 @@ class _Assembler:
         else:
             os.replace(self.folder / f"{name}.joined.csv", path)
 
+    def drop(self, name: str) -> None:
+        """The table is written another way: its joined CSV is left to the spill folder's removal."""
+        fh = self.files.pop(name, None)
+        if fh is not None:
+            fh.close()
+
     def close(self) -> None:
         for fh in self.files.values():
             fh.close()
@@ -543,3 +604,59 @@ def _write_parts(parts: list, path: Path) -> None:
                 frame = frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
                                       for c, t in unified.items()])
             to_csv_frame(frame).write_csv(fh, include_header=i == 0)
+
+
+#: per-subject tables whose engines sort their rows by subject_id (review 38 B7, the reversed-subjects
+#: probe); used only when the batches' own rows cannot tell (no batch holds two subjects out of id order)
+_ID_SORTED = frozenset({"adae_toxicity", "adlb", "adpc", "adpp", "adrs", "antigen_loss", "car_kinetics", "crs_daily",
+                        "icaht_daily", "icans_daily", "t_icaht_daily"})
+
+
+def _sorted_by_id(name: str, parts: list[Path], rank: dict[str, int]) -> bool:
+    """Whether the whole-study table is sorted by subject_id (not in the subjects' order), read from
+    the batches' parts: each part's subjects are contiguous, in increasing id order, and in some part
+    that differs from the subjects' order (else, when both orders fit every part, ``_ID_SORTED``)."""
+    by_id = by_rank = True
+    for p in parts:
+        col = _subject_column(p)
+        if col is None:
+            return False
+        sid = pl.read_parquet(p, columns=[col])[col]
+        runs = sid.filter(sid.ne_missing(sid.shift(1)).fill_null(True)).to_list()
+        if None in runs or len(runs) != len(set(runs)):
+            return False  # not grouped by subject: the batch order is kept
+        by_id &= all(a < b for a, b in zip(runs, runs[1:]))
+        by_rank &= all(rank.get(a, -1) < rank.get(b, -1) for a, b in zip(runs, runs[1:]))
+    if by_id and by_rank:
+        return name in _ID_SORTED
+    return by_id
+
+
+def _subject_column(part: Path) -> str | None:
+    """The column naming the subject: ``subject_id``, or ``USUBJID`` in the ADaM tables."""
+    schema = pl.read_parquet_schema(part)
+    return next((c for c in ("subject_id", "USUBJID") if c in schema), None)
+
+
+def _write_sorted(parts: list[Path], path: Path, chunk: int) -> None:
+    """One CSV from Parquet parts each sorted by subject_id: the rows in subject_id order over all parts
+    (a subject's rows in its part's order), ``chunk`` subjects at a time (memory stays a batch's)."""
+    from cartlab.grading.adam import to_csv_frame
+
+    schemas = [pl.read_parquet_schema(p) for p in parts]
+    unified = pl.concat([pl.DataFrame(schema=s) for s in schemas], how="diagonal_relaxed").schema
+    col = _subject_column(parts[0])
+    ids = sorted(set().union(*(pl.read_parquet(p, columns=[col])[col].to_list() for p in parts)))
+
+    def conformed(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
+                             for c, t in unified.items()])
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        if not ids:
+            to_csv_frame(pl.DataFrame(schema=unified)).write_csv(fh)
+        for k in range(0, len(ids), max(1, chunk)):
+            want = ids[k:k + max(1, chunk)]
+            frame = pl.concat([conformed(pl.scan_parquet(p).filter(pl.col(col).is_in(want)).collect())
+                               for p in parts]).sort(col, maintain_order=True)
+            to_csv_frame(frame).write_csv(fh, include_header=k == 0)

@@ -191,6 +191,18 @@ class Study:
     #: empty table as "none recorded". Engines read an absent file as unknown where the standard needs it
     #: (options ``crs.absent_interventions``, ``t_icaht.absent_interventions``)
     absent: frozenset = field(default_factory=frozenset)
+    #: whether the study's CAR-T doses are recorded: doses.csv given and holding a CAR-T row for at least
+    #: one subject of the WHOLE study (review 38 A1: a study-level fact, so a subset, one subject, a batch
+    #: or a stored subject says the same as the whole study; ``subset``/``subject`` carry it). None: not
+    #: fixed yet, read from this Study's own rows (:meth:`car_t_doses_recorded`)
+    doses_recorded: bool | None = None
+
+    def car_t_doses_recorded(self) -> bool:
+        """``doses_recorded`` when fixed, else from this Study: doses.csv not absent (``absent``, or a
+        stored study's "not given" warning) and a CAR-T row (with a day) for some subject."""
+        if self.doses_recorded is not None:
+            return self.doses_recorded
+        return car_t_rows_recorded(self)
 
     def table(self, name: str) -> pl.DataFrame:
         return getattr(self, name)
@@ -232,15 +244,35 @@ class Study:
         """The same study restricted to ``subject_ids`` (order of the subjects table kept)."""
         ids = list(subject_ids)
         kw = {name: df.filter(pl.col("subject_id").is_in(ids)) for name, df in self.tables().items()}
-        return Study(study_id=self.study_id, sources=self.sources, warnings=self.warnings, absent=self.absent, **kw)
+        return Study(study_id=self.study_id, sources=self.sources, warnings=self.warnings, absent=self.absent,
+                     doses_recorded=self.car_t_doses_recorded(), **kw)
 
     def subject(self, subject_id: str) -> "Study":
         """The same study restricted to one subject."""
         kw = {
             name: df.filter(pl.col("subject_id") == subject_id) for name, df in self.tables().items()
         }
-        return Study(study_id=self.study_id, sources=self.sources, absent=self.absent, **kw)
+        return Study(study_id=self.study_id, sources=self.sources, absent=self.absent,
+                     doses_recorded=self.car_t_doses_recorded(), **kw)
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         parts = ", ".join(f"{n}={self.table(n).height}" for n in TABLES)
         return f"Study({self.study_id!r}, {parts})"
+
+
+def car_t_rows_recorded(study: Study) -> bool:
+    """True when ``study``'s doses are recorded: doses.csv not absent (``Study.absent`` or a stored "not
+    given" warning) and at least one CAR-T row with a day (spec "Time": day 0 is the first CAR-T infusion;
+    a doses.csv without any CAR-T row leaves the infusion unrecorded: missing is not negative)."""
+    from cartlab.io.absent_files import absent_from_warnings
+    from cartlab.kinetics.agents import car_t_agent_expr
+
+    absent = set(getattr(study, "absent", frozenset()))
+    try:
+        absent |= set(absent_from_warnings(getattr(study, "warnings", None) or []))
+    except Exception:  # warnings of another shape: nothing to read
+        pass
+    if "doses" in absent:
+        return False
+    d = study.doses
+    return bool(d.height) and d.filter(pl.col("day").is_not_null() & car_t_agent_expr(pl.col("agent"))).height > 0

@@ -193,6 +193,14 @@ def _loss_of_response(first: dict, window: list[dict], events: list[dict],
     return min(cands, key=lambda c: c[0]) if cands else None
 
 
+def _not_infused_rates(options: BestResponseOptions) -> str:
+    """How the response rates count a not-infused subject, naming the option in force (review 38 B5)."""
+    if options.rate_population == "all":
+        return ("counted as a non-responder in the response rates (option best_response.rate_population=all)")
+    return ("left out of the response-rate denominators (option best_response.rate_population=infused, "
+            "the default)")
+
+
 def derive_best_response(study: Study, options: BestResponseOptions | None = None,
                   assessments: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
     """Best overall response per subject, with time to response, relapse and duration of response.
@@ -262,8 +270,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                          "best_response": "NE", "best_response_mrd": "NE", "n_assessments": 0, "responder": False,
                          "rule": "response.not_infused",
                          "reason": ("not evaluable: no CAR-T dose for this subject in doses.csv (other subjects have "
-                                    "one), so no marrow is a response to a CAR-T; left out of the response-rate "
-                                    "denominators (option population=infused)"), "evidence": []})
+                                    "one), so no marrow is a response to a CAR-T; " + _not_infused_rates(options)),
+                         "evidence": []})
             continue
         part = by.get(sid)
         end = ends.get(sid)
@@ -379,7 +387,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     if not_infused:
         warnings.warn(SubjectsWarning(
             f"{len(not_infused)} subject(s) have no CAR-T dose in doses.csv: best response not evaluable (rule "
-            "response.not_infused), left out of the response rates by default: {subjects}", not_infused,
+            "response.not_infused), " + _not_infused_rates(options) + ": {subjects}", not_infused,
             "best_response.csv (column reason)"), stacklevel=2)
     if no_disease:
         warnings.warn(SubjectsWarning(
@@ -507,7 +515,7 @@ def _with_evaluable(out: pl.DataFrame, base: pl.DataFrame, cats: tuple[str, ...]
                      + (f"{k}/{n_ev} = {k / n_ev:.4g} (CI {lo:.4g}-{hi:.4g})" if n_ev else "not estimable"))
         if sk.height:
             ids = sk["subject_id"].to_list()
-            note += (f"; {sk.height} subject(s) without a CAR-T dose in no denominator (option population=infused; "
+            note += (f"; {sk.height} subject(s) without a CAR-T dose in no denominator (option best_response.rate_population=infused; "
                      f"rule response.not_infused): {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}")
         extra.append({"n_not_evaluable": ne.height, "n_evaluable": n_ev, "rate_evaluable": k / n_ev if n_ev else None,
                       "ci_low_evaluable": lo, "ci_high_evaluable": hi, "n_not_infused": sk.height, "_note": note})

@@ -3,7 +3,8 @@ who received a CAR-T, the pre-treatment (PR baseline) marrow and its same-day re
 that name every same-day / equally near value a reading was chosen from.
 
 * :func:`infusion_status` — which subjects have a CAR-T dose; an absent doses.csv (or one without any
-  CAR-T row) means the doses are unknown, not "not infused" (rule ``response.not_infused``).
+  CAR-T row in the whole study) means the doses are unknown, not "not infused" (rule
+  ``response.not_infused``).
 * :func:`pick_baseline` — the last pre-treatment calendar day's BMBLAST readings and the one the
   column reports; :func:`baseline_interval` their range (option ``same_day_baseline``, ELN 2022 PR:
   "decrease of pre-treatment bone marrow blast percentage by at least 50%").
@@ -26,7 +27,10 @@ def infusion_status(study: Study) -> tuple[set[str] | None, str]:
 
     Unknown = doses.csv not given (``Study.absent``, or a stored study's "not given" warning) or
     given without a CAR-T row for any subject: the CAR-T was then not recorded, and day 0 is taken
-    as the infusion (spec "Time": day 0 is the first CAR-T infusion)."""
+    as the infusion (spec "Time": day 0 is the first CAR-T infusion). Whether the doses are recorded
+    is a fact of the WHOLE study (``Study.car_t_doses_recorded``, carried by a subset, one subject, a
+    batch or a stored subject: review 38 A1), so a subject without its own CAR-T row reads as not
+    infused however the study was cut."""
     from cartlab.io.absent_files import absent_from_warnings
     from cartlab.kinetics.agents import car_t_infusions
 
@@ -37,9 +41,12 @@ def infusion_status(study: Study) -> tuple[set[str] | None, str]:
         pass
     if "doses" in absent:
         return None, "doses.csv not given: the CAR-T infusion is taken on day 0 (spec 'Time')"
+    recorded = study.car_t_doses_recorded() if hasattr(study, "car_t_doses_recorded") else None
+    if recorded is False:
+        return None, "no CAR-T row in doses.csv for any subject: the CAR-T infusion is taken on day 0 (spec 'Time')"
     inf = car_t_infusions(study)
     ids = set(inf["subject_id"].to_list()) if inf.height else set()
-    if not ids:
+    if not ids and recorded is None:  # not a Study: read from its own rows
         return None, "no CAR-T row in doses.csv for any subject: the CAR-T infusion is taken on day 0 (spec 'Time')"
     return ids, "doses.csv"
 

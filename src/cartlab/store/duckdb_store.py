@@ -177,9 +177,7 @@ class Store:
         if "meta" in tables:
             got = self._exec("SELECT value FROM meta WHERE key = 'schema_version'")
             if got and got[0][0] != SCHEMA_VERSION:
-                raise StoreError(f"store {self.path} has schema version {got[0][0]}; this cartlab reads version "
-                                 f"{SCHEMA_VERSION}: import the studies again into a new store "
-                                 "(cartlab import STUDY --store NEW.duckdb)")
+                raise StoreError(_schema_message(self.path, got[0][0]))
         for name, schema in TABLES.items():
             if name not in tables:
                 continue
@@ -398,8 +396,9 @@ class Store:
         frames = {name: conform(self.table(name, study_id), name) for name in TABLES}
         sources = self._sources(study_id)
         warnings = self.study_warnings(study_id)  # the read warnings name the files not given (Study.absent)
-        return Study(study_id=study_id, sources=sources, warnings=warnings, absent=absent_from_warnings(warnings),
-                     **frames)
+        # doses_recorded: left to the Study (its frames are the whole study's)
+        return Study(study_id=study_id, sources=sources, warnings=warnings,
+                     absent=stored_absent(sources, warnings), **frames)
 
     def _sources(self, study_id: str) -> pl.DataFrame:
         """The study's source files in the order a study folder is read (subjects, doses, observations,
@@ -419,7 +418,8 @@ class Store:
         rows = (self._exec("SELECT warnings FROM study_warnings WHERE study_id = ?", [study_id])
                 if "study_warnings" in tables else [])
         if not rows:
-            return [Issue(file=self.path.name, column=None, severity="warning",
+            # a note, not an input warning (review 38 C3): the command prints it in full, not counted
+            return [Issue(file=self.path.name, column=None, severity=NOT_RECORDED_SEVERITY,
                           message=f"study {study_id!r} was imported by an earlier cartlab that did not store its "
                                   "input warnings (rows dropped, files not read): none are listed here; import "
                                   "the study again to record them")]
@@ -459,7 +459,52 @@ class Store:
         frames = {name: conform(self.table(name, sid, subject_id), name) for name in TABLES}
         sources = self._sources(sid)
         warnings = self.study_warnings(sid)
-        return Study(study_id=sid, sources=sources, warnings=warnings, absent=absent_from_warnings(warnings), **frames)
+        absent = stored_absent(sources, warnings)
+        return Study(study_id=sid, sources=sources, warnings=warnings, absent=absent,
+                     doses_recorded=self.doses_recorded(sid, absent), **frames)
+
+    def doses_recorded(self, study_id: str, absent: frozenset = frozenset()) -> bool:
+        """Whether the WHOLE stored study records its CAR-T doses (``Study.doses_recorded``, review 38 A1):
+        doses.csv not absent and a CAR-T row with a day for some subject; one subject's Study carries it."""
+        if "doses" in absent:
+            return False
+        from cartlab.kinetics.agents import car_t_agent_expr
+
+        agents = self._query("SELECT DISTINCT agent FROM doses WHERE study_id = ? AND day IS NOT NULL", [study_id])
+        return agents.height > 0 and agents.filter(car_t_agent_expr(pl.col("agent"))).height > 0
+
+
+#: the severity of the one notice a study imported before session 35 gets instead of its input warnings
+#: (review 38 C3: not counted as an input warning; the command line prints it in full)
+NOT_RECORDED_SEVERITY = "note"
+
+
+def _schema_message(path: Path, version: str) -> str:
+    """Why a store of another schema version is refused, and what to do (review 38 B4): a NEWER store
+    needs a newer cartlab (re-importing with this one would lose what the newer one stored); an older
+    one is imported again."""
+    try:
+        newer = int(version) > int(SCHEMA_VERSION)
+    except (TypeError, ValueError):
+        newer = False
+    if newer:
+        return (f"store {path} was written by a newer cartlab (schema version {version}; this cartlab reads "
+                f"version {SCHEMA_VERSION}): upgrade cartlab (pip install -U cartlab) to read it")
+    return (f"store {path} has schema version {version}; this cartlab reads version {SCHEMA_VERSION}: import the "
+            "studies again into a new store (cartlab import STUDY --store NEW.duckdb)")
+
+
+def stored_absent(sources: pl.DataFrame, warnings: list) -> frozenset[str]:
+    """``Study.absent`` of a stored study. A study-folder import (a ``subjects.*`` source file) lists in
+    ``source_files`` exactly the tables it read, in every cartlab version, so the optional tables not
+    among them were not given (review 38 A2: a study imported before session 35 has no stored warnings);
+    other imports (SDTM, FHIR, a Study built in Python) keep the stored "not given" warnings' reading."""
+    from cartlab.io.absent_files import absent_tables
+
+    stems = {str(f).lower().rsplit(".", 1)[0] for f in sources["file"].to_list()} if sources.height else set()
+    if "subjects" in stems:
+        return absent_tables(stems) | absent_from_warnings(warnings)
+    return absent_from_warnings(warnings)
 
 
 def _warnings_json(warnings: list) -> str:

@@ -1,0 +1,112 @@
+"""Subject-counting warnings of a batched analysis, merged across batches (review 38 B1).
+
+An engine run on one batch warns about that batch's subjects ("3 subject(s) have CAR-T samples but no
+CAR-T infusion in doses.csv ...: SYN-0001, SYN-0002, SYN-0003"). A whole-study run gives ONE such
+warning for every subject, so :func:`cartlab.analyze_batched.write_analysis_batched` merges the batches'
+fragments of a warning into one: the counts summed, the subjects named in batch order (at most 20,
+then "(+N more)", as :class:`cartlab.errors.SubjectsWarning` names them).
+
+A count is a number followed (within three words) by a noun in the project's "(s)" form: "3
+subject(s)", "5 CARCOPY/CARCELL row(s)". Other numbers (days, thresholds) must be the same in every
+fragment for them to merge.
+
+    >>> parts = [[{"engine": "e", "message": "2 subject(s) lack X: A, B"}],
+    ...          [{"engine": "e", "message": "1 subject(s) lack X: C"}]]
+    >>> shapes = {("e", "2 subject(s) lack X: A, B"): ("2 subject(s) lack X: {subjects}", ["A", "B"]),
+    ...           ("e", "1 subject(s) lack X: C"): ("1 subject(s) lack X: {subjects}", ["C"])}
+    >>> merge_warnings(parts, shapes)
+    [{'engine': 'e', 'message': '3 subject(s) lack X: A, B, C'}]
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["merge_warnings", "warning_shape"]
+
+#: a count: digits followed by up to three words and a noun ending in "(s)"
+_COUNT = re.compile(r"(?<![\w.])(\d+)(?=((?: [\w/.\-]+){0,3})\(s\))")
+_PLACE = "{subjects}"
+_LIMIT = 20  # SubjectsWarning's default: every caller uses it
+_MORE = re.compile(r" \(\+\d+ more\)$")
+
+
+def warning_shape(message) -> tuple[str, list[str]] | None:
+    """(template, subject ids) of a :class:`cartlab.errors.SubjectsWarning` (None for another warning)."""
+    from cartlab.errors import SubjectsWarning
+
+    if isinstance(message, SubjectsWarning) and _PLACE in message.template:
+        return message.template, list(message.subject_ids)
+    return None
+
+
+def _shown(template: str, text: str, ids: list[str]) -> list[str] | None:
+    """The labels a rendered warning shows at ``{subjects}`` (None when the text is not the template's)."""
+    head, _, tail = template.partition(_PLACE)
+    if not (text.startswith(head) and text.endswith(tail)) or len(text) < len(head) + len(tail):
+        return None
+    named = _MORE.sub("", text[len(head):len(text) - len(tail)])
+    shown = named.split(", ") if named else []
+    return shown if len(shown) == min(len(ids), _LIMIT) else None
+
+
+def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, str], tuple[str, list[str]]],
+                   engine_rank: dict[str, int] | None = None) -> list[dict[str, str]]:
+    """The batches' warnings (each batch's ``{"engine", "message"}`` list, batches in order) as a
+    whole-study run lists them: each subject-counting warning's fragments merged into one, other
+    warnings once; engines in ``engine_rank`` order, and within an engine in the order every batch
+    agrees on (a warning before another in some batch stays before it; else first seen first).
+    ``shapes`` maps (engine, message) to the fragment's (template, ids) (:func:`warning_shape`); a
+    warning without one, or whose text is not its template's (e.g. the unnamed form of ``cartlab
+    report``), is kept as it is."""
+    rank = engine_rank or {}
+    entries: dict[tuple, dict[str, Any]] = {}
+    groups: dict[tuple, dict[str, Any]] = {}
+    after: dict[tuple, set[tuple]] = {}
+    for batch in batches:
+        prev: dict[str, tuple] = {}
+        for w in batch:
+            shape = shapes.get((w["engine"], w["message"]))
+            shown = None if shape is None else _shown(shape[0], w["message"], shape[1])
+            if shape is None or shown is None:
+                key: tuple = ("text", w["engine"], w["message"])
+                entries.setdefault(key, dict(w))
+            else:
+                template, ids = shape
+                key = ("merged", w["engine"], _COUNT.sub("#", template))
+                g = groups.get(key)
+                if g is None:
+                    g = groups[key] = {"template": template, "ids": [], "shown": [],
+                                       "counts": [0] * len(_COUNT.findall(template))}
+                    entries[key] = dict(w)
+                known = set(g["ids"])
+                if any(i not in known for i in ids):  # an exact repeat adds nothing
+                    g["ids"].extend(i for i in ids if i not in known)
+                    g["shown"].extend(shown)
+                    for k, m in enumerate(_COUNT.finditer(template)):
+                        g["counts"][k] += int(m.group(1))
+                    entries[key]["message"] = _render(g)
+            after.setdefault(key, set())
+            p = prev.get(w["engine"])
+            if p is not None and p != key:
+                after[key].add(p)
+            prev[w["engine"]] = key
+    first = {k: i for i, k in enumerate(entries)}
+    order = sorted(entries, key=lambda k: (rank.get(k[1], len(rank)), first[k]))
+    out: list[dict[str, str]] = []
+    for engine in dict.fromkeys(k[1] for k in order):
+        todo = [k for k in order if k[1] == engine]
+        while todo:  # the first-seen warning whose every predecessor is placed (a cycle: first seen)
+            ready = [k for k in todo if not (after[k] & set(todo))] or todo
+            out.append(entries[ready[0]])
+            todo.remove(ready[0])
+    return out
+
+
+def _render(g: dict[str, Any]) -> str:
+    counts = iter(g["counts"])
+    template = _COUNT.sub(lambda _m: str(next(counts)), g["template"])
+    n = len(g["ids"])
+    named = ", ".join(g["shown"][:_LIMIT]) + (f" (+{n - _LIMIT} more)" if n > _LIMIT else "")
+    return template.replace(_PLACE, named)
