@@ -360,7 +360,8 @@ def _transfusions_unknown(rec: pl.DataFrame, free: int) -> pl.DataFrame:
         pl.when(hit).then(pl.concat_str(
             pl.col("reason").str.replace_all("no platelet transfusion from", "no platelet transfusion recorded from",
                                              literal=True)
-            .str.replace_all("-> recovery day", "-> earliest possible recovery day", literal=True), pl.lit(
+            .str.replace_all("-> recovery day", "-> earliest possible recovery day", literal=True)
+            .str.strip_chars_end(" ").str.strip_suffix("."), pl.lit(
             f"; platelet transfusions unknown (interventions.csv not given, option absent_interventions=unknown): "
             f"a transfusion within {free} days before or during a run makes its counts not the patient's own, so the "
             f"recovery is on or after day_min with no later day excluded"))).otherwise(pl.col("reason")).alias("reason"))

@@ -285,10 +285,12 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
         .sort("start_day").group_by("subject_id")
         .agg(pl.col("start_day").first().floor().cast(pl.Int64).alias("_antipyretic_day"),
              pl.col("ref").first().alias("_antipyretic_ref")))
-    # the graded days: a CRS input row (also one not counted, named in the reason), or with option
-    # observed_days="any_row" any row of the subject (crs.conv.observed_days)
+    # the graded days: a CRS input row, or with option observed_days="any_row" any row of the subject
+    # (crs.conv.observed_days). A row the grade does not count (indication, dose 0) is named on the days
+    # graded anyway but does not add a day under "vitals" (it would open grade_max on a day the default
+    # does not grade; review 38 diff1 F2)
     grid = pl.concat(
-        [f.select("subject_id", "d") for f in (temp, sbp, vaso, o2, death, waiver_days, dropped)]
+        [f.select("subject_id", "d") for f in (temp, sbp, vaso, o2, death, waiver_days)]
         + ([any_row] if any_row is not None else []), how="vertical"
     ).unique()
     if start is not None:  # days before the assessment start (deaths, other-cause rows) are not graded

@@ -100,11 +100,13 @@ def number_episodes(daily: pl.DataFrame, join_gap_days: int = 1, death_joins: bo
     (a death due to CRS) joins the subject's preceding episode whatever the gap
     (crs.conv.death_joins_episode).
     """
-    split = (pl.col("day") - pl.col("day").shift(1).over("subject_id")) > join_gap_days + 1
+    # the subject's first CRS day opens episode 1 (null gap -> True) before the death test: a CRS
+    # death on that day is episode 1, not a continuation of nothing
+    split = ((pl.col("day") - pl.col("day").shift(1).over("subject_id")) > join_gap_days + 1).fill_null(True)
     if death_joins:
-        split = split & (pl.col("grade") < 5)
+        split = split & ((pl.col("grade") < 5) | pl.col("day").shift(1).over("subject_id").is_null())
     pos = daily.filter(pl.col("grade") >= 1).sort(KEY).select(
-        *KEY, split.fill_null(True).cum_sum().over("subject_id").cast(pl.Int64).alias("episode"))
+        *KEY, split.cum_sum().over("subject_id").cast(pl.Int64).alias("episode"))
     return daily.drop("episode", strict=False).join(pos, on=KEY, how="left")
 
 

@@ -23,8 +23,9 @@ from typing import Any
 import polars as pl
 
 from cartlab.grading.absent_interventions import MISSING, interventions_unknown, open_crs_days
+from cartlab.provenance import evidence_ref
 
-__all__ = ["ABSENT_INTERVENTIONS", "check_options", "CONV_ABSENT", "CONV_OPEN_END", "CONV_ORGAN_LABS", "OPEN_END_INFUSION",
+__all__ = ["ABSENT_INTERVENTIONS", "check_options", "CONV_ABSENT", "hospitalization_days", "CONV_OPEN_END", "CONV_ORGAN_LABS", "OPEN_END_INFUSION",
            "PANEL", "SCALE_TOP", "lab_label", "open_absent_interventions", "open_end_inputs", "organ_parts",
            "panel_note"]
 
@@ -160,3 +161,14 @@ def panel_note(graded: pl.DataFrame, inputs: pl.DataFrame, opts: Any, scale: str
                      pl.lit(CONV_ORGAN_LABS), pl.col("organ_labs_unmeasured").list.join(", "))
     return x.with_columns(pl.when(hit).then(pl.concat_str(pl.col("reason"), note)).otherwise(pl.col("reason"))
                           .alias("reason")).select(graded.columns)
+
+
+def hospitalization_days(hospitalization: pl.DataFrame) -> pl.DataFrame:
+    """Per subject and calendar day of a ``hospitalization`` row: ``h`` (hospitalized, the day's last
+    row) and ``h_ref`` (its evidence; crs_legacy_inputs, moved here to keep that module short)."""
+    h = hospitalization.with_row_index("i").filter(pl.col("day").is_not_null() & pl.col("hospitalized").is_not_null())
+    src = evidence_ref() if {"src_file", "src_row"} <= set(h.columns) else pl.lit(None, dtype=pl.String)
+    return h.select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("day"),
+                    pl.col("hospitalized").cast(pl.Boolean).alias("h"),
+                    pl.coalesce(src, pl.format("hospitalization:{}", pl.col("i") + 1)).alias("h_ref")
+                    ).unique(["subject_id", "day"], keep="last", maintain_order=True)

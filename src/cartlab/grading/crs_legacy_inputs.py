@@ -40,6 +40,7 @@ from cartlab.grading.crs_features import (
 from cartlab.grading.crs_legacy_absent import (
     PANEL,
     check_options,
+    hospitalization_days,
     lab_label,
     open_end_inputs,
     organ_parts,
@@ -567,14 +568,6 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any], opts: CrsLegacyOpt
     return days, _items(ev, "organ", "ref"), grid
 
 
-def _hospitalization(hospitalization: pl.DataFrame) -> pl.DataFrame:
-    h = hospitalization.with_row_index("i").filter(pl.col("day").is_not_null() & pl.col("hospitalized").is_not_null())
-    src = evidence_ref() if {"src_file", "src_row"} <= set(h.columns) else pl.lit(None, dtype=pl.String)
-    return h.select("subject_id", _floor("day").alias("day"), pl.col("hospitalized").cast(pl.Boolean).alias("h"),
-                    pl.coalesce(src, pl.format("hospitalization:{}", pl.col("i") + 1)).alias("h_ref")
-                    ).unique(KEY, keep="last", maintain_order=True)
-
-
 def _deaths(study: Study) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per day of a death event: ``death_crs`` (attributed to CRS: True, no attribution: unknown,
     another: False; the last row of the day) and the evidence."""
@@ -654,7 +647,7 @@ def derive_crs_daily_inputs(
          .join(other.select(*KEY, pl.col("other_cause_reason").alias("other_cause")), on=KEY, how="left")
          .join(waiver_days(grid, waiver), on=KEY, how="left"))
     if hospitalization is not None:
-        x = x.join(_hospitalization(hospitalization), on=KEY, how="left")
+        x = x.join(hospitalization_days(hospitalization), on=KEY, how="left")
     else:
         x = x.with_columns(pl.lit(None, dtype=pl.Boolean).alias("h"), pl.lit(None, dtype=pl.String).alias("h_ref"))
     x = _assemble(x, opts, attribution, organ_grades is not None)

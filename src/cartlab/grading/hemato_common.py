@@ -21,6 +21,7 @@ import polars as pl
 from cartlab.criteria import CriteriaOptions, CriteriaTable, Rule, decision
 from cartlab.criteria.model import Leaf, leaves
 from cartlab.grading.censored import bounds, censored_text, interval_cmp, point  # noqa: F401 (re-exported)
+from cartlab.grading.common import last_covered_day
 from cartlab.io.dictionary import load_dictionary
 from cartlab.model import NOT_MEASURED_SOURCES, Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -339,10 +340,11 @@ def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
 
 def transfusion_days(study: Study, categories: Iterable[str]) -> pl.DataFrame:
     """One row per subject and calendar day covered by an intervention of ``categories``
-    (``start_day`` to ``end_day`` inclusive; no end = the start day), with its evidence ``ref``."""
+    (``start_day`` to ``end_day`` inclusive; no end = the start day; an end at exactly 00:00 covers up
+    to the day before: :func:`cartlab.grading.common.last_covered_day`), with its evidence ``ref``."""
     iv = study.interventions.filter(pl.col("category").is_in(list(categories)) & pl.col("start_day").is_not_null())
     lo = pl.col("start_day").floor().cast(pl.Int64)
-    hi = pl.coalesce(pl.col("end_day"), pl.col("start_day")).floor().cast(pl.Int64)
+    hi = last_covered_day(iv)
     return (
         iv.with_columns(pl.int_ranges(lo, pl.max_horizontal(lo, hi) + 1).alias("d"), evidence_ref().alias("ref"))
         .explode("d").select("subject_id", "d", "ref")

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from cartlab.criteria import CriteriaTable
+from cartlab.grading.common import last_covered_day
 from cartlab.grading.hemato_common import day_ranges, fmt_expr, grades, nontransient_runs, py_str
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -182,7 +183,10 @@ def gcsf_days_text(study: Study, lo: float, hi: float) -> pl.DataFrame:
     iv = study.interventions
     if iv.is_empty() or "category" not in iv.columns:
         return pl.DataFrame(schema={"subject_id": pl.String, "_gcsf": pl.String})
-    end = pl.coalesce(pl.col("end_day") if "end_day" in iv.columns else pl.lit(None, dtype=pl.Float64), pl.col("start_day"))
+    if "end_day" not in iv.columns:
+        iv = iv.with_columns(pl.lit(None, dtype=pl.Float64).alias("end_day"))
+    # the last day covered (an end at exactly 00:00 covers up to the day before; review 38 diff1 F7)
+    end = last_covered_day(iv)
     agent = pl.col("agent") if "agent" in iv.columns else pl.lit(None, dtype=pl.String)
     g = (iv.filter((pl.col("category") == "gcsf") & pl.col("start_day").is_not_null()
                    & (pl.col("start_day") <= hi) & (end >= lo))
@@ -191,6 +195,6 @@ def gcsf_days_text(study: Study, lo: float, hi: float) -> pl.DataFrame:
     return g.group_by("subject_id", maintain_order=True).agg(pl.format(
         "G-CSF{} on {} ({})",
         pl.when(agent.is_not_null()).then(pl.format(" ({})", agent)).otherwise(pl.lit("")),
-        pl.when(pl.col("start_day") == pl.col("_end")).then(pl.format("day {}", pl.col("start_day").cast(pl.Int64)))
+        pl.when(pl.col("start_day").floor() == pl.col("_end")).then(pl.format("day {}", pl.col("start_day").cast(pl.Int64)))
         .otherwise(pl.format("days {}-{}", pl.col("start_day").cast(pl.Int64), pl.col("_end").cast(pl.Int64))),
         pl.col("_ref").fill_null("no row")).str.join("; ").alias("_gcsf"))

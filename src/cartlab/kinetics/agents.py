@@ -11,9 +11,11 @@ import yaml
 
 __all__ = ["car_t_agent_expr", "car_t_infusions", "is_car_t_agent", "other_cell_therapy_expr"]
 
-#: the word CAR-T in an agent name: "CAR-T", "CD7 CAR-T", "CAR T", "car_t", "CART19" (not "carteolol",
-#: "cartilage": a letter after the T), lower case (review s38 B5: was any name containing "cart")
-_CAR_T_WORD = r"(^|[^a-z])car[\s_\-]?t([^a-z]|$)"
+#: the word CAR-T in an agent name, lower case: "CAR-T", "CD7 CAR-T", "CAR T", "car_t", "CART19", with a
+#: letter before it ("UCART19", "huCART19-IL18") and a plural or "cells" after the T ("CARTs", "CAR-Ts",
+#: "CAR-T cells", "CAR-Tcells"); not "carteolol", "cartilage", "cartridge" (another letter after the T).
+#: Review s38 B5 (was any name containing "cart") and review 38 diff1 F3 (UCART, plurals).
+_CAR_T_WORD = r"car[\s_\-]*t(s|[\s_\-]*cells?)?([^a-z]|$)"
 
 
 @functools.cache
@@ -38,7 +40,7 @@ def _norm(name: str) -> str:
 
 
 def is_car_t_agent(agent: str | None) -> bool:
-    """``CAR-T``, ``CD7 CAR-T``, ``car_t``, ``CART19``, an INN with the CAR stem ``-cabtagene``
+    """``CAR-T``, ``CD7 CAR-T``, ``car_t``, ``CART19``, ``UCART19``, ``CAR-Ts``, an INN with the CAR stem ``-cabtagene``
     (``axicabtagene ciloleucel``), and the marketed products by brand, INN or short name (``Kymriah``,
     ``tisagenlecleucel``, ``axi-cel``; ``car_t_products.yaml``). Not the ``-leucel`` stem alone: it names
     cell therapies in general (tabelecleucel, lifileucel are not CAR-T; review s38 B5).
@@ -47,6 +49,8 @@ def is_car_t_agent(agent: str | None) -> bool:
     [True, True, True, True, False, False]
     >>> [is_car_t_agent(a) for a in ("tabelecleucel", "carteolol", "Aucatzyl")]
     [False, False, True]
+    >>> [is_car_t_agent(a) for a in ("UCART19", "huCART19-IL18", "CARTs", "CAR-Tcells", "cartilage")]
+    [True, True, True, True, False]
     """
     a = _norm(agent or "")
     return (bool(re.search(_CAR_T_WORD, (agent or "").lower())) or "cabtagene" in a or a in product_names())

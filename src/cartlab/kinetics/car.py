@@ -93,7 +93,9 @@ class CarKineticsOptions(CriteriaOptions):
       left out, named in a warning and in the reason; "all" keeps every row (before session 38).
     * ``analyte`` (None): one curve per analyte. A subject with rows of two or more named analytes of
       its param is not evaluable (rule ``car_kinetics.multiple_analytes``) unless this names one (then
-      only its rows); rows without an analyte beside one named analyte are that analyte.
+      only its rows; a subject without any is not evaluable, its reason naming the analytes it has, and
+      a warning says when no subject has it); rows without an analyte beside one named analyte are that
+      analyte.
     * ``max_aucpext`` (20): warning ``aucpext_high`` when ``aucpext.obs`` (ADPP AUCPEO, the % of
       ``aucinf.obs`` extrapolated past tlast; PKNCA ``pk.calc.aucpext``) is above this percentage.
     * ``all_blq_auc`` ("zero"): a subject whose samples are all BLQ gets ``car_auc_0_28`` 0 (PKNCA: "If
@@ -570,8 +572,9 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
 def _excluded_rows(excluded: pl.DataFrame, options: CarKineticsOptions) -> pl.DataFrame:
     """The rows of the subjects not evaluable for the specimen/analyte rules (review s38 A1, A2): every
     NCA value empty (missing, not 0), the rule, and the reason naming the analytes or specimens."""
-    code = pl.when(pl.col("rule") == "car_kinetics.multiple_analytes").then(pl.lit("multiple_analytes")).otherwise(
-        pl.lit("no_blood_sample"))
+    code = (pl.when(pl.col("rule") != "car_kinetics.multiple_analytes").then(pl.lit("no_blood_sample"))
+            .when(pl.lit(options.analyte is not None)).then(pl.lit("no_analyte_sample"))
+            .otherwise(pl.lit("multiple_analytes")))
     return excluded.select(
         "subject_id", pl.lit(0.0).alias("start"), pl.lit(math.inf).alias("end"),
         pl.concat_list(pl.format("{}: {}", code, pl.col("not_evaluable"))).alias("warnings"),

@@ -11,7 +11,8 @@ Spec (study-format v1, parameter dictionary): CARCOPY is "CAR transgene by qPCR 
   and in the subject's reason; ``"all"`` keeps every row (cartlab before session 38).
 * ``analyte`` (default None): a subject whose chosen param has rows of two or more distinct non-empty
   analytes is not evaluable (rule ``car_kinetics.multiple_analytes``), unless the option names one
-  (then only its rows). Rows with an empty analyte beside ONE named analyte are that analyte (the
+  (then only its rows; a subject with none of its rows is not evaluable, naming the analytes it has,
+  and a warning says when no subject has the analyte). Rows with an empty analyte beside ONE named analyte are that analyte (the
   reason says so); a subject with no named analyte is one curve, as before.
 """
 
@@ -95,7 +96,24 @@ def select_analyte(obs: pl.DataFrame, analyte: str | None, warn: bool = False) -
         # or when the subject names none (a single-analyte study that leaves the column empty)
         kept = obs.filter((an == analyte).fill_null(False)
                           | (_blank("analyte") & ((n == 0) | ((n == 1) & pl.col("_names").list.contains(analyte)))))
-        bad = none
+        # a subject with CAR rows but none of the option's analyte: not evaluable, naming the analytes it
+        # has (missing is not negative; review 38 diff1 F5), not left out of car_kinetics.csv
+        has = kept["subject_id"].unique().implode()
+        bad = (obs.filter(~pl.col("subject_id").is_in(has)).sort("subject_id", "day")
+               .group_by("subject_id", maintain_order=True)
+               .agg(pl.col("param").first(), pl.col("unit").first(), evidence_ref().drop_nulls().alias("evidence"),
+                    pl.len().alias("_n"), an.filter(~_blank("analyte")).unique().sort().str.join(", ").alias("_o")))
+        bad = bad.select("subject_id", "param", "unit", "evidence", pl.format(
+            "no {} CAR sample: {} {} row(s) of analyte {} left out (kinetics.analyte={})", pl.lit(analyte),
+            "_n", "param", pl.when(pl.col("_o") == "").then(pl.lit("(none)")).otherwise(pl.col("_o")),
+            pl.lit(analyte)).alias("not_evaluable"))
+        if warn and obs.height and kept.height == 0:
+            present = sorted(set(obs.filter(~_blank("analyte"))["analyte"].cast(pl.String).str.strip_chars()))
+            params = ", ".join(sorted(set(obs["param"])))
+            warnings.warn(SubjectsWarning(
+                f"no {params} rows of analyte {analyte}; analytes present: {', '.join(present) or '(none named)'} "
+                f"(option kinetics.analyte={analyte}): the kinetics of these subjects are not evaluable: {{subjects}}",
+                bad["subject_id"].to_list(), "car_kinetics.csv (reason)"), stacklevel=4)
         note_of = pl.lit(analyte)
     notes = kept.filter(_blank("analyte") & (n >= 1)).group_by("subject_id", maintain_order=True).agg(
         pl.len().alias("_n"), note_of.first().alias("_a"), pl.col("param").first()).select(

@@ -46,6 +46,7 @@ import polars as pl
 
 from cartlab._deprecated import renamed
 from cartlab.protocol.dosing import round_sig
+from cartlab.protocol.eligibility import protocol_ld_agent
 from cartlab.provenance import EVIDENCE, row_ref
 
 __all__ = ["derive_deviations", "deviation_summary", "planned_doses", "subject_patient", "DEVIATION_SCHEMA"]
@@ -238,8 +239,10 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
         plan, size, why = _plan_and_size(study, protocol, sid, opts)
         sub = study.subjects.filter(pl.col("subject_id") == sid).row(0, named=True)
         weight = sub.get("weight_kg")
+        # a lymphodepletion agent by any name of the alias table ("Fludara" is the protocol's fludarabine)
         given = study.doses.filter(pl.col("subject_id") == sid).with_columns(
-            pl.col("agent").str.to_lowercase().alias("_agent"))
+            pl.coalesce(protocol_ld_agent(pl.col("agent"), list(ld_agents)), pl.col("agent").str.to_lowercase())
+            .alias("_agent"))
         if plan is None:
             add("not_checkable", "doses", f"doses not checked: {why}", f"{protocol.id}.dosing")
         bsa = size["bsa_m2"] if size is not None else None

@@ -43,6 +43,7 @@ import polars as pl
 from cartlab._deprecated import renamed
 from cartlab.criteria import Compiler, Range
 from cartlab.criteria.model import AnyOf, Column, Leaf
+from cartlab.grading.ld_agents import canonical_agent, canonical_agent_expr
 from cartlab.protocol.dosing import round_sig
 from cartlab.provenance import EVIDENCE, row_ref, unique_refs
 
@@ -149,6 +150,15 @@ def _first_lymphodepletion(study, protocol) -> dict[str, float] | None:
     return first_lymphodepletion_days(study.doses, protocol)
 
 
+def protocol_ld_agent(agent: pl.Expr, agents: list[str]) -> pl.Expr:
+    """The protocol's lymphodepletion agent (of ``agents``) a ``doses.csv`` agent is, read through the
+    alias table (:mod:`cartlab.grading.ld_agents`: "Fludara", "fludarabine phosphate" are
+    fludarabine; case- and space-blind), null when it is none of them (review 38 diff1 F6)."""
+    by_canon = {canonical_agent(a): a for a in agents}
+    return canonical_agent_expr(agent).replace_strict(list(by_canon), list(by_canon.values()), default=None,
+                                                     return_dtype=pl.String)
+
+
 def first_lymphodepletion_days(d: pl.DataFrame, protocol) -> dict[str, float] | None:
     """:func:`_first_lymphodepletion` of a doses frame (the screening creatinine of dosing reads it too)."""
     agents = [a.agent for a in protocol.lymphodepletion]
@@ -156,7 +166,7 @@ def first_lymphodepletion_days(d: pl.DataFrame, protocol) -> dict[str, float] | 
         return None
     if d.height == 0:
         return {}
-    ld = d.filter(pl.col("agent").str.to_lowercase().is_in(agents) & pl.col("day").is_not_null())
+    ld = d.filter(protocol_ld_agent(pl.col("agent"), agents).is_not_null() & pl.col("day").is_not_null())
     first = ld.group_by("subject_id").agg((pl.col("day") + 1e-9).floor().min().alias("d"))
     return {r["subject_id"]: float(r["d"]) for r in first.iter_rows(named=True)}
 

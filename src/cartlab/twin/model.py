@@ -392,6 +392,7 @@ class Events:
         corticosteroid (one administration per day from start to end day) and platelet transfusions."""
         import polars as pl
 
+        from cartlab.grading.ld_agents import canonical_agent
         from cartlab.kinetics.agents import is_car_t_agent
         from cartlab.protocol.dosing import Patient, body_size
         from cartlab.provenance import row_ref
@@ -406,7 +407,7 @@ class Events:
             ld: dict[float, float] = {}
             for r in study.doses.filter(pl.col("subject_id") == sid).iter_rows(named=True):
                 unit = (r["unit"] or "").strip()
-                agent = (r["agent"] or "").lower()
+                agent = canonical_agent(r["agent"] or "")  # "Fludara" is fludarabine (ld_agents.yaml)
                 dose = r["dose"]
                 if dose is None:
                     continue
@@ -529,6 +530,7 @@ def _protocol_schedule(protocol, wk: float, car_dose_per_kg):
     key = (id(protocol), protocol.id, wk, car_dose_per_kg)
     if key in _SCHEDULES:
         return _SCHEDULES[key]
+    from cartlab.grading.ld_agents import canonical_agent
     from cartlab.protocol.dosing import DoseOptions, Patient, dose_plan
     consts = load_params().constants
     # height only feeds the BSA of the absolute mg doses, which u does not use (u is on the
@@ -557,7 +559,7 @@ def _protocol_schedule(protocol, wk: float, car_dose_per_kg):
     ref = {"fludarabine": consts["ld_ref_flu"].value, "cyclophosphamide": consts["ld_ref_cy"].value}
     ld: dict[float, float] = {}
     for r in plan.filter(plan["kind"] == "lymphodepletion").iter_rows(named=True):
-        a = r["agent"].lower()
+        a = canonical_agent(r["agent"])  # the protocol's agent by any alias (ld_agents.yaml)
         if r["status"] == "withhold":  # the renal rule says do not give: no lymphodepletion effect
             continue
         # the virtual patient has no creatinine: a renal adjustment is "not_evaluable" and the full
