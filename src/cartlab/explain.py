@@ -115,8 +115,9 @@ def _crs(a: Analysis, sid: str) -> Explanation:
     # already says "options: all defaults" otherwise)
     default = CrsOptions(criteria=opts.criteria).resolved()
     changed = {k: v for k, v in opts.resolved().items() if default.get(k) != v}
-    options = ", ".join(f"{k}={v}" for k, v in changed.items()) or "all defaults"
-    return Explanation("crs", head, f"{crit['citation']} | options: {options}", _graded_days(daily),
+    # nothing changed: no suffix, the CLI's own line says "options: all defaults" (review38 diff2 C2)
+    options = (" | options: " + ", ".join(f"{k}={v}" for k, v in changed.items())) if changed else ""
+    return Explanation("crs", head, f"{crit['citation']}{options}", _graded_days(daily),
                        rules=_top_rules(daily))
 
 
@@ -352,7 +353,10 @@ def _response(an: Analysis, sid: str) -> Explanation:
                 pl.col("relapse_rule").alias("rule"), pl.col("relapse_reason").alias("reason"), "evidence"),
             rel.filter(pl.col("mrd_relapse_day").is_not_null()).select(
                 pl.col("mrd_relapse_day").alias("day"), pl.lit("MRD relapse").alias("grade"),
-                pl.lit("mrd relapse").alias("rule"), pl.col("mrd_relapse_reason").alias("reason"), "evidence"),
+                # the engine names no criteria rule for an MRD relapse (ELN MRD WP 2021 conversion, its
+                # reason says so): no invented rule id (review38 diff2 C3)
+                pl.lit(None, dtype=pl.String).alias("rule"), pl.col("mrd_relapse_reason").alias("reason"),
+                "evidence"),
         ]
     days = pl.concat(parts, how="vertical_relaxed").sort("day").with_columns(pl.lit(True).alias("shown"))
     return Explanation("response", head, str(b["criteria"] or "no response criteria for this disease"), days)
@@ -601,8 +605,8 @@ def _iec_hs(a: Analysis, sid: str) -> Explanation:
     flag = rows.filter(pl.col("iec_hs_flag").fill_null(False))["day"].to_list()
     unk = rows.filter(pl.col("iec_hs_flag").is_null())["day"].to_list()
     head = (f"IEC-HS flag (for review, not a diagnosis) on {len(flag)} day(s)"
-            + (f" ({', '.join(str(d) for d in flag)})" if flag else "")
-            + f", not evaluable on {len(unk)} day(s)" + (f" ({', '.join(str(d) for d in unk)})" if unk else "")
+            + (f" ({days_text(flag)})" if flag else "")  # runs, as CRS (review38 diff2 C4)
+            + f", not evaluable on {len(unk)} day(s)" + (f" ({days_text(unk)})" if unk else "")
             + f", of {rows.height} day(s) with a criterion measured")
     return Explanation("iec-hs", head, f"{table.get('citation')}; criteria/{opts.criteria}.yaml", _row_frame(items),
                        rules=tuple(dict.fromkeys(x for r in items for x in str(r["rule"] or "").split("; ") if x)))

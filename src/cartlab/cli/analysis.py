@@ -311,12 +311,13 @@ def _refuse_out_in_study(study, out: Path) -> None:
 def _study_report_in(out: Path, force: bool) -> list[str]:
     """The report files of an earlier study report in ``out`` (index.html, study.pdf, tables/ ...):
     refused for ``report --subject`` unless ``force``, then returned to be removed (review 38 B4)."""
-    from cartlab.io.atomic import EXPORT_MARKER
     from cartlab.report.study import is_report_entry
 
     if not out.is_dir() or not any((out / n).exists() for n in ("index.html", "study.pdf", "tables")):
         return []
-    entries = sorted(n for n in os.listdir(out) if is_report_entry(n) or n == EXPORT_MARKER)
+    # the export marker (.cartlab-export.json) is kept: the folder stays a cartlab report folder, so a later full report
+    # replaces it (review38 diff2 B8)
+    entries = sorted(n for n in os.listdir(out) if is_report_entry(n))
     if not force:
         raise _usage(f"{out} holds a study report (index.html, tables/): a --subject page written there would "
                      "sit beside a study page and tables from another run",

@@ -374,6 +374,14 @@ def _read_or_exit(folder: Path, study_id: str | None = None, csv_dialect: str = 
 def _count_warnings(warnings, study_id: str) -> None:
     """A stored study's read-time warnings, printed in full when it was imported: one line counting
     them, and the command that lists them (review 36 C11: not the whole list on every command)."""
+    from rich.markup import escape
+
+    from cartlab.errors import warning_text
+
+    notes = [w for w in warnings if getattr(w, "severity", None) == "note"]
+    for w in notes:  # e.g. "imported by an earlier cartlab ... import the study again": in full (review 38 C3)
+        err.print(f"  [yellow]![/] {escape(warning_text(w))}", soft_wrap=True, highlight=False)
+    warnings = [w for w in warnings if getattr(w, "severity", None) != "note"]
     if warnings:
         n = len(warnings)
         err.print(f"  [yellow]![/] {n} input warning{'s' if n != 1 else ''} recorded when {study_id} was imported "
@@ -507,6 +515,14 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
                           f"this is {__version__}: the options set are replayed, the defaults are this version's "
                           "(CHANGELOG.md)", highlight=False, soft_wrap=True)
             loaded = loaded["options_set"]
+            if protocol == "none" and loaded.get("protocol"):
+                # a recorded analysis cannot "drop" its protocol options: replayed without them, said so
+                # (review38 diff2 B6); --set protocol.* below is still refused
+                names = ", ".join(f"protocol.{n}" for n in loaded["protocol"]) if isinstance(
+                    loaded["protocol"], dict) else "protocol"
+                err.print(f"  [dim]note: protocol options in {options_file} not used ({names}): cartlab "
+                          f"{command or 'this command'} has no protocol[/]", highlight=False, soft_wrap=True)
+                loaded = {k: v for k, v in loaded.items() if k != "protocol"}
         settings = {k: dict(v) if isinstance(v, dict) else v for k, v in loaded.items()}
     for item in set_options or []:
         key, sep, text = item.partition("=")

@@ -78,6 +78,18 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     if mapping is not None and sdtm is None and fhir is None:
         raise _usage("--mapping applies to --sdtm or --fhir")
     fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring, ongoing_interventions)
+    if sdtm is None and fhir is None:  # a study folder: its dates are complete (review38 diff2 B2)
+        flags = {"partial_death_dates": "--partial-death-dates", "partial_event_dates": "--partial-event-dates",
+                 "study_day_fallback": "--study-day-fallback"}
+        chosen = ["--partial-dates"] if partial_dates != "skip" else []
+        chosen += [flags.get(k, k) for k, v in (sdtm_opts or {}).items() if v not in (None, False, "impute")]
+        if chosen:
+            said = "; ".join(f"{c} applies to "
+                             f"{'--sdtm' if c in ('--partial-dates', '--study-day-fallback') else '--sdtm or --fhir'}"
+                             for c in chosen)
+            raise _usage(f"{said} (a study folder is read as it is)",
+                         hint=f"drop {'them' if len(chosen) > 1 else 'it'}, or read the SDTM / FHIR source with "
+                              "--sdtm / --fhir. Nothing was written.")
     if fhir is not None:  # partial death / event dates: the same options, and defaults, as read_sdtm
         fhir_opts.update({k: v for k, v in (sdtm_opts or {}).items() if k.startswith("partial_") and v is not None})
         sdtm_opts = {k: v for k, v in (sdtm_opts or {}).items() if not k.startswith("partial_")}

@@ -183,8 +183,12 @@ def _arm_line(a: dict, days: float | None) -> str:
     from cartlab.twin.summaries import early_icaht_window
 
     r, n = a["rates"], a["n"]
+    if n == 0:  # every patient of the arm left out by a solver failure (review38 diff2 B3): no rate
+        n_failed = int((a.get("solver") or {}).get("n_failed", 0))
+        why = f"solver failures, {n_failed} patient(s)" if n_failed else "solver failures"
+        return f"[bold]{a['arm']}[/] n=0: no patients (all excluded: {why})"
     ne = int(a["best_response"].get("NE", 0))
-    evaluable = n - ne
+    evaluable = int(a.get("n_response_evaluable", n - ne))
     if evaluable == 0:
         follow = f"follow-up {days:g} days; " if days is not None else ""
         response = f"response not evaluable (0/{n} with a response assessment: {follow}best response NE for all)"

@@ -115,7 +115,8 @@ def _validate_stored(study_id: str, store: Path, as_json: bool) -> bool:
         return True
     folder = f" from {row['folder']}" if row.get("folder") else ""
     console.print(f"[green]{study_id}: a study in the store {store}[/], validated when it was imported{folder}; "
-                  f"{len(warned)} warning(s) recorded then" + (":" if warned else ""), soft_wrap=True)
+                  f"{sum(getattr(w, 'severity', None) != 'note' for w in warned)} warning(s) recorded then"
+                  + (":" if warned else ""), soft_wrap=True)
     _print_warnings(warned, limit=500)
     if row.get("folder"):
         console.print(f"[dim]to validate the folder's files as they are now: cartlab validate {row['folder']}[/]",

@@ -48,6 +48,14 @@ def _model(sources, posterior: str, anchors: bool, seed: int, draws: int, allow_
                      seed=seed, n_draws=draws, n_sir=max(2 * draws, 500), allow_other_target=allow_other_target)
 
 
+def _param_table(model):
+    """The model's parameter table (its ``prior``: a table name or a ParamTable), read through the public
+    :func:`cartlab.twin.params.load_params`, not the model's private helper (review38 diff2 C6)."""
+    from cartlab.twin.params import load_params
+
+    return load_params(model.prior) if isinstance(model.prior, str) else model.prior
+
+
 def _write_fit(model, tmp: Path, meta: dict) -> None:
     import polars as pl
 
@@ -58,7 +66,7 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
 
     from cartlab.twin.provenance import rows_by_source, versions, with_param_columns
 
-    table = model._table()   # unit, status, citation of each parameter from its YAML row (review 38 B3)
+    table = _param_table(model)   # unit, status, citation of each parameter from its YAML row (review 38 B3)
     with_param_columns(model.summary, table).write_csv(tmp / "twin_params.csv")
     with_param_columns(simulated(model.params_), table).write_csv(tmp / "twin_all_params.csv")
     # measured rows keep their own source; the twin's prediction columns are named ipred / iwres

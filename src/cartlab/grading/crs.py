@@ -764,17 +764,19 @@ def _earliest_onset(daily: pl.DataFrame, agg: pl.DataFrame, mode: str) -> pl.Dat
         prev = (d.filter((pl.col("_g") >= 1) & (pl.col("day") < pl.col("_on"))).group_by("subject_id")
                 .agg(pl.col("day").max().alias("_prev")))
         d = d.join(prev, on="subject_id", how="left").filter(pl.col("_prev").is_null() | (pl.col("day") > pl.col("_prev")))
-    miss_text = pl.col("_miss").list.join(", ") if "missing_inputs" in daily.columns else pl.lit("")
     opened = (d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1) & (pl.col("_on").is_null() | (pl.col("day") < pl.col("_on"))))
               .sort("subject_id", "day")
               .with_columns(day_expr(pl.col("day")).alias("_d"),
-                            pl.when(miss_text != "").then(miss_text.str.replace(" (not given)", "", literal=True))
-                            .otherwise(pl.lit("an input")).alias("_m")))
+                            # each day's missing inputs as names: one list over the days, each name once
+                            # (review 38 C2: not "interventions.csv, TEMP, interventions.csv")
+                            pl.when(pl.col("_miss").list.len() > 0)
+                            .then(pl.col("_miss").list.eval(pl.element().str.replace(" (not given)", "", literal=True)))
+                            .otherwise(pl.lit(["an input"], dtype=pl.List(pl.String))).alias("_m")))
     return opened.group_by("subject_id", maintain_order=True).agg(
         pl.col("day").min().cast(pl.Float64).alias("crs_onset_day_earliest"),
         pl.format("day(s) {}: {} not recorded",
                   pl.col("_d").head(10).str.join(", ") + pl.when(pl.len() > 10).then(pl.lit(", ...")).otherwise(pl.lit("")),
-                  pl.col("_m").unique(maintain_order=True).str.join(", ")).alias("crs_onset_open"))
+                  pl.col("_m").explode().unique(maintain_order=True).str.join(", ")).alias("crs_onset_open"))
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning

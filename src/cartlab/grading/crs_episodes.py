@@ -134,13 +134,15 @@ def latest_resolution(daily: pl.DataFrame, agg: pl.DataFrame, mode: str, join_ga
              .with_columns(pl.coalesce(pl.col("day").shift(1).over("subject_id"), pl.col("_off")).alias("_prev")))
         d = d.filter(((pl.col("day") - pl.col("_prev")) > join_gap_days + 1).fill_null(False)
                      .cum_sum().over("subject_id") == 0)
-    miss_text = pl.col("_miss").list.join(", ") if has_miss else pl.lit("")
     opened = (d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1)).sort("subject_id", "day")
               .with_columns(day_expr(pl.col("day")).alias("_d"),
-                            pl.when(miss_text != "").then(miss_text.str.replace(" (not given)", "", literal=True))
-                            .otherwise(pl.lit("an input")).alias("_m")))
+                            # each day's missing inputs as names: one list over the days, each name once
+                            # (review 38 C2: not "interventions.csv, TEMP, interventions.csv")
+                            pl.when(pl.col("_miss").list.len() > 0)
+                            .then(pl.col("_miss").list.eval(pl.element().str.replace(" (not given)", "", literal=True)))
+                            .otherwise(pl.lit(["an input"], dtype=pl.List(pl.String))).alias("_m")))
     return opened.group_by("subject_id", maintain_order=True).agg(
         pl.col("day").max().cast(pl.Float64).alias("crs_resolution_day_latest"),
         pl.format("day(s) {}: {} not recorded",
                   pl.col("_d").head(10).str.join(", ") + pl.when(pl.len() > 10).then(pl.lit(", ...")).otherwise(pl.lit("")),
-                  pl.col("_m").unique(maintain_order=True).str.join(", ")).alias("crs_resolution_open"))
+                  pl.col("_m").explode().unique(maintain_order=True).str.join(", ")).alias("crs_resolution_open"))

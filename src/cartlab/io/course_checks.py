@@ -22,7 +22,8 @@ ABSENT_FILE_MEANS = {
                      "after one below 20 are open) and platelet recovery (not evaluable from the day as measured) "
                      "read them as unknown and name interventions.csv (options crs.absent_interventions / "
                      "t_icaht.absent_interventions / count_recovery.absent_interventions = unknown; none_given "
-                     "reads the file as empty); the older CRS scales follow crs.absent_interventions (days one could "
+                     "reads the file as empty); the older CRS scales follow crs_legacy.absent_interventions (default: "
+                     "follow crs.absent_interventions; days one could "
                      "raise are a range up to grade 4, naming interventions.csv); ICANS takes none as given; a study "
                      "imported into the DuckDB store keeps this; an empty file with its header says none was given",
     "events": "no death, relapse, HSCT, new therapy, seizure, cerebral edema or infection is recorded, so "

@@ -45,7 +45,8 @@ _ABSENT_MEANS = {
     "interventions.csv": "not known: ASTCT CRS and T-ICAHT grades and platelet recovery days that interventions "
                          "could change are ranges naming the file (options crs.absent_interventions / "
                          "t_icaht.absent_interventions / count_recovery.absent_interventions); the older CRS "
-                         "scales follow crs.absent_interventions (ranges up to grade 4); ICANS reads none as given",
+                         "scales follow crs_legacy.absent_interventions (default: as crs.absent_interventions; "
+                         "ranges up to grade 4); ICANS reads none as given",
     "events.csv": "none assumed: every result that depends on it is derived as if none happened, and its reasons "
                   "say 'events.csv not given'",
 }

@@ -677,7 +677,7 @@ def build_available(analysis, names: list[str] | None = None, *, strict: bool = 
             not_built[n] = str(exc)
             continue
         frames[n] = _round_derived(frames[n])
-        notes += _param_notes(n, frames[n]) + _saffl_notes(n, frames[n], opts)
+        notes += _param_notes(n, frames[n]) + _saffl_notes(n, frames[n], opts, dates)
     return frames, not_built, notes
 
 
@@ -695,17 +695,33 @@ def _round_derived(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(signif(pl.col(c), ADAM_SIG_DIGITS).alias(c) for c in cols) if cols else frame
 
 
-def _saffl_notes(name: str, frame: pl.DataFrame, opts) -> list[str]:
-    """ADSL: the subjects without a CAR-T dose row, whose SAFFL is blank or N (option adam.saffl_unknown)."""
+def _saffl_notes(name: str, frame: pl.DataFrame, opts, dates: pl.DataFrame | None = None) -> list[str]:
+    """ADSL: the subjects without a CAR-T dose row, whose SAFFL is blank or N (option adam.saffl_unknown,
+    for subjects known not infused); with the doses unknown for the study SAFFL is blank whatever the
+    option (review38 diff2 B4)."""
     if name != "ADSL" or "SAFFL" not in frame.columns:
         return []
-    ids = frame.filter(pl.col("SAFFL").is_null() | (pl.col("SAFFL") == "N"))["USUBJID"].to_list()
-    if not ids:
-        return []
-    shown = ", ".join(ids[:20]) + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
-    what = ("N (adam.saffl_unknown=N)" if opts.saffl_unknown == "N"
-            else "empty (adam.saffl_unknown=blank; Pinnacle 21 AD0005 rejects a null SAFFL: set adam.saffl_unknown=N)")
-    return [f"ADSL: SAFFL {what} for {len(ids)} subject(s) without a CAR-T dose row: {shown}"]
+    unknown: set[str] = set()
+    if dates is not None and "_exposed" in dates.columns:
+        unknown = set(dates.filter(pl.col("_exposed").is_null())["USUBJID"].to_list())
+    f = frame.filter(pl.col("SAFFL").is_null() | (pl.col("SAFFL") == "N"))
+    ids = [i for i in f["USUBJID"].to_list() if i not in unknown]
+    blank = [i for i in f["USUBJID"].to_list() if i in unknown]
+
+    def shown(xs):
+        return ", ".join(xs[:20]) + (f" (+{len(xs) - 20} more)" if len(xs) > 20 else "")
+
+    out = []
+    if ids:
+        what = ("N (adam.saffl_unknown=N)" if opts.saffl_unknown == "N"
+                else "empty (adam.saffl_unknown=blank; Pinnacle 21 AD0005 rejects a null SAFFL: set "
+                     "adam.saffl_unknown=N)")
+        out.append(f"ADSL: SAFFL {what} for {len(ids)} subject(s) without a CAR-T dose row: {shown(ids)}")
+    if blank:
+        out.append(f"ADSL: SAFFL empty for {len(blank)} subject(s) whose CAR-T doses are unknown (no doses.csv, or no "
+                   f"CAR-T row for any subject: taken as infused on day 0, so not N whatever adam.saffl_unknown "
+                   f"says): {shown(blank)}")
+    return out
 
 
 def _param_notes(name: str, frame: pl.DataFrame) -> list[str]:

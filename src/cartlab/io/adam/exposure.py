@@ -7,8 +7,11 @@
   ADSL: "TRT01A Placebo | TRT01P Placebo"); ``agent`` - the ``agent`` text of the subject's earliest
   CAR-T dose row (cartlab before session 38, e.g. "CAR-T" for every product).
 * ``AdamOptions.saffl_unknown`` (review s38 B1): ``blank`` (default: missing is not negative) or
-  ``N`` - SAFFL of a subject without a CAR-T dose row. Pinnacle 21 rule AD0005 ("population flags
-  ... SAFFL ... cannot be null") rejects the blank.
+  ``N`` - SAFFL of a subject without a CAR-T dose row when other subjects have one (known not infused).
+  Pinnacle 21 rule AD0005 ("population flags ... SAFFL ... cannot be null") rejects the blank. When the
+  doses are unknown for the study (no doses.csv, no CAR-T row for any subject) SAFFL stays blank whatever
+  the option says: the subject is taken as infused (TRTSDT, ADAE TRTEMFL), not as outside the safety
+  population (review38 diff2 B4).
 * Exposure (review s38 B2), the response engine's reading
   (:func:`cartlab.response.marrow_inputs.infusion_status`): when other subjects have a CAR-T dose row,
   a subject without one was not infused - TRTSDT/TRTSDTM/TRTEDT empty, SAFFL blank (or N), its ADAE
@@ -81,7 +84,11 @@ def exposure(study, dates: pl.DataFrame, opts: AdamOptions) -> pl.DataFrame:
     # TRT01A would read as not treated
     actual = (pl.when(has_dose).then(pl.coalesce(pl.col("TRT01P"), pl.col("TRT01A")))
               if opts.trt01a == "planned_product" else pl.col("TRT01A"))
-    saffl = pl.when(has_dose).then(pl.lit("Y")).otherwise(pl.lit("N") if opts.saffl_unknown == "N" else pl.lit(None))
+    # saffl_unknown applies to a subject known not infused; with the doses unknown for the study the
+    # subject is taken as infused (TRTSDT kept, TRTEMFL Y), so its SAFFL is blank, never N (review38 diff2 B4)
+    saffl = (pl.when(has_dose).then(pl.lit("Y"))
+             .when(not_infused).then(pl.lit("N") if opts.saffl_unknown == "N" else pl.lit(None, dtype=pl.String))
+             .otherwise(pl.lit(None, dtype=pl.String)))
     return f.with_columns(
         actual.alias("TRT01A"), saffl.alias("SAFFL"),
         *[pl.when(not_infused).then(None).otherwise(pl.col(c)).alias(c) for c in ("TRTSDT", "TRTSDTM", "TRTEDT")])

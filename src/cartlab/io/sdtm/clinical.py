@@ -511,7 +511,7 @@ def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]
     dtc = EVENT_DATES.get(dom, f"{dom}DTC")
     if dom == "CE" and not dfile.has("CESTDTC"):
         dtc = "CEDTC"
-    place(dfile, ctx, dtc)
+    place(dfile, ctx, dtc, partial_rule=True)  # a partial date: impute_event_starts / partial_deaths read it
     event = None
     for e in m.events:
         if dom not in e["domains"]:

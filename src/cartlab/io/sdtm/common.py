@@ -217,9 +217,12 @@ def extra_json(dfile: DomainFile) -> pl.Expr:
 # time
 
 
-def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool = False) -> None:
+def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool = False,
+          partial_rule: bool = False) -> None:
     """Add ``{prefix}__day``, ``{prefix}__datetime``, ``{prefix}__dstatus`` (ok / imputed / partial /
-    missing / noanchor) for ``dtc_var``; an invalid --DTC is an InputError naming the record."""
+    missing / noanchor) for ``dtc_var``; an invalid --DTC is an InputError naming the record.
+    ``partial_rule``: a partial ``dtc_var`` is read by a rule of its own (events and deaths,
+    :mod:`cartlab.io.sdtm.partial`), so the --DY warning does not count it as not read."""
     df = dfile.df
     if "__anchor" not in df.columns:
         df = df.join(ctx.anchors, left_on=pl.col("USUBJID").cast(pl.String), right_on="subject_id", how="left")
@@ -237,21 +240,26 @@ def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool
         pl.when(p.struct.field("has_time") & ~pl.col("__nominal").fill_null(False) & (st == "ok"))
         .then(dfile.col(dtc_var)).otherwise(None).alias(f"{prefix}__datetime"),
     ).drop("__p")
-    _study_day(dfile, ctx, dtc_var, prefix)
+    _study_day(dfile, ctx, dtc_var, prefix, partial_rule)
 
 
 #: source_note of a record placed from --DY (option study_day_fallback)
 FROM_DY = "day from {dy} {n} (no date in {dtc}; SDTMIG: no study day 0, day 1 = RFSTDTC = the infusion)"
+#: the same, for a record whose --DTC is partial (review38 diff2 B7)
+FROM_DY_PARTIAL = ("day from {dy} {n} (partial date '{p}' in {dtc}; SDTMIG: no study day 0, day 1 = RFSTDTC = the "
+                   "infusion)")
 
 
-def _study_day(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str) -> None:
+def _study_day(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str, partial_rule: bool = False) -> None:
     """--DY for a record whose --DTC has no date (a de-identified SDTM keeps --DY, strips --DTC).
 
     SDTMIG 4.4.4: "--DY = (date portion of --DTC) - (date portion of RFSTDTC) + 1 if --DTC is on or after
     RFSTDTC; ... - (date portion of RFSTDTC) if --DTC precedes RFSTDTC", so "there is no study day 0".
     With ``ctx.study_day_fallback`` (off by default; it asserts that RFSTDTC, the --DY reference, is the day
     of the first CAR-T infusion) day = --DY - 1 for --DY >= 1 and --DY for --DY <= -1; --DY 0 is an error
-    naming the record. Off: one warning per file counts the records not read (review38 B3)."""
+    naming the record. Off: one warning per file counts the records not read (review38 B3); with
+    ``partial_rule`` a record whose --DTC is partial is left to that rule (placed or warned about there)
+    and not counted (review38 diff2 B7). On: --DY places a partial-date record too, and says so."""
     dy = dtc_var[:-3] + "DY" if dtc_var.endswith("DTC") else None
     if dy is None or not dfile.has(dy):
         return
@@ -266,22 +274,32 @@ def _study_day(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str) -> None:
         return
     from cartlab.io.sdtm.reader import SdtmIssue
 
-    rows = df.filter(cand)[ROW].to_list()
     if not ctx.study_day_fallback:
+        if partial_rule:
+            cand = cand & (pl.col(col) != "partial")
+            n = int(df.select(cand.sum()).item() or 0)
+            if not n:
+                return
+        rows = df.filter(cand)[ROW].to_list()
         ctx.warnings.append(SdtmIssue(dfile.name, dy, f"{n:,} record(s) with {dy} but no date in {dtc_var} were not "
                                       f"read (not placed on a day; option study_day_fallback places them from {dy}, "
                                       "SDTMIG: no study day 0)", rows, "warning"))
         return
+    rows = df.filter(cand)[ROW].to_list()
     dfile.fail(cand & (n_dy == 0), dy, f"{dy} is 0: SDTMIG has no study day 0 (day 1 is RFSTDTC)")
     dfile.fail(cand & (n_dy != n_dy.round(0)), dy, f"{dy} is not a whole number of days")
     day = pl.when(n_dy >= 1).then(n_dy - 1).otherwise(n_dy)
     dfile.df = df.with_columns(
         pl.when(cand).then(day).otherwise(pl.col(f"{prefix}__day")).alias(f"{prefix}__day"),
         pl.when(cand).then(pl.lit("ok")).otherwise(pl.col(col)).alias(col),
-        pl.when(cand).then(pl.format(FROM_DY.replace("{dy}", dy).replace("{dtc}", dtc_var).replace("{n}", "{}"),
-                                     n_dy.cast(pl.Int64))).alias(f"{prefix}__dynote"),
+        pl.when(cand & (pl.col(col) == "partial")).then(pl.format(
+            FROM_DY_PARTIAL.replace("{dy}", dy).replace("{dtc}", dtc_var).replace("{n}", "{}").replace("{p}", "{}"),
+            n_dy.cast(pl.Int64), dfile.col(dtc_var).cast(pl.String)))
+        .when(cand).then(pl.format(FROM_DY.replace("{dy}", dy).replace("{dtc}", dtc_var).replace("{n}", "{}"),
+                                   n_dy.cast(pl.Int64))).alias(f"{prefix}__dynote"),
     )
-    ctx.warnings.append(SdtmIssue(dfile.name, dy, f"{n:,} record(s) with no date in {dtc_var} placed from {dy} "
+    ctx.warnings.append(SdtmIssue(dfile.name, dy, f"{n:,} record(s) with no (or a partial) date in {dtc_var} placed "
+                                  f"from {dy} "
                                   "(option study_day_fallback: day = --DY - 1 from day 1, --DY before it; RFSTDTC is "
                                   "taken as the infusion day)", rows, "warning"))
 

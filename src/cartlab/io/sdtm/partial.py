@@ -3,7 +3,8 @@ an intervention whose --DTC is partial (``2021-07``) is never dropped in silence
 
 * events (AE, CE, PR, RS ...) with a partial start (option ``partial_event_dates``, default ``impute``):
   the first day of the period, not before day 0 unless the period lies wholly before it;
-* deaths with a partial DS.DSSTDTC / DM.DTHDTC (option ``partial_death_dates``, default ``impute``): the
+* deaths with a partial DS.DSSTDTC / DM.DTHDTC or --STDTC of a death record of another event domain
+  (CE CEDECOD = DEATH; option ``partial_death_dates``, default ``impute``): the
   first day of the period, not before the subject's last dated record (last known alive): the ADaM
   convention for a partial death date (see docs/interop/sdtm.md "Partial dates");
 * a death flagged (DM.DTHFL = Y, AE.AESDTH = Y or AEOUT = FATAL) without any date: a warning, no day
@@ -114,10 +115,11 @@ def _candidates(dfile: DomainFile, dtc: str, status_col: str, is_death: pl.Expr)
 
 def partial_deaths(sources: list[tuple[DomainFile, str, str, pl.Expr]], have_death: set[str],
                    lka: pl.DataFrame, option: str, warnings: list) -> tuple[pl.DataFrame, set[str]]:
-    """Death events of subjects with no dated death whose DS.DSSTDTC or DM.DTHDTC is partial.
+    """Death events of subjects with no dated death whose DS.DSSTDTC, the --STDTC of another event
+    domain's death record (CE) or DM.DTHDTC is partial.
 
-    ``sources``: (file, --DTC, status column, death condition), in order of preference (DS before DM, as
-    for complete dates). ``impute`` (default): the first day of the period, not before the subject's last
+    ``sources``: (file, --DTC, status column, death condition), in order of preference (DS, the other event
+    domains, then DM). ``impute`` (default): the first day of the period, not before the subject's last
     dated record (last known alive) when that record falls in the period (a later record is ignored, as
     admiral's ``min_dates``, and warned about); the detail says it was imputed
     and from which record, and a warning names the record. ``drop``: no event, a warning that OS is
@@ -156,7 +158,7 @@ def partial_deaths(sources: list[tuple[DomainFile, str, str, pl.Expr]], have_dea
         pl.lit(None, dtype=pl.String).alias("extra"), "src_file", "src_sha256", "src_row")
     for r in c.iter_rows(named=True):
         late = (f" (the subject has records after the period, up to day {r['__lka']:g}: check the date)"
-                if r["__lka"] is not None and r["__lka"] > r["__d2"] else "")
+                if r["__lka"] is not None and r["__lka"] >= r["__d2"] + 1 else "")  # a record on the last day is in it
         warnings.append(_issue(r["src_file"], r["__var"], f"USUBJID {r['subject_id']}: the death date {r['__var']} "
                                f"'{r['__text']}' is partial: the death is placed on day {r['day']:g}, the first day of "
                                f"the period not before the last record (option partial_death_dates = impute; drop "

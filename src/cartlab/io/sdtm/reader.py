@@ -22,6 +22,7 @@ from cartlab.io.duplicates import drop_duplicates
 from cartlab.io.errors import Issue
 from cartlab.io.sdtm.clinical import (
     DM_EXTRA,
+    EVENT_DATES,
     anchors,
     dm_deaths,
     map_cm,
@@ -262,6 +263,15 @@ def read_sdtm(
         ds = files["DS"]
         if "__event" in ds.df.columns:
             sources.append((ds, "DSSTDTC", "__dstatus", pl.col("__event") == "death"))
+    # a death record of another event domain the mapping reads deaths from (CE CEDECOD = DEATH, AE ...):
+    # the same rule, after DS (review38 diff2 A1)
+    for dom, f in files.items():
+        if dom in ("DS", "DM") or dom.startswith("SUPP") or "__event" not in f.df.columns:
+            continue
+        dtc = EVENT_DATES.get(dom, f"{dom}DTC")
+        if dom == "CE" and not f.has("CESTDTC"):
+            dtc = "CEDTC"
+        sources.append((f, dtc, "__dstatus", pl.col("__event") == "death"))
     if dm.has("DTHDTC") and "dth__dstatus" in dm.df.columns:
         sources.append((dm, "DTHDTC", "dth__dstatus", pl.lit(True)))
     imputed, warned = partial_deaths(sources, have_death, lka, ctx.partial_death_dates, warnings)
@@ -287,6 +297,11 @@ def read_sdtm(
         **concat,
         warnings=warnings,
     )
+    #: the reader options this study was read with, written to analysis.json (as the FHIR reader; review38
+    #: diff2 B1)
+    study.reader_options = {"partial_dates": partial_dates, "partial_death_dates": partial_death_dates,
+                            "partial_event_dates": partial_event_dates,
+                            "study_day_fallback": bool(study_day_fallback)}
     if not report:
         return study
     parts = [summarise(f.domain, f.name, s) for f, s in statuses]
