@@ -264,15 +264,10 @@ def car_t_rows_recorded(study: Study) -> bool:
     """True when ``study``'s doses are recorded: doses.csv not absent (``Study.absent`` or a stored "not
     given" warning) and at least one CAR-T row with a day (spec "Time": day 0 is the first CAR-T infusion;
     a doses.csv without any CAR-T row leaves the infusion unrecorded: missing is not negative)."""
-    from cartlab.io.absent_files import absent_from_warnings
+    from cartlab.io.absent_files import table_absent
     from cartlab.kinetics.agents import car_t_agent_expr
 
-    absent = set(getattr(study, "absent", frozenset()))
-    try:
-        absent |= set(absent_from_warnings(getattr(study, "warnings", None) or []))
-    except Exception:  # warnings of another shape: nothing to read
-        pass
-    if "doses" in absent:
+    if table_absent(study, "doses"):
         return False
     d = study.doses
     return bool(d.height) and d.filter(pl.col("day").is_not_null() & car_t_agent_expr(pl.col("agent"))).height > 0

@@ -20,7 +20,6 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 import polars.selectors as cs
 
-from cartlab._days import day_expr
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, CriteriaTable, decision, load_table
 from cartlab.criteria.compile import Range
@@ -32,7 +31,14 @@ from cartlab.grading.common import (
     interventions_from_start,
     rows_from_start,
 )
-from cartlab.grading.crs_episodes import excluded_rows, latest_resolution, number_episodes, observed_days
+from cartlab.grading.crs_episodes import (
+    excluded_rows,
+    latest_resolution,
+    number_episodes,
+    observed_days,
+    open_days,
+    open_days_text,
+)
 from cartlab.grading.crs_features import (
     VITAL_OPTION_LIMITS,
     FeverAttribution,
@@ -764,19 +770,11 @@ def _earliest_onset(daily: pl.DataFrame, agg: pl.DataFrame, mode: str) -> pl.Dat
         prev = (d.filter((pl.col("_g") >= 1) & (pl.col("day") < pl.col("_on"))).group_by("subject_id")
                 .agg(pl.col("day").max().alias("_prev")))
         d = d.join(prev, on="subject_id", how="left").filter(pl.col("_prev").is_null() | (pl.col("day") > pl.col("_prev")))
-    opened = (d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1) & (pl.col("_on").is_null() | (pl.col("day") < pl.col("_on"))))
-              .sort("subject_id", "day")
-              .with_columns(day_expr(pl.col("day")).alias("_d"),
-                            # each day's missing inputs as names: one list over the days, each name once
-                            # (review 38 C2: not "interventions.csv, TEMP, interventions.csv")
-                            pl.when(pl.col("_miss").list.len() > 0)
-                            .then(pl.col("_miss").list.eval(pl.element().str.replace(" (not given)", "", literal=True)))
-                            .otherwise(pl.lit(["an input"], dtype=pl.List(pl.String))).alias("_m")))
+    opened = open_days(d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1)
+                                & (pl.col("_on").is_null() | (pl.col("day") < pl.col("_on")))))
     return opened.group_by("subject_id", maintain_order=True).agg(
         pl.col("day").min().cast(pl.Float64).alias("crs_onset_day_earliest"),
-        pl.format("day(s) {}: {} not recorded",
-                  pl.col("_d").head(10).str.join(", ") + pl.when(pl.len() > 10).then(pl.lit(", ...")).otherwise(pl.lit("")),
-                  pl.col("_m").explode().unique(maintain_order=True).str.join(", ")).alias("crs_onset_open"))
+        open_days_text().alias("crs_onset_open"))
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning

@@ -134,15 +134,27 @@ def latest_resolution(daily: pl.DataFrame, agg: pl.DataFrame, mode: str, join_ga
              .with_columns(pl.coalesce(pl.col("day").shift(1).over("subject_id"), pl.col("_off")).alias("_prev")))
         d = d.filter(((pl.col("day") - pl.col("_prev")) > join_gap_days + 1).fill_null(False)
                      .cum_sum().over("subject_id") == 0)
-    opened = (d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1)).sort("subject_id", "day")
-              .with_columns(day_expr(pl.col("day")).alias("_d"),
-                            # each day's missing inputs as names: one list over the days, each name once
-                            # (review 38 C2: not "interventions.csv, TEMP, interventions.csv")
-                            pl.when(pl.col("_miss").list.len() > 0)
-                            .then(pl.col("_miss").list.eval(pl.element().str.replace(" (not given)", "", literal=True)))
-                            .otherwise(pl.lit(["an input"], dtype=pl.List(pl.String))).alias("_m")))
+    opened = open_days(d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1)))
     return opened.group_by("subject_id", maintain_order=True).agg(
         pl.col("day").max().cast(pl.Float64).alias("crs_resolution_day_latest"),
-        pl.format("day(s) {}: {} not recorded",
-                  pl.col("_d").head(10).str.join(", ") + pl.when(pl.len() > 10).then(pl.lit(", ...")).otherwise(pl.lit("")),
-                  pl.col("_m").explode().unique(maintain_order=True).str.join(", ")).alias("crs_resolution_open"))
+        open_days_text().alias("crs_resolution_open"))
+
+
+def open_days(d: pl.DataFrame) -> pl.DataFrame:
+    """The days a range leaves open (``day``, ``_miss``: the day's missing inputs), sorted, with ``_d``
+    (the day as printed) and ``_m`` (its missing inputs as names) for :func:`open_days_text`."""
+    return d.sort("subject_id", "day").with_columns(
+        day_expr(pl.col("day")).alias("_d"),
+        # each day's missing inputs as names: one list over the days, each name once
+        # (review 38 C2: not "interventions.csv, TEMP, interventions.csv")
+        pl.when(pl.col("_miss").list.len() > 0)
+        .then(pl.col("_miss").list.eval(pl.element().str.replace(" (not given)", "", literal=True)))
+        .otherwise(pl.lit(["an input"], dtype=pl.List(pl.String))).alias("_m"))
+
+
+def open_days_text() -> pl.Expr:
+    """Per subject (an aggregation over :func:`open_days`): "day(s) 4, 5: TEMP not recorded", the first
+    10 days and each missing input once."""
+    return pl.format("day(s) {}: {} not recorded",
+                     pl.col("_d").head(10).str.join(", ") + pl.when(pl.len() > 10).then(pl.lit(", ...")).otherwise(pl.lit("")),
+                     pl.col("_m").explode().unique(maintain_order=True).str.join(", "))

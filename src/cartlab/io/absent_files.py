@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["EVENTS_NOT_GIVEN", "OPTIONAL_TABLES", "absent_from_warnings", "absent_tables", "events_absent"]
+__all__ = ["EVENTS_NOT_GIVEN", "OPTIONAL_TABLES", "absent_from_warnings", "absent_tables", "events_absent",
+           "table_absent"]
 
 #: the tables of a study folder that may be left out (study-format.md: only subjects is required)
 OPTIONAL_TABLES = ("doses", "observations", "interventions", "events")
@@ -52,3 +53,15 @@ def absent_from_warnings(warnings: Iterable) -> frozenset[str]:
         if name in OPTIONAL_TABLES and getattr(w, "column", None) is None and message.startswith("not given:"):
             out.add(name)
     return frozenset(out)
+
+
+def table_absent(study, name: str) -> bool:
+    """True when ``study``'s ``name`` table was not given at all: ``Study.absent``, or the reader's
+    "not given" warning a stored study carries (:func:`absent_from_warnings`); warnings of another
+    shape say nothing."""
+    if name in getattr(study, "absent", frozenset()):
+        return True
+    try:
+        return name in absent_from_warnings(getattr(study, "warnings", None) or [])
+    except Exception:  # warnings of another shape: nothing to read
+        return False

@@ -31,15 +31,10 @@ def infusion_status(study: Study) -> tuple[set[str] | None, str]:
     is a fact of the WHOLE study (``Study.car_t_doses_recorded``, carried by a subset, one subject, a
     batch or a stored subject: review 38 A1), so a subject without its own CAR-T row reads as not
     infused however the study was cut."""
-    from cartlab.io.absent_files import absent_from_warnings
+    from cartlab.io.absent_files import table_absent
     from cartlab.kinetics.agents import car_t_infusions
 
-    absent = set(getattr(study, "absent", frozenset()))
-    try:
-        absent |= set(absent_from_warnings(getattr(study, "warnings", None) or []))
-    except Exception:  # warnings of another shape: nothing to read
-        pass
-    if "doses" in absent:
+    if table_absent(study, "doses"):
         return None, "doses.csv not given: the CAR-T infusion is taken on day 0 (spec 'Time')"
     recorded = study.car_t_doses_recorded() if hasattr(study, "car_t_doses_recorded") else None
     if recorded is False:
