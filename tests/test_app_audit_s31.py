@@ -128,9 +128,10 @@ def test_icaht_late_text():
 def test_subject_table_late_icaht_not_blank(view):
     shown = C.cohort_display(view.cohort)
     row = shown.filter(pl.col("subject_id") == "S").row(0, named=True)
-    # S has no ANC: both grades "—" (session 34: the late one shows its upper bound "≤4", days 31-100
-    # without an ANC could each have been a test below every level), each with its reason beside it
-    assert row["icaht_early"] == "—" and row["icaht_late"] == "≤4"
+    # S has no ANC: no grade, and each shows its upper bound "≤4" (session 34 late: days 31-100 without an
+    # ANC could each have been below every level; session 38 early likewise: 31 days without an ANC, all
+    # <= 100/uL, would be "never above 500 in days 0-30" = grade 4), each with its reason beside it
+    assert row["icaht_early"] == "≤4" and row["icaht_late"] == "≤4"
     assert row["icaht_early_reason"].startswith("not evaluable: no ANC in days 0-30")
     assert row["icaht_late_reason"].startswith("not evaluable: 0 ANC measurement(s)")
     cols = shown.columns

@@ -100,8 +100,9 @@ def test_early_icaht_from_one_count_is_a_range(base):
     assert "Could be up to grade 4" in i["S01"]["early_reason"]
     # S10: counts on days 28 and 56, so days 28-30 are known (29 and 30 interpolated): 28 unknown
     assert (i["S10"]["icaht_early_grade"], i["S10"]["icaht_early_grade_max"], i["S10"]["early_unknown_days"]) == (0, 4, 28)
-    # S06 died on day 10 without a count: not evaluable (no range), 11 days (0-10) unknown
-    assert i["S06"]["icaht_early_grade"] is None and i["S06"]["icaht_early_grade_max"] is None
+    # S06 died on day 10 without a count: not evaluable, 11 days (0-10) unknown; session 38 (review s38 B3):
+    # up to 4 - had every day been <= 100/uL the ANC was never above 500 in the window (icaht.early.g4_never_above_500)
+    assert i["S06"]["icaht_early_grade"] is None and i["S06"]["icaht_early_grade_max"] == 4
     assert i["S06"]["early_unknown_days"] == 11
 
 

@@ -191,9 +191,15 @@ def test_a_cohort_given_in_date_times_analyses_like_the_same_cohort_in_days(tmp_
         resolved = a.table(name).select("src_row", *[pl.col(c).alias(f"_{c}") for c, _ in cols])
         df = df.with_columns(pl.col("src_row").cast(pl.Int64)).join(resolved, on="src_row", how="left")
         for day_col, dt_col in cols:
+            # a whole-number end_day is "some time that day" (spec: inclusive), which a date alone says; a
+            # clock time of 00:00 would say the interval ended as the day began (session 38, review 38 A1)
+            def conv(r, c=f"_{day_col}", end=day_col == "end_day"):
+                v = r[c]
+                if end and v is not None and float(v).is_integer():
+                    return (d0[r["subject_id"]] + timedelta(days=v)).date().isoformat()
+                return stamp(r["subject_id"], v)
             df = df.with_columns(pl.struct("subject_id", f"_{day_col}").map_elements(
-                lambda r, c=f"_{day_col}": stamp(r["subject_id"], r[c]), return_dtype=pl.String,
-                skip_nulls=False).alias(dt_col))
+                conv, return_dtype=pl.String, skip_nulls=False).alias(dt_col))
         df.drop("src_row", *[c for c, _ in cols], *[f"_{c}" for c, _ in cols], strict=False).write_csv(
             dt_dir / f"{name}.csv")
 

@@ -60,6 +60,8 @@ def study(tmp_path_factory):
     _csv(root / "subjects.csv", SUBJECT_COLUMNS, ([sid, "M", 50, 70, 175, "LBCL", "CD19", 28] for sid in CASES))
     _csv(root / "observations.csv", ["subject_id", "day", "param", "value", "unit", "lln", "uln"], obs)
     _csv(root / "doses.csv", ["subject_id", "day", "agent", "dose", "unit"], ([sid, 0, "CAR-T", 1e6, "cells/kg"] for sid in CASES))
+    # no intervention was given (a header-only file; an absent file leaves them unknown since session 38)
+    _csv(root / "interventions.csv", ["subject_id", "start_day", "end_day", "category", "agent"], [])
     return read_study(root)
 
 

@@ -137,7 +137,12 @@ def test_explain_icaht_never_prints_an_empty_threshold_list():
     e = explain(seed_case(), "icaht")
     assert not e.days["reason"].str.contains(r"ANC\s+/uL").any()
     above = e.days.filter(pl.col("reason").str.contains("above every ICAHT threshold"))
-    assert above.height > 0 and above["reason"].str.contains(r"-> ANC \d+/uL: > 1500 /uL").all()
+    # session 38 (review s38 C2): an early day is compared with the early window's levels only (100, 500/uL;
+    # ANC 700 is above both), a late day with every level (1500 the highest)
+    early = above.filter(pl.col("reason").str.starts_with("early:"))
+    late = above.filter(pl.col("reason").str.starts_with("late:"))
+    assert early.height > 0 and early["reason"].str.contains(r"-> ANC \d+/uL: > 500 /uL").all()
+    assert late.height > 0 and late["reason"].str.contains(r"-> ANC \d+/uL: > 1500 /uL").all()
 
 
 def test_kinetics_auc_printed_as_in_the_csv():

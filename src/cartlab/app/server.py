@@ -493,6 +493,8 @@ def icaht_text(analysis, subject_id: str, summary: dict) -> str:
     from cartlab.report.cells import EMPTY
     from cartlab.report.subject_blocks import icaht_early_text
 
+    if summary.get("icaht_early_grade") is None:  # not evaluable, with or without an upper bound (as late)
+        return _not_evaluable(summary.get("icaht_early_reason"))
     text = icaht_early_text(analysis, subject_id, summary.get("icaht_early_grade"), summary.get("icaht_early_grade_max"))
     return _not_evaluable(summary.get("icaht_early_reason")) if text == EMPTY else text
 
