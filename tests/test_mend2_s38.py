@@ -19,33 +19,10 @@ import pytest
 
 from cartlab.errors import InputError
 from cartlab.io.sdtm import read_sdtm
+from sdtm_helpers import DM, EX, LBH, deaths, folder, msgs  # noqa: F401
 
-DM = ("STUDYID,DOMAIN,USUBJID,RFSTDTC,RFXSTDTC,RFPENDTC,AGE,AGEU,SEX,DTHFL,DTHDTC\n"
-      "S,DM,P1,2021-05-10,2021-05-05,2021-09-09,40,YEARS,M,{fl},{dth}\n")
-EX = ("STUDYID,DOMAIN,USUBJID,EXSEQ,EXTRT,EXDOSE,EXDOSU,EXSTDTC\n"
-      "S,EX,P1,1,FLUDARABINE,30,MG/M2,2021-05-05\nS,EX,P1,2,CAR-T,1000000,CELLS/KG,2021-05-10\n")
-LBH = "STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBSTRESC,LBSTRESN,LBSTRESU,LBSPEC,LBDTC\n"
 CEH = "STUDYID,DOMAIN,USUBJID,CESEQ,CETERM,CEDECOD,CESTDTC\n"
 CEDYH = "STUDYID,DOMAIN,USUBJID,CESEQ,CETERM,CEDECOD,CESTDTC,CESTDY\n"
-
-
-def folder(tmp_path: Path, **files: str | None) -> Path:
-    d = tmp_path / "sdtm"
-    d.mkdir()
-    files.setdefault("dm", DM.format(fl="", dth=""))
-    files.setdefault("ex", EX)
-    for k, v in files.items():
-        if v is not None:
-            (d / f"{k}.csv").write_text(v, encoding="utf-8")
-    return d
-
-
-def msgs(study) -> list[str]:
-    return [w.message for w in study.warnings]
-
-
-def deaths(study) -> list[float]:
-    return study.events.filter(pl.col("event") == "death")["day"].to_list()
 
 
 # A1 ---------------------------------------------------------------------------------------------
