@@ -81,7 +81,8 @@ class InMemorySource:
         """The study with its subjects only (what the cohort steps may read), sources and warnings."""
         return Study(study_id=self.study.study_id, subjects=self.study.subjects, sources=self.study.sources,
                      warnings=self.study.warnings, absent=self.study.absent,
-                     doses_recorded=self.study.car_t_doses_recorded())
+                     doses_recorded=self.study.car_t_doses_recorded(),
+                     reader_options=dict(self.study.reader_options))
 
     def task(self, ids: list[str]) -> Callable[[], Study]:
         return _Loaded(self.study.subset(ids))

@@ -196,6 +196,10 @@ class Study:
     #: or a stored subject says the same as the whole study; ``subset``/``subject`` carry it). None: not
     #: fixed yet, read from this Study's own rows (:meth:`car_t_doses_recorded`)
     doses_recorded: bool | None = None
+    #: the options the SDTM / FHIR reader read the study with (partial dates, observation statuses, ...);
+    #: empty for a study folder. A subset, one subject, a batch and a stored study carry them, so every
+    #: analysis.json of the study records them
+    reader_options: dict = field(default_factory=dict)
 
     def car_t_doses_recorded(self) -> bool:
         """``doses_recorded`` when fixed, else from this Study: doses.csv not absent (``absent``, or a
@@ -245,7 +249,7 @@ class Study:
         ids = list(subject_ids)
         kw = {name: df.filter(pl.col("subject_id").is_in(ids)) for name, df in self.tables().items()}
         return Study(study_id=self.study_id, sources=self.sources, warnings=self.warnings, absent=self.absent,
-                     doses_recorded=self.car_t_doses_recorded(), **kw)
+                     doses_recorded=self.car_t_doses_recorded(), reader_options=dict(self.reader_options), **kw)
 
     def subject(self, subject_id: str) -> "Study":
         """The same study restricted to one subject."""
@@ -253,7 +257,7 @@ class Study:
             name: df.filter(pl.col("subject_id") == subject_id) for name, df in self.tables().items()
         }
         return Study(study_id=self.study_id, sources=self.sources, absent=self.absent,
-                     doses_recorded=self.car_t_doses_recorded(), **kw)
+                     doses_recorded=self.car_t_doses_recorded(), reader_options=dict(self.reader_options), **kw)
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         parts = ", ".join(f"{n}={self.table(n).height}" for n in TABLES)

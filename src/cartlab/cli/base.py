@@ -712,7 +712,9 @@ def _load_study(study: str, store: Path, csv_dialect: str = "standard"):
     from cartlab.store import Store
 
     path = Path(study)
-    if path.exists() or len(path.parts) > 1:  # a path (not a bare id): read it, or say what it is
+    if len(path.parts) == 1 and path.is_file() and study in _stored_ids(store):
+        path = None  # a file is never a study folder: the bare name is the stored id (e.g. a FHIR file's name)
+    if path is not None and (path.exists() or len(path.parts) > 1):  # a path: read it, or say what it is
         same = _same_as_stored(study, store) if path.is_dir() else None
         if same is False:
             raise _ambiguous(study, store)
@@ -728,6 +730,17 @@ def _load_study(study: str, store: Path, csv_dialect: str = "standard"):
             return data
     raise _usage(f"{study}: no such study folder, and no study with this id in {store} "
                  f"(studies: {', '.join(ids) or 'none'})")
+
+
+def _stored_ids(store: Path) -> list[str]:
+    """The study ids in the store (none when there is no store)."""
+    from cartlab.store import Store
+    from cartlab.store.duckdb_store import is_duckdb_file
+
+    if not is_duckdb_file(store):
+        return []
+    with Store(store, read_only=True) as s:
+        return s.studies()["study_id"].to_list()
 
 
 def _subject_data(subject: str, store: Path, study: str | None, csv_dialect: str = "standard"):

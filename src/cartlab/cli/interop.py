@@ -78,18 +78,8 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     if mapping is not None and sdtm is None and fhir is None:
         raise _usage("--mapping applies to --sdtm or --fhir")
     fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring, ongoing_interventions)
-    if sdtm is None and fhir is None:  # a study folder: its dates are complete (review38 diff2 B2)
-        flags = {"partial_death_dates": "--partial-death-dates", "partial_event_dates": "--partial-event-dates",
-                 "study_day_fallback": "--study-day-fallback"}
-        chosen = ["--partial-dates"] if partial_dates != "skip" else []
-        chosen += [flags.get(k, k) for k, v in (sdtm_opts or {}).items() if v not in (None, False, "impute")]
-        if chosen:
-            said = "; ".join(f"{c} applies to "
-                             f"{'--sdtm' if c in ('--partial-dates', '--study-day-fallback') else '--sdtm or --fhir'}"
-                             for c in chosen)
-            raise _usage(f"{said} (a study folder is read as it is)",
-                         hint=f"drop {'them' if len(chosen) > 1 else 'it'}, or read the SDTM / FHIR source with "
-                              "--sdtm / --fhir. Nothing was written.")
+    if sdtm is None and fhir is None:
+        refuse_reader_options(partial_dates, sdtm_opts)
     if fhir is not None:  # partial death / event dates: the same options, and defaults, as read_sdtm
         fhir_opts.update({k: v for k, v in (sdtm_opts or {}).items() if k.startswith("partial_") and v is not None})
         sdtm_opts = {k: v for k, v in (sdtm_opts or {}).items() if not k.startswith("partial_")}
@@ -111,6 +101,25 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     if study is None:
         study = _only_stored_study(store)
     return _load_study(study, store, csv_dialect), None
+
+
+def refuse_reader_options(partial_dates: str = "skip", sdtm_opts: dict | None = None,
+                          observation_statuses: list[str] | None = None, numeric_valuestring: str = "skip",
+                          ongoing_interventions: str = "last_record") -> None:
+    """A study folder is read as it is (its dates are complete, review38 diff2 B2): an SDTM or FHIR reader
+    option other than its default is a usage error naming the option, before anything is read."""
+    _fhir_options(None, observation_statuses, numeric_valuestring, ongoing_interventions)
+    flags = {"partial_death_dates": "--partial-death-dates", "partial_event_dates": "--partial-event-dates",
+             "study_day_fallback": "--study-day-fallback"}
+    chosen = ["--partial-dates"] if partial_dates != "skip" else []
+    chosen += [flags.get(k, k) for k, v in (sdtm_opts or {}).items() if v not in (None, False, "impute")]
+    if chosen:
+        said = "; ".join(f"{c} applies to "
+                         f"{'--sdtm' if c in ('--partial-dates', '--study-day-fallback') else '--sdtm or --fhir'}"
+                         for c in chosen)
+        raise _usage(f"{said} (a study folder is read as it is)",
+                     hint=f"drop {'them' if len(chosen) > 1 else 'it'}, or read the SDTM / FHIR source with "
+                          "--sdtm / --fhir. Nothing was written.")
 
 
 def _fhir_options(fhir: Path | None, statuses: list[str] | None, numeric_valuestring: str,

@@ -39,9 +39,14 @@ from cartlab.cli.interop import (
     MappingOpt,
     NumericValueStringOpt,
     ObservationStatusOpt,
+    OngoingInterventionsOpt,
     PartialDatesOpt,
+    PartialDeathDatesOpt,
+    PartialEventDatesOpt,
     SdtmOpt,
+    StudyDayFallbackOpt,
     load_source,
+    refuse_reader_options,
 )
 
 
@@ -138,8 +143,12 @@ def import_cmd(
     fhir: FhirInOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
+    partial_death_dates: PartialDeathDatesOpt = "impute",
+    partial_event_dates: PartialEventDatesOpt = "impute",
+    study_day_fallback: StudyDayFallbackOpt = False,
     observation_status: ObservationStatusOpt = None,
     numeric_valuestring: NumericValueStringOpt = "skip",
+    ongoing_interventions: OngoingInterventionsOpt = "last_record",
     csv_dialect: CsvDialectOpt = "standard",
     replace: Annotated[bool, typer.Option(
         "--replace", help="Replace a study of the same id imported from another folder (without it that is "
@@ -148,7 +157,8 @@ def import_cmd(
     """Validate a study (a study folder, CDISC SDTM domains or FHIR R4 resources) and import it into the store (one transaction).
 
     Re-importing identical files (same --csv-dialect, same cartlab version) changes nothing; changed files
-    replace the study atomically. Another folder under an existing study id is refused unless --replace.
+    replace the study atomically (an SDTM or FHIR source read with other reader options, e.g.
+    --partial-death-dates drop, is changed too). Another folder under an existing study id is refused unless --replace.
     Invalid input is rejected whole and the store is left untouched. An SDTM or FHIR import writes
     its mapping report (every input record: mapped, or why not) beside the store.
 
@@ -173,7 +183,11 @@ def import_cmd(
         # no --study-id: the reader's default id (SDTM: DM.STUDYID when unique; FHIR: what the Bundle states)
         study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=study_id,
                                report_to=report_to, partial_dates=partial_dates,
-                               observation_statuses=observation_status, numeric_valuestring=numeric_valuestring)
+                               observation_statuses=observation_status, numeric_valuestring=numeric_valuestring,
+                               sdtm_opts={"partial_death_dates": partial_death_dates,
+                                          "partial_event_dates": partial_event_dates,
+                                          "study_day_fallback": study_day_fallback},
+                               ongoing_interventions=ongoing_interventions)
         sid = study.study_id
         with _progress(f"importing {sid}") as step, Store(store) as s:
             result = s.import_study(study, sid, folder=source, progress=step, replace=replace)
@@ -184,6 +198,11 @@ def import_cmd(
         raise _usage("name a study folder, or --sdtm DIR / --fhir PATH")
     if mapping is not None:
         raise _usage("--mapping applies to --sdtm or --fhir")
+    # the SDTM / FHIR reader options on a study folder: refused as analyze refuses them (no source read)
+    refuse_reader_options(partial_dates, {"partial_death_dates": partial_death_dates,
+                                          "partial_event_dates": partial_event_dates,
+                                          "study_day_fallback": study_day_fallback},
+                          observation_status, numeric_valuestring, ongoing_interventions)
     check_study_path(study_dir)
     sid = study_id or study_dir.resolve().name
     with _progress(f"importing {sid}") as step:

@@ -66,10 +66,12 @@ def study_files(folder: str | Path) -> list[Path]:
     return [tables[name] for name in TABLES if name in tables]
 
 
-def fingerprint_files(study_id: str, files: list[tuple[str, str]], csv_dialect: str = "standard") -> str:
+def fingerprint_files(study_id: str, files: list[tuple[str, str]], csv_dialect: str = "standard",
+                      reader_options: dict | None = None) -> str:
     """Fingerprint of a study: its id, its files' sha256, the format/dictionary versions, the CSV
     dialect it was read with and the cartlab version (a newer reader may read the same files
-    differently: units, censored values)."""
+    differently: units, censored values); for an SDTM or FHIR source also the reader's options (the
+    same files read with other options are another study: partial dates imputed or dropped)."""
     from cartlab import __version__
 
     payload = {
@@ -81,6 +83,8 @@ def fingerprint_files(study_id: str, files: list[tuple[str, str]], csv_dialect: 
         "csv_dialect": csv_dialect,
         "cartlab": __version__,
     }
+    if reader_options:  # not in a study folder's payload: its fingerprints stay as they were
+        payload["reader_options"] = reader_options
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -222,6 +226,8 @@ class Store:
         # session 35: one row per study imported since, its input warnings as a JSON list (a store of
         # an earlier cartlab gains the table here; a study imported before has no row: not recorded)
         self._exec("CREATE TABLE IF NOT EXISTS study_warnings (study_id VARCHAR PRIMARY KEY, warnings VARCHAR)")
+        # session 39: the SDTM / FHIR reader's options of a study imported since (Study.reader_options, JSON)
+        self._exec("CREATE TABLE IF NOT EXISTS study_reader_options (study_id VARCHAR PRIMARY KEY, options VARCHAR)")
         for name, schema in TABLES.items():
             cols = ", ".join(f'"{k}" {_DUCK_TYPES[v]}' for k, v in schema.items())
             self._exec(f"CREATE TABLE IF NOT EXISTS {name} (study_id VARCHAR, {cols})")
@@ -255,6 +261,7 @@ class Store:
             study = source
             files = [(r["file"], r["sha256"]) for r in study.sources.iter_rows(named=True)]
             folder = str(Path(folder).resolve()) if folder else ""
+            reader_options = study.reader_options
         else:
             folder_path = Path(source)
             study_id = study_id or folder_path.resolve().name
@@ -267,8 +274,9 @@ class Store:
             study = read_study(folder_path, study_id, progress=lambda n: step(f"validating {n}"),
                                csv_dialect=csv_dialect)
             folder = str(folder_path.resolve())
+            reader_options = None
         study_id = study_id or study.study_id
-        fp = fingerprint_files(study_id, files, csv_dialect)
+        fp = fingerprint_files(study_id, files, csv_dialect, reader_options)
         previous = self.fingerprint_of(study_id)
         if previous == fp:
             return ImportResult(study_id, "unchanged", fp, self.counts(study_id))
@@ -300,7 +308,7 @@ class Store:
         c = self.con
         self._exec("BEGIN TRANSACTION")
         try:
-            for name in ("source_files", "studies", "study_warnings", *TABLES):
+            for name in _STUDY_TABLES:
                 self._exec(f"DELETE FROM {name} WHERE study_id = ?", [study_id])
             for name in TABLES:
                 df = conform(study.table(name), name)
@@ -318,6 +326,9 @@ class Store:
             self._exec("INSERT INTO source_files SELECT * FROM __src")
             c.unregister("__src")
             self._exec("INSERT INTO study_warnings VALUES (?, ?)", [study_id, _warnings_json(study.warnings)])
+            if study.reader_options:
+                self._exec("INSERT INTO study_reader_options VALUES (?, ?)",
+                           [study_id, json.dumps(study.reader_options, sort_keys=True)])
             self._exec(
                 "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -342,7 +353,7 @@ class Store:
         existed = self.fingerprint_of(study_id) is not None
         self._exec("BEGIN TRANSACTION")
         try:
-            for name in ("source_files", "studies", "study_warnings", *TABLES):
+            for name in _STUDY_TABLES:
                 self._exec(f"DELETE FROM {name} WHERE study_id = ?", [study_id])
             self._exec("COMMIT")
         except BaseException:
@@ -398,7 +409,7 @@ class Store:
         warnings = self.study_warnings(study_id)  # the read warnings name the files not given (Study.absent)
         # doses_recorded: left to the Study (its frames are the whole study's)
         return Study(study_id=study_id, sources=sources, warnings=warnings,
-                     absent=stored_absent(sources, warnings), **frames)
+                     absent=stored_absent(sources, warnings), reader_options=self.reader_options(study_id), **frames)
 
     def _sources(self, study_id: str) -> pl.DataFrame:
         """The study's source files in the order a study folder is read (subjects, doses, observations,
@@ -431,6 +442,15 @@ class Store:
             lines=None if w.get("lines") is None else {int(k): v for k, v in w["lines"].items()})
             for w in json.loads(rows[0][0])]
 
+    def reader_options(self, study_id: str) -> dict:
+        """The SDTM / FHIR reader options the study was imported with (``Study.reader_options``); empty for
+        a study folder, and for a study imported before session 39 (which did not record them)."""
+        tables = {r[0] for r in self._exec("SELECT table_name FROM information_schema.tables")}
+        if "study_reader_options" not in tables:  # a store of an earlier cartlab opened read-only
+            return {}
+        rows = self._exec("SELECT options FROM study_reader_options WHERE study_id = ?", [study_id])
+        return json.loads(rows[0][0]) if rows else {}
+
     def locate_subject(self, subject_id: str, study_id: str | None = None) -> str:
         """The study holding ``subject_id``; an error if none or several (then pass ``study_id``)."""
         rows = self._exec(
@@ -461,7 +481,8 @@ class Store:
         warnings = self.study_warnings(sid)
         absent = stored_absent(sources, warnings)
         return Study(study_id=sid, sources=sources, warnings=warnings, absent=absent,
-                     doses_recorded=self.doses_recorded(sid, absent), **frames)
+                     doses_recorded=self.doses_recorded(sid, absent), reader_options=self.reader_options(sid),
+                     **frames)
 
     def doses_recorded(self, study_id: str, absent: frozenset = frozenset()) -> bool:
         """Whether the WHOLE stored study records its CAR-T doses (``Study.doses_recorded``, review 38 A1):
@@ -473,6 +494,9 @@ class Store:
         agents = self._query("SELECT DISTINCT agent FROM doses WHERE study_id = ? AND day IS NOT NULL", [study_id])
         return agents.height > 0 and agents.filter(car_t_agent_expr(pl.col("agent"))).height > 0
 
+
+#: every table holding rows of a study (deleted together when it is replaced or removed)
+_STUDY_TABLES = ("source_files", "studies", "study_warnings", "study_reader_options", *TABLES)
 
 #: the severity of the one notice a study imported before session 35 gets instead of its input warnings
 #: (review 38 C3: not counted as an input warning; the command line prints it in full)
