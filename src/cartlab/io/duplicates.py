@@ -43,12 +43,15 @@ def _data_columns(frame: pl.DataFrame, table: str) -> list[str]:
 
 
 def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Issue],
-                    also: tuple[str, ...] = ()) -> pl.DataFrame:
+                    also: tuple[str, ...] = (), skip_rows: frozenset[int] = frozenset()) -> pl.DataFrame:
     """``frame`` without exact duplicate rows (a warning per file) and with conflicts reported as errors.
 
     ``also``: further columns of ``frame`` that must be equal too for two rows to be exact duplicates
     (the SDTM reader's fingerprint of the source record, so that two different records that map to
     the same canonical row are not taken for one).
+    ``skip_rows``: rows of ``fname`` already reported as errors (no day, an unknown unit): the read fails,
+    so they are neither dropped as duplicates nor compared for conflicts (a "dropped, every engine sees
+    it once" warning beside the error would say the study was read).
     """
     if frame.height < 2 or "src_row" not in frame.columns:
         return frame
@@ -56,7 +59,8 @@ def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Is
     if table in ADMINISTRATIONS:
         _identical_administrations(frame, table, fname, cols, issues)
         return frame
-    first = pl.struct(cols).is_first_distinct()
+    bad = pl.col("src_row").is_in(sorted(skip_rows)) if skip_rows else pl.lit(False)
+    first = pl.struct(cols).is_first_distinct() | bad
     dropped = frame.filter(~first)
     if dropped.height:
         keeper = (frame.with_columns(pl.struct(cols).alias("__k"))
@@ -72,7 +76,7 @@ def drop_duplicates(frame: pl.DataFrame, table: str, fname: str, issues: list[Is
         ))
         frame = frame.filter(first)
     if table == "observations":
-        _conflicts(frame, fname, issues)
+        _conflicts(frame.filter(~bad), fname, issues)
     return frame
 
 
