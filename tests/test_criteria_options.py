@@ -62,6 +62,7 @@ def test_resolved_overlays_the_set_options_on_the_table_defaults():
                  # session 37 (review 37 B2-B4): ICANS options, today's behaviour as default
                  "loc_missing_with_score": "not_depressed", "ventilated_loc": "grade",
                  "episode_gap_days_count": "any",
+                 "absent_events": "unknown",  # session 39 (review 39 B1): an absent events.csv is unknown
                  "episode_join_gap_days": 1, "criteria": "astct_icans_2019"}
 
 

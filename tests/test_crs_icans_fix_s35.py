@@ -54,8 +54,8 @@ def test_event_day_without_score_or_loc_is_open_to_4(event, grade):
     s = study(events=[{"subject_id": "A", "day": 2.0, "event": event}])
     r = day(icans(s), 2)
     assert (r["grade"], r["grade_max"]) == (grade, 4)
-    assert sorted(r["missing_inputs"]) == ["ICE/CAPD", "LOC"]
-    assert "no ICE/CAPD score and no level of consciousness" in r["reason"]
+    assert sorted(r["missing_inputs"]) == ["ICE", "LOC"]  # review 39 C1: an adult's ICE
+    assert "no ICE score and no level of consciousness" in r["reason"]
 
 
 def test_missing_loc_with_ice_at_least_1_reads_rousable_and_is_a_convention_row():
@@ -76,7 +76,7 @@ def test_child_ice_only_day_is_a_range_not_dropped():
     d = icans(s)
     assert day(d, 1)["grade"] == 1
     r = day(d, 2)
-    assert (r["grade"], r["grade_max"], r["missing_inputs"]) == (0, 3, ["ICE/CAPD"])
+    assert (r["grade"], r["grade_max"], r["missing_inputs"]) == (0, 3, ["CAPD"])  # review 39 C1: a child's CAPD
     assert "ICE 1 not graded" in r["reason"] and "CAPD" in r["reason"]
     assert "observations.csv:2" in r["evidence"]
 

@@ -92,8 +92,8 @@ def test_a_day_without_ice_or_capd_is_a_range():
     ICE 0-2 (grade 3, ASTCT 2019 Table 4); a seizure day without a score is 3 either way."""
     s = study(obs=[("A", 1, "LOC", None, "alert"), ("A", 2, "ICE", 10.0), ("A", 2, "LOC", None, "alert")])
     d = {r["day"]: r for r in derive_icans_daily(s).iter_rows(named=True)}
-    assert (d[1]["grade"], d[1]["grade_max"], d[1]["missing_inputs"]) == (0, 3, ["ICE/CAPD"])
-    assert "up to 3: no ICE/CAPD score that day" in d[1]["reason"]
+    assert (d[1]["grade"], d[1]["grade_max"], d[1]["missing_inputs"]) == (0, 3, ["ICE"])  # review 39 C1: the adult's scale
+    assert "up to 3: no ICE score that day" in d[1]["reason"]
     assert (d[2]["grade"], d[2]["grade_max"], d[2]["missing_inputs"]) == (0, 0, [])
     summ = derive_icans_summary(s).row(0, named=True)
     assert (summ["icans_grade_astct"], summ["icans_grade_astct_max"]) == (0, 3)

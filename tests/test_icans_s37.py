@@ -39,7 +39,7 @@ def test_b6_excluded_seizure_day_is_zero_and_does_not_raise_the_maximum():
 def test_b6_a_counted_seizure_without_score_still_opens_to_4():
     # seizure (ICANS) alone = 3; no ICE and no LOC: unarousable (4) not ruled out (unchanged)
     r = day(study(events=[{"subject_id": "A", "day": 1.0, "event": "seizure", "attribution": "ICANS"}]), 1)
-    assert (r["grade"], r["grade_max"]) == (3, 4) and r["missing_inputs"] == ["ICE/CAPD", "LOC"]
+    assert (r["grade"], r["grade_max"]) == (3, 4) and r["missing_inputs"] == ["ICE", "LOC"]  # review 39 C1: an adult's ICE
 
 
 # --- B1: the explain headline names what opens the range --------------------------------------------

@@ -385,7 +385,9 @@ def explain_cmd(
                                                        for text in ex.rules for i in rules_in(text))) + "[/]",
                       soft_wrap=True, highlight=False)
     if days.height == 0:
-        console.print("no day scored above 0 (use --all-days to see every assessed day)" if what in GRADED else
+        # review 39 C1: no hint to use --all-days when it was given or no day was assessed at all
+        console.print(("no assessed day recorded" if all_days or ex.days.height == 0 else
+                       "no day scored above 0 (use --all-days to see every assessed day)") if what in GRADED else
                       "no assessment to show (use --all-days to see every row)")
 
     t = Table(header_style="bold", show_lines=False)

@@ -27,6 +27,7 @@ from cartlab.criteria.model import Leaf
 from cartlab.errors import SubjectsWarning
 from cartlab.grading.common import assessment_start, last_covered_day, rows_from_start
 from cartlab.grading.crs import episodes
+from cartlab.grading.icans_episodes import END_NOTE, episode_ends, open_absent_events, resolution_summary
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -61,6 +62,7 @@ class IcansOptions(CriteriaOptions):
     ventilated_loc: Literal["grade", "range"] | None = None
     episode_gap_days_count: Literal["any", "assessed_free"] | None = None
     first_day: Literal["infusion", "all"] | float | None = None
+    absent_events: Literal["unknown", "none_happened"] | None = None
     episode_join_gap_days: int = Field(default=1, description="ICANS days separated by at most this many days "
                                        "without ICANS form one episode (as :func:`cartlab.grading.crs.episodes`)")
     criteria: str = "astct_icans_2019"
@@ -97,6 +99,7 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     high_int = pl.when(c == "<").then(lim.ceil() - 1).otherwise(lim.floor())
     scores = obs.filter(pl.col("param").is_in(["ICE", "CAPD"]) & (num | c.is_in([">", ">=", "<", "<="])
                                                                 & lim.is_not_null())).with_columns(
+        num.alias("_exact"),
         pl.when(num).then(pl.col("value")).when(c.is_in([">", ">="])).then(low_int.clip(0.0, top))
         .otherwise(pl.lit(0.0)).alias("lo"),
         pl.when(num).then(pl.col("value")).when(c.is_in(["<", "<="])).then(high_int.clip(0.0, top))
@@ -140,14 +143,17 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         scores.filter(pl.col("param") == "ICE").sort("hi", "lo", maintain_order=True)  # ties: file order
         .group_by("subject_id", "d")
         .agg(pl.col("lo").min().alias("ice_lo"), pl.col("hi").min().alias("ice_hi"),
-             pl.col("ref").first().alias("ice_ref"))
+             pl.col("ref").first().alias("ice_ref"),
+             # a censored result the scale clips to one score ("<1": 0) is still a censored result (review 39 B3)
+             (pl.col("_exact") & (pl.col("hi") == pl.col("hi").min())).any().alias("ice_exact"))
         .with_columns(pl.when(pl.col("ice_lo") == pl.col("ice_hi")).then(pl.col("ice_lo")).alias("ice_min"))
     )
     capd = (
         scores.filter(pl.col("param") == "CAPD").sort("lo", "hi", descending=True, maintain_order=True)
         .group_by("subject_id", "d")
         .agg(pl.col("lo").max().alias("capd_lo"), pl.col("hi").max().alias("capd_hi"),
-             pl.col("ref").first().alias("capd_ref"))
+             pl.col("ref").first().alias("capd_ref"),
+             (pl.col("_exact") & (pl.col("lo") == pl.col("lo").max())).any().alias("capd_exact"))
         .with_columns(pl.when(pl.col("capd_lo") == pl.col("capd_hi")).then(pl.col("capd_lo")).alias("capd_max"))
     )
     levels = table.extra("loc_levels")
@@ -284,13 +290,24 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                        pl.when(only_excluded).then(pl.lit([], dtype=pl.List(pl.String)))
                        .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
     f = _ventilated(study, f, opts["ventilated_loc"])
+    # the score ASTCT calls for by the age (review 39 C1): "ICE" from ice_min_age_years, "CAPD" below,
+    # "ICE/CAPD" only when the age is unknown (missing_inputs and the reason name that one)
+    f = f.join(study.subjects.select("subject_id", pl.col("age_years").alias("_age")), on="subject_id", how="left")
+    scale = (pl.when(pl.col("_age").is_null()).then(pl.lit("ICE/CAPD"))
+             .when(pl.col("_age") >= opts["ice_min_age_years"]).then(pl.lit("ICE")).otherwise(pl.lit("CAPD")))
+    f = f.with_columns(pl.when(pl.col("missing_inputs").list.contains("ICE/CAPD"))
+                       .then(pl.col("missing_inputs").list.join("\x1f").str.replace("ICE/CAPD", scale, literal=True)
+                             .str.split("\x1f"))
+                       .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
 
     texts = table.texts(("ice", "capd", "events"), opts)
     bits = [
-        pl.when(pl.col("ice_min").is_not_null()).then(pl.format("ICE {}", pl.col("ice_min").cast(pl.Int64)))
+        pl.when(pl.col("ice_min").is_not_null() & pl.col("ice_exact")).then(pl.format("ICE {}", pl.col("ice_min").cast(pl.Int64)))
+        .when(pl.col("ice_min").is_not_null()).then(pl.format("ICE {} (censored result)", pl.col("ice_min").cast(pl.Int64)))
         .when(pl.col("ice_lo").is_not_null()).then(pl.format("ICE {}-{} (censored result)", pl.col("ice_lo").cast(pl.Int64),
                                                               pl.col("ice_hi").cast(pl.Int64))),
-        pl.when(pl.col("capd_max").is_not_null()).then(pl.format("CAPD {}", pl.col("capd_max").cast(pl.Int64)))
+        pl.when(pl.col("capd_max").is_not_null() & pl.col("capd_exact")).then(pl.format("CAPD {}", pl.col("capd_max").cast(pl.Int64)))
+        .when(pl.col("capd_max").is_not_null()).then(pl.format("CAPD {} (censored result)", pl.col("capd_max").cast(pl.Int64)))
         .when(pl.col("capd_lo").is_not_null()).then(pl.format("CAPD {}-{} (censored result)", pl.col("capd_lo").cast(pl.Int64),
                                                                pl.col("capd_hi").cast(pl.Int64))),
         pl.col("skipped"),
@@ -321,8 +338,8 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                           "calls for)", pl.col("grade_max")))
                       .when(pl.col("missing_inputs").list.contains("LOC") & pl.col("ice_lo").is_null()
                             & pl.col("capd_lo").is_null()).then(pl.format(
-                          " (up to {}: no ICE/CAPD score and no level of consciousness (LOC) that day: "
-                          "unarousable would make it 4)", pl.col("grade_max")))
+                          " (up to {}: no {} score and no level of consciousness (LOC) that day: "
+                          "unarousable would make it 4)", pl.col("grade_max"), scale))
                       .when(pl.col("missing_inputs").list.contains("LOC") & (pl.col("grade_max") < top_loc))
                       .then(pl.format(" (up to {}: a score but no level of consciousness (LOC) that day: awakens "
                                       "only to tactile stimulus would make it 3 (option loc_missing_with_score))",
@@ -334,7 +351,7 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                                                                         | pl.col("capd_lo").is_not_null())).then(pl.format(
                           " (up to {}: the censored score does not settle the grade)", pl.col("grade_max")))
                       .when(pl.col("grade_max") > pl.col("grade")).then(pl.format(
-                          " (up to {}: no ICE/CAPD score that day)", pl.col("grade_max"))).otherwise(pl.lit(""))),
+                          " (up to {}: no {} score that day)", pl.col("grade_max"), scale)).otherwise(pl.lit(""))),
         ],
         separator=" -> ",
     )
@@ -347,21 +364,38 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                               pl.col("skipped_refs").fill_null(empty), pl.col("loc_unknown_refs").fill_null(empty),
                               pl.col("excluded_refs").fill_null(empty), one("vent_ref")).list.unique(maintain_order=True)
     f = f.with_columns(reason.alias("reason"), evidence.alias("evidence"))
+    # age unknown, one score recorded: graded by that score (spec; review 39 C1), said with its convention
+    by_recorded = pl.col("_age").is_null() & (pl.col("ice_lo").is_null() != pl.col("capd_lo").is_null())
+    f = f.with_columns(
+        pl.when(by_recorded).then(pl.concat_str("reason", pl.lit(
+            "; age unknown: graded by the score recorded (convention icans.conv.age)"))).otherwise(pl.col("reason"))
+        .alias("reason"),
+        pl.when(by_recorded).then(pl.concat_str(pl.coalesce(pl.col("rule"), pl.lit("icans.g0")), pl.lit("; icans.conv.age")))
+        .otherwise(pl.col("rule")).alias("rule"))
+    # events.csv not given: seizure, motor weakness, cerebral edema unknown (convention icans.conv.absent_events)
+    f = open_absent_events(study, f, opts["absent_events"])
     if opts["unattributed_death"] == "during_icans":
         f = _unattributed_deaths(study, f, int(options.episode_join_gap_days) + 1)
     f = f.rename({"d": "day"})
     f = number_icans_episodes(f, int(options.episode_join_gap_days), opts["episode_gap_days_count"])
+    # how each episode ended: resolved, not assessed after, or death (convention icans.conv.episode_end)
+    f = episode_ends(f, study.events)
+    last = pl.col("day") == pl.col("day").filter(pl.col("episode").is_not_null()).max().over("subject_id", "episode")
     return (
         f.with_columns(
                        # a graded day meeting no criterion names that too (criteria row icans.g0)
                        pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("icans.g0"))
                        .otherwise(pl.col("rule")).alias("rule"),
-                       pl.when(pl.col("episode_note").is_not_null())
-                       .then(pl.concat_str("reason", pl.lit("; "), "episode_note")).otherwise(pl.col("reason"))
+                       pl.concat_str(pl.col("reason"),
+                                     pl.when(pl.col("episode_note").is_not_null())
+                                     .then(pl.concat_str(pl.lit("; "), "episode_note")).otherwise(pl.lit("")),
+                                     pl.when(last & pl.col("episode_end_note").is_not_null())
+                                     .then(pl.concat_str(pl.lit("; "), "episode_end_note")).otherwise(pl.lit("")))
                        .alias("reason"))
         .select("subject_id", "day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence",
                 "ice_min", "capd_max",
-                "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade", "episode")
+                "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade", "episode",
+                "episode_end", "episode_resolution_day_latest")
         .sort("subject_id", "day")
     )
 
@@ -488,11 +522,28 @@ def icans_episodes_from_daily(daily: pl.DataFrame, options: IcansOptions | None 
     notes = (daily.filter(pl.col("episode").is_not_null()).sort("subject_id", "day")
              .group_by("subject_id", "episode", maintain_order=True)
              .agg(pl.col("reason").first().str.extract(r"; (new episode after ICANS day .*)$").alias("_note")))
-    return (eps.join(notes, on=["subject_id", "episode"], how="left")
-            .with_columns(pl.when(pl.col("_note").is_not_null() & ~pl.col("reason").str.contains(
-                                "new episode after ICANS day", literal=True))
-                          .then(pl.concat_str("reason", pl.lit("; "), "_note")).otherwise(pl.col("reason")).alias("reason"))
-            .drop("_note"))
+    eps = (eps.join(notes, on=["subject_id", "episode"], how="left")
+           .with_columns(pl.when(pl.col("_note").is_not_null() & ~pl.col("reason").str.contains(
+                               "new episode after ICANS day", literal=True))
+                         .then(pl.concat_str("reason", pl.lit("; "), "_note")).otherwise(pl.col("reason")).alias("reason"))
+           .drop("_note"))
+    if "episode_end" not in daily.columns:
+        return eps
+    # how the episode ended (its last day's end note; convention icans.conv.episode_end): end_reason,
+    # resolution_day_latest and ADURN_max (the duration's upper bound; null: open, no later assessment)
+    ends = (daily.filter(pl.col("episode").is_not_null()).sort("subject_id", "day")
+            .group_by("subject_id", "episode", maintain_order=True)
+            .agg(pl.col("episode_end").last().alias("end_reason"),
+                 pl.col("episode_resolution_day_latest").last().alias("resolution_day_latest"),
+                 pl.col("reason").last().str.extract(END_NOTE).alias("_end")))
+    return (eps.join(ends, on=["subject_id", "episode"], how="left", maintain_order="left")
+            .with_columns(
+                pl.when(pl.col("_end").is_not_null() & ~pl.col("reason").str.ends_with(pl.col("_end").fill_null("")))
+                .then(pl.concat_str("reason", pl.lit("; "), "_end")).otherwise(pl.col("reason")).alias("reason"),
+                pl.when(pl.col("resolution_day_latest").is_not_null())
+                .then(pl.col("resolution_day_latest") - pl.col("ASTDY") + 1)
+                .when(pl.col("end_reason") != "not_assessed").then(pl.col("ADURN")).cast(pl.Int64).alias("ADURN_max"))
+            .drop("_end"))
 
 
 def derive_icans_summary(study: Study, options: IcansOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -501,7 +552,10 @@ def derive_icans_summary(study: Study, options: IcansOptions | None = None, dail
     agg = daily.group_by("subject_id").agg(
         pl.col("grade").max().alias("icans_grade_astct"),
         (pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")).max().alias("icans_grade_astct_max"))
-    return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
+    # how the last episode ended, as crs_resolution_day_latest / crs_resolution_open (icans.conv.episode_end)
+    ends = resolution_summary(daily)
+    return (study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
+            .join(ends, on="subject_id", how="left", maintain_order="left"))
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning

@@ -140,4 +140,29 @@ def read_value_text(r, d: Dictionary) -> None:
         lambda v: f"the row gives both value {v[0]} and value_text {v[1]!r}: give one of them",
         by=pl.concat_list(pl.col("value").cast(pl.String), pl.col("value_text")),
     )
+    _flag_empty_score_bounds(r, d)
     r.df = r.df.drop("__blq", "__point")
+
+
+def _flag_empty_score_bounds(r, d: Dictionary) -> None:
+    """A censored bound of an integer score (ICE 0-10, CAPD 0-32: ASTCT 2019 Tables 3 and 5) that no
+    score of its range satisfies ("<0", "<=-1", ">10"; CAPD ">40") is an error, as an impossible number
+    is (review 39 B3): the engine would otherwise clip it onto the range's end, a score never
+    recorded. A fractional bound that leaves scores ("<2.5": 0-2) is accepted."""
+    lim, c = pl.col("__censor_limit"), pl.col("censor").fill_null("")
+    for p in d.params.values():
+        if not (p.integer and p.unitless and p.plausible):
+            continue
+        lo, hi = p.plausible
+        top_int = pl.when(c == "<").then(lim.ceil() - 1).otherwise(lim.floor())   # "<3": 2, "<=2.5": 2
+        low_int = pl.when(c == ">").then(lim.floor() + 1).otherwise(lim.ceil())   # ">7": 8, ">=6.5": 7
+        empty = (pl.when(c.is_in(["<", "<="])).then(top_int < lo)
+                 .when(c.is_in([">", ">="])).then(low_int > hi).otherwise(pl.lit(False)))
+        r.flag(
+            (pl.col("param") == p.code) & pl.col("value_text").is_not_null() & lim.is_not_null()
+            & pl.col("value").is_null() & empty.fill_null(False),
+            "value_text",
+            lambda v, p=p, lo=lo, hi=hi: (f"{p.code} value_text {v!r} leaves no score in its range "
+                                          f"[{lo:g}, {hi:g}]: {p.code} is a whole score from {lo:g} to {hi:g}, "
+                                          "so the bound allows none (a bound such as '<3' is 0-2)"),
+        )

@@ -32,6 +32,9 @@ MISSING_WORDS = {
     "TEMP": "temperature",
     "SYSBP": "systolic blood pressure",
     "ICE/CAPD": "ICE/CAPD score",
+    "ICE": "ICE score",  # review 39 C1: the score the age calls for
+    "CAPD": "CAPD score",
+    "events.csv (not given)": "events (events.csv not given)",
     "o2_flow_lpm": "oxygen flow",
     "vasopressor agent": "vasopressor agent",
     "death attribution": "death attribution",
