@@ -121,6 +121,7 @@ class _Subject:
     usable: list[dict]  # response rows not after the censoring day
     censor: dict | None  # first active censoring event
     other: list[tuple[float, str | None, str]]
+    dose_ref: str | None = None  # session 39 B4: the first CAR-T doses.csv row (day 0)
 
     def first(self, kinds: Iterable[str], after: float | None = None, strict: bool = False) -> dict | None:
         """The earliest event of ``kinds`` (after ``after``), with the refs of all such rows that day."""
@@ -131,7 +132,8 @@ class _Subject:
             return None
         day = hits[0]["day"]
         same = [e for e in hits if e["day"] == day]
-        return {"day": day, "event": same[0]["event"], "refs": _uniq(e["ref"] for e in same)}
+        return {"day": day, "event": same[0]["event"], "refs": _uniq(e["ref"] for e in same),
+                "src": same[0].get("src", "events")}
 
     def last_alive(self, missing_followup: str) -> dict | None:
         """Last day known alive: last_followup_day, non-death events, response assessments."""
@@ -174,19 +176,29 @@ def _subjects(study: Study, responses: dict[str, list[dict]], opts: EndpointOpti
     events: dict[str, list[dict]] = {}
     for r in ev.iter_rows(named=True):
         events.setdefault(r["subject_id"], []).append(
-            {"day": float(r["day"]), "event": r["event"], "ref": _ref(r["src_file"], r["src_row"])})
+            {"day": float(r["day"]), "event": r["event"], "ref": _ref(r["src_file"], r["src_row"]), "src": "events"})
     if relapses is not None:  # relapse derived from the data (e.g. cartlab.response.marrow.relapse)
         for r in relapses.filter(pl.col("relapse_day").is_not_null()).iter_rows(named=True):
             refs = list(r.get("evidence") or []) or [None]
             events.setdefault(r["subject_id"], []).extend(
-                {"day": float(r["relapse_day"]), "event": "relapse", "ref": ref} for ref in refs)
+                # session 39 B2: the table of the row the relapse was derived from (file stem), else "relapses"
+                {"day": float(r["relapse_day"]), "event": "relapse", "ref": ref,
+                 "src": ref.rsplit(".csv:", 1)[0] if ref and ".csv:" in ref else "relapses"} for ref in refs)
         for evs in events.values():
             evs.sort(key=lambda e: e["day"])
     censor_kinds = [k for k, on in (("allo_hsct", opts.censor_at_allo_hsct), ("new_therapy", opts.censor_at_new_therapy)) if on]
     other = _other_days(study) if opts.missing_followup == "last_observation" else {}
+    from cartlab.kinetics.agents import is_car_t_agent
+
+    doses: dict[str, tuple[float, int, str]] = {}
+    for r in study.doses.iter_rows(named=True):
+        if r["day"] is not None and is_car_t_agent(r["agent"]):
+            key = (float(r["day"]), r["src_row"], _ref(r["src_file"], r["src_row"]))
+            doses[r["subject_id"]] = min(doses.get(r["subject_id"], key), key)
     out = []
     for sid in ids:
-        s = _Subject(sid, fu.get(sid), events.get(sid, []), responses.get(sid, []), [], None, other.get(sid, []))
+        s = _Subject(sid, fu.get(sid), events.get(sid, []), responses.get(sid, []), [], None, other.get(sid, []),
+                     doses[sid][2] if sid in doses else None)
         s.censor = s.first(censor_kinds) if censor_kinds else None
         cday = s.censor["day"] if s.censor else None
         if not any(p != "OS" for p in opts.censor_params):  # session 34: only when a response parameter is censored
@@ -286,18 +298,18 @@ def _death_or_relapse(s: _Subject, origin: float, rem: dict, prefix: str, opts: 
         cands.append((relapse["day"], 0, {"code": 1, "rule": rule, "desc": _event_desc(relapse["event"]),
                                           "reason": _rule_text(rule, remission=rem_txt, event=relapse["event"],
                                                                day=relapse["day"]),
-                                          "refs": relapse["refs"], "day": relapse["day"]}))
+                                          "refs": relapse["refs"], "day": relapse["day"],
+                                          "srcdom": relapse["src"]}))
     if death is not None:
         rule = f"{prefix}.death_without_relapse" if competing else f"{prefix}.death"
         cands.append((death["day"], 1, {"code": 2 if competing else 1, "rule": rule,
                                         "desc": "DEATH WITHOUT RELAPSE" if competing else "DEATH",
                                         "reason": _rule_text(rule, remission=rem_txt, day=death["day"]),
-                                        "refs": death["refs"], "day": death["day"]}))
+                                        "refs": death["refs"], "day": death["day"], "srcdom": "events"}))
     if not cands:
         return None
     ev = min(cands, key=lambda c: (c[0], c[1]))[2]
     ev["refs"] = _uniq(rem["refs"] + ev["refs"])
-    ev["srcdom"] = "events"
     return ev
 
 
@@ -345,38 +357,55 @@ def _params_rows(s: _Subject, params: tuple[str, ...], opts: EndpointOptions) ->
             evaluable = [r for r in s.usable if r["category"] not in (None, "")  # session 34: "" is no assessment
                          and r["category"] not in opts.not_evaluable_categories]
             death = s.first(["death"])
-            if evaluable:
+            # session 39 B4: a record dated day 0 takes its date from the first CAR-T dose row (else ADSL/TRTSDT)
+            dose = [s.dose_ref] if s.dose_ref else []
+            day0_dom = "doses" if s.dose_ref else "ADSL"
+            usable_refs = [ref for r in s.usable for ref in r["refs"]]
+            alive = s.last_alive(opts.missing_followup)
+            # session 39 B1: evaluable, no remission, alive and last known alive before the landmark
+            short = (evaluable and death is None and lm is not None and alive is not None
+                     and alive["day"] < float(lm) and opts.efs_short_followup == "not_evaluable")
+            if evaluable and not short:
                 body = {"ADY": 0.0, "CNSR": 0, "EVENT": 1, "EVNTDESC": "TREATMENT FAILURE", "CNSDTDSC": None,
-                        "SRCDOM": "responses", "rule": "efs.treatment_failure",
+                        "SRCDOM": day0_dom, "rule": "efs.treatment_failure",
                         "reason": _rule_text("efs.treatment_failure", landmark=lm_txt,
                                              assessments=_assessments(evaluable)),
-                        "evidence": _uniq(ref for r in evaluable for ref in r["refs"])}
+                        "evidence": _uniq(dose + [ref for r in evaluable for ref in r["refs"]])}
+            elif short:
+                body = {"ADY": 0.0, "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
+                        "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": day0_dom,
+                        "rule": "efs.followup_before_landmark",
+                        "reason": _rule_text("efs.followup_before_landmark", assessments=_assessments(evaluable),
+                                             day=alive["day"], how=alive["how"], landmark=lm_txt),
+                        "evidence": _uniq(dose + [ref for r in evaluable for ref in r["refs"]] + alive["refs"])}
             elif death is not None and (lm is None or death["day"] <= float(lm)):
                 body = {"ADY": 0.0, "CNSR": 0, "EVENT": 1, "EVNTDESC": "TREATMENT FAILURE", "CNSDTDSC": None,
-                        "SRCDOM": "events", "rule": "efs.death_without_assessment",
-                        "reason": _rule_text("efs.death_without_assessment", day=death["day"], landmark=lm_txt),
-                        "evidence": death["refs"]}
+                        "SRCDOM": day0_dom, "rule": "efs.death_without_assessment",
+                        "reason": _rule_text("efs.death_without_assessment", day=death["day"], landmark=lm_txt,
+                                             assessments=_assessments(s.usable)),  # session 39 B3
+                        "evidence": _uniq(dose + death["refs"] + usable_refs)}
             elif death is not None and ("EFS" not in opts.censor_params or s.censor is None
                                         or death["day"] <= s.censor["day"]):
                 # session 34: not evaluable by the landmark, death after it (ELN: only patients alive are censored)
                 txt = dict(day=death["day"], landmark=lm_txt, assessments=_assessments(s.usable))
-                refs = _uniq([ref for r in s.usable for ref in r["refs"]] + death["refs"])
+                refs = _uniq(usable_refs + death["refs"])
                 if opts.efs_ne_death_after_landmark == "event":
                     body = {"ADY": death["day"], "CNSR": 0, "EVENT": 1, "EVNTDESC": "DEATH", "CNSDTDSC": None,
                             "SRCDOM": "events", "rule": "efs.death_not_evaluable",
                             "reason": _rule_text("efs.death_not_evaluable", **txt), "evidence": refs}
                 else:
                     body = {"ADY": 0.0, "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
-                            "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": "responses" if s.usable else None,
+                            "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": day0_dom,
                             "rule": "efs.not_evaluable_died_after_landmark",
-                            "reason": _rule_text("efs.not_evaluable_died_after_landmark", **txt), "evidence": refs}
+                            "reason": _rule_text("efs.not_evaluable_died_after_landmark", **txt),
+                            "evidence": _uniq(dose + refs)}
             else:
                 body = {"ADY": 0.0, "CNSR": 1, "EVENT": 0, "EVNTDESC": None,
-                        "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": "responses" if s.usable else None,
+                        "CNSDTDSC": "NOT EVALUABLE FOR RESPONSE", "SRCDOM": day0_dom,
                         "rule": "efs.not_evaluable",
                         "reason": _rule_text("efs.not_evaluable", landmark=lm_txt,
                                              assessments=_assessments(s.usable)),
-                        "evidence": _uniq(ref for r in s.usable for ref in r["refs"])}
+                        "evidence": _uniq(dose + usable_refs)}
             row("EFS", 0.0, body)
         else:  # RFS, LFS, CIR: subjects achieving remission
             rem = _remission(s.usable, opts, s.sid)
@@ -430,7 +459,18 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     resp = _responses_by_subject(responses, _study_ids(study))
     rows: list[dict] = []
     missing: list[str] = []
-    for s in _subjects(study, resp, opts, relapses):
+    subjects = _subjects(study, resp, opts, relapses)
+    # session 39 A1: with population "infused", a subject without a CAR-T dose row (when any subject has
+    # one: else the doses are unknown and day 0 is the infusion) has no record counted
+    recorded = any(s.dose_ref for s in subjects)
+    uninfused = [s.sid for s in subjects if opts.population == "infused" and recorded and not s.dose_ref]
+    defs = endpoint_definitions()["params"]
+    for s in subjects:
+        if s.sid in uninfused:
+            rows += [{"subject_id": s.sid, "PARAMCD": p, "PARAM": defs[p]["param"], "AVALU": "DAYS",
+                      "rule": "not_infused", "reason": _rule_text("not_infused", paramcd=p), "evidence": []}
+                     for p in params]
+            continue
         try:
             rows += _params_rows(s, params, opts)
         except _Missing:
@@ -443,6 +483,12 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
                 "'last_observation')) to censor at the subject's last recorded row")
         raise ValueError(f"subject(s) {missing}: no last_followup_day and no row at all to censor at; give "
                          "subjects.last_followup_day")
+    if uninfused:
+        warnings.warn(CartlabWarning(
+            f"{len(uninfused)} subject(s) have no CAR-T dose in doses.csv (other subjects have one): no day 0 to "
+            "count from, so their OS, EFS, RFS, LFS and CIR are not counted (ADTTE rule not_infused; option "
+            "endpoints.population=infused, the reading of best_response.rate_population): "
+            f"{', '.join(uninfused[:20])}{' ...' if len(uninfused) > 20 else ''}"), stacklevel=2)
     if "EFS" in params and opts.efs_landmark_day is None and any(
             r["PARAMCD"] == "EFS" and r["ANLFL"] == "Y" for r in rows):  # session 34
         warnings.warn(CartlabWarning(

@@ -240,7 +240,14 @@ def test_b7_explain_says_why_a_subject_was_skipped(tmp_path):
     _write(tmp_path, "doses.csv", ["subject_id", "day", "agent", "dose", "unit"], [("R1", 0, "CAR-T", 1e6, "cells/kg")])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # session 39 A1: R7 has no CAR-T dose row while R1 has one: not infused, no endpoint counted
         a = Analysis(read_study(tmp_path), AnalysisOptions())
+        a.table("adtte")
+        e = explain(a, "endpoints", "R7")
+        assert "not_infused" in e.rules
+        # with every subject in the population (the behaviour before session 39), the stop is explained
+        from cartlab.response.endpoints import EndpointOptions
+        a = Analysis(read_study(tmp_path), AnalysisOptions(endpoints=EndpointOptions(population="all")))
         a.table("adtte")
         e = explain(a, "endpoints", "R7")
     assert "day -5" in e.headline and "before the clock start" in e.headline

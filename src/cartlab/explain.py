@@ -632,11 +632,16 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
     """Time-to-event endpoints (ELN 2022 Table 9): each ADTTE parameter's time, event or censoring and
     why, the relapse episodes behind RFS/CIR and the duration of response."""
     rows = _rows(a, "adtte", sid) if a.has("adtte") else pl.DataFrame()
+    if rows.height and "evidence" in rows.columns:  # the row that fixed ADY first, as ADaM EVIDENCE (review s39 B2)
+        from cartlab.response.adtte_population import deciding_row_first
+
+        rows = deciding_row_first(rows, a.study)
     items, bits = [], []
     for r in rows.iter_rows(named=True):
         if r["ANLFL"] != "Y":
-            bits.append(f"{r['PARAMCD']} not defined")
-            what = "not defined"
+            # a subject without a CAR-T dose: say so in the headline (review s39 A1)
+            what = "not counted (no CAR-T dose)" if r["rule"] == "not_infused" else "not defined"
+            bits.append(f"{r['PARAMCD']} {what}")
         else:
             kind = ("censored" if r["CNSR"] == 1 else
                     "competing event" if r["PARAMCD"] == "CIR" and r["EVENT"] == 2 else "event")

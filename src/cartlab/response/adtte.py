@@ -25,6 +25,7 @@ from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
+from cartlab.response.adtte_population import dose_refs, not_infused, warn_not_infused
 from cartlab.response.endpoint_options import PARAMCDS, EndpointOptions, endpoint_definitions
 
 __all__ = ["ADTTE_SCHEMA", "PARAMCDS", "EndpointOptions", "derive_adtte", "endpoint_definitions"]
@@ -137,7 +138,7 @@ def _events(study: Study, relapses: pl.DataFrame | None, calendar: bool = False)
     ev = (study.events.filter(pl.col("day").is_not_null() & (pl.col("day") >= 0) & pl.col("event").is_not_null())
           .sort(["day", "src_row"], nulls_last=True).with_row_index("_i")
           .select(_SID, _day(pl.col("day"), calendar), pl.col("event").cast(pl.String),
-                  evidence_ref().alias("ref"), pl.lit(0).alias("_g"), "_i"))
+                  evidence_ref().alias("ref"), pl.lit("events").alias("src"), pl.lit(0).alias("_g"), "_i"))
     if relapses is not None:  # relapse derived from the data (e.g. cartlab.response.marrow.relapse)
         r = relapses.filter(pl.col("relapse_day").is_not_null())
         refs = (pl.when(pl.col("evidence").list.len() > 0).then(pl.col("evidence"))
@@ -145,7 +146,10 @@ def _events(study: Study, relapses: pl.DataFrame | None, calendar: bool = False)
         derived = (r.select(_SID, _day(pl.col("relapse_day"), calendar).alias("day"),
                             refs.fill_null(pl.lit([None], dtype=EVIDENCE)).cast(EVIDENCE).alias("ref"))
                    .explode("ref").with_row_index("_i")
-                   .select(_SID, "day", pl.lit("relapse").alias("event"), "ref", pl.lit(1).alias("_g"), "_i"))
+                   .select(_SID, "day", pl.lit("relapse").alias("event"), "ref",
+                           # the table of the row it was derived from (a marrow: observations), review s39 B2
+                           pl.col("ref").str.extract(r"^(.*?)\.csv:\d+$").fill_null("relapses").alias("src"),
+                           pl.lit(1).alias("_g"), "_i"))
         ev = pl.concat([ev, derived])
     return ev.sort(_SID, "day", "_g", "_i").drop("_g", "_i").with_row_index("_e")
 
@@ -159,7 +163,7 @@ def _first(ev: pl.DataFrame, kinds: Iterable[str], name: str, after: pl.DataFram
     hits = hits.sort("_e").filter(pl.col("day") == pl.col("day").min().over(_SID))
     return hits.group_by(_SID, maintain_order=True).agg(
         pl.col("day").first().alias(f"{name}_day"), pl.col("event").first().alias(f"{name}_event"),
-        pl.col("ref").drop_nulls().unique(maintain_order=True).alias(f"{name}_refs"))
+        pl.col("src").first().alias(f"{name}_src"), pl.col("ref").drop_nulls().unique(maintain_order=True).alias(f"{name}_refs"))
 
 
 def last_recorded_rows(study: Study, sids: list[str], alive_only: bool = False) -> pl.DataFrame:
@@ -331,7 +335,8 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
          .join(_assessments(evaluable, "eval"), on=_SID, how="left")
          .join(_assessments(evaluable_lm, "evlm"), on=_SID, how="left")
          .join(_last_assessment(evaluable_c), on=_SID, how="left")
-         .join(_death_before_origin(study, opts.calendar_days), on=_SID, how="left"))
+         .join(_death_before_origin(study, opts.calendar_days), on=_SID, how="left")
+         .join(dose_refs(study), on=_SID, how="left"))
     for rem in ("rem", "remefs"):
         after = f.filter(pl.col(f"{rem}_day").is_not_null()).select(_SID, pl.col(f"{rem}_day").alias("_after"))
         f = f.join(_first(ev, opts.relapse_events, f"{rem}rl", after), on=_SID, how="left")
@@ -413,7 +418,7 @@ def _death_or_relapse(rem: str, prefix: str, opts: EndpointOptions, competing: b
         "reason": pl.when(pick_rl).then(_text(f"{prefix}.relapse", remission=remission, event=event, day=rl))
         .otherwise(_text(d_rule, remission=remission, day=death)),
         "refs": _uniq(pl.col(f"{rem}_refs"), pl.when(pick_rl).then(pl.col(f"{rem}rl_refs")).otherwise(pl.col("death_refs"))),
-        "srcdom": pl.lit("events"),
+        "srcdom": pl.when(pick_rl).then(pl.col(f"{rem}rl_src")).otherwise(pl.lit("events")),
         # a death before the remission contradicts it
         "error": death.is_not_null() & (death < pl.col(f"{rem}_day")),
     }
@@ -452,26 +457,41 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
         late_ev = late & pl.lit(opts.efs_ne_death_after_landmark == "event")
         late_cn = late & pl.lit(opts.efs_ne_death_after_landmark == "censor")
         ne_txt = pl.col("use_txt").fill_null(pl.lit("no response assessment"))
+        # evaluable without remission, alive, last seen before the landmark: remission by the landmark
+        # unknown (review s39 B1, option efs_short_followup; missing is not negative)
+        short = (failed & death.is_null() & (pl.col("a_day") < float(lm))
+                 & pl.lit(opts.efs_short_followup == "not_evaluable")) if lm is not None else pl.lit(False)
+        failed = failed & ~short
         event = failed | died | late_ev
+        # a record dated day 0 takes its date from the first CAR-T dose row (review s39 B4; admiral:
+        # ADSL/TRTSDT "TREATMENT START" when there is no dose row)
+        dose = pl.concat_list(pl.col("dose_ref")).list.drop_nulls().cast(EVIDENCE)
+        use = pl.col("use_refs").fill_null(_NO_REFS)
         other = {
             "ADY": pl.when(late_ev).then(death).otherwise(pl.lit(0.0)), "CNSR": pl.when(event).then(0).otherwise(1),
             "EVENT": pl.when(event).then(1).otherwise(0),
             "EVNTDESC": pl.when(failed | died).then(pl.lit("TREATMENT FAILURE")).when(late_ev).then(pl.lit("DEATH")),
             "CNSDTDSC": pl.when(~event).then(pl.lit("NOT EVALUABLE FOR RESPONSE")),
-            "SRCDOM": pl.when(failed).then(pl.lit("responses")).when(died | late_ev).then(pl.lit("events"))
-            .when(pl.col("use_n") > 0).then(pl.lit("responses")),
-            "rule": pl.when(failed).then(pl.lit("efs.treatment_failure")).when(died)
+            "SRCDOM": pl.when(late_ev).then(pl.lit("events")).when(pl.col("dose_ref").is_not_null())
+            .then(pl.lit("doses")).otherwise(pl.lit("ADSL")),
+            "rule": pl.when(failed).then(pl.lit("efs.treatment_failure")).when(short)
+            .then(pl.lit("efs.followup_before_landmark")).when(died)
             .then(pl.lit("efs.death_without_assessment")).when(late_ev).then(pl.lit("efs.death_not_evaluable"))
             .when(late_cn).then(pl.lit("efs.not_evaluable_died_after_landmark")).otherwise(pl.lit("efs.not_evaluable")),
             "reason": pl.when(failed).then(_text("efs.treatment_failure", landmark=lm_txt, assessments=ev_txt))
-            .when(died).then(_text("efs.death_without_assessment", day=death, landmark=lm_txt))
+            .when(short).then(_text("efs.followup_before_landmark", assessments=ev_txt, day=pl.col("a_day"),
+                                    how=pl.col("a_how").fill_null(pl.lit("")), landmark=lm_txt))
+            .when(died).then(_text("efs.death_without_assessment", day=death, landmark=lm_txt, assessments=ne_txt))
             .when(late_ev).then(_text("efs.death_not_evaluable", day=death, landmark=lm_txt, assessments=ne_txt))
             .when(late_cn).then(_text("efs.not_evaluable_died_after_landmark", day=death, landmark=lm_txt,
                                       assessments=ne_txt))
             .otherwise(_text("efs.not_evaluable", landmark=lm_txt, assessments=ne_txt)),
-            "evidence": pl.when(failed).then(pl.col("evlm_refs" if by_lm else "eval_refs")).when(died).then(pl.col("death_refs"))
-            .when(late).then(_uniq(pl.col("use_refs").fill_null(_NO_REFS), pl.col("death_refs")))
-            .otherwise(pl.col("use_refs").fill_null(_NO_REFS)),
+            "evidence": pl.when(failed).then(_uniq(dose, pl.col("evlm_refs" if by_lm else "eval_refs")))
+            .when(short).then(_uniq(dose, pl.col("eval_refs"), pl.col("a_refs").fill_null(_NO_REFS)))
+            .when(died).then(_uniq(dose, pl.col("death_refs"), use))
+            .when(late_ev).then(_uniq(use, pl.col("death_refs")))
+            .when(late_cn).then(_uniq(dose, use, pl.col("death_refs")))
+            .otherwise(_uniq(dose, use)),
         }
         cols = {k: pl.when(rem).then(v).otherwise(other[k]) for k, v in cols.items()}
         outcome = (pl.when(undated).then(pl.lit("undated_remission")).when(rem & ev["error"])
@@ -639,6 +659,10 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     ``responses`` alone gives the remission and treatment failure (ELN 2022 does not censor at HSCT;
     default: ``responses``). A subject whose death is recorded before day 0 has every parameter not
     evaluable (rule ``death_before_origin``), with a warning naming it.
+    A subject without a CAR-T dose row while the study records doses has no record counted (rule
+    ``not_infused``, option ``population``, a warning names it); an EFS subject evaluable without
+    remission but last known alive before the landmark is censored at day 0 (rule
+    ``efs.followup_before_landmark``, option ``efs_short_followup``). Review s39.
     ``no_criteria``: subject -> why it has no response criteria (e.g. a lymphoma: cartlab has no
     criteria for it yet); its EFS, RFS, LFS and CIR rows are not defined (``ANLFL`` empty, rule
     ``no_response_criteria``) rather than "not evaluable for response"; OS is unaffected.
@@ -664,6 +688,7 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     if no_criteria:
         rows = _without_criteria(rows, no_criteria)
     rows = _died_before_origin(rows, f)
+    rows, uninfused = not_infused(rows, study, opts.population, _text)  # review s39 A1
     _raise_first_error(rows, f, opts)
     pre = f.filter(pl.col("pdeath_day").is_not_null())[_SID].to_list()
     if pre:
@@ -686,6 +711,9 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
             f"{len(censored)} subject(s) have no last_followup_day and were censored at their last recorded row "
             "(ADTTE rule censor.last_record): {subjects}", censored, "adtte.csv (rule censor.last_record)"),
             stacklevel=2)
+    # last: a batch of not-infused subjects only has no other warning, so a batched run's merged warnings
+    # keep the whole study's order when this one comes after the others (tests/test_analyze_batched.py)
+    warn_not_infused(uninfused)
     if events_absent(study):  # review 37 B1: a censoring reads "no event" from a file not given: say so
         rows = rows.with_columns(pl.when(pl.col("CNSR") == 1).then(pl.concat_str(
             "reason", pl.lit("; "), pl.when(pl.col("PARAMCD") == "OS").then(pl.lit(EVENTS_NOT_GIVEN.format("death")))

@@ -76,6 +76,17 @@ class EndpointOptions(CriteriaOptions):
       the remission "by the defined landmark" but does not say by when evaluability is judged:
       "any_time" = any evaluable assessment (the behaviour before session 37, kept as default);
       "landmark" = an evaluable assessment on or before ``efs_landmark_day`` (no effect without one).
+    * ``population`` ("infused"): who the parameters are counted for. "infused" = a subject without any
+      CAR-T dose in doses.csv (when other subjects have one) has no OS/EFS/RFS/LFS/CIR record counted
+      (ANLFL/AVAL/CNSR empty, rule ``not_infused``, a warning names it): day 0 is the first CAR-T
+      infusion (spec "Time"), the same reading as ``best_response.rate_population``; doses unknown
+      (no doses.csv, or no CAR-T row in the study) = everybody infused. "all" = every subject, from
+      day 0 (the behaviour before session 39; day 0 is then undefined for the non-infused).
+    * ``efs_short_followup`` ("not_evaluable"): an EFS subject evaluable for response without
+      CR/CRh/CRi, alive and last known alive before ``efs_landmark_day``: whether it missed remission
+      "by the defined landmark" (ELN 2022 Table 9) is unknown, so it is censored at day 0 as not
+      evaluable by the landmark (rule ``efs.followup_before_landmark``; missing is not negative);
+      "event" = treatment failure at day 0 (the behaviour before session 39). No effect without a landmark.
     """
 
     censor_at_allo_hsct: bool = False
@@ -92,6 +103,8 @@ class EndpointOptions(CriteriaOptions):
     efs_ne_death_after_landmark: str = "event"
     last_alive_sources: str = "all_tables"
     efs_evaluable_by: str = "any_time"
+    population: str = "infused"
+    efs_short_followup: str = "not_evaluable"
 
     def __post_init__(self) -> None:
         if self.missing_followup not in ("error", "last_observation"):
@@ -116,5 +129,9 @@ class EndpointOptions(CriteriaOptions):
                              f"got {self.last_alive_sources!r}")
         if self.efs_evaluable_by not in ("any_time", "landmark"):
             raise ValueError(f"efs_evaluable_by must be 'any_time' or 'landmark', got {self.efs_evaluable_by!r}")
+        if self.population not in ("infused", "all"):
+            raise ValueError(f"population must be 'infused' or 'all', got {self.population!r}")
+        if self.efs_short_followup not in ("not_evaluable", "event"):
+            raise ValueError(f"efs_short_followup must be 'not_evaluable' or 'event', got {self.efs_short_followup!r}")
         if "death" in self.relapse_events:
             raise ValueError("relapse_events must not contain 'death'")

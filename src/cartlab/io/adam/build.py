@@ -544,7 +544,11 @@ def adtte(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         # set it too): a censored row describes its censoring there as in CNSDTDSC
         pl.when(pl.col("EVNTDESC").is_null() & (pl.col("CNSR") == 1)).then(pl.col("CNSDTDSC"))
         .otherwise(pl.col("EVNTDESC")).alias("EVNTDESC"), "CNSDTDSC",
-        pl.coalesce(pl.col("_srcdom"), pl.col("SRCDOM")).alias("SRCDOM"), "SRCVAR", "SRCSEQ",
+        pl.coalesce(pl.col("_srcdom"), pl.col("SRCDOM")).alias("SRCDOM"),
+        # a record dated day 0 without a CAR-T dose row (doses unknown): the treatment start of ADSL, as
+        # admiral's censor_source(dataset_name = "adsl", date = TRTSDT) names it (review s39 B4)
+        pl.when(pl.col("_srcdom").is_null() & (pl.col("SRCDOM") == "ADSL")).then(pl.lit("TRTSDT"))
+        .otherwise(pl.col("SRCVAR")).alias("SRCVAR"), "SRCSEQ",
         *_rule_cols("rule", "rule_status", "reason", "evidence"),
     )
     return _with_dates(f, dates, STARTDT="STARTRDY", ADT="ARELDY")

@@ -6,9 +6,10 @@ The deciding row is the first reference of the record's evidence (``file:row``) 
 ADY in one of its day columns (exactly, else its calendar day for a calendar-day ADY): events / observations / doses ``day`` (``datetime`` when the row was
 dated by it), interventions ``start_day`` / ``end_day``, subjects ``last_followup_day``. SRCDOM is
 then the file's table (``events``, ``subjects`` ...), SRCVAR that column, SRCSEQ the row number
-cartlab's evidence gives it (``events.csv:3`` -> 3, sponsor value: not an SDTM --SEQ). No such row
-(a treatment failure dated day 0, a derived relapse): SRCVAR/SRCSEQ empty, SRCDOM the engine's
-(``responses`` ...), EVIDENCE as the engine listed it.
+cartlab's evidence gives it (``events.csv:3`` -> 3, sponsor value: not an SDTM --SEQ). A record dated
+day 0 (EFS treatment failure, not evaluable) lists the first CAR-T ``doses.csv`` row first, so that row
+decides (review s39 B4); without one the engine's SRCDOM is ``ADSL`` (SRCVAR ``TRTSDT`` in the export).
+No such row otherwise: SRCVAR/SRCSEQ empty, SRCDOM the engine's, EVIDENCE as the engine listed it.
 """
 
 from __future__ import annotations
