@@ -88,8 +88,10 @@ def protocols_cmd(
 def dose_cmd(
     ctx: typer.Context,
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id (e.g. nct04762485) or YAML file.")],
-    weight: Annotated[Optional[float], typer.Option("--weight", help="Body weight in kg.")] = None,
-    height: Annotated[Optional[float], typer.Option("--height", help="Height in cm.")] = None,
+    weight: Annotated[Optional[str], typer.Option(
+        "--weight", help="Body weight with its unit: 70kg, '154 lb', 70000g (pint); a bare number is kg.")] = None,
+    height: Annotated[Optional[str], typer.Option(
+        "--height", help="Height with its unit: 168cm, 1.68m, '5 ft 6 in' (pint); a bare number is cm.")] = None,
     age: Annotated[Optional[float], typer.Option("--age", help="Age in years (renal formulas).")] = None,
     sex: Annotated[Optional[str], typer.Option("--sex", help="F or M (renal formulas).")] = None,
     creatinine: Annotated[Optional[tuple[float, str]], typer.Option(
@@ -148,7 +150,14 @@ def dose_cmd(
     without weight) is "not evaluable", naming them; the others are computed. Implausible inputs
     and doses outside the protocol are refused.
 
-    Protocol options (as analyze's --set protocol.OPTION): --car-dose = protocol.car_dose.
+    Protocol options (as analyze's --set protocol.OPTION): --car-dose = protocol.car_dose, --bsa-method =
+    protocol.bsa_method, --bsa-decimals = protocol.bsa_decimals, --bsa-unrounded = protocol.bsa_unrounded,
+    --renal-function = protocol.renal_function, --paediatric-renal-function =
+    protocol.paediatric_renal_function, --crcl-weight = protocol.crcl_weight, --no-renal-adjustment =
+    protocol.apply_renal_adjustment=false.
+
+    Printed doses (table, sheet) are rounded half up to 0.1 mg (cells to 3 significant digits); the CSV
+    keeps the unrounded dose.
 
     [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52 --height 160 --age 17 --sex F --creatinine 54 umol/L
     [bold]Example[/]: cartlab dose --protocol nct04762485 --subject CD7-AML-001 --study out/seed_case
@@ -160,8 +169,28 @@ def dose_cmd(
 
     as_csv = _as_csv(as_csv, fmt)
     study = _study_alias(study, study_dir)
-    car_dose = _protocol_settings(ctx, "dose", set_options, options_file,
-                                  {"car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose)})["car_dose"]
+    chosen = _protocol_settings(ctx, "dose", set_options, options_file, {
+        "car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose),
+        "bsa_method": ("bsa_method", f"--bsa-method {bsa_method}", bsa_method),
+        "bsa_decimals": ("bsa_decimals", f"--bsa-decimals {bsa_decimals}", bsa_decimals),
+        "bsa_unrounded": ("bsa_unrounded", "--bsa-unrounded", bsa_unrounded),
+        "renal_function": ("renal_function", f"--renal-function {renal_function}", renal_function),
+        "paediatric_renal_function": ("paediatric_renal", f"--paediatric-renal-function {paediatric_renal}",
+                                      paediatric_renal),
+        "crcl_weight": ("crcl_weight", f"--crcl-weight {crcl_weight}", crcl_weight),
+        "apply_renal_adjustment": ("no_renal", "--no-renal-adjustment", not no_renal)})
+    car_dose, bsa_method, bsa_decimals, bsa_unrounded = (chosen[k] for k in ("car_dose", "bsa_method", "bsa_decimals",
+                                                                           "bsa_unrounded"))
+    renal_function, paediatric_renal, crcl_weight = (chosen[k] for k in ("renal_function", "paediatric_renal_function",
+                                                                          "crcl_weight"))
+    no_renal = not chosen["apply_renal_adjustment"]
+    from cartlab.protocol.dose_inputs import parse_quantity
+
+    try:  # review 39 B7: a unit with the number (pint); a bare number is kg / cm, said so
+        weight, weight_note = parse_quantity(weight, "kg", "weight")
+        height, height_note = parse_quantity(height, "cm", "height")
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
     p = _protocol_or_exit(protocol)
     # the subject's data: in --study, or in the store (an explicit --store or CARTLAB_STORE, or the default
     # store when it exists; without any, --subject only labels the sheet, as before)
@@ -183,7 +212,13 @@ def dose_cmd(
             given.update(creatinine_day=None, creatinine_note=None)
         patient = replace(patient, **given)
         if creatinine:
+            given.update(creatinine_candidates=(), creatinine_reason=None, creatinine_censor=None,
+                         creatinine_ref=None)
+            patient = replace(patient, **given)
             creat = f"{patient.creatinine:g} {patient.creatinine_unit} (given)"
+        elif patient.creatinine_reason:
+            creat = (f"{patient.creatinine_censor or ''}{patient.creatinine:.4g} {patient.creatinine_unit} on day "
+                     f"{patient.creatinine_day:g} ({patient.creatinine_reason})")
         elif patient.creatinine is not None:
             creat = f"{patient.creatinine:.4g} {patient.creatinine_unit} on day {patient.creatinine_day:g}"  # converted on reading: 4 digits
         else:
@@ -219,6 +254,9 @@ def dose_cmd(
             path = None
     except (DosingError, ValueError) as exc:
         raise _usage(f"cannot dose: {exc}") from None
+    for what, note, given_value in (("weight", weight_note, weight), ("height", height_note, height)):
+        if given_value is not None and note:  # the unit the command-line value was read in
+            err.print(f"[dim]{what}: {given_value:.6g} {escape(note)}[/]", soft_wrap=True, highlight=False)
     if as_csv:
         from cartlab.criteria import with_rule_status
         from cartlab.grading.adam import to_csv_frame
@@ -243,6 +281,10 @@ def dose_cmd(
             if patient.creatinine_day is not None:
                 renal += f" (creatinine of day {patient.creatinine_day:g})"
         renal += _measure_used(p, size, opts, rules)
+        if getattr(patient, "creatinine_censor", None):  # review 39 A1: computed at a censored result's bound
+            bound = "lower" if patient.creatinine_censor.startswith("<") else "upper"
+            renal += (f" [computed at the bound of creatinine {patient.creatinine_censor}{patient.creatinine:g} "
+                      f"{patient.creatinine_unit}: each is a {bound} bound]")
         bsa = (f"BSA {bsa_text(size)} m2 ({size['bsa_method'].capitalize()})" if size["bsa_m2"] is not None
                else f"BSA {size['bsa_note']}")
         console.print(f"[bold]{escape(p.id)}[/] · {_num(patient.weight_kg, 'kg')}, {_num(patient.height_cm, 'cm')} · "
@@ -257,7 +299,8 @@ def dose_cmd(
             console.print(f"[yellow]![/] {escape(a)}", soft_wrap=True)
         if size.get("renal_caveat") and (size["crcl_ml_min"] is not None or size["egfr_ml_min_173"] is not None):
             console.print(f"[yellow]![/] {escape(size['renal_caveat'])}", soft_wrap=True)
-        if p.car_t.source == "reconstructed" or any(a.source == "reconstructed" for a in p.lymphodepletion):
+        if (p.car_t.source == "reconstructed" or any(a.source == "reconstructed" for a in p.lymphodepletion)
+                or "reconstructed" in plan["source"].to_list()):
             console.print("[yellow]some protocol items are reconstructed (not stated by the source)[/]")
     if path:
         err.print(f"[green]dosing sheet:[/] {path}")

@@ -77,27 +77,21 @@ def _screening_creatinine(obs: pl.DataFrame, protocol, given_first_ld: float | N
     (``given_first_ld``, its calendar day) when there is one, as eligibility's default screening
     window ends, else the protocol's planned first day (day 0 without lymphodepletion);
     ``(None, None, None, why)`` when there is none in that window (an older value is stale: renal
-    function is then not assessable, not taken as normal)."""
-    first_ld = given_first_ld if given_first_ld is not None else protocol.first_lymphodepletion_day
-    lo, hi = protocol.screening_window[0], (first_ld if first_ld is not None else 0.0)
-    c = obs.filter((pl.col("param") == "CREAT") & pl.col("value").is_not_null()).sort("day")
-    inside = c.filter(((pl.col("day") + 1e-9).floor() >= lo) & ((pl.col("day") + 1e-9).floor() <= hi))
-    if inside.height:
-        r = inside.row(-1, named=True)
-        return float(r["value"]), r["unit"], float(r["day"]), None
-    why = f"none recorded on days {lo:g} to {hi:g}" + (" (the first lymphodepletion dose given)"
-                                                       if given_first_ld is not None else "")
-    before = c.filter((pl.col("day") + 1e-9).floor() < lo)
-    if before.height:
-        why += f"; the last before, on day {before['day'][-1]:g}, is outside the screening window"
-    return None, None, None, why
+    function is then not assessable, not taken as normal). A censored last value ("<20") gives its
+    bound (:func:`cartlab.protocol.dose_inputs.screening_creatinine` has its whole range)."""
+    from cartlab.protocol.dose_inputs import screening_creatinine
+
+    c = screening_creatinine(obs, protocol, given_first_ld)
+    return c["value"], c["unit"], c["day"], c["note"]
 
 
 def subject_patient(study, protocol, subject_id: str):
     """``(Patient, None)`` for dosing a study subject: weight, height, age and sex from subjects.csv
-    (``None`` where not recorded: the doses that need them are not evaluable) and the screening
-    creatinine with its day (:func:`_screening_creatinine`; when there is none, the patient's
-    ``creatinine_note`` says why)."""
+    (``None`` where not recorded: the doses that need them are not evaluable; a blank weight or
+    height is taken from the latest WEIGHT / HEIGHT observation up to the first lymphodepletion day,
+    :func:`cartlab.protocol.dose_inputs.subject_body_size`) and the screening creatinine with its day
+    (:func:`cartlab.protocol.dose_inputs.screening_creatinine`: a censored or several untimed values
+    give candidates; when there is none, the patient's ``creatinine_note`` says why)."""
     from cartlab.protocol.dosing import Patient
 
     sub = study.subjects.filter(pl.col("subject_id") == subject_id)
@@ -105,18 +99,21 @@ def subject_patient(study, protocol, subject_id: str):
         raise ValueError(f"no subject {subject_id!r}")
     r = sub.row(0, named=True)
     obs = study.observations.filter(pl.col("subject_id") == subject_id)
+    from cartlab.protocol.dose_inputs import screening_creatinine, subject_body_size
     from cartlab.protocol.eligibility import first_lymphodepletion_days
 
     given = first_lymphodepletion_days(study.doses.filter(pl.col("subject_id") == subject_id), protocol) or {}
-    scr, unit, day, why = _screening_creatinine(obs, protocol, given.get(subject_id))
-    creat_ref = None
-    if day is not None:  # the row the value came from (the last CREAT of that day in the window)
-        c = obs.filter((pl.col("param") == "CREAT") & (pl.col("day") == day) & (pl.col("value") == scr))
-        creat_ref = row_ref(c.row(-1, named=True)) if c.height else None
+    first_ld = given.get(subject_id)
+    c = screening_creatinine(obs, protocol, first_ld)
+    size = subject_body_size(obs, r, first_ld if first_ld is not None else protocol.first_lymphodepletion_day)
     sex = r.get("sex") if r.get("sex") in ("F", "M") else None
-    return Patient(weight_kg=r.get("weight_kg"), height_cm=r.get("height_cm"), age_years=r.get("age_years"), sex=sex,
-                   creatinine=scr, creatinine_unit=unit, subject_id=subject_id, creatinine_day=day,
-                   creatinine_note=why, subject_ref=row_ref(r), creatinine_ref=creat_ref), None
+    refs = [row_ref(r), *size["refs"]]
+    return Patient(weight_kg=size["weight_kg"], height_cm=size["height_cm"], age_years=r.get("age_years"), sex=sex,
+                   creatinine=c["value"], creatinine_unit=c["unit"], subject_id=subject_id, creatinine_day=c["day"],
+                   creatinine_note=c["note"], subject_ref="; ".join(x for x in refs if x) or None,
+                   creatinine_ref=c["ref"], creatinine_candidates=c["candidates"], creatinine_reason=c["reason"],
+                   creatinine_censor=c.get("censor"), weight_source=size.get("weight_source"),
+                   height_source=size.get("height_source"), input_warnings=tuple(size["warnings"])), None
 
 
 def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.DataFrame | None, str | None]:
@@ -238,7 +235,8 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
         intended = getattr(opts, "car_dose", None)
         plan, size, why = _plan_and_size(study, protocol, sid, opts)
         sub = study.subjects.filter(pl.col("subject_id") == sid).row(0, named=True)
-        weight = sub.get("weight_kg")
+        # the weight the plan used (subjects.csv, else the latest WEIGHT observation: review 39 B1)
+        weight = size["weight_kg"] if size is not None and size.get("weight_kg") is not None else sub.get("weight_kg")
         # a lymphodepletion agent by any name of the alias table ("Fludara" is the protocol's fludarabine)
         given = study.doses.filter(pl.col("subject_id") == sid).with_columns(
             pl.coalesce(protocol_ld_agent(pl.col("agent"), list(ld_agents)), pl.col("agent").str.to_lowercase())

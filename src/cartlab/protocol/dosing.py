@@ -132,6 +132,15 @@ class Patient:
     creatinine_note: str | None = None
     subject_ref: str | None = None
     creatinine_ref: str | None = None
+    # review 39 (cartlab.protocol.dose_inputs): every value the screening creatinine may be, as
+    # (value, unit, row, label) - a censored result's bound and the far end of its range, or several
+    # untimed values of one day; the renal rules must agree over them. Empty: the one value above.
+    creatinine_candidates: tuple = ()
+    creatinine_reason: str | None = None
+    creatinine_censor: str | None = None  # "<" / ">" when the creatinine is a censored bound
+    weight_source: str | None = None  # where weight / height come from (subjects.csv, or an observation)
+    height_source: str | None = None
+    input_warnings: tuple = ()  # e.g. subjects.csv and the latest WEIGHT observation differ by > 5 %
 
 
 @dataclass(frozen=True)
@@ -223,6 +232,18 @@ DOSE_PLAN_SCHEMA = {
     # the source rows behind the dose: the subject's row (weight, height; age and sex for a renal
     # rule) and the screening creatinine's row; empty for a flat dose or a patient not from a study
     "evidence": pl.List(pl.String),
+    # the inputs the dose used (review 39 B4): body size, and for a renal rule the measure, its value,
+    # the band text (also at full dose) and the creatinine (mg/dL) with its study day
+    "weight_kg": pl.Float64,
+    "height_cm": pl.Float64,
+    "bsa_m2": pl.Float64,  # as dosed (rounded half up, or capped)
+    "bsa_raw_m2": pl.Float64,
+    "bsa_method": pl.String,
+    "renal_measure": pl.String,
+    "renal_value": pl.Float64,
+    "renal_basis": pl.String,
+    "creatinine_mg_dl": pl.Float64,
+    "creatinine_day": pl.Float64,
 }
 
 
@@ -403,6 +424,10 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
     ``not_evaluable`` with ``dose`` null and the missing inputs in ``needs``; the other doses are
     computed. :class:`DosingError` when no dose at all can be computed.
     """
+    if patient.creatinine_candidates:  # censored or several untimed values (review 39 A1, B9)
+        from cartlab.protocol.dose_inputs import plan_over_candidates
+
+        return plan_over_candidates(protocol, patient, options, lambda p, o: dose_plan(protocol, p, o))
     size = size if size is not None else body_size(patient, protocol, options)
     rows: list[dict[str, Any]] = []
     bsa_txt = (f"BSA ({size['bsa_note']})" if size["bsa_m2"] is None else
@@ -446,6 +471,11 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
         uses_size = a.unit in ("mg/m2", "mg/kg") or renal.rule != ""
         evidence = [x for x in ((patient.subject_ref if uses_size else None),
                                 (patient.creatinine_ref if renal.rule else None)) if x]
+        evidence = [e for x in evidence for e in x.split(", ") for e in e.split("; ")]
+        if uses_size:  # body size from an observation, or subjects.csv and an observation disagreeing (review 39 B1)
+            notes = [f"{n} from {src}" for n, src in (("weight", patient.weight_source), ("height", patient.height_source))
+                     if src and not src.startswith("subjects.csv") and (n == "weight" or a.unit == "mg/m2")]
+            adj = "; ".join(x for x in (adj, *notes, *patient.input_warnings) if x)
         for d in a.days:
             rows.append({
                 "day": d, "agent": a.agent, "kind": "lymphodepletion", "dose": dose, "unit": "mg",
@@ -456,7 +486,7 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
                     + ([f"{protocol.id}.lymphodepletion.{a.agent}.renal", renal.rule] if renal.rule else [])),
                 "citation": "; ".join(x for x in (a.citation, a.renal_adjustment_citation if renal.rule else "",
                                                   renal.citation) if x), "source": a.source,
-                "evidence": evidence,
+                "evidence": evidence, **_inputs(a, size, renal, patient),
             })
     rows += _car_rows(protocol, patient, options)
     if rows and all(r["status"] == "not_evaluable" for r in rows):
@@ -466,6 +496,26 @@ def dose_plan(protocol, patient: Patient, options: DoseOptions = DoseOptions(),
     # float artefacts of the products (30 x 1.84 x 0.8 = 44.160000000000004) off, as the study reader does
     df = df.with_columns(pl.col(c).round_sig_figs(SIG_DIGITS) for c, t in df.schema.items() if t == pl.Float64)
     return df.sort(["day", pl.col("kind") != "lymphodepletion", "agent"], maintain_order=True)
+
+
+def _inputs(agent, size: dict[str, Any], renal, patient: Patient) -> dict[str, Any]:
+    """The dose-plan input columns of a lymphodepletion row (review 39 B4)."""
+    out: dict[str, Any] = {}
+    if agent.unit in ("mg/m2", "mg/kg") or renal.measure == "crcl_cockcroft_gault":
+        out.update(weight_kg=size["weight_kg"])
+    if agent.unit == "mg/m2":
+        out.update(height_cm=size["height_cm"], bsa_m2=size["bsa_m2"], bsa_raw_m2=size["bsa_raw_m2"],
+                   bsa_method=size["bsa_method"])
+    if renal.rule:
+        out.update(renal_measure=renal.measure, renal_value=renal.value, renal_basis=renal.basis or renal.text or None,
+                   creatinine_mg_dl=size.get("creatinine_mg_dl"), creatinine_day=size.get("creatinine_day"))
+        if patient.creatinine_censor and renal.value is not None:  # a bound: the measure is beyond it
+            op = ">" if patient.creatinine_censor.startswith("<") else "<"
+            out["renal_basis"] = (f"creatinine {patient.creatinine_censor}{patient.creatinine:g} "
+                                  f"{patient.creatinine_unit}: {out['renal_basis']}").replace(
+                f" {renal_value_text(renal.value, [agent.renal_adjustment])} ",
+                f" {op} {renal_value_text(renal.value, [agent.renal_adjustment])} ", 1)
+    return out
 
 
 def _car_band(protocol, w: float | None):
@@ -490,9 +540,11 @@ def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str
     n = len(car.infusions)
     # the weight (per-kg dose, or the band chosen by weight) comes from the subject's row
     by_weight = any(b.unit == "cells/kg" or b.above_kg is not None or b.up_to_kg is not None for b in car.bands)
-    common = {"agent": car.agent, "kind": "car_t", "unit": "cells", "route": "IV", "rule": f"{protocol.id}.car_t",
-              "source": car.source,
-              "evidence": [patient.subject_ref] if by_weight and patient.subject_ref and w is not None else []}
+    rule, source = _car_rule(protocol, options)
+    common = {"agent": car.agent, "kind": "car_t", "unit": "cells", "route": "IV", "rule": rule, "source": source,
+              "evidence": (patient.subject_ref.split("; ") if by_weight and patient.subject_ref and w is not None
+                           else []),
+              "weight_kg": w if by_weight else None}
     if band is None or (band.unit == "cells/kg" and w is None):
         return _car_rows_without_weight(car, band, options, common)
     per = band.unit
@@ -529,6 +581,10 @@ def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str
                 basis = f"{_fmt(chosen * inf.fraction)} cells flat{split}"
             if adj:
                 basis += f"; {adj}"
+            if source == "reconstructed" and options.car_dose is None:
+                basis += _RECONSTRUCTED_CAR if car.target_source == "reconstructed" else ""
+        if n > 1 and car.split_source == "reconstructed":
+            basis += " (split: reconstructed, the index patient's)"
         vol = None if (dose is None or live is None) else dose / live
         if vol is not None:
             basis += (f"; volume = {_fmt(dose)} / ({_fmt(options.product_concentration)} cells/mL"
@@ -541,6 +597,26 @@ def _car_rows(protocol, patient: Patient, options: DoseOptions) -> list[dict[str
             "citation": band.citation,
         })
     return rows
+
+
+_RECONSTRUCTED_CAR = " (target: reconstructed, the index patient's dose level, not a protocol dose; --car-dose)"
+
+
+def _car_rule(protocol, options: DoseOptions) -> tuple[str, str]:
+    """``(rule, source)`` of the CAR-T rows: a target or split the protocol does not state
+    (``target_source`` / ``split_source: reconstructed``, e.g. NCT04762485's index patient's level)
+    adds ``<id>.car_t.range`` / ``<id>.car_t.split`` and makes the source ``reconstructed`` (review
+    39 B3); a chosen ``car_dose`` replaces a reconstructed target."""
+    car = protocol.car_t
+    rules = [f"{protocol.id}.car_t"]
+    recon = car.source == "reconstructed"
+    if car.target_source == "reconstructed" and options.car_dose is None:
+        rules.append(f"{protocol.id}.car_t.range")
+        recon = True
+    if car.split_source == "reconstructed" and len(car.infusions) > 1:
+        rules.append(f"{protocol.id}.car_t.split")
+        recon = True
+    return "; ".join(rules), ("reconstructed" if recon else car.source)
 
 
 def _car_rows_without_weight(car, band, options: DoseOptions, common: dict[str, Any]) -> list[dict[str, Any]]:

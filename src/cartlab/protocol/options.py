@@ -24,6 +24,18 @@ class ProtocolOptions(CriteriaOptions):
       given dose is paired with a planned one; beyond it, a missed and an extra dose.
     * ``off_study_ends_monitoring`` [True]: the protocol's ``monitoring_ends_at`` events (allo-HSCT,
       new therapy) end the monitoring schedule; death and the end of follow-up always do.
+
+    Dose-plan choices (review 39 B5; as ``cartlab dose``'s flags, :class:`~cartlab.protocol.dosing.DoseOptions`):
+
+    * ``bsa_method`` [None = the protocol's, Mosteller]: mosteller | dubois | haycock (--bsa-method).
+    * ``bsa_decimals`` [2]: BSA rounded half up to 2-4 decimals before dosing (--bsa-decimals).
+    * ``bsa_unrounded`` [False]: dose from the unrounded BSA (--bsa-unrounded).
+    * ``renal_function`` [None = under 18 the paediatric measure, else the protocol's, else the rule's]:
+      crcl_cockcroft_gault | crcl_cockcroft_gault_bsa | egfr_ckd_epi_2021 | egfr_bedside_schwartz.
+    * ``paediatric_renal_function`` [None = the protocol's, else egfr_bedside_schwartz]: the measure
+      under 18 years, or same_as_adults.
+    * ``crcl_weight`` [None = the protocol's, actual]: actual | ideal | adjusted (Cockcroft-Gault weight).
+    * ``apply_renal_adjustment`` [True]: apply the protocol's renal rules (--no-renal-adjustment).
     """
 
     car_dose: float | None = None
@@ -31,6 +43,13 @@ class ProtocolOptions(CriteriaOptions):
     screening_end: str = "lymphodepletion"
     max_shift_days: float | None = None
     off_study_ends_monitoring: bool = True
+    bsa_method: str | None = None
+    bsa_decimals: int = 2
+    bsa_unrounded: bool = False
+    renal_function: str | None = None
+    paediatric_renal_function: str | None = None
+    crcl_weight: str | None = None
+    apply_renal_adjustment: bool = True
 
     def __post_init__(self) -> None:
         if self.car_dose is not None and not (float(self.car_dose) > 0):
@@ -39,13 +58,31 @@ class ProtocolOptions(CriteriaOptions):
             raise ValueError(f"screening_end must be one of {', '.join(SCREENING_ENDS)}, not {self.screening_end!r}")
         if self.max_shift_days is not None and not (float(self.max_shift_days) >= 0):
             raise ValueError(f"max_shift_days must be a number of days >= 0, not {self.max_shift_days!r}")
-        for name in ("age_whole_years", "off_study_ends_monitoring"):
+        self.dose_options()  # the dose choices are checked where they are defined (DoseOptions, formulas.yaml)
+        if self.bsa_method is not None:
+            from cartlab.protocol.formulas import BSA_METHODS
+
+            if self.bsa_method not in BSA_METHODS:
+                raise ValueError(f"bsa_method must be one of {', '.join(BSA_METHODS)}, not {self.bsa_method!r}")
+        if self.crcl_weight is not None and self.crcl_weight not in ("actual", "ideal", "adjusted"):
+            raise ValueError(f"crcl_weight must be actual, ideal or adjusted, not {self.crcl_weight!r}")
+        for name in ("age_whole_years", "off_study_ends_monitoring", "bsa_unrounded", "apply_renal_adjustment"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, not {value!r}")
 
     def dose_options(self):
         """The :class:`~cartlab.protocol.dosing.DoseOptions` of the plan (None: the defaults)."""
-        from cartlab.protocol.dosing import DoseOptions
+        from cartlab.protocol.dosing import DoseOptions, DosingError
 
-        return None if self.car_dose is None else DoseOptions(car_dose=float(self.car_dose))
+        kw = {k: getattr(self, k) for k in ("bsa_method", "renal_function", "paediatric_renal_function",
+                                            "crcl_weight", "apply_renal_adjustment")}
+        kw["bsa_decimals"] = None if self.bsa_unrounded else self.bsa_decimals
+        if self.car_dose is not None:
+            kw["car_dose"] = float(self.car_dose)
+        if kw == {**{k: getattr(DoseOptions(), k) for k in kw}}:
+            return None
+        try:
+            return DoseOptions(**kw)
+        except DosingError as exc:
+            raise ValueError(str(exc)) from None

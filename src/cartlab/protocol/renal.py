@@ -124,6 +124,9 @@ class _Renal:
     rule: str = ""
     citation: str = ""
     needs: tuple[str, ...] = ()
+    measure: str | None = None  # the measure that decided (MEASURES key), None when none did
+    value: float | None = None  # its value
+    basis: str = ""  # the band text even at full dose (dose plan ``renal_basis``, review 39 B4)
 
 
 MEASURES = {  # measure -> (body_size key, its note, its missing inputs, name, unit)
@@ -218,15 +221,18 @@ def renal_for_agent(agent, size: dict[str, Any], protocol, options) -> _Renal:
     value = size.get(key)
     if value is None:
         text = "; ".join(x for x in (f"NOT EVALUABLE: {rule_id} needs {name}, {size.get(note)}", why, warn) if x)
-        return _Renal(None, "not_evaluable", text, rule_ids, rule["citation"], tuple(size.get(missing) or ()))
+        return _Renal(None, "not_evaluable", text, rule_ids, rule["citation"], tuple(size.get(missing) or ()),
+                      measure=measure, basis=text)
     f, band_id, band_text = renal_adjustment(rule_id, value)
     r_unit = rule.get("unit", unit)
     text = f"{name} {renal_value_text(value, [rule_id])} {unit}: {band_text} ({rule_id}, bands in {r_unit}"
     text += (f"; applied to the {unit} value: cartlab's convention)" if r_unit != unit else ")")
     if measure == "crcl_cockcroft_gault" and size.get("crcl_weight_note"):
         text += f" [{size['crcl_weight_note']}]"
+    basis = "; ".join(x for x in (text, warn) if x)  # the rule column names renal_measure_under_18
     text = "; ".join(x for x in (text, why, warn) if x)
     band_rule = (f"{p_rule['id']}; " if child else "") + f"{rule_id}.{band_id}"
     if f is None:
-        return _Renal(None, "withhold", text, band_rule, rule["citation"])
-    return _Renal(f, "computed", text if (f != 1 or warn) else "", band_rule, rule["citation"])
+        return _Renal(None, "withhold", text, band_rule, rule["citation"], measure=measure, value=value, basis=basis)
+    return _Renal(f, "computed", text if (f != 1 or warn) else "", band_rule, rule["citation"],
+                  measure=measure, value=value, basis=basis)

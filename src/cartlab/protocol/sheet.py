@@ -22,8 +22,17 @@ from cartlab import __version__
 __all__ = ["sheet_context", "dosing_sheet_html", "dosing_sheet_pdf", "write_dosing_sheet", "format_dose", "dose_text"]
 
 
+#: printed precision of a mg dose (decimals); ties round half up on the decimal value (review 39 B2)
+DOSE_DECIMALS = 1
+DOSE_ROUNDING = "doses printed to 0.1 mg, ties half up (decimal arithmetic, as the BSA); the CSV keeps the unrounded dose"
+
+
 def format_dose(dose: float | None, unit: str) -> str:
-    """A dose as printed: mg to 1 decimal, cells as a.bc x10^n."""
+    """A dose as printed: mg to :data:`DOSE_DECIMALS` decimal, ties half up on the decimal value
+    (:func:`~cartlab.protocol.dosing.round_half_up`: 20.25 -> 20.3, where binary ``f"{:.1f}"`` gives
+    20.2), cells as a.bc x10^n."""
+    from cartlab.protocol.dosing import round_half_up
+
     if dose is None or (isinstance(dose, float) and math.isnan(dose)):
         return "—"
     if unit == "cells":
@@ -31,7 +40,7 @@ def format_dose(dose: float | None, unit: str) -> str:
             return "0"
         e = int(math.floor(math.log10(abs(dose))))
         return f"{dose / 10 ** e:.2f} x10^{e}"
-    return f"{dose:.1f}"
+    return f"{round_half_up(dose, DOSE_DECIMALS):.{DOSE_DECIMALS}f}"
 
 
 def dose_text(row: dict[str, Any]) -> str:
@@ -119,9 +128,17 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
     if size.get("creatinine") is not None:
         conv = (f" (= {size['creatinine_mg_dl']:.3f} mg/dL)" if size["creatinine_unit"] != "mg/dL" else "")
         day = f", day {size['creatinine_day']:g}" if size.get("creatinine_day") is not None else ""
-        inputs.append(("Serum creatinine", f"{size['creatinine']:g} {size['creatinine_unit']}{conv}{day}"))
+        censor = getattr(patient, "creatinine_censor", None) or ""  # a censored result's bound ("<20")
+        reason = f" ({patient.creatinine_reason})" if getattr(patient, "creatinine_reason", None) else ""
+        inputs.append(("Serum creatinine",
+                       f"{censor}{size['creatinine']:g} {size['creatinine_unit']}{conv}{day}{reason}"))
     else:
         inputs.append(("Serum creatinine", "not given"))
+    for what in ("weight", "height"):  # body size from an observation (review 39 B1)
+        src = getattr(patient, f"{what}_source", None)
+        if src and not src.startswith("subjects.csv"):
+            inputs.append((f"{what.capitalize()} source", src))
+    warnings_in = list(getattr(patient, "input_warnings", ()) or ())
     if options.product_concentration is not None:
         inputs.append(("Product concentration", f"{options.product_concentration:.4g} cells/mL"))
         inputs.append(("Viability", f"{options.viability:g}"))
@@ -129,7 +146,7 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
     if options.car_dose is not None:
         inputs.append(("Chosen CAR-T dose", f"{options.car_dose:.4g} (band unit)"))
     rows = []
-    warnings = []
+    warnings = warnings_in
     for r in plan.iter_rows(named=True):
         rows.append({**r, "dose_text": dose_text(r),
                      "volume_text": "" if r["volume_ml"] is None else f"{r['volume_ml']:.1f} mL",
@@ -158,10 +175,34 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
             "BSA rounding": "none" if options.bsa_decimals is None else f"{options.bsa_decimals} decimals, ties half up",
             "Cockcroft-Gault weight": size.get("crcl_weight", "actual"),
             "Renal adjustment": "applied" if options.apply_renal_adjustment else "switched off",
-            "Renal measure": options.renal_function or protocol.dosing.renal_function
-            or "each rule's own (Cockcroft-Gault CrCl, mL/min)",
+            "Renal measure": _measure_row(plan, size, options, protocol),
+            "Dose rounding": DOSE_ROUNDING,
         },
     }
+
+
+def _measure_row(plan: pl.DataFrame, size: dict[str, Any], options, protocol) -> str:
+    """The renal measure the plan's renal rules used for this patient, with its value (review 39 B8):
+    under 18 years the paediatric one, named with its rule, not the adult setting."""
+    from cartlab.protocol.renal import MEASURES, paediatric_measure_rule
+
+    if not options.apply_renal_adjustment:
+        return "renal adjustment switched off"
+    used = (plan.filter(pl.col("renal_measure").is_not_null())
+            .select("renal_measure", "renal_value", "rule").unique(subset="renal_measure", maintain_order=True))
+    if used.height == 0:
+        adult = options.renal_function or protocol.dosing.renal_function or "each rule's own (Cockcroft-Gault CrCl, mL/min)"
+        return f"none decided a dose (adults: {adult})"
+    out = []
+    p_rule = paediatric_measure_rule()
+    for r in used.iter_rows(named=True):
+        name, unit = MEASURES[r["renal_measure"]][3], MEASURES[r["renal_measure"]][4]
+        v = "" if r["renal_value"] is None else f" {r['renal_value']:.1f} {unit}"
+        why = (f", age {size['age_years']:g} < {p_rule['age_below_years']:g} years ({p_rule['id']}, convention; "
+               "--paediatric-renal-function)" if p_rule["id"] in (r["rule"] or "") else
+               (" (--renal-function)" if options.renal_function else " (adults)"))
+        out.append(f"{name}{v}{why}")
+    return "; ".join(out)
 
 
 def _substitute(expression: str, **values: str) -> str:
