@@ -29,6 +29,7 @@ import pytest
 from cartlab.criteria import rule_status
 from cartlab.io import read_study
 from cartlab.response import derive_antigen_loss, derive_molecular_response
+from cartlab.response.molecular import MolecularOptions
 from test_response import make
 
 HEAD = "subject_id,day,param,analyte,value,value_text,unit,lloq,specimen\n"
@@ -159,7 +160,8 @@ def test_no_marrow_that_day_leaves_the_relapse_link_unknown():
 def test_antigen_low_before_treatment_is_not_a_loss():
     # finding 5: CD7 20% on day -7 (already below the 30% cut-off, "CD7 > 30% of blasts"), 15% on
     # day 28: antigen-low at baseline, not a loss. A pre-treatment value exactly at the cut-off (30%)
-    # is "at or above" it, so 30 -> 20 is a loss.
+    # is not "> 30%" (NCT04762485 eligibility; session 39 A4), so 30 -> 20 is antigen-low at baseline;
+    # with antigen_positive_inclusive=True (30% counts as positive) it is a loss.
     low = derive_antigen_loss(make([(-7, "TGTBLAST", 20.0, "CD7"), (28, "TGTBLAST", 15.0, "CD7"),
                                     (28, "BMBLAST", 1.0)]))
     r = _row(low, day=28.0)
@@ -167,6 +169,9 @@ def test_antigen_low_before_treatment_is_not_a_loss():
     assert "not a loss" in r["reason"]
     edge = _row(derive_antigen_loss(make([(-7, "TGTBLAST", 30.0, "CD7"), (28, "TGTBLAST", 20.0, "CD7")])),
                 day=28.0)
+    assert (edge["rule"], edge["antigen_loss"]) == ("antigen.low_at_baseline", False)
+    edge = _row(derive_antigen_loss(make([(-7, "TGTBLAST", 30.0, "CD7"), (28, "TGTBLAST", 20.0, "CD7")]),
+                                    MolecularOptions(antigen_positive_inclusive=True)), day=28.0)
     assert (edge["rule"], edge["antigen_loss"]) == ("antigen.loss", True)
 
 

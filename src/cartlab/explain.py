@@ -8,7 +8,8 @@ the criteria/options used, and a frame with one row per day or observation (``da
 
 ``crs`` and ``icans`` (ASTCT 2019), ``crs-scales`` (Lee 2014, Penn, CARTOX, MSKCC side by side),
 ``ctcae`` (CTCAE v5 lab grades), ``icaht`` (EHA/EBMT 2023, with the daily ANC series) and
-``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions),
+``response`` (ELN 2022 / ALL at each marrow, best response, molecular log reductions, relapse and MRD
+relapse with their rules, target-antigen results on blasts),
 ``kinetics`` (the CAR profile behind Cmax, Tmax, AUC0-28 and Tlast), ``hematotox`` (CAR-HEMATOTOX items
 and score), ``easix`` (each time point), ``t-icaht`` (platelet windows), ``iec-hs`` (IEC-HS flag days), ``recovery`` (neutrophil and
 platelet recovery) and ``endpoints`` (OS, EFS, RFS, LFS, CIR: time, event or censoring and why; the
@@ -353,11 +354,16 @@ def _response(an: Analysis, sid: str) -> Explanation:
                 pl.col("relapse_rule").alias("rule"), pl.col("relapse_reason").alias("reason"), "evidence"),
             rel.filter(pl.col("mrd_relapse_day").is_not_null()).select(
                 pl.col("mrd_relapse_day").alias("day"), pl.lit("MRD relapse").alias("grade"),
-                # the engine names no criteria rule for an MRD relapse (ELN MRD WP 2021 conversion, its
-                # reason says so): no invented rule id (review38 diff2 C3)
-                pl.lit(None, dtype=pl.String).alias("rule"), pl.col("mrd_relapse_reason").alias("reason"),
+                # rule response.mrd_relapse (response_rules.yaml, research note §4.1 [M]; review 39 B2)
+                (pl.col("mrd_relapse_rule") if "mrd_relapse_rule" in rel.columns
+                 else pl.lit(None, dtype=pl.String)).alias("rule"), pl.col("mrd_relapse_reason").alias("reason"),
                 "evidence"),
         ]
+    ag = _rows(an, "antigen_loss", sid) if an.has("antigen_loss") else None
+    if ag is not None and ag.height:  # target antigen on blasts (antigen_loss.csv; review 39 B4)
+        parts.append(ag.select(
+            "day", pl.concat_str([pl.col("antigen").fill_null("target"), pl.lit(" antigen")]).alias("grade"),
+            "rule", "reason", "evidence"))
     days = pl.concat(parts, how="vertical_relaxed").sort("day").with_columns(pl.lit(True).alias("shown"))
     return Explanation("response", head, str(b["criteria"] or "no response criteria for this disease"), days)
 

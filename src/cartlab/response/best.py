@@ -37,6 +37,7 @@ from cartlab.response.marrow import (
     derive_relapse,
 )
 from cartlab.response.marrow_inputs import infusion_status
+from cartlab.response.relapse_episodes import mrd_off_day_note, mrd_off_marrow_day
 
 __all__ = [
     "ADRS_COLUMNS",
@@ -111,7 +112,7 @@ _BEST_SCHEMA = {
     "best_response_mrd": pl.String, "best_response_day": pl.Float64, "mrd_negative": pl.Boolean,
     "mrd_rule": pl.String, "n_assessments": pl.Int64, "first_response_day": pl.Float64, "responder": pl.Boolean,
     "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
-    "mrd_relapse_day": pl.Float64, "mrd_relapse_reason": pl.String,
+    "mrd_relapse_day": pl.Float64, "mrd_relapse_rule": pl.String, "mrd_relapse_reason": pl.String,
     "dor_days": pl.Float64, "dor_event": pl.Boolean, "dor_end_day": pl.Float64, "dor_end_reason": pl.String,
     "end_day": pl.Float64, "end_reason": pl.String,
     "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
@@ -235,6 +236,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         if r["response_day"] is not None and r["response_day"] <= limit.get(r["subject_id"], math.inf):
             rel.setdefault(r["subject_id"], r)
     alive = _last_known_alive(study, options.last_alive_sources)
+    mrd_near = mrd_off_marrow_day(study)  # MRDFCM off the best-response marrow's day, named (review 39 B3)
     evs: dict[str, list[dict]] = {}
     for r in study.events.filter(pl.col("event").is_in(["relapse", "extramedullary_disease"])
                                  & pl.col("day").is_not_null()).sort("day").iter_rows(named=True):
@@ -361,6 +363,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             mrd = "below the assay limit" if best["mrd_fcm"] is None else f"{best['mrd_fcm']:.3g}"
             reason += (f"; MRDFCM {mrd} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
                        + (f" ({best['mrd_rule']}; specimen and LLOQ in marrow_response.csv)" if best.get("mrd_rule") else ""))
+        elif (off := mrd_off_day_note(mrd_near.get(sid, []), best["day"])) is not None:
+            reason += "; " + off  # an MRDFCM a few days off the marrow: named, not used (review 39 B3)
         if options.rank_mrd:
             reason += "; MRD-negative ranked above the same category without it (option rank_mrd)"
         if could_be:
@@ -376,6 +380,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             "relapse_reason": (f"after {rr['response_category']} on day {rr['response_day']:g}: {rr['relapse_reason']}"
                                if rr and first is not None else None),
             "mrd_relapse_day": rr.get("mrd_relapse_day") if first is not None else None,
+            "mrd_relapse_rule": rr.get("mrd_relapse_rule") if first is not None else None,
             "mrd_relapse_reason": rr.get("mrd_relapse_reason") if first is not None else None,
             "dor_days": dor, "dor_event": dor_event,
             "dor_end_day": dor_end, "dor_end_reason": dor_why, "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
@@ -423,7 +428,9 @@ def _with_mrd_rule(frame: pl.DataFrame) -> pl.Expr:
 
 def derive_adrs(study: Study, options: BestResponseOptions | None = None,
                 assessments: pl.DataFrame | None = None, best: pl.DataFrame | None = None) -> pl.DataFrame:
-    """ADaM-style ADRS: one ``OVRLRESP`` row per marrow assessment and one ``BOR`` row per subject.
+    """ADaM-style ADRS: one ``OVRLRESP`` row per marrow assessment, one ``BOR`` row per subject and one
+    ``MRDREL`` row per subject with an MRD relapse (best_response.csv ``mrd_relapse_day``, rule
+    ``response.mrd_relapse``; review 39 B2).
 
     ``assessments`` / ``best``: :func:`marrow_response` / :func:`best_response` when already computed.
     """
@@ -445,7 +452,15 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None,
         pl.col("mrd_negative").alias("MRDNEG"), _with_mrd_rule(b).alias("RULE"), pl.col("reason").alias("REASON"),
         pl.col("evidence").alias("EVIDENCE"),
     )
-    return pl.concat([per, bor], how="vertical_relaxed").sort("USUBJID", "PARAMCD", "ADY", nulls_last=True).select(ADRS_COLUMNS)
+    mrdrel = b.filter(pl.col("mrd_relapse_day").is_not_null()).select(
+        pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+        pl.lit("MRDREL").alias("PARAMCD"), pl.lit("MRD relapse (conversion to MRD positivity)").alias("PARAM"),
+        pl.lit("Y").alias("AVALC"), pl.col("mrd_relapse_day").alias("ADY"), pl.col("criteria").alias("CRIT"),
+        pl.lit(None, dtype=pl.String).alias("RSSCAT"), pl.lit(False).alias("MRDNEG"),
+        pl.col("mrd_relapse_rule").alias("RULE"), pl.col("mrd_relapse_reason").alias("REASON"),
+        pl.col("evidence").alias("EVIDENCE"),
+    )
+    return pl.concat([per, bor, mrdrel], how="vertical_relaxed").sort("USUBJID", "PARAMCD", "ADY", nulls_last=True).select(ADRS_COLUMNS)
 
 
 def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str | None = None,

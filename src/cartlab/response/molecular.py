@@ -71,8 +71,12 @@ MOLECULAR_PARAMS = ("MOLVAF", "MOLAR", "FISHPCT", "FUSION")
 class MolecularOptions(CriteriaOptions):
     """* ``baseline_before_day`` (0): baseline = last value with day < this.
     * ``params``: which molecular params are followed.
-    * ``antigen_negative_below_pct`` (30, NCT04762485 eligibility): TGTBLAST below it = antigen
-      negative/low (a loss when the pre-treatment value was at or above it).
+    * ``antigen_negative_below_pct`` (30, NCT04762485 eligibility "CD7 >30% of blasts by flow
+      cytometry"): the antigen cut-off on blasts (a loss when the pre-treatment value was positive).
+    * ``antigen_positive_inclusive`` (False): which side of the cut-off is positive. False = only a
+      value above it ("more than 30%", NCT04762485 eligibility and the shipped protocol table
+      nct04762485.yaml ``cd7_on_blasts`` op ">"): exactly 30% is antigen-low (``below_cutoff``);
+      True = at or above it is positive.
     * ``same_specimen`` (True): a follow-up is compared only with a baseline of the same specimen
       (BM with BM, PB with PB; an empty specimen only with an empty one): blood and marrow levels of
       one marker differ, so a change across specimens is not a reduction. A cartlab convention
@@ -99,6 +103,7 @@ class MolecularOptions(CriteriaOptions):
     params: tuple[str, ...] = MOLECULAR_PARAMS
     same_specimen: bool = True
     antigen_negative_below_pct: float = 30.0
+    antigen_positive_inclusive: bool = False
     same_day_baseline: Literal["range", "highest", "lowest"] = "range"
     baseline_max_days_before: float | None = 42.0
     antigen_same_day: Literal["highest", "not_evaluable"] = "highest"
@@ -256,6 +261,12 @@ def _same_day(out: dict, name: str, same: list[dict], r: dict, fr: _Reading, how
     out["evidence"] = list(dict.fromkeys(out["evidence"] + [x for x in map(row_ref, same) if x]))
 
 
+def _material(x: dict | None) -> str:
+    """The specimen a molecular result is paired by: a row without one is read as marrow ("BM"), as
+    the MRD status of a marrow reads an MRDFCM without a specimen (one convention, review 39 A2/B6)."""
+    return str((x or {}).get("specimen") or "").strip().upper() or "BM"
+
+
 def _mixed_without_analyte(recs: list[dict], r: dict, b: dict | None, cut: float) -> tuple[str, list[dict]] | None:
     """(what, rows) when the follow-up's calendar day or the baseline's has more than one different
     result of the param in the follow-up's specimen (no analyte tells the markers apart), else None."""
@@ -265,7 +276,7 @@ def _mixed_without_analyte(recs: list[dict], r: dict, b: dict | None, cut: float
     for d, label in ((r["day"], "the follow-up day"), (None if b is None else b["day"], "the baseline day")):
         if d is None:
             continue
-        same = [x for x in recs if math.floor(x["day"]) == math.floor(d) and x["specimen"] == r["specimen"]
+        same = [x for x in recs if math.floor(x["day"]) == math.floor(d) and _material(x) == _material(r)
                 and (x["day"] < cut) == (d < cut)]
         if len({key(x) for x in same}) > 1:
             shown = ", ".join(f"{key(x)}" for x in same)
@@ -293,7 +304,7 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
             if r["day"] < cut:
                 continue
             base = [x for x in recs if x["day"] < cut
-                    and (not options.same_specimen or x["specimen"] == r["specimen"])]
+                    and (not options.same_specimen or _material(x) == _material(r))]
             b = base[-1] if base else None
             br = _Reading(b) if b else None
             fr = _Reading(r)
@@ -314,7 +325,8 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
                                   "marker with marker, so no reduction is computed (give observations.csv analyte)")
             elif b is None:
                 other = sorted({x["specimen"] or "no specimen" for x in recs if x["day"] < cut})
-                where = f" in {r['specimen'] or 'a row without a specimen'}" if options.same_specimen else ""
+                where = (f" in {r['specimen'] or 'a row without a specimen (read as marrow, BM)'}"
+                         if options.same_specimen else "")
                 note = (f" (before day {cut:g} only in {', '.join(other)}: blood and marrow levels differ, "
                         "so only the same specimen is compared; option molecular.same_specimen)" if other else "")
                 out.update(rule="molecular.no_baseline",
@@ -326,6 +338,8 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
                     _same_day(out, name, same, r, fr, options.same_day_baseline)
                 else:
                     _compare(out, name, b, br, r, fr)
+                if options.same_specimen and not all(str(x.get("specimen") or "").strip() for x in (r, b)):
+                    out["reason"] += "; specimen not given: read as marrow (BM), as the MRD status reads MRDFCM"
                 if options.baseline_max_days_before is not None and b["day"] < -options.baseline_max_days_before:
                     old.append(sid)
                     out["reason"] += (f"; the baseline is {-b['day']:g} days before day 0, older than "
@@ -351,17 +365,27 @@ _CENSOR_OPS = ("<", "<=", ">", ">=")
 _RELAPSE_BLASTS = 5.0
 
 
-def _below(r: dict, thr: float) -> bool | None:
-    """Whether a TGTBLAST result is below ``thr`` %: a number compares; a censored result when its
-    bound settles it ("<1", "<=20" against 30: below; ">=30", ">95": not), else None ("<50")."""
+def _below(r: dict, thr: float, inclusive: bool = False) -> bool | None:
+    """Whether a TGTBLAST result is not antigen-positive against ``thr`` %: positive = above ``thr``
+    (``inclusive`` False, NCT04762485 "CD7 >30% of blasts") or at or above it (``inclusive`` True).
+    A number compares; a censored result when its bound settles it ("<1", "<=30" against 30: not
+    positive; ">30", ">95": positive; ">=30" only when inclusive), else None ("<50")."""
     if r["value"] is not None:
-        return r["value"] < thr
+        return r["value"] < thr if inclusive else r["value"] <= thr
     op, lim = r["censor"], r["censor_limit"]
-    if (op == "<" and lim <= thr) or (op == "<=" and lim < thr):
+    if (op == "<" and lim <= thr) or (op == "<=" and (lim < thr if inclusive else lim <= thr)):
         return True
-    if op in (">", ">=") and lim >= thr:
+    if (op == ">" and lim >= thr) or (op == ">=" and (lim >= thr if inclusive else lim > thr)):
         return False
     return None
+
+
+def _sides(thr: float, inclusive: bool) -> tuple[str, str]:
+    """The reason's words for (not positive, positive) against the cut-off (option
+    ``antigen_positive_inclusive``)."""
+    if inclusive:
+        return f"below {thr:g}%", f"at or above {thr:g}%"
+    return f"at or below {thr:g}% (not above it)", f"above {thr:g}%"
 
 
 def _pct(r: dict) -> str:
@@ -373,7 +397,7 @@ def _spec(r: dict) -> str:
     return str(r.get("specimen") or "").strip().upper()
 
 
-def _antigen_baseline(pre: list[dict], r: dict, thr: float, same_day: str):
+def _antigen_baseline(pre: list[dict], r: dict, thr: float, same_day: str, inclusive: bool = False):
     """The pre-treatment TGTBLAST for follow-up ``r``: the last of ``r``'s specimen, else of any other
     (named); several on that day: the highest ("highest", all listed), or none settled when they
     differ on the cut-off ("not_evaluable"). Never the file's row order. Returns (row, below cut-off
@@ -393,7 +417,7 @@ def _antigen_baseline(pre: list[dict], r: dict, thr: float, same_day: str):
         return (x["value"] if x["value"] is not None else float(x["censor_limit"]), x["value"] is not None)
 
     p = max(tie, key=key)
-    status = {_below(x, thr) for x in tie}
+    status = {_below(x, thr, inclusive) for x in tie}
     if len(tie) > 1:
         note += (f"; {len(tie)} results that day: " + ", ".join(f"{_pct(x)} ({row_ref(x) or 'row not given'})"
                                                                 for x in tie)
@@ -401,7 +425,7 @@ def _antigen_baseline(pre: list[dict], r: dict, thr: float, same_day: str):
                     else f", option molecular.antigen_same_day={same_day}"))
     if same_day == "not_evaluable" and len(status) > 1:
         return p, None, note, tie
-    return p, _below(p, thr), note, tie
+    return p, _below(p, thr, inclusive), note, tie
 
 
 def _no_blast_days(study: Study) -> dict[tuple[str, int], str]:
@@ -422,63 +446,97 @@ def _no_blast_days(study: Study) -> dict[tuple[str, int], str]:
     return res
 
 
+def _bm_status(r: dict) -> tuple[bool | None, str, float] | None:
+    """A BMBLAST reading against 5%: (relapse marrow? (None = the bound does not settle it), as
+    written, sort key), None when it is neither a number nor a censored result. A censored result
+    settles ">= 5%" only when every value it allows does ("<5": below; "<=5" could be 5: None; ">=5": at
+    least 5)."""
+    if r["value"] is not None:
+        return r["value"] >= _RELAPSE_BLASTS, f"{r['value']:g}%", float(r["value"])
+    op, lim = r["censor"], r["censor_limit"]
+    if op not in _CENSOR_OPS or lim is None:
+        return None
+    if (op == "<" and lim <= _RELAPSE_BLASTS) or (op == "<=" and lim < _RELAPSE_BLASTS):
+        return False, f"{op}{lim:g}%", float(lim)
+    if op in (">", ">=") and lim >= _RELAPSE_BLASTS:
+        return True, f"{op}{lim:g}%", float(lim)
+    return None, f"{op}{lim:g}%", float(lim)
+
+
+def _marrow_blasts(study: Study) -> dict[tuple[str, int], tuple[bool | None, str]]:
+    """(subject, calendar day) -> (relapse marrow?, text): of several BMBLAST of a day the highest (as
+    the marrow response's default ``same_day_marrow=highest``, review 39 B5), every reading named;
+    never the file's row order."""
+    days: dict[tuple[str, int], list[tuple[bool | None, str, float]]] = {}
+    for r in study.observations.filter((pl.col("param") == "BMBLAST") & pl.col("day").is_not_null()
+                                       & (pl.col("value").is_not_null() | pl.col("censor_limit").is_not_null())
+                                       ).iter_rows(named=True):
+        st = _bm_status(r)
+        if st is not None:
+            days.setdefault((r["subject_id"], math.floor(r["day"])), []).append(st)
+    out = {}
+    for key, reads in days.items():
+        top = max(reads, key=lambda x: (x[2], x[1].startswith(">")))
+        text = top[1] if len(reads) == 1 else (
+            f"{top[1]} (the highest of the day's readings {', '.join(x[1] for x in reads)}, as the marrow "
+            "response with same_day_marrow=highest)")
+        out[key] = (top[0], text)
+    return out
+
+
 def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -> pl.DataFrame:
     """Target antigen on blasts (TGTBLAST) before and after infusion; flags antigen loss.
 
-    ``below_cutoff``: the value is below ``antigen_negative_below_pct``. ``antigen_loss`` is true only
-    when the pre-treatment value was at or above the cut-off (``antigen.loss``); below it from before
-    treatment is ``antigen.low_at_baseline`` (false: not a loss), and below it with no pre-treatment
-    value is ``antigen.no_baseline`` (empty: unknown). ``with_relapse_marrow`` is true when the same
-    day has marrow blasts >= 5% (an antigen-negative or antigen-low relapse, the escape the digital
-    twin models), false below 5%, and empty when no BMBLAST was measured that day.
+    ``below_cutoff``: the value is not antigen-positive against ``antigen_negative_below_pct``
+    (default: at or below 30%, NCT04762485 "CD7 >30% of blasts"; option ``antigen_positive_inclusive``).
+    ``antigen_loss`` is true only when the pre-treatment value was positive (``antigen.loss``); not
+    positive from before treatment is ``antigen.low_at_baseline`` (false: not a loss), and with no
+    pre-treatment value ``antigen.no_baseline`` (empty: unknown). A TGTBLAST row without an analyte is
+    the subject's target (subjects.target), filled in before the results are paired. ``with_relapse_marrow``
+    is true when the same day has marrow blasts >= 5% (the highest BMBLAST of the day), false below 5%,
+    and empty when no BMBLAST was measured that day.
     """
     options = options or MolecularOptions()
-    thr = options.antigen_negative_below_pct
+    thr, inclusive = options.antigen_negative_below_pct, options.antigen_positive_inclusive
+    low_side, high_side = _sides(thr, inclusive)
+    # TGTBLAST is the subject's CAR target on blasts: without an analyte the antigen is subjects.target,
+    # filled in before the series are split (review 39 A3: "CD7" and an empty analyte are one series)
+    obs = study.observations
+    if "target" in study.subjects.columns:
+        obs = obs.join(study.subjects.select("subject_id", pl.col("target").cast(pl.String).alias("_target")),
+                       on="subject_id", how="left")
+    else:
+        obs = obs.with_columns(pl.lit(None, dtype=pl.String).alias("_target"))
     # a censored result ("<1" %, CD7-negative by flow) is a reading: below the cut-off when its bound
     # settles it, undetermined when not ("<50" against 30%); session 33 (it was dropped)
-    tg = study.observations.filter(
+    tg = obs.filter(
         (pl.col("param") == "TGTBLAST") & pl.col("day").is_not_null()
         & (pl.col("value").is_not_null() | (pl.col("censor").is_in(list(_CENSOR_OPS))
                                            & pl.col("censor_limit").is_not_null()))
-    ).sort("subject_id", "analyte", "day", "src_row")
-    bm = {}
-    for r in study.observations.filter((pl.col("param") == "BMBLAST") & pl.col("day").is_not_null()
-                                       & (pl.col("value").is_not_null() | pl.col("censor_limit").is_not_null())
-                                       ).sort("day", "src_row", nulls_last=True).iter_rows(named=True):
-        key = (r["subject_id"], math.floor(r["day"]))
-        if r["value"] is not None:
-            bm[key] = (r["value"] >= _RELAPSE_BLASTS, f"{r['value']:g}%")
-            continue
-        op, lim = r["censor"], r["censor_limit"]
-        # a censored result is a bound: it settles ">= 5%" only when every value it allows does
-        # ("<5", "<4": below; "<=5" could be 5: undetermined; ">=5", ">4.9"? only ">= 5" or "> x >= 5": at least 5)
-        if (op == "<" and lim <= _RELAPSE_BLASTS) or (op == "<=" and lim < _RELAPSE_BLASTS):
-            bm[key] = (False, f"{op}{lim:g}%")
-        elif op in (">", ">=") and lim >= _RELAPSE_BLASTS:
-            bm[key] = (True, f"{op}{lim:g}%")
-        elif op in _CENSOR_OPS:
-            bm[key] = (None, f"{op}{lim:g}%")
+    ).with_columns(pl.col("analyte").is_null().alias("_no_analyte"),
+                   pl.coalesce("analyte", "_target").alias("analyte")).sort("subject_id", "analyte", "day", "src_row")
+    bm = _marrow_blasts(study)
     no_blasts = _no_blast_days(study)
-    # TGTBLAST is the subject's CAR target on blasts: without an analyte the antigen is subjects.target
-    targets = ({r["subject_id"]: r["target"] for r in study.subjects.select("subject_id", "target").iter_rows(named=True)}
-               if "target" in study.subjects.columns else {})
     rows = []
     for key, part in tg.partition_by(["subject_id", "analyte"], as_dict=True).items() if tg.height else []:
         sid, antigen = key
-        antigen = antigen or targets.get(sid)
         recs = part.to_dicts()
         pre = [r for r in recs if r["day"] < options.baseline_before_day]
         ag = antigen or "target"
+        filled = [r for r in recs if r["_no_analyte"] and antigen]
+        shown_days = ", ".join(f"{x['day']:g}" for x in filled)
+        fill_note = f"; analyte not given on day(s) {shown_days}: subjects.target {antigen}" if filled else ""
         for r in recs:
             if r["day"] < options.baseline_before_day:
                 continue
-            p, p_below, p_note, p_rows = _antigen_baseline(pre, r, thr, options.antigen_same_day)
-            below = _below(r, thr)
+            p, p_below, p_note, p_rows = _antigen_baseline(pre, r, thr, options.antigen_same_day, inclusive)
+            below = _below(r, thr, inclusive)
             what = f"{ag} on {_pct(r)} of blasts on day {r['day']:g} ({_spec(r) or 'specimen not given'})"
             if p is not None:
                 what += f" (pre-treatment {_pct(p)} on day {p['day']:g}{p_note})"
             elif p_note:
                 what += f" (pre-treatment{p_note})"
+            what += fill_note
             day = math.floor(r["day"])
             if (sid, day) in no_blasts and _spec(r) in ("BM", ""):
                 lost, rule = None, "antigen.no_blasts"
@@ -487,29 +545,30 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
                 below = None
             elif below is None:
                 lost, rule = None, "antigen.undetermined"
-                why = (f"the censored result {_pct(r)} does not settle whether it is below {thr:g}%: loss "
+                why = (f"the censored result {_pct(r)} does not settle whether it is {low_side}: loss "
                        "undetermined")
             elif not below:
-                lost, rule, why = False, "antigen.retained", f"not below {thr:g}%"
+                lost, rule, why = False, "antigen.retained", f"{high_side}: antigen-positive"
             elif p is None:
                 lost, rule = None, "antigen.no_baseline"
-                why = (f"below {thr:g}%, but no pre-treatment {ag} value (TGTBLAST before day "
+                why = (f"{low_side}, but no pre-treatment {ag} value (TGTBLAST before day "
                        f"{options.baseline_before_day:g}): loss or antigen-low from the start cannot be told")
             elif p_below is None:
                 lost, rule = None, "antigen.undetermined"
-                why = (f"below {thr:g}%, but the pre-treatment censored result {_pct(p)} does not settle whether "
-                       f"it was below {thr:g}%: loss or antigen-low from the start cannot be told"
+                why = (f"{low_side}, but the pre-treatment censored result {_pct(p)} does not settle whether "
+                       f"it was {high_side}: loss or antigen-low from the start cannot be told"
                        if len(p_rows) < 2 else
-                       f"below {thr:g}%, but the pre-treatment results of day {p['day']:g} differ on the cut-off "
+                       f"{low_side}, but the pre-treatment results of day {p['day']:g} differ on the cut-off "
                        "(option molecular.antigen_same_day=not_evaluable): loss or antigen-low from the start "
                        "cannot be told")
             elif p_below:
                 lost, rule = False, "antigen.low_at_baseline"
-                why = (f"below {thr:g}%, as it already was before treatment ({_pct(p)} < {thr:g}%): "
+                why = (f"{low_side}, as it already was before treatment ({_pct(p)}): "
                        "antigen-low at baseline, not a loss")
             else:
                 lost, rule = True, "antigen.loss"
-                why = f"below {thr:g}%, from {_pct(p)} (at or above {thr:g}%) before treatment: antigen loss"
+                why = f"{low_side}, from {_pct(p)} ({high_side}) before treatment: antigen loss"
+            why += f" (option molecular.antigen_positive_inclusive={str(inclusive).lower()})"
             marrow = bm.get((sid, day))
             if marrow is not None and marrow[0] is None:
                 rel = None

@@ -34,7 +34,7 @@ from cartlab.response.marrow import (
     mrd_shown,
 )
 
-__all__ = ["derive_relapse"]
+__all__ = ["derive_relapse", "mrd_off_day_note", "mrd_off_marrow_day"]
 
 #: the categories after which an MRD-negative assessment can convert (ELN 2022 "CR, CRh or CRi
 #: without MRD"; research note §4.1 "MRD relapse (after CR/CRh/CRi MRD−)")
@@ -58,7 +58,8 @@ def _relapse_rule(a: pl.DataFrame, names: list[str | None], resolved: dict[str, 
 _RELAPSE_SCHEMA = {
     "subject_id": pl.String, "episode": pl.Int64, "response_day": pl.Float64, "response_category": pl.String,
     "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
-    "mrd_relapse_day": pl.Float64, "mrd_relapse_reason": pl.String, "evidence": EVIDENCE,
+    "mrd_relapse_day": pl.Float64, "mrd_relapse_rule": pl.String, "mrd_relapse_reason": pl.String,
+    "evidence": EVIDENCE,
 }
 
 
@@ -139,54 +140,100 @@ def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, p
 
 
 def _specimen(r: dict[str, Any] | None) -> str:
-    return str((r or {}).get("specimen") or "").strip().upper()
+    """The MRDFCM row's specimen, upper case; a row without one is read as marrow ("BM"), as the MRD
+    status of a marrow reads it (:func:`cartlab.response.marrow._pick_mrd`; one convention for the
+    relapse comparison and the status, review 39 A2)."""
+    return str((r or {}).get("specimen") or "").strip().upper() or "BM"
+
+
+def _shown_mrd(x: dict[str, Any]) -> str:
+    """An MRDFCM result as the reason shows it, saying when its specimen was not given."""
+    given = str(x.get("specimen") or "").strip()
+    return mrd_shown(x) + ("" if given else " (specimen not given: read as marrow)")
+
+
+#: the rule ids of an MRD relapse (response_rules.yaml rule set ``mrd_relapse``)
+MRD_RELAPSE_RULE, MRD_RELAPSE_POSSIBLE_RULE = "response.mrd_relapse", "response.mrd_relapse_possible"
 
 
 def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: dict[str, Any]):
     """Conversion to MRD positivity (ELN MRD WP 2021; research note §4.1 "MRD relapse (after
-    CR/CRh/CRi MRD−)"): after the first MRD-negative CR/CRh/CRi assessment in [start, stop), the
-    first later MRDFCM that :func:`cartlab.response.marrow._mrd` reads as positive (honouring
+    CR/CRh/CRi MRD−)"; rule ``response.mrd_relapse``): after the first MRD-negative CR/CRh/CRi
+    assessment in [start, stop), the first later calendar day before the episode's hematologic
+    relapse day ``stop`` (exclusive: the episode ends there, a later result belongs to the next
+    episode) whose MRDFCM :func:`cartlab.response.marrow._mrd` reads as positive (honouring
     ``mrd_threshold_inclusive``; a ``>x`` bound above the threshold counts; a value below its row's
-    ``lloq`` is only ``<lloq``, which settles no positivity), of the same specimen
-    when ``mrd_relapse_same_specimen`` (blood and marrow flow MRD differ in sensitivity). Returns
-    (day, reason, evidence); the reason names every later result that could not be compared or whose
-    bound does not settle the threshold. The research note's confirmation on a second consecutive
-    sample ([M] there, unverified) is not applied: the first positive sample dates it."""
+    ``lloq`` is only ``<lloq``, which settles no positivity), of the same specimen when
+    ``mrd_relapse_same_specimen`` (a row without a specimen is read as marrow, as the MRD status
+    reads it). Several results of one day that disagree on the status (no time orders them): the
+    day is undetermined, as the marrow's MRD status; a positive among them is only a possible MRD
+    relapse (rule ``response.mrd_relapse_possible``, no day), both rows named. Returns (day, rule,
+    reason, evidence); the reason names every result that could not be compared or whose bound does
+    not settle the threshold. The research note's confirmation on a second consecutive sample ([M]
+    there, unverified) is not applied: the first positive sample dates it."""
     neg = next((r for r in recs if r["mrd_negative"] is True and r["category"] in MRD_REMISSION
                 and r["day"] >= start and (stop is None or r["day"] < stop)), None)
     if neg is None or sd is None:
-        return None, None, []
+        return None, None, None, []
     rows = sd.obs.get("MRDFCM", [])
     neg_row, _, _ = _pick_mrd([x for x in rows if math.floor(x["day"]) == math.floor(neg["day"])], opts)
     spec = _specimen(neg_row)
+    given = bool(str((neg_row or {}).get("specimen") or "").strip())
     thr, inclusive = float(opts["mrd_threshold"]), bool(opts["mrd_threshold_inclusive"])
     same = bool(opts["mrd_relapse_same_specimen"])
     head = (f"MRD negative on day {neg['day']:g} ({neg['category']}, MRDFCM "
-            f"{'specimen ' + spec if spec else 'specimen not given'})")
+            f"{'specimen ' + spec if given else 'specimen not given: read as marrow'})")
     notes: list[str] = []
     refs: list[str] = []
-    for x in rows:
-        if math.floor(x["day"]) <= math.floor(neg["day"]):
-            continue
-        shown = mrd_shown(x)  # the value, its LLOQ when below it, and the specimen
-        if same and _specimen(x) != spec:
-            notes.append(f"MRDFCM {shown} on day {x['day']:g} not compared: another specimen than the "
+    possible: tuple[float, str, list[str]] | None = None
+    later = [x for x in rows if math.floor(x["day"]) > math.floor(neg["day"])]
+    ended = [x for x in later if stop is not None and math.floor(x["day"]) >= math.floor(stop)]
+    days: dict[int, list[dict]] = {}
+    for x in later:
+        if not any(x is y for y in ended):
+            days.setdefault(math.floor(x["day"]), []).append(x)
+    tail = (f" before the hematologic relapse on day {stop:g}" if stop is not None else "")
+    if ended:  # the episode ends at its hematologic relapse: later results are the next episode's (review 39 A1)
+        tail += ("; " + ", ".join(f"MRDFCM {_shown_mrd(x)} on day {x['day']:g}" for x in ended)
+                 + f" not used: on or after the hematologic relapse on day {stop:g}, which ends the episode")
+    above = ">" if inclusive else ">="
+    for _, group in sorted(days.items()):
+        for x in [x for x in group if same and _specimen(x) != spec]:
+            notes.append(f"MRDFCM {_shown_mrd(x)} on day {x['day']:g} not compared: another specimen than the "
                          "MRD-negative marrow's (option mrd_relapse_same_specimen)")
             refs += [z for z in [row_ref(x)] if z]  # every row the reason names is in the evidence
+        group = [x for x in group if not (same and _specimen(x) != spec)]
+        if not group:
             continue
-        _, negative, _ = _mrd(x, opts)
-        if negative is False:
-            refs = [z for z in [row_ref(x)] if z] + refs
-            above = ">" if inclusive else ">="
-            why = (f"{head}; MRDFCM {shown} on day {x['day']:g} {above} {thr:g}: positive "
-                   "(conversion to MRD positivity)")
-            return x["day"], why + ("; " + "; ".join(notes) if notes else ""), refs
-        if negative is None:
-            lloq = _mrd_lloq(x)
-            notes.append(f"MRDFCM {shown} on day {x['day']:g}: the bound does not settle the threshold "
-                         f"{thr:g} (undetermined" + (f": the LLOQ {lloq:g} is above the threshold)" if lloq else ")"))
-            refs += [z for z in [row_ref(x)] if z]
-    return None, f"{head}; no later conversion to MRD positivity" + ("; " + "; ".join(notes) if notes else ""), refs
+        status = [_mrd(x, opts)[1] for x in group]
+        pos = [x for x, st in zip(group, status) if st is False]
+        if pos and len(set(status)) == 1:
+            x = max(pos, key=lambda r: r["value"] if r["value"] is not None else float(r["censor_limit"] or 0))
+            refs = [z for z in map(row_ref, pos) if z] + refs
+            why = (f"{head}; MRDFCM {', '.join(_shown_mrd(y) for y in pos)} on day {x['day']:g} {above} {thr:g}: "
+                   "positive (conversion to MRD positivity)")
+            if possible is not None:
+                why += f"; earlier {possible[1]}"
+                refs = refs + possible[2]
+            return x["day"], MRD_RELAPSE_RULE, why + ("; " + "; ".join(notes) if notes else ""), refs
+        if pos and possible is None:  # the day's results disagree: the MRD status of the day is undetermined
+            shown = ", ".join(_shown_mrd(y) for y in group)
+            possible = (group[0]["day"], f"possible MRD relapse on day {math.floor(group[0]['day']):g}: the "
+                        f"MRDFCM of that day disagree on the MRD status ({shown}; no time orders them): MRD status "
+                        "undetermined, as at the marrow, so not dated", [z for z in map(row_ref, group) if z])
+            continue
+        for x, st in zip(group, status):
+            if st is None:
+                lloq = _mrd_lloq(x)
+                notes.append(f"MRDFCM {_shown_mrd(x)} on day {x['day']:g}: the bound does not settle the threshold "
+                             f"{thr:g} (undetermined" + (f": the LLOQ {lloq:g} is above the threshold)" if lloq else ")"))
+                refs += [z for z in [row_ref(x)] if z]
+    refs += [z for z in map(row_ref, ended) if z]
+    if possible is not None:
+        return (None, MRD_RELAPSE_POSSIBLE_RULE, f"{head}; {possible[1]}; no later certain conversion{tail}"
+                + ("; " + "; ".join(notes) if notes else ""), possible[2] + refs)
+    return (None, None, f"{head}; no later conversion to MRD positivity{tail}"
+            + ("; " + "; ".join(notes) if notes else ""), refs)
 
 
 def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
@@ -200,7 +247,8 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
     ``extramedullary_disease`` event - whichever comes first. Episode 1 starts at the first response
     in the option ``relapse_after`` (default CR, CRh, CRi); a response after a relapse starts the next
     episode, whose relapse is looked for after it (a relapse after a second remission is not lost).
-    MRD relapse: see :func:`_mrd_relapse`.
+    MRD relapse: see :func:`_mrd_relapse` (``mrd_relapse_rule``: ``response.mrd_relapse`` when dated,
+    ``response.mrd_relapse_possible`` when only a day whose results disagree suggests it).
     """
     options = options or ResponseOptions()
     a = assessments if assessments is not None else derive_marrow_response(study, options)
@@ -227,7 +275,7 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
             best, notes = _first_relapse(recs, sd, start["day"],
                                          {**rel, "pb_blast_consecutive": resolved[name]["pb_blast_consecutive"]},
                                          rules, prefix)
-            mrd_day, mrd_reason, mrd_ev = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0],
+            mrd_day, mrd_rule, mrd_reason, mrd_ev = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0],
                                                        resolved[name])
             why = "no relapse after the response" if best is None else best[2]
             # a marrow whose blasts are only a bound that does not settle ">= 5%" (NE, could be relapse)
@@ -243,7 +291,7 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
                 "response_category": start["category"],
                 "relapse_day": None if best is None else best[0], "relapse_rule": None if best is None else best[1],
                 "relapse_reason": why,
-                "mrd_relapse_day": mrd_day, "mrd_relapse_reason": mrd_reason,
+                "mrd_relapse_day": mrd_day, "mrd_relapse_rule": mrd_rule, "mrd_relapse_reason": mrd_reason,
                 "evidence": list(dict.fromkeys((best[3] if best else []) + [n[2] for n in notes if n[2]] + mrd_ev)),
             })
             # the next episode's response comes after the relapse (and after this response: a relapse
@@ -251,3 +299,28 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
             start = None if best is None else next(
                 (r for r in recs if r["day"] > max(best[0], start["day"]) and r["category"] in after), None)
     return pl.DataFrame(rows, schema=_RELAPSE_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_RELAPSE_SCHEMA)
+
+
+#: calendar days either side of a marrow in which an MRDFCM on another day is named (review 39 B3)
+MRD_NEAR_DAYS = 3
+
+
+def mrd_off_marrow_day(study: Study) -> dict[str, list[dict[str, Any]]]:
+    """Per subject, the MRDFCM rows (canonical fraction) for :func:`mrd_off_day_note`."""
+    return {sid: sd.obs.get("MRDFCM", []) for sid, sd in _by_subject(study, params=("MRDFCM",)).items()}
+
+
+def mrd_off_day_note(rows: list[dict[str, Any]], day: float, within: int = MRD_NEAR_DAYS) -> str | None:
+    """The reason's note when no MRDFCM was measured on the marrow's calendar day ``day`` but one was
+    within ``within`` calendar days: named, not used (spec "Response": ``mrd_negative`` at the
+    best-response marrow, empty when no MRD was measured that day), so an empty ``mrd_negative`` is
+    not read as "no MRD measured at all". None otherwise."""
+    d = math.floor(day)
+    if any(math.floor(x["day"]) == d for x in rows):
+        return None
+    near = [x for x in rows if 0 < abs(math.floor(x["day"]) - d) <= within]
+    if not near:
+        return None
+    shown = ", ".join(f"MRDFCM {_shown_mrd(x)} on day {x['day']:g}" for x in near)
+    return (f"no MRDFCM on the marrow day {day:g} ({shown} not used: the spec takes MRD at the best-response "
+            "marrow only, the same calendar day)")
