@@ -74,6 +74,12 @@ def test_ctcae_rows_expressed_in_the_language_grade_as_the_ctcae_engine(term, co
     got = decision.apply(frame, "o", "grade", "rule").select(pl.col("o_grade").alias("g"), pl.col("o_rule").alias("r"))
     want = grade_labs(frame.with_columns(pl.lit(term).alias("term"), pl.lit(entry["direction"]).alias("direction"),
                                          pl.lit(entry["unit"]).alias("unit")), "ctcae_v5", options)
-    assert got["g"].to_list() == want["grade"].to_list()
+    # session 39 (review 39 R39-4): a row not gradable by the rules for a missing LLN alone is graded by
+    # grade_labs as a range where the value bounds it; the rule set itself says not gradable there
+    ranged = want["grade_reason"].str.contains("value alone (?:bounds|settles)").to_list()
+    assert all(g is None for g, x in zip(got["g"].to_list(), ranged) if x)
+    keep = [not x for x in ranged]
+    assert [g for g, k in zip(got["g"].to_list(), keep) if k] == [g for g, k in zip(want["grade"].to_list(), keep) if k]
     rule = [None if r is None else f"ctcae_v5:{entry['id']}:{r}" for r in got["r"].to_list()]
-    assert [r or f"ctcae_v5:{entry['id']}:g0" for r in rule] == want["rule"].to_list()
+    assert [r or f"ctcae_v5:{entry['id']}:g0" for r, k in zip(rule, keep) if k] == \
+        [r for r, k in zip(want["rule"].to_list(), keep) if k]

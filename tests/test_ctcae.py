@@ -164,9 +164,12 @@ ADMIRAL_V5_TERMS = {  # research §2.1 terms that admiral v5 grades (LDH is admi
 @pytest.mark.parametrize("name", TABLES)
 def test_research_terms_present(name):
     have = {(e["term"], e["direction"]) for e in load_criteria(name)["terms"]}
-    assert have == {(e["term"], e["direction"]) for e in v1_table(name)["terms"]}
+    assert have == {(e["term"], e["direction"]) for e in v1_table(name)["terms"]} | {
+        ("Blood lactate dehydrogenase increased", "H")}  # session 39 (review 39 R39-1)
     assert ADMIRAL_V5_TERMS <= have, ADMIRAL_V5_TERMS - have
-    assert len(have) == 39
+    # session 39 (review 39 R39-1): + Blood lactate dehydrogenase increased (admiral 9cb6efc, CTCAE v5.0)
+    assert ("Blood lactate dehydrogenase increased", "H") in have
+    assert len(have) == 40
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,9 +376,21 @@ def test_every_bound_of_every_rule(table, entry_id, opts):
     )
     out = grade_labs(df, criteria=table, options=options)
     problems = []
-    for (row, must_fire, what), grade, rule in zip(cases, out["grade"], out["rule"]):
+    top = max(r["grade"] for r in entry["rules"] if r["grade"] is not None)
+    for (row, must_fire, what), grade, rule, gmax in zip(cases, out["grade"], out["rule"], out["grade_max"]):
         want_grade, want_rule = ref_grade(entry, row, opts)
         fired = rule.rsplit(":", 1)[-1] if rule else None
+        limits = [k for k in ("ANRLO", "ANRHI") if row.get(k) is None]
+        if want_grade is None and limits and row.get("AVAL") is not None:
+            # session 39 (review 39 R39-4): a missing limit at both extremes (0 and 1e12) in the reference:
+            # where the value bounds the grade, a range (lowest, highest); else not gradable as before
+            corners = [ref_grade(entry, {**row, **dict(zip(limits, vals))}, opts)[0]
+                       for vals in ((0.0, 0.0), (1e12, 1e12), (0.0, 1e12), (1e12, 0.0))]
+            if None not in corners and not (min(corners) == 0 and max(corners) >= top):
+                if (grade, gmax) != (min(corners), max(corners)):
+                    problems.append(f"{what}: engine {grade}-{gmax}, reference range {min(corners)}-{max(corners)}, "
+                                    f"row {row}")
+                continue
         if grade != want_grade or fired != want_rule:
             problems.append(f"{what}: engine {grade} ({fired}), reference {want_grade} ({want_rule}), row {row}")
         if must_fire is not None and fired != must_fire:
@@ -394,9 +409,10 @@ def test_boundaries_neutrophils_platelets_as_admiral():
         assert g("Neutrophil count decreased", "L", aval, anrlo=2, unit="10^9/L") == want, aval
     for aval, want in ((24, 4), (25, 3), (74, 2), (75, 1), (99, 1), (100, 0)):
         assert g("Platelet count decreased", "L", aval, anrlo=100, unit="10^9/L") == want
-    # LLN missing: absolute grades still assigned, grade 0/1 undecidable
+    # LLN missing: absolute grades still assigned, grade 0/1 undecidable: session 39 (review 39 R39-4)
+    # a range, grade 0 (75 is not "<75.0 - 50.0", grade 1 only if LLN > 75), grade_max 1
     assert g("Platelet count decreased", "L", 74, unit="10^9/L") == 2
-    assert g("Platelet count decreased", "L", 75, unit="10^9/L") is None
+    assert g("Platelet count decreased", "L", 75, unit="10^9/L") == 0
     assert g("Neutrophil count decreased", "L", 0.4, unit="10^9/L") == 4
 
 
@@ -424,8 +440,12 @@ def test_baseline_abnormal_liver_tests(term, ratio_g1, strict):
     # BASE also grade 1, the readings agree)
     assert g(term, "H", 41, anrhi=uln, base=base, bnrind=None) == (1 if ratio_g1 == 1.0 else 0)
     assert g(term, "H", 41, anrhi=uln, bnrind=None) == 1  # no baseline at all: admiral's normal reading
-    # missing ULN: not gradable, whatever the baseline
-    assert g(term, "H", 200, base=base, bnrind="HIGH") is None
+    # missing ULN with an abnormal baseline: CTCAE grades on multiples of BASE only, so the value settles
+    # it (session 39, review 39 R39-4): 200 = 5.0 x BASE is ALT/AST ">3.0 - 5.0 x baseline" grade 2, ALP/GGT
+    # ">2.5 - 5.0 x baseline" grade 2, bilirubin ">3.0 - 10.0 x baseline" grade 3
+    assert g(term, "H", 200, base=base, bnrind="HIGH") == (3 if ratio_g1 == 1.0 else 2)
+    # missing ULN with a normal baseline: 0 (ULN >= 200) to 4 (ULN < 10): not gradable
+    assert g(term, "H", 200, base=base, bnrind="NORMAL") is None
 
 
 def test_alt_normal_baseline_boundaries():
@@ -459,7 +479,8 @@ def test_fibrinogen_percent_change():
 
 
 def test_missing_limits_and_values():
-    assert g("Neutrophil count decreased", "L", 1.9, unit="10^9/L") is None
+    # session 39 (review 39 R39-4): 1.9 is not "<1.5" (grade 2): grade 0-1 by the value alone (grade 0 shown)
+    assert g("Neutrophil count decreased", "L", 1.9, unit="10^9/L") == 0
     assert g("Neutrophil count decreased", "L", None, anrlo=2, unit="10^9/L") is None
     assert g("Alanine aminotransferase increased", "H", 400) is None
     assert g("Hypertriglyceridemia", "H", 1.72, unit="mmol/L") == 1  # no limit needed

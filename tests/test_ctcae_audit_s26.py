@@ -244,10 +244,11 @@ def test_bnrind_unknown_value_is_an_error_naming_row_and_column():
         grade_labs(df)
     # a value declared in the row's own high_indicator column is known
     ok = grade_labs(df.with_columns(pl.lit("HIGH|H").alias("high_indicator")))
-    # session 34 (review 34 F5): row 1 has no BNRIND but BASE 80 (> ULN): grade 0 if the baseline was
-    # abnormal (100 < 1.5 x 80), 1 if normal (100 > 40): the lower grade, the higher one left open
+    # row 1 has no BNRIND but BASE 80 > ULN 40: BNRIND HIGH from BASE against the row's limits (session 39,
+    # review 39 R39-5; ADaM BNRIND = ANRIND of the baseline), so the abnormal reading: 100 < 1.5 x 80 = grade 0
     assert ok["grade"].to_list() == [0, 0, 0]
-    assert ok["grade_max"].to_list() == [0, 1, 0]
+    assert ok["grade_max"].to_list() == [0, 0, 0]
+    assert "BNRIND HIGH derived from BASE" in ok["grade_reason"][1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ admiral's own unit tests expect, in SI and US conventional units. They are grade
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import polars as pl
@@ -43,11 +44,18 @@ def _grade(df: pl.DataFrame, options: CtcaeOptions | None = None) -> pl.DataFram
     return grade_labs(frame, options=options)
 
 
+#: session 39 (review 39 R39-4): admiral's NA for a missing LLN/ULN is a range (or a settled grade) in
+#: cartlab where the value alone bounds the grade; the reason says so
+RANGED = "value alone (?:bounds|settles)"
+
+
 def _mismatches(graded: pl.DataFrame) -> list[str]:
     out = []
     for r in graded.iter_rows(named=True):
         got = "" if r["grade"] is None else str(r["grade"])
         want = r["expected_grade"] or ""
+        if not want and re.search(RANGED, r["grade_reason"] or ""):
+            continue
         if got != want:
             out.append(
                 f"{r['source_test']} #{r['testnum']}: {r['term']!r} {r['direction']} aval={r['aval']} "
@@ -102,7 +110,9 @@ def test_ctcae_command_end_to_end(tmp_path):
     out = tmp_path / "out" / "graded.csv"
     summary = ctcae_command(FIXTURE, out, options=CtcaeOptions(**ADMIRAL))
     assert summary["rows"] == 1157
-    assert summary["expected_agree"] == 1157 and summary["expected_mismatch"] == 0
+    ranged = _grade(VECTORS).filter(pl.col("expected_grade").is_null() & pl.col("grade_reason").str.contains(RANGED))
+    assert ranged.height > 0  # e.g. platelets 75 x 10^9/L without LLN: grade 0-1, admiral NA
+    assert summary["expected_agree"] == 1157 - ranged.height and summary["expected_mismatch"] == ranged.height
     with open(FIXTURE, newline="", encoding="utf-8") as fh:
         src = list(csv.reader(fh))
     with open(out, newline="", encoding="utf-8") as fh:
@@ -114,7 +124,7 @@ def test_ctcae_command_end_to_end(tmp_path):
     bad = []
     for i, (a, b) in enumerate(zip(src[1:], got[1:]), start=2):
         assert b[: len(a)] == a, f"line {i}: input values changed"
-        if b[gi] != b[ei]:
+        if b[gi] != b[ei] and not (b[ei] == "" and re.search(RANGED, b[ri])):
             bad.append(f"line {i} ({b[header.index('source_test')]}): expected {b[ei]!r} got {b[gi]!r}")
         assert b[ri], f"line {i}: no grade_reason"
     assert not bad, "\n".join(bad)

@@ -40,10 +40,13 @@ S26_RULES = {f"{t}:na.base_bl_abnormal" for t in ("alt_increased", "alp_increase
 S34_DEFAULTS = {"ggt_baseline_grade1_inclusive": True}
 S34_OPTIONS = {"hypertriglyceridemia_grade1_inclusive"}
 S34_RULES = {"hypertriglyceridemia:g1.inclusive"}
-S34_TERM_KEYS = ("text_note", "ctcae_us_column")
+S34_TERM_KEYS = ("text_note", "ctcae_us_column", "ctcae_term")  # ctcae_term: session 39 (review 39 R39-3)
 #: entries added in session 37: CTCAE's mmol/L Anemia column (review 37 R37-3), transcribed from the
 #: CTCAE text (no admiral row): status partially_verified
 S37_TERMS = {"ctcae_v5_uscv": ("anemia_mmol",)}
+#: entries added in session 39 (review 39 R39-1): Blood lactate dehydrogenase increased, from admiral's
+#: metadata at 9cb6efc (after the commits v1 was read at): status verified_secondary, as the table
+S39_TERMS = ("ldh_increased",)
 
 
 def v1(name: str) -> dict:
@@ -105,7 +108,7 @@ def test_header_and_options_kept(name):
 def test_every_term_rule_and_number_kept(name):
     old, new = v1(name), load_raw(name)
     digits = old["signif_digits"]
-    s37 = S37_TERMS.get(name, ())
+    s37 = (*S37_TERMS.get(name, ()), *S39_TERMS)
     new_terms = [e for e in new["terms"] if e["id"] not in s37]
     assert [e["id"] for e in new_terms] == [e["id"] for e in old["terms"]]
     assert [k for k in new["rule_sets"] if k not in s37] == [e["id"] for e in old["terms"]]

@@ -105,14 +105,22 @@ def test_ctcae_command_reproduces_all_admiral_vectors(tmp_path):
     r = run("ctcae", VECTORS, "--out", out, "--option", "ggt_baseline_grade1_inclusive=false",
             "--option", "hypertriglyceridemia_grade1_inclusive=false")
     assert r.returncode == 0, r.stderr
-    assert "1157 agree, 0 differ" in r.stdout
     with open(VECTORS, newline="") as a, open(out, newline="") as b:
         src, got = list(csv.DictReader(a)), list(csv.DictReader(b))
     assert len(got) == len(src) == 1157
+    ranged = 0
     for s, g in zip(src, got):
         assert {k: g[k] for k in s} == s  # every input column kept, same order of rows
-        assert g["grade"] == s["expected_grade"], (s, g)
         assert g["grade_reason"]
+        # session 39 (review 39 R39-4): admiral's NA for a missing LLN/ULN is a range where the value
+        # bounds the grade (ANC 1.7 without LLN: 0-1); the reason names the missing limit
+        if s["expected_grade"] == "" and "missing" in g["grade_reason"] and "value alone" in g["grade_reason"]:
+            ranged += 1
+            assert g["grade"] != "" and ("ANRLO" in g["grade_reason"] or "ANRHI" in g["grade_reason"])
+            continue
+        assert g["grade"] == s["expected_grade"], (s, g)
+    assert ranged > 0
+    assert f"{1157 - ranged} agree, {ranged} differ ({ranged} of them: expected not gradable" in " ".join(r.stdout.split())
 
 
 def test_ctcae_command_options_change_grades(tmp_path):

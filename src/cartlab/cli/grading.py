@@ -137,8 +137,11 @@ def ctcae_cmd(
         console.print(f"[yellow]not CTCAE terms or known parameters:[/] {', '.join(summary['unknown_terms'][:20])} "
                       "(cartlab ctcae --list-terms lists the terms)", soft_wrap=True)
     if "expected_agree" in summary:
+        n = summary.get("expected_missing_limit_range", 0)
         console.print(f"expected_grade column: {summary['expected_agree']} agree, "
-                      f"{summary['expected_mismatch']} differ")
+                      f"{summary['expected_mismatch']} differ"
+                      + (f" ({n} of them: expected not gradable, graded as a range because the value bounds the "
+                         "grade without the missing reference limit)" if n else ""), soft_wrap=True)
 
 
 def _ctcae_options(version: str | None, units: str | None, set_options: list[str] | None,

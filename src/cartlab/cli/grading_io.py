@@ -230,7 +230,9 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     an existing ``out_csv`` (the input above all) is refused (``cartlab ctcae`` without --force).
 
     Returns a summary: rows, graded, not_gradable, by_grade, criteria, unknown_terms and, when the
-    input has an ``expected_grade`` column, expected_agree / expected_mismatch.
+    input has an ``expected_grade`` column, expected_agree / expected_mismatch and
+    expected_missing_limit_range (of the mismatches: expected empty, graded as a range because the
+    value bounds the grade without the missing reference limit).
     """
     from dataclasses import fields
 
@@ -322,6 +324,11 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         agree = int((exp == got).sum())
         summary["expected_agree"] = agree
         summary["expected_mismatch"] = raw.height - agree
+        # expected empty (admiral's NA for a missing LLN/ULN) where the value alone bounds the grade:
+        # a range naming the missing limit since session 39 (review 39 R39-4), counted among the differences
+        ranged = (exp == "") & (got != "") & out["grade_reason"].cast(pl.String).str.contains(
+            "value alone (?:bounds|settles)").fill_null(False)
+        summary["expected_missing_limit_range"] = int(ranged.sum())
     return summary
 
 

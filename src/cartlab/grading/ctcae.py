@@ -60,6 +60,7 @@ from cartlab.grading.ctcae_criteria import (
 )
 from cartlab.grading.ctcae_derive import (
     baseline_window,
+    bnrind_from_limits,
     censored_baseline_bnrind,
     derive_params,
     infusion_start,
@@ -67,6 +68,7 @@ from cartlab.grading.ctcae_derive import (
 )
 from cartlab.grading.ctcae_options import OPTION_DOCS, CtcaeOptions
 from cartlab.grading.ctcae_readings import baseline_readings, column_note, unknown_baseline_outcomes, us_columns
+from cartlab.grading.ctcae_summary import derived_bnrind_outcomes, limit_corners, limit_range_outcomes
 from cartlab.grading.ctcae_units import available_criteria, criteria_names, metadata_units, signif, signif_scalar
 from cartlab.grading.hemato_common import censored_text
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -181,7 +183,7 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
     ``criteria``: None (the tables of ``options.version``/``options.units``), a table name, a
     loaded table mapping, or a sequence of them in precedence order.
     """
-    gid, labels, gmax = _grade_codes(frame, criteria, options)
+    gid, labels, gmax = _grade_codes(frame, criteria, options, bnrind_from_row=True)
     grades = {i: g for i, (g, _, _) in enumerate(labels)}
     highest = {i: gmax.get(i, g) for i, g in grades.items()}
     rules = {i: r for i, (_, r, _) in enumerate(labels)}
@@ -225,7 +227,7 @@ def _bnrind(work: pl.DataFrame, options_hi: Any, options_lo: Any) -> pl.Expr:
 
 
 def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions | None = None,
-                 unknown_baseline: str = "baseline status unknown (BNRIND missing)"
+                 unknown_baseline: str = "baseline status unknown (BNRIND missing)", bnrind_from_row: bool = False
                  ) -> tuple[pl.Series, list[Label], dict[int, int]]:
     """The engine behind :func:`grade_labs`: per row the id of the outcome (Int32), the outcomes
     (grade, rule id, reason) indexed by that id, and the grade_max of the outcomes whose grade a
@@ -235,7 +237,13 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
     ALT, AST, ALP, GGT, bilirubin) is graded under each baseline reading (normal, abnormal high,
     abnormal low): equal grades settle it, different ones give the lower grade with the higher as
     grade_max and a reason starting with ``unknown_baseline`` (session 34, review 34 F5: a missing
-    BNRIND is not "baseline normal")."""
+    BNRIND is not "baseline normal").
+
+    ``bnrind_from_row`` (grade_labs): a row with BASE and no BNRIND gets BNRIND from BASE against the
+    row's own limits (:func:`cartlab.grading.ctcae_derive.bnrind_from_limits`, as derive_ctcae does
+    with the baseline row's limits; review 39 R39-5), said in the reason of the terms that read it.
+    A row whose reference limit is missing is also graded with that limit at both extremes: where the
+    value alone bounds the grade, a range (review 39 R39-4, :func:`ctcae_summary.limit_range_outcomes`)."""
     options = options or CtcaeOptions()
     cols = frame.columns
     if criteria is None and "criteria_units" in cols and options.units != "auto":
@@ -259,8 +267,13 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
         (pl.col("bnrind").cast(pl.String) if "bnrind" in cols else pl.lit(None, dtype=pl.String)).alias("bnrind"),
     )
     first = tabs[0].options if tabs else {}
+    work = work.with_columns(_bnrind(work, first.get("high_indicator", ()), first.get("low_indicator", ())))
+    derived_bnr = pl.lit(None, dtype=pl.String)
+    if bnrind_from_row:  # review 39 R39-5: the ADaM derivation, on this row's limits
+        derived_bnr = pl.when(pl.col("bnrind").is_null()).then(
+            bnrind_from_limits(pl.col("base"), pl.col("anrlo"), pl.col("anrhi")))
     work = work.with_columns(
-        _bnrind(work, first.get("high_indicator", ()), first.get("low_indicator", ())),
+        derived_bnr.alias("_bnr_derived"), pl.coalesce(pl.col("bnrind"), derived_bnr).alias("bnrind"),
         # PCHG not given: from BASE, as derive_ctcae computes it (fibrinogen's "% decrease from baseline")
         pl.coalesce(pl.col("pchg"), pl.when(pl.col("base").is_not_null() & (pl.col("base") != 0))
                     .then((pl.col("aval") - pl.col("base")) / pl.col("base") * 100)).alias("pchg"),
@@ -281,6 +294,9 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
 
     pieces = []
     alt_pieces: dict[str, list[pl.LazyFrame]] = {}  # baseline reading -> plans of the rows without BNRIND
+    lim_pieces: dict[tuple[float, float], list[pl.LazyFrame]] = {}  # missing-limit corner -> plans
+    lim_mask, lim_top = np.zeros(work.height, dtype=np.int64), np.full(work.height, -1, dtype=np.int64)
+    bnr_note = np.full(work.height, None, dtype=object)  # the BNRIND derived from the row's limits
     parts = work.partition_by(keys, as_dict=True, include_key=False) if work.height else {}
     for k, part in parts.items():
         kv = dict(zip(keys, k))
@@ -332,7 +348,12 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
         hi = [v.upper() for v in indicators(kv.get("high_indicator"), d.table.options.get("high_indicator", ()))]
         lo = [v.upper() for v in indicators(kv.get("low_indicator"), d.table.options.get("low_indicator", ()))]
         pieces.append(_grade_partition(part, d.table, d.entry, gids, hi, lo))
+        limit_corners(part, d.entry, lim_pieces, lim_mask, lim_top,  # review 39 R39-4
+                      lambda p, d=d, hi=hi, lo=lo: _grade_partition(p, d.table, d.entry, gids, hi, lo))
         readings = baseline_readings(d.table, d.entry, hi, lo)
+        if readings and bnrind_from_row:
+            said = part.filter(pl.col("_bnr_derived").is_not_null())
+            bnr_note[said["_row"].to_numpy()] = said["_bnr_derived"].to_numpy()
         if readings:
             unknown = part.filter(pl.col("bnrind").is_null() & pl.col("base").is_not_null())
             for value, words in readings if unknown.height else ():
@@ -347,7 +368,11 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
         gid[at] = piece["_gid"].to_numpy()
         gmax[at] = piece["_gmax"].fill_null(-1).to_numpy()
         miss[at] = piece["_miss"].to_numpy()
+    ranged = limit_range_outcomes(gid, gmax, miss, labels, lim_pieces, lim_mask, lim_top) if lim_pieces else {}
     settled = unknown_baseline_outcomes(gid, gmax, miss, labels, alt_pieces, unknown_baseline) if alt_pieces else {}
+    settled = {**ranged, **settled}
+    if bnrind_from_row:
+        settled = derived_bnrind_outcomes(gid, labels, bnr_note, settled)
     out_gid, labels, open_max = _open_grades(gid, gmax, miss, labels)
     return out_gid, labels, {**open_max, **settled}
 
@@ -551,13 +576,7 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         (~before).alias("post_baseline"),
         pl.when(pl.col("_bcens").is_not_null())
         .then(censored_baseline_bnrind(pl.col("_bcens"), pl.col("_bclim"), pl.col("_blln"), pl.col("_buln")))
-        .when(pl.col("BASE").is_null()).then(None)
-        .when(pl.col("_buln").is_not_null() & (pl.col("BASE") > pl.col("_buln"))).then(pl.lit("HIGH"))
-        .when(pl.col("_blln").is_not_null() & (pl.col("BASE") < pl.col("_blln"))).then(pl.lit("LOW"))
-        # within the limits it has (admiral derive_var_anrind: a missing limit does not restrict;
-        # session 32 review kept: ALT with only a ULN, the usual report, is NORMAL below it)
-        .when(pl.col("_blln").is_not_null() | pl.col("_buln").is_not_null()).then(pl.lit("NORMAL"))
-        .otherwise(None).alias("BNRIND"),
+        .otherwise(bnrind_from_limits(pl.col("BASE"), pl.col("_blln"), pl.col("_buln"))).alias("BNRIND"),
         pl.when(pl.col("BASE").is_not_null() & (pl.col("BASE") != 0))
         .then((pl.col("value") - pl.col("BASE")) / pl.col("BASE") * 100).otherwise(None).alias("PCHG"),
         pl.col("param").replace_strict(low_terms, default=None, return_dtype=pl.String).alias("ATOXDSCL"),

@@ -22,7 +22,7 @@ from cartlab.criteria.model import AllOf, AnyOf, Column, Leaf, Missing, Not, Rul
 from cartlab.grading.ctcae_options import CtcaeOptions
 from cartlab.grading.ctcae_units import criteria_names
 
-__all__ = ["CompiledTable", "Entry", "compile_criteria", "ctcae_terms", "derived_params", "dispatch", "indicators",
+__all__ = ["CompiledTable", "Entry", "clinical_clauses", "compile_criteria", "ctcae_terms", "derived_params", "dispatch", "indicators",
            "intervention_terms", "key", "missing_mask", "param_terms", "precise_missing", "tables"]
 
 #: the columns the rules read (the working frame of grade_labs)
@@ -231,6 +231,42 @@ def _clinical_only(text: Any, rules: Sequence[Rule]) -> str:
         "not derived from labs"
 
 
+#: a clause of a grade's CTCAE text that is clinical (no number, comparison, LLN/ULN or baseline):
+#: "transfusion indicated", "intervention initiated", "hospitalization indicated"
+_LAB_CLAUSE = re.compile(r"\d|[<>]|\bULN\b|\bLLN\b|baseline", re.IGNORECASE)
+
+
+def clinical_clauses(text: Any) -> dict[int, list[str]]:
+    """Per grade 1-4 the clinical clauses of its CTCAE text: the ";"-separated alternatives that are
+    not lab bounds (CTCAE v5.0: ";" separates alternatives, each a sufficient route to the grade;
+    review 39 R39-2). E.g. Anemia {3: ["transfusion indicated"], 4: ["Life-threatening consequences",
+    "urgent intervention indicated"]}."""
+    if not isinstance(text, Mapping):
+        return {}
+    out: dict[int, list[str]] = {}
+    for g in range(1, 5):
+        parts = [c.strip() for c in str(text.get(f"grade_{g}", "-")).split(";")]
+        clin = [c for c in parts if c and c != "-" and not _LAB_CLAUSE.search(c)]
+        if clin:
+            out[g] = clin
+    return out
+
+
+def _clinical_raise(text: Any, grade: int | None, rules: Sequence[Rule]) -> str:
+    """The reason's note on a lab grade below the term's highest lab-derived grade whose higher
+    grades have a clinical clause (session 39, review 39 R39-2): the lab value gives at least this
+    grade and CTCAE's clinical alternative would raise it, e.g. Anemia grade 2 "; a clinical clause
+    can raise this (not derived from labs): to grade 3 if transfusion indicated, to grade 4 if
+    Life-threatening consequences or urgent intervention indicated". The grade is not changed. The
+    highest lab grade keeps :func:`_clinical_only`; grade 0 and not-gradable outcomes get no note."""
+    top = _lab_max(rules)
+    if grade is None or grade < 1 or top is None or grade >= top:
+        return ""
+    clauses = clinical_clauses(text)
+    above = [f"to grade {g} if {' or '.join(clauses[g])}" for g in range(grade + 1, 5) if g in clauses]
+    return f"; a clinical clause can raise this (not derived from labs): {', '.join(above)}" if above else ""
+
+
 _ROUNDED: dict[tuple[int, int], tuple[CriteriaTable, CriteriaTable]] = {}
 
 
@@ -272,7 +308,8 @@ def _compile(model: CriteriaTable, options: Mapping[str, Any]) -> CompiledTable:
         for r in kept:
             if r.grade is not None and not 0 <= r.grade <= 4:
                 raise ValueError(f"{name}:{r.id}: grade must be 0-4 or null")
-            labels.append((r.grade, f"{name}:{r.id}", _reason(r, unit) + (top if r.grade == _lab_max(kept) else "")))
+            note = top if r.grade == _lab_max(kept) else _clinical_raise(e.get("ctcae"), r.grade, kept)
+            labels.append((r.grade, f"{name}:{r.id}", _reason(r, unit) + note))
         entries.append(Entry(
             table=name, entry_id=eid, term=str(e["term"]), term_key=key(e["term"]), direction=direction,
             unit=unit, unit_key=key(unit) if unit else None, params=tuple(str(p).upper() for p in e.get("params") or ()),

@@ -10,7 +10,7 @@ import polars as pl
 
 from cartlab.grading.ctcae_options import CtcaeOptions
 
-__all__ = ["baseline_window", "censored_baseline_bnrind", "derive_params", "infusion_start"]
+__all__ = ["baseline_window", "bnrind_from_limits", "censored_baseline_bnrind", "derive_params", "infusion_start"]
 
 
 def infusion_start(study: Any) -> pl.DataFrame | None:
@@ -62,6 +62,22 @@ def censored_baseline_bnrind(cens: pl.Expr, lim: pl.Expr, lln: pl.Expr, uln: pl.
     )
 
 
+def bnrind_from_limits(base: pl.Expr, lln: pl.Expr, uln: pl.Expr) -> pl.Expr:
+    """BNRIND of a measured baseline from reference limits (CDISC ADaM: BNRIND = ANRIND of the
+    baseline record): HIGH (BASE > ULN), LOW (BASE < LLN), NORMAL within the limits it has (admiral
+    derive_var_anrind: a missing limit does not restrict; session 32 review kept: ALT with only a ULN,
+    the usual report, is NORMAL below it), null without BASE or without any limit. The one derivation
+    of ``derive_ctcae`` (the baseline row's limits) and ``grade_labs`` (the row's own limits when
+    ``bnrind`` is empty; session 39, review 39 R39-5)."""
+    return (
+        pl.when(base.is_null()).then(None)
+        .when(uln.is_not_null() & (base > uln)).then(pl.lit("HIGH"))
+        .when(lln.is_not_null() & (base < lln)).then(pl.lit("LOW"))
+        .when(lln.is_not_null() | uln.is_not_null()).then(pl.lit("NORMAL"))
+        .otherwise(None)
+    )
+
+
 def warn_missing_limits(adlb: pl.DataFrame) -> pl.DataFrame:
     """Say once (the same words in every subject batch) when lab values were left ungraded for want
     of the reference limit their criteria need: a study without lln/uln loses most CTCAE grades."""
@@ -73,8 +89,8 @@ def warn_missing_limits(adlb: pl.DataFrame) -> pl.DataFrame:
 
         warnings.warn(CartlabWarning(
             "lab values without the reference limit their criteria need (lln/uln: observations.csv; SDTM --STNRLO/--STNRHI; "
-            "FHIR referenceRange) are "
-            "not graded (adlb.csv: grade empty, grade_reason names the missing limit; missing is not grade 0)"),
+            "FHIR referenceRange) are graded as a range where the value alone bounds the grade (ATOXGR*_MAX) and "
+            "not graded otherwise (adlb.csv: grade empty; grade_reason names the missing limit; missing is not grade 0)"),
             stacklevel=3)
     return adlb
 

@@ -63,6 +63,13 @@ class CtcaeOptions(CriteriaOptions):
         "that names the term Hypocalcemia is always graded on the value given (the user chose the "
         "term). Formula: criteria/ctcae_v5.yaml derived_params (Payne 1973 form; slope 0.02 "
         "mmol/L per g/L, status partially_verified)")
+    calcium_summary: Literal["merged", "split"] = Field(
+        default="merged", description="the subject-level toxicity summary (cohort/subject toxicity tables): "
+        "CTCAE v5.0 has one term Hypocalcemia and one Hypercalcemia, graded on a corrected or an ionized "
+        "calcium. 'merged' (default, the standard's single term): the worse of the corrected (CACORR) and "
+        "ionized (CAION, admiral's '(Ionized)' metadata rows) grades counts under 'Hypocalcemia' / "
+        "'Hypercalcemia', the reason naming the variant that decided. 'split': each on its own row (admiral's "
+        "metadata rows). ADLB rows keep their own PARAMCD and ATOXDSC either way. Session 39 (review 39 R39-3)")
     criteria_units_by_row: Literal["si", "reported"] = Field(
         default="si", description="derive_ctcae: which CTCAE column grades a study row. CTCAE v5.0 gives "
         "US (mg/dL) and SI (mmol/L) bounds that are not exact conversions of each other (Hypocalcemia "

@@ -289,8 +289,10 @@ def _lower_upper(t: pl.DataFrame, col: str) -> tuple[pl.Expr, pl.Expr]:
 
 def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) -> tuple[pl.DataFrame, list[str]]:
     """``subject_id``, ``term``, ``scale``, ``grade`` (null = not evaluable; a range at its lower
-    grade) and ``grade_max`` (the upper grade of a range, else null or the grade) for every selected
-    subject and term, and notes naming tables that were not available."""
+    grade), ``grade_max`` (the upper grade of a range, else null or the grade) and ``reason`` (CTCAE
+    lab terms graded on more than one parameter, e.g. Hypocalcemia on CACORR and CAION: which one
+    decided; else null) for every selected subject and term, and notes naming tables that were not
+    available."""
     notes: list[str] = []
     parts: list[pl.DataFrame] = []
     for name, col, term, scale in SUMMARY_GRADES:
@@ -318,23 +320,24 @@ def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) ->
             # a grade a missing input leaves open (ATOXGR<d>_MAX: e.g. no ULN) counts at its lower grade
             # with the highest upper bound of the subject's rows as grade_max ("2–4", could be higher)
             # after the baseline record (review 37 R37-9): the baseline is BTOXGR, not a toxicity
+
+            # per CTCAE term (review 39 R39-3): admiral's "Hypocalcemia (Ionized)" rows count under the one
+            # CTCAE v5.0 term Hypocalcemia (the worse of corrected and ionized calcium; option
+            # ctcae.calcium_summary, default merged), the reason naming the variant that decided
+            from cartlab.grading.ctcae_summary import lab_term_worst
             from cartlab.report.subject_blocks import post_baseline
 
             labs = subset(adlb, ids)
             labs = labs.filter(post_baseline(labs))
-            dirs = pl.concat([labs.select(
-                "subject_id", pl.col(f"ATOXDSC{d}").alias("term"), pl.col(f"ATOXGR{d}").cast(pl.Int64).alias("grade"),
-                (pl.coalesce(pl.col(f"ATOXGR{d}_MAX"), pl.col(f"ATOXGR{d}")) if f"ATOXGR{d}_MAX" in labs.columns
-                 else pl.col(f"ATOXGR{d}")).cast(pl.Int64).alias("_upper")) for d in ("L", "H")])
-            parts.append(dirs.filter(pl.col("term").is_not_null()).group_by("subject_id", "term")
-                         .agg(pl.col("grade").max(), pl.col("_upper").max()).sort("term", "subject_id")
-                         .select("subject_id", "term", pl.lit("CTCAE v5.0 (labs)").alias("scale"), "grade",
-                                 pl.when(pl.col("_upper") > pl.col("grade")).then(pl.col("_upper"))
-                                 .otherwise(None).alias("grade_max")))
+            ctcae_opts = getattr(getattr(analysis, "options", None), "ctcae", None)
+            worst = lab_term_worst(labs, getattr(ctcae_opts, "calcium_summary", None) or "merged")
+            parts.append(worst.select("subject_id", "term", pl.lit("CTCAE v5.0 (labs)").alias("scale"), "grade",
+                                      "grade_max", "reason"))
     if not parts:
         return pl.DataFrame(schema={"subject_id": pl.String, "term": pl.String, "scale": pl.String,
-                                    "grade": pl.Int64, "grade_max": pl.Int64}), notes
-    long = pl.concat(parts)
+                                    "grade": pl.Int64, "grade_max": pl.Int64, "reason": pl.String}), notes
+    long = pl.concat([p if "reason" in p.columns else p.with_columns(pl.lit(None, pl.String).alias("reason"))
+                      for p in parts])
     everyone = subjects_of(analysis, ids).select("subject_id")
     terms = long.select("term", "scale").unique(maintain_order=True)
     full = (terms.join(everyone, how="cross")
@@ -353,7 +356,7 @@ def toxicity_counts(analysis, subject_ids=None, include_labs: bool = True) -> pl
     if long.height == 0:
         raise ViewUnavailable(f"{view}: no grading table is available ({'; '.join(notes)})",
                               ("crs_summary", "icans_summary", "icaht", "adae_toxicity"))
-    counts = worst_grade_counts(long.drop("grade_max"), 5)
+    counts = worst_grade_counts(long.drop("grade_max", "reason"), 5)
     # a subject whose worst grade is the lower end of a range (an input missing) could be higher
     per = long.group_by("term", "scale", "subject_id").agg(pl.col("grade").max(), pl.col("grade_max").max())
     higher = (per.filter(pl.col("grade").is_not_null() & (pl.col("grade_max") > pl.col("grade")))
