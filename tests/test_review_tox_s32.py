@@ -170,7 +170,7 @@ subject_id,day,param,value,value_text,unit
 M2,1,ICE,10,,
 M2,3,ICE,,<3,
 M2,5,ICE,,>=7,
-""")
+""", events="subject_id,day,event")  # header only: no events recorded (an absent file is unknown, s39)
     daily = derive_icans_daily(s)
     d3, d5 = _day(daily, "M2", 3), _day(daily, "M2", 5)
     assert (d3["grade"], d3["grade_max"], d3["missing_inputs"]) == (3, 4, ["LOC"])

@@ -76,6 +76,9 @@ _SPELLINGS = {
     # per minute written with a negative exponent (UCUM "min-1", heart and breathing rates)
     "min-1": "1/min", "min^-1": "1/min", "/min": "1/min",
     "bpm": "beats/min",
+    # per 100 mL is per decilitre (review 39 C2: pint would drop the 100 and read "gram * milliliter")
+    "g/100mL": "g/dL", "g/100 mL": "g/dL", "g/100ml": "g/dL", "mg/100mL": "mg/dL", "mg/100 mL": "mg/dL",
+    "mg/100ml": "mg/dL",
     "sec": "s",
     "fraction": "fraction",
     "": "dimensionless",

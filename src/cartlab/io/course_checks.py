@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from cartlab.io.clock import OFFSET
+from cartlab.io.clock import OFFSET, has_clock_time
 from cartlab.io.errors import Issue
 
 __all__ = ["ABSENT_FILE_MEANS", "MIXED_OFFSETS", "followup_day_checks", "mixed_utc_offsets", "records_after_death",
@@ -52,8 +52,8 @@ def records_after_death(frames: dict[str, pl.DataFrame], row: str) -> list[Issue
                 .group_by("subject_id", "__death", maintain_order=True).agg(pl.col(row).sort()))
         for sid, death, rows in late.iter_rows():
             what = "its last_followup_day is" if name == "subjects" else f"{len(rows)} row(s) are dated"
-            out.append(Issue(f"{name}.csv", col, f"subject {sid!r}: {what} after its death on day {death:g} "
-                             "(events.csv): check the day or the subject", rows, severity="warning"))
+            out.append(Issue(_name(df, name), col, f"subject {sid!r}: {what} after its death on day {death:g} "
+                             f"({_name(ev, 'events')}): check the day or the subject", rows, severity="warning"))
     return out
 
 
@@ -76,6 +76,10 @@ def _offset(col: str) -> pl.Expr:
     digits = e.str.replace(":", "")
     mm = pl.when(digits.str.len_chars() > 3).then(digits.str.slice(3, 2)).otherwise(pl.lit("00"))
     return pl.when(e == "Z").then(pl.lit("+00:00")).otherwise(digits.str.slice(0, 3) + ":" + mm)
+
+
+#: how a date-time with a clock time but no UTC offset is named in the mixed-offsets warning
+NO_OFFSET = "no offset"
 
 
 #: the shortest time between two daylight-saving changes of one zone (they come about 5 and 7 months apart)
@@ -129,6 +133,19 @@ def _in_dst_season(t0, t1) -> bool:
     return False
 
 
+def _name(df: pl.DataFrame, name: str) -> str:
+    """The name of the file a table was read from (its rows' ``src_file``: observations.parquet for a
+    Parquet study, review 39 B1), else ``name.csv``."""
+    if "src_file" in df.columns and df.height and df["src_file"][0] is not None:
+        return str(df["src_file"][0])
+    return f"{name}.csv"
+
+
+def _num(x: float) -> str:
+    """A day as a short number: 3, 6.4167."""
+    return f"{round(float(x), 4):g}"
+
+
 def _file(df: pl.DataFrame, name: str) -> pl.Expr:
     """The file a row was read from (its provenance), else ``name.csv``."""
     return pl.col("src_file") if "src_file" in df.columns else pl.lit(f"{name}.csv")
@@ -140,14 +157,19 @@ def mixed_utc_offsets(frames: dict[str, pl.DataFrame], row: str) -> list[Issue]:
     the site's clock as written (``cartlab.io.clock``); with several offsets that clock is not one
     zone, so a day (or before/after the infusion) may be off by the offsets' difference. Offsets that
     are one zone's daylight-saving changes (:func:`daylight_saving_only`) are that clock, and are not
-    warned about."""
+    warned about. A date-time with a clock time and no offset counts as its own convention
+    (:data:`NO_OFFSET`, review 39 B5): a subject whose stamps all carry ``Z`` is not warned, one that
+    mixes ``Z`` and local stamps is (no daylight-saving exemption then)."""
     parts = []
     for name, col in DATETIME_COLUMNS:
         df = frames.get(name)
         if df is None or col not in df.columns or df.is_empty():
             continue
+        # a date-time with a clock time but no offset is its own convention (review 39 B5: 09:30Z and a naive
+        # 10:00 infusion_datetime); a date alone carries no offset and is left out
+        off = pl.when(has_clock_time(pl.col(col))).then(pl.coalesce(_offset(col), pl.lit(NO_OFFSET)))
         parts.append(df.select(pl.col("subject_id"), _file(df, name).alias("__file"), pl.col(row),
-                               _offset(col).alias("__offset"), _local(col).alias("__local")).drop_nulls("__offset"))
+                               off.alias("__offset"), _local(col).alias("__local")).drop_nulls("__offset"))
     if not parts:
         return []
     stamps = pl.concat(parts)
@@ -157,7 +179,7 @@ def mixed_utc_offsets(frames: dict[str, pl.DataFrame], row: str) -> list[Issue]:
     stamps = stamps.join(mixed.select("subject_id"), on="subject_id", how="semi")
     out = []
     for (sid,), sub in stamps.group_by("subject_id", maintain_order=True):
-        if daylight_saving_only(sub):
+        if NO_OFFSET not in sub["__offset"] and daylight_saving_only(sub):
             continue
         seen = (sub.group_by("__offset", "__file", maintain_order=True).agg(pl.col(row).sort())
                 .sort("__offset"))
@@ -182,7 +204,7 @@ def followup_day_checks(frames: dict[str, pl.DataFrame], row: str) -> list[Issue
     fu = sub.filter(pl.col("last_followup_day").is_not_null()).select("subject_id", pl.col("last_followup_day").alias("__fu"), pl.col(row).alias("__fu_row"))
     out = []
     for sid, day, r in fu.filter(pl.col("__fu") < 0).iter_rows():
-        out.append(Issue("subjects.csv", "last_followup_day", f"subject {sid!r}: last_followup_day {day:g} is before "
+        out.append(Issue(_name(sub, "subjects"), "last_followup_day", f"subject {sid!r}: last_followup_day {day:g} is before "
                          "day 0, the infusion day (spec \"Time\"): check the day", [r], severity="warning"))
     for name, col in DATED_ROWS:
         df = frames.get(name)
@@ -194,9 +216,9 @@ def followup_day_checks(frames: dict[str, pl.DataFrame], row: str) -> list[Issue
                 .group_by("subject_id", "__fu", "__fu_row", maintain_order=True)
                 .agg(pl.col(row).sort(), pl.col(col).min().alias("__lo"), pl.col(col).max().alias("__hi")))
         for sid, day, r, rows, lo, hi in late.iter_rows():
-            span = f"day {lo:g}" if lo == hi else f"days {lo:g}-{hi:g}"
-            out.append(Issue(f"{name}.csv", col, f"subject {sid!r}: dated after its last_followup_day {day:g} "
-                             f"(subjects.csv row {r}), on {span}: the time-to-event endpoints take the latest "
+            span = f"day {_num(lo)}" if lo == hi else f"days {_num(lo)}-{_num(hi)}"
+            out.append(Issue(_name(df, name), col, f"subject {sid!r}: dated after its last_followup_day {day:g} "
+                             f"({_name(sub, 'subjects')} row {r}), on {span}: the time-to-event endpoints take the latest "
                              "such row as the day last known alive; check last_followup_day", rows,
                              severity="warning"))
     return out
@@ -215,8 +237,8 @@ def unknown_dose_agents(frames: dict[str, pl.DataFrame], row: str) -> list[Issue
            .agg(pl.col(row).sort(), pl.col("day").min().alias("_lo"), pl.col("day").max().alias("_hi")))
     out = []
     for sid, agent, rows, lo, hi in bad.iter_rows():
-        days = f"day {lo:g}" if lo == hi else f"days {lo:g} to {hi:g}"
-        out.append(Issue("doses.csv", "agent", f"subject {sid!r}: agent {agent!r} on {days} is not a known "
+        days = f"day {_num(lo)}" if lo == hi else f"days {_num(lo)} to {_num(hi)}"
+        out.append(Issue(_name(doses, "doses"), "agent", f"subject {sid!r}: agent {agent!r} on {days} is not a known "
                          "lymphodepletion agent (grading/ld_agents.yaml) nor CAR-T: CAR-HEMATOTOX and EASIX do not "
                          "read it as lymphodepletion (their baseline reason names it); if it is one, spell it as in "
                          "the table or add it to the option lymphodepletion_agents", rows, severity="warning"))

@@ -39,11 +39,20 @@ class Issue:
             line = r + 1 if self.lines is None else self.lines.get(r)
             loc = f"row {r}" + (f" (line {line})" if line is not None else "")
         else:
-            shown = ", ".join(str(r) for r in self.rows[:max_rows])
+            # a map of lines (a quoted cell spanning lines moved them): each row with its line (review 39 B4)
+            lines = self.lines or {}
+            shown = ", ".join(f"{r} (line {lines[r]})" if r in lines else str(r) for r in self.rows[:max_rows])
             more = len(self.rows) - max_rows
             loc = f"rows {shown}" + (f" and {more:,} more ({len(self.rows):,} rows)" if more > 0 else "")
         col = f", column '{self.column}'" if self.column else ""
         return f"{self.file}, {loc}{col}"
+
+    def line_numbers(self) -> list[int | None]:
+        """The line of each row, as :meth:`where` names them: row + 1 (a CSV file without a quoted cell
+        spanning lines), the map's line, or None (Parquet has no lines; a row not in the map)."""
+        if self.lines is None:
+            return [r + 1 for r in self.rows]
+        return [self.lines.get(r) for r in self.rows]
 
     def __str__(self) -> str:
         return f"{self.where()}: {self.message}"
@@ -53,6 +62,7 @@ class Issue:
             "severity": self.severity,
             "file": self.file,
             "rows": self.rows,
+            "lines": self.line_numbers(),
             "column": self.column,
             "message": self.message,
         }

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from cartlab.io.clock import day_number, has_clock_time, iso_date, wall_clock
+from cartlab.io.column_checks import did_you_mean, near_miss_columns
 from cartlab.io.errors import Issue, spelled
 from cartlab.io.folder import (
     CSV_DIALECTS,
@@ -174,6 +175,8 @@ class _FileReader:
                 self.issue(day_col, f"neither {day_col!r} nor {dt_col!r} column is present: one is required")
                 ok = False
         self.extra_cols = [c for c in self.header if c not in known and c.lower() not in known]
+        # review 39 B8: an extra column named like a format column the file lacks ("atribution")
+        self.issues.extend(near_miss_columns(self.fname, self.header, self.extra_cols, self.spec.column_names))
         return ok
 
     # -- typed parsing (generic, from the FileSpec)
@@ -219,7 +222,8 @@ class _FileReader:
                 self.flag(
                     raw.is_not_null() & parsed.is_null(),
                     col.name,
-                    lambda v, c=col: f"{v!r} is not a valid {c.name}; allowed: {', '.join(c.values)}",
+                    lambda v, c=col: f"{v!r} is not a valid {c.name}{did_you_mean(v, c.values)}; allowed: "
+                    f"{', '.join(c.values)}",
                 )
                 exprs.append(parsed.alias(col.name))
             elif col.kind == "date":

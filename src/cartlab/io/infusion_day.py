@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import polars as pl
 
+from cartlab.io.clock import day_number, day_zero, has_clock_time, is_timed, wall_clock
 from cartlab.io.errors import Issue
 
-__all__ = ["first_car_t_not_on_day0"]
+__all__ = ["first_car_t_not_on_day0", "infusion_time_differs"]
 
 #: subjects named one by one; the rest in one issue
 MAX_SUBJECTS = 25
@@ -101,3 +102,48 @@ def _issue(fname: str, sid: str, day: float, rows: list[int], agent: str, dtext:
                  f"later dose after a day-0 infusion not recorded in doses. ICAHT and the response assessments "
                  f"count from day 0, but CRS/ICANS are graded from day {_num(day)} and the kinetics count time "
                  f"from it (the first CAR-T dose row). If this is the first infusion, {fix}", rows, "warning")
+
+
+def _clock(day: float) -> str:
+    """The clock time of a fractional day: 0.6667 -> 16:00."""
+    m = round((float(day) % 1) * 1440)
+    return f"{m // 60:02d}:{m % 60:02d}"
+
+
+def infusion_time_differs(doses: pl.DataFrame, subjects: pl.DataFrame, fname: str, row: str) -> list[Issue]:
+    """A warning per subject whose ``infusion_datetime`` (with a clock time) and first CAR-T dose row
+    (timed: a date-time with a clock time or a fractional day) are on day 0 but more than a minute apart
+    (review 39 B7). Both say when the first CAR-T infusion was (spec "Time": day 0 = the first CAR-T
+    infusion); the kinetics count time from the dose row (``kinetics.agents.car_t_infusions`` takes
+    infusion_datetime's time only where the dose row has none), so a sample between the two times is
+    read as pre-dose. A dose off day 0 has its own message (:func:`first_car_t_not_on_day0`)."""
+    from cartlab.kinetics.agents import car_t_agent_expr  # lazily: cartlab.kinetics imports the readers
+
+    if doses.height == 0 or "agent" not in doses.columns or "infusion_datetime" not in subjects.columns:
+        return []
+    idt = pl.col("infusion_datetime")
+    inf = (subjects.filter(has_clock_time(idt))
+           .select("subject_id", idt.alias("__idt"),
+                   day_number(wall_clock(idt), day_zero(idt, pl.col("infusion_date"))).alias("__iday"))
+           .drop_nulls("__iday").unique("subject_id", keep="first"))
+    if inf.height == 0:
+        return []
+    dt = "datetime" if "datetime" in doses.columns else None
+    car = doses.filter(pl.col("day").is_not_null() & pl.col("day").is_finite() & car_t_agent_expr(pl.col("agent")))
+    first = (car.filter(pl.col("day") == pl.col("day").min().over("subject_id"))
+             .filter((pl.col("day").floor() == 0) & is_timed("day", dt))
+             .group_by("subject_id", maintain_order=True)
+             .agg(pl.col("day").first(), pl.col(row).sort(),
+                  (pl.col(dt) if dt else pl.lit(None, dtype=pl.String)).first().alias("__ddt")))
+    bad = first.join(inf, on="subject_id", how="inner").filter((pl.col("day") - pl.col("__iday")).abs() > 1 / 1440)
+    out = []
+    for sid, day, rows, ddt, idt_text, iday in bad.iter_rows():
+        dose = f"dated {ddt}" if ddt is not None and "T" in str(ddt).replace(" ", "T") else f"on day {_num(day)}"
+        out.append(Issue(fname, "datetime" if dose.startswith("dated") else "day",
+                         f"subject {sid!r}: subjects' infusion_datetime {idt_text} puts the first CAR-T infusion at "
+                         f"{_clock(iday)} (day {_num(iday)}), but the first CAR-T dose row is {dose} ({_clock(day)}, "
+                         f"day {_num(day)}): the kinetics count time from the dose row (spec \"Time\": day 0 is the "
+                         "first CAR-T infusion), so a sample between the two times is read as "
+                         f"{'pre-dose' if day > iday else 'post-dose'}; correct one of them",
+                         rows, severity="warning"))
+    return out

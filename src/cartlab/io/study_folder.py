@@ -20,6 +20,7 @@ import polars as pl
 from cartlab.errors import InputError
 from cartlab.io.absent_files import absent_tables
 from cartlab.io.clock import day_zero, is_timed, iso_date, wall_clock
+from cartlab.io.column_checks import dose_unit_kind, reference_and_specimen
 from cartlab.io.course_checks import (
     ABSENT_FILE_MEANS,
     followup_day_checks,
@@ -47,7 +48,7 @@ from cartlab.io.folder import (
     missing_subjects_issue,
     sniff_dialect,
 )
-from cartlab.io.infusion_day import first_car_t_not_on_day0
+from cartlab.io.infusion_day import first_car_t_not_on_day0, infusion_time_differs
 from cartlab.io.schema import DOSE_MAX, DOSE_UNITS, FILES
 from cartlab.io.value_text import read_value_text
 from cartlab.model import Study, conform, empty_frame
@@ -91,6 +92,11 @@ def _anchors(subjects: pl.DataFrame) -> pl.DataFrame:
     # given but unreadable: the date has its own error in subjects, so no row is told it has none
     given = pl.col("infusion_datetime").is_not_null() | pl.col("infusion_date").is_not_null()
     age = pl.col("age_years") if "age_years" in subjects.columns else pl.lit(None, dtype=pl.Float64)
+    # review 39 B2: an age outside its plausible range has its own error: it dates no birth (with -3 every
+    # row of the subject would fall "before birth")
+    a_lo, a_hi = FILES["subjects"].column("age_years").range or (0, 120)
+    age = age.cast(pl.Float64, strict=False)
+    age = pl.when((age >= a_lo) & (age <= a_hi)).then(age)
     src = (pl.when(pl.col("infusion_datetime").is_not_null()).then(pl.lit("infusion_datetime "))
            .otherwise(pl.lit("infusion_date ")) + pl.coalesce(pl.col("infusion_datetime"), pl.col("infusion_date")))
     return subjects.select("subject_id", anchor.alias("__anchor"), given.alias("__anchor_given"),
@@ -125,6 +131,11 @@ def _doses(r: _FileReader) -> pl.DataFrame:
            "kinetics, the twin and the protocol's dose checks read this row as an administration)",
            by=pl.lit(None), severity="warning")
     return df.with_columns(r.provenance())
+
+
+def _g(x) -> str:
+    """A number written as text, shortly: '5000000000.0' -> 5e+09, '101.0' -> 101."""
+    return f"{float(x):g}" if x not in (None, "") else ""
 
 
 def _implausible(v) -> str:
@@ -282,6 +293,21 @@ def _observations(r: _FileReader) -> pl.DataFrame:
                f"[{v[2]}, {v[3]}] ({v[4]})",
                by=pl.concat_list(pl.col("param"), pl.col(f"orig_{c}").cast(pl.String), lo.cast(pl.String),
                                  hi.cast(pl.String), pl.col("unit")))
+    # review 39 A1: lloq (in the row's unit) and a censored bound ('>101' C) are checked as value is: a
+    # wrong unit there silently makes a peak BLQ or a fever out of 101 C
+    r.flag(pl.col("lloq").is_finite() & lo.is_not_null() & ((pl.col("lloq") < lo) | (pl.col("lloq") > hi)), "lloq",
+           lambda v: f"lloq {_g(v[1])} {v[2] or '(no unit)'} of {v[0]} (= {_g(v[3])} {v[4]}) is outside the plausible "
+           f"range of its values [{_g(v[5])}, {_g(v[6])}] {v[4]}: is the unit right?",
+           by=pl.concat_list(pl.col("param"), pl.col("orig_lloq").cast(pl.String), pl.col("orig_unit"),
+                             pl.col("lloq").cast(pl.String), pl.col("unit"), lo.cast(pl.String), hi.cast(pl.String)))
+    lim = pl.col("censor_limit")
+    # a BLQ word's bound is the row's lloq, which has its own message above (a "<x" has a digit)
+    r.flag(lim.is_finite() & lo.is_not_null() & pl.col("value_text").str.contains(r"\d").fill_null(False) & ((lim < lo) | (lim > hi)), "value_text",
+           lambda v: f"{v[0]} value_text {v[1]!r} {v[2] or '(no unit)'}: its bound (= {_g(v[3])} {v[4]}) is outside "
+           f"the plausible range [{_g(v[5])}, {_g(v[6])}] {v[4]}: is the unit right?",
+           by=pl.concat_list(pl.col("param"), pl.col("value_text"), pl.col("orig_unit"), lim.cast(pl.String),
+                             pl.col("unit"), lo.cast(pl.String), hi.cast(pl.String)))
+    reference_and_specimen(r)  # review 39 C2: lln > uln, marrow blasts from blood (warnings)
     return df.with_columns(r.provenance())
 
 
@@ -424,6 +450,7 @@ def _read_files(
         sources.append((path.name, fr.fmt, fr.sha256, frames[name].height))
         if name == "doses":  # day 0 is the first CAR-T infusion (spec "Time")
             issues.extend(first_car_t_not_on_day0(frames[name], subjects, path.name, ROW))
+            issues.extend(infusion_time_differs(frames[name], subjects, path.name, ROW))  # review 39 B7
 
     if any(i.severity == "error" for i in issues):
         return None, issues
@@ -431,10 +458,14 @@ def _read_files(
     issues.extend(mixed_utc_offsets(frames, ROW))
     issues.extend(followup_day_checks(frames, ROW))
     issues.extend(unknown_dose_agents(frames, ROW))  # session 38 (review s38 A1)
+    if "doses" in frames:  # review 39 B3: a CAR-T dose in mg/m2, a fludarabine dose in cells/kg
+        issues.extend(dose_unit_kind(frames["doses"], contents.tables["doses"].name, ROW))
     if "observations" in frames:  # a course without these files: say what is then read as not given
+        # named in the study's own file format (review 39 C2: a Parquet study is told interventions.parquet)
+        ext = ".parquet" if contents.tables["observations"].suffix.lower() == ".parquet" else ".csv"
         for name, what in ABSENT_FILE_MEANS.items():
             if name not in contents.tables:
-                issues.append(Issue(f"{name}.csv", None, f"not given: {what}", severity="warning"))
+                issues.append(Issue(f"{name}{ext}", None, f"not given: {what}", severity="warning"))
     study = Study(
         study_id=study_id or folder.resolve().name,
         subjects=conform(frames["subjects"], "subjects"),
