@@ -389,7 +389,7 @@ def pop500():
     ~6% with one chain and ~3% with three, and the 25% band is only ~2 statistical SEs wide, so
     the extra chains keep the outcome a property of the data rather than of the MCMC path."""
     obs = simulate(500, seed=2019, times=DESIGN_2Y, params=STEIN_2019, lloq=50.0, exact_moments=True)
-    fit = SteinPopulationModel(init=BAD_INIT, seed=2019, n_chains=3).fit(obs)
+    fit = SteinPopulationModel(n_starts=1, init=BAD_INIT, seed=2019, n_chains=3).fit(obs)
     return obs, fit
 
 
@@ -431,7 +431,7 @@ def test_population_recovery_plain_draw_within_standard_errors():
     effects happens to be 19% below the population's, p ~ 0.001, so against the population omega2
     of tmax is 3.9 SE off although the estimator matches the sample to 1.4%.)"""
     obs, truth = simulate(500, seed=2020, times=DESIGN_2Y, return_params=True)
-    fit = SteinPopulationModel(init=BAD_INIT, seed=2020, compute_ll=False).fit(obs)
+    fit = SteinPopulationModel(n_starts=1, init=BAD_INIT, seed=2020, compute_ll=False).fit(obs)
     s = fit.summary
     rows = []
     for p in PARAMS:
@@ -464,7 +464,7 @@ def test_population_recovery_mean_over_four_replicates():
     om_err = {p: [] for p in PARAMS}
     for seed in (1, 2, 3, 4):
         obs = simulate(500, seed=seed, times=DESIGN_2Y, params=STEIN_2019, lloq=50.0, exact_moments=True)
-        fit = SteinPopulationModel(init=BAD_INIT, seed=seed, n_chains=3, compute_ll=False).fit(obs)
+        fit = SteinPopulationModel(n_starts=1, init=BAD_INIT, seed=seed, n_chains=3, compute_ll=False).fit(obs)
         for p in PARAMS:
             th_err[p].append(_rel(fit.theta_[p], STEIN_2019.theta[p]))
             om_err[p].append(_rel(fit.omega2_[p], STEIN_2019.omega2[p]))
@@ -505,7 +505,7 @@ def test_covariate_effects_continuous_and_binary_are_recovered():
                           covariates=pl.DataFrame({"log_dose": log_dose, "nhl": nhl}), return_params=True)
     cov = pl.DataFrame({"subject_id": truth["subject_id"], "log_dose": log_dose,
                         "disease": np.where(nhl == 1, "NHL", "ALL")})
-    fit = SteinPopulationModel(covariates={"cmax": ["log_dose"], "alpha": ["disease"]}, centers={"log_dose": 0.0},
+    fit = SteinPopulationModel(n_starts=1, covariates={"cmax": ["log_dose"], "alpha": ["disease"]}, centers={"log_dose": 0.0},
                                seed=7, compute_ll=False).fit(obs, covariates=cov)
     s = fit.summary
     b_dose = s.filter(parameter="cmax~log_dose").row(0, named=True)
@@ -537,8 +537,8 @@ def test_covariate_effects_continuous_and_binary_are_recovered():
 def test_population_fit_api_and_determinism():
     obs = simulate(60, seed=11, times=DESIGN_180D)
     kw = dict(seed=5, n_burn=60, n_smooth=40, n_post=30, n_is=200)
-    a = SteinPopulationModel(**kw).fit(obs)
-    b = SteinPopulationModel(**kw).fit(obs)
+    a = SteinPopulationModel(n_starts=1, **kw).fit(obs)
+    b = SteinPopulationModel(n_starts=1, **kw).fit(obs)
     assert a.summary.equals(b.summary) and a.individual_.equals(b.individual_)
     s = a.summary
     assert s.columns == ["parameter", "kind", "estimate", "se", "rse_pct", "omega2", "omega2_se", "omega2_rse_pct",
@@ -563,7 +563,7 @@ def test_population_fit_on_a_study_with_split_doses_and_covariates():
     from cartlab.io import read_study
 
     study = read_study(synthetic_cohort(40, seed=3))
-    fit = SteinPopulationModel(covariates={"cmax": ["log_dose", "toci"]}, dose_handling="superpose", seed=1,
+    fit = SteinPopulationModel(n_starts=1, covariates={"cmax": ["log_dose", "toci"]}, dose_handling="superpose", seed=1,
                                n_burn=60, n_smooth=40, n_post=30, n_is=200).fit(study)
     s = fit.summary
     assert {"cmax~log_dose", "cmax~toci"} <= set(s["parameter"].to_list())

@@ -70,7 +70,7 @@ def test_table_per_subject_end_to_end(tmp_path):
     assert "not measured values (source synthetic)" in r.stderr  # honest labelling of synthetic rows (a warning: stderr, review 38 C3)
     files = {p.name for p in out.iterdir()} - {".cartlab-export.json"}  # the output marker (session 37)
     assert files == {"stein_estimates.csv", "stein_subjects.csv", "stein_observations.csv", "stein_dropped.csv",
-                     "stein_fits.png", "stein_fit.json"}
+                     "stein_fits.png", "stein_fit.json", "stein_units.csv"}
     est = pl.read_csv(out / "stein_estimates.csv")
     assert est.height == 6 * (len(PARAMS) + 1)  # six parameters and sigma per subject
     # the numbers are the estimator's own
@@ -153,7 +153,7 @@ def test_progress_reaches_the_total(tmp_path):
     path, _ = _table(tmp_path, n=4)
     calls = []
     stein_command(path, tmp_path / "p", subject="ID", time="DAY", conc="DV", lloq="LLOQ", population=True,
-                  n_burn=5, n_smooth=5, n_post=5, vpc_reps=20, progress=lambda *a: calls.append(a))
+                  n_starts=1, n_burn=5, n_smooth=5, n_post=5, vpc_reps=20, progress=lambda *a: calls.append(a))
     counted = [c for c in calls if c[2]]
     assert [c[1] for c in counted] == sorted(c[1] for c in counted)  # monotone
     assert counted[-1][1] == counted[-1][2] == 5 + 5 + 5 + 1

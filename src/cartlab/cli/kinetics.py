@@ -146,6 +146,19 @@ def stein_cmd(
         "--derived-if-unidentified", help="Per-subject fits flagged 'not identified': null (default: no Cmax/AUC "
         "where they depend on an unidentified parameter) or keep.")] = "null",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Population: random seed (same seed, same result).")] = 0,
+    n_starts: Annotated[int, typer.Option(
+        "--n-starts", min=1, help="Population: independent SAEM runs (seeds derived from --seed); the highest "
+        "log-likelihood is kept, every run is recorded in stein_fit.json (starts) and a warning says when they "
+        "disagree (default 3; each run costs one fit).")] = 3,
+    blq_below_lloq: Annotated[bool, typer.Option(
+        "--blq-below-lloq/--no-blq-below-lloq", help="A reported value below its row's LLOQ is censored (BLQ) at "
+        "the LLOQ (default, the study-format spec); its measured value stays in stein_observations.csv.")] = True,
+    auc_extrap_warn_pct: Annotated[float, typer.Option(
+        "--auc-extrap-warn-pct", metavar="PCT", help="Flag a subject (auc_extrapolated) when more than PCT % of "
+        "stein_auc_0_28 lies after its last sample (default 20, the NCA convention for AUCinf %extrap).")] = 20.0,
+    conc_unit: Annotated[Optional[str], typer.Option(
+        "--conc-unit", help="Table: unit of the concentrations (e.g. copies/ug), written into stein_units.csv "
+        "(a study's values are in the canonical unit, CARCOPY copies/ug gDNA).")] = None,
     n_burn: Annotated[int, typer.Option("--n-burn", min=1, help="Population: SAEM iterations with step 1.")] = 300,
     n_smooth: Annotated[int, typer.Option("--n-smooth", min=1, help="Population: SAEM iterations with decreasing step.")] = 200,
     n_post: Annotated[int, typer.Option("--n-post", min=1, help="Population: MCMC iterations for SEs.")] = 150,
@@ -158,7 +171,8 @@ def stein_cmd(
 
     Writes stein_estimates.csv or stein_population.csv, stein_subjects.csv (parameters, Cmax, Tmax,
     AUC0-28, half-lives), stein_observations.csv (observed vs fitted, with source rows),
-    stein_fits.png, stein_vpc.png (population) and stein_fit.json (inputs, options, fit statistics).
+    stein_fits.png, stein_vpc.png (population), stein_units.csv (the unit of every column) and
+    stein_fit.json (inputs, options, BLQ rule, SAEM starts, fit statistics).
 
     The input is a study, named as everywhere (a study folder, or the id of a study in the store,
     --store), or a plain CSV table with one row per sample.
@@ -186,7 +200,9 @@ def stein_cmd(
                 doses=doses, param=param, blq=blq, dose_handling=dose_handling, covariates=covariate or (),
                 fixed=fix or (), prior=prior, estimate_sigma=estimate_sigma, ftoci=ftoci, fster=fster, tlag=tlag,
                 missing_dose=missing_dose, no_infusion=no_infusion, peak_window=peak_window,
-                derived_if_unidentified=derived_if_unidentified, seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
+                derived_if_unidentified=derived_if_unidentified, seed=seed, n_starts=n_starts,
+                blq_below_lloq=blq_below_lloq, auc_extrap_warn_pct=auc_extrap_warn_pct, conc_unit=conc_unit,
+                n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
                 progress=report, option_names=names, force=force)
     except ValueError as exc:
         if isinstance(exc, CartlabError):

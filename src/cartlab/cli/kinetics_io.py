@@ -397,6 +397,83 @@ def _csv_ready(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns([pl.col(c).list.join("; ") for c, t in df.schema.items() if t == pl.List(pl.String)])
 
 
+#: the unit kind of each quantity column of the Stein outputs: C concentration, T*C its AUC, T time
+#: (days), 1/T rate; "log" a residual SD on the natural-log scale; "1" unitless; "count"
+_STEIN_UNIT_KINDS = {
+    "cmax": "C", "r0": "C", "stein_cmax": "C", "obs_cmax": "C", "ipred_at_obs_tmax": "C", "conc": "C",
+    "lloq": "C", "limit": "C", "ipred": "C", "pred": "C",
+    "stein_auc_0_28": "T*C",
+    "tmax": "T", "stein_tmax": "T", "obs_tmax": "T", "doubling_time": "T", "t_half_alpha": "T",
+    "t_half_beta": "T", "t_last_sample": "T", "time": "T", "tlag": "T",
+    "rho": "1/T", "alpha": "1/T", "beta": "1/T",
+    "foldx": "1", "fb": "1", "stein_cmax_over_obs": "1", "iwres": "1", "sigma": "log",
+    "auc_extrapolated_pct": "%", "n_obs": "count", "n_blq": "count",
+}
+
+
+def stein_units(columns: Sequence[str], conc_unit: str | None) -> dict[str, str]:
+    """The unit of each quantity column of a Stein output among ``columns`` (times in days; a
+    concentration-derived unit is "not given" when ``conc_unit`` is None, as PKNCA leaves it NA).
+    For stein_estimates.csv / stein_population.csv, whose rows are parameters, the column
+    ``parameter`` is listed with "per row: see the parameter's unit" and each parameter by name."""
+    c = conc_unit or "not given"
+    built = {"C": c, "T": "d", "T*C": f"d*{conc_unit}" if conc_unit else "not given", "1/T": "1/d",
+             "1": "unitless", "log": "natural-log scale (SD of log C)", "%": "%", "count": "count"}
+    cols = list(columns)
+    out = {k: built[_STEIN_UNIT_KINDS[k]] for k in cols if k in _STEIN_UNIT_KINDS}
+    if "parameter" in cols:  # a parameter table: the unit of each row's estimate
+        out.update({f"parameter={p}": built[_STEIN_UNIT_KINDS[p]] for p in (*PARAMS, "sigma")})
+        out.update({k: "the unit of the row's parameter (parameter=...)" for k in
+                    ("estimate", "se", "ci_lower", "ci_upper") if k in cols})
+        out.update({k: "%" for k in ("rse_pct", "omega2_rse_pct", "iiv_cv_pct", "shrinkage_sd_pct") if k in cols})
+        if "omega2" in cols:
+            out["omega2"] = "variance of the log-parameter (unitless)"
+        if "omega2_se" in cols:
+            out["omega2_se"] = "unitless (SE of omega2)"
+    return out
+
+
+def _stein_conc_unit(kind: str, data: Any, param: str, conc_unit: str | None) -> str | None:
+    """The concentration unit of the fit: a study's canonical unit of ``param`` (the loader converts
+    every row to it), or ``conc_unit`` (--conc-unit) for a table, checked by pint."""
+    from cartlab.units import UnitError, parse_unit
+
+    if kind == "study":
+        if conc_unit is not None:
+            raise ValueError("--conc-unit: for a table; a study's values are in the canonical unit of their "
+                             "parameter")
+        from cartlab.io.dictionary import load_dictionary
+
+        dic = load_dictionary()
+        return dic[param].unit if param in dic else None
+    if conc_unit is None:
+        return None
+    if not conc_unit.strip():
+        raise ValueError("--conc-unit: the unit is empty")
+    try:
+        parse_unit(conc_unit)
+    except UnitError as exc:
+        raise UnitError(f"--conc-unit: {exc}", hint="e.g. --conc-unit copies/ug") from None
+    return conc_unit.strip()
+
+
+def _blq_rule(obs: pl.DataFrame, blq: str, blq_below_lloq: bool) -> dict[str, Any]:
+    """The BLQ rule applied (stein_fit.json): the method, ``blq_below_lloq``, and the rows censored
+    because their reported value was below their LLOQ (subject, time, value, LLOQ, source row)."""
+    below = obs.filter(pl.col("blq") & pl.col("conc").is_not_null())
+    return {
+        "blq": blq, "method": BLQ_METHODS[blq], "blq_below_lloq": blq_below_lloq,
+        "rule": "a '<x' result is censored at x; " + ("a reported value below its row's LLOQ is censored at "
+                                                      "that LLOQ (study-format spec)" if blq_below_lloq else
+                                                      "a reported value below its LLOQ is kept as measured"),
+        "n_reported_censored": int(obs["blq"].sum()) - below.height,
+        "n_below_lloq_censored": below.height,
+        "below_lloq_rows": below.select(
+            "subject_id", "time", pl.col("conc").alias("value"), "lloq",
+            *[c for c in ("src_file", "src_row") if c in below.columns]).to_dicts(),
+    }
+
+
 def stein_command(
     source: Any,
     out_dir: str | Path,
@@ -422,6 +499,10 @@ def stein_command(
     peak_window: str = "observed",
     derived_if_unidentified: str = "null",
     seed: int = 0,
+    n_starts: int = 3,
+    blq_below_lloq: bool = True,
+    auc_extrap_warn_pct: float = 20.0,
+    conc_unit: str | None = None,
     n_burn: int = 300,
     n_smooth: int = 200,
     n_post: int = 150,
@@ -459,6 +540,15 @@ def stein_command(
     ``stein_fit.json``. Raises ValueError (bad options or table, naming file, row and column).
     ``option_names``: the command-line names of ``subject``, ``time``, ``conc``, ``lloq`` and
     ``doses`` for messages (default :data:`OPTION_NAMES`: ``--subject-col`` ...).
+
+    ``n_starts``: population fits run SAEM that many times (seeds from ``seed``) and keep the highest
+    log-likelihood; every start is in ``stein_fit.json`` (``starts``). ``blq_below_lloq``: a reported
+    value below its LLOQ is censored (the spec's BLQ rule; its measured value stays in
+    ``stein_observations.csv`` with ``blq_reason``). ``auc_extrap_warn_pct``: flag a subject whose
+    ``auc_extrapolated_pct`` exceeds it. Units: ``stein_units.csv`` (file, column, unit) and
+    ``stein_fit.json`` (``units``) give every quantity column's unit; concentrations are in the study's
+    canonical unit of ``param`` (CARCOPY: copies/ug gDNA), or in ``conc_unit`` for a table (not given:
+    the concentration-derived units are empty, "not given"); times are days.
     """
     from cartlab.model import Study
 
@@ -520,15 +610,20 @@ def stein_command(
     for name, v, ok in (("--ftoci", ftoci, ftoci > 0), ("--fster", fster, fster > 0), ("--tlag", tlag, tlag >= 0)):
         if not (math.isfinite(v) and ok):
             raise ValueError(f"{name} {v!r}: a finite number {'>= 0' if name == '--tlag' else '> 0'}")
+    if not (math.isfinite(auc_extrap_warn_pct) and 0 <= auc_extrap_warn_pct <= 100):
+        raise ValueError(f"--auc-extrap-warn-pct {auc_extrap_warn_pct!r}: a percentage in [0, 100]")
+    if population and int(n_starts) < 1:
+        raise ValueError(f"--n-starts {n_starts!r}: at least 1")
+    conc_u = _stein_conc_unit(kind, data, param, conc_unit)
     shared = {"ftoci": ftoci, "fster": fster, "tlag": tlag, "missing_dose": missing_dose, "no_infusion": no_infusion,
-              "peak_window": peak_window}
+              "peak_window": peak_window, "blq_below_lloq": blq_below_lloq, "auc_extrap_warn_pct": auc_extrap_warn_pct}
     options = {"population": population, "param": param, "blq": blq, "dose_handling": dose_handling,
                "covariates": cov_spec, "fixed": fix_items, **shared,
                "shrinkage_basis": "SD: 1 - SD(eta)/omega"}
     if population:
-        options.update(seed=seed, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
-                       vpc_reps=vpc_reps)
-        model = SteinPopulationModel(covariates=cov_spec, fixed=fix_items, seed=seed, n_burn=n_burn,
+        options.update(seed=seed, n_starts=n_starts, n_burn=n_burn, n_smooth=n_smooth, n_post=n_post,
+                       n_chains=n_chains, vpc_reps=vpc_reps)
+        model = SteinPopulationModel(covariates=cov_spec, fixed=fix_items, seed=seed, n_starts=n_starts, n_burn=n_burn,
                                      n_smooth=n_smooth, n_post=n_post, n_chains=n_chains, blq=blq,
                                      dose_handling=dose_handling, param=param, **shared)
     else:
@@ -559,12 +654,13 @@ def stein_command(
         "n_not_measured": n_not_measured,
         "likelihood": f"log-concentration scale; BLQ by {BLQ_METHODS[blq]}",
         "peak_columns": PEAK_COLUMNS,
+        "blq_rule": _blq_rule(obs, blq, blq_below_lloq),
     }
     if population:
         files["stein_population.csv"] = fit.summary
         meta.update(loglik=fit.loglik_, loglik_se=fit.loglik_se_, aic=fit.aic_, bic=fit.bic_,
                     n_parameters=fit.n_parameters_, n_chains=fit.n_chains_, shrinkage_sd_pct=fit.shrinkage_,
-                    diagnostics=fit.diagnostics_, warnings=list(fit.warnings_),
+                    diagnostics=fit.diagnostics_, warnings=list(fit.warnings_), starts=fit.starts_,
                     rse_pct={r["parameter"]: r["rse_pct"] for r in fit.summary.iter_rows(named=True)},
                     omega2_rse_pct={r["parameter"]: r["omega2_rse_pct"] for r in fit.summary.iter_rows(named=True)
                                     if r["kind"] == "theta"},
@@ -590,6 +686,11 @@ def stein_command(
     if meta["peak_extrapolated"]:
         meta["warnings"].append(f"{len(meta['peak_extrapolated'])} subject(s) with the fitted peak after their last "
                                 f"sample (peak_window={peak_window!r}): {', '.join(meta['peak_extrapolated'][:10])}")
+    meta["auc_extrapolated"] = subjects.filter(pl.col("auc_extrapolated").fill_null(False))["subject_id"].to_list()
+    if meta["auc_extrapolated"]:
+        meta["warnings"].append(f"{len(meta['auc_extrapolated'])} subject(s) with more than {auc_extrap_warn_pct:g}% of "
+                                f"stein_auc_0_28 after their last sample (auc_extrapolated_pct): "
+                                f"{', '.join(meta['auc_extrapolated'][:10])}")
     if meta["prior_dominated"]:
         meta["warnings"].append(f"{len(meta['prior_dominated'])} subject(s) prior-dominated (Cmax/AUC are the "
                                 f"population's): {', '.join(meta['prior_dominated'][:10])}")
@@ -604,6 +705,13 @@ def stein_command(
     files["stein_subjects.csv"] = subjects
     files["stein_observations.csv"] = obs
     files["stein_dropped.csv"] = fit.dropped_
+    units = {name: stein_units(files[name].columns, conc_u) for name in
+             ("stein_population.csv" if population else "stein_estimates.csv", "stein_subjects.csv",
+              "stein_observations.csv")}
+    meta["units"] = {"conc": conc_u or "not given (--conc-unit)", "time": "d", "columns": units}
+    files["stein_units.csv"] = pl.DataFrame(
+        [{"file": f, "column": c, "unit": u} for f, cols in units.items() for c, u in cols.items()],
+        schema={"file": pl.String, "column": pl.String, "unit": pl.String})
     files.update(figs)
     files["stein_fit.json"] = meta
     files = {k: _csv_ready(v) if isinstance(v, pl.DataFrame) else v for k, v in files.items()}

@@ -14,7 +14,14 @@ from typing import Any
 import polars as pl
 
 from cartlab.kinetics.stein.data import _Data, _prepare
-from cartlab.kinetics.stein.flags import PEAK_WINDOWS, apply_peak_window, check_option, last_sample_times
+from cartlab.kinetics.stein.flags import (
+    AUC_EXTRAP_WARN_PCT,
+    PEAK_WINDOWS,
+    apply_auc_extrapolation,
+    apply_peak_window,
+    check_option,
+    last_sample_times,
+)
 
 
 class _SteinFitter:
@@ -43,8 +50,12 @@ class _SteinFitter:
                         missing_dose=self.missing_dose, no_infusion=self.no_infusion)
 
     def _finish_individual(self, df: pl.DataFrame, d: _Data) -> pl.DataFrame:
-        """``peak_window`` (flag, and null the extrapolated peak) and each subject's dosing note."""
-        out = apply_peak_window(df, last_sample_times(d.t, d.mask), self.peak_window)
+        """``peak_window`` (flag, and null the extrapolated peak), the AUC's extrapolated share
+        (``auc_extrapolated_pct``, flag above ``auc_extrap_warn_pct``) and each subject's dosing note."""
+        t_last = last_sample_times(d.t, d.mask)
+        out = apply_peak_window(df, t_last, self.peak_window)
+        out = apply_auc_extrapolation(out, t_last, d.dosing,
+                                      getattr(self, "auc_extrap_warn_pct", AUC_EXTRAP_WARN_PCT))
         return out.with_columns(pl.Series("dosing_note", [d.notes.get(s) for s in d.ids], dtype=pl.String))
 
     def _set_data(self, d: _Data) -> None:

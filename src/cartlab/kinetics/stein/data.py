@@ -230,11 +230,17 @@ def _prepare(
         cov = cov.select(keep).join(cov_in, on="subject_id", how="full", coalesce=True)
 
     # BLQ classification
+    below = ((pl.col("cens") == 0) & pl.lit(blq_below_lloq) & pl.col("conc").is_not_null()
+             & pl.col("lloq").is_not_null() & (pl.col("conc") < pl.col("lloq")))
     o = o.with_columns(
-        pl.when(
-            (pl.col("cens") == 0) & pl.lit(blq_below_lloq) & pl.col("conc").is_not_null()
-            & pl.col("lloq").is_not_null() & (pl.col("conc") < pl.col("lloq"))
-        ).then(1).otherwise(pl.col("cens")).alias("cens")
+        pl.when(below).then(pl.format("reported value {} below its LLOQ {}: censored at the LLOQ "
+                                      "(blq_below_lloq=True)", pl.col("conc"), pl.col("lloq")))
+        .when(pl.col("cens") == 1).then(pl.format("reported as below {}", pl.col("limit")))
+        .when(pl.col("cens") == -1).then(pl.format("reported as above {}", pl.col("limit")))
+        .otherwise(None).alias("blq_reason"),
+        below.alias("_below"),
+    ).with_columns(
+        pl.when(pl.col("_below")).then(1).otherwise(pl.col("cens")).alias("cens")
     ).with_columns(
         pl.when(pl.col("cens") == 0).then(pl.col("conc")).otherwise(pl.col("limit")).alias("y")
     )
@@ -304,8 +310,10 @@ def _prepare(
             dose_t[i, : len(times)] = times
             dose_w[i, : len(times)] = np.asarray(dd) / np.sum(dd)
     obs = o.select(
-        "subject_id", "time", pl.when(pl.col("cens") == 0).then(pl.col("conc")).otherwise(None).alias("conc"),
-        "lloq", pl.col("limit"), (pl.col("cens") != 0).alias("blq"), *_PROVENANCE,
+        # a reported value censored by blq_below_lloq keeps its measured value beside the flag (review 39 B4)
+        "subject_id", "time",
+        pl.when((pl.col("cens") == 0) | pl.col("_below")).then(pl.col("conc")).otherwise(None).alias("conc"),
+        "lloq", pl.col("limit"), (pl.col("cens") != 0).alias("blq"), "blq_reason", *_PROVENANCE,
     )
     return _Data(ids, t, logy, cens, mask, Dosing(tt, ts, dose_t, dose_w), obs, cov, dropped,
                  {k: v for k, v in notes.items() if k in pos})
@@ -340,8 +348,9 @@ def _observations_frame(d: _Data, log_ipred: np.ndarray, sigma: np.ndarray,
                              pl.Series("iwres", res).fill_nan(None))
     if log_pred is not None:
         out = out.with_columns(pl.Series("pred", np.exp(log_pred[m])))
-    # ``limit``: what a BLQ row is censored at (its "<x" bound, else its lloq): the value the fit used
-    cols = ["subject_id", "time", "conc", "lloq", "blq", "limit", "ipred", "iwres"] + (["pred"] if log_pred is not None else [])
+    # ``limit``: what a BLQ row is censored at (its "<x" bound, else its lloq): the value the fit used;
+    # ``conc`` of a BLQ row is its measured value when one was reported (blq_below_lloq), else empty
+    cols = ["subject_id", "time", "conc", "lloq", "blq", "blq_reason", "limit", "ipred", "iwres"] + (["pred"] if log_pred is not None else [])
     return out.select(*cols, *_PROVENANCE)
 
 

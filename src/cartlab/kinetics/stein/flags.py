@@ -13,7 +13,7 @@ import polars as pl
 
 from cartlab._days import day_text
 
-__all__ = ["DERIVED_DEPENDS", "DERIVED_IF_UNIDENTIFIED", "PEAK_WINDOWS", "PRIOR_DOMINATED_SHRINKAGE",
+__all__ = ["AUC_EXTRAP_WARN_PCT", "DERIVED_DEPENDS", "DERIVED_IF_UNIDENTIFIED", "PEAK_WINDOWS", "PRIOR_DOMINATED_SHRINKAGE",
            "WARN_DEFAULTS"]
 
 #: ``peak_window``: ``"observed"`` (default) -- a fitted peak after the subject's last sample is not
@@ -36,7 +36,14 @@ DERIVED_DEPENDS: dict[str, tuple[str, ...]] = {
     "stein_cmax": ("foldx", "tmax", "cmax"),
     "stein_tmax": ("foldx", "tmax", "cmax"),
     "stein_auc_0_28": ("foldx", "tmax", "cmax", "alpha"),
+    "auc_extrapolated_pct": ("foldx", "tmax", "cmax", "alpha"),
 }
+#: ``auc_extrapolated`` flags a subject when more than this share (%) of its stein_auc_0_28 lies after
+#: its last sample (``auc_extrapolated_pct``). 20% is the NCA convention for the extrapolated share of
+#: AUCinf: PKNCA's option ``max.aucinf.pext`` (default 20: "the maximum percent extrapolation of
+#: AUCinf") and the EMA bioequivalence guideline (CPMP/EWP/QWP/1401/98 Rev. 1, 2010: AUC0-t should
+#: cover at least 80% of AUC0-inf).
+AUC_EXTRAP_WARN_PCT = 20.0
 #: A subject is ``prior_dominated`` when the individual (SD-based) shrinkage of every estimated
 #: peak parameter (foldx, tmax, cmax: what Cmax, Tmax and AUC0-28 derive from) exceeds this.
 #: Individual shrinkage on the variance scale is posterior variance / omega^2 (Pharmpy
@@ -52,8 +59,13 @@ _PEAK_PARAMS = ("foldx", "tmax", "cmax")
 #: Population-fit warning thresholds (options of :class:`SteinPopulationModel`): population eta
 #: shrinkage above 30% (SD-based; Savic & Karlsson 2009: EBE-based diagnostics unreliable), an RSE
 #: above 50%, and a typical value / omega^2 whose mean over the last 50 burn-in iterations differs by
-#: more than 5% from its mean over the 50 before.
-WARN_DEFAULTS = {"shrinkage_warn_pct": 30.0, "rse_warn_pct": 50.0, "drift_warn_pct": 5.0, "drift_window": 50}
+#: more than 5% from its mean over the 50 before AND the difference is significant by the drift test
+#: of :func:`drift_test` (Welch t on batch means, two-sided, family level 0.05 Bonferroni-split over
+#: the traced columns).
+WARN_DEFAULTS = {"shrinkage_warn_pct": 30.0, "rse_warn_pct": 50.0, "drift_warn_pct": 5.0, "drift_window": 50,
+                 "drift_alpha": 0.05}
+#: batches per window of the drift test (batch means absorb the autocorrelation of the iterates)
+DRIFT_BATCHES = 5
 
 
 def check_option(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -95,15 +107,47 @@ def apply_peak_window(df: pl.DataFrame, t_last: np.ndarray, peak_window: str,
     return out
 
 
+def apply_auc_extrapolation(df: pl.DataFrame, t_last: np.ndarray, dosing, threshold: float,
+                            auc_window: tuple[float, float] = (0.0, 28.0)) -> pl.DataFrame:
+    """Add ``auc_extrapolated_pct`` = 100 * AUC(t_last, 28) / AUC(0, 28) of the fitted curve (0 when the
+    last sample is on or after day 28; null when stein_auc_0_28 is null), ``auc_extrapolated`` (above
+    ``threshold``, :data:`AUC_EXTRAP_WARN_PCT`) and ``auc_note``. Applies to ML, MAP and EBE rows alike."""
+    from cartlab.kinetics.stein.curve import stein_auc
+    from cartlab.kinetics.stein.params import PARAMS
+
+    a, b = float(auc_window[0]), float(auc_window[1])
+    params = {k: df[k].cast(pl.Float64).fill_null(float("nan")).to_numpy() for k in PARAMS}
+    start = np.clip(np.asarray(t_last, dtype=float), a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tail = np.where(start >= b, 0.0, stein_auc(start, b, params, dosing))
+        pct = 100.0 * tail / stein_auc(a, b, params, dosing)
+    pct = np.where(np.isfinite(pct), pct, np.nan)
+    out = df.with_columns(pl.Series("auc_extrapolated_pct", pct).fill_nan(None))
+    out = out.with_columns(pl.when(pl.col("stein_auc_0_28").is_null()).then(None)
+                           .otherwise(pl.col("auc_extrapolated_pct")).alias("auc_extrapolated_pct"))
+    flag = pl.col("auc_extrapolated_pct") > float(threshold)
+    days = [day_text(x) if math.isfinite(x) else "?" for x in np.asarray(t_last, dtype=float)]
+    notes = [f"{v:.3g}% of stein_auc_0_28 lies after the last sample (day {dd}), above {threshold:g}% "
+             "(auc_extrap_warn_pct): the AUC0-28 is mostly the model's extrapolation"
+             if v is not None and v > threshold else None
+             for v, dd in zip(out["auc_extrapolated_pct"].to_list(), days)]
+    return out.with_columns(flag.alias("auc_extrapolated"), pl.Series("auc_note", notes, dtype=pl.String))
+
+
 def null_unidentified(df: pl.DataFrame, unidentified: Sequence[Sequence[str]]) -> pl.DataFrame:
     """Null each derived value of a subject that depends on one of its unidentified parameters."""
     bad = pl.Series("_unid", [list(u) for u in unidentified], dtype=pl.List(pl.String))
     out = df.with_columns(bad)
-    return out.with_columns([
+    out = out.with_columns([
         pl.when(pl.col("_unid").list.set_intersection(list(deps)).list.len() > 0).then(None)
         .otherwise(pl.col(c)).alias(c)
         for c, deps in DERIVED_DEPENDS.items() if c in df.columns
     ]).drop("_unid")
+    if "auc_extrapolated_pct" in out.columns and "auc_extrapolated" in out.columns:  # flag follows its value
+        gone = pl.col("auc_extrapolated_pct").is_null()
+        out = out.with_columns(pl.when(gone).then(None).otherwise(pl.col(c)).alias(c)
+                               for c in ("auc_extrapolated", "auc_note") if c in out.columns)
+    return out
 
 
 def individual_shrinkage(post_var: np.ndarray, omega2: np.ndarray) -> np.ndarray:
@@ -165,19 +209,56 @@ def population_warnings(summary: pl.DataFrame, trace: pl.DataFrame, n_burn: int,
             v = r.get(col)
             if v is not None and math.isfinite(v) and v > rl:
                 out.append(f"{r['parameter']}: RSE of the {what} {v:.3g}% > {rl:g}%: poorly determined")
+    out += drift_warnings(trace, n_burn, opts)
+    return out
+
+
+def drift_test(prev: np.ndarray, last: np.ndarray, batches: int = DRIFT_BATCHES) -> tuple[float, float]:
+    """Welch t statistic and its degrees of freedom for the difference of the means of two windows of
+    a trace, each split into ``batches`` batch means (the batch means of an autocorrelated chain are
+    nearly independent: the batch-means SE of MCMC output). A stationary trace gives |t| of the size
+    of a t variate; a trace still moving gives a large |t|."""
+    a = np.asarray(prev, dtype=float)
+    b = np.asarray(last, dtype=float)
+    ma = a[: a.size // batches * batches].reshape(batches, -1).mean(axis=1)
+    mb = b[: b.size // batches * batches].reshape(batches, -1).mean(axis=1)
+    va, vb = ma.var(ddof=1) / batches, mb.var(ddof=1) / batches
+    se2 = va + vb
+    diff = mb.mean() - ma.mean()
+    if se2 <= 0:
+        return (0.0 if diff == 0 else math.copysign(math.inf, diff)), float(2 * (batches - 1))
+    df = se2**2 / ((va**2 + vb**2) / (batches - 1)) if va > 0 and vb > 0 else float(batches - 1)
+    return float(diff / math.sqrt(se2)), float(df)
+
+
+def drift_warnings(trace: pl.DataFrame, n_burn: int, opts: Mapping[str, float]) -> list[str]:
+    """A burn-in warning for each traced value (typical value, omega^2, sigma) whose mean over the last
+    ``drift_window`` burn-in iterations differs from its mean over the ``drift_window`` before by more
+    than ``drift_warn_pct`` % AND by more than Monte-Carlo noise: |t| of :func:`drift_test` above the
+    two-sided ``drift_alpha`` quantile, Bonferroni-split over the traced values. Window means of a
+    weakly identified omega^2 (high shrinkage) differ by more than 5% from noise alone (review 39 B2):
+    the t test tells that noise apart from a trace still moving."""
+    from scipy.stats import t as student_t
+
     w, lim = int(opts["drift_window"]), opts["drift_warn_pct"]
-    if trace.height >= n_burn and n_burn >= 2 * w > 0:
-        # burn-in iterates are noisy by design (step size 1): compare the MEANS of the last two windows of
-        # w iterations, not two single iterates (session 36: single iterates flagged noise)
-        prev, last = trace.slice(n_burn - 2 * w, w), trace.slice(n_burn - w, w)
-        for c in trace.columns:
-            if c == "iteration":
-                continue
-            a, b = prev[c].mean(), last[c].mean()
-            if a is None or b is None or not a:
-                continue
-            ch = 100 * abs(b - a) / abs(a)
-            if ch > lim:
-                out.append(f"{c}: its mean moved {ch:.3g}% between the last two windows of {w} burn-in iterations "
-                           f"(> {lim:g}%): SAEM may not have reached its stationary phase; increase n_burn")
+    alpha = float(opts.get("drift_alpha", WARN_DEFAULTS["drift_alpha"]))
+    out: list[str] = []
+    cols = [c for c in trace.columns if c != "iteration"]
+    if not cols or trace.height < n_burn or n_burn < 2 * w or w < 2 * DRIFT_BATCHES:
+        return out
+    prev, last = trace.slice(n_burn - 2 * w, w), trace.slice(n_burn - w, w)
+    for c in cols:
+        a, b = prev[c].mean(), last[c].mean()
+        if a is None or b is None or not a:
+            continue
+        ch = 100 * abs(b - a) / abs(a)
+        if ch <= lim:
+            continue
+        tstat, df = drift_test(prev[c].to_numpy(), last[c].to_numpy())
+        crit = float(student_t.ppf(1 - alpha / (2 * len(cols)), df))
+        if abs(tstat) > crit:
+            out.append(f"{c}: its mean moved {ch:.3g}% between the last two windows of {w} burn-in iterations "
+                       f"(> {lim:g}%), more than Monte-Carlo noise (batch-means t {tstat:.3g}, |t| > {crit:.3g}): "
+                       "SAEM had not reached its stationary phase at the end of the burn-in; increase n_burn "
+                       "and compare n_starts")
     return out

@@ -17,6 +17,7 @@ from cartlab.kinetics.stein.base import _SteinFitter
 from cartlab.kinetics.stein.curve import derived_quantities, stein_curve, stein_log_curve
 from cartlab.kinetics.stein.data import _Data, _observations_frame, _with_observed_peaks
 from cartlab.kinetics.stein.flags import (
+    AUC_EXTRAP_WARN_PCT,
     DERIVED_IF_UNIDENTIFIED,
     PRIOR_DOMINATED_SHRINKAGE,
     add_shrinkage,
@@ -159,6 +160,10 @@ class SteinModel(_SteinFitter):
     peak_window: ``"observed"`` (default): a fitted peak after the subject's last sample is not
         reported (stein_cmax/stein_tmax null, stein_auc_0_28 too when day 28 is after the last
         sample); ``"model"``: reported. Either way ``peak_extrapolated`` and ``peak_note`` say so.
+    auc_extrap_warn_pct: ``auc_extrapolated_pct`` is the share (%) of stein_auc_0_28 after the
+        subject's last sample; above this (default 20, the NCA convention for AUCinf %extrap:
+        :data:`~cartlab.kinetics.stein.flags.AUC_EXTRAP_WARN_PCT`) ``auc_extrapolated`` is true and
+        ``auc_note`` says so.
     derived_if_unidentified: ``"null"`` (default): a fit flagged "not identified" gets null derived
         values where they depend on an unidentified parameter
         (:data:`~cartlab.kinetics.stein.flags.DERIVED_DEPENDS`); ``"keep"``: kept for inspection.
@@ -236,7 +241,9 @@ class SteinModel(_SteinFitter):
         peak_window: str = "observed",
         derived_if_unidentified: str = "null",
         prior_dominated_shrinkage: float = PRIOR_DOMINATED_SHRINKAGE,
+        auc_extrap_warn_pct: float = AUC_EXTRAP_WARN_PCT,
     ):
+        self.auc_extrap_warn_pct = float(auc_extrap_warn_pct)
         self.derived_if_unidentified = check_option("derived_if_unidentified", derived_if_unidentified,
                                                     DERIVED_IF_UNIDENTIFIED)
         self.prior_dominated_shrinkage = float(prior_dominated_shrinkage)

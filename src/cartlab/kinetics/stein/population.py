@@ -17,6 +17,7 @@ from cartlab.kinetics.stein.base import _SteinFitter
 from cartlab.kinetics.stein.curve import derived_quantities, stein_curve
 from cartlab.kinetics.stein.data import _observations_frame, _with_observed_peaks
 from cartlab.kinetics.stein.flags import (
+    AUC_EXTRAP_WARN_PCT,
     PRIOR_DOMINATED_SHRINKAGE,
     WARN_DEFAULTS,
     add_shrinkage,
@@ -27,6 +28,13 @@ from cartlab.kinetics.stein.likelihood import _Evaluator
 from cartlab.kinetics.stein.params import PARAMS, STEIN_2019, PopulationParams, Progress
 from cartlab.kinetics.stein.plots import fits_figure, vpc_figure
 from cartlab.kinetics.stein.saem import _mu, _Saem
+from cartlab.kinetics.stein.starts import (
+    N_STARTS_DEFAULT,
+    best_start,
+    start_record,
+    start_seeds,
+    starts_warnings,
+)
 
 __all__ = ["SteinPopulationModel"]
 
@@ -111,6 +119,12 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         for each), ``sigma_init`` (default 1).
     n_burn, n_smooth: SAEM iterations with step 1 and with decreasing step; ``n_post``: MCMC
         iterations at the estimate for the standard errors and conditional means.
+    n_starts: independent SAEM runs (default 3), from the seeds of
+        :func:`~cartlab.kinetics.stein.starts.start_seeds` (the first is ``seed``); the run with the
+        highest importance-sampling log-likelihood is kept, every run is in ``starts_``, and a warning
+        says when their log-likelihoods differ by more than 2 x the Monte-Carlo SE of the difference
+        (local maxima: review 39 found one seed in five stopping 40 log-likelihood units low with
+        clean diagnostics). Each start costs one full fit.
     n_chains: MCMC chains per subject (default: enough for 50 subject-chains, the Monolix rule).
         More chains reduce the Monte-Carlo error of the estimates: for omega^2 of a parameter with
         high shrinkage (beta) the SAEM-seed-to-seed SD is ~6% with 1 chain and ~3% with 3 chains
@@ -123,8 +137,10 @@ class SteinPopulationModel(_Saem, _SteinFitter):
     missing_dose, no_infusion, peak_window, prior_dominated_shrinkage: as :class:`SteinModel`
         (defaults ``"error"``, ``"drop"``, ``"observed"``, 0.5; here the posterior variance of a
         subject's shrinkage is its conditional variance ``cond_cov_``, the prior its omega^2).
-    shrinkage_warn_pct, rse_warn_pct, drift_warn_pct, drift_window: thresholds of ``warnings_``
-        (defaults 30, 50, 5 and 50: :data:`~cartlab.kinetics.stein.flags.WARN_DEFAULTS`).
+    shrinkage_warn_pct, rse_warn_pct, drift_warn_pct, drift_window, drift_alpha: thresholds of
+        ``warnings_`` (defaults 30, 50, 5, 50 and 0.05: :data:`~cartlab.kinetics.stein.flags.WARN_DEFAULTS`).
+    auc_extrap_warn_pct: ``auc_extrapolated`` flags a subject whose ``auc_extrapolated_pct`` (share of
+        stein_auc_0_28 after its last sample) exceeds it (default 20, as :class:`SteinModel`).
 
     Fitted attributes (after :meth:`fit`, which returns the model)
     ----------------------------------------------------------------
@@ -144,7 +160,9 @@ class SteinPopulationModel(_Saem, _SteinFitter):
     shrinkage_: eta-shrinkage (SD-based, 1 - SD(eta_EBE)/omega, %) per estimated parameter.
     fim_, fim_ok_, fim_min_eigenvalue_: Louis' observed information, whether it is positive definite
         (else a :class:`~cartlab.errors.CartlabWarning` and no SEs), its smallest eigenvalue.
-    warnings_: convergence / precision warnings (see ``shrinkage_warn_pct`` ...);
+    starts_: one record per SAEM start (start, seed, loglik, loglik_se, score_chi2, fim_ok,
+        converged, typical values, omega2_<param>, sigma, kept).
+    warnings_: convergence / precision warnings (see ``shrinkage_warn_pct`` ..., and ``n_starts``);
         ``diagnostics_``: fim_ok, fim_min_eigenvalue, score_chi2, thresholds, warnings.
     polish_: convergence diagnostic: score' I^-1 score of the observed-data score (Fisher's
         identity, from the post-phase draws) at the estimate (last row) and before each optional
@@ -174,6 +192,7 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         step_exponent: float = 0.8,
         anneal: bool = True,
         seed: int = 0,
+        n_starts: int = N_STARTS_DEFAULT,
         blq: str = "m3",
         blq_below_lloq: bool = True,
         dose_handling: str = "first",
@@ -192,10 +211,14 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         rse_warn_pct: float = WARN_DEFAULTS["rse_warn_pct"],
         drift_warn_pct: float = WARN_DEFAULTS["drift_warn_pct"],
         drift_window: int = WARN_DEFAULTS["drift_window"],
+        drift_alpha: float = WARN_DEFAULTS["drift_alpha"],
+        auc_extrap_warn_pct: float = AUC_EXTRAP_WARN_PCT,
     ):
         self.prior_dominated_shrinkage = float(prior_dominated_shrinkage)
         self.warn_options = {"shrinkage_warn_pct": float(shrinkage_warn_pct), "rse_warn_pct": float(rse_warn_pct),
-                             "drift_warn_pct": float(drift_warn_pct), "drift_window": int(drift_window)}
+                             "drift_warn_pct": float(drift_warn_pct), "drift_window": int(drift_window),
+                             "drift_alpha": float(drift_alpha)}
+        self.auc_extrap_warn_pct = float(auc_extrap_warn_pct)
         self.covariates = {k: list(v) for k, v in (covariates or {}).items()}
         self.centers = dict(centers or {})
         self.fixed = dict(fixed or {})
@@ -209,6 +232,8 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         self.step_exponent = step_exponent
         self.anneal = anneal
         self.seed = seed
+        self.n_starts = int(n_starts)
+        start_seeds(seed, self.n_starts)  # n_starts >= 1
         self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling, ftoci=ftoci,
                            fster=fster, tlag=tlag, param=param, missing_dose=missing_dose,
                            no_infusion=no_infusion, peak_window=peak_window)
@@ -222,13 +247,27 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         model, fitted.
 
         ``progress(stage, done, total)`` is called after each SAEM iteration and each iteration at
-        the estimate (``total`` = n_burn + n_smooth + n_post + 1 for the log-likelihood)."""
+        the estimate (``total`` = n_starts x (n_burn + n_smooth + n_post + 1 for the log-likelihood),
+        counted on across the starts)."""
         d = self._prepare(data, doses, covariates)
         _check_study_covariates(data, d.covariates, self.covariates)
         if d.n < 2:
             raise ValueError(f"a population fit needs at least 2 subjects with {self.param} data (got {d.n}); "
                              "fit a single subject with SteinModel (cartlab stein without --population)")
-        r = self._estimate(d, progress)
+        seeds = start_seeds(self.seed, self.n_starts)
+        runs = []
+        for k, s in enumerate(seeds):
+            tick = progress if progress is None or len(seeds) == 1 else (
+                lambda stage, done, total, k=k: progress(f"start {k + 1}/{len(seeds)}: {stage}", k * total + done,
+                                                         len(seeds) * total))
+            runs.append(self._estimate(d, tick, seed=s))
+        n_par = sum(x.shape[1] for x in runs[0].X) + len(runs[0].est) + 1
+        self.starts_ = [start_record(k, s, rr, n_par) for k, (s, rr) in enumerate(zip(seeds, runs))]
+        kept = best_start(self.starts_)
+        for k, rec in enumerate(self.starts_):
+            rec["kept"] = k == kept
+        r = runs[kept]
+        del runs
         self._set_data(d)
         self._est, self._X, self._state = r.est, r.X, r.state
         self._cov_names, self._cov_notes, self._centers = r.cov_names, r.cov_notes, r.centers
@@ -278,12 +317,14 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         self.individual_ = _with_observed_peaks(self._individual(), self.observations_)
         self.warnings_ = population_warnings(self.summary, self.trace_, self.n_burn, self.fim_ok_ or r.fim is None,
                                              self.fim_min_eigenvalue_, self.warn_options)
+        self.warnings_ += starts_warnings(self.starts_, kept, self.n_parameters_)
         pol = self.polish_["score_chi2"].to_list()
         self.diagnostics_ = {
             "fim_ok": self.fim_ok_ if r.fim is not None else None, "fim_min_eigenvalue": self.fim_min_eigenvalue_,
             "score_chi2": pol[-1] if pol else None, "n_parameters": self.n_parameters_,
             "shrinkage_basis": "SD: 1 - SD(eta_EBE)/omega (NONMEM convention)",
             "thresholds": dict(self.warn_options), "warnings": list(self.warnings_),
+            "n_starts": len(self.starts_), "kept_start": kept, "kept_seed": self.starts_[kept]["seed"],
         }
         return self
 

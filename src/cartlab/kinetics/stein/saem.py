@@ -178,12 +178,12 @@ class _Saem:
     ``sigma_init``, ``n_burn``, ``n_smooth``, ``n_post``, ``n_newton``, ``n_chains``, ``kernels``,
     ``step_exponent``, ``anneal``, ``seed``, ``extras``, ``compute_se``, ``compute_ll``, ``n_is``)."""
 
-    def _estimate(self, d: _Data, progress: Progress | None) -> _SaemResult:
+    def _estimate(self, d: _Data, progress: Progress | None, seed: int | None = None) -> _SaemResult:
         """SAEM, then the MCMC at the estimate (conditional means, Louis' information), optional
-        Newton steps, the EBEs and the log-likelihood."""
+        Newton steps, the EBEs and the log-likelihood; one run from ``seed`` (default ``self.seed``)."""
         est = [p for p in PARAMS if p not in self.fixed]
         X, cov_names, cov_notes, centers = _covariate_design(d.covariates, self.covariates, self.centers, est)
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.seed if seed is None else seed)
         ev = _Evaluator(d, est, self.fixed, self.extras)
         n_chains = self.n_chains or max(1, int(math.ceil(50 / d.n)))
         total = self.n_burn + self.n_smooth + max(self.n_post, 1) + 1
