@@ -93,13 +93,13 @@ def test_icans_episode_shows_its_range(synthetic_pages):
     """ASTCT ICANS (Lee 2019, Table 4): "awakens to voice" = grade 2; ICE 0-2 = grade 3 (grade 4 needs
     an unarousable patient or ICE 0 with it). Subject N, days 3-4: LOC awakens to voice and no ICE/CAPD
     score -> grade 2, up to 3 (ICE unknown, patient arousable): the episode row shows grade 2 and the
-    range "2–3 (range: missing ICE/CAPD score)"; the worst-grade row the same."""
+    range "2–3 (range: missing ICE score)"; the worst-grade row the same."""
     tox = _text(synthetic_pages["N"], 'id="toxicity"', "CRS on every scale")
     assert "Range" in tox
     ep = tox[tox.index("Immune effector cell-associated neurotoxicity syndrome"):]
-    assert ep.split()[5] == "2" and "2–3 (range: missing ICE/CAPD score)" in ep
+    assert ep.split()[5] == "2" and "2–3 (range: missing ICE score)" in ep  # s39: the adult's score named
     worst = tox[tox.index("ICANS (ASTCT 2019)"):]
-    assert worst.startswith("ICANS (ASTCT 2019) 2–3 (range: missing ICE/CAPD score)")
+    assert worst.startswith("ICANS (ASTCT 2019) 2–3 (range: missing ICE score)")
 
 
 def test_a_synthetic_subject_is_called_synthetic_not_reconstructed(synthetic_pages):

@@ -26,9 +26,13 @@ ABSENT_FILE_MEANS = {
                      "follow crs.absent_interventions; days one could "
                      "raise are a range up to grade 4, naming interventions.csv); ICANS takes none as given; a study "
                      "imported into the DuckDB store keeps this; an empty file with its header says none was given",
-    "events": "no death, relapse, HSCT, new therapy, seizure, cerebral edema or infection is recorded, so "
-              "none is taken as having happened (ICANS events, the late ICAHT window, survival endpoints: "
-              "their reasons say 'events.csv not given'); an empty file with its header says none happened",
+    # review 39 B8: what each engine does (session 39: ICANS reads them as unknown); the FHIR reader
+    # keeps the words before " (ICANS events" (io/fhir/_partial.py)
+    "events": "no death, relapse, HSCT, new therapy, seizure, cerebral edema or infection is recorded (ICANS events: "
+              "not known, so every graded ICANS day is a range up to grade 4 naming events.csv, option "
+              "icans.absent_events=unknown; the late ICAHT window and the survival endpoints count none of them, "
+              "so OS, EFS and LFS are the most favourable reading, and their reasons say 'events.csv not given'); "
+              "an empty file with its header says none happened",
 }
 
 

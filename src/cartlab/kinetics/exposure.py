@@ -72,9 +72,9 @@ def _left_out_named(left_out: dict[str, list[str]]) -> str:
 
 
 def _left_out_counted(left_out: dict[str, list[str]]) -> str:
-    every = {i for ids in left_out.values() for i in ids}
+    # per outcome row, never a union over rows (review 39 C3: "12 subject(s) left out" read as all 12)
     parts = [f"{why}: {len(dict.fromkeys(ids))}" for why, ids in left_out.items()]
-    return (f"{len(every)} subject(s) left out -- " + " | ".join(parts) + " -- named in the report's "
+    return ("subjects left out, per outcome row -- " + " | ".join(parts) + " -- named in the report's "
             "tables/cohort_exposure_stats.csv, column excluded (and cartlab analyze's exposure_response.csv); "
             f"{DEBUG_NAMES}")
 

@@ -137,22 +137,26 @@ def subjects_of(analysis, ids: list[str] | None) -> pl.DataFrame:
     return subset(analysis.study.subjects, ids)
 
 
-def kind_expr(col: str = "source") -> pl.Expr:
+def kind_expr(col: str = "source", precise: bool = False) -> pl.Expr:
     """``paper`` / ``reconstructed`` (not measured) / ``observed`` from a ``source`` column
-    (vectorised :func:`cartlab.report.figures.provenance_kind`)."""
+    (vectorised :func:`cartlab.report.figures.provenance_kind`); ``precise``: a not-measured row keeps
+    its own source (reconstructed / synthetic / simulated; review 39 C2)."""
     s = pl.col(col).cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase()
     return (pl.when(s == "paper").then(pl.lit("paper"))
-            .when(s.is_in(list(NOT_MEASURED_SOURCES))).then(pl.lit("reconstructed"))
+            .when(s.is_in(list(NOT_MEASURED_SOURCES))).then(s if precise else pl.lit("reconstructed"))
             .otherwise(pl.lit("observed")))
 
 
-_RANK = {"paper": 0, "observed": 1, "reconstructed": 2}
+_RANK = {"paper": 0, "observed": 1, "reconstructed": 2, "simulated": 3, "synthetic": 4}
 
 
-def evidence_kinds(study, frame: pl.DataFrame, key: str = "subject_id", evidence: str = "evidence") -> pl.DataFrame:
+def evidence_kinds(study, frame: pl.DataFrame, key: str = "subject_id", evidence: str = "evidence",
+                   precise: bool = False) -> pl.DataFrame:
     """``key``, ``kind`` for each row of ``frame``: the least-measured kind of its evidence rows
     (reconstructed > observed > paper). Rows without a known evidence row take the kind of their
-    subject's ``subjects.source`` (``frame`` has ``subject_id``), else ``observed``."""
+    subject's ``subjects.source`` (``frame`` has ``subject_id``), else ``observed``. ``precise``: a
+    not-measured kind is the rows' own source (synthetic > simulated > reconstructed), not
+    "reconstructed" for all three (review 39 C2)."""
     refs = (frame.select(key, pl.col(evidence).cast(pl.List(pl.String))).explode(evidence).drop_nulls(evidence)
             .with_columns(pl.col(evidence).str.extract(r"^(.*):(\d+)$", 1).alias("_f"),
                           pl.col(evidence).str.extract(r"^(.*):(\d+)$", 2).cast(pl.Int64, strict=False).alias("_r")))
@@ -163,7 +167,8 @@ def evidence_kinds(study, frame: pl.DataFrame, key: str = "subject_id", evidence
         t = getattr(study, name)
         if {"src_file", "src_row", "source"} <= set(t.columns) and files:
             parts.append(t.lazy().filter(pl.col("src_file").is_in(files) & pl.col("src_row").is_in(rows))
-                         .select(pl.col("src_file").alias("_f"), pl.col("src_row").alias("_r"), kind_expr().alias("k")))
+                         .select(pl.col("src_file").alias("_f"), pl.col("src_row").alias("_r"),
+                                 kind_expr(precise=precise).alias("k")))
     lookup = (pl.concat(parts).unique(["_f", "_r"]).collect() if parts
               else pl.DataFrame(schema={"_f": pl.String, "_r": pl.Int64, "k": pl.String}))
     rank = pl.col("k").replace_strict(_RANK, return_dtype=pl.Int64, default=1)
@@ -171,7 +176,8 @@ def evidence_kinds(study, frame: pl.DataFrame, key: str = "subject_id", evidence
     out = frame.select(key, *(["subject_id"] if "subject_id" in frame.columns and key != "subject_id" else []))
     out = out.join(by_row, on=key, how="left")
     if "subject_id" in frame.columns:
-        subj = study.subjects.select("subject_id", kind_expr().replace_strict(_RANK, return_dtype=pl.Int64).alias("_s"))
+        subj = study.subjects.select("subject_id", kind_expr(precise=precise).replace_strict(
+            _RANK, return_dtype=pl.Int64, default=1).alias("_s"))
         out = out.join(subj, on="subject_id", how="left").with_columns(pl.coalesce("_rank", "_s").alias("_rank"))
     inv = {v: k for k, v in _RANK.items()}
     return out.select(key, pl.col("_rank").fill_null(1).replace_strict(inv, return_dtype=pl.String).alias("kind"))

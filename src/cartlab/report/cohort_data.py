@@ -145,7 +145,7 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
                                      "evidence"), on="subject_id", how="inner")
             .join(best.select("subject_id", "criteria", "best_response"), on="subject_id", how="left")
             .with_columns(response_label().alias("response"), (~pl.col("dead")).alias("ongoing")))
-    kinds = evidence_kinds(study, bars)
+    kinds = evidence_kinds(study, bars, precise=True)  # the CSV says synthetic / simulated as such (review 39 C2)
     bars = (bars.join(kinds.rename({"kind": "end_kind"}), on="subject_id", how="left")
             .sort(["end_day", "subject_id"], descending=[True, False])
             .with_row_index("order").select("subject_id", "disease", "response", "end_day", "dead", "ongoing",

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from cartlab.model import NOT_MEASURED_SOURCES
 from cartlab.report import cohort_data as cd
 from cartlab.report.cohort_base import (
     ZERO_EXPOSURE_TEXT,
@@ -99,7 +100,7 @@ def swimmer_figure(data: cd.SwimmerData) -> Figure:
                         bottom=max(0.6 / fig.get_figheight(), 0.04))
     ax = fig.add_subplot()
     y = bars["order"].to_numpy()
-    pale = (bars["end_kind"] == "reconstructed").to_numpy()
+    pale = (bars["end_kind"].is_in(list(NOT_MEASURED_SOURCES))).to_numpy()  # any not measured (C2)
     colors = [response_color(r) for r in bars["response"].to_list()]
     h = 0.7 if n <= MAX_LABELLED else 0.9
     end = bars["end_day"].to_numpy()

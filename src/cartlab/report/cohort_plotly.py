@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
+from cartlab.model import NOT_MEASURED_SOURCES
 from cartlab.report import cohort_data as cd
 from cartlab.report.cohort_base import (
     ZERO_EXPOSURE_TEXT,
@@ -91,7 +92,7 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
     fig = go.Figure()
     for cat in response_categories(bars["response"].to_list()):
         b = bars.filter(pl.col("response") == cat)
-        pale = (b["end_kind"] == "reconstructed").to_numpy()
+        pale = (b["end_kind"].is_in(list(NOT_MEASURED_SOURCES))).to_numpy()  # any not measured (C2)
         fig.add_trace(go.Bar(
             y=plotly_text(b["subject_id"].to_list()), x=b["end_day"].to_list(), base=0, orientation="h",
             name=plotly_text(cat),

@@ -450,14 +450,24 @@ class Rates:
 
 
 _RATE_COLS = ["endpoint", "criteria", "n", "n_responders", "rate", "ci_low", "ci_high", "level", "method",
-              "category_counts", "n_could_be_responders", "rate_max"]
+              "category_counts", "n_could_be_responders", "rate_max",
+              # session 38 (review 39 B2): the rate over the evaluable subjects and the not infused
+              "n_not_evaluable", "n_evaluable", "rate_evaluable", "ci_low_evaluable", "ci_high_evaluable",
+              "n_not_infused"]
+#: the columns an analysis older than a release may lack: empty, never 0 (not known)
+_RATE_TYPES = {"n_could_be_responders": pl.Int64, "rate_max": pl.Float64, "n_not_evaluable": pl.Int64,
+               "n_evaluable": pl.Int64, "rate_evaluable": pl.Float64, "ci_low_evaluable": pl.Float64,
+               "ci_high_evaluable": pl.Float64, "n_not_infused": pl.Int64}
 
 
 def response_rate_table(analysis, subject_ids=None) -> Rates:
     """ORR and CR/CRh/CRi rate with exact two-sided 95% Clopper-Pearson CIs (Clopper CJ, Pearson ES.
     Biometrika 1934;26:404-413), overall and per criteria set. Denominator: every subject with
-    response criteria (intention to treat: NE / not assessed count as non-response). From the
-    ``response_rates`` table; for a subset recomputed with ``orr`` (the analysis's function)."""
+    response criteria and, with ``best_response.rate_population=infused`` (the default), a CAR-T dose
+    (intention to treat: NE / not assessed count as non-response); ``n_evaluable`` /
+    ``rate_evaluable`` (+ CI) leave the NE out, ``n_not_infused`` counts the subjects with no CAR-T
+    dose (session 38). From the ``response_rates`` table; for a subset recomputed with ``orr`` (the
+    analysis's function). ``notes`` add up the denominator and name the not infused (review 39 B2)."""
     from cartlab.response.best import orr, rate_definitions
     from cartlab.response.endpoints import clopper_pearson
 
@@ -479,16 +489,44 @@ def response_rate_table(analysis, subject_ids=None) -> Rates:
         rates = rates.with_columns(pl.lit(None, pl.String).alias("criteria"))
     rates = rates.with_columns(pl.col("criteria").fill_null("all"))
     # an analysis written before review 37 B10 has no could-be columns: empty, never 0 (not known)
-    rates = rates.with_columns([pl.lit(None, t).alias(c) for c, t in (("n_could_be_responders", pl.Int64),
-                                                                      ("rate_max", pl.Float64)) if c not in rates.columns])
+    rates = rates.with_columns([pl.lit(None, t).alias(c) for c, t in _RATE_TYPES.items() if c not in rates.columns])
     if not rates["method"].fill_null("").str.contains("Clopper-Pearson").all():  # exact CI not in the table
         ci = [clopper_pearson(k, n) if n else (None, None) for k, n in zip(rates["n_responders"], rates["n"])]
         rates = rates.with_columns(pl.Series("ci_low", [c[0] for c in ci], pl.Float64),
                                    pl.Series("ci_high", [c[1] for c in ci], pl.Float64),
                                    pl.lit("Clopper-Pearson exact").alias("method"))
-    notes = [(f"{n_none} subject(s) without response criteria (e.g. lymphoma: no lymphoma criteria yet) are in "
-             "no denominator")] if n_none else []
-    return Rates(rates.select(_RATE_COLS), n_none, tuple(notes))
+    return Rates(rates.select(_RATE_COLS), n_none, tuple(_rate_notes(analysis, best, n_none, rates)))
+
+
+def _rate_notes(analysis, best: pl.DataFrame, n_none: int, rates: pl.DataFrame) -> list[str]:
+    """The denominator in words, adding up (review 39 B2): "10 subject(s): 1 without response criteria
+    (...) and 1 not infused (no CAR-T dose in doses.csv: SYN-0010; option
+    best_response.rate_population=infused) are in no denominator: n = 8"."""
+    try:
+        population = analysis.options.best_response_options().rate_population
+    except AttributeError:  # an analysis without the option: the default
+        population = "infused"
+    ni = (best.filter((pl.col("rule") == "response.not_infused") & pl.col("criteria").is_not_null())["subject_id"]
+          .to_list() if "rule" in best.columns else [])
+    out = []
+    if n_none:
+        out.append(f"{n_none} subject(s) without response criteria (e.g. lymphoma: no lymphoma criteria yet)")
+    if ni and population == "infused":
+        out.append(f"{len(ni)} not infused (no CAR-T dose in doses.csv, rule response.not_infused: {', '.join(ni[:10])}"
+                   f"{' and more' if len(ni) > 10 else ''}; option best_response.rate_population=infused)")
+    first = rates.filter(pl.col("criteria") == "all").head(1)
+    n_all = first["n"][0] if first.height else None
+    notes = []
+    if out:
+        notes.append(f"Of {best.height} subject(s), " + " and ".join(out) + " are in no denominator"
+                     + (f": n = {n_all}" if n_all is not None else ""))
+    if ni and population != "infused":
+        notes.append(f"{len(ni)} subject(s) not infused (no CAR-T dose in doses.csv: {', '.join(ni[:10])}) count "
+                     f"as non-responders (option best_response.rate_population={population})")
+    if first.height and first["n_evaluable"][0] is not None:
+        notes.append(f"n_evaluable = n - n_not_evaluable (NE); rate_evaluable = responders / n_evaluable "
+                     f"({first['n_evaluable'][0]} for ORR, all criteria)")
+    return notes
 
 
 # ------------------------------------------------------------------------------------------------

@@ -58,6 +58,36 @@ def _exposure_notes(d) -> list[str]:
     return notes
 
 
+def _course_notes(analysis, ids, endpoints: bool = True) -> list[str]:
+    """What the survival, swimmer and relapse views cannot show (review 39 B2/B9): the subjects with no
+    CAR-T dose (ADTTE rule ``not_infused``: no day 0 to count from; option ``endpoints.population``)
+    and an events.csv not given (no death, relapse or HSCT is known: none is counted, so the curves are
+    the most favourable reading, not an observation; missing is not negative)."""
+    from cartlab.report.warnings_block import absent_file
+
+    notes = []
+    if endpoints and analysis.has("adtte"):
+        adtte = analysis.table("adtte")
+        if "rule" in adtte.columns:
+            ni = adtte.filter(pl.col("rule") == "not_infused")["subject_id"].unique(maintain_order=True)
+            if ids is not None:
+                ni = ni.filter(ni.is_in(list(ids)))
+            if ni.len():
+                try:
+                    pop = analysis.options.endpoint_options().population
+                except AttributeError:
+                    pop = "infused"
+                shown = ni.head(10).to_list()
+                notes.append(f"Not infused (no CAR-T dose in doses.csv, no day 0 to count from; option "
+                             f"endpoints.population={pop}): {', '.join(shown)}"
+                             f"{f' and {ni.len() - 10} more' if ni.len() > 10 else ''} not counted")
+    if absent_file(analysis.study, "events.csv"):
+        notes.append("events.csv not given: no death, relapse, HSCT or new therapy is known, so none is counted "
+                     "(OS, EFS and LFS are the most favourable reading, not an observation; relapses recorded only "
+                     "in events.csv cannot show)")
+    return notes
+
+
 def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     """Every cohort view, built from the data functions and drawn by ``renderer`` (an object with
     the figure functions of this module or of :mod:`cartlab.report.cohort_plotly`)."""
@@ -69,10 +99,14 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     R = renderer
     sel = subject_ids
 
+    def _ids(sel):
+        return None if sel is None else set(sel)
+
     def swimmer():
         d = cd.swimmer_data(analysis, sel)
         return (_caption("Each bar runs from the CAR-T infusion (day 0) to death or the last day the subject was "
-                         "known alive (ADTTE OS, ELN 2022 Table 9); sorted by follow-up.", d.notes, prov),
+                         "known alive (ADTTE OS, ELN 2022 Table 9); sorted by follow-up.",
+                         [*d.notes, *_course_notes(analysis, _ids(sel))], prov),
                 R.swimmer_figure(d), None, {"bars": d.bars, "markers": d.markers})
 
     def grades():
@@ -146,13 +180,15 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                          "median (days; 95% CI by inversion of the log(-log) band; not reached = the curve or band stays "
                          "above 0.5, not estimable = the band ends where the estimate reaches 0 first, as in "
                          "km_median.csv) and number at risk = subjects with time >= the day (RFS and CIR count days since the "
-                         "remission, OS, EFS and LFS since the infusion).", d.notes, prov),
+                         "remission, OS, EFS and LFS since the infusion).",
+                         [*d.notes, *_course_notes(analysis, _ids(sel))], prov),
                 R.survival_figure(d), d.shown_table(), {"": d.steps, "at_risk": d.at_risk, "medians": d.table()})
 
     def incidence():
         d = cd.relapse_incidence_data(analysis, sel)
         return (_caption("Cumulative incidence of relapse with death without relapse as competing event "
-                         "(Aalen-Johansen), from the first remission.", d.notes, prov), R.incidence_figure(d), None,
+                         "(Aalen-Johansen), from the first remission.",
+                         [*d.notes, *_course_notes(analysis, _ids(sel))], prov), R.incidence_figure(d), None,
                 {"": d.curves, "at_risk": d.at_risk})
 
     def toxicity():

@@ -41,6 +41,7 @@ from cartlab.report.figures import (
 from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure, stamp_figure
 from cartlab.report.provenance_marks import RECONSTRUCTED_COLUMNS, reconstructed_columns, source_kinds
 from cartlab.report.subject_blocks import (
+    NOT_INFUSED_NOTE,
     _of,
     _protocol_block,
     _response_block,
@@ -51,7 +52,7 @@ from cartlab.report.subject_blocks import (
     response_notes,
     with_late_grade_max,
 )
-from cartlab.report.warnings_block import absent_file_text, subject_warnings
+from cartlab.report.warnings_block import absent_file_text, not_infused_banner, subject_warnings
 
 __all__ = [
     "write_subject_report",
@@ -63,6 +64,17 @@ __all__ = [
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 ENGINE_NOTE = "not evaluable: an input is missing or the criteria do not apply to this subject"
+
+#: a blank subjects.csv field on the subject page: "not given" and what reads it (review 39 B6)
+NOT_GIVEN = {
+    "sex": "not given",
+    "age_years": "not given (ICANS: ICE or CAPD is chosen by the score recorded, convention icans.conv.age)",
+    "weight_kg": "not given",
+    "height_cm": "not given",
+    "disease": "not given",
+    "target": "not given",
+    "last_followup_day": "not given (censored at the subject's last recorded day; adtte.csv reasons say which)",
+}
 
 SUBJECT_FIELDS = [
     ("subject_id", "Subject"),
@@ -204,6 +216,42 @@ def figure_stamp(counts: dict[str, Any]) -> str | None:
     return f"contains {what}: {counts['not_measured']:,} of {counts['total']:,} rows"
 
 
+def _reader_defaults(options: dict) -> dict[str, Any]:
+    """The defaults of the reader a study was read with: FHIR (it records ``observation_statuses``) or
+    SDTM (the parameters of :func:`cartlab.io.sdtm.reader.read_sdtm`)."""
+    import inspect
+
+    if "observation_statuses" in options:
+        from cartlab.io.fhir._partial import DEFAULTS
+        from cartlab.io.fhir.reader import READ_STATUSES
+
+        return {"observation_statuses": list(READ_STATUSES), "numeric_valuestring": "skip", **DEFAULTS}
+    from cartlab.io.sdtm.reader import read_sdtm
+
+    return {k: p.default for k, p in inspect.signature(read_sdtm).parameters.items()
+            if p.default is not inspect.Parameter.empty and k in options}
+
+
+def reader_changes(study) -> list[dict[str, str]]:
+    """The reader options a study was read with that differ from the reader's defaults (``Study.reader_options``,
+    recorded in analysis.json ``reader_options``; review 39 B10): ``option`` as its command-line flag
+    ("--partial-death-dates"), ``value``, ``default``."""
+    options = dict(getattr(study, "reader_options", None) or {})
+    if not options:
+        return []
+    try:
+        defaults = _reader_defaults(options)
+    except Exception:  # noqa: BLE001 - the line is informative: an unknown reader lists every option
+        defaults = {}
+
+    def text(v: Any) -> str:
+        return ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return [{"option": "--" + k.replace("_", "-"), "value": text(v),
+             "default": text(defaults[k]) if k in defaults else "not known"}
+            for k, v in options.items() if k not in defaults or text(v) != text(defaults[k])]
+
+
 def report_provenance(analysis) -> dict[str, Any]:
     """What the page says about how it was computed: the options that differ from the defaults
     (``option``, ``value``, ``default``), the criteria versions, and the CRS fever threshold used
@@ -224,7 +272,7 @@ def report_provenance(analysis) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - the list is informative; the page must not fail on it
         criteria = []
     fever = (used.get("crs") or {}).get("fever_threshold_c") if isinstance(used.get("crs"), dict) else None
-    out = {"changed": changed, "criteria": criteria,
+    out = {"changed": changed, "reader_changed": reader_changes(getattr(analysis, "study", None)), "criteria": criteria,
            "fever_threshold_c": float(fever) if isinstance(fever, (int, float)) else 38.0,
            "auc_window": auc_window(analysis),
            "protocol": None if analysis.protocol is None else analysis.protocol.id}
@@ -293,12 +341,24 @@ def _interventions_table(itv: pl.DataFrame) -> dict:
     )
 
 
+#: a row's source note saying its day is approximate ("day 60 is approximate": the seed's allo-HSCT)
+_APPROX_DAY = r"(?i)\bday\b[^;]*\bapproximate"
+
+
 def _events_table(ev: pl.DataFrame) -> dict:
+    """The subject's events; a day its row calls approximate (source note "day 60 is approximate", or
+    ``day`` among its ``reconstructed_columns``) reads "≈ 60" (review 39 B7: not a stated day)."""
+    ev = ev.sort("day", nulls_last=True)
+    note = pl.col("source_note").cast(pl.String) if "source_note" in ev.columns else pl.lit(None, pl.String)
+    approx = [bool(n and re.search(_APPROX_DAY, n)) or "day" in reconstructed_columns(r)
+              for n, r in zip(ev.select(note.alias("n"))["n"].to_list() if ev.height else [], ev.iter_rows(named=True))]
+    ev = ev.with_columns(pl.Series("day_shown", [f"≈ {_day(d)} (approximate)" if a and d is not None else _day(d)
+                                                 for d, a in zip(ev["day"].to_list(), approx)], pl.String))
     return _table(
-        ev.sort("day", nulls_last=True),
-        [("day", "Day"), ("datetime", "Date/time"), ("event", "Event"), ("detail", "Detail"),
+        ev,
+        [("day_shown", "Day"), ("datetime", "Date/time"), ("event", "Event"), ("detail", "Detail"),
          ("attribution", "Attribution"), ("source", "Source"), ("source_note", "Source note")],
-        always=("day", "event", "source"),
+        always=("day_shown", "event", "source"),
     )
 
 
@@ -454,6 +514,8 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
                  if c in ("car_cmax", "car_auc_0_28")
                  else _quantity(r[c]) if c in KINETICS_LABELS
                  else _day(r[c]) if _is_day(c)
+                 # NE for want of a CAR-T dose says so (review 39 B2/B5), not a bare "NE"
+                 else f"{_cell(r[c])} ({note})" if c == "best_response" and note == NOT_INFUSED_NOTE
                  else _with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
         cells = [_with_note(v, car_why) if c in KINETICS_LABELS else v for c, v in zip(cols, cells)]
     if pair:
@@ -536,7 +598,11 @@ def _subject_facts(sub: Study, subject_id: str) -> tuple[list[tuple[str, str, st
     recon = reconstructed_columns(r) if prov == "paper" else set()
     items = [(label, _cell(r.get(col)), "reconstructed" if col.lower() in recon else prov)
              for col, label in SUBJECT_FIELDS]
-    items = [(k, v, p) for k, v, p in items if v != EMPTY or k in ("Subject", "Source")]
+    # a blank field reads "not given", never vanishes (review 39 B6: missing is not negative); the optional
+    # infusion date/time and source note stay out when blank
+    items = [(k, NOT_GIVEN.get(col, "not given") if v == EMPTY and col in NOT_GIVEN else v, p)
+             for (k, v, p), (col, _) in zip(items, SUBJECT_FIELDS)
+             if v != EMPTY or col in NOT_GIVEN or k in ("Subject", "Source")]
     if r.get("extra"):
         try:
             extra = json.loads(r["extra"])
@@ -598,6 +664,7 @@ def render_subject_html(
         "interventions_empty": absent_file_text(study, "interventions.csv", "no interventions recorded"),
         "events_empty": absent_file_text(study, "events.csv", "no events recorded"),
         "warnings": subject_warnings(study, analysis, subject_id),
+        "not_infused": not_infused_banner(analysis, subject_id),
         "paper_values": _paper_values_table(sub.observations),
         "overview": _observation_overview(sub.observations),
         "summary": _summary_block(summary, subject_id, response_notes(analysis, subject_id).get(subject_id),

@@ -104,7 +104,8 @@ def check_report_folder(out_dir, force: bool = False) -> Path:
 #: every column of the subject summary is in ``tables/subject_summary.csv`` beside the page.
 SUBJECT_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("CRS (ASTCT)", ("crs_grade_astct", "crs_grade_astct_max", "crs_onset_day", "crs_resolution_day",
-                     "crs_onset_day_earliest", "crs_onset_open"), "grade_days"),
+                     "crs_onset_day_earliest", "crs_onset_open", "crs_resolution_day_latest",
+                     "crs_resolution_open"), "grade_days"),
     ("ICANS (ASTCT)", ("icans_grade_astct", "icans_grade_astct_max"), "grade"),
     ("ICAHT early / late", ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
                             "icaht_late_grade_max"), "pair"),
@@ -181,7 +182,10 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None, *, unit_in_c
                 # an onset missing inputs leave open (crs_onset_day_earliest, review 37 B7): "onset d1–4: ..."
                 early = (f"; onset d{_day(v[4])}–{_day(v[2])}: {v[5]}" if len(v) > 5 and v[4] is not None
                          and v[4] < v[2] else "")
-                text += f" ({day_span(v[2], v[3])}{early})"
+                # the end missing inputs leave open (crs_resolution_day_latest, review 39 B3): "could last to d60: ..."
+                late = (f", could last to d{_day(v[6])}{': ' + str(v[7]) if v[7] else ''}" if len(v) > 7
+                        and v[6] is not None and v[3] is not None and v[6] > v[3] else "")
+                text += f" ({day_span(v[2], v[3])}{late}{early})"
             sort = _sortkey(v[1] if v[1] is not None else v[0])
         elif how == "grade":
             text, sort = _grade(v[0], v[1]), _sortkey(v[1] if v[1] is not None else v[0])
@@ -193,7 +197,10 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None, *, unit_in_c
             text = f"{first} / {second}" if v[0] is not None or v[1] is not None else EMPTY
             sort = _sortkey(v[0])
         elif how == "response":
-            text = _with_note(_cell(v[0]), note) if v[0] is None else f"{_cell(v[0])} (d{_day(v[1])})"
+            text = (_with_note(_cell(v[0]), note) if v[0] is None
+                    # NE with no day: say why when the engine says (not infused, review 39 B2), not "(d—)"
+                    else f"{_cell(v[0])} ({note})" if v[1] is None and note
+                    else f"{_cell(v[0])} (d{_day(v[1])})")
             if v[0] is not None and len(v) > 2 and v[2]:  # a missing input leaves a better category possible
                 text += f"; could be {str(v[2]).replace(';', ', ')}"
             sort = "" if v[0] is None else str(v[0])

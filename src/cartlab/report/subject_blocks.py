@@ -14,7 +14,7 @@ import polars as pl
 
 # post_baseline: the rows a worst on-treatment grade reads (shared with explain; cohort_stats imports it here)
 from cartlab.grading.lab_worst import post_baseline, worst_labs  # noqa: F401
-from cartlab.report.cells import _cell, _day, _table, grade_range, grade_span
+from cartlab.report.cells import UNSETTLED_MARK, _cell, _day, _table, grade_range, grade_span
 from cartlab.report.provenance_marks import apply_classes, refs_text, with_marks
 
 
@@ -217,11 +217,13 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
             why = _icans_not_evaluable(analysis, subject_id)
             rows.append({"toxicity": "ICANS (ASTCT 2019)",
                          "grade": "not evaluable" if hi is None else f"not evaluable (at most {_cell(hi)})",
-                         "missing": why, "rule": None, "reason": f"ICANS not evaluable: {why}"})
+                         "missing": why, "rule": None, "reason": f"ICANS not evaluable: {why}",
+                         "evidence": _daily_evidence(icans_daily)})
         else:
             rows.append({"toxicity": "ICANS (ASTCT 2019)", "grade": _grade_text(lo, hi, missing),
                          "missing": ", ".join(missing) or None, "rule": None,
-                         "reason": _range_reason(hi, up_days, _see_episodes(lo, icans_daily, "ICANS"))})
+                         "reason": _range_reason(hi, up_days, _see_episodes(lo, icans_daily, "ICANS")),
+                         "evidence": _daily_evidence(icans_daily)})
     t_icaht = _of(analysis, "t_icaht", subject_id)
     for name, frame, prefix, what in (("ICAHT", icaht, "icaht", "ANC"), ("T-ICAHT", t_icaht, "t_icaht", "platelet count")):
         if frame is None or not frame.height:
@@ -233,7 +235,8 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
             why = f"no {what} recorded in days 0-30" if not _has_obs(analysis, subject_id, _COUNT_PARAMS[prefix]) else None
         rows.append({"toxicity": f"{name}, early (days 0-30)",
                      "grade": _grade_text(lo, hi, why=why) if lo is not None else "not evaluable",
-                     "missing": why, "rule": r.get("early_rule"), "reason": r.get("early_reason")})
+                     "missing": why, "rule": r.get("early_rule"), "reason": r.get("early_reason"),
+                     "evidence": _ev_list(r.get("early_evidence"))})
         late, late_hi = r.get(f"{prefix}_late_grade"), r.get(f"{prefix}_late_grade_max")
         # a late grade that days of the window without a count leave open is a range, as the early one
         late_why = (f"days of the late window without {'an' if what == 'ANC' else 'a'} {what} are not counted"
@@ -241,9 +244,27 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
         rows.append({"toxicity": f"{name}, late (after day 30)",
                      "grade": _grade_text(late, late_hi, why=late_why) if late is not None else "not evaluable",
                      "missing": late_why if late is not None else _window_input(what, r),
-                     "rule": r.get("late_rule"), "reason": r.get("late_reason")})
+                     "rule": r.get("late_rule"), "reason": r.get("late_reason"),
+                     "evidence": _ev_list(r.get("late_evidence"))})
     return pl.DataFrame(rows, schema={"toxicity": pl.String, "grade": pl.String, "missing": pl.String,
-                                      "rule": pl.String, "reason": pl.String})
+                                      "rule": pl.String, "reason": pl.String, "evidence": pl.List(pl.String)})
+
+
+def _ev_list(v: Any) -> list[str]:
+    """An evidence cell (a list, or the CSV's "a; b" text) as a list of source rows."""
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return [p.strip() for p in v.split(";") if p.strip()]
+    return [str(x) for x in v if x is not None]
+
+
+def _daily_evidence(daily: pl.DataFrame | None) -> list[str]:
+    """Every source row of a daily grading table (``evidence``): what a worst grade over the days reads
+    (review 39 B7: a grade from not-measured rows is marked as such)."""
+    if daily is None or "evidence" not in daily.columns or not daily.height:
+        return []
+    return list(dict.fromkeys(r for v in daily["evidence"].to_list() for r in _ev_list(v)))
 
 
 def _window_input(what: str, r: dict) -> str:
@@ -320,17 +341,75 @@ def episode_sentence(worst_rows: pl.DataFrame, crs_missing: bool = False) -> str
     return text
 
 
+#: how a term no value of which could be graded names the missing limit ("no ULN"), after the engine's words
+_LIMIT_WORDS = {"ANRHI": "no ULN: ANRHI missing", "ANRLO": "no LLN: ANRLO missing"}
+
+
+def _limit_words(why: str | None) -> str | None:
+    """The engine's "ANRHI missing" of a term not gradable as the page says it: "no ULN: ANRHI missing"."""
+    if not why:
+        return why
+    for code, words in _LIMIT_WORDS.items():
+        if why.strip() == f"{code} missing":
+            return words
+    return why
+
+
 def _worst_labs(adlb: pl.DataFrame) -> pl.DataFrame:
     """The worst CTCAE grade per term after the baseline (as the study page's toxicity summary; the
     baseline record and the values before it are baseline: :func:`post_baseline`), its first day and
     value; a grade a missing input or a censored result leaves open is a range naming it: "2–4 (range:
-    ANRHI missing)", "3–4 (range: censored result <0.6)". One implementation with ``cartlab explain
-    --what ctcae`` (:func:`cartlab.grading.lab_worst.worst_labs`, review 37 B8)."""
-    worst = worst_labs(adlb)
-    text = [_grade_text(lo, hi, why=why or "an input missing")
+    ANRHI missing)", "3–4 (range: censored result <0.6)", "0–2" too (an open range is not a 0). Every
+    term with a value is listed (review 39 B1, missing is not negative): a term no value of which could
+    be graded reads "not evaluable (no ULN ...)", and values not gradable beside graded ones are
+    counted ("Not gradable"). One implementation with ``cartlab explain --what ctcae``
+    (:func:`cartlab.grading.lab_worst.worst_labs`, review 37 B8)."""
+    worst = worst_labs(adlb, every_term=True)
+    text = [f"not evaluable ({_limit_words(why) or 'not gradable'})" if lo is None
+            else _grade_text(lo, hi, why=why or "an input missing")
             for lo, hi, why in zip(worst["grade"].to_list(), worst["grade_max"].to_list(), worst["why"].to_list())]
-    return worst.with_columns(pl.Series("grade", text, pl.String)).select(
-        [c for c in ("term", "grade", "day", "AVAL", "AVALU", "BASE", "rule", "evidence") if c in worst.columns])
+    ng = [None if not n else f"{n} value(s)" if lo is None else f"{n} value(s): {_limit_words(w) or 'not gradable'}"
+          for n, w, lo in zip(worst["n_not_gradable"].to_list(), worst["not_gradable_why"].to_list(),
+                              worst["grade"].to_list())]
+    return worst.with_columns(pl.Series("grade", text, pl.String), pl.Series("not_gradable", ng, pl.String)).select(
+        [c for c in ("term", "grade", "not_gradable", "day", "AVAL", "AVALU", "BASE", "rule", "evidence")
+         if c in worst.columns or c == "not_gradable"])
+
+
+def _unsettled_top(grade: str, lo: Any, hi: Any, rules: Any, status: Any) -> str:
+    """A range whose upper grade rests on a rule not (fully) verified (``crs_<scale>_possible_rules`` /
+    ``_rule_status_max``, session 38; review 39 B4) is marked: "2–3† (range; † grade 3 by
+    lee2014.g3.high_dose_vasopressor ⚠ unverified)"."""
+    from cartlab.criteria import UNSETTLED
+
+    if lo is None or hi is None or hi == lo or status not in UNSETTLED:
+        return grade
+    names = ([str(r) for r in rules] if isinstance(rules, (list, tuple, pl.Series))
+             else [r.strip() for r in str(rules or "").split(";") if r.strip()])
+    top = [r for r in names if f".g{hi}." in r] or names
+    by = f" by {', '.join(top)}" if top else ""
+    return f"{grade_span(lo, hi)}† (range; † grade {hi}{by} {UNSETTLED_MARK} {str(status).replace('_', ' ')})"
+
+
+def _open_ends(analysis, subject_id: str, episodes: pl.DataFrame) -> pl.DataFrame:
+    """``OPEN_END`` of the last CRS and ICANS episode: the latest day it could have lasted to when the
+    days after its last day lack an input (``crs_resolution_day_latest`` / ``_open``, session 38;
+    ``icans_*``, session 39; review 39 B3): "day 60 (day(s) 12, 13, ...: interventions.csv not recorded)"."""
+    out = [None] * episodes.height
+    if not episodes.height or not {"AETERM", "AENDY"} <= set(episodes.columns):
+        return episodes.with_columns(pl.Series("OPEN_END", out, pl.String))
+    terms = [str(t or "").lower() for t in episodes["AETERM"].to_list()]
+    ends = episodes["AENDY"].to_list()
+    for table, prefix, match in (("crs_summary", "crs", "cytokine release"), ("icans_summary", "icans", "neurotoxicity")):
+        latest = _summary_value(analysis, table, subject_id, f"{prefix}_resolution_day_latest")
+        why = _summary_value(analysis, table, subject_id, f"{prefix}_resolution_open")
+        mine = [i for i, t in enumerate(terms) if match in t and ends[i] is not None]
+        if latest is None or not mine:
+            continue
+        last = max(mine, key=lambda i: ends[i])
+        if latest > ends[last]:
+            out[last] = f"day {_day(latest)}" + (f" ({why})" if why else "")
+    return episodes.with_columns(pl.Series("OPEN_END", out, pl.String))
 
 
 def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = None) -> dict:
@@ -359,16 +438,19 @@ def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
             hi = _summary_value(analysis, "crs_summary", subject_id, "crs_grade_astct_max")
         up_days, missing = _range_days(crs_daily, lo, hi)
         scale_rows.append({"scale": "ASTCT 2019", "grade": _grade_text(lo, hi, missing),
+                           "evidence": _daily_evidence(crs_daily),
                            "missing": ", ".join(missing) or None, "rule": None,
                            "reason": _range_reason(hi, up_days, _see_episodes(lo, crs_daily, "CRS"))})
         for sc in SCALES:
             lo, hi = x[f"crs_grade_{sc}_min"], x[f"crs_grade_{sc}_max"]
             grade = str(lo) if lo == hi else f"{lo}–{hi if hi is not None else '?'} (range)"
+            grade = _unsettled_top(grade, lo, hi, x.get(f"crs_{sc}_possible_rules"), x.get(f"crs_{sc}_rule_status_max"))
             scale_rows.append({"scale": labels.get(sc, sc), "grade": grade,
                                "missing": ", ".join(x[f"crs_{sc}_missing"] or []) or None,
-                               "rule": x[f"crs_{sc}_rule"], "reason": x[f"crs_{sc}_reason"]})
+                               "rule": x[f"crs_{sc}_rule"], "reason": x[f"crs_{sc}_reason"],
+                               "evidence": _ev_list(x.get(f"crs_{sc}_evidence"))})
     scales = pl.DataFrame(scale_rows, schema={"scale": pl.String, "grade": pl.String, "missing": pl.String,
-                                              "rule": pl.String, "reason": pl.String})
+                                              "rule": pl.String, "reason": pl.String, "evidence": pl.List(pl.String)})
     worst = _worst_labs(adlb)
     icaht = _of(analysis, "icaht", subject_id)
     worst_rows = _worst_grades(analysis, subject_id, icans_daily, icaht)
@@ -379,30 +461,37 @@ def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
     elif adlb["ATOXGR"].is_null().all():
         ctcae_empty = ("no laboratory value could be CTCAE-graded (a reference limit the criteria need is "
                        "missing: lln/uln, in SDTM --STNRLO/--STNRHI, in FHIR referenceRange); not evaluable")
-    else:
-        ctcae_empty = "no abnormal CTCAE-graded laboratory value from day 0 on"
+    else:  # every term with a value after the baseline is a row (review 39 B1): none here
+        ctcae_empty = "no laboratory value after the baseline (the baseline record and the values before it)"
     episodes = episodes.with_columns(pl.Series("RANGE", [
         _episode_range(e, crs_daily, icans_daily, icaht) for e in episodes.iter_rows(named=True)], dtype=pl.String))
     if "ADURN" in episodes.columns:  # the late ICAHT row spans its qualifying tests: no duration (review 37 B6)
         episodes = episodes.with_columns(pl.when(pl.col("ADURN").is_null() & pl.col("ASTDY").is_not_null())
                                          .then(pl.lit("no duration (graded from tests)"))
                                          .otherwise(pl.col("ADURN").cast(pl.String)).alias("ADURN"))
+    episodes = _open_ends(analysis, subject_id, episodes)
     episodes, ep_classes = with_marks(episodes, "EVIDENCE", kinds)
     worst, worst_classes = with_marks(worst, "evidence", kinds)
+    # the worst-grade and scale rows marked as the episodes are (review 39 B7): from the engines' evidence
+    worst_rows, wr_classes = with_marks(worst_rows, "evidence", kinds)
+    scales, sc_classes = with_marks(scales, "evidence", kinds)
     return {
         "episodes": apply_classes(_table(episodes, [("AETERM", "Toxicity"), ("ATOXGR", "Grade"), ("RANGE", "Range"),
                                       ("ATOXGRS", "Scale"), ("ASTDY", "Start day"), ("AENDY", "End day"),
-                                      ("ADURN", "Days"), ("RULE", "Rule"), ("REASON", "Why"),
+                                      ("OPEN_END", "Could last to"), ("ADURN", "Days"), ("RULE", "Rule"), ("REASON", "Why"),
                                       ("not_measured", "Not measured"), ("src_rows", "Source rows")]),
                                   ep_classes),
         "episodes_empty": episodes_empty,
         "ctcae_empty": ctcae_empty,
-        "worst": _table(worst_rows,
-                        [("toxicity", "Toxicity"), ("grade", "Worst grade"), ("missing", "Missing inputs"),
-                         ("rule", "Rule"), ("reason", "Why")]),
-        "scales": _table(scales, [("scale", "CRS scale"), ("grade", "Maximum grade"), ("missing", "Missing inputs"),
-                                  ("rule", "Rule"), ("reason", "Why")]),
-        "ctcae": apply_classes(_table(worst, [("term", "CTCAE v5 term"), ("grade", "Worst grade"), ("day", "First day"),
+        "worst": apply_classes(_table(worst_rows,
+                                      [("toxicity", "Toxicity"), ("grade", "Worst grade"), ("missing", "Missing inputs"),
+                                       ("rule", "Rule"), ("reason", "Why"), ("not_measured", "Not measured")]),
+                               wr_classes),
+        "scales": apply_classes(_table(scales, [("scale", "CRS scale"), ("grade", "Maximum grade"),
+                                                ("missing", "Missing inputs"), ("rule", "Rule"), ("reason", "Why"),
+                                                ("not_measured", "Not measured")]), sc_classes),
+        "ctcae": apply_classes(_table(worst, [("term", "CTCAE v5 term"), ("grade", "Worst grade"),
+                                              ("not_gradable", "Not gradable"), ("day", "First day"),
                                               ("AVAL", "Value"), ("AVALU", "Unit"), ("BASE", "Baseline"),
                                               ("rule", "Rule"), ("not_measured", "Not measured")]), worst_classes),
     }
@@ -579,4 +668,23 @@ def response_notes(analysis, subject_id: str | None = None) -> dict[str, str]:
     if "rule" not in best.columns or "reason" not in best.columns:
         return {}
     rows = best.filter(pl.col("rule") == "response.no_criteria").select("subject_id", "reason")
-    return {sid: (why or "").split(" (")[0] for sid, why in rows.iter_rows()}
+    out = {sid: (why or "").split(" (")[0] for sid, why in rows.iter_rows()}
+    # a subject with no CAR-T dose (session 38, rule response.not_infused): NE for that reason (review 39 B2)
+    for sid in best.filter(pl.col("rule") == "response.not_infused")["subject_id"].to_list():
+        out[sid] = NOT_INFUSED_NOTE
+    return out
+
+
+#: the study table's and the subject page's word for a subject with no CAR-T dose in doses.csv
+NOT_INFUSED_NOTE = "not infused: no CAR-T dose in doses.csv, rule response.not_infused"
+
+
+def not_infused_ids(analysis) -> list[str]:
+    """The subjects best_response calls not infused (rule ``response.not_infused``: no CAR-T dose in
+    doses.csv while other subjects have one; session 38), in table order."""
+    if analysis is None or not analysis.has("best_response"):
+        return []
+    best = analysis.table("best_response")
+    if "rule" not in best.columns:
+        return []
+    return best.filter(pl.col("rule") == "response.not_infused")["subject_id"].to_list()

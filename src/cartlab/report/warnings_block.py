@@ -11,6 +11,7 @@ input is not a negative (docs/derivation-conventions.md, "An absent input never 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import polars as pl
 
 from cartlab.model import Study
 
-__all__ = ["absent_file", "absent_file_text", "study_warnings", "subject_warnings"]
+__all__ = ["absent_file", "absent_file_text", "names_subject", "not_infused_banner", "study_warnings",
+           "subject_warnings"]
 
 #: how many subject ids a skipped engine names on the study page before "and n more"
 MAX_IDS = 10
@@ -47,8 +49,12 @@ _ABSENT_MEANS = {
                          "t_icaht.absent_interventions / count_recovery.absent_interventions); the older CRS "
                          "scales follow crs_legacy.absent_interventions (default: as crs.absent_interventions; "
                          "ranges up to grade 4); ICANS reads none as given",
-    "events.csv": "none assumed: every result that depends on it is derived as if none happened, and its reasons "
-                  "say 'events.csv not given'",
+    # review 39 B8: what each engine does since session 39, never "none happened"
+    "events.csv": "not known whether a death, relapse, HSCT, new therapy, seizure, cerebral edema or infection "
+                  "happened: ICANS reads seizure, motor weakness and cerebral edema as unknown, every graded day a "
+                  "range up to grade 4 naming events.csv (option icans.absent_events=unknown); the late ICAHT window "
+                  "and the survival endpoints count none of them (OS, EFS and LFS are the most favourable "
+                  "reading), and their reasons say 'events.csv not given'",
 }
 
 
@@ -126,4 +132,42 @@ def subject_warnings(study: Study, analysis, subject_id: str) -> list[str]:
         if s.subjects is None or subject_id in s.subjects:
             who = "for any subject" if s.subjects is None else "for this subject"
             out.append(f"{s.engine} not derived {who} ({', '.join(s.tables)}): {s.reason}")
+    # the engines' warnings that name this subject (review 39 B5: not infused, kinetics timed from day 0, ...)
+    for w in getattr(analysis, "warnings", None) or []:
+        if names_subject(analysis, w, subject_id):
+            out.append(f"{w.get('engine', '')}: {w.get('message', '')}")
     return out
+
+
+def names_subject(analysis, warning: dict, subject_id: str) -> bool:
+    """Whether an engine warning (``analysis.warnings`` entry) names ``subject_id``: its subject list
+    (``warning_shapes``, every id even past the shown ones) or, for an analysis read back from
+    analysis.json, the id as a whole word of the message."""
+    shape = (getattr(analysis, "warning_shapes", None) or {}).get((warning.get("engine"), warning.get("message")))
+    if shape is not None:
+        return subject_id in shape[1]
+    return re.search(rf"(?<![\w.-]){re.escape(subject_id)}(?![\w-])", str(warning.get("message", ""))) is not None
+
+
+def not_infused_banner(analysis, subject_id: str) -> str | None:
+    """The subject page's word for a subject with no CAR-T dose in doses.csv (best_response rule
+    ``response.not_infused``, session 38; review 39 B5): what day 0 is and what it leaves the subject
+    out of, with the options in force; None for an infused subject."""
+    from cartlab.report.subject_blocks import not_infused_ids
+
+    if subject_id not in not_infused_ids(analysis):
+        return None
+    opts = getattr(analysis, "options", None)
+    try:
+        rate_pop = opts.best_response_options().rate_population
+        ep_pop = opts.endpoint_options().population
+    except AttributeError:
+        rate_pop = ep_pop = "infused"
+    rates = ("left out of the response rates" if rate_pop == "infused" else "counted as a non-responder in the "
+             "response rates")
+    survival = ("left out of OS, EFS, RFS, LFS and CIR" if ep_pop == "infused"
+                else "counted in OS, EFS, RFS, LFS and CIR from study day 0")
+    return (f"Not infused: no CAR-T dose for this subject in doses.csv (other subjects have one; rule "
+            f"response.not_infused). Day 0 is study day 0, not an infusion: the grades and kinetics on this page are "
+            f"timed from it. Best response NE; {rates} (option best_response.rate_population={rate_pop}); "
+            f"{survival} (option endpoints.population={ep_pop}).")
