@@ -135,7 +135,7 @@ LATE_MAX = "icaht_late_grade_max"
 ICAHT_REASONS = ("icaht_early_reason", "icaht_late_reason")
 
 
-def cohort_display(cohort: pl.DataFrame) -> pl.DataFrame:
+def cohort_display(cohort: pl.DataFrame, interpolated: set[str] | frozenset = frozenset()) -> pl.DataFrame:
     """The cohort table as the page shows it: the early ICAHT grade and its upper bound as one column
     ``icaht_early`` where the grade was ("0–4" when days 0-30 lack an ANC, as the report's study
     table: :func:`cartlab.report.cells.grade_range`; "—" = not evaluable), the late grade as
@@ -143,7 +143,10 @@ def cohort_display(cohort: pl.DataFrame) -> pl.DataFrame:
     by why it is not evaluable (``icaht_early_reason``, ``icaht_late_reason``). The worst CRS and ICANS
     grades are shown as the headline and the filter show them: "1–2" when ``<grade>_max`` is higher
     (a day lacked an input; missing is not negative), "not evaluable" when missing (the ``_max``
-    column is then dropped from the display). The download keeps the grade columns."""
+    column is then dropped from the display). An early grade of a subject in ``interpolated`` (no ANC
+    measured in days 0-30: :func:`cartlab.app.absent.interpolated_only`) carries the mark
+    "(interpolated: no ANC measured in days 0-30)" (review 39 B5). The download keeps the grade columns."""
+    from cartlab.app.absent import INTERPOLATED_MARK
     from cartlab.report.cells import grade_range
 
     lo, hi = ICAHT_EARLY_PAIR
@@ -154,7 +157,8 @@ def cohort_display(cohort: pl.DataFrame) -> pl.DataFrame:
             out = out.with_columns(grade_label_expr(g, mx).alias(g))
             out = out.drop(mx) if mx else out
     if lo in out.columns and hi in out.columns:
-        text = [grade_range(a, b) for a, b in zip(out[lo].to_list(), out[hi].to_list())]
+        text = [grade_range(a, b) + (f" ({INTERPOLATED_MARK})" if a is not None and sid in interpolated else "")
+                for a, b, sid in zip(out[lo].to_list(), out[hi].to_list(), out["subject_id"].to_list())]
         out = out.with_columns(pl.Series(lo, text, pl.String)).drop(hi).rename({lo: "icaht_early"})
     if "icaht_late_grade" in out.columns:  # a range too when icaht_late_grade_max is higher ("3–4")
         hi = (out[LATE_MAX].to_list() if LATE_MAX in out.columns else [None] * out.height)
@@ -313,8 +317,17 @@ def cohort_views(view, subject_ids: list[str] | None) -> list:
     except ImportError:
         cohort_figures_plotly = None
     if cohort_figures_plotly is not None:
+        import dataclasses
+
+        from cartlab.app.data import cohort_provenance_note, paper_rows_reconstructed
+
         with warnings_once():
-            return list(cohort_figures_plotly(view.analysis, subject_ids=subject_ids))
+            views = list(cohort_figures_plotly(view.analysis, subject_ids=subject_ids))
+        moved = paper_rows_reconstructed(view.study, subject_ids)  # the Patient banner's count (review 39 B6)
+        for v in views:
+            shorten_id_ticks(v.figure)
+        return [dataclasses.replace(v, caption=cohort_provenance_note(v.caption, moved)) if v.caption and moved
+                else v for v in views]
     from cartlab.app.figures import cohort_overview_figure
     from cartlab.report.cohort_base import CohortView
 
@@ -325,6 +338,37 @@ def cohort_views(view, subject_ids: list[str] | None) -> list:
                        "subjects whose grade or response could not be derived are counted as not evaluable",
                        cohort_overview_figure(sub), None),
             CohortView("crs_counts", "Subjects by worst ASTCT CRS grade", "", None, counts)]
+
+
+#: a subject id longer than this is cut on a figure's axis (the hover keeps it whole; review 39 B3)
+ID_TICK_CHARS = 24
+
+
+def cut_id(value: str, limit: int = ID_TICK_CHARS) -> str:
+    """``value`` cut to ``limit`` characters with "…" when longer ("LLLLLLLLLLLLLLLLLLLL-XXX…")."""
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
+def shorten_id_ticks(fig, limit: int = ID_TICK_CHARS):
+    """A plotly figure whose y axis shows text categories (subject ids: the swimmer, the cytokine heat
+    map) with tick labels cut to ``limit`` characters when one is longer (tickvals stay the full ids,
+    so the hover, which reads y, names the whole id; the plot height is kept). Others unchanged."""
+    if fig is None or not hasattr(fig, "update_yaxes"):
+        return fig
+    ys: dict[str, None] = {}
+    for tr in fig.data:
+        if getattr(tr, "yaxis", "y") not in (None, "y"):
+            continue
+        y_values = getattr(tr, "y", None)
+        for y in (() if y_values is None else list(y_values)):
+            if isinstance(y, str):
+                ys.setdefault(y, None)
+    order = list(getattr(fig.layout.yaxis, "categoryarray", None) or ()) or list(ys)
+    order += [y for y in ys if y not in set(order)]
+    if not any(len(y) > limit for y in order):
+        return fig
+    fig.update_yaxes(tickmode="array", tickvals=order, ticktext=[cut_id(y, limit) for y in order])
+    return fig
 
 
 _SHOWN: set[tuple] = set()

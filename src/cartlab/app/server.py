@@ -155,6 +155,9 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
             a = v.analysis
             skipped = [f"{s.engine}: {', '.join(s.subjects[:5]) if s.subjects else 'all subjects'} — {s.reason}"
                        for s in a.skipped]
+            from cartlab.app.absent import absent_inputs
+
+            absent = absent_inputs(v.study)
             return ui.div(
                 ui.p(f"{v.study_id}: {v.cohort.height} subjects, {len(a.tables())} tables, computed once "
                      f"({v.seconds:.1f} s); every page reads these tables.", class_="cartlab-note"),
@@ -163,6 +166,10 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
                      class_="cartlab-note"),
                 ui.tags.details(ui.tags.summary("Every option of the analysis (as applied)"),
                                 ui.tags.pre(_json(v.options))),
+                ui.div(ui.p(ui.tags.b("Files not given (missing is not negative: none is taken as absent):")),
+                       ui.tags.ul(*[ui.tags.li(t) for _f, t in absent]), class_="cartlab-note", id="absent_inputs")
+                if absent else ui.p("Every optional file (doses, interventions, events) was given.",
+                                    class_="cartlab-note", id="absent_inputs"),
                 ui.tags.details(ui.tags.summary(f"Not analysed ({len(skipped)})"),
                                 ui.tags.ul(*[ui.tags.li(s) for s in skipped])) if skipped else None,
             )
@@ -224,8 +231,12 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
 
         @render.ui
         def cohort_count():
+            from cartlab.app.absent import cohort_banner
+
             n, total = filtered().height, view().cohort.height
-            return ui.p(f"{n} of {total} subjects", id="cohort_n", class_="cartlab-headline")
+            banner = cohort_banner(view().study)
+            return ui.div(ui.p(f"{n} of {total} subjects", id="cohort_n", class_="cartlab-headline"),
+                          ui.div(banner, class_="cartlab-banner", role="note", id="cohort_absent") if banner else None)
 
         @reactive.calc
         def views():
@@ -271,7 +282,10 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
 
         @render.data_frame
         def cohort_table():
-            return render.DataGrid(display_frame(C.cohort_display(filtered())), width="100%", height="420px",
+            from cartlab.app.absent import interpolated_only
+
+            interp = interpolated_only(view().table("icaht_daily"), filtered()["subject_id"].to_list())
+            return render.DataGrid(display_frame(C.cohort_display(filtered(), interp)), width="100%", height="420px",
                                    filters=False)
 
         downloads("dl_cohort", "subjects (filtered cohort)",
@@ -317,8 +331,12 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
 
         @render.ui
         def explain_text():
+            from cartlab.app.absent import patient_notes
+
             return ui.div(*[ui.p(ui.tags.b(e.what.upper() + ": "), e.headline, ui.br(),
-                                 ui.tags.small(e.criteria), class_="cartlab-explain") for e in explained()])
+                                 ui.tags.small(e.criteria), class_="cartlab-explain") for e in explained()],
+                          *[ui.p(f"⚠ {n}", class_="cartlab-note", id=f"absent_note_{i}")
+                            for i, n in enumerate(patient_notes(view().study))])
 
         @reactive.calc
         def grades():
@@ -411,11 +429,16 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
             if st == "running":
                 return ui.p("running …", class_="cartlab-note")
             if st == "error":
-                return ui.p(f"the forecast failed: {twin_task.error()}", class_="cartlab-note")
+                return ui.p(twin_error_text(twin_task.error()), class_="cartlab-note", id="twin_error")
+            from cartlab.app.twin import TWIN_LEGEND, response_model_note
+
             notes = twin_task.result()[2]
+            resp = response_model_note(patient().summary.get("disease"))
             return ui.div(ui.p("forecast done (simulated values)", class_="cartlab-note", id="twin_done"),
                           ui.p(twin_crs_note(view().overrides), class_="cartlab-note", id="twin_crs_note"),
-                          *[ui.p(f"⚠ {n}", class_="cartlab-note") for n in notes])
+                          ui.p(f"⚠ {resp}", class_="cartlab-note", id="twin_response_note") if resp else None,
+                          *[ui.p(f"⚠ {n}", class_="cartlab-note") for n in notes],
+                          ui.p(TWIN_LEGEND, class_="cartlab-note", id="twin_legend"))
 
         @reactive.calc
         def twin_result():
@@ -424,10 +447,11 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
 
         @render.ui
         def twin_plot():
-            _table, curves, _notes = twin_result()
-            from cartlab.app.twin import forecast_figure
+            table, curves, _notes = twin_result()
+            from cartlab.app.twin import forecast_figure, withheld_regimens
 
-            return ui.HTML(F.to_html(forecast_figure(curves, float(input.twin_day() or 7)), "twin_fig"))
+            return ui.HTML(F.to_html(forecast_figure(curves, float(input.twin_day() or 7), withheld_regimens(table)),
+                                     "twin_fig"))
 
         @render.data_frame
         def twin_table():
@@ -439,7 +463,8 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
                   lambda: twin_result()[0],
                   extra=lambda: {"subject_id": patient().subject_id, "twin_data_up_to_day": float(input.twin_day() or 7),
                                  "twin_regimens": [input.twin_a(), input.twin_b()], "values": "simulated",
-                                 "crs_options": "defaults", "crs_options_note": twin_crs_note(view().overrides)})
+                                 "crs_options": "defaults", "crs_options_note": twin_crs_note(view().overrides),
+                                 **twin_csv_definitions(patient().summary.get("disease"))})
 
     return server
 
@@ -451,6 +476,7 @@ def patient_headline_parts(view, p) -> tuple[str | None, str, list[str]]:
     s = p.summary
     crs, icans = grade_text(s, "crs_grade_astct"), grade_text(s, "icans_grade_astct")
     icaht, late = icaht_text(view.analysis, p.subject_id, s), icaht_late_text(s)
+    icaht = interpolated_mark(icaht, view, p.subject_id, s)
     why_dose = s.get("dose_level_reason")
     dose = (f"CAR-T {s.get('dose_level') or 'dose unknown' + (f' ({why_dose})' if why_dose else '')}"
             if p.has_car_t_dose else "no CAR-T dose recorded")
@@ -463,12 +489,26 @@ def patient_headline_parts(view, p) -> tuple[str | None, str, list[str]]:
                      "positive (missing is not negative).")
     if full_reason:
         notes.append(f"Best response: {full_reason}")
-    notes += [mark_reconstructed(n, p.reconstructed_columns)
+    from cartlab.app.absent import with_events_clause
+
+    notes += [mark_reconstructed(n if n.startswith("Target antigen") else with_events_clause(n, view.study),
+                                 p.reconstructed_columns)
               for n in response_notes_lines(view.analysis, p.subject_id)]
     headline = (f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, {dose}): "
                 f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · ICAHT early "
                 f"(days 0-30) {icaht} · ICAHT late (after day 30) {late} · best response {resp}")
     return not_measured_banner(p.counts), headline, notes
+
+
+def interpolated_mark(text: str, view, subject_id: str, summary: dict) -> str:
+    """The early ICAHT grade with "(interpolated: no ANC measured in days 0-30)" when every day 0-30 of
+    the subject's icaht_daily rows is interpolated (review 39 B5; the grade itself is the engine's)."""
+    from cartlab.app.absent import INTERPOLATED_MARK, interpolated_only
+
+    if summary.get("icaht_early_grade") is None:
+        return text
+    table = view.table("icaht_daily") if hasattr(view, "table") else None
+    return f"{text} ({INTERPOLATED_MARK})" if subject_id in interpolated_only(table, [subject_id]) else text
 
 
 def grade_text(summary: dict, col: str) -> str:
@@ -546,6 +586,27 @@ def twin_crs_note(overrides: dict) -> str:
         return TWIN_CRS_RULES + ", as this analysis."
     return (TWIN_CRS_RULES + ", not this analysis's " + ", ".join(f"{k}={v}" for k, v in crs)
             + ": the patient page's grades and the forecast's can differ on the same day.")
+
+
+def twin_error_text(error) -> str:
+    """Why the Twin tab gives no forecast: a refusal of the twin (a subject it does not model, e.g. a
+    CD19 subject) said as such, without the CLI's option the page has no control for (review 39 C1)."""
+    text = str(error)
+    if "--allow-other-target" in text or "allow_other_target" in text:
+        text = re.sub(r"[.,]?\s*(?:or )?use --allow-other-target.*$", "", text, flags=re.S | re.I).rstrip(" .;")
+        return f"the twin does not forecast this subject: {text}. The Twin tab models CD7 CAR-T only."
+    return f"the forecast failed: {text}"
+
+
+def twin_csv_definitions(disease) -> dict:
+    """What the twin CSV's columns and quantities mean (its provenance JSON, review 39 B4)."""
+    from cartlab.app.twin import QUANTITY_LABELS, TWIN_LEGEND, response_model_note
+
+    return {"quantity_definitions": dict(QUANTITY_LABELS),
+            "n_draws": "the SIR effective sample size the values rest on (the probability's resolution is 1/n_draws)",
+            "value_shown": "false: withheld by the rule of cartlab twin forecast (twin.forecast.withhold); the "
+                           "number is kept, withheld_reason says why",
+            "columns_note": TWIN_LEGEND, "response_d28_note": response_model_note(disease)}
 
 
 _LONG_DAY = re.compile(r"\b(days? )(-?\d+\.\d{3,})(?!\d)")
@@ -646,5 +707,6 @@ def create_app(catalog: Catalog, token: str | None = None, twins: TwinCache | No
     return TokenGuard(shiny_app, token, HostPolicy(host, port, allowed_origins))
 
 
-__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "icaht_late_text", "icaht_text", "make_server",
+__all__ = ["REGIMENS", "create_app", "csv_text", "grade_text", "icaht_late_text", "icaht_text", "interpolated_mark",
+           "make_server", "twin_csv_definitions", "twin_error_text",
            "mark_reconstructed", "not_measured_banner", "patient_headline_parts", "twin_crs_note", "provenance", "response_notes_lines", "response_text", "stein_identified", "stein_note_text"]

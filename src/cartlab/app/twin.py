@@ -24,8 +24,6 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from cartlab.twin.quality import MIN_ESS_INTERVALS as MIN_ESS
-
 #: regimen key -> (label, clinic-rule overrides, booster day or None)
 REGIMENS: dict[str, tuple[str, dict[str, float], float | None]] = {
     "clinic": ("clinic rule (clinic_v1)", {}, None),
@@ -80,21 +78,19 @@ class TwinCache:
         if hit is not None:
             return hit
         m = self.fitted(study, subject_id, from_day, progress)
-        tables, curves = [], {}
+        tables, curves, notes = [], {}, list(getattr(m, "dashboard_notes_", []))
         for i, reg in enumerate(regimens):
             progress(f"simulating: {REGIMENS[reg][0]}", 0.6 + 0.35 * i / len(regimens))
             table, curve = simulate_regimen(m, from_day, reg)
+            # the CLI's rule (review 39 A1): a quantity the twin does not describe is withheld, with its reason
+            table, reg_notes = withheld_table(m, table)
             tables.append(table.with_columns(pl.lit(reg).alias("regimen"),
                                              pl.lit(REGIMENS[reg][0]).alias("regimen_label")))
             curves[reg] = curve
+            notes += [f"{REGIMENS[reg][0]}: {n}" if "forecast CAR peak" in n and len(regimens) > 1 else n
+                      for n in reg_notes]
         out = (pl.concat(tables).select("regimen", "regimen_label", pl.exclude("regimen", "regimen_label"))
-               .with_columns(pl.lit("simulated").alias("source")), curves,
-               [*getattr(m, "dashboard_notes_", []),
-                *([] if m.converged_ else [f"the fit did not converge: {m.message_}"]),
-                *([] if m.intervals_reliable_ else [  # cartlab.twin.quality
-                    f"the 90% bands are not resolved: SIR effective sample size {m.ess_:.0f} < {MIN_ESS:.0f} "
-                    "(fewer than one effective draw beyond each bound); cartlab twin forecast --posterior mcmc "
-                    "gives usable intervals"])])
+               .with_columns(pl.lit("simulated").alias("source")), curves, list(dict.fromkeys(notes)))
         self._results[key] = out
         return out
 
@@ -119,29 +115,109 @@ def simulate_regimen(model, from_day: float, regimen: str) -> tuple[pl.DataFrame
     return table, (t[keep].tolist(), q[1][keep].tolist(), q[0][keep].tolist(), q[2][keep].tolist())
 
 
-def forecast_figure(curves: dict, from_day: float):
-    """Median and 90% band of the simulated CAR copies per regimen (log axis)."""
+def withheld_table(model, table: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """``table`` with ``value_shown``, ``interval_shown`` and ``withheld_reason`` by the rule ``cartlab twin
+    forecast`` applies (:func:`cartlab.twin.forecast.withhold`, docs/twin.md "Forecast quality": a
+    quantity whose parameter the twin does not describe, a CAR quantity when the twin's CAR course
+    lies off the CARCOPY values it was fitted to, an interval not resolved), and the CLI's notes
+    (:func:`cartlab.twin.forecast.forecast_notes`, e.g. "the forecast CAR peak ... lies below a value
+    already measured")."""
+    from cartlab.twin.forecast import forecast_notes, withhold
+
+    shown = withhold(model, table)
+    return shown, forecast_notes(model, shown)
+
+
+#: what each forecast quantity is (the page's legend and docs/dashboard.md "Twin"; twin/forecast.py
+#: outcome_arrays): the codes stay in the ``quantity`` column, the words in ``quantity_label``
+QUANTITY_LABELS = {
+    "car_cmax": "CAR peak on days 0-28 (copies/µg gDNA)",
+    "car_tmax": "day of the CAR peak (days 0-28)",
+    "car_day28": "CAR level on day 28 (copies/µg gDNA)",
+    "crs_ge3": "P(ASTCT CRS grade ≥ 3 on a day 0-28), default options, no blood pressure or hypoxia model",
+    "response_d28": ("P(ELN 2022 AML CR/CRh/CRi/MLFS on day 28) from simulated marrow and blood blasts "
+                     "(counts not modelled): the twin's AML response set"),
+}
+
+#: the page's legend under the Twin table
+TWIN_LEGEND = ("Columns: quantity (code) and quantity_label (what it is); median and pi50/pi90 = the 50% and 90% "
+               "prediction intervals of the noise-free simulated course; probability_shown = the probability, "
+               "'< 1/N' or '> 1 - 1/N' when finer than N resolves; N (effective draws) = the SIR effective sample "
+               "size the values rest on (the column n_draws of twin_forecast.csv; the probability's resolution is "
+               "1/N); shown = 'yes', or why the value is withheld (the rule of cartlab twin forecast: its number "
+               "stays in the CSV download with value_shown, interval_shown and withheld_reason).")
+
+
+def response_model_note(disease) -> str | None:
+    """For a subject whose disease is not AML: the twin's response_d28 is AML's (ELN 2022) response
+    set, not the criteria of the patient page (review 39 B4); None for AML."""
+    d = str(disease or "").strip()
+    if d.upper() == "AML":
+        return None
+    return (f"response_d28 uses the twin's response model, which is AML's (ELN 2022 CR/CRh/CRi/MLFS from marrow "
+            f"and blood blasts): this subject's disease is {d or 'not given'}, so it is not the response criteria "
+            "of the patient page; read it as 'marrow blasts below 5% on day 28', not as this subject's response.")
+
+
+def withheld_regimens(table: pl.DataFrame) -> set[str]:
+    """The regimens whose CAR forecast (car_cmax) is withheld (``value_shown`` false)."""
+    if "value_shown" not in table.columns:
+        return set()
+    return set(table.filter((pl.col("quantity") == "car_cmax") & pl.col("value_shown").not_())["regimen"].to_list())
+
+
+def forecast_figure(curves: dict, from_day: float, withheld: set[str] | frozenset = frozenset()):
+    """Median and 90% band of the simulated CAR copies per regimen (log axis); a regimen whose CAR
+    forecast is withheld (``withheld``: :func:`withheld_regimens`) is named "forecast WITHHELD", as
+    the CLI's figure panel (twin/plots.py)."""
     import plotly.graph_objects as go
 
     palette = ["#1f78b4", "#e31a1c", "#33a02c", "#6a3d9a"]
     fig = go.Figure()
     for i, (reg, (days, med, lo, hi)) in enumerate(curves.items()):
         c = palette[i % len(palette)]
-        label = REGIMENS[reg][0]
+        label = REGIMENS[reg][0] + (" (forecast WITHHELD: see the table's shown column)" if reg in withheld else "")
         fig.add_trace(go.Scatter(x=days + days[::-1], y=hi + lo[::-1], fill="toself", line={"width": 0},
                                  fillcolor=c, opacity=0.15, name=f"{label}: 90% interval (simulated)",
                                  hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=days, y=med, mode="lines", line={"color": c, "width": 2},
+        fig.add_trace(go.Scatter(x=days, y=med, mode="lines", line={"color": c, "width": 2,
+                                                                     "dash": "dot" if reg in withheld else "solid"},
                                  name=f"{label}: median (simulated)"))
     fig.add_vline(x=from_day, line={"dash": "dot", "color": "#444"})
     fig.update_yaxes(type="log", title_text="CAR copies/µg gDNA (simulated)")
     fig.update_xaxes(title_text=f"day after the first CAR-T infusion (data used up to day {from_day:g}, dotted)")
-    fig.update_layout(height=420, template="plotly_white", margin={"l": 70, "r": 20, "t": 30, "b": 60},
-                      legend={"orientation": "h", "y": -0.25})
+    title = ("CAR forecast WITHHELD (the twin does not describe this patient's CAR data: cartlab twin forecast "
+             "does not show it)" if withheld else None)
+    fig.update_layout(height=420, template="plotly_white", margin={"l": 70, "r": 20, "t": 50 if title else 30, "b": 60},
+                      legend={"orientation": "h", "y": -0.25},
+                      title={"text": title, "font": {"size": 13, "color": "#b2182b"}} if title else None)
     return fig
 
 
 def display_table(table: pl.DataFrame) -> pl.DataFrame:
-    """The forecast table with numbers rounded for the page (the CSV download keeps them whole)."""
+    """The forecast table as the page shows it: numbers rounded to 3 significant digits (the CSV
+    download keeps them whole), ``quantity_label`` after the code, a withheld value or interval blank
+    and ``shown`` saying why (the CLI's ``withheld_reason``), ``n_draws`` headed "N (effective
+    draws)" (it is the SIR effective sample size, docs/twin.md)."""
     num = [c for c, t in table.schema.items() if t == pl.Float64]
-    return table.with_columns([pl.col(c).round_sig_figs(3) for c in num])
+    out = table.with_columns([pl.col(c).round_sig_figs(3) for c in num])
+    out = out.with_columns(pl.col("quantity").replace_strict(QUANTITY_LABELS, default=None, return_dtype=pl.String)
+                           .alias("quantity_label"))
+    if "value_shown" in out.columns:
+        hide_v = pl.col("value_shown").fill_null(True).not_()
+        hide_i = hide_v | pl.col("interval_shown").fill_null(True).not_()
+        out = out.with_columns(
+            *[pl.when(hide_v).then(None).otherwise(pl.col(c)).alias(c) for c in ("median", "probability")
+              if c in out.columns],
+            *[pl.when(hide_i).then(None).otherwise(pl.col(c)).alias(c)
+              for c in ("pi50_lo", "pi50_hi", "pi90_lo", "pi90_hi") if c in out.columns],
+            pl.when(hide_v).then(pl.lit("not shown (withheld: ") + pl.col("withheld_reason").fill_null("?") + ")")
+            .when(hide_i).then(pl.lit("value shown; interval not shown (") + pl.col("withheld_reason").fill_null("?")
+                               + ")")
+            .otherwise(pl.lit("yes")).alias("shown"),
+            pl.when(hide_v & pl.col("probability_shown").is_not_null()).then(pl.lit("not shown"))
+            .otherwise(pl.col("probability_shown")).alias("probability_shown"))
+        out = out.drop("value_shown", "interval_shown", "withheld_reason")
+    first = [c for c in ("regimen", "regimen_label", "quantity", "quantity_label") if c in out.columns]
+    out = out.select(*first, pl.exclude(*first))
+    return out.rename({"n_draws": "N (effective draws)"}) if "n_draws" in out.columns else out

@@ -91,7 +91,12 @@ def page(study_ids: list[str]):
         "Twin",
         ui.p("A forecast of the selected patient by the CD7 CAR-T digital twin (docs/twin.md), fitted to the "
              "data up to the chosen day and simulated forward under two regimens. Every value here is "
-             "simulated, not measured.", class_="cartlab-note"),
+             "simulated, not measured. The table's quantities: car_cmax = CAR peak on days 0-28, car_tmax = its "
+             "day, car_day28 = CAR level on day 28 (copies/µg gDNA); crs_ge3 = P(ASTCT CRS grade ≥ 3 on a day "
+             "0-28); response_d28 = P(ELN 2022 AML CR/CRh/CRi/MLFS on day 28) from simulated blasts, the twin's "
+             "AML response set whatever the disease; N (effective draws) = the SIR effective sample size. A value "
+             "the twin does not describe is withheld, as by cartlab twin forecast (docs/dashboard.md, Twin).",
+             class_="cartlab-note", id="twin_intro"),
         ui.layout_columns(
             ui.input_numeric("twin_day", "Data up to day", value=7, min=0, max=60, step=1),
             ui.input_select("twin_a", "Regimen A", {k: v[0] for k, v in REGIMENS.items()}, selected="clinic"),
@@ -115,4 +120,5 @@ def page(study_ids: list[str]):
         ),
         header=ui.tags.head(plotly_dependency(), ui.tags.style(CSS)),
         fillable=False,
+        lang="en",  # WCAG 2.1 SC 3.1.1 (review 39 C1)
     )

@@ -86,7 +86,7 @@ def serve_cmd(
     options = analysis_options(options_file, set_options,  # a bad option stops before any reading
                                protocol="given" if protocol else "missing")
     proto = _protocol_or_exit(protocol) if protocol else None
-    catalog = _catalog(study, store, csv_dialect)
+    catalog = _catalog_or_exit(study, store, csv_dialect)
     catalog.options, catalog.protocol = options, proto
     if not catalog.ids():
         raise _usage(f"no study in {store}", hint="import one first (cartlab import FOLDER) or name a study folder")
@@ -105,6 +105,21 @@ def serve_cmd(
 
     with redacted_errors(enabled=not _debug(ctx)):
         run_server(asgi, host, port)
+
+
+def _catalog_or_exit(study: str | None, store: Path, csv_dialect: str):
+    """:func:`_catalog`; an invalid study folder (or a path that is none) prints its problems as
+    ``cartlab analyze`` does but ends "The dashboard was not started." (serve writes nothing, so not
+    analyze's "Nothing was written."; review 39 C1) and exits 2."""
+    from cartlab.cli.base import _print_issues
+    from cartlab.io import StudyValidationError
+
+    try:
+        return _catalog(study, store, csv_dialect)
+    except StudyValidationError as exc:
+        _print_issues(exc, wrote_nothing=False)
+        err.print("[red]The dashboard was not started.[/]")
+        raise typer.Exit(2) from None
 
 
 def _catalog(study: str | None, store: Path, csv_dialect: str):
