@@ -36,3 +36,17 @@ def test_a_duplicate_of_a_valid_row_is_still_dropped_with_a_warning(tmp_path):
     out = " ".join(r.output.split())
     assert r.exit_code == 0, out
     assert "1 exact duplicate row(s) dropped" in out and "row 2 repeats row 1" in out
+
+
+def test_report_course_figures_are_svg_and_png_only_with_the_flag(tmp_path):
+    """Issue 17: a subject's course figure is written as SVG (the page shows it); --png adds the PNG."""
+    from cartlab.datasets import seed_case_path
+
+    for extra, out in (([], "a"), (["--png"], "b")):
+        r = runner.invoke(app, ["report", str(seed_case_path()), "--out", str(tmp_path / out), "--no-pdf", *extra])
+        assert r.exit_code == 0, r.output
+        figs = tmp_path / out / "figures"
+        assert list(figs.glob("course_*.svg")), list(figs.iterdir())
+        assert bool(list(figs.glob("course_*.png"))) == (extra == ["--png"])
+        page = next((tmp_path / out).glob("subject_*.html")).read_text(encoding="utf-8")
+        assert 'src="figures/course_' in page and '.svg"' in page

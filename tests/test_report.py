@@ -195,12 +195,15 @@ def test_subject_report_self_contained_banner_provenance(tmp_path):
     assert not EXTERNAL.search(html)
     assert "http://" not in html and "https://" not in html
     assert "<script" not in html.lower()
-    # the course figure is a file of the report folder, as PNG (linked) and SVG
+    # the course figure is a file of the report folder, as SVG (linked); PNG only when asked for (issue 17)
     src = re.search(r'<img alt="Clinical course[^"]*" src="([^"]+)"', html).group(1)
-    assert src.startswith("figures/") and ".." not in src
-    assert (tmp_path / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    svg = (tmp_path / src).with_suffix(".svg").read_text(encoding="utf-8")
+    assert src.startswith("figures/") and ".." not in src and src.endswith(".svg")
+    svg = (tmp_path / src).read_text(encoding="utf-8")
     assert "<svg" in svg and "CAR-T expansion" in svg  # text kept as text (svg.fonttype none)
+    assert not (tmp_path / src).with_suffix(".png").exists()
+    with_png = write_subject_report(make_study(), SID, tmp_path / "png", summary=summary, png=True)
+    assert (tmp_path / "png" / src).with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'href="' + src[:-4] + '.png"' in with_png.read_text(encoding="utf-8")
     # banner with counts
     assert "This case contains reconstructed values" in html
     assert re.search(r"source = paper</code>\): \d+ rows", html)
@@ -341,10 +344,10 @@ def test_study_report_parallel_equals_serial_and_links_every_file(tmp_path):
         assert not EXTERNAL.search(html)
         for ref in re.findall(r'(?:src|href)="([^"#]+)"', html):
             assert ".." not in ref and (serial / ref).is_file(), (page.name, ref)
-    # one course figure per subject, as PNG and SVG
+    # one course figure per subject, as SVG (PNG only with png=True, issue 17)
     for sid in study.subject_ids:
         stem = subject_filename(sid)[len("subject_"):-len(".html")]
-        assert (serial / "figures" / f"course_{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert not (serial / "figures" / f"course_{stem}.png").exists()
         assert "<svg" in (serial / "figures" / f"course_{stem}.svg").read_text(encoding="utf-8")
 
 
@@ -393,7 +396,7 @@ def test_a_figure_that_cannot_be_drawn_leaves_the_page_and_the_rest(tmp_path, mo
     out = write_study_report(study, tmp_path / "r", workers=1, pdf=False).parent
     page = (out / subject_filename(bad)).read_text(encoding="utf-8")
     assert "could not be drawn (ValueError: no day axis)" in page and "Toxicity" in page
-    assert len(list((out / "figures").glob("course_*.png"))) == 2
+    assert len(list((out / "figures").glob("course_*.svg"))) == 2
 
 
 def test_report_errors_leave_nothing_behind(tmp_path, monkeypatch):

@@ -1,4 +1,8 @@
-"""Figure and page files of a report: every figure as PNG and SVG, the study page as PDF.
+"""Figure and page files of a report: figures as SVG (and PNG), the study page as PDF.
+
+A subject's course figure is written as SVG only unless PNG is asked for (``cartlab report --png``):
+the PNG raster is half of a course figure's cost, and a 200-subject report draws 200 of them (issue 17).
+The cohort views, few and embedded in ``study.pdf``, keep both.
 
 PNG files are written as 8-bit palette images (a figure of lines and markers loses nothing visible;
 the file is about a quarter of Agg's RGBA output). SVG keeps text as text (``svg.fonttype =
@@ -26,7 +30,7 @@ PNG_DPI = 110
 class FigureFiles:
     """Where a figure was written, relative to the report folder."""
 
-    png: str
+    png: str | None
     svg: str
 
 
@@ -79,15 +83,16 @@ def figure_png(fig: Figure, dpi: int = PNG_DPI) -> bytes:
     return out.getvalue()
 
 
-def save_figure(fig: Figure, report_dir: str | Path, stem: str) -> FigureFiles:
-    """Write ``figures/<stem>.png`` and ``figures/<stem>.svg`` under ``report_dir``."""
+def save_figure(fig: Figure, report_dir: str | Path, stem: str, *, png: bool = True) -> FigureFiles:
+    """Write ``figures/<stem>.svg`` (and ``figures/<stem>.png`` unless ``png=False``) under ``report_dir``."""
     stem = safe_stem(stem)
     folder = Path(report_dir) / FIGURE_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{stem}.png").write_bytes(figure_png(fig))
+    if png:
+        (folder / f"{stem}.png").write_bytes(figure_png(fig))
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cartlab"}):
         fig.savefig(folder / f"{stem}.svg", format="svg", metadata={"Date": None})  # same figure, same bytes
-    return FigureFiles(png=f"{FIGURE_DIR}/{stem}.png", svg=f"{FIGURE_DIR}/{stem}.svg")
+    return FigureFiles(png=f"{FIGURE_DIR}/{stem}.png" if png else None, svg=f"{FIGURE_DIR}/{stem}.svg")
 
 
 def write_pdf(html: str, base_dir: str | Path, path: str | Path) -> str | None:

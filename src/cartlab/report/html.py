@@ -284,9 +284,9 @@ def report_provenance(analysis) -> dict[str, Any]:
 
 
 def draw_course(study: Study, subject_id: str, *, day_range=None, grades=None, report_dir=None,
-                fever_c: float | None = None) -> CourseFigure:
-    """Draw the course figure; with ``report_dir`` write it as PNG and SVG there (``figures/``) and
-    link the PNG, else embed it as a ``data:`` URI. ``fever_c``: the fever line (the analysis's CRS
+                fever_c: float | None = None, png: bool = False) -> CourseFigure:
+    """Draw the course figure; with ``report_dir`` write it as SVG there (``figures/``; also as PNG with
+    ``png=True``) and link the SVG, else embed it as a PNG ``data:`` URI. ``fever_c``: the fever line (the analysis's CRS
     fever threshold; default 38 °C). A subject with not-measured rows gets the label in the image."""
     fig = course_figure(study, subject_id, day_range=day_range, grades=grades,
                         fever_c=38.0 if fever_c is None else fever_c)
@@ -296,8 +296,9 @@ def draw_course(study: Study, subject_id: str, *, day_range=None, grades=None, r
         stamp_figure(fig, stamp)
     if report_dir is None:
         return CourseFigure("data:image/png;base64," + base64.b64encode(figure_png(fig)).decode("ascii"), info)
-    files = save_figure(fig, report_dir, f"course_{subject_filename(subject_id)[len('subject_'):-len('.html')]}")
-    return CourseFigure(files.png, info, files)
+    files = save_figure(fig, report_dir, f"course_{subject_filename(subject_id)[len('subject_'):-len('.html')]}",
+                        png=png)
+    return CourseFigure(files.svg, info, files)
 
 
 def _dose_role(agent: str | None, day: float | None) -> str:
@@ -703,9 +704,10 @@ def write_subject_report(
     analysis=None,
     figures: Sequence[ReportFigure] = (),
     course: CourseFigure | None = None,
+    png: bool = False,
 ) -> Path:
-    """Write ``out_dir/subject_<id>.html`` with its course figure as ``figures/course_<id>.png`` and
-    ``.svg`` (``course``: an already drawn figure) and return the page's path.
+    """Write ``out_dir/subject_<id>.html`` with its course figure as ``figures/course_<id>.svg`` (and
+    ``.png`` with ``png=True``; ``course``: an already drawn figure) and return the page's path.
 
     ``summary`` is a ``subject_summary``-like frame (one row per subject); its columns for this
     subject are shown, missing values as "—". ``figures`` are extra sections (:class:`ReportFigure`).
@@ -716,7 +718,7 @@ def write_subject_report(
     analysis = _analysis(study, protocol, analysis)
     if course is None:
         course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id),
-                             report_dir=out, fever_c=report_provenance(analysis)["fever_threshold_c"])
+                             report_dir=out, fever_c=report_provenance(analysis)["fever_threshold_c"], png=png)
     html = render_subject_html(study, subject_id, summary=summary, title=title, day_range=day_range,
                                index_href=index_href, protocol=protocol, analysis=analysis, figures=figures,
                                course=course, report_dir=out)

@@ -1,5 +1,6 @@
-"""The study report: a study page with the cohort views, one page per subject, every figure as PNG
-and SVG (``figures/``), and a PDF of the study page (``study.pdf``, WeasyPrint).
+"""The study report: a study page with the cohort views, one page per subject, the figures in
+``figures/`` (cohort views as PNG and SVG, course figures as SVG, and PNG with ``--png``), and a PDF of
+the study page (``study.pdf``, WeasyPrint).
 
 Everything comes from one :class:`cartlab.analyze.Analysis` (no engine runs again per subject). The
 course figures are drawn in parallel worker processes; the parent writes the pages as their figures
@@ -377,7 +378,8 @@ def _manifest(analysis) -> dict[str, Any]:
 
 
 def _draw_chunk(study: Study, ids: list[str], crs: pl.DataFrame | None, icans: pl.DataFrame | None,
-                report_dir: str, day_range, fever_c: float | None = None) -> list[tuple[str, CourseFigure]]:
+                report_dir: str, day_range, fever_c: float | None = None,
+                png: bool = False) -> list[tuple[str, CourseFigure]]:
     """Worker: draw and write the course figures of ``ids`` (a failure becomes a note on the page)."""
     out = []
     for sid in ids:
@@ -385,7 +387,7 @@ def _draw_chunk(study: Study, ids: list[str], crs: pl.DataFrame | None, icans: p
                   "ICANS": None if icans is None else icans.filter(pl.col("subject_id") == sid)}
         try:
             out.append((sid, draw_course(study, sid, day_range=day_range, grades=grades, report_dir=report_dir,
-                                         fever_c=fever_c)))
+                                         fever_c=fever_c, png=png)))
         except Exception as exc:  # the page still shows every table, and says why the figure is missing
             out.append((sid, CourseFigure("", {"error": f"{type(exc).__name__}: {exc}", "panels": []})))
     return out
@@ -409,11 +411,13 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                        progress: Callable[[int, int], None] | None = None,
                        workers: int | None = None, pdf: bool = True, day_range=None, force: bool = False,
                        csv_formula_guard: str = DEFAULT_CSV_FORMULA_GUARD,
-                       name_subjects_in_warnings: bool | None = None) -> Path:
+                       name_subjects_in_warnings: bool | None = None, png: bool = False) -> Path:
     """Write the study report into ``out_dir`` and return the study page (``index.html``).
 
     ``out_dir`` gets ``index.html`` (cohort views, sortable subject table), ``subject_<id>.html`` per
-    subject, ``figures/`` (every figure as PNG and SVG), ``tables/subject_summary.csv``, the data of
+    subject, ``figures/`` (the cohort views as PNG and SVG, each subject's course figure as SVG, and as
+    PNG too with ``png``: the PNG raster is half a course figure's cost, issue 17),
+    ``tables/subject_summary.csv``, the data of
     every cohort view (``tables/cohort_<view>[_<part>].csv``, linked from its caption) and
     ``study.pdf`` (the study page; ``pdf=False`` skips it). Every derived value comes from one
     :class:`cartlab.analyze.Analysis` (``analysis``, else one of ``study`` with the default options).
@@ -464,14 +468,14 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                 for chunk in chunks:
                     for sid, course in _draw_chunk(study, chunk, _of_ids(analysis, "crs_daily", chunk),
                                                    _of_ids(analysis, "icans_daily", chunk), str(tmp), day_range,
-                                                   fever_c):
+                                                   fever_c, png):
                         page(sid, course)
             else:
                 ctx = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                     futures = [pool.submit(_draw_chunk, study.subset(chunk), chunk,
                                            _of_ids(analysis, "crs_daily", chunk), _of_ids(analysis, "icans_daily", chunk),
-                                           str(tmp), day_range, fever_c) for chunk in chunks]
+                                           str(tmp), day_range, fever_c, png) for chunk in chunks]
                     views = _cohort_views(analysis, tmp, stamp, csv_formula_guard)  # drawn here while the workers draw the courses
                     for fut in as_completed(futures):  # pages as their figures arrive: the progress moves
                         for sid, course in fut.result():
