@@ -483,12 +483,6 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
                 "'last_observation')) to censor at the subject's last recorded row")
         raise ValueError(f"subject(s) {missing}: no last_followup_day and no row at all to censor at; give "
                          "subjects.last_followup_day")
-    if uninfused:
-        warnings.warn(CartlabWarning(
-            f"{len(uninfused)} subject(s) have no CAR-T dose in doses.csv (other subjects have one): no day 0 to "
-            "count from, so their OS, EFS, RFS, LFS and CIR are not counted (ADTTE rule not_infused; option "
-            "endpoints.population=infused, the reading of best_response.rate_population): "
-            f"{', '.join(uninfused[:20])}{' ...' if len(uninfused) > 20 else ''}"), stacklevel=2)
     if "EFS" in params and opts.efs_landmark_day is None and any(
             r["PARAMCD"] == "EFS" and r["ANLFL"] == "Y" for r in rows):  # session 34
         warnings.warn(CartlabWarning(
@@ -503,6 +497,12 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
             f"{len(censored)} subject(s) have no last_followup_day and were censored at their last recorded row "
             f"(ADTTE rule censor.last_record): {', '.join(censored[:20])}{' ...' if len(censored) > 20 else ''}"),
             stacklevel=2)
+    if uninfused:  # last, as adtte.py warns (its batched runs keep the whole study's order)
+        warnings.warn(CartlabWarning(
+            f"{len(uninfused)} subject(s) have no CAR-T dose in doses.csv (other subjects have one): no day 0 to "
+            "count from, so their OS, EFS, RFS, LFS and CIR are not counted (ADTTE rule not_infused; option "
+            "endpoints.population=infused, the reading of best_response.rate_population): "
+            f"{', '.join(uninfused[:20])}{' ...' if len(uninfused) > 20 else ''}"), stacklevel=2)
     for r in rows:
         r["STUDYID"] = study.study_id
     if not rows:

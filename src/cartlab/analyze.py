@@ -137,6 +137,8 @@ class AnalysisOptions:
         from cartlab.response.endpoints import EndpointOptions
 
         opts = self.endpoints or EndpointOptions()
+        # review 39 A1: who is infused is one decision, best_response.infusion_evidence
+        opts = replace(opts, infusion_evidence=self.best_response_options().infusion_evidence)
         return replace(opts, missing_followup="error") if self.strict else opts
 
     def best_response_options(self):

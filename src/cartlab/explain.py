@@ -134,8 +134,12 @@ def _icans(a: Analysis, sid: str) -> Explanation:
             f"{opts.resolved()['ice_min_age_years']:g} years, CAPD below), consciousness or neurological event data"
             if g is None else f"ASTCT ICANS grade {g}" + (_icans_range(daily, gmax) if gmax is not None and gmax > g else ""))
     crit = load_criteria(opts.criteria)
-    options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
-    return Explanation("icans", head, f"{crit['citation']} | options: {options}", _graded_days(daily),
+    # review 39 C2: only the options that differ from the table's defaults, as for CRS (the CLI's own
+    # line says "options: all defaults" otherwise): one "options:" line, not two
+    default = IcansOptions(criteria=opts.criteria).resolved()
+    changed = {k: v for k, v in opts.resolved().items() if default.get(k) != v}
+    options = (" | options: " + ", ".join(f"{k}={v}" for k, v in changed.items())) if changed else ""
+    return Explanation("icans", head, f"{crit['citation']}{options}", _graded_days(daily),
                        rules=_top_rules(daily))
 
 
@@ -147,8 +151,17 @@ def _icans_range(daily: pl.DataFrame, gmax: int) -> str:
     top = daily.filter(pl.col("grade_max") == gmax)
     names = list(dict.fromkeys(n for ns in top["missing_inputs"].to_list() for n in (ns or [])))
     days = ", ".join(day_text(d) for d in top["day"].to_list())
-    return (f" (up to {gmax}: {', '.join(names) if names else 'inputs'} not recorded on "
-            f"{'day' if top.height == 1 else 'days'} {days})")
+    on = f"{'day' if top.height == 1 else 'days'} {days}"
+    files = [n[: -len(" (not given)")] for n in names if n.endswith(" (not given)")]
+    if not files:
+        return f" (up to {gmax}: {', '.join(names) if names else 'inputs'} not recorded on {on})"
+    # review 39 C2: a file not given is not "not recorded" ("events.csv (not given) not recorded")
+    unknown = {"events.csv": ": seizures, motor weakness, cerebral edema unknown"}
+    parts = [f"{f} not given{unknown.get(f, '')}" for f in files]
+    rest = [n for n in names if not n.endswith(" (not given)")]
+    if rest:
+        parts.append(f"{', '.join(rest)} not recorded")
+    return f" (up to {gmax} on {on}: {'; '.join(parts)})"
 
 
 def _lab_grade(r: dict) -> str:
@@ -175,7 +188,12 @@ def _ctcae(a: Analysis, sid: str) -> Explanation:
     base = baseline_labs(graded)
     n_post = graded.filter(post_baseline(graded)).height
     n_not = adlb.height - graded.height
-    not_gradable = f"; {n_not} value(s) not gradable (listed below with why)" if n_not else ""
+    # the terms no value after the baseline could grade, named with the missing input (review 39 B1)
+    every = worst_labs(adlb, every_term=True)
+    none = every.filter(pl.col("grade").is_null())
+    named = "; ".join(f"{t} ({w})" for t, w in none.select("term", "why").iter_rows())
+    not_gradable = (f"; {n_not} value(s) not gradable (listed below with why)"
+                    + (f"; not gradable after the baseline: {named}" if named else "")) if n_not else ""
     baseline = ("; baseline (the baseline record and the values before it, not toxicities): "
                 + "; ".join(_lab_grade(r) for r in base.iter_rows(named=True))) if base.height else ""
     if adlb.height == 0:
@@ -301,6 +319,15 @@ def _crs_scales(a: Analysis, sid: str) -> Explanation:
     for s, label in (("lee2014", "Lee 2014"), ("penn", "Penn"), ("cartox", "CARTOX"), ("mskcc", "MSKCC")):
         lo, hi = x[f"crs_grade_{s}_min"], x[f"crs_grade_{s}_max"]
         g = f"{lo}" if lo == hi else f"{lo}-{hi if hi is not None else '?'} (missing: {', '.join(x[f'crs_{s}_missing'])})"
+        # an upper grade resting on a rule not (fully) verified (session 38 rule_status_max; review 39 B4)
+        from cartlab.criteria import UNSETTLED
+
+        status = x.get(f"crs_{s}_rule_status_max")
+        if lo != hi and hi is not None and status in UNSETTLED:
+            rules = x.get(f"crs_{s}_possible_rules") or []
+            rules = [r.strip() for r in rules.split(";") if r.strip()] if isinstance(rules, str) else list(rules)
+            top = [r for r in rules if f".g{hi}." in str(r)] or rules
+            g += f" [grade {hi} by {', '.join(map(str, top))} ⚠ {status.replace('_', ' ')}]"
         parts.append(f"{label} {g}")
     head = "CRS by scale: " + "; ".join(parts)
     daily = derive_crs_legacy_daily(study, organ_grades=organ, options=opts)

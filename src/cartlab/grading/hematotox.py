@@ -90,6 +90,13 @@ __all__ = [
 ]
 
 _NO_REFS = pl.lit([], dtype=EVIDENCE)
+
+
+def _doses_absent(study: Study) -> bool:
+    """doses.csv not given (``Study.absent``): the lymphodepletion day is unknown (review 39 A2)."""
+    from cartlab.io.absent_files import table_absent
+
+    return table_absent(study, "doses")
 _STRINGS = pl.List(pl.String)
 _SID = "subject_id"
 
@@ -98,8 +105,8 @@ _SID = "subject_id"
 # baseline (pre-lymphodepletion) values
 
 
-def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str | None = None
-                   ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str | None = None,
+                   ld_day: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Baseline values: the last result on or before the first dose day of the lymphodepletion
     course (:func:`_lymphodepletion_days`), else the last result before day 0. A censored result
     (">40000") is a result: when it is the last one it is the baseline (``censor``/``censor_limit``
@@ -116,12 +123,25 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str |
     ``refs`` (every row it rests on: all those a mean averages, session 35), ``tie``, ``n_results``,
     ``tlo``/``thi``/``tn``/``trefs`` - per subject and param; per subject in subject order: ``ref_day``, ``how``,
     ``baseline_rule``, ``ref_evidence``; the tied rows - ``day``, ``value``, ``censor``,
-    ``censor_limit``, ``ref``, ``src_row``)."""
+    ``censor_limit``, ``ref``, ``src_row``).
+
+    ``ld_day`` (review 39 A2): a candidate first lymphodepletion day when doses.csv is not given (the
+    day is then unknown: :mod:`cartlab.grading.hematotox_absent`); with doses.csv absent and
+    ``absent_doses=before_day0`` the reason says the day-0 fallback rests on the absent file."""
     agents, max_lookback = opts["lymphodepletion_agents"], opts["max_lookback_days"]
     # the window and the gap come from the criteria table's defaults (car_hematotox_2021.yaml,
     # easix.yaml) or the user's options: no second copy of the defaults here
     window = tuple(opts["lymphodepletion_window"])
     ld = _lymphodepletion_days(study, agents, window, opts["lymphodepletion_max_gap_days"])
+    no_ld = (f"before day 0 (no lymphodepletion dose recorded within days {window[0]:g} to {window[1]:g})")
+    if ld_day is not None:  # a candidate day (doses.csv not given): every subject on it
+        ld = ld.clear().vstack(_subject_order(study).select(
+            _SID, pl.lit(float(ld_day)).alias("ld_day"), pl.lit(float(ld_day)).alias("ld_last"),
+            pl.lit([], dtype=EVIDENCE).alias("ld_refs"), pl.lit(None, dtype=pl.String).alias("ld_other"))
+            .select(ld.columns).cast(ld.schema))
+    elif _doses_absent(study):
+        no_ld = ("before day 0 (doses.csv not given: the lymphodepletion day is unknown; option "
+                 "absent_doses=before_day0 takes the last value before day 0)")
     has_ld = pl.col("ld_day").is_not_null()
     one_day = pl.col("ld_day") == pl.col("ld_last")  # session 34 (review s34 C5): "course day -5"
     refs = _subject_order(study).join(ld, on=_SID, how="left").select(
@@ -134,8 +154,7 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str |
             pl.when(one_day).then(pl.format("course day {}", _fmt_expr(pl.col("ld_day"), 6)))
             .otherwise(pl.format("course days {} to {}", _fmt_expr(pl.col("ld_day"), 6),
                                  _fmt_expr(pl.col("ld_last"), 6)))))
-        .otherwise(pl.lit(f"before day 0 (no lymphodepletion dose recorded within days {window[0]:g} to "
-                          f"{window[1]:g})")).alias("how"), "ld_day", "ld_refs", "ld_other",
+        .otherwise(pl.lit(no_ld)).alias("how"), "ld_day", "ld_refs", "ld_other",
     ).with_columns(
         # session 38 (review s38 A1): the doses of the window not read as lymphodepletion are named
         pl.concat_str(pl.col("how"), pl.when(pl.col("ld_other").is_not_null()).then(pl.concat_str(
@@ -146,6 +165,9 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str |
         .otherwise(pl.lit("baseline.before_day0")).alias("baseline_rule"),
         pl.col("ld_refs").fill_null(_NO_REFS).alias("ref_evidence"),
     ).drop("ld_day", "ld_refs", "ld_other").sort("_order")
+    if ld_day is not None:
+        refs = refs.with_columns(pl.lit(f"on or before day {ld_day:g} (a candidate first lymphodepletion day: doses.csv "
+                                        "not given)").alias("how"))
     obs = _param_obs_censored(study, params).join(
         refs.select(_SID, "ref_day", "baseline_rule"), on=_SID, how="inner")
     ok = (pl.when(pl.col("baseline_rule") == "baseline.first_lymphodepletion_day")
@@ -199,6 +221,7 @@ class CarHematotoxOptions(CriteriaOptions):
     lymphodepletion_max_gap_days: Number | None = None
     max_lookback_days: Number | None = None
     undefined_boundary: Literal["worst", "best"] | None = None
+    absent_doses: Literal["unknown", "before_day0"] | None = None
     criteria: str = "car_hematotox_2021"
 
 
@@ -297,7 +320,8 @@ def _item_column(item: dict) -> str:
     return item["param"].lower() + "_" + "".join(c if c.isalnum() else "_" for c in u).strip("_")
 
 
-def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = None) -> pl.DataFrame:
+def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = None,
+                         _ld_day: float | None = None) -> pl.DataFrame:
     """CAR-HEMATOTOX score (0-7) and risk group per subject from pre-lymphodepletion values.
 
     Columns: ``hematotox_score`` (Int64; null when an input is missing or unsettled),
@@ -311,15 +335,24 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
     their points range), the same value in the item's unit (the criteria table's, as in the reason:
     ``plat_1e9_l``, ``neut_per_ul``, ``hgb_g_dl``, ``crp_mg_dl``, ``ferritin_ng_ml``),
     ``<param>_day`` and ``<param>_points``, and ``rule``, ``reason``, ``evidence``.
+
+    doses.csv not given: the lymphodepletion day is unknown; option ``absent_doses`` "unknown"
+    (default) scores each candidate first lymphodepletion day of ``lymphodepletion_window`` and gives
+    the range (:func:`cartlab.grading.hematotox_absent.car_hematotox_unknown_ld`, review 39 A2);
+    "before_day0" takes the last value before day 0 and the reason names the absent file.
     """
     options = options or CarHematotoxOptions()
     opts = options.resolved()
+    if _ld_day is None and opts.get("absent_doses", "unknown") == "unknown" and _doses_absent(study):
+        from cartlab.grading.hematotox_absent import car_hematotox_unknown_ld
+
+        return car_hematotox_unknown_ld(study, options, opts)
     # the other reading of a value exactly at an undefined cut-off (session 34, review s34 B3)
     alt = {**opts, "undefined_boundary": "best" if opts["undefined_boundary"] == "worst" else "worst"}
     table = load_criteria(options.criteria)
     items = table["items"]
     groups = sorted(table["risk_groups"], key=lambda g: -int(g["min_score"]))
-    values, refs, tied = _pre_ld_values(study, [i["param"] for i in items], opts)
+    values, refs, tied = _pre_ld_values(study, [i["param"] for i in items], opts, ld_day=_ld_day)
     schema = {_SID: pl.String, "hematotox_score": pl.Int64, "hematotox_score_min": pl.Int64,
               "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String,
               "hematotox_risk_depends_on_boundary": pl.Boolean, "hematotox_missing": pl.List(pl.String),
@@ -456,6 +489,7 @@ class EasixOptions(CriteriaOptions):
     day_tolerance_days: int | None = None
     daily_value: DailyValue | None = None
     log_base: Number | None = None
+    absent_doses: Literal["unknown", "before_day0"] | None = None
     criteria: str = "easix"
 
 
@@ -565,6 +599,10 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
     f = _easix_inputs(study, day, opts, inputs)
     if f.is_empty():
         return _empty(schema)
+    if day == "pre_ld" and opts.get("absent_doses", "unknown") == "unknown" and _doses_absent(study):
+        from cartlab.grading.hematotox_absent import easix_unknown_ld
+
+        return easix_unknown_ld(f, schema, opts)
     f = f.with_columns(_from_canonical(pl.col(f"_{p}"), spec["unit"], p).alias(spec["column"])
                        for p, spec in inputs.items())
 

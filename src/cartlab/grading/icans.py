@@ -372,6 +372,15 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         .alias("reason"),
         pl.when(by_recorded).then(pl.concat_str(pl.coalesce(pl.col("rule"), pl.lit("icans.g0")), pl.lit("; icans.conv.age")))
         .otherwise(pl.col("rule")).alias("rule"))
+    # review 39 B3: a score performed with no LOC row that day, read as not depressed (the default),
+    # says so: the convention and its option are named in the reason
+    if opts["loc_missing_with_score"] == "not_depressed" and "_loc_missing" in f.columns:
+        by_score = (pl.col("_loc_missing").fill_null(False)
+                    & (pl.col("ice_lo").is_not_null() | pl.col("capd_lo").is_not_null()))
+        f = f.with_columns(pl.when(by_score).then(pl.concat_str("reason", pl.lit(
+            "; no level of consciousness (LOC) that day: read as not depressed (option "
+            "icans.loc_missing_with_score=not_depressed, convention icans.conv.loc_missing; 'rousable' gives a "
+            "range)"))).otherwise(pl.col("reason")).alias("reason"))
     # events.csv not given: seizure, motor weakness, cerebral edema unknown (convention icans.conv.absent_events)
     f = open_absent_events(study, f, opts["absent_events"])
     if opts["unattributed_death"] == "during_icans":

@@ -16,7 +16,9 @@ __all__ = ["ABSENT_FILE_MEANS", "MIXED_OFFSETS", "followup_day_checks", "mixed_u
 ABSENT_FILE_MEANS = {
     "doses": "no CAR-T, lymphodepletion or bridging dose is recorded (kinetics per dose, the protocol's dose "
              "checks and the twin's dosing have no doses; a protocol's planned administrations of a subject "
-             "without any dose row are not checkable rather than missed)",
+             "without any dose row are not checkable rather than missed; the lymphodepletion day is unknown, so "
+             "CAR-HEMATOTOX is a range over the candidate baselines of days -14 to -1 and the pre-lymphodepletion "
+             "EASIX is not computed, option absent_doses=unknown)",
     "interventions": "no vasopressor, oxygen, tocilizumab, corticosteroid or transfusion is known: ASTCT CRS "
                      "(days one could raise are a range up to grade 4, crs_grade_astct_max), T-ICAHT (counts "
                      "after one below 20 are open) and platelet recovery (not evaluable from the day as measured) "
@@ -31,7 +33,9 @@ ABSENT_FILE_MEANS = {
     "events": "no death, relapse, HSCT, new therapy, seizure, cerebral edema or infection is recorded (ICANS events: "
               "not known, so every graded ICANS day is a range up to grade 4 naming events.csv, option "
               "icans.absent_events=unknown; the late ICAHT window and the survival endpoints count none of them, "
-              "so OS, EFS and LFS are the most favourable reading, and their reasons say 'events.csv not given'); "
+              "so OS, EFS and LFS are the most favourable reading, and their reasons say 'events.csv not given'; "
+              "best response and duration of response count every assessment, a new therapy or HSCT being "
+              "unknown, and their reasons say so); "
               "an empty file with its header says none happened",
 }
 
@@ -207,6 +211,12 @@ def followup_day_checks(frames: dict[str, pl.DataFrame], row: str) -> list[Issue
         return []
     fu = sub.filter(pl.col("last_followup_day").is_not_null()).select("subject_id", pl.col("last_followup_day").alias("__fu"), pl.col(row).alias("__fu_row"))
     out = []
+    # review 39 C1: a row after a recorded death is warned by records_after_death; it is not also "the day
+    # last known alive" (the endpoints count the death), so it is left out here
+    ev = frames.get("events")
+    deaths = (ev.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
+              .group_by("subject_id").agg(pl.col("day").min().floor().alias("__death"))
+              if ev is not None and {"event", "day", "subject_id"} <= set(ev.columns) else None)
     for sid, day, r in fu.filter(pl.col("__fu") < 0).iter_rows():
         out.append(Issue(_name(sub, "subjects"), "last_followup_day", f"subject {sid!r}: last_followup_day {day:g} is before "
                          "day 0, the infusion day (spec \"Time\"): check the day", [r], severity="warning"))
@@ -216,6 +226,9 @@ def followup_day_checks(frames: dict[str, pl.DataFrame], row: str) -> list[Issue
             continue
         if name == "events" and "event" in df.columns:
             df = df.filter(pl.col("event") != "death")
+        if deaths is not None and not deaths.is_empty():
+            df = (df.join(deaths, on="subject_id", how="left")
+                  .filter(pl.col("__death").is_null() | (pl.col(col).floor() <= pl.col("__death"))).drop("__death"))
         late = (df.join(fu, on="subject_id", how="inner").filter(pl.col(col).floor() > pl.col("__fu"))
                 .group_by("subject_id", "__fu", "__fu_row", maintain_order=True)
                 .agg(pl.col(row).sort(), pl.col(col).min().alias("__lo"), pl.col(col).max().alias("__hi")))

@@ -105,7 +105,9 @@ def subject_patient(study, protocol, subject_id: str):
     given = first_lymphodepletion_days(study.doses.filter(pl.col("subject_id") == subject_id), protocol) or {}
     first_ld = given.get(subject_id)
     c = screening_creatinine(obs, protocol, first_ld)
-    size = subject_body_size(obs, r, first_ld if first_ld is not None else protocol.first_lymphodepletion_day)
+    # review 39 B1: the weight/height observation in the protocol's screening window, as the creatinine
+    size = subject_body_size(obs, r, first_ld if first_ld is not None else protocol.first_lymphodepletion_day,
+                             protocol.screening_window[0])
     sex = r.get("sex") if r.get("sex") in ("F", "M") else None
     refs = [row_ref(r), *size["refs"]]
     return Patient(weight_kg=size["weight_kg"], height_cm=size["height_cm"], age_years=r.get("age_years"), sex=sex,

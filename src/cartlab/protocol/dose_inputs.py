@@ -26,7 +26,7 @@ import polars as pl
 
 from cartlab.provenance import row_ref
 
-__all__ = ["screening_creatinine", "plan_over_candidates", "subject_body_size", "parse_quantity",
+__all__ = ["screening_creatinine", "plan_over_candidates", "subject_body_size", "study_weights", "parse_quantity",
            "BODY_SIZE_DISCREPANCY_PCT", "CENSOR_LIMIT_FACTOR"]
 
 #: subjects.csv and the latest observation differing by more than this (%) give a warning (lead's decision)
@@ -158,17 +158,30 @@ def plan_over_candidates(protocol, patient, options, plan_fn) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=base.schema, orient="row")
 
 
-def subject_body_size(obs: pl.DataFrame, sub: dict[str, Any], first_ld: float | None) -> dict[str, Any]:
+def subject_body_size(obs: pl.DataFrame, sub: dict[str, Any], first_ld: float | None,
+                      screening_lo: float | None = None) -> dict[str, Any]:
     """``weight_kg, height_cm`` and, per measure, its source (``weight_source``: subjects.csv row or
     the observation's day and row), plus ``warnings`` (subjects.csv vs the latest observation
     differing by more than :data:`BODY_SIZE_DISCREPANCY_PCT`) and the observation rows used
-    (``refs``)."""
+    (``refs``).
+
+    A WEIGHT/HEIGHT observation counts from ``screening_lo`` (the protocol's screening window start,
+    as the screening creatinine: review 39 B1; None = any earlier day) up to the first lymphodepletion
+    day (spec: ``weight_kg, height_cm`` "at lymphodepletion; needed for dosing"); an older one is not
+    used and the source says so. Used by the protocol commands, the twin and Stein's dose covariate
+    (review 39 B4: one lookup)."""
     hi = first_ld if first_ld is not None else 0.0
     out: dict[str, Any] = {"warnings": [], "refs": []}
     for param, col, unit, name in (("WEIGHT", "weight_kg", "kg", "weight"), ("HEIGHT", "height_cm", "cm", "height")):
         given = sub.get(col)
         o = obs.filter((pl.col("param") == param) & pl.col("value").is_not_null()
                        & ((pl.col("day") + 1e-9).floor() <= hi)).sort("day", maintain_order=True)
+        older = None
+        if screening_lo is not None:
+            cal = (pl.col("day") + 1e-9).floor()
+            older = o.filter(cal < screening_lo)
+            older = older.row(-1, named=True) if older.height else None
+            o = o.filter(cal >= screening_lo)
         last = o.row(-1, named=True) if o.height else None
         src = None
         if last is not None:
@@ -186,7 +199,32 @@ def subject_body_size(obs: pl.DataFrame, sub: dict[str, Any], first_ld: float | 
             out[col], out[f"{name}_source"] = float(last["value"]), src + ", subjects.csv blank"
             out["refs"].append(row_ref(last))
         else:
-            out[col], out[f"{name}_source"] = None, f"blank in subjects.csv and no {param} observation up to day {hi:g}"
+            blank = "blank in subjects.csv" if col in sub else f"subjects.csv has no {col} column"
+            span = f"on days {screening_lo:g} to {hi:g}" if screening_lo is not None else f"up to day {hi:g}"
+            why = f"{blank} and no {param} observation {span}"
+            if older is not None:  # the same wording as the screening creatinine's
+                why += (f"; the last {param}, day {older['day']:g} ({row_ref(older)}), is outside the screening "
+                        f"window (days {screening_lo:g} to {hi:g}): not used")
+            out[col], out[f"{name}_source"] = None, why
+    return out
+
+
+def study_weights(study, ids=None, screening_lo: float | None = None) -> dict[str, tuple[float | None, str]]:
+    """Per subject: (weight in kg or None, its source) by :func:`subject_body_size` (subjects.csv, else
+    the last WEIGHT observation on or before day 0): the one lookup the twin and Stein's dose
+    covariate share with the protocol commands (review 39 B4)."""
+    subs = study.subjects
+    if ids is not None:
+        subs = subs.filter(pl.col("subject_id").is_in(list(ids)))
+    obs = study.observations
+    if "param" in obs.columns:
+        obs = obs.filter(pl.col("param").is_in(["WEIGHT", "HEIGHT"]))
+    by = {k[0]: v for k, v in obs.partition_by("subject_id", as_dict=True).items()} if obs.height else {}
+    out: dict[str, tuple[float | None, str]] = {}
+    for r in subs.iter_rows(named=True):
+        o = by.get(r["subject_id"], obs.clear())
+        size = subject_body_size(o, r, None, screening_lo)
+        out[r["subject_id"]] = (size["weight_kg"], size["weight_source"])
     return out
 
 

@@ -688,7 +688,7 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     if no_criteria:
         rows = _without_criteria(rows, no_criteria)
     rows = _died_before_origin(rows, f)
-    rows, uninfused = not_infused(rows, study, opts.population, _text)  # review s39 A1
+    rows, uninfused = not_infused(rows, study, opts.population, _text, opts.infusion_evidence)  # review s39 A1
     _raise_first_error(rows, f, opts)
     pre = f.filter(pl.col("pdeath_day").is_not_null())[_SID].to_list()
     if pre:

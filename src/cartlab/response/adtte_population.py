@@ -9,7 +9,10 @@
   has no OS/EFS/RFS/LFS/CIR row counted: ANLFL, AVAL and CNSR empty, rule ``not_infused`` (ELN 2022
   Table 9 measures from day 1 of the therapy; cartlab's day 0 is the first CAR-T infusion, spec
   "Time"). Doses unknown (doses.csv absent, or no CAR-T row in the whole study): everybody is taken as
-  infused, as best response does (:func:`cartlab.response.marrow_inputs.infusion_status`).
+  infused, as best response does. A subject without a dose row but with a quantifiable CARCOPY/CARCELL
+  after day 0 is infused, the infusion not recorded (option ``infusion_evidence``, default
+  "dose_or_kinetics", review 39 A1: :func:`cartlab.response.infusion_evidence.infused_subjects`, the
+  function best response uses): its records are counted and their reason says so.
 * :func:`deciding_row_first` — adtte.csv ``SRCDOM`` from the row that fixed ADY and that row first in
   ``evidence``, as the ADaM export (:func:`cartlab.io.adam.srcrec.source_record`) does.
 """
@@ -43,16 +46,24 @@ def dose_refs(study: Study) -> pl.DataFrame:
             .select(_SID, evidence_ref().alias("dose_ref")))
 
 
-def not_infused(rows: pl.DataFrame, study: Study, population: str, text) -> tuple[pl.DataFrame, list[str]]:
+def not_infused(rows: pl.DataFrame, study: Study, population: str, text,
+                evidence: str = "dose_or_kinetics") -> tuple[pl.DataFrame, list[str]]:
     """``rows`` with every record of a subject without a CAR-T dose not defined (rule ``not_infused``),
-    and those subjects; unchanged with ``population="all"`` or when the doses are unknown."""
-    from cartlab.response.marrow_inputs import infusion_status
+    and those subjects; unchanged with ``population="all"`` or when the doses are unknown. With
+    ``evidence="dose_or_kinetics"`` a subject infused only by its CAR-T measurement keeps its records,
+    their reason naming it (review 39 A1)."""
+    from cartlab.response.infusion_evidence import infused_subjects
 
     if population == "all":
         return rows, []
-    given, _why = infusion_status(study)
+    given, _why, by_car = infused_subjects(study, evidence)
     if given is None:  # doses unknown: day 0 is the infusion (spec "Time"), as best response reads it
         return rows, []
+    if by_car and "reason" in rows.columns and rows.height:
+        note = pl.col(_SID).replace_strict(by_car, default=None, return_dtype=pl.String)
+        rows = rows.with_columns(pl.when(note.is_not_null() & pl.col("reason").is_not_null())
+                                 .then(pl.concat_str("reason", pl.lit("; "), note))
+                                 .otherwise(pl.col("reason")).alias("reason"))
     missing = [s for s in study.subject_ids if s not in given]
     if not missing:
         return rows, []

@@ -28,6 +28,7 @@ from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
+from cartlab.response.infusion_evidence import INFUSION_EVIDENCE, infused_subjects, warn_kinetics_infused
 from cartlab.response.marrow import (
     CATEGORY_RANK,
     PACKAGE,
@@ -36,7 +37,6 @@ from cartlab.response.marrow import (
     derive_marrow_response,
     derive_relapse,
 )
-from cartlab.response.marrow_inputs import infusion_status
 from cartlab.response.relapse_episodes import mrd_off_day_note, mrd_off_marrow_day
 
 __all__ = [
@@ -79,6 +79,10 @@ class BestResponseOptions(CriteriaOptions):
     * ``rate_population`` ("infused"): the response rates' denominators leave out subjects without a
       CAR-T dose (rule ``response.not_infused``; CAR-T trials report the infused set); "all" keeps them
       in as non-responders (:func:`orr`'s ``population``).
+    * ``infusion_evidence`` ("dose_or_kinetics"): a subject without a CAR-T dose row but with a
+      quantifiable CARCOPY/CARCELL after day 0 is infused, the infusion not recorded (day 0 as the
+      spec's anchor; its reason says so, a warning names it); "dose" = a dose row only (review 39 A1,
+      :mod:`cartlab.response.infusion_evidence`). The endpoint population reads the same option.
     * ``response``: options of the per-assessment criteria.
     """
 
@@ -91,6 +95,7 @@ class BestResponseOptions(CriteriaOptions):
     last_alive_sources: Literal["all_tables", "followup_day"] | None = None
     rank_mrd: bool = False
     rate_population: Literal["infused", "all"] = "infused"
+    infusion_evidence: Literal["dose_or_kinetics", "dose"] = "dose_or_kinetics"
     response: ResponseOptions = ResponseOptions()
 
     def __post_init__(self) -> None:
@@ -102,6 +107,8 @@ class BestResponseOptions(CriteriaOptions):
                              f"got {self.dor_censor!r}")
         if self.rate_population not in ("infused", "all"):
             raise ValueError(f"rate_population must be 'infused' or 'all', got {self.rate_population!r}")
+        if self.infusion_evidence not in INFUSION_EVIDENCE:
+            raise ValueError(f"infusion_evidence must be 'dose_or_kinetics' or 'dose', got {self.infusion_evidence!r}")
         if self.last_alive_sources not in (None, "all_tables", "followup_day"):
             raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
                              f"got {self.last_alive_sources!r}")
@@ -246,7 +253,11 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
               study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
               .unique("subject_id", keep="first").iter_rows(named=True)}
     by = {k[0]: v for k, v in a.partition_by("subject_id", as_dict=True).items()} if a.height else {}
-    given, doses_why = infusion_status(study)  # None: doses unknown, day 0 taken as the infusion
+    # None: doses unknown, day 0 taken as the infusion; by_car: infused from a CAR-T measurement (review 39 A1)
+    given, doses_why, by_car = infused_subjects(study, options.infusion_evidence)
+    from cartlab.io.absent_files import events_absent
+
+    no_events = events_absent(study)  # review 39 B5: the end events are then unknown, and the reason says so
     not_infused: list[str] = []
     rows = []
     no_disease: list[str] = []
@@ -280,6 +291,11 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         recs = [] if part is None else part.sort("day").to_dicts()
         window = recs
         notes = [] if given is not None else [doses_why]
+        if sid in by_car:
+            notes.append(by_car[sid])
+        if no_events and options.end_events:
+            notes.append(f"events.csv not given: new therapy / HSCT unknown, so an assessment after one would "
+                         f"still be counted (best_response.end_events: {', '.join(options.end_events)})")
         if end is not None:
             window = [r for r in window if r["day"] <= end[0]]
             if len(window) < len(recs):
@@ -394,6 +410,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             f"{len(not_infused)} subject(s) have no CAR-T dose in doses.csv: best response not evaluable (rule "
             "response.not_infused), " + _not_infused_rates(options) + ": {subjects}", not_infused,
             "best_response.csv (column reason)"), stacklevel=2)
+    warn_kinetics_infused({k: v for k, v in by_car.items() if k in study.subject_ids},
+                          "best_response.csv (column reason)")
     if no_disease:
         warnings.warn(SubjectsWarning(
             f"{len(no_disease)} subject(s) have no disease in subjects.csv, so no response criteria were applied: "

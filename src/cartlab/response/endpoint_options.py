@@ -82,6 +82,10 @@ class EndpointOptions(CriteriaOptions):
       infusion (spec "Time"), the same reading as ``best_response.rate_population``; doses unknown
       (no doses.csv, or no CAR-T row in the study) = everybody infused. "all" = every subject, from
       day 0 (the behaviour before session 39; day 0 is then undefined for the non-infused).
+    * ``infusion_evidence`` ("dose_or_kinetics"): a subject without a CAR-T dose row but with a
+      quantifiable CARCOPY/CARCELL after day 0 is infused, the infusion not recorded (review 39 A1,
+      :mod:`cartlab.response.infusion_evidence`); "dose" = a dose row only. In an analysis it follows
+      ``best_response.infusion_evidence`` (one decision).
     * ``efs_short_followup`` ("not_evaluable"): an EFS subject evaluable for response without
       CR/CRh/CRi, alive and last known alive before ``efs_landmark_day``: whether it missed remission
       "by the defined landmark" (ELN 2022 Table 9) is unknown, so it is censored at day 0 as not
@@ -104,6 +108,7 @@ class EndpointOptions(CriteriaOptions):
     last_alive_sources: str = "all_tables"
     efs_evaluable_by: str = "any_time"
     population: str = "infused"
+    infusion_evidence: str = "dose_or_kinetics"
     efs_short_followup: str = "not_evaluable"
 
     def __post_init__(self) -> None:
@@ -129,6 +134,9 @@ class EndpointOptions(CriteriaOptions):
                              f"got {self.last_alive_sources!r}")
         if self.efs_evaluable_by not in ("any_time", "landmark"):
             raise ValueError(f"efs_evaluable_by must be 'any_time' or 'landmark', got {self.efs_evaluable_by!r}")
+        if self.infusion_evidence not in ("dose_or_kinetics", "dose"):
+            raise ValueError("infusion_evidence must be 'dose_or_kinetics' or 'dose', "
+                             f"got {self.infusion_evidence!r}")
         if self.population not in ("infused", "all"):
             raise ValueError(f"population must be 'infused' or 'all', got {self.population!r}")
         if self.efs_short_followup not in ("not_evaluable", "event"):

@@ -41,11 +41,11 @@ from cartlab.criteria import (
 from cartlab.criteria.model import Leaf, leaves
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
+from cartlab.response.infusion_evidence import infused_subjects
 from cartlab.response.marrow_inputs import (
     baseline_interval,
     baseline_note,
     choice_notes,
-    infusion_status,
     pb_only_relapse,
     pick_baseline,
 )
@@ -600,7 +600,9 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     resolved = {n: options.resolved(_table(n)) for n in RESPONSE_TABLES if n in names}
     data = _by_subject(study, near=max((float(o["count_window_days"]) for o in resolved.values()), default=0.0))
     infused = _infusion_moments(study)
-    given, _ = infusion_status(study)  # None: doses unknown, day 0 is the infusion (spec "Time")
+    # None: doses unknown, day 0 is the infusion (spec "Time"); a CAR-T measured after day 0 counts as
+    # infused (review 39 A1): the best response applies option infusion_evidence=dose itself
+    given = infused_subjects(study)[0]
     found: dict[str, list[tuple]] = defaultdict(list)  # table -> (subject, marrow, pre, feats, used, evidence)
     for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
         name = options.criteria or criteria_for_disease(subj["disease"])

@@ -304,13 +304,15 @@ class Baseline:
         import polars as pl
         ids = list(subject_ids)
         obs = study.observations
-        subj = study.subjects
         ev = Events.from_study(study, ids)
         out = {f: np.full(len(ids), np.nan) for f in _BASE_FIELDS}
+        from cartlab.protocol.dose_inputs import study_weights
+
+        weights = study_weights(study, ids)  # subjects.csv, else a WEIGHT observation (review 39 B4)
         for k, sid in enumerate(ids):
-            w = subj.filter(pl.col("subject_id") == sid)["weight_kg"]
-            if len(w) and w[0] is not None:
-                out["weight_kg"][k] = float(w[0])
+            w = weights.get(sid, (None, ""))[0]
+            if w is not None:
+                out["weight_kg"][k] = float(w)
             ld = ev.ld_day[k]
             first_ld = float(np.nanmin(ld)) if np.isfinite(ld).any() else 0.0
             o = obs.filter((pl.col("subject_id") == sid) & pl.col("value").is_not_null() & (pl.col("day") <= 0))
@@ -400,9 +402,13 @@ class Events:
         ids = list(subject_ids)
         rows = {f: [[] for _ in ids] for f in _EV_FIELDS}
         subj = study.subjects
+        from cartlab.protocol.dose_inputs import study_weights
+
+        weights = study_weights(study, ids)  # subjects.csv, else a WEIGHT observation (review 39 B4)
         for k, sid in enumerate(ids):
             s = subj.filter(pl.col("subject_id") == sid)
-            w = float(s["weight_kg"][0]) if len(s) and s["weight_kg"][0] is not None else math.nan
+            wt, wt_src = weights.get(sid, (None, "no subjects.csv row"))
+            w = float(wt) if wt is not None else math.nan
             h = float(s["height_cm"][0]) if len(s) and s["height_cm"][0] is not None else math.nan
             ld: dict[float, float] = {}
             for r in study.doses.filter(pl.col("subject_id") == sid).iter_rows(named=True):
@@ -417,8 +423,9 @@ class Events:
                         raise InputError(f"{where}: CAR-T dose unit {unit!r} is not supported by the twin "
                                          "(cells or cells/kg)")
                     if unit == "cells/kg" and not math.isfinite(w):
-                        raise InputError(f"{where}: the CAR-T dose is in cells/kg but subjects.csv gives no "
-                                         f"weight_kg for {sid}: add the weight, or give the dose in cells")
+                        raise InputError(f"{where}: the CAR-T dose is in cells/kg but there is no weight_kg for "
+                                         f"{sid} ({wt_src}): add weight_kg to subjects.csv, or give the dose in "
+                                         "cells")
                     cells = float(dose) * (w if unit == "cells/kg" else 1.0)
                     rows["car_t_day"][k].append(float(r["day"]))
                     rows["car_t_cells"][k].append(cells)

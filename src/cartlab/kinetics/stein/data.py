@@ -70,11 +70,13 @@ def _from_study(study: Any, param: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     """(long obs, doses, per-subject covariates/events) from a canonical Study."""
     doses = car_t_infusions(study)  # one CAR-T rule and infusion time (kinetics.agents)
     # dose in cells/kg (absolute cell doses divided by the subject's weight)
-    wt = study.subjects.select("subject_id", "weight_kg") if "weight_kg" in study.subjects.columns else None
-    if wt is not None:
-        doses = doses.join(wt, on="subject_id", how="left")
-    else:
-        doses = doses.with_columns(pl.lit(None, dtype=pl.Float64).alias("weight_kg"))
+    # the weight: subjects.csv, else a WEIGHT observation, the protocol commands' lookup (review 39 B4)
+    from cartlab.protocol.dose_inputs import study_weights
+
+    weights = study_weights(study)
+    wt = pl.DataFrame({"subject_id": list(weights), "weight_kg": [v[0] for v in weights.values()]},
+                      schema={"subject_id": pl.String, "weight_kg": pl.Float64})
+    doses = doses.join(wt, on="subject_id", how="left")
     unit = pl.col("unit").fill_null("").str.to_lowercase().str.replace_all(" ", "")
     doses = doses.select(
         "subject_id", pl.col("day").alias("time"),

@@ -48,8 +48,10 @@ def _dose_reasons(study: Any, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     from cartlab.kinetics.agents import car_t_infusions
 
     inf = car_t_infusions(study).filter(pl.col("subject_id").is_in(list(ids)))
-    wt = (dict(study.subjects.select("subject_id", "weight_kg").iter_rows())
-          if "weight_kg" in study.subjects.columns else {})
+    from cartlab.protocol.dose_inputs import study_weights
+
+    weights = study_weights(study, ids)  # subjects.csv, else a WEIGHT observation (review 39 B4)
+    wt = {sid: v[0] for sid, v in weights.items()}
     out: dict[str, tuple[str, str]] = {}
     for r in inf.iter_rows(named=True):
         sid = r["subject_id"]
@@ -61,7 +63,7 @@ def _dose_reasons(study: Any, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         if r.get("dose") is None:
             out[sid] = ("the CAR-T dose is empty", where)
         elif unit == "cells" and wt.get(sid) is None:
-            out[sid] = ("the CAR-T dose is in cells and subjects.csv, column weight_kg is empty (cells/kg needs "
+            out[sid] = (f"the CAR-T dose is in cells and there is no weight_kg ({weights.get(sid, (None, 'no subjects.csv row'))[1]}; cells/kg needs "
                         "the weight)", f"{where}: {r['dose']:g} cells")
         elif unit not in ("cells", "cells/kg"):
             out[sid] = ("the CAR-T dose unit is neither cells nor cells/kg", f"{where}: {r.get('unit')!r}")

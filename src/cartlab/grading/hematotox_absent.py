@@ -1,0 +1,107 @@
+"""CAR-HEMATOTOX and EASIX when doses.csv is not given (review 39 A2).
+
+The CAR-HEMATOTOX score is "calculated before lymphodepleting chemotherapy" (de Boer et al., Blood
+Adv 2025, doi:10.1182/bloodadvances.2025016689; Rejeski, Blood 2021;138:2499: "baseline"). Without
+doses.csv the first lymphodepletion day is unknown, not "none given": taking the last value before
+day 0 reads the post-fludarabine/cyclophosphamide nadir. With option ``absent_doses=unknown``
+(default) the score is computed with the baseline on or before each candidate first lymphodepletion
+day of ``lymphodepletion_window`` (days -14 to -1 by default) and reported as the range over them
+(rule ``baseline.absent_doses``); EASIX, which has no range columns, is not computed at the
+pre-lymphodepletion timepoint and names ``doses.csv (not given)`` in ``missing``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+__all__ = ["DOSES_NOT_GIVEN", "car_hematotox_unknown_ld", "easix_unknown_ld"]
+
+DOSES_NOT_GIVEN = "doses.csv (not given)"
+_SID = "subject_id"
+
+
+def _spans(days: list[int], scores: list[tuple[int, int]]) -> str:
+    """'day -14 to -6: score 0; day -5 to -1: score 1' (consecutive candidate days of one score)."""
+    out: list[str] = []
+    start = 0
+    for i in range(1, len(days) + 1):
+        if i == len(days) or scores[i] != scores[start]:
+            lo, hi = scores[start]
+            sc = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            d = f"day {days[start]}" if i - 1 == start else f"days {days[start]} to {days[i - 1]}"
+            out.append(f"on or before {d}: score {sc}")
+            start = i
+    return "; ".join(out)
+
+
+def car_hematotox_unknown_ld(study, options, opts: dict) -> pl.DataFrame:
+    """The CAR-HEMATOTOX frame over every candidate first lymphodepletion day (whole days of
+    ``lymphodepletion_window``): ``hematotox_score_min``/``_max`` the range over them, the risk group
+    when the range stays in one, item columns kept where every candidate agrees."""
+    from cartlab.grading.common import load_criteria
+    from cartlab.grading.hematotox import derive_car_hematotox
+
+    w = opts["lymphodepletion_window"]
+    days = list(range(math.ceil(float(w[0])), math.floor(float(w[1])) + 1))
+    frames = [derive_car_hematotox(study, options, _ld_day=float(d)) for d in days]
+    if not frames or frames[0].is_empty():
+        return frames[0] if frames else derive_car_hematotox(study, options, _ld_day=float(w[1]))
+    base = frames[-1]
+    groups = sorted(load_criteria(options.criteria)["risk_groups"], key=lambda g: -int(g["min_score"]))
+    labels = {g["id"]: g["label"] for g in groups}
+
+    def group(score: int) -> str:
+        return next(g["id"] for g in groups if score >= int(g["min_score"]))
+
+    keep = [c for c in base.columns if c.endswith(("_value", "_value_unit", "_day", "_points", "_1e9_l", "_per_ul",
+                                                  "_g_dl", "_mg_dl", "_ng_ml")) and c != "baseline_day"]
+    rows = []
+    per = [f.to_dicts() for f in frames]
+    for i, r in enumerate(base.to_dicts()):
+        cands = [p[i] for p in per]
+        scores = [(c["hematotox_score_min"], c["hematotox_score_max"]) for c in cands]
+        lo, hi = min(s[0] for s in scores), max(s[1] for s in scores)
+        risk = group(lo) if group(lo) == group(hi) else None
+        out = dict(r)
+        for c in keep:  # an item column is kept only where every candidate baseline agrees
+            if any(c2[c] != r[c] for c2 in cands):
+                out[c] = None
+        missing = list(dict.fromkeys(m for c in cands for m in (c["hematotox_missing"] or [])))
+        if lo != hi:
+            missing.append(DOSES_NOT_GIVEN)
+        out.update({
+            "hematotox_score": lo if lo == hi else None, "hematotox_score_min": lo, "hematotox_score_max": hi,
+            "hematotox_risk": labels[risk] if risk else None,
+            "hematotox_risk_depends_on_boundary": any(c["hematotox_risk_depends_on_boundary"] for c in cands),
+            "hematotox_missing": missing, "baseline_day": None, "baseline_rule": "baseline.absent_doses",
+            "rule": f"{risk or 'car_hematotox.undetermined'}; baseline.absent_doses",
+            "reason": (f"baseline unknown: doses.csv not given, so the first lymphodepletion day is unknown (any day "
+                       f"{days[0]} to {days[-1]}; option absent_doses=unknown, rule baseline.absent_doses): "
+                       + _spans(days, scores) + f" -> score {lo}" + ("" if lo == hi else f"-{hi}") + ", "
+                       + (f"{labels[risk]} risk" if risk else "risk group undetermined: the candidate baselines "
+                          "span more than one group")
+                       + f". Latest candidate ({cands[-1]['reason']})"),
+            "evidence": list(dict.fromkeys(e for c in cands for e in (c["evidence"] or []))),
+        })
+        rows.append(out)
+    return pl.DataFrame(rows, schema=base.schema, orient="row")
+
+
+def easix_unknown_ld(f: pl.DataFrame, schema: dict, opts: dict) -> pl.DataFrame:
+    """EASIX at the pre-lymphodepletion timepoint with doses.csv not given: not computed (the timepoint
+    is unknown and EASIX has no range columns), ``missing`` names ``doses.csv (not given)``."""
+    w = opts["lymphodepletion_window"]
+    why = (f"not computed: doses.csv not given, so the pre-lymphodepletion timepoint is unknown (the first "
+           f"lymphodepletion dose could be on any day {float(w[0]):g} to {float(w[1]):g}; option absent_doses=unknown; "
+           "--set easix.absent_doses=before_day0 takes the last values before day 0, after lymphodepletion)")
+    out = f.select(_SID, "_order", "timepoint").with_columns(
+        pl.lit(None, dtype=pl.Float64).alias("day"),
+        pl.lit([DOSES_NOT_GIVEN], dtype=pl.List(pl.String)).alias("missing"),
+        pl.lit(None, dtype=pl.String).alias("rule"), pl.lit(why).alias("reason"))
+    for c, t in schema.items():
+        if c not in out.columns:
+            out = out.with_columns(pl.lit(None, dtype=t).alias(c))
+    return out.sort("_order").select(list(schema)).cast(schema).with_columns(
+        pl.col("evidence").fill_null(pl.lit([], dtype=schema["evidence"])))

@@ -1,0 +1,89 @@
+"""Who received the CAR-T (review 39 A1): a dose row, or the CAR-T measured after day 0.
+
+Study-format v1 "Time": day 0 is the first CAR-T infusion. A CAR transgene (CARCOPY) or CAR+ cells
+(CARCELL) quantified after day 0 is direct evidence of an infusion, so a subject with such a value but
+no CAR-T row in doses.csv has an infusion *not recorded*, not "not infused" (missing is not negative).
+
+Option ``infusion_evidence`` (``BestResponseOptions``, read by the endpoint population too):
+
+* ``dose_or_kinetics`` (default): a dose row, or else a quantifiable CARCOPY/CARCELL after day 0
+  (a number, not a censored ``<x`` and not below the row's ``lloq``: spec "Cellular kinetics", BLQ);
+  such a subject is counted as infused on day 0 (its reason says so; rule rows ``response.not_infused``
+  and ``not_infused`` name the option).
+* ``dose``: a dose row only (the reading before session 39).
+
+One function, :func:`infused_subjects`, decides it for the marrow assessments, the best response and
+the time-to-event population.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import polars as pl
+
+from cartlab.errors import SubjectsWarning
+
+__all__ = ["INFUSION_EVIDENCE", "infused_subjects", "kinetics_note", "warn_kinetics_infused"]
+
+#: the values of option ``infusion_evidence`` (default first)
+INFUSION_EVIDENCE = ("dose_or_kinetics", "dose")
+_CAR = ("CARCOPY", "CARCELL")
+
+
+def _first_car_quantified(study) -> dict[str, tuple[float, str, str | None]]:
+    """Per subject, the first quantifiable CARCOPY/CARCELL after day 0: (day, param, row ref)."""
+    o = study.observations
+    need = {"subject_id", "day", "param", "value"}
+    if o.height == 0 or not need <= set(o.columns):
+        return {}
+    q = (pl.col("param").is_in(list(_CAR)) & pl.col("day").is_not_null() & (pl.col("day") > 0)
+         & pl.col("value").is_not_null() & (pl.col("value") > 0))
+    if "lloq" in o.columns:  # below the LLOQ is not quantifiable (spec "Cellular kinetics": BLQ)
+        q = q & (pl.col("lloq").is_null() | (pl.col("value") >= pl.col("lloq")))
+    if "value_text" in o.columns:  # a censored "<x" is not a quantified value
+        q = q & ~pl.col("value_text").fill_null("").str.strip_chars().str.starts_with("<")
+    cols = [c for c in ("subject_id", "day", "param", "src_file", "src_row") if c in o.columns]
+    hit = o.filter(q).select(cols).sort("subject_id", "day").unique("subject_id", keep="first", maintain_order=True)
+    out = {}
+    for r in hit.iter_rows(named=True):
+        ref = (f"{r['src_file']}:{int(r['src_row'])}" if r.get("src_file") is not None and r.get("src_row") is not None
+               else None)
+        out[r["subject_id"]] = (float(r["day"]), r["param"], ref)
+    return out
+
+
+def kinetics_note(day: float, param: str, ref: str | None) -> str:
+    """The reason's words for a subject counted as infused from its CAR-T measurement."""
+    return (f"no CAR-T dose recorded; CAR-T measured on day {day:g} ({param}"
+            + (f", {ref}" if ref else "") + "): counted as infused (option infusion_evidence)")
+
+
+def infused_subjects(study, evidence: str = "dose_or_kinetics") -> tuple[set[str] | None, str, dict[str, str]]:
+    """(the infused subjects, or None when the doses are unknown; why; subject -> note for each subject
+    counted as infused only from its CAR-T measurement).
+
+    ``None`` as in :func:`cartlab.response.marrow_inputs.infusion_status` (doses.csv not given, or no
+    CAR-T row for any subject: everyone is infused on day 0, spec "Time"). Otherwise the subjects with a
+    CAR-T dose and, with ``evidence="dose_or_kinetics"``, those with a quantifiable CARCOPY/CARCELL
+    after day 0 (the note names the day, the parameter and the row)."""
+    from cartlab.response.marrow_inputs import infusion_status
+
+    if evidence not in INFUSION_EVIDENCE:
+        raise ValueError(f"infusion_evidence must be one of {INFUSION_EVIDENCE}, got {evidence!r}")
+    given, why = infusion_status(study)
+    if given is None or evidence == "dose":
+        return given, why, {}
+    notes = {sid: kinetics_note(*v) for sid, v in _first_car_quantified(study).items()
+             if sid not in given and sid in set(study.subject_ids)}
+    return given | set(notes), why, notes
+
+
+def warn_kinetics_infused(notes: dict[str, str], where: str) -> None:
+    """One warning naming the subjects counted as infused without a CAR-T dose row."""
+    if notes:
+        warnings.warn(SubjectsWarning(
+            f"{len(notes)} subject(s) have no CAR-T dose in doses.csv but a quantifiable CARCOPY/CARCELL after "
+            "day 0: counted as infused on day 0, the infusion not recorded (option infusion_evidence="
+            "dose_or_kinetics; 'dose' leaves them out); add the dose row: {subjects}", sorted(notes), where),
+            stacklevel=3)
