@@ -78,12 +78,19 @@ def unknown_baseline_outcomes(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarra
             out[len(labels)] = hi_g
         new_gid[u] = len(labels)
         labels.append((g0, rule, text))
+    apply_new_outcomes(rows, inverse, new_gid, gid, gmax, miss)
+    return out
+
+
+def apply_new_outcomes(rows: np.ndarray, inverse: np.ndarray, new_gid: np.ndarray, gid: np.ndarray,
+                       gmax: np.ndarray, miss: np.ndarray) -> None:
+    """In place: the ``rows`` whose unique input (``inverse``) got a new outcome (``new_gid`` >= 0) take it;
+    their open grade and missing input are said in the new reason, so not again by ``_open_grades``."""
     per_row = new_gid[inverse.reshape(-1)]
     changed = rows[per_row >= 0]
     gid[changed] = per_row[per_row >= 0]
-    gmax[changed] = -1  # said in the reason: not again by _open_grades
+    gmax[changed] = -1
     miss[changed] = None
-    return out
 
 
 def us_columns(f: pl.DataFrame, pmap: dict, us_tabs: list[CompiledTable]) -> pl.DataFrame:

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from cartlab.grading.ctcae_criteria import Label
+from cartlab.grading.ctcae_readings import apply_new_outcomes
 
 __all__ = ["LIMIT_CORNERS", "derived_bnrind_outcomes", "lab_term_worst", "limit_corners", "limit_range_outcomes",
            "summary_terms"]
@@ -109,11 +110,7 @@ def limit_range_outcomes(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarray, la
             out[len(labels)] = hi
         new_gid[u] = len(labels)
         labels.append((lo, rule, text))
-    per_row = new_gid[inverse.reshape(-1)]
-    changed = rows[per_row >= 0]
-    gid[changed] = per_row[per_row >= 0]
-    gmax[changed] = -1  # said in the reason: not again by _open_grades
-    miss[changed] = None
+    apply_new_outcomes(rows, inverse, new_gid, gid, gmax, miss)
     return out
 
 
