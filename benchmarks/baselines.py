@@ -295,6 +295,12 @@ def _inr(aval, lln, uln, base, high, pchg):  # admiral: assume "on anticoagulati
     return 0
 
 
+def _ldh(aval, lln, uln, base, high, pchg):  # CTCAE v5.0 "Blood lactate dehydrogenase increased": grade 1 >ULN only
+    if uln is None:
+        return None
+    return 1 if _gt(aval, uln) else 0
+
+
 #: (TERM, DIRECTION) -> (unit required or None, grading function); CTCAE v5.0, SI units, with
 #: the thresholds of admiral's ncictcaev5.json
 _CTCAE_RULES = {
@@ -317,15 +323,37 @@ _CTCAE_RULES = {
     ("LYMPHOCYTE COUNT INCREASED", "H"): ("10^9/L", _lymphocytes_high),
     ("HYPERKALEMIA", "H"): ("mmol/L", _high_counts(7, 6, 5.5)),
     ("HYPERNATREMIA", "H"): ("mmol/L", _high_counts(160, 155, 150)),
+    ("BLOOD LACTATE DEHYDROGENASE INCREASED", "H"): (None, _ldh),  # graded since session 39
 }
 
 
-def rowwise_ctcae(rows, high_indicator: tuple[str, ...] = ("HIGH",)) -> list[int | None]:
+def _bounded(grade, direction: str, aval, lln, uln, base, high, pchg):
+    """A missing LLN/ULN (session 39, review 39 R39-4): the grade with that limit at its most and least
+    favourable (0 and 1e12); the lowest of them when the value bounds the grade, None when the bound is 0
+    up to the term's top grade (the grade at an extreme value with the limits against it) or a corner
+    cannot be graded."""
+    g = grade(aval, lln, uln, base, high, pchg)
+    if g is not None or (lln is not None and uln is not None):
+        return g
+    corners = [grade(aval, lo, hi, base, high, pchg) for lo in ((0.0, 1e12) if lln is None else (lln,))
+               for hi in ((0.0, 1e12) if uln is None else (uln,))]
+    if any(c is None for c in corners):
+        return None
+    extreme = (0.0, 1e12, 1e12) if direction == "L" else (1e12, 0.0, 0.0)
+    tops = [grade(*extreme, b, h, p) for b in (None, 1.0) for h in (False, True) for p in (None, -100.0, 1e6)]
+    top = max(t for t in tops if t is not None)
+    lo, hi = min(corners), max(corners)
+    return None if lo == 0 and hi == top else lo
+
+
+def rowwise_ctcae(rows, high_indicator: tuple[str, ...] = ("HIGH",), bounded: bool = True) -> list[int | None]:
     """Grade rows (tuples in CTCAE_COLUMNS order) one at a time with hand-written rules.
 
     Covers the 13 SI terms of the ctcae benchmark and the 5 further terms of the grading benchmark
     (the 18 terms derive_ctcae grades on the synthetic cohort); other terms, a wrong or missing unit
-    where the term checks units, or a missing AVAL give None — as cartlab's engine does.
+    where the term checks units, or a missing AVAL give None — as cartlab's engine does. ``bounded``: a
+    missing LLN/ULN gives the lowest grade the value allows (:func:`_bounded`, cartlab since session 39);
+    False: None, as admiral's vectors expect.
     """
     rules = {(t, d): (u.upper() if u else None, f) for (t, d), (u, f) in _CTCAE_RULES.items()}
     out: list[int | None] = []
@@ -338,7 +366,11 @@ def rowwise_ctcae(rows, high_indicator: tuple[str, ...] = ("HIGH",)) -> list[int
         if need is not None and (unit or "").strip().upper() != need:
             out.append(None)
             continue
-        out.append(grade(aval, anrlo, anrhi, base, bnrind in high_indicator, pchg))
+        if not bounded:  # admiral's reading: a missing limit is not gradable
+            out.append(grade(aval, anrlo, anrhi, base, bnrind in high_indicator, pchg))
+            continue
+        out.append(_bounded(grade, (direction or "").strip().upper(), aval, anrlo, anrhi, base,
+                            bnrind in high_indicator, pchg))
     return out
 
 

@@ -24,7 +24,9 @@ def test_summary_has_every_spec_column_typed():
     assert out.columns[len(SUBJECT_SUMMARY_COLUMNS):] == ["crs_episode", "crs_n_episodes", "crs_grade_astct_max",
                                                           "crs_onset_day_earliest", "crs_onset_open",  # session 37
                                                           "crs_resolution_day_latest", "crs_resolution_open",  # session 38
-                                                          "icans_grade_astct_max", "icaht_early_grade_max",
+                                                          "icans_grade_astct_max", "icans_resolution_day_latest",
+                                                          "icans_resolution_open",  # session 39
+                                                          "icaht_early_grade_max",
                                                           "icaht_late_grade_max",  # session 33
                                                           "best_response_could_be",  # session 32
                                                           "car_param", "car_unit"]  # car_*: session 31

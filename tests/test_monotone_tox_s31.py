@@ -15,6 +15,7 @@ from cartlab.io import read_study
 def _study(tmp_path, obs: str = "", iv: str = ""):
     (tmp_path / "subjects.csv").write_text("subject_id,age_years\nS1,50\n")
     (tmp_path / "observations.csv").write_text("subject_id,day,param,value,value_text,unit\n" + obs)
+    (tmp_path / "events.csv").write_text("subject_id,day,event\n")  # none recorded (absent is unknown since s39)
     if iv:
         (tmp_path / "interventions.csv").write_text("subject_id,start_day,end_day,category,agent,indication\n" + iv)
     return read_study(tmp_path)
