@@ -142,8 +142,10 @@ def test_parquet_course_warnings_name_the_parquet_files(tmp_path):
     d = _study(tmp_path,
                subjects="subject_id,sex,age_years,disease,infusion_date,last_followup_day\nS1,F,40,AML,2024-03-01,3\n",
                doses="subject_id,day,agent,dose,unit\nS1,-3,fludarabin,30,mg/m2\nS1,0,CAR-T,1e6,cells/kg\n",
-               events="subject_id,day,event\nS1,4,death\n",
-               observations="subject_id,day,param,value,unit\nS1,5,TEMP,37,C\nS1,6,TEMP,37,C\n")
+               # days 5-6 after last_followup_day 3, day 9 after the death on day 8 (since session 39 a row after
+               # a death gets only the death warning, not also the follow-up one)
+               events="subject_id,day,event\nS1,8,death\n",
+               observations="subject_id,day,param,value,unit\nS1,5,TEMP,37,C\nS1,6,TEMP,37,C\nS1,9,TEMP,37,C\n")
     for f in list(d.glob("*.csv")):
         pl.read_csv(f).write_parquet(f.with_suffix(".parquet"))
         f.unlink()

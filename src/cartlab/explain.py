@@ -67,6 +67,21 @@ def _top_rules(daily: pl.DataFrame) -> tuple[str, ...]:
     return tuple(x for x in top["rule"].head(1).to_list() if x)
 
 
+def _changed_options(applied: dict, default: dict) -> str:
+    """" | options: k=v, ..." for the options of ``applied`` that differ from ``default`` (the engine's
+    options resolved with their defaults), "" when none does: the CLI's own line then says "options: all
+    defaults", so an explanation prints one "options:" line, not two (review 38 C1, review 39 C2 and
+    diff2 C3: CRS, ICANS, CRS scales, ICAHT, endpoints).
+
+    >>> _changed_options({"a": 1, "b": 2}, {"a": 1, "b": 3})
+    ' | options: b=2'
+    >>> _changed_options({"a": 1}, {"a": 1})
+    ''
+    """
+    changed = {k: v for k, v in applied.items() if k not in default or default[k] != v}
+    return (" | options: " + ", ".join(f"{k}={v}" for k, v in changed.items())) if changed else ""
+
+
 def _crs(a: Analysis, sid: str) -> Explanation:
     from cartlab._days import day_text
     from cartlab.criteria import load_raw as load_criteria
@@ -112,12 +127,8 @@ def _crs(a: Analysis, sid: str) -> Explanation:
                  f"{'day' if top.height == 1 else 'days'} {days_text(top['day'].to_list())}"
                  + (f" ({', '.join(names)})" if names else ""))
     crit = load_criteria(opts.criteria)
-    # review 38 C1: only the options that differ from the table's defaults (the analysis' own line
-    # already says "options: all defaults" otherwise)
-    default = CrsOptions(criteria=opts.criteria).resolved()
-    changed = {k: v for k, v in opts.resolved().items() if default.get(k) != v}
-    # nothing changed: no suffix, the CLI's own line says "options: all defaults" (review38 diff2 C2)
-    options = (" | options: " + ", ".join(f"{k}={v}" for k, v in changed.items())) if changed else ""
+    # only the options that differ from the defaults (review 38 C1, review 39 C2): _changed_options
+    options = _changed_options(opts.resolved(), CrsOptions(criteria=opts.criteria).resolved())
     return Explanation("crs", head, f"{crit['citation']}{options}", _graded_days(daily),
                        rules=_top_rules(daily))
 
@@ -134,11 +145,8 @@ def _icans(a: Analysis, sid: str) -> Explanation:
             f"{opts.resolved()['ice_min_age_years']:g} years, CAPD below), consciousness or neurological event data"
             if g is None else f"ASTCT ICANS grade {g}" + (_icans_range(daily, gmax) if gmax is not None and gmax > g else ""))
     crit = load_criteria(opts.criteria)
-    # review 39 C2: only the options that differ from the table's defaults, as for CRS (the CLI's own
-    # line says "options: all defaults" otherwise): one "options:" line, not two
-    default = IcansOptions(criteria=opts.criteria).resolved()
-    changed = {k: v for k, v in opts.resolved().items() if default.get(k) != v}
-    options = (" | options: " + ", ".join(f"{k}={v}" for k, v in changed.items())) if changed else ""
+    # only the options that differ from the defaults (review 38 C1, review 39 C2): _changed_options
+    options = _changed_options(opts.resolved(), IcansOptions(criteria=opts.criteria).resolved())
     return Explanation("icans", head, f"{crit['citation']}{options}", _graded_days(daily),
                        rules=_top_rules(daily))
 
@@ -299,8 +307,8 @@ def _icaht(a: Analysis, sid: str) -> Explanation:
         (pl.col("window").is_not_null() & pl.any_horizontal([pl.col(c).fill_null(False) for c in levels])).alias("shown"),
     )
     crit = load_criteria(opts.criteria)
-    options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
-    return Explanation("icaht", head, f"{crit['citation']} | options: {options}", days,
+    options = _changed_options(opts.resolved(), IcahtOptions(criteria=opts.criteria).resolved())  # diff2 C3
+    return Explanation("icaht", head, f"{crit['citation']}{options}", days,
                        rules=tuple(x for x in (r["early_rule"], r["late_rule"]) if x))
 
 
@@ -343,8 +351,8 @@ def _crs_scales(a: Analysis, sid: str) -> Explanation:
     from cartlab.criteria import load_raw as load_criteria
 
     crit = " | ".join(load_criteria(f"crs_{s}")["citation"] for s in ("lee2014", "penn", "cartox", "mskcc"))
-    options = ", ".join(f"{k}={v}" for k, v in opts.resolved().items())
-    return Explanation("crs-scales", head, f"{crit} | options: {options}", days)
+    options = _changed_options(opts.resolved(), CrsLegacyOptions().resolved())  # review 39 diff2 C3
+    return Explanation("crs-scales", head, f"{crit}{options}", days)
 
 
 def _response(an: Analysis, sid: str) -> Explanation:
@@ -711,10 +719,10 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
     from cartlab.response.endpoints import EndpointOptions
 
     opts, default = a.options.endpoint_options(), EndpointOptions()
-    changed = ", ".join(f"{f.name}={getattr(opts, f.name)!r}" for f in fields(opts)
-                        if getattr(opts, f.name) != getattr(default, f.name))
-    return Explanation("endpoints", head, "ELN 2022 (Döhner et al., Blood 2022) Table 9; criteria/endpoints.yaml; "
-                       f"options: {changed or 'the defaults'} (analysis.json 'options')", _row_frame(items),
+    options = _changed_options({f.name: getattr(opts, f.name) for f in fields(opts)},  # review 39 diff2 C3
+                               {f.name: getattr(default, f.name) for f in fields(default)})
+    return Explanation("endpoints", head, "ELN 2022 (Döhner et al., Blood 2022) Table 9; criteria/endpoints.yaml"
+                       f"{options}", _row_frame(items),
                        rules=tuple(dict.fromkeys(x["rule"] for x in items if x["rule"])))
 
 

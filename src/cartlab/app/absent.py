@@ -18,29 +18,35 @@ NAMED = ("events", "interventions", "doses")
 
 def absent_inputs(study) -> list[tuple[str, str]]:
     """``(file, text)`` for each optional file the study was given without: ``("events.csv",
-    "events.csv not given: no death, relapse, ... is recorded (...)")``, in the reader's words."""
-    from cartlab.io.absent_files import table_absent
-    from cartlab.io.course_checks import ABSENT_FILE_MEANS
+    "events.csv not given: no death, relapse, ... is recorded (...)")``, in the reader's words, the file
+    named as the study has it (``events.parquet`` for a Parquet study; review 39 diff2 C1)."""
+    from cartlab.io.absent_files import absent_file_means, absent_file_name, table_absent
 
     out = []
     for name in NAMED:
         if study is not None and table_absent(study, name):
-            out.append((f"{name}.csv", f"{name}.csv not given: {ABSENT_FILE_MEANS[name]}"))
+            file = absent_file_name(study, name)
+            out.append((file, f"{file} not given: {absent_file_means(name, '.' + file.rpartition('.')[2])}"))
     return out
+
+
+def _absent_file(study, name: str) -> str | None:
+    """The file name of ``name`` (``events``, ``interventions``) when the study was given without it."""
+    return next((f for f, _t in absent_inputs(study) if f.rpartition(".")[0] == name), None)
 
 
 def cohort_banner(study) -> str | None:
     """The Cohort tab's banner when events.csv or interventions.csv was not given (None otherwise)."""
-    names = [f for f, _t in absent_inputs(study) if f in ("events.csv", "interventions.csv")]
-    if not names:
+    events, interventions = _absent_file(study, "events"), _absent_file(study, "interventions")
+    if not events and not interventions:
         return None
     what = []
-    if "events.csv" in names:
-        what.append("events.csv not given: no death, relapse, HSCT or new therapy is known, so none is counted "
+    if events:
+        what.append(f"{events} not given: no death, relapse, HSCT or new therapy is known, so none is counted "
                     "(OS, EFS and LFS are the most favourable reading, not an observation; ICANS days are ranges "
                     "up to grade 4)")
-    if "interventions.csv" in names:
-        what.append("interventions.csv not given: no vasopressor, oxygen, tocilizumab, corticosteroid or "
+    if interventions:
+        what.append(f"{interventions} not given: no vasopressor, oxygen, tocilizumab, corticosteroid or "
                     "transfusion is known (ASTCT CRS days one could raise are ranges up to grade 4)")
     return "; ".join(what) + ". The Studies tab says what each analysis made of it (missing is not negative)."
 
@@ -48,21 +54,22 @@ def cohort_banner(study) -> str | None:
 def patient_notes(study) -> list[str]:
     """The patient page's notes under the CRS/ICANS card: what a file not given means for its grades
     (the reader's words, which end with what an empty file would say instead)."""
-    return [text for f, text in absent_inputs(study) if f in ("events.csv", "interventions.csv")]
+    return [text for f, text in absent_inputs(study) if f.rpartition(".")[0] in ("events", "interventions")]
 
 
-#: appended to the relapse / duration-of-response notes when events.csv was not given
-EVENTS_CLAUSE = ("events.csv not given: relapses, HSCT and new therapies recorded only in events.csv cannot show, "
+#: appended to the relapse / duration-of-response notes when events.csv was not given (``{events}``: the
+#: file as the study has it)
+EVENTS_CLAUSE = ("{events} not given: relapses, HSCT and new therapies recorded only in {events} cannot show, "
                  "and none is taken as having happened")
 
 
 def with_events_clause(line: str, study) -> str:
     """A relapse or duration-of-response note with :data:`EVENTS_CLAUSE` when events.csv was not given."""
-    from cartlab.io.absent_files import table_absent
+    from cartlab.io.absent_files import absent_file_name, table_absent
 
     if study is None or not table_absent(study, "events"):
         return line
-    return f"{line.rstrip('. ')} ({EVENTS_CLAUSE})"
+    return f"{line.rstrip('. ')} ({EVENTS_CLAUSE.format(events=absent_file_name(study, 'events'))})"
 
 
 #: the mark of an early ICAHT grade no ANC of days 0-30 was measured for (review 39 B5)

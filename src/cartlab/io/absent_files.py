@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["EVENTS_NOT_GIVEN", "OPTIONAL_TABLES", "absent_from_warnings", "absent_tables", "events_absent",
-           "table_absent"]
+__all__ = ["EVENTS_NOT_GIVEN", "OPTIONAL_TABLES", "absent_file_means", "absent_file_name", "absent_from_warnings",
+           "absent_tables", "events_absent", "table_absent"]
 
 #: the tables of a study folder that may be left out (study-format.md: only subjects is required)
 OPTIONAL_TABLES = ("doses", "observations", "interventions", "events")
@@ -38,7 +38,7 @@ def absent_tables(given: Iterable[str]) -> frozenset[str]:
 
 
 def absent_from_warnings(warnings: Iterable) -> frozenset[str]:
-    """The absent tables named by the reader's "<table>.csv, file: not given" warnings (what a study
+    """The absent tables named by the reader's "<table>.csv (or .parquet), file: not given" warnings (what a study
     loaded back from the DuckDB store still carries: its input warnings are stored, ``Study.absent``
     is not). Only tables with such a warning (a course with observations) are returned.
 
@@ -49,7 +49,8 @@ def absent_from_warnings(warnings: Iterable) -> frozenset[str]:
     out = set()
     for w in warnings:
         file, message = getattr(w, "file", ""), str(getattr(w, "message", ""))
-        name = str(file or "").removesuffix(".csv")
+        # review 39 diff2 C1: a Parquet study's warning names interventions.parquet
+        name = str(file or "").removesuffix(".csv").removesuffix(".parquet")
         if name in OPTIONAL_TABLES and getattr(w, "column", None) is None and message.startswith("not given:"):
             out.add(name)
     return frozenset(out)
@@ -65,3 +66,35 @@ def table_absent(study, name: str) -> bool:
         return name in absent_from_warnings(getattr(study, "warnings", None) or [])
     except Exception:  # warnings of another shape: nothing to read
         return False
+
+
+def absent_file_means(name: str, ext: str = ".csv") -> str:
+    """What the reader says of the optional table ``name`` not given, with the files named as the study
+    has them (``ext`` ".csv" or ".parquet"; review 39 diff2 C1: a Parquet study's warning names
+    interventions.parquet throughout, not interventions.csv in its text).
+
+    >>> "name interventions.parquet (options" in absent_file_means("interventions", ".parquet")
+    True
+    """
+    from cartlab.io.course_checks import ABSENT_FILE_TEMPLATES
+
+    return ABSENT_FILE_TEMPLATES[name].format(interventions=f"interventions{ext}", events=f"events{ext}")
+
+
+def absent_file_name(study, name: str) -> str:
+    """The file name of the table ``name`` as ``study`` would have had it: the one its reader's "not given"
+    warning names (``events.parquet`` for a Parquet study), else ``<name>`` with the extension of the
+    study's observations (else subjects) source file, else ``<name>.csv``."""
+    for w in getattr(study, "warnings", None) or []:
+        file = str(getattr(w, "file", "") or "")
+        if (file.rsplit(".", 1)[0] == name and getattr(w, "column", None) is None
+                and str(getattr(w, "message", "")).startswith("not given:")):
+            return file
+    sources = getattr(study, "sources", None)
+    files = [str(f) for f in sources["file"].to_list()] if sources is not None and "file" in sources.columns else []
+    for table in ("observations", "subjects"):
+        for f in files:
+            stem, _, ext = f.rpartition(".")
+            if stem.lower() == table and ext.lower() in ("csv", "parquet"):
+                return f"{name}.{ext.lower()}"
+    return f"{name}.csv"

@@ -9,11 +9,13 @@ import polars as pl
 from cartlab.io.clock import OFFSET, has_clock_time
 from cartlab.io.errors import Issue
 
-__all__ = ["ABSENT_FILE_MEANS", "MIXED_OFFSETS", "followup_day_checks", "mixed_utc_offsets", "records_after_death",
+__all__ = ["ABSENT_FILE_MEANS", "ABSENT_FILE_TEMPLATES", "MIXED_OFFSETS", "followup_day_checks", "mixed_utc_offsets", "records_after_death",
            "unknown_dose_agents"]
 
-#: what an analysis reads as not given when a course (observations) comes without these files
-ABSENT_FILE_MEANS = {
+#: what an analysis reads as not given when a course (observations) comes without these files, with the
+#: files named as ``{interventions}`` / ``{events}`` (review 39 diff2 C1: a Parquet study is told
+#: interventions.parquet; :func:`cartlab.io.absent_files.absent_file_means` fills them in)
+ABSENT_FILE_TEMPLATES = {
     "doses": "no CAR-T, lymphodepletion or bridging dose is recorded (kinetics per dose, the protocol's dose "
              "checks and the twin's dosing have no doses; a protocol's planned administrations of a subject "
              "without any dose row are not checkable rather than missed; the lymphodepletion day is unknown, so "
@@ -22,22 +24,26 @@ ABSENT_FILE_MEANS = {
     "interventions": "no vasopressor, oxygen, tocilizumab, corticosteroid or transfusion is known: ASTCT CRS "
                      "(days one could raise are a range up to grade 4, crs_grade_astct_max), T-ICAHT (counts "
                      "after one below 20 are open) and platelet recovery (not evaluable from the day as measured) "
-                     "read them as unknown and name interventions.csv (options crs.absent_interventions / "
+                     "read them as unknown and name {interventions} (options crs.absent_interventions / "
                      "t_icaht.absent_interventions / count_recovery.absent_interventions = unknown; none_given "
                      "reads the file as empty); the older CRS scales follow crs_legacy.absent_interventions (default: "
                      "follow crs.absent_interventions; days one could "
-                     "raise are a range up to grade 4, naming interventions.csv); ICANS takes none as given; a study "
+                     "raise are a range up to grade 4, naming {interventions}); ICANS takes none as given; a study "
                      "imported into the DuckDB store keeps this; an empty file with its header says none was given",
     # review 39 B8: what each engine does (session 39: ICANS reads them as unknown); the FHIR reader
     # keeps the words before " (ICANS events" (io/fhir/_partial.py)
     "events": "no death, relapse, HSCT, new therapy, seizure, cerebral edema or infection is recorded (ICANS events: "
-              "not known, so every graded ICANS day is a range up to grade 4 naming events.csv, option "
+              "not known, so every graded ICANS day is a range up to grade 4 naming {events}, option "
               "icans.absent_events=unknown; the late ICAHT window and the survival endpoints count none of them, "
-              "so OS, EFS and LFS are the most favourable reading, and their reasons say 'events.csv not given'; "
+              "so OS, EFS and LFS are the most favourable reading, and their reasons say {events} was not given; "
               "best response and duration of response count every assessment, a new therapy or HSCT being "
               "unknown, and their reasons say so); "
               "an empty file with its header says none happened",
 }
+
+#: :data:`ABSENT_FILE_TEMPLATES` of a CSV study (the words ``cartlab analyze`` prints for one)
+ABSENT_FILE_MEANS = {name: text.format(interventions="interventions.csv", events="events.csv")
+                     for name, text in ABSENT_FILE_TEMPLATES.items()}
 
 
 def records_after_death(frames: dict[str, pl.DataFrame], row: str) -> list[Issue]:

@@ -1,8 +1,9 @@
 """The subject page of a report (the study page is :mod:`cartlab.report.study`).
 
 A page needs nothing outside its report folder: CSS is inline, the course figure is
-``figures/course_<subject>.png`` (and ``.svg``) beside it — or an embedded ``data:`` URI when the page
-is rendered without a folder — and there are no scripts and no links outside the folder. All data are
+``figures/course_<subject>.svg`` beside it (and ``.png`` with ``png=True``, ``cartlab report --png``) — or
+an embedded ``data:`` URI when the page is rendered without a folder — and there are no scripts and no
+links outside the folder. All data are
 escaped by jinja2's autoescaping (templates in ``templates/``).
 
 Honesty rule: whenever a subject's rows include ``reconstructed`` or ``synthetic`` values the page
@@ -222,14 +223,18 @@ def _reader_defaults(options: dict) -> dict[str, Any]:
     import inspect
 
     if "observation_statuses" in options:
-        from cartlab.io.fhir._partial import DEFAULTS
-        from cartlab.io.fhir.reader import READ_STATUSES
+        from cartlab.io.fhir import READER_DEFAULTS  # review 39 diff2 C5: public, not io.fhir._partial
 
-        return {"observation_statuses": list(READ_STATUSES), "numeric_valuestring": "skip", **DEFAULTS}
+        return dict(READER_DEFAULTS)
     from cartlab.io.sdtm.reader import read_sdtm
 
     return {k: p.default for k, p in inspect.signature(read_sdtm).parameters.items()
             if p.default is not inspect.Parameter.empty and k in options}
+
+
+#: a reader option whose command-line flag is not its name in dashes (review 39 diff2 C4: the FHIR
+#: ``observation_statuses`` is ``--observation-status``, given once per status; cli/interop.py)
+_READER_FLAGS = {"observation_statuses": "--observation-status"}
 
 
 def reader_changes(study) -> list[dict[str, str]]:
@@ -247,7 +252,7 @@ def reader_changes(study) -> list[dict[str, str]]:
     def text(v: Any) -> str:
         return ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v).lower() if isinstance(v, bool) else str(v)
 
-    return [{"option": "--" + k.replace("_", "-"), "value": text(v),
+    return [{"option": _READER_FLAGS.get(k, "--" + k.replace("_", "-")), "value": text(v),
              "default": text(defaults[k]) if k in defaults else "not known"}
             for k, v in options.items() if k not in defaults or text(v) != text(defaults[k])]
 
