@@ -199,6 +199,14 @@ def test_not_infused_named_on_cards(tmp_path):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(keep)
+    # and no CAR-T measured: a CARCOPY/CARCELL after day 0 counts as an infusion not recorded (s39 infusion_evidence)
+    with (d / "observations.csv").open(newline="", encoding="utf-8") as fh:
+        obs = list(csv.DictReader(fh))
+    obs_keep = [r for r in obs if not (r["subject_id"] == sid and r["param"] in ("CARCOPY", "CARCELL"))]
+    with (d / "observations.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(obs[0]))
+        w.writeheader()
+        w.writerows(obs_keep)
     v = build_view(read_study(d))
     caps = {cv.key: cv.caption or "" for cv in C.cohort_views(v, None)}
     rate, surv = caps["response_rates"].lower(), caps["survival"].lower()

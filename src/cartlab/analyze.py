@@ -71,6 +71,13 @@ class AnalysisOptions:
     #: recorded as ``options_set`` in analysis.json, so ``--options analysis.json`` replays the analysis
     settings: Any = field(default=None, compare=False, hash=False, repr=False)
 
+    def __post_init__(self) -> None:
+        """Who is infused is one option, ``best_response.infusion_evidence`` (review 39 diff1 B3, diff2 B1)."""
+        from cartlab.response.infusion_evidence import one_option_response
+
+        if (response := one_option_response(self)) is not None:
+            object.__setattr__(self, "response", response)
+
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None = None, *, strict: bool = False) -> AnalysisOptions:
         """Options from ``{engine: {option: value}}`` (an ``--options`` YAML file, ``--set`` pairs);

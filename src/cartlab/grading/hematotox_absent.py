@@ -68,9 +68,15 @@ def car_hematotox_unknown_ld(study, options, opts: dict) -> pl.DataFrame:
         for c in keep:  # an item column is kept only where every candidate baseline agrees
             if any(c2[c] != r[c] for c2 in cands):
                 out[c] = None
-        missing = list(dict.fromkeys(m for c in cands for m in (c["hematotox_missing"] or [])))
-        if lo != hi:
-            missing.append(DOSES_NOT_GIVEN)
+        # an item missing only on the early candidates (before its first value) is not missing for the
+        # subject: the unknown lymphodepletion day is (review 39 diff1 C2); the reason names the days
+        every = [m for m in (cands[0]["hematotox_missing"] or []) if all(m in (c["hematotox_missing"] or []) for c in cands)]
+        some = {m: max(d for d, c in zip(days, cands) if m in (c["hematotox_missing"] or []))
+                for c in cands for m in (c["hematotox_missing"] or []) if m not in every}
+        missing = every + ([DOSES_NOT_GIVEN] if (lo != hi or some) and DOSES_NOT_GIVEN not in every else [])
+        partly = "".join(f"; {', '.join(m for m in some if some[m] == d)} "
+                         f"{'has' if list(some.values()).count(d) == 1 else 'have'} no value on or before day {d}"
+                         for d in dict.fromkeys(some.values()))
         out.update({
             "hematotox_score": lo if lo == hi else None, "hematotox_score_min": lo, "hematotox_score_max": hi,
             "hematotox_risk": labels[risk] if risk else None,
@@ -82,7 +88,7 @@ def car_hematotox_unknown_ld(study, options, opts: dict) -> pl.DataFrame:
                        + _spans(days, scores) + f" -> score {lo}" + ("" if lo == hi else f"-{hi}") + ", "
                        + (f"{labels[risk]} risk" if risk else "risk group undetermined: the candidate baselines "
                           "span more than one group")
-                       + f". Latest candidate ({cands[-1]['reason']})"),
+                       + partly + f". Latest candidate ({cands[-1]['reason']})"),
             "evidence": list(dict.fromkeys(e for c in cands for e in (c["evidence"] or []))),
         })
         rows.append(out)

@@ -14,8 +14,10 @@
   ``resolved`` (the next day is an assessed ICANS-free day, grade_max 0), ``not_assessed`` (the
   days after it have no settled ICANS-free assessment: the resolution day is a range up to the day
   before the first such assessment, or before the next episode; open when none follows) or
-  ``death`` (a death, whatever its attribution, before any ICANS-free assessment: the episode
-  ended at death). Convention ``icans.conv.episode_end``.
+  ``death`` (a death, whatever its attribution, on the last ICANS day or with every day between
+  them assessed, none ICANS-free: the episode ended at death). A death after unassessed days is
+  ``not_assessed`` with the death day as the latest end (review 39 diff1 B1: assessments that
+  stopped do not say the episode lasted to the death). Convention ``icans.conv.episode_end``.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def _span(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 
 def episode_ends(daily: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     """``daily`` (with ``episode``, integer ``day``) with :data:`END_COLUMNS` on each episode's rows:
-    ``episode_end`` (resolved | not_assessed | death), ``episode_resolution_day_latest`` (the latest
+    ``episode_end`` (resolved | not_assessed | death: see the module docstring), ``episode_resolution_day_latest`` (the latest
     day the episode could have lasted to; null when the end is settled, or open with no later
     assessment) and ``episode_end_note`` (the reason's text; null when resolved)."""
     key = ["subject_id", "episode"]
@@ -106,23 +108,32 @@ def episode_ends(daily: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
              .filter((pl.col("_dd") >= pl.col("_end")) & (bound.is_null() | (pl.col("_dd") < bound)))
              .sort("_dd").group_by(key).agg(pl.col("_dd").first(), pl.col("_dref").first(), pl.col("_dattr").first()))
     eps = eps.join(death, on=key, how="left")
+    # assessed days between the last ICANS day and the death: none missing -> the episode ended at death
+    seen = (eps.filter(pl.col("_dd").is_not_null()).join(daily.select("subject_id", pl.col("day").alias("_d")), on="subject_id")
+            .filter((pl.col("_d") > pl.col("_end")) & (pl.col("_d") < pl.col("_dd")))
+            .group_by(key).agg(pl.col("_d").n_unique().alias("_seen")))
+    eps = eps.join(seen, on=key, how="left").with_columns(pl.col("_seen").fill_null(0))
     after = pl.col("_end") + 1
     attr = pl.when(pl.col("_dattr").is_not_null()).then(pl.format(", attributed to {}", pl.col("_dattr"))) \
         .otherwise(pl.lit(", no attribution recorded"))
     dref = pl.coalesce(pl.col("_dref"), pl.lit("events.csv"))
     is_death = pl.col("_dd").is_not_null()
+    at_death = is_death & (pl.col("_dd") - pl.col("_end") - 1 <= pl.col("_seen"))  # no unassessed day before it
     resolved = ~is_death & (pl.col("_free") == after).fill_null(False)
-    end = pl.when(is_death).then(pl.lit("death")).when(resolved).then(pl.lit("resolved")).otherwise(pl.lit("not_assessed"))
+    end = pl.when(at_death).then(pl.lit("death")).when(is_death).then(pl.lit("not_assessed")).when(resolved).then(pl.lit("resolved")).otherwise(pl.lit("not_assessed"))
     latest = (pl.when(is_death).then(pl.when(pl.col("_dd") > pl.col("_end")).then(pl.col("_dd")))
               .when(resolved).then(None)
               .otherwise(pl.coalesce(pl.col("_free"), pl.col("_next")) - 1))
     note = (
         pl.when(is_death & (pl.col("_dd") == pl.col("_end"))).then(pl.format(
             "episode ongoing at death on day {} ({}{}) (convention icans.conv.episode_end)", pl.col("_dd"), dref, attr))
+        .when(at_death).then(pl.format(
+            "episode ongoing at death on day {} ({}{}): every day after day {} assessed, none ICANS-free "
+            "(convention icans.conv.episode_end)", pl.col("_dd"), dref, attr, pl.col("_end")))
         .when(is_death).then(pl.format(
             "episode not seen resolved before death on day {} ({}{}): no ICANS-free assessment after day {}, "
-            "so it lasted to day {} at the latest (convention icans.conv.episode_end)",
-            pl.col("_dd"), dref, attr, pl.col("_end"), pl.col("_dd")))
+            "days without an assessment before the death, so it lasted to day {} at the latest "
+            "(convention icans.conv.episode_end)", pl.col("_dd"), dref, attr, pl.col("_end"), pl.col("_dd")))
         .when(resolved).then(None)
         .when(pl.col("_free").is_not_null()).then(pl.format(
             "resolution between day {} and day {}: {} without an ICANS-free assessment (no row, or a range); "

@@ -26,7 +26,8 @@ import polars as pl
 
 from cartlab.provenance import row_ref
 
-__all__ = ["screening_creatinine", "plan_over_candidates", "subject_body_size", "study_weights", "parse_quantity",
+__all__ = ["screening_creatinine", "plan_over_candidates", "subject_body_size", "study_weights", "study_body_sizes",
+           "parse_quantity",
            "BODY_SIZE_DISCREPANCY_PCT", "CENSOR_LIMIT_FACTOR"]
 
 #: subjects.csv and the latest observation differing by more than this (%) give a warning (lead's decision)
@@ -210,9 +211,16 @@ def subject_body_size(obs: pl.DataFrame, sub: dict[str, Any], first_ld: float | 
 
 
 def study_weights(study, ids=None, screening_lo: float | None = None) -> dict[str, tuple[float | None, str]]:
-    """Per subject: (weight in kg or None, its source) by :func:`subject_body_size` (subjects.csv, else
-    the last WEIGHT observation on or before day 0): the one lookup the twin and Stein's dose
-    covariate share with the protocol commands (review 39 B4)."""
+    """Per subject: (weight in kg or None, its source) by :func:`study_body_sizes`."""
+    return {sid: (z["weight_kg"], z["weight_source"]) for sid, z in study_body_sizes(study, ids, screening_lo).items()}
+
+
+def study_body_sizes(study, ids=None, screening_lo: float | None = None) -> dict[str, dict[str, Any]]:
+    """Per subject: :func:`subject_body_size` (``weight_kg``, ``height_cm`` and their sources):
+    subjects.csv, else the last WEIGHT / HEIGHT observation on or before day 0. The rule the protocol
+    commands apply, but with no screening window unless ``screening_lo`` is given: the twin and Stein's
+    dose covariate have no protocol (review 39 B4, diff1 B5), so a weight of any earlier day is used and
+    its source names the day."""
     subs = study.subjects
     if ids is not None:
         subs = subs.filter(pl.col("subject_id").is_in(list(ids)))
@@ -220,11 +228,9 @@ def study_weights(study, ids=None, screening_lo: float | None = None) -> dict[st
     if "param" in obs.columns:
         obs = obs.filter(pl.col("param").is_in(["WEIGHT", "HEIGHT"]))
     by = {k[0]: v for k, v in obs.partition_by("subject_id", as_dict=True).items()} if obs.height else {}
-    out: dict[str, tuple[float | None, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for r in subs.iter_rows(named=True):
-        o = by.get(r["subject_id"], obs.clear())
-        size = subject_body_size(o, r, None, screening_lo)
-        out[r["subject_id"]] = (size["weight_kg"], size["weight_source"])
+        out[r["subject_id"]] = subject_body_size(by.get(r["subject_id"], obs.clear()), r, None, screening_lo)
     return out
 
 
@@ -234,7 +240,8 @@ _NUM_UNIT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za
 def parse_quantity(text: str | float | None, unit: str, what: str) -> tuple[float | None, str | None]:
     """``(value in unit, note)`` of a command-line weight/height: a bare number is in ``unit``
     (note "kg (assumed: no unit given)"); "154 lb", "5 ft 6 in", "1.68 m" are converted with pint
-    (note "= 70 kg (154 lb)"). :class:`ValueError` for text that is not a quantity of that kind."""
+    (note "= 70 kg (154 lb)"); several parts only with distinct units, each smaller than the one before
+    and each part less than one of it (5 ft 6 in; not "70 kg 154 lb"). :class:`ValueError` for text that is not a quantity of that kind."""
     if text is None:
         return None, None
     if isinstance(text, (int, float)):
@@ -248,10 +255,18 @@ def parse_quantity(text: str | float | None, unit: str, what: str) -> tuple[floa
     parts = re.findall(r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z\"']+)", s)
     if not parts or re.sub(r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?\s*[A-Za-z\"']+", "", s).strip():
         raise ValueError(f"--{what} {s!r}: give a number and a unit, e.g. 70 kg, 154 lb, 168 cm, 5 ft 6 in")
-    total = 0.0
+    total, sizes, vals = 0.0, [], []
     for num, u in parts:
         try:
-            total += ureg.Quantity(float(num), u).to(unit).magnitude
+            vals.append(ureg.Quantity(float(num), u).to(unit).magnitude)
+            total += vals[-1]
+            sizes.append(ureg.Quantity(1, u).to(unit).magnitude)
         except Exception as exc:  # pint: undefined unit or wrong dimension
             raise ValueError(f"--{what} {s!r}: {u!r} is not a unit of {what} ({exc})") from None
+    # several parts only as a compound of distinct, decreasing units, each part less than one of the unit
+    # before it (5 ft 6 in, 10 lb 4 oz): "70 kg 154 lb" is a weight pasted with its conversion, not a sum
+    # (review 39 diff2 B2)
+    if any(b >= a or v >= a for a, b, v in zip(sizes, sizes[1:], vals[1:])):
+        raise ValueError(f"--{what} {s!r}: one quantity, or a compound of decreasing units such as 5 ft 6 in "
+                         "(the parts are added up)")
     return total, f"{unit} ({s})"

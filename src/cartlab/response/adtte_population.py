@@ -13,8 +13,9 @@
   after day 0 is infused, the infusion not recorded (option ``infusion_evidence``, default
   "dose_or_kinetics", review 39 A1: :func:`cartlab.response.infusion_evidence.infused_subjects`, the
   function best response uses): its records are counted and their reason says so.
-* :func:`deciding_row_first` — adtte.csv ``SRCDOM`` from the row that fixed ADY and that row first in
-  ``evidence``, as the ADaM export (:func:`cartlab.io.adam.srcrec.source_record`) does.
+* :func:`deciding_row_first` — for ``cartlab explain``'s endpoint view (its only caller; adtte.csv itself
+  is not rewritten): ``SRCDOM`` from the row that fixed ADY and that row first in ``evidence``, as the
+  ADaM export (:func:`cartlab.io.adam.srcrec.source_record`) does (review 39 diff1 C1).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def warn_not_infused(missing: list[str]) -> None:
 
 def deciding_row_first(rows: pl.DataFrame, study: Study) -> pl.DataFrame:
     """``rows`` with ``SRCDOM`` the table of the row that fixed ADY (when one of the evidence rows
-    carries ADY) and that row first in ``evidence`` (review s39 B2: adtte.csv and the ADaM export agree)."""
+    carries ADY) and that row first in ``evidence`` (review s39 B2): explain's endpoint view then names the
+    row the ADaM export names; adtte.csv keeps its own SRCDOM (review 39 diff1 C1)."""
     from cartlab.io.adam.srcrec import source_record
 
     if rows.is_empty():

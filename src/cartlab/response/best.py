@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 from typing import Literal
 
 import polars as pl
@@ -112,6 +113,12 @@ class BestResponseOptions(CriteriaOptions):
         if self.last_alive_sources not in (None, "all_tables", "followup_day"):
             raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
                              f"got {self.last_alive_sources!r}")
+
+
+def _marrow_options(options: BestResponseOptions) -> ResponseOptions:
+    """``options.response`` with the best response's ``infusion_evidence`` (one decision: review 39 diff1 B3)."""
+    r = options.response
+    return r if r.infusion_evidence == options.infusion_evidence else replace(r, infusion_evidence=options.infusion_evidence)
 
 
 _BEST_SCHEMA = {
@@ -229,7 +236,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     with ``options.response``, when already derived.
     """
     options = options or BestResponseOptions()
-    a = assessments if assessments is not None else derive_marrow_response(study, options.response)
+    a = assessments if assessments is not None else derive_marrow_response(study, _marrow_options(options))
     ends = _end_days(study, options.end_events)
     if relapses is None:
         relapses = derive_relapse(study, a, options.response)
@@ -453,7 +460,7 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None,
     ``assessments`` / ``best``: :func:`marrow_response` / :func:`best_response` when already computed.
     """
     options = options or BestResponseOptions()
-    a = assessments if assessments is not None else derive_marrow_response(study, options.response)
+    a = assessments if assessments is not None else derive_marrow_response(study, _marrow_options(options))
     b = best if best is not None else derive_best_response(study, options, a)
     per = a.select(
         pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),

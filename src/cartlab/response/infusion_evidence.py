@@ -13,7 +13,12 @@ Option ``infusion_evidence`` (``BestResponseOptions``, read by the endpoint popu
 * ``dose``: a dose row only (the reading before session 39).
 
 One function, :func:`infused_subjects`, decides it for the marrow assessments, the best response and
-the time-to-event population.
+the time-to-event population. It is ONE option of an analysis, ``best_response.infusion_evidence``
+(review 39 diff1 B3 / diff2 B1): the analysis passes it to the marrow assessments
+(``ResponseOptions.infusion_evidence``, :func:`marrow_infused`: with ``dose`` a subject without a dose
+row has no marrow_response row, as before session 39) and to the endpoints; setting
+``response.infusion_evidence`` or ``endpoints.infusion_evidence`` to another value is refused
+(:func:`check_one_option`).
 """
 
 from __future__ import annotations
@@ -24,11 +29,16 @@ import polars as pl
 
 from cartlab.errors import SubjectsWarning
 
-__all__ = ["INFUSION_EVIDENCE", "infused_subjects", "kinetics_note", "warn_kinetics_infused"]
+__all__ = ["EVIDENCE_DOC", "INFUSION_EVIDENCE", "check_one_option", "infused_subjects", "kinetics_note",
+           "marrow_infused", "one_option_response", "warn_kinetics_infused"]
 
 #: the values of option ``infusion_evidence`` (default first)
 INFUSION_EVIDENCE = ("dose_or_kinetics", "dose")
 _CAR = ("CARCOPY", "CARCELL")
+#: ResponseOptions.infusion_evidence's description
+EVIDENCE_DOC = ("who is infused (marrow assessments after a CAR-T): 'dose_or_kinetics' (a dose row, or a "
+                "quantifiable CARCOPY/CARCELL after day 0) or 'dose' (a dose row only); in an analysis it is "
+                "best_response.infusion_evidence")
 
 
 def _first_car_quantified(study) -> dict[str, tuple[float, str, str | None]]:
@@ -87,3 +97,42 @@ def warn_kinetics_infused(notes: dict[str, str], where: str) -> None:
             "day 0: counted as infused on day 0, the infusion not recorded (option infusion_evidence="
             "dose_or_kinetics; 'dose' leaves them out); add the dose row: {subjects}", sorted(notes), where),
             stacklevel=3)
+
+
+def marrow_infused(study, options) -> set[str] | None:
+    """The subjects whose marrows are assessed (:func:`infused_subjects` with the response options'
+    ``infusion_evidence``); ``None``: the doses are unknown, everyone is infused on day 0 (spec "Time")."""
+    return infused_subjects(study, getattr(options, "infusion_evidence", None) or "dose_or_kinetics")[0]
+
+
+def check_one_option(best: str, **others: str | None) -> None:
+    """Refuse ``response.infusion_evidence`` / ``endpoints.infusion_evidence`` set apart from
+    ``best_response.infusion_evidence`` (one decision: review 39 diff2 B1); ``others``: engine -> value
+    set (None: not set)."""
+    from cartlab.errors import InputError
+
+    bad = [f"{k}.infusion_evidence={v!r}" for k, v in others.items() if v is not None and v != best]
+    if bad:
+        raise InputError(f"{', '.join(bad)}: who is infused is one option of the analysis, set it as "
+                         f"best_response.infusion_evidence (now {best!r}); it applies to the marrow "
+                         "assessments, the best response and the endpoints alike")
+
+
+def one_option_response(analysis_options):
+    """For ``AnalysisOptions``: refuse ``response``/``endpoints`` ``infusion_evidence`` set apart from
+    ``best_response.infusion_evidence`` (from the settings; options built in Python: a value other than
+    the default) and give the response options carrying it, or None when they already do."""
+    from dataclasses import replace
+
+    from cartlab.response.marrow import ResponseOptions
+
+    o = analysis_options
+    best = getattr(o.best_response, "infusion_evidence", INFUSION_EVIDENCE[0])
+    set_ = {k: v.get("infusion_evidence") for k, v in (o.settings or {}).items()
+            if k in ("response", "endpoints") and isinstance(v, dict)}
+    for k in ("response", "endpoints"):
+        v = getattr(getattr(o, k), "infusion_evidence", None)
+        set_.setdefault(k, v if v not in (None, INFUSION_EVIDENCE[0]) else None)
+    check_one_option(best, **set_)
+    response = o.response or ResponseOptions()
+    return None if response.infusion_evidence == best else replace(response, infusion_evidence=best)

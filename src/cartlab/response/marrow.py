@@ -41,7 +41,7 @@ from cartlab.criteria import (
 from cartlab.criteria.model import Leaf, leaves
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
-from cartlab.response.infusion_evidence import infused_subjects
+from cartlab.response.infusion_evidence import EVIDENCE_DOC, marrow_infused
 from cartlab.response.marrow_inputs import (
     baseline_interval,
     baseline_note,
@@ -105,6 +105,7 @@ class ResponseOptions(CriteriaOptions):
                                             "BMBLAST before this day")
     criteria: str | None = Field(default=None, description="force one table (eln2022_aml, all_car_t) for every "
                                  "subject instead of choosing it by disease")
+    infusion_evidence: Literal["dose_or_kinetics", "dose"] = Field(default="dose_or_kinetics", description=EVIDENCE_DOC)
 
     def resolved(self, table: str | dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         """The table's defaults overlaid with the options set here (the table is chosen per subject)."""
@@ -600,9 +601,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     resolved = {n: options.resolved(_table(n)) for n in RESPONSE_TABLES if n in names}
     data = _by_subject(study, near=max((float(o["count_window_days"]) for o in resolved.values()), default=0.0))
     infused = _infusion_moments(study)
-    # None: doses unknown, day 0 is the infusion (spec "Time"); a CAR-T measured after day 0 counts as
-    # infused (review 39 A1): the best response applies option infusion_evidence=dose itself
-    given = infused_subjects(study)[0]
+    given = marrow_infused(study, options)  # None: doses unknown (spec "Time"); option infusion_evidence
     found: dict[str, list[tuple]] = defaultdict(list)  # table -> (subject, marrow, pre, feats, used, evidence)
     for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
         name = options.criteria or criteria_for_disease(subj["disease"])

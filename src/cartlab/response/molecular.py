@@ -476,11 +476,15 @@ def _marrow_blasts(study: Study) -> dict[tuple[str, int], tuple[bool | None, str
             days.setdefault((r["subject_id"], math.floor(r["day"])), []).append(st)
     out = {}
     for key, reads in days.items():
-        top = max(reads, key=lambda x: (x[2], x[1].startswith(">")))
+        # the day's highest is at least every reading: one settled >= 5% settles it (a "<=10%" beside a 6%
+        # cannot lower it), below 5% only when every reading is; else undetermined (review 39 diff1 B4)
+        high = [x for x in reads if x[0] is True]
+        st = True if high else False if all(x[0] is False for x in reads) else None
+        top = max(high or reads, key=lambda x: (x[2], x[1].startswith(">")))
         text = top[1] if len(reads) == 1 else (
-            f"{top[1]} (the highest of the day's readings {', '.join(x[1] for x in reads)}, as the marrow "
-            "response with same_day_marrow=highest)")
-        out[key] = (top[0], text)
+            f"{top[1]} ({'the highest of the day is at least this, of' if high else 'the highest of'} the day's "
+            f"readings {', '.join(x[1] for x in reads)}, as the marrow response with same_day_marrow=highest)")
+        out[key] = (st, text)
     return out
 
 

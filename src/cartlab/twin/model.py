@@ -401,15 +401,13 @@ class Events:
         consts = load_params().constants
         ids = list(subject_ids)
         rows = {f: [[] for _ in ids] for f in _EV_FIELDS}
-        subj = study.subjects
-        from cartlab.protocol.dose_inputs import study_weights
+        from cartlab.protocol.dose_inputs import study_body_sizes
 
-        weights = study_weights(study, ids)  # subjects.csv, else a WEIGHT observation (review 39 B4)
+        sizes = study_body_sizes(study, ids)  # subjects.csv, else WEIGHT/HEIGHT observations (review 39 B4, diff1 B5)
         for k, sid in enumerate(ids):
-            s = subj.filter(pl.col("subject_id") == sid)
-            wt, wt_src = weights.get(sid, (None, "no subjects.csv row"))
-            w = float(wt) if wt is not None else math.nan
-            h = float(s["height_cm"][0]) if len(s) and s["height_cm"][0] is not None else math.nan
+            z = sizes.get(sid, {"weight_source": "no subjects.csv row", "height_source": "no subjects.csv row"})
+            wt, wt_src, ht = z.get("weight_kg"), z["weight_source"], z.get("height_cm")
+            w, h = (float(v) if v is not None else math.nan for v in (wt, ht))
             ld: dict[float, float] = {}
             for r in study.doses.filter(pl.col("subject_id") == sid).iter_rows(named=True):
                 unit = (r["unit"] or "").strip()
@@ -437,8 +435,8 @@ class Events:
                     elif unit == "mg":
                         if not (math.isfinite(w) and math.isfinite(h)):
                             gone = "/".join(c for c, v in (("weight_kg", w), ("height_cm", h)) if not math.isfinite(v))
-                            raise InputError(f"{where}: {agent} is in mg and subjects.csv gives no {gone} for {sid} "
-                                             "(needed for the BSA): add them, or give the dose in mg/m2")
+                            raise InputError(f"{where}: {agent} is in mg and there is no {gone} for {sid} ({wt_src}; "
+                                             f"{z['height_source']}; needed for the BSA): add them, or give the dose in mg/m2")
                         bsa = body_size(Patient(weight_kg=w, height_cm=h))["bsa_m2"]
                         mg_m2 = float(dose) / bsa
                     else:

@@ -70,13 +70,15 @@ def _from_study(study: Any, param: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     """(long obs, doses, per-subject covariates/events) from a canonical Study."""
     doses = car_t_infusions(study)  # one CAR-T rule and infusion time (kinetics.agents)
     # dose in cells/kg (absolute cell doses divided by the subject's weight)
-    # the weight: subjects.csv, else a WEIGHT observation, the protocol commands' lookup (review 39 B4)
+    # the weight: subjects.csv, else the last WEIGHT observation on or before day 0 (no screening window:
+    # no protocol; review 39 B4, diff1 B5); the covariate weight_kg is the same, weight_source names it
     from cartlab.protocol.dose_inputs import study_weights
 
     weights = study_weights(study)
-    wt = pl.DataFrame({"subject_id": list(weights), "weight_kg": [v[0] for v in weights.values()]},
-                      schema={"subject_id": pl.String, "weight_kg": pl.Float64})
-    doses = doses.join(wt, on="subject_id", how="left")
+    wt = pl.DataFrame({"subject_id": list(weights), "weight_kg": [v[0] for v in weights.values()],
+                       "weight_source": [v[1] for v in weights.values()]},
+                      schema={"subject_id": pl.String, "weight_kg": pl.Float64, "weight_source": pl.String})
+    doses = doses.join(wt.drop("weight_source"), on="subject_id", how="left")
     unit = pl.col("unit").fill_null("").str.to_lowercase().str.replace_all(" ", "")
     doses = doses.select(
         "subject_id", pl.col("day").alias("time"),
@@ -111,9 +113,9 @@ def _from_study(study: Any, param: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     ster = iv.filter(cat.is_in(["corticosteroid", "steroid", "corticosteroids"])).group_by("subject_id").agg(
         pl.col("start").min().alias("t_ster"))
     subj = study.subjects.select(
-        [c for c in ("subject_id", "sex", "age_years", "weight_kg", "height_cm", "disease", "target")
+        [c for c in ("subject_id", "sex", "age_years", "height_cm", "disease", "target")
          if c in study.subjects.columns]
-    )
+    ).join(wt, on="subject_id", how="left")  # the weight the dose/kg used, and its source (review 39 diff1 B2)
     dsum = doses.group_by("subject_id").agg(
         pl.when(pl.col("dose").null_count() == 0).then(pl.col("dose").sum()).otherwise(None).alias("dose_total"),
         pl.len().alias("n_infusions"))
