@@ -45,13 +45,7 @@ def unknown_baseline_outcomes(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarra
     # per reading: the outcome and the highest grade left open, over all rows (-2: not graded so)
     reads: list[tuple[str, np.ndarray, np.ndarray]] = []
     for words, plans in alt_pieces.items():
-        g = np.full(n, -2, dtype=np.int64)
-        h = np.full(n, -1, dtype=np.int64)
-        for piece in pl.collect_all(plans):
-            at = piece["_row"].to_numpy()
-            g[at] = piece["_gid"].to_numpy()
-            h[at] = piece["_gmax"].fill_null(-1).to_numpy()
-        reads.append((words, g, h))
+        reads.append((words, *read_plans(plans, n)))
     rows = np.flatnonzero(np.any(np.stack([g >= 0 for _, g, _ in reads]), axis=0))
     if not rows.size:
         return out
@@ -80,6 +74,18 @@ def unknown_baseline_outcomes(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarra
         labels.append((g0, rule, text))
     apply_new_outcomes(rows, inverse, new_gid, gid, gmax, miss)
     return out
+
+
+def read_plans(plans: list[pl.LazyFrame], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """One reading's plans (pieces giving ``_row``, ``_gid``, ``_gmax``) collected over the ``n`` rows: per
+    row the outcome id (-2: not graded so) and the highest grade left open (-1: none)."""
+    g = np.full(n, -2, dtype=np.int64)
+    h = np.full(n, -1, dtype=np.int64)
+    for piece in pl.collect_all(plans):
+        at = piece["_row"].to_numpy()
+        g[at] = piece["_gid"].to_numpy()
+        h[at] = piece["_gmax"].fill_null(-1).to_numpy()
+    return g, h
 
 
 def apply_new_outcomes(rows: np.ndarray, inverse: np.ndarray, new_gid: np.ndarray, gid: np.ndarray,

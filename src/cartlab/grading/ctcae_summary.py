@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from cartlab.grading.ctcae_criteria import Label
-from cartlab.grading.ctcae_readings import apply_new_outcomes
+from cartlab.grading.ctcae_readings import apply_new_outcomes, read_plans
 
 __all__ = ["LIMIT_CORNERS", "derived_bnrind_outcomes", "lab_term_worst", "limit_corners", "limit_range_outcomes",
            "summary_terms"]
@@ -70,13 +70,7 @@ def limit_range_outcomes(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarray, la
     limit_na = np.array([g is None and bool(_LIMIT_NA.search(r or "")) for g, _, r in labels], dtype=bool)
     reads: list[tuple[np.ndarray, np.ndarray]] = []
     for plans in corner_plans.values():
-        g = np.full(n, -2, dtype=np.int64)
-        h = np.full(n, -1, dtype=np.int64)
-        for piece in pl.collect_all(plans):
-            at = piece["_row"].to_numpy()
-            g[at] = piece["_gid"].to_numpy()
-            h[at] = piece["_gmax"].fill_null(-1).to_numpy()
-        reads.append((g, h))
+        reads.append(read_plans(plans, n))
     if not reads:
         return out
     graded = np.all(np.stack([g >= 0 for g, _ in reads]), axis=0)
