@@ -20,6 +20,7 @@ from cartlab.app.links import resolve_subject, url_subject
 from cartlab.app.server import mark_reconstructed, not_measured_banner, patient_headline_parts, twin_crs_note
 from cartlab.datasets import seed_case, seed_case_path
 from cartlab.io import read_study
+from seed_helpers import hand_count_not_measured
 
 SEED = "CD7-AML-001"
 
@@ -129,15 +130,7 @@ def test_seed_grades_day8_marked(seed_view):
 
 # -- B2: reconstructed_columns of a paper row count as reconstructed and are named in the notes
 def test_seed_counts_reconstructed_columns():
-    expected_nm, total = 0, 0
-    for name in ("subjects.csv", "observations.csv", "doses.csv", "interventions.csv", "events.csv"):
-        with (seed_case_path() / name).open(newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                total += 1
-                src = (r.get("source") or "").strip().lower()
-                if src in ("reconstructed", "synthetic", "simulated") or (
-                        src == "paper" and (r.get("reconstructed_columns") or "").strip()):
-                    expected_nm += 1
+    expected_nm, total = hand_count_not_measured()
     c = subject_counts(seed_case().subject(SEED))
     assert (c["not_measured"], c["total"]) == (expected_nm, total)
     assert c["paper_with_reconstructed_columns"] == 1  # the subjects row

@@ -23,6 +23,7 @@ from cartlab.app.data import build_view
 from cartlab.app.server import patient_headline_parts
 from cartlab.datasets import seed_case_path
 from cartlab.io import read_study
+from seed_helpers import hand_count_not_measured
 
 SEED = "CD7-AML-001"
 
@@ -240,15 +241,7 @@ def test_interpolated_only_marked():
 
 # -- B6: one reconstructed-row count on the Cohort and Patient tabs --------------------------------------
 def test_seed_cohort_count_as_banner():
-    expected_nm, total = 0, 0
-    for name in ("subjects.csv", "observations.csv", "doses.csv", "interventions.csv", "events.csv"):
-        with (seed_case_path() / name).open(newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                total += 1
-                src = (r.get("source") or "").strip().lower()
-                if src in ("reconstructed", "synthetic", "simulated") or (
-                        src == "paper" and (r.get("reconstructed_columns") or "").strip()):
-                    expected_nm += 1
+    expected_nm, total = hand_count_not_measured()
     v = build_view(read_study(seed_case_path()))
     banner, _h, _n = patient_headline_parts(v, v.patient(SEED))
     assert f"{expected_nm:,} of {total:,}" in banner
