@@ -77,7 +77,8 @@ def test_b4_missing_weight_for_a_cell_dose_is_named(tmp_path):
                "--n-burn", "2", "--n-smooth", "2", "--n-post", "2", code=2)
     assert "SYN-0003" in text and "log_dose" in text
     # the cause: the dose is in cells and the weight is empty (file and column), the doses.csv row
-    assert "subjects.csv, column weight_kg is empty" in text, text
+    # session 39: a WEIGHT observation up to day 0 would do too, so the message names both places
+    assert "no weight_kg (blank in subjects.csv and no WEIGHT observation up to day 0" in " ".join(text.split()), text
     assert f"doses.csv row {row}" in text and "cells" in text, text
     # how to proceed: give the weight, or drop the covariate
     assert "give weight_kg" in text and "drop --covariate cmax=log_dose" in text, text

@@ -131,7 +131,7 @@ def test_report_warning_counts_instead_of_naming(hostile_report):
     manifest = json.loads((rep / "tables" / "analysis.json").read_text(encoding="utf-8"))
     er = [w["message"] for w in manifest["warnings"] if w["engine"] == "exposure-response"]
     assert er and all(HYPERLINK not in m and LINK_ID not in m for m in er)
-    assert any("subject(s) left out" in m and "exposure_response.csv" in m for m in er)
+    assert any("subjects left out, per outcome row" in m and "exposure_response.csv" in m for m in er)
 
 
 def test_left_out_message_names_only_when_allowed():
@@ -141,8 +141,9 @@ def test_left_out_message_names_only_when_allowed():
     assert "A, B" in left_out_message(left)  # default (cartlab analyze, the API): named as before
     with subject_ids_in_warnings(False):
         msg = left_out_message(left)
-    # by hand: A and B (A twice) for the first reason, C for the second: 3 distinct subjects
-    assert msg.startswith("3 subject(s) left out") and "best_response NE or empty: 2" in msg
+    # by hand: A and B (A twice) for the first reason, C for the second; counted per reason, never summed
+    # over the outcome rows (session 39, review 39 C3)
+    assert msg.startswith("subjects left out, per outcome row") and "best_response NE or empty: 2" in msg
     assert "no CAR-T samples: 1" in msg and re.search(r"\b[ABC]\b", msg) is None
 
 
@@ -161,7 +162,7 @@ def test_cli_report_stderr_names_no_subject(tmp_path):
     er = Analysis(read_study(folder)).table("exposure_response")
     named = {i for cell in er["excluded"].drop_nulls().to_list() for i in re.findall(r"SYN-\d{4}", cell)}
     assert named, "the synthetic study should leave subjects out of exposure-response"
-    assert f"{len(named)} subject(s) left out" in r.stderr
+    assert "subjects left out, per outcome row" in " ".join(r.stderr.split())  # counts per reason (s39)
     # lead, session 34: --debug names them (the CLI flag is wired to the report's warning)
     d = subprocess.run([sys.executable, "-m", "cartlab", "--debug", "report", str(folder), "--out",
                         str(tmp_path / "rep_debug"), "--no-pdf", "--workers", "1"], capture_output=True, text=True,

@@ -27,16 +27,22 @@ from cartlab.store import Store, StoreError
 NOT_DOSED = ["SYN-0004", "SYN-0005", "SYN-0006"]
 
 
-def _drop_car_t(folder: Path, ids: list[str]) -> None:
-    """Remove the CAR-T rows of ``ids`` from doses.csv (as the review's ``ni`` probe)."""
-    path = folder / "doses.csv"
+def _drop_rows(path: Path, drop) -> None:
     rows = list(csv.DictReader(path.open()))
-    keep = [r for r in rows if not (r["subject_id"] in ids and r["agent"] == "CAR-T")]
+    keep = [r for r in rows if not drop(r)]
     assert len(keep) < len(rows)
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(keep)
+
+
+def _drop_car_t(folder: Path, ids: list[str]) -> None:
+    """Remove the CAR-T rows of ``ids`` from doses.csv (as the review's ``ni`` probe), and their CAR-T
+    measurements: since session 39 a CARCOPY/CARCELL after day 0 is an infusion not recorded
+    (best_response.infusion_evidence), so a subject not infused has none."""
+    _drop_rows(folder / "doses.csv", lambda r: r["subject_id"] in ids and r["agent"] == "CAR-T")
+    _drop_rows(folder / "observations.csv", lambda r: r["subject_id"] in ids and r["param"] in ("CARCOPY", "CARCELL"))
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +177,7 @@ def test_b1_merge_sums_counts_and_names_in_order():
 def test_b1_batched_run_gives_one_warning_per_kind(ni, tmp_path):
     # without doses.csv every subject with CAR samples is timed from day 0 (kinetics/car.py warning);
     # the 9 synthetic subjects all have CARCOPY rows, so one warning counts 9 subjects, as a whole run
-    folder = tmp_path / "nodoses"
-    shutil.copytree(ni, folder)
+    folder = synthetic_cohort(9, seed=5, out_dir=tmp_path / "nodoses")  # ni without its CAR-T rows dropped
     (folder / "doses.csv").unlink()
     study = read_study(folder)
     n_car = study.observations.filter(pl.col("param").is_in(["CARCOPY", "CARCELL"]))["subject_id"].n_unique()
