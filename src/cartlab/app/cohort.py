@@ -317,17 +317,11 @@ def cohort_views(view, subject_ids: list[str] | None) -> list:
     except ImportError:
         cohort_figures_plotly = None
     if cohort_figures_plotly is not None:
-        import dataclasses
-
-        from cartlab.app.data import cohort_provenance_note, paper_rows_reconstructed
-
         with warnings_once():
             views = list(cohort_figures_plotly(view.analysis, subject_ids=subject_ids))
-        moved = paper_rows_reconstructed(view.study, subject_ids)  # the Patient banner's count (review 39 B6)
-        for v in views:
+        for v in views:  # captions count not-measured rows as the Patient banner does (provenance_note)
             shorten_id_ticks(v.figure)
-        return [dataclasses.replace(v, caption=cohort_provenance_note(v.caption, moved)) if v.caption and moved
-                else v for v in views]
+        return views
     from cartlab.app.figures import cohort_overview_figure
     from cartlab.report.cohort_base import CohortView
 

@@ -11,7 +11,6 @@ filtering the whole study. Pages read these tables; no engine runs per request.
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -112,56 +111,13 @@ def dose_levels(study: Study) -> pl.DataFrame:
                             pl.Series("dose_level_reason", reasons, dtype=pl.String))
 
 
-def paper_rows_reconstructed(study: Study, ids: list[str] | None = None) -> int:
-    """``paper`` rows (of the subjects ``ids``; None: all) naming ``reconstructed_columns``: part of what
-    they give was not stated, so the pages count them as reconstructed (review 37 B2, review 39 B6)."""
-    from cartlab.report.provenance_marks import reconstructed_columns
-
-    moved = 0
-    for df in study.tables().values():
-        if not df.height or "source" not in df.columns:
-            continue
-        if ids is not None and "subject_id" in df.columns:
-            df = df.filter(pl.col("subject_id").is_in(list(ids)))
-        paper = df.filter(pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase() == "paper")
-        if paper.height:
-            moved += sum(1 for r in paper.iter_rows(named=True) if reconstructed_columns(r))  # a few rows
-    return moved
-
-
-_DATA_NOTE = re.compile(r"Data: ([\d,]+) of ([\d,]+) rows are (.+?), not measured \(points drawn open or dotted\)\.")
-
-
-def cohort_provenance_note(note: str, moved: int) -> str:
-    """A cohort caption's "Data: N of T rows are reconstructed, not measured (...)" counted as the
-    Patient banner counts (:func:`subject_counts`): ``moved`` publication rows with reconstructed
-    columns added to N (one count on every tab, review 39 B6). Unchanged when ``moved`` is 0."""
-    if not moved:
-        return note
-
-    def sub(m: re.Match) -> str:
-        n, total = int(m.group(1).replace(",", "")) + moved, int(m.group(2).replace(",", ""))
-        kinds = sorted({*[k.strip() for k in m.group(3).split(",")], "reconstructed"})
-        part = (f", counting {moved:,} publication row{'' if moved == 1 else 's'} with reconstructed columns "
-                "(reconstructed_columns)")
-        return f"Data: {n:,} of {total:,} rows are {', '.join(kinds)}, not measured (points drawn open or dotted){part}."
-    return _DATA_NOTE.sub(sub, note)
-
-
 def subject_counts(subject_study: Study) -> dict:
-    """Row counts by source of one subject (:func:`cartlab.report.html.provenance_counts`), where a
-    ``paper`` row naming ``reconstructed_columns`` counts as reconstructed, as the report's marks do
-    (:func:`cartlab.report.provenance_marks.source_kinds`: part of what it gives was not stated);
-    ``paper_with_reconstructed_columns`` says how many such rows moved."""
+    """Row counts by source of one subject (:func:`cartlab.report.html.provenance_counts`: a ``paper``
+    row naming ``reconstructed_columns`` counts as reconstructed, as the report's marks and banner do;
+    ``paper_with_reconstructed_columns`` says how many)."""
     from cartlab.report.html import provenance_counts
 
-    counts = provenance_counts(subject_study)
-    moved = paper_rows_reconstructed(subject_study)
-    if moved:
-        counts = {**counts, "paper": counts["paper"] - moved, "reconstructed": counts.get("reconstructed", 0) + moved,
-                  "not_measured": counts["not_measured"] + moved}
-    counts["paper_with_reconstructed_columns"] = moved
-    return counts
+    return provenance_counts(subject_study)
 
 
 @dataclass

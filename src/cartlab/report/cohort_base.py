@@ -184,26 +184,24 @@ def evidence_kinds(study, frame: pl.DataFrame, key: str = "subject_id", evidence
 
 
 def provenance_note(analysis, ids: list[str] | None) -> str:
-    """One sentence saying how much of the selected subjects' data was not measured ("" if none)."""
+    """One sentence saying how much of the selected subjects' data was not measured ("" if none), counted
+    as the subject pages count (:func:`cartlab.report.provenance_marks.source_counts`: a publication row
+    naming reconstructed columns is reconstructed)."""
+    from cartlab.report.provenance_marks import source_counts
+
     study = analysis.study
-    counts: dict[str, int] = {}
-    total = 0
-    for name in ("subjects", "observations", "events", "doses", "interventions"):  # as the page's banner
-        t = subset(getattr(study, name), ids)
-        if "source" not in t.columns or t.height == 0:
-            continue
-        total += t.height
-        g = t.group_by(pl.col("source").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase().alias("s")).len()
-        for s, n in g.iter_rows():
-            counts[s] = counts.get(s, 0) + n
-    nm = {s: n for s, n in counts.items() if s in NOT_MEASURED_SOURCES}
-    if not nm:
+    c = source_counts({name: getattr(study, name) for name in ("subjects", "observations", "events", "doses",
+                                                                "interventions")}, ids)
+    kinds = [k for k in NOT_MEASURED_SOURCES if c[k]]
+    if not kinds:
         return ""
-    labels = ", ".join(sorted(nm))
-    n = sum(nm.values())
+    labels = ", ".join(sorted(kinds))
+    n, total, moved = c["not_measured"], c["total"], c["paper_with_reconstructed_columns"]
     if n == total:
         return f"Every value shown is {labels} (not measured)."
-    return f"Data: {n:,} of {total:,} rows are {labels}, not measured (points drawn open or dotted)."
+    part = (f", counting {moved:,} publication row{'' if moved == 1 else 's'} with reconstructed columns "
+            "(reconstructed_columns)" if moved else "")
+    return f"Data: {n:,} of {total:,} rows are {labels}, not measured (points drawn open or dotted){part}."
 
 
 def fmt_n_pct(n: int, d: int) -> str:

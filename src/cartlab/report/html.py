@@ -40,7 +40,7 @@ from cartlab.report.figures import (
     provenance_kind,
 )
 from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure, stamp_figure
-from cartlab.report.provenance_marks import RECONSTRUCTED_COLUMNS, reconstructed_columns, source_kinds
+from cartlab.report.provenance_marks import RECONSTRUCTED_COLUMNS, reconstructed_columns, source_counts, source_kinds
 from cartlab.report.subject_blocks import (
     NOT_INFUSED_NOTE,
     _of,
@@ -163,27 +163,11 @@ def subject_filename(subject_id: str) -> str:
 
 
 def provenance_counts(study: Study) -> dict[str, Any]:
-    """Row counts by ``source`` over the five tables: paper / reconstructed / synthetic / simulated / observed.
-
-    ``not_measured`` counts every row whose source is in :data:`cartlab.model.NOT_MEASURED_SOURCES`."""
-    keys = ("paper", *NOT_MEASURED_SOURCES)
-    counts = dict.fromkeys((*keys, "observed"), 0)
-    per_table: dict[str, dict[str, int]] = {}
-    for name, df in study.tables().items():
-        t = dict.fromkeys(counts, 0)
-        if df.height:
-            src = df.select(pl.col("source").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase())
-            for key, n in src.to_series().value_counts().iter_rows():
-                t[key if key in keys else "observed"] += n
-        per_table[name] = t
-        for k, v in t.items():
-            counts[k] += v
-    return {
-        **counts,
-        "total": sum(counts.values()),
-        "not_measured": sum(counts[k] for k in NOT_MEASURED_SOURCES),
-        "per_table": per_table,
-    }
+    """Row counts by ``source`` over the five tables (:func:`cartlab.report.provenance_marks.source_counts`):
+    paper / reconstructed / synthetic / simulated / observed; a ``paper`` row naming reconstructed
+    columns counts as reconstructed. ``not_measured`` counts every row whose source is in
+    :data:`cartlab.model.NOT_MEASURED_SOURCES`."""
+    return source_counts(study.tables())
 
 
 @dataclass(frozen=True)
