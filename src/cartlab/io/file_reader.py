@@ -262,10 +262,15 @@ class _FileReader:
         df = self.df.join(anchors, on="subject_id", how="left").sort(ROW)
         self.df = df
         new_cols = []
+        tmp = ("__t_derived", "__t_has_dt", "__t_date_only")
         for day_col, dt_col, required in self.spec.times:
-            dt = wall_clock(pl.col(dt_col))
-            derived = day_number(dt, pl.col("__anchor"))
-            has_dt = pl.col(dt_col).is_not_null() & dt.is_not_null()
+            # the date-time parsed once per pair (the checks below read the columns; session 40: parsing
+            # it in every check was most of the reading time of a large study)
+            wall = wall_clock(pl.col(dt_col))
+            self.df = self.df.with_columns(day_number(wall, pl.col("__anchor")).alias(tmp[0]),
+                                           (pl.col(dt_col).is_not_null() & wall.is_not_null()).alias(tmp[1]),
+                                           (~has_clock_time(pl.col(dt_col))).alias(tmp[2]))
+            derived, has_dt = pl.col(tmp[0]), pl.col(tmp[1])
             if required:
                 # a day or date-time that is given but unreadable has its own error already
                 unreadable = [n for i in self.issues if i.file == self.fname and i.column in (day_col, dt_col)
@@ -305,7 +310,7 @@ class _FileReader:
             # (see docs "Reading a study folder")
             both = pl.col(day_col).is_not_null() & has_dt & pl.col("__anchor").is_not_null()
             same_day = (pl.col(day_col) % 1 == 0) & (derived.floor() == pl.col(day_col))
-            date_only = ~has_clock_time(pl.col(dt_col))
+            date_only = pl.col(tmp[2])
             same_date = date_only & (pl.col(day_col).floor() == derived)
             agree = same_day | same_date | ((pl.col(day_col) - derived).abs() <= 1.0 / 1440.0)
             self.flag(
@@ -331,8 +336,10 @@ class _FileReader:
                           lambda v, c=col: f"subject {v!r}: the {c} falls before the subject's birth (day "
                           "< -(age_years + 1) x 365.25): check the day, the date-time or subjects' "
                           "infusion_date and age_years", by="subject_id")
-            new_cols.append(day.alias(day_col))
-        self.df = self.df.with_columns(new_cols).drop("__anchor", "__anchor_given", "__anchor_from", "__age", "__known")
+            new_cols.append(f"__t_day_{day_col}")  # kept aside: a later pair reads the days as given
+            self.df = self.df.with_columns(day.alias(new_cols[-1]))
+        self.df = (self.df.with_columns(pl.col(c).alias(c.removeprefix("__t_day_")) for c in new_cols)
+                   .drop("__anchor", "__anchor_given", "__anchor_from", "__age", "__known", *tmp, *new_cols))
 
     def check_subjects_known(self, known: pl.Series) -> None:
         """Every subject_id is in subjects, as written. An id equal to a subjects' id only after
