@@ -100,7 +100,12 @@ def test_other_haematotoxicity_tables_changed_only_their_comments(name):
         # session 38 (review s38 B5, B2): two options added, defaults keep the old behaviour
         d = dict(now["defaults"])
         assert (d.pop("baseline_max_lookback_days"), d.pop("transaminase_baseline_uln")) == (None, "none")
+        # review 40 B2: the reading of "> 2 x ULN" with an abnormal baseline; default = the old reading
+        assert d.pop("ferritin_uln_when_baseline_abnormal") == "either"
         now = {**now, "defaults": d}
+        key = copy.deepcopy(now["key"])
+        assert key[0]["any"][0][0].pop("baseline_option") == "ferritin_uln_when_baseline_abnormal"
+        now = {**now, "key": key}
     if name == "car_hematotox_2021":  # session 37 (review s37 B3): each item names its unit column
         now = copy.deepcopy(now)
         assert [i.pop("column") for i in now["items"]] == [
@@ -110,6 +115,8 @@ def test_other_haematotoxicity_tables_changed_only_their_comments(name):
         assert (d.pop("lymphodepletion_window"), d.pop("lymphodepletion_max_gap_days")) == ([-14, -1], 3)
         # session 39 (review 39 A2): doses.csv not given reads the lymphodepletion day as unknown
         assert d.pop("absent_doses") == "unknown"
+        if name == "easix":  # review 40 B5: the timepoints easix.csv holds; default = the old pre_ld only
+            assert d.pop("timepoints") == ["pre_ld"]
         now = {**now, "defaults": d}
         convs = now.get("conventions")
         if convs and convs[-1].get("id") == "baseline.absent_doses":  # its rule row (CHANGELOG, session 39)

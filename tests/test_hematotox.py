@@ -396,7 +396,8 @@ def test_easix_arithmetic_with_unit_conversion():
     assert r["s_easix"] == pytest.approx(6.0)
     assert r["log2_m_easix"] == pytest.approx(math.log2(12.0))
     assert r["timepoint"] == "pre_ld" and r["missing"] == []
-    assert sorted(r["evidence"]) == [f"observations.csv:{i}" for i in (1, 2, 3, 4)]
+    # review 40 B1: the lymphodepletion dose row that chose the pre_ld day is evidence too
+    assert sorted(r["evidence"]) == ["doses.csv:1", *[f"observations.csv:{i}" for i in (1, 2, 3, 4)]]
     assert "CRP 20 mg/L -> 2 mg/dL" in r["reason"]
 
 

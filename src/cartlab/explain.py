@@ -552,13 +552,25 @@ def _hematotox(a: Analysis, sid: str) -> Explanation:
     lo, hi = r["hematotox_score_min"], r["hematotox_score_max"]
     missing = r["hematotox_missing"]
     missing = ", ".join(str(x) for x in missing) if isinstance(missing, (list, tuple, pl.Series)) else str(missing)
-    score = (f"{r['hematotox_score']}" if lo == hi else f"{lo}-{hi} (an item missing: {missing})" if missing.strip()
-             else f"{lo}-{hi} (a range: see the items)")
+    # review 40 B3: doses.csv not given is not "an item": the range is over the candidate lymphodepletion days
+    from cartlab.grading.hematotox_absent import DOSES_NOT_GIVEN
+
+    absent_ld = r["baseline_rule"] == "baseline.absent_doses"
+    items_missing = ", ".join(str(x) for x in (r["hematotox_missing"] or []) if str(x) != DOSES_NOT_GIVEN)
+    if lo == hi:
+        score = f"{r['hematotox_score']}"
+    elif absent_ld:
+        score = (f"{lo}-{hi} (a range: {DOSES_NOT_GIVEN}, the lymphodepletion day is unknown"
+                 + (f"; missing: {items_missing})" if items_missing else ")"))
+    else:
+        score = f"{lo}-{hi} (an item missing: {missing})" if missing.strip() else f"{lo}-{hi} (a range: see the items)"
     head = f"CAR-HEMATOTOX score {score}, risk {r['hematotox_risk'] or 'undetermined'}. {r['reason']}"
     base = r["baseline_day"]
     # the baseline rule: on or before the first lymphodepletion day, else before day 0
     where = (f"on or before the baseline day (day {fmt(base, 6)}, the first lymphodepletion dose)"
-             if r["baseline_rule"] == "baseline.first_lymphodepletion_day" else "before day 0 (no lymphodepletion dose)")
+             if r["baseline_rule"] == "baseline.first_lymphodepletion_day" else
+             "on or before any candidate lymphodepletion day (doses.csv not given)" if absent_ld else
+             "before day 0 (no lymphodepletion dose recorded)")
     items = []
     for item in table["items"]:
         k, p, unit = item["param"].lower(), item["param"], item["unit"]
@@ -570,9 +582,13 @@ def _hematotox(a: Analysis, sid: str) -> Explanation:
         elif r[f"{k}_day"] is not None:  # measured: a censored result, or two values of a day without a time
             shown = (f"measured on day {fmt(r[f'{k}_day'], 6)}, as a censored result or two values of that day "
                      "without a time (the score's reason gives them and their points)")
+        elif absent_ld and p not in (r["hematotox_missing"] or []):
+            shown = ("not one value: the candidate baselines differ by lymphodepletion day (doses.csv not given; "
+                     "see the reason)")
         else:
             shown = f"not measured {where}"
-        got = ("a range (see the reason)" if v is None and r[f"{k}_day"] is not None else "?") if pts is None else pts
+        ranged = v is None and (r[f"{k}_day"] is not None or (absent_ld and p not in (r["hematotox_missing"] or [])))
+        got = ("a range (see the reason)" if ranged else "?") if pts is None else pts
         items.append({"day": _or(_or(r[f"{k}_day"], base), 0.0), "grade": pts, "rule": item.get("id", f"car_hematotox.item.{k}"),
                       "reason": f"{item.get('label', k)}: {shown} -> {got} point(s)",
                       "evidence": _hematotox_item_ref(a, sid, p, r[f"{k}_day"], v)})

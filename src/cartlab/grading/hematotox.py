@@ -57,6 +57,7 @@ from cartlab.grading.hemato_common import point as _point
 from cartlab.grading.hemato_common import subject_order as _subject_order
 from cartlab.grading.hemato_common import to_canonical as _to_canonical
 from cartlab.grading.hemato_common import unique_refs_expr as _refs
+from cartlab.grading.hematotox_baseline import after_baseline_days, age_text, timepoint_prefix, with_timepoint_columns
 from cartlab.grading.icaht import (
     IcahtOptions,
     derive_icaht,
@@ -356,7 +357,7 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
     schema = {_SID: pl.String, "hematotox_score": pl.Int64, "hematotox_score_min": pl.Int64,
               "hematotox_score_max": pl.Int64, "hematotox_risk": pl.String,
               "hematotox_risk_depends_on_boundary": pl.Boolean, "hematotox_missing": pl.List(pl.String),
-              "baseline_day": pl.Float64, "baseline_rule": pl.String}
+              "baseline_day": pl.Float64, "baseline_rule": pl.String, "hematotox_baseline_oldest_day": pl.Float64}
     for item in items:
         k = item["param"].lower()
         # session 37 (review s37 B3): the unit of <param>_value named beside it, and the value in the
@@ -366,7 +367,9 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
     schema |= {"rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
     if refs.is_empty():
         return _empty(schema)
-    f = refs
+    # review 40 B4: the days an item was measured only after the first lymphodepletion dose
+    f = refs.join(after_baseline_days(study, [i["param"] for i in items], refs), on=_SID, how="left",
+                  maintain_order="left")
     for item in items:
         k = item["param"].lower()
         f = join_param(f, values, [_SID], item["param"],
@@ -413,14 +416,21 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
         # scored and named with its row, the item is the range they leave (session 34, review s34 B1)
         tie_txt = pl.concat_str(
             pl.lit(f"{item['label']} "), pl.col(f"_{k}_tshown"), pl.lit(f" {item['unit']} (day "),
-            _fmt_expr(pl.col(f"{k}_day")), pl.lit(", "), pl.col(f"_{k}_n").cast(pl.String),
+            _fmt_expr(pl.col(f"{k}_day")), age_text(pl.col(f"{k}_day")), pl.lit(", "), pl.col(f"_{k}_n").cast(pl.String),
             pl.lit(" different results with no time to order them: each scored) -> "),
             pl.when(pl.col(f"{k}_points").is_not_null()).then(pl.col(f"{k}_points").cast(pl.String))
             .otherwise(pl.format("{}-{} points", pl.col(f"_{k}_lo"), pl.col(f"_{k}_hi"))),
             pl.lit(" ["), pl.col(f"_{k}_tdetail"), pl.lit("]"))
-        parts.append(pl.when(absent).then(pl.lit(f"{item['label']} missing (0-{top} points)")).when(tie).then(tie_txt)
+        after = pl.col(f"_{k}_after")
+        parts.append(pl.when(absent).then(pl.concat_str(
+            pl.lit(f"{item['label']} missing (0-{top} points"),
+            pl.when(after.is_not_null()).then(pl.format("; not measured on or before day {}, only after the first "
+                                                        "lymphodepletion dose, not baseline: {}",
+                                                        _fmt_expr(pl.col("ref_day"), 6), after)).otherwise(pl.lit("")),
+            pl.lit(")"))).when(tie).then(tie_txt)
                      .otherwise(pl.concat_str(pl.lit(f"{item['label']} "), shown, pl.lit(f" {item['unit']} (day "),
-                                              _fmt_expr(pl.col(f"{k}_day")), pl.lit(") -> "), pts_txt,
+                                              _fmt_expr(pl.col(f"{k}_day")), age_text(pl.col(f"{k}_day")),
+                                              pl.lit(") -> "), pts_txt,
                                               pl.lit(" ["), pl.col(f"_{k}_text"), pl.lit("]"))))
     f = f.with_columns(lo.alias("hematotox_score_min"), hi.alias("hematotox_score_max"),
                        alo.alias("_alt_min"), ahi.alias("_alt_max"),
@@ -460,6 +470,8 @@ def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = Non
         risk.replace_strict(labels, default=None, return_dtype=pl.String).alias("hematotox_risk"),
         flips.alias("hematotox_risk_depends_on_boundary"),
         pl.col("ref_day").alias("baseline_day"),
+        # review 40 B4: the oldest item value used, so a cohort table can find an old "baseline"
+        pl.min_horizontal([pl.col(f"{i['param'].lower()}_day") for i in items]).alias("hematotox_baseline_oldest_day"),
         # the risk group and every item scored: the row rests on each item's cut-offs
         joined([(pl.lit(True), risk.fill_null(pl.lit("car_hematotox.undetermined"))), *scored], "; ").alias("rule"),
         pl.concat_str(pl.lit("baseline "), pl.col("how"), pl.lit(": "), pl.concat_str(parts, separator="; "),
@@ -490,6 +502,7 @@ class EasixOptions(CriteriaOptions):
     daily_value: DailyValue | None = None
     log_base: Number | None = None
     absent_doses: Literal["unknown", "before_day0"] | None = None
+    timepoints: tuple[str | float, ...] | None = None
     criteria: str = "easix"
 
 
@@ -508,7 +521,9 @@ def _easix_inputs(study: Study, day: float | str, opts: dict, inputs: dict[str, 
     how = opts["daily_value"]
     if day == "pre_ld":
         values, refs, _ = _pre_ld_values(study, inputs, opts, daily=how)
-        f = refs.select(_SID, "_order", pl.lit("pre_ld").alias("timepoint"), pl.col("ref_day").alias("day"))
+        # review 40 B1: how the timepoint was chosen (rule, course, doses not read as lymphodepletion)
+        f = refs.select(_SID, "_order", pl.lit("pre_ld").alias("timepoint"), pl.col("ref_day").alias("day"),
+                        "baseline_rule", pl.col("how").alias("_how"), pl.col("ref_evidence").alias("_ld_refs"))
         keys = [_SID]
     else:
         obs = _param_obs(study, inputs)
@@ -575,7 +590,7 @@ def _with_recorded_units(f: pl.DataFrame, study: Study, params: list[str]) -> pl
     return f
 
 
-def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOptions | None = None) -> pl.DataFrame:
+def derive_easix(study: Study, day: float | str | None = None, options: EasixOptions | None = None) -> pl.DataFrame:
     """EASIX, m-EASIX and s-EASIX per subject at one timepoint (or per day).
 
     ``day``: ``"pre_ld"`` (default; last values on or before the first lymphodepletion dose, else
@@ -583,10 +598,16 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
     subject and calendar day with any input). Inputs are converted from their canonical units to the
     formula units (CREAT umol/L -> mg/dL with its molar mass, CRP mg/L -> mg/dL). Columns: the inputs
     (``ldh_u_l``, ``creat_mg_dl``, ``crp_mg_dl``, ``plat_1e9_l``) with their ``_day``, each score and
-    ``log<base>_<score>``, ``missing``, ``rule`` (scores computed), ``reason``, ``evidence``.
+    ``log<base>_<score>``, ``missing``, ``baseline_rule`` (pre_ld: the rule that chose the day), ``rule``
+    (scores computed), ``reason``, ``evidence``. ``day`` None: every timepoint of the option ``timepoints``
+    (default ``[pre_ld]``; review 40 B5), the rows of each subject together, in the option's order.
     """
     options = options or EasixOptions()
     opts = options.resolved()
+    if day is None:
+        from cartlab.grading.hematotox_baseline import easix_timepoints
+
+        return easix_timepoints(study, options, opts["timepoints"], derive_easix)
     table = load_criteria(options.criteria)
     inputs: dict[str, dict] = table["inputs"]
     base = opts["log_base"]
@@ -595,10 +616,12 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
         schema |= {spec["column"]: pl.Float64, f"{spec['column']}_day": pl.Float64}
     for sc in table["scores"]:
         schema |= {sc["id"]: pl.Float64, f"log{base:g}_{sc['id']}": pl.Float64}
-    schema |= {"missing": pl.List(pl.String), "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE}
+    schema |= {"missing": pl.List(pl.String), "baseline_rule": pl.String, "rule": pl.String, "reason": pl.String,
+               "evidence": EVIDENCE}
     f = _easix_inputs(study, day, opts, inputs)
     if f.is_empty():
         return _empty(schema)
+    f = with_timepoint_columns(f)
     if day == "pre_ld" and opts.get("absent_doses", "unknown") == "unknown" and _doses_absent(study):
         from cartlab.grading.hematotox_absent import easix_unknown_ld
 
@@ -734,11 +757,11 @@ def derive_easix(study: Study, day: float | str = "pre_ld", options: EasixOption
     f = f.with_columns(
         str_list([(conv(p).is_null() & cens(p).is_null() & ~tie(p), p) for p in inputs]).alias("missing"),
         pl.when(pl.col("_done") != "").then(pl.col("_done")).alias("rule"),
-        pl.concat_str(pl.concat_str(parts, separator="; "),
+        pl.concat_str(timepoint_prefix(), pl.concat_str(parts, separator="; "),
                       pl.when(pl.col("_notes") != "")
                       .then(pl.concat_str(pl.lit(" [converted: "), pl.col("_notes"), pl.lit("]")))
                       .otherwise(pl.lit("")), pl.lit(".")).alias("reason"),
-        _refs(*ev).alias("evidence"),
+        _refs(pl.col("_ld_refs"), *ev).alias("evidence"),
     )
     return f.sort("_order" if day != "each" else [_SID, "_order"]).select(list(schema)).cast(schema)
 

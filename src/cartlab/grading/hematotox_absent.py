@@ -105,7 +105,9 @@ def easix_unknown_ld(f: pl.DataFrame, schema: dict, opts: dict) -> pl.DataFrame:
     out = f.select(_SID, "_order", "timepoint").with_columns(
         pl.lit(None, dtype=pl.Float64).alias("day"),
         pl.lit([DOSES_NOT_GIVEN], dtype=pl.List(pl.String)).alias("missing"),
-        pl.lit(None, dtype=pl.String).alias("rule"), pl.lit(why).alias("reason"))
+        pl.lit(None, dtype=pl.String).alias("rule"), pl.lit(why).alias("reason"),
+        # review 40 B1: the rule that left the timepoint unknown (its row: car_hematotox_2021.yaml)
+        pl.lit("baseline.absent_doses").alias("baseline_rule"))
     for c, t in schema.items():
         if c not in out.columns:
             out = out.with_columns(pl.lit(None, dtype=t).alias(c))

@@ -60,6 +60,7 @@ class IecHsOptions(CriteriaOptions):
     baseline_max_lookback_days: int | None = Field(default=None, description=(
         "how many days before baseline_day a baseline value may be (None: any earlier value; session 38)"))
     transaminase_baseline_uln: Literal["none", "same_as_day"] | None = None
+    ferritin_uln_when_baseline_abnormal: Literal["either", "baseline"] | None = None
     exclude: tuple[str, ...] = Field(default=(), description="criterion ids not to use (e.g. the cytopenia "
                                      "proxy ``iec_hs.cytopenia_new_or_worse``)")
     criteria: str = "iec_hs_2023"
@@ -257,7 +258,34 @@ def _condition_expr(c: dict, ignore_baseline: bool = False, baseline_day: int = 
     text = pl.concat_str(pl.lit(f"{p} "), day_txt, pl.lit(f" {canonical_unit(p)[0]} on day "),
                          pl.coalesce(pl.col(v + "d"), pl.col(cz + "d")).cast(pl.String), pl.lit(f" {op} "), what)
     refs = [pl.coalesce(pl.col(v + "ref"), pl.col(cz + "ref"))] + ([pl.col(b + "ref")] if kind == "baseline_multiple" else [])
+    if c.get("baseline_option") and kind == "uln_multiple":
+        # review 40 B2: "> k x ULN" always names the baseline (a baseline already above k x ULN shows no rise)
+        base_txt = pl.coalesce(pl.col(b + "value:fmt"), censored_text(pl.col(b + "censor"), pl.col(b + "censor_limit")))
+        already = interval_cmp(">", _base_iv(p), point(k * pl.col(b + "uln"))).fill_null(False)
+        text = pl.concat_str(text, pl.when(base_txt.is_not_null()).then(pl.concat_str(
+            pl.lit("; baseline "), base_txt, pl.lit(f" {canonical_unit(p)[0]} on day "), pl.col(b + "d").cast(pl.String),
+            pl.when(already).then(pl.format(f", already > {fmt(k)} x ULN ({{}}) at baseline: met without a rise "
+                                            f"(option {c['baseline_option']}=either)", fmt_expr(k * pl.col(b + "uln"))))
+            .otherwise(pl.lit("")))).otherwise(pl.lit(f"; no baseline {p}")))
+        refs.append(pl.col(b + "ref"))
+        shown.append(b + "value")
     return holds, text, refs, shown, why.otherwise(None)
+
+
+def _baseline_options(criteria: list[dict], opts: dict) -> list[dict]:
+    """The criteria with each condition that names an option in ``baseline_option`` (review 40 B2:
+    ``ferritin_uln_when_baseline_abnormal``) read by it: ``either`` (default) leaves the condition as it
+    is; ``baseline`` adds ``baseline: normal`` (as the transaminase row: an abnormal baseline must be
+    doubled, criterion ``iec_hs.ferritin_gt_2x_baseline``)."""
+    out = []
+    for crit in criteria:
+        if not any(c.get("baseline_option") for alt in crit.get("any", []) for c in alt):
+            out.append(crit)
+            continue
+        out.append({**crit, "any": [[{**c, "baseline": "normal"} if c.get("baseline_option")
+                                     and opts.get(c["baseline_option"]) == "baseline" else c for c in alt]
+                                    for alt in crit["any"]]})
+    return out
 
 
 def _same_uln_notes(crits: list[tuple[str, dict]], opts: dict) -> pl.Expr:
@@ -331,7 +359,7 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
     _condition = functools.partial(_condition_expr, baseline_day=int(opts["baseline_day"]),
                                    lookback=opts.get("baseline_max_lookback_days"),
                                    same_uln=opts.get("transaminase_baseline_uln") == "same_as_day")
-    key = [c for c in table["key"] if c["id"] not in options.exclude]
+    key = _baseline_options([c for c in table["key"] if c["id"] not in options.exclude], opts)
     sup = [c for c in table["supporting"] if c["id"] not in options.exclude]
     feats = [c for c in table.get("other_features", []) if c["id"] not in options.exclude]
     adjud = [c["id"] for c in key + sup if not c.get("computable")] + [c["id"] for c in table.get("adjudication_only", [])]
