@@ -111,6 +111,15 @@ def _crs(a: Analysis, sid: str) -> Explanation:
                 f"onset day {day_text(s['crs_onset_day'])}",
                 f"onset day {day_text(s['crs_onset_day'])} (day {day_text(early)} if the inputs that leave the grade "
                 f"of the earlier days a range reach CRS{why})", 1)
+        # an episode not seen resolved (review 40 B2): "last CRS day 5 (ongoing at last follow-up)"
+        status = s.get("crs_resolution_status")
+        if status and status != "resolved" and s["crs_resolution_day"] is not None:
+            note = (daily.filter((pl.col("day") == s["crs_resolution_day"]) & pl.col("episode_resolution_note").is_not_null())
+                    ["episode_resolution_note"].to_list() if "episode_resolution_note" in daily.columns else [])
+            what = (note[0].split(" (convention")[0].replace(f"last CRS day {day_text(s['crs_resolution_day'])}, ", "")
+                    if note else status.replace("_", " "))
+            head = head.replace(f"last CRS day {day_text(s['crs_resolution_day'])}",
+                                f"last CRS day {day_text(s['crs_resolution_day'])} ({what})", 1)
         # the end likewise (review 38 B3): crs_resolution_day_latest / crs_resolution_open
         late = s.get("crs_resolution_day_latest")
         if late is not None and s["crs_resolution_day"] is not None:

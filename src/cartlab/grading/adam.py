@@ -24,10 +24,15 @@ ADAE_SCHEMA = {
     "ADURU": pl.String,
     "ATOXGR": pl.Int64,
     "ATOXGRS": pl.String,
+    "AEOUT": pl.String,
     "RULE": pl.String,
     "REASON": pl.String,
     "EVIDENCE": EVIDENCE,
 }
+
+#: crs.conv.resolution_status -> CDISC controlled terms of AE outcome (AEOUT)
+AEOUT = {"resolved": "RECOVERED/RESOLVED", "ongoing_at_last_followup": "NOT RECOVERED/NOT RESOLVED",
+         "ongoing_at_death": "NOT RECOVERED/NOT RESOLVED", "fatal": "FATAL"}
 
 
 def derive_adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) -> pl.DataFrame:
@@ -49,6 +54,9 @@ def derive_adae_toxicity(study: Study, parts: list[pl.DataFrame] | None = None) 
             pl.when(pl.col("ADURN").is_not_null()).then(pl.lit("DAYS")).alias("ADURU"),
             pl.col("ATOXGR").cast(pl.Int64),
             pl.col("ATOXGRS"),
+            # how a CRS episode ended (crs.conv.resolution_status, review 40 B2), CDISC AE outcome terms
+            (pl.col("resolution_status").replace_strict(AEOUT, default=None, return_dtype=pl.String)
+             if "resolution_status" in p.columns else pl.lit(None, dtype=pl.String)).alias("AEOUT"),
             pl.col("rule").alias("RULE"),
             pl.col("reason").alias("REASON"),
             pl.col("evidence").cast(EVIDENCE).alias("EVIDENCE"),

@@ -36,8 +36,6 @@ from cartlab.grading.crs_episodes import (
     latest_resolution,
     number_episodes,
     observed_days,
-    open_days,
-    open_days_text,
 )
 from cartlab.grading.crs_features import (
     VITAL_OPTION_LIMITS,
@@ -46,7 +44,9 @@ from cartlab.grading.crs_features import (
     crs_day_features,
     norm_text,
     norm_values,
+    zero_flow_oxygen,
 )
+from cartlab.grading.crs_resolution import earliest_onset, episode_resolution, summary_status
 from cartlab.grading.crs_waiver import apply_waiver, waiver_spans
 from cartlab.grading.vasopressors import UNSPECIFIED
 from cartlab.io.schema import CATEGORIES
@@ -195,7 +195,8 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     temp = day_extreme(obs.filter(pl.col("param") == "TEMP"), "tmax", highest=True).rename({"tmax": "tmax_c"})
     sbp = day_extreme(obs.filter(pl.col("param") == "SYSBP"), "sbp", highest=False).rename({"sbp": "sbp_min_mmhg"})
 
-    iv = _counted(study.interventions, "indication", opts["counted_indications"]).with_columns(
+    iv = _counted(study.interventions, "indication", opts["counted_indications"]).filter(
+        ~zero_flow_oxygen(study.interventions.columns)).with_columns(  # 0 L/min: no oxygen (review 40 B1)
         evidence_ref().alias("ref"), norm_text(pl.col("category")).alias("category"))
     days = expand_days(iv)
     waiver_cats = list(opts["waiver_categories"]) + (["antipyretic"] if opts["antipyretics_waive_fever"] else [])
@@ -651,7 +652,8 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
     f = _assessed(study, f, opts).with_columns(  # a graded day meeting no criterion names that too
         pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("crs.g0"))
         .otherwise(pl.col("rule")).alias("rule"))
-    return number_episodes(f, int(opts["episode_join_gap_days"]), bool(opts["death_joins_episode"]))
+    f = number_episodes(f, int(opts["episode_join_gap_days"]), bool(opts["death_joins_episode"]))
+    return episode_resolution(f, study.events, study.subjects)  # crs.conv.resolution_status (review 40 B2)
 
 
 _EPISODE_SCHEMA = {"subject_id": pl.String, "episode": pl.Int64, "AETERM": pl.String, "ASTDY": pl.Int64,
@@ -690,7 +692,21 @@ def episodes(daily: pl.DataFrame, term: str, scale: str, join_gap_days: int | No
         )
         .select(*_EPISODE_SCHEMA)
         .sort("subject_id", "episode")
+        .pipe(_with_resolution, daily)
     )
+
+
+def _with_resolution(eps: pl.DataFrame, daily: pl.DataFrame) -> pl.DataFrame:
+    """CRS (:func:`crs_daily` frames): ``resolution_status`` of each episode and its note at the end
+    of the reason (crs.conv.resolution_status, review 40 B2); other frames unchanged."""
+    if "episode_resolution_status" not in daily.columns:
+        return eps
+    ends = daily.filter(pl.col("episode_resolution_status").is_not_null()).group_by("subject_id", "episode").agg(
+        pl.col("episode_resolution_status").first().alias("resolution_status"),
+        pl.col("episode_resolution_note").first().alias("_note"))
+    return eps.join(ends, on=["subject_id", "episode"], how="left", maintain_order="left").with_columns(
+        pl.concat_str("reason", pl.lit("; "), "_note", ignore_nulls=False).fill_null(pl.col("reason")).alias("reason")
+    ).drop("_note")
 
 
 def derive_crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
@@ -701,7 +717,7 @@ def derive_crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.D
 def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
     """``crs_grade_astct``, ``crs_onset_day``, ``crs_resolution_day``, ``crs_episode``,
     ``crs_n_episodes``, ``crs_grade_astct_max``, ``crs_onset_day_earliest`` / ``crs_onset_open``
-    (:func:`_earliest_onset`: an onset missing inputs leave open) and ``crs_resolution_day_latest`` /
+    (:func:`cartlab.grading.crs_resolution.earliest_onset`: an onset missing inputs leave open) and ``crs_resolution_day_latest`` /
     ``crs_resolution_open`` (:func:`cartlab.grading.crs_episodes.latest_resolution`: a resolution they
     leave open) per subject.
 
@@ -746,35 +762,12 @@ def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: p
                    pl.col("on").cast(pl.Float64).alias("crs_onset_day"),
                    pl.col("off").cast(pl.Float64).alias("crs_resolution_day"),
                    "crs_episode", pl.col("crs_n_episodes").fill_null(0), "crs_grade_astct_max"))
-    agg = agg.join(_earliest_onset(daily, agg, mode), on="subject_id", how="left", maintain_order="left")
+    agg = agg.join(earliest_onset(daily, agg, mode), on="subject_id", how="left", maintain_order="left")
     agg = agg.join(latest_resolution(daily, agg, mode, int(options.resolved()["episode_join_gap_days"])),
                    on="subject_id", how="left", maintain_order="left")
+    # how that episode ended: resolved / ongoing at last follow-up / at death / fatal (review 40 B2)
+    agg = agg.join(summary_status(daily, agg), on="subject_id", how="left", maintain_order="left")
     return study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")
-
-
-def _earliest_onset(daily: pl.DataFrame, agg: pl.DataFrame, mode: str) -> pl.DataFrame:
-    """``crs_onset_day_earliest``: the earliest day before ``crs_onset_day`` that could be a CRS day had
-    its missing inputs been recorded (a day graded below 1 whose ``grade_max`` reaches 1: no
-    temperature, a censored ">38.3"; ASTCT 2019: onset = the first day of fever or the CRS sign), null
-    when no earlier day could be (the onset is settled); for a subject without CRS, the first such day
-    (its grade is then a range 0-n). With ``summary_episode="worst"`` only the days after the
-    preceding CRS day count. ``crs_onset_open``: those days and the inputs missing on them
-    ("days 1, 2, 3: TEMP not recorded"; review 37 B7: missing is not negative)."""
-    gmax = pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")
-    miss = (pl.col("missing_inputs") if "missing_inputs" in daily.columns
-            else pl.lit(None, pl.List(pl.String)))
-    d = daily.select("subject_id", "day", pl.col("grade").fill_null(0).alias("_g"), gmax.alias("_gm"),
-                     miss.alias("_miss")).join(agg.select("subject_id", pl.col("crs_onset_day").alias("_on")),
-                                               on="subject_id", how="left")
-    if mode == "worst":  # the CRS day before the episode's onset bounds it
-        prev = (d.filter((pl.col("_g") >= 1) & (pl.col("day") < pl.col("_on"))).group_by("subject_id")
-                .agg(pl.col("day").max().alias("_prev")))
-        d = d.join(prev, on="subject_id", how="left").filter(pl.col("_prev").is_null() | (pl.col("day") > pl.col("_prev")))
-    opened = open_days(d.filter((pl.col("_g") < 1) & (pl.col("_gm") >= 1)
-                                & (pl.col("_on").is_null() | (pl.col("day") < pl.col("_on")))))
-    return opened.group_by("subject_id", maintain_order=True).agg(
-        pl.col("day").min().cast(pl.Float64).alias("crs_onset_day_earliest"),
-        open_days_text().alias("crs_onset_open"))
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning

@@ -9,7 +9,8 @@
   onset's ``crs_onset_day_earliest`` (missing is not negative: a day after the last CRS day without a
   temperature could have been a CRS day).
 * :func:`excluded_rows`: intervention rows of a category the grade reads that do not count (their
-  indication, or a vasopressor at dose 0: convention ``crs.conv.zero_dose_vasopressor``), named on
+  indication, a vasopressor at dose 0: convention ``crs.conv.zero_dose_vasopressor``, an oxygen row at
+  0 L/min by a flow device: ``crs.conv.zero_flow_oxygen``), named on
   their days, and the first excluded fever-waiver agent (named on the afebrile days it would have waived).
 """
 
@@ -21,12 +22,14 @@ import polars as pl
 
 from cartlab._days import day_expr
 from cartlab.grading.common import expand_days, interventions_from_start, rows_from_start
-from cartlab.grading.crs_features import counted, norm_text, norm_values
+from cartlab.grading.crs_features import counted, norm_text, norm_values, zero_flow_oxygen
 from cartlab.model import Study
 from cartlab.provenance import evidence_ref
 
 KEY = ["subject_id", "day"]
 OBSERVED_DAYS = ("vitals", "any_row")
+#: how a day's reason names an oxygen row at 0 L/min (crs.conv.zero_flow_oxygen; the older scales too)
+ZERO_FLOW_TEXT = "flow 0 L/min: not counted (no oxygen given, convention crs.conv.zero_flow_oxygen)"
 
 
 def observed_days(study: Study, start: pl.DataFrame | None) -> pl.DataFrame:
@@ -52,7 +55,8 @@ def excluded_rows(interventions: pl.DataFrame, opts: dict[str, Any], graded: tup
     ``per_day`` (subject_id, d, not_counted, not_counted_refs): on each day it covers, every row of a
     category the grade reads (``graded``, the fever-waiver categories) left out by its indication
     (options counted_indications / waiver_indications) or, for a vasopressor, by a recorded dose of 0
-    ("dose 0: not counted": not a vasopressor given, convention crs.conv.zero_dose_vasopressor).
+    ("dose 0: not counted": not a vasopressor given, convention crs.conv.zero_dose_vasopressor) or, for
+    oxygen by a flow device, a recorded flow of 0 L/min (convention crs.conv.zero_flow_oxygen).
     ``first_waiver`` (subject_id, _excl_waiver_day, _excl_waiver_txt, _excl_waiver_ref): the first
     fever-waiver agent left out by its indication, named on the afebrile days after it (review 38 B2).
     """
@@ -65,16 +69,19 @@ def excluded_rows(interventions: pl.DataFrame, opts: dict[str, Any], graded: tup
         cat.is_in(norm_values(graded)) & ~counted("indication", counted_ind))
     dose0 = (pl.col("dose") == 0).fill_null(False) if "dose" in interventions.columns else pl.lit(False)
     zero = (cat == "vasopressor") & dose0 & ~by_indication
+    # an oxygen row at 0 L/min by a flow device (convention crs.conv.zero_flow_oxygen, review 40 B1)
+    zero_o2 = zero_flow_oxygen(interventions.columns) & ~by_indication.fill_null(False)
     detail = pl.coalesce(pl.col("o2_device"), pl.col("agent")).cast(pl.String)
     rows = (interventions.with_columns(evidence_ref().alias("ref"), cat.alias("category"),
                                        by_indication.fill_null(False).alias("_by_ind"), zero.alias("_zero"),
-                                       is_waiver.alias("_is_waiver"))
-            .filter(pl.col("_by_ind") | pl.col("_zero"))
+                                       zero_o2.alias("_zero_o2"), is_waiver.alias("_is_waiver"))
+            .filter(pl.col("_by_ind") | pl.col("_zero") | pl.col("_zero_o2"))
             .with_columns(pl.format("{}{} ({})", pl.col("category"),
                                     pl.when(detail.is_not_null() & (norm_text(detail) != pl.col("category")))
                                     .then(pl.concat_str(pl.lit(" "), detail)).otherwise(pl.lit("")),
                                     pl.col("ref").fill_null("row not given")).alias("_what")))
     why = (pl.when(pl.col("_zero")).then(pl.lit("dose 0: not counted"))
+           .when(pl.col("_zero_o2")).then(pl.lit(ZERO_FLOW_TEXT))
            .otherwise(pl.format("not counted: indication {} (option {})", pl.col("indication"),
                                 pl.when(pl.col("_is_waiver")).then(pl.lit(waiver_opt))
                                 .otherwise(pl.lit("crs.counted_indications")))))

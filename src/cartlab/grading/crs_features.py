@@ -66,6 +66,22 @@ def counted(column: str, indications, count_empty: bool = True) -> pl.Expr:
     return (pl.lit(count_empty) & (n.is_null() | (n == ""))) | n.is_in(norm_values(indications)).fill_null(False)
 
 
+#: oxygen devices whose support is the gas flow: at a recorded 0 L/min (FiO2, if recorded, 0.21 = room
+#: air) the row gives no oxygen (ASTCT 2019 Table 1 "requiring" oxygen; convention
+#: crs.conv.zero_flow_oxygen, review 40 B1). A ventilator's or CPAP's flow column is not its support.
+FLOW_DEVICES = ("blow_by", "nasal_cannula", "high_flow_nasal_cannula", "face_mask", "non_rebreather", "venturi")
+
+
+def zero_flow_oxygen(columns) -> pl.Expr:
+    """Intervention rows (frame ``columns``) of oxygen by a :data:`FLOW_DEVICES` device at a recorded
+    ``o2_flow_lpm`` of 0 (and ``fio2`` empty or 0.21): not oxygen given, never null."""
+    if "o2_flow_lpm" not in columns or "o2_device" not in columns:
+        return pl.lit(False)
+    fio2 = (pl.col("fio2") <= 0.21).fill_null(True) if "fio2" in columns else pl.lit(True)
+    return ((norm_text(pl.col("category")) == "oxygen") & norm_text(pl.col("o2_device")).is_in(norm_values(FLOW_DEVICES))
+            & (pl.col("o2_flow_lpm") == 0) & fio2).fill_null(False)
+
+
 @dataclass(frozen=True)
 class FeverAttribution:
     """How a fever "attributable to another cause" is recognised (see the module docstring).

@@ -35,6 +35,7 @@ from cartlab.grading.crs_legacy_absent import for_maximum as legacy_for_maximum
 from cartlab.grading.crs_legacy_absent import open_absent_interventions, panel_note
 from cartlab.grading.crs_legacy_grade import GRADE_SCHEMA, grade_crs_scale, scale_table
 from cartlab.grading.crs_legacy_inputs import LABELS, SCALES, CrsLegacyOptions, derive_crs_daily_inputs
+from cartlab.grading.crs_legacy_oxygen import zero_flow_notes
 from cartlab.grading.crs_vaso_course import VASOPRESSOR_TABLE  # noqa: F401  (kept importable from here)
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
@@ -74,7 +75,17 @@ def derive_crs_legacy_daily(
         g = grade_crs_scale(inputs, s, opts, for_maximum=for_maximum and not absent)
         g = panel_note(open_absent_interventions(g, inputs, study, opts, s), inputs, opts, s)
         frames.append(legacy_for_maximum(g) if for_maximum and absent else g)
-    return pl.concat(frames) if frames else pl.DataFrame(schema=GRADE_SCHEMA)
+    if not frames:
+        return pl.DataFrame(schema=GRADE_SCHEMA)
+    # an oxygen row at 0 L/min is no oxygen given: named on the days graded (crs.conv.zero_flow_oxygen)
+    notes = zero_flow_notes(study.interventions, opts.counted_indications, opts.count_empty_indication)
+    out = pl.concat(frames)
+    if notes.height == 0:
+        return out
+    return (out.join(notes, on=["subject_id", "day"], how="left", maintain_order="left")
+            .with_columns(pl.when(pl.col("zero_flow_note").is_not_null())
+                          .then(pl.concat_str("reason", pl.lit("; "), "zero_flow_note")).otherwise(pl.col("reason"))
+                          .alias("reason")).drop("zero_flow_note"))
 
 
 SUBJECT_SCHEMA: dict[str, pl.DataType] = {

@@ -25,7 +25,6 @@ from cartlab.grading.common import (
     FIRST_DAY_MODES,
     assessment_start,
     interventions_from_start,
-    last_covered_day,
     load_criteria,
     rows_from_start,
 )
@@ -45,6 +44,7 @@ from cartlab.grading.crs_legacy_absent import (
     open_end_inputs,
     organ_parts,
 )
+from cartlab.grading.crs_legacy_oxygen import _floor, _items, support_days
 from cartlab.grading.crs_legacy_waiver import follow_astct, legacy_waiver, waiver_days
 from cartlab.grading.crs_vaso_course import high_dose_detail, vaso_course, vaso_rows
 from cartlab.grading.vasopressors import resolve_agents
@@ -73,7 +73,7 @@ MULTIPLE_VASOPRESSORS = ("same_day", "concurrent")
 WAIVER_SCOPES = ("course", "episode")
 #: the options that default to the ASTCT CRS option of the same name (None = follow it; session 36)
 FOLLOWS_ASTCT = ("waiver_categories", "fever_waiver_scope", "fever_waiver_requires_crs", "multiple_vasopressors",
-                 "absent_interventions")
+                 "absent_interventions", "waiver_indications")
 
 
 @dataclass
@@ -114,6 +114,9 @@ class CrsLegacyOptions:
         (spec): from the first day one is given to the end of follow-up; "episode": inside the ASTCT
         CRS episode in which it was given (a later episode needs a fever, then its own agent), the
         episodes being the ASTCT engine's, graded with the analysis's CRS options.
+      - ``waiver_indications`` [None = ``crs.waiver_indications``; that one None = these scales'
+        ``counted_indications``]: the indications whose tocilizumab/corticosteroid waive the fever,
+        under either scope (review 40 B3; e.g. ("CRS", "ICANS")).
       - ``fever_waiver_requires_crs`` [None = ``crs.fever_waiver_requires_crs``, False by default]:
         True: only an agent given on or after the first ASTCT CRS day starts the waiver (not a
         prophylactic dose).
@@ -212,6 +215,7 @@ class CrsLegacyOptions:
     fever_waiver_scope: str | None = None
     fever_waiver_requires_crs: bool | None = None
     absent_interventions: str | None = None
+    waiver_indications: tuple[str, ...] | None = None
     open_end_infusion: str = "unknown"
 
     def __post_init__(self) -> None:
@@ -230,11 +234,14 @@ class CrsLegacyOptions:
         if self.fever_waiver_requires_crs not in (None, True, False):
             raise ValueError(f"fever_waiver_requires_crs must be None (as the ASTCT option), True or False, "
                              f"not {self.fever_waiver_requires_crs!r}")
-        if self.waiver_categories is not None:
-            if isinstance(self.waiver_categories, str) or not all(isinstance(c, str) for c in self.waiver_categories):
-                raise ValueError(f"waiver_categories must be None (as the ASTCT option) or a list of intervention "
-                                 f"categories, not {self.waiver_categories!r}")
-            self.waiver_categories = tuple(self.waiver_categories)
+        for name in ("waiver_categories", "waiver_indications"):
+            v = getattr(self, name)
+            if v is not None:
+                if isinstance(v, str) or not all(isinstance(c, str) for c in v):
+                    raise ValueError(f"{name} must be None (as the ASTCT option) or a list of "
+                                     f"{'intervention categories' if name == 'waiver_categories' else 'indications'}, "
+                                     f"not {v!r}")
+                setattr(self, name, tuple(v))
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
         if self.organ_labs_open not in ("crs_signs", "every_crs_day"):
@@ -379,7 +386,6 @@ ORGAN_GROUP_LABS = {"organ_grade_max": "organ labs", "organ_grade_max_non_transa
                     "organ_grade_max_transaminase": "ALT/AST lab", "creatinine_grade": "creatinine lab",
                     "lft_grade": "liver function lab"}
 _SEP = "\x1f"  # joins strings while a list is built (never in a reason)
-_EV = {"subject_id": pl.String, "day": pl.Int64, "item": pl.String}
 
 
 def _vocab(opts: CrsLegacyOptions) -> dict[str, Any]:
@@ -390,17 +396,6 @@ def _vocab(opts: CrsLegacyOptions) -> dict[str, Any]:
         "coag": norm_values(opts.coagulopathy_agents or penn["inputs"]["coagulopathy_agents"]),
         "iv": norm_values(opts.iv_therapy_categories or penn["inputs"]["iv_therapy_categories"]),
     }
-
-
-def _floor(col: str) -> pl.Expr:
-    return pl.col(col).floor().cast(pl.Int64)
-
-
-def _items(frame: pl.DataFrame, group: str, ref: str, *keep: str) -> pl.DataFrame:
-    """Evidence items ``"<group>|<ref>"`` of a frame's rows, in its order (rows without a reference
-    give none). Each source lists its items in the order the features record them within a day."""
-    return frame.filter(pl.col(ref).is_not_null() & (pl.col(ref) != "")).select(
-        "subject_id", "day", pl.concat_str(pl.lit(f"{group}|"), pl.col(ref)).alias("item"), *keep).cast(_EV)
 
 
 def _vitals(study: Study) -> pl.DataFrame:
@@ -443,36 +438,6 @@ def _interventions(study: Study, opts: CrsLegacyOptions, vocab: dict[str, Any]) 
         cat.alias("cat"), evidence_ref().alias("ref"),
         ((cat == "other") & norm_text(pl.col("agent")).is_in(vocab["coag"]).fill_null(False)).alias("is_coag"),
         cat.is_in(vocab["iv"]).alias("is_iv"))
-
-
-def _support_days(iv: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per day covered by an oxygen, coagulopathy or IV-therapy row: oxygen features, blood
-    products, IV therapy; and the evidence items of those rows."""
-    rows = iv.filter((pl.col("cat") == "oxygen") | pl.col("is_coag") | pl.col("is_iv")).with_columns(
-        pl.int_ranges(_floor("start_day"), last_covered_day(iv) + 1)  # an end at 00:00: the day before (review 38 A1)
-        .alias("day")).explode("day").drop_nulls("day")
-    o2 = pl.col("cat") == "oxygen"
-    device = pl.col("o2_device")
-    norm_device = norm_text(device).str.replace_all(" ", "_", literal=True)
-    fio2 = pl.col("fio2").filter(o2)
-    n_o2, n_fio2 = o2.sum(), fio2.count()
-    devices = norm_device.filter(o2 & device.is_not_null() & (device != "")).unique().sort()
-    days = rows.group_by(KEY).agg(
-        (n_o2 > 0).alias("o2_any"), devices.alias("o2_devices"),
-        pl.col("o2_flow_lpm").filter(o2).max().alias("o2_flow_max_lpm"),
-        pl.when(n_o2 == 0).then(0.21).when(n_fio2 > 0).then(fio2.max()).otherwise(0.21).alias("fio2_min"),
-        pl.when(n_o2 == 0).then(0.21).when(n_fio2 == n_o2).then(fio2.max()).otherwise(1.0).alias("fio2_max"),
-        ((n_o2 > 0) & (n_fio2 < n_o2)).alias("fio2_unknown"),
-        pl.col("is_coag").any().alias("blood_products"), pl.col("is_iv").any().alias("iv_therapy"))
-    vent = (pl.when(pl.col("o2_devices").list.contains("mechanical_ventilation")).then(2)
-            .when(pl.col("o2_devices").list.contains("cpap") | pl.col("o2_devices").list.contains("bipap")).then(1)
-            .otherwise(0).cast(pl.Int64))
-    items = pl.concat([  # per row: its oxygen / blood-product item, then its IV-therapy item
-        _items(rows.filter(o2).with_columns(pl.lit(0).alias("k")), "o2", "ref", "i", "k"),
-        _items(rows.filter(pl.col("is_coag")).with_columns(pl.lit(0).alias("k")), "blood_products", "ref", "i", "k"),
-        _items(rows.filter(pl.col("is_iv")).with_columns(pl.lit(1).alias("k")), "iv_therapy", "ref", "i", "k"),
-    ]).sort(*KEY, "i", "k").drop("i", "k")
-    return days.with_columns(vent.alias("ventilation_level")), items
 
 
 def _vasopressors(study: Study, iv: pl.DataFrame, opts: CrsLegacyOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -620,7 +585,7 @@ def derive_crs_daily_inputs(
     shared = crs_day_features(study, indications=opts.counted_indications,
                               count_empty=opts.count_empty_indication, attribution=attribution)
     vitals = _vitals(study)
-    support, support_items = _support_days(iv)
+    support, support_items = support_days(iv)  # oxygen at 0 L/min not counted (review 40 B1)
     deaths, death_items = _deaths(study)
     # a death attributed to another cause adds no day of its own (spec "Attribution": it does not count
     # toward CRS; a day with nothing else recorded is not assessed, as a day without any row)

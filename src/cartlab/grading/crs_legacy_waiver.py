@@ -13,10 +13,11 @@ follow-up, whatever the ASTCT options said).
   from the first day a waiver agent counted toward CRS was given to the end of follow-up. This is
   :func:`cartlab.grading.crs_waiver.apply_waiver`'s own reading of that case, computed here on the
   interventions the older scales count (their ``counted_indications``, ``count_empty_indication``,
-  ``first_day``), which needs no ASTCT grading.
+  ``first_day``), which needs no ASTCT grading; with a ``waiver_indications`` other than
+  ``counted_indications`` (``crs.waiver_indications``, followed; review 40 B3) on those rows instead.
 * otherwise the waivers are those of :func:`cartlab.grading.crs.derive_crs_waiver`: the ASTCT
   engine run with the analysis's CRS options, with the waiver options above and the older scales'
-  ``counted_indications`` / ``first_day`` (and rows without an indication left out when
+  ``counted_indications`` / ``waiver_indications`` / ``first_day`` (and rows without an indication left out when
   ``count_empty_indication`` is False). "episode" ends a waiver with its ASTCT CRS episode.
 """
 
@@ -49,6 +50,20 @@ def _course_spans(iv: pl.DataFrame, categories: tuple[str, ...]) -> pl.DataFrame
             .select("subject_id", "w_day", pl.lit(None, dtype=pl.Int64).alias("w_to"), "w_ref"))
 
 
+def _waiver_rows(study: Study, iv: pl.DataFrame, opts: CrsLegacyOptions) -> pl.DataFrame:
+    """The intervention rows of option ``waiver_indications`` (empty indication: with
+    ``count_empty_indication``), from the assessment start, shaped as ``iv`` (``cat``, ``i``, ``ref``)."""
+    from cartlab.grading.common import assessment_start, interventions_from_start
+    from cartlab.provenance import evidence_ref
+
+    start = assessment_start(study, "all" if opts.first_day is None else opts.first_day)
+    rows = study.interventions if start is None else interventions_from_start(study.interventions, start)
+    return (rows.filter(pl.col("start_day").is_not_null()
+                        & counted("indication", opts.waiver_indications, opts.count_empty_indication).fill_null(False))
+            .with_row_index("i").with_columns(norm_text(pl.col("category")).fill_null("").alias("cat"),
+                                              evidence_ref().alias("ref")))
+
+
 def follow_astct(opts: CrsLegacyOptions) -> CrsLegacyOptions:
     """``opts`` with each option of ``FOLLOWS_ASTCT`` left None set from the ASTCT options it follows
     (:meth:`CrsLegacyOptions.astct_options`); waiver_categories: the ASTCT ones, with "antipyretic"
@@ -59,7 +74,10 @@ def follow_astct(opts: CrsLegacyOptions) -> CrsLegacyOptions:
     values = {"waiver_categories": cats, "fever_waiver_scope": crs["fever_waiver_scope"],
               "fever_waiver_requires_crs": bool(crs["fever_waiver_requires_crs"]),
               "multiple_vasopressors": crs["multiple_vasopressors"],
-              "absent_interventions": crs.get("absent_interventions") or "unknown"}
+              "absent_interventions": crs.get("absent_interventions") or "unknown",
+              # ASTCT's null = its counted_indications; here the older scales' own (review 40 B3)
+              "waiver_indications": tuple(crs["waiver_indications"] if crs.get("waiver_indications") is not None
+                                          else opts.counted_indications)}
     out = dataclasses.replace(opts, **{k: v for k, v in values.items() if getattr(opts, k) is None})
     out._crs, out._applied = astct, True
     out._waiver_categories_set = opts.waiver_categories is not None
@@ -73,6 +91,7 @@ def astct_waiver_options(opts: CrsLegacyOptions):
     update = {"fever_waiver_scope": opts.fever_waiver_scope,
               "fever_waiver_requires_crs": bool(opts.fever_waiver_requires_crs),
               "counted_indications": tuple(opts.counted_indications),
+              "waiver_indications": tuple(opts.waiver_indications),
               "first_day": "all" if opts.first_day is None else opts.first_day}
     if getattr(opts, "_waiver_categories_set", opts.waiver_categories is not None):
         # a list set for the older scales is their whole list (antipyretic only when it names it)
@@ -85,6 +104,8 @@ def legacy_waiver(study: Study, iv: pl.DataFrame, opts: CrsLegacyOptions) -> pl.
     ASTCT engine applies ``first_day`` itself); ``iv``: the interventions the older scales count
     (``cat`` normalised, row order ``i``, ``ref``); ``opts``: applied (no option left None)."""
     if opts.fever_waiver_scope == "course" and not opts.fever_waiver_requires_crs:
+        if tuple(opts.waiver_indications) != tuple(opts.counted_indications):  # review 40 B3: its own indications
+            iv = _waiver_rows(study, iv, opts)
         return _course_spans(iv, tuple(opts.waiver_categories)).cast(_SPANS)
     from cartlab.grading.crs import derive_crs_waiver
 

@@ -496,6 +496,12 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         t = t.with_columns(pl.lit(None, dtype=pl.Boolean).alias("_exposed"))
     t = t.join(ae_terms(), left_on="AETERM", right_on="_term", how="left", maintain_order="left")
     t = t.join(_adae_upper(analysis, t), on=["USUBJID", "AESEQ"], how="left", maintain_order="left")
+    if "AEOUT" not in t.columns:  # a table stored before session 40
+        t = t.with_columns(pl.lit(None, dtype=pl.String).alias("AEOUT"))
+    # an episode not seen resolved (review 40 B2): no end day, date or duration (its last graded day
+    # is where the observation stopped, named in REASON), AEOUT says why
+    ongoing = pl.col("AEOUT") == "NOT RECOVERED/NOT RESOLVED"
+    t = t.with_columns(*(pl.when(ongoing).then(None).otherwise(pl.col(c)).alias(c) for c in ("AENDY", "ADURN", "ADURU")))
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "AESEQ", "AETERM",
         pl.col("_decod").alias("AEDECOD"), pl.col("_bodsys").alias("AEBODSYS"),
@@ -506,7 +512,7 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.when(pl.col("_exposed").eq(False).fill_null(False)).then(None)
         .when(pl.col("ASTDY") >= 0).then(pl.lit("Y")).when(pl.col("ASTDY") < 0).then(pl.lit("N"))
         .otherwise(None).alias("TRTEMFL"),
-        "ADURN", "ADURU", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
+        "ADURN", "ADURU", "AEOUT", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
         "ATOXGRUP", _range_flag(pl.col("ATOXGR"), pl.col("ATOXGRUP")).alias("ATOXRGFL"),
         *_rule_cols("RULE", "RULESTAT", "REASON", "EVIDENCE"),
     )
