@@ -92,7 +92,9 @@ def _load(path: Path) -> tuple[list[_Entry], tuple]:
         except Exception as exc:  # pydantic ValidationError and friends: first line is enough
             lines = str(exc).splitlines()
             detail = "; ".join(x.strip() for x in lines[1:3]) or lines[0]
-            raise e.error(f"invalid {res['resourceType']}: {detail}") from exc
+            from cartlab.io.fhir._notices import r5_hint
+
+            raise e.error(f"invalid {res['resourceType']}: {detail}{r5_hint(res, str(exc))}") from exc
         out.append(e)
     return out, (name, fmt, sha, len(out))
 

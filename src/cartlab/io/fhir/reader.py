@@ -33,8 +33,18 @@ from cartlab.io.fhir._checks import (
     unmapped_codes,
 )
 from cartlab.io.fhir._common import parse_fhir_time, period_start, read_row_extension, time_element, utc_offset
+from cartlab.io.fhir._notices import (
+    PARTIAL_REASON,
+    absent_note,
+    dose_unit,
+    note_oxygen,
+    note_partial,
+    partial_warnings,
+    quantity_unit,
+)
 from cartlab.io.fhir._partial import (
     DEFAULTS,
+    _element,
     absent_in_fhir,
     check_options,
     deaths,
@@ -61,7 +71,7 @@ from cartlab.io.study_writer import write_study
 from cartlab.io.value_text import CENSORED
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import TABLES, Study, conform
-from cartlab.units import UnitError, parse_unit
+from cartlab.units import UnitError
 
 _SEX = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
 #: MedicationAdministration statuses of a dose that was not given: never a dose, never day 0
@@ -118,6 +128,8 @@ class _Reader:
         self.medications: dict[str, str] = {}  # Medication reference -> its code's text
         self.nominal: set[str] = set()  # subjects whose resources carry the nominal-time meta.tag
         self.offsets: dict[str, set] = defaultdict(set)  # subject -> (UTC offset, local time) of the times placed
+        self.partial_dropped: list = []  # records on no day for a partial date (_notices, said on screen)
+        self.oxygen_dropped: list = []  # oxygen supports not read for their device (_notices)
 
     def skip(self, e: _Entry, code: str, reason: str, target: str = "") -> None:
         key = (e.file, e.res["resourceType"], code, target, reason)
@@ -302,7 +314,9 @@ class _Reader:
         if q is not None and q.get("value") is None:
             return self.skip(e, code, f"{_rid(r)}: {at}valueQuantity.value missing: no result")
         if q is not None:
-            unit = self._unit(e, q, f"{at}valueQuantity")
+            unit, note = quantity_unit(self.m, e, q, f"{at}valueQuantity")  # note: the unit text read (B3)
+            if note:
+                row["source_note"] = note
             self._unit_of_param(e, q, unit, param, f"{at}valueQuantity")
             if q.get("comparator"):
                 row["value_text"] = f"{q['comparator']}{q.get('value')}"
@@ -354,6 +368,8 @@ class _Reader:
             row.update({k: v for k, v in ext.items() if k not in ("day",)})
         day, dt = self.day(e, sid, _effective(r, "effective")[0], ext)
         if day is None:
+            if dt == PARTIAL_REASON:
+                note_partial(self, e, "observations", time_element(r), _effective(r, "effective")[0], sid, param)
             return self.skip(e, code, dt)
         row["day"] = day
         row["datetime"] = ext.get("datetime") if ext is not None else dt
@@ -383,13 +399,9 @@ class _Reader:
             self.skip(e, code, "panel code not in the FHIR code map, and none of its components is")
 
     def _unit(self, e: _Entry, q: dict, path: str) -> str:
-        """A Quantity's unit (its UCUM ``code``, else its ``unit`` text); an error names ``path.code``."""
-        try:
-            if q.get("code") is not None:
-                return self.m.unit_from_ucum(str(q["code"]))
-            return str(q.get("unit") or "")
-        except UnitError as exc:
-            raise e.error(f"{path}.code {q.get('code')!r}: {exc}") from exc
+        """A Quantity's unit: its ``code`` when ``system`` is UCUM (or absent), else its ``unit`` text
+        (``_notices.quantity_unit``); an error names the element (and the system)."""
+        return quantity_unit(self.m, e, q, path)[0]
 
     def _unit_of_param(self, e: _Entry, q: dict, unit: str, param: str, path: str) -> None:
         """The value's own unit must convert to the param's unit: otherwise the error names the value's
@@ -399,7 +411,7 @@ class _Reader:
         try:
             load_dictionary()[param].conversion_from(unit)
         except UnitError as exc:
-            el = "code" if q.get("code") is not None else "unit"
+            el = "code" if q.get("code") is not None and q.get("system") in (None, UCUM) else "unit"
             raise e.error(f"{path}.{el} {q.get(el)!r} is not a unit of {param} ({exc})") from exc
 
     def _in_unit(self, e, q: dict, unit: str, path: str) -> float:
@@ -412,7 +424,7 @@ class _Reader:
         try:
             return conversion(u, unit).scale * _num(q["value"]) + conversion(u, unit).offset
         except UnitError as exc:
-            el = "code" if q.get("code") is not None else "unit"
+            el = "code" if q.get("code") is not None and q.get("system") in (None, UCUM) else "unit"
             raise e.error(f"{path}.{el} {q.get(el)!r}: {exc}") from exc
 
     def _check_value(self, e: _Entry, param: str, row: dict, ext: dict) -> None:
@@ -492,9 +504,9 @@ class _Reader:
         if table == "doses":
             row.pop("category", None)
             if q:
-                row["orig_dose"], row["orig_unit"] = _num(q.get("value")), self._dose_unit(e, q, el)
+                row["orig_dose"], row["orig_unit"] = _num(q.get("value")), dose_unit(self.m, e, q, el)
         elif q:
-            row["dose"], row["dose_unit"] = _num(q.get("value")), self._dose_unit(e, q, el)
+            row["dose"], row["dose_unit"] = _num(q.get("value")), dose_unit(self.m, e, q, el)
         if r.get("reasonCode") and table == "interventions":
             row["indication"] = self.m.vocabulary("indications", [t for cc in r["reasonCode"] for t in _texts(cc)])
             if row["indication"] is None and not (ext or {}).get("indication"):
@@ -511,19 +523,26 @@ class _Reader:
             check_extension(e, table, std, ext, raw=raw, has_end=bool(end) if table == "interventions" else None)
             row.update({k: v for k, v in ext.items() if not k.endswith("day") and k != TIME_FROM_INFUSION[0]})
         if table == "interventions" and row.get("category") == "oxygen" and not row.get("o2_device"):
+            note_oxygen(self, e, sid, f"'{code}' without a device (no usedCode)", start)
             return self.skip(e, code, "oxygen without a device (o2_device is required)")
         if table == "events" and is_partial(start) and ext is None:  # "2024-06": partial_event_dates
             return partial_event(self, e, sid, code, row, start, prefix)
         if not start and end:  # FHIR Period: "If the start element is missing, the start ... is not known"
             return self.skip(e, code, f"{_rid(r)}: {prefix}Period.start is not given (end {end}): not placed on a day")
+        what = f"{row.get('agent') or code}" + (f" (reason {row['indication']})" if row.get("indication") else "")
         if table in ("doses", "events"):
             day, dt = self.day(e, sid, start, ext)
             if day is None:
+                if dt == PARTIAL_REASON and table == "doses" and sid not in self.no_anchor:  # CAR-T: day-0 warning
+                    note_partial(self, e, table, _element(r, prefix), start, sid, what)
                 return self.skip(e, code, dt)
             row["day"], row["datetime"] = day, (ext.get("datetime") if ext is not None else dt)
         else:
             day, dt = self.day(e, sid, start, ext, "start_day")
             if day is None:
+                if dt == PARTIAL_REASON:
+                    note_partial(self, e, table, _element(r, prefix), start, sid, what,
+                                 row.get("category"))
                 return self.skip(e, code, dt)
             row["start_day"], row["start_datetime"] = day, (ext.get("start_datetime") if ext is not None else dt)
             if end:
@@ -535,25 +554,6 @@ class _Reader:
             elif r["resourceType"] == "MedicationAdministration" and r.get("status") == "in-progress" and ext is None:
                 self.ongoing.append((row, "status in-progress"))  # R4: "started but has not yet completed"
         self.add(table, e, row, code)
-
-    def _dose_unit(self, e: _Entry, q: dict, path: str) -> str | None:
-        """A dosage Quantity's unit: the UCUM ``code`` first (system UCUM or none), as for observations;
-        the display ``unit`` when there is no such code, or when cartlab cannot read the code but can
-        read the display."""
-        code, display = q.get("code"), q.get("unit")
-        if code is None or q.get("system") not in (None, UCUM):
-            return display if display is not None else (None if code is None else str(code))
-        try:
-            return self.m.unit_from_ucum(str(code))
-        except UnitError as exc:
-            try:
-                if display:
-                    parse_unit(str(display))
-                    return str(display)
-            except UnitError:
-                pass
-            also = f" (nor its unit text {display!r})" if display else ""
-            raise e.error(f"{path}.code {code!r}: {exc}{also}") from exc
 
     def procedure(self, e: _Entry) -> None:
         r = e.res
@@ -573,6 +573,8 @@ class _Reader:
         if r.get("usedCode") and base.get("category") == "oxygen" and not base.get("o2_device"):
             base["o2_device"] = self.m.vocabulary("o2_devices", [t for cc in r["usedCode"] for t in _texts(cc)])
             if base["o2_device"] is None and not (read_row_extension(r) or {}).get("o2_device"):
+                note_oxygen(self, e, self.subject(e), f"with usedCode {_text(r['usedCode'][0])!r}, not in the "
+                            "oxygen device table (o2_devices)", _effective(r, "performed")[0])
                 return self.skip(e, code, f"usedCode {_text(r['usedCode'][0])!r} not in the oxygen device table "
                                           "(o2_devices): not mapped")
         base["detail"] = r["note"][0].get("text") if r.get("note") else None
@@ -716,7 +718,8 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
     rd.patients_pass(entries)
     for e in entries:
         _dispatch(rd, e)
-    mixed = _day0_warnings(rd) + rd.deaths() + warn_partial_events(rd) + ongoing_ends(rd) + mixed_offsets(rd)
+    mixed = (_day0_warnings(rd) + rd.deaths() + warn_partial_events(rd) + ongoing_ends(rd) + mixed_offsets(rd)
+             + partial_warnings(rd))
     _subjects_from_fhir(rd)
     if not rd.rows["subjects"]:
         raise InputError(f"{path}: no Patient resource: a study needs at least one subject")
@@ -735,7 +738,7 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
     # the study folder's mixed-offsets warning names rows of the temporary folder: the Bundle's own
     # warning (_mixed_offsets, naming the subject and offsets) says it in FHIR's words
     dropped = set(rd.partial_events) if opts["partial_event_dates"] == "drop" else set()
-    study.warnings = [absent_in_fhir(w, path.name, rd.undated_deaths, dropped) for w in getattr(study, "warnings", [])
+    study.warnings = [absent_note(absent_in_fhir(w, path.name, rd.undated_deaths, dropped), rd) for w in getattr(study, "warnings", [])
                       if MIXED_OFFSETS not in w.message]
     study.warnings += [Issue(path.name, None, msg, [], "warning") for msg in mixed + unmapped_codes(rd.report)]
     sha = {name: s for name, _, s, _ in sources}
