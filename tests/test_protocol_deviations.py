@@ -164,10 +164,12 @@ def test_missing_fludarabine_dose_is_missed_dose():
     assert "planned on day -4: no dose recorded" in r["detail"]
 
 
-def test_all_car_t_missing_is_missed_dose():
+def test_all_car_t_missing_is_not_checkable():
+    # review 40 A1: doses.csv with no CAR-T row for any subject: day 0 is the (unrecorded) infusion
+    # (study-format "Time"; cartlab.response.infusion_evidence.infused_subjects): not checked, not missed
     rows = [r for r in compliant_doses() if r["agent"] != "CAR-T"]
     res = devs(study(rows))
-    assert res.select("category", "item", "planned_day").rows() == [("missed_dose", "CAR-T", 0.0)]
+    assert res.select("category", "item", "planned_day").rows() == [("not_checkable", "CAR-T", None)]
     assert res["rule"].to_list() == ["dev-test.car_t"]
 
 

@@ -488,7 +488,8 @@ def test_censored_result_is_the_last_value_when_it_is_latest():
 # the screening window
 
 
-@pytest.mark.parametrize("day, used", [(-31, False), (-30, True), (-15, True), (-1, True), (-0.5, False), (0, False), (3, False)])
+# review 40 B8: the window compares calendar days: day -0.5 is 12:00 on calendar day -1, inside "days -30 to -1"
+@pytest.mark.parametrize("day, used", [(-31, False), (-30, True), (-15, True), (-1, True), (-0.5, True), (0, False), (3, False)])
 def test_window_ends_are_inclusive_and_values_outside_are_ignored(day, used):
     r = screen1(proto(_alt_criterion("<=", 40)), study(obs=[{"param": "ALT", "day": day, "value": 30.0}]))
     if used:

@@ -330,9 +330,10 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
     def deviations(study, o):
         from cartlab.protocol import derive_deviations
 
-        po = _popts(o)
-        return derive_deviations(study, protocol, po.dose_options(), max_shift_days=po.max_shift_days,
-                                 off_study_ends_monitoring=po.off_study_ends_monitoring)
+        # review 40 B9/B10/A1: one options class (dose plan, tolerances, monitoring) as cartlab
+        # deviations; who is infused is the analysis's one option best_response.infusion_evidence
+        evidence = getattr(o.best_response_options(), "infusion_evidence", None) or "dose_or_kinetics"
+        return derive_deviations(study, protocol, _popts(o), infusion_evidence=evidence)
 
     def best(study, o):
         from cartlab.protocol.outcomes import derive_protocol_best_response

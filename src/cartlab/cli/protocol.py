@@ -334,6 +334,8 @@ def eligibility_cmd(
     study: StudyOpt = None,
     study_dir: StudyDirAlias = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print every row as JSON records (lists such as evidence kept as lists).")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
     csv_dialect: CsvDialectOpt = "standard",
     age_exact: Annotated[bool, typer.Option(
@@ -380,6 +382,9 @@ def eligibility_cmd(
         raise _usage(f"--screening-end must be one of {', '.join(SCREENING_ENDS)} (got {screening_end!r})")
     res = derive_eligibility(data, p, subject, age_whole_years=chosen["age_whole_years"],
                              screening_end=screening_end)
+    if as_json:  # review 40 B7
+        _print_json(res)
+        return
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(res).write_csv())
         return
@@ -417,6 +422,8 @@ def deviations_cmd(
     study: StudyOpt = None,
     study_dir: StudyDirAlias = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print every row as JSON records (lists such as evidence kept as lists).")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
     csv_dialect: CsvDialectOpt = "standard",
     car_dose: Annotated[Optional[float], typer.Option(
@@ -428,6 +435,28 @@ def deviations_cmd(
     monitoring_to_followup: Annotated[bool, typer.Option(
         "--monitoring-to-followup", help="Check monitoring up to the end of follow-up even after allo-HSCT or new "
         "therapy (default: those events end the schedule).")] = False,
+    dose_pct: Annotated[Optional[float], typer.Option(
+        "--dose-pct", min=0, help="Tolerance of a chemotherapy dose, percent (default: the protocol's "
+        "tolerances.dose_pct; cartlab convention 10).")] = None,
+    car_t_dose_pct: Annotated[Optional[float], typer.Option(
+        "--car-t-dose-pct", min=0, help="Tolerance of a CAR-T dose, percent (default: the protocol's "
+        "tolerances.car_t_dose_pct; cartlab convention 20).")] = None,
+    day_tolerance: Annotated[Optional[float], typer.Option(
+        "--day-tolerance", min=0, help="Days a dose may be from its planned day (default: the protocol's "
+        "tolerances.day; cartlab convention 0).")] = None,
+    bsa_method: Annotated[Optional[str], typer.Option(
+        "--bsa-method", help="Dose plan: mosteller (default), dubois or haycock (as cartlab dose).")] = None,
+    bsa_decimals: Annotated[Optional[int], typer.Option(
+        "--bsa-decimals", min=2, max=4, help="Dose plan: decimals BSA is rounded to, 2-4 (default 2).")] = 2,
+    bsa_unrounded: Annotated[bool, typer.Option("--bsa-unrounded", help="Dose plan: the unrounded BSA.")] = False,
+    renal_function: Annotated[Optional[str], typer.Option(
+        "--renal-function", help="Dose plan: the renal measure at every age (as cartlab dose).")] = None,
+    paediatric_renal: Annotated[Optional[str], typer.Option(
+        "--paediatric-renal-function", help="Dose plan: the renal measure under 18 years (as cartlab dose).")] = None,
+    crcl_weight: Annotated[Optional[str], typer.Option(
+        "--crcl-weight", help="Dose plan: Cockcroft-Gault weight, actual, ideal or adjusted (as cartlab dose).")] = None,
+    no_renal: Annotated[bool, typer.Option(
+        "--no-renal-adjustment", help="Dose plan: do not apply renal dose rules.")] = False,
     set_options: ProtoSetOpt = None,
     options_file: ProtoOptionsOpt = None,
 ) -> None:
@@ -440,7 +469,12 @@ def deviations_cmd(
 
     Protocol options (as analyze's --set protocol.OPTION): --car-dose X = protocol.car_dose=X,
     --max-shift-days N = protocol.max_shift_days=N, --monitoring-to-followup =
-    protocol.off_study_ends_monitoring=false.
+    protocol.off_study_ends_monitoring=false, --dose-pct / --car-t-dose-pct / --day-tolerance =
+    protocol.dose_pct / car_t_dose_pct / day_tolerance, and the dose-plan choices of cartlab dose
+    (--bsa-method = protocol.bsa_method, ...): the plan the doses are compared with.
+
+    A subject with dose rows but no CAR-T dose gets one not_infused row and no post-infusion
+    checks (docs/protocol.md).
 
     [bold]Example[/]: cartlab deviations CD7-AML-001 --protocol nct04762485
     """
@@ -449,19 +483,38 @@ def deviations_cmd(
     from cartlab.grading.adam import to_csv_frame
     from cartlab.protocol import derive_deviations
 
+    # review 40 B9/B10: every protocol option the deviations depend on (the plan's too), as analyze
     chosen = _protocol_settings(ctx, "deviations", set_options, options_file, {
         "car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose),
         "max_shift_days": ("max_shift_days", f"--max-shift-days {max_shift_days}", max_shift_days),
         "off_study_ends_monitoring": ("monitoring_to_followup", "--monitoring-to-followup",
-                                      False if monitoring_to_followup else True)})
-    car_dose, max_shift_days = chosen["car_dose"], chosen["max_shift_days"]
+                                      False if monitoring_to_followup else True),
+        "dose_pct": ("dose_pct", f"--dose-pct {dose_pct}", dose_pct),
+        "car_t_dose_pct": ("car_t_dose_pct", f"--car-t-dose-pct {car_t_dose_pct}", car_t_dose_pct),
+        "day_tolerance": ("day_tolerance", f"--day-tolerance {day_tolerance}", day_tolerance),
+        "bsa_method": ("bsa_method", f"--bsa-method {bsa_method}", bsa_method),
+        "bsa_decimals": ("bsa_decimals", f"--bsa-decimals {bsa_decimals}", bsa_decimals),
+        "bsa_unrounded": ("bsa_unrounded", "--bsa-unrounded", bsa_unrounded),
+        "renal_function": ("renal_function", f"--renal-function {renal_function}", renal_function),
+        "paediatric_renal_function": ("paediatric_renal", f"--paediatric-renal-function {paediatric_renal}",
+                                      paediatric_renal),
+        "crcl_weight": ("crcl_weight", f"--crcl-weight {crcl_weight}", crcl_weight),
+        "apply_renal_adjustment": ("no_renal", "--no-renal-adjustment", not no_renal)})
+    from cartlab.errors import InputError
+    from cartlab.protocol.options import ProtocolOptions
+
+    try:
+        po = ProtocolOptions(**chosen)
+    except (ValueError, InputError) as exc:
+        raise _usage(str(exc)) from None
     p = _protocol_or_exit(protocol)
     data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
-    from cartlab.protocol import DoseOptions
     from cartlab.protocol.deviations import deviation_summary
 
-    res = derive_deviations(data, p, DoseOptions(car_dose=car_dose) if car_dose is not None else None,
-                            max_shift_days=max_shift_days, off_study_ends_monitoring=chosen["off_study_ends_monitoring"])
+    res = derive_deviations(data, p, po)
+    if as_json:  # review 40 B7
+        _print_json(_round_floats(res))
+        return
     if _as_csv(as_csv, fmt):
         sys.stdout.write(to_csv_frame(_round_floats(res)).write_csv())
         return
@@ -555,6 +608,11 @@ def _is_default(ctx, name: str) -> bool:
     """The parameter ``name`` has its default value (not given on the command line nor by env)."""
     source = ctx.get_parameter_source(name) if ctx is not None else None
     return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _print_json(df) -> None:
+    """Rows as a JSON list of records on stdout (lists kept, nulls as null)."""
+    sys.stdout.write(json.dumps(df.to_dicts(), ensure_ascii=False, default=str) + "\n")
 
 
 def _num(x: float | None, unit: str) -> str:

@@ -27,10 +27,17 @@ row per deviation:
   subject's last recorded row in any table, as study-format.md censors follow-up) and, unless
   ``off_study_ends_monitoring=False``, the protocol's ``monitoring_ends_at`` events (allo-HSCT, new
   therapy: the subject leaves the post-infusion schedule);
+* ``not_infused`` — a subject with dose rows but no CAR-T dose (and, with ``infusion_evidence=
+  dose_or_kinetics``, no quantifiable CARCOPY/CARCELL after day 0): one row, rule ``<id>.not_infused``;
+  its post-infusion checks (CAR-T dose, monitoring schedule) are not done, its lymphodepletion is
+  (review 40 A1). A study whose doses.csv has no CAR-T row at all: day 0 is the infusion
+  (study-format "Time"), the CAR-T dose is ``not_checkable``;
 * ``not_checkable`` — what could not be checked and why: a dose the plan cannot evaluate (no
   weight for a per-kg dose, no height for a per-m2 dose, no screening creatinine for a renal rule;
   one row per agent naming the missing input), a dose in a unit that cannot be compared, no
-  plan at all, or no dose row of the subject at all (its doses were not recorded).
+  plan at all, or no dose row of the subject at all (its doses were not recorded), or no dose of a
+  lymphodepletion agent in the whole study (doses.csv lists the infusions only: the lymphodepletion
+  was not recorded, not missed; review 40 B3).
 
 Every row names the protocol rule and the source rows (``evidence``); a row decided by a tolerance
 also names ``<id>.tolerances`` (cartlab's defaults: status ``convention``); ``rule_status`` is the
@@ -206,11 +213,19 @@ def _to_basis(dose: float, unit: str, basis: str, bsa: float | None, weight: flo
 
 
 def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, float] | None = None,
-                      max_shift_days: float | None = None, off_study_ends_monitoring: bool = True) -> pl.DataFrame:
+                      max_shift_days: float | None = None, off_study_ends_monitoring: bool = True,
+                      dose_pct: float | None = None, car_t_dose_pct: float | None = None,
+                      day_tolerance: float | None = None, infusion_evidence: str = "dose_or_kinetics") -> pl.DataFrame:
     """Every deviation of every subject of ``study`` from ``protocol`` (see the module docstring).
 
     ``options``: :class:`~cartlab.protocol.dosing.DoseOptions` of the plan (``car_dose``: the
-    intended CAR-T total dose of every subject, in the band's unit); ``car_doses``: subject id ->
+    intended CAR-T total dose of every subject, in the band's unit), or the analysis's
+    :class:`~cartlab.protocol.options.ProtocolOptions` (its dose-plan choices, ``max_shift_days``,
+    ``off_study_ends_monitoring`` and tolerances: one options class for ``analyze`` and
+    ``deviations``, review 40 B9); ``dose_pct`` / ``car_t_dose_pct`` / ``day_tolerance``: the
+    tolerances (None: the protocol's ``tolerances``, cartlab's conventions ±10 %, ±20 %, 0 days;
+    review 40 B10); ``infusion_evidence``: who is infused (as ``best_response.infusion_evidence``,
+    :func:`cartlab.response.infusion_evidence.infused_subjects`); ``car_doses``: subject id ->
     its intended CAR-T total dose (overrides ``car_dose``); ``max_shift_days``: the farthest pairing
     of a given with a planned dose (None: ``tolerances.max_shift_days``, 7 days by default);
     ``off_study_ends_monitoring``: the protocol's ``monitoring_ends_at`` events (allo-HSCT, new
@@ -218,9 +233,24 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
     """
     from dataclasses import replace
 
+    from cartlab.protocol.options import ProtocolOptions
+    from cartlab.response.infusion_evidence import infused_subjects
+
+    if isinstance(options, ProtocolOptions):
+        po, options = options, options.dose_options()
+        max_shift_days = po.max_shift_days if max_shift_days is None else max_shift_days
+        off_study_ends_monitoring = off_study_ends_monitoring and po.off_study_ends_monitoring
+        dose_pct = po.dose_pct if dose_pct is None else dose_pct
+        car_t_dose_pct = po.car_t_dose_pct if car_t_dose_pct is None else car_t_dose_pct
+        day_tolerance = po.day_tolerance if day_tolerance is None else day_tolerance
     rows: list[dict[str, Any]] = []
-    tol = protocol.tolerances
+    tol = protocol.tolerances.model_copy(update={k: float(v) for k, v in (
+        ("dose_pct", dose_pct), ("car_t_dose_pct", car_t_dose_pct), ("day", day_tolerance)) if v is not None})
     max_shift = tol.max_shift_days if max_shift_days is None else float(max_shift_days)
+    infused, _why, kin_notes = infused_subjects(study, infusion_evidence)
+    ld_names = [a.agent for a in protocol.lymphodepletion]
+    study_has_ld = not ld_names or (study.doses.height > 0 and study.doses.select(
+        protocol_ld_agent(pl.col("agent"), ld_names).is_not_null().any()).item())
     car_range = protocol.car_t.target_source == "reconstructed"
     ld_agents = {a.agent: a for a in protocol.lymphodepletion}
     car_agent = protocol.car_t.agent.lower()
@@ -255,11 +285,33 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
                 "were not recorded rather than all missed)", f"{protocol.id}.dosing")
             agents = []
         tol_rule = f"{protocol.id}.tolerances"
-        if agents and (car_range or protocol.car_t.split_source == "reconstructed"):
-            _car_total(add, protocol, given.filter(pl.col("_agent") == car_agent).sort("day").to_dicts(), weight,
-                       intended, tol_rule)
+        not_infused = False
+        if agents and given.filter(pl.col("_agent") == car_agent).height == 0:
+            name = protocol.car_t.agent
+            if infused is None:  # no CAR-T row for any subject: day 0 is the infusion (study-format "Time")
+                add("not_checkable", name, f"{name} dose not checked: doses.csv has no CAR-T row for any subject "
+                    "(day 0 is the infusion, study-format 'Time': the infusions were not recorded)",
+                    f"{protocol.id}.car_t")
+            elif sid in infused:  # counted as infused from its CAR-T measurement (option infusion_evidence)
+                add("not_checkable", name, f"{name} dose not checked: {kin_notes.get(sid, 'no CAR-T dose recorded')}",
+                    f"{protocol.id}.car_t")
+            else:
+                not_infused = True
+                add("not_infused", name, "not infused: no CAR-T dose recorded for this subject in doses.csv"
+                    + ("" if infusion_evidence == "dose" else " and no quantifiable CARCOPY/CARCELL after day 0")
+                    + f" (option infusion_evidence={infusion_evidence}); the post-infusion checks (CAR-T dose, "
+                    "monitoring schedule) are not done, the lymphodepletion is checked", f"{protocol.id}.not_infused")
             agents = [a for a in agents if a != car_agent]
-        shift = _window_shift(add, protocol, given, ld_agents) if agents else 0.0
+        if agents and not study_has_ld:  # review 40 B3: the study's doses.csv records no lymphodepletion
+            add("not_checkable", "lymphodepletion", "lymphodepletion not checked: no dose of a lymphodepletion agent ("
+                + ", ".join(ld_names) + ") is recorded for any subject of this study (doses.csv lists other "
+                "doses only: the lymphodepletion was not recorded, not missed)", f"{protocol.id}.lymphodepletion")
+            agents = [a for a in agents if a not in ld_agents]
+        if car_agent in agents and (car_range or protocol.car_t.split_source == "reconstructed"):
+            _car_total(add, protocol, given.filter(pl.col("_agent") == car_agent).sort("day").to_dicts(), weight,
+                       intended, tol_rule, tol.car_t_dose_pct)
+            agents = [a for a in agents if a != car_agent]
+        shift = _window_shift(add, protocol, given, ld_agents) if set(agents) & set(ld_agents) else 0.0
         for agent in agents:
             is_car = agent == car_agent
             if plan is not None:
@@ -328,7 +380,7 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
                 if abs(diff) > limit + 1e-9:
                     add("dose_out_of_tolerance", name,
                         f"{name} day {gr['day']:g}: given {given_basis:.4g} {basis}, planned {planned_basis:.4g} "
-                        f"{basis} ({diff:+.1f}%, tolerance ±{limit:g}%); plan: {pr['basis']}",
+                        f"{basis} ({_pct(diff, limit)}, tolerance ±{limit:g}%); plan: {pr['basis']}",
                         f"{pr['rule']}; {tol_rule}", _refs([gr]), planned_day=pr["day"], actual_day=gr["day"],
                         planned_dose=planned_basis, given_dose=given_basis, unit=basis, difference_pct=diff)
         known = set(ld_agents) | {car_agent}
@@ -337,6 +389,8 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
                 f"{gr['unit']}): not an agent of the protocol (bridging or a protocol change?)",
                 f"{protocol.id}.lymphodepletion", _refs([gr]), actual_day=gr["day"], given_dose=gr["dose"],
                 unit=gr["unit"])
+        if not_infused:  # no post-infusion schedule without an infusion (review 40 A1)
+            continue
         _monitoring(add, study, protocol, sid, sub, off_study_ends_monitoring)
     from cartlab.criteria import with_rule_status
     from cartlab.criteria.status import register_rules
@@ -351,7 +405,7 @@ def deviation_summary(deviations: pl.DataFrame) -> pl.DataFrame:
     """Per subject: the number of rows per category (one column each, in the order of the module
     docstring) and ``missed_monitoring_days`` (the missed scheduled days, summed over parameters)."""
     cats = ["missed_dose", "wrong_day", "extra_dose", "unplanned_agent", "dose_out_of_tolerance",
-            "missed_monitoring", "not_checkable"]
+            "missed_monitoring", "not_infused", "not_checkable"]
     if deviations.height == 0:
         return pl.DataFrame(schema={"subject_id": pl.String, **{c: pl.Int64 for c in cats},
                                     "missed_monitoring_days": pl.Int64})
@@ -369,10 +423,14 @@ def _window_shift(add, protocol, given: pl.DataFrame, ld_agents: dict) -> float:
     win, planned_last = protocol.lymphodepletion_window, protocol.last_lymphodepletion_day
     if win is None or planned_last is None:
         return 0.0
+    from cartlab.protocol.ld_course import lymphodepletion_courses
+
     ld = given.filter(pl.col("_agent").is_in(list(ld_agents)))
-    if ld.height == 0:
+    # the course's last calendar day (ld_course: the run nearest before day 0, as eligibility reads it)
+    course = next(iter((lymphodepletion_courses(ld.drop("_agent"), protocol) or {}).values()), None)
+    if ld.height == 0 or course is None or course.last is None:
         return 0.0
-    last = max(math.floor(d + 1e-9) for d in ld["day"].to_list())  # calendar days
+    last = course.last
     lo, hi = win.completed_days
     if lo - 1e-9 <= last <= hi + 1e-9:
         return float(last - planned_last)
@@ -383,7 +441,17 @@ def _window_shift(add, protocol, given: pl.DataFrame, ld_agents: dict) -> float:
     return 0.0
 
 
-def _car_total(add, protocol, g: list[dict], weight, intended: float | None, tol_rule: str) -> None:
+def _pct(diff: float, limit: float) -> str:
+    """``diff`` as a signed percentage with enough decimals to be on its side of ``±limit``
+    (-10.03%, not -10.0%, for a dose flagged outside ±10%; review 40 C1)."""
+    for d in range(1, 7):
+        if (abs(round(diff, d)) > limit) == (abs(diff) > limit + 1e-9):
+            return f"{diff:+.{d}f}%"
+    return f"{diff:+g}%"
+
+
+def _car_total(add, protocol, g: list[dict], weight, intended: float | None, tol_rule: str,
+               limit: float | None = None) -> None:
     """A CAR-T dose whose protocol target is not a protocol dose (one patient's dose level): the
     subject's TOTAL dose against the band's range, or against ``intended`` (its own dose level,
     ``car_t_dose_pct``); the split, when the protocol does not fix it, is not checked."""
@@ -418,11 +486,11 @@ def _car_total(add, protocol, g: list[dict], weight, intended: float | None, tol
             given_dose=cells, unit="cells")
         return
     if intended is not None:
-        limit = protocol.tolerances.car_t_dose_pct
+        limit = protocol.tolerances.car_t_dose_pct if limit is None else limit
         diff = round_sig(100.0 * (total - intended) / intended)
         if abs(diff) > limit + 1e-9:
             add("dose_out_of_tolerance", name, f"{name} total {total:.4g} {per} (days {days}), intended {intended:.4g} "
-                f"{per} ({diff:+.1f}%, tolerance ±{limit:g}%)", f"{pid}.car_t; {tol_rule}", _refs(g),
+                f"{per} ({_pct(diff, limit)}, tolerance ±{limit:g}%)", f"{pid}.car_t; {tol_rule}", _refs(g),
                 planned_dose=float(intended), given_dose=total, unit=per, difference_pct=diff)
         return
     lo, hi = band.min, band.max

@@ -121,32 +121,48 @@ class _Part:
     #: criterion's own window)
     ends: dict[str, float] | None = None
     strict: bool = False  # True: values before the first dose's calendar day only
+    #: the part reads the protocol's screening window (capped before day 0, review 40 B1)
+    screening: bool = False
+    #: per subject, the doses of a lymphodepletion agent not taken as the course (review 40 A2)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
-def _parts(c, window: tuple[float, float], key: str, ends: dict[str, float] | None) -> list[_Part]:
+def _parts(c, window: tuple[float, float], key: str, ends: dict[str, float] | None,
+           screening: bool = True) -> list[_Part]:
     """The data sources of a criterion, ``any_of`` flattened (each part keeps its own window; only
     the protocol's screening window ends at the subject's lymphodepletion, ``ends``)."""
+    screening = screening and c.window is None
     win, ends = (c.window, None) if c.window is not None else (window, ends)
     if c.any_of:
-        return [p for i, sub in enumerate(c.any_of) for p in _parts(sub, win, f"{key}_{i}", ends)]
-    return [_Part(c, key, win, ends=ends)]
+        return [p for i, sub in enumerate(c.any_of) for p in _parts(sub, win, f"{key}_{i}", ends, screening)]
+    return [_Part(c, key, win, ends=ends, screening=screening)]
+
+
+def _nominal_end(part: _Part) -> float:
+    """The window's nominal end; the screening window's is capped at calendar day -1: screening
+    values are drawn before the infusion (study-format "Time": day 0 is the infusion; review 40 B1)."""
+    return min(part.window[1], -1.0) if part.screening else part.window[1]
 
 
 def _in_window(part: _Part) -> pl.Expr:
-    """Rows inside the part's window: from its start; up to its nominal end (inclusive), or for a
-    subject with a recorded lymphodepletion, before the calendar day of its first dose."""
-    lo, hi = part.window
-    expr = pl.col("day") >= lo
+    """Rows inside the part's window, in calendar days (both ends inclusive: a value at 12:00 on day
+    -6 is in "days -42 to -6", review 40 B8): from its start; up to its nominal end (the screening
+    window's capped before day 0), or for a subject with a lymphodepletion course, up to the calendar
+    day of its first dose (``strict``: the day before)."""
+    lo, hi = part.window[0], _nominal_end(part)
+    cal = (pl.col("day") + 1e-9).floor()
+    expr = cal >= lo
     if not part.ends:  # fixed, or no subject with a recorded lymphodepletion dose
-        return expr & (pl.col("day") <= hi)
+        return expr & (cal <= hi)
     first = pl.col("subject_id").replace_strict(part.ends, default=None, return_dtype=pl.Float64)
-    before = pl.col("day") < (first if part.strict else first + 1)  # calendar days
-    return expr & pl.when(first.is_null()).then(pl.col("day") <= hi).otherwise(before)
+    before = cal <= (first - 1 if part.strict else first)
+    return expr & pl.when(first.is_null()).then(cal <= hi).otherwise(before)
 
 
 def _first_lymphodepletion(study, protocol) -> dict[str, float] | None:
-    """Per subject, the calendar day (floor) of its first recorded dose of a lymphodepleting agent
-    of the protocol (subjects without one are not listed; None: the protocol has no lymphodepletion)."""
+    """Per subject, the calendar day (floor) of the first dose of its lymphodepletion course
+    (:mod:`cartlab.protocol.ld_course`; subjects without one are not listed; None: the protocol has
+    no lymphodepletion)."""
     return first_lymphodepletion_days(study.doses, protocol)
 
 
@@ -160,15 +176,24 @@ def protocol_ld_agent(agent: pl.Expr, agents: list[str]) -> pl.Expr:
 
 
 def first_lymphodepletion_days(d: pl.DataFrame, protocol) -> dict[str, float] | None:
-    """:func:`_first_lymphodepletion` of a doses frame (the screening creatinine of dosing reads it too)."""
-    agents = [a.agent for a in protocol.lymphodepletion]
-    if not agents:
+    """:func:`_first_lymphodepletion` of a doses frame (the screening creatinine of dosing reads it
+    too): the first calendar day of each subject's course (review 40 A2: the contiguous run nearest
+    before day 0, :func:`cartlab.protocol.ld_course.lymphodepletion_courses`; a bridging dose of the
+    same agent weeks earlier, or a dose after day 0, does not count)."""
+    from cartlab.protocol.ld_course import lymphodepletion_courses
+
+    courses = lymphodepletion_courses(d, protocol)
+    if courses is None:
         return None
-    if d.height == 0:
-        return {}
-    ld = d.filter(protocol_ld_agent(pl.col("agent"), agents).is_not_null() & pl.col("day").is_not_null())
-    first = ld.group_by("subject_id").agg((pl.col("day") + 1e-9).floor().min().alias("d"))
-    return {r["subject_id"]: float(r["d"]) for r in first.iter_rows(named=True)}
+    return {sid: c.first for sid, c in courses.items() if c.first is not None}
+
+
+def _course_notes(study, protocol) -> dict[str, str]:
+    """Per subject, the words naming the lymphodepletion-agent doses not taken as its course."""
+    from cartlab.protocol.ld_course import course_note, lymphodepletion_courses
+
+    courses = lymphodepletion_courses(study.doses, protocol) or {}
+    return {sid: n for sid, c in courses.items() if (n := course_note(c))}
 
 
 def _last(frame: pl.DataFrame, by: list[str]) -> dict[str, dict]:
@@ -194,8 +219,9 @@ def _gather(study, part: _Part, subjects: dict[str, dict]) -> None:
         obs = study.observations.with_row_index("_i").filter(
             (pl.col("param") == c.param) & _in_window(part)
             & (pl.col("value").is_not_null() | pl.col("censor").is_not_null()))
-        if c.analyte is not None:
-            obs = obs.filter(pl.col("analyte") == c.analyte)
+        if c.analyte is not None:  # free text (study-format): case- and space-blind (review 40 B11)
+            obs = obs.filter(pl.col("analyte").str.replace_all(r"\s+", "").str.to_lowercase()
+                             == "".join(c.analyte.split()).lower())
         part.rows, part.unit = _last(obs, ["day", "_i"]), p.unit
         target = c.value
         if c.unit is not None and isinstance(target, (int, float, list)):
@@ -278,15 +304,21 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
         return {**chosen, "cond": truth[key], "reason": reason, "evidence": [e for p in subs for e in p["evidence"]]}
     part, cond = parts[key], truth[key]
     nothing = {"cond": None, "value": None, "unit": None, "day": None, "evidence": []}
-    lo, hi = part.window
+    lo, hi = part.window[0], _nominal_end(part)
+    note = part.notes.get(sid, "") if part.screening else ""
     if part.ends is not None and sid in part.ends:
         first = part.ends[sid]
         wtxt = (f"days {lo:g} to {first - 1:g}, before the first lymphodepletion dose on day {first:g}" if part.strict
                 else f"days {lo:g} to {first:g}, up to the first lymphodepletion dose on day {first:g}")
     elif part.ends is not None:
-        wtxt = f"days {lo:g} to {hi:g}; no lymphodepletion dose recorded: the window's nominal end"
+        wtxt = (f"days {lo:g} to {hi:g}; no lymphodepletion dose recorded"
+                + (" before day 0" if note else "") + ": the window's nominal end")
     else:
         wtxt = f"days {lo:g} to {hi:g}"
+    if hi < part.window[1] and not (part.ends is not None and sid in part.ends):
+        wtxt += f" (capped before the infusion on day 0; the protocol's window ends on day {part.window[1]:g})"
+    if note:
+        wtxt += f"; {note}"
     if c.manual:
         return {**nothing, "reason": "not decidable from the study data: check the source documents"}
     if c.field is not None:
@@ -333,10 +365,11 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
     shown = _fmt(target) if isinstance(target, list) else f"{target:.4g}"
     scaled = f" (= {with_unit(shown)})" if (c.unit and c.unit != unit) or c.relative_to else ""
     shown_target = _target_text(c) + scaled
-    if r["value"] is None:  # censored, e.g. "<0.5"
+    if r["value"] is None:  # censored, e.g. "<0.5"; the window named as for a value (review 40 B2)
         verdict = "meets" if cond else "does not meet" if cond is False else "cannot decide"
         return {**found, "cond": cond, "value": r["value_text"], "unit": unit,
-                "reason": f"{label} {with_unit(r['value_text'])} on day {r['day']:g}: {verdict} {shown_target}"}
+                "reason": f"{label} {with_unit(r['value_text'])} on day {r['day']:g} (last in {wtxt}): {verdict} "
+                          f"{shown_target}"}
     v = float(r["value"])
     given = with_unit(f"{v:g}")
     ov, ou = r.get("orig_value"), r.get("orig_unit")
@@ -368,11 +401,13 @@ def _truths(study, protocol, ids: list[str], subjects: dict[str, dict],
     parts: dict[str, _Part] = {}
     conds, bindings, columns = {}, {}, {}
     ends = _first_lymphodepletion(study, protocol) if screening_end != "fixed" else None
+    notes = _course_notes(study, protocol) if ends is not None else {}
     for n, c in enumerate(protocol.eligibility):
         key = f"c{n}"
         for part in _parts(c, protocol.screening_window, key, ends):
             part.whole_years = whole_years
             part.strict = screening_end == "day_before_lymphodepletion"
+            part.notes = notes
             _gather(study, part, subjects)
             parts[k := part.key] = part
             columns.update(_columns(part, ids))
@@ -471,7 +506,9 @@ def eligibility_verdict(screen: pl.DataFrame, trace: bool = False) -> pl.DataFra
                "failed": ", ".join(failed), "unknown": ", ".join(unknown)}
         if trace:
             deciding = g.filter(pl.col("status") == {"not eligible": "fail", "undetermined": "unknown"}.get(verdict, "pass"))
-            row["rule"] = "; ".join(dict.fromkeys(r for r in deciding["rule"].to_list() if r)) or None
+            # each rule id once (a criterion's rule is '; '-joined: review 40 C2)
+            row["rule"] = "; ".join(dict.fromkeys(x for r in deciding["rule"].to_list() if r
+                                                  for x in r.split("; "))) or None
             row["evidence"] = unique_refs(e for refs in deciding["evidence"].to_list() for e in (refs or ()))
         rows.append(row)
     schema = {"subject_id": pl.String, "verdict": pl.String, "n_pass": pl.Int64, "n_fail": pl.Int64,

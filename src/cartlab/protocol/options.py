@@ -24,6 +24,9 @@ class ProtocolOptions(CriteriaOptions):
       given dose is paired with a planned one; beyond it, a missed and an extra dose.
     * ``off_study_ends_monitoring`` [True]: the protocol's ``monitoring_ends_at`` events (allo-HSCT,
       new therapy) end the monitoring schedule; death and the end of follow-up always do.
+    * ``dose_pct`` / ``car_t_dose_pct`` / ``day_tolerance`` [None = the protocol's ``tolerances``:
+      cartlab conventions ±10 % chemotherapy, ±20 % CAR-T, 0 days, rule ``<id>.tolerances``]: what
+      counts as a deviation (review 40 B10; ``cartlab deviations --dose-pct/--car-t-dose-pct/--day-tolerance``).
 
     Dose-plan choices (review 39 B5; as ``cartlab dose``'s flags, :class:`~cartlab.protocol.dosing.DoseOptions`):
 
@@ -43,6 +46,9 @@ class ProtocolOptions(CriteriaOptions):
     screening_end: str = "lymphodepletion"
     max_shift_days: float | None = None
     off_study_ends_monitoring: bool = True
+    dose_pct: float | None = None
+    car_t_dose_pct: float | None = None
+    day_tolerance: float | None = None
     bsa_method: str | None = None
     bsa_decimals: int = 2
     bsa_unrounded: bool = False
@@ -58,6 +64,11 @@ class ProtocolOptions(CriteriaOptions):
             raise ValueError(f"screening_end must be one of {', '.join(SCREENING_ENDS)}, not {self.screening_end!r}")
         if self.max_shift_days is not None and not (float(self.max_shift_days) >= 0):
             raise ValueError(f"max_shift_days must be a number of days >= 0, not {self.max_shift_days!r}")
+        for name in ("dose_pct", "car_t_dose_pct", "day_tolerance"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not float(value) >= 0):
+                raise ValueError(f"{name} must be a number >= 0, not {value!r}")
         self.dose_options()  # the dose choices are checked where they are defined (DoseOptions, formulas.yaml)
         if self.bsa_method is not None:
             from cartlab.protocol.formulas import BSA_METHODS

@@ -557,6 +557,9 @@ class Protocol(_Strict):
         out.append(RuleInfo(f"{pid}.screening_window", table,
                             "convention" if self.screening_window_source == "reconstructed" else self.status_of(None),
                             self.screening_window_citation))
+        out.append(RuleInfo(f"{pid}.not_infused", table, "convention",
+                            "cartlab convention: no CAR-T dose (nor, with infusion_evidence=dose_or_kinetics, CAR-T "
+                            "measured after day 0): no post-infusion checks (study-format 'Time': day 0 is the infusion)"))
         out.append(RuleInfo(f"{pid}.monitoring_end", table, "convention",
                             "cartlab convention: monitoring ends at death, the end of follow-up (last_followup_day; "
                             "blank: the subject's last recorded row, study-format.md) and "
