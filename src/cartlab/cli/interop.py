@@ -84,6 +84,9 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
         fhir_opts.update({k: v for k, v in (sdtm_opts or {}).items() if k.startswith("partial_") and v is not None})
         sdtm_opts = {k: v for k, v in (sdtm_opts or {}).items() if not k.startswith("partial_")}
     if sdtm is not None or fhir is not None:
+        if sdtm is not None and csv_dialect != "standard":  # review40 B5: never silently ignored
+            raise _usage("--csv-dialect applies to study folders: SDTM CSV files are read comma-separated with "
+                         "decimal points (the CDISC SDTM CSV convention); convert the files, or give XPT")
         if fhir is not None and partial_dates != "skip":
             raise _usage("--partial-dates applies to --sdtm")
         if fhir is not None and sdtm_opts and any(v not in (None, False, "impute") for v in sdtm_opts.values()):

@@ -182,7 +182,7 @@ def import_cmd(
 
         # no --study-id: the reader's default id (SDTM: DM.STUDYID when unique; FHIR: what the Bundle states)
         study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=study_id,
-                               report_to=report_to, partial_dates=partial_dates,
+                               report_to=report_to, partial_dates=partial_dates, csv_dialect=csv_dialect,
                                observation_statuses=observation_status, numeric_valuestring=numeric_valuestring,
                                sdtm_opts={"partial_death_dates": partial_death_dates,
                                           "partial_event_dates": partial_event_dates,

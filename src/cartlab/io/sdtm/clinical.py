@@ -21,6 +21,7 @@ from cartlab.io.sdtm.common import (
 )
 from cartlab.io.sdtm.dates import parse_dtc
 from cartlab.io.sdtm.files import ROW, DomainFile
+from cartlab.io.sdtm.intervention_rules import CRS_RELEVANT, expand_ex, o2_flow, warn_oxygen, warn_partial
 from cartlab.io.sdtm.mapping import SdtmMapping
 from cartlab.io.sdtm.partial import ONGOING, impute_event_starts
 from cartlab.io.study_folder import dose_unit
@@ -103,6 +104,7 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
     CAR-T exposure (:func:`_partial_before`)."""
     rfx = parse_dtc(dm.col("RFXSTDTC"))
     dm.fail(rfx.struct.field("status") == "invalid", "RFXSTDTC", BAD_DTC)
+    rfst = parse_dtc(dm.col("RFSTDTC"))  # the --DY reference (SDTMIG 4.4.4), read by study_day_fallback
     # SUPPDM DAY0DTC (write_sdtm: the date of the first CAR-T infusion, = its DM.RFSTDTC) comes before
     # RFXSTDTC, which write_sdtm writes as the first exposure to any treatment (SDTMIG)
     d0 = parse_dtc(dm.col("__q_day0_date"))
@@ -111,6 +113,7 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
         pl.when(d0.struct.field("status") == "ok").then(d0.struct.field("dt").dt.truncate("1d")).alias("__day0"),
         pl.when(rfx.struct.field("status") == "ok").then(rfx.struct.field("dt").dt.truncate("1d")).alias("__rfx"),
+        pl.when(rfst.struct.field("status") == "ok").then(rfst.struct.field("dt").dt.truncate("1d")).alias("__rfst"),
         (dm.col("__q_nominal_anchor").cast(pl.String).str.to_uppercase() == "Y").fill_null(False).alias("__nominal"),
     )
     dom = ex.domain if ex is not None else "EX"
@@ -153,7 +156,7 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
                       pl.when(pl.col("__ex").is_not_null() & ~pl.col("__nominal")).then(pl.col("__infdtm"))
                       .alias("__infdtm"),
                       pl.when(from_rfx).then(pl.lit("RFXSTDTC")).alias("__anchor_from"),
-                      "__noanchor", pl.col("__rfx").alias("__rfxdate"))
+                      "__noanchor", pl.col("__rfx").alias("__rfxdate"), "__rfst")
 
 
 def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None,
@@ -299,6 +302,7 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     ex.require("USUBJID", f"{dom}TRT")
     ex.check_numbers(f"{dom}DOSE")
     place(ex, ctx, f"{dom}STDTC")
+    place(ex, ctx, f"{dom}ENDTC", prefix="e", end=True)  # review40 A4: a constant-dosing period
     units = ex.df.select(ex.text(f"{dom}DOSU")).unique().to_series().drop_nulls().to_list()
     scale, canon = {}, {}
     for u in units:
@@ -327,8 +331,13 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         dose.alias("orig_dose"), ctx.mapping.unit_expr(u).alias("orig_unit"),  # a spelling cartlab reads
         supp_col(ex, "source").alias("source"), imputed_note([("", f"{dom}STDTC")], ex), extra_json(ex),
         *provenance(ex),
+        pl.when(pl.col("e__dstatus") == "ok").then(pl.col("e__day")).alias("__eday"),
+        upper(ex, f"{dom}DOSFRQ").alias("__frq"), ex.text(f"{dom}ENDTC").alias("__edtc"),
+        ex.text(f"{dom}STDTC").alias("__sdtc"), car_t_agent_expr(pl.col("__agent")).fill_null(False).alias("__car_t"),
     )
+    out = expand_ex(ex, out, ctx)
     _warn_zero_dose(ex, df, ctx)
+    warn_partial(ex, df, ctx, f"{dom}STDTC", pl.col("__agent"))
     code = pl.when(car_t_agent_expr(pl.col("__agent"))).then(pl.lit("CAR-T")).otherwise(pl.col("__agent"))
     return out, status(df, code, pl.lit("doses"), pl.col("__reason"))
 
@@ -455,8 +464,12 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     cm.df = df
     _warn_cm_ends(cm, df, end_partial, ongoing, ctx)
     is_o2 = pl.col("__cat") == "oxygen"
-    flow_from_dose = is_o2 & unit_raw.str.to_lowercase().str.replace_all(" ", "").is_in(["l/min", "lpm"])
-    dose_ok = unit_raw.is_in(okunits) & ~flow_from_dose
+    flow, flow_units = o2_flow(cm, ctx, unit_raw)  # review40_crs B4: mL/min, L/h ... converted with pint
+    flow_from_dose = is_o2 & unit_raw.is_in(list(flow_units))
+    dose_ok = unit_raw.is_in(okunits) & ~flow_from_dose & ~is_o2
+    warn_oxygen(cm, df, ctx, unit_raw, flow_units)
+    warn_partial(cm, df, ctx, "CMSTDTC", pl.format("{} {}", pl.col("__cat").fill_null("?"), pl.col("__agent").fill_null("")),
+                 pl.col("__cat").is_in(list(CRS_RELEVANT)))
     out = df.filter(pl.col("__reason").is_null()).select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
         pl.col("s__day").alias("start_day"),
@@ -466,7 +479,7 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(dose_ok).then(cm.number("CMDOSE")).alias("dose"),
         pl.when(dose_ok).then(unit).alias("dose_unit"),
         pl.when(is_o2).then(pl.col("__dev")).alias("o2_device"),
-        supp_col(cm, "o2_flow_lpm").fill_null(pl.when(flow_from_dose).then(cm.number("CMDOSE"))).alias("o2_flow_lpm"),
+        supp_col(cm, "o2_flow_lpm").fill_null(pl.when(flow_from_dose).then(flow)).alias("o2_flow_lpm"),
         supp_col(cm, "fio2").alias("fio2"),
         pl.when(indc.is_not_null()).then(indc.replace_strict(m.indications, default="other", return_dtype=pl.String))
         .alias("indication"),

@@ -218,11 +218,13 @@ def extra_json(dfile: DomainFile) -> pl.Expr:
 
 
 def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool = False,
-          partial_rule: bool = False) -> None:
+          partial_rule: bool = False, date_only: bool = False) -> None:
     """Add ``{prefix}__day``, ``{prefix}__datetime``, ``{prefix}__dstatus`` (ok / imputed / partial /
     missing / noanchor) for ``dtc_var``; an invalid --DTC is an InputError naming the record.
     ``partial_rule``: a partial ``dtc_var`` is read by a rule of its own (events and deaths,
-    :mod:`cartlab.io.sdtm.partial`), so the --DY warning does not count it as not read."""
+    :mod:`cartlab.io.sdtm.partial`), so the --DY warning does not count it as not read. ``date_only``: a
+    complete date without a clock time is the row's ``datetime`` too (findings; review40 B1), else only a
+    --DTC with a time is (an intervention's or event's date alone never reads as a midnight time)."""
     df = dfile.df
     if "__anchor" not in df.columns:
         df = df.join(ctx.anchors, left_on=pl.col("USUBJID").cast(pl.String), right_on="subject_id", how="left")
@@ -237,8 +239,10 @@ def place(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str = "", end: bool
         pl.when(pl.col("__anchor").is_null() & st.is_in(["ok", "imputed"])).then(pl.lit("noanchor")).otherwise(st)
         .alias(f"{prefix}__dstatus"),
         day_number(p.struct.field("dt"), pl.col("__anchor")).alias(f"{prefix}__day"),  # from the day-0 midnight
-        pl.when(p.struct.field("has_time") & ~pl.col("__nominal").fill_null(False) & (st == "ok"))
-        .then(dfile.col(dtc_var)).otherwise(None).alias(f"{prefix}__datetime"),
+        # study format: "datetime (ISO 8601)", a date alone included (review40 B1: a finding's date-only
+        # datetime survives the SDTM round trip)
+        pl.when((p.struct.field("has_time") | date_only) & ~pl.col("__nominal").fill_null(False) & (st == "ok"))
+        .then(dfile.col(dtc_var).cast(pl.String).str.strip_chars()).otherwise(None).alias(f"{prefix}__datetime"),
     ).drop("__p")
     _study_day(dfile, ctx, dtc_var, prefix, partial_rule)
 
@@ -248,6 +252,11 @@ FROM_DY = "day from {dy} {n} (no date in {dtc}; SDTMIG: no study day 0, day 1 = 
 #: the same, for a record whose --DTC is partial (review38 diff2 B7)
 FROM_DY_PARTIAL = ("day from {dy} {n} (partial date '{p}' in {dtc}; SDTMIG: no study day 0, day 1 = RFSTDTC = the "
                    "infusion)")
+
+
+#: the same, with a complete DM.RFSTDTC (review40 B4)
+FROM_DY_RFST = ("day from {dy} {n} (no date in {dtc}; SDTMIG: no study day 0, day 1 = DM.RFSTDTC {r}, counted to the "
+                "CAR-T day 0)")
 
 
 def _study_day(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str, partial_rule: bool = False) -> None:
@@ -288,27 +297,39 @@ def _study_day(dfile: DomainFile, ctx: Ctx, dtc_var: str, prefix: str, partial_r
     rows = df.filter(cand)[ROW].to_list()
     dfile.fail(cand & (n_dy == 0), dy, f"{dy} is 0: SDTMIG has no study day 0 (day 1 is RFSTDTC)")
     dfile.fail(cand & (n_dy != n_dy.round(0)), dy, f"{dy} is not a whole number of days")
-    day = pl.when(n_dy >= 1).then(n_dy - 1).otherwise(n_dy)
+    # review40 B4: --DY counts from RFSTDTC; a complete RFSTDTC on another day than day 0 (often the
+    # lymphodepletion) shifts the day by their difference; without RFSTDTC it is taken as the infusion day
+    rfst = pl.col("__rfst") if "__rfst" in df.columns else pl.lit(None, dtype=pl.Datetime("us"))
+    shift = ((rfst - pl.col("__anchor")).dt.total_days()).cast(pl.Float64)
+    day = pl.when(n_dy >= 1).then(n_dy - 1).otherwise(n_dy) + shift.fill_null(0.0)
     dfile.df = df.with_columns(
         pl.when(cand).then(day).otherwise(pl.col(f"{prefix}__day")).alias(f"{prefix}__day"),
         pl.when(cand).then(pl.lit("ok")).otherwise(pl.col(col)).alias(col),
         pl.when(cand & (pl.col(col) == "partial")).then(pl.format(
             FROM_DY_PARTIAL.replace("{dy}", dy).replace("{dtc}", dtc_var).replace("{n}", "{}").replace("{p}", "{}"),
             n_dy.cast(pl.Int64), dfile.col(dtc_var).cast(pl.String)))
+        .when(cand & shift.is_not_null()).then(pl.format(
+            FROM_DY_RFST.replace("{dy}", dy).replace("{dtc}", dtc_var).replace("{n}", "{}").replace("{r}", "{}"),
+            n_dy.cast(pl.Int64), rfst.dt.strftime("%Y-%m-%d")))
         .when(cand).then(pl.format(FROM_DY.replace("{dy}", dy).replace("{dtc}", dtc_var).replace("{n}", "{}"),
                                    n_dy.cast(pl.Int64))).alias(f"{prefix}__dynote"),
     )
     ctx.warnings.append(SdtmIssue(dfile.name, dy, f"{n:,} record(s) with no (or a partial) date in {dtc_var} placed "
                                   f"from {dy} "
-                                  "(option study_day_fallback: day = --DY - 1 from day 1, --DY before it; RFSTDTC is "
-                                  "taken as the infusion day)", rows, "warning"))
+                                  "(option study_day_fallback: day 1 = DM.RFSTDTC, so day = RFSTDTC + (--DY - 1 from day "
+                                  "1, --DY before it) counted from the CAR-T day 0; a subject without a complete RFSTDTC "
+                                  "takes it as the infusion day)", rows, "warning"))
+
+
+#: the mapping report's reason of a record with a partial date (the CLI flag and the Python option; review40 B9)
+PARTIAL = "partial date in {dtc}: not placed on a day (--partial-dates impute / option partial_dates='impute')"
 
 
 def time_reason(prefix: str, dtc_var: str) -> list[tuple[pl.Expr, str | pl.Expr]]:
     s = pl.col(f"{prefix}__dstatus")
     return [
         (s == "missing", f"no date ({dtc_var} empty)"),
-        (s == "partial", f"partial date in {dtc_var}: not placed on a day (option partial_dates='impute')"),
+        (s == "partial", PARTIAL.format(dtc=dtc_var)),
         (s == "noanchor", pl.lit("subject has no day 0 (") + pl.col("__noanchor").fill_null(
             "no CAR-T exposure in EX, no RFXSTDTC in DM") + pl.lit(")")),
     ]

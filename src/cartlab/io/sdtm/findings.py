@@ -31,6 +31,7 @@ from cartlab.io.sdtm.common import (
     time_reason,
 )
 from cartlab.io.sdtm.files import ROW, DomainFile
+from cartlab.io.sdtm.intervention_rules import warn_partial
 from cartlab.io.sdtm.mapping import norm
 from cartlab.io.value_text import BLQ_WORDS, CENSORED
 from cartlab.units import UnitError
@@ -185,6 +186,64 @@ def _warn_stresn_stresc(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, v: dict) 
             f"{v['STRESC']} copied in numeric format)", [row], "warning"))
 
 
+def _seq_at(dfile: DomainFile, df: pl.DataFrame) -> list[str]:
+    """'USUBJID x, --SEQ n' (else 'record n') of each row of ``df``."""
+    seq = df.select(_key(dfile.col(f"{dfile.domain}SEQ")).alias("s"))["s"].to_list()
+    return [f"USUBJID {u}, {dfile.domain}SEQ {q}" if q is not None else f"USUBJID {u}, record {r}"
+            for u, q, r in zip(df["USUBJID"].cast(pl.String).to_list(), seq, df[ROW].to_list(), strict=True)]
+
+
+def _warn_orres_censored(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, v: dict) -> None:
+    """One warning per file naming the records whose --ORRES is censored ("<50") while --STRESC/--STRESN
+    give an exact number (review40 A1): read as censored, the exact number not used (a result below the
+    LLOQ has no exact number; SDTMIG: --STRESC is "copied or derived from --ORRES")."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    bad = df.filter(pl.col("__pre").is_null() & pl.col("__orcens"))
+    if not bad.height:
+        return
+    what = [f"{at} ({p}): {v['ORRES']} {o!r}, {v['STRESN']}/{v['STRESC']} {n:g}" for at, p, o, n in zip(
+        _seq_at(dfile, bad), bad["__param"].to_list(), bad.select(dfile.text(v["ORRES"]).alias("o"))["o"].to_list(),
+        bad["__st_exact"].to_list(), strict=True)]
+    ctx.warnings.append(SdtmIssue(
+        dfile.name, v["ORRES"], f"{bad.height:,} {dfile.domain} record(s) with a censored {v['ORRES']} but an exact "
+        f"{v['STRESN']}/{v['STRESC']}: read as censored at the {v['ORRES']} limit (converted from {v['ORRESU']}; "
+        f"the exact number is not used, a censored result has none): {'; '.join(what[:10])}"
+        f"{' ...' if len(what) > 10 else ''}", bad[ROW].to_list(), "warning"))
+
+
+def _warn_or_range(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, v: dict) -> None:
+    """One warning per file counting the records whose empty --STNRLO/--STNRHI were taken from
+    --ORNRLO/--ORNRHI converted from --ORRESU (review40 B6)."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    rows = df.filter(pl.col("__pre").is_null() & pl.col("__or_range"))[ROW].to_list()
+    if rows:
+        ctx.warnings.append(SdtmIssue(
+            dfile.name, v["ORNRHI"], f"{len(rows):,} {dfile.domain} record(s) with {v['STNRLO']}/{v['STNRHI']} empty: "
+            f"the reference range is {v['ORNRLO']}/{v['ORNRHI']} converted from {v['ORRESU']} (SDTMIG: the same range "
+            "given for the original result)", rows, "warning"))
+
+
+def _warn_not_done(dfile: DomainFile, ctx: Ctx, v: dict) -> None:
+    """One warning naming each record with --STAT NOT DONE and a result (review40 B2; SDTMIG --STAT: "Used to
+    indicate exam not done. Should be null if a result exists"): the sender said not done, so it is not read."""
+    from cartlab.io.sdtm.reader import SdtmIssue
+
+    nd = (dfile.col(v["STAT"]).cast(pl.String).str.to_uppercase().str.strip_chars() == "NOT DONE").fill_null(False)
+    given = [dfile.text(v[k]).str.strip_chars().fill_null("") != "" for k in ("STRESN", "STRESC", "ORRES")]
+    bad = dfile.df.filter(nd & (given[0] | given[1] | given[2]))
+    if not bad.height:
+        return
+    res = bad.select(pl.coalesce(dfile.text(v["STRESN"]), dfile.text(v["STRESC"]), dfile.text(v["ORRES"])).alias("r"))
+    what = [f"{at}: {v['STAT']} NOT DONE but result {r!r}" for at, r in zip(_seq_at(dfile, bad), res["r"].to_list(),
+                                                                         strict=True)]
+    ctx.warnings.append(SdtmIssue(
+        dfile.name, v["STAT"], f"{bad.height:,} {dfile.domain} record(s) not done with a result given: not read "
+        f"(SDTMIG: {v['STAT']} is null if a result exists; correct {v['STAT']} or remove the result): "
+        f"{'; '.join(what[:10])}{' ...' if len(what) > 10 else ''}", bad[ROW].to_list(), "warning"))
+
+
 #: the mapping report's reason of a record mapped from its original result (no standard result given)
 FROM_ORRES = "mapped: result from {orres}/{orresu} ({stresc} and {stresn} empty)"
 
@@ -225,9 +284,10 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     dom = dfile.domain
     dfile.require("USUBJID", f"{dom}TESTCD")
     v = {s: f"{dom}{s}" for s in ("TESTCD", "STRESN", "STRESC", "STRESU", "ORRES", "ORRESU", "ORNRLO", "ORNRHI",
-                                   "STNRLO", "STNRHI", "LLOQ", "SPEC", "STAT", "TSTDTL", "DTC")}
+                                   "STNRLO", "STNRHI", "LLOQ", "SPEC", "STAT", "REASND", "TSTDTL", "DTC")}
     dfile.check_numbers(v["STRESN"], v["STNRLO"], v["STNRHI"], v["LLOQ"])
     _orres_fallback(dfile, ctx, v)
+    _warn_not_done(dfile, ctx, v)
     params, skip_reasons = _param_map(dfile, ctx)
     m = ctx.mapping
     d = ctx.dictionary
@@ -239,15 +299,23 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     stresc = dfile.text(v["STRESC"])
     censored_c = stresc.str.contains(_CENSORED).fill_null(False)
     stresc_num = pl.when(stresc.str.contains(_NUMBER)).then(stresc.cast(pl.Float64, strict=False))
-    stresn = pl.when(censored_c).then(None).otherwise(pl.coalesce(dfile.number(v["STRESN"]), stresc_num))
+    # review40 A1: a censored --ORRES ("<50") next to an exact --STRESC/--STRESN (50, or 0): the result has
+    # no exact number (a sponsor substituted the LLOQ or 0), so the censor of --ORRES wins (warned)
+    orcens = (dfile.text(v["ORRES"]).str.strip_chars().str.contains(_CENSORED).fill_null(False) & ~censored_c
+              & pl.coalesce(dfile.number(v["STRESN"]), stresc_num).is_not_null()
+              & supp_col(dfile, "value_text").is_null())
+    stresn = pl.when(censored_c | orcens).then(None).otherwise(pl.coalesce(dfile.number(v["STRESN"]), stresc_num))
     df = dfile.df.with_columns(
         code.alias("__code"),
         code.replace_strict(params, default=None, return_dtype=pl.String).alias("__param"),
         stresn.alias("__stresn"),
         (censored_c & dfile.number(v["STRESN"]).is_not_null()).alias("__cens_n"),
+        orcens.alias("__orcens"),
+        pl.coalesce(dfile.number(v["STRESN"]), stresc_num).alias("__st_exact"),
         ((dfile.number(v["STRESN"]) - stresc_num).abs()
          > 1e-9 * pl.max_horizontal(dfile.number(v["STRESN"]).abs(), stresc_num.abs())).fill_null(False).alias("__disagree"),
-        supp_col(dfile, "value_text").fill_null(pl.when(stresn.is_null()).then(stresc)).alias("__vtext"),
+        supp_col(dfile, "value_text").fill_null(pl.when(orcens).then(dfile.text(v["ORRES"]).str.strip_chars())
+                                                .when(stresn.is_null()).then(stresc)).alias("__vtext"),
         m.unit_expr(dfile.text(v["STRESU"])).fill_null("").alias("__stu"),
         m.unit_expr(dfile.text(v["ORRESU"])).fill_null("").alias("__oru"),
     )
@@ -263,7 +331,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         .alias("__climit"),
     )
     dfile.df = df
-    place(dfile, ctx, v["DTC"])
+    place(dfile, ctx, v["DTC"], date_only=True)
     df = dfile.df
     text_params = {p.code: list(p.text_values) for p in d.params.values() if p.text_values}
     has_result = pl.col("__stresn").is_not_null() | pl.col("__vtext").is_not_null()
@@ -276,7 +344,10 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         (pl.col("__param").is_null() & pl.col("__code").is_in(list(skip_reasons)),
          pl.col("__code").replace_strict(skip_reasons, default=None, return_dtype=pl.String)),
         (pl.col("__param").is_null(), UNMAPPED),
-        (dfile.col(v["STAT"]).cast(pl.String).str.to_uppercase() == "NOT DONE", f"not done ({v['STAT']})"),
+        (dfile.col(v["STAT"]).cast(pl.String).str.to_uppercase() == "NOT DONE",
+         pl.when(dfile.text(v["REASND"]).str.strip_chars().fill_null("") != "")
+         .then(pl.format(f"not done ({v['STAT']}; {v['REASND']} {{}})", dfile.text(v["REASND"]).str.strip_chars()))
+         .otherwise(pl.lit(f"not done ({v['STAT']})"))),
         (~has_result, f"no result ({v['STRESN']} and {v['STRESC']} empty)"),
         # a blood count measured in another specimen (a CSF or urine WBC) is not the blood count the
         # engines grade: not read, and never a reason to stop the import (session 33, review33 A6/B2)
@@ -328,6 +399,13 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
     def canon(e: pl.Expr) -> pl.Expr:
         return (e * pl.col("__sscale") + pl.col("__soffset")).round_sig_figs(SIG_DIGITS)
 
+    def from_orig(e: pl.Expr) -> pl.Expr:  # a number in --ORRESU -> the param's unit
+        return (e * pl.col("__oscale") + pl.col("__ooffset")).round_sig_figs(SIG_DIGITS)
+
+    def to_orig(e: pl.Expr) -> pl.Expr:  # a number in --STRESU -> --ORRESU (review40 A3/B8: the export's unit)
+        return ((e * pl.col("__sscale") + pl.col("__soffset") - pl.col("__ooffset")) / pl.col("__oscale")
+                ).round_sig_figs(SIG_DIGITS)
+
     orres = dfile.number(v["ORRES"]) if dfile.has(v["ORRES"]) else pl.lit(None, dtype=pl.Float64)
     # a censored --STRESC whose --ORRES is censored the same way ("<0.5" mg/dL, "<5" mg/L): the text and
     # unit as first given are --ORRES/--ORRESU (the censor and limit stay those of --STRESC)
@@ -349,7 +427,15 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
                                           return_dtype=pl.Float64)
     ints = [k for k, p in d.params.items() if p.integer]
     df = df.with_columns(canon(pl.col("__stresn")).alias("value"))
+    # review40 B6: an empty --STNRLO/--STNRHI is the --ORNRLO/--ORNRHI range converted from --ORRESU (SDTMIG:
+    # the same reference range, given for --ORRES); review40 A1: the bound of a censored --ORRES
+    or_range = [(dfile.number(v[st]).is_null() & dfile.number(v[orr]).is_not_null() & pl.col("__oscale").is_not_null()
+                 & ~pl.col("__from_or")) for st, orr in (("STNRLO", "ORNRLO"), ("STNRHI", "ORNRHI"))]
+    df = df.with_columns((or_range[0] | or_range[1]).fill_null(False).alias("__or_range"),
+                         (pl.col("__orcens") & pl.col("__oscale").is_not_null()).alias("__orcens_u"))
     dfile.df = df
+    _warn_orres_censored(dfile, df, ctx, v)
+    _warn_or_range(dfile, df, ctx, v)
     reason = pl.coalesce(pl.col("__pre"), first_reason(
         (pl.col("value").is_not_null() & lo.is_not_null() & ((pl.col("value") < lo) | (pl.col("value") > hi)),
          pl.lit("value outside the plausible range of ") + pl.col("__param") + pl.lit(" (wrong unit?)")),
@@ -357,6 +443,7 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
          "non-integer value of an integer score"),
     ))
     df = df.with_columns(reason.alias("__reason"))
+    warn_partial(dfile, df, ctx, v["DTC"], pl.col("__param").fill_null(pl.col("__code")))
     sp = dfile.col(v["SPEC"]).cast(pl.String).str.to_uppercase().str.strip_chars()
     out = df.filter(pl.col("__reason").is_null()).select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
@@ -365,23 +452,41 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         pl.col("__param").alias("param"),
         supp_col(dfile, "analyte").fill_null(dfile.text(v["TSTDTL"])).alias("analyte"),
         pl.col("value"),
-        pl.when(same_cens).then(dfile.text(v["ORRES"]).str.strip_chars()).otherwise(pl.col("__vtext")).alias("value_text"),
+        pl.when(same_cens | pl.col("__orcens_u")).then(dfile.text(v["ORRES"]).str.strip_chars())
+        .when(pl.col("__orcens")).then(pl.concat_str(pl.col("censor"), pl.coalesce(
+            dfile.text(v["STRESC"]).str.strip_chars(), pl.col("__st_exact").cast(pl.String))))
+        .otherwise(pl.col("__vtext")).alias("value_text"),
         pl.col("__param").replace_strict(units, default=None, return_dtype=pl.String).alias("unit"),
-        canon(dfile.number(v["STNRLO"])).alias("lln"),
-        canon(dfile.number(v["STNRHI"])).alias("uln"),
+        pl.coalesce(canon(dfile.number(v["STNRLO"])), from_orig(dfile.number(v["ORNRLO"]))).alias("lln"),
+        pl.coalesce(canon(dfile.number(v["STNRHI"])), from_orig(dfile.number(v["ORNRHI"]))).alias("uln"),
         canon(dfile.number(v["LLOQ"])).alias("lloq"),
         pl.col("censor"),
-        canon(pl.col("__climit")).alias("censor_limit"),
+        pl.when(pl.col("__orcens_u")).then(from_orig(pl.col("__climit")))
+        .when(pl.col("__orcens")).then(canon(pl.col("__st_exact")))
+        .otherwise(canon(pl.col("__climit"))).alias("censor_limit"),
         sp.replace_strict(m.specimens, default=None, return_dtype=pl.String).alias("specimen"),
         pl.when(use_or).then(orres).otherwise(pl.col("__stresn")).alias("orig_value"),
-        pl.when(use_or | same_cens).then(oru).otherwise(pl.col("__stu")).replace("", None).alias("orig_unit"),
-        pl.when(use_or).then(dfile.number(v["ORNRLO"])).otherwise(dfile.number(v["STNRLO"])).alias("orig_lln"),
-        pl.when(use_or).then(dfile.number(v["ORNRHI"])).otherwise(dfile.number(v["STNRHI"])).alias("orig_uln"),
-        supp_col(dfile, "orig_lloq").fill_null(dfile.number(v["LLOQ"])).alias("orig_lloq"),
+        pl.when(use_or | same_cens | pl.col("__orcens_u")).then(oru).otherwise(pl.col("__stu")).replace("", None)
+        .alias("orig_unit"),
+        # review40 B8/A3: a range or LLOQ given only in --STRESU is converted to --ORRESU next to --ORRES
+        pl.when(use_or).then(pl.coalesce(dfile.number(v["ORNRLO"]), to_orig(dfile.number(v["STNRLO"]))))
+        .otherwise(pl.coalesce(dfile.number(v["STNRLO"]), pl.when(pl.col("__or_range")).then(
+            (from_orig(dfile.number(v["ORNRLO"])) - pl.col("__soffset")) / pl.col("__sscale")))).alias("orig_lln"),
+        pl.when(use_or).then(pl.coalesce(dfile.number(v["ORNRHI"]), to_orig(dfile.number(v["STNRHI"]))))
+        .otherwise(pl.coalesce(dfile.number(v["STNRHI"]), pl.when(pl.col("__or_range")).then(
+            (from_orig(dfile.number(v["ORNRHI"])) - pl.col("__soffset")) / pl.col("__sscale")))).alias("orig_uln"),
+        supp_col(dfile, "orig_lloq").fill_null(pl.when(use_or | pl.col("__orcens_u"))
+                                              .then(to_orig(dfile.number(v["LLOQ"])))
+                                              .otherwise(dfile.number(v["LLOQ"]))).alias("orig_lloq"),
         supp_col(dfile, "source").alias("source"),
         pl.concat_str([imputed_note([("", v["DTC"])], dfile),
                        pl.when(pl.col("__from_or")).then(pl.lit(f"result read from {v['ORRES']}/{v['ORRESU']}: "
-                                                                  f"{v['STRESC']} empty"))],
+                                                                  f"{v['STRESC']} empty")),
+                       pl.when(pl.col("__orcens")).then(pl.format(f"{v['ORRES']} '{{}}' is censored: {v['STRESN']} {{}} "
+                                                                  "not used", dfile.text(v["ORRES"]).str.strip_chars(),
+                                                                  pl.col("__st_exact"))),
+                       pl.when(pl.col("__or_range")).then(pl.lit(f"range from {v['ORNRLO']}/{v['ORNRHI']} "
+                                                                 f"({v['STNRLO']}/{v['STNRHI']} empty)"))],
                       separator="; ", ignore_nulls=True).replace("", None).alias("source_note"),
         extra_json(dfile),
         *provenance(dfile),

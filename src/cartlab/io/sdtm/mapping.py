@@ -22,6 +22,7 @@ _LIST_KEYS = ("cm_terms", "events")
 _KNOWN_KEYS = {
     "version", "tests", "units", "specimens", "sex", "age_units", "ex_agents", "cm_categories",
     "cm_terms", "o2_devices", "indications", "events", "attributions", "unmapped_domains", "supp",
+    "dose_frequencies",
 }
 
 
@@ -50,6 +51,8 @@ class SdtmMapping:
     unmapped_domains: dict[str, str]
     supp: dict[str, str]
     files: tuple[str, ...] = field(default=())
+    #: EXDOSFRQ term -> {per_day, every_days} (review40 A4: a constant-dosing EX record is expanded)
+    dose_frequencies: dict[str, dict] = field(default_factory=dict)
 
     def test(self, domain: str, code: str) -> dict | None:
         return self.tests.get(domain, {}).get(norm(code))
@@ -161,4 +164,5 @@ def load_mapping(user: str | Path | None = None) -> SdtmMapping:
         unmapped_domains=upper_keys(raw.get("unmapped_domains")),
         supp=upper_keys(raw.get("supp")),
         files=tuple(files),
+        dose_frequencies=upper_keys(raw.get("dose_frequencies")),
     )
