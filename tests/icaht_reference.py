@@ -372,8 +372,10 @@ def _never_above(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict,
     for sid, day in study.events.filter(pl.col("event") == "death").select("subject_id", "day").iter_rows():
         if day is not None and sid in end:
             end[sid] = min(end[sid], math.floor(day))
+    # session 40 (review s40 A1): the last follow-up ends the window only with
+    # never_above_window_end=death_or_last_followup (default death: the earliest of day 30 and death)
     for sid, lfu in study.subjects.select("subject_id", "last_followup_day").iter_rows():
-        if lfu is not None and sid in end:
+        if lfu is not None and sid in end and opts.get("never_above_window_end") == "death_or_last_followup":
             end[sid] = min(end[sid], math.floor(lfu))
     known: dict[str, dict[int, dict]] = {sid: {} for sid in sids}
     for r in daily.filter(pl.col("day").is_between(lo, hi)).iter_rows(named=True):
@@ -676,6 +678,12 @@ def _t_nontransient(daily: pl.DataFrame, sids: list[str], opts: dict, levels: di
                 late = any(x["window"] == "late" for x in run)
                 from_early = any(x["window"] == "early" and x["source"] not in ("interpolated", "missing") for x in run)
                 long = bool(recorded) and run[-1]["day"] - min(recorded) + 1 >= stable
+                if opts.get("nontransient_length", "measured") == "measured":
+                    # session 40 (review s40 A2): the run lasts from its first to its last recorded count
+                    # below the level; interpolated days after the last one do not extend it
+                    late = bool(recorded) and any(x["window"] == "late" and min(recorded) <= x["day"] <= max(recorded)
+                                                  for x in run)
+                    long = bool(recorded) and max(recorded) - min(recorded) + 1 >= stable
                 if late and (from_early or long):
                     out[run[0]["subject_id"]][n] = 1
             run = [r] if r is not None and r[f"plt_lt_{n}"] else []

@@ -44,8 +44,10 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
     # session 34 (N-ICAHT): late_nontransient, and death ends the late window (late_end_events)
     # session 37 (review 37 B6): late_episode_span (the late ADAE row's ASTDY/AENDY); (new-user A2)
     # absent_interventions (an interventions.csv not given is unknown)
-    added = {"icaht_2023": {"never_above_data_from_day", "late_nontransient", "late_episode_span"},
-             "t_icaht_2025": {"late_nontransient", "absent_interventions"}}.get(name, set())
+    # session 40 (review s40 A1/A2): never_above_window_end, nontransient_length
+    added = {"icaht_2023": {"never_above_data_from_day", "late_nontransient", "late_episode_span",
+                            "never_above_window_end", "nontransient_length"},
+             "t_icaht_2025": {"late_nontransient", "absent_interventions", "nontransient_length"}}.get(name, set())
     now = {k: v for k, v in table.defaults.items() if k not in added}
     if name == "icaht_2023":
         assert now.pop("late_end_events") == [*before["defaults"]["late_end_events"], "death"]
@@ -83,7 +85,8 @@ def test_count_recovery_rows_moved_to_their_own_table_unchanged():
                                # session 37 (review s37 A1, B1; CHANGELOG)
                                "transfusion_supported": "transfusion_free_rule",
                                "censor_events": ["allo_hsct", "new_therapy"],
-                               "absent_interventions": "unknown"}  # session 38 (CHANGELOG)
+                               "absent_interventions": "unknown",  # session 38 (CHANGELOG)
+                               "never_below_max_gap_days": None}  # session 40 (review s40 B1)
     assert (now["neutrophil"], now["platelet"]) == (before["neutrophil"], before["platelet"])
     assert now["status"] == "verified"  # both rows are verified (as before)
     assert "recovery" not in load_raw("icaht_2023")  # one home for each rule id

@@ -90,10 +90,18 @@ def test_full_window_option_with_day_0_unknown_is_a_range_not_a_settled_3(tmp_pa
 
 
 def test_last_follow_up_ends_the_window_for_never_above(tmp_path):
-    """NEUT 0.2 on days 2 and 20, last follow-up day 20 (no death): days 2-20 interpolate 0.2, E = 20
-    -> 4 (Liang's days run to min(30, last follow-up)). With follow-up 60 the same data stop at day
-    20 < E = 30 -> by duration: 19 days <= 0.5 -> 3, up to 4 (before session 34: 4)."""
-    assert _row(_study(tmp_path / "a", [(2, 0.2), (20, 0.2)], fu=20))["icaht_early_grade"] == 4
+    """NEUT 0.2 on days 2 and 20, last follow-up day 20 (no death): days 2-20 interpolate 0.2. With
+    never_above_window_end=death_or_last_followup E = 20 -> 4 (Liang's days run to min(30, last
+    follow-up)); by default (session 40, review s40 A1) E = 30 for a living subject -> by duration: 19
+    days <= 0.5 -> 3, up to 4. With follow-up 60 the same data stop at day 20 < E = 30 -> 3, up to 4."""
+    from cartlab.grading.icaht import IcahtOptions
+
+    s = _study(tmp_path / "a", [(2, 0.2), (20, 0.2)], fu=20)
+    r = _row(s)
+    assert (r["icaht_early_grade"], r["icaht_early_grade_max"]) == (3, 4)
+    assert "last follow-up on day 20 (alive): days 21-30 not observed" in r["early_reason"]
+    assert derive_icaht(s, IcahtOptions(never_above_window_end="death_or_last_followup")).row(
+        0, named=True)["icaht_early_grade"] == 4
     r = _row(_study(tmp_path / "b", [(2, 0.2), (20, 0.2)], fu=60))
     assert (r["icaht_early_grade"], r["icaht_early_grade_max"]) == (3, 4)
 
@@ -128,12 +136,17 @@ def test_late_not_evaluable_still_gives_its_maximum_naming_the_days_without_anc(
 
 def test_late_nadir_with_a_short_run_below_500_and_unknown_tail(tmp_path):
     """ANC 2.0 on days 0 and 30, 0.05 on day 40, 1.2 on day 50, follow-up 100. Days 41-49 interpolate
-    +0.115/day: 0.165, 0.28, 0.395, 0.51, ... so <= 0.5 on days 40-43 (4 days from the measured day
-    40 >= 3) -> nontransient <= 0.5 -> grade 3; <= 0.1 on day 40 only -> transient. Days 51-100
-    unknown -> max 4. Before: 1 (second lowest 1.2), max 1."""
-    r = _row(_study(tmp_path, [(0, 2.0), (30, 2.0), (40, 0.05), (50, 1.2)], fu=100))
-    assert (r["icaht_late_grade"], r["icaht_late_grade_max"], r["late_rule"]) == (
-        3, 4, "icaht.late.g3_anc500_nontransient")
+    +0.115/day: 0.165, 0.28, 0.395, 0.51, ... so <= 0.5 on days 40-43, but only day 40 is a recorded
+    count <= 0.5: the run measured (session 40, review s40 A2, nontransient_length=measured) is 1 day
+    -> transient; two tests <= 1.5 (0.05, 1.2) -> grade 1. Days 51-100 unknown -> max 4. With
+    nontransient_length=interpolated: 4 days from the measured day 40 >= 3 -> nontransient -> 3."""
+    from cartlab.grading.icaht import IcahtOptions
+
+    s = _study(tmp_path, [(0, 2.0), (30, 2.0), (40, 0.05), (50, 1.2)], fu=100)
+    r = _row(s)
+    assert (r["icaht_late_grade"], r["icaht_late_grade_max"], r["late_rule"]) == (1, 4, "icaht.late.g1_anc1500")
+    r = derive_icaht(s, IcahtOptions(nontransient_length="interpolated")).row(0, named=True)
+    assert (r["icaht_late_grade"], r["late_rule"]) == (3, "icaht.late.g3_anc500_nontransient")
 
 
 def test_nontransient_rows_are_conventions():
@@ -202,7 +215,10 @@ LIANG_EARLY = {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1, "6": 2, "7": 3, "8": 4, "
 LIANG = Path(__file__).parent / "fixtures" / "icaht_liang_synthetic"
 
 
-@pytest.mark.parametrize("opts", [{}, {"duration": "longest_run", "max_interpolation_gap_days": 7}])
+# session 40 (review s40 A1): Liang's days run to min(30, last follow-up): with the longest run and his
+# maxgap, patient 8 (aplasia to the last follow-up on day 16, alive) is 4 only by that reading
+@pytest.mark.parametrize("opts", [{}, {"duration": "longest_run", "max_interpolation_gap_days": 7,
+                                       "never_above_window_end": "death_or_last_followup"}])
 def test_liang_synthetic_patients_early_grades(opts):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

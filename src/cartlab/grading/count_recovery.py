@@ -53,6 +53,7 @@ class RecoveryOptions(CriteriaOptions):
     transfusion_free_during_counting: bool | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
     never_below_data_from_day: int | None = None
+    never_below_max_gap_days: Annotated[int, Field(ge=0)] | None = None
     transfusion_supported: Literal["transfusion_free_rule", "as_measured"] | None = None
     censor_events: tuple[str, ...] | None = None
     absent_interventions: Literal["unknown", "none_given"] | None = None
@@ -65,6 +66,32 @@ class RecoveryOptions(CriteriaOptions):
         if bad:  # a misspelt event would silently end nothing
             raise ValueError(f"censor_events: {', '.join(map(repr, bad))}: choose events of events.csv from "
                              f"{', '.join(e for e in EVENTS if e != 'death')} (death always ends recovery)")
+
+
+def _gcsf_near(study: Study, rec: pl.DataFrame, k: int, before: int = 7) -> pl.DataFrame:
+    """Per subject whose neutrophil recovery run (``day`` to ``day + k - 1``) or the ``before`` days before
+    it overlap a G-CSF intervention (interventions.csv category gcsf): ``_gcsf`` ("G-CSF on days 8-12
+    (interventions.csv:1)") and ``_gcsf_refs``. The ANC is counted as measured (no verified source
+    excludes G-CSF-supported counts; row recovery.gcsf_not_considered, review s40 B3), as ICAHT grades it
+    (icaht.gcsf_not_considered): the reason names the G-CSF days."""
+    from cartlab.grading.common import last_covered_day
+
+    schema = {_SID: pl.String, "_gcsf": pl.String, "_gcsf_refs": EVIDENCE}
+    iv = study.interventions
+    if iv.is_empty() or "category" not in iv.columns or rec.is_empty():
+        return pl.DataFrame(schema=schema)
+    if "end_day" not in iv.columns:
+        iv = iv.with_columns(pl.lit(None, dtype=pl.Float64).alias("end_day"))
+    g = iv.filter((pl.col("category") == "gcsf") & pl.col("start_day").is_not_null())
+    g = g.with_columns(evidence_ref().alias("_ref"), last_covered_day(g).alias("_end"))
+    hit = (g.join(rec.select(_SID, "day"), on=_SID, how="inner")
+           .filter((pl.col("start_day") <= pl.col("day") + k - 1) & (pl.col("_end") >= pl.col("day") - before))
+           .sort(_SID, "start_day"))
+    days = (pl.when(pl.col("start_day").floor() == pl.col("_end")).then(pl.format("day {}", pl.col("start_day").cast(pl.Int64)))
+            .otherwise(pl.format("days {}-{}", pl.col("start_day").cast(pl.Int64), pl.col("_end").cast(pl.Int64))))
+    return hit.group_by(_SID, maintain_order=True).agg(
+        pl.format("G-CSF on {} ({})", days, pl.col("_ref").fill_null("no row")).str.join("; ").alias("_gcsf"),
+        pl.col("_ref").drop_nulls().alias("_gcsf_refs")).cast(schema)
 
 
 def _days_list(col: str) -> pl.Expr:
@@ -160,12 +187,32 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, tx: pl.DataFrame | None,
     # "never below from day 0" needs the values to start by never_below_data_from_day: days before the
     # first value are unknown (session 34, review s34 D8); later ones leave the recovery open (`unk`)
     first = pts.group_by(_SID).agg(pl.col("d").min().alias("_first"))
-    late_start = pl.col("_first") > int(opts["never_below_data_from_day"])
+    # the longest run of days without a value between two values (review s40 B1): read as not below,
+    # as ICAHT reads the days between values (max_interpolation_gap_days); named in the reason, and
+    # longer than never_below_max_gap_days (when set) it leaves "never below" open (not evaluable)
+    gaps = (pts.select(_SID, (pl.col("d").shift(1).over(_SID) + 1).alias("_ga"), (pl.col("d") - 1).alias("_gb"))
+            .filter(pl.col("_gb") >= pl.col("_ga")).sort(pl.col("_gb") - pl.col("_ga"), "_ga", descending=[True, False])
+            .group_by(_SID, maintain_order=True).first())
+    first = first.join(gaps, on=_SID, how="left")
+    max_gap = opts.get("never_below_max_gap_days")
+    gap_n = pl.col("_gb") - pl.col("_ga") + 1
+    long_gap = (gap_n > int(max_gap)).fill_null(False) if max_gap is not None else pl.lit(False)
+    gap_days = pl.when(pl.col("_ga") == pl.col("_gb")).then(pl.format("day {}", pl.col("_ga"))).otherwise(
+        pl.format("days {}-{}", pl.col("_ga"), pl.col("_gb")))
+    gap_note = pl.when(pl.col("_ga").is_not_null()).then(pl.format(
+        f"; the longest gap between values: {{}} ({{}} days with no value, read as not below: option "
+        f"never_below_max_gap_days={max_gap if max_gap is not None else 'null'})", gap_days, gap_n)).otherwise(pl.lit(""))
+    gap_unknown = pl.format(
+        f"not evaluable: {label} never below {thr_txt} on the days with a value, but {{}} have no {label} value "
+        f"({{}} days, more than never_below_max_gap_days={max_gap}): a value below {thr_txt} and a recovery in them "
+        "cannot be ruled out", gap_days, gap_n)
+    late_start = (pl.col("_first") > int(opts["never_below_data_from_day"])) | long_gap
     drop = pts.filter(~pl.col("m")).group_by(_SID).agg(pl.col("value", "d", "refs", "ctxt", "m").sort_by("d").first())
     subj = pts.select(_SID).unique()
     if start == "nadir":
-        never = pl.format(f"not applicable: {label} never below {thr_txt} from day 0 (nadir {{}} on day {{}}).",
-                          pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String))
+        never = pl.format(f"not applicable: {label} never below {thr_txt} from day 0 (nadir {{}} on day {{}}{{}}).",
+                          pl.coalesce(pl.col("ctxt"), _fmt_expr(pl.col("value"))), pl.col("d").cast(pl.String),
+                          gap_note)
         # a censored lowest result ("<0.1") is below the level only when its bound says so (m)
         unknown = pl.format(
             f"not evaluable: {label} never below {thr_txt} on the days with a value (from day {{}}; lowest {{}} on "
@@ -177,7 +224,8 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, tx: pl.DataFrame | None,
         na = low.join(first, on=_SID, how="left").join(sups, on=_SID, how="left").select(
             _SID, (never_low & ~late_start & ~sup).alias("na"), (never_low & late_start).alias("unk"),
             sup.alias("sup"), "sup_days", "sup_refs",
-            pl.when(late_start).then(unknown).otherwise(never).alias("na_reason"), pl.col("refs").alias("na_refs"))
+            pl.when(pl.col("_first") > int(opts["never_below_data_from_day"])).then(unknown)
+            .when(late_start).then(gap_unknown).otherwise(never).alias("na_reason"), pl.col("refs").alias("na_refs"))
         if opts["nadir"] == "lowest":  # the lowest value from day 0 on (the earliest of equal ones)
             st = low.with_columns(pl.lit(" (the lowest value from day 0: option nadir=lowest)").alias("how"))
         else:  # the lowest value of the first episode below the level: from the first value below it
@@ -205,11 +253,15 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, tx: pl.DataFrame | None,
             _SID, pl.when(sup).then(pl.lit(-1, dtype=pl.Int64)).otherwise(pl.col("d")).alias("after"),
             (pl.col("d").is_null() & ~late_start & ~sup).alias("na"),
             (pl.col("d").is_null() & late_start).alias("unk"), sup.alias("sup"),
-            pl.when(late_start).then(pl.format(
+            pl.when(pl.col("_first") > int(opts["never_below_data_from_day"])).then(pl.format(
                 f"not evaluable: {label} never below {thr_txt} on the days with a value (from day {{}}), but day(s) "
                 f"0-{{}} have no {label} value: a value below {thr_txt} and a recovery before day {{}} cannot be ruled out",
                 pl.col("_first"), pl.col("_first") - 1, pl.col("_first")))
-            .otherwise(pl.lit(f"not applicable: {label} never below {thr_txt} from day 0.")).alias("na_reason"),
+            .when(late_start).then(gap_unknown)
+            .otherwise(pl.concat_str(pl.lit(f"not applicable: {label} never below {thr_txt} from day 0"),
+                                     pl.when(pl.col("_ga").is_not_null()).then(pl.concat_str(
+                                         pl.lit(" ("), gap_note.str.strip_prefix("; "), pl.lit(")")))
+                                     .otherwise(pl.lit("")), pl.lit("."))).alias("na_reason"),
             pl.when(sup).then(sup_txt).otherwise(
                 pl.format(f"after the first value below {thr_txt} on day {{}}", pl.col("d"))).alias("start_txt"),
             pl.when(sup).then(pl.col("sup_refs")).otherwise(pl.col("refs")).fill_null(_NO_REFS).alias("start_refs"))
@@ -412,6 +464,7 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     ev_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.censor_event"), None)
     ai_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.absent_interventions"), None)
     tx_unknown = interventions_unknown(study, opts["absent_interventions"])
+    gap_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.never_below_gap"), None)
     start_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.never_below_needs_start"),
                     ne_id)
     for kind, label in (("neutrophil", "ANC"), ("platelet", "platelets")):
@@ -477,6 +530,16 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
                     "; censored at day {} ({})", pl.col("censor_day").cast(pl.Int64), why_txt)).otherwise(pl.lit("")),
                 pl.when(s.is_in(["not_reached", "not_evaluable"])).then(pl.lit(".")).otherwise(pl.lit(""))).alias("reason"))
                .filter(pl.col("status").is_not_null()))
+        if kind == "neutrophil":  # review s40 B3: G-CSF around the recovery run named, counts as measured
+            g = _gcsf_near(study, rec.filter(pl.col("status") == "recovered"), k)
+            rec = rec.join(g, on=_SID, how="left", maintain_order="left").with_columns(
+                pl.when(pl.col("_gcsf").is_not_null()).then(pl.concat_str(
+                    pl.col("reason"), pl.lit(" "), pl.col("_gcsf"),
+                    pl.lit(" within the 7 days before or during the recovery run: the ANC is counted as measured "
+                           "(recovery.gcsf_not_considered)."))).otherwise(pl.col("reason")).alias("reason"),
+                pl.when(pl.col("_gcsf").is_not_null()).then(_refs(pl.col("evidence").fill_null(_NO_REFS),
+                                                                  pl.col("_gcsf_refs")))
+                .otherwise(pl.col("evidence")).alias("evidence")).drop("_gcsf", "_gcsf_refs")
         rid = pl.lit(rule["id"], dtype=pl.String)
         extra_ids = [(pl.col("sup").fill_null(False), sup_id), (pl.col("by_event").fill_null(False), ev_id),
                      (pl.col("txu").fill_null(False), ai_id)]
@@ -495,7 +558,9 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
             pl.col("status").fill_null(pl.lit("no_data")).alias(f"{kind}_recovery_status"),
             pl.col("censor_day").alias(f"{kind}_recovery_censor_day"),
             pl.col("censor_reason").alias(f"{kind}_recovery_censor_reason"),
-            (pl.when(pl.col("unk").fill_null(False)).then(pl.concat_str(rid, pl.lit(f"; {start_id}")))
+            (pl.when(pl.col("unk").fill_null(False) & pl.col("reason").str.contains("never_below_max_gap_days=", literal=True)
+                     & pl.lit(gap_id is not None)).then(pl.concat_str(rid, pl.lit(f"; {gap_id}")))
+             .when(pl.col("unk").fill_null(False)).then(pl.concat_str(rid, pl.lit(f"; {start_id}")))
              .when((s == "not_evaluable") & ~pl.col("txu").fill_null(False)).then(pl.concat_str(rid, pl.lit(f"; {ne_id}")))
              .otherwise(rid)
              if ne_id else rid).alias(f"{kind}_recovery_rule"),

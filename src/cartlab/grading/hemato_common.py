@@ -56,6 +56,7 @@ class CountWindowOptions(CriteriaOptions):
     late_end_at_last_followup: bool | None = None
     late_window_end_inclusive: bool | None = None
     late_min_measurements: int | None = None
+    nontransient_length: Literal["measured", "interpolated"] | None = None
 
 
 def table_levels(table: CriteriaTable, param: str) -> dict[str, float]:
@@ -544,32 +545,50 @@ def nontransient_runs(frame: pl.DataFrame, sids: list[str], opts: dict[str, Any]
                       flag: str, out: str) -> pl.DataFrame:
     """``<out><level>`` (1/0) per subject of ``sids``: the late "Two or more laboratory tests **or
     nontransient** thrombocytopenia/neutropenia" (Rejeski 2025, T-ICAHT Table 1 footnote; option
-    ``late_nontransient``, all 0 when off). ``frame``: the daily series with ``window`` (early |
-    late), ``source`` and the flags ``<flag><level>``. A run is consecutive calendar days of the
-    early and late windows at or below the level (a day without a count, or open, ends it); it is
-    nontransient when it reaches the late window and either holds a recorded early count below the
-    level (it continues from the early window) or lasts >= ``stable_recovery_days`` days from its
-    first recorded count below it (cartlab's reading, rules ``t_icaht.late.*_nontransient``,
-    ``icaht.late.*_nontransient``). The days interpolated down to that first count do not count:
-    one count of 10 after 150 ten days before is one test, not a run of several days. Moved from
-    T-ICAHT (session 34) for N-ICAHT; both call it directly (session 35)."""
+    ``late_nontransient``, all 0 when off), and ``_<out><level>_days``, the first such run as text
+    ("40-60 (measured at or below on days 40, 60; days between interpolated)"). ``frame``: the daily
+    series with ``window`` (early | late), ``source`` and the flags ``<flag><level>``. A run is
+    consecutive calendar days of the early and late windows at or below the level (a day without a
+    count, or open, ends it), cut (option ``nontransient_length=measured``, the default; session 40,
+    review s40 A2) to its first and last *recorded* count at or below the level: interpolation never
+    carries a run past its last low count toward a normal one, the days between two low counts stay
+    in it. It is nontransient when it (so cut) reaches the late window and either holds a recorded
+    early count at or below the level (it continues from the early window) or lasts >=
+    ``stable_recovery_days`` days (cartlab's reading, rules ``t_icaht.late.*_nontransient``,
+    ``icaht.late.*_nontransient``): a single low count followed by a normal one is one test, however
+    late the next count. ``interpolated`` (cartlab 0.x): the run runs to its last interpolated day."""
     cols = [f"{out}{n}" for n in levels]
     res = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
     if not opts.get("late_nontransient"):
-        return res.with_columns(pl.lit(0, dtype=pl.Int64).alias(c) for c in cols)
+        return res.with_columns(*[pl.lit(0, dtype=pl.Int64).alias(c) for c in cols],
+                                *[pl.lit(None, dtype=pl.String).alias(f"_{c}_days") for c in cols])
+    measured = opts.get("nontransient_length", "measured") == "measured"
     f = frame.filter(pl.col("window").is_in(["early", "late"])).sort("subject_id", "day")
     gap = (pl.col("day") - pl.col("day").shift(1).over("subject_id")) != 1
+    rec = recorded_day()
     for n, c in zip(levels, cols):
         below = pl.col(f"{flag}{n}").fill_null(False)
         new_run = (gap | (below != below.shift(1).over("subject_id"))).fill_null(True)
+        first, last = pl.col("day").filter(rec).min(), pl.col("day").filter(rec).max()
+        inside = pl.col("day").is_between(first, last) if measured else pl.col("day") >= first
         runs = (f.with_columns(new_run.cum_sum().over("subject_id").alias("_run"), below.alias("_below"))
                 .filter("_below").group_by("subject_id", "_run").agg(
-                    (pl.col("window") == "late").any().alias("_late"),
-                    ((pl.col("window") == "early") & recorded_day()).any().alias("_from_early"),
-                    (pl.col("day").max() - pl.col("day").filter(recorded_day()).min() + 1).alias("_len")))
-        hit = runs.filter(pl.col("_late") & (pl.col("_from_early")
-                                             | (pl.col("_len").fill_null(0) >= int(opts["stable_recovery_days"]))))
-        res = res.with_columns(pl.col("subject_id").is_in(hit["subject_id"].implode()).cast(pl.Int64).alias(c))
+                    ((pl.col("window") == "late") & inside).any().alias("_late"),
+                    ((pl.col("window") == "early") & rec).any().alias("_from_early"),
+                    first.alias("_a"), (last if measured else pl.col("day").max()).alias("_b"),
+                    pl.col("day").filter(rec).alias("_rec"))
+                .with_columns((pl.col("_b") - pl.col("_a") + 1).alias("_len")))
+        hit = (runs.filter(pl.col("_late") & (pl.col("_from_early")
+                                              | (pl.col("_len").fill_null(0) >= int(opts["stable_recovery_days"]))))
+               .sort("subject_id", "_a").group_by("subject_id", maintain_order=True).first())
+        rec_txt = pl.col("_rec").list.eval(pl.element().cast(pl.String)).list.join(", ")
+        where = "at or below" if opts.get("inclusive", True) else "below"
+        every = pl.col("_rec").list.len() >= pl.col("_len")
+        txt = pl.format(f"days {{}}-{{}} (recorded count {where} the level {{}})", pl.col("_a"), pl.col("_b"),
+                        pl.when(every).then(pl.lit("on every day")).otherwise(pl.concat_str(
+                            pl.lit("on days "), rec_txt, pl.lit("; the days between interpolated"))))
+        res = res.join(hit.select("subject_id", pl.lit(1, dtype=pl.Int64).alias(c), txt.alias(f"_{c}_days")),
+                       on="subject_id", how="left", maintain_order="left").with_columns(pl.col(c).fill_null(0))
     return res
 
 

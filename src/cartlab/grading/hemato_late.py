@@ -26,7 +26,7 @@ from cartlab.grading.hemato_common import day_ranges, fmt_expr, grades, nontrans
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
-__all__ = ["late_lowest_text", "late_range_text", "late_upper_grade", "late_window_text", "lowest_text",
+__all__ = ["late_lowest_text", "nontransient_days", "late_range_text", "late_upper_grade", "late_window_text", "lowest_text",
            "window_grades", "window_rules",
            "nontransient_text"]
 
@@ -198,3 +198,21 @@ def gcsf_days_text(study: Study, lo: float, hi: float) -> pl.DataFrame:
         pl.when(pl.col("start_day").floor() == pl.col("_end")).then(pl.format("day {}", pl.col("start_day").cast(pl.Int64)))
         .otherwise(pl.format("days {}-{}", pl.col("start_day").cast(pl.Int64), pl.col("_end").cast(pl.Int64))),
         pl.col("_ref").fill_null("no row")).str.join("; ").alias("_gcsf"))
+
+
+def nontransient_days(levels: Sequence[str], out: str, count: str) -> pl.Expr:
+    """``late_nontransient_days``: the run a ``*_nontransient`` late rule rests on (session 40, review
+    s40 A2), read from :func:`~cartlab.grading.hemato_common.nontransient_runs`' ``_<out><level>_days``
+    for the level the rule names (``<count><level>``: "anc500", "plt20"); null for any other rule."""
+    rule = pl.col("late_rule").fill_null("")
+    e = pl.lit(None, dtype=pl.String)
+    for n in levels:
+        e = pl.when(rule.str.contains(rf"_{count}{n}(_[^.]*)?_nontransient$")).then(pl.col(f"_{out}{n}_days")).otherwise(e)
+    return e.alias("late_nontransient_days")
+
+
+def nontransient_days_text() -> pl.Expr:
+    """"; nontransient run: days 40-60 (...)" of a late grade resting on a nontransient run ("" otherwise)."""
+    return (pl.when(pl.col("late_nontransient_days").is_not_null())
+            .then(pl.concat_str(pl.lit("; nontransient run: "), pl.col("late_nontransient_days"))).otherwise(pl.lit("")))
+

@@ -3,8 +3,11 @@
 Thresholds and rules live in ``criteria/icaht_2023.yaml``; the code evaluates them. Early ICAHT
 (days 0-30) grades the cumulative days of ANC at or below 0.5 and 0.1 x10^9/L (days between
 measurements linearly interpolated, non-stable recoveries < 3 days counted; the longest run is an
-option), late ICAHT (day 31 to the earliest of day 100, relapse, new therapy, allo-HSCT or last
-follow-up) the worst ANC level reached by at least two measurements.
+option; the window ends at day 30 or death, option ``never_above_window_end``), late ICAHT (day 31
+to the earliest of day 100, relapse, new therapy, allo-HSCT, death or last follow-up) the worst ANC
+level reached by at least two measurements on different days "or nontransient neutropenia" (a run at
+or below the level continuing from the early window or lasting >= 3 days between its first and last
+recorded ANC, option ``nontransient_length``; the T-ICAHT footnote's words).
 
 >>> from cartlab.datasets import seed_case
 >>> derive_icaht(seed_case())["icaht_early_grade"].to_list()
@@ -51,13 +54,15 @@ from cartlab.grading.hemato_late import (
     late_range_text,
     late_upper_grade,
     late_window_text,
+    nontransient_days,
+    nontransient_days_text,
     nontransient_text,
     window_grades,
     window_rules,
 )
 from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
-from cartlab.provenance import EVIDENCE
+from cartlab.provenance import EVIDENCE, evidence_ref
 
 #: the ADAE terms of the early and late ICAHT episodes (:func:`derive_icaht_episodes`)
 EARLY_TERM = "Immune effector cell-associated hematotoxicity, early (days 0-30)"
@@ -74,6 +79,7 @@ class IcahtOptions(CountWindowOptions):
 
     never_above_requires_full_window: bool | None = None
     never_above_data_from_day: Number | None = None
+    never_above_window_end: Literal["death", "death_or_last_followup"] | None = None
     late_end_events_from_day: Number | None = None
     late_nontransient: bool | None = None
     late_episode_span: Literal["qualifying_measurements", "window"] | None = None
@@ -133,21 +139,29 @@ def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.
 
 
 def _early_ends(study: Study, sids: list[str], opts: dict[str, Any]) -> pl.DataFrame:
-    """Per subject: ``_early_end``, the last day "never above the level in days 0-30" can be judged
-    on: the earliest of day 30, death and the last follow-up day (session 34; Liang et al. build their
-    days up to min(30, last follow-up); an early death in aplasia is grade 4), and ``_early_end_why``."""
+    """Per subject: ``_early_end``, the last day of the early window ("never above the level in days
+    0-30" is judged up to it): the earliest of day 30 and death, and with the option
+    ``never_above_window_end=death_or_last_followup`` (Liang's min(30, last follow-up)) the last
+    follow-up day too (session 40, review s40 A1: a living subject whose follow-up ends on day 5 was
+    grade 4 from 6 days of data). ``_early_end_why`` (day 30 | death | last follow-up), ``_lfu``
+    (the last follow-up day), ``_death`` and ``_end_ev`` (the death row when death ends the window)."""
     hi = int(opts["early_window"][1])
+    with_lfu = opts["never_above_window_end"] == "death_or_last_followup"
     death = (study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
-             .group_by("subject_id").agg(pl.col("day").min().floor().cast(pl.Int64).alias("_death")))
+             .with_columns(evidence_ref().alias("_ref")).sort("day")
+             .group_by("subject_id", maintain_order=True)
+             .agg(pl.col("day").first().floor().cast(pl.Int64).alias("_death"), pl.col("_ref").first()))
     lfu = (study.subjects.unique("subject_id", keep="last").filter(pl.col("last_followup_day").is_not_null())
            .select("subject_id", pl.col("last_followup_day").floor().cast(pl.Int64).alias("_lfu")))
-    end = pl.min_horizontal(pl.lit(hi, dtype=pl.Int64), "_death", "_lfu")
+    end = pl.min_horizontal(pl.lit(hi, dtype=pl.Int64), "_death", *(["_lfu"] if with_lfu else []))
     return (pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
             .join(death, on="subject_id", how="left", maintain_order="left")
             .join(lfu, on="subject_id", how="left", maintain_order="left")
             .select("subject_id", end.alias("_early_end"), pl.when(pl.col("_death") <= end).then(pl.lit("death"))
-                    .when(pl.col("_lfu") <= end).then(pl.lit("last follow-up"))
-                    .otherwise(pl.lit(f"day {hi}")).alias("_early_end_why")))
+                    .when(pl.lit(with_lfu) & (pl.col("_lfu") <= end)).then(pl.lit("last follow-up"))
+                    .otherwise(pl.lit(f"day {hi}")).alias("_early_end_why"), "_lfu", "_death",
+                    pl.when(pl.col("_death") <= end).then(pl.concat_list(pl.col("_ref")))
+                    .otherwise(pl.lit([], dtype=EVIDENCE)).alias("_end_ev")))
 
 
 def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
@@ -231,6 +245,7 @@ def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:
     if opts["never_above_requires_full_window"]:
         return
     lo, hi = (int(x) for x in opts["early_window"])
+    or_lfu = ", or last follow-up" if opts["never_above_window_end"] == "death_or_last_followup" else ""
     part = f.filter(pl.col("early_rule").str.contains("never_above").fill_null(False)
                     & (pl.col("early_n_days") < pl.col("_early_end") - lo + 1))
     if part.height:
@@ -238,7 +253,7 @@ def _warn_partial_never_above(f: pl.DataFrame, opts: dict[str, Any]) -> None:
         warnings.warn(SubjectsWarning(
             f"early ICAHT: {part.height} subject(s) graded by 'ANC never above the level in days {lo}-{hi}' with "
             "days before their first ANC unknown: {subjects}. Their data start by "
-            f"day {opts['never_above_data_from_day']:g} and reach day {hi} (or death, or last follow-up) (Liang: an "
+            f"day {opts['never_above_data_from_day']:g} and reach day {hi} (or death{or_lfu}) (Liang: an "
             "episode from day 0-3 that does not end); never_above_requires_full_window=true grades them by "
             "duration instead.", [r[0] for r in rows], "icaht.csv (early_rule, early_n_days)",
             labels=[f"{sid} ({n} d)" for sid, n in rows]), stacklevel=3)
@@ -362,8 +377,11 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(grades(table, opts))
     f = f.join(_early_upper(study, daily, sids, opts, levels, table, ends), on="subject_id", how="left",
-               maintain_order="left").join(ends.select("subject_id", "_early_end_why"), on="subject_id", how="left",
-                                           maintain_order="left")
+               maintain_order="left").join(ends.select("subject_id", "_early_end_why", "_lfu", "_end_ev"),
+                                           on="subject_id", how="left", maintain_order="left")
+    # the death row that ends the early window is evidence of the early grade (review s40 B2)
+    f = f.with_columns(pl.concat_list("early_evidence", pl.col("_end_ev").fill_null(pl.lit([], dtype=EVIDENCE)))
+                       .list.unique(maintain_order=True).alias("early_evidence"))
     need = int(opts["late_min_measurements"])
     early_ok = pl.col("early_n_days") > 0
     late_ok = (pl.col("late_n_measurements") >= need) | pl.any_horizontal([pl.col(c) > 0 for c in nt_cols])
@@ -375,6 +393,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                                 features=lambda up: _late_features(up, opts, levels, wins)),
                on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(window_grades("icaht", early_ok, late_ok))
+    f = f.with_columns(nontransient_days(list(levels), "late_nontransient_anc_", "anc"))
     _warn_partial_never_above(f, opts)
     texts = table.texts(("early", "late"), opts)
     early_levels = _early_level_names(table, levels)
@@ -384,10 +403,17 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     # every known day at or below the level, but days up to E unknown: "never above" not established
     need_txt = (f"every day from day {lo}" if opts["never_above_requires_full_window"] else
                 f"data from day {opts['never_above_data_from_day']:g} at the latest and every day from there")
+    ends_txt = ("death and last follow-up" if opts["never_above_window_end"] == "death_or_last_followup"
+                else "death")
     not_est = [pl.when(pl.col(f"_never_open_{n}")).then(pl.format(
         f"; ANC {sym} {fmt(levels[n])} on every day with data, but 'never above {fmt(levels[n])}' needs {need_txt} "
-        f"to day {{}} (the earliest of day {hi}, death and last follow-up: {{}}) known, so it is not established",
+        f"to day {{}} (the earliest of day {hi} and {ends_txt}: {{}}; option never_above_window_end="
+        f"{opts['never_above_window_end']}) known, so it is not established",
         pl.col("_early_end"), pl.col("_early_end_why"))) for n in never_used]
+    # session 40 (review s40 A1): a living subject whose follow-up ends inside the window - named
+    fu_end = pl.when(pl.col("_lfu") < pl.col("_early_end")).then(pl.format(
+        "last follow-up on day {} (alive): days {}-{} not observed", pl.col("_lfu"), pl.col("_lfu") + 1,
+        pl.col("_early_end")))
     gaps = pl.when(pl.col("early_unknown_days") > 0).then(pl.format(
         f"{{}} day(s) of days {lo}-{hi} ({{}}) have no ANC (measured or interpolated) and are not counted",
         py_str(pl.col("early_unknown_days")), pl.lit("days ") + pl.col("_early_unknown_list")))
@@ -397,7 +423,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     never = pl.when(never != "").then(never.str.strip_prefix("; "))
     could = pl.format(" Could be up to grade {}: {}; had they been below every level, the grade would be that.",
                       py_str(pl.col("icaht_early_grade_max")),
-                      pl.concat_str(gaps, cens, never, separator="; ", ignore_nulls=True))
+                      pl.concat_str(gaps, fu_end, cens, never, separator="; ", ignore_nulls=True))
     late_could = late_range_text(
         "icaht_late_grade", "icaht_late_grade_max", "ANC (measured or interpolated) and could each have been a test",
         "no day of the late window lacks an ANC",
@@ -425,14 +451,17 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                           pl.lit(" "), pl.col("_gcsf"), pl.lit(": counts graded as measured (icaht.gcsf_not_considered)."))
                       ).otherwise(pl.lit(""))).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
-    ).with_columns(_late_qualifying(levels))
+    ).with_columns(*_late_qualifying(levels), pl.col("_early_end").cast(pl.Float64).alias("early_window_end"),
+                   pl.col("_early_end_why").alias("early_window_end_reason"))
     lvl_cols = [f"anc_le_{n}_{c}" for n in early_levels for c in ("days", "start", "end", "episodes", "recovery_days")]
     cols = (["subject_id", "icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max",
              "early_unknown_days", "icaht_late_grade_max"] + lvl_cols
             + [f"never_above_{n}" for n in never_used]
+            + ["early_window_end", "early_window_end_reason"]
             + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
                "late_anc_nadir", "late_anc_nadir_day", "late_anc_confirmed", "late_anc_confirmed_day",
                "late_qualifying_start", "late_qualifying_end", "late_qualifying_n", "late_qualifying_days",
+               "late_nontransient_days",
                "early_rule", "early_reason", "early_evidence", "late_rule", "late_reason", "late_evidence",
                "rule", "reason", "evidence"])
     return f.select(cols).cast({"icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
@@ -537,13 +566,23 @@ def duration_text(prefix: str, what: str, opts: dict) -> pl.Expr:
 def _early_reason(opts: dict, levels: dict[str, float], names: list[str], never_used: list[str],
                   texts: dict[str, str], sym: str) -> pl.Expr:
     lo, hi = opts["early_window"]
-    parts = [pl.when(pl.col(f"never_above_{name}").fill_null(False)).then(pl.format(
-        f"ANC never above {fmt(levels[name])} in days {lo}-{hi} ({{}} days with data)", py_str(pl.col("early_n_days"))))
+    # days without an ANC next to a grade resting on 'never above' are named (review s40 A1)
+    unknown = pl.when(pl.col("early_unknown_days") > 0).then(pl.format(
+        "; days {} have no ANC (measured or interpolated) and are not counted", pl.col("_early_unknown_list")))
+    parts = [pl.when(pl.col(f"never_above_{name}").fill_null(False)).then(pl.concat_str(pl.format(
+        f"ANC never above {fmt(levels[name])} in days {lo}-{hi} ({{}} days with data", py_str(pl.col("early_n_days"))),
+        unknown, pl.lit(")"), ignore_nulls=True))
         for name in reversed(never_used)]
+    # the window cut by death (or last follow-up, option never_above_window_end) is said, as T-ICAHT
+    # says it (review s40 B2)
+    cut = pl.col("_early_end") < hi
+    head = pl.when(cut).then(pl.format(f"days {lo}-{{}} (censored: {{}} on day {{}}; days {{}}-{hi} not observed): ",
+                                       pl.col("_early_end"), pl.col("_early_end_why"), pl.col("_early_end"),
+                                       pl.col("_early_end") + 1)).otherwise(pl.lit(""))
     parts += [duration_text(f"anc_le_{name}", f"ANC {sym} {fmt(levels[name])}", opts) for name in names]
     return (pl.when(pl.col("early_n_days").fill_null(0) == 0)
             .then(pl.lit(f"not evaluable: no ANC in days {lo}-{hi} (measured or interpolated)."))
-            .otherwise(pl.concat_str(pl.concat_str(parts, separator="; ", ignore_nulls=True), pl.lit(" -> grade "),
+            .otherwise(pl.concat_str(head, pl.concat_str(parts, separator="; ", ignore_nulls=True), pl.lit(" -> grade "),
                                      py_str(pl.col("icaht_early_grade")), pl.lit(" ("),
                                      rule_texts(texts, "early_rule", "no ICAHT criterion met"), pl.lit(")."))))
 
@@ -560,7 +599,7 @@ def _late_reason(opts: dict, levels: dict[str, float], texts: dict[str, str], sy
                 f"not evaluable: {{}} ANC measurement(s) in {{}}, {need} needed on different days{nt}.",
                 py_str(n), win))
             .when(pl.col("late_rule").is_not_null() & (pl.col("late_rule") != ""))
-            .then(pl.concat_str(head, pl.lit(" -> grade "), py_str(pl.col("icaht_late_grade")), pl.lit(" ("),
+            .then(pl.concat_str(head, nontransient_days_text(), pl.lit(" -> grade "), py_str(pl.col("icaht_late_grade")), pl.lit(" ("),
                                 rule_texts(texts, "late_rule", ""), pl.lit(").")))
             .otherwise(pl.concat_str(head, pl.lit(f"; fewer than {need} {where} {fmt(max(levels.values()))} -> grade 0."))))
 

@@ -53,6 +53,8 @@ from cartlab.grading.hemato_late import (
     late_range_text,
     late_upper_grade,
     late_window_text,
+    nontransient_days,
+    nontransient_days_text,
     nontransient_text,
     window_grades,
     window_rules,
@@ -410,6 +412,7 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
                on="subject_id", how="left", maintain_order="left")
     # not evaluable: still the highest grade possible (missing is not negative; session 34: it was null)
     f = f.with_columns(window_grades("t_icaht", early_ok, late_ok))
+    f = f.with_columns(nontransient_days(list(levels), "late_nontransient_plt_", "plt"))
     texts = table.texts(("early", "late"), opts)
     e_lv = _used(table, "early", r"plt_lt_(\w+)_days")
     l_lv = _used(table, "late", r"late_plt_lt_(\w+)_days")
@@ -484,7 +487,7 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
             + ["late_window_start", "late_window_end", "late_window_end_reason", "late_n_measurements",
                "late_plt_nadir", "late_plt_nadir_day", "late_plt_confirmed", "late_plt_confirmed_day"]
             + [f"late_n_plt_{n}" for n in n_lv] + [f"late_plt_lt_{n}_{c}" for n in l_lv for c in dur]
-            + ["late_transfusion_supported_days", "early_rule", "early_reason", "early_evidence",
+            + ["late_transfusion_supported_days", "late_nontransient_days", "early_rule", "early_reason", "early_evidence",
                "late_rule", "late_reason", "late_evidence", "rule", "reason", "evidence"])
     return f.select(cols).cast({"t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
                                 "t_icaht_early_grade_max": pl.Int64,
@@ -534,7 +537,7 @@ def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], nam
             .otherwise(pl.concat_str(
                 py_str(n), pl.lit(" measurements in "), win, pl.lit(", of which "), counts, pl.lit("; "),
                 late_lowest_text(n, "PLT", "late_plt"), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
-                _tx_text("late_transfusion_supported_days", opts), pl.lit(" -> grade "),
+                _tx_text("late_transfusion_supported_days", opts), nontransient_days_text(), pl.lit(" -> grade "),
                 py_str(pl.col("t_icaht_late_grade")), pl.lit(" ("),
                 rule_texts(texts, "late_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
 

@@ -271,6 +271,10 @@ def _window_input(what: str, r: dict) -> str:
     """The input a not-evaluable late window misses, named with the window's days: "ANC (days 31–33)"
     (table icaht / t_icaht ``late_window_start`` / ``late_window_end``)."""
     start, end = r.get("late_window_start"), r.get("late_window_end")
+    if start is not None and end is not None and end < start:
+        # review s40 B4: an empty window misses nothing ("ANC (days 31–5)" was written)
+        why = r.get("late_window_end_reason")
+        return f"— (late window empty: ends day {_day(end)}{', ' + str(why) if why else ''})"
     return f"{what} (days {_day(start)}–{_day(end)})" if start is not None and end is not None else what
 
 
