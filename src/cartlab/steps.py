@@ -187,7 +187,9 @@ def _exposure(study, o, kinetics_summary, best_response, crs_summary):
     from cartlab.kinetics.exposure import ExposureOptions, derive_exposure_response
 
     frame = (kinetics_summary
-             .join(best_response.select("subject_id", "best_response"), on="subject_id", how="left")
+             .join(best_response.select("subject_id", "best_response",
+                                        *[c for c in ("responder",) if c in best_response.columns]),
+                   on="subject_id", how="left")  # the analysis's responder definition (review40 B8)
              .join(crs_summary.select("subject_id", "crs_grade_astct", *[c for c in ("crs_grade_astct_max",)
                                                                         if c in crs_summary.columns]),
                    on="subject_id", how="left"))
@@ -271,7 +273,7 @@ SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("response_summary", "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",
      ("best_response", "best_response_could_be", "best_response_day", "mrd_negative")),
     ("kinetics_summary", "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
-     ("car_cmax", "car_tmax", "car_auc_0_28", "car_tlast", "car_param", "car_unit")),
+     ("car_cmax", "car_tmax", "car_auc_0_28", "car_auc_window", "car_tlast", "car_param", "car_unit")),
 )
 
 

@@ -114,6 +114,9 @@ def normalise_spelling(unit: str) -> str:
     # mm3 / m2 / dm3 style powers -> mm**3
     s = re.sub(r"\b([A-Za-z]+)([23])\b", r"\1**\2", s)
     s = s.replace("^", "**")
+    # a denominator that starts with a number is one quantity: "copies/100 ng" is per (100 ng), 10 copies/ug
+    # (pint reads "a/100 b" as a/100 * b, a different dimension: review40 B2); also "/1.73 m**2", "/24 h"
+    s = re.sub(r"/\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z][A-Za-z_]*(?:\*\*\d+)?)", r"/(\1 \2)", s)
     return s
 
 
@@ -131,7 +134,8 @@ def parse_unit(unit: str) -> pint.Unit | pint.Quantity:
     """Parse a unit spelling; raise :class:`UnitError` if pint cannot.
 
     A number leading a unit must be a power of ten (``10^9/L``, ``10*9/L``, ``1e9/L``, ``1e+09/L``,
-    ``1000/uL``, ``0.1 mg/dL``; ``mL/min/1.73 m2`` has none in front): a
+    ``1000/uL``, ``0.1 mg/dL``; ``mL/min/1.73 m2`` has none in front; a number after "/" starts
+    the denominator: ``copies/100 ng`` is copies per 100 ng, ``mg/24 h`` mg per 24 h): a
     superscript lost in copying turns ``10⁹/L`` into ``109/L`` (or ``10 9/L``, ``10.9/L``), which pint
     would read as 109 per litre; such a unit is an error, not a guess."""
     expr = normalise_spelling(unit)

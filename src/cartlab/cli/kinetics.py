@@ -48,8 +48,8 @@ def nca_cmd(
     = "lin-up/log-down",
     interval: Annotated[Optional[list[str]], typer.Option(
         "--interval", help="START,END (repeatable; END may be inf). Default: 0,inf. As in PKNCA's pk.nca, the "
-        "PKNCA-named columns use only the samples inside the interval, with times from START; aucint and "
-        "aucint.last interpolate at the edges.")] = None,
+        "PKNCA-named columns use only the samples inside the interval, with times from START; aucint (PKNCA "
+        "aucint.inf.obs: the lambda.z tail after tlast) and aucint.last interpolate at the edges.")] = None,
     conc_unit: Annotated[Optional[str], typer.Option(
         "--conc-unit", help="Unit of the concentrations (e.g. ng/mL): OUT_units.csv then gives each column's unit "
         "(cmax ng/mL, AUCs time*conc, lambda.z 1/time), as PKNCA does.")] = None,

@@ -23,9 +23,15 @@ Cellular kinetics). Time is days from the first CAR-T infusion (the study's day 
   quantifiable sample the curve falls linearly to the 0 of the next BLQ sample (AUCall's linear
   triangle; day 28 is interpolated on that line when the BLQ sample is later), or, without one,
   follows the terminal slope ``clast exp(-lambda.z (t - tlast))``; null when neither is
-  available. Otherwise this is PKNCA's ``aucint`` over 0-28, not PKNCA's ``auclast`` over 0-28, which
-  stops at the last sample on or before day 28 (``cartlab nca --interval 0,28`` gives both:
-  ``aucint``/``aucint.last`` and ``auclast``).
+  available. Otherwise this is PKNCA's ``aucint.inf.obs`` over 0-28 (interval AUC with the lambda.z
+  tail after tlast; PKNCA's ``aucint.last`` puts 0 there), not PKNCA's ``auclast`` over 0-28, which
+  stops at the last sample on or before day 28 (``cartlab nca --interval 0,28`` gives
+  ``aucint`` = aucint.inf.obs, ``aucint.last`` and ``auclast``). The basis says which path gave the
+  value and, when the lambda.z tail was used, how much of it is extrapolated (warning
+  ``auc_window_extrapolated``; option ``auc_past_tlast``).
+* A CAR-T infusion more than ``split_dose_gap_days`` (7) after the previous one starts a second
+  administration: the profile of the first ends there (option ``profile_end``, rule
+  ``car_kinetics.profile_end``; PKNCA: one NCA per dosing interval).
 
 * Two samples of one subject at the same time (one whole ``day`` twice, without a time of day):
   the subject's NCA is not evaluable, with the reason "two samples at the same time (day 7)"
@@ -47,6 +53,17 @@ from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import InputError, SubjectsWarning
 from cartlab.kinetics.agents import car_t_infusions, other_cell_therapy_expr
+from cartlab.kinetics.car_profile import (
+    cut_at_reinfusion,
+    parameter_evidence,
+    reinfusion_note,
+    untimed_infusion_subjects,
+    warn_date_only_same_day,
+    warn_untimed_infusion,
+    window_basis_parts,
+)
+from cartlab.kinetics.car_rows import excluded_rows as _excluded_rows
+from cartlab.kinetics.car_rows import not_evaluable_rows as _not_evaluable_rows
 from cartlab.kinetics.car_rows import select_analyte, select_specimen
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -98,6 +115,22 @@ class CarKineticsOptions(CriteriaOptions):
       analyte.
     * ``max_aucpext`` (20): warning ``aucpext_high`` when ``aucpext.obs`` (ADPP AUCPEO, the % of
       ``aucinf.obs`` extrapolated past tlast; PKNCA ``pk.calc.aucpext``) is above this percentage.
+    * ``profile_end`` ("next_infusion"): with ``time_from="first"``, the profile ends at the first CAR-T
+      infusion more than ``split_dose_gap_days`` (7, a convention: split-dose fractions on days 0-2 stay
+      one administration) after the previous one; samples after that re-infusion are left out of the NCA
+      (named in a warning; the second administration's parameters are not computed). "all": every sample
+      after the first infusion (before session 40: a re-expansion became Cmax).
+    * ``auc_past_tlast`` ("extrapolate"): a window ending after the last quantifiable sample, with no BLQ
+      sample after it, is completed by the lambda.z tail (PKNCA ``aucint.inf.obs``; the basis gives the
+      extrapolated % and warning ``auc_window_extrapolated``); "not_evaluable": empty with that reason (the
+      spec says "interpolating" only).
+    * ``untimed_infusion`` ("midnight"): an infusion without a clock time is at midnight (spec "Time"), so
+      timed samples count from it to the hour, with a warning; "calendar_day": those subjects' samples are
+      timed in whole calendar days from the infusion's day (a sample on that day is at time 0 and follows
+      ``day0_untimed_sample``).
+    * ``blq_middle`` ("drop") / ``blq_last`` ("keep"): PKNCA ``conc.blq`` for BLQ samples between
+      quantifiable ones and after the last ("keep" = as 0, "drop" = left out); with ``blq_last="drop"``
+      the window past tlast is the lambda.z tail, not the line to the BLQ sample's 0.
     * ``all_blq_auc`` ("zero"): a subject whose samples are all BLQ gets ``car_auc_0_28`` 0 (PKNCA: "If
       all conc input are zero, then the AU(M)C is zero"), with a basis naming the last sampled day and
       warning ``all_blq_before_window_end`` when that day is before the window's end;
@@ -115,8 +148,21 @@ class CarKineticsOptions(CriteriaOptions):
     analyte: str | None = None
     max_aucpext: float = 20.0
     all_blq_auc: str = "zero"
+    profile_end: str = "next_infusion"
+    split_dose_gap_days: float = 7.0
+    auc_past_tlast: str = "extrapolate"
+    untimed_infusion: str = "midnight"
+    blq_middle: str = "drop"
+    blq_last: str = "keep"
 
     def __post_init__(self) -> None:
+        for name, allowed in (("profile_end", ("next_infusion", "all")), ("auc_past_tlast", (
+                "extrapolate", "not_evaluable")), ("untimed_infusion", ("midnight", "calendar_day")),
+                              ("blq_middle", ("drop", "keep")), ("blq_last", ("keep", "drop"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if not (isinstance(self.split_dose_gap_days, (int, float)) and self.split_dose_gap_days >= 0):
+            raise ValueError(f"split_dose_gap_days must be a number of days >= 0, not {self.split_dose_gap_days!r}")
         if self.all_blq_auc not in ("zero", "through_last_sample"):
             raise ValueError(f"all_blq_auc must be 'zero' or 'through_last_sample', not {self.all_blq_auc!r}")
         if not isinstance(self.specimen, str) or not self.specimen.strip():
@@ -223,6 +269,9 @@ def _profiles_ex(study: Study, options: CarKineticsOptions, warn: bool = False) 
                                .alias("_first_t"))
     else:
         obs = obs.with_columns(pl.col("day").alias("_t"), pl.col("_first").alias("_first_t"))
+    untimed_inf = (pl.col("_first") == pl.col("_first").floor()) & pl.lit(options.untimed_infusion == "calendar_day")
+    obs = obs.with_columns(pl.when(untimed_inf).then(pl.col("_t").floor()).otherwise(pl.col("_t")).alias("_t"),
+                           untimed_inf.alias("_cal_inf"))
     obs = obs.filter((pl.col("_t") - pl.col("_first_t")).round(9) >= 0)
     if options.param is None:  # per subject: CARCOPY when it has any after the infusion, else CARCELL
         # (a pre-infusion CARCOPY baseline "<50" must not hide the CARCELL profile: session 32 review)
@@ -240,7 +289,7 @@ def _profiles_ex(study: Study, options: CarKineticsOptions, warn: bool = False) 
     ref_last = pl.when(_date_only() & pl.lit(calendar)).then(last.floor()).otherwise(last)
     rel = (pl.col("_t") - ref_last).round(9).alias("_rel")
     time = (rel if options.time_from == "last" else (pl.col("_t") - pl.col("_first_t")).round(9)).alias("time")
-    obs = obs.with_columns(time, rel, (_date_only() & (time == 0)).alias("_untimed0"))
+    obs = obs.with_columns(time, rel, ((_date_only() | pl.col("_cal_inf")) & (time == 0)).alias("_untimed0"))
     if options.day0_untimed_sample == "pre_infusion":  # a date-only sample on the infusion's day: before it
         obs = obs.filter(~pl.col("_untimed0"))
     limit = pl.coalesce(pl.col("censor_limit"), pl.col("lloq"))
@@ -406,6 +455,13 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
 
     options = options or CarKineticsOptions()
     prof, excluded = _profiles_ex(study, options, warn=True)
+    inf = _infusions(study)
+    car_obs = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS))
+                                        & pl.col("subject_id").is_in(prof["subject_id"].unique().implode()))
+    warn_untimed_infusion(untimed_infusion_subjects(car_obs, inf, _date_only()), options.untimed_infusion)
+    prof = cut_at_reinfusion(prof, inf, options.profile_end, options.time_from, options.split_dose_gap_days)
+    reinf = reinfusion_note(prof, inf, options.profile_end, options.time_from, options.split_dose_gap_days)
+    warn_date_only_same_day(car_obs, prof["evidence"].list.explode(keep_nulls=False, empty_as_null=False), _date_only())
     _warn_date_only(study, prof, options)
     _warn_day0(prof, options)
     _warn_other_cell_therapy(study)
@@ -435,8 +491,8 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                      .otherwise(None).alias("value_text")))
     lo, hi = options.auc_window
     res = derive_nca(frame, subject="subject_id", time="time", conc="conc", lloq="lloq", value_text="value_text",
-              intervals=((0.0, math.inf), (lo, hi)), options=NcaOptions(method=options.method,
-                                                                                  max_aucpext=options.max_aucpext))
+              intervals=((0.0, math.inf), (lo, hi)), options=NcaOptions(
+        method=options.method, max_aucpext=options.max_aucpext, blq_middle=options.blq_middle, blq_last=options.blq_last))
     whole = res.filter(pl.col("end").is_infinite()).rename({"rule": "lambda.z.rule", "reason": "lambda.z.reason"})
     win = res.filter(pl.col("end") == hi).select(
         "subject_id", pl.col("aucint").alias("_aucint"),
@@ -473,10 +529,12 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
             "(car_kinetics.csv warnings no_lloq; give observations.csv lloq): {subjects}", no_lloq,
             "car_kinetics.csv (warnings no_lloq)"), stacklevel=2)
     out = (whole.join(win, on="subject_id", how="left").join(zero_after, on="subject_id", how="left")
-           .join(meta, on="subject_id", how="left"))
-    use_all = pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") <= hi) & pl.lit(lo == 0.0)
-    zero_later = (pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") > hi) & (pl.col("tlast") < hi)
-                  & pl.lit(lo == 0.0))
+           .join(meta, on="subject_id", how="left").join(reinf, on="subject_id", how="left")
+           .with_columns(pl.concat_str(pl.col("_note"), pl.col("_reinf_note"), separator="; ", ignore_nulls=True)
+                         .replace("", None).alias("_note")).drop("_reinf_note"))
+    keep_last = pl.lit(lo == 0.0 and options.blq_last == "keep")  # BLQ after tlast is 0 (not dropped)
+    use_all = pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") <= hi) & keep_last
+    zero_later = pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") > hi) & (pl.col("tlast") < hi) & keep_last
     tl, cl, z = pl.col("tlast"), pl.col("clast.obs"), pl.col("_zero_at")
     # zero_at_infusion=False and no sample at the window's start: not computable (the option's meaning;
     # PKNCA's aucint would start from conc.origin = 0, i.e. impute the 0 anyway: review s35 B2)
@@ -488,7 +546,13 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     # and only when it ends after tlast (the window row's own aucint_no_lambda_z says exactly that)
     no_lz = (~no_start & ~use_all & ~zero_later & pl.col("_aucint").is_null()
              & pl.col("_win_no_lz").fill_null(False))
-    auc = (pl.when(no_start | blq_null).then(pl.lit(None, dtype=pl.Float64)).when(use_all).then(pl.col("aucall"))
+    # the aucint path past tlast: the lambda.z tail (PKNCA aucint.inf.obs), extrapolated (review40 B1)
+    past, tail = window_basis_parts(hi, lo)
+    extrap = ~no_start & ~blq_null & ~use_all & ~zero_later & ~no_lz & pl.col("_aucint").is_not_null() & past \
+        & ~pl.col("_all_blq").fill_null(False)
+    refuse = extrap & pl.lit(options.auc_past_tlast == "not_evaluable")
+    pct = (tail / pl.col("_aucint") * 100)
+    auc = (pl.when(no_start | blq_null | refuse).then(pl.lit(None, dtype=pl.Float64)).when(use_all).then(pl.col("aucall"))
            .when(zero_later).then(pl.col("auclast") + (cl + c_end) / 2 * (hi - tl))
            .otherwise(pl.col("_aucint")))
     out = out.with_columns(
@@ -515,14 +579,28 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         .when(no_lz).then(pl.lit("not computable: the window reaches past the last quantifiable sample and "
                                  "lambda.z is not estimable"))
         .when(pl.col("_aucint").is_null()).then(pl.lit("not computable: fewer than 2 samples in the profile"))
-        .otherwise(pl.lit("AUC over the window (PKNCA aucint)")).alias("auc_window_basis"),
+        .when(refuse).then(pl.format(
+            f"not evaluable: the window ends (day {day_text(hi)}) after the last quantifiable sample (day {{}}) with "
+            "no later sample; the level there would be extrapolated by lambda.z (kinetics.auc_past_tlast="
+            "not_evaluable)", day_expr(tl)))
+        .when(extrap).then(pl.format(
+            "AUC over the window, extrapolated from the last quantifiable sample (day {}) by lambda.z {}/day "
+            "(PKNCA aucint.inf.obs): {} of {} ({}%) extrapolated", day_expr(tl), _num_text("lambda.z"),
+            tail.round(1).cast(pl.String), _num_text("_aucint"), pct.round(1).cast(pl.String)))
+        .otherwise(pl.lit("AUC over the window, through the samples (interpolated at the window's end when no "
+                          "sample is there; PKNCA aucint.inf.obs, no extrapolation)")).alias("auc_window_basis"),
         # aucint_no_lambda_z of the whole profile is about PKNCA's 0-infinity aucint (= aucinf.obs), not
         # the window beside it: given only when the window itself needs lambda.z (session 33)
         pl.col("warnings").list.eval(pl.element().filter(~pl.element().str.starts_with("aucint_no_lambda_z:")))
         .list.concat(pl.when(no_lz).then(pl.concat_list(pl.format(
             f"aucint_no_lambda_z: the AUC window (day {day_text(lo)}-{day_text(hi)}) reaches past the last "
             "quantifiable sample (day {}) and lambda.z is not available, with no BLQ sample after it to bring the "
-            "level to 0: auc_window is null (PKNCA aucint)", day_expr(tl))))
+            "level to 0: auc_window is null (PKNCA aucint.inf.obs)", day_expr(tl))))
+                     .otherwise(pl.lit([], dtype=pl.List(pl.String))))
+        .list.concat(pl.when(extrap).then(pl.concat_list(pl.format(
+            f"auc_window_extrapolated: the AUC window (day {day_text(lo)}-{day_text(hi)}) ends after the last "
+            "quantifiable sample (day {}): {}% of auc_window is the lambda.z tail (PKNCA aucint.inf.obs; option "
+            "kinetics.auc_past_tlast)", day_expr(tl), pct.round(1).cast(pl.String))))
                      .otherwise(pl.lit([], dtype=pl.List(pl.String))))
         .list.concat(pl.when(blq_short).then(pl.concat_list(pl.format(
             f"all_blq_before_window_end: every sample is BLQ and the last is on day {{}}, before the window's end (day "
@@ -534,6 +612,9 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
             "measured 0 and every other value is taken as quantified (n_blq, auc_window); give lloq",
             pl.col("param")))).otherwise(pl.lit([], dtype=pl.List(pl.String)))).alias("warnings"),
         pl.col("_n_blq").alias("n_blq"),
+        # persistence = tlast is censored when no BLQ sample follows it: CAR-T still detectable (review40 B11)
+        pl.when(pl.col("tlast").is_not_null()).then(pl.col("_zero_at").is_null()).alias("persistence_censored"),
+        pl.col("_zero_at").alias("persistence_lost_by"), extrap.alias("_extrap"),
     ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq", "_has_start", "_no_lloq", "_all_blq", "_last_t")
     auc_text = (pl.when(pl.col("auc_window").is_null()).then(pl.format("({})", pl.col("auc_window_basis")))
                 .otherwise(pl.format("{} by {} ({})", _num_text("auc_window"), pl.lit(options.method),
@@ -543,6 +624,7 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                                       day_expr(pl.col("tmax")), day_expr(pl.col("tlast")))))
     out = out.with_columns(
         pl.lit(options.method).alias("method"),
+        pl.lit(f"{day_text(lo)}-{day_text(hi)}").alias("auc_window_days"),
         pl.lit("car_kinetics.nca").alias("rule"),
         pl.format("{} NCA from {} samples ({}{}{}{}): {}, AUC{}-{} {}",
                   pl.col("param"), pl.col("n_samples"),
@@ -560,6 +642,7 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                   auc_text).alias("reason"),
         pl.lit(None, dtype=pl.String).alias("not_evaluable"),
     ).drop("_no_inf", "_q0", "_note")
+    out = out.join(parameter_evidence(prof, out, lo, hi), on="subject_id", how="left").drop("_extrap")
     if same.height:
         out = pl.concat([out, _not_evaluable_rows(same, meta, options)], how="diagonal_relaxed").sort(
             "subject_id", maintain_order=True)
@@ -567,40 +650,6 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         out = pl.concat([out, _excluded_rows(excluded, options)], how="diagonal_relaxed").sort(
             "subject_id", maintain_order=True)
     return out
-
-
-def _excluded_rows(excluded: pl.DataFrame, options: CarKineticsOptions) -> pl.DataFrame:
-    """The rows of the subjects not evaluable for the specimen/analyte rules (review s38 A1, A2): every
-    NCA value empty (missing, not 0), the rule, and the reason naming the analytes or specimens."""
-    code = (pl.when(pl.col("rule") != "car_kinetics.multiple_analytes").then(pl.lit("no_blood_sample"))
-            .when(pl.lit(options.analyte is not None)).then(pl.lit("no_analyte_sample"))
-            .otherwise(pl.lit("multiple_analytes")))
-    return excluded.select(
-        "subject_id", pl.lit(0.0).alias("start"), pl.lit(math.inf).alias("end"),
-        pl.concat_list(pl.format("{}: {}", code, pl.col("not_evaluable"))).alias("warnings"),
-        "param", "unit", pl.col("evidence").cast(EVIDENCE), pl.lit(False).alias("zero_imputed"),
-        pl.format("not evaluable: {}", pl.col("not_evaluable")).alias("auc_window_basis"),
-        pl.lit(options.method).alias("method"), "rule",
-        pl.format("{} NCA not evaluable: {}", pl.col("param"), pl.col("not_evaluable")).alias("reason"),
-        "not_evaluable",
-    )
-
-
-def _not_evaluable_rows(same: pl.DataFrame, meta: pl.DataFrame, options: CarKineticsOptions) -> pl.DataFrame:
-    """The rows of the subjects with two samples at one time: every NCA value empty, and why."""
-    fix = ("NCA needs one concentration per time (PKNCA: sample times must be unique and increasing), and "
-           "which sample came later is unknown; give each its time of day (a datetime, or a fractional day)")
-    return same.join(meta, on="subject_id", how="left").select(
-        "subject_id", pl.lit(0.0).alias("start"), pl.lit(math.inf).alias("end"),
-        pl.col("_n_blq").alias("n_blq"),
-        pl.concat_list(pl.format("duplicate_time: {}: {}", pl.col("not_evaluable"), pl.lit(fix))).alias("warnings"),
-        "param", "unit", "evidence", "zero_imputed",
-        pl.format("not evaluable: {}", pl.col("not_evaluable")).alias("auc_window_basis"),
-        pl.lit(options.method).alias("method"),
-        pl.lit("car_kinetics.duplicate_time").alias("rule"),
-        pl.format("{} NCA not evaluable: {}; {}", pl.col("param"), pl.col("not_evaluable"), pl.lit(fix)).alias("reason"),
-        "not_evaluable",
-    )
 
 
 def _num_text(col: str) -> pl.Expr:
@@ -625,12 +674,26 @@ def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = N
     time (day 7)"; null otherwise), so that exposure-response names the reason; it is not a
     subject_summary.csv column.
 
+    ``car_auc_window``: the window of ``car_auc_0_28`` in days ("0-28"; another with option
+    ``kinetics.auc_window``, with a warning: the column keeps its contract name, review40 B7).
+
     ``kinetics``: the :func:`car_kinetics` frame when already computed.
     """
     k = kinetics if kinetics is not None else derive_car_kinetics(study, options)
+    lo, hi = (options or CarKineticsOptions()).auc_window
+    win = f"{day_text(lo)}-{day_text(hi)}"
+    if "auc_window_days" in k.columns and k["auc_window_days"].drop_nulls().len():
+        win = k["auc_window_days"].drop_nulls()[0]
+    if win != "0-28" and k.height:
+        warnings.warn(SubjectsWarning(
+            f"car_auc_0_28 holds the AUC over days {win} (option kinetics.auc_window), not days 0-28: the column "
+            "keeps its name (subject_summary.csv contract); car_auc_window says the window: {subjects}",
+            k["subject_id"].unique(maintain_order=True).to_list(), "subject_summary.csv (car_auc_window)"),
+            stacklevel=2)
     return study.subjects.select("subject_id").join(
         k.select("subject_id", pl.col("cmax").alias("car_cmax"), pl.col("tmax").alias("car_tmax"),
-                 pl.col("auc_window").alias("car_auc_0_28"), pl.col("tlast").alias("car_tlast"),
+                 pl.col("auc_window").alias("car_auc_0_28"), pl.lit(win).alias("car_auc_window"),
+                 pl.col("tlast").alias("car_tlast"),
                  *[(pl.col(c) if c in k.columns else pl.lit(None, pl.String)).alias(f"car_{c}")
                    for c in ("param", "unit", "not_evaluable")]),  # an empty NCA frame has no param/unit
         on="subject_id", how="left", maintain_order="left")
@@ -691,6 +754,19 @@ PPTESTCD = {
 }
 
 
+#: the rows behind each ADPP parameter (review40 B4); the others name the whole profile
+_PP_EVIDENCE = {"CMAX": "cmax_evidence", "TMAX": "cmax_evidence", "CLST": "tlast_evidence", "TLST": "tlast_evidence",
+                "LAMZ": "lambda_z_evidence", "LAMZHL": "lambda_z_evidence", "R2ADJ": "lambda_z_evidence",
+                "LAMZNPT": "lambda_z_evidence", "AUCINT": "auc_window_evidence"}
+
+
+def _evidence_of(code: str, columns: list[str]) -> pl.Expr:
+    col = _PP_EVIDENCE.get(code)
+    if col is None or col not in columns:
+        return pl.col("evidence")
+    return pl.when(pl.col(col).list.len() > 0).then(pl.col(col)).otherwise(pl.col("evidence"))
+
+
 def derive_adpp(study: Study, options: CarKineticsOptions | None = None,
                 kinetics: pl.DataFrame | None = None) -> pl.DataFrame:
     """ADaM-style ADPP: one row per subject and PK parameter (CDISC PPTESTCD), with the method.
@@ -710,7 +786,7 @@ def derive_adpp(study: Study, options: CarKineticsOptions | None = None,
             pl.col(col).cast(pl.Float64).alias("AVAL"),
             pl.lit(f"{lo:g}" if code == "AUCINT" else None, dtype=pl.String).alias("PPSTINT"),
             pl.lit(f"{hi:g}" if code == "AUCINT" else None, dtype=pl.String).alias("PPENINT"),
-            pl.col("method").alias("METHOD"), pl.col("evidence").alias("EVIDENCE"),
+            pl.col("method").alias("METHOD"), _evidence_of(code, k.columns).alias("EVIDENCE"),
         ))
     if not parts:
         return pl.DataFrame()

@@ -18,14 +18,15 @@ Spec (study-format v1, parameter dictionary): CARCOPY is "CAR transgene by qPCR 
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import polars as pl
 
 from cartlab.errors import SubjectsWarning
-from cartlab.provenance import evidence_ref
+from cartlab.provenance import EVIDENCE, evidence_ref
 
-__all__ = ["select_specimen", "select_analyte"]
+__all__ = ["select_specimen", "select_analyte", "excluded_rows", "not_evaluable_rows"]
 
 
 def _blank(col: str) -> pl.Expr:
@@ -128,3 +129,37 @@ def select_analyte(obs: pl.DataFrame, analyte: str | None, warn: bool = False) -
             "subject_id", pl.concat_str(pl.col("_an_note"), pl.col("_o_note"), separator="; ", ignore_nulls=True)
             .alias("_an_note"))
     return kept.drop("_names"), notes, bad.cast(none.schema)
+
+
+def excluded_rows(excluded: pl.DataFrame, options) -> pl.DataFrame:
+    """The rows of the subjects not evaluable for the specimen/analyte rules (review s38 A1, A2): every
+    NCA value empty (missing, not 0), the rule, and the reason naming the analytes or specimens."""
+    code = (pl.when(pl.col("rule") != "car_kinetics.multiple_analytes").then(pl.lit("no_blood_sample"))
+            .when(pl.lit(options.analyte is not None)).then(pl.lit("no_analyte_sample"))
+            .otherwise(pl.lit("multiple_analytes")))
+    return excluded.select(
+        "subject_id", pl.lit(0.0).alias("start"), pl.lit(math.inf).alias("end"),
+        pl.concat_list(pl.format("{}: {}", code, pl.col("not_evaluable"))).alias("warnings"),
+        "param", "unit", pl.col("evidence").cast(EVIDENCE), pl.lit(False).alias("zero_imputed"),
+        pl.format("not evaluable: {}", pl.col("not_evaluable")).alias("auc_window_basis"),
+        pl.lit(options.method).alias("method"), "rule",
+        pl.format("{} NCA not evaluable: {}", pl.col("param"), pl.col("not_evaluable")).alias("reason"),
+        "not_evaluable",
+    )
+
+
+def not_evaluable_rows(same: pl.DataFrame, meta: pl.DataFrame, options) -> pl.DataFrame:
+    """The rows of the subjects with two samples at one time: every NCA value empty, and why."""
+    fix = ("NCA needs one concentration per time (PKNCA: sample times must be unique and increasing), and "
+           "which sample came later is unknown; give each its time of day (a datetime, or a fractional day)")
+    return same.join(meta, on="subject_id", how="left").select(
+        "subject_id", pl.lit(0.0).alias("start"), pl.lit(math.inf).alias("end"),
+        pl.col("_n_blq").alias("n_blq"),
+        pl.concat_list(pl.format("duplicate_time: {}: {}", pl.col("not_evaluable"), pl.lit(fix))).alias("warnings"),
+        "param", "unit", "evidence", "zero_imputed",
+        pl.format("not evaluable: {}", pl.col("not_evaluable")).alias("auc_window_basis"),
+        pl.lit(options.method).alias("method"),
+        pl.lit("car_kinetics.duplicate_time").alias("rule"),
+        pl.format("{} NCA not evaluable: {}; {}", pl.col("param"), pl.col("not_evaluable"), pl.lit(fix)).alias("reason"),
+        "not_evaluable",
+    )

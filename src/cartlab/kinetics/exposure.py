@@ -7,9 +7,15 @@ outcome on log10 exposure (``statsmodels`` Logit, maximum likelihood, Wald 95% C
 odds ratio per 10-fold higher exposure. These are the analyses CAR-T kinetic papers report (e.g.
 Stein et al. 2019 relate Cmax/AUC0-28 to response; Mueller et al. 2017 to CRS).
 
-Outcomes (from the engines' summary columns): ``responder`` = best response in the ORR categories
-of :class:`cartlab.response.best.BestResponseOptions` (CR, CRh, CRi, MLFS, PR), ``crs_grade_ge3`` = ASTCT CRS grade >= 3, ``crs_any`` = grade >= 1 (a grade range, ``crs_grade_astct``
-to ``crs_grade_astct_max``, that straddles the threshold leaves the outcome unknown: excluded, named).
+Outcomes (from the engines' summary columns): ``responder`` = the analysis's own responder flag,
+best_response.csv ``responder`` (best response in ``best_response.orr_categories``, so ``--set
+best_response.orr_categories=[CR]`` changes both; one definition, review40 B8); only a frame without
+a ``responder`` column falls back to the default ORR categories of
+:class:`cartlab.response.best.BestResponseOptions` (CR, CRh, CRi, MLFS, PR). ``crs_grade_ge3`` = ASTCT
+CRS grade >= 3, ``crs_any`` = grade >= 1 (a grade range, ``crs_grade_astct`` to
+``crs_grade_astct_max``, that straddles the threshold leaves the outcome unknown: excluded, named).
+``cartlab analyze`` computes ``responder`` and ``crs_grade_ge3``; ``crs_any`` is reachable from Python
+(``derive_exposure_response(..., outcomes=("crs_any",))``).
 A best response of ``NE`` (not evaluable: no post-infusion response assessment) is an unknown
 outcome here, not a non-response: the subject is excluded from the responder rows and named (missing
 is not negative). This differs on purpose from the ORR of :func:`cartlab.response.best.orr`, where NE
@@ -284,7 +290,8 @@ def derive_exposure_response(summary: pl.DataFrame, exposures: Sequence[str] = (
         warnings.warn(SubjectsWarning(_left_out_named(left_out), [i for ids in left_out.values() for i in ids],
                                       "exposure_response.csv", unnamed=_left_out_counted(left_out)), stacklevel=2)
     return pl.DataFrame(rows, infer_schema_length=None,
-                        schema_overrides={"excluded": pl.String, "param": pl.String, "unit": pl.String})
+                        schema_overrides={"excluded": pl.String, "param": pl.String, "unit": pl.String,
+                                          "window": pl.String})
 
 
 def _rows(summary: pl.DataFrame, exposures: Sequence[str], outcomes: Sequence[str],
@@ -298,6 +305,8 @@ def _rows(summary: pl.DataFrame, exposures: Sequence[str], outcomes: Sequence[st
         if out not in OUTCOMES:
             raise ValueError(f"unknown outcome {out!r}; choose from {sorted(OUTCOMES)}")
         flag, known = OUTCOMES[out]
+        if out == "responder" and "responder" in summary.columns:  # the analysis's definition (review40 B8)
+            flag, known = pl.col("responder").fill_null(False), known & pl.col("responder").is_not_null()
         for exp in exposures:
             if exp not in summary.columns:
                 raise ValueError(f"exposure column {exp!r} not in the frame")
@@ -329,8 +338,10 @@ def _rows(summary: pl.DataFrame, exposures: Sequence[str], outcomes: Sequence[st
                     left_out.setdefault(why, [])
                     if sid not in left_out[why]:
                         left_out[why].append(sid)
+            wins = (summary["car_auc_window"].drop_nulls().unique().sort().to_list()
+                    if exp.startswith("car_auc") and "car_auc_window" in summary.columns else [])
             row: dict[str, Any] = {
-                "exposure": exp, "outcome": out, "n": len(x), "n_event": int(y.sum()),
+                "exposure": exp, "window": ", ".join(wins) or None, "outcome": out, "n": len(x), "n_event": int(y.sum()),
                 "n_zero": int((~pos).sum()), "n_logit": int(pos.sum()),
                 "n_excluded": excluded.height,
                 "excluded": _grouped(names, excluded["_why"].to_list()) or None,

@@ -624,8 +624,8 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
     ``derive_exposure_response``, the statistic the analysis used)."""
     view = "exposure vs outcome"
     ids = selected_ids(analysis, subject_ids, view)
-    kin = subset(require(analysis, "kinetics_summary", view), ids)
-    kin = kin.filter(pl.col("car_cmax").is_not_null() | pl.col("car_auc_0_28").is_not_null())
+    kin_all = subset(require(analysis, "kinetics_summary", view), ids)  # the stats count every selected subject
+    kin = kin_all.filter(pl.col("car_cmax").is_not_null() | pl.col("car_auc_0_28").is_not_null())
     if kin.height == 0:
         raise ViewUnavailable(f"{view}: no selected subject has CAR-T kinetics (car_cmax / car_auc_0_28 empty "
                               "in table 'kinetics_summary')", ("kinetics_summary",))
@@ -668,7 +668,11 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
 
         # the analysis's option (nothing re-derives with defaults)
         epv = (getattr(analysis.options, "exposure", None) or ExposureOptions()).min_epv
-        stats = derive_exposure_response(kin.join(best.select("subject_id", "best_response"), on="subject_id", how="left")
+        # every selected subject, those without kinetics too: excluded and named, as in the analysis (review40
+        # B9); the analysis's responder flag (best_response.orr_categories, review40 B8)
+        stats = derive_exposure_response(kin_all.join(best.select("subject_id", "best_response",
+                                                                  *[c for c in ("responder",) if c in best.columns]),
+                                                      on="subject_id", how="left")
                                          .join(crs.select("subject_id", "crs_grade_astct",
                                                           *[c for c in ("crs_grade_astct_max",) if c in crs.columns]),
                                                on="subject_id", how="left"), min_epv=epv)
