@@ -24,12 +24,16 @@ def test_summary_has_every_spec_column_typed():
     assert out.columns[len(SUBJECT_SUMMARY_COLUMNS):] == ["crs_episode", "crs_n_episodes", "crs_grade_astct_max",
                                                           "crs_onset_day_earliest", "crs_onset_open",  # session 37
                                                           "crs_resolution_day_latest", "crs_resolution_open",  # session 38
+                                                          "crs_resolution_status",  # session 40 (review 40 crs B2)
                                                           "icans_grade_astct_max", "icans_resolution_day_latest",
                                                           "icans_resolution_open",  # session 39
                                                           "icaht_early_grade_max",
                                                           "icaht_late_grade_max",  # session 33
                                                           "best_response_could_be",  # session 32
-                                                          "car_param", "car_unit"]  # car_*: session 31
+                                                          "car_auc_window",  # session 40 (review 40 kin B7)
+                                                          "car_param", "car_unit",  # car_*: session 31
+                                                          # session 40 (review 40 twin B1): the rows' sources
+                                                          "data_source", "n_rows_not_measured", "n_rows"]
     # the paper's facts (case-facts.md): ASTCT CRS 3, MLFS on day 17, Cmax 183,945 copies/ug on day 14
     row = out.row(0, named=True)
     assert (row["crs_grade_astct"], row["best_response"], row["best_response_day"]) == (3, "MLFS", 17.0)

@@ -32,10 +32,11 @@ from typing import Any
 import polars as pl
 
 from cartlab import __version__
-from cartlab.batch_warnings import warning_shape
+from cartlab.batch_warnings import merge_warnings, warning_shape
 from cartlab.errors import CartlabError, CartlabWarning, EngineError, SubjectsWarning, warning_text
 from cartlab.io.atomic import atomic_file
 from cartlab.model import SUBJECT_SUMMARY, SUBJECT_SUMMARY_COLUMNS, Study
+from cartlab.provenance import data_source_totals
 from cartlab.steps import STEPS, SUMMARY_SOURCES, Step, protocol_steps
 
 
@@ -471,6 +472,8 @@ class Analysis:
             "n_subjects": self.study.subjects.height,
             "inputs": self.study.sources.to_dicts(),
             "input_warnings": [w.to_dict() for w in getattr(self.study, "warnings", [])],
+            # rows by kind (paper / reconstructed / synthetic / simulated / observed): the results' footing
+            "data_sources": data_source_totals(self.table("data_sources")) if self.has("data_sources") else None,
             "options": self.options.to_dict(diseases=self._diseases()),
             "options_set": self.options.settings_record(),
             "criteria": criteria_versions(),
@@ -644,16 +647,21 @@ class Analysis:
 
     def _run_isolated(self, step: Step, ids: list[str]) -> _Result:
         """Run ``step`` on ``ids``; on failure bisect (per-subject steps) to leave out only the culprits."""
+        n0 = len(self.warnings)
         try:
             return _Result(self._call(step, ids))
         except Exception as exc:  # noqa: BLE001 - an engine's failure is recorded, not fatal
             first_error = exc
+            del self.warnings[n0:]  # warnings of the failed call: the parts below give them again
         if not step.per_subject or len(ids) <= 1:
             self._skip(step, ids if step.per_subject else None, _describe(first_error), step.fix, error=first_error)
             return _Result(None)
         parts: list[dict[str, pl.DataFrame]] = []
         failed: dict[str, str] = {}
         self._bisect(step, ids, parts, failed)
+        # the parts' subject-counting warnings as one, as a whole run (and a batched one) gives them
+        self.warnings[n0:] = merge_warnings([[w] for w in self.warnings[n0:]], self.warning_shapes,
+                                            merged_shapes=self.warning_shapes)
         if failed:
             by_reason: dict[str, list[str]] = {}
             first: dict[str, str] = {}

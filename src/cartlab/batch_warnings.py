@@ -52,14 +52,15 @@ def _shown(template: str, text: str, ids: list[str]) -> list[str] | None:
 
 
 def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, str], tuple[str, list[str]]],
-                   engine_rank: dict[str, int] | None = None) -> list[dict[str, str]]:
+                   engine_rank: dict[str, int] | None = None, merged_shapes: dict | None = None) -> list[dict[str, str]]:
     """The batches' warnings (each batch's ``{"engine", "message"}`` list, batches in order) as a
     whole-study run lists them: each subject-counting warning's fragments merged into one, other
     warnings once; engines in ``engine_rank`` order, and within an engine in the order every batch
     agrees on (a warning before another in some batch stays before it; else first seen first).
     ``shapes`` maps (engine, message) to the fragment's (template, ids) (:func:`warning_shape`); a
     warning without one, or whose text is not its template's (e.g. the unnamed form of ``cartlab
-    report``), is kept as it is."""
+    report``), is kept as it is. ``merged_shapes``, when given, receives the (template, ids) of each
+    merged warning, so it can be merged again (a whole run's bisected parts, then the batches)."""
     rank = engine_rank or {}
     entries: dict[tuple, dict[str, Any]] = {}
     groups: dict[tuple, dict[str, Any]] = {}
@@ -92,6 +93,11 @@ def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, 
             if p is not None and p != key:
                 after[key].add(p)
             prev[w["engine"]] = key
+    if merged_shapes is not None:
+        for key, g in groups.items():
+            counts = iter(g["counts"])
+            merged_shapes[(key[1], entries[key]["message"])] = (
+                _COUNT.sub(lambda _m: str(next(counts)), g["template"]), list(g["ids"]))
     first = {k: i for i, k in enumerate(entries)}
     order = sorted(entries, key=lambda k: (rank.get(k[1], len(rank)), first[k]))
     out: list[dict[str, str]] = []

@@ -7,15 +7,22 @@ every engine, so that a reference always means the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import polars as pl
 
+from cartlab.model import NOT_MEASURED_SOURCES
+
 #: dtype of an ``evidence`` column: e.g. ["observations.csv:812", "interventions.csv:3"]
 EVIDENCE = pl.List(pl.String)
 
-__all__ = ["EVIDENCE", "evidence_ref", "ref", "row_ref", "unique_refs"]
+__all__ = ["EVIDENCE", "RECONSTRUCTED_COLUMNS", "evidence_ref", "reconstructed_columns", "ref", "row_ref",
+           "source_counts", "subject_data_sources", "data_source_totals", "unique_refs"]
+
+#: the extra column (cartlab convention) naming the reconstructed columns of a ``paper`` row
+RECONSTRUCTED_COLUMNS = "reconstructed_columns"
 
 
 def evidence_ref(file_col: str = "src_file", row_col: str = "src_row") -> pl.Expr:
@@ -38,3 +45,111 @@ def row_ref(row: Mapping[str, Any]) -> str | None:
 def unique_refs(refs: Iterable[str | None]) -> list[str]:
     """The non-null references in first-seen order, each once (for ``evidence`` lists)."""
     return list(dict.fromkeys(r for r in refs if r is not None))
+
+
+def reconstructed_columns(row: Mapping[str, Any]) -> set[str]:
+    """The lower-case column names the row's ``reconstructed_columns`` extra value lists (";" or ","
+    separated); empty when the row has none (or its ``extra`` is not JSON)."""
+    raw = row.get(RECONSTRUCTED_COLUMNS)
+    if raw is None and row.get("extra"):
+        try:
+            extra = json.loads(row["extra"])
+        except (TypeError, ValueError):
+            extra = None
+        if isinstance(extra, dict):
+            raw = next((v for k, v in extra.items() if str(k).strip().lower() == RECONSTRUCTED_COLUMNS), None)
+    if raw is None:
+        return set()
+    return {p.strip().lower() for p in str(raw).replace(",", ";").split(";") if p.strip()}
+
+
+def _paper_with_reconstructed(df: pl.DataFrame) -> int:
+    """How many ``paper`` rows of ``df`` name reconstructed columns (:func:`reconstructed_columns`)."""
+    if "source" not in df.columns:
+        return 0
+    paper = df.filter(pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase() == "paper")
+    if not paper.height or not ({RECONSTRUCTED_COLUMNS, "extra"} & set(paper.columns)):
+        return 0
+    return sum(1 for r in paper.select([c for c in (RECONSTRUCTED_COLUMNS, "extra") if c in paper.columns])
+               .iter_rows(named=True) if reconstructed_columns(r))  # publication rows: a few
+
+
+def source_counts(tables: Mapping[str, pl.DataFrame], ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Row counts by ``source`` over ``tables`` (of the subjects ``ids``; None: every row): ``paper`` /
+    ``reconstructed`` / ``synthetic`` / ``simulated`` / ``observed`` (any other source), ``total``,
+    ``not_measured`` and ``per_table``. A ``paper`` row naming reconstructed columns counts as
+    reconstructed, as the row marks do (:func:`source_kinds`: part of what it gives was not stated);
+    ``paper_with_reconstructed_columns`` says how many (the one count the report's banner, its
+    cohort captions and the dashboard use)."""
+    keys = ("paper", *NOT_MEASURED_SOURCES)
+    counts = dict.fromkeys((*keys, "observed"), 0)
+    per_table: dict[str, dict[str, int]] = {}
+    moved_all = 0
+    for name, df in tables.items():
+        t = dict.fromkeys(counts, 0)
+        if ids is not None and "subject_id" in df.columns:
+            df = df.filter(pl.col("subject_id").is_in(list(ids)))
+        if df.height and "source" in df.columns:
+            src = df.select(pl.col("source").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase())
+            for key, n in src.to_series().value_counts().iter_rows():
+                t[key if key in keys else "observed"] += n
+            moved = _paper_with_reconstructed(df)
+            t["paper"] -= moved
+            t["reconstructed"] += moved
+            moved_all += moved
+        elif df.height:
+            t["observed"] += df.height
+        per_table[name] = t
+        for k, v in t.items():
+            counts[k] += v
+    return {
+        **counts,
+        "total": sum(counts.values()),
+        "not_measured": sum(counts[k] for k in NOT_MEASURED_SOURCES),
+        "paper_with_reconstructed_columns": moved_all,
+        "per_table": per_table,
+    }
+
+
+#: the order the kinds of a subject's rows are named in ``data_source``
+_KINDS = ("paper", *NOT_MEASURED_SOURCES, "observed")
+
+
+def subject_data_sources(tables: Mapping[str, pl.DataFrame], subject_ids: Sequence[str]) -> pl.DataFrame:
+    """Per subject: ``data_source`` (the kinds of its rows, e.g. "synthetic", "paper+reconstructed",
+    "observed"), ``n_rows_not_measured`` and ``n_rows`` (:func:`source_counts`: a ``paper`` row naming
+    reconstructed columns counts as reconstructed), so a table of results says which subjects were not
+    measured (the analysis's ``subject_summary``)."""
+    ids = list(subject_ids)
+    frames = []
+    for df in tables.values():
+        if df.height and {"subject_id", "source"} <= set(df.columns):
+            frames.append(df.select("subject_id", pl.col("source").cast(pl.String).fill_null("").str.strip_chars()
+                                    .str.to_lowercase().alias("_s")))
+    rows = (pl.concat(frames) if frames else pl.DataFrame(schema={"subject_id": pl.String, "_s": pl.String}))
+    rows = rows.with_columns(pl.when(pl.col("_s").is_in(list(_KINDS[:-1]))).then(pl.col("_s"))
+                             .otherwise(pl.lit("observed")).alias("_s"))
+    per = {k: dict.fromkeys(_KINDS, 0) for k in ids}
+    for sid, kind, n in rows.group_by("subject_id", "_s").len().iter_rows():
+        if sid in per:
+            per[sid][kind] += n
+    for name, df in tables.items():  # publication rows naming reconstructed columns (a few)
+        if df.height and {"subject_id", "source"} <= set(df.columns):
+            paper = df.filter(pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase() == "paper")
+            for sid in paper["subject_id"].unique().to_list():
+                moved = _paper_with_reconstructed(paper.filter(pl.col("subject_id") == sid))
+                if moved and sid in per:
+                    per[sid]["paper"] -= moved
+                    per[sid]["reconstructed"] += moved
+    label = ["+".join(k for k in _KINDS if per[s][k]) or None for s in ids]
+    nm = [sum(per[s][k] for k in NOT_MEASURED_SOURCES) for s in ids]
+    data = {"subject_id": ids, "data_source": label, "n_rows_not_measured": nm,
+            "n_rows": [sum(per[s].values()) for s in ids], **{f"n_rows_{k}": [per[s][k] for s in ids] for k in _KINDS}}
+    return pl.DataFrame(data, schema={"subject_id": pl.String, "data_source": pl.String,
+                                      **{k: pl.Int64 for k in data if k.startswith("n_rows")}})
+
+
+def data_source_totals(per_subject: pl.DataFrame) -> dict[str, int]:
+    """The study's row counts by kind from :func:`subject_data_sources` (``analysis.json``'s ``data_sources``)."""
+    out = {k: int(per_subject[f"n_rows_{k}"].sum()) for k in _KINDS}
+    return {**out, "total": int(per_subject["n_rows"].sum()), "not_measured": int(per_subject["n_rows_not_measured"].sum())}

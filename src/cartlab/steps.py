@@ -196,6 +196,14 @@ def _exposure(study, o, kinetics_summary, best_response, crs_summary):
     return derive_exposure_response(frame, min_epv=(o.exposure or ExposureOptions()).min_epv)
 
 
+def _data_sources(study, o):
+    """Per subject: the kinds of its rows (study-format ``source``: paper / reconstructed / synthetic /
+    simulated / observed), so the subject summary says which results rest on data not measured."""
+    from cartlab.provenance import subject_data_sources
+
+    return subject_data_sources(study.tables(), study.subject_ids)
+
+
 GRADING_FIX = "check these subjects' observations and interventions (cartlab explain SUBJECT --what crs|icans|icaht)"
 RESPONSE_FIX = "check these subjects' marrow (BMBLAST, BMCELL, MRDFCM) and count rows, and subjects.disease"
 KINETICS_FIX = "check these subjects' CARCOPY/CARCELL rows and CAR-T doses"
@@ -256,6 +264,7 @@ STEPS: tuple[Step, ...] = (
     _step("adpc", _engine(KIN, "derive_adpc", "kinetics"), "ADPC", fix=KINETICS_FIX),
     _step("adpp", _engine(KIN, "derive_adpp", "kinetics", kinetics="car_kinetics"), "ADPP",
           fix=KINETICS_FIX),
+    _step("data_sources", _data_sources, "data sources (measured or not)", write=False),
     _step("exposure_response", _exposure, "exposure-response",
           inputs=("kinetics_summary", "best_response", "crs_summary"), per_subject=False),
 )
@@ -274,6 +283,8 @@ SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("best_response", "best_response_could_be", "best_response_day", "mrd_negative")),
     ("kinetics_summary", "PKNCA conventions (Denney et al. 2015): lin-up/log-down AUC, BLQ first/middle/last = 0/drop/0",
      ("car_cmax", "car_tmax", "car_auc_0_28", "car_auc_window", "car_tlast", "car_param", "car_unit")),
+    ("data_sources", "study-format spec, column 'source' (paper / reconstructed / synthetic / simulated; else observed)",
+     ("data_source", "n_rows_not_measured", "n_rows")),
 )
 
 

@@ -193,6 +193,23 @@ def analyze_cmd(
     _print_skipped(analysis)
     console.print(f"[green]wrote[/] {path} ({data.subjects.height} subjects) and {len(tables)} tables: "
                   f"{', '.join(t + '.csv' for t in tables)}", soft_wrap=True)
+    _print_not_measured(analysis)
+
+
+def _print_not_measured(analysis) -> None:
+    """Say when the results rest on rows that were not measured (reconstructed / synthetic / simulated):
+    the tables carry it per subject (subject_summary.csv ``data_source``), the screen says it once."""
+    from cartlab.model import NOT_MEASURED_SOURCES
+    from cartlab.provenance import data_source_totals
+
+    if not analysis.has("data_sources"):
+        return
+    c = data_source_totals(analysis.table("data_sources"))
+    if c["not_measured"]:
+        kinds = ", ".join(k for k in NOT_MEASURED_SOURCES if c[k])
+        console.print(f"[yellow]note:[/] {c['not_measured']:,} of {c['total']:,} input rows are {kinds} (not "
+                      "measured): subject_summary.csv column data_source says which subjects, analysis.json "
+                      "data_sources counts them", soft_wrap=True)
 
 
 @app.command("report")

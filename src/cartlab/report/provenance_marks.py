@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,28 +19,14 @@ import polars as pl
 
 from cartlab.model import NOT_MEASURED_SOURCES
 
+# the counting lives in cartlab.provenance (the analysis's subject_summary uses it too, and engines never
+# import report); re-exported here for the pages
+from cartlab.provenance import RECONSTRUCTED_COLUMNS, reconstructed_columns, source_counts  # noqa: F401
+
 #: the row class of a derived row with a not-measured source row (styled as a not-measured row)
 DERIVED_CLASS = "derived-nm"
 #: the short mark of each not-measured source, explained once in the page's legend
 SHORT = {"reconstructed": "rec.", "synthetic": "syn.", "simulated": "sim."}
-#: the extra column (cartlab convention) naming the reconstructed columns of a ``paper`` row
-RECONSTRUCTED_COLUMNS = "reconstructed_columns"
-
-
-def reconstructed_columns(row: Mapping[str, Any]) -> set[str]:
-    """The lower-case column names the row's ``reconstructed_columns`` extra value lists (";" or ","
-    separated); empty when the row has none (or its ``extra`` is not JSON)."""
-    raw = row.get(RECONSTRUCTED_COLUMNS)
-    if raw is None and row.get("extra"):
-        try:
-            extra = json.loads(row["extra"])
-        except (TypeError, ValueError):
-            extra = None
-        if isinstance(extra, dict):
-            raw = next((v for k, v in extra.items() if str(k).strip().lower() == RECONSTRUCTED_COLUMNS), None)
-    if raw is None:
-        return set()
-    return {p.strip().lower() for p in str(raw).replace(",", ";").split(";") if p.strip()}
 
 
 def _kind(source: Any) -> str:
@@ -69,54 +54,6 @@ def source_kinds(tables: Iterable[pl.DataFrame]) -> dict[str, str]:
                 kind = "reconstructed"
             out[ref] = kind
     return out
-
-
-def _paper_with_reconstructed(df: pl.DataFrame) -> int:
-    """How many ``paper`` rows of ``df`` name reconstructed columns (:func:`reconstructed_columns`)."""
-    if "source" not in df.columns:
-        return 0
-    paper = df.filter(pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase() == "paper")
-    if not paper.height or not ({RECONSTRUCTED_COLUMNS, "extra"} & set(paper.columns)):
-        return 0
-    return sum(1 for r in paper.select([c for c in (RECONSTRUCTED_COLUMNS, "extra") if c in paper.columns])
-               .iter_rows(named=True) if reconstructed_columns(r))  # publication rows: a few
-
-
-def source_counts(tables: Mapping[str, pl.DataFrame], ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """Row counts by ``source`` over ``tables`` (of the subjects ``ids``; None: every row): ``paper`` /
-    ``reconstructed`` / ``synthetic`` / ``simulated`` / ``observed`` (any other source), ``total``,
-    ``not_measured`` and ``per_table``. A ``paper`` row naming reconstructed columns counts as
-    reconstructed, as the row marks do (:func:`source_kinds`: part of what it gives was not stated);
-    ``paper_with_reconstructed_columns`` says how many (the one count the report's banner, its
-    cohort captions and the dashboard use)."""
-    keys = ("paper", *NOT_MEASURED_SOURCES)
-    counts = dict.fromkeys((*keys, "observed"), 0)
-    per_table: dict[str, dict[str, int]] = {}
-    moved_all = 0
-    for name, df in tables.items():
-        t = dict.fromkeys(counts, 0)
-        if ids is not None and "subject_id" in df.columns:
-            df = df.filter(pl.col("subject_id").is_in(list(ids)))
-        if df.height and "source" in df.columns:
-            src = df.select(pl.col("source").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase())
-            for key, n in src.to_series().value_counts().iter_rows():
-                t[key if key in keys else "observed"] += n
-            moved = _paper_with_reconstructed(df)
-            t["paper"] -= moved
-            t["reconstructed"] += moved
-            moved_all += moved
-        elif df.height:
-            t["observed"] += df.height
-        per_table[name] = t
-        for k, v in t.items():
-            counts[k] += v
-    return {
-        **counts,
-        "total": sum(counts.values()),
-        "not_measured": sum(counts[k] for k in NOT_MEASURED_SOURCES),
-        "paper_with_reconstructed_columns": moved_all,
-        "per_table": per_table,
-    }
 
 
 def _refs(v: Any) -> list[str]:
