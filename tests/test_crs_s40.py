@@ -183,7 +183,9 @@ def test_ongoing_episode_in_adae_explain_and_summary(tmp_path):
     an = Analysis(st, AnalysisOptions())
     adae = build_datasets(an, ["ADAE"])["ADAE"].filter(pl.col("AETERM") == "Cytokine release syndrome")
     rows = {r["USUBJID"]: r for r in adae.iter_rows(named=True)}
-    assert (rows["A"]["AEOUT"], rows["A"]["AENDY"], rows["A"]["ADURN"]) == ("NOT RECOVERED/NOT RESOLVED", None, None)
+    # review 40 B1: A's data stop on day 3 while it was followed to day 5: whether the CRS resolved is
+    # not known -> CDISC OUT (C66768) "UNKNOWN" (option adam.aeout_unobserved=unknown, the default)
+    assert (rows["A"]["AEOUT"], rows["A"]["AENDY"], rows["A"]["ADURN"]) == ("UNKNOWN", None, None)
     assert (rows["B"]["AEOUT"], rows["B"]["AENDY"], rows["B"]["ADURN"]) == ("RECOVERED/RESOLVED", 4, 3)
     head = explain(st, "crs", "A").headline
     assert "last CRS day 3 (CRS ongoing at last follow-up: no CRS-free day graded after it (last follow-up day 5))" in head

@@ -72,7 +72,8 @@ def _adae(study, o, crs_daily, icans_daily, icaht):
         icans_episodes_from_daily(icans_daily, o.icans),
         derive_icaht_episodes(study, o.icaht, graded=icaht),
     ]
-    return derive_adae_toxicity(study, parts)
+    # the analysis's ADaM options: adae_toxicity.csv gives the outcome the export gives (one reading)
+    return derive_adae_toxicity(study, parts, aeout_unobserved=o.adam.aeout_unobserved if o.adam else "unknown")
 
 
 def _engine(module: str, name: str, option: str | None = None, **tables: str):

@@ -371,8 +371,15 @@ def _censored_avalc(study) -> pl.DataFrame:
                     ).drop_nulls("_ref").unique("_ref", keep="first")
 
 
-def adlb(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    t = analysis.table("adlb").join(_params(), left_on="param", right_on="_code", how="left", maintain_order="left")
+def adlb(analysis, dates: pl.DataFrame, opts=None) -> pl.DataFrame:
+    """The ``adlb`` table's CTCAE-graded records, then (option adam.adlb_params=all, default; review 40
+    B2) the ungraded lab observations (io/adam/adlb_ungraded.py: grades empty, REASON says why)."""
+    t = analysis.table("adlb")
+    if adam_options(opts, analysis).adlb_params == "all":
+        from cartlab.io.adam.adlb_ungraded import ungraded_rows
+
+        t = pl.concat([t, ungraded_rows(analysis, t, _params())])
+    t = t.join(_params(), left_on="param", right_on="_code", how="left", maintain_order="left")
     t = t.with_columns(_datasrc(t, "evidence", analysis.study).alias("DATASRC")).with_row_index("_wr")
     # the record's own row is the first of its evidence (grading.ctcae): its censored result is AVALC (review s38 A2)
     t = t.with_columns(pl.col("evidence").cast(pl.List(pl.String)).list.first().alias("_ref")).join(
@@ -484,7 +491,7 @@ def _table(analysis, name: str, evidence: str) -> pl.DataFrame:
     return t.with_columns(_datasrc(t, evidence, analysis.study).alias("DATASRC"))
 
 
-def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+def adae(analysis, dates: pl.DataFrame, opts=None) -> pl.DataFrame:
     """CRS / ICANS / ICAHT episodes (OCCDS). AEDECOD / AEBODSYS from the term table
     (``adam_terms.yaml``: MedDRA PT and primary SOC of the reported term; empty where the term is
     not coded there); TRTEMFL "Y" when the episode starts on or after the day of the first CAR-T
@@ -498,10 +505,11 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     t = t.join(_adae_upper(analysis, t), on=["USUBJID", "AESEQ"], how="left", maintain_order="left")
     if "AEOUT" not in t.columns:  # a table stored before session 40
         t = t.with_columns(pl.lit(None, dtype=pl.String).alias("AEOUT"))
-    # an episode not seen resolved (review 40 B2): no end day, date or duration (its last graded day
-    # is where the observation stopped, named in REASON), AEOUT says why
-    ongoing = pl.col("AEOUT") == "NOT RECOVERED/NOT RESOLVED"
-    t = t.with_columns(*(pl.when(ongoing).then(None).otherwise(pl.col(c)).alias(c) for c in ("AENDY", "ADURN", "ADURU")))
+    # the end of an episode (io/adam/adae.py, review 40 A1/B1/B3): a bounded end is a range (ADURNUP,
+    # AENRGFL); one not seen resolved has no end day, date or duration (option adam.aeout_unobserved)
+    from cartlab.io.adam.adae import end_range, open_end
+
+    t = open_end(end_range(analysis, t), adam_options(opts, analysis).aeout_unobserved)
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "AESEQ", "AETERM",
         pl.col("_decod").alias("AEDECOD"), pl.col("_bodsys").alias("AEBODSYS"),
@@ -512,7 +520,7 @@ def adae(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.when(pl.col("_exposed").eq(False).fill_null(False)).then(None)
         .when(pl.col("ASTDY") >= 0).then(pl.lit("Y")).when(pl.col("ASTDY") < 0).then(pl.lit("N"))
         .otherwise(None).alias("TRTEMFL"),
-        "ADURN", "ADURU", "AEOUT", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
+        "ADURN", "ADURU", "ADURNUP", "AENRGFL", "AEOUT", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
         "ATOXGRUP", _range_flag(pl.col("ATOXGR"), pl.col("ATOXGRUP")).alias("ATOXRGFL"),
         *_rule_cols("RULE", "RULESTAT", "REASON", "EVIDENCE"),
     )
@@ -652,6 +660,10 @@ BUILDERS = {"ADSL": adsl, "ADLB": adlb, "ADVS": advs, "ADAE": adae, "ADRS": adrs
             "ADPC": adpc, "ADPP": adpp}
 
 
+#: the builders that take the export options (adam.aeout_unobserved, adam.adlb_params)
+_WITH_OPTIONS = ("ADAE", "ADLB")
+
+
 #: analysis tables a dataset uses only in part: without one, the dataset is written with these variables empty
 PARTS = {"ADSL": (("best_response", "BOR, BORCRIT, BORRDY, MRDNEGFL"),)}
 
@@ -680,7 +692,7 @@ def build_available(analysis, names: list[str] | None = None, *, strict: bool = 
                     raise EngineError(f"{n}: table {table!r} is not available: {why}")
                 notes.append(f"{n}: {variables} left empty (table {table!r} is not available: {why})")
         try:
-            frames[n] = BUILDERS[n](analysis, dates)
+            frames[n] = (BUILDERS[n](analysis, dates, opts) if n in _WITH_OPTIONS else BUILDERS[n](analysis, dates))
         except EngineError as exc:  # an analysis table the dataset is built from could not be derived
             if strict:
                 raise

@@ -12,6 +12,9 @@
   doses are unknown for the study (no doses.csv, no CAR-T row for any subject) SAFFL stays blank whatever
   the option says: the subject is taken as infused (TRTSDT, ADAE TRTEMFL), not as outside the safety
   population (review38 diff2 B4).
+* ``AdamOptions.aeout_unobserved`` (review 40 B1): ``unknown`` (default) or ``not_resolved`` - ADAE
+  AEOUT of a CRS/ICANS episode not seen resolved whose data stop before the last follow-up
+  (io/adam/adae.py). ``AdamOptions.adlb_params`` (review 40 B2): ``all`` (default) or ``graded``.
 * Exposure (review s38 B2), the response engine's reading
   (:func:`cartlab.response.marrow_inputs.infusion_status`): when other subjects have a CAR-T dose row,
   a subject without one was not infused - TRTSDT/TRTSDTM/TRTEDT empty, SAFFL blank (or N), its ADAE
@@ -45,6 +48,11 @@ class AdamOptions(CriteriaOptions):
 
     trt01a: Literal["planned_product", "agent"] = "planned_product"
     saffl_unknown: Literal["blank", "N"] = "blank"
+    #: AEOUT of a CRS/ICANS episode whose data stop before the last follow-up (review 40 B1): UNKNOWN
+    #: (CDISC codelist OUT C66768) or NOT RECOVERED/NOT RESOLVED (cartlab's session-40 reading)
+    aeout_unobserved: Literal["unknown", "not_resolved"] = "unknown"
+    #: ADLB parameters (review 40 B2): every lab observation (all) or the CTCAE-graded ones only
+    adlb_params: Literal["all", "graded"] = "all"
 
 
 def adam_options(options=None, analysis=None) -> AdamOptions:

@@ -1,0 +1,93 @@
+"""ADAE: the end of an episode (review 40 A1, B1, B3; docs/interop/adam.md "Conventions chosen").
+
+* :func:`end_range`: an episode recorded as ended (AEOUT RECOVERED/RESOLVED) whose end the data bound
+  but do not pin down - its last graded day is followed by days with no settled toxicity-free
+  assessment, up to the first such assessment or the next episode's start - keeps AENDY/ADURN as
+  the earliest end / shortest duration and gets ``ADURNUP`` (the longest duration the data leave
+  possible, days) and ``AENRGFL`` "Y" (the end is a range), its REASON starting "end between day X
+  and day Y". A settled end (the next day assessed free, a death) is ``AENRGFL`` "N", ADURNUP =
+  ADURN. CRS: crs.conv.resolution_status; ICANS: icans.conv.episode_end (missing is not negative).
+* :func:`open_end`: option ``adam.aeout_unobserved`` (``unknown`` default: CDISC codelist OUT C66768
+  UNKNOWN; ``not_resolved``: NOT RECOVERED/NOT RESOLVED) applied to the CRS/ICANS episodes the
+  analysis left UNKNOWN, and AENDY, ADURN, ADURU emptied for every episode not seen resolved
+  (AEOUT NOT RECOVERED/NOT RESOLVED or UNKNOWN): its last graded day is in REASON.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cartlab.grading.adam import CRS_TERM, ICANS_TERM, NOT_RESOLVED, UNKNOWN
+
+__all__ = ["end_range", "open_end"]
+
+_RESOLVED = "RECOVERED/RESOLVED"
+
+
+def _settled(term: str, cols: list[str]) -> pl.Expr:
+    """A settled toxicity-free day of the daily table: CRS grade < 1 with grade_max < 1 (or opened only
+    by an absent interventions.csv); ICANS grade_max 0 (or opened only by an absent events.csv)."""
+    from cartlab.grading.absent_interventions import MISSING
+    from cartlab.grading.icans_episodes import EVENTS_MISSING
+
+    gmax = pl.col("grade_max") if "grade_max" in cols else pl.col("grade")
+    miss = pl.col("missing_inputs") if "missing_inputs" in cols else pl.lit([], pl.List(pl.String))
+    if term == CRS_TERM:
+        return (pl.col("grade").fill_null(0) < 1) & ((gmax.fill_null(0) < 1) | (miss == [MISSING]))
+    return (gmax == 0) | ((pl.col("grade") == 0) & (miss == [EVENTS_MISSING]))
+
+
+def end_range(analysis, t: pl.DataFrame) -> pl.DataFrame:
+    """``t`` (adae_toxicity rows, cartlab days) with ``ADURNUP``, ``AENRGFL`` and the range note in
+    front of ``REASON`` (see the module docstring); both empty for ICAHT, for an episode not seen
+    resolved and when the analysis lacks the daily table."""
+    from cartlab.io.adam.build import _DAILY_TERMS
+
+    keys = t.select("USUBJID", "AESEQ", "AETERM", "ASTDY", "AENDY").with_columns(
+        pl.col("ASTDY").shift(-1).over("USUBJID", "AETERM", order_by="ASTDY").alias("_next"))
+    parts = []
+    for term, name in _DAILY_TERMS.items():
+        if not analysis.has(name):
+            continue
+        d = analysis.table(name)
+        free = d.filter(_settled(term, d.columns)).select(pl.col("subject_id").alias("USUBJID"),
+                                                          pl.col("day").floor().cast(pl.Int64).alias("_free"))
+        k = keys.filter(pl.col("AETERM") == term)
+        first = (k.join(free, on="USUBJID").filter((pl.col("_free") > pl.col("AENDY"))
+                                                   & (pl.col("_next").is_null() | (pl.col("_free") < pl.col("_next"))))
+                 .group_by("USUBJID", "AESEQ").agg(pl.col("_free").min()))
+        parts.append(k.join(first, on=["USUBJID", "AESEQ"], how="left").select(
+            "USUBJID", "AESEQ", (pl.min_horizontal("_free", "_next") - 1).cast(pl.Int64).alias("_latest")))
+    latest = (pl.concat(parts) if parts else pl.DataFrame(schema={"USUBJID": pl.String, "AESEQ": pl.Int64,
+                                                                  "_latest": pl.Int64}))
+    f = t.join(latest, on=["USUBJID", "AESEQ"], how="left", maintain_order="left")
+    episode = pl.col("AETERM").is_in([CRS_TERM, ICANS_TERM]) & pl.col("AENDY").is_not_null()
+    settled = (pl.col("AEOUT") == "FATAL") | ((pl.col("AEOUT") == _RESOLVED) & pl.col("_latest").is_not_null()
+                                              & (pl.col("_latest") <= pl.col("AENDY")))
+    ranged = episode & (pl.col("AEOUT") == _RESOLVED) & (pl.col("_latest") > pl.col("AENDY")).fill_null(False)
+    name = pl.when(pl.col("AETERM") == CRS_TERM).then(pl.lit("CRS")).otherwise(pl.lit("ICANS"))
+    note = pl.format("end between day {} and day {} (cartlab days): no settled {}-free assessment in between, ADURN "
+                     "the shortest duration, ADURNUP {} the longest (AENRGFL Y); ", pl.col("AENDY"), pl.col("_latest"),
+                     name, pl.col("_latest") - pl.col("ASTDY") + 1)
+    return f.with_columns(
+        pl.when(ranged).then(pl.col("_latest") - pl.col("ASTDY") + 1)
+        .when(episode & settled).then(pl.col("ADURN")).cast(pl.Int64).alias("ADURNUP"),
+        pl.when(ranged).then(pl.lit("Y")).when(episode & settled).then(pl.lit("N")).alias("AENRGFL"),
+        pl.when(ranged).then(pl.concat_str(note, pl.col("REASON").fill_null(""))).otherwise(pl.col("REASON")).alias("REASON"),
+    ).drop("_latest")
+
+
+def open_end(t: pl.DataFrame, unobserved: str = "unknown") -> pl.DataFrame:
+    """``t`` with option adam.aeout_unobserved applied to the CRS/ICANS AEOUT UNKNOWN rows (their REASON
+    note follows) and AENDY, ADURN, ADURU empty where the episode was not seen resolved."""
+    if unobserved not in ("unknown", "not_resolved"):
+        raise ValueError(f"adam.aeout_unobserved must be unknown or not_resolved, not {unobserved!r}")
+    if unobserved == "not_resolved":
+        flip = (pl.col("AEOUT") == UNKNOWN) & pl.col("AETERM").is_in([CRS_TERM, ICANS_TERM])
+        t = t.with_columns(
+            pl.when(flip).then(pl.lit(NOT_RESOLVED)).otherwise(pl.col("AEOUT")).alias("AEOUT"),
+            pl.when(flip).then(pl.col("REASON").str.replace(f"AEOUT {UNKNOWN}:", f"AEOUT {NOT_RESOLVED}:", literal=True)
+                               .str.replace("adam.aeout_unobserved=unknown", "adam.aeout_unobserved=not_resolved",
+                                            literal=True)).otherwise(pl.col("REASON")).alias("REASON"))
+    unseen = pl.col("AEOUT").is_in([NOT_RESOLVED, UNKNOWN])
+    return t.with_columns(*(pl.when(unseen).then(None).otherwise(pl.col(c)).alias(c) for c in ("AENDY", "ADURN", "ADURU")))
