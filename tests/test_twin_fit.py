@@ -42,7 +42,9 @@ def test_observation_loglik_matches_scipy():
         stats.norm.logcdf(math.log(50.0), math.log(80.0), s_car),               # Beal M3: P(Y < LLOQ)
         stats.norm.logpdf(38.7, 38.2, s_t),
         stats.binom.logpmf(round(0.03 * n_bm), n_bm, 0.04),                     # 500-cell differential
-        stats.binom.logcdf(math.ceil(1e-4 * n_mrd) - 1, n_mrd, 2e-4),           # below the flow LOD
+        # below the flow LOD: Beal M3 on the log scale with the between-method SD 0.3 (schedule_v1.yaml, review
+        # 40 A1) and the counting variance at the limit, (1 - 1e-4) / (n x 1e-4) (docs/twin.md observation model)
+        stats.norm.logcdf(math.log(1e-4), math.log(2e-4), math.sqrt(0.3**2 + (1 - 1e-4) / (n_mrd * 1e-4))),
         # NEUT reported to 0.01: rounding variance 0.01^2/12 added on the log scale (delta method, / y^2)
         stats.norm.logpdf(math.log(0.02), math.log(0.03),
                           math.sqrt(OBS_MODEL["NEUT"][1] ** 2 + 0.01**2 / 12 / 0.02**2)),

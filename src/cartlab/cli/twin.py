@@ -39,13 +39,18 @@ def _sources(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(s.strip() for v in values for s in v.split(",") if s.strip())
 
 
-def _model(sources, posterior: str, anchors: bool, seed: int, draws: int, allow_other_target: bool = False):
+def _model(sources, posterior: str, anchors: bool, seed: int, draws: int, allow_other_target: bool = False,
+           missing_baseline: str = "integrate"):
+    from cartlab.twin.baseline_prior import MISSING_BASELINE
     from cartlab.twin.fit import SEED_ANCHORS, TwinModel
 
     if posterior not in ("laplace", "mcmc"):
         raise _usage(f"--posterior must be laplace or mcmc, not {posterior!r}")
+    if missing_baseline not in MISSING_BASELINE:
+        raise _usage(f"--missing-baseline must be one of {', '.join(MISSING_BASELINE)}, not {missing_baseline!r}")
     return TwinModel(sources=_sources(sources), posterior=posterior, anchors=SEED_ANCHORS if anchors else (),
-                     seed=seed, n_draws=draws, n_sir=max(2 * draws, 500), allow_other_target=allow_other_target)
+                     seed=seed, n_draws=draws, n_sir=max(2 * draws, 500), allow_other_target=allow_other_target,
+                     missing_baseline=missing_baseline)
 
 
 def _param_table(model):
@@ -64,16 +69,17 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
     def simulated(df):   # model-based tables carry source = simulated, as the study tables' simulated rows
         return df if "source" in df.columns else df.with_columns(pl.lit("simulated").alias("source"))
 
-    from cartlab.twin.provenance import rows_by_source, versions, with_param_columns
+    from cartlab.twin.provenance import data_sources, rows_by_source, versions, with_param_columns
 
     table = _param_table(model)   # unit, status, citation of each parameter from its YAML row (review 38 B3)
     with_param_columns(model.summary, table).write_csv(tmp / "twin_params.csv")
     with_param_columns(simulated(model.params_), table).write_csv(tmp / "twin_all_params.csv")
     # measured rows keep their own source; the twin's prediction columns are named ipred / iwres
     model.observations_.write_csv(tmp / "twin_observations.csv")
-    simulated(model.fit_quality_).write_csv(tmp / "twin_fit_quality.csv")
+    # statistics of the subject's rows against the twin: data_sources names those rows' sources (review 40 C1)
+    data_sources(model.fit_quality_, model.observations_).write_csv(tmp / "twin_fit_quality.csv")
     ident = identifiability(model, profile_params=())
-    simulated(ident).write_csv(tmp / "twin_identifiability.csv")
+    data_sources(ident, model.observations_, None).write_csv(tmp / "twin_identifiability.csv")
     if model.anchors_.height:
         model.anchors_.write_csv(tmp / "twin_anchors.csv")
     model.plot(tmp / "twin_fit.png")
@@ -86,9 +92,15 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
         "fit_quality": model.fit_quality_.to_dicts(), "intervals_reliable": model.intervals_reliable_,
         # baseline values the data lack, taken from the parameter table's baseline_defaults (session 36)
         "baseline_defaults_used": getattr(model, "baseline_defaults_used_", {}),
+        # a measured CARCOPY above the model's ceiling VCN x genomes/ug (review 40 B3; null: none)
+        "car_ceiling": getattr(model, "car_ceiling_", None),
         "values": "the twin's curves are simulated (source = simulated), not measured",
         "model": versions(table), "rows_by_source": rows_by_source(model.observations_),
     })
+    if "study_arg" in meta:   # seed, cartlab version, parameter set, study path and input hashes (review 40 B4)
+        from cartlab.twin.trace import trace_record
+
+        meta.update(trace_record(model, table, meta.pop("_data"), meta.pop("study_arg")))
 
 
 def _twin_owned(name: str) -> bool:
@@ -198,7 +210,7 @@ def fit_cmd(
     with _progress(f"fitting the twin of {subject}") as step:
         model.fit(data, subject)
         step("identifiability and figure")
-        meta: dict = {"command": "twin fit"}
+        meta: dict = {"command": "twin fit", "study_arg": study, "_data": data}
 
         def write(tmp: Path) -> None:
             _write_fit(model, tmp, meta)
@@ -233,6 +245,11 @@ def forecast_cmd(
     posterior: PosteriorOpt = "laplace",
     seed: SeedOpt = 0,
     allow_other_target: OtherTargetOpt = False,
+    missing_baseline: Annotated[str, typer.Option(
+        "--missing-baseline", help="A missing weight or marrow blast count at baseline: integrate (default; each "
+        "forecast draw takes its own value from the population prior cd7_pop_v1, so the interval carries that "
+        "spread) or default (every draw at the parameter table's default value, the interval ignores it).")
+    ] = "integrate",
     show_withheld: Annotated[bool, typer.Option(
         "--show-withheld", help="Print forecasts that are withheld (the twin does not describe a parameter they "
         "rest on, RMS standardised residual > 3; or its CAR course lies off the CARCOPY values it was fitted to) "
@@ -267,14 +284,15 @@ def forecast_cmd(
     if first is not None and from_day < first:  # review 38 C7: name the option, not "no observation"
         raise _usage(f"subject {subject!r} has no observation on or before --from-day {from_day:g} (the first is on "
                      f"day {first:g})", hint=f"give --from-day {first:g} or later")
-    model = _model(sources, posterior, False, seed, draws, allow_other_target)   # anchors describe the whole course: never in a forecast
+    # anchors describe the whole course: never in a forecast
+    model = _model(sources, posterior, False, seed, draws, allow_other_target, missing_baseline)
     with _progress(f"forecasting {subject} from day {from_day:g}") as step:
         model.fit(data, subject, until_day=from_day)
         step("simulating forward")
         table = model.forecast(from_day, show_withheld=show_withheld, car_bias_iwres=max_car_bias)
         step("writing")
         meta: dict = {"command": "twin forecast", "from_day": from_day, "draws": draws,
-                      "show_withheld": show_withheld, "max_car_bias": max_car_bias}
+                      "show_withheld": show_withheld, "max_car_bias": max_car_bias, "study_arg": study, "_data": data}
 
         def write(tmp: Path) -> None:
             _write_fit(model, tmp, meta)
@@ -288,6 +306,12 @@ def forecast_cmd(
             meta["forecast_problems"] = model.forecast_problems_
             meta["forecast_prior_only"] = model.forecast_prior_only_
             meta["assumptions"] = forecast_assumptions(from_day)   # review 38 B3
+            # missing baseline values drawn from the population prior per draw (review 40 B2)
+            meta["baseline_drawn_from_prior"] = model.forecast_baseline_drawn_
+            from cartlab.twin.fit import _T_GRID
+            from cartlab.twin.trace import interval_mc_se
+
+            meta["interval_mc_se"] = interval_mc_se(_T_GRID, model.forecast_sim_, model.forecast_weights_, seed)
             (tmp / "twin_forecast.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
 
         _write_folder(out, write, "twin_forecast", force)
@@ -296,6 +320,11 @@ def forecast_cmd(
     console.print(f"[green]wrote[/] {out}: {_peak_text(rows['car_cmax'])}{caveat}), "
                   f"P(CRS>=3) {_prob_text(rows['crs_ge3'])}, P(response d28) {_prob_text(rows['response_d28'])}; "
                   "values are simulated" + _misfit_note(model), soft_wrap=True)
+    if model.forecast_baseline_drawn_:
+        from cartlab.twin.baseline_prior import drawn_text
+
+        console.print(f"[yellow]{drawn_text(model.forecast_baseline_drawn_)}[/] (the intervals include that spread; "
+                      "twin_forecast.json: baseline_drawn_from_prior)", soft_wrap=True)
     console.print(f"[dim]assumed: the clinic rule (clinic_v1) decides interventions after day {from_day:g}; recorded "
                   f"interventions after day {from_day:g} are not used; intervals are of the noise-free course "
                   "(twin_forecast.json: assumptions)[/]", soft_wrap=True)

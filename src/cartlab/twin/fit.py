@@ -8,7 +8,8 @@ fitted attributes end with ``_``; ``summary`` is a property; ``plot()`` draws th
 Objective (negative log posterior, log-parameter space ``x = log theta``):
   * observations (design §2.1): log-normal CARCOPY (sigma 0.56, Stein 2019 residual) with Beal M3
     for values below the LLOQ (as :mod:`cartlab.kinetics.stein`); log-normal IL6, CRP, counts, MRD;
-    Gaussian TEMP and SYSBP; binomial marrow/blood blast differentials (500 / 100 cells);
+    Gaussian TEMP and SYSBP; binomial marrow/blood blast differentials (500 / 100 cells); flow MRD
+    with a between-method error (:mod:`cartlab.twin.mrd_obs`, review 40 A1);
   * the population prior: log-normal, median = the parameter table's value, log-SD = its IIV SD;
   * optional soft anchors (:data:`SEED_ANCHORS`): qualitative statements of a paper turned into
     Gaussian penalties on summaries of the noise-free course (fever days, hypotension, neutropenia,
@@ -38,6 +39,7 @@ import polars as pl
 from scipy import optimize, special
 
 from cartlab.errors import CartlabWarning, InputError
+from cartlab.twin.baseline_prior import MISSING_BASELINE, drawn_baseline, drawn_text
 from cartlab.twin.forecast import (
     defaults_text,
     events_until,
@@ -50,10 +52,18 @@ from cartlab.twin.forecast import (
     with_recorded,
     withhold,
 )
+from cartlab.twin.mrd_obs import binomial_loglik, binomial_residual
 from cartlab.twin.posterior import importance_draws, pd_cov, rw_metropolis
-from cartlab.twin.quality import CAR_BIAS_IWRES, fit_quality, intervals_reliable, misfit_text, optimiser_message
+from cartlab.twin.quality import (
+    CAR_BIAS_IWRES,
+    car_ceiling_text,
+    fit_quality,
+    intervals_reliable,
+    misfit_text,
+    optimiser_message,
+)
 
-__all__ = ["OBS_MODEL", "SEED_ANCHORS", "Anchor", "TwinModel", "course_summaries"]
+__all__ = ["OBS_MODEL", "SEED_ANCHORS", "Anchor", "TwinModel", "binomial_residual", "course_summaries"]
 
 #: observation model per canonical param: (kind, spread). lognormal: SD of log value; normal: SD in
 #: the canonical unit; binomial: cells counted (value a percentage; MRDFCM a fraction). The SAME noise
@@ -237,39 +247,9 @@ def _obs_loglik(obs: _Obs, t_out: np.ndarray, latent: dict[str, np.ndarray]) -> 
         elif kind == "normal":
             r = (y - f) / s
             ll[:, j] = -0.5 * r * r - math.log(s) - 0.5 * math.log(2 * math.pi)
-        else:  # binomial on s cells counted; value and prediction in percent (MRDFCM: fraction)
-            scale = 1.0 if p == "MRDFCM" else 100.0
-            k = np.round(np.nan_to_num(y) / scale * s)
-            pr = np.clip(f / scale, 1e-9, 1 - 1e-9)
-            llq = (special.gammaln(s + 1) - special.gammaln(k + 1) - special.gammaln(s - k + 1)
-                   + k * np.log(pr) + (s - k) * np.log1p(-pr))
-            kl = np.ceil(np.nan_to_num(lim) / scale * s) - 1  # below the limit: P(K <= ceil(limit*s) - 1)
-            with np.errstate(divide="ignore"):
-                llc = np.log(np.maximum(special.bdtr(np.maximum(kl, 0), int(s), pr), 1e-300))
-            ll[:, j] = np.where(c == 0, llq, llc)
+        else:  # binomial on s cells counted (percent; MRDFCM a fraction, with its between-method error)
+            ll[:, j] = binomial_loglik(p, f, y, lim, c, s)
     return np.where(np.isfinite(ll), ll, -1e10), pred
-
-
-def binomial_residual(param: np.ndarray, value: np.ndarray, ipred: np.ndarray, cells: np.ndarray,
-                      rows: np.ndarray) -> np.ndarray:
-    """The standardised residual of binomial rows (blast percentages counted on ``cells`` cells):
-    the normal quantile of the observed count's mid-p tail probability under the twin,
-    Phi^-1(P(K < k) + P(K = k) / 2) (the quantile residual, Dunn & Smyth, J Comput Graph Stat
-    1996;5:236, mid-p form). It is on the scale of the other parameters' residuals (about N(0, 1)
-    when the model describes the rows) and stays finite where a Pearson residual explodes (a count
-    of 1 where the twin predicts almost none). NaN on the other rows."""
-    from scipy import stats
-
-    out = np.full(value.shape, np.nan)
-    if not rows.any():
-        return out
-    scale = np.where(param[rows] == "MRDFCM", 1.0, 100.0)
-    n = cells[rows].astype(int)
-    k = np.round(np.nan_to_num(value[rows]) / scale * n)
-    p = np.clip(ipred[rows] / scale, 1e-12, 1 - 1e-12)
-    u = stats.binom.cdf(k - 1, n, p) + 0.5 * stats.binom.pmf(k, n, p)
-    out[rows] = stats.norm.ppf(np.clip(u, 1e-15, 1 - 1e-15))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -316,6 +296,8 @@ class _Objective:
         clinic = clinic if clinic is not None else self.clinic
         t = self.t_out if t_out is None else t_out
         base, ev = _repeat_rows(self.baseline, idx), self.events.take(idx)
+        db = getattr(self, "draw_baseline", None)   # per-draw baseline of a forecast (twin.baseline_prior, B2)
+        base = db if db is not None and len(db) == th.shape[0] else base
         rec = self.recorded is not None and clinic is None
         sim = self._simulate(th, base, ev, t, clinic=clinic, keep_states=rec)
         if rec:
@@ -438,6 +420,8 @@ class TwinModel:
     anchors: soft pseudo-observations (:data:`SEED_ANCHORS` for the seed case), default none.
     n_starts, n_sir, n_draws, seed, maxiter: optimiser starts, SIR proposal size, posterior draws kept,
         random seed (same seed, same result), L-BFGS-B iterations per start.
+    missing_baseline: ``"integrate"`` (default): a forecast draws a missing weight / marrow blasts from the
+        population prior per draw (:mod:`cartlab.twin.baseline_prior`); ``"default"``: the table's default.
 
     Fitted attributes (after :meth:`fit`): ``params_`` (one row per parameter: name, unit, prior,
     estimate, free), ``x_`` (MAP log-parameters of the free ones), ``cov_`` (log-scale covariance),
@@ -457,7 +441,7 @@ class TwinModel:
 
     def __init__(self, prior: Any = "cd7_twin_v1", fixed: dict[str, float] | None = None, posterior: str = "laplace",
                  sources=None, anchors=(), n_starts: int = 3, n_sir: int = 2000, n_draws: int = 1000, seed: int = 0,
-                 maxiter: int = 200, allow_other_target: bool = False):
+                 maxiter: int = 200, allow_other_target: bool = False, missing_baseline: str = "integrate"):
         if posterior not in ("laplace", "mcmc"):
             raise InputError(f"posterior must be laplace or mcmc, not {posterior!r}")
         self.prior, self.fixed, self.posterior = prior, dict(fixed or {}), posterior
@@ -465,6 +449,9 @@ class TwinModel:
         self.anchors, self.n_starts, self.n_sir, self.n_draws, self.seed = tuple(anchors), n_starts, n_sir, n_draws, seed
         self.maxiter = maxiter
         self.allow_other_target = bool(allow_other_target)
+        if missing_baseline not in MISSING_BASELINE:
+            raise InputError(f"missing_baseline must be one of {', '.join(MISSING_BASELINE)}, not {missing_baseline!r}")
+        self.missing_baseline = missing_baseline   # twin.baseline_prior: "integrate" (default) or "default"
 
     # -- setup
     def _table(self):
@@ -678,6 +665,11 @@ class TwinModel:
             warnings.warn(f"the twin does not describe {bad}: the model cannot follow these measurements of this "
                           "subject, so its fit, and forecasts that depend on them, are not to be trusted",
                           CartlabWarning, stacklevel=3)
+        th = dict(zip(ob.table.names, self.theta_))   # review 40 B3: a measured CARCOPY above the model's ceiling
+        ceil = car_ceiling_text(self.observations_, th["VCN"], th["genomes_per_ug"]) if "VCN" in th else None
+        if ceil is not None:
+            warnings.warn(ceil, CartlabWarning, stacklevel=3)
+        self.car_ceiling_ = ceil
         sim = ob.simulate(self.x_[None, :], t_out=_T_GRID)
         self.course_ = sim
         summ = course_summaries(_T_GRID, sim.latent)
@@ -741,15 +733,18 @@ class TwinModel:
             # anchors summarise the whole course (fever days, peak day): a forecast never uses them
             m = TwinModel(self.prior, self.fixed, self.posterior, self.sources, (), self.n_starts,
                           self.n_sir, self.n_draws, self.seed, self.maxiter,
-                          allow_other_target=self.allow_other_target).fit(self.study_, self.subject_id_,
-                                                                          until_day=from_day)
+                          allow_other_target=self.allow_other_target, missing_baseline=self.missing_baseline
+                          ).fit(self.study_, self.subject_id_, until_day=from_day)
         draws, weights = forecast_draws(m, n_draws)
-        _t, sim = m.simulate_after(from_day, draws=draws)
+        with drawn_baseline(m, draws.shape[0], self.missing_baseline) as drawn:
+            _t, sim = m.simulate_after(from_day, draws=draws)
+        self.forecast_baseline_drawn_ = drawn
         self.forecast_sim_, self.forecast_weights_ = sim, weights
         table = forecast_table(_T_GRID, sim, n_effective=n_effective(m, draws.shape[0]), weights=weights)
         self.forecast_ = withhold(m, table, show_withheld=show_withheld, car_bias_iwres=car_bias_iwres)
         self.forecast_day_ = from_day
-        self.forecast_notes_ = forecast_notes(m, self.forecast_, car_bias_iwres)
+        self.forecast_notes_ = forecast_notes(m, self.forecast_, car_bias_iwres) + (
+            [f"baseline_drawn: {drawn_text(drawn)}; the intervals include that spread"] if drawn else [])
         self.forecast_problems_ = problems = forecast_problems(m, car_bias_iwres)
         self.forecast_reliable_ = not problems
         self.forecast_prior_only_ = "no_car_samples" in problems

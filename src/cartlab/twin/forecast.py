@@ -234,6 +234,8 @@ def forecast_notes(m, table: pl.DataFrame, car_bias_iwres: float = CAR_BIAS_IWRE
                      "them with withheld_reason)")
     if "car_off_data" in problems:
         notes.append(f"{_car_off(m, car_bias_iwres)}: the CAR forecast is inconsistent with the data it used")
+    if getattr(m, "car_ceiling_", None):   # review 40 B3: a measured value the model cannot reach (a note)
+        notes.append(m.car_ceiling_)
     from cartlab.twin.provenance import not_measured_note
 
     if (nm := not_measured_note(m.observations_)) is not None:   # review 38 B5: a note, not a problem

@@ -26,6 +26,7 @@ import polars as pl
 from scipy import optimize
 
 from cartlab.twin.fit import _LOG_FLOOR, _T_GRID, FD_STEP, OBS_MODEL, _obs_loglik, course_summaries
+from cartlab.twin.mrd_obs import METHOD_LOG_SD, method_sd
 
 __all__ = ["collinearity", "identifiability", "profile", "sensitivity"]
 
@@ -60,6 +61,11 @@ def sensitivity(model, h: float = 1e-2) -> np.ndarray:
         scale = np.where(ob.obs.param[bi] == "MRDFCM", 1.0, 100.0)
         pr = np.clip(p0[0, bi] / scale, 1e-6, 1 - 1e-6)
         g[:, bi] = pred[:, bi] / (scale * np.sqrt(pr * (1 - pr) / s[bi]))
+        mrd = bi & np.isin(ob.obs.param, list(METHOD_LOG_SD))
+        for p in np.unique(ob.obs.param[mrd]):   # between-method rows: log prediction over the total SD (A1)
+            j = mrd & (ob.obs.param == p)
+            sd = method_sd(np.maximum(p0[0, j], 0.0), s[j], METHOD_LOG_SD[p])
+            g[:, j] = np.log(np.maximum(pred[:, j], _LOG_FLOOR)) / sd
     if ob.anchors:   # the soft anchors are pseudo-observations: one row each, scaled by the anchor's SD
         grid = np.isin(ob.t_out, _T_GRID)
         summ = course_summaries(ob.t_out[grid], {p: v[:, grid] for p, v in sim.latent.items()})

@@ -29,6 +29,9 @@ SOURCE = "simulated"
 MODEL_VERSION = "cartlab.twin v1"
 #: purposes of the per-patient random streams (spawn_key = (patient index, purpose))
 STREAM_PARAMS, STREAM_COVARIATES, STREAM_NOISE = 0, 1, 2
+#: the between-method error of a binomial row (MRDFCM, review 40 A1): its own stream, so the other rows'
+#: noise is that of earlier versions
+STREAM_METHOD = 3
 #: clinic arrays -> interventions rows: category, agent, dose, dose unit, one row per day (True) or per run
 CLINIC_ROWS = {
     "antipyretic": ("antipyretic", "acetaminophen", 500.0, "mg", False),
@@ -136,8 +139,11 @@ class Observed:
         return int(self.index.size)
 
 
-def _noisy(p: str, latent: np.ndarray, z: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(value, censored) from noise-free ``latent`` and standard normals ``z`` of the same shape."""
+def _noisy(p: str, latent: np.ndarray, z: np.ndarray, spec: dict,
+           z_method: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(value, censored) from noise-free ``latent`` and standard normals ``z`` of the same shape;
+    ``z_method`` (same shape) the between-method error of a binomial spec with ``between_method_log_sd``
+    (:mod:`cartlab.twin.mrd_obs`)."""
     kind = spec["kind"]
     if kind == "lognormal":
         v = latent * np.exp(spec["sd"] * z)
@@ -148,6 +154,8 @@ def _noisy(p: str, latent: np.ndarray, z: np.ndarray, spec: dict) -> tuple[np.nd
         v = np.clip(v, spec.get("lower", -np.inf), spec.get("upper", np.inf))
     elif kind == "binomial":   # normal approximation to counting `cells` cells [A]
         frac = latent if p == "MRDFCM" else latent / 100.0
+        if spec.get("between_method_log_sd") is not None and z_method is not None:
+            frac = frac * np.exp(float(spec["between_method_log_sd"]) * z_method)
         frac = np.clip(frac, 0.0, 1.0)
         cells = float(spec["cells"])
         k = np.clip(np.round(cells * frac + np.sqrt(cells * frac * (1 - frac)) * z), 0, cells) + 0.0  # no -0.0
@@ -199,7 +207,11 @@ def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: 
             latent = np.asarray(sim.latent[p], float)[:, cols[p]]
             if p == "TGTBLAST":
                 latent = _screening_cd7(latent, schedule.times[p], covariates)
-        v, c = _noisy(p, latent, zp, spec)
+        zm = None
+        if spec.get("between_method_log_sd") is not None:
+            zm = np.stack([patient_rng(seed, i, STREAM_METHOD).standard_normal(sizes[k]) for i in index]) \
+                if n else np.empty((0, sizes[k]))
+        v, c = _noisy(p, latent, zp, spec, zm)
         if spec.get("sum_of"):   # WBC = its differential + the other white cells (review 38 B4)
             v = _count_with_differential(p, spec, latent, zp, values, schedule, sim, cols)
         after = schedule.times[p][None, :] > last[:, None]

@@ -81,3 +81,22 @@ def not_measured_note(obs: pl.DataFrame, max_share: float = MAX_NOT_MEASURED_SHA
     return (f"not_measured_data: {nm} of {total} fitted rows are not measured (source {by}): the fit and forecast "
             "rest mostly on reconstructed/generated values (a note, not by itself a reason to call the forecast "
             "unreliable)")
+
+
+def data_sources(df: pl.DataFrame, obs: pl.DataFrame, column: str | None = "param") -> pl.DataFrame:
+    """``df`` with ``data_sources`` in place of a ``source`` column: the subject's fitted rows counted by
+    their ``source`` ("reconstructed 5, paper 1"), per ``column`` value (a fit-quality row: that param's
+    rows) or, with ``column=None``, all rows (identifiability: every row informs every parameter). These
+    are statistics of the subject's own rows, not simulated values (review 40 C1)."""
+    df = df.drop("source") if "source" in df.columns else df
+    if "source" not in obs.columns or "param" not in obs.columns or (column is not None and column not in df.columns):
+        return df.with_columns(pl.lit(None, pl.String).alias("data_sources"))
+    keys = ["param"] if column is not None else []
+    counts = (obs.with_columns(pl.col("source").fill_null("(no source)")).group_by(*keys, "source").len()
+              .sort([*keys, "len", "source"], descending=[*[False] * len(keys), True, False]))
+    text = pl.format("{} {}", pl.col("source"), pl.col("len")).str.join(", ").alias("data_sources")
+    if column is None:
+        return df.with_columns(pl.lit(counts.select(text).item() if counts.height else None, pl.String)
+                               .alias("data_sources"))
+    counts = counts.group_by("param", maintain_order=True).agg(text)
+    return df.join(counts.rename({"param": column}), on=column, how="left")

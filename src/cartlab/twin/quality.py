@@ -33,7 +33,7 @@ import math
 
 import polars as pl
 
-__all__ = ["CAR_BIAS_IWRES", "FORECAST_DEPENDS", "MIN_ESS_INTERVALS", "MISFIT_RMS", "fit_quality",
+__all__ = ["CAR_BIAS_IWRES", "FORECAST_DEPENDS", "MIN_ESS_INTERVALS", "MISFIT_RMS", "car_ceiling_text", "fit_quality",
            "intervals_reliable", "misfit_text", "optimiser_message", "residual_bias"]
 
 #: RMS standardised residual above which the twin is said not to describe a parameter
@@ -78,6 +78,23 @@ def misfit_text(quality: pl.DataFrame) -> str | None:
         return None
     return ", ".join(f"{p} (RMS standardised residual {r:.1f} over {n} rows)"
                      for p, r, n in bad.select("param", "rms_iwres", "n_residuals").iter_rows())
+
+
+def car_ceiling_text(observations: pl.DataFrame, vcn: float, genomes_per_ug: float) -> str | None:
+    """Review 40 B3: the twin's CARCOPY is VCN x genomes/ug x (CAR-T share of blood white cells), at most
+    ``vcn`` x ``genomes_per_ug`` (1.5 x 151,500 = 227,250 copies/ug, VCN fixed and assumed) when every white
+    cell were a CAR-T cell. A measured value above it cannot be fitted (the cited CD7 cohort's maximum
+    Cmax is 326,483 copies/ug, CD7 §3.1-k): text naming the largest such value and the ceiling, else None."""
+    ceiling = float(vcn) * float(genomes_per_ug)
+    if "value" not in observations.columns:
+        return None
+    car = observations.filter((pl.col("param") == "CARCOPY") & (pl.col("value") > ceiling)).sort("value")
+    if car.height == 0:
+        return None
+    top = car.row(-1, named=True)
+    return (f"car_ceiling: CARCOPY {top['value']:,.0f} copies/ug on day {top['day']:g} ({car.height} value(s) above) "
+            f"exceeds the twin's ceiling {ceiling:,.0f} copies/ug (VCN {vcn:g} copies/cell, assumed, x "
+            f"{genomes_per_ug:,.0f} genomes/ug): the twin cannot reach these values, its CAR peak is under-fitted")
 
 
 def intervals_reliable(posterior: str, ess: float) -> bool:
