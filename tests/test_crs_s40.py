@@ -191,3 +191,23 @@ def test_ongoing_episode_in_adae_explain_and_summary(tmp_path):
     assert "last CRS day 3 (CRS ongoing at last follow-up: no CRS-free day graded after it (last follow-up day 5))" in head
     summ = {r["subject_id"]: r["crs_resolution_status"] for r in an.subject_summary().iter_rows(named=True)}
     assert summ == {"A": "ongoing_at_last_followup", "B": "resolved"}
+
+
+# ------------------------------------ review 40 consistency B1: the older scales' fever threshold
+
+
+def test_older_scales_follow_the_analysis_fever_threshold(tmp_path):
+    """Tmax 38.1 on day 1 and nothing else (SBP 120, no interventions). With crs.fever_threshold_c = 38.3 the
+    day has no fever on ASTCT (grade 0) and, following it, none on Lee 2014, CARTOX or MSKCC (grade 0);
+    before session 40 the older scales kept 38.0 and gave grade 1 ("fever" alone). Set apart
+    (crs_legacy.fever_threshold_c = 38.0) they give 1 again."""
+    from cartlab.analyze import Analysis, AnalysisOptions
+
+    s = _study(tmp_path, _vitals("S1", [1], 38.1, 120))
+    # the lowest grade each scale allows (Lee 2014 and CARTOX leave grade 2 open without organ labs)
+    cols = ["crs_grade_astct_min", "crs_grade_lee2014_min", "crs_grade_cartox_min", "crs_grade_mskcc_min"]
+    follow = Analysis(s, AnalysisOptions.from_settings({"crs": {"fever_threshold_c": 38.3}}))
+    assert follow.table("crs_cross_scale").select(cols).row(0) == (0, 0, 0, 0)
+    apart = Analysis(s, AnalysisOptions.from_settings({"crs": {"fever_threshold_c": 38.3},
+                                                       "crs_legacy": {"fever_threshold_c": 38.0}}))
+    assert apart.table("crs_cross_scale").select(cols).row(0) == (0, 1, 1, 1)

@@ -73,7 +73,7 @@ MULTIPLE_VASOPRESSORS = ("same_day", "concurrent")
 WAIVER_SCOPES = ("course", "episode")
 #: the options that default to the ASTCT CRS option of the same name (None = follow it; session 36)
 FOLLOWS_ASTCT = ("waiver_categories", "fever_waiver_scope", "fever_waiver_requires_crs", "multiple_vasopressors",
-                 "absent_interventions", "waiver_indications")
+                 "absent_interventions", "waiver_indications", "fever_threshold_c")
 
 
 @dataclass
@@ -95,7 +95,8 @@ class CrsLegacyOptions:
       more drugs running at the same time, from the vasopressor time course; a switch from one drug
       to another is one vasopressor, and two drugs on one day without times of day are a range
       naming the missing times (session 33, review33 A1/B1).
-    * ``fever_threshold_c`` [38.0]: fever is Tmax >= this (spec; ASTCT 2019 and CARTOX ">= 38 C").
+    * ``fever_threshold_c`` [None = the ASTCT option ``crs.fever_threshold_c``, 38.0]: fever is Tmax >= this
+      (spec; ASTCT 2019 and CARTOX ">= 38 C"); session 40: it follows the analysis's CRS threshold.
     * ``sbp_cutoff_mmhg`` [90]: hypotension is the day's lowest SBP below this (spec; CARTOX
       "SBP < 90 mmHg").
     * The fever waiver (ASTCT 2019 Table 1 footnote; the default ``gate`` ``fever_or_waiver`` of
@@ -192,7 +193,7 @@ class CrsLegacyOptions:
 
     counted_indications: tuple[str, ...] = ("CRS",)
     count_empty_indication: bool = True
-    fever_threshold_c: float = 38.0
+    fever_threshold_c: float | None = None
     sbp_cutoff_mmhg: float = 90.0
     waiver_categories: tuple[str, ...] | None = None
     first_day: float | str | None = "infusion"

@@ -75,6 +75,7 @@ def follow_astct(opts: CrsLegacyOptions) -> CrsLegacyOptions:
               "fever_waiver_requires_crs": bool(crs["fever_waiver_requires_crs"]),
               "multiple_vasopressors": crs["multiple_vasopressors"],
               "absent_interventions": crs.get("absent_interventions") or "unknown",
+              "fever_threshold_c": float(crs["fever_threshold_c"]),  # review 40 consistency B1
               # ASTCT's null = its counted_indications; here the older scales' own (review 40 B3)
               "waiver_indications": tuple(crs["waiver_indications"] if crs.get("waiver_indications") is not None
                                           else opts.counted_indications)}
