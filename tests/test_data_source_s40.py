@@ -28,7 +28,7 @@ def test_seed_summary_names_its_sources():
     nm, total = hand_count_not_measured()
     r = Analysis(seed_case()).subject_summary().row(0, named=True)
     # subjects.csv says paper (with reconstructed_columns); the other rows are paper or reconstructed
-    assert (r["data_source"], r["n_rows_not_measured"], r["n_rows"]) == ("paper+reconstructed", nm, total)
+    assert (r["data_source"], r["n_rows_not_measured"], r["n_rows"]) == ("paper; reconstructed", nm, total)
 
 
 def test_mixed_study_per_subject_and_in_analysis_json(tmp_path):
@@ -50,7 +50,7 @@ def test_mixed_study_per_subject_and_in_analysis_json(tmp_path):
     summ = {r["subject_id"]: r for r in _rows(out, "subject_summary.csv")}
     assert (summ["OBS-2"]["data_source"], summ["OBS-2"]["n_rows_not_measured"], summ["OBS-2"]["n_rows"]) == (
         "observed", "0", str(total))
-    assert summ["CD7-AML-001"]["data_source"] == "paper+reconstructed"
+    assert summ["CD7-AML-001"]["data_source"] == "paper; reconstructed"
     ds = json.loads((out / "analysis.json").read_text())["data_sources"]
     assert (ds["not_measured"], ds["total"], ds["observed"]) == (nm, 2 * total, total)
     assert ds["reconstructed"] == nm and ds["paper"] == total - nm

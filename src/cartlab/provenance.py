@@ -116,7 +116,7 @@ _KINDS = ("paper", *NOT_MEASURED_SOURCES, "observed")
 
 
 def subject_data_sources(tables: Mapping[str, pl.DataFrame], subject_ids: Sequence[str]) -> pl.DataFrame:
-    """Per subject: ``data_source`` (the kinds of its rows, e.g. "synthetic", "paper+reconstructed",
+    """Per subject: ``data_source`` (the kinds of its rows, e.g. "synthetic", "paper; reconstructed",
     "observed"), ``n_rows_not_measured`` and ``n_rows`` (:func:`source_counts`: a ``paper`` row naming
     reconstructed columns counts as reconstructed), so a table of results says which subjects were not
     measured (the analysis's ``subject_summary``)."""
@@ -141,7 +141,7 @@ def subject_data_sources(tables: Mapping[str, pl.DataFrame], subject_ids: Sequen
                 if moved and sid in per:
                     per[sid]["paper"] -= moved
                     per[sid]["reconstructed"] += moved
-    label = ["+".join(k for k in _KINDS if per[s][k]) or None for s in ids]
+    label = ["; ".join(k for k in _KINDS if per[s][k]) or None for s in ids]  # as ADSL DATASRC joins
     nm = [sum(per[s][k] for k in NOT_MEASURED_SOURCES) for s in ids]
     data = {"subject_id": ids, "data_source": label, "n_rows_not_measured": nm,
             "n_rows": [sum(per[s].values()) for s in ids], **{f"n_rows_{k}": [per[s][k] for s in ids] for k in _KINDS}}
