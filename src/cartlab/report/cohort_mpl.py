@@ -12,6 +12,7 @@ Figures are 9 inches wide. Every colour and marker is in a legend; values that w
 
 from __future__ import annotations
 
+import math
 import textwrap
 
 import numpy as np
@@ -43,7 +44,7 @@ from cartlab.report.cohort_style import (
     response_categories,
     response_color,
 )
-from cartlab.report.course_parts import UNITS
+from cartlab.report.course_parts import UNITS, _log_axis
 
 __all__ = [
     "CohortView",
@@ -278,8 +279,8 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
             c = [response_color(r) for r in sub["response"].to_list()]
             ax.scatter(sub["day"].to_numpy(), sub["value"].to_numpy(), marker=marker, s=ms, zorder=3,
                        c="none" if open_ else c, edgecolors=c, linewidths=0.7)
-    ax.set_yscale("log")
-    ax.autoscale_view()
+    _log_axis(ax)  # decade ticks, plain-text labels: mathtext and minor ticks were a tenth of the views' time
+    _whole_decades(ax)
     ax.set_xlabel("Days since CAR-T infusion", fontsize=FONT)
     ax.set_ylabel(f"CAR transgene ({data.unit})", fontsize=FONT)
     ax.tick_params(labelsize=FONT - 1)
@@ -294,6 +295,15 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
         ax.add_artist(leg)
     _legend(ax, h2, "markers", loc="lower left", anchor=(1.01, 0.0))
     return fig
+
+
+def _whole_decades(ax) -> None:
+    """The log axis widened to whole decades, so its decade-only labels (``_log_axis``) always show two."""
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi > 0:
+        a, b = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
+        ax.set_ylim(10.0 ** a, 10.0 ** max(b, a + 1))
 
 
 def exposure_figure(data: cd.ExposureData) -> Figure:
@@ -320,7 +330,8 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
             if zero.height:  # never silently off the log axis: at the floor, marked
                 ax.scatter(i + rng.uniform(-0.18, 0.18, zero.height), [floor] * zero.height, s=22, marker="v",
                            c=[crs_col[v] for v in zero["crs_ge3"].to_list()], edgecolors="black", linewidths=0.6)
-        ax.set_yscale("log")
+        _log_axis(ax)
+        _whole_decades(ax)
         ax.set_xticks(range(len(cats)), cats, rotation=45, ha="right", fontsize=FONT - 1)
         ax.set_xlim(-0.6, max(len(cats) - 0.4, 0.6))
         ax.set_ylabel(label, fontsize=FONT)
