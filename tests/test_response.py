@@ -127,7 +127,10 @@ def test_emd_window_option():
 
 def test_mlfs_needs_a_non_aplastic_marrow_when_cellularity_is_given():
     low = marrow(anc=0.1, plt=10, extra=[(28, "BMCELL", 9.0)])
-    assert cat(low) == "NR"
+    # session 40 (review 40 B5): ELN MLFS "at least 200 cells ... or cellularity >= 10%": no cell count in the
+    # data -> NE could be MLFS (option aplastic_marrow, default not_evaluable); no_response = NR as before
+    assert cat(low) == "NE"
+    assert cat(low, ResponseOptions(aplastic_marrow="no_response")) == "NR"
     assert cat(marrow(anc=0.1, plt=10, extra=[(28, "BMCELL", 10.0)])) == "MLFS"
     assert cat(marrow(anc=0.1, plt=10)) == "MLFS"  # not given: not judged aplastic
     assert cat(low, ResponseOptions(min_cellularity_pct=5)) == "MLFS"
@@ -159,8 +162,9 @@ def test_cri_and_crh_options():
     assert cat(s, ResponseOptions(use_crh=False)) == "MLFS"
     assert cat(s, ResponseOptions(use_crh=False, cri_min_recovered_counts=0)) == "CRi"
     assert cat(marrow(anc=0.1, plt=10), ResponseOptions(cri_min_recovered_counts=0)) == "CRi"
-    with pytest.raises(ValueError, match="does not apply"):
-        derive_marrow_response(marrow(disease="B-ALL"), ResponseOptions(use_crh=False))
+    # session 40 (review 40 B1): an AML-only option is not used for ALL subjects, with a warning (never dropped)
+    with pytest.warns(UserWarning, match="use_crh=False applies to ELN 2022 AML only"):
+        assert cat(marrow(disease="B-ALL"), ResponseOptions(use_crh=False)) == "CR"
 
 
 @pytest.mark.parametrize("disease,possible", [("AML", ["CR", "CRh", "CRi", "MLFS"]), ("B-ALL", ["CR", "CRi"])])
@@ -392,6 +396,7 @@ def _reference(bm, pb, anc, plt, pre, cell):
             return "CRi"
         if cell is None or cell >= 10:
             return "MLFS"
+        return "NE"  # aplastic marrow: ELN MLFS "200 cells ... or cellularity >= 10%", no cell count (session 40)
     if anc >= 1.0 and plt >= 100 and 5 <= bm <= 25 and pre > 0 and (pre - bm) / pre * 100 >= 50:
         return "PR"
     return "NR"

@@ -300,11 +300,18 @@ def response_options_record(options, diseases: Sequence[str | None] | None = Non
             table_of[str(d)] = t
     resolved: dict[str, dict[str, Any]] = {}
     refused: dict[str, str] = {}
+    not_used: dict[str, str] = {}
+    from cartlab.response.marrow_options import applicable, inapplicable
+
     for t in dict.fromkeys(table_of.values()):
-        try:
-            resolved[t] = options.resolved(load_raw(t, "cartlab.response"))
-        except InputError as exc:  # an option set for a table that lacks it
+        try:  # an option set for a table that lacks it is not used for that table's subjects (review 40 B1)
+            resolved[t] = applicable(options, t).resolved(load_raw(t, "cartlab.response"))
+        except InputError as exc:
             refused[t] = str(exc)
+        if lacking := inapplicable(options, t):
+            standard = load_raw(t, "cartlab.response").get("standard", t)
+            not_used[t] = (f"{', '.join(lacking)}: not defined by {standard}, not used for its subjects "
+                           "(they follow the table's rules; a warning names them)")
     names = [f.name for f in fields(options)]
     out: dict[str, Any] = {}
     for name in names:
@@ -325,6 +332,8 @@ def response_options_record(options, diseases: Sequence[str | None] | None = Non
         out["no_criteria"] = no_criteria
     if refused:
         out["refused"] = refused
+    if not_used:
+        out["not_used"] = not_used
     return out
 
 

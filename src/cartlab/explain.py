@@ -385,6 +385,8 @@ def _response(an: Analysis, sid: str) -> Explanation:
         head += (f" Duration of response {day_text(b['dor_days'])} days, "
                  f"{'ended' if b['dor_event'] else 'censored'} on day {day_text(b['dor_end_day'])}: "
                  f"{b['dor_end_reason']}.")
+    elif b.get("dor_end_reason"):  # a non-responder: why relapse and DOR are empty (review 40 consistency B2)
+        head += f" Relapse and duration of response {b['dor_end_reason']}."
     mol = _rows(an, "molecular_response", sid)
     rel = _rows(an, "relapse", sid) if an.has("relapse") else None
     parts = [

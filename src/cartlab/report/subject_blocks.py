@@ -553,6 +553,8 @@ def dor_text(analysis, subject_id: str) -> str:
     if dor is None:
         if not r.get("responder") or first is None:
             br = r.get("best_response")
+            if str(r.get("dor_end_reason") or "").startswith("not derived"):  # names orr_categories (review 40)
+                return str(r["dor_end_reason"])
             return f"not derived: no response (best response {br})" if br else "not derived: no best response"
         note = next((p for p in str(r.get("reason") or "").split("; ") if "duration of response" in p), None)
         return note or "not derived"

@@ -38,6 +38,7 @@ from cartlab.response.marrow import (
     derive_marrow_response,
     derive_relapse,
 )
+from cartlab.response.marrow_options import applicable
 from cartlab.response.relapse_episodes import mrd_off_day_note, mrd_off_marrow_day
 
 __all__ = [
@@ -84,6 +85,12 @@ class BestResponseOptions(CriteriaOptions):
       quantifiable CARCOPY/CARCELL after day 0 is infused, the infusion not recorded (day 0 as the
       spec's anchor; its reason says so, a warning names it); "dose" = a dose row only (review 39 A1,
       :mod:`cartlab.response.infusion_evidence`). The endpoint population reads the same option.
+    * ``after_relapse`` ("count"): whether a remission after a relapse (no end event between) can be
+      the best response. ELN 2022 Table 7 defines the categories per assessment and no best response,
+      so it is silent here; "count" (the behaviour before session 40) ranks every counted assessment,
+      "exclude" stops at the first relapse (RECIST 1.1 §4.4 style: "the best response recorded from
+      the start of the treatment until disease progression/recurrence"). Either way the reason names
+      the relapse between (review 40 B3).
     * ``response``: options of the per-assessment criteria.
     """
 
@@ -97,6 +104,7 @@ class BestResponseOptions(CriteriaOptions):
     rank_mrd: bool = False
     rate_population: Literal["infused", "all"] = "infused"
     infusion_evidence: Literal["dose_or_kinetics", "dose"] = "dose_or_kinetics"
+    after_relapse: Literal["count", "exclude"] = "count"
     response: ResponseOptions = ResponseOptions()
 
     def __post_init__(self) -> None:
@@ -110,6 +118,10 @@ class BestResponseOptions(CriteriaOptions):
             raise ValueError(f"rate_population must be 'infused' or 'all', got {self.rate_population!r}")
         if self.infusion_evidence not in INFUSION_EVIDENCE:
             raise ValueError(f"infusion_evidence must be 'dose_or_kinetics' or 'dose', got {self.infusion_evidence!r}")
+        if self.landmark_day is not None and not self.landmark_day >= 0:
+            raise ValueError(f"best_response.landmark_day = {self.landmark_day!r} is not valid; expected a day 0 or later")
+        if not self.orr_categories:
+            raise ValueError("best_response.orr_categories is empty; expected at least one category (e.g. [CR])")
         if self.last_alive_sources not in (None, "all_tables", "followup_day"):
             raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
                              f"got {self.last_alive_sources!r}")
@@ -190,6 +202,40 @@ def _days_between(start: float, end: float) -> float:
     """Whole calendar days from ``start``'s day to ``end``'s (a date-time counts on its day, as the
     time-to-event endpoints count; ELN 2022 measures duration "from the date of" to "the date of")."""
     return float(math.floor(end) - math.floor(start))
+
+
+def _after_relapse(window: list[dict], rr: dict, options: BestResponseOptions):
+    """(the assessments best response ranks, a function giving the reason's note for the best or None).
+
+    A relapse (the subject's first relapse episode, ``rr``) after a response with counted assessments
+    after it: "count" keeps them and the note says when the best is after the relapse; "exclude"
+    leaves them out and the note names them (option ``after_relapse``; ELN 2022 is silent)."""
+    day, first = rr.get("relapse_day"), next((r for r in window if r["category"] in options.orr_categories), None)
+    if day is None or first is None or math.floor(day) < math.floor(first["day"]):
+        return window, None
+    later = [r for r in window if r["day"] > day]
+    if not later:
+        return window, None
+    what = f"the relapse on day {day:g} ({rr.get('relapse_rule')})"
+    if options.after_relapse == "exclude":
+        shown = ", ".join(f"{r['category']} on day {r['day']:g}" for r in later)
+        return [r for r in window if r["day"] <= day], lambda best: (
+            f"{len(later)} assessment(s) after {what} not counted: {shown} (option best_response.after_relapse=exclude; "
+            "ELN 2022 is silent on a remission after relapse)")
+
+    def note(best: dict) -> str:
+        if best["day"] <= day:
+            return (f"{len(later)} assessment(s) after {what} counted, none better (option "
+                    "best_response.after_relapse=count)")
+        return (f"{best['category']} on day {best['day']:g} is after {what}: a remission after relapse, counted "
+                "(option best_response.after_relapse=count; ELN 2022 is silent on a remission after relapse)")
+    return window, note
+
+
+def _not_derived(category: str | None, orr_categories: tuple[str, ...]) -> str:
+    """Why relapse and duration of response are empty for a non-responder (review 40 consistency B2)."""
+    cats = ", ".join(orr_categories)
+    return (f"not derived: no response (best response {category} is not in best_response.orr_categories [{cats}])")
 
 
 def _loss_of_response(first: dict, window: list[dict], events: list[dict],
@@ -319,6 +365,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                          "reason": "not evaluable: no post-infusion marrow assessment" + (f" ({'; '.join(notes)})" if notes else ""),
                          "evidence": []})
             continue
+        rr = rel.get(sid) or {}
+        window, relapse_note = _after_relapse(window, rr, options)  # option after_relapse (review 40 B3)
         best = min(window, key=lambda r: (CATEGORY_RANK[r["category"]],
                                           options.rank_mrd and r.get("mrd_negative") is not True, r["day"]))
         # "missing is not negative": a counted assessment that a missing input (or a censored bound)
@@ -335,14 +383,13 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
         could_be = sorted(could, key=lambda c: CATEGORY_RANK[c])
         resp = [r for r in window if r["category"] in options.orr_categories]
         first = resp[0]["day"] if resp else None
-        rr = rel.get(sid) or {}
         relapse_day = rr.get("relapse_day")
         # a relapse belongs to a response; one on the response's calendar day counts (as in ADTTE)
         if relapse_day is not None and (first is None or math.floor(relapse_day) < math.floor(first)):
             relapse_day = None
         loss = None
         if resp and options.dor_pr_end == "loss_of_response" and resp[0]["category"] not in \
-                options.response.resolved(load_criteria(crit, PACKAGE))["relapse_after"]:
+                applicable(options.response, crit).resolved(load_criteria(crit, PACKAGE))["relapse_after"]:
             loss = _loss_of_response(resp[0], window, evs.get(sid, []), options.orr_categories)
         death = deaths.get(sid)
         dor = dor_event = dor_end = dor_why = None
@@ -388,6 +435,13 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                        + (f" ({best['mrd_rule']}; specimen and LLOQ in marrow_response.csv)" if best.get("mrd_rule") else ""))
         elif (off := mrd_off_day_note(mrd_near.get(sid, []), best["day"])) is not None:
             reason += "; " + off  # an MRDFCM a few days off the marrow: named, not used (review 39 B3)
+        if relapse_note is not None:
+            reason += "; " + relapse_note(best)
+        if first is None and best["category"] not in options.orr_categories and \
+                CATEGORY_RANK[best["category"]] < CATEGORY_RANK["relapse"]:  # review 40 consistency B2
+            reason += (f"; {best['category']} not in best_response.orr_categories [{', '.join(options.orr_categories)}]: "
+                       "not counted as a response")
+        not_resp = None if first is not None else _not_derived(best["category"], options.orr_categories)
         if options.rank_mrd:
             reason += "; MRD-negative ranked above the same category without it (option rank_mrd)"
         if could_be:
@@ -401,12 +455,12 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             "mrd_negative": best["mrd_negative"], "mrd_rule": best.get("mrd_rule"), "n_assessments": len(window), "first_response_day": first,
             "responder": first is not None, "relapse_day": relapse_day, "relapse_rule": rr.get("relapse_rule") if relapse_day is not None else None,
             "relapse_reason": (f"after {rr['response_category']} on day {rr['response_day']:g}: {rr['relapse_reason']}"
-                               if rr and first is not None else None),
+                               if rr and first is not None else not_resp),
             "mrd_relapse_day": rr.get("mrd_relapse_day") if first is not None else None,
             "mrd_relapse_rule": rr.get("mrd_relapse_rule") if first is not None else None,
             "mrd_relapse_reason": rr.get("mrd_relapse_reason") if first is not None else None,
             "dor_days": dor, "dor_event": dor_event,
-            "dor_end_day": dor_end, "dor_end_reason": dor_why, "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
+            "dor_end_day": dor_end, "dor_end_reason": dor_why if first is not None else not_resp, "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
             "rule": best["rule"], "reason": reason,
             "evidence": list(dict.fromkeys(best["evidence"] + ((rr.get("evidence") or []) if rr and first is not None else [])
                                            + ([] if loss is None else loss[2]))),
@@ -455,7 +509,9 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None,
                 assessments: pl.DataFrame | None = None, best: pl.DataFrame | None = None) -> pl.DataFrame:
     """ADaM-style ADRS: one ``OVRLRESP`` row per marrow assessment, one ``BOR`` row per subject and one
     ``MRDREL`` row per subject with an MRD relapse (best_response.csv ``mrd_relapse_day``, rule
-    ``response.mrd_relapse``; review 39 B2).
+    ``response.mrd_relapse``; review 39 B2) and one ``RELAPSE`` row per subject with a hematologic
+    relapse (best_response.csv ``relapse_day`` / ``relapse_rule`` / ``relapse_reason``: a marrow, blood
+    samples or a relapse / EMD event; review 40 B6).
 
     ``assessments`` / ``best``: :func:`marrow_response` / :func:`best_response` when already computed.
     """
@@ -485,7 +541,16 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None,
         pl.col("mrd_relapse_rule").alias("RULE"), pl.col("mrd_relapse_reason").alias("REASON"),
         pl.col("evidence").alias("EVIDENCE"),
     )
-    return pl.concat([per, bor, mrdrel], how="vertical_relaxed").sort("USUBJID", "PARAMCD", "ADY", nulls_last=True).select(ADRS_COLUMNS)
+    # the relapse of record (marrow, blood or a relapse / EMD event; review 40 B6), as MRDREL
+    relapse = b.filter(pl.col("relapse_day").is_not_null()).select(
+        pl.lit(study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
+        pl.lit("RELAPSE").alias("PARAMCD"), pl.lit("Hematologic relapse after response").alias("PARAM"),
+        pl.lit("Y").alias("AVALC"), pl.col("relapse_day").alias("ADY"), pl.col("criteria").alias("CRIT"),
+        pl.lit(None, dtype=pl.String).alias("RSSCAT"), pl.lit(None, dtype=pl.Boolean).alias("MRDNEG"),
+        pl.col("relapse_rule").alias("RULE"), pl.col("relapse_reason").alias("REASON"),
+        pl.col("evidence").alias("EVIDENCE"),
+    )
+    return pl.concat([per, bor, mrdrel, relapse], how="vertical_relaxed").sort("USUBJID", "PARAMCD", "ADY", nulls_last=True).select(ADRS_COLUMNS)
 
 
 def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str | None = None,

@@ -22,14 +22,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
-from pydantic import Field
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import (
-    CriteriaOptions,
     CriteriaTable,
     Range,
     Rule,
@@ -41,13 +39,20 @@ from cartlab.criteria import (
 from cartlab.criteria.model import Leaf, leaves
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
-from cartlab.response.infusion_evidence import EVIDENCE_DOC, marrow_infused
+from cartlab.response.infusion_evidence import marrow_infused
 from cartlab.response.marrow_inputs import (
     baseline_interval,
     baseline_note,
     choice_notes,
     pb_only_relapse,
     pick_baseline,
+)
+from cartlab.response.marrow_options import (
+    PACKAGE,
+    RESPONSE_TABLES,
+    ResponseOptions,
+    open_categories,
+    resolve_for_study,
 )
 
 __all__ = [
@@ -61,55 +66,9 @@ __all__ = [
     "derive_marrow_response",
 ]
 
-PACKAGE = "cartlab.response"
-#: the shipped response criteria tables
-RESPONSE_TABLES = ("eln2022_aml", "all_car_t")
 #: best-response ranking (study-format v1: CR > CRh > CRi > MLFS > PR > NR > NE);
 #: ``relapse`` (ELN 2022 Table 7, a marrow after a response meeting the relapse criteria) ranks below PR
 CATEGORY_RANK = {"CR": 0, "CRh": 1, "CRi": 2, "MLFS": 3, "PR": 4, "relapse": 5, "NR": 6, "NE": 7}
-class ResponseOptions(CriteriaOptions):
-    """Options of the response criteria; ``None`` takes the criteria table's default (AML: ELN 2022,
-    ALL: ELIANA; each documented by its comment in the table's ``defaults``, rendered below). An
-    option the chosen table does not have (``use_crh`` for ALL) is refused.
-
-    ``cri_min_recovered_counts`` 0 makes CRi "either count may be short"; ``missing_pb_blasts``
-    "not_evaluable" makes a marrow that would be CR/CRh/CRi/MLFS but has no PBBLAST within the
-    count window NE, naming the categories still possible, "assume_absent" reads the missing value
-    as no circulating blasts (and the reason says so). ``missing_cellularity``, ``same_day_marrow``,
-    ``relapse_after``, ``mrd_relapse_same_specimen``, ``mrd_specimen``, ``all_count_strict``,
-    ``same_day_baseline`` (the PR baseline of several same-day readings), ``pb_blast_consecutive``
-    (relapse by blood): see the table's comments.
-    """
-
-    criteria_package = "cartlab.response"
-    tables = RESPONSE_TABLES
-
-    count_window_days: int | None = None
-    emd_window: Literal["since_infusion", "assessment_day"] | None = None
-    platelet_transfusion_free_days: int | None = None
-    min_cellularity_pct: int | float | None = None
-    cri_min_recovered_counts: int | None = None
-    use_crh: bool | None = None
-    mrd_threshold: int | float | None = None
-    mrd_threshold_inclusive: bool | None = None
-    missing_pb_blasts: Literal["not_evaluable", "assume_absent"] | None = None
-    missing_cellularity: Literal["assume_adequate", "not_evaluable"] | None = None
-    same_day_marrow: Literal["highest", "not_evaluable"] | None = None
-    relapse_after: tuple[Literal["CR", "CRh", "CRi", "MLFS"], ...] | None = None  # not PR: a PR marrow has 5-25% blasts (ELN: relapse is >= 5%)
-    mrd_relapse_same_specimen: bool | None = None
-    mrd_specimen: Literal["BM", "any"] | None = None
-    all_count_strict: bool | None = None
-    same_day_baseline: Literal["range", "lowest", "highest"] | None = None
-    pb_blast_consecutive: bool | None = None
-    pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
-                                            "BMBLAST before this day")
-    criteria: str | None = Field(default=None, description="force one table (eln2022_aml, all_car_t) for every "
-                                 "subject instead of choosing it by disease")
-    infusion_evidence: Literal["dose_or_kinetics", "dose"] = Field(default="dose_or_kinetics", description=EVIDENCE_DOC)
-
-    def resolved(self, table: str | dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
-        """The table's defaults overlaid with the options set here (the table is chosen per subject)."""
-        return super().resolved(table)
 
 
 def _table(name: str) -> dict[str, Any]:
@@ -597,8 +556,8 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     options = options or ResponseOptions()
     if options.criteria is not None and options.criteria not in RESPONSE_TABLES:
         raise ValueError(f"unknown response criteria {options.criteria!r}; choose one of {RESPONSE_TABLES}")
-    names = {options.criteria} if options.criteria else {criteria_for_disease(d) for d in study.subjects["disease"]}
-    resolved = {n: options.resolved(_table(n)) for n in RESPONSE_TABLES if n in names}
+    table_of = {s: options.criteria or criteria_for_disease(d) for s, d in study.subjects.select("subject_id", "disease").iter_rows()}
+    resolved = resolve_for_study(options, table_of)  # an option one table lacks: not used there, one warning (review 40 B1)
     data = _by_subject(study, near=max((float(o["count_window_days"]) for o in resolved.values()), default=0.0))
     infused = _infusion_moments(study)
     given = marrow_infused(study, options)  # None: doses unknown (spec "Time"); option infusion_evidence
@@ -634,7 +593,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     for name, items in found.items():
         opts, table = resolved[name], _table(name)
         after = set(opts["relapse_after"])
-        assessed = _assess(_rules(name), opts, [x[3] for x in items])
+        assessed = [_open(table, a) for a in _assess(_rules(name), opts, [x[3] for x in items])]
         alts = iter(_assess(_rules(name), opts, [x[6] for x in items if x[6] is not None]))
         remission: dict[str, float] = {}  # subject -> day of its first response (relapse_after)
         # the items are in day order per subject: a relapse needs a response on an earlier assessment
@@ -651,6 +610,14 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     order = {sid: i for i, sid in enumerate(study.subjects["subject_id"].to_list())}
     rows.sort(key=lambda r: order[r["subject_id"]])  # subjects in study order, each subject's marrows in day order
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
+
+
+def _open(table: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
+    """A "not evaluable" rule row's open categories and missing input (eln2022.NE.aplastic: could be MLFS);
+    such a row still possible is no better category (a missing BMCELL leaves MLFS open, not "NE")."""
+    found = open_categories(table, a["rule"])
+    a = {**a, "could_be": [c for c in a["could_be"] if c != "NE"]}
+    return a if found is None else {**a, "could_be": found[0], "missing": found[1]}
 
 
 def _reading_key(r: dict[str, Any]) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from cartlab.response.marrow import (
     derive_marrow_response,
     mrd_shown,
 )
+from cartlab.response.marrow_options import resolve_for_study
 
 __all__ = ["derive_relapse", "mrd_off_day_note", "mrd_off_marrow_day"]
 
@@ -254,7 +255,8 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
     a = assessments if assessments is not None else derive_marrow_response(study, options)
     a = a.sort("subject_id", "day")
     names = [options.criteria or criteria_for_disease(d) for d in a["disease"].to_list()]
-    resolved = {n: options.resolved(_table(n)) for n in dict.fromkeys(names) if n is not None}
+    # an option one table lacks is not used for its subjects (warned once by derive_marrow_response; review 40 B1)
+    resolved = resolve_for_study(options, dict(zip(a["subject_id"].to_list(), names)), warn=False)
     a = a.with_columns(_relapse_rule(a, names, resolved).alias("_relapse_rule"))
     data = _by_subject(study, params=("PBBLAST", "MRDFCM"))  # what relapse reads besides the assessments
     rows = []
