@@ -288,6 +288,20 @@ def _baseline_options(criteria: list[dict], opts: dict) -> list[dict]:
     return out
 
 
+def _abnormal_baseline_note(f: pl.DataFrame, opts: dict) -> pl.Expr:
+    """With ``ferritin_uln_when_baseline_abnormal=baseline``, a day whose ferritin is above 2 x ULN but not
+    counted because the baseline was already above the ULN says so (review 40 diff1 F4); "" otherwise."""
+    cols = ("FERRITIN.max.value", "FERRITIN.max.uln", "FERRITIN.base.value", "FERRITIN.base.uln", "FERRITIN.base.d")
+    if opts.get("ferritin_uln_when_baseline_abnormal") != "baseline" or not set(cols) <= set(f.columns):
+        return pl.lit("")
+    v, uln, b, buln = (pl.col(c) for c in cols[:4])
+    hit = (v > 2 * uln) & (b > pl.coalesce(buln, uln)) & (v <= 2 * b)
+    return pl.when(hit.fill_null(False)).then(pl.format(
+        " Ferritin {} > 2 x ULN ({}) not counted: the baseline {} (day {}) was already above the ULN (option "
+        "iec_hs.ferritin_uln_when_baseline_abnormal=baseline: an abnormal baseline must double, > {}).",
+        v.round(1), (2 * uln).round(1), b.round(1), pl.col(cols[4]), (2 * b).round(1))).otherwise(pl.lit(""))
+
+
 def _same_uln_notes(crits: list[tuple[str, dict]], opts: dict) -> pl.Expr:
     """" Assumed: no baseline ALT: read with the day's ULN (40), ..." where the option
     transaminase_baseline_uln same_as_day decided a "> k x baseline when abnormal" condition (session 38,
@@ -496,7 +510,7 @@ def derive_iec_hs_flags(study: Study, options: IecHsOptions | None = None) -> pl
             pl.lit(f"; needs a key (ferritin) criterion and >= {opts['min_supporting']} supporting criterion(s)."
                    + not_assessed)))
         .otherwise(pl.lit("not flagged: no computable IEC-HS criterion met." + not_assessed)), features,
-        _same_uln_notes(crits, opts)).alias("reason"),
+        _same_uln_notes(crits, opts), _abnormal_baseline_note(f, opts)).alias("reason"),
     )
     # a day with only a reported feature's parameter measured is a row when the feature is met
     f = f.filter(pl.col("_crit_day") | pl.any_horizontal([c for c, _ in met["feature"]] or [pl.lit(False)]))

@@ -232,9 +232,13 @@ def _after_relapse(window: list[dict], rr: dict, options: BestResponseOptions):
     return window, note
 
 
-def _not_derived(category: str | None, orr_categories: tuple[str, ...]) -> str:
-    """Why relapse and duration of response are empty for a non-responder (review 40 consistency B2)."""
+def _not_derived(category: str | None, orr_categories: tuple[str, ...], could_be: list[str] | None = None) -> str:
+    """Why relapse and duration of response are empty for a non-responder (review 40 consistency B2); a
+    best response NE is not evaluable, not "no response" (review 40 diff1 F3): named with what it could be."""
     cats = ", ".join(orr_categories)
+    if category == "NE":
+        could = f"; could be {', '.join(could_be)}" if could_be else ""
+        return f"not derived: best response NE (not evaluable{could}), no response established"
     return (f"not derived: no response (best response {category} is not in best_response.orr_categories [{cats}])")
 
 
@@ -441,7 +445,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                 CATEGORY_RANK[best["category"]] < CATEGORY_RANK["relapse"]:  # review 40 consistency B2
             reason += (f"; {best['category']} not in best_response.orr_categories [{', '.join(options.orr_categories)}]: "
                        "not counted as a response")
-        not_resp = None if first is not None else _not_derived(best["category"], options.orr_categories)
+        not_resp = None if first is not None else _not_derived(best["category"], options.orr_categories, could_be)
         if options.rank_mrd:
             reason += "; MRD-negative ranked above the same category without it (option rank_mrd)"
         if could_be:
