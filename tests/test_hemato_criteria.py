@@ -44,10 +44,11 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
     # session 34 (N-ICAHT): late_nontransient, and death ends the late window (late_end_events)
     # session 37 (review 37 B6): late_episode_span (the late ADAE row's ASTDY/AENDY); (new-user A2)
     # absent_interventions (an interventions.csv not given is unknown)
-    # session 40 (review s40 A1/A2): never_above_window_end, nontransient_length
+    # session 40 (review s40 A1/A2): never_above_window_end, nontransient_length; (review 40 A2) absent_events
     added = {"icaht_2023": {"never_above_data_from_day", "late_nontransient", "late_episode_span",
-                            "never_above_window_end", "nontransient_length"},
-             "t_icaht_2025": {"late_nontransient", "absent_interventions", "nontransient_length"}}.get(name, set())
+                            "never_above_window_end", "nontransient_length", "absent_events"},
+             "t_icaht_2025": {"late_nontransient", "absent_interventions", "nontransient_length",
+                              "absent_events"}}.get(name, set())
     now = {k: v for k, v in table.defaults.items() if k not in added}
     if name == "icaht_2023":
         assert now.pop("late_end_events") == [*before["defaults"]["late_end_events"], "death"]

@@ -276,7 +276,8 @@ def test_exposure_response_keeps_zeros_and_names_the_excluded():
     # CRS known for all six; F has no exposure: n = 5 (A, B, C, D, E), events B, D (grade 3)
     assert (c["n"], c["n_event"], c["n_zero"], c["n_excluded"]) == (5, 2, 1, 1)
     assert c["median_no_event"] == 10.0  # A 0, C 10, E 50 -> 10
-    assert c["excluded"] == "no CAR-T kinetics: exposure empty (no CARCOPY/CARCELL sample after the infusion): F"
+    assert c["excluded"] == ("no CAR-T kinetics: exposure empty (no CAR-T profile: not infused - no CAR-T dose "
+                             "recorded - or no CARCOPY/CARCELL sample after the CAR-T infusion): F")  # review 40 C4
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def _graded_days(daily: pl.DataFrame) -> pl.DataFrame:
     """An ASTCT daily table (crs_daily, icans_daily) as explain rows: the grade as ``lo-hi`` where the
     inputs not recorded leave it a range (``0-1``: missing is not grade 0), and ``shown``: the days
     worth listing without --all-days (a grade or a range above 0, or a rule other than ``*.g0``)."""
-    g = pl.col("grade")
+    # CRS grade_min: below the grade when events.csv was not given (review 40 A1)
+    g = pl.col("grade_min") if "grade_min" in daily.columns else pl.col("grade")
     gmax = pl.col("grade_max") if "grade_max" in daily.columns else g
     text = (pl.when(gmax.is_not_null() & g.is_not_null() & (gmax > g))
             .then(pl.format("{}-{}", g, gmax)).otherwise(g.cast(pl.String)))
@@ -86,6 +87,7 @@ def _crs(a: Analysis, sid: str) -> Explanation:
     from cartlab._days import day_text
     from cartlab.criteria import load_raw as load_criteria
     from cartlab.grading.crs import CrsOptions
+    from cartlab.grading.crs_attribution import explain_days, explain_range
 
     opts = a.options.crs or CrsOptions()
     daily = _rows(a, "crs_daily", sid)
@@ -127,14 +129,10 @@ def _crs(a: Analysis, sid: str) -> Explanation:
             head = head.replace(
                 f"last CRS day {day_text(s['crs_resolution_day'])}",
                 f"last CRS day {day_text(s['crs_resolution_day'])} (could be day {day_text(late)}{why})", 1)
-    if s["crs_grade_astct"] is not None and (s.get("crs_grade_astct_max") or 0) > s["crs_grade_astct"]:
-        # name what was not recorded on the days that reach the upper bound (TEMP, SYSBP, ...)
-        top = daily.filter(pl.col("grade_max") == s["crs_grade_astct_max"]) if "grade_max" in daily.columns else daily
-        names = (list(dict.fromkeys(n for ns in top["missing_inputs"].to_list() for n in (ns or [])))
-                 if "missing_inputs" in top.columns else [])
-        head += (f"; up to grade {s['crs_grade_astct_max']} with the inputs not recorded on "
-                 f"{'day' if top.height == 1 else 'days'} {days_text(top['day'].to_list())}"
-                 + (f" ({', '.join(names)})" if names else ""))
+    # the range: what was not recorded on the days that reach the upper bound (TEMP, SYSBP, ...), a file
+    # not given named once with what it leaves unknown, and a lower bound events.csv opens (review 40 A1, C2)
+    head += explain_range(daily, s)
+    daily = explain_days(daily)
     crit = load_criteria(opts.criteria)
     # only the options that differ from the defaults (review 38 C1, review 39 C2): _changed_options
     options = _changed_options(opts.resolved(), CrsOptions(criteria=opts.criteria).resolved())

@@ -274,8 +274,8 @@ STEPS: tuple[Step, ...] = (
 SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("crs_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 1",
      ("crs_grade_astct", "crs_onset_day", "crs_resolution_day", "crs_episode", "crs_n_episodes",
-      "crs_grade_astct_max", "crs_onset_day_earliest", "crs_onset_open", "crs_resolution_day_latest",
-      "crs_resolution_open", "crs_resolution_status")),
+      "crs_grade_astct_max", "crs_grade_astct_min", "crs_onset_day_earliest", "crs_onset_open",
+      "crs_resolution_day_latest", "crs_resolution_open", "crs_resolution_status")),
     ("icans_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4",
      ("icans_grade_astct", "icans_grade_astct_max", "icans_resolution_day_latest", "icans_resolution_open")),
     ("icaht_summary", "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",

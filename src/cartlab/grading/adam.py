@@ -38,9 +38,10 @@ ADAE_SCHEMA = {
 }
 
 #: crs.conv.resolution_status -> CDISC controlled terms of AE outcome (AEOUT, codelist OUT C66768);
-#: ``ongoing_at_last_followup`` is NOT RECOVERED/NOT RESOLVED or UNKNOWN (:func:`outcome`)
+#: ``ongoing_at_last_followup`` is NOT RECOVERED/NOT RESOLVED or UNKNOWN (:func:`outcome`); ``not_settled``
+#: (an end opened by an absent interventions.csv, review 40 B1) UNKNOWN
 AEOUT = {"resolved": "RECOVERED/RESOLVED", "ongoing_at_last_followup": "NOT RECOVERED/NOT RESOLVED",
-         "ongoing_at_death": "NOT RECOVERED/NOT RESOLVED", "fatal": "FATAL"}
+         "ongoing_at_death": "NOT RECOVERED/NOT RESOLVED", "fatal": "FATAL", "not_settled": "UNKNOWN"}
 #: values of option adam.aeout_unobserved (an episode whose data stop before the last follow-up)
 AEOUT_UNOBSERVED = ("unknown", "not_resolved")
 NOT_RESOLVED = "NOT RECOVERED/NOT RESOLVED"

@@ -410,11 +410,18 @@ def _transfusions_unknown(rec: pl.DataFrame, free: int) -> pl.DataFrame:
         pl.when(hit).then(pl.lit(None, dtype=pl.Float64)).otherwise(pl.col("day")).alias("day"),
         pl.when(hit).then(pl.lit(None, dtype=pl.Float64)).otherwise(pl.col("day_max")).alias("day_max"),
         pl.when(hit).then(pl.concat_str(
-            pl.col("reason").str.replace_all("no platelet transfusion from", "no platelet transfusion recorded from",
+            # review 40 B4: the opening clause says the range is open (not "between day E and day D")
+            pl.format("not evaluable: the recovery day is day {} or later (no later day excluded: platelet "
+                      "transfusions unknown, interventions.csv not given); as measured: ",
+                      _fmt_expr(pl.col("day_min"))),
+            pl.col("reason").str.strip_prefix("not evaluable: ")
+            .str.replace(r"^the recovery day is between day (\S+) and day (\S+): ", "between day $1 and day $2: ")
+            .str.replace_all("no platelet transfusion from", "no platelet transfusion recorded from",
                                              literal=True)
             .str.replace_all("-> recovery day", "-> earliest possible recovery day", literal=True)
             .str.strip_chars_end(" ").str.strip_suffix("."), pl.lit(
-            f"; platelet transfusions unknown (interventions.csv not given, option absent_interventions=unknown): "
+            f"; platelet transfusions unknown (interventions.csv not given, option count_recovery.absent_interventions="
+            f"unknown): "
             f"a transfusion within {free} days before or during a run makes its counts not the patient's own, so the "
             f"recovery is on or after day_min with no later day excluded"))).otherwise(pl.col("reason")).alias("reason"))
 

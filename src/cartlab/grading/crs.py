@@ -31,6 +31,7 @@ from cartlab.grading.common import (
     interventions_from_start,
     rows_from_start,
 )
+from cartlab.grading.crs_attribution import open_attribution
 from cartlab.grading.crs_episodes import (
     excluded_rows,
     latest_resolution,
@@ -99,6 +100,7 @@ class CrsOptions(CriteriaOptions):
     hfnc_by_flow: bool | None = None
     multiple_vasopressors: Literal["same_day", "concurrent"] | None = None
     absent_interventions: Literal["unknown", "none_given"] | None = None
+    absent_events: Literal["unknown", "none_happened"] | None = None
     criteria: str = "astct_crs_2019"
 
     #: values of the right type that cannot be meant (checked when the options are made)
@@ -652,6 +654,7 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
     f = _assessed(study, f, opts).with_columns(  # a graded day meeting no criterion names that too
         pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("crs.g0"))
         .otherwise(pl.col("rule")).alias("rule"))
+    f = open_attribution(study, f, opts)  # events.csv not given: grade_min (crs.conv.absent_events, review 40 A1)
     f = number_episodes(f, int(opts["episode_join_gap_days"]), bool(opts["death_joins_episode"]))
     return episode_resolution(f, study.events, study.subjects)  # crs.conv.resolution_status (review 40 B2)
 
@@ -724,7 +727,9 @@ def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: p
     ``crs_grade_astct_max`` is the highest ``grade_max`` of the graded days: the grade the course
     could have reached had every missing input of a graded day been the worst (a temperature, an SBP,
     a nasal cannula flow, a vasopressor's agent or times, the age for the PALS cut-off, a death's
-    attribution, an interventions.csv not given; each named in the day's ``missing_inputs``). Which
+    attribution, an interventions.csv not given; each named in the day's ``missing_inputs``);
+    ``crs_grade_astct_min`` the highest ``grade_min`` (below the grade only when events.csv was not
+    given: a fever that could be an infection's, :mod:`cartlab.grading.crs_attribution`). Which
     days are graded: option observed_days (crs.conv.observed_days).
 
     Default (``summary_episode="course"``, spec): the grade is the maximum daily grade, onset/
@@ -739,29 +744,33 @@ def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: p
     if "episode" not in daily.columns:
         daily = number_episodes(daily, int(options.resolved()["episode_join_gap_days"]),
                                 bool(options.resolved()["death_joins_episode"]))
+    # the lower bound an absent events.csv leaves (crs_attribution, review 40 A1); = grade otherwise
+    daily = daily if "grade_min" in daily.columns else daily.with_columns(pl.col("grade").alias("grade_min"))
     eps = (daily.filter(pl.col("grade") >= 1)
            .group_by("subject_id", "episode")
-           .agg(pl.col("grade").max().alias("g"), pl.col("day").min().alias("on"), pl.col("day").max().alias("off")))
+           .agg(pl.col("grade").max().alias("g"), pl.col("day").min().alias("on"), pl.col("day").max().alias("off"),
+                pl.col("grade_min").max().alias("gmin")))
     per = daily.group_by("subject_id").agg(
-        pl.col("grade").max().alias("course_grade"),
+        pl.col("grade").max().alias("course_grade"), pl.col("grade_min").max().alias("course_min"),
         (pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")).max().alias("crs_grade_astct_max"))
     n = eps.group_by("subject_id").agg(pl.len().cast(pl.Int64).alias("crs_n_episodes"))
     if mode == "course":
         pick = eps.group_by("subject_id").agg(
             pl.col("on").min(), pl.col("off").max(),
             pl.when(pl.len() == 1).then(pl.lit("1")).otherwise(pl.format("1-{}", pl.len())).alias("crs_episode"))
-        grade = pl.col("course_grade")
+        grade, gmin = pl.col("course_grade"), pl.col("course_min")
     else:
         order = ["subject_id", "episode"] if mode == "first" else ["subject_id", "g", "episode"]
         desc = [False, False] if mode == "first" else [False, True, False]
         pick = (eps.sort(order, descending=desc).group_by("subject_id", maintain_order=True).first()
-                .select("subject_id", "on", "off", "g", pl.col("episode").cast(pl.String).alias("crs_episode")))
-        grade = pl.coalesce("g", "course_grade")
+                .select("subject_id", "on", "off", "g", "gmin", pl.col("episode").cast(pl.String).alias("crs_episode")))
+        grade, gmin = pl.coalesce("g", "course_grade"), pl.coalesce("gmin", "course_min")
     agg = (per.join(pick, on="subject_id", how="left").join(n, on="subject_id", how="left")
            .select("subject_id", grade.alias("crs_grade_astct"),
                    pl.col("on").cast(pl.Float64).alias("crs_onset_day"),
                    pl.col("off").cast(pl.Float64).alias("crs_resolution_day"),
-                   "crs_episode", pl.col("crs_n_episodes").fill_null(0), "crs_grade_astct_max"))
+                   "crs_episode", pl.col("crs_n_episodes").fill_null(0), "crs_grade_astct_max",
+                   gmin.alias("crs_grade_astct_min")))
     agg = agg.join(earliest_onset(daily, agg, mode), on="subject_id", how="left", maintain_order="left")
     agg = agg.join(latest_resolution(daily, agg, mode, int(options.resolved()["episode_join_gap_days"])),
                    on="subject_id", how="left", maintain_order="left")

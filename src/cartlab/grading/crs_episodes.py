@@ -154,14 +154,21 @@ def open_days(d: pl.DataFrame) -> pl.DataFrame:
         day_expr(pl.col("day")).alias("_d"),
         # each day's missing inputs as names: one list over the days, each name once
         # (review 38 C2: not "interventions.csv, TEMP, interventions.csv")
-        pl.when(pl.col("_miss").list.len() > 0)
-        .then(pl.col("_miss").list.eval(pl.element().str.replace(" (not given)", "", literal=True)))
+        # (a file not given keeps its "(not given)": open_days_text says "not given", review 40 C2)
+        pl.when(pl.col("_miss").list.len() > 0).then(pl.col("_miss"))
         .otherwise(pl.lit(["an input"], dtype=pl.List(pl.String))).alias("_m"))
 
 
 def open_days_text() -> pl.Expr:
     """Per subject (an aggregation over :func:`open_days`): "day(s) 4, 5: TEMP not recorded", the first
     10 days and each missing input once."""
-    return pl.format("day(s) {}: {} not recorded",
+    m = pl.col("_m").explode().unique(maintain_order=True).drop_nulls()
+    given = m.str.contains(" (not given)", literal=True)
+    # review 40 C2: a file not given is "interventions.csv not given", not "interventions.csv not recorded"
+    files = m.filter(given).str.replace(r" \(not given\)(: )?", " not given: ").str.strip_chars_end(": ").str.join("; ")
+    rest = m.filter(~given).str.join(", ")
+    return pl.format("day(s) {}: {}",
                      pl.col("_d").head(10).str.join(", ") + pl.when(pl.len() > 10).then(pl.lit(", ...")).otherwise(pl.lit("")),
-                     pl.col("_m").explode().unique(maintain_order=True).str.join(", "))
+                     pl.concat_str(pl.when(files != "").then(files),
+                                   pl.when(rest != "").then(rest + pl.lit(" not recorded")), separator="; ",
+                                   ignore_nulls=True))

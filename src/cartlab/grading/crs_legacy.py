@@ -199,7 +199,9 @@ def _bounds(scale: str, astct_max: bool = True) -> tuple[pl.Expr, pl.Expr]:
     if scale == "astct":
         g = pl.col("crs_grade_astct")
         hi = pl.max_horizontal(g, pl.col("crs_grade_astct_max")) if astct_max else g
-        return pl.coalesce(g, pl.lit(0)), pl.when(g.is_not_null()).then(hi)
+        # the lower bound: crs_grade_astct_min (below the grade when events.csv was not given, review 40 A1)
+        lo = pl.coalesce(pl.col("crs_grade_astct_min"), g) if astct_max else g
+        return pl.coalesce(lo, pl.lit(0)), pl.when(g.is_not_null()).then(hi)
     return pl.col(f"crs_grade_{scale}_min"), pl.col(f"crs_grade_{scale}_max")
 
 
@@ -282,7 +284,8 @@ def derive_crs_cross_scale(
         # recorded inputs prove), not empty for a range as crs_grade_<legacy scale> is; the explicit
         # crs_grade_astct_min / _max give ASTCT the same range columns as the other scales (review 37 B3)
         a = astct.select(pl.col("subject_id").cast(pl.String), pl.col("crs_grade_astct").cast(pl.Int64),
-                         pl.col("crs_grade_astct").cast(pl.Int64).alias("crs_grade_astct_min"),
+                         pl.col("crs_grade_astct_min" if "crs_grade_astct_min" in astct.columns
+                                else "crs_grade_astct").cast(pl.Int64).alias("crs_grade_astct_min"),
                          top.cast(pl.Int64).alias("crs_grade_astct_max"))
         base = base.join(a, on="subject_id", how="left", maintain_order="left")
     for s in scales:
@@ -367,6 +370,8 @@ def derive_crs_concordance(subj: pl.DataFrame, scales: Iterable[str] = SCALES) -
     scales = tuple(scales)
     keys = list(scales) + (["astct"] if "crs_grade_astct" in subj.columns else [])
     top = "crs_grade_astct_max" in subj.columns
+    if top and "crs_grade_astct_min" not in subj.columns:  # a table from before review 40 A1: min = grade
+        subj = subj.with_columns(pl.col("crs_grade_astct").alias("crs_grade_astct_min"))
     pairs = [subj.select(_pair(a, b, top)).select(
         "scale_a", "scale_b", "n_subjects", "n_evaluable", "n_same", "n_a_higher", "n_a_lower", "n_undetermined",
         _share("n_same", "n_evaluable").alias("prop_same"), "n_presence_evaluable", "n_presence_agree",

@@ -9,9 +9,12 @@
     unattributed_death);
   - ``ongoing_at_death``: a death of another cause (or one not graded 5) on or after the last CRS
     day, with no settled CRS-free day between them (ICANS's ``death``: "episode ongoing at death");
-  - ``resolved``: a settled CRS-free day (grade 0, ``grade_max`` 0, or opened only by an absent
-    interventions.csv: its temperature settles it) follows the last CRS day, or the next episode
-    does (days without a graded row between them are the ``crs_resolution_day_latest`` range);
+  - ``not_settled`` (review 40 B1): the first CRS-free day after the last CRS day is grade 0 only as
+    recorded, opened up to grade 4 by an absent interventions.csv (before any day with ``grade_max``
+    0): whether the CRS ended is not known (ADAE AEOUT UNKNOWN); the note names the file;
+  - ``resolved``: a settled CRS-free day (grade 0, ``grade_max`` 0) follows the last CRS day, or the
+    next episode does (days without a graded row, or a day a missing temperature opens, between them
+    are the ``crs_resolution_day_latest`` range);
   - ``ongoing_at_last_followup``: nothing of the above: the data end with the CRS not seen resolved
     (the note names the last follow-up day when ``subjects.csv`` records it).
 
@@ -30,7 +33,7 @@ from cartlab.grading.crs_episodes import open_days, open_days_text
 from cartlab.provenance import evidence_ref
 
 #: values of ``episode_resolution_status`` / ``crs_resolution_status``
-RESOLUTION_STATUS = ("resolved", "ongoing_at_last_followup", "ongoing_at_death", "fatal")
+RESOLUTION_STATUS = ("resolved", "not_settled", "ongoing_at_last_followup", "ongoing_at_death", "fatal")
 #: the daily columns :func:`episode_resolution` adds (on the rows of each episode)
 RESOLUTION_COLUMNS = ("episode_resolution_status", "episode_resolution_note")
 _CONV = "(convention crs.conv.resolution_status)"
@@ -63,11 +66,17 @@ def episode_resolution(daily: pl.DataFrame, events: pl.DataFrame, subjects: pl.D
     miss = pl.col("missing_inputs") if "missing_inputs" in daily.columns else pl.lit([], pl.List(pl.String))
     gmax = pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")
     settled = (pl.col("grade").fill_null(0) < 1) & ((gmax.fill_null(0) < 1) | (miss == [MISSING]))
-    free = daily.filter(settled).select("subject_id", pl.col("day").alias("_free"))
-    first_free = (eps.join(free, on="subject_id")
-                  .filter((pl.col("_free") > pl.col("_end")) & (pl.col("_next").is_null() | (pl.col("_free") < pl.col("_next"))))
-                  .group_by(key).agg(pl.col("_free").min()))
+    free = daily.filter(settled).select("subject_id", pl.col("day").alias("_free"),
+                                        (gmax.fill_null(0) >= 1).alias("_by_absent"))
+    after = (pl.col("_free") > pl.col("_end")) & (pl.col("_next").is_null() | (pl.col("_free") < pl.col("_next")))
+    first_free = (eps.join(free, on="subject_id").filter(after).group_by(key).agg(
+        pl.col("_free").min(), pl.col("_free").filter(~pl.col("_by_absent")).min().alias("_seen"),
+        pl.col("_free").filter(pl.col("_by_absent")).min().alias("_absent")))
     eps = eps.join(first_free, on=key, how="left")
+    # review 40 B1: a CRS-free day opened by an absent interventions.csv (grade 0 as recorded, up to 4)
+    # does not settle the end; one before any day really settled (grade_max 0) or the next episode
+    # leaves the episode not_settled (AEOUT UNKNOWN), naming the file
+    unsettled = pl.col("_absent").is_not_null() & (pl.col("_seen").is_null() | (pl.col("_absent") < pl.col("_seen")))
     bound = pl.min_horizontal(pl.col("_free"), pl.col("_next"))
     death = (eps.join(_deaths(events), on="subject_id")
              .filter((pl.col("_dd") >= pl.col("_end")) & (bound.is_null() | (pl.col("_dd") < bound)))
@@ -80,6 +89,7 @@ def episode_resolution(daily: pl.DataFrame, events: pl.DataFrame, subjects: pl.D
     is_death = pl.col("_dd").is_not_null()
     status = (pl.when(pl.col("_fatal")).then(pl.lit("fatal"))
               .when(is_death).then(pl.lit("ongoing_at_death"))
+              .when(unsettled).then(pl.lit("not_settled"))
               .when(pl.col("_free").is_not_null() | pl.col("_next").is_not_null()).then(pl.lit("resolved"))
               .otherwise(pl.lit("ongoing_at_last_followup")))
     attr = (pl.when(pl.col("_dattr").is_not_null() & (pl.col("_dattr") != ""))
@@ -93,6 +103,10 @@ def episode_resolution(daily: pl.DataFrame, events: pl.DataFrame, subjects: pl.D
         .when(is_death).then(pl.format(
             "CRS ongoing at death on day {} ({}{}): last CRS day {}, no CRS-free day graded before the death {}",
             pl.col("_dd"), pl.col("_dref"), attr, pl.col("_end"), pl.lit(_CONV)))
+        .when(unsettled).then(pl.format(
+            "CRS end not settled: last CRS day {}; day {} on is CRS-free as recorded but could be CRS (up to grade 4: "
+            "{}: a vasopressor, oxygen or a fever-waiving tocilizumab/corticosteroid unknown) {}", pl.col("_end"),
+            pl.col("_absent"), pl.lit(MISSING), pl.lit(_CONV)))
         .when(pl.col("_free").is_not_null() | pl.col("_next").is_not_null()).then(None)
         .otherwise(pl.format(
             "CRS ongoing at last follow-up: last CRS day {}, no CRS-free day graded after it{} {}", pl.col("_end"),

@@ -60,6 +60,7 @@ from cartlab.grading.hemato_late import (
     window_grades,
     window_rules,
 )
+from cartlab.grading.icaht_absent import late_end_unknown, late_range
 from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -82,6 +83,7 @@ class IcahtOptions(CountWindowOptions):
     never_above_window_end: Literal["death", "death_or_last_followup"] | None = None
     late_end_events_from_day: Number | None = None
     late_nontransient: bool | None = None
+    absent_events: Literal["unknown", "none_happened"] | None = None
     late_episode_span: Literal["qualifying_measurements", "window"] | None = None
     criteria: str = "icaht_2023"
 
@@ -353,6 +355,8 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     ``daily``: the output of :func:`icaht_daily` with the same options, when already computed.
     """
     options = options or IcahtOptions()
+    if late_end_unknown(study, options.resolved()):  # events.csv not given: the late window's end is unknown
+        return late_range(study, options, derive_icaht, "icaht", daily)  # (review 40 A2, icaht.conv.absent_events)
     opts = options.resolved()
     table = load_table(options.criteria)
     levels = table_levels(table, "NEUT")

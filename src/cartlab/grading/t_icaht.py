@@ -60,6 +60,7 @@ from cartlab.grading.hemato_late import (
     window_rules,
 )
 from cartlab.grading.icaht import duration_text, rule_texts
+from cartlab.grading.icaht_absent import late_end_unknown, late_range
 from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE
@@ -81,6 +82,7 @@ class TIcahtOptions(CountWindowOptions):
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
     late_nontransient: bool | None = None
+    absent_events: Literal["unknown", "none_happened"] | None = None
     absent_interventions: Literal["unknown", "none_given"] | None = None
     criteria: str = "t_icaht_2025"
 
@@ -333,6 +335,8 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     columns the higher of that and the open reading, so an unknown transfusion only widens a grade,
     never lowers it (review 37 diff A1: opening counts split a run the recovery rule joins)."""
     options = options or TIcahtOptions()
+    if late_end_unknown(study, options.resolved()):  # events.csv not given: the late window's end is unknown
+        return late_range(study, options, derive_t_icaht, "t_icaht", daily)  # (review 40 A2, t_icaht.conv.absent_events)
     if not interventions_unknown(study, options.resolved()["absent_interventions"]):
         return _derive_t_icaht(study, options, daily)
     from dataclasses import replace

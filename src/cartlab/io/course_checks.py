@@ -34,8 +34,11 @@ ABSENT_FILE_TEMPLATES = {
     # keeps the words before " (ICANS events" (io/fhir/_partial.py)
     "events": "no death, relapse, HSCT, new therapy, seizure, cerebral edema or infection is recorded (ICANS events: "
               "not known, so every graded ICANS day is a range up to grade 4 naming {events}, option "
-              "icans.absent_events=unknown; the late ICAHT window and the survival endpoints count none of them, "
+              "icans.absent_events=unknown; the survival endpoints count none of them, "
               "so OS, EFS and LFS are the most favourable reading, and their reasons say {events} was not given; "
+              "ASTCT CRS fever attribution: an infection unknown, so a fever day's lower grade is 0 (grade_min, "
+              "crs_grade_astct_min, option crs.absent_events=unknown); late ICAHT / T-ICAHT: the window's end "
+              "unknown, the late grade a range (options icaht.absent_events / t_icaht.absent_events=unknown); "
               "best response and duration of response count every assessment, a new therapy or HSCT being "
               "unknown, and their reasons say so); "
               "an empty file with its header says none happened",

@@ -458,9 +458,10 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
     inf = _infusions(study)
     car_obs = study.observations.filter(pl.col("param").is_in(list(CAR_PARAMS))
                                         & pl.col("subject_id").is_in(prof["subject_id"].unique().implode()))
-    warn_untimed_infusion(untimed_infusion_subjects(car_obs, inf, _date_only()), options.untimed_infusion)
+    warn_untimed_infusion(untimed := untimed_infusion_subjects(car_obs, inf, _date_only()), options.untimed_infusion)
     prof = cut_at_reinfusion(prof, inf, options.profile_end, options.time_from, options.split_dose_gap_days)
-    reinf = reinfusion_note(prof, inf, options.profile_end, options.time_from, options.split_dose_gap_days)
+    reinf = reinfusion_note(prof, inf, options.profile_end, options.time_from, options.split_dose_gap_days,
+                            untimed, options.untimed_infusion)  # review 40 B5: the reason names it
     warn_date_only_same_day(car_obs, prof["evidence"].list.explode(keep_nulls=False, empty_as_null=False), _date_only())
     _warn_date_only(study, prof, options)
     _warn_day0(prof, options)

@@ -19,7 +19,7 @@ import polars as pl
 from cartlab._days import day_expr
 from cartlab.errors import SubjectsWarning
 
-__all__ = ["reinfusions", "cut_at_reinfusion", "reinfusion_note", "window_basis_parts", "untimed_infusion_subjects",
+__all__ = ["reinfusions", "cut_at_reinfusion", "reinfusion_note", "untimed_note", "window_basis_parts", "untimed_infusion_subjects",
            "warn_date_only_same_day",
            "warn_untimed_infusion"]
 
@@ -66,18 +66,38 @@ def cut_at_reinfusion(prof: pl.DataFrame, inf: pl.DataFrame, profile_end: str, t
     return p.filter(~late).drop("_reinf")
 
 
+def untimed_note(subjects, mode: str) -> pl.DataFrame:
+    """``subject_id``, ``_untimed_note``: the reason's words for an infusion without a clock time while
+    the subject's CAR-T samples have one (:func:`untimed_infusion_subjects`; review 40 B5: the warning
+    points to car_kinetics.csv's reason)."""
+    what = ("infusion without a clock time: taken at midnight, so the sample times (Tmax, the AUC) count from "
+            "00:00 of the infusion day (option kinetics.untimed_infusion=midnight)" if mode == "midnight" else
+            "infusion without a clock time: samples timed in whole calendar days from the infusion's day (option "
+            "kinetics.untimed_infusion=calendar_day)")
+    return pl.DataFrame({"subject_id": list(subjects)}, schema={"subject_id": pl.String}).with_columns(
+        pl.lit(what).alias("_untimed_note"))
+
+
 def reinfusion_note(prof_all: pl.DataFrame, inf: pl.DataFrame, profile_end: str, time_from: str,
-                    gap_days: float) -> pl.DataFrame:
-    """``subject_id``, ``_reinf_note``: the reason's words for a profile ended at a re-infusion."""
+                    gap_days: float, untimed=(), untimed_mode: str = "midnight") -> pl.DataFrame:
+    """``subject_id``, ``_reinf_note``: the reason's words for a profile ended at a re-infusion and, for
+    the ``untimed`` subjects (:func:`untimed_infusion_subjects`), for an infusion without a clock time
+    (:func:`untimed_note`), "; "-joined."""
     empty = pl.DataFrame(schema={"subject_id": pl.String, "_reinf_note": pl.String})
-    if profile_end != "next_infusion" or time_from != "first":
-        return empty
-    re = reinfusions(inf, gap_days)
+    re = reinfusions(inf, gap_days) if profile_end == "next_infusion" and time_from == "first" else empty
     if re.height == 0:
-        return empty
-    return re.select("subject_id", pl.format(
-        "profile of the first administration: ends at the CAR-T re-infusion on day {} (kinetics.profile_end="
-        "next_infusion, rule car_kinetics.profile_end; later samples left out)", day_expr(pl.col("_reinf"))).alias("_reinf_note"))
+        re = empty
+    else:
+        re = re.select("subject_id", pl.format(
+            "profile of the first administration: ends at the CAR-T re-infusion on day {} (kinetics.profile_end="
+            "next_infusion, rule car_kinetics.profile_end; later samples left out)", day_expr(pl.col("_reinf")))
+            .alias("_reinf_note"))
+    un = untimed_note(untimed, untimed_mode)
+    if un.height == 0:
+        return re
+    return (un.join(re, on="subject_id", how="full", coalesce=True)
+            .select("subject_id", pl.concat_str("_untimed_note", "_reinf_note", separator="; ", ignore_nulls=True)
+                    .alias("_reinf_note")))
 
 
 def window_basis_parts(hi: float, lo: float) -> tuple[pl.Expr, pl.Expr]:

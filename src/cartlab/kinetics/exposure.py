@@ -206,7 +206,10 @@ def _missing_reason(summary: pl.DataFrame, exp: str) -> pl.Expr:
     return (pl.when(col.is_null() & why_not.is_not_null())
             .then(pl.format("CAR-T kinetics not evaluable: {}", why_not))
             .when(col.is_null() & no_kinetics)
-            .then(pl.lit("no CAR-T kinetics: exposure empty (no CARCOPY/CARCELL sample after the infusion)"))
+            # review 40 C4: also a subject not infused (no CAR-T dose, no CAR-T measured), which the
+            # summary cannot tell apart: both named, not "after the infusion"
+            .then(pl.lit("no CAR-T kinetics: exposure empty (no CAR-T profile: not infused - no CAR-T dose recorded - "
+                         "or no CARCOPY/CARCELL sample after the CAR-T infusion)"))
             .when(col.is_null()).then(pl.lit(f"{exp} empty: not computable (see car_kinetics.csv)"))
             .when(col.is_nan()).then(pl.lit(f"{exp} is not a number"))
             .when(col < 0).then(pl.lit(f"{exp} < 0 (invalid)")))
