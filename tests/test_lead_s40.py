@@ -57,3 +57,26 @@ def test_iec_hs_names_a_ferritin_not_counted_for_an_abnormal_baseline(tmp_path):
     assert "Ferritin 1200.0 > 2 x ULN (600.0) not counted: the baseline 1000.0 (day -1)" in day10
     assert "> 2000.0" in day10
     assert "not counted" not in either.filter(either["day"] == 10).row(0, named=True)["reason"]
+
+
+def test_crs_death_months_after_the_data_stop_does_not_end_the_episode(tmp_path):
+    """F1: fever 39 on days 1-3 and nothing after; a death on day 200 (attributed to another cause), last
+    follow-up 200. Days 4-199 were not assessed, so the episode's end is not known: ongoing at last follow-up
+    (ADAE UNKNOWN), not "ongoing at death". A death on day 4, the day after the last CRS day, does end it."""
+    from cartlab.analyze import Analysis
+
+    def run(death_day: int, folder: Path) -> str:
+        folder.mkdir()
+        (folder / "subjects.csv").write_text(SUBJ.replace(",60\n", ",200\n"))
+        (folder / "doses.csv").write_text("subject_id,day,agent,dose,unit\nP1,0,CAR-T,1,10^6 cells/kg\n")
+        (folder / "observations.csv").write_text(OBS + "".join(f"P1,{d},TEMP,39,C,,\nP1,{d},SYSBP,120,mmHg,,\n"
+                                                               for d in (1, 2, 3)))
+        (folder / "interventions.csv").write_text("subject_id,start_day,category,agent\n")
+        (folder / "events.csv").write_text(f"subject_id,day,event,attribution\nP1,{death_day},death,other\n")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = read_study(folder)
+            return Analysis(s).subject_summary().row(0, named=True)["crs_resolution_status"]
+
+    assert run(200, tmp_path / "late") == "ongoing_at_last_followup"
+    assert run(4, tmp_path / "next") == "ongoing_at_death"

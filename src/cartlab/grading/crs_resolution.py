@@ -79,7 +79,10 @@ def episode_resolution(daily: pl.DataFrame, events: pl.DataFrame, subjects: pl.D
     unsettled = pl.col("_absent").is_not_null() & (pl.col("_seen").is_null() | (pl.col("_absent") < pl.col("_seen")))
     bound = pl.min_horizontal(pl.col("_free"), pl.col("_next"))
     death = (eps.join(_deaths(events), on="subject_id")
-             .filter((pl.col("_dd") >= pl.col("_end")) & (bound.is_null() | (pl.col("_dd") < bound)))
+             # review 40 diff1 F1: a death ends the episode only on its last CRS day or the next one; with
+             # days not assessed between, the end is not known (ongoing at last follow-up, AEOUT UNKNOWN)
+             .filter((pl.col("_dd") >= pl.col("_end")) & (pl.col("_dd") <= pl.col("_end") + 1)
+                     & (bound.is_null() | (pl.col("_dd") < bound)))
              .sort("_dd").group_by(key).agg(pl.col("_dd").first(), pl.col("_dref").first(), pl.col("_dattr").first()))
     eps = eps.join(death, on=key, how="left")
     if subjects is not None and "last_followup_day" in subjects.columns:
