@@ -78,6 +78,8 @@ CASES = [
     ("eligibility", ["eligibility", "nobody", "--protocol", "nct04762485", "--study-dir", "{d}/seed"], 2,
      "no subject 'nobody'"),
     ("eligibility", ["eligibility", "X", "--protocol", "nct04762485", "--store", "{d}/none.duckdb"], 2, "no store"),
+    ("delete", ["delete", "X", "--store", "{d}/none.duckdb", "--yes"], 2, "no store at"),
+    ("delete", ["delete", "X", "--store", "{d}/notes.txt", "--yes"], 2, "not a cartlab store"),
     ("deviations", ["deviations", "X"], 2, "Missing option '--protocol'"),
     ("deviations", ["deviations", "--protocol", "nct04762485"], 2, "give a SUBJECT"),
     ("demo", ["demo", "--out", "{d}/notes.txt"], 2, "a file"),

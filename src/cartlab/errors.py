@@ -84,7 +84,7 @@ def subject_ids_in_warnings(named: bool) -> Iterator[None]:
 
 
 #: how to see the subjects a warning of ``cartlab report`` counts (``--debug``'s second role)
-DEBUG_NAMES = "cartlab --debug report ... names them here"
+DEBUG_NAMES = "cartlab --debug before the command (cartlab --debug analyze ...) names them here"
 
 
 class SubjectsWarning(CartlabWarning):

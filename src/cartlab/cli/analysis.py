@@ -91,6 +91,7 @@ def is_analysis_file(name: str) -> bool:
 
 @app.command("analyze")
 def analyze_cmd(
+    ctx: typer.Context,
     study: SourceArg = None,
     out_arg: OutArgRefused = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/analysis"),
@@ -152,45 +153,51 @@ def analyze_cmd(
 
     earlier = _earlier_tables(out) if out.is_dir() else set()
     reading = False
-    try:
-        # --out is checked first (a file, a folder of other files: one message, before any work); the
-        # analysis is written beside it and swapped in when complete
-        with export_folder(out, ANALYSIS_KIND, owned=owned, force=force, what="the analysis", noun="output",
-                           earlier=is_analysis_output) as t:
-            reading = True  # an OSError while reading the input is not a write error
-            data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
-                                  partial_dates=partial_dates, report_to=t.staging, report_shown=out,
-                                  observation_statuses=observation_status, numeric_valuestring=numeric_valuestring,
-                                  sdtm_opts={"partial_death_dates": partial_death_dates,
-                                             "partial_event_dates": partial_event_dates,
-                                             "study_day_fallback": study_day_fallback},
-                                  ongoing_interventions=ongoing_interventions)
-            reading = False
-            t.meta["study_id"] = data.study_id
-            if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
-                batch_size = DEFAULT_BATCH_SIZE
-            if batch_size is not None and batch_size < data.subjects.height:
-                with _progress("analysing", total=1) as step:
-                    def done(k: int, n: int) -> None:
-                        step(f"batch {k}/{n} ({batch_size} subjects each, {workers} worker(s))", completed=k,
-                             total=n)
+    from cartlab.errors import subject_ids_in_warnings
 
-                    step("starting the workers" if workers > 1 else "batch 1")
-                    path, analysis, tables = write_analysis_batched(
-                        InMemorySource(data), t.staging, options, proto, batch_size=batch_size, workers=workers,
-                        progress=done)
-            else:
-                with _progress("analysing") as step:
-                    analysis = Analysis(data, options, protocol=proto, progress=step)
-                    analysis.tables()
-                    step("writing")
-                    path, tables = write_analysis(analysis, t.staging)
-    except OSError as exc:
-        if reading:
-            raise
-        raise write_error(out, exc, "the analysis") from exc
+    # review 40 B2: the terminal output is a log (issue 17): warnings count subjects and point to the
+    # tables naming them, as `report` does; --debug names them
+    with subject_ids_in_warnings(_debug(ctx)):
+        try:
+            # --out is checked first (a file, a folder of other files: one message, before any work); the
+            # analysis is written beside it and swapped in when complete
+            with export_folder(out, ANALYSIS_KIND, owned=owned, force=force, what="the analysis", noun="output",
+                               earlier=is_analysis_output) as t:
+                reading = True  # an OSError while reading the input is not a write error
+                data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
+                                      partial_dates=partial_dates, report_to=t.staging, report_shown=out,
+                                      observation_statuses=observation_status, numeric_valuestring=numeric_valuestring,
+                                      sdtm_opts={"partial_death_dates": partial_death_dates,
+                                                 "partial_event_dates": partial_event_dates,
+                                                 "study_day_fallback": study_day_fallback},
+                                      ongoing_interventions=ongoing_interventions)
+                reading = False
+                t.meta["study_id"] = data.study_id
+                if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
+                    batch_size = DEFAULT_BATCH_SIZE
+                if batch_size is not None and batch_size < data.subjects.height:
+                    with _progress("analysing", total=1) as step:
+                        def done(k: int, n: int) -> None:
+                            step(f"batch {k}/{n} ({batch_size} subjects each, {workers} worker(s))", completed=k,
+                                 total=n)
+
+                        step("starting the workers" if workers > 1 else "batch 1")
+                        path, analysis, tables = write_analysis_batched(
+                            InMemorySource(data), t.staging, options, proto, batch_size=batch_size, workers=workers,
+                            progress=done)
+                else:
+                    with _progress("analysing") as step:
+                        analysis = Analysis(data, options, protocol=proto, progress=step)
+                        analysis.tables()
+                        step("writing")
+                        path, tables = write_analysis(analysis, t.staging)
+        except OSError as exc:
+            if reading:
+                raise
+            raise write_error(out, exc, "the analysis") from exc
     path = out / Path(path).relative_to(t.staging)  # where it is now, not the staging folder
-    _print_skipped(analysis)
+    with subject_ids_in_warnings(_debug(ctx)):
+        _print_skipped(analysis)
     console.print(f"[green]wrote[/] {path} ({data.subjects.height} subjects) and {len(tables)} tables: "
                   f"{', '.join(t + '.csv' for t in tables)}", soft_wrap=True)
     _print_not_measured(analysis)
@@ -245,7 +252,7 @@ def report_cmd(
         "--force", help="Write into a folder that holds other files (not an earlier report): its report "
                         "files are replaced, the other files kept.")] = False,
     csv_formula_guard: Annotated[str, typer.Option(
-        "--csv-formula-guard", help="tables/subject_summary.csv: 'quote' prefixes ' to a text cell starting "
+        "--csv-formula-guard", metavar="quote|off", help="tables/subject_summary.csv: 'quote' prefixes ' to a text cell starting "
         "with = + - @ (a spreadsheet formula; OWASP CSV Injection), 'off' writes cells unchanged.")] = "quote",
 ) -> None:
     """Write the study report: a study page with the cohort views (swimmer plot, grade distributions,
@@ -361,7 +368,7 @@ def _remove_report_files(out: Path, entries: list[str]) -> None:
 @app.command("explain")
 def explain_cmd(
     subject: Annotated[str, typer.Argument(metavar="SUBJECT", help="Subject id.")],
-    what: Annotated[str, typer.Option("--what", help="What to explain: crs, icans, crs-scales, ctcae, icaht, t-icaht, iec-hs, hematotox, easix, recovery, response, kinetics, endpoints.")] = "crs",
+    what: Annotated[str, typer.Option("--what", metavar="TOPIC", help="What to explain: crs, icans, crs-scales, ctcae, icaht, t-icaht, iec-hs, hematotox, easix, recovery, response, kinetics, endpoints.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     all_days: Annotated[bool, typer.Option("--all-days", help="Also list days that scored 0.")] = False,

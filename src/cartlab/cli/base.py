@@ -99,6 +99,9 @@ class _Group(typer.core.TyperGroup):
                 return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C (review 40 B3): one line, exit 130 (typer would say nothing)
+            err.print(f"[red]{interrupted_message(ctx.invoked_subcommand)}[/]", soft_wrap=True, highlight=False)
+            raise typer.Exit(130) from None
         except _ClickException as exc:  # a usage error of click/typer: cartlab's one error style
             raise typer.Exit(_click_error(exc)) from None
         except Exception as exc:  # noqa: BLE001 - the one place where every error is turned into a message
@@ -108,6 +111,19 @@ class _Group(typer.core.TyperGroup):
                 sys.stderr.write("".join(traceback.format_exception(exc)))
                 sys.stderr.flush()
             raise typer.Exit(_report_error(exc)) from None
+
+
+#: the commands that write through a staging folder / one transaction: Ctrl-C leaves nothing partial
+_NOTHING_WRITTEN = {"import": "the store is unchanged",
+                    **{c: "an earlier --out is unchanged" for c in ("analyze", "report", "export", "synthetic",
+                                                                   "stein")}}
+
+
+def interrupted_message(command: str | None) -> str:
+    """What Ctrl-C during ``command`` left: "nothing was written" only where every write is staged or
+    transactional (analyze, report, export, synthetic, stein, import), else just "interrupted"."""
+    said = _NOTHING_WRITTEN.get(command or "")
+    return f"interrupted: nothing was written ({said})" if said else "interrupted"
 
 
 def _unwrap_help(text: str) -> str:
@@ -499,10 +515,12 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
     settings: dict = {}
     given: dict[tuple[str, str], str] = {}  # (engine, option) -> "--set engine.option"
     if options_file is not None:
-        try:
-            loaded = yaml.safe_load(options_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise _usage(f"--options {options_file}: {exc}") from None
+        from cartlab.cli._options_yaml import OptionsFileError, load_options_file
+
+        try:  # one line naming file and line; a key given twice is an error (review 40 B9, C5)
+            loaded = load_options_file(options_file) or {}
+        except OptionsFileError as exc:
+            raise _usage(str(exc)) from None
         if not isinstance(loaded, dict):
             raise _usage(f"--options {options_file}: expected a mapping of engine: {{option: value}}")
         if "cartlab_version" in loaded:  # an analysis.json: replay the options that analysis was given

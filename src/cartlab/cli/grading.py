@@ -52,19 +52,19 @@ def ctcae_cmd(
     input_csv: Annotated[Optional[Path], typer.Argument(
         metavar="FILE", help="CSV with term (a CTCAE term, or a parameter: ANC, PLT, Hb, NEUT ...), direction (L/H, low/high), "
         "aval (+ anrlo, anrhi, base, unit, bnrind, pchg).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Output CSV: the input rows plus grade and grade_reason.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Output CSV: the input rows plus grade, grade_max and grade_reason.")] = None,
     list_terms: Annotated[bool, typer.Option("--list-terms", help="List the terms, directions, parameters and units "
                                              "the criteria grade, and exit.")] = False,
     units: Annotated[Optional[str], typer.Option(
-        "--units", help="Criteria unit system: SI, US or auto (by each row's unit). [default: auto]")] = None,
+        "--units", metavar="SI|US|auto", help="Criteria unit system: SI, US or auto (by each row's unit). [default: auto]")] = None,
     ctcae_version: Annotated[Optional[str], typer.Option(
         "--ctcae-version", help="CTCAE version of the criteria tables. [default: 5.0]")] = None,
     version_alias: Annotated[Optional[str], typer.Option(
         "--version", hidden=True, help="Old name of --ctcae-version; alone, the program's version.")] = None,
     set_options: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="One CTCAE option, NAME=VALUE or ctcae.NAME=VALUE (a YAML value), e.g. --set "
-        "hypokalemia_symptomatic=false; repeatable; applied after --options. cartlab.grading.ctcae.OPTION_DOCS "
-        "lists the ambiguous-criterion options.")] = None,
+        "--set", metavar="NAME=VALUE", help="One CTCAE option, NAME=VALUE or ctcae.NAME=VALUE (a YAML value), e.g. --set "
+        "hypokalemia_symptomatic=false; repeatable; applied after --options. A wrong NAME is refused, listing the "
+        "ambiguous-criterion options.")] = None,
     options_file: Annotated[Optional[Path], typer.Option(
         "--options", help="A YAML file of engine options, as cartlab analyze takes; its ctcae section is used "
         "(e.g. 'ctcae: {hypokalemia_symptomatic: false}').")] = None,

@@ -22,7 +22,7 @@ SdtmOpt = Annotated[Optional[Path], typer.Option(
 FhirInOpt = Annotated[Optional[Path], typer.Option(
     "--fhir", help="Read the study from FHIR R4 resources: a Bundle JSON, NDJSON, or a folder of them.")]
 PartialDatesOpt = Annotated[str, typer.Option(
-    "--partial-dates", help="SDTM dates without a day (2021-05): skip (count them as not mapped) or impute (first "
+    "--partial-dates", metavar="skip|impute", help="SDTM dates without a day (2021-05): skip (count them as not mapped) or impute (first "
     "of the month/year for a start, last for an end, said in source_note).")]
 PartialDeathDatesOpt = Annotated[str, typer.Option(
     "--partial-death-dates", metavar="impute|drop", help="SDTM and FHIR: a death with a partial date (DTHDTC/"
@@ -77,9 +77,17 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
         raise _usage(f"give one source, not {' and '.join(given)}")
     if mapping is not None and sdtm is None and fhir is None:
         raise _usage("--mapping applies to --sdtm or --fhir")
-    fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring, ongoing_interventions)
-    if sdtm is None and fhir is None:
-        refuse_reader_options(partial_dates, sdtm_opts)
+    if partial_dates not in ("skip", "impute"):  # review 40 C1: the flag, not the reader's Python name
+        raise _usage(f"--partial-dates {partial_dates!r}: choose skip or impute")
+    for key, flag in (("partial_death_dates", "--partial-death-dates"), ("partial_event_dates", "--partial-event-dates")):
+        if (sdtm_opts or {}).get(key) not in (None, "impute", "drop"):
+            raise _usage(f"{flag} {sdtm_opts[key]!r}: choose impute or drop")
+    given = _given_reader_options(partial_dates, sdtm_opts, observation_statuses, numeric_valuestring,
+                                  ongoing_interventions)
+    if sdtm is None and fhir is None and given and study is not None and Path(str(study)).exists():
+        refuse_reader_options(partial_dates, sdtm_opts)  # a study folder: read as it is
+    fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring, ongoing_interventions) \
+        if fhir is not None or not given else {}
     if fhir is not None:  # partial death / event dates: the same options, and defaults, as read_sdtm
         fhir_opts.update({k: v for k, v in (sdtm_opts or {}).items() if k.startswith("partial_") and v is not None})
         sdtm_opts = {k: v for k, v in (sdtm_opts or {}).items() if not k.startswith("partial_")}
@@ -92,6 +100,11 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
         if fhir is not None and sdtm_opts and any(v not in (None, False, "impute") for v in sdtm_opts.values()):
             raise _usage("--study-day-fallback applies to --sdtm")
         data, report = _read_interop(sdtm, fhir, mapping, study_id, partial_dates, fhir_opts, sdtm_opts)
+        if mapping is not None:  # review 40 A2: the mapping decides what is read: in the fingerprint too
+            from cartlab.io.study_folder import sha256_file
+
+            data.reader_options = {**(getattr(data, "reader_options", None) or {}),
+                                   "mapping": {"file": mapping.name, "sha256": sha256_file(mapping)}}
         where = report_to(data) if callable(report_to) else report_to  # a callable: named after the study
         written = _write_report(report, where, "sdtm" if sdtm is not None else "fhir") if where else None
         if written is not None and report_shown is not None:
@@ -103,7 +116,83 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
         return data, written
     if study is None:
         study = _only_stored_study(store)
-    return _load_study(study, store, csv_dialect), None
+    data = _load_study(study, store, csv_dialect)
+    if given:
+        check_stored_options(data, given, store)
+    return data, None
+
+
+#: reader option -> (its flag, the key of Study.reader_options it sets, its default)
+_READER_FLAGS = {"partial_dates": ("--partial-dates", "partial_dates", "skip"),
+                 "partial_death_dates": ("--partial-death-dates", "partial_death_dates", "impute"),
+                 "partial_event_dates": ("--partial-event-dates", "partial_event_dates", "impute"),
+                 "study_day_fallback": ("--study-day-fallback", "study_day_fallback", False),
+                 "observation_status": ("--observation-status", "observation_statuses", None),
+                 "numeric_valuestring": ("--numeric-valuestring", "numeric_valuestring", "skip"),
+                 "ongoing_interventions": ("--ongoing-interventions", "ongoing_interventions", "last_record")}
+
+
+def _given_reader_options(partial_dates, sdtm_opts, statuses, numeric_valuestring, ongoing) -> dict:
+    """The SDTM / FHIR reader options given on the command line: {flag: (key, value)}. A value equal to
+    the default counts when it was typed (click's parameter source, review 40 B5); outside a command,
+    a value other than the default."""
+    try:  # typer >= 0.2x vendors click: its context stack is typer's own
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - a typer on the click package
+        from click import get_current_context
+
+    values = {"partial_dates": partial_dates, **{k: v for k, v in (sdtm_opts or {}).items()},
+              "observation_status": list(dict.fromkeys(statuses)) if statuses else None,
+              "numeric_valuestring": numeric_valuestring, "ongoing_interventions": ongoing}
+    ctx = get_current_context(silent=True)
+    out = {}
+    for name, value in values.items():
+        if name not in _READER_FLAGS:
+            continue
+        flag, key, default = _READER_FLAGS[name]
+        source = ctx.get_parameter_source(name) if ctx is not None and name in ctx.params else None
+        typed = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+        if typed or (source is None and value not in (default, None)):
+            out[flag] = (key, value)
+    return out
+
+
+def check_stored_options(data, given: dict, store: Path) -> None:
+    """A stored study's reader options are fixed at import (review 40 B5): an option given with another
+    value than the stored one is a usage error naming both and the re-import; the same value is fine."""
+    stored = getattr(data, "reader_options", None) or {}
+    kind = "SDTM" if "partial_dates" in stored else "FHIR" if "observation_statuses" in stored else None
+    sid = data.study_id
+    import polars as pl
+
+    from cartlab.store import Store
+
+    with Store(store, read_only=True) as s:
+        rows = s.studies().filter(pl.col("study_id") == sid)
+    folder = rows["folder"][0] if rows.height else ""
+    src = f"--{kind.lower()} {folder or 'SOURCE'}" if kind else f"{folder or 'SOURCE'}"
+    bad = []
+    for flag, (key, value) in given.items():
+        if kind is None or key not in stored:
+            applies = {"--partial-dates": "--sdtm", "--study-day-fallback": "--sdtm", "--observation-status":
+                       "--fhir", "--numeric-valuestring": "--fhir", "--ongoing-interventions": "--fhir"}
+            what = f"{sid} is a stored {kind} study" if kind else (f"{sid} is a stored study with no reader options recorded (a study folder, read as it is, "
+                                 "or an SDTM / FHIR import by an earlier cartlab)")
+            raise _usage(f"{flag} does not apply: {what} ({flag} applies to {applies.get(flag, '--sdtm or --fhir')} "
+                         "when the source is read)", hint="drop it. Nothing was written.")
+        if stored[key] != value:
+            bad.append((flag, stored[key], value))
+    if bad:
+        def show(v):
+            return " ".join(v) if isinstance(v, list) else ("on" if v is True else "off" if v is False else str(v))
+
+        was = "; ".join(f"{f} {show(old)}" for f, old, _ in bad)
+        new = " ".join(f"{f} {show(v)}" if not isinstance(v, bool) else (f if v else "") for f, _, v in bad)
+        raise _usage(f"{sid} was imported from {kind} ({folder}) with {was}; you gave "
+                     + "; ".join(f"{f} {show(v)}" for f, _, v in bad)
+                     + ": a stored study's reader options are fixed when it is imported",
+                     hint=f"re-import it with: cartlab import {src} --study-id {sid} {new.strip()} (or drop the "
+                          "option to use the stored one). Nothing was written.")
 
 
 def refuse_reader_options(partial_dates: str = "skip", sdtm_opts: dict | None = None,

@@ -111,9 +111,9 @@ def stein_cmd(
     doses: Annotated[Optional[Path], typer.Option(
         "--doses", metavar="FILE", help="Table: CSV of infusions (subject and time columns as in the table, optional dose).")] = None,
     param: Annotated[str, typer.Option("--param", help="Study: observation parameter.")] = "CARCOPY",
-    blq: Annotated[str, typer.Option("--blq", help="BLQ handling: m3 (Beal M3, default), drop, half.")] = "m3",
+    blq: Annotated[str, typer.Option("--blq", metavar="m3|drop|half", help="BLQ handling: m3 (Beal M3, default), drop, half.")] = "m3",
     dose_handling: Annotated[str, typer.Option(
-        "--dose-handling", help="Split infusions: first (time from the first, default) or superpose.")] = "first",
+        "--dose-handling", metavar="first|superpose", help="Split infusions: first (time from the first, default) or superpose.")] = "first",
     covariate: Annotated[Optional[list[str]], typer.Option(
         "--covariate", help="PARAMETER=COVARIATE log-linear effect, repeatable (with --population), "
         "e.g. cmax=log_dose.")] = None,

@@ -715,6 +715,11 @@ def stein_command(
     files.update(figs)
     files["stein_fit.json"] = meta
     files = {k: _csv_ready(v) if isinstance(v, pl.DataFrame) else v for k, v in files.items()}
-    written = _write_files(files, out_dir, force)
+    try:
+        written = _write_files(files, out_dir, force)
+    except OSError as exc:  # review 40 B6: the --out given, never the hidden staging folder
+        from cartlab.io.atomic import write_error
+
+        raise write_error(out_dir, exc, "the Stein fit") from exc
     meta["written"] = [str(p) for p in written]
     return meta

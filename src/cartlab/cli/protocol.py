@@ -93,12 +93,12 @@ def dose_cmd(
     height: Annotated[Optional[str], typer.Option(
         "--height", help="Height with its unit: 168cm, 1.68m, '5 ft 6 in' (pint); a bare number is cm.")] = None,
     age: Annotated[Optional[float], typer.Option("--age", help="Age in years (renal formulas).")] = None,
-    sex: Annotated[Optional[str], typer.Option("--sex", help="F or M (renal formulas).")] = None,
+    sex: Annotated[Optional[str], typer.Option("--sex", metavar="F|M", help="F or M (renal formulas).")] = None,
     creatinine: Annotated[Optional[tuple[float, str]], typer.Option(
         "--creatinine", help="Serum creatinine VALUE UNIT, e.g. --creatinine 0.8 mg/dL or 70 umol/L.")] = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
-    bsa_method: Annotated[Optional[str], typer.Option("--bsa-method", help="mosteller (default), dubois or haycock.")] = None,
+    bsa_method: Annotated[Optional[str], typer.Option("--bsa-method", metavar="mosteller|dubois|haycock", help="mosteller (default), dubois or haycock.")] = None,
     renal_function: Annotated[Optional[str], typer.Option(
         "--renal-function", help="crcl_cockcroft_gault (absolute mL/min), crcl_cockcroft_gault_bsa (CrCl x 1.73 / BSA, "
         "mL/min/1.73 m2), egfr_ckd_epi_2021 or egfr_bedside_schwartz, used at every age (default: under 18 years "
@@ -159,7 +159,7 @@ def dose_cmd(
     Printed doses (table, sheet) are rounded half up to 0.1 mg (cells to 3 significant digits); the CSV
     keeps the unrounded dose.
 
-    [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52 --height 160 --age 17 --sex F --creatinine 54 umol/L
+    [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52kg --height 160cm --age 17 --sex F --creatinine 54 umol/L
     [bold]Example[/]: cartlab dose --protocol nct04762485 --subject CD7-AML-001 --study out/seed_case
     """
     from rich.markup import escape
@@ -342,7 +342,7 @@ def eligibility_cmd(
         "--age-exact", help="Compare age limits with the exact age (default: completed years, floor(age), as "
         "'up to 25 years of age' is read).")] = False,
     screening_end: Annotated[str, typer.Option(
-        "--screening-end", help="Where the screening window ends: lymphodepletion (default: the day of the "
+        "--screening-end", metavar="lymphodepletion|day_before_lymphodepletion|fixed", help="Where the screening window ends: lymphodepletion (default: the day of the "
         "subject's first lymphodepletion dose, else the protocol's nominal end), day_before_lymphodepletion, "
         "or fixed (the protocol's nominal end).")] = "lymphodepletion",
     set_options: ProtoSetOpt = None,
@@ -445,7 +445,7 @@ def deviations_cmd(
         "--day-tolerance", min=0, help="Days a dose may be from its planned day (default: the protocol's "
         "tolerances.day; cartlab convention 0).")] = None,
     bsa_method: Annotated[Optional[str], typer.Option(
-        "--bsa-method", help="Dose plan: mosteller (default), dubois or haycock (as cartlab dose).")] = None,
+        "--bsa-method", metavar="mosteller|dubois|haycock", help="Dose plan: mosteller (default), dubois or haycock (as cartlab dose).")] = None,
     bsa_decimals: Annotated[Optional[int], typer.Option(
         "--bsa-decimals", min=2, max=4, help="Dose plan: decimals BSA is rounded to, 2-4 (default 2).")] = 2,
     bsa_unrounded: Annotated[bool, typer.Option("--bsa-unrounded", help="Dose plan: the unrounded BSA.")] = False,

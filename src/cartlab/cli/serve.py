@@ -48,7 +48,7 @@ def serve_cmd(
     set_options: SetOpt = None,
     csv_dialect: CsvDialectOpt = "standard",
     csv_formula_guard: Annotated[str, typer.Option(
-        "--csv-formula-guard", help="CSV downloads: 'quote' prefixes ' to a text cell starting with = + - @ "
+        "--csv-formula-guard", metavar="quote|off", help="CSV downloads: 'quote' prefixes ' to a text cell starting with = + - @ "
         "(a spreadsheet formula; OWASP CSV Injection), 'off' writes cells unchanged.")] = "quote",
 ) -> None:
     """Open the dashboard in a browser: studies, cohort (views, filters), patient (linked course, grade per day

@@ -151,6 +151,15 @@ def simulate_cmd(
             err.print(f"interrupted: the finished chunks are kept in {out}; continue with the same command and "
                       "--resume", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
+        except OSError as exc:  # review 40 B6: one message naming --out, not a bare OS error
+            prog.stop()
+            from cartlab.errors import CartlabError
+
+            reason = exc.strerror or type(exc).__name__
+            raise CartlabError(f"cannot write the trial to --out {out}: {reason}",
+                               hint="check that the folder and the one above it can be written (permissions, a "
+                                    "read-only or full disk), or choose another --out; chunks finished before "
+                                    "this, if any, are kept there (--resume continues)") from None
         except (WorkersLost, SolverFailed) as e:
             prog.stop()
             err.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)

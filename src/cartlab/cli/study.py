@@ -129,6 +129,30 @@ def _validate_stored(study_id: str, store: Path, as_json: bool) -> bool:
     return True
 
 
+def check_study_id(study_id: str, where: str) -> None:
+    """A stored study id is named on the command line and becomes part of file names (the mapping report):
+    one that a path would take (a / or \\, a leading dot, a control character) is a usage error naming
+    it (review 40 B10: a Bundle's identifier "../../X" wrote the report two folders up)."""
+    bad = (not study_id.strip() or any(c in study_id for c in "/\\") or study_id.startswith(".")
+           or any(ord(c) < 32 for c in study_id))
+    if bad:
+        raise _usage(f"study id {study_id!r} (from {where}) cannot name a stored study: an id may not contain / "
+                     "or \\, start with a dot, or hold control characters",
+                     hint="give another id with --study-id (letters, digits, . _ -). Nothing was written.")
+
+
+def safe_file_stem(study_id: str) -> str:
+    """``study_id`` as a file name part: letters, digits, . _ - kept; otherwise sanitised and a hash of the
+    id added (as the report's subject_filename does), so two ids never share a file."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study_id).strip("._-")
+    if safe != study_id or not safe:
+        safe = (safe[:40] + "-" if safe else "") + hashlib.sha1(study_id.encode()).hexdigest()[:8]
+    return safe
+
+
 @app.command("import", cls=aliased({"--study": "--study-id"}))
 def import_cmd(
     study_dir: Annotated[Optional[Path], typer.Argument(
@@ -171,6 +195,8 @@ def import_cmd(
     from cartlab.store.duckdb_store import check_store_path, fingerprint_files, study_files
 
     check_store_path(store)  # a folder or a file that is not a store: refused before the study is read
+    if study_id is not None:
+        check_study_id(study_id, "--study-id")
     if sdtm is not None or fhir is not None:
         if study_dir is not None:
             raise _usage("give a study folder, --sdtm or --fhir, not two of them")
@@ -178,7 +204,9 @@ def import_cmd(
         kind = "sdtm" if sdtm is not None else "fhir"
 
         def report_to(st) -> Path:  # named after the id the study got (an explicit --study-id wins)
-            return store.resolve().parent / f"{st.study_id}_{kind}_mapping_report.csv"
+            check_study_id(st.study_id, "--study-id" if study_id else
+                           ("DM.STUDYID" if kind == "sdtm" else "the Bundle's identifier"))
+            return store.resolve().parent / f"{safe_file_stem(st.study_id)}_{kind}_mapping_report.csv"
 
         # no --study-id: the reader's default id (SDTM: DM.STUDYID when unique; FHIR: what the Bundle states)
         study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=study_id,
@@ -190,7 +218,15 @@ def import_cmd(
                                ongoing_interventions=ongoing_interventions)
         sid = study.study_id
         with _progress(f"importing {sid}") as step, Store(store) as s:
+            before = s.reader_options(sid) if s.fingerprint_of(sid) else None
             result = s.import_study(study, sid, folder=source, progress=step, replace=replace)
+        if result.action == "replaced" and before is not None:  # review 40 A2: say what changed
+            changed = sorted(k for k in set(before) | set(study.reader_options or {})
+                             if before.get(k) != (study.reader_options or {}).get(k))
+            if changed:
+                console.print(f"{sid}: read with other reader options than its earlier import: "
+                              f"{', '.join('the --mapping file' if k == 'mapping' else k for k in changed)}",
+                              soft_wrap=True, highlight=False)
         # load_source has printed the reader's warnings already (review36 C5: each was printed twice)
         console.print(f"[green]{result}[/] -> {store}")
         return
@@ -205,6 +241,7 @@ def import_cmd(
                           observation_status, numeric_valuestring, ongoing_interventions)
     check_study_path(study_dir)
     sid = study_id or study_dir.resolve().name
+    check_study_id(sid, "--study-id" if study_id else "the folder's name")
     with _progress(f"importing {sid}") as step:
         # validate before the store is even opened: a bad folder never touches it
         if store.exists():
@@ -708,3 +745,6 @@ def _out(option: Path | None, argument: Path | None) -> Path:
     if option is None:
         deprecated(f"the output folder as an argument ({argument})", f"--out {argument}")
     return option if option is not None else argument
+
+
+from cartlab.cli import store_delete  # noqa: E402,F401 - registers `cartlab delete` after `list`

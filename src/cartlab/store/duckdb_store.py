@@ -178,10 +178,18 @@ class Store:
         without a column this version writes (a store from an earlier cartlab) - one message, not
         a database error halfway through a command."""
         tables = {r[0] for r in self._exec("SELECT table_name FROM information_schema.tables")}
-        if "meta" in tables:
-            got = self._exec("SELECT value FROM meta WHERE key = 'schema_version'")
-            if got and got[0][0] != SCHEMA_VERSION:
-                raise StoreError(_schema_message(self.path, got[0][0]))
+        got = self._exec("SELECT value FROM meta WHERE key = 'schema_version'") if "meta" in tables else []
+        if not got and (tables or self.read_only):
+            # review 40 B1: a DuckDB database cartlab did not write (no meta schema_version row): never
+            # written into, never read as a store (an empty new file is the only database made a store)
+            held = ", ".join(sorted(tables)[:8]) + (" ..." if len(tables) > 8 else "")
+            raise StoreLookupError(
+                f"{self.path}: a DuckDB database but not a cartlab store (no cartlab meta table with a schema "
+                f"version; {'it holds table(s) ' + held if tables else 'it holds no tables'})",
+                hint="give --store a cartlab store or a new file (cartlab import STUDY --store NEW.duckdb makes "
+                     "one); cartlab does not write its tables into another database. Nothing was written.")
+        if got and got[0][0] != SCHEMA_VERSION:
+            raise StoreError(_schema_message(self.path, got[0][0]))
         for name, schema in TABLES.items():
             if name not in tables:
                 continue

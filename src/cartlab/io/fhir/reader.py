@@ -22,6 +22,7 @@ from cartlab.io.clock import days_from, midnight
 from cartlab.io.course_checks import MIXED_OFFSETS
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue, StudyValidationError
+from cartlab.io.fhir._absent import absent_tagged, tagged_warnings
 from cartlab.io.fhir._bundle import _effective, _Entry, _files, _load, _unversioned
 from cartlab.io.fhir._checks import (
     HINT,
@@ -732,14 +733,17 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
             study = read_study(tmp, study_id=study_id or path.stem)
         except StudyValidationError as exc:
             raise _translate(exc, rd) from exc
-    # a Bundle without a table's resources reads as before session 37: none given (Study.absent is the
-    # study folder's: a file not given there is unknown; cartlab.io.absent_files)
-    study.absent = frozenset()
+    # a Bundle without a table's resources reads as none given, unless cartlab's export tagged the table
+    # as not given in the exported study (Bundle.meta.tag, review 40 store/cli A1: then unknown, as there)
+    tagged = absent_tagged(_files(path))
+    study.absent, tag_notes = tagged_warnings(tagged, {t: frames[t].height for t in TABLES}, path.name)
     # the study folder's mixed-offsets warning names rows of the temporary folder: the Bundle's own
     # warning (_mixed_offsets, naming the subject and offsets) says it in FHIR's words
     dropped = set(rd.partial_events) if opts["partial_event_dates"] == "drop" else set()
     study.warnings = [absent_note(absent_in_fhir(w, path.name, rd.undated_deaths, dropped), rd) for w in getattr(study, "warnings", [])
-                      if MIXED_OFFSETS not in w.message]
+                      if MIXED_OFFSETS not in w.message
+                      and not (w.file.rsplit(".", 1)[0] in study.absent and w.message.startswith("not given:"))]
+    study.warnings += tag_notes
     study.warnings += [Issue(path.name, None, msg, [], "warning") for msg in mixed + unmapped_codes(rd.report)]
     sha = {name: s for name, _, s, _ in sources}
     for t in TABLES:

@@ -16,6 +16,7 @@ from cartlab.errors import CartlabError, InputError
 from cartlab.io.atomic import atomic_file
 from cartlab.io.clock import midnight, parse_wall_clock
 from cartlab.io.dictionary import load_dictionary
+from cartlab.io.fhir._absent import absent_meta
 from cartlab.io.fhir._common import add_days, fhir_text, fhir_time, row_extension
 from cartlab.io.fhir.mapping import (
     CS_CATEGORY,
@@ -277,7 +278,10 @@ def build_bundle(study: Study, mapping=None) -> dict:
     w.doses()
     w.interventions()
     w.events()
-    return {"resourceType": "Bundle", "id": _pid(study.study_id), "type": "collection", "entry": w.entries}
+    bundle = {"resourceType": "Bundle", "id": _pid(study.study_id), "type": "collection", "entry": w.entries}
+    if meta := absent_meta(study):  # the tables not given: unknown on reading back (io/fhir/_absent.py)
+        bundle = {"resourceType": "Bundle", "id": bundle["id"], "meta": meta, "type": "collection", "entry": w.entries}
+    return bundle
 
 
 def write_fhir_bundle(study: Study, path: str | Path, mapping=None) -> Path:
