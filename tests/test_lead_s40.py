@@ -80,3 +80,44 @@ def test_crs_death_months_after_the_data_stop_does_not_end_the_episode(tmp_path)
 
     assert run(200, tmp_path / "late") == "ongoing_at_last_followup"
     assert run(4, tmp_path / "next") == "ongoing_at_death"
+
+
+def test_deviations_takes_who_is_infused_from_the_analysis(tmp_path):
+    """F2: SYN-0002's CAR-T dose row removed, its CAR-T samples kept. analyze with
+    best_response.infusion_evidence=dose calls it not infused (one not_infused row); `cartlab deviations
+    --options analysis.json` (and --set of that option) must agree; with the default (dose_or_kinetics, its
+    CAR-T samples) it is infused and gets no not_infused row."""
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    r = CliRunner()
+    study = tmp_path / "s"
+    assert r.invoke(app, ["synthetic", "--out", str(study), "--n", "3", "--seed", "9"]).exit_code == 0
+    rows = list(csv.DictReader((study / "doses.csv").open(encoding="utf-8")))
+    keep = [x for x in rows if not (x["subject_id"] == "SYN-0002" and x["agent"].lower().startswith("car"))]
+    assert len(keep) < len(rows)
+    with (study / "doses.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    out = tmp_path / "an"
+    res = r.invoke(app, ["analyze", str(study), "--out", str(out), "--protocol", "nct04762485",
+                         "--set", "best_response.infusion_evidence=dose"])
+    assert res.exit_code == 0, res.output
+
+    def categories(*extra: str) -> set[str]:
+        res = r.invoke(app, ["deviations", "SYN-0002", "--study", str(study), "--protocol", "nct04762485", "--json",
+                             *extra])
+        assert res.exit_code == 0, res.output
+        return {d["category"] for d in json.loads(res.output)}
+
+    analysed = {x["category"] for x in csv.DictReader((out / "protocol_deviations.csv").open(encoding="utf-8"))
+                if x["subject_id"] == "SYN-0002"}
+    assert "not_infused" in analysed
+    assert "not_infused" in categories("--options", str(out / "analysis.json"))
+    assert "not_infused" in categories("--set", "best_response.infusion_evidence=dose")
+    assert "not_infused" not in categories()

@@ -483,6 +483,15 @@ def deviations_cmd(
     from cartlab.grading.adam import to_csv_frame
     from cartlab.protocol import derive_deviations
 
+    # who is infused: the analysis's one option best_response.infusion_evidence, from --set or --options
+    # (an analysis.json replays it), as analyze passes it (review 40 diff1 F2)
+    evidence_key = "best_response.infusion_evidence"
+    evidence_sets = [i for i in set_options or [] if i.partition("=")[0].strip() == evidence_key]
+    set_options = [i for i in set_options or [] if i not in evidence_sets]
+    from cartlab.cli.base import analysis_options
+
+    evidence = (getattr(analysis_options(options_file, evidence_sets).best_response_options(), "infusion_evidence",
+                        None) or "dose_or_kinetics") if (evidence_sets or options_file is not None) else "dose_or_kinetics"
     # review 40 B9/B10: every protocol option the deviations depend on (the plan's too), as analyze
     chosen = _protocol_settings(ctx, "deviations", set_options, options_file, {
         "car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose),
@@ -511,7 +520,7 @@ def deviations_cmd(
     data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
     from cartlab.protocol.deviations import deviation_summary
 
-    res = derive_deviations(data, p, po)
+    res = derive_deviations(data, p, po, infusion_evidence=evidence)
     if as_json:  # review 40 B7
         _print_json(_round_floats(res))
         return
