@@ -21,11 +21,27 @@ __all__ = ["LAB_GROUPS", "ungraded_rows"]
 LAB_GROUPS = ("hematology", "chemistry", "coagulation", "cytokine")
 
 
+def with_adlb_baseline(f: pl.DataFrame, analysis, opts) -> tuple[pl.DataFrame, pl.Expr]:
+    """``f`` (observations with ``_obs``, sorted by subject, param, day) with ``BASE`` and ``_bobs``: the last
+    value before the infusion by the ADLB rule (review 37 R37-8: calendar day, option ctcae.baseline_day0),
+    and the expression of a row being before it; one rule for the graded and the ungraded ADLB records."""
+    from cartlab.grading.ctcae_derive import baseline_window, infusion_start
+
+    if "datetime" not in f.columns:
+        f = f.with_columns(pl.lit(None, dtype=pl.String).alias("datetime"))
+    inf = infusion_start(analysis.study) if opts.baseline_day0 == "before_infusion_time" else None
+    if inf is not None:
+        f = f.join(inf, on="subject_id", how="left", maintain_order="left")
+    before = baseline_window(opts, inf is not None)
+    base = (f.filter(before & pl.col("value").is_not_null()).group_by(["subject_id", "param"], maintain_order=True)
+            .last().select("subject_id", "param", pl.col("value").alias("BASE"), pl.col("_obs").alias("_bobs")))
+    return f.join(base, on=["subject_id", "param"], how="left", maintain_order="left"), before
+
+
 def ungraded_rows(analysis, t: pl.DataFrame, params: pl.DataFrame) -> pl.DataFrame:
     """Rows shaped as the ``adlb`` analysis table ``t`` (same columns and types) for the observations
     of :data:`LAB_GROUPS` parameters absent from ``t`` (value given, or a censored result);
     ``params``: the dictionary (_code, _group)."""
-    from cartlab.grading.ctcae_derive import baseline_window, infusion_start
     from cartlab.grading.ctcae_options import CtcaeOptions
 
     opts = analysis.options.ctcae or CtcaeOptions()
@@ -37,18 +53,10 @@ def ungraded_rows(analysis, t: pl.DataFrame, params: pl.DataFrame) -> pl.DataFra
          .sort(["subject_id", "param", "day", "_obs"], nulls_last=True))
     if f.height == 0:
         return t.clear()
-    if "datetime" not in f.columns:
-        f = f.with_columns(pl.lit(None, dtype=pl.String).alias("datetime"))
     for c in ("lln", "uln"):
         if c not in f.columns:
             f = f.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
-    inf = infusion_start(analysis.study) if opts.baseline_day0 == "before_infusion_time" else None
-    if inf is not None:
-        f = f.join(inf, on="subject_id", how="left", maintain_order="left")
-    before = baseline_window(opts, inf is not None)
-    base = (f.filter(before & pl.col("value").is_not_null()).group_by(["subject_id", "param"], maintain_order=True)
-            .last().select("subject_id", "param", pl.col("value").alias("BASE"), pl.col("_obs").alias("_bobs")))
-    f = f.join(base, on=["subject_id", "param"], how="left", maintain_order="left")
+    f, before = with_adlb_baseline(f, analysis, opts)
     reason = pl.format("{}: no CTCAE v5 term grades this parameter: not graded, value given as recorded "
                        "(option adam.adlb_params=all)", pl.col("param"))
     cols = {

@@ -452,21 +452,12 @@ def advs(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     opts = analysis.options.ctcae or CtcaeOptions()
     params = _params().filter(pl.col("_group") == "vital")
     obs = analysis.study.observations
-    from cartlab.grading.ctcae_derive import baseline_window, infusion_start
+    from cartlab.io.adam.adlb_ungraded import with_adlb_baseline
 
     f = (obs.with_row_index("_obs").filter(pl.col("param").is_in(params["_code"].implode()))
          .join(params, left_on="param", right_on="_code", how="left")
          .sort(["subject_id", "param", "day", "_obs"], nulls_last=True))
-    if "datetime" not in f.columns:
-        f = f.with_columns(pl.lit(None, dtype=pl.String).alias("datetime"))
-    inf = infusion_start(analysis.study) if opts.baseline_day0 == "before_infusion_time" else None
-    if inf is not None:
-        f = f.join(inf, on="subject_id", how="left", maintain_order="left")
-    # the ADLB rule (review 37 R37-8): calendar day, option baseline_day0
-    before = baseline_window(opts, inf is not None)
-    base = (f.filter(before & pl.col("value").is_not_null()).group_by(["subject_id", "param"], maintain_order=True)
-            .last().select("subject_id", "param", pl.col("value").alias("BASE"), pl.col("_obs").alias("_bobs")))
-    f = f.join(base, on=["subject_id", "param"], how="left", maintain_order="left")
+    f, before = with_adlb_baseline(f, analysis, opts)  # the ADLB rule (review 37 R37-8): calendar day, baseline_day0
     out = f.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), pl.col("subject_id").alias("USUBJID"),
         pl.col("param").alias("PARAMCD"), _param_label("unit").alias("PARAM"), pl.col("value").alias("AVAL"),
