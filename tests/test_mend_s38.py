@@ -228,9 +228,12 @@ def test_gcsf_ending_at_midnight_is_named_on_its_last_covered_day():
 def test_transfusions_unknown_reason_has_no_dot_before_the_semicolon():
     """A recovered platelet row (reason ending in '.') with interventions.csv absent: the appended
     '; platelet transfusions unknown ...' follows the text without a '.' before it."""
-    rec = pl.DataFrame({"status": ["recovered"], "day": [14.0], "day_max": [14.0],
+    rec = pl.DataFrame({"status": ["recovered"], "day": [14.0], "day_min": [14.0], "day_max": [14.0],
                         "reason": ["20 x10^9/L on 7 days, no platelet transfusion from day 7 -> recovery day 14."]})
     r = _transfusions_unknown(rec, 7)["reason"][0]
     assert ".;" not in r
-    assert r.startswith("20 x10^9/L on 7 days, no platelet transfusion recorded from day 7 -> earliest possible "
-                        "recovery day 14; platelet transfusions unknown")
+    # session 40 (review 40 newuser B4): the reason opens with the open range, then the text as measured
+    assert r.startswith("not evaluable: the recovery day is day 14 or later (no later day excluded: platelet "
+                        "transfusions unknown, interventions.csv not given); as measured: 20 x10^9/L on 7 days, no "
+                        "platelet transfusion recorded from day 7 -> earliest possible recovery day 14; platelet "
+                        "transfusions unknown")

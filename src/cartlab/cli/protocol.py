@@ -171,14 +171,8 @@ def dose_cmd(
     study = _study_alias(study, study_dir)
     chosen = _protocol_settings(ctx, "dose", set_options, options_file, {
         "car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose),
-        "bsa_method": ("bsa_method", f"--bsa-method {bsa_method}", bsa_method),
-        "bsa_decimals": ("bsa_decimals", f"--bsa-decimals {bsa_decimals}", bsa_decimals),
-        "bsa_unrounded": ("bsa_unrounded", "--bsa-unrounded", bsa_unrounded),
-        "renal_function": ("renal_function", f"--renal-function {renal_function}", renal_function),
-        "paediatric_renal_function": ("paediatric_renal", f"--paediatric-renal-function {paediatric_renal}",
-                                      paediatric_renal),
-        "crcl_weight": ("crcl_weight", f"--crcl-weight {crcl_weight}", crcl_weight),
-        "apply_renal_adjustment": ("no_renal", "--no-renal-adjustment", not no_renal)})
+        **_plan_flags(bsa_method, bsa_decimals, bsa_unrounded, renal_function, paediatric_renal, crcl_weight,
+                      no_renal)})
     car_dose, bsa_method, bsa_decimals, bsa_unrounded = (chosen[k] for k in ("car_dose", "bsa_method", "bsa_decimals",
                                                                            "bsa_unrounded"))
     renal_function, paediatric_renal, crcl_weight = (chosen[k] for k in ("renal_function", "paediatric_renal_function",
@@ -501,14 +495,8 @@ def deviations_cmd(
         "dose_pct": ("dose_pct", f"--dose-pct {dose_pct}", dose_pct),
         "car_t_dose_pct": ("car_t_dose_pct", f"--car-t-dose-pct {car_t_dose_pct}", car_t_dose_pct),
         "day_tolerance": ("day_tolerance", f"--day-tolerance {day_tolerance}", day_tolerance),
-        "bsa_method": ("bsa_method", f"--bsa-method {bsa_method}", bsa_method),
-        "bsa_decimals": ("bsa_decimals", f"--bsa-decimals {bsa_decimals}", bsa_decimals),
-        "bsa_unrounded": ("bsa_unrounded", "--bsa-unrounded", bsa_unrounded),
-        "renal_function": ("renal_function", f"--renal-function {renal_function}", renal_function),
-        "paediatric_renal_function": ("paediatric_renal", f"--paediatric-renal-function {paediatric_renal}",
-                                      paediatric_renal),
-        "crcl_weight": ("crcl_weight", f"--crcl-weight {crcl_weight}", crcl_weight),
-        "apply_renal_adjustment": ("no_renal", "--no-renal-adjustment", not no_renal)})
+        **_plan_flags(bsa_method, bsa_decimals, bsa_unrounded, renal_function, paediatric_renal, crcl_weight,
+                      no_renal)})
     from cartlab.errors import InputError
     from cartlab.protocol.options import ProtocolOptions
 
@@ -563,6 +551,20 @@ def _print_verdicts(verdicts, p) -> None:
                   str(r["n_unknown"]), escape(r["failed"]))
     console.print(t)
     console.print("[dim]one subject's criteria: cartlab eligibility SUBJECT ...; every criterion: --csv[/]")
+
+
+def _plan_flags(bsa_method, bsa_decimals, bsa_unrounded, renal_function, paediatric_renal, crcl_weight,
+                no_renal) -> dict[str, tuple[str, str, object]]:
+    """The dose plan's flags (``dose`` and ``deviations`` take the same), for :func:`_protocol_settings`."""
+    return {
+        "bsa_method": ("bsa_method", f"--bsa-method {bsa_method}", bsa_method),
+        "bsa_decimals": ("bsa_decimals", f"--bsa-decimals {bsa_decimals}", bsa_decimals),
+        "bsa_unrounded": ("bsa_unrounded", "--bsa-unrounded", bsa_unrounded),
+        "renal_function": ("renal_function", f"--renal-function {renal_function}", renal_function),
+        "paediatric_renal_function": ("paediatric_renal", f"--paediatric-renal-function {paediatric_renal}",
+                                      paediatric_renal),
+        "crcl_weight": ("crcl_weight", f"--crcl-weight {crcl_weight}", crcl_weight),
+        "apply_renal_adjustment": ("no_renal", "--no-renal-adjustment", not no_renal)}
 
 
 def _protocol_settings(ctx, command: str, set_options: list[str] | None, options_file: Path | None,
