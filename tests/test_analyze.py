@@ -22,6 +22,7 @@ def test_summary_has_every_spec_column_typed():
     assert out.columns[: len(SUBJECT_SUMMARY_COLUMNS)] == list(SUBJECT_SUMMARY_COLUMNS)
     assert {c: out.schema[c] for c in SUBJECT_SUMMARY_COLUMNS} == SUBJECT_SUMMARY
     assert out.columns[len(SUBJECT_SUMMARY_COLUMNS):] == ["crs_episode", "crs_n_episodes", "crs_grade_astct_max",
+                                                          "crs_grade_astct_min",  # session 40 (review 40 newuser A1)
                                                           "crs_onset_day_earliest", "crs_onset_open",  # session 37
                                                           "crs_resolution_day_latest", "crs_resolution_open",  # session 38
                                                           "crs_resolution_status",  # session 40 (review 40 crs B2)

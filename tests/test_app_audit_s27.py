@@ -318,7 +318,10 @@ def test_options_change_the_grades_and_are_shown():
     v = Catalog.from_study(hand_study(), "folder hand", options=opts).view("hand")
     row = v.cohort.filter(pl.col("subject_id") == "C").row(0, named=True)
     assert row["crs_grade_astct"] == 0
-    assert describe_options(v.overrides) == "options not default: crs.fever_threshold_c = 39.5 (default 38.0)"
+    # session 40 (review 40 consistency B1): the older scales follow crs.fever_threshold_c, so it is in force
+    # for them too and shown
+    assert describe_options(v.overrides) == ("options not default: crs.fever_threshold_c = 39.5 (default 38.0); "
+                                             "crs_legacy.fever_threshold_c = 39.5 (default 38.0)")
     assert describe_options({}) == "options: all defaults"
 
 

@@ -422,7 +422,7 @@ class Analysis:
         self._done: set[tuple[str, ...]] = set()
         self.skipped: list[Skipped] = []
         self.warnings: list[dict[str, str]] = []
-        self.warning_shapes: dict[tuple[str, str], tuple[str, list[str]]] = {}  # batches merge them (B1)
+        self.warning_shapes: dict[tuple[str, str], tuple] = {}  # batches merge them (B1)
         self.timings: dict[str, float] = {}
         self._adopted: set[str] = set()  # tables computed elsewhere (batches): rules counted there
         self._adopted_rules: dict[tuple[str, str], int] = {}

@@ -227,7 +227,7 @@ class _BatchResult:
     peak_rss: int
     pid: int
     #: (engine, message) -> (template, subject ids) of each subject-counting warning (merged: B1)
-    warning_shapes: dict[tuple[str, str], tuple[str, list[str]]] = field(default_factory=dict)
+    warning_shapes: dict[tuple[str, str], tuple] = field(default_factory=dict)
 
 
 def _run_batch(k: int, task: Callable[[], Study], ids: list[str], options: AnalysisOptions, protocol,
@@ -516,7 +516,9 @@ def _adopt(cohort: Analysis, steps, results: list[_BatchResult], ids: list[str])
     for i, s in enumerate(steps):
         engine_rank.setdefault(s.engine, i)
     # one warning per kind, counts summed, in the engines' order, as a whole-study run lists them (B1)
-    merged = merge_warnings(warnings, shapes, engine_rank)
+    from cartlab.errors import names_subjects
+
+    merged = merge_warnings(warnings, shapes, engine_rank, named=names_subjects())
     cohort.adopt(steps, whole, missing, ordered, merged, timings, rules, available=derived,
                  subject_ids=ids)
 

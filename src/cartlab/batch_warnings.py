@@ -32,12 +32,18 @@ _LIMIT = 20  # SubjectsWarning's default: every caller uses it
 _MORE = re.compile(r" \(\+\d+ more\)$")
 
 
-def warning_shape(message) -> tuple[str, list[str]] | None:
-    """(template, subject ids) of a :class:`cartlab.errors.SubjectsWarning` (None for another warning)."""
+def warning_shape(message) -> tuple[str, list[str], str | None] | None:
+    """(template, subject ids, the words that stand for the ids when warnings do not name subjects) of a
+    :class:`cartlab.errors.SubjectsWarning` (None for another warning; the words None when the warning
+    has its own unnamed text)."""
     from cartlab.errors import SubjectsWarning
 
     if isinstance(message, SubjectsWarning) and _PLACE in message.template:
-        return message.template, list(message.subject_ids)
+        head, _, tail = message.template.partition(_PLACE)
+        unnamed = message.unnamed
+        words = (unnamed[len(head):len(unnamed) - len(tail)] if unnamed.startswith(head) and unnamed.endswith(tail)
+                 and len(unnamed) >= len(head) + len(tail) else None)
+        return message.template, list(message.subject_ids), words
     return None
 
 
@@ -51,16 +57,19 @@ def _shown(template: str, text: str, ids: list[str]) -> list[str] | None:
     return shown if len(shown) == min(len(ids), _LIMIT) else None
 
 
-def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, str], tuple[str, list[str]]],
-                   engine_rank: dict[str, int] | None = None, merged_shapes: dict | None = None) -> list[dict[str, str]]:
+def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, str], tuple],
+                   engine_rank: dict[str, int] | None = None, merged_shapes: dict | None = None,
+                   named: bool = True) -> list[dict[str, str]]:
     """The batches' warnings (each batch's ``{"engine", "message"}`` list, batches in order) as a
     whole-study run lists them: each subject-counting warning's fragments merged into one, other
     warnings once; engines in ``engine_rank`` order, and within an engine in the order every batch
     agrees on (a warning before another in some batch stays before it; else first seen first).
     ``shapes`` maps (engine, message) to the fragment's (template, ids) (:func:`warning_shape`); a
     warning without one, or whose text is not its template's (e.g. the unnamed form of ``cartlab
-    report``), is kept as it is. ``merged_shapes``, when given, receives the (template, ids) of each
-    merged warning, so it can be merged again (a whole run's bisected parts, then the batches)."""
+    report``), is kept as it is. ``merged_shapes``, when given, receives the (template, ids, words) of each
+    merged warning, so it can be merged again (a whole run's bisected parts, then the batches). ``named``
+    False (``cartlab analyze`` without ``--debug``: its terminal output is a log): a merged warning gives
+    the words pointing to the table that names its subjects instead of the ids, as a whole run does."""
     rank = engine_rank or {}
     entries: dict[tuple, dict[str, Any]] = {}
     groups: dict[tuple, dict[str, Any]] = {}
@@ -74,12 +83,13 @@ def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, 
                 key: tuple = ("text", w["engine"], w["message"])
                 entries.setdefault(key, dict(w))
             else:
-                template, ids = shape
+                template, ids = shape[0], shape[1]
                 key = ("merged", w["engine"], _COUNT.sub("#", template))
                 g = groups.get(key)
                 if g is None:
                     g = groups[key] = {"template": template, "ids": [], "shown": [],
-                                       "counts": [0] * len(_COUNT.findall(template))}
+                                       "counts": [0] * len(_COUNT.findall(template)),
+                                       "words": shape[2] if len(shape) > 2 else None}
                     entries[key] = dict(w)
                 known = set(g["ids"])
                 if any(i not in known for i in ids):  # an exact repeat adds nothing
@@ -87,7 +97,7 @@ def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, 
                     g["shown"].extend(shown)
                     for k, m in enumerate(_COUNT.finditer(template)):
                         g["counts"][k] += int(m.group(1))
-                    entries[key]["message"] = _render(g)
+                    entries[key]["message"] = _render(g, named)
             after.setdefault(key, set())
             p = prev.get(w["engine"])
             if p is not None and p != key:
@@ -97,7 +107,7 @@ def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, 
         for key, g in groups.items():
             counts = iter(g["counts"])
             merged_shapes[(key[1], entries[key]["message"])] = (
-                _COUNT.sub(lambda _m: str(next(counts)), g["template"]), list(g["ids"]))
+                _COUNT.sub(lambda _m: str(next(counts)), g["template"]), list(g["ids"]), g["words"])
     first = {k: i for i, k in enumerate(entries)}
     order = sorted(entries, key=lambda k: (rank.get(k[1], len(rank)), first[k]))
     out: list[dict[str, str]] = []
@@ -110,9 +120,11 @@ def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, 
     return out
 
 
-def _render(g: dict[str, Any]) -> str:
+def _render(g: dict[str, Any], named: bool = True) -> str:
     counts = iter(g["counts"])
     template = _COUNT.sub(lambda _m: str(next(counts)), g["template"])
+    if not named and g.get("words") is not None:
+        return template.replace(_PLACE, g["words"])
     n = len(g["ids"])
     named = ", ".join(g["shown"][:_LIMIT]) + (f" (+{n - _LIMIT} more)" if n > _LIMIT else "")
     return template.replace(_PLACE, named)
