@@ -121,3 +121,17 @@ def test_deviations_takes_who_is_infused_from_the_analysis(tmp_path):
     assert "not_infused" in categories("--options", str(out / "analysis.json"))
     assert "not_infused" in categories("--set", "best_response.infusion_evidence=dose")
     assert "not_infused" not in categories()
+
+
+def test_units_a_number_glued_to_a_squared_unit():
+    """diff2 B4: "mL/min/1.73m2" (no space) is mL per minute per 1.73 m**2, as "mL/min/1.73 m2" (session 40's
+    numeric-denominator reading had made it per metre); a power of ten keeps its meaning (10^3/uL = 1000/uL,
+    not an elementary charge cubed)."""
+    from cartlab.units import parse_unit, ureg
+
+    glued, spaced = parse_unit("mL/min/1.73m2"), parse_unit("mL/min/1.73 m2")
+    assert glued.dimensionality == ureg("mL/min/m**2").dimensionality
+    assert abs(glued.to("mL/min/m**2").magnitude - 1 / 1.73) < 1e-12
+    assert glued == spaced
+    assert parse_unit("10^3/uL").to("1/uL").magnitude == 1000.0
+    assert parse_unit("1e3/uL").to("1/uL").magnitude == 1000.0

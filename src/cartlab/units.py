@@ -112,7 +112,9 @@ def normalise_spelling(unit: str) -> str:
     if s.startswith("/"):
         s = "1" + s
     # mm3 / m2 / dm3 style powers -> mm**3
-    s = re.sub(r"\b([A-Za-z]+)([23])\b", r"\1**\2", s)
+    # (after a number too: "1.73m2" is 1.73 m**2, review 40 diff2 B4)
+    # (not the "e" of 1e3: a power of ten, converted above)
+    s = re.sub(r"(?:(?<=\d)(?![eE]\d)|(?<!\w))([A-Za-z]+)([23])\b", r"\1**\2", s)
     s = s.replace("^", "**")
     # a denominator that starts with a number is one quantity: "copies/100 ng" is per (100 ng), 10 copies/ug
     # (pint reads "a/100 b" as a/100 * b, a different dimension: review40 B2); also "/1.73 m**2", "/24 h"
