@@ -135,3 +135,22 @@ def test_units_a_number_glued_to_a_squared_unit():
     assert glued == spaced
     assert parse_unit("10^3/uL").to("1/uL").magnitude == 1000.0
     assert parse_unit("1e3/uL").to("1/uL").magnitude == 1000.0
+
+
+def test_sdtm_censored_orres_keeps_its_range_in_the_original_unit(tmp_path):
+    """diff2 A1: CRP LBORRES '<0.5' mg/dL with an exact LBSTRESN 5 mg/L and LBSTNRHI 5 mg/L (LBORNRHI empty):
+    the record is read with LBORRESU (mg/dL), so its original-unit ULN is 5 mg/L = 0.5 mg/dL (1 mg/dL =
+    10 mg/L), not 5 "mg/dL" (which re-read from an export would be a ULN of 50 mg/L)."""
+    import pytest
+
+    from cartlab.io.sdtm import read_sdtm
+    from sdtm_helpers import folder
+
+    lb = ("STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBORRES,LBORRESU,LBORNRLO,LBORNRHI,LBSTRESC,LBSTRESN,LBSTRESU,"
+          "LBSTNRLO,LBSTNRHI,LBLLOQ,LBSTAT,LBREASND,LBDTC\nS,LB,P1,1,CRP,<0.5,mg/dL,,,5,5,mg/L,,5,5,,,2021-05-11\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        o = read_sdtm(folder(tmp_path, lb=lb)).observations
+    assert o["orig_unit"][0] == "mg/dL"
+    assert o["uln"][0] == pytest.approx(5.0)
+    assert o["orig_uln"][0] == pytest.approx(0.5)

@@ -468,11 +468,12 @@ def map_findings(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFram
         pl.when(use_or).then(orres).otherwise(pl.col("__stresn")).alias("orig_value"),
         pl.when(use_or | same_cens | pl.col("__orcens_u")).then(oru).otherwise(pl.col("__stu")).replace("", None)
         .alias("orig_unit"),
-        # review40 B8/A3: a range or LLOQ given only in --STRESU is converted to --ORRESU next to --ORRES
-        pl.when(use_or).then(pl.coalesce(dfile.number(v["ORNRLO"]), to_orig(dfile.number(v["STNRLO"]))))
+        # review40 B8/A3: a range or LLOQ given only in --STRESU is converted to --ORRESU next to --ORRES (also for
+        # a censored --ORRES read with its own unit, review 40 diff2 A1: orig_unit is --ORRESU there)
+        pl.when(use_or | pl.col("__orcens_u")).then(pl.coalesce(dfile.number(v["ORNRLO"]), to_orig(dfile.number(v["STNRLO"]))))
         .otherwise(pl.coalesce(dfile.number(v["STNRLO"]), pl.when(pl.col("__or_range")).then(
             (from_orig(dfile.number(v["ORNRLO"])) - pl.col("__soffset")) / pl.col("__sscale")))).alias("orig_lln"),
-        pl.when(use_or).then(pl.coalesce(dfile.number(v["ORNRHI"]), to_orig(dfile.number(v["STNRHI"]))))
+        pl.when(use_or | pl.col("__orcens_u")).then(pl.coalesce(dfile.number(v["ORNRHI"]), to_orig(dfile.number(v["STNRHI"]))))
         .otherwise(pl.coalesce(dfile.number(v["STNRHI"]), pl.when(pl.col("__or_range")).then(
             (from_orig(dfile.number(v["ORNRHI"])) - pl.col("__soffset")) / pl.col("__sscale")))).alias("orig_uln"),
         supp_col(dfile, "orig_lloq").fill_null(pl.when(use_or | pl.col("__orcens_u"))
