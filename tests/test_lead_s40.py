@@ -154,3 +154,22 @@ def test_sdtm_censored_orres_keeps_its_range_in_the_original_unit(tmp_path):
     assert o["orig_unit"][0] == "mg/dL"
     assert o["uln"][0] == pytest.approx(5.0)
     assert o["orig_uln"][0] == pytest.approx(0.5)
+
+
+def test_eligibility_options_file_errors_are_one_line(tmp_path):
+    """diff2 B1: `cartlab eligibility --options` with broken YAML, or a key given twice, stops with one line
+    naming the file and line (exit 2), as `cartlab analyze --options` does."""
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+    from cartlab.datasets import seed_case_path
+
+    broken, twice = tmp_path / "broken.yaml", tmp_path / "twice.yaml"
+    broken.write_text("protocol:\n  bsa_method: [mosteller\n")
+    twice.write_text("protocol:\n  bsa_method: mosteller\n  bsa_method: dubois\n")
+    for f, words in ((broken, "line"), (twice, "bsa_method")):
+        res = CliRunner().invoke(app, ["eligibility", "CD7-AML-001", "--study", str(seed_case_path()),
+                                       "--protocol", "nct04762485", "--options", str(f)])
+        assert res.exit_code == 2, res.output
+        lines = [x for x in res.output.splitlines() if x.strip()]
+        assert len(lines) <= 2 and str(f.name) in res.output and words in res.output, res.output

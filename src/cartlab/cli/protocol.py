@@ -574,7 +574,6 @@ def _protocol_settings(ctx, command: str, set_options: list[str] | None, options
     written, its value as a ProtocolOptions value). A flag given on the command line wins over its
     default; a flag and a --set/--options value that disagree are an error (exit 2); a --set of
     another engine, or of a protocol option the command does not use, is refused."""
-    import yaml
 
     from cartlab.cli.base import analysis_options
 
@@ -584,13 +583,16 @@ def _protocol_settings(ctx, command: str, set_options: list[str] | None, options
         key = item.partition("=")[0].strip()
         engine, _, name = key.partition(".")
         if engine.strip() != "protocol":
-            raise _usage(f"--set {item!r}: cartlab {command} takes protocol options only ({applies})")
+            also = " and best_response.infusion_evidence" if command == "deviations" else ""
+            raise _usage(f"--set {item!r}: cartlab {command} takes protocol options only ({applies}){also}")
         named[name.strip()] = f"--set {key}"
     if options_file is not None:
-        try:
-            loaded = yaml.safe_load(options_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise _usage(f"--options {options_file}: {exc}") from None
+        from cartlab.cli._options_yaml import OptionsFileError, load_options_file
+
+        try:  # one line naming the file and line; a key given twice is an error (review 40 diff2 B1)
+            loaded = load_options_file(options_file) or {}
+        except OptionsFileError as exc:
+            raise _usage(str(exc)) from None
         if isinstance(loaded, dict) and "cartlab_version" in loaded:
             loaded = loaded.get("options_set") or {}
         section = loaded.get("protocol") if isinstance(loaded, dict) else None
