@@ -173,3 +173,19 @@ def test_eligibility_options_file_errors_are_one_line(tmp_path):
         assert res.exit_code == 2, res.output
         lines = [x for x in res.output.splitlines() if x.strip()]
         assert len(lines) <= 2 and str(f.name) in res.output and words in res.output, res.output
+
+
+def test_list_on_an_empty_duckdb_file_says_it_is_empty(tmp_path):
+    """diff2 C1: an empty DuckDB file (e.g. left by an interrupted first import) is named as empty, with the
+    import command that makes it a store, not "not a cartlab store"."""
+    import duckdb
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    f = tmp_path / "e.duckdb"
+    duckdb.connect(str(f)).close()
+    res = CliRunner().invoke(app, ["list", "--store", str(f)])
+    assert res.exit_code == 2
+    assert "an empty DuckDB file, no study imported into it yet" in res.output
+    assert "not a cartlab store" not in res.output

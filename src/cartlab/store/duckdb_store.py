@@ -179,7 +179,10 @@ class Store:
         a database error halfway through a command."""
         tables = {r[0] for r in self._exec("SELECT table_name FROM information_schema.tables")}
         got = self._exec("SELECT value FROM meta WHERE key = 'schema_version'") if "meta" in tables else []
-        if not got and (tables or self.read_only):
+        if not got and not tables and self.read_only:  # review 40 diff2 C1: an empty file (e.g. an import stopped)
+            raise StoreLookupError(f"{self.path}: an empty DuckDB file, no study imported into it yet",
+                                   hint=f"cartlab import STUDY --store {self.path} makes it a store")
+        if not got and tables:
             # review 40 B1: a DuckDB database cartlab did not write (no meta schema_version row): never
             # written into, never read as a store (an empty new file is the only database made a store)
             held = ", ".join(sorted(tables)[:8]) + (" ..." if len(tables) > 8 else "")
