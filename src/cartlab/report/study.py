@@ -42,6 +42,7 @@ from cartlab.report.html import (
     figure_stamp,
     provenance_counts,
     report_provenance,
+    subject_filename,
     write_subject_report,
 )
 from cartlab.report.subject_blocks import car_missing_reasons, response_notes, with_late_grade_max
@@ -398,6 +399,20 @@ def _chunks(ids: list[str], workers: int) -> list[list[str]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
+def _pdf(pdf: bool, study: Study, links: Mapping[str, str], summary, title, analysis, views, provenance,
+         folder: Path) -> str | None:
+    """Write the study page's PDF (``pdf``); None when written (or not asked), else why not."""
+    if not pdf:
+        return None
+    html = render_study_html(study, dict(links), summary=summary, title=title, notes=response_notes(analysis),
+                             views=views, for_print=True, provenance=provenance,
+                             warnings=study_warnings(study, analysis))
+    try:
+        return write_pdf(html, folder, folder / PDF_NAME)
+    except Exception as exc:  # the HTML report does not depend on the PDF
+        return f"no PDF: {type(exc).__name__}: {exc}"
+
+
 def _of_ids(analysis, name: str, ids: list[str]) -> pl.DataFrame | None:
     if not analysis.has(name):
         return None
@@ -463,7 +478,8 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                     progress(len(links), len(ids))
 
             chunks = _chunks(ids, workers)
-            if workers == 1 or len(ids) <= SERIAL_LIMIT:
+            serial = workers == 1 or len(ids) <= SERIAL_LIMIT
+            if serial:
                 views = _cohort_views(analysis, tmp, stamp, csv_formula_guard)
                 for chunk in chunks:
                     for sid, course in _draw_chunk(study, chunk, _of_ids(analysis, "crs_daily", chunk),
@@ -477,6 +493,10 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
                                            _of_ids(analysis, "crs_daily", chunk), _of_ids(analysis, "icans_daily", chunk),
                                            str(tmp), day_range, fever_c, png) for chunk in chunks]
                     views = _cohort_views(analysis, tmp, stamp, csv_formula_guard)  # drawn here while the workers draw the courses
+                    # the PDF too (its links are the pages' names, known now): the cores are not left
+                    # half idle at the end while one process renders it (session 40)
+                    pdf_note = _pdf(pdf, study, {sid: subject_filename(sid) for sid in ids}, summary, title, analysis,
+                                    views, provenance, tmp)
                     for fut in as_completed(futures):  # pages as their figures arrive: the progress moves
                         for sid, course in fut.result():
                             page(sid, course)
@@ -492,14 +512,8 @@ def write_study_report(study: Study, out_dir, summary: pl.DataFrame | None = Non
             (tables / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=str) + "\n", encoding="utf-8")
             notes = response_notes(analysis)
             warns = study_warnings(study, analysis)  # the analysis's warnings on the page and in the PDF (review 37 B2)
-            pdf_note = None
-            if pdf:
-                html = render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
-                                         for_print=True, provenance=provenance, warnings=warns)
-                try:
-                    pdf_note = write_pdf(html, tmp, tmp / PDF_NAME)
-                except Exception as exc:  # the HTML report does not depend on the PDF
-                    pdf_note = f"no PDF: {type(exc).__name__}: {exc}"
+            if serial:
+                pdf_note = _pdf(pdf, study, links, summary, title, analysis, views, provenance, tmp)
             (tmp / "index.html").write_text(
                 render_study_html(study, links, summary=summary, title=title, notes=notes, views=views,
                                   pdf=PDF_NAME if pdf and pdf_note is None else None, pdf_note=pdf_note,
