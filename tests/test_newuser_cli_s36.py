@@ -218,11 +218,11 @@ def test_report_warning_pointers_and_debug_help():
     from cartlab.kinetics.exposure import left_out_message, subject_ids_in_warnings
 
     w = SubjectsWarning("2 subject(s) lack X: {subjects}.", ["A", "B"], "adtte.csv (rule censor.last_record)")
-    assert "which cartlab analyze writes" in w.unnamed and "cartlab --debug report" in w.unnamed, w.unnamed
+    assert "which cartlab analyze writes" in w.unnamed and "cartlab --debug before the command" in w.unnamed, w.unnamed
     with subject_ids_in_warnings(False):
         msg = left_out_message({"no CRS grade": ["A"]})
     # the report writes tables/cohort_exposure_stats.csv with the column excluded (report/cohort_base.py)
-    assert "tables/cohort_exposure_stats.csv, column excluded" in msg and "cartlab --debug report" in msg, msg
+    assert "tables/cohort_exposure_stats.csv, column excluded" in msg and "cartlab --debug before the command" in msg, msg
     assert "A" not in msg.replace("named", "").replace("ADaM", "")
     help_text = run("--help")
     assert "report's warnings name the subjects" in help_text, help_text

@@ -24,6 +24,9 @@ def study(tmp_path, name, rows, doses=("fludarabine,-5", "cyclophosphamide,-5"),
     d.mkdir()
     if interventions is not None:
         (d / "interventions.csv").write_text(interventions)
+    # session 40: "no event" is an events.csv with its header (an absent file leaves the late ICAHT window's
+    # end unknown: a range, CHANGELOG); these cases mean none happened
+    (d / "events.csv").write_text("subject_id,day,event\n")
     (d / "subjects.csv").write_text(f"subject_id,last_followup_day\nS,{followup}\n")
     (d / "doses.csv").write_text("subject_id,day,agent,dose,unit\n" + "".join(
         f"S,{x.split(',')[1]},{x.split(',')[0]},1,mg\n" for x in doses) + "S,0,CAR-T,1,cells\n")

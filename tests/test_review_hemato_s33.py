@@ -18,6 +18,7 @@ def _study(tmp_path, name, counts, tx_days, followup=100):
     d = tmp_path / name
     d.mkdir()
     (d / "subjects.csv").write_text(f"subject_id,last_followup_day\nS,{followup}\n")
+    (d / "events.csv").write_text("subject_id,day,event\n")  # session 40: none happened (an absent file: a range)
     (d / "doses.csv").write_text("subject_id,day,agent,dose,unit\nS,0,CAR-T,1,cells\n")
     (d / "observations.csv").write_text("subject_id,day,param,value,unit\n" + "".join(
         f"S,{day},PLAT,{v},10^9/L\n" for day, v in counts))

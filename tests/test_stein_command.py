@@ -247,7 +247,10 @@ def test_a_failure_while_writing_leaves_the_folder_as_it_was(tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(Figure, "savefig", boom)
-    with pytest.raises(OSError, match="disk full"):
+    from cartlab.errors import CartlabError
+
+    # session 40 (review 40 store/cli B6): one message naming --out and the reason, not the staging folder
+    with pytest.raises(CartlabError, match=f"cannot write the Stein fit to {out}: disk full"):
         stein_command(path, out, subject="ID", time="DAY", conc="DV", lloq="LLOQ")
     assert [p.name for p in out.iterdir()] == ["stein_fit.json"]
     assert (out / "stein_fit.json").read_text() == "old\n"

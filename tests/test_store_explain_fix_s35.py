@@ -191,7 +191,11 @@ def _no_interventions(f: Path) -> Path:
 
 
 def test_b3_range_day_and_onset_not_definite(tmp_path):
-    ex = explain(read_study(_no_interventions(folder(tmp_path, "range", RANGE))), "crs", "A")
+    f = _no_interventions(folder(tmp_path, "range", RANGE))
+    # session 40: no infection recorded is an events.csv with its header (an absent one leaves day 3's
+    # fever open to an infection: "0-1", CHANGELOG); this case is about the Tmax range of day 2
+    (f / "events.csv").write_text("subject_id,day,event\n")
+    ex = explain(read_study(f), "crs", "A")
     days = {r["day"]: r for r in ex.days.iter_rows(named=True)}
     # day 2: Tmax >37.5 could be >= 38.0 (fever) or not -> grade 0 up to 1 (old code: "0")
     assert days[2.0]["grade"] == "0-1"

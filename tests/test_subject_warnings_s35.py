@@ -33,8 +33,9 @@ def test_subjects_warning_names_at_most_limit_and_counts_the_rest():
     w = SubjectsWarning("3 subject(s) lack X: {subjects}.", ["A", "B", "A", "C"], "x.csv", limit=2)
     assert str(w) == "3 subject(s) lack X: A, B (+1 more)."
     assert w.subject_ids == ["A", "B", "C"]
+    # session 40: analyze counts too, so the pointer names --debug before any command
     assert w.unnamed == ("3 subject(s) lack X: named in x.csv, which cartlab analyze writes (cartlab --debug "
-                         "report ... names them here).")
+                         "before the command (cartlab --debug analyze ...) names them here).")
     assert "A" not in w.unnamed.replace("named", "")  # no id in the unnamed words
     labelled = SubjectsWarning("{subjects}", ["A"], "t", labels=["A (22 d)"])
     assert str(labelled) == "A (22 d)"
@@ -124,8 +125,11 @@ def test_cli_report_stderr_points_to_tables_analyze_names(odd_study, tmp_path):
     # the report's own tables still name them (the pointer is true)
     best = pl.read_csv(tmp_path / "rep" / "tables" / "subject_summary.csv", infer_schema_length=0)
     assert "SYN-0002" in best["subject_id"].to_list()
+    # session 40 (review 40 store/cli B2): analyze's terminal output is a log too: counts, --debug names them
     ana = _run(["analyze", str(odd_study), "--out", str(tmp_path / "ana")], tmp_path)
-    assert "SYN-0002" in ana.stderr and "SYN-0003" in ana.stderr
+    assert "SYN-0002" not in ana.stderr and "SYN-0003" not in ana.stderr
+    ana_dbg = _run(["--debug", "analyze", str(odd_study), "--out", str(tmp_path / "ana2")], tmp_path)
+    assert "SYN-0002" in ana_dbg.stderr and "SYN-0003" in ana_dbg.stderr
     dbg = _run(["--debug", "report", str(odd_study), "--out", str(tmp_path / "rep2"), "--no-pdf", "--workers", "1"],
                tmp_path)
     assert "SYN-0002" in dbg.stderr

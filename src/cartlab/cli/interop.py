@@ -85,7 +85,8 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     given = _given_reader_options(partial_dates, sdtm_opts, observation_statuses, numeric_valuestring,
                                   ongoing_interventions)
     if sdtm is None and fhir is None and given and study is not None and Path(str(study)).exists():
-        refuse_reader_options(partial_dates, sdtm_opts)  # a study folder: read as it is
+        refuse_reader_options(partial_dates, sdtm_opts, observation_statuses, numeric_valuestring,
+                              ongoing_interventions)  # a study folder: read as it is (the FHIR options too)
     fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring, ongoing_interventions) \
         if fhir is not None or not given else {}
     if fhir is not None:  # partial death / event dates: the same options, and defaults, as read_sdtm

@@ -264,7 +264,7 @@ def write_error(path: str | Path, exc: OSError, what: str = "the output") -> Car
     codes = {FileNotFoundError: errno.ENOENT, PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR,
              NotADirectoryError: errno.ENOTDIR, FileExistsError: errno.EEXIST}
     code = exc.errno or next((c for t, c in codes.items() if isinstance(exc, t)), None)
-    reason = exc.strerror or (os.strerror(code) if code else type(exc).__name__)
+    reason = exc.strerror or (os.strerror(code) if code else str(exc) or type(exc).__name__)
     name = Path(str(exc.filename)).name if exc.filename else ""
     where = f" ({exc.filename})" if name and not name.startswith(".") else ""  # not a temporary name
     cls = InputError if isinstance(exc, PATH_ERRORS) else CartlabError
