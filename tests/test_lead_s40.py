@@ -189,3 +189,25 @@ def test_list_on_an_empty_duckdb_file_says_it_is_empty(tmp_path):
     assert res.exit_code == 2
     assert "an empty DuckDB file, no study imported into it yet" in res.output
     assert "not a cartlab store" not in res.output
+
+
+def test_reimport_hint_keeps_the_other_stored_options(tmp_path):
+    """diff2 B2: a stored SDTM study imported with --study-day-fallback and --partial-death-dates drop, then
+    analysed with --partial-death-dates impute: refused, and the re-import command it suggests repeats
+    --study-day-fallback (following the hint must not silently drop it)."""
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    cart = Path(__file__).parent / "fixtures" / "sdtm_cart"
+    store = tmp_path / "s.duckdb"
+    r = CliRunner()
+    res = r.invoke(app, ["import", "--sdtm", str(cart), "--study-id", "T1", "--partial-death-dates", "drop",
+                         "--study-day-fallback", "--store", str(store)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["analyze", "T1", "--store", str(store), "--partial-death-dates", "impute", "--out",
+                         str(tmp_path / "a")], env={"COLUMNS": "300"})
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2, text
+    hint = text[text.index("re-import it with:"):]
+    assert "--partial-death-dates impute" in hint and "--study-day-fallback" in hint, hint

@@ -189,11 +189,36 @@ def check_stored_options(data, given: dict, store: Path) -> None:
 
         was = "; ".join(f"{f} {show(old)}" for f, old, _ in bad)
         new = " ".join(f"{f} {show(v)}" if not isinstance(v, bool) else (f if v else "") for f, _, v in bad)
+        kept = " ".join(_stored_flags(stored, {given[f][0] for f, _, _ in bad}))  # review 40 diff2 B2: all of them
         raise _usage(f"{sid} was imported from {kind} ({folder}) with {was}; you gave "
                      + "; ".join(f"{f} {show(v)}" for f, _, v in bad)
                      + ": a stored study's reader options are fixed when it is imported",
-                     hint=f"re-import it with: cartlab import {src} --study-id {sid} {new.strip()} (or drop the "
-                          "option to use the stored one). Nothing was written.")
+                     hint=f"re-import it with: cartlab import {src} --study-id {sid} {new.strip()}"
+                          f"{' ' + kept if kept else ''} (or drop the option to use the stored one). Nothing was written.")
+
+
+def _stored_flags(stored: dict, skip: set) -> list[str]:
+    """The flags that re-import a stored study with its other reader options as they were (those not at
+    their default, and its --mapping file), so following the re-import hint loses none of them."""
+    from cartlab.io.fhir import READER_DEFAULTS
+
+    out: list[str] = []
+    for flag, key, default in _READER_FLAGS.values():
+        if key in skip or key not in stored or stored[key] is None:
+            continue
+        value = stored[key]
+        if value == READER_DEFAULTS.get(key, default) or value == default:
+            continue
+        if isinstance(value, bool):
+            out += [flag] if value else []
+        elif isinstance(value, list):
+            out += [f"{flag} {v}" for v in value]  # given once per value
+        else:
+            out.append(f"{flag} {value}")
+    mapping = stored.get("mapping")
+    if isinstance(mapping, dict) and mapping.get("file"):
+        out.append(f"--mapping {mapping['file']}")
+    return out
 
 
 def refuse_reader_options(partial_dates: str = "skip", sdtm_opts: dict | None = None,
