@@ -15,28 +15,13 @@ from cartlab.grading.count_recovery import derive_count_recovery
 from cartlab.grading.crs import CrsOptions, derive_crs_daily, derive_crs_summary
 from cartlab.grading.icaht import IcahtOptions, derive_icaht
 from cartlab.grading.t_icaht import TIcahtOptions, derive_t_icaht
-from cartlab.model import Study, conform
 
 INFECTION_UNKNOWN = "events.csv (not given): infection unknown"
 
 
-def _study(obs: list[tuple], absent=(), followup: float = 60.0) -> Study:
-    """One subject S1, CAR-T on day 0, observations (day, param, value, unit)."""
-    subjects = conform(pl.DataFrame({"subject_id": ["S1"], "age_years": [50.0], "last_followup_day": [followup]}),
-                       "subjects")
-    doses = conform(pl.DataFrame({"subject_id": ["S1"], "day": [0.0], "agent": ["CAR-T"], "dose": [1.0],
-                                  "unit": ["cells"]}), "doses")
-    o = conform(pl.DataFrame([{"subject_id": "S1", "day": float(d), "param": p, "value": float(v), "unit": u}
-                              for d, p, v, u in obs]), "observations")
-    return Study(study_id="T", subjects=subjects, doses=doses, observations=o, absent=frozenset(absent))
-
-
-def _vitals(days: dict[int, tuple[float, float]]) -> list[tuple]:
-    return [r for d, (t, sbp) in days.items() for r in ((d, "TEMP", t, "C"), (d, "SYSBP", sbp, "mmHg"))]
-
-
-# day 0: afebrile, normotensive; day 1: fever 38.5 C, SBP 110; day 2: afebrile, SBP 100 (>= 90)
-CRS_DAYS = {0: (37.0, 110.0), 1: (38.5, 110.0), 2: (37.0, 100.0)}
+# one subject S1, CAR-T on day 0 (_study), its vitals (_vitals) and the fever course of day 1 (CRS_DAYS):
+# the session-37 absent-file tests' builders, shared
+from test_absent_files_s37 import CRS_DAYS, _study, _vitals  # noqa: E402
 
 
 def _day(frame: pl.DataFrame, day: int) -> dict:
