@@ -94,8 +94,10 @@ def _orr_categories() -> list[str]:
 def _crs_at_least(t: int) -> tuple[pl.Expr, pl.Expr]:
     """ASTCT CRS grade >= ``t``, known only when the grade range settles it: the grade itself (the
     lowest possible) reaches ``t``, or its maximum ``crs_grade_astct_max`` (an input missing; absent =
-    the grade) stays below ``t``. A grade 2 that could be 3 is not "no grade >= 3"."""
-    lo = pl.col("crs_grade_astct")
+    the grade) stays below ``t``. A grade 2 that could be 3 is not "no grade >= 3". With events.csv
+    not given the lowest possible is ``crs_grade_astct_min`` (a fever that could be an infection's):
+    a grade 3 whose minimum is 1 is not "grade >= 3" either."""
+    lo = pl.coalesce(pl.col("crs_grade_astct_min"), pl.col("crs_grade_astct"))
     hi = pl.coalesce(pl.col("crs_grade_astct_max"), lo)
     return lo >= t, lo.is_not_null() & ((lo >= t) | (hi < t))
 
@@ -120,7 +122,8 @@ def derive_exposure_response_frame(study) -> pl.DataFrame:
 
     return (derive_kinetics_summary(study)
             .join(derive_response_summary(study), on="subject_id", how="left")
-            .join(derive_crs_summary(study).select("subject_id", "crs_grade_astct", "crs_grade_astct_max"),
+            .join(derive_crs_summary(study).select("subject_id", "crs_grade_astct", "crs_grade_astct_max",
+                                                   "crs_grade_astct_min"),
                   on="subject_id", how="left"))
 
 
@@ -235,7 +238,12 @@ def _unknown_reason(out: str) -> pl.Expr:
     grade range that straddles the threshold, the range)."""
     if out not in _THRESHOLD:
         return pl.lit(_UNKNOWN[out])
+    lo = pl.coalesce(pl.col("crs_grade_astct_min"), pl.col("crs_grade_astct"))
+    hi = pl.coalesce(pl.col("crs_grade_astct_max"), pl.col("crs_grade_astct"))
     return (pl.when(pl.col("crs_grade_astct").is_null()).then(pl.lit(_UNKNOWN[out]))
+            .when(lo < pl.col("crs_grade_astct")).then(pl.format(
+                "CRS grade {}-{} (events.csv not given: the fever could be an infection's): grade >= {} "
+                "undetermined", lo, hi, pl.lit(_THRESHOLD[out])))
             .otherwise(pl.format("CRS grade {}-{} (an input missing): grade >= {} undetermined",
                                  pl.col("crs_grade_astct"), pl.col("crs_grade_astct_max"),
                                  pl.lit(_THRESHOLD[out]))))
@@ -317,8 +325,9 @@ def _rows(summary: pl.DataFrame, exposures: Sequence[str], outcomes: Sequence[st
             if needed and ((out == "responder" and "best_response" in needed)
                            or (out != "responder" and "crs_grade_astct" in needed)):
                 raise ValueError(f"outcome {out!r} needs column(s) {needed}")
-            if out in _THRESHOLD and "crs_grade_astct_max" not in summary.columns:
-                summary = summary.with_columns(pl.lit(None, pl.Int64).alias("crs_grade_astct_max"))
+            if out in _THRESHOLD:
+                summary = summary.with_columns(pl.lit(None, pl.Int64).alias(c) for c in (
+                    "crs_grade_astct_max", "crs_grade_astct_min") if c not in summary.columns)
             f = summary.with_columns(
                 known.fill_null(False).alias("_known"), flag.alias("_y"),
                 pl.col(exp).cast(pl.Float64).alias("_x"), _missing_reason(summary, exp).alias("_why_x"))

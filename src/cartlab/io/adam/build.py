@@ -238,7 +238,8 @@ def adsl(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         pl.col("icaht_late_grade").alias("ICAHTLGR"),
         # the highest grade the data leave possible and whether the grade is a range (review s36 A2:
         # CRSGRMX 2 for an ASTCT 2-5 read as a definite 2; missing is not negative)
-        *[e for grade, col, up, fl in _ADSL_RANGES for e in _range_vars(ss, grade, col, up, fl)])
+        *[e for grade, col, up, fl in _ADSL_RANGES for e in _range_vars(ss, grade, col, up, fl)
+          if e.meta.output_name() != "CRSGRFL"], *_crs_lower(ss))  # CRSGRFL: also the lower bound
     best = (analysis.table("best_response") if analysis.has("best_response")  # else empty: build_available says why
             else pl.DataFrame(schema={"subject_id": pl.String, "best_response": pl.String, "criteria": pl.String,
                                       "best_response_day": pl.Float64, "mrd_negative": pl.Boolean})).select(
@@ -305,6 +306,19 @@ def _range_vars(summary: pl.DataFrame, grade: str, col: str, up: str, fl: str) -
     its range flag, for one ADSL grade."""
     upper = pl.col(col).cast(pl.Int64) if col in summary.columns else pl.lit(None, dtype=pl.Int64)
     return [upper.alias(up), _range_flag(pl.col(grade), upper).alias(fl)]
+
+
+def _crs_lower(summary: pl.DataFrame) -> list[pl.Expr]:
+    """``CRSGRLO``, the lowest CRS grade the data leave possible (``crs_grade_astct_min``: below
+    CRSGRMX only when events.csv was not given and a fever could be an infection's; = CRSGRMX
+    otherwise), and ``CRSGRFL`` "Y" also when it is below CRSGRMX (the grade is a range downwards)."""
+    g = pl.col("crs_grade_astct")
+    lo = (pl.coalesce(pl.col("crs_grade_astct_min"), g) if "crs_grade_astct_min" in summary.columns else g
+          ).cast(pl.Int64)
+    up = pl.col("crs_grade_astct_max").cast(pl.Int64) if "crs_grade_astct_max" in summary.columns else pl.lit(None)
+    return [lo.alias("CRSGRLO"),
+            pl.when(lo.is_not_null() & g.is_not_null() & (lo < g)).then(pl.lit("Y"))
+            .otherwise(_range_flag(g, up)).alias("CRSGRFL")]
 
 
 #: the ADAE terms graded day by day (steps._adae) and their daily tables, with ``grade_max`` per day
