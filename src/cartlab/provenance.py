@@ -18,8 +18,8 @@ from cartlab.model import NOT_MEASURED_SOURCES
 #: dtype of an ``evidence`` column: e.g. ["observations.csv:812", "interventions.csv:3"]
 EVIDENCE = pl.List(pl.String)
 
-__all__ = ["EVIDENCE", "RECONSTRUCTED_COLUMNS", "evidence_ref", "reconstructed_columns", "ref", "row_ref",
-           "source_counts", "subject_data_sources", "data_source_totals", "unique_refs"]
+__all__ = ["EVIDENCE", "RECONSTRUCTED_COLUMNS", "evidence_list", "evidence_ref", "reconstructed_columns", "ref",
+           "row_ref", "source_counts", "subject_data_sources", "data_source_totals", "unique_refs"]
 
 #: the extra column (cartlab convention) naming the reconstructed columns of a ``paper`` row
 RECONSTRUCTED_COLUMNS = "reconstructed_columns"
@@ -45,6 +45,16 @@ def row_ref(row: Mapping[str, Any]) -> str | None:
 def unique_refs(refs: Iterable[str | None]) -> list[str]:
     """The non-null references in first-seen order, each once (for ``evidence`` lists)."""
     return list(dict.fromkeys(r for r in refs if r is not None))
+
+
+def evidence_list(v: Any) -> list[str]:
+    """An ``evidence`` cell as a list of references: a list column's value, or the CSV's "a; b" text
+    (``None`` -> ``[]``; a list's null items and the text's empty parts are dropped)."""
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return [p.strip() for p in v.split(";") if p.strip()]
+    return [str(x) for x in v if x is not None]
 
 
 def reconstructed_columns(row: Mapping[str, Any]) -> set[str]:

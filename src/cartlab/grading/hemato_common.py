@@ -682,3 +682,22 @@ def unique_refs_expr(*parts: pl.Expr) -> pl.Expr:
     if not parts:
         return pl.lit([], dtype=EVIDENCE)
     return pl.concat_list(list(parts)).list.drop_nulls().list.unique(maintain_order=True)
+
+
+def nadir_key(value: str, censored: str) -> pl.Expr:
+    """The order of a window's counts for its nadir: the number ``value``, else the bound of the
+    censored text ``censored`` (``"<0.5"`` is ordered as 0.5: a censored result is no nadir number,
+    session 32); null when neither is given."""
+    return pl.coalesce(pl.col(value), pl.col(censored).str.replace(r"^[<>]=?", "").cast(pl.Float64, strict=False))
+
+
+def nadir_exprs(value: str, censored: str, name: str) -> list[pl.Expr]:
+    """Aggregations over one subject's measurements sorted by :func:`nadir_key` (then day): the lowest
+    (``<name>_nadir``, ``<name>_nadir_day``) and second lowest (``<name>_confirmed``, ``..._day``: the
+    worst level reached by two measurements) ``value`` and day, and their censored texts
+    (``_<name>_nadir_cs``, ``_<name>_confirmed_cs``); null where there is no such measurement."""
+    return [pl.col(value).first().alias(f"{name}_nadir"), pl.col("day").first().alias(f"{name}_nadir_day"),
+            pl.col(value).get(1, null_on_oob=True).alias(f"{name}_confirmed"),
+            pl.col("day").get(1, null_on_oob=True).alias(f"{name}_confirmed_day"),
+            pl.col(censored).first().alias(f"_{name}_nadir_cs"),
+            pl.col(censored).get(1, null_on_oob=True).alias(f"_{name}_confirmed_cs")]

@@ -40,6 +40,8 @@ from cartlab.grading.hemato_common import (
     fmt,
     grades,
     in_window,
+    nadir_exprs,
+    nadir_key,
     nontransient_runs,
     py_str,
     recorded_day,
@@ -270,15 +272,10 @@ def _late_features(daily: pl.DataFrame, opts: dict[str, Any], levels: dict[str, 
     # a censored result counts at the levels its bound settles (its flags), and is no nadir number:
     # it is ordered by its bound ("<0.5" as 0.5) and shown as written (session 32); at a level its
     # bound leaves open it counts toward the highest grade possible (late_n_anc_<level>_max)
-    key = pl.coalesce(pl.col("anc"), pl.col("anc_censored").str.replace(r"^[<>]=?", "").cast(pl.Float64, strict=False))
+    key = nadir_key("anc", "anc_censored")
     open_ = pl.any_horizontal([pl.col(f"anc_le_{name}").is_null() for name in levels])
     by_value = meas.sort(key, "day", nulls_last=True).group_by(sid, maintain_order=True).agg(
-        pl.len().alias("late_n_measurements"),
-        pl.col("anc").first().alias("late_anc_nadir"), pl.col("day").first().alias("late_anc_nadir_day"),
-        pl.col("anc").get(1, null_on_oob=True).alias("late_anc_confirmed"),
-        pl.col("day").get(1, null_on_oob=True).alias("late_anc_confirmed_day"),
-        pl.col("anc_censored").first().alias("_late_anc_nadir_cs"),
-        pl.col("anc_censored").get(1, null_on_oob=True).alias("_late_anc_confirmed_cs"),
+        pl.len().alias("late_n_measurements"), *nadir_exprs("anc", "anc_censored", "late_anc"),
         pl.format("{} on day {}", pl.col("anc_censored"), pl.col("day")).filter(open_).sort_by(
             pl.col("day").filter(open_)).str.join(", ").alias("_late_open"),
         *[pl.col(f"anc_le_{name}").fill_null(False).sum().alias(f"late_n_anc_{name}") for name in levels],

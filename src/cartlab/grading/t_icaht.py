@@ -39,6 +39,8 @@ from cartlab.grading.hemato_common import (
     fmt,
     grades,
     in_window,
+    nadir_exprs,
+    nadir_key,
     nontransient_runs,
     py_str,
     recorded_day,
@@ -280,7 +282,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     win = daily.filter(pl.col("window") == window)
     known = win.filter(pl.col("plt").is_not_null() | pl.col("plt_censored").is_not_null())
     # a censored result is no nadir number: ordered by its bound ("<50" as 50), shown as written (session 32)
-    key = pl.coalesce(pl.col("plt"), pl.col("plt_censored").str.replace(r"^[<>]=?", "").cast(pl.Float64, strict=False))
+    key = nadir_key("plt", "plt_censored")
     meas = known.filter(recorded_day()).sort(key, "day", nulls_last=True)
     out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
     out = out.join(known.group_by("subject_id").agg(
@@ -289,12 +291,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
         pl.col("below_by_transfusion").sum().alias(f"{prefix}transfusion_supported_days"),
     ), on="subject_id", how="left", maintain_order="left")
     out = out.join(meas.group_by("subject_id", maintain_order=True).agg(
-        pl.len().alias(f"{prefix}n_measurements"),
-        pl.col("plt").first().alias(f"{prefix}plt_nadir"), pl.col("day").first().alias(f"{prefix}plt_nadir_day"),
-        pl.col("plt").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed"),
-        pl.col("day").get(1, null_on_oob=True).alias(f"{prefix}plt_confirmed_day"),
-        pl.col("plt_censored").first().alias(f"_{prefix}plt_nadir_cs"),
-        pl.col("plt_censored").get(1, null_on_oob=True).alias(f"_{prefix}plt_confirmed_cs"),
+        pl.len().alias(f"{prefix}n_measurements"), *nadir_exprs("plt", "plt_censored", f"{prefix}plt"),
         pl.format("{} on day {}", pl.col("plt_censored"), pl.col("day"))
         .filter(pl.any_horizontal([pl.col(f"plt_lt_{n}").is_null() for n in levels]))
         .str.join(", ").alias(f"_{prefix}open"),

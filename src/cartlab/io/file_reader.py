@@ -32,6 +32,13 @@ RESERVED = "\x1fuser:"
 #: conversion (100.4 F -> 38.0 C exactly) while staying far below any measurement's precision.
 SIG_DIGITS = 12
 MAX_DISTINCT_VALUE_ISSUES = 25
+#: column kind -> (the parser its text must pass, what the message says it must be); the value is kept
+#: as text. A date follows the day anchor's own rule (clock.wall_clock, ISO 8601 calendar date
+#: YYYY-MM-DD): '2024-3-1' is refused here, never read as a date the anchor then cannot place.
+TIME_TEXT = {
+    "date": (iso_date, "date (YYYY-MM-DD)"),
+    "datetime": (wall_clock, "date-time (YYYY-MM-DDThh:mm[:ss], an offset such as +01:00 allowed)"),
+}
 
 # --------------------------------------------------------------------------------------------
 # small expression helpers
@@ -226,23 +233,13 @@ class _FileReader:
                     f"{', '.join(c.values)}",
                 )
                 exprs.append(parsed.alias(col.name))
-            elif col.kind == "date":
-                # the day anchor's own rule (clock.wall_clock, ISO 8601 calendar date YYYY-MM-DD):
-                # '2024-3-1' is refused here, never read as a date the anchor then cannot place
-                parsed = iso_date(raw)
+            elif col.kind in TIME_TEXT:
+                # checked, kept as written (the day anchor and the times read the text)
+                parse, what = TIME_TEXT[col.kind]
                 self.flag(
-                    raw.is_not_null() & parsed.is_null(),
+                    raw.is_not_null() & parse(raw).is_null(),
                     col.name,
-                    lambda v, c=col.name: f"{c} must be an ISO 8601 date (YYYY-MM-DD), got {v!r}",
-                )
-                exprs.append(raw.alias(col.name))
-            elif col.kind == "datetime":
-                parsed = wall_clock(raw)
-                self.flag(
-                    raw.is_not_null() & parsed.is_null(),
-                    col.name,
-                    lambda v, c=col.name: f"{c} must be an ISO 8601 date-time (YYYY-MM-DDThh:mm[:ss], an "
-                    f"offset such as +01:00 allowed), got {v!r}",
+                    lambda v, c=col.name, w=what: f"{c} must be an ISO 8601 {w}, got {v!r}",
                 )
                 exprs.append(raw.alias(col.name))
             else:

@@ -301,17 +301,22 @@ def _dose_role(agent: str | None, day: float | None) -> str:
     return "other anticancer therapy"
 
 
+def _text_columns(df: pl.DataFrame, **columns: pl.Expr) -> pl.DataFrame:
+    """``df`` with the String ``columns`` (name=expression) added; on a frame without rows they are
+    null String columns (their row-wise ``map_elements`` is not run on no rows)."""
+    if df.height:
+        return df.with_columns(**columns)
+    return df.with_columns(pl.lit(None, pl.String).alias(name) for name in columns)
+
+
 def _doses_table(doses: pl.DataFrame) -> dict:
-    df = doses.sort("day", nulls_last=True)
-    df = df.with_columns(
-        pl.struct(["agent", "day"])
-        .map_elements(lambda s: _dose_role(s["agent"], s["day"]), return_dtype=pl.String)
-        .alias("_role"),
-        pl.struct(["dose", "unit"])
-        .map_elements(lambda s: fmt_dose(s["dose"], s["unit"]) or None, return_dtype=pl.String)
-        .alias("_dose"),
-    ) if df.height else df.with_columns(pl.lit(None, pl.String).alias("_role"),
-                                       pl.lit(None, pl.String).alias("_dose"))
+    df = _text_columns(
+        doses.sort("day", nulls_last=True),
+        _role=pl.struct(["agent", "day"])
+        .map_elements(lambda s: _dose_role(s["agent"], s["day"]), return_dtype=pl.String),
+        _dose=pl.struct(["dose", "unit"])
+        .map_elements(lambda s: fmt_dose(s["dose"], s["unit"]) or None, return_dtype=pl.String),
+    )
     return _table(
         df,
         [("day", "Day"), ("datetime", "Date/time"), ("_role", "Role"), ("agent", "Agent"),
@@ -356,12 +361,12 @@ def _paper_values_table(obs: pl.DataFrame) -> dict:
     df = obs.filter(pl.col("source").fill_null("").str.to_lowercase() == "paper").sort(
         ["day", "param"], nulls_last=True
     )
-    df = df.with_columns(
-        pl.when(pl.col("value_text").is_not_null())
+    df = _text_columns(
+        df,
+        _value=pl.when(pl.col("value_text").is_not_null())
         .then(pl.col("value_text"))
-        .otherwise(pl.col("value").map_elements(_cell, return_dtype=pl.String))
-        .alias("_value")
-    ) if df.height else df.with_columns(pl.lit(None, pl.String).alias("_value"))
+        .otherwise(pl.col("value").map_elements(_cell, return_dtype=pl.String)),
+    )
     return _table(
         df,
         [("day", "Day"), ("param", "Parameter"), ("analyte", "Analyte"), ("_value", "Value"),
@@ -577,6 +582,13 @@ def _version() -> str:
         return "unknown"
 
 
+def _page_footer() -> dict[str, str]:
+    """The template context every report page ends with: the not-evaluable note, the empty-cell mark,
+    cartlab's version and the date the page was generated."""
+    return {"engine_note": ENGINE_NOTE, "empty": EMPTY, "version": _version(),
+            "generated": _dt.date.today().isoformat()}
+
+
 def _subject_facts(sub: Study, subject_id: str) -> tuple[list[tuple[str, str, str]], str]:
     """The subject's characteristics as (label, value, row class) lines and the row's class. A ``paper``
     row's columns named in its extra column ``reconstructed_columns`` are marked reconstructed
@@ -671,11 +683,8 @@ def render_subject_html(
         "figure_info": course.info,
         "extra_figures": [f.context(report_dir, subject_id) for f in figures],
         "recon_caption": RECONSTRUCTED_CAPTION,
-        "engine_note": ENGINE_NOTE,
-        "empty": EMPTY,
         "index_href": index_href,
-        "version": _version(),
-        "generated": _dt.date.today().isoformat(),
+        **_page_footer(),
     }
     return _env().get_template("subject.html.j2").render(**ctx)
 

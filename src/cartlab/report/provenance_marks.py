@@ -21,7 +21,7 @@ from cartlab.model import NOT_MEASURED_SOURCES
 
 # the counting lives in cartlab.provenance (the analysis's subject_summary uses it too, and engines never
 # import report); re-exported here for the pages
-from cartlab.provenance import RECONSTRUCTED_COLUMNS, reconstructed_columns, source_counts  # noqa: F401
+from cartlab.provenance import RECONSTRUCTED_COLUMNS, evidence_list, reconstructed_columns, source_counts  # noqa: F401
 
 #: the row class of a derived row with a not-measured source row (styled as a not-measured row)
 DERIVED_CLASS = "derived-nm"
@@ -56,15 +56,6 @@ def source_kinds(tables: Iterable[pl.DataFrame]) -> dict[str, str]:
     return out
 
 
-def _refs(v: Any) -> list[str]:
-    """An evidence cell as a list: a list column, or the CSV's "a; b" text."""
-    if v is None:
-        return []
-    if isinstance(v, str):
-        return [p.strip() for p in v.split(";") if p.strip()]
-    return [str(x) for x in v if x is not None]
-
-
 def evidence_mark(refs: Sequence[str], kinds: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(row class, mark) of a derived row from its evidence: ``("derived-nm", "rec. 26 of 31 rows")``
     when a source row is not measured; ``("paper", None)`` when every source row is stated in the
@@ -87,7 +78,7 @@ def with_marks(df: pl.DataFrame, evidence_col: str, kinds: Mapping[str, str] | N
     (None where the table's own rule applies). Without ``kinds`` the frame is returned unchanged."""
     if kinds is None or evidence_col not in df.columns or not df.height:
         return df, [None] * df.height
-    pairs = [evidence_mark(_refs(v), kinds) for v in df[evidence_col].to_list()]
+    pairs = [evidence_mark(evidence_list(v), kinds) for v in df[evidence_col].to_list()]
     return (df.with_columns(pl.Series("not_measured", [m for _, m in pairs], dtype=pl.String)),
             [c for c, _ in pairs])
 
@@ -103,7 +94,7 @@ def apply_classes(table: dict, classes: Sequence[str | None]) -> dict:
 def refs_text(refs: Any, first: int = 5) -> str:
     """Source rows of a derived row in one cell: "31: observations.csv:147, 166, 189, 216, 241, … 26
     more" (a file named once for its consecutive rows); "—" when none."""
-    refs = _refs(refs)
+    refs = evidence_list(refs)
     if not refs:
         return "—"
     parts, last_file = [], None

@@ -10,7 +10,6 @@ is left behind, and the folder needs nothing outside itself (no remote scripts o
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import multiprocessing
@@ -30,13 +29,12 @@ from cartlab.report.cells import EMPTY, _cell, _day, _is_day, _num, _round_days,
 from cartlab.report.figures import fmt_value
 from cartlab.report.files import safe_stem, save_figure, stamp_figure, write_pdf
 from cartlab.report.html import (
-    ENGINE_NOTE,
     CourseFigure,
     ReportFigure,
     _analysis,
     _env,
+    _page_footer,
     _sources_table,
-    _version,
     _with_note,
     draw_course,
     figure_stamp,
@@ -360,10 +358,7 @@ def render_study_html(study: Study, links: dict[str, str], *, summary: pl.DataFr
         "sources": _sources_table(study, None),
         "analysis_provenance": provenance,
         "warnings": warnings,
-        "engine_note": ENGINE_NOTE,
-        "empty": EMPTY,
-        "version": _version(),
-        "generated": _dt.date.today().isoformat(),
+        **_page_footer(),
     }
     return _env().get_template("index.html.j2").render(**ctx)
 

@@ -14,6 +14,7 @@ import polars as pl
 
 # post_baseline: the rows a worst on-treatment grade reads (shared with explain; cohort_stats imports it here)
 from cartlab.grading.lab_worst import post_baseline, worst_labs  # noqa: F401
+from cartlab.provenance import evidence_list
 from cartlab.report.cells import UNSETTLED_MARK, _cell, _day, _table, grade_range, grade_span
 from cartlab.report.provenance_marks import apply_classes, refs_text, with_marks
 
@@ -236,7 +237,7 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
         rows.append({"toxicity": f"{name}, early (days 0-30)",
                      "grade": _grade_text(lo, hi, why=why) if lo is not None else "not evaluable",
                      "missing": why, "rule": r.get("early_rule"), "reason": r.get("early_reason"),
-                     "evidence": _ev_list(r.get("early_evidence"))})
+                     "evidence": evidence_list(r.get("early_evidence"))})
         late, late_hi = r.get(f"{prefix}_late_grade"), r.get(f"{prefix}_late_grade_max")
         # a late grade that days of the window without a count leave open is a range, as the early one
         late_why = (f"days of the late window without {'an' if what == 'ANC' else 'a'} {what} are not counted"
@@ -245,18 +246,9 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
                      "grade": _grade_text(late, late_hi, why=late_why) if late is not None else "not evaluable",
                      "missing": late_why if late is not None else _window_input(what, r),
                      "rule": r.get("late_rule"), "reason": r.get("late_reason"),
-                     "evidence": _ev_list(r.get("late_evidence"))})
+                     "evidence": evidence_list(r.get("late_evidence"))})
     return pl.DataFrame(rows, schema={"toxicity": pl.String, "grade": pl.String, "missing": pl.String,
                                       "rule": pl.String, "reason": pl.String, "evidence": pl.List(pl.String)})
-
-
-def _ev_list(v: Any) -> list[str]:
-    """An evidence cell (a list, or the CSV's "a; b" text) as a list of source rows."""
-    if v is None:
-        return []
-    if isinstance(v, str):
-        return [p.strip() for p in v.split(";") if p.strip()]
-    return [str(x) for x in v if x is not None]
 
 
 def _daily_evidence(daily: pl.DataFrame | None) -> list[str]:
@@ -264,7 +256,7 @@ def _daily_evidence(daily: pl.DataFrame | None) -> list[str]:
     (review 39 B7: a grade from not-measured rows is marked as such)."""
     if daily is None or "evidence" not in daily.columns or not daily.height:
         return []
-    return list(dict.fromkeys(r for v in daily["evidence"].to_list() for r in _ev_list(v)))
+    return list(dict.fromkeys(r for v in daily["evidence"].to_list() for r in evidence_list(v)))
 
 
 def _window_input(what: str, r: dict) -> str:
@@ -452,7 +444,7 @@ def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
             scale_rows.append({"scale": labels.get(sc, sc), "grade": grade,
                                "missing": ", ".join(x[f"crs_{sc}_missing"] or []) or None,
                                "rule": x[f"crs_{sc}_rule"], "reason": x[f"crs_{sc}_reason"],
-                               "evidence": _ev_list(x.get(f"crs_{sc}_evidence"))})
+                               "evidence": evidence_list(x.get(f"crs_{sc}_evidence"))})
     scales = pl.DataFrame(scale_rows, schema={"scale": pl.String, "grade": pl.String, "missing": pl.String,
                                               "rule": pl.String, "reason": pl.String, "evidence": pl.List(pl.String)})
     worst = _worst_labs(adlb)

@@ -29,6 +29,7 @@ from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
+from cartlab.response.endpoint_options import check_choice
 from cartlab.response.infusion_evidence import INFUSION_EVIDENCE, infused_subjects, warn_kinetics_infused
 from cartlab.response.marrow import (
     CATEGORY_RANK,
@@ -111,13 +112,9 @@ class BestResponseOptions(CriteriaOptions):
         bad = [c for c in self.orr_categories if c not in CATEGORY_RANK]
         if bad:
             raise ValueError(f"unknown response categories {bad}; known: {list(CATEGORY_RANK)}")
-        if self.dor_censor not in ("last_response_assessment", "last_known_alive"):
-            raise ValueError("dor_censor must be 'last_response_assessment' or 'last_known_alive', "
-                             f"got {self.dor_censor!r}")
-        if self.rate_population not in ("infused", "all"):
-            raise ValueError(f"rate_population must be 'infused' or 'all', got {self.rate_population!r}")
-        if self.infusion_evidence not in INFUSION_EVIDENCE:
-            raise ValueError(f"infusion_evidence must be 'dose_or_kinetics' or 'dose', got {self.infusion_evidence!r}")
+        check_choice("dor_censor", self.dor_censor, ("last_response_assessment", "last_known_alive"))
+        check_choice("rate_population", self.rate_population, ("infused", "all"))
+        check_choice("infusion_evidence", self.infusion_evidence, INFUSION_EVIDENCE)
         if self.landmark_day is not None and not self.landmark_day >= 0:
             raise ValueError(f"best_response.landmark_day = {self.landmark_day!r} is not valid; expected a day 0 or later")
         if not self.orr_categories:
@@ -577,8 +574,7 @@ def orr(best: pl.DataFrame, categories: tuple[str, ...] | None = None, by: str |
     """
     from cartlab.response.endpoints import response_rate
 
-    if population not in ("infused", "all"):
-        raise ValueError(f"population must be 'infused' or 'all', got {population!r}")
+    check_choice("population", population, ("infused", "all"))
     cats = categories or BestResponseOptions().orr_categories
     ni = (pl.col("rule") == "response.not_infused").fill_null(False) if "rule" in best.columns else pl.lit(False)
     skipped = best.filter(ni & pl.col("criteria").is_not_null()) if population == "infused" else best.clear()

@@ -12,10 +12,19 @@ from typing import Any
 from cartlab._yaml import load_yaml
 from cartlab.criteria.options import CriteriaOptions
 
-__all__ = ["PARAMCDS", "EndpointOptions", "endpoint_definitions"]
+__all__ = ["PARAMCDS", "EndpointOptions", "check_choice", "endpoint_definitions"]
 
 #: The ADTTE parameters, in output order.
 PARAMCDS: tuple[str, ...] = ("OS", "EFS", "RFS", "LFS", "CIR")
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """ValueError "<name> must be 'a' or 'b', got <value>" (three or more: "'a', 'b' or 'c'") unless
+    ``value`` is one of ``allowed``: the check of an option with a fixed set of values."""
+    if value not in allowed:
+        shown = [repr(a) for a in allowed]
+        choices = f"{', '.join(shown[:-1])} or {shown[-1]}" if len(shown) > 1 else "".join(shown)
+        raise ValueError(f"{name} must be {choices}, got {value!r}")
 
 
 @cache
@@ -112,8 +121,7 @@ class EndpointOptions(CriteriaOptions):
     efs_short_followup: str = "not_evaluable"
 
     def __post_init__(self) -> None:
-        if self.missing_followup not in ("error", "last_observation"):
-            raise ValueError(f"missing_followup must be 'error' or 'last_observation', got {self.missing_followup!r}")
+        check_choice("missing_followup", self.missing_followup, ("error", "last_observation"))
         if self.params is not None:
             bad = [p for p in self.params if p not in PARAMCDS]
             if bad:
@@ -126,20 +134,11 @@ class EndpointOptions(CriteriaOptions):
         if self.efs_censor not in ("last_response_assessment", "last_known_alive"):
             raise ValueError("efs_censor must be 'last_response_assessment' (ELN 2022) or 'last_known_alive', "
                              f"got {self.efs_censor!r}")
-        if self.efs_ne_death_after_landmark not in ("event", "censor"):
-            raise ValueError("efs_ne_death_after_landmark must be 'event' or 'censor', "
-                             f"got {self.efs_ne_death_after_landmark!r}")
-        if self.last_alive_sources not in ("all_tables", "followup_day"):
-            raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
-                             f"got {self.last_alive_sources!r}")
-        if self.efs_evaluable_by not in ("any_time", "landmark"):
-            raise ValueError(f"efs_evaluable_by must be 'any_time' or 'landmark', got {self.efs_evaluable_by!r}")
-        if self.infusion_evidence not in ("dose_or_kinetics", "dose"):
-            raise ValueError("infusion_evidence must be 'dose_or_kinetics' or 'dose', "
-                             f"got {self.infusion_evidence!r}")
-        if self.population not in ("infused", "all"):
-            raise ValueError(f"population must be 'infused' or 'all', got {self.population!r}")
-        if self.efs_short_followup not in ("not_evaluable", "event"):
-            raise ValueError(f"efs_short_followup must be 'not_evaluable' or 'event', got {self.efs_short_followup!r}")
+        check_choice("efs_ne_death_after_landmark", self.efs_ne_death_after_landmark, ("event", "censor"))
+        check_choice("last_alive_sources", self.last_alive_sources, ("all_tables", "followup_day"))
+        check_choice("efs_evaluable_by", self.efs_evaluable_by, ("any_time", "landmark"))
+        check_choice("infusion_evidence", self.infusion_evidence, ("dose_or_kinetics", "dose"))
+        check_choice("population", self.population, ("infused", "all"))
+        check_choice("efs_short_followup", self.efs_short_followup, ("not_evaluable", "event"))
         if "death" in self.relapse_events:
             raise ValueError("relapse_events must not contain 'death'")
