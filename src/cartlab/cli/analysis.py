@@ -16,7 +16,6 @@ from cartlab.cli.base import (  # OptionsFileOpt, SetOpt, StrictOpt, analysis_op
     SetOpt,
     StoreOpt,
     StrictOpt,
-    StudyOpt,
     _debug,
     _print_skipped,
     _progress,
@@ -27,23 +26,11 @@ from cartlab.cli.base import (  # OptionsFileOpt, SetOpt, StrictOpt, analysis_op
     app,
     console,
 )
-from cartlab.cli.interop import (
-    FhirInOpt,
-    MappingOpt,
-    NumericValueStringOpt,
-    ObservationStatusOpt,
-    OngoingInterventionsOpt,
-    PartialDatesOpt,
-    PartialDeathDatesOpt,
-    PartialEventDatesOpt,
-    SdtmOpt,
-    StudyDayFallbackOpt,
-    load_source,
-)
+from cartlab.cli.grammar import STUDY_HELP, StudyOpt, SubjectArg, SubjectOpt, study_argument
+from cartlab.cli.interop import SourceOptions, load_source, reader_options
 
-SourceArg = Annotated[Optional[str], typer.Argument(
-    metavar="STUDY", help="A study folder or the id of a stored study (none: --sdtm, --fhir, or the store's only "
-    "study).")]
+SourceArg = study_argument(STUDY_HELP + " None: --sdtm, --fhir, or the store's only study. The same as --study "
+                                        "STUDY.")
 #: a second argument: the output folder is --out DIR everywhere (a clear message, not "unexpected extra argument")
 OutArgRefused = Annotated[Optional[str], typer.Argument(metavar="OUT", hidden=True, help="Not accepted: use --out.")]
 
@@ -90,6 +77,7 @@ def is_analysis_file(name: str) -> bool:
 
 
 @app.command("analyze")
+@reader_options
 def analyze_cmd(
     ctx: typer.Context,
     study: SourceArg = None,
@@ -101,16 +89,7 @@ def analyze_cmd(
     strict: StrictOpt = False,
     options_file: OptionsFileOpt = None,
     set_options: SetOpt = None,
-    sdtm: SdtmOpt = None,
-    fhir: FhirInOpt = None,
-    mapping: MappingOpt = None,
-    partial_dates: PartialDatesOpt = "skip",
-    partial_death_dates: PartialDeathDatesOpt = "impute",
-    partial_event_dates: PartialEventDatesOpt = "impute",
-    study_day_fallback: StudyDayFallbackOpt = False,
-    observation_status: ObservationStatusOpt = None,
-    numeric_valuestring: NumericValueStringOpt = "skip",
-    ongoing_interventions: OngoingInterventionsOpt = "last_record",
+    source: SourceOptions = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
     workers: Annotated[int, typer.Option(
@@ -164,13 +143,8 @@ def analyze_cmd(
             with export_folder(out, ANALYSIS_KIND, owned=owned, force=force, what="the analysis", noun="output",
                                earlier=is_analysis_output) as t:
                 reading = True  # an OSError while reading the input is not a write error
-                data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
-                                      partial_dates=partial_dates, report_to=t.staging, report_shown=out,
-                                      observation_statuses=observation_status, numeric_valuestring=numeric_valuestring,
-                                      sdtm_opts={"partial_death_dates": partial_death_dates,
-                                                 "partial_event_dates": partial_event_dates,
-                                                 "study_day_fallback": study_day_fallback},
-                                      ongoing_interventions=ongoing_interventions)
+                data, _ = load_source(study, store, **source.load_kwargs(), csv_dialect=csv_dialect,
+                                      report_to=t.staging, report_shown=out, ctx=ctx)
                 reading = False
                 t.meta["study_id"] = data.study_id
                 if batch_size is None and (workers > 1 or data.subjects.height > AUTO_BATCH_ABOVE):
@@ -220,27 +194,19 @@ def _print_not_measured(analysis) -> None:
 
 
 @app.command("report")
+@reader_options
 def report_cmd(
     ctx: typer.Context,
     study: SourceArg = None,
     out_arg: OutArgRefused = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path("out/report"),
-    subject: Annotated[Optional[str], typer.Option("--subject", metavar="SUBJECT", help="Only this subject.")] = None,
+    subject: SubjectOpt = None,
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Add the protocol section (planned doses, eligibility, deviations).")] = None,
     strict: StrictOpt = False,
     options_file: OptionsFileOpt = None,
     set_options: SetOpt = None,
-    sdtm: SdtmOpt = None,
-    fhir: FhirInOpt = None,
-    mapping: MappingOpt = None,
-    partial_dates: PartialDatesOpt = "skip",
-    partial_death_dates: PartialDeathDatesOpt = "impute",
-    partial_event_dates: PartialEventDatesOpt = "impute",
-    study_day_fallback: StudyDayFallbackOpt = False,
-    observation_status: ObservationStatusOpt = None,
-    numeric_valuestring: NumericValueStringOpt = "skip",
-    ongoing_interventions: OngoingInterventionsOpt = "last_record",
+    source: SourceOptions = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
     workers: Annotated[Optional[int], typer.Option(
@@ -265,6 +231,8 @@ def report_cmd(
     tables would stay beside a page from another run) unless --force, which removes that report
     (index.html, study.pdf, tables/, figures/, subject pages) before writing the subject's page.
 
+    --subject SUBJECT: only this subject's page (a stored study's subject: --study, or the STUDY argument).
+
     [bold]Example[/]: cartlab report out/seed_case --out report/   (one subject: --subject ID)
     """
     from cartlab.analyze import Analysis
@@ -284,13 +252,7 @@ def report_cmd(
         check_report_folder(out, force)
     options = analysis_options(options_file, set_options, strict, protocol="given" if protocol else "missing")
     proto = _protocol_or_exit(protocol) if protocol else None
-    data, _ = load_source(study, store, sdtm=sdtm, fhir=fhir, mapping=mapping, csv_dialect=csv_dialect,
-                          partial_dates=partial_dates, observation_statuses=observation_status,
-                          numeric_valuestring=numeric_valuestring, report_to=out,
-                          sdtm_opts={"partial_death_dates": partial_death_dates,
-                                     "partial_event_dates": partial_event_dates,
-                                     "study_day_fallback": study_day_fallback},
-                          ongoing_interventions=ongoing_interventions)
+    data, _ = load_source(study, store, **source.load_kwargs(), csv_dialect=csv_dialect, report_to=out, ctx=ctx)
     if subject and subject not in data.subject_ids:
         raise _usage(f"no subject {subject!r} in {study}")
     if subject:  # engines are per subject (batched runs agree): analyse this one, report only its problems
@@ -367,7 +329,7 @@ def _remove_report_files(out: Path, entries: list[str]) -> None:
 
 @app.command("explain")
 def explain_cmd(
-    subject: Annotated[str, typer.Argument(metavar="SUBJECT", help="Subject id.")],
+    subject: SubjectArg,
     what: Annotated[str, typer.Option("--what", metavar="TOPIC", help="What to explain: crs, icans, crs-scales, ctcae, icaht, t-icaht, iec-hs, hematotox, easix, recovery, response, kinetics, endpoints.")] = "crs",
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
@@ -377,6 +339,9 @@ def explain_cmd(
     set_options: SetOpt = None,
 ) -> None:
     """Explain a derived grade day by day: the data, the rule that fired, and the source rows.
+
+    The subject is read from --study (a study folder or stored id), else from the store (--study is
+    needed there when the subject id is in several studies).
 
     [bold]Example[/]: cartlab explain CD7-AML-001 --what crs   (or --study FOLDER to read a study folder)
     """

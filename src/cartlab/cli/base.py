@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, ClassVar, Optional
+from typing import Annotated, Optional
 
 import typer
 import typer.core
@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cartlab import __version__
+from cartlab.cli.grammar import App
 
 # typer (0.2x) shows a flag's type as "<bool>", as if the flag took a value: show nothing for flags;
 # and a value's Python type ("<str>", "<list[str]>", "<int range>") as a word a user reads (TEXT, N ...),
@@ -58,11 +59,11 @@ typer.core.TyperArgument.display_type_rich = _argument_type
 
 
 # typer (0.2x) writes a required argument as "{name}" in the usage line, and an argument without a
-# metavar in lower case: write STUDY (required), [STUDY] (optional), in capitals, and leave hidden
-# arguments (old spellings) out of the usage line.
+# metavar in lower case: write STUDY (required, or needed unless its long form --study is given),
+# [STUDY] (optional), in capitals, and leave hidden arguments (old spellings) out of the usage line.
 def _usage_display_name(self) -> str:
     name = self.metavar if self.metavar is not None else self.name.upper()
-    name = name if self.required else f"[{name}]"
+    name = name if self.required or getattr(self, "cartlab_needed", False) else f"[{name}]"
     return name + ("..." if self.nargs != 1 else "")
 
 
@@ -82,6 +83,9 @@ class _Group(typer.core.TyperGroup):
 
     def get_command(self, ctx, cmd_name):
         cmd = super().get_command(ctx, cmd_name)
+        needed = getattr(getattr(cmd, "callback", None), "cartlab_needed", ())  # grammar.with_grammar
+        for p in getattr(cmd, "params", ()) if needed else ():
+            p.cartlab_needed = p.name in needed
         if cmd is not None and cmd.help and not getattr(cmd, "_cartlab_unwrapped", False):
             cmd.help = _unwrap_help(cmd.help)  # --help fills the terminal's width (review 38 C1)
             cmd._cartlab_unwrapped = True
@@ -181,7 +185,7 @@ def _warnings_as_messages(ctx):
         warnings.showwarning = python_show
 
 
-app = typer.Typer(
+app = App(
     cls=_Group,
     name="cartlab",
     help="cartlab: CAR-T cell therapy data toolkit — ingest, validate, store, analyse, report.",
@@ -638,66 +642,7 @@ def _option_value_error(exc: BaseException, settings: dict, given: dict, options
 
 
 # ------------------------------------------------------------------------------------------------
-# old spellings: hidden aliases that keep working, each with a one-line deprecation warning
-
-
-def deprecated(old: str, new: str) -> None:
-    """The one-line warning (stderr) printed when an old spelling is used."""
-    err.print(f"  [yellow]![/] {old} is deprecated: use {new}", highlight=False, soft_wrap=True)
-
-
-class AliasCommand(typer.core.TyperCommand):
-    """A command whose old option names (``aliases``: old -> new) still work. They are not options of
-    the command (so not in --help): each is rewritten to its new name before parsing, with a
-    deprecation warning; ``spelled(ctx, new)`` gives the spelling the user typed, for messages."""
-
-    aliases: ClassVar[dict[str, str]] = {}
-    #: old names that keep working without a warning (a published contract uses them)
-    silent: ClassVar[frozenset[str]] = frozenset()
-
-    def parse_args(self, ctx, args):
-        takes_value = {name: p.nargs for p in self.get_params(ctx)
-                       if p.param_type_name == "option" and not p.is_flag for name in (*p.opts, *p.secondary_opts)}
-        takes_value.update({old: takes_value.get(new, 0) for old, new in self.aliases.items()})
-        used = ctx.meta.setdefault("cartlab_old_spellings", {})
-        args, i = list(args), 0
-        while i < len(args):
-            a = args[i]
-            if a == "--":
-                break
-            name, eq, value = a.partition("=")
-            if name in self.aliases:
-                new = self.aliases[name]
-                args[i] = new + eq + value
-                used[new] = name
-                if name not in self.silent:
-                    deprecated(name, new)
-            # an option's value is never read as an option name (a column called "--time" ...)
-            i += 1 + (takes_value.get(name, 0) if not eq and a.startswith("-") else 0)
-        return super().parse_args(ctx, args)
-
-
-def aliased(aliases: dict[str, str], base: type = AliasCommand, silent=()) -> type:
-    """A command class whose old option names ``aliases`` (old -> new) are hidden, deprecated aliases
-    (``silent``: those of them that stay without a warning)."""
-    return type(f"{base.__name__}_aliased", (base,), {"aliases": {**base.aliases, **aliases},
-                                                       "silent": base.silent | frozenset(silent)})
-
-
-def spelled(ctx, new: str) -> str:
-    """The option name as the user typed it: an old alias of ``new``, or ``new``."""
-    return (ctx.meta.get("cartlab_old_spellings") or {}).get(new, new) if ctx is not None else new
-
-
-# ------------------------------------------------------------------------------------------------
-# one way to name a study: a study folder, or the id of a study in the store
-
-StudyArg = Annotated[str, typer.Argument(
-    metavar="STUDY", help="A study folder, or the id of a study in the store (see cartlab list).")]
-StudyOpt = Annotated[Optional[str], typer.Option(
-    "--study", metavar="STUDY", help="A study folder, or the id of a study in the store; needed with a store when the subject "
-    "id is in several studies.")]
-StudyDirAlias = Annotated[Optional[Path], typer.Option("--study-dir", hidden=True, help="Old name of --study FOLDER.")]
+# one way to name a study: a study folder, or the id of a study in the store (the options: cli/grammar.py)
 
 
 def _same_as_stored(study: str, store: Path) -> bool | None:

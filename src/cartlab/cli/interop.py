@@ -10,6 +10,7 @@ written beside the result.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,11 +55,80 @@ NumericValueStringOpt = Annotated[str, typer.Option(
     "(read in the parameter's canonical unit, e.g. g/L for haemoglobin; only when the sender used it).")]
 
 
+#: the SDTM / FHIR readers' options, declared once for the commands that read a source (import, analyze,
+#: report): parameter name, its declaration, its default
+_READER_PARAMS = (("sdtm", SdtmOpt, None), ("fhir", FhirInOpt, None), ("mapping", MappingOpt, None),
+                  ("partial_dates", PartialDatesOpt, "skip"), ("partial_death_dates", PartialDeathDatesOpt, "impute"),
+                  ("partial_event_dates", PartialEventDatesOpt, "impute"),
+                  ("study_day_fallback", StudyDayFallbackOpt, False), ("observation_status", ObservationStatusOpt, None),
+                  ("numeric_valuestring", NumericValueStringOpt, "skip"),
+                  ("ongoing_interventions", OngoingInterventionsOpt, "last_record"))
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """The reader options a command was given (--sdtm, --fhir, --mapping, --partial-dates ...)."""
+
+    sdtm: Path | None = None
+    fhir: Path | None = None
+    mapping: Path | None = None
+    partial_dates: str = "skip"
+    partial_death_dates: str = "impute"
+    partial_event_dates: str = "impute"
+    study_day_fallback: bool = False
+    observation_status: list[str] | None = None
+    numeric_valuestring: str = "skip"
+    ongoing_interventions: str = "last_record"
+
+    def sdtm_opts(self) -> dict:
+        return {"partial_death_dates": self.partial_death_dates, "partial_event_dates": self.partial_event_dates,
+                "study_day_fallback": self.study_day_fallback}
+
+    def load_kwargs(self) -> dict:
+        """The keyword arguments of :func:`load_source` these options give."""
+        return {"sdtm": self.sdtm, "fhir": self.fhir, "mapping": self.mapping, "partial_dates": self.partial_dates,
+                "observation_statuses": self.observation_status, "numeric_valuestring": self.numeric_valuestring,
+                "sdtm_opts": self.sdtm_opts(), "ongoing_interventions": self.ongoing_interventions}
+
+    def refuse(self) -> None:
+        """A study folder is read as it is: any reader option given is refused (:func:`refuse_reader_options`)."""
+        refuse_reader_options(self.partial_dates, self.sdtm_opts(), self.observation_status, self.numeric_valuestring,
+                              self.ongoing_interventions)
+
+
+def reader_options(func):
+    """The command ``func``, which declares one parameter annotated :class:`SourceOptions`, with the readers'
+    options in its place (each its own option in --help, in that place); ``func`` gets them as one
+    :class:`SourceOptions`."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(func, eval_str=True)
+    params: list = []
+    seen = None
+    for p in sig.parameters.values():
+        if p.annotation is SourceOptions:
+            seen = p.name
+            params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+                       for name, ann, default in _READER_PARAMS]
+        else:  # after them every parameter is keyword-only (typer passes them so), in order
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if seen else p)
+    names = [name for name, _, _ in _READER_PARAMS]
+
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        kwargs[seen] = SourceOptions(**{n: kwargs.pop(n) for n in names if n in kwargs})
+        return func(*args, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)
+    return command
+
+
 def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhir: Path | None = None,
                 mapping: Path | None = None, csv_dialect: str = "standard", study_id: str | None = None,
                 report_to=None, partial_dates: str = "skip", report_shown: Path | None = None,
                 observation_statuses: list[str] | None = None, numeric_valuestring: str = "skip",
-                sdtm_opts: dict | None = None, ongoing_interventions: str = "last_record"):
+                sdtm_opts: dict | None = None, ongoing_interventions: str = "last_record", ctx=None):
     """The study a command names (exactly one source), and where its mapping report went (or None).
 
     ``study_id``: an explicit id (``--study``); None leaves the reader's default (SDTM: DM.STUDYID when
@@ -71,6 +141,8 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     ``sdtm_opts``: read_sdtm's ``partial_death_dates``, ``partial_event_dates``, ``study_day_fallback``
     (None: the reader's defaults); the two ``partial_*`` also go to the FHIR reader, with
     ``ongoing_interventions`` (``--ongoing-interventions``, FHIR only).
+    ``ctx``: the command's click context, which tells an option typed with its default value from one
+    not given (None, outside a command: only values other than the default count as given).
     """
     given = [name for name, v in (("STUDY", study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
     if len(given) > 1:
@@ -83,7 +155,7 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
         if (sdtm_opts or {}).get(key) not in (None, "impute", "drop"):
             raise _usage(f"{flag} {sdtm_opts[key]!r}: choose impute or drop")
     given = _given_reader_options(partial_dates, sdtm_opts, observation_statuses, numeric_valuestring,
-                                  ongoing_interventions)
+                                  ongoing_interventions, ctx)
     if sdtm is None and fhir is None and given and study is not None and Path(str(study)).exists():
         refuse_reader_options(partial_dates, sdtm_opts, observation_statuses, numeric_valuestring,
                               ongoing_interventions)  # a study folder: read as it is (the FHIR options too)
@@ -133,19 +205,13 @@ _READER_FLAGS = {"partial_dates": ("--partial-dates", "partial_dates", "skip"),
                  "ongoing_interventions": ("--ongoing-interventions", "ongoing_interventions", "last_record")}
 
 
-def _given_reader_options(partial_dates, sdtm_opts, statuses, numeric_valuestring, ongoing) -> dict:
+def _given_reader_options(partial_dates, sdtm_opts, statuses, numeric_valuestring, ongoing, ctx=None) -> dict:
     """The SDTM / FHIR reader options given on the command line: {flag: (key, value)}. A value equal to
-    the default counts when it was typed (click's parameter source, review 40 B5); outside a command,
-    a value other than the default."""
-    try:  # typer >= 0.2x vendors click: its context stack is typer's own
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover - a typer on the click package
-        from click import get_current_context
-
+    the default counts when it was typed (the parameter source of the command's context ``ctx``, review
+    40 B5); without a context, a value other than the default."""
     values = {"partial_dates": partial_dates, **{k: v for k, v in (sdtm_opts or {}).items()},
               "observation_status": list(dict.fromkeys(statuses)) if statuses else None,
               "numeric_valuestring": numeric_valuestring, "ongoing_interventions": ongoing}
-    ctx = get_current_context(silent=True)
     out = {}
     for name, value in values.items():
         if name not in _READER_FLAGS:

@@ -14,12 +14,11 @@ from cartlab.cli.base import (
     _load_study,
     _progress,
     _usage,
-    aliased,
     app,
     console,
     err,
-    spelled,
 )
+from cartlab.cli.grammar import StudyOpt, aliased, one_value, spelled
 from cartlab.errors import CartlabError
 
 #: the column options of the table commands, renamed from --subject/--time/--conc/--lloq (which read
@@ -89,9 +88,10 @@ def nca_cmd(
 @app.command("stein", cls=aliased(COLUMN_ALIASES))
 def stein_cmd(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(
+    source: Annotated[Optional[str], typer.Argument(
         metavar="STUDY|FILE", help="A study (a study folder, or the id of a study in the store), or a plain CSV "
-        "table with one row per sample (then --subject-col, --time-col and --conc-col name its columns).")],
+        "table with one row per sample (then --subject-col, --time-col and --conc-col name its columns).")] = None,
+    study: StudyOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder (an earlier Stein "
                                       "output in it is replaced whole).")] = Path("out/stein"),
     force: Annotated[bool, typer.Option(
@@ -175,13 +175,21 @@ def stein_cmd(
     stein_fit.json (inputs, options, BLQ rule, SAEM starts, fit statistics).
 
     The input is a study, named as everywhere (a study folder, or the id of a study in the store,
-    --store), or a plain CSV table with one row per sample.
+    --store; the STUDY|FILE argument or --study STUDY), or a plain CSV table with one row per sample
+    (the argument only: --study is always a study).
 
     [bold]Example[/]: cartlab stein cohort/ --population --covariate cmax=log_dose --out stein/
     [bold]Example[/]: cartlab stein conc.csv --subject-col ID --time-col DAY --conc-col DV --out stein/
     """
     from cartlab.cli.kinetics_io import stein_command
 
+    if study is not None:  # --study names a study only, never a plain table
+        source = one_value("STUDY|FILE", source, "--study", study, "study")
+        if Path(source).is_file():
+            raise _usage(f"--study {source}: a file, not a study folder or stored study id",
+                         hint=f"a plain table is given as the argument: cartlab stein {source} --subject-col ...")
+    if source is None:
+        raise _usage("give the input: a study (STUDY or --study STUDY) or a plain table (FILE)")
     path = Path(source)
     if path.is_file():  # a plain table
         study = path
@@ -225,6 +233,10 @@ def stein_cmd(
         err.print(f"  [yellow]![/] {w}", soft_wrap=True, highlight=False)  # warnings on stderr, one prefix (review 38 C3)
     if meta.get("warning"):
         err.print(f"  [yellow]![/] {meta['warning']}", soft_wrap=True, highlight=False)
+
+
+#: STUDY|FILE is needed unless --study gives the study: the usage line shows it as needed (grammar.with_grammar)
+stein_cmd.cartlab_needed = frozenset({"source"})
 
 
 # ------------------------------------------------------------------------------------------------

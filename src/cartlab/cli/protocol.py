@@ -14,22 +14,27 @@ from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
     StoreOpt,
-    StudyDirAlias,
-    StudyOpt,
     _load_study,
     _protocol_or_exit,
     _subject_data,
     _usage,
     app,
     console,
-    deprecated,
     err,
 )
+from cartlab.cli.grammar import SUBJECT_HELP, StudyDirAlias, StudyOpt, deprecated, subject_argument
 
 ProtoSetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="protocol.OPTION=VALUE", help="A protocol option as cartlab analyze --protocol takes it, "
     "e.g. --set protocol.max_shift_days=3; repeatable; applied after --options. The command's own flags are "
     "the same options (see below); a flag and a --set that disagree are an error.")]
+#: the subject commands' shared parameters (eligibility, deviations)
+ProtocolIdOpt = Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")]
+EverySubjectArg = subject_argument(SUBJECT_HELP + " None: every subject of --study. The same as --subject SUBJECT.")
+CsvOutOpt = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
+JsonOutOpt = Annotated[bool, typer.Option(
+    "--json", help="Print every row as JSON records (lists such as evidence kept as lists).")]
+FormatAlias = Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")]
 ProtoOptionsOpt = Annotated[Optional[Path], typer.Option(
     "--options", metavar="FILE", help="A YAML options file as cartlab analyze takes (or an analysis.json, whose "
     "options are replayed): its protocol section is used; protocol options this command has no use for, and "
@@ -84,6 +89,11 @@ def protocols_cmd(
                   + (f" · ORR = {' + '.join(p.response.orr_categories)}" if p.response else ""))
 
 
+#: dose's SUBJECT: optional (the patient may be given by --weight, --height ... alone)
+DoseSubjectArg = subject_argument(SUBJECT_HELP + " Printed on the sheet; without --weight or --height "
+                                  "the patient is read from its data. The same as --subject SUBJECT.")
+
+
 @app.command("dose")
 def dose_cmd(
     ctx: typer.Context,
@@ -96,8 +106,8 @@ def dose_cmd(
     sex: Annotated[Optional[str], typer.Option("--sex", metavar="F|M", help="F or M (renal formulas).")] = None,
     creatinine: Annotated[Optional[tuple[float, str]], typer.Option(
         "--creatinine", help="Serum creatinine VALUE UNIT, e.g. --creatinine 0.8 mg/dL or 70 umol/L.")] = None,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
-    fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
+    as_csv: CsvOutOpt = False,
+    fmt: FormatAlias = None,
     bsa_method: Annotated[Optional[str], typer.Option("--bsa-method", metavar="mosteller|dubois|haycock", help="mosteller (default), dubois or haycock.")] = None,
     renal_function: Annotated[Optional[str], typer.Option(
         "--renal-function", help="crcl_cockcroft_gault (absolute mL/min), crcl_cockcroft_gault_bsa (CrCl x 1.73 / BSA, "
@@ -124,10 +134,7 @@ def dose_cmd(
         "--car-positive", help="CAR-positive fraction of the viable nucleated cells of --product-conc (0-1; not a "
         "fraction of T cells: multiply by the T-cell fraction first).")] = 1.0,
     sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Also write a printable dosing sheet (.html or .pdf).")] = None,
-    subject: Annotated[Optional[str], typer.Option(
-        "--subject", metavar="SUBJECT", help="Subject id (printed on the sheet). Without --weight or --height, "
-        "weight, height, age, sex and the screening creatinine are read from the subject's data: in --study, "
-        "else in the store (--store).")] = None,
+    subject: DoseSubjectArg = None,
     study: StudyOpt = None,
     study_dir: StudyDirAlias = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
@@ -138,7 +145,9 @@ def dose_cmd(
     """Doses of every administration of a protocol for one patient: day, agent, dose, unit, basis.
 
     The patient is given by --weight/--height (+ --age, --sex, --creatinine), or read from a
-    subject's data (--subject, in --study or else the store; given flags override the data; the
+    subject's data (SUBJECT or --subject SUBJECT, printed on the sheet: without --weight or --height,
+    its weight, height, age, sex and screening creatinine are read in --study or else the store; given
+    flags override the data; the
     screening creatinine is the last one from the start of the protocol's screening window up to
     the first lymphodepletion day).
 
@@ -160,7 +169,7 @@ def dose_cmd(
     keeps the unrounded dose.
 
     [bold]Example[/]: cartlab dose --protocol nct04762485 --weight 52kg --height 160cm --age 17 --sex F --creatinine 54 umol/L
-    [bold]Example[/]: cartlab dose --protocol nct04762485 --subject CD7-AML-001 --study out/seed_case
+    [bold]Example[/]: cartlab dose CD7-AML-001 --protocol nct04762485 --study out/seed_case
     """
     from rich.markup import escape
 
@@ -321,16 +330,14 @@ def _measure_used(p, size: dict, opts, rules: list[str]) -> str:
 @app.command("eligibility")
 def eligibility_cmd(
     ctx: typer.Context,
-    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
-    subject: Annotated[Optional[str], typer.Argument(
-        metavar="SUBJECT", help="Subject id (default: every subject of --study).")] = None,
+    protocol: ProtocolIdOpt,
+    subject: EverySubjectArg = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     study_dir: StudyDirAlias = None,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Print every row as JSON records (lists such as evidence kept as lists).")] = False,
-    fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
+    as_csv: CsvOutOpt = False,
+    as_json: JsonOutOpt = False,
+    fmt: FormatAlias = None,
     csv_dialect: CsvDialectOpt = "standard",
     age_exact: Annotated[bool, typer.Option(
         "--age-exact", help="Compare age limits with the exact age (default: completed years, floor(age), as "
@@ -409,16 +416,14 @@ def eligibility_cmd(
 @app.command("deviations")
 def deviations_cmd(
     ctx: typer.Context,
-    protocol: Annotated[str, typer.Option("--protocol", "-p", help="Shipped protocol id or YAML file.")],
-    subject: Annotated[Optional[str], typer.Argument(
-        metavar="SUBJECT", help="Subject id (default: every subject of --study).")] = None,
+    protocol: ProtocolIdOpt,
+    subject: EverySubjectArg = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     study_dir: StudyDirAlias = None,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Print every row as JSON records (lists such as evidence kept as lists).")] = False,
-    fmt: Annotated[Optional[str], typer.Option("--format", hidden=True, help="Old name: --format csv = --csv.")] = None,
+    as_csv: CsvOutOpt = False,
+    as_json: JsonOutOpt = False,
+    fmt: FormatAlias = None,
     csv_dialect: CsvDialectOpt = "standard",
     car_dose: Annotated[Optional[float], typer.Option(
         "--car-dose", help="The intended CAR-T total dose in the protocol's unit (cells/kg or cells), as in cartlab "

@@ -20,13 +20,16 @@ from cartlab.cli.base import (
     console,
     err,
 )
+from cartlab.cli.grammar import STUDY_HELP, study_argument
+
+#: serve's STUDY (none: every study of the store)
+ServeStudyArg = study_argument(STUDY_HELP + " None: every study of the store. The same as --study STUDY.")
 
 
 @app.command("serve")
 def serve_cmd(
     ctx: typer.Context,
-    study: Annotated[str | None, typer.Argument(
-        metavar="STUDY", help="A study folder or the id of a stored study (none: every study of the store).")] = None,
+    study: ServeStudyArg = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs a "
                                       "token.")] = "127.0.0.1",

@@ -13,11 +13,15 @@ from typing import Annotated
 import typer
 
 from cartlab.cli.base import DEFAULT_STORE_PATH, StoreOpt, _usage, app, console
+from cartlab.cli.grammar import study_argument
+
+#: delete's STUDY: the id of a stored study only (a folder is not deleted, nor looked up)
+DeleteStudyArg = study_argument("The id of the stored study to remove (cartlab list). The same as --study STUDY.")
 
 
 @app.command("delete")
 def delete_cmd(
-    study_id: Annotated[str, typer.Argument(metavar="STUDY_ID", help="The stored study's id (cartlab list).")],
+    study_id: DeleteStudyArg,
     store: StoreOpt = DEFAULT_STORE_PATH,
     yes: Annotated[bool, typer.Option(
         "--yes", help="Delete without asking (needed when the input is not a terminal, e.g. a script).")] = False,

@@ -19,7 +19,6 @@ from cartlab.cli.base import (
     OptionsFileOpt,
     SetOpt,
     StoreOpt,
-    StudyOpt,
     _open_store,
     _print_issues,
     _print_skipped,
@@ -27,33 +26,24 @@ from cartlab.cli.base import (
     _progress,
     _subject_data,
     _usage,
-    aliased,
     analysis_options,
     app,
     console,
-    deprecated,
     err,
 )
-from cartlab.cli.interop import (
-    FhirInOpt,
-    MappingOpt,
-    NumericValueStringOpt,
-    ObservationStatusOpt,
-    OngoingInterventionsOpt,
-    PartialDatesOpt,
-    PartialDeathDatesOpt,
-    PartialEventDatesOpt,
-    SdtmOpt,
-    StudyDayFallbackOpt,
-    load_source,
-    refuse_reader_options,
-)
+from cartlab.cli.grammar import STUDY_HELP, StudyOpt, SubjectArg, aliased, deprecated, study_argument
+from cartlab.cli.interop import MappingOpt, PartialDatesOpt, SdtmOpt, SourceOptions, load_source, reader_options
+
+#: validate's STUDY: a folder is checked file by file; a stored study lists the warnings of its import
+ValidateStudyArg = study_argument("Study folder (format v1), or the id of a study in the store: the warnings "
+                                  "recorded when it was imported. The same as --study STUDY.")
+#: export's STUDY (none: --sdtm, or the store's only study)
+ExportStudyArg = study_argument(STUDY_HELP + " None: --sdtm, or the store's only study. The same as --study STUDY.")
 
 
 @app.command("validate")
 def validate_cmd(
-    study_dir: Annotated[Path, typer.Argument(metavar="STUDY", help="Study folder (format v1), or the id of a "
-                                              "study in the store: the warnings recorded when it was imported.")],
+    study_dir: ValidateStudyArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print every issue as JSON.")] = False,
     csv_dialect: CsvDialectOpt = "standard",
     store: StoreOpt = DEFAULT_STORE_PATH,
@@ -72,6 +62,7 @@ def validate_cmd(
     from cartlab.io import validate_study
     from cartlab.io.study_folder import check_study_path
 
+    study_dir = Path(study_dir)
     if not study_dir.exists() and len(study_dir.parts) == 1 and _validate_stored(str(study_dir), store, as_json):
         return
     if as_json and not study_dir.is_dir():  # --json: JSON on stdout even when the path is no study folder
@@ -154,7 +145,9 @@ def safe_file_stem(study_id: str) -> str:
 
 
 @app.command("import", cls=aliased({"--study": "--study-id"}))
+@reader_options
 def import_cmd(
+    ctx: typer.Context,
     study_dir: Annotated[Optional[Path], typer.Argument(
         metavar="DIR", help="Study folder (format v1); or --sdtm / --fhir.")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
@@ -163,16 +156,7 @@ def import_cmd(
                                     "study folder's name; --sdtm: DM.STUDYID when it is unique, else the folder "
                                     "name; --fhir: the Bundle's identifier or collection id, else the file name).")
     ] = None,
-    sdtm: SdtmOpt = None,
-    fhir: FhirInOpt = None,
-    mapping: MappingOpt = None,
-    partial_dates: PartialDatesOpt = "skip",
-    partial_death_dates: PartialDeathDatesOpt = "impute",
-    partial_event_dates: PartialEventDatesOpt = "impute",
-    study_day_fallback: StudyDayFallbackOpt = False,
-    observation_status: ObservationStatusOpt = None,
-    numeric_valuestring: NumericValueStringOpt = "skip",
-    ongoing_interventions: OngoingInterventionsOpt = "last_record",
+    reader: SourceOptions = None,
     csv_dialect: CsvDialectOpt = "standard",
     replace: Annotated[bool, typer.Option(
         "--replace", help="Replace a study of the same id imported from another folder (without it that is "
@@ -197,6 +181,7 @@ def import_cmd(
     check_store_path(store)  # a folder or a file that is not a store: refused before the study is read
     if study_id is not None:
         check_study_id(study_id, "--study-id")
+    sdtm, fhir, mapping = reader.sdtm, reader.fhir, reader.mapping
     if sdtm is not None or fhir is not None:
         if study_dir is not None:
             raise _usage("give a study folder, --sdtm or --fhir, not two of them")
@@ -209,13 +194,8 @@ def import_cmd(
             return store.resolve().parent / f"{safe_file_stem(st.study_id)}_{kind}_mapping_report.csv"
 
         # no --study-id: the reader's default id (SDTM: DM.STUDYID when unique; FHIR: what the Bundle states)
-        study, _ = load_source(None, store, sdtm=sdtm, fhir=fhir, mapping=mapping, study_id=study_id,
-                               report_to=report_to, partial_dates=partial_dates, csv_dialect=csv_dialect,
-                               observation_statuses=observation_status, numeric_valuestring=numeric_valuestring,
-                               sdtm_opts={"partial_death_dates": partial_death_dates,
-                                          "partial_event_dates": partial_event_dates,
-                                          "study_day_fallback": study_day_fallback},
-                               ongoing_interventions=ongoing_interventions)
+        study, _ = load_source(None, store, **reader.load_kwargs(), study_id=study_id, report_to=report_to,
+                               csv_dialect=csv_dialect, ctx=ctx)
         sid = study.study_id
         with _progress(f"importing {sid}") as step, Store(store) as s:
             before = s.reader_options(sid) if s.fingerprint_of(sid) else None
@@ -235,10 +215,7 @@ def import_cmd(
     if mapping is not None:
         raise _usage("--mapping applies to --sdtm or --fhir")
     # the SDTM / FHIR reader options on a study folder: refused as analyze refuses them (no source read)
-    refuse_reader_options(partial_dates, {"partial_death_dates": partial_death_dates,
-                                          "partial_event_dates": partial_event_dates,
-                                          "study_day_fallback": study_day_fallback},
-                          observation_status, numeric_valuestring, ongoing_interventions)
+    reader.refuse()
     check_study_path(study_dir)
     sid = study_id or study_dir.resolve().name
     check_study_id(sid, "--study-id" if study_id else "the folder's name")
@@ -298,7 +275,7 @@ def list_cmd(
 
 @app.command("show")
 def show_cmd(
-    subject: Annotated[str, typer.Argument(metavar="SUBJECT", help="Subject id.")],
+    subject: SubjectArg,
     store: StoreOpt = DEFAULT_STORE_PATH,
     study: StudyOpt = None,
     start: Annotated[Optional[float], typer.Option("--from", metavar="DAY", help="First day to show.")] = None,
@@ -307,7 +284,9 @@ def show_cmd(
 ) -> None:
     """Show one subject's course as a day-by-day timeline.
 
-    Values marked * are reconstructed or synthetic (not measured).
+    Values marked * are reconstructed or synthetic (not measured). The subject is read from --study (a
+    study folder or stored id), else from the store (--study is needed there when the subject id is in
+    several studies).
 
     [bold]Example[/]: cartlab show CD7-AML-001 --from -7 --to 30
     """
@@ -325,8 +304,8 @@ def show_cmd(
 
 @app.command("export")
 def export_cmd(
-    study: Annotated[Optional[str], typer.Argument(
-        metavar="STUDY", help="A study folder or stored id (none: --sdtm, or the store's only study).")] = None,
+    ctx: typer.Context,
+    study: ExportStudyArg = None,
     out_arg: Annotated[Optional[Path], typer.Argument(
         metavar="OUT", hidden=True, help="Old form of --out DIR (deprecated).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR",
@@ -336,8 +315,6 @@ def export_cmd(
         "with define.csv and a Define-XML skeleton into this folder.")] = None,
     fhir_out: Annotated[Optional[Path], typer.Option(
         "--fhir", metavar="FILE", help="Write the study as a FHIR R4 collection Bundle (JSON) to this file.")] = None,
-    study_opt: Annotated[Optional[str], typer.Option(
-        "--study", metavar="STUDY", hidden=True, help="Old form of the STUDY argument (deprecated).")] = None,
     sdtm: SdtmOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
@@ -376,11 +353,6 @@ def export_cmd(
     [bold]Example[/]: cartlab export --adam adam/ --sdtm sdtm/ --adam-format xpt
     [bold]Example[/]: cartlab export out/seed_case --fhir seed_bundle.json
     """
-    if study is not None and study_opt is not None:
-        raise _usage("give the study once (STUDY or --study)")
-    if study_opt is not None:
-        deprecated("export --study", "the STUDY argument (cartlab export STUDY ...)")
-    study = study if study is not None else study_opt
     targets = [t for t in (out or out_arg, adam, fhir_out) if t is not None]
     if len(targets) != 1:
         raise _usage("give one output: --out FOLDER (study folder), --adam FOLDER or --fhir FILE"
@@ -401,7 +373,7 @@ def export_cmd(
     if fhir_out is not None:
         if fmt is not None:
             raise _usage("--format applies to a study folder (--out), not --fhir")
-        return _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out, force, csv_dialect)
+        return _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out, force, csv_dialect, ctx)
     if adam is None and fmt not in (None, "csv", "parquet"):
         raise _usage("--format must be csv or parquet for a study folder")
     formats = ()
@@ -413,7 +385,7 @@ def export_cmd(
             raise _usage(f"--adam-format {adam_format!r}; choose from {', '.join(FORMATS)} (comma-separated)")
     target = adam if adam is not None else _out(out, out_arg)
     _export_folder(study, store, sdtm, mapping, partial_dates, target, formats, fmt, force, strict, csv_dialect,
-                   options)
+                   options, ctx)
 
 
 def _is_fhir_export(path: Path) -> bool:
@@ -431,7 +403,7 @@ def _is_fhir_export(path: Path) -> bool:
 
 
 def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path, force: bool = False,
-                 csv_dialect: str = "standard") -> None:
+                 csv_dialect: str = "standard", ctx=None) -> None:
     from cartlab.io.atomic import check_output_path, write_error
     from cartlab.io.fhir import write_fhir_bundle
 
@@ -440,7 +412,7 @@ def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path, for
         raise _usage(f"{fhir_out} exists and it is not an earlier cartlab FHIR export: cartlab will not write "
                      "over it", hint="choose a new file name, or pass --force to replace it")
     data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, report_to=fhir_out.parent,
-                          partial_dates=partial_dates, csv_dialect=csv_dialect)
+                          partial_dates=partial_dates, csv_dialect=csv_dialect, ctx=ctx)
     try:
         path = write_fhir_bundle(data, fhir_out)
     except OSError as exc:
@@ -450,7 +422,7 @@ def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path, for
 
 def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, formats: tuple[str, ...],
                    fmt: str | None, force: bool, strict: bool, csv_dialect: str = "standard",
-                   options=None) -> None:
+                   options=None, ctx=None) -> None:
     """A study folder (no formats) or ADaM export, staged beside ``target`` and swapped in whole."""
     from rich.markup import escape
 
@@ -468,7 +440,7 @@ def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, for
             # the mapping report goes into the staging folder; the path printed is where it ends up
             data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, partial_dates=partial_dates,
                                   report_to=t.staging / "sdtm_mapping_report.csv" if sdtm is not None else None,
-                                  report_shown=target, csv_dialect=csv_dialect)
+                                  report_shown=target, csv_dialect=csv_dialect, ctx=ctx)
             reading = False
             t.meta["study_id"] = data.study_id
             if formats:

@@ -10,16 +10,14 @@ from typing import Annotated
 import typer
 
 from cartlab.cli.base import DEFAULT_STORE_PATH, CsvDialectOpt, StoreOpt, _progress, _usage, app, console
+from cartlab.cli.grammar import STUDY_HELP, App, SubjectOpt, study_argument
 from cartlab.cli.interop import load_source
 
-twin_app = typer.Typer(help="A patient's digital twin of CD7 CAR-T therapy: fit, forecast.", no_args_is_help=True,
+twin_app = App(help="A patient's digital twin of CD7 CAR-T therapy: fit, forecast.", no_args_is_help=True,
                        rich_markup_mode="rich")
 app.add_typer(twin_app, name="twin")
 
-StudyArg = Annotated[str | None, typer.Argument(
-    metavar="STUDY", help="A study folder or the id of a stored study (none: the store's only study).")]
-SubjectOpt = Annotated[str, typer.Option("--subject", metavar="SUBJECT", help="The subject to fit (forecast: whose "
-                                         "twin is fitted and forecast).")]
+StudyArg = study_argument(STUDY_HELP + " None: the store's only study. The same as --study STUDY.")
 SourcesOpt = Annotated[list[str] | None, typer.Option(
     "--sources", help="Fit only observation rows with this source label (repeatable or comma-separated), e.g. "
     "paper. Doses and interventions are always used as inputs.")]
@@ -200,7 +198,7 @@ def fit_cmd(
     """Fit the CD7 CAR-T twin to one subject's course (MAP with the population prior, Laplace+SIR or MCMC
     posterior). Writes twin_params.csv (estimates, SE, 95% CI, shrinkage), twin_observations.csv (observed
     vs twin), twin_fit_quality.csv (per parameter: RMS standardised residual, whether the twin describes it),
-    twin_identifiability.csv, twin_fit.png and twin_fit.json.
+    twin_identifiability.csv, twin_fit.png and twin_fit.json. --subject SUBJECT: the subject to fit.
 
     [bold]Example[/]: cartlab twin fit out/seed_case --subject CD7-AML-001 --sources paper --seed-anchors --out twin/
     """
@@ -268,7 +266,8 @@ def forecast_cmd(
     twin_identifiability.csv, twin_forecast.png, twin_fit.png and twin_forecast.json. Flagged: intervals that
     the posterior draws do not resolve (not printed), a forecast resting on a parameter the twin does not
     describe or a CAR course off the CARCOPY values it was fitted to (value not printed; see --show-withheld,
-    --max-car-bias), and a forecast peak below a value already measured.
+    --max-car-bias), and a forecast peak below a value already measured. --subject SUBJECT: whose twin is
+    fitted and forecast.
 
     [bold]Example[/]: cartlab twin forecast out/seed_case --subject CD7-AML-001 --from-day 7 --out fc/
     """

@@ -1,0 +1,176 @@
+"""One command-line grammar (issue 14, item 6): how a command names a study and a subject, and the old
+spellings that keep working.
+
+* A study is ``--study STUDY`` in every command that reads one (STUDY: a study folder, or the id of a
+  study in the store), always with the metavar and help text of :data:`StudyOpt`. A command whose
+  object is a study declares ``study: StudyArg``: the positional STUDY, its short form, and ``--study``.
+* A subject is ``--subject SUBJECT`` (:data:`SubjectOpt`); a command whose object is a subject declares
+  ``subject: SubjectArg``: the positional SUBJECT and ``--subject``.
+* Both forms given: the same value is fine, different values are one usage error naming both (exit 2).
+
+:class:`App` (the ``cartlab`` application's class) gives every command declared with a
+:func:`study_argument` / :func:`subject_argument` parameter its long form: the command's signature gets
+the option as a second, hidden-from-the-code parameter, and the two are merged before the command runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from pathlib import Path
+from typing import Annotated, ClassVar, Optional, get_args, get_origin
+
+import typer
+import typer.core
+
+STUDY_HELP = "A study folder, or the id of a study in the store (cartlab list)."
+SUBJECT_HELP = "A subject id (cartlab list --subjects)."
+
+#: the one long form of each object: the option every command takes it as
+StudyOpt = Annotated[Optional[str], typer.Option("--study", metavar="STUDY", help=STUDY_HELP)]
+SubjectOpt = Annotated[Optional[str], typer.Option("--subject", metavar="SUBJECT", help=SUBJECT_HELP)]
+StudyDirAlias = Annotated[Optional[Path], typer.Option("--study-dir", hidden=True, help="Old name of --study FOLDER.")]
+
+#: id(ArgumentInfo) of a positional short form -> (its long form's annotation, option name, metavar, noun)
+_SHORT_FORMS: dict[int, tuple[object, str, str, str]] = {}
+
+
+def _short_form(metavar: str, long: str, long_ann, noun: str, help: str | None):
+    info = typer.Argument(metavar=metavar, help=help or f"The same as {long} {metavar}.")
+    _SHORT_FORMS[id(info)] = (long_ann, long, metavar, noun)
+    return Annotated[Optional[str], info]
+
+
+def study_argument(help: str | None = None):
+    """The positional STUDY of a command whose object is a study, with ``--study STUDY`` as its long form
+    (``help``: the argument's own line in --help; the option's is always :data:`STUDY_HELP`)."""
+    return _short_form("STUDY", "--study", StudyOpt, "study", help)
+
+
+def subject_argument(help: str | None = None):
+    """The positional SUBJECT of a command whose object is a subject, with ``--subject SUBJECT``."""
+    return _short_form("SUBJECT", "--subject", SubjectOpt, "subject", help)
+
+
+StudyArg = study_argument(STUDY_HELP + " The same as --study STUDY.")
+SubjectArg = subject_argument(SUBJECT_HELP + " The same as --subject SUBJECT.")
+
+
+def one_value(short_name: str, short, long_name: str, long, noun: str):
+    """The value given as ``short`` (the positional) or ``long`` (its option); both with the same value
+    is fine, with different values a usage error naming both (exit 2)."""
+    if short is None or long is None:
+        return short if short is not None else long
+    same = (os.path.normpath(str(short)) == os.path.normpath(str(long))) if noun == "study" else short == long
+    if not same:
+        from cartlab.errors import InputError
+
+        raise InputError(f"two different {noun} values given: {short_name} {short!r} and {long_name} {long!r}",
+                         hint=f"give the {noun} once, as {short_name} or as {long_name} {short_name}")
+    return short
+
+
+def with_grammar(func):
+    """``func`` as a command whose positional short forms (:func:`study_argument`,
+    :func:`subject_argument`) also take their long form (``--study``, ``--subject``); ``func`` itself when
+    it declares none. A required short form becomes "the argument or the option"."""
+    sig = inspect.signature(func, eval_str=True)
+    forms, params = [], []
+    for p in sig.parameters.values():
+        info = next((m for m in get_args(p.annotation)[1:] if id(m) in _SHORT_FORMS),
+                    None) if get_origin(p.annotation) is Annotated else None
+        if info is None:  # after a long form every parameter is keyword-only (typer passes them so), in order
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if forms else p)
+            continue
+        long_ann, long, metavar, noun = _SHORT_FORMS[id(info)]
+        long_name = f"{p.name}__long"
+        forms.append((p.name, long_name, long, metavar, noun, p.default is inspect.Parameter.empty))
+        params.append(p.replace(default=None, kind=inspect.Parameter.KEYWORD_ONLY))
+        params.append(inspect.Parameter(long_name, inspect.Parameter.KEYWORD_ONLY, annotation=long_ann, default=None))
+    if not forms:
+        return func
+
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        for name, long_name, long, metavar, noun, needed in forms:
+            value = one_value(metavar, kwargs.get(name), long, kwargs.pop(long_name, None), noun)
+            if value is None and needed:
+                from cartlab.errors import InputError
+
+                raise InputError(f"give the {noun}: {metavar} or {long} {metavar}")
+            kwargs[name] = value
+        return func(*args, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)
+    #: the short forms that are needed (as the argument or the option): the usage line shows them as such
+    command.cartlab_needed = frozenset(f[0] for f in forms if f[5])
+    return command
+
+
+class App(typer.Typer):
+    """``typer.Typer`` whose commands follow the grammar (:func:`with_grammar`): a command gets ``--study``
+    or ``--subject`` by declaring its positional short form, nothing else."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(func):
+            register(with_grammar(func))
+            return func
+
+        return decorator
+
+
+# ------------------------------------------------------------------------------------------------
+# old spellings: hidden aliases that keep working, each with a one-line deprecation warning
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one-line warning (stderr) printed when an old spelling is used."""
+    from cartlab.cli.base import err
+
+    err.print(f"  [yellow]![/] {old} is deprecated: use {new}", highlight=False, soft_wrap=True)
+
+
+class AliasCommand(typer.core.TyperCommand):
+    """A command whose old option names (``aliases``: old -> new) still work. They are not options of
+    the command (so not in --help): each is rewritten to its new name before parsing, with a
+    deprecation warning; ``spelled(ctx, new)`` gives the spelling the user typed, for messages."""
+
+    aliases: ClassVar[dict[str, str]] = {}
+    #: old names that keep working without a warning (a published contract uses them)
+    silent: ClassVar[frozenset[str]] = frozenset()
+
+    def parse_args(self, ctx, args):
+        takes_value = {name: p.nargs for p in self.get_params(ctx)
+                       if p.param_type_name == "option" and not p.is_flag for name in (*p.opts, *p.secondary_opts)}
+        takes_value.update({old: takes_value.get(new, 0) for old, new in self.aliases.items()})
+        used = ctx.meta.setdefault("cartlab_old_spellings", {})
+        args, i = list(args), 0
+        while i < len(args):
+            a = args[i]
+            if a == "--":
+                break
+            name, eq, value = a.partition("=")
+            if name in self.aliases:
+                new = self.aliases[name]
+                args[i] = new + eq + value
+                used[new] = name
+                if name not in self.silent:
+                    deprecated(name, new)
+            # an option's value is never read as an option name (a column called "--time" ...)
+            i += 1 + (takes_value.get(name, 0) if not eq and a.startswith("-") else 0)
+        return super().parse_args(ctx, args)
+
+
+def aliased(aliases: dict[str, str], base: type = AliasCommand, silent=()) -> type:
+    """A command class whose old option names ``aliases`` (old -> new) are hidden, deprecated aliases
+    (``silent``: those of them that stay without a warning)."""
+    return type(f"{base.__name__}_aliased", (base,), {"aliases": {**base.aliases, **aliases},
+                                                       "silent": base.silent | frozenset(silent)})
+
+
+def spelled(ctx, new: str) -> str:
+    """The option name as the user typed it: an old alias of ``new``, or ``new``."""
+    return (ctx.meta.get("cartlab_old_spellings") or {}).get(new, new) if ctx is not None else new
