@@ -111,9 +111,10 @@ def test_headline_gives_the_icaht_reasons(view):
     from cartlab.app.server import patient_headline_parts
 
     _banner, headline, _notes = patient_headline_parts(view, view.patient("S"))
-    # no ANC at all: days 0-30 have none (early), and the late window has 0 measurements (late)
-    assert "ICAHT early (days 0-30) not evaluable: no ANC in days 0-30" in headline
-    assert "ICAHT late (after day 30) not evaluable: 0 ANC measurement(s) in days 31-" in headline
+    # no ANC at all: days 0-30 have none (early), and the late window has 0 measurements (late); each grade
+    # could be up to 4 (every day below 100/uL), so "NE (≤4)" as the study table and subject page (review 41 F4)
+    assert "ICAHT early (days 0-30) NE (≤4): no ANC in days 0-30" in headline
+    assert "ICAHT late (after day 30) NE (≤4): 0 ANC measurement(s) in days 31-" in headline
 
 
 def test_icaht_late_text():
@@ -128,10 +129,11 @@ def test_icaht_late_text():
 def test_subject_table_late_icaht_not_blank(view):
     shown = C.cohort_display(view.cohort)
     row = shown.filter(pl.col("subject_id") == "S").row(0, named=True)
-    # S has no ANC: no grade, and each shows its upper bound "≤4" (session 34 late: days 31-100 without an
+    # S has no ANC: no grade, and each shows its upper bound "NE (≤4)" (session 34 late: days 31-100 without an
     # ANC could each have been below every level; session 38 early likewise: 31 days without an ANC, all
-    # <= 100/uL, would be "never above 500 in days 0-30" = grade 4), each with its reason beside it
-    assert row["icaht_early"] == "≤4" and row["icaht_late"] == "≤4"
+    # <= 100/uL, would be "never above 500 in days 0-30" = grade 4), each with its reason beside it;
+    # "NE" since review 41 F4: the study table, the subject page and the dashboard give one wording
+    assert row["icaht_early"] == "NE (≤4)" and row["icaht_late"] == "NE (≤4)"
     assert row["icaht_early_reason"].startswith("not evaluable: no ANC in days 0-30")
     assert row["icaht_late_reason"].startswith("not evaluable: 0 ANC measurement(s)")
     cols = shown.columns

@@ -182,7 +182,7 @@ def test_grade_range_is_the_study_tables_rule():
 
     assert grade_range(0, 4) == "0–4"
     assert grade_range(2, 2) == "2"
-    assert grade_range(None, 4) == "≤4"
+    assert grade_range(None, 4) == "NE (≤4)"  # not evaluable, with its bound (review 41 F4)
     assert grade_range(None, None) == "—"
     assert grade_range(1, 4, "no ANC on 14 day(s)") == "1–4 (range: no ANC on 14 day(s))"
     assert grade_range(3, 3, "no ANC on 2 day(s)") == "3"  # no range, no reason

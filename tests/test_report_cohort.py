@@ -279,9 +279,10 @@ def test_swimmer_bars_markers_antigen_flags_and_provenance(tmp_path):
     assert m[("P3", "relapse")]["antigen"] == "not assessed"
     assert m[("P2", "death")]["day"] == 35.0
     assert ("P1", "death") not in m
-    # HSCT markers take the provenance of their event row
+    # HSCT markers take the provenance of their event row: its own source kind (review 41 F2: a synthetic
+    # row is "synthetic", never "reconstructed", as cohort_swimmer_bars.csv end_kind since review 39 C2)
     assert m[("P1", "allo-HSCT")]["kind"] == "paper"
-    assert m[("P3", "allo-HSCT")]["kind"] == "reconstructed"
+    assert m[("P3", "allo-HSCT")]["kind"] == "synthetic"
     # a subset filters bars and markers
     d2 = cd.swimmer_data(a, ["P2"])
     assert d2.bars["subject_id"].to_list() == ["P2"] and set(d2.markers["subject_id"]) == {"P2"}
@@ -317,9 +318,10 @@ def test_expansion_and_exposure_cope_with_subjects_without_kinetics(tmp_path):
                        "A,10,CARCOPY,99,,copies/ug gDNA,50,BM,")
     a = Analysis(study)
     e = cd.expansion_data(a)
-    # the marrow sample is not peripheral blood; "<50" is drawn at its limit and flagged
+    # the marrow sample is not peripheral blood; "<50" is drawn at its limit and flagged; its row is
+    # synthetic: kind "synthetic" (the rows' own source, review 41 F2)
     assert e.points.select("day", "value", "blq", "kind").rows() == [(7.0, 1000.0, False, "observed"),
-                                                                      (14.0, 50.0, True, "reconstructed")]
+                                                                      (14.0, 50.0, True, "synthetic")]
     assert (e.n_subjects, e.n_without) == (2, 1)
     with pytest.raises(ViewUnavailable, match="CARCOPY"):
         cd.expansion_data(a, ["B"])
@@ -337,7 +339,7 @@ def test_cytokine_matrix_daily_max_with_censored_results(tmp_path):
     # day 1 of A: max(10, 30) = 30 (its row is synthetic); "<5" counts at 5; B peaks higher, so first
     assert m.subjects == ("B", "A")
     assert m.cells.filter(pl.col("subject_id") == "A").select("day", "value", "kind").rows() == [
-        (1, 30.0, "reconstructed"), (2, 5.0, "observed")]
+        (1, 30.0, "synthetic"), (2, 5.0, "observed")]  # the row's own source (review 41 F2)
     assert m.days == (1, 2) and m.unit == "pg/mL"
     assert cd.cytokine_matrix(Analysis(study), param="IL10").cells.height == 1
 

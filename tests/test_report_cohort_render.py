@@ -61,10 +61,15 @@ def test_seed_swimmer_matplotlib_legend_explains_every_marker(seed_analysis):
              hasattr(leg, "legend_handles") for t in leg.get_texts()]
     joined = " | ".join(texts)
     # drawn for the seed: best response (MLFS filled: its day-17 marrow is source=paper, case-facts.md),
-    # allo-HSCT, alive at last follow-up; no open "not measured" marker
-    for needle in ("MLFS", "best response", "allogeneic HSCT", "alive at last follow-up"):
+    # allo-HSCT, alive at last follow-up. Review 41 F1 (docs/report.md, Provenance marks): the bar ends on
+    # last_followup_day, a reconstructed column of the subjects row -> pale bar; the allo-HSCT day is
+    # "approximate" in its source note -> open marker. The response marker stays filled.
+    for needle in ("MLFS", "best response", "allogeneic HSCT", "alive at last follow-up",
+                   "pale bar = follow-up from not-measured data", "open marker = value not measured"):
         assert needle in joined, needle
-    assert "not measured" not in joined
+    mk = v.data["markers"]
+    assert mk.filter(pl.col("marker") == "response")["kind"].to_list() == ["paper"]
+    assert mk.filter(pl.col("marker") == "allo-HSCT")["kind"].to_list() == ["reconstructed"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["CD7-AML-001"]
 
 

@@ -138,8 +138,9 @@ ICAHT_REASONS = ("icaht_early_reason", "icaht_late_reason")
 def cohort_display(cohort: pl.DataFrame, interpolated: set[str] | frozenset = frozenset()) -> pl.DataFrame:
     """The cohort table as the page shows it: the early ICAHT grade and its upper bound as one column
     ``icaht_early`` where the grade was ("0–4" when days 0-30 lack an ANC, as the report's study
-    table: :func:`cartlab.report.cells.grade_range`; "—" = not evaluable), the late grade as
-    ``icaht_late`` ("3–4" when ``icaht_late_grade_max`` is higher; "—" = not evaluable), each followed
+    table: :func:`cartlab.report.cells.grade_range`; "NE (≤4)" = not evaluable with its upper bound, "—" =
+    not evaluable, no bound), the late grade as ``icaht_late`` ("3–4" when ``icaht_late_grade_max`` is
+    higher; "NE (≤4)" / "—" likewise), each followed
     by why it is not evaluable (``icaht_early_reason``, ``icaht_late_reason``). The worst CRS and ICANS
     grades are shown as the headline and the filter show them: "1–2" when ``<grade>_max`` is higher
     (a day lacked an input; missing is not negative), "not evaluable" when missing (the ``_max``

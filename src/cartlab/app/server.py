@@ -37,17 +37,23 @@ def csv_text(frame: pl.DataFrame, guard: str = DEFAULT_CSV_FORMULA_GUARD) -> str
     return safe_csv_text(frame, guard)
 
 
-def provenance(view, table: str, file_name: str, csv: str, filters: dict | None = None, **extra) -> dict:
+def provenance(view, table: str, file_name: str, csv: str, filters: dict | None = None, *,
+               n_rows: int | None = None, **extra) -> dict:
     """How a downloaded CSV was made (its companion ``<name>.provenance.json``): cartlab's version, the
     study, the table, the filters (an empty mapping: none), the analysis options (every option as
     applied, and those differing from the defaults), the protocol, the row count and the CSV's
-    SHA-256 (to pair the two files), and the table-specific ``extra`` (subject, twin regimens)."""
+    SHA-256 (to pair the two files), and the table-specific ``extra`` (subject, twin regimens).
+    ``n_rows``: the frame's height; without it the CSV's records are counted as RFC 4180 reads them
+    (a quoted cell may hold a line break: not a row; review 41 F8)."""
+    import csv as csv_module
     import datetime
     import hashlib
+    import io
 
     from cartlab import __version__
 
-    n_rows = max(0, len(csv.splitlines()) - 1) if csv else 0
+    if n_rows is None:
+        n_rows = max(0, sum(1 for _ in csv_module.reader(io.StringIO(csv))) - 1) if csv else 0
     return {
         "file": file_name,
         "sha256": hashlib.sha256(csv.encode("utf-8")).hexdigest(),
@@ -220,9 +226,11 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
                 yield csv_text(frame(), csv_formula_guard)
 
             def prov_fn():
-                text = csv_text(frame(), csv_formula_guard)  # the bytes downloaded: the SHA-256 pairs them
+                data = frame()
+                text = csv_text(data, csv_formula_guard)  # the bytes downloaded: the SHA-256 pairs them
                 yield _json(provenance(view(), table, name(), text, filters() if filters else None,
-                                       csv_formula_guard=csv_formula_guard, **(extra() if extra else {})))
+                                       n_rows=data.height, csv_formula_guard=csv_formula_guard,
+                                       **(extra() if extra else {})))
 
             csv_fn.__name__, prov_fn.__name__ = out_id, out_id + "_prov"
             render.download_button(filename=name, media_type="text/csv")(csv_fn)
@@ -494,8 +502,11 @@ def patient_headline_parts(view, p) -> tuple[str | None, str, list[str]]:
     notes += [mark_reconstructed(n if n.startswith("Target antigen") else with_events_clause(n, view.study),
                                  p.reconstructed_columns)
               for n in response_notes_lines(view.analysis, p.subject_id)]
+    why = {c: not_evaluable_why(view.analysis, p.subject_id, s, f"{c}_grade_astct") for c in ("crs", "icans")}
+    crs += f" (ASTCT, worst; {why['crs']})" if why["crs"] else " (ASTCT, worst)"
+    icans += f" (ASTCT, worst; {why['icans']})" if why["icans"] else " (ASTCT, worst)"
     headline = (f"{p.subject_id} ({s.get('disease') or '?'}, {s.get('target') or '?'}, {dose}): "
-                f"CRS grade {crs} (ASTCT, worst) · ICANS grade {icans} (ASTCT, worst) · ICAHT early "
+                f"CRS grade {crs} · ICANS grade {icans} · ICAHT early "
                 f"(days 0-30) {icaht} · ICAHT late (after day 30) {late} · best response {resp}")
     return not_measured_banner(p.counts), headline, notes
 
@@ -513,17 +524,35 @@ def interpolated_mark(text: str, view, subject_id: str, summary: dict) -> str:
 
 def grade_text(summary: dict, col: str) -> str:
     """A worst grade for the headline: "2", the range "0–1" when ``<col>_max`` is higher (an input was
-    missing on some day), or "not evaluable"."""
-    from cartlab.report.cells import grade_span
+    missing on some day), "not evaluable (at most 2)" when only ``<col>_max`` is known, or "not
+    evaluable"."""
+    from cartlab.report.cells import _cell, grade_span
 
-    g = summary.get(col)
-    return "not evaluable" if g is None else grade_span(g, summary.get(f"{col}_max"))
+    g, hi = summary.get(col), summary.get(f"{col}_max")
+    if g is None:
+        return "not evaluable" if hi is None else f"not evaluable (at most {_cell(hi)})"
+    return grade_span(g, hi)
 
 
-def _not_evaluable(reason) -> str:
-    """"not evaluable: <reason>" from an analysis reason ("not evaluable: no ANC in days 0-30 ...")."""
+def not_evaluable_why(analysis, subject_id: str, summary: dict, col: str) -> str | None:
+    """Why the worst CRS / ICANS grade ``col`` is not evaluable, naming the missing input, as the
+    subject page's "CRS on every scale" and worst-grade rows say it (review 41 F5); None when graded."""
+    if summary.get(col) is not None or analysis is None:
+        return None
+    from cartlab.report.subject_blocks import _icans_not_evaluable, crs_not_evaluable
+
+    return (crs_not_evaluable if col.startswith("crs") else _icans_not_evaluable)(analysis, subject_id)
+
+
+def _not_evaluable(reason, hi=None) -> str:
+    """"not evaluable: <reason>" from an analysis reason ("not evaluable: no ANC in days 0-30 ...");
+    "NE (≤4): <reason>" when the grade's upper bound ``hi`` is known, in the words of the study table
+    and the subject page (:func:`cartlab.report.cells.grade_range`, review 41 F4)."""
+    from cartlab.report.cells import grade_range
+
     why = str(reason or "").strip().removeprefix("not evaluable").strip(" :").rstrip(".")
-    return f"not evaluable: {why}" if why else "not evaluable"
+    head = "not evaluable" if hi is None else grade_range(None, hi)
+    return f"{head}: {why}" if why else head
 
 
 def icaht_text(analysis, subject_id: str, summary: dict) -> str:
@@ -534,7 +563,7 @@ def icaht_text(analysis, subject_id: str, summary: dict) -> str:
     from cartlab.report.subject_blocks import icaht_early_text
 
     if summary.get("icaht_early_grade") is None:  # not evaluable, with or without an upper bound (as late)
-        return _not_evaluable(summary.get("icaht_early_reason"))
+        return _not_evaluable(summary.get("icaht_early_reason"), summary.get("icaht_early_grade_max"))
     text = icaht_early_text(analysis, subject_id, summary.get("icaht_early_grade"), summary.get("icaht_early_grade_max"))
     return _not_evaluable(summary.get("icaht_early_reason")) if text == EMPTY else text
 
@@ -548,7 +577,7 @@ def icaht_late_text(summary: dict) -> str:
 
     g = summary.get("icaht_late_grade")
     if g is None:
-        return _not_evaluable(summary.get("icaht_late_reason"))
+        return _not_evaluable(summary.get("icaht_late_reason"), summary.get("icaht_late_grade_max"))
     return late_grade_text(g, summary.get("icaht_late_grade_max"))
 
 

@@ -11,6 +11,11 @@ FILTERS = (("f_disease", "Disease"), ("f_target", "Target"), ("f_dose", "Dose le
            ("f_response", "Best response"), ("f_crs", "Worst ASTCT CRS grade (0–1: a range, inputs missing)"),
            ("f_icans", "Worst ASTCT ICANS grade (0–1: a range, inputs missing)"))
 
+#: under the CRS/ICANS filters: a grade and each range are separate choices (review 41 F9; no "at least" mode)
+FILTER_RANGE_NOTE = ("CRS/ICANS: each grade and each range (e.g. 1–2, a day lacked an input) is a choice of its own, "
+                     "matched exactly: \"2\" leaves out 1–2 and 2–3. For grade 2 or higher, choose 2, 3, 4, 5 and "
+                     "every range that reaches 2 (1–2, 0–2, 2–3, …); \"not evaluable\" is a choice too.")
+
 CSS = """
 .cartlab-note { color: #555; font-size: 0.9em; }
 .cartlab-headline { font-size: 1.15em; font-weight: 600; margin: 0.3em 0; }
@@ -45,6 +50,7 @@ def page(study_ids: list[str]):
             ui.sidebar(
                 *[ui.input_selectize(key, label, choices=[], multiple=True, options={"placeholder": "all"})
                   for key, label in FILTERS],
+                ui.tags.small(FILTER_RANGE_NOTE, class_="cartlab-note", id="filter_range_note"),
                 ui.input_action_button("f_clear", "Clear filters", class_="btn-sm"),
                 width=280,
             ),

@@ -63,13 +63,15 @@ def grade_span(lo: Any, hi: Any) -> str:
 
 def grade_range(lo: Any, hi: Any, why: str | None = None) -> str:
     """A worst grade that may be a range, as the study table shows the early ICAHT grade: "2", "0–4"
-    when days lacked a count (``hi`` = the grade had they been below every level), "≤4" when only
-    the upper bound is known, "—" when neither; ``why`` (e.g. "no ANC on 30 day(s)") is added to a
-    range as "0–4 (range: no ANC on 30 day(s))"."""
+    when days lacked a count (``hi`` = the grade had they been below every level), "NE (≤4)" when
+    only the upper bound is known (not evaluable, as the ICAHT view and the toxicity summary count
+    it, with its bound: one wording on the study table, the subject page and the dashboard, review 41
+    F4), "—" when neither; ``why`` (e.g. "no ANC on 30 day(s)") is added to a range as "0–4 (range:
+    no ANC on 30 day(s))"."""
     if lo is None and hi is None:
         return EMPTY
     if lo is None:
-        return f"≤{_cell(hi)}"
+        return f"NE (≤{_cell(hi)})"
     text = grade_span(lo, hi)
     return f"{text} (range: {why})" if why and "–" in text else text
 

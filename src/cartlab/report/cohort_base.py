@@ -8,9 +8,11 @@ drawn raises :class:`ViewUnavailable` naming the missing table or input and why 
 
 Provenance (the report's honesty rule, :mod:`cartlab.report.figures`): every derived marker has an
 ``evidence`` list of ``"<file>:<row>"`` source rows; :func:`evidence_kinds` looks those rows up and
-calls the marker ``reconstructed`` when any of them was not measured (``source`` in
-:data:`cartlab.model.NOT_MEASURED_SOURCES`), ``paper`` when all are stated in a publication, else
-``observed``.
+calls the marker not measured when any of them was (``source`` in
+:data:`cartlab.model.NOT_MEASURED_SOURCES`, or a ``paper`` row naming reconstructed columns, as the
+banner counts), ``paper`` when all are stated in a publication, else ``observed``. The cohort CSVs
+name the rows' own kind (``precise``: reconstructed / synthetic / simulated); the renderers draw any
+not-measured kind open or pale.
 """
 
 from __future__ import annotations
@@ -151,33 +153,59 @@ _RANK = {"paper": 0, "observed": 1, "reconstructed": 2, "simulated": 3, "synthet
 
 
 def evidence_kinds(study, frame: pl.DataFrame, key: str = "subject_id", evidence: str = "evidence",
-                   precise: bool = False) -> pl.DataFrame:
+                   precise: bool = False, approximate_days: bool = False) -> pl.DataFrame:
     """``key``, ``kind`` for each row of ``frame``: the least-measured kind of its evidence rows
-    (reconstructed > observed > paper). Rows without a known evidence row take the kind of their
-    subject's ``subjects.source`` (``frame`` has ``subject_id``), else ``observed``. ``precise``: a
+    (reconstructed > observed > paper), each row's kind as the subject pages and the banner count it
+    (:func:`cartlab.report.provenance_marks.source_kinds`: a ``paper`` row naming reconstructed
+    columns is reconstructed; review 41 F1). ``approximate_days``: an ``events`` row whose day is
+    approximate (:func:`cartlab.report.provenance_marks.approximate_day`) counts as reconstructed too
+    (the swimmer's markers are drawn at that day). Rows without a known evidence row take the kind of
+    their subject's ``subjects`` row (``frame`` has ``subject_id``), else ``observed``. ``precise``: a
     not-measured kind is the rows' own source (synthetic > simulated > reconstructed), not
     "reconstructed" for all three (review 39 C2)."""
+    from cartlab.report.provenance_marks import approximate_day, source_kinds
+
     refs = (frame.select(key, pl.col(evidence).cast(pl.List(pl.String))).explode(evidence).drop_nulls(evidence)
             .with_columns(pl.col(evidence).str.extract(r"^(.*):(\d+)$", 1).alias("_f"),
                           pl.col(evidence).str.extract(r"^(.*):(\d+)$", 2).cast(pl.Int64, strict=False).alias("_r")))
     files = refs["_f"].drop_nulls().unique().to_list()
     rows = refs["_r"].drop_nulls().unique().to_list()
-    parts = []
+
+    def kinds_of(name: str, t: pl.DataFrame) -> dict[str, str]:
+        got = source_kinds([t])
+        if approximate_days and name == "events":
+            for r in t.iter_rows(named=True):  # the referenced event rows: a few per subject
+                ref = f"{r['src_file']}:{r['src_row']}"
+                if got.get(ref) in ("paper", "observed") and approximate_day(r):
+                    got[ref] = "reconstructed"
+        return got
+
+    found: dict[str, str] = {}
     for name in ("subjects", "doses", "observations", "interventions", "events"):
         t = getattr(study, name)
         if {"src_file", "src_row", "source"} <= set(t.columns) and files:
-            parts.append(t.lazy().filter(pl.col("src_file").is_in(files) & pl.col("src_row").is_in(rows))
-                         .select(pl.col("src_file").alias("_f"), pl.col("src_row").alias("_r"),
-                                 kind_expr(precise=precise).alias("k")))
-    lookup = (pl.concat(parts).unique(["_f", "_r"]).collect() if parts
-              else pl.DataFrame(schema={"_f": pl.String, "_r": pl.Int64, "k": pl.String}))
+            t = t.filter(pl.col("src_file").is_in(files) & pl.col("src_row").is_in(rows))
+            for ref, k in kinds_of(name, t).items():
+                found.setdefault(ref, k)
+    lookup = pl.DataFrame({"_ref": list(found), "k": list(found.values())},
+                          schema={"_ref": pl.String, "k": pl.String})
+    loose = pl.when(pl.col("k").is_in(list(NOT_MEASURED_SOURCES))).then(pl.lit("reconstructed")).otherwise(pl.col("k"))
+    lookup = lookup.with_columns((pl.col("k") if precise else loose).alias("k"))
     rank = pl.col("k").replace_strict(_RANK, return_dtype=pl.Int64, default=1)
-    by_row = refs.join(lookup, on=["_f", "_r"], how="inner").group_by(key).agg(rank.max().alias("_rank"))
+    by_row = (refs.with_columns(pl.col(evidence).alias("_ref")).join(lookup, on="_ref", how="inner")
+              .group_by(key).agg(rank.max().alias("_rank")))
     out = frame.select(key, *(["subject_id"] if "subject_id" in frame.columns and key != "subject_id" else []))
     out = out.join(by_row, on=key, how="left")
     if "subject_id" in frame.columns:
-        subj = study.subjects.select("subject_id", kind_expr(precise=precise).replace_strict(
-            _RANK, return_dtype=pl.Int64, default=1).alias("_s"))
+        subj = study.subjects.select("subject_id", kind_expr(precise=True).alias("k"),
+                                     *(["src_file", "src_row"] if {"src_file", "src_row"} <= set(study.subjects.columns)
+                                       else []))
+        if "src_file" in subj.columns:  # a subjects row naming reconstructed columns (the seed's follow-up end)
+            sk = source_kinds([study.subjects])
+            subj = subj.with_columns(pl.Series("k", [sk.get(f"{f}:{r}", k) for f, r, k in zip(
+                subj["src_file"].to_list(), subj["src_row"].to_list(), subj["k"].to_list())], dtype=pl.String))
+        subj = subj.select("subject_id", (pl.col("k") if precise else loose).replace_strict(
+            _RANK, return_dtype=pl.Int64, default=1).alias("_s")).unique("subject_id")
         out = out.join(subj, on="subject_id", how="left").with_columns(pl.coalesce("_rank", "_s").alias("_rank"))
     inv = {v: k for k, v in _RANK.items()}
     return out.select(key, pl.col("_rank").fill_null(1).replace_strict(inv, return_dtype=pl.String).alias("kind"))

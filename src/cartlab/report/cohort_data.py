@@ -46,6 +46,7 @@ from cartlab.report.cohort_stats import (
     toxicity_counts,
     toxicity_summary,
 )
+from cartlab.report.provenance_marks import approximate_day
 
 __all__ = [
     "HEAT_BLQ_TEXT",
@@ -95,11 +96,14 @@ class SwimmerData:
     last known alive (ADTTE OS), ``dead``, ``ongoing`` (alive at last follow-up), ``end_kind``,
     ``order`` = 0 for the longest follow-up). ``markers``: ``subject_id``, ``day``, ``marker``
     (response / relapse / allo-HSCT / death), ``label``, ``antigen`` (relapse: ``negative``,
-    ``retained`` or ``not assessed``), ``kind`` (paper / observed / reconstructed)."""
+    ``retained`` or ``not assessed``), ``kind`` (paper / observed / reconstructed / synthetic / simulated:
+    the rows' own source kind; an approximate event day counts as reconstructed, review 41 F1/F2)."""
 
     bars: pl.DataFrame
     markers: pl.DataFrame
     notes: tuple[str, ...] = ()
+    #: the events file's name ("events.csv") when the study was given without it: no death is known
+    events_absent: str = ""
 
 
 MARKER_SCHEMA = {"subject_id": pl.String, "day": pl.Float64, "marker": pl.String, "label": pl.String,
@@ -212,23 +216,38 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
     ev = subset(study.events, ids)
     hsct = (ev.filter((pl.col("event") == "allo_hsct") & (pl.col("day") >= 0) & pl.col("subject_id").is_in(drawn))
             .sort("day").group_by("subject_id", maintain_order=True).first())
-    parts.append(_markers(hsct.select("subject_id", "day", pl.lit("allo-HSCT").alias("marker"),
-                                      pl.lit("allo-HSCT").alias("label"),
-                                      pl.concat_list(evidence_ref()).alias("evidence"))))
+    # a day the row calls approximate ("day 60 is approximate") is labelled so and drawn open (review 41 F1)
+    approx = pl.Series("_approx", [approximate_day(r) for r in hsct.iter_rows(named=True)], dtype=pl.Boolean)
+    parts.append(_markers(hsct.with_columns(approx).select(
+        "subject_id", "day", pl.lit("allo-HSCT").alias("marker"),
+        pl.when(pl.col("_approx")).then(pl.format("allo-HSCT (day ≈{}, approximate)", pl.col("day").round(2)
+                                                  .cast(pl.String).str.replace(r"\.0$", "")))
+        .otherwise(pl.lit("allo-HSCT")).alias("label"),
+        pl.concat_list(evidence_ref()).alias("evidence"))))
     parts.append(_markers(bars.filter("dead").join(os_rows.select("subject_id", "evidence"), on="subject_id")
                           .select("subject_id", pl.col("end_day").alias("day"), pl.lit("death").alias("marker"),
                                   pl.lit("death").alias("label"), "evidence")))
     markers = pl.concat(parts).with_row_index("_m")
-    kinds = evidence_kinds(study, markers, key="_m")
+    # the rows' own source kind (synthetic stays synthetic, review 41 F2); an approximate event day is
+    # not a stated one (review 41 F1)
+    kinds = evidence_kinds(study, markers, key="_m", precise=True, approximate_days=True)
     # a response is what its marrow shows: a marrow result stated in the publication makes the response
     # marker "paper" even when the counts beside it (ANC, platelets, PB blasts) were reconstructed
     marrow = _marrow_evidence(study, markers.filter(pl.col("marker") == "response"))
     if marrow.height:
-        mk = evidence_kinds(study, marrow, key="_m").rename({"kind": "_mk"})
+        mk = evidence_kinds(study, marrow, key="_m", precise=True).rename({"kind": "_mk"})
         kinds = (kinds.join(mk, on="_m", how="left")
                  .with_columns(pl.coalesce("_mk", "kind").alias("kind")).drop("_mk"))
     markers = markers.join(kinds, on="_m", how="left").drop("_m", "evidence").sort("subject_id", "day")
-    return SwimmerData(bars, markers, tuple(notes))
+    return SwimmerData(bars, markers, tuple(notes), events_not_given(study))
+
+
+def events_not_given(study) -> str:
+    """The events file's name ("events.csv", "events.parquet") when ``study`` was given without it
+    (:func:`cartlab.io.absent_files.table_absent`), else ""."""
+    from cartlab.io.absent_files import absent_file_name, table_absent
+
+    return absent_file_name(study, "events") if table_absent(study, "events") else ""
 
 
 def _episode_antigen(rel: pl.DataFrame, ag: pl.DataFrame, rel_tab: pl.DataFrame | None,
@@ -586,7 +605,7 @@ def expansion_data(analysis, subject_ids=None, param: str = "CARCOPY") -> Expans
     pts = obs.select(
         "subject_id", "day",
         pl.when(censored | (pl.col("value").fill_null(1.0) <= 0)).then(lim).otherwise(pl.col("value")).alias("value"),
-        (censored | (pl.col("value") <= 0)).fill_null(False).alias("blq"), kind_expr().alias("kind"),
+        (censored | (pl.col("value") <= 0)).fill_null(False).alias("blq"), kind_expr(precise=True).alias("kind"),
         pl.col("unit").fill_null(""))
     dropped = pts.filter(pl.col("value").is_null() | (pl.col("value") <= 0)).height
     pts = pts.filter(pl.col("value") > 0)
@@ -740,7 +759,7 @@ def cytokine_matrix(analysis, subject_ids=None, param: str = "IL6", days: tuple[
     # the day's maximum is picked before the limit stands in for a censored result: a measured value
     # (0 included) beats a "<x" of the same day, whose true value is unknown below x
     cells = (obs.select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("day"), val.alias("value"),
-                        blq.alias("blq"), kind_expr().alias("kind"), pl.col("unit").fill_null(""))
+                        blq.alias("blq"), kind_expr(precise=True).alias("kind"), pl.col("unit").fill_null(""))
              .filter(pl.col("value").is_not_null())
              .sort(["blq", "value"], descending=[False, True])
              .group_by("subject_id", "day", maintain_order=True).first())

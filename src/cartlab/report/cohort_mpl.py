@@ -36,11 +36,11 @@ from cartlab.report.cohort_base import (
 from cartlab.report.cohort_style import (
     GRADE_COLORS,
     LIGHT_BAR_TEXT,
-    ONGOING_TEXT,
     OPEN_TEXT,
     SWIMMER_MARKERS,
     grade_label,
     marker_key,
+    ongoing_text,
     response_categories,
     response_color,
 )
@@ -123,7 +123,7 @@ def swimmer_figure(data: cd.SwimmerData) -> Figure:
             continue
         ys = np.array([order[s] for s in sub["subject_id"]])
         cols = [response_color(lab) for lab in sub["label"]] if color is None else [color] * sub.height
-        open_ = (sub["kind"] == "reconstructed").to_numpy()
+        open_ = sub["kind"].is_in(list(NOT_MEASURED_SOURCES)).to_numpy()
         any_open |= bool(open_.any())
         for sel, filled in ((~open_, True), (open_, False)):
             if sel.any():
@@ -135,7 +135,7 @@ def swimmer_figure(data: cd.SwimmerData) -> Figure:
     for key, part in top.partition_by("key", as_dict=True).items() if top.height else ():
         m, _sym, color, _text = SWIMMER_MARKERS[key[0]]
         c = [response_color(lab) for lab in part["label"]] if color is None else [color] * part.height
-        open_ = (part["kind"] == "reconstructed").to_list()  # a not-measured marker stays open
+        open_ = part["kind"].is_in(list(NOT_MEASURED_SOURCES)).to_list()  # a not-measured marker stays open
         ax.scatter(part["day"].to_numpy(), [order[s] for s in part["subject_id"]], marker=m, s=ms * 0.6, zorder=5,
                    c=["none" if o else x for x, o in zip(c, open_)],
                    edgecolors=[x if o else "white" for x, o in zip(c, open_)], linewidths=0.6)
@@ -159,7 +159,7 @@ def swimmer_figure(data: cd.SwimmerData) -> Figure:
     h2 = [Line2D([], [], marker=m, ls="", color=c or "#888888", markeredgecolor="black" if c is None else c,
                  label=text) for key, (m, _s, c, text) in SWIMMER_MARKERS.items() if key in present]
     if on.height:
-        h2.append(Line2D([], [], marker=">", ls="", color="#444444", label=ONGOING_TEXT))
+        h2.append(Line2D([], [], marker=">", ls="", color="#444444", label=ongoing_text(data.events_absent)))
     if any_open:
         h2.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="#444444", label=OPEN_TEXT))
     if leg is not None:
@@ -263,7 +263,7 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
     many = pts["subject_id"].n_unique() > 100
     cats = response_categories(pts["response"].unique().to_list())
     lines = pts.group_by("subject_id", maintain_order=True).agg("day", "value", pl.col("response").first(),
-                                                                 (pl.col("kind") == "reconstructed").all().alias("nm"))
+                                                                 pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)).all().alias("nm"))
     for cat in cats:
         sub = lines.filter(pl.col("response") == cat)
         segs = [np.column_stack([d, v]) for d, v in zip(sub["day"].to_list(), sub["value"].to_list())]
@@ -273,7 +273,7 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
     ms = 6 if many else 18
     for blq, marker in ((False, "o"), (True, "v")):
         for open_ in (False, True):
-            sub = pts.filter((pl.col("blq") == blq) & ((pl.col("kind") == "reconstructed") == open_))
+            sub = pts.filter((pl.col("blq") == blq) & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
             if sub.height == 0:
                 continue
             c = [response_color(r) for r in sub["response"].to_list()]
@@ -287,7 +287,7 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
     h1 = [Line2D([], [], color=response_color(c), lw=1.5, label=c) for c in cats]
     leg = _legend(ax, h1, "line colour = best response")
     h2 = [Line2D([], [], marker="o", ls="", color="#444444", label="measured value")]
-    if (pts["kind"] == "reconstructed").any():
+    if pts["kind"].is_in(list(NOT_MEASURED_SOURCES)).any():
         h2.append(Line2D([], [], marker="o", ls=":", color="#444444", markerfacecolor="none", label=OPEN_TEXT))
     if pts["blq"].any():
         h2.append(Line2D([], [], marker="v", ls="", color="#444444", label="below limit of quantification (at the limit)"))
@@ -373,8 +373,9 @@ def cytokine_figure(data: cd.CytokineMatrix) -> Figure:
     marks = [(cells.filter("zero"), "x", "#1a9850", f"{cd.HEAT_ZERO_TEXT} ({data.floor():g} {data.unit})"),
              (cells.filter("blq"), "^", "#1f78b4", cd.HEAT_BLQ_TEXT)]
     kinds = cells["kind"].unique().to_list()
-    if "reconstructed" in kinds and len(kinds) > 1:
-        marks.append((cells.filter(pl.col("kind") == "reconstructed"), "o", "#1f78b4",
+    # mark the not-measured cells when some cells were measured (a mix; every cell not measured: the stamp says it)
+    if set(kinds) & set(NOT_MEASURED_SOURCES) and set(kinds) - set(NOT_MEASURED_SOURCES):
+        marks.append((cells.filter(pl.col("kind").is_in(list(NOT_MEASURED_SOURCES))), "o", "#1f78b4",
                       "value not measured (reconstructed / synthetic)"))
     shown = False
     for sel, mk, col, text in marks:
@@ -532,3 +533,12 @@ def cohort_figures(analysis, subject_ids=None) -> list[CohortView]:
 
     return view_specs(analysis, subject_ids, sys.modules[__name__])
 
+
+def events_band(fig: Figure, text: str) -> Figure:
+    """``text`` (:data:`~cartlab.report.cohort_style.EVENTS_BAND_TEXT`) in a band inside the image, as
+    the provenance stamp (:func:`cartlab.report.files.stamp_figure`): the swimmer, survival and
+    relapse-incidence images of a study without events.csv say so on their own (review 41 F6)."""
+    from cartlab.report.files import stamp_figure
+
+    stamp_figure(fig, text)
+    return fig

@@ -27,11 +27,11 @@ from cartlab.report.cohort_base import (
 )
 from cartlab.report.cohort_style import (
     GRADE_COLORS,
-    ONGOING_TEXT,
     OPEN_TEXT,
     SWIMMER_MARKERS,
     grade_label,
     marker_key,
+    ongoing_text,
     response_categories,
     response_color,
 )
@@ -104,7 +104,7 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
     mk = mk.with_columns(pl.Series("key", keys, pl.String))
     for key, (_m, sym, color, text) in SWIMMER_MARKERS.items():
         for open_ in (False, True):
-            sub = mk.filter((pl.col("key") == key) & ((pl.col("kind") == "reconstructed") == open_))
+            sub = mk.filter((pl.col("key") == key) & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
             if sub.height == 0:
                 continue
             cols = [response_color(lab) for lab in sub["label"]] if color is None else color
@@ -118,7 +118,7 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
     for key, part in top.partition_by("key", as_dict=True).items() if top.height else ():
         _m, sym, color, text = SWIMMER_MARKERS[key[0]]
         cols = [response_color(lab) for lab in part["label"]] if color is None else [color] * part.height
-        open_ = (part["kind"] == "reconstructed").to_list()  # a not-measured marker stays open
+        open_ = part["kind"].is_in(list(NOT_MEASURED_SOURCES)).to_list()  # a not-measured marker stays open
         fig.add_trace(go.Scatter(
             x=part["day"].to_list(), y=plotly_text(part["subject_id"].to_list()), mode="markers", name=text,
             showlegend=False, legendgroup="markers", text=plotly_text(part["label"].to_list()),
@@ -129,7 +129,7 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
     if on.height:
         fig.add_trace(go.Scatter(x=(on["end_day"] + 1.0).to_list(), y=plotly_text(on["subject_id"].to_list()),
                                  mode="markers",
-                                 name=ONGOING_TEXT, legendgroup="markers",
+                                 name=ongoing_text(data.events_absent), legendgroup="markers",
                                  marker={"symbol": "triangle-right", "size": 7, "color": "#444444"}, hoverinfo="skip"))
     order = plotly_text(bars.sort("order")["subject_id"].to_list())
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], showticklabels=n <= 60,
@@ -201,7 +201,7 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
     fig = go.Figure()
     pts = data.points
     lines = pts.group_by("subject_id", maintain_order=True).agg("day", "value", pl.col("response").first(),
-                                                                 (pl.col("kind") == "reconstructed").all().alias("nm"))
+                                                                 pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)).all().alias("nm"))
     many = lines.height > 100
     for cat in response_categories(lines["response"].to_list()):
         for nm in (False, True):
@@ -215,7 +215,7 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
                                        hoverinfo="skip"))
     for blq, sym in ((False, "circle"), (True, "triangle-down")):
         for open_ in (False, True):
-            sub = pts.filter((pl.col("blq") == blq) & ((pl.col("kind") == "reconstructed") == open_))
+            sub = pts.filter((pl.col("blq") == blq) & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
             if sub.height == 0:
                 continue
             name = ("below limit of quantification (at the limit)" if blq else "measured value")
@@ -279,8 +279,9 @@ def cytokine_figure(data: cd.CytokineMatrix) -> go.Figure:
     marks = [(cells.filter("zero"), "x", "#1a9850", f"{cd.HEAT_ZERO_TEXT} ({data.floor():g} {data.unit})"),
              (cells.filter("blq"), "triangle-up", "#1f78b4", cd.HEAT_BLQ_TEXT)]
     kinds = cells["kind"].unique().to_list()
-    if "reconstructed" in kinds and len(kinds) > 1:
-        marks.append((cells.filter(pl.col("kind") == "reconstructed"), "circle", "#1f78b4", "value not measured"))
+    # mark the not-measured cells when some cells were measured (a mix; every cell not measured: the stamp says it)
+    if set(kinds) & set(NOT_MEASURED_SOURCES) and set(kinds) - set(NOT_MEASURED_SOURCES):
+        marks.append((cells.filter(pl.col("kind").is_in(list(NOT_MEASURED_SOURCES))), "circle", "#1f78b4", "value not measured"))
     for sel, mk, col, text in marks:
         if sel.height:
             fig.add_trace(go.Scattergl(x=sel["day"].to_list(), y=plotly_text(sel["subject_id"].to_list()),
@@ -372,3 +373,15 @@ def cohort_figures_plotly(analysis, subject_ids=None) -> list[CohortView]:
     from cartlab.report.cohort_views import view_specs
 
     return view_specs(analysis, subject_ids, sys.modules[__name__])
+
+
+def events_band(fig: go.Figure, text: str) -> go.Figure:
+    """``text`` (:data:`~cartlab.report.cohort_style.EVENTS_BAND_TEXT`) in a band above the plot, in the
+    colours of the report's provenance stamp: the image the dashboard's camera button saves says it
+    too (review 41 F6)."""
+    top = (fig.layout.margin.t or 30) + 26
+    fig.add_annotation(text=plotly_text(text), xref="paper", yref="paper", x=1.0, y=1.0, xanchor="right",
+                       yanchor="bottom", yshift=6, showarrow=False, font={"size": 11, "color": "#7a5a00"},
+                       bgcolor="#fff4cc", bordercolor="#c79a00", borderwidth=1)
+    fig.update_layout(margin={"t": top})
+    return fig

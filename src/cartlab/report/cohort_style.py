@@ -26,6 +26,18 @@ SWIMMER_MARKERS = {
     "death": ("s", "square", "#000000", "death"),
 }
 ONGOING_TEXT = "arrow = alive at last follow-up (bar continues)"
+#: the arrow's legend when events.csv was not given (``{events}``: the file as the study has it): no death
+#: is known, which is not "alive" (review 41 F6; missing is not negative)
+ONGOING_UNKNOWN_TEXT = "arrow = no death recorded ({events} not given: vital status unknown)"
+#: the band inside the swimmer, survival and relapse-incidence images when events.csv was not given, so a
+#: PNG or SVG reused on its own still says it (review 41 F6, as the provenance stamp)
+EVENTS_BAND_TEXT = "{events} not given: no death, relapse or HSCT known — most favourable reading"
+
+
+def ongoing_text(events_absent: str = "") -> str:
+    """The swimmer's arrow legend: "alive at last follow-up", or "no death recorded" when the study's
+    events file (``events_absent``, e.g. "events.csv") was not given."""
+    return ONGOING_UNKNOWN_TEXT.format(events=events_absent) if events_absent else ONGOING_TEXT
 OPEN_TEXT = "open marker = value not measured (reconstructed, synthetic or simulated)"
 LIGHT_BAR_TEXT = "pale bar = follow-up from not-measured data"
 CROSS_SCALE_CITATION = "Pennisi M et al., Blood Adv 2020;4:676 (CRS on five scales)"

@@ -11,7 +11,7 @@ import polars as pl
 
 from cartlab.report import cohort_data as cd
 from cartlab.report.cohort_base import CohortView, ViewUnavailable, auc_name, provenance_note, selected_ids
-from cartlab.report.cohort_style import CROSS_SCALE_CITATION
+from cartlab.report.cohort_style import CROSS_SCALE_CITATION, EVENTS_BAND_TEXT
 
 __all__ = ["VIEW_KEYS", "view_specs"]
 
@@ -98,6 +98,12 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
         prov = ""
     R = renderer
     sel = subject_ids
+    events = cd.events_not_given(analysis.study)
+
+    def banded(fig):
+        """The figure with the events-not-given band inside the image (review 41 F6)."""
+        band = getattr(R, "events_band", None)
+        return band(fig, EVENTS_BAND_TEXT.format(events=events)) if events and band and fig is not None else fig
 
     def _ids(sel):
         return None if sel is None else set(sel)
@@ -107,7 +113,7 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
         return (_caption("Each bar runs from the CAR-T infusion (day 0) to death or the last day the subject was "
                          "known alive (ADTTE OS, ELN 2022 Table 9); sorted by follow-up.",
                          [*d.notes, *_course_notes(analysis, _ids(sel))], prov),
-                R.swimmer_figure(d), None, {"bars": d.bars, "markers": d.markers})
+                banded(R.swimmer_figure(d)), None, {"bars": d.bars, "markers": d.markers})
 
     def grades():
         d = cd.grade_distribution(analysis, sel)
@@ -182,13 +188,13 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                          "km_median.csv) and number at risk = subjects with time >= the day (RFS and CIR count days since the "
                          "remission, OS, EFS and LFS since the infusion).",
                          [*d.notes, *_course_notes(analysis, _ids(sel))], prov),
-                R.survival_figure(d), d.shown_table(), {"": d.steps, "at_risk": d.at_risk, "medians": d.table()})
+                banded(R.survival_figure(d)), d.shown_table(), {"": d.steps, "at_risk": d.at_risk, "medians": d.table()})
 
     def incidence():
         d = cd.relapse_incidence_data(analysis, sel)
         return (_caption("Cumulative incidence of relapse with death without relapse as competing event "
                          "(Aalen-Johansen), from the first remission.",
-                         [*d.notes, *_course_notes(analysis, _ids(sel))], prov), R.incidence_figure(d), None,
+                         [*d.notes, *_course_notes(analysis, _ids(sel))], prov), banded(R.incidence_figure(d)), None,
                 {"": d.curves, "at_risk": d.at_risk})
 
     def toxicity():

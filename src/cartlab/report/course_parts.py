@@ -17,6 +17,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import NOT_MEASURED_SOURCES
+from cartlab.report.provenance_marks import approximate_day
 
 #: ``source`` labels whose values were not measured.
 RECONSTRUCTED_SOURCES = NOT_MEASURED_SOURCES
@@ -456,13 +457,17 @@ def _draw_strip(ax, lanes, tracker: _Tracker, lo: float, hi: float) -> None:
                 if d is None:
                     continue
                 prov = provenance_kind(r["source"])
+                # a day its row calls approximate is not a stated day: open star, "≈" (review 41 F1)
+                approx = approximate_day(r)
+                if approx:
+                    prov = "reconstructed"
                 tracker.prov.add(prov)
                 tracker.strip.add("event")
                 ax.plot([d], [y], marker="*", ls="none", ms=10,
                         mfc="black" if prov != "reconstructed" else "white", mec="black",
                         mew=1.0, zorder=3)
                 near_end = d > hi - 0.2 * (hi - lo)  # label to the left near the right edge
-                ax.annotate(_mt(str(r["event"] or "").replace("_", " ")), (d, y),
+                ax.annotate(_mt(str(r["event"] or "").replace("_", " ") + (f" (day ≈{d:g})" if approx else "")), (d, y),
                             xytext=(-7 if near_end else 7, 0), textcoords="offset points",
                             ha="right" if near_end else "left", va="center", fontsize=7.5,
                             annotation_clip=True)

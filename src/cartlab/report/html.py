@@ -40,9 +40,14 @@ from cartlab.report.figures import (
     provenance_kind,
 )
 from cartlab.report.files import FIGURE_DIR, FigureFiles, figure_png, safe_stem, save_figure, stamp_figure
-from cartlab.report.provenance_marks import RECONSTRUCTED_COLUMNS, reconstructed_columns, source_counts, source_kinds
+from cartlab.report.provenance_marks import (
+    RECONSTRUCTED_COLUMNS,
+    approximate_day,
+    reconstructed_columns,
+    source_counts,
+    source_kinds,
+)
 from cartlab.report.subject_blocks import (
-    NOT_INFUSED_NOTE,
     _of,
     _protocol_block,
     _response_block,
@@ -336,17 +341,12 @@ def _interventions_table(itv: pl.DataFrame) -> dict:
     )
 
 
-#: a row's source note saying its day is approximate ("day 60 is approximate": the seed's allo-HSCT)
-_APPROX_DAY = r"(?i)\bday\b[^;]*\bapproximate"
-
 
 def _events_table(ev: pl.DataFrame) -> dict:
     """The subject's events; a day its row calls approximate (source note "day 60 is approximate", or
     ``day`` among its ``reconstructed_columns``) reads "≈ 60" (review 39 B7: not a stated day)."""
     ev = ev.sort("day", nulls_last=True)
-    note = pl.col("source_note").cast(pl.String) if "source_note" in ev.columns else pl.lit(None, pl.String)
-    approx = [bool(n and re.search(_APPROX_DAY, n)) or "day" in reconstructed_columns(r)
-              for n, r in zip(ev.select(note.alias("n"))["n"].to_list() if ev.height else [], ev.iter_rows(named=True))]
+    approx = [approximate_day(r) for r in ev.iter_rows(named=True)]
     ev = ev.with_columns(pl.Series("day_shown", [f"≈ {_day(d)} (approximate)" if a and d is not None else _day(d)
                                                  for d, a in zip(ev["day"].to_list(), approx)], pl.String))
     return _table(
@@ -510,7 +510,8 @@ def _summary_block(summary: pl.DataFrame | None, subject_id: str, note: str | No
                  else _quantity(r[c]) if c in KINETICS_LABELS
                  else _day(r[c]) if _is_day(c)
                  # NE for want of a CAR-T dose says so (review 39 B2/B5), not a bare "NE"
-                 else f"{_cell(r[c])} ({note})" if c == "best_response" and note == NOT_INFUSED_NOTE
+                 # NE with the engine's reason, as the study table (review 41 F7)
+                 else f"{_cell(r[c])} ({note})" if c == "best_response" and note and r[c] == "NE"
                  else _with_note(_cell(r[c]), note if c == "best_response" else None) for c in cols]
         cells = [_with_note(v, car_why) if c in KINETICS_LABELS else v for c, v in zip(cols, cells)]
     if pair:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,18 @@ from cartlab.provenance import RECONSTRUCTED_COLUMNS, evidence_list, reconstruct
 DERIVED_CLASS = "derived-nm"
 #: the short mark of each not-measured source, explained once in the page's legend
 SHORT = {"reconstructed": "rec.", "synthetic": "syn.", "simulated": "sim."}
+
+
+#: a row's source note saying its day is approximate ("day 60 is approximate": the seed's allo-HSCT)
+APPROX_DAY = r"(?i)\bday\b[^;]*\bapproximate"
+
+
+def approximate_day(row: Mapping[str, Any]) -> bool:
+    """Whether a row's ``day`` is approximate, not stated: its ``source_note`` says so ("day 60 is
+    approximate") or ``day`` is among its ``reconstructed_columns`` (review 39 B7; the Events table
+    shows "≈ 60 (approximate)", the swimmer draws the marker open, review 41 F1)."""
+    note = row.get("source_note")
+    return bool(isinstance(note, str) and re.search(APPROX_DAY, note)) or "day" in reconstructed_columns(row)
 
 
 def _kind(source: Any) -> str:

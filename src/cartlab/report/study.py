@@ -43,6 +43,7 @@ from cartlab.report.html import (
     subject_filename,
     write_subject_report,
 )
+from cartlab.report.provenance_marks import source_counts
 from cartlab.report.subject_blocks import car_missing_reasons, response_notes, with_late_grade_max
 from cartlab.report.warnings_block import study_warnings
 
@@ -191,10 +192,11 @@ def _subject_cells(row: Mapping[str, Any] | None, note: str | None, *, unit_in_c
             text, sort = _grade(v[0], v[1]), _sortkey(v[1] if v[1] is not None else v[0])
         elif how == "pair":
             # the early grade as a range when days 0-30 lack an ANC (icaht_early_grade_max)
-            first = _grade(v[0], v[2] if len(v) > 2 else None) if v[0] is not None else _cell(v[0])
-            # the late grade as a range too when days of the late window lack an ANC (icaht_late_grade_max)
-            second = _grade(v[1], v[3] if len(v) > 3 else None) if v[1] is not None else _cell(v[1])
-            text = f"{first} / {second}" if v[0] is not None or v[1] is not None else EMPTY
+            # the late grade as a range too when days of the late window lack an ANC (icaht_late_grade_max);
+            # not evaluable with an upper bound reads "NE (≤4)" as on the subject page (review 41 F4)
+            first = _grade(v[0], v[2] if len(v) > 2 else None)
+            second = _grade(v[1], v[3] if len(v) > 3 else None)
+            text = f"{first} / {second}" if first != EMPTY or second != EMPTY else EMPTY
             sort = _sortkey(v[0])
         elif how == "response":
             text = (_with_note(_cell(v[0]), note) if v[0] is None
@@ -272,6 +274,16 @@ def _provenance_by_subject(study: Study) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for sid, k, n in counts.iter_rows():
         out.setdefault(sid, {"paper": 0, "not_measured": 0, "observed": 0})[k] = n
+    # a publication row naming reconstructed columns is not measured, as the banner counts it
+    # (provenance_marks.source_counts, review 41 F3): only the paper rows are looked at again (a few)
+    paper = {name: df.filter(pl.col("source").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase()
+                             == "paper")
+             for name, df in study.tables().items() if df.height and {"subject_id", "source"} <= set(df.columns)}
+    with_cols = {str(x) for df in paper.values() for x in df["subject_id"].unique().to_list() if x is not None}
+    for sid in with_cols & set(out):
+        moved = source_counts(paper, [sid])["paper_with_reconstructed_columns"]
+        out[sid]["paper"] -= moved
+        out[sid]["not_measured"] += moved
     return out
 
 

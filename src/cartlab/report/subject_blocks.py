@@ -198,6 +198,19 @@ def _has_obs(analysis, subject_id: str, params: Sequence[str]) -> bool:
     return obs.filter((pl.col("subject_id") == subject_id) & pl.col("param").is_in(list(params))).height > 0
 
 
+def crs_not_evaluable(analysis, subject_id: str) -> str:
+    """Why a subject's CRS (ASTCT 2019) has no grade, naming what is missing: the engine grades a day
+    from its temperature (TEMP) and systolic blood pressure (SYSBP) rows, with the oxygen and
+    vasopressor interventions of that day (cartlab.grading.crs); a subject without either row has no
+    graded day (review 41 F5; the dashboard headline says the same)."""
+    absent = [p for p in ("TEMP", "SYSBP") if not _has_obs(analysis, subject_id, (p,))]
+    if len(absent) == 2:
+        return "no day with a temperature or blood pressure row (TEMP, SYSBP not recorded)"
+    if absent:
+        return f"no day with the inputs CRS grading needs ({absent[0]} not recorded)"
+    return "no day with the inputs CRS grading needs (temperature and systolic blood pressure)"
+
+
 def _icans_not_evaluable(analysis, subject_id: str) -> str:
     """Why a subject's ICANS has no grade, naming what is missing."""
     if not _has_obs(analysis, subject_id, ("ICE", "CAPD")):
@@ -234,8 +247,13 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
         why = _unknown_days(r.get("early_unknown_days"), what) if hi is not None and lo is not None and hi > lo else None
         if lo is None and hi is None:
             why = f"no {what} recorded in days 0-30" if not _has_obs(analysis, subject_id, _COUNT_PARAMS[prefix]) else None
+        if lo is None and why is None:  # not evaluable: the window's input, with its days, as the late row
+            end = r.get("early_window_end")
+            why = f"{what} (days 0–{_day(end) if end is not None else 30})"
         rows.append({"toxicity": f"{name}, early (days 0-30)",
-                     "grade": _grade_text(lo, hi, why=why) if lo is not None else "not evaluable",
+                     # not evaluable with an upper bound: "NE (≤4)", as the summary and the study table (review 41 F4)
+                     "grade": _grade_text(lo, hi, why=why) if lo is not None else grade_range(None, hi)
+                     if hi is not None else "not evaluable",
                      "missing": why, "rule": r.get("early_rule"), "reason": r.get("early_reason"),
                      "evidence": evidence_list(r.get("early_evidence"))})
         late, late_hi = r.get(f"{prefix}_late_grade"), r.get(f"{prefix}_late_grade_max")
@@ -243,7 +261,8 @@ def _worst_grades(analysis, subject_id: str, icans_daily, icaht) -> pl.DataFrame
         late_why = (f"days of the late window without {'an' if what == 'ANC' else 'a'} {what} are not counted"
                     if late is not None and late_hi is not None and late_hi > late else None)
         rows.append({"toxicity": f"{name}, late (after day 30)",
-                     "grade": _grade_text(late, late_hi, why=late_why) if late is not None else "not evaluable",
+                     "grade": _grade_text(late, late_hi, why=late_why) if late is not None else grade_range(None, late_hi)
+                     if late_hi is not None else "not evaluable",
                      "missing": late_why if late is not None else _window_input(what, r),
                      "rule": r.get("late_rule"), "reason": r.get("late_reason"),
                      "evidence": evidence_list(r.get("late_evidence"))})
@@ -433,13 +452,24 @@ def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
         if hi is None:
             hi = _summary_value(analysis, "crs_summary", subject_id, "crs_grade_astct_max")
         up_days, missing = _range_days(crs_daily, lo, hi)
-        scale_rows.append({"scale": "ASTCT 2019", "grade": _grade_text(lo, hi, missing),
-                           "evidence": _daily_evidence(crs_daily),
-                           "missing": ", ".join(missing) or None, "rule": None,
-                           "reason": _range_reason(hi, up_days, _see_episodes(lo, crs_daily, "CRS"))})
+        if lo is None:  # never "see the episode table" (it has no CRS row): why, as ICANS (review 41 F5)
+            why = crs_not_evaluable(analysis, subject_id)
+            scale_rows.append({"scale": "ASTCT 2019",
+                               "grade": "not evaluable" if hi is None else f"not evaluable (at most {_cell(hi)})",
+                               "evidence": _daily_evidence(crs_daily), "missing": why, "rule": None,
+                               "reason": f"CRS not evaluable: {why}"})
+        else:
+            scale_rows.append({"scale": "ASTCT 2019", "grade": _grade_text(lo, hi, missing),
+                               "evidence": _daily_evidence(crs_daily),
+                               "missing": ", ".join(missing) or None, "rule": None,
+                               "reason": _range_reason(hi, up_days, _see_episodes(lo, crs_daily, "CRS"))})
         for sc in SCALES:
             lo, hi = x[f"crs_grade_{sc}_min"], x[f"crs_grade_{sc}_max"]
-            grade = str(lo) if lo == hi else f"{lo}–{hi if hi is not None else '?'} (range)"
+            if lo is None and hi is None:  # no day this scale could grade: never "None" (review 41 F9)
+                na = x.get(f"crs_{sc}_not_assessed")
+                grade = f"not evaluable ({na})" if na else "not evaluable"
+            else:
+                grade = str(lo) if lo == hi else f"{lo}–{hi if hi is not None else '?'} (range)"
             grade = _unsettled_top(grade, lo, hi, x.get(f"crs_{sc}_possible_rules"), x.get(f"crs_{sc}_rule_status_max"))
             scale_rows.append({"scale": labels.get(sc, sc), "grade": grade,
                                "missing": ", ".join(x[f"crs_{sc}_missing"] or []) or None,
@@ -667,10 +697,27 @@ def response_notes(analysis, subject_id: str | None = None) -> dict[str, str]:
         return {}
     rows = best.filter(pl.col("rule") == "response.no_criteria").select("subject_id", "reason")
     out = {sid: (why or "").split(" (")[0] for sid, why in rows.iter_rows()}
+    # any other empty or NE best response: the first clause of the engine's reason ("no post-infusion
+    # marrow assessment"), as the dashboard says it, never "NE (d—)" (review 41 F7)
+    if "best_response" in best.columns:
+        ne = best.filter((pl.col("best_response").is_null() | (pl.col("best_response") == "NE"))
+                         & pl.col("reason").is_not_null())
+        for sid, why in ne.select("subject_id", "reason").iter_rows():
+            if sid not in out and (first := _first_clause(why)):
+                out[sid] = first
     # a subject with no CAR-T dose (session 38, rule response.not_infused): NE for that reason (review 39 B2)
     for sid in best.filter(pl.col("rule") == "response.not_infused")["subject_id"].to_list():
         out[sid] = NOT_INFUSED_NOTE
     return out
+
+
+def _first_clause(reason: str) -> str:
+    """"no post-infusion marrow assessment" from "not evaluable: no post-infusion marrow assessment.
+    Could be ..." (the reason's first clause, without the "not evaluable" its cell already says)."""
+    text = str(reason).strip()
+    if text.lower().startswith("not evaluable"):
+        text = text[len("not evaluable"):].lstrip(" :")
+    return re.split(r";\s|\.\s|\.$", text, maxsplit=1)[0].strip()
 
 
 #: the study table's and the subject page's word for a subject with no CAR-T dose in doses.csv
