@@ -63,6 +63,8 @@ def test_resolved_overlays_the_set_options_on_the_table_defaults():
                  "loc_missing_with_score": "not_depressed", "ventilated_loc": "grade",
                  "episode_gap_days_count": "any",
                  "absent_events": "unknown",  # session 39 (review 39 B1): an absent events.csv is unknown
+                 # session 41 (review 41 F1, F9): the CRS engine's options, today's behaviour as default
+                 "unattributed_death_reading": "range", "assessment_window": None, "assessment_end_events": (),
                  "episode_join_gap_days": 1, "criteria": "astct_icans_2019"}
 
 

@@ -38,6 +38,23 @@ class _CtcaeCommand(typer.core.TyperCommand):
         return super().parse_args(ctx, args)
 
 
+#: options of a study's grading (derive_ctcae) that a plain table has no use for: refused by --set
+#: (review 41 F6), with why
+STUDY_ONLY = {
+    "baseline_day": "a table gives base per row",
+    "baseline_inclusive": "a table gives base per row",
+    "baseline_day0": "a table gives base per row",
+    "calcium_summary": "it shapes the subject-level toxicity summary; a table is graded row by row",
+}
+
+
+def _table_options() -> str:
+    """The CTCAE options cartlab ctcae uses, for a refusal's list."""
+    from cartlab.grading.ctcae import OPTION_DOCS
+
+    return ", ".join(sorted(set(OPTION_DOCS) - set(STUDY_ONLY)))
+
+
 def _parse_option_value(text: str):
     low = text.strip().lower()
     if low in ("true", "yes", "1"):
@@ -51,7 +68,8 @@ def _parse_option_value(text: str):
 def ctcae_cmd(
     input_csv: Annotated[Optional[Path], typer.Argument(
         metavar="FILE", help="CSV with term (a CTCAE term, or a parameter: ANC, PLT, Hb, NEUT ...), direction (L/H, low/high), "
-        "aval (+ anrlo, anrhi, base, unit, bnrind, pchg).")] = None,
+        "aval (+ anrlo, anrhi, base, unit, bnrind, pchg; lln, uln, value, baseline are read as anrlo, anrhi, aval, "
+        "base).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Output CSV: the input rows plus grade, grade_max and grade_reason.")] = None,
     list_terms: Annotated[bool, typer.Option("--list-terms", help="List the terms, directions, parameters and units "
                                              "the criteria grade, and exit.")] = False,
@@ -64,7 +82,8 @@ def ctcae_cmd(
     set_options: Annotated[Optional[list[str]], typer.Option(
         "--set", metavar="NAME=VALUE", help="One CTCAE option, NAME=VALUE or ctcae.NAME=VALUE (a YAML value), e.g. --set "
         "hypokalemia_symptomatic=false; repeatable; applied after --options. A wrong NAME is refused, listing the "
-        "ambiguous-criterion options.")] = None,
+        "ambiguous-criterion options; a study-only option (baseline_day, baseline_inclusive, baseline_day0, "
+        "calcium_summary) too.")] = None,
     options_file: Annotated[Optional[Path], typer.Option(
         "--options", help="A YAML file of engine options, as cartlab analyze takes; its ctcae section is used "
         "(e.g. 'ctcae: {hypokalemia_symptomatic: false}').")] = None,
@@ -91,7 +110,7 @@ def ctcae_cmd(
     [bold]Example[/]: cartlab ctcae labs.csv --out labs_graded.csv --set hypokalemia_symptomatic=false
     """
     from cartlab.cli.grading_io import ctcae_command
-    from cartlab.grading.ctcae import OPTION_DOCS, ctcae_terms
+    from cartlab.grading.ctcae import ctcae_terms
 
     if version_alias == _SHOW_PROGRAM_VERSION:  # `cartlab ctcae --version`: what `cartlab --version` says
         from cartlab import __version__
@@ -108,11 +127,16 @@ def ctcae_cmd(
         err.print("  [yellow]![/] --option is deprecated: use --set NAME=VALUE", highlight=False)
     opts, extra = _ctcae_options(ctcae_version, units, set_options, options_file, option)
     if list_terms:
-        terms = ctcae_terms(opts.version, opts.units)
-        t = Table(title=f"CTCAE {opts.version} terms ({opts.units} units)", header_style="bold")
-        for c in ("term", "direction", "params", "unit", "table"):
+        from cartlab.cli.grading_io import accepted_directions, term_listing
+
+        terms = term_listing(ctcae_terms(opts.version, opts.units))
+        t = Table(title=f"CTCAE {opts.version} terms ({opts.units} units)", header_style="bold",
+                  caption=f"direction: {accepted_directions()} (any case). A parameter row's value is converted from "
+                          "its unit (accepted units, or another spelling pint reads as one of them: K/uL, G/L ...)")
+        for c in ("term", "direction", "params", "also written as", "unit", "accepted units", "table"):
             t.add_column(c, overflow="fold")
-        for r in terms.iter_rows():
+        for r in terms.select("term", "direction", "params", "also written as", "unit", "accepted units",
+                              "table").iter_rows():
             t.add_row(*[x or "" for x in r])
         console.print(t)
         return
@@ -126,7 +150,7 @@ def ctcae_cmd(
     except (ValueError, KeyError) as exc:
         if isinstance(exc, CartlabError):
             raise
-        raise _usage(f"{input_csv}: {exc}", hint=f"known options: {', '.join(sorted(OPTION_DOCS))}"
+        raise _usage(f"{input_csv}: {exc}", hint=f"known options: {_table_options()}"
                      if extra else None) from None
     by = ", ".join(f"grade {g}: {n}" for g, n in sorted(summary["by_grade"].items()))
     console.print(f"[green]wrote[/] {out}: {summary['rows']} rows, {summary['graded']} graded{f' ({by})' if by else ''}, "
@@ -134,8 +158,16 @@ def ctcae_cmd(
                   + (f", {summary['with_range']} with a range up to grade_max" if summary.get("with_range") else "")
                   + f"; criteria {', '.join(summary['criteria'])}")
     if summary.get("unknown_terms"):
-        console.print(f"[yellow]not CTCAE terms or known parameters:[/] {', '.join(summary['unknown_terms'][:20])} "
-                      "(cartlab ctcae --list-terms lists the terms)", soft_wrap=True)
+        from cartlab.cli.grading_io import suggest_term
+
+        terms = ctcae_terms(opts.version, opts.units)
+        named = []
+        for u in summary["unknown_terms"][:20]:
+            near = suggest_term(u, terms)
+            named.append(f"{u} (did you mean {near}?)" if near else u)
+        console.print(f"[yellow]not CTCAE terms or known parameters:[/] {', '.join(named)} "
+                      "(cartlab ctcae --list-terms lists the terms, the names each is also written as, and units)",
+                      soft_wrap=True)
     if "expected_agree" in summary:
         n = summary.get("expected_missing_limit_range", 0)
         console.print(f"expected_grade column: {summary['expected_agree']} agree, "
@@ -151,7 +183,7 @@ def _ctcae_options(version: str | None, units: str | None, set_options: list[str
     from dataclasses import fields
 
     from cartlab.cli.analysis import analysis_options
-    from cartlab.grading.ctcae import OPTION_DOCS, CtcaeOptions
+    from cartlab.grading.ctcae import CtcaeOptions
 
     sets = []
     for item in set_options or []:
@@ -161,6 +193,10 @@ def _ctcae_options(version: str | None, units: str | None, set_options: list[str
             raise _usage(f"--set {item!r}: write NAME=VALUE, e.g. --set hypokalemia_symptomatic=false")
         if dot and engine.strip() != "ctcae":
             raise _usage(f"--set {item!r}: cartlab ctcae takes CTCAE options only (NAME=VALUE or ctcae.NAME=VALUE)")
+        name = key.strip().rpartition(".")[2]
+        if name in STUDY_ONLY:
+            raise _usage(f"--set {item!r}: {name} applies to cartlab analyze (study folders); {STUDY_ONLY[name]}",
+                         hint=f"options of cartlab ctcae: {_table_options()}")
         sets.append(item if dot else f"ctcae.{item.strip()}")
     kwargs: dict = {}
     extra: dict = {}
@@ -175,6 +211,9 @@ def _ctcae_options(version: str | None, units: str | None, set_options: list[str
         name = name.strip()
         if not sep or not name:
             raise _usage(f"--option {item!r}: write NAME=VALUE")
+        if name in STUDY_ONLY:
+            raise _usage(f"--option {item!r}: {name} applies to cartlab analyze (study folders); {STUDY_ONLY[name]}",
+                         hint=f"options of cartlab ctcae: {_table_options()}")
         if name in ("high_indicator", "low_indicator"):
             kwargs[name] = tuple(v.strip() for v in value.split("|") if v.strip())
         elif name in known:
@@ -188,4 +227,4 @@ def _ctcae_options(version: str | None, units: str | None, set_options: list[str
     except (ValueError, KeyError) as exc:
         if isinstance(exc, CartlabError):
             raise
-        raise _usage(f"the CTCAE options: {exc}", hint=f"known options: {', '.join(sorted(OPTION_DOCS))}") from None
+        raise _usage(f"the CTCAE options: {exc}", hint=f"known options: {_table_options()}") from None

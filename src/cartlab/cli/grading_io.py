@@ -49,6 +49,35 @@ _CENSORED = __import__("re").compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d
 _AMOUNT_COLS = ("aval", "anrlo", "anrhi", "base")
 
 
+#: the study format's names of the contract's columns (study-format.md observations: value, lln, uln;
+#: a baseline), read as the contract's (review 41 F3); a table with both a name and its alias is refused
+ALIASES = {"lln": "anrlo", "uln": "anrhi", "value": "aval", "baseline": "base"}
+
+
+def table_columns(raw: pl.DataFrame, path: Any) -> dict[str, str]:
+    """Lower-cased contract column name -> the table's column (``lln`` read as ``anrlo`` ...: :data:`ALIASES`).
+    A table with a column and its alias (``anrlo`` and ``lln``) is refused: which one holds the value?"""
+    lower = {c.lower(): c for c in raw.columns}
+    for alias, name in ALIASES.items():
+        if alias in lower and name in lower:
+            raise InputError(f"{path}: columns {lower[name]!r} and {lower[alias]!r} are the same input ({alias} is "
+                             f"another name of {name}); keep one", hint="Nothing was written.")
+        if alias in lower:
+            lower[name] = lower.pop(alias)
+    return lower
+
+
+def alias_notes(raw: pl.DataFrame, lower: dict[str, str]) -> list[str | None]:
+    """Per row, the aliased columns it has a value in: "column 'lln' read as anrlo" (null: none)."""
+    used = [(lower[name], name) for name in ALIASES.values() if name in lower and lower[name].lower() != name]
+    out: list[str | None] = []
+    for r in raw.select([c for c, _ in used]).iter_rows() if used else [()] * raw.height:
+        text = "; ".join(f"column {c!r} read as {name}" for (c, name), v in zip(used, r)
+                         if v is not None and str(v).strip())
+        out.append(text or None)
+    return out
+
+
 def _where(path: Any, i: int, col: str) -> str:
     """``FILE: row N (line M), column 'c'`` for the 0-based data row ``i`` (the header is line 1)."""
     return f"{path}: row {i + 1} (line {i + 2}), column {col!r}"
@@ -76,7 +105,7 @@ def check_table(raw: pl.DataFrame, path: Any, terms: pl.DataFrame) -> None:
     from cartlab.io.dictionary import load_dictionary
     from cartlab.units import UnitError, parse_unit
 
-    lower = {c.lower(): c for c in raw.columns}
+    lower = table_columns(raw, path)
     d = load_dictionary()
     lookup = _param_lookup()
     term_params: dict[str, list[str]] = {}
@@ -217,7 +246,8 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
                   options: Any = None, force: bool = True) -> dict[str, Any]:
     """Grade a plain CSV table (contract: ``../shared/conformance/README.md``).
 
-    The input needs ``term`` (or ``param``), ``direction`` and ``aval`` (column names case-insensitive)
+    The input needs ``term`` (or ``param``), ``direction`` and ``aval`` (column names case-insensitive;
+    ``lln``/``uln``/``value``/``baseline`` are read as ``anrlo``/``anrhi``/``aval``/``base``: :data:`ALIASES`)
     and may have ``anrlo``, ``anrhi``, ``base``, ``unit``, ``bnrind``, ``pchg``, ``high_indicator``,
     ``low_indicator`` and ``metadata`` (admiral criteria name: ``..._uscv`` = US units, else SI;
     otherwise ``units``/``options.units`` decide, "auto" by the unit). The output has the same rows in
@@ -261,13 +291,14 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     clash = [c for c in raw.columns if c.lower() in ("grade", "grade_max", "grade_reason")]
     if clash:
         raise InputError(f"{input_csv}: the input already has column(s) {clash}")
-    lower = {c.lower(): c for c in raw.columns}
+    lower = table_columns(raw, input_csv)
     need = [c for c in ("term", "direction", "aval") if c not in lower]
     if need and not ("term" in need and "param" in lower and len(need) == 1):
         raise InputError(
             f"{input_csv}: the table lacks column(s) {need}",
             hint="needed: term (a CTCAE term, or a parameter such as ANC, PLT, NEUT), direction (L/H, "
-                 "low/high) and aval; optional: anrlo, anrhi, base, unit, bnrind, pchg. "
+                 "low/high) and aval (or value); optional: anrlo (or lln), anrhi (or uln), base (or baseline), "
+                 "unit, bnrind, pchg. "
                  "cartlab ctcae --list-terms lists the terms")
     work = raw.select([pl.col(lower[c]).alias(c) for c in INPUTS if c in lower])
     terms = ctcae_terms(options=options)
@@ -279,13 +310,24 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
                              .otherwise(pl.col("aval").cast(pl.String)).alias("aval"))
     written = _bound_as_written(raw, lower, cens)
     work = normalise_user_names(work, terms, input_csv)
+    aliased = pl.Series(alias_notes(raw, lower), dtype=pl.String)
+    if aliased.null_count() < aliased.len():  # "column 'lln' read as anrlo" leads the row's reading notes
+        work = work.with_columns(pl.concat_str([aliased, pl.col(_READ_AS)], separator="; ", ignore_nulls=True)
+                                 .alias(_READ_AS))
     if "metadata" in lower:
         meta = raw[lower["metadata"]].unique().to_list()
         mapping = {m: metadata_units(m, options.version) for m in meta if m is not None}
         work = work.with_columns(
             raw[lower["metadata"]].replace_strict(mapping, default=None, return_dtype=pl.String).alias("criteria_units")
         )
+    us_work, on_us = us_column_rows(work, written["_w_unit"], options)
+    if options.criteria_units_by_row == "reported" and on_us.any():  # CTCAE's column of the reported unit
+        work = us_work.with_columns(pl.when(pl.lit(on_us)).then(pl.concat_str([pl.col(_READ_AS), pl.format(
+            "graded on CTCAE's {} column (the row is in {}; option criteria_units_by_row=reported)", pl.col("unit"),
+            pl.lit(written["_w_unit"]))], separator="; ", ignore_nulls=True)).otherwise(pl.col(_READ_AS)).alias(_READ_AS))
     graded = _grade_censored(work.drop(_READ_AS), cens, options, grade_labs, _bound_text(written, work))
+    if options.criteria_units_by_row == "si" and (on_us & cens.is_null()).any():
+        graded = graded.with_columns(_other_column_note(graded, us_work, on_us & cens.is_null(), options, grade_labs))
     reason = pl.concat_str([graded["grade_reason"], pl.lit(" ["), graded["rule"], pl.lit("]")], ignore_nulls=False)
     reason = pl.select(pl.coalesce(reason, graded["grade_reason"])).to_series()
     # an empty direction is named as empty, never as Python's None (review 38 C7)
@@ -360,15 +402,18 @@ def _bound_text(written: pl.DataFrame, work: pl.DataFrame) -> pl.Series:
 def _grade_censored(work: pl.DataFrame, cens: pl.Series, options: Any, grade_labs: Any,
                     bound_text: pl.Series | None = None) -> pl.DataFrame:
     """grade_labs, a censored aval graded as ``derive_ctcae`` grades a study's censored result (review
-    37 R37-6): at its bound (just inside it for "<"/">": a relative 1e-9, far below the comparison
-    precision) and at the far end of its interval (0 for "<", 1e12 for ">"); grades are monotone in
+    37 R37-6): at its bound (just inside it for "<"/">" at the comparison precision: one unit of the
+    last compared digit, :func:`cartlab.grading.censored.just_inside`, review 41 F4) and at the far end of its interval (0 for "<", 1e12 for ">"); grades are monotone in
     the value, so one grade settles it and two give the lower grade (``grade``) with the higher as
     ``grade_max`` and a reason naming the range."""
     if cens.null_count() == cens.len():
         return grade_labs(work, None, options)
     value = pl.col("aval").cast(pl.Float64, strict=False)
     c = pl.lit(cens)
-    near = (pl.when(c == "<").then(value * (1 - 1e-9)).when(c == ">").then(value * (1 + 1e-9)).otherwise(value))
+    from cartlab.grading.censored import just_inside
+
+    digits = options.signif_digits if options.signif_digits is not None else options.resolved().get("signif_digits")
+    near = pl.coalesce(just_inside(c, value, digits), value)  # at the comparison precision (review 41 F4)
     graded = grade_labs(work.with_columns(near.cast(pl.String).alias("aval")), None, options)
     rows = cens.is_not_null()
     far_in = work.with_columns(pl.when(c.is_in(["<", "<="])).then(pl.lit("0")).otherwise(pl.lit("1e12")).alias("aval"))
@@ -394,3 +439,107 @@ def _grade_censored(work: pl.DataFrame, cens: pl.Series, options: Any, grade_lab
         .otherwise(pl.col("grade_reason")).alias("grade_reason"),
     )
     return out.drop("_bound", "_fg", "_fm")
+
+
+def us_column_rows(work: pl.DataFrame, written_unit: pl.Series, options: Any) -> tuple[pl.DataFrame, pl.Series]:
+    """A parameter row written in the unit of CTCAE's own conventional (US) or mmol/L column for its term
+    and direction (glucose in mg/dL, magnesium in mg/dL, haemoglobin in mmol/L: CTCAE v5.0 gives both
+    columns, and their bounds are not exact conversions of each other), as derive_ctcae finds it
+    (:func:`cartlab.grading.ctcae_readings.us_columns`): ``work`` with those rows graded on that column
+    (the term, the value and limits back in that unit, ``criteria_units`` US) and the mask of those rows
+    (review 41 F2). Other rows are unchanged."""
+    from dataclasses import replace
+
+    from cartlab.grading.ctcae_criteria import param_terms, tables
+    from cartlab.grading.ctcae_readings import us_columns
+
+    none = pl.Series("_on_us", [False] * work.height, dtype=pl.Boolean)
+    if "param" not in work.columns or work.height == 0:
+        return work, none
+    tabs = tables(None, replace(options, units="SI"))
+    pmap = param_terms(tabs)
+    f = work.with_columns(pl.Series("_ounit", written_unit, dtype=pl.String).str.strip_chars(),
+                          pl.col("param").str.strip_chars().str.to_uppercase().alias("_p"))
+    us = us_columns(f.select(pl.col("_p").alias("param"), "_ounit"), pmap, tables(None, replace(options, units="US")))
+    terms = {(p, d): e.term for (p, d), e in pmap.items()}
+    d = pl.col("direction")
+    unit, scale, offset = (pl.when(d == "L").then(pl.col(f"_{k}L")).when(d == "H").then(pl.col(f"_{k}H"))
+                           for k in ("u", "s", "o"))
+    f = pl.concat([f, us.drop("param", "_ounit")], how="horizontal").with_columns(
+        unit.alias("_uu"), scale.alias("_us"), offset.alias("_uo"))
+    mask = (pl.col("term").is_null() & pl.col("param").is_not_null() & pl.col("_uu").is_not_null()
+            & pl.col("_ounit").is_not_null())
+    on_us = f.select(mask.fill_null(False)).to_series().alias("_on_us")
+    if not on_us.any():
+        return work, none
+    term = pl.struct("_p", "direction").map_elements(lambda r: terms.get((r["_p"], r["direction"])),
+                                                      return_dtype=pl.String)
+    conv = [pl.when(mask).then(((pl.col(c).cast(pl.Float64, strict=False) - pl.col("_uo")) / pl.col("_us"))
+                                .cast(pl.String)).otherwise(pl.col(c)).alias(c)
+            for c in ("aval", "anrlo", "anrhi", "base") if c in f.columns]
+    out = f.with_columns(*conv, pl.when(mask).then(term).otherwise(pl.col("term")).alias("term"),
+                         pl.when(mask).then(pl.col("_uu")).otherwise(pl.col("unit")).alias("unit"),
+                         pl.when(mask).then(pl.lit("US")).otherwise(
+                             pl.col("criteria_units") if "criteria_units" in f.columns else pl.lit(None, pl.String))
+                         .alias("criteria_units"))
+    return out.select(*work.columns, *(["criteria_units"] if "criteria_units" not in work.columns else [])), on_us
+
+
+def _other_column_note(graded: pl.DataFrame, us_work: pl.DataFrame, rows: pl.Series, options: Any,
+                       grade_labs: Any) -> pl.Expr:
+    """grade_reason of a row graded on the SI column (criteria_units_by_row=si, the default) whose
+    CTCAE column of the row's unit gives another grade: that grade, as derive_ctcae's note (review 41 F2)."""
+    sub = us_work.filter(rows).drop(_READ_AS, strict=False)
+    g = grade_labs(sub, None, options)["grade"]
+    idx = rows.arg_true()
+    us_grade = pl.Series("_usg", [None] * graded.height, dtype=pl.Int64).scatter(idx, g)
+    value = pl.Series("_usv", [None] * graded.height, dtype=pl.Float64).scatter(
+        idx, sub["aval"].cast(pl.Float64, strict=False).round_sig_figs(6))
+    unit = pl.Series("_usu", [None] * graded.height, dtype=pl.String).scatter(idx, sub["unit"])
+    term = pl.Series("_ust", [None] * graded.height, dtype=pl.String).scatter(idx, sub["term"])
+    differs = pl.lit(us_grade).is_not_null() & pl.col("grade").is_not_null() & (pl.lit(us_grade) != pl.col("grade"))
+    return (pl.when(differs).then(pl.format(
+        "{}; CTCAE's {} column gives {} grade {} for {} {}; graded on the SI column, grade {} (option "
+        "criteria_units_by_row=si; 'reported' grades on the column of the row's unit)", pl.col("grade_reason"),
+        pl.lit(unit), pl.lit(term), pl.lit(us_grade), pl.lit(value).cast(pl.String).str.replace(r"\.0$", ""),
+        pl.lit(unit), pl.col("grade"))).otherwise(pl.col("grade_reason")).alias("grade_reason"))
+
+
+def term_listing(terms: pl.DataFrame) -> pl.DataFrame:
+    """``terms`` (:func:`cartlab.grading.ctcae.ctcae_terms`) with what a row may write instead (review 41 F10):
+    ``also written as`` (each parameter's code, name and aliases: ANC, PLT, Hb ...) and ``accepted units``
+    (the parameter's unit and the units it converts; pint's spellings of them too, e.g. K/uL or G/L)."""
+    from cartlab.io.dictionary import load_dictionary
+
+    d = load_dictionary()
+    names, units = [], []
+    for codes in terms["params"].to_list():
+        ps = [d[c.strip()] for c in (codes or "").split(",") if c.strip() in d.params]
+        names.append(", ".join(dict.fromkeys(n for p in ps for n in (p.code, p.label, *p.aliases))) or None)
+        units.append(", ".join(dict.fromkeys(u for p in ps for u in (p.unit, *p.accepts) if u)) or None)
+    return terms.with_columns(pl.Series("also written as", names, dtype=pl.String),
+                              pl.Series("accepted units", units, dtype=pl.String))
+
+
+def suggest_term(name: str, terms: pl.DataFrame) -> str | None:
+    """The CTCAE term or parameter name nearest to an unknown ``name`` ("Neutropenia" -> "Neutrophil count
+    decreased (NEUT; also ANC, neutrophils ...)"), or None: a close spelling (difflib) or a shared stem of
+    five letters or more (review 41 F10)."""
+    import difflib
+
+    listing = term_listing(terms)
+    cands: dict[str, str] = {}
+    for term, direction, also in listing.select("term", "direction", "also written as").iter_rows():
+        shown = f"{term} ({direction}{'; ' + also if also else ''})"
+        for n in (term, *((also or "").split(", "))):
+            if n:
+                cands.setdefault(n.lower(), shown)
+    low = name.strip().lower()
+    close = difflib.get_close_matches(low, list(cands), n=1, cutoff=0.75)
+    if close:
+        return cands[close[0]]
+    for k in range(min(len(low), 8), 4, -1):  # the longest shared stem first
+        stem = [c for c in cands if c.startswith(low[:k])]
+        if stem:
+            return cands[sorted(stem, key=len)[0]]
+    return None

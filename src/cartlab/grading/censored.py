@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 __all__ = ["bounds", "interval_cmp", "point", "censored_text", "row_intervals", "day_extreme", "interval_text",
-           "num_text"]
+           "num_text", "just_inside"]
 
 
 def bounds(value: pl.Expr, censor: pl.Expr, limit: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
@@ -61,6 +61,20 @@ def point(x: pl.Expr | float) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
     """A number as the closed interval [x, x] of :func:`interval_cmp`."""
     e = x if isinstance(x, pl.Expr) else pl.lit(float(x))
     return e, pl.lit(False), e, pl.lit(False)
+
+
+def just_inside(censor: pl.Expr, limit: pl.Expr, digits: int | None = None) -> pl.Expr:
+    """The number a grader comparing at ``digits`` significant digits reads for a strict censored bound
+    ("<0.5": just below 0.5; ">200": just above 200; "<=x"/">=x": x itself; null elsewhere): the bound
+    moved by one unit of its last compared digit, or by a relative 1e-9 when that is larger (at 10 or more
+    digits: what every engine used before review 41 F4). A relative 1e-9 alone is lost when the comparison
+    rounds to 9 digits or fewer (0.5 x (1 - 1e-9) is 0.50000000 at 8 digits, not below 0.5)."""
+    step = limit.abs() * 1e-9
+    if digits is not None:
+        unit = pl.lit(10.0).pow(limit.abs().log10().floor() - (int(digits) - 1))
+        step = pl.max_horizontal(step, pl.when(limit != 0).then(unit).otherwise(0.0))
+    return (pl.when(censor == "<").then(limit - step).when(censor == ">").then(limit + step)
+            .when(censor.is_not_null()).then(limit))
 
 
 def censored_text(censor: pl.Expr, limit: pl.Expr) -> pl.Expr:

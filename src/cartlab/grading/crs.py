@@ -32,6 +32,8 @@ from cartlab.grading.common import (
     rows_from_start,
 )
 from cartlab.grading.crs_attribution import open_attribution
+from cartlab.grading.crs_death_reading import INSIDE_TEXT, death_episode, read_unattributed
+from cartlab.grading.crs_death_reading import death_open as death_open_expr
 from cartlab.grading.crs_episodes import (
     excluded_rows,
     latest_resolution,
@@ -94,6 +96,7 @@ class CrsOptions(CriteriaOptions):
     first_day: Literal["infusion", "all"] | float | None = None
     assessment_end_events: tuple[str, ...] | None = None
     unattributed_death: Literal["during_crs", "always"] | None = None
+    unattributed_death_reading: Literal["grade5", "range"] | None = None
     waiver_categories: tuple[str, ...] | None = None
     fever_waiver_scope: Literal["course", "episode"] | None = None
     fever_waiver_requires_crs: bool | None = None
@@ -374,7 +377,7 @@ def _unattributed_deaths(f: pl.DataFrame, base_grade: pl.Expr, opts: dict[str, A
     dropped, and ``death_outside_crs`` marks the day (convention crs.conv.unattributed_death)."""
     unattributed = pl.col("crs_death") & ~pl.col("death_attribution_recorded").fill_null(True)
     if opts["unattributed_death"] == "always":
-        return f.with_columns(pl.lit(False).alias("death_outside_crs"))
+        return read_unattributed(f.with_columns(pl.lit(False).alias("death_outside_crs")), opts)
     reach = int(opts["episode_join_gap_days"]) + 1
     crs_days = (f.filter(base_grade >= 1).select("subject_id", pl.col("day").alias("_last_crs_day"))
                 .sort("subject_id", "_last_crs_day"))
@@ -384,8 +387,8 @@ def _unattributed_deaths(f: pl.DataFrame, base_grade: pl.Expr, opts: dict[str, A
         pl.col("_last_crs_day").is_not_null() & (pl.col("day") - pl.col("_last_crs_day") <= reach))
     f = f.join(inside.select(*KEY, pl.lit(True).alias("_inside")), on=KEY, how="left")
     outside = unattributed & pl.col("_inside").is_null()
-    return f.with_columns(outside.alias("death_outside_crs"),
-                          pl.when(outside).then(False).otherwise(pl.col("crs_death")).alias("crs_death")).drop("_inside")
+    return read_unattributed(f.with_columns(outside.alias("death_outside_crs"), pl.when(outside).then(False)
+                                            .otherwise(pl.col("crs_death")).alias("crs_death")).drop("_inside"), opts)
 
 
 def derive_crs_daily(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
@@ -487,7 +490,7 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
     # (on an attributed day a fever, had there been one, would not count: no range from it)
     fever_open = (pl.col("fever_grade_max") > pl.col("fever_grade")) & ~death & ~other
     support_max = pl.max_horizontal("hypotension_grade_max", "hypoxia_grade_max")
-    death_open = pl.col("death_outside_crs")  # an unattributed death outside CRS: could have been a CRS death
+    death_open = death_open_expr()  # an unattributed death outside CRS (or read as a range): could have been a CRS death
     f = f.with_columns(
         pl.when(death_open).then(pl.lit(5))
         .when(fever_open).then(pl.max_horizontal(pl.col("grade"), pl.col("fever_grade_max"), support_max))
@@ -595,7 +598,8 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
         pl.when(death & ~pl.col("death_attribution_recorded").fill_null(True)).then(pl.lit(
             "death with no attribution recorded, during CRS (counted toward CRS: an empty attribution counts, "
             "study-format 'Attribution'; option unattributed_death)")),
-        pl.when(death_open).then(pl.lit(
+        pl.when(pl.col("death_open_inside")).then(pl.lit(INSIDE_TEXT)),
+        pl.when(pl.col("death_outside_crs")).then(pl.lit(
             "death with no attribution recorded, outside a CRS episode: not graded as CRS (option unattributed_death)")),
     ]
     conclusion = pl.format(
@@ -649,13 +653,13 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
         "tmax_c", "fever", "sbp_min_mmhg", pl.col("_sbp_cutoff_known").alias("sbp_cutoff"), "n_vasopressors",
         "n_vasopressors_excl_vasopressin", "vasopressors", "o2_level", "o2_devices",
         "fever_waived", "waiver_from_day", "fever_grade", "hypotension_grade", "hypoxia_grade",
-        "fever_other_cause", pl.col("other_cause_reason").alias("other_cause"),
+        "fever_other_cause", pl.col("other_cause_reason").alias("other_cause"), "death_open_inside",
     )
     f = _assessed(study, f, opts).with_columns(  # a graded day meeting no criterion names that too
         pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("crs.g0"))
         .otherwise(pl.col("rule")).alias("rule"))
     f = open_attribution(study, f, opts)  # events.csv not given: grade_min (crs.conv.absent_events, review 40 A1)
-    f = number_episodes(f, int(opts["episode_join_gap_days"]), bool(opts["death_joins_episode"]))
+    f = death_episode(number_episodes(f, int(opts["episode_join_gap_days"]), bool(opts["death_joins_episode"])))
     return episode_resolution(f, study.events, study.subjects)  # crs.conv.resolution_status (review 40 B2)
 
 

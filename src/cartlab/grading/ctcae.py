@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from cartlab.grading.censored import just_inside
+from cartlab.grading.ctcae_clauses import clause_range, derive_range, grade_labs_range
 from cartlab.grading.ctcae_criteria import (
     CompiledTable,
     Entry,
@@ -183,6 +185,8 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
     ``criteria``: None (the tables of ``options.version``/``options.units``), a table name, a
     loaded table mapping, or a sequence of them in precedence order.
     """
+    if clause_range(options):  # option clinical_clauses=range (review 41 F5)
+        return grade_labs_range(frame, criteria, options, grade_labs)
     gid, labels, gmax = _grade_codes(frame, criteria, options, bnrind_from_row=True)
     grades = {i: g for i, (g, _, _) in enumerate(labels)}
     highest = {i: gmax.get(i, g) for i, g in grades.items()}
@@ -490,6 +494,8 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
       the rows are then graded with BASE at both ends of its interval (review 37 R37-2).
     """
     options = options or CtcaeOptions()
+    if clause_range(options):  # option clinical_clauses=range (review 41 F5)
+        return derive_range(study, options, derive_ctcae)
     if options.units == "US":
         raise ValueError("derive_ctcae grades canonical observations, which are in SI units; use units='SI' or 'auto'")
     options = study_options(options)
@@ -583,19 +589,15 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         pl.col("param").replace_strict(high_terms, default=None, return_dtype=pl.String).alias("ATOXDSCH"),
     ).drop("_blln", "_buln")
 
-    # a censored result is graded at both ends of its interval: its bound (just inside it for "<"/">":
-    # a relative 1e-9, far below the comparison precision) and the far end (0 for "<", 1e12 for ">");
-    # grades are monotone in the value, so equal grades settle it and different ones leave a range
-    cens, lim = pl.col("_cens"), pl.col("_clim")
-    near = (pl.when(cens == "<").then(lim * (1 - 1e-9)).when(cens == ">").then(lim * (1 + 1e-9))
-            .when(cens.is_not_null()).then(lim))
+    # a censored result is graded at its bound (just inside "<"/">" at the comparison precision: just_inside) and
+    # the far end (0 / 1e12); grades are monotone in the value: equal grades settle it, different ones leave a range
+    cens, lim, digits = pl.col("_cens"), pl.col("_clim"), options.signif_digits or study_signif_digits()
+    near = just_inside(cens, lim, digits)
     far = pl.when(cens.is_in(["<", "<="])).then(pl.lit(0.0)).when(cens.is_not_null()).then(pl.lit(1e12))
     f = f.with_columns(pl.coalesce(pl.col("value"), near).alias("_aval"), far.alias("_far"))
-    # a censored baseline (BASE empty) likewise: graded with BASE at its bound and at its far end ("<":
-    # 1e-9 x the bound, not 0, so that PCHG stays defined)
+    # a censored baseline (BASE empty) likewise, BASE at its bound and far end ("<": 1e-9 x the bound: PCHG defined)
     bc, bl = pl.col("_bcens"), pl.col("_bclim")
-    bnear = (pl.when(bc == "<").then(bl * (1 - 1e-9)).when(bc == ">").then(bl * (1 + 1e-9))
-             .when(bc.is_not_null()).then(bl))
+    bnear = just_inside(bc, bl, digits)
     bfar = pl.when(bc.is_in(["<", "<="])).then(bl * 1e-9).when(bc.is_not_null()).then(pl.lit(1e12))
     f = f.with_columns(pl.coalesce(pl.col("BASE"), bnear).alias("_bnear"), pl.coalesce(pl.col("BASE"), bfar).alias("_bfar"))
 

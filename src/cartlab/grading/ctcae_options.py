@@ -71,7 +71,8 @@ class CtcaeOptions(CriteriaOptions):
         "'Hypercalcemia', the reason naming the variant that decided. 'split': each on its own row (admiral's "
         "metadata rows). ADLB rows keep their own PARAMCD and ATOXDSC either way. Session 39 (review 39 R39-3)")
     criteria_units_by_row: Literal["si", "reported"] = Field(
-        default="si", description="derive_ctcae: which CTCAE column grades a study row. CTCAE v5.0 gives "
+        default="si", description="derive_ctcae and cartlab ctcae (a parameter row, review 41 F2): which CTCAE "
+        "column grades a row. CTCAE v5.0 gives "
         "US (mg/dL) and SI (mmol/L) bounds that are not exact conversions of each other (Hypocalcemia "
         "grade 1 '<LLN - 8.0 mg/dL; <LLN - 2.0 mmol/L', 8.0 mg/dL = 1.996 mmol/L). 'si' (default, as "
         "admiral grades converted values): every row on the SI table (ctcae_v5.yaml); when the lab "
@@ -79,7 +80,16 @@ class CtcaeOptions(CriteriaOptions):
         "grade_reason says so. 'reported': a row whose reported unit is the US column's unit (mass "
         "concentration where the SI column is molar, e.g. calcium in mg/dL; or haemoglobin in mmol/L, "
         "CTCAE's third Anemia column, session 37) is graded on that column (ctcae_v5_uscv.yaml) with its "
-        "values in that unit; rows without an original unit are SI. Session 34 (review 34 F1)")
+        "values in that unit; rows without an original unit are SI. In cartlab ctcae the row's unit is the reported "
+        "one (a row naming a CTCAE term is graded on that term's column as given). Session 34 (review 34 F1)")
+    clinical_clauses: Literal["worst_case", "range"] = Field(
+        default="worst_case", description="the CTCAE v5.0 criteria whose grade hangs on a clinical fact the lab "
+        "does not record (Hypokalemia G2 'symptomatic', Hyponatremia G3 '125-129 mmol/L and symptomatic', "
+        "Hyperuricemia G3 'with physiologic consequences', Lipase/Serum amylase increased G3/G4 'with signs or "
+        "symptoms', INR increased 'if on anticoagulation'): 'worst_case' (default, admiral's reading): each "
+        "clause option left unset is read as true (hypokalemia_symptomatic ...), the reason saying 'assuming ...'; "
+        "'range': grade = the grade without the clause, grade_max (ATOXGR*_MAX) = the grade with it, the reason "
+        "naming the clause as the missing input. A clause option set explicitly is kept. Review 41 F5")
     extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = Field(
         default=(), description="values of rule-level options declared by a criteria table but not fields of "
         "this class (a mapping or (name, value) pairs)")

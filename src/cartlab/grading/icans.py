@@ -26,6 +26,7 @@ from cartlab.criteria.compile import Range
 from cartlab.criteria.model import Leaf
 from cartlab.errors import SubjectsWarning
 from cartlab.grading.common import assessment_start, last_covered_day, rows_from_start
+from cartlab.grading.crs import _assessed as assessed_days
 from cartlab.grading.crs import episodes
 from cartlab.grading.icans_episodes import END_NOTE, episode_ends, open_absent_events, resolution_summary
 from cartlab.model import Study
@@ -58,11 +59,14 @@ class IcansOptions(CriteriaOptions):
     ice_min_age_years: int | float | None = None
     excluded_attributions: tuple[str, ...] | None = None
     unattributed_death: Literal["during_icans", "never"] | None = None
+    unattributed_death_reading: Literal["range", "grade5"] | None = None
     loc_missing_with_score: Literal["not_depressed", "rousable"] | None = None
     ventilated_loc: Literal["grade", "range"] | None = None
     episode_gap_days_count: Literal["any", "assessed_free"] | None = None
     first_day: Literal["infusion", "all"] | float | None = None
     absent_events: Literal["unknown", "none_happened"] | None = None
+    assessment_window: tuple[int | float | None, int | float | None] | None = None
+    assessment_end_events: tuple[str, ...] | None = None
     episode_join_gap_days: int = Field(default=1, description="ICANS days separated by at most this many days "
                                        "without ICANS form one episode (as :func:`cartlab.grading.crs.episodes`)")
     criteria: str = "astct_icans_2019"
@@ -375,8 +379,10 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     # review 39 B3: a score performed with no LOC row that day, read as not depressed (the default),
     # says so: the convention and its option are named in the reason
     if opts["loc_missing_with_score"] == "not_depressed" and "_loc_missing" in f.columns:
-        by_score = (pl.col("_loc_missing").fill_null(False)
-                    & (pl.col("ice_lo").is_not_null() | pl.col("capd_lo").is_not_null()))
+        # ... an ICE >= 1 or a CAPD score only (the convention's scope): ICE 0 without LOC is a range up
+        # to 4 (missing_inputs LOC), never "read as not depressed" (review 41 F7)
+        by_score = (pl.col("_loc_missing").fill_null(False) & ~pl.col("missing_inputs").list.contains("LOC")
+                    & ((pl.col("ice_lo") >= 1) | pl.col("capd_lo").is_not_null()))
         f = f.with_columns(pl.when(by_score).then(pl.concat_str("reason", pl.lit(
             "; no level of consciousness (LOC) that day: read as not depressed (option "
             "icans.loc_missing_with_score=not_depressed, convention icans.conv.loc_missing; 'rousable' gives a "
@@ -384,9 +390,10 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     # events.csv not given: seizure, motor weakness, cerebral edema unknown (convention icans.conv.absent_events)
     f = open_absent_events(study, f, opts["absent_events"])
     if opts["unattributed_death"] == "during_icans":
-        f = _unattributed_deaths(study, f, int(options.episode_join_gap_days) + 1)
-    f = f.rename({"d": "day"})
-    f = number_icans_episodes(f, int(options.episode_join_gap_days), opts["episode_gap_days_count"])
+        f = _unattributed_deaths(study, f, int(options.episode_join_gap_days) + 1, opts["unattributed_death_reading"])
+    # options assessment_window / assessment_end_events, as CRS (convention icans.conv.assessment; review 41 F9)
+    f = assessed_days(study, f.rename({"d": "day"}), opts)
+    f = death_episode(number_icans_episodes(f, int(options.episode_join_gap_days), opts["episode_gap_days_count"]))
     # how each episode ended: resolved, not assessed after, or death (convention icans.conv.episode_end)
     f = episode_ends(f, study.events)
     last = pl.col("day") == pl.col("day").filter(pl.col("episode").is_not_null()).max().over("subject_id", "episode")
@@ -404,7 +411,8 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
         .select("subject_id", "day", "grade", "grade_max", "missing_inputs", "rule", "reason", "evidence",
                 "ice_min", "capd_max",
                 "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade", "episode",
-                "episode_end", "episode_resolution_day_latest")
+                "episode_end", "episode_resolution_day_latest",
+                pl.col("death_episode") if "death_episode" in f.columns else pl.lit(None, pl.Int64).alias("death_episode"))
         .sort("subject_id", "day")
     )
 
@@ -471,11 +479,13 @@ def number_icans_episodes(daily: pl.DataFrame, join_gap_days: int = 1, gap_days_
 DEATH_WINDOW_DAYS = 2
 
 
-def _unattributed_deaths(study: Study, f: pl.DataFrame, window: int = DEATH_WINDOW_DAYS) -> pl.DataFrame:
+def _unattributed_deaths(study: Study, f: pl.DataFrame, window: int = DEATH_WINDOW_DAYS,
+                         reading: str = "range") -> pl.DataFrame:
     """Convention icans.conv.unattributed_death: a death with no attribution recorded on a day with an
     ICANS day (grade >= 1) at most ``window`` days (episode_join_gap_days + 1) before it opens that day up to 5 (grade_max,
     missing_inputs "death attribution"); a death day without ICANS data gets a row (grade 0, the
-    recorded data's lower bound). Grades are unchanged."""
+    recorded data's lower bound). Grades are unchanged; with ``reading`` "grade5" (option
+    unattributed_death_reading, as the CRS engine reads such a death) that day is grade 5 instead."""
     deaths = (study.events.filter((pl.col("event") == "death") & pl.col("attribution").is_null()
                                   & pl.col("day").is_not_null())
               .select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("_dref"))
@@ -497,6 +507,17 @@ def _unattributed_deaths(study: Study, f: pl.DataFrame, window: int = DEATH_WIND
             pl.lit([], dtype=EVIDENCE).alias("evidence"))], how="diagonal_relaxed")
     f = f.join(during.with_columns(pl.lit(True).alias("_death")), on=["subject_id", "d"], how="left")
     hit = pl.col("_death").fill_null(False)
+    if reading == "grade5":  # the death counted as ICANS: grade 5, settled (review 41 F1)
+        return f.with_columns(
+            pl.when(hit).then(pl.lit(5, dtype=f.schema["grade"])).otherwise(pl.col("grade")).alias("grade"),
+            pl.when(hit).then(pl.lit(5, dtype=f.schema["grade_max"])).otherwise(pl.col("grade_max")).alias("grade_max"),
+            pl.when(hit).then(pl.lit("death with no attribution recorded, during ICANS -> grade 5 (counted as an ICANS "
+                                     "death: option icans.unattributed_death_reading=grade5, convention "
+                                     "icans.conv.unattributed_death)")).otherwise(pl.col("reason")).alias("reason"),
+            pl.when(hit).then(pl.concat_list(pl.col("evidence"), pl.concat_list(pl.col("_dref"))))
+            .otherwise(pl.col("evidence")).alias("evidence"),
+            pl.when(hit).then(pl.lit("icans.conv.unattributed_death")).otherwise(pl.col("rule")).alias("rule"),
+        ).drop("_death", "_dref")
     return f.with_columns(
         pl.when(hit).then(pl.lit(5, dtype=f.schema["grade_max"])).otherwise(pl.col("grade_max")).alias("grade_max"),
         pl.when(hit).then(pl.col("missing_inputs").list.concat(pl.lit(["death attribution"])))
@@ -510,6 +531,20 @@ def _unattributed_deaths(study: Study, f: pl.DataFrame, window: int = DEATH_WIND
             pl.coalesce(pl.col("rule"), pl.lit("icans.g0")), pl.lit("; icans.conv.unattributed_death")))
         .otherwise(pl.col("rule")).alias("rule"),
     ).drop("_death", "_dref")
+
+
+def death_episode(daily: pl.DataFrame) -> pl.DataFrame:
+    """``death_episode``: on a day an unattributed death leaves open up to 5 (missing_inputs "death
+    attribution") the ICANS episode it was attached to (the day's own, or the last one before it: the
+    death is within episode_join_gap_days + 1 days of an ICANS day), so that ADAE's ATOXGRUP reaches it
+    (review 41 F1); null elsewhere."""
+    if "episode" not in daily.columns or "missing_inputs" not in daily.columns:
+        return daily
+    order = daily.with_row_index("_o").sort("subject_id", "day")
+    last = pl.col("episode").forward_fill().over("subject_id")
+    return (order.with_columns(pl.when(pl.col("missing_inputs").list.contains("death attribution"))
+                               .then(pl.coalesce(pl.col("episode"), last)).alias("death_episode"))
+            .sort("_o").drop("_o"))
 
 
 def derive_icans_episodes(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
@@ -536,6 +571,16 @@ def icans_episodes_from_daily(daily: pl.DataFrame, options: IcansOptions | None 
                                "new episode after ICANS day", literal=True))
                          .then(pl.concat_str("reason", pl.lit("; "), "_note")).otherwise(pl.col("reason")).alias("reason"))
            .drop("_note"))
+    if "death_episode" in daily.columns:  # an unattributed death attached to the episode (review 41 F1)
+        deaths = (daily.filter(pl.col("death_episode").is_not_null())
+                  .group_by("subject_id", pl.col("death_episode").alias("episode")).agg(pl.col("day").max().alias("_dd")))
+        eps = (eps.join(deaths, on=["subject_id", "episode"], how="left", maintain_order="left")
+               # in front: ADAE REASON keeps its first 200 characters (the end of the episode's reason may be cut)
+               .with_columns(pl.when(pl.col("_dd").is_not_null()).then(pl.format(
+                   "up to 5: death with no attribution recorded on day {}, during this episode (missing input: death "
+                   "attribution; convention icans.conv.unattributed_death); {}", pl.col("_dd").cast(pl.Int64),
+                   pl.col("reason"))).otherwise(pl.col("reason")).alias("reason"))
+               .drop("_dd"))
     if "episode_end" not in daily.columns:
         return eps
     # how the episode ended (its last day's end note; convention icans.conv.episode_end): end_reason,

@@ -17,6 +17,8 @@ __all__ = ["post_baseline", "worst_labs", "baseline_labs"]
 
 #: the input a range grade waits for, as the CTCAE engine words it
 _NOT_EXCLUDED = r"not excluded: criteria on (.+?) not evaluable"
+#: ... or the baseline's normal/abnormal status (ctcae_readings.unknown_baseline_outcomes; review 41 F8)
+_BNRIND_UNKNOWN = "not excluded: baseline normal/abnormal not known"
 #: a grade a censored result or baseline leaves open (review 37 R37-1/R37-2)
 _CENSORED = r"(baseline is the )?censored result ([<>]=?[0-9.eE+-]+)"
 
@@ -77,7 +79,9 @@ def _worst(rows: pl.DataFrame, every_term: bool = False) -> pl.DataFrame:
     rows = rows.with_columns(
         up.alias("_up"),
         pl.when(pl.col("_upper").is_not_null() & (pl.col("_upper") > pl.col("_g").fill_null(0))).then(pl.coalesce(
-            reason.str.extract(_NOT_EXCLUDED, 1) + pl.lit(" missing"), cens,
+            reason.str.extract(_NOT_EXCLUDED, 1) + pl.lit(" missing"),
+            pl.when(reason.str.contains(_BNRIND_UNKNOWN, literal=True)).then(pl.lit(
+                "baseline reference limits missing (BNRIND unknown)")), cens,
             pl.lit("an input missing"))).alias("_miss"),
         # not gradable: no grade and no bound (a missing limit that does not bound the grade at all)
         (pl.col("_g").is_null() & pl.col("_upper").is_null()).alias("_ng"),

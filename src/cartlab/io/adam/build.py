@@ -326,6 +326,17 @@ _DAILY_TERMS = {"Cytokine release syndrome": "crs_daily",
                 "Immune effector cell-associated neurotoxicity syndrome": "icans_daily"}
 
 
+def _with_death_episode_start(daily: pl.DataFrame) -> pl.DataFrame:
+    """``_dstart``: on a day whose unattributed death the engine attached to an episode
+    (``death_episode``), that episode's first day; null elsewhere (and without the column)."""
+    if "death_episode" not in daily.columns or "episode" not in daily.columns:
+        return daily.with_columns(pl.lit(None, dtype=pl.Float64).alias("_dstart"))
+    starts = (daily.filter(pl.col("episode").is_not_null()).group_by("subject_id", "episode")
+              .agg(pl.col("day").min().floor().cast(pl.Float64).alias("_dstart"))
+              .rename({"episode": "death_episode"}))
+    return daily.join(starts, on=["subject_id", "death_episode"], how="left", maintain_order="left")
+
+
 def _adae_upper(analysis, t: pl.DataFrame) -> pl.DataFrame:
     """Per ADAE row (``AESEQ`` of ``USUBJID``): ``ATOXGRUP``, the highest grade the data leave
     possible for the episode - CRS/ICANS: the highest daily ``grade_max`` from its start to its end
@@ -338,10 +349,13 @@ def _adae_upper(analysis, t: pl.DataFrame) -> pl.DataFrame:
     for term, name in _DAILY_TERMS.items():
         if not analysis.has(name) or "grade_max" not in analysis.table(name).columns:
             continue
-        d = analysis.table(name).select(pl.col("subject_id").alias("USUBJID"), pl.col("day").floor().alias("_d"),
-                                        pl.col("grade_max").cast(pl.Int64).alias("_up"))
+        d = _with_death_episode_start(analysis.table(name)).select(
+            pl.col("subject_id").alias("USUBJID"), pl.col("day").floor().alias("_d"),
+            pl.col("grade_max").cast(pl.Int64).alias("_up"), "_dstart")
+        # ... and an unattributed death the engine attached to the episode after its last day (icans_daily
+        # death_episode, convention icans.conv.unattributed_death; review 41 F1): the episode it starts
         ups.append(keys.filter(pl.col("AETERM") == term).join(d, on="USUBJID", how="inner")
-                   .filter(pl.col("_d").is_between(pl.col("ASTDY"), pl.col("AENDY")))
+                   .filter(pl.col("_d").is_between(pl.col("ASTDY"), pl.col("AENDY")) | (pl.col("_dstart") == pl.col("ASTDY")))
                    .group_by("USUBJID", "AESEQ").agg(pl.col("_up").max()))
     if analysis.has("icaht"):
         ic = analysis.table("icaht")
