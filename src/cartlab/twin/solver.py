@@ -292,13 +292,12 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
             hn = hh * min(5.0, max(0.2, fac))
             if not (last and hn < h):
                 h = hn
-            for j in range(NS):
-                r5[j] = hh * (D1 * k1[j] + D3 * k3[j] + D4 * k4[j] + D5 * k5[j] + D6 * k6[j] + D7 * k7[j])
         tn = t_stop if last else t + hh
         # output times and integer days inside (t, tn]: dense output, restart on a change
         restart = False
         at_end = False
         changed_end = False
+        have_r5 = False  # the continuous extension's coefficients, computed when a point falls inside
         while True:
             b = nd
             if io < T and t_out[io] < b:
@@ -310,6 +309,10 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
                 for j in range(NS):
                     yb[j] = yn[j]
             else:
+                if not have_r5:
+                    for j in range(NS):
+                        r5[j] = hh * (D1 * k1[j] + D3 * k3[j] + D4 * k4[j] + D5 * k5[j] + D6 * k6[j] + D7 * k7[j])
+                    have_r5 = True
                 th = (b - t) / hh
                 th1 = 1.0 - th
                 for j in range(NS):
@@ -470,7 +473,7 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
     days = np.arange(day_lo, day_hi + 1) if D else np.zeros(0)
     toci_t = _given_times(events.toci_day, clin["tocilizumab"], days, clinic)
     with np.errstate(invalid="ignore" if lost else "warn"):   # a failed patient's NaN rows stay NaN
-        lat = m.latent_observables(out_y, th, baseline, t_out, clin, clinic_days=days, toci_times=toci_t,
+        lat = m.latent_observables(out_y, th, baseline, t_out, clin, clinic_days=days, toci_times=_compact(toci_t),
                                    antipyretic_from=None if clinic is None else clinic.antipyretic_from,
                                    fever_c=None if clinic is None else clinic.fever_c)
     return m.SimResult(t=t_out, states=out_y if keep_states else None, latent=lat, clinic=clin,
@@ -485,6 +488,15 @@ def _qssa_flag(il6_mode: str) -> float:
     if il6_mode not in ("dynamic", "qssa"):
         raise InputError(f"il6 must be 'dynamic' or 'qssa', not {il6_mode!r}")
     return 1.0 if il6_mode == "qssa" else 0.0
+
+
+def _compact(times):
+    """(n, Q) NaN-padded times with each row's finite values first (sorted) and the all-NaN columns
+    dropped: the same set of times per patient in ~1-3 columns instead of one per clinic day (the
+    observables take the latest dose before each output, whatever the column order)."""
+    a = np.sort(np.asarray(times, dtype=np.float64), axis=1)  # NaN sort last
+    k = int((~np.isnan(a)).sum(axis=1).max(initial=0))
+    return np.ascontiguousarray(a[:, :max(k, 1)]) if a.shape[1] else a
 
 
 def _given_times(recorded, flags, days, clinic):
