@@ -126,12 +126,12 @@ def stein_cmd(
     estimate_sigma: Annotated[bool, typer.Option(
         "--estimate-sigma", help="With --prior: estimate the residual SD per subject instead of holding it at "
         "the prior's (it can collapse towards 0 on sparse data).")] = False,
-    ftoci: Annotated[float, typer.Option(
-        "--ftoci", help="Multiplier of the expansion rate after the first tocilizumab (1 = no effect, default; "
-        "Stein 2019 Table 1: 1.2, not significant).")] = 1.0,
-    fster: Annotated[float, typer.Option(
-        "--fster", help="Multiplier of the expansion rate after the first corticosteroid (default 1; Stein 2019: "
-        "1.0).")] = 1.0,
+    ftoci: Annotated[Optional[float], typer.Option(
+        "--ftoci", help="Multiplier of the expansion rate after the first tocilizumab (1 = no effect; default: 1, "
+        "or the prior's under --prior: Stein 2019 Table 1: 1.2, not significant).")] = None,
+    fster: Annotated[Optional[float], typer.Option(
+        "--fster", help="Multiplier of the expansion rate after the first corticosteroid (default: 1, or the "
+        "prior's under --prior; Stein 2019: 1.0).")] = None,
     tlag: Annotated[float, typer.Option("--tlag", metavar="DAYS", help="Lag before expansion starts (default 0).")] = 0.0,
     missing_dose: Annotated[str, typer.Option(
         "--missing-dose", help="--dose-handling superpose with an unknown infusion dose: error (default), equal "
@@ -156,6 +156,10 @@ def stein_cmd(
     auc_extrap_warn_pct: Annotated[float, typer.Option(
         "--auc-extrap-warn-pct", metavar="PCT", help="Flag a subject (auc_extrapolated) when more than PCT % of "
         "stein_auc_0_28 lies after its last sample (default 20, the NCA convention for AUCinf %extrap).")] = 20.0,
+    se_df_correction: Annotated[str, typer.Option(
+        "--se-df-correction", metavar="residual|none", help="Per-subject ML fits with sigma estimated: residual "
+        "(default: covariance x n/(n - p), 95% CIs from t(n - p), as nonlinear least squares) or none (ML "
+        "covariance, z 1.96: the earlier reading).")] = "residual",
     conc_unit: Annotated[Optional[str], typer.Option(
         "--conc-unit", help="Table: unit of the concentrations (e.g. copies/ug), written into stein_units.csv "
         "(a study's values are in the canonical unit, CARCOPY copies/ug gDNA).")] = None,
@@ -209,7 +213,8 @@ def stein_cmd(
                 fixed=fix or (), prior=prior, estimate_sigma=estimate_sigma, ftoci=ftoci, fster=fster, tlag=tlag,
                 missing_dose=missing_dose, no_infusion=no_infusion, peak_window=peak_window,
                 derived_if_unidentified=derived_if_unidentified, seed=seed, n_starts=n_starts,
-                blq_below_lloq=blq_below_lloq, auc_extrap_warn_pct=auc_extrap_warn_pct, conc_unit=conc_unit,
+                blq_below_lloq=blq_below_lloq, auc_extrap_warn_pct=auc_extrap_warn_pct,
+                se_df_correction=se_df_correction, conc_unit=conc_unit,
                 n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
                 progress=report, option_names=names, force=force)
     except ValueError as exc:

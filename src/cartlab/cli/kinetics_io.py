@@ -43,8 +43,10 @@ from cartlab.kinetics.nca import (
 from cartlab.kinetics.stein import (
     BLQ_METHODS,
     DOSE_HANDLINGS,
+    FIRST_DOSE_NOTE,
     PARAMS,
     PEAK_COLUMNS,
+    SE_DF_CORRECTIONS,
     STEIN_2019,
     Progress,
     SteinModel,
@@ -276,6 +278,8 @@ def parse_assignments(items: Sequence[str], what: str, value_type=str,
             ok = 0 < v < 1 if p == "fb" else math.isfinite(v) and v > 0
             if not ok:
                 raise ValueError(f"{what} {item!r}: {p} must be {'in (0, 1)' if p == 'fb' else 'positive'}")
+            if p == "foldx" and not v > 1:  # Stein: R0 = Cmax / foldx (review 41 F8)
+                raise ValueError(f"{what} {item!r}: foldx is the fold expansion from R0 to Cmax; must be > 1")
         out.append((p, v))
     return out
 
@@ -491,8 +495,8 @@ def stein_command(
     fixed: Sequence[str] = (),
     prior: str | None = None,
     estimate_sigma: bool = False,
-    ftoci: float = 1.0,
-    fster: float = 1.0,
+    ftoci: float | None = None,
+    fster: float | None = None,
     tlag: float = 0.0,
     missing_dose: str = "error",
     no_infusion: str = "drop",
@@ -502,6 +506,7 @@ def stein_command(
     n_starts: int = 3,
     blq_below_lloq: bool = True,
     auc_extrap_warn_pct: float = 20.0,
+    se_df_correction: str = "residual",
     conc_unit: str | None = None,
     n_burn: int = 300,
     n_smooth: int = 200,
@@ -524,7 +529,11 @@ def stein_command(
     residual SD); ``prior="stein2019"``: per-subject MAP fits with the published population
     distribution (:data:`~cartlab.kinetics.stein.STEIN_2019`) as the prior, for sparse subjects
     whose curve the data alone do not identify. Under a prior the residual SD is held at the
-    prior's (0.56, empirical Bayes) unless ``--fix sigma=VALUE`` or ``estimate_sigma``.
+    prior's (0.56, empirical Bayes) unless ``--fix sigma=VALUE`` or ``estimate_sigma``. ``ftoci`` /
+    ``fster`` None: the prior's under ``prior`` (Stein 2019: 1.2 / 1.0), else 1 (stein_fit.json,
+    ``options.comedication``, says which). ``se_df_correction``: per-subject ML fits, ``residual``
+    (default: covariance x n/(n - p), t(n - p) CIs) or ``none``
+    (:data:`~cartlab.kinetics.stein.individual.SE_DF_CORRECTIONS`).
 
     A subject whose data cannot identify the free parameters (no quantifiable sample; without a
     prior, fewer quantifiable samples than free parameters) gets no estimates and its reason in
@@ -607,9 +616,13 @@ def stein_command(
             raise ValueError(f"{', '.join(given)}: for a table; a study (a folder or a stored study) has its own "
                              "columns, LLOQs and doses")
 
-    for name, v, ok in (("--ftoci", ftoci, ftoci > 0), ("--fster", fster, fster > 0), ("--tlag", tlag, tlag >= 0)):
-        if not (math.isfinite(v) and ok):
+    for name, v, ok in (("--ftoci", ftoci, ftoci is None or ftoci > 0), ("--fster", fster, fster is None or fster > 0),
+                        ("--tlag", tlag, tlag >= 0)):
+        if v is not None and not (math.isfinite(v) and ok):
             raise ValueError(f"{name} {v!r}: a finite number {'>= 0' if name == '--tlag' else '> 0'}")
+    if se_df_correction not in SE_DF_CORRECTIONS:
+        raise ValueError(f"--se-df-correction {se_df_correction!r}: one of {', '.join(SE_DF_CORRECTIONS)} "
+                         "(default residual)")
     if not (math.isfinite(auc_extrap_warn_pct) and 0 <= auc_extrap_warn_pct <= 100):
         raise ValueError(f"--auc-extrap-warn-pct {auc_extrap_warn_pct!r}: a percentage in [0, 100]")
     if population and int(n_starts) < 1:
@@ -629,11 +642,17 @@ def stein_command(
     else:
         options["prior"] = prior and prior.lower()
         options["derived_if_unidentified"] = derived_if_unidentified
+        options["se_df_correction"] = se_df_correction
         model = SteinModel(fixed=fix_items, blq=blq, dose_handling=dose_handling, param=param,
                            prior=PRIORS[prior.lower()] if prior else None,
                            sigma="estimate" if estimate_sigma else None,
-                           derived_if_unidentified=derived_if_unidentified, **shared)
+                           derived_if_unidentified=derived_if_unidentified, se_df_correction=se_df_correction,
+                           **shared)
     fit = model.fit(data, doses=dose_df, progress=progress)
+    # the comedication multipliers used (the prior's when not given: review 41 F7)
+    options.update(ftoci=fit.extras["ftoci"], fster=fit.extras["fster"],
+                   comedication=getattr(fit, "comedication_rule_", None) or
+                   f"ftoci {fit.extras['ftoci']:g}; fster {fit.extras['fster']:g}")
     if not population:
         options["sigma"] = fit.sigma_rule_
         unfitted = fit.individual_.filter(~pl.col("fitted"))
@@ -679,8 +698,21 @@ def stein_command(
                                 for r in subjects.filter(~pl.col("fitted")).iter_rows(named=True)},
                     warnings=[],
                     estimator=("maximum a posteriori per subject (prior: Stein 2019 Table 1)" if prior else
-                               "maximum likelihood per subject") + "; SEs from the Hessian (delta method)")
+                               "maximum likelihood per subject") + "; SEs from the Hessian (delta method)"
+                    + ("; with sigma estimated by ML: covariance x n/(n - p), 95% CIs from t(n - p) "
+                       "(se_df_correction='residual')" if se_df_correction == "residual" and prior is None
+                       and "sigma" not in fix_items else ""))
         figs = {"stein_fits.png": fit.plot()}
+    # several infusions read as one dose at the first (dose_handling='first'): named (review 41 F5)
+    meta["multiple_infusions"] = subjects.filter(
+        pl.col("dosing_note").fill_null("").str.contains(FIRST_DOSE_NOTE, literal=True))["subject_id"].to_list()
+    if meta["multiple_infusions"]:
+        meta["warnings"].append(
+            f"{len(meta['multiple_infusions'])} subject(s) with more than one CAR-T infusion, fitted with time from "
+            f"the first and the infusions as one dose (dose_handling='first'; Stein 2019 had one infusion per "
+            f"patient): {', '.join(meta['multiple_infusions'][:10])}"
+            + (f" (and {len(meta['multiple_infusions']) - 10} more)" if len(meta["multiple_infusions"]) > 10 else "")
+            + "; their dosing_note gives the days (--dose-handling superpose adds one curve per infusion)")
     meta["prior_dominated"] = subjects.filter(pl.col("prior_dominated").fill_null(False))["subject_id"].to_list()
     meta["peak_extrapolated"] = subjects.filter(pl.col("peak_extrapolated").fill_null(False))["subject_id"].to_list()
     if meta["peak_extrapolated"]:

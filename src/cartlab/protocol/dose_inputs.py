@@ -234,13 +234,17 @@ def study_body_sizes(study, ids=None, screening_lo: float | None = None) -> dict
     return out
 
 
+#: the accepted forms named when a unit is not understood (review 41 F9)
+_EXAMPLES = {"height": "5 ft 7 in, 67 in or 170 cm", "weight": "154 lb, 10 lb 4 oz or 70 kg"}
+
 _NUM_UNIT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z].*)?$")
 
 
 def parse_quantity(text: str | float | None, unit: str, what: str) -> tuple[float | None, str | None]:
     """``(value in unit, note)`` of a command-line weight/height: a bare number is in ``unit``
     (note "kg (assumed: no unit given)"); "154 lb", "5 ft 6 in", "1.68 m" are converted with pint
-    (note "= 70 kg (154 lb)"); several parts only with distinct units, each smaller than the one before
+    (note "= 70 kg (154 lb)") and rounded to 12 significant digits (:func:`~cartlab.protocol.dosing.round_sig`:
+    pint's 5 ft is 152.39999999999998 cm); several parts only with distinct units, each smaller than the one before
     and each part less than one of it (5 ft 6 in; not "70 kg 154 lb"). :class:`ValueError` for text that is not a quantity of that kind."""
     if text is None:
         return None, None
@@ -262,11 +266,18 @@ def parse_quantity(text: str | float | None, unit: str, what: str) -> tuple[floa
             total += vals[-1]
             sizes.append(ureg.Quantity(1, u).to(unit).magnitude)
         except Exception as exc:  # pint: undefined unit or wrong dimension
-            raise ValueError(f"--{what} {s!r}: {u!r} is not a unit of {what} ({exc})") from None
+            # pint's message can be empty ("5'7\"": review 41 F9): name the accepted forms instead
+            why = f" ({exc})" if str(exc).strip() else ""
+            raise ValueError(f"--{what} {s!r}: {u!r} is not a unit of {what}{why}; use e.g. "
+                             f"{_EXAMPLES.get(what, '70 kg or 170 cm')}") from None
     # several parts only as a compound of distinct, decreasing units, each part less than one of the unit
     # before it (5 ft 6 in, 10 lb 4 oz): "70 kg 154 lb" is a weight pasted with its conversion, not a sum
     # (review 39 diff2 B2)
     if any(b >= a or v >= a for a, b, v in zip(sizes, sizes[1:], vals[1:])):
         raise ValueError(f"--{what} {s!r}: one quantity, or a compound of decreasing units such as 5 ft 6 in "
                          "(the parts are added up)")
-    return total, f"{unit} ({s})"
+    # rounded to 12 significant digits as the study reader rounds every converted value: pint gives
+    # 5 ft = 152.39999999999998 cm, which must not fall below Devine's 60-inch floor (review 41 F1)
+    from cartlab.protocol.dosing import round_sig
+
+    return round_sig(total), f"{unit} ({s})"

@@ -248,12 +248,17 @@ def egfr_bedside_schwartz(height_cm, creatinine_mg_dl) -> float | np.ndarray:
 def ideal_body_weight(height_cm, sex) -> float | np.ndarray:
     """Ideal body weight in kg by Devine (Drug Intell Clin Pharm 1974;8:650): 50 kg (M) / 45.5 kg
     (F) + 2.3 kg per inch of height over 60 inches. Defined from 60 inches (152.4 cm): a shorter
-    height raises ValueError (the caller decides what to use instead)."""
+    height raises ValueError (the caller decides what to use instead); the height in inches is
+    compared at 12 significant digits (:func:`~cartlab.protocol.dosing.round_sig`)."""
     k = _entry("devine_ibw", "weight")["coefficients"]
     h = _positive(height_cm, "height_cm")
     s = _sex(sex)
     h, s = np.broadcast_arrays(h, s)
-    inches = h / k["cm_per_inch"]
+    # rounded to 12 significant digits (round_sig) before the comparison: 5 ft from pint is
+    # 152.39999999999998 cm, exactly 60 in, inside Devine's range (review 41 F1)
+    from cartlab.protocol.dosing import round_sig
+
+    inches = np.vectorize(round_sig, otypes=[float])(h / k["cm_per_inch"])
     if np.any(inches < k["from_inches"]):
         raise ValueError(f"Devine ideal body weight is defined from {k['from_inches']:g} inches "
                          f"({k['from_inches'] * k['cm_per_inch']:g} cm); got {float(h.min())!r} cm")

@@ -73,7 +73,7 @@ def crcl_weight(basis: str, w: float, h: float | None, sex: str) -> tuple[float,
     try:
         ibw = round_sig(float(fx.ideal_body_weight(h, sex)))
     except ValueError:
-        return w, (f"{basis} weight not defined below 152.4 cm (Devine IBW starts at 60 in; height {h:g} cm): "
+        return w, (f"{basis} weight not defined below 152.4 cm (Devine IBW starts at 60 in; height {h:.12g} cm): "
                    f"actual weight {w:g} kg used")
     lesser = (f"actual weight {w:g} kg used: not above the ideal body weight (Devine) {ibw:.1f} kg"
               if w <= ibw else f"ideal body weight (Devine) {ibw:.1f} kg used (actual {w:g} kg)")

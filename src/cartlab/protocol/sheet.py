@@ -84,8 +84,8 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
         derived = [{"name": f"Body-surface area ({size['bsa_method'].capitalize()})", "formula": size["bsa_formula"],
                     "substituted": size["bsa_note"], "value": "not computed", "citation": size["bsa_citation"]}]
     scr = size["creatinine_mg_dl"]
+    rules = [a.renal_adjustment for a in protocol.lymphodepletion if a.renal_adjustment]
     if size.get("crcl_ml_min") is not None:
-        rules = [a.renal_adjustment for a in protocol.lymphodepletion if a.renal_adjustment]
         cw = size.get("crcl_weight_kg", w)
         derived.append({
             "name": f"Creatinine clearance (Cockcroft-Gault, {size.get('crcl_weight', 'actual')} weight)",
@@ -108,7 +108,9 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
         derived.append({
             "name": "eGFR (CKD-EPI 2021)", "formula": size["egfr_formula"],
             "substituted": f"Scr {scr:.3f} mg/dL, age {size['age_years']:g}, sex {size['sex']}",
-            "value": f"{size['egfr_ml_min_173']:.1f} mL/min/1.73 m2", "citation": size["egfr_citation"],
+            # with enough decimals to show its band (review 41 F4: 70.03 is not "70.0")
+            "value": f"{renal_value_text(size['egfr_ml_min_173'], rules)} mL/min/1.73 m2",
+            "citation": size["egfr_citation"],
         })
     else:
         derived.append({"name": "eGFR (CKD-EPI 2021)", "formula": size["egfr_formula"],
@@ -184,7 +186,7 @@ def sheet_context(protocol, plan: pl.DataFrame, size: dict[str, Any], options, p
 def _measure_row(plan: pl.DataFrame, size: dict[str, Any], options, protocol) -> str:
     """The renal measure the plan's renal rules used for this patient, with its value (review 39 B8):
     under 18 years the paediatric one, named with its rule, not the adult setting."""
-    from cartlab.protocol.renal import MEASURES, paediatric_measure_rule
+    from cartlab.protocol.renal import MEASURES, paediatric_measure_rule, renal_value_text
 
     if not options.apply_renal_adjustment:
         return "renal adjustment switched off"
@@ -197,7 +199,9 @@ def _measure_row(plan: pl.DataFrame, size: dict[str, Any], options, protocol) ->
     p_rule = paediatric_measure_rule()
     for r in used.iter_rows(named=True):
         name, unit = MEASURES[r["renal_measure"]][3], MEASURES[r["renal_measure"]][4]
-        v = "" if r["renal_value"] is None else f" {r['renal_value']:.1f} {unit}"
+        # with enough decimals to show its band (review 41 F4: CrCl 70.03 is not "70.0")
+        rules = [a.renal_adjustment for a in protocol.lymphodepletion if a.renal_adjustment]
+        v = "" if r["renal_value"] is None else f" {renal_value_text(r['renal_value'], rules)} {unit}"
         why = (f", age {size['age_years']:g} < {p_rule['age_below_years']:g} years ({p_rule['id']}, convention; "
                "--paediatric-renal-function)" if p_rule["id"] in (r["rule"] or "") else
                (" (--renal-function)" if options.renal_function else " (adults)"))

@@ -138,8 +138,8 @@ from cartlab.kinetics.stein.curve import (
     stein_log_curve,
     stein_peak,
 )
-from cartlab.kinetics.stein.data import PEAK_COLUMNS, observed_peaks
-from cartlab.kinetics.stein.individual import RSE_LIMIT_PCT, SteinModel
+from cartlab.kinetics.stein.data import FIRST_DOSE_NOTE, PEAK_COLUMNS, observed_peaks
+from cartlab.kinetics.stein.individual import RSE_LIMIT_PCT, SE_DF_CORRECTIONS, SteinModel
 from cartlab.kinetics.stein.params import (
     BLQ_METHODS,
     DEFAULT_TIMES,
@@ -161,10 +161,12 @@ __all__ = [
     "DESIGN_180D",
     "DESIGN_2Y",
     "DOSE_HANDLINGS",
+    "FIRST_DOSE_NOTE",
     "LN2",
     "PARAMS",
     "PEAK_COLUMNS",
     "RSE_LIMIT_PCT",
+    "SE_DF_CORRECTIONS",
     "STEIN_2019",
     "Dosing",
     "PopulationParams",

@@ -222,7 +222,8 @@ def stein_peak(params: Any, dosing: Dosing | None = None) -> tuple[np.ndarray, n
 
     Every piece is convex in t (constant, a rising exponential, or a positive sum of decaying
     exponentials), so the maximum lies at a breakpoint: an infusion, the end of the lag, the end
-    of expansion of a dose term, or a comedication start. All are evaluated.
+    of expansion of a dose term, or a comedication start. All are evaluated. Where the curve is not
+    defined (NaN parameters: a subject that was not fitted) both are NaN.
     """
     dosing = _NONE if dosing is None else dosing
     p = _params_arrays(params)
@@ -247,6 +248,9 @@ def stein_peak(params: Any, dosing: Dosing | None = None) -> tuple[np.ndarray, n
     i = np.argmax(lc, axis=-1)
     cmax = np.exp(np.take_along_axis(lc, i[..., None], axis=-1)[..., 0])
     tmax = np.take_along_axis(cand, i[..., None], axis=-1)[..., 0]
+    # no curve (a subject not fitted: NaN parameters): no Tmax either, not the first candidate's day 0
+    # (argmax over all-NaN returns 0; review 41 F2)
+    tmax = np.where(np.any(np.isfinite(lc), axis=-1), tmax, np.nan)
     return cmax, tmax
 
 

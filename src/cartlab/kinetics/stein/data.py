@@ -18,7 +18,12 @@ from cartlab.kinetics.agents import car_t_infusions
 from cartlab.kinetics.stein.curve import Dosing
 from cartlab.kinetics.stein.params import BLQ_METHODS, DOSE_HANDLINGS, MISSING_DOSES, NO_INFUSION
 
-__all__ = ["PEAK_COLUMNS", "observed_peaks"]
+__all__ = ["PEAK_COLUMNS", "observed_peaks", "FIRST_DOSE_NOTE"]
+
+#: the dosing_note of a subject with several infusions under dose_handling='first' contains this
+#: (review 41 F5: Stein 2019 had one infusion per patient; applying the model across a re-infusion is
+#: an assumption, stated per subject and warned about by the command)
+FIRST_DOSE_NOTE = "dose_handling='first' counts time from the first and treats them as one dose"
 
 
 @dataclass
@@ -33,10 +38,19 @@ class _Data:
     covariates: pl.DataFrame  # subject_id + candidate covariates
     dropped: pl.DataFrame
     notes: dict[str, str] = field(default_factory=dict)  # per subject: how its dosing was read
+    # (N, J) the censoring flag as reported (0 quantifiable): differs from ``cens`` under blq='half',
+    # whose imputed LLOQ/2 enters the likelihood as a value but is still a BLQ sample (review 41 F3)
+    cens_orig: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return len(self.ids)
+
+    @property
+    def quantified(self) -> np.ndarray:
+        """(N, J) bool: a used sample reported as quantifiable (not BLQ, whatever ``blq`` imputes)."""
+        c = self.cens if self.cens_orig is None else self.cens_orig
+        return self.mask & (c == 0)
 
     def subset(self, idx: Sequence[int]) -> _Data:
         idx = np.asarray(idx)
@@ -48,6 +62,7 @@ class _Data:
             obs=self.obs.filter(pl.col("subject_id").is_in(ids)),
             covariates=self.covariates.filter(pl.col("subject_id").is_in(ids)),
             dropped=self.dropped, notes={k: v for k, v in self.notes.items() if k in ids},
+            cens_orig=None if self.cens_orig is None else self.cens_orig[idx],
         )
 
 
@@ -284,13 +299,14 @@ def _prepare(
     t = np.ones((n, nmax))
     logy = np.zeros((n, nmax))
     cens = np.zeros((n, nmax), dtype=np.int8)
+    cens_orig = np.zeros((n, nmax), dtype=np.int8)
     mask = np.zeros((n, nmax), dtype=bool)
     fill = np.zeros(n, dtype=int)
-    for sid, ti, yi, ci in zip(o["subject_id"].to_list(), o["time"].to_numpy(), o["y"].to_numpy(),
-                                o["cens_m"].to_numpy()):
+    for sid, ti, yi, ci, co in zip(o["subject_id"].to_list(), o["time"].to_numpy(), o["y"].to_numpy(),
+                                    o["cens_m"].to_numpy(), o["cens"].to_numpy()):
         i = pos[sid]
         j = fill[i]
-        t[i, j], logy[i, j], cens[i, j], mask[i, j] = ti, math.log(yi), ci, True
+        t[i, j], logy[i, j], cens[i, j], cens_orig[i, j], mask[i, j] = ti, math.log(yi), ci, co, True
         fill[i] += 1
     cov = pl.DataFrame({"subject_id": ids}).join(cov, on="subject_id", how="left")
     tt = np.full(n, np.inf)
@@ -300,6 +316,14 @@ def _prepare(
             v = cov[name].cast(pl.Float64).to_numpy()
             arr[:] = np.where(np.isfinite(v), v, np.inf)
     dose_t = dose_w = None
+    if dose_handling == "first" and dose_df is not None and dose_df.height:
+        # several infusions read as one dose at the first: said per subject (review 41 F5)
+        g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time")
+        for sid, times in g.iter_rows():
+            if sid in pos and len(times) > 1:
+                days = ", ".join(day_text(x) for x in times)
+                note = f"{len(times)} infusions (days {days} from the first); {FIRST_DOSE_NOTE}"
+                notes[sid] = "; ".join(x for x in (notes.get(sid), note) if x)
     if dose_handling == "superpose" and dose_df is not None and dose_df.height:
         g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time", "dose", "_row")
         gm = {r[0]: (r[1], r[2], r[3]) for r in g.iter_rows()}
@@ -320,7 +344,7 @@ def _prepare(
         "lloq", pl.col("limit"), (pl.col("cens") != 0).alias("blq"), "blq_reason", *_PROVENANCE,
     )
     return _Data(ids, t, logy, cens, mask, Dosing(tt, ts, dose_t, dose_w), obs, cov, dropped,
-                 {k: v for k, v in notes.items() if k in pos})
+                 {k: v for k, v in notes.items() if k in pos}, cens_orig)
 
 
 def _missing_dose(s: str, times: list, dd: list, rows: list, miss: list[int], how: str,
@@ -347,7 +371,8 @@ def _observations_frame(d: _Data, log_ipred: np.ndarray, sigma: np.ndarray,
     m = d.mask
     sig = np.asarray(sigma, dtype=float)
     sig = np.broadcast_to(sig[:, None] if sig.ndim else sig, m.shape)[m]
-    res = np.where(d.cens[m] == 0, (d.logy[m] - log_ipred[m]) / sig, np.nan)
+    # BLQ rows have no residual, also when blq='half' imputed a value for the likelihood (review 41 F3)
+    res = np.where(d.quantified[m], (d.logy[m] - log_ipred[m]) / sig, np.nan)
     out = d.obs.with_columns(pl.Series("ipred", np.exp(log_ipred[m])),
                              pl.Series("iwres", res).fill_nan(None))
     if log_pred is not None:

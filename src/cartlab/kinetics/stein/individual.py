@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import optimize, special
+from scipy import optimize, special, stats
 
 from cartlab._days import day_text
 from cartlab.kinetics.stein.base import _SteinFitter
@@ -29,7 +29,16 @@ from cartlab.kinetics.stein.likelihood import _Evaluator
 from cartlab.kinetics.stein.params import _BOUNDS, _SIGMA_BOUNDS, PARAMS, STEIN_2019, PopulationParams, Progress
 from cartlab.kinetics.stein.plots import fits_figure
 
-__all__ = ["RSE_LIMIT_PCT", "SteinModel"]
+__all__ = ["RSE_LIMIT_PCT", "SE_DF_CORRECTIONS", "SteinModel"]
+
+#: Standard errors of a maximum-likelihood fit with sigma estimated (review 41 F6): ``"residual"``
+#: (default) scales the inverse-Hessian covariance by n/(n - p) (n quantifiable samples, p free
+#: structural parameters: the ML residual variance RSS/n becomes the unbiased RSS/(n - p), as nonlinear
+#: least squares -- R nls, scipy curve_fit(absolute_sigma=False) -- report it) and takes the 95% CIs
+#: from t(n - p) quantiles; ``"none"``: the ML covariance and z = 1.96 (cartlab before 41). With sigma
+#: held (fixed or the prior's) or under a prior (MAP) the residual scale is not estimated from the
+#: residuals alone and no correction applies.
+SE_DF_CORRECTIONS: tuple[str, ...] = ("residual", "none")
 
 #: a maximum-likelihood fit (no prior) with a parameter RSE above this (percent; 100 x SE of the log
 #: parameter, so 500% is a 95% CI wider than a factor 18,000 either side) is not determined by the
@@ -102,6 +111,7 @@ class _SubjectFit:
     message: str
     fitted: bool = True
     unidentified: tuple[str, ...] = ()  # parameters the data do not determine (maximum likelihood)
+    df_resid: int | None = None  # residual degrees of freedom of the SEs (se_df_correction='residual')
 
 
 def _fd_hessian(f, x: np.ndarray, h: float = 1e-3) -> np.ndarray:
@@ -121,15 +131,15 @@ def _fd_hessian(f, x: np.ndarray, h: float = 1e-3) -> np.ndarray:
     return H
 
 
-def _ci(p: str, v: float, se_log: float) -> tuple[float, float]:
+def _ci(p: str, v: float, se_log: float, z: float = 1.96) -> tuple[float, float]:
     """95% CI of a parameter from the SE of its log: on the log scale, except ``fb`` (a fraction in
     (0, 1)), whose CI is taken on the logit scale, SE(logit fb) = SE(log fb) / (1 - fb), so that it
-    stays inside (0, 1)."""
+    stays inside (0, 1). ``z``: the quantile (1.96, or t(df) 0.975 under se_df_correction='residual')."""
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # unidentifiable: CI to the limits
         if p == "fb":
             lg, s = math.log(v / (1.0 - v)), se_log / (1.0 - v)
-            return float(special.expit(lg - 1.96 * s)), float(special.expit(lg + 1.96 * s))
-        return float(v * np.exp(-1.96 * se_log)), float(v * np.exp(1.96 * se_log))
+            return float(special.expit(lg - z * s)), float(special.expit(lg + z * s))
+        return float(v * np.exp(-z * se_log)), float(v * np.exp(z * se_log))
 
 
 def _optimiser_note(r: Any, method: str) -> str:
@@ -151,7 +161,11 @@ class SteinModel(_SteinFitter):
     blq: ``"m3"`` (default), ``"drop"`` (M1) or ``"half"`` (BLQ set to LLOQ/2).
     blq_below_lloq: a reported value below its LLOQ is treated as BLQ.
     dose_handling: ``"first"`` (default) or ``"superpose"`` (see :mod:`cartlab.kinetics.stein`).
-    ftoci, fster, tlag: fixed model extensions (defaults: no effect, no lag).
+    ftoci, fster, tlag: fixed model extensions (defaults: no effect, no lag). ``ftoci``/``fster``
+        ``None`` (default): the prior's (``STEIN_2019``: 1.2 / 1.0) when a ``prior`` is given, so that
+        the prior's typical curve is Stein's, else 1 (no effect); ``comedication_rule_`` says which.
+    se_df_correction: ``"residual"`` (default) or ``"none"``: see :data:`SE_DF_CORRECTIONS` (maximum-
+        likelihood fits with sigma estimated: covariance x n/(n - p), CIs from t(n - p)).
     param: the observation parameter of a Study (``CARCOPY``).
     missing_dose: ``"superpose"`` with an unknown infusion dose: ``"error"`` (default, naming the
         row), ``"equal"`` or ``"first"`` (:data:`~cartlab.kinetics.stein.params.MISSING_DOSES`).
@@ -186,6 +200,7 @@ class SteinModel(_SteinFitter):
         ipred (the fitted curve), iwres ((log conc - log ipred) / sigma; null when BLQ) and the
         input row's provenance (source, src_file, src_row).
     sigma_rule_: how sigma was set ("estimated", or held: "fixed at ..." / "the prior's ...").
+    comedication_rule_: the ftoci / fster used and where they came from (given, the prior's, default).
     subject_ids_, dosing_, dropped_: the subjects, their dosing, the input rows not used.
     summary: (property) one row per subject and parameter with SE, RSE and 95% CI.
 
@@ -232,8 +247,8 @@ class SteinModel(_SteinFitter):
         blq: str = "m3",
         blq_below_lloq: bool = True,
         dose_handling: str = "first",
-        ftoci: float = 1.0,
-        fster: float = 1.0,
+        ftoci: float | None = None,
+        fster: float | None = None,
         tlag: float = 0.0,
         param: str = "CARCOPY",
         missing_dose: str = "error",
@@ -242,7 +257,9 @@ class SteinModel(_SteinFitter):
         derived_if_unidentified: str = "null",
         prior_dominated_shrinkage: float = PRIOR_DOMINATED_SHRINKAGE,
         auc_extrap_warn_pct: float = AUC_EXTRAP_WARN_PCT,
+        se_df_correction: str = "residual",
     ):
+        self.se_df_correction = check_option("se_df_correction", se_df_correction, SE_DF_CORRECTIONS)
         self.auc_extrap_warn_pct = float(auc_extrap_warn_pct)
         self.derived_if_unidentified = check_option("derived_if_unidentified", derived_if_unidentified,
                                                     DERIVED_IF_UNIDENTIFIED)
@@ -259,9 +276,23 @@ class SteinModel(_SteinFitter):
                 raise ValueError(f"{what} must be a number > 0, not {v!r}")
         if "sigma" in self.fixed and sigma is not None and (sigma == "estimate" or sigma != self.fixed["sigma"]):
             raise ValueError(f"sigma={sigma!r} contradicts fixed['sigma']={self.fixed['sigma']!r}: give one")
+        fx = self.fixed.get("foldx")
+        if fx is not None and not fx > 1:  # R0 = Cmax / foldx below Cmax: rho = ln(foldx) / Tmax > 0 (review 41 F8)
+            raise ValueError(f"fixed['foldx'] = {fx!r}: foldx is the fold expansion from R0 to Cmax; must be > 1")
         self.prior = prior
-        self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling, ftoci=ftoci,
-                           fster=fster, tlag=tlag, param=param, missing_dose=missing_dose,
+        # the comedication multipliers: given, else the prior's (its typical curve is then the published one),
+        # else no effect (review 41 F7)
+        used, src = {}, {}
+        for name, v in (("ftoci", ftoci), ("fster", fster)):
+            if v is not None:
+                used[name], src[name] = float(v), "given"
+            elif prior is not None:
+                used[name], src[name] = float(getattr(prior, name)), "the prior's"
+            else:
+                used[name], src[name] = 1.0, "default, no effect"
+        self._comedication_rule = "; ".join(f"{n} {used[n]:g} ({src[n]})" for n in ("ftoci", "fster"))
+        self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling, ftoci=used["ftoci"],
+                           fster=used["fster"], tlag=tlag, param=param, missing_dose=missing_dose,
                            no_infusion=no_infusion, peak_window=peak_window)
 
     def _sigma_setting(self) -> tuple[float | None, str]:
@@ -285,6 +316,7 @@ class SteinModel(_SteinFitter):
         d = self._prepare(data, doses, covariates)
         est = [p for p in PARAMS if p not in self.fixed]
         sigma_fixed, self.sigma_rule_ = self._sigma_setting()
+        self.comedication_rule_ = self._comedication_rule
         fits = []
         for i in range(d.n):
             fits.append(self._fit_one(d.subset([i]), est, sigma_fixed))
@@ -320,7 +352,8 @@ class SteinModel(_SteinFitter):
         ev = _Evaluator(d, est, fixed, self.extras)
         est_sigma = sigma_fixed is None
         k = len(est)
-        q = d.mask[0] & (d.cens[0] == 0)
+        # quantifiable as reported: a blq='half' imputed value is still BLQ (review 41 F3)
+        q = d.quantified[0]
         n_obs, n_q = int(d.mask.sum()), int(q.sum())
         n_blq = n_obs - n_q
         why = self._unidentified(n_q, n_blq, est + (["sigma"] if est_sigma else []))
@@ -456,6 +489,11 @@ class SteinModel(_SteinFitter):
         if near:
             converged = False
             msg += f"; an estimate is at its bound ({', '.join(near)})"
+        df_resid = None
+        if cov is not None and self.se_df_correction == "residual" and est_sigma and prior is None:
+            # ML residual variance RSS/n -> RSS/(n - p) (review 41 F6; SE_DF_CORRECTIONS); n_q > p + 1 here
+            df_resid = n_q - k
+            cov = cov * (n_q / df_resid)
         unid: list[str] = []
         if prior is None:
             why, unid = self._not_identified(d, q, vals, names, cov)
@@ -465,7 +503,7 @@ class SteinModel(_SteinFitter):
         return _SubjectFit(
             subject_id=d.ids[0], est=est, values=vals, sigma=sig, sigma_estimated=est_sigma,
             cov_log=cov, nll=fval, n_obs=n_obs, n_blq=n_blq, converged=converged, message=msg.strip("; "),
-            unidentified=tuple(unid),
+            unidentified=tuple(unid), df_resid=df_resid,
         )
 
     def _not_identified(self, d: _Data, q: np.ndarray, vals: dict[str, float], names: list[str],
@@ -509,18 +547,21 @@ class SteinModel(_SteinFitter):
     @property
     def summary(self) -> pl.DataFrame:
         """One row per subject and parameter: estimate, SE (delta method), RSE%, 95% CI (from the
-        log scale; for ``fb``, a fraction, from the logit scale), ``fixed``, ``converged``; ``iiv``
-        is null (no population). A subject that was not fitted has null estimates."""
+        log scale; for ``fb``, a fraction, from the logit scale; t(n - p) quantiles under
+        ``se_df_correction='residual'`` when sigma is estimated without a prior, else 1.96),
+        ``fixed``, ``converged``; ``iiv`` is null (no population). A subject that was not fitted has
+        null estimates."""
         self._fitted()
         rows = []
         for f in self._fits:
             names = f.est + (["sigma"] if f.sigma_estimated else [])
             se_log = np.sqrt(np.diag(f.cov_log)) if f.cov_log is not None else np.full(len(names), np.nan)
+            z = float(stats.t.ppf(0.975, f.df_resid)) if f.df_resid else 1.96
             for p in PARAMS + ("sigma",):
                 v = f.sigma if p == "sigma" else f.values[p]
                 if p in names:
                     s = float(se_log[names.index(p)])
-                    lo, hi = _ci(p, v, s)
+                    lo, hi = _ci(p, v, s, z)
                     rows.append((f.subject_id, p, v, v * s, 100 * s, lo, hi, False, f.converged))
                 else:
                     rows.append((f.subject_id, p, v, None, None, None, None, True, f.converged))

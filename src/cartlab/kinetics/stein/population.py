@@ -198,8 +198,8 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         blq: str = "m3",
         blq_below_lloq: bool = True,
         dose_handling: str = "first",
-        ftoci: float = 1.0,
-        fster: float = 1.0,
+        ftoci: float | None = None,
+        fster: float | None = None,
         tlag: float = 0.0,
         param: str = "CARCOPY",
         compute_se: bool = True,
@@ -236,8 +236,10 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         self.seed = seed
         self.n_starts = int(n_starts)
         start_seeds(seed, self.n_starts)  # n_starts >= 1
-        self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling, ftoci=ftoci,
-                           fster=fster, tlag=tlag, param=param, missing_dose=missing_dose,
+        # ftoci / fster None: no effect (1); a population fit has no prior to take them from (review 41 F7)
+        self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling,
+                           ftoci=1.0 if ftoci is None else ftoci, fster=1.0 if fster is None else fster,
+                           tlag=tlag, param=param, missing_dose=missing_dose,
                            no_infusion=no_infusion, peak_window=peak_window)
         self.compute_se = compute_se
         self.compute_ll = compute_ll
@@ -415,7 +417,7 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         cols.update({f"eta_{q}": eta[:, j] for j, q in enumerate(self._est)})
         cols.update({k: np.asarray(v) for k, v in der.items()})
         cols["n_obs"] = d.mask.sum(axis=1)
-        cols["n_blq"] = (d.mask & (d.cens != 0)).sum(axis=1)
+        cols["n_blq"] = (d.mask & ~d.quantified).sum(axis=1)  # as reported, whatever blq imputes (review 41 F3)
         out = self._finish_individual(pl.DataFrame(cols), d)
         var = np.diagonal(self.cond_cov_, axis1=-2, axis2=-1)
         shrink = individual_shrinkage(var, np.asarray(self._state.omega2))
@@ -484,8 +486,8 @@ class SteinPopulationModel(_Saem, _SteinFitter):
                 edges[-1] += 1e-9
         else:
             edges = np.asarray(bins, dtype=float)
-        obs_ly = np.where(d.cens != 0, lloq, d.logy)[d.mask]
-        obs_blq = (d.cens != 0)[d.mask]
+        obs_ly = np.where(~d.quantified, lloq, d.logy)[d.mask]
+        obs_blq = (~d.quantified)[d.mask]
         lloq_m = lloq[d.mask]
         sim_ly = np.where(blq, lloq, ly)[:, d.mask]
         sim_blq = blq[:, d.mask]
