@@ -254,8 +254,26 @@ def _close(s: _Subject, origin: float, event: dict | None, what: str, opts: Endp
         if c["day"] < origin:  # pragma: no cover - responses after the censoring day are dropped
             raise ValueError(f"subject {s.sid}: censoring day {c['day']:g} before the clock start {origin:g}")
         rule = f"censor.{c['event']}"
+        word = {"allo_hsct": "HSCT", "new_therapy": "new therapy"}[c["event"]]
+        # session 41 (review 41 F4): EFS censored at HSCT / new therapy on the last response assessment on
+        # or before it, as duration of response; the other parameters on the event's day
+        rows = sorted((r for r in s.usable if last_assessed and r["day"] is not None and r["day"] <= c["day"]
+                       and r["category"] not in (None, "") and r["category"] not in opts.not_evaluable_categories),
+                      key=lambda r: r["day"])
+        if rows:
+            day = rows[-1]["day"]
+            top = [r for r in rows if r["day"] == day]
+            how = ", ".join(_uniq(f"{r['category']} on day {_fmt_day(day)}" for r in top))
+            at = (f"censored on day {_fmt_day(day)}, the last response assessment on or before {word} ({how}), as "
+                  "duration of response (EFS is censored on the date last assessed for response, ELN 2022 Table 9)")
+            return {"ADY": day, "CNSR": 1, "EVENT": 0, "EVNTDESC": None, "CNSDTDSC": _CENSOR_DESC[c["event"]],
+                    "SRCDOM": "responses", "rule": rule, "reason": _rule_text(rule, what=what, day=c["day"], at=at),
+                    "evidence": _uniq([ref for r in top for ref in r["refs"]] + c["refs"])}
+        at = f"censored at {word}, on its day (" + ("no response assessment on or before it" if last_assessed else
+                                                    "this parameter is censored when last known alive, not at a "
+                                                    "response assessment") + ")"
         return {"ADY": c["day"], "CNSR": 1, "EVENT": 0, "EVNTDESC": None, "CNSDTDSC": _CENSOR_DESC[c["event"]],
-                "SRCDOM": "events", "rule": rule, "reason": _rule_text(rule, what=what, day=c["day"]),
+                "SRCDOM": "events", "rule": rule, "reason": _rule_text(rule, what=what, day=c["day"], at=at),
                 "evidence": c["refs"]}
     alive = s.last_alive(opts.missing_followup)
     if alive is None:
@@ -406,6 +424,12 @@ def _params_rows(s: _Subject, params: tuple[str, ...], opts: EndpointOptions) ->
                         "reason": _rule_text("efs.not_evaluable", landmark=lm_txt,
                                              assessments=_assessments(s.usable)),
                         "evidence": _uniq(dose + usable_refs)}
+            # session 41 (review 41 F6): a relapse recorded without a CR/CRh/CRi by the landmark before it is named
+            any_rl = s.first(opts.relapse_events)
+            if any_rl is not None:
+                body["reason"] += (f"; {any_rl['event']} on day {_fmt_day(any_rl['day'])} ({', '.join(any_rl['refs'])}) "
+                                   f"not counted: no CR/CRh/CRi by {lm_txt} before it")
+                body["evidence"] = _uniq(body["evidence"] + any_rl["refs"])
             row("EFS", 0.0, body)
         else:  # RFS, LFS, CIR: subjects achieving remission
             rem = _remission(s.usable, opts, s.sid)
@@ -491,6 +515,20 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
             "a response assessment, on any day, is treatment failure at day 0 (ADTTE rules efs.*). ELN 2022 "
             "Table 9 asks for a pre-defined landmark; set the protocol's, e.g. "
             "--set endpoints.efs_landmark_day=28"), stacklevel=2)
+    # session 41 (review 41 F6): subjects with a relapse recorded and never a CR/CRh/CRi
+    lone = [s for s in subjects if s.sid not in uninfused and s.first(opts.relapse_events) is not None
+            and _remission(s.usable, opts, s.sid) is None
+            and any(r["subject_id"] == s.sid and r.get("ANLFL") == "Y" for r in rows)]
+    if "EFS" in params and lone:
+        labels = []
+        for s in lone:
+            rl = s.first(opts.relapse_events)
+            labels.append(f"{s.sid} (day {rl['day']:g}, {', '.join(rl['refs'])})")
+        warnings.warn(CartlabWarning(
+            f"{len(lone)} subject(s) have a relapse recorded but no CR/CRh/CRi before it: the relapse is no EFS, "
+            "RFS, LFS or CIR event (ELN 2022 counts relapse from CR/CRh/CRi) - are the remission marrows missing from "
+            f"the data? {', '.join(labels[:20])}{f' (+{len(labels) - 20} more)' if len(labels) > 20 else ''}"),
+            stacklevel=2)
     censored = sorted({r["subject_id"] for r in rows if r.get("rule") == "censor.last_record"})
     if censored:
         warnings.warn(CartlabWarning(

@@ -448,7 +448,11 @@ def test_adtte_censor_at_allo_hsct_and_new_therapy(study):
 
     nt = derive_adtte(study, EndpointOptions(censor_at_new_therapy=True), responses(RESP))
     efs = get(nt, "H", "EFS")
-    assert (efs["AVAL"], efs["CNSR"], efs["rule"], efs["CNSDTDSC"]) == (70.0, 1, "censor.new_therapy", "NEW ANTICANCER THERAPY")
+    # session 41 (review 41 F4): EFS censored at new therapy (day 70) on the last response assessment on
+    # or before it, CR on day 28 (ELN 2022 EFS "censored on the date they were last assessed for response"),
+    # as duration of response; RFS/CIR keep the day 70
+    assert (efs["AVAL"], efs["CNSR"], efs["rule"], efs["CNSDTDSC"]) == (28.0, 1, "censor.new_therapy", "NEW ANTICANCER THERAPY")
+    assert (get(nt, "H", "RFS")["ADY"], get(nt, "H", "RFS")["rule"]) == (70.0, "censor.new_therapy")
     assert efs["evidence"] == ["adrs:H6", "events.csv:9"]
     assert (get(nt, "C", "OS")["AVAL"], get(nt, "C", "OS")["rule"]) == (200.0, "censor.last_alive")  # session 34
     assert get(nt, "C", "EFS")["rule"] == "efs.treatment_failure"  # day 0 comes first

@@ -171,7 +171,9 @@ def test_censor_at_allo_hsct_does_not_censor_os():
     # S7: CR 28, HSCT 60, relapse 200, alive at 300
     os_ = _row(a, "S7", "OS")
     assert (os_["AVAL"], os_["CNSR"], os_["rule"]) == (300.0, 1, "censor.last_alive")
-    for p, aval in (("EFS", 60.0), ("RFS", 32.0), ("LFS", 60.0), ("CIR", 32.0)):
+    # session 41 (review 41 F4): EFS censored at the last response assessment on or before the HSCT (the CR
+    # on day 28), as duration of response; RFS/LFS/CIR on the HSCT day 60
+    for p, aval in (("EFS", 28.0), ("RFS", 32.0), ("LFS", 60.0), ("CIR", 32.0)):
         r = _row(a, "S7", p)
         assert (r["AVAL"], r["CNSR"], r["rule"]) == (aval, 1, "censor.allo_hsct"), p
 
@@ -179,7 +181,7 @@ def test_censor_at_allo_hsct_does_not_censor_os():
 def test_censor_params_choose_the_parameters():
     a = _adtte(*_p1(), censor_at_allo_hsct=True, censor_params=("OS", "EFS"))
     assert (_row(a, "S7", "OS")["AVAL"], _row(a, "S7", "OS")["rule"]) == (60.0, "censor.allo_hsct")
-    assert (_row(a, "S7", "EFS")["AVAL"], _row(a, "S7", "EFS")["rule"]) == (60.0, "censor.allo_hsct")
+    assert (_row(a, "S7", "EFS")["AVAL"], _row(a, "S7", "EFS")["rule"]) == (28.0, "censor.allo_hsct")  # session 41 F4
     # RFS not listed: the relapse on day 200 counts (200 - 28 = 172)
     assert (_row(a, "S7", "RFS")["AVAL"], _row(a, "S7", "RFS")["rule"]) == (172.0, "rfs.relapse")
     study = make_study(SUBJECTS, EVENTS)

@@ -303,7 +303,8 @@ def test_rows_named_by_response_reasons_are_in_the_evidence():
     o = [(-7, "BMBLAST", 40.0, "%", None), (28, "BMBLAST", 2.0, "%", "BM"), (28, "PBBLAST", 0.0, "%", None),
          (28, "NEUT", 1.5, "10^9/L", None), (28, "PLAT", 120.0, "10^9/L", None), (28, "BMCELL", 40.0, "%", None),
          (28, "MRDFCM", 0.0001, "fraction", "BM"), (60, "MRDFCM", 0.005, "fraction", "PB"),
-         (90, "MRDFCM", 0.005, "fraction", "BM")]
+         (90, "MRDFCM", 0.005, "fraction", "BM"),
+         (120, "MRDFCM", 0.006, "fraction", "BM")]  # session 41: confirms day 90 (option response.mrd_relapse_confirm)
     obs = pl.DataFrame({"subject_id": ["P"] * len(o), "day": [float(r[0]) for r in o], "param": [r[1] for r in o],
                         "value": [r[2] for r in o], "unit": [r[3] for r in o], "specimen": [r[4] for r in o],
                         "src_file": ["observations.csv"] * len(o), "src_row": list(range(1, len(o) + 1))})

@@ -83,7 +83,8 @@ def test_mrd_relapse_needs_a_value_above_its_lloq(tmp_path):
     r = derive_relapse(_study(tmp_path, [*base, (60, "MRDFCM", 0.0015, {"lloq": 0.002})])).row(0, named=True)
     assert r["mrd_relapse_day"] is None and "LLOQ 0.002" in r["mrd_relapse_reason"]
     (tmp_path / "b").mkdir()
-    r2 = derive_relapse(_study(tmp_path / "b", [*base, (60, "MRDFCM", 0.0015)])).row(0, named=True)
+    # session 41: confirmed by the next sample, 0.0015 on day 90 (option response.mrd_relapse_confirm)
+    r2 = derive_relapse(_study(tmp_path / "b", [*base, (60, "MRDFCM", 0.0015), (90, "MRDFCM", 0.0015)])).row(0, named=True)
     assert r2["mrd_relapse_day"] == 60.0
 
 

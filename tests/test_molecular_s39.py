@@ -83,7 +83,10 @@ def test_mrd_relapse_before_the_hematologic_relapse_is_dated(tmp_path):
 def test_mrd_negative_without_specimen_is_compared_with_a_later_bm(tmp_path):
     """Probe P07: MRDFCM 1e-4 with no specimen on day 28 (the marrow reads it as marrow: CR_MRD-); BM MRDFCM
     0.005 (>= 1e-3) on day 90: the same specimen by that reading -> MRD relapse day 90."""
-    s = _study(tmp_path, [*_cr(28), (28, "MRDFCM", 1e-4, {"specimen": ""}), *_cr(90), (90, "MRDFCM", 0.005)])
+    # session 41: MRD relapse needs a confirming next sample (research note §4.1 "confirm on a second
+    # consecutive sample"; option response.mrd_relapse_confirm): a positive BM 0.006 on day 120 confirms day 90
+    s = _study(tmp_path, [*_cr(28), (28, "MRDFCM", 1e-4, {"specimen": ""}), *_cr(90), (90, "MRDFCM", 0.005),
+                          (120, "MRDFCM", 0.006)])
     r = derive_relapse(s).row(0, named=True)
     assert r["mrd_relapse_day"] == 90.0
     assert "specimen not given: read as marrow" in r["mrd_relapse_reason"]
@@ -91,7 +94,9 @@ def test_mrd_negative_without_specimen_is_compared_with_a_later_bm(tmp_path):
 
 def test_later_mrd_without_specimen_is_compared_with_a_bm_negative(tmp_path):
     """The reverse: BM MRDFCM 1e-4 on day 28, MRDFCM 0.005 without a specimen on day 90 -> MRD relapse day 90."""
-    s = _study(tmp_path, [*_cr(28), (28, "MRDFCM", 1e-4), *_cr(90), (90, "MRDFCM", 0.005, {"specimen": ""})])
+    # session 41: confirmed by the next sample (0.006 without a specimen on day 120, read as marrow)
+    s = _study(tmp_path, [*_cr(28), (28, "MRDFCM", 1e-4), *_cr(90), (90, "MRDFCM", 0.005, {"specimen": ""}),
+                          (120, "MRDFCM", 0.006, {"specimen": ""})])
     r = derive_relapse(s).row(0, named=True)
     assert r["mrd_relapse_day"] == 90.0
     assert "specimen not given: read as marrow" in r["mrd_relapse_reason"]
@@ -118,10 +123,11 @@ def test_same_day_disagreeing_mrd_is_a_possible_mrd_relapse(tmp_path):
     assert r["mrd_relapse_rule"] == "response.mrd_relapse_possible"
     assert "0.0002" in r["mrd_relapse_reason"] and "0.005" in r["mrd_relapse_reason"]
     # a later day that is positive as a whole dates it (0.01 >= 1e-3 on day 120), the possible day named
+    # (session 41: confirmed by the next sample, 0.02 on day 150; option response.mrd_relapse_confirm)
     sub = tmp_path / "b"
     sub.mkdir()
     s2 = _study(sub, [*_cr(28), (28, "MRDFCM", 1e-4), *_cr(90), (90, "MRDFCM", 2e-4), (90, "MRDFCM", 5e-3),
-                      (120, "MRDFCM", 0.01)])
+                      (120, "MRDFCM", 0.01), (150, "MRDFCM", 0.02)])
     r2 = derive_relapse(s2).row(0, named=True)
     assert (r2["mrd_relapse_day"], r2["mrd_relapse_rule"]) == (120.0, "response.mrd_relapse")
     assert "possible MRD relapse on day 90" in r2["mrd_relapse_reason"]

@@ -273,7 +273,9 @@ def test_swimmer_bars_markers_antigen_flags_and_provenance(tmp_path):
     # every relapse is marked (s28 report audit: not only the first), both CD7-negative
     rel2 = d.markers.filter((pl.col("subject_id") == "P2") & (pl.col("marker") == "relapse")).sort("day")
     assert rel2["day"].to_list() == [10.0, 30.0] and set(rel2["antigen"]) == {"negative"}
-    assert set(rel2["label"]) == {"CD7-negative relapse"}
+    # review 41 F1/F14: each relapse's own-day result, named with its day; <= 30% is "low/negative"
+    assert set(rel2["label"]) == {"CD7-low/negative relapse (≤30%; CD7 on day 10)",
+                                  "CD7-low/negative relapse (≤30%; CD7 on day 30)"}
     m = {(r["subject_id"], r["marker"]): r for r in d.markers.iter_rows(named=True)}
     # P3 relapsed without an antigen assessment: not assessed, never "retained"
     assert m[("P3", "relapse")]["antigen"] == "not assessed"

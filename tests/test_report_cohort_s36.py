@@ -143,11 +143,14 @@ def test_relapse_antigen_flag_is_the_first_assessment_of_its_own_episode(tmp_pat
     a = _adopt(study, adtte=adtte, best_response=best, relapse=relapse, antigen_loss=loss)
     mk = cd.swimmer_data(a).markers.filter(pl.col("marker") == "relapse").sort("subject_id", "day")
     got = {(r["subject_id"], r["day"]): (r["antigen"], r["label"]) for r in mk.iter_rows(named=True)}
-    assert got[("P1", 46.0)] == ("retained", "relapse, CD7 retained")
+    # review 41 F1: the label names the result's day (specimen not given: none named)
+    assert got[("P1", 46.0)] == ("retained", "relapse, CD7 retained (CD7 on day 46)")
     assert got[("P2", 30.0)] == ("not assessed", "relapse, antigen not assessed")
     # P3 day 20: its episode ends at the response on day 50; the day-60 loss is not its assessment
     assert got[("P3", 20.0)][0] == "not assessed"
-    assert got[("P3", 80.0)] == ("negative", "CD7-negative relapse")
+    # review 41 F1/F14: the day-85 result is 5 days after the relapse (within antigen_forward_days 7);
+    # at or below the 30% cut-off is "low/negative", not "negative"
+    assert got[("P3", 80.0)] == ("negative", "CD7-low/negative relapse (≤30%; CD7 on day 85)")
 
 
 # ------------------------------------------------------------------------------------------------

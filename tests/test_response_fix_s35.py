@@ -84,7 +84,8 @@ def mrd(day: int, value: str, specimen="BM") -> str:
 def test_censored_positive_mrd_is_an_mrd_relapse(tmp_path):
     """CR day 28 with MRDFCM 1e-4 < 1e-3 (MRD negative); ">0.01" on day 60: every value > 0.01 is
     >= 1e-3 -> conversion to MRD positivity on day 60 (old code skipped the censored row)."""
-    s = folder(tmp_path, [PRE, *marrow(28), mrd(28, "0.0001"), mrd(60, ">0.01")])
+    # session 41: confirmed by the next sample, ">0.01" on day 90 (option response.mrd_relapse_confirm)
+    s = folder(tmp_path, [PRE, *marrow(28), mrd(28, "0.0001"), mrd(60, ">0.01"), mrd(90, ">0.01")])
     rel = derive_relapse(s).row(0, named=True)
     assert rel["mrd_relapse_day"] == 60.0
     assert ">0.01 (BM) on day 60" in rel["mrd_relapse_reason"]
@@ -93,7 +94,8 @@ def test_censored_positive_mrd_is_an_mrd_relapse(tmp_path):
 def test_mrd_relapse_honours_the_inclusive_threshold(tmp_path):
     """With mrd_threshold_inclusive, 0.001 <= 0.001 is negative: no conversion on day 60 (by default
     0.001 >= 0.001 is positive: day 60)."""
-    s = folder(tmp_path, [PRE, *marrow(28), mrd(28, "0.0001"), mrd(60, "0.001")])
+    # session 41: the next sample (0.001 on day 90) confirms, or is negative too with the inclusive threshold
+    s = folder(tmp_path, [PRE, *marrow(28), mrd(28, "0.0001"), mrd(60, "0.001"), mrd(90, "0.001")])
     assert derive_relapse(s)["mrd_relapse_day"][0] == 60.0
     assert derive_relapse(s, options=ResponseOptions(mrd_threshold_inclusive=True))["mrd_relapse_day"][0] is None
 
@@ -110,7 +112,8 @@ def test_mrd_relapse_compares_the_same_specimen(tmp_path):
     """BM MRDFCM 1e-4 on the CR day 28, PB MRDFCM 0.002 on day 45: by default (same specimen) the PB
     result is not compared (named in the reason); with mrd_relapse_same_specimen false 0.002 >= 1e-3
     -> day 45."""
-    s = folder(tmp_path, [PRE, *marrow(28), mrd(28, "0.0001"), mrd(45, "0.002", "PB")])
+    # session 41: a second PB sample (0.002 on day 60) confirms the PB conversion when specimens are mixed
+    s = folder(tmp_path, [PRE, *marrow(28), mrd(28, "0.0001"), mrd(45, "0.002", "PB"), mrd(60, "0.002", "PB")])
     rel = derive_relapse(s).row(0, named=True)
     assert rel["mrd_relapse_day"] is None and "0.002 (PB) on day 45 not compared" in rel["mrd_relapse_reason"]
     off = derive_relapse(s, options=ResponseOptions(mrd_relapse_same_specimen=False))

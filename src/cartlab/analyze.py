@@ -140,14 +140,10 @@ class AnalysisOptions:
         return out
 
     def endpoint_options(self):
-        from dataclasses import replace
+        from cartlab.response.endpoint_options import analysis_endpoint_options
 
-        from cartlab.response.endpoints import EndpointOptions
-
-        opts = self.endpoints or EndpointOptions()
-        # review 39 A1: who is infused is one decision, best_response.infusion_evidence
-        opts = replace(opts, infusion_evidence=self.best_response_options().infusion_evidence)
-        return replace(opts, missing_followup="error") if self.strict else opts
+        # infusion evidence and the EFS landmark follow best_response (review 39 A1, review 41 F3)
+        return analysis_endpoint_options(self.endpoints, self.best_response_options(), self.strict)
 
     def best_response_options(self):
         """The best-response options the analysis applies: ``best_response`` with the analysis's

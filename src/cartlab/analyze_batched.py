@@ -611,7 +611,7 @@ def _write_parts(parts: list, path: Path) -> None:
 
 #: per-subject tables whose engines sort their rows by subject_id (review 38 B7, the reversed-subjects
 #: probe); used only when the batches' own rows cannot tell (no batch holds two subjects out of id order)
-_ID_SORTED = frozenset({"adae_toxicity", "adlb", "adpc", "adpp", "adrs", "antigen_loss", "car_kinetics", "crs_daily",
+_ID_SORTED = frozenset({"adae_toxicity", "adlb", "adpc", "adpp", "adrs", "antigen_loss", "relapse_antigen", "car_kinetics", "crs_daily",
                         "icaht_daily", "icans_daily", "t_icaht_daily"})
 
 

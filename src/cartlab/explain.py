@@ -379,6 +379,9 @@ def _response(an: Analysis, sid: str) -> Explanation:
     if b.get("mrd_relapse_day") is not None:
         head += f" MRD relapse on day {day_text(b['mrd_relapse_day'])}: {b['mrd_relapse_reason']}"
         head += "" if str(b["mrd_relapse_reason"] or "").endswith(".") else "."
+    elif b.get("mrd_relapse_rule"):  # a possible MRD relapse has no day, never silent (review 41 F11)
+        head += f" MRD relapse not dated ({b['mrd_relapse_rule']}): {b['mrd_relapse_reason']}"
+        head += "" if str(b["mrd_relapse_reason"] or "").endswith(".") else "."
     if b.get("dor_days") is not None:
         head += (f" Duration of response {day_text(b['dor_days'])} days, "
                  f"{'ended' if b['dor_event'] else 'censored'} on day {day_text(b['dor_end_day'])}: "
@@ -403,6 +406,13 @@ def _response(an: Analysis, sid: str) -> Explanation:
                  else pl.lit(None, dtype=pl.String)).alias("rule"), pl.col("mrd_relapse_reason").alias("reason"),
                 "evidence"),
         ]
+        if "mrd_relapse_rule" in rel.columns:  # a possible MRD relapse: on the day its reason names (F11)
+            day = pl.coalesce(pl.col("mrd_relapse_reason").str.extract(r"MRD relapse on day (-?\d+(?:\.\d+)?)")
+                              .cast(pl.Float64), pl.col("response_day"))
+            parts.append(rel.filter(pl.col("mrd_relapse_day").is_null() & pl.col("mrd_relapse_rule").is_not_null())
+                         .select(day.alias("day"), pl.lit("possible MRD relapse").alias("grade"),
+                                 pl.col("mrd_relapse_rule").alias("rule"), pl.col("mrd_relapse_reason").alias("reason"),
+                                 "evidence"))
     ag = _rows(an, "antigen_loss", sid) if an.has("antigen_loss") else None
     if ag is not None and ag.height:  # target antigen on blasts (antigen_loss.csv; review 39 B4)
         parts.append(ag.select(

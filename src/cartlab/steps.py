@@ -127,9 +127,24 @@ def _adtte(study, o, marrow_response, relapse, best_response):
     # every assessment (not only the best) so that the first remission day starts RFS/CIR; the same
     # assessments best_response counts: none after its end events (allo-HSCT, new therapy), so a
     # remission reached only after new therapy is not the CAR-T's (EFS failure, not in RFS/CIR)
-    ends = assessment_end_days(study, o.best_response_options().end_events)
+    # option best_response.reinfusion=end_window: a further CAR-T dose ends the window too (review 41 F7)
+    ends = assessment_end_days(study, o.best_response_options().end_events, o.best_response_options().reinfusion)
+    # could_be / missing_inputs: an assessment that could be a remission (or a relapse) for want of an
+    # input is not read as a definite "no remission" (review 41 F1)
     cols = ("subject_id", pl.col("category").alias("best_response"), pl.col("day").alias("best_response_day"),
-            "evidence")
+            "evidence", *[c for c in ("could_be", "missing_inputs") if c in marrow_response.columns])
+    eo = o.endpoint_options()
+    lm = o.best_response_options().landmark_day
+    if lm is not None and eo.efs_landmark_day is not None and float(lm) != float(eo.efs_landmark_day):
+        import warnings
+
+        from cartlab.errors import CartlabWarning
+
+        warnings.warn(CartlabWarning(  # review 41 F3: one study, one protocol landmark
+            f"best_response.landmark_day ({float(lm):g}) and endpoints.efs_landmark_day ({eo.efs_landmark_day:g}) "
+            "differ: the response rates count remission by the first, EFS treatment failure by the second; set "
+            "one landmark (endpoints.efs_landmark_day follows best_response.landmark_day when left unset)"),
+            stacklevel=2)
     assessments = (marrow_response.join(ends, on="subject_id", how="left")
                    .filter(pl.col("end_day").is_null() | pl.col("day").is_null() | (pl.col("day") <= pl.col("end_day")))
                    .select(*cols))
@@ -139,8 +154,16 @@ def _adtte(study, o, marrow_response, relapse, best_response):
     # subjects whose disease has no response criteria: the response-based endpoints are not defined
     no_criteria = dict(best_response.filter(pl.col("rule") == "response.no_criteria")
                        .select("subject_id", "reason").iter_rows())
-    return derive_adtte(study, o.endpoint_options(), responses=assessments, relapses=relapse,
+    return derive_adtte(study, eo, responses=assessments, relapses=relapse,
                         no_criteria=no_criteria, censoring_responses=marrow_response.select(*cols))
+
+
+def _relapse_antigen(study, o, relapse, antigen_loss):
+    from cartlab.response.molecular import derive_relapse_antigen
+
+    # the target antigen at each relapse (review 41 F1/F2): options response.antigen_forward_days /
+    # antigen_relapse_specimen; the cut-off is the molecular options'
+    return derive_relapse_antigen(study, relapse, antigen_loss, o.response, o.molecular)
 
 
 def _response_rates(study, o, best_response):
@@ -258,6 +281,7 @@ STEPS: tuple[Step, ...] = (
     _step("cumulative_incidence", _cif, "cumulative incidence of relapse", inputs=("adtte",), per_subject=False),
     _step("molecular_response", _engine(MOLECULAR, "derive_molecular_response", "molecular"), "molecular response"),
     _step("antigen_loss", _engine(MOLECULAR, "derive_antigen_loss", "molecular"), "target-antigen loss"),
+    _step("relapse_antigen", _relapse_antigen, "target antigen at relapse", inputs=("relapse", "antigen_loss")),
     _step("car_kinetics", _engine(KIN, "derive_car_kinetics", "kinetics"), "CAR-T kinetics (NCA)",
           fix=KINETICS_FIX),
     _step("kinetics_summary", _engine(KIN, "derive_kinetics_summary", "kinetics", kinetics="car_kinetics"),

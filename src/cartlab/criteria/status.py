@@ -177,9 +177,27 @@ def with_rule_status(frame: pl.DataFrame) -> pl.DataFrame:
     if not cols or frame.height == 0:
         return frame.with_columns(pl.lit(None, dtype=pl.String).alias(status_column(c)) for c in cols)
     exprs = []
+    param = "PARAMCD" if "PARAMCD" in frame.columns else None
     for c in cols:
         values = frame[c].cast(pl.String).unique().drop_nulls().to_list()
         mapping = {v: rule_status(v) for v in values}
-        exprs.append(pl.col(c).cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
-                     .alias(status_column(c)))
+        out = pl.col(c).cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
+        if param is not None:  # review 41 F5: a rule shared by the parameters takes the parameter's status too
+            for code, status in _param_statuses().items():
+                shared = [v for v in values if any(r.table == "endpoints" for r in rules_in(v))
+                          and _worst([mapping[v], status]) != mapping[v]]
+                if shared:
+                    out = pl.when((pl.col(param) == code) & pl.col(c).cast(pl.String).is_in(shared)).then(
+                        pl.col(c).cast(pl.String).replace_strict({v: _worst([mapping[v], status]) for v in shared},
+                                                                 default=None, return_dtype=pl.String)).otherwise(out)
+        exprs.append(out.alias(status_column(c)))
     return frame.with_columns(exprs)
+
+
+@lru_cache(maxsize=1)
+def _param_statuses() -> dict[str, str]:
+    """The ADTTE parameters of ``endpoints.yaml`` with a status of their own (CIR: unverified; LFS:
+    convention): a row of such a parameter whose rule is shared (``censor.last_alive``) has the worse of
+    the rule's and the parameter's status (review 41 F5)."""
+    params = (_tables().get("endpoints") or {}).get("params") or {}
+    return {code: p["status"] for code, p in params.items() if isinstance(p, dict) and isinstance(p.get("status"), str)}

@@ -191,7 +191,11 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
         notes.append("target-antigen assessments without a day (table 'antigen_loss'): relapses marked "
                      "'antigen not assessed'")
         loss = loss.clear().with_columns(pl.lit(None, pl.Float64).alias("day"))
-    # per assessment day: the flags of that day's antigens
+    # per assessment day: the flags of that day's antigens; on a day with a marrow (BM, or no specimen)
+    # result a blood result does not decide (option response.antigen_relapse_specimen=BM; review 41 F2)
+    if "specimen" in loss.columns and _antigen_specimen(analysis) == "BM":
+        marrow_day = pl.col("specimen").fill_null("").str.to_uppercase().is_in(["BM", ""])
+        loss = loss.filter(marrow_day | ~marrow_day.any().over("subject_id", "day", "antigen"))
     ag = loss.filter(pl.col("day").is_not_null()).group_by("subject_id", pl.col("day").cast(pl.Float64).alias("ag_day")).agg(
         pl.col("antigen_loss").any().alias("neg"),
         (below.fill_null(False) & ~pl.col("antigen_loss").fill_null(False)).any().alias("low"),
@@ -200,19 +204,24 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
         pl.col("antigen").filter(below.fill_null(False) & ~pl.col("antigen_loss").fill_null(False))
         .unique().sort().str.join("/").alias("low_ag"),
         pl.col("antigen").unique().sort().str.join("/").alias("ag")).sort("ag_day")
-    rel = _episode_antigen(rel, ag, rel_tab, best, antigen_window_days)
+    engine = optional(analysis, "relapse_antigen")  # the antigen at each relapse (review 41 F1/F2)
+    if engine is not None:
+        engine = _with_uncovered(analysis, subset(engine, ids), rel, rel_tab, subset(optional(analysis, "antigen_loss"), ids))
+    rel = _episode_antigen(rel, ag, rel_tab, best, antigen_window_days, engine)
     rel = rel.with_columns(
         pl.when(pl.col("neg").fill_null(False)).then(pl.lit("negative"))
         .when(pl.col("low").fill_null(False)).then(pl.lit("low"))
         .when(pl.col("assessed").fill_null(False)).then(pl.lit("retained")).otherwise(pl.lit("not assessed")).alias("antigen"))
     parts.append(_markers(rel.filter(pl.col("subject_id").is_in(drawn)).select(
         "subject_id", "day", pl.lit("relapse").alias("marker"), "antigen", "evidence",
-        pl.when(pl.col("antigen") == "negative").then(pl.format("{}-negative relapse", pl.col("neg_ag")))
-        .when(pl.col("antigen") == "low").then(pl.format("relapse, {} below the cut-off (low before treatment "
-                                                         "or no pre-treatment value: not a documented loss)",
-                                                         pl.col("low_ag")))
-        .when(pl.col("antigen") == "retained").then(pl.format("relapse, {} retained", pl.col("ag")))
-        .otherwise(pl.lit("relapse, antigen not assessed")).alias("label"))))
+        # the engine's label names the result's day ("CD7-low/negative relapse (≤30%; CD7 on day 92, BM)")
+        pl.coalesce(pl.col("ra_label"), pl.when(pl.col("antigen") == "negative")
+                    .then(pl.format("{}-low/negative relapse (at or below the cut-off)", pl.col("neg_ag")))
+                    .when(pl.col("antigen") == "low").then(pl.format("relapse, {} below the cut-off (low before "
+                                                                     "treatment or no pre-treatment value: not a "
+                                                                     "documented loss)", pl.col("low_ag")))
+                    .when(pl.col("antigen") == "retained").then(pl.format("relapse, {} retained", pl.col("ag")))
+                    .otherwise(pl.lit("relapse, antigen not assessed"))).alias("label"))))
     ev = subset(study.events, ids)
     hsct = (ev.filter((pl.col("event") == "allo_hsct") & (pl.col("day") >= 0) & pl.col("subject_id").is_in(drawn))
             .sort("day").group_by("subject_id", maintain_order=True).first())
@@ -250,14 +259,58 @@ def events_not_given(study) -> str:
     return absent_file_name(study, "events") if table_absent(study, "events") else ""
 
 
+def _antigen_specimen(analysis) -> str:
+    """The analysis's ``response.antigen_relapse_specimen`` (BM by default)."""
+    return str((analysis.options.to_dict().get("response") or {}).get("antigen_relapse_specimen") or "BM")
+
+
+def _with_uncovered(analysis, engine: pl.DataFrame, rel: pl.DataFrame, rel_tab: pl.DataFrame | None,
+                    loss: pl.DataFrame) -> pl.DataFrame:
+    """Table ``relapse_antigen`` plus the engine's reading of the relapse markers it has no row for (an
+    ADTTE relapse day not in table ``relapse``): one rule for every marker, with the analysis's options."""
+    from cartlab.response.molecular import derive_relapse_antigen
+
+    days = rel.select("subject_id", pl.col("day").alias("relapse_day"))
+    todo = days.join(engine.select("subject_id", pl.col("relapse_day").cast(pl.Float64)), on=["subject_id", "relapse_day"],
+                     how="anti")
+    if todo.height == 0:
+        return engine
+    eps = todo.select("subject_id", pl.lit(None, dtype=pl.Int64).alias("episode"),
+                      pl.lit(None, dtype=pl.Float64).alias("response_day"), pl.col("relapse_day").cast(pl.Float64))
+    if rel_tab is not None and "response_day" in rel_tab.columns:  # the next response ends the search
+        eps = pl.concat([eps, rel_tab.select("subject_id", pl.lit(None, dtype=pl.Int64).alias("episode"),
+                                             pl.col("response_day").cast(pl.Float64),
+                                             pl.lit(None, dtype=pl.Float64).alias("relapse_day"))])
+    o = analysis.options
+    extra = derive_relapse_antigen(analysis.study, eps, loss, getattr(o, "response", None), getattr(o, "molecular", None))
+    return pl.concat([engine.select(extra.columns), extra], how="vertical_relaxed")
+
+
+def _engine_flags(rel: pl.DataFrame, engine: pl.DataFrame) -> pl.DataFrame:
+    """The relapse markers with the flags of table ``relapse_antigen`` (the engine's antigen at each
+    relapse: a result within ``response.antigen_forward_days`` after it, before new therapy / HSCT;
+    review 41 F1), matched on the relapse day; ``ag_day`` is the result's day, ``ra_label`` its label."""
+    st = pl.col("status")
+    per = engine.filter(pl.col("relapse_day").is_not_null()).group_by(
+        "subject_id", pl.col("relapse_day").cast(pl.Float64).alias("day")).agg(
+        (st == "negative").any().alias("neg"), (st == "low").any().alias("low"),
+        st.is_in(["negative", "low", "retained"]).any().alias("assessed"),
+        pl.col("antigen").filter(st == "negative").unique().sort().str.join("/").alias("neg_ag"),
+        pl.col("antigen").filter(st == "low").unique().sort().str.join("/").alias("low_ag"),
+        pl.col("antigen").drop_nulls().unique().sort().str.join("/").alias("ag"),
+        pl.col("antigen_day").min().alias("ag_day"), pl.col("label").unique().sort().str.join("; ").alias("ra_label"))
+    return rel.join(per, on=["subject_id", "day"], how="left")
+
+
 def _episode_antigen(rel: pl.DataFrame, ag: pl.DataFrame, rel_tab: pl.DataFrame | None,
-                     best: pl.DataFrame, window: float = 0.0) -> pl.DataFrame:
+                     best: pl.DataFrame, window: float = 0.0, engine: pl.DataFrame | None = None) -> pl.DataFrame:
     """Each relapse marker (``subject_id``, ``day``) with the antigen flags of its own episode: the
-    first assessment (``ag``, one row per subject and ``ag_day``) on or after the relapse day and
-    before the episode ends (the subject's next relapse marker or next response: ``relapse``
-    ``response_day``, best response day); none there, the last one within ``window`` days before the
-    relapse and after the episode's response. None matched: the flags stay empty ("antigen not
-    assessed"), never an assessment of another episode."""
+    engine's (table ``relapse_antigen``) when the analysis has it, else the first assessment (``ag``,
+    one row per subject and ``ag_day``) on or after the relapse day and before the episode ends (the
+    subject's next relapse marker or next response: ``relapse`` ``response_day``, best response day);
+    none there, the last one within ``window`` days before the relapse and after the episode's
+    response. None matched: the flags stay empty ("antigen not assessed"), never an assessment of
+    another episode."""
     rel = rel.sort("day").with_columns(pl.col("day").shift(-1).over("subject_id", order_by="day").alias("_next_rel"))
     resp = [best.select("subject_id", pl.col("best_response_day").cast(pl.Float64).alias("_resp"))]
     if rel_tab is not None and "response_day" in rel_tab.columns:
@@ -269,11 +322,16 @@ def _episode_antigen(rel: pl.DataFrame, ag: pl.DataFrame, rel_tab: pl.DataFrame 
     rel = rel.join_asof(prev, left_on="day", right_on="_prev", by="subject_id", strategy="backward",
                         check_sortedness=False)
     flags = ["neg", "low", "assessed", "neg_ag", "low_ag", "ag"]
-    fwd = rel.join_asof(ag, left_on="day", right_on="ag_day", by="subject_id", strategy="forward",
-                        check_sortedness=False)
-    end = pl.min_horizontal("_next_rel", "_resp")
-    inside = pl.col("ag_day").is_not_null() & (end.is_null() | (pl.col("ag_day") < end))
-    fwd = fwd.with_columns([pl.when(inside).then(pl.col(c)).alias(c) for c in [*flags, "ag_day"]])
+    if engine is not None:  # review 41 F1: never a result after the forward window or new therapy
+        fwd = _engine_flags(rel, engine)
+        fwd = fwd.with_columns(pl.when(pl.col("assessed").fill_null(False)).then(pl.col("ag_day")).alias("ag_day"))
+    else:
+        fwd = rel.join_asof(ag, left_on="day", right_on="ag_day", by="subject_id", strategy="forward",
+                            check_sortedness=False)
+        end = pl.min_horizontal("_next_rel", "_resp")
+        inside = pl.col("ag_day").is_not_null() & (end.is_null() | (pl.col("ag_day") < end))
+        fwd = fwd.with_columns(*[pl.when(inside).then(pl.col(c)).alias(c) for c in [*flags, "ag_day"]],
+                               pl.lit(None, dtype=pl.String).alias("ra_label"))
     if window > 0:  # an assessment shortly before the relapse, after the episode's response
         back = rel.join_asof(ag.rename({c: f"_b_{c}" for c in [*flags, "ag_day"]}), left_on="day",
                              right_on="_b_ag_day", by="subject_id", strategy="backward", check_sortedness=False)
@@ -282,7 +340,8 @@ def _episode_antigen(rel: pl.DataFrame, ag: pl.DataFrame, rel_tab: pl.DataFrame 
         fwd = fwd.join(back.select("subject_id", "day", ok.alias("_ok"), *[f"_b_{c}" for c in [*flags, "ag_day"]]),
                        on=["subject_id", "day"], how="left")
         use = pl.col("ag_day").is_null() & pl.col("_ok").fill_null(False)
-        fwd = fwd.with_columns([pl.when(use).then(pl.col(f"_b_{c}")).otherwise(pl.col(c)).alias(c) for c in flags]
+        fwd = fwd.with_columns(*[pl.when(use).then(pl.col(f"_b_{c}")).otherwise(pl.col(c)).alias(c) for c in flags],
+                               pl.when(use).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col("ra_label")).alias("ra_label")
                                ).drop([f"_b_{c}" for c in [*flags, "ag_day"]] + ["_ok"])
     return fwd.drop("_next_rel", "_resp", "_prev", "ag_day").sort("subject_id", "day")
 

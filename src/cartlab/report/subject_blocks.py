@@ -160,6 +160,7 @@ ANTIGEN_STATUS = {
     "antigen.no_baseline": "below the cut-off with no pre-treatment value: a loss cannot be told",
     "antigen.retained": "retained (not below the cut-off)",
     "antigen.undetermined": "a censored result that does not settle the cut-off: a loss cannot be told",
+    "antigen.no_blasts": "no blasts in the marrow that day: the antigen on blasts cannot be assessed",
 }
 
 

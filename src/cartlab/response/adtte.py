@@ -25,7 +25,17 @@ from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
-from cartlab.response.adtte_population import dose_refs, not_infused, warn_not_infused
+from cartlab.response.adtte_population import day_expr as _day
+from cartlab.response.adtte_population import (
+    dose_refs,
+    not_infused,
+    open_remission,
+    possible_relapse,
+    str_list,
+    warn_not_infused,
+    warn_relapse_without_remission,
+)
+from cartlab.response.adtte_population import fmt_g as _g
 from cartlab.response.endpoint_options import PARAMCDS, EndpointOptions, endpoint_definitions
 
 __all__ = ["ADTTE_SCHEMA", "PARAMCDS", "EndpointOptions", "derive_adtte", "endpoint_definitions"]
@@ -55,17 +65,11 @@ ADTTE_SCHEMA: dict[str, pl.DataType] = {
 _SID = "subject_id"
 _NO_REFS = pl.lit([], dtype=EVIDENCE)
 _CENSOR_DESC = {"allo_hsct": "ALLOGENEIC HSCT", "new_therapy": "NEW ANTICANCER THERAPY"}
-_EVENT_DESC = {"death": "DEATH", "relapse": "RELAPSE", "extramedullary_disease": "RELAPSE (EXTRAMEDULLARY DISEASE)"}
-
-
-def _g(expr: pl.Expr) -> pl.Expr:
-    """``format(day, "g")`` of every value (each distinct value formatted once by Python)."""
-
-    def one(s: pl.Series) -> pl.Series:
-        u = s.drop_nulls().unique()
-        return s.replace_strict(u, [format(x, "g") for x in u.to_list()], default=None, return_dtype=pl.String)
-
-    return expr.map_batches(one, return_dtype=pl.String)
+_EVENT_DESC = {"death": "DEATH", "relapse": "RELAPSE", "extramedullary_disease": "RELAPSE (EXTRAMEDULLARY DISEASE)",
+               "relapse_undetermined": "POSSIBLE RELAPSE (MARROW NOT SETTLED; OPTION)"}
+#: the event kind of a marrow that could be a relapse, counted as one with undetermined_relapse="event"
+_POSSIBLE = "relapse_undetermined"
+_CENSOR_WORD = {"allo_hsct": "HSCT", "new_therapy": "new therapy"}
 
 
 def _text(rule_id: str, **fields: pl.Expr | str) -> pl.Expr:
@@ -98,16 +102,14 @@ def _uniq(*lists: pl.Expr) -> pl.Expr:
 # the rows a subject's endpoints rest on
 
 
-def _day(expr: pl.Expr, calendar: bool) -> pl.Expr:
-    """A day as a Float64, its calendar day (floor) when ``calendar``."""
-    expr = expr.cast(pl.Float64)
-    return expr.floor() if calendar else expr
-
-
 def _responses(responses: pl.DataFrame | None, ids: list[str], calendar: bool = False) -> pl.DataFrame:
-    """Response rows (``category``, ``day``, ``refs``), ``_r`` = their order within the subject (by
-    day, rows without a day last, else as given)."""
-    schema = {_SID: pl.String, "category": pl.String, "day": pl.Float64, "refs": EVIDENCE}
+    """Response rows (``category``, ``day``, ``refs``, ``could_be``, ``missing``: the better categories
+    and the missing inputs of an assessment that is not settled, when the frame has ``could_be`` /
+    ``missing_inputs``), ``_r`` = their order within the subject (by day, rows without a day last,
+    else as given)."""
+    lst = pl.List(pl.String)
+    schema = {_SID: pl.String, "category": pl.String, "day": pl.Float64, "refs": EVIDENCE, "could_be": lst,
+              "missing": lst}
     if responses is None:
         return pl.DataFrame(schema=schema).with_row_index("_r")
     need = ("subject_id", "best_response", "best_response_day")
@@ -128,13 +130,17 @@ def _responses(responses: pl.DataFrame | None, ids: list[str], calendar: bool = 
         f = f.with_columns(pl.col("src_row").cast(pl.Int64).alias("_src_row"))
     return (f.select(_SID, "_i", pl.col("best_response").cast(pl.String).alias("category"),
                      _day(pl.col("best_response_day"), calendar).alias("day"),
-                     refs.cast(EVIDENCE).list.drop_nulls().list.unique(maintain_order=True).alias("refs"))
+                     refs.cast(EVIDENCE).list.drop_nulls().list.unique(maintain_order=True).alias("refs"),
+                     str_list(f, "could_be").alias("could_be"), str_list(f, "missing_inputs").alias("missing"))
             .sort(_SID, "day", "_i", nulls_last=True).drop("_i").with_row_index("_r"))
 
 
-def _events(study: Study, relapses: pl.DataFrame | None, calendar: bool = False) -> pl.DataFrame:
+def _events(study: Study, relapses: pl.DataFrame | None, calendar: bool = False,
+            possible: bool = False) -> pl.DataFrame:
     """Events from day 0 on (and the derived ``relapses``, at any day): ``day``, ``event``, ``ref``;
-    ``_e`` = their order within the subject (by day; events.csv rows by row, before derived relapses)."""
+    ``_e`` = their order within the subject (by day; events.csv rows by row, before derived relapses).
+    ``possible``: a marrow that could be a relapse (``relapse_possible_day``) is an event too, of kind
+    ``relapse_undetermined`` (option undetermined_relapse="event")."""
     ev = (study.events.filter(pl.col("day").is_not_null() & (pl.col("day") >= 0) & pl.col("event").is_not_null())
           .sort(["day", "src_row"], nulls_last=True).with_row_index("_i")
           .select(_SID, _day(pl.col("day"), calendar), pl.col("event").cast(pl.String),
@@ -151,6 +157,18 @@ def _events(study: Study, relapses: pl.DataFrame | None, calendar: bool = False)
                            pl.col("ref").str.extract(r"^(.*?)\.csv:\d+$").fill_null("relapses").alias("src"),
                            pl.lit(1).alias("_g"), "_i"))
         ev = pl.concat([ev, derived])
+        if possible and "relapse_possible_day" in relapses.columns:
+            p = relapses.filter(pl.col("relapse_possible_day").is_not_null())
+            prefs = (pl.col("relapse_possible_evidence") if "relapse_possible_evidence" in p.columns
+                     else pl.lit([None], dtype=EVIDENCE))
+            extra = (p.select(_SID, _day(pl.col("relapse_possible_day"), calendar).alias("day"),
+                              pl.when(prefs.list.len() > 0).then(prefs).otherwise(pl.lit([None], dtype=EVIDENCE))
+                              .cast(EVIDENCE).alias("ref"))
+                     .unique([_SID, "day"], keep="first", maintain_order=True).explode("ref").with_row_index("_i")
+                     .select(_SID, "day", pl.lit(_POSSIBLE).alias("event"), "ref",
+                             pl.col("ref").str.extract(r"^(.*?)\.csv:\d+$").fill_null("relapses").alias("src"),
+                             pl.lit(2).alias("_g"), "_i"))
+            ev = pl.concat([ev, extra])
     return ev.sort(_SID, "day", "_g", "_i").drop("_g", "_i").with_row_index("_e")
 
 
@@ -305,7 +323,7 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
           .unique(_SID, keep="last", maintain_order=True)
           .select(_SID, _day(pl.col("last_followup_day"), opts.calendar_days).alias("fu_day"),
                   evidence_ref().alias("fu_ref")))
-    ev = _events(study, relapses, opts.calendar_days)
+    ev = _events(study, relapses, opts.calendar_days, possible=opts.undetermined_relapse == "event")
     censor_kinds = [k for k, on in (("allo_hsct", opts.censor_at_allo_hsct),
                                     ("new_therapy", opts.censor_at_new_therapy)) if on]
     f = f.join(fu, on=_SID, how="left").join(_first(ev, censor_kinds, "c"), on=_SID, how="left")
@@ -337,10 +355,20 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
          .join(_last_assessment(evaluable_c), on=_SID, how="left")
          .join(_death_before_origin(study, opts.calendar_days), on=_SID, how="left")
          .join(dose_refs(study), on=_SID, how="left"))
+    kinds = [*opts.relapse_events, *([_POSSIBLE] if opts.undetermined_relapse == "event" else [])]
     for rem in ("rem", "remefs"):
         after = f.filter(pl.col(f"{rem}_day").is_not_null()).select(_SID, pl.col(f"{rem}_day").alias("_after"))
-        f = f.join(_first(ev, opts.relapse_events, f"{rem}rl", after), on=_SID, how="left")
-    f = f.join(_last_alive(f, ev, resp_censor, study, opts), on=_SID, how="left")
+        f = f.join(_first(ev, kinds, f"{rem}rl", after), on=_SID, how="left")
+        f = f.join(possible_relapse(relapses, resp_censor, after, f"{rem}pu", opts), on=_SID, how="left")
+    # review 41 F1: assessments that could be a remission for want of an input (any day; by the landmark)
+    open_rows = usable.filter(pl.col("day").is_not_null() & ~pl.col("category").is_in(list(opts.remission_categories))
+                              & (pl.col("could_be").list.set_intersection(list(opts.remission_categories)).list.len() > 0))
+    f = (f.join(open_remission(open_rows, "op", opts), on=_SID, how="left")
+         .join(open_remission(open_rows if lm is None else open_rows.filter(pl.col("day") <= float(lm)), "oplm", opts),
+               on=_SID, how="left")
+         # review 41 F6: the first relapse recorded at all (not counted by EFS without a remission before it)
+         .join(_first(ev.filter(pl.col("event") != _POSSIBLE), opts.relapse_events, "anyrl"), on=_SID, how="left"))
+    f = f.join(_last_alive(f, ev.filter(pl.col("event") != _POSSIBLE), resp_censor, study, opts), on=_SID, how="left")
     return f.with_columns(pl.col(c).fill_null(0) for c in ("use_n", "eval_n", "evlm_n")).sort("_order")
 
 
@@ -349,24 +377,51 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
 
 
 def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str, opts: EndpointOptions,
-           censor: bool = True, last_assessed: bool = False) -> tuple[dict[str, pl.Expr], pl.Expr]:
+           censor: bool = True, last_assessed: bool = False, rem: str | None = None) -> tuple[dict[str, pl.Expr], pl.Expr]:
     """Event, or censoring at the censoring event (when ``censor``: the parameter is in
-    ``censor_params``) / last known alive (``last_assessed``: the last response assessment on or
-    before it, ELN 2022 EFS), for a clock started at ``origin``: the row's columns and its outcome
-    (null; "missing": nothing to censor at; "alive_before_origin")."""
+    ``censor_params``; with ``last_assessed`` on the last response assessment on or before it, as
+    duration of response, review 41 F4) / at the last assessment that settled no relapse before a
+    marrow that could be one (``rem``: the remission's columns ``<rem>pu_*``, option
+    undetermined_relapse, review 41 F2) / last known alive (``last_assessed``: the last response
+    assessment on or before it, ELN 2022 EFS), for a clock started at ``origin``: the row's columns
+    and its outcome (null; "missing": nothing to censor at; "alive_before_origin")."""
     c, a = (pl.col("c_day") if censor else pl.lit(None, dtype=pl.Float64)), pl.col("a_day")
-    use_ev = (ev["has"] & (c.is_null() | (ev["day"] <= c))) if ev else pl.lit(False)
-    use_c = ~use_ev & c.is_not_null()
-    use_a = ~use_ev & ~use_c & a.is_not_null()
+    p = pl.col(f"{rem}pu_day") if rem is not None else pl.lit(None, dtype=pl.Float64)
+    # a relapse or death after a marrow that could be a relapse is an event on its documented day; only a
+    # competing death (CIR) is not: a relapse may have come first, so CIR is censored before that marrow
+    use_ev = ((ev["has"] & (c.is_null() | (ev["day"] <= c)) & (p.is_null() | (ev["day"] <= p) | (ev["code"] != 2)))
+              if ev else pl.lit(False))
+    use_c = ~use_ev & c.is_not_null() & (p.is_null() | (c <= p))
+    use_u = ~use_ev & ~use_c & p.is_not_null()
+    use_a = ~use_ev & ~use_c & ~use_u & a.is_not_null()
     no_fu = pl.col("fu_day").is_null()
+    # at HSCT / new therapy: the parameter censored on the last response assessment on or before it
+    # (EFS, efs_censor="last_response_assessment") or on the event's day (RFS/LFS/CIR/OS: censored
+    # when last known alive, ELN 2022 Table 9)
+    c_la = (pl.col("la_day").is_not_null() & (pl.col("la_day") <= c)) if last_assessed else pl.lit(False)
+    c_day = pl.when(c_la).then(pl.col("la_day")).otherwise(c)
     c_reason = pl.lit(None, dtype=pl.String)
     for kind in ("allo_hsct", "new_therapy"):
-        c_reason = pl.when(pl.col("c_event") == kind).then(_text(f"censor.{kind}", what=what, day=c)).otherwise(c_reason)
+        word = _CENSOR_WORD[kind]
+        at = (pl.when(c_la).then(pl.format(f"censored on day {{}}, the last response assessment on or before {word} "
+                                           "({}), as duration of response (EFS is censored on the date last assessed "
+                                           "for response, ELN 2022 Table 9)", _g(pl.col("la_day")), pl.col("la_how")))
+              .otherwise(pl.lit(f"censored at {word}, on its day (" + (
+                  "no response assessment on or before it" if last_assessed else
+                  "this parameter is censored when last known alive, not at a response assessment") + ")")))
+        c_reason = pl.when(pl.col("c_event") == kind).then(_text(f"censor.{kind}", what=what, day=c, at=at)).otherwise(c_reason)
     a_reason = (pl.when(no_fu).then(_text("censor.last_record", what=what, day=a, how=pl.col("a_how")))
                 .otherwise(_text("censor.last_alive", what=what, day=a, how=pl.col("a_how"))))
 
-    def pick(e: Any, cen: Any, alive: Any) -> pl.Expr:
-        return pl.when(use_ev).then(e).when(use_c).then(cen).when(use_a).then(alive)
+    u_reason = (_text("censor.relapse_undetermined", what=what, day=pl.col(f"{rem}pu_set_day"),
+                      how=pl.col(f"{rem}pu_set_how"), why=pl.col(f"{rem}pu_why"))
+                if rem is not None else pl.lit(None, dtype=pl.String))
+    u_refs = _uniq(pl.col(f"{rem}pu_set_refs"), pl.col(f"{rem}pu_refs")) if rem is not None else _NO_REFS
+    u_day = pl.col(f"{rem}pu_set_day") if rem is not None else pl.lit(None, dtype=pl.Float64)
+
+    def pick(e: Any, cen: Any, alive: Any, und: Any = None) -> pl.Expr:
+        und = alive if und is None else und
+        return pl.when(use_ev).then(e).when(use_c).then(cen).when(use_u).then(und).when(use_a).then(alive)
 
     none = pl.lit(None)
     a_cnsdtdsc = pl.when(no_fu).then(pl.lit("LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)")).otherwise(pl.lit("LAST KNOWN ALIVE"))
@@ -382,20 +437,26 @@ def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str, opts: Endp
         a_src = pl.when(la).then(pl.lit("responses")).otherwise(a_src)
         a_refs = pl.when(la).then(pl.col("la_refs")).otherwise(a_refs)
     cols = {
-        "ADY": pick(ev["day"] if ev else none, c, a_day),
+        "ADY": pick(ev["day"] if ev else none, c_day, a_day, u_day),
         # a competing event (CIR: death without relapse, EVENT 2) is CNSR 2, as in the ADaM export:
         # CNSR 0 would read as the event of interest (a relapse) for anyone using CNSR as the indicator
         "CNSR": pick(pl.when(ev["code"] == 2).then(2).otherwise(0) if ev else 0, 1, 1),
         "EVENT": pick(ev["code"] if ev else none, 0, 0),
         "EVNTDESC": pick(ev["desc"] if ev else none, none, none),
         "CNSDTDSC": pick(none, pl.col("c_event").replace_strict(_CENSOR_DESC, default=None, return_dtype=pl.String),
-                         a_cnsdtdsc),
-        "SRCDOM": pick(ev["srcdom"] if ev else none, pl.lit("events"), a_src),
-        "rule": pick(ev["rule"] if ev else none, pl.format("censor.{}", "c_event"), a_rule),
-        "reason": pick(ev["reason"] if ev else none, c_reason, a_reason),
-        "evidence": pick(ev["refs"] if ev else none, pl.col("c_refs"), a_refs),
+                         a_cnsdtdsc, pl.lit("LAST ASSESSMENT BEFORE A POSSIBLE RELAPSE")),
+        "SRCDOM": pick(ev["srcdom"] if ev else none, pl.when(c_la).then(pl.lit("responses")).otherwise(pl.lit("events")),
+                       a_src, pl.lit("responses")),
+        "rule": pick(ev["rule"] if ev else none, pl.format("censor.{}", "c_event"), a_rule,
+                     pl.lit("censor.relapse_undetermined")),
+        "reason": pick(none if not ev else ev["reason"] if rem is None else pl.concat_str(ev["reason"], pl.when(
+            p.is_not_null() & (ev["day"] > p)).then(pl.format("; {}: the event is dated on its documented day", pl.col(
+                f"{rem}pu_why"))).otherwise(pl.lit(""))), c_reason, a_reason, u_reason),
+        "evidence": pick(ev["refs"] if ev else none,
+                         pl.when(c_la).then(_uniq(pl.col("la_refs"), pl.col("c_refs"))).otherwise(pl.col("c_refs")),
+                         a_refs, u_refs),
     }
-    outcome = (pl.when(use_ev | use_c).then(None).when(a.is_null()).then(pl.lit("missing"))
+    outcome = (pl.when(use_ev | use_c | use_u).then(None).when(a.is_null()).then(pl.lit("missing"))
                .when(a_day < origin).then(pl.lit("alive_before_origin")))
     return cols, outcome
 
@@ -415,7 +476,8 @@ def _death_or_relapse(rem: str, prefix: str, opts: EndpointOptions, competing: b
         "desc": pl.when(pick_rl).then(event.replace_strict(_EVENT_DESC, default=pl.format(
             "RELAPSE ({})", event.str.to_uppercase()), return_dtype=pl.String))
         .otherwise(pl.lit("DEATH WITHOUT RELAPSE" if competing else "DEATH")),
-        "reason": pl.when(pick_rl).then(_text(f"{prefix}.relapse", remission=remission, event=event, day=rl))
+        "reason": pl.when(pick_rl).then(_text(f"{prefix}.relapse", remission=remission, day=rl, event=event.replace(
+            _POSSIBLE, "a possible relapse (a marrow that could be one; option undetermined_relapse='event')")))
         .otherwise(_text(d_rule, remission=remission, day=death)),
         "refs": _uniq(pl.col(f"{rem}_refs"), pl.when(pick_rl).then(pl.col(f"{rem}rl_refs")).otherwise(pl.col("death_refs"))),
         "srcdom": pl.when(pick_rl).then(pl.col(f"{rem}rl_src")).otherwise(pl.lit("events")),
@@ -437,10 +499,12 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
         return _rows(f, paramcd, pl.lit(0.0), cols, outcome)
     if paramcd == "EFS":
         lm_txt = "the end of follow-up" if lm is None else f"day {float(lm):g}"
+        if lm is not None and opts.efs_landmark_source != "efs_landmark_day":  # review 41 F3: say where it came from
+            lm_txt += f" ({opts.efs_landmark_source}; endpoints.efs_landmark_day unset)"
         ev = _death_or_relapse("remefs", "efs", opts)
         censor = "EFS" in opts.censor_params
         cols, outcome = _close(pl.lit(0.0), ev, "relapse or death", opts, censor=censor,
-                               last_assessed=opts.efs_censor == "last_response_assessment")
+                               last_assessed=opts.efs_censor == "last_response_assessment", rem="remefs")
         cols["evidence"] = _uniq(pl.col("remefs_refs"), cols["evidence"])
         rem = pl.col("remefs_day").is_not_null()
         death = pl.col("death_day")
@@ -450,6 +514,12 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
         if by_lm:  # only the assessments by the landmark make the subject evaluable
             ev_txt = pl.concat_str(ev_txt, pl.lit(" by the landmark, option efs_evaluable_by='landmark'"))
         died = death.is_not_null() & (pl.lit(True) if lm is None else death <= float(lm))
+        # review 41 F1: evaluable without remission by the landmark, but an assessment by it could be
+        # CR/CRh/CRi for want of an input: remission by the landmark undetermined (missing is not
+        # negative), alive by the landmark -> not evaluable by it (option efs_open_remission)
+        open_lm = pl.col("oplm_txt").is_not_null()
+        undet = failed & open_lm & ~died & pl.lit(opts.efs_open_remission == "not_evaluable")
+        failed = failed & ~undet
         # not evaluable by the landmark, then dead after it (before any censoring at HSCT / new therapy)
         late = death.is_not_null() & ~died & ~failed
         if censor:
@@ -477,7 +547,8 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
             "rule": pl.when(failed).then(pl.lit("efs.treatment_failure")).when(short)
             .then(pl.lit("efs.followup_before_landmark")).when(died)
             .then(pl.lit("efs.death_without_assessment")).when(late_ev).then(pl.lit("efs.death_not_evaluable"))
-            .when(late_cn).then(pl.lit("efs.not_evaluable_died_after_landmark")).otherwise(pl.lit("efs.not_evaluable")),
+            .when(late_cn).then(pl.lit("efs.not_evaluable_died_after_landmark"))
+            .when(undet).then(pl.lit("efs.remission_undetermined")).otherwise(pl.lit("efs.not_evaluable")),
             "reason": pl.when(failed).then(_text("efs.treatment_failure", landmark=lm_txt, assessments=ev_txt))
             .when(short).then(_text("efs.followup_before_landmark", assessments=ev_txt, day=pl.col("a_day"),
                                     how=pl.col("a_how").fill_null(pl.lit("")), landmark=lm_txt))
@@ -485,14 +556,30 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
             .when(late_ev).then(_text("efs.death_not_evaluable", day=death, landmark=lm_txt, assessments=ne_txt))
             .when(late_cn).then(_text("efs.not_evaluable_died_after_landmark", day=death, landmark=lm_txt,
                                       assessments=ne_txt))
+            .when(undet).then(_text("efs.remission_undetermined", landmark=lm_txt, assessments=ev_txt,
+                                    open=pl.col("oplm_txt")))
             .otherwise(_text("efs.not_evaluable", landmark=lm_txt, assessments=ne_txt)),
             "evidence": pl.when(failed).then(_uniq(dose, pl.col("evlm_refs" if by_lm else "eval_refs")))
             .when(short).then(_uniq(dose, pl.col("eval_refs"), pl.col("a_refs").fill_null(_NO_REFS)))
             .when(died).then(_uniq(dose, pl.col("death_refs"), use))
             .when(late_ev).then(_uniq(use, pl.col("death_refs")))
             .when(late_cn).then(_uniq(dose, use, pl.col("death_refs")))
+            .when(undet).then(_uniq(dose, pl.col("eval_refs"), pl.col("oplm_refs")))
             .otherwise(_uniq(dose, use)),
         }
+        # the open remission a treatment failure did not count (efs_open_remission="failure"), and a
+        # relapse recorded without a CR/CRh/CRi by the landmark before it (review 41 F1, F6): named
+        any_rl = pl.col("anyrl_day").is_not_null()
+        notes = pl.concat_str(
+            pl.when(failed & open_lm).then(pl.format("; {}: not counted as remission (option efs_open_remission="
+                                                     "'failure')", pl.col("oplm_txt"))).otherwise(pl.lit("")),
+            pl.when(any_rl).then(pl.format("; {} on day {} ({}) not counted: no CR/CRh/CRi by {} before it",
+                                           pl.col("anyrl_event"), _g(pl.col("anyrl_day")),
+                                           pl.col("anyrl_refs").list.join(", "), pl.lit(lm_txt))).otherwise(pl.lit("")))
+        other["reason"] = pl.concat_str(other["reason"], notes)
+        other["evidence"] = _uniq(other["evidence"],
+                                  pl.when(failed & open_lm).then(pl.col("oplm_refs")).otherwise(_NO_REFS),
+                                  pl.when(any_rl).then(pl.col("anyrl_refs")).otherwise(_NO_REFS))
         cols = {k: pl.when(rem).then(v).otherwise(other[k]) for k, v in cols.items()}
         outcome = (pl.when(undated).then(pl.lit("undated_remission")).when(rem & ev["error"])
                    .then(pl.lit("death_before_remission")).when(rem).then(outcome))
@@ -501,13 +588,17 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
     rem = pl.col("rem_day").is_not_null()
     origin = pl.lit(0.0) if paramcd == "LFS" else pl.col("rem_day")
     ev = _death_or_relapse("rem", paramcd.lower(), opts, competing=paramcd == "CIR")
-    cols, outcome = _close(origin, ev, "relapse or death", opts, censor=paramcd in opts.censor_params)
+    cols, outcome = _close(origin, ev, "relapse or death", opts, censor=paramcd in opts.censor_params, rem="rem")
     cols["evidence"] = _uniq(pl.col("rem_refs"), cols["evidence"])
     out = {k: pl.when(rem).then(v) for k, v in cols.items()}
     out["rule"] = out["rule"].otherwise(pl.lit("not_in_remission"))
-    out["reason"] = out["reason"].otherwise(_text(
-        "not_in_remission", paramcd=paramcd, assessments=pl.col("use_txt").fill_null(pl.lit("no response assessment"))))
-    out["evidence"] = out["evidence"].otherwise(pl.col("use_refs").fill_null(_NO_REFS))
+    # review 41 F1: an assessment that could be CR/CRh/CRi for want of an input is named
+    op = pl.col("op_txt").is_not_null()
+    out["reason"] = out["reason"].otherwise(pl.concat_str(_text(
+        "not_in_remission", paramcd=paramcd, assessments=pl.col("use_txt").fill_null(pl.lit("no response assessment"))),
+        pl.when(op).then(pl.format("; {}: remission not established, not counted", pl.col("op_txt"))).otherwise(pl.lit(""))))
+    out["evidence"] = out["evidence"].otherwise(_uniq(pl.col("use_refs").fill_null(_NO_REFS),
+                                                      pl.when(op).then(pl.col("op_refs")).otherwise(_NO_REFS)))
     outcome = (pl.when(undated).then(pl.lit("undated_remission")).when(rem & ev["error"])
                .then(pl.lit("death_before_remission")).when(rem).then(outcome))
     return _rows(f, paramcd, pl.when(rem).then(origin), out, outcome, anl=rem)
@@ -705,6 +796,7 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
             "a response assessment, on any day, is treatment failure at day 0 (ADTTE rules efs.*). ELN 2022 "
             "Table 9 asks for a pre-defined landmark; set the protocol's, e.g. "
             "--set endpoints.efs_landmark_day=28"), stacklevel=2)
+    warn_relapse_without_remission(f, rows, params)  # review 41 F6
     censored = sorted(set(rows.filter(pl.col("rule") == "censor.last_record")[_SID].to_list()))
     if censored:
         warnings.warn(SubjectsWarning(

@@ -30,7 +30,7 @@ from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
 from cartlab.response.endpoint_options import check_choice
-from cartlab.response.infusion_evidence import INFUSION_EVIDENCE, infused_subjects, warn_kinetics_infused
+from cartlab.response.infusion_evidence import INFUSION_EVIDENCE, infused_subjects, reinfusions, warn_kinetics_infused
 from cartlab.response.marrow import (
     CATEGORY_RANK,
     PACKAGE,
@@ -92,6 +92,11 @@ class BestResponseOptions(CriteriaOptions):
       "exclude" stops at the first relapse (RECIST 1.1 §4.4 style: "the best response recorded from
       the start of the treatment until disease progression/recurrence"). Either way the reason names
       the relapse between (review 40 B3).
+    * ``reinfusion`` ("count"): a further CAR-T dose after the first infusion's day (a re-infusion, or a
+      split dose on a later day; review 41 F7). "count" (intention to treat, the behaviour before
+      session 41) counts every assessment, and the reason names the re-infusion before the best;
+      "end_window" ends the assessment window at the first such dose, as an end event (assessments
+      after it are not the first infusion's response). No source fixes it.
     * ``response``: options of the per-assessment criteria.
     """
 
@@ -106,6 +111,7 @@ class BestResponseOptions(CriteriaOptions):
     rate_population: Literal["infused", "all"] = "infused"
     infusion_evidence: Literal["dose_or_kinetics", "dose"] = "dose_or_kinetics"
     after_relapse: Literal["count", "exclude"] = "count"
+    reinfusion: Literal["count", "end_window"] = "count"
     response: ResponseOptions = ResponseOptions()
 
     def __post_init__(self) -> None:
@@ -115,6 +121,7 @@ class BestResponseOptions(CriteriaOptions):
         check_choice("dor_censor", self.dor_censor, ("last_response_assessment", "last_known_alive"))
         check_choice("rate_population", self.rate_population, ("infused", "all"))
         check_choice("infusion_evidence", self.infusion_evidence, INFUSION_EVIDENCE)
+        check_choice("reinfusion", self.reinfusion, ("count", "end_window"))
         if self.landmark_day is not None and not self.landmark_day >= 0:
             raise ValueError(f"best_response.landmark_day = {self.landmark_day!r} is not valid; expected a day 0 or later")
         if not self.orr_categories:
@@ -143,9 +150,12 @@ _BEST_SCHEMA = {
 }
 
 
-def _end_days(study: Study, events: tuple[str, ...]) -> dict[str, tuple[float, str, str | None]]:
+def _end_days(study: Study, events: tuple[str, ...], reinfusion: str = "count"
+              ) -> dict[str, tuple[float, str, str | None]]:
     """Per subject, the first of ``events`` on or after day 0: (day, event, row ref). An event before
-    the infusion (bridging therapy recorded as ``new_therapy``) ends nothing: the CAR-T comes after it."""
+    the infusion (bridging therapy recorded as ``new_therapy``) ends nothing: the CAR-T comes after it.
+    With ``reinfusion`` "end_window", a further CAR-T dose after the first infusion's day ends it too
+    (option ``best_response.reinfusion``, review 41 F7)."""
     out: dict[str, tuple[float, str, str | None]] = {}
     ev = study.events.filter(pl.col("event").is_in(list(events)) & pl.col("day").is_not_null()
                              & (pl.col("day") >= 0)).sort("day")
@@ -153,14 +163,19 @@ def _end_days(study: Study, events: tuple[str, ...]) -> dict[str, tuple[float, s
         if r["subject_id"] not in out:
             ref = row_ref(r)
             out[r["subject_id"]] = (float(r["day"]), r["event"], ref)
+    if reinfusion == "end_window":
+        for sid, doses in reinfusions(study).items():
+            day, ref = doses[0]
+            if sid not in out or day < out[sid][0]:
+                out[sid] = (day, "a further CAR-T infusion (option best_response.reinfusion=end_window)", ref)
     return out
 
 
-def assessment_end_days(study: Study, events: tuple[str, ...]) -> pl.DataFrame:
+def assessment_end_days(study: Study, events: tuple[str, ...], reinfusion: str = "count") -> pl.DataFrame:
     """``subject_id``, ``end_day``: the first of ``events`` (``BestResponseOptions.end_events``) on or
     after day 0, after which assessments are not the CAR-T's (best response and the time-to-event
-    endpoints count the same assessments)."""
-    ends = _end_days(study, events)
+    endpoints count the same assessments; ``reinfusion``: ``BestResponseOptions.reinfusion``)."""
+    ends = _end_days(study, events, reinfusion)
     return pl.DataFrame({"subject_id": list(ends), "end_day": [v[0] for v in ends.values()]},
                         schema={"subject_id": pl.String, "end_day": pl.Float64})
 
@@ -284,7 +299,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     """
     options = options or BestResponseOptions()
     a = assessments if assessments is not None else derive_marrow_response(study, _marrow_options(options))
-    ends = _end_days(study, options.end_events)
+    ends = _end_days(study, options.end_events, options.reinfusion)
+    further = reinfusions(study)  # named in the reason (review 41 F7)
     if relapses is None:
         relapses = derive_relapse(study, a, options.response)
     limit = {sid: e[0] for sid, e in ends.items()}
@@ -436,6 +452,13 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                        + (f" ({best['mrd_rule']}; specimen and LLOQ in marrow_response.csv)" if best.get("mrd_rule") else ""))
         elif (off := mrd_off_day_note(mrd_near.get(sid, []), best["day"])) is not None:
             reason += "; " + off  # an MRDFCM a few days off the marrow: named, not used (review 39 B3)
+        reason += _mrd_day_note(best)  # review 41 F10: why the MRD status is empty; molecular markers (F4)
+        before = [(d, ref) for d, ref in further.get(sid, []) if d < best["day"]]
+        if before:  # review 41 F7
+            reason += ("; after a further CAR-T infusion on day " + ", ".join(
+                f"{d:g}" + (f" ({ref})" if ref else "") for d, ref in before)
+                + f" (counted: option best_response.reinfusion={options.reinfusion})")
+            best = {**best, "evidence": list(dict.fromkeys(best["evidence"] + [ref for _, ref in before if ref]))}
         if relapse_note is not None:
             reason += "; " + relapse_note(best)
         if first is None and best["category"] not in options.orr_categories and \
@@ -484,6 +507,22 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             f"T-LBL, MPAL: ALL CAR-T), so best_response is empty for these subjects (best_response.csv says "
             f"so per subject)"), stacklevel=2)
     return pl.DataFrame(rows, schema=_BEST_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_BEST_SCHEMA)
+
+
+def _mrd_day_note(best: dict) -> str:
+    """The best marrow's MRD notes its own reason carries, when they matter to the best response: why
+    the MRD status is empty though MRDFCM was measured that day (a LLOQ above the threshold, results
+    that disagree, a blood-only result: review 41 F10), and molecular markers of that day (F4)."""
+    parts = (best.get("reason") or "").split(" | ")
+    out = ""
+    if best.get("mrd_negative") is None:
+        why = [p for p in parts if p.startswith("MRDFCM") and "MRD status" in p]
+        if why:
+            out += "; MRD status empty: " + "; ".join(why)
+    mol = [p for p in parts if p.startswith("molecular marker")]
+    if mol:
+        out += "; " + "; ".join(mol)
+    return out
 
 
 def derive_response_summary(study: Study) -> pl.DataFrame:

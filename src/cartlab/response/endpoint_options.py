@@ -12,7 +12,7 @@ from typing import Any
 from cartlab._yaml import load_yaml
 from cartlab.criteria.options import CriteriaOptions
 
-__all__ = ["PARAMCDS", "EndpointOptions", "check_choice", "endpoint_definitions"]
+__all__ = ["PARAMCDS", "EndpointOptions", "analysis_endpoint_options", "check_choice", "endpoint_definitions"]
 
 #: The ADTTE parameters, in output order.
 PARAMCDS: tuple[str, ...] = ("OS", "EFS", "RFS", "LFS", "CIR")
@@ -100,6 +100,29 @@ class EndpointOptions(CriteriaOptions):
       "by the defined landmark" (ELN 2022 Table 9) is unknown, so it is censored at day 0 as not
       evaluable by the landmark (rule ``efs.followup_before_landmark``; missing is not negative);
       "event" = treatment failure at day 0 (the behaviour before session 39). No effect without a landmark.
+    * ``efs_landmark_source`` ("efs_landmark_day"): where ``efs_landmark_day`` came from, named in the
+      EFS reasons. An analysis whose ``endpoints.efs_landmark_day`` is unset takes
+      ``best_response.landmark_day`` when that is set (one protocol landmark for the response rates and
+      EFS treatment failure, review 41 F3; :func:`analysis_endpoint_options`) and records
+      "best_response.landmark_day" here; an explicit ``endpoints.efs_landmark_day`` overrides it.
+    * ``efs_open_remission`` ("not_evaluable"): an EFS subject evaluable for response without
+      CR/CRh/CRi by the landmark, alive, one of whose assessments by the landmark could be CR/CRh/CRi
+      for want of an input (its ``could_be``; spec "Response": a missing input never yields a
+      definitive negative): whether remission was reached by the landmark is unknown, so it is
+      censored at day 0 as not evaluable by it (rule ``efs.remission_undetermined``; ELN 2022 counts
+      as treatment failure only patients "not achieving either CR, CRh or CRi by the defined
+      landmark"); "failure" = treatment failure at day 0 (the behaviour before session 41), the reason
+      naming the open assessment. RFS/LFS/CIR reasons of a subject never in remission name it too.
+    * ``undetermined_relapse`` ("censor_last_settled"): a marrow after the remission that could be a
+      relapse for want of an input (the relapse table's ``relapse_possible_day``, e.g. BMBLAST ``<10``)
+      with no relapse or death recorded after it: relapse-free status is known only up to the last
+      response assessment before it that settles no relapse, so EFS (in remission), RFS, LFS and CIR
+      are censored there (rule ``censor.relapse_undetermined``; a relapse or death recorded later is
+      an event on its documented day, the reason naming the marrow - except a CIR death without
+      relapse, which may have followed an unseen relapse: CIR is censored there too; the usual censoring of progression not
+      known at the last adequate assessment); "ignore" = the marrow is not read (the behaviour before
+      session 41: censored when last known alive); "event" = a relapse on that marrow's day (a
+      sensitivity analysis).
     """
 
     censor_at_allo_hsct: bool = False
@@ -119,6 +142,9 @@ class EndpointOptions(CriteriaOptions):
     population: str = "infused"
     infusion_evidence: str = "dose_or_kinetics"
     efs_short_followup: str = "not_evaluable"
+    efs_landmark_source: str = "efs_landmark_day"
+    efs_open_remission: str = "not_evaluable"
+    undetermined_relapse: str = "censor_last_settled"
 
     def __post_init__(self) -> None:
         check_choice("missing_followup", self.missing_followup, ("error", "last_observation"))
@@ -128,6 +154,9 @@ class EndpointOptions(CriteriaOptions):
                 raise ValueError(f"unknown ADTTE parameter(s) {bad}; known: {list(PARAMCDS)}")
         if self.efs_landmark_day is not None and not math.isfinite(float(self.efs_landmark_day)):
             raise ValueError("efs_landmark_day must be a finite number of days or None")
+        if self.efs_landmark_day is not None and not self.efs_landmark_day >= 0:  # review 41 F7, as best_response
+            raise ValueError(f"endpoints.efs_landmark_day = {self.efs_landmark_day!r} is not valid; expected a day 0 "
+                             "or later")
         bad = [p for p in self.censor_params if p not in PARAMCDS]
         if bad:
             raise ValueError(f"unknown ADTTE parameter(s) {bad} in censor_params; known: {list(PARAMCDS)}")
@@ -140,5 +169,25 @@ class EndpointOptions(CriteriaOptions):
         check_choice("infusion_evidence", self.infusion_evidence, ("dose_or_kinetics", "dose"))
         check_choice("population", self.population, ("infused", "all"))
         check_choice("efs_short_followup", self.efs_short_followup, ("not_evaluable", "event"))
+        check_choice("efs_landmark_source", self.efs_landmark_source, ("efs_landmark_day", "best_response.landmark_day"))
+        check_choice("efs_open_remission", self.efs_open_remission, ("not_evaluable", "failure"))
+        check_choice("undetermined_relapse", self.undetermined_relapse, ("censor_last_settled", "ignore", "event"))
         if "death" in self.relapse_events:
             raise ValueError("relapse_events must not contain 'death'")
+
+
+def analysis_endpoint_options(endpoints: EndpointOptions | None, best_response: Any, strict: bool) -> EndpointOptions:
+    """The endpoint options an analysis applies (``AnalysisOptions.endpoint_options``): ``endpoints``
+    with ``infusion_evidence`` following ``best_response.infusion_evidence`` (review 39 A1: who is
+    infused is one decision); ``efs_landmark_day`` = ``best_response.landmark_day`` when only that
+    one is set (review 41 F3: one protocol landmark, so the response rates and EFS treatment failure
+    agree; ``efs_landmark_source`` records it, the EFS reasons name it); ``missing_followup="error"``
+    when ``strict``."""
+    from dataclasses import replace
+
+    opts = endpoints or EndpointOptions()
+    opts = replace(opts, infusion_evidence=best_response.infusion_evidence)
+    landmark = getattr(best_response, "landmark_day", None)
+    if opts.efs_landmark_day is None and landmark is not None:
+        opts = replace(opts, efs_landmark_day=float(landmark), efs_landmark_source="best_response.landmark_day")
+    return replace(opts, missing_followup="error") if strict else opts

@@ -30,7 +30,7 @@ import polars as pl
 from cartlab.errors import SubjectsWarning
 
 __all__ = ["EVIDENCE_DOC", "INFUSION_EVIDENCE", "check_one_option", "infused_subjects", "kinetics_note",
-           "marrow_infused", "one_option_response", "warn_kinetics_infused"]
+           "marrow_infused", "one_option_response", "reinfusions", "warn_kinetics_infused"]
 
 #: the values of option ``infusion_evidence`` (default first)
 INFUSION_EVIDENCE = ("dose_or_kinetics", "dose")
@@ -136,3 +136,23 @@ def one_option_response(analysis_options):
     check_one_option(best, **set_)
     response = o.response or ResponseOptions()
     return None if response.infusion_evidence == best else replace(response, infusion_evidence=best)
+
+
+def reinfusions(study) -> dict[str, list[tuple[float, str | None]]]:
+    """Per subject, the CAR-T doses on a calendar day after the first CAR-T dose's day: (day, row ref)
+    (review 41 F7). A split dose over several days counts too: every later CAR-T dose is named, and
+    the option ``best_response.reinfusion`` decides whether assessments after it count."""
+    from cartlab.kinetics.agents import car_t_infusions
+    from cartlab.provenance import row_ref
+
+    inf = car_t_infusions(study)
+    if inf.height == 0:
+        return {}
+    out: dict[str, list[tuple[float, str | None]]] = {}
+    first: dict[str, int] = {}
+    for r in inf.sort("subject_id", "day").iter_rows(named=True):
+        sid, day = r["subject_id"], float(r["day"])
+        start = first.setdefault(sid, int(day // 1))
+        if int(day // 1) > start:
+            out.setdefault(sid, []).append((day, row_ref(r)))
+    return out

@@ -39,7 +39,7 @@ from cartlab.criteria import (
 from cartlab.criteria.model import Leaf, leaves
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
-from cartlab.response.infusion_evidence import marrow_infused
+from cartlab.response.infusion_evidence import marrow_infused, reinfusions
 from cartlab.response.marrow_inputs import (
     baseline_interval,
     baseline_note,
@@ -53,6 +53,17 @@ from cartlab.response.marrow_options import (
     ResponseOptions,
     open_categories,
     resolve_for_study,
+)
+from cartlab.response.mrd_status import (  # noqa: F401  (re-exported: relapse_episodes, best)
+    MOLECULAR_MRD_PARAMS,
+    _mrd,
+    _mrd_lloq,
+    _pick_mrd,
+    molecular_on_day,
+    mrd_reason,
+    mrd_shown,
+    mrd_status_text,
+    mrd_text,
 )
 
 __all__ = [
@@ -132,7 +143,8 @@ class _SubjectData:
 
 
 def _by_subject(study: Study, near: float | None = None,
-                params: tuple[str, ...] = ("BMBLAST", "BMCELL", "PBBLAST", "NEUT", "PLAT", "MRDFCM")
+                params: tuple[str, ...] = ("BMBLAST", "BMCELL", "PBBLAST", "NEUT", "PLAT", "MRDFCM",
+                                           *MOLECULAR_MRD_PARAMS)
                 ) -> dict[str, _SubjectData]:
     """Each subject's marrow-related rows (``params``), events and platelet transfusions. With
     ``near``, only the counts (NEUT, PLAT) within that many calendar days of a post-infusion marrow
@@ -151,8 +163,10 @@ def _by_subject(study: Study, near: float | None = None,
                 .filter((pl.col("day").floor() - pl.col("_md")).abs() <= near)["_i"].unique())
         obs = obs.with_row_index("_i").filter(~counts | pl.col("_i").is_in(used.implode())).drop("_i")
     lloq = pl.col("lloq") if "lloq" in obs.columns else pl.lit(None, dtype=pl.Float64).alias("lloq")
-    obs = obs.select("subject_id", "day", "param", "value", "censor", "censor_limit", "specimen", lloq, "src_file",
-                     "src_row").sort(
+    extra = [pl.col(c).cast(pl.String) if c in obs.columns else pl.lit(None, dtype=pl.String).alias(c)
+             for c in ("analyte", "unit")]  # named by the molecular MRD note (review 41 F4)
+    obs = obs.select("subject_id", "day", "param", "value", "censor", "censor_limit", "specimen", lloq, *extra,
+                     "src_file", "src_row").sort(
         # two values of one day without a time: in value order (file order must not decide), then file order
         "subject_id", "day", "value", "censor_limit", "src_row", nulls_last=True)
     out: dict[str, _SubjectData] = defaultdict(lambda: _SubjectData(defaultdict(list), [], [], [], []))
@@ -259,6 +273,13 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
         emd_rows = [e for e in sd.emd if 0 <= e["day"] and math.floor(e["day"]) <= math.floor(d) + w]
     else:
         emd_rows = [e for e in sd.emd if abs(math.floor(e["day"]) - math.floor(d)) <= w]
+    # option emd_window_days (review 41 F5): an EMD event more than N days before the marrow does not
+    # show EMD at it; with only such events the marrow's EMD status is unknown (NE could be CR/CRi)
+    age = opts.get("emd_window_days")
+    recent = emd_rows if age is None else [e for e in emd_rows if math.floor(d) - math.floor(e["day"]) <= float(age)]
+    used["EMD"], used["EMD_STALE"] = emd_rows, [e for e in emd_rows if not any(e is x for x in recent)]
+    day_mol = [r for p in MOLECULAR_MRD_PARAMS for r in sd.obs.get(p, []) if math.floor(r["day"]) == math.floor(d)]
+    used["MOLECULAR"] = molecular_on_day(day_mol, opts)
     used.update({"BMCELL": cell, "MRDFCM": mrd, "MRDFCM_all": mrd_rows, "MRDFCM_other": mrd_other, "NEUT": anc, "PLAT": plt, "PBBLAST": pb,
                  "PRE": pre})
     assume_pb = pb is None and opts["missing_pb_blasts"] == "assume_absent"
@@ -277,7 +298,8 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
                     else False if (c_hi < min_cell or (c_hi == min_cell and c_hi_open)) else None)
     feats: dict[str, Any] = {k: (v[0] if v[0] is not None and v[0] == v[1] and not (v[2] or v[3]) else None)
                              for k, v in iv.items()}
-    feats.update({"pb_blast_assumed": assume_pb, "emd": bool(emd_rows), "not_aplastic": not_aplastic,
+    feats.update({"pb_blast_assumed": assume_pb, "emd": True if recent else (None if emd_rows else False),
+                  "not_aplastic": not_aplastic,
                   "cellularity_assumed": assume_cell})
     # transfusions in the count window are named (ELIANA/CIBMTR ask for transfusion independence;
     # ELN 2022's footnote on it was not retrieved): excluded only with platelet_transfusion_free_days
@@ -290,38 +312,14 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     notes, note_refs = choice_notes(sd.obs, used, d, _shown, plats)
     used["NOTES"] = baseline_note(pre_group, pre, opts, _shown, sd.events) + notes
     evidence = [x for x in (row_ref(r) for k, r in used.items()
-                            if k not in ("MRDFCM_all", "MRDFCM_other", "TX", "BMCELL_all", "PRE_GROUP", "NOTES")
+                            if k not in ("MRDFCM_all", "MRDFCM_other", "TX", "BMCELL_all", "PRE_GROUP", "NOTES", "EMD",
+                         "EMD_STALE", "MOLECULAR")
                             and r is not None) if x]
     evidence += [x for x in map(row_ref, pre_group) if x] + note_refs
     evidence += [x for x in (row_ref(r) for r in mrd_rows + mrd_other) if x]
     evidence += [x for x in (row_ref(e) for e in emd_rows) if x]
     evidence += [ref for *_, ref in tx_rows if ref]  # the transfusions the reason names (interventions.csv)
     return feats, used, list(dict.fromkeys(evidence))
-
-
-def _pick_mrd(rows: list[dict[str, Any]], opts: dict[str, Any]
-              ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
-    """The MRDFCM of the marrow's calendar day (spec: MRD "at the best-response marrow"): the
-    bone-marrow specimen's when one is marked BM, else one without a specimen (counted as marrow);
-    another specimen (PB) only with the option ``mrd_specimen`` "any" (ELIANA: MRD-negative "by flow
-    cytometry in BM", research note §4.2). Of several, the status must agree: the highest result is
-    then reported; when they disagree the status is undetermined (None, and all of them are
-    returned). Never the file's row order. Returns (row, pool, the day's results not used)."""
-    spec = [str(r.get("specimen") or "").strip().upper() for r in rows]
-    bm = [r for r, s in zip(rows, spec) if s == "BM"]
-    pool = bm or [r for r, s in zip(rows, spec) if s == ""]
-    if not pool and opts.get("mrd_specimen", "BM") == "any":
-        pool = rows
-    other = [r for r in rows if not any(r is x for x in pool)]
-    if not pool:
-        return None, [], other
-    if len(pool) == 1:
-        return pool[0], pool, other
-    status = {_mrd(r, opts)[1] for r in pool}
-    if len(status) > 1:
-        return None, pool, other
-    return max(pool, key=lambda r: (r["value"] if r["value"] is not None else float(r["censor_limit"]),
-                                    r["value"] is not None)), pool, other
 
 
 _FEATURE_LABEL = {
@@ -334,7 +332,28 @@ _FEATURE_LABEL = {
     "not_aplastic": "marrow cellularity (BMCELL)",
     "same_day_bm_blast": "one marrow blast reading (the BMBLAST readings of the day disagree)",
     "pb_blast_confirm": "a second PBBLAST sample with blasts >= 7 days apart (relapse by blood, ELN 2022)",
+    "emd": "extramedullary disease status at the marrow (the EMD event is older than emd_window_days)",
 }
+
+
+def _emd_text(feats: dict[str, Any], used: dict[str, Any]) -> str:
+    """``EMD yes (extramedullary_disease on day 3, events.csv:2)``: the EMD status and the events behind
+    it (review 41 F5); an event older than ``emd_window_days`` is named as not showing EMD at the marrow."""
+    rows, stale = used.get("EMD") or [], used.get("EMD_STALE") or []
+
+    def ev(e: dict[str, Any]) -> str:
+        return f"{e['event']} on day {e['day']:g}" + (f", {row_ref(e)}" if row_ref(e) else "")
+
+    if not rows:
+        return "EMD no (no extramedullary_disease event in the EMD window)"
+    fresh = [e for e in rows if not any(e is x for x in stale)]
+    out = f"EMD {_fmt(feats['emd']) if feats['emd'] is not None else 'unknown'}"
+    if fresh:
+        out += f" ({'; '.join(ev(e) for e in fresh)})"
+    if stale:
+        out += (f" ({'; '.join(ev(e) for e in stale)}: more than emd_window_days before the marrow, "
+                "not known to be current)")
+    return out
 
 
 def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
@@ -347,7 +366,7 @@ def _describe(feats: dict[str, Any], used: dict[str, Any]) -> str:
           else f"PBBLAST {_shown(pb)}{'%' if pb is not None else ''}{at('PBBLAST')}")
     parts = [f"BMBLAST {_shown(used['BMBLAST'])}%", pb,
              f"ANC {_shown(used.get('NEUT'))}{at('NEUT')}", f"PLT {_shown(used.get('PLAT'))}{at('PLAT')}",
-             f"EMD {_fmt(feats['emd'])}"]
+             _emd_text(feats, used)]
     if used.get("BMCELL") is not None:
         parts.append(f"cellularity {_shown(used['BMCELL'])}%")
     pre = used.get("PRE")
@@ -458,87 +477,6 @@ _SCHEMA = {
 }
 
 
-def _mrd_lloq(mrd_row: dict[str, Any]) -> float | None:
-    """The row's LLOQ when its value is below it (0 included: undetectable at that LLOQ), else None:
-    such a value is known only as "< LLOQ" (spec "Cellular kinetics", BLQ: "a value below ``lloq``")."""
-    v, lloq = mrd_row.get("value"), mrd_row.get("lloq")
-    return float(lloq) if v is not None and lloq is not None and lloq > 0 and v < lloq else None
-
-
-def _mrd(mrd_row: dict[str, Any] | None, opts: dict[str, Any]) -> tuple[float | None, bool | None, bool | None]:
-    """(value, negative, detectable) of the marrow day's MRDFCM. A censored result (``<L``, no value)
-    is negative when every value below ``L`` is below the threshold, else undetermined (None); it is
-    never detectable. A value below its row's ``lloq`` (0 included) is the bound ``<lloq``: negative
-    when the LLOQ is at or below the threshold, else undetermined (the assay cannot see the
-    threshold; research note §4.1 "test/sensitivity must be reported"); detectable when above 0.
-    A ``>L`` result is positive when every value above ``L`` is at or above the threshold
-    (detectable), else undetermined. A quantified value below the threshold is negative (spec
-    "Response": "detectable values below the threshold count as negative")."""
-    if mrd_row is None:
-        return None, None, None
-    v, thr, inclusive = mrd_row["value"], float(opts["mrd_threshold"]), bool(opts["mrd_threshold_inclusive"])
-    lloq = _mrd_lloq(mrd_row)
-    if lloq is not None:  # every value is < lloq
-        return v, (True if lloq <= thr else None), v > 0
-    if v is None:
-        lim, op = float(mrd_row["censor_limit"]), mrd_row["censor"]
-        if op in (">", ">="):
-            # ">L": every value is > L; ">=L": every value is >= L
-            sure = lim >= thr if (op == ">" or not inclusive) else lim > thr
-            return None, (False if sure else None), True
-        # "<L": every value is < L; "<=L": every value is <= L
-        sure = lim <= thr if (op == "<" or inclusive) else lim < thr
-        return None, (True if sure else None), False
-    neg = v <= thr if inclusive else v < thr
-    return v, neg, v > 0
-
-
-def _mrd_value_text(r: dict[str, Any]) -> str:
-    lloq = _mrd_lloq(r)
-    if lloq is None:
-        return mrd_text(r["value"], r["censor"], r["censor_limit"])
-    return (f"undetectable (0) at its LLOQ {lloq:g}" if not r["value"] else
-            f"{r['value']:.3g} below its LLOQ {lloq:g} (not quantifiable)")
-
-
-def _mrd_specimen(r: dict[str, Any]) -> str:
-    return str(r.get("specimen") or "").strip().upper() or "specimen not given"
-
-
-def mrd_shown(r: dict[str, Any]) -> str:
-    """An MRDFCM row as read, with its specimen: ``0.0005 below its LLOQ 0.002 (not quantifiable) (BM)``."""
-    return f"{_mrd_value_text(r)} ({_mrd_specimen(r)})"
-
-
-def mrd_status_text(r: dict[str, Any], opts: dict[str, Any], rule_id: str | None = None) -> str:
-    """``MRDFCM <value> ...: negative|positive|not evaluable`` naming the threshold, the LLOQ (a value
-    below it is only ``<LLOQ``), the MRD rule id and the specimen (the marrow's reason)."""
-    v, neg, det = _mrd(r, opts)
-    thr = float(opts["mrd_threshold"])
-    below, above = ("<=", ">") if opts["mrd_threshold_inclusive"] else ("<", ">=")
-    lloq = _mrd_lloq(r)
-    tag = f" [{rule_id}]" if rule_id else ""
-    spec = f" ({'specimen ' if _mrd_specimen(r) != 'specimen not given' else ''}{_mrd_specimen(r)})"
-    if lloq is not None:
-        why = (f"read as <{lloq:g} {below} {thr:g}: negative{tag}" if neg else
-               f"read as <{lloq:g}: MRD status not evaluable, the LLOQ {lloq:g} is above the threshold {thr:g} "
-               "(assay not sensitive enough)")
-        return f"MRDFCM {_mrd_value_text(r)} {why}{spec}"
-    if v is not None:
-        low = (" (detectable, low level); ELN MRD 2021 reports such a value as 'positive below threshold' "
-               "[wording unverified]: the flags carry the threshold reading" if neg and det else "")
-        return (f"MRDFCM {v:.3g} {below if neg else above} {thr:g}: "
-                f"{'negative' if neg else 'positive'}{low}{tag if neg else ''}{spec}")
-    up = r["censor"] in (">", ">=")
-    return (f"MRDFCM {mrd_text(None, r['censor'], r['censor_limit'])} ({'above' if up else 'below'} the assay limit): "
-            + ("positive" if neg is False else f"negative{tag}" if neg else
-               f"MRD status not evaluable: the limit does not settle the threshold {thr:g}") + spec)
-
-
-def mrd_text(value: float | None, censor: str | None = None, limit: float | None = None) -> str:
-    """``2.5e-04`` style text of an MRD result, or ``<0.0001`` for a censored one."""
-    return f"{value:.3g}" if value is not None else f"{censor or '<'}{limit:g}"
-
 
 def derive_marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
     """Response at every post-infusion marrow assessment (BMBLAST after the first CAR-T infusion) of
@@ -560,6 +498,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     resolved = resolve_for_study(options, table_of)  # an option one table lacks: not used there, one warning (review 40 B1)
     data = _by_subject(study, near=max((float(o["count_window_days"]) for o in resolved.values()), default=0.0))
     infused = _infusion_moments(study)
+    further = reinfusions(study)  # review 41 F7: a further CAR-T dose before a marrow is named
     given = marrow_infused(study, options)  # None: doses unknown (spec "Time"); option infusion_evidence
     found: dict[str, list[tuple]] = defaultdict(list)  # table -> (subject, marrow, pre, feats, used, evidence)
     for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
@@ -584,6 +523,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
             m = max(group, key=_reading_key)
             feats, used, evidence = _features(sd, m, pre, opts, pre_group)
             used["SAME_DAY"] = group
+            used["REINFUSED"] = [(day, ref) for day, ref in further.get(subj["subject_id"], []) if day < m["day"]]
             evidence = list(dict.fromkeys(evidence + [x for x in map(row_ref, group) if x]))
             low = min(group, key=_reading_key)
             alt = (_features(sd, low, pre, opts, pre_group)[0] if opts["same_day_marrow"] == "not_evaluable"
@@ -606,7 +546,9 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
             if a["category"] in after and sid not in remission:
                 remission[sid] = m["day"]
             rows.append(_assessment_row(subj, m, pre, feats, used, evidence, a,
-                                        {**opts, "_mrd_rule": (table.get("mrd") or {}).get("id")}, table["standard"]))
+                                        {**opts, "_mrd_rule": (table.get("mrd") or {}).get("id"),
+                                         "_mrd_low_note": (table.get("mrd") or {}).get("detectable_below_threshold")},
+                                        table["standard"]))
     order = {sid: i for i, sid in enumerate(study.subjects["subject_id"].to_list())}
     rows.sort(key=lambda r: order[r["subject_id"]])  # subjects in study order, each subject's marrows in day order
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
@@ -684,7 +626,6 @@ def _context_text(used: dict[str, Any], opts: dict[str, Any]) -> str:
 def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: dict, evidence: list[str],
                     a: dict[str, Any], opts: dict[str, Any], standard: str) -> dict[str, Any]:
     mrd_v, mrd_neg, mrd_det = _mrd(used["MRDFCM"], opts)
-    cat_mrd = f"{a['category']}_MRD-" if a["category"] in ("CR", "CRh", "CRi") and mrd_neg else a["category"]
     reason = f"day {m['day']:g}: {_describe(feats, used)} -> {a['text']}"
     if a["failed"]:
         reason += " | not " + ", ".join(a["failed"])
@@ -698,22 +639,19 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
     if a["category"] == "MLFS" and feats.get("cellularity_assumed"):
         reason += " | cellularity not given: assumed not aplastic (option missing_cellularity=assume_adequate)"
     reason += _context_text(used, opts)
-    pool = used.get("MRDFCM_all") or []
-    other = used.get("MRDFCM_other") or []
     mrd_rule = opts.get("_mrd_rule") if mrd_neg is not None else None  # the threshold rule decided it
-    if used["MRDFCM"] is None and pool:
-        reason += (" | MRDFCM on the marrow day disagree on the MRD status ("
-                   + ", ".join(mrd_shown(r) for r in pool) + "): MRD status undetermined")
-    elif used["MRDFCM"] is not None:
-        reason += " | " + mrd_status_text(used["MRDFCM"], opts, mrd_rule)
-    if len(pool) > 1 and used["MRDFCM"] is not None:
-        reason += f" (the highest of {len(pool)} MRDFCM results that day, all with the same status)"
-    if other:
-        reason += (" | MRDFCM " + ", ".join(mrd_shown(r) for r in other) + " not used for the marrow's MRD status"
-                   + (": MRD status not evaluable" if not pool else "")
-                   + f" (option mrd_specimen={opts.get('mrd_specimen', 'BM')}: BM, or a row without a specimen)")
-    if used["MRDFCM"] is not None or pool or other:
-        reason += " | MRD status is flow (MRDFCM) only; molecular markers are in molecular_response.csv"
+    molecular = used.get("MOLECULAR") or []
+    text, mrd_neg = mrd_reason(used, opts, mrd_neg, mrd_rule, molecular)  # option mrd_molecular (review 41 F4)
+    reason += text
+    if mrd_neg is None:
+        mrd_rule = None
+    cat_mrd = f"{a['category']}_MRD-" if a["category"] in ("CR", "CRh", "CRi") and mrd_neg else a["category"]
+    evidence = list(dict.fromkeys(evidence + [x for x in map(row_ref, molecular) if x]))
+    if used.get("REINFUSED"):  # review 41 F7: a further CAR-T dose before this marrow is named
+        reason += (" | after a further CAR-T infusion: " + ", ".join(
+            f"day {d:g}" + (f" ({ref})" if ref else "") for d, ref in used["REINFUSED"])
+            + " (the days count from the first infusion; best_response.reinfusion decides whether it counts)")
+        evidence = list(dict.fromkeys(evidence + [ref for _, ref in used["REINFUSED"] if ref]))
     return {
         "subject_id": subj["subject_id"], "disease": subj["disease"], "criteria": standard,
         "day": float(m["day"]), "category": a["category"], "category_mrd": cat_mrd, "rule": a["rule"],

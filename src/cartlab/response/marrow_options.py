@@ -44,6 +44,8 @@ OPTION_BOUNDS: dict[str, tuple[float, float, str]] = {
     "cri_min_recovered_counts": (0, 2, "0, 1 or 2 (of the two counts ANC and platelets)"),
     "mrd_threshold": (0, 1, "a fraction of cells above 0 and at most 1 (0.001 = 0.1%)"),
     "pre_treatment_before_day": (-math.inf, 0, "day 0 or earlier (the pre-treatment marrow is before the CAR-T)"),
+    "emd_window_days": (0, math.inf, "0 or more calendar days (an EMD event at most this many days before the marrow)"),
+    "antigen_forward_days": (0, math.inf, "0 or more calendar days (0 = the relapse's calendar day only)"),
 }
 
 
@@ -62,8 +64,10 @@ class ResponseOptions(CriteriaOptions):
     enumerated in the aspirate or cellularity >= 10%"; the format has no cell count), "no_response" =
     NR. ``missing_cellularity``, ``same_day_marrow``, ``relapse_after``,
     ``mrd_relapse_same_specimen``, ``mrd_specimen``, ``all_count_strict``, ``same_day_baseline`` (the
-    PR baseline of several same-day readings), ``pb_blast_consecutive`` (relapse by blood): see the
-    table's comments. Ranges: :data:`OPTION_BOUNDS`.
+    PR baseline of several same-day readings), ``pb_blast_consecutive`` (relapse by blood),
+    ``emd_window_days``, ``mrd_molecular``, ``mrd_zero_without_lloq``: see the table's comments.
+    ``antigen_forward_days`` / ``antigen_relapse_specimen``: the target antigen at relapse
+    (:func:`cartlab.response.molecular.derive_relapse_antigen`). Ranges: :data:`OPTION_BOUNDS`.
     """
 
     criteria_package = "cartlab.response"
@@ -87,11 +91,23 @@ class ResponseOptions(CriteriaOptions):
     all_count_strict: bool | None = None
     same_day_baseline: Literal["range", "lowest", "highest"] | None = None
     pb_blast_consecutive: bool | None = None
+    mrd_relapse_confirm: Literal["next_sample", "none"] | None = None  # review 41: see the table's comments
+    emd_window_days: int | float | None = None
+    mrd_molecular: Literal["name", "not_negative"] | None = None
+    mrd_zero_without_lloq: Literal["negative", "not_evaluable"] | None = None
     pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
                                             "BMBLAST before this day")
     criteria: str | None = Field(default=None, description="force one table (eln2022_aml, all_car_t) for every "
                                  "subject instead of choosing it by disease")
     infusion_evidence: Literal["dose_or_kinetics", "dose"] = Field(default="dose_or_kinetics", description=EVIDENCE_DOC)
+    antigen_forward_days: float = Field(default=7.0, description=(
+        "target antigen at relapse (relapse_antigen.csv): a TGTBLAST result up to this many calendar days after "
+        "the relapse gives the relapse's antigen status (0 = the relapse's calendar day only); the search also "
+        "stops at the first new_therapy or allo_hsct after the relapse. No source gives a window: a result "
+        "later than that is not the relapse's phenotype (review 41 F1)"))
+    antigen_relapse_specimen: Literal["BM", "any"] = Field(default="BM", description=(
+        "target antigen at relapse: 'BM' = on a day with a marrow (BM, or no specimen) and a blood result, the "
+        "marrow's decides and the blood's is named; 'any' = negative when either specimen is (review 41 F2)"))
 
     def __post_init__(self) -> None:
         for name, (low, high, what) in OPTION_BOUNDS.items():
@@ -148,7 +164,35 @@ def resolve_for_study(options: ResponseOptions, table_of: dict[str, str | None],
                 f"option response.{opt}={getattr(options, opt)!r} applies to {' and '.join(defined)} only: not used "
                 f"for {len(ids)} {standard} subject(s), whose response follows the {standard} table: {{subjects}}",
                 ids, "marrow_response.csv (column criteria)"), stacklevel=3)
+    if warn:
+        _warn_differing_defaults(options, table_of, names)
     return {t: applicable(options, t).resolved(load_raw(t, PACKAGE)) for t in names}
+
+
+def _warn_differing_defaults(options: ResponseOptions, table_of: dict[str, str | None], names: list[str]) -> None:
+    """One warning per option set here whose default differs between the criteria tables in use (e.g.
+    ``mrd_threshold``: ELN 2022 AML 0.001, ALL 0.0001): the one value replaces every table's default,
+    so the warning names each default and the subjects whose default it replaces (review 41 F8; the
+    options have no per-table key)."""
+    if len(names) < 2:
+        return
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if f.default is not None or f.name == "criteria" or value is None:
+            continue
+        have = {t: _defaults(t)[f.name] for t in names if f.name in _defaults(t)}
+        if len(have) < 2 or len({repr(v) for v in have.values()}) < 2:
+            continue
+        changed = [t for t, v in have.items() if repr(v) != repr(list(value) if isinstance(value, tuple) else value)]
+        ids = [s for s, t in table_of.items() if t in changed]
+        if not ids:
+            continue
+        shown = "; ".join(f"{load_raw(t, PACKAGE)['standard']}'s default {v!r}" for t, v in have.items())
+        warnings.warn(SubjectsWarning(
+            f"option response.{f.name}={value!r} is set once for every criteria table, whose defaults differ "
+            f"({shown}): it replaces the default for {len(ids)} subject(s) of "
+            f"{' and '.join(load_raw(t, PACKAGE)['standard'] for t in changed)}: {{subjects}}",
+            ids, "marrow_response.csv (the reason names the value used)"), stacklevel=4)
 
 
 def open_categories(table: dict[str, Any], rule_id: str) -> tuple[list[str], list[str]] | None:

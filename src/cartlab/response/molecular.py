@@ -63,7 +63,8 @@ from cartlab.errors import SubjectsWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
 
-__all__ = ["MOLECULAR_PARAMS", "MolecularOptions", "derive_antigen_loss", "derive_molecular_response"]
+__all__ = ["MOLECULAR_PARAMS", "MolecularOptions", "derive_antigen_loss", "derive_molecular_response",
+           "derive_relapse_antigen"]
 
 MOLECULAR_PARAMS = ("MOLVAF", "MOLAR", "FISHPCT", "FUSION")
 
@@ -296,6 +297,9 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
     )
     rows: list[dict] = []
     old: list[str] = []
+    pre_all: dict[tuple[str, str], list[dict]] = {}  # (subject, param) -> every result before the cut (F12)
+    for x in obs.filter(pl.col("day") < cut).iter_rows(named=True):
+        pre_all.setdefault((x["subject_id"], x["param"]), []).append(x)
     for key, part in obs.partition_by(["subject_id", "param", "analyte"], as_dict=True).items() if obs.height else []:
         sid, param, analyte = key
         recs = part.to_dicts()
@@ -329,6 +333,15 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
                          if options.same_specimen else "")
                 note = (f" (before day {cut:g} only in {', '.join(other)}: blood and marrow levels differ, "
                         "so only the same specimen is compared; option molecular.same_specimen)" if other else "")
+                # review 41 F12: a result of the param before day 0 under another analyte (or none) is named,
+                # never paired silently (it may be another marker)
+                unpaired = [x for x in pre_all.get((sid, param), []) if x.get("analyte") != analyte]
+                if unpaired:
+                    note += "; " + ", ".join(
+                        f"{param} {x.get('analyte') or 'without an analyte'} on day {x['day']:g} ({row_ref(x) or 'row not given'})"
+                        for x in unpaired) + (" not paired with it (the analytes differ: give observations.csv "
+                                              "analyte where it is missing, if it is this marker)")
+                    out["evidence"] = list(dict.fromkeys(ev + [y for y in map(row_ref, unpaired) if y]))
                 out.update(rule="molecular.no_baseline",
                            reason=f"{name} {fr.text} {at}: no value before day {cut:g}{where}, so no reduction "
                                   f"can be computed{note}")
@@ -356,7 +369,8 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
 
 _AG_SCHEMA = {
     "subject_id": pl.String, "antigen": pl.String, "pre_day": pl.Float64, "pre_pct": pl.Float64,
-    "pre_pct_censored": pl.String, "day": pl.Float64, "pct": pl.Float64, "pct_censored": pl.String, "below_cutoff": pl.Boolean, "antigen_loss": pl.Boolean,
+    "pre_pct_censored": pl.String, "day": pl.Float64, "specimen": pl.String, "pct": pl.Float64,
+    "pct_censored": pl.String, "below_cutoff": pl.Boolean, "antigen_loss": pl.Boolean,
     "with_relapse_marrow": pl.Boolean, "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
 }
 
@@ -397,21 +411,40 @@ def _spec(r: dict) -> str:
     return str(r.get("specimen") or "").strip().upper()
 
 
-def _antigen_baseline(pre: list[dict], r: dict, thr: float, same_day: str, inclusive: bool = False):
+def _antigen_baseline(pre: list[dict], r: dict, thr: float, same_day: str, inclusive: bool = False,
+                      max_days: float | None = None):
     """The pre-treatment TGTBLAST for follow-up ``r``: the last of ``r``'s specimen, else of any other
     (named); several on that day: the highest ("highest", all listed), or none settled when they
-    differ on the cut-off ("not_evaluable"). Never the file's row order. Returns (row, below cut-off
-    (None = undetermined), note for the reason, the rows used)."""
+    differ on the cut-off ("not_evaluable"). A same-specimen value older than ``max_days`` before day 0
+    (``baseline_max_days_before``) yields to a value of another specimen within that window (review 41
+    F6: a diagnosis value is not the pre-CAR-T level). Never the file's row order. Every pre-treatment
+    value not used is named. Returns (row, below cut-off (None = undetermined), note for the reason,
+    the rows used, the rows not used)."""
     mine = [x for x in pre if _spec(x) == _spec(r)]
     pool, note = mine, ""
     if not mine and pre:
         pool = pre
         note = (f"; none in {_spec(r) or 'rows without a specimen'}, so of "
                 f"{', '.join(sorted({_spec(x) or 'no specimen' for x in pre}))}")
+    if mine and max_days is not None and max(x["day"] for x in mine) < -max_days:
+        recent = [x for x in pre if _spec(x) != _spec(r) and x["day"] >= -max_days]
+        age = f"{-max(x['day'] for x in mine):g}"
+        if recent:
+            pool = recent
+            note = (f"; the last {_spec(r) or 'no-specimen'} value is {age} days before day 0, older than "
+                    f"{max_days:g} (option molecular.baseline_max_days_before), so the {_spec(recent[-1]) or 'no-specimen'}"
+                    " value within that window is used")
+        else:
+            note = (f"; the baseline is {age} days before day 0, older than {max_days:g} (option "
+                    "molecular.baseline_max_days_before): it may be a diagnosis value")
     if not pool:
-        return None, None, note, []
+        return None, None, note, [], []
     last = max(math.floor(x["day"]) for x in pool)
     tie = [x for x in pool if math.floor(x["day"]) == last]
+    unused = [x for x in pre if not any(x is y for y in tie)]
+    if unused:
+        note += "; pre-treatment values not used: " + ", ".join(
+            f"{_pct(x)} {_spec(x) or 'no specimen'} on day {x['day']:g} ({row_ref(x) or 'row not given'})" for x in unused)
 
     def key(x: dict) -> tuple[float, bool]:
         return (x["value"] if x["value"] is not None else float(x["censor_limit"]), x["value"] is not None)
@@ -424,8 +457,8 @@ def _antigen_baseline(pre: list[dict], r: dict, thr: float, same_day: str, inclu
                  + (", the highest used (option molecular.antigen_same_day=highest)" if same_day == "highest"
                     else f", option molecular.antigen_same_day={same_day}"))
     if same_day == "not_evaluable" and len(status) > 1:
-        return p, None, note, tie
-    return p, _below(p, thr, inclusive), note, tie
+        return p, None, note, tie, unused
+    return p, _below(p, thr, inclusive), note, tie, unused
 
 
 def _no_blast_days(study: Study) -> dict[tuple[str, int], str]:
@@ -533,7 +566,8 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
         for r in recs:
             if r["day"] < options.baseline_before_day:
                 continue
-            p, p_below, p_note, p_rows = _antigen_baseline(pre, r, thr, options.antigen_same_day, inclusive)
+            p, p_below, p_note, p_rows, p_unused = _antigen_baseline(pre, r, thr, options.antigen_same_day, inclusive,
+                                                                     options.baseline_max_days_before)
             below = _below(r, thr, inclusive)
             what = f"{ag} on {_pct(r)} of blasts on day {r['day']:g} ({_spec(r) or 'specimen not given'})"
             if p is not None:
@@ -584,7 +618,10 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
                         "marrow is unknown")
             else:
                 rel, shown = marrow
-                if rel:
+                if rel and _spec(r) not in ("BM", ""):  # review 41 F2: a blood result says nothing of the marrow's
+                    why += (f"; marrow blasts {shown} the same day (>= {_RELAPSE_BLASTS:g}%); this result is on "
+                            f"{_spec(r)} blasts, not the marrow's (relapse_antigen.csv reads the marrow's first)")
+                elif rel:
                     kind = ("antigen-negative/low" if lost else "antigen-low" if below
                             else "antigen level undetermined" if below is None else "antigen-positive")
                     # >= 5% blasts is a relapse only after a remission (ELN 2022); before one it is
@@ -598,12 +635,131 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
                 "subject_id": sid, "antigen": antigen, "pre_day": None if p is None else p["day"],
                 "pre_pct": None if p is None else p["value"],
                 "pre_pct_censored": None if p is None or p["value"] is not None else _pct(p)[:-1],
-                "day": r["day"], "pct": r["value"], "pct_censored": None if r["value"] is not None else _pct(r)[:-1],
+                "day": r["day"], "specimen": _spec(r) or None, "pct": r["value"], "pct_censored": None if r["value"] is not None else _pct(r)[:-1],
                 "below_cutoff": below, "antigen_loss": lost, "with_relapse_marrow": rel, "rule": rule,
                 "reason": f"{what}: {why}",
-                "evidence": list(dict.fromkeys(x for x in [row_ref(r), *map(row_ref, p_rows)] if x)),
+                "evidence": list(dict.fromkeys(x for x in [row_ref(r), *map(row_ref, p_rows), *map(row_ref, p_unused)]
+                                               if x)),
             })
     return pl.DataFrame(rows, schema=_AG_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_AG_SCHEMA)
+
+
+_RA_SCHEMA = {
+    "subject_id": pl.String, "episode": pl.Int64, "relapse_day": pl.Float64, "antigen": pl.String,
+    "status": pl.String, "antigen_day": pl.Float64, "specimen": pl.String, "antigen_rule": pl.String,
+    "label": pl.String, "reason": pl.String, "evidence": EVIDENCE,
+}
+#: the end events of the forward search (BestResponseOptions.end_events' defaults)
+_RA_END_EVENTS = ("new_therapy", "allo_hsct")
+
+
+def _ag_pct(r: dict) -> str:
+    """An antigen_loss.csv row's result as written: "60%" or the censored "<1%"."""
+    return f"{r['pct']:g}%" if r.get("pct") is not None else f"{r.get('pct_censored') or '?'}%"
+
+
+def _ra_status(rows: list[dict]) -> str:
+    """The antigen status of one specimen's results of a day (antigen_loss.csv rows): negative when one
+    is a documented loss, low when one is below the cut-off without one, retained when one is above
+    it, else not assessed (no blasts, or a bound that settles nothing)."""
+    if any(r.get("antigen_loss") is True for r in rows):
+        return "negative"
+    if any(r.get("below_cutoff") is True for r in rows):
+        return "low"
+    if any(r.get("below_cutoff") is False for r in rows):
+        return "retained"
+    return "not assessed"
+
+
+def derive_relapse_antigen(study: Study, relapses: pl.DataFrame, antigen: pl.DataFrame,
+                           options=None, molecular: MolecularOptions | None = None) -> pl.DataFrame:
+    """The target antigen at each relapse (one row per relapse episode and antigen; review 41 F1/F2):
+    the first calendar day from the relapse's day to ``antigen_forward_days`` after it (option of
+    :class:`~cartlab.response.marrow_options.ResponseOptions`, default 7) with a TGTBLAST result
+    (``antigen``: :func:`derive_antigen_loss`), stopping before the first ``new_therapy`` / ``allo_hsct``
+    after the relapse's day and before the subject's next response episode. A later result is not the
+    relapse's phenotype (research note cd7_trials.md §3.4 asks for the phenotype *at relapse*; "missing
+    is not negative"). On that day the marrow's result (BM, or no specimen) decides and a blood result is
+    named (option ``antigen_relapse_specimen`` "BM"); "any" = negative when either specimen is.
+    ``status``: negative (a documented loss, ``antigen.loss``), low (at or below the cut-off without a
+    documented loss), retained, not assessed. ``label``: the swimmer's text, with the result's day."""
+    from cartlab.response.marrow_options import ResponseOptions
+
+    options = options or ResponseOptions()
+    molecular = molecular or MolecularOptions()
+    fwd, how = float(options.antigen_forward_days), options.antigen_relapse_specimen
+    cut = ("<" if molecular.antigen_positive_inclusive else "≤") + f"{molecular.antigen_negative_below_pct:g}%"
+    ends: dict[str, list[tuple[float, str]]] = {}
+    for e in study.events.filter(pl.col("event").is_in(list(_RA_END_EVENTS)) & pl.col("day").is_not_null()
+                                 ).sort("day").iter_rows(named=True):
+        ends.setdefault(e["subject_id"], []).append((float(e["day"]), f"{e['event']} on day {e['day']:g}"
+                                                     + (f" ({row_ref(e)})" if row_ref(e) else "")))
+    ag = antigen.filter(pl.col("day").is_not_null()).sort("subject_id", "day").to_dicts() if antigen.height else []
+    by_sid: dict[str, list[dict]] = {}
+    for r in ag:
+        by_sid.setdefault(r["subject_id"], []).append(r)
+    relapses = relapses.with_columns(*[pl.lit(None, dtype=t).alias(c) for c, t in (("episode", pl.Int64),
+                                       ("response_day", pl.Float64)) if c not in relapses.columns])
+    eps = relapses.filter(pl.col("relapse_day").is_not_null()).sort("subject_id", "episode", "relapse_day").to_dicts()
+    resp = {}
+    for r in relapses.iter_rows(named=True):
+        if r.get("response_day") is not None:
+            resp.setdefault(r["subject_id"], []).append(float(r["response_day"]))
+    out = []
+    for e in eps:
+        sid, day0 = e["subject_id"], math.floor(e["relapse_day"])
+        stop, why_stop = day0 + fwd, f"{fwd:g} days after it, option response.antigen_forward_days"
+        for d, text in ends.get(sid, []):
+            if math.floor(d) > day0 and math.floor(d) <= stop:  # a result on the end event's day is after it
+                stop, why_stop = math.floor(d) - 1, f"the day before {text}: new therapy or HSCT ends the search"
+                break
+        nxt = [d for d in resp.get(sid, []) if math.floor(d) > day0]
+        if nxt and math.floor(min(nxt)) <= stop:
+            stop, why_stop = math.floor(min(nxt)) - 1, f"the day before the next response on day {min(nxt):g}"
+        window = [r for r in by_sid.get(sid, []) if day0 <= math.floor(r["day"]) <= stop]
+        base = {"subject_id": sid, "episode": e.get("episode"), "relapse_day": e["relapse_day"]}
+        span = f"from day {day0:g} to {stop:g} ({why_stop})"
+        if not window:
+            later = [r for r in by_sid.get(sid, []) if math.floor(r["day"]) > stop]
+            out.append({**base, "antigen": None, "status": "not assessed", "antigen_day": None, "specimen": None,
+                        "antigen_rule": None, "label": "relapse, antigen not assessed",
+                        "reason": f"relapse on day {e['relapse_day']:g}: no target-antigen (TGTBLAST) result {span}"
+                                  + (f"; a later result (day {later[0]['day']:g}) is not this relapse's phenotype"
+                                     if later else ""),
+                        "evidence": []})
+            continue
+        for antigen_name in dict.fromkeys(r["antigen"] for r in window):
+            mine = [r for r in window if r["antigen"] == antigen_name]
+            first = min(math.floor(r["day"]) for r in mine)
+            day_rows = [r for r in mine if math.floor(r["day"]) == first]
+            bm = [r for r in day_rows if _spec(r) in ("BM", "")]
+            other = [r for r in day_rows if _spec(r) not in ("BM", "")]
+            used, named = (bm, other) if how == "BM" and bm else (day_rows, [])
+            status = _ra_status(used)
+            spec = "/".join(sorted({_spec(r) for r in used if _spec(r)}))  # empty: not given (read as marrow)
+            name = antigen_name or "target"
+            when = f"{name} on day {first:g}{', ' + spec if spec else ''}"
+            note = ""
+            if named:
+                shown = {"negative": f"{cut}, a loss", "low": f"{cut}", "retained": "retained",
+                         "not assessed": "not assessable"}[_ra_status(named)]
+                note = f"; {'/'.join(sorted({_spec(r) for r in named}))} {shown}"
+            label = {"negative": f"{name}-low/negative relapse ({cut}; {when}{note})",
+                     "low": f"relapse, {name} low ({cut}: low before treatment or no pre-treatment value, not a "
+                            f"documented loss; {when}{note})",
+                     "retained": f"relapse, {name} retained ({when}{note})",
+                     "not assessed": f"relapse, {name} not assessable ({when}{note})"}[status]
+            reason = (f"relapse on day {e['relapse_day']:g}: the first {name} result {span} is on day {first:g}: "
+                      + "; ".join(f"{_ag_pct(r)} {_spec(r) or 'no specimen'} ({r.get('rule') or 'rule not given'})" for r in day_rows)
+                      + (f": the marrow's decides (option response.antigen_relapse_specimen=BM), "
+                         f"the {'/'.join(sorted({_spec(r) for r in named}))} result is named" if named else
+                         " (option response.antigen_relapse_specimen=any: negative when either is)" if how == "any"
+                         and len({_spec(r) for r in day_rows}) > 1 else ""))
+            out.append({**base, "antigen": antigen_name, "status": status, "antigen_day": float(first),
+                        "specimen": spec or None, "antigen_rule": "; ".join(dict.fromkeys(r["rule"] for r in used if r.get("rule"))) or None,
+                        "label": label, "reason": reason,
+                        "evidence": list(dict.fromkeys(x for r in day_rows for x in (r.get("evidence") or [])))})
+    return pl.DataFrame(out, schema=_RA_SCHEMA, orient="row") if out else pl.DataFrame(schema=_RA_SCHEMA)
 
 
 #: the 0.2 names of the engines (derive_* since 0.3) still import, with a DeprecationWarning

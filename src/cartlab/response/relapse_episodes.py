@@ -59,6 +59,9 @@ def _relapse_rule(a: pl.DataFrame, names: list[str | None], resolved: dict[str, 
 _RELAPSE_SCHEMA = {
     "subject_id": pl.String, "episode": pl.Int64, "response_day": pl.Float64, "response_category": pl.String,
     "relapse_day": pl.Float64, "relapse_rule": pl.String, "relapse_reason": pl.String,
+    # review 41 F2: the first marrow after the response (before the relapse) that could be a relapse
+    # for want of an input (NE, could_be relapse): ADTTE censors at the last assessment before it
+    "relapse_possible_day": pl.Float64, "relapse_possible_reason": pl.String, "relapse_possible_evidence": EVIDENCE,
     "mrd_relapse_day": pl.Float64, "mrd_relapse_rule": pl.String, "mrd_relapse_reason": pl.String,
     "evidence": EVIDENCE,
 }
@@ -170,8 +173,15 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
     day is undetermined, as the marrow's MRD status; a positive among them is only a possible MRD
     relapse (rule ``response.mrd_relapse_possible``, no day), both rows named. Returns (day, rule,
     reason, evidence); the reason names every result that could not be compared or whose bound does
-    not settle the threshold. The research note's confirmation on a second consecutive sample ([M]
-    there, unverified) is not applied: the first positive sample dates it."""
+    not settle the threshold. Confirmation (option ``mrd_relapse_confirm``, review 41 molecular F3):
+    "next_sample" (default; research note §4.1 "confirm on a second consecutive sample", ELN 2022's
+    wording as recalled, unverified) = the next calendar day with an MRDFCM of the compared specimen
+    must be positive too - or, with no such sample before it, the episode's hematologic relapse
+    confirms it; the relapse is dated on the first positive sample; a positive sample whose
+    next sample is negative is named and not counted; one with no later sample yet, or whose next
+    sample does not settle the threshold, is a possible MRD relapse (rule
+    ``response.mrd_relapse_possible``, no day) naming it. "none" = the first positive sample dates it
+    (the behaviour before session 41)."""
     neg = next((r for r in recs if r["mrd_negative"] is True and r["category"] in MRD_REMISSION
                 and r["day"] >= start and (stop is None or r["day"] < stop)), None)
     if neg is None or sd is None:
@@ -198,29 +208,68 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
         tail += ("; " + ", ".join(f"MRDFCM {_shown_mrd(x)} on day {x['day']:g}" for x in ended)
                  + f" not used: on or after the hematologic relapse on day {stop:g}, which ends the episode")
     above = ">" if inclusive else ">="
+    confirm = str(opts.get("mrd_relapse_confirm") or "next_sample") == "next_sample"
+    groups: list[tuple[list[dict], list[bool | None], list[str], list[str]]] = []
     for _, group in sorted(days.items()):
-        for x in [x for x in group if same and _specimen(x) != spec]:
-            notes.append(f"MRDFCM {_shown_mrd(x)} on day {x['day']:g} not compared: another specimen than the "
-                         "MRD-negative marrow's (option mrd_relapse_same_specimen)")
-            refs += [z for z in [row_ref(x)] if z]  # every row the reason names is in the evidence
+        other = [x for x in group if same and _specimen(x) != spec]
+        o_notes = [f"MRDFCM {_shown_mrd(x)} on day {x['day']:g} not compared: another specimen than the "
+                   "MRD-negative marrow's (option mrd_relapse_same_specimen)" for x in other]
+        o_refs = [z for z in map(row_ref, other) if z]  # every row the reason names is in the evidence
         group = [x for x in group if not (same and _specimen(x) != spec)]
+        groups.append((group, [_mrd(x, opts)[1] for x in group], o_notes, o_refs))
+
+    def shown(g: list[dict]) -> str:
+        return ", ".join(_shown_mrd(y) for y in g) + f" on day {g[0]['day']:g}"
+
+    compared = [i for i, g in enumerate(groups) if g[0]]
+    nspec = f"{spec} " if same else ""  # the compared specimen (any, without mrd_relapse_same_specimen)
+    for i, (group, status, o_notes, o_refs) in enumerate(groups):
+        notes += o_notes
+        refs += o_refs
         if not group:
             continue
-        status = [_mrd(x, opts)[1] for x in group]
         pos = [x for x, st in zip(group, status) if st is False]
         if pos and len(set(status)) == 1:
             x = max(pos, key=lambda r: r["value"] if r["value"] is not None else float(r["censor_limit"] or 0))
-            refs = [z for z in map(row_ref, pos) if z] + refs
+            pos_refs = [z for z in map(row_ref, pos) if z]
             why = (f"{head}; MRDFCM {', '.join(_shown_mrd(y) for y in pos)} on day {x['day']:g} {above} {thr:g}: "
                    "positive (conversion to MRD positivity)")
+            if confirm:  # the next sample of the compared specimen must be positive too
+                nxt = next((groups[j] for j in compared if j > i), None)
+                opt_txt = "(option mrd_relapse_confirm='next_sample')"
+                if nxt is None and stop is not None:  # the episode's hematologic relapse confirms it
+                    why += (f"; confirmed by the hematologic relapse on day {stop:g}, with no {nspec}MRDFCM "
+                            f"between {opt_txt}")
+                elif nxt is None:
+                    if possible is None:
+                        possible = (x["day"], (f"possible MRD relapse: MRDFCM {shown(pos)} {above} {thr:g} not yet "
+                                               f"confirmed: no later {nspec}MRDFCM {opt_txt}"), pos_refs)
+                    continue
+            if confirm and nxt is not None:
+                n_group, n_status = nxt[0], nxt[1]
+                n_refs = [z for z in map(row_ref, n_group) if z]
+                if all(st is True for st in n_status):
+                    notes.append(f"MRDFCM {shown(pos)} {above} {thr:g} not confirmed: the next {nspec}MRDFCM, "
+                                 f"{shown(n_group)}, is negative {opt_txt}")
+                    refs += pos_refs + n_refs
+                    continue
+                if not all(st is False for st in n_status):
+                    if possible is None:
+                        possible = (x["day"], (f"possible MRD relapse: MRDFCM {shown(pos)} {above} {thr:g} not "
+                                               f"confirmed: the next {nspec}MRDFCM, {shown(n_group)}, does not "
+                                               f"settle the MRD status {opt_txt}"), pos_refs + n_refs)
+                    continue
+                why += f"; confirmed by the next {nspec}MRDFCM, {shown(n_group)}, positive {opt_txt}"
+                pos_refs += n_refs
+            refs = pos_refs + refs
             if possible is not None:
                 why += f"; earlier {possible[1]}"
                 refs = refs + possible[2]
             return x["day"], MRD_RELAPSE_RULE, why + ("; " + "; ".join(notes) if notes else ""), refs
         if pos and possible is None:  # the day's results disagree: the MRD status of the day is undetermined
-            shown = ", ".join(_shown_mrd(y) for y in group)
+            shown_all = ", ".join(_shown_mrd(y) for y in group)
             possible = (group[0]["day"], f"possible MRD relapse on day {math.floor(group[0]['day']):g}: the "
-                        f"MRDFCM of that day disagree on the MRD status ({shown}; no time orders them): MRD status "
+                        f"MRDFCM of that day disagree on the MRD status ({shown_all}; no time orders them): MRD status "
                         "undetermined, as at the marrow, so not dated", [z for z in map(row_ref, group) if z])
             continue
         for x, st in zip(group, status):
@@ -283,9 +332,11 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
             # a marrow whose blasts are only a bound that does not settle ">= 5%" (NE, could be relapse)
             open_ = [r for r in recs if r["day"] > start["day"] and (best is None or r["day"] < best[0])
                      and "relapse" in (r.get("could_be") or [])]
+            possible = None
             if open_:
-                why += (f"; the marrow on day {open_[0]['day']:g} could be a relapse (undetermined: "
-                        f"{', '.join(open_[0].get('missing_inputs') or ['an input'])} not settled)")
+                possible = (f"the marrow on day {open_[0]['day']:g} could be a relapse (undetermined: "
+                            f"{', '.join(open_[0].get('missing_inputs') or ['an input'])} not settled)")
+                why += "; " + possible
             if notes:
                 why += "; " + "; ".join(n[1] for n in notes)
             rows.append({
@@ -293,8 +344,11 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
                 "response_category": start["category"],
                 "relapse_day": None if best is None else best[0], "relapse_rule": None if best is None else best[1],
                 "relapse_reason": why,
+                "relapse_possible_day": open_[0]["day"] if open_ else None, "relapse_possible_reason": possible,
+                "relapse_possible_evidence": list(open_[0].get("evidence") or []) if open_ else [],
                 "mrd_relapse_day": mrd_day, "mrd_relapse_rule": mrd_rule, "mrd_relapse_reason": mrd_reason,
-                "evidence": list(dict.fromkeys((best[3] if best else []) + [n[2] for n in notes if n[2]] + mrd_ev)),
+                "evidence": list(dict.fromkeys((best[3] if best else []) + [n[2] for n in notes if n[2]] + mrd_ev
+                                               + (list(open_[0].get("evidence") or []) if open_ else []))),
             })
             # the next episode's response comes after the relapse (and after this response: a relapse
             # event on the response's own day must not restart the same episode)
