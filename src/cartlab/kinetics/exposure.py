@@ -61,7 +61,7 @@ from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions
 from cartlab.errors import DEBUG_NAMES, names_subjects, subject_ids_in_warnings
 
-__all__ = ["OUTCOMES", "derive_exposure_response", "derive_exposure_response_frame", "left_out_message",
+__all__ = ["OUTCOMES", "crs_at_least", "derive_exposure_response", "derive_exposure_response_frame", "left_out_message",
            "plot_exposure_response", "subject_ids_in_warnings"]
 
 def left_out_message(left_out: dict[str, list[str]]) -> str:
@@ -91,12 +91,16 @@ def _orr_categories() -> list[str]:
     return list(BestResponseOptions().orr_categories)
 
 
-def _crs_at_least(t: int) -> tuple[pl.Expr, pl.Expr]:
+def crs_at_least(t: int) -> tuple[pl.Expr, pl.Expr]:
     """ASTCT CRS grade >= ``t``, known only when the grade range settles it: the grade itself (the
     lowest possible) reaches ``t``, or its maximum ``crs_grade_astct_max`` (an input missing; absent =
     the grade) stays below ``t``. A grade 2 that could be 3 is not "no grade >= 3". With events.csv
     not given the lowest possible is ``crs_grade_astct_min`` (a fever that could be an infection's):
-    a grade 3 whose minimum is 1 is not "grade >= 3" either."""
+    a grade 3 whose minimum is 1 is not "grade >= 3" either.
+
+    Returns ``(flag, known)`` over ``crs_grade_astct``, ``crs_grade_astct_min`` and
+    ``crs_grade_astct_max`` (all three columns must exist; null = not given). The report's exposure
+    view uses the same expressions (review41_diff2 F3)."""
     lo = pl.coalesce(pl.col("crs_grade_astct_min"), pl.col("crs_grade_astct"))
     hi = pl.coalesce(pl.col("crs_grade_astct_max"), lo)
     return lo >= t, lo.is_not_null() & ((lo >= t) | (hi < t))
@@ -109,8 +113,8 @@ OUTCOMES = {
     "responder": (pl.col("best_response").is_in(_orr_categories()),
                   pl.col("best_response").is_not_null()
                   & ~pl.col("best_response").cast(pl.String).str.strip_chars().str.to_uppercase().is_in(_NO_RESPONSE)),
-    "crs_grade_ge3": _crs_at_least(3),
-    "crs_any": _crs_at_least(1),
+    "crs_grade_ge3": crs_at_least(3),
+    "crs_any": crs_at_least(1),
 }
 
 

@@ -453,17 +453,18 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
     else:
         pts = pts.with_columns(pl.lit(None, pl.String).alias("best_response"), pl.lit("not assessed").alias("response"),
                                pl.lit(None, pl.Boolean).alias("responder"))
-    hi_col = [pl.col("crs_grade_astct_max").alias("crs_grade_max")] if crs is not None and \
-        "crs_grade_astct_max" in crs.columns else [pl.col("crs_grade_astct").alias("crs_grade_max")]
+    from cartlab.kinetics.exposure import crs_at_least
+
+    # grade >= 3 only where the grade range settles it, read as exposure_response.csv reads it (review41_diff2
+    # F3): a 2-3 (an input missing) or a 1-3 (events.csv not given, crs_grade_astct_min) is unknown, not "no"
+    grade_cols = ("crs_grade_astct", "crs_grade_astct_min", "crs_grade_astct_max")
     if crs is not None:
-        pts = pts.join(crs.select("subject_id", pl.col("crs_grade_astct").alias("crs_grade"), *hi_col),
+        pts = pts.join(crs.select("subject_id", *[c for c in grade_cols if c in crs.columns]),
                        on="subject_id", how="left")
-    else:
-        pts = pts.with_columns(pl.lit(None, pl.Int64).alias("crs_grade"), pl.lit(None, pl.Int64).alias("crs_grade_max"))
-    # grade >= 3 only where the grade range settles it (2-3: unknown, not "no")
-    hi = pl.coalesce(pl.col("crs_grade_max"), pl.col("crs_grade"))
-    pts = pts.with_columns(pl.when(pl.col("crs_grade") >= 3).then(True).when(hi < 3).then(False)
-                           .otherwise(None).alias("crs_ge3"))
+    pts = pts.with_columns(pl.lit(None, pl.Int64).alias(c) for c in grade_cols if c not in pts.columns)
+    ge3, known = crs_at_least(3)
+    pts = pts.with_columns(pl.col("crs_grade_astct").alias("crs_grade"),
+                           pl.when(known).then(ge3).otherwise(None).alias("crs_ge3"))
     if ids is None:
         stats = require(analysis, "exposure_response", view)
     elif best is not None and crs is not None:
@@ -477,7 +478,7 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
                                                                   *[c for c in ("responder",) if c in best.columns]),
                                                       on="subject_id", how="left")
                                          .join(crs.select("subject_id", "crs_grade_astct",
-                                                          *[c for c in ("crs_grade_astct_max",) if c in crs.columns]),
+                                                          *[c for c in grade_cols[1:] if c in crs.columns]),
                                                on="subject_id", how="left"), min_epv=epv)
     else:
         stats = pl.DataFrame()

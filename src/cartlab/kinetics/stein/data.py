@@ -15,15 +15,25 @@ import polars as pl
 from cartlab._days import day_text
 from cartlab.errors import InputError
 from cartlab.kinetics.agents import car_t_infusions
+from cartlab.kinetics.car import CarKineticsOptions
 from cartlab.kinetics.stein.curve import Dosing
 from cartlab.kinetics.stein.params import BLQ_METHODS, DOSE_HANDLINGS, MISSING_DOSES, NO_INFUSION
 
-__all__ = ["PEAK_COLUMNS", "observed_peaks", "FIRST_DOSE_NOTE"]
+__all__ = ["PEAK_COLUMNS", "observed_peaks", "FIRST_DOSE_NOTE", "SPLIT_DOSE_GAP_DAYS", "SPLIT_DOSE_NOTE"]
 
 #: the dosing_note of a subject with several infusions under dose_handling='first' contains this
 #: (review 41 F5: Stein 2019 had one infusion per patient; applying the model across a re-infusion is
 #: an assumption, stated per subject and warned about by the command)
 FIRST_DOSE_NOTE = "dose_handling='first' counts time from the first and treats them as one dose"
+
+#: an infusion more than this many days after the previous one is a re-infusion (FIRST_DOSE_NOTE, warned
+#: about); closer ones are the fractions of one split dose: the NCA's gap (kinetics.split_dose_gap_days,
+#: rule car_kinetics.profile_end), so that both engines read a subject's infusions alike
+SPLIT_DOSE_GAP_DAYS: float = CarKineticsOptions.split_dose_gap_days
+
+#: the dosing_note of a subject whose infusions are all within SPLIT_DOSE_GAP_DAYS of the previous one
+SPLIT_DOSE_NOTE = (f"fractions of one split dose (each within {SPLIT_DOSE_GAP_DAYS:g} days of the previous, "
+                   "kinetics.split_dose_gap_days): one dose at the first (dose_handling='first')")
 
 
 @dataclass
@@ -317,12 +327,18 @@ def _prepare(
             arr[:] = np.where(np.isfinite(v), v, np.inf)
     dose_t = dose_w = None
     if dose_handling == "first" and dose_df is not None and dose_df.height:
-        # several infusions read as one dose at the first: said per subject (review 41 F5)
+        # several infusions read as one dose at the first: said per subject (review 41 F5). Only an infusion
+        # more than SPLIT_DOSE_GAP_DAYS after the previous one (a re-infusion, as the NCA's profile_end reads
+        # it) gets FIRST_DOSE_NOTE, which the command warns about; the fractions of a split dose (days 0, 2)
+        # are one dose as intended, noted without it (review41_diff2 F11)
         g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time")
         for sid, times in g.iter_rows():
             if sid in pos and len(times) > 1:
                 days = ", ".join(day_text(x) for x in times)
-                note = f"{len(times)} infusions (days {days} from the first); {FIRST_DOSE_NOTE}"
+                if any(b - a > SPLIT_DOSE_GAP_DAYS for a, b in zip(times, times[1:])):
+                    note = f"{len(times)} infusions (days {days} from the first); {FIRST_DOSE_NOTE}"
+                else:
+                    note = f"{len(times)} infusions (days {days} from the first); {SPLIT_DOSE_NOTE}"
                 notes[sid] = "; ".join(x for x in (notes.get(sid), note) if x)
     if dose_handling == "superpose" and dose_df is not None and dose_df.height:
         g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time", "dose", "_row")

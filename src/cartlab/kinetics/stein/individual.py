@@ -32,10 +32,12 @@ from cartlab.kinetics.stein.plots import fits_figure
 __all__ = ["RSE_LIMIT_PCT", "SE_DF_CORRECTIONS", "SteinModel"]
 
 #: Standard errors of a maximum-likelihood fit with sigma estimated (review 41 F6): ``"residual"``
-#: (default) scales the inverse-Hessian covariance by n/(n - p) (n quantifiable samples, p free
-#: structural parameters: the ML residual variance RSS/n becomes the unbiased RSS/(n - p), as nonlinear
-#: least squares -- R nls, scipy curve_fit(absolute_sigma=False) -- report it) and takes the 95% CIs
-#: from t(n - p) quantiles; ``"none"``: the ML covariance and z = 1.96 (cartlab before 41). With sigma
+#: (default) scales the inverse-Hessian covariance of the structural parameters by n/(n - p) (n
+#: quantifiable samples, p free structural parameters: the ML residual variance RSS/n becomes the
+#: unbiased RSS/(n - p), as nonlinear least squares -- R nls, scipy curve_fit(absolute_sigma=False) --
+#: report it) and takes their 95% CIs from t(n - p) quantiles. The reported sigma stays the ML
+#: sqrt(RSS/n), with its ML SE and a 1.96 CI (nls and curve_fit define no SE for sigma; review41_diff2
+#: F10); ``iwres`` divides by that ML sigma. ``"none"``: the ML covariance and z = 1.96 (cartlab before 41). With sigma
 #: held (fixed or the prior's) or under a prior (MAP) the residual scale is not estimated from the
 #: residuals alone and no correction applies.
 SE_DF_CORRECTIONS: tuple[str, ...] = ("residual", "none")
@@ -165,7 +167,8 @@ class SteinModel(_SteinFitter):
         ``None`` (default): the prior's (``STEIN_2019``: 1.2 / 1.0) when a ``prior`` is given, so that
         the prior's typical curve is Stein's, else 1 (no effect); ``comedication_rule_`` says which.
     se_df_correction: ``"residual"`` (default) or ``"none"``: see :data:`SE_DF_CORRECTIONS` (maximum-
-        likelihood fits with sigma estimated: covariance x n/(n - p), CIs from t(n - p)).
+        likelihood fits with sigma estimated: the structural parameters' covariance x n/(n - p), CIs
+        from t(n - p); sigma itself, its SE and CI stay the ML ones).
     param: the observation parameter of a Study (``CARCOPY``).
     missing_dose: ``"superpose"`` with an unknown infusion dose: ``"error"`` (default, naming the
         row), ``"equal"`` or ``"first"`` (:data:`~cartlab.kinetics.stein.params.MISSING_DOSES`).
@@ -491,9 +494,13 @@ class SteinModel(_SteinFitter):
             msg += f"; an estimate is at its bound ({', '.join(near)})"
         df_resid = None
         if cov is not None and self.se_df_correction == "residual" and est_sigma and prior is None:
-            # ML residual variance RSS/n -> RSS/(n - p) (review 41 F6; SE_DF_CORRECTIONS); n_q > p + 1 here
+            # ML residual variance RSS/n -> RSS/(n - p) (review 41 F6; SE_DF_CORRECTIONS); n_q > p + 1 here.
+            # The structural block only: sigma's own SE stays the ML one, as the reported sigma is the ML
+            # sqrt(RSS/n) (review41_diff2 F10); D cov D keeps the matrix positive definite.
             df_resid = n_q - k
-            cov = cov * (n_q / df_resid)
+            dscale = np.ones(x.size)
+            dscale[:k] = math.sqrt(n_q / df_resid)
+            cov = cov * np.outer(dscale, dscale)
         unid: list[str] = []
         if prior is None:
             why, unid = self._not_identified(d, q, vals, names, cov)
@@ -548,7 +555,8 @@ class SteinModel(_SteinFitter):
     def summary(self) -> pl.DataFrame:
         """One row per subject and parameter: estimate, SE (delta method), RSE%, 95% CI (from the
         log scale; for ``fb``, a fraction, from the logit scale; t(n - p) quantiles under
-        ``se_df_correction='residual'`` when sigma is estimated without a prior, else 1.96),
+        ``se_df_correction='residual'`` when sigma is estimated without a prior, else 1.96; the
+        ``sigma`` row is the ML sigma sqrt(RSS/n) with its ML SE and a 1.96 CI, never df-corrected),
         ``fixed``, ``converged``; ``iiv`` is null (no population). A subject that was not fitted has
         null estimates."""
         self._fitted()
@@ -561,7 +569,7 @@ class SteinModel(_SteinFitter):
                 v = f.sigma if p == "sigma" else f.values[p]
                 if p in names:
                     s = float(se_log[names.index(p)])
-                    lo, hi = _ci(p, v, s, z)
+                    lo, hi = _ci(p, v, s, 1.96 if p == "sigma" else z)  # sigma: ML (review41_diff2 F10)
                     rows.append((f.subject_id, p, v, v * s, 100 * s, lo, hi, False, f.converged))
                 else:
                     rows.append((f.subject_id, p, v, None, None, None, None, True, f.converged))
