@@ -138,7 +138,13 @@ from cartlab.kinetics.stein.curve import (
     stein_log_curve,
     stein_peak,
 )
-from cartlab.kinetics.stein.data import FIRST_DOSE_NOTE, PEAK_COLUMNS, observed_peaks
+from cartlab.kinetics.stein.data import (
+    FIRST_DOSE_NOTE,
+    PEAK_COLUMNS,
+    SPLIT_DOSE_GAP_DAYS,
+    SPLIT_DOSE_NOTE,
+    observed_peaks,
+)
 from cartlab.kinetics.stein.individual import RSE_LIMIT_PCT, SE_DF_CORRECTIONS, SteinModel
 from cartlab.kinetics.stein.params import (
     BLQ_METHODS,
@@ -167,6 +173,8 @@ __all__ = [
     "PEAK_COLUMNS",
     "RSE_LIMIT_PCT",
     "SE_DF_CORRECTIONS",
+    "SPLIT_DOSE_GAP_DAYS",
+    "SPLIT_DOSE_NOTE",
     "STEIN_2019",
     "Dosing",
     "PopulationParams",
