@@ -53,7 +53,8 @@ def _adtte(study, **opts):
         rel = derive_relapse(study, a)
         resp = a.select("subject_id", pl.col("category").alias("best_response"),
                         pl.col("day").alias("best_response_day"), "evidence", "could_be", "missing_inputs")
-        out = derive_adtte(study, EndpointOptions(**opts), responses=resp, relapses=rel)
+        source = opts.pop("landmark_source", None)  # derived by the analysis, not an option (review 41 diff1 F8)
+        out = derive_adtte(study, EndpointOptions(**opts), responses=resp, relapses=rel, landmark_source=source)
     return out, rel, [str(x.message) for x in w]
 
 
@@ -155,14 +156,19 @@ def test_f3_efs_landmark_follows_best_response_landmark():
     from cartlab.response.best import BestResponseOptions
 
     # one protocol landmark (ELN 2022 Table 9: treatment failure "by a pre-defined landmark"): set only on
-    # best_response, EFS takes it and the resolved options say where it came from
+    # best_response, EFS takes it (and judges evaluability by it, review 41 diff1 F1); where it came from is
+    # derived (landmark_inherited), not an option (review 41 diff1 F8)
+    from cartlab.response.endpoint_options import landmark_inherited
+
     o = AnalysisOptions(best_response=BestResponseOptions(landmark_day=28))
     e = o.endpoint_options()
-    assert (e.efs_landmark_day, e.efs_landmark_source) == (28.0, "best_response.landmark_day")
-    # an explicit endpoints.efs_landmark_day overrides it
+    assert (e.efs_landmark_day, e.efs_evaluable_by) == (28.0, "landmark")
+    assert landmark_inherited(o.endpoints, o.best_response_options())
+    # an explicit endpoints.efs_landmark_day overrides it (evaluability as set: default any time)
     o = AnalysisOptions(best_response=BestResponseOptions(landmark_day=28),
                         endpoints=EndpointOptions(efs_landmark_day=30))
-    assert (o.endpoint_options().efs_landmark_day, o.endpoint_options().efs_landmark_source) == (30, "efs_landmark_day")
+    assert (o.endpoint_options().efs_landmark_day, o.endpoint_options().efs_evaluable_by) == (30, "any_time")
+    assert not landmark_inherited(o.endpoints, o.best_response_options())
 
 
 def test_f3_landmark_from_best_response_makes_a_late_cr_a_treatment_failure(tmp_path):
@@ -172,7 +178,7 @@ def test_f3_landmark_from_best_response_makes_a_late_cr_a_treatment_failure(tmp_
     obs = (_marrow("L1", -7, 40, pb=5, anc=0.3, plt=20) + _marrow("L1", 28, 30, pb=5, anc=0.3, plt=20)
            + _marrow("L1", 60, 1))
     study = _folder(tmp_path, [("L1", 120)], obs)
-    t, _, _ = _adtte(study, efs_landmark_day=28, efs_landmark_source="best_response.landmark_day")
+    t, _, _ = _adtte(study, efs_landmark_day=28, landmark_source="best_response.landmark_day")
     r = _row(t, "L1", "EFS")
     assert (r["AVAL"], r["CNSR"], r["rule"]) == (0.0, 0, "efs.treatment_failure")
     assert "best_response.landmark_day" in r["reason"]

@@ -151,7 +151,9 @@ def test_b9_survival_and_swimmer_captions_name_events_csv_and_the_not_infused(t_
     views = {v.key: v for v in view_specs(t_study.analysis, None, NoDraw())}
     for key in ("survival", "swimmer"):
         cap = views[key].caption
-        assert "events.csv not given: no death, relapse, HSCT or new therapy is known, so none is counted" in cap
+        # review 41 diff1 F7: relapses from the marrows are still counted, so "no relapse known" was false
+        assert "events.csv not given: no death, HSCT or new therapy is known, so none is counted" in cap
+        assert "relapses come only from the marrows" in cap and "no death, relapse" not in cap
         assert "Not infused (no CAR-T dose in doses.csv" in cap and "endpoints.population=infused): B" in cap
 
 

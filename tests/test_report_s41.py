@@ -260,12 +260,13 @@ def _svg(fig) -> str:
 def test_f6_no_events_file_band_and_arrow_legend(n_study, s41):
     """docs/report.md: figures "carry that label inside the image ... so that a PNG or SVG reused on its
     own still says it". Study N has no events.csv: no death is known, which is not "alive". The swimmer,
-    survival and relapse-incidence images carry "events.csv not given: no death, relapse or HSCT known"
+    survival and relapse-incidence images carry "events.csv not given: no death, new therapy or HSCT known
+    (relapses only from the marrows)" (review 41 diff1 F7: marrow relapses are still drawn)
     and the arrow reads "no death recorded"; the study with events.csv keeps "alive at last follow-up"."""
     from cartlab.report.cohort_mpl import cohort_figures
     from cartlab.report.cohort_plotly import cohort_figures_plotly
 
-    band = "events.csv not given: no death, relapse or HSCT known"
+    band = "events.csv not given: no death, new therapy or HSCT known (relapses only from the marrows)"
     views = {v.key: v for v in cohort_figures(n_study.analysis)}
     swimmer = _svg(views["swimmer"].figure)
     legend = " ".join(re.findall(r">([^<>]*)</text>", swimmer))  # the legend wraps its labels: one text per line

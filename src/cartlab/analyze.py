@@ -142,8 +142,14 @@ class AnalysisOptions:
     def endpoint_options(self):
         from cartlab.response.endpoint_options import analysis_endpoint_options
 
-        # infusion evidence and the EFS landmark follow best_response (review 39 A1, review 41 F3)
-        return analysis_endpoint_options(self.endpoints, self.best_response_options(), self.strict)
+        # infusion evidence and the EFS landmark follow best_response (review 39 A1, review 41 F3); with an
+        # inherited landmark EFS evaluability is judged by it unless endpoints.efs_evaluable_by was set
+        # (review 41 diff1 F1): set in --set/--options, or differing from its default in Python
+        given = ((self.settings or {}).get("endpoints") or {}) if isinstance(self.settings, Mapping) else {}
+        set_by_user = "efs_evaluable_by" in given or (
+            self.endpoints is not None and self.endpoints.efs_evaluable_by != "any_time")
+        return analysis_endpoint_options(self.endpoints, self.best_response_options(), self.strict,
+                                         evaluable_by_set=set_by_user)
 
     def best_response_options(self):
         """The best-response options the analysis applies: ``best_response`` with the analysis's

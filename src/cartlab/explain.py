@@ -18,8 +18,8 @@ relapse episodes; the duration of response).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -36,6 +36,9 @@ class Explanation:
     days: pl.DataFrame  # day, grade, rule, reason, evidence
     #: the rule ids behind the headline (their verification status is shown with it)
     rules: tuple[str, ...] = ()
+    #: rule id -> the status its rows carry when that is not the rule's own (an ADTTE row's ``rule_status``:
+    #: a shared censoring rule takes its parameter's status, review 41 F5 / diff1 F4); the worst per rule
+    row_statuses: Mapping[str, str] = field(default_factory=dict)
 
 
 def _rows(a: Analysis, name: str, sid: str) -> pl.DataFrame:
@@ -406,9 +409,9 @@ def _response(an: Analysis, sid: str) -> Explanation:
                  else pl.lit(None, dtype=pl.String)).alias("rule"), pl.col("mrd_relapse_reason").alias("reason"),
                 "evidence"),
         ]
-        if "mrd_relapse_rule" in rel.columns:  # a possible MRD relapse: on the day its reason names (F11)
-            day = pl.coalesce(pl.col("mrd_relapse_reason").str.extract(r"MRD relapse on day (-?\d+(?:\.\d+)?)")
-                              .cast(pl.Float64), pl.col("response_day"))
+        if "mrd_relapse_rule" in rel.columns:  # a possible MRD relapse: on its sample's day (review 41 diff1 F3)
+            day = pl.coalesce(pl.col("mrd_relapse_possible_day") if "mrd_relapse_possible_day" in rel.columns
+                              else pl.lit(None, dtype=pl.Float64), pl.col("response_day"))
             parts.append(rel.filter(pl.col("mrd_relapse_day").is_null() & pl.col("mrd_relapse_rule").is_not_null())
                          .select(day.alias("day"), pl.lit("possible MRD relapse").alias("grade"),
                                  pl.col("mrd_relapse_rule").alias("rule"), pl.col("mrd_relapse_reason").alias("reason"),
@@ -522,11 +525,13 @@ def _row_frame(rows: list[dict]) -> pl.DataFrame:
             return []
         return [str(x) for x in v] if isinstance(v, (list, tuple, pl.Series)) else [x for x in str(v).split("; ") if x]
 
+    status = any("rule_status" in r for r in rows)  # a row's own status (ADTTE: review 41 diff1 F4)
     return pl.DataFrame([{"day": None if r.get("day") is None else float(r["day"]), "grade": r.get("grade"),
                           "rule": r.get("rule"), "reason": r.get("reason"), "evidence": refs(r.get("evidence")),
-                          "shown": True} for r in rows],
+                          "shown": True, **({"rule_status": r.get("rule_status")} if status else {})} for r in rows],
                         schema={"day": pl.Float64, "grade": pl.Int64, "rule": pl.String, "reason": pl.String,
-                                "evidence": pl.List(pl.String), "shown": pl.Boolean})
+                                "evidence": pl.List(pl.String), "shown": pl.Boolean,
+                                **({"rule_status": pl.String} if status else {})})
 
 
 def _one(a: Analysis, name: str, sid: str) -> dict | None:
@@ -708,6 +713,10 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
     """Time-to-event endpoints (ELN 2022 Table 9): each ADTTE parameter's time, event or censoring and
     why, the relapse episodes behind RFS/CIR and the duration of response."""
     rows = _rows(a, "adtte", sid) if a.has("adtte") else pl.DataFrame()
+    if rows.height and "rule_status" not in rows.columns:
+        from cartlab.criteria import with_rule_status
+
+        rows = with_rule_status(rows)
     if rows.height and "evidence" in rows.columns:  # the row that fixed ADY first, as ADaM EVIDENCE (review s39 B2)
         from cartlab.response.adtte_population import deciding_row_first
 
@@ -724,7 +733,8 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
             desc = r["EVNTDESC"] if kind != "censored" else r["CNSDTDSC"]
             what = f"{day_text(r['AVAL'])} days, {kind}" + (f" ({desc.lower()})" if desc else "")
             bits.append(f"{r['PARAMCD']} {what}")
-        items.append({"day": _or(r["ADY"], 0.0), "grade": None, "rule": r["rule"],
+        # the row's status as adtte.csv / ADaM RULESTAT give it (with_rule_status, the one function; review 41 diff1 F4)
+        items.append({"day": _or(r["ADY"], 0.0), "grade": None, "rule": r["rule"], "rule_status": r.get("rule_status"),
                       "reason": f"{r['PARAMCD']} ({r['PARAM']}): {what}; {r['reason']}", "evidence": r["evidence"]})
     rel = _rows(a, "relapse", sid) if a.has("relapse") else pl.DataFrame()
     for r in rel.iter_rows(named=True):
@@ -751,14 +761,21 @@ def _endpoints(a: Analysis, sid: str) -> Explanation:
             head += f": {why.reason} (fix: {why.fix})"
     from dataclasses import fields
 
+    from cartlab.response.endpoint_options import followed_options
     from cartlab.response.endpoints import EndpointOptions
 
     opts, default = a.options.endpoint_options(), EndpointOptions()
-    options = _changed_options({f.name: getattr(opts, f.name) for f in fields(opts)},  # review 39 diff2 C3
+    # an inherited landmark follows best_response: shown so, not as an option set (review 41 diff1 F8)
+    applied = ({f.name: getattr(opts, f.name) for f in fields(opts)}
+               | followed_options(a.options.endpoints, a.options.best_response_options(), opts))
+    options = _changed_options(applied,  # review 39 diff2 C3
                                {f.name: getattr(default, f.name) for f in fields(default)})
+    from cartlab.criteria.status import row_statuses
+
+    worst = row_statuses((x["rule"], x.get("rule_status")) for x in items)
     return Explanation("endpoints", head, "ELN 2022 (Döhner et al., Blood 2022) Table 9; criteria/endpoints.yaml"
                        f"{options}", _row_frame(items),
-                       rules=tuple(dict.fromkeys(x["rule"] for x in items if x["rule"])))
+                       rules=tuple(dict.fromkeys(x["rule"] for x in items if x["rule"])), row_statuses=worst)
 
 
 EXPLAINERS: dict[str, Callable[[Analysis, str], Explanation]] = {

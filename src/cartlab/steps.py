@@ -109,6 +109,8 @@ def _best_response(study, o, marrow_response, relapse):
     opts = o.best_response_options()  # with the analysis's response options unless set apart
     if opts.last_alive_sources is None:  # duration of response: the endpoints' day last known alive
         opts = replace(opts, last_alive_sources=o.endpoint_options().last_alive_sources)
+    if opts.undetermined_relapse is None:  # ... and their reading of a marrow that could be a relapse (diff1 F2)
+        opts = replace(opts, undetermined_relapse=o.endpoint_options().undetermined_relapse)
     # the relapse table was derived with the analysis's response options: reused when they are the same
     same = opts.response == (o.response or ResponseOptions())
     return derive_best_response(study, opts, assessments=marrow_response, relapses=relapse if same else None)
@@ -135,7 +137,8 @@ def _adtte(study, o, marrow_response, relapse, best_response):
             "evidence", *[c for c in ("could_be", "missing_inputs") if c in marrow_response.columns])
     eo = o.endpoint_options()
     lm = o.best_response_options().landmark_day
-    if lm is not None and eo.efs_landmark_day is not None and float(lm) != float(eo.efs_landmark_day):
+    efs = eo.params is None or "EFS" in eo.params  # the mismatch matters only to EFS (review 41 diff1 11)
+    if efs and lm is not None and eo.efs_landmark_day is not None and float(lm) != float(eo.efs_landmark_day):
         import warnings
 
         from cartlab.errors import CartlabWarning
@@ -154,8 +157,12 @@ def _adtte(study, o, marrow_response, relapse, best_response):
     # subjects whose disease has no response criteria: the response-based endpoints are not defined
     no_criteria = dict(best_response.filter(pl.col("rule") == "response.no_criteria")
                        .select("subject_id", "reason").iter_rows())
-    return derive_adtte(study, eo, responses=assessments, relapses=relapse,
-                        no_criteria=no_criteria, censoring_responses=marrow_response.select(*cols))
+    from cartlab.response.endpoint_options import LANDMARK_FROM_BEST_RESPONSE, landmark_inherited
+
+    # where the EFS landmark came from, named in the EFS reasons: derived, not an option (review 41 diff1 F8)
+    source = LANDMARK_FROM_BEST_RESPONSE if landmark_inherited(o.endpoints, o.best_response_options()) else None
+    return derive_adtte(study, eo, responses=assessments, relapses=relapse, no_criteria=no_criteria,
+                        censoring_responses=marrow_response.select(*cols), landmark_source=source)
 
 
 def _relapse_antigen(study, o, relapse, antigen_loss):

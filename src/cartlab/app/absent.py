@@ -42,9 +42,10 @@ def cohort_banner(study) -> str | None:
         return None
     what = []
     if events:
-        what.append(f"{events} not given: no death, relapse, HSCT or new therapy is known, so none is counted "
-                    "(OS, EFS and LFS are the most favourable reading, not an observation; ICANS days are ranges "
-                    "up to grade 4)")
+        what.append(f"{events} not given: no death, HSCT or new therapy is known, so none is counted, and "
+                    "relapses come only from the marrows (OS, EFS and LFS are the most favourable reading, not an "
+                    "observation; the relapse incidence has no competing death; ICANS days are ranges up to "
+                    "grade 4)")
     if interventions:
         what.append(f"{interventions} not given: no vasopressor, oxygen, tocilizumab, corticosteroid or "
                     "transfusion is known (ASTCT CRS days one could raise are ranges up to grade 4)")

@@ -165,6 +165,8 @@ class StudyView:
     overrides: dict = field(default_factory=dict)
     #: the protocol checked against (``"id version"``) or None
     protocol: str | None = None
+    #: options not set that follow another ("endpoints.efs_landmark_day = 28 (follows best_response.landmark_day)")
+    follows: list[str] = field(default_factory=list)
     _by_subject: dict[str, dict[str, pl.DataFrame]] = field(default_factory=dict, repr=False)
     _patients: dict[str, Patient] = field(default_factory=dict, repr=False)
 
@@ -256,7 +258,12 @@ def build_view(study: Study, progress: Progress = _noop, protocol=None, options=
     cohort = cohort.join(_icaht_reasons(analysis), on="subject_id", how="left", maintain_order="left")
     opts = analysis.options.to_dict()
     proto = f"{protocol.id} {protocol.version}".strip() if protocol is not None else None
-    view = StudyView(study, analysis, cohort, opts, time.perf_counter() - t0, option_overrides(opts), proto)
+    from cartlab.report.html import shown_overrides
+
+    # an option following another (endpoints.efs_landmark_day <- best_response.landmark_day) is not listed
+    # as set by the user; its note is (review 41 diff1 F8)
+    overrides, follows = shown_overrides(option_overrides(opts), analysis.options)
+    view = StudyView(study, analysis, cohort, opts, time.perf_counter() - t0, overrides, proto, follows=follows)
     view.split_inputs()
     return view
 

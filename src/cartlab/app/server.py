@@ -67,6 +67,7 @@ def provenance(view, table: str, file_name: str, csv: str, filters: dict | None 
         **extra,
         "options_not_default": {k: {"value": v, "default": d} for k, (v, d) in sorted(view.overrides.items())},
         "options_all_defaults": not view.overrides,
+        "options_following": list(getattr(view, "follows", [])),
         "protocol": view.protocol,
         "options": view.options,
     }
@@ -148,7 +149,7 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
         def study_status():
             v = view()
             return ui.div(ui.p(f"{v.cohort.height} subjects; analysed once in {v.seconds:.1f} s", class_="cartlab-note"),
-                          ui.p(describe_options(v.overrides, v.protocol), class_="cartlab-note", id="options_line"))
+                          ui.p(options_text(v), class_="cartlab-note", id="options_line"))
 
         @render.data_frame
         def studies_table():
@@ -167,7 +168,7 @@ def make_server(catalog: Catalog, twins: TwinCache, csv_formula_guard: str = DEF
             return ui.div(
                 ui.p(f"{v.study_id}: {v.cohort.height} subjects, {len(a.tables())} tables, computed once "
                      f"({v.seconds:.1f} s); every page reads these tables.", class_="cartlab-note"),
-                ui.p(ui.tags.b(describe_options(v.overrides, v.protocol)),
+                ui.p(ui.tags.b(options_text(v)),
                      " (cartlab serve --set ENGINE.OPTION=VALUE / --options FILE, as cartlab analyze)",
                      class_="cartlab-note"),
                 ui.tags.details(ui.tags.summary("Every option of the analysis (as applied)"),
@@ -604,6 +605,13 @@ def not_measured_banner(counts: dict) -> str | None:
 #: what the twin's CRS >= 3 probability is graded by (cartlab.twin.summaries.crs_daily_grades)
 TWIN_CRS_RULES = ("CRS ≥ 3 of the forecast: ASTCT 2019 grade (astct_crs_2019.yaml) with the default options "
                   "(fever: Tmax ≥ 38.0 °C)")
+
+
+def options_text(view) -> str:
+    """The options line: :func:`describe_options`, then the options not set that follow another
+    ("endpoints.efs_landmark_day = 28 (follows best_response.landmark_day)"; review 41 diff1 F8)."""
+    follows = list(getattr(view, "follows", []))
+    return describe_options(view.overrides, view.protocol) + (f" ({'; '.join(follows)})" if follows else "")
 
 
 def twin_crs_note(overrides: dict) -> str:

@@ -183,15 +183,24 @@ def with_rule_status(frame: pl.DataFrame) -> pl.DataFrame:
         mapping = {v: rule_status(v) for v in values}
         out = pl.col(c).cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
         if param is not None:  # review 41 F5: a rule shared by the parameters takes the parameter's status too
+            # ... on the rows the parameter's estimate counts only (review 41 diff1 F4): the parameter's status
+            # is that of its censoring / competing-event reading, not of who is in its population
+            counted = ~pl.col(c).cast(pl.String).is_in(list(POPULATION_RULES))
+            if "ANLFL" in frame.columns:
+                counted = counted & (pl.col("ANLFL") == "Y")
             for code, status in _param_statuses().items():
                 shared = [v for v in values if any(r.table == "endpoints" for r in rules_in(v))
                           and _worst([mapping[v], status]) != mapping[v]]
                 if shared:
-                    out = pl.when((pl.col(param) == code) & pl.col(c).cast(pl.String).is_in(shared)).then(
+                    out = pl.when((pl.col(param) == code) & counted & pl.col(c).cast(pl.String).is_in(shared)).then(
                         pl.col(c).cast(pl.String).replace_strict({v: _worst([mapping[v], status]) for v in shared},
                                                                  default=None, return_dtype=pl.String)).otherwise(out)
         exprs.append(out.alias(status_column(c)))
     return frame.with_columns(exprs)
+
+
+#: endpoints.yaml rules of rows outside a parameter's population (ANLFL empty): they keep their own status
+POPULATION_RULES = ("not_in_remission", "no_response_criteria", "not_infused", "death_before_origin")
 
 
 @lru_cache(maxsize=1)
@@ -201,3 +210,14 @@ def _param_statuses() -> dict[str, str]:
     the rule's and the parameter's status (review 41 F5)."""
     params = (_tables().get("endpoints") or {}).get("params") or {}
     return {code: p["status"] for code, p in params.items() if isinstance(p, dict) and isinstance(p.get("status"), str)}
+
+
+def row_statuses(pairs) -> dict[str, str]:
+    """``(rule, row status)`` pairs (e.g. ADTTE rows with their ``rule_status``, :func:`with_rule_status`) ->
+    rule -> the worst status its rows carry, for the rules whose rows' status differs from the rule's own
+    (``cartlab explain``'s "rules:" line; review 41 diff1 F4)."""
+    worst: dict[str, str] = {}
+    for rule, st in pairs:
+        if rule and st in STATUS_ORDER and st != rule_status(rule):
+            worst[rule] = _worst([st, *([worst[rule]] if rule in worst else [])])
+    return worst

@@ -30,8 +30,11 @@ ONGOING_TEXT = "arrow = alive at last follow-up (bar continues)"
 #: is known, which is not "alive" (review 41 F6; missing is not negative)
 ONGOING_UNKNOWN_TEXT = "arrow = no death recorded ({events} not given: vital status unknown)"
 #: the band inside the swimmer, survival and relapse-incidence images when events.csv was not given, so a
-#: PNG or SVG reused on its own still says it (review 41 F6, as the provenance stamp)
-EVENTS_BAND_TEXT = "{events} not given: no death, relapse or HSCT known — most favourable reading"
+#: PNG or SVG reused on its own still says it (review 41 F6, as the provenance stamp). Relapses found in the
+#: marrows are still derived and drawn, and with no death known the relapse incidence has no competing event,
+#: so the band says neither "no relapse" nor "most favourable" (review 41 diff1 F7)
+EVENTS_BAND_TEXT = ("{events} not given: no death, new therapy or HSCT known (relapses only from the marrows) "
+                    "— deaths unknown")
 
 
 def ongoing_text(events_absent: str = "") -> str:

@@ -61,8 +61,9 @@ def _exposure_notes(d) -> list[str]:
 def _course_notes(analysis, ids, endpoints: bool = True) -> list[str]:
     """What the survival, swimmer and relapse views cannot show (review 39 B2/B9): the subjects with no
     CAR-T dose (ADTTE rule ``not_infused``: no day 0 to count from; option ``endpoints.population``)
-    and an events.csv not given (no death, relapse or HSCT is known: none is counted, so the curves are
-    the most favourable reading, not an observation; missing is not negative)."""
+    and an events.csv not given (no death, HSCT or new therapy is known: none is counted, and relapses come
+    only from the marrows, so OS, EFS and LFS are the most favourable reading, not an observation, and the
+    relapse incidence has no competing death; missing is not negative; review 41 diff1 F7)."""
     from cartlab.report.warnings_block import absent_file
 
     notes = []
@@ -82,9 +83,10 @@ def _course_notes(analysis, ids, endpoints: bool = True) -> list[str]:
                              f"endpoints.population={pop}): {', '.join(shown)}"
                              f"{f' and {ni.len() - 10} more' if ni.len() > 10 else ''} not counted")
     if absent_file(analysis.study, "events.csv"):
-        notes.append("events.csv not given: no death, relapse, HSCT or new therapy is known, so none is counted "
-                     "(OS, EFS and LFS are the most favourable reading, not an observation; relapses recorded only "
-                     "in events.csv cannot show)")
+        notes.append("events.csv not given: no death, HSCT or new therapy is known, so none is counted, and "
+                     "relapses come only from the marrows (one recorded only in events.csv cannot show): OS, EFS "
+                     "and LFS are the most favourable reading, not an observation; the cumulative incidence of "
+                     "relapse has no competing death (deaths unknown)")
     return notes
 
 

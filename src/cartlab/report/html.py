@@ -246,6 +246,29 @@ def reader_changes(study) -> list[dict[str, str]]:
             for k, v in options.items() if k not in defaults or text(v) != text(defaults[k])]
 
 
+def shown_overrides(overrides: dict[str, tuple], options: Any) -> tuple[dict[str, tuple], list[str]]:
+    """``option_overrides`` as the report and the dashboard list them, and the notes on the options that
+    follow another rather than being set (``options``: the ``AnalysisOptions``): an unset
+    ``endpoints.efs_landmark_day`` takes ``best_response.landmark_day``, and ``endpoints.efs_evaluable_by``
+    then follows it too (:func:`cartlab.response.endpoint_options.followed_options`). The user set neither,
+    so neither is listed as differing from its default; a note says "endpoints.efs_landmark_day = 28
+    (follows best_response.landmark_day)" (review 41 diff1 F8, as ``cartlab explain``)."""
+    from cartlab.response.endpoint_options import followed_options
+
+    try:
+        followed = followed_options(options.endpoints, options.best_response_options(), options.endpoint_options())
+    except AttributeError:  # options without the analysis's methods: listed as they are
+        followed = {}
+    out = dict(overrides)
+    notes = []
+    for name, text in followed.items():
+        key = f"endpoints.{name}"
+        if key in out:
+            del out[key]
+            notes.append(f"{key} = {text}")
+    return out, notes
+
+
 def report_provenance(analysis) -> dict[str, Any]:
     """What the page says about how it was computed: the options that differ from the defaults
     (``option``, ``value``, ``default``), the criteria versions, and the CRS fever threshold used
@@ -256,8 +279,9 @@ def report_provenance(analysis) -> dict[str, Any]:
     from cartlab.analyze import option_overrides
 
     used = analysis.options.to_dict()
+    overrides, follows = shown_overrides(option_overrides(used), analysis.options)
     changed = [{"option": k, "value": json.dumps(v, default=str), "default": json.dumps(d, default=str)}
-               for k, (v, d) in sorted(option_overrides(used).items())]
+               for k, (v, d) in sorted(overrides.items())]
     try:
         from cartlab.analyze import criteria_versions
 
@@ -266,7 +290,7 @@ def report_provenance(analysis) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - the list is informative; the page must not fail on it
         criteria = []
     fever = (used.get("crs") or {}).get("fever_threshold_c") if isinstance(used.get("crs"), dict) else None
-    out = {"changed": changed, "reader_changed": reader_changes(getattr(analysis, "study", None)), "criteria": criteria,
+    out = {"changed": changed, "follows": follows, "reader_changed": reader_changes(getattr(analysis, "study", None)), "criteria": criteria,
            "fever_threshold_c": float(fever) if isinstance(fever, (int, float)) else 38.0,
            "auc_window": auc_window(analysis),
            "protocol": None if analysis.protocol is None else analysis.protocol.id}

@@ -43,7 +43,7 @@ from cartlab.report.html import (
     subject_filename,
     write_subject_report,
 )
-from cartlab.report.provenance_marks import source_counts
+from cartlab.report.provenance_marks import paper_reconstructed_by_subject
 from cartlab.report.subject_blocks import car_missing_reasons, response_notes, with_late_grade_max
 from cartlab.report.warnings_block import study_warnings
 
@@ -275,15 +275,11 @@ def _provenance_by_subject(study: Study) -> dict[str, dict[str, int]]:
     for sid, k, n in counts.iter_rows():
         out.setdefault(sid, {"paper": 0, "not_measured": 0, "observed": 0})[k] = n
     # a publication row naming reconstructed columns is not measured, as the banner counts it
-    # (provenance_marks.source_counts, review 41 F3): only the paper rows are looked at again (a few)
-    paper = {name: df.filter(pl.col("source").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase()
-                             == "paper")
-             for name, df in study.tables().items() if df.height and {"subject_id", "source"} <= set(df.columns)}
-    with_cols = {str(x) for df in paper.values() for x in df["subject_id"].unique().to_list() if x is not None}
-    for sid in with_cols & set(out):
-        moved = source_counts(paper, [sid])["paper_with_reconstructed_columns"]
-        out[sid]["paper"] -= moved
-        out[sid]["not_measured"] += moved
+    # (provenance_marks.source_counts, review 41 F3), counted for every subject in one pass (review 41 diff1 F6)
+    for sid, moved in paper_reconstructed_by_subject(study.tables().values()).items():
+        if sid in out:
+            out[sid]["paper"] -= moved
+            out[sid]["not_measured"] += moved
     return out
 
 

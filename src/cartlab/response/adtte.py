@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import math
 import string
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import polars as pl
 
-from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -33,9 +31,9 @@ from cartlab.response.adtte_population import (
     possible_relapse,
     str_list,
     warn_not_infused,
-    warn_relapse_without_remission,
 )
 from cartlab.response.adtte_population import fmt_g as _g
+from cartlab.response.adtte_warnings import warn_derived
 from cartlab.response.endpoint_options import PARAMCDS, EndpointOptions, endpoint_definitions
 
 __all__ = ["ADTTE_SCHEMA", "PARAMCDS", "EndpointOptions", "derive_adtte", "endpoint_definitions"]
@@ -486,7 +484,7 @@ def _death_or_relapse(rem: str, prefix: str, opts: EndpointOptions, competing: b
     }
 
 
-def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame:
+def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions, landmark_source: str | None = None) -> pl.DataFrame:
     """The rows of one parameter, with ``_outcome`` (null, or why the subject cannot be derived)."""
     undated = pl.col("undated_cat").is_not_null()
     lm = opts.efs_landmark_day
@@ -499,8 +497,8 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions) -> pl.DataFrame
         return _rows(f, paramcd, pl.lit(0.0), cols, outcome)
     if paramcd == "EFS":
         lm_txt = "the end of follow-up" if lm is None else f"day {float(lm):g}"
-        if lm is not None and opts.efs_landmark_source != "efs_landmark_day":  # review 41 F3: say where it came from
-            lm_txt += f" ({opts.efs_landmark_source}; endpoints.efs_landmark_day unset)"
+        if lm is not None and landmark_source:  # review 41 F3: say where it came from (diff1 F8: not an option)
+            lm_txt += f" ({landmark_source}; endpoints.efs_landmark_day unset)"
         ev = _death_or_relapse("remefs", "efs", opts)
         censor = "EFS" in opts.censor_params
         cols, outcome = _close(pl.lit(0.0), ev, "relapse or death", opts, censor=censor,
@@ -697,32 +695,10 @@ def _died_before_origin(rows: pl.DataFrame, f: pl.DataFrame) -> pl.DataFrame:
     ).drop("pdeath_day", "pdeath_ref")
 
 
-def _warn_rows_after_followup(f: pl.DataFrame, study: Study, opts: EndpointOptions) -> None:
-    """One warning naming the subjects with a dated row (not death) after their last_followup_day."""
-    fu = f.filter(pl.col("fu_day").is_not_null()).select(_SID, "_order", "fu_day")
-    if fu.is_empty():
-        return
-    last = last_recorded_rows(study, fu[_SID].to_list(), alive_only=True).with_columns(
-        _day(pl.col("day"), opts.calendar_days))
-    late = (last.join(fu, on=_SID).filter(pl.col("day") > pl.col("fu_day")).sort("_order", "table")
-            .group_by(_SID, maintain_order=True).agg(pl.col("day").first(), pl.col("ref").first(), pl.col("fu_day").first()))
-    if late.is_empty():
-        return
-    labels = [f"{r[_SID]} (day {r['day']:g}, {r['ref']}; last_followup_day {r['fu_day']:g})"
-              for r in late.iter_rows(named=True)]
-    used = ("the later row is used as the day last known alive (EndpointOptions.last_alive_sources='all_tables')"
-            if opts.last_alive_sources == "all_tables" else
-            "these rows are not used (last_alive_sources='followup_day'): check last_followup_day")
-    warnings.warn(SubjectsWarning(
-        f"{late.height} subject(s) have a dated row after their last_followup_day (the last day known alive "
-        f"and followed): {{subjects}}; {used}", late[_SID].to_list(), "adtte.csv (column reason)", labels=labels),
-        stacklevel=3)
-
-
 def derive_adtte(study: Study, options: EndpointOptions | None = None,
                  responses: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None,
                  no_criteria: Mapping[str, str] | None = None,
-                 censoring_responses: pl.DataFrame | None = None) -> pl.DataFrame:
+                 censoring_responses: pl.DataFrame | None = None, landmark_source: str | None = None) -> pl.DataFrame:
     """ADaM-style ADTTE: one row per subject and parameter (OS, EFS, RFS, LFS, CIR), ELN 2022 Table 9.
 
     ``responses``: subject_id, best_response, best_response_day (and optionally ``evidence``, a list of
@@ -754,6 +730,9 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     ``not_infused``, option ``population``, a warning names it); an EFS subject evaluable without
     remission but last known alive before the landmark is censored at day 0 (rule
     ``efs.followup_before_landmark``, option ``efs_short_followup``). Review s39.
+    ``landmark_source``: where ``efs_landmark_day`` came from when not from ``endpoints.efs_landmark_day``
+    (e.g. "best_response.landmark_day", :func:`~cartlab.response.endpoint_options.landmark_inherited`),
+    named in the EFS reasons; derived by the analysis, not an option (review 41 diff1 F8).
     ``no_criteria``: subject -> why it has no response criteria (e.g. a lymphoma: cartlab has no
     criteria for it yet); its EFS, RFS, LFS and CIR rows are not defined (``ANLFL`` empty, rule
     ``no_response_criteria``) rather than "not evaluable for response"; OS is unaffected.
@@ -775,34 +754,13 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     f = _subjects(study, resp, opts, relapses, resp_c)
     if f.is_empty() or not params:
         return pl.DataFrame(schema=ADTTE_SCHEMA)
-    rows = pl.concat([_param(f, p, opts) for p in params]).sort("_order", "_p")
+    rows = pl.concat([_param(f, p, opts, landmark_source) for p in params]).sort("_order", "_p")
     if no_criteria:
         rows = _without_criteria(rows, no_criteria)
     rows = _died_before_origin(rows, f)
     rows, uninfused = not_infused(rows, study, opts.population, _text, opts.infusion_evidence)  # review s39 A1
     _raise_first_error(rows, f, opts)
-    pre = f.filter(pl.col("pdeath_day").is_not_null())[_SID].to_list()
-    if pre:
-        warnings.warn(SubjectsWarning(
-            f"{len(pre)} subject(s) have a death recorded before day 0 (the first CAR-T infusion): their OS, EFS "
-            "and the other time-to-event endpoints are not evaluable (ADTTE rule death_before_origin): {subjects}; "
-            "check the death day and the infusion day", pre, "adtte.csv (rule death_before_origin)"), stacklevel=2)
-    _warn_rows_after_followup(f, study, opts)
-    if "EFS" in params and opts.efs_landmark_day is None and rows.filter(
-            (pl.col("PARAMCD") == "EFS") & (pl.col("ANLFL") == "Y")).height:
-        warnings.warn(CartlabWarning(
-            "EFS was derived without a landmark (EndpointOptions.efs_landmark_day unset): treatment failure "
-            "is judged by the end of follow-up, so a CR/CRh/CRi on any day avoids it and every death without "
-            "a response assessment, on any day, is treatment failure at day 0 (ADTTE rules efs.*). ELN 2022 "
-            "Table 9 asks for a pre-defined landmark; set the protocol's, e.g. "
-            "--set endpoints.efs_landmark_day=28"), stacklevel=2)
-    warn_relapse_without_remission(f, rows, params)  # review 41 F6
-    censored = sorted(set(rows.filter(pl.col("rule") == "censor.last_record")[_SID].to_list()))
-    if censored:
-        warnings.warn(SubjectsWarning(
-            f"{len(censored)} subject(s) have no last_followup_day and were censored at their last recorded row "
-            "(ADTTE rule censor.last_record): {subjects}", censored, "adtte.csv (rule censor.last_record)"),
-            stacklevel=2)
+    warn_derived(f, rows, study, opts, params, responses)  # death before day 0, follow-up, landmark, ...
     # last: a batch of not-infused subjects only has no other warning, so a batched run's merged warnings
     # keep the whole study's order when this one comes after the others (tests/test_analyze_batched.py)
     warn_not_infused(uninfused)

@@ -194,4 +194,5 @@ def warn_relapse_without_remission(f: pl.DataFrame, rows: pl.DataFrame, params: 
             "RFS, LFS or CIR event (ELN 2022 counts relapse from CR/CRh/CRi) - are the remission marrows missing from "
             "the data? {subjects}", lone[_SID].to_list(), "adtte.csv (EFS reason)",
             labels=[f"{r[_SID]} (day {r['anyrl_day']:g}, {', '.join(r['anyrl_refs'] or [])})"
-                    for r in lone.iter_rows(named=True)]), stacklevel=3)
+                    for r in lone.iter_rows(named=True)]), stacklevel=4)
+

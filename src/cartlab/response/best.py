@@ -75,6 +75,15 @@ class BestResponseOptions(CriteriaOptions):
     * ``last_alive_sources`` (None = the analysis's ``endpoints.last_alive_sources``, "all_tables"
       when called alone): what makes the day last known alive, as
       :class:`~cartlab.response.endpoints.EndpointOptions` reads it.
+    * ``undetermined_relapse`` (None = the analysis's ``endpoints.undetermined_relapse``,
+      "censor_last_settled" when called alone): a marrow after the response that could be a relapse
+      for want of an input (the relapse table's ``relapse_possible_day``, e.g. BMBLAST ``<10``), read
+      as ADTTE reads it for RFS (review 41 diff1 F2: duration of response and RFS agree).
+      "censor_last_settled" = without a relapse, loss of response or death recorded after it, the
+      duration is censored at the last response assessment before it that settles no relapse (the
+      response day when none), ``dor_end_reason`` naming the marrow; a later relapse or death is the
+      event on its day, the reason naming the marrow too. "ignore" = not read (the behaviour before
+      session 41); "event" = the duration ends with a relapse on that marrow's day.
     * ``rank_mrd`` (False, study-format v1: ties go to the first day, MRD does not rank): True ranks an
       MRD-negative assessment above one of the same category without it (ELN 2022 makes "CR/CRh/CRi
       without MRD" a response of its own, research note grading.md §4.1): CR MRD+ on day 28 and CR
@@ -108,6 +117,7 @@ class BestResponseOptions(CriteriaOptions):
     dor_censor: Literal["last_response_assessment", "last_known_alive"] = "last_response_assessment"
     last_alive_sources: Literal["all_tables", "followup_day"] | None = None
     rank_mrd: bool = False
+    undetermined_relapse: Literal["censor_last_settled", "ignore", "event"] | None = None
     rate_population: Literal["infused", "all"] = "infused"
     infusion_evidence: Literal["dose_or_kinetics", "dose"] = "dose_or_kinetics"
     after_relapse: Literal["count", "exclude"] = "count"
@@ -126,6 +136,8 @@ class BestResponseOptions(CriteriaOptions):
             raise ValueError(f"best_response.landmark_day = {self.landmark_day!r} is not valid; expected a day 0 or later")
         if not self.orr_categories:
             raise ValueError("best_response.orr_categories is empty; expected at least one category (e.g. [CR])")
+        if self.undetermined_relapse is not None:
+            check_choice("undetermined_relapse", self.undetermined_relapse, ("censor_last_settled", "ignore", "event"))
         if self.last_alive_sources not in (None, "all_tables", "followup_day"):
             raise ValueError("last_alive_sources must be 'all_tables' or 'followup_day', "
                              f"got {self.last_alive_sources!r}")
@@ -417,7 +429,26 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             stop = min((d for d in (relapse_day, None if loss is None else loss[0], death) if d is not None), default=None)
             cens = dor_censor.get(sid)
             assessed = [r for r in recs if r["day"] is not None and r["category"] not in (None, "", "NE")]
-            if cens is not None and cens[0] >= first and (stop is None or cens[0] < stop):
+            # a marrow that could be a relapse for want of an input, before any recorded end (review 41 diff1 F2)
+            undet = options.undetermined_relapse or "censor_last_settled"
+            p_day = rr.get("relapse_possible_day") if undet != "ignore" else None
+            if p_day is not None and (math.floor(p_day) < math.floor(first) or (stop is not None and p_day >= stop)):
+                p_day = None
+            p_why = "" if p_day is None else (rr.get("relapse_possible_reason")
+                                              or f"the marrow on day {p_day:g} could be a relapse")
+            if p_day is not None and undet == "event" and (cens is None or cens[0] >= p_day):
+                stop = p_day
+            # no event recorded before the duration would be censored (an HSCT after the marrow censors no earlier)
+            censored = stop is None or (cens is not None and first <= cens[0] < stop)
+            if (p_day is not None and undet == "censor_last_settled" and censored
+                    and (cens is None or cens[0] >= p_day)):
+                settled = [r for r in assessed if first <= r["day"] < p_day and "relapse" not in (r.get("could_be") or [])]
+                la = max(settled, key=lambda r: r["day"]) if settled else None
+                dor_end, dor_event = (la["day"] if la else first), False
+                dor_why = ("last response assessment that settles no relapse ("
+                           + (f"{la['category']} on day {la['day']:g}" if la else "the response day") + f"); {p_why}: "
+                           "relapse-free only known up to then (option undetermined_relapse='censor_last_settled')")
+            elif cens is not None and cens[0] >= first and (stop is None or cens[0] < stop):
                 dor_end, dor_event = cens[0], False  # option dor_censor_events
                 dor_why = f"{cens[1]} (option dor_censor_events)"
                 before = [r for r in assessed if first <= r["day"] <= cens[0]]
@@ -429,7 +460,11 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             elif stop is not None:
                 dor_end, dor_event = stop, True
                 dor_why = ("relapse" if relapse_day is not None and relapse_day <= stop
-                           else loss[1] if loss is not None and loss[0] <= stop else "death")
+                           else loss[1] if loss is not None and loss[0] <= stop
+                           else f"possible relapse: {p_why} (option undetermined_relapse='event')"
+                           if p_day is not None and p_day <= stop else "death")
+                if p_day is not None and p_day < stop:  # the open marrow before the recorded end is named
+                    dor_why += f"; earlier, {p_why} (option undetermined_relapse='{undet}')"
             else:  # censored at the last response assessment (default) or when last known alive
                 last = max((r["day"] for r in recs if r["day"] is not None), default=None)
                 known = alive.get(sid)

@@ -12,7 +12,8 @@ from typing import Any
 from cartlab._yaml import load_yaml
 from cartlab.criteria.options import CriteriaOptions
 
-__all__ = ["PARAMCDS", "EndpointOptions", "analysis_endpoint_options", "check_choice", "endpoint_definitions"]
+__all__ = ["LANDMARK_FROM_BEST_RESPONSE", "PARAMCDS", "EndpointOptions", "analysis_endpoint_options", "check_choice",
+           "endpoint_definitions", "followed_options", "landmark_inherited"]
 
 #: The ADTTE parameters, in output order.
 PARAMCDS: tuple[str, ...] = ("OS", "EFS", "RFS", "LFS", "CIR")
@@ -100,11 +101,13 @@ class EndpointOptions(CriteriaOptions):
       "by the defined landmark" (ELN 2022 Table 9) is unknown, so it is censored at day 0 as not
       evaluable by the landmark (rule ``efs.followup_before_landmark``; missing is not negative);
       "event" = treatment failure at day 0 (the behaviour before session 39). No effect without a landmark.
-    * ``efs_landmark_source`` ("efs_landmark_day"): where ``efs_landmark_day`` came from, named in the
-      EFS reasons. An analysis whose ``endpoints.efs_landmark_day`` is unset takes
-      ``best_response.landmark_day`` when that is set (one protocol landmark for the response rates and
-      EFS treatment failure, review 41 F3; :func:`analysis_endpoint_options`) and records
-      "best_response.landmark_day" here; an explicit ``endpoints.efs_landmark_day`` overrides it.
+    * The EFS landmark may come from ``best_response.landmark_day``: an analysis whose
+      ``endpoints.efs_landmark_day`` is unset takes it (one protocol landmark for the response rates and
+      EFS treatment failure, review 41 F3; :func:`analysis_endpoint_options`), the EFS reasons say so
+      (``derive_adtte``'s ``landmark_source``, not an option: review 41 diff1 F8), and evaluability is
+      then judged by that landmark too (``efs_evaluable_by="landmark"`` unless set: best response calls a
+      subject assessed only after it not evaluable, review 41 diff1 F1); an explicit
+      ``endpoints.efs_landmark_day`` keeps ``efs_evaluable_by`` as set (default "any_time").
     * ``efs_open_remission`` ("not_evaluable"): an EFS subject evaluable for response without
       CR/CRh/CRi by the landmark, alive, one of whose assessments by the landmark could be CR/CRh/CRi
       for want of an input (its ``could_be``; spec "Response": a missing input never yields a
@@ -142,7 +145,6 @@ class EndpointOptions(CriteriaOptions):
     population: str = "infused"
     infusion_evidence: str = "dose_or_kinetics"
     efs_short_followup: str = "not_evaluable"
-    efs_landmark_source: str = "efs_landmark_day"
     efs_open_remission: str = "not_evaluable"
     undetermined_relapse: str = "censor_last_settled"
 
@@ -169,25 +171,50 @@ class EndpointOptions(CriteriaOptions):
         check_choice("infusion_evidence", self.infusion_evidence, ("dose_or_kinetics", "dose"))
         check_choice("population", self.population, ("infused", "all"))
         check_choice("efs_short_followup", self.efs_short_followup, ("not_evaluable", "event"))
-        check_choice("efs_landmark_source", self.efs_landmark_source, ("efs_landmark_day", "best_response.landmark_day"))
         check_choice("efs_open_remission", self.efs_open_remission, ("not_evaluable", "failure"))
         check_choice("undetermined_relapse", self.undetermined_relapse, ("censor_last_settled", "ignore", "event"))
         if "death" in self.relapse_events:
             raise ValueError("relapse_events must not contain 'death'")
 
 
-def analysis_endpoint_options(endpoints: EndpointOptions | None, best_response: Any, strict: bool) -> EndpointOptions:
+#: what the EFS reasons name when the landmark comes from the best response (``derive_adtte``'s ``landmark_source``)
+LANDMARK_FROM_BEST_RESPONSE = "best_response.landmark_day"
+
+
+def landmark_inherited(endpoints: EndpointOptions | None, best_response: Any) -> bool:
+    """True when the analysis's EFS landmark is ``best_response.landmark_day`` (``endpoints.efs_landmark_day``
+    unset, ``best_response.landmark_day`` set): review 41 F3."""
+    return ((endpoints is None or endpoints.efs_landmark_day is None)
+            and getattr(best_response, "landmark_day", None) is not None)
+
+
+def analysis_endpoint_options(endpoints: EndpointOptions | None, best_response: Any, strict: bool,
+                              evaluable_by_set: bool = False) -> EndpointOptions:
     """The endpoint options an analysis applies (``AnalysisOptions.endpoint_options``): ``endpoints``
     with ``infusion_evidence`` following ``best_response.infusion_evidence`` (review 39 A1: who is
     infused is one decision); ``efs_landmark_day`` = ``best_response.landmark_day`` when only that
     one is set (review 41 F3: one protocol landmark, so the response rates and EFS treatment failure
-    agree; ``efs_landmark_source`` records it, the EFS reasons name it); ``missing_followup="error"``
-    when ``strict``."""
+    agree; :func:`landmark_inherited`), and then ``efs_evaluable_by="landmark"`` unless
+    ``evaluable_by_set`` (the user set ``endpoints.efs_evaluable_by``): best response counts no
+    assessment after its landmark, so a subject assessed only after it is not evaluable for EFS either
+    (review 41 diff1 F1); ``missing_followup="error"`` when ``strict``."""
     from dataclasses import replace
 
     opts = endpoints or EndpointOptions()
     opts = replace(opts, infusion_evidence=best_response.infusion_evidence)
-    landmark = getattr(best_response, "landmark_day", None)
-    if opts.efs_landmark_day is None and landmark is not None:
-        opts = replace(opts, efs_landmark_day=float(landmark), efs_landmark_source="best_response.landmark_day")
+    if landmark_inherited(opts, best_response):
+        opts = replace(opts, efs_landmark_day=float(best_response.landmark_day))
+        if not evaluable_by_set and opts.efs_evaluable_by == "any_time":
+            opts = replace(opts, efs_evaluable_by="landmark")
     return replace(opts, missing_followup="error") if strict else opts
+
+
+def followed_options(endpoints: EndpointOptions | None, best_response: Any, applied: EndpointOptions) -> dict[str, str]:
+    """The options of ``applied`` that follow ``best_response.landmark_day`` rather than being set, as text
+    (``cartlab explain``: "efs_landmark_day=28 (follows best_response.landmark_day)"; review 41 diff1 F8)."""
+    if not landmark_inherited(endpoints, best_response):
+        return {}
+    out = {"efs_landmark_day": f"{applied.efs_landmark_day:g} (follows {LANDMARK_FROM_BEST_RESPONSE})"}
+    if applied.efs_evaluable_by == "landmark" and (endpoints is None or endpoints.efs_evaluable_by != "landmark"):
+        out["efs_evaluable_by"] = f"landmark (follows {LANDMARK_FROM_BEST_RESPONSE})"
+    return out

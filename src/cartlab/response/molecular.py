@@ -679,8 +679,11 @@ def derive_relapse_antigen(study: Study, relapses: pl.DataFrame, antigen: pl.Dat
     (``antigen``: :func:`derive_antigen_loss`), stopping before the first ``new_therapy`` / ``allo_hsct``
     after the relapse's day and before the subject's next response episode. A later result is not the
     relapse's phenotype (research note cd7_trials.md §3.4 asks for the phenotype *at relapse*; "missing
-    is not negative"). On that day the marrow's result (BM, or no specimen) decides and a blood result is
-    named (option ``antigen_relapse_specimen`` "BM"); "any" = negative when either specimen is.
+    is not negative"). With option ``antigen_relapse_specimen`` "BM" the first day in that window with a
+    marrow result (BM, or no specimen) decides, even when a blood result comes earlier (review 41 diff1
+    F5), and the first day of any specimen only when the window has no marrow result; "any" = the first
+    day's results of every specimen, negative when either is. Every other result in the window is named
+    in the reason and the label and is in the evidence.
     ``status``: negative (a documented loss, ``antigen.loss``), low (at or below the cut-off without a
     documented loss), retained, not assessed. ``label``: the swimmer's text, with the result's day."""
     from cartlab.response.marrow_options import ResponseOptions
@@ -730,35 +733,50 @@ def derive_relapse_antigen(study: Study, relapses: pl.DataFrame, antigen: pl.Dat
             continue
         for antigen_name in dict.fromkeys(r["antigen"] for r in window):
             mine = [r for r in window if r["antigen"] == antigen_name]
-            first = min(math.floor(r["day"]) for r in mine)
-            day_rows = [r for r in mine if math.floor(r["day"]) == first]
-            bm = [r for r in day_rows if _spec(r) in ("BM", "")]
-            other = [r for r in day_rows if _spec(r) not in ("BM", "")]
-            used, named = (bm, other) if how == "BM" and bm else (day_rows, [])
+            marrow = [r for r in mine if _spec(r) in ("BM", "")]
+            # option antigen_relapse_specimen=BM: the first day in the window with a marrow result (BM, or no
+            # specimen) decides, whatever blood result comes earlier or the same day (review 41 diff1 F5);
+            # only without any marrow result in the window does the first day of any specimen decide
+            pool = marrow if how == "BM" and marrow else mine
+            first = min(math.floor(r["day"]) for r in pool)
+            used = [r for r in pool if math.floor(r["day"]) == first]
+            # every other result in the window is named (and in the evidence), not used; with "any" the
+            # first day's results of every specimen are used together, as before
+            if how == "any":
+                used = [r for r in mine if math.floor(r["day"]) == first]
+            named = [r for r in mine if not any(r is u for u in used)]
             status = _ra_status(used)
             spec = "/".join(sorted({_spec(r) for r in used if _spec(r)}))  # empty: not given (read as marrow)
             name = antigen_name or "target"
             when = f"{name} on day {first:g}{', ' + spec if spec else ''}"
-            note = ""
-            if named:
-                shown = {"negative": f"{cut}, a loss", "low": f"{cut}", "retained": "retained",
-                         "not assessed": "not assessable"}[_ra_status(named)]
-                note = f"; {'/'.join(sorted({_spec(r) for r in named}))} {shown}"
+            groups: dict[tuple[str, int], list[dict]] = {}
+            for r in named:
+                groups.setdefault((_spec(r) or "no specimen", math.floor(r["day"])), []).append(r)
+            shown = {"negative": f"{cut}, a loss", "low": f"{cut}", "retained": "retained",
+                     "not assessed": "not assessable"}
+            note = "".join(f"; {sp} on day {d:g}: {shown[_ra_status(g)]}" for (sp, d), g in groups.items())
             label = {"negative": f"{name}-low/negative relapse ({cut}; {when}{note})",
                      "low": f"relapse, {name} low ({cut}: low before treatment or no pre-treatment value, not a "
                             f"documented loss; {when}{note})",
                      "retained": f"relapse, {name} retained ({when}{note})",
                      "not assessed": f"relapse, {name} not assessable ({when}{note})"}[status]
-            reason = (f"relapse on day {e['relapse_day']:g}: the first {name} result {span} is on day {first:g}: "
-                      + "; ".join(f"{_ag_pct(r)} {_spec(r) or 'no specimen'} ({r.get('rule') or 'rule not given'})" for r in day_rows)
-                      + (f": the marrow's decides (option response.antigen_relapse_specimen=BM), "
-                         f"the {'/'.join(sorted({_spec(r) for r in named}))} result is named" if named else
+
+            def results(rows: list[dict]) -> str:
+                return "; ".join(f"{_ag_pct(r)} {_spec(r) or 'no specimen'} ({r.get('rule') or 'rule not given'})"
+                                 for r in rows)
+
+            kind = "marrow result" if how == "BM" and marrow else "result"
+            reason = (f"relapse on day {e['relapse_day']:g}: the first {name} {kind} {span} is on day {first:g}: "
+                      + results(used)
+                      + ("; not used, named: " + "; ".join(f"{results(g)} on day {d:g}" for (_, d), g in groups.items())
+                         + (" (option response.antigen_relapse_specimen=BM: the marrow's result decides)" if how == "BM"
+                            else " (the first day's results decide)") if named else
                          " (option response.antigen_relapse_specimen=any: negative when either is)" if how == "any"
-                         and len({_spec(r) for r in day_rows}) > 1 else ""))
+                         and len({_spec(r) for r in used}) > 1 else ""))
             out.append({**base, "antigen": antigen_name, "status": status, "antigen_day": float(first),
                         "specimen": spec or None, "antigen_rule": "; ".join(dict.fromkeys(r["rule"] for r in used if r.get("rule"))) or None,
                         "label": label, "reason": reason,
-                        "evidence": list(dict.fromkeys(x for r in day_rows for x in (r.get("evidence") or [])))})
+                        "evidence": list(dict.fromkeys(x for r in [*used, *named] for x in (r.get("evidence") or [])))})
     return pl.DataFrame(out, schema=_RA_SCHEMA, orient="row") if out else pl.DataFrame(schema=_RA_SCHEMA)
 
 

@@ -63,6 +63,9 @@ _RELAPSE_SCHEMA = {
     # for want of an input (NE, could_be relapse): ADTTE censors at the last assessment before it
     "relapse_possible_day": pl.Float64, "relapse_possible_reason": pl.String, "relapse_possible_evidence": EVIDENCE,
     "mrd_relapse_day": pl.Float64, "mrd_relapse_rule": pl.String, "mrd_relapse_reason": pl.String,
+    # review 41 diff1 F3: the day of the sample a possible MRD relapse (rule response.mrd_relapse_possible,
+    # mrd_relapse_day empty) rests on - structured, so no reader parses it out of the reason
+    "mrd_relapse_possible_day": pl.Float64,
     "evidence": EVIDENCE,
 }
 
@@ -172,7 +175,7 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
     reads it). Several results of one day that disagree on the status (no time orders them): the
     day is undetermined, as the marrow's MRD status; a positive among them is only a possible MRD
     relapse (rule ``response.mrd_relapse_possible``, no day), both rows named. Returns (day, rule,
-    reason, evidence); the reason names every result that could not be compared or whose bound does
+    reason, evidence, possible_day: the day of the sample a possible MRD relapse rests on); the reason names every result that could not be compared or whose bound does
     not settle the threshold. Confirmation (option ``mrd_relapse_confirm``, review 41 molecular F3):
     "next_sample" (default; research note §4.1 "confirm on a second consecutive sample", ELN 2022's
     wording as recalled, unverified) = the next calendar day with an MRDFCM of the compared specimen
@@ -185,7 +188,7 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
     neg = next((r for r in recs if r["mrd_negative"] is True and r["category"] in MRD_REMISSION
                 and r["day"] >= start and (stop is None or r["day"] < stop)), None)
     if neg is None or sd is None:
-        return None, None, None, []
+        return None, None, None, [], None
     rows = sd.obs.get("MRDFCM", [])
     neg_row, _, _ = _pick_mrd([x for x in rows if math.floor(x["day"]) == math.floor(neg["day"])], opts)
     spec = _specimen(neg_row)
@@ -265,7 +268,7 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
             if possible is not None:
                 why += f"; earlier {possible[1]}"
                 refs = refs + possible[2]
-            return x["day"], MRD_RELAPSE_RULE, why + ("; " + "; ".join(notes) if notes else ""), refs
+            return x["day"], MRD_RELAPSE_RULE, why + ("; " + "; ".join(notes) if notes else ""), refs, None
         if pos and possible is None:  # the day's results disagree: the MRD status of the day is undetermined
             shown_all = ", ".join(_shown_mrd(y) for y in group)
             possible = (group[0]["day"], f"possible MRD relapse on day {math.floor(group[0]['day']):g}: the "
@@ -281,9 +284,9 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
     refs += [z for z in map(row_ref, ended) if z]
     if possible is not None:
         return (None, MRD_RELAPSE_POSSIBLE_RULE, f"{head}; {possible[1]}; no later certain conversion{tail}"
-                + ("; " + "; ".join(notes) if notes else ""), possible[2] + refs)
+                + ("; " + "; ".join(notes) if notes else ""), possible[2] + refs, possible[0])
     return (None, None, f"{head}; no later conversion to MRD positivity{tail}"
-            + ("; " + "; ".join(notes) if notes else ""), refs)
+            + ("; " + "; ".join(notes) if notes else ""), refs, None)
 
 
 def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
@@ -326,7 +329,7 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
             best, notes = _first_relapse(recs, sd, start["day"],
                                          {**rel, "pb_blast_consecutive": resolved[name]["pb_blast_consecutive"]},
                                          rules, prefix)
-            mrd_day, mrd_rule, mrd_reason, mrd_ev = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0],
+            mrd_day, mrd_rule, mrd_reason, mrd_ev, mrd_possible = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0],
                                                        resolved[name])
             why = "no relapse after the response" if best is None else best[2]
             # a marrow whose blasts are only a bound that does not settle ">= 5%" (NE, could be relapse)
@@ -347,6 +350,7 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
                 "relapse_possible_day": open_[0]["day"] if open_ else None, "relapse_possible_reason": possible,
                 "relapse_possible_evidence": list(open_[0].get("evidence") or []) if open_ else [],
                 "mrd_relapse_day": mrd_day, "mrd_relapse_rule": mrd_rule, "mrd_relapse_reason": mrd_reason,
+                "mrd_relapse_possible_day": mrd_possible if mrd_rule == MRD_RELAPSE_POSSIBLE_RULE else None,
                 "evidence": list(dict.fromkeys((best[3] if best else []) + [n[2] for n in notes if n[2]] + mrd_ev
                                                + (list(open_[0].get("evidence") or []) if open_ else []))),
             })
