@@ -66,3 +66,25 @@ def test_exposure_crs_ge3_is_unknown_when_the_lower_bound_is_below_3():
         old = derive_exposure_response(s.drop("crs_grade_astct_min"), exposures=("car_cmax",),
                                        outcomes=("crs_grade_ge3",)).row(0, named=True)
     assert old["n"] == 5 and old["n_excluded"] == 0
+
+
+def test_split_dose_fractions_are_not_a_reinfusion(tmp_path):
+    # Lead mend (session 41): a CAR-T dose split over days 0 and 1 (NCT04762485 gives its dose in
+    # fractions on consecutive days) is one administration, as kinetics reads it (split_dose_gap_days 7):
+    # no marrow names "a further CAR-T infusion", and best_response.reinfusion=end_window does not end the
+    # window on day 1. A dose on day 35 (35 days after the previous) is a re-infusion.
+    from cartlab.response.best import BestResponseOptions, derive_best_response
+    from cartlab.response.marrow import derive_marrow_response
+    from test_response_s41 import marrow, quiet, row, study
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    s = study(tmp_path / "a", [*marrow("S1", -7, 60, pb=10, anc=0.3, plt=20), *marrow("S1", 28, 1)],
+              subjects=(("S1", "B-ALL"),), doses=["S1,0,CAR-T,200000,cells/kg", "S1,1,CAR-T,800000,cells/kg"])
+    assert "further CAR-T" not in row(quiet(derive_marrow_response, s), "S1", 28)["reason"]
+    e = row(quiet(derive_best_response, s, BestResponseOptions(reinfusion="end_window")), "S1")
+    assert e["best_response"] == "CR" and e["end_day"] != 1.0
+    s2 = study(tmp_path / "b", [*marrow("S1", -7, 60, pb=10, anc=0.3, plt=20), *marrow("S1", 63, 1)],
+               subjects=(("S1", "B-ALL"),), doses=["S1,0,CAR-T,200000,cells/kg", "S1,1,CAR-T,800000,cells/kg",
+                                                  "S1,35,CAR-T,3000000,cells/kg"])
+    assert "day 35 (doses.csv:3)" in row(quiet(derive_marrow_response, s2), "S1", 63)["reason"]

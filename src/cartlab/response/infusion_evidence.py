@@ -139,20 +139,24 @@ def one_option_response(analysis_options):
 
 
 def reinfusions(study) -> dict[str, list[tuple[float, str | None]]]:
-    """Per subject, the CAR-T doses on a calendar day after the first CAR-T dose's day: (day, row ref)
-    (review 41 F7). A split dose over several days counts too: every later CAR-T dose is named, and
-    the option ``best_response.reinfusion`` decides whether assessments after it count."""
+    """Per subject, the CAR-T re-infusions: (day, row ref) of each CAR-T dose more than
+    ``kinetics.split_dose_gap_days`` (7, its default) after the previous CAR-T dose (review 41 F7).
+    The fractions of a split dose a few days apart are one administration, not a re-infusion, as the
+    kinetics engine reads them (its profile ends at the same gap); the option
+    ``best_response.reinfusion`` decides whether assessments after a re-infusion count."""
     from cartlab.kinetics.agents import car_t_infusions
+    from cartlab.kinetics.car import CarKineticsOptions
     from cartlab.provenance import row_ref
 
+    gap = float(CarKineticsOptions.split_dose_gap_days)
     inf = car_t_infusions(study)
     if inf.height == 0:
         return {}
     out: dict[str, list[tuple[float, str | None]]] = {}
-    first: dict[str, int] = {}
+    previous: dict[str, float] = {}
     for r in inf.sort("subject_id", "day").iter_rows(named=True):
         sid, day = r["subject_id"], float(r["day"])
-        start = first.setdefault(sid, int(day // 1))
-        if int(day // 1) > start:
+        if sid in previous and day - previous[sid] > gap:
             out.setdefault(sid, []).append((day, row_ref(r)))
+        previous[sid] = day
     return out
