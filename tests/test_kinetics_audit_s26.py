@@ -200,7 +200,7 @@ def test_cli_refuses_when_no_subject_can_be_fitted(tmp_path):
     pl.DataFrame({"ID": ["F"] * 3, "DAY": [t for t, _ in FEW3], "DV": [c for _, c in FEW3]}).write_csv(path)
     out = tmp_path / "out"
     env = {**os.environ, "COLUMNS": "250"}
-    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject", "ID", "--time", "DAY",
+    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject-col", "ID", "--time", "DAY",
                         "--conc", "DV", "--out", str(out)], check=False, capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "no subject could be fitted" in r.stderr and "Nothing was written" in r.stderr
     assert not out.exists()

@@ -166,7 +166,7 @@ def test_cli_stein_reports_the_unidentified_fit(tmp_path):
                   "DV": [float(c) for _, c in C_DECLINE], "LLOQ": [50.0] * 7}).write_csv(path)
     out = tmp_path / "out"
     env = {**os.environ, "COLUMNS": "250"}
-    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject", "ID", "--time", "DAY",
+    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject-col", "ID", "--time", "DAY",
                         "--conc", "DV", "--lloq", "LLOQ", "--fix", "sigma=0.3", "--out", str(out)],
                        check=False, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
@@ -174,7 +174,7 @@ def test_cli_stein_reports_the_unidentified_fit(tmp_path):
     subj = pl.read_csv(out / "stein_subjects.csv").row(0, named=True)
     assert subj["converged"] is False and subj["message"].startswith("not identified")
     # without --fix: 7 samples for 7 free parameters, nothing can be fitted
-    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject", "ID", "--time", "DAY",
+    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject-col", "ID", "--time", "DAY",
                         "--conc", "DV", "--lloq", "LLOQ", "--out", str(tmp_path / "out2")],
                        check=False, capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "7 quantifiable sample(s) for 7 free parameters" in r.stderr

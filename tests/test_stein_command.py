@@ -64,7 +64,7 @@ def _expected_frame(df: pl.DataFrame) -> pl.DataFrame:
 def test_table_per_subject_end_to_end(tmp_path):
     path, df = _table(tmp_path)
     out = tmp_path / "fit"
-    r = run(path, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--out", out)
+    r = run(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--out", out)
     assert r.returncode == 0, r.stderr
     assert "per-subject fit of 6 subject(s)" in r.stdout
     assert "not measured values (source synthetic)" in r.stderr  # honest labelling of synthetic rows (a warning: stderr, review 38 C3)
@@ -124,7 +124,7 @@ def test_fixed_parameter_and_prior(tmp_path):
 def test_population_table_with_covariate(tmp_path):
     path, df = _table(tmp_path, n=24, seed=3, with_covariate=True)
     out = tmp_path / "pop"
-    r = run(path, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--population",
+    r = run(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--population",
             "--covariate", "cmax=LOGDOSE", "--n-burn", 40, "--n-smooth", 30, "--n-post", 20, "--seed", 4,
             "--out", out)
     assert r.returncode == 0, r.stderr
@@ -183,18 +183,18 @@ def test_seed_study_folder(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--subject", "ID", "--time", "DAY", "--conc", "NOPE"], "column(s) ['NOPE'] not found"),
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "NOPE"], "column(s) ['NOPE'] not found"),
     (["--time", "DAY", "--conc", "DV"], "needs --subject"),
-    (["--subject", "ID", "--time", "DAY", "--conc", "DV", "--covariate", "cmax=LOGDOSE"], "needs --population"),
-    (["--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "kmax=X"],
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--covariate", "cmax=LOGDOSE"], "needs --population"),
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "kmax=X"],
      "unknown parameter 'kmax'"),
-    (["--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT"],
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT"],
      "column(s) ['WT'] not found"),
-    (["--subject", "ID", "--time", "DAY", "--conc", "DV", "--fix", "fb=1.5"], "fb must be in (0, 1)"),
-    (["--subject", "ID", "--time", "DAY", "--conc", "DV", "--fix", "beta"], "expected PARAMETER=VALUE"),
-    (["--subject", "ID", "--time", "DAY", "--conc", "DV", "--blq", "zero"], "--blq 'zero'"),
-    (["--subject", "ID", "--time", "DAY", "--conc", "DV", "--prior", "flat"], "--prior 'flat'"),
-    (["--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--prior", "stein2019"],
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--fix", "fb=1.5"], "fb must be in (0, 1)"),
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--fix", "beta"], "expected PARAMETER=VALUE"),
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--blq", "zero"], "--blq 'zero'"),
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--prior", "flat"], "--prior 'flat'"),
+    (["--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--prior", "stein2019"],
      "--prior is for per-subject fits"),
 ])
 def test_bad_options_write_nothing(tmp_path, args, message):
@@ -214,18 +214,18 @@ def test_bad_cells_name_file_row_and_column(tmp_path):
     lines[3] = ",".join(parts)
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join(lines) + "\n")
-    r = run(bad, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--out", tmp_path / "out")
+    r = run(bad, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--out", tmp_path / "out")
     assert r.returncode == 2 and "bad.csv: row 3 (line 4), column 'DV': '1.2e' is not a number" in r.stderr
     # a covariate must have one value per subject
     cov = df.with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias("WT"))
     cov.write_csv(bad)
-    r = run(bad, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
+    r = run(bad, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
             "--out", tmp_path / "out")
     assert r.returncode == 2 and "column 'WT': covariate values differ within subject" in r.stderr
     # a covariate missing for a subject names the subject
     first = df["ID"][0]
     df.with_columns(pl.when(pl.col("ID") == first).then(None).otherwise(1.5).alias("WT")).write_csv(bad)
-    r = run(bad, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
+    r = run(bad, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
             "--out", tmp_path / "out")
     assert r.returncode == 2 and f"covariate 'WT' has missing values for 1 subject(s): {first}" in r.stderr
     assert not (tmp_path / "out").exists()
@@ -295,7 +295,7 @@ def test_table_with_split_doses(tmp_path):
                           "dose": [1.0, 4.0] * len(ids)})
     doses.write_csv(tmp_path / "doses.csv")
     out = tmp_path / "o"
-    r = run(path, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--doses",
+    r = run(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--doses",
             tmp_path / "doses.csv", "--dose-handling", "superpose", "--out", out)
     assert r.returncode == 0, r.stderr
     obs = pl.read_csv(out / "stein_observations.csv")
@@ -308,6 +308,6 @@ def test_table_with_split_doses(tmp_path):
     assert [Path(i["file"]).name for i in meta["inputs"]] == ["conc.csv", "doses.csv"]
     # a dose that is not a number names its row and column
     (tmp_path / "bad.csv").write_text("ID,DAY,dose\nA,0,1e6\nA,x,2e6\n")
-    r = run(path, "--subject", "ID", "--time", "DAY", "--conc", "DV", "--doses", tmp_path / "bad.csv",
+    r = run(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--doses", tmp_path / "bad.csv",
             "--out", tmp_path / "b")
     assert r.returncode == 2 and "bad.csv: row 2 (line 3), column 'DAY': 'x' is not a number" in r.stderr

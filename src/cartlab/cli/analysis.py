@@ -254,7 +254,7 @@ def report_cmd(
     proto = _protocol_or_exit(protocol) if protocol else None
     data, _ = load_source(study, store, **source.load_kwargs(), csv_dialect=csv_dialect, report_to=out, ctx=ctx)
     if subject and subject not in data.subject_ids:
-        raise _usage(f"no subject {subject!r} in {study}")
+        raise _usage(f"no subject {subject!r} in {data.study_id}")  # study None: the store's only study
     if subject:  # engines are per subject (batched runs agree): analyse this one, report only its problems
         data = data.subset([subject])
     from cartlab.errors import subject_ids_in_warnings
@@ -373,8 +373,12 @@ def explain_cmd(
     from cartlab.criteria import UNSETTLED, rule_status, rules_in
 
     if ex.rules:  # every rule behind the headline with its verification status, whatever it is (review 37 C2)
-        console.print("[dim]rules: " + escape("; ".join(f"{i.id} ({i.status.replace('_', ' ')})"
-                                                       for text in ex.rules for i in rules_in(text))) + "[/]",
+        # a row's own status where it differs from its rule's (ADTTE: review 41 diff1 F4)
+        row_st = getattr(ex, "row_statuses", {}) or {}
+        console.print("[dim]rules: " + escape("; ".join(
+            f"{i.id} ({i.status.replace('_', ' ')}"
+            + (f"; {row_st[i.id].replace('_', ' ')} on some rows" if row_st.get(i.id) not in (None, i.status) else "")
+            + ")" for text in ex.rules for i in rules_in(text))) + "[/]",
                       soft_wrap=True, highlight=False)
     if days.height == 0:
         # review 39 C1: no hint to use --all-days when it was given or no day was assessed at all
@@ -391,9 +395,10 @@ def explain_cmd(
     for r in days.iter_rows(named=True):
         grade = "" if r["grade"] is None else str(r["grade"])
         rule = r["rule"] or ""
-        status = rule_status(rule) if rule else None
+        # the row's own status when the explanation gives one (ADTTE rule_status: review 41 diff1 F4)
+        status = r.get("rule_status") or (rule_status(rule) if rule else None)
         if status in UNSETTLED:
-            unsettled.update({i.id: i for i in rules_in(rule) if i.status in UNSETTLED})
+            unsettled.update({i.id: i for i in rules_in(rule)})
             rule = f"{rule} ⚠ {status.replace('_', ' ')}"
         t.add_row(day_text(r["day"]), *([grade] if graded else []), escape(rule), escape(r["reason"] or ""),
                   escape(", ".join(r["evidence"] or [])))

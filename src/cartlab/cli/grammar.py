@@ -62,13 +62,22 @@ def one_value(short_name: str, short, long_name: str, long, noun: str):
     is fine, with different values a usage error naming both (exit 2)."""
     if short is None or long is None:
         return short if short is not None else long
-    same = (os.path.normpath(str(short)) == os.path.normpath(str(long))) if noun == "study" else short == long
+    same = _same_study(str(short), str(long)) if noun == "study" else short == long
     if not same:
         from cartlab.errors import InputError
 
         raise InputError(f"two different {noun} values given: {short_name} {short!r} and {long_name} {long!r}",
                          hint=f"give the {noun} once, as {short_name} or as {long_name} {short_name}")
     return short
+
+
+def _same_study(a: str, b: str) -> bool:
+    """Two spellings of one study: the same text (normalised), or two paths to one folder (relative and
+    absolute, through a symlink: review 41 diff2 6)."""
+    if os.path.normpath(a) == os.path.normpath(b):
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def with_grammar(func):
@@ -113,6 +122,7 @@ class App(typer.Typer):
     or ``--subject`` by declaring its positional short form, nothing else."""
 
     def command(self, *args, **kwargs):
+        kwargs.setdefault("cls", GrammarCommand)
         register = super().command(*args, **kwargs)
 
         def decorator(func):
@@ -133,19 +143,59 @@ def deprecated(old: str, new: str) -> None:
     err.print(f"  [yellow]![/] {old} is deprecated: use {new}", highlight=False, soft_wrap=True)
 
 
-class AliasCommand(typer.core.TyperCommand):
+#: click's usage error (typer may vendor click, so found through a public typer class): exit 2
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+#: the grammar's one-value options: given twice with different values is an error, not the last one
+_ONE_VALUE = ("--study", "--subject")
+
+
+class GrammarCommand(typer.core.TyperCommand):
+    """A command of :class:`App`: ``--study`` or ``--subject`` given twice with different values is one
+    usage error naming both (click would take the last; review 41 diff2 13), as the positional form and
+    the option are."""
+
+    def _takes_value(self, ctx) -> dict[str, int]:
+        return {name: p.nargs for p in self.get_params(ctx)
+                if p.param_type_name == "option" and not p.is_flag for name in (*p.opts, *p.secondary_opts)}
+
+    def parse_args(self, ctx, args):
+        takes_value = self._takes_value(ctx)
+        seen: dict[str, str] = {}
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a == "--":
+                break
+            name, eq, value = a.partition("=")
+            if name in _ONE_VALUE and takes_value.get(name) == 1:
+                value = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+                if value is not None and name in seen and seen[name] != value:
+                    if not (name == "--study" and _same_study(seen[name], value)):
+                        noun = name[2:]
+                        raise _UsageError(f"two different {noun} values given: {name} {seen[name]!r} and "
+                                          f"{name} {value!r}; give the {noun} once", ctx=ctx)
+                if value is not None:
+                    seen.setdefault(name, value)
+            # an option's value is never read as an option name (a column called "--time" ...)
+            i += 1 + (takes_value.get(name, 0) if not eq and a.startswith("-") else 0)
+        return super().parse_args(ctx, args)
+
+
+class AliasCommand(GrammarCommand):
     """A command whose old option names (``aliases``: old -> new) still work. They are not options of
     the command (so not in --help): each is rewritten to its new name before parsing, with a
-    deprecation warning; ``spelled(ctx, new)`` gives the spelling the user typed, for messages."""
+    deprecation warning; ``spelled(ctx, new)`` gives the spelling the user typed, for messages.
+    ``refused`` (old -> message): old names that are an error now (their meaning changed)."""
 
     aliases: ClassVar[dict[str, str]] = {}
     #: old names that keep working without a warning (a published contract uses them)
     silent: ClassVar[frozenset[str]] = frozenset()
+    refused: ClassVar[dict[str, str]] = {}
 
     def parse_args(self, ctx, args):
-        takes_value = {name: p.nargs for p in self.get_params(ctx)
-                       if p.param_type_name == "option" and not p.is_flag for name in (*p.opts, *p.secondary_opts)}
+        takes_value = self._takes_value(ctx)
         takes_value.update({old: takes_value.get(new, 0) for old, new in self.aliases.items()})
+        takes_value.update({old: 1 for old in self.refused if old not in takes_value})
         used = ctx.meta.setdefault("cartlab_old_spellings", {})
         args, i = list(args), 0
         while i < len(args):
@@ -153,6 +203,8 @@ class AliasCommand(typer.core.TyperCommand):
             if a == "--":
                 break
             name, eq, value = a.partition("=")
+            if name in self.refused:
+                raise _UsageError(self.refused[name], ctx=ctx)
             if name in self.aliases:
                 new = self.aliases[name]
                 args[i] = new + eq + value
@@ -164,11 +216,13 @@ class AliasCommand(typer.core.TyperCommand):
         return super().parse_args(ctx, args)
 
 
-def aliased(aliases: dict[str, str], base: type = AliasCommand, silent=()) -> type:
+def aliased(aliases: dict[str, str], base: type = AliasCommand, silent=(), refused=None) -> type:
     """A command class whose old option names ``aliases`` (old -> new) are hidden, deprecated aliases
-    (``silent``: those of them that stay without a warning)."""
+    (``silent``: those of them that stay without a warning; ``refused``: old name -> the usage error it
+    gives now)."""
     return type(f"{base.__name__}_aliased", (base,), {"aliases": {**base.aliases, **aliases},
-                                                       "silent": base.silent | frozenset(silent)})
+                                                       "silent": base.silent | frozenset(silent),
+                                                       "refused": {**base.refused, **(refused or {})}})
 
 
 def spelled(ctx, new: str) -> str:

@@ -124,6 +124,16 @@ def reader_options(func):
     return command
 
 
+def _study_spelling(ctx) -> str:
+    """How the study was given, for messages: "--study" when the command's --study option holds it
+    (review 41 diff2 9), else the positional STUDY."""
+    if ctx is None:
+        return "STUDY"
+    typed = any(p.param_type_name == "option" and "--study" in p.opts and ctx.params.get(p.name) is not None
+                for p in ctx.command.params)
+    return "--study" if typed else "STUDY"
+
+
 def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhir: Path | None = None,
                 mapping: Path | None = None, csv_dialect: str = "standard", study_id: str | None = None,
                 report_to=None, partial_dates: str = "skip", report_shown: Path | None = None,
@@ -144,7 +154,7 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     ``ctx``: the command's click context, which tells an option typed with its default value from one
     not given (None, outside a command: only values other than the default count as given).
     """
-    given = [name for name, v in (("STUDY", study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
+    given = [name for name, v in ((_study_spelling(ctx), study), ("--sdtm", sdtm), ("--fhir", fhir)) if v is not None]
     if len(given) > 1:
         raise _usage(f"give one source, not {' and '.join(given)}")
     if mapping is not None and sdtm is None and fhir is None:

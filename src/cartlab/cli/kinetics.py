@@ -24,6 +24,11 @@ from cartlab.errors import CartlabError
 #: the column options of the table commands, renamed from --subject/--time/--conc/--lloq (which read
 #: as a subject id or a day elsewhere); the old names are hidden, deprecated aliases
 COLUMN_ALIASES = {"--subject": "--subject-col", "--time": "--time-col", "--conc": "--conc-col", "--lloq": "--lloq-col"}
+#: stein: --subject is a subject id in every command now (review 41 diff2 7), no longer the old name of
+#: --subject-col; stein fits every subject of its input, so it is refused, naming the column option
+STEIN_REFUSED = {"--subject": "--subject is a subject id (stein fits every subject of its input); the column is "
+                 "--subject-col"}
+STEIN_ALIASES = {old: new for old, new in COLUMN_ALIASES.items() if old not in STEIN_REFUSED}
 
 
 # ../shared/conformance/README.md runs `cartlab nca ... --subject Subject --time Time --conc conc`:
@@ -85,7 +90,7 @@ def nca_cmd(
                                                        if not isinstance(v, (list, dict))), soft_wrap=True)
 
 
-@app.command("stein", cls=aliased(COLUMN_ALIASES))
+@app.command("stein", cls=aliased(STEIN_ALIASES, refused=STEIN_REFUSED))
 def stein_cmd(
     ctx: typer.Context,
     source: Annotated[Optional[str], typer.Argument(

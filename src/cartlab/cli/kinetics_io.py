@@ -47,6 +47,7 @@ from cartlab.kinetics.stein import (
     PARAMS,
     PEAK_COLUMNS,
     SE_DF_CORRECTIONS,
+    SPLIT_DOSE_GAP_DAYS,
     STEIN_2019,
     Progress,
     SteinModel,
@@ -699,7 +700,8 @@ def stein_command(
                     warnings=[],
                     estimator=("maximum a posteriori per subject (prior: Stein 2019 Table 1)" if prior else
                                "maximum likelihood per subject") + "; SEs from the Hessian (delta method)"
-                    + ("; with sigma estimated by ML: covariance x n/(n - p), 95% CIs from t(n - p) "
+                    + ("; with sigma estimated by ML: the structural parameters' covariance x n/(n - p), their "
+                       "95% CIs from t(n - p); sigma the ML sqrt(RSS/n) with its ML SE "
                        "(se_df_correction='residual')" if se_df_correction == "residual" and prior is None
                        and "sigma" not in fix_items else ""))
         figs = {"stein_fits.png": fit.plot()}
@@ -708,7 +710,9 @@ def stein_command(
         pl.col("dosing_note").fill_null("").str.contains(FIRST_DOSE_NOTE, literal=True))["subject_id"].to_list()
     if meta["multiple_infusions"]:
         meta["warnings"].append(
-            f"{len(meta['multiple_infusions'])} subject(s) with more than one CAR-T infusion, fitted with time from "
+            f"{len(meta['multiple_infusions'])} subject(s) with more than one CAR-T infusion (a re-infusion more "
+            f"than {SPLIT_DOSE_GAP_DAYS:g} days after the previous one; split-dose fractions are not named), "
+            f"fitted with time from "
             f"the first and the infusions as one dose (dose_handling='first'; Stein 2019 had one infusion per "
             f"patient): {', '.join(meta['multiple_infusions'][:10])}"
             + (f" (and {len(meta['multiple_infusions']) - 10} more)" if len(meta["multiple_infusions"]) > 10 else "")

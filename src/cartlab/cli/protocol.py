@@ -94,6 +94,39 @@ DoseSubjectArg = subject_argument(SUBJECT_HELP + " Printed on the sheet; without
                                   "the patient is read from its data. The same as --subject SUBJECT.")
 
 
+def _refuse_quantity_subject(positional: str | None, weight: str | None, height: str | None) -> None:
+    """dose's positional SUBJECT that is a number, or a pint unit of mass, length or time (the units of
+    --weight, --height, --age), is refused (review 41 diff2 1): ``--weight 115 lb`` read "lb" as the
+    subject and 115 as kg. Other units ("A", ampere) are left alone: a subject may be called so. A subject
+    id that looks like a number or unit is given as --subject."""
+    if positional is None or not positional.strip():
+        return
+    from cartlab.units import ureg
+
+    text, kind, dim = positional.strip(), None, None
+    try:
+        float(text)
+        kind = "a number"
+    except ValueError:
+        try:
+            dim = ureg.parse_units(text).dimensionality
+        except Exception:  # noqa: BLE001 - pint: not a unit (any of its parse errors)
+            return
+        if dim not in (ureg.kilogram.dimensionality, ureg.meter.dimensionality, ureg.second.dimensionality):
+            return
+        kind = "a unit"
+    if dim == ureg.kilogram.dimensionality:
+        fix = f"--weight '{weight or 'VALUE'} {text}' (or {weight or 'VALUE'}{text})"
+    elif dim == ureg.meter.dimensionality:
+        fix = f"--height '{height or 'VALUE'} {text}' (or {height or 'VALUE'}{text})"
+    elif kind == "a unit":
+        fix = "--age as a number of years, e.g. --age 17"
+    else:
+        fix = "a value and its unit as one argument: --weight '115 lb', --height '160 cm'"
+    raise _usage(f"dose: {text!r} is {kind}, not a subject id: write {fix}",
+                 hint=f"a subject whose id is {text!r}: --subject {text}")
+
+
 @app.command("dose")
 def dose_cmd(
     ctx: typer.Context,
@@ -178,6 +211,7 @@ def dose_cmd(
 
     as_csv = _as_csv(as_csv, fmt)
     study = _study_alias(study, study_dir)
+    _refuse_quantity_subject(ctx.params.get("subject"), weight, height)
     chosen = _protocol_settings(ctx, "dose", set_options, options_file, {
         "car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose),
         **_plan_flags(bsa_method, bsa_decimals, bsa_unrounded, renal_function, paediatric_renal, crcl_weight,

@@ -31,7 +31,7 @@ from cartlab.cli.base import (
     console,
     err,
 )
-from cartlab.cli.grammar import STUDY_HELP, StudyOpt, SubjectArg, aliased, deprecated, study_argument
+from cartlab.cli.grammar import STUDY_HELP, StudyOpt, SubjectArg, aliased, deprecated, spelled, study_argument
 from cartlab.cli.interop import MappingOpt, PartialDatesOpt, SdtmOpt, SourceOptions, load_source, reader_options
 
 #: validate's STUDY: a folder is checked file by file; a stored study lists the warnings of its import
@@ -211,6 +211,9 @@ def import_cmd(
         console.print(f"[green]{result}[/] -> {store}")
         return
     if study_dir is None:
+        if spelled(ctx, "--study-id") == "--study":  # the grammar's spelling, read here as the id (review 41 diff2 8)
+            raise _usage(f"import's --study is the old name of --study-id (the id to store under); give the folder "
+                         f"as the argument: cartlab import {study_id}")
         raise _usage("name a study folder, or --sdtm DIR / --fhir PATH")
     if mapping is not None:
         raise _usage("--mapping applies to --sdtm or --fhir")
