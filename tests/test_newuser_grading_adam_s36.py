@@ -164,7 +164,7 @@ def test_adae_gives_the_episode_upper_bound_and_range_flag(adam):
 def test_new_variables_keep_xpt_limits_and_are_in_define(adam):
     spec = load_spec()
     new = {"ADSL": ["CRSGRUP", "CRSGRFL", "ICNGRUP", "ICNGRFL", "ICAHTEUP", "ICAEGRFL", "ICAHTLUP", "ICALGRFL"],
-           "ADAE": ["ATOXGRUP", "ATOXRGFL"]}
+           "ADAE": ["ATOXGRUP", "ATOXGRLO", "ATOXRGFL"]}  # ATOXGRLO: review41_diff2 F4
     define = pl.read_csv(adam / "define.csv", infer_schema_length=0)
     for ds, names in new.items():
         x = pd.read_sas(adam / f"{ds.lower()}.xpt", format="xport")

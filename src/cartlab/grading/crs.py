@@ -336,8 +336,9 @@ def derive_crs_features(study: Study, options: CrsOptions | None = None) -> pl.D
     return out
 
 
-def _assessed(study: Study, f: pl.DataFrame, opts: dict[str, Any]) -> pl.DataFrame:
-    """Days inside the assessment window and before the first assessment-ending event."""
+def assessed_days(study: Study, f: pl.DataFrame, opts: dict[str, Any]) -> pl.DataFrame:
+    """Days inside the assessment window and before the first assessment-ending event (shared with the
+    ICANS engine, review41_diff2 F13)."""
     window = opts["assessment_window"]
     if window is not None:
         lo, hi = window
@@ -655,7 +656,7 @@ def _derive_daily(study: Study, options: CrsOptions | None, spans_only: bool = F
         "fever_waived", "waiver_from_day", "fever_grade", "hypotension_grade", "hypoxia_grade",
         "fever_other_cause", pl.col("other_cause_reason").alias("other_cause"), "death_open_inside",
     )
-    f = _assessed(study, f, opts).with_columns(  # a graded day meeting no criterion names that too
+    f = assessed_days(study, f, opts).with_columns(  # a graded day meeting no criterion names that too
         pl.when(pl.col("rule").is_null() & (pl.col("grade") == 0)).then(pl.lit("crs.g0"))
         .otherwise(pl.col("rule")).alias("rule"))
     f = open_attribution(study, f, opts)  # events.csv not given: grade_min (crs.conv.absent_events, review 40 A1)

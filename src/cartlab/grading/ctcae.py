@@ -185,7 +185,7 @@ def grade_labs(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOptions 
     ``criteria``: None (the tables of ``options.version``/``options.units``), a table name, a
     loaded table mapping, or a sequence of them in precedence order.
     """
-    if clause_range(options):  # option clinical_clauses=range (review 41 F5)
+    if clause_range(options, criteria):  # option clinical_clauses=range (review 41 F5)
         return grade_labs_range(frame, criteria, options, grade_labs)
     gid, labels, gmax = _grade_codes(frame, criteria, options, bnrind_from_row=True)
     grades = {i: g for i, (g, _, _) in enumerate(labels)}

@@ -82,14 +82,7 @@ class CtcaeOptions(CriteriaOptions):
         "CTCAE's third Anemia column, session 37) is graded on that column (ctcae_v5_uscv.yaml) with its "
         "values in that unit; rows without an original unit are SI. In cartlab ctcae the row's unit is the reported "
         "one (a row naming a CTCAE term is graded on that term's column as given). Session 34 (review 34 F1)")
-    clinical_clauses: Literal["worst_case", "range"] = Field(
-        default="worst_case", description="the CTCAE v5.0 criteria whose grade hangs on a clinical fact the lab "
-        "does not record (Hypokalemia G2 'symptomatic', Hyponatremia G3 '125-129 mmol/L and symptomatic', "
-        "Hyperuricemia G3 'with physiologic consequences', Lipase/Serum amylase increased G3/G4 'with signs or "
-        "symptoms', INR increased 'if on anticoagulation'): 'worst_case' (default, admiral's reading): each "
-        "clause option left unset is read as true (hypokalemia_symptomatic ...), the reason saying 'assuming ...'; "
-        "'range': grade = the grade without the clause, grade_max (ATOXGR*_MAX) = the grade with it, the reason "
-        "naming the clause as the missing input. A clause option set explicitly is kept. Review 41 F5")
+    clinical_clauses: Literal["worst_case", "range"] | None = None
     extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = Field(
         default=(), description="values of rule-level options declared by a criteria table but not fields of "
         "this class (a mapping or (name, value) pairs)")

@@ -26,8 +26,7 @@ from cartlab.criteria.compile import Range
 from cartlab.criteria.model import Leaf
 from cartlab.errors import SubjectsWarning
 from cartlab.grading.common import assessment_start, last_covered_day, rows_from_start
-from cartlab.grading.crs import _assessed as assessed_days
-from cartlab.grading.crs import episodes
+from cartlab.grading.crs import assessed_days, episodes
 from cartlab.grading.icans_episodes import END_NOTE, episode_ends, open_absent_events, resolution_summary
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref

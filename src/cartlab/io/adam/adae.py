@@ -19,9 +19,70 @@ import polars as pl
 
 from cartlab.grading.adam import CRS_TERM, ICANS_TERM, NOT_RESOLVED, UNKNOWN
 
-__all__ = ["end_range", "open_end"]
+__all__ = ["DAILY_TERMS", "end_range", "episode_bounds", "lower_note", "open_end"]
 
 _RESOLVED = "RECOVERED/RESOLVED"
+
+#: the ADAE terms graded day by day (steps._adae) and their daily tables, with ``grade_max`` per day
+DAILY_TERMS = {CRS_TERM: "crs_daily", ICANS_TERM: "icans_daily"}
+
+
+def _with_death_episode_start(daily: pl.DataFrame) -> pl.DataFrame:
+    """``_dstart``: on a day whose unattributed death the engine attached to an episode
+    (``death_episode``), that episode's first day; null elsewhere (and without the column)."""
+    if "death_episode" not in daily.columns or "episode" not in daily.columns:
+        return daily.with_columns(pl.lit(None, dtype=pl.Float64).alias("_dstart"))
+    starts = (daily.filter(pl.col("episode").is_not_null()).group_by("subject_id", "episode")
+              .agg(pl.col("day").min().floor().cast(pl.Float64).alias("_dstart"))
+              .rename({"episode": "death_episode"}))
+    return daily.join(starts, on=["subject_id", "death_episode"], how="left", maintain_order="left")
+
+
+def episode_bounds(analysis, t: pl.DataFrame) -> pl.DataFrame:
+    """Per ADAE row (``AESEQ`` of ``USUBJID``) the grades the data leave possible for the episode.
+
+    ``ATOXGRUP``, the highest - CRS/ICANS: the highest daily ``grade_max`` from its start to its end
+    day, and the day after it whose unattributed death the engine attached to the episode
+    (``death_episode``, review 41 F1); ICAHT: ``icaht_early_grade_max`` / ``icaht_late_grade_max`` of
+    the window - never below ATOXGR; empty when the analysis lacks the table that says (not known,
+    never read as ATOXGR).
+
+    ``ATOXGRLO``, the lowest (review41_diff2 F4, as ADSL CRSGRLO): the highest daily ``grade_min``
+    from the episode's start to its end day (the episode's grade is at least each day's lowest
+    possible grade), never above ATOXGR; below it only when events.csv was not given and a fever
+    could be an infection's (crs.conv.absent_events), 0 when the episode may not have happened at
+    all. = ATOXGR where the daily table has no ``grade_min`` (ICANS) and for ICAHT."""
+    from cartlab.grading.icaht import EARLY_TERM, LATE_TERM
+
+    keys = t.select("USUBJID", "AESEQ", "AETERM", "ASTDY", "AENDY", "ATOXGR")
+    ups = []
+    for term, name in DAILY_TERMS.items():
+        if not analysis.has(name) or "grade_max" not in analysis.table(name).columns:
+            continue
+        daily = analysis.table(name)
+        lo = pl.coalesce(pl.col("grade_min"), pl.col("grade")) if "grade_min" in daily.columns else pl.lit(None)
+        d = _with_death_episode_start(daily).select(
+            pl.col("subject_id").alias("USUBJID"), pl.col("day").floor().alias("_d"),
+            pl.col("grade_max").cast(pl.Int64).alias("_up"), lo.cast(pl.Int64).alias("_lo"), "_dstart")
+        # ... and an unattributed death the engine attached to the episode after its last day (icans_daily
+        # death_episode, convention icans.conv.unattributed_death; review 41 F1): the episode it starts
+        inside = pl.col("_d").is_between(pl.col("ASTDY"), pl.col("AENDY"))
+        ups.append(keys.filter(pl.col("AETERM") == term).join(d, on="USUBJID", how="inner")
+                   .filter(inside | (pl.col("_dstart") == pl.col("ASTDY")))
+                   .group_by("USUBJID", "AESEQ").agg(pl.col("_up").max(), pl.col("_lo").filter(inside).max()))
+    if analysis.has("icaht"):
+        ic = analysis.table("icaht")
+        for term, col in ((EARLY_TERM, "icaht_early_grade_max"), (LATE_TERM, "icaht_late_grade_max")):
+            if col in ic.columns:
+                ups.append(keys.filter(pl.col("AETERM") == term).join(
+                    ic.select(pl.col("subject_id").alias("USUBJID"), pl.col(col).cast(pl.Int64).alias("_up")),
+                    on="USUBJID", how="inner").select("USUBJID", "AESEQ", "_up", pl.lit(None, dtype=pl.Int64).alias("_lo")))
+    schema = {"USUBJID": pl.String, "AESEQ": pl.Int64, "_up": pl.Int64, "_lo": pl.Int64}
+    up = pl.concat([u.cast(schema) for u in ups]) if ups else pl.DataFrame(schema=schema)
+    g = pl.col("ATOXGR").cast(pl.Int64)
+    return keys.join(up, on=["USUBJID", "AESEQ"], how="left", maintain_order="left").select(
+        "USUBJID", "AESEQ", pl.when(pl.col("_up").is_not_null()).then(pl.max_horizontal(pl.col("_up"), g)).alias("ATOXGRUP"),
+        pl.coalesce(pl.min_horizontal(pl.col("_lo"), g), g).alias("ATOXGRLO"))
 
 
 def _settled(term: str, cols: list[str]) -> pl.Expr:
@@ -41,12 +102,10 @@ def end_range(analysis, t: pl.DataFrame) -> pl.DataFrame:
     """``t`` (adae_toxicity rows, cartlab days) with ``ADURNUP``, ``AENRGFL`` and the range note in
     front of ``REASON`` (see the module docstring); both empty for ICAHT, for an episode not seen
     resolved and when the analysis lacks the daily table."""
-    from cartlab.io.adam.build import _DAILY_TERMS
-
     keys = t.select("USUBJID", "AESEQ", "AETERM", "ASTDY", "AENDY").with_columns(
         pl.col("ASTDY").shift(-1).over("USUBJID", "AETERM", order_by="ASTDY").alias("_next"))
     parts = []
-    for term, name in _DAILY_TERMS.items():
+    for term, name in DAILY_TERMS.items():
         if not analysis.has(name):
             continue
         d = analysis.table(name)
@@ -91,3 +150,15 @@ def open_end(t: pl.DataFrame, unobserved: str = "unknown") -> pl.DataFrame:
                                             literal=True)).otherwise(pl.col("REASON")).alias("REASON"))
     unseen = pl.col("AEOUT").is_in([NOT_RESOLVED, UNKNOWN])
     return t.with_columns(*(pl.when(unseen).then(None).otherwise(pl.col(c)).alias(c) for c in ("AENDY", "ADURN", "ADURU")))
+
+
+def lower_note(t: pl.DataFrame, width: int = 200) -> pl.DataFrame:
+    """``t`` with REASON naming the lower bound where ATOXGRLO is below ATOXGR and the first ``width``
+    characters of REASON (XPT v5 cuts it there) do not already say ``grade_min``: "down to grade N
+    (ATOXGRLO): ..." in front (review41_diff2 F4)."""
+    reason = pl.col("REASON").cast(pl.String).fill_null("")
+    named = reason.str.slice(0, width).str.contains("grade_min", literal=True)
+    note = pl.format("down to grade {} (ATOXGRLO): events.csv not given, a fever could be an infection's (option "
+                     "crs.absent_events=unknown); ", pl.col("ATOXGRLO"))
+    low = (pl.col("ATOXGRLO") < pl.col("ATOXGR").cast(pl.Int64)).fill_null(False) & ~named
+    return t.with_columns(pl.when(low).then(pl.concat_str(note, reason)).otherwise(pl.col("REASON")).alias("REASON"))

@@ -321,56 +321,6 @@ def _crs_lower(summary: pl.DataFrame) -> list[pl.Expr]:
             .otherwise(_range_flag(g, up)).alias("CRSGRFL")]
 
 
-#: the ADAE terms graded day by day (steps._adae) and their daily tables, with ``grade_max`` per day
-_DAILY_TERMS = {"Cytokine release syndrome": "crs_daily",
-                "Immune effector cell-associated neurotoxicity syndrome": "icans_daily"}
-
-
-def _with_death_episode_start(daily: pl.DataFrame) -> pl.DataFrame:
-    """``_dstart``: on a day whose unattributed death the engine attached to an episode
-    (``death_episode``), that episode's first day; null elsewhere (and without the column)."""
-    if "death_episode" not in daily.columns or "episode" not in daily.columns:
-        return daily.with_columns(pl.lit(None, dtype=pl.Float64).alias("_dstart"))
-    starts = (daily.filter(pl.col("episode").is_not_null()).group_by("subject_id", "episode")
-              .agg(pl.col("day").min().floor().cast(pl.Float64).alias("_dstart"))
-              .rename({"episode": "death_episode"}))
-    return daily.join(starts, on=["subject_id", "death_episode"], how="left", maintain_order="left")
-
-
-def _adae_upper(analysis, t: pl.DataFrame) -> pl.DataFrame:
-    """Per ADAE row (``AESEQ`` of ``USUBJID``): ``ATOXGRUP``, the highest grade the data leave
-    possible for the episode - CRS/ICANS: the highest daily ``grade_max`` from its start to its end
-    day; ICAHT: ``icaht_early_grade_max`` / ``icaht_late_grade_max`` of the window - never below
-    ATOXGR; empty when the analysis lacks the table that says (not known, never read as ATOXGR)."""
-    from cartlab.grading.icaht import EARLY_TERM, LATE_TERM
-
-    keys = t.select("USUBJID", "AESEQ", "AETERM", "ASTDY", "AENDY", "ATOXGR")
-    ups = []
-    for term, name in _DAILY_TERMS.items():
-        if not analysis.has(name) or "grade_max" not in analysis.table(name).columns:
-            continue
-        d = _with_death_episode_start(analysis.table(name)).select(
-            pl.col("subject_id").alias("USUBJID"), pl.col("day").floor().alias("_d"),
-            pl.col("grade_max").cast(pl.Int64).alias("_up"), "_dstart")
-        # ... and an unattributed death the engine attached to the episode after its last day (icans_daily
-        # death_episode, convention icans.conv.unattributed_death; review 41 F1): the episode it starts
-        ups.append(keys.filter(pl.col("AETERM") == term).join(d, on="USUBJID", how="inner")
-                   .filter(pl.col("_d").is_between(pl.col("ASTDY"), pl.col("AENDY")) | (pl.col("_dstart") == pl.col("ASTDY")))
-                   .group_by("USUBJID", "AESEQ").agg(pl.col("_up").max()))
-    if analysis.has("icaht"):
-        ic = analysis.table("icaht")
-        for term, col in ((EARLY_TERM, "icaht_early_grade_max"), (LATE_TERM, "icaht_late_grade_max")):
-            if col in ic.columns:
-                ups.append(keys.filter(pl.col("AETERM") == term).join(
-                    ic.select(pl.col("subject_id").alias("USUBJID"), pl.col(col).cast(pl.Int64).alias("_up")),
-                    on="USUBJID", how="inner").select("USUBJID", "AESEQ", "_up"))
-    up = (pl.concat([u.cast({"AESEQ": pl.Int64, "_up": pl.Int64}) for u in ups]) if ups
-          else pl.DataFrame(schema={"USUBJID": pl.String, "AESEQ": pl.Int64, "_up": pl.Int64}))
-    return keys.join(up, on=["USUBJID", "AESEQ"], how="left", maintain_order="left").select(
-        "USUBJID", "AESEQ", pl.when(pl.col("_up").is_not_null())
-        .then(pl.max_horizontal(pl.col("_up"), pl.col("ATOXGR").cast(pl.Int64))).alias("ATOXGRUP"))
-
-
 def _sig_digits(text: pl.Expr) -> pl.Expr:
     """Significant digits of the number in a censored source text ("<50" -> 2, "<0.050" -> 2, "<1.5e3"
     -> 2): its digits without the exponent, the decimal point and the leading zeros; null when none."""
@@ -521,14 +471,14 @@ def adae(analysis, dates: pl.DataFrame, opts=None) -> pl.DataFrame:
     else:
         t = t.with_columns(pl.lit(None, dtype=pl.Boolean).alias("_exposed"))
     t = t.join(ae_terms(), left_on="AETERM", right_on="_term", how="left", maintain_order="left")
-    t = t.join(_adae_upper(analysis, t), on=["USUBJID", "AESEQ"], how="left", maintain_order="left")
+    from cartlab.io.adam.adae import end_range, episode_bounds, lower_note, open_end
+
+    t = t.join(episode_bounds(analysis, t), on=["USUBJID", "AESEQ"], how="left", maintain_order="left")
     if "AEOUT" not in t.columns:  # a table stored before session 40
         t = t.with_columns(pl.lit(None, dtype=pl.String).alias("AEOUT"))
     # the end of an episode (io/adam/adae.py, review 40 A1/B1/B3): a bounded end is a range (ADURNUP,
     # AENRGFL); one not seen resolved has no end day, date or duration (option adam.aeout_unobserved)
-    from cartlab.io.adam.adae import end_range, open_end
-
-    t = open_end(end_range(analysis, t), adam_options(opts, analysis).aeout_unobserved)
+    t = lower_note(open_end(end_range(analysis, t), adam_options(opts, analysis).aeout_unobserved))
     f = t.select(
         pl.lit(analysis.study.study_id).alias("STUDYID"), "USUBJID", "AESEQ", "AETERM",
         pl.col("_decod").alias("AEDECOD"), pl.col("_bodsys").alias("AEBODSYS"),
@@ -540,7 +490,9 @@ def adae(analysis, dates: pl.DataFrame, opts=None) -> pl.DataFrame:
         .when(pl.col("ASTDY") >= 0).then(pl.lit("Y")).when(pl.col("ASTDY") < 0).then(pl.lit("N"))
         .otherwise(None).alias("TRTEMFL"),
         "ADURN", "ADURU", "ADURNUP", "AENRGFL", "AEOUT", _grade_text("ATOXGR").alias("ATOXGR"), pl.col("ATOXGR").alias("ATOXGRN"), "ATOXGRS",
-        "ATOXGRUP", _range_flag(pl.col("ATOXGR"), pl.col("ATOXGRUP")).alias("ATOXRGFL"),
+        "ATOXGRUP", "ATOXGRLO",  # ATOXRGFL: also the lower bound (events.csv not given), as ADSL CRSGRFL
+        pl.when(pl.col("ATOXGRLO") < pl.col("ATOXGR")).then(pl.lit("Y"))
+        .otherwise(_range_flag(pl.col("ATOXGR"), pl.col("ATOXGRUP"))).alias("ATOXRGFL"),
         *_rule_cols("RULE", "RULESTAT", "REASON", "EVIDENCE"),
     )
     return _with_dates(f, dates, ASTDT="ASTRLDY", AENDT="AENRLDY")
