@@ -18,7 +18,7 @@ from cartlab.model import NOT_MEASURED_SOURCES
 #: dtype of an ``evidence`` column: e.g. ["observations.csv:812", "interventions.csv:3"]
 EVIDENCE = pl.List(pl.String)
 
-__all__ = ["EVIDENCE", "RECONSTRUCTED_COLUMNS", "evidence_list", "evidence_ref", "reconstructed_columns", "ref",
+__all__ = ["EVIDENCE", "RECONSTRUCTED_COLUMNS", "evidence_list", "evidence_ref", "paper_reconstructed_by_subject", "reconstructed_columns", "ref",
            "row_ref", "source_counts", "subject_data_sources", "data_source_totals", "unique_refs"]
 
 #: the extra column (cartlab convention) naming the reconstructed columns of a ``paper`` row
@@ -84,6 +84,33 @@ def _paper_with_reconstructed(df: pl.DataFrame) -> int:
                .iter_rows(named=True) if reconstructed_columns(r))  # publication rows: a few
 
 
+def paper_reconstructed_by_subject(tables: Iterable[pl.DataFrame]) -> dict[str, int]:
+    """Per subject, how many of its ``paper`` rows name reconstructed columns (:func:`reconstructed_columns`):
+    the count ``source_counts(tables, [subject])["paper_with_reconstructed_columns"]`` gives, for every
+    subject in one pass per table (review 41 diff1 F6: the report's "Rows" column had called
+    :func:`source_counts` once per subject, O(subjects x rows), 22 s on 1,000 subjects). The paper rows are
+    filtered with polars and each distinct ``reconstructed_columns`` / ``extra`` value is read once."""
+    out: dict[str, int] = {}
+    for df in tables:
+        cols = [c for c in (RECONSTRUCTED_COLUMNS, "extra") if c in df.columns]
+        if not df.height or not cols or not {"subject_id", "source"} <= set(df.columns):
+            continue
+        cand = df.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in cols]))  # first: most rows have none
+        cand = cand.filter(pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase() == "paper")
+        if not cand.height:
+            continue
+        keys = cand.select(cols).unique()
+        keys = keys.filter(pl.Series([bool(reconstructed_columns(r)) for r in keys.iter_rows(named=True)],
+                                     dtype=pl.Boolean))
+        if not keys.height:
+            continue
+        hit = cand.select(pl.col("subject_id").cast(pl.String), *cols).join(keys, on=cols, how="inner", nulls_equal=True)
+        for sid, n in hit.group_by("subject_id").len().iter_rows():
+            if sid is not None:
+                out[sid] = out.get(sid, 0) + n
+    return out
+
+
 def source_counts(tables: Mapping[str, pl.DataFrame], ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Row counts by ``source`` over ``tables`` (of the subjects ``ids``; None: every row): ``paper`` /
     ``reconstructed`` / ``synthetic`` / ``simulated`` / ``observed`` (any other source), ``total``,
@@ -143,14 +170,10 @@ def subject_data_sources(tables: Mapping[str, pl.DataFrame], subject_ids: Sequen
     for sid, kind, n in rows.group_by("subject_id", "_s").len().iter_rows():
         if sid in per:
             per[sid][kind] += n
-    for name, df in tables.items():  # publication rows naming reconstructed columns (a few)
-        if df.height and {"subject_id", "source"} <= set(df.columns):
-            paper = df.filter(pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase() == "paper")
-            for sid in paper["subject_id"].unique().to_list():
-                moved = _paper_with_reconstructed(paper.filter(pl.col("subject_id") == sid))
-                if moved and sid in per:
-                    per[sid]["paper"] -= moved
-                    per[sid]["reconstructed"] += moved
+    for sid, moved in paper_reconstructed_by_subject(tables.values()).items():  # publication rows naming
+        if sid in per:                                                          # reconstructed columns
+            per[sid]["paper"] -= moved
+            per[sid]["reconstructed"] += moved
     label = ["; ".join(k for k in _KINDS if per[s][k]) or None for s in ids]  # as ADSL DATASRC joins
     nm = [sum(per[s][k] for k in NOT_MEASURED_SOURCES) for s in ids]
     data = {"subject_id": ids, "data_source": label, "n_rows_not_measured": nm,

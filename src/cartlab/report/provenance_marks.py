@@ -22,7 +22,13 @@ from cartlab.model import NOT_MEASURED_SOURCES
 
 # the counting lives in cartlab.provenance (the analysis's subject_summary uses it too, and engines never
 # import report); re-exported here for the pages
-from cartlab.provenance import RECONSTRUCTED_COLUMNS, evidence_list, reconstructed_columns, source_counts  # noqa: F401
+from cartlab.provenance import (  # noqa: F401
+    RECONSTRUCTED_COLUMNS,
+    evidence_list,
+    paper_reconstructed_by_subject,
+    reconstructed_columns,
+    source_counts,
+)
 
 #: the row class of a derived row with a not-measured source row (styled as a not-measured row)
 DERIVED_CLASS = "derived-nm"
@@ -40,33 +46,6 @@ def approximate_day(row: Mapping[str, Any]) -> bool:
     shows "≈ 60 (approximate)", the swimmer draws the marker open, review 41 F1)."""
     note = row.get("source_note")
     return bool(isinstance(note, str) and re.search(APPROX_DAY, note)) or "day" in reconstructed_columns(row)
-
-
-def paper_reconstructed_by_subject(tables: Iterable[pl.DataFrame]) -> dict[str, int]:
-    """Per subject, how many of its ``paper`` rows name reconstructed columns (:func:`reconstructed_columns`):
-    the count ``source_counts(tables, [subject])["paper_with_reconstructed_columns"]`` gives, for every
-    subject in one pass per table (review 41 diff1 F6: the report's "Rows" column had called
-    :func:`source_counts` once per subject, O(subjects x rows), 22 s on 1,000 subjects). The paper rows are
-    filtered with polars and each distinct ``reconstructed_columns`` / ``extra`` value is read once."""
-    out: dict[str, int] = {}
-    for df in tables:
-        cols = [c for c in (RECONSTRUCTED_COLUMNS, "extra") if c in df.columns]
-        if not df.height or not cols or not {"subject_id", "source"} <= set(df.columns):
-            continue
-        cand = df.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in cols]))  # first: most rows have none
-        cand = cand.filter(pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase() == "paper")
-        if not cand.height:
-            continue
-        keys = cand.select(cols).unique()
-        keys = keys.filter(pl.Series([bool(reconstructed_columns(r)) for r in keys.iter_rows(named=True)],
-                                     dtype=pl.Boolean))
-        if not keys.height:
-            continue
-        hit = cand.select(pl.col("subject_id").cast(pl.String), *cols).join(keys, on=cols, how="inner", nulls_equal=True)
-        for sid, n in hit.group_by("subject_id").len().iter_rows():
-            if sid is not None:
-                out[sid] = out.get(sid, 0) + n
-    return out
 
 
 def _kind(source: Any) -> str:
