@@ -17,18 +17,8 @@ from cartlab.analyze import Analysis, AnalysisOptions
 from cartlab.io.study_folder import read_study
 from cartlab.response.best import BestResponseOptions
 
-OBS_HEAD = "subject_id,day,param,analyte,value,value_text,unit,lloq,specimen"
-
-
-def _marrow(sid, day, bm, pb=0, anc=2.0, plt=150, bm_text="", mrd=None):
-    """observations.csv rows of one marrow day (pb=None: no PBBLAST that day)."""
-    rows = [f"{sid},{day},BMBLAST,,{bm},{bm_text},%,,BM"]
-    if pb is not None:
-        rows.append(f"{sid},{day},PBBLAST,,{pb},,%,,PB")
-    rows += [f"{sid},{day},NEUT,,{anc},,10^9/L,,PB", f"{sid},{day},PLAT,,{plt},,10^9/L,,PB"]
-    if mrd is not None:
-        rows.append(f"{sid},{day},MRDFCM,,{mrd},,fraction,,BM")
-    return rows
+# the observation header and marrow-day rows of the session-41 endpoint tests, shared
+from test_endpoints_s41 import OBS_HEAD, _marrow  # noqa: E402
 
 
 def _folder(tmp_path: Path, subjects, obs, events=()):
