@@ -152,7 +152,15 @@ def test_antigen_status_words_every_rule():
     from cartlab.report.subject_blocks import ANTIGEN_STATUS
 
     assert set(ANTIGEN_STATUS) == {"antigen.loss", "antigen.low_at_baseline", "antigen.no_baseline",
-                                   "antigen.retained", "antigen.undetermined"}
+                                   "antigen.retained", "antigen.undetermined", "antigen.no_blasts"}
+    # session 42: every antigen.* rule of the response rule table has the page's words (the table,
+    # not this list, is the source: antigen.no_blasts was added there in session 37)
+    from cartlab.criteria import load_table
+
+    table = load_table("response_rules", "cartlab.response")
+    table_ids = {r.id for rules in table.rule_sets.values() for r in rules if r.id.startswith("antigen.")}
+    assert table_ids <= set(ANTIGEN_STATUS), table_ids - set(ANTIGEN_STATUS)
+    assert "cannot be assessed" in ANTIGEN_STATUS["antigen.no_blasts"]
     assert "cannot be told" in ANTIGEN_STATUS["antigen.undetermined"]
     assert "not a documented loss" in ANTIGEN_STATUS["antigen.low_at_baseline"]
     assert "cannot be told" in ANTIGEN_STATUS["antigen.no_baseline"]

@@ -32,10 +32,10 @@ _LIMIT = 20  # SubjectsWarning's default: every caller uses it
 _MORE = re.compile(r" \(\+\d+ more\)$")
 
 
-def warning_shape(message) -> tuple[str, list[str], str | None] | None:
-    """(template, subject ids, the words that stand for the ids when warnings do not name subjects) of a
-    :class:`cartlab.errors.SubjectsWarning` (None for another warning; the words None when the warning
-    has its own unnamed text)."""
+def warning_shape(message) -> tuple[str, list[str], str | None, list[str]] | None:
+    """(template, subject ids, the words that stand for the ids when warnings do not name subjects, the
+    labels shown for the ids) of a :class:`cartlab.errors.SubjectsWarning` (None for another warning; the
+    words None when the warning has its own unnamed text)."""
     from cartlab.errors import SubjectsWarning
 
     if isinstance(message, SubjectsWarning) and _PLACE in message.template:
@@ -43,16 +43,20 @@ def warning_shape(message) -> tuple[str, list[str], str | None] | None:
         unnamed = message.unnamed
         words = (unnamed[len(head):len(unnamed) - len(tail)] if unnamed.startswith(head) and unnamed.endswith(tail)
                  and len(unnamed) >= len(head) + len(tail) else None)
-        return message.template, list(message.subject_ids), words
+        return message.template, list(message.subject_ids), words, list(message.labels)
     return None
 
 
-def _shown(template: str, text: str, ids: list[str]) -> list[str] | None:
-    """The labels a rendered warning shows at ``{subjects}`` (None when the text is not the template's)."""
+def _shown(template: str, text: str, ids: list[str], labels: list[str] | None = None) -> list[str] | None:
+    """The labels a rendered warning shows at ``{subjects}`` (None when the text is not the template's).
+    ``labels``: the warning's own labels (a label may hold ", ", e.g. "S1 (day 46, events.csv:9)")."""
     head, _, tail = template.partition(_PLACE)
     if not (text.startswith(head) and text.endswith(tail)) or len(text) < len(head) + len(tail):
         return None
     named = _MORE.sub("", text[len(head):len(text) - len(tail)])
+    if labels is not None:
+        shown = list(labels[:_LIMIT])
+        return shown if named == ", ".join(shown) and len(shown) == min(len(ids), _LIMIT) else None
     shown = named.split(", ") if named else []
     return shown if len(shown) == min(len(ids), _LIMIT) else None
 
@@ -78,7 +82,8 @@ def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, 
         prev: dict[str, tuple] = {}
         for w in batch:
             shape = shapes.get((w["engine"], w["message"]))
-            shown = None if shape is None else _shown(shape[0], w["message"], shape[1])
+            shown = None if shape is None else _shown(shape[0], w["message"], shape[1],
+                                                      shape[3] if len(shape) > 3 else None)
             if shape is None or shown is None:
                 key: tuple = ("text", w["engine"], w["message"])
                 entries.setdefault(key, dict(w))
@@ -107,7 +112,7 @@ def merge_warnings(batches: list[list[dict[str, str]]], shapes: dict[tuple[str, 
         for key, g in groups.items():
             counts = iter(g["counts"])
             merged_shapes[(key[1], entries[key]["message"])] = (
-                _COUNT.sub(lambda _m: str(next(counts)), g["template"]), list(g["ids"]), g["words"])
+                _COUNT.sub(lambda _m: str(next(counts)), g["template"]), list(g["ids"]), g["words"], list(g["shown"]))
     first = {k: i for i, k in enumerate(entries)}
     order = sorted(entries, key=lambda k: (rank.get(k[1], len(rank)), first[k]))
     out: list[dict[str, str]] = []

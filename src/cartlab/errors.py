@@ -100,6 +100,7 @@ class SubjectsWarning(CartlabWarning):
         named = ", ".join(str(s) for s in shown[:limit]) + (
             f" (+{len(shown) - limit} more)" if len(shown) > limit else "")
         self.template, self.where = template, where
+        self.labels = [str(s) for s in shown]  # what {subjects} shows, one per id (labels may hold ", ")
         self.unnamed = unnamed if unnamed is not None else template.replace(
             "{subjects}", f"named in {where}, which cartlab analyze writes ({DEBUG_NAMES})")
         super().__init__(template.replace("{subjects}", named))
