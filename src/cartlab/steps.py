@@ -100,20 +100,42 @@ def _step(outputs: str | tuple[str, ...], run, engine: str, **kw) -> Step:
     return Step(outs, run, engine, kw.pop("inputs", getattr(run, "inputs", ())), **kw)
 
 
-def _best_response(study, o, marrow_response, relapse):
-    from dataclasses import replace
+def _split_dose_gap(o) -> float:
+    """The analysis's ``kinetics.split_dose_gap_days``: what makes a later CAR-T dose a re-infusion, for
+    the kinetics and the response engines alike (session 42: the response engines read the option too)."""
+    from cartlab.kinetics.car import CarKineticsOptions
 
-    from cartlab.response.best import derive_best_response
-    from cartlab.response.marrow import ResponseOptions
+    return float((o.kinetics or CarKineticsOptions()).split_dose_gap_days)
+
+
+def _marrow_response(study, o):
+    from cartlab.response.marrow import derive_marrow_response
+
+    return derive_marrow_response(study, options=o.response, split_dose_gap_days=_split_dose_gap(o))
+
+
+def _best_options(o):
+    """The best-response options the analysis applies, with what it inherits from the endpoints filled in
+    (one reading for the best response and the protocol's ORR)."""
+    from dataclasses import replace
 
     opts = o.best_response_options()  # with the analysis's response options unless set apart
     if opts.last_alive_sources is None:  # duration of response: the endpoints' day last known alive
         opts = replace(opts, last_alive_sources=o.endpoint_options().last_alive_sources)
     if opts.undetermined_relapse is None:  # ... and their reading of a marrow that could be a relapse (diff1 F2)
         opts = replace(opts, undetermined_relapse=o.endpoint_options().undetermined_relapse)
+    return opts
+
+
+def _best_response(study, o, marrow_response, relapse):
+    from cartlab.response.best import derive_best_response
+    from cartlab.response.marrow import ResponseOptions
+
+    opts = _best_options(o)
     # the relapse table was derived with the analysis's response options: reused when they are the same
     same = opts.response == (o.response or ResponseOptions())
-    return derive_best_response(study, opts, assessments=marrow_response, relapses=relapse if same else None)
+    return derive_best_response(study, opts, assessments=marrow_response, relapses=relapse if same else None,
+                                split_dose_gap_days=_split_dose_gap(o))
 
 
 def _response_summary(study, o, best_response):
@@ -130,7 +152,8 @@ def _adtte(study, o, marrow_response, relapse, best_response):
     # assessments best_response counts: none after its end events (allo-HSCT, new therapy), so a
     # remission reached only after new therapy is not the CAR-T's (EFS failure, not in RFS/CIR)
     # option best_response.reinfusion=end_window: a further CAR-T dose ends the window too (review 41 F7)
-    ends = assessment_end_days(study, o.best_response_options().end_events, o.best_response_options().reinfusion)
+    ends = assessment_end_days(study, o.best_response_options().end_events, o.best_response_options().reinfusion,
+                               _split_dose_gap(o))
     # could_be / missing_inputs: an assessment that could be a remission (or a relapse) for want of an
     # input is not read as a definite "no remission" (review 41 F1)
     cols = ("subject_id", pl.col("category").alias("best_response"), pl.col("day").alias("best_response_day"),
@@ -268,8 +291,7 @@ STEPS: tuple[Step, ...] = (
     _step("easix", _engine(HEMATO, "derive_easix", "easix"), "EASIX"),
     _step("iec_hs_flags", _engine(HEMATO, "derive_iec_hs_flags", "iec_hs"), "IEC-HS flags"),
     _step("adae_toxicity", _adae, "ADAE-like toxicity episodes", inputs=("crs_daily", "icans_daily", "icaht")),
-    _step("marrow_response", _engine("cartlab.response.marrow", "derive_marrow_response", "response"),
-          "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),
+    _step("marrow_response", _marrow_response, "ELN 2022 AML / ALL response", fix=RESPONSE_FIX),
     _step("relapse", _engine("cartlab.response.marrow", "derive_relapse", "response", assessments="marrow_response"),
           "relapse from the marrow", write=False, fix=RESPONSE_FIX),
     _step("best_response", _best_response, "best response", inputs=("marrow_response", "relapse"),
@@ -383,7 +405,9 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
     def best(study, o):
         from cartlab.protocol.outcomes import derive_protocol_best_response
 
-        return derive_protocol_best_response(study, protocol)
+        # session 42: the analysis's best-response options (end events, re-infusion, response criteria
+        # options, ...), with the protocol's ORR categories and landmarks; before, the defaults
+        return derive_protocol_best_response(study, protocol, _best_options(o), _split_dose_gap(o))
 
     def orr(study, o, protocol_best_response):
         from cartlab.protocol.outcomes import protocol_orr_from

@@ -20,9 +20,15 @@ def protocol_orr(study, protocol) -> pl.DataFrame:
     return protocol_orr_from(derive_protocol_best_response(study, protocol), protocol)
 
 
-def derive_protocol_best_response(study, protocol) -> pl.DataFrame:
+def derive_protocol_best_response(study, protocol, options=None, split_dose_gap_days: float | None = None
+                                  ) -> pl.DataFrame:
     """Best response per subject with the protocol's ORR categories, once per landmark day
-    (column ``landmark_day``; null = no landmark). Per subject, so a large study can be run in batches."""
+    (column ``landmark_day``; null = no landmark). Per subject, so a large study can be run in batches.
+    ``options``: the analysis's :class:`~cartlab.response.best.BestResponseOptions` (None: the defaults),
+    whose ``orr_categories`` and ``landmark_day`` the protocol's replace; ``split_dose_gap_days``: the
+    analysis's ``kinetics.split_dose_gap_days`` (what makes a later CAR-T dose a re-infusion)."""
+    from dataclasses import replace
+
     from cartlab.response.best import BestResponseOptions, derive_best_response
 
     if protocol.response is None:
@@ -31,8 +37,8 @@ def derive_protocol_best_response(study, protocol) -> pl.DataFrame:
     cats = plan.counted()
     out = []
     for landmark in [*plan.landmarks, None]:
-        opts = BestResponseOptions(orr_categories=cats, landmark_day=landmark)
-        best = derive_best_response(study, opts)
+        opts = replace(options or BestResponseOptions(), orr_categories=cats, landmark_day=landmark)
+        best = derive_best_response(study, opts, split_dose_gap_days=split_dose_gap_days)
         mapped = (pl.col("best_response").replace(plan.category_map) if plan.category_map
                   else pl.col("best_response"))
         out.append(best.with_columns(pl.lit(landmark, dtype=pl.Float64).alias("landmark_day"),

@@ -101,8 +101,8 @@ class BestResponseOptions(CriteriaOptions):
       "exclude" stops at the first relapse (RECIST 1.1 §4.4 style: "the best response recorded from
       the start of the treatment until disease progression/recurrence"). Either way the reason names
       the relapse between (review 40 B3).
-    * ``reinfusion`` ("count"): a further CAR-T dose after the first infusion's day (a re-infusion, or a
-      split dose on a later day; review 41 F7). "count" (intention to treat, the behaviour before
+    * ``reinfusion`` ("count"): a further CAR-T dose more than ``kinetics.split_dose_gap_days`` (7) after
+      the previous one (a re-infusion; the fractions of a split dose are one administration; review 41 F7). "count" (intention to treat, the behaviour before
       session 41) counts every assessment, and the reason names the re-infusion before the best;
       "end_window" ends the assessment window at the first such dose, as an end event (assessments
       after it are not the first infusion's response). No source fixes it.
@@ -162,7 +162,7 @@ _BEST_SCHEMA = {
 }
 
 
-def _end_days(study: Study, events: tuple[str, ...], reinfusion: str = "count"
+def _end_days(study: Study, events: tuple[str, ...], reinfusion: str = "count", gap_days: float | None = None
               ) -> dict[str, tuple[float, str, str | None]]:
     """Per subject, the first of ``events`` on or after day 0: (day, event, row ref). An event before
     the infusion (bridging therapy recorded as ``new_therapy``) ends nothing: the CAR-T comes after it.
@@ -176,18 +176,20 @@ def _end_days(study: Study, events: tuple[str, ...], reinfusion: str = "count"
             ref = row_ref(r)
             out[r["subject_id"]] = (float(r["day"]), r["event"], ref)
     if reinfusion == "end_window":
-        for sid, doses in reinfusions(study).items():
+        for sid, doses in reinfusions(study, gap_days).items():
             day, ref = doses[0]
             if sid not in out or day < out[sid][0]:
                 out[sid] = (day, "a further CAR-T infusion (option best_response.reinfusion=end_window)", ref)
     return out
 
 
-def assessment_end_days(study: Study, events: tuple[str, ...], reinfusion: str = "count") -> pl.DataFrame:
+def assessment_end_days(study: Study, events: tuple[str, ...], reinfusion: str = "count",
+                        split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """``subject_id``, ``end_day``: the first of ``events`` (``BestResponseOptions.end_events``) on or
     after day 0, after which assessments are not the CAR-T's (best response and the time-to-event
-    endpoints count the same assessments; ``reinfusion``: ``BestResponseOptions.reinfusion``)."""
-    ends = _end_days(study, events, reinfusion)
+    endpoints count the same assessments; ``reinfusion``: ``BestResponseOptions.reinfusion``;
+    ``split_dose_gap_days``: the analysis's ``kinetics.split_dose_gap_days``, None its default)."""
+    ends = _end_days(study, events, reinfusion, split_dose_gap_days)
     return pl.DataFrame({"subject_id": list(ends), "end_day": [v[0] for v in ends.values()]},
                         schema={"subject_id": pl.String, "end_day": pl.Float64})
 
@@ -291,7 +293,8 @@ def _not_infused_rates(options: BestResponseOptions) -> str:
 
 
 def derive_best_response(study: Study, options: BestResponseOptions | None = None,
-                  assessments: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None) -> pl.DataFrame:
+                  assessments: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None,
+                  split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """Best overall response per subject, with time to response, relapse and duration of response.
 
     Subjects whose disease has no response criteria get an empty ``best_response`` (not evaluable by
@@ -306,13 +309,16 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
     ``floor(dor_end_day) - floor(first_response_day)``. ``end_day`` / ``end_reason`` are something
     else: the end of the response-assessment window (the first of ``options.end_events``), after which
     assessments are not counted.
+    ``split_dose_gap_days``: what makes a later CAR-T dose a re-infusion (the analysis's
+    ``kinetics.split_dose_gap_days``; None its default, 7), for ``reinfusion`` and the reasons.
     ``assessments``/``relapses``: :func:`derive_marrow_response`/:func:`derive_relapse` of the study
     with ``options.response``, when already derived.
     """
     options = options or BestResponseOptions()
-    a = assessments if assessments is not None else derive_marrow_response(study, _marrow_options(options))
-    ends = _end_days(study, options.end_events, options.reinfusion)
-    further = reinfusions(study)  # named in the reason (review 41 F7)
+    a = assessments if assessments is not None else derive_marrow_response(study, _marrow_options(options),
+                                                                           split_dose_gap_days)
+    ends = _end_days(study, options.end_events, options.reinfusion, split_dose_gap_days)
+    further = reinfusions(study, split_dose_gap_days)  # named in the reason (review 41 F7)
     if relapses is None:
         relapses = derive_relapse(study, a, options.response)
     limit = {sid: e[0] for sid, e in ends.items()}
@@ -392,6 +398,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                          "best_response": "NE", "best_response_mrd": "NE",
                          "n_assessments": 0, "responder": False, "rule": "response.NE",
                          "reason": "not evaluable: no post-infusion marrow assessment" + (f" ({'; '.join(notes)})" if notes else ""),
+                         # session 42: the window's end also when nothing in it counted (it was empty)
+                         "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
                          "evidence": []})
             continue
         rr = rel.get(sid) or {}

@@ -138,9 +138,10 @@ def one_option_response(analysis_options):
     return None if response.infusion_evidence == best else replace(response, infusion_evidence=best)
 
 
-def reinfusions(study) -> dict[str, list[tuple[float, str | None]]]:
-    """Per subject, the CAR-T re-infusions: (day, row ref) of each CAR-T dose more than
-    ``kinetics.split_dose_gap_days`` (7, its default) after the previous CAR-T dose (review 41 F7).
+def reinfusions(study, gap_days: float | None = None) -> dict[str, list[tuple[float, str | None]]]:
+    """Per subject, the CAR-T re-infusions: (day, row ref) of each CAR-T dose more than ``gap_days``
+    after the previous CAR-T dose (review 41 F7). ``gap_days``: the analysis's
+    ``kinetics.split_dose_gap_days`` (None: its default, 7; session 42: an analysis passes its own).
     The fractions of a split dose a few days apart are one administration, not a re-infusion, as the
     kinetics engine reads them (its profile ends at the same gap); the option
     ``best_response.reinfusion`` decides whether assessments after a re-infusion count."""
@@ -148,7 +149,7 @@ def reinfusions(study) -> dict[str, list[tuple[float, str | None]]]:
     from cartlab.kinetics.car import CarKineticsOptions
     from cartlab.provenance import row_ref
 
-    gap = float(CarKineticsOptions.split_dose_gap_days)
+    gap = float(CarKineticsOptions.split_dose_gap_days if gap_days is None else gap_days)
     inf = car_t_infusions(study)
     if inf.height == 0:
         return {}

@@ -478,7 +478,8 @@ _SCHEMA = {
 
 
 
-def derive_marrow_response(study: Study, options: ResponseOptions | None = None) -> pl.DataFrame:
+def derive_marrow_response(study: Study, options: ResponseOptions | None = None,
+                           split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """Response at every post-infusion marrow assessment (BMBLAST after the first CAR-T infusion) of
     AML/ALL subjects.
 
@@ -490,6 +491,8 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     (bone marrow specimen, or none given; option ``mrd_specimen``) is below the threshold (ELN 2022
     "CR without MRD"; ALL MRD-negative; a value below its LLOQ is "< LLOQ"; rule ``mrd_rule``). After a response (the option ``relapse_after``), a marrow meeting a
     marrow relapse rule (ELN 2022 Table 7: BM blasts >= 5%) is category ``relapse``.
+    ``split_dose_gap_days``: a CAR-T dose more than this after the previous one is a re-infusion, named
+    in the reasons of later marrows (the analysis's ``kinetics.split_dose_gap_days``; None its default, 7).
     """
     options = options or ResponseOptions()
     if options.criteria is not None and options.criteria not in RESPONSE_TABLES:
@@ -498,7 +501,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None)
     resolved = resolve_for_study(options, table_of)  # an option one table lacks: not used there, one warning (review 40 B1)
     data = _by_subject(study, near=max((float(o["count_window_days"]) for o in resolved.values()), default=0.0))
     infused = _infusion_moments(study)
-    further = reinfusions(study)  # review 41 F7: a further CAR-T dose before a marrow is named
+    further = reinfusions(study, split_dose_gap_days)  # review 41 F7: a further CAR-T dose before a marrow is named
     given = marrow_infused(study, options)  # None: doses unknown (spec "Time"); option infusion_evidence
     found: dict[str, list[tuple]] = defaultdict(list)  # table -> (subject, marrow, pre, feats, used, evidence)
     for subj in study.subjects.select("subject_id", "disease").iter_rows(named=True):
