@@ -126,6 +126,9 @@ def ctcae_cmd(
     if option:
         err.print("  [yellow]![/] --option is deprecated: use --set NAME=VALUE", highlight=False)
     opts, extra = _ctcae_options(ctcae_version, units, set_options, options_file, option)
+    for name in _study_only_in_file(options_file):  # session 42: named, not silently ignored (a file may be analyze's)
+        err.print(f"  [yellow]![/] {options_file}: ctcae.{name} applies to cartlab analyze (study folders), not "
+                  f"used here: {STUDY_ONLY[name]}", highlight=False, soft_wrap=True)
     if list_terms:
         from cartlab.cli.grading_io import accepted_directions, term_listing
 
@@ -174,6 +177,23 @@ def ctcae_cmd(
                       f"{summary['expected_mismatch']} differ"
                       + (f" ({n} of them: expected not gradable, graded as a range because the value bounds the "
                          "grade without the missing reference limit)" if n else ""), soft_wrap=True)
+
+
+def _study_only_in_file(options_file: Path | None) -> list[str]:
+    """The study-only CTCAE options (:data:`STUDY_ONLY`) an ``--options`` file's ctcae section sets: cartlab
+    ctcae does not use them. The file may be the one given to cartlab analyze, so they are named, not
+    refused (``--set`` refuses them: it is written for this command)."""
+    import yaml
+
+    from cartlab._yaml import load_yaml
+
+    if options_file is None:
+        return []
+    try:
+        section = (load_yaml(Path(options_file).read_text(encoding="utf-8")) or {}).get("ctcae") or {}
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return []  # the file was read and checked by analysis_options already: nothing more to say here
+    return [k for k in section if k in STUDY_ONLY] if isinstance(section, dict) else []
 
 
 def _ctcae_options(version: str | None, units: str | None, set_options: list[str] | None,
