@@ -63,12 +63,12 @@ def _icaht_summary(study, o, icaht):
 
 def _adae(study, o, crs_daily, icans_daily, icaht):
     from cartlab.grading.adam import derive_adae_toxicity
-    from cartlab.grading.crs import episodes
+    from cartlab.grading.crs import crs_episodes_from_daily
     from cartlab.grading.hematotox import derive_icaht_episodes
     from cartlab.grading.icans import icans_episodes_from_daily
 
     parts = [
-        episodes(crs_daily, "Cytokine release syndrome", "ASTCT 2019"),
+        crs_episodes_from_daily(crs_daily),
         icans_episodes_from_daily(icans_daily, o.icans),
         derive_icaht_episodes(study, o.icaht, graded=icaht),
     ]

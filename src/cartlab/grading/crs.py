@@ -32,7 +32,7 @@ from cartlab.grading.common import (
     rows_from_start,
 )
 from cartlab.grading.crs_attribution import open_attribution
-from cartlab.grading.crs_death_reading import INSIDE_TEXT, death_episode, read_unattributed
+from cartlab.grading.crs_death_reading import INSIDE_TEXT, death_episode, name_attached_death, read_unattributed
 from cartlab.grading.crs_death_reading import death_open as death_open_expr
 from cartlab.grading.crs_episodes import (
     excluded_rows,
@@ -719,7 +719,14 @@ def _with_resolution(eps: pl.DataFrame, daily: pl.DataFrame) -> pl.DataFrame:
 
 def derive_crs_episodes(study: Study, options: CrsOptions | None = None) -> pl.DataFrame:
     """CRS episodes (ADAE-like): onset (ASTDY), resolution (AENDY), duration, maximum grade."""
-    return episodes(derive_crs_daily(study, options), "Cytokine release syndrome", "ASTCT 2019")
+    return crs_episodes_from_daily(derive_crs_daily(study, options))
+
+
+def crs_episodes_from_daily(daily: pl.DataFrame) -> pl.DataFrame:
+    """CRS episodes from :func:`derive_crs_daily`; an unattributed death the 'range' reading attaches to an
+    episode (``death_episode``) is named in front of its reason, as ICANS does (session 42)."""
+    return name_attached_death(episodes(daily, "Cytokine release syndrome", "ASTCT 2019"), daily,
+                               "crs.conv.unattributed_death")
 
 
 def derive_crs_summary(study: Study, options: CrsOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-__all__ = ["READINGS", "read_unattributed", "death_open", "death_episode", "INSIDE_TEXT"]
+__all__ = ["READINGS", "read_unattributed", "death_open", "death_episode", "name_attached_death", "INSIDE_TEXT"]
 
 READINGS = ("grade5", "range")
 
@@ -53,3 +53,23 @@ def death_episode(daily: pl.DataFrame) -> pl.DataFrame:
     return (order.with_columns(pl.when(pl.col("death_open_inside").fill_null(False))
                                .then(pl.coalesce(pl.col("episode"), last)).cast(pl.Int64).alias("death_episode"))
             .sort("_o").drop("_o", "death_open_inside"))
+
+
+def name_attached_death(eps: pl.DataFrame, daily: pl.DataFrame, convention: str) -> pl.DataFrame:
+    """ADAE-like episodes (``subject_id``, ``episode``, ``reason``) whose episode an unattributed death
+    is attached to (``daily``'s ``death_episode``: the 'range' reading) with the death named in front of
+    the reason: "up to 5: death with no attribution recorded on day D, during this episode (missing
+    input: death attribution; convention ...)". In front because ADAE REASON keeps its first 200
+    characters. CRS and ICANS alike (review 41 F1; session 42 for CRS)."""
+    if "death_episode" not in daily.columns or eps.height == 0 or "episode" not in eps.columns:
+        return eps
+    deaths = (daily.filter(pl.col("death_episode").is_not_null())
+              .group_by("subject_id", pl.col("death_episode").alias("episode")).agg(pl.col("day").max().alias("_dd")))
+    if deaths.height == 0:
+        return eps
+    return (eps.join(deaths, on=["subject_id", "episode"], how="left", maintain_order="left")
+            .with_columns(pl.when(pl.col("_dd").is_not_null()).then(pl.format(
+                "up to 5: death with no attribution recorded on day {}, during this episode (missing input: death "
+                f"attribution; convention {convention}); {{}}", pl.col("_dd").cast(pl.Int64),
+                pl.col("reason"))).otherwise(pl.col("reason")).alias("reason"))
+            .drop("_dd"))

@@ -27,6 +27,7 @@ from cartlab.criteria.model import Leaf
 from cartlab.errors import SubjectsWarning
 from cartlab.grading.common import assessment_start, last_covered_day, rows_from_start
 from cartlab.grading.crs import assessed_days, episodes
+from cartlab.grading.crs_death_reading import name_attached_death
 from cartlab.grading.icans_episodes import END_NOTE, episode_ends, open_absent_events, resolution_summary
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -570,16 +571,8 @@ def icans_episodes_from_daily(daily: pl.DataFrame, options: IcansOptions | None 
                                "new episode after ICANS day", literal=True))
                          .then(pl.concat_str("reason", pl.lit("; "), "_note")).otherwise(pl.col("reason")).alias("reason"))
            .drop("_note"))
-    if "death_episode" in daily.columns:  # an unattributed death attached to the episode (review 41 F1)
-        deaths = (daily.filter(pl.col("death_episode").is_not_null())
-                  .group_by("subject_id", pl.col("death_episode").alias("episode")).agg(pl.col("day").max().alias("_dd")))
-        eps = (eps.join(deaths, on=["subject_id", "episode"], how="left", maintain_order="left")
-               # in front: ADAE REASON keeps its first 200 characters (the end of the episode's reason may be cut)
-               .with_columns(pl.when(pl.col("_dd").is_not_null()).then(pl.format(
-                   "up to 5: death with no attribution recorded on day {}, during this episode (missing input: death "
-                   "attribution; convention icans.conv.unattributed_death); {}", pl.col("_dd").cast(pl.Int64),
-                   pl.col("reason"))).otherwise(pl.col("reason")).alias("reason"))
-               .drop("_dd"))
+    # an unattributed death attached to the episode (review 41 F1), named in front of the reason
+    eps = name_attached_death(eps, daily, "icans.conv.unattributed_death")
     if "episode_end" not in daily.columns:
         return eps
     # how the episode ended (its last day's end note; convention icans.conv.episode_end): end_reason,
