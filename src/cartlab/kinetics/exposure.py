@@ -223,11 +223,14 @@ def _missing_reason(summary: pl.DataFrame, exp: str) -> pl.Expr:
 
 
 def _grouped(names: list[str], whys: list[str]) -> str:
-    """ "reason: ID, ID; reason: ID" - every subject named once under its reason (a cohort's cell
-    stays one line per reason, not one per subject)."""
+    """ "reason: ID, ID; reason: ID" - every subject named under each of its reasons (a row's reasons
+    are joined by "; "; a cohort's cell stays one line per reason, not one per subject, and every
+    reason has its ids: session 42, review 41 report F9)."""
     by: dict[str, list[str]] = {}
-    for sid, why in zip(names, whys):
-        by.setdefault(why, []).append(sid)
+    for sid, joined in zip(names, whys):
+        for why in joined.split("; "):
+            if sid not in by.setdefault(why, []):
+                by[why].append(sid)
     return "; ".join(f"{why}: {', '.join(ids)}" for why, ids in by.items())
 
 
