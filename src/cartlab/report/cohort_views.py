@@ -82,11 +82,42 @@ def _course_notes(analysis, ids, endpoints: bool = True) -> list[str]:
                 notes.append(f"Not infused (no CAR-T dose in doses.csv, no day 0 to count from; option "
                              f"endpoints.population={pop}): {', '.join(shown)}"
                              f"{f' and {ni.len() - 10} more' if ni.len() > 10 else ''} not counted")
+        notes.extend(_open_readings(adtte, ids))
     if absent_file(analysis.study, "events.csv"):
         notes.append("events.csv not given: no death, HSCT or new therapy is known, so none is counted, and "
                      "relapses come only from the marrows (one recorded only in events.csv cannot show): OS, EFS "
                      "and LFS are the most favourable reading, not an observation; the cumulative incidence of "
                      "relapse has no competing death (deaths unknown)")
+    return notes
+
+
+#: ADTTE censoring rules a missing input leaves open (review 41 F1/F2), in the survival views' words
+_OPEN_RULES = {
+    "efs.remission_undetermined": "with an assessment by the landmark that could be CR/CRh/CRi for want of an input "
+                                  "(rule efs.remission_undetermined): EFS censored at day 0 as not evaluable by the "
+                                  "landmark, not a treatment failure (option endpoints.efs_open_remission)",
+    "censor.relapse_undetermined": "with a marrow after the remission that could be a relapse for want of an input "
+                                   "(rule censor.relapse_undetermined): censored at the last assessment that settles no "
+                                   "relapse (option endpoints.undetermined_relapse)",
+}
+
+
+def _open_readings(adtte: pl.DataFrame, ids) -> list[str]:
+    """The survival views' notes on subjects whose endpoint a missing input leaves open (session 42,
+    fix41_endpoints left item): how many, which parameters, the first ids; the curves count them censored."""
+    if "rule" not in adtte.columns or "PARAMCD" not in adtte.columns:
+        return []
+    notes = []
+    for rule, words in _OPEN_RULES.items():
+        f = adtte.filter(pl.col("rule") == rule)
+        if ids is not None:
+            f = f.filter(pl.col("subject_id").is_in(list(ids)))
+        if f.height == 0:
+            continue
+        sids = f["subject_id"].unique(maintain_order=True)
+        params = ", ".join(f["PARAMCD"].unique(maintain_order=True).to_list())
+        shown = ", ".join(sids.head(10).to_list()) + (f" and {sids.len() - 10} more" if sids.len() > 10 else "")
+        notes.append(f"{sids.len()} subject(s) {words}; {params}: {shown}")
     return notes
 
 
