@@ -521,6 +521,13 @@ def term_listing(terms: pl.DataFrame) -> pl.DataFrame:
                               pl.Series("accepted units", units, dtype=pl.String))
 
 
+#: clinical names of the CTCAE v5 lab terms (a suggestion only: a row is never graded under another name);
+#: "Leukopenia" would otherwise be suggested "Leukocytosis" by its stem (session 42)
+CLINICAL_NAMES = {"thrombocytopenia": "Platelet count decreased", "neutropenia": "Neutrophil count decreased",
+                  "leukopenia": "White blood cell decreased", "leucopenia": "White blood cell decreased",
+                  "lymphopenia": "Lymphocyte count decreased", "lymphocytosis": "Lymphocyte count increased"}
+
+
 def suggest_term(name: str, terms: pl.DataFrame) -> str | None:
     """The CTCAE term or parameter name nearest to an unknown ``name`` ("Neutropenia" -> "Neutrophil count
     decreased (NEUT; also ANC, neutrophils ...)"), or None: a close spelling (difflib) or a shared stem of
@@ -535,6 +542,8 @@ def suggest_term(name: str, terms: pl.DataFrame) -> str | None:
             if n:
                 cands.setdefault(n.lower(), shown)
     low = name.strip().lower()
+    if CLINICAL_NAMES.get(low, "").lower() in cands:
+        return cands[CLINICAL_NAMES[low].lower()]
     close = difflib.get_close_matches(low, list(cands), n=1, cutoff=0.75)
     if close:
         return cands[close[0]]
@@ -542,4 +551,6 @@ def suggest_term(name: str, terms: pl.DataFrame) -> str | None:
         stem = [c for c in cands if c.startswith(low[:k])]
         if stem:
             return cands[sorted(stem, key=len)[0]]
-    return None
+    # a known name inside it, 4 letters or more ("ABSNEUT": NEUT), the longest first
+    inside = sorted((c for c in cands if len(c) >= 4 and c in low), key=len, reverse=True)
+    return cands[inside[0]] if inside else None
