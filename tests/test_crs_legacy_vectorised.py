@@ -11,17 +11,21 @@ hospitalization, every option) and on random synthetic cohorts.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import math
 import os
 import warnings
+from unittest import mock
 
-import crs_legacy_reference as ref
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+import crs_legacy_reference as ref
 from cartlab.grading import crs_legacy as new
 from cartlab.grading.crs_features import FeverAttribution
 from cartlab.model import INTERVENTIONS, Study, conform
@@ -188,11 +192,27 @@ def _as_reference(name: str, frame: pl.DataFrame) -> pl.DataFrame:
                               if (c == "reason" or c.endswith("_reason")) and frame.schema[c] == pl.String)
 
 
+_ORACLE_LOAD_CRITERIA = ref.load_criteria
+
+
+@functools.cache
+def _oracle_table(name: str) -> dict:
+    return _ORACLE_LOAD_CRITERIA(name)
+
+
+def _oracle_load_criteria(name: str) -> dict:
+    """The oracle's own ``load_criteria`` (old tables and its session patches), read once per table per
+    process: ~80% of the oracle's time was re-parsing the same YAML files with PyYAML's pure-Python
+    loader (session 42). A deep copy each call, so nothing the oracle does to a table is shared."""
+    return copy.deepcopy(_oracle_table(name))
+
+
 def _run(mod, study, kw, og, hosp, astct):
     """Every output of one implementation (or the exception it raised)."""
     opts = mod.CrsLegacyOptions(**kw, **(NEW_ONLY_KW if mod is new else {}))
+    patch = mock.patch.object(ref, "load_criteria", _oracle_load_criteria) if mod is ref else contextlib.nullcontext()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), patch:
             warnings.simplefilter("ignore")
             inputs = mod.crs_daily_inputs(study, opts, organ_grades=og, hospitalization=hosp)
             daily = mod.crs_legacy_daily(study, organ_grades=og, hospitalization=hosp, options=opts)

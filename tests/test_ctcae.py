@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -41,7 +43,15 @@ V1 = Path(__file__).parent / "fixtures" / "ctcae_v1"
 def v1_table(name):
     """The table as first transcribed from admiral (ctcae_v1 dialect: terms[].rules[].if), with the
     amendments of the lab audit (session 26, tests/test_ctcae_audit_s26.py): hyponatremia's
-    "125-129" band read as [125, 130) (admiral: <= 129)."""
+    "125-129" band read as [125, 130) (admiral: <= 129).
+
+    Session 42: read and amended once per table per process (the pure-Python YAML parse took ~0.4 s
+    and ran for each of the ~250 boundary tests); every call gets its own deep copy."""
+    return copy.deepcopy(_v1_table(name))
+
+
+@functools.cache
+def _v1_table(name):
     data = yaml.safe_load((V1 / f"{name}.yaml").read_text())
     for e in data["terms"]:
         if e["id"] == "hyponatremia":

@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
 
-from cartlab.datasets import seed_case
+from cartlab.datasets import seed_case, seed_case_path
 from cartlab.grading.adam import derive_adae_toxicity
 from cartlab.grading.crs import derive_crs_summary
 from cartlab.grading.crs_legacy import SCALES, CrsLegacyOptions, derive_crs_cross_scale, organ_grades_from_adlb
@@ -25,6 +27,34 @@ VECTORS = Path(__file__).parent / "fixtures" / "ctcae" / "ctcae_v5_admiral_vecto
 @pytest.fixture(scope="module")
 def seed():
     return seed_case()
+
+
+def invoke(*args):
+    """``cartlab ARGS`` in-process (typer's CliRunner), as ``run`` gives it: returncode, stdout, stderr
+    (session 42: the interpreter start-up of a subprocess is most of these tests' time; the process
+    itself is tested by test_analyze_output_is_reproducible_across_hash_seeds and tests/test_cli.py).
+    An exception other than the CLI's own exit is re-raised, so a traceback cannot pass as an exit code."""
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "CARTLAB_DEBUG": ""})
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
+
+
+@pytest.fixture(scope="module")
+def analyzed(tmp_path_factory):
+    """``cartlab analyze`` of a copy of the seed case, run once as a real subprocess (PYTHONHASHSEED=1)
+    and read by the tests below (none writes to it); the reproducibility test runs a second one."""
+    base = tmp_path_factory.mktemp("analyzed")
+    seed_dir = base / "seed_case"
+    shutil.copytree(seed_case_path(), seed_dir)
+    out = base / "h1"
+    r = run("analyze", seed_dir, "--out", out, env={"PYTHONHASHSEED": "1"})
+    assert r.returncode == 0, r.stderr
+    return seed_dir, out
 
 
 def test_organ_grades_from_the_ctcae_engine_settle_the_legacy_scales(seed):
@@ -76,10 +106,8 @@ def test_adae_has_crs_and_icaht_rows(seed):
     assert (crs["ATOXGR"], crs["ATOXGRS"], crs["ASTDY"], crs["AENDY"]) == (3, "ASTCT 2019", 3, 14)
 
 
-def test_analyze_writes_every_grading_table(seed_copy, tmp_path):
-    out = tmp_path / "a"
-    r = run("analyze", seed_copy, "--out", out)
-    assert r.returncode == 0, r.stderr
+def test_analyze_writes_every_grading_table(analyzed):
+    _, out = analyzed
     with open(out / "subject_summary.csv") as fh:
         row = next(csv.DictReader(fh))
     assert (row["icaht_early_grade"], row["icaht_late_grade"]) == ("3", "3")
@@ -102,7 +130,7 @@ def test_analyze_writes_every_grading_table(seed_copy, tmp_path):
 def test_ctcae_command_reproduces_all_admiral_vectors(tmp_path):
     out = tmp_path / "graded.csv"
     # admiral's readings where the defaults follow the CTCAE text (session 34, review 34 F2/F3)
-    r = run("ctcae", VECTORS, "--out", out, "--option", "ggt_baseline_grade1_inclusive=false",
+    r = invoke("ctcae", VECTORS, "--out", out, "--option", "ggt_baseline_grade1_inclusive=false",
             "--option", "hypertriglyceridemia_grade1_inclusive=false")
     assert r.returncode == 0, r.stderr
     with open(VECTORS, newline="") as a, open(out, newline="") as b:
@@ -127,38 +155,38 @@ def test_ctcae_command_options_change_grades(tmp_path):
     src = tmp_path / "k.csv"
     src.write_text("term,direction,aval,anrlo,anrhi,unit\nHypokalemia,L,3.2,3.5,5.1,mmol/L\n")
     default, relaxed = tmp_path / "d.csv", tmp_path / "r.csv"
-    assert run("ctcae", src, "--out", default).returncode == 0
-    r = run("ctcae", src, "--out", relaxed, "--option", "hypokalemia_symptomatic=false")
+    assert invoke("ctcae", src, "--out", default).returncode == 0
+    r = invoke("ctcae", src, "--out", relaxed, "--option", "hypokalemia_symptomatic=false")
     assert r.returncode == 0, r.stderr
     assert pl.read_csv(default)["grade"].to_list() == [2]  # admiral: assume symptomatic
     assert pl.read_csv(relaxed)["grade"].to_list() == [1]
 
 
 def test_ctcae_command_bad_input(tmp_path):
-    missing = run("ctcae", tmp_path / "nope.csv", "--out", tmp_path / "o.csv")
+    missing = invoke("ctcae", tmp_path / "nope.csv", "--out", tmp_path / "o.csv")
     assert missing.returncode == 2 and "no such file" in missing.stderr
     src = tmp_path / "bad.csv"
     src.write_text("term,aval\nAnemia,80\n")
-    r = run("ctcae", src, "--out", tmp_path / "o.csv")
+    r = invoke("ctcae", src, "--out", tmp_path / "o.csv")
     assert r.returncode == 2 and "direction" in r.stderr and not (tmp_path / "o.csv").exists()
     src.write_text("term,direction,aval\nAnemia,L,80\n")
-    r = run("ctcae", src, "--out", tmp_path / "o.csv", "--option", "no_such_option=1")
+    r = invoke("ctcae", src, "--out", tmp_path / "o.csv", "--option", "no_such_option=1")
     assert r.returncode == 2 and "no_such_option" in r.stderr
-    r = run("ctcae", src, "--out", tmp_path / "o.csv", "--option", "novalue")
+    r = invoke("ctcae", src, "--out", tmp_path / "o.csv", "--option", "novalue")
     assert r.returncode == 2
 
 
 def test_explain_ctcae_icaht_and_crs_scales(seed_copy, tmp_path):
     db = tmp_path / "x.duckdb"
-    assert run("import", seed_copy, "--store", db).returncode == 0
-    c = run("explain", "CD7-AML-001", "--what", "ctcae", "--store", db)
+    assert invoke("import", seed_copy, "--store", db).returncode == 0
+    c = invoke("explain", "CD7-AML-001", "--what", "ctcae", "--store", db)
     assert c.returncode == 0, c.stderr
     assert "Neutrophil count decreased 4" in c.stdout and "ctcae_v5:" in c.stdout
     assert "observations.csv:" in c.stdout
-    i = run("explain", "CD7-AML-001", "--what", "icaht", "--store", db)
+    i = invoke("explain", "CD7-AML-001", "--what", "icaht", "--store", db)
     assert i.returncode == 0, i.stderr
     assert "early ICAHT grade 3" in i.stdout and "icaht.early.day" in i.stdout
-    s = run("explain", "CD7-AML-001", "--what", "crs-scales", "--store", db)
+    s = invoke("explain", "CD7-AML-001", "--what", "crs-scales", "--store", db)
     assert s.returncode == 0, s.stderr
     assert "Lee 2014 2; Penn 3; CARTOX 2; MSKCC 3" in " ".join(s.stdout.split())
     assert "penn.g3.low_dose_vasopressor" in s.stdout
@@ -175,14 +203,14 @@ def test_subject_report_has_the_toxicity_section(seed, tmp_path):
     assert "reconstructed rows is itself a reconstruction" in tox
 
 
-def test_analyze_output_is_reproducible_across_hash_seeds(seed_copy, tmp_path):
-    """Same input, same bytes: no set/dict iteration order leaks into any table."""
-    outs = []
-    for seed in ("1", "2"):
-        out = tmp_path / f"h{seed}"
-        r = run("analyze", seed_copy, "--out", out, env={"PYTHONHASHSEED": seed})
-        assert r.returncode == 0, r.stderr
-        outs.append(out)
+def test_analyze_output_is_reproducible_across_hash_seeds(analyzed, tmp_path):
+    """Same input, same bytes: no set/dict iteration order leaks into any table. Two real processes:
+    PYTHONHASHSEED=1 (the module's analyze run) and 2."""
+    seed_dir, first = analyzed
+    out = tmp_path / "h2"
+    r = run("analyze", seed_dir, "--out", out, env={"PYTHONHASHSEED": "2"})
+    assert r.returncode == 0, r.stderr
+    outs = [first, out]
     names = sorted(p.name for p in outs[0].glob("*.csv"))
     assert names == sorted(p.name for p in outs[1].glob("*.csv")) and len(names) > 20
     for name in names:
