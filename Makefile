@@ -17,8 +17,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cartlab demo --out out
 
+# one BLAS/OpenMP thread per test worker: the workers already use every core (-n auto), and
+# OpenBLAS threads on top of them made each small fit about 2x the CPU (session 42)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
