@@ -214,10 +214,18 @@ def test_se_df_correction_matches_curve_fit():
         old["cmax"]["estimate"] * math.exp(1.96 * old["cmax"]["rse_pct"] / 100), rel=1e-9)
 
 
-def test_se_df_correction_not_under_a_prior():
-    # MAP with sigma held at the prior's: the residual scale is not estimated, no correction (same SEs)
+@pytest.fixture(scope="module")
+def rich_map():
+    """The MAP fit (prior STEIN_2019, defaults otherwise) of subject RICH, shared read-only by the two tests
+    that fitted it each (session 42)."""
     df = _rich_and_unfitted().filter(pl.col("subject_id") == "RICH")
-    a = SteinModel(prior=STEIN_2019).fit(df).summary
+    return df, SteinModel(prior=STEIN_2019).fit(df)
+
+
+def test_se_df_correction_not_under_a_prior(rich_map):
+    # MAP with sigma held at the prior's: the residual scale is not estimated, no correction (same SEs)
+    df, fit = rich_map
+    a = fit.summary
     b = SteinModel(prior=STEIN_2019, se_df_correction="none").fit(df).summary
     assert a["se"].to_list() == b["se"].to_list()
 
@@ -228,9 +236,8 @@ def test_se_df_correction_option_is_checked():
 
 
 # -- F7: a prior's comedication multipliers are used unless given -------------------------------------------
-def test_prior_ftoci_used_when_not_given():
-    df = _rich_and_unfitted().filter(pl.col("subject_id") == "RICH")
-    m = SteinModel(prior=STEIN_2019).fit(df)
+def test_prior_ftoci_used_when_not_given(rich_map):
+    df, m = rich_map
     # STEIN_2019 (Table 1): Ftoci 1.2, Fster 1.0
     assert m.params_["ftoci"][0] == 1.2 and m.params_["fster"][0] == 1.0
     assert "ftoci 1.2 (the prior's)" in m.comedication_rule_

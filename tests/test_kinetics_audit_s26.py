@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import polars as pl
@@ -137,9 +134,16 @@ def test_cli_fix_sigma_and_estimate_sigma(tmp_path):
 # 2. data-driven starts reach the better optimum; an optimiser failure is named
 
 
-def test_well_sampled_subject_reaches_the_independent_optimum():
+@pytest.fixture(scope="module")
+def s2_fit():
+    """The maximum-likelihood fit of the audit's subject S2, shared (read-only) by the optimum and the fb-CI
+    tests, which fitted it each (session 42)."""
+    return SteinModel().fit(_frame([(float(t), float(c)) for t, c in S2], "S2"))
+
+
+def test_well_sampled_subject_reaches_the_independent_optimum(s2_fit):
     rows = [(float(t), float(c)) for t, c in S2]
-    fit = SteinModel().fit(_frame(rows, "S2"))
+    fit = s2_fit
     row = fit.individual_.row(0, named=True)
     assert row["converged"], row["message"]
     assert row["nll"] == pytest.approx(S2_NLL, abs=1e-3)  # was 44.84 (foldx 1.01, tmax 0.05)
@@ -199,10 +203,16 @@ def test_cli_refuses_when_no_subject_can_be_fitted(tmp_path):
     path = tmp_path / "few3.csv"
     pl.DataFrame({"ID": ["F"] * 3, "DAY": [t for t, _ in FEW3], "DV": [c for _, c in FEW3]}).write_csv(path)
     out = tmp_path / "out"
-    env = {**os.environ, "COLUMNS": "250"}
-    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject-col", "ID", "--time", "DAY",
-                        "--conc", "DV", "--out", str(out)], check=False, capture_output=True, text=True, env=env)
-    assert r.returncode == 2 and "no subject could be fitted" in r.stderr and "Nothing was written" in r.stderr
+    # in-process (typer's CliRunner, session 42): the same exit code and stderr without an interpreter
+    # start-up; an exception other than the command's exit (a traceback in the real process) fails
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    r = CliRunner().invoke(app, ["stein", str(path), "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--out",
+                                 str(out)], env={"COLUMNS": "250"})
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code == 2 and "no subject could be fitted" in r.stderr and "Nothing was written" in r.stderr
     assert not out.exists()
     # with a subject that can be fitted, the other is written without estimates and named
     rows = [("S2", t, c) for t, c in S2] + [("F", t, c) for t, c in FEW3]
@@ -219,7 +229,7 @@ def test_cli_refuses_when_no_subject_can_be_fitted(tmp_path):
 # 6. fb's CI on the logit scale; converged with tmax on a sample is documented
 
 
-def test_fb_ci_on_the_logit_scale():
+def test_fb_ci_on_the_logit_scale(s2_fit):
     from cartlab.kinetics.stein.individual import _ci
 
     # logit(0.9) = ln 9 = 2.197225; SE(logit) = SE(log)/(1 - fb) = 0.2/0.1 = 2;
@@ -231,7 +241,7 @@ def test_fb_ci_on_the_logit_scale():
     assert 0.9 * math.exp(1.96 * 0.2) > 1
     lo, hi = _ci("cmax", 1000.0, 0.1)  # log scale: 1000 e^-0.196, 1000 e^0.196
     assert (lo, hi) == (pytest.approx(822.0, abs=0.1), pytest.approx(1216.5, abs=0.1))
-    s = SteinModel().fit(_frame([(float(t), float(c)) for t, c in S2], "S2")).summary.filter(parameter="fb")
+    s = s2_fit.summary.filter(parameter="fb")
     r = s.row(0, named=True)
     assert 0 < r["ci_lower"] < r["estimate"] < r["ci_upper"] < 1
 

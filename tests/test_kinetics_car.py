@@ -13,10 +13,10 @@ from cartlab.datasets import seed_case
 from cartlab.errors import InputError
 from cartlab.kinetics.car import (
     CarKineticsOptions,
-    derive_car_kinetics,
-    derive_car_profiles,
     derive_adpc,
     derive_adpp,
+    derive_car_kinetics,
+    derive_car_profiles,
     derive_kinetics_summary,
 )
 from cartlab.kinetics.exposure import derive_exposure_response
@@ -172,11 +172,25 @@ def test_exposure_response_statistics():
         derive_exposure_response(summary, outcomes=("death",))
 
 
+def _cli(*args):
+    """``cartlab ARGS`` in-process (typer's CliRunner), read like a subprocess result: exit code, stdout,
+    stderr (session 42: no interpreter start-up per call; these tests are about the outputs, not the
+    process). An exception other than the command's exit (a traceback in the real process) fails."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
+
+
 def test_cli_nca_reproduces_pknca_on_theoph(tmp_path):
     from pathlib import Path
 
-    from test_cli import run
-
+    run = _cli
     fx = Path(__file__).parent / "fixtures" / "nca"
     src = fx / "theoph_input.csv" if (fx / "theoph_input.csv").exists() else \
         Path(__file__).resolve().parents[2] / "shared" / "conformance" / "nca" / "theoph_input.csv"
@@ -197,8 +211,7 @@ def test_cli_nca_reproduces_pknca_on_theoph(tmp_path):
 def test_cli_analyze_and_explain_kinetics(seed_copy, tmp_path):
     import csv
 
-    from test_cli import run
-
+    run = _cli
     out = tmp_path / "a"
     assert run("analyze", seed_copy, "--out", out).returncode == 0
     with open(out / "subject_summary.csv") as fh:

@@ -6,10 +6,7 @@ counts, and a profile likelihood written here from the Stein equations with nump
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -165,19 +162,26 @@ def test_cli_stein_reports_the_unidentified_fit(tmp_path):
     pl.DataFrame({"ID": ["C_declineonly"] * 7, "DAY": [float(t) for t, _ in C_DECLINE],
                   "DV": [float(c) for _, c in C_DECLINE], "LLOQ": [50.0] * 7}).write_csv(path)
     out = tmp_path / "out"
-    env = {**os.environ, "COLUMNS": "250"}
-    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject-col", "ID", "--time", "DAY",
-                        "--conc", "DV", "--lloq", "LLOQ", "--fix", "sigma=0.3", "--out", str(out)],
-                       check=False, capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
+    # in-process (typer's CliRunner, session 42): the same exit code, stdout and stderr without an
+    # interpreter start-up per call; an exception other than the command's exit fails the test
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    def stein(*args):
+        res = CliRunner().invoke(app, ["stein", str(path), "--subject-col", "ID", "--time", "DAY", "--conc", "DV",
+                                       "--lloq", "LLOQ", *args], env={"COLUMNS": "250"})
+        assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+        return res
+
+    r = stein("--fix", "sigma=0.3", "--out", str(out))
+    assert r.exit_code == 0, r.stderr
     assert re.search(r"not converged[^:\n]*: C_declineonly", r.stdout), r.stdout
     subj = pl.read_csv(out / "stein_subjects.csv").row(0, named=True)
     assert subj["converged"] is False and subj["message"].startswith("not identified")
     # without --fix: 7 samples for 7 free parameters, nothing can be fitted
-    r = subprocess.run([sys.executable, "-m", "cartlab", "stein", str(path), "--subject-col", "ID", "--time", "DAY",
-                        "--conc", "DV", "--lloq", "LLOQ", "--out", str(tmp_path / "out2")],
-                       check=False, capture_output=True, text=True, env=env)
-    assert r.returncode == 2 and "7 quantifiable sample(s) for 7 free parameters" in r.stderr
+    r = stein("--out", str(tmp_path / "out2"))
+    assert r.exit_code == 2 and "7 quantifiable sample(s) for 7 free parameters" in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------

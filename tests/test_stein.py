@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from cartlab.datasets import seed_case
 from cartlab.kinetics.stein import (
-    DESIGN_180D,
     DESIGN_2Y,
+    DESIGN_180D,
     PARAMS,
-    Dosing,
     STEIN_2019,
+    Dosing,
     PopulationParams,
     SteinModel,
     SteinPopulationModel,
@@ -301,9 +301,17 @@ def test_per_subject_fits_of_simulated_subjects_and_peaks_on_a_sample():
     assert np.median(np.abs(r)) < 0.3
 
 
-def test_per_subject_result_api():
+@pytest.fixture(scope="module")
+def map3():
+    """Three simulated subjects (seed 5, DESIGN_180D), the unfitted MAP model, and what its fit() returned;
+    shared read-only by the result-API and the convention tests, which fitted the same thing each (session 42)."""
     obs = simulate(3, seed=5, times=DESIGN_180D)
-    fit = SteinModel(prior=STEIN_2019).fit(obs)
+    model = SteinModel(prior=STEIN_2019)
+    return obs, model, model.fit(obs)
+
+
+def test_per_subject_result_api(map3):
+    _, _, fit = map3
     s = fit.summary
     assert s.columns[:9] == ["subject_id", "parameter", "estimate", "se", "rse_pct", "ci_lower", "ci_upper",
                              "fixed", "converged"]
@@ -319,15 +327,15 @@ def test_per_subject_result_api():
     assert len([a for a in fig.axes if a.get_visible()]) == 3
 
 
-def test_fitters_follow_one_convention():
+def test_fitters_follow_one_convention(map3):
     """Issue 14 point 5 (lifelines / scikit-learn): fit() returns the model itself, estimates are
     attributes ending in "_" that exist only after fit, summary is a property."""
-    obs = simulate(3, seed=5, times=DESIGN_180D)
-    model = SteinModel(prior=STEIN_2019)
+    obs, model, returned = map3
+    unfitted = SteinModel(prior=STEIN_2019)  # a model like the fixture's before its fit
     with pytest.raises(AttributeError, match=r"not fitted yet: call fit\(\) first"):
-        model.summary
-    assert not hasattr(model, "individual_")
-    assert model.fit(obs) is model
+        unfitted.summary
+    assert not hasattr(unfitted, "individual_")
+    assert returned is model
     assert isinstance(model.summary, pl.DataFrame) and model.subject_ids_ == ["SIM-0001", "SIM-0002", "SIM-0003"]
     # params_ is what stein_curve takes: with the subjects' dosing it draws the fitted curves
     assert model.params_.columns == ["subject_id", *PARAMS, "tlag", "ftoci", "fster", "sigma"]

@@ -2,7 +2,10 @@
 
 End-to-end through the installed command (subprocess) and through :func:`stein_command`; the
 numbers written must be the estimator's own, every observation must lead back to its input row,
-and bad input must leave nothing written.
+and bad input must leave nothing written. The per-subject end-to-end test, the seed study folder and
+one bad table run the real ``python -m cartlab`` process; the other command lines run in-process
+through typer's CliRunner (:func:`invoke`: the same exit code, stdout and stderr, and no exception
+other than the exit), which saves an interpreter start-up per call (session 42).
 """
 
 from __future__ import annotations
@@ -11,25 +14,37 @@ import hashlib
 import json
 import math
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from cartlab.cli import app
+from cartlab.cli.kinetics_io import parse_assignments, stein_command
 from cartlab.datasets import seed_case_path
 from cartlab.kinetics.stein import PARAMS, STEIN_2019, SteinModel, SteinPopulationModel, simulate
-from cartlab.cli.kinetics_io import parse_assignments, stein_command
 
 
 def run(*args, cwd=None):
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "cartlab", "stein", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, env=env)
+
+
+def invoke(*args):
+    """``cartlab stein ARGS`` in-process (typer's CliRunner), read like :func:`run`'s result: exit code,
+    stdout, stderr. An exception other than the command's exit (a traceback in the real process) fails."""
+    res = CliRunner().invoke(app, ["stein", *map(str, args)], env={"COLUMNS": "200"})
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
 
 
 def _table(tmp_path, n=6, seed=11, with_covariate=False, name="conc.csv"):
@@ -124,7 +139,7 @@ def test_fixed_parameter_and_prior(tmp_path):
 def test_population_table_with_covariate(tmp_path):
     path, df = _table(tmp_path, n=24, seed=3, with_covariate=True)
     out = tmp_path / "pop"
-    r = run(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--population",
+    r = invoke(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--population",
             "--covariate", "cmax=LOGDOSE", "--n-burn", 40, "--n-smooth", 30, "--n-post", 20, "--seed", 4,
             "--out", out)
     assert r.returncode == 0, r.stderr
@@ -175,7 +190,7 @@ def test_seed_study_folder(tmp_path):
     assert (obs.filter(pl.col("source") != "paper")["source"] == "reconstructed").all()
     dropped = pl.read_csv(out / "stein_dropped.csv")
     assert dropped["reason"].to_list() == ["before the first infusion"]
-    r = run(seed_case_path(), "--time", "DAY", "--out", tmp_path / "x")
+    r = invoke(seed_case_path(), "--time", "DAY", "--out", tmp_path / "x")
     assert r.returncode == 2 and "--time: for a table" in r.stderr and not (tmp_path / "x").exists()
     meta = json.loads((out / "stein_fit.json").read_text())
     assert meta["input_kind"] == "study" and {i["file"] for i in meta["inputs"]} >= {"observations.csv"}
@@ -200,7 +215,7 @@ def test_seed_study_folder(tmp_path):
 def test_bad_options_write_nothing(tmp_path, args, message):
     path, _ = _table(tmp_path, n=2)
     out = tmp_path / "out"
-    r = run(path, *args, "--out", out)
+    r = invoke(path, *args, "--out", out)
     assert r.returncode == 2
     assert message in r.stderr and "Nothing was written" in r.stderr
     assert not out.exists()
@@ -219,13 +234,13 @@ def test_bad_cells_name_file_row_and_column(tmp_path):
     # a covariate must have one value per subject
     cov = df.with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias("WT"))
     cov.write_csv(bad)
-    r = run(bad, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
+    r = invoke(bad, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
             "--out", tmp_path / "out")
     assert r.returncode == 2 and "column 'WT': covariate values differ within subject" in r.stderr
     # a covariate missing for a subject names the subject
     first = df["ID"][0]
     df.with_columns(pl.when(pl.col("ID") == first).then(None).otherwise(1.5).alias("WT")).write_csv(bad)
-    r = run(bad, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
+    r = invoke(bad, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--population", "--covariate", "cmax=WT",
             "--out", tmp_path / "out")
     assert r.returncode == 2 and f"covariate 'WT' has missing values for 1 subject(s): {first}" in r.stderr
     assert not (tmp_path / "out").exists()
@@ -295,7 +310,7 @@ def test_table_with_split_doses(tmp_path):
                           "dose": [1.0, 4.0] * len(ids)})
     doses.write_csv(tmp_path / "doses.csv")
     out = tmp_path / "o"
-    r = run(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--doses",
+    r = invoke(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--lloq", "LLOQ", "--doses",
             tmp_path / "doses.csv", "--dose-handling", "superpose", "--out", out)
     assert r.returncode == 0, r.stderr
     obs = pl.read_csv(out / "stein_observations.csv")
@@ -308,6 +323,6 @@ def test_table_with_split_doses(tmp_path):
     assert [Path(i["file"]).name for i in meta["inputs"]] == ["conc.csv", "doses.csv"]
     # a dose that is not a number names its row and column
     (tmp_path / "bad.csv").write_text("ID,DAY,dose\nA,0,1e6\nA,x,2e6\n")
-    r = run(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--doses", tmp_path / "bad.csv",
+    r = invoke(path, "--subject-col", "ID", "--time", "DAY", "--conc", "DV", "--doses", tmp_path / "bad.csv",
             "--out", tmp_path / "b")
     assert r.returncode == 2 and "bad.csv: row 2 (line 3), column 'DAY': 'x' is not a number" in r.stderr
