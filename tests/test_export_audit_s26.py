@@ -70,6 +70,14 @@ def studies(tmp_path_factory) -> dict[str, Path]:
     return {"seed": seed, "noev": noev, "newer": newer, "mini": mini, "mini_fu": mini_fu}
 
 
+@pytest.fixture(scope="module")
+def mini_analysis(studies):
+    """The Analysis of ``mini`` (default options), made once (session 42, suite speed: an ADaM export of
+    this one subject costs ~7 s of CPU, nearly all in its first derivation of the tables, which the
+    Analysis keeps); the tests read it and only export it, never change it."""
+    return Analysis(read_study(studies["mini"]))
+
+
 # ------------------------------------------------------------------------------------------------
 # 1 / 2: an export replaces an earlier export as a whole; any other non-empty folder needs --force
 
@@ -126,7 +134,7 @@ def test_adam_over_an_earlier_adam_export_leaves_no_file_of_another_format(small
 # 3: nothing partial
 
 
-def test_a_failure_while_writing_leaves_the_earlier_export_as_it_was(studies, tmp_path, monkeypatch):
+def test_a_failure_while_writing_leaves_the_earlier_export_as_it_was(studies, mini_analysis, tmp_path, monkeypatch):
     from cartlab.io import adam
     from cartlab.io import study_writer as study_folder  # the writer (split out of study_folder, s27)
 
@@ -145,7 +153,7 @@ def test_a_failure_while_writing_leaves_the_earlier_export_as_it_was(studies, tm
         write_study(read_study(studies["newer"]), out)
     assert snapshot(out) == before and leftovers(tmp_path) == []
 
-    analysis = Analysis(read_study(studies["mini"]))
+    analysis = mini_analysis
     aout = tmp_path / "adam"
     export_adam(analysis, aout)
     before = snapshot(aout)
@@ -314,18 +322,18 @@ P3,1,TEMP,36.9,C,
 # 7: one dataset that cannot be derived does not sink the export
 
 
-def test_one_dataset_that_cannot_be_derived_does_not_sink_the_rest(studies, small_study, tmp_path):
+def test_one_dataset_that_cannot_be_derived_does_not_sink_the_rest(mini_analysis, small_study, tmp_path):
     out = tmp_path / "adam"
     export_adam(Analysis(read_study(small_study)), out)  # an earlier export with adtte.*
     assert (out / "adtte.xpt").is_file()
-    result = export_adam(Analysis(read_study(studies["mini"])), out)
+    result = export_adam(mini_analysis, out)
     # NEW-001 has no last_followup_day and no row to censor at: no ADTTE; everything else is written
     assert list(result["not_written"]) == ["ADTTE"] and "last_followup_day" in result["not_written"]["ADTTE"]
     assert "ADSL" in result["datasets"] and (out / "adsl.xpt").is_file()
     assert not list(out.glob("adtte.*"))  # the earlier export's ADTTE does not survive
     assert pl.read_csv(out / "define.csv").filter(pl.col("dataset") == "ADTTE").height == 0
     with pytest.raises(EngineError, match="adtte"):
-        export_adam(Analysis(read_study(studies["mini"])), tmp_path / "strict", strict=True)
+        export_adam(mini_analysis, tmp_path / "strict", strict=True)
     assert not (tmp_path / "strict").exists()
 
 

@@ -327,14 +327,45 @@ def _synthetic(tmp_path, n):
     return read_study(synthetic_cohort(n, seed=5, out_dir=tmp_path / f"syn{n}"))
 
 
-def test_study_report_parallel_equals_serial_and_links_every_file(tmp_path):
+# Session 42 (suite speed): each cohort is generated and read once per module; no test changes a Study
+# (write_study_report only reads it), and each test writes its report into its own tmp_path.
+@pytest.fixture(scope="module")
+def syn3(tmp_path_factory):
+    return _synthetic(tmp_path_factory.mktemp("syn3"), 3)
+
+
+@pytest.fixture(scope="module")
+def syn6(tmp_path_factory):
+    """The 6-subject cohort and its Analysis (default options), shared by the study-page tests."""
+    from cartlab.analyze import Analysis
+
+    study = _synthetic(tmp_path_factory.mktemp("syn6"), 6)
+    return study, Analysis(study)
+
+
+def test_study_report_parallel_equals_serial_and_links_every_file(syn6, tmp_path, monkeypatch):
     """Figures drawn on 2 worker processes give the same files as drawn in this process; every
     <img>/<a> of every page points to a file of the report folder."""
-    from cartlab.report.study import SERIAL_LIMIT
+    import cartlab.report.study as study_mod
 
-    study = _synthetic(tmp_path, SERIAL_LIMIT + 3)  # above the limit: the pool is used
-    serial = write_study_report(study, tmp_path / "serial", workers=1, pdf=False).parent
-    parallel = write_study_report(study, tmp_path / "parallel", workers=2, pdf=False).parent
+    study, a = syn6
+    # Session 42 (suite speed): the pool is used above SERIAL_LIMIT subjects (8); rather than drawing 11
+    # subjects twice, the limit is lowered for this test so that the 6-subject cohort goes to the pool
+    # (6 chunks of 1 on 2 workers); the spy below checks that the pool was used indeed
+    monkeypatch.setattr(study_mod, "SERIAL_LIMIT", 3)
+    assert len(study.subject_ids) > study_mod.SERIAL_LIMIT
+    pools = []
+    real_pool = study_mod.ProcessPoolExecutor
+
+    def spy(*args, **kwargs):
+        pools.append(kwargs.get("max_workers"))
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(study_mod, "ProcessPoolExecutor", spy)
+    serial = write_study_report(study, tmp_path / "serial", analysis=a, workers=1, pdf=False).parent
+    assert pools == []  # workers=1: drawn in this process
+    parallel = write_study_report(study, tmp_path / "parallel", analysis=a, workers=2, pdf=False).parent
+    assert pools == [2]  # drawn by 2 worker processes
     files = sorted(p.relative_to(serial).as_posix() for p in serial.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(parallel).as_posix() for p in parallel.rglob("*") if p.is_file())
     for rel in files:
@@ -351,15 +382,12 @@ def test_study_report_parallel_equals_serial_and_links_every_file(tmp_path):
         assert "<svg" in (serial / "figures" / f"course_{stem}.svg").read_text(encoding="utf-8")
 
 
-def test_study_page_views_sortable_table_and_pdf(tmp_path):
+def test_study_page_views_sortable_table_and_pdf(syn6, tmp_path):
     """The study page shows the cohort views (each drawn, or its reason), the narrow subject table with
     numeric sort keys, and the same page as a PDF whose text says what the page says."""
     from pypdf import PdfReader
 
-    from cartlab.analyze import Analysis
-
-    study = _synthetic(tmp_path, 6)
-    a = Analysis(study)
+    study, a = syn6
     out = write_study_report(study, tmp_path / "r", analysis=a, workers=1).parent
     html = (out / "index.html").read_text(encoding="utf-8")
     for title in ("Swimmer plot", "CRS and ICANS grades", "Survival (Kaplan-Meier)", "Toxicity summary",
@@ -379,11 +407,11 @@ def test_study_page_views_sortable_table_and_pdf(tmp_path):
     assert (out / "tables" / "subject_summary.csv").read_text().startswith("subject_id,")
 
 
-def test_a_figure_that_cannot_be_drawn_leaves_the_page_and_the_rest(tmp_path, monkeypatch):
+def test_a_figure_that_cannot_be_drawn_leaves_the_page_and_the_rest(syn3, tmp_path, monkeypatch):
     """One figure failing never sinks the report: its page says why, every other figure is drawn."""
     import cartlab.report.html as html_mod
 
-    study = _synthetic(tmp_path, 3)
+    study = syn3
     bad = study.subject_ids[1]
     real = html_mod.course_figure
 
@@ -399,11 +427,11 @@ def test_a_figure_that_cannot_be_drawn_leaves_the_page_and_the_rest(tmp_path, mo
     assert len(list((out / "figures").glob("course_*.svg"))) == 2
 
 
-def test_report_errors_leave_nothing_behind(tmp_path, monkeypatch):
+def test_report_errors_leave_nothing_behind(syn3, tmp_path, monkeypatch):
     """The report folder is written atomically: an error midway leaves no partial report."""
     import cartlab.report.study as study_mod
 
-    study = _synthetic(tmp_path, 3)
+    study = syn3
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

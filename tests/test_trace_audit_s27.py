@@ -38,8 +38,15 @@ def study1(tmp_path_factory) -> Path:
 
 
 def _analyze(out: Path, folder: Path, *extra) -> Path:
-    r = run("analyze", folder, "--out", out, *extra)
-    assert r.returncode == 0, r.stderr
+    """``cartlab analyze`` in this process (session 42, suite speed: CliRunner, not a subprocess; what
+    is tested here are the files it writes; test_dose_command_csv_has_the_rule_status keeps a subprocess)."""
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    r = CliRunner().invoke(app, ["analyze", *map(str, (folder, "--out", out, *extra))])
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code == 0, r.output
     return out
 
 
