@@ -22,8 +22,23 @@ from cartlab.protocol import load_protocol
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    return read_study(synthetic_cohort(30, seed=11, out_dir=tmp_path_factory.mktemp("c") / "study"))
+def cohort_dir(tmp_path_factory):
+    return synthetic_cohort(30, seed=11, out_dir=tmp_path_factory.mktemp("c") / "study")
+
+
+@pytest.fixture(scope="module")
+def cohort(cohort_dir):
+    return read_study(cohort_dir)
+
+
+@pytest.fixture(scope="module")
+def whole(cohort, tmp_path_factory):
+    """The oracle, once per module (session 42): the whole-study Analysis of the cohort and the folder
+    write_analysis wrote it to. Tests only read both."""
+    analysis = Analysis(cohort)
+    out = tmp_path_factory.mktemp("whole") / "whole"
+    write_analysis(analysis, out)
+    return analysis, out
 
 
 def _same_files(a, b):
@@ -45,10 +60,9 @@ def _same_files(a, b):
 
 
 @pytest.mark.parametrize("batch_size", [4, 13])
-def test_batches_write_the_same_files_as_the_whole_study(cohort, tmp_path, batch_size):
-    write_analysis(Analysis(cohort), tmp_path / "whole")
+def test_batches_write_the_same_files_as_the_whole_study(cohort, whole, tmp_path, batch_size):
     write_analysis_batched(InMemorySource(cohort), tmp_path / "batched", batch_size=batch_size)
-    _same_files(tmp_path / "whole", tmp_path / "batched")
+    _same_files(whole[1], tmp_path / "batched")
     assert not list((tmp_path / "batched").glob(".cartlab-batches-*"))  # the spilled parts are gone
 
 
@@ -63,7 +77,7 @@ def test_two_worker_processes_with_a_protocol(cohort, tmp_path):
     assert "protocol_orr" in tables and path.name == "subject_summary.csv"
 
 
-def test_parquet_source_reads_only_each_batch(cohort, tmp_path):
+def test_parquet_source_reads_only_each_batch(cohort, whole, tmp_path):
     folder = tmp_path / "pq"
     folder.mkdir()
     for name, frame in cohort.tables().items():
@@ -79,10 +93,9 @@ def test_parquet_source_reads_only_each_batch(cohort, tmp_path):
     batch = src.task(cohort.subject_ids[3:5])()
     assert batch.subject_ids == cohort.subject_ids[3:5]
     assert batch.observations.equals(cohort.subset(cohort.subject_ids[3:5]).observations)
-    write_analysis(Analysis(cohort), tmp_path / "whole")
     write_analysis_batched(src, tmp_path / "batched", batch_size=11)
-    whole = pl.read_csv(tmp_path / "whole" / "adlb.csv", infer_schema=False)
-    assert whole.equals(pl.read_csv(tmp_path / "batched" / "adlb.csv", infer_schema=False))
+    adlb = pl.read_csv(whole[1] / "adlb.csv", infer_schema=False)
+    assert adlb.equals(pl.read_csv(tmp_path / "batched" / "adlb.csv", infer_schema=False))
 
 
 def test_a_parquet_folder_without_subjects_is_an_input_error(tmp_path):
@@ -137,18 +150,25 @@ def test_batch_size_must_be_positive(cohort, tmp_path):
         write_analysis_batched(InMemorySource(cohort), tmp_path, batch_size=0)
 
 
-def test_cli_workers_write_the_same_files(cohort, tmp_path):
-    """End to end: `cartlab analyze --workers 2 --batch-size 8` against the one-piece run."""
+def test_cli_workers_write_the_same_files(cohort_dir, tmp_path):
+    """End to end: `cartlab analyze --workers 2 --batch-size 8` against the one-piece run. The batched run
+    is a real process (it spawns its workers); the one-piece run goes through the same command line in
+    this process (session 42: typer's CliRunner, no second interpreter importing cartlab). Not the
+    module's write_analysis oracle: the command writes its analysis.json warnings as a log (counts, no
+    ids: session 40), which write_analysis does not."""
     import subprocess
     import sys
 
-    from cartlab.datasets.synthetic import synthetic_cohort
+    from typer.testing import CliRunner
 
-    study = synthetic_cohort(30, seed=11, out_dir=tmp_path / "study")
-    for out, extra in (("whole", []), ("batched", ["--workers", "2", "--batch-size", "8"])):
-        proc = subprocess.run([sys.executable, "-m", "cartlab", "analyze", str(study), "--out", str(tmp_path / out),
-                               *extra], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
+    from cartlab.cli import app
+
+    res = CliRunner().invoke(app, ["analyze", str(cohort_dir), "--out", str(tmp_path / "whole")])
+    assert res.exit_code == 0, (res.output, res.exception)
+    proc = subprocess.run([sys.executable, "-m", "cartlab", "analyze", str(cohort_dir), "--out",
+                           str(tmp_path / "batched"), "--workers", "2", "--batch-size", "8"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
     _same_files(tmp_path / "whole", tmp_path / "batched")
 
 
@@ -175,10 +195,10 @@ def test_batches_that_disagree_on_a_column_type_are_unified_as_concat_would(tmp_
     assert (tmp_path / "t.csv").read_text() == expected.read_text() == "subject_id,x,note\nA,1.0,\nB,2.5,n\nC,3.0,\n"
 
 
-def test_analyze_batched_holds_every_table_as_parts_equal_to_the_whole(cohort, tmp_path):
+def test_analyze_batched_holds_every_table_as_parts_equal_to_the_whole(cohort, whole, tmp_path):
     from cartlab.analyze_batched import analyze_batched
 
-    whole = Analysis(cohort)
+    whole, _ = whole
     tables = whole.tables()
     run = analyze_batched(InMemorySource(cohort), tmp_path, batch_size=9)
     assert set(run.parts) | set(run.analysis.computed()) >= set(tables)

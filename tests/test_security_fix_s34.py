@@ -163,26 +163,46 @@ def test_cli_report_stderr_names_no_subject(tmp_path):
     named = {i for cell in er["excluded"].drop_nulls().to_list() for i in re.findall(r"SYN-\d{4}", cell)}
     assert named, "the synthetic study should leave subjects out of exposure-response"
     assert "subjects left out, per outcome row" in " ".join(r.stderr.split())  # counts per reason (s39)
-    # lead, session 34: --debug names them (the CLI flag is wired to the report's warning)
-    d = subprocess.run([sys.executable, "-m", "cartlab", "--debug", "report", str(folder), "--out",
-                        str(tmp_path / "rep_debug"), "--no-pdf", "--workers", "1"], capture_output=True, text=True,
-                       env=env, timeout=600, check=False, cwd=tmp_path)
+    # lead, session 34: --debug names them (the CLI flag is wired to the report's warning); in this process
+    # (session 42: typer's CliRunner, the same exit code and stderr; the run naming no id above stays a process)
+    d = _run_here(["--debug", "report", str(folder), "--out", str(tmp_path / "rep_debug"), "--no-pdf", "--workers",
+                   "1"], tmp_path)
     assert d.returncode == 0, d.stderr
     assert sorted(named)[0] in d.stderr
+
+
+def _run_here(args, cwd) -> subprocess.CompletedProcess:
+    """The command line in this process (typer's CliRunner), CARTLAB_DEBUG unset: the same exit code,
+    stdout and stderr; an exception the command did not turn into a message goes to stderr as a traceback."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    old = os.getcwd()
+    try:
+        os.chdir(cwd)
+        res = CliRunner().invoke(app, [str(a) for a in args], env={"CARTLAB_DEBUG": None}, prog_name="cartlab")
+    finally:
+        os.chdir(old)
+    stderr = res.stderr
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(res.exception))
+    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, stderr)
 
 
 def test_cli_report_csv_formula_guard_off_writes_cells_unchanged(tmp_path):
     """--csv-formula-guard off: the hostile subject id is written as given (quote, the default, is
     tested above); a wrong value is one clear error."""
     folder = _hostile_study(tmp_path / "h", ids={1: HYPERLINK})
-    base = [sys.executable, "-m", "cartlab", "report", str(folder), "--no-pdf", "--workers", "1"]
-    r = subprocess.run(base + ["--out", str(tmp_path / "off"), "--csv-formula-guard", "off"], capture_output=True,
-                       text=True, timeout=600, check=False, cwd=tmp_path)
+    # in this process (session 42): the files written and the exit code are the point, not the process
+    base = ["report", str(folder), "--no-pdf", "--workers", "1"]
+    r = _run_here(base + ["--out", str(tmp_path / "off"), "--csv-formula-guard", "off"], tmp_path)
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "off" / "tables" / "subject_summary.csv").read_text(encoding="utf-8")
     assert "'=HYPERLINK" not in text and "=HYPERLINK" in text
-    bad = subprocess.run(base + ["--out", str(tmp_path / "bad"), "--csv-formula-guard", "maybe"], capture_output=True,
-                         text=True, timeout=600, check=False, cwd=tmp_path)
+    bad = _run_here(base + ["--out", str(tmp_path / "bad"), "--csv-formula-guard", "maybe"], tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "csv" in bad.stderr.lower()
 
 
