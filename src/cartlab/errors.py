@@ -43,6 +43,16 @@ class EngineError(CartlabError):
     """An engine could not derive its table for some subjects (recorded, the analysis goes on)."""
 
 
+def failing_subjects(exc: BaseException, subjects, alone) -> BaseException:
+    """Mark ``exc``, an engine's failure, as caused by ``subjects`` only, each of which fails alone
+    with the exception ``alone(subject_id)`` returns. ``Analysis`` then leaves out just these subjects
+    and runs the others at once, instead of bisecting the cohort to find them (session 43). Returns
+    ``exc``, to raise."""
+    exc.failing_subjects = list(subjects)  # type: ignore[attr-defined]
+    exc.alone = alone  # type: ignore[attr-defined]
+    return exc
+
+
 class CartlabWarning(UserWarning):
     """Something a user should know about a result that was still produced."""
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from cartlab.errors import failing_subjects
 from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -632,33 +633,48 @@ def _raise_first_error(rows: pl.DataFrame, f: pl.DataFrame, opts: EndpointOption
         from cartlab.errors import InputError
 
         if why == "undated_remission":
-            raise InputError(f"subject {sid}: remission response {s['undated_cat']!r} without best_response_day")
+            raise _alone(sid, InputError(
+                f"subject {sid}: remission response {s['undated_cat']!r} without best_response_day"))
         rem = "remefs_day" if r["PARAMCD"] == "EFS" else "rem_day"
         if why == "death_before_remission":
-            raise InputError(f"subject {sid}: death on day {s['death_day']:g} (events.csv) before the remission "
-                             f"on day {s[rem]:g}")
+            raise _alone(sid, InputError(
+                f"subject {sid}: death on day {s['death_day']:g} (events.csv) before the remission on day {s[rem]:g}"))
         origin = 0.0 if r["PARAMCD"] in ("OS", "EFS", "LFS") else s[rem]
         la = s.get("la_day") if r["PARAMCD"] == "EFS" and opts.efs_censor == "last_response_assessment" else None
         if la is not None and la < origin <= (s["a_day"] if s["a_day"] is not None else -math.inf):
-            raise InputError(f"subject {sid}: EFS censored at the last response assessment, on day {la:g}, "
-                             f"before the clock start {origin:g}: check the response assessments' days")
+            raise _alone(sid, InputError(
+                f"subject {sid}: EFS censored at the last response assessment, on day {la:g}, "
+                f"before the clock start {origin:g}: check the response assessments' days"))
         hows = (s["a_how"] or "").split("; ")
         s = {**s, "a_how": hows[0] + (f" and {len(hows) - 1} more row(s) that day" if len(hows) > 1 else "")}
         if s["a_src"] == "subjects":
-            raise InputError(f"subject {sid}: last known alive on day {s['a_day']:g} from {s['a_how']}, before "
-                             f"the clock start {origin:g}: check last_followup_day")
-        raise InputError(f"subject {sid}: last known alive on day {s['a_day']:g} from {s['a_how']}, before the clock "
-                         f"start {origin:g}: no row on or after day {origin:g}"
-                         + (" (the CAR-T infusion) - was the subject infused? " if origin == 0 else "; ")
-                         + "give last_followup_day")
+            raise _alone(sid, InputError(
+                f"subject {sid}: last known alive on day {s['a_day']:g} from {s['a_how']}, before "
+                f"the clock start {origin:g}: check last_followup_day"))
+        raise _alone(sid, InputError(
+            f"subject {sid}: last known alive on day {s['a_day']:g} from {s['a_how']}, before the clock "
+            f"start {origin:g}: no row on or after day {origin:g}"
+            + (" (the CAR-T infusion) - was the subject infused? " if origin == 0 else "; ")
+            + "give last_followup_day"))
     missing = stops[_SID].to_list()
+    # each of them alone stops at the same thing: an analysis leaves them out without bisecting (s43)
+    raise failing_subjects(_nothing_to_censor_at(missing, opts), missing,
+                           lambda sid: _nothing_to_censor_at([sid], opts))
+
+
+def _alone(sid: str, exc: Exception) -> Exception:
+    """``exc``, which only ``sid`` causes and which ``sid`` alone gives too (s43: no bisection)."""
+    return failing_subjects(exc, [sid], lambda _sid: exc)
+
+
+def _nothing_to_censor_at(missing: list[str], opts: EndpointOptions) -> ValueError:
     if opts.missing_followup == "error":
-        raise ValueError(
+        return ValueError(
             f"subject(s) {missing}: no last_followup_day and no event or response assessment to censor at; "
             "give subjects.last_followup_day, or drop --strict (EndpointOptions(missing_followup="
             "'last_observation')) to censor at the subject's last recorded row")
-    raise ValueError(f"subject(s) {missing}: no last_followup_day and no row at all to censor at; give "
-                     "subjects.last_followup_day")
+    return ValueError(f"subject(s) {missing}: no last_followup_day and no row at all to censor at; give "
+                      "subjects.last_followup_day")
 
 
 def _without_criteria(rows: pl.DataFrame, no_criteria: Mapping[str, str]) -> pl.DataFrame:
