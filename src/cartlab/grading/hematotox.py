@@ -33,7 +33,7 @@ explicitly with :func:`cartlab.units.conversion`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import polars as pl
@@ -107,7 +107,7 @@ _SID = "subject_id"
 
 
 def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str | None = None,
-                   ld_day: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+                   ld_day: float | Mapping[str, float] | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Baseline values: the last result on or before the first dose day of the lymphodepletion
     course (:func:`_lymphodepletion_days`), else the last result before day 0. A censored result
     (">40000") is a result: when it is the last one it is the baseline (``censor``/``censor_limit``
@@ -136,8 +136,11 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str |
     ld = _lymphodepletion_days(study, agents, window, opts["lymphodepletion_max_gap_days"])
     no_ld = (f"before day 0 (no lymphodepletion dose recorded within days {window[0]:g} to {window[1]:g})")
     if ld_day is not None:  # a candidate day (doses.csv not given): every subject on it
+        # (a mapping: each subject's own candidate day, hematotox_absent's copies of the subjects)
+        day = (pl.col(_SID).replace_strict({k: float(v) for k, v in ld_day.items()}, return_dtype=pl.Float64)
+               if isinstance(ld_day, Mapping) else pl.lit(float(ld_day)))
         ld = ld.clear().vstack(_subject_order(study).select(
-            _SID, pl.lit(float(ld_day)).alias("ld_day"), pl.lit(float(ld_day)).alias("ld_last"),
+            _SID, day.alias("ld_day"), day.alias("ld_last"),
             pl.lit([], dtype=EVIDENCE).alias("ld_refs"), pl.lit(None, dtype=pl.String).alias("ld_other"))
             .select(ld.columns).cast(ld.schema))
     elif _doses_absent(study):
@@ -167,8 +170,10 @@ def _pre_ld_values(study: Study, params: Iterable[str], opts: dict, daily: str |
         pl.col("ld_refs").fill_null(_NO_REFS).alias("ref_evidence"),
     ).drop("ld_day", "ld_refs", "ld_other").sort("_order")
     if ld_day is not None:
-        refs = refs.with_columns(pl.lit(f"on or before day {ld_day:g} (a candidate first lymphodepletion day: doses.csv "
-                                        "not given)").alias("how"))
+        how = "on or before day {:g} (a candidate first lymphodepletion day: doses.csv not given)"
+        refs = refs.with_columns(
+            pl.col(_SID).replace_strict({k: how.format(float(v)) for k, v in ld_day.items()}, return_dtype=pl.String)
+            .alias("how") if isinstance(ld_day, Mapping) else pl.lit(how.format(float(ld_day))).alias("how"))
     obs = _param_obs_censored(study, params).join(
         refs.select(_SID, "ref_day", "baseline_rule"), on=_SID, how="inner")
     ok = (pl.when(pl.col("baseline_rule") == "baseline.first_lymphodepletion_day")
@@ -322,7 +327,7 @@ def _item_column(item: dict) -> str:
 
 
 def derive_car_hematotox(study: Study, options: CarHematotoxOptions | None = None,
-                         _ld_day: float | None = None) -> pl.DataFrame:
+                         _ld_day: float | Mapping[str, float] | None = None) -> pl.DataFrame:
     """CAR-HEMATOTOX score (0-7) and risk group per subject from pre-lymphodepletion values.
 
     Columns: ``hematotox_score`` (Int64; null when an input is missing or unsettled),
