@@ -20,7 +20,7 @@ demo: $(STAMP)
 # one BLAS/OpenMP thread per test worker: the workers already use every core (-n auto), and
 # OpenBLAS threads on top of them made each small fit about 2x the CPU (session 42)
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile --durations=30
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -139,9 +139,24 @@ def test_validate_and_delete_take_study_as_option(tmp_path, study, store):
     assert "mini" not in text.replace("cartlab import", ""), text
 
 
-def test_stein_study_option_is_a_study_only(tmp_path, store, study):
+@pytest.fixture(scope="module")
+def stein_store(tmp_path_factory) -> Path:
+    """A one-subject study (seed 1: its subject has enough CAR samples for a Stein fit) stored as 'mini':
+    a Stein fit costs seconds per subject, and the grammar, not the fit, is what is compared here."""
+    from cartlab.datasets import synthetic_cohort
+
+    one = Path(synthetic_cohort(1, seed=1, out_dir=tmp_path_factory.mktemp("g41one") / "one"))
+    db = tmp_path_factory.mktemp("g41one_store") / "cartlab.duckdb"
+    res, text = _run("import", one, "--store", db, "--study-id", "mini")
+    assert res.exit_code == 0, text
+    return db
+
+
+def test_stein_study_option_is_a_study_only(tmp_path, stein_store, study):
+    store = stein_store
     _same(["stein", "mini", "--store", store, "--out", tmp_path / "a"],
           ["stein", "--study", "mini", "--store", store, "--out", tmp_path / "b"])
+    assert "SYN-0001" in (tmp_path / "a" / "stein_subjects.csv").read_text()  # the one subject was fitted
     assert (tmp_path / "a" / "stein_subjects.csv").read_bytes() == (tmp_path / "b" / "stein_subjects.csv").read_bytes()
     res, text = _run("stein", "--study", study / "subjects.csv", "--out", tmp_path / "c")
     assert res.exit_code == 2 and "a file, not a study" in text, text
@@ -190,9 +205,15 @@ def _option_line(command, option: str) -> str:
     return found[0]
 
 
-@pytest.mark.parametrize("command", STUDY_COMMANDS)
+@pytest.mark.parametrize("command", [c for c in STUDY_COMMANDS if c != ("delete",)])
 def test_study_option_has_one_metavar_and_text(command):
     assert _option_line(command, "--study") == f"--study STUDY {STUDY_HELP}"
+
+
+def test_delete_study_option_says_a_stored_id():
+    """Session 43: delete takes a stored id only; its --study line said "A study folder, or ..."."""
+    line = _option_line(("delete",), "--study")
+    assert line.startswith("--study STUDY The id of the stored study") and "not a folder" in line
 
 
 @pytest.mark.parametrize("command", SUBJECT_COMMANDS)

@@ -42,10 +42,13 @@ def _short_form(metavar: str, long: str, long_ann, noun: str, help: str | None):
     return Annotated[Optional[str], info]
 
 
-def study_argument(help: str | None = None):
+def study_argument(help: str | None = None, option_help: str | None = None):
     """The positional STUDY of a command whose object is a study, with ``--study STUDY`` as its long form
-    (``help``: the argument's own line in --help; the option's is always :data:`STUDY_HELP`)."""
-    return _short_form("STUDY", "--study", StudyOpt, "study", help)
+    (``help``: the argument's own line in --help; the option's is :data:`STUDY_HELP` unless
+    ``option_help`` says what this command takes, e.g. ``delete``: a stored id only)."""
+    long_ann = StudyOpt if option_help is None else Annotated[
+        Optional[str], typer.Option("--study", metavar="STUDY", help=option_help)]
+    return _short_form("STUDY", "--study", long_ann, "study", help)
 
 
 def subject_argument(help: str | None = None):

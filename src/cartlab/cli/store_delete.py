@@ -16,7 +16,8 @@ from cartlab.cli.base import DEFAULT_STORE_PATH, StoreOpt, _usage, app, console
 from cartlab.cli.grammar import study_argument
 
 #: delete's STUDY: the id of a stored study only (a folder is not deleted, nor looked up)
-DeleteStudyArg = study_argument("The id of the stored study to remove (cartlab list). The same as --study STUDY.")
+DeleteStudyArg = study_argument("The id of the stored study to remove (cartlab list). The same as --study STUDY.",
+                                option_help="The id of the stored study to remove (cartlab list); not a folder.")
 
 
 @app.command("delete")
