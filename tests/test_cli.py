@@ -1,4 +1,7 @@
-"""End-to-end through the installed `cartlab` command (subprocesses, as a user runs it)."""
+"""End-to-end through the `cartlab` command: the installed command in a subprocess, as a user runs it,
+where the process itself is the point (--help, an exit code, nothing created); elsewhere the same command
+line in this process (``run_here``: typer's CliRunner, the same exit code, stdout and stderr), which
+saves the 3-5 s a Python subprocess spends importing."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import sys
 import pytest
 
 from cartlab.model import SUBJECT_SUMMARY_COLUMNS
-
 from test_store import assert_snapshots_equal, snapshot
 
 CARTLAB = [sys.executable, "-m", "cartlab"]
@@ -23,13 +25,37 @@ def run(*args, cwd=None, env=None):
     return subprocess.run([*CARTLAB, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e)
 
 
+def run_here(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """``run`` in this process (typer's CliRunner): the same returncode, stdout and stderr. An exception
+    the command did not turn into a message is written to stderr as a traceback, as the installed
+    command would print it (so that "Traceback" / exit-code checks see it)."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from cartlab.cli import app
+
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", **(env or {})},
+                                 prog_name="cartlab")
+    finally:
+        os.chdir(old)
+    stderr = res.stderr
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(res.exception))
+    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, stderr)
+
+
 def test_help_on_every_command():
-    out = run("--help")
+    out = run("--help")  # the installed command
     assert out.returncode == 0
     for cmd in ("import", "validate", "list", "show", "analyze", "report", "demo", "synthetic", "export", "explain",
                 "ctcae", "nca", "stein", "protocols", "dose", "eligibility", "deviations"):
         assert cmd in out.stdout
-        h = run(cmd, "--help")
+        h = run_here(cmd, "--help")
         assert h.returncode == 0 and "Example" in h.stdout, cmd
 
 
@@ -60,31 +86,31 @@ def test_help_command_list_is_not_broken_mid_sentence():
 
 
 def test_validate_ok_and_json(small_study):
-    ok = run("validate", small_study)
+    ok = run_here("validate", small_study)
     assert ok.returncode == 0 and "valid" in ok.stdout
-    js = run("validate", small_study, "--json")
+    js = run_here("validate", small_study, "--json")
     assert js.returncode == 0 and json.loads(js.stdout) == []
 
 
 def test_import_list_show(seed_copy, tmp_path):
     db = tmp_path / "c.duckdb"
-    r = run("import", seed_copy, "--store", db)
+    r = run_here("import", seed_copy, "--store", db)
     assert r.returncode == 0, r.stderr
     assert "imported" in r.stdout
-    again = run("import", seed_copy, "--store", db)
+    again = run_here("import", seed_copy, "--store", db)
     assert again.returncode == 0 and "unchanged" in again.stdout
-    ls = run("list", "--store", db, "--subjects")
+    ls = run_here("list", "--store", db, "--subjects")
     assert ls.returncode == 0 and "seed_case" in ls.stdout and "CD7-AML-001" in ls.stdout
-    show = run("show", "CD7-AML-001", "--store", db, "--from", "12", "--to", "16")
+    show = run_here("show", "CD7-AML-001", "--store", db, "--from", "12", "--to", "16")
     assert show.returncode == 0, show.stderr
     assert "183,945" in show.stdout and "reconstructed" in show.stdout
-    missing = run("show", "nobody", "--store", db)
+    missing = run_here("show", "nobody", "--store", db)
     assert missing.returncode == 2 and "no subject" in missing.stderr
 
 
 def test_store_via_environment(seed_copy, tmp_path):
     db = tmp_path / "env.duckdb"
-    r = run("import", seed_copy, env={"CARTLAB_STORE": str(db)})
+    r = run_here("import", seed_copy, env={"CARTLAB_STORE": str(db)})
     assert r.returncode == 0 and db.exists()
 
 
@@ -123,7 +149,7 @@ def test_bad_input_rejected_store_unchanged(case, command, tmp_path, small_study
     fname, text, where = BAD[case]
     db = tmp_path / "store.duckdb"
     out_dir = tmp_path / "analysis"
-    good = run("import", small_study, "--store", db, "--study-id", "kept")
+    good = run_here("import", small_study, "--store", db, "--study-id", "kept")
     assert good.returncode == 0
     before = snapshot(db)
     bad = tmp_path / "bad"
@@ -135,7 +161,7 @@ def test_bad_input_rejected_store_unchanged(case, command, tmp_path, small_study
     (bad / fname).write_text(text)
     args = {"import": ("import", bad, "--store", db), "validate": ("validate", bad),
             "analyze": ("analyze", bad, "--out", out_dir)}[command]
-    r = run(*args)
+    r = run_here(*args)
     assert r.returncode != 0
     assert where in r.stderr, r.stderr
     assert_snapshots_equal(before, snapshot(db))
@@ -145,13 +171,24 @@ def test_bad_input_rejected_store_unchanged(case, command, tmp_path, small_study
 def test_bad_import_does_not_create_a_store(tmp_path, small_study):
     (small_study / "observations.csv").write_text("subject_id,day,param,value,unit\nS1,1,NEUT,x,10^9/L\n")
     db = tmp_path / "new.duckdb"
-    r = run("import", small_study, "--store", db)
+    r = run("import", small_study, "--store", db)  # the installed command: exit code 2, no store file
     assert r.returncode == 2 and not db.exists()
 
 
-def test_analyze_seed_case_writes_all_spec_columns(seed_copy, tmp_path):
-    out = tmp_path / "d"
-    r = run("analyze", seed_copy, "--out", out)
+@pytest.fixture(scope="module")
+def seed_analyzed(tmp_path_factory):
+    """`cartlab analyze` of a copy of the seed case, run once for the tests that read its output (read only)."""
+    from cartlab.datasets import seed_case_path
+
+    base = tmp_path_factory.mktemp("seed_analyzed")
+    seed = base / "seed_case"
+    shutil.copytree(seed_case_path(), seed)
+    out = base / "d"
+    return run_here("analyze", seed, "--out", out), out
+
+
+def test_analyze_seed_case_writes_all_spec_columns(seed_analyzed):
+    r, out = seed_analyzed
     assert r.returncode == 0, r.stderr
     with open(out / "subject_summary.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -168,7 +205,7 @@ def test_analyze_seed_case_writes_all_spec_columns(seed_copy, tmp_path):
 
 
 def test_report_command(seed_copy, tmp_path):
-    r = run("report", seed_copy, "--out", tmp_path / "rep", "--subject", "CD7-AML-001")
+    r = run_here("report", seed_copy, "--out", tmp_path / "rep", "--subject", "CD7-AML-001")
     assert r.returncode == 0, r.stderr
     html = next((tmp_path / "rep").glob("*.html")).read_text()
     assert "reconstructed" in html and "183,945" in html
@@ -178,7 +215,7 @@ def test_report_subject_shows_only_its_own_problems(tmp_path):
     """`report --subject` analyses that subject: another subject's problem (a disease without response
     criteria, LBCL) is not listed; the same problem is listed when that subject is the one reported."""
     study = tmp_path / "s"
-    assert run("synthetic", "--n", "3", "--seed", "11", "--out", study).returncode == 0
+    assert run_here("synthetic", "--n", "3", "--seed", "11", "--out", study).returncode == 0
     path = study / "subjects.csv"
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -187,16 +224,16 @@ def test_report_subject_shows_only_its_own_problems(tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    other = run("report", study, "--out", tmp_path / "r1", "--subject", rows[0]["subject_id"], "--no-pdf")
+    other = run_here("report", study, "--out", tmp_path / "r1", "--subject", rows[0]["subject_id"], "--no-pdf")
     assert other.returncode == 0, other.stderr
     assert "LBCL" not in other.stderr
-    own = run("report", study, "--out", tmp_path / "r2", "--subject", rows[2]["subject_id"], "--no-pdf")
+    own = run_here("report", study, "--out", tmp_path / "r2", "--subject", rows[2]["subject_id"], "--no-pdf")
     assert own.returncode == 0, own.stderr
     assert "'LBCL'" in own.stderr
 
 
 def test_demo_end_to_end(tmp_path):
-    r = run("demo", "--out", "out", cwd=tmp_path)  # the default store: ./cartlab.duckdb where the user is
+    r = run_here("demo", "--out", "out", cwd=tmp_path)  # the default store: ./cartlab.duckdb where the user is
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout
     out = tmp_path / "out"
@@ -204,9 +241,9 @@ def test_demo_end_to_end(tmp_path):
     assert (out / "report" / "index.html").exists()
     # the README's next commands work where the demo left the user (issue 14)
     assert (tmp_path / "cartlab.duckdb").exists()
-    ls = run("list", "--subjects", cwd=tmp_path)
+    ls = run_here("list", "--subjects", cwd=tmp_path)
     assert ls.returncode == 0 and "CD7-AML-001" in ls.stdout, ls.stderr
-    ex = run("explain", "CD7-AML-001", "--what", "crs", cwd=tmp_path)
+    ex = run_here("explain", "CD7-AML-001", "--what", "crs", cwd=tmp_path)
     assert ex.returncode == 0 and "ASTCT CRS grade 3" in ex.stdout, ex.stderr
     # the shipped NCT04762485 protocol: dose plan, eligibility, deviations and the dosing sheet
     for name in ("dose_plan", "eligibility", "protocol_deviations"):
@@ -225,16 +262,16 @@ def test_demo_end_to_end(tmp_path):
     anchors = (out / "twin" / "seed_twin_anchors.csv").read_text(encoding="utf-8")
     assert "183,945, day 14" in anchors and anchors.count("simulated") >= 7
     # running it twice works (idempotent import into the same store)
-    again = run("demo", "--out", "out", cwd=tmp_path)
+    again = run_here("demo", "--out", "out", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
 
 
 def test_synthetic_then_validate_and_import(tmp_path):
     folder = tmp_path / "coh"
-    r = run("synthetic", folder, "--n", "12", "--seed", "3")
+    r = run_here("synthetic", folder, "--n", "12", "--seed", "3")
     assert r.returncode == 0, r.stderr
-    assert run("validate", folder).returncode == 0
-    imp = run("import", folder, "--store", tmp_path / "c.duckdb")
+    assert run_here("validate", folder).returncode == 0
+    imp = run_here("import", folder, "--store", tmp_path / "c.duckdb")
     assert imp.returncode == 0 and "12 subjects" in imp.stdout.replace(",", "")
 
 
@@ -243,36 +280,36 @@ def test_import_export_round_trip(small_study, tmp_path):
     from test_roundtrip import assert_same
 
     db = tmp_path / "r.duckdb"
-    assert run("import", small_study, "--store", db).returncode == 0
-    r = run("export", "small", tmp_path / "exported", "--store", db)
+    assert run_here("import", small_study, "--store", db).returncode == 0
+    r = run_here("export", "small", tmp_path / "exported", "--store", db)
     assert r.returncode == 0, r.stderr
     assert_same(read_study(small_study), read_study(tmp_path / "exported", study_id="small"))
-    bad = run("export", "nope", tmp_path / "x", "--store", db)
+    bad = run_here("export", "nope", tmp_path / "x", "--store", db)
     assert bad.returncode == 2 and "no study" in bad.stderr
 
 
 def test_explain_crs_and_icans(seed_copy, tmp_path):
     db = tmp_path / "x.duckdb"
-    assert run("import", seed_copy, "--store", db).returncode == 0
-    r = run("explain", "CD7-AML-001", "--what", "crs", "--store", db)
+    assert run_here("import", seed_copy, "--store", db).returncode == 0
+    r = run_here("explain", "CD7-AML-001", "--what", "crs", "--store", db)
     assert r.returncode == 0, r.stderr
     assert "ASTCT CRS grade 3" in r.stdout and "crs.hypotension.one_vasopressor" in r.stdout
     assert "interventions.csv:2" in r.stdout
-    i = run("explain", "CD7-AML-001", "--what", "icans", "--store", db, "--all-days")
+    i = run_here("explain", "CD7-AML-001", "--what", "icans", "--store", db, "--all-days")
     assert i.returncode == 0 and "ICANS grade 0" in i.stdout and "ICE 10" in i.stdout
-    bad = run("explain", "CD7-AML-001", "--what", "nonsense", "--store", db)
+    bad = run_here("explain", "CD7-AML-001", "--what", "nonsense", "--store", db)
     assert bad.returncode == 2
     # a table has a grade column only where days are graded: ICAHT grades a window, not a day
     header = lambda out: next(line for line in out.splitlines() if "┃ day" in line)  # noqa: E731
     assert "grade" in header(r.stdout)
     assert "row 1 is the first data row (line 2 of a CSV file" in " ".join(r.stdout.split())
-    ic = run("explain", "CD7-AML-001", "--what", "icaht", "--store", db, "--all-days")
+    ic = run_here("explain", "CD7-AML-001", "--what", "icaht", "--store", db, "--all-days")
     assert ic.returncode == 0 and "grade" not in header(ic.stdout) and "icaht.early.day" in ic.stdout
 
 
-def test_analyze_fills_grading_columns(seed_copy, tmp_path):
-    out = tmp_path / "a"
-    assert run("analyze", seed_copy, "--out", out).returncode == 0
+def test_analyze_fills_grading_columns(seed_analyzed):
+    r, out = seed_analyzed
+    assert r.returncode == 0
     with open(out / "subject_summary.csv") as fh:
         row = next(csv.DictReader(fh))
     assert (row["crs_grade_astct"], row["crs_onset_day"], row["crs_resolution_day"], row["icans_grade_astct"]) == (

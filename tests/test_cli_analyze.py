@@ -4,29 +4,40 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import polars as pl
 import pytest
 
 from cartlab.analyze import STEPS
+from test_cli import run_here
 
 
 def run(*args, env=None):
-    e = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cartlab", *map(str, args)], capture_output=True, text=True, env=e)
+    """The command line in this process (test_cli.run_here: the installed command's exit code, stdout and
+    stderr, a traceback included when one would be printed)."""
+    return run_here(*args, env=env)
+
+
+def _cohort_without_followup(d, n: int):
+    """An n-subject synthetic cohort (seed 3) without the optional last_followup_day column."""
+    assert run("synthetic", d, "--n", n, "--seed", "3").returncode == 0
+    subjects = pl.read_csv(d / "subjects.csv", infer_schema=False)
+    subjects.drop("last_followup_day").write_csv(d / "subjects.csv")
+    return d
 
 
 @pytest.fixture(scope="module")
 def no_followup(tmp_path_factory):
     """A 40-subject synthetic cohort without the optional last_followup_day column."""
-    d = tmp_path_factory.mktemp("nofu") / "cohort"
-    assert run("synthetic", d, "--n", "40", "--seed", "3").returncode == 0
-    subjects = pl.read_csv(d / "subjects.csv", infer_schema=False)
-    subjects.drop("last_followup_day").write_csv(d / "subjects.csv")
-    return d
+    return _cohort_without_followup(tmp_path_factory.mktemp("nofu") / "cohort", 40)
+
+
+@pytest.fixture(scope="module")
+def no_followup_small(tmp_path_factory):
+    """The same, 12 subjects: enough for --strict to meet a subject censored at its last record (the test
+    asserts the error naming last_followup_day, so a cohort without such a subject fails it: 8 subjects of
+    seed 3 have none, and --strict then exits 0)."""
+    return _cohort_without_followup(tmp_path_factory.mktemp("nofu12") / "cohort", 12)
 
 
 def test_analyze_without_followup_writes_every_table_and_says_what_was_censored(no_followup, tmp_path):
@@ -55,8 +66,8 @@ def test_analyze_without_followup_writes_every_table_and_says_what_was_censored(
     assert max(len(c) for row in csv.reader(rates.splitlines()) for c in row) < 500
 
 
-def test_strict_keeps_the_error(no_followup, tmp_path):
-    r = run("analyze", no_followup, "--out", tmp_path / "s", "--strict")
+def test_strict_keeps_the_error(no_followup_small, tmp_path):
+    r = run("analyze", no_followup_small, "--out", tmp_path / "s", "--strict")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "last_followup_day" in " ".join(r.stderr.split())
     assert not (tmp_path / "s" / "subject_summary.csv").exists()

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from cartlab.cli import app
 from cartlab.datasets import seed_case_path
-
 from conftest import write
+from test_cli import run_here
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_a_file_system_error_names_the_path_not_a_bug(bad, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     for out in (afile, afile / "x"):
-        e = _run("analyze", bad / "seed", "--out", out)
+        e = run_here("analyze", bad / "seed", "--out", out)  # in this process (test_cli.run_here)
         text = " ".join(e.stderr.split())
         assert e.returncode == 2 and "Traceback" not in text and "bug in cartlab" not in text
         assert f"error: {out}:" in text

@@ -77,10 +77,17 @@ def test_export_adam_from_sdtm_xpt_reads_back_with_pyreadstat(tmp_path):
     assert (tmp_path / "adam" / "sdtm_mapping_report.csv").is_file()
 
 
-def test_seed_round_trips_through_a_fhir_bundle_and_the_store(tmp_path):
-    store = tmp_path / "s.duckdb"
-    bundle = tmp_path / "seed.json"
+@pytest.fixture(scope="module")
+def seed_bundle(tmp_path_factory) -> Path:
+    """`cartlab export SEED --fhir`, run once for the tests that read the bundle (read only)."""
+    bundle = tmp_path_factory.mktemp("fhir") / "seed.json"
     run("export", seed_case_path(), "--fhir", bundle)
+    return bundle
+
+
+def test_seed_round_trips_through_a_fhir_bundle_and_the_store(tmp_path, seed_bundle):
+    store = tmp_path / "s.duckdb"
+    bundle = seed_bundle
     run("import", "--fhir", bundle, "--study", "SEED", "--store", store)
     run("export", "SEED", "--out", tmp_path / "back", "--store", store)
     seed, back = read_study(seed_case_path()), read_study(tmp_path / "back")
@@ -88,10 +95,8 @@ def test_seed_round_trips_through_a_fhir_bundle_and_the_store(tmp_path):
         assert _canonical(back, table).equals(_canonical(seed, table)), table
 
 
-def test_analyze_from_fhir_writes_the_mapping_report_beside_the_tables(tmp_path):
-    bundle = tmp_path / "seed.json"
-    run("export", seed_case_path(), "--fhir", bundle)
-    run("analyze", "--fhir", bundle, "--out", tmp_path / "a")
+def test_analyze_from_fhir_writes_the_mapping_report_beside_the_tables(tmp_path, seed_bundle):
+    run("analyze", "--fhir", seed_bundle, "--out", tmp_path / "a")
     assert (tmp_path / "a" / "fhir_mapping_report.csv").is_file()
     summary = pl.read_csv(tmp_path / "a" / "subject_summary.csv")
     assert summary["crs_grade_astct"].to_list() == [3]  # case-facts.md: the seed's CRS was grade 3

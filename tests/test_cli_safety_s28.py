@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cartlab.cli import app
+from test_cli import run_here
 
 HAS_PROC = os.path.isdir("/proc")
 
@@ -256,10 +257,11 @@ def test_dose_reads_a_semicolon_folder_with_csv_dialect(semi):
 
 
 def test_debug_keeps_exit_code_2_and_shows_the_traceback(tmp_path):
-    plain = _proc("validate", tmp_path / "nonexist")
+    # the installed command with --debug; the plain and CARTLAB_DEBUG=1 runs in this process (run_here)
+    plain = run_here("validate", tmp_path / "nonexist")
     assert plain.returncode == 2, plain.stderr
     for r in (_proc("--debug", "validate", tmp_path / "nonexist"),
-              _proc("validate", tmp_path / "nonexist", env={"CARTLAB_DEBUG": "1"})):
+              run_here("validate", tmp_path / "nonexist", env={"CARTLAB_DEBUG": "1"})):
         assert r.returncode == 2, r.stderr
         assert "Traceback" in r.stderr and "nonexist" in r.stderr
 
