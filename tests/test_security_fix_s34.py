@@ -172,24 +172,10 @@ def test_cli_report_stderr_names_no_subject(tmp_path):
 
 
 def _run_here(args, cwd) -> subprocess.CompletedProcess:
-    """The command line in this process (typer's CliRunner), CARTLAB_DEBUG unset: the same exit code,
-    stdout and stderr; an exception the command did not turn into a message goes to stderr as a traceback."""
-    import traceback
+    """The command line in this process (test_cli.run_here), CARTLAB_DEBUG unset."""
+    from test_cli import run_here
 
-    from typer.testing import CliRunner
-
-    from cartlab.cli import app
-
-    old = os.getcwd()
-    try:
-        os.chdir(cwd)
-        res = CliRunner().invoke(app, [str(a) for a in args], env={"CARTLAB_DEBUG": None}, prog_name="cartlab")
-    finally:
-        os.chdir(old)
-    stderr = res.stderr
-    if res.exception is not None and not isinstance(res.exception, SystemExit):
-        stderr += "".join(traceback.format_exception(res.exception))
-    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, stderr)
+    return run_here(*args, cwd=cwd, env={"CARTLAB_DEBUG": None})
 
 
 def test_cli_report_csv_formula_guard_off_writes_cells_unchanged(tmp_path):
