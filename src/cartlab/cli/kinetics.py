@@ -62,6 +62,17 @@ def nca_cmd(
     force: Annotated[bool, typer.Option(
         "--force", help="Replace --out (and OUT_units.csv) when it is an existing file (even the input table).")]
     = False,
+    blq_first: Annotated[str, typer.Option(
+        "--blq-first", metavar="keep|drop|NUMBER",
+        help="BLQ before the first quantifiable value: keep as 0 (PKNCA conc.blq first), drop, or this number.")]
+    = "keep",
+    blq_middle: Annotated[str, typer.Option(
+        "--blq-middle", metavar="keep|drop|NUMBER",
+        help="BLQ between quantifiable values: drop (PKNCA conc.blq middle), keep as 0, or this number.")] = "drop",
+    blq_last: Annotated[str, typer.Option(
+        "--blq-last", metavar="keep|drop|NUMBER",
+        help="BLQ after the last quantifiable value: keep as 0 (PKNCA conc.blq last), drop, or this number.")]
+    = "keep",
 ) -> None:
     """Non-compartmental analysis with PKNCA's rules and column names (cmax, tmax, tlast, clast.obs,
     auclast, aucall, aucinf.obs, lambda.z, half.life, r.squared, adj.r.squared, lambda.z.n.points ...).
@@ -69,19 +80,21 @@ def nca_cmd(
     The input is a plain table, not a study (for a study use cartlab analyze, whose kinetics engine
     derives the CAR-T metrics); --subject-col, --time-col and --conc-col name its columns.
 
-    BLQ: 0 before the first quantifiable value, dropped between, 0 after the last (PKNCA defaults);
-    lambda.z by PKNCA's best-fit selection (adjusted R², >= 3 points, Tmax excluded).
+    BLQ: 0 before the first quantifiable value, dropped between, 0 after the last (PKNCA defaults;
+    --blq-first, --blq-middle, --blq-last change them); lambda.z by PKNCA's best-fit selection
+    (adjusted R², >= 3 points, Tmax excluded).
 
     [bold]Example[/]: cartlab nca theoph.csv --subject-col Subject --time-col Time --conc-col conc --out nca.csv
     """
-    from cartlab.cli.kinetics_io import nca_command
+    from cartlab.cli.kinetics_io import blq_rules, nca_command
 
     try:
+        options = blq_rules(blq_first=blq_first, blq_middle=blq_middle, blq_last=blq_last)
         with _progress(f"NCA of {table.name}") as step:
             step("profiles")
             summary = nca_command(table, out, subject=subject, time=time, conc=conc, lloq=lloq, method=method,
                                   intervals=interval or None, conc_unit=conc_unit, time_unit=time_unit,
-                                  force=force)
+                                  force=force, options=options)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
             raise

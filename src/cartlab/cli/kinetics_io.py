@@ -159,6 +159,26 @@ def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str
     return work
 
 
+def blq_rules(**rules: str) -> NcaOptions:
+    """NcaOptions with the BLQ rules of ``cartlab nca --blq-first/--blq-middle/--blq-last``: "keep",
+    "drop" or a number (PKNCA's conc.blq first/middle/last); anything else is a ValueError naming the flag."""
+    given = {}
+    for name, text in rules.items():
+        v = str(text).strip().lower()
+        if v not in ("keep", "drop"):
+            try:
+                v = float(v)
+            except ValueError:
+                v = text
+        try:
+            NcaOptions(**{name: v})  # the engine's own check of the value
+        except ValueError:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag}: {text!r} is not keep, drop or a finite number >= 0") from None
+        given[name] = v
+    return NcaOptions(**given)
+
+
 def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, time: str, conc: str,
                 lloq: str | None = None, method: str = "lin-up/log-down",
                 intervals: Sequence[Any] | None = None, options: NcaOptions | None = None,
