@@ -52,6 +52,7 @@ from cartlab._days import day_expr, day_text
 from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import InputError, SubjectsWarning
+from cartlab.io.absent_files import table_absent
 from cartlab.kinetics.agents import car_t_infusions, other_cell_therapy_expr
 from cartlab.kinetics.car_profile import (
     cut_at_reinfusion,
@@ -357,14 +358,16 @@ def _refuse_between(obs: pl.DataFrame) -> None:
              "analyse the samples after the last infusion as a study of their own")
 
 
-def _warn_day0(prof: pl.DataFrame, options: CarKineticsOptions) -> None:
+def _warn_day0(prof: pl.DataFrame, options: CarKineticsOptions, doses_given: bool = True) -> None:
     """Warn about the two ways a profile's time 0 is not a recorded infusion with nothing measured at it:
-    no CAR-T infusion record (timed from day 0, review s35 B3), and a quantifiable date-only sample on the
-    infusion's day taken as the level at the infusion (``day0_untimed_sample``, review s35 B4)."""
+    no CAR-T infusion record (timed from day 0, review s35 B3; ``doses_given`` False: doses.csv was not
+    given at all, and the warning says so), and a quantifiable date-only sample on the infusion's day
+    taken as the level at the infusion (``day0_untimed_sample``, review s35 B4)."""
     no_inf = prof.filter(pl.col("_no_inf"))["subject_id"].unique(maintain_order=True).to_list()
     if no_inf:
+        where = "in doses.csv" if doses_given else "(doses.csv not given)"
         warnings.warn(SubjectsWarning(
-            f"{len(no_inf)} subject(s) have CAR-T samples but no CAR-T infusion in doses.csv: their kinetics are "
+            f"{len(no_inf)} subject(s) have CAR-T samples but no CAR-T infusion {where}: their kinetics are "
             "timed from day 0 (spec 'Time': day 0 is the infusion day)"
             + (" with a concentration of 0 imputed at day 0" if options.zero_at_infusion else "")
             + "; record the infusion in doses.csv if it was on another day: {subjects}", no_inf,
@@ -464,7 +467,7 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                             untimed, options.untimed_infusion)  # review 40 B5: the reason names it
     warn_date_only_same_day(car_obs, prof["evidence"].list.explode(keep_nulls=False, empty_as_null=False), _date_only())
     _warn_date_only(study, prof, options)
-    _warn_day0(prof, options)
+    _warn_day0(prof, options, doses_given=not table_absent(study, "doses"))
     _warn_other_cell_therapy(study)
     schema_extra = {"subject_id": pl.String}
     if prof.height == 0:
