@@ -54,3 +54,22 @@ def test_the_range_table_is_the_per_day_one(studies, monkeypatch):
     monkeypatch.setattr(hematotox_absent, "_every_candidate", lambda s, o, days: [
         derive_car_hematotox(s, o, _ld_day=float(d)) for d in days])
     polars.testing.assert_frame_equal(new, derive_car_hematotox(study, CarHematotoxOptions()))
+
+
+def test_a_subject_only_in_another_table_keeps_its_place(studies):
+    """A study built in Python may hold a subject found only in another table (Study.subject_ids): it is
+    scored (and ordered) as in its own runs, though only the subjects and the items' observations are
+    copied."""
+    import dataclasses
+
+    import polars as pl
+
+    study = studies[1]
+    extra = study.interventions.head(1).with_columns(pl.lit("ZZ-ONLY-HERE").alias("subject_id"))
+    study = dataclasses.replace(study, interventions=pl.concat([study.interventions, extra]))
+    assert study.subject_ids[-1] == "ZZ-ONLY-HERE"
+    days = [-9, -2]
+    together = hematotox_absent._every_candidate(study, CarHematotoxOptions(), days)
+    for d, frame in zip(days, together):
+        polars.testing.assert_frame_equal(frame, derive_car_hematotox(study, CarHematotoxOptions(), _ld_day=float(d)))
+    assert together[0]["subject_id"].to_list() == study.subject_ids

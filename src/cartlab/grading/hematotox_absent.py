@@ -103,8 +103,9 @@ def _every_candidate(study, options, days: list[int]) -> list[pl.DataFrame]:
     43; one run per day took ~0.5 s each, most of it fixed cost): every subject is copied once per
     candidate day, under the id ``subject_id + "\\x1f" + day``, each copy scored on its own day, and the
     result split back into one frame per day with the ids restored."""
+    from cartlab.grading.common import load_criteria
     from cartlab.grading.hematotox import derive_car_hematotox
-    from cartlab.model import TABLES, Study
+    from cartlab.model import Study
 
     ids = study.subject_ids
     if not days or not ids or any(_COPY in s for s in ids):
@@ -115,13 +116,27 @@ def _every_candidate(study, options, days: list[int]) -> list[pl.DataFrame]:
         return df.join(cand, how="cross").with_columns(
             pl.concat_str(pl.col(_SID), pl.lit(_COPY), pl.col("_cand")).alias(_SID)).drop("_cand")
 
+    # only what the score reads is copied (the subjects and its items' observations): 14 copies of a
+    # large study's every row would not fit in memory; doses.csv is not given (the reason we are here)
+    params = [i["param"] for i in load_criteria(options.criteria)["items"]]
     every = Study(study_id=study.study_id, sources=study.sources, warnings=study.warnings, absent=study.absent,
                   doses_recorded=study.car_t_doses_recorded(), reader_options=dict(study.reader_options),
-                  **{name: copies(study.table(name)) for name in TABLES})
+                  subjects=copies(study.subjects.filter(pl.col(_SID).is_in(ids))
+                                  .vstack(_extra_subjects(study, ids))),
+                  observations=copies(study.observations.filter(pl.col("param").is_in(params))))
     out = derive_car_hematotox(every, options, _ld_day={f"{s}{_COPY}{d}": float(d) for s in ids for d in days})
     parts = out.with_columns(pl.col(_SID).str.split_exact(_COPY, 1).struct.rename_fields([_SID, "_cand"])
                              .alias("_split")).drop(_SID).unnest("_split")
     return [parts.filter(pl.col("_cand") == str(d)).drop("_cand").select(out.columns) for d in days]
+
+
+def _extra_subjects(study, ids: list[str]) -> pl.DataFrame:
+    """Rows of ``study.subjects``'s schema for the subjects found only in its other tables (a study built
+    in Python; ``Study.subject_ids``), so that every subject keeps its copies and its place."""
+    extra = [s for s in ids if s not in set(study.subjects[_SID].to_list())]
+    return pl.DataFrame({_SID: extra}, schema={_SID: study.subjects.schema[_SID]}).with_columns(
+        pl.lit(None, dtype=t).alias(c) for c, t in study.subjects.schema.items() if c != _SID
+    ).select(study.subjects.columns)
 
 
 def easix_unknown_ld(f: pl.DataFrame, schema: dict, opts: dict) -> pl.DataFrame:
