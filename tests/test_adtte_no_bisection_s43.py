@@ -39,6 +39,7 @@ S2,9,TEMP,37.0,C
 
 
 def _run(study, monkeypatch, bisect: bool):
+    import cartlab.analyze as analyze_mod
     import cartlab.response.endpoints as ep
 
     calls = []
@@ -51,7 +52,7 @@ def _run(study, monkeypatch, bisect: bool):
     with monkeypatch.context() as m:
         m.setattr(ep, "derive_adtte", counted)
         if bisect:  # the behaviour before session 43
-            m.setattr(Analysis, "_leave_out_named", lambda self, step, ids, exc, parts, failed: ids)
+            m.setattr(analyze_mod, "leave_out_named", lambda call, ids, exc, parts, failed: ids)
         a = Analysis(study)
         adtte = a.table("adtte")
     skips = [(s.engine, s.subjects, s.reason) for s in a.skipped if "adtte" in s.tables]

@@ -21,6 +21,7 @@ tables; ``analysis.json`` records the inputs, the options, what ran, what was sk
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import warnings as _warnings
@@ -33,8 +34,10 @@ import polars as pl
 
 from cartlab import __version__
 from cartlab.batch_warnings import merge_warnings, warning_shape
-from cartlab.errors import CartlabError, CartlabWarning, EngineError, SubjectsWarning, warning_text
+from cartlab.errors import CartlabWarning, EngineError, SubjectsWarning, warning_text
 from cartlab.io.atomic import atomic_file
+from cartlab.isolate import bisect, leave_out_named
+from cartlab.isolate import describe as _describe
 from cartlab.model import SUBJECT_SUMMARY, SUBJECT_SUMMARY_COLUMNS, Study
 from cartlab.provenance import data_source_totals
 from cartlab.steps import STEPS, SUMMARY_SOURCES, Step, protocol_steps
@@ -394,11 +397,6 @@ def _subject_filter(frame: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
     return frame
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, CartlabError) else text
-
-
 class Analysis:
     """Every table of a study's analysis, computed lazily and once, for one set of options.
 
@@ -669,9 +667,10 @@ class Analysis:
             return _Result(None)
         parts: list[dict[str, pl.DataFrame]] = []
         failed: dict[str, str] = {}
-        rest = self._leave_out_named(step, ids, first_error, parts, failed)
+        call = functools.partial(self._call, step)
+        rest = leave_out_named(call, ids, first_error, parts, failed)
         if rest:
-            self._bisect(step, rest, parts, failed)
+            bisect(call, rest, parts, failed)
         failed = {sid: failed[sid] for sid in ids if sid in failed}  # in the study's order, as bisection gives
         # the parts' subject-counting warnings as one, as a whole run (and a batched one) gives them
         self.warnings[n0:] = merge_warnings([[w] for w in self.warnings[n0:]], self.warning_shapes,
@@ -690,39 +689,6 @@ class Analysis:
             return _Result(None, set(failed))
         tables = {n: pl.concat([p[n] for p in parts], how="diagonal_relaxed") for n in step.outputs}
         return _Result(tables, set(failed))
-
-    def _leave_out_named(self, step: Step, ids: list[str], exc: BaseException, parts: list,
-                         failed: dict[str, str]) -> list[str]:
-        """The subjects an error names as its only cause (:func:`cartlab.errors.failing_subjects`) left
-        out, each with the error it gives alone, and the others run at once, again while the error names
-        its subjects (session 43: a cohort with 52 such subjects took 345 ADTTE runs to bisect). The ids
-        still to bisect are returned ([] when done)."""
-        while (named := getattr(exc, "failing_subjects", None)) and set(named) <= set(ids):
-            for sid in named:
-                failed[sid] = _describe(exc.alone(sid))  # type: ignore[attr-defined]
-            ids = [sid for sid in ids if sid not in set(named)]
-            if not ids:
-                return []
-            try:
-                parts.append(self._call(step, ids))
-                return []
-            except Exception as again:  # noqa: BLE001 - recorded, as in _run_isolated
-                exc = again
-        return ids
-
-    def _bisect(self, step: Step, ids: list[str], parts: list, failed: dict[str, str]) -> None:
-        if len(ids) == 1:
-            try:
-                parts.append(self._call(step, ids))
-            except Exception as exc:  # noqa: BLE001
-                failed[ids[0]] = _describe(exc)
-            return
-        half = len(ids) // 2
-        for chunk in (ids[:half], ids[half:]):
-            try:
-                parts.append(self._call(step, chunk))
-            except Exception:  # noqa: BLE001
-                self._bisect(step, chunk, parts, failed)
 
     def _skip(self, step: Step, subjects: list[str] | None, reason: str, fix: str, partial: bool = False,
               error: BaseException | None = None) -> None:

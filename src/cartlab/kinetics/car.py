@@ -360,14 +360,13 @@ def _refuse_between(obs: pl.DataFrame) -> None:
 
 def _warn_day0(prof: pl.DataFrame, options: CarKineticsOptions, doses_given: bool = True) -> None:
     """Warn about the two ways a profile's time 0 is not a recorded infusion with nothing measured at it:
-    no CAR-T infusion record (timed from day 0, review s35 B3; ``doses_given`` False: doses.csv was not
-    given at all, and the warning says so), and a quantifiable date-only sample on the infusion's day
-    taken as the level at the infusion (``day0_untimed_sample``, review s35 B4)."""
+    no CAR-T infusion record (timed from day 0, review s35 B3; saying when doses.csv was not given), and a
+    quantifiable date-only sample on the infusion's day taken as the level at it (review s35 B4)."""
     no_inf = prof.filter(pl.col("_no_inf"))["subject_id"].unique(maintain_order=True).to_list()
     if no_inf:
-        where = "in doses.csv" if doses_given else "(doses.csv not given)"
         warnings.warn(SubjectsWarning(
-            f"{len(no_inf)} subject(s) have CAR-T samples but no CAR-T infusion {where}: their kinetics are "
+            f"{len(no_inf)} subject(s) have CAR-T samples but no CAR-T infusion "
+            f"{'in doses.csv' if doses_given else '(doses.csv not given)'}: their kinetics are "
             "timed from day 0 (spec 'Time': day 0 is the infusion day)"
             + (" with a concentration of 0 imputed at day 0" if options.zero_at_infusion else "")
             + "; record the infusion in doses.csv if it was on another day: {subjects}", no_inf,
