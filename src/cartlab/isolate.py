@@ -27,7 +27,8 @@ def leave_out_named(call: Callable, ids: list[str], exc: BaseException, parts: l
     while (named := getattr(exc, "failing_subjects", None)) and set(named) <= set(ids):
         for sid in named:
             failed[sid] = describe(exc.alone(sid))  # type: ignore[attr-defined]
-        ids = [sid for sid in ids if sid not in set(named)]
+        out = set(named)
+        ids = [sid for sid in ids if sid not in out]
         if not ids:
             return []
         try:

@@ -133,7 +133,8 @@ def _every_candidate(study, options, days: list[int]) -> list[pl.DataFrame]:
 def _extra_subjects(study, ids: list[str]) -> pl.DataFrame:
     """Rows of ``study.subjects``'s schema for the subjects found only in its other tables (a study built
     in Python; ``Study.subject_ids``), so that every subject keeps its copies and its place."""
-    extra = [s for s in ids if s not in set(study.subjects[_SID].to_list())]
+    listed = set(study.subjects[_SID].to_list())
+    extra = [s for s in ids if s not in listed]
     return pl.DataFrame({_SID: extra}, schema={_SID: study.subjects.schema[_SID]}).with_columns(
         pl.lit(None, dtype=t).alias(c) for c, t in study.subjects.schema.items() if c != _SID
     ).select(study.subjects.columns)
