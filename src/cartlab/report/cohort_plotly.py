@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
+from plotly.colors import make_colorscale, sequential
 from plotly.subplots import make_subplots
 
 from cartlab.model import NOT_MEASURED_SOURCES
@@ -58,9 +59,40 @@ KM_COLORS = {"OS": "#1b9e77", "EFS": "#d95f02", "RFS": "#7570b3", "LFS": "#e7298
              "relapse": "#b2182b", "death without relapse": "#525252"}
 
 
+#: plotly's property validation of the cohort figures: off. It took about half of the cohort page's
+#: time at 1,000 subjects (issue 17); the figures are written in the canonical forms validation would
+#: produce (a template object, not its name; a colour scale as a list; titles as ``{"text": ...}``),
+#: and tests/test_cohort_plotly_unvalidated_s44.py holds their JSON equal to the validated one.
+VALIDATE = False
+
+_TEMPLATE: list = []
+#: plotly's "Magma" colour scale as validation expands the name (plotly.js does not know it)
+_MAGMA = make_colorscale(sequential.Magma)
+
+
+def trace(kind: str, **props):
+    """A plotly trace of type ``kind`` (``"Scatter"``, ``"Bar"`` ...), validated only with :data:`VALIDATE`."""
+    return getattr(go, kind)(_validate=VALIDATE, **props)
+
+
+def figure(traces=(), **layout) -> go.Figure:
+    """A figure of ``traces`` in one step (``Figure.add_trace`` validates every trace again)."""
+    return go.Figure(data=list(traces), layout=layout or None, _validate=VALIDATE)
+
+
+def _template() -> dict:
+    """The ``plotly_white`` template as plotly.js reads it (its name is resolved by validation only)."""
+    if not _TEMPLATE:
+        import plotly.io as pio
+
+        _TEMPLATE.append(pio.templates["plotly_white"].to_plotly_json())
+    return _TEMPLATE[0]
+
+
 def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
     kw.setdefault("margin", {"l": 70, "r": 20, "t": 30, "b": 50})
-    fig.update_layout(height=height, template="plotly_white", legend={"font": {"size": 11}}, **kw)
+    fig.layout.template = _template()  # assigned: update_layout would walk the template's every key
+    fig.update_layout(height=height, legend={"font": {"size": 11}}, **kw)
     return fig
 
 
@@ -89,11 +121,11 @@ def _symbol(base: str, open_: bool) -> str:
 
 def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
     bars, n = data.bars, data.bars.height
-    fig = go.Figure()
+    traces = []
     for cat in response_categories(bars["response"].to_list()):
         b = bars.filter(pl.col("response") == cat)
         pale = (b["end_kind"].is_in(list(NOT_MEASURED_SOURCES))).to_numpy()  # any not measured (C2)
-        fig.add_trace(go.Bar(
+        traces.append(trace("Bar",
             y=plotly_text(b["subject_id"].to_list()), x=b["end_day"].to_list(), base=0, orientation="h",
             name=plotly_text(cat),
             legendgroup="bars", legendgrouptitle_text="bar colour = best response",
@@ -108,7 +140,7 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
             if sub.height == 0:
                 continue
             cols = [response_color(lab) for lab in sub["label"]] if color is None else color
-            fig.add_trace(go.Scatter(
+            traces.append(trace("Scatter",
                 x=sub["day"].to_list(), y=plotly_text(sub["subject_id"].to_list()), mode="markers",
                 name=text + (" (not measured)" if open_ else ""), legendgroup="markers", legendgrouptitle_text="markers",
                 text=plotly_text(sub["label"].to_list()), hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
@@ -119,7 +151,7 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
         _m, sym, color, text = SWIMMER_MARKERS[key[0]]
         cols = [response_color(lab) for lab in part["label"]] if color is None else [color] * part.height
         open_ = part["kind"].is_in(list(NOT_MEASURED_SOURCES)).to_list()  # a not-measured marker stays open
-        fig.add_trace(go.Scatter(
+        traces.append(trace("Scatter",
             x=part["day"].to_list(), y=plotly_text(part["subject_id"].to_list()), mode="markers", name=text,
             showlegend=False, legendgroup="markers", text=plotly_text(part["label"].to_list()),
             hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
@@ -127,11 +159,12 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
                     "line": {"color": [c if o else "white" for c, o in zip(cols, open_)], "width": 1}}))
     on = bars.filter("ongoing")
     if on.height:
-        fig.add_trace(go.Scatter(x=(on["end_day"] + 1.0).to_list(), y=plotly_text(on["subject_id"].to_list()),
+        traces.append(trace("Scatter", x=(on["end_day"] + 1.0).to_list(), y=plotly_text(on["subject_id"].to_list()),
                                  mode="markers",
                                  name=ongoing_text(data.events_absent), legendgroup="markers",
                                  marker={"symbol": "triangle-right", "size": 7, "color": "#444444"}, hoverinfo="skip"))
     order = plotly_text(bars.sort("order")["subject_id"].to_list())
+    fig = figure(traces)
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], showticklabels=n <= 60,
                      title=None if n <= 60 else f"{n} subjects, longest follow-up first")
     fig.update_xaxes(title=X_DAYS + " (day 0)")
@@ -139,29 +172,31 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
 
 
 def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.Figure:
-    fig = go.Figure()
+    traces = []
     totals = counts.group_by(by, maintain_order=True).agg(pl.col("n").sum().alias("t"))
     c = counts.join(totals, on=by).with_columns((100 * pl.col("n") / pl.col("t")).alias("share"))
     grades = [g for g in (0, 1, 2, 3, 4, 5, None) if c.filter(
         (pl.col("grade").is_null() if g is None else pl.col("grade") == g) & (pl.col("n") > 0)).height]
     for g in grades:
         sub = c.filter(pl.col("grade").is_null() if g is None else pl.col("grade") == g)
-        fig.add_trace(go.Bar(y=plotly_text(sub[by].to_list()), x=sub["share"].to_list(), orientation="h",
+        traces.append(trace("Bar", y=plotly_text(sub[by].to_list()), x=sub["share"].to_list(), orientation="h",
                              name=grade_label(g),
                              text=[str(v) if v else "" for v in sub["n"].to_list()], textposition="inside",
                              marker={"color": GRADE_COLORS[g], "line": {"color": "#555555", "width": 0.5},
                                          "pattern": {"shape": "/" if g is None else ""}},
                              hovertemplate="%{y}: %{text} subject(s), %{x:.1f}%<extra>" + grade_label(g) + "</extra>"))
     groups = plotly_text(totals[by].to_list())
+    fig = figure(traces)
     fig.update_yaxes(categoryorder="array", categoryarray=groups[::-1])
     fig.update_xaxes(title="% of all subjects, not evaluable included (label = number of subjects)", range=[0, 100])
-    return _layout(fig, 120 + 45 * len(groups), barmode="stack", legend_title_text="worst grade", title=title or None)
+    return _layout(fig, 120 + 45 * len(groups), barmode="stack", legend_title_text="worst grade",
+                   **({"title": {"text": title}} if title else {}))
 
 
 def recovery_figure(data: cd.RecoveryData) -> go.Figure:
     """As :func:`cartlab.report.cohort_mpl.recovery_figure`: the lower bound (solid) and, where not
     evaluable subjects leave it open, the upper bound (dashed) with the band between them."""
-    fig = go.Figure()
+    traces = []
     colors = {"neutrophil": "#08519c", "platelet": "#cb181d"}
     fills = {"neutrophil": "rgba(8,81,156,0.2)", "platelet": "rgba(203,24,29,0.2)"}
     last = float(data.curve["day"].max() or 0.0)
@@ -172,17 +207,18 @@ def recovery_figure(data: cd.RecoveryData) -> go.Figure:
               for b in ("low", "high")}
         name = plotly_text(data.legend(lin))
         if ys["low"] != ys["high"]:
-            fig.add_trace(go.Scatter(x=x, y=ys["high"], mode="lines", line={"shape": "hv", "color": colors[lin],
+            traces.append(trace("Scatter", x=x, y=ys["high"], mode="lines", line={"shape": "hv", "color": colors[lin],
                                                                             "dash": "dash", "width": 1},
                                      name=f"{name}: upper bound", showlegend=False, legendgroup=lin))
-            fig.add_trace(go.Scatter(x=x, y=ys["low"], mode="lines", line={"shape": "hv", "color": colors[lin]},
+            traces.append(trace("Scatter", x=x, y=ys["low"], mode="lines", line={"shape": "hv", "color": colors[lin]},
                                      fill="tonexty", fillcolor=fills[lin], name=name, legendgroup=lin))
         else:
-            fig.add_trace(go.Scatter(x=x, y=ys["low"], mode="lines", line={"shape": "hv", "color": colors[lin]},
+            traces.append(trace("Scatter", x=x, y=ys["low"], mode="lines", line={"shape": "hv", "color": colors[lin]},
                                      name=name, legendgroup=lin))
+    fig = figure(traces)
     if data.subjects.filter(pl.col("status") == "not evaluable").height:
-        fig.add_annotation(text=plotly_text(cd.RECOVERY_BAND_TEXT), xref="paper", yref="paper", x=0, y=-0.25,
-                           showarrow=False, font={"size": 10}, xanchor="left")
+        fig.update_layout(annotations=[{"text": plotly_text(cd.RECOVERY_BAND_TEXT), "xref": "paper", "yref": "paper",
+                                        "x": 0, "y": -0.25, "showarrow": False, "font": {"size": 10}, "xanchor": "left"}])
     fig.update_xaxes(title=X_DAYS)
     fig.update_yaxes(title=f"% recovered ({data.consecutive} consecutive days)", range=[0, 102])
     return _layout(fig, 360)
@@ -198,7 +234,7 @@ def _gapped(groups: pl.DataFrame) -> tuple[list, list]:
 
 
 def expansion_figure(data: cd.ExpansionData) -> go.Figure:
-    fig = go.Figure()
+    traces = []
     pts = data.points
     lines = pts.group_by("subject_id", maintain_order=True).agg("day", "value", pl.col("response").first(),
                                                                  pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)).all().alias("nm"))
@@ -209,7 +245,7 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
             if sub.height == 0:
                 continue
             x, y = _gapped(sub)
-            fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name=plotly_text(cat), legendgroup=cat, showlegend=not nm,
+            traces.append(trace("Scattergl", x=x, y=y, mode="lines", name=plotly_text(cat), legendgroup=cat, showlegend=not nm,
                                        line={"color": response_color(cat), "width": 0.7 if many else 1.4,
                                                  "dash": "dot" if nm else "solid"}, opacity=0.5 if many else 0.9,
                                        hoverinfo="skip"))
@@ -219,12 +255,13 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
             if sub.height == 0:
                 continue
             name = ("below limit of quantification (at the limit)" if blq else "measured value")
-            fig.add_trace(go.Scattergl(
+            traces.append(trace("Scattergl",
                 x=sub["day"].to_list(), y=sub["value"].to_list(), mode="markers",
                 name=name + (f" — {OPEN_TEXT}" if open_ else ""), text=plotly_text(sub["subject_id"].to_list()),
                 hovertemplate="%{text} day %{x}: %{y:.3s}<extra></extra>",
                 marker={"symbol": _symbol(sym, open_), "size": 4 if many else 7,
                             "color": [response_color(r) for r in sub["response"].to_list()]}))
+    fig = figure(traces)
     fig.update_yaxes(type="log", title=f"CAR transgene ({data.unit})")
     fig.update_xaxes(title=X_DAYS)
     return _layout(fig, 460)
@@ -272,10 +309,10 @@ def cytokine_figure(data: cd.CytokineMatrix) -> go.Figure:
     cells = data.log_cells()
     m = np.full((len(subjects), d1 - d0 + 1), np.nan)
     m[[row[s] for s in cells["subject_id"]], cells["day"].to_numpy() - d0] = cells["log10"].to_numpy()
-    fig = go.Figure(go.Heatmap(z=m, x=list(range(d0, d1 + 1)), y=plotly_text(subjects), colorscale="Magma",
-                               reversescale=True,
-                               colorbar={"title": f"log10 {plotly_text(data.param)}<br>({plotly_text(data.unit)})"},
-                               hovertemplate="%{y} day %{x}: log10 = %{z:.2f}<extra></extra>"))
+    title = f"log10 {plotly_text(data.param)}<br>({plotly_text(data.unit)})"
+    traces = [trace("Heatmap", z=m, x=list(range(d0, d1 + 1)), y=plotly_text(subjects), colorscale=_MAGMA,
+                    reversescale=True, colorbar={"title": {"text": title}},
+                    hovertemplate="%{y} day %{x}: log10 = %{z:.2f}<extra></extra>")]
     marks = [(cells.filter("zero"), "x", "#1a9850", f"{cd.HEAT_ZERO_TEXT} ({data.floor():g} {data.unit})"),
              (cells.filter("blq"), "triangle-up", "#1f78b4", cd.HEAT_BLQ_TEXT)]
     kinds = cells["kind"].unique().to_list()
@@ -284,51 +321,55 @@ def cytokine_figure(data: cd.CytokineMatrix) -> go.Figure:
         marks.append((cells.filter(pl.col("kind").is_in(list(NOT_MEASURED_SOURCES))), "circle", "#1f78b4", "value not measured"))
     for sel, mk, col, text in marks:
         if sel.height:
-            fig.add_trace(go.Scattergl(x=sel["day"].to_list(), y=plotly_text(sel["subject_id"].to_list()),
-                                       mode="markers", name=plotly_text(text),
-                                       marker={"size": 3 if mk == "circle" else 6, "color": col, "symbol": mk}))
+            traces.append(trace("Scattergl", x=sel["day"].to_list(), y=plotly_text(sel["subject_id"].to_list()),
+                                mode="markers", name=plotly_text(text),
+                                marker={"size": 3 if mk == "circle" else 6, "color": col, "symbol": mk}))
+    fig = figure(traces)
     fig.update_yaxes(autorange="reversed", showticklabels=len(subjects) <= 60)
     fig.update_xaxes(title=X_DAYS + " (blank = no sample)")
     return _layout(fig, int(min(max(160 + 14 * len(subjects), 300), 1000)), plot_bgcolor="#eeeeee")
 
 
 def _at_risk_annotations(fig: go.Figure, rows, days) -> None:
+    notes = []
     for i, (name, counts) in enumerate(rows):
         y = -0.22 - 0.07 * i
-        fig.add_annotation(x=0, xref="paper", y=y, yref="paper", text=name, showarrow=False, xanchor="right",
-                           xshift=-8, font={"size": 11, "color": KM_COLORS.get(name, "#333")})
-        for d, k in zip(days, counts):
-            fig.add_annotation(x=d, xref="x", y=y, yref="paper", text=str(k), showarrow=False, font={"size": 11})
-    fig.add_annotation(x=0, xref="paper", y=-0.15, yref="paper", text="<b>Number at risk</b>", showarrow=False,
-                       xanchor="left", font={"size": 11})
+        notes.append({"x": 0, "xref": "paper", "y": y, "yref": "paper", "text": name, "showarrow": False,
+                      "xanchor": "right", "xshift": -8, "font": {"size": 11, "color": KM_COLORS.get(name, "#333")}})
+        notes += [{"x": d, "xref": "x", "y": y, "yref": "paper", "text": str(k), "showarrow": False, "font": {"size": 11}}
+                  for d, k in zip(days, counts)]
+    notes.append({"x": 0, "xref": "paper", "y": -0.15, "yref": "paper", "text": "<b>Number at risk</b>",
+                  "showarrow": False, "xanchor": "left", "font": {"size": 11}})
+    fig.update_layout(annotations=notes)  # one update: add_annotation validates the whole list each time
 
 
-def _band(fig: go.Figure, t, lo, hi, col: str, name: str) -> None:
+def _band(traces: list, t, lo, hi, col: str, name: str) -> None:
     """The 95% CI band of a post-step curve: one filled step outline per run of defined intervals
     (:func:`~cartlab.report.cohort_base.band_segments`), straight edges between the doubled points
     (a step, never a diagonal), nothing where the interval is undefined (ci empty, e.g. S = 0)."""
     for x, yl, yh in band_segments(t, lo, hi):
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=yh + yl[::-1], fill="toself", mode="none", fillcolor=col,
-                                 opacity=0.15, line={"shape": "linear"}, name=f"{name} 95% CI",
-                                 legendgroup=f"band {name}", showlegend=False, hoverinfo="skip"))
+        traces.append(trace("Scatter", x=x + x[::-1], y=yh + yl[::-1], fill="toself", mode="none", fillcolor=col,
+                            opacity=0.15, line={"shape": "linear"}, name=f"{name} 95% CI",
+                            legendgroup=f"band {name}", showlegend=False, hoverinfo="skip"))
 
 
 def survival_figure(data) -> go.Figure:
     from cartlab.report.cohort_stats import ENDPOINT_NAMES
 
-    fig = go.Figure()
+    traces = []
     names = data.steps["PARAMCD"].unique(maintain_order=True).to_list()
     for p in names:
         s = data.steps.filter(pl.col("PARAMCD") == p)
         t, y, lo, hi = curve_points(s, "survival", 1.0)
         col = KM_COLORS.get(p, "#333")
-        _band(fig, t, lo, hi, col, p)
-        fig.add_trace(go.Scatter(x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2},
+        _band(traces, t, lo, hi, col, p)
+        traces.append(trace("Scatter", x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2},
                                  name=f"{ENDPOINT_NAMES.get(p, p)} ({p})"))
         cen = s.filter(pl.col("n_censored") > 0)
-        fig.add_trace(go.Scatter(x=cen["time"].to_list(), y=cen["survival"].to_list(), mode="markers",
+        traces.append(trace("Scatter", x=cen["time"].to_list(), y=cen["survival"].to_list(), mode="markers",
                                  marker={"symbol": "line-ns-open", "size": 9, "color": col}, name="censored",
                                  legendgroup="censored", showlegend=p == names[0]))
+    fig = figure(traces)
     days = sorted(set(data.at_risk["time"].to_list()))
     rows = [(p, data.at_risk.filter(pl.col("PARAMCD") == p).sort("time")["n_at_risk"].to_list()) for p in names]
     _at_risk_annotations(fig, rows, days)
@@ -338,12 +379,13 @@ def survival_figure(data) -> go.Figure:
 
 
 def incidence_figure(data) -> go.Figure:
-    fig = go.Figure()
+    traces = []
     for ev in data.curves["event"].unique(maintain_order=True).to_list():
         t, y, lo, hi = curve_points(data.curves.filter(pl.col("event") == ev), "cif", 0.0)
         col = KM_COLORS.get(ev, "#333")
-        _band(fig, t, lo, hi, col, ev)
-        fig.add_trace(go.Scatter(x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2}, name=ev))
+        _band(traces, t, lo, hi, col, ev)
+        traces.append(trace("Scatter", x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2}, name=ev))
+    fig = figure(traces)
     days = sorted(set(data.at_risk["time"].to_list()))
     _at_risk_annotations(fig, [("CIR", data.at_risk.sort("time")["n_at_risk"].to_list())], days)
     fig.update_xaxes(title=f"Days since remission ({getattr(data, 'remission', 'CR/CRh/CRi')})", tickvals=days)
@@ -356,10 +398,10 @@ def rates_figure(rates: pl.DataFrame) -> go.Figure:
     labels = [plotly_text(f"{e} — {c} ({k}/{n})")
               for e, c, k, n in r.select("endpoint", "criteria", "n_responders", "n").iter_rows()]
     rate = (r["rate"] * 100).to_list()
-    fig = go.Figure(go.Scatter(
-        x=rate, y=labels, mode="markers", marker={"color": "#1b7837", "size": 9}, name="rate",
+    fig = figure([trace(
+        "Scatter", x=rate, y=labels, mode="markers", marker={"color": "#1b7837", "size": 9}, name="rate",
         error_x={"type": "data", "symmetric": False, "array": [h * 100 - v for h, v in zip(r["ci_high"].to_list(), rate)],
-                     "arrayminus": [v - lo * 100 for lo, v in zip(r["ci_low"].to_list(), rate)], "color": "#555555"}))
+                     "arrayminus": [v - lo * 100 for lo, v in zip(r["ci_low"].to_list(), rate)], "color": "#555555"})])
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="% (exact 95% CI, Clopper-Pearson)", range=[0, 100])
     return _layout(fig, 120 + 40 * max(len(labels), 1))
