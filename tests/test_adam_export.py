@@ -63,7 +63,9 @@ def _expected_rows(analysis) -> dict[str, int]:
             "ADAE": analysis.table("adae_toxicity").height, "ADRS": analysis.table("adrs").height,
             # session 37: a parameter not defined for a subject (no CNSR) has no ADTTE record
             "ADTTE": analysis.table("adtte").filter(pl.col("CNSR").is_not_null()).height, "ADPC": analysis.table("adpc").height,
-            "ADPP": analysis.table("adpp").height}
+            "ADPP": analysis.table("adpp").height,
+            # session 44: a DOSE record per dose row, TDOSE and TNDOSE per subject, agent and unit
+            "ADEX": analysis.study.doses.height + 2 * analysis.study.doses.select("subject_id", "agent", "unit").n_unique()}
 
 
 def _ungraded(analysis) -> int:

@@ -314,7 +314,7 @@ def export_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR",
                                                 help="Folder to write the study folder into.")] = None,
     adam: Annotated[Optional[Path], typer.Option(
-        "--adam", metavar="DIR", help="Write the analysis as ADaM datasets (ADSL, ADLB, ADVS, ADAE, ADRS, ADTTE, ADPC, ADPP) "
+        "--adam", metavar="DIR", help="Write the analysis as ADaM datasets (ADSL, ADLB, ADVS, ADAE, ADRS, ADTTE, ADPC, ADPP, ADEX) "
         "with define.csv and a Define-XML skeleton into this folder.")] = None,
     fhir_out: Annotated[Optional[Path], typer.Option(
         "--fhir", metavar="FILE", help="Write the study as a FHIR R4 collection Bundle (JSON) to this file.")] = None,

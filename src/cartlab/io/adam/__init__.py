@@ -5,7 +5,7 @@ Define-XML 2.0 skeleton (docs/interop/adam.md).
 >>> from cartlab.analyze import Analysis                          # doctest: +SKIP
 >>> export_adam(Analysis(seed_case()), "adam_out")                # doctest: +SKIP
 
-Datasets: ADSL, ADLB, ADVS, ADAE (CRS/ICANS/ICAHT episodes), ADRS, ADTTE, ADPC, ADPP, built from the
+Datasets: ADSL, ADLB, ADVS, ADAE (CRS/ICANS/ICAHT episodes), ADRS, ADTTE, ADPC, ADPP, ADEX, built from the
 analysis' tables (the engines are not re-run). Variable metadata comes from ``adam_spec.yaml`` (or a
 user's copy, ``spec=PATH``). A dataset whose analysis table could not be derived is left out and
 named in the result (``not_written``) unless ``strict``. The folder is written whole through

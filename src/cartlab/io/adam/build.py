@@ -626,9 +626,16 @@ def adpp(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     return _with_trt(f, dates)
 
 
+def adex(analysis, dates: pl.DataFrame) -> pl.DataFrame:
+    """Exposure (BDS) from the doses: :mod:`cartlab.io.adam.adex`."""
+    from cartlab.io.adam.adex import adex as build
+
+    return build(analysis, dates)
+
+
 #: dataset name -> builder(analysis, dates) -> frame (columns named as in adam_spec.yaml)
 BUILDERS = {"ADSL": adsl, "ADLB": adlb, "ADVS": advs, "ADAE": adae, "ADRS": adrs, "ADTTE": adtte,
-            "ADPC": adpc, "ADPP": adpp}
+            "ADPC": adpc, "ADPP": adpp, "ADEX": adex}
 
 
 #: the builders that take the export options (adam.aeout_unobserved, adam.adlb_params)
