@@ -12,7 +12,6 @@ never from a CDN.
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from cartlab._days import day_expr
 from cartlab.model import NOT_MEASURED_SOURCES
-from cartlab.report.cohort_plotly import plotly_text, plotly_text_expr
+from cartlab.report.cohort_plotly import plotly_template, plotly_text, plotly_text_expr
 from cartlab.report.course_parts import BLQ_CAPTION
 
 COLORS = {"CARCOPY": "#6a3d9a", "TEMP": "#d7301f", "CRP": "#1f78b4", "IL6": "#e6550d", "NEUT": "#08519c",
@@ -232,7 +231,7 @@ def course_spec(patient, height: int = 900) -> dict:
         domains.append((max(0.0, top - h * scale), top))
         top -= h * scale + gap
     data: list[dict] = []
-    layout: dict = {"height": height, "template": _template(), "hovermode": "closest", "dragmode": "zoom",
+    layout: dict = {"height": height, "template": plotly_template(), "hovermode": "closest", "dragmode": "zoom",
                     "legend": {"orientation": "h", "y": -0.06, "font": {"size": 11}}, "annotations": [],
                     "shapes": []}
     seen: set[str] = set()
@@ -293,14 +292,6 @@ def day_axis_title(patient, suffix: str = "") -> str:
     if getattr(patient, "has_car_t_dose", True):
         return f"day after the first CAR-T infusion {suffix}".strip()
     return "study day (no CAR-T dose recorded)"
-
-
-@functools.cache
-def _template() -> dict:
-    """The plotly_white template as a plain dict (a template name is resolved only by validation)."""
-    import plotly.io as pio
-
-    return pio.templates["plotly_white"].to_plotly_json()
 
 
 def course_figure(patient, height: int = 900) -> go.Figure:

@@ -46,6 +46,7 @@ __all__ = [
     "exposure_figure",
     "grade_figure",
     "incidence_figure",
+    "plotly_template",
     "plotly_text",
     "plotly_text_expr",
     "rates_figure",
@@ -65,7 +66,6 @@ KM_COLORS = {"OS": "#1b9e77", "EFS": "#d95f02", "RFS": "#7570b3", "LFS": "#e7298
 #: and tests/test_cohort_plotly_unvalidated_s44.py holds their JSON equal to the validated one.
 VALIDATE = False
 
-_TEMPLATE: list = []
 #: plotly's "Magma" colour scale as validation expands the name (plotly.js does not know it)
 _MAGMA = make_colorscale(sequential.Magma)
 
@@ -80,18 +80,18 @@ def figure(traces=(), **layout) -> go.Figure:
     return go.Figure(data=list(traces), layout=layout or None, _validate=VALIDATE)
 
 
-def _template() -> dict:
-    """The ``plotly_white`` template as plotly.js reads it (its name is resolved by validation only)."""
-    if not _TEMPLATE:
-        import plotly.io as pio
+def plotly_template() -> dict:
+    """The ``plotly_white`` template as a plain dict, as plotly.js reads it (a template's name is resolved
+    by validation only); a fresh copy each call (0.3 ms), so a figure that changes its template changes
+    no other."""
+    import plotly.io as pio
 
-        _TEMPLATE.append(pio.templates["plotly_white"].to_plotly_json())
-    return _TEMPLATE[0]
+    return pio.templates["plotly_white"].to_plotly_json()
 
 
 def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
     kw.setdefault("margin", {"l": 70, "r": 20, "t": 30, "b": 50})
-    fig.layout.template = _template()  # assigned: update_layout would walk the template's every key
+    fig.layout.template = plotly_template()  # assigned: update_layout would walk the template's every key
     fig.update_layout(height=height, legend={"font": {"size": 11}}, **kw)
     return fig
 
