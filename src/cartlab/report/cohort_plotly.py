@@ -89,10 +89,16 @@ def plotly_template() -> dict:
     return pio.templates["plotly_white"].to_plotly_json()
 
 
+#: a legend above the plot, in rows: the swimmer's and the grade bars' long legends beside the plot
+#: left it a narrow strip in the dashboard's card (and cut the grade legend to a scroll box)
+TOP_LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0, "font": {"size": 11}}
+
+
 def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
     kw.setdefault("margin", {"l": 70, "r": 20, "t": 30, "b": 50})
+    kw.setdefault("legend", {"font": {"size": 11}})
     fig.layout.template = plotly_template()  # assigned: update_layout would walk the template's every key
-    fig.update_layout(height=height, legend={"font": {"size": 11}}, **kw)
+    fig.update_layout(height=height, **kw)
     return fig
 
 
@@ -168,7 +174,9 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], showticklabels=n <= 60,
                      title=None if n <= 60 else f"{n} subjects, longest follow-up first")
     fig.update_xaxes(title=X_DAYS + " (day 0)")
-    return _layout(fig, int(min(max(200 + 18 * n, 320), 1400)), barmode="overlay")
+    # the legend above the plot: about 19 px a row (its entries and the two group titles)
+    rows = sum(1 for t in traces if t.showlegend is not False) + 2
+    return _layout(fig, int(min(max(200 + 18 * n, 320), 1400)) + 19 * rows + 20, barmode="overlay", legend=TOP_LEGEND)
 
 
 def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.Figure:
@@ -189,7 +197,8 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.
     fig = figure(traces)
     fig.update_yaxes(categoryorder="array", categoryarray=groups[::-1])
     fig.update_xaxes(title="% of all subjects, not evaluable included (label = number of subjects)", range=[0, 100])
-    return _layout(fig, 120 + 45 * len(groups), barmode="stack", legend_title_text="worst grade",
+    return _layout(fig, 170 + 45 * len(groups), barmode="stack", legend={**TOP_LEGEND, "title": {"text": "worst grade"}, "traceorder": "normal"},
+                   margin={"l": 70, "r": 20, "t": 70, "b": 50},
                    **({"title": {"text": title}} if title else {}))
 
 
