@@ -197,9 +197,9 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.
     fig = figure(traces)
     fig.update_yaxes(categoryorder="array", categoryarray=groups[::-1])
     fig.update_xaxes(title="% of all subjects, not evaluable included (label = number of subjects)", range=[0, 100])
-    return _layout(fig, 170 + 45 * len(groups), barmode="stack", legend={**TOP_LEGEND, "title": {"text": "worst grade"}, "traceorder": "normal"},
-                   margin={"l": 70, "r": 20, "t": 70, "b": 50},
-                   **({"title": {"text": title}} if title else {}))
+    legend = {**TOP_LEGEND, "title": {"text": "worst grade"}, "traceorder": "normal"}  # grade 0 first
+    return _layout(fig, 170 + 45 * len(groups), barmode="stack", legend=legend,
+                   margin={"l": 70, "r": 20, "t": 70, "b": 50}, **({"title": {"text": title}} if title else {}))
 
 
 def recovery_figure(data: cd.RecoveryData) -> go.Figure:

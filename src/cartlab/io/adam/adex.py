@@ -29,14 +29,9 @@ ADEX_PARAMS = {"DOSE": "Dose administered", "TDOSE": "Total dose administered",
                "TNDOSE": "Total number of doses administered"}
 
 
-def _label() -> pl.Expr:
-    s = pl.col("source").cast(pl.String).str.strip_chars().str.to_lowercase()
-    return pl.when(s == "").then(None).otherwise(s)
-
-
 def adex(analysis, dates: pl.DataFrame) -> pl.DataFrame:
     """The ADEX records of ``analysis.study``'s doses (module docstring); ``dates`` as the other builders."""
-    from cartlab.io.adam.build import _with_dates, cdisc_day, evidence_text
+    from cartlab.io.adam.build import _label, _with_dates, cdisc_day, evidence_text
     from cartlab.kinetics.agents import car_t_agent_expr
 
     d = analysis.study.doses
