@@ -5,7 +5,9 @@ report (:mod:`cartlab.report.cohort_data`), with the same colours, markers and l
 :func:`cohort_figures_plotly` returns every view as a :class:`~cartlab.report.cohort_base.CohortView`
 whose ``figure`` is a ``plotly.graph_objects.Figure`` (or None for a table-only view);
 ``subject_ids`` (the dashboard's filters) restricts every view. Large cohorts stay fast: one trace
-per category (lines separated by gaps), WebGL scatter for the many-point views.
+per category (lines separated by gaps), WebGL scatter for the many-point views. The figures are built
+without plotly's property validation (:data:`VALIDATE`), so a property set on them later is not checked
+either: ``go.Figure(fig)`` gives a validated copy.
 """
 
 from __future__ import annotations
