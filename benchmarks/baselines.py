@@ -660,6 +660,16 @@ def _nca_profile(sid, samples, intervals, o, offset_known, above, threshold=None
             else:
                 aucint = part1
         res["aucint"], res["aucint.last"] = aucint, aucint_last
+        # aucint.all: aucint.last plus the linear triangle from tlast to the next cleaned sample, as a
+        # trapezoid between the concentrations on that line at the clipped ends
+        aucint_all = aucint_last
+        if aucint_last is not None and tl_w is not None:
+            nxt = next((t for t, _ in clean if t > tl_w), None)
+            if nxt is not None and max(a, tl_w) < min(b, nxt):
+                u, v = max(a, tl_w), min(b, nxt)
+                line = lambda x: cl_w * (nxt - x) / (nxt - tl_w)  # noqa: E731
+                aucint_all = aucint_last + (v - u) * (line(u) + line(v)) / 2.0
+        res["aucint.all"] = aucint_all
         if threshold is not None:
             res["time_above"] = _nca_time_above(method, [t for t, _ in raw], [c for _, c in raw],
                                                 float(threshold), tmax)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cartlab.cli.kinetics_io import nca_command
 from cartlab.kinetics.nca import (
     GENOMES_PER_UG_GDNA,
     NCA_COLUMNS,
@@ -27,7 +28,6 @@ from cartlab.kinetics.nca import (
     parse_interval,
     time_above,
 )
-from cartlab.cli.kinetics_io import nca_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import baselines  # noqa: E402
@@ -521,6 +521,32 @@ def test_aucall_triangle_inside_interval():
     assert close(r["auclast"], 4 + 6) and close(r["aucall"], 4 + 6)
 
 
+def test_aucint_all_adds_the_triangle_cut_at_the_interval():
+    """PKNCA aucint.all ("extrapolating from Tlast ... with the triangle from Tlast to the next point and
+    zero thereafter (matching AUCall)", R/aucint.R): by hand, linear method, tlast 2 (conc 4), a 0 at 6.
+    The line from (2, 4) to (6, 0) is c(t) = 4 (6 - t) / 4 = 6 - t."""
+    t, c = [0, 1, 2, 6], [0, 8, 4, 0]
+    r = one(t, c, (0, INF), method="linear")
+    assert close(r["aucint.last"], 4 + 6) and close(r["aucint.all"], 4 + 6 + 4 * 4 / 2)
+    assert close(r["aucint.all"], r["aucall"])  # over the whole profile it is AUCall
+    # cut inside the triangle: 2 -> 3 under c(t) = 6 - t is (4 + 3) / 2 (aucall has no cut triangle)
+    r = one(t, c, (0, 3), method="linear")
+    assert close(r["aucint.last"], 10) and close(r["aucint.all"], 10 + 3.5) and close(r["aucall"], 10)
+    # an interval inside the triangle only: 3 -> 5 is (3 + 1) / 2 * 2; aucint.last is 0 there
+    r = one(t, c, (3, 5), method="linear")
+    assert r["aucint.last"] == 0 and close(r["aucint.all"], 4.0)
+    # after the 0: nothing
+    assert one(t, c, (7, 9), method="linear")["aucint.all"] == 0
+    # no sample after tlast, or the BLQ after it dropped (blq_last="drop"): no triangle (PKNCA cleans first)
+    r = one([0, 1, 2], [0, 8, 4], (0, 5), method="linear")
+    assert close(r["aucint.all"], r["aucint.last"]) and close(r["aucint.all"], 10)
+    r = one(t, c, (0, INF), method="linear", blq_last="drop")
+    assert close(r["aucint.all"], 10)
+    # log-down before tlast is the method's; the triangle stays linear (a log segment cannot reach 0)
+    r = one([0, 1, 2, 6], [0, 8, 4, 0], (0, INF))
+    assert close(r["aucint.all"], 4 + 4 / L2 + 8)
+
+
 # ---------------------------------------------------------------------------------------------
 # time above, persistence, doses, units
 
@@ -705,7 +731,7 @@ def _frame(rows):
 
 
 COMPARED = ("n_samples", "n_blq", "cmax", "tmax", "tlast", "clast.obs", "auclast", "aucall", "aucinf.obs",
-            "aucint", "aucint.last", "lambda.z", "half.life", "r.squared", "adj.r.squared",
+            "aucint", "aucint.last", "aucint.all", "lambda.z", "half.life", "r.squared", "adj.r.squared",
             "lambda.z.n.points", "lambda.z.time.first", "lambda.z.time.last", "span.ratio", "clast.pred",
             "time_above")
 
@@ -736,8 +762,10 @@ def test_vectorised_equals_per_subject_reference(rows, opts, ivs, thr, fixed):
 @given(rows=cohorts(), opts=option_sets(), ivs=INTERVALS)
 def test_auc_non_negative(rows, opts, ivs):
     out = derive_nca(_frame(rows), lloq="lloq", intervals=ivs, options=opts)
-    for c in ("auclast", "aucall", "aucinf.obs", "aucint", "aucint.last"):
+    for c in ("auclast", "aucall", "aucinf.obs", "aucint", "aucint.last", "aucint.all"):
         assert (out[c].drop_nulls() >= 0).all(), c
+    both = out.filter(pl.col("aucint.all").is_not_null())
+    assert (both["aucint.all"] >= both["aucint.last"] - 1e-9).all()
     assert (out["aucall"].drop_nulls() >= out.filter(pl.col("aucall").is_not_null())["auclast"] - 1e-9).all()
 
 

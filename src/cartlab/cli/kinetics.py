@@ -53,7 +53,8 @@ def nca_cmd(
     interval: Annotated[Optional[list[str]], typer.Option(
         "--interval", help="START,END (repeatable; END may be inf). Default: 0,inf. As in PKNCA's pk.nca, the "
         "PKNCA-named columns use only the samples inside the interval, with times from START; aucint (PKNCA "
-        "aucint.inf.obs: the lambda.z tail after tlast) and aucint.last interpolate at the edges.")] = None,
+        "aucint.inf.obs: the lambda.z tail after tlast), aucint.last (0 after tlast) and aucint.all (the linear "
+        "triangle from tlast to the next BLQ sample) interpolate at the edges.")] = None,
     conc_unit: Annotated[Optional[str], typer.Option(
         "--conc-unit", help="Unit of the concentrations (e.g. ng/mL): OUT_units.csv then gives each column's unit "
         "(cmax ng/mL, AUCs time*conc, lambda.z 1/time), as PKNCA does.")] = None,

@@ -72,7 +72,8 @@ quantifiable time on the profile's own axis (*cartlab*).
   ``"lin-log"`` the tmax that splits linear from log is the curve's own (PKNCA recomputes it).
   ``n_samples`` counts these cleaned samples; ``n_blq`` (*cartlab*) counts the interval's samples
   observed BLQ, as observed (before cleaning: kept, imputed and dropped ones alike).
-* ``aucint`` / ``aucint.last`` (PKNCA ``aucint.inf.obs`` / ``aucint.last``, ``R/aucint.R``, which
+* ``aucint`` / ``aucint.last`` / ``aucint.all`` (PKNCA ``aucint.inf.obs`` / ``aucint.last`` /
+  ``aucint.all``, ``R/aucint.R``, which
   receive ``conc.group``/``time.group``: the whole profile) are the AUCs over exactly
   ``[start, end]``, interpolated or extrapolated at the edges; see below. Use them for an AUC to a
   day without a sample (``car_auc_0_28`` is one).
@@ -96,9 +97,11 @@ The tail is integrated exactly, ``clast/lambda.z*(exp(-lambda.z*(a-tlast)) -
 exp(-lambda.z*(b-tlast)))``, which equals PKNCA's log trapezoid to the extrapolated point. When
 the interval reaches past ``tlast`` and ``lambda.z`` is null, ``aucint`` is null (warning
 ``aucint_no_lambda_z``) — it is never silently truncated. ``aucint.last`` (PKNCA ``aucint.last``)
-is the same with 0 after ``tlast``. cartlab ignores BLQ samples between ``tlast`` and ``end`` for
-``aucint`` (the curve after tlast is the lambda.z tail); PKNCA mixes such observed zeros with
-extrapolated points.
+is the same with 0 after ``tlast``; ``aucint.all`` (PKNCA ``aucint.all``, AUCall's extrapolation) adds
+the linear triangle from ``tlast`` down to the next cleaned sample (a BLQ kept as 0), cut at the
+interval's edges, and is ``aucint.last`` when no sample follows ``tlast``. cartlab ignores BLQ
+samples between ``tlast`` and ``end`` for ``aucint`` (the curve after tlast is the lambda.z tail);
+PKNCA mixes such observed zeros with extrapolated points.
 
 ``lambda.z`` (PKNCA vignette "Half-Life Calculation", curve stripping; ``pk.calc.half.life`` in
 ``R/half.life.R`` on the interval's samples): candidates are the cleaned positive samples of the

@@ -446,6 +446,17 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
             tail = cl_w / lam * (np.exp(-lam * (lo2 - tl_t)) - far)
         aucint = np.where(n1 > 1, np.where(tail_b, part + tail, part), np.nan)
         aucint_last = np.where(n1 > 1, part, np.nan)
+        # aucint.all (PKNCA aucint.all, auc.type AUCall): aucint.last plus AUCall's linear triangle from
+        # tlast down to the next cleaned sample (a BLQ kept as 0), the part of it inside [a, b]
+        nxt = tl_idx + 1
+        has_next = has_pos & (nxt < n1)
+        t_nx = np.where(has_next, T1[rows, np.clip(nxt, 0, m - 1)], np.nan)
+        u = np.maximum(a, tl_t)
+        v = np.fmin(b, t_nx)
+        tri_ok = has_next & (v > u)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            tri = cl_w / (t_nx - tl_t) * ((t_nx - u) ** 2 - (t_nx - v) ** 2) / 2.0
+        aucint_all = np.where(n1 > 1, part + np.where(tri_ok, tri, 0.0), np.nan)
 
         with np.errstate(invalid="ignore"):
             n_before = (valid_c & (TC < tmax[:, None])).sum(axis=1)
@@ -481,7 +492,7 @@ def _engine(T, C, B, n, inc, exc, manual, fixed, intervals, opt: NcaOptions, thr
             "n_blq": (present & B & (T >= a) & (T <= b)).sum(axis=1),
             "cmax": np.where(has_w, cm, np.nan), "tmax": tmax - a, "tlast": tlast - a, "clast.obs": clast,
             "auclast": auclast, "aucall": aucall, "aucinf.obs": aucinf, "aucpext.obs": aucpext,
-            "aucint": aucint, "aucint.last": aucint_last,
+            "aucint": aucint, "aucint.last": aucint_last, "aucint.all": aucint_all,
             **lz, "persistence": tlast, "_wbits": wbits,
         }
         if threshold is not None:

@@ -314,6 +314,7 @@ def derive_nca(frame: pl.DataFrame, *, subject: str = "subject_id", time: str = 
     ``count_conc`` counts the non-missing concentrations and ``count_conc_measured`` those not
     below or above the limit of quantification), ``cmax``, ``tmax``, ``tlast``,
     ``clast.obs``, ``auclast``, ``aucall``, ``aucinf.obs``, ``aucpext.obs``, ``aucint``, ``aucint.last``,
+    ``aucint.all``,
     ``lambda.z``, ``half.life``, ``r.squared``, ``adj.r.squared``, ``lambda.z.n.points``,
     ``lambda.z.time.first``, ``lambda.z.time.last``, ``span.ratio``, ``clast.pred``,
     ``persistence`` (= start + tlast), ``rule``/``reason`` (how lambda.z was chosen), ``lambda.z.times``

@@ -165,7 +165,7 @@ OPTION_DOCS: dict[str, str] = {
 #: ``time_above`` are added when doses / a threshold are given)
 NCA_COLUMNS = (
     "start", "end", "method", "n_samples", "n_blq", "cmax", "tmax", "tlast", "clast.obs",
-    "auclast", "aucall", "aucinf.obs", "aucpext.obs", "aucint", "aucint.last", "lambda.z", "half.life",
+    "auclast", "aucall", "aucinf.obs", "aucpext.obs", "aucint", "aucint.last", "aucint.all", "lambda.z", "half.life",
     "r.squared", "adj.r.squared", "lambda.z.n.points", "lambda.z.time.first",
     "lambda.z.time.last", "span.ratio", "clast.pred", "persistence", "rule", "reason",
     "lambda.z.times", "warnings",
@@ -182,7 +182,7 @@ UNIT_KINDS: dict[str, str] = {
     **dict.fromkeys(("start", "end", "tmax", "tlast", "half.life", "lambda.z.time.first", "lambda.z.time.last",
                      "persistence", "lambda.z.times", "time_offset", "time_above"), "T"),
     **dict.fromkeys(("cmax", "clast.obs", "clast.pred", "conc_above"), "C"),
-    **dict.fromkeys(("auclast", "aucall", "aucinf.obs", "aucint", "aucint.last"), "T*C"),
+    **dict.fromkeys(("auclast", "aucall", "aucinf.obs", "aucint", "aucint.last", "aucint.all"), "T*C"),
     "lambda.z": "1/T", "aucpext.obs": "%",
     "r.squared": "unitless", "adj.r.squared": "unitless", "span.ratio": "fraction",
     **dict.fromkeys(("lambda.z.n.points", "n_samples", "n_blq"), "count"),
