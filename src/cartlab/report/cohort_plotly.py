@@ -77,9 +77,9 @@ def trace(kind: str, **props):
     return getattr(go, kind)(_validate=VALIDATE, **props)
 
 
-def figure(traces=(), **layout) -> go.Figure:
+def figure(traces) -> go.Figure:
     """A figure of ``traces`` in one step (``Figure.add_trace`` validates every trace again)."""
-    return go.Figure(data=list(traces), layout=layout or None, _validate=VALIDATE)
+    return go.Figure(data=list(traces), _validate=VALIDATE)
 
 
 def plotly_template() -> dict:

@@ -29,6 +29,7 @@ from importlib import resources
 import polars as pl
 
 from cartlab.errors import EngineError, InputError
+from cartlab.io.adam.adex import adex  # its own import of this module is inside the function (no cycle)
 from cartlab.io.adam.exposure import ADAM_SIG_DIGITS, adam_options, change, exposure
 from cartlab.io.clock import parse_wall_clock
 from cartlab.io.dictionary import load_dictionary
@@ -624,13 +625,6 @@ def adpp(analysis, dates: pl.DataFrame) -> pl.DataFrame:
         "DATASRC", evidence_text(pl.col("EVIDENCE")).alias("EVIDENCE"),
     )
     return _with_trt(f, dates)
-
-
-def adex(analysis, dates: pl.DataFrame) -> pl.DataFrame:
-    """Exposure (BDS) from the doses: :mod:`cartlab.io.adam.adex`."""
-    from cartlab.io.adam.adex import adex as build
-
-    return build(analysis, dates)
 
 
 #: dataset name -> builder(analysis, dates) -> frame (columns named as in adam_spec.yaml)
