@@ -4,6 +4,10 @@ last_followup_day that contradicts the subject's rows. They warn; they never sto
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
+from datetime import datetime, timedelta, timezone
+
 import polars as pl
 
 from cartlab.io.clock import OFFSET, has_clock_time
@@ -99,8 +103,9 @@ def _offset(col: str) -> pl.Expr:
 NO_OFFSET = "no offset"
 
 
-#: the shortest time between two daylight-saving changes of one zone (they come about 5 and 7 months apart)
-DST_MIN_GAP_DAYS = 120
+def _minutes(offset: str) -> int:
+    sign = -1 if offset.startswith("-") else 1
+    return sign * (int(offset[1:3]) * 60 + int(offset[4:6]))
 
 
 def _local(col: str) -> pl.Expr:
@@ -109,45 +114,41 @@ def _local(col: str) -> pl.Expr:
             .str.to_datetime("%Y-%m-%dT%H:%M", strict=False))
 
 
-def _minutes(offset: str) -> int:
-    sign = -1 if offset.startswith("-") else 1
-    return sign * (int(offset[1:3]) * 60 + int(offset[4:6]))
+@functools.lru_cache(maxsize=1)
+def _zones() -> tuple[zoneinfo.ZoneInfo, ...]:
+    """Every IANA time zone of the tz database (the ``tzdata`` package, else the system's)."""
+    out = []
+    for name in sorted(zoneinfo.available_timezones()):
+        try:
+            out.append(zoneinfo.ZoneInfo(name))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # pragma: no cover - a broken tz file
+            continue
+    return tuple(out)
+
+
+def _zone_has(zone: zoneinfo.ZoneInfo, local: datetime, minutes: int) -> bool:
+    """Whether ``zone`` is ``minutes`` from UTC at the instant written as ``local`` with that offset."""
+    instant = (local - timedelta(minutes=minutes)).replace(tzinfo=timezone.utc)
+    off = instant.astimezone(zone).utcoffset()
+    return off is not None and off == timedelta(minutes=minutes)
 
 
 def daylight_saving_only(stamps: pl.DataFrame) -> bool:
-    """Whether one subject's offsets read as one zone's daylight-saving changes: in time order the
-    offset changes only by one hour, in a month such changes happen in (:data:`DST_MONTHS`), in
-    alternating directions, and two changes are at least ``DST_MIN_GAP_DAYS`` apart (a site mixing its
-    local time with UTC interleaves them instead). ``stamps``: ``__local``, ``__offset``."""
+    """Whether one subject's offsets are one time zone's clock (review 45 F4: by the tz database, not by
+    month): some IANA zone has, at the instant of each stamp next to an offset change (and of the first
+    and last stamp), the offset written there. A site mixing its local time with UTC, or a change on a
+    date no zone changes on (+00:00 to +01:00 on 1 March), is not. ``stamps``: ``__local``, ``__offset``."""
     rows = stamps.drop_nulls("__local").sort("__local").select("__local", "__offset").rows()
     if len(rows) < 2 or len(rows) < stamps.height:
         return False
-    changes: list[tuple[object, int]] = []
+    points = {rows[0], rows[-1]}
     for (t0, o0), (t1, o1) in zip(rows, rows[1:]):
         if o0 != o1:
-            step = _minutes(o1) - _minutes(o0)
-            if abs(step) != 60 or not _in_dst_season(t0, t1):
-                return False
-            if changes and changes[-1][1] == step:  # +00 -> +01 -> +02 is no daylight-saving clock
-                return False
-            changes.append((t1, step))
-    return all((b - a).days >= DST_MIN_GAP_DAYS for (a, _), (b, _) in zip(changes, changes[1:]))
-
-
-#: the months daylight-saving time starts or ends in either hemisphere (EU/US: March-April, October-November;
-#: southern zones such as Sydney or Santiago: April, September-October)
-DST_MONTHS = frozenset({3, 4, 9, 10, 11})
-
-
-def _in_dst_season(t0, t1) -> bool:
-    """Whether a day from ``t0`` to ``t1`` (the readings before and after an offset change) falls in a
-    month a daylight-saving change happens in (:data:`DST_MONTHS`): a switch in June is not one."""
-    y, m = t0.year, t0.month
-    while (y, m) <= (t1.year, t1.month):
-        if m in DST_MONTHS:
-            return True
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return False
+            points |= {(t0, o0), (t1, o1)}
+    if any(o == NO_OFFSET for _, o in points):
+        return False
+    checks = [(t, _minutes(o)) for t, o in sorted(points)]
+    return any(all(_zone_has(z, t, m) for t, m in checks) for z in _zones())
 
 
 def _name(df: pl.DataFrame, name: str) -> str:

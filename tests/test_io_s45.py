@@ -1,0 +1,65 @@
+"""Session 45: the study folder reader's edge cases found by review 45 (folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cartlab.io.study_folder import validate_study
+
+
+def mk(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8", newline="")
+    return root
+
+
+def offset_warnings(folder: Path) -> list[str]:
+    return [str(i) for i in validate_study(folder) if i.severity == "warning" and "UTC offsets" in str(i)]
+
+
+# --- review 45 F4: a daylight-saving change is judged by the tz database, not by the month
+
+def test_utc_mixed_with_local_on_a_date_no_zone_changes_is_warned(tmp_path):
+    # The reviewer's case: UTC (Z) stamps until 1 March 2024, then +01:00 from 2 March. No IANA zone goes
+    # from +00:00 to +01:00 between 1 and 2 March 2024 (the EU change was on 31 March; Europe/London and
+    # Europe/Lisbon stay at +00:00 until then), so this is a UTC feed mixed with local stamps: warned. The
+    # month rule before this session exempted it (March is a daylight-saving month).
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": "subject_id,disease,infusion_datetime\nP1,AML,2024-03-01T23:30+01:00\n",
+        "observations.csv": "subject_id,datetime,param,value,unit\n"
+                            "P1,2024-02-27T08:00Z,NEUT,1.2,10^9/L\n"
+                            "P1,2024-03-01T23:00Z,CARCOPY,800,copies/ug\n"
+                            "P1,2024-03-02T10:00+01:00,CARCOPY,2000,copies/ug\n"
+                            "P1,2024-03-08T10:00+01:00,CARCOPY,50000,copies/ug\n",
+    })
+    assert len(offset_warnings(folder)) == 2  # subjects.csv and observations.csv
+
+
+@pytest.mark.parametrize("stamps", [
+    # Europe/London: GMT +00:00 until 31 March 2024 01:00 UTC, then BST +01:00 (a real change: not warned)
+    ("2024-03-20T10:00Z", "2024-03-30T08:00Z", "2024-04-02T08:00+01:00"),
+    # America/New_York: EST -05:00, EDT -04:00 from 10 March 2024
+    ("2024-03-05T10:00-05:00", "2024-03-09T08:00-05:00", "2024-03-11T08:00-04:00"),
+    # Australia/Sydney: AEDT +11:00 until 7 April 2024, then AEST +10:00 (southern hemisphere)
+    ("2024-04-01T10:00+11:00", "2024-04-06T08:00+11:00", "2024-04-08T08:00+10:00"),
+])
+def test_a_real_daylight_saving_change_is_not_warned(tmp_path, stamps):
+    inf, a, b = stamps
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": f"subject_id,disease,infusion_datetime\nS1,AML,{inf}\n",
+        "observations.csv": f"subject_id,day,datetime,param,value,unit\nS1,,{a},TEMP,37,C\nS1,,{b},TEMP,37,C\n",
+    })
+    assert offset_warnings(folder) == []
+
+
+def test_a_change_on_the_wrong_date_is_warned(tmp_path):
+    # -05:00 to -04:00 on 20 February 2024: New York changed on 10 March; no zone of the database does it
+    # between 19 and 21 February 2024 (Havana: 10 March; Santiago goes the other way in April)
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": "subject_id,disease,infusion_datetime\nS1,AML,2024-02-15T10:00-05:00\n",
+        "observations.csv": "subject_id,day,datetime,param,value,unit\nS1,,2024-02-19T08:00-05:00,TEMP,37,C\n"
+                            "S1,,2024-02-21T08:00-04:00,TEMP,37,C\n",
+    })
+    assert len(offset_warnings(folder)) == 2
