@@ -63,3 +63,30 @@ def test_a_change_on_the_wrong_date_is_warned(tmp_path):
                             "S1,,2024-02-21T08:00-04:00,TEMP,37,C\n",
     })
     assert len(offset_warnings(folder)) == 2
+
+
+# --- review 45 F6: Parquet column names are stripped as CSV ones are
+
+def test_parquet_column_names_are_stripped(tmp_path):
+    import polars as pl
+
+    from cartlab.io.study_folder import read_study
+
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pl.DataFrame({"subject_id ": ["P1"], " disease": ["AML"], "infusion_date": ["2024-03-01"]}).write_parquet(
+        folder / "subjects.parquet")
+    assert [i for i in validate_study(folder) if i.severity == "error"] == []
+    st = read_study(folder)
+    assert st.subjects["subject_id"].to_list() == ["P1"] and st.subjects["disease"].to_list() == ["AML"]
+
+
+def test_parquet_names_that_clash_once_stripped_are_an_error(tmp_path):
+    import polars as pl
+
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pl.DataFrame({"subject_id": ["P1"], "subject_id ": ["P2"], "disease": ["AML"],
+                  "infusion_date": ["2024-03-01"]}).write_parquet(folder / "subjects.parquet")
+    errors = [str(i) for i in validate_study(folder) if i.severity == "error"]
+    assert errors and any("subject_id" in e for e in errors)

@@ -157,9 +157,10 @@ def _load_parquet(path: Path, spec: FileSpec, issue: IssueFn) -> Loaded | None:
     except Exception as exc:
         issue(None, f"unreadable Parquet file: {exc}")
         return None
-    header = list(df.columns)
+    header = [h.strip() for h in df.columns]  # as a CSV header is read (review 45 folder F6)
     if not check_header_names(header, issue):
         return None
+    df = df.rename(dict(zip(df.columns, header)))
     text_cols = {c.name for c in spec.columns if c.kind == "str"}
     spec_cols = {n.lower() for n in spec.column_names}
     ok = True
