@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from cartlab.io.study_folder import validate_study
 
 
@@ -90,3 +91,35 @@ def test_parquet_names_that_clash_once_stripped_are_an_error(tmp_path):
                   "infusion_date": ["2024-03-01"]}).write_parquet(folder / "subjects.parquet")
     errors = [str(i) for i in validate_study(folder) if i.severity == "error"]
     assert errors and any("subject_id" in e for e in errors)
+
+
+# --- review 45 F5: hints for what was written where a number belongs
+
+def _errors(folder: Path) -> list[str]:
+    return [str(i) for i in validate_study(folder) if i.severity == "error"]
+
+
+@pytest.mark.parametrize("cell, hint", [
+    ("<50", "write it in value_text"),
+    (">1e6", "write it in value_text"),
+    ("BLQ", "write it in value_text"),
+    ("5%", "% in unit"),
+    ("#N/A", "leave the cell empty"),
+])
+def test_value_hints(tmp_path, cell, hint):
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": "subject_id,disease,infusion_date\nP1,AML,2024-03-01\n",
+        "observations.csv": f"subject_id,day,param,value,unit\nP1,3,CARCOPY,{cell},copies/ug\n",
+    })
+    errs = _errors(folder)
+    assert len(errs) == 1 and f"got {cell!r}" in errs[0] and hint in errs[0], errs
+
+
+def test_fio2_in_percent_hint(tmp_path):
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": "subject_id,disease,infusion_date\nP1,AML,2024-03-01\n",
+        "interventions.csv": "subject_id,start_day,category,o2_device,o2_flow_lpm,fio2\n"
+                             "P1,3,oxygen,face_mask,8,40\n",
+    })
+    errs = _errors(folder)
+    assert len(errs) == 1 and "FiO2 is a fraction: 40 % is 0.4" in errs[0], errs

@@ -219,7 +219,7 @@ class _FileReader:
                         parsed.is_finite() & ((parsed < lo) | (parsed > hi)),
                         col.name,
                         lambda v, c=col: f"{c.name} {v} is outside the plausible range "
-                        f"{_fmt_range(c.range)}",
+                        f"{_fmt_range(c.range)}{_range_hint(c.name, v)}",
                     )
                 exprs.append(parsed.alias(col.name))
             elif col.kind == "enum":
@@ -360,6 +360,17 @@ class _FileReader:
             pl.lit(self.sha256).alias("src_sha256"),
             pl.col(ROW).alias("src_row"),
         ]
+
+
+def _range_hint(name: str, v: object) -> str:
+    """How to write a value outside its column's range: FiO2 is a fraction (review 45 folder F5)."""
+    try:
+        x = float(str(v).replace(",", "."))
+    except ValueError:
+        return ""
+    if name == "fio2" and 1 < x <= 100:
+        return f" (FiO2 is a fraction: {x:g} % is {x / 100:g})"
+    return ""
 
 
 def _fmt_range(r: tuple[float, float]) -> str:

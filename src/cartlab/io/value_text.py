@@ -28,24 +28,33 @@ __all__ = ["CENSORED", "BLQ_WORDS", "MISSING_WORDS", "NOT_DETECTED_WORDS", "numb
 CENSORED = re.compile(r"^\s*(<=|>=|<|>|≤|≥)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
 #: below the limit of quantification, as lab systems print it (lower case, spaces folded)
 BLQ_WORDS = ("blq", "bql", "bloq", "<lloq", "< lloq", "below lloq", "<loq", "< loq")
-MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "nd", "-", "--", ".", "missing", "unknown"}
+MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "nd", "-", "--", ".", "missing", "unknown",
+                 "#n/a", "#na", "#value!", "#null!"}  # the last: what a spreadsheet shows for an empty lookup
 #: a measured result below the detection limit, as lab systems print it: a result, not a missing value
 NOT_DETECTED_WORDS = {"nd", "n.d.", "not detected", "undetected", "undetectable", "not detectable",
                       "negative", "neg"}
 BELOW_DETECTION_HINT = (" (a below-detection result: write '<' and the detection limit in the row's unit in "
                         "value_text, e.g. '<50', or give lloq and write BLQ; an empty cell would make it missing)")
 _DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
+_PERCENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)\s*%$")
+CENSORED_HINT = (" (a censored result: write it in value_text, e.g. value_text '<50', and leave value empty; "
+                 "BLQ there needs an lloq)")
 
 
 def number_hint(text: object, result: bool = False) -> str:
-    """How to write what was written where a number belongs: a missing-value word (NA, N/A, -), a
-    decimal comma; ``result``: the cell holds a measured result (observations' value/value_text), where
-    ND / not detected / negative is a below-detection result, never a missing value (session 34)."""
+    """How to write what was written where a number belongs: a missing-value word (NA, N/A, -, #N/A), a
+    decimal comma, a percentage ("5%"); ``result``: the cell holds a measured result (observations' value/value_text), where
+    ND / not detected / negative is a below-detection result, never a missing value (session 34), and a censored result
+    (<50, BLQ) belongs in value_text (session 45)."""
     word = " ".join(str(text).strip().lower().split())
     if result and word in NOT_DETECTED_WORDS:
         return BELOW_DETECTION_HINT
     if word in MISSING_WORDS:
         return " (leave the cell empty for a missing value)"
+    if result and (CENSORED.match(word) or word in BLQ_WORDS):  # review 45 folder F5
+        return CENSORED_HINT
+    if _PERCENT.match(word):
+        return " (write the number in value and % in unit)"
     if _DECIMAL_COMMA.match(word):
         return (" (a decimal comma or a thousands separator: write a decimal point and no thousands "
                 "separator, or read a semicolon-separated file with --csv-dialect european)")
