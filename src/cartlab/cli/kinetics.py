@@ -158,6 +158,11 @@ def stein_cmd(
     no_infusion: Annotated[str, typer.Option(
         "--no-infusion", help="--doses given, a subject without an infusion row: drop (default; time origin "
         "unknown) or as_is (times kept).")] = "drop",
+    split_dose_gap_days: Annotated[Optional[float], typer.Option(
+        "--split-dose-gap-days", metavar="DAYS", help="An infusion more than DAYS after the previous one is a "
+        "re-infusion (named in the dosing_note and warned about); closer ones, and a product's labelled split "
+        "dose (obe-cel: Day 1 and Day 10, up to Day 21), are fractions of one dose. Default: the analysis's "
+        "kinetics.split_dose_gap_days (7).")] = None,
     peak_window: Annotated[str, typer.Option(
         "--peak-window", help="A fitted peak after the subject's last sample: observed (default: not reported, "
         "flagged) or model (reported, flagged).")] = "observed",
@@ -233,7 +238,7 @@ def stein_cmd(
                 missing_dose=missing_dose, no_infusion=no_infusion, peak_window=peak_window,
                 derived_if_unidentified=derived_if_unidentified, seed=seed, n_starts=n_starts,
                 blq_below_lloq=blq_below_lloq, auc_extrap_warn_pct=auc_extrap_warn_pct,
-                se_df_correction=se_df_correction, conc_unit=conc_unit,
+                se_df_correction=se_df_correction, conc_unit=conc_unit, split_dose_gap_days=split_dose_gap_days,
                 n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
                 progress=report, option_names=names, force=force)
     except ValueError as exc:

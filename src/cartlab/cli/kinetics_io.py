@@ -529,6 +529,7 @@ def stein_command(
     auc_extrap_warn_pct: float = 20.0,
     se_df_correction: str = "residual",
     conc_unit: str | None = None,
+    split_dose_gap_days: float | None = None,
     n_burn: int = 300,
     n_smooth: int = 200,
     n_post: int = 150,
@@ -648,9 +649,15 @@ def stein_command(
         raise ValueError(f"--auc-extrap-warn-pct {auc_extrap_warn_pct!r}: a percentage in [0, 100]")
     if population and int(n_starts) < 1:
         raise ValueError(f"--n-starts {n_starts!r}: at least 1")
+    # what makes a later infusion a re-infusion: the analysis's kinetics.split_dose_gap_days (review45 F1)
+    gap = SPLIT_DOSE_GAP_DAYS if split_dose_gap_days is None else split_dose_gap_days
+    if not (math.isfinite(gap) and gap >= 0):
+        raise ValueError(f"--split-dose-gap-days {gap!r}: a number of days >= 0 (default {SPLIT_DOSE_GAP_DAYS:g}, "
+                         "kinetics.split_dose_gap_days)")
     conc_u = _stein_conc_unit(kind, data, param, conc_unit)
     shared = {"ftoci": ftoci, "fster": fster, "tlag": tlag, "missing_dose": missing_dose, "no_infusion": no_infusion,
-              "peak_window": peak_window, "blq_below_lloq": blq_below_lloq, "auc_extrap_warn_pct": auc_extrap_warn_pct}
+              "peak_window": peak_window, "blq_below_lloq": blq_below_lloq, "auc_extrap_warn_pct": auc_extrap_warn_pct,
+              "split_dose_gap_days": float(gap)}
     options = {"population": population, "param": param, "blq": blq, "dose_handling": dose_handling,
                "covariates": cov_spec, "fixed": fix_items, **shared,
                "shrinkage_basis": "SD: 1 - SD(eta)/omega"}
@@ -731,7 +738,8 @@ def stein_command(
     if meta["multiple_infusions"]:
         meta["warnings"].append(
             f"{len(meta['multiple_infusions'])} subject(s) with more than one CAR-T infusion (a re-infusion more "
-            f"than {SPLIT_DOSE_GAP_DAYS:g} days after the previous one; split-dose fractions are not named), "
+            f"than {gap:g} days after the previous one, --split-dose-gap-days, beyond a product's labelled split-dose "
+            "window; split-dose fractions are not named), "
             f"fitted with time from "
             f"the first and the infusions as one dose (dose_handling='first'; Stein 2019 had one infusion per "
             f"patient): {', '.join(meta['multiple_infusions'][:10])}"

@@ -9,7 +9,7 @@ from importlib import resources
 import polars as pl
 import yaml
 
-__all__ = ["car_t_agent_expr", "car_t_infusions", "is_car_t_agent", "other_cell_therapy_expr"]
+__all__ = ["car_t_agent_expr", "car_t_infusions", "is_car_t_agent", "other_cell_therapy_expr", "split_dose_gap_expr"]
 
 #: the word CAR-T in an agent name, lower case: "CAR-T", "CD7 CAR-T", "CAR T", "car_t", "CART19", with a
 #: letter before it ("UCART19", "huCART19-IL18") and a plural or "cells" after the T ("CARTs", "CAR-Ts",
@@ -39,11 +39,25 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-]", "", name.lower())
 
 
+_SEP = r"[\s_\-]*"
+
+
+@functools.cache
+def _product_word() -> str:
+    """A regex (lower-case text) of any product name (:func:`product_names`) as a whole word among other words:
+    "Kymriah (tisagenlecleucel)", "axi-cel (Yescarta)", "tisagenlecleucel 2nd infusion", "obe-cel dose 2"
+    (review45 F2: a name had to be the whole agent). Spaces, hyphens and underscores are ignored inside a
+    name, as :func:`_norm` ignores them ("tisa cel", "tisacel"); a letter or digit must not touch either end
+    ("tisa-celx" is not tisa-cel)."""
+    return _word(product_names())
+
+
 def is_car_t_agent(agent: str | None) -> bool:
     """``CAR-T``, ``CD7 CAR-T``, ``car_t``, ``CART19``, ``UCART19``, ``CAR-Ts``, an INN with the CAR stem ``-cabtagene``
     (``axicabtagene ciloleucel``), and the marketed products by brand, INN or short name (``Kymriah``,
-    ``tisagenlecleucel``, ``axi-cel``; ``car_t_products.yaml``). Not the ``-leucel`` stem alone: it names
-    cell therapies in general (tabelecleucel, lifileucel are not CAR-T; review s38 B5).
+    ``tisagenlecleucel``, ``axi-cel``; ``car_t_products.yaml``), also as a word among others ("Kymriah
+    (tisagenlecleucel)", "tisagenlecleucel 2nd infusion"; review45 F2). Not the ``-leucel`` stem alone: it
+    names cell therapies in general (tabelecleucel, lifileucel are not CAR-T; review s38 B5).
 
     >>> [is_car_t_agent(a) for a in ("CD7 CAR-T", "tisagenlecleucel", "Kymriah", "axi-cel", "fludarabine", None)]
     [True, True, True, True, False, False]
@@ -51,9 +65,35 @@ def is_car_t_agent(agent: str | None) -> bool:
     [False, False, True]
     >>> [is_car_t_agent(a) for a in ("UCART19", "huCART19-IL18", "CARTs", "CAR-Tcells", "cartilage")]
     [True, True, True, True, False]
+    >>> [is_car_t_agent(a) for a in ("Kymriah (tisagenlecleucel)", "axi-cel (Yescarta)", "liso-cel CD8 component")]
+    [True, True, True]
+    >>> [is_car_t_agent(a) for a in ("tisagenlecleucel 2nd infusion", "obe-cel dose 2", "kymriahx", "pre-Kymriah2")]
+    [True, True, False, False]
     """
     a = _norm(agent or "")
-    return (bool(re.search(_CAR_T_WORD, (agent or "").lower())) or "cabtagene" in a or a in product_names())
+    low = (agent or "").lower()
+    return (bool(re.search(_CAR_T_WORD, low)) or "cabtagene" in a or a in product_names()
+            or bool(re.search(_product_word(), low)))
+
+
+def _word(names) -> str:
+    alts = sorted((_SEP.join(re.escape(ch) for ch in n) for n in names), key=len, reverse=True)
+    return r"(?:^|[^a-z0-9])(?:" + "|".join(alts) + r")(?:[^a-z0-9]|$)"
+
+
+def split_dose_gap_expr(agent: pl.Expr, gap_days: float) -> pl.Expr:
+    """The largest gap (days) after the previous CAR-T infusion at which an infusion of ``agent`` is still a
+    fraction of one split dose: ``max(gap_days, the product's split_dose_window_days)`` for a product with a
+    labelled split dose (``car_t_products.yaml``: obe-cel, Day 1 and Day 10 +/- 2, up to Day 21; review45 F1),
+    else ``gap_days`` (``kinetics.split_dose_gap_days``)."""
+    low = agent.fill_null("").str.to_lowercase()
+    out = pl.lit(float(gap_days))
+    for p in _data()["products"]:
+        w = p.get("split_dose_window_days")
+        names = [_norm(p[k]) for k in ("brand", "inn", "short") if p.get(k)]
+        if w is not None and float(w) > gap_days and names:
+            out = pl.when(low.str.contains(_word(names))).then(pl.lit(float(w))).otherwise(out)
+    return out
 
 
 def car_t_agent_expr(agent: pl.Expr) -> pl.Expr:
@@ -61,7 +101,7 @@ def car_t_agent_expr(agent: pl.Expr) -> pl.Expr:
     low = agent.fill_null("").str.to_lowercase()
     a = low.str.replace_all(r"[\s_\-]", "")
     return (low.str.contains(_CAR_T_WORD) | a.str.contains("cabtagene", literal=True)
-            | a.is_in(sorted(product_names())))
+            | a.is_in(sorted(product_names())) | low.str.contains(_product_word()))
 
 
 def other_cell_therapy_expr(agent: pl.Expr) -> pl.Expr:

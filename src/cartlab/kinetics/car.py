@@ -53,7 +53,7 @@ from cartlab._deprecated import renamed
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import InputError, SubjectsWarning
 from cartlab.io.absent_files import table_absent
-from cartlab.kinetics.agents import car_t_infusions, other_cell_therapy_expr
+from cartlab.kinetics.agents import car_t_infusions
 from cartlab.kinetics.car_profile import (
     cut_at_reinfusion,
     parameter_evidence,
@@ -66,6 +66,10 @@ from cartlab.kinetics.car_profile import (
 from cartlab.kinetics.car_rows import excluded_rows as _excluded_rows
 from cartlab.kinetics.car_rows import not_evaluable_rows as _not_evaluable_rows
 from cartlab.kinetics.car_rows import select_analyte, select_specimen
+from cartlab.kinetics.car_warn import num_text as _num_text
+from cartlab.kinetics.car_warn import warn_day0 as _warn_day0
+from cartlab.kinetics.car_warn import warn_other_cell_therapy as _warn_other_cell_therapy
+from cartlab.kinetics.car_warn import with_window_limits as _with_window_limits
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -186,8 +190,9 @@ class CarKineticsOptions(CriteriaOptions):
 def _infusions(study: Study) -> pl.DataFrame:
     d = car_t_infusions(study)
     if d.height == 0:
-        return pl.DataFrame(schema={"subject_id": pl.String, "day": pl.Float64})
-    return d.select("subject_id", pl.col("day").cast(pl.Float64)).sort("subject_id", "day")
+        return pl.DataFrame(schema={"subject_id": pl.String, "day": pl.Float64, "agent": pl.String})
+    agent = pl.col("agent").cast(pl.String) if "agent" in d.columns else pl.lit(None, dtype=pl.String)
+    return d.select("subject_id", pl.col("day").cast(pl.Float64), agent.alias("agent")).sort("subject_id", "day")
 
 
 _PROFILE_SCHEMA = {
@@ -358,46 +363,6 @@ def _refuse_between(obs: pl.DataFrame) -> None:
              "analyse the samples after the last infusion as a study of their own")
 
 
-def _warn_day0(prof: pl.DataFrame, options: CarKineticsOptions, doses_given: bool = True) -> None:
-    """Warn about the two ways a profile's time 0 is not a recorded infusion with nothing measured at it:
-    no CAR-T infusion record (timed from day 0, review s35 B3; saying when doses.csv was not given), and a
-    quantifiable date-only sample on the infusion's day taken as the level at it (review s35 B4)."""
-    no_inf = prof.filter(pl.col("_no_inf"))["subject_id"].unique(maintain_order=True).to_list()
-    if no_inf:
-        warnings.warn(SubjectsWarning(
-            f"{len(no_inf)} subject(s) have CAR-T samples but no CAR-T infusion "
-            f"{'in doses.csv' if doses_given else '(doses.csv not given)'}: their kinetics are "
-            "timed from day 0 (spec 'Time': day 0 is the infusion day)"
-            + (" with a concentration of 0 imputed at day 0" if options.zero_at_infusion else "")
-            + "; record the infusion in doses.csv if it was on another day: {subjects}", no_inf,
-            "car_kinetics.csv (reason)"), stacklevel=3)
-    q0 = prof.filter(pl.col("_untimed0") & ~pl.col("blq") & (pl.col("conc") > 0).fill_null(False))
-    if q0.height:
-        labels = q0.select(pl.format("{} (day {}: {} {})", "subject_id", day_expr(pl.col("day")),
-                                     _num_text("conc"), pl.col("unit").fill_null(""))
-                           .str.strip_chars().str.replace(r" \)$", ")")).to_series().to_list()
-        warnings.warn(SubjectsWarning(
-            f"{q0.height} quantifiable CAR-T sample(s) without a clock time on the day of the infusion they are "
-            "timed from fall at time 0 and cannot be ordered against it: each is taken as the level at the infusion, in "
-            "place of the imputed 0 (spec: only samples before the infusion leave the profile); if it is the "
-            "pre-infusion baseline, --set kinetics.day0_untimed_sample=pre_infusion leaves it out: {subjects}",
-            q0["subject_id"].to_list(), "car_kinetics.csv (reason)", labels=labels), stacklevel=3)
-
-
-def _warn_other_cell_therapy(study: Study) -> None:
-    """Warn about dosing rows of a cell therapy (``-leucel``) that is not a CAR-T: not an infusion the
-    kinetics are timed from (review s38 B5; ``car_t_products.yaml``)."""
-    if "agent" not in study.doses.columns:
-        return
-    other = study.doses.filter(other_cell_therapy_expr(pl.col("agent")))
-    if other.height:
-        names = ", ".join(sorted(set(other["agent"].to_list())))
-        warnings.warn(SubjectsWarning(
-            f"{other.height} doses.csv row(s) of a cell therapy that is not a CAR-T ({names}) are not counted as "
-            "CAR-T infusions (time from the first CAR-T infusion ignores them; name a CAR-T product or 'CAR-T' "
-            "if it is one): {subjects}", other["subject_id"].to_list(), "doses.csv (agent)"), stacklevel=3)
-
-
 def derive_car_profiles(study: Study, options: CarKineticsOptions | None = None) -> pl.DataFrame:
     """One row per CAR kinetic sample after the first infusion (plus the imputed 0 at infusion).
 
@@ -466,7 +431,7 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
                             untimed, options.untimed_infusion)  # review 40 B5: the reason names it
     warn_date_only_same_day(car_obs, prof["evidence"].list.explode(keep_nulls=False, empty_as_null=False), _date_only())
     _warn_date_only(study, prof, options)
-    _warn_day0(prof, options, doses_given=not table_absent(study, "doses"))
+    _warn_day0(prof, options, doses_given=not table_absent(study, "doses"), doses=study.doses)
     _warn_other_cell_therapy(study)
     schema_extra = {"subject_id": pl.String}
     if prof.height == 0:
@@ -498,7 +463,7 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         method=options.method, max_aucpext=options.max_aucpext, blq_middle=options.blq_middle, blq_last=options.blq_last))
     whole = res.filter(pl.col("end").is_infinite()).rename({"rule": "lambda.z.rule", "reason": "lambda.z.reason"})
     win = res.filter(pl.col("end") == hi).select(
-        "subject_id", pl.col("aucint").alias("_aucint"),
+        "subject_id", pl.col("aucint").alias("_aucint"), pl.col("aucint.all").alias("_aucint_all"),
         pl.col("warnings").list.eval(pl.element().str.starts_with("aucint_no_lambda_z:")).list.any()
         .alias("_win_no_lz"))
     # BLQ after the last quantifiable sample: the curve is 0 from there on (study contract: BLQ after
@@ -535,16 +500,16 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
            .join(meta, on="subject_id", how="left").join(reinf, on="subject_id", how="left")
            .with_columns(pl.concat_str(pl.col("_note"), pl.col("_reinf_note"), separator="; ", ignore_nulls=True)
                          .replace("", None).alias("_note")).drop("_reinf_note"))
-    keep_last = pl.lit(lo == 0.0 and options.blq_last == "keep")  # BLQ after tlast is 0 (not dropped)
+    # BLQ after tlast is 0 (not dropped), for every window: the window's aucint.all (review45 F3)
+    keep_last = pl.lit(options.blq_last == "keep")
     use_all = pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") <= hi) & keep_last
     zero_later = pl.col("_zero_at").is_not_null() & (pl.col("_zero_at") > hi) & (pl.col("tlast") < hi) & keep_last
-    tl, cl, z = pl.col("tlast"), pl.col("clast.obs"), pl.col("_zero_at")
+    tl, z = pl.col("tlast"), pl.col("_zero_at")
     # zero_at_infusion=False and no sample at the window's start: not computable (the option's meaning;
     # PKNCA's aucint would start from conc.origin = 0, i.e. impute the 0 anyway: review s35 B2)
     no_start = pl.lit(not options.zero_at_infusion) & ~pl.col("_has_start").fill_null(False)
     blq_short = pl.col("_all_blq").fill_null(False) & (pl.col("_last_t") < hi).fill_null(False)
     blq_null = blq_short & pl.lit(options.all_blq_auc == "through_last_sample")
-    c_end = cl * (z - hi) / (z - tl)  # linear from (tlast, clast) to (zero_at, 0), at the window's end
     # the window needs lambda.z only on the aucint path (no BLQ sample after tlast closes the curve)
     # and only when it ends after tlast (the window row's own aucint_no_lambda_z says exactly that)
     no_lz = (~no_start & ~use_all & ~zero_later & pl.col("_aucint").is_null()
@@ -555,9 +520,10 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         & ~pl.col("_all_blq").fill_null(False)
     refuse = extrap & pl.lit(options.auc_past_tlast == "not_evaluable")
     pct = (tail / pl.col("_aucint") * 100)
-    auc = (pl.when(no_start | blq_null | refuse).then(pl.lit(None, dtype=pl.Float64)).when(use_all).then(pl.col("aucall"))
-           .when(zero_later).then(pl.col("auclast") + (cl + c_end) / 2 * (hi - tl))
-           .otherwise(pl.col("_aucint")))
+    # AUCall's linear fall from tlast to the BLQ 0, cut at the window's edges: PKNCA aucint.all
+    auc = (pl.when(no_start | blq_null | refuse).then(pl.lit(None, dtype=pl.Float64))
+           .when(use_all | zero_later).then(pl.col("_aucint_all")).otherwise(pl.col("_aucint")))
+    over = "" if lo == 0.0 else f", over day {day_text(lo)}-{day_text(hi)} (PKNCA aucint.all)"
     out = out.with_columns(
         auc.alias("auc_window"),
         pl.when(no_start).then(pl.lit(
@@ -575,10 +541,10 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         # a method is the basis of a value only: an empty AUC says why it is empty (review s35 B2)
         .when(auc.is_null() & (use_all | zero_later)).then(pl.lit(
             "not computable: the NCA of the whole profile gives no AUCall/AUClast"))
-        .when(use_all).then(pl.format("AUCall: concentration 0 from the BLQ sample on day {}", day_expr(z)))
+        .when(use_all).then(pl.format("AUCall: concentration 0 from the BLQ sample on day {}" + over, day_expr(z)))
         .when(zero_later).then(pl.format(
             f"AUClast, then linear from the last quantifiable sample to concentration 0 at the BLQ sample on "
-            f"day {{}}, interpolated at day {day_text(hi)}", day_expr(z)))
+            f"day {{}}, interpolated at day {day_text(hi)}{over}", day_expr(z)))
         .when(no_lz).then(pl.lit("not computable: the window reaches past the last quantifiable sample and "
                                  "lambda.z is not estimable"))
         .when(pl.col("_aucint").is_null()).then(pl.lit("not computable: fewer than 2 samples in the profile"))
@@ -618,7 +584,8 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         # persistence = tlast is censored when no BLQ sample follows it: CAR-T still detectable (review40 B11)
         pl.when(pl.col("tlast").is_not_null()).then(pl.col("_zero_at").is_null()).alias("persistence_censored"),
         pl.col("_zero_at").alias("persistence_lost_by"), extrap.alias("_extrap"),
-    ).drop("_aucint", "_zero_at", "_win_no_lz", "_n_blq", "_has_start", "_no_lloq", "_all_blq", "_last_t")
+    ).drop("_aucint", "_aucint_all", "_zero_at", "_win_no_lz", "_n_blq", "_has_start", "_no_lloq", "_all_blq", "_last_t")
+    out = _with_window_limits(out, study, inf, options, lo, hi)  # re-infusion, death, follow-up (review45 F4, F5)
     auc_text = (pl.when(pl.col("auc_window").is_null()).then(pl.format("({})", pl.col("auc_window_basis")))
                 .otherwise(pl.format("{} by {} ({})", _num_text("auc_window"), pl.lit(options.method),
                                      pl.col("auc_window_basis"))))
@@ -653,15 +620,6 @@ def derive_car_kinetics(study: Study, options: CarKineticsOptions | None = None)
         out = pl.concat([out, _excluded_rows(excluded, options)], how="diagonal_relaxed").sort(
             "subject_id", maintain_order=True)
     return out
-
-
-def _num_text(col: str) -> pl.Expr:
-    """A number as the reason shows it: at or above 1000 to 0.1 (1131816.002 -> "1131816",
-    1646461.507 -> "1646461.5", never 3-6 significant digits: checks compare AUC to 0.1%),
-    below it to 6 significant digits; no trailing ".0" (audit s27 item 10)."""
-    x = pl.col(col)
-    r = pl.when(x.abs() >= 1000).then(x.round(1)).otherwise(x.round_sig_figs(6))
-    return r.cast(pl.String).str.replace(r"\.0$", "")
 
 
 def derive_kinetics_summary(study: Study, options: CarKineticsOptions | None = None,

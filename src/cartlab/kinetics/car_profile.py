@@ -18,6 +18,7 @@ import polars as pl
 
 from cartlab._days import day_expr
 from cartlab.errors import SubjectsWarning
+from cartlab.kinetics.agents import split_dose_gap_expr
 
 __all__ = ["reinfusions", "cut_at_reinfusion", "reinfusion_note", "untimed_note", "window_basis_parts", "untimed_infusion_subjects",
            "warn_date_only_same_day",
@@ -27,12 +28,15 @@ __all__ = ["reinfusions", "cut_at_reinfusion", "reinfusion_note", "untimed_note"
 def reinfusions(inf: pl.DataFrame, gap_days: float) -> pl.DataFrame:
     """Per subject, the day of the first CAR-T infusion more than ``gap_days`` after the one before it
     (``_reinf``): the start of a second administration. Fractions of a split dose (days 0, 1, 2; the seed
-    case's days 0 and 2) are one administration. ``inf``: ``subject_id``, ``day`` (sorted)."""
+    case's days 0 and 2) are one administration, and so is an infusion of a product with a labelled split
+    dose up to its ``split_dose_window_days`` after the previous one (obe-cel: Day 1 and Day 10 +/- 2, up to
+    Day 21; review45 F1). ``inf``: ``subject_id``, ``day`` (sorted), ``agent`` when known."""
     if inf.height == 0:
         return pl.DataFrame(schema={"subject_id": pl.String, "_reinf": pl.Float64})
+    gap = (split_dose_gap_expr(pl.col("agent"), gap_days) if "agent" in inf.columns else pl.lit(float(gap_days)))
     d = inf.sort("subject_id", "day").with_columns(
-        (pl.col("day") - pl.col("day").shift(1).over("subject_id")).alias("_gap"))
-    return (d.filter(pl.col("_gap") > gap_days).group_by("subject_id")
+        (pl.col("day") - pl.col("day").shift(1).over("subject_id")).alias("_gap"), gap.alias("_max_gap"))
+    return (d.filter(pl.col("_gap") > pl.col("_max_gap")).group_by("subject_id")
             .agg(pl.col("day").min().alias("_reinf")))
 
 
@@ -58,7 +62,8 @@ def cut_at_reinfusion(prof: pl.DataFrame, inf: pl.DataFrame, profile_end: str, t
                                       "subject_id", "_n", day_expr(pl.col("_reinf")), "_rows")).to_series().to_list()
         warnings.warn(SubjectsWarning(
             f"{per.height} subject(s) had a second CAR-T administration (an infusion more than {gap_days:g} days "
-            "after the previous one, option kinetics.split_dose_gap_days): their NCA (Cmax, Tmax, Tlast, lambda.z, "
+            "after the previous one, option kinetics.split_dose_gap_days, or a product's labelled split-dose window, "
+            "car_t_products.yaml): their NCA (Cmax, Tmax, Tlast, lambda.z, "
             "AUC) describes the first administration only, ending at the re-infusion (PKNCA: one NCA per dosing "
             "interval; kinetics.profile_end=all pools every sample as before); the second profile's parameters "
             "are not computed (out of scope): {subjects}", per["subject_id"].to_list(),

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from cartlab.kinetics.stein.data import _Data, _prepare
+from cartlab.kinetics.stein.data import SPLIT_DOSE_GAP_DAYS, _Data, _prepare
 from cartlab.kinetics.stein.flags import (
     AUC_EXTRAP_WARN_PCT,
     PEAK_WINDOWS,
@@ -34,7 +34,13 @@ class _SteinFitter:
 
     def _data_options(self, *, blq: str, blq_below_lloq: bool, dose_handling: str, ftoci: float, fster: float,
                       tlag: float, param: str, missing_dose: str = "error", no_infusion: str = "drop",
-                      peak_window: str = "observed") -> None:
+                      peak_window: str = "observed", split_dose_gap_days: float | None = None) -> None:
+        # what makes a later infusion a re-infusion (dosing_note): the NCA's kinetics.split_dose_gap_days, None
+        # its default; a product's labelled split-dose window widens it (review45 F1)
+        gap = SPLIT_DOSE_GAP_DAYS if split_dose_gap_days is None else split_dose_gap_days
+        if not (isinstance(gap, (int, float)) and gap >= 0):
+            raise ValueError(f"split_dose_gap_days must be a number of days >= 0, not {gap!r}")
+        self.split_dose_gap_days = float(gap)
         self.missing_dose = missing_dose
         self.no_infusion = no_infusion
         self.peak_window = check_option("peak_window", peak_window, PEAK_WINDOWS)
@@ -47,7 +53,8 @@ class _SteinFitter:
     def _prepare(self, data: Any, doses: pl.DataFrame | None, covariates: pl.DataFrame | None) -> _Data:
         return _prepare(data, doses=doses, covariates=covariates, param=self.param, blq=self.blq,
                         blq_below_lloq=self.blq_below_lloq, dose_handling=self.dose_handling,
-                        missing_dose=self.missing_dose, no_infusion=self.no_infusion)
+                        missing_dose=self.missing_dose, no_infusion=self.no_infusion,
+                        split_dose_gap_days=getattr(self, "split_dose_gap_days", SPLIT_DOSE_GAP_DAYS))
 
     def _finish_individual(self, df: pl.DataFrame, d: _Data) -> pl.DataFrame:
         """``peak_window`` (flag, and null the extrapolated peak), the AUC's extrapolated share

@@ -14,12 +14,13 @@ import polars as pl
 
 from cartlab._days import day_text
 from cartlab.errors import InputError
-from cartlab.kinetics.agents import car_t_infusions
+from cartlab.kinetics.agents import car_t_infusions, split_dose_gap_expr
 from cartlab.kinetics.car import CarKineticsOptions
 from cartlab.kinetics.stein.curve import Dosing
 from cartlab.kinetics.stein.params import BLQ_METHODS, DOSE_HANDLINGS, MISSING_DOSES, NO_INFUSION
 
-__all__ = ["PEAK_COLUMNS", "observed_peaks", "FIRST_DOSE_NOTE", "SPLIT_DOSE_GAP_DAYS", "SPLIT_DOSE_NOTE"]
+__all__ = ["PEAK_COLUMNS", "observed_peaks", "FIRST_DOSE_NOTE", "SPLIT_DOSE_GAP_DAYS", "SPLIT_DOSE_NOTE",
+           "split_dose_note"]
 
 #: the dosing_note of a subject with several infusions under dose_handling='first' contains this
 #: (review 41 F5: Stein 2019 had one infusion per patient; applying the model across a re-infusion is
@@ -31,9 +32,17 @@ FIRST_DOSE_NOTE = "dose_handling='first' counts time from the first and treats t
 #: rule car_kinetics.profile_end), so that both engines read a subject's infusions alike
 SPLIT_DOSE_GAP_DAYS: float = CarKineticsOptions.split_dose_gap_days
 
+def split_dose_note(gap_days: float, labelled: bool = False) -> str:
+    """The dosing_note of a subject whose infusions are all fractions of one split dose: each within
+    ``gap_days`` (the analysis's kinetics.split_dose_gap_days) of the previous one or, ``labelled``, within
+    its product's labelled split-dose window (car_t_products.yaml, obe-cel; review45 F1)."""
+    return (f"fractions of one split dose (each within {gap_days:g} days of the previous, kinetics.split_dose_gap_days"
+            + (", or within the product's labelled split-dose window, car_t_products.yaml" if labelled else "")
+            + "): one dose at the first (dose_handling='first')")
+
+
 #: the dosing_note of a subject whose infusions are all within SPLIT_DOSE_GAP_DAYS of the previous one
-SPLIT_DOSE_NOTE = (f"fractions of one split dose (each within {SPLIT_DOSE_GAP_DAYS:g} days of the previous, "
-                   "kinetics.split_dose_gap_days): one dose at the first (dose_handling='first')")
+SPLIT_DOSE_NOTE = split_dose_note(SPLIT_DOSE_GAP_DAYS)
 
 
 @dataclass
@@ -107,6 +116,7 @@ def _from_study(study: Any, param: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     unit = pl.col("unit").fill_null("").str.to_lowercase().str.replace_all(" ", "")
     doses = doses.select(
         "subject_id", pl.col("day").alias("time"),
+        (pl.col("agent").cast(pl.String) if "agent" in doses.columns else pl.lit(None, dtype=pl.String)).alias("_agent"),
         pl.when(unit == "cells/kg").then(pl.col("dose"))
         .when(unit == "cells").then(pl.col("dose") / pl.col("weight_kg"))
         .otherwise(None).alias("dose"),
@@ -213,6 +223,7 @@ def _prepare(
     dose_handling: str = "first",
     missing_dose: str = "error",
     no_infusion: str = "drop",
+    split_dose_gap_days: float = SPLIT_DOSE_GAP_DAYS,
 ) -> _Data:
     if blq not in BLQ_METHODS:
         raise ValueError(f"blq must be one of {', '.join(map(repr, BLQ_METHODS))}")
@@ -331,14 +342,19 @@ def _prepare(
         # more than SPLIT_DOSE_GAP_DAYS after the previous one (a re-infusion, as the NCA's profile_end reads
         # it) gets FIRST_DOSE_NOTE, which the command warns about; the fractions of a split dose (days 0, 2)
         # are one dose as intended, noted without it (review41_diff2 F11)
-        g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time")
-        for sid, times in g.iter_rows():
+        # the gap is the analysis's (split_dose_gap_days), widened for a product with a labelled split dose
+        agent = pl.col("_agent") if "_agent" in dose_df.columns else pl.lit(None, dtype=pl.String)
+        g = (dose_df.sort("time").with_columns(split_dose_gap_expr(agent, split_dose_gap_days).alias("_max_gap"))
+             .group_by("subject_id", maintain_order=True).agg("time", "_max_gap"))
+        for sid, times, gaps in g.iter_rows():
             if sid in pos and len(times) > 1:
                 days = ", ".join(day_text(x) for x in times)
-                if any(b - a > SPLIT_DOSE_GAP_DAYS for a, b in zip(times, times[1:])):
+                if any(b - a > m for a, b, m in zip(times, times[1:], gaps[1:])):
                     note = f"{len(times)} infusions (days {days} from the first); {FIRST_DOSE_NOTE}"
                 else:
-                    note = f"{len(times)} infusions (days {days} from the first); {SPLIT_DOSE_NOTE}"
+                    labelled = any(b - a > split_dose_gap_days for a, b in zip(times, times[1:]))
+                    note = (f"{len(times)} infusions (days {days} from the first); "
+                            f"{split_dose_note(split_dose_gap_days, labelled)}")
                 notes[sid] = "; ".join(x for x in (notes.get(sid), note) if x)
     if dose_handling == "superpose" and dose_df is not None and dose_df.height:
         g = dose_df.sort("time").group_by("subject_id", maintain_order=True).agg("time", "dose", "_row")

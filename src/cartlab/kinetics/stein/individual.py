@@ -257,6 +257,7 @@ class SteinModel(_SteinFitter):
         missing_dose: str = "error",
         no_infusion: str = "drop",
         peak_window: str = "observed",
+        split_dose_gap_days: float | None = None,
         derived_if_unidentified: str = "null",
         prior_dominated_shrinkage: float = PRIOR_DOMINATED_SHRINKAGE,
         auc_extrap_warn_pct: float = AUC_EXTRAP_WARN_PCT,
@@ -296,7 +297,8 @@ class SteinModel(_SteinFitter):
         self._comedication_rule = "; ".join(f"{n} {used[n]:g} ({src[n]})" for n in ("ftoci", "fster"))
         self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling, ftoci=used["ftoci"],
                            fster=used["fster"], tlag=tlag, param=param, missing_dose=missing_dose,
-                           no_infusion=no_infusion, peak_window=peak_window)
+                           no_infusion=no_infusion, peak_window=peak_window,
+                           split_dose_gap_days=split_dose_gap_days)
 
     def _sigma_setting(self) -> tuple[float | None, str]:
         """(the residual SD held fixed, or None when it is estimated; how it was chosen)."""

@@ -208,6 +208,7 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         missing_dose: str = "error",
         no_infusion: str = "drop",
         peak_window: str = "observed",
+        split_dose_gap_days: float | None = None,
         prior_dominated_shrinkage: float = PRIOR_DOMINATED_SHRINKAGE,
         shrinkage_warn_pct: float = WARN_DEFAULTS["shrinkage_warn_pct"],
         rse_warn_pct: float = WARN_DEFAULTS["rse_warn_pct"],
@@ -240,7 +241,8 @@ class SteinPopulationModel(_Saem, _SteinFitter):
         self._data_options(blq=blq, blq_below_lloq=blq_below_lloq, dose_handling=dose_handling,
                            ftoci=1.0 if ftoci is None else ftoci, fster=1.0 if fster is None else fster,
                            tlag=tlag, param=param, missing_dose=missing_dose,
-                           no_infusion=no_infusion, peak_window=peak_window)
+                           no_infusion=no_infusion, peak_window=peak_window,
+                           split_dose_gap_days=split_dose_gap_days)
         self.compute_se = compute_se
         self.compute_ll = compute_ll
         self.n_is = n_is
