@@ -46,9 +46,11 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
     # absent_interventions (an interventions.csv not given is unknown)
     # session 40 (review s40 A1/A2): never_above_window_end, nontransient_length; (review 40 A2) absent_events
     added = {"icaht_2023": {"never_above_data_from_day", "late_nontransient", "late_episode_span",
-                            "never_above_window_end", "nontransient_length", "absent_events"},
+                            "never_above_window_end", "nontransient_length", "absent_events",
+                            # session 45 (review 45 F1, F2): early_censor_events, late_end_doses
+                            "early_censor_events", "late_end_doses"},
              "t_icaht_2025": {"late_nontransient", "absent_interventions", "nontransient_length",
-                              "absent_events"}}.get(name, set())
+                              "absent_events", "censor_doses"}}.get(name, set())
     now = {k: v for k, v in table.defaults.items() if k not in added}
     if name == "icaht_2023":
         assert now.pop("late_end_events") == [*before["defaults"]["late_end_events"], "death"]
@@ -87,7 +89,8 @@ def test_count_recovery_rows_moved_to_their_own_table_unchanged():
                                "transfusion_supported": "transfusion_free_rule",
                                "censor_events": ["allo_hsct", "new_therapy"],
                                "absent_interventions": "unknown",  # session 38 (CHANGELOG)
-                               "never_below_max_gap_days": None}  # session 40 (review s40 B1)
+                               "never_below_max_gap_days": None,  # session 40 (review s40 B1)
+                               "censor_doses": "reinfusion_or_lymphodepletion"}  # session 45 (review 45 F2)
     assert (now["neutrophil"], now["platelet"]) == (before["neutrophil"], before["platelet"])
     assert now["status"] == "verified"  # both rows are verified (as before)
     assert "recovery" not in load_raw("icaht_2023")  # one home for each rule id

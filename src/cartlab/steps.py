@@ -76,8 +76,10 @@ def _adae(study, o, crs_daily, icans_daily, icaht):
     return derive_adae_toxicity(study, parts, aeout_unobserved=o.adam.aeout_unobserved if o.adam else "unknown")
 
 
-def _engine(module: str, name: str, option: str | None = None, **tables: str):
-    """A step running ``module.name(study, options=<AnalysisOptions.option>, <arg>=<table>, ...)``."""
+def _engine(module: str, name: str, option: str | None = None, gap: bool = False, **tables: str):
+    """A step running ``module.name(study, options=<AnalysisOptions.option>, <arg>=<table>, ...)``;
+    ``gap``: also ``split_dose_gap_days`` (the analysis's kinetics option: what makes a later CAR-T
+    dose a re-infusion, session 45)."""
 
     def run(study, o, **inputs):
         import importlib
@@ -87,6 +89,8 @@ def _engine(module: str, name: str, option: str | None = None, **tables: str):
         if option is not None:
             kwargs["options"] = (o.endpoint_options() if option == "endpoints" else
                                  o.best_response_options() if option == "best_response" else getattr(o, option))
+        if gap:
+            kwargs["split_dose_gap_days"] = _split_dose_gap(o)
         return fn(study, **kwargs)
 
     run.__name__ = name
@@ -244,8 +248,9 @@ def _exposure(study, o, kinetics_summary, best_response, crs_summary):
              .join(best_response.select("subject_id", "best_response",
                                         *[c for c in ("responder",) if c in best_response.columns]),
                    on="subject_id", how="left")  # the analysis's responder definition (review40 B8)
-             .join(crs_summary.select("subject_id", "crs_grade_astct", *[c for c in ("crs_grade_astct_max",)
-                                                                        if c in crs_summary.columns]),
+             .join(crs_summary.select("subject_id", "crs_grade_astct",  # the range, as the report (review45 F6)
+                                      *[c for c in ("crs_grade_astct_min", "crs_grade_astct_max")
+                                        if c in crs_summary.columns]),
                    on="subject_id", how="left"))
     return derive_exposure_response(frame, min_epv=(o.exposure or ExposureOptions()).min_epv)
 
@@ -279,14 +284,14 @@ STEPS: tuple[Step, ...] = (
     _step(("crs_cross_scale_pairwise", "crs_cross_scale_summary"), _concordance,
           "CRS scales: concordance (Pennisi 2020)", inputs=("crs_cross_scale",), per_subject=False,
           fix=GRADING_FIX),
-    _step("icaht", _engine(HEMATO, "derive_icaht", "icaht", daily="icaht_daily"), "EHA/EBMT ICAHT",
+    _step("icaht", _engine(HEMATO, "derive_icaht", "icaht", gap=True, daily="icaht_daily"), "EHA/EBMT ICAHT",
           fix="check these subjects' NEUT/PLAT rows"),
     _step("icaht_summary", _icaht_summary, "EHA/EBMT ICAHT", inputs=("icaht",), write=False),
-    _step("icaht_daily", _engine(HEMATO, "derive_icaht_daily", "icaht"), "EHA/EBMT ICAHT (daily ANC)"),
-    _step("t_icaht", _engine(HEMATO, "derive_t_icaht", "t_icaht", daily="t_icaht_daily"), "T-ICAHT (thrombocytopenia)",
+    _step("icaht_daily", _engine(HEMATO, "derive_icaht_daily", "icaht", gap=True), "EHA/EBMT ICAHT (daily ANC)"),
+    _step("t_icaht", _engine(HEMATO, "derive_t_icaht", "t_icaht", gap=True, daily="t_icaht_daily"), "T-ICAHT (thrombocytopenia)",
           fix="check these subjects' PLAT rows and platelet transfusions"),
-    _step("t_icaht_daily", _engine(HEMATO, "derive_t_icaht_daily", "t_icaht"), "T-ICAHT (daily platelets)"),
-    _step("count_recovery", _engine(HEMATO, "derive_count_recovery", "count_recovery"), "count recovery"),
+    _step("t_icaht_daily", _engine(HEMATO, "derive_t_icaht_daily", "t_icaht", gap=True), "T-ICAHT (daily platelets)"),
+    _step("count_recovery", _engine(HEMATO, "derive_count_recovery", "count_recovery", gap=True), "count recovery"),
     _step("car_hematotox", _engine(HEMATO, "derive_car_hematotox", "car_hematotox"), "CAR-HEMATOTOX"),
     _step("easix", _engine(HEMATO, "derive_easix", "easix"), "EASIX"),
     _step("iec_hs_flags", _engine(HEMATO, "derive_iec_hs_flags", "iec_hs"), "IEC-HS flags"),

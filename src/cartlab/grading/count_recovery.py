@@ -18,6 +18,7 @@ from cartlab.criteria import CriteriaOptions
 from cartlab.grading.absent_interventions import interventions_unknown
 from cartlab.grading.common import load_criteria
 from cartlab.grading.hemato_common import CMP as _CMP
+from cartlab.grading.hemato_common import EndDoses, dose_ends, transfusion_days
 from cartlab.grading.hemato_common import bounds as _bounds
 from cartlab.grading.hemato_common import censored_days as _censored_days
 from cartlab.grading.hemato_common import daily_values as _daily
@@ -28,7 +29,6 @@ from cartlab.grading.hemato_common import param_obs as _param_obs
 from cartlab.grading.hemato_common import point as _point
 from cartlab.grading.hemato_common import subject_order as _subject_order
 from cartlab.grading.hemato_common import to_canonical as _to_canonical
-from cartlab.grading.hemato_common import transfusion_days
 from cartlab.grading.hemato_common import unique_refs_expr as _refs
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -56,6 +56,7 @@ class RecoveryOptions(CriteriaOptions):
     never_below_max_gap_days: Annotated[int, Field(ge=0)] | None = None
     transfusion_supported: Literal["transfusion_free_rule", "as_measured"] | None = None
     censor_events: tuple[str, ...] | None = None
+    censor_doses: EndDoses | None = None
     absent_interventions: Literal["unknown", "none_given"] | None = None
     criteria: str = "count_recovery"
 
@@ -426,7 +427,8 @@ def _transfusions_unknown(rec: pl.DataFrame, free: int) -> pl.DataFrame:
             f"recovery is on or after day_min with no later day excluded"))).otherwise(pl.col("reason")).alias("reason"))
 
 
-def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) -> pl.DataFrame:
+def derive_count_recovery(study: Study, options: RecoveryOptions | None = None,
+                          split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """Neutrophil and platelet recovery day per subject (ASTCT / CIBMTR definitions).
 
     Per kind (``neutrophil``, ``platelet``): ``<kind>_recovery_day`` (Float64; empty unless decided),
@@ -448,6 +450,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     a run it could complete makes the day not evaluable, and the reason gives what the CIBMTR reading
     (three consecutive values, mode "measurements") yields.
     """
+    # split_dose_gap_days: the analysis's kinetics.split_dose_gap_days (None: its default, 7), what makes a
+    # later CAR-T dose a re-infusion that ends the window (option censor_doses)
     options = options or RecoveryOptions()
     opts = options.resolved()  # consecutive >= 1, mode, start and nadir validated
     table = load_criteria(options.criteria)
@@ -457,7 +461,14 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
         _SID, pl.col("d").alias("d_tx"), pl.col("ref").alias("tx_ref")).unique()
     # session 37 (review s37 B1/B2): the recovery window ends at the first censor event (values from
     # its day on are not counted) or at death; both are named as the censoring reason
-    ends = _first_events(study, list(opts["censor_events"]), "end")
+    ends = _first_events(study, list(opts["censor_events"]), "end").with_columns(
+        pl.col("end_event").alias("end_txt"), pl.lit("censor_events").alias("end_opt"))
+    # session 45 (review 45 F2): a re-infusion or a further lymphodepletion in doses.csv ends it too
+    doses = dose_ends(study, opts["censor_doses"], split_dose_gap_days).select(
+        _SID, pl.col("day").floor().alias("end_day"), pl.col("event").alias("end_event"), pl.col("ref").alias("end_ref"),
+        pl.col("why").alias("end_txt"), pl.lit("censor_doses").alias("end_opt"))
+    ends = pl.concat([ends, doses], how="vertical_relaxed").sort(_SID, "end_day", "end_opt", descending=[False, False, True]
+                                                                  ).group_by(_SID, maintain_order=True).first()
     deaths = _first_events(study, ["death"], "death")
     daily = (daily.join(ends.select(_SID, "end_day"), on=_SID, how="left")
              .filter(pl.col("end_day").is_null() | (pl.col("d") < pl.col("end_day"))).drop("end_day"))
@@ -469,6 +480,7 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
     sup_id = next((o["id"] for o in table.get("outcomes", [])
                    if o["id"] == "recovery.platelet_transfusion_supported"), None)
     ev_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.censor_event"), None)
+    dose_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.censor_dose"), None)
     ai_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.absent_interventions"), None)
     tx_unknown = interventions_unknown(study, opts["absent_interventions"])
     gap_id = next((o["id"] for o in table.get("outcomes", []) if o["id"] == "recovery.never_below_gap"), None)
@@ -516,8 +528,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
         why = (pl.when(by_event).then(pl.col("end_event")).when(by_death & (death >= L)).then(pl.lit("death"))
                .when(~by_death & (pl.col("fu_day") >= L)).then(pl.col("fu_code")).otherwise(pl.lit("last_value")))
         why_txt = (pl.when(by_event).then(pl.format(
-            "{} on day {}: option censor_events, values from that day on are not counted", pl.col("end_event"),
-            end_d.cast(pl.Int64)))
+            "{} on day {}: option {}, values from that day on are not counted", pl.col("end_txt"),
+            end_d.cast(pl.Int64), pl.col("end_opt")))
             .when(by_death & (death >= L)).then(pl.lit("death"))
             .when(~by_death & (pl.col("fu_day") >= L)).then(pl.col("fu_how"))
             .otherwise(pl.lit("the last value: it is after the end of follow-up")))
@@ -548,16 +560,18 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None) 
                                                                   pl.col("_gcsf_refs")))
                 .otherwise(pl.col("evidence")).alias("evidence")).drop("_gcsf", "_gcsf_refs")
         rid = pl.lit(rule["id"], dtype=pl.String)
-        extra_ids = [(pl.col("sup").fill_null(False), sup_id), (pl.col("by_event").fill_null(False), ev_id),
+        by_dose = pl.col("by_event").fill_null(False) & (pl.col("end_opt") == "censor_doses").fill_null(False)
+        extra_ids = [(pl.col("sup").fill_null(False), sup_id), (pl.col("by_event").fill_null(False) & ~by_dose, ev_id),
+                     (by_dose, dose_id),
                      (pl.col("txu").fill_null(False), ai_id)]
         rid = pl.concat_str(rid, *[pl.when(flag).then(pl.lit(f"; {i}")).otherwise(pl.lit("")) for flag, i in extra_ids
                                    if i])
         no_data = pl.when(pl.col("end_day").is_not_null()).then(pl.format(
-            f"no {label} from day 0 on before {{}} on day {{}} (option censor_events: values from that day on are "
-            "not counted).", pl.col("end_event"), pl.col("end_day").cast(pl.Int64))).otherwise(
+            f"no {label} from day 0 on before {{}} on day {{}} (option {{}}: values from that day on are "
+            "not counted).", pl.col("end_txt"), pl.col("end_day").cast(pl.Int64), pl.col("end_opt"))).otherwise(
             pl.lit(f"no {label} from day 0 on."))
         out = out.join(rec.drop("_order", strict=False), on=_SID, how="left").join(
-            ends.select(_SID, "end_day", "end_event"), on=_SID, how="left").select(
+            ends.select(_SID, "end_day", "end_event", "end_txt", "end_opt"), on=_SID, how="left").select(
             *out.columns,
             pl.col("day").alias(f"{kind}_recovery_day"),
             pl.col("day_min").alias(f"{kind}_recovery_day_min"),

@@ -609,12 +609,55 @@ def day_ranges(frame: pl.DataFrame, name: str) -> pl.DataFrame:
 # windows ending at clinical events
 
 
+#: what in doses.csv ends a window as a new therapy does (options ``icaht.late_end_doses``,
+#: ``t_icaht.censor_doses``, ``count_recovery.censor_doses``; session 45, review 45 F2)
+EndDoses = Literal["reinfusion_or_lymphodepletion", "none"]
+
+
+def dose_ends(study: Study, mode: str | None, gap_days: float | None = None) -> pl.DataFrame:
+    """The doses.csv rows that start a new CAR-T course, as a ``new_therapy`` event would end a window
+    (the spec's late window ends at "relapse, new therapy, HSCT or last follow-up"; Rejeski 2025, T-ICAHT
+    Table 1 footnote: "censoring at the time of ... subsequent line of therapy"): with ``mode``
+    ``reinfusion_or_lymphodepletion``, every CAR-T re-infusion (a CAR-T dose more than ``gap_days`` - the
+    analysis's ``kinetics.split_dose_gap_days``, None its default, 7 - after the previous one:
+    :func:`cartlab.response.infusion_evidence.reinfusions`) and every dose of a lymphodepletion agent of
+    ``ld_agents.yaml`` on or after day 1 (a further lymphodepletion course). ``subject_id``, ``day``
+    (Float64), ``event`` (reinfusion | lymphodepletion), ``why`` ("new CAR-T course (re-infusion,
+    doses.csv:7)", "new CAR-T course (lymphodepletion: fludarabine, doses.csv:5)") and ``ref``; no row with
+    ``none``."""
+    schema = {"subject_id": pl.String, "day": pl.Float64, "event": pl.String, "why": pl.String, "ref": pl.String}
+    if mode in (None, "none") or study.doses.height == 0:
+        return pl.DataFrame(schema=schema)
+    if mode != "reinfusion_or_lymphodepletion":
+        raise ValueError(f"unknown dose censoring {mode!r} (reinfusion_or_lymphodepletion or none)")
+    from cartlab.grading.ld_agents import canonical_agent_expr, known_agents
+    from cartlab.response.infusion_evidence import reinfusions
+
+    re = [(sid, float(day), "reinfusion", ref) for sid, rows in reinfusions(study, gap_days).items() for day, ref in rows]
+    reinf = pl.DataFrame(re, schema=[("subject_id", pl.String), ("day", pl.Float64), ("event", pl.String),
+                                     ("ref", pl.String)], orient="row")
+    d = study.doses.filter(pl.col("day").is_not_null() & (pl.col("day") >= 1)).with_columns(
+        canonical_agent_expr(pl.col("agent")).alias("_agent"))
+    ld = d.filter(pl.col("_agent").is_in(list(known_agents()))).select(
+        "subject_id", pl.col("day").cast(pl.Float64), pl.lit("lymphodepletion").alias("event"),
+        evidence_ref().alias("ref"), "_agent")
+    why_ref = pl.when(pl.col("ref").is_not_null()).then(pl.format(", {}", pl.col("ref"))).otherwise(pl.lit(""))
+    return pl.concat([
+        reinf.select("subject_id", "day", "event", pl.concat_str(pl.lit("new CAR-T course (re-infusion"), why_ref,
+                                                                 pl.lit(")")).alias("why"), "ref"),
+        ld.select("subject_id", "day", "event", pl.concat_str(pl.lit("new CAR-T course (lymphodepletion: "),
+                                                              pl.col("_agent"), why_ref, pl.lit(")")).alias("why"), "ref"),
+    ]).sort("subject_id", "day").select(list(schema)).cast(schema)
+
+
 def event_windows(study: Study, sids: list[str], start: float, end_day: float, events: Iterable[str],
-                  at_last_followup: bool, min_event_day: float | None = None) -> pl.DataFrame:
+                  at_last_followup: bool, min_event_day: float | None = None,
+                  doses: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per subject of ``sids`` (in that order): ``start``, ``end`` (the earliest of
-    ``end_day``, the first of ``events`` - only those on or after ``min_event_day`` when given - and,
-    when ``at_last_followup``, the last follow-up day), ``why`` (what ends it, ", "-joined when
-    several do) and ``evidence`` (the rows of the ending events)."""
+    ``end_day``, the first of ``events`` - only those on or after ``min_event_day`` when given -, the
+    first of ``doses`` (:func:`dose_ends`: a re-infusion or a further lymphodepletion, as a new therapy)
+    and, when ``at_last_followup``, the last follow-up day), ``why`` (what ends it, ", "-joined when
+    several do) and ``evidence`` (the rows of the ending events and doses)."""
     sid = "subject_id"
     ev = study.events.filter(pl.col("event").is_in(list(events)) & pl.col("day").is_not_null())
     if min_event_day is not None:
@@ -627,6 +670,8 @@ def event_windows(study: Study, sids: list[str], start: float, end_day: float, e
         ev.select(sid, pl.col("day").cast(pl.Float64), pl.col("event").cast(pl.String).alias("why"), "ref",
                   pl.lit(1).alias("_k")),
     ]
+    if doses is not None and doses.height:
+        ends.append(doses.select(sid, pl.col("day").cast(pl.Float64), "why", "ref", pl.lit(1).alias("_k")))
     if at_last_followup and study.subjects.height:
         lfu = study.subjects.unique(sid, keep="last", maintain_order=True).filter(
             pl.col("last_followup_day").is_not_null())

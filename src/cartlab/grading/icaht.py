@@ -28,12 +28,14 @@ from cartlab.criteria import CriteriaTable, load_table
 from cartlab.errors import SubjectsWarning
 from cartlab.grading.hemato_common import (
     CountWindowOptions,
+    EndDoses,
     Number,
     below_durations,
     censored_flag,
     censored_text,
     daily_series,
     day_ranges,
+    dose_ends,
     early_upper_grade,
     empty,
     event_windows,
@@ -83,11 +85,23 @@ class IcahtOptions(CountWindowOptions):
     never_above_requires_full_window: bool | None = None
     never_above_data_from_day: Number | None = None
     never_above_window_end: Literal["death", "death_or_last_followup"] | None = None
+    early_censor_events: tuple[str, ...] | None = None
     late_end_events_from_day: Number | None = None
+    late_end_doses: EndDoses | None = None
     late_nontransient: bool | None = None
     absent_events: Literal["unknown", "none_happened"] | None = None
     late_episode_span: Literal["qualifying_measurements", "window"] | None = None
     criteria: str = "icaht_2023"
+
+    def __post_init__(self) -> None:
+        from cartlab.io.schema import EVENTS
+
+        ev = self.early_censor_events
+        bad = [e for e in (ev or ()) if e not in EVENTS]
+        if bad or (ev is not None and "death" not in ev):  # a misspelt event would silently censor nothing
+            raise ValueError(f"early_censor_events: {', '.join(map(repr, bad)) or repr(list(ev or ()))}: choose events "
+                             f"of events.csv from {', '.join(EVENTS)}, death included (the early window always ends "
+                             "at death)")
 
 
 def _early_level_names(table: CriteriaTable, levels: dict[str, float]) -> list[str]:
@@ -110,10 +124,12 @@ def early_level_columns(options: IcahtOptions | None = None) -> list[str]:
 def _late_windows(study: Study, opts: dict[str, Any]) -> pl.DataFrame:
     return event_windows(study, subject_ids(study), opts["late_start_day"], opts["late_end_day"],
                          opts["late_end_events"], opts["late_end_at_last_followup"],
-                         min_event_day=opts["late_end_events_from_day"])
+                         min_event_day=opts["late_end_events_from_day"],
+                         doses=dose_ends(study, opts["late_end_doses"], opts.get("split_dose_gap_days")))  # review 45 F2
 
 
-def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.DataFrame:
+def derive_icaht_daily(study: Study, options: IcahtOptions | None = None,
+                       split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """The daily ANC series ICAHT is graded on, one row per subject and calendar day.
 
     Columns: ``day``, ``anc`` (10^9/L), ``source`` (measured | interpolated | missing),
@@ -122,13 +138,28 @@ def derive_icaht_daily(study: Study, options: IcahtOptions | None = None) -> pl.
     NEUT row of the day, or the two neighbouring rows an interpolated value comes from).
     """
     options = options or IcahtOptions()
-    opts = options.resolved()
+    opts = {**options.resolved(), "split_dose_gap_days": split_dose_gap_days}
     levels = table_levels(load_table(options.criteria), "NEUT")
     daily = daily_series(study, "NEUT", opts, "ANC").rename({"value": "anc"})
     lo, hi = opts["early_window"]
+    cut = _early_ends(study, subject_ids(study), opts).select("subject_id", "_early_cut", "_early_end_why")
+    early_day = (pl.col("day") >= lo) & (pl.col("day") <= hi) & (pl.col("_early_cut").is_null()
+                                                                  | (pl.col("day") <= pl.col("_early_cut")))
     daily = daily.join(windows_frame(_late_windows(study, opts)), on="subject_id", how="left",
-                       maintain_order="left").with_columns(
-        pl.when((pl.col("day") >= lo) & (pl.col("day") <= hi)).then(pl.lit("early"))
+                       maintain_order="left").join(cut, on="subject_id", how="left", maintain_order="left")
+    # session 45 (review 45 F1, option early_censor_events): a day of a censored early window
+    # interpolated toward an ANC after the censoring has no value (as T-ICAHT's censored windows)
+    nxt = pl.when(recorded_day()).then(pl.col("day")).backward_fill().over("subject_id")
+    leak = (early_day & (pl.col("source") == "interpolated") & (nxt > pl.col("_early_cut"))).fill_null(False)
+    daily = daily.with_columns(
+        pl.when(leak).then(None).otherwise(pl.col("anc")).alias("anc"),
+        pl.when(leak).then(pl.lit("missing")).otherwise(pl.col("source")).alias("source"),
+        pl.when(leak).then(pl.format(
+            "no ANC: the next count (day {}) is after the early window's censored end (day {}: {}) and is not used",
+            nxt, pl.col("_early_cut"), pl.col("_early_end_why"))).otherwise(pl.col("reason")).alias("reason"),
+        pl.when(leak).then(pl.lit([], dtype=EVIDENCE)).otherwise(pl.col("evidence")).alias("evidence"),
+    ).with_columns(
+        pl.when(early_day).then(pl.lit("early"))
         .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
         .otherwise(pl.lit(None, dtype=pl.String)).alias("window"),
         # a censored result ("<0.1") is at or below a level when its bound says so, unknown otherwise
@@ -147,9 +178,14 @@ def _early_ends(study: Study, sids: list[str], opts: dict[str, Any]) -> pl.DataF
     0-30" is judged up to it): the earliest of day 30 and death, and with the option
     ``never_above_window_end=death_or_last_followup`` (Liang's min(30, last follow-up)) the last
     follow-up day too (session 40, review s40 A1: a living subject whose follow-up ends on day 5 was
-    grade 4 from 6 days of data). ``_early_end_why`` (day 30 | death | last follow-up), ``_lfu``
-    (the last follow-up day), ``_death`` and ``_end_ev`` (the death row when death ends the window)."""
-    hi = int(opts["early_window"][1])
+    grade 4 from 6 days of data). With option ``early_censor_events`` beyond death (session 45, review
+    45 F1; the T-ICAHT footnote's "censoring at the time of disease progression, subsequent line of
+    therapy, or death") the first of those events on or after day 0 - and, with ``new_therapy`` among
+    them, the first new CAR-T course of doses.csv (option ``late_end_doses``) - ends it too
+    (``_early_cut``: its day, null when no such event cuts the window). ``_early_end_why`` (day 30 |
+    death | last follow-up | the event), ``_lfu`` (the last follow-up day), ``_death`` and ``_end_ev``
+    (the row of the death or event ending the window)."""
+    lo, hi = (int(x) for x in opts["early_window"])
     with_lfu = opts["never_above_window_end"] == "death_or_last_followup"
     death = (study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
              .with_columns(evidence_ref().alias("_ref")).sort("day")
@@ -157,15 +193,56 @@ def _early_ends(study: Study, sids: list[str], opts: dict[str, Any]) -> pl.DataF
              .agg(pl.col("day").first().floor().cast(pl.Int64).alias("_death"), pl.col("_ref").first()))
     lfu = (study.subjects.unique("subject_id", keep="last").filter(pl.col("last_followup_day").is_not_null())
            .select("subject_id", pl.col("last_followup_day").floor().cast(pl.Int64).alias("_lfu")))
-    end = pl.min_horizontal(pl.lit(hi, dtype=pl.Int64), "_death", *(["_lfu"] if with_lfu else []))
+    cuts = _early_cut_rows(study, opts, [e for e in opts["early_censor_events"] if e != "death"]).filter(
+        pl.col("day") >= lo).group_by("subject_id", maintain_order=True).agg(
+        pl.col("day").first().floor().cast(pl.Int64).alias("_cut"), pl.col("why").first().alias("_cut_why"),
+        pl.col("ref").first().alias("_cut_ref"))
+    dth = pl.col("_death")  # death always ends it (IcahtOptions refuses early_censor_events without it)
+    end = pl.min_horizontal(pl.lit(hi, dtype=pl.Int64), dth, "_cut", *(["_lfu"] if with_lfu else []))
+    by_death, by_cut = dth <= end, pl.col("_cut") <= end
     return (pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
             .join(death, on="subject_id", how="left", maintain_order="left")
             .join(lfu, on="subject_id", how="left", maintain_order="left")
-            .select("subject_id", end.alias("_early_end"), pl.when(pl.col("_death") <= end).then(pl.lit("death"))
+            .join(cuts, on="subject_id", how="left", maintain_order="left")
+            .select("subject_id", end.alias("_early_end"), pl.when(by_death).then(pl.lit("death"))
+                    .when(by_cut).then(pl.col("_cut_why"))
                     .when(pl.lit(with_lfu) & (pl.col("_lfu") <= end)).then(pl.lit("last follow-up"))
-                    .otherwise(pl.lit(f"day {hi}")).alias("_early_end_why"), "_lfu", "_death",
-                    pl.when(pl.col("_death") <= end).then(pl.concat_list(pl.col("_ref")))
-                    .otherwise(pl.lit([], dtype=EVIDENCE)).alias("_end_ev")))
+                    .otherwise(pl.lit(f"day {hi}")).alias("_early_end_why"), "_lfu",
+                    dth.alias("_death"), pl.when(by_cut & ~by_death.fill_null(False)).then(pl.col("_cut"))
+                    .alias("_early_cut"),
+                    pl.when(by_death).then(pl.concat_list(pl.col("_ref")))
+                    .when(by_cut).then(pl.concat_list(pl.col("_cut_ref")))
+                    .otherwise(pl.lit([], dtype=EVIDENCE)).list.drop_nulls().alias("_end_ev")))
+
+
+#: the events of the T-ICAHT footnote's early censoring other than death (option early_censor_events)
+_CENSORABLE = ("relapse", "new_therapy", "allo_hsct")
+
+
+def _early_cut_rows(study: Study, opts: dict[str, Any], events: list[str]) -> pl.DataFrame:
+    """``subject_id``, ``day``, ``why`` (the event, or the dose's text), ``ref``: the rows of ``events``
+    on or after day 0 and, with ``new_therapy`` among them, the new CAR-T courses of doses.csv (option
+    ``late_end_doses``: a re-infusion or a lymphodepletion dose on or after day 1), sorted by day."""
+    ev = study.events.filter(pl.col("event").is_in(events) & pl.col("day").is_not_null() & (pl.col("day") >= 0))
+    parts = [ev.select("subject_id", pl.col("day").cast(pl.Float64), pl.col("event").cast(pl.String).alias("why"),
+                       evidence_ref().alias("ref"))]
+    if "new_therapy" in events:
+        parts.append(dose_ends(study, opts["late_end_doses"], opts.get("split_dose_gap_days")).select("subject_id", "day", "why", "ref"))
+    return pl.concat(parts).sort("subject_id", "day")
+
+
+def _uncensored_early(study: Study, sids: list[str], opts: dict[str, Any], ends: pl.DataFrame) -> pl.DataFrame:
+    """``subject_id``, ``_early_uncensored`` (text) and ``_early_unc_refs``: the relapses, new therapies,
+    allo-HSCTs and new CAR-T courses (doses.csv) inside the early window that option
+    ``early_censor_events`` does not censor at (default ``[death]``, the spec's days 0-30; review 45 F1)."""
+    events = [e for e in _CENSORABLE if e not in opts["early_censor_events"]]
+    rows = _early_cut_rows(study, opts, events).join(ends.select("subject_id", "_early_end"), on="subject_id", how="inner").filter(
+        (pl.col("day") >= float(opts["early_window"][0])) & (pl.col("day").floor() <= pl.col("_early_end")))
+    return rows.sort("subject_id", "day").group_by("subject_id", maintain_order=True).agg(
+        pl.format("{} on day {}{}", pl.col("why"), day_expr(pl.col("day")),
+                  pl.when(pl.col("ref").is_not_null() & ~pl.col("why").str.contains("doses.csv", literal=True))
+                  .then(pl.format(" ({})", pl.col("ref"))).otherwise(pl.lit(""))).str.join(", ").alias("_early_uncensored"),
+        pl.col("ref").drop_nulls().alias("_early_unc_refs"))
 
 
 def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
@@ -174,11 +251,18 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     (``anc_le_<level>_days``/``_start``/``_end``/``_episodes``/``_recovery_days``/``_joined``) and
     ``never_above_<level>``. ``ends``: :func:`_early_ends` (without it: day 30 for every subject)."""
     lo, hi = opts["early_window"]
-    win = daily.filter(pl.col("day").is_between(lo, hi))
-    known = win.filter(pl.col("anc").is_not_null() | pl.col("anc_censored").is_not_null())
     sid = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
-    ends = (sid.with_columns(pl.lit(int(hi), dtype=pl.Int64).alias("_early_end")) if ends is None
-            else sid.join(ends.select("subject_id", "_early_end"), on="subject_id", how="left", maintain_order="left"))
+    ends = (sid.with_columns(pl.lit(int(hi), dtype=pl.Int64).alias("_early_end"),
+                             pl.lit(None, dtype=pl.Int64).alias("_early_cut")) if ends is None
+            else sid.join(ends.select("subject_id", "_early_end", "_early_cut"), on="subject_id", how="left",
+                          maintain_order="left"))
+    # days after an early_censor_events event are not in the window (session 45, review 45 F1)
+    cut = ends.filter(pl.col("_early_cut").is_not_null()).select("subject_id", "_early_cut")
+    win = daily.filter(pl.col("day").is_between(lo, hi))
+    if cut.height:
+        win = win.join(cut, on="subject_id", how="left", maintain_order="left").filter(
+            pl.col("_early_cut").is_null() | (pl.col("day") <= pl.col("_early_cut"))).drop("_early_cut")
+    known = win.filter(pl.col("anc").is_not_null() | pl.col("anc_censored").is_not_null())
     known = known.join(ends, on="subject_id", how="left")
     out = ends.join(
         known.group_by("subject_id").agg(
@@ -200,7 +284,9 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
               & (pl.col("_first_day") <= pl.col("_early_end")))
     if opts["never_above_requires_full_window"]:
         starts = pl.col("_first_day") == lo
-    complete = (starts & (pl.col("_n_to_end") == pl.col("_early_end") - frm + 1)).fill_null(False)
+    # a window censored before day 30 by an event other than death cannot show 'never above ... in days 0-30'
+    complete = (starts & (pl.col("_n_to_end") == pl.col("_early_end") - frm + 1)
+                & pl.col("_early_cut").is_null()).fill_null(False)
     for name in levels:
         d = below_durations(win, f"anc_le_{name}", int(opts["stable_recovery_days"]),
                             bool(opts["count_recovery_days_in_run"]), opts["duration"])
@@ -210,7 +296,7 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
         out = out.with_columns((low & complete).alias(f"never_above_{name}"),
                                # every known day at or below the level, but not up to E (the reason says so)
                                (low & ~complete).alias(f"_never_open_{name}"))
-    return out.drop([f"_all_{n}" for n in levels] + ["_first_day", "_n_to_end"])
+    return out.drop([f"_all_{n}" for n in levels] + ["_first_day", "_n_to_end", "_early_cut"])
 
 
 def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
@@ -224,8 +310,9 @@ def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[
              .group_by("subject_id").agg(pl.col("day").min().floor().cast(pl.Int64).alias("_death")))
     grid = (pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
             .join(death, on="subject_id", how="left")
-            .with_columns(pl.int_ranges(lo, pl.min_horizontal(pl.col("_death").fill_null(hi), pl.lit(hi)) + 1)
-                          .alias("day")).explode("day").drop("_death").drop_nulls("day"))
+            .join(ends.select("subject_id", "_early_cut"), on="subject_id", how="left")  # option early_censor_events
+            .with_columns(pl.int_ranges(lo, pl.min_horizontal(pl.col("_death").fill_null(hi), pl.lit(hi), "_early_cut")
+                                        + 1).alias("day")).explode("day").drop("_death", "_early_cut").drop_nulls("day"))
     flags = [f"anc_le_{n}" for n in levels]
     day = daily.filter(pl.col("day").is_between(lo, hi)).select("subject_id", "day", "anc", "anc_censored", "evidence",
                                                                   *flags)
@@ -336,7 +423,8 @@ def _unknown_past_end(daily: pl.DataFrame, wins: pl.DataFrame, levels: dict[str,
         .drop("_ws", "_we"))
 
 
-def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.DataFrame | None = None,
+                 split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """Early and late ICAHT grade per subject (EHA/EBMT 2023; see ``criteria/icaht_2023.yaml``).
 
     Columns: ``icaht_early_grade``/``icaht_late_grade`` (Int64, null when not evaluable),
@@ -350,11 +438,14 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     measurements), ``early_rule``/``early_reason``/``early_evidence``, the same for ``late_``, and
     the combined ``rule``, ``reason`` and ``evidence`` (the NEUT rows used).
     ``daily``: the output of :func:`icaht_daily` with the same options, when already computed.
+    ``split_dose_gap_days``: the analysis's ``kinetics.split_dose_gap_days`` (None: its default, 7), what
+    makes a later CAR-T dose a re-infusion that ends the late window (option ``late_end_doses``).
     """
     options = options or IcahtOptions()
     if late_end_unknown(study, options.resolved()):  # events.csv not given: the late window's end is unknown
-        return late_range(study, options, derive_icaht, "icaht", daily)  # (review 40 A2, icaht.conv.absent_events)
-    opts = options.resolved()
+        return late_range(study, options, derive_icaht, "icaht", daily,  # (review 40 A2, icaht.conv.absent_events)
+                          split_dose_gap_days=split_dose_gap_days)
+    opts = {**options.resolved(), "split_dose_gap_days": split_dose_gap_days}
     table = load_table(options.criteria)
     levels = table_levels(table, "NEUT")
     sids = subject_ids(study)
@@ -362,7 +453,7 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
         return empty({"subject_id": pl.String, "icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64,
                       "icaht_early_grade_max": pl.Int64, "early_unknown_days": pl.Int64,
                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
-    daily = derive_icaht_daily(study, options) if daily is None else daily
+    daily = derive_icaht_daily(study, options, split_dose_gap_days) if daily is None else daily
     ends = _early_ends(study, sids, opts)
     early = _early_features(daily, sids, opts, levels, ends)
     wins = _late_windows(study, opts)
@@ -378,10 +469,13 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
                on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(grades(table, opts))
     f = f.join(_early_upper(study, daily, sids, opts, levels, table, ends), on="subject_id", how="left",
-               maintain_order="left").join(ends.select("subject_id", "_early_end_why", "_lfu", "_end_ev"),
+               maintain_order="left").join(ends.select("subject_id", "_early_end_why", "_lfu", "_end_ev", "_early_cut"),
                                            on="subject_id", how="left", maintain_order="left")
-    # the death row that ends the early window is evidence of the early grade (review s40 B2)
-    f = f.with_columns(pl.concat_list("early_evidence", pl.col("_end_ev").fill_null(pl.lit([], dtype=EVIDENCE)))
+    f = f.join(_uncensored_early(study, sids, opts, ends), on="subject_id", how="left", maintain_order="left")
+    # the death (or censoring event) row that ends the early window is evidence of the early grade (review
+    # s40 B2), and so are the events inside it the window is not censored at (review 45 F1)
+    f = f.with_columns(pl.concat_list("early_evidence", pl.col("_end_ev").fill_null(pl.lit([], dtype=EVIDENCE)),
+                                      pl.col("_early_unc_refs").fill_null(pl.lit([], dtype=EVIDENCE)))
                        .list.unique(maintain_order=True).alias("early_evidence"))
     need = int(opts["late_min_measurements"])
     early_ok = pl.col("early_n_days") > 0
@@ -577,15 +671,27 @@ def _early_reason(opts: dict, levels: dict[str, float], names: list[str], never_
     # the window cut by death (or last follow-up, option never_above_window_end) is said, as T-ICAHT
     # says it (review s40 B2)
     cut = pl.col("_early_end") < hi
-    head = pl.when(cut).then(pl.format(f"days {lo}-{{}} (censored: {{}} on day {{}}; days {{}}-{hi} not observed): ",
-                                       pl.col("_early_end"), pl.col("_early_end_why"), pl.col("_early_end"),
-                                       pl.col("_early_end") + 1)).otherwise(pl.lit(""))
+    censor = "[" + ", ".join(opts["early_censor_events"]) + "]"
+    head = (pl.when(pl.col("_early_cut").is_not_null() & cut).then(pl.format(
+        f"days {lo}-{{}} (censored: {{}} on day {{}}, option early_censor_events={censor}; days {{}}-{hi} not counted, "
+        f"so 'never above' in days {lo}-{hi} is not established): ",
+        pl.col("_early_end"), pl.col("_early_end_why"), pl.col("_early_end"), pl.col("_early_end") + 1))
+        .when(cut).then(pl.format(f"days {lo}-{{}} (censored: {{}} on day {{}}; days {{}}-{hi} not observed): ",
+                                  pl.col("_early_end"), pl.col("_early_end_why"), pl.col("_early_end"),
+                                  pl.col("_early_end") + 1)).otherwise(pl.lit("")))
     parts += [duration_text(f"anc_le_{name}", f"ANC {sym} {fmt(levels[name])}", opts) for name in names]
+    # review 45 F1: a relapse, new therapy, allo-HSCT or new CAR-T course inside the window that option
+    # early_censor_events does not censor at is named (the spec's days 0-30 are cut only by death)
+    alt = "[relapse, new_therapy, allo_hsct, death]"
+    unc = pl.when(pl.col("_early_uncensored").is_not_null()).then(pl.format(
+        f" Not censored at (option early_censor_events={censor}: the early window is days {lo}-{hi}, cut only by "
+        f"{', '.join(opts['early_censor_events'])}; {alt} censors at them, as the T-ICAHT footnote does): {{}}.",
+        pl.col("_early_uncensored"))).otherwise(pl.lit(""))
     return (pl.when(pl.col("early_n_days").fill_null(0) == 0)
-            .then(pl.lit(f"not evaluable: no ANC in days {lo}-{hi} (measured or interpolated)."))
+            .then(pl.concat_str(pl.lit(f"not evaluable: no ANC in days {lo}-{hi} (measured or interpolated)."), unc))
             .otherwise(pl.concat_str(head, pl.concat_str(parts, separator="; ", ignore_nulls=True), pl.lit(" -> grade "),
                                      py_str(pl.col("icaht_early_grade")), pl.lit(" ("),
-                                     rule_texts(texts, "early_rule", "no ICAHT criterion met"), pl.lit(")."))))
+                                     rule_texts(texts, "early_rule", "no ICAHT criterion met"), pl.lit(")."), unc)))
 
 
 def _late_reason(opts: dict, levels: dict[str, float], texts: dict[str, str], sym: str) -> pl.Expr:

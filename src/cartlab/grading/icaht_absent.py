@@ -57,15 +57,15 @@ def _shortest_end(opts: dict[str, Any]) -> int:
 
 
 def late_range(study, options, derive: Callable[..., pl.DataFrame], prefix: str,
-               daily: pl.DataFrame | None = None) -> pl.DataFrame:
+               daily: pl.DataFrame | None = None, **kw: Any) -> pl.DataFrame:
     """``derive(study, options, daily)`` (``derive_icaht`` / ``derive_t_icaht``) with the late grade a
     range over the possible window ends (module docstring). ``prefix``: ``icaht`` / ``t_icaht``."""
     opts = options.resolved()
-    full = derive(study, replace(options, absent_events="none_happened"), daily)
+    full = derive(study, replace(options, absent_events="none_happened"), daily, **kw)
     end = _shortest_end(opts)
     with warnings.catch_warnings():  # the full run above has said them (early window, data)
         warnings.simplefilter("ignore")
-        short = derive(study, replace(options, absent_events="none_happened", late_end_day=end))
+        short = derive(study, replace(options, absent_events="none_happened", late_end_day=end), **kw)
     g, gmax = f"{prefix}_late_grade", f"{prefix}_late_grade_max"
     out = full.join(short.select("subject_id", pl.col(g).alias("_lo"), pl.col("late_rule").alias("_lo_rule"),
                                  pl.col("late_reason").alias("_lo_reason")),

@@ -29,10 +29,12 @@ from cartlab.criteria import CriteriaTable, load_table
 from cartlab.grading.absent_interventions import TX_MISSING, interventions_unknown, open_untransfused
 from cartlab.grading.hemato_common import (
     CountWindowOptions,
+    EndDoses,
     below_durations,
     censored_flag,
     censored_text,
     daily_series,
+    dose_ends,
     early_upper_grade,
     empty,
     event_windows,
@@ -80,6 +82,7 @@ class TIcahtOptions(CountWindowOptions):
 
     censor_events: tuple[str, ...] | None = None
     censor_day_inclusive: bool | None = None
+    censor_doses: EndDoses | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
@@ -101,10 +104,12 @@ def _windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[pl.Da
     lo, hi = opts["early_window"]
     end = pl.col("end")
     last = pl.when(pl.lit(bool(opts["censor_day_inclusive"])) | (end == hi)).then(end.floor()).otherwise(end.ceil() - 1)
-    early = event_windows(study, sids, lo, hi, opts["censor_events"], False, min_event_day=lo).with_columns(
+    doses = dose_ends(study, opts["censor_doses"], opts.get("split_dose_gap_days"))  # review 45 F2: a new CAR-T course ends both windows
+    early = event_windows(study, sids, lo, hi, opts["censor_events"], False, min_event_day=lo,
+                          doses=doses).with_columns(
         pl.min_horizontal(pl.lit(hi, dtype=pl.Float64), last).cast(pl.Int64).alias("_el"))
     late = event_windows(study, sids, opts["late_start_day"], opts["late_end_day"], opts["late_end_events"],
-                         opts["late_end_at_last_followup"], min_event_day=lo)
+                         opts["late_end_at_last_followup"], min_event_day=lo, doses=doses)
     late = late.with_columns(windows_frame(late).drop("subject_id")).join(
         early.select("subject_id", "_el"), on="subject_id", how="left", maintain_order="left")
     if events_absent(study):  # review 37 B1: the late window's end assumes no relapse, new therapy or death
@@ -113,7 +118,8 @@ def _windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[pl.Da
     return early, late
 
 
-def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> pl.DataFrame:
+def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None,
+                         split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """The daily platelet series T-ICAHT is graded on, one row per subject and calendar day.
 
     Columns: ``day``, ``plt`` (10^9/L), ``source`` (measured | interpolated | missing),
@@ -125,7 +131,7 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None) -> 
     ``evidence`` (PLAT rows, and the transfusion rows when they make the day count below).
     """
     options = options or TIcahtOptions()
-    opts = options.resolved()
+    opts = {**options.resolved(), "split_dose_gap_days": split_dose_gap_days}
     levels = table_levels(load_table(options.criteria), "PLAT")
     unknown = [n for n in opts["transfusion_supported_levels"] if n not in levels]
     if unknown:
@@ -326,20 +332,23 @@ def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any
                              table, opts, fills)
 
 
-def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None,
+                   split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """:func:`_derive_t_icaht`; with interventions.csv not given (``absent_interventions="unknown"``) the
     grades are those of the counts as measured (no transfusion: the lower bound) and the ``_max``
     columns the higher of that and the open reading, so an unknown transfusion only widens a grade,
     never lowers it (review 37 diff A1: opening counts split a run the recovery rule joins)."""
     options = options or TIcahtOptions()
     if late_end_unknown(study, options.resolved()):  # events.csv not given: the late window's end is unknown
-        return late_range(study, options, derive_t_icaht, "t_icaht", daily)  # (review 40 A2, t_icaht.conv.absent_events)
+        return late_range(study, options, derive_t_icaht, "t_icaht", daily,  # (review 40 A2, t_icaht.conv.absent_events)
+                          split_dose_gap_days=split_dose_gap_days)
     if not interventions_unknown(study, options.resolved()["absent_interventions"]):
-        return _derive_t_icaht(study, options, daily)
+        return _derive_t_icaht(study, options, daily, split_dose_gap_days)
     from dataclasses import replace
 
-    low = _derive_t_icaht(study, replace(options, absent_interventions="none_given"))  # the counts as measured
-    high = _derive_t_icaht(study, options, daily)  # counts after one below 20 open
+    low = _derive_t_icaht(study, replace(options, absent_interventions="none_given"),  # the counts as measured
+                          split_dose_gap_days=split_dose_gap_days)
+    high = _derive_t_icaht(study, options, daily, split_dose_gap_days)  # counts after one below 20 open
     out = low.join(high.select("subject_id", *[pl.col(f"t_icaht_{w}_grade_max").alias(f"_hi_{w}")
                                                for w in ("early", "late")]),
                    on="subject_id", how="left", maintain_order="left")
@@ -355,7 +364,8 @@ def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl
     return out.drop("_hi_early", "_hi_late")
 
 
-def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
+def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None,
+                    split_dose_gap_days: float | None = None) -> pl.DataFrame:
     """Early and late T-ICAHT grade per subject (Rejeski 2025; see ``criteria/t_icaht_2025.yaml``).
 
     Columns: ``t_icaht_early_grade``/``t_icaht_late_grade`` (Int64, null when not evaluable),
@@ -372,16 +382,18 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
     ``early_rule``/``early_reason``/``early_evidence``, the same for ``late_``, and the combined
     ``rule``, ``reason`` and ``evidence`` (PLAT, transfusion and censoring-event rows).
     ``daily``: the output of :func:`t_icaht_daily` with the same options, when already computed.
+    ``split_dose_gap_days``: the analysis's ``kinetics.split_dose_gap_days`` (None: its default, 7), what
+    makes a later CAR-T dose a re-infusion that ends both windows (option ``censor_doses``).
     """
     options = options or TIcahtOptions()
-    opts = options.resolved()
+    opts = {**options.resolved(), "split_dose_gap_days": split_dose_gap_days}
     table = load_table(options.criteria)
     levels = table_levels(table, "PLAT")
     sids = subject_ids(study)
     if not sids:
         return empty({"subject_id": pl.String, "t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
-    daily = derive_t_icaht_daily(study, options) if daily is None else daily
+    daily = derive_t_icaht_daily(study, options, split_dose_gap_days) if daily is None else daily
     early_w, late_w = _windows(study, sids, opts)
     f = _window_features(daily, sids, opts, levels, "early", "").rename(
         {"transfusion_supported_days": "early_transfusion_supported_days"}).join(
