@@ -120,7 +120,9 @@ def test_circulating_blasts_and_emd_prevent_remission():
 def test_emd_window_option():
     emd = [{"subject_id": "A", "day": 10.0, "event": "extramedullary_disease"}]
     assert cat(marrow(events=emd)) == "NR"
-    assert cat(marrow(events=emd), ResponseOptions(emd_window="assessment_day")) == "CR"
+    # review 45 F4 (session 45): an EMD event after the infusion but before the assessment window is not
+    # absence (the format has no "EMD resolved" record): the marrow's EMD status is unknown, NE (was CR)
+    assert cat(marrow(events=emd), ResponseOptions(emd_window="assessment_day")) == "NE"
     with pytest.raises(ValueError, match="emd_window"):
         derive_marrow_response(marrow(), ResponseOptions(emd_window="sometimes"))
 

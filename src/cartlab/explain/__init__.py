@@ -247,7 +247,15 @@ def _response(an: Analysis, sid: str) -> Explanation:
     head = (f"best response {b['best_response']} on day {day_text(b['best_response_day'])}"
             if b["best_response_day"] is not None else f"best response {b['best_response'] or 'not evaluable'}")
     if b["mrd_negative"] is not None:
-        head += f", MRD {'negative' if b['mrd_negative'] else 'positive'} at that marrow"
+        from cartlab.response.marrow_options import mrd_qualifies
+
+        qualifies = mrd_qualifies(b.get("criteria"))
+        if b["mrd_negative"] and b["best_response"] not in qualifies:  # review 45 F5: a threshold reading only
+            q = "/".join(qualifies)
+            head += (f", MRD below the threshold at that marrow ({b.get('criteria') or 'the criteria'}'s "
+                     f"'{q} without MRD' qualifies {q} only, not {b['best_response']})")
+        else:
+            head += f", MRD {'negative' if b['mrd_negative'] else 'positive'} at that marrow"
     head += f". {b['reason']}"
     # the relapse and the duration of response best_response.csv reports (review 38 B10): a relapse from
     # blood samples or an event has no marrow row, so it is named here and listed from the relapse table

@@ -39,7 +39,8 @@ from cartlab.response.marrow import (
     derive_marrow_response,
     derive_relapse,
 )
-from cartlab.response.marrow_options import applicable
+from cartlab.response.marrow_options import applicable, mrd_qualifies
+from cartlab.response.mrd_status import mrd_below_note
 from cartlab.response.relapse_episodes import mrd_off_day_note, mrd_off_marrow_day
 
 __all__ = [
@@ -493,6 +494,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             mrd = "below the assay limit" if best["mrd_fcm"] is None else f"{best['mrd_fcm']:.3g}"
             reason += (f"; MRDFCM {mrd} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
                        + (f" ({best['mrd_rule']}; specimen and LLOQ in marrow_response.csv)" if best.get("mrd_rule") else ""))
+            if best["mrd_negative"] and best["category"] not in (q := mrd_qualifies(best["criteria"])):
+                reason += "; " + mrd_below_note(best["category"], q, best["criteria"])  # review 45 F5
         elif (off := mrd_off_day_note(mrd_near.get(sid, []), best["day"])) is not None:
             reason += "; " + off  # an MRDFCM a few days off the marrow: named, not used (review 39 B3)
         reason += _mrd_day_note(best)  # review 41 F10: why the MRD status is empty; molecular markers (F4)
@@ -577,14 +580,17 @@ ADRS_COLUMNS = ("STUDYID", "USUBJID", "PARAMCD", "PARAM", "AVALC", "ADY", "CRIT"
                 "RULE", "REASON", "EVIDENCE")
 
 
-def _with_mrd_rule(frame: pl.DataFrame) -> pl.Expr:
+def _with_mrd_rule(frame: pl.DataFrame, category: str = "category") -> pl.Expr:
     """ADRS ``RULE``: the category's rule, and the MRD rule (``eln2022.MRD_negative``) when it decided
-    the MRD qualifier of RSSCAT / MRDNEG, so RULESTAT is the worse of the two. ADaM ADRS has no
-    standard variable for the MRD value, threshold or specimen (ADaM IG v1.3 BDS: one PARAMCD per
-    parameter); REASON carries them."""
+    the MRD qualifier of RSSCAT, so RULESTAT is the worse of the two: only for a category the
+    standard's MRD qualifier applies to (``mrd.qualifies``: ELN 2022 "CR, CRh, or CRi without MRD";
+    review 45 F5: an MLFS below the threshold is not "MRD negative", MRDNEG stays the threshold
+    reading). ADaM ADRS has no standard variable for the MRD value, threshold or specimen (ADaM IG
+    v1.3 BDS: one PARAMCD per parameter); REASON carries them."""
     if "mrd_rule" not in frame.columns:
         return pl.col("rule")
-    return (pl.when(pl.col("mrd_rule").is_not_null() & pl.col("rule").is_not_null())
+    return (pl.when(pl.col("mrd_rule").is_not_null() & pl.col("rule").is_not_null()
+                    & pl.col(category).is_in(list(mrd_qualifies())))
             .then(pl.concat_str(pl.col("rule"), pl.lit("; "), pl.col("mrd_rule"))).otherwise(pl.col("rule")))
 
 
@@ -613,7 +619,7 @@ def derive_adrs(study: Study, options: BestResponseOptions | None = None,
         pl.lit("BOR").alias("PARAMCD"), pl.lit("Best overall response").alias("PARAM"),
         pl.col("best_response").alias("AVALC"), pl.col("best_response_day").alias("ADY"),
         pl.col("criteria").alias("CRIT"), pl.col("best_response_mrd").alias("RSSCAT"),
-        pl.col("mrd_negative").alias("MRDNEG"), _with_mrd_rule(b).alias("RULE"), pl.col("reason").alias("REASON"),
+        pl.col("mrd_negative").alias("MRDNEG"), _with_mrd_rule(b, "best_response").alias("RULE"), pl.col("reason").alias("REASON"),
         pl.col("evidence").alias("EVIDENCE"),
     )
     mrdrel = b.filter(pl.col("mrd_relapse_day").is_not_null()).select(

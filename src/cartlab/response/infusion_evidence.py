@@ -145,7 +145,7 @@ def reinfusions(study, gap_days: float | None = None) -> dict[str, list[tuple[fl
     The fractions of a split dose a few days apart are one administration, not a re-infusion, as the
     kinetics engine reads them (its profile ends at the same gap); the option
     ``best_response.reinfusion`` decides whether assessments after a re-infusion count."""
-    from cartlab.kinetics.agents import car_t_infusions
+    from cartlab.kinetics.agents import car_t_infusions, split_dose_gap_expr
     from cartlab.kinetics.car import CarKineticsOptions
     from cartlab.provenance import row_ref
 
@@ -153,11 +153,15 @@ def reinfusions(study, gap_days: float | None = None) -> dict[str, list[tuple[fl
     inf = car_t_infusions(study)
     if inf.height == 0:
         return {}
+    # a product with a labelled split dose (obe-cel: Day 1 and Day 10 +/- 2, up to Day 21) keeps its
+    # fractions one administration, as the kinetics engine reads them (session 45, review 45 kinetics F1)
+    agent = pl.col("agent") if "agent" in inf.columns else pl.lit(None, dtype=pl.String)
+    inf = inf.with_columns(split_dose_gap_expr(agent, gap).alias("_max_gap"))
     out: dict[str, list[tuple[float, str | None]]] = {}
     previous: dict[str, float] = {}
     for r in inf.sort("subject_id", "day").iter_rows(named=True):
         sid, day = r["subject_id"], float(r["day"])
-        if sid in previous and day - previous[sid] > gap:
+        if sid in previous and day - previous[sid] > r["_max_gap"]:
             out.setdefault(sid, []).append((day, row_ref(r)))
         previous[sid] = day
     return out

@@ -60,6 +60,7 @@ from cartlab.response.mrd_status import (  # noqa: F401  (re-exported: relapse_e
     _mrd_lloq,
     _pick_mrd,
     molecular_on_day,
+    mrd_below_note,
     mrd_reason,
     mrd_shown,
     mrd_status_text,
@@ -269,15 +270,26 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
                                              for s, e in sd.plt_tx)]
     plt = _nearest(plats, d, w)
     pb = _nearest(sd.obs.get("PBBLAST", []), d, w)
+    dd, before = math.floor(d), []
     if opts["emd_window"] == "since_infusion":  # calendar days, as the count window (spec "Days are calendar days")
-        emd_rows = [e for e in sd.emd if 0 <= e["day"] and math.floor(e["day"]) <= math.floor(d) + w]
+        emd_rows = [e for e in sd.emd if 0 <= e["day"] and math.floor(e["day"]) <= dd + w]
     else:
-        emd_rows = [e for e in sd.emd if abs(math.floor(e["day"]) - math.floor(d)) <= w]
+        emd_rows = [e for e in sd.emd if abs(math.floor(e["day"]) - dd) <= w]
+        # review 45 F4: an EMD event after the infusion but before the assessment window is not absence
+        # of EMD (the format has no "EMD resolved" record): the marrow's EMD status is unknown, as with
+        # emd_window_days
+        before = [e for e in sd.emd if 0 <= e["day"] and math.floor(e["day"]) < dd - w]
+    # review 45 F4: an EMD event before the infusion (before or after the pre-treatment marrow: neither
+    # shows that EMD resolved) is named; option pre_infusion_emd=unknown reads it as not known to have
+    # resolved (EMD unknown), ignore (default) leaves the category as before
+    pre_inf = [e for e in sd.emd if e["day"] < 0 and not any(e is x for x in emd_rows)]
     # option emd_window_days (review 41 F5): an EMD event more than N days before the marrow does not
     # show EMD at it; with only such events the marrow's EMD status is unknown (NE could be CR/CRi)
     age = opts.get("emd_window_days")
-    recent = emd_rows if age is None else [e for e in emd_rows if math.floor(d) - math.floor(e["day"]) <= float(age)]
+    recent = emd_rows if age is None else [e for e in emd_rows if dd - math.floor(e["day"]) <= float(age)]
     used["EMD"], used["EMD_STALE"] = emd_rows, [e for e in emd_rows if not any(e is x for x in recent)]
+    used["EMD_BEFORE"], used["EMD_PRE"], used["EMD_PRE_HOW"] = before, pre_inf, opts.get("pre_infusion_emd", "ignore")
+    open_emd = bool(emd_rows or before or (pre_inf and used["EMD_PRE_HOW"] == "unknown"))
     day_mol = [r for p in MOLECULAR_MRD_PARAMS for r in sd.obs.get(p, []) if math.floor(r["day"]) == math.floor(d)]
     used["MOLECULAR"] = molecular_on_day(day_mol, opts)
     used.update({"BMCELL": cell, "MRDFCM": mrd, "MRDFCM_all": mrd_rows, "MRDFCM_other": mrd_other, "NEUT": anc, "PLAT": plt, "PBBLAST": pb,
@@ -298,7 +310,7 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
                     else False if (c_hi < min_cell or (c_hi == min_cell and c_hi_open)) else None)
     feats: dict[str, Any] = {k: (v[0] if v[0] is not None and v[0] == v[1] and not (v[2] or v[3]) else None)
                              for k, v in iv.items()}
-    feats.update({"pb_blast_assumed": assume_pb, "emd": True if recent else (None if emd_rows else False),
+    feats.update({"pb_blast_assumed": assume_pb, "emd": True if recent else (None if open_emd else False),
                   "not_aplastic": not_aplastic,
                   "cellularity_assumed": assume_cell})
     # transfusions in the count window are named (ELIANA/CIBMTR ask for transfusion independence;
@@ -313,11 +325,11 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     used["NOTES"] = baseline_note(pre_group, pre, opts, _shown, sd.events) + notes
     evidence = [x for x in (row_ref(r) for k, r in used.items()
                             if k not in ("MRDFCM_all", "MRDFCM_other", "TX", "BMCELL_all", "PRE_GROUP", "NOTES", "EMD",
-                         "EMD_STALE", "MOLECULAR")
+                         "EMD_STALE", "EMD_BEFORE", "EMD_PRE", "EMD_PRE_HOW", "MOLECULAR")
                             and r is not None) if x]
     evidence += [x for x in map(row_ref, pre_group) if x] + note_refs
     evidence += [x for x in (row_ref(r) for r in mrd_rows + mrd_other) if x]
-    evidence += [x for x in (row_ref(e) for e in emd_rows) if x]
+    evidence += [x for x in (row_ref(e) for e in emd_rows + before + pre_inf) if x]  # every EMD event the reason names
     evidence += [ref for *_, ref in tx_rows if ref]  # the transfusions the reason names (interventions.csv)
     return feats, used, list(dict.fromkeys(evidence))
 
@@ -332,7 +344,7 @@ _FEATURE_LABEL = {
     "not_aplastic": "marrow cellularity (BMCELL)",
     "same_day_bm_blast": "one marrow blast reading (the BMBLAST readings of the day disagree)",
     "pb_blast_confirm": "a second PBBLAST sample with blasts >= 7 days apart (relapse by blood, ELN 2022)",
-    "emd": "extramedullary disease status at the marrow (the EMD event is older than emd_window_days)",
+    "emd": "extramedullary disease status at the marrow (an earlier EMD event is not known to have resolved)",
 }
 
 
@@ -340,19 +352,30 @@ def _emd_text(feats: dict[str, Any], used: dict[str, Any]) -> str:
     """``EMD yes (extramedullary_disease on day 3, events.csv:2)``: the EMD status and the events behind
     it (review 41 F5); an event older than ``emd_window_days`` is named as not showing EMD at the marrow."""
     rows, stale = used.get("EMD") or [], used.get("EMD_STALE") or []
+    before, pre, how = used.get("EMD_BEFORE") or [], used.get("EMD_PRE") or [], used.get("EMD_PRE_HOW", "ignore")
 
     def ev(e: dict[str, Any]) -> str:
         return f"{e['event']} on day {e['day']:g}" + (f", {row_ref(e)}" if row_ref(e) else "")
 
-    if not rows:
-        return "EMD no (no extramedullary_disease event in the EMD window)"
-    fresh = [e for e in rows if not any(e is x for x in stale)]
-    out = f"EMD {_fmt(feats['emd']) if feats['emd'] is not None else 'unknown'}"
-    if fresh:
-        out += f" ({'; '.join(ev(e) for e in fresh)})"
-    if stale:
-        out += (f" ({'; '.join(ev(e) for e in stale)}: more than emd_window_days before the marrow, "
-                "not known to be current)")
+    if rows or before or (pre and how == "unknown"):
+        fresh = [e for e in rows if not any(e is x for x in stale)]
+        out = f"EMD {_fmt(feats['emd']) if feats['emd'] is not None else 'unknown'}"
+        if fresh:
+            out += f" ({'; '.join(ev(e) for e in fresh)})"
+        if stale:
+            out += (f" ({'; '.join(ev(e) for e in stale)}: more than emd_window_days before the marrow, "
+                    "not known to be current)")
+        if before:  # review 45 F4
+            out += (f" ({'; '.join(ev(e) for e in before)}: before the assessment window (option "
+                    "emd_window=assessment_day), not known to have resolved)")
+    else:
+        out = "EMD no (no extramedullary_disease event in the EMD window)"
+    if pre:  # review 45 F4: never silent
+        note = f"{'; '.join(ev(e) for e in pre)}: before the infusion, " + (
+            "not known to have resolved (option pre_infusion_emd=unknown)" if how == "unknown" else
+            "not read at post-infusion marrows (option pre_infusion_emd=ignore; the study format has no "
+            "record that EMD resolved)")
+        out = out[:-1] + f"; {note})" if out.startswith("EMD no (") else out + f" ({note})"
     return out
 
 
@@ -536,7 +559,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None,
     for name, items in found.items():
         opts, table = resolved[name], _table(name)
         after = set(opts["relapse_after"])
-        assessed = [_open(table, a) for a in _assess(_rules(name), opts, [x[3] for x in items])]
+        assessed = [_open(table, a) for a in _reassess(table, _rules(name), opts, [x[3] for x in items])]
         alts = iter(_assess(_rules(name), opts, [x[6] for x in items if x[6] is not None]))
         remission: dict[str, float] = {}  # subject -> day of its first response (relapse_after)
         # the items are in day order per subject: a relapse needs a response on an earlier assessment
@@ -550,19 +573,57 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None,
                 remission[sid] = m["day"]
             rows.append(_assessment_row(subj, m, pre, feats, used, evidence, a,
                                         {**opts, "_mrd_rule": (table.get("mrd") or {}).get("id"),
-                                         "_mrd_low_note": (table.get("mrd") or {}).get("detectable_below_threshold")},
+                                         "_mrd_low_note": (table.get("mrd") or {}).get("detectable_below_threshold"),
+                                         "_mrd_qualifies": tuple((table.get("mrd") or {}).get("qualifies") or ()),
+                                         "_reads_cellularity": _reads(table, "not_aplastic")},
                                         table["standard"]))
     order = {sid: i for i, sid in enumerate(study.subjects["subject_id"].to_list())}
     rows.sort(key=lambda r: order[r["subject_id"]])  # subjects in study order, each subject's marrows in day order
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
 
 
+def _reads(table: dict[str, Any], feature: str) -> frozenset[str]:
+    """The ids of the table's category rows with a condition on ``feature`` (the rows that hold only
+    when it is read: MLFS, ALL CR/CRi read ``not_aplastic``)."""
+    def has(c: Any) -> bool:
+        if isinstance(c, dict):
+            return c.get("feature") == feature or any(has(v) for v in c.values())
+        return isinstance(c, list) and any(has(x) for x in c)
+
+    return frozenset(r["id"] for r in table["rule_sets"]["categories"] if has(r.get("when") or []))
+
+
+def _reassess(table: dict[str, Any], rules: CriteriaTable, opts: dict[str, Any],
+              feats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`_assess`, and for an assessment whose "not evaluable" rule row names a feature to
+    ``reassess`` (``not_evaluable_open``; all.NE.aplastic: ``not_aplastic``), the categories still
+    possible with that feature unknown and the inputs they miss besides it (review 45 F1: an aplastic
+    ALL marrow could be the CR or CRi its counts allow, not any category)."""
+    out = _assess(rules, opts, feats)
+    redo = [(i, f) for i, (a, f) in enumerate(zip(out, feats))
+            if ((table.get("not_evaluable_open") or {}).get(a["rule"]) or {}).get("reassess")]
+    if not redo:
+        return out
+    again = _assess(rules, opts, [{**f, table["not_evaluable_open"][out[i]["rule"]]["reassess"]: None} for i, f in redo])
+    for (i, _), b in zip(redo, again):
+        feature = table["not_evaluable_open"][out[i]["rule"]]["reassess"]
+        could = [c for c in dict.fromkeys([b["category"], *b["could_be"]]) if CATEGORY_RANK.get(c, 99) < CATEGORY_RANK["NR"]]
+        out[i] = {**out[i], "could_be": could, "missing": [m for m in b["missing"] if m != feature]}
+    return out
+
+
 def _open(table: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
-    """A "not evaluable" rule row's open categories and missing input (eln2022.NE.aplastic: could be MLFS);
-    such a row still possible is no better category (a missing BMCELL leaves MLFS open, not "NE")."""
+    """A "not evaluable" rule row's open categories and missing input (eln2022.NE.aplastic: could be MLFS),
+    added to what the row's own missing inputs leave open (review 45 F2: an aplastic marrow without counts
+    could also be CR/CRh/CRi, missing ANC and platelets); such a row still possible is no better category
+    (a missing BMCELL leaves MLFS open, not "NE")."""
     found = open_categories(table, a["rule"])
     a = {**a, "could_be": [c for c in a["could_be"] if c != "NE"]}
-    return a if found is None else {**a, "could_be": found[0], "missing": found[1]}
+    if found is None:
+        return a
+    could = set(a["could_be"]) | set(found[0])
+    return {**a, "could_be": sorted(could, key=lambda c: CATEGORY_RANK.get(c, len(CATEGORY_RANK))),
+            "missing": list(dict.fromkeys([*(a.get("missing") or []), *found[1]]))}
 
 
 def _reading_key(r: dict[str, Any]) -> tuple[float, float]:
@@ -639,7 +700,7 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
                                                         (feats["anc"], used["NEUT"]), (feats["plt"], used["PLAT"]),
                                                         (feats["pb_blast_pct"], used["PBBLAST"]))):
             reason += " (a censored result is only a bound)"
-    if a["category"] == "MLFS" and feats.get("cellularity_assumed"):
+    if a["rule"] in opts.get("_reads_cellularity", ()) and feats.get("cellularity_assumed"):  # MLFS; ALL CR/CRi (review 45 F1)
         reason += " | cellularity not given: assumed not aplastic (option missing_cellularity=assume_adequate)"
     reason += _context_text(used, opts)
     mrd_rule = opts.get("_mrd_rule") if mrd_neg is not None else None  # the threshold rule decided it
@@ -648,7 +709,10 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
     reason += text
     if mrd_neg is None:
         mrd_rule = None
-    cat_mrd = f"{a['category']}_MRD-" if a["category"] in ("CR", "CRh", "CRi") and mrd_neg else a["category"]
+    qualifies = opts.get("_mrd_qualifies") or ("CR", "CRh", "CRi")
+    cat_mrd = f"{a['category']}_MRD-" if a["category"] in qualifies and mrd_neg else a["category"]
+    if mrd_neg and a["category"] not in qualifies:  # review 45 F5: the threshold reading is not "MRD negative"
+        reason += f" | {mrd_below_note(a['category'], qualifies, standard)}"
     evidence = list(dict.fromkeys(evidence + [x for x in map(row_ref, molecular) if x]))
     if used.get("REINFUSED"):  # review 41 F7: a further CAR-T dose before this marrow is named
         reason += (" | after a further CAR-T infusion: " + ", ".join(

@@ -7,6 +7,8 @@
   does not define (``use_crh``: ELN 2022 AML only) is not used for that table's subjects, with ONE
   warning naming the option and those subjects (review 40 B1: never a per-subject failure that
   drops subjects).
+* :func:`mrd_qualifies` — the categories a table's MRD negativity qualifies (ELN 2022 "CR, CRh, or
+  CRi without MRD"; review 45 F5).
 * :func:`open_categories` — the categories a "not evaluable" rule row leaves open (the table's
   ``not_evaluable_open``: ``eln2022.NE.aplastic`` could be MLFS for want of an aspirate cell count;
   review 40 B5).
@@ -25,7 +27,7 @@ from cartlab.criteria import CriteriaOptions, load_raw
 from cartlab.errors import InputError, SubjectsWarning
 from cartlab.response.infusion_evidence import EVIDENCE_DOC
 
-__all__ = ["OPTION_BOUNDS", "ResponseOptions", "inapplicable", "open_categories", "resolve_for_study"]
+__all__ = ["OPTION_BOUNDS", "ResponseOptions", "inapplicable", "mrd_qualifies", "open_categories", "resolve_for_study"]
 
 PACKAGE = "cartlab.response"
 #: the shipped response criteria tables
@@ -52,20 +54,23 @@ OPTION_BOUNDS: dict[str, tuple[float, float, str]] = {
 class ResponseOptions(CriteriaOptions):
     """Options of the response criteria; ``None`` takes the criteria table's default (AML: ELN 2022,
     ALL: ELIANA; each documented by its comment in the table's ``defaults``, rendered below). An
-    option one criteria table does not have (``use_crh``, ``cri_min_recovered_counts``,
-    ``aplastic_marrow``: AML only) is used for the subjects of the tables that have it and not for
-    the others (a warning names them); ``resolved(table)`` of such a table refuses it.
+    option one criteria table does not have (``use_crh``, ``cri_min_recovered_counts``: AML only) is
+    used for the subjects of the tables that have it and not for the others (a warning names them);
+    ``resolved(table)`` of such a table refuses it.
 
     ``cri_min_recovered_counts`` 0 makes CRi "either count may be short"; ``missing_pb_blasts``
     "not_evaluable" makes a marrow that would be CR/CRh/CRi/MLFS but has no PBBLAST within the
     count window NE, naming the categories still possible, "assume_absent" reads the missing value
     as no circulating blasts (and the reason says so). ``aplastic_marrow`` (blasts < 5%, cellularity
     below ``min_cellularity_pct``): "not_evaluable" = NE could be MLFS (ELN 2022 MLFS: ">= 200 cells
-    enumerated in the aspirate or cellularity >= 10%"; the format has no cell count), "no_response" =
-    NR. ``missing_cellularity``, ``same_day_marrow``, ``relapse_after``,
+    enumerated in the aspirate or cellularity >= 10%"; the format has no cell count) or, for ALL, the
+    CR/CRi its counts allow (BBMT 2010 ALL Table 4a: "Adequate bone marrow cellularity"; review 45
+    F1), "no_response" = NR. ``min_cellularity_pct`` and ``missing_cellularity`` are read by AML's
+    MLFS and ALL's CR/CRi (ALL's default 0: the spec's ALL rule reads no cellularity). ``same_day_marrow``, ``relapse_after``,
     ``mrd_relapse_same_specimen``, ``mrd_specimen``, ``all_count_strict``, ``same_day_baseline`` (the
-    PR baseline of several same-day readings), ``pb_blast_consecutive`` (relapse by blood),
-    ``emd_window_days``, ``mrd_molecular``, ``mrd_zero_without_lloq``: see the table's comments.
+    PR baseline of several same-day readings), ``pb_blast_consecutive`` and ``pb_relapse_date`` (relapse by blood),
+    ``emd_window_days``, ``pre_infusion_emd``, ``mrd_molecular``, ``mrd_zero_without_lloq``: see the
+    table's comments.
     ``antigen_forward_days`` / ``antigen_relapse_specimen``: the target antigen at relapse
     (:func:`cartlab.response.molecular.derive_relapse_antigen`). Ranges: :data:`OPTION_BOUNDS`.
     """
@@ -95,6 +100,8 @@ class ResponseOptions(CriteriaOptions):
     emd_window_days: int | float | None = None
     mrd_molecular: Literal["name", "not_negative"] | None = None
     mrd_zero_without_lloq: Literal["negative", "not_evaluable"] | None = None
+    pre_infusion_emd: Literal["ignore", "unknown"] | None = None  # review 45 F4: see the table's comments
+    pb_relapse_date: Literal["confirming", "first"] | None = None  # review 45 F3: see the table's comments
     pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
                                             "BMBLAST before this day")
     criteria: str | None = Field(default=None, description="force one table (eln2022_aml, all_car_t) for every "
@@ -202,3 +209,19 @@ def open_categories(table: dict[str, Any], rule_id: str) -> tuple[list[str], lis
     if not found:
         return None
     return list(found.get("could_be") or []), list(found.get("missing") or [])
+
+
+def mrd_qualifies(table: str | None = None) -> tuple[str, ...]:
+    """The categories the MRD qualifier of a criteria table (its ``mrd.qualifies``) applies to, by table
+    name (``eln2022_aml``) or standard (``ELN 2022 AML``): ELN 2022 Table 7 "CR, CRh, or CRi without
+    MRD"; ALL CR/CRi MRD-negative. ``None`` or an unknown table: every shipped table's, in rank order.
+    An MLFS or PR with MRDFCM below the threshold keeps ``mrd_negative`` (the spec's threshold reading)
+    but is not "MRD negative" in the standard's sense (review 45 F5)."""
+    out: list[str] = []
+    for t in RESPONSE_TABLES:
+        raw = load_raw(t, PACKAGE)
+        if table is None or table in (t, raw.get("standard")) or table not in (
+                *RESPONSE_TABLES, *(load_raw(x, PACKAGE).get("standard") for x in RESPONSE_TABLES)):
+            out += [c for c in ((raw.get("mrd") or {}).get("qualifies") or ()) if c not in out]
+    order = ("CR", "CRh", "CRi", "MLFS", "PR")
+    return tuple(sorted(out, key=lambda c: order.index(c) if c in order else len(order)))

@@ -262,6 +262,24 @@ def _same_day(out: dict, name: str, same: list[dict], r: dict, fr: _Reading, how
     out["evidence"] = list(dict.fromkeys(out["evidence"] + [x for x in map(row_ref, same) if x]))
 
 
+def _one_spelling(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """Marker names that differ only in letter case or separators (``CD7``/``cd7``, ``FLT3-ITD``/``flt3 itd``)
+    are one marker (review 45 folder F2: they were two series, each without a baseline): each takes the
+    first spelling in day order; ``_spelled`` names them all when there are several."""
+    key = [*by, "_akey"]
+    return (df.sort("subject_id", "day", "src_row", nulls_last=True)
+            .with_columns(pl.col("analyte").str.to_uppercase().str.replace_all(r"[\s_\-]+", "").alias("_akey"))
+            .with_columns(pl.col("analyte").first().over(key).alias("analyte"),
+                          pl.col("analyte").unique(maintain_order=True).drop_nulls().over(key, mapping_strategy="join")
+                          .list.join(" / ").alias("_spelled")))
+
+
+def _spelled(recs: list[dict]) -> str:
+    """" (written CD7 / cd7)" when a marker's results spell its name in several ways, else ""."""
+    s = recs[0].get("_spelled") or ""
+    return f" (written {s})" if " / " in s else ""
+
+
 def _material(x: dict | None) -> str:
     """The specimen a molecular result is paired by: a row without one is read as marrow ("BM"), as
     the MRD status of a marrow reads an MRDFCM without a specimen (one convention, review 39 A2/B6)."""
@@ -290,11 +308,10 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
     baseline, or a bound (``log10_reduction_at_least`` / ``_at_most``) when either is censored."""
     options = options or MolecularOptions()
     cut = options.baseline_before_day
-    obs = (
+    obs = _one_spelling(
         study.observations.filter(pl.col("param").is_in(list(options.params)) & pl.col("day").is_not_null()
-                                  & (pl.col("value").is_not_null() | pl.col("value_text").is_not_null()))
-        .sort("subject_id", "param", "analyte", "day", "src_row", nulls_last=True)
-    )
+                                  & (pl.col("value").is_not_null() | pl.col("value_text").is_not_null())),
+        ["subject_id", "param"]).sort("subject_id", "param", "analyte", "day", "src_row", nulls_last=True)
     rows: list[dict] = []
     old: list[str] = []
     pre_all: dict[tuple[str, str], list[dict]] = {}  # (subject, param) -> every result before the cut (F12)
@@ -303,7 +320,7 @@ def derive_molecular_response(study: Study, options: MolecularOptions | None = N
     for key, part in obs.partition_by(["subject_id", "param", "analyte"], as_dict=True).items() if obs.height else []:
         sid, param, analyte = key
         recs = part.to_dicts()
-        name = f"{param} {analyte or ''}".strip()
+        name = f"{param} {analyte or ''}".strip() + _spelled(recs)
         for r in recs:
             if r["day"] < cut:
                 continue
@@ -550,8 +567,8 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
         (pl.col("param") == "TGTBLAST") & pl.col("day").is_not_null()
         & (pl.col("value").is_not_null() | (pl.col("censor").is_in(list(_CENSOR_OPS))
                                            & pl.col("censor_limit").is_not_null()))
-    ).with_columns(pl.col("analyte").is_null().alias("_no_analyte"),
-                   pl.coalesce("analyte", "_target").alias("analyte")).sort("subject_id", "analyte", "day", "src_row")
+    ).with_columns(pl.col("analyte").is_null().alias("_no_analyte"), pl.coalesce("analyte", "_target").alias("analyte"))
+    tg = _one_spelling(tg, ["subject_id"]).sort("subject_id", "analyte", "day", "src_row")
     bm = _marrow_blasts(study)
     no_blasts = _no_blast_days(study)
     rows = []
@@ -559,7 +576,7 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
         sid, antigen = key
         recs = part.to_dicts()
         pre = [r for r in recs if r["day"] < options.baseline_before_day]
-        ag = antigen or "target"
+        ag = (antigen or "target") + _spelled(recs)
         filled = [r for r in recs if r["_no_analyte"] and antigen]
         shown_days = ", ".join(f"{x['day']:g}" for x in filled)
         fill_note = f"; analyte not given on day(s) {shown_days}: subjects.target {antigen}" if filled else ""

@@ -17,7 +17,8 @@ from typing import Any
 
 from cartlab.provenance import row_ref
 
-__all__ = ["MOLECULAR_MRD_PARAMS", "molecular_on_day", "mrd_reason", "mrd_shown", "mrd_status_text", "mrd_text"]
+__all__ = ["MOLECULAR_MRD_PARAMS", "molecular_on_day", "mrd_below_note", "mrd_reason", "mrd_shown", "mrd_status_text",
+           "mrd_text"]
 
 #: molecular params that are MRD markers when quantified in the marrow (ELN 2022 Table 7 "CR without
 #: MRD": "MRD below a defined threshold for a genetic marker by qPCR, or by MFC"); cartlab.response.molecular
@@ -136,6 +137,15 @@ def mrd_status_text(r: dict[str, Any], opts: dict[str, Any], rule_id: str | None
     return (f"MRDFCM {mrd_text(None, r['censor'], r['censor_limit'])} ({'above' if up else 'below'} the assay limit): "
             + ("positive" if neg is False else f"negative{tag}" if neg else
                f"MRD status not evaluable: the limit does not settle the threshold {thr:g}") + spec)
+
+
+def mrd_below_note(category: str, qualifies: tuple[str, ...] | list[str], standard: str | None = None) -> str:
+    """The note on a marrow whose MRDFCM is below the threshold but whose category the standard's MRD
+    qualifier does not apply to (an MLFS, a PR: review 45 F5). ``mrd_negative`` stays true (the spec's
+    threshold reading); the text never calls the marrow "MRD negative"."""
+    q = "/".join(qualifies)
+    return (f"MRD below the threshold at this {category} marrow (mrd_negative is that threshold reading): not "
+            f"'MRD negative' by {standard or 'the response criteria'}, whose '{q} without MRD' qualifies {q} only")
 
 
 def mrd_text(value: float | None, censor: str | None = None, limit: float | None = None) -> str:

@@ -111,6 +111,7 @@ def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, p
                    "(a censored result is only a bound)", row_ref(x)) for x in later if _pb_status(x) is None]
         need, gap = int(rel["pb_blast_samples"]), float(rel["pb_blast_min_days_apart"])
         consecutive = bool(rel.get("pb_blast_consecutive", True))
+        first = rel.get("pb_relapse_date", "confirming") == "first"  # option pb_relapse_date (review 45 F3)
         run: list[dict] = []  # the positive samples since the last negative one (option pb_blast_consecutive)
         found = None
         for x in later:
@@ -127,11 +128,14 @@ def _first_relapse(recs: list[dict], sd, after: float, rel: dict, rules: dict, p
             if len(earlier) + 1 >= need:
                 found = x
                 refs = [z for z in (row_ref(earlier[0]), row_ref(x)) if z]
-                cands.append((x["day"], f"{prefix}.pb_blasts",
-                              (f"day {x['day']:g}: circulating blasts in {need} samples >= {gap:g} days apart "
+                on = earlier[0]["day"] if first else x["day"]
+                cands.append((on, f"{prefix}.pb_blasts",
+                              (f"day {on:g}: circulating blasts in {need} samples >= {gap:g} days apart "
                                f"(days {earlier[0]['day']:g} and {x['day']:g}"
-                               + (", no negative sample between them; option pb_blast_consecutive)" if consecutive
-                                  else "; option pb_blast_consecutive=false)")), refs))
+                               + (", no negative sample between them; option pb_blast_consecutive" if consecutive
+                                  else "; option pb_blast_consecutive=false")
+                               + ("; dated on the first sample: option pb_relapse_date=first)" if first else
+                                  "; dated on the confirming sample: option pb_relapse_date=confirming)")), refs))
                 break
             run.append(x)
         if found is None and run:  # positive sample(s) still waiting for their confirmation
@@ -327,7 +331,8 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
         while start is not None:
             episode += 1
             best, notes = _first_relapse(recs, sd, start["day"],
-                                         {**rel, "pb_blast_consecutive": resolved[name]["pb_blast_consecutive"]},
+                                         {**rel, "pb_blast_consecutive": resolved[name]["pb_blast_consecutive"],
+                                          "pb_relapse_date": resolved[name]["pb_relapse_date"]},
                                          rules, prefix)
             mrd_day, mrd_rule, mrd_reason, mrd_ev, mrd_possible = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0],
                                                        resolved[name])
