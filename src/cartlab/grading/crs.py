@@ -144,19 +144,22 @@ def _sbp_cutoff(subjects: pl.DataFrame, opts: dict[str, Any], table: CriteriaTab
         rows = table.extra("pals_sbp")["rows"]
         expr = cutoff
         values, prev = [], 0.0
-        for r in rows:
+        for r in rows:  # a row's bound: age_max_years (age <= bound) or age_below_years (age < bound)
+            bound = float(r.get("age_max_years", r.get("age_below_years")))
             if "cutoff" in r:
                 values.append(float(r["cutoff"]))
             else:
                 values += [float(r["cutoff_base"]) + float(r["cutoff_per_year"]) * a
-                           for a in (float(int(prev)), float(int(r["age_max_years"])))]
-            prev = float(r["age_max_years"])
+                           for a in (float(int(prev)), float(int(bound)))]
+            prev = bound
         for r in reversed(rows):
             if "cutoff" in r:
                 val = pl.lit(float(r["cutoff"]))
             else:
                 val = float(r["cutoff_base"]) + float(r["cutoff_per_year"]) * pl.col("age_years").floor()
-            expr = pl.when(pl.col("age_years") <= r["age_max_years"]).then(val).otherwise(expr)
+            inside = (pl.col("age_years") < r["age_below_years"]) if "age_below_years" in r \
+                else (pl.col("age_years") <= r["age_max_years"])
+            expr = pl.when(inside).then(val).otherwise(expr)
         unknown = pl.col("age_years").is_null()
         cutoff = pl.when(unknown).then(None).otherwise(expr)
         lo = pl.when(unknown).then(pl.lit(min(values))).otherwise(expr)

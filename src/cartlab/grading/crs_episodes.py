@@ -4,7 +4,8 @@
   dose, intervention or event row of the subject is graded (convention ``crs.conv.observed_days``);
   the default ``"vitals"`` grades only days with a CRS input row (spec; cartlab before session 38).
 * :func:`number_episodes`: episodes of CRS days; with ``death_joins_episode`` a death graded 5 (ASTCT
-  2019 Table 1: death due to CRS) joins the preceding episode (convention ``crs.conv.death_joins_episode``).
+  2019 Table 1: death due to CRS) joins the preceding episode unless recorded CRS-free days separate
+  them (convention ``crs.conv.death_joins_episode``; session 45).
 * :func:`latest_resolution`: ``crs_resolution_day_latest`` / ``crs_resolution_open``, the twin of the
   onset's ``crs_onset_day_earliest`` (missing is not negative: a day after the last CRS day without a
   temperature could have been a CRS day).
@@ -99,22 +100,62 @@ def excluded_rows(interventions: pl.DataFrame, opts: dict[str, Any], graded: tup
     return per_day, first
 
 
+#: how the reason of a CRS death kept apart from the earlier episode names it (session 45, review 45 finding 5)
+DEATH_APART_TEXT = ("own episode, not joined to the CRS episode that ended on day {}: {} recorded CRS-free days "
+                    "in a row (days {}-{}) lie between (convention crs.conv.death_joins_episode)")
+
+
+def _free_runs(daily: pl.DataFrame) -> pl.DataFrame:
+    """(subject_id, _k, _n, _a, _b): per subject and CRS day count ``_k`` (the CRS days up to a day),
+    the longest run of consecutive calendar days graded 0 for sure (grade_max 0: recorded CRS-free,
+    not a range) after the ``_k``-th CRS day and before the next: its length and first / last day."""
+    gmax = pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")
+    free = (pl.col("grade").fill_null(0) < 1) & (gmax.fill_null(1) == 0)
+    d = daily.sort(KEY).with_columns(free.alias("_free"),
+                                     (pl.col("grade").fill_null(0) >= 1).cum_sum().over("subject_id").alias("_k"))
+    brk = ~pl.col("_free") | ((pl.col("day") - pl.col("day").shift(1).over("subject_id")) != 1).fill_null(True)
+    d = d.with_columns(brk.cum_sum().over("subject_id").alias("_run")).filter(pl.col("_free"))
+    runs = d.group_by("subject_id", "_k", "_run").agg(pl.len().alias("_n"), pl.col("day").min().alias("_a"),
+                                                        pl.col("day").max().alias("_b"))
+    return runs.sort("subject_id", "_k", "_n", "_a", descending=[False, False, True, False]).group_by(
+        "subject_id", "_k", maintain_order=True).first().drop("_run")
+
+
 def number_episodes(daily: pl.DataFrame, join_gap_days: int = 1, death_joins: bool = False) -> pl.DataFrame:
     """``daily`` with ``episode`` (1, 2, ... per subject; null on days with grade 0).
 
     Days with grade >= 1 separated by at most ``join_gap_days`` calendar days without one are one
     episode (criteria table ``conventions``: crs.conv.episodes); with ``death_joins`` a day graded 5
-    (a death due to CRS) joins the subject's preceding episode whatever the gap
-    (crs.conv.death_joins_episode).
+    (a death due to CRS) joins the subject's preceding episode whatever the gap, unless a run of more
+    than ``join_gap_days`` consecutive days recorded CRS-free (grade_max 0) lies between: then it is
+    an episode of its own and its reason names the earlier one (crs.conv.death_joins_episode;
+    session 45).
     """
     # the subject's first CRS day opens episode 1 (null gap -> True) before the death test: a CRS
     # death on that day is episode 1, not a continuation of nothing
-    split = ((pl.col("day") - pl.col("day").shift(1).over("subject_id")) > join_gap_days + 1).fill_null(True)
+    prev = pl.col("day").shift(1).over("subject_id")
+    split = ((pl.col("day") - prev) > join_gap_days + 1).fill_null(True)
+    pos = daily.filter(pl.col("grade") >= 1).sort(KEY)
+    apart = pl.lit(False)
     if death_joins:
-        split = split & ((pl.col("grade") < 5) | pl.col("day").shift(1).over("subject_id").is_null())
-    pos = daily.filter(pl.col("grade") >= 1).sort(KEY).select(
-        *KEY, split.cum_sum().over("subject_id").cast(pl.Int64).alias("episode"))
-    return daily.drop("episode", strict=False).join(pos, on=KEY, how="left")
+        runs = _free_runs(daily).with_columns((pl.col("_k") + 1).alias("_k"))
+        pos = (pos.with_columns(pl.int_range(1, pl.len() + 1).over("subject_id").alias("_k"), prev.alias("_prev"))
+               .join(runs, on=["subject_id", "_k"], how="left", maintain_order="left"))
+        apart = (pl.col("_n") > join_gap_days).fill_null(False) & (pl.col("grade") >= 5) & prev.is_not_null()
+        split = split & ((pl.col("grade") < 5) | prev.is_null() | apart)
+    cols = [*KEY, split.cum_sum().over("subject_id").cast(pl.Int64).alias("episode")]
+    if death_joins and "reason" in daily.columns:
+        note = pl.format(DEATH_APART_TEXT, pl.col("_prev").cast(pl.Int64), pl.col("_n"), pl.col("_a").cast(pl.Int64),
+                         pl.col("_b").cast(pl.Int64))
+        cols.append(pl.when(apart & split).then(note).alias("_apart"))
+    pos = pos.select(cols)
+    out = daily.drop("episode", strict=False).join(pos, on=KEY, how="left")
+    if "_apart" in out.columns:  # once: a frame numbered again keeps one note
+        add = pl.col("_apart").is_not_null() & ~pl.col("reason").fill_null("").str.contains(
+            "crs.conv.death_joins_episode", literal=True)
+        out = out.with_columns(pl.when(add).then(pl.concat_str(pl.col("reason"), pl.lit("; "), pl.col("_apart")))
+                               .otherwise(pl.col("reason")).alias("reason")).drop("_apart")
+    return out
 
 
 def latest_resolution(daily: pl.DataFrame, agg: pl.DataFrame, mode: str, join_gap_days: int = 1) -> pl.DataFrame:

@@ -46,7 +46,7 @@ from cartlab.grading.crs_legacy_absent import (
 )
 from cartlab.grading.crs_legacy_oxygen import _floor, _items, support_days
 from cartlab.grading.crs_legacy_waiver import follow_astct, legacy_waiver, waiver_days
-from cartlab.grading.crs_vaso_course import high_dose_detail, vaso_course, vaso_rows
+from cartlab.grading.crs_vaso_course import SAME_AGENT_OVERLAP, high_dose_detail, vaso_course, vaso_rows
 from cartlab.grading.vasopressors import resolve_agents
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -132,6 +132,11 @@ class CrsLegacyOptions:
       ``*_datetime`` with a time is an exact time point.
     * ``episode_gap_hours`` [0.0]: vasopressor support interrupted for at most this long is one
       episode (MSKCC "vasopressors >= 24 h" uses the cumulative episode duration).
+    * ``same_agent_overlap`` ["range"]: rows of the same vasopressor (after the vocabulary's synonyms)
+      running at the same time, for the high-dose table: "range" - the drug's rate is between its
+      highest row and the rows' sum, high dose unknown (naming the rows) when the threshold lies
+      between; "sum" adds them (cartlab before session 45); "max" takes the highest row (review 45;
+      vasopressor_equivalents.yaml same_agent_overlap).
     * ``assume_hospitalized`` [None]: hospitalization is unknown unless a ``hospitalization`` frame
       says so; True/False fills the days it does not cover.
     * ``assume_refractory_hypotension`` [None]: MSKCC grade 4 "hypotension refractory to high-dose
@@ -153,6 +158,10 @@ class CrsLegacyOptions:
       treated with multiple boluses (Penn 3), False as not (session 34).
     * ``coagulopathy_agents`` / ``iv_therapy_categories`` / ``organ_vocabulary`` [None = the
       vocabularies in crs_penn.yaml / crs_lee2014.yaml ``inputs``].
+    * ``iv_route_unknown_categories`` [None = crs_penn.yaml ``inputs``: corticosteroid, anakinra]: Penn
+      grade 2 "need for IV therapies": a row of these categories counted toward CRS is given IV or not
+      (study format v1 records no route), so it leaves ``iv_therapy`` unknown (Penn up to 2, naming
+      the route) instead of false; ``()``: read as not IV (cartlab before session 45; review 45).
     * ``scale_params`` [{}]: per-scale overrides of a table's ``defaults`` (e.g.
       ``{"lee2014": {"multiple_count_feature": "n_vasopressors_excl_vasopressin"}}``).
     * ``fever_attribution`` [None = the ASTCT table's defaults]: how a fever attributed to another
@@ -199,12 +208,14 @@ class CrsLegacyOptions:
     first_day: float | str | None = "infusion"
     day_precision: str = "bounds"
     episode_gap_hours: float = 0.0
+    same_agent_overlap: str = "range"
     assume_hospitalized: bool | None = None
     assume_refractory_hypotension: bool | None = None
     assume_life_threatening_hypotension: bool | None = None
     assume_fluid_boluses: bool | None = None
     coagulopathy_agents: tuple[str, ...] | None = None
     iv_therapy_categories: tuple[str, ...] | None = None
+    iv_route_unknown_categories: tuple[str, ...] | None = None
     organ_vocabulary: Mapping[str, Iterable[str]] | None = None
     scale_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fever_attribution: FeverAttribution | None = None
@@ -243,6 +254,8 @@ class CrsLegacyOptions:
                                      f"{'intervention categories' if name == 'waiver_categories' else 'indications'}, "
                                      f"not {v!r}")
                 setattr(self, name, tuple(v))
+        if self.same_agent_overlap not in SAME_AGENT_OVERLAP:
+            raise ValueError(f"same_agent_overlap must be one of {SAME_AGENT_OVERLAP}, not {self.same_agent_overlap!r}")
         if self.day_precision not in ("bounds", "full_days"):
             raise ValueError(f"day_precision must be 'bounds' or 'full_days', not {self.day_precision!r}")
         if self.organ_labs_open not in ("crs_signs", "every_crs_day"):
@@ -396,6 +409,8 @@ def _vocab(opts: CrsLegacyOptions) -> dict[str, Any]:
         "organ": {k: norm_values(v) for k, v in organ.items()},
         "coag": norm_values(opts.coagulopathy_agents or penn["inputs"]["coagulopathy_agents"]),
         "iv": norm_values(opts.iv_therapy_categories or penn["inputs"]["iv_therapy_categories"]),
+        "iv_route": norm_values(penn["inputs"]["iv_route_unknown_categories"] if opts.iv_route_unknown_categories is None
+                                else opts.iv_route_unknown_categories),
     }
 
 
@@ -438,14 +453,15 @@ def _interventions(study: Study, opts: CrsLegacyOptions, vocab: dict[str, Any]) 
     return resolve_agents(iv, warn=False).with_row_index("i").with_columns(
         cat.alias("cat"), evidence_ref().alias("ref"),
         ((cat == "other") & norm_text(pl.col("agent")).is_in(vocab["coag"]).fill_null(False)).alias("is_coag"),
-        cat.is_in(vocab["iv"]).alias("is_iv"))
+        cat.is_in(vocab["iv"]).alias("is_iv"), (cat.is_in(vocab["iv_route"]) & ~cat.is_in(vocab["iv"])).alias("iv_route"))
 
 
 def _vasopressors(study: Study, iv: pl.DataFrame, opts: CrsLegacyOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per day covered by a vasopressor row: the time course (crs_vaso_course) and its evidence
     (every running row; the subjects row whose weight converted a dose per kg)."""
     rows = vaso_rows(iv.filter(pl.col("cat") == "vasopressor"), study.subjects, opts.day_precision)
-    course = vaso_course(rows, episode_gap_hours=opts.episode_gap_hours).with_columns(pl.lit(True).alias("vaso_day"))
+    course = vaso_course(rows, episode_gap_hours=opts.episode_gap_hours, same_agent_overlap=opts.same_agent_overlap
+                         ).with_columns(pl.lit(True).alias("vaso_day"))
     act = rows.select("subject_id", "idx", "ref", "weight_ref", pl.col("days").alias("day")).explode("day").drop_nulls("day")
     items = pl.concat([_items(act, "vasopressor", "ref"), _items(act, "weight", "weight_ref")])
     return course, items
@@ -590,7 +606,9 @@ def derive_crs_daily_inputs(
     deaths, death_items = _deaths(study)
     # a death attributed to another cause adds no day of its own (spec "Attribution": it does not count
     # toward CRS; a day with nothing else recorded is not assessed, as a day without any row)
-    parts = [vitals, vaso, support, deaths.filter(pl.col("death_crs").is_null() | pl.col("death_crs"))]
+    # a day with only a corticosteroid/anakinra (route unknown) adds no day to grade, as before review 45
+    route_only = ~(pl.col("o2_any") | pl.col("blood_products") | pl.col("iv_therapy"))
+    parts = [vitals, vaso, support.filter(~route_only), deaths.filter(pl.col("death_crs").is_null() | pl.col("death_crs"))]
     items = [support_items, vaso_items]
     organ = None
     if organ_grades is not None:
@@ -723,6 +741,9 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
             f"{f}_concurrent:vasopressor times of day (whether {{}} ran at the same time)",
             pl.col("vasopressor_agents").list.join(", "))) for f in ("n_vasopressors", "n_vasopressors_excl_vasopressin")),
         pl.when(pl.col("death_crs").is_null()).then(pl.lit("death_crs:attribution of death")),
+        pl.when(~pl.col("iv_therapy").fill_null(False) & (pl.col("iv_route_cats").list.len() > 0)).then(pl.format(
+            "iv_therapy:route of {} (IV or not; not recorded in study format v1, option iv_route_unknown_categories)",
+            pl.col("iv_route_cats").list.join(", "))),
     ]
     lacking = (lambda c: pl.lit(False)) if opts.organ_labs == "absent_is_normal" else (
         lambda c: ~pl.col(f"_has_{c}").fill_null(False) & open_day)
@@ -745,7 +766,9 @@ def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribu
         pl.col("fio2_min").fill_null(0.21), pl.col("fio2_max").fill_null(0.21),
         pl.col("ventilation_level").fill_null(0),
         *organ,
-        pl.col("blood_products").fill_null(False), pl.col("iv_therapy").fill_null(False),
+        pl.col("blood_products").fill_null(False),
+        pl.when(pl.col("iv_therapy").fill_null(False)).then(True)  # review 45: a route not recorded is unknown
+        .when(pl.col("iv_route_cats").list.len().fill_null(0) > 0).then(None).otherwise(False).alias("iv_therapy"),
         pl.lit(opts.assume_fluid_boluses, dtype=pl.Boolean).alias("fluid_boluses"),
         pl.lit(opts.assume_refractory_hypotension, dtype=pl.Boolean).alias("refractory_hypotension"),
         pl.lit(opts.assume_life_threatening_hypotension, dtype=pl.Boolean).alias("life_threatening_hypotension"),

@@ -35,10 +35,11 @@ def _items(frame: pl.DataFrame, group: str, ref: str, *keep: str) -> pl.DataFram
 
 def support_days(iv: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per day covered by an oxygen, coagulopathy or IV-therapy row: oxygen features, blood
-    products, IV therapy; and the evidence items of those rows. An oxygen row at 0 L/min by a flow
+    products, IV therapy, ``iv_route_cats`` (categories of the day's rows whose route decides "IV
+    therapy", review 45); and the evidence items of those rows. An oxygen row at 0 L/min by a flow
     device gives no oxygen (crs.conv.zero_flow_oxygen): left out here, named by :func:`zero_flow_notes`."""
     iv = iv.filter(~zero_flow_oxygen(iv.columns))
-    rows = iv.filter((pl.col("cat") == "oxygen") | pl.col("is_coag") | pl.col("is_iv")).with_columns(
+    rows = iv.filter((pl.col("cat") == "oxygen") | pl.col("is_coag") | pl.col("is_iv") | pl.col("iv_route")).with_columns(
         pl.int_ranges(_floor("start_day"), last_covered_day(iv) + 1)  # an end at 00:00: the day before (review 38 A1)
         .alias("day")).explode("day").drop_nulls("day")
     o2 = pl.col("cat") == "oxygen"
@@ -53,14 +54,16 @@ def support_days(iv: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(n_o2 == 0).then(0.21).when(n_fio2 > 0).then(fio2.max()).otherwise(0.21).alias("fio2_min"),
         pl.when(n_o2 == 0).then(0.21).when(n_fio2 == n_o2).then(fio2.max()).otherwise(1.0).alias("fio2_max"),
         ((n_o2 > 0) & (n_fio2 < n_o2)).alias("fio2_unknown"),
-        pl.col("is_coag").any().alias("blood_products"), pl.col("is_iv").any().alias("iv_therapy"))
+        pl.col("is_coag").any().alias("blood_products"), pl.col("is_iv").any().alias("iv_therapy"),
+        pl.col("cat").filter(pl.col("iv_route")).unique().sort().alias("iv_route_cats"))
     vent = (pl.when(pl.col("o2_devices").list.contains("mechanical_ventilation")).then(2)
             .when(pl.col("o2_devices").list.contains("cpap") | pl.col("o2_devices").list.contains("bipap")).then(1)
             .otherwise(0).cast(pl.Int64))
     items = pl.concat([  # per row: its oxygen / blood-product item, then its IV-therapy item
         _items(rows.filter(o2).with_columns(pl.lit(0).alias("k")), "o2", "ref", "i", "k"),
         _items(rows.filter(pl.col("is_coag")).with_columns(pl.lit(0).alias("k")), "blood_products", "ref", "i", "k"),
-        _items(rows.filter(pl.col("is_iv")).with_columns(pl.lit(1).alias("k")), "iv_therapy", "ref", "i", "k"),
+        _items(rows.filter(pl.col("is_iv") | pl.col("iv_route")).with_columns(pl.lit(1).alias("k")), "iv_therapy", "ref",
+               "i", "k"),
     ]).sort(*KEY, "i", "k").drop("i", "k")
     return days.with_columns(vent.alias("ventilation_level")), items
 

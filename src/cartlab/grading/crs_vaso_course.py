@@ -30,12 +30,19 @@ from cartlab.io.clock import is_timed
 from cartlab.provenance import evidence_ref, row_ref
 from cartlab.units import UnitError, conversion
 
-__all__ = ["EPS_H", "VASOPRESSOR_TABLE", "hours", "vaso_course", "vaso_rows"]
+__all__ = ["EPS_H", "SAME_AGENT_OVERLAP", "VASOPRESSOR_TABLE", "hours", "vaso_course", "vaso_rows"]
 
 EPS_H = 1e-9  # hours; durations are compared after rounding to this
 SID, D = "subject_id", "day"
 DURATION_REASON = "vasopressor duration (times known to the day only, or end not recorded)"
 _S = pl.List(pl.String)
+# review 45 finding 4: rows of one drug running at the same time (the same infusion from two feeds, a
+# titration recorded by day): "range" (default) the drug's rate lies between its highest row and the
+# rows' sum, the high-dose status is unknown when the threshold lies between; "sum" adds them (cartlab
+# before session 45); "max" takes the highest row (vasopressor_equivalents.yaml same_agent_overlap)
+SAME_AGENT_OVERLAP = ("range", "sum", "max")
+OVERLAP_REASON = ("rate of overlapping rows of the same vasopressor ({}): between the highest row and "
+                  "their sum (option same_agent_overlap)")
 
 
 def hours(days: pl.Expr) -> pl.Expr:
@@ -183,11 +190,13 @@ def _repr_map(agents: pl.Series) -> dict[str, str]:
     return {a: repr(a) for a in agents.unique().drop_nulls().to_list()}
 
 
-def _segments(intervals: pl.DataFrame, hd: dict[str, Any]) -> pl.DataFrame:
+def _segments(intervals: pl.DataFrame, hd: dict[str, Any], overlap: str = "range") -> pl.DataFrame:
     """Per subject, scenario and time segment (t0, t1) between consecutive infusion start/end
     points with at least one infusion running: ``st`` (high dose True / False / unknown), ``rule``
     (the table row), ``reasons`` (when unknown), ``ne`` and ``complete`` (NE-eq and whether every
-    running drug's dose is known)."""
+    running drug's dose is known). Rows of one agent running together count by ``overlap``
+    (:data:`SAME_AGENT_OVERLAP`): the agent's rate is its highest row (``lo``) up to their sum
+    (``hi``); "sum" reads both as the sum, "max" both as the highest row."""
     key = [SID, "scen"]
     pts = pl.concat([intervals.select(*key, pl.col("a").alias("t0")), intervals.select(*key, pl.col("b").alias("t0"))])
     seg = (pts.unique().sort(*key, "t0")
@@ -202,6 +211,16 @@ def _segments(intervals: pl.DataFrame, hd: dict[str, Any]) -> pl.DataFrame:
         .with_columns(pl.col("rank").min().over(skey).alias("first_rank"))
     )
     first = nv & (pl.col("rank") == pl.col("first_rank"))
+    same = [*skey, "agent"]
+    act = act.with_columns(pl.len().over(same).alias("n_same"),
+                           (pl.col("rate").rank("ordinal", descending=True).over(same) == 1).alias("top"))
+    dup = nv & (pl.col("n_same") > 1)
+    # the rate a row adds: lo = only the highest row of its agent counts, hi = every row (sum)
+    rate_lo = pl.when(dup & ~pl.col("top").fill_null(False) & pl.col("rate").is_not_null()).then(0.0) \
+        .otherwise(pl.col("rate"))
+    rate_hi = rate_lo if overlap == "max" else pl.col("rate")
+    if overlap == "sum":
+        rate_lo = rate_hi
     incomplete = nv & (pl.col("ne_factor").is_null() | pl.col("rate").is_null())
     rate_why = pl.coalesce("rate_reason", pl.lit("vasopressor dose"))
     ne_why = (pl.when(nv & pl.col("ne_factor").is_null())
@@ -218,10 +237,13 @@ def _segments(intervals: pl.DataFrame, hd: dict[str, Any]) -> pl.DataFrame:
         pl.col("vasopressin").any().alias("has_vp"),
         pl.col("agent").filter(nv).n_unique().alias("n_nv"),
         pl.col("agent").filter(first).first().alias("agent"),
-        _seq_sum(pl.when(nv & ~incomplete).then(pl.col("ne_factor") * pl.col("rate")).otherwise(0.0)).alias("ne"),
+        _seq_sum(pl.when(nv & ~incomplete).then(pl.col("ne_factor") * rate_hi).otherwise(0.0)).alias("ne"),
+        _seq_sum(pl.when(nv & ~incomplete).then(pl.col("ne_factor") * rate_lo).otherwise(0.0)).alias("ne_lo"),
         (~incomplete.any()).alias("complete"),
         ne_why.drop_nulls().alias("ne_reasons"),
-        _seq_sum(pl.when(first & pl.col("rate").is_not_null()).then(pl.col("rate")).otherwise(0.0)).alias("total"),
+        _seq_sum(pl.when(first & pl.col("rate").is_not_null()).then(rate_hi).otherwise(0.0)).alias("total"),
+        _seq_sum(pl.when(first & pl.col("rate").is_not_null()).then(rate_lo).otherwise(0.0)).alias("total_lo"),
+        pl.col("ref").filter(dup).drop_nulls().alias("dup_refs"),
         (pl.col("rate").filter(first).null_count() == 0).alias("all_known"),
         rate_why.filter(first & pl.col("rate").is_null()).alias("dose_reasons"),
     )
@@ -232,16 +254,20 @@ def _segments(intervals: pl.DataFrame, hd: dict[str, Any]) -> pl.DataFrame:
     ).join(_high_dose_rows(hd), on=["situation", "key_agent"], how="left", maintain_order="left")
     dose = pl.col("measure") == "dose"
     x = pl.when(dose).then(pl.col("total")).otherwise(pl.col("ne"))
+    x_lo = pl.when(dose).then(pl.col("total_lo")).otherwise(pl.col("ne_lo"))
     known = pl.when(dose).then(pl.col("all_known")).otherwise(pl.col("complete"))
-    holds = _compare(x, pl.col("op"), pl.col("value"))
+    holds, holds_lo = _compare(x, pl.col("op"), pl.col("value")), _compare(x_lo, pl.col("op"), pl.col("value"))
+    straddles = (holds != holds_lo).fill_null(False)  # the threshold between the highest row and the sum
     unknown = pl.lit(None, dtype=pl.Boolean)
-    st = (pl.when(pl.col("hd_id").is_null()).then(unknown).when(known).then(holds)
-          .when(pl.col("op").is_in([">=", ">"]) & holds).then(pl.lit(True)).otherwise(unknown))
+    st = (pl.when(pl.col("hd_id").is_null()).then(unknown).when(known & ~straddles).then(holds)
+          .when(pl.col("op").is_in([">=", ">"]) & holds_lo).then(pl.lit(True)).otherwise(unknown))
+    overlap_why = pl.format(OVERLAP_REASON, pl.col("dup_refs").list.unique(maintain_order=True).list.join(", "))
     no_row = pl.format("high-dose threshold for {} (not in vasopressor table)",
                        pl.coalesce(pl.col("agent").replace_strict(reprs, default=None, return_dtype=pl.String),
                                    pl.lit("'vasopressin'")))
     reasons = (pl.when(pl.col("hd_id").is_null()).then(pl.concat_list(no_row))
                .when(dose).then(pl.col("dose_reasons")).otherwise(pl.col("ne_reasons")))
+    reasons = pl.when(straddles).then(pl.concat_list(reasons, overlap_why)).otherwise(reasons)
     return seg.select(*key, "t0", "t1", st.alias("st"), pl.col("hd_id").alias("rule"),
                       pl.when(st.is_null()).then(reasons).otherwise(pl.lit([], dtype=_S)).alias("reasons"),
                       "ne", "complete", "n_all", "n_excl")
@@ -344,7 +370,8 @@ def _episode_hours(days: pl.DataFrame, episodes: pl.DataFrame, union: pl.DataFra
     return per_episode.group_by(SID, D).agg(hours(pl.col("h").max()).alias(name))
 
 
-def vaso_course(rows: pl.DataFrame, hd: dict[str, Any] | None = None, episode_gap_hours: float = 0.0) -> pl.DataFrame:
+def vaso_course(rows: pl.DataFrame, hd: dict[str, Any] | None = None, episode_gap_hours: float = 0.0,
+                same_agent_overlap: str = "range") -> pl.DataFrame:
     """Per subject and calendar day covered by an infusion of :func:`vaso_rows`: ``vaso_hours_day_min
     / _max``, ``vaso_episode_hours_min / _max``, ``duration_unknown``, ``high_dose``,
     ``high_dose_rule``, ``high_dose_reasons``, ``ne_equiv_max_ug_min``, ``ne_equiv_complete``,
@@ -352,15 +379,18 @@ def vaso_course(rows: pl.DataFrame, hd: dict[str, Any] | None = None, episode_ga
     time that day in the inner / outer time scenario; null where none runs in that scenario).
 
     An episode is uninterrupted support by any agent (gaps up to ``episode_gap_hours`` joined); its
-    hours count up to the end of the day (MSKCC "vasopressors >= 24 h")."""
+    hours count up to the end of the day (MSKCC "vasopressors >= 24 h"). ``same_agent_overlap``: rows
+    of one agent running together (:data:`SAME_AGENT_OVERLAP`; review 45)."""
+    if same_agent_overlap not in SAME_AGENT_OVERLAP:
+        raise ValueError(f"same_agent_overlap must be one of {SAME_AGENT_OVERLAP}, not {same_agent_overlap!r}")
     hd = hd or load_criteria(VASOPRESSOR_TABLE)["high_dose"]
     days = rows.select(SID, pl.col("days").alias(D)).explode(D).drop_nulls(D).unique().sort(SID, D)
-    cols = ["idx", SID, "agent", "vasopressin", "ne_factor", "rate", "rate_reason"]
+    cols = ["idx", SID, "agent", "vasopressin", "ne_factor", "rate", "rate_reason", "ref"]
     inner = rows.filter(pl.col("e_lo") > pl.col("s_hi")).select(
         *cols, pl.lit("inner").alias("scen"), pl.col("s_hi").alias("a"), pl.col("e_lo").alias("b"))
     outer = rows.filter(pl.col("e_hi") > pl.col("s_lo")).select(
         *cols, pl.lit("outer").alias("scen"), pl.col("s_lo").alias("a"), pl.col("e_hi").alias("b"))
-    seg = _segments(pl.concat([inner, outer]), hd)
+    seg = _segments(pl.concat([inner, outer]), hd, same_agent_overlap)
     out = _high_dose(days, seg, hd)
     # session 33: the most drugs running at the same time on the day, in the shortest (inner: surely
     # together) and longest (outer: possibly together) time scenario

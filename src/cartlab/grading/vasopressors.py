@@ -86,8 +86,13 @@ def resolve_agents(frame: pl.DataFrame, column: str = "agent", *, warn: bool = T
 
     Unknown or missing names are reported once per call with :class:`UnknownVasopressorWarning`.
     """
+    from cartlab.io.value_text import MISSING_WORDS
+
     voc = vocabulary()
     norm = _normalize_expr(column)
+    # a missing-value word (NA, N/A, unknown, none, #N/A) names no drug: an unspecified vasopressor, never a
+    # second drug that would make grade 4 certain (review 45 folder F1)
+    norm = pl.when(norm.is_in(sorted(MISSING_WORDS))).then(pl.lit("")).otherwise(norm)
     known = norm.replace_strict(voc.lookup, default=None, return_dtype=pl.String)
     vasopressin = [a for a in voc.agents if voc.is_vasopressin(a)]
     out = frame.with_columns(
