@@ -109,3 +109,37 @@ def reference_and_specimen(r) -> None:
            lambda v: f"{v} is measured in bone marrow, but the specimen is PB (peripheral blood): the response "
            "assessment reads it as the marrow value; check the param (PBBLAST for blood blasts) or the specimen",
            by="param", severity="warning")
+
+
+#: the per-uL spellings of a blood count (the unit as written, folded) that :func:`suspicious_values` checks
+PER_UL = ("/ul", "cells/ul", "/mm3", "/µl", "cells/µl", "/mm^3", "cells/mm3")
+
+
+def suspicious_values(r, d) -> None:
+    """Warnings on ``r`` (the observations file reader, values converted) for values that usually mean a
+    wrong unit but can be real (session 45, review 45 folder F3 / hemato F4), read as given: outside a
+    parameter's ``suspicious`` bounds (params_v1.yaml, each with its ``suspicious_why``), and a blood
+    count with ``whole_per_ul`` written with a fraction in a per-uL unit (ANC 2.5 /uL)."""
+    for code, p in d.params.items():
+        if p.suspicious is None:
+            continue
+        lo, hi = p.suspicious
+        out = pl.lit(False)
+        if lo is not None:
+            out = out | (pl.col("value") < lo)
+        if hi is not None:
+            out = out | (pl.col("value") > hi)
+        bound = (f"below {lo:g}" if hi is None else f"above {hi:g}" if lo is None else f"outside [{lo:g}, {hi:g}]")
+        r.flag((pl.col("param") == code) & pl.col("value").is_finite() & out, "value",
+               lambda v, p=p, bound=bound: f"{p.code} value {float(v[0]):g} {v[1] or '(no unit)'} (= {float(v[2]):g} "
+               f"{p.unit}) is {bound} {p.unit}: is the unit right? ({p.suspicious_why}); read as given",
+               by=pl.concat_list(pl.col("orig_value").cast(pl.String), pl.col("orig_unit"), pl.col("value").cast(pl.String)),
+               severity="warning")
+    whole = [code for code, p in d.params.items() if p.whole_per_ul]
+    unit = pl.col("orig_unit").str.strip_chars().str.to_lowercase().str.replace_all(r"\s+", "")
+    frac = pl.col("orig_value") != pl.col("orig_value").floor()
+    r.flag(pl.col("param").is_in(whole) & unit.is_in(PER_UL) & pl.col("orig_value").is_finite() & frac, "value",
+           lambda v: f"{v[0]} value {float(v[1]):g} {v[2]}: a blood count per uL is a whole number of cells; "
+           f"{float(v[1]):g} {v[2]} is usually {float(v[1]):g} x10^3/uL (= 10^9/L): is the unit right? read as given",
+           by=pl.concat_list(pl.col("param"), pl.col("orig_value").cast(pl.String), pl.col("orig_unit")),
+           severity="warning")

@@ -21,6 +21,11 @@ class Param:
     molar_mass_g_mol: float | None = None
     equivalents_per_mol: float | None = None
     plausible: tuple[float, float] | None = None
+    #: (low, high) in the canonical unit, either None: outside is read with a warning (session 45)
+    suspicious: tuple[float | None, float | None] | None = None
+    suspicious_why: str = ""
+    #: a blood count reported as whole cells per uL (a fraction there is warned about, session 45)
+    whole_per_ul: bool = False
     text_values: tuple[str, ...] = ()
     integer: bool = False
     origin: str = "spec"
@@ -106,6 +111,10 @@ def load_dictionary() -> Dictionary:
             molar_mass_g_mol=_molar_mass(p),
             equivalents_per_mol=p.get("equivalents_per_mol"),
             plausible=tuple(float(x) for x in p["plausible"]) if "plausible" in p else None,
+            suspicious=(tuple(None if x is None else float(x) for x in p["suspicious"])
+                        if p.get("suspicious") else None),
+            suspicious_why=str(p.get("suspicious_why", "")),
+            whole_per_ul=bool(p.get("whole_per_ul", False)),
             text_values=tuple(p.get("text_values", ())),
             integer=bool(p.get("integer", False)),
             origin=p.get("origin", "spec"),

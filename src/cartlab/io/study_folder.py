@@ -20,7 +20,7 @@ import polars as pl
 from cartlab.errors import InputError
 from cartlab.io.absent_files import absent_file_means, absent_tables
 from cartlab.io.clock import day_zero, is_timed, iso_date, wall_clock
-from cartlab.io.column_checks import dose_unit_kind, reference_and_specimen
+from cartlab.io.column_checks import dose_unit_kind, reference_and_specimen, suspicious_values
 from cartlab.io.course_checks import (
     ABSENT_FILE_MEANS,
     followup_day_checks,
@@ -308,6 +308,7 @@ def _observations(r: _FileReader) -> pl.DataFrame:
            by=pl.concat_list(pl.col("param"), pl.col("value_text"), pl.col("orig_unit"), lim.cast(pl.String),
                              pl.col("unit"), lo.cast(pl.String), hi.cast(pl.String)))
     reference_and_specimen(r)  # review 39 C2: lln > uln, marrow blasts from blood (warnings)
+    suspicious_values(r, d)  # session 45: values that usually mean a wrong unit (warnings)
     return df.with_columns(r.provenance())
 
 
