@@ -123,3 +123,69 @@ def test_fio2_in_percent_hint(tmp_path):
     })
     errs = _errors(folder)
     assert len(errs) == 1 and "FiO2 is a fraction: 40 % is 0.4" in errs[0], errs
+
+
+# --- review 45 folder F3 / hemato F4: values that usually mean a wrong unit are warned about, read as given
+
+def _warnings(folder: Path) -> list[str]:
+    return [str(i) for i in validate_study(folder) if i.severity == "warning" and "is the unit right?" in str(i)]
+
+
+@pytest.mark.parametrize("row, warned", [
+    # 2.5 /uL: a count per uL with a fraction (a CBC reports whole cells per uL): 2.5 x10^3/uL meant
+    ("NEUT,2.5,/uL", True),
+    ("NEUT,2500,/uL", False),      # 2.5 x10^9/L as whole cells per uL
+    ("NEUT,250,10^9/L", True),     # above 100 x10^9/L: /uL labelled 10^9/L (250 is inside plausible [0, 500])
+    ("NEUT,0.05,10^9/L", False),   # aplasia is real
+    ("HGB,10.5,g/L", True),        # below 30 g/L: g/dL labelled g/L
+    ("HGB,105,g/L", False),
+    ("HGB,10.5,g/dL", False),      # = 105 g/L
+    ("CREAT,1.1,umol/L", True),    # below 10 umol/L: mg/dL labelled umol/L
+    ("CREAT,1.1,mg/dL", False),    # = 97.2 umol/L
+    ("FIBRINO,2.5,mg/dL", True),   # = 0.025 g/L, below 0.1 g/L
+    ("FIBRINO,250,mg/dL", False),  # = 2.5 g/L
+    ("CARCELL,0.5,cells/uL", False),  # flow counts of CAR+ cells per uL may have fractions
+])
+def test_suspicious_values_warned_and_read(tmp_path, row, warned):
+    from cartlab.io.study_folder import read_study
+
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": "subject_id,disease,infusion_date\nP1,AML,2024-03-01\n",
+        "observations.csv": f"subject_id,day,param,value,unit\nP1,3,{row}\n",
+    })
+    w = _warnings(folder)
+    assert bool(w) == warned, w
+    if warned:
+        assert "observations.csv" in w[0] and "value" in w[0] and "row 1" in w[0]
+    assert [str(i) for i in validate_study(folder) if i.severity == "error"] == []
+    assert read_study(folder).observations.height == 1  # read as given
+
+
+# --- review 45 folder F2: a marker spelled in another letter case or with other separators is one marker
+
+def test_marker_spellings_are_one_series(tmp_path):
+    import polars as pl
+
+    from cartlab.io.study_folder import read_study
+    from cartlab.response.molecular import derive_antigen_loss, derive_molecular_response
+
+    # P1: TGTBLAST CD7 95 % before, cd7 0.5 % on day 28; MOLVAF FLT3-ITD 30 % before, "flt3 itd" 0 on day 28.
+    # P2: target cd7, TGTBLAST without analyte 95 % before (the target fills it in), CD7 0.5 % on day 28.
+    # By hand: 95 % >= 30 % (antigen_negative_below_pct) before and 0.5 % < 30 % after -> antigen loss true
+    # for both; FLT3-ITD 30 % -> 0: undetectable (molecular.undetectable), baseline 30.
+    folder = mk(tmp_path / "s", {
+        "subjects.csv": "subject_id,disease,target,infusion_date\nP1,AML,CD7,2024-03-01\nP2,AML,cd7,2024-03-01\n",
+        "doses.csv": "subject_id,day,agent,dose,unit\nP1,0,CAR-T,1e6,cells/kg\nP2,0,CAR-T,1e6,cells/kg\n",
+        "observations.csv": "subject_id,day,param,analyte,value,unit,specimen\n"
+                            "P1,-7,TGTBLAST,CD7,95,%,BM\nP1,-7,BMBLAST,,40,%,BM\nP1,28,TGTBLAST,cd7,0.5,%,BM\n"
+                            "P1,28,BMBLAST,,30,%,BM\nP2,-7,TGTBLAST,,95,%,BM\nP2,-7,BMBLAST,,40,%,BM\n"
+                            "P2,28,TGTBLAST,CD7,0.5,%,BM\nP2,28,BMBLAST,,30,%,BM\n"
+                            "P1,-7,MOLVAF,FLT3-ITD,30,%,BM\nP1,28,MOLVAF,flt3 itd,0,%,BM\n",
+    })
+    st = read_study(folder)
+    al = derive_antigen_loss(st)
+    assert al.height == 2 and al["antigen_loss"].to_list() == [True, True], al
+    assert "written CD7 / cd7" in al.filter(pl.col("subject_id") == "P1")["reason"][0]
+    mr = derive_molecular_response(st)
+    assert mr.height == 1 and mr["rule"][0] == "molecular.undetectable" and mr["baseline"][0] == 30.0
+    assert mr["analyte"][0] == "FLT3-ITD" and "written FLT3-ITD / flt3 itd" in mr["reason"][0]
