@@ -7,18 +7,7 @@ from pathlib import Path
 import pytest
 
 from cartlab.io.study_folder import validate_study
-
-
-def mk(root: Path, files: dict[str, str]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (root / name).write_text(text, encoding="utf-8", newline="")
-    return root
-
-
-def offset_warnings(folder: Path) -> list[str]:
-    return [str(i) for i in validate_study(folder) if i.severity == "warning" and "UTC offsets" in str(i)]
-
+from test_session38_lead import mk, offset_warnings  # the study-writing helpers of session 38
 
 # --- review 45 F4: a daylight-saving change is judged by the tz database, not by the month
 
