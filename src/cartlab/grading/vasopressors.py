@@ -108,6 +108,6 @@ def resolve_agents(frame: pl.DataFrame, column: str = "agent", *, warn: bool = T
                 f"own toward 'multiple vasopressors' (CRS grade 4; an inotrope such as dobutamine recorded as "
                 f"category vasopressor counts too): {', '.join(names)}", UnknownVasopressorWarning, stacklevel=2)
         if UNSPECIFIED in unknown:
-            warnings.warn("vasopressor row(s) without an agent name: counted together as one "
-                          f"{UNSPECIFIED!r}", UnknownVasopressorWarning, stacklevel=2)
+            warnings.warn("vasopressor row(s) without an agent name (empty, or a missing-value word such as NA or "
+                          f"unknown): counted together as one {UNSPECIFIED!r}", UnknownVasopressorWarning, stacklevel=2)
     return out
