@@ -23,9 +23,11 @@ from cartlab.model import Study, conform
 LN2, LN5 = math.log(2), math.log(5)
 
 
-def study(rows: dict[str, list[tuple]], doses: dict[str, list[float]] | None = None, lloq: float = 10.0) -> Study:
+def study(rows: dict[str, list[tuple]], doses: dict[str, list] | None = None, lloq: float = 10.0,
+          subjects: dict | None = None, events: list[dict] | None = None) -> Study:
     """CARCOPY samples ``rows[subject] = [(day, value), ...]`` (a value "<10" is BLQ; a fractional day without
-    a datetime is a timed sample) and CAR-T infusions ``doses[subject] = [day, ...]`` (default: day 0)."""
+    a datetime is a timed sample) and infusions ``doses[subject] = [day or (day, agent), ...]`` (default: a
+    "CAR-T" on day 0); ``subjects``: further subjects.csv columns; ``events``: events.csv rows."""
     obs, n = [], 0
     for sid, samples in rows.items():
         for day, value in samples:
@@ -38,14 +40,15 @@ def study(rows: dict[str, list[tuple]], doses: dict[str, list[float]] | None = N
                 r["value"] = float(value)
             obs.append(r)
     doses = doses if doses is not None else {sid: [0.0] for sid in rows}
-    d = [{"subject_id": sid, "day": float(day), "agent": "CAR-T", "dose": 1e6, "unit": "cells/kg",
-          "src_file": "doses.csv", "src_row": i + 2}
-         for i, (sid, day) in enumerate((s, x) for s, lst in doses.items() for x in lst)]
-    return Study(study_id="t", subjects=conform(pl.DataFrame({"subject_id": list(rows)}), "subjects"),
+    given = [(sid, x if isinstance(x, tuple) else (x, "CAR-T")) for sid, lst in doses.items() for x in lst]
+    d = [{"subject_id": sid, "day": float(day), "agent": agent, "dose": 1e6, "unit": "cells/kg",
+          "src_file": "doses.csv", "src_row": i + 2} for i, (sid, (day, agent)) in enumerate(given)]
+    kw = {} if events is None else {"events": conform(pl.DataFrame(events, infer_schema_length=None), "events")}
+    return Study(study_id="t", subjects=conform(pl.DataFrame({"subject_id": list(rows), **(subjects or {})}), "subjects"),
                  observations=conform(pl.DataFrame(obs, infer_schema_length=None), "observations"),
                  doses=conform(pl.DataFrame(d, schema={"subject_id": pl.String, "day": pl.Float64, "agent": pl.String,
                                                        "dose": pl.Float64, "unit": pl.String, "src_file": pl.String,
-                                                       "src_row": pl.Int64}), "doses"))
+                                                       "src_row": pl.Int64}), "doses"), **kw)
 
 
 def kin(s: Study, sid: str | None = None, **opts) -> tuple[dict, list[str]]:

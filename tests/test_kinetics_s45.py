@@ -15,38 +15,14 @@ import polars as pl
 import pytest
 
 from cartlab.kinetics.car import CarKineticsOptions, derive_car_kinetics
-from cartlab.model import Study, conform
-
-DOSE_SCHEMA = {"subject_id": pl.String, "day": pl.Float64, "agent": pl.String, "dose": pl.Float64,
-               "unit": pl.String, "src_file": pl.String, "src_row": pl.Int64}
+from cartlab.model import Study
+from test_kinetics_s40 import study as study40  # the hand-made study of session 40
 
 
 def study(rows: dict[str, list[tuple]], doses: dict[str, list[tuple[float, str]]] | None = None,
           lloq: float = 50.0, subjects: dict | None = None, events: list[dict] | None = None) -> Study:
-    """CARCOPY samples ``rows[subject] = [(day, value), ...]`` (a value "<50" is BLQ) and doses
-    ``doses[subject] = [(day, agent), ...]`` (default: "CAR-T" on day 0)."""
-    obs, n = [], 0
-    for sid, samples in rows.items():
-        for day, value in samples:
-            n += 1
-            r = {"subject_id": sid, "param": "CARCOPY", "unit": "copies/ug", "lloq": lloq, "value": None,
-                 "value_text": None, "day": float(day), "src_file": "observations.csv", "src_row": n + 1}
-            if isinstance(value, str):
-                r.update(value_text=value, censor="<", censor_limit=float(value[1:]))
-            else:
-                r["value"] = float(value)
-            obs.append(r)
-    doses = doses if doses is not None else {sid: [(0.0, "CAR-T")] for sid in rows}
-    d = [{"subject_id": sid, "day": float(day), "agent": agent, "dose": 1e6, "unit": "cells/kg",
-          "src_file": "doses.csv", "src_row": i + 2}
-         for i, (sid, (day, agent)) in enumerate((s, x) for s, lst in doses.items() for x in lst)]
-    subj = pl.DataFrame({"subject_id": list(rows), **(subjects or {})})
-    kw = {}
-    if events is not None:
-        kw["events"] = conform(pl.DataFrame(events, infer_schema_length=None), "events")
-    return Study(study_id="t", subjects=conform(subj, "subjects"),
-                 observations=conform(pl.DataFrame(obs, infer_schema_length=None), "observations"),
-                 doses=conform(pl.DataFrame(d, schema=DOSE_SCHEMA), "doses"), **kw)
+    """Session 40's hand-made study (CARCOPY samples, doses as (day, agent)) with an LLOQ of 50."""
+    return study40(rows, doses, lloq, subjects=subjects, events=events)
 
 
 def kin(s: Study, sid: str, **opts) -> tuple[dict, list[str]]:
