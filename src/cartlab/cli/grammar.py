@@ -120,6 +120,38 @@ def with_grammar(func):
     return command
 
 
+def bundled(cls: type, params: tuple) -> callable:
+    """A decorator for commands that share a group of parameters: the command declares one parameter
+    annotated ``cls``; it gets ``params`` (``(name, annotation, default)``: each its own option or
+    argument in --help, in that place) instead, and receives them as one ``cls(**those)``.
+    (:func:`cartlab.cli.interop.reader_options`, the protocol commands' subject selection.)"""
+    names = [name for name, _, _ in params]
+
+    def decorator(func):
+        sig = inspect.signature(func, eval_str=True)
+        out: list = []
+        seen = None
+        for p in sig.parameters.values():
+            if p.annotation is cls:
+                seen = p.name
+                out += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+                        for name, ann, default in params]
+            else:  # after them every parameter is keyword-only (typer passes them so), in order
+                out.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if seen else p)
+        if seen is None:
+            raise TypeError(f"{func.__name__} declares no parameter annotated {cls.__name__}")
+
+        @functools.wraps(func)
+        def command(*args, **kwargs):
+            kwargs[seen] = cls(**{n: kwargs.pop(n) for n in names if n in kwargs})
+            return func(*args, **kwargs)
+
+        command.__signature__ = sig.replace(parameters=out)
+        return command
+
+    return decorator
+
+
 class App(typer.Typer):
     """``typer.Typer`` whose commands follow the grammar (:func:`with_grammar`): a command gets ``--study``
     or ``--subject`` by declaring its positional short form, nothing else."""

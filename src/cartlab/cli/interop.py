@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from cartlab.cli.base import _load_study, _print_warnings, _usage, console
+from cartlab.cli.grammar import bundled
 
 SdtmOpt = Annotated[Optional[Path], typer.Option(
     "--sdtm", help="Read the study from CDISC SDTM domains in this folder (XPT, SAS7BDAT or CSV).")]
@@ -96,32 +97,10 @@ class SourceOptions:
                               self.ongoing_interventions)
 
 
-def reader_options(func):
-    """The command ``func``, which declares one parameter annotated :class:`SourceOptions`, with the readers'
-    options in its place (each its own option in --help, in that place); ``func`` gets them as one
-    :class:`SourceOptions`."""
-    import functools
-    import inspect
-
-    sig = inspect.signature(func, eval_str=True)
-    params: list = []
-    seen = None
-    for p in sig.parameters.values():
-        if p.annotation is SourceOptions:
-            seen = p.name
-            params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
-                       for name, ann, default in _READER_PARAMS]
-        else:  # after them every parameter is keyword-only (typer passes them so), in order
-            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if seen else p)
-    names = [name for name, _, _ in _READER_PARAMS]
-
-    @functools.wraps(func)
-    def command(*args, **kwargs):
-        kwargs[seen] = SourceOptions(**{n: kwargs.pop(n) for n in names if n in kwargs})
-        return func(*args, **kwargs)
-
-    command.__signature__ = sig.replace(parameters=params)
-    return command
+#: the command ``func``, which declares one parameter annotated :class:`SourceOptions`, with the readers'
+#: options in its place (each its own option in --help, in that place); ``func`` gets them as one
+#: :class:`SourceOptions`
+reader_options = bundled(SourceOptions, _READER_PARAMS)
 
 
 def _study_spelling(ctx) -> str:

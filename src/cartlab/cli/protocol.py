@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,7 +23,7 @@ from cartlab.cli.base import (
     console,
     err,
 )
-from cartlab.cli.grammar import SUBJECT_HELP, StudyDirAlias, StudyOpt, deprecated, subject_argument
+from cartlab.cli.grammar import SUBJECT_HELP, StudyDirAlias, StudyOpt, bundled, deprecated, subject_argument
 
 ProtoSetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="protocol.OPTION=VALUE", help="A protocol option as cartlab analyze --protocol takes it, "
@@ -40,6 +41,44 @@ ProtoOptionsOpt = Annotated[Optional[Path], typer.Option(
     "options are replayed): its protocol section is used; protocol options this command has no use for, and "
     "other engines' sections, are ignored.")]
 
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Which subjects a protocol command reads and how it prints its rows (eligibility, deviations):
+    one SUBJECT (from --study or the store) or every subject of --study; a table, --csv or --json."""
+
+    subject: str | None = None
+    store: Path = DEFAULT_STORE_PATH
+    study: str | None = None
+    study_dir: Path | None = None
+    as_csv: bool = False
+    as_json: bool = False
+    fmt: str | None = None
+    csv_dialect: str = "standard"
+
+    def data(self):
+        """The study data of the SUBJECT, or of every subject of --study."""
+        return _one_or_all(self.subject, _study_alias(self.study, self.study_dir), self.store, self.csv_dialect)
+
+    def printed(self, res) -> bool:
+        """``res`` printed as JSON records (review 40 B7) or CSV when asked for: True; else False (a table)."""
+        if self.as_json:
+            _print_json(res)
+            return True
+        if _as_csv(self.as_csv, self.fmt):
+            from cartlab.grading.adam import to_csv_frame
+
+            sys.stdout.write(to_csv_frame(res).write_csv())
+            return True
+        return False
+
+
+#: the command's SUBJECT, --study, --store, --csv, --json and --csv-dialect, declared once
+subjects_options = bundled(Subjects, (
+    ("subject", EverySubjectArg, None), ("store", StoreOpt, DEFAULT_STORE_PATH), ("study", StudyOpt, None),
+    ("study_dir", StudyDirAlias, None), ("as_csv", CsvOutOpt, False), ("as_json", JsonOutOpt, False),
+    ("fmt", FormatAlias, None), ("csv_dialect", CsvDialectOpt, "standard")))
 
 @app.command("protocols")
 def protocols_cmd(
@@ -362,17 +401,11 @@ def _measure_used(p, size: dict, opts, rules: list[str]) -> str:
 
 
 @app.command("eligibility")
+@subjects_options
 def eligibility_cmd(
     ctx: typer.Context,
     protocol: ProtocolIdOpt,
-    subject: EverySubjectArg = None,
-    store: StoreOpt = DEFAULT_STORE_PATH,
-    study: StudyOpt = None,
-    study_dir: StudyDirAlias = None,
-    as_csv: CsvOutOpt = False,
-    as_json: JsonOutOpt = False,
-    fmt: FormatAlias = None,
-    csv_dialect: CsvDialectOpt = "standard",
+    target: Subjects = None,
     age_exact: Annotated[bool, typer.Option(
         "--age-exact", help="Compare age limits with the exact age (default: completed years, floor(age), as "
         "'up to 25 years of age' is read).")] = False,
@@ -401,7 +434,6 @@ def eligibility_cmd(
     """
     from rich.markup import escape
 
-    from cartlab.grading.adam import to_csv_frame
     from cartlab.model import NOT_MEASURED_SOURCES
     from cartlab.protocol import derive_eligibility, eligibility_verdict
 
@@ -410,18 +442,14 @@ def eligibility_cmd(
         "screening_end": ("screening_end", f"--screening-end {screening_end}", screening_end)})
     screening_end = chosen["screening_end"]
     p = _protocol_or_exit(protocol)
-    data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
+    data, subject = target.data(), target.subject
     from cartlab.protocol.eligibility import SCREENING_ENDS
 
     if screening_end not in SCREENING_ENDS:
         raise _usage(f"--screening-end must be one of {', '.join(SCREENING_ENDS)} (got {screening_end!r})")
     res = derive_eligibility(data, p, subject, age_whole_years=chosen["age_whole_years"],
                              screening_end=screening_end)
-    if as_json:  # review 40 B7
-        _print_json(res)
-        return
-    if _as_csv(as_csv, fmt):
-        sys.stdout.write(to_csv_frame(res).write_csv())
+    if target.printed(res):
         return
     if subject is None:
         _print_verdicts(eligibility_verdict(res), p)
@@ -448,17 +476,11 @@ def eligibility_cmd(
 
 
 @app.command("deviations")
+@subjects_options
 def deviations_cmd(
     ctx: typer.Context,
     protocol: ProtocolIdOpt,
-    subject: EverySubjectArg = None,
-    store: StoreOpt = DEFAULT_STORE_PATH,
-    study: StudyOpt = None,
-    study_dir: StudyDirAlias = None,
-    as_csv: CsvOutOpt = False,
-    as_json: JsonOutOpt = False,
-    fmt: FormatAlias = None,
-    csv_dialect: CsvDialectOpt = "standard",
+    target: Subjects = None,
     car_dose: Annotated[Optional[float], typer.Option(
         "--car-dose", help="The intended CAR-T total dose in the protocol's unit (cells/kg or cells), as in cartlab "
         "dose; default: the protocol's target, or for a dose-escalation protocol (NCT04762485) its range.")] = None,
@@ -513,7 +535,6 @@ def deviations_cmd(
     """
     from rich.markup import escape
 
-    from cartlab.grading.adam import to_csv_frame
     from cartlab.protocol import derive_deviations
 
     # who is infused: the analysis's one option best_response.infusion_evidence, from --set or --options
@@ -544,15 +565,11 @@ def deviations_cmd(
     except (ValueError, InputError) as exc:
         raise _usage(str(exc)) from None
     p = _protocol_or_exit(protocol)
-    data = _one_or_all(subject, _study_alias(study, study_dir), store, csv_dialect)
+    data = target.data()
     from cartlab.protocol.deviations import deviation_summary
 
     res = derive_deviations(data, p, po, infusion_evidence=evidence)
-    if as_json:  # review 40 B7
-        _print_json(_round_floats(res))
-        return
-    if _as_csv(as_csv, fmt):
-        sys.stdout.write(to_csv_frame(_round_floats(res)).write_csv())
+    if target.printed(_round_floats(res)):
         return
     if res.height == 0:
         console.print(f"[green]no deviations[/] from {escape(p.id)} ({data.subjects.height} subject(s))")

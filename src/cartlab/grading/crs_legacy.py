@@ -338,28 +338,21 @@ def _share(num: str, den: str) -> pl.Expr:
     return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den))
 
 
-def derive_crs_cross_scale_cohort(
-    study: Study,
-    astct: pl.DataFrame | None = None,
-    organ_grades: pl.DataFrame | None = None,
-    *,
-    hospitalization: pl.DataFrame | None = None,
-    options: CrsLegacyOptions | None = None,
-    scales: Iterable[str] = SCALES,
-) -> dict[str, pl.DataFrame]:
-    """Cohort concordance of the scales (Pennisi 2020 / JULIET-style).
+def derive_crs_cross_scale_cohort(study: Study, *args, **kwargs) -> dict[str, pl.DataFrame]:
+    """Cohort concordance of the scales (Pennisi 2020 / JULIET-style); the arguments are
+    :func:`derive_crs_cross_scale`'s (``astct``, ``organ_grades``, ``hospitalization``, ``options``,
+    ``scales`` ...).
 
-    Returns ``{"subjects": crs_cross_scale(...), "pairwise": ..., "summary": ...}``.
+    Returns ``{"subjects": derive_crs_cross_scale(...), "pairwise": ..., "summary": ...}``.
     ``pairwise`` has one row per pair of scales (ASTCT included when given): subjects whose grades on
     both scales are settled (``n_evaluable``), concordant (``n_same``), higher / lower on the first
     scale, undetermined, and agreement on the *presence* of CRS (grade >= 1). ``summary`` has the
     proportion of subjects with the same grade on every scale (Pennisi 2020: 25% for CRS) and with
     the same presence of CRS on every scale (99%).
     """
-    scales = tuple(scales)
-    subj = derive_crs_cross_scale(study, astct, organ_grades, hospitalization=hospitalization,
-                           options=options, scales=scales)
-    return {"subjects": subj, **derive_crs_concordance(subj, scales)}
+    kwargs["scales"] = tuple(kwargs.get("scales", SCALES))
+    subj = derive_crs_cross_scale(study, *args, **kwargs)
+    return {"subjects": subj, **derive_crs_concordance(subj, kwargs["scales"])}
 
 
 def derive_crs_concordance(subj: pl.DataFrame, scales: Iterable[str] = SCALES) -> dict[str, pl.DataFrame]:

@@ -21,20 +21,13 @@ from typing import Any
 import polars as pl
 
 from cartlab._deprecated import renamed
+from cartlab.grading import crs_features as cf
 from cartlab.grading.common import (
     FIRST_DAY_MODES,
     assessment_start,
     interventions_from_start,
     load_criteria,
     rows_from_start,
-)
-from cartlab.grading.crs_features import (
-    VITAL_OPTION_LIMITS,
-    FeverAttribution,
-    counted,
-    crs_day_features,
-    norm_text,
-    norm_values,
 )
 from cartlab.grading.crs_legacy_absent import (
     PANEL,
@@ -218,7 +211,7 @@ class CrsLegacyOptions:
     iv_route_unknown_categories: tuple[str, ...] | None = None
     organ_vocabulary: Mapping[str, Iterable[str]] | None = None
     scale_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    fever_attribution: FeverAttribution | None = None
+    fever_attribution: cf.FeverAttribution | None = None
     organ_labs: str = "last_known_within_days"
     organ_labs_days: int = 1
     organ_labs_open: str = "crs_signs"
@@ -269,7 +262,7 @@ class CrsLegacyOptions:
             raise ValueError(f"organ_labs must be one of {ORGAN_LABS}, not {self.organ_labs!r}")
         if isinstance(self.organ_labs_days, bool) or not isinstance(self.organ_labs_days, int) or self.organ_labs_days < 0:
             raise ValueError(f"organ_labs_days must be a whole number of days >= 0, not {self.organ_labs_days!r}")
-        for name, (low, high, what) in VITAL_OPTION_LIMITS.items():
+        for name, (low, high, what) in cf.VITAL_OPTION_LIMITS.items():
             v = getattr(self, name)
             if isinstance(v, (int, float)) and not low <= v <= high:
                 raise ValueError(f"{name}={v!r} is not {what} (expected {low} to {high})")
@@ -406,10 +399,10 @@ def _vocab(opts: CrsLegacyOptions) -> dict[str, Any]:
     lee, penn = load_criteria(TABLE_NAMES["lee2014"]), load_criteria(TABLE_NAMES["penn"])
     organ = opts.organ_vocabulary or lee["inputs"]["organ_vocabulary"]
     return {
-        "organ": {k: norm_values(v) for k, v in organ.items()},
-        "coag": norm_values(opts.coagulopathy_agents or penn["inputs"]["coagulopathy_agents"]),
-        "iv": norm_values(opts.iv_therapy_categories or penn["inputs"]["iv_therapy_categories"]),
-        "iv_route": norm_values(penn["inputs"]["iv_route_unknown_categories"] if opts.iv_route_unknown_categories is None
+        "organ": {k: cf.norm_values(v) for k, v in organ.items()},
+        "coag": cf.norm_values(opts.coagulopathy_agents or penn["inputs"]["coagulopathy_agents"]),
+        "iv": cf.norm_values(opts.iv_therapy_categories or penn["inputs"]["iv_therapy_categories"]),
+        "iv_route": cf.norm_values(penn["inputs"]["iv_route_unknown_categories"] if opts.iv_route_unknown_categories is None
                                 else opts.iv_route_unknown_categories),
     }
 
@@ -448,11 +441,11 @@ def _interventions(study: Study, opts: CrsLegacyOptions, vocab: dict[str, Any]) 
     """Interventions counted toward CRS (row order kept in ``i``) with their normalised category."""
     iv = study.interventions.filter(
         pl.col("start_day").is_not_null()
-        & counted("indication", opts.counted_indications, opts.count_empty_indication).fill_null(False))
-    cat = norm_text(pl.col("category")).fill_null("")
+        & cf.counted("indication", opts.counted_indications, opts.count_empty_indication).fill_null(False))
+    cat = cf.norm_text(pl.col("category")).fill_null("")
     return resolve_agents(iv, warn=False).with_row_index("i").with_columns(
         cat.alias("cat"), evidence_ref().alias("ref"),
-        ((cat == "other") & norm_text(pl.col("agent")).is_in(vocab["coag"]).fill_null(False)).alias("is_coag"),
+        ((cat == "other") & cf.norm_text(pl.col("agent")).is_in(vocab["coag"]).fill_null(False)).alias("is_coag"),
         cat.is_in(vocab["iv"]).alias("is_iv"), (cat.is_in(vocab["iv_route"]) & ~cat.is_in(vocab["iv"])).alias("iv_route"))
 
 
@@ -480,7 +473,7 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any], opts: CrsLegacyOpt
     voc = vocab["organ"]
     og = organ_grades.with_row_index("i").filter(pl.col("day").is_not_null())
     names = og.select(pl.col("organ").unique())
-    names = names.with_columns(norm_text(pl.col("organ")).fill_null("").alias("organ_n"))
+    names = names.with_columns(cf.norm_text(pl.col("organ")).fill_null("").alias("organ_n"))
     og = (og.join(names, on="organ", how="left", nulls_equal=True, maintain_order="left")
           .filter(~pl.col("organ_n").is_in(voc.get("excluded", []))))
     fallback = pl.format("organ_grades:{}", pl.col("i") + 1)
@@ -553,8 +546,8 @@ def _organ(organ_grades: pl.DataFrame, vocab: dict[str, Any], opts: CrsLegacyOpt
 def _deaths(study: Study) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per day of a death event: ``death_crs`` (attributed to CRS: True, no attribution: unknown,
     another: False; the last row of the day) and the evidence."""
-    ev = study.events.with_row_index("i").filter((norm_text(pl.col("event")) == "death") & pl.col("day").is_not_null())
-    att = norm_text(pl.col("attribution")).fill_null("")
+    ev = study.events.with_row_index("i").filter((cf.norm_text(pl.col("event")) == "death") & pl.col("day").is_not_null())
+    att = cf.norm_text(pl.col("attribution")).fill_null("")
     ev = ev.select("subject_id", _floor("day").alias("day"), "i", evidence_ref().alias("ref"),
                    pl.when(att == "crs").then(True).when(att == "").then(None).otherwise(False).alias("death_crs"))
     return (ev.unique(KEY, keep="last", maintain_order=True).select(*KEY, "death_crs", pl.lit(True).alias("death_day")),
@@ -589,7 +582,7 @@ def derive_crs_daily_inputs(
     """
     opts = (options or CrsLegacyOptions()).applied()
     original = study
-    attribution = opts.fever_attribution or FeverAttribution.from_table()
+    attribution = opts.fever_attribution or cf.FeverAttribution.from_table()
     # from the first CAR-T infusion (first_day), as the ASTCT engine: earlier rows are not read, an
     # intervention running across it counts from it (a steroid before it starts no fever waiver)
     start = assessment_start(study, "all" if opts.first_day is None else opts.first_day)
@@ -599,7 +592,7 @@ def derive_crs_daily_inputs(
     vocab = _vocab(opts)
     iv = _interventions(study, opts, vocab)
     vaso, vaso_items = _vasopressors(study, iv, opts)
-    shared = crs_day_features(study, indications=opts.counted_indications,
+    shared = cf.crs_day_features(study, indications=opts.counted_indications,
                               count_empty=opts.count_empty_indication, attribution=attribution)
     vitals = _vitals(study)
     support, support_items = support_days(iv)  # oxygen at 0 L/min not counted (review 40 B1)
@@ -662,7 +655,7 @@ def _no_labs(c: str, opts: CrsLegacyOptions) -> pl.Expr:
             .then(pl.lit(f"no {ORGAN_GROUP_LABS[c]} {when}")).otherwise(pl.lit(f"no organ labs {when}")))
 
 
-def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: FeverAttribution, organ_given: bool
+def _assemble(x: pl.DataFrame, opts: CrsLegacyOptions, attribution: cf.FeverAttribution, organ_given: bool
               ) -> pl.DataFrame:
     """The grid joined with every source -> the features, their defaults and unknown reasons."""
     tmax, sbp = pl.col("tmax_c"), pl.col("sbp_min_mmhg")

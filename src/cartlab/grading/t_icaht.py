@@ -26,43 +26,10 @@ from pydantic import BeforeValidator
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaTable, load_table
+from cartlab.grading import hemato_common as hc
+from cartlab.grading import hemato_late as late
 from cartlab.grading.absent_interventions import TX_MISSING, interventions_unknown, open_untransfused
-from cartlab.grading.hemato_common import (
-    CountWindowOptions,
-    EndDoses,
-    below_durations,
-    censored_flag,
-    censored_text,
-    daily_series,
-    dose_ends,
-    early_upper_grade,
-    empty,
-    event_windows,
-    fmt,
-    grades,
-    in_window,
-    nadir_exprs,
-    nadir_key,
-    nontransient_runs,
-    py_str,
-    recorded_day,
-    rule_features,
-    subject_ids,
-    table_levels,
-    transfusion_days,
-    windows_frame,
-)
-from cartlab.grading.hemato_late import (
-    late_lowest_text,
-    late_range_text,
-    late_upper_grade,
-    late_window_text,
-    nontransient_days,
-    nontransient_days_text,
-    nontransient_text,
-    window_grades,
-    window_rules,
-)
+from cartlab.grading.hemato_common import empty
 from cartlab.grading.icaht import duration_text, rule_texts
 from cartlab.grading.icaht_absent import late_end_unknown, late_range
 from cartlab.io.absent_files import EVENTS_NOT_GIVEN, events_absent
@@ -75,14 +42,14 @@ __all__ = ["TIcahtOptions", "derive_t_icaht", "derive_t_icaht_daily"]
 LevelName = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)]
 
 
-class TIcahtOptions(CountWindowOptions):
+class TIcahtOptions(hc.CountWindowOptions):
     """Options of T-ICAHT grading; ``None`` means the criteria table's default (its ``defaults``, whose
     comments document each option: the table below is generated from them). The operational choices
     the paper leaves open follow N-ICAHT (:class:`~cartlab.grading.icaht.IcahtOptions`)."""
 
     censor_events: tuple[str, ...] | None = None
     censor_day_inclusive: bool | None = None
-    censor_doses: EndDoses | None = None
+    censor_doses: hc.EndDoses | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
@@ -94,7 +61,7 @@ class TIcahtOptions(CountWindowOptions):
 
 def _used(table: CriteriaTable, rule_set: str, pattern: str) -> list[str]:
     """The levels named by the features of a rule set that match ``pattern``, deepest last."""
-    return sorted({m.group(1) for f in rule_features(table.rule_set(rule_set)) if (m := re.fullmatch(pattern, f))},
+    return sorted({m.group(1) for f in hc.rule_features(table.rule_set(rule_set)) if (m := re.fullmatch(pattern, f))},
                   key=lambda n: -float(n))
 
 
@@ -104,13 +71,13 @@ def _windows(study: Study, sids: list[str], opts: dict[str, Any]) -> tuple[pl.Da
     lo, hi = opts["early_window"]
     end = pl.col("end")
     last = pl.when(pl.lit(bool(opts["censor_day_inclusive"])) | (end == hi)).then(end.floor()).otherwise(end.ceil() - 1)
-    doses = dose_ends(study, opts["censor_doses"], opts.get("split_dose_gap_days"))  # review 45 F2: a new CAR-T course ends both windows
-    early = event_windows(study, sids, lo, hi, opts["censor_events"], False, min_event_day=lo,
+    doses = hc.dose_ends(study, opts["censor_doses"], opts.get("split_dose_gap_days"))  # review 45 F2: a new CAR-T course ends both windows
+    early = hc.event_windows(study, sids, lo, hi, opts["censor_events"], False, min_event_day=lo,
                           doses=doses).with_columns(
         pl.min_horizontal(pl.lit(hi, dtype=pl.Float64), last).cast(pl.Int64).alias("_el"))
-    late = event_windows(study, sids, opts["late_start_day"], opts["late_end_day"], opts["late_end_events"],
+    late = hc.event_windows(study, sids, opts["late_start_day"], opts["late_end_day"], opts["late_end_events"],
                          opts["late_end_at_last_followup"], min_event_day=lo, doses=doses)
-    late = late.with_columns(windows_frame(late).drop("subject_id")).join(
+    late = late.with_columns(hc.windows_frame(late).drop("subject_id")).join(
         early.select("subject_id", "_el"), on="subject_id", how="left", maintain_order="left")
     if events_absent(study):  # review 37 B1: the late window's end assumes no relapse, new therapy or death
         late = late.with_columns(pl.concat_str("why", pl.lit(" (" + EVENTS_NOT_GIVEN.format(
@@ -132,14 +99,14 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None,
     """
     options = options or TIcahtOptions()
     opts = {**options.resolved(), "split_dose_gap_days": split_dose_gap_days}
-    levels = table_levels(load_table(options.criteria), "PLAT")
+    levels = hc.table_levels(load_table(options.criteria), "PLAT")
     unknown = [n for n in opts["transfusion_supported_levels"] if n not in levels]
     if unknown:
         raise ValueError(f"transfusion_supported_levels {unknown} not among the levels {list(levels)}")
-    sids = subject_ids(study)
-    daily = daily_series(study, "PLAT", opts, "PLT").rename({"value": "plt"})
+    sids = hc.subject_ids(study)
+    daily = hc.daily_series(study, "PLAT", opts, "PLT").rename({"value": "plt"})
     free = int(opts["platelet_transfusion_free_days"])
-    tx = transfusion_days(study, opts["platelet_transfusion_categories"])
+    tx = hc.transfusion_days(study, opts["platelet_transfusion_categories"])
     cover = (tx.with_columns(pl.int_ranges("d", pl.col("d") + free + 1).alias("day")).explode("day")
              .group_by("subject_id", "day").agg(pl.col("ref").drop_nulls().unique(maintain_order=True).alias("tx_refs")))
     early_w, late_w = _windows(study, sids, opts)
@@ -150,13 +117,13 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None,
         win, on="subject_id", how="left", maintain_order="left")
     daily = daily.with_columns(
         pl.when((pl.col("day") >= lo) & (pl.col("day") <= pl.col("_el"))).then(pl.lit("early"))
-        .when(in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
+        .when(hc.in_window(opts["late_window_end_inclusive"])).then(pl.lit("late"))
         .otherwise(pl.lit(None, dtype=pl.String)).alias("window"))
     daily = _censor_interpolation(daily, opts, hi)
     supported = pl.col("tx_refs").is_not_null() & (pl.col("tx_refs").list.len() > 0)
     below = {n: (pl.col("plt") <= thr) if opts["inclusive"] else (pl.col("plt") < thr) for n, thr in levels.items()}
     # a censored result ("<5") is below a level when its bound says so, unknown otherwise
-    cens = {n: censored_flag(pl.col("censor"), pl.col("censor_limit"), thr, opts["inclusive"]) for n, thr in levels.items()}
+    cens = {n: hc.censored_flag(pl.col("censor"), pl.col("censor_limit"), thr, opts["inclusive"]) for n, thr in levels.items()}
     masked = list(opts["transfusion_supported_levels"])
     daily = daily.join(_own_count_before_transfusion(daily, tx, free, levels, masked, opts["inclusive"]),
                        on=["subject_id", "day"], how="left", maintain_order="left")
@@ -191,18 +158,18 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None,
     open_tx = supported & pl.col("plt").is_not_null() & not_below & ~by_tx
     note = (pl.when(by_tx).then(pl.lit(
         f"; a platelet transfusion within {free} days after an own count below "
-        + "/".join(fmt(levels[n]) for n in masked) + ": not a recovery, counted below "
-        + "/".join(fmt(levels[n]) for n in masked)))
+        + "/".join(hc.fmt(levels[n]) for n in masked) + ": not a recovery, counted below "
+        + "/".join(hc.fmt(levels[n]) for n in masked)))
         .when(open_tx).then(pl.lit(
             f"; a platelet transfusion within {free} days, the own count before it not below "
-            + "/".join(fmt(levels[n]) for n in masked) + " (or not measured): whether this count is the "
-            "patient's own is unknown, so below " + "/".join(fmt(levels[n]) for n in masked) + " is open"))
+            + "/".join(hc.fmt(levels[n]) for n in masked) + " (or not measured): whether this count is the "
+            "patient's own is unknown, so below " + "/".join(hc.fmt(levels[n]) for n in masked) + " is open"))
         .otherwise(pl.lit("")))
     daily = daily.with_columns(
         supported.alias("transfusion_supported"),
         by_tx.alias("below_by_transfusion"),
         *flags,
-        censored_text(pl.col("censor"), pl.col("censor_limit")).alias("plt_censored"),
+        hc.censored_text(pl.col("censor"), pl.col("censor_limit")).alias("plt_censored"),
         pl.concat_str(pl.col("reason"), note).alias("reason"),
     ).with_row_index("_row")
     if interventions_unknown(study, opts["absent_interventions"]):  # review 37 A2: absent is not "none given"
@@ -229,7 +196,7 @@ def _own_count_before_transfusion(daily: pl.DataFrame, tx: pl.DataFrame, free: i
     if tx.is_empty() or not masked:
         return pl.DataFrame(schema=out_schema)
     starts = tx.select("subject_id", pl.col("d").cast(pl.Int64).alias("tx_day")).unique()
-    own = daily.filter(recorded_day() & (pl.col("plt").is_not_null() | pl.col("censor").is_not_null())).select(
+    own = daily.filter(hc.recorded_day() & (pl.col("plt").is_not_null() | pl.col("censor").is_not_null())).select(
         "subject_id", pl.col("day").cast(pl.Int64), "plt", "censor", "censor_limit")
     # a count on a day an earlier transfusion (strictly before it, within `free` days) supports is not own
     sup = (own.select("subject_id", "day").join(starts, on="subject_id", how="inner")
@@ -238,7 +205,7 @@ def _own_count_before_transfusion(daily: pl.DataFrame, tx: pl.DataFrame, free: i
     own = own.join(sup, on=["subject_id", "day"], how="anti")
     flag = {n: (pl.when(pl.col("plt").is_not_null())
                 .then((pl.col("plt") <= levels[n]) if inclusive else (pl.col("plt") < levels[n]))
-                .otherwise(censored_flag(pl.col("censor"), pl.col("censor_limit"), levels[n], inclusive)))
+                .otherwise(hc.censored_flag(pl.col("censor"), pl.col("censor_limit"), levels[n], inclusive)))
             for n in masked}
     own = own.with_columns(*[f.alias(f"_b_{n}") for n, f in flag.items()]).sort("subject_id", "day")
     pre = (starts.sort("subject_id", "tx_day")
@@ -268,7 +235,7 @@ def _censor_interpolation(daily: pl.DataFrame, opts: dict[str, Any], early_hi: f
            .cast(pl.Int64))
     why = pl.when(pl.col("window") == "early").then(pl.col("_ewhy")).otherwise(pl.col("_lwhy"))
     # the next measured day (from the sources: daily_series' next_day is not filled on interpolated days)
-    nxt = (pl.when(recorded_day()).then(pl.col("day")).backward_fill().over("subject_id"))
+    nxt = (pl.when(hc.recorded_day()).then(pl.col("day")).backward_fill().over("subject_id"))
     daily = daily.with_columns(cut.alias("_cut"), why.alias("_cwhy"), nxt.alias("_next"))
     leak = (pl.col("source") == "interpolated") & pl.col("_cut").is_not_null() & (pl.col("_next") > pl.col("_cut"))
     return daily.with_columns(
@@ -288,8 +255,8 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     win = daily.filter(pl.col("window") == window)
     known = win.filter(pl.col("plt").is_not_null() | pl.col("plt_censored").is_not_null())
     # a censored result is no nadir number: ordered by its bound ("<50" as 50), shown as written (session 32)
-    key = nadir_key("plt", "plt_censored")
-    meas = known.filter(recorded_day()).sort(key, "day", nulls_last=True)
+    key = hc.nadir_key("plt", "plt_censored")
+    meas = known.filter(hc.recorded_day()).sort(key, "day", nulls_last=True)
     out = pl.DataFrame({"subject_id": sids}, schema={"subject_id": pl.String})
     out = out.join(known.group_by("subject_id").agg(
         pl.len().alias(f"{prefix}n_days"),
@@ -297,7 +264,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
         pl.col("below_by_transfusion").sum().alias(f"{prefix}transfusion_supported_days"),
     ), on="subject_id", how="left", maintain_order="left")
     out = out.join(meas.group_by("subject_id", maintain_order=True).agg(
-        pl.len().alias(f"{prefix}n_measurements"), *nadir_exprs("plt", "plt_censored", f"{prefix}plt"),
+        pl.len().alias(f"{prefix}n_measurements"), *hc.nadir_exprs("plt", "plt_censored", f"{prefix}plt"),
         pl.format("{} on day {}", pl.col("plt_censored"), pl.col("day"))
         .filter(pl.any_horizontal([pl.col(f"plt_lt_{n}").is_null() for n in levels]))
         .str.join(", ").alias(f"_{prefix}open"),
@@ -308,7 +275,7 @@ def _window_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     out = out.with_columns(*[pl.col(c).fill_null(0).cast(pl.Int64) for c in zero],
                            pl.col(f"{prefix}_ev").fill_null(pl.lit([], dtype=EVIDENCE)))
     for name in levels:
-        d = below_durations(win, f"plt_lt_{name}", int(opts["stable_recovery_days"]),
+        d = hc.below_durations(win, f"plt_lt_{name}", int(opts["stable_recovery_days"]),
                             bool(opts["count_recovery_days_in_run"]), opts["duration"])
         out = out.join(d.rename({c: f"{prefix}plt_lt_{name}_{c}" for c in d.columns if c != "subject_id"}),
                        on="subject_id", how="left", maintain_order="left")
@@ -328,7 +295,7 @@ def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any
         "subject_id", "day", "plt", "plt_censored", "source", "evidence", "below_by_transfusion", *flags)
     fills = (pl.col("source").fill_null("missing"), pl.col("below_by_transfusion").fill_null(False),
              pl.lit("early").alias("window"))
-    return early_upper_grade(grid, day, "plt", flags, lambda f: _window_features(f, sids, opts, levels, "early", ""),
+    return hc.early_upper_grade(grid, day, "plt", flags, lambda f: _window_features(f, sids, opts, levels, "early", ""),
                              table, opts, fills)
 
 
@@ -388,8 +355,8 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
     options = options or TIcahtOptions()
     opts = {**options.resolved(), "split_dose_gap_days": split_dose_gap_days}
     table = load_table(options.criteria)
-    levels = table_levels(table, "PLAT")
-    sids = subject_ids(study)
+    levels = hc.table_levels(table, "PLAT")
+    sids = hc.subject_ids(study)
     if not sids:
         return empty({"subject_id": pl.String, "t_icaht_early_grade": pl.Int64, "t_icaht_late_grade": pl.Int64,
                       "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE})
@@ -409,23 +376,23 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
         pl.concat_list(pl.col("late__ev"), "_late_w_ev").list.unique(maintain_order=True).alias("late_evidence"),
     )
     nt_cols = [f"late_nontransient_plt_{n}" for n in levels]
-    f = f.join(nontransient_runs(daily, sids, opts, list(levels), "plt_lt_", "late_nontransient_plt_"),
+    f = f.join(hc.nontransient_runs(daily, sids, opts, list(levels), "plt_lt_", "late_nontransient_plt_"),
                on="subject_id", how="left", maintain_order="left")
-    f = f.with_columns(grades(table, opts))
+    f = f.with_columns(hc.grades(table, opts))
     f = f.join(_early_upper(daily, early_w, opts, levels, table, sids), on="subject_id", how="left",
                maintain_order="left").with_columns(pl.col("early_unknown_days").fill_null(0))
     need = int(opts["late_min_measurements"])
     # "Two or more laboratory tests or nontransient thrombocytopenia" (session 34: the second alternative)
     early_ok = pl.col("n_days") > 0
     late_ok = (pl.col("late_n_measurements") >= need) | pl.any_horizontal([pl.col(c) > 0 for c in nt_cols])
-    f = f.join(late_upper_grade(daily, late_w, sids, opts, list(levels), table, value="plt", flag="plt_lt_",
+    f = f.join(late.late_upper_grade(daily, late_w, sids, opts, list(levels), table, value="plt", flag="plt_lt_",
                                 out="late_nontransient_plt_", keep=("plt_censored", "below_by_transfusion"),
                                 fills=(pl.col("below_by_transfusion").fill_null(False),),
                                 features=lambda up: _window_features(up, sids, opts, levels, "late", "late_")),
                on="subject_id", how="left", maintain_order="left")
     # not evaluable: still the highest grade possible (missing is not negative; session 34: it was null)
-    f = f.with_columns(window_grades("t_icaht", early_ok, late_ok))
-    f = f.with_columns(nontransient_days(list(levels), "late_nontransient_plt_", "plt"))
+    f = f.with_columns(late.window_grades("t_icaht", early_ok, late_ok))
+    f = f.with_columns(late.nontransient_days(list(levels), "late_nontransient_plt_", "plt"))
     texts = table.texts(("early", "late"), opts)
     e_lv = _used(table, "early", r"plt_lt_(\w+)_days")
     l_lv = _used(table, "late", r"late_plt_lt_(\w+)_days")
@@ -448,24 +415,24 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
     def tx_open_text(col: str) -> pl.Expr:
         return pl.concat_str(pl.when(pl.col(col) > 0).then(pl.format(
             "; {} day(s) follow a platelet transfusion given when the own count was not below {} (or not measured), "
-            "so whether they are below it is open", py_str(pl.col(col)),
-            pl.lit("/".join(fmt(levels[n]) for n in masked)))).otherwise(pl.lit("")),
+            "so whether they are below it is open", hc.py_str(pl.col(col)),
+            pl.lit("/".join(hc.fmt(levels[n]) for n in masked)))).otherwise(pl.lit("")),
             pl.when(pl.col(col.replace("open", "unknown")) > 0).then(pl.format(
                 "; {} day(s) with a count not below {} after one below it could have followed a platelet transfusion "
-                "({}), so whether they are below it is open", py_str(pl.col(col.replace("open", "unknown"))),
-                pl.lit("/".join(fmt(levels[n]) for n in masked)), pl.lit(TX_MISSING))).otherwise(pl.lit("")))
+                "({}), so whether they are below it is open", hc.py_str(pl.col(col.replace("open", "unknown"))),
+                pl.lit("/".join(hc.fmt(levels[n]) for n in masked)), pl.lit(TX_MISSING))).otherwise(pl.lit("")))
 
     tx_open = tx_open_text("_tx_open")
     # what leaves a higher grade open: days without a count, censored results whose bound leaves a deeper
     # level open (session 36: they were not named), days after a transfusion
     gaps = pl.when(pl.col("early_unknown_days") > 0).then(pl.format(
         "{} day(s) of the early window have no platelet count (measured or interpolated) and are not counted",
-        py_str(pl.col("early_unknown_days"))))
+        hc.py_str(pl.col("early_unknown_days"))))
     cens = pl.when(pl.col("_open").fill_null("") != "").then(pl.format(
         "the censored result(s) {} leave a deeper level open", pl.col("_open")))
     tx = pl.when(tx_open != "").then(tx_open.str.strip_prefix("; "))
     could = pl.format(" Could be up to grade {}: {}; had they been below every level, the grade would be that.",
-                      py_str(pl.col("t_icaht_early_grade_max")),
+                      hc.py_str(pl.col("t_icaht_early_grade_max")),
                       pl.concat_str(gaps, cens, tx, separator="; ", ignore_nulls=True))
     f = f.with_columns(
         pl.concat_str(_early_reason(opts, levels, e_lv, texts),
@@ -476,19 +443,19 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
         pl.concat_str(_late_reason(opts, levels, l_lv, n_lv, texts), pl.when(
             pl.col("t_icaht_late_grade_max") > pl.col("t_icaht_late_grade")).then(pl.format(
                 " Could be up to grade {}: days of the late window without a platelet count{} are not counted{}; had "
-                "they been below every level, the grade would be that.", py_str(pl.col("t_icaht_late_grade_max")),
+                "they been below every level, the grade would be that.", hc.py_str(pl.col("t_icaht_late_grade_max")),
                 pl.when(pl.col("_late_open").fill_null("") != "").then(pl.format(
                     " and the censored result(s) {} (their bound leaves a deeper level open)",
                     pl.col("_late_open"))).otherwise(pl.lit("")), tx_open_text("_tx_open_late")))
             .when(pl.col("t_icaht_late_grade").is_null() & pl.col("t_icaht_late_grade_max").is_not_null())
-            .then(late_range_text("t_icaht_late_grade", "t_icaht_late_grade_max",
+            .then(late.late_range_text("t_icaht_late_grade", "t_icaht_late_grade_max",
                                   "platelet count (measured or interpolated)",
                                   "no day of the late window lacks a count but a second test is missing",
                                   tx_open_text("_tx_open_late"))).otherwise(pl.lit("")))
         .alias("late_reason"))
     f = f.with_columns(
         # a grade 0 names its row (t_icaht.<window>.g0), not_evaluable only an empty grade (review s36 A1)
-        *window_rules(table, "t_icaht"),
+        *late.window_rules(table, "t_icaht"),
         pl.concat_str(pl.lit("Early: "), pl.col("early_reason"), pl.lit(" Late: "), pl.col("late_reason")).alias("reason"),
         pl.concat_list("early_evidence", "late_evidence").list.unique(maintain_order=True).alias("evidence"),
     )
@@ -517,41 +484,41 @@ def _tx_text(days: str, opts: dict) -> pl.Expr:
     n = pl.col(days)
     return pl.when(n.fill_null(0) == 0).then(pl.lit("")).otherwise(pl.format(
         f"; {{}} day(s) counted below {'/'.join(opts['transfusion_supported_levels'])} although the count was not, "
-        f"a platelet transfusion within {opts['platelet_transfusion_free_days']} days (not a recovery)", py_str(n)))
+        f"a platelet transfusion within {opts['platelet_transfusion_free_days']} days (not a recovery)", hc.py_str(n)))
 
 
 def _early_reason(opts: dict, levels: dict[str, float], names: list[str], texts: dict[str, str]) -> pl.Expr:
     lo, hi = opts["early_window"]
-    last, why = pl.col("early_window_end").cast(pl.Int64), py_str(pl.col("early_window_end_reason"))
-    win = pl.concat_str(pl.lit(f"days {lo}-"), py_str(last), pl.when(why != f"day {hi:g}")
+    last, why = pl.col("early_window_end").cast(pl.Int64), hc.py_str(pl.col("early_window_end_reason"))
+    win = pl.concat_str(pl.lit(f"days {lo}-"), hc.py_str(last), pl.when(why != f"day {hi:g}")
                         .then(pl.format(" (censored: {})", why)).otherwise(pl.lit("")))
-    parts = [duration_text(f"plt_lt_{n}", f"PLT {_sym(opts)} {fmt(levels[n])}", opts) for n in names]
+    parts = [duration_text(f"plt_lt_{n}", f"PLT {_sym(opts)} {hc.fmt(levels[n])}", opts) for n in names]
     return (pl.when(last < lo).then(pl.format("not evaluable: the early window is empty (censored: {}).", why))
             .when(pl.col("n_days").fill_null(0) == 0)
             .then(pl.format("not evaluable: no platelet count in {} (measured or interpolated).", win))
             .otherwise(pl.concat_str(win, pl.lit(": "), pl.concat_str(parts, separator="; "),
                                      _tx_text("early_transfusion_supported_days", opts), pl.lit(" -> grade "),
-                                     py_str(pl.col("t_icaht_early_grade")), pl.lit(" ("),
+                                     hc.py_str(pl.col("t_icaht_early_grade")), pl.lit(" ("),
                                      rule_texts(texts, "early_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
 
 
 def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], names: list[str],
                  texts: dict[str, str]) -> pl.Expr:
-    win, empty, is_empty = late_window_text("late_window_start", "late_window_end", "late_window_end_reason")
+    win, empty, is_empty = late.late_window_text("late_window_start", "late_window_end", "late_window_end_reason")
     n, need = pl.col("late_n_measurements"), int(opts["late_min_measurements"])
-    counts = pl.concat_str([pl.concat_str(py_str(pl.col(f"late_n_plt_{x}")), pl.lit(f" {_sym(opts)} {fmt(levels[x])}"))
+    counts = pl.concat_str([pl.concat_str(hc.py_str(pl.col(f"late_n_plt_{x}")), pl.lit(f" {_sym(opts)} {hc.fmt(levels[x])}"))
                             for x in names], separator=", ")
-    durs = [duration_text(f"late_plt_lt_{x}", f"PLT {_sym(opts)} {fmt(levels[x])}", opts) for x in dur_names]
-    nt = nontransient_text(opts, "thrombocytopenia", "below")
+    durs = [duration_text(f"late_plt_lt_{x}", f"PLT {_sym(opts)} {hc.fmt(levels[x])}", opts) for x in dur_names]
+    nt = late.nontransient_text(opts, "thrombocytopenia", "below")
     return (pl.when(is_empty).then(empty)
             .when(pl.col("t_icaht_late_grade").is_null()).then(pl.format(
                 f"not evaluable: {{}} platelet measurement(s) in {{}}, {need} needed{nt}.",
-                py_str(n), win))
+                hc.py_str(n), win))
             .otherwise(pl.concat_str(
-                py_str(n), pl.lit(" measurements in "), win, pl.lit(", of which "), counts, pl.lit("; "),
-                late_lowest_text(n, "PLT", "late_plt"), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
-                _tx_text("late_transfusion_supported_days", opts), nontransient_days_text(), pl.lit(" -> grade "),
-                py_str(pl.col("t_icaht_late_grade")), pl.lit(" ("),
+                hc.py_str(n), pl.lit(" measurements in "), win, pl.lit(", of which "), counts, pl.lit("; "),
+                late.late_lowest_text(n, "PLT", "late_plt"), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
+                _tx_text("late_transfusion_supported_days", opts), late.nontransient_days_text(), pl.lit(" -> grade "),
+                hc.py_str(pl.col("t_icaht_late_grade")), pl.lit(" ("),
                 rule_texts(texts, "late_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
 
 

@@ -19,25 +19,10 @@ from plotly.colors import make_colorscale, sequential
 from plotly.subplots import make_subplots
 
 from cartlab.model import NOT_MEASURED_SOURCES
+from cartlab.report import cohort_base as cb
 from cartlab.report import cohort_data as cd
-from cartlab.report.cohort_base import (
-    ZERO_EXPOSURE_TEXT,
-    CohortView,
-    band_segments,
-    curve_points,
-    log_floor,
-    under_death,
-)
-from cartlab.report.cohort_style import (
-    GRADE_COLORS,
-    OPEN_TEXT,
-    SWIMMER_MARKERS,
-    grade_label,
-    marker_key,
-    ongoing_text,
-    response_categories,
-    response_color,
-)
+from cartlab.report import cohort_style as style
+from cartlab.report.cohort_base import CohortView
 from cartlab.report.course_parts import UNITS
 
 __all__ = [
@@ -130,34 +115,34 @@ def _symbol(base: str, open_: bool) -> str:
 def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
     bars, n = data.bars, data.bars.height
     traces = []
-    for cat in response_categories(bars["response"].to_list()):
+    for cat in style.response_categories(bars["response"].to_list()):
         b = bars.filter(pl.col("response") == cat)
         pale = (b["end_kind"].is_in(list(NOT_MEASURED_SOURCES))).to_numpy()  # any not measured (C2)
         traces.append(trace("Bar",
             y=plotly_text(b["subject_id"].to_list()), x=b["end_day"].to_list(), base=0, orientation="h",
             name=plotly_text(cat),
             legendgroup="bars", legendgrouptitle_text="bar colour = best response",
-            marker={"color": response_color(cat), "opacity": 0.6, "pattern": {"shape": ["/" if p else "" for p in pale]}},
+            marker={"color": style.response_color(cat), "opacity": 0.6, "pattern": {"shape": ["/" if p else "" for p in pale]}},
             hovertemplate="%{y}: follow-up to day %{x}<extra>" + plotly_text(cat) + "</extra>"))
     mk = data.markers
-    keys = [marker_key(m, a) for m, a in zip(mk["marker"].to_list(), mk["antigen"].to_list())]
+    keys = [style.marker_key(m, a) for m, a in zip(mk["marker"].to_list(), mk["antigen"].to_list())]
     mk = mk.with_columns(pl.Series("key", keys, pl.String))
-    for key, (_m, sym, color, text) in SWIMMER_MARKERS.items():
+    for key, (_m, sym, color, text) in style.SWIMMER_MARKERS.items():
         for open_ in (False, True):
             sub = mk.filter((pl.col("key") == key) & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
             if sub.height == 0:
                 continue
-            cols = [response_color(lab) for lab in sub["label"]] if color is None else color
+            cols = [style.response_color(lab) for lab in sub["label"]] if color is None else color
             traces.append(trace("Scatter",
                 x=sub["day"].to_list(), y=plotly_text(sub["subject_id"].to_list()), mode="markers",
                 name=text + (" (not measured)" if open_ else ""), legendgroup="markers", legendgrouptitle_text="markers",
                 text=plotly_text(sub["label"].to_list()), hovertemplate="%{y} day %{x}: %{text}<extra></extra>",
                 marker={"symbol": _symbol(sym, open_), "size": 9 if n <= 60 else 6, "color": cols,
                             "line": {"color": "black" if key == "response" else cols, "width": 1}}))
-    top = under_death(mk)  # a relapse on the day of death: again on top of the death square, smaller
+    top = cb.under_death(mk)  # a relapse on the day of death: again on top of the death square, smaller
     for key, part in top.partition_by("key", as_dict=True).items() if top.height else ():
-        _m, sym, color, text = SWIMMER_MARKERS[key[0]]
-        cols = [response_color(lab) for lab in part["label"]] if color is None else [color] * part.height
+        _m, sym, color, text = style.SWIMMER_MARKERS[key[0]]
+        cols = [style.response_color(lab) for lab in part["label"]] if color is None else [color] * part.height
         open_ = part["kind"].is_in(list(NOT_MEASURED_SOURCES)).to_list()  # a not-measured marker stays open
         traces.append(trace("Scatter",
             x=part["day"].to_list(), y=plotly_text(part["subject_id"].to_list()), mode="markers", name=text,
@@ -169,7 +154,7 @@ def swimmer_figure(data: cd.SwimmerData) -> go.Figure:
     if on.height:
         traces.append(trace("Scatter", x=(on["end_day"] + 1.0).to_list(), y=plotly_text(on["subject_id"].to_list()),
                                  mode="markers",
-                                 name=ongoing_text(data.events_absent), legendgroup="markers",
+                                 name=style.ongoing_text(data.events_absent), legendgroup="markers",
                                  marker={"symbol": "triangle-right", "size": 7, "color": "#444444"}, hoverinfo="skip"))
     order = plotly_text(bars.sort("order")["subject_id"].to_list())
     fig = figure(traces)
@@ -190,11 +175,11 @@ def grade_figure(counts: pl.DataFrame, by: str = "term", title: str = "") -> go.
     for g in grades:
         sub = c.filter(pl.col("grade").is_null() if g is None else pl.col("grade") == g)
         traces.append(trace("Bar", y=plotly_text(sub[by].to_list()), x=sub["share"].to_list(), orientation="h",
-                             name=grade_label(g),
+                             name=style.grade_label(g),
                              text=[str(v) if v else "" for v in sub["n"].to_list()], textposition="inside",
-                             marker={"color": GRADE_COLORS[g], "line": {"color": "#555555", "width": 0.5},
+                             marker={"color": style.GRADE_COLORS[g], "line": {"color": "#555555", "width": 0.5},
                                          "pattern": {"shape": "/" if g is None else ""}},
-                             hovertemplate="%{y}: %{text} subject(s), %{x:.1f}%<extra>" + grade_label(g) + "</extra>"))
+                             hovertemplate="%{y}: %{text} subject(s), %{x:.1f}%<extra>" + style.grade_label(g) + "</extra>"))
     groups = plotly_text(totals[by].to_list())
     fig = figure(traces)
     fig.update_yaxes(categoryorder="array", categoryarray=groups[::-1])
@@ -250,14 +235,14 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
     lines = pts.group_by("subject_id", maintain_order=True).agg("day", "value", pl.col("response").first(),
                                                                  pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)).all().alias("nm"))
     many = lines.height > 100
-    for cat in response_categories(lines["response"].to_list()):
+    for cat in style.response_categories(lines["response"].to_list()):
         for nm in (False, True):
             sub = lines.filter((pl.col("response") == cat) & (pl.col("nm") == nm))
             if sub.height == 0:
                 continue
             x, y = _gapped(sub)
             traces.append(trace("Scattergl", x=x, y=y, mode="lines", name=plotly_text(cat), legendgroup=cat, showlegend=not nm,
-                                       line={"color": response_color(cat), "width": 0.7 if many else 1.4,
+                                       line={"color": style.response_color(cat), "width": 0.7 if many else 1.4,
                                                  "dash": "dot" if nm else "solid"}, opacity=0.5 if many else 0.9,
                                        hoverinfo="skip"))
     for blq, sym in ((False, "circle"), (True, "triangle-down")):
@@ -268,10 +253,10 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
             name = ("below limit of quantification (at the limit)" if blq else "measured value")
             traces.append(trace("Scattergl",
                 x=sub["day"].to_list(), y=sub["value"].to_list(), mode="markers",
-                name=name + (f" — {OPEN_TEXT}" if open_ else ""), text=plotly_text(sub["subject_id"].to_list()),
+                name=name + (f" — {style.OPEN_TEXT}" if open_ else ""), text=plotly_text(sub["subject_id"].to_list()),
                 hovertemplate="%{text} day %{x}: %{y:.3s}<extra></extra>",
                 marker={"symbol": _symbol(sym, open_), "size": 4 if many else 7,
-                            "color": [response_color(r) for r in sub["response"].to_list()]}))
+                            "color": [style.response_color(r) for r in sub["response"].to_list()]}))
     fig = figure(traces)
     fig.update_yaxes(type="log", title=f"CAR transgene ({data.unit})")
     fig.update_xaxes(title=X_DAYS)
@@ -281,7 +266,7 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
 def exposure_figure(data: cd.ExposureData) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Cmax", f"AUC day {data.window[0]:g}-{data.window[1]:g}"))
     pts = data.points
-    cats = response_categories(pts["response"].to_list())
+    cats = style.response_categories(pts["response"].to_list())
     label = {True: "CRS grade >= 3 (ASTCT)", False: "CRS grade 0-2", None: "CRS >= 3 not settled (not evaluable, or a range)"}
     color = {True: "#d95f0e", False: "#3182bd", None: "#bdbdbd"}
     rng = np.random.default_rng(0)
@@ -298,10 +283,10 @@ def exposure_figure(data: cd.ExposureData) -> go.Figure:
                                        marker={"color": color[flag], "size": 6}), row=1, col=j + 1)
         zero = pts.filter(pl.col(col) == 0)
         if zero.height:  # never silently off the log axis: at the floor, marked and named
-            floor = log_floor(pts[col].to_list())
+            floor = cb.log_floor(pts[col].to_list())
             fig.add_trace(go.Scatter(
                 x=[cats.index(r) + rng.uniform(-0.18, 0.18) for r in zero["response"].to_list()], y=[floor] * zero.height,
-                mode="markers", name=ZERO_EXPOSURE_TEXT, legendgroup="zero", showlegend=j == 0,
+                mode="markers", name=cb.ZERO_EXPOSURE_TEXT, legendgroup="zero", showlegend=j == 0,
                 text=plotly_text(zero["subject_id"].to_list()), hovertemplate="%{text}: 0 (no expansion)<extra></extra>",
                 marker={"symbol": "triangle-down", "size": 8, "line": {"color": "black", "width": 1},
                         "color": [color[v] for v in zero["crs_ge3"].to_list()]}), row=1, col=j + 1)
@@ -358,7 +343,7 @@ def _band(traces: list, t, lo, hi, col: str, name: str) -> None:
     """The 95% CI band of a post-step curve: one filled step outline per run of defined intervals
     (:func:`~cartlab.report.cohort_base.band_segments`), straight edges between the doubled points
     (a step, never a diagonal), nothing where the interval is undefined (ci empty, e.g. S = 0)."""
-    for x, yl, yh in band_segments(t, lo, hi):
+    for x, yl, yh in cb.band_segments(t, lo, hi):
         traces.append(trace("Scatter", x=x + x[::-1], y=yh + yl[::-1], fill="toself", mode="none", fillcolor=col,
                             opacity=0.15, line={"shape": "linear"}, name=f"{name} 95% CI",
                             legendgroup=f"band {name}", showlegend=False, hoverinfo="skip"))
@@ -371,7 +356,7 @@ def survival_figure(data) -> go.Figure:
     names = data.steps["PARAMCD"].unique(maintain_order=True).to_list()
     for p in names:
         s = data.steps.filter(pl.col("PARAMCD") == p)
-        t, y, lo, hi = curve_points(s, "survival", 1.0)
+        t, y, lo, hi = cb.curve_points(s, "survival", 1.0)
         col = KM_COLORS.get(p, "#333")
         _band(traces, t, lo, hi, col, p)
         traces.append(trace("Scatter", x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2},
@@ -392,7 +377,7 @@ def survival_figure(data) -> go.Figure:
 def incidence_figure(data) -> go.Figure:
     traces = []
     for ev in data.curves["event"].unique(maintain_order=True).to_list():
-        t, y, lo, hi = curve_points(data.curves.filter(pl.col("event") == ev), "cif", 0.0)
+        t, y, lo, hi = cb.curve_points(data.curves.filter(pl.col("event") == ev), "cif", 0.0)
         col = KM_COLORS.get(ev, "#333")
         _band(traces, t, lo, hi, col, ev)
         traces.append(trace("Scatter", x=t, y=y, mode="lines", line={"shape": "hv", "color": col, "width": 2}, name=ev))
@@ -418,7 +403,7 @@ def rates_figure(rates: pl.DataFrame) -> go.Figure:
     return _layout(fig, 120 + 40 * max(len(labels), 1))
 
 
-def cohort_figures_plotly(analysis, subject_ids=None) -> list[CohortView]:
+def cohort_figures_plotly(analysis, subject_ids=None) -> list[cb.CohortView]:
     """Every cohort view of ``analysis`` as plotly figures and tables (``subject_ids``: a subset,
     e.g. the dashboard's filtered subjects)."""
     import sys

@@ -13,16 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from cartlab.provenance import evidence_ref
-from cartlab.report.cohort_base import (
-    ViewUnavailable,
-    evidence_kinds,
-    optional,
-    require,
-    response_label,
-    selected_ids,
-    subjects_of,
-    subset,
-)
+from cartlab.report import cohort_base as cb
 from cartlab.report.provenance_marks import approximate_day
 
 __all__ = ["MARKER_SCHEMA", "SwimmerData", "events_not_given", "swimmer_data"]
@@ -67,29 +58,29 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
     the episode's response) is the relapse's when none is on or after it (blood flow drawn two days
     before the relapse marrow); 0 = on or after the relapse day only (no source fixes a window)."""
     view = "swimmer plot"
-    ids = selected_ids(analysis, subject_ids, view)
+    ids = cb.selected_ids(analysis, subject_ids, view)
     study = analysis.study
-    adtte = subset(require(analysis, "adtte", view), ids)
+    adtte = cb.subset(cb.require(analysis, "adtte", view), ids)
     os_rows = adtte.filter((pl.col("PARAMCD") == "OS") & (pl.col("ANLFL") == "Y") & pl.col("ADY").is_not_null())
-    subj = subjects_of(analysis, ids).select("subject_id", "disease")
+    subj = cb.subjects_of(analysis, ids).select("subject_id", "disease")
     notes = []
     lost = subj.join(os_rows, on="subject_id", how="anti")
     if lost.height:
         notes.append(f"{lost.height} subject(s) without an overall-survival row (ADTTE) are not drawn: "
                      f"{', '.join(lost['subject_id'].head(10).to_list())}{' ...' if lost.height > 10 else ''}")
     if os_rows.height == 0:
-        raise ViewUnavailable(f"{view}: no subject has an overall-survival row in table 'adtte'", ("adtte",))
-    best = optional(analysis, "best_response")
+        raise cb.ViewUnavailable(f"{view}: no subject has an overall-survival row in table 'adtte'", ("adtte",))
+    best = cb.optional(analysis, "best_response")
     if best is None:
         notes.append("best response not available (table 'best_response'); response markers not drawn")
         best = pl.DataFrame(schema={"subject_id": pl.String, "criteria": pl.String, "best_response": pl.String,
                                     "best_response_day": pl.Float64, "relapse_day": pl.Float64, "evidence": _EVIDENCE})
-    best = subset(best, ids)
+    best = cb.subset(best, ids)
     bars = (subj.join(os_rows.select("subject_id", pl.col("ADY").alias("end_day"), (pl.col("EVENT") == 1).alias("dead"),
                                      "evidence"), on="subject_id", how="inner")
             .join(best.select("subject_id", "criteria", "best_response"), on="subject_id", how="left")
-            .with_columns(response_label().alias("response"), (~pl.col("dead")).alias("ongoing")))
-    kinds = evidence_kinds(study, bars, precise=True)  # the CSV says synthetic / simulated as such (review 39 C2)
+            .with_columns(cb.response_label().alias("response"), (~pl.col("dead")).alias("ongoing")))
+    kinds = cb.evidence_kinds(study, bars, precise=True)  # the CSV says synthetic / simulated as such (review 39 C2)
     bars = (bars.join(kinds.rename({"kind": "end_kind"}), on="subject_id", how="left")
             .sort(["end_day", "subject_id"], descending=[True, False])
             .with_row_index("order").select("subject_id", "disease", "response", "end_day", "dead", "ongoing",
@@ -102,11 +93,11 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
     # relapse: every episode (table 'relapse', one row per response episode; a response after a relapse
     # starts a new episode), the best-response relapse day and the relapse events of ADTTE (CIR; EFS/RFS
     # with EVNTDESC RELAPSE), one marker per subject and day -- never only the first relapse
-    rel_tab = optional(analysis, "relapse")
+    rel_tab = cb.optional(analysis, "relapse")
     src = [best.filter(pl.col("relapse_day").is_not_null()).select(
         "subject_id", pl.col("relapse_day").alias("day"), pl.lit([], dtype=_EVIDENCE).alias("evidence"))]
     if rel_tab is not None:
-        src.append(subset(rel_tab, ids).filter(pl.col("relapse_day").is_not_null()).select(
+        src.append(cb.subset(rel_tab, ids).filter(pl.col("relapse_day").is_not_null()).select(
             "subject_id", pl.col("relapse_day").alias("day"), pl.col("evidence").cast(_EVIDENCE)))
     desc = pl.col("EVNTDESC").cast(pl.String).str.to_uppercase() if "EVNTDESC" in adtte.columns else pl.lit(None, pl.String)
     src.append(adtte.filter((pl.col("EVENT") == 1) & pl.col("ADY").is_not_null()
@@ -117,7 +108,7 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
            .group_by("subject_id", "day")
            .agg(pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True))
            .sort("subject_id", "day"))
-    loss = optional(analysis, "antigen_loss")
+    loss = cb.optional(analysis, "antigen_loss")
     if loss is None:
         notes.append("target-antigen assessment not available (table 'antigen_loss'): relapses marked "
                      "'antigen not assessed'")
@@ -126,7 +117,7 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
     # documented loss (antigen.low_at_baseline: low before treatment; antigen.no_baseline: no
     # pre-treatment value, antigen_loss empty) is "low", never "retained" nor "not assessed"
     below = pl.col("below_cutoff") if "below_cutoff" in loss.columns else pl.col("antigen_loss")
-    loss = subset(loss, ids)
+    loss = cb.subset(loss, ids)
     if "day" not in loss.columns:  # an assessment without a day cannot be tied to a relapse episode
         notes.append("target-antigen assessments without a day (table 'antigen_loss'): relapses marked "
                      "'antigen not assessed'")
@@ -144,9 +135,9 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
         pl.col("antigen").filter(below.fill_null(False) & ~pl.col("antigen_loss").fill_null(False))
         .unique().sort().str.join("/").alias("low_ag"),
         pl.col("antigen").unique().sort().str.join("/").alias("ag")).sort("ag_day")
-    engine = optional(analysis, "relapse_antigen")  # the antigen at each relapse (review 41 F1/F2)
+    engine = cb.optional(analysis, "relapse_antigen")  # the antigen at each relapse (review 41 F1/F2)
     if engine is not None:
-        engine = _with_uncovered(analysis, subset(engine, ids), rel, rel_tab, subset(optional(analysis, "antigen_loss"), ids))
+        engine = _with_uncovered(analysis, cb.subset(engine, ids), rel, rel_tab, cb.subset(cb.optional(analysis, "antigen_loss"), ids))
     rel = _episode_antigen(rel, ag, rel_tab, best, antigen_window_days, engine)
     rel = rel.with_columns(
         pl.when(pl.col("neg").fill_null(False)).then(pl.lit("negative"))
@@ -162,7 +153,7 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
                                                                      "documented loss)", pl.col("low_ag")))
                     .when(pl.col("antigen") == "retained").then(pl.format("relapse, {} retained", pl.col("ag")))
                     .otherwise(pl.lit("relapse, antigen not assessed"))).alias("label"))))
-    ev = subset(study.events, ids)
+    ev = cb.subset(study.events, ids)
     hsct = (ev.filter((pl.col("event") == "allo_hsct") & (pl.col("day") >= 0) & pl.col("subject_id").is_in(drawn))
             .sort("day").group_by("subject_id", maintain_order=True).first())
     # a day the row calls approximate ("day 60 is approximate") is labelled so and drawn open (review 41 F1)
@@ -179,12 +170,12 @@ def swimmer_data(analysis, subject_ids=None, antigen_window_days: float = 0.0) -
     markers = pl.concat(parts).with_row_index("_m")
     # the rows' own source kind (synthetic stays synthetic, review 41 F2); an approximate event day is
     # not a stated one (review 41 F1)
-    kinds = evidence_kinds(study, markers, key="_m", precise=True, approximate_days=True)
+    kinds = cb.evidence_kinds(study, markers, key="_m", precise=True, approximate_days=True)
     # a response is what its marrow shows: a marrow result stated in the publication makes the response
     # marker "paper" even when the counts beside it (ANC, platelets, PB blasts) were reconstructed
     marrow = _marrow_evidence(study, markers.filter(pl.col("marker") == "response"))
     if marrow.height:
-        mk = evidence_kinds(study, marrow, key="_m", precise=True).rename({"kind": "_mk"})
+        mk = cb.evidence_kinds(study, marrow, key="_m", precise=True).rename({"kind": "_mk"})
         kinds = (kinds.join(mk, on="_m", how="left")
                  .with_columns(pl.coalesce("_mk", "kind").alias("kind")).drop("_mk"))
     markers = markers.join(kinds, on="_m", how="left").drop("_m", "evidence").sort("subject_id", "day")

@@ -16,18 +16,9 @@ from cartlab.errors import CartlabError, InputError
 from cartlab.io.atomic import atomic_file
 from cartlab.io.clock import midnight, parse_wall_clock
 from cartlab.io.dictionary import load_dictionary
+from cartlab.io.fhir import mapping as fm
 from cartlab.io.fhir._absent import absent_meta
 from cartlab.io.fhir._common import add_days, fhir_text, fhir_time, row_extension
-from cartlab.io.fhir.mapping import (
-    CS_CATEGORY,
-    CS_EVENT,
-    CS_FLAG,
-    DAYS_ONLY_ANCHOR,
-    EXT_ANCHOR,
-    UCUM,
-    FhirMapping,
-    load_mapping,
-)
 from cartlab.io.value_text import CENSORED
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import PROVENANCE_COLUMNS, Study
@@ -55,7 +46,7 @@ def _ref(subject_id: str) -> dict:
 
 
 #: meta.tag of every resource of a days-only subject: its times sit on the nominal 2000-01-01 anchor
-NOMINAL_TAG = {"system": CS_FLAG, "code": "nominal-time",
+NOMINAL_TAG = {"system": fm.CS_FLAG, "code": "nominal-time",
                "display": "days since the CAR-T infusion placed on a nominal 2000-01-01 day 0: not calendar dates"}
 
 
@@ -68,12 +59,12 @@ def _quantity(value, unit: str | None, ucum: str | None) -> dict:
     if unit:
         q["unit"] = unit
     if ucum:
-        q["system"], q["code"] = UCUM, ucum
+        q["system"], q["code"] = fm.UCUM, ucum
     return q
 
 
 class _Writer:
-    def __init__(self, study: Study, m: FhirMapping):
+    def __init__(self, study: Study, m: fm.FhirMapping):
         self.study, self.m = study, m
         self.entries: list[dict] = []
         self.anchor = {}  # subject -> midnight of day 0 (naive wall clock)
@@ -109,12 +100,12 @@ class _Writer:
     def subjects(self) -> None:
         for row in self.study.subjects.iter_rows(named=True):
             sid = row["subject_id"]
-            anchor = row["infusion_datetime"] or row["infusion_date"] or DAYS_ONLY_ANCHOR
+            anchor = row["infusion_datetime"] or row["infusion_date"] or fm.DAYS_ONLY_ANCHOR
             self.anchor[sid] = midnight(parse_wall_clock(anchor))  # day 0's midnight (cartlab.io.clock)
             self.anchor_text[sid] = fhir_text(anchor)
         for sid in self.study.subject_ids:  # subjects found only in other tables: days-only anchor
-            self.anchor.setdefault(sid, midnight(parse_wall_clock(DAYS_ONLY_ANCHOR)))
-            self.anchor_text.setdefault(sid, fhir_text(DAYS_ONLY_ANCHOR))
+            self.anchor.setdefault(sid, midnight(parse_wall_clock(fm.DAYS_ONLY_ANCHOR)))
+            self.anchor_text.setdefault(sid, fhir_text(fm.DAYS_ONLY_ANCHOR))
         dated = {r["subject_id"] for r in self.study.subjects.iter_rows(named=True)
                  if r["infusion_datetime"] or r["infusion_date"]}
         self.nominal = set(self.study.subject_ids) - dated
@@ -126,9 +117,9 @@ class _Writer:
             res = {
                 "resourceType": "Patient",
                 "id": _pid(sid),
-                "identifier": [{"system": f"{CS_CATEGORY}/subject-id", "value": sid}],
+                "identifier": [{"system": f"{fm.CS_CATEGORY}/subject-id", "value": sid}],
                 "extension": [
-                    {"url": EXT_ANCHOR, "valueDateTime": self.anchor_text[sid]},
+                    {"url": fm.EXT_ANCHOR, "valueDateTime": self.anchor_text[sid]},
                     self.ext(row, drop=("sex", "weight_kg", "height_cm")),
                 ],
             }
@@ -217,7 +208,7 @@ class _Writer:
                 "resourceType": "MedicationAdministration",
                 "id": f"dose-{i}",
                 "status": "completed",
-                "category": {"coding": [{"system": CS_CATEGORY, "code": "dose"}]},
+                "category": {"coding": [{"system": fm.CS_CATEGORY, "code": "dose"}]},
                 "medicationCodeableConcept": {"text": r["agent"]},
                 "subject": _ref(sid),
                 "effectiveDateTime": when,
@@ -240,13 +231,13 @@ class _Writer:
                 res["reasonCode"] = [{"text": r["indication"]}]
             if r["category"] == "oxygen":
                 res.update(resourceType="Procedure", status="completed",
-                           code={"coding": [{"system": CS_CATEGORY, "code": "oxygen"}], "text": "oxygen therapy"})
+                           code={"coding": [{"system": fm.CS_CATEGORY, "code": "oxygen"}], "text": "oxygen therapy"})
                 res["performedPeriod" if end else "performedDateTime"] = {"start": start, "end": end} if end else start
                 if r["o2_device"]:
                     res["usedCode"] = [{"text": r["o2_device"]}]
             else:
                 res.update(resourceType="MedicationAdministration", status="completed",
-                           category={"coding": [{"system": CS_CATEGORY, "code": r["category"]}]},
+                           category={"coding": [{"system": fm.CS_CATEGORY, "code": r["category"]}]},
                            medicationCodeableConcept={"text": r["agent"] or r["category"]})
                 res["effectivePeriod" if end else "effectiveDateTime"] = {"start": start, "end": end} if end else start
                 if _clean(r["dose"]) is not None:
@@ -258,7 +249,7 @@ class _Writer:
         for i, r in enumerate(self.study.events.iter_rows(named=True), 1):
             sid = r["subject_id"]
             t = self.when(sid, r["day"], r["datetime"])
-            code = {"coding": [{"system": CS_EVENT, "code": r["event"]}], "text": r["event"]}
+            code = {"coding": [{"system": fm.CS_EVENT, "code": r["event"]}], "text": r["event"]}
             res = {"id": f"evt-{i}", "subject": _ref(sid), "code": code,
                    "extension": [self.ext(r)]}
             if r["event"] == "allo_hsct":
@@ -272,7 +263,7 @@ class _Writer:
 
 def build_bundle(study: Study, mapping=None) -> dict:
     """The Bundle (a JSON-ready dict) of ``study``; every resource validated with fhir.resources R4B."""
-    w = _Writer(study, load_mapping(mapping))
+    w = _Writer(study, fm.load_mapping(mapping))
     w.subjects()
     w.observations()
     w.doses()

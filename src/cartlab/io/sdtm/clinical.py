@@ -7,18 +7,7 @@ import json
 import polars as pl
 
 from cartlab.io.schema import O2_DEVICES
-from cartlab.io.sdtm.common import (
-    BAD_DTC,
-    Ctx,
-    extra_json,
-    first_reason,
-    imputed_note,
-    place,
-    provenance,
-    status,
-    supp_col,
-    time_reason,
-)
+from cartlab.io.sdtm import common as sc
 from cartlab.io.sdtm.dates import parse_dtc
 from cartlab.io.sdtm.files import ROW, DomainFile
 from cartlab.io.sdtm.intervention_rules import CRS_RELEVANT, expand_ex, o2_flow, warn_oxygen, warn_partial
@@ -47,7 +36,7 @@ def exposure_reason(ex: DomainFile, agent: pl.Expr) -> pl.Expr:
     kept as it is."""
     dom = ex.domain
     mood = upper(ex, f"{dom}MOOD")
-    return first_reason(
+    return sc.first_reason(
         (mood.is_not_null() & (mood != "") & (mood != "PERFORMED"),
          pl.lit(f"{dom}MOOD ") + mood + pl.lit(": not an exposure (SDTMIG EC: only PERFORMED records are doses given)")),
         (upper(ex, f"{dom}OCCUR") == "N", f"not given ({dom}OCCUR = N)"),
@@ -103,12 +92,12 @@ def anchors(dm: DomainFile, ex: DomainFile | None, ex_agents: dict[str, str] | N
     subject with a partial CAR-T date whose period can include or precede the first fully dated
     CAR-T exposure (:func:`_partial_before`)."""
     rfx = parse_dtc(dm.col("RFXSTDTC"))
-    dm.fail(rfx.struct.field("status") == "invalid", "RFXSTDTC", BAD_DTC)
+    dm.fail(rfx.struct.field("status") == "invalid", "RFXSTDTC", sc.BAD_DTC)
     rfst = parse_dtc(dm.col("RFSTDTC"))  # the --DY reference (SDTMIG 4.4.4), read by study_day_fallback
     # SUPPDM DAY0DTC (write_sdtm: the date of the first CAR-T infusion, = its DM.RFSTDTC) comes before
     # RFXSTDTC, which write_sdtm writes as the first exposure to any treatment (SDTMIG)
     d0 = parse_dtc(dm.col("__q_day0_date"))
-    dm.fail((d0.struct.field("status") == "invalid") & dm.col("__q_day0_date").is_not_null(), "SUPPDM DAY0DTC", BAD_DTC)
+    dm.fail((d0.struct.field("status") == "invalid") & dm.col("__q_day0_date").is_not_null(), "SUPPDM DAY0DTC", sc.BAD_DTC)
     dmf = dm.df.select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
         pl.when(d0.struct.field("status") == "ok").then(d0.struct.field("dt").dt.truncate("1d")).alias("__day0"),
@@ -219,33 +208,33 @@ def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None,
 # DM
 
 
-def map_dm(dm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+def map_dm(dm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     m = ctx.mapping
     dm.check_numbers("AGE")
     dm.fail(pl.col("USUBJID").is_null(), "USUBJID", "USUBJID is empty")
     dm.fail(pl.col("USUBJID").is_duplicated(), "USUBJID", "a subject is given twice in DM")
-    place(dm, ctx, "RFPENDTC", prefix="end")
+    sc.place(dm, ctx, "RFPENDTC", prefix="end")
     ageu = upper(dm, "AGEU").fill_null("YEARS")
     df = dm.df
     out = df.select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
         upper(dm, "SEX").replace_strict(m.sex, default=None, return_dtype=pl.String).alias("sex"),
         (dm.number("AGE") / ageu.replace_strict(m.age_units, default=None, return_dtype=pl.Float64)).alias("age_years"),
-        supp_col(dm, "weight_kg").alias("weight_kg"),
-        supp_col(dm, "height_cm").alias("height_cm"),
-        supp_col(dm, "disease").alias("disease"),
-        supp_col(dm, "target").alias("target"),
+        sc.supp_col(dm, "weight_kg").alias("weight_kg"),
+        sc.supp_col(dm, "height_cm").alias("height_cm"),
+        sc.supp_col(dm, "disease").alias("disease"),
+        sc.supp_col(dm, "target").alias("target"),
         pl.when(~pl.col("__nominal").fill_null(False)).then(pl.col("__anchor").dt.strftime("%Y-%m-%d")).alias("infusion_date"),
         # SUPPDM INFDTM (write_sdtm's) wins; else the clock time of the first CAR-T exposure in EX
-        supp_col(dm, "infusion_datetime").fill_null(pl.col("__infdtm")).alias("infusion_datetime"),
-        supp_col(dm, "last_followup_day").fill_null(pl.when(pl.col("end__dstatus") == "ok").then(pl.col("end__day")))
+        sc.supp_col(dm, "infusion_datetime").fill_null(pl.col("__infdtm")).alias("infusion_datetime"),
+        sc.supp_col(dm, "last_followup_day").fill_null(pl.when(pl.col("end__dstatus") == "ok").then(pl.col("end__day")))
         .alias("last_followup_day"),
-        supp_col(dm, "source").alias("source"),
-        supp_col(dm, "source_note").alias("source_note"),
+        sc.supp_col(dm, "source").alias("source"),
+        sc.supp_col(dm, "source_note").alias("source_note"),
         _dm_extra(dm),
-        *provenance(dm),
+        *sc.provenance(dm),
     )
-    return out, status(df, pl.lit("DM"), pl.lit("subjects"), pl.lit(None, dtype=pl.String))
+    return out, sc.status(df, pl.lit("DM"), pl.lit("subjects"), pl.lit(None, dtype=pl.String))
 
 
 #: DM variables with no canonical subjects column, kept in subjects.extra (the ADaM ADSL writes
@@ -257,7 +246,7 @@ def _dm_extra(dm: DomainFile) -> pl.Expr:
     """``extra`` of a DM record: the SUPPDM EXTRA / unknown QNAM JSON, with DM.SITEID, DM.RACE and
     DM.ARM added as ``site``, ``race``, ``arm`` when given."""
     present = {var: key for var, key in DM_EXTRA.items() if dm.has(var)}
-    base = extra_json(dm)
+    base = sc.extra_json(dm)
     if not present:
         return base
 
@@ -270,39 +259,39 @@ def _dm_extra(dm: DomainFile) -> pl.Expr:
         merge, return_dtype=pl.String).alias("extra")
 
 
-def dm_deaths(dm: DomainFile, ctx: Ctx, have_death: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def dm_deaths(dm: DomainFile, ctx: sc.Ctx, have_death: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Death events from DM.DTHDTC, for subjects without a death event from DS/CE (or a DD mapping of the user)."""
     if not dm.has("DTHDTC"):
         return pl.DataFrame(), pl.DataFrame()
-    place(dm, ctx, "DTHDTC", prefix="dth")
+    sc.place(dm, ctx, "DTHDTC", prefix="dth")
     df = dm.df.filter(pl.col("DTHDTC").is_not_null())
     dfile = DomainFile(dm.domain, dm.path, dm.fmt, dm.sha256, df)
-    reason = first_reason(
+    reason = sc.first_reason(
         (pl.col("USUBJID").cast(pl.String).is_in(list(have_death)), "death already given by DS/DD/CE"),
         (pl.col("dth__dstatus").is_in(["partial", "imputed"]) & pl.col("__anchor").is_not_null(),
          "partial date in DTHDTC: read by option partial_death_dates (see the warning)"),
-        *time_reason("dth", "DTHDTC"),
+        *sc.time_reason("dth", "DTHDTC"),
     )
     df = df.with_columns(reason.alias("__reason"))
     out = df.filter(pl.col("__reason").is_null()).select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"), pl.col("dth__day").alias("day"),
         pl.col("dth__datetime").alias("datetime"), pl.lit("death").alias("event"),
-        pl.lit("DM.DTHDTC").alias("detail"), *provenance(dfile),
+        pl.lit("DM.DTHDTC").alias("detail"), *sc.provenance(dfile),
     )
     # DM records are counted once (as subjects); the DTHDTC rows are an extra mapping, reported apart
-    return out, status(df, pl.lit("DTHDTC"), pl.lit("events:death"), pl.col("__reason"))
+    return out, sc.status(df, pl.lit("DTHDTC"), pl.lit("events:death"), pl.col("__reason"))
 
 
 # ---------------------------------------------------------------------------------------------
 # EX / EC
 
 
-def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+def map_ex(ex: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     dom = ex.domain
     ex.require("USUBJID", f"{dom}TRT")
     ex.check_numbers(f"{dom}DOSE")
-    place(ex, ctx, f"{dom}STDTC")
-    place(ex, ctx, f"{dom}ENDTC", prefix="e", end=True)  # review40 A4: a constant-dosing period
+    sc.place(ex, ctx, f"{dom}STDTC")
+    sc.place(ex, ctx, f"{dom}ENDTC", prefix="e", end=True)  # review40 A4: a constant-dosing period
     units = ex.df.select(ex.text(f"{dom}DOSU")).unique().to_series().drop_nulls().to_list()
     scale, canon = {}, {}
     for u in units:
@@ -314,14 +303,14 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     agent = upper(ex, f"{dom}TRT").replace_strict(ctx.mapping.ex_agents, default=trt, return_dtype=pl.String)
     dose = ex.number(f"{dom}DOSE")
     u = ex.text(f"{dom}DOSU")
-    df = ex.df.with_columns(agent.alias("__agent"), first_reason(
+    df = ex.df.with_columns(agent.alias("__agent"), sc.first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
         (trt.is_null(), f"{dom}TRT empty"),
         (exposure_reason(ex, agent).is_not_null(), exposure_reason(ex, agent)),
         (dose.is_null(), f"no dose ({dom}DOSE empty)"),
         (u.is_null() | ~u.is_in(list(scale)), pl.lit(f"{dom}DOSU '") + u.fill_null("") +
          pl.lit("' is not a dose unit (cells/kg, cells, mg/m2, mg, mg/kg)")),
-        *time_reason("", f"{dom}STDTC"),
+        *sc.time_reason("", f"{dom}STDTC"),
     ).alias("__reason"))
     out = df.filter(pl.col("__reason").is_null()).select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"), pl.col("__day").alias("day"),
@@ -329,8 +318,8 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         (dose * u.replace_strict(scale, default=None, return_dtype=pl.Float64)).round_sig_figs(12).alias("dose"),
         u.replace_strict(canon, default=None, return_dtype=pl.String).alias("unit"),
         dose.alias("orig_dose"), ctx.mapping.unit_expr(u).alias("orig_unit"),  # a spelling cartlab reads
-        supp_col(ex, "source").alias("source"), imputed_note([("", f"{dom}STDTC")], ex), extra_json(ex),
-        *provenance(ex),
+        sc.supp_col(ex, "source").alias("source"), sc.imputed_note([("", f"{dom}STDTC")], ex), sc.extra_json(ex),
+        *sc.provenance(ex),
         pl.when(pl.col("e__dstatus") == "ok").then(pl.col("e__day")).alias("__eday"),
         upper(ex, f"{dom}DOSFRQ").alias("__frq"), ex.text(f"{dom}ENDTC").alias("__edtc"),
         ex.text(f"{dom}STDTC").alias("__sdtc"), car_t_agent_expr(pl.col("__agent")).fill_null(False).alias("__car_t"),
@@ -339,10 +328,10 @@ def map_ex(ex: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     _warn_zero_dose(ex, df, ctx)
     warn_partial(ex, df, ctx, f"{dom}STDTC", pl.col("__agent"))
     code = pl.when(car_t_agent_expr(pl.col("__agent"))).then(pl.lit("CAR-T")).otherwise(pl.col("__agent"))
-    return out, status(df, code, pl.lit("doses"), pl.col("__reason"))
+    return out, sc.status(df, code, pl.lit("doses"), pl.col("__reason"))
 
 
-def _warn_zero_dose(ex: DomainFile, df: pl.DataFrame, ctx: Ctx) -> None:
+def _warn_zero_dose(ex: DomainFile, df: pl.DataFrame, ctx: sc.Ctx) -> None:
     """One warning naming the records with --DOSE 0 (SDTMIG EC: a dose is not set to 0 to mean a dose
     not taken; such a record is no exposure and never day 0)."""
     from cartlab.io.sdtm.reader import SdtmIssue
@@ -385,12 +374,12 @@ def not_occurred(dfile: DomainFile, verb: str) -> list[tuple[pl.Expr, str]]:
             (upper(dfile, f"{dom}STAT") == "NOT DONE", f"not done ({dom}STAT)")]
 
 
-def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+def map_cm(cm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     m = ctx.mapping
     cm.require("USUBJID", "CMTRT")
     cm.check_numbers("CMDOSE")
-    place(cm, ctx, "CMSTDTC", prefix="s")
-    place(cm, ctx, "CMENDTC", prefix="e", end=True)
+    sc.place(cm, ctx, "CMSTDTC", prefix="s")
+    sc.place(cm, ctx, "CMENDTC", prefix="e", end=True)
     df = cm.df
     route = upper(cm, "CMROUTE")
     terms = set()
@@ -409,14 +398,14 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     category = pl.coalesce(cat_direct, look("CMDECOD", 0), look("CMTRT", 0))
     # SUPPCM AGENT (write_sdtm: the agent exactly as in the study) wins; NOAGENT Y: the study had none
     # (CMTRT, required, then holds the category)
-    no_agent = (supp_col(cm, "no_agent").cast(pl.String).str.strip_chars().str.to_uppercase() == "Y").fill_null(False)
+    no_agent = (sc.supp_col(cm, "no_agent").cast(pl.String).str.strip_chars().str.to_uppercase() == "Y").fill_null(False)
     agent = pl.when(no_agent).then(pl.lit(None, dtype=pl.String)).otherwise(pl.coalesce(
-        supp_col(cm, "agent").cast(pl.String), look("CMDECOD", 1), look("CMTRT", 1), cm.text("CMTRT")))
+        sc.supp_col(cm, "agent").cast(pl.String), look("CMDECOD", 1), look("CMTRT", 1), cm.text("CMTRT")))
     device_text = pl.coalesce(upper(cm, "CMDOSFRM"), upper(cm, "CMROUTE"), upper(cm, "CMTRT"))
     # SUPPCM O2DEV: a study-format code (nasal_cannula, any case) or a term of the o2_devices mapping
     # (NASAL CANNULA), read like CMDOSFRM/CMROUTE; any other value is not guessed (the record is not
     # mapped, with the value in the reason)
-    supp_dev = supp_col(cm, "o2_device").cast(pl.String).str.strip_chars()
+    supp_dev = sc.supp_col(cm, "o2_device").cast(pl.String).str.strip_chars()
     supp_up = supp_dev.str.to_uppercase()
     codes = {c.upper(): c for c in O2_DEVICES}
     supp_norm = pl.coalesce(supp_up.replace_strict(codes, default=None, return_dtype=pl.String),
@@ -436,7 +425,7 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     indc = upper(cm, "CMINDC")
     df = df.with_columns(category.alias("__cat"), agent.alias("__agent"), device.alias("__dev"),
                          supp_dev.alias("__dev_given"), supp_norm.alias("__dev_norm"))
-    reason = first_reason(
+    reason = sc.first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
         *not_occurred(cm, "given"),
         (pl.col("__cat").is_null(),
@@ -445,7 +434,7 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
          pl.format("SUPPCM O2DEV '{}' is not an oxygen device of the study format ({}) nor of the o2_devices "
                    "mapping", pl.col("__dev_given"), pl.lit(", ".join(O2_DEVICES)))),
         ((pl.col("__cat") == "oxygen") & pl.col("__dev").is_null(), "oxygen without a device (o2_device is required)"),
-        *time_reason("s", "CMSTDTC"),
+        *sc.time_reason("s", "CMSTDTC"),
         ((pl.col("e__dstatus") == "ok") & (pl.col("e__day") < pl.col("s__day")), "CMENDTC before CMSTDTC"),
     )
     df = df.with_columns(reason.alias("__reason"))
@@ -479,18 +468,18 @@ def map_cm(cm: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(dose_ok).then(cm.number("CMDOSE")).alias("dose"),
         pl.when(dose_ok).then(unit).alias("dose_unit"),
         pl.when(is_o2).then(pl.col("__dev")).alias("o2_device"),
-        supp_col(cm, "o2_flow_lpm").fill_null(pl.when(flow_from_dose).then(flow)).alias("o2_flow_lpm"),
-        supp_col(cm, "fio2").alias("fio2"),
+        sc.supp_col(cm, "o2_flow_lpm").fill_null(pl.when(flow_from_dose).then(flow)).alias("o2_flow_lpm"),
+        sc.supp_col(cm, "fio2").alias("fio2"),
         pl.when(indc.is_not_null()).then(indc.replace_strict(m.indications, default="other", return_dtype=pl.String))
         .alias("indication"),
-        supp_col(cm, "source").alias("source"), imputed_note([("s", "CMSTDTC"), ("e", "CMENDTC")], cm),
-        extra_json(cm), *provenance(cm), ongoing.alias("__ongoing"), "__ongoing_var", "__ongoing_val",
+        sc.supp_col(cm, "source").alias("source"), sc.imputed_note([("s", "CMSTDTC"), ("e", "CMENDTC")], cm),
+        sc.extra_json(cm), *sc.provenance(cm), ongoing.alias("__ongoing"), "__ongoing_var", "__ongoing_val",
     )
     code = pl.coalesce(upper(cm, "CMDECOD"), upper(cm, "CMTRT"))
-    return out, status(df, code, pl.lit("interventions:") + pl.col("__cat").fill_null(""), pl.col("__reason"))
+    return out, sc.status(df, code, pl.lit("interventions:") + pl.col("__cat").fill_null(""), pl.col("__reason"))
 
 
-def _warn_cm_ends(cm: DomainFile, df: pl.DataFrame, end_partial: pl.Expr, ongoing: pl.Expr, ctx: Ctx) -> None:
+def _warn_cm_ends(cm: DomainFile, df: pl.DataFrame, end_partial: pl.Expr, ongoing: pl.Expr, ctx: sc.Ctx) -> None:
     """One warning per kind naming the CM records mapped with a partial CMENDTC (read as a missing end)
     or continuing (CMENRTPT / CMENRF ONGOING or AFTER)."""
     from cartlab.io.sdtm.reader import SdtmIssue
@@ -517,14 +506,14 @@ EVENT_DATES = {"AE": "AESTDTC", "CE": "CESTDTC", "DS": "DSSTDTC", "DD": "DDDTC",
 TOPIC = {"AE": "AETERM", "CE": "CETERM", "DS": "DSTERM", "DD": "DDTESTCD", "PR": "PRTRT", "RS": "RSTESTCD"}
 
 
-def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
+def map_events(dfile: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     dom = dfile.domain
     m = ctx.mapping
     dfile.require("USUBJID")
     dtc = EVENT_DATES.get(dom, f"{dom}DTC")
     if dom == "CE" and not dfile.has("CESTDTC"):
         dtc = "CEDTC"
-    place(dfile, ctx, dtc, partial_rule=True)  # a partial date: impute_event_starts / partial_deaths read it
+    sc.place(dfile, ctx, dtc, partial_rule=True)  # a partial date: impute_event_starts / partial_deaths read it
     event = None
     for e in m.events:
         if dom not in e["domains"]:
@@ -535,14 +524,14 @@ def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]
     dfile.df = dfile.df.with_columns(event.alias("__event"))
     impute_event_starts(dfile, dtc, "__event", ctx.partial_event_dates, ctx.warnings)
     df = dfile.df
-    reason = first_reason(
+    reason = sc.first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
         *not_occurred(dfile, "occurred"),
         (pl.col("__event").is_null(), f"{dom} term not in the event mapping"),
         ((pl.col("__event") == "death") & pl.col("__dstatus").is_in(["partial", "imputed"])
          & pl.col("__anchor").is_not_null(),
          f"partial death date in {dtc}: read by option partial_death_dates (see the warning)"),
-        *time_reason("", dtc),
+        *sc.time_reason("", dtc),
     )
     df = df.with_columns(reason.alias("__reason"))
     if dom == "RS":
@@ -555,17 +544,17 @@ def map_events(dfile: DomainFile, ctx: Ctx) -> tuple[pl.DataFrame, pl.DataFrame]
     out = df.filter(pl.col("__reason").is_null()).select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"), pl.col("__day").alias("day"),
         pl.col("__datetime").alias("datetime"), pl.col("__event").alias("event"),
-        supp_col(dfile, "detail").fill_null(detail).alias("detail"),
+        sc.supp_col(dfile, "detail").fill_null(detail).alias("detail"),
         upper(dfile, "__q_attribution").replace_strict(m.attributions, default=None, return_dtype=pl.String)
         .alias("attribution"),
-        supp_col(dfile, "source").alias("source"), imputed_note([("", dtc)], dfile), extra_json(dfile),
-        *provenance(dfile),
+        sc.supp_col(dfile, "source").alias("source"), sc.imputed_note([("", dtc)], dfile), sc.extra_json(dfile),
+        *sc.provenance(dfile),
     )
     code = pl.coalesce(upper(dfile, f"{dom}DECOD"), upper(dfile, TOPIC.get(dom, f"{dom}TERM")))
-    return out, status(df, code, pl.lit("events:") + pl.col("__event").fill_null(""), pl.col("__reason"))
+    return out, sc.status(df, code, pl.lit("events:") + pl.col("__event").fill_null(""), pl.col("__reason"))
 
 
-def _warn_rs_unread(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx) -> None:
+def _warn_rs_unread(dfile: DomainFile, df: pl.DataFrame, ctx: sc.Ctx) -> None:
     """One warning counting the RS results not read, per RSSTRESC (CR, PR, SD, PD, NE ...): only a
     result the mapping's events table names (RELAPSE) is an event; the study format has no progression
     event and the best response is derived from the counts and marrow, not from RS (review38 B4)."""
@@ -589,4 +578,4 @@ def unmapped(dfile: DomainFile, why: str) -> pl.DataFrame:
         if dfile.has(var):
             code = dfile.text(var)
             break
-    return status(dfile.df, code, pl.lit(""), pl.lit(why))
+    return sc.status(dfile.df, code, pl.lit(""), pl.lit(why))
