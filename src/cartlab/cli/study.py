@@ -32,7 +32,17 @@ from cartlab.cli.base import (
     err,
 )
 from cartlab.cli.grammar import STUDY_HELP, StudyOpt, SubjectArg, aliased, deprecated, spelled, study_argument
-from cartlab.cli.interop import MappingOpt, PartialDatesOpt, SdtmOpt, SourceOptions, load_source, reader_options
+from cartlab.cli.interop import (
+    MappingOpt,
+    PartialDatesOpt,
+    PartialDeathDatesOpt,
+    PartialEventDatesOpt,
+    SdtmOpt,
+    SourceOptions,
+    StudyDayFallbackOpt,
+    load_source,
+    reader_options,
+)
 
 #: validate's STUDY: a folder is checked file by file; a stored study lists the warnings of its import
 ValidateStudyArg = study_argument("Study folder (format v1), or the id of a study in the store: the warnings "
@@ -321,6 +331,9 @@ def export_cmd(
     sdtm: SdtmOpt = None,
     mapping: MappingOpt = None,
     partial_dates: PartialDatesOpt = "skip",
+    partial_death_dates: PartialDeathDatesOpt = "impute",
+    partial_event_dates: PartialEventDatesOpt = "impute",
+    study_day_fallback: StudyDayFallbackOpt = False,
     store: StoreOpt = DEFAULT_STORE_PATH,
     fmt: Annotated[Optional[str], typer.Option(
         "--format", metavar="csv|parquet", help="The study folder's files (--out): csv or parquet (default csv). "
@@ -364,6 +377,10 @@ def export_cmd(
         raise _usage("--strict applies to --adam")
     if (options_file is not None or set_options) and adam is None:
         raise _usage("--set and --options apply to --adam (the analysis behind the ADaM datasets)")
+    # review 46 SDTM F8: the SDTM reader's options as analyze, report and import take them
+    source = SourceOptions(sdtm=sdtm, mapping=mapping, partial_dates=partial_dates,
+                           partial_death_dates=partial_death_dates, partial_event_dates=partial_event_dates,
+                           study_day_fallback=study_day_fallback)
     options = (analysis_options(options_file, set_options, strict, protocol="none", command="export")
                if adam is not None else None)
     if adam_format is not None and adam is None:
@@ -376,7 +393,7 @@ def export_cmd(
     if fhir_out is not None:
         if fmt is not None:
             raise _usage("--format applies to a study folder (--out), not --fhir")
-        return _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out, force, csv_dialect, ctx)
+        return _export_fhir(study, store, source, fhir_out, force, csv_dialect, ctx)
     if adam is None and fmt not in (None, "csv", "parquet"):
         raise _usage("--format must be csv or parquet for a study folder")
     formats = ()
@@ -387,7 +404,7 @@ def export_cmd(
         if not formats or any(f not in FORMATS for f in formats):
             raise _usage(f"--adam-format {adam_format!r}; choose from {', '.join(FORMATS)} (comma-separated)")
     target = adam if adam is not None else _out(out, out_arg)
-    _export_folder(study, store, sdtm, mapping, partial_dates, target, formats, fmt, force, strict, csv_dialect,
+    _export_folder(study, store, source, target, formats, fmt, force, strict, csv_dialect,
                    options, ctx)
 
 
@@ -405,7 +422,7 @@ def _is_fhir_export(path: Path) -> bool:
             and (EXT_ROW in text or not obj.get("entry")))
 
 
-def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path, force: bool = False,
+def _export_fhir(study, store, source: SourceOptions, fhir_out: Path, force: bool = False,
                  csv_dialect: str = "standard", ctx=None) -> None:
     from cartlab.io.atomic import check_output_path, write_error
     from cartlab.io.fhir import write_fhir_bundle
@@ -414,8 +431,8 @@ def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path, for
     if fhir_out.exists() and not force and not _is_fhir_export(fhir_out):
         raise _usage(f"{fhir_out} exists and it is not an earlier cartlab FHIR export: cartlab will not write "
                      "over it", hint="choose a new file name, or pass --force to replace it")
-    data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, report_to=fhir_out.parent,
-                          partial_dates=partial_dates, csv_dialect=csv_dialect, ctx=ctx)
+    data, _ = load_source(study, store, **source.load_kwargs(), report_to=fhir_out.parent,
+                          csv_dialect=csv_dialect, ctx=ctx)
     try:
         path = write_fhir_bundle(data, fhir_out)
     except OSError as exc:
@@ -423,7 +440,7 @@ def _export_fhir(study, store, sdtm, mapping, partial_dates, fhir_out: Path, for
     console.print(f"[green]wrote[/] {path} (FHIR R4 Bundle, {data.subjects.height} subjects)")
 
 
-def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, formats: tuple[str, ...],
+def _export_folder(study, store, source: SourceOptions, target: Path, formats: tuple[str, ...],
                    fmt: str | None, force: bool, strict: bool, csv_dialect: str = "standard",
                    options=None, ctx=None) -> None:
     """A study folder (no formats) or ADaM export, staged beside ``target`` and swapped in whole."""
@@ -441,8 +458,8 @@ def _export_folder(study, store, sdtm, mapping, partial_dates, target: Path, for
         with export_folder(target, kind, owned=owned, force=force) as t:
             reading = True  # an OSError while reading the input is not a write error
             # the mapping report goes into the staging folder; the path printed is where it ends up
-            data, _ = load_source(study, store, sdtm=sdtm, mapping=mapping, partial_dates=partial_dates,
-                                  report_to=t.staging / "sdtm_mapping_report.csv" if sdtm is not None else None,
+            data, _ = load_source(study, store, **source.load_kwargs(),
+                                  report_to=t.staging / "sdtm_mapping_report.csv" if source.sdtm is not None else None,
                                   report_shown=target, csv_dialect=csv_dialect, ctx=ctx)
             reading = False
             t.meta["study_id"] = data.study_id
