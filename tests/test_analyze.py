@@ -28,6 +28,8 @@ def test_summary_has_every_spec_column_typed():
                                                           "crs_resolution_status",  # session 40 (review 40 crs B2)
                                                           "icans_grade_astct_max", "icans_resolution_day_latest",
                                                           "icans_resolution_open",  # session 39
+                                                          "icans_onset_day", "icans_resolution_day",
+                                                          "icans_n_episodes",  # session 46 (review 46 F6)
                                                           "icaht_early_grade_max",
                                                           "icaht_late_grade_max",  # session 33
                                                           "best_response_could_be",  # session 32

@@ -65,7 +65,9 @@ def test_resolved_overlays_the_set_options_on_the_table_defaults():
                  "absent_events": "unknown",  # session 39 (review 39 B1): an absent events.csv is unknown
                  # session 41 (review 41 F1, F9): the CRS engine's options, today's behaviour as default
                  "unattributed_death_reading": "range", "assessment_window": None, "assessment_end_events": (),
-                 "episode_join_gap_days": 1, "criteria": "astct_icans_2019"}
+                 "episode_join_gap_days": 1,
+                 "capd_subjects": (),  # session 46 (review 46 F4): CAPD whatever the age
+                 "criteria": "astct_icans_2019"}
 
 
 def test_an_option_the_table_lacks_is_refused():

@@ -335,7 +335,8 @@ SUMMARY_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
       "crs_grade_astct_max", "crs_grade_astct_min", "crs_onset_day_earliest", "crs_onset_open",
       "crs_resolution_day_latest", "crs_resolution_open", "crs_resolution_status")),
     ("icans_summary", "Lee DW et al., Biol Blood Marrow Transplant 2019;25:625, Table 4",
-     ("icans_grade_astct", "icans_grade_astct_max", "icans_resolution_day_latest", "icans_resolution_open")),
+     ("icans_grade_astct", "icans_grade_astct_max", "icans_resolution_day_latest", "icans_resolution_open",
+      "icans_onset_day", "icans_resolution_day", "icans_n_episodes")),  # session 46 (review 46 ICANS F6)
     ("icaht_summary", "Rejeski K et al., Blood 2023;142:865 (criteria/icaht_2023.yaml)",
      ("icaht_early_grade", "icaht_late_grade", "icaht_early_grade_max", "icaht_late_grade_max")),
     ("response_summary", "Döhner H et al., Blood 2022;140:1345, Table 7; ELIANA (Maude 2018) for ALL",

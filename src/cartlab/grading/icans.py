@@ -18,7 +18,7 @@ import warnings
 from typing import Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cartlab._deprecated import renamed
 from cartlab.criteria import CriteriaOptions, decision, load_table
@@ -28,7 +28,8 @@ from cartlab.errors import SubjectsWarning
 from cartlab.grading.common import assessment_start, last_covered_day, rows_from_start
 from cartlab.grading.crs import assessed_days, episodes
 from cartlab.grading.crs_death_reading import name_attached_death
-from cartlab.grading.icans_episodes import END_NOTE, episode_ends, open_absent_events, resolution_summary
+from cartlab.grading.icans_episodes import END_NOTE, episode_ends, free_day, open_absent_events, resolution_summary
+from cartlab.io.schema import ATTRIBUTIONS
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
@@ -56,8 +57,9 @@ def _needs_loc(table) -> list[tuple[float, int]]:
 class IcansOptions(CriteriaOptions):
     """Options of ASTCT ICANS grading; ``None`` means the criteria table's default."""
 
-    ice_min_age_years: int | float | None = None
+    ice_min_age_years: int | float | None = Field(default=None, ge=0)
     excluded_attributions: tuple[str, ...] | None = None
+    capd_subjects: tuple[str, ...] | None = None
     unattributed_death: Literal["during_icans", "never"] | None = None
     unattributed_death_reading: Literal["range", "grade5"] | None = None
     loc_missing_with_score: Literal["not_depressed", "rousable"] | None = None
@@ -67,9 +69,26 @@ class IcansOptions(CriteriaOptions):
     absent_events: Literal["unknown", "none_happened"] | None = None
     assessment_window: tuple[int | float | None, int | float | None] | None = None
     assessment_end_events: tuple[str, ...] | None = None
-    episode_join_gap_days: int = Field(default=1, description="ICANS days separated by at most this many days "
+    episode_join_gap_days: int = Field(default=1, ge=0, description="ICANS days separated by at most this many days "
                                        "without ICANS form one episode (as :func:`cartlab.grading.crs.episodes`)")
     criteria: str = "astct_icans_2019"
+
+    @field_validator("excluded_attributions", mode="before")
+    @classmethod
+    def _attributions(cls, v):
+        """The events.csv attribution vocabulary, read case-insensitively as the folder reader reads the
+        data ('Other' is 'other'); a value outside it is refused, not matched to nothing (review 46 F3)."""
+        if v is None:
+            return v
+        v = [v] if isinstance(v, str) else v
+        canon = {a.casefold(): a for a in ATTRIBUTIONS}
+        out = []
+        for x in v:
+            key = str(x).strip().casefold()
+            if key not in canon:
+                raise ValueError(f"{x!r} is not an attribution ({', '.join(ATTRIBUTIONS)})")
+            out.append(canon[key])
+        return tuple(dict.fromkeys(out))
 
 
 def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.DataFrame:
@@ -92,6 +111,12 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                 pl.col("day").floor().cast(pl.Int64).alias("d"), evidence_ref().alias("ref"))
         .collect()
     )
+    # subjects graded by CAPD whatever their age (option capd_subjects, convention icans.conv.capd_subjects:
+    # ASTCT 2019, "older patients with developmental delays"; review 46 F4): read as aged below the ICE age
+    capd_ids = list(opts["capd_subjects"] or ())
+    by_capd = pl.col("subject_id").is_in(capd_ids)
+    study = dataclasses.replace(study, subjects=study.subjects.with_columns(
+        pl.when(by_capd).then(pl.lit(-1.0)).otherwise(pl.col("age_years").cast(pl.Float64)).alias("age_years")))
     age = study.subjects.select("subject_id", "age_years")
     # a score as whole-number bounds: a number is itself; a censored score bounds one side (ICE "<3" is
     # 0-2, ">=7" is 7-10), the other side is the score's range (convention icans.conv.censored_scores)
@@ -119,18 +144,21 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     if ignored.height:  # the other score than the age calls for: said, not silently dropped
         age = f"{opts['ice_min_age_years']:g} years"
         for param, who in (("ICE", f"under {age}"), ("CAPD", f"aged {age} or more")):
-            ids = ignored.filter(pl.col("param") == param)["subject_id"].unique(maintain_order=True).to_list()
+            ids = ignored.filter((pl.col("param") == param) & ~by_capd)["subject_id"].unique(maintain_order=True).to_list()
             if ids:
                 warnings.warn(SubjectsWarning(
                     f"{param} scores of {len(ids)} subject(s) {who} are not graded (ASTCT "
-                    f"2019: ICE from age {opts['ice_min_age_years']:g}, CAPD below): {{subjects}}", ids,
+                    f"2019: ICE from age {opts['ice_min_age_years']:g}, CAPD below; option icans.capd_subjects "
+                    f"grades older patients with developmental delays by CAPD): {{subjects}}", ids,
                     "the warnings of cartlab analyze (analysis.json)"), stacklevel=2)
     # the ignored rows' days keep a row (missing is not negative: the day has no score ASTCT calls for)
     skipped = (
         ignored.with_columns(pl.format("{} {} not graded: ASTCT 2019 grades {} by {}", pl.col("param"),
                                        pl.when(pl.col("lo") == pl.col("hi")).then(pl.col("lo").cast(pl.Int64).cast(pl.String))
                                        .otherwise(pl.format("{}-{}", pl.col("lo").cast(pl.Int64), pl.col("hi").cast(pl.Int64))),
-                                       pl.when(pl.col("param") == "ICE")
+                                       pl.when(by_capd).then(pl.lit("this subject (option capd_subjects: older patients "
+                                                                    "with developmental delays)"))
+                                       .when(pl.col("param") == "ICE")
                                        .then(pl.lit(f"age < {opts['ice_min_age_years']:g} years"))
                                        .otherwise(pl.lit(f"age >= {opts['ice_min_age_years']:g} years")),
                                        pl.when(pl.col("param") == "ICE").then(pl.lit("CAPD")).otherwise(pl.lit("ICE")))
@@ -290,9 +318,12 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     only_excluded = (pl.col("excluded_events").is_not_null() & pl.col("ice_lo").is_null() & pl.col("capd_lo").is_null()
                      & pl.col("_loc_missing") & pl.col("loc_unknown").is_null() & pl.col("events").is_null()
                      & pl.col("skipped").is_null())
+    # ... and is no ICANS-free assessment either (``assessed`` False): it neither resolves nor splits an
+    # episode (review 46 finding 1)
     f = f.with_columns(pl.when(only_excluded).then(pl.col("grade")).otherwise(pl.col("grade_max")).alias("grade_max"),
                        pl.when(only_excluded).then(pl.lit([], dtype=pl.List(pl.String)))
-                       .otherwise(pl.col("missing_inputs")).alias("missing_inputs"))
+                       .otherwise(pl.col("missing_inputs")).alias("missing_inputs"),
+                       (~only_excluded).alias("assessed"))
     f = _ventilated(study, f, opts["ventilated_loc"])
     # the score ASTCT calls for by the age (review 39 C1): "ICE" from ice_min_age_years, "CAPD" below,
     # "ICE/CAPD" only when the age is unknown (missing_inputs and the reason name that one)
@@ -367,7 +398,18 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
     evidence = pl.concat_list(one("ice_ref"), one("capd_ref"), one("loc_ref"), pl.col("event_refs").fill_null(empty),
                               pl.col("skipped_refs").fill_null(empty), pl.col("loc_unknown_refs").fill_null(empty),
                               pl.col("excluded_refs").fill_null(empty), one("vent_ref")).list.unique(maintain_order=True)
-    f = f.with_columns(reason.alias("reason"), evidence.alias("evidence"))
+    f = f.with_columns(pl.when(pl.col("assessed")).then(reason).otherwise(pl.concat_str(reason, pl.lit(
+        "; no ICANS assessment that day: it does not end or split an episode (convention icans.conv.excluded_events)")))
+        .alias("reason"), evidence.alias("evidence"))
+    # a subject of option capd_subjects: its days graded by CAPD say so, with the convention (review 46 F4)
+    by_option = by_capd & (pl.col("capd_lo").is_not_null() | pl.col("skipped").is_not_null()
+                           | pl.col("missing_inputs").list.contains("CAPD"))
+    f = f.with_columns(
+        pl.when(by_option).then(pl.concat_str("reason", pl.lit(
+            "; graded by CAPD whatever the age: option icans.capd_subjects (ASTCT 2019: older patients with "
+            "developmental delays; convention icans.conv.capd_subjects)"))).otherwise(pl.col("reason")).alias("reason"),
+        pl.when(by_option).then(pl.concat_str(pl.coalesce(pl.col("rule"), pl.lit("icans.g0")),
+                                              pl.lit("; icans.conv.capd_subjects"))).otherwise(pl.col("rule")).alias("rule"))
     # age unknown, one score recorded: graded by that score (spec; review 39 C1), said with its convention
     by_recorded = pl.col("_age").is_null() & (pl.col("ice_lo").is_null() != pl.col("capd_lo").is_null())
     f = f.with_columns(
@@ -412,7 +454,8 @@ def derive_icans_daily(study: Study, options: IcansOptions | None = None) -> pl.
                 "ice_min", "capd_max",
                 "loc", "events", "ice_grade", "capd_grade", "loc_grade", "event_grade", "episode",
                 "episode_end", "episode_resolution_day_latest",
-                pl.col("death_episode") if "death_episode" in f.columns else pl.lit(None, pl.Int64).alias("death_episode"))
+                pl.col("death_episode") if "death_episode" in f.columns else pl.lit(None, pl.Int64).alias("death_episode"),
+                pl.col("assessed").fill_null(True))
         .sort("subject_id", "day")
     )
 
@@ -451,13 +494,16 @@ def _ventilated(study: Study, f: pl.DataFrame, mode: str) -> pl.DataFrame:
 def number_icans_episodes(daily: pl.DataFrame, join_gap_days: int = 1, gap_days_count: str = "any") -> pl.DataFrame:
     """``daily`` with ``episode`` (null on grade-0 days) and ``episode_note``: ICANS days (grade >= 1)
     separated by at most ``join_gap_days`` days form one episode; 'any' counts every calendar day between
-    (as crs.conv.episodes), 'assessed_free' only days with a row whose grade_max is 0 (a day never
-    assessed, or graded 0 only as a lower bound, does not split). The first day of an episode that
+    (as crs.conv.episodes), 'assessed_free' only assessed ICANS-free days (:func:`free_day`: grade_max
+    0; a day never assessed, graded 0 only as a lower bound, or kept only to name an event of another
+    cause does not split). The first day of an episode that
     follows unassessed days names them (convention icans.conv.episodes)."""
     key = ["subject_id", "day"]
+    # rows that are ICANS assessments (a day kept only for an event of another cause is not: review 46 F1)
+    assessed = pl.col("assessed").fill_null(True) if "assessed" in daily.columns else pl.lit(True)
     d = daily.drop("episode", "episode_note", strict=False).sort(key).with_columns(
-        (pl.col("grade_max") == 0).cast(pl.Int64).cum_sum().over("subject_id").alias("_free"),
-        pl.int_range(pl.len()).over("subject_id").alias("_i"))
+        free_day(daily.columns).cast(pl.Int64).cum_sum().over("subject_id").alias("_free"),
+        assessed.cast(pl.Int64).cum_sum().over("subject_id").alias("_i"))
     pos = d.filter(pl.col("grade") >= 1).with_columns(
         *[pl.col(c).shift(1).over("subject_id").alias(f"_p{c}") for c in ("day", "_free", "_i")])
     between = pl.col("day") - pl.col("_pday") - 1
@@ -482,7 +528,9 @@ DEATH_WINDOW_DAYS = 2
 def _unattributed_deaths(study: Study, f: pl.DataFrame, window: int = DEATH_WINDOW_DAYS,
                          reading: str = "range") -> pl.DataFrame:
     """Convention icans.conv.unattributed_death: a death with no attribution recorded on a day with an
-    ICANS day (grade >= 1) at most ``window`` days (episode_join_gap_days + 1) before it opens that day up to 5 (grade_max,
+    ICANS day (grade >= 1) at most ``window`` days (episode_join_gap_days + 1) before it, and no
+    assessed ICANS-free day (:func:`free_day`) after that ICANS day up to the death day (review 46
+    finding 2, as episode_ends), opens that day up to 5 (grade_max,
     missing_inputs "death attribution"); a death day without ICANS data gets a row (grade 0, the
     recorded data's lower bound). Grades are unchanged; with ``reading`` "grade5" (option
     unattributed_death_reading, as the CRS engine reads such a death) that day is grade 5 instead."""
@@ -493,8 +541,15 @@ def _unattributed_deaths(study: Study, f: pl.DataFrame, window: int = DEATH_WIND
     if deaths.height == 0:
         return f
     icans_days = f.filter(pl.col("grade") >= 1).select("subject_id", pl.col("d").alias("_id"))
-    during = (deaths.join(icans_days, on="subject_id", how="inner")
-              .filter((pl.col("_id") <= pl.col("d")) & (pl.col("_id") >= pl.col("d") - window))
+    # ... unless an assessed ICANS-free day lies after the last such ICANS day, up to the death day: the
+    # bound episode_ends puts on the episode (review 46 finding 2)
+    free = f.filter(free_day(f.columns)).select("subject_id", pl.col("d").alias("_fd"))
+    last = (deaths.join(icans_days, on="subject_id", how="inner")
+            .filter((pl.col("_id") <= pl.col("d")) & (pl.col("_id") >= pl.col("d") - window))
+            .group_by("subject_id", "d", "_dref", maintain_order=True).agg(pl.col("_id").max()))
+    cut = (last.join(free, on="subject_id").filter((pl.col("_fd") > pl.col("_id")) & (pl.col("_fd") <= pl.col("d")))
+           .select("subject_id", "d").unique())
+    during = (last.join(cut, on=["subject_id", "d"], how="anti")
               .select("subject_id", "d", "_dref").unique(["subject_id", "d"], maintain_order=True))
     if during.height == 0:
         return f
@@ -511,9 +566,11 @@ def _unattributed_deaths(study: Study, f: pl.DataFrame, window: int = DEATH_WIND
         return f.with_columns(
             pl.when(hit).then(pl.lit(5, dtype=f.schema["grade"])).otherwise(pl.col("grade")).alias("grade"),
             pl.when(hit).then(pl.lit(5, dtype=f.schema["grade_max"])).otherwise(pl.col("grade_max")).alias("grade_max"),
-            pl.when(hit).then(pl.lit("death with no attribution recorded, during ICANS -> grade 5 (counted as an ICANS "
-                                     "death: option icans.unattributed_death_reading=grade5, convention "
-                                     "icans.conv.unattributed_death)")).otherwise(pl.col("reason")).alias("reason"),
+            # the day's own findings first, as the range reading (review 46 F9)
+            pl.when(hit).then(pl.concat_str(pl.col("reason"), pl.lit(
+                "; death with no attribution recorded, during ICANS -> grade 5 (counted as an ICANS death: option "
+                "icans.unattributed_death_reading=grade5, convention icans.conv.unattributed_death)")))
+            .otherwise(pl.col("reason")).alias("reason"),
             pl.when(hit).then(pl.concat_list(pl.col("evidence"), pl.concat_list(pl.col("_dref"))))
             .otherwise(pl.col("evidence")).alias("evidence"),
             pl.when(hit).then(pl.lit("icans.conv.unattributed_death")).otherwise(pl.col("rule")).alias("rule"),
@@ -593,11 +650,18 @@ def icans_episodes_from_daily(daily: pl.DataFrame, options: IcansOptions | None 
 
 
 def derive_icans_summary(study: Study, options: IcansOptions | None = None, daily: pl.DataFrame | None = None) -> pl.DataFrame:
-    """``icans_grade_astct`` per subject: maximum daily grade; empty without any neuro data."""
+    """``icans_grade_astct`` per subject: maximum daily grade; empty without any neuro data. As the CRS
+    summary (review 46 F6): ``icans_onset_day`` / ``icans_resolution_day``, the first / last day with
+    grade >= 1 (empty when none; the resolution's upper bound is ``icans_resolution_day_latest``) and
+    ``icans_n_episodes`` (0 when the subject has ICANS data but no ICANS day)."""
     daily = daily if daily is not None else derive_icans_daily(study, options)
+    icans = pl.col("day").filter(pl.col("grade") >= 1)
     agg = daily.group_by("subject_id").agg(
         pl.col("grade").max().alias("icans_grade_astct"),
-        (pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")).max().alias("icans_grade_astct_max"))
+        (pl.col("grade_max") if "grade_max" in daily.columns else pl.col("grade")).max().alias("icans_grade_astct_max"),
+        icans.min().cast(pl.Float64).alias("icans_onset_day"), icans.max().cast(pl.Float64).alias("icans_resolution_day"),
+        (pl.col("episode").drop_nulls().n_unique() if "episode" in daily.columns
+         else pl.lit(None)).cast(pl.Int64).alias("icans_n_episodes"))
     # how the last episode ended, as crs_resolution_day_latest / crs_resolution_open (icans.conv.episode_end)
     ends = resolution_summary(daily)
     return (study.subjects.select("subject_id").join(agg, on="subject_id", how="left", maintain_order="left")

@@ -27,8 +27,8 @@ import polars as pl
 from cartlab.io.absent_files import table_absent
 from cartlab.provenance import evidence_ref
 
-__all__ = ["ABSENT_EVENTS", "EVENTS_MISSING", "EVENTS_TOP", "END_COLUMNS", "END_NOTE", "episode_ends", "open_absent_events",
-           "resolution_summary"]
+__all__ = ["ABSENT_EVENTS", "EVENTS_MISSING", "EVENTS_TOP", "END_COLUMNS", "END_NOTE", "episode_ends", "free_day",
+           "open_absent_events", "resolution_summary"]
 
 #: values of IcansOptions.absent_events
 ABSENT_EVENTS = ("unknown", "none_happened")
@@ -71,6 +71,19 @@ def open_absent_events(study, f: pl.DataFrame, mode: str) -> pl.DataFrame:
     )
 
 
+def free_day(columns) -> pl.Expr:
+    """An assessed ICANS-free day of the daily table (``columns``: its column names): grade_max 0, or
+    grade 0 left open only by an absent events.csv (its score and consciousness settle it; the day's
+    own reason names the file), on a day that is an ICANS assessment (``assessed``: not a day kept only
+    to name an event attributed to another cause, convention icans.conv.excluded_events, review 46
+    finding 1; a table without the column, written before it, reads every row as assessed). Used by
+    :func:`episode_ends`, the episode numbering, the unattributed-death window and ADAE."""
+    gmax = pl.col("grade_max") if "grade_max" in columns else pl.col("grade")
+    miss = pl.col("missing_inputs") if "missing_inputs" in columns else pl.lit([], pl.List(pl.String))
+    free = (gmax == 0) | ((pl.col("grade") == 0) & (miss == [EVENTS_MISSING]))
+    return free & pl.col("assessed").fill_null(True) if "assessed" in columns else free
+
+
 def _span(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     """ "day 6" or "days 6-7"."""
     return pl.when(a == b).then(pl.format("day {}", a)).otherwise(pl.format("days {}-{}", a, b))
@@ -89,10 +102,8 @@ def episode_ends(daily: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         return daily.with_columns(pl.lit(None, pl.String).alias("episode_end"),
                                   pl.lit(None, pl.Int64).alias("episode_resolution_day_latest"),
                                   pl.lit(None, pl.String).alias("episode_end_note"))
-    # an assessed ICANS-free day: grade_max 0, or grade 0 left open only by an absent events.csv (its
-    # score and consciousness settle the end; the day's own reason names the file)
-    settled = (pl.col("grade_max") == 0) | ((pl.col("grade") == 0) & (pl.col("missing_inputs") == [EVENTS_MISSING]))
-    free = daily.filter(settled).select("subject_id", pl.col("day").alias("_free"))
+    # an assessed ICANS-free day (free_day): grade_max 0 on a day that is an ICANS assessment
+    free = daily.filter(free_day(daily.columns)).select("subject_id", pl.col("day").alias("_free"))
     first_free = (eps.join(free, on="subject_id")
                   .filter((pl.col("_free") > pl.col("_end")) & (pl.col("_next").is_null() | (pl.col("_free") < pl.col("_next"))))
                   .group_by(key).agg(pl.col("_free").min()))
@@ -109,7 +120,10 @@ def episode_ends(daily: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
              .sort("_dd").group_by(key).agg(pl.col("_dd").first(), pl.col("_dref").first(), pl.col("_dattr").first()))
     eps = eps.join(death, on=key, how="left")
     # assessed days between the last ICANS day and the death: none missing -> the episode ended at death
-    seen = (eps.filter(pl.col("_dd").is_not_null()).join(daily.select("subject_id", pl.col("day").alias("_d")), on="subject_id")
+    # (a day kept only to name an event of another cause is no assessment: review 46 finding 1)
+    assessed = daily.filter(pl.col("assessed").fill_null(True)) if "assessed" in daily.columns else daily
+    seen = (eps.filter(pl.col("_dd").is_not_null()).join(assessed.select("subject_id", pl.col("day").alias("_d")),
+                                                         on="subject_id")
             .filter((pl.col("_d") > pl.col("_end")) & (pl.col("_d") < pl.col("_dd")))
             .group_by(key).agg(pl.col("_d").n_unique().alias("_seen")))
     eps = eps.join(seen, on=key, how="left").with_columns(pl.col("_seen").fill_null(0))

@@ -136,12 +136,19 @@ def read_value_text(r, d: Dictionary) -> None:
         lambda v: (f"value_text {v!r} is not a censored result such as '<50' (a bound in the row's unit, "
                    f"no unit or word inside){number_hint(v)}; a measured number goes in value"),
     )
-    r.flag(  # review 37 B5: ASTCT 2019 Table 4, ICE 0 "patient is unarousable and unable to perform ICE"
+    r.flag(  # review 37 B5: ASTCT 2019 Table 4, ICE 0 "patient is unarousable and unable to perform ICE";
+        # review 46 F5: footnote "Depressed level of consciousness should be attributable to no other cause
+        # (eg, no sedating medication)" - a sedated patient is not recorded as unarousable
         not_censored & scores,
         "value_text",
         lambda v: (f"value_text {v!r} is not a censored result such as '<3' (a bound, no word inside)"
                    f"{number_hint(v)}; a measured score goes in value. An ICE/CAPD the patient could not "
-                   "perform: record ICE 0 with an LOC row 'unarousable' (grade 4), or only the LOC row"),
+                   "perform because of ICANS (unarousable): record ICE 0 with an LOC row 'unarousable' "
+                   "(grade 4), or only the LOC row. Not evaluable for another reason (sedation, intubation; "
+                   "ASTCT 2019: a depressed consciousness should be attributable to no other cause, eg no "
+                   "sedating medication): leave the score and the LOC out (the day's grade is then a range "
+                   "naming the missing score), or record the mechanical ventilation in interventions.csv "
+                   "(o2_device mechanical_ventilation; option icans.ventilated_loc=range)"),
     )
     r.flag(
         given & pl.col("value").is_not_null() & pl.col("__censor_limit").is_not_null(),

@@ -87,15 +87,17 @@ def episode_bounds(analysis, t: pl.DataFrame) -> pl.DataFrame:
 
 def _settled(term: str, cols: list[str]) -> pl.Expr:
     """A settled toxicity-free day of the daily table: CRS grade < 1 with grade_max < 1 (or opened only
-    by an absent interventions.csv); ICANS grade_max 0 (or opened only by an absent events.csv)."""
+    by an absent interventions.csv); ICANS: the engine's own test (icans_episodes.free_day: grade_max 0
+    or opened only by an absent events.csv, on a day that is an ICANS assessment - not a day kept only
+    to name an event of another cause, review 46 finding 1)."""
     from cartlab.grading.absent_interventions import MISSING
-    from cartlab.grading.icans_episodes import EVENTS_MISSING
+    from cartlab.grading.icans_episodes import free_day
 
+    if term != CRS_TERM:
+        return free_day(cols)
     gmax = pl.col("grade_max") if "grade_max" in cols else pl.col("grade")
     miss = pl.col("missing_inputs") if "missing_inputs" in cols else pl.lit([], pl.List(pl.String))
-    if term == CRS_TERM:
-        return (pl.col("grade").fill_null(0) < 1) & ((gmax.fill_null(0) < 1) | (miss == [MISSING]))
-    return (gmax == 0) | ((pl.col("grade") == 0) & (miss == [EVENTS_MISSING]))
+    return (pl.col("grade").fill_null(0) < 1) & ((gmax.fill_null(0) < 1) | (miss == [MISSING]))
 
 
 def end_range(analysis, t: pl.DataFrame) -> pl.DataFrame:
