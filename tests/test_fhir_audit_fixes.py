@@ -143,11 +143,14 @@ def test_reason_code_text_translated_and_unknown_skipped(tmp_path):
         _toci("t2", "2024-03-05T12:00:00Z", {"text": "immune effector cell-associated neurotoxicity syndrome"}),
         _toci("t3", "2024-03-06T12:00:00Z", {"text": "Pneumonia"}),  # not in the table: not mapped
         _toci("t4", "2024-03-07T12:00:00Z", {"text": "crs"}),
+        unknown_indication="drop",  # session 46: the default (count) reads t3 with the indication empty
     )
     iv = study.interventions.sort("start_day")
     assert iv["start_day"].to_list() == pytest.approx([1.5, 2.5, 4.5])
     assert iv["indication"].to_list() == ["CRS", "ICANS", "CRS"]  # the vocabulary's spelling
-    assert _reasons(report) == {"reasonCode 'Pneumonia' not in the indication table (indications): not mapped": "5"}
+    assert _reasons(report) == {"reasonCode 'Pneumonia' not in the indication table (indications): not mapped "
+                                "(option unknown_indication = drop)": "5",
+                                "option unknown_indication=drop": ""}  # the (reader option) row, n 0
 
 
 def test_used_code_text_translated_and_unknown_skipped(tmp_path):

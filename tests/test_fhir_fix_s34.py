@@ -83,7 +83,8 @@ def test_numeric_valuestring_is_not_read_by_default(tmp_path):
     assert (reasons[hgb[0]], reasons[crp[0]]) == ("3", "4")
     assert st.reader_options == {"observation_statuses": ["final", "amended", "corrected"],
                                  "numeric_valuestring": "skip", "partial_death_dates": "impute",
-                                 "partial_event_dates": "impute", "ongoing_interventions": "last_record"}
+                                 "partial_event_dates": "impute", "ongoing_interventions": "last_record",
+                                 "unknown_indication": "count"}
     assert not rep.filter(pl.col("resource_type") == "(reader option)").height  # defaults: no option row
 
 
@@ -384,4 +385,4 @@ def test_cli_analyze_records_the_reader_options_in_analysis_json(tmp_path):
     meta = json.loads((tmp_path / "a" / "analysis.json").read_text(encoding="utf-8"))
     assert meta["reader_options"] == {"observation_statuses": ["final", "preliminary"], "numeric_valuestring": "skip",
                                       "partial_death_dates": "impute", "partial_event_dates": "impute",
-                                      "ongoing_interventions": "last_record"}
+                                      "ongoing_interventions": "last_record", "unknown_indication": "count"}

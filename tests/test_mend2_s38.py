@@ -49,7 +49,8 @@ def test_a1_ce_partial_death_drop_is_warned(tmp_path):
 def test_b1_sdtm_reader_options_recorded(tmp_path):
     s = read_sdtm(folder(tmp_path), partial_death_dates="drop", study_day_fallback=True)
     assert s.reader_options == {"partial_dates": "skip", "partial_death_dates": "drop",
-                                "partial_event_dates": "impute", "study_day_fallback": True}
+                                "partial_event_dates": "impute", "study_day_fallback": True,
+                                "unknown_indication": "count"}  # session 46 (review 46 SDTM F2)
 
 
 # B7 ---------------------------------------------------------------------------------------------

@@ -172,4 +172,5 @@ def test_c5_report_imports_the_public_reader_defaults():
     # hand, from read_fhir's docstring and cli/interop.py's defaults
     assert dict(READER_DEFAULTS) == {"observation_statuses": ("final", "amended", "corrected"),
                                      "numeric_valuestring": "skip", "partial_death_dates": "impute",
-                                     "partial_event_dates": "impute", "ongoing_interventions": "last_record"}
+                                     "partial_event_dates": "impute", "ongoing_interventions": "last_record",
+                                     "unknown_indication": "count"}

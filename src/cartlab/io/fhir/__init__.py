@@ -9,7 +9,8 @@ from cartlab.io.fhir.writer import build_bundle, write_fhir_bundle
 
 #: the reader's options when none is given (what ``Study.reader_options`` records for a FHIR study read with
 #: the defaults; the report names only the options that differ): Observation.status codes read as results,
-#: ``numeric_valuestring``, ``partial_death_dates``, ``partial_event_dates``, ``ongoing_interventions``
+#: ``numeric_valuestring``, ``partial_death_dates``, ``partial_event_dates``, ``ongoing_interventions``,
+#: ``unknown_indication``
 READER_DEFAULTS = MappingProxyType({"observation_statuses": READ_STATUSES, "numeric_valuestring": "skip",
                                     **_PARTIAL_DEFAULTS})
 

@@ -19,16 +19,18 @@ def _unversioned(ref: str | None) -> str | None:
 
 
 class _Entry:
-    __slots__ = ("file", "index", "res", "full")
+    __slots__ = ("file", "index", "res", "full", "req")
 
-    def __init__(self, file: str, index: int, res: dict, full: str | None = None):
-        self.file, self.index, self.res, self.full = file, index, res, full
+    def __init__(self, file: str, index: int, res: dict, full: str | None = None, req: dict | None = None):
+        self.file, self.index, self.res, self.full, self.req = file, index, res, full, req or {}
 
     @property
     def where(self) -> str:
         rid = self.res.get("id") if isinstance(self.res, dict) else None
         rtype = self.res.get("resourceType") if isinstance(self.res, dict) else None
-        return f"{self.file}, entry {self.index}" + (f" ({rtype}/{rid})" if rtype else "")
+        # a resource without an id (a transaction's POST) is named by its type only
+        return f"{self.file}, entry {self.index}" + (f" ({rtype}/{rid})" if rtype and rid else
+                                                     f" ({rtype})" if rtype else "")
 
     def error(self, msg: str) -> InputError:
         return InputError(f"{self.where}: {msg}")
@@ -45,7 +47,24 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def _load(path: Path) -> tuple[list[_Entry], tuple]:
+def _delete(name: str, i: int, entry: dict) -> _Entry | None:
+    """A Bundle entry ``request.method`` DELETE of ``Type/id`` (its url without a version or search) as an
+    entry whose resource names only the type and id (``cartlab.io.fhir._versions``); None otherwise."""
+    req = entry.get("request") or {}
+    if str(req.get("method", "")).upper() != "DELETE":
+        return None
+    url = _unversioned(str(req.get("url") or "")).split("?", 1)[0].rstrip("/")
+    parts = url.split("/")
+    if len(parts) < 2 or not parts[-1] or "?" in str(req.get("url")):
+        return None
+    last = (entry.get("response") or {}).get("lastModified")
+    return _Entry(name, i, {"resourceType": parts[-2], "id": parts[-1]}, entry.get("fullUrl"),
+                  {"url": req.get("url"), "lastModified": last})
+
+
+def _load(path: Path, deletes: list | None = None, history: set | None = None) -> tuple[list[_Entry], tuple]:
+    """The entries of one file (validated) and (name, format, sha256, n). A DELETE entry is appended to
+    ``deletes``; the file's name is added to ``history`` when it is a history Bundle (newest first)."""
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     name = path.name
@@ -72,6 +91,12 @@ def _load(path: Path) -> tuple[list[_Entry], tuple]:
                                     for i, e in enumerate(entries, 1)
                                     if isinstance(e, dict) and e.get("resource") is None
                                     and (e.get("request") or e.get("response"))}
+                for i in without_resource:
+                    d = _delete(name, i, entries[i - 1])
+                    if d is not None and deletes is not None:
+                        deletes.append(d)
+                if obj.get("type") == "history" and history is not None:
+                    history.add(name)
             else:
                 raws = [(1, obj, None)]
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

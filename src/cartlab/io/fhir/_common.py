@@ -78,10 +78,10 @@ def fhir_text(text: str) -> str:
     return _clock(dt) + off
 
 
-def fhir_time(dt: datetime) -> str:
-    """A naive wall-clock datetime as FHIR dateTime text (written with ``Z``; microseconds only
-    when needed)."""
-    return _clock(dt) + "Z"
+def fhir_time(dt: datetime, offset: str = "Z") -> str:
+    """A naive wall-clock datetime as FHIR dateTime text (written with ``offset``, ``Z`` unless given:
+    the clock's UTC offset, ``+08:00``; microseconds only when needed)."""
+    return _clock(dt) + offset
 
 
 def _clock(dt: datetime) -> str:

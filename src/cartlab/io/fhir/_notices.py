@@ -15,11 +15,12 @@ review40_crs A1): kept in ``study.warnings`` so a stored study carries them.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from cartlab.units import UnitError, parse_unit
 
-__all__ = ["CRS_CATEGORIES", "PARTIAL_REASON", "absent_note", "dose_unit", "note_oxygen", "note_partial", "partial_warnings",
+__all__ = ["CRS_CATEGORIES", "PARTIAL_REASON", "absent_note", "dose_unit", "note_oxygen", "note_partial", "note_reason",
+           "note_status", "no_day0_warnings", "events_note", "partial_warnings", "reason_warnings", "status_warnings",
            "quantity_unit", "r5_hint"]
 
 #: the reason ``_Reader.day`` gives for a partial date (YYYY or YYYY-MM)
@@ -94,6 +95,95 @@ def note_oxygen(rd, e, sid: str, why: str, when: str | None) -> None:
     rd.oxygen_dropped.append((e, sid, why, when))
 
 
+def note_reason(rd, e, sid: str, text: str, category: str | None, when: str | None) -> None:
+    """Remember an intervention whose reasonCode text is not in the indication table (review 46 A1):
+    read with the indication empty (``category`` None) or not read (option unknown_indication = drop)."""
+    rd.unknown_reasons.append((e, sid, text, category, when))
+
+
+def note_status(rd, e, sid: str, status: str, category: str | None, when: str | None) -> None:
+    """Remember a Procedure of an intervention with status on-hold/unknown, not read (review 46 A5)."""
+    rd.status_dropped.append((e, sid, status, category, when))
+
+
+def reason_warnings(rd) -> list[str]:
+    """One warning per file naming the reasonCode texts not in the indication table (and how often), and,
+    with ``unknown_indication = drop``, one per CRS-relevant intervention so set aside (review 46 A1)."""
+    out: list[str] = []
+    drop = rd.options["unknown_indication"] == "drop"
+    files: dict[str, Counter] = defaultdict(Counter)
+    for e, _, text, _, _ in rd.unknown_reasons:
+        files[e.file][text] += 1
+    for file, texts in files.items():
+        n = sum(texts.values())
+        named = ", ".join(f"{t!r} x{k}" for t, k in texts.most_common(10)) + (" ..." if len(texts) > 10 else "")
+        what = ("not read (option unknown_indication = drop; count, the default, reads them with the indication "
+                "empty)" if drop else
+                "read with the indication empty: they count toward CRS/ICANS, as the study format counts an "
+                "intervention whose indication is empty (option unknown_indication = count; drop leaves them out)")
+        out.append(f"{file}: {n} intervention(s) with a reasonCode not in the indication table (indications) {what}: "
+                   f"{named}; add the texts to `indications` in a --mapping file to attribute them")
+    for e, sid, status, cat, when in rd.status_dropped:
+        crs = (f": the CRS grade of that day ({when or 'time not given'}) may be higher than graded (ASTCT 2019 reads "
+               f"{cat})" if cat in CRS_CATEGORIES else "")
+        out.append(f"subject {sid}: {e.where}: the {cat or 'intervention'} Procedure with status {status} is not read "
+                   f"(not known to be done, as a MedicationAdministration {status}){crs}")
+    for e, sid, text, cat, when in rd.unknown_reasons:
+        if drop and cat in CRS_CATEGORIES:
+            out.append(f"subject {sid}: {e.where}: the {cat} with reasonCode {text!r} is not read (option "
+                       f"unknown_indication = drop): the CRS grade of that day ({when or 'time not given'}) may be "
+                       f"higher than graded (ASTCT 2019 reads {cat})")
+    return out
+
+
+def no_day0_warnings(rd) -> list[str]:
+    """One warning per subject whose records could not be placed for want of day 0 because no CAR-T
+    MedicationAdministration was recognised (review 46 B6; a partial CAR-T date has its own warning)."""
+    out = []
+    for sid, n in rd.unplaced.items():
+        if sid in rd.no_anchor:
+            continue
+        seen = rd.drugs_unknown.get(sid) or {}
+        named = (", ".join(f"{t} x{k}" for t, k in sorted(seen.items())[:10]) if seen else "none")
+        out.append(f"subject {sid}: no CAR-T MedicationAdministration recognised (medications not in the medication "
+                   f"map: {named}), so the subject has no day 0: {n} record(s) not placed on a day (counted as not "
+                   "mapped in the mapping report); name the CAR-T product in medicationCodeableConcept (text, a "
+                   "display or a code) or in the referenced Medication")
+    return out
+
+
+def status_warnings(rd) -> list[str]:
+    """One warning per Observation status not read (preliminary, unknown; counts per param) and one naming
+    the events not placed for want of a time (review 46 B7: on screen, not only in the mapping report)."""
+    out = []
+    for status, params in rd.status_skipped.items():
+        n = sum(params.values())
+        named = ", ".join(f"{p} x{k}" for p, k in params.most_common(10))
+        hint = (f"; option observation_statuses (--observation-status {status}) reads them"
+                if status in ("preliminary", "unknown") else "")
+        out.append(f"{n} Observation(s) with status {status} not read as results ({named}){hint}")
+    if rd.events_unplaced:
+        named = "; ".join(f"{e.where} ({ev}, subject {sid}): {why}" for e, sid, ev, why, _ in rd.events_unplaced[:10])
+        more = f" and {len(rd.events_unplaced) - 10} more" if len(rd.events_unplaced) > 10 else ""
+        out.append(f"{len(rd.events_unplaced)} event(s) recorded but not placed on a day and not read (table events): "
+                   f"{named}{more}; give Condition.onset[x] / Procedure.performed[x]")
+    return out
+
+
+def events_note(w, rd):
+    """The "no ... event was read: none is recorded" warning, when events were set aside for want of a time:
+    it must not say none happened (review 46 B7)."""
+    if not rd.events_unplaced or "(table events)" not in w.message:
+        return w
+    from dataclasses import replace
+
+    kinds = Counter(str(x[2]) for x in rd.events_unplaced)
+    named = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+    head = w.message.split("(table events)")[0] + "(table events)"
+    return replace(w, message=f"{head}: {len(rd.events_unplaced)} event(s) were recorded but not placed on a day "
+                              f"({named}: see their warning); no other event is recorded")
+
+
 def _period_days(rd, sid: str, text: str) -> str:
     from cartlab.io.fhir._partial import bounds
 
@@ -131,9 +221,11 @@ def partial_warnings(rd) -> list[str]:
 
 
 def interventions_dropped(rd) -> int:
-    """How many interventions were not read for a partial date or an oxygen device."""
+    """How many interventions were not read for a partial date, an oxygen device or (option
+    unknown_indication = drop) a reasonCode not in the indication table."""
     return (sum(1 for x in rd.partial_dropped if x[1] == "interventions")
-            + len(rd.oxygen_dropped))
+            + len(rd.oxygen_dropped)
+            + (len(rd.unknown_reasons) if rd.options["unknown_indication"] == "drop" else 0))
 
 
 def dose_unit(m, e, q: dict, path: str) -> str | None:
@@ -161,11 +253,17 @@ def dose_unit(m, e, q: dict, path: str) -> str | None:
 
 def absent_note(w, rd):
     """The "no ... intervention was read: none is taken as given" warning, when interventions were set
-    aside for a partial date or an oxygen device: says so (they are not "none given")."""
-    n = interventions_dropped(rd)
-    if not n or "(table interventions)" not in w.message:
+    aside for a partial date, an oxygen device or an unknown reasonCode (unknown_indication = drop): says so
+    instead (they are not "none given")."""
+    n, held = interventions_dropped(rd), len(rd.status_dropped)
+    if not (n or held) or "(table interventions)" not in w.message:
         return w
     from dataclasses import replace
 
-    return replace(w, message=w.message + (f"; but {n} intervention(s) were given and not read (a partial date or "
-                                           "an oxygen device not known: see their warnings)"))
+    # never "none is taken as given" while some were set aside (review 46 A1): the table is empty, not "none given"
+    said = ([f"{n} intervention(s) were given and not read (a partial date, an oxygen device or a reasonCode not "
+             "known: see their warnings)"] if n else []) + (
+        [f"{held} Procedure(s) of an intervention with status on-hold/unknown were not read (see their warnings)"]
+        if held else [])
+    head = w.message.split("(table interventions)")[0] + "(table interventions)"
+    return replace(w, message=f"{head}: {'; '.join(said)}; no other intervention is recorded")

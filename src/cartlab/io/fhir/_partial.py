@@ -8,7 +8,7 @@ rules of the SDTM reader (``cartlab.io.sdtm.partial``, whose helpers are reused)
   ``partial_death_dates`` (default ``impute``): the first day of the period, not before the subject's
   last dated record when that record falls in the period (the ADaM convention, admiral ``min_dates``);
 * ``Patient.deceasedBoolean`` true without a date: a warning, no day invented;
-* a MedicationAdministration ``in-progress`` without an end ("The administration has started but has
+* a MedicationAdministration or a Procedure of an intervention ``in-progress`` without an end ("The administration has started but has
   not yet completed"; Period: "If the end element is missing, it means that the period is ongoing"):
   option ``ongoing_interventions`` (default ``last_record``): it runs to the subject's last dated record;
 * mixed UTC offsets: one zone's daylight-saving changes are not warned about
@@ -28,14 +28,19 @@ from cartlab.io.course_checks import ABSENT_FILE_MEANS, daylight_saving_only
 from cartlab.io.sdtm.dates import period_bounds
 from cartlab.io.sdtm.partial import PARTIAL_OPTIONS, last_record_day
 
-__all__ = ["ONGOING_OPTIONS", "PARTIAL_OPTIONS", "absent_in_fhir", "check_options", "deaths", "is_partial",
+__all__ = ["ONGOING_OPTIONS", "PARTIAL_OPTIONS", "UNKNOWN_INDICATION_OPTIONS", "absent_in_fhir", "check_options", "deaths", "is_partial",
            "mixed_offsets", "ongoing_ends", "partial_event", "warn_partial_events"]
 
 #: ``ongoing_interventions``: an in-progress MedicationAdministration without an end runs to the subject's
 #: last dated record (``last_record``, the SDTM reader's rule for an ongoing CM record) or is read as a
 #: single administration at its start (``start_only``, the reader's behaviour before session 38)
 ONGOING_OPTIONS = ("last_record", "start_only")
-DEFAULTS = {"partial_death_dates": "impute", "partial_event_dates": "impute", "ongoing_interventions": "last_record"}
+#: ``unknown_indication``: an intervention whose reasonCode text is not in the indication table is read with
+#: the indication empty (``count``: the study format counts an intervention "whose indication/attribution is
+#: empty" toward CRS/ICANS) or not read (``drop``, the reader's behaviour before session 46; warned about)
+UNKNOWN_INDICATION_OPTIONS = ("count", "drop")
+DEFAULTS = {"partial_death_dates": "impute", "partial_event_dates": "impute", "ongoing_interventions": "last_record",
+            "unknown_indication": "count"}
 _PARTIAL = re.compile(r"^\d{4}(-\d{2})?$")
 
 
@@ -43,7 +48,8 @@ def check_options(opts: dict) -> None:
     from cartlab.errors import InputError
 
     for k, v in opts.items():
-        allowed = ONGOING_OPTIONS if k == "ongoing_interventions" else PARTIAL_OPTIONS
+        allowed = {"ongoing_interventions": ONGOING_OPTIONS,
+                   "unknown_indication": UNKNOWN_INDICATION_OPTIONS}.get(k, PARTIAL_OPTIONS)
         if v not in allowed:
             raise InputError(f"{k} must be one of {', '.join(allowed)}, not {v!r}")
 
@@ -200,10 +206,10 @@ def ongoing_ends(rd) -> list[str]:
         if opt == "last_record":
             end = max(float(math.floor(lka.get(row["subject_id"], row["start_day"]))), row["start_day"])
             row["end_day"], row["end_datetime"] = end, None
-            why = (f"ongoing ({el}, no effectivePeriod.end): end_day set to the subject's last record (day {end:g}; "
+            why = (f"ongoing ({el}): end_day set to the subject's last record (day {end:g}; "
                    "option ongoing_interventions = last_record)")
         else:
-            why = (f"ongoing ({el}, no effectivePeriod.end): read as a single administration at its start (option "
+            why = (f"ongoing ({el}): read as a single administration at its start (option "
                    "ongoing_interventions = start_only)")
         row["source_note"] = "; ".join(x for x in (row.get("source_note"), why) if x)
     subs = sorted({row["subject_id"] for row, _ in rd.ongoing})
@@ -211,7 +217,10 @@ def ongoing_ends(rd) -> list[str]:
             "them as single administrations at their start)" if opt == "last_record" else
             "read as single administrations at their start (option ongoing_interventions = start_only): an "
             "intervention still running after its start is not seen on the later days")
-    return [f"{len(rd.ongoing)} MedicationAdministration(s) in progress without an effectivePeriod.end (subjects "
+    kinds = sorted({el.split(" ")[0] for _, el in rd.ongoing})  # MedicationAdministration, Procedure
+    ends = {"MedicationAdministration": "effectivePeriod.end", "Procedure": "performedPeriod.end"}
+    return [f"{len(rd.ongoing)} {' or '.join(k + '(s)' for k in kinds)} in progress without an "
+            f"{' / '.join(ends.get(k, 'end') for k in kinds)} (subjects "
             f"{', '.join(subs[:10])}{' ...' if len(subs) > 10 else ''}) {what}; see their source_note"]
 
 

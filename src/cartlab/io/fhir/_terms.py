@@ -42,3 +42,21 @@ def _negated(text: str, term: str) -> str | None:
 def _code_label(cc: dict | None) -> str:
     cs = _codings(cc)
     return f"{cs[0].get('system', '')}|{cs[0].get('code', '')}" if cs else _text(cc)
+
+
+def agent_texts(r: dict, medications: dict[str, list[str]]) -> list[str]:
+    """Every text naming the drug of a MedicationAdministration ``r``, in the order they are tried: its
+    medicationCodeableConcept's texts, else medicationReference.display and the texts of the Medication it
+    references: ``#id`` is one of ``r``'s ``contained`` resources (R4 References: "a reference to a contained
+    resource"), else a Medication of the input (``medications``: reference -> texts)."""
+    if r.get("medicationCodeableConcept"):
+        return _texts(r["medicationCodeableConcept"])
+    ref = r.get("medicationReference") or {}
+    target = str(ref.get("reference") or "")
+    if target.startswith("#"):
+        found = next((c for c in r.get("contained") or [] if isinstance(c, dict) and c.get("id") == target[1:]
+                      and c.get("resourceType") == "Medication"), None)
+        named = _texts(found.get("code")) if found else []
+    else:
+        named = medications.get(target, [])
+    return [t for t in [ref.get("display"), *named] if t]

@@ -85,6 +85,8 @@ class FhirMapping:
                 raise UnitError(f"unknown UCUM unit {code!r} (read without its annotations as {bare!r})") from None
         if "[iU]" in code or "[IU]" in code:  # UCUM: [iU] international unit, [IU] the same unit
             return self.unit_from_ucum(code.replace("[iU]", "IU").replace("[IU]", "IU"))
+        if "[USP'U]" in code:  # UCUM [USP'U] "United States Pharmacopeia unit" (vasopressin): cartlab's "U"
+            return self.unit_from_ucum(code.replace("[USP'U]", "U"))  # as the ucum table's [USP'U] -> units
         if "[" in code or "}" in code:
             raise UnitError(f"unknown UCUM unit {code!r}")
         unit = re.sub(r"10\*(-?\d+)", r"10^\1", code)

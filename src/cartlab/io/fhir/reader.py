@@ -23,6 +23,7 @@ from cartlab.io.course_checks import MIXED_OFFSETS
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.errors import Issue, StudyValidationError
 from cartlab.io.fhir._absent import absent_tagged, tagged_warnings
+from cartlab.io.fhir._assemble import _day0_warnings, _frame, _subjects_from_fhir, _translate, translate_warning
 from cartlab.io.fhir._bundle import _effective, _Entry, _files, _load, _unversioned
 from cartlab.io.fhir._checks import (
     HINT,
@@ -38,10 +39,16 @@ from cartlab.io.fhir._notices import (
     PARTIAL_REASON,
     absent_note,
     dose_unit,
+    events_note,
+    no_day0_warnings,
     note_oxygen,
     note_partial,
+    note_reason,
+    note_status,
     partial_warnings,
     quantity_unit,
+    reason_warnings,
+    status_warnings,
 )
 from cartlab.io.fhir._partial import (
     DEFAULTS,
@@ -56,7 +63,8 @@ from cartlab.io.fhir._partial import (
     partial_event,
     warn_partial_events,
 )
-from cartlab.io.fhir._terms import _code_label, _codings, _negated, _text, _texts
+from cartlab.io.fhir._terms import _code_label, _codings, _negated, _text, _texts, agent_texts
+from cartlab.io.fhir._versions import current_versions
 from cartlab.io.fhir.mapping import (
     CS_CATEGORY,
     CS_EVENT,
@@ -71,7 +79,7 @@ from cartlab.io.study_folder import read_study
 from cartlab.io.study_writer import write_study
 from cartlab.io.value_text import CENSORED
 from cartlab.kinetics.agents import is_car_t_agent
-from cartlab.model import TABLES, Study, conform
+from cartlab.model import TABLES, Study
 from cartlab.units import UnitError
 
 _SEX = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
@@ -126,11 +134,17 @@ class _Reader:
         self.anchor_text: dict[str, str] = {}
         self.anchor_entry: dict[str, _Entry] = {}  # the CAR-T administration that gave day 0
         self.baseline: dict[str, dict] = defaultdict(dict)
-        self.medications: dict[str, str] = {}  # Medication reference -> its code's text
+        self.medications: dict[str, list[str]] = {}  # Medication reference -> its code's texts
         self.nominal: set[str] = set()  # subjects whose resources carry the nominal-time meta.tag
         self.offsets: dict[str, set] = defaultdict(set)  # subject -> (UTC offset, local time) of the times placed
         self.partial_dropped: list = []  # records on no day for a partial date (_notices, said on screen)
         self.oxygen_dropped: list = []  # oxygen supports not read for their device (_notices)
+        self.unplaced: Counter = Counter()  # subject -> records on no day for want of day 0
+        self.drugs_unknown: dict[str, Counter] = defaultdict(Counter)  # subject -> medication texts not mapped
+        self.status_dropped: list = []  # Procedures of an intervention on-hold/unknown (_notices)
+        self.status_skipped: dict[str, Counter] = defaultdict(Counter)  # Observation status -> param -> n
+        self.events_unplaced: list = []  # (entry, subject, event, why, element prefix): events on no day
+        self.unknown_reasons: list = []  # (entry, subject, reasonCode text, category or None, time) (_notices)
 
     def skip(self, e: _Entry, code: str, reason: str, target: str = "") -> None:
         key = (e.file, e.res["resourceType"], code, target, reason)
@@ -162,6 +176,7 @@ class _Reader:
         if dt is None:
             return None, "partial date (year or month only) cannot be placed on a day"
         if sid not in self.anchor:
+            self.unplaced[sid] += 1  # said on screen per subject (_notices.no_day0_warnings)
             return None, self.no_anchor.get(sid, "no day 0: the subject has no CAR-T MedicationAdministration")
         day = days_from(midnight(self.anchor[sid]), dt)  # calendar days from day 0 (cartlab.io.clock)
         if (off := utc_offset(text)) is not None:
@@ -180,10 +195,10 @@ class _Reader:
     def patients_pass(self, entries: list[_Entry]) -> None:
         for e in entries:  # Medications first: an administration may name its drug by reference
             r = e.res
-            if r["resourceType"] == "Medication" and _text(r.get("code")):
+            if r["resourceType"] == "Medication" and _texts(r.get("code")):
                 for ref in (f"Medication/{r.get('id')}" if r.get("id") else None, e.full):
                     if ref:
-                        self.medications[ref] = _text(r.get("code"))
+                        self.medications[ref] = _texts(r.get("code"))
         for e in entries:
             r = e.res
             if r["resourceType"] != "Patient":
@@ -191,9 +206,14 @@ class _Reader:
             ext = read_row_extension(r) or {}
             sid = next((i["value"] for i in r.get("identifier") or [] if i.get("system") == f"{CS_CATEGORY}/subject-id"), None)
             sid = sid or r.get("id")
-            if not sid:
-                raise e.error("a Patient needs an id")
-            for ref in (f"Patient/{r.get('id')}", e.full):
+            if not sid:  # a transaction's POST has no id (R4 http create): identifier, else the urn:uuid fullUrl
+                sid = next((i["value"] for i in r.get("identifier") or [] if i.get("value")), None)
+                src = "its first identifier.value" if sid else "its fullUrl"
+                sid = sid or (e.full or "").rsplit(":", 1)[-1].rsplit("/", 1)[-1] or None
+                if not sid:
+                    raise e.error("a Patient needs an id, an identifier or a fullUrl to name the subject")
+                self.skip(e, "subject_id", f"Patient without id: subject_id {sid!r} taken from {src}", "subjects")
+            for ref in (f"Patient/{r.get('id')}" if r.get("id") else None, e.full):
                 if ref:
                     self.patients[ref] = (sid, e)
             for x in r.get("extension") or []:
@@ -274,11 +294,22 @@ class _Reader:
         return set(self.anchor) - set(self.anchor_text)
 
     def _agent(self, r: dict) -> str:
-        """The drug of a MedicationAdministration: its medicationCodeableConcept, else the reference's
-        display, else the code of the Medication it references (in the same bundle or files)."""
-        ref = r.get("medicationReference") or {}
-        return (_text(r.get("medicationCodeableConcept")) or ref.get("display")
-                or self.medications.get(ref.get("reference") or "", ""))
+        """The drug of a MedicationAdministration (review 46 B6: every coding, and contained Medications):
+        of its medicationCodeableConcept's texts (text, each display, each code), else the reference's display
+        and the texts of the Medication it references (``#id``: one of the resource's ``contained``; else in
+        the same bundle or files), the first that names a CAR-T product, else the first the medication map
+        knows, else the first given."""
+        texts = agent_texts(r, self.medications)
+        return (next((t for t in texts if is_car_t_agent(t)), None)
+                or next((t for t in texts if self.m.rule("medications", t)), None)
+                or (texts[0] if texts else ""))
+
+    def _rule(self, kind: str, cc: dict | None) -> tuple[dict | None, str]:
+        """(the first rule of ``kind`` matching a text of ``cc``: text, each display, each code; that text)."""
+        for t in _texts(cc):
+            if (rule := self.m.rule(kind, t)) is not None:
+                return rule, t
+        return None, _text(cc)
 
     # -- resources
     def observation(self, e: _Entry, at: str = "") -> None:
@@ -288,6 +319,8 @@ class _Reader:
         if r.get("status") in _NO_RESULT:
             return self.skip(e, code, f"status {r['status']}: not a result")
         if r.get("status") not in self.statuses:  # R4: preliminary "data may be incomplete or unverified"
+            param = self.m.param_of(_codings(r.get("code"))) or "(panel or code not mapped)"
+            self.status_skipped[str(r.get("status"))][param] += 1  # said on screen (_notices.status_warnings)
             return self.skip(e, code, f"status {r.get('status')}: not a final result (read only with "
                                       f"observation_statuses including {r.get('status')!r})")
         param = self.m.param_of(_codings(r.get("code")))
@@ -470,6 +503,9 @@ class _Reader:
         else:
             rule = self.m.rule("medications", agent)
             if rule is None:
+                ref = _unversioned((r.get("subject") or {}).get("reference"))
+                if ref in self.patients:
+                    self.drugs_unknown[self.patients[ref][0]][agent or "(no name)"] += 1
                 return self.skip(e, agent, "medication not in the medication map")
             table, category = rule["table"], rule.get("category")
         # the medication text names only the category (cartlab's writer does so when no agent was recorded,
@@ -483,6 +519,7 @@ class _Reader:
         ext = read_row_extension(r)
         start, end = _effective(r, prefix)
         row = {"subject_id": sid, **{k: v for k, v in base.items() if v is not None}}
+        mapped_note = None  # said in the mapping report's reason of the row read
         dosage = r.get("dosage") or {}
         el = dose_element(dosage, base.get("category") if table == "interventions" else None)
         q = dosage.get(el.split(".")[1]) if el else None
@@ -511,8 +548,15 @@ class _Reader:
         if r.get("reasonCode") and table == "interventions":
             row["indication"] = self.m.vocabulary("indications", [t for cc in r["reasonCode"] for t in _texts(cc)])
             if row["indication"] is None and not (ext or {}).get("indication"):
-                return self.skip(e, code, f"reasonCode {_text(r['reasonCode'][0])!r} not in the indication table "
-                                          "(indications): not mapped")
+                said = _text(r["reasonCode"][0])
+                if self.options["unknown_indication"] == "drop":  # the old rule: not read, warned (_notices)
+                    note_reason(self, e, sid, said, base.get("category"), start)
+                    return self.skip(e, code, f"reasonCode {said!r} not in the indication table (indications): "
+                                              "not mapped (option unknown_indication = drop)")
+                note_reason(self, e, sid, said, None, None)
+                mapped_note = f"reasonCode {said!r} not in the indication table: indication left empty"
+                row["source_note"] = (f"reasonCode {said!r} is not in the indication table: indication left empty "
+                                      "(counts toward CRS/ICANS; option unknown_indication = count)")
         if ext:  # a standard field edited by hand: an error, never silently overridden (review36 A1)
             std = {**base, **{k: row.get(k) for k in ("dose", "dose_unit", "orig_dose", "orig_unit", "indication")}}
             std["dose_element"] = el
@@ -533,6 +577,8 @@ class _Reader:
         what = f"{row.get('agent') or code}" + (f" (reason {row['indication']})" if row.get("indication") else "")
         if table in ("doses", "events"):
             day, dt = self.day(e, sid, start, ext)
+            if day is None and table == "events" and dt != PARTIAL_REASON:  # said on screen (review 46 B7)
+                self.events_unplaced.append((e, sid, row.get("event"), dt, prefix))
             if day is None:
                 if dt == PARTIAL_REASON and table == "doses" and sid not in self.no_anchor:  # CAR-T: day-0 warning
                     note_partial(self, e, table, _element(r, prefix), start, sid, what)
@@ -552,9 +598,10 @@ class _Reader:
                     self.skip(e, code, f"{_rid(r)}: {prefix}Period.end {end!r}: {edt}: end not placed", table)
                 else:
                     row["end_day"], row["end_datetime"] = eday, (ext.get("end_datetime") if ext is not None else edt)
-            elif r["resourceType"] == "MedicationAdministration" and r.get("status") == "in-progress" and ext is None:
-                self.ongoing.append((row, "status in-progress"))  # R4: "started but has not yet completed"
-        self.add(table, e, row, code)
+            elif r.get("status") == "in-progress" and ext is None:  # R4: "started but has not yet completed"
+                # a MedicationAdministration or (review 46 A4) a Procedure of an intervention (oxygen)
+                self.ongoing.append((row, f"{r['resourceType']} status in-progress, no {prefix}Period.end"))
+        self.add(table, e, row, code, mapped_note)
 
     def procedure(self, e: _Entry) -> None:
         r = e.res
@@ -567,9 +614,15 @@ class _Reader:
         elif cs.get(CS_CATEGORY):
             rule = {"table": "interventions", "category": cs[CS_CATEGORY]}
         else:
-            rule = self.m.rule("procedures", text)
+            rule, text = self._rule("procedures", r.get("code"))
         if rule is None:
             return self.skip(e, code, "procedure not in the procedure map")
+        if rule.get("report"):  # e.g. an autologous or unspecified transplant: never read as allo_hsct
+            return self.skip(e, code, rule["report"])
+        if r.get("status") in _NOT_KNOWN_GIVEN:  # R4 EventStatus on-hold "temporarily stopped", unknown
+            if rule["table"] == "interventions":  # "does not know": as a MedicationAdministration (review 46 A5)
+                note_status(self, e, self.subject(e), r["status"], rule.get("category"), _effective(r, "performed")[0])
+            return self.skip(e, code, f"status {r['status']}: not known to be done (not read)")
         base = {k: rule.get(k) for k in ("category", "o2_device", "event")}
         if r.get("usedCode") and base.get("category") == "oxygen" and not base.get("o2_device"):
             base["o2_device"] = self.m.vocabulary("o2_devices", [t for cc in r["usedCode"] for t in _texts(cc)])
@@ -592,7 +645,9 @@ class _Reader:
                        if c.get("code") in _NOT_CONFIRMED), None)
         if unsure:
             return self.skip(e, code, f"verificationStatus {unsure}: not a confirmed diagnosis")
-        rule = {"table": "events", "event": cs[CS_EVENT]} if cs.get(CS_EVENT) else self.m.rule("conditions", text)
+        rule = {"table": "events", "event": cs[CS_EVENT]} if cs.get(CS_EVENT) else None
+        if rule is None:
+            rule, text = self._rule("conditions", r.get("code"))
         if rule is None:
             return self.skip(e, code, "condition not in the condition map")
         if not cs.get(CS_EVENT) and (cue := _negated(text or "", rule["match"])):  # "No seizure activity"
@@ -609,7 +664,7 @@ class _Reader:
 
 def _rid(r: dict) -> str:
     """``Type/id`` of a resource, named in a mapping-report reason about that one resource."""
-    return f"{r.get('resourceType')}/{r.get('id')}"
+    return f"{r.get('resourceType')}/{r.get('id')}" if r.get("id") else f"{r.get('resourceType')} (no id)"
 
 
 def _num(v) -> float | None:
@@ -629,63 +684,6 @@ def _dispatch(rd: _Reader, e: _Entry) -> None:
     handler(e)
 
 
-def _subjects_from_fhir(rd: _Reader) -> None:
-    """Subject columns FHIR carries outside the Patient: day-0 anchor, age, baseline weight/height."""
-    obs = defaultdict(list)
-    for row in rd.rows["observations"]:
-        if row["param"] in ("WEIGHT", "HEIGHT") and row.get("orig_value") is not None:
-            obs[(row["subject_id"], row["param"])].append(row)
-    for row, e in zip(rd.rows["subjects"], rd.where["subjects"]):
-        sid = row["subject_id"]
-        row.update(rd.baseline.get(sid, {}))
-        if sid in rd.anchor_text:
-            row.setdefault("infusion_datetime", rd.anchor_text[sid])
-        birth = e.res.get("birthDate")
-        if "age_years" not in row and birth and sid in rd.nominal:
-            rd.skip(e, "birthDate", "birthDate not used for age: the subject's times are nominal (no calendar day 0)")
-        elif "age_years" not in row and birth and sid in rd.anchor:
-            b = parse_fhir_time(birth) if re.fullmatch(r"\d{4}-\d{2}-\d{2}.*", str(birth)) else None
-            if b is None:  # "1980" or "1980-05": the completed years on day 0 are not known
-                rd.skip(e, "birthDate", f"birthDate {birth!r} has no day: the age on day 0 is not computed "
-                        "(age_years empty; give the full date or an age)")
-            if b is not None:  # completed years on the day of the first CAR-T infusion
-                d0 = rd.anchor[sid].date()
-                row["age_years"] = float(d0.year - b.year - ((d0.month, d0.day) < (b.month, b.day)))
-        for param, col in (("WEIGHT", "weight_kg"), ("HEIGHT", "height_cm")):
-            rows = sorted(obs.get((sid, param), []), key=lambda x: x["day"])
-            if col not in row and rows:  # the last measurement up to day 0, else the first after it
-                before = [x for x in rows if x["day"] < 1]  # up to the end of day 0
-                pick = before[-1] if before else rows[0]
-                p = load_dictionary()[param]
-                row[col] = p.conversion_from(pick.get("orig_unit"))(pick["orig_value"])
-
-
-def _frame(rows: list[dict], table: str) -> pl.DataFrame:
-    if not rows:
-        return conform(pl.DataFrame(schema=TABLES[table]), table)
-    cols = [c for c in TABLES[table] if any(c in r for r in rows)]
-    data = {c: [r.get(c) for r in rows] for c in cols}
-    return conform(pl.DataFrame({c: pl.Series(c, v, dtype=TABLES[table][c], strict=False) for c, v in data.items()}), table)
-
-
-def _translate(exc: StudyValidationError, rd: _Reader) -> InputError:
-    issue = exc.issues[0]
-    table = Path(issue.file).stem
-    entries = rd.where.get(table, [])
-    places = [entries[r - 1].where for r in issue.rows[:3] if 0 < r <= len(entries)] or [table]
-    more = f" (and {len(exc.issues) - 1} more problems)" if len(exc.issues) > 1 else ""
-    col = f", field {issue.column!r}" if issue.column else ""
-    return InputError(f"{'; '.join(places)}{col}: {issue.message}{more}")
-
-
-def _day0_warnings(rd: _Reader) -> list[str]:
-    """The day-0 warnings (a partial CAR-T date: no day 0), each also a mapping-report row on the Patient."""
-    patient = {sid: e for sid, e in rd.patients.values()}
-    for sid, msg in rd.day0_warnings:
-        rd.skip(patient[sid], "day 0", msg)
-    return [msg for _, msg in rd.day0_warnings]
-
-
 def _statuses(given) -> tuple[str, ...]:
     given = (given,) if isinstance(given, str) else tuple(given)
     bad = [s for s in given if s not in READ_STATUSES + _OPTIONAL_STATUSES]
@@ -699,28 +697,34 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
                           observation_statuses=READ_STATUSES,
                           numeric_valuestring: str = "skip", partial_death_dates: str = "impute",
                           partial_event_dates: str = "impute",
-                          ongoing_interventions: str = "last_record") -> tuple[Study, pl.DataFrame]:
+                          ongoing_interventions: str = "last_record",
+                          unknown_indication: str = "count") -> tuple[Study, pl.DataFrame]:
     """:func:`read_fhir` and its mapping report (file, resource_type, code, target, n, reason, entries)."""
     path = Path(path)
     opts = {"partial_death_dates": partial_death_dates, "partial_event_dates": partial_event_dates,
-            "ongoing_interventions": ongoing_interventions}
+            "ongoing_interventions": ongoing_interventions, "unknown_indication": unknown_indication}
     check_options(opts)
     statuses = _statuses(observation_statuses)
     if numeric_valuestring not in NUMERIC_VALUESTRING:
         raise InputError(f"numeric_valuestring must be one of {', '.join(NUMERIC_VALUESTRING)}, "
                          f"not {numeric_valuestring!r}")
     m = load_mapping(mapping)
-    entries, sources = [], []
+    entries, sources, deletes, history = [], [], [], set()
     for f in _files(path):
-        got, src = _load(f)
+        got, src = _load(f, deletes, history)
         entries += got
         sources.append(src)
+    # only the current version of a resource is read; the others are reported (review 46 A2, C9)
+    entries, not_current = current_versions(entries, deletes, history)
     rd = _Reader(m, statuses, numeric_valuestring, opts)
+    for e, why in not_current:
+        rd.skip(e, "", why)
     rd.patients_pass(entries)
     for e in entries:
         _dispatch(rd, e)
     mixed = (_day0_warnings(rd) + rd.deaths() + warn_partial_events(rd) + ongoing_ends(rd) + mixed_offsets(rd)
-             + partial_warnings(rd))
+             + partial_warnings(rd) + reason_warnings(rd) + no_day0_warnings(rd)
+             + status_warnings(rd))
     _subjects_from_fhir(rd)
     if not rd.rows["subjects"]:
         raise InputError(f"{path}: no Patient resource: a study needs at least one subject")
@@ -740,7 +744,9 @@ def read_fhir_with_report(path: str | Path, mapping=None, study_id: str | None =
     # the study folder's mixed-offsets warning names rows of the temporary folder: the Bundle's own
     # warning (_mixed_offsets, naming the subject and offsets) says it in FHIR's words
     dropped = set(rd.partial_events) if opts["partial_event_dates"] == "drop" else set()
-    study.warnings = [absent_note(absent_in_fhir(w, path.name, rd.undated_deaths, dropped), rd) for w in getattr(study, "warnings", [])
+    study.warnings = [translate_warning(events_note(absent_note(absent_in_fhir(w, path.name, rd.undated_deaths,
+                                                                              dropped), rd), rd), rd)
+                      for w in getattr(study, "warnings", [])
                       if MIXED_OFFSETS not in w.message
                       and not (w.file.rsplit(".", 1)[0] in study.absent and w.message.startswith("not given:"))]
     study.warnings += tag_notes
@@ -782,7 +788,8 @@ def read_fhir(path: str | Path, mapping=None, study_id: str | None = None,
     ``unknown`` may be added). ``numeric_valuestring``: a number or censored text sent as valueString
     for a param with a unit: ``skip`` (default, reported) or ``canonical`` (read in the param's
     canonical unit). ``options``: ``partial_death_dates`` / ``partial_event_dates`` (impute, default, or
-    drop) and ``ongoing_interventions`` (last_record, default, or start_only): docs/interop/fhir.md. Raises :class:`InputError` naming the file and entry of the first problem. The
+    drop), ``ongoing_interventions`` (last_record, default, or start_only) and ``unknown_indication``
+    (empty, default, or drop): docs/interop/fhir.md. Raises :class:`InputError` naming the file and entry of the first problem. The
     mapping report is ``study.mapping_report``; the options used are ``study.reader_options``.
     """
     study, report = read_fhir_with_report(path, mapping, study_id, observation_statuses, numeric_valuestring, **options)

@@ -18,7 +18,7 @@ from cartlab.io.clock import midnight, parse_wall_clock
 from cartlab.io.dictionary import load_dictionary
 from cartlab.io.fhir import mapping as fm
 from cartlab.io.fhir._absent import absent_meta
-from cartlab.io.fhir._common import add_days, fhir_text, fhir_time, row_extension
+from cartlab.io.fhir._common import add_days, fhir_text, fhir_time, row_extension, utc_offset
 from cartlab.io.value_text import CENSORED
 from cartlab.kinetics.agents import is_car_t_agent
 from cartlab.model import PROVENANCE_COLUMNS, Study
@@ -69,6 +69,7 @@ class _Writer:
         self.entries: list[dict] = []
         self.anchor = {}  # subject -> midnight of day 0 (naive wall clock)
         self.anchor_text = {}  # subject -> its infusion date(-time) as FHIR text
+        self.offset = {}  # subject -> the UTC offset of its infusion_datetime (times computed from days carry it)
         self.deceased: dict[str, str] = {}
         self.nominal: set[str] = set()  # days-only subjects (no infusion date): their times are nominal
         self.ref_sid = {_ref(sid)["reference"]: sid for sid in study.subject_ids}
@@ -92,7 +93,9 @@ class _Writer:
         at = add_days(self.anchor[sid], float(day))
         if float(day).is_integer():  # a day without a clock time: a FHIR date, never an invented midnight UTC
             return at.date().isoformat()
-        return fhir_time(at)
+        # a time computed from a fractional day is on the clock of day 0: the offset of the subject's
+        # infusion_datetime when it has one (review 46 C12: never Z on a +08:00 clock), else Z
+        return fhir_time(at, self.offset.get(sid, "Z"))
 
     def ext(self, row: dict, *, drop=()) -> dict:
         return row_extension({k: _clean(v) for k, v in row.items() if k not in _SKIP and k not in drop})
@@ -103,6 +106,8 @@ class _Writer:
             anchor = row["infusion_datetime"] or row["infusion_date"] or fm.DAYS_ONLY_ANCHOR
             self.anchor[sid] = midnight(parse_wall_clock(anchor))  # day 0's midnight (cartlab.io.clock)
             self.anchor_text[sid] = fhir_text(anchor)
+            if row["infusion_datetime"] and (off := utc_offset(self.anchor_text[sid])) is not None:
+                self.offset[sid] = off
         for sid in self.study.subject_ids:  # subjects found only in other tables: days-only anchor
             self.anchor.setdefault(sid, midnight(parse_wall_clock(fm.DAYS_ONLY_ANCHOR)))
             self.anchor_text.setdefault(sid, fhir_text(fm.DAYS_ONLY_ANCHOR))

@@ -8,11 +8,13 @@ import polars as pl
 
 from cartlab.io.schema import O2_DEVICES
 from cartlab.io.sdtm import common as sc
+from cartlab.io.sdtm import subjects as subj
 from cartlab.io.sdtm.dates import parse_dtc
 from cartlab.io.sdtm.files import ROW, DomainFile
 from cartlab.io.sdtm.intervention_rules import CRS_RELEVANT, expand_ex, o2_flow, warn_oxygen, warn_partial
 from cartlab.io.sdtm.mapping import SdtmMapping
 from cartlab.io.sdtm.partial import ONGOING, impute_event_starts
+from cartlab.io.sdtm.terms import indication, warn_indications, warn_unread
 from cartlab.io.study_folder import dose_unit
 from cartlab.kinetics.agents import car_t_agent_expr
 from cartlab.units import UnitError, parse_unit
@@ -209,17 +211,19 @@ def rfxstdtc_anchor_warnings(anc: pl.DataFrame, ex: DomainFile | None,
 
 
 def map_dm(dm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
-    m = ctx.mapping
     dm.check_numbers("AGE")
     dm.fail(pl.col("USUBJID").is_null(), "USUBJID", "USUBJID is empty")
     dm.fail(pl.col("USUBJID").is_duplicated(), "USUBJID", "a subject is given twice in DM")
     sc.place(dm, ctx, "RFPENDTC", prefix="end")
-    ageu = upper(dm, "AGEU").fill_null("YEARS")
+    # review46 #4, #7: age on day 0 from BRTHDTC, else AGE/AGEU (noted); SEX as the study folder reads it
+    age_years, age_note = subj.age(dm, ctx)
+    subj.warn_age_units(dm, ctx, age_years)
+    subj.warn_sex(dm, ctx)
     df = dm.df
     out = df.select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
-        upper(dm, "SEX").replace_strict(m.sex, default=None, return_dtype=pl.String).alias("sex"),
-        (dm.number("AGE") / ageu.replace_strict(m.age_units, default=None, return_dtype=pl.Float64)).alias("age_years"),
+        subj.sex(dm, ctx).alias("sex"),
+        age_years.alias("age_years"),
         sc.supp_col(dm, "weight_kg").alias("weight_kg"),
         sc.supp_col(dm, "height_cm").alias("height_cm"),
         sc.supp_col(dm, "disease").alias("disease"),
@@ -230,7 +234,8 @@ def map_dm(dm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         sc.supp_col(dm, "last_followup_day").fill_null(pl.when(pl.col("end__dstatus") == "ok").then(pl.col("end__day")))
         .alias("last_followup_day"),
         sc.supp_col(dm, "source").alias("source"),
-        sc.supp_col(dm, "source_note").alias("source_note"),
+        pl.concat_str([sc.supp_col(dm, "source_note"), age_note], separator="; ", ignore_nulls=True)
+        .replace("", None).alias("source_note"),
         _dm_extra(dm),
         *sc.provenance(dm),
     )
@@ -374,6 +379,10 @@ def not_occurred(dfile: DomainFile, verb: str) -> list[tuple[pl.Expr, str]]:
             (upper(dfile, f"{dom}STAT") == "NOT DONE", f"not done ({dom}STAT)")]
 
 
+#: the mapping report's reason of a CM record whose term no table names
+CM_UNMAPPED = "CM term not in the intervention mapping (cm_terms / cm_categories, or its CMROUTE is excluded)"
+
+
 def map_cm(cm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     m = ctx.mapping
     cm.require("USUBJID", "CMTRT")
@@ -401,7 +410,11 @@ def map_cm(cm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     no_agent = (sc.supp_col(cm, "no_agent").cast(pl.String).str.strip_chars().str.to_uppercase() == "Y").fill_null(False)
     agent = pl.when(no_agent).then(pl.lit(None, dtype=pl.String)).otherwise(pl.coalesce(
         sc.supp_col(cm, "agent").cast(pl.String), look("CMDECOD", 1), look("CMTRT", 1), cm.text("CMTRT")))
-    device_text = pl.coalesce(upper(cm, "CMDOSFRM"), upper(cm, "CMROUTE"), upper(cm, "CMTRT"))
+    # each variable is looked up on its own and the first device found wins (review46 #1): the usual
+    # oxygen record has CMDOSFRM GAS (a dosage form) and CMROUTE RESPIRATORY (INHALATION), which are no
+    # devices; the device is then in CMTRT (HIGH FLOW NASAL CANNULA), which must still be tried
+    device_text = pl.coalesce(*[upper(cm, v).replace_strict(m.o2_devices, default=None, return_dtype=pl.String)
+                                for v in ("CMDOSFRM", "CMROUTE", "CMTRT")])
     # SUPPCM O2DEV: a study-format code (nasal_cannula, any case) or a term of the o2_devices mapping
     # (NASAL CANNULA), read like CMDOSFRM/CMROUTE; any other value is not guessed (the record is not
     # mapped, with the value in the reason)
@@ -411,8 +424,7 @@ def map_cm(cm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     supp_norm = pl.coalesce(supp_up.replace_strict(codes, default=None, return_dtype=pl.String),
                             supp_up.str.replace_all(r"[\s-]+", "_").replace_strict(codes, default=None, return_dtype=pl.String),
                             supp_up.replace_strict(m.o2_devices, default=None, return_dtype=pl.String))
-    device = pl.coalesce(supp_norm, look("CMDECOD", 2), look("CMTRT", 2),
-                         device_text.replace_strict(m.o2_devices, default=None, return_dtype=pl.String))
+    device = pl.coalesce(supp_norm, look("CMDECOD", 2), look("CMTRT", 2), device_text)
     unit_raw = cm.text("CMDOSU")
     unit = m.unit_expr(unit_raw)
     okunits = []
@@ -422,14 +434,12 @@ def map_cm(cm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
             okunits.append(u)
         except UnitError:
             pass
-    indc = upper(cm, "CMINDC")
     df = df.with_columns(category.alias("__cat"), agent.alias("__agent"), device.alias("__dev"),
                          supp_dev.alias("__dev_given"), supp_norm.alias("__dev_norm"))
     reason = sc.first_reason(
         (pl.col("USUBJID").is_null() | ~pl.col("USUBJID").cast(pl.String).is_in(ctx.subjects.implode()), "subject not in DM"),
         *not_occurred(cm, "given"),
-        (pl.col("__cat").is_null(),
-         "CM term not in the intervention mapping (cm_terms / cm_categories, or its CMROUTE is excluded)"),
+        (pl.col("__cat").is_null(), CM_UNMAPPED),
         (pl.col("__dev_given").is_not_null() & (pl.col("__dev_given") != "") & pl.col("__dev_norm").is_null(),
          pl.format("SUPPCM O2DEV '{}' is not an oxygen device of the study format ({}) nor of the o2_devices "
                    "mapping", pl.col("__dev_given"), pl.lit(", ".join(O2_DEVICES)))),
@@ -459,6 +469,11 @@ def map_cm(cm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     warn_oxygen(cm, df, ctx, unit_raw, flow_units)
     warn_partial(cm, df, ctx, "CMSTDTC", pl.format("{} {}", pl.col("__cat").fill_null("?"), pl.col("__agent").fill_null("")),
                  pl.col("__cat").is_in(list(CRS_RELEVANT)))
+    # CMINDC: the indications table, then its prefixes; another text by option unknown_indication (review46 #2)
+    indc, indc_note = indication(cm, ctx)
+    warn_indications(cm, df, ctx)
+    warn_unread(cm, df, ctx, CM_UNMAPPED, ["CMDECOD", "CMTRT"], "drug or therapy term (CMDECOD, else CMTRT)",
+                "cm_terms (or cm_categories)")
     out = df.filter(pl.col("__reason").is_null()).select(
         pl.col("USUBJID").cast(pl.String).alias("subject_id"),
         pl.col("s__day").alias("start_day"),
@@ -470,9 +485,10 @@ def map_cm(cm: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(is_o2).then(pl.col("__dev")).alias("o2_device"),
         sc.supp_col(cm, "o2_flow_lpm").fill_null(pl.when(flow_from_dose).then(flow)).alias("o2_flow_lpm"),
         sc.supp_col(cm, "fio2").alias("fio2"),
-        pl.when(indc.is_not_null()).then(indc.replace_strict(m.indications, default="other", return_dtype=pl.String))
-        .alias("indication"),
-        sc.supp_col(cm, "source").alias("source"), sc.imputed_note([("s", "CMSTDTC"), ("e", "CMENDTC")], cm),
+        indc.alias("indication"),
+        sc.supp_col(cm, "source").alias("source"),
+        pl.concat_str([sc.imputed_note([("s", "CMSTDTC"), ("e", "CMENDTC")], cm), indc_note], separator="; ",
+                      ignore_nulls=True).replace("", None).alias("source_note"),
         sc.extra_json(cm), *sc.provenance(cm), ongoing.alias("__ongoing"), "__ongoing_var", "__ongoing_val",
     )
     code = pl.coalesce(upper(cm, "CMDECOD"), upper(cm, "CMTRT"))
@@ -506,6 +522,11 @@ EVENT_DATES = {"AE": "AESTDTC", "CE": "CESTDTC", "DS": "DSSTDTC", "DD": "DDDTC",
 TOPIC = {"AE": "AETERM", "CE": "CETERM", "DS": "DSTERM", "DD": "DDTESTCD", "PR": "PRTRT", "RS": "RSTESTCD"}
 
 
+#: event domains whose terms outside the events table are named in a warning (RS has its own, DD is
+#: no event source)
+UNREAD_WARNED = ("AE", "CE", "PR", "DS")
+
+
 def map_events(dfile: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFrame]:
     dom = dfile.domain
     m = ctx.mapping
@@ -536,6 +557,10 @@ def map_events(dfile: DomainFile, ctx: sc.Ctx) -> tuple[pl.DataFrame, pl.DataFra
     df = df.with_columns(reason.alias("__reason"))
     if dom == "RS":
         _warn_rs_unread(dfile, df, ctx)
+    elif dom in UNREAD_WARNED:  # review46 #3: an unmapped HSCT or oedema term is named, not silently dropped
+        var = {"PR": "TRT"}.get(dom, "TERM")
+        warn_unread(dfile, df, ctx, f"{dom} term not in the event mapping", [f"{dom}DECOD", f"{dom}{var}"],
+                    f"term ({dom}DECOD, else {dom}{var})", "events")
     term = dfile.text(TOPIC.get(dom, f"{dom}TERM"))
     if dom == "RS" and dfile.has("RSORRES"):  # the result as given (CR, PD ...), not the test code (review38 B4)
         term = pl.coalesce(dfile.text("RSORRES"), dfile.text("RSSTRESC"), term)

@@ -37,6 +37,8 @@ class Ctx:
     partial_death_dates: str = "impute"
     #: a record with --DY and no --DTC date is placed from --DY (SDTMIG: no study day 0) when True (review38 B3)
     study_day_fallback: bool = False
+    #: a CMINDC in neither indications table: "count" (indication empty, counted) or "other" (review46 #2)
+    unknown_indication: str = "count"
 
 
 def status(df: pl.DataFrame, code: pl.Expr, target: pl.Expr, reason: pl.Expr) -> pl.DataFrame:

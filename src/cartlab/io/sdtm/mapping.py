@@ -22,8 +22,12 @@ _LIST_KEYS = ("cm_terms", "events")
 _KNOWN_KEYS = {
     "version", "tests", "units", "specimens", "sex", "age_units", "ex_agents", "cm_categories",
     "cm_terms", "o2_devices", "indications", "events", "attributions", "unmapped_domains", "supp",
-    "dose_frequencies",
+    "dose_frequencies", "indication_prefixes", "unknown_indication",
 }
+#: keys whose value is one word, not a table
+_SCALAR_KEYS = ("version", "unknown_indication")
+#: the values of ``unknown_indication`` (the first is the default; cartlab.io.sdtm.terms)
+UNKNOWN_INDICATION = ("count", "other")
 
 
 def norm(text: str | None) -> str:
@@ -53,6 +57,10 @@ class SdtmMapping:
     files: tuple[str, ...] = field(default=())
     #: EXDOSFRQ term -> {per_day, every_days} (review40 A4: a constant-dosing EX record is expanded)
     dose_frequencies: dict[str, dict] = field(default_factory=dict)
+    #: CMINDC prefix -> indication (CYTOKINE RELEASE SYNDROME GRADE 3 -> CRS; review46 #2)
+    indication_prefixes: dict[str, str] = field(default_factory=dict)
+    #: a CMINDC in neither indications table: "count" (indication left empty) or "other" (review46 #2)
+    unknown_indication: str = "count"
 
     def test(self, domain: str, code: str) -> dict | None:
         return self.tests.get(domain, {}).get(norm(code))
@@ -89,7 +97,7 @@ def _read_yaml(path: Path) -> dict:
     for key in _LIST_KEYS:
         if key in raw and not isinstance(raw[key], list):
             raise InputError(f"{path}: {key} must be a list")
-    for key in set(raw) - set(_LIST_KEYS) - {"version"}:
+    for key in set(raw) - set(_LIST_KEYS) - set(_SCALAR_KEYS):
         if raw[key] is not None and not isinstance(raw[key], dict):
             raise InputError(f"{path}: {key} must be a mapping")
     return raw
@@ -142,6 +150,11 @@ def load_mapping(user: str | Path | None = None) -> SdtmMapping:
         if not isinstance(entry, dict) or not {"term", "event", "field"} <= set(entry):
             raise InputError(f"events entry {entry!r}: needs term, field and event")
 
+    unknown_indication = str(raw.get("unknown_indication") or UNKNOWN_INDICATION[0]).strip().lower()
+    if unknown_indication not in UNKNOWN_INDICATION:
+        raise InputError(f"{files[-1]}: unknown_indication must be one of {', '.join(UNKNOWN_INDICATION)}, "
+                         f"not {raw.get('unknown_indication')!r}")
+
     def upper_keys(d: dict | None) -> dict:
         return {norm(k): v for k, v in (d or {}).items()}
 
@@ -165,4 +178,6 @@ def load_mapping(user: str | Path | None = None) -> SdtmMapping:
         supp=upper_keys(raw.get("supp")),
         files=tuple(files),
         dose_frequencies=upper_keys(raw.get("dose_frequencies")),
+        indication_prefixes=upper_keys(raw.get("indication_prefixes")),
+        unknown_indication=unknown_indication,
     )

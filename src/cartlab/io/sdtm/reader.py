@@ -36,9 +36,10 @@ from cartlab.io.sdtm.common import Ctx, attach_supp
 from cartlab.io.sdtm.dates import PARTIAL_DATES
 from cartlab.io.sdtm.files import ROW, DomainFile, find_domains, load_domain
 from cartlab.io.sdtm.findings import map_findings
-from cartlab.io.sdtm.mapping import load_mapping
+from cartlab.io.sdtm.mapping import UNKNOWN_INDICATION, load_mapping
 from cartlab.io.sdtm.partial import PARTIAL_OPTIONS, last_record_day, ongoing_ends, partial_deaths, undated_deaths
 from cartlab.io.sdtm.report import REPORT_SCHEMA, summarise
+from cartlab.io.sdtm.subjects import vs_body_size
 from cartlab.model import Study, conform, empty_frame
 
 EVENT_DOMAINS = ("AE", "CE", "DS", "DD", "PR", "RS")
@@ -99,15 +100,33 @@ def _drop_duplicates(out: pl.DataFrame, st: pl.DataFrame, table: str, f: DomainF
 
     An exact duplicate is a record that gives the same canonical row *and* repeats an earlier record
     in every variable but its sequence number --SEQ: two records that differ in a variable cartlab
-    does not carry (VISIT, --TPT, --POS ...) are two measurements, both kept.
+    does not carry (VISIT, --TPT, --POS ...) are two measurements, both kept. So are two results at the
+    same time with different values from records that differ in --NAM (the laboratory), --METHOD or
+    --GRPID (review46 #9: a central and a local NEUT): they are not one measurement given twice, so
+    they are kept with a warning instead of the conflict error.
     """
     if out.height < 2:
         return out, st
     variables = [c for c in f.df.columns if not c.startswith("__") and c != f"{f.domain}SEQ"]
     record = f.df.select(pl.col(ROW).alias("src_row"), pl.struct(variables).alias(_RECORD))
     found: list[Issue] = []
-    kept = drop_duplicates(out.join(record, on="src_row", how="left"), table, f.name, found, also=(_RECORD,))
-    kept = kept.drop(_RECORD)
+    joined = out.join(record, on="src_row", how="left").with_row_index("__i")
+    split = [v for v in (f"{f.domain}NAM", f"{f.domain}METHOD", f"{f.domain}GRPID") if f.has(v)]
+    if split and table == "observations":
+        part = f.df.select(pl.col(ROW).alias("src_row"), pl.concat_str(
+            [f.text(v).fill_null("") for v in split], separator="\x1f").alias("__part"))
+        joined = joined.join(part, on="src_row", how="left")
+        kept = pl.concat([drop_duplicates(p.drop("__part"), table, f.name, found, also=(_RECORD,))
+                          for p in joined.partition_by("__part", maintain_order=True)]).sort("__i")
+        across: list[Issue] = []  # the conflict check over the whole file: what only differs by --NAM ...
+        drop_duplicates(kept, table, f.name, across, also=(_RECORD,))
+        found += [Issue(i.file, i.column, i.message.split("; keep the right one")[0].replace("conflicting values", "two values at one time") + f": the records differ in "
+                        f"{'/'.join(split)} (another laboratory, method or group), so they are read as two "
+                        "measurements, both kept; each engine takes the day's value its daily_value rule gives",
+                        i.rows, "warning") for i in across if i.severity == "error"]
+    else:
+        kept = drop_duplicates(joined, table, f.name, found, also=(_RECORD,))
+    kept = kept.drop(_RECORD, "__i")
     errors = [i for i in found if i.severity == "error"]
     if errors:
         first = errors[0]
@@ -165,6 +184,7 @@ def read_sdtm(
     partial_death_dates: str = "impute",
     partial_event_dates: str = "impute",
     study_day_fallback: bool = False,
+    unknown_indication: str | None = None,
 ) -> Study | SdtmImport:
     """Read an SDTM folder into a canonical :class:`~cartlab.model.Study`.
 
@@ -174,7 +194,11 @@ def read_sdtm(
     report. ``partial_death_dates`` / ``partial_event_dates`` (``impute``, default, or ``drop``): a death or
     an event whose date is partial (``2021-07``) is placed on the first day of the period, not before the
     last record (a death) or day 0 (an event), with a warning (:mod:`cartlab.io.sdtm.partial`).
-    ``study_day_fallback``: place a record with --DY and no --DTC from --DY (off by default). A file that breaks SDTM (unreadable, a required variable missing, a bad date or number,
+    ``study_day_fallback``: place a record with --DY and no --DTC from --DY (off by default).
+    ``unknown_indication``: a CMINDC in neither indications table of the mapping is ``count`` (default:
+    the indication is left empty, which the study format counts toward CRS) or ``other`` (not counted);
+    None takes the mapping's ``unknown_indication`` (default ``count``). Either way the text is kept
+    in source_note and named in a warning. A file that breaks SDTM (unreadable, a required variable missing, a bad date or number,
     an unknown unit of a mapped test) raises one :class:`~cartlab.errors.InputError` naming the
     file and the record.
     """
@@ -185,6 +209,10 @@ def read_sdtm(
             raise InputError(f"{name} must be one of {', '.join(PARTIAL_OPTIONS)}, not {val!r}")
     folder = Path(folder)
     m = load_mapping(mapping)
+    if unknown_indication is None:
+        unknown_indication = m.unknown_indication
+    if unknown_indication not in UNKNOWN_INDICATION:
+        raise InputError(f"unknown_indication must be one of {', '.join(UNKNOWN_INDICATION)}, not {unknown_indication!r}")
     paths = find_domains(folder)
     if "DM" not in paths:
         raise InputError(f"{folder}: no DM domain (dm.xpt, dm.sas7bdat or dm.csv); found: "
@@ -211,7 +239,7 @@ def read_sdtm(
     anc = anchors(dm, ex, m.ex_agents)
     ctx = Ctx(m, load_dictionary(), partial_dates, anc, dm.df["USUBJID"].cast(pl.String).drop_nulls(),
               partial_event_dates=partial_event_dates, partial_death_dates=partial_death_dates,
-              study_day_fallback=bool(study_day_fallback))
+              study_day_fallback=bool(study_day_fallback), unknown_indication=unknown_indication)
 
     _drop_restated_dm(dm)
     subjects, st = map_dm(dm, ctx)
@@ -283,7 +311,7 @@ def read_sdtm(
     tables["interventions"] = ongoing_ends(tables["interventions"], rfpen, lka)
 
     concat = {name: _concat(frames, name) for name, frames in tables.items()}
-    subjects = conform(subjects, "subjects")
+    subjects = vs_body_size(conform(subjects, "subjects"), tables["observations"])  # review46 #5
     warnings += [SdtmIssue(i.file, i.column, i.message, i.rows, "warning")  # review38 B6, the study folder's check
                  for i in mixed_utc_offsets({"subjects": subjects, **concat}, "src_row")]
     sids = dm.df["STUDYID"].drop_nulls().unique().to_list() if dm.has("STUDYID") else []
@@ -301,7 +329,8 @@ def read_sdtm(
     #: diff2 B1)
     study.reader_options = {"partial_dates": partial_dates, "partial_death_dates": partial_death_dates,
                             "partial_event_dates": partial_event_dates,
-                            "study_day_fallback": bool(study_day_fallback)}
+                            "study_day_fallback": bool(study_day_fallback),
+                            "unknown_indication": unknown_indication}
     if not report:
         return study
     parts = [summarise(f.domain, f.name, s) for f, s in statuses]
