@@ -61,3 +61,54 @@ def test_eligibility_and_deviations_share_the_subject_selection(tmp_path):
         out = CliRunner().invoke(app, [cmd, "--help"], env={"COLUMNS": "200"}).output
         for flag in ("--subject", "--study", "--store", "--csv", "--json", "--csv-dialect", "--protocol"):
             assert flag in out, (cmd, flag)
+
+
+# --unknown-indication (review 46 SDTM F2 / FHIR A1): the readers' option from the command line --------------
+
+def _crs_max(out_dir):
+    return pl.read_csv(out_dir / "subject_summary.csv").sort("subject_id")["crs_grade_astct"].to_list()
+
+
+def test_unknown_indication_flag_sdtm(tmp_path):
+    """By hand (tests/test_sdtm_s46.py): A1's vasopressor is given for HYPOTENSION (in no table); counted it
+    makes fever + SBP 82 a grade 3 (ASTCT 2019), read as 'other' a grade 2; A2 (no CMINDC) and A3 (CRS) are 3."""
+    from test_sdtm_s46 import CM_E7, VS_E7, _folder
+
+    src = _folder(tmp_path, vs=VS_E7, cm=CM_E7)
+    r = CliRunner()
+    res = r.invoke(app, ["analyze", "--sdtm", str(src), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert _crs_max(tmp_path / "a") == [3, 3, 3]
+    res = r.invoke(app, ["analyze", "--sdtm", str(src), "--out", str(tmp_path / "b"), "--unknown-indication", "other"])
+    assert res.exit_code == 0, res.output
+    assert _crs_max(tmp_path / "b") == [2, 3, 3]
+    res = r.invoke(app, ["analyze", "--sdtm", str(src), "--out", str(tmp_path / "c"), "--unknown-indication", "drop"])
+    assert res.exit_code == 2 and "applies to --fhir" in res.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_unknown_indication_flag_fhir(tmp_path):
+    """By hand (tests/test_fhir_s46.py): the norepinephrine 'for Hypotension' counted gives grade 3 on days 2-3;
+    dropped, fever + hypotension without a vasopressor is grade 2."""
+    from test_fhir_s46 import _hypo
+
+    src = _hypo(tmp_path)
+    r = CliRunner()
+    res = r.invoke(app, ["analyze", "--fhir", str(src), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert _crs_max(tmp_path / "a") == [3]
+    assert "unknown indications count" in res.output
+    res = r.invoke(app, ["analyze", "--fhir", str(src), "--out", str(tmp_path / "b"), "--unknown-indication", "drop"])
+    assert res.exit_code == 0, res.output
+    assert _crs_max(tmp_path / "b") == [2]
+    res = r.invoke(app, ["analyze", "--fhir", str(src), "--out", str(tmp_path / "c"), "--unknown-indication", "other"])
+    assert res.exit_code == 2 and "applies to --sdtm" in res.output
+
+
+def test_unknown_indication_flag_refused_for_a_study_folder(tmp_path):
+    src = _sdtm(tmp_path)
+    CliRunner().invoke(app, ["export", "--sdtm", str(src), "--out", str(tmp_path / "f")])
+    res = CliRunner().invoke(app, ["analyze", str(tmp_path / "f"), "--out", str(tmp_path / "o"),
+                                   "--unknown-indication", "count"])
+    assert res.exit_code == 2 and "--unknown-indication applies to --sdtm or --fhir" in res.output
+    assert "a study folder is read as it is" in res.output

@@ -41,6 +41,11 @@ OngoingInterventionsOpt = Annotated[str, typer.Option(
     "--ongoing-interventions", metavar="last_record|start_only", help="FHIR: a MedicationAdministration in-progress "
     "without an effectivePeriod.end: last_record (default; runs to the subject's last dated record, said in "
     "source_note) or start_only (a single administration at its start).")]
+UnknownIndicationOpt = Annotated[Optional[str], typer.Option(
+    "--unknown-indication", metavar="count|other|drop", help="SDTM and FHIR: an intervention whose indication "
+    "(CMINDC, reasonCode text) is in no indications table: count (default; read with the indication empty, which "
+    "the study format counts toward CRS/ICANS, warned), other (SDTM: read as other, not counted) or drop (FHIR: "
+    "not read, warned).")]
 MappingOpt = Annotated[Optional[Path], typer.Option(
     "--mapping", help="A YAML file extending/overriding the shipped SDTM or FHIR code map (docs/interop/).")]
 #: FHIR R4 ObservationStatus (http://hl7.org/fhir/R4/valueset-observation-status.html), all eight codes
@@ -63,7 +68,8 @@ _READER_PARAMS = (("sdtm", SdtmOpt, None), ("fhir", FhirInOpt, None), ("mapping"
                   ("partial_event_dates", PartialEventDatesOpt, "impute"),
                   ("study_day_fallback", StudyDayFallbackOpt, False), ("observation_status", ObservationStatusOpt, None),
                   ("numeric_valuestring", NumericValueStringOpt, "skip"),
-                  ("ongoing_interventions", OngoingInterventionsOpt, "last_record"))
+                  ("ongoing_interventions", OngoingInterventionsOpt, "last_record"),
+                  ("unknown_indication", UnknownIndicationOpt, None))
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,11 @@ class SourceOptions:
     observation_status: list[str] | None = None
     numeric_valuestring: str = "skip"
     ongoing_interventions: str = "last_record"
+    unknown_indication: str | None = None
 
     def sdtm_opts(self) -> dict:
         return {"partial_death_dates": self.partial_death_dates, "partial_event_dates": self.partial_event_dates,
-                "study_day_fallback": self.study_day_fallback}
+                "study_day_fallback": self.study_day_fallback, "unknown_indication": self.unknown_indication}
 
     def load_kwargs(self) -> dict:
         """The keyword arguments of :func:`load_source` these options give."""
@@ -143,6 +150,7 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     for key, flag in (("partial_death_dates", "--partial-death-dates"), ("partial_event_dates", "--partial-event-dates")):
         if (sdtm_opts or {}).get(key) not in (None, "impute", "drop"):
             raise _usage(f"{flag} {sdtm_opts[key]!r}: choose impute or drop")
+    _check_unknown_indication((sdtm_opts or {}).get("unknown_indication"), sdtm, fhir)
     given = _given_reader_options(partial_dates, sdtm_opts, observation_statuses, numeric_valuestring,
                                   ongoing_interventions, ctx)
     if sdtm is None and fhir is None and given and study is not None and Path(str(study)).exists():
@@ -151,8 +159,11 @@ def load_source(study: str | None, store: Path, *, sdtm: Path | None = None, fhi
     fhir_opts = _fhir_options(fhir, observation_statuses, numeric_valuestring, ongoing_interventions) \
         if fhir is not None or not given else {}
     if fhir is not None:  # partial death / event dates: the same options, and defaults, as read_sdtm
-        fhir_opts.update({k: v for k, v in (sdtm_opts or {}).items() if k.startswith("partial_") and v is not None})
-        sdtm_opts = {k: v for k, v in (sdtm_opts or {}).items() if not k.startswith("partial_")}
+        shared = lambda k: k.startswith("partial_") or k == "unknown_indication"  # noqa: E731
+        fhir_opts.update({k: v for k, v in (sdtm_opts or {}).items() if shared(k) and v is not None})
+        sdtm_opts = {k: v for k, v in (sdtm_opts or {}).items() if not shared(k)}
+    elif sdtm_opts and sdtm_opts.get("unknown_indication") is None:  # not given: the mapping's value
+        sdtm_opts = {k: v for k, v in sdtm_opts.items() if k != "unknown_indication"}
     if sdtm is not None or fhir is not None:
         if sdtm is not None and csv_dialect != "standard":  # review40 B5: never silently ignored
             raise _usage("--csv-dialect applies to study folders: SDTM CSV files are read comma-separated with "
@@ -191,7 +202,8 @@ _READER_FLAGS = {"partial_dates": ("--partial-dates", "partial_dates", "skip"),
                  "study_day_fallback": ("--study-day-fallback", "study_day_fallback", False),
                  "observation_status": ("--observation-status", "observation_statuses", None),
                  "numeric_valuestring": ("--numeric-valuestring", "numeric_valuestring", "skip"),
-                 "ongoing_interventions": ("--ongoing-interventions", "ongoing_interventions", "last_record")}
+                 "ongoing_interventions": ("--ongoing-interventions", "ongoing_interventions", "last_record"),
+                 "unknown_indication": ("--unknown-indication", "unknown_indication", None)}
 
 
 def _given_reader_options(partial_dates, sdtm_opts, statuses, numeric_valuestring, ongoing, ctx=None) -> dict:
@@ -283,7 +295,7 @@ def refuse_reader_options(partial_dates: str = "skip", sdtm_opts: dict | None = 
     option other than its default is a usage error naming the option, before anything is read."""
     _fhir_options(None, observation_statuses, numeric_valuestring, ongoing_interventions)
     flags = {"partial_death_dates": "--partial-death-dates", "partial_event_dates": "--partial-event-dates",
-             "study_day_fallback": "--study-day-fallback"}
+             "study_day_fallback": "--study-day-fallback", "unknown_indication": "--unknown-indication"}
     chosen = ["--partial-dates"] if partial_dates != "skip" else []
     chosen += [flags.get(k, k) for k, v in (sdtm_opts or {}).items() if v not in (None, False, "impute")]
     if chosen:
@@ -293,6 +305,18 @@ def refuse_reader_options(partial_dates: str = "skip", sdtm_opts: dict | None = 
         raise _usage(f"{said} (a study folder is read as it is)",
                      hint=f"drop {'them' if len(chosen) > 1 else 'it'}, or read the SDTM / FHIR source with "
                           "--sdtm / --fhir. Nothing was written.")
+
+
+def _check_unknown_indication(value: str | None, sdtm: Path | None, fhir: Path | None) -> None:
+    """--unknown-indication: count (both readers), other (SDTM only) or drop (FHIR only)."""
+    if value is None:
+        return
+    if value not in ("count", "other", "drop"):
+        raise _usage(f"--unknown-indication {value!r}: choose count, other (SDTM) or drop (FHIR)")
+    if sdtm is not None and value == "drop":
+        raise _usage("--unknown-indication drop applies to --fhir (SDTM: count or other)")
+    if fhir is not None and value == "other":
+        raise _usage("--unknown-indication other applies to --sdtm (FHIR: count or drop)")
 
 
 def _fhir_options(fhir: Path | None, statuses: list[str] | None, numeric_valuestring: str,
@@ -332,7 +356,8 @@ def _say_fhir_options(opts: dict) -> None:
                   f"numeric valueString {opts['numeric_valuestring']}; partial death dates "
                   f"{opts.get('partial_death_dates', 'impute')}; partial event dates "
                   f"{opts.get('partial_event_dates', 'impute')}; ongoing interventions "
-                  f"{opts.get('ongoing_interventions', 'last_record')}", soft_wrap=True)
+                  f"{opts.get('ongoing_interventions', 'last_record')}; unknown indications "
+                  f"{opts.get('unknown_indication', 'count')}", soft_wrap=True)
 
 
 def _read_interop(sdtm: Path | None, fhir: Path | None, mapping: Path | None, study_id: str | None,
