@@ -212,11 +212,28 @@ def test_two_versions_in_a_collection_read_the_newest(tmp_path):
     assert s.observations["value"].to_list() == [0.5]
 
 
-def test_versions_without_order_are_an_error(tmp_path):
+def test_same_id_without_version_order_is_read_as_two_resources(tmp_path):
+    """Nothing says two unversioned resources sharing Type/id are versions of one: each is read (the reader's
+    behaviour before session 46); one parameter at one time with two values is then the study reader's
+    "conflicting values" error, naming both, as it was."""
     a = _obs("n1", "751-8", "2024-03-02T08:00:00Z", 5.0, "10*9/L")
     b = _obs("n1", "751-8", "2024-03-02T08:00:00Z", 0.5, "10*9/L")
-    with pytest.raises(InputError, match="2 different versions of Observation/n1"):
+    with pytest.raises(InputError, match="conflicting values"):
         read_fhir(_write(tmp_path, _pat(), _cart(), a, b))
+
+
+def test_per_patient_bundles_sharing_resource_ids(tmp_path):
+    """Per-patient Bundles of one exporter, each with Patient-local ids (Observation/obs-1, the CAR-T c1):
+    different resources, all read (session 46 lead: an unordered id clash is not an error)."""
+    d = tmp_path / "patients"
+    d.mkdir()
+    for pid, anc in (("P1", 0.3), ("P2", 1.2)):
+        ref = {"reference": f"Patient/{pid}"}
+        _write(d, {**_pat(), "id": pid}, {**_cart(), "subject": ref},
+               {**_obs("obs-1", "751-8", "2024-03-02T08:00:00Z", anc, "10*9/L"), "subject": ref}, name=f"{pid}.json")
+    s = read_fhir(d)
+    assert sorted(s.subjects["subject_id"].to_list()) == ["P1", "P2"]
+    assert sorted(zip(s.observations["subject_id"], s.observations["value"])) == [("P1", 0.3), ("P2", 1.2)]
 
 
 def test_patient_repeated_across_searchset_pages_is_one_subject(tmp_path):

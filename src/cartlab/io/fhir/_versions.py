@@ -9,7 +9,10 @@ resource identity (``Type/id``, else the entry's fullUrl; an entry with neither 
 * exact repeats of one resource (the same JSON) are one resource, the first entry is read;
 * of several versions, the current one is read: the highest ``meta.versionId`` when every version has a
   numeric one, else the latest ``meta.lastUpdated`` when every version has one, else the first listed in a
-  ``history`` Bundle (newest first); otherwise which one is current is not known: an error names the entries;
+  ``history`` Bundle (newest first); otherwise nothing says they are versions of one resource rather than
+  different resources that share an id (per-patient Bundles of one exporter, each with its ``Observation/obs-1``):
+  every one is read, as any other resource (two results of one parameter at one time are then the study
+  reader's "conflicting values" error, naming both);
 * a DELETE entry (``request.method`` DELETE, ``request.url`` ``Type/id``) newer than the current version
   removes the resource (newer: its ``response.lastModified`` is not before the version's ``meta.lastUpdated``,
   else it is listed before the version in the same history Bundle; a DELETE in another kind of Bundle
@@ -23,8 +26,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from datetime import datetime
-
-from cartlab.errors import InputError
 
 __all__ = ["current_versions"]
 
@@ -51,8 +52,9 @@ def _version(e) -> str | None:
     return (e.res.get("meta") or {}).get("versionId")
 
 
-def _newest(versions: list, history: set) -> tuple[object, str]:
-    """(the current version, the rule that chose it) of several versions of one resource."""
+def _newest(versions: list, history: set) -> tuple[object | None, str]:
+    """(the current version, the rule that chose it) of several versions of one resource; (None, "") when
+    nothing orders them (no numeric meta.versionId, meta.lastUpdated or history Bundle order)."""
     ids = [_version(e) for e in versions]
     if all(isinstance(v, str) and v.strip().isdigit() for v in ids):
         if len({int(v) for v in ids}) == len(ids):
@@ -62,10 +64,7 @@ def _newest(versions: list, history: set) -> tuple[object, str]:
         return versions[stamps.index(max(stamps))], "latest meta.lastUpdated"
     if all(e.file in history for e in versions) and len({e.file for e in versions}) == 1:
         return versions[0], "first listed in the history Bundle (newest first)"
-    places = "; ".join(e.where for e in versions[:4])
-    raise InputError(f"{places}: {len(versions)} different versions of {_key(versions[0])} and no numeric "
-                     "meta.versionId or meta.lastUpdated (nor a history Bundle's order) tells which one is current: "
-                     "give meta.versionId or keep only the current version")
+    return None, ""
 
 
 def _deleted_after(d, cur, history: set) -> bool:
@@ -105,6 +104,12 @@ def current_versions(entries: list, deletes: list, history: set) -> tuple[list, 
             seen[text] = e
             versions.append(e)
         cur, rule = (versions[0], "") if len(versions) == 1 else _newest(versions, history)
+        if cur is None:  # not known to be versions of one resource: each is read (a DELETE removes those it follows)
+            for e in versions:
+                dels = [d for d in gone.get(k, []) if _deleted_after(d, e, history)]
+                if dels:
+                    drop[id(e)] = f"{k}: deleted ({dels[0].where}, request DELETE): not read"
+            continue
         for e in versions:
             if e is not cur:
                 new = f" version {_version(cur)}" if _version(cur) else ""
