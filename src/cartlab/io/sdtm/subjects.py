@@ -112,21 +112,22 @@ def vs_body_size(subjects: pl.DataFrame, observations: list[pl.DataFrame]) -> pl
     obs = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
     if not obs.height or not subjects.height:
         return subjects
-    rows = subjects.to_dicts()
-    for r in rows:
-        notes = []
-        for param, col in (("WEIGHT", "weight_kg"), ("HEIGHT", "height_cm")):
-            if r.get(col) is not None:
-                continue
-            mine = obs.filter((pl.col("subject_id") == r["subject_id"]) & (pl.col("param") == param)).sort(
-                "day", "src_row")
-            if not mine.height:
-                continue
-            before = mine.filter(pl.col("day") < 1)  # up to the end of day 0
-            pick = before.row(-1, named=True) if before.height else mine.row(0, named=True)
-            r[col] = pick["value"]
-            notes.append(BODY_NOTE.format(col=col, file=pick["src_file"], row=pick["src_row"], param=param,
-                                          day=pick["day"]))
-        if notes:
-            r["source_note"] = "; ".join([n for n in [r.get("source_note"), *notes] if n])
-    return pl.DataFrame(rows, schema=subjects.schema)
+    i = pl.int_range(pl.len()).over("subject_id", "param")
+    # per subject and param: the last row with day < 1 (up to the end of day 0), else the first after it
+    picks = (obs.sort("subject_id", "param", "day", "src_row")
+             .with_columns(pl.when(pl.col("day") < 1).then(-i).otherwise(i + 2**40).alias("_rank"))
+             .sort("subject_id", "param", "_rank").unique(["subject_id", "param"], keep="first", maintain_order=True))
+    out = subjects
+    for param, col in (("WEIGHT", "weight_kg"), ("HEIGHT", "height_cm")):
+        pick = picks.filter(pl.col("param") == param)
+        notes = {r["subject_id"]: BODY_NOTE.format(col=col, file=r["src_file"], row=r["src_row"], param=param,
+                                                   day=r["day"]) for r in pick.iter_rows(named=True)}
+        pick = pick.select("subject_id", pl.col("value").alias("_v"),
+                           pl.col("subject_id").replace_strict(notes, default=None, return_dtype=pl.String).alias("_n"))
+        out = out.join(pick, on="subject_id", how="left", maintain_order="left")
+        filled = pl.col(col).is_null() & pl.col("_v").is_not_null()
+        out = out.with_columns(
+            pl.when(filled).then(pl.col("_v")).otherwise(pl.col(col)).cast(subjects.schema[col]).alias(col),
+            pl.when(filled).then(pl.concat_str("source_note", "_n", separator="; ", ignore_nulls=True))
+            .otherwise(pl.col("source_note")).alias("source_note")).drop("_v", "_n")
+    return out.select(subjects.columns)
