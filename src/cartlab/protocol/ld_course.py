@@ -9,10 +9,14 @@ course"):
 * only doses on calendar days before day 0 count (a dose of a lymphodepletion agent on or after day
   0 is not the course: it never moves the screening window past the infusion);
 * the course is the CONTIGUOUS run of those doses nearest before day 0: going back from the latest
-  calendar day, a day belongs to the course while it is at most the protocol's course span (last
+  calendar day, a day belongs to the course while (a) it is at most the protocol's course span (last
   planned minus first planned lymphodepletion day, at least 1 day; NCT04762485 days -6..-3: 3 days)
-  before the next course day. An earlier dose of the same agents farther back is bridging (e.g.
-  decitabine for AML on days -20, -19) and does not move the window; the reason names it.
+  before the next course day, and (b) the course from it to its last day spans at most that planned
+  span (at least 1 day) plus ``tolerance_days`` (option ``ld_course_tolerance_days``, default
+  :data:`COURSE_TOLERANCE_DAYS` = 1 day: one postponed dose day; review 47 F1). An earlier dose of the
+  same agents is bridging (e.g. decitabine for AML on days -20, -19, or on days -11..-9 before a course
+  of days -6..-3, which would make a course of 8 days) and does not move the window; the reason names
+  it. A course longer than allowed keeps its latest days (the course ends next to the infusion).
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-__all__ = ["Course", "course_gap", "lymphodepletion_courses", "course_note"]
+__all__ = ["COURSE_TOLERANCE_DAYS", "Course", "course_gap", "lymphodepletion_courses", "course_note"]
+
+#: days a recorded course may span beyond the planned span (last minus first planned lymphodepletion
+#: day): one postponed dose day (cartlab convention, rule ``<id>.screening_window``; option
+#: ``ld_course_tolerance_days``)
+COURSE_TOLERANCE_DAYS = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,12 @@ class Course:
     days: tuple[float, ...] = ()
     not_counted: tuple[tuple[str, float], ...] = field(default_factory=tuple)
     gap: float = 1.0
+    #: the planned course span (days, :func:`course_gap`) and how much longer a recorded course may be
+    planned_span: float = 1.0
+    tolerance: float = COURSE_TOLERANCE_DAYS
+    #: the dose day just before the course is not counted because the course would span more than
+    #: ``planned_span + tolerance`` days (False: it is more than ``gap`` days before the course)
+    span_break: bool = False
 
 
 def course_gap(protocol) -> float:
@@ -43,10 +58,21 @@ def course_gap(protocol) -> float:
     return max(1.0, max(days) - min(days)) if days else 1.0
 
 
-def lymphodepletion_courses(doses: pl.DataFrame, protocol) -> dict[str, Course] | None:
+def course_tolerance(tolerance_days: float | None) -> float:
+    """``tolerance_days`` checked (None: :data:`COURSE_TOLERANCE_DAYS`)."""
+    if tolerance_days is None:
+        return COURSE_TOLERANCE_DAYS
+    if isinstance(tolerance_days, bool) or not isinstance(tolerance_days, (int, float)) or not tolerance_days >= 0:
+        raise ValueError(f"ld_course_tolerance_days must be a number of days >= 0, not {tolerance_days!r}")
+    return float(tolerance_days)
+
+
+def lymphodepletion_courses(doses: pl.DataFrame, protocol, tolerance_days: float | None = None
+                            ) -> dict[str, Course] | None:
     """Per subject with a dose of one of the protocol's lymphodepletion agents (read through the
     alias table), its :class:`Course` (``first`` None when no such dose is before day 0); None when
-    the protocol has no lymphodepletion."""
+    the protocol has no lymphodepletion. ``tolerance_days``: how many days the course may span beyond
+    the planned span (None: :data:`COURSE_TOLERANCE_DAYS`; see the module docstring)."""
     from cartlab.protocol.eligibility import protocol_ld_agent
 
     agents = [a.agent for a in protocol.lymphodepletion]
@@ -55,13 +81,21 @@ def lymphodepletion_courses(doses: pl.DataFrame, protocol) -> dict[str, Course] 
     if doses.height == 0:
         return {}
     gap = course_gap(protocol)
+    planned_span, tol = gap, course_tolerance(tolerance_days)
+    span = planned_span + tol
     ld = doses.filter(protocol_ld_agent(pl.col("agent"), agents).is_not_null() & pl.col("day").is_not_null()
                       ).with_columns(_cal=(pl.col("day") + 1e-9).floor(),
                                      _agent=protocol_ld_agent(pl.col("agent"), agents))
     days = (ld.filter(pl.col("_cal") < 0).select("subject_id", "_cal").unique()
             .sort(["subject_id", "_cal"], descending=[False, True])
             .with_columns(_gap=(pl.col("_cal").shift(1) - pl.col("_cal")).over("subject_id").fill_null(0.0))
-            .with_columns(_brk=(pl.col("_gap") > gap + 1e-9).cast(pl.Int32).cum_max().over("subject_id")))
+            .with_columns(_span=pl.col("_cal").max().over("subject_id") - pl.col("_cal"))
+            .with_columns(_far=pl.col("_gap") > gap + 1e-9)
+            .with_columns(_brk=(pl.col("_far") | (pl.col("_span") > span + 1e-9)).cast(pl.Int32)
+                          .cum_max().over("subject_id")))
+    # the first day not counted: a gap too long (False: the course would be too long)
+    first_out = {r[0]: not r[1] for r in days.filter(pl.col("_brk") == 1).group_by("subject_id")
+                 .agg(pl.col("_far").first()).iter_rows()}
     course = days.filter(pl.col("_brk") == 0).group_by("subject_id").agg(pl.col("_cal").sort().alias("days"))
     in_course = {r["subject_id"]: r["days"] for r in course.iter_rows(named=True)}
     out_rows = (ld.join(days.filter(pl.col("_brk") == 0).select("subject_id", "_cal"), on=["subject_id", "_cal"],
@@ -72,7 +106,8 @@ def lymphodepletion_courses(doses: pl.DataFrame, protocol) -> dict[str, Course] 
     out = {}
     for sid in dict.fromkeys([*in_course, *left]):
         d = tuple(float(x) for x in in_course.get(sid, []))
-        out[sid] = Course(d[0] if d else None, d[-1] if d else None, d, tuple(left.get(sid, ())), gap)
+        out[sid] = Course(d[0] if d else None, d[-1] if d else None, d, tuple(left.get(sid, ())), gap, planned_span,
+                          tol, first_out.get(sid, False))
     return out
 
 
@@ -83,7 +118,10 @@ def course_note(c: Course | None) -> str:
     by: dict[tuple[str, str], list[float]] = {}
     for agent, day in c.not_counted:
         why = ("after the infusion" if day >= 0 else
-               f"more than {c.gap:g} days before the course" if c.first is not None else "not a course")
+               "not a course" if c.first is None else
+               f"before the course of days {c.first:g} to {c.last:g}, which may span at most "
+               f"{c.planned_span + c.tolerance:g} days: planned {c.planned_span:g} + ld_course_tolerance_days "
+               f"{c.tolerance:g}" if c.span_break else f"more than {c.gap:g} days before the course")
         by.setdefault((agent, why), []).append(day)
     words = "; ".join(f"{a} on day(s) {', '.join(f'{d:g}' for d in ds)} ({why})" for (a, why), ds in by.items())
     return f"not counted as the lymphodepletion course: {words}"

@@ -338,6 +338,29 @@ def _text_columns(df: pl.DataFrame, **columns: pl.Expr) -> pl.DataFrame:
     return df.with_columns(pl.lit(None, pl.String).alias(name) for name in columns)
 
 
+#: the subject page's listings: (column, header) pairs shown in this order, and the columns shown even when empty
+_LISTINGS: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
+    "doses": ([("day", "Day"), ("datetime", "Date/time"), ("_role", "Role"), ("agent", "Agent"), ("_dose", "Dose"),
+               ("source", "Source"), ("source_note", "Source note")], ("day", "agent", "_dose", "source")),
+    "interventions": ([("start_day", "Start day"), ("end_day", "End day"), ("category", "Category"),
+                       ("agent", "Agent"), ("dose", "Dose"), ("dose_unit", "Dose unit"), ("o2_device", "O₂ device"),
+                       ("o2_flow_lpm", "O₂ flow (L/min)"), ("fio2", "FiO₂"), ("indication", "Indication"),
+                       ("source", "Source"), ("source_note", "Source note")],
+                      ("start_day", "end_day", "category", "source")),
+    "events": ([("day_shown", "Day"), ("datetime", "Date/time"), ("event", "Event"), ("detail", "Detail"),
+                ("attribution", "Attribution"), ("source", "Source"), ("source_note", "Source note")],
+               ("day_shown", "event", "source")),
+    "paper_values": ([("day", "Day"), ("param", "Parameter"), ("analyte", "Analyte"), ("_value", "Value"),
+                      ("unit", "Unit"), ("specimen", "Specimen"), ("source_note", "Source note")],
+                     ("day", "param", "_value", "unit")),
+}
+
+
+def _listing(df: pl.DataFrame, name: str) -> dict:
+    columns, always = _LISTINGS[name]
+    return _table(df, columns, always=always)
+
+
 def _doses_table(doses: pl.DataFrame) -> dict:
     df = _text_columns(
         doses.sort("day", nulls_last=True),
@@ -346,23 +369,11 @@ def _doses_table(doses: pl.DataFrame) -> dict:
         _dose=pl.struct(["dose", "unit"])
         .map_elements(lambda s: fmt_dose(s["dose"], s["unit"]) or None, return_dtype=pl.String),
     )
-    return _table(
-        df,
-        [("day", "Day"), ("datetime", "Date/time"), ("_role", "Role"), ("agent", "Agent"),
-         ("_dose", "Dose"), ("source", "Source"), ("source_note", "Source note")],
-        always=("day", "agent", "_dose", "source"),
-    )
+    return _listing(df, "doses")
 
 
 def _interventions_table(itv: pl.DataFrame) -> dict:
-    return _table(
-        itv.sort("start_day", nulls_last=True),
-        [("start_day", "Start day"), ("end_day", "End day"), ("category", "Category"),
-         ("agent", "Agent"), ("dose", "Dose"), ("dose_unit", "Dose unit"),
-         ("o2_device", "O₂ device"), ("o2_flow_lpm", "O₂ flow (L/min)"), ("fio2", "FiO₂"),
-         ("indication", "Indication"), ("source", "Source"), ("source_note", "Source note")],
-        always=("start_day", "end_day", "category", "source"),
-    )
+    return _listing(itv.sort("start_day", nulls_last=True), "interventions")
 
 
 
@@ -373,12 +384,7 @@ def _events_table(ev: pl.DataFrame) -> dict:
     approx = [approximate_day(r) for r in ev.iter_rows(named=True)]
     ev = ev.with_columns(pl.Series("day_shown", [f"≈ {_day(d)} (approximate)" if a and d is not None else _day(d)
                                                  for d, a in zip(ev["day"].to_list(), approx)], pl.String))
-    return _table(
-        ev,
-        [("day_shown", "Day"), ("datetime", "Date/time"), ("event", "Event"), ("detail", "Detail"),
-         ("attribution", "Attribution"), ("source", "Source"), ("source_note", "Source note")],
-        always=("day_shown", "event", "source"),
-    )
+    return _listing(ev, "events")
 
 
 def _paper_values_table(obs: pl.DataFrame) -> dict:
@@ -391,12 +397,7 @@ def _paper_values_table(obs: pl.DataFrame) -> dict:
         .then(pl.col("value_text"))
         .otherwise(pl.col("value").map_elements(_cell, return_dtype=pl.String)),
     )
-    return _table(
-        df,
-        [("day", "Day"), ("param", "Parameter"), ("analyte", "Analyte"), ("_value", "Value"),
-         ("unit", "Unit"), ("specimen", "Specimen"), ("source_note", "Source note")],
-        always=("day", "param", "_value", "unit"),
-    )
+    return _listing(df, "paper_values")
 
 
 def _observation_overview(obs: pl.DataFrame) -> dict:

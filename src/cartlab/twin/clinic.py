@@ -96,8 +96,9 @@ except ImportError:  # pragma: no cover
 def clinic_decide(pv, temp_raw, sbp_raw, plat, state):
     """One day's decisions from the noise-free TEMP (before antipyretic), SYSBP (before vasopressor)
     and PLAT.  ``state`` (float array of 5, updated in place): consecutive hypotension readings,
-    consecutive days >= high fever, tocilizumab doses given, day of the first tocilizumab (or -1e9),
-    current day.  Returns (antipyretic, vasopressor, tocilizumab, steroid, platelet units) as floats.
+    consecutive days >= high fever, tocilizumab doses given (the recorded doses before
+    ``active_from_day`` included: the solver counts them as they act, review 47 A1), day of the first
+    tocilizumab (or -1e9), current day.  Returns (antipyretic, vasopressor, tocilizumab, steroid, platelet units) as floats.
 
     Rules (criteria/clinic_v1.yaml): antipyretic if fever; vasopressor once SBP < threshold on
     ``vasopressor_after_readings`` consecutive daily readings (ASTCT grade 3); tocilizumab (at most

@@ -117,8 +117,11 @@ D5, D6, D7 = 701980252875 / 199316789632, -1453857185 / 822651844, 69997945 / 29
 
 
 @njit(cache=True, error_model="numpy")
-def _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl):
-    """Apply the scheduled events at time t; returns the new event index.  eff = [t_toci, t_ster]."""
+def _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl, cs):
+    """Apply the scheduled events at time t; returns the new event index.  eff = [t_toci, t_ster].
+    A recorded tocilizumab dose counts in the clinic rule's state ``cs`` (doses given, day of the first):
+    under a policy the recorded doses are those before ``active_from_day``, and the rule's
+    ``toci_max_doses`` is per patient, so the doses already given count toward it (review 47 A1)."""
     ne = ev_t.shape[0]
     while ie < ne and ev_t[ie] <= t:
         k = ev_k[ie]
@@ -129,6 +132,9 @@ def _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl):
             apply_ld(y, p, v)
         elif k == EV_TOCI:
             eff[0] = t
+            if cs[2] == 0.0:
+                cs[3] = t
+            cs[2] += 1.0
         elif k == EV_STER:
             eff[1] = t
         else:
@@ -169,7 +175,7 @@ def _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl):
 
 def _boundary(t, y, p, a, ev_t, ev_k, ev_v, ie, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl):
     """Events at t, then (integer t) extinction and the clinic rule — the reference's hard stop."""
-    ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl)
+    ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl, cs)
     if math.floor(t) == t:
         _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
     return ie
@@ -223,7 +229,7 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
     t = t0
     io = 0
     io = _write_outputs(io, t, y, p, a, eff, t_out, out_y)
-    ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, 0, day_lo, day_hi, eff, out_cl)
+    ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, 0, day_lo, day_hi, eff, out_cl, cs)
     nd = math.floor(t)
     if nd == t:
         _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
@@ -352,7 +358,7 @@ def _course(p, y0, a, ev_t, ev_k, ev_v, t0, t_out, day_lo, day_hi, use_policy, p
                 y[j] = 0.0
                 changed_end = True
         if ie < ne and ev_t[ie] <= t:
-            ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl)
+            ie = _apply_events(t, y, p, ev_t, ev_k, ev_v, ie, day_lo, day_hi, eff, out_cl, cs)
             if nd == t:
                 _day(t, y, p, a, use_policy, pv, act_from, day_lo, day_hi, cs, eff, out_cl)
                 nd += 1.0
