@@ -35,7 +35,7 @@ threshold relative to the ULN/LLN is a per-row column reference (``3 x ULN`` of 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
@@ -125,6 +125,14 @@ class _Part:
     screening: bool = False
     #: per subject, the doses of a lymphodepletion agent not taken as the course (review 40 A2)
     notes: dict[str, str] = field(default_factory=dict)
+    #: per subject, the time (fractional day) of its first lymphodepletion dose when it has one: a value
+    #: timed after it on that day is not a screening value (review 47 F6)
+    times: dict[str, float] = field(default_factory=dict)
+    #: per subject, the rows of the last day without a time of day when there are several (they have
+    #: no order; review 47 F4), in file order
+    ties: dict[str, list[dict]] = field(default_factory=dict)
+    #: per subject with ties, the part's truth for each tied row
+    tie_truths: dict[str, list] = field(default_factory=dict)
 
 
 def _parts(c, window: tuple[float, float], key: str, ends: dict[str, float] | None,
@@ -144,11 +152,15 @@ def _nominal_end(part: _Part) -> float:
     return min(part.window[1], -1.0) if part.screening else part.window[1]
 
 
-def _in_window(part: _Part) -> pl.Expr:
+def _in_window(part: _Part, columns=()) -> pl.Expr:
     """Rows inside the part's window, in calendar days (both ends inclusive: a value at 12:00 on day
     -6 is in "days -42 to -6", review 40 B8): from its start; up to its nominal end (the screening
     window's capped before day 0), or for a subject with a lymphodepletion course, up to the calendar
-    day of its first dose (``strict``: the day before)."""
+    day of its first dose (``strict``: the day before). On that day, when the value and the first
+    dose both have a time of day, a value drawn after the dose is not a screening value (review 47
+    F6; without times the day counts). ``columns``: the frame's columns (a ``datetime`` column)."""
+    from cartlab.io.clock import is_timed
+
     lo, hi = part.window[0], _nominal_end(part)
     cal = (pl.col("day") + 1e-9).floor()
     expr = cal >= lo
@@ -156,14 +168,18 @@ def _in_window(part: _Part) -> pl.Expr:
         return expr & (cal <= hi)
     first = pl.col("subject_id").replace_strict(part.ends, default=None, return_dtype=pl.Float64)
     before = cal <= (first - 1 if part.strict else first)
+    if part.times and not part.strict:
+        at = pl.col("subject_id").replace_strict(part.times, default=None, return_dtype=pl.Float64)
+        after = (cal == first) & is_timed("day", "datetime" if "datetime" in columns else None) & (pl.col("day") > at)
+        before = before & ~after.fill_null(False)
     return expr & pl.when(first.is_null()).then(cal <= hi).otherwise(before)
 
 
-def _first_lymphodepletion(study, protocol) -> dict[str, float] | None:
+def _first_lymphodepletion(study, protocol, tolerance_days: float | None = None) -> dict[str, float] | None:
     """Per subject, the calendar day (floor) of the first dose of its lymphodepletion course
     (:mod:`cartlab.protocol.ld_course`; subjects without one are not listed; None: the protocol has
     no lymphodepletion)."""
-    return first_lymphodepletion_days(study.doses, protocol)
+    return first_lymphodepletion_days(study.doses, protocol, tolerance_days)
 
 
 def protocol_ld_agent(agent: pl.Expr, agents: list[str]) -> pl.Expr:
@@ -175,25 +191,41 @@ def protocol_ld_agent(agent: pl.Expr, agents: list[str]) -> pl.Expr:
                                                      return_dtype=pl.String)
 
 
-def first_lymphodepletion_days(d: pl.DataFrame, protocol) -> dict[str, float] | None:
+def first_lymphodepletion_days(d: pl.DataFrame, protocol, tolerance_days: float | None = None
+                               ) -> dict[str, float] | None:
     """:func:`_first_lymphodepletion` of a doses frame (the screening creatinine of dosing reads it
     too): the first calendar day of each subject's course (review 40 A2: the contiguous run nearest
     before day 0, :func:`cartlab.protocol.ld_course.lymphodepletion_courses`; a bridging dose of the
-    same agent weeks earlier, or a dose after day 0, does not count)."""
+    same agent weeks earlier, or a dose after day 0, does not count; ``tolerance_days``: option
+    ``ld_course_tolerance_days``, None its default)."""
     from cartlab.protocol.ld_course import lymphodepletion_courses
 
-    courses = lymphodepletion_courses(d, protocol)
+    courses = lymphodepletion_courses(d, protocol, tolerance_days)
     if courses is None:
         return None
     return {sid: c.first for sid, c in courses.items() if c.first is not None}
 
 
-def _course_notes(study, protocol) -> dict[str, str]:
+def _course_notes(study, protocol, tolerance_days: float | None = None) -> dict[str, str]:
     """Per subject, the words naming the lymphodepletion-agent doses not taken as its course."""
     from cartlab.protocol.ld_course import course_note, lymphodepletion_courses
 
-    courses = lymphodepletion_courses(study.doses, protocol) or {}
+    courses = lymphodepletion_courses(study.doses, protocol, tolerance_days) or {}
     return {sid: n for sid, c in courses.items() if (n := course_note(c))}
+
+
+def _course_ends(study, protocol, tolerance_days: float | None = None
+                 ) -> tuple[dict[str, float] | None, dict[str, float], dict[str, str]]:
+    """(first calendar day of each subject's course, or None without lymphodepletion in the protocol;
+    the first dose's time where it has one; the words naming the doses not taken as the course)."""
+    from cartlab.protocol.ld_course import course_note, lymphodepletion_courses
+
+    courses = lymphodepletion_courses(study.doses, protocol, tolerance_days)
+    if courses is None:
+        return None, {}, {}
+    return ({sid: c.first for sid, c in courses.items() if c.first is not None},
+            {sid: c.first_time for sid, c in courses.items() if c.first is not None and c.first_time is not None},
+            {sid: n for sid, c in courses.items() if (n := course_note(c))})
 
 
 def _last(frame: pl.DataFrame, by: list[str]) -> dict[str, dict]:
@@ -204,25 +236,47 @@ def _last(frame: pl.DataFrame, by: list[str]) -> dict[str, dict]:
     return {r["subject_id"]: r for r in last.iter_rows(named=True)}
 
 
+def _ties(obs: pl.DataFrame, last: dict[str, dict]) -> dict[str, list[dict]]:
+    """Per subject whose last row has no time of day, every row of that day without one when there are
+    several: they have no order (the study reader warns about such values; the dose plan's screening
+    creatinine reads them alike), so each is tried (review 47 F4)."""
+    from cartlab.io.clock import is_timed
+
+    if obs.height == 0:
+        return {}
+    timed = is_timed("day", "datetime" if "datetime" in obs.columns else None)
+    untimed = obs.filter(~timed)
+    keys = pl.DataFrame([(sid, r["day"]) for sid, r in last.items()], schema={"subject_id": pl.String, "day": pl.Float64},
+                        orient="row")
+    same = untimed.join(keys, on=["subject_id", "day"]).sort("subject_id", "_i")
+    out: dict[str, list[dict]] = {}
+    for r in same.iter_rows(named=True):
+        out.setdefault(r["subject_id"], []).append(r)
+    # only where the last row itself is one of them (an untimed last row) and there are several
+    return {sid: rs for sid, rs in out.items() if len(rs) > 1 and rs[-1]["_i"] == last[sid]["_i"]}
+
+
 def _gather(study, part: _Part, subjects: dict[str, dict]) -> None:
     """The row each subject's part reads: the subject row, the last result or event in the window."""
     c = part.crit
     if c.field is not None:
         part.rows, part.dtype = subjects, study.subjects.schema[c.field]
     elif c.event is not None:
-        ev = study.events.with_row_index("_i").filter((pl.col("event") == c.event) & _in_window(part))
+        ev = study.events.with_row_index("_i").filter((pl.col("event") == c.event)
+                                                      & _in_window(part, study.events.columns))
         part.rows = _last(ev, ["day", "_i"])
     elif c.param is not None:
         from cartlab.io.dictionary import load_dictionary
 
         p = load_dictionary()[c.param]
         obs = study.observations.with_row_index("_i").filter(
-            (pl.col("param") == c.param) & _in_window(part)
+            (pl.col("param") == c.param) & _in_window(part, study.observations.columns)
             & (pl.col("value").is_not_null() | pl.col("censor").is_not_null()))
         if c.analyte is not None:  # free text (study-format): case- and space-blind (review 40 B11)
             obs = obs.filter(pl.col("analyte").str.replace_all(r"\s+", "").str.to_lowercase()
                              == "".join(c.analyte.split()).lower())
         part.rows, part.unit = _last(obs, ["day", "_i"]), p.unit
+        part.ties = _ties(obs, part.rows)
         target = c.value
         if c.unit is not None and isinstance(target, (int, float, list)):
             # rounded to 12 significant digits as the study reader rounds a converted value, so that
@@ -295,6 +349,36 @@ def _condition(c, parts: dict[str, _Part], key: str):
     return Leaf(feature=key, op=c.op, value=value, closed="both" if c.op == "between" else None)
 
 
+def _clock(day: float) -> str:
+    """The clock time of a fractional day (-5.6667 -> "08:00")."""
+    minutes = round((day - math.floor(day)) * 1440)
+    return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"
+
+
+def _shown(r: dict) -> str:
+    """A result as compared, in the parameter's unit: the value, or a censored one's text; a censored
+    result converted from another unit is its converted bound ("<8.552" umol/L for "<0.5" mg/dL, not
+    "<0.5" with the parameter's unit; review 47 F3)."""
+    if r["value"] is not None:
+        return _fmt(float(r["value"]))
+    ou, lim = r.get("orig_unit"), r.get("censor_limit")
+    if ou and r.get("unit") and ou != r["unit"] and lim is not None and r.get("censor"):
+        return f"{r['censor']}{float(lim):.4g}"
+    return r["value_text"]
+
+
+def _as_recorded(r: dict, unit: str | None) -> str:
+    """A result with its unit as recorded and, when converted, as compared ("0.5 mg/dL (= 8.552
+    umol/L)", "<0.5 mg/dL (= <8.552 umol/L)"); else "22 U/L" ("2" for a unitless value)."""
+    ou = r.get("orig_unit")
+    if ou and unit and ou != unit:
+        if r["value"] is None and r.get("censor_limit") is not None:
+            return f"{r['value_text']} {ou} (= {_shown(r)} {unit})"
+        if r["value"] is not None and r.get("orig_value") is not None:
+            return f"{float(r['orig_value']):g} {ou} (= {float(r['value']):.4g} {unit})"
+    return f"{_shown(r)} {unit}" if unit else _shown(r)
+
+
 def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bool | None]) -> dict[str, Any]:
     """{cond, value, unit, day, reason, evidence, source} of one criterion for one subject."""
     if c.any_of:
@@ -308,8 +392,11 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
     note = part.notes.get(sid, "") if part.screening else ""
     if part.ends is not None and sid in part.ends:
         first = part.ends[sid]
+        at = part.times.get(sid)
+        clock = (f" at {_clock(at)} (a value timed after it on that day is not a screening value)"
+                 if at is not None and not part.strict else "")
         wtxt = (f"days {lo:g} to {first - 1:g}, before the first lymphodepletion dose on day {first:g}" if part.strict
-                else f"days {lo:g} to {first:g}, up to the first lymphodepletion dose on day {first:g}")
+                else f"days {lo:g} to {first:g}, up to the first lymphodepletion dose on day {first:g}{clock}")
     elif part.ends is not None:
         wtxt = (f"days {lo:g} to {hi:g}; no lymphodepletion dose recorded"
                 + (" before day 0" if note else "") + ": the window's nominal end")
@@ -395,35 +482,62 @@ def _date(subject: dict, day: float | None) -> str | None:
 
 
 def _truths(study, protocol, ids: list[str], subjects: dict[str, dict],
-            whole_years: bool = True, screening_end: str = "lymphodepletion") -> tuple[dict, list[dict[str, bool | None]]]:
+            whole_years: bool = True, screening_end: str = "lymphodepletion",
+            ld_course_tolerance_days: float | None = None) -> tuple[dict, list[dict[str, bool | None]]]:
     """Every criterion's parts (data gathered once per part for all subjects) and, per subject, the
-    truth of every criterion and part (one evaluation of the compiled conditions)."""
+    truth of every criterion and part (one evaluation of the compiled conditions; with several values
+    of the last day without a time of day, one evaluation per value: a criterion they disagree on is
+    unknown, review 47 F4)."""
     parts: dict[str, _Part] = {}
-    conds, bindings, columns = {}, {}, {}
-    ends = _first_lymphodepletion(study, protocol) if screening_end != "fixed" else None
-    notes = _course_notes(study, protocol) if ends is not None else {}
+    conds, bindings = {}, {}
+    ends, times, notes = (_course_ends(study, protocol, ld_course_tolerance_days) if screening_end != "fixed"
+                          else (None, {}, {}))
     for n, c in enumerate(protocol.eligibility):
         key = f"c{n}"
         for part in _parts(c, protocol.screening_window, key, ends):
             part.whole_years = whole_years
             part.strict = screening_end == "day_before_lymphodepletion"
             part.notes = notes
+            part.times = times if part.ends is not None else {}
             _gather(study, part, subjects)
             parts[k := part.key] = part
-            columns.update(_columns(part, ids))
             if part.crit.param is not None:  # a result is a range (a censored one is not a point)
                 bindings[k] = Range(f"{k}_lo", f"{k}_hi", f"{k}_lo_open", f"{k}_hi_open")
             conds[k] = _condition(part.crit, parts, k)
         if c.any_of:
             conds[key] = _condition(c, parts, key)
-    frame = pl.DataFrame(columns) if columns else pl.DataFrame({"_": [None] * len(ids)})
-    compiler = Compiler(bindings=bindings, schema=frame.schema)
-    out = frame.select([compiler.truth(cond).alias(k) for k, cond in conds.items()]) if conds else pl.DataFrame()
-    return parts, out.to_dicts() if conds else [{} for _ in ids]
+    if not conds:
+        return parts, [{} for _ in ids]
+
+    def evaluate(world: int | None) -> list[dict[str, bool | None]]:
+        columns = {}
+        for part in parts.values():
+            if world is not None and part.ties:  # the world-th value of each tie (else the last row)
+                part = replace(part, rows={**part.rows, **{sid: rs[min(world, len(rs) - 1)]
+                                                          for sid, rs in part.ties.items()}})
+            columns.update(_columns(part, ids))
+        frame = pl.DataFrame(columns) if columns else pl.DataFrame({"_": [None] * len(ids)})
+        compiler = Compiler(bindings=bindings, schema=frame.schema)
+        return frame.select([compiler.truth(cond).alias(k) for k, cond in conds.items()]).to_dicts()
+
+    out = evaluate(None)
+    n_worlds = max((len(rs) for part in parts.values() for rs in part.ties.values()), default=0)
+    if n_worlds:
+        worlds = [evaluate(w) for w in range(n_worlds)]
+        pos = {sid: i for i, sid in enumerate(ids)}
+        for part in parts.values():
+            for sid in part.ties:
+                part.tie_truths[sid] = [w[pos[sid]][part.key] for w in worlds][:len(part.ties[sid])]
+        for i, truth in enumerate(out):
+            for k in truth:
+                if any(w[i][k] != truth[k] for w in worlds):
+                    truth[k] = None  # the values without an order disagree: not evaluable
+    return parts, out
 
 
 def derive_eligibility(study, protocol, subject_id: str | None = None,
-                       age_whole_years: bool | None = None, screening_end: str = "lymphodepletion") -> pl.DataFrame:
+                       age_whole_years: bool | None = None, screening_end: str = "lymphodepletion",
+                       ld_course_tolerance_days: float | None = None) -> pl.DataFrame:
     """Every eligibility criterion of ``protocol`` for every subject (or one) of ``study``.
 
     Inclusion criteria pass when their condition holds; exclusion criteria pass when it does not.
@@ -431,6 +545,8 @@ def derive_eligibility(study, protocol, subject_id: str | None = None,
     True by default; see the module docstring). ``screening_end``: ``lymphodepletion`` (default: the
     window ends on the day of the subject's first recorded lymphodepletion dose, else at its nominal
     end), ``day_before_lymphodepletion`` (the day before that dose) or ``fixed`` (the nominal end).
+    ``ld_course_tolerance_days``: how many days the recorded lymphodepletion course may span beyond
+    the planned span (None: 1 day, :data:`cartlab.protocol.ld_course.COURSE_TOLERANCE_DAYS`).
     """
     if screening_end not in SCREENING_ENDS:
         raise ValueError(f"screening_end must be one of {', '.join(SCREENING_ENDS)} (got {screening_end!r})")
@@ -442,7 +558,7 @@ def derive_eligibility(study, protocol, subject_id: str | None = None,
         if sid not in subjects:
             raise ValueError(f"no subject {sid!r} in study {study.study_id!r}")
     parts, truths = _truths(study.subset(ids) if subject_id is not None else study, protocol, ids, subjects, whole,
-                            screening_end)
+                            screening_end, ld_course_tolerance_days)
     rows = []
     for sid, truth in zip(ids, truths):
         for n, c in enumerate(protocol.eligibility):

@@ -49,6 +49,9 @@ class Course:
     #: the dose day just before the course is not counted because the course would span more than
     #: ``planned_span + tolerance`` days (False: it is more than ``gap`` days before the course)
     span_break: bool = False
+    #: the first dose's time (a fractional day) when every dose of the course's first day has a time of
+    #: day (study-format "Time": a fractional day or a datetime with a clock time); else None
+    first_time: float | None = None
 
 
 def course_gap(protocol) -> float:
@@ -83,9 +86,12 @@ def lymphodepletion_courses(doses: pl.DataFrame, protocol, tolerance_days: float
     gap = course_gap(protocol)
     planned_span, tol = gap, course_tolerance(tolerance_days)
     span = planned_span + tol
+    from cartlab.io.clock import is_timed
+
     ld = doses.filter(protocol_ld_agent(pl.col("agent"), agents).is_not_null() & pl.col("day").is_not_null()
                       ).with_columns(_cal=(pl.col("day") + 1e-9).floor(),
-                                     _agent=protocol_ld_agent(pl.col("agent"), agents))
+                                     _agent=protocol_ld_agent(pl.col("agent"), agents),
+                                     _timed=is_timed("day", "datetime" if "datetime" in doses.columns else None))
     days = (ld.filter(pl.col("_cal") < 0).select("subject_id", "_cal").unique()
             .sort(["subject_id", "_cal"], descending=[False, True])
             .with_columns(_gap=(pl.col("_cal").shift(1) - pl.col("_cal")).over("subject_id").fill_null(0.0))
@@ -98,6 +104,10 @@ def lymphodepletion_courses(doses: pl.DataFrame, protocol, tolerance_days: float
                  .agg(pl.col("_far").first()).iter_rows()}
     course = days.filter(pl.col("_brk") == 0).group_by("subject_id").agg(pl.col("_cal").sort().alias("days"))
     in_course = {r["subject_id"]: r["days"] for r in course.iter_rows(named=True)}
+    # the time of the course's first dose, when every dose of that day has one (review 47 F6)
+    firsts = course.select("subject_id", pl.col("days").list.first().alias("_cal"))
+    timed = {r[0]: r[1] for r in ld.join(firsts, on=["subject_id", "_cal"]).group_by("subject_id").agg(
+        pl.when(pl.col("_timed").all()).then(pl.col("day").min())).iter_rows()}
     out_rows = (ld.join(days.filter(pl.col("_brk") == 0).select("subject_id", "_cal"), on=["subject_id", "_cal"],
                         how="anti").sort("subject_id", "day"))
     left: dict[str, list[tuple[str, float]]] = {}
@@ -107,7 +117,7 @@ def lymphodepletion_courses(doses: pl.DataFrame, protocol, tolerance_days: float
     for sid in dict.fromkeys([*in_course, *left]):
         d = tuple(float(x) for x in in_course.get(sid, []))
         out[sid] = Course(d[0] if d else None, d[-1] if d else None, d, tuple(left.get(sid, ())), gap, planned_span,
-                          tol, first_out.get(sid, False))
+                          tol, first_out.get(sid, False), timed.get(sid))
     return out
 
 

@@ -715,23 +715,11 @@ def render_subject_html(
     return _env().get_template("subject.html.j2").render(**ctx)
 
 
-def write_subject_report(
-    study: Study,
-    subject_id: str,
-    out_dir,
-    *,
-    summary: pl.DataFrame | None = None,
-    title: str | None = None,
-    day_range: tuple[float, float] | None = None,
-    index_href: str | None = None,
-    protocol=None,
-    analysis=None,
-    figures: Sequence[ReportFigure] = (),
-    course: CourseFigure | None = None,
-    png: bool = False,
-) -> Path:
+def write_subject_report(study: Study, subject_id: str, out_dir, *, png: bool = False, **page) -> Path:
     """Write ``out_dir/subject_<id>.html`` with its course figure as ``figures/course_<id>.svg`` (and
-    ``.png`` with ``png=True``; ``course``: an already drawn figure) and return the page's path.
+    ``.png`` with ``png=True``) and return the page's path; ``page``: the keywords of
+    :func:`render_subject_html` (``summary``, ``title``, ``day_range``, ``index_href``, ``protocol``,
+    ``analysis``, ``figures``, ``course``: an already drawn figure).
 
     ``summary`` is a ``subject_summary``-like frame (one row per subject); its columns for this
     subject are shown, missing values as "—". ``figures`` are extra sections (:class:`ReportFigure`).
@@ -739,13 +727,12 @@ def write_subject_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    analysis = _analysis(study, protocol, analysis)
-    if course is None:
-        course = draw_course(study, subject_id, day_range=day_range, grades=subject_grades(analysis, subject_id),
-                             report_dir=out, fever_c=report_provenance(analysis)["fever_threshold_c"], png=png)
-    html = render_subject_html(study, subject_id, summary=summary, title=title, day_range=day_range,
-                               index_href=index_href, protocol=protocol, analysis=analysis, figures=figures,
-                               course=course, report_dir=out)
+    page["analysis"] = analysis = _analysis(study, page.get("protocol"), page.get("analysis"))
+    if page.get("course") is None:
+        page["course"] = draw_course(study, subject_id, day_range=page.get("day_range"),
+                                     grades=subject_grades(analysis, subject_id), report_dir=out,
+                                     fever_c=report_provenance(analysis)["fever_threshold_c"], png=png)
+    html = render_subject_html(study, subject_id, report_dir=out, **page)
     path = out / subject_filename(subject_id)
     path.write_text(html, encoding="utf-8")
     return path

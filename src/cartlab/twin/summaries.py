@@ -229,12 +229,17 @@ def early_icaht_window() -> tuple[float, float]:
 
 def icaht_early(obs) -> np.ndarray:
     """EHA/EBMT 2023 early ICAHT grade (0-4; -1 = not evaluable: no ANC in the early window), by the
-    rules of ``icaht_2023.yaml`` (Rejeski et al. 2023)."""
+    rules of ``icaht_2023.yaml`` (Rejeski et al. 2023), graded on the days with an ANC (measured or
+    interpolated) as ``cartlab analyze``'s ``icaht_early_grade``: "never above <level>" needs the data to
+    start by ``never_above_data_from_day`` and every day from there to the window's end (day 30: the
+    model has no deaths) known, so a follow-up shorter than the window (``cartlab simulate --days 20``)
+    is graded by the cumulative days observed, not "never above" (review 47 A2)."""
     from cartlab.grading.hemato_common import rule_features, table_levels
 
     table, opts = _rules("icaht")
     _require("ICAHT", opts, daily_value="min", interpolate=True, max_interpolation_gap_days=None,
-             duration="cumulative", count_recovery_days_in_run=True, never_above_requires_full_window=False)
+             duration="cumulative", count_recovery_days_in_run=True, never_above_requires_full_window=False,
+             never_above_window_end="death", early_censor_events=("death",))
     levels = table_levels(table, "NEUT")
     t, v = obs.times["NEUT"], obs.values["NEUT"]
     d, val = _daily(v, t, np.fmin)
@@ -254,6 +259,12 @@ def icaht_early(obs) -> np.ndarray:
         w = np.where(da > db, (day - db) / np.where(da > db, da - db, 1), 0.0)
         anc[:, g] = np.where(has_b & has_a, vb + (va - vb) * w, np.nan)
     known = np.isfinite(anc)
+    # "never above" is established only when the data start by never_above_data_from_day and every day
+    # from the first known one to the window's end is known (cartlab.grading.icaht._early_features;
+    # the window ends at day 30 or death, and the twin has no death model)
+    first = np.where(known.any(1), np.argmax(known, axis=1), grid.size)
+    starts = known.any(1) & (grid[np.minimum(first, grid.size - 1)] <= float(opts["never_above_data_from_day"]))
+    complete = starts & (known | (np.arange(grid.size)[None, :] < first[:, None])).all(axis=1)
     below = np.less_equal if opts["inclusive"] else np.less
     features: dict[str, np.ndarray] = {}
     for name in rule_features(table.rule_set("early")):
@@ -263,7 +274,7 @@ def icaht_early(obs) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             flag = below(anc, levels[m.group(1) or m.group(2)])
         features[name] = (_below_days(flag, known, int(opts["stable_recovery_days"])) if m.group(1)
-                          else known.any(1) & np.all(~known | flag, axis=1))
+                          else complete & np.all(~known | flag, axis=1))
     grade = pl.DataFrame(features).select(decision(table, "early", opts, otherwise_grade=0).grade())
     return np.where(known.any(1), grade.to_series().to_numpy(), -1)
 
