@@ -139,6 +139,37 @@ def subjects_of(analysis, ids: list[str] | None) -> pl.DataFrame:
     return subset(analysis.study.subjects, ids)
 
 
+def safety_subjects(analysis, ids: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
+    """(``subject_id`` of the subjects the toxicity views count, a note naming those left out).
+
+    The safety population of a CAR-T trial is the infused set (ICH E9 "safety set": subjects who
+    received the treatment; e.g. ZUMA-1 counts "all patients treated with axi-cel"): a subject without
+    a CAR-T dose (when other subjects have one) has no grade attributed to a product it never received
+    (review 47 #1). The same reading and option as the survival and response denominators:
+    ``endpoints.population`` ("infused"; "all" keeps every subject) with ``infusion_evidence`` (a
+    quantifiable CAR-T after day 0 is an infusion not recorded); doses unknown = everyone infused."""
+    from cartlab.response.infusion_evidence import infused_subjects
+
+    everyone = subjects_of(analysis, None if ids is None else list(ids)).select("subject_id")
+    try:
+        opts = analysis.options.endpoint_options()
+        population, evidence = opts.population, opts.infusion_evidence
+    except AttributeError:
+        population, evidence = "infused", "dose_or_kinetics"
+    if population == "all":
+        return everyone, []
+    given, _why, _by_car = infused_subjects(analysis.study, evidence)
+    if given is None:
+        return everyone, []
+    left = everyone.filter(~pl.col("subject_id").is_in(list(given)))["subject_id"].to_list()
+    if not left:
+        return everyone, []
+    shown = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+    return everyone.filter(pl.col("subject_id").is_in(list(given))), [
+        f"Not infused (no CAR-T dose in doses.csv; option endpoints.population={population}): {shown} not counted "
+        "in the toxicity views (the safety population is the infused set)"]
+
+
 def kind_expr(col: str = "source", precise: bool = False) -> pl.Expr:
     """``paper`` / ``reconstructed`` (not measured) / ``observed`` from a ``source`` column
     (vectorised :func:`cartlab.report.figures.provenance_kind`); ``precise``: a not-measured row keeps

@@ -30,6 +30,7 @@ from cartlab.report.cohort_base import (
     optional,
     require,
     response_label,
+    safety_subjects,
     selected_ids,
     subjects_of,
     subset,
@@ -131,14 +132,15 @@ def grade_distribution(analysis, subject_ids=None) -> Distribution:
     higher had a missing input (a temperature) been recorded (``crs_grade_astct_max``)."""
     view = "CRS/ICANS grade distribution"
     ids = selected_ids(analysis, subject_ids, view)
-    parts, uppers, notes = [], [], []
+    safety, left_out = safety_subjects(analysis, ids)
+    parts, uppers, notes = [], [], list(left_out)
     for name, term, col, mx in (("crs_summary", "CRS", "crs_grade_astct", "crs_grade_astct_max"),
                                 ("icans_summary", "ICANS", "icans_grade_astct", "icans_grade_astct_max")):
         t = optional(analysis, name)
         if t is None:
             notes.append(_why(analysis, name, view))
             continue
-        t = subjects_of(analysis, ids).select("subject_id").join(subset(t, ids), on="subject_id", how="left")
+        t = safety.join(subset(t, ids), on="subject_id", how="left")
         parts.append(t.select("subject_id", pl.lit(term).alias("term"), pl.lit("ASTCT 2019").alias("scale"),
                               pl.col(col).cast(pl.Int64).alias("grade")))
         if mx in t.columns:
@@ -180,7 +182,8 @@ def cross_scale_table(analysis, subject_ids=None) -> CrossScale:
     view = "CRS cross-scale table"
     ids = selected_ids(analysis, subject_ids, view)
     per = require(analysis, "crs_cross_scale", view)
-    sub = subjects_of(analysis, ids).select("subject_id").join(subset(per, ids), on="subject_id", how="left")
+    safety, left_out = safety_subjects(analysis, ids)
+    sub = safety.join(subset(per, ids), on="subject_id", how="left")
     # a range (an input missing) counts at its lower grade (``_min`` on the older scales, whose
     # ``crs_grade_<scale>`` is empty then), with ``n_could_be_higher``: never as not evaluable
     def lower(key: str) -> pl.Expr:
@@ -195,15 +198,15 @@ def cross_scale_table(analysis, subject_ids=None) -> CrossScale:
                        for key, label in CROSS_SCALES if f"crs_grade_{key}_max" in sub.columns])
     grades = _distribution(long.with_columns(pl.col("scale").alias("term")), 5, upper).drop("scale").rename(
         {"term": "scale"})
-    if ids is None:
+    if ids is None and not left_out:
         pairwise = require(analysis, "crs_cross_scale_pairwise", view)
         summary = require(analysis, "crs_cross_scale_summary", view)
-    else:
+    else:  # a subset, or the not infused left out: the concordance of the subjects shown
         from cartlab.grading.crs_legacy import derive_crs_concordance
 
-        conc = derive_crs_concordance(subset(per, ids))
+        conc = derive_crs_concordance(subset(per, safety["subject_id"].to_list()))
         pairwise, summary = conc["pairwise"], conc["summary"]
-    return CrossScale(grades, pairwise, summary)
+    return CrossScale(grades, pairwise, summary, tuple(left_out))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,8 +227,8 @@ def icaht_distribution(analysis, subject_ids=None) -> Distribution:
     ``n_could_be_higher`` counts early grades that days without a count leave open (``icaht_early_grade_max``)."""
     view = "ICAHT distribution"
     ids = selected_ids(analysis, subject_ids, view)
-    everyone = subjects_of(analysis, ids).select("subject_id")
-    parts, uppers, notes = [], [], []
+    everyone, left_out = safety_subjects(analysis, ids)
+    parts, uppers, notes = [], [], list(left_out)
     for name, col, term, scale in ICAHT_TERMS:
         t = optional(analysis, name)
         if t is None:

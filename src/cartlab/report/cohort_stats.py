@@ -22,6 +22,7 @@ from cartlab.report.cohort_base import (
     nice_ticks,
     optional,
     require,
+    safety_subjects,
     selected_ids,
     subjects_of,
     subset,
@@ -292,8 +293,9 @@ def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) ->
     grade), ``grade_max`` (the upper grade of a range, else null or the grade) and ``reason`` (CTCAE
     lab terms graded on more than one parameter, e.g. Hypocalcemia on CACORR and CAION: which one
     decided; else null) for every selected subject and term, and notes naming tables that were not
-    available."""
-    notes: list[str] = []
+    available. The subjects are the safety population (:func:`cohort_base.safety_subjects`: the infused
+    set by default; a note names those left out)."""
+    everyone, notes = safety_subjects(analysis, ids)
     parts: list[pl.DataFrame] = []
     for name, col, term, scale in SUMMARY_GRADES:
         t = optional(analysis, name)
@@ -338,7 +340,6 @@ def toxicity_long(analysis, ids: list[str] | None, include_labs: bool = True) ->
                                     "grade": pl.Int64, "grade_max": pl.Int64, "reason": pl.String}), notes
     long = pl.concat([p if "reason" in p.columns else p.with_columns(pl.lit(None, pl.String).alias("reason"))
                       for p in parts])
-    everyone = subjects_of(analysis, ids).select("subject_id")
     terms = long.select("term", "scale").unique(maintain_order=True)
     full = (terms.join(everyone, how="cross")
             .join(long, on=["term", "scale", "subject_id"], how="left", maintain_order="left"))

@@ -10,7 +10,14 @@ from __future__ import annotations
 import polars as pl
 
 from cartlab.report import cohort_data as cd
-from cartlab.report.cohort_base import CohortView, ViewUnavailable, auc_name, provenance_note, selected_ids
+from cartlab.report.cohort_base import (
+    CohortView,
+    ViewUnavailable,
+    auc_name,
+    provenance_note,
+    safety_subjects,
+    selected_ids,
+)
 from cartlab.report.cohort_style import CROSS_SCALE_CITATION, EVENTS_BAND_TEXT
 
 __all__ = ["VIEW_KEYS", "view_specs"]
@@ -239,7 +246,7 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                          "— = a grade the scale does not define (read from its criteria table: ICAHT and T-ICAHT "
                          "grade 0-4; CTCAE lab terms are graded from the value up to grade 4, and some lack lower "
                          "grades, e.g. Leukocytosis grades 3-4 only).",
-                         (), prov), None, t, {"": t})
+                         safety_subjects(analysis, _ids(sel))[1], prov), None, t, {"": t})
 
     def rates():
         d = cd.response_rate_table(analysis, sel)

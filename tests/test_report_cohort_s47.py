@@ -1,0 +1,85 @@
+"""Session 47 (review 47 #1): the cohort toxicity views count the safety population, the infused set.
+
+A subject without a CAR-T dose (when other subjects have one) received no product: its CRS, ICANS, ICAHT
+and lab grades are not attributed to it in the grade distribution, the cross-scale table, the ICAHT
+distribution and the toxicity summary, and a note names it, as the survival and response views already
+do (option ``endpoints.population``; "all" keeps everyone). Expected counts by hand from the frames below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from cartlab.analyze import Analysis, AnalysisOptions
+from cartlab.io import read_study
+from cartlab.report import cohort_data as cd
+from cartlab.report.cohort_views import view_specs
+from cartlab.response.endpoint_options import EndpointOptions
+
+
+def _study(tmp_path: Path, doses: bool = True):
+    """A, B infused (CAR-T day 0); C enrolled, no CAR-T dose (no CARCOPY either)."""
+    f = tmp_path / "study"
+    f.mkdir(parents=True, exist_ok=True)
+    (f / "subjects.csv").write_text("subject_id,disease,target,last_followup_day,source\n"
+                                    + "".join(f"{s},AML,CD7,30,\n" for s in "ABC"), encoding="utf-8")
+    if doses:
+        (f / "doses.csv").write_text("subject_id,day,agent,dose,unit,source\nA,0,CAR-T,1,10^6 cells/kg,\n"
+                                     "B,0,CAR-T,1,10^6 cells/kg,\n", encoding="utf-8")
+    return read_study(f)
+
+
+def _adopt(study, options=None, **tables: pl.DataFrame) -> Analysis:
+    a = Analysis(study, options=options)
+    steps = [s for s in a.steps if set(s.outputs) & set(tables)]
+    a.adopt(steps, dict(tables), {n: set() for n in tables}, [], [], {}, {})
+    return a
+
+
+CRS = pl.DataFrame({"subject_id": list("ABC"), "crs_grade_astct": [1, 2, 3]}, schema_overrides={"crs_grade_astct": pl.Int64})
+ICAHT = pl.DataFrame({"subject_id": list("ABC"), "icaht_early_grade": [1, 1, 4], "icaht_late_grade": [0, 0, 3]},
+                     schema_overrides={"icaht_early_grade": pl.Int64, "icaht_late_grade": pl.Int64})
+
+
+def _n(counts: pl.DataFrame, term: str, grade: int | None) -> int:
+    c = counts.filter(pl.col("term") == term)
+    c = c.filter(pl.col("grade").is_null() if grade is None else pl.col("grade") == grade)
+    return int(c["n"].sum())
+
+
+def test_grade_and_icaht_distributions_count_the_infused(tmp_path):
+    a = _adopt(_study(tmp_path), crs_summary=CRS, icaht=ICAHT)
+    d = cd.grade_distribution(a)
+    # by hand: A grade 1, B grade 2; C (grade 3) not infused -> not counted at all (not even as not evaluable)
+    assert (_n(d.counts, "CRS", 1), _n(d.counts, "CRS", 2), _n(d.counts, "CRS", 3), _n(d.counts, "CRS", None)) == (1, 1, 0, 0)
+    assert any("C not counted" in n and "endpoints.population=infused" in n for n in d.notes)
+    i = cd.icaht_distribution(a)
+    early = i.counts.filter(pl.col("term").str.starts_with("ICAHT early"))
+    assert int(early.filter(pl.col("grade") == 1)["n"].sum()) == 2 and int(early.filter(pl.col("grade") == 4)["n"].sum()) == 0
+    assert any("C not counted" in n for n in i.notes)
+
+
+def test_toxicity_summary_denominator_is_the_infused_set(tmp_path):
+    a = _adopt(_study(tmp_path), crs_summary=CRS)
+    row = cd.toxicity_summary(a, include_labs=False).filter(pl.col("Scale") == "ASTCT 2019").row(0, named=True)
+    # by hand: N = 2 (A, B); grade >= 3: none of them (C's grade 3 is not counted)
+    assert (row["N evaluable"], row["Not evaluable"], row["Grade >=3 n (%)"]) == (2, 0, "0 (0.0%)")
+    caps = {v.key: v.caption for v in view_specs(a, None, _NoFigures())}
+    assert "C not counted" in caps["toxicity"] and "C not counted" in caps["crs_icans_grades"]
+
+
+class _NoFigures:
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def test_population_all_and_unknown_doses_keep_everyone(tmp_path):
+    opts = AnalysisOptions(endpoints=EndpointOptions(population="all"))
+    a = _adopt(_study(tmp_path), opts, crs_summary=CRS)
+    row = cd.toxicity_summary(a, include_labs=False).filter(pl.col("Scale") == "ASTCT 2019").row(0, named=True)
+    assert (row["N evaluable"], row["Grade >=3 n (%)"]) == (3, "1 (33.3%)")  # by hand: C grade 3 of 3
+    b = _adopt(_study(tmp_path / "nodoses", doses=False), crs_summary=CRS)  # doses unknown: everyone infused (spec "Time")
+    assert _n(cd.grade_distribution(b).counts, "CRS", 3) == 1
+    assert not cd.grade_distribution(b).notes
