@@ -83,3 +83,29 @@ def test_population_all_and_unknown_doses_keep_everyone(tmp_path):
     b = _adopt(_study(tmp_path / "nodoses", doses=False), crs_summary=CRS)  # doses unknown: everyone infused (spec "Time")
     assert _n(cd.grade_distribution(b).counts, "CRS", 3) == 1
     assert not cd.grade_distribution(b).notes
+
+
+def test_survival_caption_says_how_efs_is_censored(tmp_path):
+    """review 47 #2: ELN 2022 Table 9 censors EFS at the last response assessment, OS/RFS at last known
+    alive (text checked against the published table); the survival caption says so, and names the option."""
+    from cartlab.report.cohort_views import _efs_censoring
+
+    a = _adopt(_study(tmp_path), crs_summary=CRS)
+    assert "EFS without an event at the last response assessment" in _efs_censoring(a)
+    b = Analysis(a.study, options=AnalysisOptions(endpoints=EndpointOptions(efs_censor="last_known_alive")))
+    assert "efs_censor=last_known_alive" in _efs_censoring(b)
+
+
+def test_toxicity_caption_names_an_assumed_clinical_clause(tmp_path):
+    """review 47 #4: CTCAE v5 Hypokalemia "<LLN - 3.0 mmol/L" is grade 1 asymptomatic, grade 2 symptomatic;
+    graded 2 only by admiral's worst-case option (the row's reason says so), so the caption names it."""
+    study = _study(tmp_path)
+    adlb = pl.DataFrame({"subject_id": ["A", "B"], "day": [5.0, 5.0], "ATOXDSCL": ["Hypokalemia"] * 2,
+                         "ATOXGRL": [2, 0], "ATOXDSCH": [None, None], "ATOXGRH": [None, None],
+                         "grade_reason": ["grade 2: AVAL < ANRLO; <LLN - 3.0 mmol/L graded 2 assuming symptoms (option "
+                                          "ctcae.hypokalemia_symptomatic=true)", "grade 0"]},
+                        schema_overrides={"ATOXGRL": pl.Int64, "ATOXGRH": pl.Int64, "ATOXDSCH": pl.String})
+    a = _adopt(study, adlb=adlb)
+    notes = cd.assumed_clause_notes(a)
+    assert len(notes) == 1 and notes[0].startswith("Hypokalemia: 1 subject(s) graded assuming symptoms")
+    assert "ctcae.hypokalemia_symptomatic=true" in notes[0]

@@ -38,6 +38,7 @@ from cartlab.report.cohort_base import (
 )
 from cartlab.report.cohort_stats import (
     SurvivalData,
+    assumed_clause_notes,
     deviation_summary,
     relapse_incidence_data,
     response_rate_table,
@@ -76,6 +77,7 @@ __all__ = [
     "response_rate_table",
     "survival_data",
     "swimmer_data",
+    "assumed_clause_notes",
     "toxicity_counts",
     "toxicity_summary",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "relapse_incidence_data",
     "response_rate_table",
     "survival_data",
+    "assumed_clause_notes",
     "toxicity_counts",
     "toxicity_summary",
 ]
@@ -409,6 +410,31 @@ def grade_levels(term: str, scale: str) -> set[int] | None:
 
 #: a grade the scale does not define (e.g. grade 5 of ICAHT or of a CTCAE lab term)
 NOT_ON_SCALE = "—"
+
+
+def assumed_clause_notes(analysis, subject_ids=None) -> list[str]:
+    """The CTCAE lab terms whose grades in the selected subjects' post-baseline rows assume a clinical
+    clause the lab does not record (admiral's worst case, e.g. Hypokalemia grade 2 "symptomatic"), read
+    from the rows' reasons ("assuming ... (option ctcae.<name>=true)"): the cohort table's counts rest
+    on that assumption, so its caption says so (review 47 #4)."""
+    from cartlab.grading.ctcae_clauses import CLAUSES, TERMS
+    from cartlab.report.subject_blocks import post_baseline
+
+    adlb = optional(analysis, "adlb")
+    if adlb is None or "grade_reason" not in adlb.columns:
+        return []
+    safety, _ = safety_subjects(analysis, selected_ids(analysis, subject_ids, "toxicity summary"))
+    labs = adlb.filter(pl.col("subject_id").is_in(safety["subject_id"].to_list()))
+    labs = labs.filter(post_baseline(labs))
+    notes = []
+    for option, what in CLAUSES.items():
+        n = labs.filter(pl.col("grade_reason").cast(pl.String).str.contains(f"(option ctcae.{option}=true)", literal=True)
+                        )["subject_id"].n_unique()
+        if n:
+            notes.append(f"{' / '.join(TERMS[option])}: {n} subject(s) graded assuming {what}, admiral's worst case "
+                         f"(option ctcae.{option}=true; false grades without it, ctcae.clinical_clauses=range "
+                         "gives both as a range)")
+    return notes
 
 
 def toxicity_summary(analysis, subject_ids=None, include_labs: bool = True) -> pl.DataFrame:

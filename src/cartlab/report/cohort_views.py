@@ -98,6 +98,23 @@ def _course_notes(analysis, ids, endpoints: bool = True) -> list[str]:
     return notes
 
 
+def _efs_censoring(analysis) -> str:
+    """How EFS is censored beside the others (review 47 #2): ELN 2022 Table 9 censors a subject in
+    remission without relapse or death "on the date they were last assessed for response" (EFS) but OS
+    and RFS "on the date they were last known to be alive", so with follow-up past the last marrow the
+    EFS curve has fewer subjects at risk, and falls further at a later relapse or death, than RFS/LFS."""
+    try:
+        how = analysis.options.endpoint_options().efs_censor
+    except AttributeError:
+        how = "last_response_assessment"
+    if how == "last_known_alive":
+        return ("Censoring: every endpoint at the day last known alive (EFS too: option "
+                "endpoints.efs_censor=last_known_alive, not ELN 2022's reading).")
+    return ("Censoring (ELN 2022 Table 9): EFS without an event at the last response assessment, OS, RFS and LFS "
+            "at the day last known alive; with follow-up after the last marrow, fewer subjects are at risk for "
+            "EFS and a later relapse or death weighs more in it (option endpoints.efs_censor).")
+
+
 #: ADTTE censoring rules a missing input leaves open (review 41 F1/F2), in the survival views' words
 _OPEN_RULES = {
     "efs.remission_undetermined": "with an assessment by the landmark that could be CR/CRh/CRi for want of an input "
@@ -226,7 +243,7 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                          "median (days; 95% CI by inversion of the log(-log) band; not reached = the curve or band stays "
                          "above 0.5, not estimable = the band ends where the estimate reaches 0 first, as in "
                          "km_median.csv) and number at risk = subjects with time >= the day (RFS and CIR count days since the "
-                         "remission, OS, EFS and LFS since the infusion).",
+                         "remission, OS, EFS and LFS since the infusion). " + _efs_censoring(analysis),
                          [*d.notes, *_course_notes(analysis, _ids(sel))], prov),
                 banded(R.survival_figure(d)), d.shown_table(), {"": d.steps, "at_risk": d.at_risk, "medians": d.table()})
 
@@ -246,7 +263,8 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
                          "— = a grade the scale does not define (read from its criteria table: ICAHT and T-ICAHT "
                          "grade 0-4; CTCAE lab terms are graded from the value up to grade 4, and some lack lower "
                          "grades, e.g. Leukocytosis grades 3-4 only).",
-                         safety_subjects(analysis, _ids(sel))[1], prov), None, t, {"": t})
+                         [*safety_subjects(analysis, _ids(sel))[1], *cd.assumed_clause_notes(analysis, sel)], prov),
+                None, t, {"": t})
 
     def rates():
         d = cd.response_rate_table(analysis, sel)
