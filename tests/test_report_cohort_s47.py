@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cartlab.analyze import Analysis, AnalysisOptions
 from cartlab.io import read_study
@@ -109,3 +111,25 @@ def test_toxicity_caption_names_an_assumed_clinical_clause(tmp_path):
     notes = cd.assumed_clause_notes(a)
     assert len(notes) == 1 and notes[0].startswith("Hypokalemia: 1 subject(s) graded assuming symptoms")
     assert "ctcae.hypokalemia_symptomatic=true" in notes[0]
+
+
+def test_percentages_round_half_away_from_zero():
+    """review 47 #5: 1/16 = 6.25% prints 6.3 (SAS ROUND), not 6.2 (float format, half to even)."""
+    from cartlab.report.cohort_base import fmt_n_pct
+    from cartlab.report.cohort_views import _grade_table
+
+    assert fmt_n_pct(1, 16) == "1 (6.3%)" and fmt_n_pct(1, 80) == "1 (1.3%)" and fmt_n_pct(0, 0) == "0 (—)"
+    counts = pl.DataFrame({"n": [1, 3, 0], "n_evaluable": [16, 16, 0], "pct": [6.25, 18.75, None]})
+    assert _grade_table(counts)["% of evaluable"].to_list() == [6.3, 18.8, None]
+
+
+@given(st.integers(0, 2000), st.integers(1, 2000))
+@settings(max_examples=300, deadline=None)
+def test_pct_half_up_matches_decimal(n, d):
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from cartlab.report.cohort_base import pct_half_up
+
+    want = float((Decimal(100 * n) / Decimal(d)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+    assert pct_half_up(n, d) == want
+    assert pl.select(pct_half_up(pl.lit(n), pl.lit(d))).item() == want

@@ -263,9 +263,20 @@ def provenance_note(analysis, ids: list[str] | None) -> str:
     return f"Data: {n:,} of {total:,} rows are {labels}, not measured (points drawn open or dotted){part}."
 
 
+def pct_half_up(n, d):
+    """100 n / d to one decimal, a half rounded away from zero as clinical tables do (SAS ``ROUND``;
+    6.25 -> 6.3, where a float format gives 6.2), in exact integer arithmetic; a polars expression when
+    ``n`` / ``d`` are expressions (None where d is 0 or null). Review 47 #5."""
+    if isinstance(n, pl.Expr) or isinstance(d, pl.Expr):
+        n, d = pl.lit(n) if not isinstance(n, pl.Expr) else n, pl.lit(d) if not isinstance(d, pl.Expr) else d
+        n, d = n.cast(pl.Int64), d.cast(pl.Int64)
+        return pl.when(d > 0).then((((2000 * n + d) // (2 * d)).cast(pl.Float64) / 10).round(1))
+    return (2000 * n + d) // (2 * d) / 10 if d else None
+
+
 def fmt_n_pct(n: int, d: int) -> str:
-    """``"3 (7.5%)"``; ``"0 (—)"`` when the denominator is 0."""
-    return f"{n} ({100.0 * n / d:.1f}%)" if d else f"{n} (—)"
+    """``"3 (7.5%)"``; ``"0 (—)"`` when the denominator is 0 (percent: :func:`pct_half_up`)."""
+    return f"{n} ({pct_half_up(n, d):.1f}%)" if d else f"{n} (—)"
 
 
 def response_label() -> pl.Expr:

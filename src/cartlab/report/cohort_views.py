@@ -14,6 +14,7 @@ from cartlab.report.cohort_base import (
     CohortView,
     ViewUnavailable,
     auc_name,
+    pct_half_up,
     provenance_note,
     safety_subjects,
     selected_ids,
@@ -31,7 +32,9 @@ def _grade_table(counts: pl.DataFrame) -> pl.DataFrame:
     (the report and the dashboard print it alike: "41.0", "5.1")."""
     if "pct" not in counts.columns:
         return counts
-    return counts.with_columns(pl.col("pct").round(1)).rename({"pct": PCT_OF_EVALUABLE})
+    pct = (pl.when(pl.col("pct").is_not_null()).then(pct_half_up(pl.col("n"), pl.col("n_evaluable")))
+           if {"n", "n_evaluable"} <= set(counts.columns) else pl.col("pct").round(1))  # a half away from zero
+    return counts.with_columns(pct.alias("pct")).rename({"pct": PCT_OF_EVALUABLE})
 
 
 def _caption(text: str, notes=(), prov: str = "") -> str:
