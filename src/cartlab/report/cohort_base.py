@@ -156,7 +156,7 @@ def safety_subjects(analysis, ids: list[str] | None) -> tuple[pl.DataFrame, list
         population, evidence = opts.population, opts.infusion_evidence
     except AttributeError:
         population, evidence = "infused", "dose_or_kinetics"
-    if population == "all":
+    if population == "all" or not hasattr(analysis.study, "doses"):  # not a Study (no doses to read): everyone
         return everyone, []
     given, _why, _by_car = infused_subjects(analysis.study, evidence)
     if given is None:
