@@ -133,3 +133,19 @@ def test_pct_half_up_matches_decimal(n, d):
     want = float((Decimal(100 * n) / Decimal(d)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
     assert pct_half_up(n, d) == want
     assert pl.select(pct_half_up(pl.lit(n), pl.lit(d))).item() == want
+
+
+def test_incidence_table_reads_the_step_holding_on_each_day():
+    """review 47 #6: the cumulative incidence view gets a table (it had only the figure). By hand: the
+    relapse CIF is 0.1 from day 10 and 0.25 from day 40, the curve ends on day 50; on day 30 the step of
+    day 10 holds (10.0%), on day 45 that of day 40 (25.0%), day 60 is past the curve (not defined)."""
+    from cartlab.report.cohort_stats import IncidenceData
+
+    curves = pl.DataFrame({"event": ["relapse"] * 4, "time": [0.0, 10.0, 40.0, 50.0], "cif": [0.0, 0.1, 0.25, 0.25],
+                           "ci_low": [0.0, 0.01, 0.05, 0.05], "ci_high": [0.0, 0.3, 0.5, 0.5],
+                           "n_at_risk": [10, 10, 5, 2], "n_events": [0, 1, 1, 0]})
+    at_risk = pl.DataFrame({"event": ["relapse"] * 4, "time": [0.0, 30.0, 45.0, 60.0], "n_at_risk": [10, 6, 2, 0]})
+    t = IncidenceData(curves, at_risk, "test").table()
+    assert t["relapse % (CIF)"].to_list() == [0.0, 10.0, 25.0, None]
+    assert t["relapse 95% CI high"].to_list() == [0.0, 30.0, 50.0, None]
+    assert t["n_at_risk"].to_list() == [10, 6, 2, 0]

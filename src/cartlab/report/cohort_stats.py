@@ -171,6 +171,27 @@ class IncidenceData:
     #: the remission categories of the analysis (``endpoints.remission_categories``) as the axis names them
     remission: str = "CR/CRh/CRi"
 
+    def table(self) -> pl.DataFrame:
+        """The page's table (review 47 #6): one row per day of ``at_risk`` (days since the remission):
+        the number at risk and each event's cumulative incidence with its 95% CI, the step holding on
+        that day (the last estimate at or before it), in percent to one decimal."""
+        if self.at_risk.is_empty():
+            return pl.DataFrame(schema={"day": pl.Float64, "n_at_risk": pl.Int64})
+        days = self.at_risk.select(pl.col("time").cast(pl.Float64).alias("day"), "n_at_risk").sort("day")
+        out = days
+        for event, label in (("relapse", "relapse"), ("death without relapse", "death without relapse")):
+            c = self.curves.filter(pl.col("event") == event).select(
+                pl.col("time").cast(pl.Float64).alias("day"), "cif", "ci_low", "ci_high").sort("day")
+            if c.is_empty():
+                continue
+            pct = [(100 * pl.col(k)).round(1).alias(f"{label} {w}") for k, w in
+                   (("cif", "% (CIF)"), ("ci_low", "95% CI low"), ("ci_high", "95% CI high"))]
+            last = c["day"].max()  # past the last time of the curve the estimate is not defined
+            out = (out.join_asof(c, on="day", strategy="backward")
+                   .with_columns(pl.when(pl.col("day") <= last).then(p).otherwise(None) for p in pct)
+                   .drop("cif", "ci_low", "ci_high"))
+        return out
+
 
 def remission_label(analysis) -> str:
     """The analysis's remission categories joined with "/" ("CR/CRh/CRi" by default; "CR" with

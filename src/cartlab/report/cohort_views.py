@@ -253,9 +253,11 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     def incidence():
         d = cd.relapse_incidence_data(analysis, sel)
         return (_caption("Cumulative incidence of relapse with death without relapse as competing event "
-                         "(Aalen-Johansen), from the first remission.",
-                         [*d.notes, *_course_notes(analysis, _ids(sel))], prov), banded(R.incidence_figure(d)), None,
-                {"": d.curves, "at_risk": d.at_risk})
+                         "(Aalen-Johansen), from the first remission; table: on each day since the remission, the "
+                         "subjects at risk and each cumulative incidence (%, the estimate holding that day) with its "
+                         "95% CI.",
+                         [*d.notes, *_course_notes(analysis, _ids(sel))], prov), banded(R.incidence_figure(d)),
+                d.table(), {"": d.curves, "at_risk": d.at_risk})
 
     def toxicity():
         t = cd.toxicity_summary(analysis, sel)
