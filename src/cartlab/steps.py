@@ -367,7 +367,7 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
 
         plans, notes = [], []
         for sid in study.subject_ids:
-            plan, why = planned_doses(study, protocol, sid, _popts(o).dose_options())
+            plan, why = planned_doses(study, protocol, sid, _popts(o).dose_options(), _popts(o).ld_course_tolerance_days)
             if plan is not None:
                 plans.append(plan.select(pl.lit(sid).alias("subject_id"), pl.all()))
             notes.append((sid, why))
@@ -393,7 +393,8 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
         from cartlab.protocol import derive_eligibility
 
         po = _popts(o)
-        return derive_eligibility(study, protocol, age_whole_years=po.age_whole_years, screening_end=po.screening_end)
+        return derive_eligibility(study, protocol, age_whole_years=po.age_whole_years, screening_end=po.screening_end,
+                                  ld_course_tolerance_days=po.ld_course_tolerance_days)
 
     def verdict(study, o, eligibility):
         from cartlab.protocol import eligibility_verdict
@@ -406,7 +407,8 @@ def protocol_steps(protocol) -> tuple[Step, ...]:
         # review 40 B9/B10/A1: one options class (dose plan, tolerances, monitoring) as cartlab
         # deviations; who is infused is the analysis's one option best_response.infusion_evidence
         evidence = getattr(o.best_response_options(), "infusion_evidence", None) or "dose_or_kinetics"
-        return derive_deviations(study, protocol, _popts(o), infusion_evidence=evidence)
+        return derive_deviations(study, protocol, _popts(o), infusion_evidence=evidence,
+                                 split_dose_gap_days=_split_dose_gap(o))
 
     def best(study, o):
         from cartlab.protocol.outcomes import derive_protocol_best_response

@@ -439,7 +439,8 @@ def eligibility_cmd(
 
     chosen = _protocol_settings(ctx, "eligibility", set_options, options_file, {
         "age_whole_years": ("age_exact", "--age-exact", False if age_exact else None),
-        "screening_end": ("screening_end", f"--screening-end {screening_end}", screening_end)})
+        "screening_end": ("screening_end", f"--screening-end {screening_end}", screening_end),
+        "ld_course_tolerance_days": ("ld_course_tolerance_days", "--set protocol.ld_course_tolerance_days", None)})
     screening_end = chosen["screening_end"]
     p = _protocol_or_exit(protocol)
     data, subject = target.data(), target.subject
@@ -448,7 +449,7 @@ def eligibility_cmd(
     if screening_end not in SCREENING_ENDS:
         raise _usage(f"--screening-end must be one of {', '.join(SCREENING_ENDS)} (got {screening_end!r})")
     res = derive_eligibility(data, p, subject, age_whole_years=chosen["age_whole_years"],
-                             screening_end=screening_end)
+                             screening_end=screening_end, ld_course_tolerance_days=chosen["ld_course_tolerance_days"])
     if target.printed(res):
         return
     if subject is None:
@@ -539,13 +540,16 @@ def deviations_cmd(
 
     # who is infused: the analysis's one option best_response.infusion_evidence, from --set or --options
     # (an analysis.json replays it), as analyze passes it (review 40 diff1 F2)
-    evidence_key = "best_response.infusion_evidence"
-    evidence_sets = [i for i in set_options or [] if i.partition("=")[0].strip() == evidence_key]
+    # and what makes a later CAR-T dose a re-infusion: kinetics.split_dose_gap_days (session 47)
+    evidence_keys = ("best_response.infusion_evidence", "kinetics.split_dose_gap_days")
+    evidence_sets = [i for i in set_options or [] if i.partition("=")[0].strip() in evidence_keys]
     set_options = [i for i in set_options or [] if i not in evidence_sets]
     from cartlab.cli.base import analysis_options
 
-    evidence = (getattr(analysis_options(options_file, evidence_sets).best_response_options(), "infusion_evidence",
-                        None) or "dose_or_kinetics") if (evidence_sets or options_file is not None) else "dose_or_kinetics"
+    given = analysis_options(options_file, evidence_sets) if (evidence_sets or options_file is not None) else None
+    evidence = (getattr(given.best_response_options(), "infusion_evidence", None) if given is not None
+                else None) or "dose_or_kinetics"
+    gap = getattr(given.kinetics, "split_dose_gap_days", None) if given is not None and given.kinetics else None
     # review 40 B9/B10: every protocol option the deviations depend on (the plan's too), as analyze
     chosen = _protocol_settings(ctx, "deviations", set_options, options_file, {
         "car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose),
@@ -555,6 +559,7 @@ def deviations_cmd(
         "dose_pct": ("dose_pct", f"--dose-pct {dose_pct}", dose_pct),
         "car_t_dose_pct": ("car_t_dose_pct", f"--car-t-dose-pct {car_t_dose_pct}", car_t_dose_pct),
         "day_tolerance": ("day_tolerance", f"--day-tolerance {day_tolerance}", day_tolerance),
+        "ld_course_tolerance_days": ("ld_course_tolerance_days", "--set protocol.ld_course_tolerance_days", None),
         **_plan_flags(bsa_method, bsa_decimals, bsa_unrounded, renal_function, paediatric_renal, crcl_weight,
                       no_renal)})
     from cartlab.errors import InputError
@@ -568,7 +573,7 @@ def deviations_cmd(
     data = target.data()
     from cartlab.protocol.deviations import deviation_summary
 
-    res = derive_deviations(data, p, po, infusion_evidence=evidence)
+    res = derive_deviations(data, p, po, infusion_evidence=evidence, split_dose_gap_days=gap)
     if target.printed(_round_floats(res)):
         return
     if res.height == 0:
@@ -639,7 +644,8 @@ def _protocol_settings(ctx, command: str, set_options: list[str] | None, options
         key = item.partition("=")[0].strip()
         engine, _, name = key.partition(".")
         if engine.strip() != "protocol":
-            also = " and best_response.infusion_evidence" if command == "deviations" else ""
+            also = (" and best_response.infusion_evidence, kinetics.split_dose_gap_days" if command == "deviations"
+                    else "")
             raise _usage(f"--set {item!r}: cartlab {command} takes protocol options only ({applies}){also}")
         named[name.strip()] = f"--set {key}"
     if options_file is not None:

@@ -92,13 +92,14 @@ def _screening_creatinine(obs: pl.DataFrame, protocol, given_first_ld: float | N
     return c["value"], c["unit"], c["day"], c["note"]
 
 
-def subject_patient(study, protocol, subject_id: str):
+def subject_patient(study, protocol, subject_id: str, ld_course_tolerance_days: float | None = None):
     """``(Patient, None)`` for dosing a study subject: weight, height, age and sex from subjects.csv
     (``None`` where not recorded: the doses that need them are not evaluable; a blank weight or
     height is taken from the latest WEIGHT / HEIGHT observation up to the first lymphodepletion day,
     :func:`cartlab.protocol.dose_inputs.subject_body_size`) and the screening creatinine with its day
     (:func:`cartlab.protocol.dose_inputs.screening_creatinine`: a censored or several untimed values
-    give candidates; when there is none, the patient's ``creatinine_note`` says why)."""
+    give candidates; when there is none, the patient's ``creatinine_note`` says why).
+    ``ld_course_tolerance_days``: the lymphodepletion course's reading (:mod:`cartlab.protocol.ld_course`)."""
     from cartlab.protocol.dosing import Patient
 
     sub = study.subjects.filter(pl.col("subject_id") == subject_id)
@@ -109,7 +110,8 @@ def subject_patient(study, protocol, subject_id: str):
     from cartlab.protocol.dose_inputs import screening_creatinine, subject_body_size
     from cartlab.protocol.eligibility import first_lymphodepletion_days
 
-    given = first_lymphodepletion_days(study.doses.filter(pl.col("subject_id") == subject_id), protocol) or {}
+    given = first_lymphodepletion_days(study.doses.filter(pl.col("subject_id") == subject_id), protocol,
+                                       ld_course_tolerance_days) or {}
     first_ld = given.get(subject_id)
     c = screening_creatinine(obs, protocol, first_ld)
     # review 39 B1: the weight/height observation in the protocol's screening window, as the creatinine
@@ -125,18 +127,19 @@ def subject_patient(study, protocol, subject_id: str):
                    height_source=size.get("height_source"), input_warnings=tuple(size["warnings"])), None
 
 
-def planned_doses(study, protocol, subject_id: str, options=None) -> tuple[pl.DataFrame | None, str | None]:
+def planned_doses(study, protocol, subject_id: str, options=None, ld_course_tolerance_days: float | None = None
+                  ) -> tuple[pl.DataFrame | None, str | None]:
     """The subject's dose plan (:func:`subject_patient`); ``(None, reason)`` when it cannot be
     computed."""
-    plan, _size, why = _plan_and_size(study, protocol, subject_id, options)
+    plan, _size, why = _plan_and_size(study, protocol, subject_id, options, ld_course_tolerance_days)
     return plan, why
 
 
-def _plan_and_size(study, protocol, subject_id: str, options=None):
+def _plan_and_size(study, protocol, subject_id: str, options=None, ld_course_tolerance_days: float | None = None):
     """(plan, body size, None) or (None, None, reason)."""
     from cartlab.protocol.dosing import DoseOptions, DosingError, body_size, dose_plan
 
-    patient, why = subject_patient(study, protocol, subject_id)
+    patient, why = subject_patient(study, protocol, subject_id, ld_course_tolerance_days)
     if patient is None:
         return None, None, why
     options = options or DoseOptions()
@@ -215,7 +218,9 @@ def _to_basis(dose: float, unit: str, basis: str, bsa: float | None, weight: flo
 def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, float] | None = None,
                       max_shift_days: float | None = None, off_study_ends_monitoring: bool = True,
                       dose_pct: float | None = None, car_t_dose_pct: float | None = None,
-                      day_tolerance: float | None = None, infusion_evidence: str = "dose_or_kinetics") -> pl.DataFrame:
+                      day_tolerance: float | None = None, infusion_evidence: str = "dose_or_kinetics",
+                      split_dose_gap_days: float | None = None,
+                      ld_course_tolerance_days: float | None = None) -> pl.DataFrame:
     """Every deviation of every subject of ``study`` from ``protocol`` (see the module docstring).
 
     ``options``: :class:`~cartlab.protocol.dosing.DoseOptions` of the plan (``car_dose``: the
@@ -229,7 +234,12 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
     its intended CAR-T total dose (overrides ``car_dose``); ``max_shift_days``: the farthest pairing
     of a given with a planned dose (None: ``tolerances.max_shift_days``, 7 days by default);
     ``off_study_ends_monitoring``: the protocol's ``monitoring_ends_at`` events (allo-HSCT, new
-    therapy) end the monitoring schedule (default True; death and the end of follow-up always do).
+    therapy) end the monitoring schedule (default True; death and the end of follow-up always do);
+    ``split_dose_gap_days``: a CAR-T dose more than this after the previous one is a re-infusion, not
+    part of the first infusion course whose dose is checked (the analysis's
+    ``kinetics.split_dose_gap_days``; None its default, 7; review 47 F2);
+    ``ld_course_tolerance_days``: the lymphodepletion course's reading (None: the option's default, 2
+    days, :mod:`cartlab.protocol.ld_course`; review 47 F1).
     """
     from dataclasses import replace
 
@@ -243,6 +253,8 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
         dose_pct = po.dose_pct if dose_pct is None else dose_pct
         car_t_dose_pct = po.car_t_dose_pct if car_t_dose_pct is None else car_t_dose_pct
         day_tolerance = po.day_tolerance if day_tolerance is None else day_tolerance
+        if ld_course_tolerance_days is None:
+            ld_course_tolerance_days = po.ld_course_tolerance_days
     rows: list[dict[str, Any]] = []
     tol = protocol.tolerances.model_copy(update={k: float(v) for k, v in (
         ("dose_pct", dose_pct), ("car_t_dose_pct", car_t_dose_pct), ("day", day_tolerance)) if v is not None})
@@ -254,6 +266,13 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
     car_range = protocol.car_t.target_source == "reconstructed"
     ld_agents = {a.agent: a for a in protocol.lymphodepletion}
     car_agent = protocol.car_t.agent.lower()
+    from cartlab.protocol.ld_course import lymphodepletion_courses, not_counted_why
+    from cartlab.response.infusion_evidence import reinfusions
+
+    # one reading of the course (eligibility, dose plan) and of a re-infusion (kinetics, response)
+    courses = lymphodepletion_courses(study.doses, protocol, ld_course_tolerance_days) or {}
+    further = reinfusions(study, split_dose_gap_days)
+    deaths = _death_days(study)
     for sid in study.subject_ids:
         def add(category: str, item: str, detail: str, rule: str, evidence=(), **kw) -> None:
             rows.append({"subject_id": sid, "category": category, "item": item, "detail": detail,
@@ -265,7 +284,7 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
 
             opts = replace(options or DoseOptions(), car_dose=float(car_doses[sid]))
         intended = getattr(opts, "car_dose", None)
-        plan, size, why = _plan_and_size(study, protocol, sid, opts)
+        plan, size, why = _plan_and_size(study, protocol, sid, opts, ld_course_tolerance_days)
         sub = study.subjects.filter(pl.col("subject_id") == sid).row(0, named=True)
         # the weight the plan used (subjects.csv, else the latest WEIGHT observation: review 39 B1)
         weight = size["weight_kg"] if size is not None and size.get("weight_kg") is not None else sub.get("weight_kg")
@@ -279,13 +298,61 @@ def derive_deviations(study, protocol, options=None, *, car_doses: dict[str, flo
         # ---- administrations: match planned and given per agent. A subject without any dose row has
         # its doses unrecorded (day 0 is a CAR-T infusion): not a missed dose of every agent
         agents = list(ld_agents) + [car_agent]
-        if given.height == 0:
+        not_infused = False
+        if given.height == 0 and infused is not None and sid not in infused:
+            # review 47 F5: no dose row while the study records CAR-T infusions, no CAR-T measured: a
+            # screen failure or a subject not treated; nothing is scheduled relative to an infusion
+            not_infused = True
+            add("not_infused", protocol.car_t.agent, "not infused: no dose row of this subject in doses.csv (the "
+                "study records CAR-T infusions)" + ("" if infusion_evidence == "dose" else " and no quantifiable "
+                                                   "CARCOPY/CARCELL after day 0")
+                + f" (option infusion_evidence={infusion_evidence}): a screen failure or a subject not treated; no "
+                "dose and no post-infusion monitoring is checked", f"{protocol.id}.not_infused")
+            agents = []
+        elif given.height == 0:
             add("not_checkable", "doses", "administrations not checked: no dose of this subject is recorded "
                 "(doses.csv not given, or without this subject's rows; day 0 is a CAR-T infusion, so its doses "
                 "were not recorded rather than all missed)", f"{protocol.id}.dosing")
             agents = []
         tol_rule = f"{protocol.id}.tolerances"
-        not_infused = False
+        if deaths.get(sid) is not None:  # review 47 F10: a dose on a calendar day after death is a data error
+            dday, dref = deaths[sid]
+            for gr in given.filter((pl.col("day") + 1e-9).floor() > math.floor(dday + 1e-9)).sort("day").to_dicts():
+                add("dose_after_death", gr["agent"], f"{gr['agent']} recorded on day {gr['day']:g} ({gr['dose']:g} "
+                    f"{gr['unit']}), after death on day {dday:g}" + (f" ({dref})" if dref else "")
+                    + ": check the dates (an input error)", f"{protocol.id}.dosing",
+                    _refs([gr]) + ([dref] if dref else []), actual_day=gr["day"], given_dose=gr["dose"],
+                    unit=gr["unit"])
+        # review 47 F2: a CAR-T dose more than kinetics.split_dose_gap_days after the previous one is a
+        # re-infusion (as the kinetics and response engines read it): its own informational row, not a dose
+        # of the first infusion course whose total is checked
+        first_re = min((d for d, _ in further.get(sid, ())), default=None)
+        if first_re is not None:
+            is_re = (pl.col("_agent") == car_agent) & (pl.col("day") >= first_re - 1e-9)
+            from cartlab.kinetics.car import CarKineticsOptions
+
+            gap = CarKineticsOptions.split_dose_gap_days if split_dose_gap_days is None else split_dose_gap_days
+            for gr in given.filter(is_re).sort("day").to_dicts():
+                add("not_checkable", protocol.car_t.agent, f"{protocol.car_t.agent} re-infusion on day {gr['day']:g} "
+                    f"({gr['dose']:.4g} {gr['unit']}): a later infusion course, from day {first_re:g}, the first CAR-T "
+                    f"dose more than {gap:g} days after the previous one (kinetics.split_dose_gap_days; a product's "
+                    "labelled split-dose window when longer); not checked against the protocol's dose and not added "
+                    "to the first course's total", f"{protocol.id}.car_t", _refs([gr]),
+                    actual_day=gr["day"], given_dose=gr["dose"], unit=gr["unit"])
+            given = given.filter(~is_re)
+        # review 47 F1: doses of a lymphodepletion agent that are not the subject's course (bridging, or
+        # after the infusion) are not paired with the planned course; each is an extra dose saying why
+        course = courses.get(sid)
+        if course is not None and any(d < 0 for _, d in course.not_counted) and agents:
+            off = pl.any_horizontal([(pl.col("_agent") == a) & ((pl.col("day") - d).abs() < 1e-9)
+                                     for a, d in course.not_counted if d < 0])  # a dose after day 0 is paired
+            for gr in given.filter(off).sort("day").to_dicts():
+                add("extra_dose", gr["_agent"], f"{gr['_agent']} given on day {gr['day']:g} ({gr['dose']:g} "
+                    f"{gr['unit']}): not counted as the lymphodepletion course ({not_counted_why(course, gr['day'])})",
+                    f"{protocol.days_rule(gr['_agent'])}; {protocol.id}.screening_window", _refs([gr]),
+                    actual_day=gr["day"], given_dose=gr["dose"],
+                    unit=gr["unit"])
+            given = given.filter(~off)
         if agents and given.filter(pl.col("_agent") == car_agent).height == 0:
             name = protocol.car_t.agent
             if infused is None:  # no CAR-T row for any subject: day 0 is the infusion (study-format "Time")
@@ -405,7 +472,7 @@ def deviation_summary(deviations: pl.DataFrame) -> pl.DataFrame:
     """Per subject: the number of rows per category (one column each, in the order of the module
     docstring) and ``missed_monitoring_days`` (the missed scheduled days, summed over parameters)."""
     cats = ["missed_dose", "wrong_day", "extra_dose", "unplanned_agent", "dose_out_of_tolerance",
-            "missed_monitoring", "not_infused", "not_checkable"]
+            "missed_monitoring", "not_infused", "dose_after_death", "not_checkable"]
     if deviations.height == 0:
         return pl.DataFrame(schema={"subject_id": pl.String, **{c: pl.Int64 for c in cats},
                                     "missed_monitoring_days": pl.Int64})
@@ -540,6 +607,18 @@ def _refs(rows: list[dict]) -> list[str]:
     return [x for x in map(row_ref, rows) if x]
 
 
+def _death_days(study) -> dict[str, tuple[float, str | None]]:
+    """Per subject, the day of its first ``death`` event and that row's reference."""
+    ev = study.events
+    if ev.height == 0 or "event" not in ev.columns:
+        return {}
+    d = ev.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
+    out: dict[str, tuple[float, str | None]] = {}
+    for r in d.iter_rows(named=True):
+        out.setdefault(r["subject_id"], (float(r["day"]), row_ref(r)))
+    return out
+
+
 def _monitoring_end(study, protocol, sid: str, sub: dict, off_study: bool) -> tuple[float | None, str]:
     """(end day, why) of the subject's monitoring: the earliest of death, the end of follow-up
     (``last_followup_day``; blank: its last recorded row in any table, study-format.md: "a subject
@@ -574,6 +653,7 @@ def _monitoring(add, study, protocol, sid: str, sub: dict, off_study: bool = Tru
     end_rule = f"{protocol.id}.monitoring_end"
     # the convention decided the end unless a recorded last_followup_day or a death did
     by_rule = not any(w in ("last_followup_day", "death") for w in why.split(" and "))
+    died = "death" in why.split(" and ")
     if end is None:
         if protocol.monitoring:
             add("not_checkable", "monitoring", f"monitoring not checked: {why} (the end of follow-up is unknown)",
@@ -584,7 +664,8 @@ def _monitoring(add, study, protocol, sid: str, sub: dict, off_study: bool = Tru
             have = sorted(set(obs.filter(pl.col("param") == param)["day"].to_list()))
             missed = []
             for d in m.scheduled_days():
-                if d > end + 1e-9:
+                # nothing is due on or after the day of death (review 47 F9)
+                if d > end + 1e-9 or (died and d >= math.floor(end + 1e-9)):
                     continue
                 if not any(abs(math.floor(h + 1e-9) - d) <= m.tolerance_days + 1e-9 for h in have):  # calendar days
                     missed.append(d)
@@ -592,8 +673,11 @@ def _monitoring(add, study, protocol, sid: str, sub: dict, off_study: bool = Tru
                 shown = ", ".join(f"{d:g}" for d in missed[:12]) + (f" and {len(missed) - 12} more" if len(missed) > 12 else "")
                 tol_txt = f" (±{m.tolerance_days:g} d)" if m.tolerance_days else ""
                 src = " [schedule reconstructed]" if m.source == "reconstructed" else ""
+                checked = (f"monitoring checked to day {math.floor(end + 1e-9) - 1:g}, the day before death on day "
+                           f"{end:g}{'' if why == 'death' else ' (' + why + ')'}" if died
+                           else f"monitoring checked to day {end:g} ({why})")
                 add("missed_monitoring", param, f"{param} not measured on scheduled day(s) {shown}{tol_txt}{src}; "
-                    f"monitoring checked to day {end:g} ({why})",
+                    + checked,
                     f"{protocol.id}.monitoring.{m.id}" + (f"; {end_rule}" if by_rule else ""), days=[float(d) for d in missed],
                     planned_day=float(missed[0]))
 

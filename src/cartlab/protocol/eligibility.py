@@ -246,8 +246,8 @@ def _ties(obs: pl.DataFrame, last: dict[str, dict]) -> dict[str, list[dict]]:
         return {}
     timed = is_timed("day", "datetime" if "datetime" in obs.columns else None)
     untimed = obs.filter(~timed)
-    keys = pl.DataFrame([(sid, r["day"]) for sid, r in last.items()], schema={"subject_id": pl.String, "day": pl.Float64},
-                        orient="row")
+    keys = pl.DataFrame([(sid, r["day"]) for sid, r in last.items()], orient="row",
+                        schema={"subject_id": pl.String, "day": pl.Float64})
     same = untimed.join(keys, on=["subject_id", "day"]).sort("subject_id", "_i")
     out: dict[str, list[dict]] = {}
     for r in same.iter_rows(named=True):
@@ -444,27 +444,44 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
     if c.relative_to:
         ref = _ref_value(part, r)
         if ref is None:
-            shown = _fmt(r["value"]) if r["value"] is not None else r["value_text"]
-            return {**found, "cond": None, "value": shown, "unit": unit,
-                    "reason": f"{label} {with_unit(shown)} on day {r['day']:g} but no {c.relative_to.upper()} given for it"}
+            return _tied(part, sid, label, wtxt, cond, {
+                **found, "cond": None, "value": _shown(r), "unit": unit,
+                "reason": f"{label} {_as_recorded(r, unit)} on day {r['day']:g} but no {c.relative_to.upper()} "
+                          "given for it"})
         target = [t * ref for t in target] if isinstance(target, list) else target * ref
     # the threshold in the value's unit, when it differs from the protocol's text (converted or a ULN multiple)
     shown = _fmt(target) if isinstance(target, list) else f"{target:.4g}"
     scaled = f" (= {with_unit(shown)})" if (c.unit and c.unit != unit) or c.relative_to else ""
     shown_target = _target_text(c) + scaled
-    if r["value"] is None:  # censored, e.g. "<0.5"; the window named as for a value (review 40 B2)
-        verdict = "meets" if cond else "does not meet" if cond is False else "cannot decide"
-        return {**found, "cond": cond, "value": r["value_text"], "unit": unit,
-                "reason": f"{label} {with_unit(r['value_text'])} on day {r['day']:g} (last in {wtxt}): {verdict} "
-                          f"{shown_target}"}
-    v = float(r["value"])
-    given = with_unit(f"{v:g}")
-    ov, ou = r.get("orig_value"), r.get("orig_unit")
-    if ov is not None and ou and unit and ou != unit:  # as recorded, then as compared (4 significant digits)
-        given = f"{float(ov):g} {ou} (= {v:.4g} {unit})"
-    return {**found, "cond": cond, "value": _fmt(v), "unit": unit,
-            "reason": (f"{label} {given} on day {r['day']:g} (last in {wtxt}), "
-                       f"{'meets' if cond else 'does not meet'} {shown_target}")}
+    # a censored result ("<0.5"): the window named as for a value (review 40 B2); as recorded, then as
+    # compared in the parameter's unit (review 47 F3)
+    verdict = "meets" if cond else "does not meet" if cond is False else "cannot decide"
+    sep = ":" if r["value"] is None else ","
+    return _tied(part, sid, label, wtxt, cond, {
+        **found, "cond": cond, "value": _shown(r), "unit": unit,
+        "reason": f"{label} {_as_recorded(r, unit)} on day {r['day']:g} (last in {wtxt}){sep} {verdict} "
+                  f"{shown_target}"})
+
+
+def _tied(part: _Part, sid: str, label: str, wtxt: str, cond: bool | None, out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` for a subject whose last day has several values without a time of day (review 47 F4):
+    each is tried; they agree (the criterion is decided, every row is evidence) or disagree (unknown,
+    naming the rows and what each gives)."""
+    rows = part.ties.get(sid)
+    if not rows:
+        return out
+    truths = part.tie_truths.get(sid, [])
+    word = {True: "meets", False: "does not meet", None: "cannot decide"}
+    each = "; ".join(f"{_as_recorded(r, part.unit)} ({row_ref(r) or 'row ' + str(r['_i'] + 1)}): {word[t]}"
+                     for r, t in zip(rows, truths))
+    refs = unique_refs(x for r in rows for x in _ref(r))  # every row of that day, in file order
+    day = rows[-1]["day"]
+    if cond is None and len(set(truths)) > 1:
+        return {**out, "cond": None, "value": ", ".join(_shown(r) for r in rows), "evidence": refs,
+                "reason": f"{len(rows)} {label} values on day {day:g} without a time of day (last in {wtxt}; they "
+                          f"have no order) disagree: {each}; not evaluable"}
+    return {**out, "evidence": refs,
+            "reason": out["reason"] + f" ({len(rows)} values on day {day:g} without a time of day, each tried: {each})"}
 
 
 def _date(subject: dict, day: float | None) -> str | None:
@@ -546,7 +563,7 @@ def derive_eligibility(study, protocol, subject_id: str | None = None,
     window ends on the day of the subject's first recorded lymphodepletion dose, else at its nominal
     end), ``day_before_lymphodepletion`` (the day before that dose) or ``fixed`` (the nominal end).
     ``ld_course_tolerance_days``: how many days the recorded lymphodepletion course may span beyond
-    the planned span (None: 1 day, :data:`cartlab.protocol.ld_course.COURSE_TOLERANCE_DAYS`).
+    the planned span (None: 2 days, :data:`cartlab.protocol.ld_course.COURSE_TOLERANCE_DAYS`).
     """
     if screening_end not in SCREENING_ENDS:
         raise ValueError(f"screening_end must be one of {', '.join(SCREENING_ENDS)} (got {screening_end!r})")

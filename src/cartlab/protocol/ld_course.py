@@ -9,14 +9,17 @@ course"):
 * only doses on calendar days before day 0 count (a dose of a lymphodepletion agent on or after day
   0 is not the course: it never moves the screening window past the infusion);
 * the course is the CONTIGUOUS run of those doses nearest before day 0: going back from the latest
-  calendar day, a day belongs to the course while (a) it is at most the protocol's course span (last
-  planned minus first planned lymphodepletion day, at least 1 day; NCT04762485 days -6..-3: 3 days)
-  before the next course day, and (b) the course from it to its last day spans at most that planned
-  span (at least 1 day) plus ``tolerance_days`` (option ``ld_course_tolerance_days``, default
-  :data:`COURSE_TOLERANCE_DAYS` = 1 day: one postponed dose day; review 47 F1). An earlier dose of the
-  same agents is bridging (e.g. decitabine for AML on days -20, -19, or on days -11..-9 before a course
-  of days -6..-3, which would make a course of 8 days) and does not move the window; the reason names
-  it. A course longer than allowed keeps its latest days (the course ends next to the infusion).
+  calendar day, a day belongs to the course while (a) the course from it to its last day spans at
+  most the protocol's planned course span (last planned minus first planned lymphodepletion day, at
+  least 1 day; NCT04762485 days -6..-3: 3 days) plus ``tolerance_days`` (option
+  ``ld_course_tolerance_days``, default :data:`COURSE_TOLERANCE_DAYS` = 2 days: a dose postponed by up
+  to 2 days), and (b) one of its agents has had fewer course days than the protocol plans for it
+  (NCT04762485: decitabine 4, fludarabine and cyclophosphamide 3), so a day with a dose still missing
+  from the course joins it (review 47 F1; before, a day joined while it was at most the planned span
+  before the next course day, which merged a bridging course ending 2-3 days before). An earlier dose
+  of the same agents is bridging (e.g. decitabine for AML on days -20, -19, or on days -10..-8 before
+  a complete course of days -6..-3) and does not move the window; the reason names it. A course
+  longer than allowed keeps its latest days (the course ends next to the infusion).
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-__all__ = ["COURSE_TOLERANCE_DAYS", "Course", "course_gap", "lymphodepletion_courses", "course_note"]
+__all__ = ["COURSE_TOLERANCE_DAYS", "Course", "course_gap", "lymphodepletion_courses", "course_note",
+           "not_counted_why"]
 
 #: days a recorded course may span beyond the planned span (last minus first planned lymphodepletion
-#: day): one postponed dose day (cartlab convention, rule ``<id>.screening_window``; option
+#: day): a dose postponed by up to 2 days (cartlab convention, rule ``<id>.screening_window``; option
 #: ``ld_course_tolerance_days``)
-COURSE_TOLERANCE_DAYS = 1.0
+COURSE_TOLERANCE_DAYS = 2.0
 
 
 @dataclass(frozen=True)
@@ -46,17 +50,18 @@ class Course:
     #: the planned course span (days, :func:`course_gap`) and how much longer a recorded course may be
     planned_span: float = 1.0
     tolerance: float = COURSE_TOLERANCE_DAYS
-    #: the dose day just before the course is not counted because the course would span more than
-    #: ``planned_span + tolerance`` days (False: it is more than ``gap`` days before the course)
-    span_break: bool = False
+    #: why the dose day just before the course is not counted: "span" (the course would span more than
+    #: ``planned_span + tolerance`` days) or "count" (every agent of that day already has its planned
+    #: number of course days)
+    broken_by: str = "span"
     #: the first dose's time (a fractional day) when every dose of the course's first day has a time of
     #: day (study-format "Time": a fractional day or a datetime with a clock time); else None
     first_time: float | None = None
 
 
 def course_gap(protocol) -> float:
-    """The largest distance (calendar days) between two days of one course: the protocol's planned
-    course span (last minus first planned lymphodepletion day), at least 1."""
+    """The protocol's planned course span (last minus first planned lymphodepletion day, calendar days),
+    at least 1; a recorded course may span it plus the tolerance."""
     days = [float(d) for a in protocol.lymphodepletion for d in (getattr(a, "days", None) or ())]
     return max(1.0, max(days) - min(days)) if days else 1.0
 
@@ -92,16 +97,26 @@ def lymphodepletion_courses(doses: pl.DataFrame, protocol, tolerance_days: float
                       ).with_columns(_cal=(pl.col("day") + 1e-9).floor(),
                                      _agent=protocol_ld_agent(pl.col("agent"), agents),
                                      _timed=is_timed("day", "datetime" if "datetime" in doses.columns else None))
+    # (c) a day is wanted while one of its agents has had fewer course days than planned, counting back
+    # from the latest (a bridging decitabine beyond the planned 4 days is not the course)
+    # (an agent without planned days has no such limit)
+    n_planned = {a.agent: len(set(getattr(a, "days", None) or ())) or None for a in protocol.lymphodepletion}
+    wanted = (ld.filter(pl.col("_cal") < 0).select("subject_id", "_agent", "_cal").unique()
+              .sort(["subject_id", "_agent", "_cal"], descending=[False, False, True])
+              .with_columns(_n=pl.col("_cal").cum_count().over("subject_id", "_agent"))
+              .group_by("subject_id", "_cal")
+              .agg(_wanted=(pl.col("_n") <= pl.col("_agent").replace_strict(n_planned, default=None,
+                                                                            return_dtype=pl.Int64)).fill_null(True).any()))
     days = (ld.filter(pl.col("_cal") < 0).select("subject_id", "_cal").unique()
+            .join(wanted, on=["subject_id", "_cal"])
             .sort(["subject_id", "_cal"], descending=[False, True])
-            .with_columns(_gap=(pl.col("_cal").shift(1) - pl.col("_cal")).over("subject_id").fill_null(0.0))
             .with_columns(_span=pl.col("_cal").max().over("subject_id") - pl.col("_cal"))
-            .with_columns(_far=pl.col("_gap") > gap + 1e-9)
-            .with_columns(_brk=(pl.col("_far") | (pl.col("_span") > span + 1e-9)).cast(pl.Int32)
-                          .cum_max().over("subject_id")))
-    # the first day not counted: a gap too long (False: the course would be too long)
-    first_out = {r[0]: not r[1] for r in days.filter(pl.col("_brk") == 1).group_by("subject_id")
-                 .agg(pl.col("_far").first()).iter_rows()}
+            .with_columns(_long=pl.col("_span") > span + 1e-9)
+            .with_columns(_brk=(pl.col("_long") | ~pl.col("_wanted")).cast(pl.Int32).cum_max().over("subject_id")))
+    # why the first day before the course is not counted: "span" (the course would be too long) or
+    # "count" (its agents' planned days are all in the course)
+    first_out = {r[0]: r[1] for r in days.filter(pl.col("_brk") == 1).group_by("subject_id").agg(
+        pl.when(pl.col("_long").first()).then(pl.lit("span")).otherwise(pl.lit("count"))).iter_rows()}
     course = days.filter(pl.col("_brk") == 0).group_by("subject_id").agg(pl.col("_cal").sort().alias("days"))
     in_course = {r["subject_id"]: r["days"] for r in course.iter_rows(named=True)}
     # the time of the course's first dose, when every dose of that day has one (review 47 F6)
@@ -117,8 +132,24 @@ def lymphodepletion_courses(doses: pl.DataFrame, protocol, tolerance_days: float
     for sid in dict.fromkeys([*in_course, *left]):
         d = tuple(float(x) for x in in_course.get(sid, []))
         out[sid] = Course(d[0] if d else None, d[-1] if d else None, d, tuple(left.get(sid, ())), gap, planned_span,
-                          tol, first_out.get(sid, False), timed.get(sid))
+                          tol, first_out.get(sid, "span"), timed.get(sid))
     return out
+
+
+def not_counted_why(c: Course, day: float) -> str:
+    """Why a dose of a lymphodepletion agent on ``day`` is not the course: after the infusion, no course
+    before day 0, the course would be too long with it, or the course already has its agents' planned
+    number of days."""
+    if day >= 0:
+        return "after the infusion"
+    if c.first is None:
+        return "not a course"
+    if c.broken_by == "count":
+        return (f"before the course of days {c.first:g} to {c.last:g}, which has the planned number of days of "
+                "each agent given then")
+    return (f"before the course of days {c.first:g} to {c.last:g}, which would then span more than "
+            f"{c.planned_span + c.tolerance:g} days: planned {c.planned_span:g} + ld_course_tolerance_days "
+            f"{c.tolerance:g}")
 
 
 def course_note(c: Course | None) -> str:
@@ -127,11 +158,6 @@ def course_note(c: Course | None) -> str:
         return ""
     by: dict[tuple[str, str], list[float]] = {}
     for agent, day in c.not_counted:
-        why = ("after the infusion" if day >= 0 else
-               "not a course" if c.first is None else
-               f"before the course of days {c.first:g} to {c.last:g}, which may span at most "
-               f"{c.planned_span + c.tolerance:g} days: planned {c.planned_span:g} + ld_course_tolerance_days "
-               f"{c.tolerance:g}" if c.span_break else f"more than {c.gap:g} days before the course")
-        by.setdefault((agent, why), []).append(day)
+        by.setdefault((agent, not_counted_why(c, day)), []).append(day)
     words = "; ".join(f"{a} on day(s) {', '.join(f'{d:g}' for d in ds)} ({why})" for (a, why), ds in by.items())
     return f"not counted as the lymphodepletion course: {words}"

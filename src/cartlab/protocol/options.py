@@ -20,6 +20,10 @@ class ProtocolOptions(CriteriaOptions):
     * ``screening_end`` ["lymphodepletion"]: the screening window ends on the day of the first
       recorded lymphodepletion dose (inclusive); "day_before_lymphodepletion" or "fixed" (the
       protocol's nominal end).
+    * ``ld_course_tolerance_days`` [None = 2 days, cartlab convention]: how many days a subject's recorded
+      lymphodepletion course may span beyond the protocol's planned span (NCT04762485: 3 days, so at most
+      5); an earlier dose of a lymphodepletion agent is bridging, not the course (it does not move the
+      screening window; the deviations report it as an extra dose; review 47 F1, docs/protocol.md).
     * ``max_shift_days`` [None = the protocol's ``tolerances.max_shift_days``, 7]: the farthest a
       given dose is paired with a planned one; beyond it, a missed and an extra dose.
     * ``off_study_ends_monitoring`` [True]: the protocol's ``monitoring_ends_at`` events (allo-HSCT,
@@ -44,6 +48,7 @@ class ProtocolOptions(CriteriaOptions):
     car_dose: float | None = None
     age_whole_years: bool | None = None
     screening_end: str = "lymphodepletion"
+    ld_course_tolerance_days: float | None = None
     max_shift_days: float | None = None
     off_study_ends_monitoring: bool = True
     dose_pct: float | None = None
@@ -62,6 +67,9 @@ class ProtocolOptions(CriteriaOptions):
             raise ValueError(f"car_dose must be a dose > 0, not {self.car_dose!r}")
         if self.screening_end not in SCREENING_ENDS:
             raise ValueError(f"screening_end must be one of {', '.join(SCREENING_ENDS)}, not {self.screening_end!r}")
+        from cartlab.protocol.ld_course import course_tolerance
+
+        course_tolerance(self.ld_course_tolerance_days)  # a number of days >= 0 (ValueError otherwise)
         if self.max_shift_days is not None and not (float(self.max_shift_days) >= 0):
             raise ValueError(f"max_shift_days must be a number of days >= 0, not {self.max_shift_days!r}")
         for name in ("dose_pct", "car_t_dose_pct", "day_tolerance"):
