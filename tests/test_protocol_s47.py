@@ -221,3 +221,19 @@ def test_dose_after_death_is_flagged(tmp_path, proto):
     r = derive_deviations(st, proto).filter(pl.col("category") == "dose_after_death")
     assert r["actual_day"].to_list() == [2.0]
     assert len(r["evidence"][0]) == 2
+
+
+def test_dose_plan_creatinine_timed_after_the_first_timed_dose_is_not_screening(tmp_path, proto):
+    # the dose plan reads the screening creatinine as eligibility does (review 47 F6, lead): first decitabine
+    # at 08:00 of day -6 (-5.666667), creatinine 300 umol/L at 18:00 of day -6 (-5.25) is after the dose; the
+    # seed's untimed 54 umol/L of day -6 is the screening value. Old: 300 umol/L (the last one) was used.
+    from cartlab.protocol.deviations import subject_patient
+
+    st = _study(tmp_path, doses=lambda s: s.with_columns(
+        pl.when(pl.col("day") == "-6.0").then(pl.lit("-5.666667")).otherwise(pl.col("day")).alias("day")),
+        observations=lambda s: pl.concat([s, _obs(-5.25, "CREAT", 300, unit="umol/L")]))
+    patient, _ = subject_patient(st, proto, SID)
+    assert (patient.creatinine, patient.creatinine_day) == (54.0, -6.0)
+    # without a time on the dose, the day counts: the later 300 umol/L row is the screening value (unchanged)
+    st2 = _study(tmp_path, "s2", observations=lambda s: pl.concat([s, _obs(-5.25, "CREAT", 300, unit="umol/L")]))
+    assert subject_patient(st2, proto, SID)[0].creatinine == 300.0

@@ -109,11 +109,14 @@ def subject_patient(study, protocol, subject_id: str, ld_course_tolerance_days: 
     obs = study.observations.filter(pl.col("subject_id") == subject_id)
     from cartlab.protocol.dose_inputs import screening_creatinine, subject_body_size
     from cartlab.protocol.eligibility import first_lymphodepletion_days
+    from cartlab.protocol.ld_course import lymphodepletion_courses
 
-    given = first_lymphodepletion_days(study.doses.filter(pl.col("subject_id") == subject_id), protocol,
-                                       ld_course_tolerance_days) or {}
+    doses = study.doses.filter(pl.col("subject_id") == subject_id)
+    given = first_lymphodepletion_days(doses, protocol, ld_course_tolerance_days) or {}
     first_ld = given.get(subject_id)
-    c = screening_creatinine(obs, protocol, first_ld)
+    course = (lymphodepletion_courses(doses, protocol, ld_course_tolerance_days) or {}).get(subject_id)
+    c = screening_creatinine(obs, protocol, first_ld,  # a creatinine timed after the timed first dose: not screening
+                             course.first_time if course is not None and first_ld is not None else None)
     # review 39 B1: the weight/height observation in the protocol's screening window, as the creatinine
     size = subject_body_size(obs, r, first_ld if first_ld is not None else protocol.first_lymphodepletion_day,
                              protocol.screening_window[0])

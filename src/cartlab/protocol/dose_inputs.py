@@ -48,8 +48,12 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def screening_creatinine(obs: pl.DataFrame, protocol, given_first_ld: float | None = None) -> dict[str, Any]:
+def screening_creatinine(obs: pl.DataFrame, protocol, given_first_ld: float | None = None,
+                         first_ld_time: float | None = None) -> dict[str, Any]:
     """The screening creatinine of one subject's observations (see the module docstring).
+    ``first_ld_time``: the first lymphodepletion dose's time (a fractional day) when it has one: a
+    creatinine timed after it on that day is not a screening value, as eligibility reads it (review 47
+    F6; an untimed value of that day counts).
 
     Returns ``value, unit, day, ref, note`` (the value used to print and compute CrCl / eGFR: the
     number, or a censored row's bound), ``candidates`` (tuple of ``(value, unit, ref, label)``; more
@@ -64,6 +68,12 @@ def screening_creatinine(obs: pl.DataFrame, protocol, given_first_ld: float | No
         usable = usable | pl.col("censor_limit").is_not_null()
     c = obs.filter((pl.col("param") == "CREAT") & usable).sort("day", maintain_order=True)
     inside = c.filter(_in_window(lo, hi))
+    if first_ld_time is not None and inside.height:
+        from cartlab.io.clock import is_timed
+
+        after = (is_timed("day", "datetime" if "datetime" in inside.columns else None)
+                 & ((pl.col("day") + 1e-9).floor() == math.floor(first_ld_time + 1e-9)) & (pl.col("day") > first_ld_time))
+        inside = inside.filter(~after)
     out: dict[str, Any] = {"value": None, "unit": None, "day": None, "ref": None, "note": None,
                            "candidates": (), "reason": None}
     if not inside.height:
