@@ -227,7 +227,7 @@ def test_b4_option_in_the_clinic_table_and_a_bad_value_refused():
 
     assert load_clinic().antipyretic_from == "after_decision"
     assert load_clinic(antipyretic_from="day_start").antipyretic_from == "day_start"
-    assert policy_vector(load_clinic()).shape == (10,)      # the kernel's float vector is unchanged
+    assert policy_vector(load_clinic()).shape == (11,)      # 10 thresholds + the hypotension_readings flag (session 47)
     with pytest.raises(InputError, match="antipyretic_from"):
         load_clinic(antipyretic_from="noon")
 

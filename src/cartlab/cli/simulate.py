@@ -210,8 +210,12 @@ def _arm_line(a: dict, days: float | None) -> str:
     icaht = (f"ICAHT>=3 at least {_pct(r['icaht_early_ge3']['k'], n)} (follow-up {days:g} days < the early window's "
              f"{window_end:g})" if short else f"ICAHT>=3 {_pct(r['icaht_early_ge3']['k'], n)}")
     within = f" within {days:g} days" if days is not None and days < 28 else ""
+    cd7 = r["cd7neg_relapse"]
+    unknown = int(cd7.get("unknown", 0))   # relapses without a CD7 result in their window (review 47 B3)
+    cd7_text = _pct(cd7["k"], n) + (f"; CD7 unknown in {unknown} relapse(s), up to {100 * (cd7['k'] + unknown) / n:.1f}%"
+                                    if unknown else "")
     return (f"[bold]{a['arm']}[/] n={n} (Wilson 95% CIs): {response}, CRS>=3 {_pct(r['crs_ge3']['k'], n)}, "
-            f"{icaht}, CD7- relapse {_pct(r['cd7neg_relapse']['k'], n)}; median Cmax{within} "
+            f"{icaht}, CD7- relapse {cd7_text}; median Cmax{within} "
             f"{a['median_cmax_copies_per_ug']} copies/ug at day {a['median_tmax_day']}")
 
 

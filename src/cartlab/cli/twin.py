@@ -29,6 +29,9 @@ SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Random seed (same s
 OtherTargetOpt = Annotated[bool, typer.Option(
     "--allow-other-target", help="Fit a subject whose subjects.target is not CD7 (e.g. CD19) with the CD7 model "
     "anyway (refused by default: the twin models CD7 CAR-T). The forecast is then flagged unreliable.")]
+BaselineBlqOpt = Annotated[str, typer.Option(
+    "--baseline-blq", help="A baseline value reported below its limit (\"<1.5\"): half_lloq (default; the limit / 2), "
+    "lloq (the limit) or missing (the population default, as before session 47).")]
 
 
 def _sources(values: list[str] | None) -> tuple[str, ...] | None:
@@ -38,17 +41,19 @@ def _sources(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _model(sources, posterior: str, anchors: bool, seed: int, draws: int, allow_other_target: bool = False,
-           missing_baseline: str = "integrate"):
-    from cartlab.twin.baseline_prior import MISSING_BASELINE
+           missing_baseline: str = "integrate", baseline_blq: str = "half_lloq"):
+    from cartlab.twin.baseline_prior import BASELINE_BLQ, MISSING_BASELINE
     from cartlab.twin.fit import SEED_ANCHORS, TwinModel
 
     if posterior not in ("laplace", "mcmc"):
         raise _usage(f"--posterior must be laplace or mcmc, not {posterior!r}")
     if missing_baseline not in MISSING_BASELINE:
         raise _usage(f"--missing-baseline must be one of {', '.join(MISSING_BASELINE)}, not {missing_baseline!r}")
+    if baseline_blq not in BASELINE_BLQ:
+        raise _usage(f"--baseline-blq must be one of {', '.join(BASELINE_BLQ)}, not {baseline_blq!r}")
     return TwinModel(sources=_sources(sources), posterior=posterior, anchors=SEED_ANCHORS if anchors else (),
                      seed=seed, n_draws=draws, n_sir=max(2 * draws, 500), allow_other_target=allow_other_target,
-                     missing_baseline=missing_baseline)
+                     missing_baseline=missing_baseline, baseline_blq=baseline_blq)
 
 
 def _param_table(model):
@@ -90,6 +95,7 @@ def _write_fit(model, tmp: Path, meta: dict) -> None:
         "fit_quality": model.fit_quality_.to_dicts(), "intervals_reliable": model.intervals_reliable_,
         # baseline values the data lack, taken from the parameter table's baseline_defaults (session 36)
         "baseline_defaults_used": getattr(model, "baseline_defaults_used_", {}),
+        "baseline_blq_used": getattr(model, "baseline_blq_used_", {}),
         # a measured CARCOPY above the model's ceiling VCN x genomes/ug (review 40 B3; null: none)
         "car_ceiling": getattr(model, "car_ceiling_", None),
         "values": "the twin's curves are simulated (source = simulated), not measured",
@@ -191,6 +197,7 @@ def fit_cmd(
     seed_anchors: AnchorsOpt = False,
     seed: SeedOpt = 0,
     allow_other_target: OtherTargetOpt = False,
+    baseline_blq: BaselineBlqOpt = "half_lloq",
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
     force: ForceOpt = False,
@@ -203,8 +210,8 @@ def fit_cmd(
     [bold]Example[/]: cartlab twin fit out/seed_case --subject CD7-AML-001 --sources paper --seed-anchors --out twin/
     """
     _check_out(out, "the twin fit", "twin_fit", force)
-    data, _ = load_source(study, store, csv_dialect=csv_dialect)
-    model = _model(sources, posterior, seed_anchors, seed, draws, allow_other_target)
+    model = _model(sources, posterior, seed_anchors, seed, draws, allow_other_target, baseline_blq=baseline_blq)
+    data, _ = load_source(study, store, csv_dialect=csv_dialect)  # the options first: a bad flag before reading
     with _progress(f"fitting the twin of {subject}") as step:
         model.fit(data, subject)
         step("identifiability and figure")
@@ -248,6 +255,7 @@ def forecast_cmd(
         "forecast draw takes its own value from the population prior cd7_pop_v1, so the interval carries that "
         "spread) or default (every draw at the parameter table's default value, the interval ignores it).")
     ] = "integrate",
+    baseline_blq: BaselineBlqOpt = "half_lloq",
     show_withheld: Annotated[bool, typer.Option(
         "--show-withheld", help="Print forecasts that are withheld (the twin does not describe a parameter they "
         "rest on, RMS standardised residual > 3; or its CAR course lies off the CARCOPY values it was fitted to) "
@@ -274,6 +282,8 @@ def forecast_cmd(
     if not math.isfinite(from_day):
         raise _usage(f"--from-day must be a finite number of days, got {from_day:g}")
     _check_out(out, "the twin forecast", "twin_forecast", force)
+    # anchors describe the whole course: never in a forecast; the options are checked before the study is read
+    model = _model(sources, posterior, False, seed, draws, allow_other_target, missing_baseline, baseline_blq)
     data, _ = load_source(study, store, csv_dialect=csv_dialect)
     last = _last_recorded_day(data, subject)
     if last is not None and from_day > last:
@@ -283,8 +293,6 @@ def forecast_cmd(
     if first is not None and from_day < first:  # review 38 C7: name the option, not "no observation"
         raise _usage(f"subject {subject!r} has no observation on or before --from-day {from_day:g} (the first is on "
                      f"day {first:g})", hint=f"give --from-day {first:g} or later")
-    # anchors describe the whole course: never in a forecast
-    model = _model(sources, posterior, False, seed, draws, allow_other_target, missing_baseline)
     with _progress(f"forecasting {subject} from day {from_day:g}") as step:
         model.fit(data, subject, until_day=from_day)
         step("simulating forward")

@@ -23,7 +23,10 @@ import contextlib
 
 import numpy as np
 
-__all__ = ["INTEGRATED", "MISSING_BASELINE", "drawn_baseline", "drawn_text"]
+__all__ = ["BASELINE_BLQ", "INTEGRATED", "MISSING_BASELINE", "blq_baseline", "drawn_baseline", "drawn_text"]
+
+#: option ``baseline_blq``: a baseline value reported below its limit of quantification ("<1.5")
+BASELINE_BLQ = ("half_lloq", "lloq", "missing")
 
 #: the values of the model's Baseline drawn from the population prior when missing
 INTEGRATED = ("weight_kg", "bm_blast_pct")
@@ -98,3 +101,54 @@ def drawn_text(drawn: dict) -> str:
     return "; ".join(f"{_LABEL.get(f, f)} ({f}) not measured: drawn from the population prior ({r['distribution']}, "
                      f"median {r['median']:g}{_UNIT.get(f, '')}, {r['lower']:g}-{r['upper']:g}{_UNIT.get(f, '')}, "
                      f"{r['source']})" for f, r in drawn.items())
+
+
+def blq_baseline(study, subject_id: str, baseline, mode: str = "half_lloq"):
+    """``baseline`` (:meth:`cartlab.twin.model.Baseline.from_study` of one subject) with each baseline value
+    whose latest reading (on or before the first lymphodepletion day, else day 0, as ``from_study`` picks
+    it) is censored below a limit ("<1.5 pg/mL": ``censor`` "<", ``censor_limit`` else ``lloq``) read by
+    option ``baseline_blq`` (review 47 B6; cartlab convention, the usual LLOQ/2 substitution for a single
+    value below the LLOQ): ``"half_lloq"`` (default) the limit / 2, ``"lloq"`` the limit, ``"missing"`` not
+    read (as before session 47: an earlier quantified value, else the population default). CD7 on blasts
+    (TGTBLAST) is never read from a bound. Returns (baseline, ``{field: {value, unit, censored, day,
+    option}}`` of the values read from a bound)."""
+    import dataclasses
+    import math
+
+    import polars as pl
+
+    from cartlab.errors import InputError
+    from cartlab.twin.model import _BASE_PARAMS, _BASE_UNITS, Events
+
+    if mode not in BASELINE_BLQ:
+        raise InputError(f"baseline_blq must be one of {', '.join(BASELINE_BLQ)}, not {mode!r}")
+    if mode == "missing":
+        return baseline, {}
+    ld = Events.from_study(study, [subject_id]).ld_day[0]
+    first_ld = float(np.nanmin(ld)) if np.isfinite(ld).any() else 0.0
+    params = {p: f for f, p in _BASE_PARAMS.items() if f != "cd7_on_blasts_pct"}
+    o = (study.observations.filter((pl.col("subject_id") == subject_id) & pl.col("param").is_in(list(params))
+                                   & (pl.col("day") <= 0))
+         .with_columns(_lim=pl.coalesce("censor_limit", "lloq"), _cens=(pl.col("censor") == "<").fill_null(False))
+         .filter(pl.col("value").is_not_null() | (pl.col("_cens") & pl.col("_lim").is_not_null())))
+    # the reading from_study takes: the last on or before the first lymphodepletion day, else the last by day 0
+    o = o.with_columns(_pre=pl.col("day") <= first_ld).with_columns(_any_pre=pl.col("_pre").any().over("param"))
+    last = (o.filter(pl.col("_pre") | ~pl.col("_any_pre")).sort("day", maintain_order=True)
+            .group_by("param", maintain_order=True).last().filter(pl.col("value").is_null()))
+    factor = 0.5 if mode == "half_lloq" else 1.0
+    values, read = {}, {}
+    for r in last.iter_rows(named=True):
+        f = params[r["param"]]
+        v = float(r["_lim"]) * factor
+        if not math.isfinite(v):
+            continue
+        values[f] = np.array([v])
+        read[f] = {"value": v, "unit": _BASE_UNITS[f], "censored": f"<{r['_lim']:g}", "day": float(r["day"]),
+                   "option": f"baseline_blq {mode}"}
+    return (dataclasses.replace(baseline, **values) if values else baseline), read
+
+
+def blq_text(read: dict) -> str:
+    """"il6 <1.5 pg/mL on day -1 read as 0.75 pg/mL (baseline_blq half_lloq)" for each value, joined by "; "."""
+    return "; ".join(f"{f} {r['censored']} {r['unit']} on day {r['day']:g} read as {r['value']:g} {r['unit']} "
+                     f"({r['option']})" for f, r in read.items())

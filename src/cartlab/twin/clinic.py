@@ -44,15 +44,25 @@ class ClinicPolicy:
     #: when the clinic decided on the TEMP then; a reading at the day's start keeps its fever) or
     #: "day_start" (every reading of the day)
     antipyretic_from: str = "after_decision"
+    #: which daily SBP < sbp_low_mmhg readings count toward ``vasopressor_after_readings``: "crs" (ASTCT
+    #: CRS hypotension: with fever, or after tocilizumab) or "any" (every hypotensive reading, before
+    #: session 47: an afebrile reading the day before a febrile one started a vasopressor on the first CRS day)
+    hypotension_readings: str = "crs"
 
 
 ANTIPYRETIC_FROM = ("after_decision", "day_start")
-_FLOATS = [f.name for f in fields(ClinicPolicy) if f.name not in ("name", "active_from_day", "antipyretic_from")]
+HYPOTENSION_READINGS = ("crs", "any")
+_STRINGS = ("name", "active_from_day", "antipyretic_from", "hypotension_readings")
+_FLOATS = [f.name for f in fields(ClinicPolicy) if f.name not in _STRINGS]
+#: length of :func:`policy_vector` (the thresholds, then the hypotension_readings flag)
+N_POLICY = len(_FLOATS) + 1
 
 
 def policy_vector(policy: ClinicPolicy) -> np.ndarray:
-    """The thresholds as a float vector in :data:`_FLOATS` order (kernel input)."""
-    return np.array([float(getattr(policy, k)) for k in _FLOATS], dtype=np.float64)
+    """The thresholds as a float vector in :data:`_FLOATS` order, then 1.0 when every hypotensive reading
+    counts toward a vasopressor (``hypotension_readings`` "any"), 0.0 for CRS readings only (kernel input)."""
+    return np.array([float(getattr(policy, k)) for k in _FLOATS] + [float(policy.hypotension_readings == "any")],
+                    dtype=np.float64)
 
 
 @cache
@@ -78,10 +88,14 @@ def load_clinic(name: str = "clinic_v1", **overrides) -> ClinicPolicy:
     if missing:
         raise InputError(f"twin/criteria/{name}.yaml lacks {sorted(missing)}")
     vals["antipyretic_from"] = str(doc.get("antipyretic_from", "after_decision"))
+    vals["hypotension_readings"] = str(doc.get("hypotension_readings", "crs"))
     vals.update(overrides)
     if vals["antipyretic_from"] not in ANTIPYRETIC_FROM:
         raise InputError(f"antipyretic_from must be one of {', '.join(ANTIPYRETIC_FROM)}, not "
                          f"{vals['antipyretic_from']!r} (twin/criteria/{name}.yaml or the override)")
+    if vals["hypotension_readings"] not in HYPOTENSION_READINGS:
+        raise InputError(f"hypotension_readings must be one of {', '.join(HYPOTENSION_READINGS)}, not "
+                         f"{vals['hypotension_readings']!r} (twin/criteria/{name}.yaml or the override)")
     return ClinicPolicy(name=name, **vals)
 
 
@@ -101,17 +115,22 @@ def clinic_decide(pv, temp_raw, sbp_raw, plat, state):
     tocilizumab (or -1e9), current day.  Returns (antipyretic, vasopressor, tocilizumab, steroid, platelet units) as floats.
 
     Rules (criteria/clinic_v1.yaml): antipyretic if fever; vasopressor once SBP < threshold on
-    ``vasopressor_after_readings`` consecutive daily readings (ASTCT grade 3); tocilizumab (at most
+    ``vasopressor_after_readings`` consecutive daily readings of CRS hypotension (with fever, or after
+    tocilizumab; every hypotensive reading with ``hypotension_readings`` "any") (ASTCT grade 3); tocilizumab (at most
     ``toci_max_doses``) for ASTCT grade >= 2 (fever with hypotension) or high fever on
     ``high_fever_days_for_toci`` consecutive days; corticosteroid for grade 3, or grade 2 persisting
     ``steroid_after_toci_days`` after tocilizumab; platelets below the thresholds."""
     fever = 1.0 if temp_raw >= pv[0] else 0.0
     hyp = 1.0 if sbp_raw < pv[3] else 0.0
-    state[0] = state[0] + 1.0 if hyp > 0.0 else 0.0
     state[1] = state[1] + 1.0 if temp_raw >= pv[1] else 0.0
     toci_before = state[2] > 0.0
     # fever is waived once tocilizumab has been given (ASTCT 2019 Table 1 footnote)
     crs2 = hyp > 0.0 and (fever > 0.0 or toci_before)
+    # the readings before a vasopressor are CRS hypotension (the first one gets fluids + tocilizumab):
+    # an afebrile hypotensive reading before any tocilizumab is not CRS (ASTCT 2019) and does not count
+    # (review 47 B5), unless hypotension_readings is "any" (pv[10])
+    counts = crs2 or (pv[10] > 0.0 and hyp > 0.0)
+    state[0] = state[0] + 1.0 if counts else 0.0
     vaso = 1.0 if (crs2 and state[0] >= pv[4]) else 0.0
     toci = 0.0
     if state[2] < pv[5] and (crs2 or state[1] >= pv[2]):

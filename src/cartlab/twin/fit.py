@@ -39,7 +39,7 @@ import polars as pl
 from scipy import optimize, special
 
 from cartlab.errors import CartlabWarning, InputError
-from cartlab.twin.baseline_prior import MISSING_BASELINE, drawn_baseline, drawn_text
+from cartlab.twin.baseline_prior import BASELINE_BLQ, MISSING_BASELINE, blq_baseline, drawn_baseline, drawn_text
 from cartlab.twin.forecast import (
     defaults_text,
     events_until,
@@ -422,6 +422,8 @@ class TwinModel:
         random seed (same seed, same result), L-BFGS-B iterations per start.
     missing_baseline: ``"integrate"`` (default): a forecast draws a missing weight / marrow blasts from the
         population prior per draw (:mod:`cartlab.twin.baseline_prior`); ``"default"``: the table's default.
+    baseline_blq: a baseline value reported below its limit ("<1.5"): ``"half_lloq"`` (default) the limit / 2,
+        ``"lloq"`` the limit, ``"missing"`` the population default (``baseline_blq_used_`` names them).
 
     Fitted attributes (after :meth:`fit`): ``params_`` (one row per parameter: name, unit, prior,
     estimate, free), ``x_`` (MAP log-parameters of the free ones), ``cov_`` (log-scale covariance),
@@ -441,7 +443,8 @@ class TwinModel:
 
     def __init__(self, prior: Any = "cd7_twin_v1", fixed: dict[str, float] | None = None, posterior: str = "laplace",
                  sources=None, anchors=(), n_starts: int = 3, n_sir: int = 2000, n_draws: int = 1000, seed: int = 0,
-                 maxiter: int = 200, allow_other_target: bool = False, missing_baseline: str = "integrate"):
+                 maxiter: int = 200, allow_other_target: bool = False, missing_baseline: str = "integrate",
+                 baseline_blq: str = "half_lloq"):
         if posterior not in ("laplace", "mcmc"):
             raise InputError(f"posterior must be laplace or mcmc, not {posterior!r}")
         self.prior, self.fixed, self.posterior = prior, dict(fixed or {}), posterior
@@ -452,6 +455,9 @@ class TwinModel:
         if missing_baseline not in MISSING_BASELINE:
             raise InputError(f"missing_baseline must be one of {', '.join(MISSING_BASELINE)}, not {missing_baseline!r}")
         self.missing_baseline = missing_baseline   # twin.baseline_prior: "integrate" (default) or "default"
+        if baseline_blq not in BASELINE_BLQ:
+            raise InputError(f"baseline_blq must be one of {', '.join(BASELINE_BLQ)}, not {baseline_blq!r}")
+        self.baseline_blq = baseline_blq           # twin.baseline_prior.blq_baseline (review 47 B6)
 
     # -- setup
     def _table(self):
@@ -492,7 +498,8 @@ class TwinModel:
         if self.sources is not None:
             base_study = dataclasses.replace(base_study, observations=base_study.observations.filter(
                 pl.col("source").is_in(list(self.sources))))
-        baseline = Baseline.from_study(base_study, [subject_id])
+        baseline, self.baseline_blq_used_ = blq_baseline(base_study, subject_id, Baseline.from_study(
+            base_study, [subject_id]), self.baseline_blq)
         self._baseline_defaults(baseline, subject_id)
         events = Events.from_study(study, [subject_id])
         cells = np.asarray(events.car_t_cells, dtype=float)
@@ -733,8 +740,8 @@ class TwinModel:
             # anchors summarise the whole course (fever days, peak day): a forecast never uses them
             m = TwinModel(self.prior, self.fixed, self.posterior, self.sources, (), self.n_starts,
                           self.n_sir, self.n_draws, self.seed, self.maxiter,
-                          allow_other_target=self.allow_other_target, missing_baseline=self.missing_baseline
-                          ).fit(self.study_, self.subject_id_, until_day=from_day)
+                          allow_other_target=self.allow_other_target, missing_baseline=self.missing_baseline,
+                          baseline_blq=self.baseline_blq).fit(self.study_, self.subject_id_, until_day=from_day)
         draws, weights = forecast_draws(m, n_draws)
         with drawn_baseline(m, draws.shape[0], self.missing_baseline) as drawn:
             _t, sim = m.simulate_after(from_day, draws=draws)

@@ -227,6 +227,10 @@ def forecast_notes(m, table: pl.DataFrame, car_bias_iwres: float = CAR_BIAS_IWRE
         notes.append(f"baseline_default: {defaults_text(used)}: the twin starts from the population default "
                      + ("(the weight or the marrow blasts): the forecast is not reliable" if "baseline_default"
                         in problems else "for these (not by itself a reason to call the forecast unreliable)"))
+    if blq := getattr(m, "baseline_blq_used_", {}):   # review 47 B6: a baseline read from its limit is named
+        from cartlab.twin.baseline_prior import blq_text
+
+        notes.append(f"baseline_blq: {blq_text(blq)}")
     if "misfit" in problems:
         deps = {p: [q for q, ps in FORECAST_DEPENDS.items() if p in ps] for p in _misfits(m)}
         notes.append("the twin does not describe " + ", ".join(f"{t} (the forecast's {', '.join(deps[p])})"

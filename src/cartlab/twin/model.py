@@ -496,7 +496,7 @@ class Events:
                       ld_intensity=1.0) -> Events:
         """The protocol's schedule (``dose_plan``): CAR-T cells = cells/kg x weight (or flat cells),
         ``car_dose_per_kg`` overriding the total, ``split`` the infusion fractions (one per protocol
-        infusion day; a single 1.0 = everything on the first day); LD intensity from the protocol's
+        infusion day, each above 0, adding up to 1; a single 1.0 = everything on the first day); LD intensity from the protocol's
         mg/m2 doses scaled by ``ld_intensity``."""
         w = np.atleast_1d(np.asarray(weight_kg, dtype=np.float64))
         n = len(w)
@@ -512,6 +512,10 @@ class Events:
             d = np.asarray(days, dtype=np.float64)
             if split is not None:
                 fr = np.asarray(list(split), dtype=np.float64)
+                if not (fr.size and np.all(np.isfinite(fr) & (fr > 0)) and abs(fr.sum() - 1.0) <= 1e-6):  # review 47 B7
+                    raise InputError(f"split {','.join(f'{x:g}' for x in fr)}: the infusion fractions must each be above 0 "
+                                     "and add up to 1 (a fraction of 0 is an infusion of no cells: give the split "
+                                     "without it, e.g. 1 for a single infusion)")
                 total = cells.sum(axis=1, keepdims=True)
                 if len(fr) == 1:
                     d, cells = d[:1], total

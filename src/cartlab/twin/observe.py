@@ -133,6 +133,7 @@ class Observed:
     covariates: dict[str, np.ndarray] = field(default_factory=dict)   # sex, age_years, weight_kg, height_cm
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)   # param -> (lln, uln)
     relapse_by_pb: np.ndarray | None = None   # (n,) bool: relapse dated by circulating blasts (no marrow >= 5% first)
+    relapse_cd7_day: np.ndarray | None = None  # (n,) day of the CD7 result read at relapse (NaN: none in the window)
 
     @property
     def n(self) -> int:
@@ -232,14 +233,74 @@ def observe(sim, index: np.ndarray, seed: int, schedule: Schedule, *, hsct_day: 
                    days, last, np.where(hsct <= last, hsct, np.nan), nan, nan.copy(), np.zeros(n, bool),
                    dict(covariates or {}), ranges, np.zeros(n, bool))
     if "BMBLAST" in values:
-        from cartlab.twin.summaries import first_response_day
+        from cartlab.twin.summaries import eln_marrow_categories, first_response_day
 
-        start = first_response_day(obs)
+        marrows = eln_marrow_categories(obs)
+        start = first_response_day(obs, marrows)
         pb = (schedule.times["PBBLAST"], values["PBBLAST"]) if "PBBLAST" in values else None
-        rday, rcd7, by_pb = _relapse(values, schedule, start, pb)
-        obs.relapse_day, obs.relapse_cd7_pct, obs.relapse_by_pb = rday, rcd7, by_pb
-        obs.relapse_cd7_negative = np.isfinite(rcd7) & (rcd7 < schedule.cd7_negative_below_pct) & np.isfinite(rday)
+        rday, _, by_pb = _relapse(values, schedule, start, pb)
+        rcd7, cd7_day = relapse_cd7(values, schedule, rday, obs.hsct_day, marrows)   # the engine's window
+        obs.relapse_day, obs.relapse_cd7_pct, obs.relapse_by_pb, obs.relapse_cd7_day = rday, rcd7, by_pb, cd7_day
+        cut, inclusive = cd7_cutoff(schedule)
+        with np.errstate(invalid="ignore"):
+            below = (rcd7 <= cut) if not inclusive else (rcd7 < cut)
+        obs.relapse_cd7_negative = np.isfinite(rcd7) & below & np.isfinite(rday)
     return obs
+
+
+def cd7_cutoff(schedule: Schedule) -> tuple[float, bool]:
+    """(cut-off, positive_inclusive) of "CD7-negative at relapse": the response engine's
+    ``molecular.antigen_negative_below_pct`` and ``antigen_positive_inclusive`` (default 30, False: CD7 on
+    at most 30% of blasts is not positive, NCT04762485 "CD7 >30% of blasts"), as ``cartlab analyze``'s
+    relapse_antigen.csv reads it (review 47 B4). The schedule's ``cd7_negative_below_pct`` must agree."""
+    from cartlab.response.molecular import MolecularOptions
+
+    mo = MolecularOptions()
+    cut = float(mo.antigen_negative_below_pct)
+    if schedule.cd7_negative_below_pct != cut:
+        raise InputError(f"twin schedule {schedule.version}: relapse.cd7_negative_below_pct "
+                         f"{schedule.cd7_negative_below_pct:g} differs from the response engine's "
+                         f"molecular.antigen_negative_below_pct {cut:g}; the simulated and analysed CD7 status "
+                         "at relapse must use one cut-off")
+    return cut, bool(mo.antigen_positive_inclusive)
+
+
+def relapse_cd7(values: dict[str, np.ndarray], schedule: Schedule, relapse_day: np.ndarray, hsct_day: np.ndarray,
+                marrows) -> tuple[np.ndarray, np.ndarray]:
+    """CD7 % of blasts at relapse and its day (NaN, NaN: not measured), by the rule of
+    ``cartlab.response.molecular.derive_relapse_antigen``: the first TGTBLAST result (the twin's are all
+    marrow) on a calendar day from the relapse's to ``antigen_forward_days`` after it (option of
+    ``ResponseOptions``, default 7), the search stopping the day before an allo-HSCT after the relapse's
+    day and the day before the next response (a marrow in a ``relapse_after`` category; ``marrows``:
+    :func:`cartlab.twin.summaries.eln_marrow_categories`, None = not known). A later result is
+    not the relapse's phenotype: the status is unknown, never negative (review 47 B3/B4; before, the first
+    later marrow with >= 5% blasts was used, however late)."""
+    from cartlab.response.marrow_options import ResponseOptions
+    from cartlab.twin.summaries import CATEGORIES, relapse_rule
+
+    n = np.asarray(relapse_day).size
+    tgt = values.get("TGTBLAST")
+    if tgt is None or "TGTBLAST" not in schedule.times:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    fwd = float(ResponseOptions().antigen_forward_days)
+    day0 = np.floor(np.asarray(relapse_day, float))
+    stop = day0 + fwd
+    hs = np.floor(np.asarray(hsct_day, float))
+    with np.errstate(invalid="ignore"):
+        stop = np.where(hs > day0, np.minimum(stop, hs - 1.0), stop)
+        if marrows is not None:
+            days, cats, counted = marrows
+            after = [CATEGORIES.index(c) for c in relapse_rule()["after_categories"] if c in CATEGORIES]
+            nxt = counted & np.isin(cats, after) & (np.floor(days)[None, :] > day0[:, None])
+            nday = np.where(nxt.any(axis=1), np.floor(days)[np.argmax(nxt, axis=1)] if days.size else np.nan, np.nan)
+            stop = np.where(nday <= stop, nday - 1.0, stop)
+        td = np.floor(schedule.times["TGTBLAST"])[None, :]
+        ok = np.isfinite(tgt) & (td >= day0[:, None]) & (td <= stop[:, None])
+    first = np.argmax(ok, axis=1)
+    has = ok.any(axis=1) & np.isfinite(day0)
+    rows = np.arange(n)
+    return (np.where(has, tgt[rows, first], np.nan),
+            np.where(has, schedule.times["TGTBLAST"][first] if ok.shape[1] else np.nan, np.nan))
 
 
 def _count_with_differential(p: str, spec: dict, latent: np.ndarray, z: np.ndarray, values: dict, schedule,
@@ -284,14 +345,15 @@ def _screening_cd7(latent: np.ndarray, t: np.ndarray, covariates: dict[str, np.n
 
 
 def _relapse(values: dict[str, np.ndarray], schedule: Schedule, start_day: np.ndarray,
-             pb: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             pb: tuple[np.ndarray, np.ndarray] | None = None, hsct_day: np.ndarray | None = None,
+             marrows=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Relapse as ``cartlab.response.marrow.derive_relapse`` finds it (ELN 2022 Table 7, the criteria
     table's ``relapse:`` rules): only after a response (``start_day``: the first marrow in one of the
     table's ``relapse_after`` categories, default CR, CRh, CRi; NaN = never, no relapse), the first later scheduled marrow with blasts >= 5%, or
     the second of two samples with circulating blasts (PBBLAST > 0) at least 7 days apart after the
-    response (``pb``: (days, values)), whichever comes first. Returns (relapse day, CD7 % of blasts on
-    the relapse marrow: that day's, or for a relapse dated by circulating blasts the first later marrow
-    with >= 5% blasts (NaN = none within follow-up), dated by circulating blasts)."""
+    response (``pb``: (days, values)), whichever comes first. Returns (relapse day, CD7 % of blasts at
+    relapse by :func:`relapse_cd7` (the engine's window; ``hsct_day`` / ``marrows`` stop it, when given),
+    dated by circulating blasts)."""
     from cartlab.twin.summaries import relapse_rule
 
     rule = relapse_rule()
@@ -317,15 +379,8 @@ def _relapse(values: dict[str, np.ndarray], schedule: Schedule, start_day: np.nd
         pday = np.where(hit_pb.any(axis=1), tp[np.argmax(hit_pb, axis=1)], np.nan)
         by_pb = np.isfinite(pday) & ~(pday >= day)
         day = np.where(by_pb, pday, day)
-    tgt = values.get("TGTBLAST")
-    cd7 = np.full(n, np.nan)
-    if tgt is not None:   # the relapse marrow: that day's, or (dated by blood blasts) the first later one >= 5%
-        with np.errstate(invalid="ignore"):
-            conf = (t[None, :] >= day[:, None]) & (bm >= rule["bm_blast_pct"])
-        first = np.argmax(conf, axis=1)
-        rows = np.arange(n)
-        cd7 = np.where(conf.any(axis=1) & np.isfinite(day), tgt[rows, first], np.nan)
-    return day, cd7, by_pb
+    hs = np.full(n, np.nan) if hsct_day is None else np.asarray(hsct_day, float)
+    return day, relapse_cd7(values, schedule, day, hs, marrows)[0], by_pb
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,12 +476,13 @@ def intervention_rows(obs: Observed) -> pl.DataFrame:
                      notes.gather(df["s"]).alias("source_note"))
 
 
-def _relapse_detail(cd7: float, negative: bool, by_pb: bool) -> str:
+def _relapse_detail(cd7: float, negative: bool, by_pb: bool, cd7_day: float = np.nan) -> str:
     status = "CD7-negative" if negative else "CD7-positive" if np.isfinite(cd7) else "CD7 status unknown"
+    where = (f"CD7 on {cd7:g}% of blasts" + (f" in the marrow of day {cd7_day:g}" if np.isfinite(cd7_day) else "")
+             if np.isfinite(cd7) else "no CD7 result within the relapse's window")
     if not by_pb:
-        return f"{status} marrow relapse" + (f" (CD7 on {cd7:g}% of blasts)" if np.isfinite(cd7) else "")
-    return (f"{status} relapse (circulating blasts in 2 samples at least 7 days apart"
-            + (f"; CD7 on {cd7:g}% of blasts in the next marrow with >= 5% blasts)" if np.isfinite(cd7) else ")"))
+        return f"{status} marrow relapse ({where})"
+    return f"{status} relapse (circulating blasts in 2 samples at least 7 days apart; {where})"
 
 
 def event_rows(obs: Observed) -> pl.DataFrame:
@@ -436,7 +492,9 @@ def event_rows(obs: Observed) -> pl.DataFrame:
     rs = np.nonzero(np.isfinite(obs.relapse_day))[0]
     cd7 = obs.relapse_cd7_pct[rs]
     by_pb = np.zeros(obs.n, bool) if obs.relapse_by_pb is None else np.asarray(obs.relapse_by_pb, bool)
-    detail = [_relapse_detail(c, neg, pbr) for c, neg, pbr in zip(cd7, obs.relapse_cd7_negative[rs], by_pb[rs])]
+    cday = np.full(obs.n, np.nan) if obs.relapse_cd7_day is None else np.asarray(obs.relapse_cd7_day, float)
+    detail = [_relapse_detail(c, neg, pbr, d) for c, neg, pbr, d in
+              zip(cd7, obs.relapse_cd7_negative[rs], by_pb[rs], cday[rs])]
     hs = np.nonzero(np.isfinite(obs.hsct_day))[0]
     df = pl.DataFrame({
         "s": np.concatenate([rs, hs]).astype(np.int64),

@@ -54,8 +54,11 @@ def forecast_assumptions(from_day: float) -> list[str]:
     """What a forecast from ``from_day`` assumes (docs/twin.md "Forecasts")."""
     d = f"{from_day:g}"
     return [f"the twin is fitted to the observations up to day {d} only",
-            f"the clinic rule clinic_v1 decides tocilizumab, steroids, vasopressors and transfusions after day {d}",
-            f"recorded interventions after day {d} are not used (the forecast must not know them)",
+            f"the clinic rule clinic_v1 decides tocilizumab, steroids, vasopressors and transfusions on day {d} and "
+            f"after day {d}; the interventions recorded before day {d} act in the twin and count toward the rule's "
+            "limits (the tocilizumab doses already given, review 47 A1)",
+            f"recorded interventions after day {d} are not used (the forecast must not know them; one on day {d} "
+            "itself neither: the rule decides that day)",
             "seed anchors are never used in a forecast",
             "intervals are those of the noise-free course over the posterior (parameter uncertainty), "
             "not of new measurements (which scatter more, by the observation noise)"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from cartlab.errors import InputError
 from cartlab.twin import model as m
-from cartlab.twin.clinic import CLINIC_KEYS, ClinicPolicy, clinic_decide, policy_vector
+from cartlab.twin.clinic import CLINIC_KEYS, N_POLICY, ClinicPolicy, clinic_decide, policy_vector
 from cartlab.twin.model import (
     A_QSSA,
     NS,
@@ -448,7 +448,7 @@ def solve(theta, baseline, events, t_out, *, clinic=None, solver="dp5", rtol=1e-
     day_lo, day_hi = _clinic_window(t_out)
     D = max(0, int(day_hi - day_lo) + 1)
     use_policy = clinic is not None
-    pv = policy_vector(clinic) if use_policy else np.zeros(10)
+    pv = policy_vector(clinic) if use_policy else np.zeros(N_POLICY)
     act = float(clinic.active_from_day) if use_policy else math.inf
     act = max(act, -1e300)
     atol = rtol * STATE_SCALE
@@ -551,7 +551,7 @@ def python_course(theta_row, baseline_row, events_row, t_out, *, clinic_log=None
     cs = np.zeros(5)
     cs[3] = -1e9
     eff = np.array([NEG, NEG])
-    pv = policy_vector(pol) if pol is not None else np.zeros(10)
+    pv = policy_vector(pol) if pol is not None else np.zeros(N_POLICY)
     act = max(pol.active_from_day, -1e300) if pol is not None else math.inf
     atol = (rtol if atol_scale is None else atol_scale) * STATE_SCALE
     bnd = getattr(_boundary, "py_func", _boundary)

@@ -16,7 +16,9 @@ what ``cartlab analyze`` derives from the written folder (tested in ``tests/test
   from the first day of a waiver category (tocilizumab / corticosteroid).
 * Early ICAHT (EHA/EBMT 2023, ``grading/criteria/icaht_2023.yaml``, default options): daily ANC in
   the early window, linearly interpolated between measured days, cumulative days at or below each
-  level the early rules name, with non-stable recoveries counted; the grade by the table's rules.
+  level the early rules name, with non-stable recoveries counted; "never above" only when the data
+  start by day 3 and reach day 30 (a shorter follow-up is graded on the days observed, as analyze's
+  ``icaht_early_grade``); the grade by the table's rules.
 * ELN 2022 best response (AML; ``response/criteria/eln2022_aml.yaml``, default options): each
   post-infusion marrow with NEUT/PLAT/PBBLAST from the marrow day or the nearest day within the
   table's count window (ties: earlier), categorised by the table's rules (the catch-all NR while a
@@ -397,6 +399,8 @@ def summarise(obs) -> dict[str, np.ndarray]:
     out["response"], out["response_day"] = eln_best_response(obs)   # the marrows' categories: as observe's relapse
     out["relapse"] = np.isfinite(obs.relapse_day)
     out["cd7neg_relapse"] = np.asarray(obs.relapse_cd7_negative, bool)
+    # a relapse without a CD7 result in its window is unknown, not "not CD7-negative" (review 47 B3)
+    out["cd7unknown_relapse"] = out["relapse"] & ~np.isfinite(np.asarray(obs.relapse_cd7_pct, float))
     out["hsct"] = np.isfinite(obs.hsct_day)
     return out
 
@@ -439,6 +443,8 @@ class Accumulator:
         self._c(arm, "icaht_evaluable", (s["icaht_early"] >= 0).sum())
         self._c(arm, "relapse", s["relapse"].sum())
         self._c(arm, "cd7neg_relapse", s["cd7neg_relapse"].sum())
+        if "cd7unknown_relapse" in s:
+            self._c(arm, "cd7unknown_relapse", s["cd7unknown_relapse"].sum())
         self._c(arm, "hsct", s["hsct"].sum())
         if "cmax" in s:
             self._c(arm, "expanded", (s["cmax"] > 0).sum())

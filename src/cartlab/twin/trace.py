@@ -51,6 +51,7 @@ def trace_record(model, table, data, study_arg: str | None) -> dict:
     return {"seed": int(model.seed), "cartlab_version": cartlab.__version__,
             "parameter_set": f"{table.name} {table.version}".strip(),
             "missing_baseline": getattr(model, "missing_baseline", None),
+            "baseline_blq": getattr(model, "baseline_blq", None),
             "study": study_record(data, study_arg)}
 
 

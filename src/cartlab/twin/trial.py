@@ -40,7 +40,8 @@ RATES = (  # summary name, counter, denominator counter, label
     ("crs_ge3", "crs_ge3", "n", "ASTCT CRS grade >= 3"),
     ("icaht_early_ge3", "icaht_early_ge3", "n", "early ICAHT grade >= 3"),
     ("relapse", "relapse", "n", "marrow relapse within follow-up"),
-    ("cd7neg_relapse", "cd7neg_relapse", "n", "CD7-negative marrow relapse within follow-up"),
+    ("cd7neg_relapse", "cd7neg_relapse", "n", "relapse within follow-up with CD7 on at most 30% of blasts at "
+     "relapse (a relapse without a CD7 result in its window is counted in 'unknown', not as CD7-positive)"),
     ("hsct", "hsct", "n", "allo-HSCT (ends follow-up)"),
     # review 38 C3: not "expanded": a non-expander's infused cells are still quantifiable (above the LLOQ),
     # so this rate says nothing about the population's non-expanders (counter name kept for chunk files)
@@ -246,6 +247,7 @@ def _take(obs, rows: np.ndarray):
                    clinic=cut(obs.clinic), last_day=obs.last_day[rows], hsct_day=obs.hsct_day[rows],
                    relapse_day=obs.relapse_day[rows], relapse_cd7_pct=obs.relapse_cd7_pct[rows],
                    relapse_cd7_negative=obs.relapse_cd7_negative[rows], covariates=cut(obs.covariates),
+                   relapse_cd7_day=None if obs.relapse_cd7_day is None else obs.relapse_cd7_day[rows],
                    relapse_by_pb=None if obs.relapse_by_pb is None else obs.relapse_by_pb[rows])
 
 
@@ -466,6 +468,14 @@ def _rate(k: int, n: int) -> dict[str, Any]:
             "ci95_wilson": [round(w[0], 6), round(w[1], 6)], "ci95_exact": [round(cp[0], 6), round(cp[1], 6)]}
 
 
+def _unknown_range(rate: dict[str, Any], unknown: int) -> None:
+    """A rate some of whose patients' status is unknown (missing is not negative, review 47 B3): ``unknown``
+    and ``range`` [k/n, (k + unknown)/n], the rate with none or all of them counted."""
+    k, n = rate["k"], rate["n"]
+    rate["unknown"] = int(unknown)
+    rate["range"] = [round(k / n, 6), round((k + unknown) / n, 6)] if n else [None, None]
+
+
 def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
     arms = []
     for arm in cfg.arms:
@@ -483,10 +493,12 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
                           "failed": [{"patient": i, "subject_id": f"SIM-{i:07d}", "reason": why}
                                      for i, why in failed]},
                "rates": {name: _rate(c.get(k, 0), den[d]) | {"label": label} for name, k, d, label in RATES},
+               "cd7_unknown_relapses": int(c.get("cd7unknown_relapse", 0)),
                "best_response": {cat: int(c.get(f"best_{cat}", 0)) for cat in CATEGORIES},
                "median_cmax_copies_per_ug": _r(hist_median(h["cmax"])) if "cmax" in h else None,
                "median_tmax_day": _r(hist_median(h["tmax"], log=False)) if "tmax" in h else None,
                "median_auc0_28": _r(hist_median(h["auc28"])) if "auc28" in h else None}
+        _unknown_range(row["rates"]["cd7neg_relapse"], row["cd7_unknown_relapses"])
         arms.append(row)
     return {
         # the work-unit size is not part of the result (run_config.json keeps it for --resume): the
@@ -506,6 +518,10 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
             ("medians of Cmax / AUC from fixed log10 histograms (0.01 dex bins: the middle value's bin centre, for an "
             "even count the mean of the two middle values' bin centres; within a factor 10^0.005, about 1.2%, of the "
             "sample median), Tmax from daily bins; among patients with a quantifiable CAR level"),
+            ("cd7neg_relapse: CD7 status at relapse as cartlab analyze's relapse_antigen.csv reads it (the first "
+             "CD7 result from the relapse day to response.antigen_forward_days, 7, after it; at most 30% of blasts "
+             "is not CD7-positive); a relapse without a CD7 result there is unknown, not CD7-positive: 'unknown' "
+             "counts them and 'range' is the rate with none to all of them CD7-negative"),
             ("95% CIs, binomial sampling only (no parameter uncertainty): ci95_wilson (Wilson score; the interval "
              "cartlab simulate prints and tables/ gives as *_lo/*_hi) and ci95_exact (Clopper-Pearson, the method "
              "of cartlab analyze's response_rates.csv)"),
@@ -545,6 +561,8 @@ def write_outputs(cfg: TrialConfig, acc: Accumulator, out: Path) -> dict[str, An
         for name, v in a["rates"].items():
             r[name] = v["rate"]
             r[f"{name}_lo"], r[f"{name}_hi"] = v["ci95_wilson"]
+            if "unknown" in v:   # cd7neg_relapse: the relapses of unknown CD7 status, and the rate with all of them
+                r[f"{name}_unknown"], r[f"{name}_max"] = v["unknown"], v["range"][1]
         rows.append(r)
     # every value is simulated: the same source label as the study tables' rows
     table = pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.lit("simulated").alias("source"))
