@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from cartlab.criteria.options import CriteriaOptions
 from cartlab.protocol.eligibility import SCREENING_ENDS
+from cartlab.protocol.ld_course import COURSE_TOLERANCE_DAYS
 
 
 class ProtocolOptions(CriteriaOptions):
@@ -20,7 +21,7 @@ class ProtocolOptions(CriteriaOptions):
     * ``screening_end`` ["lymphodepletion"]: the screening window ends on the day of the first
       recorded lymphodepletion dose (inclusive); "day_before_lymphodepletion" or "fixed" (the
       protocol's nominal end).
-    * ``ld_course_tolerance_days`` [None = 2 days, cartlab convention]: how many days a subject's recorded
+    * ``ld_course_tolerance_days`` [2 days, cartlab convention; None reads as 2]: how many days a subject's recorded
       lymphodepletion course may span beyond the protocol's planned span (NCT04762485: 3 days, so at most
       5); an earlier dose of a lymphodepletion agent is bridging, not the course (it does not move the
       screening window; the deviations report it as an extra dose; review 47 F1, docs/protocol.md).
@@ -48,7 +49,7 @@ class ProtocolOptions(CriteriaOptions):
     car_dose: float | None = None
     age_whole_years: bool | None = None
     screening_end: str = "lymphodepletion"
-    ld_course_tolerance_days: float | None = None
+    ld_course_tolerance_days: float | None = COURSE_TOLERANCE_DAYS  # recorded as used in analysis.json
     max_shift_days: float | None = None
     off_study_ends_monitoring: bool = True
     dose_pct: float | None = None
