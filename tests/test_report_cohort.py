@@ -38,9 +38,9 @@ def _study(tmp_path: Path, rows: list[tuple], events: str = "", obs: str = ""):
     return read_study(f)
 
 
-def _adopt(study, protocol=None, **tables: pl.DataFrame) -> Analysis:
-    """An Analysis whose ``tables`` are the given frames (their steps are not run)."""
-    a = Analysis(study, protocol=protocol)
+def _adopt(study, protocol=None, options=None, **tables: pl.DataFrame) -> Analysis:
+    """An Analysis (with ``options``) whose ``tables`` are the given frames (their steps are not run)."""
+    a = Analysis(study, options=options, protocol=protocol)
     steps = [s for s in a.steps if set(s.outputs) & set(tables)]
     a.adopt(steps, dict(tables), {n: set() for n in tables}, [], [], {}, {})
     return a

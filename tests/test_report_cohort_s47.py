@@ -19,6 +19,7 @@ from cartlab.io import read_study
 from cartlab.report import cohort_data as cd
 from cartlab.report.cohort_views import view_specs
 from cartlab.response.endpoint_options import EndpointOptions
+from test_report_cohort import _adopt as adopt
 
 
 def _study(tmp_path: Path, doses: bool = True):
@@ -34,10 +35,7 @@ def _study(tmp_path: Path, doses: bool = True):
 
 
 def _adopt(study, options=None, **tables: pl.DataFrame) -> Analysis:
-    a = Analysis(study, options=options)
-    steps = [s for s in a.steps if set(s.outputs) & set(tables)]
-    a.adopt(steps, dict(tables), {n: set() for n in tables}, [], [], {}, {})
-    return a
+    return adopt(study, options=options, **tables)
 
 
 CRS = pl.DataFrame({"subject_id": list("ABC"), "crs_grade_astct": [1, 2, 3]}, schema_overrides={"crs_grade_astct": pl.Int64})
