@@ -147,3 +147,60 @@ def test_incidence_table_reads_the_step_holding_on_each_day():
     assert t["relapse % (CIF)"].to_list() == [0.0, 10.0, 25.0, None]
     assert t["relapse 95% CI high"].to_list() == [0.0, 30.0, 50.0, None]
     assert t["n_at_risk"].to_list() == [10, 6, 2, 0]
+
+
+# ---- review 47b: censored-above results, recovery censored by follow-up, exposure medians -------------------
+def _obs_study(tmp_path, ids, obs):
+    from test_report_cohort import _study as obs_study
+
+    return obs_study(tmp_path, [(s, "AML", 30, "") for s in ids], obs=obs)
+
+
+def test_heat_map_keeps_a_result_above_the_upper_limit(tmp_path):
+    """A ">5000" IL-6 (above the assay's upper limit) is the day's maximum at 5000, flagged ``above``; it was
+    dropped and its day drawn as "no sample". C has only "<5": its peak is unknown, so it is ranked last
+    (its limit is not a peak). By hand: A day 3 = >5000 (beats 300 that day), B peaks at 800."""
+    study = _obs_study(tmp_path, "ABC", "A,3,IL6,300,,pg/mL,,,\nA,3,IL6,,>5000,pg/mL,,,\nA,4,IL6,40,,pg/mL,,,\n"
+                                        "B,3,IL6,800,,pg/mL,,,\nC,3,IL6,,<5,pg/mL,,,")
+    m = cd.cytokine_matrix(Analysis(study))
+    a3 = m.cells.filter((pl.col("subject_id") == "A") & (pl.col("day") == 3)).row(0, named=True)
+    assert (a3["value"], a3["above"], a3["blq"]) == (5000.0, True, False)
+    assert m.subjects == ("A", "B", "C")
+
+
+def test_expansion_draws_a_result_above_the_upper_limit_at_its_limit(tmp_path):
+    study = _obs_study(tmp_path, "A", "A,7,CARCOPY,1000,,copies/ug gDNA,50,PB,\nA,10,CARCOPY,,>100000,copies/ug gDNA,50,PB,")
+    e = cd.expansion_data(Analysis(study))
+    assert e.points.select("day", "value", "blq", "above").rows() == [(7.0, 1000.0, False, False),
+                                                                      (10.0, 100000.0, False, True)]
+    assert not e.notes or "left out" not in " ".join(e.notes)
+
+
+def test_recovery_censored_by_follow_up_is_a_band_not_never_recovered(tmp_path):
+    """4 subjects below the threshold: A recovered day 10, B died day 12 (not reached), C's follow-up ended on
+    day 20 (censored), D recovered day 25. By hand: lower line 1/4 from day 10, 2/4 from day 25 (C never);
+    upper line counts C from day 21 (B, dead, never): 1/4 day 10, 2/4 day 21, 3/4 day 25."""
+    study = _obs_study(tmp_path, "ABCD", "")
+    rec = pl.DataFrame({"subject_id": list("ABCD"), "neutrophil_recovery_day": [10.0, None, None, 25.0],
+                        "neutrophil_recovery_status": ["recovered", "not_reached", "not_reached", "recovered"],
+                        "neutrophil_recovery_censor_day": [None, 12.0, 20.0, None],
+                        "neutrophil_recovery_censor_reason": [None, "death", "last_followup_day", None],
+                        "platelet_recovery_day": [None] * 4, "platelet_recovery_status": ["no_data"] * 4},
+                       schema_overrides={"platelet_recovery_day": pl.Float64, "platelet_recovery_status": pl.String})
+    d = cd.count_recovery_data(adopt(study, count_recovery=rec))
+    st = dict(d.subjects.filter(pl.col("lineage") == "neutrophil").select("subject_id", "status").iter_rows())
+    assert st == {"A": "recovered", "B": "not reached", "C": "censored", "D": "recovered"}
+    c = d.curve.filter(pl.col("lineage") == "neutrophil")
+    assert c.select("day", "n_recovered_low", "n_recovered_high").rows() == [(10.0, 1, 1), (21.0, 1, 2), (25.0, 2, 3)]
+    assert set(c["n_needing"].to_list()) == {4}
+    assert "1 censored before recovery" in d.legend("neutrophil") and any("C (day 20)" in n for n in d.notes)
+
+
+def test_exposure_medians_include_the_non_expanders():
+    """CRh Cmax 16,500, 49,800, 55,900, 120,000 and a non-expander's 0: median 49,800 (the figure drew
+    52,850 over the positive values only)."""
+    from cartlab.report.cohort_data import ExposureData
+
+    pts = pl.DataFrame({"subject_id": list("abcde"), "car_cmax": [16500.0, 49800.0, 55900.0, 120000.0, 0.0],
+                        "car_auc_0_28": [1.0] * 5, "response": ["CRh"] * 5})
+    assert ExposureData(pts, pl.DataFrame()).medians("car_cmax") == {"CRh": 49800.0}

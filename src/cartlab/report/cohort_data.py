@@ -49,6 +49,7 @@ from cartlab.report.cohort_stats import (
 from cartlab.report.cohort_swimmer import SwimmerData, events_not_given, swimmer_data
 
 __all__ = [
+    "HEAT_ABOVE_TEXT",
     "HEAT_BLQ_TEXT",
     "HEAT_ZERO_TEXT",
     "PERIPHERAL_SPECIMENS",
@@ -253,9 +254,10 @@ def icaht_distribution(analysis, subject_ids=None) -> Distribution:
 @dataclass(frozen=True)
 class RecoveryData:
     """``subjects``: ``subject_id``, ``lineage`` (neutrophil / platelet), ``status`` (recovered,
-    not reached, not applicable = never below the threshold, not evaluable = the day lies in a range
+    not reached = a death or a censoring event came first, censored = follow-up ended before a
+    recovery, not applicable = never below the threshold, not evaluable = the day lies in a range
     days without a value leave open, no data), ``day``, ``day_min``/``day_max`` (the range of a not
-    evaluable day; ``day_max`` empty = open-ended). ``curve`` (:func:`recovery_curve`): per lineage
+    evaluable day; ``day_max`` empty = open-ended), ``censor_day``/``censor_reason``. ``curve`` (:func:`recovery_curve`): per lineage
     and day the cumulative share recovered among the subjects who needed to recover (recovered, not
     reached and not evaluable): ``n_recovered_low``/``proportion_low`` (each not evaluable subject at
     its latest possible day), ``n_recovered_high``/``proportion_high`` (at its earliest),
@@ -274,16 +276,21 @@ class RecoveryData:
         """One lineage's legend text (both renderers): recovered of N needing (not evaluable in N),
         never below, no data."""
         counts = dict(self.subjects.filter(pl.col("lineage") == lin).group_by("status").len().iter_rows())
-        ne = counts.get("not evaluable", 0)
-        need = counts.get("recovered", 0) + counts.get("not reached", 0) + ne
+        ne, cens = counts.get("not evaluable", 0), counts.get("censored", 0)
+        need = counts.get("recovered", 0) + counts.get("not reached", 0) + ne + cens
         return (f"{self.labels.get(lin, lin)}: N = {need} below the threshold ({counts.get('recovered', 0)} recovered, "
-                f"{counts.get('not reached', 0)} not reached" + (f", {ne} not evaluable: days unknown, band" if ne else "")
+                f"{counts.get('not reached', 0)} not reached (death or a censoring event)"
+                + (f", {cens} censored before recovery: band" if cens else "")
+                + (f", {ne} not evaluable: days unknown, band" if ne else "")
                 + f"); {counts.get('not applicable', 0)} never below; {counts.get('no data', 0)} no data")
 
 
-#: the legend entry of the count-recovery band (not evaluable subjects)
-RECOVERY_BAND_TEXT = ("band: not evaluable subjects at their latest (solid line) to earliest (dashed) possible "
-                      "recovery day")
+#: the legend entry of the count-recovery band (not evaluable and censored subjects)
+RECOVERY_BAND_TEXT = ("band: not evaluable and censored subjects at their latest (solid line; never, if open-ended) "
+                      "to earliest (dashed) possible recovery day")
+#: count_recovery censor reasons that end the observation (not a death or a censoring event): the recovery may
+#: come after them (grading/count_recovery.py ``_censor_reason``)
+FOLLOWUP_ENDS = ("last_followup_day", "latest_row", "last_value")
 
 
 def recovery_definition() -> tuple[dict[str, str], int | None]:
@@ -321,8 +328,18 @@ def count_recovery_data(analysis, subject_ids=None) -> RecoveryData:
                   .otherwise(pl.lit("no data")))
         rng = [pl.col(f"{lin}_recovery_day_{b}").cast(pl.Float64).alias(f"day_{b}") if f"{lin}_recovery_day_{b}"
                in rec.columns else pl.lit(None, pl.Float64).alias(f"day_{b}") for b in ("min", "max")]
+        cday, cwhy = f"{lin}_recovery_censor_day", f"{lin}_recovery_censor_reason"
+        censor = [pl.col(cday).cast(pl.Float64).alias("censor_day") if cday in rec.columns
+                  else pl.lit(None, pl.Float64).alias("censor_day"),
+                  pl.col(cwhy).cast(pl.String).alias("censor_reason") if cwhy in rec.columns
+                  else pl.lit(None, pl.String).alias("censor_reason")]
         parts.append(rec.select("subject_id", pl.lit(lin).alias("lineage"), st.fill_null("no data").alias("status"),
-                                pl.col(f"{lin}_recovery_day").cast(pl.Float64).alias("day"), *rng))
+                                pl.col(f"{lin}_recovery_day").cast(pl.Float64).alias("day"), *rng, *censor))
+    # not reached because the observation ended (last follow-up, the latest row or value), not because of a
+    # death or a censoring event: the recovery may come later, so it is "censored", a band (review 47b #2)
+    ended = (pl.col("status") == "not reached") & pl.col("censor_reason").is_in(list(FOLLOWUP_ENDS))
+    parts = [p.with_columns(pl.when(ended).then(pl.lit("censored")).otherwise(pl.col("status")).alias("status"))
+             for p in parts]
     subjects = pl.concat(parts)
     curve = recovery_curve(subjects)
     labels, consecutive = recovery_definition()
@@ -330,6 +347,12 @@ def count_recovery_data(analysis, subject_ids=None) -> RecoveryData:
     notes = ([" and ".join(f"{n} {lin}" for lin, n in n_ne.iter_rows())
               + " subject(s) not evaluable (recovery day in a range days without a value leave open) are counted "
               "in the denominator"] if n_ne.height else [])
+    cens = subjects.filter(pl.col("status") == "censored").sort("lineage", "subject_id")
+    for lin, sub in cens.partition_by("lineage", as_dict=True, maintain_order=True).items():
+        shown = ", ".join(f"{s} (day {d:g})" for s, d in sub.select("subject_id", "censor_day").head(10).iter_rows())
+        notes.append(f"{sub.height} {lin[0]} subject(s) censored before recovery (follow-up ended, not a death or a "
+                     f"censoring event: {shown}{' and more' if sub.height > 10 else ''}): in the denominator, never "
+                     "recovered on the solid line, from the day after the censoring on the dashed line")
     return RecoveryData(subjects, curve, tuple(notes), labels=labels, consecutive=consecutive)
 
 
@@ -338,14 +361,18 @@ def recovery_curve(subjects: pl.DataFrame) -> pl.DataFrame:
     below the threshold (recovered, not reached, not evaluable: missing is not "not recovered", nor
     is it left out). A not-evaluable subject's day lies in ``[day_min, day_max]``: the lower bound
     counts it at ``day_max`` (never, if open-ended), the upper bound at ``day_min`` (day 0 if
-    unknown). One pass over the subjects (expressions, no loop)."""
+    unknown); a censored subject (follow-up ended before recovery) is never counted by the lower bound
+    and from the day after its censoring by the upper one. One pass over the subjects (expressions, no
+    loop)."""
     st = pl.col("status")
-    need = subjects.filter(st.is_in(["recovered", "not reached", "not evaluable"]))
+    need = subjects.filter(st.is_in(["recovered", "not reached", "not evaluable", "censored"]))
     n_need = need.group_by("lineage").agg(pl.len().cast(pl.Int64).alias("n_needing"))
     rec = st == "recovered"
     ne = st == "not evaluable"
     lo_day = pl.when(rec).then(pl.col("day")).when(ne).then(pl.col("day_max"))
     hi_day = pl.when(rec).then(pl.col("day")).when(ne).then(pl.col("day_min").fill_null(0.0))
+    if "censor_day" in need.columns:  # censored (follow-up ended): open-ended from the day after (review 47b #2)
+        hi_day = hi_day.when(st == "censored").then(pl.col("censor_day").floor() + 1)
     ev = pl.concat([need.select("lineage", lo_day.alias("day"), pl.lit(1).alias("lo"), pl.lit(0).alias("hi")),
                     need.select("lineage", hi_day.alias("day"), pl.lit(0).alias("lo"), pl.lit(1).alias("hi"))])
     return (ev.filter(pl.col("day").is_not_null()).group_by("lineage", "day").agg(pl.col("lo").sum(), pl.col("hi").sum())
@@ -366,7 +393,8 @@ def recovery_curve(subjects: pl.DataFrame) -> pl.DataFrame:
 @dataclass(frozen=True)
 class ExpansionData:
     """``points``: ``subject_id``, ``day``, ``value`` (copies/µg gDNA; a result below the limit of
-    quantification is drawn at its limit), ``blq``, ``kind``, ``response`` (best response or "no
+    quantification is drawn at its limit), ``blq``, ``above`` (a ``>x`` result above the upper limit,
+    drawn at x), ``kind``, ``response`` (best response or "no
     criteria" / "not assessed"); ``n_without`` = selected subjects without any CARCOPY value."""
 
     points: pl.DataFrame
@@ -391,11 +419,13 @@ def expansion_data(analysis, subject_ids=None, param: str = "CARCOPY") -> Expans
         raise ViewUnavailable(f"{view}: no {param} observations (peripheral blood) for the selected subjects")
     lim = pl.coalesce("censor_limit", "lloq")
     censored = pl.col("censor").fill_null("").str.starts_with("<")
+    above = pl.col("censor").fill_null("").str.starts_with(">")  # above the upper limit: at it (review 47b #1)
     pts = obs.select(
         "subject_id", "day",
-        pl.when(censored | (pl.col("value").fill_null(1.0) <= 0)).then(lim).otherwise(pl.col("value")).alias("value"),
-        (censored | (pl.col("value") <= 0)).fill_null(False).alias("blq"), kind_expr(precise=True).alias("kind"),
-        pl.col("unit").fill_null(""))
+        pl.when(above).then(pl.col("censor_limit"))
+        .when(censored | (pl.col("value").fill_null(1.0) <= 0)).then(lim).otherwise(pl.col("value")).alias("value"),
+        (censored | (pl.col("value") <= 0)).fill_null(False).alias("blq"), above.alias("above"),
+        kind_expr(precise=True).alias("kind"), pl.col("unit").fill_null(""))
     dropped = pts.filter(pl.col("value").is_null() | (pl.col("value") <= 0)).height
     pts = pts.filter(pl.col("value") > 0)
     best = optional(analysis, "best_response")
@@ -424,6 +454,13 @@ class ExposureData:
     param: str | None = None
     unit: str = ""
     window: tuple[float, float] = (0.0, 28.0)
+
+    def medians(self, col: str) -> dict[str, float]:
+        """Per best-response category, the median of ``col`` over every subject with a value, a
+        non-expander's 0 included, as the exposure-response table's medians (review 47b #3: the figure
+        left the zeros out and overstated the category)."""
+        return dict(self.points.filter(pl.col(col).is_not_null()).group_by("response")
+                    .agg(pl.col(col).median()).iter_rows())
 
 
 def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
@@ -501,8 +538,9 @@ def exposure_outcome_data(analysis, subject_ids=None) -> ExposureData:
 class CytokineMatrix:
     """``cells``: ``subject_id``, ``day`` (whole day), ``value`` (the day's maximum; a measured 0 is
     a value, drawn at the floor of the log scale and marked, never as "no sample"), ``blq`` (the
-    value is a ``<x`` result shown at its limit x: censored, marked), ``kind`` (of that maximum's
-    row); ``subjects`` in display order (highest peak first); ``unit``."""
+    value is a ``<x`` result shown at its limit x: censored, marked), ``above`` (a ``>x`` result above
+    the upper limit, shown at x, marked), ``kind`` (of that maximum's row); ``subjects`` in display
+    order (highest peak first, a subject with only ``<x`` results last); ``unit``."""
 
     param: str
     unit: str
@@ -532,6 +570,7 @@ class CytokineMatrix:
 #: legend texts of the heat map's marked cells
 HEAT_ZERO_TEXT = "measured 0, drawn at the floor of the scale"
 HEAT_BLQ_TEXT = "censored: below the limit of quantification (<x), drawn at the limit"
+HEAT_ABOVE_TEXT = "censored: above the upper limit of quantification (>x), drawn at the limit"
 
 
 def cytokine_matrix(analysis, subject_ids=None, param: str = "IL6", days: tuple[int, int] | None = None) -> CytokineMatrix:
@@ -544,19 +583,25 @@ def cytokine_matrix(analysis, subject_ids=None, param: str = "IL6", days: tuple[
     obs = subset(analysis.study.observations, ids).filter((pl.col("param") == param) & pl.col("day").is_not_null())
     if days is not None:
         obs = obs.filter(pl.col("day").floor().is_between(days[0], days[1]))
-    blq = pl.col("censor").fill_null("").str.starts_with("<")
-    val = pl.coalesce(pl.when(blq).then(pl.col("censor_limit")), pl.col("value"))
+    cens = pl.col("censor").fill_null("")
+    blq, above = cens.str.starts_with("<"), cens.str.starts_with(">")
+    val = pl.coalesce(pl.when(blq | above).then(pl.col("censor_limit")), pl.col("value"))
     # the day's maximum is picked before the limit stands in for a censored result: a measured value
-    # (0 included) beats a "<x" of the same day, whose true value is unknown below x
+    # (0 included) beats a "<x" of the same day, whose true value is unknown below x; a ">x" (above the
+    # assay's upper limit: often the course's highest IL-6) is at least x, so it beats a measured value
+    # at or below x (review 47b #1: it was dropped and its day drawn as "no sample")
     cells = (obs.select("subject_id", pl.col("day").floor().cast(pl.Int64).alias("day"), val.alias("value"),
-                        blq.alias("blq"), kind_expr(precise=True).alias("kind"), pl.col("unit").fill_null(""))
+                        blq.alias("blq"), above.alias("above"), kind_expr(precise=True).alias("kind"),
+                        pl.col("unit").fill_null(""))
              .filter(pl.col("value").is_not_null())
-             .sort(["blq", "value"], descending=[False, True])
+             .sort(["blq", "value", "above"], descending=[False, True, True])
              .group_by("subject_id", "day", maintain_order=True).first())
     if cells.height == 0:
         raise ViewUnavailable(f"{view}: no {param} observations for the selected subjects")
-    order = (cells.group_by("subject_id").agg(pl.col("value").max().alias("peak"))
-             .sort(["peak", "subject_id"], descending=[True, False])["subject_id"].to_list())
+    # ordered by the peak of measured and ">x" values; a subject with only "<x" results has no known peak: last
+    # (review 47b #4: its limit is not its peak)
+    order = (cells.group_by("subject_id").agg(pl.col("value").filter(~pl.col("blq")).max().alias("peak"))
+             .sort(["peak", "subject_id"], descending=[True, False], nulls_last=True)["subject_id"].to_list())
     unit = cells["unit"].mode().sort().to_list()[0]
     n_sel = subjects_of(analysis, ids).height
     notes = [f"{n_sel - len(order)} selected subject(s) without {param} values"] if n_sel > len(order) else []

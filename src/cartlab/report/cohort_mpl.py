@@ -239,7 +239,7 @@ def recovery_figure(data: cd.RecoveryData) -> Figure:
                 ax.step(x, hi, where="post", color=colors[lin], lw=1.0, ls="--")
             ax.step(x, lo, where="post", color=colors[lin], lw=1.6)
         handles.append(Line2D([], [], color=colors[lin], lw=1.6, label=data.legend(lin)))
-    if data.subjects.filter(pl.col("status") == "not evaluable").height:
+    if data.subjects.filter(pl.col("status").is_in(["not evaluable", "censored"])).height:
         handles.append(Patch(facecolor="#888888", alpha=0.3, label=cd.RECOVERY_BAND_TEXT))
     ax.set_ylim(0, 102)
     ax.set_xlabel("Days since CAR-T infusion", fontsize=FONT)
@@ -271,9 +271,11 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
         ax.add_collection(LineCollection(segs, colors=response_color(cat), linewidths=0.6 if many else 1.1,
                                          alpha=0.45 if many else 0.9, linestyles=styles))
     ms = 6 if many else 18
-    for blq, marker in ((False, "o"), (True, "v")):
+    above = pl.col("above") if "above" in pts.columns else pl.lit(False)
+    for (blq, up), marker in (((False, False), "o"), ((True, False), "v"), ((False, True), "^")):
         for open_ in (False, True):
-            sub = pts.filter((pl.col("blq") == blq) & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
+            sub = pts.filter((pl.col("blq") == blq) & (above == up)
+                             & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
             if sub.height == 0:
                 continue
             c = [response_color(r) for r in sub["response"].to_list()]
@@ -291,6 +293,8 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
         h2.append(Line2D([], [], marker="o", ls=":", color="#444444", markerfacecolor="none", label=OPEN_TEXT))
     if pts["blq"].any():
         h2.append(Line2D([], [], marker="v", ls="", color="#444444", label="below limit of quantification (at the limit)"))
+    if "above" in pts.columns and pts["above"].any():
+        h2.append(Line2D([], [], marker="^", ls="", color="#444444", label="above the upper limit (at the limit)"))
     if leg is not None:
         ax.add_artist(leg)
     _legend(ax, h2, "markers", loc="lower left", anchor=(1.01, 0.0))
@@ -319,13 +323,13 @@ def exposure_figure(data: cd.ExposureData) -> Figure:
     for j, (col, label) in enumerate((("car_cmax", f"Cmax ({unit})"), ("car_auc_0_28", f"{auc} ({unit} × day)"))):
         ax = fig.add_subplot(1, 2, j + 1)
         floor = log_floor(pts[col].to_list())
+        medians = data.medians(col)
         for i, cat in enumerate(cats):
             sub = pts.filter((pl.col("response") == cat) & (pl.col(col) > 0))
             x = i + rng.uniform(-0.18, 0.18, sub.height)
             ax.scatter(x, sub[col].to_numpy(), s=14, c=[crs_col[v] for v in sub["crs_ge3"].to_list()], linewidths=0)
-            if sub.height:
-                med = float(np.median(sub[col].to_numpy()))
-                ax.hlines(med, i - 0.3, i + 0.3, color="black", lw=1.2)
+            if medians.get(cat) is not None:  # zeros included; a median of 0 at the floor
+                ax.hlines(medians[cat] if medians[cat] > 0 else floor, i - 0.3, i + 0.3, color="black", lw=1.2)
             zero = pts.filter((pl.col("response") == cat) & (pl.col(col) == 0))
             if zero.height:  # never silently off the log axis: at the floor, marked
                 ax.scatter(i + rng.uniform(-0.18, 0.18, zero.height), [floor] * zero.height, s=22, marker="v",
@@ -371,7 +375,8 @@ def cytokine_figure(data: cd.CytokineMatrix) -> Figure:
     im = ax.imshow(m, aspect="auto", interpolation="nearest", cmap="magma_r",
                    extent=(d0 - 0.5, d1 + 0.5, n - 0.5, -0.5))
     marks = [(cells.filter("zero"), "x", "#1a9850", f"{cd.HEAT_ZERO_TEXT} ({data.floor():g} {data.unit})"),
-             (cells.filter("blq"), "^", "#1f78b4", cd.HEAT_BLQ_TEXT)]
+             (cells.filter("blq"), "^", "#1f78b4", cd.HEAT_BLQ_TEXT),
+             (cells.filter("above") if "above" in cells.columns else cells.clear(), "*", "#d7301f", cd.HEAT_ABOVE_TEXT)]
     kinds = cells["kind"].unique().to_list()
     # mark the not-measured cells when some cells were measured (a mix; every cell not measured: the stamp says it)
     if set(kinds) & set(NOT_MEASURED_SOURCES) and set(kinds) - set(NOT_MEASURED_SOURCES):

@@ -212,7 +212,7 @@ def recovery_figure(data: cd.RecoveryData) -> go.Figure:
             traces.append(trace("Scatter", x=x, y=ys["low"], mode="lines", line={"shape": "hv", "color": colors[lin]},
                                      name=name, legendgroup=lin))
     fig = figure(traces)
-    if data.subjects.filter(pl.col("status") == "not evaluable").height:
+    if data.subjects.filter(pl.col("status").is_in(["not evaluable", "censored"])).height:
         fig.update_layout(annotations=[{"text": plotly_text(cd.RECOVERY_BAND_TEXT), "xref": "paper", "yref": "paper",
                                         "x": 0, "y": -0.25, "showarrow": False, "font": {"size": 10}, "xanchor": "left"}])
     fig.update_xaxes(title=X_DAYS)
@@ -245,12 +245,15 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
                                        line={"color": style.response_color(cat), "width": 0.7 if many else 1.4,
                                                  "dash": "dot" if nm else "solid"}, opacity=0.5 if many else 0.9,
                                        hoverinfo="skip"))
-    for blq, sym in ((False, "circle"), (True, "triangle-down")):
+    above = pl.col("above") if "above" in pts.columns else pl.lit(False)
+    for (blq, up), sym in (((False, False), "circle"), ((True, False), "triangle-down"), ((False, True), "triangle-up")):
         for open_ in (False, True):
-            sub = pts.filter((pl.col("blq") == blq) & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
+            sub = pts.filter((pl.col("blq") == blq) & (above == up)
+                             & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
             if sub.height == 0:
                 continue
-            name = ("below limit of quantification (at the limit)" if blq else "measured value")
+            name = ("below limit of quantification (at the limit)" if blq else
+                    "above the upper limit (at the limit)" if up else "measured value")
             traces.append(trace("Scattergl",
                 x=sub["day"].to_list(), y=sub["value"].to_list(), mode="markers",
                 name=name + (f" — {style.OPEN_TEXT}" if open_ else ""), text=plotly_text(sub["subject_id"].to_list()),
@@ -290,6 +293,16 @@ def exposure_figure(data: cd.ExposureData) -> go.Figure:
                 text=plotly_text(zero["subject_id"].to_list()), hovertemplate="%{text}: 0 (no expansion)<extra></extra>",
                 marker={"symbol": "triangle-down", "size": 8, "line": {"color": "black", "width": 1},
                         "color": [color[v] for v in zero["crs_ge3"].to_list()]}), row=1, col=j + 1)
+        floor = cb.log_floor(pts[col].to_list())
+        medians = data.medians(col)
+        first = next((c for c in cats if medians.get(c) is not None), None)
+        for i, (cat, med) in enumerate((c, medians.get(c)) for c in cats):
+            if med is not None:  # the median of the category, zeros included (as the report's figure and table)
+                fig.add_trace(go.Scatter(x=[i - 0.3, i + 0.3], y=[med if med > 0 else floor] * 2, mode="lines",
+                                         line={"color": "black", "width": 1.5}, name="median of the category",
+                                         legendgroup="median", showlegend=j == 0 and cat == first,
+                                         hovertemplate=f"{plotly_text(cat)} median: {med:.3g}<extra></extra>"),
+                              row=1, col=j + 1)
         fig.update_yaxes(type="log", row=1, col=j + 1)
         fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=plotly_text(cats), row=1, col=j + 1)
     unit = UNITS.get(data.unit, data.unit) or "unit not known"
@@ -304,13 +317,19 @@ def cytokine_figure(data: cd.CytokineMatrix) -> go.Figure:
     row = {s: i for i, s in enumerate(subjects)}
     cells = data.log_cells()
     m = np.full((len(subjects), d1 - d0 + 1), np.nan)
-    m[[row[s] for s in cells["subject_id"]], cells["day"].to_numpy() - d0] = cells["log10"].to_numpy()
+    at = ([row[s] for s in cells["subject_id"]], cells["day"].to_numpy() - d0)
+    m[at] = cells["log10"].to_numpy()
+    shown = np.full(m.shape, np.nan)  # the hover shows the cell's value (a limit for a censored one), not its log
+    shown[at] = cells["value"].to_numpy()
     title = f"log10 {plotly_text(data.param)}<br>({plotly_text(data.unit)})"
     traces = [trace("Heatmap", z=m, x=list(range(d0, d1 + 1)), y=plotly_text(subjects), colorscale=_MAGMA,
                     reversescale=True, colorbar={"title": {"text": title}},
-                    hovertemplate="%{y} day %{x}: log10 = %{z:.2f}<extra></extra>")]
+                    customdata=shown, hovertemplate="%{y} day %{x}: %{customdata:.3s} "
+                    + plotly_text(data.unit) + " (log10 %{z:.2f})<extra></extra>")]
     marks = [(cells.filter("zero"), "x", "#1a9850", f"{cd.HEAT_ZERO_TEXT} ({data.floor():g} {data.unit})"),
-             (cells.filter("blq"), "triangle-up", "#1f78b4", cd.HEAT_BLQ_TEXT)]
+             (cells.filter("blq"), "triangle-up", "#1f78b4", cd.HEAT_BLQ_TEXT),
+             (cells.filter("above") if "above" in cells.columns else cells.clear(), "star", "#d7301f",
+              cd.HEAT_ABOVE_TEXT)]
     kinds = cells["kind"].unique().to_list()
     # mark the not-measured cells when some cells were measured (a mix; every cell not measured: the stamp says it)
     if set(kinds) & set(NOT_MEASURED_SOURCES) and set(kinds) - set(NOT_MEASURED_SOURCES):

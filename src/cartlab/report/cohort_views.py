@@ -211,10 +211,11 @@ def view_specs(analysis, subject_ids, renderer) -> list[CohortView]:
     def recovery():
         d = cd.count_recovery_data(analysis, sel)
         return (_caption("Crude cumulative share recovered among every subject whose counts fell below the threshold "
-                         "(recovered, not reached and not evaluable; not a competing-risk estimate). A not evaluable "
-                         "subject (recovery day in a range) stays in the denominator: the solid line counts it at its "
-                         "latest possible day (never, if open-ended), the dashed line at its earliest; the shaded band "
-                         "between them holds every completion of the missing days.", d.notes, prov),
+                         "(recovered, not reached, censored and not evaluable; not a competing-risk estimate). A not "
+                         "evaluable subject (recovery day in a range) or one censored before recovering (follow-up "
+                         "ended) stays in the denominator: the solid line counts it at its latest possible day (never, "
+                         "if open-ended), the dashed line at its earliest; the shaded band between them holds every "
+                         "completion of the missing days.", d.notes, prov),
                 R.recovery_figure(d), None, {"": d.curve, "subjects": d.subjects})
 
     def expansion():
