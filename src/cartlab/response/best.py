@@ -41,6 +41,7 @@ from cartlab.response.marrow import (
 )
 from cartlab.response.marrow_options import applicable, mrd_qualifies
 from cartlab.response.mrd_status import mrd_below_note
+from cartlab.response.refractory import refractory
 from cartlab.response.relapse_episodes import mrd_off_day_note, mrd_off_marrow_day
 
 __all__ = [
@@ -56,7 +57,9 @@ __all__ = [
 class BestResponseOptions(CriteriaOptions):
     """* ``orr_categories``: the categories counted as response (time to / duration of response).
     * ``end_events``: assessments on days after the first of these events are not counted.
-    * ``landmark_day``: when set, only assessments up to this day count (e.g. 28 or 90).
+    * ``landmark_day``: when set, only assessments up to this day count (e.g. 28 or 90), and
+      ``refractory`` is derived (ELN 2022 "No CR, CRh, or CRi at the response landmark"; rule
+      ``response.refractory``, :mod:`cartlab.response.refractory`; empty without a landmark).
     * ``dor_censor_events`` (none): duration of response is censored at the first of these events
       (e.g. ``allo_hsct``, ``new_therapy``) when it comes before relapse or death; by default, as the
       time-to-event endpoints (ELN 2022 Table 9 censors at neither), a relapse or death after them
@@ -160,6 +163,7 @@ _BEST_SCHEMA = {
     "end_day": pl.Float64, "end_reason": pl.String,
     "rule": pl.String, "reason": pl.String, "evidence": EVIDENCE,
     "could_be": pl.List(pl.String), "missing_inputs": pl.List(pl.String),
+    "refractory": pl.Boolean,  # review 47 F6: only with landmark_day (rule response.refractory)
 }
 
 
@@ -404,6 +408,9 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                          "evidence": []})
             continue
         rr = rel.get(sid) or {}
+        refr, refr_note = refractory(window, options.landmark_day)  # review 47 F6
+        if refr_note:
+            notes.append(refr_note)
         window, relapse_note = _after_relapse(window, rr, options)  # option after_relapse (review 40 B3)
         best = min(window, key=lambda r: (CATEGORY_RANK[r["category"]],
                                           options.rank_mrd and r.get("mrd_negative") is not True, r["day"]))
@@ -490,7 +497,11 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             dor = _days_between(first, dor_end)
         reason = (f"best of {len(window)} assessment(s): {best['category']} on day {best['day']:g} "
                   f"({best['rule']})")
-        if best["mrd_negative"] is not None:
+        by_marker = (load_criteria(crit, PACKAGE).get("mrd_molecular_first") or {}).get("id")
+        if best["mrd_negative"] is not None and by_marker and best.get("mrd_rule") == by_marker:  # review 47 F2
+            reason += (f"; MRD {'negative' if best['mrd_negative'] else 'positive'} by a molecular marker of an ELN 2021 "
+                       f"D2 subgroup ({by_marker}; option mrd_molecular=molecular_first; marker in marrow_response.csv)")
+        elif best["mrd_negative"] is not None:
             mrd = "below the assay limit" if best["mrd_fcm"] is None else f"{best['mrd_fcm']:.3g}"
             reason += (f"; MRDFCM {mrd} {'below' if best['mrd_negative'] else 'not below'} {best['mrd_threshold']:g}"
                        + (f" ({best['mrd_rule']}; specimen and LLOQ in marrow_response.csv)" if best.get("mrd_rule") else ""))
@@ -534,7 +545,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             "rule": best["rule"], "reason": reason,
             "evidence": list(dict.fromkeys(best["evidence"] + ((rr.get("evidence") or []) if rr and first is not None else [])
                                            + ([] if loss is None else loss[2]))),
-            "could_be": could_be, "missing_inputs": list(missing) if could_be else [],
+            "could_be": could_be, "missing_inputs": list(missing) if could_be else [], "refractory": refr,
         })
     if not_infused:
         warnings.warn(SubjectsWarning(

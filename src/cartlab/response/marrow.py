@@ -51,6 +51,7 @@ from cartlab.response.marrow_options import (
     PACKAGE,
     RESPONSE_TABLES,
     ResponseOptions,
+    missing_count_open,
     open_categories,
     resolve_for_study,
 )
@@ -291,7 +292,7 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     used["EMD_BEFORE"], used["EMD_PRE"], used["EMD_PRE_HOW"] = before, pre_inf, opts.get("pre_infusion_emd", "ignore")
     open_emd = bool(emd_rows or before or (pre_inf and used["EMD_PRE_HOW"] == "unknown"))
     day_mol = [r for p in MOLECULAR_MRD_PARAMS for r in sd.obs.get(p, []) if math.floor(r["day"]) == math.floor(d)]
-    used["MOLECULAR"] = molecular_on_day(day_mol, opts)
+    used["MOLECULAR"], used["MOLECULAR_DAY"] = molecular_on_day(day_mol, opts), day_mol
     used.update({"BMCELL": cell, "MRDFCM": mrd, "MRDFCM_all": mrd_rows, "MRDFCM_other": mrd_other, "NEUT": anc, "PLAT": plt, "PBBLAST": pb,
                  "PRE": pre})
     assume_pb = pb is None and opts["missing_pb_blasts"] == "assume_absent"
@@ -325,7 +326,7 @@ def _features(sd: _SubjectData, marrow: dict[str, Any], pre: dict[str, Any] | No
     used["NOTES"] = baseline_note(pre_group, pre, opts, _shown, sd.events) + notes
     evidence = [x for x in (row_ref(r) for k, r in used.items()
                             if k not in ("MRDFCM_all", "MRDFCM_other", "TX", "BMCELL_all", "PRE_GROUP", "NOTES", "EMD",
-                         "EMD_STALE", "EMD_BEFORE", "EMD_PRE", "EMD_PRE_HOW", "MOLECULAR")
+                         "EMD_STALE", "EMD_BEFORE", "EMD_PRE", "EMD_PRE_HOW", "MOLECULAR", "MOLECULAR_DAY")
                             and r is not None) if x]
     evidence += [x for x in map(row_ref, pre_group) if x] + note_refs
     evidence += [x for x in (row_ref(r) for r in mrd_rows + mrd_other) if x]
@@ -559,7 +560,8 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None,
     for name, items in found.items():
         opts, table = resolved[name], _table(name)
         after = set(opts["relapse_after"])
-        assessed = [_open(table, a) for a in _reassess(table, _rules(name), opts, [x[3] for x in items])]
+        assessed = [missing_count_open(table, opts, _open(table, a))  # option missing_count (review 47 F3)
+                    for a in _reassess(table, _rules(name), opts, [x[3] for x in items])]
         alts = iter(_assess(_rules(name), opts, [x[6] for x in items if x[6] is not None]))
         remission: dict[str, float] = {}  # subject -> day of its first response (relapse_after)
         # the items are in day order per subject: a relapse needs a response on an earlier assessment
@@ -575,6 +577,7 @@ def derive_marrow_response(study: Study, options: ResponseOptions | None = None,
                                         {**opts, "_mrd_rule": (table.get("mrd") or {}).get("id"),
                                          "_mrd_low_note": (table.get("mrd") or {}).get("detectable_below_threshold"),
                                          "_mrd_qualifies": tuple((table.get("mrd") or {}).get("qualifies") or ()),
+                                         "_mrd_molecular_first": table.get("mrd_molecular_first"),
                                          "_reads_cellularity": _reads(table, "not_aplastic")},
                                         table["standard"]))
     order = {sid: i for i, sid in enumerate(study.subjects["subject_id"].to_list())}
@@ -705,8 +708,10 @@ def _assessment_row(subj: dict, m: dict, pre: dict | None, feats: dict, used: di
     reason += _context_text(used, opts)
     mrd_rule = opts.get("_mrd_rule") if mrd_neg is not None else None  # the threshold rule decided it
     molecular = used.get("MOLECULAR") or []
-    text, mrd_neg = mrd_reason(used, opts, mrd_neg, mrd_rule, molecular)  # option mrd_molecular (review 41 F4)
+    text, mrd_neg, by_marker = mrd_reason(used, opts, mrd_neg, mrd_rule, molecular)  # option mrd_molecular (review 41 F4)
     reason += text
+    mrd_rule = by_marker or mrd_rule  # mrd_molecular=molecular_first: the marker's rule (review 47 F2)
+    molecular = molecular + (used.get("MOLECULAR_D2") or [])
     if mrd_neg is None:
         mrd_rule = None
     qualifies = opts.get("_mrd_qualifies") or ("CR", "CRh", "CRi")

@@ -27,7 +27,8 @@ from cartlab.criteria import CriteriaOptions, load_raw
 from cartlab.errors import InputError, SubjectsWarning
 from cartlab.response.infusion_evidence import EVIDENCE_DOC
 
-__all__ = ["OPTION_BOUNDS", "ResponseOptions", "inapplicable", "mrd_qualifies", "open_categories", "resolve_for_study"]
+__all__ = ["OPTION_BOUNDS", "ResponseOptions", "inapplicable", "missing_count_open", "mrd_qualifies", "open_categories",
+           "resolve_for_study"]
 
 PACKAGE = "cartlab.response"
 #: the shipped response criteria tables
@@ -48,6 +49,7 @@ OPTION_BOUNDS: dict[str, tuple[float, float, str]] = {
     "pre_treatment_before_day": (-math.inf, 0, "day 0 or earlier (the pre-treatment marrow is before the CAR-T)"),
     "emd_window_days": (0, math.inf, "0 or more calendar days (an EMD event at most this many days before the marrow)"),
     "antigen_forward_days": (0, math.inf, "0 or more calendar days (0 = the relapse's calendar day only)"),
+    "mrd_relapse_confirm_within_days": (0, math.inf, "0 or more calendar days from the first positive sample"),
 }
 
 
@@ -69,8 +71,8 @@ class ResponseOptions(CriteriaOptions):
     MLFS and ALL's CR/CRi (ALL's default 0: the spec's ALL rule reads no cellularity). ``same_day_marrow``, ``relapse_after``,
     ``mrd_relapse_same_specimen``, ``mrd_specimen``, ``all_count_strict``, ``same_day_baseline`` (the
     PR baseline of several same-day readings), ``pb_blast_consecutive`` and ``pb_relapse_date`` (relapse by blood),
-    ``emd_window_days``, ``pre_infusion_emd``, ``mrd_molecular``, ``mrd_zero_without_lloq``: see the
-    table's comments.
+    ``emd_window_days``, ``pre_infusion_emd``, ``mrd_molecular``, ``mrd_zero_without_lloq``,
+    ``mrd_relapse_methods``, ``mrd_relapse_confirm_within_days``, ``missing_count``: see the table's comments.
     ``antigen_forward_days`` / ``antigen_relapse_specimen``: the target antigen at relapse
     (:func:`cartlab.response.molecular.derive_relapse_antigen`). Ranges: :data:`OPTION_BOUNDS`.
     """
@@ -98,10 +100,14 @@ class ResponseOptions(CriteriaOptions):
     pb_blast_consecutive: bool | None = None
     mrd_relapse_confirm: Literal["next_sample", "none"] | None = None  # review 41: see the table's comments
     emd_window_days: int | float | None = None
-    mrd_molecular: Literal["name", "not_negative"] | None = None
+    mrd_molecular: Literal["name", "not_negative", "molecular_first"] | None = None  # molecular_first: review 47 F2
     mrd_zero_without_lloq: Literal["negative", "not_evaluable"] | None = None
     pre_infusion_emd: Literal["ignore", "unknown"] | None = None  # review 45 F4: see the table's comments
     pb_relapse_date: Literal["confirming", "first"] | None = None  # review 45 F3: see the table's comments
+    # review 47 (F1, F4, F3): see the table's comments
+    mrd_relapse_methods: Literal["flow", "flow_and_molecular"] | None = None
+    mrd_relapse_confirm_within_days: int | float | None = None
+    missing_count: Literal["lower_bound", "not_evaluable"] | None = None
     pre_treatment_before_day: float = Field(default=0.0, description="the pre-treatment marrow is the last "
                                             "BMBLAST before this day")
     criteria: str | None = Field(default=None, description="force one table (eln2022_aml, all_car_t) for every "
@@ -209,6 +215,25 @@ def open_categories(table: dict[str, Any], rule_id: str) -> tuple[list[str], lis
     if not found:
         return None
     return list(found.get("could_be") or []), list(found.get("missing") or [])
+
+
+def missing_count_open(table: dict[str, Any], opts: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
+    """Option ``missing_count`` (review 47 F3): with "not_evaluable", an assessment in the table's
+    ``missing_count_rule.applies_to`` (CRh, CRi: categories that assert a residual cytopenia) that a
+    missing count (ANC, platelets) leaves open to a better category is NE (rule
+    ``eln2022.NE.missing_count``), ``could_be`` that category and the better ones, as a missing PBBLAST
+    gives (ELN 2022 Table 7 CRi: "residual neutropenia ... or thrombocytopenia", a finding; spec
+    "Response": a missing input never yields a definitive negative). "lower_bound" (default) keeps the
+    category as a lower bound. A table without the rule (ALL) is unchanged."""
+    rule = table.get("missing_count_rule")
+    if rule is None or opts.get("missing_count", "lower_bound") != "not_evaluable":
+        return a
+    if (a["category"] not in rule["applies_to"] or not a["could_be"]
+            or not set(rule["features"]) & set(a.get("missing") or [])):
+        return a
+    order = ("CR", "CRh", "CRi", "MLFS", "PR")
+    could = sorted({a["category"], *a["could_be"]}, key=lambda c: order.index(c) if c in order else len(order))
+    return {**a, "category": rule["category"], "rule": rule["id"], "text": rule["text"], "could_be": could}
 
 
 def mrd_qualifies(table: str | None = None) -> tuple[str, ...]:

@@ -8,16 +8,18 @@ MRD status is flow cytometry (MRDFCM) only: the study format has no NGS MRD para
 (docs/derivation-conventions.md). ELN 2022 Table 7 allows "MRD below a defined threshold for a
 genetic marker by qPCR, or by MFC"; with ``mrd_molecular`` "name" (default) a molecular result of
 the marrow day above 0 is named in the reason, with "not_negative" it leaves a flow-negative marrow's
-MRD status undetermined.
+MRD status undetermined, with "molecular_first" a marker of an ELN 2021 D2 subgroup (NPM1, CBF, APL
+fusions) measured that day decides the MRD status (rule ``eln2022.MRD_molecular``; review 47 F2).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cartlab.provenance import row_ref
 
-__all__ = ["MOLECULAR_MRD_PARAMS", "molecular_on_day", "mrd_below_note", "mrd_reason", "mrd_shown", "mrd_status_text",
+__all__ = ["MOLECULAR_MRD_PARAMS", "molecular_first_rows", "molecular_on_day", "mrd_below_note", "mrd_reason", "mrd_shown", "mrd_status_text",
            "mrd_text"]
 
 #: molecular params that are MRD markers when quantified in the marrow (ELN 2022 Table 7 "CR without
@@ -178,11 +180,66 @@ def _molecular_shown(r: dict[str, Any]) -> str:
     return f"{name} {v}{unit} ({row_ref(r) or 'row not given'})"
 
 
+def _analyte(x: Any) -> str:
+    """A marker name compared across spellings: upper case, '-', '/', '_', ' ' and '::' read alike."""
+    return re.sub(r"\s*(::|[-/_\s])\s*", "::", str(x or "").strip().upper())
+
+
+def molecular_first_rows(rows: list[dict[str, Any]], opts: dict[str, Any], spec: dict[str, Any] | None
+                         ) -> list[dict[str, Any]]:
+    """The marrow day's results of an ELN 2021 D2 marker (the table's ``mrd_molecular_first``: params
+    and markers) of the specimens the MRD status reads (BM or none; any with ``mrd_specimen`` "any")."""
+    if not spec:
+        return []
+    keep = ("BM", "") if opts.get("mrd_specimen", "BM") == "BM" else None
+    markers = {_analyte(m) for m in spec.get("markers") or ()}
+    return [r for r in rows if r.get("param") in (spec.get("params") or ()) and _analyte(r.get("analyte")) in markers
+            and (keep is None or str(r.get("specimen") or "").strip().upper() in keep)]
+
+
+def _molecular_negative(r: dict[str, Any], opts: dict[str, Any]) -> bool | None:
+    """A D2 marker's MRD status (option mrd_molecular=molecular_first, review 47 F2): False = positive
+    (quantified above 0 and not below its lloq, or a ``>x`` bound above 0); True = negative (below its
+    lloq, a ``<x`` result, or 0 with an lloq; 0 without one as ``mrd_zero_without_lloq`` reads it);
+    None = not settled."""
+    if _molecular_positive(r):
+        return False
+    v, lloq = r.get("value"), r.get("lloq")
+    if v is None:
+        return True if r.get("censor") in ("<", "<=") else None
+    if v == 0 and not lloq:
+        return True if opts.get("mrd_zero_without_lloq", "negative") == "negative" else None
+    return True
+
+
+def _molecular_first(used: dict[str, Any], opts: dict[str, Any]) -> tuple[str, bool | None, str | None] | None:
+    """The MRD part, status and rule when a D2 marker measured that day decides it (else None)."""
+    spec = opts.get("_mrd_molecular_first")
+    rows = molecular_first_rows(used.get("MOLECULAR_DAY") or [], opts, spec)
+    if not rows:
+        return None
+    used["MOLECULAR_D2"] = rows  # their rows go to the evidence
+    st = [_molecular_negative(r, opts) for r in rows]
+    neg = False if False in st else True if all(x is True for x in st) else None
+    word = {False: "positive", True: "negative", None: "undetermined (a result does not settle it)"}[neg]
+    tag = f" [{spec['id']}]" if neg is not None else ""
+    text = (" | MRD by molecular marker (option mrd_molecular=molecular_first; ELN 2021 MRD D2 subgroup, qPCR): "
+            + ", ".join(_molecular_shown(r) + ("" if r.get("lloq") is None else f" LLOQ {r['lloq']:g}") for r in rows)
+            + f": {word}{tag}; MRDFCM not read for the MRD status")
+    return text, neg, (spec["id"] if neg is not None else None)
+
+
 def mrd_reason(used: dict[str, Any], opts: dict[str, Any], neg: bool | None, rule_id: str | None,
-               molecular: list[dict[str, Any]]) -> tuple[str, bool | None]:
-    """The marrow reason's MRD part (starting " | ") and the MRD status after the option
+               molecular: list[dict[str, Any]]) -> tuple[str, bool | None, str | None]:
+    """The marrow reason's MRD part (starting " | "), the MRD status after the option
     ``mrd_molecular`` ("not_negative": a molecular marker shown that day leaves a flow-negative
-    status undetermined)."""
+    status undetermined; "molecular_first": an ELN 2021 D2 marker measured that day decides it) and
+    the MRD rule that decided it when not the flow rule (else None)."""
+    how = opts.get("mrd_molecular", "name")
+    first = _molecular_first(used, opts) if how == "molecular_first" else None
+    if first is not None:  # review 47 F2: the D2 marker decides; the flow reading is still shown
+        d2 = used.get("MOLECULAR_D2") or []
+        molecular = [r for r in molecular if not any(r is x for x in d2)]
     out = ""
     pool = used.get("MRDFCM_all") or []
     other = used.get("MRDFCM_other") or []
@@ -197,7 +254,9 @@ def mrd_reason(used: dict[str, Any], opts: dict[str, Any], neg: bool | None, rul
         out += (" | MRDFCM " + ", ".join(mrd_shown(r) for r in other) + " not used for the marrow's MRD status"
                 + (": MRD status not evaluable" if not pool else "")
                 + f" (option mrd_specimen={opts.get('mrd_specimen', 'BM')}: BM, or a row without a specimen)")
-    how = opts.get("mrd_molecular", "name")
+    if first is not None:
+        out += first[0]
+        neg = first[1]
     if molecular:  # review 41 F4: a molecular MRD marker the same day is named, never silent
         shown = ", ".join(_molecular_shown(r) for r in molecular)
         if how == "not_negative" and neg is True:
@@ -207,6 +266,8 @@ def mrd_reason(used: dict[str, Any], opts: dict[str, Any], neg: bool | None, rul
         else:
             out += (f" | molecular marker(s) detected the same day: {shown}: not read for the MRD status "
                     f"(option mrd_molecular={how}; ELN 2022 Table 7 reads MRD by qPCR or MFC)")
+    if first is not None:
+        return out, neg, first[2]
     if (used["MRDFCM"] is not None or pool or other or molecular) and not (molecular and how == "not_negative"):
         out += " | MRD status is flow (MRDFCM) only; molecular markers are in molecular_response.csv"
-    return out, neg
+    return out, neg, None

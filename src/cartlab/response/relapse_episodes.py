@@ -34,6 +34,12 @@ from cartlab.response.marrow import (
     mrd_shown,
 )
 from cartlab.response.marrow_options import resolve_for_study
+from cartlab.response.molecular_relapse import (
+    MolecularRelapse,
+    confirm_gap_text,
+    marker_params,
+    molecular_mrd_relapse,
+)
 
 __all__ = ["derive_relapse", "mrd_off_day_note", "mrd_off_marrow_day"]
 
@@ -189,11 +195,17 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
     sample does not settle the threshold, is a possible MRD relapse (rule
     ``response.mrd_relapse_possible``, no day) naming it. "none" = the first positive sample dates it
     (the behaviour before session 41)."""
-    neg = next((r for r in recs if r["mrd_negative"] is True and r["category"] in MRD_REMISSION
-                and r["day"] >= start and (stop is None or r["day"] < stop)), None)
-    if neg is None or sd is None:
+    if sd is None:
         return None, None, None, [], None
     rows = sd.obs.get("MRDFCM", [])
+
+    def flow_negative(r: dict[str, Any]) -> bool:  # the MRDFCM reading itself (mrd_molecular=molecular_first)
+        return _mrd(_pick_mrd([x for x in rows if math.floor(x["day"]) == math.floor(r["day"])], opts)[0], opts)[1] is True
+
+    neg = next((r for r in recs if r["mrd_negative"] is True and r["category"] in MRD_REMISSION
+                and r["day"] >= start and (stop is None or r["day"] < stop) and flow_negative(r)), None)
+    if neg is None:
+        return None, None, None, [], None
     neg_row, _, _ = _pick_mrd([x for x in rows if math.floor(x["day"]) == math.floor(neg["day"])], opts)
     spec = _specimen(neg_row)
     given = bool(str((neg_row or {}).get("specimen") or "").strip())
@@ -216,6 +228,7 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
                  + f" not used: on or after the hematologic relapse on day {stop:g}, which ends the episode")
     above = ">" if inclusive else ">="
     confirm = str(opts.get("mrd_relapse_confirm") or "next_sample") == "next_sample"
+    within = None if opts.get("mrd_relapse_confirm_within_days") is None else float(opts["mrd_relapse_confirm_within_days"])
     groups: list[tuple[list[dict], list[bool | None], list[str], list[str]]] = []
     for _, group in sorted(days.items()):
         other = [x for x in group if same and _specimen(x) != spec]
@@ -244,6 +257,17 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
             if confirm:  # the next sample of the compared specimen must be positive too
                 nxt = next((groups[j] for j in compared if j > i), None)
                 opt_txt = "(option mrd_relapse_confirm='next_sample')"
+                # option mrd_relapse_confirm_within_days (review 47 F4): a confirmation too late does not confirm
+                by = nxt[0][0]["day"] if nxt is not None else stop
+                if within is not None and by is not None and math.floor(by) - math.floor(x["day"]) > within:
+                    if possible is None:
+                        what = (f"the next {nspec}MRDFCM, {shown(nxt[0])}," if nxt is not None
+                                else f"the hematologic relapse on day {stop:g}")
+                        gap = confirm_gap_text(math.floor(by) - math.floor(x["day"]), within)
+                        possible = (x["day"], (f"possible MRD relapse: MRDFCM {shown(pos)} {above} {thr:g} not "
+                                               f"confirmed: {what} is {gap} {opt_txt}"),
+                                    pos_refs + ([z for z in map(row_ref, nxt[0]) if z] if nxt is not None else []))
+                    continue
                 if nxt is None and stop is not None:  # the episode's hematologic relapse confirms it
                     why += (f"; confirmed by the hematologic relapse on day {stop:g}, with no {nspec}MRDFCM "
                             f"between {opt_txt}")
@@ -287,10 +311,47 @@ def _mrd_relapse(recs: list[dict], sd, start: float, stop: float | None, opts: d
                 refs += [z for z in [row_ref(x)] if z]
     refs += [z for z in map(row_ref, ended) if z]
     if possible is not None:
-        return (None, MRD_RELAPSE_POSSIBLE_RULE, f"{head}; {possible[1]}; no later certain conversion{tail}"
+        return (None, MRD_RELAPSE_POSSIBLE_RULE, f"{head}; {possible[1]}; no later certain conversion by flow{tail}"
                 + ("; " + "; ".join(notes) if notes else ""), possible[2] + refs, possible[0])
-    return (None, None, f"{head}; no later conversion to MRD positivity{tail}"
+    return (None, None, f"{head}; no later conversion to MRD positivity by flow (MRDFCM){tail}"
             + ("; " + "; ".join(notes) if notes else ""), refs, None)
+
+
+def _with_molecular(flow: tuple, mol: MolecularRelapse, opts: dict[str, Any]) -> tuple:
+    """The episode's MRD relapse (day, rule, reason, evidence, possible day) from the flow one
+    (:func:`_mrd_relapse`) and the molecular one (:func:`~cartlab.response.molecular_relapse.
+    molecular_mrd_relapse`), by option ``mrd_relapse_methods`` (review 47 F1). "flow": the flow result,
+    its reason saying it is read from MRDFCM only and naming every molecular marker that converted or
+    rose >= 1 log10 while in CR/CRh/CRi as not assessed; "flow_and_molecular": the earlier dated one,
+    else the earlier possible one, the other named."""
+    day, rule, reason, ev, possible = flow
+    how = str(opts.get("mrd_relapse_methods") or "flow")
+    no_flow = "no MRD-negative CR/CRh/CRi by flow (MRDFCM)"
+    if how == "flow":
+        if reason is None and not mol.found:
+            return flow
+        note = "MRD relapse read from flow (MRDFCM) only (option mrd_relapse_methods=flow)"
+        if mol.found:
+            note += ("; molecular MRD marker(s) while in CR/CRh/CRi: " + "; ".join(t for t, _ in mol.found)
+                     + ": not assessed for MRD relapse (option mrd_relapse_methods=flow; flow_and_molecular reads them)")
+            ev = list(dict.fromkeys(ev + [z for _, refs in mol.found for z in refs]))
+        return day, rule, f"{reason or no_flow}; {note}", ev, possible
+    extra = ("; " + "; ".join(mol.notes)) if mol.notes else ""
+    mol_text = ("molecular MRD relapse: " + mol.text) if mol.text else (
+        ("molecular MRD markers: " + mol.possible_text) if mol.possible_text else
+        "molecular MRD markers: no conversion to positive nor >= 1 log10 rise while in CR/CRh/CRi")
+    flow_text = f"flow: {reason or no_flow}"
+    tag = " (option mrd_relapse_methods=flow_and_molecular)"
+    if mol.day is not None and (day is None or math.floor(mol.day) < math.floor(day)):
+        return mol.day, mol.rule, f"{mol_text}; {flow_text}{extra}{tag}", list(dict.fromkeys(mol.refs + ev)), None
+    if day is not None:
+        return day, rule, f"{flow_text}; {mol_text}{extra}{tag}", list(dict.fromkeys(ev + mol.refs)), None
+    if mol.possible_day is not None and (possible is None or mol.possible_day < possible):
+        return (None, MRD_RELAPSE_POSSIBLE_RULE, f"{mol_text}; {flow_text}{extra}{tag}",
+                list(dict.fromkeys(mol.possible_refs + ev)), mol.possible_day)
+    if reason is None and not mol.found and not mol.notes:
+        return flow
+    return day, rule, f"{flow_text}; {mol_text}{extra}{tag}", list(dict.fromkeys(ev + mol.possible_refs)), possible
 
 
 def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
@@ -314,7 +375,8 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
     # an option one table lacks is not used for its subjects (warned once by derive_marrow_response; review 40 B1)
     resolved = resolve_for_study(options, dict(zip(a["subject_id"].to_list(), names)), warn=False)
     a = a.with_columns(_relapse_rule(a, names, resolved).alias("_relapse_rule"))
-    data = _by_subject(study, params=("PBBLAST", "MRDFCM"))  # what relapse reads besides the assessments
+    # what relapse reads besides the assessments; the molecular markers for the MRD relapse (review 47 F1)
+    data = _by_subject(study, params=("PBBLAST", "MRDFCM", *marker_params()))
     rows = []
     for sid, part in a.partition_by("subject_id", as_dict=True, maintain_order=True).items():
         sid = sid[0]
@@ -334,8 +396,11 @@ def derive_relapse(study: Study, assessments: pl.DataFrame | None = None,
                                          {**rel, "pb_blast_consecutive": resolved[name]["pb_blast_consecutive"],
                                           "pb_relapse_date": resolved[name]["pb_relapse_date"]},
                                          rules, prefix)
-            mrd_day, mrd_rule, mrd_reason, mrd_ev, mrd_possible = _mrd_relapse(recs, sd, start["day"], None if best is None else best[0],
-                                                       resolved[name])
+            stop = None if best is None else best[0]
+            mrd_day, mrd_rule, mrd_reason, mrd_ev, mrd_possible = _with_molecular(
+                _mrd_relapse(recs, sd, start["day"], stop, resolved[name]),
+                molecular_mrd_relapse(recs, sd.obs, start["day"], stop, resolved[name]) if sd is not None
+                else MolecularRelapse(), resolved[name])
             why = "no relapse after the response" if best is None else best[2]
             # a marrow whose blasts are only a bound that does not settle ">= 5%" (NE, could be relapse)
             open_ = [r for r in recs if r["day"] > start["day"] and (best is None or r["day"] < best[0])
