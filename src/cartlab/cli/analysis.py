@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,7 +27,7 @@ from cartlab.cli.base import (  # OptionsFileOpt, SetOpt, StrictOpt, analysis_op
     app,
     console,
 )
-from cartlab.cli.grammar import STUDY_HELP, StudyOpt, SubjectArg, SubjectOpt, study_argument
+from cartlab.cli.grammar import STUDY_HELP, StudyOpt, SubjectArg, SubjectOpt, bundled, study_argument
 from cartlab.cli.interop import SourceOptions, load_source, reader_options
 
 SourceArg = study_argument(STUDY_HELP + " None: --sdtm, --fhir, or the store's only study. The same as --study "
@@ -39,6 +40,26 @@ def _refuse_out_arg(command: str, study: str | None, out_arg: str | None) -> Non
     if out_arg is not None:
         raise _usage(f"unexpected argument {out_arg!r}: the output folder is given with --out",
                      hint=f"cartlab {command} {study or 'STUDY'} --out {out_arg}")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """--strict, --options FILE and --set ENGINE.OPTION=VALUE of a command that runs an analysis
+    (analyze, report): one place turns them into the analysis's options."""
+
+    strict: bool = False
+    options_file: Path | None = None
+    set_options: list[str] | None = None
+
+    def options(self, protocol: str | None):
+        """The AnalysisOptions; a bad option stops here, before any reading. ``protocol``: "given" or
+        "missing" (a protocol.* option without --protocol is refused)."""
+        return analysis_options(self.options_file, self.set_options, self.strict, protocol=protocol)
+
+
+#: the parameters of :class:`AnalysisSettings`, each its own option in --help
+analysis_settings = bundled(AnalysisSettings, (("strict", StrictOpt, False), ("options_file", OptionsFileOpt, None),
+                                               ("set_options", SetOpt, None)))
 
 
 #: the kind of output ``analyze`` writes (its marker, .cartlab-export.json, names it)
@@ -78,6 +99,7 @@ def is_analysis_file(name: str) -> bool:
 
 @app.command("analyze")
 @reader_options
+@analysis_settings
 def analyze_cmd(
     ctx: typer.Context,
     study: SourceArg = None,
@@ -86,9 +108,7 @@ def analyze_cmd(
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Also check the study against a protocol (shipped id or YAML): dose_plan, "
         "eligibility, eligibility_verdict and protocol_deviations tables.")] = None,
-    strict: StrictOpt = False,
-    options_file: OptionsFileOpt = None,
-    set_options: SetOpt = None,
+    settings: AnalysisSettings = None,
     source: SourceOptions = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
@@ -123,8 +143,7 @@ def analyze_cmd(
 
     _refuse_out_arg("analyze", study, out_arg)
     _refuse_out_in_study(study, out)
-    options = analysis_options(options_file, set_options, strict,  # a bad option stops before any reading
-                               protocol="given" if protocol else "missing")
+    options = settings.options("given" if protocol else "missing")  # a bad option stops before any reading
     proto = _protocol_or_exit(protocol) if protocol else None
 
     def owned(name: str) -> bool:  # the files of an earlier analysis: replaced as a whole
@@ -195,6 +214,7 @@ def _print_not_measured(analysis) -> None:
 
 @app.command("report")
 @reader_options
+@analysis_settings
 def report_cmd(
     ctx: typer.Context,
     study: SourceArg = None,
@@ -203,9 +223,7 @@ def report_cmd(
     subject: SubjectOpt = None,
     protocol: Annotated[Optional[str], typer.Option(
         "--protocol", "-p", help="Add the protocol section (planned doses, eligibility, deviations).")] = None,
-    strict: StrictOpt = False,
-    options_file: OptionsFileOpt = None,
-    set_options: SetOpt = None,
+    settings: AnalysisSettings = None,
     source: SourceOptions = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
     csv_dialect: CsvDialectOpt = "standard",
@@ -250,7 +268,7 @@ def report_cmd(
         stale = _study_report_in(out, force)
     else:
         check_report_folder(out, force)
-    options = analysis_options(options_file, set_options, strict, protocol="given" if protocol else "missing")
+    options = settings.options("given" if protocol else "missing")
     proto = _protocol_or_exit(protocol) if protocol else None
     data, _ = load_source(study, store, **source.load_kwargs(), csv_dialect=csv_dialect, report_to=out, ctx=ctx)
     if subject and subject not in data.subject_ids:
