@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from cartlab.model import NOT_MEASURED_SOURCES
 from cartlab.report.cohort_base import (
     CohortView,
     ViewUnavailable,
@@ -49,6 +50,7 @@ from cartlab.report.cohort_stats import (
 from cartlab.report.cohort_swimmer import SwimmerData, events_not_given, swimmer_data
 
 __all__ = [
+    "EXPANSION_MARKS",
     "HEAT_ABOVE_TEXT",
     "HEAT_BLQ_TEXT",
     "HEAT_ZERO_TEXT",
@@ -402,6 +404,25 @@ class ExpansionData:
     n_subjects: int
     n_without: int
     notes: tuple[str, ...] = ()
+
+    def marker_groups(self):
+        """``(kind, not_measured, points)`` per point kind (:data:`EXPANSION_MARKS`: measured, ``<x`` at
+        its limit, ``>x`` at its limit) and source (not measured = open markers): what both renderers
+        draw, in that order."""
+        pts = self.points
+        above = pl.col("above") if "above" in pts.columns else pl.lit(False)
+        kind = pl.when(pl.col("blq")).then(pl.lit("blq")).when(above).then(pl.lit("above")).otherwise(pl.lit("measured"))
+        nm = pl.col("kind").is_in(list(NOT_MEASURED_SOURCES))
+        for key in EXPANSION_MARKS:
+            for open_ in (False, True):
+                sub = pts.filter((kind == key) & (nm == open_))
+                if sub.height:
+                    yield key, open_, sub
+
+
+#: the expansion view's point kinds and their legend text (both renderers)
+EXPANSION_MARKS = {"measured": "measured value", "blq": "below limit of quantification (at the limit)",
+                   "above": "above the upper limit (at the limit)"}
 
 
 def expansion_data(analysis, subject_ids=None, param: str = "CARCOPY") -> ExpansionData:

@@ -271,16 +271,11 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
         ax.add_collection(LineCollection(segs, colors=response_color(cat), linewidths=0.6 if many else 1.1,
                                          alpha=0.45 if many else 0.9, linestyles=styles))
     ms = 6 if many else 18
-    above = pl.col("above") if "above" in pts.columns else pl.lit(False)
-    for (blq, up), marker in (((False, False), "o"), ((True, False), "v"), ((False, True), "^")):
-        for open_ in (False, True):
-            sub = pts.filter((pl.col("blq") == blq) & (above == up)
-                             & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
-            if sub.height == 0:
-                continue
-            c = [response_color(r) for r in sub["response"].to_list()]
-            ax.scatter(sub["day"].to_numpy(), sub["value"].to_numpy(), marker=marker, s=ms, zorder=3,
-                       c="none" if open_ else c, edgecolors=c, linewidths=0.7)
+    markers = {"measured": "o", "blq": "v", "above": "^"}
+    for key, open_, sub in data.marker_groups():
+        c = [response_color(r) for r in sub["response"].to_list()]
+        ax.scatter(sub["day"].to_numpy(), sub["value"].to_numpy(), marker=markers[key], s=ms, zorder=3,
+                   c="none" if open_ else c, edgecolors=c, linewidths=0.7)
     _log_axis(ax)  # decade ticks, plain-text labels: mathtext and minor ticks were a tenth of the views' time
     _whole_decades(ax)
     ax.set_xlabel("Days since CAR-T infusion", fontsize=FONT)
@@ -291,10 +286,9 @@ def expansion_figure(data: cd.ExpansionData) -> Figure:
     h2 = [Line2D([], [], marker="o", ls="", color="#444444", label="measured value")]
     if pts["kind"].is_in(list(NOT_MEASURED_SOURCES)).any():
         h2.append(Line2D([], [], marker="o", ls=":", color="#444444", markerfacecolor="none", label=OPEN_TEXT))
-    if pts["blq"].any():
-        h2.append(Line2D([], [], marker="v", ls="", color="#444444", label="below limit of quantification (at the limit)"))
-    if "above" in pts.columns and pts["above"].any():
-        h2.append(Line2D([], [], marker="^", ls="", color="#444444", label="above the upper limit (at the limit)"))
+    drawn = {key for key, _, _ in data.marker_groups()}
+    h2 += [Line2D([], [], marker=markers[k], ls="", color="#444444", label=cd.EXPANSION_MARKS[k])
+           for k in ("blq", "above") if k in drawn]
     if leg is not None:
         ax.add_artist(leg)
     _legend(ax, h2, "markers", loc="lower left", anchor=(1.01, 0.0))

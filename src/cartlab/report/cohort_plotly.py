@@ -245,21 +245,14 @@ def expansion_figure(data: cd.ExpansionData) -> go.Figure:
                                        line={"color": style.response_color(cat), "width": 0.7 if many else 1.4,
                                                  "dash": "dot" if nm else "solid"}, opacity=0.5 if many else 0.9,
                                        hoverinfo="skip"))
-    above = pl.col("above") if "above" in pts.columns else pl.lit(False)
-    for (blq, up), sym in (((False, False), "circle"), ((True, False), "triangle-down"), ((False, True), "triangle-up")):
-        for open_ in (False, True):
-            sub = pts.filter((pl.col("blq") == blq) & (above == up)
-                             & (pl.col("kind").is_in(list(NOT_MEASURED_SOURCES)) == open_))
-            if sub.height == 0:
-                continue
-            name = ("below limit of quantification (at the limit)" if blq else
-                    "above the upper limit (at the limit)" if up else "measured value")
-            traces.append(trace("Scattergl",
-                x=sub["day"].to_list(), y=sub["value"].to_list(), mode="markers",
-                name=name + (f" — {style.OPEN_TEXT}" if open_ else ""), text=plotly_text(sub["subject_id"].to_list()),
-                hovertemplate="%{text} day %{x}: %{y:.3s}<extra></extra>",
-                marker={"symbol": _symbol(sym, open_), "size": 4 if many else 7,
-                            "color": [style.response_color(r) for r in sub["response"].to_list()]}))
+    symbols = {"measured": "circle", "blq": "triangle-down", "above": "triangle-up"}
+    for key, open_, sub in data.marker_groups():
+        traces.append(trace("Scattergl",
+            x=sub["day"].to_list(), y=sub["value"].to_list(), mode="markers",
+            name=cd.EXPANSION_MARKS[key] + (f" — {style.OPEN_TEXT}" if open_ else ""),
+            text=plotly_text(sub["subject_id"].to_list()), hovertemplate="%{text} day %{x}: %{y:.3s}<extra></extra>",
+            marker={"symbol": _symbol(symbols[key], open_), "size": 4 if many else 7,
+                    "color": [style.response_color(r) for r in sub["response"].to_list()]}))
     fig = figure(traces)
     fig.update_yaxes(type="log", title=f"CAR transgene ({data.unit})")
     fig.update_xaxes(title=X_DAYS)
