@@ -237,3 +237,10 @@ def test_dose_plan_creatinine_timed_after_the_first_timed_dose_is_not_screening(
     # without a time on the dose, the day counts: the later 300 umol/L row is the screening value (unchanged)
     st2 = _study(tmp_path, "s2", observations=lambda s: pl.concat([s, _obs(-5.25, "CREAT", 300, unit="umol/L")]))
     assert subject_patient(st2, proto, SID)[0].creatinine == 300.0
+
+
+def test_absence_reason_says_where_absence_means_no_is_set(tmp_path, proto):
+    # review 47 new user #9: the reason named a setting --set refuses; it is a key of the protocol YAML's criterion
+    r = _crit(derive_eligibility(_study(tmp_path), proto), "active_infection")
+    assert r["status"] == "unknown"
+    assert "absence_means_no: true on this criterion in a copy of the protocol YAML and pass --protocol FILE" in r["reason"]

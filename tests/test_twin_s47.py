@@ -326,3 +326,24 @@ def test_cli_refuses_a_zero_split_and_an_unknown_baseline_blq(tmp_path):
     r = CliRunner().invoke(app, ["twin", "fit", "x", "--subject", "S", "--baseline-blq", "half", "--out",
                                  str(tmp_path / "fit")])
     assert r.exit_code == 2 and "--baseline-blq must be one of half_lloq, lloq, missing" in r.output
+
+
+def test_baseline_left_out_by_sources_is_named_not_called_missing():
+    """review 47 new user #7: with sources=['paper'] the seed's reconstructed baseline rows (CD7T 322
+    cells/uL on day -7, NEUT ...) exist but are left out; the warning says so instead of "add the
+    measurements if they exist"."""
+    import warnings
+
+    from cartlab.datasets import seed_case
+    from cartlab.twin.fit import TwinModel
+
+    m = TwinModel(sources=["paper"])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        m._setup(seed_case(), "CD7-AML-001", None)
+    assert "recorded with another source, left out" in m.baseline_defaults_used_["cd7t_ul"]["missing"]
+    text = " ".join(str(x.message) for x in w)
+    assert "include that source to use them" in text and "add the measurements if they exist" not in text
+    m2 = TwinModel()  # every source: the seed's CD7T is read, not a default
+    m2._setup(seed_case(), "CD7-AML-001", None)
+    assert "cd7t_ul" not in m2.baseline_defaults_used_

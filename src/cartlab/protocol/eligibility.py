@@ -431,7 +431,8 @@ def _explain(c, parts: dict[str, _Part], key: str, sid: str, truth: dict[str, bo
         if c.absence_means_no:
             return {**nothing, "cond": cond, "reason": f"no {c.event} event recorded in {wtxt}"}
         return {**nothing, "reason": f"no {c.event} event recorded in {wtxt}; absence of a record is not evidence of "
-                                     "absence (set absence_means_no: true when the study records every event)"}
+                                     "absence (when the study records every event: set absence_means_no: true on this "
+                                     "criterion in a copy of the protocol YAML and pass --protocol FILE; docs/protocol.md)"}
     label = c.param + (f" ({c.analyte})" if c.analyte else "")
     if r is None:
         return {**nothing, "reason": f"no {label} result in {wtxt}"}

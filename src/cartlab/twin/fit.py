@@ -495,9 +495,12 @@ class TwinModel:
             raise InputError(f"subject {subject_id!r} has no observation the twin can fit"
                              + (f" with source in {list(self.sources)}" if self.sources else ""))
         base_study = study.subject(subject_id)
+        o = base_study.observations
+        # the baseline params recorded with another source: left out by ``sources``, not missing (review 47 nu7)
+        self._left_out = set() if self.sources is None else set(o.filter(
+            ~pl.col("source").is_in(list(self.sources)) & (pl.col("day") <= 0) & pl.col("value").is_not_null())["param"])
         if self.sources is not None:
-            base_study = dataclasses.replace(base_study, observations=base_study.observations.filter(
-                pl.col("source").is_in(list(self.sources))))
+            base_study = dataclasses.replace(base_study, observations=o.filter(pl.col("source").is_in(list(self.sources))))
         baseline, self.baseline_blq_used_ = blq_baseline(base_study, subject_id, Baseline.from_study(
             base_study, [subject_id]), self.baseline_blq)
         self._baseline_defaults(baseline, subject_id)
@@ -520,17 +523,21 @@ class TwinModel:
         parameter table's ``baseline_defaults`` (missing is not negative: said, recorded and, for the
         weight or the marrow blasts, a forecast problem); a warning names them."""
         from cartlab.errors import SubjectsWarning
+        from cartlab.twin.model import _BASE_PARAMS
 
-        used = baseline.defaults_used(0)
-        if self.sources is not None:
-            for v in used.values():
-                if v["missing"].startswith("observations"):
-                    v["missing"] += f" with source in {list(self.sources)}"
+        used, left = baseline.defaults_used(0), getattr(self, "_left_out", set())
+        for f, v in used.items():
+            if self.sources is not None and v["missing"].startswith("observations"):
+                v["missing"] += f" with source in {list(self.sources)}" + (
+                    " (recorded with another source, left out)"
+                    if _BASE_PARAMS.get(f) in left else "")
         self.baseline_defaults_used_ = used
         if used:
             warnings.warn(SubjectsWarning(
                 "baseline value(s) missing for {subjects}, the population default assumed: " + defaults_text(used)
-                + " (the fit's baseline_defaults_used, twin_fit.json); add the measurements if they exist",
+                + " (the fit's baseline_defaults_used, twin_fit.json); " + ("values recorded with another source are "
+                "left out by sources (--sources): include that source to use them" if any(
+                    _BASE_PARAMS.get(f) in left for f in used) else "add the measurements if they exist"),
                 [subject_id], "twin_fit.json (baseline_defaults_used)"), stacklevel=4)
 
     # -- fit
