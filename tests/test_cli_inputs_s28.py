@@ -58,7 +58,7 @@ def test_ctcae_semicolon_file_one_message(tmp_path):
     res = _run("ctcae", src, "--out", tmp_path / "o.csv")
     text = _text(res)
     assert res.exit_code == 2 and "semi.csv" in text and "semicolon-separated" in text
-    assert "truncate_ragged_lines" not in text and "--csv-dialect" not in text
+    assert "truncate_ragged_lines" not in text and "--csv-dialect european" in text
     assert not (tmp_path / "o.csv").exists()
 
 

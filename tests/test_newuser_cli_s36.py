@@ -196,8 +196,8 @@ def test_stored_study_warnings_are_counted_not_repeated(tmp_path):
     imported = run("import", d, "--store", store)
     assert "notes.txt" in imported  # printed in full once, at import
     subject = pl.read_csv(d / "subjects.csv", infer_schema=False)["subject_id"][0]
-    # two warnings at import: README.md and notes.txt are not read
-    count = "2 input warnings recorded when seedstudy was imported (cartlab validate seedstudy lists them)"
+    # one warning at import: notes.txt is not read (README.md is documentation, review 47 F6)
+    count = "1 input warning recorded when seedstudy was imported (cartlab validate seedstudy lists them)"
     # by id (no folder of that name here) and by the folder's name (the same files as stored)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -207,6 +207,17 @@ StoreOpt = Annotated[
     ),
 ]
 DEFAULT_STORE_PATH = Path("cartlab.duckdb")
+#: --csv-dialect of the plain-table commands (nca, ctcae): the study commands' dialects (review 47 F5)
+CsvTableDialectOpt = Annotated[
+    str,
+    typer.Option(
+        "--csv-dialect",
+        envvar="CARTLAB_CSV_DIALECT",
+        metavar="standard|european|semicolon|tab",
+        help="The format of the input CSV table, to read it: standard (comma-separated, decimal points), "
+        "european (semicolons, decimal commas), semicolon or tab. What cartlab writes is always standard CSV.",
+    ),
+]
 CsvDialectOpt = Annotated[
     str,
     typer.Option(
@@ -551,6 +562,7 @@ def analysis_options(options_file: Path | None, set_options: list[str] | None, s
         engine, dot, name = key.strip().partition(".")
         if not sep or not dot or not engine or not name:
             raise _usage(f"--set {item!r}: write ENGINE.OPTION=VALUE, e.g. --set icaht.duration=longest_run")
+        engine = engine.strip().lower()  # the engines are lower case: --set ICAHT.duration is icaht (review 47 F10)
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:

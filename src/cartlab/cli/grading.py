@@ -10,6 +10,7 @@ import typer.core
 from rich.table import Table
 
 from cartlab.cli.base import (
+    CsvTableDialectOpt,
     _check_file,
     _progress,
     _usage,
@@ -17,13 +18,14 @@ from cartlab.cli.base import (
     console,
     err,
 )
+from cartlab.cli.grammar import GrammarCommand
 from cartlab.errors import CartlabError
 
 #: what a bare ``--version`` (no value) gives: the program's version, as ``cartlab --version``
 _SHOW_PROGRAM_VERSION = "\0program-version"
 
 
-class _CtcaeCommand(typer.core.TyperCommand):
+class _CtcaeCommand(GrammarCommand):
     """``--version`` was the CTCAE version's option (now ``--ctcae-version``; the old spelling is a
     hidden alias). typer has no option with an optional value, so a bare ``--version`` (last, or
     followed by another option) is read here as the program's ``--version`` instead of an error."""
@@ -91,6 +93,7 @@ def ctcae_cmd(
         "--option", hidden=True, help="Old form of --set NAME=VALUE (deprecated).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace --out when it is an existing file (even the input table).")] = False,
+    csv_dialect: CsvTableDialectOpt = "standard",
 ) -> None:
     """Grade a plain lab table with CTCAE (v5.0 default; SI and US conventional units).
 
@@ -149,7 +152,7 @@ def ctcae_cmd(
     try:
         with _progress(f"grading {input_csv.name}") as step:
             step("CTCAE")
-            summary = ctcae_command(input_csv, out, options=opts, force=force)
+            summary = ctcae_command(input_csv, out, options=opts, force=force, csv_dialect=csv_dialect)
     except (ValueError, KeyError) as exc:
         if isinstance(exc, CartlabError):
             raise

@@ -52,6 +52,8 @@ _AMOUNT_COLS = ("aval", "anrlo", "anrhi", "base")
 #: the study format's names of the contract's columns (study-format.md observations: value, lln, uln;
 #: a baseline), read as the contract's (review 41 F3); a table with both a name and its alias is refused
 ALIASES = {"lln": "anrlo", "uln": "anrhi", "value": "aval", "baseline": "base"}
+#: the number columns of a table (and their aliases): a decimal comma there is read with --csv-dialect european
+NUMERIC_COLUMNS = ("aval", "anrlo", "anrhi", "base", "pchg", *ALIASES)
 
 
 def table_columns(raw: pl.DataFrame, path: Any) -> dict[str, str]:
@@ -243,7 +245,7 @@ def normalise_user_names(work: pl.DataFrame, terms: pl.DataFrame, source: Any = 
 
 
 def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | None = None,
-                  options: Any = None, force: bool = True) -> dict[str, Any]:
+                  options: Any = None, force: bool = True, csv_dialect: str = "standard") -> dict[str, Any]:
     """Grade a plain CSV table (contract: ``../shared/conformance/README.md``).
 
     The input needs ``term`` (or ``param``), ``direction`` and ``aval`` (column names case-insensitive;
@@ -255,7 +257,7 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
     gradable), ``grade_max`` (the highest grade the value leaves open: a censored result or a missing
     baseline; equal to grade when settled) and ``grade_reason`` (the rule in words and its id in brackets).
 
-    Bad input (see :func:`check_table`; a semicolon- or tab-separated file) raises an
+    Bad input (see :func:`check_table`; a file in another CSV dialect than ``csv_dialect``) raises an
     :class:`InputError` naming the file, row and column, and nothing is written. Unless ``force``,
     an existing ``out_csv`` (the input above all) is refused (``cartlab ctcae`` without --force).
 
@@ -274,20 +276,15 @@ def ctcae_command(input_csv: str | Path, out_csv: str | Path, *, units: str | No
         grade_labs,
         metadata_units,
     )
-    from cartlab.io.folder import sniff_dialect
+    from cartlab.io.folder import read_plain_csv
 
     options = options or CtcaeOptions()
     if units is not None:
         options = CtcaeOptions(**{**{f.name: getattr(options, f.name) for f in fields(options)}, "units": units})
     check_output_file(out_csv, [input_csv], force=force, what="the graded table")
-    wrong = sniff_dialect(Path(input_csv), "standard")
-    if wrong is not None:  # worded as the study reader words it; ctcae reads comma-separated files only
-        raise InputError(f"{input_csv}: {wrong.message.split(', or pass --csv-dialect')[0]}",
-                         hint="Nothing was written.")
-    try:
-        raw = pl.read_csv(input_csv, infer_schema=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable CSV is the user's input problem
-        raise InputError(f"{input_csv}: not a readable CSV table ({exc})") from None
+    # review 47 F5: read in csv_dialect (--csv-dialect) as the study reader reads a folder; a file in
+    # another dialect is one error worded as the study reader's (sniffed in every column)
+    raw = read_plain_csv(Path(input_csv), csv_dialect, numeric=NUMERIC_COLUMNS)
     clash = [c for c in raw.columns if c.lower() in ("grade", "grade_max", "grade_reason")]
     if clash:
         raise InputError(f"{input_csv}: the input already has column(s) {clash}")

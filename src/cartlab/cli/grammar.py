@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Optional, get_args, get_origin
 
@@ -184,10 +185,52 @@ _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Usage
 _ONE_VALUE = ("--study", "--subject")
 
 
+#: a value and its unit written as one token ("54umol/L", "54 umol/L"), for an option that takes VALUE UNIT
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\d\s.+-].*?)\s*$")
+
+
+def _split_quantities(args: list[str], takes_value: dict[str, int]) -> list[str]:
+    """``args`` with a VALUE UNIT option (nargs 2, e.g. ``dose --creatinine``) given as one token --
+    ``--creatinine 54umol/L``, ``--creatinine '54 umol/L'``, ``--creatinine=54umol/L`` -- split into its
+    two tokens, as ``--weight 52kg`` is written (review 47 F1; cartlab convention). The two-token form is
+    unchanged."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return out + list(args[i:])
+        name, eq, value = a.partition("=")
+        if a.startswith("--") and takes_value.get(name) == 2:
+            token = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+            m = _QUANTITY.match(token) if token is not None else None
+            if m:
+                out += [name, m.group(1), m.group(2)]
+                i += 1 if eq else 2
+                continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _set_with_spaces(args: list[str], ctx) -> None:
+    """``--set icaht.duration = longest_run`` (spaces around ``=``): click reads ``icaht.duration`` as the
+    option and the rest as extra arguments; say how to write it instead (review 47 F10)."""
+    for i, a in enumerate(args[:-2]):
+        if a == "--":
+            return
+        if a == "--set" and "=" not in args[i + 1] and args[i + 2].startswith("="):
+            typed = args[i + 1:i + 3] if args[i + 2] != "=" else args[i + 1:i + 4]
+            value = args[i + 2][1:] if args[i + 2] != "=" else (args[i + 3] if i + 3 < len(args) else "VALUE")
+            raise _UsageError(f"--set {' '.join(typed)}: write --set ENGINE.OPTION=VALUE without spaces, "
+                              f"e.g. --set {args[i + 1]}={value}", ctx=ctx)
+
+
 class GrammarCommand(typer.core.TyperCommand):
     """A command of :class:`App`: ``--study`` or ``--subject`` given twice with different values is one
     usage error naming both (click would take the last; review 41 diff2 13), as the positional form and
-    the option are."""
+    the option are. A VALUE UNIT option given as one token is split (:func:`_split_quantities`), and
+    ``--set`` with spaces around ``=`` is one clear usage error (:func:`_set_with_spaces`)."""
 
     def _takes_value(self, ctx) -> dict[str, int]:
         return {name: p.nargs for p in self.get_params(ctx)
@@ -195,6 +238,9 @@ class GrammarCommand(typer.core.TyperCommand):
 
     def parse_args(self, ctx, args):
         takes_value = self._takes_value(ctx)
+        args = _split_quantities(list(args), takes_value)
+        if "--set" in takes_value:
+            _set_with_spaces(args, ctx)
         seen: dict[str, str] = {}
         i = 0
         while i < len(args):

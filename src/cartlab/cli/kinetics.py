@@ -10,6 +10,7 @@ import typer
 from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
     CsvDialectOpt,
+    CsvTableDialectOpt,
     StoreOpt,
     _load_study,
     _progress,
@@ -74,6 +75,7 @@ def nca_cmd(
         "--blq-last", metavar="keep|drop|NUMBER",
         help="BLQ after the last quantifiable value: keep as 0 (PKNCA conc.blq last), drop, or this number.")]
     = "keep",
+    csv_dialect: CsvTableDialectOpt = "standard",
 ) -> None:
     """Non-compartmental analysis with PKNCA's rules and column names (cmax, tmax, tlast, clast.obs,
     auclast, aucall, aucinf.obs, lambda.z, half.life, r.squared, adj.r.squared, lambda.z.n.points ...).
@@ -95,7 +97,7 @@ def nca_cmd(
             step("profiles")
             summary = nca_command(table, out, subject=subject, time=time, conc=conc, lloq=lloq, method=method,
                                   intervals=interval or None, conc_unit=conc_unit, time_unit=time_unit,
-                                  force=force, options=options)
+                                  force=force, options=options, csv_dialect=csv_dialect)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
             raise

@@ -62,10 +62,10 @@ __all__ = ["nca_command", "parse_assignments", "read_conc_table", "stein_command
 # concentration tables and cartlab nca
 
 
-def _scan_fields(path: Path) -> list[str]:
+def _scan_fields(path: Path, separator: str = ",") -> list[str]:
     """The header; raises when a data row has another number of fields than the header."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=separator)
         try:
             header = next(reader)
         except StopIteration:
@@ -81,7 +81,7 @@ def _scan_fields(path: Path) -> list[str]:
 
 
 def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str, lloq: str | None = None,
-                    extra: Sequence[str] = ()) -> pl.DataFrame:
+                    extra: Sequence[str] = (), csv_dialect: str = "standard") -> pl.DataFrame:
     """A concentration-time CSV checked and parsed for the ``nca`` and ``stein`` commands.
 
     Returns ``_row`` (1-based data row), the subject column under its own name, ``_time``,
@@ -89,16 +89,22 @@ def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str
     ``_lloq`` (when ``lloq`` is given) and the ``extra`` columns as text. Raises ValueError naming
     the file, row (and CSV line) and column: a missing column, a row with another number of fields
     than the header, a time, conc or LLOQ that is not a number, a missing time or subject, a time
-    that does not increase within a subject (file order), a negative concentration."""
+    that does not increase within a subject (file order), a negative concentration. ``csv_dialect``
+    (``--csv-dialect``): the file's separator and decimal mark; a file in another one is one error
+    (cartlab.io.folder.check_plain_dialect, as ctcae and the study reader say it; review 47 F5)."""
+    from cartlab.io.folder import CSV_DIALECTS, check_plain_dialect, read_plain_csv
+
     path = Path(input_csv)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    header = _scan_fields(path)
+    numeric = tuple(c for c in (time, conc, lloq) if c is not None)
+    check_plain_dialect(path, csv_dialect, numeric)
+    header = _scan_fields(path, CSV_DIALECTS[csv_dialect][0])
     need = list(dict.fromkeys(c for c in (subject, time, conc, lloq, *extra) if c is not None))
     miss = [c for c in need if c not in header]
     if miss:
         raise ValueError(f"{path}: column(s) {miss} not found; the header has {header}")
-    raw = pl.read_csv(path, infer_schema=False, columns=need)
+    raw = read_plain_csv(path, csv_dialect, numeric, columns=need)
     raw = raw.with_row_index("_row", offset=1)
     # BLQ / BQL / BLOQ / <LLOQ / below LLOQ: the result below the row's LLOQ, read as '<lloq' as the study
     # reader does (cartlab.io.value_text; review s38 B3); without an LLOQ the bound is unknown: an error
@@ -183,7 +189,7 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
                 lloq: str | None = None, method: str = "lin-up/log-down",
                 intervals: Sequence[Any] | None = None, options: NcaOptions | None = None,
                 conc_unit: str | None = None, time_unit: str | None = None,
-                force: bool = True) -> dict[str, Any]:
+                force: bool = True, csv_dialect: str = "standard") -> dict[str, Any]:
     """``cartlab nca TABLE.csv --subject-col COL --time-col COL --conc-col COL [--lloq-col COL] [--method M]
     [--interval START,END]... --out OUT.csv`` (contract: ``../shared/conformance/README.md``).
 
@@ -228,7 +234,7 @@ def nca_command(input_csv: str | Path, out_csv: str | Path, *, subject: str, tim
     check_output_file(out_path, [path], force=force, what="the NCA results")
     if given:
         check_output_file(units_path, [path], force=force, what="the units of the NCA results")
-    work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq)
+    work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq, csv_dialect=csv_dialect)
     base = options or NcaOptions()
     opt = NcaOptions(**{f.name: getattr(base, f.name) for f in fields(NcaOptions)} | {"method": method})
     ivs = [parse_interval(iv) for iv in (intervals or [(0.0, math.inf)])]

@@ -166,6 +166,33 @@ def _refuse_quantity_subject(positional: str | None, weight: str | None, height:
                  hint=f"a subject whose id is {text!r}: --subject {text}")
 
 
+def _check_creatinine(creatinine: tuple[float, str] | None) -> None:
+    """``--creatinine VALUE UNIT`` whose UNIT is the next flag (``--creatinine 54 --csv``) or a number
+    (``--creatinine 54 17``): the unit was left out. One usage error, not a pint lookup of "--csv"
+    (review 47 F1); creatinine units differ by a factor of 88.4, so there is no default unit."""
+    if creatinine is None:
+        return
+    value, unit = creatinine
+    try:
+        float(unit)
+        number = True
+    except ValueError:
+        number = False
+    if unit.startswith("-") or number:
+        raise _usage(f"--creatinine needs a value and its unit, e.g. --creatinine 54 umol/L (or mg/dL): got "
+                     f"'{value:g} {unit}'", hint="umol/L and mg/dL differ by a factor of 88.4: there is no default unit")
+
+
+def _sex_code(sex: str | None) -> str | None:
+    """``--sex`` as the study reader reads subjects.csv's sex (cartlab.io.schema.SEX_SYNONYMS, any letter
+    case): female -> F, male -> M (review 47 F10); anything else upper-cased, for dosing's own check."""
+    if sex is None:
+        return None
+    from cartlab.io.schema import SEX_SYNONYMS
+
+    return dict(SEX_SYNONYMS).get(sex.strip().lower(), sex.strip().upper())
+
+
 @app.command("dose")
 def dose_cmd(
     ctx: typer.Context,
@@ -250,6 +277,8 @@ def dose_cmd(
 
     as_csv = _as_csv(as_csv, fmt)
     study = _study_alias(study, study_dir)
+    _check_creatinine(creatinine)
+    sex = _sex_code(sex)
     _refuse_quantity_subject(ctx.params.get("subject"), weight, height)
     chosen = _protocol_settings(ctx, "dose", set_options, options_file, {
         "car_dose": ("car_dose", f"--car-dose {car_dose}", car_dose),

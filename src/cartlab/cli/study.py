@@ -294,14 +294,17 @@ def show_cmd(
     start: Annotated[Optional[float], typer.Option("--from", metavar="DAY", help="First day to show.")] = None,
     end: Annotated[Optional[float], typer.Option("--to", metavar="DAY", help="Last day to show.")] = None,
     csv_dialect: CsvDialectOpt = "standard",
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the timeline as CSV (the table's columns and "
+                                         "cells, * marks kept) instead of a table.")] = False,
 ) -> None:
     """Show one subject's course as a day-by-day timeline.
 
     Values marked * are reconstructed or synthetic (not measured). The subject is read from --study (a
     study folder or stored id), else from the store (--study is needed there when the subject id is in
-    several studies).
+    several studies). On a narrow terminal the numbers are never cut: the text columns wrap.
 
     [bold]Example[/]: cartlab show CD7-AML-001 --from -7 --to 30
+    [bold]Example[/]: cartlab show CD7-AML-001 --csv > timeline.csv
     """
     from cartlab.report.timeline import subject_timeline
 
@@ -309,10 +312,63 @@ def show_cmd(
         raise _usage(f"--from {start:g} is after --to {end:g}: give the first day to show, then the last")
     data = _subject_data(subject, store, study, csv_dialect)
     header, table, flagged = subject_timeline(data, subject, start=start, end=end)
+    if as_csv:
+        _print_table_csv(table)
+        return
     console.print(header)
-    console.print(table)
+    for part in _fit_timeline(table, console.width):
+        console.print(part)
     if flagged:
         console.print("[dim]* reconstructed or synthetic value (not measured); see the source_note column[/]")
+
+
+def _fit_timeline(table: Table, width: int) -> list[Table]:
+    """A timeline as tables that fit ``width`` columns with no number cut (review 47 F4: at 80 columns
+    Tmax read '39.…'): the table itself when it fits; else the number columns by day, in as few tables
+    as fit (each number column as wide as its widest cell and its header's longest word; headers wrap at
+    words), then the text columns (doses, interventions, events / marrow) by day for the days that have
+    any, wrapping at words. cartlab convention."""
+    from rich.cells import cell_len
+    from rich.measure import Measurement
+
+    def need(col) -> int:  # the width a column needs: its widest cell, its header's longest word
+        return max([cell_len(str(c)) for c in col._cells] + [cell_len(w) for w in str(col.header).split()] + [1])
+
+    def natural(col) -> int:  # its width unwrapped: a table of natural widths is never collapsed (cut)
+        return max(need(col), cell_len(str(col.header)))
+
+    if Measurement.get(console, console.options.update(width=10_000), table).maximum <= width:
+        return [table]
+    day, *rest = table.columns
+    numbers, texts = [c for c in rest if c.justify == "right"], [c for c in rest if c.justify != "right"]
+    groups: list[list] = []
+    for col in numbers:  # a column takes its width + 3 (padding and border); a table 2 more (edges, day)
+        if groups and 2 + sum(natural(c) + 3 for c in (day, *groups[-1], col)) <= width:
+            groups[-1].append(col)
+        else:
+            groups.append([col])
+    parts = []
+    for keep in (*groups, texts):
+        rows = [i for i in range(table.row_count) if any(str(c._cells[i]) for c in keep)]
+        t = Table(show_lines=False, header_style="bold", pad_edge=False)
+        for col in (day, *keep):
+            right = col.justify == "right" or col is day
+            t.add_column(str(col.header), justify=col.justify, min_width=need(col) if right else None,
+                         overflow="fold" if not right else "ellipsis")
+        for i in rows:
+            t.add_row(*(str(col._cells[i]) for col in (day, *keep)))
+        parts.append(t)
+    return parts
+
+
+def _print_table_csv(table: Table) -> None:
+    """A rich table's header and cells as CSV on stdout (review 47 F4: ``show --csv``)."""
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow([str(c.header) for c in table.columns])
+    for row in zip(*(c._cells for c in table.columns)):
+        writer.writerow([str(x) for x in row])
 
 
 @app.command("export")

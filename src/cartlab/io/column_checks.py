@@ -124,17 +124,15 @@ def suspicious_values(r, d) -> None:
         if p.suspicious is None:
             continue
         lo, hi = p.suspicious
-        out = pl.lit(False)
-        if lo is not None:
-            out = out | (pl.col("value") < lo)
-        if hi is not None:
-            out = out | (pl.col("value") > hi)
-        bound = (f"below {lo:g}" if hi is None else f"above {hi:g}" if lo is None else f"outside [{lo:g}, {hi:g}]")
-        r.flag((pl.col("param") == code) & pl.col("value").is_finite() & out, "value",
-               lambda v, p=p, bound=bound: f"{p.code} value {float(v[0]):g} {v[1] or '(no unit)'} (= {float(v[2]):g} "
-               f"{p.unit}) is {bound} {p.unit}: is the unit right? ({p.suspicious_why}); read as given",
-               by=pl.concat_list(pl.col("orig_value").cast(pl.String), pl.col("orig_unit"), pl.col("value").cast(pl.String)),
-               severity="warning")
+        # each side its own message: "below 10" / "above 1768" (review 47 F2: CREAT has both sides)
+        sides = ([(pl.col("value") < lo, f"below {lo:g}")] if lo is not None else []) + (
+            [(pl.col("value") > hi, f"above {hi:g}")] if hi is not None else [])
+        for out, bound in sides:
+            r.flag((pl.col("param") == code) & pl.col("value").is_finite() & out, "value",
+                   lambda v, p=p, bound=bound: f"{p.code} value {float(v[0]):g} {v[1] or '(no unit)'} (= {float(v[2]):g} "
+                   f"{p.unit}) is {bound} {p.unit}: is the unit right? ({p.suspicious_why}); read as given",
+                   by=pl.concat_list(pl.col("orig_value").cast(pl.String), pl.col("orig_unit"), pl.col("value").cast(pl.String)),
+                   severity="warning")
     whole = [code for code, p in d.params.items() if p.whole_per_ul]
     unit = pl.col("orig_unit").str.strip_chars().str.to_lowercase().str.replace_all(r"\s+", "")
     frac = pl.col("orig_value") != pl.col("orig_value").floor()

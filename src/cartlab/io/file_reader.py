@@ -22,7 +22,7 @@ from cartlab.io.folder import (
 )
 from cartlab.io.schema import DAY_RANGE, FileSpec, vocab_key, vocab_key_expr
 from cartlab.io.table_load import load_table
-from cartlab.io.value_text import number_hint
+from cartlab.io.value_text import date_hint, number_hint
 
 ROW = "__row"
 #: prefix of the internal name of a user column named like an internal one ("__row"): no internal
@@ -211,7 +211,8 @@ class _FileReader:
                     raw.is_not_null() & (parsed.is_null() | ~parsed.is_finite()) & ~point,
                     col.name,
                     lambda v, c=col.name: f"{c} must be a number, got {v!r}"
-                    f"{number_hint(v, result=(self.spec.name, c) == ('observations', 'value'))}",
+                    f"{number_hint(v, result=(self.spec.name, c) == ('observations', 'value'))}"
+                    f"{date_hint(v, c, self.spec.times)}",
                 )
                 if col.range is not None:
                     lo, hi = col.range

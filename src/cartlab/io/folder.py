@@ -4,7 +4,7 @@
   workbook, a CSV file ...), so a message can name it instead of saying only "not a folder".
 * :func:`find_tables` matches the five table names case-insensitively (``Observations.CSV`` is
   ``observations``) and lists every other file as *not read*, with a specific hint for
-  spreadsheets and CDISC SDTM domains.
+  spreadsheets and CDISC SDTM domains (a README, LICENSE or Markdown file silently: documentation).
 * :func:`sniff_dialect` recognises semicolon- or tab-separated files and decimal commas, so that a
   European export gets one clear message per file instead of a cascade of row errors.
 """
@@ -90,7 +90,8 @@ def find_tables(folder: Path) -> tuple[FolderContents, list[Issue]]:
     """The table files of ``folder`` (names matched case-insensitively) and an issue per other file.
 
     Two files for one table (``observations.csv`` and ``Observations.CSV``, or a CSV and a Parquet)
-    are an error; every file that is not read is a warning that names it; hidden files are skipped.
+    are an error; every file that is not read is a warning that names it, except documentation
+    (:func:`is_documentation`); hidden files are skipped.
     """
     issues: list[Issue] = []
     found: dict[str, list[Path]] = {}
@@ -110,8 +111,17 @@ def find_tables(folder: Path) -> tuple[FolderContents, list[Issue]]:
                                 f"({', '.join(p.name for p in paths)}): keep one"))
         else:
             tables[name] = paths[0]
-    issues += [_not_read_issue(p) for p in not_read]
+    issues += [_not_read_issue(p) for p in not_read if not is_documentation(p)]
     return FolderContents(tables, not_read), issues
+
+
+def is_documentation(path: Path) -> bool:
+    """A README*, LICENSE* / LICENCE* or *.md file: the folder's own documentation (the shipped seed case
+    has a README.md), not a misplaced table. cartlab convention (review 47 F6): not read and not an input
+    warning (issues have no information level), so it is not counted on every command; other files that
+    are not tables stay warnings."""
+    name = path.name.lower()
+    return path.is_file() and (name.startswith(("readme", "license", "licence")) or name.endswith(".md"))
 
 
 def missing_subjects_issue(contents: FolderContents) -> Issue:
@@ -163,7 +173,8 @@ def sniff_dialect(path: Path, dialect: str = "standard", numeric: tuple[str, ...
     if counts[seen_sep] == 0:
         seen_sep = sep  # a one-column header: nothing to tell
     records = list(csv.reader(lines, delimiter=seen_sep))
-    names = [h.strip().lower() for h in records[0]] if records else []
+    shown = [h.strip() for h in records[0]] if records else []  # named as the header writes it
+    names = [h.lower() for h in shown]
     wanted = [i for i, h in enumerate(names) if numeric is None or h in numeric]
     first: dict[str, tuple[int, str, str]] = {}  # decimal mark -> (row, column, cell) where first seen
     for row, rec in enumerate(records[1:], start=1):
@@ -171,7 +182,7 @@ def sniff_dialect(path: Path, dialect: str = "standard", numeric: tuple[str, ...
             c = rec[i].strip() if i < len(rec) else ""
             for mark, pattern in ((",", _DECIMAL_COMMA), (".", _DECIMAL_POINT)):
                 if mark not in first and pattern.match(c):
-                    first[mark] = (row, names[i], c)
+                    first[mark] = (row, shown[i], c)
     if seen_sep == ",":
         seen_dec = "."
     else:
@@ -185,7 +196,57 @@ def sniff_dialect(path: Path, dialect: str = "standard", numeric: tuple[str, ...
         what += f" (e.g. row {row}, column '{col}': {cell!r})"
     how = "re-export it as comma-separated with decimal points"
     suggestion = next((name for name, d in CSV_DIALECTS.items() if d == (seen_sep, seen_dec)), None)
-    if suggestion:
+    if suggestion == "standard":  # review 47 F8: the file is already what a re-export would give
+        how = f"drop --csv-dialect {dialect} (or pass --csv-dialect standard)"
+    elif suggestion:
         how += f", or pass --csv-dialect {suggestion}"
     return Issue(path.name, None, f"{what}, but is read as {dialect} ({_SEP_NAMES[sep]}-separated, decimal "
                  f"{'commas' if dec == ',' else 'points'}): {how}")
+
+
+def check_plain_dialect(path: Path, dialect: str = "standard", numeric: tuple[str, ...] | None = None) -> None:
+    """An :class:`~cartlab.errors.InputError` when ``dialect`` is not one of :data:`CSV_DIALECTS`, or the
+    plain table ``path`` looks written in another dialect (:func:`sniff_dialect`, the decimal mark seen in
+    the ``numeric`` columns, any letter case; None: all)."""
+    from cartlab.errors import InputError
+
+    if dialect not in CSV_DIALECTS:
+        raise InputError(f"--csv-dialect {dialect!r}: choose one of {', '.join(CSV_DIALECTS)}")
+    wanted = tuple(c.strip().lower() for c in numeric) if numeric is not None else None
+    wrong = sniff_dialect(path, dialect, numeric=wanted)
+    if wrong is not None:
+        raise InputError(f"{path}: {wrong.message}", hint="Nothing was written.")
+
+
+def read_plain_csv(path: Path, dialect: str = "standard", numeric: tuple[str, ...] | None = None,
+                   columns: list[str] | None = None):
+    """A plain table (``cartlab nca``, ``ctcae``, ``stein FILE``) read as text in ``dialect`` (``--csv-dialect``,
+    :data:`CSV_DIALECTS`), as the study reader reads a folder's CSV (review 47 F5; cartlab convention).
+
+    A file written in another dialect is one :class:`~cartlab.errors.InputError` naming it
+    (:func:`sniff_dialect`: "looks semicolon-separated ... pass --csv-dialect european"). With decimal
+    commas, the ``numeric`` columns (names as in the header, any letter case; None: none) have ``,`` read
+    as the decimal mark; a cell there with a decimal point is an error naming its row and column, as the
+    study reader says it. ``columns``: read only these. Every column stays text."""
+    import polars as pl
+
+    from cartlab.errors import InputError
+
+    check_plain_dialect(path, dialect, numeric)
+    wanted = tuple(c.strip().lower() for c in numeric) if numeric is not None else None
+    sep, dec = CSV_DIALECTS[dialect]
+    try:
+        raw = pl.read_csv(path, separator=sep, infer_schema=False, columns=columns, encoding="utf8")
+    except Exception as exc:  # noqa: BLE001 - any unreadable CSV is the user's input problem
+        raise InputError(f"{path}: not a readable CSV table ({exc})") from None
+    if dec == "," and wanted:
+        cols = [c for c in raw.columns if c.strip().lower() in wanted]
+        for c in cols:
+            point = raw[c].str.contains(".", literal=True).fill_null(False)
+            if point.any():
+                i = int(point.arg_true()[0])
+                raise InputError(f"{path}: row {i + 1} (line {i + 2}), column {c!r}: {raw[c][i]!r} has a decimal "
+                                 f"point, but the {dialect} dialect writes decimals with a comma",
+                                 hint="pass the --csv-dialect the file is written in (standard, semicolon: decimal points)")
+        raw = raw.with_columns(pl.col(c).str.replace(",", ".", literal=True) for c in cols)
+    return raw

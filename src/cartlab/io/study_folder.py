@@ -138,6 +138,20 @@ def _g(x) -> str:
     return f"{float(x):g}" if x not in (None, "") else ""
 
 
+#: the parameter dictionary as the README names it (the codes, their units and other names)
+PARAMS_FILE = "src/cartlab/io/params_v1.yaml"
+
+
+def _near_param(v: str, codes, alias: dict[str, str]) -> str:
+    """The closest code (or other name, given as its code) to an unknown param, and where the codes are
+    listed (review 47 F10): " (did you mean CD7T?; the codes are in src/cartlab/io/params_v1.yaml)"."""
+    import difflib
+
+    near = difflib.get_close_matches(str(v), [*codes, *alias], n=1, cutoff=0.75)
+    mean = f"did you mean {alias.get(near[0], near[0])}?; " if near else ""
+    return f" ({mean}the codes are in {PARAMS_FILE})"
+
+
 def _implausible(v) -> str:
     """The message for a value outside its parameter's plausible range; ``v`` = (param, orig value,
     orig unit, canonical value, canonical unit, low, high). A score without unit is just out of range."""
@@ -185,7 +199,7 @@ def _observations(r: _FileReader) -> pl.DataFrame:
         pl.col("param").is_not_null() & ~pl.col("param").is_in(codes),
         "param",
         lambda v: f"unknown param {v!r}: not in the parameter dictionary"
-        + (f" ({v} is another name of {alias[v]}: write {alias[v]})" if v in alias else ""),
+        + (f" ({v} is another name of {alias[v]}: write {alias[v]})" if v in alias else _near_param(v, codes, alias)),
     )
     unreadable = [n for i in r.issues if i.file == r.fname and i.column == "value" for n in i.rows]
     r.flag(  # a value that is given but not a number has its own error already
@@ -288,11 +302,12 @@ def _observations(r: _FileReader) -> pl.DataFrame:
         ),
     )
     for c in ("lln", "uln"):  # a reference limit no value of the param can reach (uln 1e300)
+        # review 47 F3: the limit in its own unit and converted, as the value and lloq messages say it
         r.flag(pl.col(c).is_finite() & lo.is_not_null() & ((pl.col(c) < lo) | (pl.col(c) > hi)), c,
-               lambda v, c=c: f"{c} {v[1]} of {v[0]} is outside the plausible range of its values "
-               f"[{v[2]}, {v[3]}] ({v[4]})",
-               by=pl.concat_list(pl.col("param"), pl.col(f"orig_{c}").cast(pl.String), lo.cast(pl.String),
-                                 hi.cast(pl.String), pl.col("unit")))
+               lambda v, c=c: f"{c} {_g(v[1])} {v[2] or '(no unit)'} of {v[0]} (= {_g(v[3])} {v[4]}) is outside the "
+               f"plausible range of its values [{_g(v[5])}, {_g(v[6])}] {v[4]}: is the unit right?",
+               by=pl.concat_list(pl.col("param"), pl.col(f"orig_{c}").cast(pl.String), pl.col("orig_unit"),
+                                 pl.col(c).cast(pl.String), pl.col("unit"), lo.cast(pl.String), hi.cast(pl.String)))
     # review 39 A1: lloq (in the row's unit) and a censored bound ('>101' C) are checked as value is: a
     # wrong unit there silently makes a peak BLQ or a fever out of 101 C
     r.flag(pl.col("lloq").is_finite() & lo.is_not_null() & ((pl.col("lloq") < lo) | (pl.col("lloq") > hi)), "lloq",

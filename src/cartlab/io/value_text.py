@@ -61,6 +61,19 @@ def number_hint(text: object, result: bool = False) -> str:
     return ""
 
 
+#: a calendar date (ISO 2021-06-01, optionally with a time; 01.06.2021, 6/1/2021)
+_DATE = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2})?)?|\d{1,2}[./]\d{1,2}[./]\d{2,4})\s*$")
+
+
+def date_hint(text: object, column: str, times=()) -> str:
+    """A date written in a day column (``times``: the file's (day, datetime, required) columns): where a date
+    goes (review 47 F10; spec: a row's day counts from the subject's infusion_date, README "days")."""
+    datetime_col = next((dt for day, dt, _ in times if day == column), None)
+    if datetime_col is None or not _DATE.match(str(text)):
+        return ""
+    return f" (a date: put it in {datetime_col}, with the subject's infusion_date in subjects.csv)"
+
+
 def read_value_text(r, d: Dictionary) -> None:
     """Parse ``r.df``'s ``value_text`` into ``censor`` and ``__censor_limit`` (row's unit), normalise
     categorical codes, and flag what the format does not allow (``r``: the study-folder file reader)."""
