@@ -173,7 +173,9 @@ def test_a_wrong_infusion_date_putting_rows_before_birth_is_refused(tmp_path):
 def test_a_reference_limit_no_value_can_reach_is_refused(tmp_path):
     d = _folder(tmp_path, [{"subject_id": "A", "day": 3.0, "param": "FERRITIN", "value": 300.0, "unit": "ug/L",
                             "uln": 1e300}])
-    with pytest.raises(StudyValidationError, match="uln 1e\\+300 of FERRITIN is outside the plausible range"):
+    # session 47 (review 47 F3): the limit with its unit and converted, and "is the unit right?"
+    with pytest.raises(StudyValidationError, match=r"uln 1e\+300 ug/L of FERRITIN \(= 1e\+300 ug/L\) is outside the "
+                       r"plausible range of its values \[0, 1e\+06\] ug/L: is the unit right\?"):
         read_study(d)
 
 
