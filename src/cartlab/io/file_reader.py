@@ -19,6 +19,9 @@ from cartlab.io.column_checks import did_you_mean, near_miss_columns
 from cartlab.io.errors import Issue, spelled
 from cartlab.io.folder import (
     CSV_DIALECTS,
+    comma_to_point,
+    decimal_comma_message,
+    decimal_point_in,
 )
 from cartlab.io.schema import DAY_RANGE, FileSpec, vocab_key, vocab_key_expr
 from cartlab.io.table_load import load_table
@@ -201,11 +204,9 @@ class _FileReader:
             if col.kind == "num":
                 point = pl.lit(False)
                 if self.decimal == ",":
-                    point = raw.str.contains(".", literal=True).fill_null(False)  # one message per cell
-                    self.flag(raw.str.contains(".", literal=True), col.name,
-                              lambda v, c=col.name: f"{c} {v!r} has a decimal point, but the {self.dialect} "
-                              "dialect writes decimals with a comma")
-                    raw = raw.str.replace(",", ".", literal=True)
+                    point = decimal_point_in(raw)  # one message per cell
+                    self.flag(point, col.name, lambda v, c=col.name: f"{c} {decimal_comma_message(v, self.dialect)}")
+                    raw = comma_to_point(raw)
                 parsed = raw.cast(pl.Float64, strict=False)
                 self.flag(
                     raw.is_not_null() & (parsed.is_null() | ~parsed.is_finite()) & ~point,

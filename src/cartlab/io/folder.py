@@ -29,6 +29,22 @@ CSV_DIALECTS: dict[str, tuple[str, str]] = {
     "tab": ("\t", "."),
 }
 
+def decimal_point_in(cell):
+    """The cells (a polars string expression or series) that hold a decimal point: an error in a column
+    read with decimal commas (:func:`decimal_comma_message`). Null cells are not."""
+    return cell.str.contains(".", literal=True).fill_null(False)
+
+
+def decimal_comma_message(value: object, dialect: str) -> str:
+    """What a cell with a decimal point in a decimal-comma dialect is told (study reader and plain tables)."""
+    return f"{value!r} has a decimal point, but the {dialect} dialect writes decimals with a comma"
+
+
+def comma_to_point(cell):
+    """A decimal-comma cell (polars string expression or series) as a decimal-point number's text."""
+    return cell.str.replace(",", ".", literal=True)
+
+
 SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 #: CDISC SDTM domain codes (SDTMIG 3.4) a trial export commonly holds
 SDTM_DOMAINS = frozenset(
@@ -242,11 +258,11 @@ def read_plain_csv(path: Path, dialect: str = "standard", numeric: tuple[str, ..
     if dec == "," and wanted:
         cols = [c for c in raw.columns if c.strip().lower() in wanted]
         for c in cols:
-            point = raw[c].str.contains(".", literal=True).fill_null(False)
+            point = decimal_point_in(raw[c])
             if point.any():
                 i = int(point.arg_true()[0])
-                raise InputError(f"{path}: row {i + 1} (line {i + 2}), column {c!r}: {raw[c][i]!r} has a decimal "
-                                 f"point, but the {dialect} dialect writes decimals with a comma",
+                raise InputError(f"{path}: row {i + 1} (line {i + 2}), column {c!r}: "
+                                 f"{decimal_comma_message(raw[c][i], dialect)}",
                                  hint="pass the --csv-dialect the file is written in (standard, semicolon: decimal points)")
-        raw = raw.with_columns(pl.col(c).str.replace(",", ".", literal=True) for c in cols)
+        raw = raw.with_columns(comma_to_point(pl.col(c)) for c in cols)
     return raw
