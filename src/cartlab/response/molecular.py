@@ -411,7 +411,7 @@ def _below(r: dict, thr: float, inclusive: bool = False) -> bool | None:
     return None
 
 
-def _sides(thr: float, inclusive: bool) -> tuple[str, str]:
+def antigen_sides(thr: float, inclusive: bool) -> tuple[str, str]:
     """The reason's words for (not positive, positive) against the cut-off (option
     ``antigen_positive_inclusive``)."""
     if inclusive:
@@ -552,7 +552,7 @@ def derive_antigen_loss(study: Study, options: MolecularOptions | None = None) -
     """
     options = options or MolecularOptions()
     thr, inclusive = options.antigen_negative_below_pct, options.antigen_positive_inclusive
-    low_side, high_side = _sides(thr, inclusive)
+    low_side, high_side = antigen_sides(thr, inclusive)
     # TGTBLAST is the subject's CAR target on blasts: without an analyte the antigen is subjects.target,
     # filled in before the series are split (review 39 A3: "CD7" and an empty analyte are one series)
     obs = study.observations

@@ -518,14 +518,26 @@ def summarise_acc(cfg: TrialConfig, acc: Accumulator) -> dict[str, Any]:
             ("medians of Cmax / AUC from fixed log10 histograms (0.01 dex bins: the middle value's bin centre, for an "
             "even count the mean of the two middle values' bin centres; within a factor 10^0.005, about 1.2%, of the "
             "sample median), Tmax from daily bins; among patients with a quantifiable CAR level"),
-            ("cd7neg_relapse: CD7 status at relapse as cartlab analyze's relapse_antigen.csv reads it (the first "
-             "CD7 result from the relapse day to response.antigen_forward_days, 7, after it; at most 30% of blasts "
-             "is not CD7-positive); a relapse without a CD7 result there is unknown, not CD7-positive: 'unknown' "
-             "counts them and 'range' is the rate with none to all of them CD7-negative"),
+            _cd7_note(),
             ("95% CIs, binomial sampling only (no parameter uncertainty): ci95_wilson (Wilson score; the interval "
              "cartlab simulate prints and tables/ gives as *_lo/*_hi) and ci95_exact (Clopper-Pearson, the method "
              "of cartlab analyze's response_rates.csv)"),
         ]}
+
+
+def _cd7_note() -> str:
+    """The summary's note on cd7neg_relapse, worded from the options the twin reads it with (the response
+    engine's defaults: :func:`cartlab.twin.observe.relapse_cd7`, :func:`cartlab.twin.observe.cd7_cutoff`)."""
+    from cartlab.response.marrow_options import ResponseOptions
+    from cartlab.response.molecular import MolecularOptions, antigen_sides
+
+    mo = MolecularOptions()
+    low, _high = antigen_sides(float(mo.antigen_negative_below_pct), bool(mo.antigen_positive_inclusive))
+    return ("cd7neg_relapse: CD7 status at relapse as cartlab analyze's relapse_antigen.csv reads it (the first "
+            f"CD7 result from the relapse day to response.antigen_forward_days, "
+            f"{float(ResponseOptions().antigen_forward_days):g}, after it; CD7 on blasts {low} "
+            "is not CD7-positive); a relapse without a CD7 result there is unknown, not CD7-positive: 'unknown' "
+            "counts them and 'range' is the rate with none to all of them CD7-negative")
 
 
 def _json_safe(x):
