@@ -115,6 +115,17 @@ def reference_and_specimen(r) -> None:
 PER_UL = ("/ul", "cells/ul", "/mm3", "/µl", "cells/µl", "/mm^3", "cells/mm3")
 
 
+def _suspicious_message(p, bound: str, unit: str, lo: str, hi: str, lo_c: str, hi_c: str, n: str) -> str:
+    """The warning of :func:`suspicious_values` for the ``n`` values of one parameter, unit (as written) and side."""
+    shown = unit or "(no unit)"
+    if lo == hi:
+        what = f"{p.code} value {float(lo):g} {shown} (= {float(lo_c):g} {p.unit}) is"
+    else:
+        what = (f"{p.code} values {float(lo):g}-{float(hi):g} {shown} (= {float(lo_c):g}-{float(hi_c):g} {p.unit}; "
+                f"{n} rows) are")
+    return f"{what} {bound} {p.unit}: is the unit right? ({p.suspicious_why}); read as given"
+
+
 def suspicious_values(r, d) -> None:
     """Warnings on ``r`` (the observations file reader, values converted) for values that usually mean a
     wrong unit but can be real (session 45, review 45 folder F3 / hemato F4), read as given: outside a
@@ -127,11 +138,15 @@ def suspicious_values(r, d) -> None:
         # each side its own message: "below 10" / "above 1768" (review 47 F2: CREAT has both sides)
         sides = ([(pl.col("value") < lo, f"below {lo:g}")] if lo is not None else []) + (
             [(pl.col("value") > hi, f"above {hi:g}")] if hi is not None else [])
+        # one warning per unit as written (session 48: a mislabelled unit gave one line per distinct value),
+        # with the values' range and count; the rows are listed on the issue
+        unit = pl.col("orig_unit").fill_null("")
+        span = [c.cast(pl.String) for x in ("orig_value", "value") for c in
+                (pl.col(x).min().over(unit), pl.col(x).max().over(unit))]
         for out, bound in sides:
             r.flag((pl.col("param") == code) & pl.col("value").is_finite() & out, "value",
-                   lambda v, p=p, bound=bound: f"{p.code} value {float(v[0]):g} {v[1] or '(no unit)'} (= {float(v[2]):g} "
-                   f"{p.unit}) is {bound} {p.unit}: is the unit right? ({p.suspicious_why}); read as given",
-                   by=pl.concat_list(pl.col("orig_value").cast(pl.String), pl.col("orig_unit"), pl.col("value").cast(pl.String)),
+                   lambda v, p=p, bound=bound: _suspicious_message(p, bound, *v),
+                   by=pl.concat_list(unit, *span, pl.len().over(unit).cast(pl.String)),
                    severity="warning")
     whole = [code for code, p in d.params.items() if p.whole_per_ul]
     unit = pl.col("orig_unit").str.strip_chars().str.to_lowercase().str.replace_all(r"\s+", "")

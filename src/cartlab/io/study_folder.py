@@ -153,13 +153,18 @@ def _near_param(v: str, codes, alias: dict[str, str]) -> str:
 
 
 def _implausible(v) -> str:
-    """The message for a value outside its parameter's plausible range; ``v`` = (param, orig value,
-    orig unit, canonical value, canonical unit, low, high). A score without unit is just out of range."""
-    param, orig, ounit, val, cunit, lo, hi = v
+    """The message for the values of one parameter and unit outside the parameter's plausible range on one
+    side; ``v`` = (param, lowest orig value, lowest canonical value, highest orig value, highest canonical
+    value, orig unit, canonical unit, low, high, row count). A score without unit is just out of range."""
+    param, orig, val, orig_hi, val_hi, ounit, cunit, lo, hi, n = v
     g = lambda x: f"{float(x):g}" if x not in (None, "") else ""  # noqa: E731
+    one = orig == orig_hi
+    what = f"{param} value {g(orig)}" if one else f"{param} values {g(orig)}-{g(orig_hi)}"
+    verb = "is" if one else "are"
     if not cunit:
-        return f"{param} value {g(orig)} is outside its range [{g(lo)}, {g(hi)}]"
-    return (f"{param} value {g(orig)} {ounit or '(no unit)'} (= {g(val)} {cunit}) is outside the plausible range "
+        return f"{what} {verb} outside its range [{g(lo)}, {g(hi)}]" + ("" if one else f" ({n} rows)")
+    conv = f"= {g(val)} {cunit}" if one else f"= {g(val)}-{g(val_hi)} {cunit}; {n} rows"
+    return (f"{what} {ounit or '(no unit)'} ({conv}) {verb} outside the plausible range "
             f"[{g(lo)}, {g(hi)}] {cunit}: is the unit right?")
 
 
@@ -286,19 +291,23 @@ def _observations(r: _FileReader) -> pl.DataFrame:
     # plausibility of converted values (catches a wrong unit: TEMP 101 written as C)
     lo = pl.col("param").replace_strict({k: v.plausible[0] for k, v in d.params.items() if v.plausible}, default=None, return_dtype=pl.Float64)
     hi = pl.col("param").replace_strict({k: v.plausible[1] for k, v in d.params.items() if v.plausible}, default=None, return_dtype=pl.Float64)
+    group = [pl.col("param"), pl.col("orig_unit").fill_null(""), pl.col("value") < lo]
     r.flag(
         # a NaN or infinite value already has its error ("value must be a number"): not also this one
         pl.col("value").is_finite() & lo.is_not_null() & ((pl.col("value") < lo) | (pl.col("value") > hi)),
         "value",
         _implausible,
+        # session 48: one error per parameter, unit as written and side, with the values' range and count
+        # (a creatinine column in umol/L labelled mg/dL gave one line per distinct value)
         by=pl.concat_list(
             pl.col("param"),
-            pl.col("orig_value").cast(pl.String),
+            *[pl.col(x).min().over(group).cast(pl.String) for x in ("orig_value", "value")],
+            *[pl.col(x).max().over(group).cast(pl.String) for x in ("orig_value", "value")],
             pl.col("orig_unit"),
-            pl.col("value").cast(pl.String),
             pl.col("unit"),
             lo.cast(pl.String),
             hi.cast(pl.String),
+            pl.len().over(group).cast(pl.String),
         ),
     )
     for c in ("lln", "uln"):  # a reference limit no value of the param can reach (uln 1e300)
