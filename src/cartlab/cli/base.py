@@ -218,6 +218,18 @@ CsvTableDialectOpt = Annotated[
         "european (semicolons, decimal commas), semicolon or tab. What cartlab writes is always standard CSV.",
     ),
 ]
+#: --csv-dialect of stein, whose input is a study or a plain table (and its --doses table)
+CsvAnyDialectOpt = Annotated[
+    str,
+    typer.Option(
+        "--csv-dialect",
+        envvar="CARTLAB_CSV_DIALECT",
+        metavar="standard|european|semicolon|tab",
+        help="The format of the input's CSV files (a study's, or the plain table and its --doses table), to read "
+        "them: standard (comma-separated, decimal points), european (semicolons, decimal commas), semicolon or "
+        "tab. What cartlab writes is always standard CSV.",
+    ),
+]
 CsvDialectOpt = Annotated[
     str,
     typer.Option(

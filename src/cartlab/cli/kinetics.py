@@ -9,7 +9,7 @@ import typer
 
 from cartlab.cli.base import (
     DEFAULT_STORE_PATH,
-    CsvDialectOpt,
+    CsvAnyDialectOpt,
     CsvTableDialectOpt,
     StoreOpt,
     _load_study,
@@ -194,7 +194,7 @@ def stein_cmd(
     n_post: Annotated[int, typer.Option("--n-post", min=1, help="Population: MCMC iterations for SEs.")] = 150,
     n_chains: Annotated[Optional[int], typer.Option("--n-chains", min=1, help="Population: chains per subject.")] = None,
     store: StoreOpt = DEFAULT_STORE_PATH,
-    csv_dialect: CsvDialectOpt = "standard",
+    csv_dialect: CsvAnyDialectOpt = "standard",
 ) -> None:
     """Fit the Stein 2019 CAR-T kinetic model (expansion to Tmax, biphasic contraction), per subject
     by maximum likelihood or as a population by SAEM, with the Beal M3 likelihood for BLQ samples.
@@ -242,7 +242,7 @@ def stein_cmd(
                 blq_below_lloq=blq_below_lloq, auc_extrap_warn_pct=auc_extrap_warn_pct,
                 se_df_correction=se_df_correction, conc_unit=conc_unit, split_dose_gap_days=split_dose_gap_days,
                 n_burn=n_burn, n_smooth=n_smooth, n_post=n_post, n_chains=n_chains,
-                progress=report, option_names=names, force=force)
+                progress=report, option_names=names, force=force, csv_dialect=csv_dialect)
     except ValueError as exc:
         if isinstance(exc, CartlabError):
             raise

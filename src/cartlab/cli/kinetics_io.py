@@ -62,6 +62,21 @@ __all__ = ["nca_command", "parse_assignments", "read_conc_table", "stein_command
 # concentration tables and cartlab nca
 
 
+
+#: the columns that name the analyte of a row in a table of several (a study's observations.csv, SDTM, ADaM)
+ANALYTE_COLUMNS = ("param", "paramcd", "analyte", "testcd", "lbtestcd", "pctestcd")
+
+
+def _several_analytes(raw, col: str | None) -> str:
+    """A hint when a table of several analytes (a study's observations.csv) is given to nca (session 48)."""
+    if col is None or raw[col].n_unique() < 2:
+        return ""
+    names = ", ".join(str(v) for v in raw[col].unique(maintain_order=True).head(4).to_list())
+    return (f" (the table holds several analytes in column {col!r}: {names} ...; nca reads one concentration "
+            "per time: keep one analyte's rows, e.g. CARCOPY, or run cartlab analyze on the study folder, whose "
+            "kinetics engine derives the CAR-T metrics)")
+
+
 def _scan_fields(path: Path, separator: str = ",") -> list[str]:
     """The header; raises when a data row has another number of fields than the header."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -104,7 +119,8 @@ def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str
     miss = [c for c in need if c not in header]
     if miss:
         raise ValueError(f"{path}: column(s) {miss} not found; the header has {header}")
-    raw = read_plain_csv(path, csv_dialect, numeric, columns=need)
+    acol = next((c for c in header if c.strip().lower() in ANALYTE_COLUMNS and c not in need), None)
+    raw = read_plain_csv(path, csv_dialect, numeric, columns=need + ([acol] if acol else []))
     raw = raw.with_row_index("_row", offset=1)
     # BLQ / BQL / BLOQ / <LLOQ / below LLOQ: the result below the row's LLOQ, read as '<lloq' as the study
     # reader does (cartlab.io.value_text; review s38 B3); without an LLOQ the bound is unknown: an error
@@ -156,7 +172,7 @@ def read_conc_table(input_csv: str | Path, *, subject: str, time: str, conc: str
         prev = work.filter((pl.col(subject) == r[subject]) & (pl.col("_row") < r["_row"]))["_time"][-1]
         raise ValueError(f"{path}: row {r['_row']} (line {r['_row'] + 1}), column {time!r}: time {r['_time']:g} "
                          f"is not greater than the previous time {prev:g} of subject {r[subject]!r}; "
-                         "time must be monotonically increasing within a subject")
+                         "time must be monotonically increasing within a subject" + _several_analytes(raw, acol))
     neg = work.filter(pl.col("_conc") < 0)
     if neg.height:
         r = neg.row(0, named=True)
@@ -324,7 +340,8 @@ OPTION_NAMES = {"subject": "--subject-col", "time": "--time-col", "conc": "--con
 
 
 def _read_table(path: Path, subject: str | None, time: str | None, conc: str | None, lloq: str | None,
-                covariate_cols: Sequence[str], option_names: dict[str, str] | None = None) -> pl.DataFrame:
+                covariate_cols: Sequence[str], option_names: dict[str, str] | None = None,
+                csv_dialect: str = "standard") -> pl.DataFrame:
     names = {**OPTION_NAMES, **(option_names or {})}
     missing = [names[n] for n, v in (("subject", subject), ("time", time), ("conc", conc)) if not v]
     if missing:
@@ -336,11 +353,13 @@ def _read_table(path: Path, subject: str | None, time: str | None, conc: str | N
                              "not a covariate")
     header: list[str] = []
     if path.is_file():
+        from cartlab.io.folder import CSV_DIALECTS
+
         with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
+            header = next(csv.reader(fh, delimiter=CSV_DIALECTS[csv_dialect][0]), [])
     has_source = "source" in header  # carried so that synthetic rows stay labelled
     work = read_conc_table(path, subject=subject, time=time, conc=conc, lloq=lloq,
-                           extra=[*covariate_cols, *(["source"] if has_source else [])])
+                           extra=[*covariate_cols, *(["source"] if has_source else [])], csv_dialect=csv_dialect)
     frame = work.select(
         pl.col(subject).cast(pl.String).alias("subject_id"),
         pl.col("_time").alias("time"),
@@ -362,10 +381,12 @@ def _read_table(path: Path, subject: str | None, time: str | None, conc: str | N
     return frame
 
 
-def _read_doses(path: Path, subject: str | None, time: str | None) -> pl.DataFrame:
+def _read_doses(path: Path, subject: str | None, time: str | None, csv_dialect: str = "standard") -> pl.DataFrame:
+    from cartlab.io.folder import read_plain_csv
+
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    df = pl.read_csv(path, infer_schema=False)
+    df = read_plain_csv(path, csv_dialect, (time or "time", "day", "dose"))  # --csv-dialect as the table's
     sid = subject if subject in df.columns else next((c for c in ("subject_id", "subject", "id") if c in df.columns), None)
     tcol = time if time in df.columns else next((c for c in ("time", "day") if c in df.columns), None)
     if sid is None or tcol is None:
@@ -544,6 +565,7 @@ def stein_command(
     progress: Progress | None = None,
     option_names: dict[str, str] | None = None,
     force: bool = False,
+    csv_dialect: str = "standard",
 ) -> dict[str, Any]:
     """Fit the Stein 2019 model and write the results into ``out_dir`` (missing, empty or an earlier
     Stein output, replaced whole; a folder holding other files only with ``force``).
@@ -629,10 +651,11 @@ def stein_command(
             data = read_study(path)
             inputs, kind = data.sources.to_dicts(), "study"
         elif path.is_file():
-            data = _read_table(path, subject, time, conc, lloq, [c for _, c in cov_items], option_names)
+            data = _read_table(path, subject, time, conc, lloq, [c for _, c in cov_items], option_names,
+                               csv_dialect)
             inputs, kind = [{"file": str(path), "sha256": sha256_file(path)}], "table"
             if doses is not None:
-                dose_df = _read_doses(Path(doses), subject, time)
+                dose_df = _read_doses(Path(doses), subject, time, csv_dialect)
                 inputs.append({"file": str(doses), "sha256": sha256_file(Path(doses))})
         else:
             raise ValueError(f"{path}: no such file or study folder")

@@ -332,9 +332,12 @@ def dose_cmd(
                   f"{_num(patient.age_years, 'years')}, sex {patient.sex or '?'}, creatinine {escape(creat)} "
                   "(from the study data)[/]", soft_wrap=True)
     elif weight is None and height is None:
+        if subject and not store.exists():  # session 48: say where the subject was looked for and how to give it
+            raise _usage(f"subject {subject!r}: its weight, height and creatinine are read from a study, and none "
+                         f"was given: pass --study DIR (a study folder), or --store FILE (there is no store at "
+                         f"{store}; cartlab import STUDY makes one); or give --weight and --height")
         raise _usage("give --weight and --height (a missing one makes only the doses that need it not "
-                     "evaluable), or --subject with --study/--store"
-                     + (f" (there is no store at {store})" if subject and not store.exists() else ""))
+                     "evaluable), or --subject with --study/--store")
     else:
         # a missing weight or height makes only the doses that need it not evaluable
         patient = Patient(weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
