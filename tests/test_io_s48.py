@@ -49,3 +49,26 @@ def test_two_units_two_warnings_single_value_keeps_its_wording(tmp_path):
     assert len(w) == 2, w
     assert "HGB values 9-10.5 g/L (= 9-10.5 g/L; 2 rows) are below 30 g/L" in w[0] + w[1], w
     assert "HGB value 25 g/l (= 25 g/L) is below 30 g/L" in w[0] + w[1], w
+
+
+# --- session 48: the SDTM reader's "salient" words of unread terms are data (sdtm_map.yaml salient_words)
+
+def test_sdtm_salient_words_come_from_the_mapping(tmp_path):
+    from test_sdtm_s46 import _folder
+
+    from cartlab.io.sdtm import read_sdtm
+
+    ae = ("STUDYID,USUBJID,AESEQ,AETERM,AEDECOD,AEBODSYS,AETOXGR,AESTDTC\n"
+          "E,A1,1,ENCEPHALOPATHY,Encephalopathy,Psychiatric disorders,3,2021-09-15\n"
+          "E,A2,2,NAUSEA,Nausea,Gastrointestinal disorders,1,2021-09-16\n"
+          "E,A2,3,NAUSEA,Nausea,Gastrointestinal disorders,1,2021-09-17\n")
+    folder = _folder(tmp_path, ae=ae)
+    # shipped words (transplant, seizure, oedema, nervous system): neither term is salient
+    m = [w.message for w in read_sdtm(folder).warnings if w.file == "ae.csv"]
+    assert len(m) == 1 and "among them" not in m[0], m
+    # a mapping file adding ENCEPHALOPATHY names it first, with the event it may be
+    extra = tmp_path / "map.yaml"
+    extra.write_text("salient_words:\n  ENCEPHALOPATHY: an ICANS event\n")
+    m = [w.message for w in read_sdtm(folder, mapping=extra).warnings if w.file == "ae.csv"]
+    assert len(m) == 1 and "among them Encephalopathy: a term that may be an event" in m[0], m
+    assert "an ICANS event" in m[0].split("among them")[1] and "Nausea" not in m[0].split("among them")[1], m

@@ -22,7 +22,7 @@ _LIST_KEYS = ("cm_terms", "events")
 _KNOWN_KEYS = {
     "version", "tests", "units", "specimens", "sex", "age_units", "ex_agents", "cm_categories",
     "cm_terms", "o2_devices", "indications", "events", "attributions", "unmapped_domains", "supp",
-    "dose_frequencies", "indication_prefixes", "unknown_indication",
+    "dose_frequencies", "indication_prefixes", "unknown_indication", "salient_words",
 }
 #: keys whose value is one word, not a table
 _SCALAR_KEYS = ("version", "unknown_indication")
@@ -61,6 +61,8 @@ class SdtmMapping:
     indication_prefixes: dict[str, str] = field(default_factory=dict)
     #: a CMINDC in neither indications table: "count" (indication left empty) or "other" (review46 #2)
     unknown_indication: str = "count"
+    #: word of an unmapped term or its SOC -> the event it may be: named first in the "not read" warning
+    salient_words: dict[str, str] = field(default_factory=dict)
 
     def test(self, domain: str, code: str) -> dict | None:
         return self.tests.get(domain, {}).get(norm(code))
@@ -180,4 +182,5 @@ def load_mapping(user: str | Path | None = None) -> SdtmMapping:
         dose_frequencies=upper_keys(raw.get("dose_frequencies")),
         indication_prefixes=upper_keys(raw.get("indication_prefixes")),
         unknown_indication=unknown_indication,
+        salient_words={norm(k): str(v) for k, v in (raw.get("salient_words") or {}).items()},
     )

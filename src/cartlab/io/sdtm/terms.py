@@ -83,14 +83,12 @@ def warn_indications(cm: DomainFile, df: pl.DataFrame, ctx: Ctx) -> None:
 
 
 #: terms that make an unread AE/CE record worth naming first (transplant, seizure, oedema; the Nervous system SOC)
-SALIENT = r"TRANSPLANT|SEIZURE|OEDEMA|EDEMA|NERVOUS SYSTEM"
-
-
 def warn_unread(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, reason: str, terms: list[str], what: str,
                 table: str) -> None:
     """One warning per file naming the terms of the records whose ``__reason`` is ``reason`` (not in
     the mapping), with their counts: the first non-empty of the variables ``terms`` (DECOD before TERM).
-    Terms of a transplant, seizure or oedema, or of the Nervous system SOC (--BODSYS), are named first."""
+    Terms with a word of the mapping's ``salient_words`` (transplant, seizure, oedema, Nervous system SOC
+    in --BODSYS ...) are named first."""
     from cartlab.io.sdtm.reader import SdtmIssue
 
     dom = dfile.domain
@@ -102,13 +100,18 @@ def warn_unread(dfile: DomainFile, df: pl.DataFrame, ctx: Ctx, reason: str, term
     bad = df.filter(pl.col("__reason") == reason).select(term.alias("__t"), pl.col(ROW), soc.alias("__soc"))
     if not bad.height:
         return
-    counts = bad.with_columns((pl.col("__t").str.to_uppercase().str.contains(SALIENT)
-                               | pl.col("__soc").str.contains("NERVOUS SYSTEM")).alias("__s")).group_by("__t").agg(
+    words = ctx.mapping.salient_words  # the mapping's salient_words (sdtm_map.yaml)
+    hit = pl.lit(False)
+    for w in words:
+        hit = hit | pl.col("__t").str.to_uppercase().str.contains(w, literal=True) | pl.col("__soc").str.contains(
+            w, literal=True)
+    counts = bad.with_columns(hit.alias("__s")).group_by("__t").agg(
         pl.len(), pl.col("__s").any()).sort(["__s", "len", "__t"], descending=[True, True, False])
     shown = ", ".join(f"{t} ({n})" for t, n, _ in counts.rows()[:10]) + (" ..." if counts.height > 10 else "")
     salient = counts.filter(pl.col("__s"))["__t"].to_list()
-    flag = (f"; among them {', '.join(salient[:10])}: a transplant, seizure, oedema or nervous-system term that may be "
-            "an allo_hsct, seizure or cerebral_edema_* event (check it)" if salient else "")
+    events = ", ".join(dict.fromkeys(words.values()))
+    flag = (f"; among them {', '.join(salient[:10])}: a term that may be an event ({events}; the mapping's "
+            "salient_words) (check it)" if salient else "")
     ctx.warnings.append(SdtmIssue(
         dfile.name, present[0], f"{bad.height:,} {dom} record(s) with a {what} not in the mapping were not read: "
         f"{shown}{flag}; add the term to the {table} table of a mapping file if it is one",
