@@ -98,8 +98,9 @@ def test_early_icaht_from_one_count_is_a_range(base):
     # up to 4 had they been below 0.1 (>= 14 days <= 100/uL)
     assert (i["S01"]["icaht_early_grade"], i["S01"]["icaht_early_grade_max"], i["S01"]["early_unknown_days"]) == (0, 4, 30)
     assert "Could be up to grade 4" in i["S01"]["early_reason"]
-    # S10: counts on days 28 and 56, so days 28-30 are known (29 and 30 interpolated): 28 unknown
-    assert (i["S10"]["icaht_early_grade"], i["S10"]["icaht_early_grade_max"], i["S10"]["early_unknown_days"]) == (0, 4, 28)
+    # S10: counts on days 28 and 56: days 29 and 30 are interpolated for the grade, but across a 27-day gap
+    # (more than range_interpolation_gap_days, 7; session 48, review 48 F1) unknown for the range: 30 unknown
+    assert (i["S10"]["icaht_early_grade"], i["S10"]["icaht_early_grade_max"], i["S10"]["early_unknown_days"]) == (0, 4, 30)
     # S06 died on day 10 without a count: not evaluable, 11 days (0-10) unknown; session 38 (review s38 B3):
     # up to 4 - had every day been <= 100/uL the ANC was never above 500 in the window (icaht.early.g4_never_above_500)
     assert i["S06"]["icaht_early_grade"] is None and i["S06"]["icaht_early_grade_max"] == 4

@@ -52,11 +52,14 @@ def test_t_icaht_early_window_ends_at_relapse_without_later_counts(censored):
     assert p1["early_window_end"] == 14
     assert p1["plt_lt_20_days"] == 13
     assert p1["t_icaht_early_grade"] == 3
-    assert p1["early_unknown_days"] == 2
+    # session 48 (review 48 F1): days 1-11 lie in an 11-day gap between days 0 and 12 (more than
+    # range_interpolation_gap_days, 7): counted < 20 for the grade, unknown for the range -> 2 + 11 days
+    assert p1["early_unknown_days"] == 13
     assert p1["t_icaht_early_grade_max"] == 4
     assert "day 20" not in p1["early_reason"].split("Could be")[0]
     p3 = _row(t, "P3")
-    assert (p3["plt_lt_20_days"], p3["t_icaht_early_grade"], p3["early_unknown_days"]) == (21, 4, 10)
+    # session 48: P3's days 1-11 (the 11-day gap between days 0 and 12) too; days 13-19 (7 days) are not more than 7
+    assert (p3["plt_lt_20_days"], p3["t_icaht_early_grade"], p3["early_unknown_days"]) == (21, 4, 10 + 11)
 
 
 def test_t_icaht_late_window_ends_at_relapse_without_later_counts(censored):
@@ -97,8 +100,10 @@ def test_subject_summary_carries_the_icaht_early_range():
     s = a.subject_summary()
     assert "icaht_early_grade_max" in s.columns
     s1, s2 = _row(s, "S1"), _row(s, "S2")
-    assert (s1["icaht_early_grade"], s1["icaht_early_grade_max"]) == (2, 3)
-    assert (s2["icaht_early_grade"], s2["icaht_early_grade_max"]) == (0, 0)
+    # session 48 (review 48 F1, range_interpolation_gap_days 7): S1's days 1-9 (a 9-day gap) are unknown for
+    # the range too: <= 0.1 on 9 + 10 = 19 days (>= 14) -> max 4; S2's days 1-29 likewise -> 0 up to 4
+    assert (s1["icaht_early_grade"], s1["icaht_early_grade_max"]) == (2, 4)
+    assert (s2["icaht_early_grade"], s2["icaht_early_grade_max"]) == (0, 4)
     cols = {c for name, _cite, cs in SUMMARY_SOURCES if name == "icaht_summary" for c in cs}
     assert "icaht_early_grade_max" in cols  # analysis.json's summary_columns name it with its citation
 

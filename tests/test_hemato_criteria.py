@@ -48,9 +48,13 @@ def test_icaht_tables_are_criteria_tables_whose_rows_are_those_of_the_old_table(
     added = {"icaht_2023": {"never_above_data_from_day", "late_nontransient", "late_episode_span",
                             "never_above_window_end", "nontransient_length", "absent_events",
                             # session 45 (review 45 F1, F2): early_censor_events, late_end_doses
-                            "early_censor_events", "late_end_doses"},
+                            "early_censor_events", "late_end_doses",
+                            # session 48 (review 48 F1, F3)
+                            "range_interpolation_gap_days", "never_above_bridges_nonstable"},
              "t_icaht_2025": {"late_nontransient", "absent_interventions", "nontransient_length",
-                              "absent_events", "censor_doses"}}.get(name, set())
+                              "absent_events", "censor_doses",
+                              # session 48 (review 48 F1, F4)
+                              "range_interpolation_gap_days", "same_day_count_is_pre_transfusion"}}.get(name, set())
     now = {k: v for k, v in table.defaults.items() if k not in added}
     if name == "icaht_2023":
         assert now.pop("late_end_events") == [*before["defaults"]["late_end_events"], "death"]
@@ -89,8 +93,9 @@ def test_count_recovery_rows_moved_to_their_own_table_unchanged():
                                "transfusion_supported": "transfusion_free_rule",
                                "censor_events": ["allo_hsct", "new_therapy"],
                                "absent_interventions": "unknown",  # session 38 (CHANGELOG)
-                               "never_below_max_gap_days": None,  # session 40 (review s40 B1)
-                               "censor_doses": "reinfusion_or_lymphodepletion"}  # session 45 (review 45 F2)
+                               "never_below_max_gap_days": 7,  # session 40 (review s40 B1); 7 since session 48
+                               "censor_doses": "reinfusion_or_lymphodepletion",  # session 45 (review 45 F2)
+                               "event_day_counts": True}  # session 48 (review 48 F5)
     assert (now["neutrophil"], now["platelet"]) == (before["neutrophil"], before["platelet"])
     assert now["status"] == "verified"  # both rows are verified (as before)
     assert "recovery" not in load_raw("icaht_2023")  # one home for each rule id

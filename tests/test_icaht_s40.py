@@ -201,14 +201,15 @@ def _recovery(study, **opts) -> dict[str, dict]:
 
 
 def test_never_below_names_the_longest_gap_and_the_option_makes_it_not_evaluable(rec_study):
-    # ANC 2.0 on days 0, 20, 40: never below 0.5 on the days with a value; ICAHT reads days 1-19 as
-    # 2.0 (interpolated, max_interpolation_gap_days null), so does count recovery by default: not
-    # applicable, the reason naming the longest gap (days 1-19, the first of the two 19-day gaps)
-    r = _recovery(rec_study)["R_MID"]
+    # ANC 2.0 on days 0, 20, 40: never below 0.5 on the days with a value; with every gap read as not below
+    # (never_below_max_gap_days above any gap: sessions 40-47): not applicable, the reason naming the longest
+    # gap (days 1-19, the first of the two 19-day gaps)
+    r = _recovery(rec_study, never_below_max_gap_days=10_000)["R_MID"]
     assert r["neutrophil_recovery_status"] == "not_applicable"
     assert "the longest gap between values: days 1-19 (19 days with no value" in r["neutrophil_recovery_reason"]
-    # never_below_max_gap_days=7: a 19-day gap > 7 leaves a dip below 0.5 and a recovery open
-    r = _recovery(rec_study, never_below_max_gap_days=7)["R_MID"]
+    # never_below_max_gap_days=7 (the default since session 48, as ICAHT's range_interpolation_gap_days): a
+    # 19-day gap > 7 leaves a dip below 0.5 and a recovery open
+    r = _recovery(rec_study)["R_MID"]
     assert r["neutrophil_recovery_status"] == "not_evaluable"
     assert "days 1-19 have no ANC value" in r["neutrophil_recovery_reason"]
     assert r["neutrophil_recovery_rule"] == "recovery.neutrophil; recovery.never_below_gap"

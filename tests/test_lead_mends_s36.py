@@ -25,7 +25,8 @@ def test_t_icaht_could_be_higher_names_the_censored_results_not_missing_days(tmp
     count" and did not name the censored results."""
     from cartlab.grading.t_icaht import derive_t_icaht
 
-    rows = [(0, "150", ""), *[(d, "", "<50") for d in range(1, 14)], (14, "150", ""), (30, "150", "")]
+    # a count on day 22 too: no gap of more than 7 days (range_interpolation_gap_days, session 48) is left
+    rows = [(0, "150", ""), *[(d, "", "<50") for d in range(1, 14)], (14, "150", ""), (22, "150", ""), (30, "150", "")]
     r = derive_t_icaht(read_study(_plt_study(tmp_path, rows))).row(0, named=True)
     assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["early_unknown_days"]) == (2, 3, 0)
     early = r["reason"].split(" Late: ")[0]
@@ -40,7 +41,8 @@ def test_icaht_could_be_higher_names_the_censored_results_not_missing_days(tmp_p
     (none) have no ANC" and did not name the censored results."""
     from cartlab.grading.icaht import derive_icaht
 
-    rows = [(0, "3", ""), *[(d, "", "<0.5") for d in range(1, 14)], (14, "3", ""), (30, "3", "")]
+    # a count on day 22 too: no gap of more than 7 days (range_interpolation_gap_days, session 48) is left
+    rows = [(0, "3", ""), *[(d, "", "<0.5") for d in range(1, 14)], (14, "3", ""), (22, "3", ""), (30, "3", "")]
     r = derive_icaht(read_study(_plt_study(tmp_path, rows, "NEUT"))).row(0, named=True)
     assert (r["icaht_early_grade"], r["icaht_early_grade_max"], r["early_unknown_days"]) == (2, 3, 0)
     early = r["reason"].split(" Late: ")[0]

@@ -114,20 +114,25 @@ def test_g0_rows_are_criteria_rows_with_citation_and_status(table, prefix, statu
 # A2: ADaM writes the highest grade possible and a range flag
 
 
+#: ANC 2.0 x10^9/L every 6 days over days 0-30 (no gap of more than range_interpolation_gap_days, 7)
+EARLY = [(d, 2.0) for d in range(0, 31, 6)]
+
+
 @pytest.fixture(scope="module")
 def adam(tmp_path_factory):
-    """S1: ICAHT early 0 (definite), late 1 up to 4: ANC 2.0 on days 0 and 30, 1.2 on days 40 and 50,
+    """S1: ICAHT early 0 (definite), late 1 up to 4: ANC 2.0 on days 0, 6, 12, 18, 24 and 30 (no gap of
+    more than 7 days: range_interpolation_gap_days, session 48), 1.2 on days 40 and 50,
     follow-up 60 -> 2 late tests <= 1.5 (none <= 1.0) = grade 1; days 51-60 without an ANC could be
     tests <= 0.1 -> 4. S4 (CRS; no ANC): fever 39.0 C on day 3 with SBP 120 and SpO2 98 % = ASTCT
     grade 1; day 4 afebrile = 0; a death on day 10 without attribution could be CRS grade 5 -> 1 up to 5.
-    S2: ANC 2.0 on days 0 and 30, 1.2 on days 40, 50 and 60, follow-up 60: every late day known ->
-    late grade 1, definite. S3: ANC 2.0 on days 0, 30 and 40, follow-up 60: late not evaluable (one
+    S2: ANC 2.0 on days 0, 6, 12, 18, 24 and 30, 1.2 on days 36, 43, 50, 57 and 60, follow-up 60: every late
+    day known (no gap of more than 7 days) -> late grade 1, definite. S3: ANC 2.0 on days 0, 30 and 40, follow-up 60: late not evaluable (one
     test), up to 4 (days 41-60 unknown)."""
     vitals = [(3, "TEMP", 39.0, "C"), (3, "SYSBP", 120, "mmHg"), (3, "OXYSAT", 98, "%"),
               (4, "TEMP", 37.0, "C"), (4, "SYSBP", 120, "mmHg"), (4, "OXYSAT", 98, "%")]
     s = _study(tmp_path_factory.mktemp("s36adam") / "study",
-               {"S1": _neut((0, 2.0), (30, 2.0), (40, 1.2), (50, 1.2)), "S4": vitals,
-                "S2": _neut((0, 2.0), (30, 2.0), (40, 1.2), (50, 1.2), (60, 1.2)),
+               {"S1": _neut(*EARLY, (40, 1.2), (50, 1.2)), "S4": vitals,
+                "S2": _neut(*EARLY, (36, 1.2), (43, 1.2), (50, 1.2), (57, 1.2), (60, 1.2)),
                 "S3": _neut((0, 2.0), (30, 2.0), (40, 2.0))},
                {"S1": 60, "S2": 60, "S3": 60, "S4": 60}, events=[("S4", 10, "death")])
     out = tmp_path_factory.mktemp("s36adam") / "adam"

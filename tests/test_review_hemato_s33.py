@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from cartlab.grading.t_icaht import derive_t_icaht, derive_t_icaht_daily
+from cartlab.grading.t_icaht import TIcahtOptions, derive_t_icaht, derive_t_icaht_daily
 from cartlab.io import read_study
 
 
@@ -36,7 +36,10 @@ def test_transfusion_at_an_own_count_of_40_leaves_below_20_open(tmp_path):
     had they been < 20 (it was 3 for sure before session 33)."""
     s = _study(tmp_path, "a", [(0, 100), (2, 40), (3, 70), (5, 60), (7, 80), (10, 120), (14, 150), *LATE], [2])
     r = derive_t_icaht(s).row(0, named=True)
-    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (1, 3, 0)
+    # session 48 (review 48 F1): days 15-29 lie in a 15-day gap (> 7 days) -> unknown for the range -> up to 4
+    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (1, 4, 0)
+    assert (derive_t_icaht(s, TIcahtOptions(range_interpolation_gap_days=10_000)).row(0, named=True)
+            ["t_icaht_early_grade_max"]) == 3
     assert "8 day(s) follow a platelet transfusion" in r["reason"]
     d = derive_t_icaht_daily(s).filter(pl.col("day").is_between(2, 9))
     assert d["plt_lt_20"].null_count() == 8
@@ -47,7 +50,10 @@ def test_transfusion_after_an_own_count_below_20_still_counts(tmp_path):
     recovery) = 8 days -> grade 3 (PLT < 20 on 1-13 days), settled."""
     s = _study(tmp_path, "b", [(0, 100), (4, 30), (5, 10), (6, 60), (8, 70), (12, 80), (14, 150), *LATE], [5])
     r = derive_t_icaht(s).row(0, named=True)
-    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (3, 3, 8)
+    # session 48 (review 48 F1): days 15-29 (a 15-day gap) unknown for the range: 8 + 15 days < 20 -> up to 4
+    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (3, 4, 8)
+    assert (derive_t_icaht(s, TIcahtOptions(range_interpolation_gap_days=10_000)).row(0, named=True)
+            ["t_icaht_early_grade_max"]) == 3
 
 
 def test_transfusion_before_day_0_at_normal_counts(tmp_path):
@@ -55,7 +61,10 @@ def test_transfusion_before_day_0_at_normal_counts(tmp_path):
     at < 20 (grade 0, up to 3); it was grade 3 for sure."""
     s = _study(tmp_path, "c", [(-5, 150), (-3, 150), (0, 150), (2, 150), (4, 150), *LATE], [-3])
     r = derive_t_icaht(s).row(0, named=True)
-    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (0, 3, 0)
+    # session 48 (review 48 F1): days 5-29 (a 25-day gap) unknown for the range -> up to 4
+    assert (r["t_icaht_early_grade"], r["t_icaht_early_grade_max"], r["plt_lt_20_days"]) == (0, 4, 0)
+    assert (derive_t_icaht(s, TIcahtOptions(range_interpolation_gap_days=10_000)).row(0, named=True)
+            ["t_icaht_early_grade_max"]) == 3
 
 
 def test_late_window_ending_on_day_100_at_last_followup_is_not_censored(tmp_path):

@@ -57,6 +57,7 @@ class RecoveryOptions(CriteriaOptions):
     transfusion_supported: Literal["transfusion_free_rule", "as_measured"] | None = None
     censor_events: tuple[str, ...] | None = None
     censor_doses: EndDoses | None = None
+    event_day_counts: bool | None = None
     absent_interventions: Literal["unknown", "none_given"] | None = None
     criteria: str = "count_recovery"
 
@@ -189,8 +190,8 @@ def _recovery_start(pts: pl.DataFrame, c: pl.DataFrame, tx: pl.DataFrame | None,
     # first value are unknown (session 34, review s34 D8); later ones leave the recovery open (`unk`)
     first = pts.group_by(_SID).agg(pl.col("d").min().alias("_first"))
     # the longest run of days without a value between two values (review s40 B1): read as not below,
-    # as ICAHT reads the days between values (max_interpolation_gap_days); named in the reason, and
-    # longer than never_below_max_gap_days (when set) it leaves "never below" open (not evaluable)
+    # named in the reason, and longer than never_below_max_gap_days (default 7, as ICAHT's and
+    # T-ICAHT's range_interpolation_gap_days; session 48, review 48 F1) it leaves "never below" open
     gaps = (pts.select(_SID, (pl.col("d").shift(1).over(_SID) + 1).alias("_ga"), (pl.col("d") - 1).alias("_gb"))
             .filter(pl.col("_gb") >= pl.col("_ga")).sort(pl.col("_gb") - pl.col("_ga"), "_ga", descending=[True, False])
             .group_by(_SID, maintain_order=True).first())
@@ -470,8 +471,13 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None,
     ends = pl.concat([ends, doses], how="vertical_relaxed").sort(_SID, "end_day", "end_opt", descending=[False, False, True]
                                                                   ).group_by(_SID, maintain_order=True).first()
     deaths = _first_events(study, ["death"], "death")
+    # session 48 (review 48 F5, option event_day_counts): the event day's own values count (default), as
+    # ICAHT / T-ICAHT keep the count of a late window's end day (late_window_end_inclusive)
+    on_day = bool(opts["event_day_counts"])
+    kept = (pl.col("d") <= pl.col("end_day")) if on_day else (pl.col("d") < pl.col("end_day"))
+    not_counted = "after that day" if on_day else "from that day on"
     daily = (daily.join(ends.select(_SID, "end_day"), on=_SID, how="left")
-             .filter(pl.col("end_day").is_null() | (pl.col("d") < pl.col("end_day"))).drop("end_day"))
+             .filter(pl.col("end_day").is_null() | kept).drop("end_day"))
     fu = _follow_up_end(study).join(ends, on=_SID, how="left").join(deaths, on=_SID, how="left")
     out = _subject_order(study)
     schema: dict[str, pl.DataType] = {_SID: pl.String}
@@ -494,7 +500,7 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None,
         # the number in the nadir's order and meets the level only where it settles it (session 32)
         cens = (_censored_days(study, rule["param"], num).filter(pl.col("d") >= 0)
                 .join(ends.select(_SID, "end_day"), on=_SID, how="left")
-                .filter(pl.col("end_day").is_null() | (pl.col("d") < pl.col("end_day"))).drop("end_day"))
+                .filter(pl.col("end_day").is_null() | kept).drop("end_day"))
         pts = pl.concat([
             num.select(_SID, "d", "value", "refs", pl.lit(None, dtype=pl.String).alias("ctxt"),
                        pl.lit(None, dtype=pl.String).alias("censor"), pl.lit(None, dtype=pl.Float64).alias("censor_limit")),
@@ -528,8 +534,8 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None,
         why = (pl.when(by_event).then(pl.col("end_event")).when(by_death & (death >= L)).then(pl.lit("death"))
                .when(~by_death & (pl.col("fu_day") >= L)).then(pl.col("fu_code")).otherwise(pl.lit("last_value")))
         why_txt = (pl.when(by_event).then(pl.format(
-            "{} on day {}: option {}, values from that day on are not counted", pl.col("end_txt"),
-            end_d.cast(pl.Int64), pl.col("end_opt")))
+            f"{{}} on day {{}}: option {{}}, values {not_counted} are not counted (option event_day_counts="
+            f"{str(on_day).lower()})", pl.col("end_txt"), end_d.cast(pl.Int64), pl.col("end_opt")))
             .when(by_death & (death >= L)).then(pl.lit("death"))
             .when(~by_death & (pl.col("fu_day") >= L)).then(pl.col("fu_how"))
             .otherwise(pl.lit("the last value: it is after the end of follow-up")))
@@ -567,8 +573,9 @@ def derive_count_recovery(study: Study, options: RecoveryOptions | None = None,
         rid = pl.concat_str(rid, *[pl.when(flag).then(pl.lit(f"; {i}")).otherwise(pl.lit("")) for flag, i in extra_ids
                                    if i])
         no_data = pl.when(pl.col("end_day").is_not_null()).then(pl.format(
-            f"no {label} from day 0 on before {{}} on day {{}} (option {{}}: values from that day on are "
-            "not counted).", pl.col("end_txt"), pl.col("end_day").cast(pl.Int64), pl.col("end_opt"))).otherwise(
+            f"no {label} from day 0 on {'up to' if on_day else 'before'} {{}} on day {{}} (option {{}}: values "
+            f"{not_counted} are not counted, option event_day_counts={str(on_day).lower()}).", pl.col("end_txt"),
+            pl.col("end_day").cast(pl.Int64), pl.col("end_opt"))).otherwise(
             pl.lit(f"no {label} from day 0 on."))
         out = out.join(rec.drop("_order", strict=False), on=_SID, how="left").join(
             ends.select(_SID, "end_day", "end_event", "end_txt", "end_opt"), on=_SID, how="left").select(

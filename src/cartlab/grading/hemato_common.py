@@ -47,6 +47,7 @@ class CountWindowOptions(CriteriaOptions):
     daily_value: DailyValue | None = None
     interpolate: bool | None = None
     max_interpolation_gap_days: int | None = None
+    range_interpolation_gap_days: int | None = None
     duration: Duration | None = None
     stable_recovery_days: int | None = None
     count_recovery_days_in_run: bool | None = None

@@ -10,7 +10,10 @@ carried near-copies):
   (:func:`late_lowest_text`), the "or nontransient" clause of a not-evaluable window
   (:func:`nontransient_text`) and the range a window short of counts leaves
   (:func:`late_range_text`, naming the days without a count as
-  :func:`~cartlab.grading.hemato_common.day_ranges` writes them: "41-44, 60-100").
+  :func:`~cartlab.grading.hemato_common.day_ranges` writes them: "41-44, 60-100");
+* the days interpolated across a gap longer than ``range_interpolation_gap_days`` (session 48, review
+  48 F1), known for the grade but unknown for the ranges of both windows (:func:`long_gap_day`,
+  :func:`gap_days` and the texts naming them).
 """
 
 from __future__ import annotations
@@ -26,9 +29,62 @@ from cartlab.grading.hemato_common import day_ranges, fmt_expr, grades, nontrans
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, evidence_ref
 
-__all__ = ["late_lowest_text", "nontransient_days", "late_range_text", "late_upper_grade", "late_window_text", "lowest_text",
-           "window_grades", "window_rules",
+__all__ = ["gap_below_text", "gap_days", "gap_range_text", "late_lowest_text", "long_gap_day", "nontransient_days",
+           "late_range_text", "late_upper_grade", "late_window_text", "lowest_text", "window_grades", "window_rules",
            "nontransient_text"]
+
+
+def long_gap_day(opts: dict[str, Any]) -> pl.Expr:
+    """An interpolated day of :func:`~cartlab.grading.hemato_common.daily_series` (``source``,
+    ``prev_day``, ``next_day``) inside a gap of more than ``range_interpolation_gap_days`` days without a
+    count (session 48, review 48 F1; cartlab convention, missing is not negative): the grade reads it as
+    interpolated (the contract), the highest grade possible (``*_grade_max``) as unknown (count
+    recovery's "never below" reads such a gap alike: ``never_below_max_gap_days``). Always False with
+    the option null (cartlab before session 48)."""
+    n = opts.get("range_interpolation_gap_days")
+    if n is None:
+        return pl.lit(False)
+    return ((pl.col("source") == "interpolated")
+            & ((pl.col("next_day") - pl.col("prev_day") - 1) > int(n))).fill_null(False)
+
+
+def gap_days(frame: pl.DataFrame, opts: dict[str, Any], flags: Sequence[str], name: str) -> pl.DataFrame:
+    """Per subject with a :func:`long_gap_day` in ``frame``: ``_<name>_gap_days`` (their count),
+    ``_<name>_gap_list`` ("1-29, 41-59") and, per flag of ``flags``, ``_<name>_gap_<flag>`` (how many of
+    them the interpolation puts at or below that level: days the grade counts that were not measured)."""
+    g = frame.filter(long_gap_day(opts))
+    out = (g.group_by("subject_id").agg(pl.len().cast(pl.Int64).alias(f"_{name}_gap_days"),
+                                        *[pl.col(c).fill_null(False).sum().cast(pl.Int64).alias(f"_{name}_gap_{c}")
+                                          for c in flags])
+           .join(day_ranges(g, f"_{name}_gap_list"), on="subject_id", how="left"))
+    for c in flags:  # the gap days at or below each level ("41-59")
+        out = out.join(day_ranges(g.filter(pl.col(c).fill_null(False)), f"_{name}_gap_{c}_list"), on="subject_id",
+                       how="left")
+    return out
+
+
+def gap_below_text(name: str, flags: Sequence[tuple[str, str]], opts: dict[str, Any]) -> pl.Expr:
+    """"; 19 of the days < 20 (days 41-59) are interpolated across ..." for the columns of
+    :func:`gap_days` (``flags``: (flag, "< 20")); "" when no such day is counted below a level."""
+    n = opts.get("range_interpolation_gap_days")
+    parts = [pl.when(pl.col(f"_{name}_gap_{c}").fill_null(0) > 0).then(
+        pl.format(f"{{}} of the days {what} (days {{}})", pl.col(f"_{name}_gap_{c}"), pl.col(f"_{name}_gap_{c}_list")))
+        for c, what in flags]
+    if n is None or not parts:
+        return pl.lit("")
+    txt = pl.concat_str(parts, separator=", ", ignore_nulls=True)
+    return pl.when(txt != "").then(pl.format(
+        f"; {{}} are interpolated across gaps of more than {n} days without a count (option "
+        "range_interpolation_gap_days): not measured, so the grade could be lower", txt)).otherwise(pl.lit(""))
+
+
+def gap_range_text(name: str, label: str, opts: dict[str, Any]) -> pl.Expr:
+    """"no ANC measured on days 1-29 (...)": the days of :func:`gap_days` a range reads as unknown
+    (null when there are none)."""
+    return pl.when(pl.col(f"_{name}_gap_list").is_not_null()).then(pl.format(
+        f"no {label} measured on days {{}} (interpolated for the grade, but across gaps of more than "
+        f"{opts.get('range_interpolation_gap_days')} days without a count: unknown for the range, option "
+        "range_interpolation_gap_days)", pl.col(f"_{name}_gap_list")))
 
 
 def late_upper_grade(daily: pl.DataFrame, wins: pl.DataFrame, sids: list[str], opts: dict[str, Any],
@@ -48,19 +104,32 @@ def late_upper_grade(daily: pl.DataFrame, wins: pl.DataFrame, sids: list[str], o
     as :func:`~cartlab.grading.hemato_common.early_upper_grade`). ``keep``/``fills``: the engine's
     other columns of ``daily`` and how a day without a row fills them.
 
+    A day interpolated across a gap longer than ``range_interpolation_gap_days`` is read as a day
+    without a count (session 48, review 48 F1).
+
     Returns ``subject_id``, ``_late_grade_max``, ``_late_unknown_days`` (the window's days without a
-    count; null when the window is empty) and ``_late_unknown_list`` (those days, "41-44, 60")."""
+    count or in such a gap; null when the window is empty), ``_late_missing_days`` and
+    ``_late_unknown_list`` (the days without a count, "41-44, 60") and the columns of :func:`gap_days`
+    (``_late_gap_days``, ``_late_gap_list``, ...)."""
     flags = [f"{flag}{n}" for n in levels]
     last = (pl.col("end").floor() if opts["late_window_end_inclusive"] else pl.col("end").ceil() - 1).cast(pl.Int64)
     grid = (wins.select("subject_id", pl.int_ranges(pl.col("start").ceil().cast(pl.Int64), last + 1).alias("day"))
             .explode("day").drop_nulls("day"))
-    cols = ["subject_id", "day", value, *([censored] if censored else []), "source", "evidence", *keep, *flags]
+    cols = ["subject_id", "day", value, *([censored] if censored else []), "source", "prev_day", "next_day", "evidence",
+            *keep, *flags]
     up = grid.join(daily.filter(pl.col("window") == "late").select(cols), on=["subject_id", "day"], how="left",
                    maintain_order="left")
     no_count = pl.col(value).is_null() & (pl.col(censored).is_null() if censored else
                                           pl.all_horizontal([pl.col(c).is_null() for c in flags]))
-    unknown = up.group_by("subject_id").agg(no_count.sum().cast(pl.Int64).alias("_late_unknown_days")).join(
-        day_ranges(up.filter(no_count), "_late_unknown_list"), on="subject_id", how="left")
+    # session 48 (review 48 F1): a day interpolated across a gap longer than range_interpolation_gap_days
+    # is unknown here too (named apart: _late_gap_list), as a day without a count
+    gaps = gap_days(up, opts, flags, "late")
+    unknown = up.group_by("subject_id").agg(no_count.sum().cast(pl.Int64).alias("_late_missing_days")).join(
+        day_ranges(up.filter(no_count), "_late_unknown_list"), on="subject_id", how="left").join(
+        gaps, on="subject_id", how="left").with_columns(
+        (pl.col("_late_missing_days") + pl.col("_late_gap_days").fill_null(0)).alias("_late_unknown_days"))
+    gap = long_gap_day(opts)
+    up = up.with_columns(*[pl.when(gap).then(None).otherwise(pl.col(c)).alias(c) for c in (value, *flags)])
     # a day without a count could have been a test below every level (session 34: it was read as
     # below but never as a measurement, so a window short of counts could never reach its 2-test grades)
     up = up.with_columns(
@@ -158,16 +227,21 @@ def nontransient_text(opts: dict, what: str, where: str) -> str:
             f"lasting >= {opts['stable_recovery_days']} days)")
 
 
-def late_range_text(grade: str, grade_max: str, no_count: str, none_text: str, extra: pl.Expr) -> pl.Expr:
+def late_range_text(grade: str, grade_max: str, no_count: str, none_text: str, extra: pl.Expr,
+                    opts: dict | None = None, label: str = "count") -> pl.Expr:
     """" Could be up to grade X: ..." - the range a late window leaves (session 34): up to
     ``grade_max`` had its days without a count (``_late_unknown_days``, named by
     ``_late_unknown_list``: "N day(s) of the late window (days 41-44, 60) have no <no_count>";
     ``none_text`` when there are none) been below every level, then ``extra``, and, when ``grade``
     is empty (not evaluable), at least what the known days confirm (``late_grade``: missing is not
     negative, a range naming the missing counts, never a grade 0)."""
-    missing = (pl.when(pl.col("_late_unknown_days").fill_null(0) > 0).then(pl.format(
-        f"{{}} day(s) of the late window (days {{}}) have no {no_count}", pl.col("_late_unknown_days"),
-        pl.col("_late_unknown_list"))).otherwise(pl.lit(none_text)))
+    parts = [pl.when(pl.col("_late_missing_days").fill_null(0) > 0).then(pl.format(
+        f"{{}} day(s) of the late window (days {{}}) have no {no_count}", pl.col("_late_missing_days"),
+        pl.col("_late_unknown_list")))]
+    if opts is not None:  # session 48 (review 48 F1): days interpolated across a long gap
+        parts.append(gap_range_text("late", label, opts))
+    named = pl.concat_str(parts, separator="; ", ignore_nulls=True)
+    missing = pl.when(named != "").then(named).otherwise(pl.lit(none_text))
     lower = (pl.when(pl.col(grade).is_not_null()).then(pl.lit(""))
              .when(pl.col("late_grade") > 0).then(pl.format("; the known days alone confirm grade {}", pl.col("late_grade")))
              .otherwise(pl.lit("; the known days alone confirm no grade (a lower bound of 0, not a finding of none)")))

@@ -53,11 +53,15 @@ from cartlab.grading.hemato_common import (
     windows_frame,
 )
 from cartlab.grading.hemato_late import (
+    gap_below_text,
+    gap_days,
+    gap_range_text,
     gcsf_days_text,
     late_lowest_text,
     late_range_text,
     late_upper_grade,
     late_window_text,
+    long_gap_day,
     nontransient_days,
     nontransient_days_text,
     nontransient_text,
@@ -83,6 +87,7 @@ class IcahtOptions(CountWindowOptions):
     cumulative by default (the EHA/EBMT logic restated in Rejeski 2025, T-ICAHT Table 1 footnote)."""
 
     never_above_requires_full_window: bool | None = None
+    never_above_bridges_nonstable: bool | None = None
     never_above_data_from_day: Number | None = None
     never_above_window_end: Literal["death", "death_or_last_followup"] | None = None
     early_censor_events: tuple[str, ...] | None = None
@@ -271,6 +276,7 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
             pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique(maintain_order=True).alias("early_evidence"),
             # a censored day whose bound leaves the level open is not "never above" for sure
             *[pl.col(f"anc_le_{n}").fill_null(False).all().alias(f"_all_{n}") for n in levels],
+            *[pl.col(f"anc_le_{n}").fill_null(False).sum().alias(f"_nbelow_{n}") for n in levels],
         ), on="subject_id", how="left", maintain_order="left",
     ).with_columns(pl.col("early_n_days").fill_null(0),
                    pl.col("early_evidence").fill_null(pl.lit([], dtype=EVIDENCE)))
@@ -287,24 +293,37 @@ def _early_features(daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
     # a window censored before day 30 by an event other than death cannot show 'never above ... in days 0-30'
     complete = (starts & (pl.col("_n_to_end") == pl.col("_early_end") - frm + 1)
                 & pl.col("_early_cut").is_null()).fill_null(False)
+    bridges = bool(opts.get("never_above_bridges_nonstable"))
     for name in levels:
         d = below_durations(win, f"anc_le_{name}", int(opts["stable_recovery_days"]),
                             bool(opts["count_recovery_days_in_run"]), opts["duration"])
         out = out.join(d.rename({c: f"anc_le_{name}_{c}" for c in d.columns if c != "subject_id"}),
                        on="subject_id", how="left", maintain_order="left")
-        low = (pl.col("early_n_days") > 0) & pl.col(f"_all_{name}").fill_null(False)
+        # session 48 (review 48 F3): the days of non-stable recoveries (< stable_recovery_days, between two
+        # runs at or below the level), which option never_above_bridges_nonstable reads as not above it
+        nonstable = below_durations(win, f"anc_le_{name}", int(opts["stable_recovery_days"]), True, "cumulative")
+        out = out.join(nonstable.select("subject_id", pl.col("recovery_days").alias(f"_nonstable_{name}")),
+                       on="subject_id", how="left", maintain_order="left")
+        n = pl.col("early_n_days")
+        literal = (n > 0) & pl.col(f"_all_{name}").fill_null(False)
+        bridged = (n > 0) & ((pl.col(f"_nbelow_{name}") + pl.col(f"_nonstable_{name}").fill_null(0)) == n).fill_null(False)
+        low, other = (bridged, literal) if bridges else (literal, bridged)
         out = out.with_columns((low & complete).alias(f"never_above_{name}"),
                                # every known day at or below the level, but not up to E (the reason says so)
-                               (low & ~complete).alias(f"_never_open_{name}"))
-    return out.drop([f"_all_{n}" for n in levels] + ["_first_day", "_n_to_end", "_early_cut"])
+                               (low & ~complete).alias(f"_never_open_{name}"),
+                               (other & complete).alias(f"_never_above_other_{name}"))
+    return out.drop([f"_all_{n}" for n in levels] + [f"_nbelow_{n}" for n in levels]
+                    + ["_first_day", "_n_to_end", "_early_cut"])
 
 
 def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[str, Any],
                  levels: dict[str, float], table: CriteriaTable, ends: pl.DataFrame) -> pl.DataFrame:
     """The highest early grade the data leave possible: the grade with every day of the early window
     without an ANC (measured or interpolated) read as below every level, up to death (missing is not
-    negative: one normal ANC on day 28 does not show days 0-27 were normal). ``early_unknown_days``
-    counts those days, ``_early_unknown_list`` names them ("0, 2-30")."""
+    negative: one normal ANC on day 28 does not show days 0-27 were normal), and so every day
+    interpolated across a gap longer than ``range_interpolation_gap_days`` (session 48, review 48 F1).
+    ``early_unknown_days`` counts both, ``_early_unknown_list`` names the days without an ANC ("0, 2-30"),
+    ``_early_gap_list`` the gap days (:func:`~cartlab.grading.hemato_common.gap_days`)."""
     lo, hi = (int(x) for x in opts["early_window"])
     death = (study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null())
              .group_by("subject_id").agg(pl.col("day").min().floor().cast(pl.Int64).alias("_death")))
@@ -315,18 +334,25 @@ def _early_upper(study: Study, daily: pl.DataFrame, sids: list[str], opts: dict[
                                         + 1).alias("day")).explode("day").drop("_death", "_early_cut").drop_nulls("day"))
     flags = [f"anc_le_{n}" for n in levels]
     day = daily.filter(pl.col("day").is_between(lo, hi)).select("subject_id", "day", "anc", "anc_censored", "evidence",
-                                                                  *flags)
+                                                                  "source", "prev_day", "next_day", *flags)
+    # session 48 (review 48 F1): days interpolated across a gap longer than range_interpolation_gap_days
+    # are unknown here (the grade keeps them); named apart from the days without any ANC
+    gap = long_gap_day(opts)
+    gaps = gap_days(day.join(grid, on=["subject_id", "day"], how="semi"), opts, flags, "early")
     known = day.filter(pl.col("anc").is_not_null() | pl.any_horizontal([pl.col(c).is_not_null() for c in flags]))
     unknown = day_ranges(grid.join(known.select("subject_id", "day"), on=["subject_id", "day"], how="anti"),
                          "_early_unknown_list")
+    day = day.with_columns(*[pl.when(gap).then(None).otherwise(pl.col(c)).alias(c) for c in ("anc", *flags)])
     # censored results whose bound leaves a deeper level open (session 36: named as the late window's are)
     open_ = (pl.col("anc").is_null() & pl.col("anc_censored").is_not_null()
              & pl.any_horizontal([pl.col(c).is_null() for c in flags]))
     opened = (day.join(grid, on=["subject_id", "day"], how="semi").filter(open_).sort("subject_id", "day")
               .group_by("subject_id", maintain_order=True)
               .agg(pl.format("{} on day {}", pl.col("anc_censored"), pl.col("day")).str.join(", ").alias("_early_open")))
-    return (early_upper_grade(grid, day, "anc", flags, lambda f: _early_features(f, sids, opts, levels, ends),
-                              table, opts).join(unknown, on="subject_id", how="left", maintain_order="left")
+    return (early_upper_grade(grid, day.drop("source", "prev_day", "next_day"), "anc", flags,
+                              lambda f: _early_features(f, sids, opts, levels, ends), table, opts)
+            .join(unknown, on="subject_id", how="left", maintain_order="left")
+            .join(gaps, on="subject_id", how="left", maintain_order="left")
             .join(opened, on="subject_id", how="left", maintain_order="left"))
 
 
@@ -468,6 +494,10 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     f = f.join(nontransient_runs(late_daily, sids, opts, list(levels), "anc_le_", "late_nontransient_anc_"),
                on="subject_id", how="left", maintain_order="left")
     f = f.with_columns(grades(table, opts))
+    # the early grade under the other reading of option never_above_bridges_nonstable (review 48 F3)
+    other = f.with_columns(*[pl.col(f"_never_above_other_{n}").alias(f"never_above_{n}") for n in levels]).with_columns(
+        grades(table, opts, ("early",))).get_column("early_grade")
+    f = f.with_columns(other.alias("_other_early_grade"))
     f = f.join(_early_upper(study, daily, sids, opts, levels, table, ends), on="subject_id", how="left",
                maintain_order="left").join(ends.select("subject_id", "_early_end_why", "_lfu", "_end_ev", "_early_cut"),
                                            on="subject_id", how="left", maintain_order="left")
@@ -509,23 +539,33 @@ def derive_icaht(study: Study, options: IcahtOptions | None = None, daily: pl.Da
     fu_end = pl.when(pl.col("_lfu") < pl.col("_early_end")).then(pl.format(
         "last follow-up on day {} (alive): days {}-{} not observed", pl.col("_lfu"), pl.col("_lfu") + 1,
         pl.col("_early_end")))
-    gaps = pl.when(pl.col("early_unknown_days") > 0).then(pl.format(
+    n_missing = pl.col("early_unknown_days") - pl.col("_early_gap_days").fill_null(0)
+    gaps = pl.when(n_missing > 0).then(pl.format(
         f"{{}} day(s) of days {lo}-{hi} ({{}}) have no ANC (measured or interpolated) and are not counted",
-        py_str(pl.col("early_unknown_days")), pl.lit("days ") + pl.col("_early_unknown_list")))
+        py_str(n_missing), pl.lit("days ") + pl.col("_early_unknown_list")))
     cens = pl.when(pl.col("_early_open").fill_null("") != "").then(pl.format(
         "the censored result(s) {} leave a deeper level open", pl.col("_early_open")))
     never = (pl.concat_str(not_est, ignore_nulls=True) if not_est else pl.lit(""))
     never = pl.when(never != "").then(never.str.strip_prefix("; "))
     could = pl.format(" Could be up to grade {}: {}; had they been below every level, the grade would be that.",
                       py_str(pl.col("icaht_early_grade_max")),
-                      pl.concat_str(gaps, fu_end, cens, never, separator="; ", ignore_nulls=True))
+                      pl.concat_str(gaps, gap_range_text("early", "ANC", opts), fu_end, cens, never, separator="; ",
+                                    ignore_nulls=True))
     late_could = late_range_text(
         "icaht_late_grade", "icaht_late_grade_max", "ANC (measured or interpolated) and could each have been a test",
         "no day of the late window lacks an ANC",
         pl.when(pl.col("_late_open").fill_null("") != "").then(pl.format(
-            " and the censored result(s) {} leave a deeper level open", pl.col("_late_open"))).otherwise(pl.lit("")))
+            " and the censored result(s) {} leave a deeper level open", pl.col("_late_open"))).otherwise(pl.lit("")),
+        opts, "ANC")
+    bridges = bool(opts["never_above_bridges_nonstable"])
+    other_txt = pl.when((pl.col("_other_early_grade") != pl.col("icaht_early_grade")).fill_null(False)).then(pl.format(
+        (" The literal reading (option never_above_bridges_nonstable=false: a day above the level is above it, even in a "
+         "non-stable recovery) gives grade {}." if bridges else
+         " The other reading (option never_above_bridges_nonstable=true, Liang et al.: a non-stable recovery (< "
+         f"{opts['stable_recovery_days']} days) is no recovery, so 'never above' holds) gives grade {{}}."),
+        pl.col("_other_early_grade"))).otherwise(pl.lit(""))
     f = f.with_columns(
-        pl.concat_str(_early_reason(opts, levels, early_levels, never_used, texts, sym),
+        pl.concat_str(_early_reason(opts, levels, early_levels, never_used, texts, sym), other_txt,
                       pl.when((pl.col("icaht_early_grade_max") > pl.col("icaht_early_grade"))
                            | (pl.col("icaht_early_grade").is_null() & pl.col("icaht_early_grade_max").is_not_null()))
                       .then(could)
@@ -662,11 +702,17 @@ def _early_reason(opts: dict, levels: dict[str, float], names: list[str], never_
                   texts: dict[str, str], sym: str) -> pl.Expr:
     lo, hi = opts["early_window"]
     # days without an ANC next to a grade resting on 'never above' are named (review s40 A1)
-    unknown = pl.when(pl.col("early_unknown_days") > 0).then(pl.format(
+    unknown = pl.when(pl.col("_early_unknown_list").is_not_null()).then(pl.format(
         "; days {} have no ANC (measured or interpolated) and are not counted", pl.col("_early_unknown_list")))
+    # session 48 (review 48 F3): the non-stable recovery days option never_above_bridges_nonstable bridges
+    def bridged(name: str) -> pl.Expr:
+        return (pl.when(pl.lit(bool(opts["never_above_bridges_nonstable"])) & (pl.col(f"_nonstable_{name}") > 0))
+                .then(pl.format(f"; {{}} day(s) of non-stable recovery above {fmt(levels[name])} bridged, option "
+                                "never_above_bridges_nonstable=true", pl.col(f"_nonstable_{name}"))))
+
     parts = [pl.when(pl.col(f"never_above_{name}").fill_null(False)).then(pl.concat_str(pl.format(
         f"ANC never above {fmt(levels[name])} in days {lo}-{hi} ({{}} days with data", py_str(pl.col("early_n_days"))),
-        unknown, pl.lit(")"), ignore_nulls=True))
+        unknown, bridged(name), pl.lit(")"), ignore_nulls=True))
         for name in reversed(never_used)]
     # the window cut by death (or last follow-up, option never_above_window_end) is said, as T-ICAHT
     # says it (review s40 B2)
@@ -689,7 +735,9 @@ def _early_reason(opts: dict, levels: dict[str, float], names: list[str], never_
         pl.col("_early_uncensored"))).otherwise(pl.lit(""))
     return (pl.when(pl.col("early_n_days").fill_null(0) == 0)
             .then(pl.concat_str(pl.lit(f"not evaluable: no ANC in days {lo}-{hi} (measured or interpolated)."), unc))
-            .otherwise(pl.concat_str(head, pl.concat_str(parts, separator="; ", ignore_nulls=True), pl.lit(" -> grade "),
+            .otherwise(pl.concat_str(head, pl.concat_str(parts, separator="; ", ignore_nulls=True),
+                                     gap_below_text("early", [(f"anc_le_{n}", f"{sym} {fmt(levels[n])}") for n in names],
+                                                    opts), pl.lit(" -> grade "),
                                      py_str(pl.col("icaht_early_grade")), pl.lit(" ("),
                                      rule_texts(texts, "early_rule", "no ICAHT criterion met"), pl.lit(")."), unc)))
 

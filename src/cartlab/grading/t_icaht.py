@@ -50,6 +50,7 @@ class TIcahtOptions(hc.CountWindowOptions):
     censor_events: tuple[str, ...] | None = None
     censor_day_inclusive: bool | None = None
     censor_doses: hc.EndDoses | None = None
+    same_day_count_is_pre_transfusion: bool | None = None
     platelet_transfusion_categories: tuple[str, ...] | None = None
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
@@ -125,7 +126,8 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None,
     # a censored result ("<5") is below a level when its bound says so, unknown otherwise
     cens = {n: hc.censored_flag(pl.col("censor"), pl.col("censor_limit"), thr, opts["inclusive"]) for n, thr in levels.items()}
     masked = list(opts["transfusion_supported_levels"])
-    daily = daily.join(_own_count_before_transfusion(daily, tx, free, levels, masked, opts["inclusive"]),
+    same_day = None if opts["same_day_count_is_pre_transfusion"] else _timed_same_day(study, opts, levels, masked)
+    daily = daily.join(_own_count_before_transfusion(daily, tx, free, levels, masked, opts["inclusive"], same_day),
                        on=["subject_id", "day"], how="left", maintain_order="left")
 
     def pre(n: str) -> pl.Expr:  # the patient's own count before the supporting transfusion was below n
@@ -184,14 +186,54 @@ def derive_t_icaht_daily(study: Study, options: TIcahtOptions | None = None,
     return daily.select(cols)  # in subject and day order (daily_series)
 
 
+def _below_flags(levels: dict[str, float], masked: list[str], inclusive: bool) -> dict[str, pl.Expr]:
+    """Per masked level: ``plt`` (or the censored ``censor``/``censor_limit``) below it."""
+    return {n: (pl.when(pl.col("plt").is_not_null())
+                .then((pl.col("plt") <= levels[n]) if inclusive else (pl.col("plt") < levels[n]))
+                .otherwise(hc.censored_flag(pl.col("censor"), pl.col("censor_limit"), levels[n], inclusive)))
+            for n in masked}
+
+
+def _timed_same_day(study: Study, opts: dict[str, Any], levels: dict[str, float], masked: list[str]) -> pl.DataFrame:
+    """``subject_id``, ``tx_day`` and ``_b_<level>``: the last platelet count of a transfusion's calendar
+    day taken before it, where both have a time of day (:func:`cartlab.io.clock.is_timed`; session 48,
+    review 48 F4: the time order decides; without times the order is unknown)."""
+    from cartlab.io.clock import is_timed
+
+    iv = study.interventions
+    dt = "start_datetime" if "start_datetime" in iv.columns else None
+    starts = (iv.filter(pl.col("category").is_in(list(opts["platelet_transfusion_categories"]))
+                        & pl.col("start_day").is_not_null() & is_timed("start_day", dt))
+              .group_by("subject_id", pl.col("start_day").floor().cast(pl.Int64).alias("tx_day"))
+              .agg(pl.col("start_day").min().alias("_tx_t")))
+    obs = study.observations
+    cens = [pl.col(c) if c in obs.columns else pl.lit(None, dtype=t).alias(c)
+            for c, t in (("censor", pl.String), ("censor_limit", pl.Float64))]
+    counts = (obs.filter((pl.col("param") == "PLAT") & pl.col("day").is_not_null()
+                         & is_timed("day", "datetime" if "datetime" in obs.columns else None))
+              .select("subject_id", "day", pl.col("value").alias("plt"), *cens)
+              .filter(pl.col("plt").is_not_null() | pl.col("censor").is_not_null())
+              .with_columns(pl.col("day").floor().cast(pl.Int64).alias("tx_day")))
+    return (counts.join(starts, on=["subject_id", "tx_day"], how="inner").filter(pl.col("day") < pl.col("_tx_t"))
+            .sort("subject_id", "tx_day", "day").group_by("subject_id", "tx_day", maintain_order=True).last()
+            .select("subject_id", "tx_day", *[f.alias(f"_b_{n}") for n, f in
+                                               _below_flags(levels, masked, opts["inclusive"]).items()]))
+
+
 def _own_count_before_transfusion(daily: pl.DataFrame, tx: pl.DataFrame, free: int, levels: dict[str, float],
-                                  masked: list[str], inclusive: bool) -> pl.DataFrame:
+                                  masked: list[str], inclusive: bool,
+                                  same_day: pl.DataFrame | None = None) -> pl.DataFrame:
     """Per subject and day a transfusion supports: ``_pre_<level>`` for each masked level, True when
-    the patient's own count before a supporting transfusion was below the level (the last recorded
-    count on or before the transfusion day that no earlier transfusion supports), else null. Rejeski
-    2025 Table 1 names transfusions only in its recovery ("... in the absence of a PLT transfusion for
-    7 consecutive days"): a transfused count is no recovery from below 20 only when the count was
-    below 20 before it."""
+    the patient's own count before a supporting transfusion was below the level, else null. That
+    count is the last one of the transfusion's calendar day taken before it by the time of day
+    (``same_day``: :func:`_timed_same_day`), else the last recorded one strictly before that day that no
+    earlier transfusion supports (session 48, review 48 F4: a count of the same day without times may
+    have been drawn after the transfusion); a count of the same day below the level still shows the own
+    count was below it, whatever the order (a transfusion raises the count). ``same_day`` None (option
+    ``same_day_count_is_pre_transfusion``): the last count on or before the transfusion day (cartlab
+    before session 48). Rejeski 2025 Table 1 names transfusions only in its recovery ("... in the
+    absence of a PLT transfusion for 7 consecutive days"): a transfused count is no recovery from
+    below 20 only when the count was below 20 before it."""
     out_schema = {"subject_id": pl.String, "day": pl.Int64, **{f"_pre_{n}": pl.Boolean for n in masked}}
     if tx.is_empty() or not masked:
         return pl.DataFrame(schema=out_schema)
@@ -203,14 +245,25 @@ def _own_count_before_transfusion(daily: pl.DataFrame, tx: pl.DataFrame, free: i
            .filter((pl.col("tx_day") < pl.col("day")) & (pl.col("day") - pl.col("tx_day") <= free))
            .select("subject_id", "day").unique())
     own = own.join(sup, on=["subject_id", "day"], how="anti")
-    flag = {n: (pl.when(pl.col("plt").is_not_null())
-                .then((pl.col("plt") <= levels[n]) if inclusive else (pl.col("plt") < levels[n]))
-                .otherwise(hc.censored_flag(pl.col("censor"), pl.col("censor_limit"), levels[n], inclusive)))
-            for n in masked}
+    flag = _below_flags(levels, masked, inclusive)
     own = own.with_columns(*[f.alias(f"_b_{n}") for n, f in flag.items()]).sort("subject_id", "day")
     pre = (starts.sort("subject_id", "tx_day")
            .join_asof(own.select("subject_id", pl.col("day").alias("tx_day"), *[f"_b_{n}" for n in masked]),
-                      on="tx_day", by="subject_id", strategy="backward", check_sortedness=False))  # both sorted
+                      on="tx_day", by="subject_id", strategy="backward", check_sortedness=False,  # both sorted
+                      allow_exact_matches=same_day is None))
+    if same_day is not None:
+        # the day's own count below the level (before or after the transfusion, it shows the own count was)
+        pre = pre.join(own.select("subject_id", pl.col("day").alias("tx_day"),
+                                  *[pl.col(f"_b_{n}").alias(f"_b_{n}_day") for n in masked]),
+                       on=["subject_id", "tx_day"], how="left").with_columns(
+            *[pl.when(pl.col(f"_b_{n}_day").fill_null(False)).then(True).otherwise(pl.col(f"_b_{n}")).alias(f"_b_{n}")
+              for n in masked])
+        # a timed count of the day before a timed transfusion is the count before it (the time order decides)
+        sd = same_day.join(sup.rename({"day": "tx_day"}), on=["subject_id", "tx_day"], how="anti").with_columns(
+            pl.lit(True).alias("_sd"))
+        pre = pre.join(sd, on=["subject_id", "tx_day"], how="left", suffix="_sd").with_columns(
+            *[pl.when(pl.col("_sd").fill_null(False)).then(pl.col(f"_b_{n}_sd")).otherwise(pl.col(f"_b_{n}"))
+              .alias(f"_b_{n}") for n in masked])
     covered = (pre.with_columns(pl.int_ranges("tx_day", pl.col("tx_day") + free + 1).alias("day")).explode("day")
                .group_by("subject_id", "day")
                .agg(*[pl.col(f"_b_{n}").fill_null(False).any().alias(f"_pre_{n}") for n in masked]))
@@ -292,11 +345,18 @@ def _early_upper(daily: pl.DataFrame, early_w: pl.DataFrame, opts: dict[str, Any
     grid = (early_w.select("subject_id", pl.int_ranges(lo, pl.col("_el") + 1).alias("day")).explode("day")
             .drop_nulls("day"))
     day = daily.filter(pl.col("window") == "early").select(
-        "subject_id", "day", "plt", "plt_censored", "source", "evidence", "below_by_transfusion", *flags)
+        "subject_id", "day", "plt", "plt_censored", "source", "prev_day", "next_day", "evidence", "below_by_transfusion",
+        *flags)
+    # session 48 (review 48 F1): days interpolated across a gap longer than range_interpolation_gap_days
+    # are unknown for the range (the grade keeps them)
+    gaps = late.gap_days(day.join(grid, on=["subject_id", "day"], how="semi"), opts, flags, "early")
+    gap = late.long_gap_day(opts)
+    day = day.with_columns(*[pl.when(gap).then(None).otherwise(pl.col(c)).alias(c) for c in ("plt", *flags)])
     fills = (pl.col("source").fill_null("missing"), pl.col("below_by_transfusion").fill_null(False),
              pl.lit("early").alias("window"))
-    return hc.early_upper_grade(grid, day, "plt", flags, lambda f: _window_features(f, sids, opts, levels, "early", ""),
-                             table, opts, fills)
+    return hc.early_upper_grade(grid, day.drop("prev_day", "next_day"), "plt", flags,
+                                lambda f: _window_features(f, sids, opts, levels, "early", ""), table, opts,
+                                fills).join(gaps, on="subject_id", how="left", maintain_order="left")
 
 
 def derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: pl.DataFrame | None = None,
@@ -425,15 +485,17 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
     tx_open = tx_open_text("_tx_open")
     # what leaves a higher grade open: days without a count, censored results whose bound leaves a deeper
     # level open (session 36: they were not named), days after a transfusion
-    gaps = pl.when(pl.col("early_unknown_days") > 0).then(pl.format(
+    n_missing = pl.col("early_unknown_days") - pl.col("_early_gap_days").fill_null(0)
+    gaps = pl.when(n_missing > 0).then(pl.format(
         "{} day(s) of the early window have no platelet count (measured or interpolated) and are not counted",
-        hc.py_str(pl.col("early_unknown_days"))))
+        hc.py_str(n_missing)))
     cens = pl.when(pl.col("_open").fill_null("") != "").then(pl.format(
         "the censored result(s) {} leave a deeper level open", pl.col("_open")))
     tx = pl.when(tx_open != "").then(tx_open.str.strip_prefix("; "))
     could = pl.format(" Could be up to grade {}: {}; had they been below every level, the grade would be that.",
                       hc.py_str(pl.col("t_icaht_early_grade_max")),
-                      pl.concat_str(gaps, cens, tx, separator="; ", ignore_nulls=True))
+                      pl.concat_str(gaps, late.gap_range_text("early", "platelet count", opts), cens, tx,
+                                    separator="; ", ignore_nulls=True))
     f = f.with_columns(
         pl.concat_str(_early_reason(opts, levels, e_lv, texts),
                       pl.when((pl.col("t_icaht_early_grade_max") > pl.col("t_icaht_early_grade"))
@@ -442,16 +504,18 @@ def _derive_t_icaht(study: Study, options: TIcahtOptions | None = None, daily: p
                       .otherwise(pl.lit(""))).alias("early_reason"),
         pl.concat_str(_late_reason(opts, levels, l_lv, n_lv, texts), pl.when(
             pl.col("t_icaht_late_grade_max") > pl.col("t_icaht_late_grade")).then(pl.format(
-                " Could be up to grade {}: days of the late window without a platelet count{} are not counted{}; had "
+                " Could be up to grade {}: days of the late window without a platelet count{} are not counted{}{}; had "
                 "they been below every level, the grade would be that.", hc.py_str(pl.col("t_icaht_late_grade_max")),
                 pl.when(pl.col("_late_open").fill_null("") != "").then(pl.format(
                     " and the censored result(s) {} (their bound leaves a deeper level open)",
-                    pl.col("_late_open"))).otherwise(pl.lit("")), tx_open_text("_tx_open_late")))
+                    pl.col("_late_open"))).otherwise(pl.lit("")),
+                pl.concat_str(pl.lit("; "), late.gap_range_text("late", "platelet count", opts)).fill_null(""),
+                tx_open_text("_tx_open_late")))
             .when(pl.col("t_icaht_late_grade").is_null() & pl.col("t_icaht_late_grade_max").is_not_null())
             .then(late.late_range_text("t_icaht_late_grade", "t_icaht_late_grade_max",
                                   "platelet count (measured or interpolated)",
                                   "no day of the late window lacks a count but a second test is missing",
-                                  tx_open_text("_tx_open_late"))).otherwise(pl.lit("")))
+                                  tx_open_text("_tx_open_late"), opts, "platelet count")).otherwise(pl.lit("")))
         .alias("late_reason"))
     f = f.with_columns(
         # a grade 0 names its row (t_icaht.<window>.g0), not_evaluable only an empty grade (review s36 A1)
@@ -497,6 +561,8 @@ def _early_reason(opts: dict, levels: dict[str, float], names: list[str], texts:
             .when(pl.col("n_days").fill_null(0) == 0)
             .then(pl.format("not evaluable: no platelet count in {} (measured or interpolated).", win))
             .otherwise(pl.concat_str(win, pl.lit(": "), pl.concat_str(parts, separator="; "),
+                                     late.gap_below_text("early", [(f"plt_lt_{n}", f"{_sym(opts)} {hc.fmt(levels[n])}")
+                                                                 for n in names], opts),
                                      _tx_text("early_transfusion_supported_days", opts), pl.lit(" -> grade "),
                                      hc.py_str(pl.col("t_icaht_early_grade")), pl.lit(" ("),
                                      rule_texts(texts, "early_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
@@ -517,6 +583,7 @@ def _late_reason(opts: dict, levels: dict[str, float], dur_names: list[str], nam
             .otherwise(pl.concat_str(
                 hc.py_str(n), pl.lit(" measurements in "), win, pl.lit(", of which "), counts, pl.lit("; "),
                 late.late_lowest_text(n, "PLT", "late_plt"), pl.lit("; "), pl.concat_str(durs, separator="; ") if durs else pl.lit(""),
+                late.gap_below_text("late", [(f"plt_lt_{x}", f"{_sym(opts)} {hc.fmt(levels[x])}") for x in dur_names], opts),
                 _tx_text("late_transfusion_supported_days", opts), late.nontransient_days_text(), pl.lit(" -> grade "),
                 hc.py_str(pl.col("t_icaht_late_grade")), pl.lit(" ("),
                 rule_texts(texts, "late_rule", "no T-ICAHT criterion met"), pl.lit(")."))))
