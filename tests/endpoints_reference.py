@@ -368,7 +368,7 @@ def _params_rows(s: _Subject, params: tuple[str, ...], opts: EndpointOptions) ->
             if rem is not None:
                 ev = _death_or_relapse(s, 0.0, rem, "efs", opts)
                 body = _close(s, 0.0, ev, "relapse or death", opts, censor="EFS" in opts.censor_params,
-                              last_assessed=opts.efs_censor == "last_response_assessment")
+                              last_assessed=opts.efs_censor != "last_known_alive")
                 body["evidence"] = _uniq(rem["refs"] + body["evidence"])
                 row("EFS", 0.0, body)
                 continue

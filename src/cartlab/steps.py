@@ -151,6 +151,7 @@ def _response_summary(study, o, best_response):
 def _adtte(study, o, marrow_response, relapse, best_response):
     from cartlab.response.best import assessment_end_days
     from cartlab.response.endpoints import derive_adtte
+    from cartlab.response.marrow import ResponseOptions
 
     # every assessment (not only the best) so that the first remission day starts RFS/CIR; the same
     # assessments best_response counts: none after its end events (allo-HSCT, new therapy), so a
@@ -188,8 +189,10 @@ def _adtte(study, o, marrow_response, relapse, best_response):
 
     # where the EFS landmark came from, named in the EFS reasons: derived, not an option (review 41 diff1 F8)
     source = LANDMARK_FROM_BEST_RESPONSE if landmark_inherited(o.endpoints, o.best_response_options()) else None
+    # review 48 F1: the table the relapses were derived by says whether blood samples set the EFS censoring day
     return derive_adtte(study, eo, responses=assessments, relapses=relapse, no_criteria=no_criteria,
-                        censoring_responses=marrow_response.select(*cols), landmark_source=source)
+                        censoring_responses=marrow_response.select(*cols), landmark_source=source,
+                        response_criteria=(o.response or ResponseOptions()).criteria)
 
 
 def _relapse_antigen(study, o, relapse, antigen_loss):

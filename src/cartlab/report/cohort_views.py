@@ -109,13 +109,18 @@ def _efs_censoring(analysis) -> str:
     try:
         how = analysis.options.endpoint_options().efs_censor
     except AttributeError:
-        how = "last_response_assessment"
+        how = "last_disease_assessment"
     if how == "last_known_alive":
         return ("Censoring: every endpoint at the day last known alive (EFS too: option "
                 "endpoints.efs_censor=last_known_alive, not ELN 2022's reading).")
-    return ("Censoring (ELN 2022 Table 9): EFS without an event at the last response assessment, OS, RFS and LFS "
-            "at the day last known alive; with follow-up after the last marrow, fewer subjects are at risk for "
-            "EFS and a later relapse or death weighs more in it (option endpoints.efs_censor).")
+    if how == "last_response_assessment":
+        return ("Censoring (ELN 2022 Table 9): EFS without an event at the last response assessment (the marrow "
+                "only: option endpoints.efs_censor=last_response_assessment), OS, RFS and LFS at the day last known "
+                "alive; with follow-up after the last marrow, fewer subjects are at risk for EFS and a later relapse "
+                "or death weighs more in it.")
+    return ("Censoring (ELN 2022 Table 9): EFS without an event at the last response assessment - the last marrow, "
+            "or a later blood sample without circulating blasts, which the relapse rule reads (ELN 2022 Table 7) - "
+            "OS, RFS and LFS at the day last known alive (option endpoints.efs_censor).")
 
 
 #: ADTTE censoring rules a missing input leaves open (review 41 F1/F2), in the survival views' words

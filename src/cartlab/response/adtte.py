@@ -36,6 +36,7 @@ from cartlab.response.adtte_population import (
 from cartlab.response.adtte_population import fmt_g as _g
 from cartlab.response.adtte_warnings import warn_derived
 from cartlab.response.endpoint_options import PARAMCDS, EndpointOptions, endpoint_definitions
+from cartlab.response.last_assessment import blood_samples, last_disease_assessment, last_marrow, reason_expr
 
 __all__ = ["ADTTE_SCHEMA", "PARAMCDS", "EndpointOptions", "derive_adtte", "endpoint_definitions"]
 
@@ -281,17 +282,6 @@ def _assessments(rows: pl.DataFrame, name: str) -> pl.DataFrame:
         pl.col("refs").explode().drop_nulls().unique(maintain_order=True).alias(f"{name}_refs"))
 
 
-def _last_assessment(rows: pl.DataFrame) -> pl.DataFrame:
-    """Per subject: the last dated response assessment (``la_day``, ``la_how``, ``la_refs``) - the
-    day ELN 2022 Table 9 censors EFS at ("the date they were last assessed for response")."""
-    last = rows.filter(pl.col("day").is_not_null())
-    last = last.filter(pl.col("day") == pl.col("day").max().over(_SID)).sort("_r")
-    return last.group_by(_SID, maintain_order=True).agg(
-        pl.col("day").first().alias("la_day"),
-        pl.format("{} on day {}", "category", _g(pl.col("day"))).unique(maintain_order=True).str.join(", ").alias("la_how"),
-        pl.col("refs").explode().drop_nulls().unique(maintain_order=True).alias("la_refs"))
-
-
 def _remission(rows: pl.DataFrame, name: str, landmark: float | None = None) -> pl.DataFrame:
     """Per subject: the first remission (``<name>_day``, ``<name>_cat``, ``<name>_refs``), on or
     before ``landmark`` when given."""
@@ -311,10 +301,12 @@ def _death_before_origin(study: Study, calendar: bool) -> pl.DataFrame:
 
 
 def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses: pl.DataFrame | None,
-              resp_censor: pl.DataFrame | None = None) -> pl.DataFrame:
+              resp_censor: pl.DataFrame | None = None, blood: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per subject with every fact its ADTTE rows need (see the column prefixes below).
     ``resp_censor``: the assessments that fix the last response assessment (EFS censoring) and count
-    as days known alive (default ``resp``; :func:`derive_adtte` ``censoring_responses``)."""
+    as days known alive (default ``resp``; :func:`derive_adtte` ``censoring_responses``); ``blood``: the
+    PBBLAST samples the relapse rule reads (:func:`~cartlab.response.last_assessment.blood_samples`),
+    which with ``efs_censor="last_disease_assessment"`` can set the EFS censoring day (review 48 F1)."""
     resp_censor = resp if resp_censor is None else resp_censor
     ids = study.subject_ids
     f = pl.DataFrame({_SID: ids, "_order": range(len(ids))}, schema={_SID: pl.String, "_order": pl.Int64})
@@ -329,7 +321,8 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
     # response assessments after the censoring day are not the CAR-T's (when a response-based
     # parameter is censored there)
     cut = pl.col("c_day").is_null() | pl.col("day").is_null() | (pl.col("day") <= pl.col("c_day"))
-    if not any(p != "OS" for p in opts.censor_params):
+    cuts = any(p != "OS" for p in opts.censor_params)
+    if not cuts:
         cut = pl.lit(True)
     usable = resp.join(f.select(_SID, "c_day"), on=_SID, how="left").filter(cut)
     # an empty response is no assessment (missing is not negative), as null is
@@ -351,7 +344,7 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
          .join(_assessments(usable, "use"), on=_SID, how="left")
          .join(_assessments(evaluable, "eval"), on=_SID, how="left")
          .join(_assessments(evaluable_lm, "evlm"), on=_SID, how="left")
-         .join(_last_assessment(evaluable_c), on=_SID, how="left")
+         .join(last_marrow(evaluable_c), on=_SID, how="left")
          .join(_death_before_origin(study, opts.calendar_days), on=_SID, how="left")
          .join(dose_refs(study), on=_SID, how="left"))
     kinds = [*opts.relapse_events, *([_POSSIBLE] if opts.undetermined_relapse == "event" else [])]
@@ -368,6 +361,7 @@ def _subjects(study: Study, resp: pl.DataFrame, opts: EndpointOptions, relapses:
          # review 41 F6: the first relapse recorded at all (not counted by EFS without a remission before it)
          .join(_first(ev.filter(pl.col("event") != _POSSIBLE), opts.relapse_events, "anyrl"), on=_SID, how="left"))
     f = f.join(_last_alive(f, ev.filter(pl.col("event") != _POSSIBLE), resp_censor, study, opts), on=_SID, how="left")
+    f = last_disease_assessment(f, blood, opts, cuts)  # the EFS censoring day: marrow or blood (review 48 F1)
     return f.with_columns(pl.col(c).fill_null(0) for c in ("use_n", "eval_n", "evlm_n")).sort("_order")
 
 
@@ -394,17 +388,20 @@ def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str, opts: Endp
     use_u = ~use_ev & ~use_c & p.is_not_null()
     use_a = ~use_ev & ~use_c & ~use_u & a.is_not_null()
     no_fu = pl.col("fu_day").is_null()
-    # at HSCT / new therapy: the parameter censored on the last response assessment on or before it
-    # (EFS, efs_censor="last_response_assessment") or on the event's day (RFS/LFS/CIR/OS: censored
-    # when last known alive, ELN 2022 Table 9)
-    c_la = (pl.col("la_day").is_not_null() & (pl.col("la_day") <= c)) if last_assessed else pl.lit(False)
-    c_day = pl.when(c_la).then(pl.col("la_day")).otherwise(c)
+    # at HSCT / new therapy: the parameter censored on the last (disease or response) assessment on or
+    # before it (EFS, efs_censor) or on the event's day (RFS/LFS/CIR/OS: censored when last known alive,
+    # ELN 2022 Table 9); ld_*: the assessment, a marrow or a blood sample (review 48 F1)
+    ld, blood = pl.col("ld_day"), pl.col("ld_blood").fill_null(False)
+    c_la = (ld.is_not_null() & (ld <= c)) if last_assessed else pl.lit(False)
+    c_day = pl.when(c_la).then(ld).otherwise(c)
     c_reason = pl.lit(None, dtype=pl.String)
     for kind in ("allo_hsct", "new_therapy"):
         word = _CENSOR_WORD[kind]
-        at = (pl.when(c_la).then(pl.format(f"censored on day {{}}, the last response assessment on or before {word} "
+        at = (pl.when(c_la).then(pl.format(f"censored on day {{}}, the last {{}} on or before {word} "
                                            "({}), as duration of response (EFS is censored on the date last assessed "
-                                           "for response, ELN 2022 Table 9)", _g(pl.col("la_day")), pl.col("la_how")))
+                                           "for response, ELN 2022 Table 9)", _g(ld), pl.when(blood).then(pl.lit(
+                                               "disease assessment")).otherwise(pl.lit("response assessment")),
+                                           pl.col("ld_how")))
               .otherwise(pl.lit(f"censored at {word}, on its day (" + (
                   "no response assessment on or before it" if last_assessed else
                   "this parameter is censored when last known alive, not at a response assessment") + ")")))
@@ -426,15 +423,17 @@ def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str, opts: Endp
     a_cnsdtdsc = pl.when(no_fu).then(pl.lit("LAST RECORDED ROW (NO LAST_FOLLOWUP_DAY)")).otherwise(pl.lit("LAST KNOWN ALIVE"))
     a_rule = pl.when(no_fu).then(pl.lit("censor.last_record")).otherwise(pl.lit("censor.last_alive"))
     a_day, a_src, a_refs = a, pl.col("a_src"), pl.col("a_refs")
-    if last_assessed:  # the last response assessment (on or before the day last known alive)
-        la = pl.col("la_day").is_not_null()
-        a_day = pl.when(la).then(pl.col("la_day")).otherwise(a)
-        a_reason = pl.when(la).then(_text("censor.last_assessment", what=what, day=pl.col("la_day"), how=pl.col(
-            "la_how"), alive=pl.concat_str(_g(a), pl.lit(" ("), pl.col("a_how"), pl.lit(")")))).otherwise(a_reason)
-        a_cnsdtdsc = pl.when(la).then(pl.lit("LAST RESPONSE ASSESSMENT")).otherwise(a_cnsdtdsc)
-        a_rule = pl.when(la).then(pl.lit("censor.last_assessment")).otherwise(a_rule)
-        a_src = pl.when(la).then(pl.lit("responses")).otherwise(a_src)
-        a_refs = pl.when(la).then(pl.col("la_refs")).otherwise(a_refs)
+    if last_assessed:  # the last response (or disease) assessment, on or before the day last known alive
+        la = ld.is_not_null()
+        a_day = pl.when(la).then(ld).otherwise(a)
+        a_reason = pl.when(la).then(reason_expr(_text, what, pl.concat_str(_g(a), pl.lit(" ("), pl.col("a_how"),
+                                                                           pl.lit(")")))).otherwise(a_reason)
+        a_cnsdtdsc = (pl.when(la & blood).then(pl.lit("LAST DISEASE ASSESSMENT (BLOOD)"))
+                      .when(la).then(pl.lit("LAST RESPONSE ASSESSMENT")).otherwise(a_cnsdtdsc))
+        a_rule = (pl.when(la & blood).then(pl.lit("censor.last_blood_assessment"))
+                  .when(la).then(pl.lit("censor.last_assessment")).otherwise(a_rule))
+        a_src = pl.when(la & blood).then(pl.lit("observations")).when(la).then(pl.lit("responses")).otherwise(a_src)
+        a_refs = pl.when(la).then(pl.col("ld_refs")).otherwise(a_refs)
     cols = {
         "ADY": pick(ev["day"] if ev else none, c_day, a_day, u_day),
         # a competing event (CIR: death without relapse, EVENT 2) is CNSR 2, as in the ADaM export:
@@ -444,7 +443,8 @@ def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str, opts: Endp
         "EVNTDESC": pick(ev["desc"] if ev else none, none, none),
         "CNSDTDSC": pick(none, pl.col("c_event").replace_strict(_CENSOR_DESC, default=None, return_dtype=pl.String),
                          a_cnsdtdsc, pl.lit("LAST ASSESSMENT BEFORE A POSSIBLE RELAPSE")),
-        "SRCDOM": pick(ev["srcdom"] if ev else none, pl.when(c_la).then(pl.lit("responses")).otherwise(pl.lit("events")),
+        "SRCDOM": pick(ev["srcdom"] if ev else none, pl.when(c_la & blood).then(pl.lit("observations"))
+                       .when(c_la).then(pl.lit("responses")).otherwise(pl.lit("events")),
                        a_src, pl.lit("responses")),
         "rule": pick(ev["rule"] if ev else none, pl.format("censor.{}", "c_event"), a_rule,
                      pl.lit("censor.relapse_undetermined")),
@@ -452,7 +452,7 @@ def _close(origin: pl.Expr, ev: dict[str, pl.Expr] | None, what: str, opts: Endp
             p.is_not_null() & (ev["day"] > p)).then(pl.format("; {}: the event is dated on its documented day", pl.col(
                 f"{rem}pu_why"))).otherwise(pl.lit(""))), c_reason, a_reason, u_reason),
         "evidence": pick(ev["refs"] if ev else none,
-                         pl.when(c_la).then(_uniq(pl.col("la_refs"), pl.col("c_refs"))).otherwise(pl.col("c_refs")),
+                         pl.when(c_la).then(_uniq(pl.col("ld_refs"), pl.col("c_refs"))).otherwise(pl.col("c_refs")),
                          a_refs, u_refs),
     }
     outcome = (pl.when(use_ev | use_c | use_u).then(None).when(a.is_null()).then(pl.lit("missing"))
@@ -503,7 +503,7 @@ def _param(f: pl.DataFrame, paramcd: str, opts: EndpointOptions, landmark_source
         ev = _death_or_relapse("remefs", "efs", opts)
         censor = "EFS" in opts.censor_params
         cols, outcome = _close(pl.lit(0.0), ev, "relapse or death", opts, censor=censor,
-                               last_assessed=opts.efs_censor == "last_response_assessment", rem="remefs")
+                               last_assessed=opts.efs_censor != "last_known_alive", rem="remefs")
         cols["evidence"] = _uniq(pl.col("remefs_refs"), cols["evidence"])
         rem = pl.col("remefs_day").is_not_null()
         death = pl.col("death_day")
@@ -640,7 +640,7 @@ def _raise_first_error(rows: pl.DataFrame, f: pl.DataFrame, opts: EndpointOption
             raise _alone(sid, InputError(
                 f"subject {sid}: death on day {s['death_day']:g} (events.csv) before the remission on day {s[rem]:g}"))
         origin = 0.0 if r["PARAMCD"] in ("OS", "EFS", "LFS") else s[rem]
-        la = s.get("la_day") if r["PARAMCD"] == "EFS" and opts.efs_censor == "last_response_assessment" else None
+        la = s.get("ld_day") if r["PARAMCD"] == "EFS" and opts.efs_censor != "last_known_alive" else None
         if la is not None and la < origin <= (s["a_day"] if s["a_day"] is not None else -math.inf):
             raise _alone(sid, InputError(
                 f"subject {sid}: EFS censored at the last response assessment, on day {la:g}, "
@@ -714,7 +714,8 @@ def _died_before_origin(rows: pl.DataFrame, f: pl.DataFrame) -> pl.DataFrame:
 def derive_adtte(study: Study, options: EndpointOptions | None = None,
                  responses: pl.DataFrame | None = None, relapses: pl.DataFrame | None = None,
                  no_criteria: Mapping[str, str] | None = None,
-                 censoring_responses: pl.DataFrame | None = None, landmark_source: str | None = None) -> pl.DataFrame:
+                 censoring_responses: pl.DataFrame | None = None, landmark_source: str | None = None,
+                 response_criteria: str | None = None) -> pl.DataFrame:
     """ADaM-style ADTTE: one row per subject and parameter (OS, EFS, RFS, LFS, CIR), ELN 2022 Table 9.
 
     ``responses``: subject_id, best_response, best_response_day (and optionally ``evidence``, a list of
@@ -730,7 +731,8 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     evaluable), relapse or death; RFS = relapse or death from the first remission day; LFS = the same
     from day 0; CIR = relapse (EVENT 1) with death without relapse competing (EVENT 2), from the
     remission day. Censoring on the day last known alive (``last_followup_day`` or a later event or
-    assessment) - for EFS on the day of the last response assessment (ELN; ``efs_censor``) - or at
+    assessment) - for EFS on the day of the last disease assessment (ELN; ``efs_censor``: the last
+    marrow, or a later PBBLAST sample the relapse rule reads as no circulating blasts) - or at
     HSCT / new therapy when those options are on (the parameters of ``censor_params``). A subject not
     evaluable by the landmark who dies after it: an EFS event on the death day
     (``efs_ne_death_after_landmark``). Without ``efs_landmark_day`` a CartlabWarning says EFS has no
@@ -749,6 +751,9 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     ``landmark_source``: where ``efs_landmark_day`` came from when not from ``endpoints.efs_landmark_day``
     (e.g. "best_response.landmark_day", :func:`~cartlab.response.endpoint_options.landmark_inherited`),
     named in the EFS reasons; derived by the analysis, not an option (review 41 diff1 F8).
+    ``response_criteria``: the response table the relapses were derived by (``ResponseOptions.criteria``;
+    None = each subject's by its disease): whether its relapse rule reads blood blasts, and so whether a
+    blood sample can set the EFS censoring day (review 48 F1).
     ``no_criteria``: subject -> why it has no response criteria (e.g. a lymphoma: cartlab has no
     criteria for it yet); its EFS, RFS, LFS and CIR rows are not defined (``ANLFL`` empty, rule
     ``no_response_criteria``) rather than "not evaluable for response"; OS is unaffected.
@@ -767,7 +772,10 @@ def derive_adtte(study: Study, options: EndpointOptions | None = None,
     resp = _responses(responses, study.subject_ids, opts.calendar_days)
     resp_c = None if censoring_responses is None else _responses(censoring_responses, study.subject_ids,
                                                                   opts.calendar_days)
-    f = _subjects(study, resp, opts, relapses, resp_c)
+    # review 48 F1: blood samples the relapse rule reads can set the EFS censoring day (efs_censor)
+    blood = (blood_samples(study, response_criteria)
+             if "EFS" in params and opts.efs_censor == "last_disease_assessment" else None)
+    f = _subjects(study, resp, opts, relapses, resp_c, blood)
     if f.is_empty() or not params:
         return pl.DataFrame(schema=ADTTE_SCHEMA)
     rows = pl.concat([_param(f, p, opts, landmark_source) for p in params]).sort("_order", "_p")

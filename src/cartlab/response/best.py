@@ -29,8 +29,9 @@ from cartlab.criteria.options import CriteriaOptions
 from cartlab.errors import CartlabWarning, SubjectsWarning
 from cartlab.model import Study
 from cartlab.provenance import EVIDENCE, row_ref
-from cartlab.response.endpoint_options import check_choice
+from cartlab.response.endpoint_options import EFS_CENSOR, check_choice
 from cartlab.response.infusion_evidence import INFUSION_EVIDENCE, infused_subjects, reinfusions, warn_kinetics_infused
+from cartlab.response.last_assessment import blood_samples, dor_last_blood
 from cartlab.response.marrow import (
     CATEGORY_RANK,
     PACKAGE,
@@ -69,13 +70,17 @@ class BestResponseOptions(CriteriaOptions):
       counted assessment no longer in ``orr_categories`` (NE does not end it) or a ``relapse`` /
       ``extramedullary_disease`` event, whichever first (rule ``response.loss_of_response``, a cartlab
       convention); "relapse_only" = only a relapse (never, for such a response) or death end it.
-    * ``dor_censor`` ("last_response_assessment"): where a response without relapse, loss of response
-      or death is censored - on the day of the last response assessment (a marrow whose category is
-      not NE; any, also after an allo-HSCT, which does not censor), as EFS is (ELN 2022 Table 9:
+    * ``dor_censor`` ("last_disease_assessment"): where a response without relapse, loss of response
+      or death is censored - on the day of the last disease assessment, as EFS is (ELN 2022 Table 9:
       "censored on the date they were last assessed for response"; ELN 2017 Table 7 censored RFS and
       CIR "on the date they were last examined"; admiralonco's duration-of-response template censors
-      at the last response assessment; ELN gives no duration-of-response row of its own); "last_known_alive" = when last known alive (the
-      behaviour before session 37).
+      at the last response assessment; ELN gives no duration-of-response row of its own): the last
+      response assessment (a marrow whose category is not NE; any, also after an allo-HSCT, which does
+      not censor) or, when later, the last PBBLAST sample after the relapse episode's response that
+      the relapse rule reads as no circulating blasts (ELN 2022 Table 7 relapse by blood; not a ``<x``
+      bound; on or before the day last known alive and a censoring event; :mod:`cartlab.response.last_assessment`,
+      review 48 F1; a PR/MLFS without relapse episode: the marrow only). "last_response_assessment" =
+      the marrow only (sessions 37-47); "last_known_alive" = when last known alive (before session 37).
     * ``last_alive_sources`` (None = the analysis's ``endpoints.last_alive_sources``, "all_tables"
       when called alone): what makes the day last known alive, as
       :class:`~cartlab.response.endpoints.EndpointOptions` reads it.
@@ -118,7 +123,8 @@ class BestResponseOptions(CriteriaOptions):
     landmark_day: float | None = None
     dor_censor_events: tuple[str, ...] = ()
     dor_pr_end: Literal["loss_of_response", "relapse_only"] = "loss_of_response"
-    dor_censor: Literal["last_response_assessment", "last_known_alive"] = "last_response_assessment"
+    dor_censor: Literal["last_disease_assessment", "last_response_assessment", "last_known_alive"] = \
+        "last_disease_assessment"
     last_alive_sources: Literal["all_tables", "followup_day"] | None = None
     rank_mrd: bool = False
     undetermined_relapse: Literal["censor_last_settled", "ignore", "event"] | None = None
@@ -132,7 +138,7 @@ class BestResponseOptions(CriteriaOptions):
         bad = [c for c in self.orr_categories if c not in CATEGORY_RANK]
         if bad:
             raise ValueError(f"unknown response categories {bad}; known: {list(CATEGORY_RANK)}")
-        check_choice("dor_censor", self.dor_censor, ("last_response_assessment", "last_known_alive"))
+        check_choice("dor_censor", self.dor_censor, EFS_CENSOR)
         check_choice("rate_population", self.rate_population, ("infused", "all"))
         check_choice("infusion_evidence", self.infusion_evidence, INFUSION_EVIDENCE)
         check_choice("reinfusion", self.reinfusion, ("count", "end_window"))
@@ -342,6 +348,8 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                                  & pl.col("day").is_not_null()).sort("day").iter_rows(named=True):
         evs.setdefault(r["subject_id"], []).append(r)
     dor_censor = _end_days(study, options.dor_censor_events) if options.dor_censor_events else {}
+    blood = ({k[0]: v for k, v in blood_samples(study, options.response.criteria).partition_by(
+        "subject_id", as_dict=True).items()} if options.dor_censor == "last_disease_assessment" else {})  # review 48 F1
     deaths = {r["subject_id"]: float(r["day"]) for r in
               study.events.filter((pl.col("event") == "death") & pl.col("day").is_not_null()).sort("day")
               .unique("subject_id", keep="first").iter_rows(named=True)}
@@ -438,6 +446,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             loss = _loss_of_response(resp[0], window, evs.get(sid, []), options.orr_categories)
         death = deaths.get(sid)
         dor = dor_event = dor_end = dor_why = None
+        dor_refs: list[str] = []
         if first is not None and death is not None and math.floor(death) < math.floor(first):
             notes.append(f"duration of response not derived: death on day {death:g} precedes the first response "
                          f"on day {first:g} (check the dates)")
@@ -468,11 +477,16 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
                 dor_end, dor_event = cens[0], False  # option dor_censor_events
                 dor_why = f"{cens[1]} (option dor_censor_events)"
                 before = [r for r in assessed if first <= r["day"] <= cens[0]]
-                if options.dor_censor == "last_response_assessment" and before:  # the last one before the event
+                if options.dor_censor != "last_known_alive" and before:  # the last one before the event
                     la = max(before, key=lambda r: r["day"])
                     dor_end = la["day"]
                     dor_why += (f": last response assessment before it ({la['category']} on day {la['day']:g}; "
                                 "option dor_censor)")
+                    pb = dor_last_blood(blood.get(sid), rr.get("response_day"), la["day"], cens[0],
+                                        known[0] if (known := alive.get(sid)) else None)
+                    if pb is not None:  # a later blood sample without blasts (review 48 F1)
+                        dor_end, dor_refs = pb["day"], [pb["ref"]] if pb["ref"] else []
+                        dor_why += f"; later, the last disease assessment before it: {pb['text']}"
             elif stop is not None:
                 dor_end, dor_event = stop, True
                 dor_why = ("relapse" if relapse_day is not None and relapse_day <= stop
@@ -484,11 +498,17 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             else:  # censored at the last response assessment (default) or when last known alive
                 last = max((r["day"] for r in recs if r["day"] is not None), default=None)
                 known = alive.get(sid)
-                if options.dor_censor == "last_response_assessment" and assessed:
+                if options.dor_censor != "last_known_alive" and assessed:
                     la = max(assessed, key=lambda r: r["day"])
                     dor_end = la["day"]
-                    dor_why = (f"last response assessment ({la['category']} on day {la['day']:g}; option dor_censor)"
-                               + (f"; last known alive on day {known[0]:g} ({known[1]})" if known else ""))
+                    dor_why = f"last response assessment ({la['category']} on day {la['day']:g}; option dor_censor)"
+                    pb = dor_last_blood(blood.get(sid), rr.get("response_day"), la["day"], None,
+                                        known[0] if known else None)
+                    if pb is not None:  # review 48 F1: a later blood sample without blasts
+                        dor_end, dor_refs = pb["day"], [pb["ref"]] if pb["ref"] else []
+                        dor_why = (f"last disease assessment: {pb['text']}, after the last response assessment "
+                                   f"({la['category']} on day {la['day']:g}); option dor_censor")
+                    dor_why += f"; last known alive on day {known[0]:g} ({known[1]})" if known else ""
                 elif known is not None and (last is None or known[0] >= last):
                     dor_end, dor_why = known[0], f"last known alive ({known[1]})"
                 else:
@@ -544,7 +564,7 @@ def derive_best_response(study: Study, options: BestResponseOptions | None = Non
             "dor_end_day": dor_end, "dor_end_reason": dor_why if first is not None else not_resp, "end_day": end[0] if end else None, "end_reason": end[1] if end else None,
             "rule": best["rule"], "reason": reason,
             "evidence": list(dict.fromkeys(best["evidence"] + ((rr.get("evidence") or []) if rr and first is not None else [])
-                                           + ([] if loss is None else loss[2]))),
+                                           + ([] if loss is None else loss[2]) + dor_refs)),
             "could_be": could_be, "missing_inputs": list(missing) if could_be else [], "refractory": refr,
         })
     if not_infused:

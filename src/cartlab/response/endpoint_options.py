@@ -12,8 +12,11 @@ from typing import Any
 from cartlab._yaml import load_yaml
 from cartlab.criteria.options import CriteriaOptions
 
-__all__ = ["LANDMARK_FROM_BEST_RESPONSE", "PARAMCDS", "EndpointOptions", "analysis_endpoint_options", "check_choice",
+__all__ = ["EFS_CENSOR", "LANDMARK_FROM_BEST_RESPONSE", "PARAMCDS", "EndpointOptions", "analysis_endpoint_options", "check_choice",
            "endpoint_definitions", "followed_options", "landmark_inherited"]
+
+#: The values of ``EndpointOptions.efs_censor`` and ``BestResponseOptions.dor_censor`` (review 48 F1).
+EFS_CENSOR: tuple[str, ...] = ("last_disease_assessment", "last_response_assessment", "last_known_alive")
 
 #: The ADTTE parameters, in output order.
 PARAMCDS: tuple[str, ...] = ("OS", "EFS", "RFS", "LFS", "CIR")
@@ -46,11 +49,19 @@ class EndpointOptions(CriteriaOptions):
     * ``censor_at_new_therapy`` (False): censor at the first ``new_therapy`` event (ELN 2022 does not).
     * ``censor_params`` (EFS, RFS, LFS, CIR): the parameters those two options censor; OS is left
       out by default (ELN 2022 OS runs "to the date of death from any cause").
-    * ``efs_censor`` ("last_response_assessment"): where an EFS subject in remission by the landmark
-      without relapse or death is censored - on the day of the last response assessment on or before
-      the day last known alive (ELN 2022 Table 9: "censored on the date they were last assessed for
-      response"); "last_known_alive" censors on the day last known alive, as OS and RFS do (the
-      behaviour before session 34; a cartlab convention for EFS).
+    * ``efs_censor`` ("last_disease_assessment"): where an EFS subject in remission by the landmark
+      without relapse or death is censored (ELN 2022 Table 9: "censored on the date they were last
+      assessed for response"). "last_disease_assessment" = the latest of the last response assessment
+      (marrow) and the last PBBLAST sample after the remission that the relapse rule reads as no
+      circulating blasts (0, ``<=0``; not a ``<x`` bound, not a row without a value), on or before the
+      day last known alive and a censoring at HSCT / new therapy: ELN 2022 Table 7 relapse includes
+      "reappearance of blasts in the blood in at least 2 peripheral blood samples at least one week
+      apart", so a blood sample without blasts assesses continued response (rule
+      ``censor.last_blood_assessment``, cartlab's reading of "assessed"; only for criteria whose
+      relapse rule reads blood - AML and ALL both do; review 48 F1: with the marrow alone, follow-up
+      after it added events, never event-free time). "last_response_assessment" = the last marrow
+      only (the default of sessions 34-47); "last_known_alive" censors on the day last known alive, as
+      OS and RFS do (the behaviour before session 34; a cartlab convention for EFS).
     * ``efs_ne_death_after_landmark`` ("event"): a subject not evaluable for response by the
       landmark who dies after it. ELN 2022 censors at day 1 only "patients alive who are
       non-evaluable" and counts "death from any cause": "event" = an EFS event on the death day;
@@ -138,7 +149,7 @@ class EndpointOptions(CriteriaOptions):
     params: tuple[str, ...] | None = None
     calendar_days: bool = True
     censor_params: tuple[str, ...] = ("EFS", "RFS", "LFS", "CIR")
-    efs_censor: str = "last_response_assessment"
+    efs_censor: str = "last_disease_assessment"
     efs_ne_death_after_landmark: str = "event"
     last_alive_sources: str = "all_tables"
     efs_evaluable_by: str = "any_time"
@@ -162,9 +173,9 @@ class EndpointOptions(CriteriaOptions):
         bad = [p for p in self.censor_params if p not in PARAMCDS]
         if bad:
             raise ValueError(f"unknown ADTTE parameter(s) {bad} in censor_params; known: {list(PARAMCDS)}")
-        if self.efs_censor not in ("last_response_assessment", "last_known_alive"):
-            raise ValueError("efs_censor must be 'last_response_assessment' (ELN 2022) or 'last_known_alive', "
-                             f"got {self.efs_censor!r}")
+        if self.efs_censor not in EFS_CENSOR:
+            raise ValueError("efs_censor must be 'last_disease_assessment' (ELN 2022: marrow or blood), "
+                             f"'last_response_assessment' (marrow only) or 'last_known_alive', got {self.efs_censor!r}")
         check_choice("efs_ne_death_after_landmark", self.efs_ne_death_after_landmark, ("event", "censor"))
         check_choice("last_alive_sources", self.last_alive_sources, ("all_tables", "followup_day"))
         check_choice("efs_evaluable_by", self.efs_evaluable_by, ("any_time", "landmark"))

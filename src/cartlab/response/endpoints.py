@@ -35,9 +35,10 @@ Parameters (population, origin, events):
   evaluable by the landmark who dies after it has an event on the death day: ELN censors only
   "patients alive who are non-evaluable" and counts "death from any cause"; option
   ``efs_ne_death_after_landmark``); a subject in remission by the landmark has an event at relapse (on
-  or after the remission day) or death, else is censored **on the day of the last response
+  or after the remission day) or death, else is censored **on the day of the last disease
   assessment** (ELN: "censored on the date they were last assessed for response"; option
-  ``efs_censor``). Without a landmark (the default, None) remission is judged by the end of follow-up
+  ``efs_censor``): the last marrow, or a later blood sample the relapse rule reads as no circulating
+  blasts (review 48 F1). Without a landmark (the default, None) remission is judged by the end of follow-up
   and :func:`derive_adtte` warns once: ELN requires a pre-defined landmark
   (``cartlab analyze --set endpoints.efs_landmark_day=28``).
 * **RFS** - subjects achieving CR, CRh or CRi (at any time); from the first remission day to
@@ -65,10 +66,17 @@ Conventions (documented defaults, options in :class:`EndpointOptions`):
   warning naming the subjects with rows after ``last_followup_day``; "followup_day" counts only
   non-death events and response assessments besides it). A death recorded before day 0 makes every
   parameter of the subject not evaluable (rule ``death_before_origin``, a warning names it). OS, RFS, LFS and CIR are censored on that day. EFS (ELN 2022 Table 9: "censored on the
-  date they were last assessed for response") is censored on the day of the last response
-  assessment on or before it - the latest row of the ``responses`` frame (one row per assessment)
-  whose category is an assessment (not ``NE``/empty) - rule ``censor.last_assessment``, ``CNSDTDSC``
-  "LAST RESPONSE ASSESSMENT"; ``efs_censor="last_known_alive"`` keeps the last-known-alive day.
+  date they were last assessed for response") is censored on the day of the last disease assessment
+  on or before it (``efs_censor="last_disease_assessment"``, the default since session 48): the latest
+  row of the ``responses`` frame (one row per assessment) whose category is an assessment (not
+  ``NE``/empty) - rule ``censor.last_assessment``, ``CNSDTDSC`` "LAST RESPONSE ASSESSMENT" - or, when
+  later, the last PBBLAST sample after the remission that the relapse rule reads as no circulating
+  blasts (0, ``<=0``; ELN 2022 Table 7 relapse by "reappearance of blasts in the blood in at least 2
+  peripheral blood samples at least one week apart"; a ``<x`` bound settles nothing and is named) -
+  rule ``censor.last_blood_assessment``, ``CNSDTDSC`` "LAST DISEASE ASSESSMENT (BLOOD)", SRCDOM
+  ``observations`` (:mod:`cartlab.response.last_assessment`; only for criteria whose relapse rule reads
+  blood: AML and ALL both do). ``efs_censor="last_response_assessment"`` = the marrow only (sessions
+  34-47); ``efs_censor="last_known_alive"`` keeps the last-known-alive day.
 * Follow-up: a subject without ``last_followup_day`` is censored at the latest day of any of its
   rows - observations, doses, interventions, events, response assessments - (``missing_followup=
   "last_observation"``, the default; spec: "Follow-up for time-to-event endpoints"); the censoring
