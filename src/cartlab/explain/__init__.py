@@ -154,12 +154,12 @@ def _ctcae(a: Analysis, sid: str) -> Explanation:
     graded = adlb.filter(pl.col("ATOXGR").is_not_null())
     # the report's worst grades (one implementation, review 37 B8): post-baseline rows only, a range
     # where a missing input or a censored result leaves the grade open; the baseline grades apart
-    worst = worst_labs(graded)
-    base = baseline_labs(graded)
+    worst = worst_labs(graded, calcium_summary=opts.calcium_summary)
+    base = baseline_labs(graded, calcium_summary=opts.calcium_summary)
     n_post = graded.filter(post_baseline(graded)).height
     n_not = adlb.height - graded.height
     # the terms no value after the baseline could grade, named with the missing input (review 39 B1)
-    every = worst_labs(adlb, every_term=True)
+    every = worst_labs(adlb, every_term=True, calcium_summary=opts.calcium_summary)
     none = every.filter(pl.col("grade").is_null())
     named = "; ".join(f"{t} ({w})" for t, w in none.select("term", "why").iter_rows())
     not_gradable = (f"; {n_not} value(s) not gradable (listed below with why)"

@@ -69,8 +69,16 @@ from cartlab.grading.ctcae_derive import (
     warn_missing_limits,
 )
 from cartlab.grading.ctcae_options import OPTION_DOCS, CtcaeOptions
-from cartlab.grading.ctcae_readings import baseline_readings, column_note, unknown_baseline_outcomes, us_columns
-from cartlab.grading.ctcae_summary import derived_bnrind_outcomes, limit_corners, limit_range_outcomes
+from cartlab.grading.ctcae_readings import (
+    NO_BASELINE,
+    baseline_readings,
+    column_note,
+    no_baseline_mode,
+    reading_plans,
+    unknown_baseline_outcomes,
+    us_columns,
+)
+from cartlab.grading.ctcae_summary import derived_bnrind_outcomes, limit_corners, limit_range_outcomes, open_grades
 from cartlab.grading.ctcae_units import available_criteria, criteria_names, metadata_units, signif, signif_scalar
 from cartlab.grading.hemato_common import censored_text
 from cartlab.provenance import EVIDENCE, evidence_ref
@@ -297,7 +305,7 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
     extra_gid: dict[tuple[str | None, str], int] = {}
 
     pieces = []
-    alt_pieces: dict[str, list[pl.LazyFrame]] = {}  # baseline reading -> plans of the rows without BNRIND
+    alt_pieces: dict[Any, list[pl.LazyFrame]] = {}  # baseline reading -> plans of the rows without BNRIND
     lim_pieces: dict[tuple[float, float], list[pl.LazyFrame]] = {}  # missing-limit corner -> plans
     lim_mask, lim_top = np.zeros(work.height, dtype=np.int64), np.full(work.height, -1, dtype=np.int64)
     bnr_note = np.full(work.height, None, dtype=object)  # the BNRIND derived from the row's limits
@@ -358,11 +366,9 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
         if readings and bnrind_from_row:
             said = part.filter(pl.col("_bnr_derived").is_not_null())
             bnr_note[said["_row"].to_numpy()] = said["_bnr_derived"].to_numpy()
-        if readings:
-            unknown = part.filter(pl.col("bnrind").is_null() & pl.col("base").is_not_null())
-            for value, words in readings if unknown.height else ():
-                alt_pieces.setdefault(words, []).append(_grade_partition(
-                    unknown.with_columns(pl.lit(value, dtype=pl.String).alias("bnrind")), d.table, d.entry, gids, hi, lo))
+        if readings:  # BASE without BNRIND (session 34); no baseline at all with no_baseline=range (review 48 F3)
+            reading_plans(part, readings, d.table.options, alt_pieces,
+                          lambda p, d=d, hi=hi, lo=lo: _grade_partition(p, d.table, d.entry, gids, hi, lo))
 
     gid = np.zeros(work.height, dtype=np.int32)
     gmax = np.full(work.height, -1, dtype=np.int64)
@@ -377,36 +383,12 @@ def _grade_codes(frame: pl.DataFrame, criteria: Any = None, options: CtcaeOption
     settled = {**ranged, **settled}
     if bnrind_from_row:
         settled = derived_bnrind_outcomes(gid, labels, bnr_note, settled)
-    out_gid, labels, open_max = _open_grades(gid, gmax, miss, labels)
+    out_gid, labels, open_max = open_grades(gid, gmax, miss, labels)
     return out_gid, labels, {**open_max, **settled}
 
 
 #: the grade_max / missing-input columns of an outcome that no rule set decides
 _NO_MAX = (pl.lit(None, dtype=pl.Int64).alias("_gmax"), pl.lit(None, dtype=pl.String).alias("_miss"))
-
-
-def _open_grades(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarray, labels: list[Label]
-                 ) -> tuple[pl.Series, list[Label], dict[int, int]]:
-    """Outcomes whose grade a missing input leaves open (a higher-grade rule UNKNOWN above the one
-    that decided) become outcomes of their own: same grade and rule, the reason saying "at least
-    grade N (grade M not excluded: criteria on BASE not evaluable, BASE missing)"."""
-    grade_of = np.array([-1 if g is None else g for g, _, _ in labels], dtype=np.int64)
-    open_ = (grade_of[gid] >= 0) & (gmax > grade_of[gid])
-    out: dict[int, int] = {}
-    if open_.any():
-        idx = np.flatnonzero(open_)
-        combos: dict[tuple[int, int, str], int] = {}
-        for i in idx:
-            k = (int(gid[i]), int(gmax[i]), str(miss[i] or ""))
-            if k not in combos:
-                g, rule, reason = labels[k[0]]
-                names = " and ".join(n.upper() for n in k[2].split(",") if n) or "an input"
-                combos[k] = len(labels)
-                labels.append((g, rule, (f"{reason}; at least grade {g} (grade {k[1]} not excluded: criteria on "
-                                         f"{names} not evaluable, {names} missing)")))
-                out[combos[k]] = k[1]
-            gid[i] = combos[k]
-    return pl.Series("_gid", gid, dtype=pl.Int32), labels, out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +439,7 @@ def derive_ctcae(study: Any, options: CtcaeOptions | None = None) -> pl.DataFram
       within), null (no baseline or no limits). PCHG = 100 * (AVAL - BASE) / BASE. A BASE without
       BNRIND leaves "if baseline was normal / abnormal" open (ALT, AST, ALP, GGT, bilirubin): both
       readings are graded, the lower grade stands with the higher in ATOXGRH_MAX and a reason
-      starting "baseline ULN unknown" (session 34); no BASE at all is read as normal (admiral).
+      starting "baseline ULN unknown" (session 34); no BASE at all: as normal (admiral; option no_baseline).
     * The CTCAE column: ``options.criteria_units_by_row`` "si" (default) grades every row on the SI
       table; a row whose lab reported the US column's unit (``orig_unit``, e.g. calcium mg/dL) and
       whose grade there differs says so in grade_reason ("CTCAE's mg/dL column gives Hypocalcemia
@@ -590,10 +572,10 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
     ).drop("_blln", "_buln")
 
     # a censored result is graded at its bound (just inside "<"/">" at the comparison precision: just_inside) and
-    # the far end (0 / 1e12); grades are monotone in the value: equal grades settle it, different ones leave a range
+    # the far end (0 / 1e12; a derived one: _cfar); grades are monotone in the value: one grade settles it, two a range
     cens, lim, digits = pl.col("_cens"), pl.col("_clim"), options.signif_digits or study_signif_digits()
     near = just_inside(cens, lim, digits)
-    far = pl.when(cens.is_in(["<", "<="])).then(pl.lit(0.0)).when(cens.is_not_null()).then(pl.lit(1e12))
+    far = pl.coalesce("_cfar", pl.when(cens.is_in(["<", "<="])).then(0.0).when(cens.is_not_null()).then(1e12))
     f = f.with_columns(pl.coalesce(pl.col("value"), near).alias("_aval"), far.alias("_far"))
     # a censored baseline (BASE empty) likewise, BASE at its bound and far end ("<": 1e-9 x the bound: PCHG defined)
     bc, bl = pl.col("_bcens"), pl.col("_bclim")
@@ -781,9 +763,7 @@ def _derive_chunk(f: pl.DataFrame, tabs: list[CompiledTable], pmap: dict, option
         separator="; ", ignore_nulls=True))
         .when(pl.col("BASE").is_null() & ~no_term & pl.col("ATOXDSCL").is_in(list(reads_bnrind))
               | pl.col("BASE").is_null() & ~no_term & pl.col("ATOXDSCH").is_in(list(reads_bnrind)))
-        .then(pl.concat_str([pl.col("grade_reason"), pl.lit(
-            "no baseline (BASE empty): 'if baseline was normal' criteria read as baseline normal (admiral)")],
-            separator="; "))
+        .then(pl.concat_str([pl.col("grade_reason"), pl.lit(NO_BASELINE[no_baseline_mode(tabs)])], separator="; "))
         .otherwise(pl.col("grade_reason")).cast(pl.Categorical).alias("grade_reason"))
     f = column_note(f, graded_input, _grade_codes, all_tabs, options, reported)
     btox = f.filter(pl.col("ABLFL") == "Y").select("subject_id", "param", pl.col("ATOXGR").alias("BTOXGR"))

@@ -83,6 +83,7 @@ class CtcaeOptions(CriteriaOptions):
         "values in that unit; rows without an original unit are SI. In cartlab ctcae the row's unit is the reported "
         "one (a row naming a CTCAE term is graded on that term's column as given). Session 34 (review 34 F1)")
     clinical_clauses: Literal["worst_case", "range"] | None = None
+    no_baseline: Literal["normal", "range"] | None = None
     extra: Mapping[str, Any] | tuple[tuple[str, Any], ...] = Field(
         default=(), description="values of rule-level options declared by a criteria table but not fields of "
         "this class (a mapping or (name, value) pairs)")

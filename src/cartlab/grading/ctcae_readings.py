@@ -17,10 +17,12 @@ import numpy as np
 import polars as pl
 
 from cartlab.criteria.model import Leaf, leaves
+from cartlab.grading.censored import just_inside
 from cartlab.grading.ctcae_criteria import CompiledTable, Entry, Label, _indicator
 from cartlab.grading.ctcae_options import CtcaeOptions
 
-__all__ = ["baseline_readings", "column_note", "unknown_baseline_outcomes", "us_columns"]
+__all__ = ["NO_BASELINE", "baseline_readings", "column_note", "no_baseline_mode", "reading_plans",
+           "unknown_baseline_outcomes", "us_columns"]
 
 
 def baseline_readings(table: CompiledTable, entry: Entry, hi: list[str], lo: list[str]) -> list[tuple[str, str]]:
@@ -33,12 +35,71 @@ def baseline_readings(table: CompiledTable, entry: Entry, hi: list[str], lo: lis
             if v and which in read]
 
 
+#: option no_baseline (review 48 F3): the reason's words on a row with no baseline at all (BASE and BNRIND
+#: empty) whose term reads "if baseline was normal / abnormal"
+NO_BASELINE = {
+    "normal": "no baseline (BASE empty): 'if baseline was normal' criteria read as baseline normal (admiral)",
+    "range": "no baseline (BASE empty): both readings graded (option ctcae.no_baseline=range)",
+}
+#: the context of the readings of such a row with no_baseline=range (:func:`unknown_baseline_outcomes`)
+NO_BASELINE_CONTEXT = "no baseline (BASE and BNRIND missing; option ctcae.no_baseline=range)"
+
+
+def no_baseline_mode(tabs: list[CompiledTable]) -> str:
+    """Option ``no_baseline`` of the first table ("normal" when the table does not declare it)."""
+    return str((tabs[0].options.get("no_baseline") if tabs else None) or "normal")
+
+
+def reading_plans(part: pl.DataFrame, readings: list[tuple[str, str]], table_options: Any,
+                  plans: dict[Any, list[pl.LazyFrame]], grade: Any) -> None:
+    """The rows of one dispatch partition graded under the abnormal baseline readings (appended to
+    ``plans`` per reading; ``grade``: the partition's rule set), for :func:`unknown_baseline_outcomes`:
+
+    * a row with BASE but no BNRIND (session 34, review 34 F5): with that BNRIND;
+    * a row with neither (no baseline at all), only with option ``no_baseline="range"`` (review 48 F3;
+      the default "normal" is admiral's reading, ``!(BNRIND %in% high_indicator)`` with NA not high): with
+      the BNRIND and BASE at both ends of what it allows, abnormal high BASE just above the row's ANRHI and
+      far above it (1e12), abnormal low just below ANRLO and near 0 (the baseline's own limits unknown:
+      the row's, cartlab convention; grades are monotone in BASE, so the ends bound them). ALT 130 U/L,
+      ULN 40: grade 2 if normal, 2 at BASE 40+ (130 > 3 x 40), 0 at a large BASE: grade 0-2."""
+    unknown = part.filter(pl.col("bnrind").is_null() & pl.col("base").is_not_null())
+    for value, words in readings if unknown.height else ():
+        plans.setdefault(words, []).append(grade(unknown.with_columns(pl.lit(value, dtype=pl.String).alias("bnrind"))))
+    if (table_options.get("no_baseline") or "normal") != "range":
+        return
+    none = part.filter(pl.col("bnrind").is_null() & pl.col("base").is_null() & pl.col("aval").is_not_null())
+    digits = table_options.get("signif_digits")
+    for value, words in readings if none.height else ():
+        high = words == "abnormal high"
+        lim = pl.col("anrhi" if high else "anrlo")
+        rows = none.filter(lim.is_not_null())
+        ends = ((just_inside(pl.lit(">" if high else "<"), lim, digits), "just above ANRHI" if high else "just below ANRLO"),
+                (pl.lit(1e12) if high else lim * 1e-9, "far above ANRHI" if high else "near 0"))
+        for base, where in ends if rows.height else ():
+            plans.setdefault((NO_BASELINE_CONTEXT, f"{words} (BASE {where})"), []).append(grade(rows.with_columns(
+                pl.lit(value, dtype=pl.String).alias("bnrind"), base.alias("base"))))
+
+
 def unknown_baseline_outcomes(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarray, labels: list[Label],
-                              alt_pieces: dict[str, list[pl.LazyFrame]], context: str) -> dict[int, int]:
+                              alt_pieces: dict[Any, list[pl.LazyFrame]], context: str) -> dict[int, int]:
     """Rows graded under more than one baseline reading (see :func:`cartlab.grading.ctcae._grade_codes`):
     where the readings disagree, the outcome becomes the lower reading's rule with a reason naming
     every reading (in place; appends to ``labels``); returns the new outcomes whose grade is left
-    open (id -> the highest grade any reading gives)."""
+    open (id -> the highest grade any reading gives). A key of ``alt_pieces`` is the reading's words,
+    or (context, words) for readings of other rows said with another context (:func:`reading_plans`)."""
+    groups: dict[str, dict[str, list[pl.LazyFrame]]] = {}
+    for k, plans in alt_pieces.items():
+        ctx, words = k if isinstance(k, tuple) else (context, k)
+        groups.setdefault(ctx, {})[words] = plans
+    out: dict[int, int] = {}
+    for ctx, pieces in groups.items():  # disjoint rows: BASE without BNRIND, no baseline at all
+        out.update(_reading_outcomes(gid, gmax, miss, labels, pieces, ctx))
+    return out
+
+
+def _reading_outcomes(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarray, labels: list[Label],
+                      alt_pieces: dict[str, list[pl.LazyFrame]], context: str) -> dict[int, int]:
+    """:func:`unknown_baseline_outcomes` for the readings of one context."""
     out: dict[int, int] = {}
     grade_of = np.array([-1 if g is None else g for g, _, _ in labels], dtype=np.int64)
     n = gid.shape[0]
@@ -91,7 +152,7 @@ def read_plans(plans: list[pl.LazyFrame], n: int) -> tuple[np.ndarray, np.ndarra
 def apply_new_outcomes(rows: np.ndarray, inverse: np.ndarray, new_gid: np.ndarray, gid: np.ndarray,
                        gmax: np.ndarray, miss: np.ndarray) -> None:
     """In place: the ``rows`` whose unique input (``inverse``) got a new outcome (``new_gid`` >= 0) take it;
-    their open grade and missing input are said in the new reason, so not again by ``_open_grades``."""
+    their open grade and missing input are said in the new reason, so not again by ``ctcae_summary.open_grades``."""
     per_row = new_gid[inverse.reshape(-1)]
     changed = rows[per_row >= 0]
     gid[changed] = per_row[per_row >= 0]

@@ -26,7 +26,7 @@ from cartlab.grading.ctcae_criteria import Label
 from cartlab.grading.ctcae_readings import apply_new_outcomes, read_plans
 
 __all__ = ["LIMIT_CORNERS", "derived_bnrind_outcomes", "lab_term_worst", "limit_corners", "limit_range_outcomes",
-           "summary_terms"]
+           "open_grades", "summary_terms"]
 
 #: the values a missing ANRLO / ANRHI takes when a row is graded at both extremes of it: 0 and 1e12
 #: (a reference limit is not negative; 1e12 is above any lab value in any unit). Grades are monotone
@@ -129,6 +129,31 @@ def derived_bnrind_outcomes(gid: np.ndarray, labels: list[Label], derived: np.nd
                 out[made[k]] = maxes[k[0]]
         gid[i] = made[k]
     return out
+
+
+def open_grades(gid: np.ndarray, gmax: np.ndarray, miss: np.ndarray, labels: list[Label]
+                 ) -> tuple[pl.Series, list[Label], dict[int, int]]:
+    """Outcomes whose grade a missing input leaves open (a higher-grade rule UNKNOWN above the one
+    that decided) become outcomes of their own: same grade and rule, the reason saying "at least
+    grade N (grade M not excluded: criteria on BASE not evaluable, BASE missing)". Moved from
+    ``ctcae.py`` in session 48 (module size)."""
+    grade_of = np.array([-1 if g is None else g for g, _, _ in labels], dtype=np.int64)
+    open_ = (grade_of[gid] >= 0) & (gmax > grade_of[gid])
+    out: dict[int, int] = {}
+    if open_.any():
+        idx = np.flatnonzero(open_)
+        combos: dict[tuple[int, int, str], int] = {}
+        for i in idx:
+            k = (int(gid[i]), int(gmax[i]), str(miss[i] or ""))
+            if k not in combos:
+                g, rule, reason = labels[k[0]]
+                names = " and ".join(n.upper() for n in k[2].split(",") if n) or "an input"
+                combos[k] = len(labels)
+                labels.append((g, rule, (f"{reason}; at least grade {g} (grade {k[1]} not excluded: criteria on "
+                                         f"{names} not evaluable, {names} missing)")))
+                out[combos[k]] = k[1]
+            gid[i] = combos[k]
+    return pl.Series("_gid", gid, dtype=pl.Int32), labels, out
 
 
 def summary_terms(tables: Sequence[Any]) -> dict[str, str]:

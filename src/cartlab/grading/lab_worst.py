@@ -19,6 +19,8 @@ __all__ = ["post_baseline", "worst_labs", "baseline_labs"]
 _NOT_EXCLUDED = r"not excluded: criteria on (.+?) not evaluable"
 #: ... or the baseline's normal/abnormal status (ctcae_readings.unknown_baseline_outcomes; review 41 F8)
 _BNRIND_UNKNOWN = "not excluded: baseline normal/abnormal not known"
+#: ... with no baseline at all (option no_baseline=range; ctcae_readings.NO_BASELINE_CONTEXT, review 48 F3)
+_NO_BASELINE = "no baseline (BASE and BNRIND missing"
 #: a grade a censored result or baseline leaves open (review 37 R37-1/R37-2)
 _CENSORED = r"(baseline is the )?censored result ([<>]=?[0-9.eE+-]+)"
 
@@ -70,8 +72,26 @@ def _sides(rows: pl.DataFrame) -> pl.DataFrame:
                      how="diagonal_relaxed").sort("_i", "_side", maintain_order=True).drop("_i", "_side")
 
 
-def _worst(rows: pl.DataFrame, every_term: bool = False) -> pl.DataFrame:
+def _summary_terms(calcium_summary: str) -> dict[str, str]:
+    """Table term -> the CTCAE term it is reported under, as the cohort toxicity summary does
+    (:func:`cartlab.grading.ctcae_summary.lab_term_worst`; review 48 F4): ``"merged"`` maps admiral's
+    "Hypocalcemia (Ionized)" / "Hypercalcemia (Ionized)" metadata rows to the one CTCAE v5.0 term;
+    ``"split"`` keeps each table term."""
+    if calcium_summary not in ("merged", "split"):
+        raise ValueError(f"calcium_summary must be 'merged' or 'split', not {calcium_summary!r}")
+    if calcium_summary == "split":
+        return {}
+    from cartlab.grading.ctcae_criteria import compile_criteria
+    from cartlab.grading.ctcae_summary import summary_terms
+
+    return summary_terms([compile_criteria("ctcae_v5")])
+
+
+def _worst(rows: pl.DataFrame, every_term: bool = False, calcium_summary: str = "merged") -> pl.DataFrame:
     rows = _sides(rows)
+    terms = _summary_terms(calcium_summary)
+    if terms:  # one CTCAE term per toxicity, as the cohort summary (option ctcae.calcium_summary)
+        rows = rows.with_columns(pl.col("term").replace(terms))
     reason = pl.col("grade_reason")
     cens = pl.concat_str([pl.when(reason.str.extract(_CENSORED, 1).is_not_null()).then(pl.lit("censored baseline "))
                           .otherwise(pl.lit("censored result ")), reason.str.extract(_CENSORED, 2)])
@@ -80,6 +100,7 @@ def _worst(rows: pl.DataFrame, every_term: bool = False) -> pl.DataFrame:
         up.alias("_up"),
         pl.when(pl.col("_upper").is_not_null() & (pl.col("_upper") > pl.col("_g").fill_null(0))).then(pl.coalesce(
             reason.str.extract(_NOT_EXCLUDED, 1) + pl.lit(" missing"),
+            pl.when(reason.str.contains(_NO_BASELINE, literal=True)).then(pl.lit("no baseline (BASE and BNRIND missing)")),
             pl.when(reason.str.contains(_BNRIND_UNKNOWN, literal=True)).then(pl.lit(
                 "baseline reference limits missing (BNRIND unknown)")), cens,
             pl.lit("an input missing"))).alias("_miss"),
@@ -120,7 +141,7 @@ def _worst(rows: pl.DataFrame, every_term: bool = False) -> pl.DataFrame:
                                      "evidence", "n_not_gradable", "not_gradable_why") if c in worst.columns])
 
 
-def worst_labs(adlb: pl.DataFrame, every_term: bool = False) -> pl.DataFrame:
+def worst_labs(adlb: pl.DataFrame, every_term: bool = False, calcium_summary: str = "merged") -> pl.DataFrame:
     """Per term (in first-appearance order) the worst post-baseline grade ``grade`` (>= 1, or 0 when a
     range reaches >= 1), its first
     day and value, ``grade_max`` (the highest upper bound of the term's post-baseline rows: a range
@@ -130,10 +151,14 @@ def worst_labs(adlb: pl.DataFrame, every_term: bool = False) -> pl.DataFrame:
     ``every_term`` (the subject page, review 39 B1: missing is not negative): every term with a value
     after the baseline: first the graded and open ones, then a settled 0 with values not gradable,
     then the terms with no gradable value (``grade`` null, ``why`` = "ANRHI missing"), then the
-    settled grade 0s."""
-    return _worst(adlb.filter(post_baseline(adlb)), every_term)
+    settled grade 0s.
+
+    ``calcium_summary`` (option ``ctcae.calcium_summary``): "merged" (default) reports admiral's
+    "Hypocalcemia (Ionized)" rows under the CTCAE v5.0 term Hypocalcemia, as the cohort toxicity
+    summary does (review 48 F4); "split" keeps each table term."""
+    return _worst(adlb.filter(post_baseline(adlb)), every_term, calcium_summary)
 
 
-def baseline_labs(adlb: pl.DataFrame, every_term: bool = False) -> pl.DataFrame:
+def baseline_labs(adlb: pl.DataFrame, every_term: bool = False, calcium_summary: str = "merged") -> pl.DataFrame:
     """As :func:`worst_labs` for the baseline record and the values before it (not toxicities)."""
-    return _worst(adlb.filter(~post_baseline(adlb)), every_term)
+    return _worst(adlb.filter(~post_baseline(adlb)), every_term, calcium_summary)

@@ -371,7 +371,7 @@ def _limit_words(why: str | None) -> str | None:
     return why
 
 
-def _worst_labs(adlb: pl.DataFrame) -> pl.DataFrame:
+def _worst_labs(adlb: pl.DataFrame, calcium_summary: str = "merged") -> pl.DataFrame:
     """The worst CTCAE grade per term after the baseline (as the study page's toxicity summary; the
     baseline record and the values before it are baseline: :func:`post_baseline`), its first day and
     value; a grade a missing input or a censored result leaves open is a range naming it: "2–4 (range:
@@ -380,7 +380,7 @@ def _worst_labs(adlb: pl.DataFrame) -> pl.DataFrame:
     be graded reads "not evaluable (no ULN ...)", and values not gradable beside graded ones are
     counted ("Not gradable"). One implementation with ``cartlab explain --what ctcae``
     (:func:`cartlab.grading.lab_worst.worst_labs`, review 37 B8)."""
-    worst = worst_labs(adlb, every_term=True)
+    worst = worst_labs(adlb, every_term=True, calcium_summary=calcium_summary)
     text = [f"not evaluable ({_limit_words(why) or 'not gradable'})" if lo is None
             else _grade_text(lo, hi, why=why or "an input missing")
             for lo, hi, why in zip(worst["grade"].to_list(), worst["grade_max"].to_list(), worst["why"].to_list())]
@@ -478,7 +478,9 @@ def _toxicity_block(analysis, subject_id: str, kinds: dict[str, str] | None = No
                                "evidence": evidence_list(x.get(f"crs_{sc}_evidence"))})
     scales = pl.DataFrame(scale_rows, schema={"scale": pl.String, "grade": pl.String, "missing": pl.String,
                                               "rule": pl.String, "reason": pl.String, "evidence": pl.List(pl.String)})
-    worst = _worst_labs(adlb)
+    # review 48 F4: admiral's "(Ionized)" rows under the one CTCAE term, as ctcae.calcium_summary says
+    ctcae_opts = getattr(getattr(analysis, "options", None), "ctcae", None)
+    worst = _worst_labs(adlb, getattr(ctcae_opts, "calcium_summary", None) or "merged")
     icaht = _of(analysis, "icaht", subject_id)
     worst_rows = _worst_grades(analysis, subject_id, icans_daily, icaht)
     episodes_empty = episode_sentence(worst_rows, crs_missing=(
