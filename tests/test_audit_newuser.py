@@ -294,10 +294,11 @@ def test_icaht_by_hand(summary):
     assert (summary["H2"]["icaht_early_grade"], summary["H2"]["icaht_late_grade"]) == ("2", "4")
     # H4: 0.3 / 0.4 / 0.45 on d0, d15, d30 -> never above 0.5 in days 0-30 -> early 4.
     # Relapse d45 ends the late window: d35 0.3, d44 0.8 -> two values <= 1.0, one <= 0.5 -> 2 by two
-    # tests (d50/d60 at 0.2 are after the relapse and must not make it 3). Session 34, "or nontransient
-    # neutropenia": d30 0.45 -> d35 0.3 -> d44 0.8 keeps the ANC <= 0.5 from the early window (d30)
-    # through d38 (0.3 + 0.0556 x 3 = 0.467) -> a run continuing from the early window -> 3.
-    assert (summary["H4"]["icaht_early_grade"], summary["H4"]["icaht_late_grade"]) == ("4", "3")
+    # tests (d50/d60 at 0.2 are after the relapse and must not make it 3). Sessions 34-47 read "or
+    # nontransient neutropenia" by default (d30 0.45 -> d35 0.3 -> d44 0.8: a run <= 0.5 continuing from the
+    # early window -> 3); since session 48 that is the option icaht.late_nontransient, and the default is the
+    # spec's "worst level reached by at least two measurements" -> 2.
+    assert (summary["H4"]["icaht_early_grade"], summary["H4"]["icaht_late_grade"]) == ("4", "2")
     # H5: 1.5 (d0) -> 0.0 (d10): 1.5 - 0.15 k <= 0.5 from d7; 0.0 (d10) -> 1.0 (d20): 0.1 (k-10)
     # <= 0.5 up to d15 -> <= 0.5 on d7..d15 = 9 days; <= 0.1 on d10, d11 = 2 days -> early 2.
     # No ANC after d30 -> late empty.

@@ -197,7 +197,8 @@ def test_late_needs_two_measurements():
     # session 34, "or nontransient neutropenia": days 40-46 interpolate 0.05 -> 0.5 (+0.075/day), a run
     # <= 0.5 of 7 days from the measured day 40 (>= 3) -> 3 with nontransient_length=interpolated; by
     # default (session 40, review s40 A2) the run is measured on recorded counts: day 40 only -> 2
-    assert late(base + [(40, "NEUT", 0.05), (50, "NEUT", 0.8)], nontransient_length="interpolated")["icaht_late_grade"] == 3
+    assert late(base + [(40, "NEUT", 0.05), (50, "NEUT", 0.8)], nontransient_length="interpolated",
+                late_nontransient=True)["icaht_late_grade"] == 3  # the option (default false since session 48)
     assert late(base + [(40, "NEUT", 0.05), (50, "NEUT", 0.8)])["icaht_late_grade"] == 2
     assert (two["late_anc_nadir"], two["late_anc_confirmed"]) == (0.05, 0.8)
     assert late(base + [(40, "NEUT", 0.05), (50, "NEUT", 0.08)])["icaht_late_grade"] == 4

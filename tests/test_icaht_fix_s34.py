@@ -117,11 +117,13 @@ def test_late_neutropenia_continuing_from_aplasia_is_graded(tmp_path):
     late grade 4 (one late measurement). Days 36-100 have no ANC -> max 4. Before: empty, max empty.
     With late_nontransient=false: not evaluable (1 measurement), max still 4."""
     s = _study(tmp_path, [(d, 2.0) for d in range(20)] + [(d, 0.05) for d in range(20, 31)] + [(35, 0.05)], fu=100)
-    r = _row(s)
+    r = _row(s, late_nontransient=True)  # the default of sessions 34-47
     assert (r["icaht_late_grade"], r["icaht_late_grade_max"], r["late_rule"]) == (
         4, 4, "icaht.late.g4_anc100_nontransient")
     assert "(the only measurement)" in r["late_reason"]
-    off = _row(s, late_nontransient=False)
+    # the default since session 48 (review 48 oracle #1; study format: "empty when fewer than two
+    # measurements fall in the window"): one late measurement -> not evaluable, max still 4
+    off = _row(s)
     assert (off["icaht_late_grade"], off["icaht_late_grade_max"]) == (None, 4)
 
 
@@ -146,7 +148,7 @@ def test_late_nadir_with_a_short_run_below_500_and_unknown_tail(tmp_path):
     s = _study(tmp_path, [(0, 2.0), (30, 2.0), (40, 0.05), (50, 1.2)], fu=100)
     r = _row(s)
     assert (r["icaht_late_grade"], r["icaht_late_grade_max"], r["late_rule"]) == (1, 4, "icaht.late.g1_anc1500")
-    r = derive_icaht(s, IcahtOptions(nontransient_length="interpolated")).row(0, named=True)
+    r = derive_icaht(s, IcahtOptions(late_nontransient=True, nontransient_length="interpolated")).row(0, named=True)
     assert (r["icaht_late_grade"], r["late_rule"]) == (3, "icaht.late.g3_anc500_nontransient")
 
 

@@ -144,8 +144,11 @@ def _best_response(study, o, marrow_response, relapse):
 
 def _response_summary(study, o, best_response):
     # could_be: the better categories a missing input leaves possible (a CRi without platelets: CR;CRh)
+    # best_response_day as a calendar day (study format, derivation conventions: "Days are calendar days relative
+    # to day 0"): a marrow timed 31.39 (from its datetime) is day 31, as CRS onset days are (review 48 oracle #5);
+    # best_response.csv keeps the assessment's own time
     return best_response.select("subject_id", "best_response", pl.col("could_be").list.join(";").replace("", None).alias("best_response_could_be"),
-                                "best_response_day", "mrd_negative")
+                                pl.col("best_response_day").floor(), "mrd_negative")
 
 
 def _adtte(study, o, marrow_response, relapse, best_response):
