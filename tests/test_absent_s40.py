@@ -76,11 +76,17 @@ def test_a2_late_icaht_is_a_range_without_events():
     # Rejeski 2023: late ICAHT = worst level reached by >= 2 ANC measurements after day 30, to relapse /
     # new therapy / HSCT / death / day 100. With every day to 60 at 0.8: grade 2 (ANC <= 1000/uL), the
     # same over any window reaching 2 measurements. Without events.csv a new therapy on day 30 (as
-    # events.csv could record) leaves no late window: not evaluable -> the grade is "not evaluable-2".
+    # events.csv could record) leaves no late window: not evaluable. Since session 48 (review 48 oracle #7,
+    # absent_events=unknown) the grade is the full window's, 2, and the reason names the lower end; the
+    # sessions 40-47 reading (absent_events=shortest_window) gives "not evaluable-2".
     r = derive_icaht(_study(_anc(), absent=("events",))).row(0, named=True)
-    assert (r["icaht_late_grade"], r["icaht_late_grade_max"]) == (None, 2)
+    assert (r["icaht_late_grade"], r["icaht_late_grade_max"]) == (2, 2)
     assert r["late_rule"].endswith("icaht.conv.absent_events")
     assert "events.csv (not given)" in r["late_reason"] and "not evaluable" in r["late_reason"]
+    assert "icaht_late_grade is the grade of the window above, as with no such event" in r["late_reason"]
+    short = derive_icaht(_study(_anc(), absent=("events",)), IcahtOptions(absent_events="shortest_window")).row(
+        0, named=True)
+    assert (short["icaht_late_grade"], short["icaht_late_grade_max"]) == (None, 2)
     assert r["icaht_early_grade"] == 0  # early window unchanged (ANC 2.0 on days 0-30)
     given = derive_icaht(_study(_anc())).row(0, named=True)
     assert (given["icaht_late_grade"], given["icaht_late_grade_max"]) == (2, 2)
@@ -93,8 +99,11 @@ def test_a2_late_t_icaht_is_a_range_without_events():
     # 150, days 31-60 40: grade 2 over the full window, not evaluable over an empty one (as above)
     plt = [(d, "PLAT", 150.0 if d <= 30 else 40.0, "10^9/L") for d in range(0, 61)]
     r = derive_t_icaht(_study(plt, absent=("events",))).row(0, named=True)
-    assert (r["t_icaht_late_grade"], r["t_icaht_late_grade_max"]) == (None, 2)
+    assert (r["t_icaht_late_grade"], r["t_icaht_late_grade_max"]) == (2, 2)  # session 48: the full window
     assert r["late_rule"].endswith("t_icaht.conv.absent_events")
+    short = derive_t_icaht(_study(plt, absent=("events",)), TIcahtOptions(absent_events="shortest_window")).row(
+        0, named=True)
+    assert (short["t_icaht_late_grade"], short["t_icaht_late_grade_max"]) == (None, 2)
     old = derive_t_icaht(_study(plt, absent=("events",)), TIcahtOptions(absent_events="none_happened")).row(0, named=True)
     assert (old["t_icaht_late_grade"], old["t_icaht_late_grade_max"]) == (2, 2)
 

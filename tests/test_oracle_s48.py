@@ -53,3 +53,15 @@ def test_best_response_day_is_a_calendar_day(tmp_path):
     # best_response.csv keeps the assessment's own time
     best = Analysis(read_study(folder)).table("best_response").row(0, named=True)
     assert best["best_response_day"] == 28.6
+
+
+def test_late_icaht_without_events_file_is_graded_over_the_window(tmp_path):
+    # spec: "Only subjects.csv is required"; late window "to the earliest of day 100, relapse, new therapy,
+    # HSCT or last follow-up". No events.csv, follow-up 60: ANC 2.0 on days 0-30, 0.3 on day 40, 0.05 on day
+    # 50: two measurements <= 0.5, one <= 0.1 -> worst level reached by two measurements: <= 0.5 -> grade 3
+    # (sessions 40-47: empty, the grade of the shortest window; now option icaht.absent_events=shortest_window)
+    obs = [f"P1,{d},NEUT,2.0,10^9/L" for d in range(31)] + ["P1,40,NEUT,0.3,10^9/L", "P1,50,NEUT,0.05,10^9/L"]
+    folder = _study(tmp_path, obs)
+    (folder / "events.csv").unlink()
+    s = _summary(folder)
+    assert s["icaht_late_grade"] == 3

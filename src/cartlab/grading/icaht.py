@@ -94,7 +94,7 @@ class IcahtOptions(CountWindowOptions):
     late_end_events_from_day: Number | None = None
     late_end_doses: EndDoses | None = None
     late_nontransient: bool | None = None
-    absent_events: Literal["unknown", "none_happened"] | None = None
+    absent_events: Literal["unknown", "shortest_window", "none_happened"] | None = None
     late_episode_span: Literal["qualifying_measurements", "window"] | None = None
     criteria: str = "icaht_2023"
 

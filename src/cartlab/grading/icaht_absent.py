@@ -7,9 +7,12 @@ events happened: the window could have ended on any day from its first. A longer
 add measurements, so the late grade is a range (option ``absent_events="unknown"``, default;
 conventions ``icaht.conv.absent_events`` / ``t_icaht.conv.absent_events``):
 
-* ``<p>_late_grade``: the grade the shortest possible window supports (an event on or before day 30, or on
-  ``late_end_events_from_day`` when later): not evaluable (an empty window) by default, a grade when
-  ``late_end_events_from_day`` is after day 30; the reason says which and why;
+* ``<p>_late_grade``: the grade of the window to day 100 / last follow-up, as a header-only file gives it
+  (since session 48, review 48 oracle #7: the study format requires only subjects.csv, and its late window
+  runs to "the earliest of day 100, relapse, new therapy, HSCT or last follow-up"; the CRS engine reads an
+  absent events.csv the same way, with its lower bound apart); the reason names what the shortest possible
+  window (an event on or before day 30, or on ``late_end_events_from_day`` when later) gives, the lower end.
+  ``"shortest_window"`` (sessions 40-47): the grade of that shortest window (not evaluable by default);
 * ``<p>_late_grade_max``: the grade of the window to day 100 / last follow-up (or higher when that
   grade's own upper bound already is).
 
@@ -32,7 +35,7 @@ from cartlab.io.absent_files import table_absent
 __all__ = ["ABSENT_EVENTS", "MISSING", "late_end_unknown", "late_range"]
 
 #: values of IcahtOptions.absent_events / TIcahtOptions.absent_events
-ABSENT_EVENTS = ("unknown", "none_happened")
+ABSENT_EVENTS = ("unknown", "shortest_window", "none_happened")
 #: what the late reason names
 MISSING = "events.csv (not given)"
 
@@ -43,7 +46,7 @@ def late_end_unknown(study, opts: dict[str, Any]) -> bool:
     mode = opts.get("absent_events") or "unknown"
     if mode not in ABSENT_EVENTS:
         raise ValueError(f"absent_events must be one of {ABSENT_EVENTS}, not {mode!r}")
-    return mode == "unknown" and bool(opts.get("late_end_events")) and table_absent(study, "events")
+    return mode != "none_happened" and bool(opts.get("late_end_events")) and table_absent(study, "events")
 
 
 def _shortest_end(opts: dict[str, Any]) -> int:
@@ -61,6 +64,7 @@ def late_range(study, options, derive: Callable[..., pl.DataFrame], prefix: str,
     """``derive(study, options, daily)`` (``derive_icaht`` / ``derive_t_icaht``) with the late grade a
     range over the possible window ends (module docstring). ``prefix``: ``icaht`` / ``t_icaht``."""
     opts = options.resolved()
+    shortest = opts.get("absent_events") == "shortest_window"  # sessions 40-47: the grade of the shortest window
     full = derive(study, replace(options, absent_events="none_happened"), daily, **kw)
     end = _shortest_end(opts)
     with warnings.catch_warnings():  # the full run above has said them (early window, data)
@@ -75,15 +79,22 @@ def late_range(study, options, derive: Callable[..., pl.DataFrame], prefix: str,
     ranged = pl.col(gmax).is_not_null() | pl.col(g).is_not_null()
     short_why = pl.col("_lo_reason").str.strip_chars_end(".")
     lo_text = pl.when(pl.col("_lo").is_null()).then(short_why).otherwise(pl.format("grade {} ({})", "_lo", short_why))
-    note = pl.format(
-        " Window end unknown: {} - a relapse, new therapy or allo-HSCT could end the late window on any day "
-        "(option {}.absent_events=unknown, convention {}.conv.absent_events); over the shortest window (an event on "
-        "day {}) the late grade is {}, so {} is that, up to {} over the window above.",
-        pl.lit(MISSING), pl.lit(prefix), pl.lit(prefix), pl.lit(end), lo_text, pl.lit(g), up)
+    if shortest:
+        note = pl.format(
+            " Window end unknown: {} - a relapse, new therapy or allo-HSCT could end the late window on any day "
+            "(option {}.absent_events=shortest_window, convention {}.conv.absent_events); over the shortest window (an "
+            "event on day {}) the late grade is {}, so {} is that, up to {} over the window above.",
+            pl.lit(MISSING), pl.lit(prefix), pl.lit(prefix), pl.lit(end), lo_text, pl.lit(g), up)
+    else:  # session 48: the grade of the window as a header-only file gives it (the study format's late window)
+        note = pl.format(
+            " Window end unknown: {} - a relapse, new therapy or allo-HSCT could have ended the late window earlier "
+            "(option {}.absent_events=unknown, convention {}.conv.absent_events): {} is the grade of the window above, "
+            "as with no such event; over the shortest window (an event on day {}) it would be {}.",
+            pl.lit(MISSING), pl.lit(prefix), pl.lit(prefix), pl.lit(g), pl.lit(end), lo_text)
     rule = pl.concat_str(pl.col("_lo_rule").fill_null(f"{prefix}.late.not_evaluable"),
                          pl.lit(f"; {prefix}.conv.absent_events"))
     return out.with_columns(
-        pl.when(ranged).then(pl.col("_lo")).otherwise(pl.col(g)).cast(pl.Int64).alias(g),
+        (pl.when(ranged).then(pl.col("_lo")).otherwise(pl.col(g)) if shortest else pl.col(g)).cast(pl.Int64).alias(g),
         pl.when(ranged).then(up).otherwise(pl.col(gmax)).cast(pl.Int64).alias(gmax),
         pl.when(ranged).then(rule).otherwise(pl.col("late_rule")).alias("late_rule"),
         pl.when(ranged).then(pl.concat_str(pl.col("rule").str.replace(r"; late: .*$", ""), pl.lit("; late: "), rule))

@@ -55,7 +55,7 @@ class TIcahtOptions(hc.CountWindowOptions):
     platelet_transfusion_free_days: int | None = None
     transfusion_supported_levels: tuple[LevelName, ...] | None = None
     late_nontransient: bool | None = None
-    absent_events: Literal["unknown", "none_happened"] | None = None
+    absent_events: Literal["unknown", "shortest_window", "none_happened"] | None = None
     absent_interventions: Literal["unknown", "none_given"] | None = None
     criteria: str = "t_icaht_2025"
 
