@@ -42,7 +42,8 @@ ABSENT_FILE_TEMPLATES = {
               "so OS, EFS and LFS are the most favourable reading, and their reasons say {events} was not given; "
               "ASTCT CRS fever attribution: an infection unknown, so a fever day's lower grade is 0 (grade_min, "
               "crs_grade_astct_min, option crs.absent_events=unknown); late ICAHT / T-ICAHT: the window's end "
-              "unknown, the late grade a range (options icaht.absent_events / t_icaht.absent_events=unknown); "
+              "unknown, the late grade that of the window to day 100 / last follow-up, the shortest window's "
+              "grade named as its lower end (options icaht.absent_events / t_icaht.absent_events=unknown); "
               "best response and duration of response count every assessment, a new therapy or HSCT being "
               "unknown, and their reasons say so); "
               "an empty file with its header says none happened",
